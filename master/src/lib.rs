@@ -1,0 +1,12 @@
+//! The skiff master: keeps the cluster's desired state in a Raft-replicated
+//! object store and serves it over gRPC.
+//!
+//! - [`objects`]: kinds, uniform object access, YAML/JSON manifests.
+//! - [`store`]: openraft + redb: the log, the revisioned state machine,
+//!   peer transport.
+//! - [`api`]: the public gRPC API, forwarding to the leader where needed.
+//! - [`client`]: a typed client of that API, for the CLI, agents and tests.
+//! - [`server`]: starting, joining and stopping a master.
+
+pub mod objects;
+pub mod store;

@@ -1,0 +1,340 @@
+//! The object model's behaviour: which kinds exist, how they are named on
+//! the command line, and uniform access to the metadata, spec and status of
+//! any object, whatever its kind.
+//!
+//! The wire types themselves are generated in `skiff-proto`; an object of
+//! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
+
+pub mod manifest;
+
+use std::fmt;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1::ObjectMeta;
+
+/// A supported kind, as written in `kind:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub enum Kind {
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    Endpoints,
+    Deployment,
+    ReplicaSet,
+}
+
+/// A kind name that skiff does not know.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown kind {given:?}; supported kinds are {}", Kind::supported_list())]
+pub struct UnknownKind {
+    pub given: String,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 7] = [
+        Kind::Namespace,
+        Kind::Node,
+        Kind::Pod,
+        Kind::Service,
+        Kind::Endpoints,
+        Kind::Deployment,
+        Kind::ReplicaSet,
+    ];
+
+    /// The name as written in `kind:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Node => "Node",
+            Kind::Pod => "Pod",
+            Kind::Service => "Service",
+            Kind::Endpoints => "Endpoints",
+            Kind::Deployment => "Deployment",
+            Kind::ReplicaSet => "ReplicaSet",
+        }
+    }
+
+    /// The `apiVersion` Kubernetes uses for this kind.
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::Deployment | Kind::ReplicaSet => "apps/v1",
+            _ => "v1",
+        }
+    }
+
+    /// Whether objects of this kind live in a namespace.
+    pub fn namespaced(self) -> bool {
+        !matches!(self, Kind::Namespace | Kind::Node)
+    }
+
+    /// The lowercase plural, as kubectl prints it (`pods`, `replicasets`).
+    pub fn plural(self) -> &'static str {
+        match self {
+            Kind::Namespace => "namespaces",
+            Kind::Node => "nodes",
+            Kind::Pod => "pods",
+            Kind::Service => "services",
+            Kind::Endpoints => "endpoints",
+            Kind::Deployment => "deployments",
+            Kind::ReplicaSet => "replicasets",
+        }
+    }
+
+    /// kubectl's short names.
+    pub fn short_names(self) -> &'static [&'static str] {
+        match self {
+            Kind::Namespace => &["ns"],
+            Kind::Node => &["no"],
+            Kind::Pod => &["po"],
+            Kind::Service => &["svc"],
+            Kind::Endpoints => &["ep"],
+            Kind::Deployment => &["deploy"],
+            Kind::ReplicaSet => &["rs"],
+        }
+    }
+
+    /// Exact `kind:` name, as in manifests and the API.
+    pub fn from_name(name: &str) -> Result<Kind, UnknownKind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == name)
+            .ok_or_else(|| UnknownKind {
+                given: name.to_owned(),
+            })
+    }
+
+    /// A kind as typed on the command line: the kind name in any case, its
+    /// plural, or a short name (`po`, `deploy`, `rs`, `svc`, `ns`, `no`).
+    pub fn parse_cli(given: &str) -> Result<Kind, UnknownKind> {
+        let lower = given.to_ascii_lowercase();
+        Kind::ALL
+            .into_iter()
+            .find(|k| {
+                k.name().to_ascii_lowercase() == lower
+                    || k.plural() == lower
+                    || k.short_names().contains(&lower.as_str())
+            })
+            .ok_or_else(|| UnknownKind {
+                given: given.to_owned(),
+            })
+    }
+
+    fn supported_list() -> String {
+        Kind::ALL.map(Kind::name).join(", ")
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Runs `$body` with `$v` bound to the typed object inside any [`Body`].
+macro_rules! with_body {
+    ($body:expr, $v:ident => $e:expr) => {
+        match $body {
+            Body::Namespace($v) => $e,
+            Body::Node($v) => $e,
+            Body::Pod($v) => $e,
+            Body::Service($v) => $e,
+            Body::Endpoints($v) => $e,
+            Body::Deployment($v) => $e,
+            Body::ReplicaSet($v) => $e,
+        }
+    };
+}
+pub(crate) use with_body;
+
+/// The kind of a [`Body`].
+pub fn body_kind(body: &Body) -> Kind {
+    match body {
+        Body::Namespace(_) => Kind::Namespace,
+        Body::Node(_) => Kind::Node,
+        Body::Pod(_) => Kind::Pod,
+        Body::Service(_) => Kind::Service,
+        Body::Endpoints(_) => Kind::Endpoints,
+        Body::Deployment(_) => Kind::Deployment,
+        Body::ReplicaSet(_) => Kind::ReplicaSet,
+    }
+}
+
+/// An [`Object`] that carries no kind at all.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("object has no kind set")]
+pub struct EmptyObject;
+
+/// Uniform access to any object, whatever its kind.
+pub trait ObjectExt {
+    fn body(&self) -> Result<&Body, EmptyObject>;
+    fn kind(&self) -> Result<Kind, EmptyObject> {
+        self.body().map(body_kind)
+    }
+    /// The metadata, or an empty one when the object has none.
+    fn meta(&self) -> &ObjectMeta;
+    /// The metadata, created when missing.
+    fn meta_mut(&mut self) -> Result<&mut ObjectMeta, EmptyObject>;
+    /// Sets `apiVersion` and `kind` to the canonical values for the kind.
+    fn set_type_meta(&mut self);
+    /// Whether the desired state (`spec`, or `subsets` for Endpoints) of two
+    /// objects of the same kind is equal.
+    fn same_spec(&self, other: &Object) -> bool;
+    /// Replaces the status with `other`'s (a no-op for kinds without status
+    /// or when the kinds differ).
+    fn copy_status_from(&mut self, other: &Object);
+    /// `namespace/name`, or `name` for cluster-scoped objects.
+    fn display_name(&self) -> String {
+        let meta = self.meta();
+        if meta.namespace.is_empty() {
+            meta.name.clone()
+        } else {
+            format!("{}/{}", meta.namespace, meta.name)
+        }
+    }
+}
+
+static EMPTY_META: std::sync::LazyLock<ObjectMeta> = std::sync::LazyLock::new(ObjectMeta::default);
+
+impl ObjectExt for Object {
+    fn body(&self) -> Result<&Body, EmptyObject> {
+        self.kind.as_ref().ok_or(EmptyObject)
+    }
+
+    fn meta(&self) -> &ObjectMeta {
+        match &self.kind {
+            Some(body) => with_body!(body, o => o.metadata.as_ref().unwrap_or(&EMPTY_META)),
+            None => &EMPTY_META,
+        }
+    }
+
+    fn meta_mut(&mut self) -> Result<&mut ObjectMeta, EmptyObject> {
+        let body = self.kind.as_mut().ok_or(EmptyObject)?;
+        Ok(with_body!(body, o => o.metadata.get_or_insert_with(Default::default)))
+    }
+
+    fn set_type_meta(&mut self) {
+        if let Some(body) = self.kind.as_mut() {
+            let kind = body_kind(body);
+            with_body!(body, o => {
+                o.api_version = kind.api_version().to_owned();
+                o.kind = kind.name().to_owned();
+            })
+        }
+    }
+
+    fn same_spec(&self, other: &Object) -> bool {
+        match (&self.kind, &other.kind) {
+            (Some(Body::Namespace(a)), Some(Body::Namespace(b))) => a.spec == b.spec,
+            (Some(Body::Node(a)), Some(Body::Node(b))) => a.spec == b.spec,
+            (Some(Body::Pod(a)), Some(Body::Pod(b))) => a.spec == b.spec,
+            (Some(Body::Service(a)), Some(Body::Service(b))) => a.spec == b.spec,
+            (Some(Body::Endpoints(a)), Some(Body::Endpoints(b))) => a.subsets == b.subsets,
+            (Some(Body::Deployment(a)), Some(Body::Deployment(b))) => a.spec == b.spec,
+            (Some(Body::ReplicaSet(a)), Some(Body::ReplicaSet(b))) => a.spec == b.spec,
+            _ => false,
+        }
+    }
+
+    fn copy_status_from(&mut self, other: &Object) {
+        match (&mut self.kind, &other.kind) {
+            (Some(Body::Namespace(a)), Some(Body::Namespace(b))) => a.status = b.status.clone(),
+            (Some(Body::Node(a)), Some(Body::Node(b))) => a.status = b.status.clone(),
+            (Some(Body::Pod(a)), Some(Body::Pod(b))) => a.status = b.status.clone(),
+            (Some(Body::Service(a)), Some(Body::Service(b))) => a.status = b.status.clone(),
+            (Some(Body::Deployment(a)), Some(Body::Deployment(b))) => a.status = b.status.clone(),
+            (Some(Body::ReplicaSet(a)), Some(Body::ReplicaSet(b))) => a.status = b.status.clone(),
+            _ => {}
+        }
+    }
+}
+
+/// Wraps a typed object into an [`Object`].
+pub trait IntoObject {
+    fn into_object(self) -> Object;
+}
+
+macro_rules! into_object {
+    ($($ty:ident => $variant:ident),* $(,)?) => {
+        $(impl IntoObject for skiff_proto::v1::$ty {
+            fn into_object(self) -> Object {
+                Object { kind: Some(Body::$variant(self)) }
+            }
+        })*
+    };
+}
+
+into_object!(
+    Namespace => Namespace,
+    Node => Node,
+    Pod => Pod,
+    Service => Service,
+    Endpoints => Endpoints,
+    Deployment => Deployment,
+    ReplicaSet => ReplicaSet,
+);
+
+/// The key an object is stored under: `Kind/namespace/name`.
+pub fn object_key(kind: Kind, namespace: &str, name: &str) -> String {
+    format!("{}/{}/{}", kind.name(), namespace, name)
+}
+
+/// The key prefix that selects a kind, or a kind within one namespace.
+pub fn key_prefix(kind: Kind, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{}/{}/", kind.name(), ns),
+        None => format!("{}/", kind.name()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_names_resolve_like_kubectl() {
+        for (given, kind) in [
+            ("po", Kind::Pod),
+            ("pods", Kind::Pod),
+            ("Pod", Kind::Pod),
+            ("deploy", Kind::Deployment),
+            ("deployments", Kind::Deployment),
+            ("rs", Kind::ReplicaSet),
+            ("replicaset", Kind::ReplicaSet),
+            ("svc", Kind::Service),
+            ("ns", Kind::Namespace),
+            ("no", Kind::Node),
+            ("nodes", Kind::Node),
+            ("ep", Kind::Endpoints),
+        ] {
+            assert_eq!(Kind::parse_cli(given).unwrap(), kind, "{given}");
+        }
+        let err = Kind::parse_cli("configmap").unwrap_err();
+        assert!(err.to_string().contains("configmap"), "{err}");
+    }
+
+    #[test]
+    fn spec_comparison_ignores_status_and_metadata() {
+        let mut a = skiff_proto::v1::Pod::default();
+        a.spec = Some(skiff_proto::v1::PodSpec {
+            node_name: "n1".into(),
+            ..Default::default()
+        });
+        let mut b = a.clone();
+        b.status = Some(skiff_proto::v1::PodStatus {
+            phase: "Running".into(),
+            ..Default::default()
+        });
+        b.metadata = Some(ObjectMeta {
+            name: "x".into(),
+            ..Default::default()
+        });
+        let (oa, ob) = (a.clone().into_object(), b.into_object());
+        assert!(oa.same_spec(&ob));
+        let mut c = a;
+        c.spec.as_mut().unwrap().node_name = "n2".into();
+        assert!(!oa.same_spec(&c.into_object()));
+    }
+}

@@ -1,0 +1,79 @@
+//! The commands that Raft log entries carry, and their results.
+//!
+//! Everything non-deterministic (uids, timestamps) is decided by the master
+//! that proposes a command, never in `apply`, so every replica computes the
+//! same state.
+
+use serde::{Deserialize, Serialize};
+
+use crate::objects::Kind;
+
+/// A change to the object store.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Command {
+    /// Store a new object (prost-encoded `Object`).
+    Create {
+        object: Vec<u8>,
+        uid: String,
+        now: String,
+    },
+    /// Replace metadata and spec (or only status). Conditional when the
+    /// object's `metadata.resourceVersion` is set.
+    Update { object: Vec<u8>, status_only: bool },
+    /// Remove an object, optionally only at a given resourceVersion.
+    Delete {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        resource_version: String,
+    },
+}
+
+/// What a committed write did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Applied {
+    /// The object as stored (for Delete: as it was when deleted).
+    pub object: Vec<u8>,
+    /// The store revision after this write.
+    pub revision: u64,
+}
+
+/// Why a write was refused by the state machine. Nothing was stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    #[error("{kind} \"{name}\" not found{}", in_namespace(namespace))]
+    NotFound {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("{kind} \"{name}\" already exists{}", in_namespace(namespace))]
+    AlreadyExists {
+        kind: Kind,
+        namespace: String,
+        name: String,
+    },
+    #[error("namespace \"{0}\" not found; create it first")]
+    NamespaceNotFound(String),
+    #[error("conflict: {kind} \"{name}\" is at resourceVersion {current}, the request expected {expected}; read it again and retry")]
+    Conflict {
+        kind: Kind,
+        name: String,
+        expected: String,
+        current: String,
+    },
+    #[error("invalid object: {0}")]
+    Invalid(String),
+}
+
+fn in_namespace(namespace: &str) -> String {
+    if namespace.is_empty() {
+        String::new()
+    } else {
+        format!(" in namespace \"{namespace}\"")
+    }
+}
+
+/// The state machine's answer to one log entry. Entries that carry no
+/// command (blank and membership entries) answer `Ok(None)`.
+pub type ApplyResult = Result<Option<Applied>, WriteError>;

@@ -1,0 +1,341 @@
+//! The Raft log, kept in redb with group commit.
+//!
+//! Appends return at once; a dedicated writer thread gathers every append
+//! (and vote, truncate and purge) that is waiting, writes them in one redb
+//! transaction, fsyncs once, and only then tells openraft the entries are
+//! durable. Under load many client writes share one fsync, so durability
+//! costs latency but not throughput.
+//!
+//! Entries not yet purged are also kept in memory, so replication reads
+//! never touch the disk. openraft purges the log after each snapshot, which
+//! keeps both bounded.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::ops::RangeBounds;
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
+use openraft::{ErrorSubject, ErrorVerb, RaftLogId, Vote};
+use redb::{Database, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use super::{storage_io_error, Entry, LogId, NodeId, StorageError, TypeConfig};
+
+const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const VOTE_KEY: &str = "vote";
+const COMMITTED_KEY: &str = "committed";
+const PURGED_KEY: &str = "last_purged";
+
+/// Most operations gathered into one transaction.
+const MAX_BATCH: usize = 8192;
+
+/// Errors of the log store's own making (openraft gets them as StorageError).
+#[derive(Debug, thiserror::Error)]
+pub enum LogStoreError {
+    #[error("raft log database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("raft log: cannot decode {what}: {source}")]
+    Decode {
+        what: &'static str,
+        source: bincode::Error,
+    },
+    #[error("raft log writer has stopped")]
+    WriterGone,
+}
+
+type Result<T> = std::result::Result<T, LogStoreError>;
+
+#[derive(Default)]
+struct LogCache {
+    entries: BTreeMap<u64, Entry>,
+    last_purged: Option<LogId>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+}
+
+enum WriteOp {
+    Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
+    Truncate(u64, oneshot::Sender<std::result::Result<(), String>>),
+    Purge(LogId),
+    SaveVote(Vote<NodeId>, oneshot::Sender<std::result::Result<(), String>>),
+    SaveCommitted(Option<LogId>),
+}
+
+/// The redb-backed Raft log.
+pub struct LogStore {
+    cache: Arc<Mutex<LogCache>>,
+    writer: mpsc::Sender<WriteOp>,
+}
+
+/// A read handle on the log, for openraft's replication tasks.
+#[derive(Clone)]
+pub struct LogReader {
+    cache: Arc<Mutex<LogCache>>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path` and loads it.
+    pub fn open(path: &Path) -> Result<LogStore> {
+        let db = Database::create(path).map_err(redb::Error::from)?;
+        let mut cache = LogCache::default();
+        {
+            let txn = db.begin_write().map_err(redb::Error::from)?;
+            {
+                // Creating the tables here means reads never see them missing.
+                let log = txn.open_table(LOG).map_err(redb::Error::from)?;
+                let meta = txn.open_table(META).map_err(redb::Error::from)?;
+                for item in log.iter().map_err(redb::Error::from)? {
+                    let (k, v) = item.map_err(redb::Error::from)?;
+                    let entry: Entry = bincode::deserialize(v.value())
+                        .map_err(|source| LogStoreError::Decode { what: "log entry", source })?;
+                    cache.entries.insert(k.value(), entry);
+                }
+                let read_meta = |key: &str| -> Result<Option<Vec<u8>>> {
+                    Ok(meta
+                        .get(key)
+                        .map_err(redb::Error::from)?
+                        .map(|v| v.value().to_vec()))
+                };
+                if let Some(v) = read_meta(VOTE_KEY)? {
+                    cache.vote = Some(
+                        bincode::deserialize(&v)
+                            .map_err(|source| LogStoreError::Decode { what: "vote", source })?,
+                    );
+                }
+                if let Some(v) = read_meta(COMMITTED_KEY)? {
+                    cache.committed = bincode::deserialize(&v)
+                        .map_err(|source| LogStoreError::Decode { what: "committed", source })?;
+                }
+                if let Some(v) = read_meta(PURGED_KEY)? {
+                    cache.last_purged = bincode::deserialize(&v)
+                        .map_err(|source| LogStoreError::Decode { what: "last purged", source })?;
+                }
+            }
+            txn.commit().map_err(redb::Error::from)?;
+        }
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("raft-log-writer".to_owned())
+            .spawn(move || write_loop(db, rx))
+            .map_err(|e| LogStoreError::Db(redb::Error::Io(e)))?;
+        Ok(LogStore {
+            cache: Arc::new(Mutex::new(cache)),
+            writer: tx,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LogCache> {
+        lock_cache(&self.cache)
+    }
+
+    fn send(&self, op: WriteOp) -> Result<()> {
+        self.writer.send(op).map_err(|_| LogStoreError::WriterGone)
+    }
+}
+
+fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
+    // A panic while holding the lock cannot leave the map half-updated in a
+    // way later readers care about, so a poisoned lock is still usable.
+    cache.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The writer thread: one redb transaction and one fsync per batch.
+fn write_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
+            }
+        }
+        let outcome = write_batch(&db, &ops).map_err(|e| e.to_string());
+        for op in ops {
+            match op {
+                WriteOp::Append(_, callback) => callback.log_io_completed(
+                    outcome
+                        .clone()
+                        .map_err(|e| std::io::Error::other(format!("raft log append: {e}"))),
+                ),
+                WriteOp::Truncate(_, done) | WriteOp::SaveVote(_, done) => {
+                    let _ = done.send(outcome.clone());
+                }
+                WriteOp::Purge(_) | WriteOp::SaveCommitted(_) => {
+                    if let Err(e) = &outcome {
+                        tracing::error!(error = %e, "raft log write failed");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn write_batch(db: &Database, ops: &[WriteOp]) -> std::result::Result<(), redb::Error> {
+    let txn = db.begin_write()?;
+    {
+        let mut log = txn.open_table(LOG)?;
+        let mut meta = txn.open_table(META)?;
+        for op in ops {
+            match op {
+                WriteOp::Append(entries, _) => {
+                    for (index, bytes) in entries {
+                        log.insert(*index, bytes.as_slice())?;
+                    }
+                }
+                WriteOp::Truncate(from, _) => {
+                    log.retain_in(*from.., |_, _| false)?;
+                }
+                WriteOp::Purge(upto) => {
+                    log.retain_in(..=upto.index, |_, _| false)?;
+                    meta.insert(PURGED_KEY, encode(&Some(*upto)).as_slice())?;
+                }
+                WriteOp::SaveVote(vote, _) => {
+                    meta.insert(VOTE_KEY, encode(vote).as_slice())?;
+                }
+                WriteOp::SaveCommitted(committed) => {
+                    meta.insert(COMMITTED_KEY, encode(committed).as_slice())?;
+                }
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    // Serializing plain structs into a Vec cannot fail.
+    bincode::serialize(value).unwrap_or_default()
+}
+
+fn log_error(verb: ErrorVerb, e: LogStoreError) -> StorageError {
+    storage_io_error(ErrorSubject::Logs, verb, e)
+}
+
+fn entries_in<RB: RangeBounds<u64>>(cache: &Mutex<LogCache>, range: RB) -> Vec<Entry> {
+    lock_cache(cache)
+        .entries
+        .range(range)
+        .map(|(_, e)| e.clone())
+        .collect()
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        Ok(entries_in(&self.cache, range))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogReader {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> std::result::Result<Vec<Entry>, StorageError> {
+        Ok(entries_in(&self.cache, range))
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogReader;
+
+    async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
+        let cache = self.lock();
+        let last_log_id = cache
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(cache.last_purged);
+        Ok(LogState {
+            last_purged_log_id: cache.last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogReader {
+        LogReader {
+            cache: self.cache.clone(),
+        }
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> std::result::Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::SaveVote(*vote, tx))
+            .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        rx.await
+            .map_err(|_| LogStoreError::WriterGone)
+            .and_then(|r| r.map_err(|e| LogStoreError::Db(redb::Error::Io(std::io::Error::other(e)))))
+            .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
+        self.lock().vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> std::result::Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.lock().vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId>,
+    ) -> std::result::Result<(), StorageError> {
+        self.lock().committed = committed;
+        self.send(WriteOp::SaveCommitted(committed))
+            .map_err(|e| log_error(ErrorVerb::Write, e))
+    }
+
+    async fn read_committed(&mut self) -> std::result::Result<Option<LogId>, StorageError> {
+        Ok(self.lock().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> std::result::Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut encoded = Vec::new();
+        {
+            let mut cache = self.lock();
+            for entry in entries {
+                let index = entry.get_log_id().index;
+                encoded.push((index, encode(&entry)));
+                cache.entries.insert(index, entry);
+            }
+        }
+        self.send(WriteOp::Append(encoded, callback))
+            .map_err(|e| log_error(ErrorVerb::Write, e))
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        {
+            let mut cache = self.lock();
+            let _ = cache.entries.split_off(&log_id.index);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.send(WriteOp::Truncate(log_id.index, tx))
+            .map_err(|e| log_error(ErrorVerb::Delete, e))?;
+        rx.await
+            .map_err(|_| LogStoreError::WriterGone)
+            .and_then(|r| r.map_err(|e| LogStoreError::Db(redb::Error::Io(std::io::Error::other(e)))))
+            .map_err(|e| log_error(ErrorVerb::Delete, e))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
+        {
+            let mut cache = self.lock();
+            let keep = cache.entries.split_off(&(log_id.index + 1));
+            cache.entries = keep;
+            cache.last_purged = Some(log_id);
+        }
+        self.send(WriteOp::Purge(log_id))
+            .map_err(|e| log_error(ErrorVerb::Delete, e))
+    }
+}

@@ -1,0 +1,746 @@
+//! The state machine: a revisioned key-value map of objects in redb, the
+//! recent history of changes for watchers, and snapshots.
+//!
+//! Only [`StateMachine::apply`] and snapshot installation change state; the
+//! API reads through the shared [`ObjectStore`].
+//!
+//! Durability: the Raft log is fsynced before a write is acknowledged, so
+//! applying entries does not need to fsync again. Applies are committed to
+//! redb without fsync and made durable in the background, before every
+//! snapshot and at shutdown. After a crash the state machine comes back at
+//! its last durable point and openraft re-applies the rest from the log,
+//! which is never purged past a durable snapshot.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
+use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
+use prost::Message;
+use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use skiff_proto::api::{EventType, Object};
+use tokio::sync::broadcast;
+
+use super::{
+    storage_io_error, Applied, ApplyResult, Command, Entry, LogId, SnapshotMeta, StorageError,
+    StoredMembership, TypeConfig, WriteError,
+};
+use crate::objects::{key_prefix, object_key, Kind, ObjectExt};
+
+const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
+const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
+const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
+const LAST_APPLIED_KEY: &str = "last_applied";
+const MEMBERSHIP_KEY: &str = "membership";
+const REVISION_KEY: &str = "revision";
+const COMPACTED_KEY: &str = "compacted";
+
+/// How many recent changes are kept for watchers to resume from.
+pub const EVENT_RETENTION: u64 = 20_000;
+/// Trim history in steps, not on every write.
+const EVENT_TRIM_STEP: u64 = 1_000;
+
+/// Errors reading or writing the state machine's database.
+#[derive(Debug, thiserror::Error)]
+pub enum StateMachineError {
+    #[error("state database: {0}")]
+    Db(#[from] redb::Error),
+    #[error("state database: cannot decode {what}: {reason}")]
+    Decode { what: &'static str, reason: String },
+    #[error("snapshot file {path}: {source}")]
+    SnapshotFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+type Result<T> = std::result::Result<T, StateMachineError>;
+
+fn dberr<E: Into<redb::Error>>(e: E) -> StateMachineError {
+    StateMachineError::Db(e.into())
+}
+
+/// One change, as watchers see it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct StoredEvent {
+    pub revision: u64,
+    pub kind: Kind,
+    pub namespace: String,
+    /// `EventType` as its protobuf number.
+    pub event_type: i32,
+    /// The prost-encoded `Object`.
+    pub object: Vec<u8>,
+}
+
+/// What the apply path tells live watchers.
+#[derive(Debug, Clone)]
+pub enum Notification {
+    Event(Arc<StoredEvent>),
+    /// The state was replaced by a snapshot: history before `revision` is
+    /// gone, and watchers must re-list.
+    Reset { revision: u64 },
+}
+
+/// A watch asked for history that is no longer kept.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("revision {requested} has been compacted; the oldest revision that can be watched from is {oldest}; list again and watch from the list's revision")]
+pub struct Compacted {
+    pub requested: u64,
+    pub oldest: u64,
+}
+
+#[derive(Debug, Clone, Default)]
+struct AppliedState {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    revision: u64,
+    compacted: u64,
+}
+
+/// The snapshot's contents.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SnapshotData {
+    revision: u64,
+    objects: Vec<(String, Vec<u8>)>,
+}
+
+/// The object store's read side, shared by the API and the state machine.
+pub struct ObjectStore {
+    db: Database,
+    state: Mutex<AppliedState>,
+    notify: broadcast::Sender<Notification>,
+    /// Applies committed without fsync since the last durable commit.
+    dirty: AtomicBool,
+    snapshot_path: PathBuf,
+}
+
+/// openraft's handle on the state machine.
+pub struct StateMachine {
+    store: Arc<ObjectStore>,
+}
+
+/// Builds snapshots from a consistent read of the state machine.
+pub struct SnapshotBuilder {
+    store: Arc<ObjectStore>,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|e| StateMachineError::Decode {
+        what,
+        reason: e.to_string(),
+    })
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    bincode::serialize(value).unwrap_or_default()
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object> {
+    Object::decode(bytes).map_err(|e| StateMachineError::Decode {
+        what: "object",
+        reason: e.to_string(),
+    })
+}
+
+impl ObjectStore {
+    /// Opens (or creates) the state database in `dir`.
+    pub fn open(dir: &Path) -> Result<Arc<ObjectStore>> {
+        let db = Database::create(dir.join("state.redb")).map_err(dberr)?;
+        let mut state = AppliedState::default();
+        {
+            let txn = db.begin_write().map_err(dberr)?;
+            {
+                txn.open_table(OBJECTS).map_err(dberr)?;
+                txn.open_table(EVENTS).map_err(dberr)?;
+                let meta = txn.open_table(META).map_err(dberr)?;
+                let get = |key: &str| -> Result<Option<Vec<u8>>> {
+                    Ok(meta.get(key).map_err(dberr)?.map(|v| v.value().to_vec()))
+                };
+                if let Some(v) = get(LAST_APPLIED_KEY)? {
+                    state.last_applied = decode("last applied", &v)?;
+                }
+                if let Some(v) = get(MEMBERSHIP_KEY)? {
+                    state.membership = decode("membership", &v)?;
+                }
+                if let Some(v) = get(REVISION_KEY)? {
+                    state.revision = decode("revision", &v)?;
+                }
+                if let Some(v) = get(COMPACTED_KEY)? {
+                    state.compacted = decode("compacted revision", &v)?;
+                }
+            }
+            txn.commit().map_err(dberr)?;
+        }
+        let (notify, _) = broadcast::channel(4096);
+        Ok(Arc::new(ObjectStore {
+            db,
+            state: Mutex::new(state),
+            notify,
+            dirty: AtomicBool::new(false),
+            snapshot_path: dir.join("snapshot.bin"),
+        }))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, AppliedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The revision of the last change applied here.
+    pub fn revision(&self) -> u64 {
+        self.state().revision
+    }
+
+    /// The log position applied here.
+    pub fn last_applied(&self) -> Option<LogId> {
+        self.state().last_applied
+    }
+
+    /// The cluster membership as of the last applied entry.
+    pub fn membership(&self) -> StoredMembership {
+        self.state().membership.clone()
+    }
+
+    /// One object, if it exists.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Object>> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(OBJECTS).map_err(dberr)?;
+        let value = table
+            .get(object_key(kind, namespace, name).as_str())
+            .map_err(dberr)?;
+        value.map(|v| decode_object(v.value())).transpose()
+    }
+
+    /// Every object of a kind (in one namespace, or all), with the revision
+    /// the list reflects.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Object>, u64)> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let revision = {
+            let meta = txn.open_table(META).map_err(dberr)?;
+            match meta.get(REVISION_KEY).map_err(dberr)? {
+                Some(v) => decode("revision", v.value())?,
+                None => 0,
+            }
+        };
+        let table = txn.open_table(OBJECTS).map_err(dberr)?;
+        let prefix = key_prefix(kind, namespace);
+        let mut out = Vec::new();
+        for item in table.range(prefix.as_str()..).map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(decode_object(v.value())?);
+        }
+        Ok((out, revision))
+    }
+
+    /// Live notifications of changes. Subscribe before reading history so
+    /// that nothing falls between the two.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.notify.subscribe()
+    }
+
+    /// Kept changes with a revision greater than `after`, oldest first, at
+    /// most `limit` of them.
+    pub fn events_after(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<std::result::Result<Vec<Arc<StoredEvent>>, Compacted>> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let compacted = {
+            let meta = txn.open_table(META).map_err(dberr)?;
+            match meta.get(COMPACTED_KEY).map_err(dberr)? {
+                Some(v) => decode("compacted revision", v.value())?,
+                None => 0u64,
+            }
+        };
+        if after < compacted {
+            return Ok(Err(Compacted {
+                requested: after,
+                oldest: compacted,
+            }));
+        }
+        let table = txn.open_table(EVENTS).map_err(dberr)?;
+        let mut out = Vec::new();
+        for item in table.range(after + 1..).map_err(dberr)?.take(limit) {
+            let (_, v) = item.map_err(dberr)?;
+            out.push(Arc::new(decode::<StoredEvent>("event", v.value())?));
+        }
+        Ok(Ok(out))
+    }
+
+    /// Makes every applied change durable (one fsync), if any is pending.
+    pub fn flush(&self) -> Result<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate);
+        txn.commit().map_err(dberr)?;
+        Ok(())
+    }
+
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ApplyResult>> {
+        let mut state = self.state().clone();
+        let mut results = Vec::with_capacity(entries.len());
+        let mut events = Vec::new();
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::None);
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
+            for entry in entries {
+                state.last_applied = Some(*entry.get_log_id());
+                match entry.payload {
+                    EntryPayload::Blank => results.push(Ok(None)),
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(state.last_applied, m);
+                        results.push(Ok(None));
+                    }
+                    EntryPayload::Normal(command) => {
+                        let outcome =
+                            execute(command, &mut objects, &mut state.revision, &mut events)?;
+                        results.push(outcome);
+                    }
+                }
+            }
+            let mut history = txn.open_table(EVENTS).map_err(dberr)?;
+            for event in &events {
+                history
+                    .insert(event.revision, encode(event.as_ref()).as_slice())
+                    .map_err(dberr)?;
+            }
+            if state.revision - state.compacted > EVENT_RETENTION + EVENT_TRIM_STEP {
+                state.compacted = state.revision - EVENT_RETENTION;
+                history
+                    .retain_in(..=state.compacted, |_, _| false)
+                    .map_err(dberr)?;
+            }
+            let mut meta = txn.open_table(META).map_err(dberr)?;
+            write_meta(&mut meta, &state)?;
+        }
+        txn.commit().map_err(dberr)?;
+        self.dirty.store(true, Ordering::Release);
+        *self.state() = state;
+        for event in events {
+            // No receivers is fine: nobody is watching.
+            let _ = self.notify.send(Notification::Event(event));
+        }
+        Ok(results)
+    }
+
+    fn build_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        // Everything this read sees becomes durable before the snapshot is
+        // handed to openraft, which may then purge the log behind it.
+        self.dirty.store(true, Ordering::Release);
+        self.flush()?;
+        let (last_applied, membership, revision) = {
+            let meta = txn.open_table(META).map_err(dberr)?;
+            let get = |key: &str| -> Result<Option<Vec<u8>>> {
+                Ok(meta.get(key).map_err(dberr)?.map(|v| v.value().to_vec()))
+            };
+            let last_applied: Option<LogId> = match get(LAST_APPLIED_KEY)? {
+                Some(v) => decode("last applied", &v)?,
+                None => None,
+            };
+            let membership: StoredMembership = match get(MEMBERSHIP_KEY)? {
+                Some(v) => decode("membership", &v)?,
+                None => StoredMembership::default(),
+            };
+            let revision: u64 = match get(REVISION_KEY)? {
+                Some(v) => decode("revision", &v)?,
+                None => 0,
+            };
+            (last_applied, membership, revision)
+        };
+        let table = txn.open_table(OBJECTS).map_err(dberr)?;
+        let mut objects = Vec::new();
+        for item in table.iter().map_err(dberr)? {
+            let (k, v) = item.map_err(dberr)?;
+            objects.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        let data = encode(&SnapshotData { revision, objects });
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{}", id.leader_id, id.index, revision),
+            None => format!("empty-{revision}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership: membership,
+            snapshot_id,
+        };
+        self.save_snapshot_file(&meta, &data)?;
+        Ok((meta, data))
+    }
+
+    fn save_snapshot_file(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        let file_error = |source| StateMachineError::SnapshotFile {
+            path: self.snapshot_path.clone(),
+            source,
+        };
+        let tmp = self.snapshot_path.with_extension("tmp");
+        let bytes = encode(&(meta, data));
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(file_error)?;
+            f.write_all(&bytes).map_err(file_error)?;
+            f.sync_all().map_err(file_error)?;
+        }
+        std::fs::rename(&tmp, &self.snapshot_path).map_err(file_error)?;
+        Ok(())
+    }
+
+    fn load_snapshot_file(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>> {
+        match std::fs::read(&self.snapshot_path) {
+            Ok(bytes) => Ok(Some(decode("snapshot file", &bytes)?)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateMachineError::SnapshotFile {
+                path: self.snapshot_path.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+        let snapshot: SnapshotData = decode("snapshot", data)?;
+        let state = AppliedState {
+            last_applied: meta.last_log_id,
+            membership: meta.last_membership.clone(),
+            revision: snapshot.revision,
+            compacted: snapshot.revision,
+        };
+        let mut txn = self.db.begin_write().map_err(dberr)?;
+        txn.set_durability(Durability::Immediate);
+        {
+            let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
+            objects.retain(|_, _| false).map_err(dberr)?;
+            for (k, v) in &snapshot.objects {
+                objects.insert(k.as_str(), v.as_slice()).map_err(dberr)?;
+            }
+            let mut events = txn.open_table(EVENTS).map_err(dberr)?;
+            events.retain(|_, _| false).map_err(dberr)?;
+            let mut m = txn.open_table(META).map_err(dberr)?;
+            write_meta(&mut m, &state)?;
+        }
+        txn.commit().map_err(dberr)?;
+        self.dirty.store(false, Ordering::Release);
+        *self.state() = state;
+        self.save_snapshot_file(meta, data)?;
+        let _ = self.notify.send(Notification::Reset {
+            revision: snapshot.revision,
+        });
+        Ok(())
+    }
+
+    /// How many objects are stored (for metrics and tests).
+    pub fn object_count(&self) -> Result<u64> {
+        let txn = self.db.begin_read().map_err(dberr)?;
+        let table = txn.open_table(OBJECTS).map_err(dberr)?;
+        table.len().map_err(dberr)
+    }
+}
+
+fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> Result<()> {
+    meta.insert(LAST_APPLIED_KEY, encode(&state.last_applied).as_slice())
+        .map_err(dberr)?;
+    meta.insert(MEMBERSHIP_KEY, encode(&state.membership).as_slice())
+        .map_err(dberr)?;
+    meta.insert(REVISION_KEY, encode(&state.revision).as_slice())
+        .map_err(dberr)?;
+    meta.insert(COMPACTED_KEY, encode(&state.compacted).as_slice())
+        .map_err(dberr)?;
+    Ok(())
+}
+
+/// Applies one command to the objects table. A refused command changes
+/// nothing and uses no revision.
+fn execute(
+    command: Command,
+    objects: &mut redb::Table<'_, &str, &[u8]>,
+    revision: &mut u64,
+    events: &mut Vec<Arc<StoredEvent>>,
+) -> Result<ApplyResult> {
+    let invalid = |e: &dyn std::fmt::Display| Ok(Err(WriteError::Invalid(e.to_string())));
+    match command {
+        Command::Create { object, uid, now } => {
+            let mut object = match Object::decode(object.as_slice()) {
+                Ok(o) => o,
+                Err(e) => return invalid(&e),
+            };
+            let kind = match object.kind() {
+                Ok(k) => k,
+                Err(e) => return invalid(&e),
+            };
+            let (namespace, name) = {
+                let m = object.meta();
+                (m.namespace.clone(), m.name.clone())
+            };
+            if name.is_empty() {
+                return invalid(&"metadata.name is required");
+            }
+            let key = object_key(kind, &namespace, &name);
+            if objects.get(key.as_str()).map_err(dberr)?.is_some() {
+                return Ok(Err(WriteError::AlreadyExists {
+                    kind,
+                    namespace,
+                    name,
+                }));
+            }
+            if kind.namespaced() {
+                let ns_key = object_key(Kind::Namespace, "", &namespace);
+                if objects.get(ns_key.as_str()).map_err(dberr)?.is_none() {
+                    return Ok(Err(WriteError::NamespaceNotFound(namespace)));
+                }
+            }
+            *revision += 1;
+            if let Ok(meta) = object.meta_mut() {
+                meta.uid = uid;
+                meta.creation_timestamp = now;
+                meta.resource_version = revision.to_string();
+                meta.generation = 1;
+                meta.deletion_timestamp.clear();
+            }
+            object.set_type_meta();
+            let bytes = object.encode_to_vec();
+            objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
+            Ok(Ok(Some(record(
+                events,
+                *revision,
+                kind,
+                namespace,
+                EventType::Added,
+                bytes,
+            ))))
+        }
+        Command::Update {
+            object,
+            status_only,
+        } => {
+            let update = match Object::decode(object.as_slice()) {
+                Ok(o) => o,
+                Err(e) => return invalid(&e),
+            };
+            let kind = match update.kind() {
+                Ok(k) => k,
+                Err(e) => return invalid(&e),
+            };
+            let (namespace, name, expected) = {
+                let m = update.meta();
+                (m.namespace.clone(), m.name.clone(), m.resource_version.clone())
+            };
+            let key = object_key(kind, &namespace, &name);
+            let existing = match objects.get(key.as_str()).map_err(dberr)? {
+                Some(v) => decode_object(v.value())?,
+                None => {
+                    return Ok(Err(WriteError::NotFound {
+                        kind,
+                        namespace,
+                        name,
+                    }))
+                }
+            };
+            let current = existing.meta().resource_version.clone();
+            if !expected.is_empty() && expected != current {
+                return Ok(Err(WriteError::Conflict {
+                    kind,
+                    name,
+                    expected,
+                    current,
+                }));
+            }
+            let mut merged = if status_only {
+                let mut m = existing.clone();
+                m.copy_status_from(&update);
+                m
+            } else {
+                let mut m = update;
+                m.copy_status_from(&existing);
+                let old = existing.meta();
+                let spec_changed = !m.same_spec(&existing);
+                if let Ok(meta) = m.meta_mut() {
+                    meta.uid = old.uid.clone();
+                    meta.creation_timestamp = old.creation_timestamp.clone();
+                    meta.deletion_timestamp = old.deletion_timestamp.clone();
+                    meta.generate_name = old.generate_name.clone();
+                    meta.generation = old.generation + i64::from(spec_changed);
+                }
+                m
+            };
+            merged.set_type_meta();
+            if let Ok(meta) = merged.meta_mut() {
+                meta.resource_version = current;
+            }
+            if merged == existing {
+                // Nothing changed: no new revision, nothing for watchers.
+                return Ok(Ok(Some(Applied {
+                    object: existing.encode_to_vec(),
+                    revision: *revision,
+                })));
+            }
+            *revision += 1;
+            if let Ok(meta) = merged.meta_mut() {
+                meta.resource_version = revision.to_string();
+            }
+            let bytes = merged.encode_to_vec();
+            objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
+            Ok(Ok(Some(record(
+                events,
+                *revision,
+                kind,
+                namespace,
+                EventType::Modified,
+                bytes,
+            ))))
+        }
+        Command::Delete {
+            kind,
+            namespace,
+            name,
+            resource_version,
+        } => {
+            let key = object_key(kind, &namespace, &name);
+            let mut existing = match objects.get(key.as_str()).map_err(dberr)? {
+                Some(v) => decode_object(v.value())?,
+                None => {
+                    return Ok(Err(WriteError::NotFound {
+                        kind,
+                        namespace,
+                        name,
+                    }))
+                }
+            };
+            let current = existing.meta().resource_version.clone();
+            if !resource_version.is_empty() && resource_version != current {
+                return Ok(Err(WriteError::Conflict {
+                    kind,
+                    name,
+                    expected: resource_version,
+                    current,
+                }));
+            }
+            objects.remove(key.as_str()).map_err(dberr)?;
+            *revision += 1;
+            if let Ok(meta) = existing.meta_mut() {
+                meta.resource_version = revision.to_string();
+            }
+            let bytes = existing.encode_to_vec();
+            Ok(Ok(Some(record(
+                events,
+                *revision,
+                kind,
+                namespace,
+                EventType::Deleted,
+                bytes,
+            ))))
+        }
+    }
+}
+
+fn record(
+    events: &mut Vec<Arc<StoredEvent>>,
+    revision: u64,
+    kind: Kind,
+    namespace: String,
+    event_type: EventType,
+    object: Vec<u8>,
+) -> Applied {
+    events.push(Arc::new(StoredEvent {
+        revision,
+        kind,
+        namespace,
+        event_type: event_type as i32,
+        object: object.clone(),
+    }));
+    Applied { object, revision }
+}
+
+impl StateMachine {
+    pub fn new(store: Arc<ObjectStore>) -> StateMachine {
+        StateMachine { store }
+    }
+}
+
+fn sm_error(verb: ErrorVerb, e: StateMachineError) -> StorageError {
+    storage_io_error(ErrorSubject::StateMachine, verb, e)
+}
+
+fn snapshot_error(verb: ErrorVerb, e: StateMachineError) -> StorageError {
+    storage_io_error(ErrorSubject::Snapshot(None), verb, e)
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    async fn build_snapshot(&mut self) -> std::result::Result<Snapshot<TypeConfig>, StorageError> {
+        let store = self.store.clone();
+        let (meta, data) = tokio::task::spawn_blocking(move || store.build_snapshot())
+            .await
+            .map_err(|e| snapshot_error(ErrorVerb::Write, StateMachineError::Decode {
+                what: "snapshot task",
+                reason: e.to_string(),
+            }))?
+            .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(
+        &mut self,
+    ) -> std::result::Result<(Option<LogId>, StoredMembership), StorageError> {
+        let state = self.store.state();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<ApplyResult>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        self.store
+            .apply_entries(entries)
+            .map_err(|e| sm_error(ErrorVerb::Write, e))
+    }
+
+    async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
+        SnapshotBuilder {
+            store: self.store.clone(),
+        }
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> std::result::Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> std::result::Result<(), StorageError> {
+        self.store
+            .install(meta, snapshot.get_ref())
+            .map_err(|e| snapshot_error(ErrorVerb::Write, e))
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> std::result::Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let loaded = self
+            .store
+            .load_snapshot_file()
+            .map_err(|e| snapshot_error(ErrorVerb::Read, e))?;
+        Ok(loaded.map(|(meta, data)| Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        }))
+    }
+}

@@ -1,0 +1,140 @@
+//! Serde helpers referenced by the generated `skiff.v1` types, so that they
+//! read and write the way Kubernetes manifests do.
+//!
+//! Kubernetes has two value shapes that protobuf lacks: `IntOrString`
+//! (`targetPort: 8080` or `targetPort: http`) and `Quantity` (`cpu: 1`,
+//! `memory: 128Mi`). Both are kept as strings on the wire; these helpers
+//! accept either form from YAML/JSON and write numbers back as numbers.
+
+/// True when a field holds its default value and can be left out of output.
+pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// Accepts an integer or a string. Writes an all-digit string as a number.
+pub mod int_or_string {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        match value.parse::<i64>() {
+            Ok(n) if !value.starts_with('+') => serializer.serialize_i64(n),
+            _ => serializer.serialize_str(value),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(IntOrStringVisitor)
+    }
+
+    pub(crate) struct IntOrStringVisitor;
+
+    impl Visitor<'_> for IntOrStringVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an integer or a string")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+
+        fn visit_string<E: de::Error>(self, v: String) -> Result<String, E> {
+            Ok(v)
+        }
+    }
+}
+
+/// A `map<string, Quantity>`: values may be numbers or strings in YAML/JSON.
+pub mod quantity_map {
+    use serde::de::{self, MapAccess, Visitor};
+    use serde::ser::SerializeMap;
+    use serde::{Deserializer, Serializer};
+    use std::collections::BTreeMap;
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(
+        map: &BTreeMap<String, String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // Quantities are always written as strings, as Kubernetes does.
+        let mut out = serializer.serialize_map(Some(map.len()))?;
+        for (k, v) in map {
+            out.serialize_entry(k, v)?;
+        }
+        out.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, String>, D::Error> {
+        deserializer.deserialize_map(QuantityMapVisitor)
+    }
+
+    struct QuantityMapVisitor;
+
+    /// One quantity value: a string, an integer or a decimal number.
+    struct Quantity(String);
+
+    impl<'de> serde::Deserialize<'de> for Quantity {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            deserializer.deserialize_any(QuantityVisitor).map(Quantity)
+        }
+    }
+
+    struct QuantityVisitor;
+
+    impl Visitor<'_> for QuantityVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a quantity such as 500m, 128Mi or 2")
+        }
+
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_owned())
+        }
+    }
+
+    impl<'de> Visitor<'de> for QuantityMapVisitor {
+        type Value = BTreeMap<String, String>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of resource names to quantities")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Self::Value, A::Error> {
+            let mut out = BTreeMap::new();
+            while let Some((k, Quantity(v))) = access.next_entry::<String, Quantity>()? {
+                out.insert(k, v);
+            }
+            Ok(out)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(BTreeMap::new())
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Wire types for skiff, generated from `proto/` by prost and tonic.
+//!
+//! - [`v1`]: the Kubernetes-shaped objects (Namespace, Node, Pod, Service,
+//!   Endpoints, Deployment, ReplicaSet) with their YAML/JSON mapping.
+//! - [`api`]: the public gRPC API (CRUD + Watch) and cluster membership.
+//! - [`raft`]: master-to-master Raft traffic.
+//!
+//! Conversions and behaviour live in the crates that use these types.
+
+pub mod json_mapping;
+
+/// The generated modules, nested as the proto packages are (`skiff.v1`,
+/// `skiff.api.v1`, `skiff.raft.v1`) so cross-package paths resolve.
+#[allow(clippy::all, rust_2018_idioms, missing_docs)]
+mod skiff {
+    pub mod v1 {
+        tonic::include_proto!("skiff.v1");
+    }
+    pub mod api {
+        pub mod v1 {
+            tonic::include_proto!("skiff.api.v1");
+        }
+    }
+    pub mod raft {
+        pub mod v1 {
+            tonic::include_proto!("skiff.raft.v1");
+        }
+    }
+}
+
+/// Kubernetes-shaped objects (`skiff.v1`).
+pub use skiff::v1;
+
+/// The public API (`skiff.api.v1`).
+pub use skiff::api::v1 as api;
+
+/// Master-to-master Raft transport (`skiff.raft.v1`).
+pub use skiff::raft::v1 as raft;
