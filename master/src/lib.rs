@@ -10,3 +10,7 @@
 
 pub mod objects;
 pub mod store;
+pub mod api;
+pub mod cluster;
+pub mod client;
+pub mod server;

@@ -1,0 +1,395 @@
+//! `skiff ctl`: the kubectl-style client. Commands read manifests, call the
+//! API through [`skiff_master::client::Client`] and print what kubectl would.
+
+pub mod table;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use skiff_master::api::transport::TransportConfig;
+use skiff_master::client::{Client, ClientError};
+use skiff_master::objects::manifest::{
+    list_to_json_value, parse_manifest, to_json_value, to_yaml, ManifestError,
+};
+use skiff_master::objects::{Kind, ObjectExt, UnknownKind};
+use skiff_proto::api::Object;
+
+/// The API address used when neither `--server` nor a config file names one.
+pub const DEFAULT_SERVER: &str = "127.0.0.1:6443";
+
+/// Flags shared by every `ctl` command.
+#[derive(Debug, clap::Args)]
+pub struct CtlArgs {
+    /// Master API address (HOST:PORT); overrides the config file.
+    #[arg(long, global = true, env = "SKIFF_SERVER")]
+    pub server: Option<String>,
+    /// Credentials/config file (YAML with at least `server: HOST:PORT`).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum CtlCommand {
+    /// Create or update objects from manifests.
+    Apply {
+        /// A file, a directory of .yaml/.yml/.json files, or - for stdin.
+        #[arg(short = 'f', long = "filename", required = true)]
+        files: Vec<String>,
+        /// Namespace for objects that name none.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Refuse unknown fields (default); --strict=false only warns.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+        strict: bool,
+    },
+    /// Show objects.
+    Get {
+        /// Kind: name, plural or short name (po, deploy, rs, svc, ns, no, ep).
+        kind: String,
+        /// One object's name; all when omitted.
+        name: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+        /// Output: json, yaml, wide or name (default: a table).
+        #[arg(short = 'o', long)]
+        output: Option<String>,
+    },
+    /// Delete objects by name.
+    Delete {
+        kind: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Succeed when an object is already gone.
+        #[arg(long)]
+        ignore_not_found: bool,
+    },
+}
+
+/// Why a `ctl` command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Config { path: PathBuf, message: String },
+    #[error(transparent)]
+    Kind(#[from] UnknownKind),
+    #[error("{context}: {source}")]
+    Api {
+        context: String,
+        source: ClientError,
+    },
+    #[error("--output {0:?} is not supported; use json, yaml, wide or name")]
+    Output(String),
+    #[error("writing output: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T> = std::result::Result<T, CtlError>;
+
+#[derive(serde::Deserialize)]
+struct ConfigFile {
+    #[serde(default)]
+    server: Option<String>,
+}
+
+/// The API address: `--server`, else the config file's, else the default.
+pub fn resolve_server(server: Option<&str>, config: Option<&Path>) -> Result<String> {
+    if let Some(s) = server {
+        return Ok(s.to_owned());
+    }
+    if let Some(path) = config {
+        let fail = |message: String| CtlError::Config {
+            path: path.to_owned(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+        let parsed: ConfigFile = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
+        if let Some(s) = parsed.server {
+            return Ok(s);
+        }
+        return Err(fail("no `server` in the file; pass --server".to_owned()));
+    }
+    Ok(DEFAULT_SERVER.to_owned())
+}
+
+/// Runs one `ctl` command, printing to `out`.
+pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
+    let server = resolve_server(args.server.as_deref(), args.config.as_deref())?;
+    let client = Client::new(&server, &TransportConfig::Plaintext).map_err(|source| {
+        CtlError::Api {
+            context: "connecting".to_owned(),
+            source,
+        }
+    })?;
+    match args.command {
+        CtlCommand::Apply {
+            files,
+            namespace,
+            strict,
+        } => apply(&client, &files, namespace.as_deref(), strict, out).await,
+        CtlCommand::Get {
+            kind,
+            name,
+            namespace,
+            all_namespaces,
+            output,
+        } => {
+            let kind = Kind::parse_cli(&kind)?;
+            let namespace = if all_namespaces {
+                None
+            } else {
+                Some(namespace.unwrap_or_else(|| "default".to_owned()))
+            };
+            get(&client, kind, name.as_deref(), namespace.as_deref(), output.as_deref(), out).await
+        }
+        CtlCommand::Delete {
+            kind,
+            names,
+            namespace,
+            ignore_not_found,
+        } => {
+            let kind = Kind::parse_cli(&kind)?;
+            let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+            for name in names {
+                match client.delete(kind, &namespace, &name, "").await {
+                    Ok(_) => writeln!(out, "{} deleted", resource_ref(kind, &name))?,
+                    Err(ClientError::NotFound(_)) if ignore_not_found => {}
+                    Err(source) => {
+                        return Err(CtlError::Api {
+                            context: format!("deleting {}", resource_ref(kind, &name)),
+                            source,
+                        })
+                    }
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `deployment.apps/web`, `pod/web-x7k2p`: how kubectl names an object.
+pub fn resource_ref(kind: Kind, name: &str) -> String {
+    let lower = kind.name().to_ascii_lowercase();
+    match kind.api_version().split_once('/') {
+        Some((group, _)) => format!("{lower}.{group}/{name}"),
+        None => format!("{lower}/{name}"),
+    }
+}
+
+/// Reads `-f` arguments: files, directories (their .yaml/.yml/.json files in
+/// name order) and `-` for standard input.
+pub fn read_manifests(files: &[String], strict: bool) -> Result<Vec<Object>> {
+    let mut sources = Vec::new();
+    for f in files {
+        if f == "-" {
+            let mut text = String::new();
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .map_err(|source| CtlError::Read {
+                    path: "<stdin>".to_owned(),
+                    source,
+                })?;
+            sources.push(("<stdin>".to_owned(), text));
+            continue;
+        }
+        let path = Path::new(f);
+        let read_err = |source| CtlError::Read {
+            path: f.clone(),
+            source,
+        };
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(read_err)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    matches!(
+                        p.extension().and_then(|e| e.to_str()),
+                        Some("yaml" | "yml" | "json")
+                    )
+                })
+                .collect();
+            entries.sort();
+            for p in entries {
+                let text = std::fs::read_to_string(&p).map_err(|source| CtlError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                sources.push((p.display().to_string(), text));
+            }
+        } else {
+            sources.push((f.clone(), std::fs::read_to_string(path).map_err(read_err)?));
+        }
+    }
+    // Everything is parsed before anything is sent: a bad document anywhere
+    // means nothing is applied.
+    let mut objects = Vec::new();
+    for (name, text) in sources {
+        let manifest = parse_manifest(&name, &text, strict)?;
+        for w in manifest.warnings {
+            eprintln!("warning: {w}");
+        }
+        objects.extend(manifest.objects);
+    }
+    Ok(objects)
+}
+
+async fn apply(
+    client: &Client,
+    files: &[String],
+    namespace: Option<&str>,
+    strict: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut objects = read_manifests(files, strict)?;
+    // Namespaces first, so objects in them can be created in the same run.
+    objects.sort_by_key(|o| o.kind().ok() != Some(Kind::Namespace));
+    for mut object in objects {
+        let kind = object.kind().map_err(|e| CtlError::Usage(e.to_string()))?;
+        if let (Some(ns), true) = (namespace, kind.namespaced()) {
+            let meta = object
+                .meta_mut()
+                .map_err(|e| CtlError::Usage(e.to_string()))?;
+            if meta.namespace.is_empty() {
+                meta.namespace = ns.to_owned();
+            } else if meta.namespace != ns {
+                return Err(CtlError::Usage(format!(
+                    "{} is in namespace {:?}, which does not match -n {ns:?}",
+                    resource_ref(kind, &meta.name),
+                    meta.namespace
+                )));
+            }
+        }
+        let name = object.meta().name.clone();
+        let what = resource_ref(kind, &name);
+        let verb = apply_one(client, object).await.map_err(|source| CtlError::Api {
+            context: format!("applying {what}"),
+            source,
+        })?;
+        writeln!(out, "{what} {verb}")?;
+    }
+    Ok(())
+}
+
+/// Creates the object, or updates it when it exists. Returns kubectl's verb.
+async fn apply_one(client: &Client, object: Object) -> std::result::Result<&'static str, ClientError> {
+    match client.create(object.clone()).await {
+        Ok(_) => return Ok("created"),
+        Err(ClientError::AlreadyExists(_)) => {}
+        Err(e) => return Err(e),
+    }
+    let kind = object.kind().map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let meta = object.meta();
+    for _ in 0..5 {
+        let current = client.get(kind, &meta.namespace, &meta.name).await?;
+        let before = current.meta().resource_version.clone();
+        let mut desired = object.clone();
+        if let Ok(m) = desired.meta_mut() {
+            m.resource_version = before.clone();
+        }
+        match client.update(desired).await {
+            Ok(updated) if updated.meta().resource_version == before => return Ok("unchanged"),
+            Ok(_) => return Ok("configured"),
+            // Someone changed it between our read and write: read again.
+            Err(ClientError::Conflict(_)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ClientError::Conflict(
+        "the object kept changing; try again".to_owned(),
+    ))
+}
+
+async fn get(
+    client: &Client,
+    kind: Kind,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Option<&str>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if let Some(o) = output.filter(|o| !matches!(*o, "json" | "yaml" | "wide" | "name")) {
+        return Err(CtlError::Output(o.to_owned()));
+    }
+    let ns_for_call = if kind.namespaced() {
+        namespace.unwrap_or("")
+    } else {
+        ""
+    };
+    let (objects, single) = match name {
+        Some(name) => {
+            let ns = if kind.namespaced() {
+                namespace.unwrap_or("default")
+            } else {
+                ""
+            };
+            let object = client.get(kind, ns, name).await.map_err(|source| CtlError::Api {
+                context: format!("getting {}", resource_ref(kind, name)),
+                source,
+            })?;
+            (vec![object], true)
+        }
+        None => {
+            let list = client
+                .list(kind, ns_for_call)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: format!("listing {}", kind.plural()),
+                    source,
+                })?;
+            (list.items, false)
+        }
+    };
+    match output {
+        Some("json") => {
+            let value = if single {
+                to_json_value(&objects[0])
+            } else {
+                list_to_json_value(&objects)
+            };
+            writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default())?;
+        }
+        Some("yaml") => {
+            let value = if single {
+                to_json_value(&objects[0])
+            } else {
+                list_to_json_value(&objects)
+            };
+            write!(out, "{}", to_yaml(&value))?;
+        }
+        Some("name") => {
+            for o in &objects {
+                writeln!(out, "{}", resource_ref(kind, &o.meta().name))?;
+            }
+        }
+        None | Some("wide") => {
+            if objects.is_empty() {
+                match namespace.filter(|_| kind.namespaced()) {
+                    Some(ns) => eprintln!("No resources found in {ns} namespace."),
+                    None => eprintln!("No resources found"),
+                }
+                return Ok(());
+            }
+            let wide = output == Some("wide");
+            let with_namespace = kind.namespaced() && namespace.is_none();
+            let now = std::time::SystemTime::now();
+            write!(out, "{}", table::render(kind, &objects, wide, with_namespace, now))?;
+        }
+        Some(other) => return Err(CtlError::Output(other.to_owned())),
+    }
+    Ok(())
+}

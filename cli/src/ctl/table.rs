@@ -1,0 +1,400 @@
+//! kubectl-style tables for `skiff ctl get`: the same columns kubectl
+//! prints for each kind, padded with three spaces.
+
+use std::time::{Duration, SystemTime};
+
+use skiff_master::objects::{Kind, ObjectExt};
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+const NONE: &str = "<none>";
+
+/// Renders objects of one kind as a table.
+pub fn render(
+    kind: Kind,
+    objects: &[Object],
+    wide: bool,
+    with_namespace: bool,
+    now: SystemTime,
+) -> String {
+    let mut header: Vec<&str> = match kind {
+        Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
+        Kind::Deployment => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
+        Kind::Service => vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
+        Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
+        Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
+    };
+    if wide {
+        match kind {
+            Kind::Pod => header.extend(["IP", "NODE"]),
+            Kind::Deployment | Kind::ReplicaSet => {
+                header.extend(["CONTAINERS", "IMAGES", "SELECTOR"])
+            }
+            Kind::Service => header.push("SELECTOR"),
+            Kind::Node => header.extend([
+                "INTERNAL-IP",
+                "OS-IMAGE",
+                "KERNEL-VERSION",
+                "CONTAINER-RUNTIME",
+            ]),
+            _ => {}
+        }
+    }
+    if with_namespace {
+        header.insert(0, "NAMESPACE");
+    }
+    let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
+    for object in objects {
+        let mut row = object_row(object, wide, now);
+        if with_namespace {
+            row.insert(0, object.meta().namespace.clone());
+        }
+        rows.push(row);
+    }
+    format_rows(&rows)
+}
+
+fn format_rows(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<width$}   ", width = widths[c]));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// kubectl's age: `45s`, `3m12s`, `25m`, `5h10m`, `17h`, `3d`.
+pub fn age(created: &str, now: SystemTime) -> String {
+    let Ok(created) = humantime::parse_rfc3339_weak(created) else {
+        return NONE.to_owned();
+    };
+    let secs = now
+        .duration_since(created)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    let (m, h, d) = (secs / 60, secs / 3600, secs / 86400);
+    if secs < 120 {
+        format!("{secs}s")
+    } else if m < 10 {
+        format!("{m}m{}s", secs % 60)
+    } else if h < 3 {
+        format!("{m}m")
+    } else if h < 8 {
+        format!("{h}h{}m", m % 60)
+    } else if h < 48 {
+        format!("{h}h")
+    } else {
+        format!("{d}d")
+    }
+}
+
+fn or_none(s: &str) -> String {
+    if s.is_empty() {
+        NONE.to_owned()
+    } else {
+        s.to_owned()
+    }
+}
+
+fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
+    let meta = object.meta();
+    let name = meta.name.clone();
+    let age = age(&meta.creation_timestamp, now);
+    match &object.kind {
+        Some(Body::Pod(p)) => {
+            let mut row = pod_row(p, name, age);
+            if wide {
+                let status = p.status.clone().unwrap_or_default();
+                let spec = p.spec.clone().unwrap_or_default();
+                row.push(or_none(&status.pod_ip));
+                row.push(or_none(&spec.node_name));
+            }
+            row
+        }
+        Some(Body::Deployment(d)) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let status = d.status.clone().unwrap_or_default();
+            let mut row = vec![
+                name,
+                format!("{}/{}", status.ready_replicas, spec.replicas.unwrap_or(1)),
+                status.updated_replicas.to_string(),
+                status.available_replicas.to_string(),
+                age,
+            ];
+            if wide {
+                row.extend(template_columns(spec.template.as_ref(), spec.selector.as_ref()));
+            }
+            row
+        }
+        Some(Body::ReplicaSet(r)) => {
+            let spec = r.spec.clone().unwrap_or_default();
+            let status = r.status.clone().unwrap_or_default();
+            let mut row = vec![
+                name,
+                spec.replicas.unwrap_or(1).to_string(),
+                status.replicas.to_string(),
+                status.ready_replicas.to_string(),
+                age,
+            ];
+            if wide {
+                row.extend(template_columns(spec.template.as_ref(), spec.selector.as_ref()));
+            }
+            row
+        }
+        Some(Body::Service(s)) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            let ports: Vec<String> = spec
+                .ports
+                .iter()
+                .map(|p| {
+                    let protocol = if p.protocol.is_empty() { "TCP" } else { &p.protocol };
+                    if p.node_port != 0 {
+                        format!("{}:{}/{protocol}", p.port, p.node_port)
+                    } else {
+                        format!("{}/{protocol}", p.port)
+                    }
+                })
+                .collect();
+            let external: Vec<String> = s
+                .status
+                .as_ref()
+                .and_then(|st| st.load_balancer.as_ref())
+                .map(|lb| lb.ingress.iter().map(|i| i.ip.clone()).collect())
+                .unwrap_or_default();
+            let mut row = vec![
+                name,
+                if spec.r#type.is_empty() { "ClusterIP".to_owned() } else { spec.r#type.clone() },
+                or_none(&spec.cluster_ip),
+                if external.is_empty() { NONE.to_owned() } else { external.join(",") },
+                if ports.is_empty() { NONE.to_owned() } else { ports.join(",") },
+                age,
+            ];
+            if wide {
+                row.push(labels(&spec.selector));
+            }
+            row
+        }
+        Some(Body::Endpoints(e)) => {
+            let mut endpoints = Vec::new();
+            for subset in &e.subsets {
+                for a in &subset.addresses {
+                    if subset.ports.is_empty() {
+                        endpoints.push(a.ip.clone());
+                    }
+                    for p in &subset.ports {
+                        endpoints.push(format!("{}:{}", a.ip, p.port));
+                    }
+                }
+            }
+            vec![
+                name,
+                if endpoints.is_empty() { NONE.to_owned() } else { endpoints.join(",") },
+                age,
+            ]
+        }
+        Some(Body::Node(n)) => {
+            let spec = n.spec.clone().unwrap_or_default();
+            let status = n.status.clone().unwrap_or_default();
+            let ready = status
+                .conditions
+                .iter()
+                .find(|c| c.r#type == "Ready")
+                .map(|c| match c.status.as_str() {
+                    "True" => "Ready",
+                    "False" => "NotReady",
+                    _ => "Unknown",
+                })
+                .unwrap_or("Unknown");
+            let state = if spec.unschedulable {
+                format!("{ready},SchedulingDisabled")
+            } else {
+                ready.to_owned()
+            };
+            let roles: Vec<&str> = meta
+                .labels
+                .keys()
+                .filter_map(|k| k.strip_prefix("node-role.kubernetes.io/"))
+                .collect();
+            let info = status.node_info.clone().unwrap_or_default();
+            let mut row = vec![
+                name,
+                state,
+                if roles.is_empty() { NONE.to_owned() } else { roles.join(",") },
+                age,
+                or_none(&info.kubelet_version),
+            ];
+            if wide {
+                let ip = status
+                    .addresses
+                    .iter()
+                    .find(|a| a.r#type == "InternalIP")
+                    .map(|a| a.address.clone())
+                    .unwrap_or_default();
+                row.extend([
+                    or_none(&ip),
+                    or_none(&info.os_image),
+                    or_none(&info.kernel_version),
+                    or_none(&info.container_runtime_version),
+                ]);
+            }
+            row
+        }
+        Some(Body::Namespace(ns)) => {
+            let phase = ns
+                .status
+                .as_ref()
+                .map(|s| s.phase.clone())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| "Active".to_owned());
+            vec![name, phase, age]
+        }
+        None => vec![name],
+    }
+}
+
+fn pod_row(p: &v1::Pod, name: String, age: String) -> Vec<String> {
+    let spec = p.spec.clone().unwrap_or_default();
+    let status = p.status.clone().unwrap_or_default();
+    let ready = status.container_statuses.iter().filter(|c| c.ready).count();
+    let restarts: i32 = status.container_statuses.iter().map(|c| c.restart_count).sum();
+    let waiting = status.container_statuses.iter().find_map(|c| {
+        let state = c.state.as_ref()?;
+        state
+            .waiting
+            .as_ref()
+            .map(|w| w.reason.clone())
+            .or_else(|| state.terminated.as_ref().map(|t| t.reason.clone()))
+            .filter(|r| !r.is_empty())
+    });
+    let deleting = p
+        .metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty());
+    let state = if deleting {
+        "Terminating".to_owned()
+    } else if !status.reason.is_empty() {
+        status.reason.clone()
+    } else if let Some(reason) = waiting {
+        reason
+    } else if !status.phase.is_empty() {
+        status.phase.clone()
+    } else {
+        "Pending".to_owned()
+    };
+    vec![
+        name,
+        format!("{ready}/{}", spec.containers.len()),
+        state,
+        restarts.to_string(),
+        age,
+    ]
+}
+
+fn template_columns(
+    template: Option<&v1::PodTemplateSpec>,
+    selector: Option<&v1::LabelSelector>,
+) -> [String; 3] {
+    let containers = template
+        .and_then(|t| t.spec.as_ref())
+        .map(|s| s.containers.clone())
+        .unwrap_or_default();
+    [
+        containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(","),
+        containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>().join(","),
+        selector.map(|s| labels(&s.match_labels)).unwrap_or_else(|| NONE.to_owned()),
+    ]
+}
+
+fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
+    if map.is_empty() {
+        return NONE.to_owned();
+    }
+    map.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_master::objects::IntoObject;
+
+    fn at(secs: u64) -> SystemTime {
+        humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn ages_read_like_kubectl() {
+        let created = "2026-01-01T00:00:00Z";
+        assert_eq!(age(created, at(45)), "45s");
+        assert_eq!(age(created, at(192)), "3m12s");
+        assert_eq!(age(created, at(25 * 60)), "25m");
+        assert_eq!(age(created, at(5 * 3600 + 600)), "5h10m");
+        assert_eq!(age(created, at(17 * 3600)), "17h");
+        assert_eq!(age(created, at(3 * 86400)), "3d");
+    }
+
+    #[test]
+    fn pod_table_has_kubectl_columns() {
+        let pod = v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: "web-x7k2p".into(),
+                namespace: "default".into(),
+                creation_timestamp: "2026-01-01T00:00:00Z".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                containers: vec![v1::Container::default(), v1::Container::default()],
+                node_name: "pi-1".into(),
+                ..Default::default()
+            }),
+            status: Some(v1::PodStatus {
+                phase: "Running".into(),
+                pod_ip: "10.42.1.7".into(),
+                container_statuses: vec![
+                    v1::ContainerStatus {
+                        ready: true,
+                        restart_count: 2,
+                        ..Default::default()
+                    },
+                    v1::ContainerStatus {
+                        ready: false,
+                        restart_count: 1,
+                        state: Some(v1::ContainerState {
+                            waiting: Some(v1::ContainerStateWaiting {
+                                reason: "CrashLoopBackOff".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render(Kind::Pod, &[pod.into_object()], true, false, at(30));
+        let lines: Vec<&str> = text.lines().collect();
+        let header: Vec<&str> = lines[0].split_whitespace().collect();
+        assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
+        let row: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(row, ["web-x7k2p", "1/2", "CrashLoopBackOff", "3", "30s", "10.42.1.7", "pi-1"]);
+    }
+}

@@ -1,0 +1,172 @@
+//! Command-line front end of skiff. `main` stays thin; parsing, config and
+//! the `ctl` commands live here where tests can reach them.
+//!
+//! - `skiff master`: run a master (Raft store + API).
+//! - `skiff ctl`: kubectl-style client.
+//! - `skiff version`.
+
+pub mod ctl;
+pub mod shutdown;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use skiff_master::api::transport::{parse_listen, TransportConfig};
+use skiff_master::server::MasterConfig;
+
+/// skiff: a small, fast container orchestrator.
+#[derive(Debug, Parser)]
+#[command(name = "skiff", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a master: the Raft-replicated store and the API.
+    Master(MasterArgs),
+    /// Talk to the cluster, kubectl-style.
+    Ctl(ctl::CtlArgs),
+    /// Print the version.
+    Version,
+}
+
+/// Flags of `skiff master`.
+#[derive(Debug, clap::Args)]
+pub struct MasterArgs {
+    /// Where the store and identity live.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// API listen address.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: String,
+    /// Raft peer listen address.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub raft_listen: String,
+    /// API address announced to other masters (default: --listen).
+    #[arg(long)]
+    pub advertise_api: Option<String>,
+    /// Raft address announced to other masters (default: --raft-listen).
+    #[arg(long)]
+    pub advertise_raft: Option<String>,
+    /// API address of any existing member, to join its cluster on first start.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+impl MasterArgs {
+    /// Checks the flags and turns them into a master config.
+    pub fn to_config(&self) -> Result<MasterConfig, String> {
+        let listen = parse_listen("--listen", &self.listen)?;
+        let raft_listen = parse_listen("--raft-listen", &self.raft_listen)?;
+        if listen == raft_listen {
+            return Err(format!(
+                "--listen and --raft-listen are both {listen}; they need different ports"
+            ));
+        }
+        let advertise = |flag: &str, given: &Option<String>, bound: std::net::SocketAddr| {
+            let addr = given.clone().unwrap_or_else(|| bound.to_string());
+            if bound.ip().is_unspecified() && given.is_none() {
+                return Err(format!(
+                    "{flag} is required when listening on {bound}: other masters need a reachable address"
+                ));
+            }
+            parse_listen(flag, &addr).map(|_| addr)
+        };
+        Ok(MasterConfig {
+            data_dir: self.data_dir.clone(),
+            listen,
+            raft_listen,
+            advertise_api: advertise("--advertise-api", &self.advertise_api, listen)?,
+            advertise_raft: advertise("--advertise-raft", &self.advertise_raft, raft_listen)?,
+            join: self.join.clone(),
+            transport: TransportConfig::Plaintext,
+        })
+    }
+}
+
+fn init_logging(format: &str) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    match format {
+        "text" => builder.init(),
+        other => {
+            return Err(format!(
+                "--log-format {other:?}: unknown format; use \"text\""
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// Runs the parsed command; the exit code says whether it worked.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Version => {
+            println!("skiff {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Command::Master(args) => {
+            let config = match args.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = init_logging(&args.log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                let token = shutdown::on_signals();
+                match skiff_master::server::run(config, token).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Ctl(args) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(ctl::run(args, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The public gRPC API (`skiff.api.v1.Api`): Create, Get, List, Update,
+//! UpdateStatus, Delete and Watch for every kind, plus cluster membership.
+//!
+//! Writes and linearizable reads are served by the leader. A follower
+//! forwards them to the leader once (marking the request so it is never
+//! forwarded twice) and relays the answer. Watches and `serializable` reads
+//! are served from the local replica.
+
+pub mod error;
+pub mod transport;
+mod watch;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prost::Message;
+use skiff_proto::api::api_client::ApiClient;
+use skiff_proto::api::api_server::{Api, ApiServer};
+use skiff_proto::api::{
+    ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
+    JoinRequest, JoinResponse, ListRequest, ListResponse, Member, Object, UpdateRequest,
+    WatchEvent, WatchRequest,
+};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+pub use error::ApiError;
+use transport::TransportConfig;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::objects::{Kind, ObjectExt};
+use crate::store::state_machine::StateMachineError;
+use crate::store::{Command, MemberNode};
+
+/// Metadata key marking a request a follower already forwarded.
+const FORWARDED: &str = "x-skiff-forwarded";
+/// How long a request waits for a leader to be elected.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// Largest API message accepted (a List of many objects is the big one).
+pub const MAX_API_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The namespace objects go to when a manifest names none.
+pub const DEFAULT_NAMESPACE: &str = "default";
+
+/// Serves the API for one master.
+pub struct ApiService {
+    cluster: Cluster,
+    transport: TransportConfig,
+    leaders: Mutex<HashMap<String, ApiClient<Channel>>>,
+    shutdown: CancellationToken,
+}
+
+enum Route {
+    Local,
+    Leader(ApiClient<Channel>),
+}
+
+impl ApiService {
+    pub fn new(
+        cluster: Cluster,
+        transport: TransportConfig,
+        shutdown: CancellationToken,
+    ) -> ApiService {
+        ApiService {
+            cluster,
+            transport,
+            leaders: Mutex::new(HashMap::new()),
+            shutdown,
+        }
+    }
+
+    /// The tonic service with message limits applied.
+    pub fn into_server(self) -> ApiServer<ApiService> {
+        ApiServer::new(self)
+            .max_decoding_message_size(MAX_API_MESSAGE)
+            .max_encoding_message_size(MAX_API_MESSAGE)
+    }
+
+    fn leader_client(&self, addr: &str) -> Result<ApiClient<Channel>, ApiError> {
+        let mut leaders = self.leaders.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = leaders.get(addr) {
+            return Ok(c.clone());
+        }
+        let endpoint = Endpoint::from_shared(self.transport.uri(addr))
+            .map_err(|e| ApiError::LeaderUnreachable {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true);
+        let client = ApiClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_API_MESSAGE)
+            .max_encoding_message_size(MAX_API_MESSAGE);
+        leaders.insert(addr.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    async fn route(&self, forwarded: bool) -> Result<Route, ApiError> {
+        if self.cluster.is_leader() {
+            return Ok(Route::Local);
+        }
+        if forwarded {
+            // The forwarding master thought we lead; let the client retry
+            // rather than bounce the request around.
+            return Err(ApiError::NoLeader);
+        }
+        match self.cluster.wait_for_leader(LEADER_WAIT).await {
+            None => Err(ApiError::NoLeader),
+            Some((id, _)) if id == self.cluster.id => Ok(Route::Local),
+            Some((_, node)) => Ok(Route::Leader(self.leader_client(&node.api_addr)?)),
+        }
+    }
+
+    /// Runs `local` here when this master leads, or relays the request to
+    /// the leader with `remote`.
+    async fn on_leader<Req, Resp, L, LF, R, RF>(
+        &self,
+        request: Request<Req>,
+        local: L,
+        remote: R,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Resp, ApiError>>,
+        R: Fn(ApiClient<Channel>, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let message = request.into_inner();
+        for _ in 0..2 {
+            match self.route(forwarded).await? {
+                Route::Leader(client) => {
+                    let mut relayed = Request::new(message.clone());
+                    relayed
+                        .metadata_mut()
+                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    relayed.set_timeout(Duration::from_secs(30));
+                    return remote(client, relayed).await;
+                }
+                Route::Local => match local(message.clone()).await {
+                    // Leadership moved between routing and proposing.
+                    Err(ApiError::Cluster(ClusterError::NotLeader { .. })) if !forwarded => {
+                        continue
+                    }
+                    other => return other.map(Response::new).map_err(Status::from),
+                },
+            }
+        }
+        Err(ApiError::NoLeader.into())
+    }
+
+    async fn create_local(&self, request: CreateRequest) -> Result<Object, ApiError> {
+        let mut object = request
+            .object
+            .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        let kind = object.kind()?;
+        place_in_namespace(&mut object, kind)?;
+        {
+            let meta = object.meta_mut()?;
+            if meta.name.is_empty() {
+                if meta.generate_name.is_empty() {
+                    return Err(ApiError::Invalid(
+                        "metadata.name (or metadata.generateName) is required".to_owned(),
+                    ));
+                }
+                meta.name = format!("{}{}", meta.generate_name, random_suffix());
+            }
+        }
+        let command = Command::Create {
+            object: object.encode_to_vec(),
+            uid: new_uid(),
+            now: now_rfc3339(),
+        };
+        decode_object(&self.cluster.propose(command).await?.object)
+    }
+
+    async fn update_local(
+        &self,
+        request: UpdateRequest,
+        status_only: bool,
+    ) -> Result<Object, ApiError> {
+        let mut object = request
+            .object
+            .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        let kind = object.kind()?;
+        place_in_namespace(&mut object, kind)?;
+        if object.meta().name.is_empty() {
+            return Err(ApiError::Invalid("metadata.name is required".to_owned()));
+        }
+        let command = Command::Update {
+            object: object.encode_to_vec(),
+            status_only,
+        };
+        decode_object(&self.cluster.propose(command).await?.object)
+    }
+
+    async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
+        let kind = Kind::from_name(&request.kind)?;
+        let namespace = namespace_for(kind, &request.namespace);
+        let command = Command::Delete {
+            kind,
+            namespace,
+            name: request.name,
+            resource_version: request.resource_version,
+        };
+        decode_object(&self.cluster.propose(command).await?.object)
+    }
+
+    async fn get_local(&self, request: GetRequest) -> Result<Object, ApiError> {
+        let kind = Kind::from_name(&request.kind)?;
+        if !request.serializable {
+            self.cluster.linearize().await?;
+        }
+        let namespace = namespace_for(kind, &request.namespace);
+        self.cluster
+            .store
+            .get(kind, &namespace, &request.name)?
+            .ok_or_else(|| {
+                ClusterError::Refused(crate::store::WriteError::NotFound {
+                    kind,
+                    namespace,
+                    name: request.name,
+                })
+                .into()
+            })
+    }
+
+    async fn list_local(&self, request: ListRequest) -> Result<ListResponse, ApiError> {
+        let kind = Kind::from_name(&request.kind)?;
+        if !request.serializable {
+            self.cluster.linearize().await?;
+        }
+        let namespace = (kind.namespaced() && !request.namespace.is_empty())
+            .then_some(request.namespace.as_str());
+        let (items, revision) = self.cluster.store.list(kind, namespace)?;
+        Ok(ListResponse { items, revision })
+    }
+
+    async fn join_local(&self, request: JoinRequest) -> Result<JoinResponse, ApiError> {
+        if request.node_id == 0 || request.raft_addr.is_empty() || request.api_addr.is_empty() {
+            return Err(ApiError::Invalid(
+                "join needs node_id, raft_addr and api_addr".to_owned(),
+            ));
+        }
+        let node = MemberNode {
+            raft_addr: request.raft_addr,
+            api_addr: request.api_addr,
+        };
+        self.cluster.add_member(request.node_id, node).await?;
+        Ok(JoinResponse {
+            members: self.members(),
+        })
+    }
+
+    fn members(&self) -> Vec<Member> {
+        self.cluster
+            .members()
+            .into_iter()
+            .map(|(id, node, voter)| Member {
+                node_id: id,
+                raft_addr: node.raft_addr,
+                api_addr: node.api_addr,
+                voter,
+            })
+            .collect()
+    }
+}
+
+/// Namespaced kinds default to `default`; cluster-scoped kinds have none.
+fn place_in_namespace(object: &mut Object, kind: Kind) -> Result<(), ApiError> {
+    let meta = object.meta_mut()?;
+    meta.namespace = namespace_for(kind, &meta.namespace);
+    Ok(())
+}
+
+fn namespace_for(kind: Kind, given: &str) -> String {
+    if !kind.namespaced() {
+        String::new()
+    } else if given.is_empty() {
+        DEFAULT_NAMESPACE.to_owned()
+    } else {
+        given.to_owned()
+    }
+}
+
+fn decode_object(bytes: &[u8]) -> Result<Object, ApiError> {
+    Object::decode(bytes).map_err(|e| {
+        ApiError::Storage(StateMachineError::Decode {
+            what: "object",
+            reason: e.to_string(),
+        })
+    })
+}
+
+/// A random RFC 4122 version-4 UUID, as Kubernetes uses for `metadata.uid`.
+pub fn new_uid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+/// Five characters from Kubernetes' generateName alphabet (no vowels, no
+/// look-alike digits, so no words appear by accident).
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Now, as Kubernetes writes timestamps (`2026-01-02T03:04:05Z`).
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;
+
+#[tonic::async_trait]
+impl Api for ApiService {
+    async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
+        self.on_leader(
+            request,
+            |r| self.create_local(r),
+            |mut c, r| async move { c.create(r).await },
+        )
+        .await
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        if request.get_ref().serializable {
+            return self
+                .get_local(request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(Status::from);
+        }
+        self.on_leader(
+            request,
+            |r| self.get_local(r),
+            |mut c, r| async move { c.get(r).await },
+        )
+        .await
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        if request.get_ref().serializable {
+            return self
+                .list_local(request.into_inner())
+                .await
+                .map(Response::new)
+                .map_err(Status::from);
+        }
+        self.on_leader(
+            request,
+            |r| self.list_local(r),
+            |mut c, r| async move { c.list(r).await },
+        )
+        .await
+    }
+
+    async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
+        self.on_leader(
+            request,
+            |r| self.update_local(r, false),
+            |mut c, r| async move { c.update(r).await },
+        )
+        .await
+    }
+
+    async fn update_status(
+        &self,
+        request: Request<UpdateRequest>,
+    ) -> Result<Response<Object>, Status> {
+        self.on_leader(
+            request,
+            |r| self.update_local(r, true),
+            |mut c, r| async move { c.update_status(r).await },
+        )
+        .await
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
+        self.on_leader(
+            request,
+            |r| self.delete_local(r),
+            |mut c, r| async move { c.delete(r).await },
+        )
+        .await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        let request = request.into_inner();
+        let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
+        let namespace = (kind.namespaced() && !request.namespace.is_empty())
+            .then(|| request.namespace.clone());
+        let stream = watch::start(
+            self.cluster.store.clone(),
+            kind,
+            namespace,
+            request.from_revision,
+            self.shutdown.clone(),
+        )?;
+        Ok(Response::new(stream))
+    }
+
+    async fn join_cluster(
+        &self,
+        request: Request<JoinRequest>,
+    ) -> Result<Response<JoinResponse>, Status> {
+        self.on_leader(
+            request,
+            |r| self.join_local(r),
+            |mut c, r| async move { c.join_cluster(r).await },
+        )
+        .await
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<ClusterStatusRequest>,
+    ) -> Result<Response<ClusterStatusResponse>, Status> {
+        let metrics = self.cluster.raft.metrics().borrow().clone();
+        let leader = self.cluster.leader();
+        Ok(Response::new(ClusterStatusResponse {
+            node_id: self.cluster.id,
+            leader_id: leader.as_ref().map(|(id, _)| *id).unwrap_or_default(),
+            has_leader: leader.is_some(),
+            leader_api_addr: leader.map(|(_, n)| n.api_addr).unwrap_or_default(),
+            term: metrics.current_term,
+            last_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or_default(),
+            revision: self.cluster.store.revision(),
+            members: self.members(),
+        }))
+    }
+}

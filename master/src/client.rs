@@ -1,0 +1,260 @@
+//! A typed client of the skiff API, used by `skiff ctl`, agents, the
+//! benchmarks and the tests. gRPC statuses come back as [`ClientError`]s
+//! that say what happened in Kubernetes terms.
+
+use std::time::Duration;
+
+use skiff_proto::api::api_client::ApiClient;
+use skiff_proto::api::{
+    ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
+    ListRequest, ListResponse, Object, UpdateRequest, WatchEvent, WatchRequest,
+};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::api::transport::TransportConfig;
+use crate::api::MAX_API_MESSAGE;
+use crate::objects::Kind;
+
+/// Why a call failed, in the terms of the API.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("bad server address {addr:?}: {message}")]
+    BadAddress { addr: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    /// The watched revision is gone: list again.
+    #[error("{0}")]
+    Compacted(String),
+    /// No leader, or the master could not be reached: retry.
+    #[error("skiff API at {addr} unavailable: {message}")]
+    Unavailable { addr: String, message: String },
+    #[error("skiff API at {addr}: {code:?}: {message}")]
+    Other {
+        addr: String,
+        code: Code,
+        message: String,
+    },
+}
+
+impl ClientError {
+    fn from_status(addr: &str, status: Status) -> ClientError {
+        let message = status.message().to_owned();
+        match status.code() {
+            Code::NotFound => ClientError::NotFound(message),
+            Code::AlreadyExists => ClientError::AlreadyExists(message),
+            Code::Aborted => ClientError::Conflict(message),
+            Code::InvalidArgument => ClientError::Invalid(message),
+            Code::OutOfRange => ClientError::Compacted(message),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                ClientError::Unavailable {
+                    addr: addr.to_owned(),
+                    message,
+                }
+            }
+            code => ClientError::Other {
+                addr: addr.to_owned(),
+                code,
+                message,
+            },
+        }
+    }
+
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, ClientError::Unavailable { .. })
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClientError>;
+
+/// A connection to one master's API.
+#[derive(Clone)]
+pub struct Client {
+    api: ApiClient<Channel>,
+    addr: String,
+}
+
+/// A running watch: changes in revision order.
+pub struct Watch {
+    stream: tonic::Streaming<WatchEvent>,
+    addr: String,
+}
+
+impl Watch {
+    /// The next change; `Ok(None)` when the server ended the stream.
+    pub async fn next(&mut self) -> Result<Option<WatchEvent>> {
+        self.stream
+            .message()
+            .await
+            .map_err(|s| ClientError::from_status(&self.addr, s))
+    }
+}
+
+impl Client {
+    /// A client for the master at `addr` (`host:port`). Connects lazily, so
+    /// this fails only on a malformed address.
+    pub fn new(addr: &str, transport: &TransportConfig) -> Result<Client> {
+        let endpoint = Endpoint::from_shared(transport.uri(addr))
+            .map_err(|e| ClientError::BadAddress {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true);
+        let api = ApiClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(MAX_API_MESSAGE)
+            .max_encoding_message_size(MAX_API_MESSAGE);
+        Ok(Client {
+            api,
+            addr: addr.to_owned(),
+        })
+    }
+
+    /// The address this client talks to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    fn status(&self, s: Status) -> ClientError {
+        ClientError::from_status(&self.addr, s)
+    }
+
+    pub async fn create(&self, object: Object) -> Result<Object> {
+        let request = CreateRequest {
+            object: Some(object),
+        };
+        let mut api = self.api.clone();
+        api.create(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    pub async fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Object> {
+        let request = GetRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            serializable: false,
+        };
+        let mut api = self.api.clone();
+        api.get(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Every object of a kind; an empty namespace lists all namespaces.
+    pub async fn list(&self, kind: Kind, namespace: &str) -> Result<ListResponse> {
+        let request = ListRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            serializable: false,
+        };
+        let mut api = self.api.clone();
+        api.list(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Replaces metadata and spec; conditional when `resourceVersion` is set.
+    pub async fn update(&self, object: Object) -> Result<Object> {
+        let request = UpdateRequest {
+            object: Some(object),
+        };
+        let mut api = self.api.clone();
+        api.update(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Replaces status only; conditional when `resourceVersion` is set.
+    pub async fn update_status(&self, object: Object) -> Result<Object> {
+        let request = UpdateRequest {
+            object: Some(object),
+        };
+        let mut api = self.api.clone();
+        api.update_status(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Deletes an object; with a non-empty `resource_version`, only at that
+    /// version.
+    pub async fn delete(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+    ) -> Result<Object> {
+        let request = DeleteRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            resource_version: resource_version.to_owned(),
+        };
+        let mut api = self.api.clone();
+        api.delete(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Streams every change of `kind` after `from_revision`.
+    pub async fn watch(&self, kind: Kind, namespace: &str, from_revision: u64) -> Result<Watch> {
+        let request = WatchRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            from_revision,
+        };
+        let mut api = self.api.clone();
+        let stream = api
+            .watch(request)
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner();
+        Ok(Watch {
+            stream,
+            addr: self.addr.clone(),
+        })
+    }
+
+    pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {
+        let mut api = self.api.clone();
+        api.cluster_status(ClusterStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Asks the cluster to add a master (forwarded to the leader).
+    pub async fn join(
+        &self,
+        node_id: u64,
+        raft_addr: &str,
+        api_addr: &str,
+    ) -> Result<skiff_proto::api::JoinResponse> {
+        let mut api = self.api.clone();
+        let mut request = tonic::Request::new(skiff_proto::api::JoinRequest {
+            node_id,
+            raft_addr: raft_addr.to_owned(),
+            api_addr: api_addr.to_owned(),
+        });
+        request.set_timeout(Duration::from_secs(120));
+        api.join_cluster(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+}

@@ -1,0 +1,170 @@
+//! One master's view of the Raft cluster: proposing writes, confirming
+//! leadership for linearizable reads, membership changes, and who leads.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{ChangeMembers, ServerState};
+
+use crate::store::state_machine::ObjectStore;
+use crate::store::{Applied, Command, MemberNode, NodeId, Raft, WriteError};
+
+/// Why a cluster operation did not happen here.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This master is not the leader; the caller should ask `leader`.
+    #[error("not the leader{}", leader_hint(.leader))]
+    NotLeader { leader: Option<MemberNode> },
+    /// The state machine refused the write; nothing was stored.
+    #[error(transparent)]
+    Refused(#[from] WriteError),
+    /// Raft is shutting down or failed.
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("membership change: {0}")]
+    Membership(String),
+}
+
+fn leader_hint(leader: &Option<MemberNode>) -> String {
+    match leader {
+        Some(n) => format!(" (the leader serves its API at {})", n.api_addr),
+        None => " and no leader is known yet".to_owned(),
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ClusterError>;
+
+/// A master's handle on Raft and on its replica of the object store.
+#[derive(Clone)]
+pub struct Cluster {
+    pub id: NodeId,
+    pub raft: Raft,
+    pub store: Arc<ObjectStore>,
+}
+
+impl Cluster {
+    /// Proposes a command and waits until it is committed and applied.
+    pub async fn propose(&self, command: Command) -> Result<Applied> {
+        match self.raft.client_write(command).await {
+            Ok(response) => match response.data {
+                Ok(Some(applied)) => Ok(applied),
+                Ok(None) => Err(ClusterError::Raft(
+                    "write produced no result".to_owned(),
+                )),
+                Err(refused) => Err(ClusterError::Refused(refused)),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// Confirms with a quorum that this master still leads and waits until
+    /// everything committed before now is applied here; a read after this is
+    /// linearizable.
+    pub async fn linearize(&self) -> Result<()> {
+        use openraft::error::CheckIsLeaderError;
+        match self.raft.ensure_linearizable().await {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Err(ClusterError::NotLeader {
+                    leader: f.leader_node,
+                })
+            }
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<(NodeId, MemberNode)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let id = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, node))
+    }
+
+    /// Whether this master is the leader right now.
+    pub fn is_leader(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        m.state == ServerState::Leader && m.current_leader == Some(self.id)
+    }
+
+    /// Waits up to `timeout` for any leader to be known.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Option<(NodeId, MemberNode)> {
+        let mut metrics = self.raft.metrics();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.leader() {
+                return Some(l);
+            }
+            match tokio::time::timeout_at(deadline, metrics.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => return self.leader(),
+            }
+        }
+    }
+
+    /// Members: `(id, node, is_voter)`.
+    pub fn members(&self) -> Vec<(NodeId, MemberNode, bool)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| (*id, node.clone(), voters.contains(id)))
+            .collect()
+    }
+
+    /// Adds a master: first as a learner that catches up, then as a voter.
+    /// Idempotent, so a master that restarts mid-join can simply ask again.
+    /// Must run on the leader.
+    pub async fn add_member(&self, id: NodeId, node: MemberNode) -> Result<()> {
+        if !self.is_leader() {
+            return Err(ClusterError::NotLeader {
+                leader: self.leader().map(|(_, n)| n),
+            });
+        }
+        let already_voter = self
+            .members()
+            .iter()
+            .any(|(m, n, voter)| *m == id && *voter && *n == node);
+        if already_voter {
+            return Ok(());
+        }
+        let mut attempt = 0u32;
+        loop {
+            let result = async {
+                self.raft.add_learner(id, node.clone(), true).await?;
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds([id].into()), false)
+                    .await
+            }
+            .await;
+            match result {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(ClusterError::NotLeader {
+                        leader: f.leader_node,
+                    })
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
+                    if attempt < 50 =>
+                {
+                    // Another change is in flight; they are serialised.
+                    tracing::debug!(error = %e, "membership change busy, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(ClusterError::Membership(e.to_string())),
+            }
+        }
+    }
+}

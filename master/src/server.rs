@@ -1,0 +1,318 @@
+//! Running one master: open the stores, start Raft and the two gRPC servers
+//! (public API, peer Raft traffic), bootstrap or join the cluster, and stop
+//! cleanly when the shutdown token fires.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use skiff_proto::v1;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::transport::TransportConfig;
+use crate::api::{now_rfc3339, new_uid, ApiService, DEFAULT_NAMESPACE};
+use crate::client::Client;
+use crate::cluster::{Cluster, ClusterError};
+use crate::objects::IntoObject;
+use crate::store::log_store::{LogStore, LogStoreError};
+use crate::store::network::PeerNetwork;
+use crate::store::peer_service::PeerService;
+use crate::store::state_machine::{ObjectStore, StateMachine, StateMachineError};
+use crate::store::{raft_config, Command, MemberNode, NodeId, Raft, WriteError};
+
+/// How a master is run.
+#[derive(Debug, Clone)]
+pub struct MasterConfig {
+    pub data_dir: PathBuf,
+    /// Where the public API listens.
+    pub listen: SocketAddr,
+    /// Where peer masters send Raft traffic.
+    pub raft_listen: SocketAddr,
+    /// The API address other masters and clients should use.
+    pub advertise_api: String,
+    /// The Raft address other masters should use.
+    pub advertise_raft: String,
+    /// The API address of any member, to join its cluster on first start.
+    pub join: Option<String>,
+    pub transport: TransportConfig,
+}
+
+/// Why a master could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum MasterError {
+    #[error("data dir {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("node id file {path}: {message}")]
+    NodeId { path: PathBuf, message: String },
+    #[error(transparent)]
+    Log(#[from] LogStoreError),
+    #[error(transparent)]
+    State(#[from] StateMachineError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("joining the cluster through {addr}: {message}")]
+    Join { addr: String, message: String },
+}
+
+pub type Result<T> = std::result::Result<T, MasterError>;
+
+/// Runs a master until `shutdown` is cancelled.
+pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir).map_err(|source| MasterError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
+    let id = load_or_create_node_id(&data_dir)?;
+    let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
+    let store = ObjectStore::open(&data_dir)?;
+    let raft_settings = raft_config()
+        .validate()
+        .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let raft = Raft::new(
+        id,
+        Arc::new(raft_settings),
+        PeerNetwork,
+        log,
+        StateMachine::new(store.clone()),
+    )
+    .await
+    .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let cluster = Cluster {
+        id,
+        raft: raft.clone(),
+        store: store.clone(),
+    };
+
+    let api_listener = bind("API", config.listen).await?;
+    let raft_listener = bind("Raft", config.raft_listen).await?;
+    let peer_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(PeerService::new(raft.clone()).into_server())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(raft_listener),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+    let api = ApiService::new(cluster.clone(), config.transport.clone(), shutdown.clone());
+    let api_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(api.into_server())
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(api_listener),
+                shutdown.clone().cancelled_owned(),
+            ),
+    );
+
+    let me = MemberNode {
+        raft_addr: config.advertise_raft.clone(),
+        api_addr: config.advertise_api.clone(),
+    };
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| MasterError::Raft(e.to_string()))?;
+    if !initialized {
+        match &config.join {
+            Some(addr) => join(addr, id, &me, &config.transport, &shutdown).await?,
+            None => {
+                tracing::info!(id, "bootstrapping a new one-member cluster");
+                raft.initialize(BTreeMap::from([(id, me.clone())]))
+                    .await
+                    .map_err(|e| MasterError::Raft(e.to_string()))?;
+            }
+        }
+    } else if config.join.is_some() {
+        tracing::info!(id, "already a cluster member; --join ignored");
+    }
+
+    let duties = tokio::spawn(leader_duties(cluster.clone(), shutdown.clone()));
+    let flusher = tokio::spawn(flush_periodically(store.clone(), shutdown.clone()));
+    tracing::info!(
+        id,
+        api = %config.listen,
+        raft = %config.raft_listen,
+        "skiff master serving"
+    );
+
+    shutdown.cancelled().await;
+    tracing::info!("shutting down");
+    let _ = raft.shutdown().await;
+    for task in [duties, flusher] {
+        let _ = task.await;
+    }
+    for server in [api_server, peer_server] {
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
+            Err(_) => tracing::warn!("server did not stop within 5 s"),
+            _ => {}
+        }
+    }
+    let flush_store = store.clone();
+    tokio::task::spawn_blocking(move || flush_store.flush())
+        .await
+        .map_err(|e| MasterError::Raft(e.to_string()))??;
+    Ok(())
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MasterError::Bind { what, addr, source })
+}
+
+/// The node id is random, chosen on first start and kept in the data dir.
+fn load_or_create_node_id(dir: &Path) -> Result<NodeId> {
+    let path = dir.join("node-id");
+    let fail = |message: String| MasterError::NodeId {
+        path: path.clone(),
+        message,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => text
+            .trim()
+            .parse()
+            .map_err(|e| fail(format!("not a node id: {e}"))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = loop {
+                let id: u64 = rand::random::<u64>() >> 1;
+                if id != 0 {
+                    break id;
+                }
+            };
+            let tmp = path.with_extension("tmp");
+            {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&tmp).map_err(|e| fail(e.to_string()))?;
+                writeln!(f, "{id}").map_err(|e| fail(e.to_string()))?;
+                f.sync_all().map_err(|e| fail(e.to_string()))?;
+            }
+            std::fs::rename(&tmp, &path).map_err(|e| fail(e.to_string()))?;
+            Ok(id)
+        }
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Asks an existing member to add this master, retrying until it works.
+async fn join(
+    addr: &str,
+    id: NodeId,
+    me: &MemberNode,
+    transport: &TransportConfig,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let fail = |message: String| MasterError::Join {
+        addr: addr.to_owned(),
+        message,
+    };
+    let client = Client::new(addr, transport).map_err(|e| fail(e.to_string()))?;
+    let mut delay = Duration::from_millis(200);
+    loop {
+        tracing::info!(id, through = addr, "joining cluster");
+        match client.join(id, &me.raft_addr, &me.api_addr).await {
+            Ok(response) => {
+                tracing::info!(members = response.members.len(), "joined cluster");
+                return Ok(());
+            }
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, "join failed; retrying");
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err(fail("shut down before joining".to_owned())),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Work only the leader does: today, making sure `default` exists.
+async fn leader_duties(cluster: Cluster, shutdown: CancellationToken) {
+    let mut metrics = cluster.raft.metrics();
+    loop {
+        if cluster.is_leader() {
+            if let Err(e) = ensure_namespace(&cluster, DEFAULT_NAMESPACE).await {
+                tracing::warn!(error = %e, "cannot create the default namespace yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                }
+            }
+        }
+        // Wait for the next change of leadership.
+        let was_leader = cluster.is_leader();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = metrics.changed() => if changed.is_err() { return },
+            }
+            if cluster.is_leader() != was_leader {
+                break;
+            }
+        }
+    }
+}
+
+async fn ensure_namespace(cluster: &Cluster, name: &str) -> std::result::Result<(), ClusterError> {
+    if cluster.store.get(crate::objects::Kind::Namespace, "", name)?.is_some() {
+        return Ok(());
+    }
+    let namespace = v1::Namespace {
+        metadata: Some(v1::ObjectMeta {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        status: Some(v1::NamespaceStatus {
+            phase: "Active".to_owned(),
+        }),
+        ..Default::default()
+    };
+    let command = Command::Create {
+        object: namespace.into_object().encode_to_vec(),
+        uid: new_uid(),
+        now: now_rfc3339(),
+    };
+    match cluster.propose(command).await {
+        Ok(_) | Err(ClusterError::Refused(WriteError::AlreadyExists { .. })) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+impl From<StateMachineError> for ClusterError {
+    fn from(e: StateMachineError) -> Self {
+        ClusterError::Raft(e.to_string())
+    }
+}
+
+/// Makes applied changes durable once a second, so a crash replays little.
+async fn flush_periodically(store: Arc<ObjectStore>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let s = store.clone();
+        match tokio::task::spawn_blocking(move || s.flush()).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "flushing the state database"),
+            Err(e) => tracing::error!(error = %e, "flush task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
