@@ -1,0 +1,217 @@
+//! Real `skiff master` processes: one, or a cluster of several on loopback.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use skiff_master::api::transport::TransportConfig;
+use skiff_master::client::Client;
+use skiff_master::objects::Kind;
+
+use crate::{free_port, skiff_bin, wait_for};
+
+/// One `skiff master` process and its data dir.
+pub struct MasterProcess {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub api_addr: String,
+    pub raft_addr: String,
+    pub log_path: PathBuf,
+    join: Option<String>,
+}
+
+impl MasterProcess {
+    /// Starts a master with fresh ports, logging to `<data_dir>.log`.
+    pub fn start(data_dir: &Path, join: Option<&str>) -> anyhow::Result<MasterProcess> {
+        let mut m = MasterProcess {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            api_addr: format!("127.0.0.1:{}", free_port()),
+            raft_addr: format!("127.0.0.1:{}", free_port()),
+            log_path: data_dir.with_extension("log"),
+            join: join.map(str::to_owned),
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        let mut cmd = Command::new(skiff_bin());
+        cmd.arg("master")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.api_addr)
+            .arg("--raft-listen")
+            .arg(&self.raft_addr)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if let Some(j) = &self.join {
+            cmd.arg("--join").arg(j);
+        }
+        self.child = Some(cmd.spawn().context("spawn skiff master")?);
+        Ok(())
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// A client for this master's API.
+    pub fn client(&self) -> Client {
+        Client::new(&self.api_addr, &TransportConfig::Plaintext).expect("valid address")
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait for a clean exit (SIGKILL after `grace`).
+    pub fn stop(&mut self, grace: Duration) -> anyhow::Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).context("SIGTERM")?;
+        let deadline = std::time::Instant::now() + grace;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                anyhow::bail!("master did not exit within {grace:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again on the same data dir and ports.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "still running");
+        self.spawn()
+    }
+
+    /// Waits until this master knows a leader and the default namespace is
+    /// readable through it.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = self.client();
+        wait_for(&format!("master {} ready", self.api_addr), timeout, || {
+            let client = client.clone();
+            async move {
+                let status = client.cluster_status().await.ok()?;
+                if !status.has_leader {
+                    return None;
+                }
+                client.get(Kind::Namespace, "", "default").await.ok().map(|_| ())
+            }
+        })
+        .await
+        .with_context(|| self.log_tail())
+    }
+
+    /// The end of this master's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        let start = lines.len().saturating_sub(30);
+        format!(
+            "last lines of {}:\n{}",
+            self.log_path.display(),
+            lines[start..].join("\n")
+        )
+    }
+}
+
+impl Drop for MasterProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Several masters forming one Raft cluster.
+pub struct MasterCluster {
+    pub masters: Vec<MasterProcess>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl MasterCluster {
+    /// Starts `n` masters in a fresh temp dir: the first bootstraps, the
+    /// others join through it. Returns once all are voters and ready.
+    pub async fn start(n: usize) -> anyhow::Result<MasterCluster> {
+        let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
+        let mut cluster = MasterCluster::start_in(dir.path(), n).await?;
+        cluster._dir = Some(dir);
+        Ok(cluster)
+    }
+
+    /// Like [`MasterCluster::start`], in a directory the caller owns.
+    pub async fn start_in(dir: &Path, n: usize) -> anyhow::Result<MasterCluster> {
+        let first = MasterProcess::start(&dir.join("master-0"), None)?;
+        first.wait_ready(Duration::from_secs(20)).await?;
+        let join = first.api_addr.clone();
+        let mut masters = vec![first];
+        for i in 1..n {
+            masters.push(MasterProcess::start(
+                &dir.join(format!("master-{i}")),
+                Some(&join),
+            )?);
+        }
+        let cluster = MasterCluster {
+            masters,
+            _dir: None,
+        };
+        let client = cluster.masters[0].client();
+        wait_for(&format!("{n} voting members"), Duration::from_secs(60), || {
+            let client = client.clone();
+            async move {
+                let status = client.cluster_status().await.ok()?;
+                (status.members.iter().filter(|m| m.voter).count() == n).then_some(())
+            }
+        })
+        .await
+        .with_context(|| cluster.logs())?;
+        for m in &cluster.masters {
+            m.wait_ready(Duration::from_secs(20)).await?;
+        }
+        Ok(cluster)
+    }
+
+    /// The index of the current leader, as the running masters see it.
+    pub async fn leader(&self) -> anyhow::Result<usize> {
+        wait_for("a leader", Duration::from_secs(20), || async {
+            for m in self.masters.iter().filter(|m| m.pid().is_some()) {
+                if let Ok(s) = m.client().cluster_status().await {
+                    if s.has_leader {
+                        return self
+                            .masters
+                            .iter()
+                            .position(|x| x.api_addr == s.leader_api_addr);
+                    }
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Every master's log tail.
+    pub fn logs(&self) -> String {
+        self.masters
+            .iter()
+            .map(MasterProcess::log_tail)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
