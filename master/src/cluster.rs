@@ -8,6 +8,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
+use crate::store::proposer::{ProposeError, Proposer};
 use crate::store::state_machine::ObjectStore;
 use crate::store::{Applied, Command, MemberNode, NodeId, Raft, WriteError};
 
@@ -42,25 +43,17 @@ pub struct Cluster {
     pub id: NodeId,
     pub raft: Raft,
     pub store: Arc<ObjectStore>,
+    pub proposer: Proposer,
 }
 
 impl Cluster {
     /// Proposes a command and waits until it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Applied> {
-        match self.raft.client_write(command).await {
-            Ok(response) => match response.data {
-                Ok(Some(applied)) => Ok(applied),
-                Ok(None) => Err(ClusterError::Raft(
-                    "write produced no result".to_owned(),
-                )),
-                Err(refused) => Err(ClusterError::Refused(refused)),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_node,
-                })
-            }
-            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        match self.proposer.propose(command).await {
+            Ok(Ok(applied)) => Ok(applied),
+            Ok(Err(refused)) => Err(ClusterError::Refused(refused)),
+            Err(ProposeError::NotLeader { leader }) => Err(ClusterError::NotLeader { leader }),
+            Err(ProposeError::Raft(e)) => Err(ClusterError::Raft(e)),
         }
     }
 

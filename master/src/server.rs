@@ -22,6 +22,7 @@ use crate::objects::IntoObject;
 use crate::store::log_store::{LogStore, LogStoreError};
 use crate::store::network::PeerNetwork;
 use crate::store::peer_service::PeerService;
+use crate::store::proposer::Proposer;
 use crate::store::state_machine::{ObjectStore, StateMachine, StateMachineError};
 use crate::store::{raft_config, Command, MemberNode, NodeId, Raft, WriteError};
 
@@ -96,6 +97,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         id,
         raft: raft.clone(),
         store: store.clone(),
+        proposer: Proposer::spawn(raft.clone()),
     };
 
     let api_listener = bind("API", config.listen).await?;

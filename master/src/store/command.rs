@@ -74,6 +74,17 @@ fn in_namespace(namespace: &str) -> String {
     }
 }
 
-/// The state machine's answer to one log entry. Entries that carry no
-/// command (blank and membership entries) answer `Ok(None)`.
-pub type ApplyResult = Result<Option<Applied>, WriteError>;
+/// The state machine's answer to one command.
+pub type ApplyResult = Result<Applied, WriteError>;
+
+/// What one Raft log entry carries: the commands of every client that was
+/// waiting when the entry was proposed, applied in order. Batching many
+/// writes into one entry makes them share one fsync on every member.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Proposal {
+    pub commands: Vec<Command>,
+}
+
+/// One result per command of a [`Proposal`], in order. Entries that carry
+/// no proposal (blank and membership entries) answer with none.
+pub type ProposalResult = Vec<ApplyResult>;

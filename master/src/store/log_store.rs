@@ -29,6 +29,9 @@ const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "last_purged";
 
+/// redb page cache for the log database.
+const LOG_CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Most operations gathered into one transaction.
 const MAX_BATCH: usize = 8192;
 
@@ -79,7 +82,11 @@ pub struct LogReader {
 impl LogStore {
     /// Opens (or creates) the log at `path` and loads it.
     pub fn open(path: &Path) -> Result<LogStore> {
-        let db = Database::create(path).map_err(redb::Error::from)?;
+        // The log is read from disk only at start; a small page cache will do.
+        let db = redb::Builder::new()
+            .set_cache_size(LOG_CACHE_BYTES)
+            .create(path)
+            .map_err(redb::Error::from)?;
         let mut cache = LogCache::default();
         {
             let txn = db.begin_write().map_err(redb::Error::from)?;

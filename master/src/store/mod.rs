@@ -16,12 +16,13 @@ pub mod command;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
+pub mod proposer;
 pub mod state_machine;
 
 use std::fmt;
 use std::io::Cursor;
 
-pub use command::{Applied, ApplyResult, Command, WriteError};
+pub use command::{Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError};
 
 /// A Raft member: where its peers reach it and where its API is served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -39,8 +40,8 @@ impl fmt::Display for MemberNode {
 openraft::declare_raft_types!(
     /// openraft's type configuration for the skiff object store.
     pub TypeConfig:
-        D = Command,
-        R = ApplyResult,
+        D = Proposal,
+        R = ProposalResult,
         NodeId = u64,
         Node = MemberNode,
         Entry = openraft::Entry<TypeConfig>,

@@ -24,7 +24,7 @@ use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 
 use super::{
-    storage_io_error, Applied, ApplyResult, Command, Entry, LogId, SnapshotMeta, StorageError,
+    storage_io_error, Applied, ApplyResult, Command, Entry, ProposalResult, LogId, SnapshotMeta, StorageError,
     StoredMembership, TypeConfig, WriteError,
 };
 use crate::objects::{key_prefix, object_key, Kind, ObjectExt};
@@ -36,6 +36,10 @@ const LAST_APPLIED_KEY: &str = "last_applied";
 const MEMBERSHIP_KEY: &str = "membership";
 const REVISION_KEY: &str = "revision";
 const COMPACTED_KEY: &str = "compacted";
+
+/// redb page cache for the state database: enough for the hot objects of
+/// a small cluster, small enough for a Raspberry Pi.
+const STATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many recent changes are kept for watchers to resume from.
 pub const EVENT_RETENTION: u64 = 20_000;
@@ -147,7 +151,10 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 impl ObjectStore {
     /// Opens (or creates) the state database in `dir`.
     pub fn open(dir: &Path) -> Result<Arc<ObjectStore>> {
-        let db = Database::create(dir.join("state.redb")).map_err(dberr)?;
+        let db = redb::Builder::new()
+            .set_cache_size(STATE_CACHE_BYTES)
+            .create(dir.join("state.redb"))
+            .map_err(dberr)?;
         let mut state = AppliedState::default();
         {
             let txn = db.begin_write().map_err(dberr)?;
@@ -283,7 +290,7 @@ impl ObjectStore {
         Ok(())
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ApplyResult>> {
+    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ProposalResult>> {
         let mut state = self.state().clone();
         let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
@@ -294,15 +301,22 @@ impl ObjectStore {
             for entry in entries {
                 state.last_applied = Some(*entry.get_log_id());
                 match entry.payload {
-                    EntryPayload::Blank => results.push(Ok(None)),
+                    EntryPayload::Blank => results.push(Vec::new()),
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(state.last_applied, m);
-                        results.push(Ok(None));
+                        results.push(Vec::new());
                     }
-                    EntryPayload::Normal(command) => {
-                        let outcome =
-                            execute(command, &mut objects, &mut state.revision, &mut events)?;
-                        results.push(outcome);
+                    EntryPayload::Normal(proposal) => {
+                        let mut outcomes = Vec::with_capacity(proposal.commands.len());
+                        for command in proposal.commands {
+                            outcomes.push(execute(
+                                command,
+                                &mut objects,
+                                &mut state.revision,
+                                &mut events,
+                            )?);
+                        }
+                        results.push(outcomes);
                     }
                 }
             }
@@ -506,14 +520,14 @@ fn execute(
             object.set_type_meta();
             let bytes = object.encode_to_vec();
             objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
-            Ok(Ok(Some(record(
+            Ok(Ok(record(
                 events,
                 *revision,
                 kind,
                 namespace,
                 EventType::Added,
                 bytes,
-            ))))
+            )))
         }
         Command::Update {
             object,
@@ -575,10 +589,10 @@ fn execute(
             }
             if merged == existing {
                 // Nothing changed: no new revision, nothing for watchers.
-                return Ok(Ok(Some(Applied {
+                return Ok(Ok(Applied {
                     object: existing.encode_to_vec(),
                     revision: *revision,
-                })));
+                }));
             }
             *revision += 1;
             if let Ok(meta) = merged.meta_mut() {
@@ -586,14 +600,14 @@ fn execute(
             }
             let bytes = merged.encode_to_vec();
             objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
-            Ok(Ok(Some(record(
+            Ok(Ok(record(
                 events,
                 *revision,
                 kind,
                 namespace,
                 EventType::Modified,
                 bytes,
-            ))))
+            )))
         }
         Command::Delete {
             kind,
@@ -627,14 +641,14 @@ fn execute(
                 meta.resource_version = revision.to_string();
             }
             let bytes = existing.encode_to_vec();
-            Ok(Ok(Some(record(
+            Ok(Ok(record(
                 events,
                 *revision,
                 kind,
                 namespace,
                 EventType::Deleted,
                 bytes,
-            ))))
+            )))
         }
     }
 }
@@ -698,7 +712,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<ApplyResult>, StorageError>
+    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<ProposalResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,

@@ -1,0 +1,3 @@
+//! One module per BENCH.md scenario.
+
+pub mod store;
