@@ -30,7 +30,7 @@ pub enum Command {
 }
 
 /// What a committed write did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The object as stored (for Delete: as it was when deleted).
     pub object: Vec<u8>,

@@ -4,22 +4,24 @@
 //! Only [`StateMachine::apply`] and snapshot installation change state; the
 //! API reads through the shared [`ObjectStore`].
 //!
-//! Durability: the Raft log is fsynced before a write is acknowledged, so
-//! applying entries does not need to fsync again. Applies are committed to
-//! redb without fsync and made durable in the background, before every
-//! snapshot and at shutdown. After a crash the state machine comes back at
-//! its last durable point and openraft re-applies the rest from the log,
-//! which is never purged past a durable snapshot.
+//! Durability: every apply is one durable redb transaction. Entries carry
+//! batches of writes, so this costs one fsync per batch, not per write; and
+//! it keeps latency even: deferring fsyncs to a periodic flush made every
+//! flush stall the whole write pipeline. After a crash, openraft re-applies
+//! whatever the log holds beyond the last applied entry.
+//!
+//! Watch history lives in memory: the last [`EVENT_RETENTION`] changes. A
+//! restarted master starts its history at its current revision; a watcher
+//! asking for anything older is told to re-list, as with etcd compaction.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
-use redb::{Database, Durability, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 
@@ -30,21 +32,17 @@ use super::{
 use crate::objects::{key_prefix, object_key, Kind, ObjectExt};
 
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
-const EVENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("events");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 const LAST_APPLIED_KEY: &str = "last_applied";
 const MEMBERSHIP_KEY: &str = "membership";
 const REVISION_KEY: &str = "revision";
-const COMPACTED_KEY: &str = "compacted";
 
 /// redb page cache for the state database: enough for the hot objects of
 /// a small cluster, small enough for a Raspberry Pi.
 const STATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
 
 /// How many recent changes are kept for watchers to resume from.
-pub const EVENT_RETENTION: u64 = 20_000;
-/// Trim history in steps, not on every write.
-const EVENT_TRIM_STEP: u64 = 1_000;
+pub const EVENT_RETENTION: usize = 10_000;
 
 /// Errors reading or writing the state machine's database.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +65,7 @@ fn dberr<E: Into<redb::Error>>(e: E) -> StateMachineError {
 }
 
 /// One change, as watchers see it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct StoredEvent {
     pub revision: u64,
     pub kind: Kind,
@@ -100,7 +98,15 @@ struct AppliedState {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     revision: u64,
+}
+
+/// Recent changes, oldest first. Revisions are contiguous: every revision
+/// is exactly one change, so `events[i].revision == compacted + 1 + i`.
+#[derive(Debug, Default)]
+struct History {
+    /// The newest revision no longer kept.
     compacted: u64,
+    events: std::collections::VecDeque<Arc<StoredEvent>>,
 }
 
 /// The snapshot's contents.
@@ -114,9 +120,9 @@ struct SnapshotData {
 pub struct ObjectStore {
     db: Database,
     state: Mutex<AppliedState>,
+    history: Mutex<History>,
+    retention: usize,
     notify: broadcast::Sender<Notification>,
-    /// Applies committed without fsync since the last durable commit.
-    dirty: AtomicBool,
     snapshot_path: PathBuf,
 }
 
@@ -151,6 +157,11 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 impl ObjectStore {
     /// Opens (or creates) the state database in `dir`.
     pub fn open(dir: &Path) -> Result<Arc<ObjectStore>> {
+        ObjectStore::open_with_retention(dir, EVENT_RETENTION)
+    }
+
+    /// Like [`ObjectStore::open`], keeping `retention` changes for watchers.
+    pub fn open_with_retention(dir: &Path, retention: usize) -> Result<Arc<ObjectStore>> {
         let db = redb::Builder::new()
             .set_cache_size(STATE_CACHE_BYTES)
             .create(dir.join("state.redb"))
@@ -160,7 +171,6 @@ impl ObjectStore {
             let txn = db.begin_write().map_err(dberr)?;
             {
                 txn.open_table(OBJECTS).map_err(dberr)?;
-                txn.open_table(EVENTS).map_err(dberr)?;
                 let meta = txn.open_table(META).map_err(dberr)?;
                 let get = |key: &str| -> Result<Option<Vec<u8>>> {
                     Ok(meta.get(key).map_err(dberr)?.map(|v| v.value().to_vec()))
@@ -174,18 +184,20 @@ impl ObjectStore {
                 if let Some(v) = get(REVISION_KEY)? {
                     state.revision = decode("revision", &v)?;
                 }
-                if let Some(v) = get(COMPACTED_KEY)? {
-                    state.compacted = decode("compacted revision", &v)?;
-                }
             }
             txn.commit().map_err(dberr)?;
         }
         let (notify, _) = broadcast::channel(4096);
+        let history = History {
+            compacted: state.revision,
+            events: Default::default(),
+        };
         Ok(Arc::new(ObjectStore {
             db,
             state: Mutex::new(state),
+            history: Mutex::new(history),
+            retention: retention.max(1),
             notify,
-            dirty: AtomicBool::new(false),
             snapshot_path: dir.join("snapshot.bin"),
         }))
     }
@@ -256,46 +268,28 @@ impl ObjectStore {
         after: u64,
         limit: usize,
     ) -> Result<std::result::Result<Vec<Arc<StoredEvent>>, Compacted>> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let compacted = {
-            let meta = txn.open_table(META).map_err(dberr)?;
-            match meta.get(COMPACTED_KEY).map_err(dberr)? {
-                Some(v) => decode("compacted revision", v.value())?,
-                None => 0u64,
-            }
-        };
-        if after < compacted {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if after < history.compacted {
             return Ok(Err(Compacted {
                 requested: after,
-                oldest: compacted,
+                oldest: history.compacted,
             }));
         }
-        let table = txn.open_table(EVENTS).map_err(dberr)?;
-        let mut out = Vec::new();
-        for item in table.range(after + 1..).map_err(dberr)?.take(limit) {
-            let (_, v) = item.map_err(dberr)?;
-            out.push(Arc::new(decode::<StoredEvent>("event", v.value())?));
-        }
-        Ok(Ok(out))
-    }
-
-    /// Makes every applied change durable (one fsync), if any is pending.
-    pub fn flush(&self) -> Result<()> {
-        if !self.dirty.swap(false, Ordering::AcqRel) {
-            return Ok(());
-        }
-        let mut txn = self.db.begin_write().map_err(dberr)?;
-        txn.set_durability(Durability::Immediate);
-        txn.commit().map_err(dberr)?;
-        Ok(())
+        let skip = (after - history.compacted) as usize;
+        Ok(Ok(history
+            .events
+            .iter()
+            .skip(skip)
+            .take(limit)
+            .cloned()
+            .collect()))
     }
 
     fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ProposalResult>> {
         let mut state = self.state().clone();
         let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
-        let mut txn = self.db.begin_write().map_err(dberr)?;
-        txn.set_durability(Durability::None);
+        let txn = self.db.begin_write().map_err(dberr)?;
         {
             let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
             for entry in entries {
@@ -320,24 +314,20 @@ impl ObjectStore {
                     }
                 }
             }
-            let mut history = txn.open_table(EVENTS).map_err(dberr)?;
-            for event in &events {
-                history
-                    .insert(event.revision, encode(event.as_ref()).as_slice())
-                    .map_err(dberr)?;
-            }
-            if state.revision - state.compacted > EVENT_RETENTION + EVENT_TRIM_STEP {
-                state.compacted = state.revision - EVENT_RETENTION;
-                history
-                    .retain_in(..=state.compacted, |_, _| false)
-                    .map_err(dberr)?;
-            }
             let mut meta = txn.open_table(META).map_err(dberr)?;
             write_meta(&mut meta, &state)?;
         }
         txn.commit().map_err(dberr)?;
-        self.dirty.store(true, Ordering::Release);
         *self.state() = state;
+        if !events.is_empty() {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.events.extend(events.iter().cloned());
+            while history.events.len() > self.retention {
+                if let Some(old) = history.events.pop_front() {
+                    history.compacted = old.revision;
+                }
+            }
+        }
         for event in events {
             // No receivers is fine: nobody is watching.
             let _ = self.notify.send(Notification::Event(event));
@@ -346,11 +336,8 @@ impl ObjectStore {
     }
 
     fn build_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
+        // One read transaction: a consistent view of objects and metadata.
         let txn = self.db.begin_read().map_err(dberr)?;
-        // Everything this read sees becomes durable before the snapshot is
-        // handed to openraft, which may then purge the log behind it.
-        self.dirty.store(true, Ordering::Release);
-        self.flush()?;
         let (last_applied, membership, revision) = {
             let meta = txn.open_table(META).map_err(dberr)?;
             let get = |key: &str| -> Result<Option<Vec<u8>>> {
@@ -424,24 +411,24 @@ impl ObjectStore {
             last_applied: meta.last_log_id,
             membership: meta.last_membership.clone(),
             revision: snapshot.revision,
-            compacted: snapshot.revision,
         };
-        let mut txn = self.db.begin_write().map_err(dberr)?;
-        txn.set_durability(Durability::Immediate);
+        let txn = self.db.begin_write().map_err(dberr)?;
         {
             let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
             objects.retain(|_, _| false).map_err(dberr)?;
             for (k, v) in &snapshot.objects {
                 objects.insert(k.as_str(), v.as_slice()).map_err(dberr)?;
             }
-            let mut events = txn.open_table(EVENTS).map_err(dberr)?;
-            events.retain(|_, _| false).map_err(dberr)?;
             let mut m = txn.open_table(META).map_err(dberr)?;
             write_meta(&mut m, &state)?;
         }
         txn.commit().map_err(dberr)?;
-        self.dirty.store(false, Ordering::Release);
         *self.state() = state;
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            history.events.clear();
+            history.compacted = snapshot.revision;
+        }
         self.save_snapshot_file(meta, data)?;
         let _ = self.notify.send(Notification::Reset {
             revision: snapshot.revision,
@@ -463,8 +450,6 @@ fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> 
     meta.insert(MEMBERSHIP_KEY, encode(&state.membership).as_slice())
         .map_err(dberr)?;
     meta.insert(REVISION_KEY, encode(&state.revision).as_slice())
-        .map_err(dberr)?;
-    meta.insert(COMPACTED_KEY, encode(&state.compacted).as_slice())
         .map_err(dberr)?;
     Ok(())
 }
@@ -756,5 +741,244 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta,
             snapshot: Box::new(Cursor::new(data)),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+    use prost::Message;
+    use skiff_proto::v1;
+
+    use super::*;
+    use crate::objects::IntoObject;
+    use crate::store::Proposal;
+
+    fn entry(index: u64, commands: Vec<Command>) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Proposal { commands }),
+        }
+    }
+
+    fn create(kind_object: Object) -> Command {
+        Command::Create {
+            object: kind_object.encode_to_vec(),
+            uid: "uid-1".into(),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn namespace(name: &str) -> Object {
+        v1::Namespace {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn pod(name: &str, image: &str) -> Object {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                containers: vec![v1::Container {
+                    name: "c".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn applied(result: &ApplyResult) -> Object {
+        Object::decode(result.as_ref().expect("applied").object.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn writes_get_consecutive_revisions_and_store_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let results = store
+            .apply_entries(vec![entry(
+                1,
+                vec![create(namespace("default")), create(pod("a", "img:1"))],
+            )])
+            .unwrap();
+        let a = applied(&results[0][1]);
+        assert_eq!(a.meta().resource_version, "2");
+        assert_eq!(a.meta().uid, "uid-1");
+        assert_eq!(a.meta().creation_timestamp, "2026-01-01T00:00:00Z");
+        assert_eq!(a.meta().generation, 1);
+
+        // A metadata-only change bumps the revision, not the generation.
+        let mut labelled = a.clone();
+        labelled.meta_mut().unwrap().labels.insert("x".into(), "y".into());
+        // A spec change bumps both.
+        let mut reimaged = pod("a", "img:2");
+        reimaged.meta_mut().unwrap().resource_version = "3".into();
+        let results = store
+            .apply_entries(vec![entry(
+                2,
+                vec![
+                    Command::Update {
+                        object: labelled.encode_to_vec(),
+                        status_only: false,
+                    },
+                    Command::Update {
+                        object: reimaged.encode_to_vec(),
+                        status_only: false,
+                    },
+                ],
+            )])
+            .unwrap();
+        let l = applied(&results[0][0]);
+        assert_eq!((l.meta().resource_version.as_str(), l.meta().generation), ("3", 1));
+        let r = applied(&results[0][1]);
+        assert_eq!((r.meta().resource_version.as_str(), r.meta().generation), ("4", 2));
+        assert_eq!(r.meta().uid, "uid-1", "uid survives updates");
+        assert_eq!(store.revision(), 4);
+    }
+
+    #[test]
+    fn refused_writes_change_nothing_and_use_no_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let results = store
+            .apply_entries(vec![entry(
+                1,
+                vec![
+                    // No namespace yet.
+                    create(pod("a", "img")),
+                    create(namespace("default")),
+                    create(pod("a", "img")),
+                    create(pod("a", "img")),
+                    Command::Delete {
+                        kind: Kind::Pod,
+                        namespace: "default".into(),
+                        name: "a".into(),
+                        resource_version: "1".into(),
+                    },
+                    Command::Delete {
+                        kind: Kind::Pod,
+                        namespace: "default".into(),
+                        name: "missing".into(),
+                        resource_version: String::new(),
+                    },
+                ],
+            )])
+            .unwrap();
+        let r = &results[0];
+        assert_eq!(r[0], Err(WriteError::NamespaceNotFound("default".into())));
+        assert!(r[1].is_ok() && r[2].is_ok());
+        assert!(matches!(r[3], Err(WriteError::AlreadyExists { .. })));
+        assert!(matches!(
+            &r[4],
+            Err(WriteError::Conflict { expected, current, .. }) if expected == "1" && current == "2"
+        ));
+        assert!(matches!(r[5], Err(WriteError::NotFound { .. })));
+        assert_eq!(store.revision(), 2);
+        assert!(store.get(Kind::Pod, "default", "a").unwrap().is_some());
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_keeps_the_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let results = store
+            .apply_entries(vec![entry(
+                1,
+                vec![create(namespace("default")), create(pod("a", "img"))],
+            )])
+            .unwrap();
+        let a = applied(&results[0][1]);
+        let results = store
+            .apply_entries(vec![entry(
+                2,
+                vec![Command::Update {
+                    object: a.encode_to_vec(),
+                    status_only: false,
+                }],
+            )])
+            .unwrap();
+        assert_eq!(applied(&results[0][0]), a);
+        assert_eq!(store.revision(), 2);
+        assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn history_beyond_retention_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();
+        let mut commands = vec![create(namespace("default"))];
+        for i in 0..9 {
+            commands.push(create(pod(&format!("p{i}"), "img")));
+        }
+        store.apply_entries(vec![entry(1, commands)]).unwrap();
+        assert_eq!(store.revision(), 10);
+        let kept = store.events_after(5, 100).unwrap().unwrap();
+        let revisions: Vec<u64> = kept.iter().map(|e| e.revision).collect();
+        assert_eq!(revisions, vec![6, 7, 8, 9, 10]);
+        let gone = store.events_after(4, 100).unwrap().unwrap_err();
+        assert_eq!((gone.requested, gone.oldest), (4, 5));
+        assert!(gone.to_string().contains("list again"), "{gone}");
+    }
+
+    #[test]
+    fn a_restarted_store_has_its_objects_and_starts_history_at_its_revision() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = ObjectStore::open(dir.path()).unwrap();
+            store
+                .apply_entries(vec![entry(
+                    1,
+                    vec![create(namespace("default")), create(pod("a", "img"))],
+                )])
+                .unwrap();
+        }
+        let store = ObjectStore::open(dir.path()).unwrap();
+        assert_eq!(store.revision(), 2);
+        assert_eq!(store.last_applied().map(|l| l.index), Some(1));
+        assert!(store.get(Kind::Pod, "default", "a").unwrap().is_some());
+        assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
+        assert!(store.events_after(1, 10).unwrap().is_err());
+    }
+
+    #[test]
+    fn installing_a_snapshot_replaces_state_and_resets_watchers() {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = ObjectStore::open(source_dir.path()).unwrap();
+        source
+            .apply_entries(vec![entry(
+                1,
+                vec![create(namespace("default")), create(pod("from-snapshot", "img"))],
+            )])
+            .unwrap();
+        let (meta, data) = source.build_snapshot().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let target = ObjectStore::open(dir.path()).unwrap();
+        target
+            .apply_entries(vec![entry(1, vec![create(namespace("old"))])])
+            .unwrap();
+        let mut live = target.subscribe();
+        target.install(&meta, &data).unwrap();
+        assert!(matches!(
+            live.try_recv(),
+            Ok(Notification::Reset { revision: 2 })
+        ));
+        assert_eq!(target.revision(), 2);
+        assert!(target.get(Kind::Namespace, "", "old").unwrap().is_none());
+        assert!(target.get(Kind::Pod, "default", "from-snapshot").unwrap().is_some());
+        assert!(target.events_after(1, 10).unwrap().is_err());
     }
 }
