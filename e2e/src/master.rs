@@ -114,7 +114,11 @@ impl MasterProcess {
                 if !status.has_leader {
                     return None;
                 }
-                client.get(Kind::Namespace, "", "default").await.ok().map(|_| ())
+                client
+                    .get(Kind::Namespace, "", "default")
+                    .await
+                    .ok()
+                    .map(|_| ())
             }
         })
         .await
@@ -173,13 +177,17 @@ impl MasterCluster {
             _dir: None,
         };
         let client = cluster.masters[0].client();
-        wait_for(&format!("{n} voting members"), Duration::from_secs(60), || {
-            let client = client.clone();
-            async move {
-                let status = client.cluster_status().await.ok()?;
-                (status.members.iter().filter(|m| m.voter).count() == n).then_some(())
-            }
-        })
+        wait_for(
+            &format!("{n} voting members"),
+            Duration::from_secs(60),
+            || {
+                let client = client.clone();
+                async move {
+                    let status = client.cluster_status().await.ok()?;
+                    (status.members.iter().filter(|m| m.voter).count() == n).then_some(())
+                }
+            },
+        )
         .await
         .with_context(|| cluster.logs())?;
         for m in &cluster.masters {

@@ -107,14 +107,18 @@ async fn three_masters_keep_every_acknowledged_write_when_the_leader_is_killed()
     // The killed master comes back and catches up with everything.
     cluster.masters[leader].restart().unwrap();
     let back = cluster.masters[leader].client();
-    wait_for("the restarted master to catch up", Duration::from_secs(30), || {
-        let back = back.clone();
-        let expected = expected.clone();
-        async move {
-            let list = back.list(Kind::Pod, "default").await.ok()?;
-            expected.is_subset(&pod_names(&list.items)).then_some(())
-        }
-    })
+    wait_for(
+        "the restarted master to catch up",
+        Duration::from_secs(30),
+        || {
+            let back = back.clone();
+            let expected = expected.clone();
+            async move {
+                let list = back.list(Kind::Pod, "default").await.ok()?;
+                expected.is_subset(&pod_names(&list.items)).then_some(())
+            }
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
 }
@@ -142,7 +146,10 @@ async fn a_restarted_master_loses_nothing() {
     master.restart().unwrap();
     master.wait_ready(Duration::from_secs(20)).await.unwrap();
     let after = client.list(Kind::Pod, "default").await.unwrap();
-    assert_eq!(after.revision, before.revision, "store revision after restart");
+    assert_eq!(
+        after.revision, before.revision,
+        "store revision after restart"
+    );
     assert_eq!(after.items, before.items, "objects after restart");
     let p0 = client.get(Kind::Pod, "default", "p0").await.unwrap();
     assert_eq!(p0, updated);
@@ -167,7 +174,11 @@ async fn a_restarted_master_loses_nothing() {
 async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
     let cluster = MasterCluster::start(3).await.unwrap();
     let clients: Vec<Client> = cluster.masters.iter().map(|m| m.client()).collect();
-    let start = clients[0].list(Kind::Pod, "default").await.unwrap().revision;
+    let start = clients[0]
+        .list(Kind::Pod, "default")
+        .await
+        .unwrap()
+        .revision;
 
     // A writer creates, updates and deletes pods while we watch.
     let writer_client = clients[1].clone();
@@ -178,7 +189,10 @@ async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
             revisions.push(created.meta().resource_version.parse::<u64>().unwrap());
             if i % 3 == 0 {
                 let mut o = created.clone();
-                o.meta_mut().unwrap().labels.insert("touched".into(), "yes".into());
+                o.meta_mut()
+                    .unwrap()
+                    .labels
+                    .insert("touched".into(), "yes".into());
                 let u = writer_client.update(o).await.unwrap();
                 revisions.push(u.meta().resource_version.parse::<u64>().unwrap());
             }
@@ -239,12 +253,20 @@ async fn a_stale_resource_version_gets_conflict_and_changes_nothing() {
     let client = master.client();
     let v1 = client.create(pod("c")).await.unwrap();
     let mut change = v1.clone();
-    change.meta_mut().unwrap().labels.insert("step".into(), "2".into());
+    change
+        .meta_mut()
+        .unwrap()
+        .labels
+        .insert("step".into(), "2".into());
     let v2 = client.update(change).await.unwrap();
     assert_ne!(v1.meta().resource_version, v2.meta().resource_version);
 
     let mut stale = v1.clone();
-    stale.meta_mut().unwrap().labels.insert("step".into(), "stale".into());
+    stale
+        .meta_mut()
+        .unwrap()
+        .labels
+        .insert("step".into(), "stale".into());
     match client.update(stale).await {
         Err(ClientError::Conflict(message)) => {
             assert!(message.contains("resourceVersion"), "{message}")
@@ -274,7 +296,12 @@ async fn five_masters_serve_reads_and_writes_through_every_member() {
     }
     for m in &cluster.masters {
         let list = m.client().list(Kind::Pod, "default").await.unwrap();
-        assert_eq!(list.items.len(), 5, "linearizable list through {}", m.api_addr);
+        assert_eq!(
+            list.items.len(),
+            5,
+            "linearizable list through {}",
+            m.api_addr
+        );
     }
     let status = cluster.masters[4].client().cluster_status().await.unwrap();
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5);

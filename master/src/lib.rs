@@ -8,9 +8,9 @@
 //! - [`client`]: a typed client of that API, for the CLI, agents and tests.
 //! - [`server`]: starting, joining and stopping a master.
 
-pub mod objects;
-pub mod store;
 pub mod api;
-pub mod cluster;
 pub mod client;
+pub mod cluster;
+pub mod objects;
 pub mod server;
+pub mod store;

@@ -11,11 +11,11 @@ use std::time::Duration;
 use prost::Message;
 use skiff_proto::v1;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::transport::TransportConfig;
-use crate::api::{now_rfc3339, new_uid, ApiService, DEFAULT_NAMESPACE};
+use crate::api::{new_uid, now_rfc3339, ApiService, DEFAULT_NAMESPACE};
 use crate::client::Client;
 use crate::cluster::{Cluster, ClusterError};
 use crate::objects::IntoObject;
@@ -271,7 +271,11 @@ async fn leader_duties(cluster: Cluster, shutdown: CancellationToken) {
 }
 
 async fn ensure_namespace(cluster: &Cluster, name: &str) -> std::result::Result<(), ClusterError> {
-    if cluster.store.get(crate::objects::Kind::Namespace, "", name)?.is_some() {
+    if cluster
+        .store
+        .get(crate::objects::Kind::Namespace, "", name)?
+        .is_some()
+    {
         return Ok(());
     }
     let namespace = v1::Namespace {

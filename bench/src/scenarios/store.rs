@@ -54,14 +54,24 @@ fn pod(name: String) -> skiff_proto::api::Object {
 pub async fn run(args: StoreArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.masters >= 1, "--masters must be at least 1");
     anyhow::ensure!(args.clients >= 1, "--clients must be at least 1");
-    anyhow::ensure!(args.writes >= args.clients, "--writes must be at least --clients");
+    anyhow::ensure!(
+        args.writes >= args.clients,
+        "--writes must be at least --clients"
+    );
     let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
-    eprintln!("starting {} masters under {}", args.masters, dir.path().display());
+    eprintln!(
+        "starting {} masters under {}",
+        args.masters,
+        dir.path().display()
+    );
     let cluster = MasterCluster::start_in(dir.path(), args.masters).await?;
     let leader = cluster.leader().await?;
     let leader_addr = cluster.masters[leader].api_addr.clone();
     let pids: Vec<u32> = cluster.masters.iter().filter_map(|m| m.pid()).collect();
-    eprintln!("leader is {leader_addr}; {} clients, {} writes", args.clients, args.writes);
+    eprintln!(
+        "leader is {leader_addr}; {} clients, {} writes",
+        args.clients, args.writes
+    );
 
     let before: Vec<_> = pids
         .iter()

@@ -130,12 +130,11 @@ pub fn resolve_server(server: Option<&str>, config: Option<&Path>) -> Result<Str
 /// Runs one `ctl` command, printing to `out`.
 pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
     let server = resolve_server(args.server.as_deref(), args.config.as_deref())?;
-    let client = Client::new(&server, &TransportConfig::Plaintext).map_err(|source| {
-        CtlError::Api {
+    let client =
+        Client::new(&server, &TransportConfig::Plaintext).map_err(|source| CtlError::Api {
             context: "connecting".to_owned(),
             source,
-        }
-    })?;
+        })?;
     match args.command {
         CtlCommand::Apply {
             files,
@@ -155,7 +154,15 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             } else {
                 Some(namespace.unwrap_or_else(|| "default".to_owned()))
             };
-            get(&client, kind, name.as_deref(), namespace.as_deref(), output.as_deref(), out).await
+            get(
+                &client,
+                kind,
+                name.as_deref(),
+                namespace.as_deref(),
+                output.as_deref(),
+                out,
+            )
+            .await
         }
         CtlCommand::Delete {
             kind,
@@ -276,23 +283,30 @@ async fn apply(
         }
         let name = object.meta().name.clone();
         let what = resource_ref(kind, &name);
-        let verb = apply_one(client, object).await.map_err(|source| CtlError::Api {
-            context: format!("applying {what}"),
-            source,
-        })?;
+        let verb = apply_one(client, object)
+            .await
+            .map_err(|source| CtlError::Api {
+                context: format!("applying {what}"),
+                source,
+            })?;
         writeln!(out, "{what} {verb}")?;
     }
     Ok(())
 }
 
 /// Creates the object, or updates it when it exists. Returns kubectl's verb.
-async fn apply_one(client: &Client, object: Object) -> std::result::Result<&'static str, ClientError> {
+async fn apply_one(
+    client: &Client,
+    object: Object,
+) -> std::result::Result<&'static str, ClientError> {
     match client.create(object.clone()).await {
         Ok(_) => return Ok("created"),
         Err(ClientError::AlreadyExists(_)) => {}
         Err(e) => return Err(e),
     }
-    let kind = object.kind().map_err(|e| ClientError::Invalid(e.to_string()))?;
+    let kind = object
+        .kind()
+        .map_err(|e| ClientError::Invalid(e.to_string()))?;
     let meta = object.meta();
     for _ in 0..5 {
         let current = client.get(kind, &meta.namespace, &meta.name).await?;
@@ -337,10 +351,13 @@ async fn get(
             } else {
                 ""
             };
-            let object = client.get(kind, ns, name).await.map_err(|source| CtlError::Api {
-                context: format!("getting {}", resource_ref(kind, name)),
-                source,
-            })?;
+            let object = client
+                .get(kind, ns, name)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: format!("getting {}", resource_ref(kind, name)),
+                    source,
+                })?;
             (vec![object], true)
         }
         None => {
@@ -361,7 +378,11 @@ async fn get(
             } else {
                 list_to_json_value(&objects)
             };
-            writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default())?;
+            writeln!(
+                out,
+                "{}",
+                serde_json::to_string_pretty(&value).unwrap_or_default()
+            )?;
         }
         Some("yaml") => {
             let value = if single {
@@ -387,7 +408,11 @@ async fn get(
             let wide = output == Some("wide");
             let with_namespace = kind.namespaced() && namespace.is_none();
             let now = std::time::SystemTime::now();
-            write!(out, "{}", table::render(kind, &objects, wide, with_namespace, now))?;
+            write!(
+                out,
+                "{}",
+                table::render(kind, &objects, wide, with_namespace, now)
+            )?;
         }
         Some(other) => return Err(CtlError::Output(other.to_owned())),
     }

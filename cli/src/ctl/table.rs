@@ -22,7 +22,14 @@ pub fn render(
         Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         Kind::Deployment => vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         Kind::ReplicaSet => vec!["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-        Kind::Service => vec!["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+        Kind::Service => vec![
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE",
+        ],
         Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
         Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
@@ -60,7 +67,13 @@ pub fn render(
 fn format_rows(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
@@ -137,7 +150,10 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 age,
             ];
             if wide {
-                row.extend(template_columns(spec.template.as_ref(), spec.selector.as_ref()));
+                row.extend(template_columns(
+                    spec.template.as_ref(),
+                    spec.selector.as_ref(),
+                ));
             }
             row
         }
@@ -152,7 +168,10 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 age,
             ];
             if wide {
-                row.extend(template_columns(spec.template.as_ref(), spec.selector.as_ref()));
+                row.extend(template_columns(
+                    spec.template.as_ref(),
+                    spec.selector.as_ref(),
+                ));
             }
             row
         }
@@ -162,7 +181,11 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 .ports
                 .iter()
                 .map(|p| {
-                    let protocol = if p.protocol.is_empty() { "TCP" } else { &p.protocol };
+                    let protocol = if p.protocol.is_empty() {
+                        "TCP"
+                    } else {
+                        &p.protocol
+                    };
                     if p.node_port != 0 {
                         format!("{}:{}/{protocol}", p.port, p.node_port)
                     } else {
@@ -178,10 +201,22 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 .unwrap_or_default();
             let mut row = vec![
                 name,
-                if spec.r#type.is_empty() { "ClusterIP".to_owned() } else { spec.r#type.clone() },
+                if spec.r#type.is_empty() {
+                    "ClusterIP".to_owned()
+                } else {
+                    spec.r#type.clone()
+                },
                 or_none(&spec.cluster_ip),
-                if external.is_empty() { NONE.to_owned() } else { external.join(",") },
-                if ports.is_empty() { NONE.to_owned() } else { ports.join(",") },
+                if external.is_empty() {
+                    NONE.to_owned()
+                } else {
+                    external.join(",")
+                },
+                if ports.is_empty() {
+                    NONE.to_owned()
+                } else {
+                    ports.join(",")
+                },
                 age,
             ];
             if wide {
@@ -203,7 +238,11 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             vec![
                 name,
-                if endpoints.is_empty() { NONE.to_owned() } else { endpoints.join(",") },
+                if endpoints.is_empty() {
+                    NONE.to_owned()
+                } else {
+                    endpoints.join(",")
+                },
                 age,
             ]
         }
@@ -234,7 +273,11 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             let mut row = vec![
                 name,
                 state,
-                if roles.is_empty() { NONE.to_owned() } else { roles.join(",") },
+                if roles.is_empty() {
+                    NONE.to_owned()
+                } else {
+                    roles.join(",")
+                },
                 age,
                 or_none(&info.kubelet_version),
             ];
@@ -271,7 +314,11 @@ fn pod_row(p: &v1::Pod, name: String, age: String) -> Vec<String> {
     let spec = p.spec.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
     let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-    let restarts: i32 = status.container_statuses.iter().map(|c| c.restart_count).sum();
+    let restarts: i32 = status
+        .container_statuses
+        .iter()
+        .map(|c| c.restart_count)
+        .sum();
     let waiting = status.container_statuses.iter().find_map(|c| {
         let state = c.state.as_ref()?;
         state
@@ -314,9 +361,19 @@ fn template_columns(
         .map(|s| s.containers.clone())
         .unwrap_or_default();
     [
-        containers.iter().map(|c| c.name.clone()).collect::<Vec<_>>().join(","),
-        containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>().join(","),
-        selector.map(|s| labels(&s.match_labels)).unwrap_or_else(|| NONE.to_owned()),
+        containers
+            .iter()
+            .map(|c| c.name.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        containers
+            .iter()
+            .map(|c| c.image.clone())
+            .collect::<Vec<_>>()
+            .join(","),
+        selector
+            .map(|s| labels(&s.match_labels))
+            .unwrap_or_else(|| NONE.to_owned()),
     ]
 }
 
@@ -393,8 +450,22 @@ mod tests {
         let text = render(Kind::Pod, &[pod.into_object()], true, false, at(30));
         let lines: Vec<&str> = text.lines().collect();
         let header: Vec<&str> = lines[0].split_whitespace().collect();
-        assert_eq!(header, ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
+        assert_eq!(
+            header,
+            ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]
+        );
         let row: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(row, ["web-x7k2p", "1/2", "CrashLoopBackOff", "3", "30s", "10.42.1.7", "pi-1"]);
+        assert_eq!(
+            row,
+            [
+                "web-x7k2p",
+                "1/2",
+                "CrashLoopBackOff",
+                "3",
+                "30s",
+                "10.42.1.7",
+                "pi-1"
+            ]
+        );
     }
 }

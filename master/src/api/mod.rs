@@ -409,8 +409,8 @@ impl Api for ApiService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
-        let namespace = (kind.namespaced() && !request.namespace.is_empty())
-            .then(|| request.namespace.clone());
+        let namespace =
+            (kind.namespaced() && !request.namespace.is_empty()).then(|| request.namespace.clone());
         let stream = watch::start(
             self.cluster.store.clone(),
             kind,

@@ -103,9 +103,8 @@ pub fn parse_manifest(file: &str, text: &str, strict: bool) -> Result<Manifest, 
                 let kind = check_kind(file, document, &api_version, &kind_name)?;
                 let name = object_name(&item);
                 let mut unknown = Vec::new();
-                let object = decode(kind, item, &mut unknown).map_err(|e| {
-                    invalid_field(file, document, kind, &format!("items.{i}."), e)
-                })?;
+                let object = decode(kind, item, &mut unknown)
+                    .map_err(|e| invalid_field(file, document, kind, &format!("items.{i}."), e))?;
                 report_unknown(file, document, kind, &name, unknown, strict, &mut out)?;
                 out.objects.push(object);
             }
@@ -114,8 +113,8 @@ pub fn parse_manifest(file: &str, text: &str, strict: bool) -> Result<Manifest, 
         let kind = check_kind(file, document, &api_version, &kind_name)?;
         let name = object_name(&value);
         let mut unknown = Vec::new();
-        let object =
-            decode(kind, doc, &mut unknown).map_err(|e| invalid_field(file, document, kind, "", e))?;
+        let object = decode(kind, doc, &mut unknown)
+            .map_err(|e| invalid_field(file, document, kind, "", e))?;
         report_unknown(file, document, kind, &name, unknown, strict, &mut out)?;
         out.objects.push(object);
     }
@@ -279,11 +278,17 @@ where
     serde_path_to_error::deserialize(ignoring).map_err(|e| {
         let path = e.path().to_string();
         let (line, column) = e.inner().line_column();
+        let message = strip_location(&e.inner().to_string());
+        // serde_yaml may start its message with the path this error names too.
+        let message = match message.strip_prefix(&format!("{path}: ")) {
+            Some(rest) => rest.to_owned(),
+            None => message,
+        };
         DecodeError {
             path,
             line,
             column,
-            message: strip_location(&e.inner().to_string()),
+            message,
         }
     })
 }
@@ -304,9 +309,9 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
         Path::Root => String::new(),
         Path::Seq { parent, index } => join(parent, index.to_string()),
         Path::Map { parent, key } => join(parent, key.clone()),
-        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => {
-            field_path(parent)
-        }
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
     }
 }
 
@@ -391,10 +396,7 @@ spec:
         };
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(3));
-        assert_eq!(
-            spec.selector.as_ref().unwrap().match_labels["app"],
-            "nginx"
-        );
+        assert_eq!(spec.selector.as_ref().unwrap().match_labels["app"], "nginx");
         let pod = spec.template.as_ref().unwrap().spec.as_ref().unwrap();
         assert_eq!(pod.containers[0].image, "nginx:1.14.2");
         assert_eq!(pod.containers[0].ports[0].container_port, 80);
@@ -453,7 +455,13 @@ status:
         assert_eq!(res.limits["cpu"], "1");
         assert_eq!(res.requests["cpu"], "250m");
         assert_eq!(
-            c.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap().port,
+            c.readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .port,
             "http"
         );
         let status = p.status.as_ref().unwrap();
@@ -476,10 +484,19 @@ status:
 
     #[test]
     fn unknown_field_is_an_error_naming_its_path() {
-        let text = NGINX_DEPLOYMENT.replace("containerPort: 80", "containerPort: 80\n          hostPortt: 8080");
+        let text = NGINX_DEPLOYMENT.replace(
+            "containerPort: 80",
+            "containerPort: 80\n          hostPortt: 8080",
+        );
         let err = parse(&text).unwrap_err();
         match &err {
-            ManifestError::UnknownField { path, document, kind, name, .. } => {
+            ManifestError::UnknownField {
+                path,
+                document,
+                kind,
+                name,
+                ..
+            } => {
                 assert_eq!(path, "spec.template.spec.containers.0.ports.0.hostPortt");
                 assert_eq!(*document, 1);
                 assert_eq!(*kind, Kind::Deployment);
@@ -507,7 +524,11 @@ status:
             ManifestError::Syntax { line, .. } => assert!(line.is_some(), "{err}"),
             other => panic!("wrong error: {other:?}"),
         }
-        assert!(err.to_string().contains("test.yaml: YAML syntax error at line"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("test.yaml: YAML syntax error at line"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -527,11 +548,17 @@ status:
     #[test]
     fn missing_kind_and_wrong_api_version_are_errors() {
         let err = parse("apiVersion: v1\nmetadata: {name: x}\n").unwrap_err();
-        assert!(err.to_string().contains("missing required field \"kind\""), "{err}");
+        assert!(
+            err.to_string().contains("missing required field \"kind\""),
+            "{err}"
+        );
         let err = parse("apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("apps/v1"), "{err}");
         let err = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
-        assert!(err.to_string().contains("unknown kind \"ConfigMap\""), "{err}");
+        assert!(
+            err.to_string().contains("unknown kind \"ConfigMap\""),
+            "{err}"
+        );
         let err = parse("---\n- 1\n- 2\n").unwrap_err();
         assert!(err.to_string().contains("document 1"), "{err}");
     }

@@ -14,8 +14,9 @@ use skiff_proto::api::Object;
 use skiff_proto::v1::ObjectMeta;
 
 /// A supported kind, as written in `kind:`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-#[derive(serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     Namespace,
     Node,
@@ -28,7 +29,10 @@ pub enum Kind {
 
 /// A kind name that skiff does not know.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown kind {given:?}; supported kinds are {}", Kind::supported_list())]
+#[error(
+    "unknown kind {given:?}; supported kinds are {}",
+    Kind::supported_list()
+)]
 pub struct UnknownKind {
     pub given: String,
 }
@@ -317,11 +321,13 @@ mod tests {
 
     #[test]
     fn spec_comparison_ignores_status_and_metadata() {
-        let mut a = skiff_proto::v1::Pod::default();
-        a.spec = Some(skiff_proto::v1::PodSpec {
-            node_name: "n1".into(),
+        let a = skiff_proto::v1::Pod {
+            spec: Some(skiff_proto::v1::PodSpec {
+                node_name: "n1".into(),
+                ..Default::default()
+            }),
             ..Default::default()
-        });
+        };
         let mut b = a.clone();
         b.status = Some(skiff_proto::v1::PodStatus {
             phase: "Running".into(),

@@ -39,7 +39,7 @@ const MAX_BATCH: usize = 8192;
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
     #[error("raft log database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("raft log: cannot decode {what}: {source}")]
     Decode {
         what: &'static str,
@@ -47,6 +47,12 @@ pub enum LogStoreError {
     },
     #[error("raft log writer has stopped")]
     WriterGone,
+}
+
+impl From<redb::Error> for LogStoreError {
+    fn from(e: redb::Error) -> Self {
+        LogStoreError::Db(Box::new(e))
+    }
 }
 
 type Result<T> = std::result::Result<T, LogStoreError>;
@@ -63,7 +69,10 @@ enum WriteOp {
     Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
     Truncate(u64, oneshot::Sender<std::result::Result<(), String>>),
     Purge(LogId),
-    SaveVote(Vote<NodeId>, oneshot::Sender<std::result::Result<(), String>>),
+    SaveVote(
+        Vote<NodeId>,
+        oneshot::Sender<std::result::Result<(), String>>,
+    ),
     SaveCommitted(Option<LogId>),
 }
 
@@ -96,8 +105,12 @@ impl LogStore {
                 let meta = txn.open_table(META).map_err(redb::Error::from)?;
                 for item in log.iter().map_err(redb::Error::from)? {
                     let (k, v) = item.map_err(redb::Error::from)?;
-                    let entry: Entry = bincode::deserialize(v.value())
-                        .map_err(|source| LogStoreError::Decode { what: "log entry", source })?;
+                    let entry: Entry = bincode::deserialize(v.value()).map_err(|source| {
+                        LogStoreError::Decode {
+                            what: "log entry",
+                            source,
+                        }
+                    })?;
                     cache.entries.insert(k.value(), entry);
                 }
                 let read_meta = |key: &str| -> Result<Option<Vec<u8>>> {
@@ -107,18 +120,27 @@ impl LogStore {
                         .map(|v| v.value().to_vec()))
                 };
                 if let Some(v) = read_meta(VOTE_KEY)? {
-                    cache.vote = Some(
-                        bincode::deserialize(&v)
-                            .map_err(|source| LogStoreError::Decode { what: "vote", source })?,
-                    );
+                    cache.vote =
+                        Some(
+                            bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
+                                what: "vote",
+                                source,
+                            })?,
+                        );
                 }
                 if let Some(v) = read_meta(COMMITTED_KEY)? {
-                    cache.committed = bincode::deserialize(&v)
-                        .map_err(|source| LogStoreError::Decode { what: "committed", source })?;
+                    cache.committed =
+                        bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
+                            what: "committed",
+                            source,
+                        })?;
                 }
                 if let Some(v) = read_meta(PURGED_KEY)? {
-                    cache.last_purged = bincode::deserialize(&v)
-                        .map_err(|source| LogStoreError::Decode { what: "last purged", source })?;
+                    cache.last_purged =
+                        bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
+                            what: "last purged",
+                            source,
+                        })?;
                 }
             }
             txn.commit().map_err(redb::Error::from)?;
@@ -127,7 +149,7 @@ impl LogStore {
         std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
             .spawn(move || write_loop(db, rx))
-            .map_err(|e| LogStoreError::Db(redb::Error::Io(e)))?;
+            .map_err(|e| LogStoreError::from(redb::Error::Io(e)))?;
         Ok(LogStore {
             cache: Arc::new(Mutex::new(cache)),
             writer: tx,
@@ -180,35 +202,41 @@ fn write_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-fn write_batch(db: &Database, ops: &[WriteOp]) -> std::result::Result<(), redb::Error> {
-    let txn = db.begin_write()?;
+fn write_batch(db: &Database, ops: &[WriteOp]) -> Result<()> {
+    let txn = db.begin_write().map_err(redb::Error::from)?;
     {
-        let mut log = txn.open_table(LOG)?;
-        let mut meta = txn.open_table(META)?;
+        let mut log = txn.open_table(LOG).map_err(redb::Error::from)?;
+        let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
         for op in ops {
             match op {
                 WriteOp::Append(entries, _) => {
                     for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice())?;
+                        log.insert(*index, bytes.as_slice())
+                            .map_err(redb::Error::from)?;
                     }
                 }
                 WriteOp::Truncate(from, _) => {
-                    log.retain_in(*from.., |_, _| false)?;
+                    log.retain_in(*from.., |_, _| false)
+                        .map_err(redb::Error::from)?;
                 }
                 WriteOp::Purge(upto) => {
-                    log.retain_in(..=upto.index, |_, _| false)?;
-                    meta.insert(PURGED_KEY, encode(&Some(*upto)).as_slice())?;
+                    log.retain_in(..=upto.index, |_, _| false)
+                        .map_err(redb::Error::from)?;
+                    meta.insert(PURGED_KEY, encode(&Some(*upto)).as_slice())
+                        .map_err(redb::Error::from)?;
                 }
                 WriteOp::SaveVote(vote, _) => {
-                    meta.insert(VOTE_KEY, encode(vote).as_slice())?;
+                    meta.insert(VOTE_KEY, encode(vote).as_slice())
+                        .map_err(redb::Error::from)?;
                 }
                 WriteOp::SaveCommitted(committed) => {
-                    meta.insert(COMMITTED_KEY, encode(committed).as_slice())?;
+                    meta.insert(COMMITTED_KEY, encode(committed).as_slice())
+                        .map_err(redb::Error::from)?;
                 }
             }
         }
     }
-    txn.commit()?;
+    txn.commit().map_err(redb::Error::from)?;
     Ok(())
 }
 
@@ -276,7 +304,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         rx.await
             .map_err(|_| LogStoreError::WriterGone)
-            .and_then(|r| r.map_err(|e| LogStoreError::Db(redb::Error::Io(std::io::Error::other(e)))))
+            .and_then(|r| {
+                r.map_err(|e| LogStoreError::from(redb::Error::Io(std::io::Error::other(e))))
+            })
             .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.lock().vote = Some(*vote);
         Ok(())
@@ -331,7 +361,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| log_error(ErrorVerb::Delete, e))?;
         rx.await
             .map_err(|_| LogStoreError::WriterGone)
-            .and_then(|r| r.map_err(|e| LogStoreError::Db(redb::Error::Io(std::io::Error::other(e)))))
+            .and_then(|r| {
+                r.map_err(|e| LogStoreError::from(redb::Error::Io(std::io::Error::other(e))))
+            })
             .map_err(|e| log_error(ErrorVerb::Delete, e))
     }
 

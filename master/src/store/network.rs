@@ -53,14 +53,12 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, MemberNode, E>>;
 
 impl PeerClient {
-    fn client<E: std::error::Error>(&mut self) -> RpcResult<RaftPeerClient<Channel>, E> {
+    fn client(&mut self) -> Result<RaftPeerClient<Channel>, PeerError> {
         if self.client.is_none() {
             let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
-                .map_err(|e| {
-                    RPCError::Network(NetworkError::new(&PeerError {
-                        addr: self.addr.clone(),
-                        message: e.to_string(),
-                    }))
+                .map_err(|e| PeerError {
+                    addr: self.addr.clone(),
+                    message: e.to_string(),
                 })?
                 .connect_timeout(std::time::Duration::from_secs(1))
                 .tcp_nodelay(true);
@@ -91,7 +89,9 @@ impl PeerClient {
         };
         let data = bincode::serialize(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&fail(e.to_string()))))?;
-        let mut client = self.client()?;
+        let mut client = self
+            .client()
+            .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let response = match method {

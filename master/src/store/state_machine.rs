@@ -26,8 +26,8 @@ use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 
 use super::{
-    storage_io_error, Applied, ApplyResult, Command, Entry, ProposalResult, LogId, SnapshotMeta, StorageError,
-    StoredMembership, TypeConfig, WriteError,
+    storage_io_error, Applied, ApplyResult, Command, Entry, LogId, ProposalResult, SnapshotMeta,
+    StorageError, StoredMembership, TypeConfig, WriteError,
 };
 use crate::objects::{key_prefix, object_key, Kind, ObjectExt};
 
@@ -48,7 +48,7 @@ pub const EVENT_RETENTION: usize = 10_000;
 #[derive(Debug, thiserror::Error)]
 pub enum StateMachineError {
     #[error("state database: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("state database: cannot decode {what}: {reason}")]
     Decode { what: &'static str, reason: String },
     #[error("snapshot file {path}: {source}")]
@@ -61,7 +61,7 @@ pub enum StateMachineError {
 type Result<T> = std::result::Result<T, StateMachineError>;
 
 fn dberr<E: Into<redb::Error>>(e: E) -> StateMachineError {
-    StateMachineError::Db(e.into())
+    StateMachineError::Db(Box::new(e.into()))
 }
 
 /// One change, as watchers see it.
@@ -82,7 +82,9 @@ pub enum Notification {
     Event(Arc<StoredEvent>),
     /// The state was replaced by a snapshot: history before `revision` is
     /// gone, and watchers must re-list.
-    Reset { revision: u64 },
+    Reset {
+        revision: u64,
+    },
 }
 
 /// A watch asked for history that is no longer kept.
@@ -504,7 +506,9 @@ fn execute(
             }
             object.set_type_meta();
             let bytes = object.encode_to_vec();
-            objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
+            objects
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(dberr)?;
             Ok(Ok(record(
                 events,
                 *revision,
@@ -528,7 +532,11 @@ fn execute(
             };
             let (namespace, name, expected) = {
                 let m = update.meta();
-                (m.namespace.clone(), m.name.clone(), m.resource_version.clone())
+                (
+                    m.namespace.clone(),
+                    m.name.clone(),
+                    m.resource_version.clone(),
+                )
             };
             let key = object_key(kind, &namespace, &name);
             let existing = match objects.get(key.as_str()).map_err(dberr)? {
@@ -584,7 +592,9 @@ fn execute(
                 meta.resource_version = revision.to_string();
             }
             let bytes = merged.encode_to_vec();
-            objects.insert(key.as_str(), bytes.as_slice()).map_err(dberr)?;
+            objects
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(dberr)?;
             Ok(Ok(record(
                 events,
                 *revision,
@@ -675,10 +685,15 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let (meta, data) = tokio::task::spawn_blocking(move || store.build_snapshot())
             .await
-            .map_err(|e| snapshot_error(ErrorVerb::Write, StateMachineError::Decode {
-                what: "snapshot task",
-                reason: e.to_string(),
-            }))?
+            .map_err(|e| {
+                snapshot_error(
+                    ErrorVerb::Write,
+                    StateMachineError::Decode {
+                        what: "snapshot task",
+                        reason: e.to_string(),
+                    },
+                )
+            })?
             .map_err(|e| snapshot_error(ErrorVerb::Write, e))?;
         Ok(Snapshot {
             meta,
@@ -697,7 +712,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((state.last_applied, state.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> std::result::Result<Vec<ProposalResult>, StorageError>
+    async fn apply<I>(
+        &mut self,
+        entries: I,
+    ) -> std::result::Result<Vec<ProposalResult>, StorageError>
     where
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
@@ -822,7 +840,11 @@ mod tests {
 
         // A metadata-only change bumps the revision, not the generation.
         let mut labelled = a.clone();
-        labelled.meta_mut().unwrap().labels.insert("x".into(), "y".into());
+        labelled
+            .meta_mut()
+            .unwrap()
+            .labels
+            .insert("x".into(), "y".into());
         // A spec change bumps both.
         let mut reimaged = pod("a", "img:2");
         reimaged.meta_mut().unwrap().resource_version = "3".into();
@@ -842,9 +864,15 @@ mod tests {
             )])
             .unwrap();
         let l = applied(&results[0][0]);
-        assert_eq!((l.meta().resource_version.as_str(), l.meta().generation), ("3", 1));
+        assert_eq!(
+            (l.meta().resource_version.as_str(), l.meta().generation),
+            ("3", 1)
+        );
         let r = applied(&results[0][1]);
-        assert_eq!((r.meta().resource_version.as_str(), r.meta().generation), ("4", 2));
+        assert_eq!(
+            (r.meta().resource_version.as_str(), r.meta().generation),
+            ("4", 2)
+        );
         assert_eq!(r.meta().uid, "uid-1", "uid survives updates");
         assert_eq!(store.revision(), 4);
     }
@@ -960,7 +988,10 @@ mod tests {
         source
             .apply_entries(vec![entry(
                 1,
-                vec![create(namespace("default")), create(pod("from-snapshot", "img"))],
+                vec![
+                    create(namespace("default")),
+                    create(pod("from-snapshot", "img")),
+                ],
             )])
             .unwrap();
         let (meta, data) = source.build_snapshot().unwrap();
@@ -978,7 +1009,10 @@ mod tests {
         ));
         assert_eq!(target.revision(), 2);
         assert!(target.get(Kind::Namespace, "", "old").unwrap().is_none());
-        assert!(target.get(Kind::Pod, "default", "from-snapshot").unwrap().is_some());
+        assert!(target
+            .get(Kind::Pod, "default", "from-snapshot")
+            .unwrap()
+            .is_some());
         assert!(target.events_after(1, 10).unwrap().is_err());
     }
 }
