@@ -54,6 +54,10 @@ pub struct MasterArgs {
     /// API address of any existing member, to join its cluster on first start.
     #[arg(long)]
     pub join: Option<String>,
+    /// Raft log entries between snapshots; the log is purged behind each.
+    #[arg(long, default_value_t = skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub snapshot_after_entries: u64,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -86,6 +90,7 @@ impl MasterArgs {
             advertise_raft: advertise("--advertise-raft", &self.advertise_raft, raft_listen)?,
             join: self.join.clone(),
             transport: TransportConfig::Plaintext,
+            snapshot_after_entries: self.snapshot_after_entries,
         })
     }
 }

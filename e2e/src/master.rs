@@ -21,11 +21,21 @@ pub struct MasterProcess {
     pub raft_addr: String,
     pub log_path: PathBuf,
     join: Option<String>,
+    extra_args: Vec<String>,
 }
 
 impl MasterProcess {
     /// Starts a master with fresh ports, logging to `<data_dir>.log`.
     pub fn start(data_dir: &Path, join: Option<&str>) -> anyhow::Result<MasterProcess> {
+        MasterProcess::start_with(data_dir, join, &[])
+    }
+
+    /// Like [`MasterProcess::start`], with extra `skiff master` flags.
+    pub fn start_with(
+        data_dir: &Path,
+        join: Option<&str>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<MasterProcess> {
         let mut m = MasterProcess {
             child: None,
             data_dir: data_dir.to_owned(),
@@ -33,6 +43,7 @@ impl MasterProcess {
             raft_addr: format!("127.0.0.1:{}", free_port()),
             log_path: data_dir.with_extension("log"),
             join: join.map(str::to_owned),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
         };
         m.spawn()?;
         Ok(m)
@@ -58,6 +69,7 @@ impl MasterProcess {
         if let Some(j) = &self.join {
             cmd.arg("--join").arg(j);
         }
+        cmd.args(&self.extra_args);
         self.child = Some(cmd.spawn().context("spawn skiff master")?);
         Ok(())
     }
@@ -154,22 +166,32 @@ impl MasterCluster {
     /// Starts `n` masters in a fresh temp dir: the first bootstraps, the
     /// others join through it. Returns once all are voters and ready.
     pub async fn start(n: usize) -> anyhow::Result<MasterCluster> {
+        MasterCluster::start_with(n, &[]).await
+    }
+
+    /// Like [`MasterCluster::start`], with extra `skiff master` flags.
+    pub async fn start_with(n: usize, extra_args: &[&str]) -> anyhow::Result<MasterCluster> {
         let dir = tempfile::Builder::new().prefix("skiff-e2e-").tempdir()?;
-        let mut cluster = MasterCluster::start_in(dir.path(), n).await?;
+        let mut cluster = MasterCluster::start_in(dir.path(), n, extra_args).await?;
         cluster._dir = Some(dir);
         Ok(cluster)
     }
 
-    /// Like [`MasterCluster::start`], in a directory the caller owns.
-    pub async fn start_in(dir: &Path, n: usize) -> anyhow::Result<MasterCluster> {
-        let first = MasterProcess::start(&dir.join("master-0"), None)?;
+    /// Like [`MasterCluster::start_with`], in a directory the caller owns.
+    pub async fn start_in(
+        dir: &Path,
+        n: usize,
+        extra_args: &[&str],
+    ) -> anyhow::Result<MasterCluster> {
+        let first = MasterProcess::start_with(&dir.join("master-0"), None, extra_args)?;
         first.wait_ready(Duration::from_secs(20)).await?;
         let join = first.api_addr.clone();
         let mut masters = vec![first];
         for i in 1..n {
-            masters.push(MasterProcess::start(
+            masters.push(MasterProcess::start_with(
                 &dir.join(format!("master-{i}")),
                 Some(&join),
+                extra_args,
             )?);
         }
         let cluster = MasterCluster {

@@ -306,3 +306,51 @@ async fn five_masters_serve_reads_and_writes_through_every_member() {
     let status = cluster.masters[4].client().cluster_status().await.unwrap();
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let master = MasterProcess::start(&dir.path().join("m"), None).unwrap();
+    master.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let client = master.client();
+    let big = |bytes: usize| {
+        let mut o = pod("big");
+        o.meta_mut()
+            .unwrap()
+            .annotations
+            .insert("blob".into(), "x".repeat(bytes));
+        o
+    };
+    // Over the object limit, under the request limit.
+    match client.create(big(2 * 1024 * 1024)).await {
+        Err(ClientError::Invalid(message)) => {
+            assert!(message.contains("objects are limited to"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // Over the request limit: the client says so without sending it...
+    match client.create(big(5 * 1024 * 1024)).await {
+        Err(ClientError::Invalid(message)) => {
+            assert!(message.contains("the API accepts at most"), "{message}")
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    // ...and a client that sends it anyway is refused by the master.
+    let mut raw =
+        skiff_proto::api::api_client::ApiClient::connect(format!("http://{}", master.api_addr))
+            .await
+            .unwrap()
+            .max_encoding_message_size(64 * 1024 * 1024);
+    let refused = raw
+        .create(skiff_proto::api::CreateRequest {
+            object: Some(big(5 * 1024 * 1024)),
+        })
+        .await;
+    assert!(refused.is_err(), "a 5 MiB request was accepted");
+    assert!(matches!(
+        client.get(Kind::Pod, "default", "big").await,
+        Err(ClientError::NotFound(_))
+    ));
+    // The master is still fine.
+    client.create(pod("small")).await.unwrap();
+}

@@ -13,7 +13,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::api::transport::TransportConfig;
-use crate::api::MAX_API_MESSAGE;
+use crate::api::{MAX_API_REQUEST, MAX_API_RESPONSE};
 use crate::objects::Kind;
 
 /// Why a call failed, in the terms of the API.
@@ -50,7 +50,7 @@ impl ClientError {
             Code::NotFound => ClientError::NotFound(message),
             Code::AlreadyExists => ClientError::AlreadyExists(message),
             Code::Aborted => ClientError::Conflict(message),
-            Code::InvalidArgument => ClientError::Invalid(message),
+            Code::InvalidArgument | Code::ResourceExhausted => ClientError::Invalid(message),
             Code::OutOfRange => ClientError::Compacted(message),
             Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
                 ClientError::Unavailable {
@@ -109,8 +109,8 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             .tcp_nodelay(true);
         let api = ApiClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_API_MESSAGE)
-            .max_encoding_message_size(MAX_API_MESSAGE);
+            .max_decoding_message_size(MAX_API_RESPONSE)
+            .max_encoding_message_size(MAX_API_REQUEST);
         Ok(Client {
             api,
             addr: addr.to_owned(),
@@ -126,7 +126,19 @@ impl Client {
         ClientError::from_status(&self.addr, s)
     }
 
+    /// Refuses, before sending, a request the API would refuse for size.
+    fn check_size(message: &impl prost::Message) -> Result<()> {
+        let len = message.encoded_len();
+        if len > MAX_API_REQUEST {
+            return Err(ClientError::Invalid(format!(
+                "request is {len} bytes; the API accepts at most {MAX_API_REQUEST} bytes"
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn create(&self, object: Object) -> Result<Object> {
+        Self::check_size(&object)?;
         let request = CreateRequest {
             object: Some(object),
         };
@@ -165,8 +177,24 @@ impl Client {
             .map_err(|s| self.status(s))
     }
 
+    /// Like [`Client::list`], but read from this master's own replica
+    /// without asking the leader: fast, possibly a little behind.
+    pub async fn list_local(&self, kind: Kind, namespace: &str) -> Result<ListResponse> {
+        let request = ListRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            serializable: true,
+        };
+        let mut api = self.api.clone();
+        api.list(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
     /// Replaces metadata and spec; conditional when `resourceVersion` is set.
     pub async fn update(&self, object: Object) -> Result<Object> {
+        Self::check_size(&object)?;
         let request = UpdateRequest {
             object: Some(object),
         };
@@ -179,6 +207,7 @@ impl Client {
 
     /// Replaces status only; conditional when `resourceVersion` is set.
     pub async fn update_status(&self, object: Object) -> Result<Object> {
+        Self::check_size(&object)?;
         let request = UpdateRequest {
             object: Some(object),
         };

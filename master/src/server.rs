@@ -41,6 +41,8 @@ pub struct MasterConfig {
     /// The API address of any member, to join its cluster on first start.
     pub join: Option<String>,
     pub transport: TransportConfig,
+    /// Log entries between snapshots.
+    pub snapshot_after_entries: u64,
 }
 
 /// Why a master could not start or keep running.
@@ -81,7 +83,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let id = load_or_create_node_id(&data_dir)?;
     let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
     let store = ObjectStore::open(&data_dir)?;
-    let raft_settings = raft_config()
+    let raft_settings = raft_config(config.snapshot_after_entries)
         .validate()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
     let raft = Raft::new(

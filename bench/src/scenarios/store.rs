@@ -64,7 +64,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<serde_json::Value> {
         args.masters,
         dir.path().display()
     );
-    let cluster = MasterCluster::start_in(dir.path(), args.masters).await?;
+    let cluster = MasterCluster::start_in(dir.path(), args.masters, &[]).await?;
     let leader = cluster.leader().await?;
     let leader_addr = cluster.masters[leader].api_addr.clone();
     let pids: Vec<u32> = cluster.masters.iter().filter_map(|m| m.pid()).collect();

@@ -39,8 +39,12 @@ use crate::store::{Command, MemberNode};
 const FORWARDED: &str = "x-skiff-forwarded";
 /// How long a request waits for a leader to be elected.
 const LEADER_WAIT: Duration = Duration::from_secs(5);
-/// Largest API message accepted (a List of many objects is the big one).
-pub const MAX_API_MESSAGE: usize = 64 * 1024 * 1024;
+/// Largest API request a master accepts.
+pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
+/// Largest API response (a List of many objects is the big one).
+pub const MAX_API_RESPONSE: usize = 64 * 1024 * 1024;
+/// Largest object the store keeps, as Kubernetes does with etcd's limit.
+pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
 /// The namespace objects go to when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -75,8 +79,8 @@ impl ApiService {
     /// The tonic service with message limits applied.
     pub fn into_server(self) -> ApiServer<ApiService> {
         ApiServer::new(self)
-            .max_decoding_message_size(MAX_API_MESSAGE)
-            .max_encoding_message_size(MAX_API_MESSAGE)
+            .max_decoding_message_size(MAX_API_REQUEST)
+            .max_encoding_message_size(MAX_API_RESPONSE)
     }
 
     fn leader_client(&self, addr: &str) -> Result<ApiClient<Channel>, ApiError> {
@@ -92,8 +96,8 @@ impl ApiService {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         let client = ApiClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_API_MESSAGE)
-            .max_encoding_message_size(MAX_API_MESSAGE);
+            .max_decoding_message_size(MAX_API_RESPONSE)
+            .max_encoding_message_size(MAX_API_REQUEST);
         leaders.insert(addr.to_owned(), client.clone());
         Ok(client)
     }
@@ -171,7 +175,7 @@ impl ApiService {
             }
         }
         let command = Command::Create {
-            object: object.encode_to_vec(),
+            object: encode_checked(&object)?,
             uid: new_uid(),
             now: now_rfc3339(),
         };
@@ -192,7 +196,7 @@ impl ApiService {
             return Err(ApiError::Invalid("metadata.name is required".to_owned()));
         }
         let command = Command::Update {
-            object: object.encode_to_vec(),
+            object: encode_checked(&object)?,
             status_only,
         };
         decode_object(&self.cluster.propose(command).await?.object)
@@ -285,6 +289,21 @@ fn namespace_for(kind: Kind, given: &str) -> String {
     } else {
         given.to_owned()
     }
+}
+
+/// Encodes an object for the store, refusing ones over [`MAX_OBJECT_BYTES`].
+fn encode_checked(object: &Object) -> Result<Vec<u8>, ApiError> {
+    let bytes = object.encode_to_vec();
+    if bytes.len() > MAX_OBJECT_BYTES {
+        return Err(ApiError::Invalid(format!(
+            "{} {} is {} bytes; objects are limited to {} bytes",
+            object.kind().map(|k| k.name()).unwrap_or("object"),
+            object.display_name(),
+            bytes.len(),
+            MAX_OBJECT_BYTES
+        )));
+    }
+    Ok(bytes)
 }
 
 fn decode_object(bytes: &[u8]) -> Result<Object, ApiError> {
@@ -448,6 +467,8 @@ impl Api for ApiService {
             last_applied_index: metrics.last_applied.map(|l| l.index).unwrap_or_default(),
             revision: self.cluster.store.revision(),
             members: self.members(),
+            snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or_default(),
+            purged_index: metrics.purged.map(|l| l.index).unwrap_or_default(),
         }))
     }
 }

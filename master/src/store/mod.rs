@@ -68,9 +68,15 @@ pub(crate) fn storage_io_error(
     }
 }
 
+/// Log entries between snapshots, by default. Each entry is a batch of
+/// writes, so this is at least as many writes.
+pub const DEFAULT_SNAPSHOT_AFTER_ENTRIES: u64 = 5000;
+
 /// Raft timing and snapshot settings tuned for small machines on LANs:
-/// heartbeats every 150 ms, elections after 0.75–1.5 s of silence.
-pub fn raft_config() -> openraft::Config {
+/// heartbeats every 150 ms, elections after 0.75–1.5 s of silence, a
+/// snapshot every `snapshot_after_entries` entries, after which the log is
+/// purged except for the last fifth of that (for followers slightly behind).
+pub fn raft_config(snapshot_after_entries: u64) -> openraft::Config {
     openraft::Config {
         cluster_name: "skiff".to_owned(),
         heartbeat_interval: 150,
@@ -78,8 +84,8 @@ pub fn raft_config() -> openraft::Config {
         election_timeout_max: 1500,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1000,
-        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(5000),
-        max_in_snapshot_log_to_keep: 1000,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_after_entries),
+        max_in_snapshot_log_to_keep: snapshot_after_entries / 5,
         ..Default::default()
     }
 }

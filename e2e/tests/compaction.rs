@@ -1,0 +1,90 @@
+//! Snapshots and log purging: the log stays bounded under continuous
+//! writes, and a follower that missed purged entries catches up from a
+//! snapshot sent over the peer transport.
+
+use std::time::Duration;
+
+use skiff_e2e::master::MasterCluster;
+use skiff_e2e::wait_for;
+use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_proto::v1;
+
+fn file_size(path: &std::path::Path) -> u64 {
+    std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshots_bound_the_log_and_catch_up_a_follower_that_fell_behind() {
+    let mut cluster = MasterCluster::start_with(3, &["--snapshot-after-entries", "100"])
+        .await
+        .unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let behind = (leader + 1) % 3;
+    cluster.masters[behind].kill();
+    let client = cluster.masters[leader].client();
+    let log_file = cluster.masters[leader].data_dir.join("raft-log.redb");
+
+    let mut counter = client
+        .create(
+            v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: "counter".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+        .await
+        .unwrap();
+    // Sequential updates: one log entry each.
+    let mut size_after_warmup = 0;
+    for i in 0..1500 {
+        counter
+            .meta_mut()
+            .unwrap()
+            .labels
+            .insert("n".into(), i.to_string());
+        counter = client.update(counter).await.unwrap();
+        if i == 500 {
+            size_after_warmup = file_size(&log_file);
+        }
+    }
+    let size_at_end = file_size(&log_file);
+    eprintln!(
+        "raft log file: {size_after_warmup} bytes after 500 writes, {size_at_end} after 1500"
+    );
+    let status = client.cluster_status().await.unwrap();
+    assert!(
+        status.snapshot_index > 1000,
+        "no recent snapshot: {status:?}"
+    );
+    assert!(status.purged_index > 1000, "log not purged: {status:?}");
+    assert!(
+        size_at_end <= size_after_warmup.max(1) * 2,
+        "raft log file kept growing: {size_after_warmup} bytes after 500 writes, {size_at_end} after 1500"
+    );
+
+    // The follower's missing entries are gone from every log: it can only
+    // catch up by installing a snapshot.
+    cluster.masters[behind].restart().unwrap();
+    let lagging = cluster.masters[behind].client();
+    let target = status.revision;
+    wait_for("the follower to catch up", Duration::from_secs(30), || {
+        let lagging = lagging.clone();
+        async move {
+            let list = lagging.list_local(Kind::Pod, "default").await.ok()?;
+            (list.revision >= target).then_some(list)
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    let caught_up = lagging.list_local(Kind::Pod, "default").await.unwrap();
+    assert_eq!(caught_up.items.len(), 1);
+    assert_eq!(caught_up.items[0].meta().labels["n"], "1499");
+    let status = lagging.cluster_status().await.unwrap();
+    assert!(
+        status.snapshot_index > 1000,
+        "follower has no snapshot: {status:?}"
+    );
+}
