@@ -31,6 +31,14 @@ async fn snapshots_bound_the_log_and_catch_up_a_follower_that_fell_behind() {
                     name: "counter".into(),
                     ..Default::default()
                 }),
+                spec: Some(v1::PodSpec {
+                    containers: vec![v1::Container {
+                        name: "c".into(),
+                        image: "busybox:1.36".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }),
                 ..Default::default()
             }
             .into_object(),

@@ -180,3 +180,54 @@ async fn apply_get_and_delete_work_like_kubectl() {
     let gone = ctl(&m.api_addr, &["get", "deploy", "web", "-n", "shop"]);
     assert!(!gone.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_objects_are_refused_with_the_field_and_reason_and_nothing_is_stored() {
+    let (dir, m) = master().await;
+    let namespace = dir.path().join("ns.yaml");
+    std::fs::write(&namespace, GOOD_NAMESPACE).unwrap();
+    assert!(
+        ctl(&m.api_addr, &["apply", "-f", namespace.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let cases = [
+        (
+            "wrong selector",
+            DEPLOYMENT.replace("matchLabels: {app: web}", "matchLabels: {app: api}"),
+            "spec.selector: does not match the template's labels",
+        ),
+        (
+            "negative replicas",
+            DEPLOYMENT.replace("replicas: 2", "replicas: -2"),
+            "spec.replicas: must be >= 0, got -2",
+        ),
+        (
+            "bad quantity",
+            DEPLOYMENT.replace(
+                "image: busybox:1.36",
+                "image: busybox:1.36\n        resources: {limits: {memory: 12 MB}}",
+            ),
+            "spec.template.spec.containers.0.resources.limits.memory: \"12 MB\" is not a quantity",
+        ),
+        (
+            "invalid name",
+            DEPLOYMENT.replace("name: web\n  namespace", "name: Web_1\n  namespace"),
+            "metadata.name: \"Web_1\" is not a DNS subdomain",
+        ),
+    ];
+    for (what, body, expected) in cases {
+        let path = dir.path().join("bad.yaml");
+        std::fs::write(&path, body).unwrap();
+        let out = ctl(&m.api_addr, &["apply", "-f", path.to_str().unwrap()]);
+        let stderr = text(&out.stderr);
+        assert!(!out.status.success(), "{what}: apply should fail");
+        assert!(
+            stderr.contains(expected),
+            "{what}: {expected:?} not in {stderr:?}"
+        );
+        assert!(stderr.contains("is invalid"), "{what}: {stderr}");
+        let list = ctl(&m.api_addr, &["get", "deploy", "-n", "shop", "-o", "name"]);
+        assert_eq!(text(&list.stdout), "", "{what}: something was stored");
+    }
+}

@@ -5,6 +5,7 @@
 use tonic::{Code, Status};
 
 use crate::cluster::ClusterError;
+use crate::objects::validation::ValidationError;
 use crate::objects::{EmptyObject, UnknownKind};
 use crate::store::state_machine::{Compacted, StateMachineError};
 use crate::store::WriteError;
@@ -16,6 +17,8 @@ pub enum ApiError {
     Invalid(String),
     #[error(transparent)]
     UnknownKind(#[from] UnknownKind),
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]
@@ -37,7 +40,9 @@ impl From<EmptyObject> for ApiError {
 impl From<ApiError> for Status {
     fn from(e: ApiError) -> Status {
         let code = match &e {
-            ApiError::Invalid(_) | ApiError::UnknownKind(_) => Code::InvalidArgument,
+            ApiError::Invalid(_) | ApiError::UnknownKind(_) | ApiError::Validation(_) => {
+                Code::InvalidArgument
+            }
             ApiError::Cluster(ClusterError::Refused(refused)) => match refused {
                 WriteError::NotFound { .. } | WriteError::NamespaceNotFound(_) => Code::NotFound,
                 WriteError::AlreadyExists { .. } => Code::AlreadyExists,

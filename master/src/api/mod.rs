@@ -31,6 +31,8 @@ pub use error::ApiError;
 use transport::TransportConfig;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::objects::defaults::apply_defaults;
+use crate::objects::validation::validate;
 use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::StateMachineError;
 use crate::store::{Command, MemberNode};
@@ -174,6 +176,8 @@ impl ApiService {
                 meta.name = format!("{}{}", meta.generate_name, random_suffix());
             }
         }
+        apply_defaults(&mut object);
+        validate(&object)?;
         let command = Command::Create {
             object: encode_checked(&object)?,
             uid: new_uid(),
@@ -194,6 +198,10 @@ impl ApiService {
         place_in_namespace(&mut object, kind)?;
         if object.meta().name.is_empty() {
             return Err(ApiError::Invalid("metadata.name is required".to_owned()));
+        }
+        if !status_only {
+            apply_defaults(&mut object);
+            validate(&object)?;
         }
         let command = Command::Update {
             object: encode_checked(&object)?,

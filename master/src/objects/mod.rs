@@ -5,7 +5,11 @@
 //! The wire types themselves are generated in `skiff-proto`; an object of
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
 
+pub mod defaults;
 pub mod manifest;
+pub mod quantity;
+pub mod selector;
+pub mod validation;
 
 use std::fmt;
 

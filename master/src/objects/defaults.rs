@@ -1,0 +1,235 @@
+//! Defaulting: the values Kubernetes fills in when a manifest leaves them
+//! out, applied by the master before every create and update, so stored
+//! objects are complete and `apply` of an unchanged manifest is a no-op.
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+/// Kubernetes' default maxSurge and maxUnavailable.
+pub const DEFAULT_ROLLING_PERCENT: &str = "25%";
+
+/// Fills in defaults, in place.
+pub fn apply_defaults(object: &mut Object) {
+    match object.kind.as_mut() {
+        Some(Body::Pod(p)) => {
+            pod_spec(p.spec.get_or_insert_with(Default::default));
+            let status = p.status.get_or_insert_with(Default::default);
+            if status.phase.is_empty() {
+                status.phase = "Pending".to_owned();
+            }
+        }
+        Some(Body::Deployment(d)) => {
+            let spec = d.spec.get_or_insert_with(Default::default);
+            spec.replicas.get_or_insert(1);
+            spec.revision_history_limit.get_or_insert(10);
+            spec.progress_deadline_seconds.get_or_insert(600);
+            let strategy = spec.strategy.get_or_insert_with(Default::default);
+            if strategy.r#type.is_empty() {
+                strategy.r#type = "RollingUpdate".to_owned();
+            }
+            if strategy.r#type == "RollingUpdate" {
+                let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
+                if rolling.max_surge.is_empty() {
+                    rolling.max_surge = DEFAULT_ROLLING_PERCENT.to_owned();
+                }
+                if rolling.max_unavailable.is_empty() {
+                    rolling.max_unavailable = DEFAULT_ROLLING_PERCENT.to_owned();
+                }
+            }
+            template(spec.template.as_mut());
+        }
+        Some(Body::ReplicaSet(r)) => {
+            let spec = r.spec.get_or_insert_with(Default::default);
+            spec.replicas.get_or_insert(1);
+            template(spec.template.as_mut());
+        }
+        Some(Body::Service(s)) => {
+            let spec = s.spec.get_or_insert_with(Default::default);
+            if spec.r#type.is_empty() {
+                spec.r#type = "ClusterIP".to_owned();
+            }
+            if spec.session_affinity.is_empty() {
+                spec.session_affinity = "None".to_owned();
+            }
+            for port in &mut spec.ports {
+                if port.protocol.is_empty() {
+                    port.protocol = "TCP".to_owned();
+                }
+                if port.target_port.is_empty() {
+                    port.target_port = port.port.to_string();
+                }
+            }
+        }
+        Some(Body::Namespace(n)) => {
+            let status = n.status.get_or_insert_with(Default::default);
+            if status.phase.is_empty() {
+                status.phase = "Active".to_owned();
+            }
+        }
+        Some(Body::Endpoints(e)) => {
+            for subset in &mut e.subsets {
+                for port in &mut subset.ports {
+                    if port.protocol.is_empty() {
+                        port.protocol = "TCP".to_owned();
+                    }
+                }
+            }
+        }
+        Some(Body::Node(_)) | None => {}
+    }
+}
+
+fn template(template: Option<&mut v1::PodTemplateSpec>) {
+    if let Some(t) = template {
+        pod_spec(t.spec.get_or_insert_with(Default::default));
+    }
+}
+
+/// Defaults of a pod spec, also inside Deployment and ReplicaSet templates.
+pub fn pod_spec(spec: &mut v1::PodSpec) {
+    if spec.restart_policy.is_empty() {
+        spec.restart_policy = "Always".to_owned();
+    }
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    if spec.dns_policy.is_empty() {
+        spec.dns_policy = "ClusterFirst".to_owned();
+    }
+    if spec.scheduler_name.is_empty() {
+        spec.scheduler_name = "default-scheduler".to_owned();
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut())
+    {
+        container(c);
+    }
+    for t in &mut spec.tolerations {
+        if t.operator.is_empty() {
+            t.operator = "Equal".to_owned();
+        }
+    }
+}
+
+fn container(c: &mut v1::Container) {
+    if c.image_pull_policy.is_empty() {
+        c.image_pull_policy = default_pull_policy(&c.image).to_owned();
+    }
+    if c.termination_message_path.is_empty() {
+        c.termination_message_path = "/dev/termination-log".to_owned();
+    }
+    if c.termination_message_policy.is_empty() {
+        c.termination_message_policy = "File".to_owned();
+    }
+    for p in &mut c.ports {
+        if p.protocol.is_empty() {
+            p.protocol = "TCP".to_owned();
+        }
+    }
+    for probe in [
+        c.liveness_probe.as_mut(),
+        c.readiness_probe.as_mut(),
+        c.startup_probe.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if probe.timeout_seconds == 0 {
+            probe.timeout_seconds = 1;
+        }
+        if probe.period_seconds == 0 {
+            probe.period_seconds = 10;
+        }
+        if probe.success_threshold == 0 {
+            probe.success_threshold = 1;
+        }
+        if probe.failure_threshold == 0 {
+            probe.failure_threshold = 3;
+        }
+        if let Some(h) = probe.http_get.as_mut() {
+            if h.path.is_empty() {
+                h.path = "/".to_owned();
+            }
+            if h.scheme.is_empty() {
+                h.scheme = "HTTP".to_owned();
+            }
+        }
+    }
+}
+
+/// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let has_digest = image.contains('@');
+    match last.split_once(':') {
+        _ if has_digest => "IfNotPresent",
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::IntoObject;
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        assert_eq!(default_pull_policy("nginx"), "Always");
+        assert_eq!(default_pull_policy("nginx:latest"), "Always");
+        assert_eq!(default_pull_policy("nginx:1.25"), "IfNotPresent");
+        assert_eq!(default_pull_policy("localhost:5000/app"), "Always");
+        assert_eq!(default_pull_policy("localhost:5000/app:v1"), "IfNotPresent");
+        assert_eq!(default_pull_policy("app@sha256:abcd"), "IfNotPresent");
+    }
+
+    #[test]
+    fn deployment_gets_kubernetes_defaults() {
+        let mut o = v1::Deployment {
+            spec: Some(v1::DeploymentSpec {
+                template: Some(v1::PodTemplateSpec {
+                    spec: Some(v1::PodSpec {
+                        containers: vec![v1::Container {
+                            name: "c".into(),
+                            image: "busybox:1.36".into(),
+                            ports: vec![v1::ContainerPort {
+                                container_port: 80,
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object();
+        apply_defaults(&mut o);
+        let Some(Body::Deployment(d)) = &o.kind else {
+            panic!()
+        };
+        let spec = d.spec.as_ref().unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        let strategy = spec.strategy.as_ref().unwrap();
+        assert_eq!(strategy.r#type, "RollingUpdate");
+        let rolling = strategy.rolling_update.as_ref().unwrap();
+        assert_eq!(
+            (rolling.max_surge.as_str(), rolling.max_unavailable.as_str()),
+            ("25%", "25%")
+        );
+        let pod = spec.template.as_ref().unwrap().spec.as_ref().unwrap();
+        assert_eq!(pod.restart_policy, "Always");
+        assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        assert_eq!(pod.containers[0].image_pull_policy, "IfNotPresent");
+        assert_eq!(pod.containers[0].ports[0].protocol, "TCP");
+        // Defaulting twice changes nothing more.
+        let once = o.clone();
+        apply_defaults(&mut o);
+        assert_eq!(o, once);
+    }
+}

@@ -1,0 +1,652 @@
+//! Validation of objects before they are stored: names, labels, quantities,
+//! replica counts, selectors against templates, ports and enumerations.
+//! Every problem is reported with its field path; nothing is stored when
+//! any is found.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+use super::quantity::Quantity;
+use super::{selector, Kind, ObjectExt};
+
+/// One problem with one field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// Everything wrong with an object.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    pub kind: String,
+    pub name: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {:?} is invalid: ", self.kind, self.name)?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{}: {}", e.path, e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        });
+    }
+}
+
+/// Checks an object; `Err` lists every problem found.
+pub fn validate(object: &Object) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    let meta = object.meta();
+    let kind = object.kind().ok();
+    match kind {
+        Some(Kind::Namespace) => dns_label(&mut errors, "metadata.name", &meta.name),
+        Some(Kind::Service) => dns_1035_label(&mut errors, "metadata.name", &meta.name),
+        _ => dns_subdomain(&mut errors, "metadata.name", &meta.name),
+    }
+    if kind.is_some_and(Kind::namespaced) {
+        dns_label(&mut errors, "metadata.namespace", &meta.namespace);
+    }
+    labels(&mut errors, "metadata.labels", &meta.labels);
+    for key in meta.annotations.keys() {
+        label_key(&mut errors, &format!("metadata.annotations[{key}]"), key);
+    }
+    match &object.kind {
+        Some(Body::Pod(p)) => pod_spec(&mut errors, "spec", p.spec.as_ref(), false),
+        Some(Body::Deployment(d)) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            replicas(&mut errors, "spec.replicas", spec.replicas);
+            selector_and_template(&mut errors, spec.selector.as_ref(), spec.template.as_ref());
+            if let Some(limit) = spec.revision_history_limit {
+                if limit < 0 {
+                    errors.add(
+                        "spec.revisionHistoryLimit",
+                        format!("must be >= 0, got {limit}"),
+                    );
+                }
+            }
+            let strategy = spec.strategy.unwrap_or_default();
+            match strategy.r#type.as_str() {
+                "RollingUpdate" | "" => {
+                    let rolling = strategy.rolling_update.unwrap_or_default();
+                    let surge = int_or_percent(
+                        &mut errors,
+                        "spec.strategy.rollingUpdate.maxSurge",
+                        &rolling.max_surge,
+                    );
+                    let unavailable = int_or_percent(
+                        &mut errors,
+                        "spec.strategy.rollingUpdate.maxUnavailable",
+                        &rolling.max_unavailable,
+                    );
+                    if surge == Some(0) && unavailable == Some(0) {
+                        errors.add(
+                            "spec.strategy.rollingUpdate",
+                            "maxSurge and maxUnavailable may not both be 0",
+                        );
+                    }
+                }
+                "Recreate" => {
+                    if strategy.rolling_update.is_some() {
+                        errors.add(
+                            "spec.strategy.rollingUpdate",
+                            "may not be set when spec.strategy.type is Recreate",
+                        );
+                    }
+                }
+                other => errors.add(
+                    "spec.strategy.type",
+                    format!("{other:?} is not RollingUpdate or Recreate"),
+                ),
+            }
+        }
+        Some(Body::ReplicaSet(r)) => {
+            let spec = r.spec.clone().unwrap_or_default();
+            replicas(&mut errors, "spec.replicas", spec.replicas);
+            selector_and_template(&mut errors, spec.selector.as_ref(), spec.template.as_ref());
+        }
+        Some(Body::Service(s)) => service(&mut errors, s.spec.as_ref()),
+        Some(Body::Node(n)) => {
+            for (i, t) in n.spec.clone().unwrap_or_default().taints.iter().enumerate() {
+                let path = format!("spec.taints.{i}");
+                label_key(&mut errors, &format!("{path}.key"), &t.key);
+                one_of(
+                    &mut errors,
+                    &format!("{path}.effect"),
+                    &t.effect,
+                    &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+                );
+            }
+            let status = n.status.clone().unwrap_or_default();
+            quantities(&mut errors, "status.capacity", &status.capacity);
+            quantities(&mut errors, "status.allocatable", &status.allocatable);
+        }
+        Some(Body::Endpoints(e)) => {
+            for (i, subset) in e.subsets.iter().enumerate() {
+                for (j, p) in subset.ports.iter().enumerate() {
+                    port_number(&mut errors, &format!("subsets.{i}.ports.{j}.port"), p.port);
+                }
+            }
+        }
+        Some(Body::Namespace(_)) | None => {}
+    }
+    if errors.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError {
+            kind: kind.map(|k| k.name().to_owned()).unwrap_or_default(),
+            name: meta.name.clone(),
+            errors: errors.0,
+        })
+    }
+}
+
+fn dns_label(errors: &mut Errors, path: &str, value: &str) {
+    if let Err(reason) = check_dns_label(value) {
+        errors.add(path, reason);
+    }
+}
+
+/// A DNS-1123 label: lowercase letters, digits and '-', at most 63.
+pub fn check_dns_label(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Err("is required".to_owned());
+    }
+    if value.len() > 63 {
+        return Err(format!("{value:?} is longer than 63 characters"));
+    }
+    let ok = value
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !value.starts_with('-')
+        && !value.ends_with('-');
+    if !ok {
+        return Err(format!(
+            "{value:?} is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+fn dns_1035_label(errors: &mut Errors, path: &str, value: &str) {
+    match check_dns_label(value) {
+        Err(reason) => errors.add(path, reason),
+        Ok(()) if !value.starts_with(|c: char| c.is_ascii_lowercase()) => errors.add(
+            path,
+            format!("{value:?} must start with a lowercase letter"),
+        ),
+        Ok(()) => {}
+    }
+}
+
+fn dns_subdomain(errors: &mut Errors, path: &str, value: &str) {
+    if value.is_empty() {
+        errors.add(path, "is required");
+        return;
+    }
+    if value.len() > 253 {
+        errors.add(path, format!("{value:?} is longer than 253 characters"));
+        return;
+    }
+    if value.split('.').any(|part| check_dns_label(part).is_err()) {
+        errors.add(
+            path,
+            format!("{value:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"),
+        );
+    }
+}
+
+fn label_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+fn label_key(errors: &mut Errors, path: &str, key: &str) {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty() && p.len() <= 253 && p.split('.').all(|l| check_dns_label(l).is_ok())
+    });
+    if !prefix_ok || !label_name_ok(name) {
+        errors.add(
+            path,
+            format!("{key:?} is not a valid key: an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.'"),
+        );
+    }
+}
+
+fn labels(errors: &mut Errors, path: &str, map: &BTreeMap<String, String>) {
+    for (k, v) in map {
+        label_key(errors, &format!("{path}[{k}]"), k);
+        if !v.is_empty() && !label_name_ok(v) {
+            errors.add(
+                format!("{path}[{k}]"),
+                format!("{v:?} is not a valid label value: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
+            );
+        }
+    }
+}
+
+fn replicas(errors: &mut Errors, path: &str, value: Option<i32>) {
+    if let Some(n) = value {
+        if n < 0 {
+            errors.add(path, format!("must be >= 0, got {n}"));
+        }
+    }
+}
+
+fn one_of(errors: &mut Errors, path: &str, value: &str, allowed: &[&str]) {
+    if !value.is_empty() && !allowed.contains(&value) {
+        errors.add(
+            path,
+            format!("{value:?} is not one of {}", allowed.join(", ")),
+        );
+    }
+}
+
+fn port_number(errors: &mut Errors, path: &str, port: i32) {
+    if !(1..=65535).contains(&port) {
+        errors.add(path, format!("{port} is not a port number (1-65535)"));
+    }
+}
+
+/// An int-or-string that must be a count or a percentage; returns the
+/// count, or the percentage, when valid.
+fn int_or_percent(errors: &mut Errors, path: &str, value: &str) -> Option<i64> {
+    if value.is_empty() {
+        return None;
+    }
+    let number = value.strip_suffix('%').unwrap_or(value);
+    match number.parse::<i64>() {
+        Ok(n) if n >= 0 => Some(n),
+        _ => {
+            errors.add(
+                path,
+                format!("{value:?} is not a non-negative count or percentage like 1 or 25%"),
+            );
+            None
+        }
+    }
+}
+
+fn quantities(
+    errors: &mut Errors,
+    path: &str,
+    map: &BTreeMap<String, String>,
+) -> BTreeMap<String, Quantity> {
+    let mut out = BTreeMap::new();
+    for (name, value) in map {
+        match Quantity::parse(value) {
+            Ok(q) if q < Quantity::default() => errors.add(
+                format!("{path}.{name}"),
+                format!("{value:?} must not be negative"),
+            ),
+            Ok(q) => {
+                out.insert(name.clone(), q);
+            }
+            Err(e) => errors.add(format!("{path}.{name}"), e.to_string()),
+        }
+    }
+    out
+}
+
+fn selector_and_template(
+    errors: &mut Errors,
+    selector: Option<&v1::LabelSelector>,
+    template: Option<&v1::PodTemplateSpec>,
+) {
+    let selector = selector.cloned().unwrap_or_default();
+    if selector::is_empty(&selector) {
+        errors.add("spec.selector", "is required and must not be empty");
+    }
+    for (i, e) in selector.match_expressions.iter().enumerate() {
+        let path = format!("spec.selector.matchExpressions.{i}");
+        label_key(errors, &format!("{path}.key"), &e.key);
+        match e.operator.as_str() {
+            "In" | "NotIn" if e.values.is_empty() => errors.add(
+                format!("{path}.values"),
+                "must not be empty for In and NotIn",
+            ),
+            "Exists" | "DoesNotExist" if !e.values.is_empty() => errors.add(
+                format!("{path}.values"),
+                "must be empty for Exists and DoesNotExist",
+            ),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errors.add(
+                format!("{path}.operator"),
+                format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+            ),
+        }
+    }
+    let Some(template) = template else {
+        errors.add("spec.template", "is required");
+        return;
+    };
+    let template_labels = template
+        .metadata
+        .as_ref()
+        .map(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels(errors, "spec.template.metadata.labels", &template_labels);
+    if !selector::is_empty(&selector) && !selector::matches(&selector, &template_labels) {
+        errors.add(
+            "spec.selector",
+            format!(
+                "does not match the template's labels {template_labels:?}; the selector must select the pods this object creates"
+            ),
+        );
+    }
+    pod_spec(errors, "spec.template.spec", template.spec.as_ref(), true);
+}
+
+fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_template: bool) {
+    let Some(spec) = spec else {
+        errors.add(path, "is required");
+        return;
+    };
+    if spec.containers.is_empty() {
+        errors.add(
+            format!("{path}.containers"),
+            "at least one container is required",
+        );
+    }
+    one_of(
+        errors,
+        &format!("{path}.restartPolicy"),
+        &spec.restart_policy,
+        &["Always", "OnFailure", "Never"],
+    );
+    if in_template && !spec.restart_policy.is_empty() && spec.restart_policy != "Always" {
+        errors.add(
+            format!("{path}.restartPolicy"),
+            format!(
+                "{:?}: only Always is allowed for pods a controller keeps running",
+                spec.restart_policy
+            ),
+        );
+    }
+    if let Some(g) = spec.termination_grace_period_seconds {
+        if g < 0 {
+            errors.add(
+                format!("{path}.terminationGracePeriodSeconds"),
+                "must be >= 0",
+            );
+        }
+    }
+    labels(errors, &format!("{path}.nodeSelector"), &spec.node_selector);
+    let mut names = BTreeSet::new();
+    let mut host_ports = BTreeSet::new();
+    for (group, list) in [
+        ("containers", &spec.containers),
+        ("initContainers", &spec.init_containers),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let cpath = format!("{path}.{group}.{i}");
+            dns_label(errors, &format!("{cpath}.name"), &c.name);
+            if !c.name.is_empty() && !names.insert(c.name.clone()) {
+                errors.add(
+                    format!("{cpath}.name"),
+                    format!("{:?} is used twice", c.name),
+                );
+            }
+            if c.image.trim().is_empty() {
+                errors.add(format!("{cpath}.image"), "is required");
+            }
+            one_of(
+                errors,
+                &format!("{cpath}.imagePullPolicy"),
+                &c.image_pull_policy,
+                &["Always", "IfNotPresent", "Never"],
+            );
+            for (j, p) in c.ports.iter().enumerate() {
+                let ppath = format!("{cpath}.ports.{j}");
+                port_number(errors, &format!("{ppath}.containerPort"), p.container_port);
+                if p.host_port != 0 {
+                    port_number(errors, &format!("{ppath}.hostPort"), p.host_port);
+                    if !host_ports.insert((p.host_port, p.protocol.clone())) {
+                        errors.add(
+                            format!("{ppath}.hostPort"),
+                            format!("{} is used twice", p.host_port),
+                        );
+                    }
+                }
+                one_of(
+                    errors,
+                    &format!("{ppath}.protocol"),
+                    &p.protocol,
+                    &["TCP", "UDP", "SCTP"],
+                );
+            }
+            for (j, e) in c.env.iter().enumerate() {
+                if e.name.is_empty() {
+                    errors.add(format!("{cpath}.env.{j}.name"), "is required");
+                }
+            }
+            if let Some(r) = &c.resources {
+                let limits = quantities(errors, &format!("{cpath}.resources.limits"), &r.limits);
+                let requests =
+                    quantities(errors, &format!("{cpath}.resources.requests"), &r.requests);
+                for (name, request) in &requests {
+                    if let Some(limit) = limits.get(name) {
+                        if request > limit {
+                            errors.add(
+                                format!("{cpath}.resources.requests.{name}"),
+                                format!("must be less than or equal to the limit {limit}"),
+                            );
+                        }
+                    }
+                }
+            }
+            for (probe_name, probe) in [
+                ("livenessProbe", &c.liveness_probe),
+                ("readinessProbe", &c.readiness_probe),
+                ("startupProbe", &c.startup_probe),
+            ] {
+                if let Some(p) = probe {
+                    let handlers = usize::from(p.exec.is_some())
+                        + usize::from(p.http_get.is_some())
+                        + usize::from(p.tcp_socket.is_some());
+                    if handlers != 1 {
+                        errors.add(
+                            format!("{cpath}.{probe_name}"),
+                            "must have exactly one of exec, httpGet or tcpSocket",
+                        );
+                    }
+                }
+            }
+        }
+    }
+    for (i, t) in spec.tolerations.iter().enumerate() {
+        let tpath = format!("{path}.tolerations.{i}");
+        one_of(
+            errors,
+            &format!("{tpath}.operator"),
+            &t.operator,
+            &["Exists", "Equal"],
+        );
+        one_of(
+            errors,
+            &format!("{tpath}.effect"),
+            &t.effect,
+            &["NoSchedule", "PreferNoSchedule", "NoExecute"],
+        );
+        if t.operator == "Exists" && !t.value.is_empty() {
+            errors.add(
+                format!("{tpath}.value"),
+                "must be empty when operator is Exists",
+            );
+        }
+    }
+}
+
+fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
+    let spec = spec.cloned().unwrap_or_default();
+    one_of(
+        errors,
+        "spec.type",
+        &spec.r#type,
+        &["ClusterIP", "NodePort", "LoadBalancer"],
+    );
+    let mut names = BTreeSet::new();
+    for (i, p) in spec.ports.iter().enumerate() {
+        let path = format!("spec.ports.{i}");
+        port_number(errors, &format!("{path}.port"), p.port);
+        one_of(
+            errors,
+            &format!("{path}.protocol"),
+            &p.protocol,
+            &["TCP", "UDP", "SCTP"],
+        );
+        if spec.ports.len() > 1 && p.name.is_empty() {
+            errors.add(
+                format!("{path}.name"),
+                "is required when a Service has more than one port",
+            );
+        }
+        if !p.name.is_empty() && !names.insert(p.name.clone()) {
+            errors.add(
+                format!("{path}.name"),
+                format!("{:?} is used twice", p.name),
+            );
+        }
+        if let Ok(n) = p.target_port.parse::<i32>() {
+            port_number(errors, &format!("{path}.targetPort"), n);
+        } else if !p.target_port.is_empty() {
+            let named_ok = p.target_port.len() <= 15
+                && p.target_port.bytes().any(|b| b.is_ascii_lowercase())
+                && check_dns_label(&p.target_port).is_ok();
+            if !named_ok {
+                errors.add(
+                    format!("{path}.targetPort"),
+                    format!(
+                        "{:?} is neither a port number nor a port name",
+                        p.target_port
+                    ),
+                );
+            }
+        }
+        if p.node_port != 0 {
+            port_number(errors, &format!("{path}.nodePort"), p.node_port);
+        }
+    }
+    labels(errors, "spec.selector", &spec.selector);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::defaults::apply_defaults;
+    use crate::objects::manifest::parse_manifest;
+
+    fn check(yaml: &str) -> Result<(), ValidationError> {
+        let mut o = parse_manifest("t.yaml", yaml, true)
+            .unwrap()
+            .objects
+            .remove(0);
+        o.meta_mut().unwrap().namespace = "default".into();
+        apply_defaults(&mut o);
+        validate(&o)
+    }
+
+    const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        resources: {limits: {cpu: 500m, memory: 64Mi}}\n";
+
+    #[test]
+    fn a_good_deployment_passes() {
+        check(DEPLOYMENT).unwrap();
+    }
+
+    fn reasons(yaml: &str) -> String {
+        check(yaml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn bad_deployments_name_the_field() {
+        let e = reasons(&DEPLOYMENT.replace("replicas: 2", "replicas: -1"));
+        assert!(e.contains("spec.replicas: must be >= 0, got -1"), "{e}");
+        let e = reasons(&DEPLOYMENT.replace("matchLabels: {app: web}", "matchLabels: {app: api}"));
+        assert!(
+            e.contains("spec.selector: does not match the template's labels"),
+            "{e}"
+        );
+        let e = reasons(&DEPLOYMENT.replace("cpu: 500m", "cpu: lots"));
+        assert!(
+            e.contains(
+                "spec.template.spec.containers.0.resources.limits.cpu: \"lots\" is not a quantity"
+            ),
+            "{e}"
+        );
+        let e = reasons(&DEPLOYMENT.replace("name: web}", "name: Web_App}"));
+        assert!(
+            e.contains("metadata.name: \"Web_App\" is not a DNS subdomain"),
+            "{e}"
+        );
+        assert!(e.starts_with("Deployment \"Web_App\" is invalid"), "{e}");
+    }
+
+    #[test]
+    fn every_problem_is_listed() {
+        let yaml = DEPLOYMENT
+            .replace("replicas: 2", "replicas: -3")
+            .replace("image: busybox", "image: \"\"");
+        let err = check(&yaml).unwrap_err();
+        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["spec.replicas", "spec.template.spec.containers.0.image"]
+        );
+    }
+
+    #[test]
+    fn services_and_pods() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80, targetPort: http}\n  - {port: 70000}\n";
+        let e = reasons(svc);
+        assert!(
+            e.contains("spec.ports.1.port: 70000 is not a port number"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.ports.0.name: is required when a Service has more than one port"),
+            "{e}"
+        );
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Sometimes\n  containers:\n  - {name: a, image: x, resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}}\n  - {name: a, image: y}\n";
+        let e = reasons(pod);
+        assert!(
+            e.contains("spec.restartPolicy: \"Sometimes\" is not one of"),
+            "{e}"
+        );
+        assert!(
+            e.contains("spec.containers.1.name: \"a\" is used twice"),
+            "{e}"
+        );
+        assert!(
+            e.contains("requests.memory: must be less than or equal to the limit"),
+            "{e}"
+        );
+    }
+}
