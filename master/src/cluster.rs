@@ -37,6 +37,12 @@ fn leader_hint(leader: &Option<MemberNode>) -> String {
 
 pub type Result<T> = std::result::Result<T, ClusterError>;
 
+impl From<crate::store::state_machine::StateMachineError> for ClusterError {
+    fn from(e: crate::store::state_machine::StateMachineError) -> Self {
+        ClusterError::Raft(e.to_string())
+    }
+}
+
 /// A master's handle on Raft and on its replica of the object store.
 #[derive(Clone)]
 pub struct Cluster {

@@ -11,6 +11,8 @@
 pub mod api;
 pub mod client;
 pub mod cluster;
+pub mod controllers;
 pub mod objects;
 pub mod server;
 pub mod store;
+pub mod writer;

@@ -8,23 +8,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
-use skiff_proto::v1;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::transport::TransportConfig;
-use crate::api::{new_uid, now_rfc3339, ApiService, DEFAULT_NAMESPACE};
+use crate::api::ApiService;
 use crate::client::Client;
-use crate::cluster::{Cluster, ClusterError};
-use crate::objects::IntoObject;
+use crate::cluster::Cluster;
 use crate::store::log_store::{LogStore, LogStoreError};
 use crate::store::network::PeerNetwork;
 use crate::store::peer_service::PeerService;
 use crate::store::proposer::Proposer;
 use crate::store::state_machine::{ObjectStore, StateMachine, StateMachineError};
-use crate::store::{raft_config, Command, MemberNode, NodeId, Raft, WriteError};
+use crate::store::{raft_config, MemberNode, NodeId, Raft};
 
 /// How a master is run.
 #[derive(Debug, Clone)]
@@ -144,7 +141,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         tracing::info!(id, "already a cluster member; --join ignored");
     }
 
-    let duties = tokio::spawn(leader_duties(cluster.clone(), shutdown.clone()));
+    let duties = tokio::spawn(crate::controllers::manager::run(
+        cluster.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(
         id,
         api = %config.listen,
@@ -242,67 +242,5 @@ async fn join(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
-    }
-}
-
-/// Work only the leader does: today, making sure `default` exists.
-async fn leader_duties(cluster: Cluster, shutdown: CancellationToken) {
-    let mut metrics = cluster.raft.metrics();
-    loop {
-        if cluster.is_leader() {
-            if let Err(e) = ensure_namespace(&cluster, DEFAULT_NAMESPACE).await {
-                tracing::warn!(error = %e, "cannot create the default namespace yet");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
-                }
-            }
-        }
-        // Wait for the next change of leadership.
-        let was_leader = cluster.is_leader();
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                changed = metrics.changed() => if changed.is_err() { return },
-            }
-            if cluster.is_leader() != was_leader {
-                break;
-            }
-        }
-    }
-}
-
-async fn ensure_namespace(cluster: &Cluster, name: &str) -> std::result::Result<(), ClusterError> {
-    if cluster
-        .store
-        .get(crate::objects::Kind::Namespace, "", name)?
-        .is_some()
-    {
-        return Ok(());
-    }
-    let namespace = v1::Namespace {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        status: Some(v1::NamespaceStatus {
-            phase: "Active".to_owned(),
-        }),
-        ..Default::default()
-    };
-    let command = Command::Create {
-        object: namespace.into_object().encode_to_vec(),
-        uid: new_uid(),
-        now: now_rfc3339(),
-    };
-    match cluster.propose(command).await {
-        Ok(_) | Err(ClusterError::Refused(WriteError::AlreadyExists { .. })) => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-impl From<StateMachineError> for ClusterError {
-    fn from(e: StateMachineError) -> Self {
-        ClusterError::Raft(e.to_string())
     }
 }

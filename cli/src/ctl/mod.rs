@@ -1,6 +1,7 @@
 //! `skiff ctl`: the kubectl-style client. Commands read manifests, call the
 //! API through [`skiff_master::client::Client`] and print what kubectl would.
 
+pub mod rollout;
 pub mod table;
 
 use std::io::{Read, Write};
@@ -59,6 +60,21 @@ pub enum CtlCommand {
         #[arg(short = 'o', long)]
         output: Option<String>,
     },
+    /// Set the replica count of a Deployment or ReplicaSet.
+    Scale {
+        /// KIND/NAME, or KIND NAME.
+        #[arg(required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
+        replicas: i32,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Manage a Deployment's rollout.
+    Rollout {
+        #[command(subcommand)]
+        command: RolloutCommand,
+    },
     /// Delete objects by name.
     Delete {
         kind: String,
@@ -69,6 +85,30 @@ pub enum CtlCommand {
         /// Succeed when an object is already gone.
         #[arg(long)]
         ignore_not_found: bool,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum RolloutCommand {
+    /// Wait until the rollout finishes, showing progress.
+    Status {
+        /// deploy/NAME, or deploy NAME.
+        #[arg(required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Give up after this long (e.g. 90s, 5m).
+        #[arg(long, default_value = "5m")]
+        timeout: humantime::Duration,
+    },
+    /// Go back to the previous template (or to --to-revision).
+    Undo {
+        #[arg(required = true, num_args = 1..=2)]
+        target: Vec<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        #[arg(long)]
+        to_revision: Option<u64>,
     },
 }
 
@@ -164,6 +204,39 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             )
             .await
         }
+        CtlCommand::Scale {
+            target,
+            replicas,
+            namespace,
+        } => {
+            let (kind, name) = parse_target(&target)?;
+            let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+            rollout::scale(&client, kind, &namespace, &name, replicas).await?;
+            writeln!(out, "{} scaled", resource_ref(kind, &name))?;
+            Ok(())
+        }
+        CtlCommand::Rollout { command } => match command {
+            RolloutCommand::Status {
+                target,
+                namespace,
+                timeout,
+            } => {
+                let (_, name) = parse_deployment(&target)?;
+                let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+                rollout::status(&client, &namespace, &name, timeout.into(), out).await
+            }
+            RolloutCommand::Undo {
+                target,
+                namespace,
+                to_revision,
+            } => {
+                let (_, name) = parse_deployment(&target)?;
+                let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+                rollout::undo(&client, &namespace, &name, to_revision).await?;
+                writeln!(out, "deployment.apps/{name} rolled back")?;
+                Ok(())
+            }
+        },
         CtlCommand::Delete {
             kind,
             names,
@@ -187,6 +260,33 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             Ok(())
         }
     }
+}
+
+/// `deploy/web` or `deploy web`.
+pub fn parse_target(target: &[String]) -> Result<(Kind, String)> {
+    match target {
+        [one] => match one.split_once('/') {
+            Some((kind, name)) if !name.is_empty() => Ok((Kind::parse_cli(kind)?, name.to_owned())),
+            _ => Err(CtlError::Usage(format!(
+                "{one:?}: name the object as KIND/NAME or KIND NAME"
+            ))),
+        },
+        [kind, name] => Ok((Kind::parse_cli(kind)?, name.clone())),
+        _ => Err(CtlError::Usage(
+            "name the object as KIND/NAME or KIND NAME".to_owned(),
+        )),
+    }
+}
+
+fn parse_deployment(target: &[String]) -> Result<(Kind, String)> {
+    let (kind, name) = parse_target(target)?;
+    if kind != Kind::Deployment {
+        return Err(CtlError::Usage(format!(
+            "rollout works on deployments, not {}",
+            kind.plural()
+        )));
+    }
+    Ok((kind, name))
 }
 
 /// `deployment.apps/web`, `pod/web-x7k2p`: how kubectl names an object.

@@ -15,7 +15,6 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use prost::Message;
 use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
@@ -31,11 +30,9 @@ pub use error::ApiError;
 use transport::TransportConfig;
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::objects::defaults::apply_defaults;
-use crate::objects::validation::validate;
-use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::StateMachineError;
-use crate::store::{Command, MemberNode};
+use crate::objects::Kind;
+use crate::store::MemberNode;
+use crate::writer::{namespace_for, ObjectWriter};
 
 /// Metadata key marking a request a follower already forwarded.
 const FORWARDED: &str = "x-skiff-forwarded";
@@ -45,15 +42,11 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
 /// Largest API response (a List of many objects is the big one).
 pub const MAX_API_RESPONSE: usize = 64 * 1024 * 1024;
-/// Largest object the store keeps, as Kubernetes does with etcd's limit.
-pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
-
-/// The namespace objects go to when a manifest names none.
-pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// Serves the API for one master.
 pub struct ApiService {
     cluster: Cluster,
+    writer: ObjectWriter,
     transport: TransportConfig,
     leaders: Mutex<HashMap<String, ApiClient<Channel>>>,
     shutdown: CancellationToken,
@@ -71,6 +64,7 @@ impl ApiService {
         shutdown: CancellationToken,
     ) -> ApiService {
         ApiService {
+            writer: ObjectWriter::new(cluster.clone()),
             cluster,
             transport,
             leaders: Mutex::new(HashMap::new()),
@@ -160,30 +154,10 @@ impl ApiService {
     }
 
     async fn create_local(&self, request: CreateRequest) -> Result<Object, ApiError> {
-        let mut object = request
+        let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
-        let kind = object.kind()?;
-        place_in_namespace(&mut object, kind)?;
-        {
-            let meta = object.meta_mut()?;
-            if meta.name.is_empty() {
-                if meta.generate_name.is_empty() {
-                    return Err(ApiError::Invalid(
-                        "metadata.name (or metadata.generateName) is required".to_owned(),
-                    ));
-                }
-                meta.name = format!("{}{}", meta.generate_name, random_suffix());
-            }
-        }
-        apply_defaults(&mut object);
-        validate(&object)?;
-        let command = Command::Create {
-            object: encode_checked(&object)?,
-            uid: new_uid(),
-            now: now_rfc3339(),
-        };
-        decode_object(&self.cluster.propose(command).await?.object)
+        self.writer.create(object).await
     }
 
     async fn update_local(
@@ -191,35 +165,26 @@ impl ApiService {
         request: UpdateRequest,
         status_only: bool,
     ) -> Result<Object, ApiError> {
-        let mut object = request
+        let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
-        let kind = object.kind()?;
-        place_in_namespace(&mut object, kind)?;
-        if object.meta().name.is_empty() {
-            return Err(ApiError::Invalid("metadata.name is required".to_owned()));
+        if status_only {
+            self.writer.update_status(object).await
+        } else {
+            self.writer.update(object).await
         }
-        if !status_only {
-            apply_defaults(&mut object);
-            validate(&object)?;
-        }
-        let command = Command::Update {
-            object: encode_checked(&object)?,
-            status_only,
-        };
-        decode_object(&self.cluster.propose(command).await?.object)
     }
 
     async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
-        let namespace = namespace_for(kind, &request.namespace);
-        let command = Command::Delete {
-            kind,
-            namespace,
-            name: request.name,
-            resource_version: request.resource_version,
-        };
-        decode_object(&self.cluster.propose(command).await?.object)
+        self.writer
+            .delete(
+                kind,
+                &request.namespace,
+                &request.name,
+                &request.resource_version,
+            )
+            .await
     }
 
     async fn get_local(&self, request: GetRequest) -> Result<Object, ApiError> {
@@ -280,77 +245,6 @@ impl ApiService {
             })
             .collect()
     }
-}
-
-/// Namespaced kinds default to `default`; cluster-scoped kinds have none.
-fn place_in_namespace(object: &mut Object, kind: Kind) -> Result<(), ApiError> {
-    let meta = object.meta_mut()?;
-    meta.namespace = namespace_for(kind, &meta.namespace);
-    Ok(())
-}
-
-fn namespace_for(kind: Kind, given: &str) -> String {
-    if !kind.namespaced() {
-        String::new()
-    } else if given.is_empty() {
-        DEFAULT_NAMESPACE.to_owned()
-    } else {
-        given.to_owned()
-    }
-}
-
-/// Encodes an object for the store, refusing ones over [`MAX_OBJECT_BYTES`].
-fn encode_checked(object: &Object) -> Result<Vec<u8>, ApiError> {
-    let bytes = object.encode_to_vec();
-    if bytes.len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::Invalid(format!(
-            "{} {} is {} bytes; objects are limited to {} bytes",
-            object.kind().map(|k| k.name()).unwrap_or("object"),
-            object.display_name(),
-            bytes.len(),
-            MAX_OBJECT_BYTES
-        )));
-    }
-    Ok(bytes)
-}
-
-fn decode_object(bytes: &[u8]) -> Result<Object, ApiError> {
-    Object::decode(bytes).map_err(|e| {
-        ApiError::Storage(StateMachineError::Decode {
-            what: "object",
-            reason: e.to_string(),
-        })
-    })
-}
-
-/// A random RFC 4122 version-4 UUID, as Kubernetes uses for `metadata.uid`.
-pub fn new_uid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// Five characters from Kubernetes' generateName alphabet (no vowels, no
-/// look-alike digits, so no words appear by accident).
-pub fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// Now, as Kubernetes writes timestamps (`2026-01-02T03:04:05Z`).
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;

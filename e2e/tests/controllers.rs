@@ -1,0 +1,366 @@
+//! Controllers on a real master: Deployment → ReplicaSet → Pods, rolling
+//! updates, rollback, scaling and garbage collection. No agent runs here:
+//! where pods must become Ready, the test reports them Ready itself, the way
+//! a node would, through the real API.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::{skiff_bin, wait_for};
+use skiff_master::client::Client;
+use skiff_master::objects::{Kind, ObjectExt};
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+fn ctl(server: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(skiff_bin())
+        .arg("ctl")
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .output()
+        .expect("run skiff ctl")
+}
+
+fn deployment_yaml(
+    namespace: &str,
+    replicas: i32,
+    image: &str,
+    surge: &str,
+    unavailable: &str,
+) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web, namespace: {namespace}}}\nspec:\n  replicas: {replicas}\n  strategy:\n    type: RollingUpdate\n    rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: web, image: \"{image}\"}}\n"
+    )
+}
+
+fn apply(server: &str, dir: &std::path::Path, yaml: &str) {
+    let path = dir.join("manifest.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = ctl(server, &["apply", "-f", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn pods(items: Vec<Object>) -> Vec<v1::Pod> {
+    items
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(Body::Pod(p)) => Some(p),
+            _ => None,
+        })
+        .collect()
+}
+
+fn is_ready(p: &v1::Pod) -> bool {
+    p.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+fn image(p: &v1::Pod) -> String {
+    p.spec.as_ref().unwrap().containers[0].image.clone()
+}
+
+/// Plays the nodes: reports every pod Running and Ready a little after it
+/// appears, as an agent would.
+fn report_pods_ready(
+    client: Client,
+    namespace: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok(list) = client.list(Kind::Pod, namespace).await {
+                for mut pod in pods(list.items) {
+                    let name = pod.metadata.as_ref().unwrap().name.clone();
+                    let first = *seen.entry(name).or_insert_with(tokio::time::Instant::now);
+                    if is_ready(&pod) || first.elapsed() < Duration::from_millis(150) {
+                        continue;
+                    }
+                    let status = pod.status.get_or_insert_with(Default::default);
+                    status.phase = "Running".into();
+                    status.conditions = vec![v1::PodCondition {
+                        r#type: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    }];
+                    let _ = client
+                        .update_status(skiff_master::objects::IntoObject::into_object(pod))
+                        .await;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+async fn master() -> (tempfile::TempDir, MasterProcess) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
+    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    (dir, m)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_makes_a_replicaset_and_pods_and_deleting_it_removes_them() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    apply(
+        &m.api_addr,
+        dir.path(),
+        &deployment_yaml("default", 3, "busybox:1.36", "25%", "25%"),
+    );
+    let rs = wait_for("a replicaset with 3 pods", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            let sets = client.list(Kind::ReplicaSet, "default").await.ok()?.items;
+            let pods = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+            (sets.len() == 1 && pods.len() == 3).then(|| sets[0].clone())
+        }
+    })
+    .await
+    .unwrap();
+    let rs_meta = rs.meta().clone();
+    assert!(rs_meta.name.starts_with("web-"), "{}", rs_meta.name);
+    assert_eq!(rs_meta.owner_references[0].kind, "Deployment");
+    assert_eq!(
+        rs_meta.annotations["deployment.kubernetes.io/revision"],
+        "1"
+    );
+    for p in pods(client.list(Kind::Pod, "default").await.unwrap().items) {
+        let meta = p.metadata.unwrap();
+        let suffix = meta
+            .name
+            .strip_prefix(&format!("{}-", rs_meta.name))
+            .unwrap();
+        assert_eq!(suffix.len(), 5, "{}", meta.name);
+        assert_eq!(meta.owner_references[0].uid, rs_meta.uid);
+        assert_eq!(meta.owner_references[0].controller, Some(true));
+        assert_eq!(meta.labels["app"], "web");
+    }
+
+    // Scale up and down through ctl.
+    let out = ctl(&m.api_addr, &["scale", "deploy/web", "--replicas", "5"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("5 pods", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move { (client.list(Kind::Pod, "default").await.ok()?.items.len() == 5).then_some(()) }
+    })
+    .await
+    .unwrap();
+    ctl(
+        &m.api_addr,
+        &["scale", "deployment", "web", "--replicas", "2"],
+    );
+    wait_for("2 pods", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move { (client.list(Kind::Pod, "default").await.ok()?.items.len() == 2).then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    let out = ctl(&m.api_addr, &["delete", "deploy", "web"]);
+    assert!(out.status.success());
+    wait_for(
+        "replicasets and pods to be collected",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                let sets = client.list(Kind::ReplicaSet, "default").await.ok()?.items;
+                let pods = client.list(Kind::Pod, "default").await.ok()?.items;
+                (sets.is_empty() && pods.is_empty()).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_keeps_enough_pods_ready_and_rollback_restores_the_template() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes = report_pods_ready(client.clone(), "default", stop.clone());
+    apply(
+        &m.api_addr,
+        dir.path(),
+        &deployment_yaml("default", 4, "app:v1", "1", "1"),
+    );
+    let out = ctl(
+        &m.api_addr,
+        &["rollout", "status", "deploy/web", "--timeout", "60s"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("successfully rolled out"));
+
+    // Watch the number of Ready pods while the template changes.
+    let lowest = Arc::new(AtomicI64::new(i64::MAX));
+    let watching = Arc::new(AtomicBool::new(true));
+    let monitor = {
+        let (client, lowest, watching) = (client.clone(), lowest.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut samples = 0;
+            while watching.load(Ordering::SeqCst) {
+                if let Ok(list) = client.list(Kind::Pod, "default").await {
+                    let ready = pods(list.items).iter().filter(|p| is_ready(p)).count() as i64;
+                    lowest.fetch_min(ready, Ordering::SeqCst);
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            samples
+        })
+    };
+    apply(
+        &m.api_addr,
+        dir.path(),
+        &deployment_yaml("default", 4, "app:v2", "1", "1"),
+    );
+    let out = ctl(
+        &m.api_addr,
+        &["rollout", "status", "deploy/web", "--timeout", "60s"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let progress = String::from_utf8_lossy(&out.stdout).into_owned();
+    wait_for("only v2 pods", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let p = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+            (p.len() == 4 && p.iter().all(|p| image(p) == "app:v2")).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    watching.store(false, Ordering::SeqCst);
+    let samples = monitor.await.unwrap();
+    assert!(
+        samples >= 10,
+        "the rollout was sampled only {samples} times"
+    );
+    let lowest = lowest.load(Ordering::SeqCst);
+    eprintln!("lowest ready during the rollout: {lowest} over {samples} samples\n{progress}");
+    assert!(
+        lowest >= 3,
+        "ready pods fell to {lowest}, below replicas - maxUnavailable = 3\n{progress}"
+    );
+
+    // Rollback restores the v1 template and its ReplicaSet.
+    let out = ctl(&m.api_addr, &["rollout", "undo", "deploy/web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d = client
+        .get(Kind::Deployment, "default", "web")
+        .await
+        .unwrap();
+    let Some(Body::Deployment(d)) = d.kind else {
+        panic!()
+    };
+    let template = d.spec.unwrap().template.unwrap();
+    assert_eq!(template.spec.unwrap().containers[0].image, "app:v1");
+    assert!(!template
+        .metadata
+        .unwrap()
+        .labels
+        .contains_key("pod-template-hash"));
+    wait_for("only v1 pods again", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let p = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+            (p.len() == 4 && p.iter().all(|p| image(p) == "app:v1")).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    let sets = client
+        .list(Kind::ReplicaSet, "default")
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(sets.len(), 2, "the v1 ReplicaSet is reused, not duplicated");
+    let revisions: Vec<String> = sets
+        .iter()
+        .map(|s| s.meta().annotations["deployment.kubernetes.io/revision"].clone())
+        .collect();
+    assert!(revisions.contains(&"3".to_owned()), "{revisions:?}");
+    stop.store(true, Ordering::SeqCst);
+    nodes.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_namespace_leaves_nothing_behind() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    apply(
+        &m.api_addr,
+        dir.path(),
+        &format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team}}\n---\n{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: team}}\nspec: {{selector: {{app: web}}, ports: [{{port: 80}}]}}\n",
+            deployment_yaml("team", 3, "busybox:1.36", "25%", "25%")
+        ),
+    );
+    wait_for("3 pods in team", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move { (client.list(Kind::Pod, "team").await.ok()?.items.len() == 3).then_some(()) }
+    })
+    .await
+    .unwrap();
+    let out = ctl(&m.api_addr, &["delete", "ns", "team"]);
+    assert!(out.status.success());
+    wait_for(
+        "namespace team to be empty",
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                for kind in [
+                    Kind::Pod,
+                    Kind::ReplicaSet,
+                    Kind::Deployment,
+                    Kind::Service,
+                    Kind::Endpoints,
+                ] {
+                    if !client.list(kind, "team").await.ok()?.items.is_empty() {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Nothing can be created in it any more.
+    let late = ctl(
+        &m.api_addr,
+        &["scale", "deploy/web", "-n", "team", "--replicas", "1"],
+    );
+    assert!(!late.status.success());
+}

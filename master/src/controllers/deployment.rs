@@ -1,0 +1,493 @@
+//! The Deployment controller: one ReplicaSet per pod template (named
+//! `<deployment>-<template hash>`), rolled with `RollingUpdate`
+//! (`maxSurge` / `maxUnavailable`) or `Recreate`, revision numbers in the
+//! `deployment.kubernetes.io/revision` annotation, old ReplicaSets kept up
+//! to `revisionHistoryLimit` for rollback, and status that sums them up.
+
+use prost::Message;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+use super::{
+    controller_of, controller_reference, Action, Context, ObjectKey, ReconcileError, Reconciler,
+};
+use crate::api::ApiError;
+use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::store::state_machine::StoredEvent;
+use crate::writer::now_rfc3339;
+
+/// The label that ties a ReplicaSet and its pods to one template.
+pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
+/// The annotation that numbers a Deployment's templates.
+pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+pub struct DeploymentController {
+    pub ctx: Context,
+}
+
+impl Reconciler for DeploymentController {
+    const NAME: &'static str = "deployment";
+    const KIND: Kind = Kind::Deployment;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::Deployment => ObjectKey::of(object).into_iter().collect(),
+            Kind::ReplicaSet => controller_of(object, Kind::Deployment)
+                .map(|o| ObjectKey::new(Kind::Deployment, &event.namespace, &o.name))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(object) = self
+            .ctx
+            .store
+            .get(Kind::Deployment, &key.namespace, &key.name)?
+        else {
+            return Ok(Action::Done);
+        };
+        let Some(Body::Deployment(deployment)) = &object.kind else {
+            return Ok(Action::Done);
+        };
+        let spec = deployment.spec.clone().unwrap_or_default();
+        let replicas = spec.replicas.unwrap_or(1).max(0);
+        let uid = object.meta().uid.clone();
+        let (all, _) = self
+            .ctx
+            .store
+            .list(Kind::ReplicaSet, Some(&key.namespace))?;
+        let mut owned: Vec<v1::ReplicaSet> = all
+            .into_iter()
+            .filter(|o| controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == uid))
+            .filter_map(|o| match o.kind {
+                Some(Body::ReplicaSet(rs)) => Some(rs),
+                _ => None,
+            })
+            .collect();
+        owned.sort_by_key(revision_of);
+        let hash = template_hash(spec.template.as_ref());
+        let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
+        let new_index = owned
+            .iter()
+            .position(|rs| hash_of(rs) == Some(hash.as_str()));
+
+        if spec.paused {
+            self.sync_status(&object, deployment, &owned, new_index)
+                .await?;
+            return Ok(Action::Done);
+        }
+
+        let new_rs = match new_index {
+            Some(i) => {
+                // Rolling back to an older template makes it the newest.
+                if revision_of(&owned[i]) < max_revision {
+                    let mut rs = owned[i].clone();
+                    set_revision(&mut rs, max_revision + 1);
+                    owned[i] = self.write_replicaset(rs).await?;
+                }
+                owned[i].clone()
+            }
+            None => {
+                let rs = new_replicaset(&object, &spec, &hash, max_revision + 1);
+                let created = self.ctx.writer.create(rs.into_object()).await?;
+                let Some(Body::ReplicaSet(rs)) = created.kind else {
+                    return Ok(Action::Done);
+                };
+                owned.push(rs.clone());
+                rs
+            }
+        };
+        let new_name = name_of(&new_rs);
+        let (new_rs, olds): (Vec<_>, Vec<_>) =
+            owned.into_iter().partition(|rs| name_of(rs) == new_name);
+        let mut new_rs = new_rs.into_iter().next().unwrap_or_default();
+        let mut olds = olds;
+
+        let strategy = spec.strategy.clone().unwrap_or_default();
+        if strategy.r#type == "Recreate" {
+            let mut waiting = false;
+            for old in &mut olds {
+                if spec_replicas(old) > 0 {
+                    *old = self.scale(old.clone(), 0).await?;
+                    waiting = true;
+                } else if old.status.as_ref().is_some_and(|s| s.replicas > 0) {
+                    waiting = true;
+                }
+            }
+            if !waiting && spec_replicas(&new_rs) != replicas {
+                new_rs = self.scale(new_rs, replicas).await?;
+            }
+        } else {
+            let rolling = strategy.rolling_update.unwrap_or_default();
+            let mut surge = resolve(&rolling.max_surge, replicas, true);
+            let mut unavailable = resolve(&rolling.max_unavailable, replicas, false);
+            if surge == 0 && unavailable == 0 {
+                unavailable = 1;
+            }
+            surge = surge.max(0);
+            // Scale the new ReplicaSet up, within the surge.
+            let total: i32 = spec_replicas(&new_rs) + olds.iter().map(spec_replicas).sum::<i32>();
+            let current = spec_replicas(&new_rs);
+            let target = if current > replicas {
+                replicas
+            } else if current < replicas {
+                let room = replicas + surge - total;
+                if room > 0 {
+                    (current + room).min(replicas)
+                } else {
+                    current
+                }
+            } else {
+                current
+            };
+            if target != current {
+                new_rs = self.scale(new_rs, target).await?;
+            }
+            // Scale old ReplicaSets down, never below replicas - maxUnavailable
+            // available pods. Unhealthy old pods go first.
+            let min_available = replicas - unavailable;
+            let all_pods = spec_replicas(&new_rs) + olds.iter().map(spec_replicas).sum::<i32>();
+            let new_unavailable = (spec_replicas(&new_rs) - available(&new_rs)).max(0);
+            let mut budget = all_pods - min_available - new_unavailable;
+            let mut reduce = vec![0i32; olds.len()];
+            for (i, old) in olds.iter().enumerate() {
+                if budget <= 0 {
+                    break;
+                }
+                let unhealthy = (spec_replicas(old) - available(old)).max(0);
+                let take = unhealthy.min(budget);
+                reduce[i] += take;
+                budget -= take;
+            }
+            let available_now: i32 = available(&new_rs) + olds.iter().map(available).sum::<i32>();
+            let mut removable = available_now - min_available;
+            for (i, old) in olds.iter().enumerate() {
+                if removable <= 0 {
+                    break;
+                }
+                let left = spec_replicas(old) - reduce[i];
+                let take = left.min(removable).max(0);
+                reduce[i] += take;
+                removable -= take;
+            }
+            for (i, old) in olds.iter_mut().enumerate() {
+                if reduce[i] > 0 {
+                    let target = (spec_replicas(old) - reduce[i]).max(0);
+                    *old = self.scale(old.clone(), target).await?;
+                }
+            }
+        }
+
+        // Keep at most revisionHistoryLimit empty old ReplicaSets.
+        let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
+        let empty: Vec<&v1::ReplicaSet> = olds
+            .iter()
+            .filter(|rs| {
+                spec_replicas(rs) == 0 && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
+            })
+            .collect();
+        if empty.len() > limit {
+            for rs in &empty[..empty.len() - limit] {
+                let name = name_of(rs);
+                match self
+                    .ctx
+                    .writer
+                    .delete(Kind::ReplicaSet, &key.namespace, &name, "")
+                    .await
+                {
+                    Ok(_) => {}
+                    Err(ApiError::Cluster(crate::cluster::ClusterError::Refused(
+                        crate::store::WriteError::NotFound { .. },
+                    ))) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        let mut everything = olds;
+        everything.push(new_rs);
+        let new_index = everything.len() - 1;
+        self.sync_status(&object, deployment, &everything, Some(new_index))
+            .await?;
+        Ok(Action::Done)
+    }
+}
+
+impl DeploymentController {
+    async fn write_replicaset(&self, rs: v1::ReplicaSet) -> Result<v1::ReplicaSet, ReconcileError> {
+        let written = self.ctx.writer.update(rs.into_object()).await?;
+        match written.kind {
+            Some(Body::ReplicaSet(rs)) => Ok(rs),
+            _ => Err(ApiError::Invalid("update returned another kind".to_owned()).into()),
+        }
+    }
+
+    async fn scale(
+        &self,
+        mut rs: v1::ReplicaSet,
+        replicas: i32,
+    ) -> Result<v1::ReplicaSet, ReconcileError> {
+        rs.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
+        self.write_replicaset(rs).await
+    }
+
+    async fn sync_status(
+        &self,
+        object: &Object,
+        deployment: &v1::Deployment,
+        sets: &[v1::ReplicaSet],
+        new_index: Option<usize>,
+    ) -> Result<(), ReconcileError> {
+        let spec = deployment.spec.clone().unwrap_or_default();
+        let desired = spec.replicas.unwrap_or(1).max(0);
+        let status_of = |rs: &v1::ReplicaSet| rs.status.clone().unwrap_or_default();
+        let replicas: i32 = sets.iter().map(|rs| status_of(rs).replicas).sum();
+        let ready: i32 = sets.iter().map(|rs| status_of(rs).ready_replicas).sum();
+        let available_total: i32 = sets.iter().map(available).sum();
+        let updated = new_index
+            .and_then(|i| sets.get(i))
+            .map(|rs| status_of(rs).replicas)
+            .unwrap_or(0);
+        let unavailable_allowed = {
+            let rolling = spec
+                .strategy
+                .as_ref()
+                .and_then(|s| s.rolling_update.clone())
+                .unwrap_or_default();
+            resolve(&rolling.max_unavailable, desired, false)
+        };
+        let old = deployment.status.clone().unwrap_or_default();
+        let complete = updated == desired && replicas == desired && available_total == desired;
+        let conditions = vec![
+            condition(
+                &old,
+                "Available",
+                available_total >= desired - unavailable_allowed,
+                if available_total >= desired - unavailable_allowed {
+                    (
+                        "MinimumReplicasAvailable",
+                        "Deployment has minimum availability.",
+                    )
+                } else {
+                    (
+                        "MinimumReplicasUnavailable",
+                        "Deployment does not have minimum availability.",
+                    )
+                },
+            ),
+            condition(
+                &old,
+                "Progressing",
+                true,
+                if complete {
+                    (
+                        "NewReplicaSetAvailable",
+                        "ReplicaSet has successfully progressed.",
+                    )
+                } else {
+                    ("ReplicaSetUpdated", "ReplicaSet is progressing.")
+                },
+            ),
+        ];
+        let status = v1::DeploymentStatus {
+            observed_generation: object.meta().generation,
+            replicas,
+            updated_replicas: updated,
+            ready_replicas: ready,
+            available_replicas: available_total,
+            unavailable_replicas: (desired - available_total).max(0),
+            conditions,
+            collision_count: None,
+        };
+        if deployment.status.as_ref() != Some(&status) {
+            let mut d = deployment.clone();
+            d.status = Some(status);
+            self.ctx.writer.update_status(d.into_object()).await?;
+        }
+        Ok(())
+    }
+}
+
+fn condition(
+    old: &v1::DeploymentStatus,
+    kind: &str,
+    ok: bool,
+    (reason, message): (&str, &str),
+) -> v1::DeploymentCondition {
+    let status = if ok { "True" } else { "False" };
+    let previous = old.conditions.iter().find(|c| c.r#type == kind);
+    let unchanged = previous.is_some_and(|c| c.status == status && c.reason == reason);
+    match previous {
+        Some(c) if unchanged => c.clone(),
+        _ => {
+            let now = now_rfc3339();
+            let transitioned = previous.is_none_or(|c| c.status != status);
+            v1::DeploymentCondition {
+                r#type: kind.to_owned(),
+                status: status.to_owned(),
+                last_update_time: now.clone(),
+                last_transition_time: if transitioned {
+                    now
+                } else {
+                    previous
+                        .map(|c| c.last_transition_time.clone())
+                        .unwrap_or(now)
+                },
+                reason: reason.to_owned(),
+                message: message.to_owned(),
+            }
+        }
+    }
+}
+
+fn name_of(rs: &v1::ReplicaSet) -> String {
+    rs.metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default()
+}
+
+fn spec_replicas(rs: &v1::ReplicaSet) -> i32 {
+    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
+}
+
+fn available(rs: &v1::ReplicaSet) -> i32 {
+    rs.status
+        .as_ref()
+        .map(|s| s.available_replicas)
+        .unwrap_or(0)
+}
+
+fn hash_of(rs: &v1::ReplicaSet) -> Option<&str> {
+    rs.metadata
+        .as_ref()?
+        .labels
+        .get(TEMPLATE_HASH_LABEL)
+        .map(String::as_str)
+}
+
+/// The revision number in a ReplicaSet's annotation (0 when missing).
+pub fn revision_of(rs: &v1::ReplicaSet) -> u64 {
+    rs.metadata
+        .as_ref()
+        .and_then(|m| m.annotations.get(REVISION_ANNOTATION))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn set_revision(rs: &mut v1::ReplicaSet, revision: u64) {
+    rs.metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .insert(REVISION_ANNOTATION.to_owned(), revision.to_string());
+}
+
+/// A count or percentage of `replicas`; percentages round up for surge and
+/// down for unavailability, as in Kubernetes.
+pub fn resolve(value: &str, replicas: i32, round_up: bool) -> i32 {
+    if let Some(percent) = value.strip_suffix('%') {
+        let p: i64 = percent.parse().unwrap_or(0);
+        let scaled = p * replicas as i64;
+        let v = if round_up {
+            (scaled + 99) / 100
+        } else {
+            scaled / 100
+        };
+        v as i32
+    } else {
+        value.parse().unwrap_or(0)
+    }
+}
+
+/// A short, stable hash of a pod template, in Kubernetes' safe alphabet.
+pub fn template_hash(template: Option<&v1::PodTemplateSpec>) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = template.map(|t| t.encode_to_vec()).unwrap_or_default();
+    // FNV-1a, 64 bits.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    let mut out = String::new();
+    for _ in 0..10 {
+        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
+        h /= ALPHABET.len() as u64;
+    }
+    out
+}
+
+fn new_replicaset(
+    deployment: &Object,
+    spec: &v1::DeploymentSpec,
+    hash: &str,
+    revision: u64,
+) -> v1::ReplicaSet {
+    let meta = deployment.meta();
+    let mut template = spec.template.clone().unwrap_or_default();
+    let template_meta = template.metadata.get_or_insert_with(Default::default);
+    template_meta
+        .labels
+        .insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
+    let mut selector = spec.selector.clone().unwrap_or_default();
+    selector
+        .match_labels
+        .insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
+    v1::ReplicaSet {
+        metadata: Some(v1::ObjectMeta {
+            name: format!("{}-{hash}", meta.name),
+            namespace: meta.namespace.clone(),
+            labels: template_meta.labels.clone(),
+            annotations: [(REVISION_ANNOTATION.to_owned(), revision.to_string())].into(),
+            owner_references: controller_reference(deployment).into_iter().collect(),
+            ..Default::default()
+        }),
+        spec: Some(v1::ReplicaSetSpec {
+            // Starts empty; the rollout scales it.
+            replicas: Some(0),
+            min_ready_seconds: spec.min_ready_seconds,
+            selector: Some(selector),
+            template: Some(template),
+        }),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentages_round_like_kubernetes() {
+        assert_eq!(resolve("25%", 3, true), 1);
+        assert_eq!(resolve("25%", 3, false), 0);
+        assert_eq!(resolve("25%", 10, true), 3);
+        assert_eq!(resolve("25%", 10, false), 2);
+        assert_eq!(resolve("2", 10, false), 2);
+        assert_eq!(resolve("", 10, false), 0);
+    }
+
+    #[test]
+    fn template_hash_is_stable_and_sensitive() {
+        let t = v1::PodTemplateSpec {
+            spec: Some(v1::PodSpec {
+                containers: vec![v1::Container {
+                    name: "a".into(),
+                    image: "img:1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let h = template_hash(Some(&t));
+        assert_eq!(h.len(), 10);
+        assert_eq!(h, template_hash(Some(&t.clone())));
+        let mut t2 = t.clone();
+        t2.spec.as_mut().unwrap().containers[0].image = "img:2".into();
+        assert_ne!(h, template_hash(Some(&t2)));
+    }
+}

@@ -1,0 +1,224 @@
+//! Controllers: level-triggered, idempotent reconcilers that run on the
+//! leader only. Each one is started after the leader has confirmed it is
+//! caught up, reads the leader's replica of the store directly (always
+//! complete, so there is no cache to sync), is driven by the store's change
+//! notifications plus its own requeues, and runs one reconcile at a time.
+//! They stop when leadership is lost; the next leader starts its own.
+//!
+//! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
+//! - [`deployment`]: rolls ReplicaSets for Deployments.
+//! - [`garbage_collector`]: deletes what lost its owner or its namespace.
+
+pub mod deployment;
+pub mod garbage_collector;
+pub mod manager;
+pub mod queue;
+pub mod replicaset;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prost::Message;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+use crate::objects::{Kind, ObjectExt};
+use crate::store::state_machine::{Notification, ObjectStore, StateMachineError, StoredEvent};
+use crate::writer::ObjectWriter;
+use queue::WorkQueue;
+
+/// Names one object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of(object: &Object) -> Option<ObjectKey> {
+        let meta = object.meta();
+        Some(ObjectKey::new(
+            object.kind().ok()?,
+            &meta.namespace,
+            &meta.name,
+        ))
+    }
+}
+
+/// What to do after a reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing until something changes.
+    Done,
+    /// Look again after this long even if nothing changes.
+    RequeueAfter(Duration),
+}
+
+/// Why a reconcile failed; it is retried with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StateMachineError),
+    #[error(transparent)]
+    Write(#[from] ApiError),
+}
+
+impl ReconcileError {
+    /// A write lost an optimistic-concurrency race: normal, retried.
+    pub fn is_conflict(&self) -> bool {
+        matches!(
+            self,
+            ReconcileError::Write(ApiError::Cluster(crate::cluster::ClusterError::Refused(
+                crate::store::WriteError::Conflict { .. }
+            )))
+        )
+    }
+}
+
+/// What every controller can use.
+#[derive(Clone)]
+pub struct Context {
+    /// The leader's replica of the store.
+    pub store: Arc<ObjectStore>,
+    /// Validated writes through Raft.
+    pub writer: ObjectWriter,
+}
+
+/// A controller in reconcile style.
+pub trait Reconciler: Send + Sync + 'static {
+    /// For logs.
+    const NAME: &'static str;
+    /// The kind of the objects it reconciles.
+    const KIND: Kind;
+    /// The keys to look at after a change to `object`.
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey>;
+    /// Brings the world in line with one object. Idempotent.
+    fn reconcile(
+        &self,
+        key: &ObjectKey,
+    ) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+}
+
+/// Runs a reconciler until `shutdown`.
+pub async fn run<R: Reconciler>(
+    reconciler: R,
+    store: Arc<ObjectStore>,
+    shutdown: CancellationToken,
+) {
+    let mut live = store.subscribe();
+    let mut queue = WorkQueue::default();
+    resync::<R>(&store, &mut queue);
+    tracing::info!(
+        controller = R::NAME,
+        queued = queue.len(),
+        "controller started"
+    );
+    let mut periodic = tokio::time::interval(Duration::from_secs(60));
+    periodic.tick().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            notification = live.recv() => match notification {
+                Ok(Notification::Event(event)) => {
+                    if let Ok(object) = Object::decode(event.object.as_slice()) {
+                        for key in reconciler.keys_for(&event, &object) {
+                            queue.add(key);
+                        }
+                    }
+                }
+                Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    resync::<R>(&store, &mut queue);
+                }
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+            _ = periodic.tick() => resync::<R>(&store, &mut queue),
+            key = queue.next() => {
+                match reconciler.reconcile(&key).await {
+                    Ok(Action::Done) => queue.forget(&key),
+                    Ok(Action::RequeueAfter(delay)) => {
+                        queue.forget(&key);
+                        queue.add_after(key, delay);
+                    }
+                    Err(e) => {
+                        if e.is_conflict() {
+                            // Someone wrote first; the next look sees it.
+                            tracing::debug!(controller = R::NAME, object = %key.name, error = %e, "conflict; retrying");
+                        } else {
+                            tracing::warn!(controller = R::NAME, object = %key.name, namespace = %key.namespace, error = %e, "reconcile failed; retrying");
+                        }
+                        queue.retry(key);
+                    }
+                }
+            }
+        }
+    }
+    tracing::info!(controller = R::NAME, "controller stopped");
+}
+
+/// Queues every object of the reconciler's kind: the level-triggered safety
+/// net behind the change notifications.
+fn resync<R: Reconciler>(store: &ObjectStore, queue: &mut WorkQueue) {
+    match store.list(R::KIND, None) {
+        Ok((objects, _)) => {
+            for key in objects.iter().filter_map(ObjectKey::of) {
+                queue.add(key);
+            }
+        }
+        Err(e) => tracing::error!(controller = R::NAME, error = %e, "cannot list for resync"),
+    }
+}
+
+/// The controlling owner of an object, if it is of `kind`.
+pub fn controller_of(object: &Object, kind: Kind) -> Option<&v1::OwnerReference> {
+    object
+        .meta()
+        .owner_references
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == kind.name())
+}
+
+/// An owner reference that makes `owner` the controller of a dependent.
+pub fn controller_reference(owner: &Object) -> Option<v1::OwnerReference> {
+    let kind = owner.kind().ok()?;
+    let meta = owner.meta();
+    Some(v1::OwnerReference {
+        api_version: kind.api_version().to_owned(),
+        kind: kind.name().to_owned(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    })
+}
+
+/// Whether a pod counts as Ready (its Ready condition is True).
+pub fn pod_is_ready(pod: &v1::Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+/// Whether a pod is still wanted: not being deleted and not finished.
+pub fn pod_is_active(pod: &v1::Pod) -> bool {
+    let deleting = pod
+        .metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty());
+    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+    !deleting && phase != "Succeeded" && phase != "Failed"
+}

@@ -1,0 +1,193 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods that the
+//! ReplicaSet controls, named `<replicaset>-<random5>`, and reports how
+//! many exist, are ready and are available in its status.
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+use super::{
+    controller_of, controller_reference, pod_is_active, pod_is_ready, Action, Context, ObjectKey,
+    ReconcileError, Reconciler,
+};
+use crate::api::ApiError;
+use crate::cluster::ClusterError;
+use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::store::state_machine::StoredEvent;
+use crate::store::WriteError;
+use crate::writer::random_suffix;
+
+/// Most pods created or deleted in one reconcile; the rest follow in the
+/// next round, so one huge scale-up cannot monopolise the leader.
+const MAX_CHANGES_PER_ROUND: usize = 500;
+
+pub struct ReplicaSetController {
+    pub ctx: Context,
+}
+
+impl Reconciler for ReplicaSetController {
+    const NAME: &'static str = "replicaset";
+    const KIND: Kind = Kind::ReplicaSet;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::ReplicaSet => ObjectKey::of(object).into_iter().collect(),
+            Kind::Pod => controller_of(object, Kind::ReplicaSet)
+                .map(|owner| ObjectKey::new(Kind::ReplicaSet, &event.namespace, &owner.name))
+                .into_iter()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(object) = self
+            .ctx
+            .store
+            .get(Kind::ReplicaSet, &key.namespace, &key.name)?
+        else {
+            // Deleted: the garbage collector removes its pods.
+            return Ok(Action::Done);
+        };
+        let Some(Body::ReplicaSet(rs)) = &object.kind else {
+            return Ok(Action::Done);
+        };
+        let uid = object.meta().uid.clone();
+        let spec = rs.spec.clone().unwrap_or_default();
+        let desired = spec.replicas.unwrap_or(1).max(0) as usize;
+
+        let (pods, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
+        let mut owned: Vec<v1::Pod> = pods
+            .into_iter()
+            .filter(|p| controller_of(p, Kind::ReplicaSet).is_some_and(|o| o.uid == uid))
+            .filter_map(|p| match p.kind {
+                Some(Body::Pod(pod)) => Some(pod),
+                _ => None,
+            })
+            .filter(pod_is_active)
+            .collect();
+
+        if owned.len() < desired {
+            let missing = (desired - owned.len()).min(MAX_CHANGES_PER_ROUND);
+            let owner = controller_reference(&object);
+            // Concurrent creates share Raft entries.
+            let mut creates = tokio::task::JoinSet::new();
+            for _ in 0..missing {
+                let pod = pod_from_template(&key.name, &key.namespace, &spec, owner.clone());
+                let writer = self.ctx.writer.clone();
+                creates.spawn(async move { writer.create(pod.into_object()).await });
+            }
+            let mut failure = None;
+            while let Some(joined) = creates.join_next().await {
+                match joined {
+                    Ok(Ok(created)) => {
+                        if let Some(Body::Pod(p)) = created.kind {
+                            owned.push(p);
+                        }
+                    }
+                    // A random name collided; the next round tries another.
+                    Ok(Err(ApiError::Cluster(ClusterError::Refused(
+                        WriteError::AlreadyExists { .. },
+                    )))) => {}
+                    Ok(Err(e)) => failure = Some(e),
+                    Err(e) => failure = Some(ApiError::Invalid(format!("create task: {e}"))),
+                }
+            }
+            if let Some(e) = failure {
+                return Err(e.into());
+            }
+        } else if owned.len() > desired {
+            let excess = (owned.len() - desired).min(MAX_CHANGES_PER_ROUND);
+            // Delete the least useful first: unscheduled, then not ready,
+            // then the newest.
+            owned.sort_by_key(deletion_rank);
+            for pod in owned.drain(..excess) {
+                let meta = pod.metadata.clone().unwrap_or_default();
+                match self
+                    .ctx
+                    .writer
+                    .delete(Kind::Pod, &meta.namespace, &meta.name, "")
+                    .await
+                {
+                    Ok(_)
+                    | Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound {
+                        ..
+                    }))) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+
+        let ready = owned.iter().filter(|p| pod_is_ready(p)).count() as i32;
+        let labelled = owned
+            .iter()
+            .filter(|p| {
+                let labels = p.metadata.as_ref().map(|m| &m.labels);
+                let template = spec
+                    .template
+                    .as_ref()
+                    .and_then(|t| t.metadata.as_ref())
+                    .map(|m| &m.labels);
+                match (labels, template) {
+                    (Some(l), Some(t)) => t.iter().all(|(k, v)| l.get(k) == Some(v)),
+                    _ => true,
+                }
+            })
+            .count() as i32;
+        let status = v1::ReplicaSetStatus {
+            replicas: owned.len() as i32,
+            fully_labeled_replicas: labelled,
+            ready_replicas: ready,
+            available_replicas: ready,
+            observed_generation: object.meta().generation,
+            conditions: Vec::new(),
+        };
+        if rs.status.as_ref() != Some(&status) {
+            let mut updated = rs.clone();
+            updated.status = Some(status);
+            self.ctx.writer.update_status(updated.into_object()).await?;
+        }
+        if owned.len() != desired {
+            // More to do than one round allows, or creates that collided.
+            return Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)));
+        }
+        Ok(Action::Done)
+    }
+}
+
+fn pod_from_template(
+    rs_name: &str,
+    namespace: &str,
+    spec: &v1::ReplicaSetSpec,
+    owner: Option<v1::OwnerReference>,
+) -> v1::Pod {
+    let template = spec.template.clone().unwrap_or_default();
+    let template_meta = template.metadata.unwrap_or_default();
+    v1::Pod {
+        metadata: Some(v1::ObjectMeta {
+            name: format!("{rs_name}-{}", random_suffix()),
+            namespace: namespace.to_owned(),
+            labels: template_meta.labels,
+            annotations: template_meta.annotations,
+            owner_references: owner.into_iter().collect(),
+            ..Default::default()
+        }),
+        spec: template.spec,
+        ..Default::default()
+    }
+}
+
+/// Lower ranks are deleted first.
+fn deletion_rank(pod: &v1::Pod) -> (u8, u8, std::cmp::Reverse<String>) {
+    let scheduled = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
+    let created = pod
+        .metadata
+        .as_ref()
+        .map(|m| m.creation_timestamp.clone())
+        .unwrap_or_default();
+    (
+        u8::from(scheduled),
+        u8::from(pod_is_ready(pod)),
+        std::cmp::Reverse(created),
+    )
+}
