@@ -73,7 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure().compile_with_config(
         config,
-        &["proto/objects.proto", "proto/api.proto", "proto/raft.proto"],
+        &[
+            "proto/objects.proto",
+            "proto/api.proto",
+            "proto/node.proto",
+            "proto/raft.proto",
+        ],
         &["proto"],
     )?;
     Ok(())

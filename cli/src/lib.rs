@@ -58,6 +58,12 @@ pub struct MasterArgs {
     #[arg(long, default_value_t = skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_after_entries: u64,
+    /// Heartbeat silence after which a node is NotReady.
+    #[arg(long, default_value = "4500ms")]
+    pub node_monitor_grace_period: humantime::Duration,
+    /// Further silence after which a NotReady node's pods are evicted.
+    #[arg(long, default_value = "5s")]
+    pub pod_eviction_timeout: humantime::Duration,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -91,6 +97,10 @@ impl MasterArgs {
             join: self.join.clone(),
             transport: TransportConfig::Plaintext,
             snapshot_after_entries: self.snapshot_after_entries,
+            lifecycle: skiff_master::node_lifecycle::LifecycleConfig {
+                grace: self.node_monitor_grace_period.into(),
+                eviction_delay: self.pod_eviction_timeout.into(),
+            },
         })
     }
 }

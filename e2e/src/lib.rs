@@ -5,6 +5,7 @@
 //! Processes are only ever signalled through the PIDs this harness started,
 //! and are killed when their handle is dropped, also when a test fails.
 
+pub mod hollow;
 pub mod master;
 
 use std::path::PathBuf;

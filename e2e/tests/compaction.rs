@@ -26,15 +26,14 @@ async fn snapshots_bound_the_log_and_catch_up_a_follower_that_fell_behind() {
 
     let mut counter = client
         .create(
-            v1::Pod {
+            v1::Service {
                 metadata: Some(v1::ObjectMeta {
                     name: "counter".into(),
                     ..Default::default()
                 }),
-                spec: Some(v1::PodSpec {
-                    containers: vec![v1::Container {
-                        name: "c".into(),
-                        image: "busybox:1.36".into(),
+                spec: Some(v1::ServiceSpec {
+                    ports: vec![v1::ServicePort {
+                        port: 80,
                         ..Default::default()
                     }],
                     ..Default::default()
@@ -81,13 +80,13 @@ async fn snapshots_bound_the_log_and_catch_up_a_follower_that_fell_behind() {
     wait_for("the follower to catch up", Duration::from_secs(30), || {
         let lagging = lagging.clone();
         async move {
-            let list = lagging.list_local(Kind::Pod, "default").await.ok()?;
+            let list = lagging.list_local(Kind::Service, "default").await.ok()?;
             (list.revision >= target).then_some(list)
         }
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
-    let caught_up = lagging.list_local(Kind::Pod, "default").await.unwrap();
+    let caught_up = lagging.list_local(Kind::Service, "default").await.unwrap();
     assert_eq!(caught_up.items.len(), 1);
     assert_eq!(caught_up.items[0].meta().labels["n"], "1499");
     let status = lagging.cluster_status().await.unwrap();

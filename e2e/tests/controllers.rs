@@ -266,7 +266,8 @@ async fn a_rolling_update_keeps_enough_pods_ready_and_rollback_restores_the_temp
     eprintln!("lowest ready during the rollout: {lowest} over {samples} samples\n{progress}");
     assert!(
         lowest >= 3,
-        "ready pods fell to {lowest}, below replicas - maxUnavailable = 3\n{progress}"
+        "ready pods fell to {lowest}, below replicas - maxUnavailable = 3\n{progress}\n{}",
+        m.log_tail()
     );
 
     // Rollback restores the v1 template and its ReplicaSet.

@@ -12,17 +12,18 @@ use skiff_master::objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
-fn pod(name: &str) -> Object {
-    v1::Pod {
+/// A Service with no selector: an object no controller changes, so the
+/// store's behaviour is all these tests see.
+fn service(name: &str) -> Object {
+    v1::Service {
         metadata: Some(v1::ObjectMeta {
             name: name.to_owned(),
             labels: [("app".to_owned(), "e2e".to_owned())].into(),
             ..Default::default()
         }),
-        spec: Some(v1::PodSpec {
-            containers: vec![v1::Container {
-                name: "c".to_owned(),
-                image: "busybox:1.36".to_owned(),
+        spec: Some(v1::ServiceSpec {
+            ports: vec![v1::ServicePort {
+                port: 80,
                 ..Default::default()
             }],
             ..Default::default()
@@ -32,7 +33,7 @@ fn pod(name: &str) -> Object {
     .into_object()
 }
 
-fn pod_names(items: &[Object]) -> BTreeSet<String> {
+fn names(items: &[Object]) -> BTreeSet<String> {
     items.iter().map(|o| o.meta().name.clone()).collect()
 }
 
@@ -57,7 +58,7 @@ async fn three_masters_keep_every_acknowledged_write_when_the_leader_is_killed()
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 let name = format!("w{w}-{i}");
                 let after_kill = killed.load(std::sync::atomic::Ordering::SeqCst);
-                match clients[target].create(pod(&name)).await {
+                match clients[target].create(service(&name)).await {
                     Ok(_) => {
                         acked.lock().unwrap().push((name, after_kill));
                         i += 1;
@@ -94,8 +95,8 @@ async fn three_masters_keep_every_acknowledged_write_when_the_leader_is_killed()
     );
     let expected: BTreeSet<String> = acked.into_iter().map(|(n, _)| n).collect();
     for s in &survivors {
-        let list = clients[*s].list(Kind::Pod, "default").await.unwrap();
-        let stored = pod_names(&list.items);
+        let list = clients[*s].list(Kind::Service, "default").await.unwrap();
+        let stored = names(&list.items);
         let missing: Vec<_> = expected.difference(&stored).collect();
         assert!(
             missing.is_empty(),
@@ -114,8 +115,8 @@ async fn three_masters_keep_every_acknowledged_write_when_the_leader_is_killed()
             let back = back.clone();
             let expected = expected.clone();
             async move {
-                let list = back.list(Kind::Pod, "default").await.ok()?;
-                expected.is_subset(&pod_names(&list.items)).then_some(())
+                let list = back.list(Kind::Service, "default").await.ok()?;
+                expected.is_subset(&names(&list.items)).then_some(())
             }
         },
     )
@@ -131,34 +132,37 @@ async fn a_restarted_master_loses_nothing() {
     let client = master.client();
     let mut written = Vec::new();
     for i in 0..150 {
-        written.push(client.create(pod(&format!("p{i}"))).await.unwrap());
+        written.push(client.create(service(&format!("p{i}"))).await.unwrap());
     }
     let updated = {
         let mut o = written[0].clone();
         o.meta_mut().unwrap().labels.insert("v".into(), "2".into());
         client.update(o).await.unwrap()
     };
-    client.delete(Kind::Pod, "default", "p1", "").await.unwrap();
-    let before = client.list(Kind::Pod, "default").await.unwrap();
+    client
+        .delete(Kind::Service, "default", "p1", "")
+        .await
+        .unwrap();
+    let before = client.list(Kind::Service, "default").await.unwrap();
 
     // SIGKILL: whatever was only in memory or page cache is gone.
     master.kill();
     master.restart().unwrap();
     master.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let after = client.list(Kind::Pod, "default").await.unwrap();
+    let after = client.list(Kind::Service, "default").await.unwrap();
     assert_eq!(
         after.revision, before.revision,
         "store revision after restart"
     );
     assert_eq!(after.items, before.items, "objects after restart");
-    let p0 = client.get(Kind::Pod, "default", "p0").await.unwrap();
+    let p0 = client.get(Kind::Service, "default", "p0").await.unwrap();
     assert_eq!(p0, updated);
     assert!(matches!(
-        client.get(Kind::Pod, "default", "p1").await,
+        client.get(Kind::Service, "default", "p1").await,
         Err(ClientError::NotFound(_))
     ));
     // New writes continue the revision sequence.
-    let next = client.create(pod("after-restart")).await.unwrap();
+    let next = client.create(service("after-restart")).await.unwrap();
     let rv: u64 = next.meta().resource_version.parse().unwrap();
     assert_eq!(rv, before.revision + 1);
 
@@ -166,7 +170,7 @@ async fn a_restarted_master_loses_nothing() {
     master.stop(Duration::from_secs(20)).unwrap();
     master.restart().unwrap();
     master.wait_ready(Duration::from_secs(20)).await.unwrap();
-    let again = client.list(Kind::Pod, "default").await.unwrap();
+    let again = client.list(Kind::Service, "default").await.unwrap();
     assert_eq!(again.items.len(), before.items.len() + 1);
 }
 
@@ -175,17 +179,20 @@ async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
     let cluster = MasterCluster::start(3).await.unwrap();
     let clients: Vec<Client> = cluster.masters.iter().map(|m| m.client()).collect();
     let start = clients[0]
-        .list(Kind::Pod, "default")
+        .list(Kind::Service, "default")
         .await
         .unwrap()
         .revision;
 
-    // A writer creates, updates and deletes pods while we watch.
+    // A writer creates, updates and deletes objects while we watch.
     let writer_client = clients[1].clone();
     let writer = tokio::spawn(async move {
         let mut revisions = Vec::new();
         for i in 0..60 {
-            let created = writer_client.create(pod(&format!("w{i}"))).await.unwrap();
+            let created = writer_client
+                .create(service(&format!("w{i}")))
+                .await
+                .unwrap();
             revisions.push(created.meta().resource_version.parse::<u64>().unwrap());
             if i % 3 == 0 {
                 let mut o = created.clone();
@@ -198,7 +205,7 @@ async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
             }
             if i % 5 == 0 {
                 let d = writer_client
-                    .delete(Kind::Pod, "default", &format!("w{i}"), "")
+                    .delete(Kind::Service, "default", &format!("w{i}"), "")
                     .await
                     .unwrap();
                 revisions.push(d.meta().resource_version.parse::<u64>().unwrap());
@@ -216,7 +223,7 @@ async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
     while seen.len() < expected_total {
         let client = &clients[round % clients.len()];
         round += 1;
-        let mut watch = client.watch(Kind::Pod, "default", last).await.unwrap();
+        let mut watch = client.watch(Kind::Service, "default", last).await.unwrap();
         for _ in 0..7 {
             let next = tokio::time::timeout(Duration::from_secs(20), watch.next())
                 .await
@@ -251,7 +258,7 @@ async fn a_stale_resource_version_gets_conflict_and_changes_nothing() {
     let master = MasterProcess::start(&dir.path().join("m"), None).unwrap();
     master.wait_ready(Duration::from_secs(20)).await.unwrap();
     let client = master.client();
-    let v1 = client.create(pod("c")).await.unwrap();
+    let v1 = client.create(service("c")).await.unwrap();
     let mut change = v1.clone();
     change
         .meta_mut()
@@ -274,16 +281,16 @@ async fn a_stale_resource_version_gets_conflict_and_changes_nothing() {
         other => panic!("expected Conflict, got {other:?}"),
     }
     match client
-        .delete(Kind::Pod, "default", "c", &v1.meta().resource_version)
+        .delete(Kind::Service, "default", "c", &v1.meta().resource_version)
         .await
     {
         Err(ClientError::Conflict(_)) => {}
         other => panic!("expected Conflict on delete, got {other:?}"),
     }
-    assert_eq!(client.get(Kind::Pod, "default", "c").await.unwrap(), v2);
+    assert_eq!(client.get(Kind::Service, "default", "c").await.unwrap(), v2);
     // The current version works.
     client
-        .delete(Kind::Pod, "default", "c", &v2.meta().resource_version)
+        .delete(Kind::Service, "default", "c", &v2.meta().resource_version)
         .await
         .unwrap();
 }
@@ -292,10 +299,13 @@ async fn a_stale_resource_version_gets_conflict_and_changes_nothing() {
 async fn five_masters_serve_reads_and_writes_through_every_member() {
     let cluster = MasterCluster::start(5).await.unwrap();
     for (i, m) in cluster.masters.iter().enumerate() {
-        m.client().create(pod(&format!("via-{i}"))).await.unwrap();
+        m.client()
+            .create(service(&format!("via-{i}")))
+            .await
+            .unwrap();
     }
     for m in &cluster.masters {
-        let list = m.client().list(Kind::Pod, "default").await.unwrap();
+        let list = m.client().list(Kind::Service, "default").await.unwrap();
         assert_eq!(
             list.items.len(),
             5,
@@ -314,7 +324,7 @@ async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
     master.wait_ready(Duration::from_secs(20)).await.unwrap();
     let client = master.client();
     let big = |bytes: usize| {
-        let mut o = pod("big");
+        let mut o = service("big");
         o.meta_mut()
             .unwrap()
             .annotations
@@ -348,9 +358,9 @@ async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
         .await;
     assert!(refused.is_err(), "a 5 MiB request was accepted");
     assert!(matches!(
-        client.get(Kind::Pod, "default", "big").await,
+        client.get(Kind::Service, "default", "big").await,
         Err(ClientError::NotFound(_))
     ));
     // The master is still fine.
-    client.create(pod("small")).await.unwrap();
+    client.create(service("small")).await.unwrap();
 }

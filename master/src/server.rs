@@ -12,10 +12,12 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 
+use crate::api::nodes::NodeService;
 use crate::api::transport::TransportConfig;
 use crate::api::ApiService;
 use crate::client::Client;
 use crate::cluster::Cluster;
+use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::store::log_store::{LogStore, LogStoreError};
 use crate::store::network::PeerNetwork;
 use crate::store::peer_service::PeerService;
@@ -40,6 +42,8 @@ pub struct MasterConfig {
     pub transport: TransportConfig,
     /// Log entries between snapshots.
     pub snapshot_after_entries: u64,
+    /// Failure detection timing.
+    pub lifecycle: LifecycleConfig,
 }
 
 /// Why a master could not start or keep running.
@@ -109,10 +113,18 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
                 shutdown.clone().cancelled_owned(),
             ),
     );
+    let heartbeats = Arc::new(HeartbeatTable::default());
     let api = ApiService::new(cluster.clone(), config.transport.clone(), shutdown.clone());
+    let nodes = NodeService::new(
+        cluster.clone(),
+        config.transport.clone(),
+        heartbeats.clone(),
+        shutdown.clone(),
+    );
     let api_server = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(api.into_server())
+            .add_service(nodes.into_server())
             .serve_with_incoming_shutdown(
                 incoming(api_listener),
                 shutdown.clone().cancelled_owned(),
@@ -143,6 +155,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
 
     let duties = tokio::spawn(crate::controllers::manager::run(
         cluster.clone(),
+        heartbeats,
+        config.lifecycle,
         shutdown.clone(),
     ));
     tracing::info!(

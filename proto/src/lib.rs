@@ -3,6 +3,7 @@
 //! - [`v1`]: the Kubernetes-shaped objects (Namespace, Node, Pod, Service,
 //!   Endpoints, Deployment, ReplicaSet) with their YAML/JSON mapping.
 //! - [`api`]: the public gRPC API (CRUD + Watch) and cluster membership.
+//! - [`node`]: the agent protocol (register, heartbeats, pods, status).
 //! - [`raft`]: master-to-master Raft traffic.
 //!
 //! Conversions and behaviour live in the crates that use these types.
@@ -26,6 +27,11 @@ mod skiff {
             tonic::include_proto!("skiff.raft.v1");
         }
     }
+    pub mod node {
+        pub mod v1 {
+            tonic::include_proto!("skiff.node.v1");
+        }
+    }
 }
 
 /// Kubernetes-shaped objects (`skiff.v1`).
@@ -33,6 +39,9 @@ pub use skiff::v1;
 
 /// The public API (`skiff.api.v1`).
 pub use skiff::api::v1 as api;
+
+/// The agent protocol (`skiff.node.v1`).
+pub use skiff::node::v1 as node;
 
 /// Master-to-master Raft transport (`skiff.raft.v1`).
 pub use skiff::raft::v1 as raft;

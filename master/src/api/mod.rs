@@ -7,13 +7,11 @@
 //! are served from the local replica.
 
 pub mod error;
+pub mod node_pods;
+pub mod nodes;
+pub mod routing;
 pub mod transport;
 mod watch;
-
-use std::collections::HashMap;
-use std::future::Future;
-use std::sync::Mutex;
-use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::api_server::{Api, ApiServer};
@@ -23,7 +21,7 @@ use skiff_proto::api::{
     WatchEvent, WatchRequest,
 };
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub use error::ApiError;
@@ -33,11 +31,8 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::objects::Kind;
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
+use routing::LeaderRouter;
 
-/// Metadata key marking a request a follower already forwarded.
-const FORWARDED: &str = "x-skiff-forwarded";
-/// How long a request waits for a leader to be elected.
-const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Largest API request a master accepts.
 pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
 /// Largest API response (a List of many objects is the big one).
@@ -47,14 +42,8 @@ pub const MAX_API_RESPONSE: usize = 64 * 1024 * 1024;
 pub struct ApiService {
     cluster: Cluster,
     writer: ObjectWriter,
-    transport: TransportConfig,
-    leaders: Mutex<HashMap<String, ApiClient<Channel>>>,
+    router: LeaderRouter,
     shutdown: CancellationToken,
-}
-
-enum Route {
-    Local,
-    Leader(ApiClient<Channel>),
 }
 
 impl ApiService {
@@ -65,9 +54,8 @@ impl ApiService {
     ) -> ApiService {
         ApiService {
             writer: ObjectWriter::new(cluster.clone()),
+            router: LeaderRouter::new(cluster.clone(), transport),
             cluster,
-            transport,
-            leaders: Mutex::new(HashMap::new()),
             shutdown,
         }
     }
@@ -77,80 +65,6 @@ impl ApiService {
         ApiServer::new(self)
             .max_decoding_message_size(MAX_API_REQUEST)
             .max_encoding_message_size(MAX_API_RESPONSE)
-    }
-
-    fn leader_client(&self, addr: &str) -> Result<ApiClient<Channel>, ApiError> {
-        let mut leaders = self.leaders.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = leaders.get(addr) {
-            return Ok(c.clone());
-        }
-        let endpoint = Endpoint::from_shared(self.transport.uri(addr))
-            .map_err(|e| ApiError::LeaderUnreachable {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true);
-        let client = ApiClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(MAX_API_RESPONSE)
-            .max_encoding_message_size(MAX_API_REQUEST);
-        leaders.insert(addr.to_owned(), client.clone());
-        Ok(client)
-    }
-
-    async fn route(&self, forwarded: bool) -> Result<Route, ApiError> {
-        if self.cluster.is_leader() {
-            return Ok(Route::Local);
-        }
-        if forwarded {
-            // The forwarding master thought we lead; let the client retry
-            // rather than bounce the request around.
-            return Err(ApiError::NoLeader);
-        }
-        match self.cluster.wait_for_leader(LEADER_WAIT).await {
-            None => Err(ApiError::NoLeader),
-            Some((id, _)) if id == self.cluster.id => Ok(Route::Local),
-            Some((_, node)) => Ok(Route::Leader(self.leader_client(&node.api_addr)?)),
-        }
-    }
-
-    /// Runs `local` here when this master leads, or relays the request to
-    /// the leader with `remote`.
-    async fn on_leader<Req, Resp, L, LF, R, RF>(
-        &self,
-        request: Request<Req>,
-        local: L,
-        remote: R,
-    ) -> Result<Response<Resp>, Status>
-    where
-        Req: Clone,
-        L: Fn(Req) -> LF,
-        LF: Future<Output = Result<Resp, ApiError>>,
-        R: Fn(ApiClient<Channel>, Request<Req>) -> RF,
-        RF: Future<Output = Result<Response<Resp>, Status>>,
-    {
-        let forwarded = request.metadata().contains_key(FORWARDED);
-        let message = request.into_inner();
-        for _ in 0..2 {
-            match self.route(forwarded).await? {
-                Route::Leader(client) => {
-                    let mut relayed = Request::new(message.clone());
-                    relayed
-                        .metadata_mut()
-                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
-                    relayed.set_timeout(Duration::from_secs(30));
-                    return remote(client, relayed).await;
-                }
-                Route::Local => match local(message.clone()).await {
-                    // Leadership moved between routing and proposing.
-                    Err(ApiError::Cluster(ClusterError::NotLeader { .. })) if !forwarded => {
-                        continue
-                    }
-                    other => return other.map(Response::new).map_err(Status::from),
-                },
-            }
-        }
-        Err(ApiError::NoLeader.into())
     }
 
     async fn create_local(&self, request: CreateRequest) -> Result<Object, ApiError> {
@@ -249,15 +163,22 @@ impl ApiService {
 
 type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;
 
+fn api_client(channel: Channel) -> ApiClient<Channel> {
+    ApiClient::new(channel)
+        .max_decoding_message_size(MAX_API_RESPONSE)
+        .max_encoding_message_size(MAX_API_REQUEST)
+}
+
 #[tonic::async_trait]
 impl Api for ApiService {
     async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
-        self.on_leader(
-            request,
-            |r| self.create_local(r),
-            |mut c, r| async move { c.create(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.create_local(r),
+                |ch, r| async move { api_client(ch).create(r).await },
+            )
+            .await
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
@@ -268,12 +189,13 @@ impl Api for ApiService {
                 .map(Response::new)
                 .map_err(Status::from);
         }
-        self.on_leader(
-            request,
-            |r| self.get_local(r),
-            |mut c, r| async move { c.get(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.get_local(r),
+                |ch, r| async move { api_client(ch).get(r).await },
+            )
+            .await
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -284,42 +206,46 @@ impl Api for ApiService {
                 .map(Response::new)
                 .map_err(Status::from);
         }
-        self.on_leader(
-            request,
-            |r| self.list_local(r),
-            |mut c, r| async move { c.list(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.list_local(r),
+                |ch, r| async move { api_client(ch).list(r).await },
+            )
+            .await
     }
 
     async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
-        self.on_leader(
-            request,
-            |r| self.update_local(r, false),
-            |mut c, r| async move { c.update(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.update_local(r, false),
+                |ch, r| async move { api_client(ch).update(r).await },
+            )
+            .await
     }
 
     async fn update_status(
         &self,
         request: Request<UpdateRequest>,
     ) -> Result<Response<Object>, Status> {
-        self.on_leader(
-            request,
-            |r| self.update_local(r, true),
-            |mut c, r| async move { c.update_status(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.update_local(r, true),
+                |ch, r| async move { api_client(ch).update_status(r).await },
+            )
+            .await
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
-        self.on_leader(
-            request,
-            |r| self.delete_local(r),
-            |mut c, r| async move { c.delete(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.delete_local(r),
+                |ch, r| async move { api_client(ch).delete(r).await },
+            )
+            .await
     }
 
     type WatchStream = WatchStream;
@@ -346,12 +272,13 @@ impl Api for ApiService {
         &self,
         request: Request<JoinRequest>,
     ) -> Result<Response<JoinResponse>, Status> {
-        self.on_leader(
-            request,
-            |r| self.join_local(r),
-            |mut c, r| async move { c.join_cluster(r).await },
-        )
-        .await
+        self.router
+            .on_leader(
+                request,
+                |r| self.join_local(r),
+                |ch, r| async move { api_client(ch).join_cluster(r).await },
+            )
+            .await
     }
 
     async fn cluster_status(

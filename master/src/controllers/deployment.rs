@@ -173,6 +173,14 @@ impl Reconciler for DeploymentController {
                 reduce[i] += take;
                 removable -= take;
             }
+            tracing::debug!(
+                deployment = %key.name,
+                new_spec = spec_replicas(&new_rs),
+                new_available = available(&new_rs),
+                olds = ?olds.iter().map(|o| (spec_replicas(o), available(o))).collect::<Vec<_>>(),
+                ?reduce,
+                "rolling update step"
+            );
             for (i, old) in olds.iter_mut().enumerate() {
                 if reduce[i] > 0 {
                     let target = (spec_replicas(old) - reduce[i]).max(0);
@@ -354,11 +362,16 @@ fn spec_replicas(rs: &v1::ReplicaSet) -> i32 {
     rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
 }
 
+/// Available pods of a ReplicaSet, counting none beyond its spec: a status
+/// written before the last scale-down still counts pods that are being
+/// deleted, and trusting it would let a rollout dip below its minimum.
 fn available(rs: &v1::ReplicaSet) -> i32 {
-    rs.status
+    let reported = rs
+        .status
         .as_ref()
         .map(|s| s.available_replicas)
-        .unwrap_or(0)
+        .unwrap_or(0);
+    reported.min(spec_replicas(rs))
 }
 
 fn hash_of(rs: &v1::ReplicaSet) -> Option<&str> {

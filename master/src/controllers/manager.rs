@@ -3,6 +3,7 @@
 //! leadership with a quorum and waits until everything committed is
 //! applied locally, so controllers never act on a stale view.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -13,13 +14,20 @@ use super::deployment::DeploymentController;
 use super::replicaset::ReplicaSetController;
 use super::{garbage_collector, Context};
 use crate::cluster::{Cluster, ClusterError};
+use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
 use crate::objects::{IntoObject, Kind};
+use crate::scheduler;
 use crate::store::{Command, WriteError};
 use crate::writer::{new_uid, now_rfc3339, ObjectWriter, DEFAULT_NAMESPACE};
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
 /// master leads.
-pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
+pub async fn run(
+    cluster: Cluster,
+    heartbeats: Arc<HeartbeatTable>,
+    lifecycle: LifecycleConfig,
+    shutdown: CancellationToken,
+) {
     let mut metrics = cluster.raft.metrics();
     loop {
         while !cluster.is_leader() {
@@ -52,6 +60,13 @@ pub async fn run(cluster: Cluster, shutdown: CancellationToken) {
             term.clone(),
         ));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
+        tasks.spawn(scheduler::run(ctx.clone(), term.clone()));
+        tasks.spawn(node_lifecycle::run(
+            ctx.clone(),
+            heartbeats.clone(),
+            lifecycle,
+            term.clone(),
+        ));
         tracing::info!(id = cluster.id, "leading: controllers started");
         loop {
             tokio::select! {

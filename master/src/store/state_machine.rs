@@ -72,6 +72,9 @@ pub struct StoredEvent {
     pub namespace: String,
     /// `EventType` as its protobuf number.
     pub event_type: i32,
+    /// For pods: the node they are bound to (empty when unbound), so node
+    /// watches can route events without decoding them.
+    pub node: String,
     /// The prost-encoded `Object`.
     pub object: Vec<u8>,
 }
@@ -512,7 +515,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                kind,
+                &object,
                 namespace,
                 EventType::Added,
                 bytes,
@@ -598,7 +601,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                kind,
+                &merged,
                 namespace,
                 EventType::Modified,
                 bytes,
@@ -639,7 +642,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                kind,
+                &existing,
                 namespace,
                 EventType::Deleted,
                 bytes,
@@ -651,16 +654,25 @@ fn execute(
 fn record(
     events: &mut Vec<Arc<StoredEvent>>,
     revision: u64,
-    kind: Kind,
+    source: &Object,
     namespace: String,
     event_type: EventType,
     object: Vec<u8>,
 ) -> Applied {
+    let node = match &source.kind {
+        Some(skiff_proto::api::object::Kind::Pod(p)) => p
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
     events.push(Arc::new(StoredEvent {
         revision,
-        kind,
+        kind: source.kind().unwrap_or(Kind::Pod),
         namespace,
         event_type: event_type as i32,
+        node,
         object: object.clone(),
     }));
     Applied { object, revision }

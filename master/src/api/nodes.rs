@@ -1,0 +1,290 @@
+//! The agent protocol, master side (`skiff.node.v1.Nodes`): registration,
+//! heartbeats kept in the leader's memory, the watch of a node's pods, and
+//! pod status reports.
+
+use std::sync::Arc;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::{EventType, Object, WatchEvent};
+use skiff_proto::node::nodes_client::NodesClient;
+use skiff_proto::node::nodes_server::{Nodes, NodesServer};
+use skiff_proto::node::{
+    Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse, UpdatePodStatusRequest,
+    WatchPodsRequest,
+};
+use skiff_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::node_pods::NodePodHub;
+use super::routing::LeaderRouter;
+use super::transport::TransportConfig;
+use super::{ApiError, MAX_API_REQUEST, MAX_API_RESPONSE};
+use crate::cluster::{Cluster, ClusterError};
+use crate::node_lifecycle::HeartbeatTable;
+use crate::objects::{IntoObject, Kind};
+use crate::store::WriteError;
+use crate::writer::{now_rfc3339, ObjectWriter};
+
+/// Metadata key on a refused heartbeat stream: the leader's API address.
+pub const LEADER_METADATA: &str = "x-skiff-leader";
+
+/// Serves the agent protocol for one master.
+pub struct NodeService {
+    cluster: Cluster,
+    writer: ObjectWriter,
+    router: LeaderRouter,
+    heartbeats: Arc<HeartbeatTable>,
+    hub: Arc<NodePodHub>,
+    shutdown: CancellationToken,
+}
+
+impl NodeService {
+    pub fn new(
+        cluster: Cluster,
+        transport: TransportConfig,
+        heartbeats: Arc<HeartbeatTable>,
+        shutdown: CancellationToken,
+    ) -> NodeService {
+        NodeService {
+            writer: ObjectWriter::new(cluster.clone()),
+            router: LeaderRouter::new(cluster.clone(), transport),
+            hub: NodePodHub::spawn(cluster.store.clone(), shutdown.clone()),
+            cluster,
+            heartbeats,
+            shutdown,
+        }
+    }
+
+    pub fn into_server(self) -> NodesServer<NodeService> {
+        NodesServer::new(self)
+            .max_decoding_message_size(MAX_API_REQUEST)
+            .max_encoding_message_size(MAX_API_RESPONSE)
+    }
+
+    fn not_leader(&self) -> Status {
+        let mut status =
+            Status::unavailable("this master is not the leader; send heartbeats to the leader");
+        if let Some((_, leader)) = self.cluster.leader() {
+            if let Ok(v) = leader.api_addr.parse() {
+                status.metadata_mut().insert(LEADER_METADATA, v);
+            }
+        }
+        status
+    }
+
+    async fn register_local(&self, request: RegisterRequest) -> Result<RegisterResponse, ApiError> {
+        let mut node = request
+            .node
+            .ok_or_else(|| ApiError::Invalid("`node` is required".to_owned()))?;
+        let meta = node.metadata.get_or_insert_with(Default::default);
+        let name = meta.name.clone();
+        let existing = self.cluster.store.get(Kind::Node, "", &name)?;
+        let now = now_rfc3339();
+        let status = node.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.r#type != "Ready");
+        status.conditions.push(v1::NodeCondition {
+            r#type: "Ready".into(),
+            status: "True".into(),
+            last_heartbeat_time: now.clone(),
+            last_transition_time: now,
+            reason: "KubeletReady".into(),
+            message: "skiff agent is posting ready status".into(),
+        });
+        let stored = match existing.and_then(|o| match o.kind {
+            Some(Body::Node(n)) => Some(n),
+            _ => None,
+        }) {
+            None => self.writer.create(node.into_object()).await?,
+            Some(old) => {
+                // The cluster owns the spec; the agent owns labels and status.
+                let mut merged = old.clone();
+                let merged_meta = merged.metadata.get_or_insert_with(Default::default);
+                merged_meta.resource_version.clear();
+                let incoming = node.metadata.clone().unwrap_or_default();
+                merged_meta.labels.extend(incoming.labels);
+                merged_meta.annotations.extend(incoming.annotations);
+                let updated = self.writer.update(merged.into_object()).await?;
+                let mut with_status = match updated.kind {
+                    Some(Body::Node(n)) => n,
+                    _ => old,
+                };
+                with_status.status = node.status;
+                if let Some(m) = with_status.metadata.as_mut() {
+                    m.resource_version.clear();
+                }
+                self.writer.update_status(with_status.into_object()).await?
+            }
+        };
+        self.heartbeats.record(&name);
+        match stored.kind {
+            Some(Body::Node(n)) => Ok(RegisterResponse { node: Some(n) }),
+            _ => Err(ApiError::Invalid("stored object is not a Node".to_owned())),
+        }
+    }
+
+    async fn update_pod_status_local(
+        &self,
+        request: UpdatePodStatusRequest,
+    ) -> Result<Object, ApiError> {
+        let current = self
+            .cluster
+            .store
+            .get(Kind::Pod, &request.namespace, &request.name)?
+            .ok_or_else(|| {
+                ApiError::Cluster(ClusterError::Refused(WriteError::NotFound {
+                    kind: Kind::Pod,
+                    namespace: request.namespace.clone(),
+                    name: request.name.clone(),
+                }))
+            })?;
+        let Some(Body::Pod(mut pod)) = current.kind else {
+            return Err(ApiError::Invalid("not a pod".to_owned()));
+        };
+        pod.status = request.status;
+        if let Some(m) = pod.metadata.as_mut() {
+            m.resource_version.clear();
+        }
+        self.writer.update_status(pod.into_object()).await
+    }
+}
+
+fn nodes_client(channel: tonic::transport::Channel) -> NodesClient<tonic::transport::Channel> {
+    NodesClient::new(channel)
+        .max_decoding_message_size(MAX_API_RESPONSE)
+        .max_encoding_message_size(MAX_API_REQUEST)
+}
+
+fn is_bound_to(o: &Object, node: &str) -> bool {
+    match &o.kind {
+        Some(Body::Pod(p)) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
+        _ => false,
+    }
+}
+
+type PodStream = ReceiverStream<Result<WatchEvent, Status>>;
+
+#[tonic::async_trait]
+impl Nodes for NodeService {
+    async fn register(
+        &self,
+        request: Request<RegisterRequest>,
+    ) -> Result<Response<RegisterResponse>, Status> {
+        self.router
+            .on_leader(
+                request,
+                |r| self.register_local(r),
+                |ch, r| async move { nodes_client(ch).register(r).await },
+            )
+            .await
+    }
+
+    async fn heartbeats(
+        &self,
+        request: Request<Streaming<Heartbeat>>,
+    ) -> Result<Response<HeartbeatSummary>, Status> {
+        if !self.cluster.is_leader() {
+            return Err(self.not_leader());
+        }
+        let mut stream = request.into_inner();
+        let mut received = 0;
+        loop {
+            let next = tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                next = stream.next() => next,
+            };
+            match next {
+                Some(Ok(beat)) => {
+                    if !self.cluster.is_leader() {
+                        return Err(self.not_leader());
+                    }
+                    self.heartbeats.record(&beat.node_name);
+                    received += 1;
+                }
+                Some(Err(status)) => return Err(status),
+                None => break,
+            }
+        }
+        Ok(Response::new(HeartbeatSummary { received }))
+    }
+
+    type WatchPodsStream = PodStream;
+
+    async fn watch_pods(
+        &self,
+        request: Request<WatchPodsRequest>,
+    ) -> Result<Response<PodStream>, Status> {
+        let node = request.into_inner().node_name;
+        if node.is_empty() {
+            return Err(Status::invalid_argument("node_name is required"));
+        }
+        // Subscribe first, then list: nothing falls in between, and events
+        // the list already reflects are skipped by revision.
+        let mut changes = self.hub.subscribe(&node);
+        let (pods, revision) = self
+            .cluster
+            .store
+            .list(Kind::Pod, None)
+            .map_err(ApiError::from)?;
+        let (tx, rx) = mpsc::channel(256);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            for pod in pods.into_iter().filter(|p| is_bound_to(p, &node)) {
+                let event = WatchEvent {
+                    r#type: EventType::Added as i32,
+                    revision,
+                    object: Some(pod),
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return;
+                }
+            }
+            loop {
+                let next = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    next = changes.recv() => next,
+                };
+                let Some(event) = next else {
+                    let _ = tx
+                        .send(Err(Status::aborted(
+                            "this watch fell behind; list the node's pods again",
+                        )))
+                        .await;
+                    return;
+                };
+                if event.revision <= revision {
+                    continue;
+                }
+                let Ok(object) = <Object as prost::Message>::decode(event.object.as_slice()) else {
+                    continue;
+                };
+                let message = WatchEvent {
+                    r#type: event.event_type,
+                    object: Some(object),
+                    revision: event.revision,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn update_pod_status(
+        &self,
+        request: Request<UpdatePodStatusRequest>,
+    ) -> Result<Response<Object>, Status> {
+        self.router
+            .on_leader(
+                request,
+                |r| self.update_pod_status_local(r),
+                |ch, r| async move { nodes_client(ch).update_pod_status(r).await },
+            )
+            .await
+    }
+}

@@ -1,0 +1,114 @@
+//! Sending a request to the leader: served here when this master leads,
+//! relayed once to the leader otherwise (marked so it is never relayed
+//! twice), with a short wait while an election is in progress.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::transport::TransportConfig;
+use super::ApiError;
+use crate::cluster::{Cluster, ClusterError};
+
+/// Metadata key marking a request a follower already forwarded.
+pub const FORWARDED: &str = "x-skiff-forwarded";
+/// How long a request waits for a leader to be elected.
+const LEADER_WAIT: Duration = Duration::from_secs(5);
+
+/// Routes requests to the leader, keeping one connection per leader.
+pub struct LeaderRouter {
+    cluster: Cluster,
+    transport: TransportConfig,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+enum Route {
+    Local,
+    Leader(Channel),
+}
+
+impl LeaderRouter {
+    pub fn new(cluster: Cluster, transport: TransportConfig) -> LeaderRouter {
+        LeaderRouter {
+            cluster,
+            transport,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Ok(c.clone());
+        }
+        let channel = Endpoint::from_shared(self.transport.uri(addr))
+            .map_err(|e| ApiError::LeaderUnreachable {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy();
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+
+    async fn route(&self, forwarded: bool) -> Result<Route, ApiError> {
+        if self.cluster.is_leader() {
+            return Ok(Route::Local);
+        }
+        if forwarded {
+            // The forwarding master thought we lead; let the client retry
+            // rather than bounce the request around.
+            return Err(ApiError::NoLeader);
+        }
+        match self.cluster.wait_for_leader(LEADER_WAIT).await {
+            None => Err(ApiError::NoLeader),
+            Some((id, _)) if id == self.cluster.id => Ok(Route::Local),
+            Some((_, node)) => Ok(Route::Leader(self.channel(&node.api_addr)?)),
+        }
+    }
+
+    /// Runs `local` here when this master leads, or relays the request to
+    /// the leader with `remote`.
+    pub async fn on_leader<Req, Resp, L, LF, R, RF>(
+        &self,
+        request: Request<Req>,
+        local: L,
+        remote: R,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Resp, ApiError>>,
+        R: Fn(Channel, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let message = request.into_inner();
+        for _ in 0..2 {
+            match self.route(forwarded).await? {
+                Route::Leader(channel) => {
+                    let mut relayed = Request::new(message.clone());
+                    relayed
+                        .metadata_mut()
+                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    relayed.set_timeout(Duration::from_secs(30));
+                    return remote(channel, relayed).await;
+                }
+                Route::Local => match local(message.clone()).await {
+                    // Leadership moved between routing and proposing.
+                    Err(ApiError::Cluster(ClusterError::NotLeader { .. })) if !forwarded => {
+                        continue
+                    }
+                    other => return other.map(Response::new).map_err(Status::from),
+                },
+            }
+        }
+        Err(ApiError::NoLeader.into())
+    }
+}

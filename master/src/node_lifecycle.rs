@@ -1,0 +1,256 @@
+//! Node lifecycle on the leader: heartbeats are kept in memory only (never
+//! written to Raft); a node silent for longer than the grace period is
+//! marked NotReady (Ready=Unknown) and tainted unreachable; if it stays
+//! silent for the eviction delay, its pods are deleted so their owners
+//! recreate them elsewhere. A node that speaks again is marked Ready and
+//! untainted. A new leader starts every node with a fresh grace period.
+//!
+//! Defaults: 1 s heartbeats, 4.5 s grace (five heartbeats in a row must be
+//! lost), eviction 5 s later. A lossy link that drops 20% of heartbeats
+//! may rarely flip a node to NotReady; evicting needs ten seconds of
+//! silence, which such a link practically never produces.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::v1;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+use crate::cluster::ClusterError;
+use crate::controllers::{pod_is_active, Context};
+use crate::objects::{IntoObject, Kind};
+use crate::store::WriteError;
+use crate::writer::now_rfc3339;
+
+/// The taint a silent node gets, as in Kubernetes.
+pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+
+/// When nodes were last heard from. Lives in the memory of whichever
+/// master receives the heartbeats (the leader).
+#[derive(Default)]
+pub struct HeartbeatTable {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl HeartbeatTable {
+    pub fn record(&self, node: &str) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        match last.get_mut(node) {
+            Some(t) => *t = Instant::now(),
+            None => {
+                last.insert(node.to_owned(), Instant::now());
+            }
+        }
+    }
+
+    pub fn last(&self, node: &str) -> Option<Instant> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.last.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Timing of failure detection.
+#[derive(Debug, Clone, Copy)]
+pub struct LifecycleConfig {
+    /// Silence after which a node is NotReady.
+    pub grace: Duration,
+    /// Further silence after which its pods are evicted.
+    pub eviction_delay: Duration,
+}
+
+impl Default for LifecycleConfig {
+    fn default() -> Self {
+        LifecycleConfig {
+            grace: Duration::from_millis(4500),
+            eviction_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Runs the lifecycle loop until `shutdown`.
+pub async fn run(
+    ctx: Context,
+    heartbeats: Arc<HeartbeatTable>,
+    config: LifecycleConfig,
+    shutdown: CancellationToken,
+) {
+    // Heartbeats received before this master led were not seen here.
+    let started = Instant::now();
+    let mut silent_since: HashMap<String, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tracing::info!(controller = "node-lifecycle", ?config, "controller started");
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = pass(&ctx, &heartbeats, config, started, &mut silent_since).await {
+            tracing::warn!(error = %e, "node lifecycle pass failed");
+        }
+    }
+    tracing::info!(controller = "node-lifecycle", "controller stopped");
+}
+
+async fn pass(
+    ctx: &Context,
+    heartbeats: &HeartbeatTable,
+    config: LifecycleConfig,
+    started: Instant,
+    silent_since: &mut HashMap<String, Instant>,
+) -> Result<(), crate::controllers::ReconcileError> {
+    let now = Instant::now();
+    let (nodes, _) = ctx.store.list(Kind::Node, None)?;
+    for object in nodes {
+        let Some(Body::Node(node)) = object.kind else {
+            continue;
+        };
+        let name = node
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        let last = heartbeats.last(&name).unwrap_or(started).max(started);
+        let alive = now.duration_since(last) <= config.grace;
+        let ready = ready_status(&node);
+        let tainted = node
+            .spec
+            .as_ref()
+            .is_some_and(|s| s.taints.iter().any(|t| t.key == UNREACHABLE_TAINT));
+        if alive {
+            silent_since.remove(&name);
+            // Marked by us earlier: Ready=Unknown, or tainted even though the
+            // agent has since re-registered as Ready.
+            if ready == "Unknown" || tainted {
+                tracing::info!(node = %name, "node is heard from again: Ready");
+                set_ready(ctx, node, true).await?;
+            }
+            continue;
+        }
+        let since = *silent_since.entry(name.clone()).or_insert(now);
+        if ready == "True" {
+            tracing::warn!(node = %name, silent_ms = now.duration_since(last).as_millis() as u64, "node stopped heartbeating: NotReady");
+            set_ready(ctx, node, false).await?;
+            continue;
+        }
+        if now.duration_since(since) >= config.eviction_delay {
+            evict_pods(ctx, &name).await?;
+        }
+    }
+    Ok(())
+}
+
+fn ready_status(node: &v1::Node) -> &str {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"))
+        .map(|c| c.status.as_str())
+        .unwrap_or("Unknown")
+}
+
+/// Sets the Ready condition and the unreachable taints.
+async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> Result<(), ApiError> {
+    let now = now_rfc3339();
+    let status = node.status.get_or_insert_with(Default::default);
+    status.conditions.retain(|c| c.r#type != "Ready");
+    status.conditions.push(if ready {
+        v1::NodeCondition {
+            r#type: "Ready".into(),
+            status: "True".into(),
+            last_heartbeat_time: now.clone(),
+            last_transition_time: now.clone(),
+            reason: "KubeletReady".into(),
+            message: "skiff agent is posting ready status".into(),
+        }
+    } else {
+        v1::NodeCondition {
+            r#type: "Ready".into(),
+            status: "Unknown".into(),
+            last_heartbeat_time: String::new(),
+            last_transition_time: now.clone(),
+            reason: "NodeStatusUnknown".into(),
+            message: "Kubelet stopped posting node status.".into(),
+        }
+    });
+    let spec = node.spec.get_or_insert_with(Default::default);
+    spec.taints.retain(|t| t.key != UNREACHABLE_TAINT);
+    if !ready {
+        for effect in ["NoSchedule", "NoExecute"] {
+            spec.taints.push(v1::Taint {
+                key: UNREACHABLE_TAINT.into(),
+                value: String::new(),
+                effect: effect.into(),
+                time_added: now.clone(),
+            });
+        }
+    }
+    // Unconditional: the lifecycle owns these fields.
+    if let Some(m) = node.metadata.as_mut() {
+        m.resource_version.clear();
+    }
+    let written = ctx.writer.update(node.clone().into_object()).await?;
+    let mut with_status = match written.kind {
+        Some(Body::Node(n)) => n,
+        _ => node.clone(),
+    };
+    with_status.status = node.status;
+    ctx.writer.update_status(with_status.into_object()).await?;
+    Ok(())
+}
+
+/// Whether a pod tolerates being on an unreachable node forever.
+fn tolerates_unreachable(pod: &v1::Pod) -> bool {
+    pod.spec.as_ref().is_some_and(|s| {
+        s.tolerations.iter().any(|t| {
+            let key_ok = (t.key.is_empty() && t.operator == "Exists") || t.key == UNREACHABLE_TAINT;
+            let effect_ok = t.effect.is_empty() || t.effect == "NoExecute";
+            key_ok && effect_ok && t.toleration_seconds.is_none()
+        })
+    })
+}
+
+/// Deletes the pods bound to a node that has been gone too long.
+async fn evict_pods(ctx: &Context, node: &str) -> Result<(), crate::controllers::ReconcileError> {
+    let (pods, _) = ctx.store.list(Kind::Pod, None)?;
+    let mut deletes = tokio::task::JoinSet::new();
+    for object in pods {
+        let Some(Body::Pod(pod)) = object.kind else {
+            continue;
+        };
+        let bound_here = pod.spec.as_ref().is_some_and(|s| s.node_name == node);
+        if !bound_here || !pod_is_active(&pod) || tolerates_unreachable(&pod) {
+            continue;
+        }
+        let meta = pod.metadata.unwrap_or_default();
+        tracing::info!(node, pod = %meta.name, namespace = %meta.namespace, "evicting pod from unreachable node");
+        let writer = ctx.writer.clone();
+        deletes.spawn(async move {
+            writer
+                .delete(Kind::Pod, &meta.namespace, &meta.name, "")
+                .await
+        });
+    }
+    while let Some(joined) = deletes.join_next().await {
+        match joined {
+            Ok(Ok(_))
+            | Ok(Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound { .. })))) => {}
+            Ok(Err(e)) => return Err(e.into()),
+            Err(e) => return Err(ApiError::Invalid(format!("eviction task: {e}")).into()),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,573 @@
+//! The scheduler, on the leader: binds every unbound pod to a node.
+//!
+//! Each pass takes one consistent view of nodes and pods, then places the
+//! pending pods one after another, charging each placement to its node so
+//! later pods in the same pass see it. Filters: node Ready and schedulable,
+//! requested CPU/memory/pod count within allocatable, `nodeSelector`,
+//! taints vs tolerations, free host ports. Scores: least allocated, plus
+//! spreading the replicas of one owner across nodes. Bindings are
+//! conditional writes (a pod changed meanwhile is simply retried), issued
+//! concurrently so they share Raft entries. A pod that fits nowhere stays
+//! Pending with `PodScheduled=False` saying why, and is retried whenever
+//! nodes or pods change.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::ApiError;
+use crate::controllers::{pod_is_active, Context, ReconcileError};
+use crate::objects::quantity::Quantity;
+use crate::objects::selector;
+use crate::objects::{IntoObject, Kind};
+use crate::store::state_machine::Notification;
+use crate::writer::now_rfc3339;
+
+/// Pods a node takes when it does not say (Kubernetes' default).
+const DEFAULT_MAX_PODS: i64 = 110;
+/// Bindings in flight at once.
+const MAX_CONCURRENT_BINDS: usize = 512;
+
+/// Runs scheduling passes until `shutdown`.
+pub async fn run(ctx: Context, shutdown: CancellationToken) {
+    let mut live = ctx.store.subscribe();
+    let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let mut dirty = true;
+    tracing::info!(controller = "scheduler", "controller started");
+    loop {
+        if dirty {
+            dirty = false;
+            match pass(&ctx).await {
+                Ok(outcome) if outcome.conflicts > 0 => dirty = true,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "scheduling pass failed");
+                    dirty = true;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = retry.tick() => dirty = true,
+            n = live.recv() => match n {
+                Ok(Notification::Event(e)) => {
+                    dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
+                    // Take whatever else is already waiting, then schedule once.
+                    while let Ok(more) = live.try_recv() {
+                        if let Notification::Event(e) = more {
+                            dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
+                        }
+                    }
+                }
+                Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                Err(broadcast::error::RecvError::Closed) => break,
+            },
+        }
+    }
+    tracing::info!(controller = "scheduler", "controller stopped");
+}
+
+/// What a pass did.
+#[derive(Debug, Default)]
+pub struct PassOutcome {
+    pub bound: usize,
+    pub unschedulable: usize,
+    pub conflicts: usize,
+}
+
+/// A node as the scheduler sees it during one pass.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub ready: bool,
+    pub unschedulable: bool,
+    pub taints: Vec<v1::Taint>,
+    pub cpu_allocatable: i64,
+    pub memory_allocatable: i64,
+    pub pods_allocatable: i64,
+    pub cpu_requested: i64,
+    pub memory_requested: i64,
+    pub pods: i64,
+    pub host_ports: HashSet<(i32, String)>,
+    /// Pods per owner uid on this node.
+    pub by_owner: HashMap<String, i64>,
+}
+
+/// A pod's resource requests: CPU in millicores, memory in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Requests {
+    pub cpu: i64,
+    pub memory: i64,
+}
+
+/// Sums the requests of a pod's containers (a limit without a request
+/// counts as the request, as Kubernetes defaults it).
+pub fn pod_requests(spec: &v1::PodSpec) -> Requests {
+    let mut total = Requests::default();
+    for c in &spec.containers {
+        let r = c.resources.clone().unwrap_or_default();
+        let get = |name: &str| {
+            r.requests
+                .get(name)
+                .or_else(|| r.limits.get(name))
+                .and_then(|v| Quantity::parse(v).ok())
+        };
+        total.cpu += get("cpu").map(|q| q.milli()).unwrap_or(0);
+        total.memory += get("memory").map(|q| q.units_ceil()).unwrap_or(0);
+    }
+    total
+}
+
+impl NodeInfo {
+    pub fn from_node(node: &v1::Node) -> NodeInfo {
+        let meta = node.metadata.clone().unwrap_or_default();
+        let spec = node.spec.clone().unwrap_or_default();
+        let status = node.status.clone().unwrap_or_default();
+        let alloc = |name: &str| {
+            status
+                .allocatable
+                .get(name)
+                .or_else(|| status.capacity.get(name))
+                .and_then(|v| Quantity::parse(v).ok())
+        };
+        NodeInfo {
+            name: meta.name,
+            labels: meta.labels,
+            ready: status
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True"),
+            unschedulable: spec.unschedulable,
+            taints: spec.taints,
+            cpu_allocatable: alloc("cpu").map(|q| q.milli()).unwrap_or(0),
+            memory_allocatable: alloc("memory").map(|q| q.units_ceil()).unwrap_or(0),
+            pods_allocatable: alloc("pods")
+                .map(|q| q.units_ceil())
+                .unwrap_or(DEFAULT_MAX_PODS),
+            cpu_requested: 0,
+            memory_requested: 0,
+            pods: 0,
+            host_ports: HashSet::new(),
+            by_owner: HashMap::new(),
+        }
+    }
+
+    /// Charges a pod to this node.
+    pub fn add(&mut self, spec: &v1::PodSpec, owner: Option<&str>) {
+        let r = pod_requests(spec);
+        self.cpu_requested += r.cpu;
+        self.memory_requested += r.memory;
+        self.pods += 1;
+        for c in &spec.containers {
+            for p in c.ports.iter().filter(|p| p.host_port != 0) {
+                self.host_ports.insert((p.host_port, p.protocol.clone()));
+            }
+        }
+        if let Some(uid) = owner {
+            *self.by_owner.entry(uid.to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
+/// Why a node was filtered out, worded as Kubernetes words it.
+fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), String> {
+    if !node.ready {
+        return Err("node(s) were not ready".to_owned());
+    }
+    if node.unschedulable {
+        return Err("node(s) were unschedulable".to_owned());
+    }
+    for taint in &node.taints {
+        if taint.effect == "PreferNoSchedule" {
+            continue;
+        }
+        if !spec.tolerations.iter().any(|t| tolerates(t, taint)) {
+            return Err(format!(
+                "node(s) had untolerated taint {{{}: {}}}",
+                taint.key, taint.value
+            ));
+        }
+    }
+    let wanted = v1::LabelSelector {
+        match_labels: spec.node_selector.clone(),
+        match_expressions: Vec::new(),
+    };
+    if !selector::matches(&wanted, &node.labels) {
+        return Err("node(s) didn't match Pod's node affinity/selector".to_owned());
+    }
+    if node.pods + 1 > node.pods_allocatable {
+        return Err("Too many pods".to_owned());
+    }
+    let r = pod_requests(spec);
+    if r.cpu > 0 && node.cpu_requested + r.cpu > node.cpu_allocatable {
+        return Err("Insufficient cpu".to_owned());
+    }
+    if r.memory > 0 && node.memory_requested + r.memory > node.memory_allocatable {
+        return Err("Insufficient memory".to_owned());
+    }
+    for c in &spec.containers {
+        for p in c.ports.iter().filter(|p| p.host_port != 0) {
+            if node.host_ports.contains(&(p.host_port, p.protocol.clone())) {
+                return Err("node(s) didn't have free ports for the requested pod ports".to_owned());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn tolerates(t: &v1::Toleration, taint: &v1::Taint) -> bool {
+    let effect_ok = t.effect.is_empty() || t.effect == taint.effect;
+    let key_ok = if t.key.is_empty() {
+        t.operator == "Exists"
+    } else {
+        t.key == taint.key && (t.operator == "Exists" || t.value == taint.value)
+    };
+    effect_ok && key_ok
+}
+
+/// Higher is better: free share of CPU and memory after placing the pod,
+/// minus a penalty for each replica of the same owner already there.
+fn score(node: &NodeInfo, spec: &v1::PodSpec, owner: Option<&str>) -> i64 {
+    let r = pod_requests(spec);
+    let free = |allocatable: i64, requested: i64| {
+        if allocatable <= 0 {
+            return 0;
+        }
+        ((allocatable - requested).max(0) * 100) / allocatable
+    };
+    let least_allocated = (free(node.cpu_allocatable, node.cpu_requested + r.cpu)
+        + free(node.memory_allocatable, node.memory_requested + r.memory))
+        / 2;
+    let same_owner = owner
+        .and_then(|uid| node.by_owner.get(uid))
+        .copied()
+        .unwrap_or(0);
+    least_allocated - 100 * same_owner
+}
+
+/// Picks a node for a pod, or explains why none fits.
+pub fn choose(
+    nodes: &[NodeInfo],
+    spec: &v1::PodSpec,
+    owner: Option<&str>,
+) -> Result<usize, String> {
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    let mut best: Option<(i64, usize)> = None;
+    for (i, node) in nodes.iter().enumerate() {
+        match filter(node, spec) {
+            Ok(()) => {
+                let s = score(node, spec, owner);
+                if best.is_none_or(|(b, _)| s > b) {
+                    best = Some((s, i));
+                }
+            }
+            Err(reason) => *reasons.entry(reason).or_insert(0) += 1,
+        }
+    }
+    match best {
+        Some((_, i)) => Ok(i),
+        None if nodes.is_empty() => {
+            Err("0/0 nodes are available: no nodes are registered.".to_owned())
+        }
+        None => {
+            let detail = reasons
+                .iter()
+                .map(|(r, n)| format!("{n} {r}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(format!("0/{} nodes are available: {detail}.", nodes.len()))
+        }
+    }
+}
+
+fn owner_uid(pod: &v1::Pod) -> Option<String> {
+    pod.metadata
+        .as_ref()?
+        .owner_references
+        .iter()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.clone())
+}
+
+/// One scheduling pass over every pending pod.
+pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
+    let (node_objects, _) = ctx.store.list(Kind::Node, None)?;
+    let mut nodes: Vec<NodeInfo> = node_objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(Body::Node(n)) => Some(NodeInfo::from_node(n)),
+            _ => None,
+        })
+        .collect();
+    let index: HashMap<String, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.clone(), i))
+        .collect();
+    let (pod_objects, _) = ctx.store.list(Kind::Pod, None)?;
+    let mut pending = Vec::new();
+    for object in pod_objects {
+        let Some(Body::Pod(pod)) = object.kind else {
+            continue;
+        };
+        if !pod_is_active(&pod) {
+            continue;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.node_name.is_empty() {
+            if spec.scheduler_name.is_empty() || spec.scheduler_name == "default-scheduler" {
+                pending.push(pod);
+            }
+        } else if let Some(&i) = index.get(&spec.node_name) {
+            nodes[i].add(&spec, owner_uid(&pod).as_deref());
+        }
+    }
+    let mut outcome = PassOutcome::default();
+    if pending.is_empty() {
+        return Ok(outcome);
+    }
+    pending.sort_by(|a, b| {
+        let key = |p: &v1::Pod| p.metadata.as_ref().map(|m| m.creation_timestamp.clone());
+        key(a).cmp(&key(b))
+    });
+    let mut binds = tokio::task::JoinSet::new();
+    let mut failure = None;
+    for mut pod in pending {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let owner = owner_uid(&pod);
+        match choose(&nodes, &spec, owner.as_deref()) {
+            Ok(i) => {
+                nodes[i].add(&spec, owner.as_deref());
+                pod.spec.get_or_insert_with(Default::default).node_name = nodes[i].name.clone();
+                let writer = ctx.writer.clone();
+                binds.spawn(async move { writer.update(pod.into_object()).await });
+                if binds.len() >= MAX_CONCURRENT_BINDS {
+                    collect(binds.join_next().await, &mut outcome, &mut failure);
+                }
+            }
+            Err(message) => {
+                outcome.unschedulable += 1;
+                if let Err(e) = mark_unschedulable(ctx, pod, &message).await {
+                    if !is_conflict(&e) {
+                        failure = Some(e);
+                    }
+                }
+            }
+        }
+    }
+    while let Some(done) = binds.join_next().await {
+        collect(Some(done), &mut outcome, &mut failure);
+    }
+    if outcome.bound > 0 {
+        tracing::debug!(
+            bound = outcome.bound,
+            unschedulable = outcome.unschedulable,
+            "scheduling pass"
+        );
+    }
+    match failure {
+        Some(e) => Err(e.into()),
+        None => Ok(outcome),
+    }
+}
+
+type BindResult = Result<Result<Object, ApiError>, tokio::task::JoinError>;
+
+fn collect(done: Option<BindResult>, outcome: &mut PassOutcome, failure: &mut Option<ApiError>) {
+    match done {
+        Some(Ok(Ok(_))) => outcome.bound += 1,
+        Some(Ok(Err(e))) if is_conflict(&e) || is_not_found(&e) => outcome.conflicts += 1,
+        Some(Ok(Err(e))) => *failure = Some(e),
+        Some(Err(e)) => *failure = Some(ApiError::Invalid(format!("bind task: {e}"))),
+        None => {}
+    }
+}
+
+fn is_conflict(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Cluster(crate::cluster::ClusterError::Refused(
+            crate::store::WriteError::Conflict { .. }
+        ))
+    )
+}
+
+fn is_not_found(e: &ApiError) -> bool {
+    matches!(
+        e,
+        ApiError::Cluster(crate::cluster::ClusterError::Refused(
+            crate::store::WriteError::NotFound { .. }
+        ))
+    )
+}
+
+/// Records `PodScheduled=False` with the reason, unless it already says so.
+async fn mark_unschedulable(
+    ctx: &Context,
+    mut pod: v1::Pod,
+    message: &str,
+) -> Result<(), ApiError> {
+    let status = pod.status.get_or_insert_with(Default::default);
+    let current = status
+        .conditions
+        .iter()
+        .find(|c| c.r#type == "PodScheduled");
+    if current.is_some_and(|c| c.status == "False" && c.message == message) {
+        return Ok(());
+    }
+    status.conditions.retain(|c| c.r#type != "PodScheduled");
+    status.conditions.push(v1::PodCondition {
+        r#type: "PodScheduled".into(),
+        status: "False".into(),
+        last_probe_time: String::new(),
+        last_transition_time: now_rfc3339(),
+        reason: "Unschedulable".into(),
+        message: message.to_owned(),
+    });
+    if status.phase.is_empty() {
+        status.phase = "Pending".into();
+    }
+    ctx.writer.update_status(pod.into_object()).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(name: &str, cpu: &str, memory: &str) -> NodeInfo {
+        NodeInfo::from_node(&v1::Node {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                labels: [("disk".to_owned(), "ssd".to_owned())].into(),
+                ..Default::default()
+            }),
+            status: Some(v1::NodeStatus {
+                allocatable: [
+                    ("cpu".to_owned(), cpu.to_owned()),
+                    ("memory".to_owned(), memory.to_owned()),
+                    ("pods".to_owned(), "10".to_owned()),
+                ]
+                .into(),
+                conditions: vec![v1::NodeCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+    }
+
+    fn pod(cpu: &str, memory: &str) -> v1::PodSpec {
+        v1::PodSpec {
+            containers: vec![v1::Container {
+                name: "c".into(),
+                image: "i".into(),
+                resources: Some(v1::ResourceRequirements {
+                    requests: [
+                        ("cpu".to_owned(), cpu.to_owned()),
+                        ("memory".to_owned(), memory.to_owned()),
+                    ]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn replicas_of_one_owner_spread_over_nodes() {
+        let mut nodes = vec![
+            node("a", "4", "8Gi"),
+            node("b", "4", "8Gi"),
+            node("c", "4", "8Gi"),
+        ];
+        let spec = pod("100m", "64Mi");
+        let mut chosen = Vec::new();
+        for _ in 0..3 {
+            let i = choose(&nodes, &spec, Some("rs-1")).unwrap();
+            nodes[i].add(&spec, Some("rs-1"));
+            chosen.push(nodes[i].name.clone());
+        }
+        chosen.sort();
+        assert_eq!(chosen, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn least_allocated_node_wins() {
+        let mut nodes = vec![node("busy", "4", "8Gi"), node("idle", "4", "8Gi")];
+        nodes[0].add(&pod("3", "6Gi"), None);
+        let i = choose(&nodes, &pod("100m", "64Mi"), None).unwrap();
+        assert_eq!(nodes[i].name, "idle");
+    }
+
+    #[test]
+    fn an_unschedulable_pod_gets_kubernetes_style_reasons() {
+        let mut nodes = vec![
+            node("a", "1", "1Gi"),
+            node("b", "1", "1Gi"),
+            node("c", "8", "16Gi"),
+        ];
+        nodes[2].taints.push(v1::Taint {
+            key: "dedicated".into(),
+            value: "gpu".into(),
+            effect: "NoSchedule".into(),
+            ..Default::default()
+        });
+        let err = choose(&nodes, &pod("500m", "2Gi"), None).unwrap_err();
+        assert_eq!(
+            err,
+            "0/3 nodes are available: 2 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}."
+        );
+        let mut tolerant = pod("500m", "2Gi");
+        tolerant.tolerations.push(v1::Toleration {
+            key: "dedicated".into(),
+            operator: "Equal".into(),
+            value: "gpu".into(),
+            effect: "NoSchedule".into(),
+            toleration_seconds: None,
+        });
+        assert_eq!(nodes[choose(&nodes, &tolerant, None).unwrap()].name, "c");
+    }
+
+    #[test]
+    fn node_selector_ports_readiness_and_cordon_filter() {
+        let mut nodes = vec![
+            node("a", "4", "8Gi"),
+            node("b", "4", "8Gi"),
+            node("c", "4", "8Gi"),
+        ];
+        nodes[0].ready = false;
+        nodes[1].unschedulable = true;
+        let mut spec = pod("100m", "64Mi");
+        spec.node_selector.insert("disk".into(), "hdd".into());
+        let err = choose(&nodes, &spec, None).unwrap_err();
+        assert!(err.contains("1 node(s) were not ready"), "{err}");
+        assert!(err.contains("1 node(s) were unschedulable"), "{err}");
+        assert!(
+            err.contains("1 node(s) didn't match Pod's node affinity/selector"),
+            "{err}"
+        );
+        let mut web = pod("100m", "64Mi");
+        web.containers[0].ports.push(v1::ContainerPort {
+            host_port: 8080,
+            container_port: 80,
+            protocol: "TCP".into(),
+            ..Default::default()
+        });
+        let mut two = vec![node("x", "4", "8Gi")];
+        two[0].add(&web, None);
+        assert!(choose(&two, &web, None).unwrap_err().contains("free ports"));
+    }
+}
