@@ -19,6 +19,14 @@ struct Cli {
 enum Scenario {
     /// Raft write throughput and latency of fsynced creates.
     Store(scenarios::store::StoreArgs),
+    /// Scheduling throughput onto hollow nodes.
+    Schedule(scenarios::schedule::ScheduleArgs),
+    /// Master CPU and memory with many heartbeating nodes.
+    Heartbeat(scenarios::heartbeat::HeartbeatArgs),
+    /// Failure detection, rescheduling, and false evictions on lossy links.
+    Failover(scenarios::failover::FailoverArgs),
+    /// Disk writes and CPU of an idle cluster.
+    Idle(scenarios::idle::IdleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -36,6 +44,10 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.scenario {
             Scenario::Store(args) => scenarios::store::run(args).await,
+            Scenario::Schedule(args) => scenarios::schedule::run(args).await,
+            Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
+            Scenario::Failover(args) => scenarios::failover::run(args).await,
+            Scenario::Idle(args) => scenarios::idle::run(args).await,
         }
     });
     match result {

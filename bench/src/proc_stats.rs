@@ -3,6 +3,16 @@
 
 use std::path::Path;
 
+/// Bytes a process caused to be written to storage (`write_bytes` in
+/// `/proc/<pid>/io`).
+pub fn write_bytes(proc_root: &Path, pid: u32) -> std::io::Result<u64> {
+    let io = std::fs::read_to_string(proc_root.join(pid.to_string()).join("io"))?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "io: no write_bytes"))
+}
+
 /// CPU seconds (user + system) and resident memory of one process.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ProcSample {
@@ -72,5 +82,11 @@ mod tests {
         assert!((s.cpu_seconds - 400.0 / clock).abs() < 1e-9);
         assert_eq!(s.rss_bytes, 12288 * 1024);
         assert!(sample(root.path(), 1).is_err());
+        std::fs::write(
+            dir.join("io"),
+            "rchar: 100\nwchar: 200\nread_bytes: 0\nwrite_bytes: 40960\ncancelled_write_bytes: 0\n",
+        )
+        .unwrap();
+        assert_eq!(write_bytes(root.path(), 4242).unwrap(), 40960);
     }
 }

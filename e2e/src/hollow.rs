@@ -245,7 +245,7 @@ async fn heartbeat_loop(
     }
 }
 
-fn running_status(pod: &v1::Pod, node: &str) -> v1::PodStatus {
+fn running_status(pod: &v1::Pod, node: &str, pod_ip: String) -> v1::PodStatus {
     let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let condition = |kind: &str| v1::PodCondition {
         r#type: kind.into(),
@@ -265,6 +265,9 @@ fn running_status(pod: &v1::Pod, node: &str) -> v1::PodStatus {
             .map(condition)
             .collect(),
         host_ip: format!("hollow:{node}"),
+        // Never contacted: hollow pods exist only as API objects.
+        pod_ip: pod_ip.clone(),
+        pod_ips: vec![v1::PodIp { ip: pod_ip }],
         start_time: now.clone(),
         container_statuses: containers
             .iter()
@@ -297,6 +300,7 @@ fn is_running_and_ready(pod: &v1::Pod) -> bool {
 
 async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: CancellationToken) {
     let mut attempt = slot;
+    let mut next_ip = 0u32;
     loop {
         let mut client = NodesClient::new(fleet.channel(&fleet.master(attempt), slot));
         let stream = tokio::select! {
@@ -326,7 +330,10 @@ async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: Cancella
                 let request = UpdatePodStatusRequest {
                     namespace: meta.namespace,
                     name: meta.name,
-                    status: Some(running_status(&pod, &name)),
+                    status: Some(running_status(&pod, &name, {
+                        next_ip += 1;
+                        format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1)
+                    })),
                 };
                 let mut reporter = client.clone();
                 let reported = fleet.pods_reported.clone();

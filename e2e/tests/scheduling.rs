@@ -323,3 +323,72 @@ async fn killing_the_leader_during_a_scale_up_ends_with_exactly_the_replicas() {
         .items;
     assert_eq!(sets.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_follow_the_ready_pods_a_service_selects() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
+    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
+    let _nodes = start_nodes(&fleet, &["a", "b"], HollowConfig::default()).await;
+    apply(
+        &m.api_addr,
+        &format!(
+            "{}---\napiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  selector: {{app: web}}\n  ports: [{{port: 80, targetPort: 8080}}]\n",
+            deployment(3, "10m")
+        ),
+    );
+    let client = m.client();
+    let ips = wait_for("3 endpoint addresses", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let e = client.get(Kind::Endpoints, "default", "web").await.ok()?;
+            let Some(Body::Endpoints(e)) = e.kind else {
+                return None;
+            };
+            let subset = e.subsets.first()?;
+            (subset.addresses.len() == 3 && subset.ports[0].port == 8080).then(|| {
+                subset
+                    .addresses
+                    .iter()
+                    .map(|a| a.ip.clone())
+                    .collect::<BTreeSet<_>>()
+            })
+        }
+    })
+    .await
+    .unwrap();
+    let pod_ips: BTreeSet<String> = pods(&client)
+        .await
+        .iter()
+        .map(|p| p.status.as_ref().unwrap().pod_ip.clone())
+        .collect();
+    assert_eq!(ips, pod_ips);
+    // Scaling down shrinks the Endpoints; deleting the Service removes them.
+    ctl(&m.api_addr, &["scale", "deploy/web", "--replicas", "1"]);
+    wait_for("1 endpoint address", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let e = client.get(Kind::Endpoints, "default", "web").await.ok()?;
+            let Some(Body::Endpoints(e)) = e.kind else {
+                return None;
+            };
+            (e.subsets.first()?.addresses.len() == 1).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    ctl(&m.api_addr, &["delete", "svc", "web"]);
+    wait_for("endpoints to go", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            client
+                .get(Kind::Endpoints, "default", "web")
+                .await
+                .is_err()
+                .then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -1,3 +1,8 @@
 //! One module per BENCH.md scenario.
 
+pub mod common;
+pub mod failover;
+pub mod heartbeat;
+pub mod idle;
+pub mod schedule;
 pub mod store;

@@ -11,6 +11,7 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::deployment::DeploymentController;
+use super::endpoints::EndpointsController;
 use super::replicaset::ReplicaSetController;
 use super::{garbage_collector, Context};
 use crate::cluster::{Cluster, ClusterError};
@@ -56,6 +57,11 @@ pub async fn run(
         ));
         tasks.spawn(super::run(
             DeploymentController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(super::run(
+            EndpointsController { ctx: ctx.clone() },
             ctx.store.clone(),
             term.clone(),
         ));

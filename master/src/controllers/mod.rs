@@ -7,9 +7,11 @@
 //!
 //! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
+//! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;
 pub mod queue;
