@@ -392,3 +392,80 @@ async fn endpoints_follow_the_ready_pods_a_service_selects() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cordon_drain_describe_and_watch_work_like_kubectl() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
+    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
+    let _nodes = start_nodes(&fleet, &["a", "b"], HollowConfig::default()).await;
+    apply(&m.api_addr, &deployment(4, "10m"));
+    let client = m.client();
+    wait_for("4 running pods", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let p = pods(&client).await;
+            (p.len() == 4 && p.iter().all(running)).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+
+    // get -w prints a row for each change.
+    let mut watcher = std::process::Command::new(skiff_bin())
+        .args(["ctl", "--server", &m.api_addr, "get", "pods", "-w"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let out = ctl(&m.api_addr, &["cordon", "a"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node/a cordoned\n");
+    let nodes = String::from_utf8_lossy(&ctl(&m.api_addr, &["get", "nodes"]).stdout).into_owned();
+    assert!(nodes.contains("Ready,SchedulingDisabled"), "{nodes}");
+
+    let out = ctl(&m.api_addr, &["drain", "a"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node/a drained"));
+    let placed = wait_for("4 running pods on b", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let p = pods(&client).await;
+            (p.len() == 4 && p.iter().all(|p| running(p) && node_of(p) == "b")).then_some(p)
+        }
+    })
+    .await
+    .unwrap();
+
+    let name = placed[0].metadata.as_ref().unwrap().name.clone();
+    let text =
+        String::from_utf8_lossy(&ctl(&m.api_addr, &["describe", "pod", &name]).stdout).into_owned();
+    assert!(text.contains("Node:           b"), "{text}");
+    assert!(text.contains("Controlled By:  ReplicaSet/web-"), "{text}");
+    assert!(text.contains("Ready           True"), "{text}");
+    let text = String::from_utf8_lossy(&ctl(&m.api_addr, &["describe", "deploy", "web"]).stdout)
+        .into_owned();
+    assert!(
+        text.contains("4 desired | 4 updated | 4 total | 4 available"),
+        "{text}"
+    );
+    assert!(text.contains("NewReplicaSetAvailable"), "{text}");
+
+    let out = ctl(&m.api_addr, &["uncordon", "a"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "node/a uncordoned\n");
+
+    watcher.kill().unwrap();
+    let output = watcher.wait_with_output().unwrap();
+    let rows = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(rows.starts_with("NAME"), "{rows}");
+    // The drained pods' replacements appeared as rows after the header.
+    assert!(rows.lines().count() > 5, "{rows}");
+    assert!(
+        rows.contains("Pending") || rows.contains("Running"),
+        "{rows}"
+    );
+}

@@ -199,3 +199,8 @@ pub async fn wait_pods_running(
 pub fn round(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
+
+/// Four decimals, for figures that are small on purpose (idle CPU).
+pub fn round_fine(x: f64) -> f64 {
+    (x * 10_000.0).round() / 10_000.0
+}

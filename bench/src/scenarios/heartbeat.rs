@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 
-use super::common::{ready_nodes, round, start_fleet, wait_nodes_ready, BenchMaster};
+use super::common::{ready_nodes, round, round_fine, start_fleet, wait_nodes_ready, BenchMaster};
 
 #[derive(Debug, clap::Args)]
 pub struct HeartbeatArgs {
@@ -45,7 +45,7 @@ pub async fn run(args: HeartbeatArgs) -> anyhow::Result<serde_json::Value> {
         "seconds": args.seconds,
         "ready_nodes": ready,
         "heartbeats_per_sec": round(beats as f64 / elapsed),
-        "master_cpu_cores": round((after.cpu_seconds - before.cpu_seconds) / elapsed),
+        "master_cpu_cores": round_fine((after.cpu_seconds - before.cpu_seconds) / elapsed),
         "master_rss_mib": round(after.rss_bytes as f64 / 1048576.0),
     }))
 }

@@ -8,7 +8,7 @@ use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_master::objects::IntoObject;
 
 use super::common::{
-    deployment, round, start_fleet, wait_nodes_ready, wait_pods_running, BenchMaster,
+    deployment, round, round_fine, start_fleet, wait_nodes_ready, wait_pods_running, BenchMaster,
 };
 use crate::proc_stats;
 
@@ -50,7 +50,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<serde_json::Value> {
         "seconds": args.seconds,
         "master_write_bytes": after_io - before_io,
         "master_write_bytes_per_min": round((after_io - before_io) as f64 * 60.0 / elapsed),
-        "master_cpu_cores": round((after.cpu_seconds - before.cpu_seconds) / elapsed),
+        "master_cpu_cores": round_fine((after.cpu_seconds - before.cpu_seconds) / elapsed),
         "master_rss_mib": round(after.rss_bytes as f64 / 1048576.0),
     }))
 }

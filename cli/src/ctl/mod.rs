@@ -1,6 +1,7 @@
 //! `skiff ctl`: the kubectl-style client. Commands read manifests, call the
 //! API through [`skiff_master::client::Client`] and print what kubectl would.
 
+pub mod describe;
 pub mod rollout;
 pub mod table;
 
@@ -59,6 +60,27 @@ pub enum CtlCommand {
         /// Output: json, yaml, wide or name (default: a table).
         #[arg(short = 'o', long)]
         output: Option<String>,
+        /// After listing, keep printing changes.
+        #[arg(short = 'w', long)]
+        watch: bool,
+    },
+    /// Show an object in detail, with its conditions.
+    Describe {
+        kind: String,
+        name: String,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
+    /// Mark a node unschedulable.
+    Cordon { node: String },
+    /// Mark a node schedulable again.
+    Uncordon { node: String },
+    /// Cordon a node and evict its pods so their controllers move them.
+    Drain {
+        node: String,
+        /// Also delete pods no controller will recreate.
+        #[arg(long)]
+        force: bool,
     },
     /// Set the replica count of a Deployment or ReplicaSet.
     Scale {
@@ -187,6 +209,7 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             namespace,
             all_namespaces,
             output,
+            watch,
         } => {
             let kind = Kind::parse_cli(&kind)?;
             let namespace = if all_namespaces {
@@ -194,16 +217,46 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             } else {
                 Some(namespace.unwrap_or_else(|| "default".to_owned()))
             };
-            get(
-                &client,
-                kind,
-                name.as_deref(),
-                namespace.as_deref(),
-                output.as_deref(),
-                out,
-            )
-            .await
+            let (name, namespace, output) =
+                (name.as_deref(), namespace.as_deref(), output.as_deref());
+            let revision = get(&client, kind, name, namespace, output, out).await?;
+            if watch {
+                watch_changes(&client, kind, name, namespace, output, revision, out).await?;
+            }
+            Ok(())
         }
+        CtlCommand::Describe {
+            kind,
+            name,
+            namespace,
+        } => {
+            let kind = Kind::parse_cli(&kind)?;
+            let ns = if kind.namespaced() {
+                namespace.unwrap_or_else(|| "default".to_owned())
+            } else {
+                String::new()
+            };
+            let object = client
+                .get(kind, &ns, &name)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: format!("getting {}", resource_ref(kind, &name)),
+                    source,
+                })?;
+            write!(out, "{}", describe::describe(&object))?;
+            Ok(())
+        }
+        CtlCommand::Cordon { node } => {
+            rollout::set_unschedulable(&client, &node, true).await?;
+            writeln!(out, "node/{node} cordoned")?;
+            Ok(())
+        }
+        CtlCommand::Uncordon { node } => {
+            rollout::set_unschedulable(&client, &node, false).await?;
+            writeln!(out, "node/{node} uncordoned")?;
+            Ok(())
+        }
+        CtlCommand::Drain { node, force } => rollout::drain(&client, &node, force, out).await,
         CtlCommand::Scale {
             target,
             replicas,
@@ -435,7 +488,7 @@ async fn get(
     namespace: Option<&str>,
     output: Option<&str>,
     out: &mut dyn Write,
-) -> Result<()> {
+) -> Result<u64> {
     if let Some(o) = output.filter(|o| !matches!(*o, "json" | "yaml" | "wide" | "name")) {
         return Err(CtlError::Output(o.to_owned()));
     }
@@ -444,7 +497,7 @@ async fn get(
     } else {
         ""
     };
-    let (objects, single) = match name {
+    let (objects, single, revision) = match name {
         Some(name) => {
             let ns = if kind.namespaced() {
                 namespace.unwrap_or("default")
@@ -458,7 +511,8 @@ async fn get(
                     context: format!("getting {}", resource_ref(kind, name)),
                     source,
                 })?;
-            (vec![object], true)
+            let revision = object.meta().resource_version.parse().unwrap_or(0);
+            (vec![object], true, revision)
         }
         None => {
             let list = client
@@ -468,7 +522,7 @@ async fn get(
                     context: format!("listing {}", kind.plural()),
                     source,
                 })?;
-            (list.items, false)
+            (list.items, false, list.revision)
         }
     };
     match output {
@@ -503,7 +557,7 @@ async fn get(
                     Some(ns) => eprintln!("No resources found in {ns} namespace."),
                     None => eprintln!("No resources found"),
                 }
-                return Ok(());
+                return Ok(revision);
             }
             let wide = output == Some("wide");
             let with_namespace = kind.namespaced() && namespace.is_none();
@@ -516,5 +570,60 @@ async fn get(
         }
         Some(other) => return Err(CtlError::Output(other.to_owned())),
     }
-    Ok(())
+    Ok(revision)
+}
+
+/// `get -w`: prints each change after `revision` as a row (or document).
+async fn watch_changes(
+    client: &Client,
+    kind: Kind,
+    name: Option<&str>,
+    namespace: Option<&str>,
+    output: Option<&str>,
+    revision: u64,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let ns = namespace.filter(|_| kind.namespaced()).unwrap_or("");
+    let mut watch = client
+        .watch(kind, ns, revision)
+        .await
+        .map_err(|source| CtlError::Api {
+            context: format!("watching {}", kind.plural()),
+            source,
+        })?;
+    loop {
+        let event = watch.next().await.map_err(|source| CtlError::Api {
+            context: format!("watching {}", kind.plural()),
+            source,
+        })?;
+        let Some(event) = event else { return Ok(()) };
+        let Some(object) = event.object else { continue };
+        if name.is_some_and(|n| n != object.meta().name) {
+            continue;
+        }
+        match output {
+            Some("json") => writeln!(
+                out,
+                "{}",
+                serde_json::to_string(&to_json_value(&object)).unwrap_or_default()
+            )?,
+            Some("yaml") => write!(out, "---\n{}", to_yaml(&to_json_value(&object)))?,
+            Some("name") => writeln!(out, "{}", resource_ref(kind, &object.meta().name))?,
+            _ => {
+                let wide = output == Some("wide");
+                let table = table::render(
+                    kind,
+                    &[object],
+                    wide,
+                    namespace.is_none() && kind.namespaced(),
+                    std::time::SystemTime::now(),
+                );
+                // Rows only: the header was printed with the list.
+                for row in table.lines().skip(1) {
+                    writeln!(out, "{row}")?;
+                }
+            }
+        }
+        out.flush()?;
+    }
 }

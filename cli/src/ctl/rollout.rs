@@ -188,3 +188,71 @@ pub async fn undo(
         .map_err(api(format!("rolling back deployment {name:?}")))?;
     Ok(())
 }
+
+/// Sets or clears `spec.unschedulable` on a node.
+pub async fn set_unschedulable(client: &Client, node: &str, unschedulable: bool) -> Result<()> {
+    for _ in 0..5 {
+        let mut object = client
+            .get(Kind::Node, "", node)
+            .await
+            .map_err(api(format!("getting node {node:?}")))?;
+        if let Some(Body::Node(n)) = object.kind.as_mut() {
+            n.spec.get_or_insert_with(Default::default).unschedulable = unschedulable;
+        }
+        match client.update(object).await {
+            Ok(_) => return Ok(()),
+            Err(ClientError::Conflict(_)) => continue,
+            Err(e) => return Err(api(format!("updating node {node:?}"))(e)),
+        }
+    }
+    Err(CtlError::Usage(format!(
+        "node {node:?} kept changing; try again"
+    )))
+}
+
+/// Cordons a node and deletes its pods; controllers recreate them on other
+/// nodes. Pods no controller owns are only deleted with `force`.
+pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write) -> Result<()> {
+    set_unschedulable(client, node, true).await?;
+    writeln!(out, "node/{node} cordoned")?;
+    let list = client
+        .list(Kind::Pod, "")
+        .await
+        .map_err(api("listing pods".to_owned()))?;
+    let on_node: Vec<Object> = list
+        .items
+        .into_iter()
+        .filter(|o| match &o.kind {
+            Some(Body::Pod(p)) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
+            _ => false,
+        })
+        .collect();
+    let unmanaged: Vec<String> = on_node
+        .iter()
+        .filter(|o| {
+            !o.meta()
+                .owner_references
+                .iter()
+                .any(|r| r.controller == Some(true))
+        })
+        .map(|o| o.display_name())
+        .collect();
+    if !unmanaged.is_empty() && !force {
+        return Err(CtlError::Usage(format!(
+            "cannot drain node {node:?}: these pods have no controller and would be lost: {}; use --force to delete them",
+            unmanaged.join(", ")
+        )));
+    }
+    for o in on_node {
+        let meta = o.meta();
+        match client
+            .delete(Kind::Pod, &meta.namespace, &meta.name, "")
+            .await
+        {
+            Ok(_) | Err(ClientError::NotFound(_)) => writeln!(out, "pod/{} evicted", meta.name)?,
+            Err(e) => return Err(api(format!("evicting pod {:?}", meta.name))(e)),
+        }
+    }
+    writeln!(out, "node/{node} drained")?;
+    Ok(())
+}

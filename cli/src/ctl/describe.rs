@@ -1,0 +1,265 @@
+//! `skiff ctl describe`: an object in kubectl's describe layout, with its
+//! conditions and their reasons (skiff keeps no Event objects; conditions
+//! carry the recent reasons).
+
+use std::fmt::Write as _;
+
+use skiff_master::objects::ObjectExt;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1;
+
+fn map(m: &std::collections::BTreeMap<String, String>) -> String {
+    if m.is_empty() {
+        return "<none>".to_owned();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n                ")
+}
+
+fn line(out: &mut String, key: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "{:<16}{value}", format!("{key}:"));
+}
+
+fn conditions(out: &mut String, rows: Vec<[String; 4]>) {
+    let _ = writeln!(out, "Conditions:");
+    if rows.is_empty() {
+        let _ = writeln!(out, "  <none>");
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "  {:<16}{:<9}{:<28}MESSAGE",
+        "TYPE", "STATUS", "REASON"
+    );
+    for [t, s, r, m] in rows {
+        let _ = writeln!(out, "  {t:<16}{s:<9}{r:<28}{m}");
+    }
+}
+
+/// The describe text for one object.
+pub fn describe(object: &Object) -> String {
+    let meta = object.meta();
+    let mut out = String::new();
+    line(&mut out, "Name", &meta.name);
+    if !meta.namespace.is_empty() {
+        line(&mut out, "Namespace", &meta.namespace);
+    }
+    line(&mut out, "Labels", map(&meta.labels));
+    line(&mut out, "Annotations", map(&meta.annotations));
+    line(&mut out, "Created", &meta.creation_timestamp);
+    if let Some(owner) = meta
+        .owner_references
+        .iter()
+        .find(|r| r.controller == Some(true))
+    {
+        line(
+            &mut out,
+            "Controlled By",
+            format!("{}/{}", owner.kind, owner.name),
+        );
+    }
+    match &object.kind {
+        Some(Body::Pod(p)) => pod(&mut out, p),
+        Some(Body::Deployment(d)) => {
+            let spec = d.spec.clone().unwrap_or_default();
+            let status = d.status.clone().unwrap_or_default();
+            line(
+                &mut out,
+                "Replicas",
+                format!(
+                    "{} desired | {} updated | {} total | {} available | {} unavailable",
+                    spec.replicas.unwrap_or(1),
+                    status.updated_replicas,
+                    status.replicas,
+                    status.available_replicas,
+                    status.unavailable_replicas
+                ),
+            );
+            let strategy = spec.strategy.clone().unwrap_or_default();
+            line(&mut out, "StrategyType", &strategy.r#type);
+            if let Some(r) = strategy.rolling_update {
+                line(
+                    &mut out,
+                    "RollingUpdate",
+                    format!(
+                        "{} max unavailable, {} max surge",
+                        r.max_unavailable, r.max_surge
+                    ),
+                );
+            }
+            conditions(
+                &mut out,
+                status
+                    .conditions
+                    .into_iter()
+                    .map(|c| [c.r#type, c.status, c.reason, c.message])
+                    .collect(),
+            );
+        }
+        Some(Body::ReplicaSet(r)) => {
+            let spec = r.spec.clone().unwrap_or_default();
+            let status = r.status.clone().unwrap_or_default();
+            line(
+                &mut out,
+                "Replicas",
+                format!(
+                    "{} current / {} desired",
+                    status.replicas,
+                    spec.replicas.unwrap_or(1)
+                ),
+            );
+            line(
+                &mut out,
+                "Pods Status",
+                format!(
+                    "{} Ready / {} Available",
+                    status.ready_replicas, status.available_replicas
+                ),
+            );
+        }
+        Some(Body::Node(n)) => {
+            let spec = n.spec.clone().unwrap_or_default();
+            let status = n.status.clone().unwrap_or_default();
+            line(&mut out, "Unschedulable", spec.unschedulable);
+            let taints: Vec<String> = spec
+                .taints
+                .iter()
+                .map(|t| format!("{}={}:{}", t.key, t.value, t.effect))
+                .collect();
+            line(
+                &mut out,
+                "Taints",
+                if taints.is_empty() {
+                    "<none>".to_owned()
+                } else {
+                    taints.join(", ")
+                },
+            );
+            line(
+                &mut out,
+                "PodCIDR",
+                if spec.pod_cidr.is_empty() {
+                    "<none>"
+                } else {
+                    &spec.pod_cidr
+                },
+            );
+            conditions(
+                &mut out,
+                status
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        [
+                            c.r#type.clone(),
+                            c.status.clone(),
+                            c.reason.clone(),
+                            c.message.clone(),
+                        ]
+                    })
+                    .collect(),
+            );
+            let _ = writeln!(out, "Addresses:");
+            for a in &status.addresses {
+                let _ = writeln!(out, "  {}: {}", a.r#type, a.address);
+            }
+            let _ = writeln!(out, "Capacity:       {}", map(&status.capacity));
+            let _ = writeln!(out, "Allocatable:    {}", map(&status.allocatable));
+        }
+        Some(Body::Service(s)) => {
+            let spec = s.spec.clone().unwrap_or_default();
+            line(&mut out, "Selector", map(&spec.selector));
+            line(&mut out, "Type", &spec.r#type);
+            for p in &spec.ports {
+                line(
+                    &mut out,
+                    "Port",
+                    format!("{} {}/{} -> {}", p.name, p.port, p.protocol, p.target_port),
+                );
+            }
+        }
+        Some(Body::Endpoints(e)) => {
+            for s in &e.subsets {
+                let ips: Vec<&str> = s.addresses.iter().map(|a| a.ip.as_str()).collect();
+                let not_ready: Vec<&str> = s
+                    .not_ready_addresses
+                    .iter()
+                    .map(|a| a.ip.as_str())
+                    .collect();
+                line(&mut out, "Addresses", ips.join(","));
+                line(&mut out, "NotReady", not_ready.join(","));
+            }
+        }
+        Some(Body::Namespace(n)) => {
+            line(
+                &mut out,
+                "Status",
+                n.status.clone().unwrap_or_default().phase,
+            );
+        }
+        None => {}
+    }
+    out
+}
+
+fn pod(out: &mut String, p: &v1::Pod) {
+    let spec = p.spec.clone().unwrap_or_default();
+    let status = p.status.clone().unwrap_or_default();
+    line(
+        out,
+        "Node",
+        if spec.node_name.is_empty() {
+            "<none>"
+        } else {
+            &spec.node_name
+        },
+    );
+    line(out, "Status", &status.phase);
+    if !status.reason.is_empty() {
+        line(out, "Reason", &status.reason);
+    }
+    line(
+        out,
+        "IP",
+        if status.pod_ip.is_empty() {
+            "<none>"
+        } else {
+            &status.pod_ip
+        },
+    );
+    let _ = writeln!(out, "Containers:");
+    for c in &spec.containers {
+        let _ = writeln!(out, "  {}:", c.name);
+        let _ = writeln!(out, "    Image:        {}", c.image);
+        if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
+            let state = s.state.clone().unwrap_or_default();
+            let text = if let Some(r) = state.running {
+                format!("Running (since {})", r.started_at)
+            } else if let Some(w) = state.waiting {
+                format!("Waiting ({})", w.reason)
+            } else if let Some(t) = state.terminated {
+                format!(
+                    "Terminated ({}, exit code {})",
+                    t.reason,
+                    t.exit_code.unwrap_or(0)
+                )
+            } else {
+                "Unknown".to_owned()
+            };
+            let _ = writeln!(out, "    State:        {text}");
+            let _ = writeln!(out, "    Ready:        {}", s.ready);
+            let _ = writeln!(out, "    Restarts:     {}", s.restart_count);
+        }
+    }
+    conditions(
+        out,
+        status
+            .conditions
+            .into_iter()
+            .map(|c| [c.r#type, c.status, c.reason, c.message])
+            .collect(),
+    );
+}
