@@ -365,3 +365,66 @@ async fn deleting_a_namespace_leaves_nothing_behind() {
     );
     assert!(!late.status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_removes_every_old_pod_before_starting_new_ones() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes = report_pods_ready(client.clone(), "default", stop.clone());
+    let recreate = |image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 3\n  strategy: {{type: Recreate}}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers:\n      - {{name: web, image: \"{image}\"}}\n"
+        )
+    };
+    apply(&m.api_addr, dir.path(), &recreate("app:v1"));
+    let out = ctl(
+        &m.api_addr,
+        &["rollout", "status", "deploy/web", "--timeout", "60s"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mixed = Arc::new(AtomicBool::new(false));
+    let watching = Arc::new(AtomicBool::new(true));
+    let monitor = {
+        let (client, mixed, watching) = (client.clone(), mixed.clone(), watching.clone());
+        tokio::spawn(async move {
+            let mut samples = 0;
+            while watching.load(Ordering::SeqCst) {
+                if let Ok(list) = client.list(Kind::Pod, "default").await {
+                    let images: std::collections::BTreeSet<String> =
+                        pods(list.items).iter().map(image).collect();
+                    if images.len() > 1 {
+                        mixed.store(true, Ordering::SeqCst);
+                    }
+                    samples += 1;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            samples
+        })
+    };
+    apply(&m.api_addr, dir.path(), &recreate("app:v2"));
+    wait_for("3 v2 pods", Duration::from_secs(30), || {
+        let client = client.clone();
+        async move {
+            let p = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+            (p.len() == 3 && p.iter().all(|p| image(p) == "app:v2" && is_ready(p))).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+    watching.store(false, Ordering::SeqCst);
+    let samples = monitor.await.unwrap();
+    assert!(samples >= 5, "sampled only {samples} times");
+    assert!(
+        !mixed.load(Ordering::SeqCst),
+        "old and new pods ran at the same time under Recreate"
+    );
+    stop.store(true, Ordering::SeqCst);
+    nodes.await.unwrap();
+}
