@@ -31,6 +31,17 @@ pub fn skiff_bin() -> PathBuf {
     );
 }
 
+/// Runs `skiff ctl --server <server> <args>` and returns what it did.
+pub fn ctl(server: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(skiff_bin())
+        .arg("ctl")
+        .arg("--server")
+        .arg(server)
+        .args(args)
+        .output()
+        .expect("run skiff ctl")
+}
+
 /// A loopback port that was free a moment ago. Chosen below Linux's
 /// ephemeral range (32768+), so that a master restarted on the same port
 /// does not find it taken by some client connection's source port.

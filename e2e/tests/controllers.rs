@@ -9,22 +9,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_e2e::master::MasterProcess;
-use skiff_e2e::{skiff_bin, wait_for};
+use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-
-fn ctl(server: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(skiff_bin())
-        .arg("ctl")
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .output()
-        .expect("run skiff ctl")
-}
 
 fn deployment_yaml(
     namespace: &str,

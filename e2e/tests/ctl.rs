@@ -1,21 +1,10 @@
 //! `skiff ctl` against a real master: apply, get, delete, and clear errors
 //! for bad manifests that leave nothing behind.
 
-use std::process::Output;
 use std::time::Duration;
 
+use skiff_e2e::ctl;
 use skiff_e2e::master::MasterProcess;
-use skiff_e2e::skiff_bin;
-
-fn ctl(server: &str, args: &[&str]) -> Output {
-    std::process::Command::new(skiff_bin())
-        .arg("ctl")
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .output()
-        .expect("run skiff ctl")
-}
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

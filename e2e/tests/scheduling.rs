@@ -7,21 +7,11 @@ use std::time::Duration;
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::{MasterCluster, MasterProcess};
-use skiff_e2e::{skiff_bin, wait_for};
+use skiff_e2e::{ctl, skiff_bin, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
-
-fn ctl(server: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(skiff_bin())
-        .arg("ctl")
-        .arg("--server")
-        .arg(server)
-        .args(args)
-        .output()
-        .expect("run skiff ctl")
-}
 
 fn apply(server: &str, yaml: &str) {
     let dir = tempfile::tempdir().unwrap();

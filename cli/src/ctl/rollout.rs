@@ -5,8 +5,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use skiff_master::client::{Client, ClientError};
-use skiff_master::controllers::controller_of;
-use skiff_master::controllers::deployment::{revision_of, TEMPLATE_HASH_LABEL};
+use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
@@ -150,16 +149,7 @@ pub async fn undo(
         .list(Kind::ReplicaSet, namespace)
         .await
         .map_err(api("listing replicasets".to_owned()))?;
-    let mut owned: Vec<_> = sets
-        .items
-        .into_iter()
-        .filter(|o| controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == uid))
-        .filter_map(|o| match o.kind {
-            Some(Body::ReplicaSet(rs)) => Some(rs),
-            _ => None,
-        })
-        .collect();
-    owned.sort_by_key(revision_of);
+    let owned = owned_replicasets(sets.items, &uid);
     let target = match to_revision {
         Some(n) => owned
             .iter()

@@ -59,15 +59,7 @@ impl Reconciler for DeploymentController {
             .ctx
             .store
             .list(Kind::ReplicaSet, Some(&key.namespace))?;
-        let mut owned: Vec<v1::ReplicaSet> = all
-            .into_iter()
-            .filter(|o| controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == uid))
-            .filter_map(|o| match o.kind {
-                Some(Body::ReplicaSet(rs)) => Some(rs),
-                _ => None,
-            })
-            .collect();
-        owned.sort_by_key(revision_of);
+        let mut owned = owned_replicasets(all, &uid);
         let hash = template_hash(spec.template.as_ref());
         let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
         let new_index = owned
@@ -380,6 +372,20 @@ fn hash_of(rs: &v1::ReplicaSet) -> Option<&str> {
         .labels
         .get(TEMPLATE_HASH_LABEL)
         .map(String::as_str)
+}
+
+/// The ReplicaSets a Deployment (by uid) controls, oldest revision first.
+pub fn owned_replicasets(objects: Vec<Object>, deployment_uid: &str) -> Vec<v1::ReplicaSet> {
+    let mut owned: Vec<v1::ReplicaSet> = objects
+        .into_iter()
+        .filter(|o| controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == deployment_uid))
+        .filter_map(|o| match o.kind {
+            Some(Body::ReplicaSet(rs)) => Some(rs),
+            _ => None,
+        })
+        .collect();
+    owned.sort_by_key(revision_of);
+    owned
 }
 
 /// The revision number in a ReplicaSet's annotation (0 when missing).
