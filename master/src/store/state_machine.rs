@@ -515,7 +515,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                &object,
+                (kind, &object),
                 namespace,
                 EventType::Added,
                 bytes,
@@ -601,7 +601,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                &merged,
+                (kind, &merged),
                 namespace,
                 EventType::Modified,
                 bytes,
@@ -642,7 +642,7 @@ fn execute(
             Ok(Ok(record(
                 events,
                 *revision,
-                &existing,
+                (kind, &existing),
                 namespace,
                 EventType::Deleted,
                 bytes,
@@ -654,7 +654,7 @@ fn execute(
 fn record(
     events: &mut Vec<Arc<StoredEvent>>,
     revision: u64,
-    source: &Object,
+    (kind, source): (Kind, &Object),
     namespace: String,
     event_type: EventType,
     object: Vec<u8>,
@@ -669,7 +669,7 @@ fn record(
     };
     events.push(Arc::new(StoredEvent {
         revision,
-        kind: source.kind().unwrap_or(Kind::Pod),
+        kind,
         namespace,
         event_type: event_type as i32,
         node,
