@@ -418,3 +418,76 @@ async fn recreate_removes_every_old_pod_before_starting_new_ones() {
     stop.store(true, Ordering::SeqCst);
     nodes.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicaset_adopts_matching_orphans_and_releases_relabelled_pods() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    apply(
+        &m.api_addr,
+        dir.path(),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: manual, labels: {app: adopt}}\nspec:\n  containers: [{name: c, image: \"busybox:1.36\"}]\n",
+    );
+    apply(
+        &m.api_addr,
+        dir.path(),
+        "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {name: adopter}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: adopt}}\n  template:\n    metadata: {labels: {app: adopt}}\n    spec:\n      containers: [{name: c, image: \"busybox:1.36\"}]\n",
+    );
+    let rs_uid = client
+        .get(Kind::ReplicaSet, "default", "adopter")
+        .await
+        .unwrap()
+        .meta()
+        .uid
+        .clone();
+    wait_for(
+        "the orphan adopted and one pod created",
+        Duration::from_secs(20),
+        || {
+            let (client, rs_uid) = (client.clone(), rs_uid.clone());
+            async move {
+                let p = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+                let manual = p
+                    .iter()
+                    .find(|p| p.metadata.as_ref().unwrap().name == "manual")?;
+                let adopted = manual
+                    .metadata
+                    .as_ref()?
+                    .owner_references
+                    .iter()
+                    .any(|r| r.uid == rs_uid);
+                (p.len() == 2 && adopted).then_some(())
+            }
+        },
+    )
+    .await
+    .unwrap();
+    // Stays at two: the adopted pod counts.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        client.list(Kind::Pod, "default").await.unwrap().items.len(),
+        2
+    );
+
+    // Relabel it out of the selector: released, and replaced.
+    let mut manual = client.get(Kind::Pod, "default", "manual").await.unwrap();
+    manual
+        .meta_mut()
+        .unwrap()
+        .labels
+        .insert("app".into(), "other".into());
+    client.update(manual).await.unwrap();
+    wait_for("release and replacement", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            let p = pods(client.list(Kind::Pod, "default").await.ok()?.items);
+            let manual = p
+                .iter()
+                .find(|p| p.metadata.as_ref().unwrap().name == "manual")?;
+            let released = manual.metadata.as_ref()?.owner_references.is_empty();
+            (p.len() == 3 && released).then_some(())
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -12,7 +12,7 @@ use super::{
 };
 use crate::api::ApiError;
 use crate::cluster::ClusterError;
-use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::objects::{selector, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use crate::store::WriteError;
 use crate::writer::random_suffix;
@@ -56,16 +56,47 @@ impl Reconciler for ReplicaSetController {
         let spec = rs.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1).max(0) as usize;
 
+        let selector = spec.selector.clone().unwrap_or_default();
         let (pods, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
-        let mut owned: Vec<v1::Pod> = pods
-            .into_iter()
-            .filter(|p| controller_of(p, Kind::ReplicaSet).is_some_and(|o| o.uid == uid))
-            .filter_map(|p| match p.kind {
-                Some(Body::Pod(pod)) => Some(pod),
-                _ => None,
-            })
-            .filter(pod_is_active)
-            .collect();
+        let mut owned: Vec<v1::Pod> = Vec::new();
+        for candidate in pods {
+            let controller = controller_of(&candidate, Kind::ReplicaSet).map(|o| o.uid.clone());
+            let has_controller = candidate
+                .meta()
+                .owner_references
+                .iter()
+                .any(|r| r.controller == Some(true));
+            let Some(Body::Pod(mut pod)) = candidate.kind else {
+                continue;
+            };
+            if !pod_is_active(&pod) {
+                continue;
+            }
+            let labels = pod
+                .metadata
+                .as_ref()
+                .map(|m| m.labels.clone())
+                .unwrap_or_default();
+            let selected = !selector::is_empty(&selector) && selector::matches(&selector, &labels);
+            if controller.as_deref() == Some(uid.as_str()) {
+                if selected {
+                    owned.push(pod);
+                } else {
+                    // Relabelled out of the selector: let it go, as
+                    // Kubernetes does; it keeps running, unowned.
+                    if let Some(m) = pod.metadata.as_mut() {
+                        m.owner_references.retain(|r| r.uid != uid);
+                    }
+                    self.write_pod(pod).await?;
+                }
+            } else if !has_controller && selected {
+                // An orphan this ReplicaSet selects: adopt it.
+                if let Some(m) = pod.metadata.as_mut() {
+                    m.owner_references.extend(controller_reference(&object));
+                }
+                owned.push(self.write_pod(pod).await?);
+            }
+        }
 
         if owned.len() < desired {
             let missing = (desired - owned.len()).min(MAX_CHANGES_PER_ROUND);
@@ -152,6 +183,16 @@ impl Reconciler for ReplicaSetController {
             return Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)));
         }
         Ok(Action::Done)
+    }
+}
+
+impl ReplicaSetController {
+    /// Writes a pod's metadata change, conditional on its resourceVersion.
+    async fn write_pod(&self, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
+        match self.ctx.writer.update(pod.into_object()).await?.kind {
+            Some(Body::Pod(p)) => Ok(p),
+            _ => Err(ApiError::Invalid("update returned another kind".to_owned()).into()),
+        }
     }
 }
 
