@@ -83,6 +83,10 @@ fn report_pods_ready(
                     status.conditions = vec![v1::PodCondition {
                         r#type: "Ready".into(),
                         status: "True".into(),
+                        last_transition_time: humantime::format_rfc3339_seconds(
+                            std::time::SystemTime::now(),
+                        )
+                        .to_string(),
                         ..Default::default()
                     }];
                     let _ = client
@@ -490,4 +494,46 @@ async fn a_replicaset_adopts_matching_orphans_and_releases_relabelled_pods() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_count_as_available_only_after_min_ready_seconds() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let nodes = report_pods_ready(client.clone(), "default", stop.clone());
+    let yaml = deployment_yaml("default", 2, "app:v1", "25%", "25%")
+        .replace("  replicas: 2\n", "  replicas: 2\n  minReadySeconds: 3\n");
+    apply(&m.api_addr, dir.path(), &yaml);
+    let status = |client: Client| async move {
+        let d = client.get(Kind::Deployment, "default", "web").await.ok()?;
+        match d.kind {
+            Some(Body::Deployment(d)) => d.status,
+            _ => None,
+        }
+    };
+    let ready_at = wait_for("2 ready replicas", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move { (status(client).await?.ready_replicas == 2).then(std::time::Instant::now) }
+    })
+    .await
+    .unwrap();
+    let early = status(client.clone()).await.unwrap();
+    assert!(
+        early.available_replicas < 2,
+        "available before minReadySeconds: {early:?}"
+    );
+    wait_for("2 available replicas", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move { (status(client).await?.available_replicas == 2).then_some(()) }
+    })
+    .await
+    .unwrap();
+    assert!(
+        ready_at.elapsed() >= Duration::from_secs(1),
+        "became available {:?} after ready",
+        ready_at.elapsed()
+    );
+    stop.store(true, Ordering::SeqCst);
+    nodes.await.unwrap();
 }

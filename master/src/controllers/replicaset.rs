@@ -150,6 +150,8 @@ impl Reconciler for ReplicaSetController {
         }
 
         let ready = owned.iter().filter(|p| pod_is_ready(p)).count() as i32;
+        let (available, next_available) =
+            available_pods(&owned, spec.min_ready_seconds, std::time::SystemTime::now());
         let labelled = owned
             .iter()
             .filter(|p| {
@@ -169,7 +171,7 @@ impl Reconciler for ReplicaSetController {
             replicas: owned.len() as i32,
             fully_labeled_replicas: labelled,
             ready_replicas: ready,
-            available_replicas: ready,
+            available_replicas: available,
             observed_generation: object.meta().generation,
             conditions: Vec::new(),
         };
@@ -181,6 +183,10 @@ impl Reconciler for ReplicaSetController {
         if owned.len() != desired {
             // More to do than one round allows, or creates that collided.
             return Ok(Action::RequeueAfter(std::time::Duration::from_millis(200)));
+        }
+        if let Some(wait) = next_available {
+            // A ready pod becomes available once minReadySeconds have passed.
+            return Ok(Action::RequeueAfter(wait));
         }
         Ok(Action::Done)
     }
@@ -194,6 +200,36 @@ impl ReplicaSetController {
             _ => Err(ApiError::Invalid("update returned another kind".to_owned()).into()),
         }
     }
+}
+
+/// Pods that have been Ready for at least `min_ready_seconds`, and how long
+/// until the next ready pod gets there (if one is still waiting).
+pub fn available_pods(
+    pods: &[v1::Pod],
+    min_ready_seconds: i32,
+    now: std::time::SystemTime,
+) -> (i32, Option<std::time::Duration>) {
+    let min_ready = std::time::Duration::from_secs(min_ready_seconds.max(0) as u64);
+    let mut available = 0;
+    let mut next: Option<std::time::Duration> = None;
+    for pod in pods.iter().filter(|p| pod_is_ready(p)) {
+        let since = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"))
+            .and_then(|c| humantime::parse_rfc3339_weak(&c.last_transition_time).ok());
+        let ready_for = since
+            .and_then(|t| now.duration_since(t).ok())
+            // Without a transition time, count it as ready long enough.
+            .unwrap_or(min_ready);
+        if ready_for >= min_ready {
+            available += 1;
+        } else {
+            let wait = min_ready - ready_for;
+            next = Some(next.map_or(wait, |n| n.min(wait)));
+        }
+    }
+    (available, next)
 }
 
 fn pod_from_template(
@@ -231,4 +267,45 @@ fn deletion_rank(pod: &v1::Pod) -> (u8, u8, std::cmp::Reverse<String>) {
         u8::from(pod_is_ready(pod)),
         std::cmp::Reverse(created),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    fn ready_since(at: &str) -> v1::Pod {
+        v1::Pod {
+            status: Some(v1::PodStatus {
+                conditions: vec![v1::PodCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    last_transition_time: at.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_become_available_after_min_ready_seconds() {
+        let now = humantime::parse_rfc3339("2026-01-01T00:01:00Z").unwrap();
+        let pods = vec![
+            ready_since("2026-01-01T00:00:00Z"),
+            ready_since("2026-01-01T00:00:55Z"),
+            v1::Pod::default(),
+        ];
+        assert_eq!(available_pods(&pods, 0, now), (2, None));
+        assert_eq!(
+            available_pods(&pods, 10, now),
+            (1, Some(Duration::from_secs(5)))
+        );
+        assert_eq!(
+            available_pods(&pods, 120, now),
+            (0, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(available_pods(&[], 10, SystemTime::now()), (0, None));
+    }
 }
