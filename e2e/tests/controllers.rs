@@ -537,3 +537,45 @@ async fn pods_count_as_available_only_after_min_ready_seconds() {
     stop.store(true, Ordering::SeqCst);
     nodes.await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_rollout_reports_its_progress_deadline_exceeded() {
+    let (dir, m) = master().await;
+    let client = m.client();
+    // No node ever reports these pods ready.
+    let yaml = deployment_yaml("default", 2, "app:v1", "25%", "25%").replace(
+        "  replicas: 2\n",
+        "  replicas: 2\n  progressDeadlineSeconds: 2\n",
+    );
+    apply(&m.api_addr, dir.path(), &yaml);
+    let condition = wait_for("ProgressDeadlineExceeded", Duration::from_secs(20), || {
+        let client = client.clone();
+        async move {
+            let d = client.get(Kind::Deployment, "default", "web").await.ok()?;
+            let Some(Body::Deployment(d)) = d.kind else {
+                return None;
+            };
+            d.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.r#type == "Progressing" && c.status == "False")
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(condition.reason, "ProgressDeadlineExceeded");
+    assert!(
+        condition.message.contains("has timed out progressing"),
+        "{condition:?}"
+    );
+    let out = ctl(
+        &m.api_addr,
+        &["rollout", "status", "deploy/web", "--timeout", "10s"],
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("exceeded its progress deadline"),
+        "{stderr}"
+    );
+}

@@ -76,6 +76,11 @@ pub async fn status(
             last = message;
         }
         if done {
+            if last.starts_with("error: ") {
+                return Err(CtlError::Usage(
+                    last.trim_start_matches("error: ").to_owned(),
+                ));
+            }
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
@@ -97,6 +102,16 @@ pub fn progress(object: &Object, name: &str) -> (String, bool) {
     let status = d.status.clone().unwrap_or_default();
     let want = spec.replicas.unwrap_or(1);
     let generation = object.meta().generation;
+    let stalled = status
+        .conditions
+        .iter()
+        .any(|c| c.r#type == "Progressing" && c.reason == "ProgressDeadlineExceeded");
+    if stalled && status.observed_generation >= generation {
+        return (
+            format!("error: deployment {name:?} exceeded its progress deadline"),
+            true,
+        );
+    }
     if status.observed_generation < generation {
         return (
             "Waiting for deployment spec update to be observed...".to_owned(),

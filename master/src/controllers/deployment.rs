@@ -210,9 +210,13 @@ impl Reconciler for DeploymentController {
         let mut everything = olds;
         everything.push(new_rs);
         let new_index = everything.len() - 1;
-        self.sync_status(&object, deployment, &everything, Some(new_index))
+        let requeue = self
+            .sync_status(&object, deployment, &everything, Some(new_index))
             .await?;
-        Ok(Action::Done)
+        Ok(match requeue {
+            Some(after) => Action::RequeueAfter(after + std::time::Duration::from_millis(100)),
+            None => Action::Done,
+        })
     }
 }
 
@@ -234,13 +238,15 @@ impl DeploymentController {
         self.write_replicaset(rs).await
     }
 
+    /// Writes the Deployment's status; returns when to look again for the
+    /// progress deadline, while a rollout is under way.
     async fn sync_status(
         &self,
         object: &Object,
         deployment: &v1::Deployment,
         sets: &[v1::ReplicaSet],
         new_index: Option<usize>,
-    ) -> Result<(), ReconcileError> {
+    ) -> Result<Option<std::time::Duration>, ReconcileError> {
         let spec = deployment.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1).max(0);
         let status_of = |rs: &v1::ReplicaSet| rs.status.clone().unwrap_or_default();
@@ -261,6 +267,18 @@ impl DeploymentController {
         };
         let old = deployment.status.clone().unwrap_or_default();
         let complete = updated == desired && replicas == desired && available_total == desired;
+        let progressed = old.observed_generation != object.meta().generation
+            || old.updated_replicas != updated
+            || old.available_replicas != available_total
+            || old.replicas != replicas;
+        let deadline = std::time::Duration::from_secs(
+            spec.progress_deadline_seconds.unwrap_or(600).max(0) as u64,
+        );
+        let rs_name = new_index
+            .and_then(|i| sets.get(i))
+            .map(name_of)
+            .unwrap_or_default();
+        let (progressing, requeue) = progress(&old, complete, progressed, deadline, &rs_name);
         let conditions = vec![
             condition(
                 &old,
@@ -278,19 +296,7 @@ impl DeploymentController {
                     )
                 },
             ),
-            condition(
-                &old,
-                "Progressing",
-                true,
-                if complete {
-                    (
-                        "NewReplicaSetAvailable",
-                        "ReplicaSet has successfully progressed.",
-                    )
-                } else {
-                    ("ReplicaSetUpdated", "ReplicaSet is progressing.")
-                },
-            ),
+            progressing,
         ];
         let status = v1::DeploymentStatus {
             observed_generation: object.meta().generation,
@@ -307,8 +313,62 @@ impl DeploymentController {
             d.status = Some(status);
             self.ctx.writer.update_status(d.into_object()).await?;
         }
-        Ok(())
+        Ok(requeue)
     }
+}
+
+/// The Progressing condition: True while the rollout moves (its update time
+/// refreshed on every step), False with ProgressDeadlineExceeded once it has
+/// not moved for `deadline`; and how long until that deadline.
+fn progress(
+    old: &v1::DeploymentStatus,
+    complete: bool,
+    progressed: bool,
+    deadline: std::time::Duration,
+    rs_name: &str,
+) -> (v1::DeploymentCondition, Option<std::time::Duration>) {
+    let previous = old.conditions.iter().find(|c| c.r#type == "Progressing");
+    let now = std::time::SystemTime::now();
+    let fresh = |status: &str, reason: &str, message: String| {
+        let stamp = now_rfc3339();
+        v1::DeploymentCondition {
+            r#type: "Progressing".into(),
+            status: status.into(),
+            last_update_time: stamp.clone(),
+            last_transition_time: match previous {
+                Some(p) if p.status == status => p.last_transition_time.clone(),
+                _ => stamp,
+            },
+            reason: reason.into(),
+            message,
+        }
+    };
+    if complete {
+        let done = condition(
+            old,
+            "Progressing",
+            true,
+            (
+                "NewReplicaSetAvailable",
+                "ReplicaSet has successfully progressed.",
+            ),
+        );
+        return (done, None);
+    }
+    let message = format!("ReplicaSet \"{rs_name}\" is progressing.");
+    let Some(previous) = previous.filter(|_| !progressed) else {
+        return (fresh("True", "ReplicaSetUpdated", message), Some(deadline));
+    };
+    if previous.reason == "ProgressDeadlineExceeded" {
+        return (previous.clone(), None);
+    }
+    let since = humantime::parse_rfc3339_weak(&previous.last_update_time).unwrap_or(now);
+    let stalled = now.duration_since(since).unwrap_or_default();
+    if stalled >= deadline {
+        let message = format!("ReplicaSet \"{rs_name}\" has timed out progressing.");
+        return (fresh("False", "ProgressDeadlineExceeded", message), None);
+    }
+    (previous.clone(), Some(deadline - stalled))
 }
 
 fn condition(
