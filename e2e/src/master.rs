@@ -156,6 +156,15 @@ impl Drop for MasterProcess {
     }
 }
 
+/// One master in a fresh temp dir, ready to serve. Keep the dir alive as
+/// long as the master.
+pub async fn ready_master() -> anyhow::Result<(tempfile::TempDir, MasterProcess)> {
+    let dir = tempfile::tempdir()?;
+    let master = MasterProcess::start(&dir.path().join("m"), None)?;
+    master.wait_ready(Duration::from_secs(20)).await?;
+    Ok((dir, master))
+}
+
 /// Several masters forming one Raft cluster.
 pub struct MasterCluster {
     pub masters: Vec<MasterProcess>,

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_e2e::master::MasterProcess;
+use skiff_e2e::master::ready_master;
 use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::{Kind, ObjectExt};
@@ -99,16 +99,9 @@ fn report_pods_ready(
     })
 }
 
-async fn master() -> (tempfile::TempDir, MasterProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
-    (dir, m)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_makes_a_replicaset_and_pods_and_deleting_it_removes_them() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     apply(
         &m.api_addr,
@@ -188,7 +181,7 @@ async fn a_deployment_makes_a_replicaset_and_pods_and_deleting_it_removes_them()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_keeps_enough_pods_ready_and_rollback_restores_the_template() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     let stop = Arc::new(AtomicBool::new(false));
     let nodes = report_pods_ready(client.clone(), "default", stop.clone());
@@ -311,7 +304,7 @@ async fn a_rolling_update_keeps_enough_pods_ready_and_rollback_restores_the_temp
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_namespace_leaves_nothing_behind() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     apply(
         &m.api_addr,
@@ -362,7 +355,7 @@ async fn deleting_a_namespace_leaves_nothing_behind() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recreate_removes_every_old_pod_before_starting_new_ones() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     let stop = Arc::new(AtomicBool::new(false));
     let nodes = report_pods_ready(client.clone(), "default", stop.clone());
@@ -425,7 +418,7 @@ async fn recreate_removes_every_old_pod_before_starting_new_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replicaset_adopts_matching_orphans_and_releases_relabelled_pods() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     apply(
         &m.api_addr,
@@ -498,7 +491,7 @@ async fn a_replicaset_adopts_matching_orphans_and_releases_relabelled_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_count_as_available_only_after_min_ready_seconds() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     let stop = Arc::new(AtomicBool::new(false));
     let nodes = report_pods_ready(client.clone(), "default", stop.clone());
@@ -540,7 +533,7 @@ async fn pods_count_as_available_only_after_min_ready_seconds() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_rollout_reports_its_progress_deadline_exceeded() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let client = m.client();
     // No node ever reports these pods ready.
     let yaml = deployment_yaml("default", 2, "app:v1", "25%", "25%").replace(

@@ -1,10 +1,8 @@
 //! `skiff ctl` against a real master: apply, get, delete, and clear errors
 //! for bad manifests that leave nothing behind.
 
-use std::time::Duration;
-
 use skiff_e2e::ctl;
-use skiff_e2e::master::MasterProcess;
+use skiff_e2e::master::ready_master;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -30,16 +28,9 @@ spec:
         image: busybox:1.36
 "#;
 
-async fn master() -> (tempfile::TempDir, MasterProcess) {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
-    (dir, m)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_manifests_are_refused_with_their_location_and_store_nothing() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let cases = [
         (
             "unknown-field.yaml",
@@ -109,7 +100,7 @@ async fn bad_manifests_are_refused_with_their_location_and_store_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_get_and_delete_work_like_kubectl() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let path = dir.path().join("app.yaml");
     std::fs::write(&path, format!("{DEPLOYMENT}---\n{GOOD_NAMESPACE}")).unwrap();
     let file = path.to_str().unwrap();
@@ -172,7 +163,7 @@ async fn apply_get_and_delete_work_like_kubectl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_objects_are_refused_with_the_field_and_reason_and_nothing_is_stored() {
-    let (dir, m) = master().await;
+    let (dir, m) = ready_master().await.unwrap();
     let namespace = dir.path().join("ns.yaml");
     std::fs::write(&namespace, GOOD_NAMESPACE).unwrap();
     assert!(

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
-use skiff_e2e::master::{MasterCluster, MasterProcess};
+use skiff_e2e::master::{ready_master, MasterCluster};
 use skiff_e2e::{ctl, skiff_bin, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
@@ -66,9 +66,7 @@ async fn start_nodes(fleet: &HollowFleet, names: &[&str], config: HollowConfig) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_spread_over_three_nodes_and_run() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, m) = ready_master().await.unwrap();
     let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
     let _nodes = start_nodes(&fleet, &["pi-1", "pi-2", "pi-3"], HollowConfig::default()).await;
     apply(&m.api_addr, &deployment(3, "100m"));
@@ -103,9 +101,7 @@ async fn three_replicas_spread_over_three_nodes_and_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unschedulable_pod_says_why_and_runs_once_capacity_appears() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, m) = ready_master().await.unwrap();
     let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
     let small = HollowConfig {
         cpu: "1".into(),
@@ -158,9 +154,7 @@ async fn an_unschedulable_pod_says_why_and_runs_once_capacity_appears() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_a_node_moves_its_pods_elsewhere() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, m) = ready_master().await.unwrap();
     let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
     let mut nodes = start_nodes(&fleet, &["a", "b", "c"], HollowConfig::default()).await;
     apply(&m.api_addr, &deployment(6, "100m"));
@@ -316,9 +310,7 @@ async fn killing_the_leader_during_a_scale_up_ends_with_exactly_the_replicas() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_follow_the_ready_pods_a_service_selects() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, m) = ready_master().await.unwrap();
     let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
     let _nodes = start_nodes(&fleet, &["a", "b"], HollowConfig::default()).await;
     apply(
@@ -385,9 +377,7 @@ async fn endpoints_follow_the_ready_pods_a_service_selects() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_drain_describe_and_watch_work_like_kubectl() {
-    let dir = tempfile::tempdir().unwrap();
-    let m = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    m.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, m) = ready_master().await.unwrap();
     let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
     let _nodes = start_nodes(&fleet, &["a", "b"], HollowConfig::default()).await;
     apply(&m.api_addr, &deployment(4, "10m"));

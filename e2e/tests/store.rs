@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skiff_e2e::master::{MasterCluster, MasterProcess};
+use skiff_e2e::master::{ready_master, MasterCluster};
 use skiff_e2e::wait_for;
 use skiff_master::client::{Client, ClientError};
 use skiff_master::objects::{IntoObject, Kind, ObjectExt};
@@ -135,9 +135,7 @@ async fn three_masters_keep_every_acknowledged_write_when_the_leader_is_killed()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_master_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut master = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    master.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, mut master) = ready_master().await.unwrap();
     let client = master.client();
     let mut written = Vec::new();
     for i in 0..150 {
@@ -263,9 +261,7 @@ async fn a_watcher_that_reconnects_sees_every_change_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_resource_version_gets_conflict_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let master = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    master.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, master) = ready_master().await.unwrap();
     let client = master.client();
     let v1 = client.create(service("c")).await.unwrap();
     let mut change = v1.clone();
@@ -328,9 +324,7 @@ async fn five_masters_serve_reads_and_writes_through_every_member() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
-    let dir = tempfile::tempdir().unwrap();
-    let master = MasterProcess::start(&dir.path().join("m"), None).unwrap();
-    master.wait_ready(Duration::from_secs(20)).await.unwrap();
+    let (_dir, master) = ready_master().await.unwrap();
     let client = master.client();
     let big = |bytes: usize| {
         let mut o = service("big");

@@ -54,14 +54,6 @@ impl HeartbeatTable {
             .get(node)
             .copied()
     }
-
-    pub fn len(&self) -> usize {
-        self.last.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// Timing of failure detection.
@@ -91,7 +83,7 @@ pub async fn run(
 ) {
     // Heartbeats received before this master led were not seen here.
     let started = Instant::now();
-    let mut silent_since: HashMap<String, Instant> = HashMap::new();
+    let mut silent: HashMap<String, Silence> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     tracing::info!(controller = "node-lifecycle", ?config, "controller started");
     loop {
@@ -99,7 +91,7 @@ pub async fn run(
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = pass(&ctx, &heartbeats, config, started, &mut silent_since).await {
+        if let Err(e) = pass(&ctx, &heartbeats, config, started, &mut silent).await {
             tracing::warn!(error = %e, "node lifecycle pass failed");
         }
     }
@@ -111,7 +103,7 @@ async fn pass(
     heartbeats: &HeartbeatTable,
     config: LifecycleConfig,
     started: Instant,
-    silent_since: &mut HashMap<String, Instant>,
+    silent: &mut HashMap<String, Silence>,
 ) -> Result<(), crate::controllers::ReconcileError> {
     let now = Instant::now();
     let (nodes, _) = ctx.store.list(Kind::Node, None)?;
@@ -132,7 +124,7 @@ async fn pass(
             .as_ref()
             .is_some_and(|s| s.taints.iter().any(|t| t.key == UNREACHABLE_TAINT));
         if alive {
-            silent_since.remove(&name);
+            silent.remove(&name);
             // Marked by us earlier: Ready=Unknown, or tainted even though the
             // agent has since re-registered as Ready.
             if ready == "Unknown" || tainted {
@@ -141,17 +133,28 @@ async fn pass(
             }
             continue;
         }
-        let since = *silent_since.entry(name.clone()).or_insert(now);
+        let silence = silent.entry(name.clone()).or_insert(Silence {
+            since: now,
+            evicted: false,
+        });
         if ready == "True" {
             tracing::warn!(node = %name, silent_ms = now.duration_since(last).as_millis() as u64, "node stopped heartbeating: NotReady");
             set_ready(ctx, node, false).await?;
             continue;
         }
-        if now.duration_since(since) >= config.eviction_delay {
+        // Once is enough: a NotReady, tainted node is given no new pods.
+        if !silence.evicted && now.duration_since(silence.since) >= config.eviction_delay {
             evict_pods(ctx, &name).await?;
+            silence.evicted = true;
         }
     }
     Ok(())
+}
+
+/// A node this leader has not heard from.
+struct Silence {
+    since: Instant,
+    evicted: bool,
 }
 
 fn ready_status(node: &v1::Node) -> &str {

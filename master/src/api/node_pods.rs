@@ -77,9 +77,4 @@ impl NodePodHub {
         self.lock().entry(node.to_owned()).or_default().push(tx);
         rx
     }
-
-    /// Nodes with at least one watcher (for tests and metrics).
-    pub fn watched_nodes(&self) -> usize {
-        self.lock().len()
-    }
 }

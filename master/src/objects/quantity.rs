@@ -24,20 +24,6 @@ pub struct QuantityError {
 const MAX_MILLI: i128 = (i64::MAX as i128) * 1000;
 
 impl Quantity {
-    /// From whole units (cores, bytes).
-    pub fn from_units(units: i64) -> Quantity {
-        Quantity {
-            milli: units as i128 * 1000,
-        }
-    }
-
-    /// From thousandths (millicores).
-    pub fn from_milli(milli: i64) -> Quantity {
-        Quantity {
-            milli: milli as i128,
-        }
-    }
-
     /// Thousandths of the unit: millicores for CPU.
     pub fn milli(&self) -> i64 {
         self.milli.clamp(i64::MIN as i128, i64::MAX as i128) as i64

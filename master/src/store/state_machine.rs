@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
-use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 
@@ -439,13 +439,6 @@ impl ObjectStore {
             revision: snapshot.revision,
         });
         Ok(())
-    }
-
-    /// How many objects are stored (for metrics and tests).
-    pub fn object_count(&self) -> Result<u64> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(OBJECTS).map_err(dberr)?;
-        table.len().map_err(dberr)
     }
 }
 
