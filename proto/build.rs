@@ -9,6 +9,7 @@ const OBJECTS: &str = ".skiff.v1";
 /// Fields whose Kubernetes JSON name is not the camelCase of the proto name.
 const RENAMES: &[(&str, &str)] = &[
     ("NodeSpec.pod_cidr", "podCIDR"),
+    ("DaemonEndpoint.port", "Port"),
     ("NodeSpec.pod_cidrs", "podCIDRs"),
     ("NodeSpec.provider_id", "providerID"),
     ("NodeSystemInfo.machine_id", "machineID"),

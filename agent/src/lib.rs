@@ -1,5 +1,225 @@
-//! The skiff agent: runs the pods bound to its node through containerd, wires
-//! them into the VXLAN overlay and reports heartbeats to the master.
+//! The skiff agent: runs the pods bound to its node through containerd and
+//! keeps them running. It registers the node, heartbeats to the leader,
+//! watches its pods, and reports their status ([`master_link`]); a pod
+//! manager runs one worker per pod ([`pods`]) over the containerd runtime
+//! ([`runtime`]); image archives dropped into `<data-dir>/images/` are
+//! imported ([`runtime::import`]); and masters read container logs from the
+//! agent's log endpoint ([`log_server`]).
 //!
-//! The agent is built in the agent issue; this crate holds its place in the
-//! workspace layout until then.
+//! Static stability: containers belong to their runc shims, so they keep
+//! running while the agent restarts or no master answers; a restarted agent
+//! adopts them, and the pod specs it last saw are cached on disk.
+
+pub mod log_server;
+pub mod master_link;
+pub mod node_info;
+pub mod pods;
+pub mod runtime;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::master_link::Masters;
+use crate::pods::layout::PodLayout;
+use crate::pods::WorkerContext;
+use crate::runtime::images::ImageStore;
+use crate::runtime::registry::Registries;
+use crate::runtime::supervisor::{self, ContainerdLayout};
+use crate::runtime::{containers::Runtime, Containerd};
+
+/// Errors that stop the agent from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Runtime(#[from] runtime::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// How the agent is set up; the CLI fills this from flags.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Masters' API addresses (`host:port`); any of them will do.
+    pub servers: Vec<String>,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    /// The address other nodes and masters reach this node at.
+    pub node_ip: Option<String>,
+    /// Use this containerd instead of starting a private one.
+    pub containerd_socket: Option<PathBuf>,
+    /// The containerd namespace holding this agent's containers.
+    pub containerd_namespace: String,
+    /// Join token (used once cluster security lands).
+    pub token: Option<String>,
+    /// Where the agent's log endpoint listens.
+    pub listen: SocketAddr,
+    /// `registries.yaml`: credentials and plain-HTTP hosts.
+    pub registry_config: PathBuf,
+    pub heartbeat_interval: Duration,
+    pub image_poll_interval: Duration,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl AgentConfig {
+    pub fn new(servers: Vec<String>, node_name: &str, data_dir: PathBuf) -> AgentConfig {
+        AgentConfig {
+            servers,
+            node_name: node_name.to_string(),
+            data_dir,
+            node_ip: None,
+            containerd_socket: None,
+            containerd_namespace: "skiff".into(),
+            token: None,
+            listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
+            registry_config: PathBuf::from("/etc/skiff/registries.yaml"),
+            heartbeat_interval: Duration::from_secs(1),
+            image_poll_interval: Duration::from_secs(2),
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let context = context.into();
+    move |source| Error::Io { context, source }
+}
+
+/// Runs the agent until `shutdown` is cancelled. Pods keep running after.
+pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
+    if config.servers.is_empty() {
+        return Err(Error::Config("at least one --server is required".into()));
+    }
+    if config.node_name.is_empty() {
+        return Err(Error::Config("--node-name must not be empty".into()));
+    }
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        "creating data dir {}",
+        config.data_dir.display()
+    )))?;
+    let socket = match &config.containerd_socket {
+        Some(s) => s.clone(),
+        None => {
+            let layout = ContainerdLayout::new(&config.data_dir);
+            supervisor::start(layout.clone(), shutdown.clone()).await?;
+            layout.socket()
+        }
+    };
+    let containerd = Containerd::connect(
+        &socket,
+        &config.containerd_namespace,
+        Duration::from_secs(30),
+    )
+    .await?;
+    let runtime_version = format!("containerd://{}", containerd.version().await?);
+    tracing::info!(socket = %socket.display(), version = %runtime_version, namespace = %config.containerd_namespace, "connected to containerd");
+
+    let registries = Registries::load(&config.registry_config)?;
+    let images = Arc::new(ImageStore::new(containerd.clone(), registries));
+    let runtime = Arc::new(Runtime::new(containerd.clone(), images.clone()));
+
+    let images_dir = config.data_dir.join("images");
+    let scratch = config.data_dir.join("tmp");
+    std::fs::create_dir_all(&images_dir)
+        .map_err(io(format!("creating {}", images_dir.display())))?;
+    std::fs::create_dir_all(&scratch).map_err(io(format!("creating {}", scratch.display())))?;
+    let _ = std::fs::remove_dir_all(&scratch).and_then(|_| std::fs::create_dir_all(&scratch));
+    let importer = tokio::spawn(runtime::import::watch_image_dir(
+        images.clone(),
+        images_dir,
+        scratch,
+        config.image_poll_interval,
+        shutdown.clone(),
+    ));
+
+    let layout = Arc::new(PodLayout::new(&config.data_dir));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(io(format!("listening on {}", config.listen)))?;
+    let agent_port = listener
+        .local_addr()
+        .map_err(io("reading local address"))?
+        .port();
+    let log_service = log_server::LogService::new(layout.clone(), shutdown.clone());
+    let serve_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let result = tonic::transport::Server::builder()
+            .add_service(skiff_proto::node::agent_logs_server::AgentLogsServer::new(
+                log_service,
+            ))
+            .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
+            .await;
+        if let Err(e) = result {
+            tracing::error!(error = %e, "agent log endpoint stopped");
+        }
+    });
+
+    let node_ip = match &config.node_ip {
+        Some(ip) => ip.clone(),
+        None => node_info::default_route_ipv4(std::path::Path::new("/"))
+            .map(|ip| ip.to_string())
+            .unwrap_or_else(|| "127.0.0.1".into()),
+    };
+    let node = node_info::node_object(
+        std::path::Path::new("/"),
+        &node_info::NodeFacts {
+            name: &config.node_name,
+            node_ip: &node_ip,
+            runtime_version: &runtime_version,
+            agent_port,
+            labels: config.labels.clone(),
+        },
+    );
+    let masters = Masters::new(config.servers.clone());
+    let (desired_tx, desired_rx) = mpsc::channel(256);
+    let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let links = [
+        tokio::spawn(master_link::heartbeat_loop(
+            masters.clone(),
+            node,
+            config.heartbeat_interval,
+            shutdown.clone(),
+        )),
+        tokio::spawn(master_link::watch_loop(
+            masters.clone(),
+            config.node_name.clone(),
+            desired_tx,
+            shutdown.clone(),
+        )),
+        tokio::spawn(master_link::status_loop(
+            masters,
+            reports_rx,
+            shutdown.clone(),
+        )),
+    ];
+    tracing::info!(node = %config.node_name, node_ip = %node_ip, port = agent_port, "agent running");
+    let ctx = WorkerContext {
+        runtime: runtime.clone(),
+        layout,
+        reports: reports_tx,
+        host_ip: node_ip,
+    };
+    pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
+    shutdown.cancelled().await;
+    for l in links {
+        let _ = l.await;
+    }
+    let _ = importer.await;
+    let _ = server.await;
+    Ok(())
+}

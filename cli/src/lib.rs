@@ -2,6 +2,7 @@
 //! the `ctl` commands live here where tests can reach them.
 //!
 //! - `skiff master`: run a master (Raft store + API).
+//! - `skiff agent`: run a node's agent (pods through containerd).
 //! - `skiff ctl`: kubectl-style client.
 //! - `skiff version`.
 
@@ -27,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a master: the Raft-replicated store and the API.
     Master(MasterArgs),
+    /// Run a node agent: pods through containerd, heartbeats to the masters.
+    Agent(AgentArgs),
     /// Talk to the cluster, kubectl-style.
     Ctl(ctl::CtlArgs),
     /// Print the version.
@@ -105,6 +108,93 @@ impl MasterArgs {
     }
 }
 
+/// Flags of `skiff agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    /// API address of a master (host:port); repeat or comma-separate for several.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Where pod state, logs, images and a private containerd live.
+    #[arg(long, default_value = "/var/lib/skiff/agent")]
+    pub data_dir: PathBuf,
+    /// The address masters and other nodes reach this node at
+    /// (default: the address of the default route's interface).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Use this containerd socket instead of starting a private containerd.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// containerd namespace for this agent's containers.
+    #[arg(long, default_value = "skiff")]
+    pub containerd_namespace: String,
+    /// Join token (checked once cluster security is in place).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Listen address of the agent's own endpoint (container logs).
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub listen: String,
+    /// Registry settings: credentials and plain-HTTP hosts.
+    #[arg(long, default_value = "/etc/skiff/registries.yaml")]
+    pub registry_config: PathBuf,
+    /// Interval between heartbeats.
+    #[arg(long, default_value = "1s")]
+    pub heartbeat_interval: humantime::Duration,
+    /// Extra node labels, key=value; repeat or comma-separate.
+    #[arg(long = "node-label", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+impl AgentArgs {
+    /// Checks the flags and turns them into an agent config.
+    pub fn to_config(&self) -> Result<skiff_agent::AgentConfig, String> {
+        for s in &self.server {
+            if s.trim().is_empty() || !s.contains(':') {
+                return Err(format!("--server {s:?}: expected host:port of a master"));
+            }
+        }
+        let node_name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()
+                .map_err(|e| format!("cannot read the hostname ({e}); pass --node-name"))?
+                .to_string_lossy()
+                .to_lowercase(),
+        };
+        if node_name.is_empty()
+            || node_name.len() > 253
+            || !node_name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        {
+            return Err(format!(
+                "--node-name {node_name:?}: must be a DNS subdomain (lowercase letters, digits, '-' and '.')"
+            ));
+        }
+        let listen = parse_listen("--listen", &self.listen)?;
+        let mut config =
+            skiff_agent::AgentConfig::new(self.server.clone(), &node_name, self.data_dir.clone());
+        config.node_ip = self.node_ip.map(|ip| ip.to_string());
+        config.containerd_socket = self.containerd_socket.clone();
+        config.containerd_namespace = self.containerd_namespace.clone();
+        config.token = self.token.clone();
+        config.listen = listen;
+        config.registry_config = self.registry_config.clone();
+        config.heartbeat_interval = self.heartbeat_interval.into();
+        for label in &self.node_labels {
+            let (k, v) = label
+                .split_once('=')
+                .ok_or_else(|| format!("--node-label {label:?}: expected key=value"))?;
+            config.labels.insert(k.to_string(), v.to_string());
+        }
+        Ok(config)
+    }
+}
+
 fn init_logging(format: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
@@ -158,6 +248,37 @@ pub fn run(cli: Cli) -> ExitCode {
             rt.block_on(async {
                 let token = shutdown::on_signals();
                 match skiff_master::server::run(config, token).await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        tracing::error!("{e}");
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Agent(args) => {
+            let config = match args.to_config() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = init_logging(&args.log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                let token = shutdown::on_signals();
+                match skiff_agent::run(config, token).await {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e}");

@@ -328,6 +328,7 @@ async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: Cancella
                 }
                 let meta = pod.metadata.clone().unwrap_or_default();
                 let request = UpdatePodStatusRequest {
+                    uid: meta.uid.clone(),
                     namespace: meta.namespace,
                     name: meta.name,
                     status: Some(running_status(&pod, &name, {

@@ -5,11 +5,19 @@
 //! Processes are only ever signalled through the PIDs this harness started,
 //! and are killed when their handle is dropped, also when a test fails.
 
+pub mod agent;
+pub mod busybox_image;
+pub mod containerd;
 pub mod hollow;
 pub mod master;
+pub mod registry;
 
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 
 /// The `skiff` binary under test: `$SKIFF_BIN`, or the one built next to
 /// the running executable (target/<profile>/skiff).
@@ -79,4 +87,81 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Whether the tests that need root and outside tools (containerd, runc,
+/// skopeo, ...) can run here: this process is root and every one of `tools`
+/// is an executable on `PATH` (or, if it has a `/`, at that path).
+///
+/// If not: with `CI=true` this panics, naming what is missing, so CI cannot
+/// silently skip; otherwise it says so on stderr and returns false, and the
+/// test returns early.
+pub fn e2e_prerequisites(tools: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    if !nix::unistd::geteuid().is_root() {
+        missing.push("running as root".to_string());
+    }
+    for tool in tools {
+        if find_in_path(tool).is_none() {
+            missing.push(format!("`{tool}` on PATH"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let msg = format!("e2e prerequisites missing: {}", missing.join(", "));
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    if ci {
+        panic!("{msg} (CI is set, so this fails instead of skipping)");
+    }
+    eprintln!("skipping test: {msg}");
+    false
+}
+
+/// Where `tool` is: itself if it contains a `/`, else the first executable
+/// file of that name in a `PATH` directory.
+pub fn find_in_path(tool: &str) -> Option<PathBuf> {
+    fn executable(p: &Path) -> bool {
+        use std::os::unix::fs::PermissionsExt;
+        p.metadata()
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    if tool.contains('/') {
+        let p = PathBuf::from(tool);
+        return executable(&p).then_some(p);
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(tool))
+        .find(|p| executable(p))
+}
+
+/// Stops a child this harness started, by its PID: SIGTERM, then SIGKILL
+/// if it has not exited after `grace`. Reaps it either way.
+pub(crate) fn terminate(child: &mut Child, grace: Duration) {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            _ => return,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// The last `lines` lines of a log file, for failure messages.
+pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    let start = all.len().saturating_sub(lines);
+    format!(
+        "last lines of {}:\n{}",
+        path.display(),
+        all[start..].join("\n")
+    )
 }

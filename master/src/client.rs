@@ -44,7 +44,7 @@ pub enum ClientError {
 }
 
 impl ClientError {
-    fn from_status(addr: &str, status: Status) -> ClientError {
+    pub fn from_status(addr: &str, status: Status) -> ClientError {
         let message = status.message().to_owned();
         match status.code() {
             Code::NotFound => ClientError::NotFound(message),
@@ -257,6 +257,19 @@ impl Client {
             stream,
             addr: self.addr.clone(),
         })
+    }
+
+    /// A container's log as a stream of chunks (see `PodLogsRequest`).
+    pub async fn pod_logs(
+        &self,
+        request: skiff_proto::api::PodLogsRequest,
+    ) -> Result<tonic::Streaming<skiff_proto::api::LogChunk>> {
+        let mut api = self.api.clone();
+        Ok(api
+            .pod_logs(request)
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner())
     }
 
     pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {

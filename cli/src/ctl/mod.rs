@@ -97,6 +97,25 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Print a container's log.
+    Logs {
+        /// The pod's name (or pod/NAME).
+        pod: String,
+        /// The container; needed when the pod has several.
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Keep printing what the container writes.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(long, value_parser = clap::value_parser!(i64).range(0..))]
+        tail: Option<i64>,
+        /// The previous run of the container (after a restart).
+        #[arg(short = 'p', long)]
+        previous: bool,
+    },
     /// Delete objects by name.
     Delete {
         kind: String,
@@ -255,6 +274,53 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             rollout::set_unschedulable(&client, &node, false).await?;
             writeln!(out, "node/{node} uncordoned")?;
             Ok(())
+        }
+        CtlCommand::Logs {
+            pod,
+            container,
+            namespace,
+            follow,
+            tail,
+            previous,
+        } => {
+            let name = pod
+                .strip_prefix("pod/")
+                .or_else(|| pod.strip_prefix("pods/"))
+                .unwrap_or(&pod);
+            let request = skiff_proto::api::PodLogsRequest {
+                namespace: namespace.unwrap_or_else(|| "default".to_owned()),
+                name: name.to_owned(),
+                container: container.unwrap_or_default(),
+                follow,
+                tail_lines: tail,
+                previous,
+            };
+            let context = format!("reading the log of pod/{name}");
+            let mut stream = client
+                .pod_logs(request)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: context.clone(),
+                    source,
+                })?;
+            loop {
+                match stream.message().await {
+                    Ok(Some(chunk)) => {
+                        out.write_all(&chunk.data)?;
+                        out.flush()?;
+                    }
+                    Ok(None) => return Ok(()),
+                    Err(status) => {
+                        return Err(CtlError::Api {
+                            context,
+                            source: skiff_master::client::ClientError::from_status(
+                                client.addr(),
+                                status,
+                            ),
+                        })
+                    }
+                }
+            }
         }
         CtlCommand::Drain { node, force } => rollout::drain(&client, &node, force, out).await,
         CtlCommand::Scale {

@@ -7,6 +7,7 @@
 //! are served from the local replica.
 
 pub mod error;
+pub mod logs;
 pub mod node_pods;
 pub mod nodes;
 pub mod routing;
@@ -17,8 +18,8 @@ use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
-    JoinRequest, JoinResponse, ListRequest, ListResponse, Member, Object, UpdateRequest,
-    WatchEvent, WatchRequest,
+    JoinRequest, JoinResponse, ListRequest, ListResponse, LogChunk, Member, Object, PodLogsRequest,
+    UpdateRequest, WatchEvent, WatchRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -266,6 +267,17 @@ impl Api for ApiService {
             self.shutdown.clone(),
         )?;
         Ok(Response::new(stream))
+    }
+
+    type PodLogsStream = tokio_stream::wrappers::ReceiverStream<Result<LogChunk, Status>>;
+
+    async fn pod_logs(
+        &self,
+        request: Request<PodLogsRequest>,
+    ) -> Result<Response<Self::PodLogsStream>, Status> {
+        let request = request.into_inner();
+        let address = logs::agent_address(&self.cluster.store, &request)?;
+        Ok(Response::new(logs::relay(address, request).await?))
     }
 
     async fn join_cluster(

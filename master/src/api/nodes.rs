@@ -144,6 +144,16 @@ impl NodeService {
         let Some(Body::Pod(mut pod)) = current.kind else {
             return Err(ApiError::Invalid("not a pod".to_owned()));
         };
+        let uid = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
+        if !request.uid.is_empty() && request.uid != uid {
+            return Err(ApiError::Cluster(ClusterError::Refused(
+                WriteError::NotFound {
+                    kind: Kind::Pod,
+                    namespace: request.namespace.clone(),
+                    name: request.name.clone(),
+                },
+            )));
+        }
         pod.status = request.status;
         if let Some(m) = pod.metadata.as_mut() {
             m.resource_version.clear();
@@ -241,6 +251,14 @@ impl Nodes for NodeService {
                 if tx.send(Ok(event)).await.is_err() {
                     return;
                 }
+            }
+            let listed = WatchEvent {
+                r#type: EventType::Bookmark as i32,
+                revision,
+                object: None,
+            };
+            if tx.send(Ok(listed)).await.is_err() {
+                return;
             }
             loop {
                 let next = tokio::select! {

@@ -1,0 +1,332 @@
+//! The agent's side of the agent protocol. Three loops share one list of
+//! masters and each reconnects with backoff on its own:
+//!
+//! - registration and heartbeats: the node registers, then streams a
+//!   heartbeat every second to the leader (following `x-skiff-leader` when
+//!   a follower refuses);
+//! - the pod watch: every pod bound to this node, turned into [`Desired`]
+//!   changes for the pod manager, with a complete list after each connect;
+//! - status reports: the newest status of each pod, retried until a master
+//!   takes it.
+//!
+//! With no master reachable the loops keep retrying and the pods keep
+//! running; nothing here blocks the pod manager.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use skiff_proto::api::EventType;
+use skiff_proto::node::nodes_client::NodesClient;
+use skiff_proto::node::{Heartbeat, RegisterRequest, UpdatePodStatusRequest, WatchPodsRequest};
+use skiff_proto::v1;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::pods::{Desired, StatusReport};
+
+/// Backoff between reconnects: 200 ms doubling to 5 s.
+#[derive(Debug)]
+struct Reconnect {
+    delay: Duration,
+}
+
+impl Reconnect {
+    fn new() -> Reconnect {
+        Reconnect {
+            delay: Duration::from_millis(200),
+        }
+    }
+    async fn wait(&mut self, shutdown: &CancellationToken) -> bool {
+        tokio::select! {
+            _ = shutdown.cancelled() => return false,
+            _ = tokio::time::sleep(self.delay) => {}
+        }
+        self.delay = (self.delay * 2).min(Duration::from_secs(5));
+        true
+    }
+    fn reset(&mut self) {
+        self.delay = Duration::from_millis(200);
+    }
+}
+
+/// Connections to the masters this agent knows.
+#[derive(Clone, Debug)]
+pub struct Masters {
+    addrs: Vec<String>,
+}
+
+impl Masters {
+    pub fn new(addrs: Vec<String>) -> Masters {
+        Masters { addrs }
+    }
+
+    fn channel(addr: &str) -> Option<Channel> {
+        let uri = if addr.contains("://") {
+            addr.to_string()
+        } else {
+            format!("http://{addr}")
+        };
+        Endpoint::from_shared(uri).ok().map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(10))
+                .keep_alive_timeout(Duration::from_secs(5))
+                .connect_lazy()
+        })
+    }
+
+    fn nth(&self, i: usize) -> &str {
+        &self.addrs[i % self.addrs.len()]
+    }
+
+    fn client(&self, i: usize) -> Option<NodesClient<Channel>> {
+        Self::channel(self.nth(i)).map(NodesClient::new)
+    }
+}
+
+/// Registers `node`, retrying across masters until one takes it.
+async fn register(masters: &Masters, node: &v1::Node, shutdown: &CancellationToken) -> bool {
+    let mut backoff = Reconnect::new();
+    let mut i = 0;
+    loop {
+        if let Some(mut client) = masters.client(i) {
+            match client
+                .register(RegisterRequest {
+                    node: Some(node.clone()),
+                })
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(master = masters.nth(i), "node registered");
+                    return true;
+                }
+                Err(e) => tracing::debug!(master = masters.nth(i), error = %e, "register failed"),
+            }
+        }
+        i += 1;
+        if !backoff.wait(shutdown).await {
+            return false;
+        }
+    }
+}
+
+/// Registers, then heartbeats forever.
+pub async fn heartbeat_loop(
+    masters: Masters,
+    node: v1::Node,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    if !register(&masters, &node, &shutdown).await {
+        return;
+    }
+    let name = node
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let mut target = masters.nth(0).to_string();
+    let mut i = 0;
+    let mut backoff = Reconnect::new();
+    loop {
+        let Some(channel) = Masters::channel(&target) else {
+            return;
+        };
+        let (tx, rx) = mpsc::channel(4);
+        let mut client = NodesClient::new(channel);
+        let call = client.heartbeats(ReceiverStream::new(rx));
+        tokio::pin!(call);
+        let mut tick = tokio::time::interval(interval);
+        let mut sent = 0u64;
+        let ended = loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                ended = &mut call => break ended,
+                _ = tick.tick() => {
+                    if tx.send(Heartbeat { node_name: name.clone() }).await.is_err() {
+                        break Ok(tonic::Response::new(Default::default()));
+                    }
+                    sent += 1;
+                    if sent == 3 {
+                        backoff.reset();
+                    }
+                }
+            }
+        };
+        match ended {
+            Err(status) => {
+                if let Some(leader) = status
+                    .metadata()
+                    .get("x-skiff-leader")
+                    .and_then(|v| v.to_str().ok())
+                {
+                    target = leader.to_string();
+                    continue;
+                }
+                if status.code() == tonic::Code::NotFound {
+                    // The master forgot this node (a new cluster): register again.
+                    if !register(&masters, &node, &shutdown).await {
+                        return;
+                    }
+                }
+                tracing::debug!(master = %target, error = %status, "heartbeat stream ended");
+            }
+            Ok(_) => tracing::debug!(master = %target, "heartbeat stream closed"),
+        }
+        i += 1;
+        target = masters.nth(i).to_string();
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Watches the pods bound to `node_name` and feeds the pod manager.
+pub async fn watch_loop(
+    masters: Masters,
+    node_name: String,
+    desired: mpsc::Sender<Desired>,
+    shutdown: CancellationToken,
+) {
+    let mut i = 0;
+    let mut backoff = Reconnect::new();
+    loop {
+        if let Some(mut client) = masters.client(i) {
+            let call = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                c = client.watch_pods(WatchPodsRequest { node_name: node_name.clone() }) => c,
+            };
+            match call {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    let mut listed: Option<HashSet<String>> = Some(HashSet::new());
+                    loop {
+                        let next = tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            n = stream.message() => n,
+                        };
+                        let event = match next {
+                            Ok(Some(e)) => e,
+                            Ok(None) => break,
+                            Err(e) => {
+                                tracing::debug!(master = masters.nth(i), error = %e, "pod watch ended");
+                                break;
+                            }
+                        };
+                        if event.r#type == EventType::Bookmark as i32 {
+                            if let Some(uids) = listed.take() {
+                                backoff.reset();
+                                if desired.send(Desired::Synced(uids)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            continue;
+                        }
+                        let Some(skiff_proto::api::object::Kind::Pod(pod)) =
+                            event.object.and_then(|o| o.kind)
+                        else {
+                            continue;
+                        };
+                        let uid = pod
+                            .metadata
+                            .as_ref()
+                            .map(|m| m.uid.clone())
+                            .unwrap_or_default();
+                        let change = if event.r#type == EventType::Deleted as i32 {
+                            if let Some(l) = listed.as_mut() {
+                                l.remove(&uid);
+                            }
+                            Desired::Delete(uid)
+                        } else {
+                            if let Some(l) = listed.as_mut() {
+                                l.insert(uid);
+                            }
+                            Desired::Upsert(Box::new(pod))
+                        };
+                        if desired.send(change).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(master = masters.nth(i), error = %e, "cannot watch pods"),
+            }
+        }
+        i += 1;
+        if !backoff.wait(&shutdown).await {
+            return;
+        }
+    }
+}
+
+/// Sends the newest status of each pod; older ones are overwritten.
+pub async fn status_loop(
+    masters: Masters,
+    mut reports: mpsc::UnboundedReceiver<StatusReport>,
+    shutdown: CancellationToken,
+) {
+    let mut pending: HashMap<String, StatusReport> = HashMap::new();
+    let mut i = 0;
+    let mut client = masters.client(i);
+    let mut backoff = Reconnect::new();
+    loop {
+        if pending.is_empty() {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                r = reports.recv() => match r {
+                    Some(r) => { pending.insert(r.uid.clone(), r); }
+                    None => return,
+                },
+            }
+        }
+        while let Ok(r) = reports.try_recv() {
+            pending.insert(r.uid.clone(), r);
+        }
+        let uids: Vec<String> = pending.keys().cloned().collect();
+        let mut failed = false;
+        for uid in uids {
+            let Some(report) = pending.get(&uid).cloned() else {
+                continue;
+            };
+            let Some(c) = client.as_mut() else { break };
+            let result = c
+                .update_pod_status(UpdatePodStatusRequest {
+                    namespace: report.namespace.clone(),
+                    name: report.name.clone(),
+                    status: Some(report.status.clone()),
+                    uid: report.uid.clone(),
+                })
+                .await;
+            match result {
+                Ok(_) => {
+                    pending.remove(&uid);
+                }
+                // The pod is gone (or replaced); its status no longer matters.
+                Err(s)
+                    if matches!(
+                        s.code(),
+                        tonic::Code::NotFound | tonic::Code::InvalidArgument
+                    ) =>
+                {
+                    tracing::debug!(pod = %report.name, error = %s, "dropping status report");
+                    pending.remove(&uid);
+                }
+                Err(s) => {
+                    tracing::debug!(error = %s, "status report failed");
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        if failed {
+            i += 1;
+            client = masters.client(i);
+            if !backoff.wait(&shutdown).await {
+                return;
+            }
+        } else {
+            backoff.reset();
+        }
+    }
+}

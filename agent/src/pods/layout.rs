@@ -1,0 +1,251 @@
+//! Where a pod's files live under the data dir:
+//!
+//! ```text
+//! pods/<namespace>_<name>_<uid>/etc/{hosts,hostname,resolv.conf}
+//! pods/<namespace>_<name>_<uid>/<container>/<restart>.log   (+ .log.1 when rotated)
+//! netns/<uid>                                              the pod's network namespace
+//! state/pods/<uid>.json                                    the last pod spec the master sent
+//! ```
+//!
+//! The cached specs let a restarted agent keep applying restart policies
+//! while no master is reachable.
+
+use std::path::{Path, PathBuf};
+
+use skiff_proto::v1;
+
+#[derive(Debug, Clone)]
+pub struct PodLayout {
+    data_dir: PathBuf,
+}
+
+/// Largest a container log grows before it is rotated.
+pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+fn meta(pod: &v1::Pod) -> v1::ObjectMeta {
+    pod.metadata.clone().unwrap_or_default()
+}
+
+impl PodLayout {
+    pub fn new(data_dir: &Path) -> PodLayout {
+        PodLayout {
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    pub fn pods_dir(&self) -> PathBuf {
+        self.data_dir.join("pods")
+    }
+
+    pub fn pod_dir(&self, pod: &v1::Pod) -> PathBuf {
+        let m = meta(pod);
+        self.pod_dir_for(&m.namespace, &m.name, &m.uid)
+    }
+
+    pub fn pod_dir_for(&self, namespace: &str, name: &str, uid: &str) -> PathBuf {
+        self.pods_dir().join(format!("{namespace}_{name}_{uid}"))
+    }
+
+    pub fn netns(&self, uid: &str) -> PathBuf {
+        self.data_dir.join("netns").join(uid)
+    }
+
+    fn cache_dir(&self) -> PathBuf {
+        self.data_dir.join("state").join("pods")
+    }
+
+    pub fn log_file(&self, pod: &v1::Pod, container: &str, restarts: i32) -> PathBuf {
+        self.pod_dir(pod)
+            .join(container)
+            .join(format!("{restarts}.log"))
+    }
+
+    /// Keeps the current run's log and the one before it (`--previous`).
+    pub async fn prune_logs(&self, pod: &v1::Pod, container: &str, current: i32) {
+        let dir = self.pod_dir(pod).join(container);
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return;
+        };
+        while let Ok(Some(e)) = entries.next_entry().await {
+            let name = e.file_name().to_string_lossy().to_string();
+            let run: Option<i32> = name.split('.').next().and_then(|n| n.parse().ok());
+            if run.is_some_and(|r| r < current - 1) {
+                let _ = tokio::fs::remove_file(e.path()).await;
+            }
+        }
+    }
+
+    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the pod.
+    pub async fn write_etc_files(&self, pod: &v1::Pod) -> std::io::Result<Vec<(String, String)>> {
+        let m = meta(pod);
+        let dir = self.pod_dir(pod).join("etc");
+        tokio::fs::create_dir_all(&dir).await?;
+        let hostname = if m.name.len() > 63 {
+            &m.name[..63]
+        } else {
+            &m.name
+        };
+        let ip = pod.status.as_ref().map(|s| s.pod_ip.as_str()).unwrap_or("");
+        let mut hosts =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        if !ip.is_empty() {
+            hosts.push_str(&format!("{ip}\t{hostname}\n"));
+        } else {
+            hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        }
+        let resolv = tokio::fs::read_to_string("/etc/resolv.conf")
+            .await
+            .unwrap_or_default();
+        let files = [
+            ("hosts", hosts),
+            ("hostname", format!("{hostname}\n")),
+            ("resolv.conf", resolv),
+        ];
+        let mut out = Vec::new();
+        for (name, text) in files {
+            let path = dir.join(name);
+            tokio::fs::write(&path, text).await?;
+            out.push((format!("/etc/{name}"), path.display().to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Removes the pod's namespace, logs and cached spec.
+    pub async fn remove_pod(&self, pod: &v1::Pod) {
+        let m = meta(pod);
+        if let Err(e) = super::netns::remove(&self.netns(&m.uid)) {
+            tracing::warn!(error = %e, "cannot remove pod network namespace");
+        }
+        let _ = tokio::fs::remove_dir_all(self.pod_dir(pod)).await;
+        let _ = tokio::fs::remove_file(self.cache_dir().join(format!("{}.json", m.uid))).await;
+    }
+
+    /// Saves the pod spec (write to a temp file, then rename: never half-written).
+    pub async fn cache_pod(&self, pod: &v1::Pod) -> std::io::Result<()> {
+        let m = meta(pod);
+        let dir = self.cache_dir();
+        tokio::fs::create_dir_all(&dir).await?;
+        let tmp = dir.join(format!(".{}.json.tmp", m.uid));
+        let bytes = serde_json::to_vec(pod).map_err(std::io::Error::other)?;
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, dir.join(format!("{}.json", m.uid))).await
+    }
+
+    pub async fn forget_pod(&self, uid: &str) {
+        let _ = tokio::fs::remove_file(self.cache_dir().join(format!("{uid}.json"))).await;
+    }
+
+    /// The pods cached by an earlier run; unreadable files are skipped.
+    pub fn cached_pods(&self) -> Vec<v1::Pod> {
+        let Ok(entries) = std::fs::read_dir(self.cache_dir()) else {
+            return vec![];
+        };
+        entries
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter_map(|e| {
+                let bytes = std::fs::read(e.path()).ok()?;
+                match serde_json::from_slice(&bytes) {
+                    Ok(p) => Some(p),
+                    Err(err) => {
+                        tracing::warn!(file = %e.path().display(), error = %err, "ignoring unreadable cached pod");
+                        None
+                    }
+                }
+            })
+            .collect()
+    }
+
+    /// Rotates every container log over `max` bytes: copied to `.1`, then
+    /// truncated in place (the shim appends, so it carries on at the start).
+    pub fn rotate_logs(&self, max: u64) {
+        let Ok(pods) = std::fs::read_dir(self.pods_dir()) else {
+            return;
+        };
+        for pod in pods.flatten() {
+            let Ok(containers) = std::fs::read_dir(pod.path()) else {
+                continue;
+            };
+            for c in containers.flatten() {
+                let Ok(logs) = std::fs::read_dir(c.path()) else {
+                    continue;
+                };
+                for log in logs.flatten() {
+                    let path = log.path();
+                    if path.extension().is_none_or(|e| e != "log") {
+                        continue;
+                    }
+                    if log.metadata().is_ok_and(|m| m.len() > max) {
+                        let rotated = path.with_extension("log.1");
+                        if std::fs::copy(&path, &rotated).is_ok() {
+                            let _ = std::fs::OpenOptions::new()
+                                .write(true)
+                                .open(&path)
+                                .and_then(|f| f.set_len(0));
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(uid: &str) -> v1::Pod {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: uid.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn cached_pods_round_trip_and_are_forgotten() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(tmp.path());
+        layout.cache_pod(&pod("u1")).await.unwrap();
+        layout.cache_pod(&pod("u2")).await.unwrap();
+        std::fs::write(tmp.path().join("state/pods/bad.json"), "{").unwrap();
+        let mut uids: Vec<_> = layout
+            .cached_pods()
+            .into_iter()
+            .map(|p| p.metadata.unwrap().uid)
+            .collect();
+        uids.sort();
+        assert_eq!(uids, ["u1", "u2"]);
+        layout.forget_pod("u1").await;
+        assert_eq!(layout.cached_pods().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn logs_rotate_and_old_runs_are_pruned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(tmp.path());
+        let p = pod("u1");
+        for run in 0..4 {
+            let f = layout.log_file(&p, "c", run);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, vec![b'x'; 100]).unwrap();
+        }
+        layout.prune_logs(&p, "c", 3).await;
+        assert!(!layout.log_file(&p, "c", 1).exists());
+        assert!(layout.log_file(&p, "c", 2).exists());
+        layout.rotate_logs(50);
+        let current = layout.log_file(&p, "c", 3);
+        assert_eq!(std::fs::metadata(&current).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(current.with_extension("log.1"))
+                .unwrap()
+                .len(),
+            100
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Liveness and readiness probes, with Kubernetes' semantics: a probe runs
+//! every `periodSeconds` after `initialDelaySeconds`; `failureThreshold`
+//! failures in a row flip it to failed and `successThreshold` successes in a
+//! row flip it back. Exec probes run in the container through containerd;
+//! TCP and HTTP probes connect to the port from inside the pod's network
+//! namespace.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use skiff_proto::v1;
+use tokio::time::Instant;
+
+use crate::runtime::ContainerRuntime;
+
+use super::netns;
+
+/// The counters of one probe on one container run.
+#[derive(Debug, Clone)]
+pub struct ProbeState {
+    pub probe: v1::Probe,
+    pub next_at: Instant,
+    successes: i32,
+    failures: i32,
+    /// The probe's verdict so far; `None` until it first flips.
+    pub passing: Option<bool>,
+    pub last_error: String,
+}
+
+impl ProbeState {
+    pub fn new(probe: &v1::Probe, started: Instant) -> ProbeState {
+        ProbeState {
+            probe: probe.clone(),
+            next_at: started + Duration::from_secs(probe.initial_delay_seconds.max(0) as u64),
+            successes: 0,
+            failures: 0,
+            passing: None,
+            last_error: String::new(),
+        }
+    }
+
+    fn period(&self) -> Duration {
+        Duration::from_secs(self.probe.period_seconds.max(1) as u64)
+    }
+
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs(self.probe.timeout_seconds.max(1) as u64)
+    }
+
+    /// Records one result; returns the verdict if it flipped.
+    pub fn record(&mut self, ok: bool, now: Instant) -> Option<bool> {
+        self.next_at = now + self.period();
+        if ok {
+            self.failures = 0;
+            self.successes += 1;
+            if self.passing != Some(true) && self.successes >= self.probe.success_threshold.max(1) {
+                self.passing = Some(true);
+                return Some(true);
+            }
+        } else {
+            self.successes = 0;
+            self.failures += 1;
+            if self.passing != Some(false) && self.failures >= self.probe.failure_threshold.max(1) {
+                self.passing = Some(false);
+                return Some(false);
+            }
+        }
+        None
+    }
+}
+
+/// Resolves a probe port: a number, or the name of a container port.
+pub fn resolve_port(port: &str, container: &v1::Container) -> Option<u16> {
+    if let Ok(n) = port.parse::<u16>() {
+        return Some(n);
+    }
+    container
+        .ports
+        .iter()
+        .find(|p| p.name == port)
+        .and_then(|p| u16::try_from(p.container_port).ok())
+}
+
+/// Runs the probe once; `Err` carries why it failed.
+pub async fn run<R: ContainerRuntime>(
+    runtime: &R,
+    container_id: &str,
+    container: &v1::Container,
+    netns_path: PathBuf,
+    state: &ProbeState,
+) -> Result<(), String> {
+    let probe = &state.probe;
+    let timeout = state.timeout();
+    if let Some(exec) = &probe.exec {
+        let code = runtime
+            .exec(container_id, exec.command.clone(), timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        return if code == 0 {
+            Ok(())
+        } else {
+            Err(format!("exec {:?} exited with {code}", exec.command))
+        };
+    }
+    if let Some(tcp) = &probe.tcp_socket {
+        let port = resolve_port(&tcp.port, container).ok_or_else(|| {
+            format!(
+                "tcp probe port {:?} is not a port of the container",
+                tcp.port
+            )
+        })?;
+        return netns::tcp_check(netns_path, port, timeout).await;
+    }
+    if let Some(http) = &probe.http_get {
+        let port = resolve_port(&http.port, container).ok_or_else(|| {
+            format!(
+                "http probe port {:?} is not a port of the container",
+                http.port
+            )
+        })?;
+        let headers = http
+            .http_headers
+            .iter()
+            .map(|h| (h.name.clone(), h.value.clone()))
+            .collect();
+        let code = netns::http_get(netns_path, port, http.path.clone(), headers, timeout).await?;
+        return if (200..400).contains(&code) {
+            Ok(())
+        } else {
+            Err(format!("http probe got status {code}"))
+        };
+    }
+    Err("probe has no handler".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_flip_the_verdict() {
+        let probe = v1::Probe {
+            failure_threshold: 3,
+            success_threshold: 1,
+            period_seconds: 1,
+            ..Default::default()
+        };
+        let now = Instant::now();
+        let mut s = ProbeState::new(&probe, now);
+        assert_eq!(s.record(true, now), Some(true));
+        assert_eq!(s.record(false, now), None);
+        assert_eq!(s.record(false, now), None);
+        assert_eq!(s.record(false, now), Some(false));
+        assert_eq!(s.record(false, now), None);
+        assert_eq!(s.record(true, now), Some(true));
+        assert_eq!(s.next_at, now + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn named_ports_resolve() {
+        let c = v1::Container {
+            ports: vec![v1::ContainerPort {
+                name: "http".into(),
+                container_port: 8080,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        assert_eq!(resolve_port("http", &c), Some(8080));
+        assert_eq!(resolve_port("81", &c), Some(81));
+        assert_eq!(resolve_port("nope", &c), None);
+    }
+}

@@ -1,0 +1,703 @@
+//! One pod worker per pod: it alone touches that pod's containers, one
+//! reconcile at a time. Each pass compares the pod spec with what
+//! containerd has, starts what is missing, applies the restart policy to
+//! what exited (restarting at once the first time, then after 10 s, 20 s, …
+//! up to 5 minutes, shown as CrashLoopBackOff), runs due probes and
+//! reports the pod's status when it changed. A worker that finds a
+//! container already running adopts it: same process, same restart count.
+//!
+//! When the pod goes away the worker stops its containers (SIGTERM, the
+//! grace period, SIGKILL) and removes them with their snapshots, the pod's
+//! network namespace and its log files.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::runtime::containers::{
+    LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    LABEL_RESTARTS, LABEL_STARTED_AT,
+};
+use crate::runtime::images::PullPolicy;
+use crate::runtime::spec::{self, SpecInput};
+use crate::runtime::{ContainerRuntime, RuntimeEvent, StartRequest, TaskState};
+
+use super::backoff::Backoff;
+use super::layout::PodLayout;
+use super::probes::{self, ProbeState};
+use super::status::{self, CState, ContainerView};
+
+/// A pod status to send to the master.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: v1::PodStatus,
+}
+
+/// What every worker shares.
+pub struct WorkerContext<R> {
+    pub runtime: Arc<R>,
+    pub layout: Arc<PodLayout>,
+    pub reports: mpsc::UnboundedSender<StatusReport>,
+    pub host_ip: String,
+}
+
+impl<R> Clone for WorkerContext<R> {
+    fn clone(&self) -> Self {
+        WorkerContext {
+            runtime: self.runtime.clone(),
+            layout: self.layout.clone(),
+            reports: self.reports.clone(),
+            host_ip: self.host_ip.clone(),
+        }
+    }
+}
+
+/// How long a container must run before its crash backoff starts over.
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+
+/// One container of the pod, as the worker tracks it.
+#[derive(Debug)]
+struct Track {
+    name: String,
+    id: String,
+    /// Labels read back once: adoption after an agent restart.
+    synced: bool,
+    ever_started: bool,
+    restarts: i32,
+    state: CState,
+    last: Option<CState>,
+    exit_recorded: bool,
+    oom: bool,
+    run_started: Option<Instant>,
+    restart_at: Option<Instant>,
+    crash_backoff: Backoff,
+    /// Retry pacing for image pulls and start failures.
+    error_backoff: Backoff,
+    retry_at: Option<Instant>,
+    image_id: String,
+    liveness: Option<ProbeState>,
+    readiness: Option<ProbeState>,
+    ready: bool,
+}
+
+impl Track {
+    fn new(pod_uid: &str, name: &str) -> Track {
+        Track {
+            name: name.to_string(),
+            id: container_id(pod_uid, name),
+            synced: false,
+            ever_started: false,
+            restarts: 0,
+            state: CState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            },
+            last: None,
+            exit_recorded: false,
+            oom: false,
+            run_started: None,
+            restart_at: None,
+            crash_backoff: Backoff::crash_loop(),
+            error_backoff: Backoff::errors(),
+            retry_at: None,
+            image_id: String::new(),
+            liveness: None,
+            readiness: None,
+            ready: false,
+        }
+    }
+
+    fn view(&self, container: &v1::Container, policy: &str) -> ContainerView {
+        ContainerView {
+            name: self.name.clone(),
+            id: self.id.clone(),
+            image: container.image.clone(),
+            image_id: self.image_id.clone(),
+            state: self.state.clone(),
+            last: self.last.clone(),
+            ready: self.ready,
+            restarts: self.restarts,
+            will_restart: matches!(&self.state, CState::Terminated { code, .. } if should_restart(policy, *code))
+                || matches!(&self.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff"),
+            ever_started: self.ever_started,
+        }
+    }
+}
+
+/// containerd's ID for a pod's container.
+pub fn container_id(pod_uid: &str, container: &str) -> String {
+    format!("{pod_uid}_{container}")
+}
+
+/// Whether an exit with `code` is followed by a restart.
+pub fn should_restart(policy: &str, code: u32) -> bool {
+    match policy {
+        "Never" => false,
+        "OnFailure" => code != 0,
+        _ => true,
+    }
+}
+
+fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Runs the worker for one pod until the pod is deleted (its containers
+/// are then removed) or the agent shuts down (they keep running).
+pub async fn run<R: ContainerRuntime>(
+    ctx: WorkerContext<R>,
+    mut desired: watch::Receiver<Option<v1::Pod>>,
+    mut events: mpsc::Receiver<RuntimeEvent>,
+    shutdown: CancellationToken,
+) {
+    let mut tracks: Vec<Track> = Vec::new();
+    let mut last_report: Option<v1::PodStatus> = None;
+    let mut start_time = String::new();
+    let mut last_pod: Option<v1::Pod> = None;
+    loop {
+        let pod = desired.borrow_and_update().clone();
+        if pod.is_some() {
+            last_pod = pod.clone();
+        }
+        let deleting = pod.as_ref().is_none_or(|p| {
+            p.metadata
+                .as_ref()
+                .is_some_and(|m| !m.deletion_timestamp.is_empty())
+        });
+        if deleting {
+            if let Some(pod) = last_pod {
+                teardown(&ctx, &pod).await;
+            }
+            return;
+        }
+        let Some(pod) = pod else { return };
+        let meta = pod.metadata.clone().unwrap_or_default();
+        if start_time.is_empty() {
+            start_time = pod
+                .status
+                .as_ref()
+                .map(|s| s.start_time.clone())
+                .filter(|t| !t.is_empty())
+                .unwrap_or_else(now_rfc3339);
+        }
+        let wake = reconcile(&ctx, &pod, &mut tracks).await;
+        let spec = pod.spec.clone().unwrap_or_default();
+        let views: Vec<ContainerView> = spec
+            .containers
+            .iter()
+            .zip(&tracks)
+            .map(|(c, t)| t.view(c, &spec.restart_policy))
+            .collect();
+        let status = status::pod_status(
+            &pod,
+            &views,
+            &ctx.host_ip,
+            &start_time,
+            last_report.as_ref(),
+        );
+        if last_report.as_ref() != Some(&status) {
+            let _ = ctx.reports.send(StatusReport {
+                uid: meta.uid.clone(),
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                status: status.clone(),
+            });
+            last_report = Some(status);
+        }
+        let sleep = match wake {
+            Some(at) => tokio::time::sleep_until(at),
+            None => tokio::time::sleep(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            event = events.recv() => match event {
+                Some(RuntimeEvent::Oom { container_id }) => {
+                    if let Some(t) = tracks.iter_mut().find(|t| t.id == container_id) {
+                        t.oom = true;
+                    }
+                }
+                Some(RuntimeEvent::Exit { .. }) => {}
+                None => return,
+            },
+            _ = sleep => {}
+        }
+    }
+}
+
+/// One pass over the pod's containers; returns when to look again.
+async fn reconcile<R: ContainerRuntime>(
+    ctx: &WorkerContext<R>,
+    pod: &v1::Pod,
+    tracks: &mut Vec<Track>,
+) -> Option<Instant> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    if tracks.len() != spec.containers.len() {
+        *tracks = spec
+            .containers
+            .iter()
+            .map(|c| Track::new(&meta.uid, &c.name))
+            .collect();
+    }
+    let netns = ctx.layout.netns(&meta.uid);
+    if let Err(e) = super::netns::ensure(netns.to_path_buf()).await {
+        for t in tracks.iter_mut().filter(|t| !t.ever_started) {
+            t.state = CState::Waiting {
+                reason: "CreatePodSandboxError".into(),
+                message: e.to_string(),
+            };
+        }
+        return Some(Instant::now() + Duration::from_secs(5));
+    }
+    let mut wake: Option<Instant> = None;
+    let mut at = |t: Instant| {
+        wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
+    };
+    for (container, track) in spec.containers.iter().zip(tracks.iter_mut()) {
+        if let Some(t) = reconcile_container(ctx, pod, container, track, &netns).await {
+            at(t);
+        }
+    }
+    wake
+}
+
+async fn reconcile_container<R: ContainerRuntime>(
+    ctx: &WorkerContext<R>,
+    pod: &v1::Pod,
+    container: &v1::Container,
+    track: &mut Track,
+    netns: &Path,
+) -> Option<Instant> {
+    let policy = pod
+        .spec
+        .as_ref()
+        .map(|s| s.restart_policy.clone())
+        .unwrap_or_default();
+    let now = Instant::now();
+    let record = match ctx.runtime.inspect(&track.id).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(container = %track.id, error = %e, "cannot inspect container");
+            return Some(now + Duration::from_secs(2));
+        }
+    };
+    if let Some(r) = &record {
+        if !track.synced {
+            // Adopting what an earlier agent left: its count and start time.
+            track.restarts = r
+                .labels
+                .get(LABEL_RESTARTS)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            track.image_id = r.labels.get(LABEL_IMAGE_ID).cloned().unwrap_or_default();
+            track.ever_started = true;
+            if let TaskState::Running { pid } = &r.state {
+                tracing::info!(container = %track.id, pid, restarts = track.restarts, "adopted running container");
+                track.state = CState::Running {
+                    started_at: r.labels.get(LABEL_STARTED_AT).cloned().unwrap_or_default(),
+                };
+                track.run_started = Some(now);
+                arm_probes(track, container, now);
+            }
+        }
+    }
+    track.synced = true;
+    match record.map(|r| r.state) {
+        Some(TaskState::Running { .. }) => {
+            if !matches!(track.state, CState::Running { .. }) {
+                track.state = CState::Running {
+                    started_at: now_rfc3339(),
+                };
+            }
+            if track
+                .run_started
+                .is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER)
+            {
+                track.crash_backoff.reset();
+            }
+            run_probes(ctx, container, track, netns, now).await
+        }
+        Some(TaskState::Exited { code, finished_at }) => {
+            handle_exit(
+                ctx,
+                pod,
+                container,
+                track,
+                &policy,
+                code,
+                finished_at,
+                netns,
+                now,
+            )
+            .await
+        }
+        Some(TaskState::NoTask) | None if track.ever_started && track.exit_recorded => {
+            // Restart already decided; the container is being recreated.
+            handle_exit(
+                ctx,
+                pod,
+                container,
+                track,
+                &policy,
+                last_code(track),
+                String::new(),
+                netns,
+                now,
+            )
+            .await
+        }
+        Some(TaskState::NoTask) | None => {
+            if let Some(retry) = track.retry_at.filter(|r| *r > now) {
+                return Some(retry);
+            }
+            let restarts = if track.ever_started {
+                track.restarts + 1
+            } else {
+                0
+            };
+            start(ctx, pod, container, track, restarts, netns).await
+        }
+    }
+}
+
+fn last_code(track: &Track) -> u32 {
+    match (&track.state, &track.last) {
+        (CState::Terminated { code, .. }, _) | (_, Some(CState::Terminated { code, .. })) => *code,
+        _ => 0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn handle_exit<R: ContainerRuntime>(
+    ctx: &WorkerContext<R>,
+    pod: &v1::Pod,
+    container: &v1::Container,
+    track: &mut Track,
+    policy: &str,
+    code: u32,
+    finished_at: String,
+    netns: &Path,
+    now: Instant,
+) -> Option<Instant> {
+    if !track.exit_recorded {
+        let started_at = match &track.state {
+            CState::Running { started_at } => started_at.clone(),
+            _ => String::new(),
+        };
+        let reason = if track.oom {
+            "OOMKilled"
+        } else if code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        };
+        tracing::info!(container = %track.id, code, reason, "container exited");
+        track.state = CState::Terminated {
+            code,
+            reason: reason.into(),
+            started_at,
+            finished_at: if finished_at.is_empty() {
+                now_rfc3339()
+            } else {
+                finished_at
+            },
+        };
+        track.exit_recorded = true;
+        track.ready = false;
+        track.liveness = None;
+        track.readiness = None;
+        if track
+            .run_started
+            .is_some_and(|s| now.duration_since(s) >= BACKOFF_RESET_AFTER)
+        {
+            track.crash_backoff.reset();
+        }
+        if should_restart(policy, code) {
+            track.restart_at = Some(now + track.crash_backoff.next_delay());
+        }
+    }
+    if !should_restart(policy, code) {
+        return None;
+    }
+    let restart_at = track.restart_at.unwrap_or(now);
+    if restart_at > now {
+        if let CState::Terminated { .. } = &track.state {
+            track.last = Some(track.state.clone());
+        }
+        let wait = restart_at.duration_since(now);
+        track.state = CState::Waiting {
+            reason: "CrashLoopBackOff".into(),
+            message: format!(
+                "back-off {}s restarting failed container={} pod={}",
+                track.crash_backoff.last_delay().as_secs(),
+                track.name,
+                pod.metadata.as_ref().map(|m| m.name.as_str()).unwrap_or("")
+            ),
+        };
+        return Some(now + wait);
+    }
+    if let CState::Terminated { .. } = &track.state {
+        track.last = Some(track.state.clone());
+    }
+    let restarts = track.restarts + 1;
+    start(ctx, pod, container, track, restarts, netns).await
+}
+
+fn arm_probes(track: &mut Track, container: &v1::Container, now: Instant) {
+    track.liveness = container
+        .liveness_probe
+        .as_ref()
+        .map(|p| ProbeState::new(p, now));
+    track.readiness = container
+        .readiness_probe
+        .as_ref()
+        .map(|p| ProbeState::new(p, now));
+    track.ready = track.readiness.is_none();
+}
+
+async fn start<R: ContainerRuntime>(
+    ctx: &WorkerContext<R>,
+    pod: &v1::Pod,
+    container: &v1::Container,
+    track: &mut Track,
+    restarts: i32,
+    netns: &Path,
+) -> Option<Instant> {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let now = Instant::now();
+    let policy = PullPolicy::for_container(&container.image_pull_policy, &container.image);
+    let image = match ctx.runtime.ensure_image(&container.image, policy).await {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(container = %track.id, image = %container.image, error = %e, "image not available");
+            let reason = if !track.error_backoff.started() {
+                "ErrImagePull"
+            } else {
+                "ImagePullBackOff"
+            };
+            if !track.ever_started || !matches!(track.state, CState::Waiting { .. }) {
+                track.state = CState::Waiting {
+                    reason: if policy == PullPolicy::Never {
+                        "ErrImageNeverPull".into()
+                    } else {
+                        reason.into()
+                    },
+                    message: e.to_string(),
+                };
+            }
+            let retry = now + track.error_backoff.next_delay().max(Duration::from_secs(1));
+            track.retry_at = Some(retry);
+            return Some(retry);
+        }
+    };
+    let hostname = if meta.name.len() > 63 {
+        &meta.name[..63]
+    } else {
+        &meta.name
+    };
+    let etc_files = match ctx.layout.write_etc_files(pod).await {
+        Ok(f) => f,
+        Err(e) => {
+            track.state = CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: e.to_string(),
+            };
+            return Some(now + Duration::from_secs(10));
+        }
+    };
+    let cgroups_path = format!("/skiff/{}/{}", meta.uid, container.name);
+    let netns_str = netns.display().to_string();
+    let runtime_spec = match spec::build(&SpecInput {
+        container,
+        image: &image.config,
+        hostname,
+        netns_path: &netns_str,
+        cgroups_path: &cgroups_path,
+        etc_files: &etc_files,
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            track.state = CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: e.to_string(),
+            };
+            // Pod specs do not change; nothing to retry until they do.
+            return None;
+        }
+    };
+    let started_at = now_rfc3339();
+    let labels: HashMap<String, String> = [
+        (LABEL_POD_UID, meta.uid.clone()),
+        (LABEL_POD_NAME, meta.name.clone()),
+        (LABEL_POD_NAMESPACE, meta.namespace.clone()),
+        (LABEL_CONTAINER, container.name.clone()),
+        (LABEL_RESTARTS, restarts.to_string()),
+        (LABEL_STARTED_AT, started_at.clone()),
+        (LABEL_IMAGE_ID, image.id.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let log_path = ctx.layout.log_file(pod, &container.name, restarts);
+    let request = StartRequest {
+        id: track.id.clone(),
+        labels,
+        image: image.clone(),
+        spec: runtime_spec,
+        log_path,
+    };
+    match ctx.runtime.start(request).await {
+        Ok(pid) => {
+            tracing::info!(container = %track.id, pid, restarts, "container started");
+            track.ever_started = true;
+            track.restarts = restarts;
+            track.state = CState::Running { started_at };
+            track.exit_recorded = false;
+            track.oom = false;
+            track.run_started = Some(now);
+            track.restart_at = None;
+            track.retry_at = None;
+            track.error_backoff.reset();
+            track.image_id = image.id;
+            arm_probes(track, container, now);
+            ctx.layout.prune_logs(pod, &container.name, restarts).await;
+            track
+                .liveness
+                .as_ref()
+                .map(|p| p.next_at)
+                .into_iter()
+                .chain(track.readiness.as_ref().map(|p| p.next_at))
+                .min()
+        }
+        Err(e) => {
+            tracing::warn!(container = %track.id, error = %e, "container failed to start");
+            track.state = CState::Waiting {
+                reason: "RunContainerError".into(),
+                message: e.to_string(),
+            };
+            let retry = now + track.error_backoff.next_delay().max(Duration::from_secs(1));
+            track.retry_at = Some(retry);
+            Some(retry)
+        }
+    }
+}
+
+async fn run_probes<R: ContainerRuntime>(
+    ctx: &WorkerContext<R>,
+    container: &v1::Container,
+    track: &mut Track,
+    netns: &Path,
+    now: Instant,
+) -> Option<Instant> {
+    if let Some(probe) = track.readiness.as_mut().filter(|p| p.next_at <= now) {
+        let result = probes::run(
+            ctx.runtime.as_ref(),
+            &track.id,
+            container,
+            netns.to_path_buf(),
+            probe,
+        )
+        .await;
+        if let Err(e) = &result {
+            probe.last_error = e.clone();
+        }
+        if let Some(verdict) = probe.record(result.is_ok(), Instant::now()) {
+            tracing::info!(container = %track.id, ready = verdict, "readiness changed");
+            track.ready = verdict;
+        }
+    }
+    let mut kill = false;
+    if let Some(probe) = track.liveness.as_mut().filter(|p| p.next_at <= now) {
+        let result = probes::run(
+            ctx.runtime.as_ref(),
+            &track.id,
+            container,
+            netns.to_path_buf(),
+            probe,
+        )
+        .await;
+        if let Err(e) = &result {
+            probe.last_error = e.clone();
+        }
+        if probe.record(result.is_ok(), Instant::now()) == Some(false) {
+            tracing::info!(container = %track.id, reason = %probe.last_error, "liveness probe failed; restarting container");
+            kill = true;
+        }
+    }
+    if kill {
+        let grace = track
+            .liveness
+            .as_ref()
+            .and_then(|p| p.probe.termination_grace_period_seconds)
+            .unwrap_or(30);
+        stop_container(
+            ctx.runtime.as_ref(),
+            &track.id,
+            Duration::from_secs(grace.max(0) as u64),
+        )
+        .await;
+        track.liveness = None;
+        track.readiness = None;
+        track.ready = false;
+        return Some(Instant::now());
+    }
+    track
+        .liveness
+        .as_ref()
+        .map(|p| p.next_at)
+        .into_iter()
+        .chain(track.readiness.as_ref().map(|p| p.next_at))
+        .min()
+}
+
+/// SIGTERM, up to `grace` for the container to exit, then SIGKILL.
+pub async fn stop_container<R: ContainerRuntime>(runtime: &R, id: &str, grace: Duration) {
+    if runtime.signal(id, 15).await.is_err() {
+        return;
+    }
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        match runtime.inspect(id).await {
+            Ok(Some(r)) if matches!(r.state, TaskState::Running { .. }) => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            _ => return,
+        }
+    }
+    let _ = runtime.signal(id, 9).await;
+}
+
+/// Stops and removes everything of a deleted pod.
+async fn teardown<R: ContainerRuntime>(ctx: &WorkerContext<R>, pod: &v1::Pod) {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let spec = pod.spec.clone().unwrap_or_default();
+    let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
+    let mut stops = tokio::task::JoinSet::new();
+    for c in &spec.containers {
+        let runtime = ctx.runtime.clone();
+        let id = container_id(&meta.uid, &c.name);
+        stops.spawn(async move {
+            stop_container(runtime.as_ref(), &id, Duration::from_secs(grace)).await;
+            if let Err(e) = runtime.remove(&id).await {
+                tracing::warn!(container = %id, error = %e, "cannot remove container");
+            }
+        });
+    }
+    while stops.join_next().await.is_some() {}
+    ctx.layout.remove_pod(pod).await;
+    tracing::info!(pod = %meta.name, namespace = %meta.namespace, "pod removed");
+}

@@ -1,0 +1,545 @@
+//! Containers and tasks. A skiff container is a containerd container (the
+//! spec, labels naming its pod, a snapshot holding its root filesystem)
+//! plus a runc task (the running process). Its stdout and stderr go to a
+//! log file that the runc shim writes directly, so logs need no reader in
+//! the agent and keep flowing while the agent restarts.
+//!
+//! [`ContainerRuntime`] is the narrow interface the pod workers use; the
+//! containerd implementation is [`Runtime`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use containerd_client::services::v1::container::Runtime as ContainerRuntimeInfo;
+use containerd_client::services::v1::snapshots::PrepareSnapshotRequest;
+use containerd_client::services::v1::{
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteProcessRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetRequest,
+    KillRequest, ListContainersRequest, ListTasksRequest, StartRequest as TaskStartRequest,
+    SubscribeRequest, WaitRequest,
+};
+use containerd_client::types::v1::Status as ProcessStatus;
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::images::{ImageInfo, ImageStore, PullPolicy};
+use super::{call, Containerd, Error, Result, SNAPSHOTTER};
+
+/// Label holding the pod UID a container belongs to.
+pub const LABEL_POD_UID: &str = "skiff.io/pod-uid";
+pub const LABEL_POD_NAME: &str = "skiff.io/pod-name";
+pub const LABEL_POD_NAMESPACE: &str = "skiff.io/pod-namespace";
+pub const LABEL_CONTAINER: &str = "skiff.io/container";
+pub const LABEL_RESTARTS: &str = "skiff.io/restart-count";
+pub const LABEL_STARTED_AT: &str = "skiff.io/started-at";
+pub const LABEL_IMAGE_ID: &str = "skiff.io/image-id";
+
+/// What starting a container needs.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+    pub image: ImageInfo,
+    pub spec: serde_json::Value,
+    pub log_path: PathBuf,
+}
+
+/// The state of a container's task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TaskState {
+    /// No task: created but never started, or its task was deleted.
+    NoTask,
+    Running {
+        pid: u32,
+    },
+    Exited {
+        code: u32,
+        finished_at: String,
+    },
+}
+
+/// A container as containerd knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub labels: HashMap<String, String>,
+    pub state: TaskState,
+}
+
+/// A task that ended, as containerd reported it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RuntimeEvent {
+    Exit { container_id: String },
+    Oom { container_id: String },
+}
+
+/// Exit details of a finished container.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitInfo {
+    pub code: u32,
+    pub finished_at: String,
+}
+
+/// The operations pod workers need from a container runtime.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// The image, pulled as `policy` says and unpacked.
+    fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+    ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
+    /// Creates the container and starts its task; returns the PID.
+    fn start(&self, request: StartRequest)
+        -> impl std::future::Future<Output = Result<u32>> + Send;
+    /// Sends `signal` to every process of the container's task.
+    fn signal(&self, id: &str, signal: u32)
+        -> impl std::future::Future<Output = Result<()>> + Send;
+    /// The container, if it exists.
+    fn inspect(
+        &self,
+        id: &str,
+    ) -> impl std::future::Future<Output = Result<Option<ContainerRecord>>> + Send;
+    /// Every container of this agent.
+    fn list(&self) -> impl std::future::Future<Output = Result<Vec<ContainerRecord>>> + Send;
+    /// Removes the task (killing it if needed), the container and its snapshot.
+    fn remove(&self, id: &str) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Runs `args` inside the container; returns the exit code, or an
+    /// error if it did not finish within `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<u32>> + Send;
+}
+
+/// The containerd implementation.
+#[derive(Clone, Debug)]
+pub struct Runtime {
+    containerd: Containerd,
+    images: Arc<ImageStore>,
+}
+
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RUNC: &str = "io.containerd.runc.v2";
+
+fn timestamp(t: Option<prost_types::Timestamp>) -> String {
+    let Some(t) = t else { return String::new() };
+    if t.seconds <= 0 {
+        return String::new();
+    }
+    let time = std::time::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+fn task_state(process: Option<containerd_client::types::v1::Process>) -> TaskState {
+    match process {
+        None => TaskState::NoTask,
+        Some(p) => match ProcessStatus::try_from(p.status).unwrap_or(ProcessStatus::Unknown) {
+            ProcessStatus::Stopped => TaskState::Exited {
+                code: p.exit_status,
+                finished_at: timestamp(p.exited_at),
+            },
+            ProcessStatus::Created => TaskState::NoTask,
+            _ => TaskState::Running { pid: p.pid },
+        },
+    }
+}
+
+impl Runtime {
+    pub fn new(containerd: Containerd, images: Arc<ImageStore>) -> Runtime {
+        Runtime { containerd, images }
+    }
+
+    pub fn images(&self) -> &Arc<ImageStore> {
+        &self.images
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<containerd_client::types::v1::Process>> {
+        let c = &self.containerd;
+        match c
+            .tasks()
+            .get(c.request(GetRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().process),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::Call {
+                call: "tasks.get",
+                status: s,
+            }),
+        }
+    }
+
+    async fn delete_task(&self, id: &str) -> Result<()> {
+        let c = &self.containerd;
+        if let Some(p) = self.task(id).await? {
+            if !matches!(
+                task_state(Some(p)),
+                TaskState::Exited { .. } | TaskState::NoTask
+            ) {
+                let _ = self.signal(id, 9).await;
+                // The shim reports the exit asynchronously.
+                for _ in 0..100 {
+                    match self.task(id).await? {
+                        Some(p)
+                            if matches!(task_state(Some(p.clone())), TaskState::Running { .. }) =>
+                        {
+                            tokio::time::sleep(Duration::from_millis(50)).await
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            match c
+                .tasks()
+                .delete(c.request(DeleteTaskRequest {
+                    container_id: id.to_string(),
+                }))
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => {
+                    return Err(Error::Call {
+                        call: "tasks.delete",
+                        status: s,
+                    })
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Turns containerd's task events for this namespace into a channel.
+    /// Reconnects when the stream breaks; ends when the receiver is dropped.
+    pub fn events(&self) -> mpsc::Receiver<RuntimeEvent> {
+        let (tx, rx) = mpsc::channel(256);
+        let c = self.containerd.clone();
+        tokio::spawn(async move {
+            loop {
+                let filters = vec![
+                    format!("namespace=={},topic==\"/tasks/exit\"", c.namespace()),
+                    format!("namespace=={},topic==\"/tasks/oom\"", c.namespace()),
+                ];
+                let stream = c
+                    .events()
+                    .subscribe(c.request(SubscribeRequest { filters }))
+                    .await;
+                if let Ok(stream) = stream {
+                    let mut stream = stream.into_inner();
+                    while let Ok(Some(envelope)) = stream.message().await {
+                        let Some(event) = envelope.event else {
+                            continue;
+                        };
+                        let message = match envelope.topic.as_str() {
+                            "/tasks/exit" => {
+                                containerd_client::events::TaskExit::decode(event.value.as_slice())
+                                    .ok()
+                                    .map(|e| RuntimeEvent::Exit {
+                                        container_id: e.container_id,
+                                    })
+                            }
+                            "/tasks/oom" => {
+                                containerd_client::events::TaskOom::decode(event.value.as_slice())
+                                    .ok()
+                                    .map(|e| RuntimeEvent::Oom {
+                                        container_id: e.container_id,
+                                    })
+                            }
+                            _ => None,
+                        };
+                        if let Some(m) = message {
+                            if tx.send(m).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+                if tx.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        });
+        rx
+    }
+}
+
+impl ContainerRuntime for Runtime {
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+        self.images.ensure(image, policy).await
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<u32> {
+        let c = &self.containerd;
+        let id = request.id.clone();
+        // Leftovers of an earlier attempt with the same ID go first.
+        self.remove(&id).await?;
+        if let Some(dir) = request.log_path.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .map_err(super::io(format!("creating {}", dir.display())))?;
+        }
+        let mounts = c
+            .snapshots()
+            .prepare(c.request(PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: id.clone(),
+                parent: request.image.chain_id.clone(),
+                labels: HashMap::new(),
+            }))
+            .await
+            .map_err(call("snapshots.prepare"))?
+            .into_inner()
+            .mounts;
+        let spec = prost_types::Any {
+            type_url: SPEC_TYPE.into(),
+            value: serde_json::to_vec(&request.spec).unwrap_or_default(),
+        };
+        let container = Container {
+            id: id.clone(),
+            labels: request.labels.clone(),
+            image: request.image.name.clone(),
+            runtime: Some(ContainerRuntimeInfo {
+                name: RUNC.into(),
+                options: None,
+            }),
+            spec: Some(spec),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.clone(),
+            created_at: None,
+            updated_at: None,
+            extensions: HashMap::new(),
+            sandbox: String::new(),
+        };
+        let created = c
+            .containers()
+            .create(c.request(CreateContainerRequest {
+                container: Some(container),
+            }))
+            .await;
+        if let Err(status) = created {
+            self.images.remove_snapshot(&id).await;
+            return Err(Error::Call {
+                call: "containers.create",
+                status,
+            });
+        }
+        let log = format!("file://{}", request.log_path.display());
+        let started = async {
+            c.tasks()
+                .create(c.request(CreateTaskRequest {
+                    container_id: id.clone(),
+                    rootfs: mounts,
+                    stdin: String::new(),
+                    stdout: log.clone(),
+                    stderr: log,
+                    terminal: false,
+                    checkpoint: None,
+                    options: None,
+                    runtime_path: String::new(),
+                }))
+                .await
+                .map_err(call("tasks.create"))?;
+            let r = c
+                .tasks()
+                .start(c.request(TaskStartRequest {
+                    container_id: id.clone(),
+                    exec_id: String::new(),
+                }))
+                .await
+                .map_err(call("tasks.start"))?;
+            Ok::<u32, Error>(r.into_inner().pid)
+        }
+        .await;
+        if started.is_err() {
+            let _ = self.remove(&id).await;
+        }
+        started
+    }
+
+    async fn signal(&self, id: &str, signal: u32) -> Result<()> {
+        let c = &self.containerd;
+        match c
+            .tasks()
+            .kill(c.request(KillRequest {
+                container_id: id.to_string(),
+                exec_id: String::new(),
+                signal,
+                all: true,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::NotFound | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                Ok(())
+            }
+            Err(s) => Err(Error::Call {
+                call: "tasks.kill",
+                status: s,
+            }),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        let c = &self.containerd;
+        let container = match c
+            .containers()
+            .get(c.request(GetContainerRequest { id: id.to_string() }))
+            .await
+        {
+            Ok(r) => r.into_inner().container,
+            Err(s) if s.code() == tonic::Code::NotFound => None,
+            Err(s) => {
+                return Err(Error::Call {
+                    call: "containers.get",
+                    status: s,
+                })
+            }
+        };
+        let Some(container) = container else {
+            return Ok(None);
+        };
+        let state = task_state(self.task(id).await?);
+        Ok(Some(ContainerRecord {
+            id: container.id,
+            labels: container.labels,
+            state,
+        }))
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerRecord>> {
+        let c = &self.containerd;
+        let containers = c
+            .containers()
+            .list(c.request(ListContainersRequest { filters: vec![] }))
+            .await
+            .map_err(call("containers.list"))?
+            .into_inner()
+            .containers;
+        let tasks = c
+            .tasks()
+            .list(c.request(ListTasksRequest {
+                filter: String::new(),
+            }))
+            .await
+            .map_err(call("tasks.list"))?
+            .into_inner()
+            .tasks;
+        let mut by_id: HashMap<String, containerd_client::types::v1::Process> =
+            tasks.into_iter().map(|t| (t.id.clone(), t)).collect();
+        Ok(containers
+            .into_iter()
+            .map(|container| {
+                let state = task_state(by_id.remove(&container.id));
+                ContainerRecord {
+                    id: container.id,
+                    labels: container.labels,
+                    state,
+                }
+            })
+            .collect())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let c = &self.containerd;
+        self.delete_task(id).await?;
+        match c
+            .containers()
+            .delete(c.request(DeleteContainerRequest { id: id.to_string() }))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => {
+                return Err(Error::Call {
+                    call: "containers.delete",
+                    status: s,
+                })
+            }
+        }
+        self.images.remove_snapshot(id).await;
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, args: Vec<String>, timeout: Duration) -> Result<u32> {
+        let c = &self.containerd;
+        let exec_id = format!("probe-{:08x}", rand::random::<u32>());
+        let process = serde_json::json!({
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": args,
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+            "cwd": "/",
+        });
+        c.tasks()
+            .exec(c.request(ExecProcessRequest {
+                container_id: id.to_string(),
+                stdin: String::new(),
+                stdout: String::new(),
+                stderr: String::new(),
+                terminal: false,
+                spec: Some(prost_types::Any {
+                    type_url: PROCESS_TYPE.into(),
+                    value: serde_json::to_vec(&process).unwrap_or_default(),
+                }),
+                exec_id: exec_id.clone(),
+            }))
+            .await
+            .map_err(call("tasks.exec"))?;
+        let outcome = async {
+            // Wait first, so an exec that ends at once is not missed.
+            let mut tasks = c.tasks();
+            let wait = tasks.wait(c.request(WaitRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.clone(),
+            }));
+            let mut starter = c.tasks();
+            let start = starter.start(c.request(TaskStartRequest {
+                container_id: id.to_string(),
+                exec_id: exec_id.clone(),
+            }));
+            let (waited, started) = tokio::join!(tokio::time::timeout(timeout, wait), start);
+            started.map_err(call("tasks.start exec"))?;
+            match waited {
+                Ok(r) => Ok(r.map_err(call("tasks.wait exec"))?.into_inner().exit_status),
+                Err(_) => {
+                    let _ = c
+                        .tasks()
+                        .kill(c.request(KillRequest {
+                            container_id: id.to_string(),
+                            exec_id: exec_id.clone(),
+                            signal: 9,
+                            all: false,
+                        }))
+                        .await;
+                    Err(Error::Timeout {
+                        what: format!("exec in {id}"),
+                        after: timeout,
+                    })
+                }
+            }
+        }
+        .await;
+        let _ = c
+            .tasks()
+            .delete_process(c.request(DeleteProcessRequest {
+                container_id: id.to_string(),
+                exec_id,
+            }))
+            .await;
+        outcome
+    }
+}

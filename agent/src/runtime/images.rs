@@ -1,0 +1,683 @@
+//! The image store: images as containerd keeps them. An image is a name in
+//! containerd's image service pointing at a manifest in the content store;
+//! the manifest names a config and layers, and each layer is unpacked into
+//! an overlay snapshot named by its chain ID (the digest of the layer
+//! digests below it, as the OCI image spec defines it). Labels on the
+//! manifest and config tell containerd's garbage collector what keeps what.
+//!
+//! Images arrive from a registry ([`super::registry`]) or from an archive
+//! ([`super::import`]); both hand their blobs to [`ImageStore::store`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+    StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
+};
+use containerd_client::types::{Descriptor, Mount};
+use serde::Deserialize;
+
+use super::content::{sha256_digest, BlobStream};
+use super::registry::Registries;
+use super::{call, Containerd, Error, Result, SNAPSHOTTER};
+
+pub const MEDIA_OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const MEDIA_OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const MEDIA_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const MEDIA_DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
+pub const MEDIA_DOCKER_LAYER: &str = "application/vnd.docker.image.rootfs.diff.tar";
+
+/// A content descriptor as manifests and indexes spell it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OciDescriptor {
+    #[serde(default)]
+    pub media_type: String,
+    pub digest: String,
+    pub size: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<Platform>,
+    #[serde(default, skip_serializing_if = "HashMap::is_empty")]
+    pub annotations: HashMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Platform {
+    pub architecture: String,
+    pub os: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+}
+
+/// An image manifest, or an index of them (multi-arch images).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestOrIndex {
+    #[serde(default)]
+    pub media_type: String,
+    #[serde(default)]
+    pub config: Option<OciDescriptor>,
+    #[serde(default)]
+    pub layers: Vec<OciDescriptor>,
+    #[serde(default)]
+    pub manifests: Vec<OciDescriptor>,
+}
+
+impl ManifestOrIndex {
+    pub fn is_index(&self) -> bool {
+        self.config.is_none() && !self.manifests.is_empty()
+    }
+}
+
+/// The parts of an image config that decide how a container runs.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct RunConfig {
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd", default)]
+    pub cmd: Option<Vec<String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "WorkingDir", default)]
+    pub working_dir: Option<String>,
+    #[serde(rename = "User", default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageConfigFile {
+    #[serde(default)]
+    pub architecture: String,
+    #[serde(default)]
+    pub os: String,
+    #[serde(default)]
+    pub config: Option<RunConfig>,
+    pub rootfs: RootFs,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct RootFs {
+    #[serde(default)]
+    pub diff_ids: Vec<String>,
+}
+
+/// An image ready to run: unpacked, with its run config.
+#[derive(Debug, Clone)]
+pub struct ImageInfo {
+    /// The normalised name (`docker.io/library/busybox:1.36`).
+    pub name: String,
+    /// The manifest digest, shown as `imageID`.
+    pub id: String,
+    pub config: RunConfig,
+    /// The snapshot holding the unpacked top layer.
+    pub chain_id: String,
+}
+
+/// This node's platform in OCI terms.
+pub fn platform_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Picks this node's manifest from an index.
+pub fn choose_platform(index: &ManifestOrIndex) -> Option<&OciDescriptor> {
+    let arch = platform_arch();
+    let candidates = index.manifests.iter().filter(|m| {
+        m.platform
+            .as_ref()
+            .is_some_and(|p| p.os == "linux" && p.architecture == arch)
+    });
+    let mut best = None;
+    for m in candidates {
+        let variant = m.platform.as_ref().and_then(|p| p.variant.as_deref());
+        // arm64 images are v8; 32-bit Pis want v7 before v6.
+        let preferred = match (arch, variant) {
+            ("arm64", None | Some("v8")) | ("arm", Some("v7")) => true,
+            ("arm", _) | ("arm64", _) => false,
+            _ => true,
+        };
+        if preferred {
+            return Some(m);
+        }
+        best.get_or_insert(m);
+    }
+    best
+}
+
+/// Chain IDs of the layers, bottom first (OCI image spec, "Layer ChainID").
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for diff in diff_ids {
+        let next = match out.last() {
+            None => diff.clone(),
+            Some(parent) => sha256_digest(format!("{parent} {diff}").as_bytes()),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Docker Hub normalisation: `busybox` → `docker.io/library/busybox:latest`.
+pub fn normalize(image: &str) -> Result<String> {
+    let reference: oci_client::Reference = image.parse().map_err(|e| Error::Image {
+        image: image.to_string(),
+        message: format!("not a valid image reference: {e}"),
+    })?;
+    Ok(reference.whole())
+}
+
+/// Where a manifest's blobs come from while it is stored.
+pub trait BlobSource: Send + Sync {
+    fn open(
+        &self,
+        descriptor: &OciDescriptor,
+    ) -> impl std::future::Future<Output = Result<BlobStream>> + Send;
+}
+
+/// Images in containerd, pulled on demand.
+pub struct ImageStore {
+    containerd: Containerd,
+    registries: Registries,
+    /// One pull per image name at a time.
+    pulls: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl std::fmt::Debug for ImageStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageStore").finish_non_exhaustive()
+    }
+}
+
+/// What `imagePullPolicy` asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// Kubernetes' rule: the given policy, else Always for `:latest` or no
+    /// tag, IfNotPresent otherwise.
+    pub fn for_container(policy: &str, image: &str) -> PullPolicy {
+        match policy {
+            "Always" => PullPolicy::Always,
+            "Never" => PullPolicy::Never,
+            "IfNotPresent" => PullPolicy::IfNotPresent,
+            _ => {
+                let last = image.rsplit('/').next().unwrap_or(image);
+                if image.contains('@') {
+                    PullPolicy::IfNotPresent
+                } else {
+                    match last.split_once(':') {
+                        Some((_, "latest")) | None => PullPolicy::Always,
+                        Some(_) => PullPolicy::IfNotPresent,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl ImageStore {
+    pub fn new(containerd: Containerd, registries: Registries) -> ImageStore {
+        ImageStore {
+            containerd,
+            registries,
+            pulls: Default::default(),
+        }
+    }
+
+    pub fn containerd(&self) -> &Containerd {
+        &self.containerd
+    }
+
+    /// The image a container needs, pulled as `policy` says and unpacked.
+    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+        let name = normalize(image)?;
+        let lock = {
+            let mut pulls = self.pulls.lock().await;
+            pulls.entry(name.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let present = self.lookup(&name).await?;
+        match (policy, present) {
+            (PullPolicy::Never, None) => Err(Error::Image {
+                image: name,
+                message: "not present on this node and imagePullPolicy is Never".into(),
+            }),
+            (PullPolicy::IfNotPresent | PullPolicy::Never, Some(target)) => {
+                self.prepare(&name, &target).await
+            }
+            (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => {
+                let target = self.registries.pull(self, &name).await?;
+                self.prepare(&name, &target).await
+            }
+        }
+    }
+
+    /// The manifest descriptor an image name points at, if it exists.
+    pub async fn lookup(&self, name: &str) -> Result<Option<Descriptor>> {
+        match self
+            .containerd
+            .images()
+            .get(self.containerd.request(GetImageRequest {
+                name: name.to_string(),
+            }))
+            .await
+        {
+            Ok(r) => Ok(r.into_inner().image.and_then(|i| i.target)),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
+            Err(s) => Err(Error::Call {
+                call: "images.get",
+                status: s,
+            }),
+        }
+    }
+
+    /// Reads the image's config and makes sure it is unpacked.
+    async fn prepare(&self, name: &str, target: &Descriptor) -> Result<ImageInfo> {
+        let mut manifest_digest = target.digest.clone();
+        let mut manifest: ManifestOrIndex = self.read_json(name, &manifest_digest).await?;
+        if manifest.is_index() {
+            let chosen = choose_platform(&manifest).ok_or_else(|| Error::Image {
+                image: name.to_string(),
+                message: format!("no manifest for linux/{}", platform_arch()),
+            })?;
+            manifest_digest = chosen.digest.clone();
+            manifest = self.read_json(name, &manifest_digest).await?;
+        }
+        let config_desc = manifest.config.clone().ok_or_else(|| Error::Image {
+            image: name.to_string(),
+            message: "manifest has no config".into(),
+        })?;
+        let config: ImageConfigFile = self.read_json(name, &config_desc.digest).await?;
+        let chain = chain_ids(&config.rootfs.diff_ids);
+        let chain_id = chain.last().cloned().ok_or_else(|| Error::Image {
+            image: name.to_string(),
+            message: "image has no layers".into(),
+        })?;
+        if !self.snapshot_exists(&chain_id).await? {
+            let lease = self.containerd.create_lease("unpack").await?;
+            let result = self.unpack(name, &manifest.layers, &chain, &lease.id).await;
+            self.containerd.delete_lease(lease).await;
+            result?;
+        }
+        Ok(ImageInfo {
+            name: name.to_string(),
+            id: manifest_digest,
+            config: config.config.unwrap_or_default(),
+            chain_id,
+        })
+    }
+
+    async fn read_json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<T> {
+        let bytes = self.containerd.read_blob(digest).await?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::Image {
+            image: name.to_string(),
+            message: format!("{digest} is not valid JSON of the expected shape: {e}"),
+        })
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> Result<bool> {
+        match self
+            .containerd
+            .snapshots()
+            .stat(self.containerd.request(StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.to_string(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(Error::Call {
+                call: "snapshots.stat",
+                status: s,
+            }),
+        }
+    }
+
+    /// Applies each layer onto a snapshot of the one below it.
+    async fn unpack(
+        &self,
+        name: &str,
+        layers: &[OciDescriptor],
+        chain: &[String],
+        lease: &str,
+    ) -> Result<()> {
+        if layers.len() != chain.len() {
+            return Err(Error::Image {
+                image: name.to_string(),
+                message: format!(
+                    "manifest has {} layers but config has {} diff_ids",
+                    layers.len(),
+                    chain.len()
+                ),
+            });
+        }
+        let c = &self.containerd;
+        for (i, (layer, chain_id)) in layers.iter().zip(chain).enumerate() {
+            if self.snapshot_exists(chain_id).await? {
+                continue;
+            }
+            let parent = if i == 0 {
+                String::new()
+            } else {
+                chain[i - 1].clone()
+            };
+            let key = format!("extract-{:016x} {chain_id}", rand::random::<u64>());
+            let mounts = c
+                .snapshots()
+                .prepare(c.request_in_lease(
+                    PrepareSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        key: key.clone(),
+                        parent,
+                        labels: HashMap::new(),
+                    },
+                    Some(lease),
+                ))
+                .await
+                .map_err(call("snapshots.prepare"))?
+                .into_inner()
+                .mounts;
+            let applied = c
+                .diff()
+                .apply(c.request_in_lease(
+                    ApplyRequest {
+                        diff: Some(to_descriptor(layer)),
+                        mounts,
+                        payloads: HashMap::new(),
+                        sync_fs: false,
+                    },
+                    Some(lease),
+                ))
+                .await;
+            if let Err(status) = applied {
+                self.remove_snapshot(&key).await;
+                return Err(Error::Call {
+                    call: "diff.apply",
+                    status,
+                });
+            }
+            let committed = c
+                .snapshots()
+                .commit(c.request_in_lease(
+                    CommitSnapshotRequest {
+                        snapshotter: SNAPSHOTTER.into(),
+                        name: chain_id.clone(),
+                        key: key.clone(),
+                        labels: HashMap::new(),
+                    },
+                    Some(lease),
+                ))
+                .await;
+            match committed {
+                Ok(_) => {}
+                // Another unpack of a shared layer won the race.
+                Err(s) if s.code() == tonic::Code::AlreadyExists => {
+                    self.remove_snapshot(&key).await
+                }
+                Err(status) => {
+                    self.remove_snapshot(&key).await;
+                    return Err(Error::Call {
+                        call: "snapshots.commit",
+                        status,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn remove_snapshot(&self, key: &str) {
+        let _ = self
+            .containerd
+            .snapshots()
+            .remove(self.containerd.request(RemoveSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.to_string(),
+            }))
+            .await;
+    }
+
+    /// Mounts of a container's snapshot, for the task's rootfs.
+    pub async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        Ok(self
+            .containerd
+            .snapshots()
+            .mounts(self.containerd.request(MountsRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: key.to_string(),
+            }))
+            .await
+            .map_err(call("snapshots.mounts"))?
+            .into_inner()
+            .mounts)
+    }
+
+    /// Stores a platform manifest and everything it names, then points
+    /// `names` at it. Blobs come from `source`; each is verified by digest.
+    pub async fn store<S: BlobSource>(
+        &self,
+        names: &[String],
+        manifest_bytes: Vec<u8>,
+        manifest_media_type: &str,
+        source: &S,
+    ) -> Result<Descriptor> {
+        let label = names.first().cloned().unwrap_or_default();
+        let manifest: ManifestOrIndex =
+            serde_json::from_slice(&manifest_bytes).map_err(|e| Error::Image {
+                image: label.clone(),
+                message: format!("manifest is not valid JSON: {e}"),
+            })?;
+        let config_desc = manifest.config.clone().ok_or_else(|| Error::Image {
+            image: label.clone(),
+            message: "manifest has no config".into(),
+        })?;
+        let c = &self.containerd;
+        let lease = c.create_lease("store").await?;
+        let result = async {
+            // The config is small: read it to learn the chain ID it keeps.
+            let config_bytes = collect(source.open(&config_desc).await?).await?;
+            if sha256_digest(&config_bytes) != config_desc.digest {
+                return Err(Error::Image {
+                    image: label.clone(),
+                    message: format!("config blob does not match {}", config_desc.digest),
+                });
+            }
+            let config: ImageConfigFile =
+                serde_json::from_slice(&config_bytes).map_err(|e| Error::Image {
+                    image: label.clone(),
+                    message: format!("image config is not valid: {e}"),
+                })?;
+            let chain = chain_ids(&config.rootfs.diff_ids);
+            let mut config_labels = HashMap::new();
+            if let Some(top) = chain.last() {
+                config_labels.insert(
+                    format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"),
+                    top.clone(),
+                );
+            }
+            c.write_bytes(&lease.id, &config_desc.digest, config_bytes, config_labels)
+                .await?;
+            for layer in &manifest.layers {
+                if c.has_blob(&layer.digest).await? {
+                    continue;
+                }
+                let stream = source.open(layer).await?;
+                c.write_blob(&lease.id, &layer.digest, layer.size, HashMap::new(), stream)
+                    .await?;
+            }
+            let mut labels = HashMap::new();
+            labels.insert(
+                "containerd.io/gc.ref.content.config".to_string(),
+                config_desc.digest.clone(),
+            );
+            for (i, layer) in manifest.layers.iter().enumerate() {
+                labels.insert(
+                    format!("containerd.io/gc.ref.content.l.{i}"),
+                    layer.digest.clone(),
+                );
+            }
+            let digest = sha256_digest(&manifest_bytes);
+            let size = manifest_bytes.len() as i64;
+            c.write_bytes(&lease.id, &digest, manifest_bytes, labels)
+                .await?;
+            let target = Descriptor {
+                media_type: manifest_media_type.to_string(),
+                digest,
+                size,
+                annotations: HashMap::new(),
+            };
+            for name in names {
+                self.put_image(name, &target).await?;
+            }
+            // Unpack now, under the same lease, so the first pod need not.
+            let info = self.prepare(&label, &target).await?;
+            let _ = info;
+            Ok(target)
+        }
+        .await;
+        c.delete_lease(lease).await;
+        result
+    }
+
+    /// Creates or repoints an image name.
+    async fn put_image(&self, name: &str, target: &Descriptor) -> Result<()> {
+        let c = &self.containerd;
+        let image = Image {
+            name: name.to_string(),
+            labels: HashMap::new(),
+            target: Some(target.clone()),
+            created_at: None,
+            updated_at: None,
+        };
+        match c
+            .images()
+            .create(c.request(CreateImageRequest {
+                image: Some(image.clone()),
+                source_date_epoch: None,
+            }))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => c
+                .images()
+                .update(c.request(UpdateImageRequest {
+                    image: Some(image),
+                    update_mask: None,
+                    source_date_epoch: None,
+                }))
+                .await
+                .map(|_| ())
+                .map_err(call("images.update")),
+            Err(s) => Err(Error::Call {
+                call: "images.create",
+                status: s,
+            }),
+        }
+    }
+}
+
+fn to_descriptor(d: &OciDescriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: HashMap::new(),
+    }
+}
+
+/// Reads a (small) blob stream into memory.
+pub async fn collect(mut stream: BlobStream) -> Result<Vec<u8>> {
+    use tokio_stream::StreamExt;
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(super::io("reading blob"))?;
+        out.extend_from_slice(&chunk);
+        if out.len() > 16 << 20 {
+            return Err(Error::Registry("config blob larger than 16 MiB".into()));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_names_are_normalised() {
+        assert_eq!(
+            normalize("busybox:1.36").unwrap(),
+            "docker.io/library/busybox:1.36"
+        );
+        assert_eq!(
+            normalize("busybox").unwrap(),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(normalize("user/app:v1").unwrap(), "docker.io/user/app:v1");
+        assert_eq!(
+            normalize("127.0.0.1:5000/busybox:e2e").unwrap(),
+            "127.0.0.1:5000/busybox:e2e"
+        );
+        assert!(normalize("UPPER/case").is_err());
+    }
+
+    #[test]
+    fn pull_policy_defaults_follow_kubernetes() {
+        assert_eq!(PullPolicy::for_container("", "busybox"), PullPolicy::Always);
+        assert_eq!(
+            PullPolicy::for_container("", "busybox:latest"),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::for_container("", "busybox:1.36"),
+            PullPolicy::IfNotPresent
+        );
+        assert_eq!(
+            PullPolicy::for_container("", "127.0.0.1:5000/busybox"),
+            PullPolicy::Always
+        );
+        assert_eq!(
+            PullPolicy::for_container("Never", "busybox"),
+            PullPolicy::Never
+        );
+    }
+
+    #[test]
+    fn chain_ids_follow_the_oci_spec() {
+        let ids = chain_ids(&["sha256:a".into(), "sha256:b".into()]);
+        assert_eq!(ids[0], "sha256:a");
+        assert_eq!(ids[1], sha256_digest(b"sha256:a sha256:b"));
+    }
+
+    #[test]
+    fn index_resolves_to_this_platform() {
+        let json = format!(
+            r#"{{"manifests":[
+              {{"digest":"sha256:other","size":1,"platform":{{"architecture":"s390x","os":"linux"}}}},
+              {{"digest":"sha256:mine","size":1,"platform":{{"architecture":"{}","os":"linux"}}}}]}}"#,
+            platform_arch()
+        );
+        let index: ManifestOrIndex = serde_json::from_str(&json).unwrap();
+        assert!(index.is_index());
+        assert_eq!(choose_platform(&index).unwrap().digest, "sha256:mine");
+    }
+}

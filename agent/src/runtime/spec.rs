@@ -1,0 +1,344 @@
+//! The OCI runtime spec for one container, built from the pod spec and the
+//! image config the way Kubernetes does: `command` replaces the image's
+//! entrypoint, `args` its cmd; pod env is layered over image env; limits
+//! become cgroup settings (memory limit, CPU quota over a 100 ms period),
+//! which runc applies on cgroup v1 and v2 alike. The container joins the
+//! pod's network namespace; everything else it gets on its own.
+
+use serde_json::{json, Value};
+use skiff_proto::v1;
+
+use super::images::RunConfig;
+
+/// CFS period for CPU limits, as the kubelet uses.
+const CPU_PERIOD_US: u64 = 100_000;
+
+/// What the spec is built from besides the container itself.
+#[derive(Debug, Clone)]
+pub struct SpecInput<'a> {
+    pub container: &'a v1::Container,
+    pub image: &'a RunConfig,
+    pub hostname: &'a str,
+    pub netns_path: &'a str,
+    pub cgroups_path: &'a str,
+    /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
+    pub etc_files: &'a [(String, String)],
+}
+
+/// Errors building a spec.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SpecError {
+    #[error("container {container}: nothing to run (no command in the pod spec and no entrypoint or cmd in the image)")]
+    NoCommand { container: String },
+    #[error("container {container}: resources.limits.{resource}: {message}")]
+    BadLimit {
+        container: String,
+        resource: String,
+        message: String,
+    },
+}
+
+/// The process arguments, by Kubernetes' rules.
+pub fn process_args(
+    container: &v1::Container,
+    image: &RunConfig,
+) -> Result<Vec<String>, SpecError> {
+    let entrypoint = image.entrypoint.clone().unwrap_or_default();
+    let cmd = image.cmd.clone().unwrap_or_default();
+    let args = match (container.command.is_empty(), container.args.is_empty()) {
+        (true, true) => [entrypoint, cmd].concat(),
+        (true, false) => [entrypoint, container.args.clone()].concat(),
+        (false, _) => [container.command.clone(), container.args.clone()].concat(),
+    };
+    if args.is_empty() {
+        return Err(SpecError::NoCommand {
+            container: container.name.clone(),
+        });
+    }
+    Ok(args)
+}
+
+/// Image env with the container's env over it, in order.
+pub fn process_env(container: &v1::Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+    let mut env: Vec<(String, String)> = Vec::new();
+    let mut set = |name: &str, value: &str| {
+        if let Some(slot) = env.iter_mut().find(|(n, _)| n == name) {
+            slot.1 = value.to_string();
+        } else {
+            env.push((name.to_string(), value.to_string()));
+        }
+    };
+    set(
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    );
+    for entry in image.env.iter().flatten() {
+        let (n, v) = entry.split_once('=').unwrap_or((entry, ""));
+        set(n, v);
+    }
+    set("HOSTNAME", hostname);
+    for e in &container.env {
+        set(&e.name, &e.value);
+    }
+    env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
+}
+
+/// `uid[:gid]` from the image's `User`; names are not resolved (root).
+fn user(image: &RunConfig) -> (u32, u32) {
+    let Some(user) = image.user.as_deref().filter(|u| !u.is_empty()) else {
+        return (0, 0);
+    };
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    let uid = u.parse().unwrap_or(0);
+    let gid = g.parse().unwrap_or(uid);
+    (uid, gid)
+}
+
+/// Bytes in a memory quantity (`128Mi`, `1G`, `1e6`, `500000`).
+pub fn parse_bytes(q: &str) -> Option<i64> {
+    const SUFFIXES: [(&str, f64); 12] = [
+        ("Ki", 1024.0),
+        ("Mi", 1048576.0),
+        ("Gi", 1073741824.0),
+        ("Ti", 1099511627776.0),
+        ("Pi", 1125899906842624.0),
+        ("Ei", 1152921504606846976.0),
+        ("k", 1e3),
+        ("M", 1e6),
+        ("G", 1e9),
+        ("T", 1e12),
+        ("P", 1e15),
+        ("E", 1e18),
+    ];
+    let q = q.trim();
+    for (suffix, mult) in SUFFIXES {
+        if let Some(n) = q.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| (n * mult).ceil() as i64);
+        }
+    }
+    if let Some(n) = q.strip_suffix('m') {
+        return n.parse::<f64>().ok().map(|n| (n / 1000.0).ceil() as i64);
+    }
+    q.parse::<f64>().ok().map(|n| n.ceil() as i64)
+}
+
+/// Millicores in a CPU quantity (`500m`, `2`, `0.5`).
+pub fn parse_millicores(q: &str) -> Option<i64> {
+    let q = q.trim();
+    if let Some(n) = q.strip_suffix('m') {
+        return n.parse::<f64>().ok().map(|n| n.ceil() as i64);
+    }
+    q.parse::<f64>().ok().map(|n| (n * 1000.0).ceil() as i64)
+}
+
+fn resources(container: &v1::Container) -> Result<Value, SpecError> {
+    let mut out = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let limits = container
+        .resources
+        .as_ref()
+        .map(|r| &r.limits)
+        .cloned()
+        .unwrap_or_default();
+    let bad = |resource: &str, message: &str| SpecError::BadLimit {
+        container: container.name.clone(),
+        resource: resource.to_string(),
+        message: message.to_string(),
+    };
+    if let Some(mem) = limits.get("memory") {
+        let bytes = parse_bytes(mem).ok_or_else(|| bad("memory", "not a quantity"))?;
+        // The kernel needs a few pages to start anything at all.
+        if bytes < 4 << 20 {
+            return Err(bad("memory", "below the 4Mi a container needs to start"));
+        }
+        out["memory"] = json!({"limit": bytes});
+    }
+    if let Some(cpu) = limits.get("cpu") {
+        let milli = parse_millicores(cpu).ok_or_else(|| bad("cpu", "not a quantity"))?;
+        if milli <= 0 {
+            return Err(bad("cpu", "must be positive"));
+        }
+        let quota = (milli as u64 * CPU_PERIOD_US / 1000).max(1000);
+        out["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
+    }
+    Ok(out)
+}
+
+/// The runtime spec as JSON, ready for containerd.
+pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
+    let args = process_args(input.container, input.image)?;
+    let env = process_env(input.container, input.image, input.hostname);
+    let cwd = if !input.container.working_dir.is_empty() {
+        input.container.working_dir.clone()
+    } else {
+        input
+            .image
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    };
+    let (uid, gid) = user(input.image);
+    let caps = [
+        "CAP_CHOWN",
+        "CAP_DAC_OVERRIDE",
+        "CAP_FSETID",
+        "CAP_FOWNER",
+        "CAP_MKNOD",
+        "CAP_NET_RAW",
+        "CAP_SETGID",
+        "CAP_SETUID",
+        "CAP_SETFCAP",
+        "CAP_SETPCAP",
+        "CAP_NET_BIND_SERVICE",
+        "CAP_SYS_CHROOT",
+        "CAP_KILL",
+        "CAP_AUDIT_WRITE",
+    ];
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+    ];
+    for (dest, source) in input.etc_files {
+        mounts.push(json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate", "rw"]}));
+    }
+    Ok(json!({
+        "ociVersion": "1.0.2-dev",
+        "process": {
+            "terminal": false,
+            "user": {"uid": uid, "gid": gid},
+            "args": args,
+            "env": env,
+            "cwd": cwd,
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "noNewPrivileges": false,
+        },
+        "root": {"path": "rootfs", "readonly": false},
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": {
+            "cgroupsPath": input.cgroups_path,
+            "resources": resources(input.container)?,
+            "namespaces": [
+                {"type": "pid"},
+                {"type": "ipc"},
+                {"type": "uts"},
+                {"type": "mount"},
+                {"type": "network", "path": input.netns_path},
+            ],
+            "maskedPaths": [
+                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+                "/proc/scsi"
+            ],
+            "readonlyPaths": [
+                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
+            ],
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(command: &[&str], args: &[&str]) -> v1::Container {
+        v1::Container {
+            name: "c".into(),
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn image() -> RunConfig {
+        RunConfig {
+            entrypoint: Some(vec!["/entry".into()]),
+            cmd: Some(vec!["default".into()]),
+            env: Some(vec!["PATH=/bin".into(), "A=image".into()]),
+            working_dir: Some("/work".into()),
+            user: Some("1000:100".into()),
+        }
+    }
+
+    #[test]
+    fn command_and_args_follow_kubernetes_rules() {
+        let img = image();
+        assert_eq!(
+            process_args(&container(&[], &[]), &img).unwrap(),
+            ["/entry", "default"]
+        );
+        assert_eq!(
+            process_args(&container(&[], &["x"]), &img).unwrap(),
+            ["/entry", "x"]
+        );
+        assert_eq!(
+            process_args(&container(&["sh"], &[]), &img).unwrap(),
+            ["sh"]
+        );
+        assert_eq!(
+            process_args(&container(&["sh"], &["-c", "true"]), &img).unwrap(),
+            ["sh", "-c", "true"]
+        );
+        let err = process_args(&container(&[], &[]), &RunConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("nothing to run"));
+    }
+
+    #[test]
+    fn pod_env_overrides_image_env() {
+        let mut c = container(&[], &[]);
+        c.env.push(v1::EnvVar {
+            name: "A".into(),
+            value: "pod".into(),
+        });
+        c.env.push(v1::EnvVar {
+            name: "B".into(),
+            value: "b".into(),
+        });
+        let env = process_env(&c, &image(), "h");
+        assert_eq!(env, ["PATH=/bin", "A=pod", "HOSTNAME=h", "B=b"]);
+    }
+
+    #[test]
+    fn limits_become_cgroup_settings() {
+        let mut c = container(&["sh"], &[]);
+        c.resources = Some(v1::ResourceRequirements {
+            limits: [
+                ("memory".to_string(), "64Mi".to_string()),
+                ("cpu".to_string(), "250m".to_string()),
+            ]
+            .into_iter()
+            .collect(),
+            requests: Default::default(),
+        });
+        let img = image();
+        let spec = build(&SpecInput {
+            container: &c,
+            image: &img,
+            hostname: "p",
+            netns_path: "/run/netns/x",
+            cgroups_path: "/skiff/p/c",
+            etc_files: &[],
+        })
+        .unwrap();
+        assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
+        assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 25_000);
+        assert_eq!(spec["process"]["user"]["uid"], 1000);
+        assert_eq!(spec["process"]["cwd"], "/work");
+        assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
+    }
+
+    #[test]
+    fn quantities_parse() {
+        assert_eq!(parse_bytes("128Mi"), Some(128 << 20));
+        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
+        assert_eq!(parse_bytes("1e3"), Some(1000));
+        assert_eq!(parse_bytes("x"), None);
+        assert_eq!(parse_millicores("1.5"), Some(1500));
+        assert_eq!(parse_millicores("100m"), Some(100));
+    }
+}

@@ -1,0 +1,293 @@
+//! Real `skiff agent` processes for the runtime tests, each against a
+//! private containerd ([`crate::containerd`]) in its own containerd
+//! namespace, with its data dir in a temp dir. [`RuntimeNode`] bundles the
+//! three so a test gets a working node in one call; dropping it kills the
+//! agent (by its PID), removes the containers through containerd, and
+//! unmounts the pod network namespaces under the data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_master::client::Client;
+use skiff_master::objects::Kind;
+use skiff_proto::api::object::Kind as Body;
+
+use crate::containerd::{unmount_all_under, PrivateContainerd};
+use crate::{free_port, skiff_bin, terminate, wait_for};
+
+/// One `skiff agent` process.
+pub struct AgentProcess {
+    child: Option<Child>,
+    pub node_name: String,
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    pub namespace: String,
+    pub listen: String,
+    args: Vec<String>,
+}
+
+impl AgentProcess {
+    /// Starts `skiff agent` for `node_name` against `master`.
+    pub fn start(
+        master: &str,
+        node_name: &str,
+        data_dir: &Path,
+        containerd_socket: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<AgentProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        let namespace = format!("skiff-e2e-{:08x}", rand::random::<u32>());
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut args: Vec<String> = vec![
+            "agent".into(),
+            "--server".into(),
+            master.into(),
+            "--node-name".into(),
+            node_name.into(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--node-ip".into(),
+            "127.0.0.1".into(),
+            "--listen".into(),
+            listen.clone(),
+            "--containerd-socket".into(),
+            containerd_socket.display().to_string(),
+            "--containerd-namespace".into(),
+            namespace.clone(),
+            "--registry-config".into(),
+            data_dir.join("registries.yaml").display().to_string(),
+        ];
+        args.extend(extra_args.iter().map(|s| s.to_string()));
+        let mut agent = AgentProcess {
+            child: None,
+            node_name: node_name.into(),
+            data_dir: data_dir.into(),
+            log_path: data_dir.with_extension("log"),
+            namespace,
+            listen,
+            args,
+        };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        let child = Command::new(skiff_bin())
+            .args(&self.args)
+            .env("SKIFF_LOG", "info,skiff_agent=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn skiff agent")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL, like a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, Duration::from_secs(20));
+        }
+    }
+
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "still running");
+        self.spawn()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn log_tail(&self) -> String {
+        crate::file_tail(&self.log_path, 40)
+    }
+
+    /// Writes `registries.yaml` (read at agent start).
+    pub fn write_registry_config(&self, text: &str) -> anyhow::Result<()> {
+        std::fs::write(self.data_dir.join("registries.yaml"), text)?;
+        Ok(())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A node for runtime tests: a private containerd and an agent using it.
+pub struct RuntimeNode {
+    // Field order is drop order: the agent goes first, then containerd
+    // (which force-deletes the tasks), then the mounts and the dir.
+    pub agent: AgentProcess,
+    pub containerd: PrivateContainerd,
+    dir: tempfile::TempDir,
+}
+
+impl RuntimeNode {
+    /// Starts containerd and an agent named `node_name` against `master`.
+    /// `before_start` runs after the data dir exists and before the agent
+    /// starts (to drop image archives or a registry config in place).
+    pub fn start(
+        master: &str,
+        node_name: &str,
+        before_start: impl FnOnce(&Path) -> anyhow::Result<()>,
+        extra_args: &[&str],
+    ) -> anyhow::Result<RuntimeNode> {
+        let containerd = PrivateContainerd::start()?;
+        let dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(data_dir.join("images"))?;
+        before_start(&data_dir)?;
+        let agent = AgentProcess::start(
+            master,
+            node_name,
+            &data_dir,
+            &containerd.socket(),
+            extra_args,
+        )?;
+        Ok(RuntimeNode {
+            agent,
+            containerd,
+            dir,
+        })
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.agent.data_dir.clone()
+    }
+
+    /// `ctr` in this agent's namespace.
+    pub fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
+        let mut full = vec!["-n", self.agent.namespace.as_str()];
+        full.extend_from_slice(args);
+        let out = self.containerd.ctr(&full)?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ctr {:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Container IDs in this agent's namespace.
+    pub fn containers(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .ctr(&["containers", "list", "-q"])?
+            .lines()
+            .map(str::to_owned)
+            .filter(|l| !l.is_empty())
+            .collect())
+    }
+
+    /// Running tasks: container ID → PID.
+    pub fn task_pids(&self) -> anyhow::Result<std::collections::BTreeMap<String, u32>> {
+        let text = self.ctr(&["tasks", "list"])?;
+        Ok(text
+            .lines()
+            .skip(1)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                if f.len() >= 3 && f[2] == "RUNNING" {
+                    Some((f[0].to_string(), f[1].parse().ok()?))
+                } else {
+                    None
+                }
+            })
+            .collect())
+    }
+
+    /// Snapshots (keys) in this agent's namespace.
+    pub fn snapshots(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .ctr(&["snapshots", "list"])?
+            .lines()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect())
+    }
+
+    pub fn log_tail(&self) -> String {
+        format!("{}\n{}", self.agent.log_tail(), self.containerd.log_tail())
+    }
+}
+
+impl Drop for RuntimeNode {
+    fn drop(&mut self) {
+        self.agent.kill();
+        // containerd's own Drop runs after this: it force-deletes tasks.
+        // The pod network namespaces are ours to unmount.
+        unmount_all_under(self.dir.path());
+    }
+}
+
+/// Waits until the node is registered and Ready.
+pub async fn wait_node_ready(client: &Client, node: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait_for(&format!("node {node} Ready"), timeout, || async {
+        let o = client.get(Kind::Node, "", node).await.ok()?;
+        match o.kind {
+            Some(Body::Node(n)) => n
+                .status?
+                .conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True")
+                .then_some(()),
+            _ => None,
+        }
+    })
+    .await
+}
+
+/// The pods of `namespace` whose labels include `app=<app>`.
+pub async fn pods_with_app(
+    client: &Client,
+    namespace: &str,
+    app: &str,
+) -> anyhow::Result<Vec<skiff_proto::v1::Pod>> {
+    let list = client.list(Kind::Pod, namespace).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(Body::Pod(p)) => Some(p),
+            _ => None,
+        })
+        .filter(|p| {
+            p.metadata
+                .as_ref()
+                .is_some_and(|m| m.labels.get("app").map(String::as_str) == Some(app))
+        })
+        .collect())
+}
+
+/// Whether the pod is Running with every container ready.
+pub fn is_running_ready(pod: &skiff_proto::v1::Pod) -> bool {
+    pod.status.as_ref().is_some_and(|s| {
+        s.phase == "Running"
+            && s.conditions
+                .iter()
+                .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}

@@ -1,0 +1,176 @@
+//! Pods as real containers: a real `skiff master`, a private containerd,
+//! a real `skiff agent`, a loopback registry and a static-busybox image
+//! built by the test.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::master::ready_master;
+use skiff_e2e::registry::LoopbackRegistry;
+use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+use skiff_master::objects::Kind;
+
+const TOOLS: &[&str] = &["containerd", "runc", "ctr"];
+
+fn deployment(name: &str, image: &str, replicas: u32, command: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: main
+        image: {image}
+        command: ["sh", "-c", "{command}"]
+{extra}"#
+    )
+}
+
+fn apply(server: &str, dir: &std::path::Path, name: &str, yaml: &str) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    let out = ctl(server, &["apply", "-f", path.to_str().unwrap()]);
+    anyhow::ensure!(
+        out.status.success(),
+        "apply failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[TOOLS, &["docker-registry", "skopeo"]].concat()) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let registry = LoopbackRegistry::start()?;
+    let image = BusyboxImage::build()?;
+    let archive = dir.path().join("busybox.oci.tar");
+    image.write_oci_archive(&archive, "docker.io/library/busybox:e2e")?;
+    registry.push_oci_archive(&archive, "e2e/busybox:1.0")?;
+    let registry_addr = registry.addr();
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-a",
+        |data| {
+            std::fs::write(
+                data.join("registries.yaml"),
+                format!("configs:\n  \"{registry_addr}\":\n    plainHTTP: true\n"),
+            )?;
+            Ok(())
+        },
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-a", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+
+    let image_ref = registry.image_ref("e2e/busybox:1.0");
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "web",
+        &deployment(
+            "web",
+            &image_ref,
+            2,
+            "echo hello-from-$HOSTNAME; exec httpd -f -p 8080 -h /www",
+            "",
+        ),
+    )?;
+    let pods = wait_for(
+        "2 web pods Running and Ready",
+        Duration::from_secs(60),
+        || async {
+            let pods = pods_with_app(&client, "default", "web").await.ok()?;
+            (pods.len() == 2 && pods.iter().all(is_running_ready)).then_some(pods)
+        },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+
+    // Status as Kubernetes shows it.
+    for pod in &pods {
+        let status = pod.status.as_ref().unwrap();
+        assert_eq!(status.host_ip, "127.0.0.1");
+        let c = &status.container_statuses[0];
+        assert_eq!(c.restart_count, 0);
+        assert!(c.ready);
+        assert!(c.container_id.starts_with("containerd://"), "{c:?}");
+        assert!(c.image_id.starts_with("sha256:"), "{c:?}");
+        assert!(c.state.as_ref().unwrap().running.is_some());
+    }
+    assert_eq!(
+        node.task_pids()?.len(),
+        2,
+        "two running tasks in containerd"
+    );
+
+    // Logs through the master.
+    let name = pods[0].metadata.as_ref().unwrap().name.clone();
+    let logs = wait_for("the pod's log", Duration::from_secs(10), || async {
+        let out = ctl(&master.api_addr, &["logs", &name]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains(&format!("hello-from-{name}")).then_some(text)
+    })
+    .await?;
+    assert_eq!(logs.trim(), format!("hello-from-{name}"));
+    let missing = ctl(&master.api_addr, &["logs", &name, "-c", "nope"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
+
+    // Deleting the Deployment leaves nothing in containerd.
+    let out = ctl(&master.api_addr, &["delete", "deployment", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for("containers removed", Duration::from_secs(60), || async {
+        let containers = node.containers().ok()?;
+        let pods = client.list(Kind::Pod, "default").await.ok()?;
+        (containers.is_empty() && pods.items.is_empty()).then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let snapshots = node.snapshots()?;
+    assert!(
+        snapshots.iter().all(|s| s.starts_with("sha256:")),
+        "only image layers remain, no container snapshots: {snapshots:?}"
+    );
+    let data = node.data_dir();
+    let leftovers = |sub: &str| -> Vec<String> {
+        std::fs::read_dir(data.join(sub))
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    assert!(
+        leftovers("netns").is_empty(),
+        "netns left: {:?}",
+        leftovers("netns")
+    );
+    assert!(
+        leftovers("pods").is_empty(),
+        "pod dirs left: {:?}",
+        leftovers("pods")
+    );
+    assert!(leftovers("state/pods").is_empty(), "cached pods left");
+    Ok(())
+}

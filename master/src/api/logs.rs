@@ -1,0 +1,120 @@
+//! `PodLogs`: container logs, which live on the pod's node. The master
+//! finds the pod's node, dials that node's agent at its InternalIP and the
+//! port the node publishes (`status.daemonEndpoints.kubeletEndpoint.Port`)
+//! and relays the agent's stream, as the Kubernetes API server proxies to
+//! the kubelet.
+
+use std::time::Duration;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::{LogChunk, PodLogsRequest};
+use skiff_proto::node::agent_logs_client::AgentLogsClient;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::objects::Kind;
+use crate::store::state_machine::ObjectStore;
+
+/// The agent address serving `request`'s pod.
+pub fn agent_address(store: &ObjectStore, request: &PodLogsRequest) -> Result<String, Status> {
+    let namespace = if request.namespace.is_empty() {
+        crate::writer::DEFAULT_NAMESPACE
+    } else {
+        &request.namespace
+    };
+    let pod = match store
+        .get(Kind::Pod, namespace, &request.name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .and_then(|o| o.kind)
+    {
+        Some(Body::Pod(p)) => p,
+        _ => {
+            return Err(Status::not_found(format!(
+                "pod {namespace}/{} not found",
+                request.name
+            )))
+        }
+    };
+    let node_name = pod
+        .spec
+        .as_ref()
+        .map(|s| s.node_name.clone())
+        .unwrap_or_default();
+    if node_name.is_empty() {
+        return Err(Status::failed_precondition(format!(
+            "pod {namespace}/{} is not scheduled to a node yet",
+            request.name
+        )));
+    }
+    let node = match store
+        .get(Kind::Node, "", &node_name)
+        .map_err(|e| Status::internal(e.to_string()))?
+        .and_then(|o| o.kind)
+    {
+        Some(Body::Node(n)) => n,
+        _ => {
+            return Err(Status::unavailable(format!(
+                "node {node_name} is not registered"
+            )))
+        }
+    };
+    let status = node.status.unwrap_or_default();
+    let ip = status
+        .addresses
+        .iter()
+        .find(|a| a.r#type == "InternalIP")
+        .map(|a| a.address.clone())
+        .ok_or_else(|| Status::unavailable(format!("node {node_name} publishes no InternalIP")))?;
+    let port = status
+        .daemon_endpoints
+        .and_then(|d| d.kubelet_endpoint)
+        .map(|e| e.port)
+        .filter(|p| *p > 0)
+        .ok_or_else(|| Status::unavailable(format!("node {node_name} publishes no agent port")))?;
+    Ok(if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    })
+}
+
+/// Opens the agent's log stream and relays it.
+pub async fn relay(
+    address: String,
+    mut request: PodLogsRequest,
+) -> Result<ReceiverStream<Result<LogChunk, Status>>, Status> {
+    if request.namespace.is_empty() {
+        request.namespace = crate::writer::DEFAULT_NAMESPACE.to_string();
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| Status::internal(e.to_string()))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(format!("cannot reach the agent at {address}: {e}")))?;
+    let mut stream = AgentLogsClient::new(channel)
+        .logs(request)
+        .await?
+        .into_inner();
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tx.closed() => return,
+                next = stream.message() => match next {
+                    Ok(Some(chunk)) => {
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    Ok(ReceiverStream::new(rx))
+}
