@@ -227,7 +227,8 @@ mod tests {
         assert_eq!(&data[tail_offset(data, 1)..], b"c\n");
         assert_eq!(&data[tail_offset(data, 2)..], b"b\nc\n");
         assert_eq!(&data[tail_offset(data, 10)..], b"a\nb\nc\n");
-        assert_eq!(&data[tail_offset(b"a\nb", 1)..], b"b");
+        let unterminated = b"a\nb";
+        assert_eq!(&unterminated[tail_offset(unterminated, 1)..], b"b");
         assert_eq!(tail_offset(data, 0), data.len());
     }
 

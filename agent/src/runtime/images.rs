@@ -637,7 +637,8 @@ mod tests {
             normalize("127.0.0.1:5000/busybox:e2e").unwrap(),
             "127.0.0.1:5000/busybox:e2e"
         );
-        assert!(normalize("UPPER/case").is_err());
+        let err = normalize("busybox:bad tag").unwrap_err();
+        assert!(err.to_string().contains("not a valid image reference"), "{err}");
     }
 
     #[test]
