@@ -138,11 +138,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .map_err(io(format!("creating {}", images_dir.display())))?;
     std::fs::create_dir_all(&scratch).map_err(io(format!("creating {}", scratch.display())))?;
     let _ = std::fs::remove_dir_all(&scratch).and_then(|_| std::fs::create_dir_all(&scratch));
+    // Archives present at start are imported before any pod starts.
+    let import_state = runtime::import::import_image_dir(&images, &images_dir, &scratch).await;
     let importer = tokio::spawn(runtime::import::watch_image_dir(
         images.clone(),
         images_dir,
         scratch,
         config.image_poll_interval,
+        import_state,
         shutdown.clone(),
     ));
 

@@ -174,3 +174,106 @@ async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()
     assert!(leftovers("state/pods").is_empty(), "cached pods left");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    // One archive is there at start, one arrives later, one is corrupt.
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-a",
+        |data| {
+            image.write_docker_archive(
+                &data.join("images/busybox-docker.tar"),
+                "airgap/busybox:docker",
+            )?;
+            std::fs::write(
+                data.join("images/broken.tar"),
+                b"this is not a tar archive at all",
+            )?;
+            Ok(())
+        },
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-a", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+    let never = "        imagePullPolicy: Never\n";
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "docker",
+        &deployment("docker", "airgap/busybox:docker", 1, "sleep 3600", never),
+    )?;
+    wait_for(
+        "pod from the docker archive Running",
+        Duration::from_secs(30),
+        || async {
+            let pods = pods_with_app(&client, "default", "docker").await.ok()?;
+            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+    let log = node.agent.log();
+    assert!(
+        log.contains("broken.tar") && log.contains("skipped image archive"),
+        "the corrupt archive is reported by name: {}",
+        node.agent.log_tail()
+    );
+
+    // An OCI archive dropped in while the agent runs.
+    let staging = node.data_dir().join("oci.tar.partial");
+    image.write_oci_archive(&staging, "registry.example/airgap/busybox:oci")?;
+    std::fs::rename(&staging, node.data_dir().join("images/busybox-oci.tar"))?;
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "oci",
+        &deployment(
+            "oci",
+            "registry.example/airgap/busybox:oci",
+            1,
+            "sleep 3600",
+            never,
+        ),
+    )?;
+    let pod = wait_for(
+        "pod from the OCI archive Running",
+        Duration::from_secs(30),
+        || async {
+            let pods = pods_with_app(&client, "default", "oci").await.ok()?;
+            (pods.len() == 1 && pods.iter().all(is_running_ready)).then(|| pods[0].clone())
+        },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+    let status = pod.status.unwrap();
+    assert_eq!(status.container_statuses[0].image_id, image.manifest_digest);
+
+    // An image that is neither imported nor pullable under Never.
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "absent",
+        &deployment("absent", "airgap/absent:1", 1, "sleep 3600", never),
+    )?;
+    let waiting = wait_for("ErrImageNeverPull", Duration::from_secs(30), || async {
+        let pods = pods_with_app(&client, "default", "absent").await.ok()?;
+        let s = pods.first()?.status.clone()?;
+        let w = s.container_statuses.first()?.state.clone()?.waiting?;
+        (w.reason == "ErrImageNeverPull").then_some(w)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    assert!(
+        waiting.message.contains("docker.io/airgap/absent:1"),
+        "{waiting:?}"
+    );
+    Ok(())
+}

@@ -163,6 +163,7 @@ pub async fn run<R: ContainerRuntime>(
     let mut last_report: Option<v1::PodStatus> = None;
     let mut start_time = String::new();
     let mut last_pod: Option<v1::Pod> = None;
+    let mut images = ctx.runtime.images_changed();
     loop {
         let pod = desired.borrow_and_update().clone();
         if pod.is_some() {
@@ -233,6 +234,14 @@ pub async fn run<R: ContainerRuntime>(
                 Some(RuntimeEvent::Exit { .. }) => {}
                 None => return,
             },
+            _ = images.changed() => {
+                // An image arrived: containers waiting for one try again now.
+                for t in tracks.iter_mut() {
+                    if matches!(&t.state, CState::Waiting { reason, .. } if reason.contains("Image")) {
+                        t.retry_at = None;
+                    }
+                }
+            }
             _ = sleep => {}
         }
     }
@@ -329,7 +338,11 @@ async fn reconcile_container<R: ContainerRuntime>(
             {
                 track.crash_backoff.reset();
             }
-            run_probes(ctx, container, track, netns, now).await
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds);
+            run_probes(ctx, grace, container, track, netns, now).await
         }
         Some(TaskState::Exited { code, finished_at }) => {
             handle_exit(
@@ -598,6 +611,7 @@ async fn start<R: ContainerRuntime>(
 
 async fn run_probes<R: ContainerRuntime>(
     ctx: &WorkerContext<R>,
+    pod_grace: Option<i64>,
     container: &v1::Container,
     track: &mut Track,
     netns: &Path,
@@ -639,10 +653,12 @@ async fn run_probes<R: ContainerRuntime>(
         }
     }
     if kill {
+        // The probe's own grace period, else the pod's.
         let grace = track
             .liveness
             .as_ref()
             .and_then(|p| p.probe.termination_grace_period_seconds)
+            .or(pod_grace)
             .unwrap_or(30);
         stop_container(
             ctx.runtime.as_ref(),

@@ -90,6 +90,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         image: &str,
         policy: PullPolicy,
     ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
+    /// Changes whenever a new image becomes available.
+    fn images_changed(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Creates the container and starts its task; returns the PID.
     fn start(&self, request: StartRequest)
         -> impl std::future::Future<Output = Result<u32>> + Send;
@@ -275,6 +277,10 @@ impl Runtime {
 impl ContainerRuntime for Runtime {
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
         self.images.ensure(image, policy).await
+    }
+
+    fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.images.stored()
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {

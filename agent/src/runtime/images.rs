@@ -190,6 +190,8 @@ pub struct ImageStore {
     registries: Registries,
     /// One pull per image name at a time.
     pulls: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bumped whenever an image is stored, so pods waiting for one retry.
+    stored: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -235,7 +237,13 @@ impl ImageStore {
             containerd,
             registries,
             pulls: Default::default(),
+            stored: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes each time an image is stored.
+    pub fn stored(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.stored.subscribe()
     }
 
     pub fn containerd(&self) -> &Containerd {
@@ -548,9 +556,9 @@ impl ImageStore {
             for name in names {
                 self.put_image(name, &target).await?;
             }
-            // Unpack now, under the same lease, so the first pod need not.
-            let info = self.prepare(&label, &target).await?;
-            let _ = info;
+            // Unpack now, so the first pod need not.
+            self.prepare(&label, &target).await?;
+            self.stored.send_modify(|n| *n += 1);
             Ok(target)
         }
         .await;
@@ -638,7 +646,10 @@ mod tests {
             "127.0.0.1:5000/busybox:e2e"
         );
         let err = normalize("busybox:bad tag").unwrap_err();
-        assert!(err.to_string().contains("not a valid image reference"), "{err}");
+        assert!(
+            err.to_string().contains("not a valid image reference"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -292,21 +292,50 @@ struct Seen {
     modified: Option<SystemTime>,
 }
 
+/// What the image directory watcher has already handled.
+#[derive(Debug, Default)]
+pub struct ImageDirState {
+    done: HashMap<PathBuf, Seen>,
+    // A file must look the same on two polls before it is read, so a copy
+    // in progress is not imported half-written.
+    pending: HashMap<PathBuf, Seen>,
+}
+
+/// Imports every archive in `dir` as it is now (at agent start).
+pub async fn import_image_dir(store: &ImageStore, dir: &Path, scratch: &Path) -> ImageDirState {
+    let mut state = ImageDirState::default();
+    scan(store, dir, scratch, &mut state, true).await;
+    state
+}
+
 /// Watches `<data-dir>/images/` and imports what appears in it.
 pub async fn watch_image_dir(
     store: std::sync::Arc<ImageStore>,
     dir: PathBuf,
     scratch: PathBuf,
     poll: Duration,
+    mut state: ImageDirState,
     shutdown: CancellationToken,
 ) {
-    let mut done: HashMap<PathBuf, Seen> = HashMap::new();
-    // A file must look the same on two polls before it is read, so a copy
-    // in progress is not imported half-written.
-    let mut pending: HashMap<PathBuf, Seen> = HashMap::new();
-    let mut first = true;
     loop {
-        if let Ok(entries) = std::fs::read_dir(&dir) {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(poll) => {}
+        }
+        scan(&store, &dir, &scratch, &mut state, false).await;
+    }
+}
+
+async fn scan(
+    store: &ImageStore,
+    dir: &Path,
+    scratch: &Path,
+    state: &mut ImageDirState,
+    first: bool,
+) {
+    let ImageDirState { done, pending } = state;
+    {
+        if let Ok(entries) = std::fs::read_dir(dir) {
             let mut files: Vec<_> = entries.flatten().map(|e| e.path()).collect();
             files.sort();
             for path in files {
@@ -333,7 +362,7 @@ pub async fn watch_image_dir(
                     continue;
                 }
                 pending.remove(&path);
-                match import_archive(&store, &path, &scratch).await {
+                match import_archive(store, &path, scratch).await {
                     Ok(names) => {
                         tracing::info!(file = %path.display(), images = ?names, "imported image archive")
                     }
@@ -343,11 +372,6 @@ pub async fn watch_image_dir(
                 }
                 done.insert(path, seen);
             }
-        }
-        first = false;
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(poll) => {}
         }
     }
 }
