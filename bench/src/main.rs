@@ -27,6 +27,8 @@ enum Scenario {
     Failover(scenarios::failover::FailoverArgs),
     /// Disk writes and CPU of an idle cluster.
     Idle(scenarios::idle::IdleArgs),
+    /// Pod start latency on a real node (containerd), local image.
+    Podstart(scenarios::podstart::PodstartArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -48,6 +50,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,
+            Scenario::Podstart(args) => scenarios::podstart::run(args).await,
         }
     });
     match result {

@@ -4,5 +4,6 @@ pub mod common;
 pub mod failover;
 pub mod heartbeat;
 pub mod idle;
+pub mod podstart;
 pub mod schedule;
 pub mod store;
