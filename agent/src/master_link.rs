@@ -51,15 +51,44 @@ impl Reconnect {
     }
 }
 
-/// Connections to the masters this agent knows.
+/// The masters this agent knows: those it was given, and the other
+/// members they report.
 #[derive(Clone, Debug)]
 pub struct Masters {
-    addrs: Vec<String>,
+    addrs: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl Masters {
     pub fn new(addrs: Vec<String>) -> Masters {
-        Masters { addrs }
+        Masters {
+            addrs: std::sync::Arc::new(std::sync::RwLock::new(addrs)),
+        }
+    }
+
+    /// Every master known so far.
+    pub fn known(&self) -> Vec<String> {
+        self.addrs.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Asks the master at `i` for the cluster's members and remembers them.
+    async fn learn(&self, i: usize) {
+        let Some(channel) = Self::channel(&self.nth(i)) else {
+            return;
+        };
+        let mut api = skiff_proto::api::api_client::ApiClient::new(channel);
+        let Ok(status) = api
+            .cluster_status(skiff_proto::api::ClusterStatusRequest {})
+            .await
+        else {
+            return;
+        };
+        let mut addrs = self.addrs.write().unwrap_or_else(|p| p.into_inner());
+        for m in status.into_inner().members {
+            if !m.api_addr.is_empty() && !addrs.contains(&m.api_addr) {
+                tracing::info!(master = %m.api_addr, "learned another master");
+                addrs.push(m.api_addr);
+            }
+        }
     }
 
     fn channel(addr: &str) -> Option<Channel> {
@@ -77,12 +106,13 @@ impl Masters {
         })
     }
 
-    fn nth(&self, i: usize) -> &str {
-        &self.addrs[i % self.addrs.len()]
+    fn nth(&self, i: usize) -> String {
+        let addrs = self.addrs.read().unwrap_or_else(|p| p.into_inner());
+        addrs[i % addrs.len()].clone()
     }
 
     fn client(&self, i: usize) -> Option<NodesClient<Channel>> {
-        Self::channel(self.nth(i)).map(NodesClient::new)
+        Self::channel(&self.nth(i)).map(NodesClient::new)
     }
 }
 
@@ -99,10 +129,10 @@ async fn register(masters: &Masters, node: &v1::Node, shutdown: &CancellationTok
                 .await
             {
                 Ok(_) => {
-                    tracing::info!(master = masters.nth(i), "node registered");
+                    tracing::info!(master = %masters.nth(i), "node registered");
                     return true;
                 }
-                Err(e) => tracing::debug!(master = masters.nth(i), error = %e, "register failed"),
+                Err(e) => tracing::debug!(master = %masters.nth(i), error = %e, "register failed"),
             }
         }
         i += 1;
@@ -127,7 +157,7 @@ pub async fn heartbeat_loop(
         .as_ref()
         .map(|m| m.name.clone())
         .unwrap_or_default();
-    let mut target = masters.nth(0).to_string();
+    let mut target = masters.nth(0);
     let mut i = 0;
     let mut backoff = Reconnect::new();
     loop {
@@ -176,7 +206,7 @@ pub async fn heartbeat_loop(
             Ok(_) => tracing::debug!(master = %target, "heartbeat stream closed"),
         }
         i += 1;
-        target = masters.nth(i).to_string();
+        target = masters.nth(i);
         if !backoff.wait(&shutdown).await {
             return;
         }
@@ -200,6 +230,7 @@ pub async fn watch_loop(
             };
             match call {
                 Ok(stream) => {
+                    masters.learn(i).await;
                     let mut stream = stream.into_inner();
                     let mut listed: Option<HashSet<String>> = Some(HashSet::new());
                     loop {
@@ -211,7 +242,7 @@ pub async fn watch_loop(
                             Ok(Some(e)) => e,
                             Ok(None) => break,
                             Err(e) => {
-                                tracing::debug!(master = masters.nth(i), error = %e, "pod watch ended");
+                                tracing::debug!(master = %masters.nth(i), error = %e, "pod watch ended");
                                 break;
                             }
                         };
@@ -250,7 +281,9 @@ pub async fn watch_loop(
                         }
                     }
                 }
-                Err(e) => tracing::debug!(master = masters.nth(i), error = %e, "cannot watch pods"),
+                Err(e) => {
+                    tracing::debug!(master = %masters.nth(i), error = %e, "cannot watch pods")
+                }
             }
         }
         i += 1;

@@ -34,7 +34,7 @@ impl AgentProcess {
         master: &str,
         node_name: &str,
         data_dir: &Path,
-        containerd_socket: &Path,
+        containerd_socket: Option<&Path>,
         extra_args: &[&str],
     ) -> anyhow::Result<AgentProcess> {
         std::fs::create_dir_all(data_dir)?;
@@ -52,13 +52,15 @@ impl AgentProcess {
             "127.0.0.1".into(),
             "--listen".into(),
             listen.clone(),
-            "--containerd-socket".into(),
-            containerd_socket.display().to_string(),
             "--containerd-namespace".into(),
             namespace.clone(),
             "--registry-config".into(),
             data_dir.join("registries.yaml").display().to_string(),
         ];
+        if let Some(socket) = containerd_socket {
+            args.push("--containerd-socket".into());
+            args.push(socket.display().to_string());
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let mut agent = AgentProcess {
             child: None,
@@ -136,6 +138,12 @@ impl Drop for AgentProcess {
     }
 }
 
+/// Removes runc's per-namespace state dir (`/run/containerd/runc/<ns>`),
+/// which outlives the private containerd; only when it is empty.
+pub fn remove_runc_state(namespace: &str) {
+    let _ = std::fs::remove_dir(Path::new("/run/containerd/runc").join(namespace));
+}
+
 /// A node for runtime tests: a private containerd and an agent using it.
 pub struct RuntimeNode {
     // Field order is drop order: the agent goes first, then containerd
@@ -143,6 +151,7 @@ pub struct RuntimeNode {
     pub agent: AgentProcess,
     pub containerd: PrivateContainerd,
     dir: tempfile::TempDir,
+    _cleanup: PrivateContainerdCleanup,
 }
 
 impl RuntimeNode {
@@ -164,13 +173,15 @@ impl RuntimeNode {
             master,
             node_name,
             &data_dir,
-            &containerd.socket(),
+            Some(&containerd.socket()),
             extra_args,
         )?;
+        let namespace = agent.namespace.clone();
         Ok(RuntimeNode {
             agent,
             containerd,
             dir,
+            _cleanup: PrivateContainerdCleanup { namespace },
         })
     }
 
@@ -241,6 +252,17 @@ impl Drop for RuntimeNode {
         // The pod network namespaces are ours to unmount.
         unmount_all_under(self.dir.path());
     }
+}
+
+impl Drop for PrivateContainerdCleanup {
+    fn drop(&mut self) {
+        remove_runc_state(&self.namespace);
+    }
+}
+
+/// Runs last in [`RuntimeNode`]'s drop order, after containerd has stopped.
+struct PrivateContainerdCleanup {
+    namespace: String,
 }
 
 /// Waits until the node is registered and Ready.

@@ -277,3 +277,206 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
     );
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_credentials_come_from_the_agent_config() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[TOOLS, &["docker-registry", "skopeo", "perl"]].concat()) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let private = LoopbackRegistry::start_with_auth("skiff", "s3cret")?;
+    let other = LoopbackRegistry::start_with_auth("someone", "else")?;
+    let image = BusyboxImage::build()?;
+    let archive = dir.path().join("busybox.oci.tar");
+    image.write_oci_archive(&archive, "docker.io/library/busybox:e2e")?;
+    private.push_oci_archive(&archive, "team/busybox:1")?;
+    other.push_oci_archive(&archive, "team/busybox:1")?;
+    let (private_addr, other_addr) = (private.addr(), other.addr());
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-a",
+        |data| {
+            std::fs::write(
+                data.join("registries.yaml"),
+                format!(
+                    "configs:\n  \"{private_addr}\":\n    plainHTTP: true\n    auth: {{username: skiff, password: s3cret}}\n  \"{other_addr}\":\n    plainHTTP: true\n"
+                ),
+            )?;
+            Ok(())
+        },
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-a", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "private",
+        &deployment(
+            "private",
+            &private.image_ref("team/busybox:1"),
+            1,
+            "sleep 3600",
+            "",
+        ),
+    )?;
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "denied",
+        &deployment(
+            "denied",
+            &other.image_ref("team/busybox:1"),
+            1,
+            "sleep 3600",
+            "",
+        ),
+    )?;
+    wait_for(
+        "pod from the private registry Running",
+        Duration::from_secs(60),
+        || async {
+            let pods = pods_with_app(&client, "default", "private").await.ok()?;
+            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+    let waiting = wait_for(
+        "pull refused without credentials",
+        Duration::from_secs(30),
+        || async {
+            let pods = pods_with_app(&client, "default", "denied").await.ok()?;
+            let w = pods
+                .first()?
+                .status
+                .clone()?
+                .container_statuses
+                .first()?
+                .state
+                .clone()?
+                .waiting?;
+            w.reason.contains("ImagePull").then_some(w)
+        },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+    assert!(
+        waiting.message.contains(&other_addr),
+        "the error names the registry: {waiting:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_socket_the_agent_runs_its_own_containerd() -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    let agent_dir = tempfile::Builder::new().prefix("skiff-own-").tempdir()?;
+    let data = agent_dir.path().join("d");
+    std::fs::create_dir_all(data.join("images"))?;
+    image.write_docker_archive(&data.join("images/busybox.tar"), "own/busybox:1")?;
+    let mut guard = OwnContainerd {
+        agent: skiff_e2e::agent::AgentProcess::start(
+            &master.api_addr,
+            "node-own",
+            &data,
+            None,
+            &[],
+        )?,
+        data: data.clone(),
+    };
+    let client = master.client();
+    wait_node_ready(&client, "node-own", Duration::from_secs(30))
+        .await
+        .with_context(|| guard.agent.log_tail())?;
+    let socket = data.join("containerd/containerd.sock");
+    assert!(socket.exists(), "containerd socket under the data dir");
+    let pid: i32 = std::fs::read_to_string(data.join("containerd/containerd.pid"))?
+        .trim()
+        .parse()?;
+    assert!(std::fs::read_to_string(format!("/proc/{pid}/comm"))?.starts_with("containerd"));
+    apply(
+        &master.api_addr,
+        dir.path(),
+        "own",
+        &deployment(
+            "own",
+            "own/busybox:1",
+            1,
+            "sleep 3600",
+            "        imagePullPolicy: Never\n",
+        ),
+    )?;
+    wait_for(
+        "pod on the agent's own containerd",
+        Duration::from_secs(30),
+        || async {
+            let pods = pods_with_app(&client, "default", "own").await.ok()?;
+            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| guard.agent.log_tail())?;
+    let out = ctl(&master.api_addr, &["delete", "deployment", "own"]);
+    assert!(out.status.success());
+    wait_for("container removed", Duration::from_secs(30), || async {
+        guard.tasks().is_empty().then_some(())
+    })
+    .await?;
+    // A clean stop takes the private containerd down with the agent.
+    guard.agent.stop();
+    wait_for("containerd stopped", Duration::from_secs(10), || async {
+        (!std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|s| s.contains(") Z ")))
+        .then_some(())
+    })
+    .await?;
+    Ok(())
+}
+
+/// Cleans up after an agent that ran its own containerd, also on failure.
+struct OwnContainerd {
+    agent: skiff_e2e::agent::AgentProcess,
+    data: std::path::PathBuf,
+}
+
+impl OwnContainerd {
+    fn ctr(&self, args: &[&str]) -> String {
+        let socket = self.data.join("containerd/containerd.sock");
+        std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .arg("-n")
+            .arg(&self.agent.namespace)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+
+    fn tasks(&self) -> Vec<String> {
+        self.ctr(&["tasks", "list", "-q"])
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for OwnContainerd {
+    fn drop(&mut self) {
+        for task in self.tasks() {
+            self.ctr(&["tasks", "delete", "--force", &task]);
+        }
+        // SIGTERM lets the agent stop the containerd it started.
+        self.agent.stop();
+        skiff_e2e::containerd::unmount_all_under(&self.data);
+        skiff_e2e::agent::remove_runc_state(&self.agent.namespace);
+    }
+}

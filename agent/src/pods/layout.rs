@@ -110,12 +110,9 @@ impl PodLayout {
         Ok(out)
     }
 
-    /// Removes the pod's namespace, logs and cached spec.
+    /// Removes the pod's files: logs, etc files and cached spec.
     pub async fn remove_pod(&self, pod: &v1::Pod) {
         let m = meta(pod);
-        if let Err(e) = super::netns::remove(&self.netns(&m.uid)) {
-            tracing::warn!(error = %e, "cannot remove pod network namespace");
-        }
         let _ = tokio::fs::remove_dir_all(self.pod_dir(pod)).await;
         let _ = tokio::fs::remove_file(self.cache_dir().join(format!("{}.json", m.uid))).await;
     }

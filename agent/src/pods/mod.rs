@@ -174,6 +174,9 @@ async fn remove_orphans<R: ContainerRuntime>(ctx: &WorkerContext<R>, wanted: &Ha
                 }),
                 ..Default::default()
             };
+            if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(uid)) {
+                tracing::warn!(error = %e, "cannot remove pod network namespace");
+            }
             ctx.layout.remove_pod(&pod).await;
         }
     }

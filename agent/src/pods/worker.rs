@@ -263,11 +263,11 @@ async fn reconcile<R: ContainerRuntime>(
             .collect();
     }
     let netns = ctx.layout.netns(&meta.uid);
-    if let Err(e) = super::netns::ensure(netns.to_path_buf()).await {
+    if let Err(e) = ctx.runtime.ensure_netns(&netns).await {
         for t in tracks.iter_mut().filter(|t| !t.ever_started) {
             t.state = CState::Waiting {
                 reason: "CreatePodSandboxError".into(),
-                message: e.to_string(),
+                message: e.clone(),
             };
         }
         return Some(Instant::now() + Duration::from_secs(5));
@@ -714,6 +714,318 @@ async fn teardown<R: ContainerRuntime>(ctx: &WorkerContext<R>, pod: &v1::Pod) {
         });
     }
     while stops.join_next().await.is_some() {}
+    if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(&meta.uid)) {
+        tracing::warn!(error = %e, "cannot remove pod network namespace");
+    }
     ctx.layout.remove_pod(pod).await;
     tracing::info!(pod = %meta.name, namespace = %meta.namespace, "pod removed");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::runtime::recording::{Call, RecordingRuntime};
+
+    struct Harness {
+        runtime: Arc<RecordingRuntime>,
+        desired: watch::Sender<Option<v1::Pod>>,
+        events: mpsc::Sender<RuntimeEvent>,
+        reports: mpsc::UnboundedReceiver<StatusReport>,
+        task: tokio::task::JoinHandle<()>,
+        _dir: tempfile::TempDir,
+    }
+
+    fn pod(policy: &str) -> v1::Pod {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "default".into(),
+                uid: "uid1".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                restart_policy: policy.into(),
+                termination_grace_period_seconds: Some(1),
+                containers: vec![v1::Container {
+                    name: "main".into(),
+                    image: "busybox:1".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn start(pod: v1::Pod, runtime: RecordingRuntime) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = Arc::new(runtime);
+        let (reports_tx, reports) = mpsc::unbounded_channel();
+        let ctx = WorkerContext {
+            runtime: runtime.clone(),
+            layout: Arc::new(PodLayout::new(dir.path())),
+            reports: reports_tx,
+            host_ip: "10.0.0.1".into(),
+        };
+        let (desired, desired_rx) = watch::channel(Some(pod));
+        let (events, events_rx) = mpsc::channel(8);
+        let task = tokio::spawn(run(ctx, desired_rx, events_rx, CancellationToken::new()));
+        Harness {
+            runtime,
+            desired,
+            events,
+            reports,
+            task,
+            _dir: dir,
+        }
+    }
+
+    impl Harness {
+        /// Reports until one satisfies `check`.
+        async fn until(
+            &mut self,
+            what: &str,
+            check: impl Fn(&v1::PodStatus) -> bool,
+        ) -> v1::PodStatus {
+            let wait = async {
+                loop {
+                    let r = self.reports.recv().await.expect("worker ended");
+                    if check(&r.status) {
+                        return r.status;
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(600), wait)
+                .await
+                .unwrap_or_else(|_| panic!("no report with {what}"))
+        }
+
+        async fn exit(&self, code: u32) {
+            self.runtime.exit("uid1_main", code);
+            self.events
+                .send(RuntimeEvent::Exit {
+                    container_id: "uid1_main".into(),
+                })
+                .await
+                .unwrap();
+        }
+
+        fn starts(&self) -> Vec<String> {
+            self.runtime
+                .calls()
+                .into_iter()
+                .filter_map(|c| match c {
+                    Call::Start { restarts, .. } => Some(restarts),
+                    _ => None,
+                })
+                .collect()
+        }
+    }
+
+    fn container(s: &v1::PodStatus) -> &v1::ContainerStatus {
+        &s.container_statuses[0]
+    }
+
+    fn running(s: &v1::PodStatus) -> bool {
+        s.phase == "Running"
+            && container(s)
+                .state
+                .as_ref()
+                .is_some_and(|st| st.running.is_some())
+    }
+
+    fn waiting_reason(s: &v1::PodStatus) -> String {
+        container(s)
+            .state
+            .as_ref()
+            .and_then(|st| st.waiting.as_ref())
+            .map(|w| w.reason.clone())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_pod_gets_a_netns_an_image_and_a_running_container() {
+        let mut h = start(pod("Always"), RecordingRuntime::default());
+        let s = h.until("Running", running).await;
+        assert_eq!(s.host_ip, "10.0.0.1");
+        assert_eq!(container(&s).restart_count, 0);
+        assert!(
+            container(&s).ready,
+            "no readiness probe: ready once running"
+        );
+        let calls = h.runtime.calls();
+        assert!(
+            matches!(&calls[0], Call::EnsureNetns(p) if p.ends_with("netns/uid1")),
+            "{calls:?}"
+        );
+        assert_eq!(calls[1], Call::EnsureImage("busybox:1".into()));
+        assert_eq!(h.starts(), ["0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn crashes_restart_at_once_then_back_off() {
+        let mut h = start(pod("Always"), RecordingRuntime::default());
+        h.until("Running", running).await;
+        h.exit(1).await;
+        // First crash: restarted at once.
+        let s = h
+            .until("restart 1", |s| {
+                running(s) && container(s).restart_count == 1
+            })
+            .await;
+        let last = container(&s)
+            .last_state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(last.exit_code, Some(1));
+        assert_eq!(h.starts(), ["0", "1"]);
+        // Second crash: CrashLoopBackOff for 10 s before restart 2.
+        let before = tokio::time::Instant::now();
+        h.exit(2).await;
+        let s = h
+            .until("CrashLoopBackOff", |s| {
+                waiting_reason(s) == "CrashLoopBackOff"
+            })
+            .await;
+        assert!(container(&s)
+            .state
+            .as_ref()
+            .unwrap()
+            .waiting
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("back-off 10s"));
+        assert_eq!(
+            s.phase, "Running",
+            "a pod waiting to restart is still Running"
+        );
+        h.until("restart 2", |s| {
+            running(s) && container(s).restart_count == 2
+        })
+        .await;
+        assert!(
+            before.elapsed() >= Duration::from_secs(10),
+            "{:?}",
+            before.elapsed()
+        );
+        assert_eq!(h.starts(), ["0", "1", "2"]);
+        // Third crash: 20 s.
+        let before = tokio::time::Instant::now();
+        h.exit(3).await;
+        h.until("restart 3", |s| {
+            running(s) && container(s).restart_count == 3
+        })
+        .await;
+        assert!(
+            before.elapsed() >= Duration::from_secs(20),
+            "{:?}",
+            before.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn restart_policies_decide_the_phase() {
+        let mut h = start(pod("OnFailure"), RecordingRuntime::default());
+        h.until("Running", running).await;
+        h.exit(0).await;
+        let s = h.until("Succeeded", |s| s.phase == "Succeeded").await;
+        assert_eq!(
+            container(&s)
+                .state
+                .as_ref()
+                .unwrap()
+                .terminated
+                .as_ref()
+                .unwrap()
+                .reason,
+            "Completed"
+        );
+        assert_eq!(h.starts(), ["0"]);
+
+        let mut h = start(pod("Never"), RecordingRuntime::default());
+        h.until("Running", running).await;
+        h.exit(7).await;
+        let s = h.until("Failed", |s| s.phase == "Failed").await;
+        assert_eq!(container(&s).restart_count, 0);
+        assert_eq!(h.starts(), ["0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn running_containers_are_adopted_not_restarted() {
+        let runtime = RecordingRuntime::default();
+        let labels: BTreeMap<String, String> = [
+            (LABEL_RESTARTS.to_string(), "2".to_string()),
+            (
+                LABEL_STARTED_AT.to_string(),
+                "2026-01-01T00:00:00Z".to_string(),
+            ),
+        ]
+        .into();
+        runtime.add_running("uid1_main", labels);
+        let mut h = start(pod("Always"), runtime);
+        let s = h.until("Running", running).await;
+        assert_eq!(container(&s).restart_count, 2);
+        assert_eq!(
+            container(&s)
+                .state
+                .as_ref()
+                .unwrap()
+                .running
+                .as_ref()
+                .unwrap()
+                .started_at,
+            "2026-01-01T00:00:00Z"
+        );
+        assert!(h.starts().is_empty(), "adopted, not started again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn missing_images_and_failed_starts_are_retried() {
+        let runtime = RecordingRuntime::default();
+        runtime.hide_image("busybox:1");
+        runtime.fail_starts(1);
+        let mut h = start(pod("Always"), runtime);
+        h.until("ErrImagePull", |s| waiting_reason(s) == "ErrImagePull")
+            .await;
+        // The image arrives (an archive import): the pod retries at once.
+        h.runtime.provide_image("busybox:1");
+        h.until("RunContainerError", |s| {
+            waiting_reason(s) == "RunContainerError"
+        })
+        .await;
+        h.until("Running", running).await;
+        assert_eq!(
+            h.starts(),
+            ["0", "0"],
+            "the failed start is retried as the same run"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deletion_stops_and_removes_everything() {
+        let mut h = start(pod("Always"), RecordingRuntime::default());
+        h.until("Running", running).await;
+        h.desired.send_replace(None);
+        (&mut h.task).await.unwrap();
+        let calls = h.runtime.calls();
+        let tail: Vec<&Call> = calls.iter().rev().take(3).rev().collect();
+        assert_eq!(
+            tail[..2],
+            [
+                &Call::Signal {
+                    id: "uid1_main".into(),
+                    signal: 15
+                },
+                &Call::Remove("uid1_main".into()),
+            ]
+        );
+        assert!(matches!(tail[2], Call::RemoveNetns(p) if p.ends_with("netns/uid1")));
+        assert!(h.runtime.state("uid1_main").is_none());
+    }
 }

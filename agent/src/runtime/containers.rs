@@ -90,6 +90,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         image: &str,
         policy: PullPolicy,
     ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
+    /// Makes the pod's network namespace at `path` (idempotent).
+    fn ensure_netns(
+        &self,
+        path: &std::path::Path,
+    ) -> impl std::future::Future<Output = std::result::Result<(), String>> + Send;
+    /// Removes the pod's network namespace; a missing one is fine.
+    fn remove_netns(&self, path: &std::path::Path) -> std::result::Result<(), String>;
     /// Changes whenever a new image becomes available.
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Creates the container and starts its task; returns the PID.
@@ -281,6 +288,16 @@ impl ContainerRuntime for Runtime {
 
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.images.stored()
+    }
+
+    async fn ensure_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
+        crate::pods::netns::ensure(path.to_path_buf())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    fn remove_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
+        crate::pods::netns::remove(path).map_err(|e| e.to_string())
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {

@@ -13,6 +13,7 @@ pub mod containers;
 pub mod content;
 pub mod images;
 pub mod import;
+pub mod recording;
 pub mod registry;
 pub mod spec;
 pub mod supervisor;

@@ -1,0 +1,217 @@
+//! A recording fake of [`ContainerRuntime`] for unit-testing the pod
+//! workers: containers live in a map, every call is recorded, tests make
+//! containers exit, and image pulls or starts can be made to fail.
+//! Passed in explicitly where the real runtime would be.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::containers::{
+    ContainerRecord, ContainerRuntime, StartRequest, TaskState, LABEL_RESTARTS,
+};
+use super::images::{ImageInfo, PullPolicy, RunConfig};
+use super::{Error, Result};
+
+/// One call made to the runtime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Call {
+    EnsureImage(String),
+    Start { id: String, restarts: String },
+    Signal { id: String, signal: u32 },
+    Remove(String),
+    Exec(String),
+    EnsureNetns(PathBuf),
+    RemoveNetns(PathBuf),
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    containers: BTreeMap<String, ContainerRecord>,
+    calls: Vec<Call>,
+    next_pid: u32,
+    missing_images: BTreeSet<String>,
+    failing_starts: u32,
+}
+
+/// The fake runtime.
+#[derive(Debug)]
+pub struct RecordingRuntime {
+    inner: Mutex<Inner>,
+    images: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for RecordingRuntime {
+    fn default() -> Self {
+        RecordingRuntime {
+            inner: Mutex::new(Inner {
+                next_pid: 100,
+                ..Default::default()
+            }),
+            images: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl RecordingRuntime {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<Call> {
+        self.lock().calls.clone()
+    }
+
+    /// The container's main process exits with `code`.
+    pub fn exit(&self, id: &str, code: u32) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.state = TaskState::Exited {
+                code,
+                finished_at: "2026-01-01T00:00:00Z".into(),
+            };
+        }
+    }
+
+    /// A container that an earlier agent left running.
+    pub fn add_running(&self, id: &str, labels: BTreeMap<String, String>) -> u32 {
+        let mut inner = self.lock();
+        inner.next_pid += 1;
+        let pid = inner.next_pid;
+        inner.containers.insert(
+            id.to_string(),
+            ContainerRecord {
+                id: id.to_string(),
+                labels: labels.into_iter().collect(),
+                state: TaskState::Running { pid },
+            },
+        );
+        pid
+    }
+
+    pub fn state(&self, id: &str) -> Option<TaskState> {
+        self.lock().containers.get(id).map(|c| c.state.clone())
+    }
+
+    /// Pulls of `image` fail until [`RecordingRuntime::provide_image`].
+    pub fn hide_image(&self, image: &str) {
+        self.lock().missing_images.insert(image.to_string());
+    }
+
+    pub fn provide_image(&self, image: &str) {
+        self.lock().missing_images.remove(image);
+        self.images.send_modify(|n| *n += 1);
+    }
+
+    /// The next `n` starts fail.
+    pub fn fail_starts(&self, n: u32) {
+        self.lock().failing_starts = n;
+    }
+}
+
+impl ContainerRuntime for RecordingRuntime {
+    async fn ensure_image(&self, image: &str, _policy: PullPolicy) -> Result<ImageInfo> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::EnsureImage(image.to_string()));
+        if inner.missing_images.contains(image) {
+            return Err(Error::Image {
+                image: image.to_string(),
+                message: "not found".into(),
+            });
+        }
+        Ok(ImageInfo {
+            name: image.to_string(),
+            id: "sha256:fake".into(),
+            config: RunConfig {
+                cmd: Some(vec!["sh".into()]),
+                ..Default::default()
+            },
+            chain_id: "sha256:chain".into(),
+        })
+    }
+
+    async fn ensure_netns(&self, path: &Path) -> std::result::Result<(), String> {
+        let mut inner = self.lock();
+        if inner.calls.last() != Some(&Call::EnsureNetns(path.to_path_buf())) {
+            inner.calls.push(Call::EnsureNetns(path.to_path_buf()));
+        }
+        Ok(())
+    }
+
+    fn remove_netns(&self, path: &Path) -> std::result::Result<(), String> {
+        self.lock()
+            .calls
+            .push(Call::RemoveNetns(path.to_path_buf()));
+        Ok(())
+    }
+
+    fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.images.subscribe()
+    }
+
+    async fn start(&self, request: StartRequest) -> Result<u32> {
+        let mut inner = self.lock();
+        let restarts = request
+            .labels
+            .get(LABEL_RESTARTS)
+            .cloned()
+            .unwrap_or_default();
+        inner.calls.push(Call::Start {
+            id: request.id.clone(),
+            restarts,
+        });
+        if inner.failing_starts > 0 {
+            inner.failing_starts -= 1;
+            return Err(Error::Supervisor("injected start failure".into()));
+        }
+        inner.next_pid += 1;
+        let pid = inner.next_pid;
+        inner.containers.insert(
+            request.id.clone(),
+            ContainerRecord {
+                id: request.id,
+                labels: request.labels,
+                state: TaskState::Running { pid },
+            },
+        );
+        Ok(pid)
+    }
+
+    async fn signal(&self, id: &str, signal: u32) -> Result<()> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::Signal {
+            id: id.to_string(),
+            signal,
+        });
+        if let Some(c) = inner.containers.get_mut(id) {
+            if matches!(c.state, TaskState::Running { .. }) {
+                c.state = TaskState::Exited {
+                    code: 128 + signal,
+                    finished_at: "2026-01-01T00:00:00Z".into(),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerRecord>> {
+        Ok(self.lock().containers.get(id).cloned())
+    }
+
+    async fn list(&self) -> Result<Vec<ContainerRecord>> {
+        Ok(self.lock().containers.values().cloned().collect())
+    }
+
+    async fn remove(&self, id: &str) -> Result<()> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::Remove(id.to_string()));
+        inner.containers.remove(id);
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, _args: Vec<String>, _timeout: Duration) -> Result<u32> {
+        self.lock().calls.push(Call::Exec(id.to_string()));
+        Ok(0)
+    }
+}
