@@ -216,16 +216,45 @@ async fn a_container_over_its_memory_limit_is_oom_killed() -> anyhow::Result<()>
         "hog",
         &pod("hog", "head -c 200m /dev/zero | tail", "Never", limits),
     )?;
-    let pod = wait_for("hog terminated", Duration::from_secs(60), || async {
+    let hog = wait_for("hog terminated", Duration::from_secs(60), || async {
         get_pod(&master, "hog")
             .await
             .filter(|p| p.status.as_ref().is_some_and(|s| s.phase == "Failed"))
     })
     .await
     .with_context(|| node.log_tail())?;
-    let t = container(&pod).unwrap().state.unwrap().terminated.unwrap();
+    let t = container(&hog).unwrap().state.unwrap().terminated.unwrap();
     assert_eq!(t.reason, "OOMKilled", "{t:?}");
     assert_eq!(t.exit_code, Some(137));
+
+    // The limits are the container's cgroup settings (v1 or v2).
+    let limits = "    resources:\n      limits: {memory: 64Mi, cpu: 250m}\n";
+    apply(
+        &master,
+        dir.path(),
+        "capped",
+        &pod("capped", "sleep 3600", "Always", limits),
+    )?;
+    let capped = wait_for("capped Running", Duration::from_secs(30), || async {
+        get_pod(&master, "capped").await.filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let uid = capped.metadata.unwrap().uid;
+    let cgroup = |controller: &str, v1: &str, v2: &str| -> Option<String> {
+        [
+            format!("/sys/fs/cgroup/{controller}/skiff/{uid}/main/{v1}"),
+            format!("/sys/fs/cgroup/skiff/{uid}/main/{v2}"),
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+    };
+    let memory =
+        cgroup("memory", "memory.limit_in_bytes", "memory.max").context("memory limit file")?;
+    assert_eq!(memory, (64u64 << 20).to_string());
+    let cpu = cgroup("cpu", "cpu.cfs_quota_us", "cpu.max").context("cpu limit file")?;
+    assert!(cpu == "25000" || cpu == "25000 100000", "cpu quota {cpu}");
     Ok(())
 }
 

@@ -128,6 +128,43 @@ async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()
     })
     .await?;
     assert_eq!(logs.trim(), format!("hello-from-{name}"));
+    // --tail and --follow: a follower sees lines written after it started.
+    let tail = ctl(&master.api_addr, &["logs", &name, "--tail", "1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&tail.stdout).trim(),
+        format!("hello-from-{name}")
+    );
+    let mut follower = std::process::Command::new(skiff_e2e::skiff_bin())
+        .args(["ctl", "--server", &master.api_addr, "logs", "-f", &name])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let follow_out = follower.stdout.take().context("follower stdout")?;
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        std::io::BufReader::new(follow_out)
+            .lines()
+            .map_while(Result::ok)
+            .find(|l| l.contains("GET /index.html"))
+    });
+    // httpd logs nothing by default; make the container write a line itself.
+    let uid = pods[0].metadata.as_ref().unwrap().uid.clone();
+    let pid = node.task_pids()?[&format!("{uid}_main")];
+    {
+        use std::io::Write;
+        let mut stdout = std::fs::OpenOptions::new()
+            .append(true)
+            .open(format!("/proc/{pid}/fd/1"))?;
+        writeln!(stdout, "GET /index.html (written later)")?;
+    }
+    let followed = tokio::task::spawn_blocking(move || reader.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("follower thread"))?;
+    let _ = follower.kill();
+    let _ = follower.wait();
+    assert!(
+        followed.is_some(),
+        "logs -f shows lines written while following"
+    );
     let missing = ctl(&master.api_addr, &["logs", &name, "-c", "nope"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("nope"));
