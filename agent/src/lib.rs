@@ -12,6 +12,7 @@
 
 pub mod log_server;
 pub mod master_link;
+pub mod network;
 pub mod node_info;
 pub mod pods;
 pub mod runtime;
@@ -72,6 +73,9 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     pub image_poll_interval: Duration,
     pub labels: BTreeMap<String, String>,
+    /// The cluster CIDR of the pod network; `None` runs pods with
+    /// loopback only (no bridge, VXLAN or nftables on this host).
+    pub pod_network: Option<network::subnet::Subnet>,
 }
 
 impl AgentConfig {
@@ -89,6 +93,10 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(1),
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
+            pod_network: Some(network::subnet::Subnet {
+                net: std::net::Ipv4Addr::new(10, 42, 0, 0),
+                len: 16,
+            }),
         }
     }
 }
@@ -178,7 +186,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             .map(|ip| ip.to_string())
             .unwrap_or_else(|| "127.0.0.1".into()),
     };
-    let node = node_info::node_object(
+    let mut node = node_info::node_object(
         std::path::Path::new("/"),
         &node_info::NodeFacts {
             name: &config.node_name,
@@ -189,6 +197,58 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         },
     );
     let masters = Masters::new(config.servers.clone());
+    let mut overlay = None;
+    let pod_network = match config.pod_network {
+        None => None,
+        Some(cluster_cidr) => {
+            let node_ip: std::net::Ipv4Addr = node_ip.parse().map_err(|_| {
+                Error::Config(format!(
+                    "--node-ip {node_ip}: the pod network needs an IPv4 node address"
+                ))
+            })?;
+            let subnet_file = network::subnet_file(&config.data_dir);
+            let subnet = match std::fs::read_to_string(&subnet_file) {
+                Ok(s) => s.trim().to_string(),
+                Err(_) => {
+                    tracing::info!("waiting for the master to assign this node a pod subnet");
+                    let Some(cidr) = master_link::wait_pod_cidr(&masters, &node, &shutdown).await
+                    else {
+                        return Ok(());
+                    };
+                    if let Some(dir) = subnet_file.parent() {
+                        std::fs::create_dir_all(dir).map_err(io("creating the network dir"))?;
+                    }
+                    std::fs::write(&subnet_file, &cidr).map_err(io("saving the pod subnet"))?;
+                    cidr
+                }
+            };
+            let subnet: network::subnet::Subnet = subnet
+                .parse()
+                .map_err(|e| Error::Config(format!("pod subnet {subnet}: {e}")))?;
+            let net = network::PodNetwork::setup(
+                network::NetworkConfig::new(cluster_cidr, node_ip),
+                subnet,
+                &config.data_dir,
+            )
+            .await
+            .map_err(|e| Error::Config(format!("pod network: {e}")))?;
+            let meta = node.metadata.get_or_insert_with(Default::default);
+            meta.annotations
+                .insert(network::overlay::ANNOTATION_VTEP_MAC.into(), net.vtep_mac());
+            meta.annotations.insert(
+                network::overlay::ANNOTATION_PUBLIC_IP.into(),
+                node_ip.to_string(),
+            );
+            let net = Arc::new(net);
+            overlay = Some(tokio::spawn(network::overlay_loop(
+                masters.clone(),
+                net.clone(),
+                config.node_name.clone(),
+                shutdown.clone(),
+            )));
+            Some(net)
+        }
+    };
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let links = [
@@ -216,6 +276,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         layout,
         reports: reports_tx,
         host_ip: node_ip,
+        network: pod_network,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
@@ -223,6 +284,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         let _ = l.await;
     }
     let _ = importer.await;
+    if let Some(o) = overlay {
+        let _ = o.await;
+    }
     let _ = server.await;
     Ok(())
 }

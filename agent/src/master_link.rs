@@ -111,6 +111,11 @@ impl Masters {
         addrs[i % addrs.len()].clone()
     }
 
+    /// A client of the public API of master `i`.
+    pub fn api(&self, i: usize) -> Option<skiff_proto::api::api_client::ApiClient<Channel>> {
+        Self::channel(&self.nth(i)).map(skiff_proto::api::api_client::ApiClient::new)
+    }
+
     fn client(&self, i: usize) -> Option<NodesClient<Channel>> {
         Self::channel(&self.nth(i)).map(NodesClient::new)
     }
@@ -138,6 +143,49 @@ async fn register(masters: &Masters, node: &v1::Node, shutdown: &CancellationTok
         i += 1;
         if !backoff.wait(shutdown).await {
             return false;
+        }
+    }
+}
+
+/// Registers the node and waits until the master has given it a pod
+/// subnet; `None` on shutdown.
+pub async fn wait_pod_cidr(
+    masters: &Masters,
+    node: &v1::Node,
+    shutdown: &CancellationToken,
+) -> Option<String> {
+    if !register(masters, node, shutdown).await {
+        return None;
+    }
+    let name = node
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let mut i = 0;
+    loop {
+        if let Some(mut api) = masters.api(i) {
+            let got = api
+                .get(skiff_proto::api::GetRequest {
+                    kind: "Node".into(),
+                    namespace: String::new(),
+                    name: name.clone(),
+                    serializable: false,
+                })
+                .await;
+            if let Ok(o) = got {
+                if let Some(skiff_proto::api::object::Kind::Node(n)) = o.into_inner().kind {
+                    if let Some(cidr) = n.spec.map(|s| s.pod_cidr).filter(|c| !c.is_empty()) {
+                        return Some(cidr);
+                    }
+                }
+            } else {
+                i += 1;
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {}
         }
     }
 }

@@ -67,6 +67,12 @@ pub struct MasterArgs {
     /// Further silence after which a NotReady node's pods are evicted.
     #[arg(long, default_value = "5s")]
     pub pod_eviction_timeout: humantime::Duration,
+    /// The pod network: every node gets a subnet of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
     /// Log format: text or json.
     #[arg(long, default_value = "text")]
     pub log_format: String,
@@ -100,6 +106,13 @@ impl MasterArgs {
             join: self.join.clone(),
             transport: TransportConfig::Plaintext,
             snapshot_after_entries: self.snapshot_after_entries,
+            pod_cidrs: skiff_master::controllers::node_ipam::PodCidrConfig::new(
+                self.cluster_cidr
+                    .parse()
+                    .map_err(|e| format!("--cluster-cidr: {e}"))?,
+                self.node_cidr_mask_size,
+            )
+            .map_err(|e| format!("--node-cidr-mask-size: {e}"))?,
             lifecycle: skiff_master::node_lifecycle::LifecycleConfig {
                 grace: self.node_monitor_grace_period.into(),
                 eviction_delay: self.pod_eviction_timeout.into(),
@@ -142,6 +155,13 @@ pub struct AgentArgs {
     /// Interval between heartbeats.
     #[arg(long, default_value = "1s")]
     pub heartbeat_interval: humantime::Duration,
+    /// Pod network: vxlan (bridge + VXLAN overlay + nftables) or none
+    /// (pods get loopback only).
+    #[arg(long, default_value = "vxlan")]
+    pub pod_network: String,
+    /// The cluster CIDR (as the masters have it), for masquerading.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
     /// Extra node labels, key=value; repeat or comma-separate.
     #[arg(long = "node-label", value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -185,6 +205,15 @@ impl AgentArgs {
         config.listen = listen;
         config.registry_config = self.registry_config.clone();
         config.heartbeat_interval = self.heartbeat_interval.into();
+        config.pod_network = match self.pod_network.as_str() {
+            "none" => None,
+            "vxlan" => Some(
+                self.cluster_cidr
+                    .parse()
+                    .map_err(|e| format!("--cluster-cidr: {e}"))?,
+            ),
+            other => return Err(format!("--pod-network {other:?}: use vxlan or none")),
+        };
         for label in &self.node_labels {
             let (k, v) = label
                 .split_once('=')

@@ -26,10 +26,14 @@ pub struct AgentProcess {
     pub namespace: String,
     pub listen: String,
     args: Vec<String>,
+    /// Runs the agent inside this network namespace (a test host).
+    netns: Option<String>,
 }
 
 impl AgentProcess {
-    /// Starts `skiff agent` for `node_name` against `master`.
+    /// Starts `skiff agent` for `node_name` against `master`, without the
+    /// pod network (use `--pod-network vxlan` in `extra_args` inside a test
+    /// host's network namespace).
     pub fn start(
         master: &str,
         node_name: &str,
@@ -61,6 +65,10 @@ impl AgentProcess {
             args.push("--containerd-socket".into());
             args.push(socket.display().to_string());
         }
+        if !extra_args.iter().any(|a| a.starts_with("--pod-network")) {
+            args.push("--pod-network".into());
+            args.push("none".into());
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let mut agent = AgentProcess {
             child: None,
@@ -70,7 +78,53 @@ impl AgentProcess {
             namespace,
             listen,
             args,
+            netns: None,
         };
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Starts an agent inside a test host's network namespace only (its
+    /// mounts stay shared with containerd), with the pod network on.
+    pub fn start_in_host(
+        master: &str,
+        host: &crate::test_hosts::TestHost,
+        data_dir: &Path,
+        containerd_socket: &Path,
+    ) -> anyhow::Result<AgentProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        let name = format!("node-{}", host.ip.rsplit('.').next().unwrap_or("x"));
+        let mut agent = AgentProcess {
+            child: None,
+            node_name: name.clone(),
+            data_dir: data_dir.into(),
+            log_path: data_dir.with_extension("log"),
+            namespace: format!("skiff-e2e-{:08x}", rand::random::<u32>()),
+            listen: format!("{}:10250", host.ip),
+            args: Vec::new(),
+            netns: Some(host.netns.clone()),
+        };
+        agent.args = vec![
+            "agent".into(),
+            "--server".into(),
+            master.into(),
+            "--node-name".into(),
+            name,
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--node-ip".into(),
+            host.ip.clone(),
+            "--listen".into(),
+            agent.listen.clone(),
+            "--containerd-socket".into(),
+            containerd_socket.display().to_string(),
+            "--containerd-namespace".into(),
+            agent.namespace.clone(),
+            "--registry-config".into(),
+            data_dir.join("registries.yaml").display().to_string(),
+            "--pod-network".into(),
+            "vxlan".into(),
+        ];
         agent.spawn()?;
         Ok(agent)
     }
@@ -81,7 +135,19 @@ impl AgentProcess {
             .append(true)
             .open(&self.log_path)
             .with_context(|| format!("open {}", self.log_path.display()))?;
-        let child = Command::new(skiff_bin())
+        let mut command = match &self.netns {
+            // nsenter enters the network namespace only and then execs the
+            // agent, so the PID is the agent's.
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"))
+                    .arg("--")
+                    .arg(skiff_bin());
+                c
+            }
+            None => Command::new(skiff_bin()),
+        };
+        let child = command
             .args(&self.args)
             .env("SKIFF_LOG", "info,skiff_agent=debug")
             .stdin(Stdio::null())
@@ -176,6 +242,27 @@ impl RuntimeNode {
             Some(&containerd.socket()),
             extra_args,
         )?;
+        let namespace = agent.namespace.clone();
+        Ok(RuntimeNode {
+            agent,
+            containerd,
+            dir,
+            _cleanup: PrivateContainerdCleanup { namespace },
+        })
+    }
+
+    /// A node whose agent runs inside test host `host`, pod network on.
+    pub fn start_in_host(
+        master: &str,
+        host: &crate::test_hosts::TestHost,
+        before_start: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<RuntimeNode> {
+        let containerd = PrivateContainerd::start()?;
+        let dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(data_dir.join("images"))?;
+        before_start(&data_dir)?;
+        let agent = AgentProcess::start_in_host(master, host, &data_dir, &containerd.socket())?;
         let namespace = agent.namespace.clone();
         Ok(RuntimeNode {
             agent,

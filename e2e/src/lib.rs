@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod hollow;
 pub mod master;
 pub mod registry;
+pub mod test_hosts;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;

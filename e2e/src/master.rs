@@ -30,6 +30,26 @@ impl MasterProcess {
         MasterProcess::start_with(data_dir, join, &[])
     }
 
+    /// A master listening on `ip` (a test host's underlay address) instead
+    /// of loopback.
+    pub fn start_on(
+        data_dir: &Path,
+        ip: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<MasterProcess> {
+        let mut m = MasterProcess {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            api_addr: format!("{ip}:{}", free_port()),
+            raft_addr: format!("{ip}:{}", free_port()),
+            log_path: data_dir.with_extension("log"),
+            join: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
     /// Like [`MasterProcess::start`], with extra `skiff master` flags.
     pub fn start_with(
         data_dir: &Path,

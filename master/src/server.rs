@@ -44,6 +44,8 @@ pub struct MasterConfig {
     pub snapshot_after_entries: u64,
     /// Failure detection timing.
     pub lifecycle: LifecycleConfig,
+    /// The cluster CIDR nodes get their pod subnets from.
+    pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
 }
 
 /// Why a master could not start or keep running.
@@ -157,6 +159,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         cluster.clone(),
         heartbeats,
         config.lifecycle,
+        config.pod_cidrs,
         shutdown.clone(),
     ));
     tracing::info!(

@@ -174,6 +174,9 @@ async fn remove_orphans<R: ContainerRuntime>(ctx: &WorkerContext<R>, wanted: &Ha
                 }),
                 ..Default::default()
             };
+            if let Some(network) = &ctx.network {
+                network.detach(uid).await;
+            }
             if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(uid)) {
                 tracing::warn!(error = %e, "cannot remove pod network namespace");
             }

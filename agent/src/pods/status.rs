@@ -136,6 +136,7 @@ pub fn pod_status(
     pod: &v1::Pod,
     views: &[ContainerView],
     host_ip: &str,
+    pod_ip: &str,
     start_time: &str,
     previous: Option<&v1::PodStatus>,
 ) -> v1::PodStatus {
@@ -160,11 +161,7 @@ pub fn pod_status(
             ..Default::default()
         }
     };
-    let pod_ip = pod
-        .status
-        .as_ref()
-        .map(|s| s.pod_ip.clone())
-        .unwrap_or_default();
+    let pod_ip = pod_ip.to_string();
     v1::PodStatus {
         phase: phase(views).into(),
         conditions: vec![
@@ -265,12 +262,12 @@ mod tests {
             false,
         );
         v.ready = true;
-        let mut first = pod_status(&pod, &[v.clone()], "10.0.0.1", "t0", None);
+        let mut first = pod_status(&pod, &[v.clone()], "10.0.0.1", "", "t0", None);
         first.conditions[3].last_transition_time = "earlier".into();
-        let second = pod_status(&pod, &[v.clone()], "10.0.0.1", "t0", Some(&first));
+        let second = pod_status(&pod, &[v.clone()], "10.0.0.1", "", "t0", Some(&first));
         assert_eq!(second.conditions[3].last_transition_time, "earlier");
         v.ready = false;
-        let third = pod_status(&pod, &[v], "10.0.0.1", "t0", Some(&first));
+        let third = pod_status(&pod, &[v], "10.0.0.1", "", "t0", Some(&first));
         assert_ne!(third.conditions[3].last_transition_time, "earlier");
         assert_eq!(third.conditions[3].status, "False");
     }

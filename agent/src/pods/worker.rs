@@ -48,6 +48,8 @@ pub struct WorkerContext<R> {
     pub layout: Arc<PodLayout>,
     pub reports: mpsc::UnboundedSender<StatusReport>,
     pub host_ip: String,
+    /// The pod network; `None` leaves pods with loopback only.
+    pub network: Option<Arc<crate::network::PodNetwork>>,
 }
 
 impl<R> Clone for WorkerContext<R> {
@@ -57,6 +59,7 @@ impl<R> Clone for WorkerContext<R> {
             layout: self.layout.clone(),
             reports: self.reports.clone(),
             host_ip: self.host_ip.clone(),
+            network: self.network.clone(),
         }
     }
 }
@@ -164,6 +167,7 @@ pub async fn run<R: ContainerRuntime>(
     let mut start_time = String::new();
     let mut last_pod: Option<v1::Pod> = None;
     let mut images = ctx.runtime.images_changed();
+    let mut pod_ip = String::new();
     loop {
         let pod = desired.borrow_and_update().clone();
         if pod.is_some() {
@@ -190,7 +194,7 @@ pub async fn run<R: ContainerRuntime>(
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(now_rfc3339);
         }
-        let wake = reconcile(&ctx, &pod, &mut tracks).await;
+        let wake = reconcile(&ctx, &pod, &mut tracks, &mut pod_ip).await;
         let spec = pod.spec.clone().unwrap_or_default();
         let views: Vec<ContainerView> = spec
             .containers
@@ -202,6 +206,7 @@ pub async fn run<R: ContainerRuntime>(
             &pod,
             &views,
             &ctx.host_ip,
+            &pod_ip,
             &start_time,
             last_report.as_ref(),
         );
@@ -252,6 +257,7 @@ async fn reconcile<R: ContainerRuntime>(
     ctx: &WorkerContext<R>,
     pod: &v1::Pod,
     tracks: &mut Vec<Track>,
+    pod_ip: &mut String,
 ) -> Option<Instant> {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
@@ -272,6 +278,27 @@ async fn reconcile<R: ContainerRuntime>(
         }
         return Some(Instant::now() + Duration::from_secs(5));
     }
+    if let Some(network) = &ctx.network {
+        match network.attach(pod, &netns).await {
+            Ok(ip) => *pod_ip = ip.to_string(),
+            Err(e) => {
+                tracing::warn!(pod = %meta.name, error = %e, "cannot wire the pod into the network");
+                for t in tracks.iter_mut().filter(|t| !t.ever_started) {
+                    t.state = CState::Waiting {
+                        reason: "CreatePodSandboxError".into(),
+                        message: e.clone(),
+                    };
+                }
+                return Some(Instant::now() + Duration::from_secs(5));
+            }
+        }
+    }
+    // Containers see the pod's address in /etc/hosts.
+    let mut pod = pod.clone();
+    if !pod_ip.is_empty() {
+        pod.status.get_or_insert_with(Default::default).pod_ip = pod_ip.clone();
+    }
+    let pod = &pod;
     let mut wake: Option<Instant> = None;
     let mut at = |t: Instant| {
         wake = Some(wake.map_or(t, |w: Instant| w.min(t)));
@@ -411,6 +438,12 @@ async fn handle_exit<R: ContainerRuntime>(
             CState::Running { started_at } => started_at.clone(),
             _ => String::new(),
         };
+        if code == 137 && !track.oom {
+            let uid = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
+            track.oom = ctx
+                .runtime
+                .oom_killed(&format!("/skiff/{uid}/{}", container.name));
+        }
         let reason = if track.oom {
             "OOMKilled"
         } else if code == 0 {
@@ -532,6 +565,7 @@ async fn start<R: ContainerRuntime>(
             return Some(now + Duration::from_secs(10));
         }
     };
+    // Read back by `oom_killed` when the container exits with SIGKILL.
     let cgroups_path = format!("/skiff/{}/{}", meta.uid, container.name);
     let netns_str = netns.display().to_string();
     let runtime_spec = match spec::build(&SpecInput {
@@ -714,6 +748,9 @@ async fn teardown<R: ContainerRuntime>(ctx: &WorkerContext<R>, pod: &v1::Pod) {
         });
     }
     while stops.join_next().await.is_some() {}
+    if let Some(network) = &ctx.network {
+        network.detach(&meta.uid).await;
+    }
     if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(&meta.uid)) {
         tracing::warn!(error = %e, "cannot remove pod network namespace");
     }
@@ -768,6 +805,7 @@ mod tests {
             layout: Arc::new(PodLayout::new(dir.path())),
             reports: reports_tx,
             host_ip: "10.0.0.1".into(),
+            network: None,
         };
         let (desired, desired_rx) = watch::channel(Some(pod));
         let (events, events_rx) = mpsc::channel(8);

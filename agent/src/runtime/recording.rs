@@ -150,6 +150,10 @@ impl ContainerRuntime for RecordingRuntime {
         self.images.subscribe()
     }
 
+    fn oom_killed(&self, _cgroups_path: &str) -> bool {
+        false
+    }
+
     async fn start(&self, request: StartRequest) -> Result<u32> {
         let mut inner = self.lock();
         let restarts = request

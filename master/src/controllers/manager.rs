@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::deployment::DeploymentController;
 use super::endpoints::EndpointsController;
+use super::node_ipam::{NodeIpamController, PodCidrConfig};
 use super::replicaset::ReplicaSetController;
 use super::{garbage_collector, Context};
 use crate::cluster::{Cluster, ClusterError};
@@ -27,6 +28,7 @@ pub async fn run(
     cluster: Cluster,
     heartbeats: Arc<HeartbeatTable>,
     lifecycle: LifecycleConfig,
+    pod_cidrs: PodCidrConfig,
     shutdown: CancellationToken,
 ) {
     let mut metrics = cluster.raft.metrics();
@@ -62,6 +64,14 @@ pub async fn run(
         ));
         tasks.spawn(super::run(
             EndpointsController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(super::run(
+            NodeIpamController {
+                ctx: ctx.clone(),
+                config: pod_cidrs,
+            },
             ctx.store.clone(),
             term.clone(),
         ));

@@ -9,11 +9,13 @@
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
+//! - [`node_ipam`]: gives every node its pod subnet.
 
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod manager;
+pub mod node_ipam;
 pub mod queue;
 pub mod replicaset;
 

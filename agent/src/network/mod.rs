@@ -1,0 +1,335 @@
+//! The pod network, flannel-style: the master gives the node a pod subnet;
+//! local pods hang off a bridge whose address is the subnet's gateway,
+//! each through a veth pair into its own namespace with an address from a
+//! persisted IPAM table; a VXLAN device (VNI 1, UDP 8472, learning off,
+//! MTU = uplink − 50) carries traffic to other nodes' subnets, programmed
+//! from the Node objects ([`overlay`]); traffic leaving the cluster CIDR is
+//! masqueraded and host ports are forwarded ([`nftables`]). Everything
+//! goes through netlink ([`netlink`]); nothing shells out to `ip`.
+
+pub mod ipam;
+pub mod netlink;
+pub mod nftables;
+pub mod overlay;
+pub mod subnet;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use skiff_proto::v1;
+use tokio_util::sync::CancellationToken;
+
+use self::ipam::Ipam;
+use self::netlink::{LinkInfo, Netlink};
+use self::nftables::HostPort;
+use self::subnet::Subnet;
+
+/// Settings of the pod network.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub cluster_cidr: Subnet,
+    pub node_ip: Ipv4Addr,
+    pub bridge: String,
+    pub vxlan: String,
+    pub vni: u32,
+    pub port: u16,
+}
+
+impl NetworkConfig {
+    pub fn new(cluster_cidr: Subnet, node_ip: Ipv4Addr) -> NetworkConfig {
+        NetworkConfig {
+            cluster_cidr,
+            node_ip,
+            bridge: "skiff0".into(),
+            vxlan: "skiff.1".into(),
+            vni: 1,
+            port: 8472,
+        }
+    }
+}
+
+/// Errors setting up the pod network.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error(transparent)]
+    Link(#[from] netlink::LinkError),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The node's pod network, set up.
+#[derive(Debug)]
+pub struct PodNetwork {
+    config: NetworkConfig,
+    netlink: Netlink,
+    subnet: Subnet,
+    bridge: LinkInfo,
+    vxlan: LinkInfo,
+    ipam: tokio::sync::Mutex<Ipam>,
+    host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
+}
+
+/// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
+pub fn veth_name(uid: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(uid.as_bytes());
+    format!(
+        "skv{:02x}{:02x}{:02x}{:02x}{:02x}",
+        hash[0], hash[1], hash[2], hash[3], hash[4]
+    )
+}
+
+impl PodNetwork {
+    /// Creates (or finds) the bridge and the VXLAN device for `subnet`.
+    pub async fn setup(
+        config: NetworkConfig,
+        subnet: Subnet,
+        data_dir: &Path,
+    ) -> Result<PodNetwork, NetworkError> {
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").map_err(|source| {
+            NetworkError::Io {
+                context: "enabling IPv4 forwarding".into(),
+                source,
+            }
+        })?;
+        let netlink = Netlink::connect().map_err(|source| NetworkError::Io {
+            context: "opening a netlink socket".into(),
+            source,
+        })?;
+        let uplink = netlink.link_with_address(config.node_ip).await?;
+        let vxlan = netlink
+            .ensure_vxlan(
+                &config.vxlan,
+                config.vni,
+                config.port,
+                config.node_ip,
+                &uplink,
+                subnet,
+            )
+            .await?;
+        let bridge = netlink
+            .ensure_bridge(&config.bridge, subnet, vxlan.mtu)
+            .await?;
+        let ipam =
+            Ipam::load(&data_dir.join("network").join("ipam.json"), subnet).map_err(|source| {
+                NetworkError::Io {
+                    context: "reading the IPAM table".into(),
+                    source,
+                }
+            })?;
+        let network = PodNetwork {
+            config,
+            netlink,
+            subnet,
+            bridge,
+            vxlan,
+            ipam: tokio::sync::Mutex::new(ipam),
+            host_ports: Default::default(),
+        };
+        network.apply_rules().await?;
+        tracing::info!(
+            subnet = %subnet,
+            vtep_mac = %network.vtep_mac(),
+            mtu = network.vxlan.mtu,
+            "pod network ready"
+        );
+        Ok(network)
+    }
+
+    pub fn subnet(&self) -> Subnet {
+        self.subnet
+    }
+
+    pub fn vtep_mac(&self) -> String {
+        <[u8; 6]>::try_from(self.vxlan.mac.as_slice())
+            .map(|m| overlay::format_mac(&m))
+            .unwrap_or_default()
+    }
+
+    async fn apply_rules(&self) -> Result<(), NetworkError> {
+        let ports: Vec<HostPort> = self
+            .host_ports
+            .lock()
+            .await
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        nftables::apply(&nftables::ruleset(self.config.cluster_cidr, &ports))
+            .await
+            .map_err(NetworkError::Other)
+    }
+
+    /// Wires the pod into the network; returns its address.
+    pub async fn attach(&self, pod: &v1::Pod, netns: &Path) -> Result<Ipv4Addr, String> {
+        let uid = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default();
+        let ip = self
+            .ipam
+            .lock()
+            .await
+            .allocate(&uid)
+            .map_err(|e| e.to_string())?;
+        self.netlink
+            .attach_pod(
+                &veth_name(&uid),
+                self.bridge.index,
+                netns,
+                ip,
+                self.subnet,
+                self.vxlan.mtu,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let ports: Vec<HostPort> = pod
+            .spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .flat_map(|c| &c.ports)
+            .filter(|p| p.host_port > 0)
+            .map(|p| HostPort {
+                protocol: if p.protocol.is_empty() {
+                    "TCP".into()
+                } else {
+                    p.protocol.clone()
+                },
+                host_ip: p.host_ip.parse().ok(),
+                host_port: p.host_port as u16,
+                pod_ip: ip,
+                container_port: p.container_port as u16,
+            })
+            .collect();
+        let changed = {
+            let mut all = self.host_ports.lock().await;
+            if ports.is_empty() {
+                all.remove(&uid).is_some()
+            } else {
+                all.insert(uid.clone(), ports.clone()) != Some(ports)
+            }
+        };
+        if changed {
+            self.apply_rules().await.map_err(|e| e.to_string())?;
+        }
+        Ok(ip)
+    }
+
+    /// Unwires a deleted pod and frees its address.
+    pub async fn detach(&self, uid: &str) {
+        if let Err(e) = self.netlink.delete_link(&veth_name(uid)).await {
+            tracing::warn!(error = %e, "cannot delete pod veth");
+        }
+        if let Err(e) = self.ipam.lock().await.release(uid) {
+            tracing::warn!(error = %e, "cannot release pod address");
+        }
+        if self.host_ports.lock().await.remove(uid).is_some() {
+            if let Err(e) = self.apply_rules().await {
+                tracing::warn!(error = %e, "cannot update host port rules");
+            }
+        }
+    }
+
+    /// Programs the overlay entries for `nodes`.
+    pub async fn sync_overlay(
+        &self,
+        nodes: &[v1::Node],
+        me: &str,
+    ) -> Result<overlay::Changes, overlay::NetError> {
+        let peers = overlay::peers_from_nodes(nodes, me);
+        overlay::reconcile(&self.netlink, self.vxlan.index, &peers).await
+    }
+}
+
+/// Where the node's subnet is remembered between runs, so a restarted
+/// agent can wire pods before any master answers.
+pub fn subnet_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("network").join("subnet")
+}
+
+/// Lists the Nodes from the masters and keeps the overlay in line: after
+/// every change to a Node, and every minute in any case.
+pub async fn overlay_loop(
+    masters: crate::master_link::Masters,
+    network: std::sync::Arc<PodNetwork>,
+    me: String,
+    shutdown: CancellationToken,
+) {
+    use skiff_proto::api::{ListRequest, WatchRequest};
+    let mut i = 0usize;
+    loop {
+        let Some(mut api) = masters.api(i) else {
+            return;
+        };
+        let listed = api
+            .list(ListRequest {
+                kind: "Node".into(),
+                namespace: String::new(),
+                serializable: true,
+            })
+            .await;
+        let revision = match listed {
+            Ok(list) => {
+                let list = list.into_inner();
+                let nodes: Vec<v1::Node> = list
+                    .items
+                    .into_iter()
+                    .filter_map(|o| match o.kind {
+                        Some(skiff_proto::api::object::Kind::Node(n)) => Some(n),
+                        _ => None,
+                    })
+                    .collect();
+                match network.sync_overlay(&nodes, &me).await {
+                    Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
+                    Ok(c) => tracing::info!(
+                        added = c.added.len(),
+                        removed = c.removed.len(),
+                        "overlay updated"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "overlay update failed; retrying"),
+                }
+                Some(list.revision)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list nodes");
+                None
+            }
+        };
+        // Wait for the next change to any Node, a minute, or shutdown.
+        let changed = async {
+            let Some(revision) = revision else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return false;
+            };
+            let Ok(stream) = api
+                .watch(WatchRequest {
+                    kind: "Node".into(),
+                    namespace: String::new(),
+                    from_revision: revision,
+                })
+                .await
+            else {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return false;
+            };
+            let mut stream = stream.into_inner();
+            matches!(stream.message().await, Ok(Some(_)))
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ok = changed => if !ok { i += 1 },
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        // Let a burst of changes settle into one reconcile.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

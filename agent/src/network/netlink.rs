@@ -1,0 +1,593 @@
+//! The real kernel side of the pod network, over rtnetlink: the bridge,
+//! the VXLAN device, pod veth pairs, and the [`NetOps`] entries of the
+//! overlay. Nothing here shells out to `ip`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use netlink_packet_route::address::AddressAttribute;
+use netlink_packet_route::link::{LinkAttribute, LinkFlags};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use tokio_stream::StreamExt;
+
+use super::overlay::{Entry, NetError, NetOps};
+use super::subnet::Subnet;
+
+/// Errors setting up links.
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {message}")]
+pub struct LinkError {
+    pub what: String,
+    pub message: String,
+}
+
+fn link_err(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> LinkError {
+    let what = what.into();
+    move |e| LinkError {
+        what,
+        message: e.to_string(),
+    }
+}
+
+fn is_exists(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc_eexist())
+}
+
+fn is_missing(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -2 || m.raw_code() == -19 || m.raw_code() == -3)
+}
+
+const fn libc_eexist() -> i32 {
+    17
+}
+
+/// A netlink connection in the agent's network namespace.
+#[derive(Clone, Debug)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+/// What a link looks like.
+#[derive(Debug, Clone)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+}
+
+impl Netlink {
+    /// Opens a connection in the calling thread's network namespace.
+    pub fn connect() -> std::io::Result<Netlink> {
+        let (connection, handle, _) = rtnetlink::new_connection()?;
+        tokio::spawn(connection);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>, LinkError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.next().await {
+            Some(Ok(msg)) => {
+                let mut info = LinkInfo {
+                    index: msg.header.index,
+                    mtu: 0,
+                    mac: Vec::new(),
+                };
+                for a in msg.attributes {
+                    match a {
+                        LinkAttribute::Mtu(m) => info.mtu = m,
+                        LinkAttribute::Address(mac) => info.mac = mac,
+                        _ => {}
+                    }
+                }
+                Ok(Some(info))
+            }
+            Some(Err(e)) if is_missing(&e) => Ok(None),
+            Some(Err(e)) => Err(link_err(format!("reading link {name}"))(e)),
+            None => Ok(None),
+        }
+    }
+
+    async fn link_by_index(&self, index: u32) -> Result<LinkInfo, LinkError> {
+        let mut links = self.handle.link().get().match_index(index).execute();
+        match links.next().await {
+            Some(Ok(msg)) => {
+                let mut info = LinkInfo {
+                    index,
+                    mtu: 0,
+                    mac: Vec::new(),
+                };
+                for a in msg.attributes {
+                    match a {
+                        LinkAttribute::Mtu(m) => info.mtu = m,
+                        LinkAttribute::Address(mac) => info.mac = mac,
+                        _ => {}
+                    }
+                }
+                Ok(info)
+            }
+            Some(Err(e)) => Err(link_err(format!("reading link {index}"))(e)),
+            None => Err(LinkError {
+                what: format!("link {index}"),
+                message: "not found".into(),
+            }),
+        }
+    }
+
+    /// The link that holds `ip`: the uplink the overlay runs over.
+    pub async fn link_with_address(&self, ip: Ipv4Addr) -> Result<LinkInfo, LinkError> {
+        let mut addrs = self.handle.address().get().execute();
+        while let Some(msg) = addrs.next().await {
+            let msg = msg.map_err(link_err("listing addresses"))?;
+            let has = msg.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Address(IpAddr::V4(a)) | AddressAttribute::Local(IpAddr::V4(a)) if *a == ip)
+            });
+            if has {
+                return self.link_by_index(msg.header.index).await;
+            }
+        }
+        Err(LinkError {
+            what: format!("node IP {ip}"),
+            message: "no interface of this host has that address; pass --node-ip with one it has"
+                .into(),
+        })
+    }
+
+    async fn add_address(&self, index: u32, ip: Ipv4Addr, len: u8) -> Result<(), LinkError> {
+        match self
+            .handle
+            .address()
+            .add(index, IpAddr::V4(ip), len)
+            .execute()
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e) if is_exists(&e) => Ok(()),
+            Err(e) => Err(link_err(format!("adding {ip}/{len}"))(e)),
+        }
+    }
+
+    async fn set(
+        &self,
+        message: netlink_packet_route::link::LinkMessage,
+        what: &str,
+    ) -> Result<(), LinkError> {
+        self.handle
+            .link()
+            .set(message)
+            .execute()
+            .await
+            .map_err(link_err(what.to_string()))
+    }
+
+    /// The bridge local pods attach to, with the subnet's gateway address.
+    pub async fn ensure_bridge(
+        &self,
+        name: &str,
+        subnet: Subnet,
+        mtu: u32,
+    ) -> Result<LinkInfo, LinkError> {
+        if self.link(name).await?.is_none() {
+            match self
+                .handle
+                .link()
+                .add(LinkBridge::new(name).build())
+                .execute()
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if is_exists(&e) => {}
+                Err(e) => return Err(link_err(format!("creating bridge {name}"))(e)),
+            }
+        }
+        let link = self.link(name).await?.ok_or_else(|| LinkError {
+            what: name.into(),
+            message: "bridge vanished after creation".into(),
+        })?;
+        self.add_address(link.index, subnet.gateway(), subnet.len)
+            .await?;
+        self.set(
+            LinkUnspec::new_with_index(link.index).mtu(mtu).up().build(),
+            &format!("bringing {name} up"),
+        )
+        .await?;
+        Ok(link)
+    }
+
+    /// The VXLAN device: VNI `vni`, UDP `port`, learning off, over the
+    /// uplink, with the subnet's VTEP address. Recreated if its settings
+    /// are not these.
+    pub async fn ensure_vxlan(
+        &self,
+        name: &str,
+        vni: u32,
+        port: u16,
+        local: Ipv4Addr,
+        uplink: &LinkInfo,
+        subnet: Subnet,
+    ) -> Result<LinkInfo, LinkError> {
+        let mtu = uplink.mtu.saturating_sub(50).max(576);
+        let wanted = LinkVxlan::new(name, vni)
+            .dev(uplink.index)
+            .port(port)
+            .local(local)
+            .learning(false)
+            .mtu(mtu)
+            .build();
+        if let Some(existing) = self.link(name).await? {
+            // Settings of an existing device are compared through its
+            // MTU and addresses only; a changed uplink or local IP needs a
+            // fresh device, so it is replaced whenever the uplink differs.
+            let same_uplink =
+                self.vxlan_uplink(existing.index).await == Some((uplink.index, local));
+            if !same_uplink {
+                self.handle
+                    .link()
+                    .del(existing.index)
+                    .execute()
+                    .await
+                    .map_err(link_err(format!("deleting stale {name}")))?;
+            }
+        }
+        if self.link(name).await?.is_none() {
+            self.handle
+                .link()
+                .add(wanted)
+                .execute()
+                .await
+                .map_err(link_err(format!("creating VXLAN device {name}")))?;
+        }
+        let link = self.link(name).await?.ok_or_else(|| LinkError {
+            what: name.into(),
+            message: "VXLAN device vanished after creation".into(),
+        })?;
+        self.add_address(link.index, subnet.vtep(), 32).await?;
+        self.set(
+            LinkUnspec::new_with_index(link.index).mtu(mtu).up().build(),
+            &format!("bringing {name} up"),
+        )
+        .await?;
+        self.link(name).await?.ok_or_else(|| LinkError {
+            what: name.into(),
+            message: "VXLAN device vanished".into(),
+        })
+    }
+
+    /// The uplink index and local address of a VXLAN device.
+    async fn vxlan_uplink(&self, index: u32) -> Option<(u32, Ipv4Addr)> {
+        use netlink_packet_route::link::{InfoData, InfoVxlan, LinkInfo as Info};
+        let mut links = self.handle.link().get().match_index(index).execute();
+        let msg = links.next().await?.ok()?;
+        let mut link = None;
+        let mut local = None;
+        for a in msg.attributes {
+            if let LinkAttribute::LinkInfo(infos) = a {
+                for i in infos {
+                    if let Info::Data(InfoData::Vxlan(data)) = i {
+                        for d in data {
+                            match d {
+                                InfoVxlan::Link(l) => link = Some(l),
+                                InfoVxlan::Local(ip) => local = Some(ip),
+                                _ => {}
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Some((link?, local?))
+    }
+
+    /// A veth pair from the bridge into the pod's namespace, with `ip` on
+    /// the pod's `eth0` and a default route via the gateway. Idempotent.
+    pub async fn attach_pod(
+        &self,
+        host_name: &str,
+        bridge: u32,
+        netns: &Path,
+        ip: Ipv4Addr,
+        subnet: Subnet,
+        mtu: u32,
+    ) -> Result<(), LinkError> {
+        let peer_name = format!("{}p", &host_name[..host_name.len().min(14)]);
+        if self.link(host_name).await?.is_none() {
+            self.handle
+                .link()
+                .add(LinkVeth::new(host_name, &peer_name).mtu(mtu).build())
+                .execute()
+                .await
+                .map_err(link_err(format!("creating veth {host_name}")))?;
+            let ns = std::fs::File::open(netns).map_err(|e| LinkError {
+                what: netns.display().to_string(),
+                message: e.to_string(),
+            })?;
+            let peer = self.link(&peer_name).await?.ok_or_else(|| LinkError {
+                what: peer_name.clone(),
+                message: "veth peer missing".into(),
+            })?;
+            self.set(
+                LinkUnspec::new_with_index(peer.index)
+                    .setns_by_fd(ns.as_raw_fd())
+                    .build(),
+                "moving veth into the pod",
+            )
+            .await?;
+        }
+        let host = self.link(host_name).await?.ok_or_else(|| LinkError {
+            what: host_name.into(),
+            message: "veth missing".into(),
+        })?;
+        self.set(
+            LinkUnspec::new_with_index(host.index)
+                .controller(bridge)
+                .up()
+                .build(),
+            &format!("attaching {host_name} to the bridge"),
+        )
+        .await?;
+        let netns = netns.to_path_buf();
+        let gateway = subnet.gateway();
+        let len = subnet.len;
+        crate::pods::netns::run_in(netns, move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async move {
+                let nl = Netlink::connect().map_err(|e| e.to_string())?;
+                let eth0 = match nl.link("eth0").await.map_err(|e| e.to_string())? {
+                    Some(l) => l,
+                    None => {
+                        let peer = nl
+                            .link(&peer_name)
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .ok_or("veth peer not in the pod namespace")?;
+                        nl.set(
+                            LinkUnspec::new_with_index(peer.index)
+                                .name("eth0".to_string())
+                                .build(),
+                            "renaming to eth0",
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        nl.link("eth0")
+                            .await
+                            .map_err(|e| e.to_string())?
+                            .ok_or("eth0 missing")?
+                    }
+                };
+                nl.add_address(eth0.index, ip, len)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                nl.set(
+                    LinkUnspec::new_with_index(eth0.index).up().build(),
+                    "eth0 up",
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .gateway(gateway)
+                    .output_interface(eth0.index)
+                    .build();
+                match nl.handle.route().add(route).replace().execute().await {
+                    Ok(()) => Ok(()),
+                    Err(e) => Err(format!("default route via {gateway}: {e}")),
+                }
+            })
+        })
+        .await
+        .map_err(|message| LinkError {
+            what: format!("pod interface {ip}"),
+            message,
+        })
+    }
+
+    /// Deletes a link by name; a missing one is fine.
+    pub async fn delete_link(&self, name: &str) -> Result<(), LinkError> {
+        if let Some(l) = self.link(name).await? {
+            match self.handle.link().del(l.index).execute().await {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(link_err(format!("deleting {name}"))(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether a link exists and is a veth of ours (for tests and cleanup).
+    pub async fn link_flags(&self, name: &str) -> Option<LinkFlags> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        links.next().await?.ok().map(|m| m.header.flags)
+    }
+}
+
+fn net_err(op: &'static str, entry: &Entry) -> impl FnOnce(rtnetlink::Error) -> NetError {
+    let entry = entry.to_string();
+    move |e| NetError {
+        op,
+        entry,
+        message: e.to_string(),
+    }
+}
+
+fn neighbour_message(dev: u32, entry: &Entry) -> Option<NeighbourMessage> {
+    let mut m = NeighbourMessage::default();
+    m.header.ifindex = dev;
+    m.header.state = NeighbourState::Permanent;
+    match entry {
+        Entry::Neighbour { ip, mac } => {
+            m.header.family = AddressFamily::Inet;
+            m.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(*ip)));
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        }
+        Entry::Fdb { mac, dst } => {
+            m.header.family = AddressFamily::Bridge;
+            m.header.flags = NeighbourFlags::Own;
+            m.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+            m.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                    *dst,
+                )));
+        }
+        Entry::Route { .. } => return None,
+    }
+    Some(m)
+}
+
+fn route_message(dev: u32, subnet: Subnet, via: Ipv4Addr) -> RouteMessage {
+    RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(subnet.net, subnet.len)
+        .gateway(via)
+        .output_interface(dev)
+        .onlink()
+        .build()
+}
+
+impl NetOps for Netlink {
+    async fn list(&self, dev: u32) -> Result<Vec<Entry>, NetError> {
+        let list_err = |e: rtnetlink::Error| NetError {
+            op: "list",
+            entry: format!("device {dev}"),
+            message: e.to_string(),
+        };
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Bridge] {
+            let mut neighbours = self
+                .handle
+                .neighbours()
+                .get()
+                .set_address_family(family)
+                .execute();
+            while let Some(n) = neighbours.next().await {
+                let n = n.map_err(list_err)?;
+                if n.header.ifindex != dev || n.header.state != NeighbourState::Permanent {
+                    continue;
+                }
+                let mut dst = None;
+                let mut mac = None;
+                for a in &n.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => {
+                            dst = Some(*ip)
+                        }
+                        // FDB entries (bridge family) carry the IPv4 address raw.
+                        NeighbourAttribute::Destination(NeighbourAddress::Other(b))
+                            if b.len() == 4 =>
+                        {
+                            dst = Some(Ipv4Addr::new(b[0], b[1], b[2], b[3]))
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) => {
+                            mac = <[u8; 6]>::try_from(l.as_slice()).ok()
+                        }
+                        _ => {}
+                    }
+                }
+                match (n.header.family, dst, mac) {
+                    (AddressFamily::Inet, Some(ip), Some(mac)) => {
+                        out.push(Entry::Neighbour { ip, mac })
+                    }
+                    // The all-zero MAC is the device's default destination list.
+                    (AddressFamily::Bridge, Some(dst), Some(mac)) if mac != [0; 6] => {
+                        out.push(Entry::Fdb { mac, dst })
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut routes = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute();
+        while let Some(r) = routes.next().await {
+            let r = r.map_err(list_err)?;
+            let mut oif = None;
+            let mut dst = None;
+            let mut gateway = None;
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Oif(i) => oif = Some(*i),
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    _ => {}
+                }
+            }
+            if oif != Some(dev) || !r.header.flags.contains(RouteFlags::Onlink) {
+                continue;
+            }
+            if let (Some(net), Some(via)) = (dst, gateway) {
+                out.push(Entry::Route {
+                    subnet: Subnet {
+                        net,
+                        len: r.header.destination_prefix_length,
+                    },
+                    via,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    async fn add(&self, dev: u32, entry: &Entry) -> Result<(), NetError> {
+        match entry {
+            Entry::Route { subnet, via } => self
+                .handle
+                .route()
+                .add(route_message(dev, *subnet, *via))
+                .replace()
+                .execute()
+                .await
+                .map_err(net_err("add", entry)),
+            _ => {
+                let message = neighbour_message(dev, entry).expect("a neighbour entry");
+                let mut request = self
+                    .handle
+                    .neighbours()
+                    .add(dev, IpAddr::V4(Ipv4Addr::UNSPECIFIED))
+                    .replace();
+                *request.message_mut() = message;
+                request.execute().await.map_err(net_err("add", entry))
+            }
+        }
+    }
+
+    async fn del(&self, dev: u32, entry: &Entry) -> Result<(), NetError> {
+        let result = match entry {
+            Entry::Route { subnet, via } => {
+                self.handle
+                    .route()
+                    .del(route_message(dev, *subnet, *via))
+                    .execute()
+                    .await
+            }
+            _ => {
+                let message = neighbour_message(dev, entry).expect("a neighbour entry");
+                self.handle.neighbours().del(message).execute().await
+            }
+        };
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(e) => Err(net_err("del", entry)(e)),
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Network namespaces as test hosts: a bridge in the root namespace is
+//! the underlay switch (with the first address of a test subnet, where a
+//! master can listen), and each host is a namespace joined to it by a veth
+//! pair, with its own address, loopback and default route via the switch.
+//! Names carry a random tag so parallel tests never collide; dropping
+//! [`Underlay`] deletes the namespaces and the bridge, also when a test
+//! fails. Commands here are the test's own (`ip` from iproute2); the agent
+//! under test uses netlink.
+
+use std::process::Command;
+
+use anyhow::Context;
+
+/// The test underlay: a bridge plus namespaces.
+pub struct Underlay {
+    pub tag: String,
+    pub bridge: String,
+    /// The first three octets of the underlay subnet, e.g. `10.201.7`.
+    pub prefix: String,
+    hosts: Vec<String>,
+}
+
+/// One test host.
+#[derive(Debug, Clone)]
+pub struct TestHost {
+    pub netns: String,
+    pub ip: String,
+}
+
+fn ip(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new("ip").args(args).output().context("run ip")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl Underlay {
+    /// A bridge named after a random tag with `<prefix>.1/24` on it.
+    pub fn new() -> anyhow::Result<Underlay> {
+        let r: u32 = rand::random();
+        let tag = format!("{:06x}", r & 0xff_ffff);
+        let prefix = format!("10.{}.{}", 200 + (r >> 24) % 50, (r >> 16) & 0xff);
+        let bridge = format!("skbr{tag}");
+        let underlay = Underlay {
+            tag,
+            bridge: bridge.clone(),
+            prefix,
+            hosts: Vec::new(),
+        };
+        ip(&["link", "add", &bridge, "type", "bridge"])?;
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}.1/24", underlay.prefix),
+            "dev",
+            &bridge,
+        ])?;
+        ip(&["link", "set", &bridge, "up"])?;
+        Ok(underlay)
+    }
+
+    /// The root namespace's address on the underlay.
+    pub fn gateway(&self) -> String {
+        format!("{}.1", self.prefix)
+    }
+
+    /// Adds host number `n` (2..=250) as namespace `sk<tag><n>`.
+    pub fn add_host(&mut self, n: u8) -> anyhow::Result<TestHost> {
+        let netns = format!("sk{}h{n}", self.tag);
+        let veth = format!("sk{}v{n}", self.tag);
+        ip(&["netns", "add", &netns])?;
+        self.hosts.push(netns.clone());
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
+        ip(&["link", "set", &veth, "master", &self.bridge, "up"])?;
+        let host_ip = format!("{}.{n}", self.prefix);
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &self.gateway(),
+        ])?;
+        Ok(TestHost { netns, ip: host_ip })
+    }
+
+    /// Runs `ip -j <args>` inside a host and parses its JSON.
+    pub fn ip_json(host: &TestHost, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new("ip")
+            .args(["-n", &host.netns, "-j"])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(if text.trim().is_empty() {
+            "[]"
+        } else {
+            &text
+        })?)
+    }
+
+    /// Runs `bridge -j <args>` inside a host and parses its JSON.
+    pub fn bridge_json(host: &TestHost, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &host.netns, "bridge", "-j"])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "bridge {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(if text.trim().is_empty() {
+            "[]"
+        } else {
+            &text
+        })?)
+    }
+}
+
+impl Drop for Underlay {
+    fn drop(&mut self) {
+        for h in &self.hosts {
+            let _ = ip(&["netns", "del", h]);
+        }
+        let _ = ip(&["link", "del", &self.bridge]);
+    }
+}

@@ -1,0 +1,405 @@
+//! The pod network across hosts: three network namespaces as test hosts on
+//! a veth underlay, a real master on the underlay, a real `skiff agent`
+//! and a private containerd per host, real busybox containers.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::test_hosts::{TestHost, Underlay};
+use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+use skiff_master::objects::Kind;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::v1;
+
+const IMAGE: &str = "net/busybox:1";
+
+fn pod_yaml(name: &str, node: &str, script: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{script}"]
+{extra}"#
+    )
+}
+
+fn apply(
+    master: &MasterProcess,
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    let out = ctl(&master.api_addr, &["apply", "-f", path.to_str().unwrap()]);
+    anyhow::ensure!(
+        out.status.success(),
+        "apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+async fn pod(master: &MasterProcess, name: &str) -> Option<v1::Pod> {
+    match master
+        .client()
+        .get(Kind::Pod, "default", name)
+        .await
+        .ok()?
+        .kind
+    {
+        Some(Body::Pod(p)) => Some(p),
+        _ => None,
+    }
+}
+
+async fn running_ip(master: &MasterProcess, name: &str) -> anyhow::Result<String> {
+    wait_for(
+        &format!("{name} Running with an IP"),
+        Duration::from_secs(60),
+        || async {
+            let p = pod(master, name).await?;
+            let s = p.status?;
+            (s.phase == "Running" && !s.pod_ip.is_empty()).then_some(s.pod_ip)
+        },
+    )
+    .await
+}
+
+async fn logs_contain(
+    master: &MasterProcess,
+    name: &str,
+    text: &str,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{text:?} in the log of {name}"),
+        timeout,
+        || async {
+            let out = ctl(&master.api_addr, &["logs", name]);
+            String::from_utf8_lossy(&out.stdout)
+                .contains(text)
+                .then_some(())
+        },
+    )
+    .await
+}
+
+/// The overlay entries a host's VXLAN device has: (neighbours, fdb, routes).
+fn overlay_entries(host: &TestHost) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let neigh = Underlay::ip_json(
+        host,
+        &["neigh", "show", "dev", "skiff.1", "nud", "permanent"],
+    )?;
+    let fdb = Underlay::bridge_json(host, &["fdb", "show", "dev", "skiff.1"])?;
+    let routes = Underlay::ip_json(host, &["route", "show", "dev", "skiff.1"])?;
+    let mut n: Vec<String> = neigh
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["dst"].as_str().unwrap_or(""),
+                e["lladdr"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut f: Vec<String> = fdb
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["mac"].as_str() != Some("00:00:00:00:00:00"))
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["mac"].as_str().unwrap_or(""),
+                e["dst"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let mut r: Vec<String> = routes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            format!(
+                "{} via {}",
+                e["dst"].as_str().unwrap_or(""),
+                e["gateway"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    n.sort();
+    f.sort();
+    r.sort();
+    Ok((n, f, r))
+}
+
+/// What a host's overlay should hold for the other nodes.
+async fn expected_entries(
+    master: &MasterProcess,
+    me: &str,
+) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<String>)> {
+    let nodes = master.client().list(Kind::Node, "").await?;
+    let (mut n, mut f, mut r) = (vec![], vec![], vec![]);
+    for o in nodes.items {
+        let Some(Body::Node(node)) = o.kind else {
+            continue;
+        };
+        let meta = node.metadata.unwrap();
+        if meta.name == me {
+            continue;
+        }
+        let cidr = node.spec.unwrap().pod_cidr;
+        let vtep = cidr.split('/').next().unwrap().to_string();
+        let mac = meta.annotations["skiff.io/vtep-mac"].clone();
+        let ip = meta.annotations["skiff.io/public-ip"].clone();
+        n.push(format!("{vtep} {mac}"));
+        f.push(format!("{mac} {ip}"));
+        r.push(format!("{cidr} via {vtep}"));
+    }
+    n.sort();
+    f.sort();
+    r.sort();
+    Ok((n, f, r))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[
+        "containerd",
+        "runc",
+        "ctr",
+        "ip",
+        "bridge",
+        "nsenter",
+        "nft",
+    ]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let hosts = [
+        underlay.add_host(2)?,
+        underlay.add_host(3)?,
+        underlay.add_host(4)?,
+    ];
+    let outside = underlay.add_host(100)?;
+    let dir = tempfile::Builder::new().prefix("skiff-net-").tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let image = BusyboxImage::build()?;
+    let mut nodes = Vec::new();
+    for h in &hosts {
+        nodes.push(RuntimeNode::start_in_host(&master.api_addr, h, |data| {
+            image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE)
+        })?);
+    }
+    let client = master.client();
+    for n in &nodes {
+        wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
+            .await
+            .with_context(|| n.log_tail())?;
+    }
+    // Each node has its own /24 of 10.42.0.0/16.
+    let mut cidrs = Vec::new();
+    for n in &nodes {
+        let Some(Body::Node(node)) = client.get(Kind::Node, "", &n.agent.node_name).await?.kind
+        else {
+            anyhow::bail!("not a node")
+        };
+        cidrs.push(node.spec.unwrap().pod_cidr);
+    }
+    cidrs.sort();
+    cidrs.dedup();
+    assert_eq!(cidrs.len(), 3, "distinct subnets: {cidrs:?}");
+    assert!(
+        cidrs
+            .iter()
+            .all(|c| c.starts_with("10.42.") && c.ends_with(".0/24")),
+        "{cidrs:?}"
+    );
+
+    // A web server on host A (with a host port), a client on host B.
+    let (a, b) = (
+        nodes[0].agent.node_name.clone(),
+        nodes[1].agent.node_name.clone(),
+    );
+    let (a, b) = (a.as_str(), b.as_str());
+    let ports = "    ports: [{containerPort: 8080, hostPort: 18080}]\n";
+    apply(
+        &master,
+        dir.path(),
+        "web",
+        &pod_yaml("web", a, "exec httpd -f -p 8080 -h /www", ports),
+    )?;
+    let web_ip = running_ip(&master, "web")
+        .await
+        .with_context(|| nodes[0].log_tail())?;
+    apply(
+        &master,
+        dir.path(),
+        "client",
+        &pod_yaml(
+            "client",
+            b,
+            &format!("while true; do wget -q -O - http://{web_ip}:8080/ && echo fetched-ok; sleep 1; done"),
+            "",
+        ),
+    )?;
+    let client_ip = running_ip(&master, "client")
+        .await
+        .with_context(|| nodes[1].log_tail())?;
+    assert_ne!(web_ip, client_ip);
+    logs_contain(
+        &master,
+        "client",
+        "hello from skiff",
+        Duration::from_secs(30),
+    )
+    .await
+    .with_context(|| format!("{}\n{}", nodes[0].log_tail(), nodes[1].log_tail()))?;
+    let wide = ctl(&master.api_addr, &["get", "pods", "-o", "wide"]);
+    assert!(
+        String::from_utf8_lossy(&wide.stdout).contains(&web_ip),
+        "get pods -o wide shows pod IPs"
+    );
+
+    // The outside: a server on an underlay address outside the cluster.
+    let www = dir.path().join("outside-www");
+    std::fs::create_dir_all(&www)?;
+    std::fs::write(www.join("index.html"), "hello from outside\n")?;
+    let mut server = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &outside.netns,
+            "busybox",
+            "httpd",
+            "-f",
+            "-p",
+            "8081",
+            "-h",
+        ])
+        .arg(&www)
+        .spawn()?;
+    apply(
+        &master,
+        dir.path(),
+        "egress",
+        &pod_yaml(
+            "egress",
+            a,
+            &format!(
+                "while true; do wget -q -O - http://{}:8081/ && echo egress-ok; sleep 1; done",
+                outside.ip
+            ),
+            "",
+        ),
+    )?;
+    let egress = logs_contain(
+        &master,
+        "egress",
+        "hello from outside",
+        Duration::from_secs(30),
+    )
+    .await;
+    // The host port, from the outside host.
+    let host_port = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &outside.netns,
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{}:18080/", hosts[0].ip))
+        .output()?;
+    let _ = server.kill();
+    let _ = server.wait();
+    egress.with_context(|| nodes[0].log_tail())?;
+    assert!(
+        String::from_utf8_lossy(&host_port.stdout).contains("hello from skiff"),
+        "hostPort 18080 reaches the web pod: {}",
+        String::from_utf8_lossy(&host_port.stderr)
+    );
+
+    // Every host has exactly one neighbour, FDB entry and route per peer.
+    for (h, n) in hosts.iter().zip(&nodes) {
+        let want = expected_entries(&master, &n.agent.node_name).await?;
+        assert_eq!(want.0.len(), 2);
+        wait_for("overlay entries", Duration::from_secs(10), || async {
+            (overlay_entries(h).ok()? == want).then_some(())
+        })
+        .await
+        .with_context(|| format!("host {}: {:?} want {:?}", h.netns, overlay_entries(h), want))?;
+    }
+
+    // An agent restart keeps pod IPs and leaves the tables exactly right.
+    nodes[0].agent.kill();
+    nodes[0].agent.restart()?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_node_ready(&client, a, Duration::from_secs(30)).await?;
+    assert_eq!(
+        running_ip(&master, "web").await?,
+        web_ip,
+        "same IP after an agent restart"
+    );
+    logs_contain(&master, "client", "fetched-ok", Duration::from_secs(10)).await?;
+    for (h, n) in hosts.iter().zip(&nodes) {
+        let want = expected_entries(&master, &n.agent.node_name).await?;
+        assert_eq!(
+            overlay_entries(h)?,
+            want,
+            "host {} after the restart",
+            h.netns
+        );
+    }
+
+    // Removing node C removes its entries everywhere.
+    let c_name = nodes[2].agent.node_name.clone();
+    nodes[2].agent.kill();
+    let out = ctl(&master.api_addr, &["delete", "node", &c_name]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (h, n) in hosts.iter().zip(&nodes).take(2) {
+        wait_for(
+            "entries of the removed node gone",
+            Duration::from_secs(15),
+            || async {
+                let (neigh, fdb, routes) = overlay_entries(h).ok()?;
+                (neigh.len() == 1 && fdb.len() == 1 && routes.len() == 1).then_some(())
+            },
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "host {}: {:?}\n{}",
+                h.netns,
+                overlay_entries(h),
+                n.agent.log_tail()
+            )
+        })?;
+        let want = expected_entries(&master, &n.agent.node_name).await?;
+        assert_eq!(overlay_entries(h)?, want);
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Pod subnets: every node gets its own `/24` (by default) of the cluster
+//! CIDR as `spec.podCIDR`, written through Raft like any other change. The
+//! lowest free subnet is taken; a subnet is free when no Node holds it, so
+//! deleting a node frees its subnet, and the one-reconcile-at-a-time loop
+//! plus conditional writes mean no subnet is ever held by two nodes.
+
+use std::net::Ipv4Addr;
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::{IntoObject, Kind};
+use crate::store::state_machine::StoredEvent;
+
+/// An IPv4 network, `a.b.c.d/len`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv4Net {
+    pub addr: Ipv4Addr,
+    pub len: u8,
+}
+
+impl Ipv4Net {
+    fn mask(len: u8) -> u32 {
+        if len == 0 {
+            0
+        } else {
+            u32::MAX << (32 - len)
+        }
+    }
+
+    pub fn contains(&self, other: &Ipv4Net) -> bool {
+        other.len >= self.len
+            && u32::from(other.addr) & Self::mask(self.len) == u32::from(self.addr)
+    }
+}
+
+impl std::str::FromStr for Ipv4Net {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Ipv4Net, String> {
+        let (addr, len) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not a CIDR (want a.b.c.d/len)"))?;
+        let addr: Ipv4Addr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
+        let len: u8 = len
+            .parse()
+            .ok()
+            .filter(|l| *l <= 32)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
+        if u32::from(addr) & !Self::mask(len) != 0 {
+            return Err(format!(
+                "{s:?}: host bits are set; the network is {}/{len}",
+                Ipv4Addr::from(u32::from(addr) & Self::mask(len))
+            ));
+        }
+        Ok(Ipv4Net { addr, len })
+    }
+}
+
+impl std::fmt::Display for Ipv4Net {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+/// The cluster CIDR and the size of each node's share of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodCidrConfig {
+    pub cluster: Ipv4Net,
+    pub node_prefix: u8,
+}
+
+impl Default for PodCidrConfig {
+    fn default() -> Self {
+        PodCidrConfig {
+            cluster: Ipv4Net {
+                addr: Ipv4Addr::new(10, 42, 0, 0),
+                len: 16,
+            },
+            node_prefix: 24,
+        }
+    }
+}
+
+impl PodCidrConfig {
+    pub fn new(cluster: Ipv4Net, node_prefix: u8) -> Result<PodCidrConfig, String> {
+        if node_prefix < cluster.len || node_prefix > 30 {
+            return Err(format!(
+                "node subnets of /{node_prefix} do not fit the cluster CIDR {cluster} (need /{}..=/30)",
+                cluster.len
+            ));
+        }
+        Ok(PodCidrConfig {
+            cluster,
+            node_prefix,
+        })
+    }
+
+    /// The lowest subnet not in `used`.
+    pub fn allocate(&self, used: &[Ipv4Net]) -> Option<Ipv4Net> {
+        let count = 1u64 << (self.node_prefix - self.cluster.len);
+        let step = 1u64 << (32 - self.node_prefix);
+        (0..count)
+            .map(|i| Ipv4Net {
+                addr: Ipv4Addr::from((u32::from(self.cluster.addr) as u64 + i * step) as u32),
+                len: self.node_prefix,
+            })
+            .find(|candidate| {
+                !used
+                    .iter()
+                    .any(|u| u.contains(candidate) || candidate.contains(u))
+            })
+    }
+}
+
+pub struct NodeIpamController {
+    pub ctx: Context,
+    pub config: PodCidrConfig,
+}
+
+impl Reconciler for NodeIpamController {
+    const NAME: &'static str = "node-ipam";
+    const KIND: Kind = Kind::Node;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::Node => ObjectKey::of(object).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(Object {
+            kind: Some(Body::Node(mut node)),
+        }) = self.ctx.store.get(Kind::Node, "", &key.name)?
+        else {
+            return Ok(Action::Done);
+        };
+        if node.spec.as_ref().is_some_and(|s| !s.pod_cidr.is_empty()) {
+            return Ok(Action::Done);
+        }
+        let (nodes, _) = self.ctx.store.list(Kind::Node, None)?;
+        let used: Vec<Ipv4Net> = nodes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(Body::Node(n)) => n.spec.as_ref().and_then(|s| s.pod_cidr.parse().ok()),
+                _ => None,
+            })
+            .collect();
+        let Some(subnet) = self.config.allocate(&used) else {
+            tracing::warn!(node = %key.name, cluster = %self.config.cluster, "no free pod subnet left for the node");
+            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(30)));
+        };
+        let spec = node.spec.get_or_insert_with(Default::default);
+        spec.pod_cidr = subnet.to_string();
+        spec.pod_cidrs = vec![subnet.to_string()];
+        // Conditional on the version read: a concurrent change retries.
+        self.ctx.writer.update(node.into_object()).await?;
+        tracing::info!(node = %key.name, pod_cidr = %subnet, "assigned pod subnet");
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs_parse_and_refuse_host_bits() {
+        let n: Ipv4Net = "10.42.0.0/16".parse().unwrap();
+        assert_eq!(n.to_string(), "10.42.0.0/16");
+        assert!("10.42.1.0/16"
+            .parse::<Ipv4Net>()
+            .unwrap_err()
+            .contains("host bits"));
+        assert!("10.42.0.0".parse::<Ipv4Net>().is_err());
+        assert!("10.42.0.0/33".parse::<Ipv4Net>().is_err());
+    }
+
+    #[test]
+    fn the_lowest_free_subnet_is_taken_and_freed_ones_reused() {
+        let config = PodCidrConfig::default();
+        let used: Vec<Ipv4Net> = vec![
+            "10.42.0.0/24".parse().unwrap(),
+            "10.42.2.0/24".parse().unwrap(),
+        ];
+        assert_eq!(config.allocate(&used).unwrap().to_string(), "10.42.1.0/24");
+        assert_eq!(config.allocate(&[]).unwrap().to_string(), "10.42.0.0/24");
+        let small = PodCidrConfig::new("10.42.0.0/23".parse().unwrap(), 24).unwrap();
+        let full: Vec<Ipv4Net> = vec![
+            "10.42.0.0/24".parse().unwrap(),
+            "10.42.1.0/24".parse().unwrap(),
+        ];
+        assert_eq!(small.allocate(&full), None);
+        assert!(PodCidrConfig::new("10.42.0.0/16".parse().unwrap(), 8).is_err());
+    }
+}
