@@ -27,6 +27,8 @@ enum Scenario {
     Failover(scenarios::failover::FailoverArgs),
     /// Disk writes and CPU of an idle cluster.
     Idle(scenarios::idle::IdleArgs),
+    /// Pod-to-pod throughput over the VXLAN overlay vs host-to-host.
+    Overlay(scenarios::overlay::OverlayArgs),
     /// Pod start latency on a real node (containerd), local image.
     Podstart(scenarios::podstart::PodstartArgs),
 }
@@ -51,6 +53,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
+            Scenario::Overlay(args) => scenarios::overlay::run(args).await,
         }
     });
     match result {

@@ -222,6 +222,9 @@ impl Netlink {
             .port(port)
             .local(local)
             .learning(false)
+            // No outer UDP checksum (the inner packets carry their own),
+            // as flannel and the kernel's own default for IPv4 VXLAN.
+            .udp_csum(false)
             .mtu(mtu)
             .build();
         if let Some(existing) = self.link(name).await? {

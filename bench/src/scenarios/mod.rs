@@ -4,6 +4,7 @@ pub mod common;
 pub mod failover;
 pub mod heartbeat;
 pub mod idle;
+pub mod overlay;
 pub mod podstart;
 pub mod schedule;
 pub mod store;

@@ -1,0 +1,181 @@
+//! `overlay`: TCP throughput pod-to-pod across two network-namespace test
+//! hosts (veth → bridge → VXLAN → underlay → VXLAN → bridge → veth), next
+//! to host-to-host on the same underlay, both measured with iperf3 in the
+//! same run. iperf3 runs inside the pods' network namespaces (the path
+//! under test), so the pods need no iperf3 in their image.
+
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::test_hosts::Underlay;
+use skiff_e2e::wait_for;
+use skiff_master::objects::{IntoObject, Kind};
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::v1;
+
+use super::common::round;
+
+#[derive(Debug, clap::Args)]
+pub struct OverlayArgs {
+    /// Seconds per iperf3 measurement.
+    #[arg(long, default_value_t = 5)]
+    pub seconds: u32,
+    /// Measurements of each path, alternating host and pod.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: u32,
+}
+
+const IMAGE: &str = "bench/busybox:1";
+
+fn sleeper(name: &str, node: &str) -> v1::Pod {
+    v1::Pod {
+        metadata: Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::PodSpec {
+            node_selector: [("kubernetes.io/hostname".to_string(), node.to_string())].into(),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![v1::Container {
+                name: "main".into(),
+                image: IMAGE.into(),
+                image_pull_policy: "Never".into(),
+                command: vec!["sleep".into(), "3600".into()],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Gbit/s from `iperf3 -c` run in `client_ns` against a server in
+/// `server_ns` listening on `server_ip`.
+fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> anyhow::Result<f64> {
+    let port = skiff_e2e::free_port().to_string();
+    let mut server = Command::new("nsenter")
+        .arg(format!("--net={server_ns}"))
+        .args(["iperf3", "-s", "-1", "-p", &port])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .context("start iperf3 server")?;
+    std::thread::sleep(Duration::from_millis(500));
+    let out = Command::new("nsenter")
+        .arg(format!("--net={client_ns}"))
+        .args([
+            "iperf3",
+            "-J",
+            "-c",
+            server_ip,
+            "-p",
+            &port,
+            "-t",
+            &seconds.to_string(),
+        ])
+        .output()
+        .context("run iperf3 client");
+    let _ = server.kill();
+    let _ = server.wait();
+    let out = out?;
+    anyhow::ensure!(
+        out.status.success(),
+        "iperf3: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let bps = report["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .context("iperf3 report without end.sum_received")?;
+    Ok(bps / 1e9)
+}
+
+pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "overlay builds network namespaces: run it as root with iproute2, iperf3, nftables and containerd installed"
+    );
+    let mut underlay = Underlay::new()?;
+    let hosts = [underlay.add_host(2)?, underlay.add_host(3)?];
+    let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let image = BusyboxImage::build()?;
+    let mut nodes = Vec::new();
+    for h in &hosts {
+        nodes.push(RuntimeNode::start_in_host(&master.api_addr, h, |data| {
+            image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE)
+        })?);
+    }
+    let client = master.client();
+    for n in &nodes {
+        wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
+            .await
+            .with_context(|| n.log_tail())?;
+    }
+    client
+        .create(sleeper("iperf-server", &nodes[0].agent.node_name).into_object())
+        .await?;
+    client
+        .create(sleeper("iperf-client", &nodes[1].agent.node_name).into_object())
+        .await?;
+    let mut pods = Vec::new();
+    for name in ["iperf-server", "iperf-client"] {
+        let pod = wait_for(
+            &format!("{name} running"),
+            Duration::from_secs(60),
+            || async {
+                match client.get(Kind::Pod, "default", name).await.ok()?.kind {
+                    Some(Body::Pod(p))
+                        if p.status
+                            .as_ref()
+                            .is_some_and(|s| s.phase == "Running" && !s.pod_ip.is_empty()) =>
+                    {
+                        Some(p)
+                    }
+                    _ => None,
+                }
+            },
+        )
+        .await?;
+        pods.push(pod);
+    }
+    let netns_of = |pod: &v1::Pod, node: &RuntimeNode| {
+        node.data_dir()
+            .join("netns")
+            .join(&pod.metadata.as_ref().unwrap().uid)
+            .display()
+            .to_string()
+    };
+    let server_pod_ns = netns_of(&pods[0], &nodes[0]);
+    let client_pod_ns = netns_of(&pods[1], &nodes[1]);
+    let server_pod_ip = pods[0].status.as_ref().unwrap().pod_ip.clone();
+    let host_ns = |i: usize| format!("/run/netns/{}", hosts[i].netns);
+
+    let (mut underlay_runs, mut overlay_runs) = (Vec::new(), Vec::new());
+    for round_no in 0..args.rounds {
+        let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
+        let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
+        eprintln!(
+            "round {}: host-to-host {u:.2} Gbit/s, pod-to-pod {o:.2} Gbit/s",
+            round_no + 1
+        );
+        underlay_runs.push(u);
+        overlay_runs.push(o);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (u, o) = (mean(&underlay_runs), mean(&overlay_runs));
+    Ok(serde_json::json!({
+        "scenario": "overlay",
+        "underlay_gbps": round(u),
+        "overlay_gbps": round(o),
+        "ratio": round(if u > 0.0 { o / u } else { 0.0 }),
+        "rounds": args.rounds,
+        "seconds": args.seconds,
+        "target_ratio": 0.8,
+    }))
+}
