@@ -12,6 +12,7 @@
 
 pub mod log_server;
 pub mod master_link;
+pub mod metrics;
 pub mod network;
 pub mod node_info;
 pub mod pods;
@@ -73,6 +74,8 @@ pub struct AgentConfig {
     pub heartbeat_interval: Duration,
     pub image_poll_interval: Duration,
     pub labels: BTreeMap<String, String>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
     /// The cluster CIDR of the pod network; `None` runs pods with
     /// loopback only (no bridge, VXLAN or nftables on this host).
     pub pod_network: Option<network::subnet::Subnet>,
@@ -93,6 +96,7 @@ impl AgentConfig {
             heartbeat_interval: Duration::from_secs(1),
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
+            metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
             pod_network: Some(network::subnet::Subnet {
                 net: std::net::Ipv4Addr::new(10, 42, 0, 0),
                 len: 16,
@@ -136,6 +140,45 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let runtime_version = format!("containerd://{}", containerd.version().await?);
     tracing::info!(socket = %socket.display(), version = %runtime_version, namespace = %config.containerd_namespace, "connected to containerd");
 
+    let metrics = metrics::AgentMetrics::default();
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(io(format!("listening on {addr} for metrics")))?;
+            let ready_containerd = containerd.clone();
+            let containerd_ok = Arc::new(std::sync::atomic::AtomicBool::new(true));
+            let flag = containerd_ok.clone();
+            let watch_shutdown = shutdown.clone();
+            // containerd's health, checked every few seconds for /readyz.
+            tokio::spawn(async move {
+                loop {
+                    let ok = ready_containerd.version().await.is_ok();
+                    flag.store(ok, std::sync::atomic::Ordering::Relaxed);
+                    tokio::select! {
+                        _ = watch_shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
+            });
+            let probes = Arc::new(skiff_telemetry::Probes {
+                registry: metrics.registry.clone(),
+                ready: Box::new(move || {
+                    if containerd_ok.load(std::sync::atomic::Ordering::Relaxed) {
+                        Ok(())
+                    } else {
+                        Err("containerd does not answer".into())
+                    }
+                }),
+            });
+            Some(tokio::spawn(skiff_telemetry::serve(
+                listener,
+                probes,
+                shutdown.clone(),
+            )))
+        }
+    };
     let registries = Registries::load(&config.registry_config)?;
     let images = Arc::new(ImageStore::new(containerd.clone(), registries));
     let runtime = Arc::new(Runtime::new(containerd.clone(), images.clone()));
@@ -277,6 +320,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         reports: reports_tx,
         host_ip: node_ip,
         network: pod_network,
+        metrics,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
@@ -284,6 +328,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         let _ = l.await;
     }
     let _ = importer.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     if let Some(o) = overlay {
         let _ = o.await;
     }

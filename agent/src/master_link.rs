@@ -270,6 +270,9 @@ pub async fn watch_loop(
 ) {
     let mut i = 0;
     let mut backoff = Reconnect::new();
+    // The newest revision seen: a list from a master that is behind it
+    // (a partitioned follower) must not tear down newer pods.
+    let mut newest = 0u64;
     loop {
         if let Some(mut client) = masters.client(i) {
             let call = tokio::select! {
@@ -295,6 +298,17 @@ pub async fn watch_loop(
                             }
                         };
                         if event.r#type == EventType::Bookmark as i32 {
+                            if event.revision < newest {
+                                tracing::warn!(
+                                    master = %masters.nth(i),
+                                    revision = event.revision,
+                                    newest,
+                                    "this master is behind; not removing pods on its word"
+                                );
+                                listed = None;
+                                continue;
+                            }
+                            newest = newest.max(event.revision);
                             if let Some(uids) = listed.take() {
                                 backoff.reset();
                                 if desired.send(Desired::Synced(uids)).await.is_err() {
@@ -303,6 +317,7 @@ pub async fn watch_loop(
                             }
                             continue;
                         }
+                        newest = newest.max(event.revision);
                         let Some(skiff_proto::api::object::Kind::Pod(pod)) =
                             event.object.and_then(|o| o.kind)
                         else {

@@ -70,6 +70,9 @@ pub struct MasterArgs {
     /// The pod network: every node gets a subnet of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Where /metrics, /healthz and /readyz are served ("none": off).
+    #[arg(long, default_value = "127.0.0.1:6445")]
+    pub metrics_listen: String,
     /// Prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
@@ -106,6 +109,10 @@ impl MasterArgs {
             join: self.join.clone(),
             transport: TransportConfig::Plaintext,
             snapshot_after_entries: self.snapshot_after_entries,
+            metrics_listen: match self.metrics_listen.as_str() {
+                "none" => None,
+                addr => Some(parse_listen("--metrics-listen", addr)?),
+            },
             pod_cidrs: skiff_master::controllers::node_ipam::PodCidrConfig::new(
                 self.cluster_cidr
                     .parse()
@@ -155,6 +162,9 @@ pub struct AgentArgs {
     /// Interval between heartbeats.
     #[arg(long, default_value = "1s")]
     pub heartbeat_interval: humantime::Duration,
+    /// Where /metrics, /healthz and /readyz are served ("none": off).
+    #[arg(long, default_value = "127.0.0.1:10248")]
+    pub metrics_listen: String,
     /// Pod network: vxlan (bridge + VXLAN overlay + nftables) or none
     /// (pods get loopback only).
     #[arg(long, default_value = "vxlan")]
@@ -196,8 +206,10 @@ impl AgentArgs {
             ));
         }
         let listen = parse_listen("--listen", &self.listen)?;
-        let mut config =
-            skiff_agent::AgentConfig::new(self.server.clone(), &node_name, self.data_dir.clone());
+        // Absolute, so paths in mount tables and containerd specs match.
+        let data_dir = std::path::absolute(&self.data_dir)
+            .map_err(|e| format!("--data-dir {}: {e}", self.data_dir.display()))?;
+        let mut config = skiff_agent::AgentConfig::new(self.server.clone(), &node_name, data_dir);
         config.node_ip = self.node_ip.map(|ip| ip.to_string());
         config.containerd_socket = self.containerd_socket.clone();
         config.containerd_namespace = self.containerd_namespace.clone();
@@ -205,6 +217,10 @@ impl AgentArgs {
         config.listen = listen;
         config.registry_config = self.registry_config.clone();
         config.heartbeat_interval = self.heartbeat_interval.into();
+        config.metrics_listen = match self.metrics_listen.as_str() {
+            "none" => None,
+            addr => Some(parse_listen("--metrics-listen", addr)?),
+        };
         config.pod_network = match self.pod_network.as_str() {
             "none" => None,
             "vxlan" => Some(

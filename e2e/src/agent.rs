@@ -25,6 +25,9 @@ pub struct AgentProcess {
     pub log_path: PathBuf,
     pub namespace: String,
     pub listen: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (loopback of the
+    /// agent's network namespace).
+    pub metrics_addr: String,
     args: Vec<String>,
     /// Runs the agent inside this network namespace (a test host).
     netns: Option<String>,
@@ -44,8 +47,11 @@ impl AgentProcess {
         std::fs::create_dir_all(data_dir)?;
         let namespace = format!("skiff-e2e-{:08x}", rand::random::<u32>());
         let listen = format!("127.0.0.1:{}", free_port());
+        let metrics_addr = format!("127.0.0.1:{}", free_port());
         let mut args: Vec<String> = vec![
             "agent".into(),
+            "--metrics-listen".into(),
+            metrics_addr.clone(),
             "--server".into(),
             master.into(),
             "--node-name".into(),
@@ -77,6 +83,7 @@ impl AgentProcess {
             log_path: data_dir.with_extension("log"),
             namespace,
             listen,
+            metrics_addr,
             args,
             netns: None,
         };
@@ -101,6 +108,7 @@ impl AgentProcess {
             log_path: data_dir.with_extension("log"),
             namespace: format!("skiff-e2e-{:08x}", rand::random::<u32>()),
             listen: format!("{}:10250", host.ip),
+            metrics_addr: "127.0.0.1:10248".into(),
             args: Vec::new(),
             netns: Some(host.netns.clone()),
         };

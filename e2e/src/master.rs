@@ -19,6 +19,8 @@ pub struct MasterProcess {
     pub data_dir: PathBuf,
     pub api_addr: String,
     pub raft_addr: String,
+    /// Where `/metrics`, `/healthz` and `/readyz` answer (loopback).
+    pub metrics_addr: String,
     pub log_path: PathBuf,
     join: Option<String>,
     extra_args: Vec<String>,
@@ -42,6 +44,7 @@ impl MasterProcess {
             data_dir: data_dir.to_owned(),
             api_addr: format!("{ip}:{}", free_port()),
             raft_addr: format!("{ip}:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
             log_path: data_dir.with_extension("log"),
             join: None,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -61,6 +64,7 @@ impl MasterProcess {
             data_dir: data_dir.to_owned(),
             api_addr: format!("127.0.0.1:{}", free_port()),
             raft_addr: format!("127.0.0.1:{}", free_port()),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
             log_path: data_dir.with_extension("log"),
             join: join.map(str::to_owned),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -83,6 +87,8 @@ impl MasterProcess {
             .arg(&self.api_addr)
             .arg("--raft-listen")
             .arg(&self.raft_addr)
+            .arg("--metrics-listen")
+            .arg(&self.metrics_addr)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

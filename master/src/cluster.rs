@@ -50,12 +50,18 @@ pub struct Cluster {
     pub raft: Raft,
     pub store: Arc<ObjectStore>,
     pub proposer: Proposer,
+    /// Observes each write's propose-to-applied time.
+    pub commit_latency: Arc<skiff_telemetry::HistogramVec>,
 }
 
 impl Cluster {
     /// Proposes a command and waits until it is committed and applied.
     pub async fn propose(&self, command: Command) -> Result<Applied> {
-        match self.proposer.propose(command).await {
+        let started = std::time::Instant::now();
+        let outcome = self.proposer.propose(command).await;
+        self.commit_latency
+            .observe(&[], started.elapsed().as_secs_f64());
+        match outcome {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(refused)) => Err(ClusterError::Refused(refused)),
             Err(ProposeError::NotLeader { leader }) => Err(ClusterError::NotLeader { leader }),

@@ -7,11 +7,13 @@
 //! - [`api`]: the public gRPC API, forwarding to the leader where needed.
 //! - [`client`]: a typed client of that API, for the CLI, agents and tests.
 //! - [`server`]: starting, joining and stopping a master.
+//! - [`metrics`]: what `/metrics` shows.
 
 pub mod api;
 pub mod client;
 pub mod cluster;
 pub mod controllers;
+pub mod metrics;
 pub mod node_lifecycle;
 pub mod objects;
 pub mod scheduler;

@@ -47,6 +47,16 @@ impl HeartbeatTable {
         }
     }
 
+    /// Every node's last heartbeat.
+    pub fn snapshot(&self) -> Vec<(String, Instant)> {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(n, t)| (n.clone(), *t))
+            .collect()
+    }
+
     pub fn last(&self, node: &str) -> Option<Instant> {
         self.last
             .lock()

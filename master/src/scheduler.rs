@@ -347,7 +347,13 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
                 nodes[i].add(&spec, owner.as_deref());
                 pod.spec.get_or_insert_with(Default::default).node_name = nodes[i].name.clone();
                 let writer = ctx.writer.clone();
-                binds.spawn(async move { writer.update(pod.into_object()).await });
+                let latency = ctx.binding_latency.clone();
+                binds.spawn(async move {
+                    let started = std::time::Instant::now();
+                    let bound = writer.update(pod.into_object()).await;
+                    latency.observe(&[], started.elapsed().as_secs_f64());
+                    bound
+                });
                 if binds.len() >= MAX_CONCURRENT_BINDS {
                     collect(binds.join_next().await, &mut outcome, &mut failure);
                 }

@@ -46,6 +46,8 @@ pub struct MasterConfig {
     pub lifecycle: LifecycleConfig,
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// Why a master could not start or keep running.
@@ -98,11 +100,13 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     )
     .await
     .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let metrics = crate::metrics::MasterMetrics::default();
     let cluster = Cluster {
         id,
         raft: raft.clone(),
         store: store.clone(),
         proposer: Proposer::spawn(raft.clone()),
+        commit_latency: metrics.raft_commit.clone(),
     };
 
     let api_listener = bind("API", config.listen).await?;
@@ -116,6 +120,26 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             ),
     );
     let heartbeats = Arc::new(HeartbeatTable::default());
+    metrics.add_gauges(store.clone(), raft.clone(), heartbeats.clone());
+    let metrics_server = match config.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = bind("metrics", addr).await?;
+            let ready_raft = raft.clone();
+            let probes = Arc::new(skiff_telemetry::Probes {
+                registry: metrics.registry.clone(),
+                ready: Box::new(move || match ready_raft.metrics().borrow().current_leader {
+                    Some(_) => Ok(()),
+                    None => Err("no Raft leader known".into()),
+                }),
+            });
+            Some(tokio::spawn(skiff_telemetry::serve(
+                listener,
+                probes,
+                shutdown.clone(),
+            )))
+        }
+    };
     let api = ApiService::new(cluster.clone(), config.transport.clone(), shutdown.clone());
     let nodes = NodeService::new(
         cluster.clone(),
@@ -125,6 +149,9 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     );
     let api_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(crate::metrics::ApiMetricsLayer {
+                metrics: metrics.clone(),
+            })
             .add_service(api.into_server())
             .add_service(nodes.into_server())
             .serve_with_incoming_shutdown(
@@ -160,6 +187,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         heartbeats,
         config.lifecycle,
         config.pod_cidrs,
+        metrics.clone(),
         shutdown.clone(),
     ));
     tracing::info!(
@@ -173,6 +201,9 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!("shutting down");
     let _ = raft.shutdown().await;
     let _ = duties.await;
+    if let Some(m) = metrics_server {
+        let _ = m.await;
+    }
     for server in [api_server, peer_server] {
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),

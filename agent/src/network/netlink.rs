@@ -303,6 +303,11 @@ impl Netlink {
         mtu: u32,
     ) -> Result<(), LinkError> {
         let peer_name = format!("{}p", &host_name[..host_name.len().min(14)]);
+        // A pair whose peer never reached the pod (an agent killed halfway)
+        // is made again.
+        if self.link(host_name).await?.is_some() && self.link(&peer_name).await?.is_some() {
+            self.delete_link(host_name).await?;
+        }
         if self.link(host_name).await?.is_none() {
             self.handle
                 .link()

@@ -81,7 +81,10 @@ pub async fn run<R: ContainerRuntime>(
                             ctx.layout.forget_pod(uid).await;
                         }
                     }
-                    remove_orphans(&ctx, &uids).await;
+                    // Pods handed to their workers are theirs to tear down.
+                    let mut keep = uids;
+                    keep.extend(workers.keys().cloned());
+                    tokio::spawn(remove_orphans(ctx.clone(), keep));
                 }
             },
             event = runtime_events.recv() => {
@@ -139,7 +142,7 @@ async fn upsert<R: ContainerRuntime>(
 }
 
 /// Removes containers whose pod is neither wanted nor owned by a worker.
-async fn remove_orphans<R: ContainerRuntime>(ctx: &WorkerContext<R>, wanted: &HashSet<String>) {
+async fn remove_orphans<R: ContainerRuntime>(ctx: WorkerContext<R>, wanted: HashSet<String>) {
     let containers = match ctx.runtime.list().await {
         Ok(c) => c,
         Err(e) => {

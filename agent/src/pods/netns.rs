@@ -100,7 +100,11 @@ pub fn is_netns(path: &Path) -> bool {
     let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
         return false;
     };
-    let wanted = path.display().to_string();
+    // mountinfo shows absolute paths with symlinks resolved.
+    let wanted = std::fs::canonicalize(path)
+        .unwrap_or_else(|_| path.to_path_buf())
+        .display()
+        .to_string();
     mountinfo
         .lines()
         .any(|l| l.split(' ').nth(4) == Some(wanted.as_str()) && l.contains("nsfs"))

@@ -50,6 +50,7 @@ pub struct WorkerContext<R> {
     pub host_ip: String,
     /// The pod network; `None` leaves pods with loopback only.
     pub network: Option<Arc<crate::network::PodNetwork>>,
+    pub metrics: crate::metrics::AgentMetrics,
 }
 
 impl<R> Clone for WorkerContext<R> {
@@ -60,9 +61,13 @@ impl<R> Clone for WorkerContext<R> {
             reports: self.reports.clone(),
             host_ip: self.host_ip.clone(),
             network: self.network.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
+
+/// Longest a worker waits before looking at its containers again.
+const RESYNC: Duration = Duration::from_secs(10);
 
 /// How long a container must run before its crash backoff starts over.
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
@@ -220,8 +225,10 @@ pub async fn run<R: ContainerRuntime>(
             last_report = Some(status);
         }
         let sleep = match wake {
-            Some(at) => tokio::time::sleep_until(at),
-            None => tokio::time::sleep(Duration::from_secs(3600)),
+            Some(at) => tokio::time::sleep_until(at.min(Instant::now() + RESYNC)),
+            // Look again now and then even without events: an exit missed
+            // while containerd restarted must not go unnoticed for long.
+            None => tokio::time::sleep(RESYNC),
         };
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -385,6 +392,24 @@ async fn reconcile_container<R: ContainerRuntime>(
             )
             .await
         }
+        Some(TaskState::NoTask) | None if track.ever_started && !track.exit_recorded => {
+            // The task vanished (a host reboot, or containerd lost it): an
+            // exit with the code last reported, if any, and the restart
+            // policy decides, so a finished Never/OnFailure pod stays done.
+            let code = last_reported_code(pod, &track.name).unwrap_or(255);
+            handle_exit(
+                ctx,
+                pod,
+                container,
+                track,
+                &policy,
+                code,
+                String::new(),
+                netns,
+                now,
+            )
+            .await
+        }
         Some(TaskState::NoTask) | None if track.ever_started && track.exit_recorded => {
             // Restart already decided; the container is being recreated.
             handle_exit(
@@ -412,6 +437,17 @@ async fn reconcile_container<R: ContainerRuntime>(
             start(ctx, pod, container, track, restarts, netns).await
         }
     }
+}
+
+/// The exit code the master last heard for the container, if it had ended.
+fn last_reported_code(pod: &v1::Pod, container: &str) -> Option<u32> {
+    let status = pod.status.as_ref()?;
+    let c = status
+        .container_statuses
+        .iter()
+        .find(|c| c.name == container)?;
+    let terminated = c.state.as_ref()?.terminated.as_ref()?;
+    terminated.exit_code.map(|code| code as u32)
 }
 
 fn last_code(track: &Track) -> u32 {
@@ -499,6 +535,10 @@ async fn handle_exit<R: ContainerRuntime>(
     if let CState::Terminated { .. } = &track.state {
         track.last = Some(track.state.clone());
     }
+    // A restart whose start failed waits for its retry time.
+    if let Some(retry) = track.retry_at.filter(|r| *r > now) {
+        return Some(retry);
+    }
     let restarts = track.restarts + 1;
     start(ctx, pod, container, track, restarts, netns).await
 }
@@ -527,8 +567,12 @@ async fn start<R: ContainerRuntime>(
     let now = Instant::now();
     let policy = PullPolicy::for_container(&container.image_pull_policy, &container.image);
     let image = match ctx.runtime.ensure_image(&container.image, policy).await {
-        Ok(i) => i,
+        Ok(i) => {
+            ctx.metrics.image_pulls.inc(&["ok"]);
+            i
+        }
         Err(e) => {
+            ctx.metrics.image_pulls.inc(&["error"]);
             tracing::warn!(container = %track.id, image = %container.image, error = %e, "image not available");
             let reason = if !track.error_backoff.started() {
                 "ErrImagePull"
@@ -610,6 +654,15 @@ async fn start<R: ContainerRuntime>(
     match ctx.runtime.start(request).await {
         Ok(pid) => {
             tracing::info!(container = %track.id, pid, restarts, "container started");
+            let labels = [
+                meta.namespace.as_str(),
+                meta.name.as_str(),
+                container.name.as_str(),
+            ];
+            ctx.metrics.container_starts.inc(&labels);
+            if restarts > track.restarts || (restarts > 0 && !track.ever_started) {
+                ctx.metrics.container_restarts.inc(&labels);
+            }
             track.ever_started = true;
             track.restarts = restarts;
             track.state = CState::Running { started_at };
@@ -806,6 +859,7 @@ mod tests {
             reports: reports_tx,
             host_ip: "10.0.0.1".into(),
             network: None,
+            metrics: Default::default(),
         };
         let (desired, desired_rx) = watch::channel(Some(pod));
         let (events, events_rx) = mpsc::channel(8);

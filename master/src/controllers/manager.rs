@@ -29,6 +29,7 @@ pub async fn run(
     heartbeats: Arc<HeartbeatTable>,
     lifecycle: LifecycleConfig,
     pod_cidrs: PodCidrConfig,
+    master_metrics: crate::metrics::MasterMetrics,
     shutdown: CancellationToken,
 ) {
     let mut metrics = cluster.raft.metrics();
@@ -50,6 +51,7 @@ pub async fn run(
         let ctx = Context {
             store: cluster.store.clone(),
             writer: ObjectWriter::new(cluster.clone()),
+            binding_latency: master_metrics.scheduler_binding.clone(),
         };
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(super::run(

@@ -99,6 +99,8 @@ pub struct Context {
     pub store: Arc<ObjectStore>,
     /// Validated writes through Raft.
     pub writer: ObjectWriter,
+    /// Observes the time of each scheduler binding.
+    pub binding_latency: Arc<skiff_telemetry::HistogramVec>,
 }
 
 /// A controller in reconcile style.

@@ -1,0 +1,194 @@
+//! `/metrics`, `/healthz` and `/readyz` on a real master and a real agent,
+//! the metrics parsed by Prometheus' own text-format parser (the Python
+//! `prometheus_client` package), not by skiff's code.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::master::ready_master;
+use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Parses the text with prometheus_client; returns "name{labels} value" lines.
+fn parse_with_prometheus(text: &str) -> anyhow::Result<Vec<String>> {
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+        print(f"{family.type} {s.name}{{{labels}}} {s.value}")
+"#;
+    // Debian's python3 with Debian's python3-prometheus-client (scripts/setup).
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(text.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "prometheus_client refused the text: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+fn sample(samples: &[String], prefix: &str) -> Option<f64> {
+    samples
+        .iter()
+        .find(|l| {
+            l.split_once(' ')
+                .is_some_and(|(_, rest)| rest.starts_with(prefix))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn master_and_agent_metrics_parse_and_count_what_happened() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["containerd", "runc", "ctr", "/usr/bin/python3"]) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-m",
+        |data| image.write_docker_archive(&data.join("images/busybox.tar"), "m/busybox:1"),
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-m", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+    let manifest = dir.path().join("crash.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: crash}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: crash}}
+  template:
+    metadata: {labels: {app: crash}}
+    spec:
+      containers:
+      - {name: main, image: "m/busybox:1", imagePullPolicy: Never, command: [sh, -c, "sleep 1; exit 1"]}
+"#,
+    )?;
+    let out = ctl(
+        &master.api_addr,
+        &["apply", "-f", manifest.to_str().unwrap()],
+    );
+    assert!(out.status.success());
+    wait_for("a restart", Duration::from_secs(30), || async {
+        let pods = pods_with_app(&client, "default", "crash").await.ok()?;
+        let restarts = pods
+            .first()?
+            .status
+            .clone()?
+            .container_statuses
+            .first()?
+            .restart_count;
+        (restarts >= 1).then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let _ = is_running_ready;
+
+    // Health endpoints.
+    assert_eq!(get(&master.metrics_addr, "/healthz")?.0, 200);
+    assert_eq!(get(&master.metrics_addr, "/readyz")?.0, 200);
+    assert_eq!(get(&master.metrics_addr, "/nope")?.0, 404);
+    assert_eq!(get(&node.agent.metrics_addr, "/healthz")?.0, 200);
+    assert_eq!(get(&node.agent.metrics_addr, "/readyz")?.0, 200);
+
+    // The master's metrics, parsed by Prometheus' parser.
+    let (status, text) = get(&master.metrics_addr, "/metrics")?;
+    assert_eq!(status, 200);
+    let samples = parse_with_prometheus(&text)?;
+    let creates = sample(
+        &samples,
+        "skiff_api_requests_total{code=\"Ok\",method=\"Create\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(
+        creates >= 1.0,
+        "the apply's Create is counted: {samples:#?}"
+    );
+    assert!(
+        sample(
+            &samples,
+            "skiff_api_request_duration_seconds_count{method=\"Create\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0
+    );
+    assert!(sample(&samples, "skiff_raft_commit_duration_seconds_count{}").unwrap_or(0.0) >= 1.0);
+    assert!(
+        sample(&samples, "skiff_scheduler_binding_duration_seconds_count{}").unwrap_or(0.0) >= 1.0
+    );
+    assert_eq!(sample(&samples, "skiff_nodes{ready=\"true\"}"), Some(1.0));
+    assert!(sample(&samples, "skiff_pods{phase=\"Running\"}").is_some());
+    assert_eq!(sample(&samples, "skiff_raft_is_leader{}"), Some(1.0));
+    assert!(sample(&samples, "skiff_raft_leader_changes_total{}").unwrap_or(0.0) >= 1.0);
+    let age = sample(
+        &samples,
+        "skiff_node_heartbeat_age_seconds{node=\"node-m\"}",
+    )
+    .context("heartbeat age")?;
+    assert!(age < 5.0, "a live node's heartbeat is fresh: {age}");
+
+    // The agent's.
+    let (status, text) = get(&node.agent.metrics_addr, "/metrics")?;
+    assert_eq!(status, 200);
+    let samples = parse_with_prometheus(&text)?;
+    let pod = pods_with_app(&client, "default", "crash").await?[0]
+        .metadata
+        .clone()
+        .unwrap()
+        .name;
+    let restarts = sample(
+        &samples,
+        &format!("skiff_container_restarts_total{{container=\"main\",namespace=\"default\",pod=\"{pod}\"}}"),
+    )
+    .context("container restarts")?;
+    assert!(restarts >= 1.0, "{samples:#?}");
+    assert!(sample(&samples, "skiff_image_pulls_total{result=\"ok\"}").unwrap_or(0.0) >= 1.0);
+    Ok(())
+}
