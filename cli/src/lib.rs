@@ -249,9 +249,11 @@ fn init_logging(format: &str) -> Result<(), String> {
         .with_writer(std::io::stderr);
     match format {
         "text" => builder.init(),
+        // One JSON object per line: timestamp, level, target, fields.
+        "json" => builder.json().flatten_event(true).with_current_span(false).init(),
         other => {
             return Err(format!(
-                "--log-format {other:?}: unknown format; use \"text\""
+                "--log-format {other:?}: unknown format; use \"text\" or \"json\""
             ))
         }
     }
