@@ -1,6 +1,7 @@
 //! Command-line front end of skiff. `main` stays thin; parsing, config and
 //! the `ctl` commands live here where tests can reach them.
 //!
+//! - `skiff server`: a master and an agent in one process (one machine).
 //! - `skiff master`: run a master (Raft store + API).
 //! - `skiff agent`: run a node's agent (pods through containerd).
 //! - `skiff ctl`: kubectl-style client.
@@ -26,6 +27,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run a master and an agent in one process: a whole one-node cluster,
+    /// which more agents (and masters) can join.
+    Server(ServerArgs),
     /// Run a master: the Raft-replicated store and the API.
     Master(MasterArgs),
     /// Run a node agent: pods through containerd, heartbeats to the masters.
@@ -240,6 +244,114 @@ impl AgentArgs {
     }
 }
 
+/// Flags of `skiff server`.
+#[derive(Debug, clap::Args)]
+pub struct ServerArgs {
+    /// Master state goes to <data-dir>/server, the agent's to <data-dir>/agent.
+    #[arg(long, default_value = "/var/lib/skiff")]
+    pub data_dir: PathBuf,
+    /// API listen address (0.0.0.0:6443 to let agents of other machines in).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    pub listen: String,
+    /// Raft peer listen address.
+    #[arg(long, default_value = "127.0.0.1:6444")]
+    pub raft_listen: String,
+    /// API address announced to other masters and used by the local agent.
+    #[arg(long)]
+    pub advertise_api: Option<String>,
+    /// Raft address announced to other masters.
+    #[arg(long)]
+    pub advertise_raft: Option<String>,
+    /// API address of an existing master, to join its cluster on first start.
+    #[arg(long)]
+    pub join: Option<String>,
+    /// The pod network: every node gets a subnet of it.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    pub cluster_cidr: String,
+    /// Prefix length of each node's pod subnet.
+    #[arg(long, default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
+    /// The master's /metrics, /healthz and /readyz ("none": off).
+    #[arg(long, default_value = "127.0.0.1:6445")]
+    pub metrics_listen: String,
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address other nodes reach this one at (default: the default route's).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Use this containerd socket instead of starting a private containerd.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Pod network: vxlan or none.
+    #[arg(long, default_value = "vxlan")]
+    pub pod_network: String,
+    /// Registry settings: credentials and plain-HTTP hosts.
+    #[arg(long, default_value = "/etc/skiff/registries.yaml")]
+    pub registry_config: PathBuf,
+    /// The agent's own endpoint (container logs).
+    #[arg(long, default_value = "0.0.0.0:10250")]
+    pub agent_listen: String,
+    /// The agent's /metrics, /healthz and /readyz ("none": off).
+    #[arg(long, default_value = "127.0.0.1:10248")]
+    pub agent_metrics_listen: String,
+    /// Extra node labels, key=value.
+    #[arg(long = "node-label", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text")]
+    pub log_format: String,
+}
+
+impl ServerArgs {
+    /// The master's and the agent's configs, checked as their own commands check them.
+    pub fn to_configs(&self) -> Result<(MasterConfig, skiff_agent::AgentConfig), String> {
+        let master = MasterArgs {
+            data_dir: self.data_dir.join("server"),
+            listen: self.listen.clone(),
+            raft_listen: self.raft_listen.clone(),
+            advertise_api: self.advertise_api.clone(),
+            advertise_raft: self.advertise_raft.clone(),
+            join: self.join.clone(),
+            snapshot_after_entries: skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
+            node_monitor_grace_period: "4500ms".parse().map_err(|e| format!("{e}"))?,
+            pod_eviction_timeout: "5s".parse().map_err(|e| format!("{e}"))?,
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_cidr_mask_size: self.node_cidr_mask_size,
+            metrics_listen: self.metrics_listen.clone(),
+            log_format: self.log_format.clone(),
+        }
+        .to_config()?;
+        // The local agent talks to the local master.
+        let server = match &self.advertise_api {
+            Some(a) => a.clone(),
+            None if master.listen.ip().is_unspecified() => {
+                format!("127.0.0.1:{}", master.listen.port())
+            }
+            None => master.listen.to_string(),
+        };
+        let agent = AgentArgs {
+            server: vec![server],
+            node_name: self.node_name.clone(),
+            data_dir: self.data_dir.join("agent"),
+            node_ip: self.node_ip,
+            containerd_socket: self.containerd_socket.clone(),
+            containerd_namespace: "skiff".into(),
+            token: None,
+            listen: self.agent_listen.clone(),
+            registry_config: self.registry_config.clone(),
+            heartbeat_interval: "1s".parse().map_err(|e| format!("{e}"))?,
+            metrics_listen: self.agent_metrics_listen.clone(),
+            pod_network: self.pod_network.clone(),
+            cluster_cidr: self.cluster_cidr.clone(),
+            node_labels: self.node_labels.clone(),
+            log_format: self.log_format.clone(),
+        }
+        .to_config()?;
+        Ok((master, agent))
+    }
+}
+
 fn init_logging(format: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SKIFF_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error"));
@@ -250,7 +362,11 @@ fn init_logging(format: &str) -> Result<(), String> {
     match format {
         "text" => builder.init(),
         // One JSON object per line: timestamp, level, target, fields.
-        "json" => builder.json().flatten_event(true).with_current_span(false).init(),
+        "json" => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
         other => {
             return Err(format!(
                 "--log-format {other:?}: unknown format; use \"text\" or \"json\""
@@ -298,6 +414,58 @@ pub fn run(cli: Cli) -> ExitCode {
                     Ok(()) => ExitCode::SUCCESS,
                     Err(e) => {
                         tracing::error!("{e}");
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Server(args) => {
+            let (master, agent) = match args.to_configs() {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            if let Err(e) = init_logging(&args.log_format) {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            rt.block_on(async {
+                let token = shutdown::on_signals();
+                let mt = token.clone();
+                let mut master = tokio::spawn(async move {
+                    skiff_master::server::run(master, mt)
+                        .await
+                        .map_err(|e| e.to_string())
+                });
+                let at = token.clone();
+                let mut agent = tokio::spawn(async move {
+                    skiff_agent::run(agent, at).await.map_err(|e| e.to_string())
+                });
+                // Either half failing stops the other.
+                let (first, other) = tokio::select! {
+                    m = &mut master => (m, agent),
+                    a = &mut agent => (a, master),
+                };
+                token.cancel();
+                let _ = other.await;
+                match first {
+                    Ok(Ok(())) => ExitCode::SUCCESS,
+                    Ok(Err(e)) => {
+                        tracing::error!("{e}");
+                        eprintln!("error: {e}");
+                        ExitCode::FAILURE
+                    }
+                    Err(e) => {
                         eprintln!("error: {e}");
                         ExitCode::FAILURE
                     }

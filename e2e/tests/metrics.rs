@@ -196,14 +196,22 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_are_one_object_per_line() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
-    let master = skiff_e2e::master::MasterProcess::start_with(&dir.path().join("m"), None, &["--log-format", "json"])?;
+    let master = skiff_e2e::master::MasterProcess::start_with(
+        &dir.path().join("m"),
+        None,
+        &["--log-format", "json"],
+    )?;
     master.wait_ready(Duration::from_secs(30)).await?;
     let text = std::fs::read_to_string(&master.log_path)?;
     let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
     assert!(lines.len() >= 2, "{text}");
     for line in lines {
-        let v: serde_json::Value = serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
-        assert!(v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(), "{line}");
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not JSON: {line}"))?;
+        assert!(
+            v["timestamp"].is_string() && v["level"].is_string() && v["message"].is_string(),
+            "{line}"
+        );
     }
     let bad = std::process::Command::new(skiff_e2e::skiff_bin())
         .args(["master", "--log-format", "xml", "--data-dir"])

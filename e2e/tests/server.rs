@@ -1,0 +1,170 @@
+//! `skiff server`: a master and an agent in one process, inside a netns
+//! test host, with the agent's own supervised containerd and the pod
+//! network, serving a Deployment.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::test_hosts::Underlay;
+use skiff_e2e::{ctl, e2e_prerequisites, free_port, skiff_bin, wait_for};
+
+/// The server process; on drop it removes what is left of its containers
+/// and stops it (SIGTERM, so it stops its containerd too).
+struct Server {
+    child: std::process::Child,
+    data: std::path::PathBuf,
+    log: std::path::PathBuf,
+}
+
+impl Server {
+    fn ctr(&self, args: &[&str]) -> String {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.data.join("agent/containerd/containerd.sock"))
+            .args(["-n", "skiff"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        for task in self.ctr(&["tasks", "list", "-q"]).lines() {
+            self.ctr(&["tasks", "delete", "--force", task]);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        for _ in 0..100 {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        skiff_e2e::containerd::unmount_all_under(&self.data);
+        skiff_e2e::agent::remove_runc_state("skiff");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_server_is_a_one_node_cluster() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["containerd", "runc", "ctr", "ip", "nsenter", "nft"]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let host = underlay.add_host(2)?;
+    let dir = tempfile::Builder::new().prefix("skiff-srv-").tempdir()?;
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(data.join("agent/images"))?;
+    BusyboxImage::build()?
+        .write_docker_archive(&data.join("agent/images/busybox.tar"), "srv/busybox:1")?;
+    let api = format!("{}:{}", host.ip, free_port());
+    let log = dir.path().join("server.log");
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", host.netns))
+        .arg("--")
+        .arg(skiff_bin())
+        .args(["server", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--listen",
+            &api,
+            "--raft-listen",
+            &format!("{}:{}", host.ip, free_port()),
+        ])
+        .args(["--node-name", "solo", "--node-ip", &host.ip])
+        .args(["--registry-config"])
+        .arg(dir.path().join("registries.yaml"))
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()?;
+    let server = Server {
+        child,
+        data: data.clone(),
+        log,
+    };
+    let client = skiff_master::client::Client::new(
+        &api,
+        &skiff_master::api::transport::TransportConfig::Plaintext,
+    )?;
+    wait_node_ready(&client, "solo", Duration::from_secs(60))
+        .await
+        .with_context(|| server.log_tail())?;
+    let manifest = dir.path().join("web.yaml");
+    std::fs::write(
+        &manifest,
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - {name: main, image: "srv/busybox:1", imagePullPolicy: Never, command: [httpd, -f, -p, "8080", -h, /www]}
+"#,
+    )?;
+    let out = ctl(&api, &["apply", "-f", manifest.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pods = wait_for("2 web pods Ready", Duration::from_secs(60), || async {
+        let pods = pods_with_app(&client, "default", "web").await.ok()?;
+        (pods.len() == 2 && pods.iter().all(is_running_ready)).then_some(pods)
+    })
+    .await
+    .with_context(|| server.log_tail())?;
+    // Pod IPs from the node's subnet, reachable from the host.
+    let ip = pods[0].status.as_ref().unwrap().pod_ip.clone();
+    assert!(ip.starts_with("10.42."), "{ip}");
+    let page = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.netns,
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{ip}:8080/"))
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&page.stdout).contains("hello from skiff"),
+        "{page:?}"
+    );
+    // The agent runs its own containerd under the data dir.
+    assert!(data.join("agent/containerd/containerd.sock").exists());
+    let out = ctl(&api, &["delete", "deployment", "web"]);
+    assert!(out.status.success());
+    wait_for("containers removed", Duration::from_secs(30), || async {
+        server
+            .ctr(&["containers", "list", "-q"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .with_context(|| server.log_tail())?;
+    Ok(())
+}
