@@ -314,6 +314,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         )),
     ];
     tracing::info!(node = %config.node_name, node_ip = %node_ip, port = agent_port, "agent running");
+    skiff_telemetry::sd_notify::ready();
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         layout,

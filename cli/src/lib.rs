@@ -113,6 +113,7 @@ impl MasterArgs {
             join: self.join.clone(),
             transport: TransportConfig::Plaintext,
             snapshot_after_entries: self.snapshot_after_entries,
+            notify_ready: true,
             metrics_listen: match self.metrics_listen.as_str() {
                 "none" => None,
                 addr => Some(parse_listen("--metrics-listen", addr)?),
@@ -322,6 +323,11 @@ impl ServerArgs {
             log_format: self.log_format.clone(),
         }
         .to_config()?;
+        // The agent says when the node is ready.
+        let master = MasterConfig {
+            notify_ready: false,
+            ..master
+        };
         // The local agent talks to the local master.
         let server = match &self.advertise_api {
             Some(a) => a.clone(),

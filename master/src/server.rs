@@ -48,6 +48,9 @@ pub struct MasterConfig {
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
+    /// Tell systemd `READY=1` once serving (off when an agent in the same
+    /// process reports readiness instead).
+    pub notify_ready: bool,
 }
 
 /// Why a master could not start or keep running.
@@ -196,6 +199,9 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         raft = %config.raft_listen,
         "skiff master serving"
     );
+    if config.notify_ready {
+        skiff_telemetry::sd_notify::ready();
+    }
 
     shutdown.cancelled().await;
     tracing::info!("shutting down");

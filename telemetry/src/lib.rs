@@ -6,6 +6,7 @@
 
 pub mod endpoint;
 pub mod registry;
+pub mod sd_notify;
 
 pub use endpoint::{serve, Probes};
 pub use registry::{CounterVec, GaugeFn, HistogramVec, Registry};

@@ -1,0 +1,85 @@
+#!/bin/sh
+# Installs skiff the way k3s installs itself:
+#
+#   sudo sh install.sh                                   # a server (master + agent)
+#   sudo INSTALL_SKIFF_EXEC="agent --server 192.168.1.10:6443 --token K10..." sh install.sh
+#   sudo SKIFF_SERVER=192.168.1.10:6443 SKIFF_TOKEN=K10... sh install.sh   # the same agent
+#
+# It copies the binary, writes the unit and its env file, installs
+# skiff-uninstall.sh and skiff-killall.sh, then enables and starts the unit.
+# On a machine without systemd it says so and prints how to run skiff by hand.
+#
+# INSTALL_SKIFF_BINARY   the skiff binary to install (default: the release
+#                        build next to this script, else `skiff` on PATH)
+# INSTALL_SKIFF_BIN_DIR  where it goes (default /usr/local/bin)
+# INSTALL_SKIFF_ROOT     a prefix for every path (for tests; default none)
+set -eu
+
+ROOT="${INSTALL_SKIFF_ROOT:-}"
+BIN_DIR="${INSTALL_SKIFF_BIN_DIR:-/usr/local/bin}"
+HERE="$(cd "$(dirname "$0")" && pwd)"
+
+fatal() { echo "install.sh: $*" >&2; exit 1; }
+info() { echo "install.sh: $*"; }
+
+EXEC="${INSTALL_SKIFF_EXEC:-}"
+if [ -z "$EXEC" ]; then
+  if [ -n "${SKIFF_SERVER:-}" ]; then EXEC="agent"; else EXEC="server"; fi
+fi
+KIND="${EXEC%% *}"
+ARGS=""
+[ "$EXEC" != "$KIND" ] && ARGS="${EXEC#* }"
+case "$KIND" in
+  server|agent) ;;
+  *) fatal "INSTALL_SKIFF_EXEC must start with server or agent, not '$KIND'" ;;
+esac
+if [ "$KIND" = agent ] && [ -n "${SKIFF_SERVER:-}" ]; then
+  ARGS="--server $SKIFF_SERVER $ARGS"
+fi
+if [ "$KIND" = agent ]; then
+  case " $ARGS " in *" --server "*|*" --server="*) ;; *) fatal "an agent needs --server HOST:PORT (or SKIFF_SERVER)";; esac
+fi
+
+BINARY="${INSTALL_SKIFF_BINARY:-}"
+if [ -z "$BINARY" ]; then
+  if [ -x "$HERE/../target/release/skiff" ]; then BINARY="$HERE/../target/release/skiff"
+  elif command -v skiff >/dev/null 2>&1; then BINARY="$(command -v skiff)"
+  else fatal "no skiff binary: build it (cargo build --release -p skiff-cli) or set INSTALL_SKIFF_BINARY"
+  fi
+fi
+[ -x "$BINARY" ] || fatal "$BINARY is not an executable"
+"$BINARY" version >/dev/null 2>&1 || fatal "$BINARY does not run on this machine"
+
+if [ -z "$ROOT" ] && [ "$(id -u)" -ne 0 ]; then
+  fatal "run as root (sudo sh install.sh)"
+fi
+
+mkdir -p "$ROOT$BIN_DIR" "$ROOT/etc/skiff" "$ROOT/etc/systemd/system"
+install -m 0755 "$BINARY" "$ROOT$BIN_DIR/skiff"
+install -m 0755 "$HERE/skiff-uninstall.sh" "$ROOT$BIN_DIR/skiff-uninstall.sh"
+install -m 0755 "$HERE/skiff-killall.sh" "$ROOT$BIN_DIR/skiff-killall.sh"
+UNIT="skiff-$KIND.service"
+sed "s|/usr/local/bin/skiff|$BIN_DIR/skiff|" "$HERE/$UNIT" > "$ROOT/etc/systemd/system/$UNIT"
+chmod 0644 "$ROOT/etc/systemd/system/$UNIT"
+ENV_FILE="$ROOT/etc/skiff/skiff-$KIND.env"
+umask 077
+{
+  echo "# Written by install.sh. The unit passes SKIFF_ARGS to 'skiff $KIND'."
+  echo "SKIFF_ARGS=\"$ARGS\""
+  [ -n "${SKIFF_TOKEN:-}" ] && echo "SKIFF_TOKEN=\"$SKIFF_TOKEN\""
+  true
+} > "$ENV_FILE"
+chmod 0600 "$ENV_FILE"
+info "installed $ROOT$BIN_DIR/skiff, $ROOT/etc/systemd/system/$UNIT and $ENV_FILE"
+
+if [ -n "$ROOT" ]; then
+  info "installed under $ROOT; nothing was started."
+  info "run skiff by hand:  $BIN_DIR/skiff $KIND $ARGS"
+elif [ -d /run/systemd/system ]; then
+  systemctl daemon-reload
+  systemctl enable --now "$UNIT"
+  info "started $UNIT; see it with: systemctl status $UNIT"
+else
+  info "systemd is not running here, so nothing was started."
+  info "run skiff by hand:  $BIN_DIR/skiff $KIND $ARGS"
+fi
