@@ -10,6 +10,13 @@ DATA="${SKIFF_DATA_DIR:-/var/lib/skiff}"
 if [ -d /run/systemd/system ]; then
   systemctl stop skiff-server.service skiff-agent.service 2>/dev/null || true
 fi
+# Container processes: everything in skiff's cgroups (cgroupsPath
+# /skiff/<pod-uid>/<container>, under any v1 controller or the v2 root).
+for procs in $(find /sys/fs/cgroup -path '*/skiff/*' -name cgroup.procs 2>/dev/null); do
+  while read -r pid; do
+    kill -9 "$pid" 2>/dev/null || true
+  done < "$procs"
+done
 # runc shims of skiff's namespace ("-namespace skiff" on their command line).
 for dir in /proc/[0-9]*; do
   cmd="$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)" || continue
@@ -25,6 +32,10 @@ done
 grep " $DATA/" /proc/self/mountinfo 2>/dev/null | awk '{print $5}' | sort -r | while read -r m; do
   umount -l "$m" 2>/dev/null || true
 done
+# runc's state of the killed containers.
+rm -rf /run/containerd/runc/skiff
+# The emptied container cgroups.
+find /sys/fs/cgroup -depth -type d \( -path '*/skiff/*' -o -name skiff \) -exec rmdir {} \; 2>/dev/null || true
 if command -v ip >/dev/null 2>&1; then
   ip link del skiff.1 2>/dev/null || true
   ip link del skiff0 2>/dev/null || true
