@@ -27,6 +27,8 @@ enum Scenario {
     Failover(scenarios::failover::FailoverArgs),
     /// Disk writes and CPU of an idle cluster.
     Idle(scenarios::idle::IdleArgs),
+    /// Memory, start-up time and binary size.
+    Footprint(scenarios::footprint::FootprintArgs),
     /// Pod-to-pod throughput over the VXLAN overlay vs host-to-host.
     Overlay(scenarios::overlay::OverlayArgs),
     /// Pod start latency on a real node (containerd), local image.
@@ -54,6 +56,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Idle(args) => scenarios::idle::run(args).await,
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
+            Scenario::Footprint(args) => scenarios::footprint::run(args).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 
 pub mod common;
 pub mod failover;
+pub mod footprint;
 pub mod heartbeat;
 pub mod idle;
 pub mod overlay;

@@ -1,0 +1,110 @@
+//! `footprint`: what skiff costs on a small machine. The master's time from
+//! start to serving (API answering with a leader), the master's and the
+//! agent's memory once a one-node cluster with a few pods has settled
+//! (containerd and the containers are not counted), and the size of the
+//! binary under test.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::wait_for;
+use skiff_master::objects::{IntoObject, Kind};
+
+use super::common::{deployment, round};
+use crate::proc_stats;
+
+#[derive(Debug, clap::Args)]
+pub struct FootprintArgs {
+    /// Pods running on the node while idle.
+    #[arg(long, default_value_t = 3)]
+    pub pods: usize,
+    /// Seconds of idling before memory is read.
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+}
+
+const IMAGE: &str = "bench/busybox:1";
+
+fn mib(bytes: u64) -> f64 {
+    round(bytes as f64 / 1048576.0)
+}
+
+pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "footprint runs an agent with containers: run it as root with containerd installed"
+    );
+    let binary = skiff_e2e::skiff_bin();
+    let binary_bytes = std::fs::metadata(&binary)?.len();
+    let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
+
+    // Start to serving: the API answers and knows a leader.
+    let started = Instant::now();
+    let master = MasterProcess::start_with(&dir.path().join("master"), None, &[])?;
+    let client = master.client();
+    loop {
+        if let Ok(s) = client.cluster_status().await {
+            if s.has_leader && client.get(Kind::Namespace, "", "default").await.is_ok() {
+                break;
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(30),
+            "master not serving after 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let master_ready_ms = started.elapsed().as_secs_f64() * 1000.0;
+
+    let image = BusyboxImage::build()?;
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "footprint",
+        |data| image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE),
+        &[],
+    )?;
+    wait_node_ready(&client, "footprint", Duration::from_secs(60))
+        .await
+        .with_context(|| node.log_tail())?;
+    let mut d = deployment("idle", args.pods as i32);
+    if let Some(c) = d
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.as_mut())
+        .and_then(|t| t.spec.as_mut())
+        .and_then(|s| s.containers.first_mut())
+    {
+        c.image = IMAGE.into();
+        c.image_pull_policy = "Never".into();
+        c.command = vec!["sleep".into(), "3600".into()];
+    }
+    client.create(d.into_object()).await?;
+    wait_for("pods running", Duration::from_secs(60), || async {
+        let pods = pods_with_app(&client, "default", "idle").await.ok()?;
+        (pods.len() == args.pods && pods.iter().all(is_running_ready)).then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    eprintln!("{} pods running; idling {}s", args.pods, args.seconds);
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+
+    let proc_root = Path::new("/proc");
+    let master_sample = proc_stats::sample(proc_root, master.pid().context("master pid")?)?;
+    let agent_sample = proc_stats::sample(proc_root, node.agent.pid().context("agent pid")?)?;
+    let containerd_sample = proc_stats::sample(proc_root, node.containerd.pid())?;
+    Ok(serde_json::json!({
+        "scenario": "footprint",
+        "binary": binary.display().to_string(),
+        "binary_bytes": binary_bytes,
+        "master_ready_ms": round(master_ready_ms),
+        "master_rss_mib": mib(master_sample.rss_bytes),
+        "agent_rss_mib": mib(agent_sample.rss_bytes),
+        "containerd_rss_mib": mib(containerd_sample.rss_bytes),
+        "pods": args.pods,
+        "targets": {"master_rss_mib": 30, "agent_rss_mib": 15, "master_ready_ms": 1000, "binary_bytes": 25_000_000},
+    }))
+}
