@@ -388,6 +388,43 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// Runs a long-lived command: checks its config (exit 2 on a bad flag),
+/// sets up logging and the runtime, and runs `body` until a signal.
+fn serve<C, F, Fut>(config: Result<C, String>, log_format: &str, body: F) -> ExitCode
+where
+    F: FnOnce(C, tokio_util::sync::CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(log_format) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match body(config, shutdown::on_signals()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                tracing::error!("{e}");
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
 /// Runs the parsed command; the exit code says whether it worked.
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
@@ -396,117 +433,46 @@ pub fn run(cli: Cli) -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Master(args) => {
-            let config = match args.to_config() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = init_logging(&args.log_format) {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            rt.block_on(async {
-                let token = shutdown::on_signals();
-                match skiff_master::server::run(config, token).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!("{e}");
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
+            let config = args.to_config();
+            serve(config, &args.log_format, |config, token| async move {
+                skiff_master::server::run(config, token)
+                    .await
+                    .map_err(|e| e.to_string())
             })
         }
         Command::Server(args) => {
-            let (master, agent) = match args.to_configs() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = init_logging(&args.log_format) {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            rt.block_on(async {
-                let token = shutdown::on_signals();
-                let mt = token.clone();
-                let mut master = tokio::spawn(async move {
-                    skiff_master::server::run(master, mt)
-                        .await
-                        .map_err(|e| e.to_string())
-                });
-                let at = token.clone();
-                let mut agent = tokio::spawn(async move {
-                    skiff_agent::run(agent, at).await.map_err(|e| e.to_string())
-                });
-                // Either half failing stops the other.
-                let (first, other) = tokio::select! {
-                    m = &mut master => (m, agent),
-                    a = &mut agent => (a, master),
-                };
-                token.cancel();
-                let _ = other.await;
-                match first {
-                    Ok(Ok(())) => ExitCode::SUCCESS,
-                    Ok(Err(e)) => {
-                        tracing::error!("{e}");
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
-            })
+            let configs = args.to_configs();
+            serve(
+                configs,
+                &args.log_format,
+                |(master, agent), token| async move {
+                    let mt = token.clone();
+                    let mut master = tokio::spawn(async move {
+                        skiff_master::server::run(master, mt)
+                            .await
+                            .map_err(|e| e.to_string())
+                    });
+                    let at = token.clone();
+                    let mut agent = tokio::spawn(async move {
+                        skiff_agent::run(agent, at).await.map_err(|e| e.to_string())
+                    });
+                    // Either half ending stops the other.
+                    let (first, other) = tokio::select! {
+                        m = &mut master => (m, agent),
+                        a = &mut agent => (a, master),
+                    };
+                    token.cancel();
+                    let _ = other.await;
+                    first.map_err(|e| e.to_string())?
+                },
+            )
         }
         Command::Agent(args) => {
-            let config = match args.to_config() {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            if let Err(e) = init_logging(&args.log_format) {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            rt.block_on(async {
-                let token = shutdown::on_signals();
-                match skiff_agent::run(config, token).await {
-                    Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => {
-                        tracing::error!("{e}");
-                        eprintln!("error: {e}");
-                        ExitCode::FAILURE
-                    }
-                }
+            let config = args.to_config();
+            serve(config, &args.log_format, |config, token| async move {
+                skiff_agent::run(config, token)
+                    .await
+                    .map_err(|e| e.to_string())
             })
         }
         Command::Ctl(args) => {

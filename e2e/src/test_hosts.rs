@@ -104,41 +104,39 @@ impl Underlay {
 
     /// Runs `ip -j <args>` inside a host and parses its JSON.
     pub fn ip_json(host: &TestHost, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let out = Command::new("ip")
-            .args(["-n", &host.netns, "-j"])
-            .args(args)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(if text.trim().is_empty() {
-            "[]"
-        } else {
-            &text
-        })?)
+        json_of(
+            Command::new("ip")
+                .args(["-n", &host.netns, "-j"])
+                .args(args),
+            args,
+        )
     }
 
     /// Runs `bridge -j <args>` inside a host and parses its JSON.
     pub fn bridge_json(host: &TestHost, args: &[&str]) -> anyhow::Result<serde_json::Value> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", &host.netns, "bridge", "-j"])
-            .args(args)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "bridge {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(if text.trim().is_empty() {
-            "[]"
-        } else {
-            &text
-        })?)
+        json_of(
+            Command::new("ip")
+                .args(["netns", "exec", &host.netns, "bridge", "-j"])
+                .args(args),
+            args,
+        )
     }
+}
+
+/// Runs an iproute2 command and parses its JSON (empty output is `[]`).
+fn json_of(command: &mut Command, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let out = command.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(if text.trim().is_empty() {
+        "[]"
+    } else {
+        &text
+    })?)
 }
 
 impl Drop for Underlay {

@@ -61,6 +61,22 @@ pub struct LinkInfo {
     pub mac: Vec<u8>,
 }
 
+fn link_info(msg: netlink_packet_route::link::LinkMessage) -> LinkInfo {
+    let mut info = LinkInfo {
+        index: msg.header.index,
+        mtu: 0,
+        mac: Vec::new(),
+    };
+    for a in msg.attributes {
+        match a {
+            LinkAttribute::Mtu(m) => info.mtu = m,
+            LinkAttribute::Address(mac) => info.mac = mac,
+            _ => {}
+        }
+    }
+    info
+}
+
 impl Netlink {
     /// Opens a connection in the calling thread's network namespace.
     pub fn connect() -> std::io::Result<Netlink> {
@@ -77,21 +93,7 @@ impl Netlink {
             .match_name(name.to_string())
             .execute();
         match links.next().await {
-            Some(Ok(msg)) => {
-                let mut info = LinkInfo {
-                    index: msg.header.index,
-                    mtu: 0,
-                    mac: Vec::new(),
-                };
-                for a in msg.attributes {
-                    match a {
-                        LinkAttribute::Mtu(m) => info.mtu = m,
-                        LinkAttribute::Address(mac) => info.mac = mac,
-                        _ => {}
-                    }
-                }
-                Ok(Some(info))
-            }
+            Some(Ok(msg)) => Ok(Some(link_info(msg))),
             Some(Err(e)) if is_missing(&e) => Ok(None),
             Some(Err(e)) => Err(link_err(format!("reading link {name}"))(e)),
             None => Ok(None),
@@ -101,21 +103,7 @@ impl Netlink {
     async fn link_by_index(&self, index: u32) -> Result<LinkInfo, LinkError> {
         let mut links = self.handle.link().get().match_index(index).execute();
         match links.next().await {
-            Some(Ok(msg)) => {
-                let mut info = LinkInfo {
-                    index,
-                    mtu: 0,
-                    mac: Vec::new(),
-                };
-                for a in msg.attributes {
-                    match a {
-                        LinkAttribute::Mtu(m) => info.mtu = m,
-                        LinkAttribute::Address(mac) => info.mac = mac,
-                        _ => {}
-                    }
-                }
-                Ok(info)
-            }
+            Some(Ok(msg)) => Ok(link_info(msg)),
             Some(Err(e)) => Err(link_err(format!("reading link {index}"))(e)),
             None => Err(LinkError {
                 what: format!("link {index}"),

@@ -81,6 +81,26 @@ pub fn resolve_port(port: &str, container: &v1::Container) -> Option<u16> {
         .and_then(|p| u16::try_from(p.container_port).ok())
 }
 
+/// Runs the probe if it is due and records the result; returns the
+/// verdict when it flipped.
+pub async fn run_if_due<R: ContainerRuntime>(
+    runtime: &R,
+    container_id: &str,
+    container: &v1::Container,
+    netns: &std::path::Path,
+    state: &mut ProbeState,
+    now: Instant,
+) -> Option<bool> {
+    if state.next_at > now {
+        return None;
+    }
+    let result = run(runtime, container_id, container, netns.to_path_buf(), state).await;
+    if let Err(e) = &result {
+        state.last_error = e.clone();
+    }
+    state.record(result.is_ok(), Instant::now())
+}
+
 /// Runs the probe once; `Err` carries why it failed.
 pub async fn run<R: ContainerRuntime>(
     runtime: &R,

@@ -704,38 +704,19 @@ async fn run_probes<R: ContainerRuntime>(
     netns: &Path,
     now: Instant,
 ) -> Option<Instant> {
-    if let Some(probe) = track.readiness.as_mut().filter(|p| p.next_at <= now) {
-        let result = probes::run(
-            ctx.runtime.as_ref(),
-            &track.id,
-            container,
-            netns.to_path_buf(),
-            probe,
-        )
-        .await;
-        if let Err(e) = &result {
-            probe.last_error = e.clone();
-        }
-        if let Some(verdict) = probe.record(result.is_ok(), Instant::now()) {
-            tracing::info!(container = %track.id, ready = verdict, "readiness changed");
+    let id = track.id.clone();
+    let runtime = ctx.runtime.as_ref();
+    if let Some(probe) = track.readiness.as_mut() {
+        if let Some(verdict) = probes::run_if_due(runtime, &id, container, netns, probe, now).await
+        {
+            tracing::info!(container = %id, ready = verdict, "readiness changed");
             track.ready = verdict;
         }
     }
     let mut kill = false;
-    if let Some(probe) = track.liveness.as_mut().filter(|p| p.next_at <= now) {
-        let result = probes::run(
-            ctx.runtime.as_ref(),
-            &track.id,
-            container,
-            netns.to_path_buf(),
-            probe,
-        )
-        .await;
-        if let Err(e) = &result {
-            probe.last_error = e.clone();
-        }
-        if probe.record(result.is_ok(), Instant::now()) == Some(false) {
-            tracing::info!(container = %track.id, reason = %probe.last_error, "liveness probe failed; restarting container");
+    if let Some(probe) = track.liveness.as_mut() {
+        if probes::run_if_due(runtime, &id, container, netns, probe, now).await == Some(false) {
+            tracing::info!(container = %id, reason = %probe.last_error, "liveness probe failed; restarting container");
             kill = true;
         }
     }
