@@ -40,6 +40,25 @@ pub fn skiff_bin() -> PathBuf {
     );
 }
 
+/// Writes `yaml` to `<dir>/<name>.yaml` and applies it with `skiff ctl`.
+pub fn apply_yaml(
+    server: &str,
+    dir: &std::path::Path,
+    name: &str,
+    yaml: &str,
+) -> anyhow::Result<()> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, yaml)?;
+    let out = ctl(server, &["apply", "-f", &path.display().to_string()]);
+    anyhow::ensure!(
+        out.status.success(),
+        "apply {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
 /// Runs `skiff ctl --server <server> <args>` and returns what it did.
 pub fn ctl(server: &str, args: &[&str]) -> std::process::Output {
     std::process::Command::new(skiff_bin())

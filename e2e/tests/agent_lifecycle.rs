@@ -10,7 +10,7 @@ use anyhow::Context;
 use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::{ready_master, MasterProcess};
-use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::objects::Kind;
 use skiff_proto::v1;
 
@@ -31,23 +31,6 @@ async fn cluster() -> anyhow::Result<(tempfile::TempDir, MasterProcess, RuntimeN
         .await
         .with_context(|| node.log_tail())?;
     Ok((dir, master, node))
-}
-
-fn apply(
-    master: &MasterProcess,
-    dir: &std::path::Path,
-    name: &str,
-    yaml: &str,
-) -> anyhow::Result<()> {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    let out = ctl(&master.api_addr, &["apply", "-f", path.to_str().unwrap()]);
-    anyhow::ensure!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// A bare pod running `script` under `sh -c`.
@@ -92,26 +75,26 @@ async fn killed_containers_restart_and_crashing_ones_back_off() -> anyhow::Resul
         return Ok(());
     }
     let (dir, master, node) = cluster().await?;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "sleeper",
         &pod("sleeper", "sleep 3600", "Always", ""),
     )?;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "crasher",
         &pod("crasher", "echo crash-$$; exit 3", "Always", ""),
     )?;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "once",
         &pod("once", "exit 4", "Never", ""),
     )?;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "onfail",
         &pod("onfail", "exit 0", "OnFailure", ""),
@@ -210,8 +193,8 @@ async fn a_container_over_its_memory_limit_is_oom_killed() -> anyhow::Result<()>
     }
     let (dir, master, node) = cluster().await?;
     let limits = "    resources:\n      limits: {memory: 16Mi}\n";
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "hog",
         &pod("hog", "head -c 200m /dev/zero | tail", "Never", limits),
@@ -229,8 +212,8 @@ async fn a_container_over_its_memory_limit_is_oom_killed() -> anyhow::Result<()>
 
     // The limits are the container's cgroup settings (v1 or v2).
     let limits = "    resources:\n      limits: {memory: 64Mi, cpu: 250m}\n";
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "capped",
         &pod("capped", "sleep 3600", "Always", limits),
@@ -273,8 +256,8 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() -> anyhow::Res
       initialDelaySeconds: 5
       periodSeconds: 1
 "#;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "slow",
         &pod(
@@ -289,8 +272,8 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() -> anyhow::Res
       periodSeconds: 1
       failureThreshold: 2
 "#;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "sick",
         &pod(
@@ -361,7 +344,7 @@ spec:
         command: ["sleep", "3600"]
 "#
     );
-    apply(&master, dir.path(), "steady", &deploy)?;
+    apply_yaml(&master.api_addr, dir.path(), "steady", &deploy)?;
     let client = master.client();
     wait_for("3 steady pods Ready", Duration::from_secs(40), || async {
         let pods = pods_with_app(&client, "default", "steady").await.ok()?;

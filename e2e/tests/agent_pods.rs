@@ -9,7 +9,7 @@ use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, Runtime
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::registry::LoopbackRegistry;
-use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::objects::Kind;
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr"];
@@ -35,18 +35,6 @@ spec:
         command: ["sh", "-c", "{command}"]
 {extra}"#
     )
-}
-
-fn apply(server: &str, dir: &std::path::Path, name: &str, yaml: &str) -> anyhow::Result<()> {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    let out = ctl(server, &["apply", "-f", path.to_str().unwrap()]);
-    anyhow::ensure!(
-        out.status.success(),
-        "apply failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +67,7 @@ async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()
         .with_context(|| node.log_tail())?;
 
     let image_ref = registry.image_ref("e2e/busybox:1.0");
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "web",
@@ -241,7 +229,7 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
         .await
         .with_context(|| node.log_tail())?;
     let never = "        imagePullPolicy: Never\n";
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "docker",
@@ -268,7 +256,7 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
     let staging = node.data_dir().join("oci.tar.partial");
     image.write_oci_archive(&staging, "registry.example/airgap/busybox:oci")?;
     std::fs::rename(&staging, node.data_dir().join("images/busybox-oci.tar"))?;
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "oci",
@@ -294,7 +282,7 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
     assert_eq!(status.container_statuses[0].image_id, image.manifest_digest);
 
     // An image that is neither imported nor pullable under Never.
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "absent",
@@ -347,7 +335,7 @@ async fn registry_credentials_come_from_the_agent_config() -> anyhow::Result<()>
     wait_node_ready(&client, "node-a", Duration::from_secs(30))
         .await
         .with_context(|| node.log_tail())?;
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "private",
@@ -359,7 +347,7 @@ async fn registry_credentials_come_from_the_agent_config() -> anyhow::Result<()>
             "",
         ),
     )?;
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "denied",
@@ -438,7 +426,7 @@ async fn without_a_socket_the_agent_runs_its_own_containerd() -> anyhow::Result<
         .trim()
         .parse()?;
     assert!(std::fs::read_to_string(format!("/proc/{pid}/comm"))?.starts_with("containerd"));
-    apply(
+    apply_yaml(
         &master.api_addr,
         dir.path(),
         "own",

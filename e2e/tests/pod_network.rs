@@ -9,7 +9,7 @@ use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
-use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
@@ -32,23 +32,6 @@ spec:
     command: ["sh", "-c", "{script}"]
 {extra}"#
     )
-}
-
-fn apply(
-    master: &MasterProcess,
-    dir: &std::path::Path,
-    name: &str,
-    yaml: &str,
-) -> anyhow::Result<()> {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, yaml)?;
-    let out = ctl(&master.api_addr, &["apply", "-f", path.to_str().unwrap()]);
-    anyhow::ensure!(
-        out.status.success(),
-        "apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 async fn pod(master: &MasterProcess, name: &str) -> Option<v1::Pod> {
@@ -239,8 +222,8 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     );
     let (a, b) = (a.as_str(), b.as_str());
     let ports = "    ports: [{containerPort: 8080, hostPort: 18080}]\n";
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "web",
         &pod_yaml("web", a, "exec httpd -f -p 8080 -h /www", ports),
@@ -248,8 +231,7 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     let web_ip = running_ip(&master, "web")
         .await
         .with_context(|| nodes[0].log_tail())?;
-    apply(
-        &master,
+    apply_yaml(&master.api_addr,
         dir.path(),
         "client",
         &pod_yaml(
@@ -295,8 +277,8 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
         ])
         .arg(&www)
         .spawn()?;
-    apply(
-        &master,
+    apply_yaml(
+        &master.api_addr,
         dir.path(),
         "egress",
         &pod_yaml(
