@@ -8,6 +8,7 @@
 //! - `skiff version`.
 
 pub mod ctl;
+pub mod settings;
 pub mod shutdown;
 
 use std::path::PathBuf;
@@ -43,6 +44,9 @@ pub enum Command {
 /// Flags of `skiff master`.
 #[derive(Debug, clap::Args)]
 pub struct MasterArgs {
+    /// Settings file: flag names as keys (flags and SKIFF_* variables win).
+    #[arg(long = "config", env = "SKIFF_CONFIG_FILE", default_value = settings::DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
     /// Where the store and identity live.
     #[arg(long, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
@@ -136,6 +140,9 @@ impl MasterArgs {
 /// Flags of `skiff agent`.
 #[derive(Debug, clap::Args)]
 pub struct AgentArgs {
+    /// Settings file: flag names as keys (flags and SKIFF_* variables win).
+    #[arg(long = "config", env = "SKIFF_CONFIG_FILE", default_value = settings::DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
     /// API address of a master (host:port); repeat or comma-separate for several.
     #[arg(long, required = true, value_delimiter = ',')]
     pub server: Vec<String>,
@@ -248,6 +255,9 @@ impl AgentArgs {
 /// Flags of `skiff server`.
 #[derive(Debug, clap::Args)]
 pub struct ServerArgs {
+    /// Settings file: flag names as keys (flags and SKIFF_* variables win).
+    #[arg(long = "config", env = "SKIFF_CONFIG_FILE", default_value = settings::DEFAULT_CONFIG_FILE)]
+    pub config: PathBuf,
     /// Master state goes to <data-dir>/server, the agent's to <data-dir>/agent.
     #[arg(long, default_value = "/var/lib/skiff")]
     pub data_dir: PathBuf,
@@ -308,6 +318,7 @@ impl ServerArgs {
     /// The master's and the agent's configs, checked as their own commands check them.
     pub fn to_configs(&self) -> Result<(MasterConfig, skiff_agent::AgentConfig), String> {
         let master = MasterArgs {
+            config: self.config.clone(),
             data_dir: self.data_dir.join("server"),
             listen: self.listen.clone(),
             raft_listen: self.raft_listen.clone(),
@@ -337,6 +348,7 @@ impl ServerArgs {
             None => master.listen.to_string(),
         };
         let agent = AgentArgs {
+            config: self.config.clone(),
             server: vec![server],
             node_name: self.node_name.clone(),
             data_dir: self.data_dir.join("agent"),
