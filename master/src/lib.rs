@@ -8,8 +8,10 @@
 //! - [`client`]: a typed client of that API, for the CLI, agents and tests.
 //! - [`server`]: starting, joining and stopping a master.
 //! - [`metrics`]: what `/metrics` shows.
+//! - [`auto_deploy`]: manifests applied from `<data-dir>/manifests/`.
 
 pub mod api;
+pub mod auto_deploy;
 pub mod client;
 pub mod cluster;
 pub mod controllers;

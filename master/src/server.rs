@@ -88,6 +88,12 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         path: data_dir.clone(),
         source,
     })?;
+    // Where auto-deployed manifests go.
+    let manifests = data_dir.join("manifests");
+    std::fs::create_dir_all(&manifests).map_err(|source| MasterError::DataDir {
+        path: manifests.clone(),
+        source,
+    })?;
     let id = load_or_create_node_id(&data_dir)?;
     let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
     let store = ObjectStore::open(&data_dir)?;
@@ -191,6 +197,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         config.lifecycle,
         config.pod_cidrs,
         metrics.clone(),
+        config.data_dir.join("manifests"),
         shutdown.clone(),
     ));
     tracing::info!(

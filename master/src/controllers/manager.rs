@@ -30,6 +30,7 @@ pub async fn run(
     lifecycle: LifecycleConfig,
     pod_cidrs: PodCidrConfig,
     master_metrics: crate::metrics::MasterMetrics,
+    manifests_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 ) {
     let mut metrics = cluster.raft.metrics();
@@ -78,6 +79,11 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
+        tasks.spawn(crate::auto_deploy::run(
+            ctx.clone(),
+            manifests_dir.clone(),
+            term.clone(),
+        ));
         tasks.spawn(scheduler::run(ctx.clone(), term.clone()));
         tasks.spawn(node_lifecycle::run(
             ctx.clone(),
