@@ -360,6 +360,32 @@ struct PrivateContainerdCleanup {
     namespace: String,
 }
 
+/// One node per test host, the busybox image imported as `image_name`,
+/// started and waited for until every one is Ready.
+pub async fn start_host_nodes(
+    master: &str,
+    hosts: &[crate::test_hosts::TestHost],
+    image_name: &str,
+) -> anyhow::Result<Vec<RuntimeNode>> {
+    let image = crate::busybox_image::BusyboxImage::build()?;
+    let mut nodes = Vec::new();
+    for h in hosts {
+        nodes.push(RuntimeNode::start_in_host(master, h, |data| {
+            image.write_docker_archive(&data.join("images/busybox.tar"), image_name)
+        })?);
+    }
+    let client = Client::new(
+        master,
+        &skiff_master::api::transport::TransportConfig::Plaintext,
+    )?;
+    for n in &nodes {
+        wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
+            .await
+            .with_context(|| n.log_tail())?;
+    }
+    Ok(nodes)
+}
+
 /// Waits until the node is registered and Ready.
 pub async fn wait_node_ready(client: &Client, node: &str, timeout: Duration) -> anyhow::Result<()> {
     wait_for(&format!("node {node} Ready"), timeout, || async {
@@ -397,6 +423,25 @@ pub async fn pods_with_app(
                 .is_some_and(|m| m.labels.get("app").map(String::as_str) == Some(app))
         })
         .collect())
+}
+
+/// Waits until exactly `count` pods labelled `app=<app>` in `default` are
+/// Running and Ready; returns them.
+pub async fn wait_app_ready(
+    client: &Client,
+    app: &str,
+    count: usize,
+    timeout: Duration,
+) -> anyhow::Result<Vec<skiff_proto::v1::Pod>> {
+    wait_for(
+        &format!("{count} {app} pods Running and Ready"),
+        timeout,
+        || async {
+            let pods = pods_with_app(client, "default", app).await.ok()?;
+            (pods.len() == count && pods.iter().all(is_running_ready)).then_some(pods)
+        },
+    )
+    .await
 }
 
 /// Whether the pod is Running with every container ready.

@@ -7,7 +7,9 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::agent::{
+    is_running_ready, pods_with_app, wait_app_ready, wait_node_ready, RuntimeNode,
+};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
@@ -346,12 +348,9 @@ spec:
     );
     apply_yaml(&master.api_addr, dir.path(), "steady", &deploy)?;
     let client = master.client();
-    wait_for("3 steady pods Ready", Duration::from_secs(40), || async {
-        let pods = pods_with_app(&client, "default", "steady").await.ok()?;
-        (pods.len() == 3 && pods.iter().all(is_running_ready)).then_some(())
-    })
-    .await
-    .with_context(|| node.log_tail())?;
+    wait_app_ready(&client, "steady", 3, Duration::from_secs(40))
+        .await
+        .with_context(|| node.log_tail())?;
     let before = node.task_pids()?;
     assert_eq!(before.len(), 3);
 

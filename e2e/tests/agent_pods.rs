@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::agent::{pods_with_app, wait_app_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::registry::LoopbackRegistry;
@@ -79,16 +79,9 @@ async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()
             "",
         ),
     )?;
-    let pods = wait_for(
-        "2 web pods Running and Ready",
-        Duration::from_secs(60),
-        || async {
-            let pods = pods_with_app(&client, "default", "web").await.ok()?;
-            (pods.len() == 2 && pods.iter().all(is_running_ready)).then_some(pods)
-        },
-    )
-    .await
-    .with_context(|| node.log_tail())?;
+    let pods = wait_app_ready(&client, "web", 2, Duration::from_secs(60))
+        .await
+        .with_context(|| node.log_tail())?;
 
     // Status as Kubernetes shows it.
     for pod in &pods {
@@ -235,16 +228,9 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
         "docker",
         &deployment("docker", "airgap/busybox:docker", 1, "sleep 3600", never),
     )?;
-    wait_for(
-        "pod from the docker archive Running",
-        Duration::from_secs(30),
-        || async {
-            let pods = pods_with_app(&client, "default", "docker").await.ok()?;
-            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
-        },
-    )
-    .await
-    .with_context(|| node.log_tail())?;
+    wait_app_ready(&client, "docker", 1, Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
     let log = node.agent.log();
     assert!(
         log.contains("broken.tar") && log.contains("skipped image archive"),
@@ -268,16 +254,10 @@ async fn air_gapped_archives_are_imported_and_corrupt_ones_skipped() -> anyhow::
             never,
         ),
     )?;
-    let pod = wait_for(
-        "pod from the OCI archive Running",
-        Duration::from_secs(30),
-        || async {
-            let pods = pods_with_app(&client, "default", "oci").await.ok()?;
-            (pods.len() == 1 && pods.iter().all(is_running_ready)).then(|| pods[0].clone())
-        },
-    )
-    .await
-    .with_context(|| node.log_tail())?;
+    let pod = wait_app_ready(&client, "oci", 1, Duration::from_secs(30))
+        .await
+        .map(|pods| pods[0].clone())
+        .with_context(|| node.log_tail())?;
     let status = pod.status.unwrap();
     assert_eq!(status.container_statuses[0].image_id, image.manifest_digest);
 
@@ -359,16 +339,9 @@ async fn registry_credentials_come_from_the_agent_config() -> anyhow::Result<()>
             "",
         ),
     )?;
-    wait_for(
-        "pod from the private registry Running",
-        Duration::from_secs(60),
-        || async {
-            let pods = pods_with_app(&client, "default", "private").await.ok()?;
-            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
-        },
-    )
-    .await
-    .with_context(|| node.log_tail())?;
+    wait_app_ready(&client, "private", 1, Duration::from_secs(60))
+        .await
+        .with_context(|| node.log_tail())?;
     let waiting = wait_for(
         "pull refused without credentials",
         Duration::from_secs(30),
@@ -438,16 +411,9 @@ async fn without_a_socket_the_agent_runs_its_own_containerd() -> anyhow::Result<
             "        imagePullPolicy: Never\n",
         ),
     )?;
-    wait_for(
-        "pod on the agent's own containerd",
-        Duration::from_secs(30),
-        || async {
-            let pods = pods_with_app(&client, "default", "own").await.ok()?;
-            (pods.len() == 1 && pods.iter().all(is_running_ready)).then_some(())
-        },
-    )
-    .await
-    .with_context(|| guard.agent.log_tail())?;
+    wait_app_ready(&client, "own", 1, Duration::from_secs(30))
+        .await
+        .with_context(|| guard.agent.log_tail())?;
     let out = ctl(&master.api_addr, &["delete", "deployment", "own"]);
     assert!(out.status.success());
     wait_for("container removed", Duration::from_secs(30), || async {

@@ -6,7 +6,7 @@ use std::io::{Read, Write};
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::agent::{pods_with_app, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
@@ -129,7 +129,6 @@ spec:
     })
     .await
     .with_context(|| node.log_tail())?;
-    let _ = is_running_ready;
 
     // Health endpoints.
     assert_eq!(get(&master.metrics_addr, "/healthz")?.0, 200);

@@ -5,8 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
-use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::agent::{start_host_nodes, wait_node_ready};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
@@ -183,19 +182,8 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     let dir = tempfile::Builder::new().prefix("skiff-net-").tempdir()?;
     let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
     master.wait_ready(Duration::from_secs(30)).await?;
-    let image = BusyboxImage::build()?;
-    let mut nodes = Vec::new();
-    for h in &hosts {
-        nodes.push(RuntimeNode::start_in_host(&master.api_addr, h, |data| {
-            image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE)
-        })?);
-    }
+    let mut nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
     let client = master.client();
-    for n in &nodes {
-        wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
-            .await
-            .with_context(|| n.log_tail())?;
-    }
     // Each node has its own /24 of 10.42.0.0/16.
     let mut cidrs = Vec::new();
     for n in &nodes {

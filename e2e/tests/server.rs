@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready};
+use skiff_e2e::agent::{wait_app_ready, wait_node_ready};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{ctl, e2e_prerequisites, free_port, skiff_bin, wait_for};
@@ -127,12 +127,9 @@ spec:
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let pods = wait_for("2 web pods Ready", Duration::from_secs(60), || async {
-        let pods = pods_with_app(&client, "default", "web").await.ok()?;
-        (pods.len() == 2 && pods.iter().all(is_running_ready)).then_some(pods)
-    })
-    .await
-    .with_context(|| server.log_tail())?;
+    let pods = wait_app_ready(&client, "web", 2, Duration::from_secs(60))
+        .await
+        .with_context(|| server.log_tail())?;
     // Pod IPs from the node's subnet, reachable from the host.
     let ip = pods[0].status.as_ref().unwrap().pod_ip.clone();
     assert!(ip.starts_with("10.42."), "{ip}");

@@ -8,10 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::agent::{wait_app_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::MasterProcess;
-use skiff_e2e::wait_for;
 use skiff_master::objects::{IntoObject, Kind};
 
 use super::common::{deployment, round};
@@ -83,12 +82,9 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         c.command = vec!["sleep".into(), "3600".into()];
     }
     client.create(d.into_object()).await?;
-    wait_for("pods running", Duration::from_secs(60), || async {
-        let pods = pods_with_app(&client, "default", "idle").await.ok()?;
-        (pods.len() == args.pods && pods.iter().all(is_running_ready)).then_some(())
-    })
-    .await
-    .with_context(|| node.log_tail())?;
+    wait_app_ready(&client, "idle", args.pods, Duration::from_secs(60))
+        .await
+        .with_context(|| node.log_tail())?;
     eprintln!("{} pods running; idling {}s", args.pods, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
 

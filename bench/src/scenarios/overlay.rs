@@ -8,8 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
-use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::agent::{start_host_nodes, RuntimeNode};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::wait_for;
@@ -104,19 +103,8 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
     let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
     let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
     master.wait_ready(Duration::from_secs(30)).await?;
-    let image = BusyboxImage::build()?;
-    let mut nodes = Vec::new();
-    for h in &hosts {
-        nodes.push(RuntimeNode::start_in_host(&master.api_addr, h, |data| {
-            image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE)
-        })?);
-    }
+    let nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
     let client = master.client();
-    for n in &nodes {
-        wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
-            .await
-            .with_context(|| n.log_tail())?;
-    }
     client
         .create(sleeper("iperf-server", &nodes[0].agent.node_name).into_object())
         .await?;
