@@ -1,0 +1,151 @@
+//! The server side of TLS: accepts TCP connections, runs handshakes (each
+//! bounded in time, a bounded number at once, so a flood of half-open
+//! connections cannot exhaust the master), and hands tonic connections that
+//! carry the peer's verified identity.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::server::Connected;
+
+use crate::identity::{CertInfo, Identity};
+
+/// How long a client may take to finish its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; further connections wait to be accepted.
+pub const MAX_HANDSHAKES: usize = 128;
+
+/// Who is on the other end of a connection. Tonic puts it in every
+/// request's extensions.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: SocketAddr,
+    /// From a client certificate the CA signed; `None` without one.
+    pub identity: Option<Identity>,
+}
+
+impl PeerInfo {
+    /// The peer of a tonic request, if it came through a TLS listener.
+    pub fn of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
+        request.extensions().get::<PeerInfo>()
+    }
+}
+
+/// One accepted, handshaken connection.
+pub struct TlsConnection {
+    stream: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for TlsConnection {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// Accepts TLS connections on `listener` until `shutdown`, as a stream for
+/// tonic's `serve_with_incoming_shutdown`.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) -> ReceiverStream<std::io::Result<TlsConnection>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(MAX_HANDSHAKES);
+    let acceptor = TlsAcceptor::from(config);
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    tokio::spawn(async move {
+        loop {
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            };
+            let (tcp, remote) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        let identity = stream
+                            .get_ref()
+                            .1
+                            .peer_certificates()
+                            .and_then(|c| c.first())
+                            .and_then(|c| CertInfo::from_der(c.as_ref()).ok())
+                            .and_then(|info| info.identity);
+                        let peer = PeerInfo { remote, identity };
+                        let _ = tx.send(Ok(TlsConnection { stream, peer })).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::info!(%remote, error = %e, "TLS handshake refused")
+                    }
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    ReceiverStream::new(rx)
+}
