@@ -181,6 +181,14 @@ pub fn describe(object: &Object) -> String {
                 );
             }
         }
+        Some(Body::Secret(s)) => {
+            // Like kubectl: sizes, never the values.
+            line(&mut out, "Type", s.r#type.clone());
+            for (key, value) in &s.data {
+                let bytes = value.len() / 4 * 3;
+                line(&mut out, key, format!("~{bytes} bytes"));
+            }
+        }
         Some(Body::Endpoints(e)) => {
             for s in &e.subsets {
                 let ips: Vec<&str> = s.addresses.iter().map(|a| a.ip.as_str()).collect();

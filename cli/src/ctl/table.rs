@@ -33,6 +33,7 @@ pub fn render(
         Kind::Endpoints => vec!["NAME", "ENDPOINTS", "AGE"],
         Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
+        Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
     };
     if wide {
         match kind {
@@ -224,6 +225,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             row
         }
+        Some(Body::Secret(s)) => vec![name, s.r#type.clone(), s.data.len().to_string(), age],
         Some(Body::Endpoints(e)) => {
             let mut endpoints = Vec::new();
             for subset in &e.subsets {

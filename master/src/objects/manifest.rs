@@ -328,6 +328,7 @@ where
         Kind::Endpoints => Body::Endpoints(decode_typed::<v1::Endpoints, _>(de, unknown)?),
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment, _>(de, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet, _>(de, unknown)?),
+        Kind::Secret => Body::Secret(decode_typed::<v1::Secret, _>(de, unknown)?),
     };
     Ok(Object { kind: Some(body) })
 }

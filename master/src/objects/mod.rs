@@ -29,6 +29,7 @@ pub enum Kind {
     Endpoints,
     Deployment,
     ReplicaSet,
+    Secret,
 }
 
 /// A kind name that skiff does not know.
@@ -42,7 +43,7 @@ pub struct UnknownKind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Namespace,
         Kind::Node,
         Kind::Pod,
@@ -50,6 +51,7 @@ impl Kind {
         Kind::Endpoints,
         Kind::Deployment,
         Kind::ReplicaSet,
+        Kind::Secret,
     ];
 
     /// The name as written in `kind:`.
@@ -62,6 +64,7 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Deployment => "Deployment",
             Kind::ReplicaSet => "ReplicaSet",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -88,6 +91,7 @@ impl Kind {
             Kind::Endpoints => "endpoints",
             Kind::Deployment => "deployments",
             Kind::ReplicaSet => "replicasets",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -101,6 +105,7 @@ impl Kind {
             Kind::Endpoints => &["ep"],
             Kind::Deployment => &["deploy"],
             Kind::ReplicaSet => &["rs"],
+            Kind::Secret => &[],
         }
     }
 
@@ -152,6 +157,7 @@ macro_rules! with_body {
             Body::Endpoints($v) => $e,
             Body::Deployment($v) => $e,
             Body::ReplicaSet($v) => $e,
+            Body::Secret($v) => $e,
         }
     };
 }
@@ -167,6 +173,7 @@ pub fn body_kind(body: &Body) -> Kind {
         Body::Endpoints(_) => Kind::Endpoints,
         Body::Deployment(_) => Kind::Deployment,
         Body::ReplicaSet(_) => Kind::ReplicaSet,
+        Body::Secret(_) => Kind::Secret,
     }
 }
 
@@ -242,6 +249,9 @@ impl ObjectExt for Object {
             (Some(Body::Endpoints(a)), Some(Body::Endpoints(b))) => a.subsets == b.subsets,
             (Some(Body::Deployment(a)), Some(Body::Deployment(b))) => a.spec == b.spec,
             (Some(Body::ReplicaSet(a)), Some(Body::ReplicaSet(b))) => a.spec == b.spec,
+            (Some(Body::Secret(a)), Some(Body::Secret(b))) => {
+                (&a.r#type, &a.data, a.immutable) == (&b.r#type, &b.data, b.immutable)
+            }
             _ => false,
         }
     }
@@ -311,6 +321,7 @@ mod tests {
             ("deployments", Kind::Deployment),
             ("rs", Kind::ReplicaSet),
             ("replicaset", Kind::ReplicaSet),
+            ("secrets", Kind::Secret),
             ("svc", Kind::Service),
             ("ns", Kind::Namespace),
             ("no", Kind::Node),
@@ -319,6 +330,7 @@ mod tests {
         ] {
             assert_eq!(Kind::parse_cli(given).unwrap(), kind, "{given}");
         }
+        assert_eq!(Kind::parse_cli("secret").unwrap(), Kind::Secret);
         let err = Kind::parse_cli("configmap").unwrap_err();
         assert!(err.to_string().contains("configmap"), "{err}");
     }

@@ -147,6 +147,7 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                 }
             }
         }
+        Some(Body::Secret(s)) => secret(&mut errors, s),
         Some(Body::Namespace(_)) | None => {}
     }
     if errors.0.is_empty() {
@@ -505,6 +506,40 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
     }
 }
 
+/// Largest total size of a Secret's data, as in Kubernetes.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+fn secret(errors: &mut Errors, s: &v1::Secret) {
+    use base64::Engine;
+    let mut total = 0;
+    for (key, value) in s.data.iter().chain(&s.string_data) {
+        let path = format!("data[{key}]");
+        let key_ok = !key.is_empty()
+            && key.len() <= 253
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+        if !key_ok {
+            errors.add(
+                &path,
+                "keys must be made of letters, digits, '-', '_' and '.'",
+            );
+        }
+        total += value.len();
+    }
+    for (key, value) in &s.data {
+        if base64::engine::general_purpose::STANDARD
+            .decode(value)
+            .is_err()
+        {
+            errors.add(&format!("data[{key}]"), "is not base64");
+        }
+    }
+    if total > MAX_SECRET_BYTES {
+        errors.add("data", format!("{total} bytes; at most {MAX_SECRET_BYTES}"));
+    }
+}
+
 fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
     let spec = spec.cloned().unwrap_or_default();
     one_of(
@@ -575,6 +610,28 @@ mod tests {
     }
 
     const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n        resources: {limits: {cpu: 500m, memory: 64Mi}}\n";
+
+    #[test]
+    fn secrets_merge_string_data_and_refuse_bad_base64() {
+        let yaml = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\ndata: {a: aGk=}\nstringData: {b: hello}\n";
+        let mut o = parse_manifest("s.yaml", yaml, true)
+            .unwrap()
+            .objects
+            .remove(0);
+        o.meta_mut().unwrap().namespace = "default".into();
+        apply_defaults(&mut o);
+        validate(&o).unwrap();
+        let Some(Body::Secret(s)) = &o.kind else {
+            panic!("not a secret")
+        };
+        assert_eq!(s.r#type, "Opaque");
+        assert_eq!(s.data["b"], "aGVsbG8=");
+        assert!(s.string_data.is_empty());
+        let e = reasons(&yaml.replace("aGk=", "not base64!"));
+        assert!(e.contains("data[a]: is not base64"), "{e}");
+        let e = reasons(&yaml.replace("{b: hello}", "{\"b/c\": hello}"));
+        assert!(e.contains("data[b/c]"), "{e}");
+    }
 
     #[test]
     fn a_good_deployment_passes() {
