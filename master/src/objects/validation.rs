@@ -532,7 +532,7 @@ fn secret(errors: &mut Errors, s: &v1::Secret) {
             .decode(value)
             .is_err()
         {
-            errors.add(&format!("data[{key}]"), "is not base64");
+            errors.add(format!("data[{key}]"), "is not base64");
         }
     }
     if total > MAX_SECRET_BYTES {
