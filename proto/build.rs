@@ -79,6 +79,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "proto/api.proto",
             "proto/node.proto",
             "proto/raft.proto",
+            "proto/join.proto",
         ],
         &["proto"],
     )?;

@@ -10,6 +10,7 @@
 //! running while the agent restarts or no master answers; a restarted agent
 //! adopts them, and the pod specs it last saw are cached on disk.
 
+pub mod credentials;
 pub mod log_server;
 pub mod master_link;
 pub mod metrics;
@@ -48,6 +49,10 @@ pub enum Error {
     },
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(transparent)]
+    Credentials(#[from] credentials::CredentialError),
+    #[error(transparent)]
+    Security(#[from] skiff_security::SecurityError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -65,7 +70,7 @@ pub struct AgentConfig {
     pub containerd_socket: Option<PathBuf>,
     /// The containerd namespace holding this agent's containers.
     pub containerd_namespace: String,
-    /// Join token (used once cluster security lands).
+    /// Join token: needed until the node has a certificate.
     pub token: Option<String>,
     /// Where the agent's log endpoint listens.
     pub listen: SocketAddr,
@@ -123,6 +128,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         "creating data dir {}",
         config.data_dir.display()
     )))?;
+    // Credentials first: nothing else is worth starting without them.
+    let node_credentials = credentials::load_or_join(
+        &config.data_dir,
+        &config.node_name,
+        &config.servers,
+        config.token.as_deref(),
+        &shutdown,
+    )
+    .await?;
     let socket = match &config.containerd_socket {
         Some(s) => s.clone(),
         None => {
@@ -210,8 +224,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .port();
     let log_service = log_server::LogService::new(layout.clone(), shutdown.clone());
     let serve_shutdown = shutdown.clone();
+    let incoming = skiff_security::listener::incoming(
+        listener,
+        node_credentials.server_config()?,
+        shutdown.clone(),
+    );
     let server = tokio::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let result = tonic::transport::Server::builder()
             .add_service(skiff_proto::node::agent_logs_server::AgentLogsServer::new(
                 log_service,
@@ -239,7 +257,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             labels: config.labels.clone(),
         },
     );
-    let masters = Masters::new(config.servers.clone());
+    let masters = Masters::new(config.servers.clone(), node_credentials.transport()?);
+    let renewal = tokio::spawn(credentials::renewal_loop(
+        node_credentials.clone(),
+        masters.clone(),
+        shutdown.clone(),
+    ));
     let mut overlay = None;
     let pod_network = match config.pod_network {
         None => None,
@@ -329,6 +352,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         let _ = l.await;
     }
     let _ = importer.await;
+    let _ = renewal.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
     }

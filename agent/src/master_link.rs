@@ -22,7 +22,7 @@ use skiff_proto::v1;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::pods::{Desired, StatusReport};
 
@@ -52,16 +52,21 @@ impl Reconnect {
 }
 
 /// The masters this agent knows: those it was given, and the other
-/// members they report.
+/// members they report. Connections are mutual TLS with the node's
+/// certificate, one kept per master.
 #[derive(Clone, Debug)]
 pub struct Masters {
     addrs: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
+    transport: skiff_security::ClientTransport,
+    channels: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
 }
 
 impl Masters {
-    pub fn new(addrs: Vec<String>) -> Masters {
+    pub fn new(addrs: Vec<String>, transport: skiff_security::ClientTransport) -> Masters {
         Masters {
             addrs: std::sync::Arc::new(std::sync::RwLock::new(addrs)),
+            transport,
+            channels: Default::default(),
         }
     }
 
@@ -72,7 +77,7 @@ impl Masters {
 
     /// Asks the master at `i` for the cluster's members and remembers them.
     async fn learn(&self, i: usize) {
-        let Some(channel) = Self::channel(&self.nth(i)) else {
+        let Some(channel) = self.channel(&self.nth(i)) else {
             return;
         };
         let mut api = skiff_proto::api::api_client::ApiClient::new(channel);
@@ -91,19 +96,20 @@ impl Masters {
         }
     }
 
-    fn channel(addr: &str) -> Option<Channel> {
-        let uri = if addr.contains("://") {
-            addr.to_string()
-        } else {
-            format!("http://{addr}")
-        };
-        Endpoint::from_shared(uri).ok().map(|e| {
-            e.connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(5))
-                .connect_lazy()
-        })
+    fn channel(&self, addr: &str) -> Option<Channel> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = channels.get(addr) {
+            return Some(c.clone());
+        }
+        let endpoint = self
+            .transport
+            .endpoint(addr)
+            .ok()?
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = self.transport.channel_on(endpoint);
+        channels.insert(addr.to_owned(), channel.clone());
+        Some(channel)
     }
 
     fn nth(&self, i: usize) -> String {
@@ -113,11 +119,12 @@ impl Masters {
 
     /// A client of the public API of master `i`.
     pub fn api(&self, i: usize) -> Option<skiff_proto::api::api_client::ApiClient<Channel>> {
-        Self::channel(&self.nth(i)).map(skiff_proto::api::api_client::ApiClient::new)
+        self.channel(&self.nth(i))
+            .map(skiff_proto::api::api_client::ApiClient::new)
     }
 
-    fn client(&self, i: usize) -> Option<NodesClient<Channel>> {
-        Self::channel(&self.nth(i)).map(NodesClient::new)
+    pub(crate) fn client(&self, i: usize) -> Option<NodesClient<Channel>> {
+        self.channel(&self.nth(i)).map(NodesClient::new)
     }
 }
 
@@ -209,7 +216,7 @@ pub async fn heartbeat_loop(
     let mut i = 0;
     let mut backoff = Reconnect::new();
     loop {
-        let Some(channel) = Masters::channel(&target) else {
+        let Some(channel) = masters.channel(&target) else {
             return;
         };
         let (tx, rx) = mpsc::channel(4);

@@ -5,17 +5,23 @@
 //! - `skiff master`: run a master (Raft store + API).
 //! - `skiff agent`: run a node's agent (pods through containerd).
 //! - `skiff ctl`: kubectl-style client.
+//! - `skiff token`: join tokens; `skiff certificate rotate`.
 //! - `skiff version`.
 
+pub mod certificate;
 pub mod ctl;
 pub mod settings;
 pub mod shutdown;
+pub mod token;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+/// Where skiff keeps its state unless told otherwise.
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/skiff";
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use skiff_master::api::transport::{parse_listen, TransportConfig};
+use skiff_master::api::transport::parse_listen;
 use skiff_master::server::MasterConfig;
 
 /// skiff: a small, fast container orchestrator.
@@ -37,6 +43,10 @@ pub enum Command {
     Agent(AgentArgs),
     /// Talk to the cluster, kubectl-style.
     Ctl(ctl::CtlArgs),
+    /// Create, list and delete join tokens.
+    Token(token::TokenArgs),
+    /// Renew certificates now.
+    Certificate(certificate::CertificateArgs),
     /// Print the version.
     Version,
 }
@@ -65,6 +75,12 @@ pub struct MasterArgs {
     /// API address of any existing member, to join its cluster on first start.
     #[arg(long)]
     pub join: Option<String>,
+    /// Server token for --join (the first master's <data-dir>/token).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Extra names and IPs for the API certificate; repeat or comma-separate.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
     /// Raft log entries between snapshots; the log is purged behind each.
     #[arg(long, default_value_t = skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
           value_parser = clap::value_parser!(u64).range(10..))]
@@ -115,7 +131,17 @@ impl MasterArgs {
             advertise_api: advertise("--advertise-api", &self.advertise_api, listen)?,
             advertise_raft: advertise("--advertise-raft", &self.advertise_raft, raft_listen)?,
             join: self.join.clone(),
-            transport: TransportConfig::Plaintext,
+            token: self.token.clone(),
+            tls_sans: self.tls_san.clone(),
+            // With the default data dir, `skiff ctl` finds admin.conf in /etc.
+            admin_conf_copies: if self.data_dir == Path::new(DEFAULT_DATA_DIR)
+                || self.data_dir == Path::new(DEFAULT_DATA_DIR).join("server")
+            {
+                vec![PathBuf::from(ctl::ADMIN_CONF)]
+            } else {
+                Vec::new()
+            },
+            join_limits: Default::default(),
             snapshot_after_entries: self.snapshot_after_entries,
             notify_ready: true,
             metrics_listen: match self.metrics_listen.as_str() {
@@ -162,7 +188,8 @@ pub struct AgentArgs {
     /// containerd namespace for this agent's containers.
     #[arg(long, default_value = "skiff")]
     pub containerd_namespace: String,
-    /// Join token (checked once cluster security is in place).
+    /// Join token (`skiff token create`, or a master's <data-dir>/token);
+    /// needed until the node has its certificate.
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Listen address of the agent's own endpoint (container logs).
@@ -276,6 +303,12 @@ pub struct ServerArgs {
     /// API address of an existing master, to join its cluster on first start.
     #[arg(long)]
     pub join: Option<String>,
+    /// Server token for --join (the first master's <data-dir>/token).
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Extra names and IPs for the API certificate; repeat or comma-separate.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    pub tls_san: Vec<String>,
     /// The pod network: every node gets a subnet of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
@@ -325,6 +358,8 @@ impl ServerArgs {
             advertise_api: self.advertise_api.clone(),
             advertise_raft: self.advertise_raft.clone(),
             join: self.join.clone(),
+            token: self.token.clone(),
+            tls_san: self.tls_san.clone(),
             snapshot_after_entries: skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
             node_monitor_grace_period: "4500ms".parse().map_err(|e| format!("{e}"))?,
             pod_eviction_timeout: "5s".parse().map_err(|e| format!("{e}"))?,
@@ -367,6 +402,31 @@ impl ServerArgs {
         }
         .to_config()?;
         Ok((master, agent))
+    }
+}
+
+/// Waits for the master of `skiff server` to write its server token.
+async fn wait_for_token(
+    path: &Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path) {
+            if !text.trim().is_empty() {
+                return Ok(text.trim().to_owned());
+            }
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "the master wrote no token to {} within 60 s",
+                path.display()
+            ));
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return Err("shut down".to_owned()),
+            _ = tokio::time::sleep(std::time::Duration::from_millis(50)) => {}
+        }
     }
 }
 
@@ -457,7 +517,8 @@ pub fn run(cli: Cli) -> ExitCode {
             serve(
                 configs,
                 &args.log_format,
-                |(master, agent), token| async move {
+                |(master, mut agent), token| async move {
+                    let token_file = skiff_master::security::pki::token_path(&master.data_dir);
                     let mt = token.clone();
                     let mut master = tokio::spawn(async move {
                         skiff_master::server::run(master, mt)
@@ -466,6 +527,11 @@ pub fn run(cli: Cli) -> ExitCode {
                     });
                     let at = token.clone();
                     let mut agent = tokio::spawn(async move {
+                        // The local agent joins with the server token, once
+                        // the master has written it.
+                        if agent.token.is_none() {
+                            agent.token = Some(wait_for_token(&token_file, &at).await?);
+                        }
                         skiff_agent::run(agent, at).await.map_err(|e| e.to_string())
                     });
                     // Either half ending stops the other.
@@ -487,6 +553,29 @@ pub fn run(cli: Cli) -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
+        Command::Token(args) => {
+            let rt = match runtime() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(token::run(args, &mut std::io::stdout())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Certificate(args) => match certificate::run(args, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Ctl(args) => {
             let rt = match runtime() {
                 Ok(rt) => rt,

@@ -75,6 +75,9 @@ impl AgentProcess {
             args.push("--pod-network".into());
             args.push("none".into());
         }
+        if !extra_args.iter().any(|a| a.starts_with("--token")) {
+            args.extend(token_args(master));
+        }
         args.extend(extra_args.iter().map(|s| s.to_string()));
         let mut agent = AgentProcess {
             child: None,
@@ -133,6 +136,7 @@ impl AgentProcess {
             "--pod-network".into(),
             "vxlan".into(),
         ];
+        agent.args.extend(token_args(master));
         agent.spawn()?;
         Ok(agent)
     }
@@ -374,10 +378,7 @@ pub async fn start_host_nodes(
             image.write_docker_archive(&data.join("images/busybox.tar"), image_name)
         })?);
     }
-    let client = Client::new(
-        master,
-        &skiff_master::api::transport::TransportConfig::Plaintext,
-    )?;
+    let client = crate::credentials::admin_client(master)?;
     for n in &nodes {
         wait_node_ready(&client, &n.agent.node_name, Duration::from_secs(60))
             .await
@@ -452,4 +453,13 @@ pub fn is_running_ready(pod: &skiff_proto::v1::Pod) -> bool {
                 .iter()
                 .any(|c| c.r#type == "Ready" && c.status == "True")
     })
+}
+
+/// `--token <the master's server token>`, when this test started that
+/// master (the agent of `skiff server` needs none).
+fn token_args(master: &str) -> Vec<String> {
+    match crate::credentials::join_token(master) {
+        Ok(token) => vec!["--token".into(), token],
+        Err(_) => Vec::new(),
+    }
 }

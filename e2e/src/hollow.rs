@@ -5,7 +5,9 @@
 //! all of that at once, like pulling a Pi's plug.
 //!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
-//! runs thousands of them over a few shared connections.
+//! runs thousands of them over a few shared connections. They speak with
+//! the admin credential of the masters (admins may act for any node), so
+//! thousands of them need no thousands of joins.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Nodes sharing one connection (HTTP/2 servers limit concurrent streams).
 const NODES_PER_CONNECTION: usize = 50;
@@ -51,6 +53,7 @@ impl Default for HollowConfig {
 #[derive(Clone)]
 pub struct HollowFleet {
     masters: Arc<Vec<String>>,
+    transport: skiff_security::ClientTransport,
     channels: Arc<std::sync::Mutex<Vec<(String, usize, Channel)>>>,
     /// Heartbeats actually sent, across the fleet.
     pub heartbeats_sent: Arc<AtomicU64>,
@@ -60,8 +63,14 @@ pub struct HollowFleet {
 
 impl HollowFleet {
     pub fn new(masters: Vec<String>) -> HollowFleet {
+        skiff_security::install_crypto_provider();
+        let conf = crate::credentials::admin_conf(&masters[0]).expect("an admin.conf");
+        let transport = skiff_security::Credentials::load(&conf)
+            .and_then(|c| c.transport())
+            .expect("admin credentials");
         HollowFleet {
             masters: Arc::new(masters),
+            transport,
             channels: Default::default(),
             heartbeats_sent: Default::default(),
             pods_reported: Default::default(),
@@ -75,11 +84,12 @@ impl HollowFleet {
         if let Some((_, _, c)) = channels.iter().find(|(a, g, _)| a == addr && *g == group) {
             return c.clone();
         }
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
+        let endpoint = self
+            .transport
+            .endpoint(addr)
             .expect("valid master address")
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .connect_timeout(Duration::from_secs(2));
+        let channel = self.transport.channel_on(endpoint);
         channels.push((addr.to_owned(), group, channel.clone()));
         channel
     }

@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod busybox_image;
 pub mod containerd;
+pub mod credentials;
 pub mod hollow;
 pub mod master;
 pub mod registry;
@@ -59,15 +60,23 @@ pub fn apply_yaml(
     Ok(())
 }
 
-/// Runs `skiff ctl --server <server> <args>` and returns what it did.
+/// Runs `skiff ctl --server <server> <args>` with that master's
+/// admin.conf and returns what it did.
 pub fn ctl(server: &str, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(skiff_bin())
-        .arg("ctl")
-        .arg("--server")
-        .arg(server)
+    ctl_command(server)
         .args(args)
         .output()
         .expect("run skiff ctl")
+}
+
+/// `skiff ctl --server <server> --config <its admin.conf>`, to add to.
+pub fn ctl_command(server: &str) -> std::process::Command {
+    let mut cmd = std::process::Command::new(skiff_bin());
+    cmd.arg("ctl").arg("--server").arg(server);
+    if let Ok(conf) = credentials::admin_conf(server) {
+        cmd.arg("--config").arg(conf);
+    }
+    cmd
 }
 
 /// A loopback port that was free a moment ago. Chosen below Linux's

@@ -7,7 +7,6 @@ use std::time::Duration;
 use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use skiff_master::api::transport::TransportConfig;
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 
@@ -94,9 +93,13 @@ impl MasterProcess {
             .stderr(log);
         if let Some(j) = &self.join {
             cmd.arg("--join").arg(j);
+            if !self.data_dir.join("tls/ca.key").exists() {
+                cmd.arg("--token").arg(crate::credentials::join_token(j)?);
+            }
         }
         cmd.args(&self.extra_args);
         self.child = Some(cmd.spawn().context("spawn skiff master")?);
+        crate::credentials::register_master(&self.api_addr, &self.data_dir);
         Ok(())
     }
 
@@ -107,7 +110,13 @@ impl MasterProcess {
 
     /// A client for this master's API.
     pub fn client(&self) -> Client {
-        Client::new(&self.api_addr, &TransportConfig::Plaintext).expect("valid address")
+        crate::credentials::admin_client(&self.api_addr).unwrap_or_else(|e| {
+            panic!(
+                "admin client of {}: {e:#}\n{}",
+                self.api_addr,
+                self.log_tail()
+            )
+        })
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

@@ -115,8 +115,8 @@ async fn deployment_from_registry_runs_logs_and_cleans_up() -> anyhow::Result<()
         String::from_utf8_lossy(&tail.stdout).trim(),
         format!("hello-from-{name}")
     );
-    let mut follower = std::process::Command::new(skiff_e2e::skiff_bin())
-        .args(["ctl", "--server", &master.api_addr, "logs", "-f", &name])
+    let mut follower = skiff_e2e::ctl_command(&master.api_addr)
+        .args(["logs", "-f", &name])
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let follow_out = follower.stdout.take().context("follower stdout")?;

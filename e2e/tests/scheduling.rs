@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::{ready_master, MasterCluster};
-use skiff_e2e::{ctl, skiff_bin, wait_for};
+use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
@@ -264,7 +264,7 @@ async fn killing_the_leader_during_a_scale_up_ends_with_exactly_the_replicas() {
     let leader = cluster.leader().await.unwrap();
     let other = addrs[(leader + 1) % 3].clone();
     apply(&other, &deployment(2, "10m"));
-    let client = Client::new(&other, &Default::default()).unwrap();
+    let client = skiff_e2e::credentials::admin_client(&other).unwrap();
     wait_for("2 running pods", Duration::from_secs(30), || {
         let client = client.clone();
         async move {
@@ -393,8 +393,8 @@ async fn cordon_drain_describe_and_watch_work_like_kubectl() {
     .unwrap();
 
     // get -w prints a row for each change.
-    let mut watcher = std::process::Command::new(skiff_bin())
-        .args(["ctl", "--server", &m.api_addr, "get", "pods", "-w"])
+    let mut watcher = skiff_e2e::ctl_command(&m.api_addr)
+        .args(["get", "pods", "-w"])
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();

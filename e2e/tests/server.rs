@@ -8,8 +8,10 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_e2e::agent::{wait_app_ready, wait_node_ready};
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::credentials::served_certificate;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{ctl, e2e_prerequisites, free_port, skiff_bin, wait_for};
+use skiff_security::Identity;
 
 /// The server process; on drop it removes what is left of its containers
 /// and stops it (SIGTERM, so it stops its containerd too).
@@ -97,10 +99,8 @@ async fn skiff_server_is_a_one_node_cluster() -> anyhow::Result<()> {
         data: data.clone(),
         log,
     };
-    let client = skiff_master::client::Client::new(
-        &api,
-        &skiff_master::api::transport::TransportConfig::Plaintext,
-    )?;
+    skiff_e2e::credentials::register_master(&api, &data.join("server"));
+    let client = skiff_e2e::credentials::admin_client(&api)?;
     wait_node_ready(&client, "solo", Duration::from_secs(60))
         .await
         .with_context(|| server.log_tail())?;
@@ -152,6 +152,62 @@ spec:
     );
     // The agent runs its own containerd under the data dir.
     assert!(data.join("agent/containerd/containerd.sock").exists());
+
+    // Certificate rotation: new certificates are served at once, with no
+    // restart, and the pods keep running untouched.
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(data.join("agent/tls/node.key"))?
+        .permissions()
+        .mode();
+    assert_eq!(key_mode & 0o777, 0o600);
+    let tasks_before = server.ctr(&["tasks", "list"]);
+    let agent_addr = format!("{}:10250", host.ip);
+    let master_before = served_certificate(&api).await?;
+    let agent_before = served_certificate(&agent_addr).await?;
+    assert_eq!(agent_before.identity, Some(Identity::Node("solo".into())));
+    let rotated = Command::new(skiff_bin())
+        .args(["certificate", "rotate", "--timeout", "30s", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    let said = String::from_utf8_lossy(&rotated.stdout);
+    assert!(
+        rotated.status.success(),
+        "{said}{}\n{}",
+        String::from_utf8_lossy(&rotated.stderr),
+        server.log_tail()
+    );
+    assert!(said.contains("master.crt: renewed"), "{said}");
+    assert!(said.contains("node.crt: renewed"), "{said}");
+    let master_after = served_certificate(&api).await?;
+    let agent_after = served_certificate(&agent_addr).await?;
+    assert_ne!(master_after.serial, master_before.serial);
+    assert_ne!(agent_after.serial, agent_before.serial);
+    assert_eq!(agent_after.identity, agent_before.identity);
+    assert_eq!(
+        server.ctr(&["tasks", "list"]),
+        tasks_before,
+        "pods untouched"
+    );
+    // Everything still talks over the new certificates: a reissued
+    // admin.conf, the master relaying logs from the agent, heartbeats.
+    let fresh = skiff_e2e::credentials::admin_client(&api)?;
+    let name = pods[0].metadata.as_ref().unwrap().name.clone();
+    let logs = ctl(&api, &["logs", &name]);
+    assert!(logs.status.success(), "{logs:?}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    wait_node_ready(&fresh, "solo", Duration::from_secs(10)).await?;
+    let after = wait_app_ready(&fresh, "web", 2, Duration::from_secs(10)).await?;
+    for p in &after {
+        let restarts: i32 = p
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .iter()
+            .map(|c| c.restart_count)
+            .sum();
+        assert_eq!(restarts, 0);
+    }
     let out = ctl(&api, &["delete", "deployment", "web"]);
     assert!(out.status.success());
     wait_for("containers removed", Duration::from_secs(30), || async {

@@ -9,10 +9,10 @@ use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
     ListRequest, ListResponse, Object, UpdateRequest, WatchEvent, WatchRequest,
 };
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
-use crate::api::transport::TransportConfig;
+use crate::api::transport::ClientTransport;
 use crate::api::{MAX_API_REQUEST, MAX_API_RESPONSE};
 use crate::objects::Kind;
 
@@ -100,15 +100,14 @@ impl Watch {
 impl Client {
     /// A client for the master at `addr` (`host:port`). Connects lazily, so
     /// this fails only on a malformed address.
-    pub fn new(addr: &str, transport: &TransportConfig) -> Result<Client> {
-        let endpoint = Endpoint::from_shared(transport.uri(addr))
+    pub fn new(addr: &str, transport: &ClientTransport) -> Result<Client> {
+        let channel = transport
+            .channel(addr)
             .map_err(|e| ClientError::BadAddress {
                 addr: addr.to_owned(),
                 message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true);
-        let api = ApiClient::new(endpoint.connect_lazy())
+            })?;
+        let api = ApiClient::new(channel)
             .max_decoding_message_size(MAX_API_RESPONSE)
             .max_encoding_message_size(MAX_API_REQUEST);
         Ok(Client {

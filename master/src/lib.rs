@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod node_lifecycle;
 pub mod objects;
 pub mod scheduler;
+pub mod security;
 pub mod server;
 pub mod store;
 pub mod writer;

@@ -1,6 +1,8 @@
-//! Running one master: open the stores, start Raft and the two gRPC servers
-//! (public API, peer Raft traffic), bootstrap or join the cluster, and stop
-//! cleanly when the shutdown token fires.
+//! Running one master: prepare its PKI (create the cluster CA, or fetch it
+//! with a server token), open the stores, start Raft and the two gRPC
+//! servers over mutual TLS (public API with the open join exchange, peer
+//! Raft traffic), bootstrap or join the cluster, and stop cleanly when the
+//! shutdown token fires.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,14 +12,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::nodes::NodeService;
-use crate::api::transport::TransportConfig;
+use crate::api::transport::ClientTransport;
 use crate::api::ApiService;
 use crate::client::Client;
 use crate::cluster::Cluster;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
+use crate::security::join_service::{JoinService, JOIN_PATH};
+use crate::security::{MasterPki, PkiConfig};
 use crate::store::log_store::{LogStore, LogStoreError};
 use crate::store::network::PeerNetwork;
 use crate::store::peer_service::PeerService;
@@ -39,7 +42,15 @@ pub struct MasterConfig {
     pub advertise_raft: String,
     /// The API address of any member, to join its cluster on first start.
     pub join: Option<String>,
-    pub transport: TransportConfig,
+    /// The server token used with `join` (needed until this master has the
+    /// cluster CA).
+    pub token: Option<String>,
+    /// Extra names and addresses for the serving certificate.
+    pub tls_sans: Vec<String>,
+    /// Other places admin.conf is kept up to date (`/etc/skiff/admin.conf`).
+    pub admin_conf_copies: Vec<PathBuf>,
+    /// Rate limits of the join exchange.
+    pub join_limits: crate::security::join_service::JoinLimits,
     /// Log entries between snapshots.
     pub snapshot_after_entries: u64,
     /// Failure detection timing.
@@ -77,6 +88,8 @@ pub enum MasterError {
     },
     #[error("joining the cluster through {addr}: {message}")]
     Join { addr: String, message: String },
+    #[error("certificates: {0}")]
+    Pki(#[from] crate::security::PkiError),
 }
 
 pub type Result<T> = std::result::Result<T, MasterError>;
@@ -95,6 +108,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         source,
     })?;
     let id = load_or_create_node_id(&data_dir)?;
+    let pki = Arc::new(prepare_pki(&config, id, &shutdown).await?);
+    let transport = pki.client()?;
     let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
     let store = ObjectStore::open(&data_dir)?;
     let raft_settings = raft_config(config.snapshot_after_entries)
@@ -103,7 +118,9 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let raft = Raft::new(
         id,
         Arc::new(raft_settings),
-        PeerNetwork,
+        PeerNetwork {
+            transport: transport.clone(),
+        },
         log,
         StateMachine::new(store.clone()),
     )
@@ -124,7 +141,11 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         tonic::transport::Server::builder()
             .add_service(PeerService::new(raft.clone()).into_server())
             .serve_with_incoming_shutdown(
-                incoming(raft_listener),
+                skiff_security::listener::incoming(
+                    raft_listener,
+                    pki.peer_server_config()?,
+                    shutdown.clone(),
+                ),
                 shutdown.clone().cancelled_owned(),
             ),
     );
@@ -149,22 +170,35 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             )))
         }
     };
-    let api = ApiService::new(cluster.clone(), config.transport.clone(), shutdown.clone());
+    let api = ApiService::new(cluster.clone(), transport.clone(), shutdown.clone());
     let nodes = NodeService::new(
         cluster.clone(),
-        config.transport.clone(),
+        transport.clone(),
         heartbeats.clone(),
+        pki.ca.clone(),
         shutdown.clone(),
+    );
+    let join_service = JoinService::new(
+        pki.ca.clone(),
+        pki.server_token.clone(),
+        store.clone(),
+        config.join_limits,
     );
     let api_server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(crate::metrics::ApiMetricsLayer {
                 metrics: metrics.clone(),
             })
+            .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
             .add_service(api.into_server())
             .add_service(nodes.into_server())
+            .add_service(join_service.into_server())
             .serve_with_incoming_shutdown(
-                incoming(api_listener),
+                skiff_security::listener::incoming(
+                    api_listener,
+                    pki.api_server_config()?,
+                    shutdown.clone(),
+                ),
                 shutdown.clone().cancelled_owned(),
             ),
     );
@@ -179,7 +213,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
     if !initialized {
         match &config.join {
-            Some(addr) => join(addr, id, &me, &config.transport, &shutdown).await?,
+            Some(addr) => join(addr, id, &me, &transport, &shutdown).await?,
             None => {
                 tracing::info!(id, "bootstrapping a new one-member cluster");
                 raft.initialize(BTreeMap::from([(id, me.clone())]))
@@ -191,6 +225,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         tracing::info!(id, "already a cluster member; --join ignored");
     }
 
+    let rotation = tokio::spawn(crate::security::rotation::run(
+        pki.clone(),
+        shutdown.clone(),
+    ));
     let duties = tokio::spawn(crate::controllers::manager::run(
         cluster.clone(),
         heartbeats,
@@ -214,6 +252,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     tracing::info!("shutting down");
     let _ = raft.shutdown().await;
     let _ = duties.await;
+    let _ = rotation.await;
     if let Some(m) = metrics_server {
         let _ = m.await;
     }
@@ -227,10 +266,53 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     Ok(())
 }
 
-/// Accepted connections with Nagle's algorithm off: small gRPC responses
-/// must not wait for the peer's delayed ACK (a 40 ms stall on Linux).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Loads or creates the PKI; a master joining without the CA fetches it
+/// with its server token, retrying while the member is unreachable.
+async fn prepare_pki(
+    config: &MasterConfig,
+    id: NodeId,
+    shutdown: &CancellationToken,
+) -> Result<MasterPki> {
+    let has_ca = crate::security::pki::tls_dir(&config.data_dir)
+        .join("ca.key")
+        .exists();
+    let join = match (&config.join, &config.token) {
+        (Some(addr), Some(token)) => Some((addr.clone(), token.clone())),
+        (Some(addr), None) if !has_ca => {
+            return Err(MasterError::Join {
+                addr: addr.clone(),
+                message: "a server token (--token) is needed to join: use the first master's <data-dir>/token or `skiff token create --server`".to_owned(),
+            })
+        }
+        _ => None,
+    };
+    let pki_config = PkiConfig {
+        data_dir: config.data_dir.clone(),
+        node_id: id,
+        sans: config.tls_sans.clone(),
+        advertise_api: config.advertise_api.clone(),
+        join,
+        admin_conf_copies: config.admin_conf_copies.clone(),
+    };
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match MasterPki::prepare(pki_config.clone()).await {
+            Err(crate::security::PkiError::Join(e)) if e.is_retryable() => {
+                tracing::warn!(error = %e, "cannot fetch the cluster CA yet; retrying");
+            }
+            other => return Ok(other?),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Err(MasterError::Join {
+                    addr: config.join.clone().unwrap_or_default(),
+                    message: "shut down before joining".to_owned(),
+                })
+            }
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
@@ -277,7 +359,7 @@ async fn join(
     addr: &str,
     id: NodeId,
     me: &MemberNode,
-    transport: &TransportConfig,
+    transport: &ClientTransport,
     shutdown: &CancellationToken,
 ) -> Result<()> {
     let fail = |message: String| MasterError::Join {

@@ -5,6 +5,7 @@
 //! - [`api`]: the public gRPC API (CRUD + Watch) and cluster membership.
 //! - [`node`]: the agent protocol (register, heartbeats, pods, status).
 //! - [`raft`]: master-to-master Raft traffic.
+//! - [`join`]: the join exchange (CA, node certificates, joining masters).
 //!
 //! Conversions and behaviour live in the crates that use these types.
 
@@ -32,6 +33,11 @@ mod skiff {
             tonic::include_proto!("skiff.node.v1");
         }
     }
+    pub mod join {
+        pub mod v1 {
+            tonic::include_proto!("skiff.join.v1");
+        }
+    }
 }
 
 /// Kubernetes-shaped objects (`skiff.v1`).
@@ -45,3 +51,6 @@ pub use skiff::node::v1 as node;
 
 /// Master-to-master Raft transport (`skiff.raft.v1`).
 pub use skiff::raft::v1 as raft;
+
+/// The join exchange (`skiff.join.v1`).
+pub use skiff::join::v1 as join;

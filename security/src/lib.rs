@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod files;
 pub mod gate;
 pub mod identity;
+pub mod join_client;
 pub mod listener;
 pub mod tls;
 pub mod token;
@@ -76,4 +77,10 @@ pub type Result<T> = std::result::Result<T, SecurityError>;
 /// Installs ring as rustls' process-wide crypto provider (idempotent).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// The file `skiff certificate rotate` leaves in a TLS dir to ask the
+/// running master or agent to renew its certificates now.
+pub fn rotate_request_path(tls_dir: &std::path::Path) -> std::path::PathBuf {
+    tls_dir.join("rotate-requested")
 }

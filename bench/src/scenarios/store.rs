@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use skiff_e2e::master::MasterCluster;
-use skiff_master::client::Client;
 use skiff_master::objects::IntoObject;
 use skiff_proto::v1;
 
@@ -84,7 +83,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<serde_json::Value> {
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
-        let client = Client::new(&leader_addr, &Default::default())?;
+        let client = skiff_e2e::credentials::admin_client(&leader_addr)?;
         let count = args.writes / args.clients + usize::from(c < args.writes % args.clients);
         tasks.push(tokio::spawn(async move {
             let mut latencies = Latencies::default();

@@ -8,16 +8,13 @@ pub mod table;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use skiff_master::api::transport::TransportConfig;
 use skiff_master::client::{Client, ClientError};
 use skiff_master::objects::manifest::{
     list_to_json_value, parse_manifest, to_json_value, to_yaml, ManifestError,
 };
 use skiff_master::objects::{Kind, ObjectExt, UnknownKind};
 use skiff_proto::api::Object;
-
-/// The API address used when neither `--server` nor a config file names one.
-pub const DEFAULT_SERVER: &str = "127.0.0.1:6443";
+use skiff_security::Credentials;
 
 /// Flags shared by every `ctl` command.
 #[derive(Debug, clap::Args)]
@@ -25,7 +22,8 @@ pub struct CtlArgs {
     /// Master API address (HOST:PORT); overrides the config file.
     #[arg(long, global = true, env = "SKIFF_SERVER")]
     pub server: Option<String>,
-    /// Credentials/config file (YAML with at least `server: HOST:PORT`).
+    /// Credential file (a master's admin.conf). Default: $SKIFF_CONFIG,
+    /// then ~/.skiff/config, then /etc/skiff/admin.conf.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -182,40 +180,74 @@ pub enum CtlError {
 
 pub type Result<T> = std::result::Result<T, CtlError>;
 
-#[derive(serde::Deserialize)]
-struct ConfigFile {
-    #[serde(default)]
-    server: Option<String>,
+/// Where the credential file comes from when `--config` is not given, in
+/// order: `$SKIFF_CONFIG`, `~/.skiff/config`, `/etc/skiff/admin.conf`.
+pub fn credential_candidates(env: Option<&str>, home: Option<&Path>) -> Vec<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(e) = env.filter(|e| !e.is_empty()) {
+        candidates.push(PathBuf::from(e));
+        return candidates;
+    }
+    if let Some(h) = home {
+        candidates.push(h.join(".skiff/config"));
+    }
+    candidates.push(PathBuf::from(ADMIN_CONF));
+    candidates
 }
 
-/// The API address: `--server`, else the config file's, else the default.
-pub fn resolve_server(server: Option<&str>, config: Option<&Path>) -> Result<String> {
-    if let Some(s) = server {
-        return Ok(s.to_owned());
+/// The admin credential a master writes with the default data dir.
+pub const ADMIN_CONF: &str = "/etc/skiff/admin.conf";
+
+/// The credential file to use: `--config`, else the first candidate that
+/// exists (`$SKIFF_CONFIG` is used even when missing, to say so).
+pub fn credential_file(config: Option<&Path>) -> Result<PathBuf> {
+    if let Some(c) = config {
+        return Ok(c.to_owned());
     }
-    if let Some(path) = config {
-        let fail = |message: String| CtlError::Config {
-            path: path.to_owned(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-        let parsed: ConfigFile = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-        if let Some(s) = parsed.server {
-            return Ok(s);
-        }
-        return Err(fail("no `server` in the file; pass --server".to_owned()));
+    let env = std::env::var("SKIFF_CONFIG").ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let candidates = credential_candidates(env.as_deref(), home.as_deref());
+    if env.as_deref().is_some_and(|e| !e.is_empty()) {
+        return Ok(candidates[0].clone());
     }
-    Ok(DEFAULT_SERVER.to_owned())
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            CtlError::Usage(format!(
+                "no credentials: pass --config, set SKIFF_CONFIG, or copy a master's admin.conf to {} (looked in {})",
+                candidates[0].display(),
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
+}
+
+/// A client from the credential file, talking to `--server` if given,
+/// else to the file's server.
+pub fn connect(server: Option<&str>, config: Option<&Path>) -> Result<Client> {
+    let path = credential_file(config)?;
+    let fail = |message: String| CtlError::Config {
+        path: path.clone(),
+        message,
+    };
+    let credentials = Credentials::load(&path).map_err(|e| fail(e.to_string()))?;
+    let transport = credentials.transport().map_err(|e| fail(e.to_string()))?;
+    let server = server.unwrap_or(&credentials.server);
+    Client::new(server, &transport).map_err(|source| CtlError::Api {
+        context: "connecting".to_owned(),
+        source,
+    })
 }
 
 /// Runs one `ctl` command, printing to `out`.
 pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
-    let server = resolve_server(args.server.as_deref(), args.config.as_deref())?;
-    let client =
-        Client::new(&server, &TransportConfig::Plaintext).map_err(|source| CtlError::Api {
-            context: "connecting".to_owned(),
-            source,
-        })?;
+    skiff_security::install_crypto_provider();
+    let client = connect(args.server.as_deref(), args.config.as_deref())?;
     match args.command {
         CtlCommand::Apply {
             files,
@@ -691,5 +723,39 @@ async fn watch_changes(
             }
         }
         out.flush()?;
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_come_from_skiff_config_then_home_then_etc() {
+        assert_eq!(
+            credential_candidates(Some("/tmp/mine.conf"), Some(Path::new("/root"))),
+            vec![PathBuf::from("/tmp/mine.conf")]
+        );
+        assert_eq!(
+            credential_candidates(None, Some(Path::new("/home/pi"))),
+            vec![
+                PathBuf::from("/home/pi/.skiff/config"),
+                PathBuf::from("/etc/skiff/admin.conf")
+            ]
+        );
+        assert_eq!(
+            credential_candidates(Some(""), None),
+            vec![PathBuf::from("/etc/skiff/admin.conf")]
+        );
+    }
+
+    #[test]
+    fn an_explicit_config_wins_and_a_bad_one_names_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("admin.conf");
+        assert_eq!(credential_file(Some(&path)).unwrap(), path);
+        std::fs::write(&path, "server: [not, a, string]\n").unwrap();
+        let e = connect(None, Some(&path)).err().unwrap().to_string();
+        assert!(e.contains("admin.conf"), "{e}");
     }
 }

@@ -4,19 +4,21 @@
 //! and relays the agent's stream, as the Kubernetes API server proxies to
 //! the kubelet.
 
-use std::time::Duration;
-
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{LogChunk, PodLogsRequest};
 use skiff_proto::node::agent_logs_client::AgentLogsClient;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
+use super::transport::ClientTransport;
 use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
 
-/// The agent address serving `request`'s pod.
-pub fn agent_address(store: &ObjectStore, request: &PodLogsRequest) -> Result<String, Status> {
+/// The node of `request`'s pod and its agent's address.
+pub fn agent_address(
+    store: &ObjectStore,
+    request: &PodLogsRequest,
+) -> Result<(String, String), Status> {
     let namespace = if request.namespace.is_empty() {
         crate::writer::DEFAULT_NAMESPACE
     } else {
@@ -71,30 +73,41 @@ pub fn agent_address(store: &ObjectStore, request: &PodLogsRequest) -> Result<St
         .map(|e| e.port)
         .filter(|p| *p > 0)
         .ok_or_else(|| Status::unavailable(format!("node {node_name} publishes no agent port")))?;
-    Ok(if ip.contains(':') {
+    let address = if ip.contains(':') {
         format!("[{ip}]:{port}")
     } else {
         format!("{ip}:{port}")
-    })
+    };
+    Ok((node_name, address))
 }
 
 /// Opens the agent's log stream and relays it.
+/// The agent is dialled over mutual TLS: this master shows its own
+/// certificate and expects the node's (`<node>.node.skiff`).
 pub async fn relay(
+    transport: &ClientTransport,
+    node: &str,
     address: String,
     mut request: PodLogsRequest,
 ) -> Result<ReceiverStream<Result<LogChunk, Status>>, Status> {
     if request.namespace.is_empty() {
         request.namespace = crate::writer::DEFAULT_NAMESPACE.to_string();
     }
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+    let channel = transport
+        .with_server_name(&skiff_security::node_server_name(node))
         .map_err(|e| Status::internal(e.to_string()))?
-        .connect_timeout(Duration::from_secs(5))
-        .connect()
-        .await
-        .map_err(|e| Status::unavailable(format!("cannot reach the agent at {address}: {e}")))?;
+        .channel(&address)
+        .map_err(|e| Status::internal(e.to_string()))?;
     let mut stream = AgentLogsClient::new(channel)
         .logs(request)
-        .await?
+        .await
+        .map_err(|e| match e.code() {
+            tonic::Code::Unavailable => Status::unavailable(format!(
+                "cannot reach the agent of node {node} at {address}: {}",
+                e.message()
+            )),
+            _ => e,
+        })?
         .into_inner();
     let (tx, rx) = tokio::sync::mpsc::channel(16);
     tokio::spawn(async move {

@@ -6,6 +6,7 @@
 //! forwarded twice) and relays the answer. Watches and `serializable` reads
 //! are served from the local replica.
 
+pub mod authz;
 pub mod error;
 pub mod logs;
 pub mod node_pods;
@@ -26,7 +27,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 pub use error::ApiError;
-use transport::TransportConfig;
+use transport::ClientTransport;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::objects::Kind;
@@ -44,18 +45,21 @@ pub struct ApiService {
     cluster: Cluster,
     writer: ObjectWriter,
     router: LeaderRouter,
+    /// How this master dials other masters and agents.
+    transport: ClientTransport,
     shutdown: CancellationToken,
 }
 
 impl ApiService {
     pub fn new(
         cluster: Cluster,
-        transport: TransportConfig,
+        transport: ClientTransport,
         shutdown: CancellationToken,
     ) -> ApiService {
         ApiService {
             writer: ObjectWriter::new(cluster.clone()),
-            router: LeaderRouter::new(cluster.clone(), transport),
+            router: LeaderRouter::new(cluster.clone(), transport.clone()),
+            transport,
             cluster,
             shutdown,
         }
@@ -148,6 +152,50 @@ impl ApiService {
         })
     }
 
+    /// Get, List or Watch by the caller of `request`.
+    fn authorize_read<T>(
+        &self,
+        request: &Request<T>,
+        kind: &str,
+        namespace: &str,
+        name: Option<&str>,
+    ) -> Result<(), Status> {
+        let identity = authz::identity(request)?;
+        // An unknown kind is refused by the call itself, naming the kind.
+        match Kind::from_name(kind) {
+            Ok(kind) => authz::may_read(&self.cluster.store, &identity, kind, namespace, name),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// Update or UpdateStatus by the caller of `request`.
+    fn authorize_update(
+        &self,
+        request: &Request<UpdateRequest>,
+        status_only: bool,
+    ) -> Result<(), Status> {
+        use crate::objects::ObjectExt;
+        let identity = authz::identity(request)?;
+        if identity.is_privileged() {
+            return Ok(());
+        }
+        let Some(object) = request.get_ref().object.as_ref() else {
+            return Ok(()); // refused as invalid by the call itself
+        };
+        let Ok(kind) = object.kind() else {
+            return Ok(());
+        };
+        let meta = object.meta();
+        authz::may_update(
+            &self.cluster.store,
+            &identity,
+            kind,
+            &meta.namespace,
+            &meta.name,
+            status_only,
+        )
+    }
+
     fn members(&self) -> Vec<Member> {
         self.cluster
             .members()
@@ -173,6 +221,7 @@ fn api_client(channel: Channel) -> ApiClient<Channel> {
 #[tonic::async_trait]
 impl Api for ApiService {
     async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
+        authz::privileged(&authz::identity(&request)?, "create objects")?;
         self.router
             .on_leader(
                 request,
@@ -183,6 +232,8 @@ impl Api for ApiService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        let r = request.get_ref();
+        self.authorize_read(&request, &r.kind, &r.namespace, Some(&r.name))?;
         if request.get_ref().serializable {
             return self
                 .get_local(request.into_inner())
@@ -200,6 +251,8 @@ impl Api for ApiService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let r = request.get_ref();
+        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
         if request.get_ref().serializable {
             return self
                 .list_local(request.into_inner())
@@ -217,6 +270,7 @@ impl Api for ApiService {
     }
 
     async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
+        self.authorize_update(&request, false)?;
         self.router
             .on_leader(
                 request,
@@ -230,6 +284,7 @@ impl Api for ApiService {
         &self,
         request: Request<UpdateRequest>,
     ) -> Result<Response<Object>, Status> {
+        self.authorize_update(&request, true)?;
         self.router
             .on_leader(
                 request,
@@ -240,6 +295,7 @@ impl Api for ApiService {
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
+        authz::privileged(&authz::identity(&request)?, "delete objects")?;
         self.router
             .on_leader(
                 request,
@@ -255,6 +311,8 @@ impl Api for ApiService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let r = request.get_ref();
+        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         let namespace =
@@ -275,15 +333,18 @@ impl Api for ApiService {
         &self,
         request: Request<PodLogsRequest>,
     ) -> Result<Response<Self::PodLogsStream>, Status> {
+        authz::privileged(&authz::identity(&request)?, "read container logs")?;
         let request = request.into_inner();
-        let address = logs::agent_address(&self.cluster.store, &request)?;
-        Ok(Response::new(logs::relay(address, request).await?))
+        let (node, address) = logs::agent_address(&self.cluster.store, &request)?;
+        let stream = logs::relay(&self.transport, &node, address, request).await?;
+        Ok(Response::new(stream))
     }
 
     async fn join_cluster(
         &self,
         request: Request<JoinRequest>,
     ) -> Result<Response<JoinResponse>, Status> {
+        authz::privileged(&authz::identity(&request)?, "add cluster members")?;
         self.router
             .on_leader(
                 request,

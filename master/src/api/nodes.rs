@@ -1,6 +1,7 @@
 //! The agent protocol, master side (`skiff.node.v1.Nodes`): registration,
 //! heartbeats kept in the leader's memory, the watch of a node's pods, and
-//! pod status reports.
+//! pod status reports, and certificate renewal. A node may act only for
+//! itself (see `authz`).
 
 use std::sync::Arc;
 
@@ -9,19 +10,21 @@ use skiff_proto::api::{EventType, Object, WatchEvent};
 use skiff_proto::node::nodes_client::NodesClient;
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse, UpdatePodStatusRequest,
-    WatchPodsRequest,
+    Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse, RenewCertificateRequest,
+    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
+use skiff_security::{ClusterCa, Identity};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::authz;
 use super::node_pods::NodePodHub;
 use super::routing::LeaderRouter;
-use super::transport::TransportConfig;
+use super::transport::ClientTransport;
 use super::{ApiError, MAX_API_REQUEST, MAX_API_RESPONSE};
 use crate::cluster::{Cluster, ClusterError};
 use crate::node_lifecycle::HeartbeatTable;
@@ -39,14 +42,17 @@ pub struct NodeService {
     router: LeaderRouter,
     heartbeats: Arc<HeartbeatTable>,
     hub: Arc<NodePodHub>,
+    /// Signs renewed node certificates.
+    ca: Arc<ClusterCa>,
     shutdown: CancellationToken,
 }
 
 impl NodeService {
     pub fn new(
         cluster: Cluster,
-        transport: TransportConfig,
+        transport: ClientTransport,
         heartbeats: Arc<HeartbeatTable>,
+        ca: Arc<ClusterCa>,
         shutdown: CancellationToken,
     ) -> NodeService {
         NodeService {
@@ -55,6 +61,7 @@ impl NodeService {
             hub: NodePodHub::spawn(cluster.store.clone(), shutdown.clone()),
             cluster,
             heartbeats,
+            ca,
             shutdown,
         }
     }
@@ -183,6 +190,14 @@ impl Nodes for NodeService {
         &self,
         request: Request<RegisterRequest>,
     ) -> Result<Response<RegisterResponse>, Status> {
+        let name = request
+            .get_ref()
+            .node
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_default();
+        authz::is_self(&authz::identity(&request)?, &name, "register")?;
         self.router
             .on_leader(
                 request,
@@ -196,6 +211,7 @@ impl Nodes for NodeService {
         &self,
         request: Request<Streaming<Heartbeat>>,
     ) -> Result<Response<HeartbeatSummary>, Status> {
+        let identity = authz::identity(&request)?;
         if !self.cluster.is_leader() {
             return Err(self.not_leader());
         }
@@ -211,6 +227,7 @@ impl Nodes for NodeService {
                     if !self.cluster.is_leader() {
                         return Err(self.not_leader());
                     }
+                    authz::is_self(&identity, &beat.node_name, "send heartbeats")?;
                     self.heartbeats.record(&beat.node_name);
                     received += 1;
                 }
@@ -227,6 +244,11 @@ impl Nodes for NodeService {
         &self,
         request: Request<WatchPodsRequest>,
     ) -> Result<Response<PodStream>, Status> {
+        authz::is_self(
+            &authz::identity(&request)?,
+            &request.get_ref().node_name,
+            "watch pods",
+        )?;
         let node = request.into_inner().node_name;
         if node.is_empty() {
             return Err(Status::invalid_argument("node_name is required"));
@@ -297,6 +319,19 @@ impl Nodes for NodeService {
         &self,
         request: Request<UpdatePodStatusRequest>,
     ) -> Result<Response<Object>, Status> {
+        let identity = authz::identity(&request)?;
+        if let Identity::Node(node) = &identity {
+            let r = request.get_ref();
+            if !authz::pod_bound_to(&self.cluster.store, &r.namespace, &r.name, node) {
+                return Err(authz::denied(
+                    &identity,
+                    &format!(
+                        "report status of pod {}/{}, which is not bound to it",
+                        r.namespace, r.name
+                    ),
+                ));
+            }
+        }
         self.router
             .on_leader(
                 request,
@@ -304,5 +339,27 @@ impl Nodes for NodeService {
                 |ch, r| async move { nodes_client(ch).update_pod_status(r).await },
             )
             .await
+    }
+
+    async fn renew_certificate(
+        &self,
+        request: Request<RenewCertificateRequest>,
+    ) -> Result<Response<RenewCertificateResponse>, Status> {
+        let identity = authz::identity(&request)?;
+        let Identity::Node(node) = &identity else {
+            return Err(authz::denied(&identity, "renew a node certificate"));
+        };
+        let issued = self
+            .ca
+            .sign_request(
+                &request.get_ref().signing_request,
+                &identity,
+                &[skiff_security::node_server_name(node)],
+            )
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        tracing::info!(%node, "renewed a node certificate");
+        Ok(Response::new(RenewCertificateResponse {
+            cert_pem: issued.cert_pem,
+        }))
     }
 }

@@ -7,10 +7,10 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use super::transport::TransportConfig;
+use super::transport::ClientTransport;
 use super::ApiError;
 use crate::cluster::{Cluster, ClusterError};
 
@@ -22,7 +22,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 /// Routes requests to the leader, keeping one connection per leader.
 pub struct LeaderRouter {
     cluster: Cluster,
-    transport: TransportConfig,
+    transport: ClientTransport,
     channels: Mutex<HashMap<String, Channel>>,
 }
 
@@ -32,7 +32,7 @@ enum Route {
 }
 
 impl LeaderRouter {
-    pub fn new(cluster: Cluster, transport: TransportConfig) -> LeaderRouter {
+    pub fn new(cluster: Cluster, transport: ClientTransport) -> LeaderRouter {
         LeaderRouter {
             cluster,
             transport,
@@ -45,14 +45,13 @@ impl LeaderRouter {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let channel = Endpoint::from_shared(self.transport.uri(addr))
+        let channel = self
+            .transport
+            .channel(addr)
             .map_err(|e| ApiError::LeaderUnreachable {
                 addr: addr.to_owned(),
                 message: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy();
+            })?;
         channels.insert(addr.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -1,24 +1,10 @@
-//! How the API and peer servers are exposed. Plain TCP today; the security
-//! work adds mutual TLS here without reshaping the API.
+//! How masters, agents and clients reach each other: always gRPC over
+//! mutual TLS ([`ClientTransport`] from the security crate), plus parsing
+//! of listen addresses.
 
 use std::net::SocketAddr;
 
-/// Transport for a gRPC listener or client.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum TransportConfig {
-    /// Unencrypted HTTP/2 (loopback and trusted networks only).
-    #[default]
-    Plaintext,
-}
-
-impl TransportConfig {
-    /// The URI a client uses to reach `addr` with this transport.
-    pub fn uri(&self, addr: &str) -> String {
-        match self {
-            TransportConfig::Plaintext => format!("http://{addr}"),
-        }
-    }
-}
+pub use skiff_security::ClientTransport;
 
 /// Resolves `host:port` to a socket address, naming the flag on failure.
 pub fn parse_listen(flag: &str, value: &str) -> Result<SocketAddr, String> {

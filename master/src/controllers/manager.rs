@@ -111,19 +111,27 @@ pub async fn run(
     }
 }
 
-/// Catches up with everything committed and makes sure `default` exists.
+/// The namespaces every cluster has: `default`, and `kube-system` (where
+/// join tokens are kept, as Kubernetes keeps its bootstrap tokens).
+const BUILT_IN_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "kube-system"];
+
+/// Catches up with everything committed and makes sure the built-in
+/// namespaces exist.
 async fn prepare(cluster: &Cluster) -> Result<(), ClusterError> {
     cluster.linearize().await?;
-    if cluster
-        .store
-        .get(Kind::Namespace, "", DEFAULT_NAMESPACE)?
-        .is_some()
-    {
+    for name in BUILT_IN_NAMESPACES {
+        ensure_namespace(cluster, name).await?;
+    }
+    Ok(())
+}
+
+async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<(), ClusterError> {
+    if cluster.store.get(Kind::Namespace, "", name)?.is_some() {
         return Ok(());
     }
     let namespace = v1::Namespace {
         metadata: Some(v1::ObjectMeta {
-            name: DEFAULT_NAMESPACE.to_owned(),
+            name: name.to_owned(),
             ..Default::default()
         }),
         status: Some(v1::NamespaceStatus {

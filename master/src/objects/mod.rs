@@ -292,6 +292,7 @@ into_object!(
     Endpoints => Endpoints,
     Deployment => Deployment,
     ReplicaSet => ReplicaSet,
+    Secret => Secret,
 );
 
 /// The key an object is stored under: `Kind/namespace/name`.

@@ -200,20 +200,23 @@ fn dns_1035_label(errors: &mut Errors, path: &str, value: &str) {
 }
 
 fn dns_subdomain(errors: &mut Errors, path: &str, value: &str) {
+    if let Err(e) = check_dns_subdomain(value) {
+        errors.add(path, e);
+    }
+}
+
+/// A DNS subdomain (RFC 1123), as Kubernetes requires of most names.
+pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
     if value.is_empty() {
-        errors.add(path, "is required");
-        return;
+        return Err("is required".to_owned());
     }
     if value.len() > 253 {
-        errors.add(path, format!("{value:?} is longer than 253 characters"));
-        return;
+        return Err(format!("{value:?} is longer than 253 characters"));
     }
     if value.split('.').any(|part| check_dns_label(part).is_err()) {
-        errors.add(
-            path,
-            format!("{value:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"),
-        );
+        return Err(format!("{value:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"));
     }
+    Ok(())
 }
 
 fn label_name_ok(name: &str) -> bool {

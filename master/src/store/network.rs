@@ -13,21 +13,25 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_proto::raft::raft_peer_client::RaftPeerClient;
 use skiff_proto::raft::RaftPayload;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use super::{MemberNode, NodeId, TypeConfig};
 
 /// Largest Raft message accepted or sent (snapshot chunks are smaller).
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Makes one gRPC client per peer.
-#[derive(Clone, Default)]
-pub struct PeerNetwork;
+/// Makes one gRPC client per peer, over mutual TLS with this master's
+/// certificate.
+#[derive(Clone)]
+pub struct PeerNetwork {
+    pub transport: skiff_security::ClientTransport,
+}
 
 /// The connection to one peer.
 pub struct PeerClient {
     target: NodeId,
     addr: String,
+    transport: skiff_security::ClientTransport,
     client: Option<RaftPeerClient<Channel>>,
 }
 
@@ -45,6 +49,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
+            transport: self.transport.clone(),
             client: None,
         }
     }
@@ -55,14 +60,15 @@ type RpcResult<T, E> = Result<T, RPCError<NodeId, MemberNode, E>>;
 impl PeerClient {
     fn client(&mut self) -> Result<RaftPeerClient<Channel>, PeerError> {
         if self.client.is_none() {
-            let endpoint = Endpoint::from_shared(format!("http://{}", self.addr))
+            let endpoint = self
+                .transport
+                .endpoint(&self.addr)
                 .map_err(|e| PeerError {
                     addr: self.addr.clone(),
                     message: e.to_string(),
                 })?
-                .connect_timeout(std::time::Duration::from_secs(1))
-                .tcp_nodelay(true);
-            let client = RaftPeerClient::new(endpoint.connect_lazy())
+                .connect_timeout(std::time::Duration::from_secs(1));
+            let client = RaftPeerClient::new(self.transport.channel_on(endpoint))
                 .max_decoding_message_size(MAX_PEER_MESSAGE)
                 .max_encoding_message_size(MAX_PEER_MESSAGE);
             self.client = Some(client);

@@ -1,5 +1,7 @@
 //! The server side of Raft traffic: hands peers' RPCs to the local openraft
 //! instance and returns its answer, `Result` and all, bincode-encoded.
+//! Only masters (identity `master:<id>` in their client certificate) may
+//! call it.
 
 use skiff_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use skiff_proto::raft::RaftPayload;
@@ -27,6 +29,18 @@ impl PeerService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
+    match skiff_security::PeerInfo::of(&request).and_then(|p| p.identity.as_ref()) {
+        Some(skiff_security::Identity::Master(_)) => {}
+        other => {
+            let who = other
+                .map(|i| i.to_string())
+                .unwrap_or_else(|| "anonymous".into());
+            tracing::warn!(caller = %who, "refused Raft traffic from a non-master");
+            return Err(Status::permission_denied(format!(
+                "{who} may not send Raft traffic; only masters may"
+            )));
+        }
+    }
     bincode::deserialize(&request.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }

@@ -1,0 +1,164 @@
+//! `skiff token create|list|delete`: join tokens beyond the cluster's
+//! server token, kept by the masters as `bootstrap-token-<id>` Secrets in
+//! `kube-system` (only a hash of each secret is stored).
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use skiff_master::client::Client;
+use skiff_master::objects::{IntoObject, Kind};
+use skiff_master::security::tokens::{self, TOKEN_NAMESPACE};
+use skiff_proto::api::object::Kind as Body;
+use skiff_security::{Credentials, JoinToken, TokenUsage};
+
+use crate::ctl::{self, CtlError};
+
+/// Flags of `skiff token`.
+#[derive(Debug, clap::Args)]
+pub struct TokenArgs {
+    /// Master API address (HOST:PORT); overrides the credential file's.
+    #[arg(long = "api", global = true, env = "SKIFF_SERVER")]
+    pub api: Option<String>,
+    /// Credential file (default as for `skiff ctl`).
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: TokenCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCommand {
+    /// Make a new join token and print it (the only time it is shown).
+    Create {
+        /// How long it works; 0 = until deleted.
+        #[arg(long, default_value = "24h")]
+        ttl: humantime::Duration,
+        /// For agents only (the default).
+        #[arg(long, conflicts_with = "server")]
+        agent: bool,
+        /// For masters too: whoever holds it receives the cluster CA.
+        #[arg(long)]
+        server: bool,
+        /// A note shown by `list`.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (ids, never secrets).
+    List,
+    /// Delete a token by id; it can no longer join anything.
+    Delete { id: String },
+}
+
+/// Runs a `token` command.
+pub async fn run(args: TokenArgs, out: &mut dyn Write) -> Result<(), CtlError> {
+    skiff_security::install_crypto_provider();
+    let path = ctl::credential_file(args.config.as_deref())?;
+    let credentials = Credentials::load(&path).map_err(|e| CtlError::Config {
+        path: path.clone(),
+        message: e.to_string(),
+    })?;
+    let client = ctl::connect(args.api.as_deref(), Some(&path))?;
+    match args.command {
+        TokenCommand::Create {
+            ttl,
+            server,
+            description,
+            ..
+        } => {
+            let usage = if server {
+                TokenUsage::Server
+            } else {
+                TokenUsage::Agent
+            };
+            let ca_hash =
+                skiff_security::ca::ca_hash(&credentials.ca_pem).map_err(|e| CtlError::Config {
+                    path: path.clone(),
+                    message: e.to_string(),
+                })?;
+            create(&client, &ca_hash, usage, ttl.into(), &description, out).await
+        }
+        TokenCommand::List => list(&client, out).await,
+        TokenCommand::Delete { id } => delete(&client, &id, out).await,
+    }
+}
+
+fn api(context: &str) -> impl FnOnce(skiff_master::client::ClientError) -> CtlError + '_ {
+    move |source| CtlError::Api {
+        context: context.to_owned(),
+        source,
+    }
+}
+
+async fn create(
+    client: &Client,
+    ca_hash: &str,
+    usage: TokenUsage,
+    ttl: Duration,
+    description: &str,
+    out: &mut dyn Write,
+) -> Result<(), CtlError> {
+    let token = JoinToken::generate(ca_hash);
+    let expires = (!ttl.is_zero()).then(|| SystemTime::now() + ttl);
+    let secret = tokens::token_secret(&token, usage, expires, description);
+    client
+        .create(secret.into_object())
+        .await
+        .map_err(api("creating the token"))?;
+    writeln!(out, "{token}")?;
+    Ok(())
+}
+
+async fn list(client: &Client, out: &mut dyn Write) -> Result<(), CtlError> {
+    let listed = client
+        .list(Kind::Secret, TOKEN_NAMESPACE)
+        .await
+        .map_err(api("listing tokens"))?;
+    let now = SystemTime::now();
+    let mut rows = vec![vec![
+        "ID".to_owned(),
+        "USAGE".to_owned(),
+        "EXPIRES".to_owned(),
+        "DESCRIPTION".to_owned(),
+    ]];
+    for o in listed.items {
+        let Some(Body::Secret(s)) = o.kind else {
+            continue;
+        };
+        let Some(r) = tokens::record(&s) else {
+            continue;
+        };
+        let expires = match r.expires {
+            None => "never".to_owned(),
+            Some(at) if at <= now => "expired".to_owned(),
+            Some(at) => humantime::format_rfc3339_seconds(at).to_string(),
+        };
+        rows.push(vec![
+            r.id,
+            r.usage.name().to_owned(),
+            expires,
+            r.description,
+        ]);
+    }
+    let widths: Vec<usize> = (0..4)
+        .map(|i| rows.iter().map(|r| r[i].len()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        writeln!(out, "{}", line.join("   ").trim_end())?;
+    }
+    Ok(())
+}
+
+async fn delete(client: &Client, id: &str, out: &mut dyn Write) -> Result<(), CtlError> {
+    client
+        .delete(Kind::Secret, TOKEN_NAMESPACE, &tokens::secret_name(id), "")
+        .await
+        .map_err(api("deleting the token"))?;
+    writeln!(out, "token {id} deleted")?;
+    Ok(())
+}

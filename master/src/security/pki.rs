@@ -1,0 +1,258 @@
+//! A master's PKI on disk, under `<data-dir>/tls/`:
+//!
+//! - `ca.crt`, `ca.key`: the cluster CA (made by the first master, copied to
+//!   masters that join with a server token);
+//! - `master.crt`, `master.key`: this master's certificate, identity
+//!   `master:<id>`, used to serve the API and Raft and to call other masters
+//!   and agents;
+//!
+//! and beside it `<data-dir>/token` (the cluster's server token) and
+//! `<data-dir>/admin.conf` (an admin credential for `skiff ctl`). Private
+//! keys and both files are 0600.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use skiff_security::tls::{self, ClientAuth};
+use skiff_security::{
+    files, CertInfo, CertStore, ClientTransport, ClusterCa, Credentials, Identity, JoinToken,
+    SecurityError,
+};
+
+use skiff_security::join_client::{self, JoinError};
+
+/// Why a master's PKI could not be prepared.
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    Security(#[from] SecurityError),
+    #[error(transparent)]
+    Join(#[from] JoinError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// What a master needs to set up its PKI.
+#[derive(Debug, Clone)]
+pub struct PkiConfig {
+    pub data_dir: PathBuf,
+    /// This master's Raft node id.
+    pub node_id: u64,
+    /// Extra names and addresses for the serving certificate.
+    pub sans: Vec<String>,
+    /// The API address written into admin.conf.
+    pub advertise_api: String,
+    /// To join a cluster without a CA yet: a member's address and a server
+    /// token.
+    pub join: Option<(String, String)>,
+    /// Other places admin.conf is copied to (`/etc/skiff/admin.conf`).
+    pub admin_conf_copies: Vec<PathBuf>,
+}
+
+/// A master's CA, certificate and tokens, loaded and ready to serve.
+pub struct MasterPki {
+    pub dir: PathBuf,
+    pub ca: Arc<ClusterCa>,
+    /// This master's certificate, swapped on renewal.
+    pub cert: Arc<CertStore>,
+    pub server_token: JoinToken,
+    pub identity: Identity,
+    sans: Vec<String>,
+    config: PkiConfig,
+}
+
+impl std::fmt::Debug for MasterPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterPki")
+            .field("dir", &self.dir)
+            .field("identity", &self.identity)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Paths of the PKI files under a master's data dir.
+pub fn tls_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("tls")
+}
+
+pub fn token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("token")
+}
+
+pub fn admin_conf_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.conf")
+}
+
+fn host_of(addr: &str) -> Option<String> {
+    let host = match addr.rsplit_once(':') {
+        Some((h, _)) => h,
+        None => addr,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty() && host != "0.0.0.0" && host != "::").then(|| host.to_owned())
+}
+
+impl MasterPki {
+    /// Loads the PKI, creating (or, with `join`, fetching) what is missing,
+    /// and renewing this master's certificate and admin.conf when due.
+    pub async fn prepare(config: PkiConfig) -> Result<MasterPki, PkiError> {
+        let dir = tls_dir(&config.data_dir);
+        let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+        let token_file = token_path(&config.data_dir);
+        let ca = if ca_crt.exists() && ca_key.exists() {
+            ClusterCa::from_pem(&files::read_text(&ca_crt)?, &files::read_text(&ca_key)?)?
+        } else if let Some((addr, token)) = &config.join {
+            let token = JoinToken::parse(token)?;
+            let joined = join_client::join_master(addr, &token).await?;
+            let ca = ClusterCa::from_pem(&joined.ca_pem, &joined.ca_key_pem)?;
+            files::write_private(&token_file, format!("{}\n", joined.server_token).as_bytes())?;
+            files::write_private(&ca_key, ca.key_pem().as_bytes())?;
+            files::write_public(&ca_crt, ca.cert_pem().as_bytes())?;
+            tracing::info!(through = %addr, "received the cluster CA");
+            ca
+        } else {
+            let ca = ClusterCa::generate()?;
+            let token = JoinToken::generate(&ca.hash());
+            // Token first: a CA without its token would be unusable.
+            files::write_private(&token_file, format!("{token}\n").as_bytes())?;
+            files::write_private(&ca_key, ca.key_pem().as_bytes())?;
+            files::write_public(&ca_crt, ca.cert_pem().as_bytes())?;
+            tracing::info!(hash = %ca.hash(), "created the cluster CA");
+            ca
+        };
+        let server_token = JoinToken::parse(&files::read_text(&token_file)?)
+            .map_err(|e| PkiError::Config(format!("{}: {e}", token_file.display())))?;
+        if server_token.ca_hash != ca.hash() {
+            return Err(PkiError::Config(format!(
+                "{} pins another CA than {}",
+                token_file.display(),
+                ca_crt.display()
+            )));
+        }
+
+        let mut sans = vec![
+            skiff_security::MASTER_SERVER_NAME.to_owned(),
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        if let Ok(name) = nix::unistd::gethostname() {
+            sans.push(name.to_string_lossy().into_owned());
+        }
+        sans.extend(host_of(&config.advertise_api));
+        sans.extend(config.sans.iter().cloned());
+        sans.sort();
+        sans.dedup();
+
+        let identity = Identity::Master(config.node_id.to_string());
+        let (crt, key) = (dir.join("master.crt"), dir.join("master.key"));
+        let current = match (files::read_text(&crt), files::read_text(&key)) {
+            (Ok(c), Ok(k)) => CertStore::new(&c, &k)
+                .ok()
+                .filter(|s| usable(&s.info(), &identity)),
+            _ => None,
+        };
+        let cert = match current {
+            Some(store) => store,
+            None => {
+                let issued = ca.issue(&identity, &sans)?;
+                files::write_private(&key, issued.key_pem.as_bytes())?;
+                files::write_public(&crt, issued.cert_pem.as_bytes())?;
+                CertStore::new(&issued.cert_pem, &issued.key_pem)?
+            }
+        };
+        let pki = MasterPki {
+            dir,
+            ca: Arc::new(ca),
+            cert,
+            server_token,
+            identity,
+            sans,
+            config,
+        };
+        pki.ensure_admin_conf(false)?;
+        Ok(pki)
+    }
+
+    /// Writes admin.conf (and its copies) when missing, for another CA,
+    /// due for renewal, or when `force`d.
+    pub fn ensure_admin_conf(&self, force: bool) -> Result<(), PkiError> {
+        let path = admin_conf_path(&self.config.data_dir);
+        let fresh = !force
+            && Credentials::load(&path).ok().is_some_and(|c| {
+                c.ca_pem == self.ca.cert_pem()
+                    && CertInfo::from_pem(&c.cert_pem).is_ok_and(|i| usable(&i, &Identity::Admin))
+            });
+        if !fresh {
+            let issued = self.ca.issue(&Identity::Admin, &[])?;
+            let credentials = Credentials {
+                server: self.config.advertise_api.clone(),
+                ca_pem: self.ca.cert_pem().to_owned(),
+                cert_pem: issued.cert_pem,
+                key_pem: issued.key_pem,
+            };
+            credentials.save(&path)?;
+            tracing::info!(path = %path.display(), "wrote admin credentials");
+        }
+        for copy in &self.config.admin_conf_copies {
+            let same = std::fs::read(copy).ok() == std::fs::read(&path).ok();
+            if !same {
+                let bytes = std::fs::read(&path).map_err(|source| SecurityError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                files::write_private(copy, &bytes)?;
+                tracing::info!(path = %copy.display(), "copied admin credentials");
+            }
+        }
+        Ok(())
+    }
+
+    /// Issues a new certificate for this master and swaps it in.
+    pub fn renew(&self) -> Result<(), PkiError> {
+        let issued = self.ca.issue(&self.identity, &self.sans)?;
+        files::write_private(&self.dir.join("master.key"), issued.key_pem.as_bytes())?;
+        files::write_public(&self.dir.join("master.crt"), issued.cert_pem.as_bytes())?;
+        self.cert.replace(&issued.cert_pem, &issued.key_pem)?;
+        Ok(())
+    }
+
+    /// Whether this master's certificate is due for renewal.
+    pub fn due(&self) -> bool {
+        self.cert.info().needs_renewal(std::time::SystemTime::now())
+    }
+
+    /// The API server's TLS: client certificates optional (the join
+    /// exchange is open; everything else is gated).
+    pub fn api_server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        Ok(tls::server_config(
+            self.ca.cert_pem(),
+            self.cert.clone(),
+            ClientAuth::Optional,
+        )?)
+    }
+
+    /// The Raft peer server's TLS: no handshake without a certificate.
+    pub fn peer_server_config(&self) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+        Ok(tls::server_config(
+            self.ca.cert_pem(),
+            self.cert.clone(),
+            ClientAuth::Required,
+        )?)
+    }
+
+    /// How this master calls other masters (and, with another server
+    /// name, agents).
+    pub fn client(&self) -> Result<ClientTransport, PkiError> {
+        Ok(ClientTransport::to_masters(
+            self.ca.cert_pem(),
+            Some(self.cert.clone()),
+        )?)
+    }
+}
+
+/// A stored certificate is kept when it names the right identity and is
+/// not yet due for renewal.
+fn usable(info: &CertInfo, identity: &Identity) -> bool {
+    info.identity.as_ref() == Some(identity) && !info.needs_renewal(std::time::SystemTime::now())
+}

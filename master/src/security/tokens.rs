@@ -1,0 +1,181 @@
+//! Join tokens made with `skiff token create`: Secrets of type
+//! `bootstrap.kubernetes.io/token` named `bootstrap-token-<id>` in
+//! `kube-system`, as Kubernetes keeps its bootstrap tokens. The master keeps
+//! only a hash of the secret. The cluster's own server token (in every
+//! master's `<data-dir>/token`) is not stored: masters know it.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use base64::Engine;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::v1;
+use skiff_security::token::secret_matches;
+use skiff_security::{JoinToken, TokenUsage};
+
+use crate::objects::Kind;
+use crate::store::state_machine::ObjectStore;
+
+/// Where token Secrets live.
+pub const TOKEN_NAMESPACE: &str = "kube-system";
+/// The Secret type of a join token.
+pub const TOKEN_SECRET_TYPE: &str = "bootstrap.kubernetes.io/token";
+
+/// The Secret name for token `id`.
+pub fn secret_name(id: &str) -> String {
+    format!("bootstrap-token-{id}")
+}
+
+/// A stored token, as listed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub id: String,
+    pub usage: TokenUsage,
+    pub expires: Option<SystemTime>,
+    pub description: String,
+    pub created: String,
+    secret_hash: String,
+}
+
+/// Why a join was refused. The messages never say whether an id exists.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("join token refused: unknown token or wrong secret")]
+    Unknown,
+    #[error("join token {id} expired at {at}")]
+    Expired { id: String, at: String },
+    #[error("join token {id} is an agent token; a master joins only with a server token")]
+    WrongUsage { id: String },
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+}
+
+fn unb64(map: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(map.get(key)?)
+        .ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// The Secret that stores `token`.
+pub fn token_secret(
+    token: &JoinToken,
+    usage: TokenUsage,
+    expires: Option<SystemTime>,
+    description: &str,
+) -> v1::Secret {
+    let mut data = BTreeMap::new();
+    data.insert("token-id".to_owned(), b64(&token.id));
+    data.insert("token-secret-sha256".to_owned(), b64(&token.secret_hash()));
+    data.insert("usage".to_owned(), b64(usage.name()));
+    if let Some(at) = expires {
+        data.insert(
+            "expiration".to_owned(),
+            b64(&humantime::format_rfc3339_seconds(at).to_string()),
+        );
+    }
+    if !description.is_empty() {
+        data.insert("description".to_owned(), b64(description));
+    }
+    v1::Secret {
+        api_version: "v1".to_owned(),
+        kind: "Secret".to_owned(),
+        metadata: Some(v1::ObjectMeta {
+            name: secret_name(&token.id),
+            namespace: TOKEN_NAMESPACE.to_owned(),
+            ..Default::default()
+        }),
+        r#type: TOKEN_SECRET_TYPE.to_owned(),
+        data,
+        ..Default::default()
+    }
+}
+
+/// Reads a token Secret; `None` when it is not one.
+pub fn record(secret: &v1::Secret) -> Option<TokenRecord> {
+    if secret.r#type != TOKEN_SECRET_TYPE {
+        return None;
+    }
+    let expires = match unb64(&secret.data, "expiration") {
+        Some(text) => Some(humantime::parse_rfc3339(&text).ok()?),
+        None => None,
+    };
+    Some(TokenRecord {
+        id: unb64(&secret.data, "token-id")?,
+        usage: TokenUsage::parse(&unb64(&secret.data, "usage")?)?,
+        expires,
+        description: unb64(&secret.data, "description").unwrap_or_default(),
+        created: secret
+            .metadata
+            .as_ref()
+            .map(|m| m.creation_timestamp.clone())
+            .unwrap_or_default(),
+        secret_hash: unb64(&secret.data, "token-secret-sha256")?,
+    })
+}
+
+/// Checks a presented id and secret against the server token and the
+/// stored tokens, for a joiner that needs `wanted`.
+pub fn check(
+    store: &ObjectStore,
+    server_token: &JoinToken,
+    id: &str,
+    secret: &str,
+    wanted: TokenUsage,
+    now: SystemTime,
+) -> Result<(), TokenRefusal> {
+    if id == server_token.id {
+        return if secret_matches(&server_token.secret_hash(), secret) {
+            Ok(())
+        } else {
+            Err(TokenRefusal::Unknown)
+        };
+    }
+    let stored = store
+        .get(Kind::Secret, TOKEN_NAMESPACE, &secret_name(id))
+        .ok()
+        .flatten();
+    let Some(Body::Secret(s)) = stored.and_then(|o| o.kind) else {
+        return Err(TokenRefusal::Unknown);
+    };
+    let Some(record) = record(&s) else {
+        return Err(TokenRefusal::Unknown);
+    };
+    if record.id != id || !secret_matches(&record.secret_hash, secret) {
+        return Err(TokenRefusal::Unknown);
+    }
+    if let Some(at) = record.expires {
+        if at <= now {
+            return Err(TokenRefusal::Expired {
+                id: id.to_owned(),
+                at: humantime::format_rfc3339_seconds(at).to_string(),
+            });
+        }
+    }
+    if !record.usage.allows(wanted) {
+        return Err(TokenRefusal::WrongUsage { id: id.to_owned() });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_token_secret_reads_back_without_its_secret() {
+        let token = JoinToken::generate(&"a".repeat(64));
+        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000);
+        let secret = token_secret(&token, TokenUsage::Agent, Some(at), "for pi-4");
+        let r = record(&secret).unwrap();
+        assert_eq!(r.id, token.id);
+        assert_eq!(r.usage, TokenUsage::Agent);
+        assert_eq!(r.expires, Some(at));
+        assert_eq!(r.description, "for pi-4");
+        assert!(!format!("{secret:?}").contains(&token.secret));
+        assert!(!format!("{secret:?}").contains(&b64(&token.secret)));
+    }
+}
