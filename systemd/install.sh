@@ -38,6 +38,10 @@ if [ "$KIND" = agent ] && [ -n "${SKIFF_SERVER:-}" ]; then
 fi
 if [ "$KIND" = agent ]; then
   case " $ARGS " in *" --server "*|*" --server="*) ;; *) fatal "an agent needs --server HOST:PORT (or SKIFF_SERVER)";; esac
+  # Until it has its certificate, an agent joins with a token.
+  if [ -z "${SKIFF_TOKEN:-}" ] && [ ! -f "$ROOT/var/lib/skiff/agent/tls/node.crt" ]; then
+    case " $ARGS " in *" --token "*|*" --token="*) ;; *) fatal "an agent needs a join token: --token K10... (or SKIFF_TOKEN); on the server: cat /var/lib/skiff/server/token, or skiff token create";; esac
+  fi
 fi
 
 BINARY="${INSTALL_SKIFF_BINARY:-}"
@@ -79,6 +83,9 @@ elif [ -d /run/systemd/system ]; then
   systemctl daemon-reload
   systemctl enable --now "$UNIT"
   info "started $UNIT; see it with: systemctl status $UNIT"
+  if [ "$KIND" = server ]; then
+    info "admin credential: /etc/skiff/admin.conf (skiff ctl uses it); join token for agents: /var/lib/skiff/server/token"
+  fi
 else
   info "systemd is not running here, so nothing was started."
   info "run skiff by hand:  $BIN_DIR/skiff $KIND $ARGS"

@@ -136,6 +136,9 @@ fn install_and_uninstall_an_agent_under_a_temp_root() {
     let out = install(bad.path(), &[("INSTALL_SKIFF_EXEC", "agent")]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs --server"));
+    let out = install(bad.path(), &[("INSTALL_SKIFF_EXEC", "agent --server x:1")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs a join token"));
     assert!(!bad.path().join("etc").exists());
 
     let out = Command::new("sh")
