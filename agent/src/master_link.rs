@@ -415,6 +415,12 @@ pub async fn status_loop(
                     tracing::debug!(pod = %report.name, error = %s, "dropping status report");
                     pending.remove(&uid);
                 }
+                // No longer this node's pod (bound elsewhere): retrying
+                // would only hold up the reports behind it.
+                Err(s) if s.code() == tonic::Code::PermissionDenied => {
+                    tracing::warn!(pod = %report.name, error = %s, "status report refused; dropping it");
+                    pending.remove(&uid);
+                }
                 Err(s) => {
                     tracing::debug!(error = %s, "status report failed");
                     failed = true;

@@ -8,6 +8,7 @@
 
 pub mod authz;
 pub mod error;
+pub mod event_stream;
 pub mod logs;
 pub mod node_pods;
 pub mod nodes;
@@ -20,7 +21,7 @@ use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
     JoinRequest, JoinResponse, ListRequest, ListResponse, LogChunk, Member, Object, PodLogsRequest,
-    UpdateRequest, WatchEvent, WatchRequest,
+    UpdateRequest, WatchRequest,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
@@ -210,7 +211,7 @@ impl ApiService {
     }
 }
 
-type WatchStream = tokio_stream::wrappers::ReceiverStream<Result<WatchEvent, Status>>;
+type WatchStream = event_stream::EventStream;
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
     ApiClient::new(channel)

@@ -15,8 +15,6 @@ use skiff_proto::node::{
 };
 use skiff_proto::v1;
 use skiff_security::{ClusterCa, Identity};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -182,7 +180,7 @@ fn is_bound_to(o: &Object, node: &str) -> bool {
     }
 }
 
-type PodStream = ReceiverStream<Result<WatchEvent, Status>>;
+type PodStream = super::event_stream::EventStream;
 
 #[tonic::async_trait]
 impl Nodes for NodeService {
@@ -261,7 +259,7 @@ impl Nodes for NodeService {
             .store
             .list(Kind::Pod, None)
             .map_err(ApiError::from)?;
-        let (tx, rx) = mpsc::channel(256);
+        let (tx, rx) = super::event_stream::channel(256);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             for pod in pods.into_iter().filter(|p| is_bound_to(p, &node)) {
@@ -312,7 +310,7 @@ impl Nodes for NodeService {
                 }
             }
         });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(rx))
     }
 
     async fn update_pod_status(

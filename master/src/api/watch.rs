@@ -9,10 +9,10 @@
 
 use std::sync::Arc;
 
+use super::event_stream::{self, EventSender, EventStream};
 use prost::Message;
 use skiff_proto::api::{Object, WatchEvent};
-use tokio::sync::{broadcast, mpsc};
-use tokio_stream::wrappers::ReceiverStream;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -28,7 +28,7 @@ struct Watcher {
     kind: Kind,
     namespace: Option<String>,
     last: u64,
-    out: mpsc::Sender<Result<WatchEvent, Status>>,
+    out: EventSender,
 }
 
 /// Starts a watch and returns its stream.
@@ -38,9 +38,9 @@ pub(super) fn start(
     namespace: Option<String>,
     from_revision: u64,
     shutdown: CancellationToken,
-) -> Result<ReceiverStream<Result<WatchEvent, Status>>, ApiError> {
+) -> Result<EventStream, ApiError> {
     let live = store.subscribe();
-    let (out, rx) = mpsc::channel(256);
+    let (out, rx) = event_stream::channel(256);
     let mut watcher = Watcher {
         store,
         kind,
@@ -64,7 +64,7 @@ pub(super) fn start(
             }
         }
     });
-    Ok(ReceiverStream::new(rx))
+    Ok(rx)
 }
 
 /// The watcher's consumer went away.

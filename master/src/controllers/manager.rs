@@ -71,10 +71,7 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(super::run(
-            NodeIpamController {
-                ctx: ctx.clone(),
-                config: pod_cidrs,
-            },
+            NodeIpamController::new(ctx.clone(), pod_cidrs),
             ctx.store.clone(),
             term.clone(),
         ));

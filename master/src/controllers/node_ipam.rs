@@ -3,6 +3,10 @@
 //! lowest free subnet is taken; a subnet is free when no Node holds it, so
 //! deleting a node frees its subnet, and the one-reconcile-at-a-time loop
 //! plus conditional writes mean no subnet is ever held by two nodes.
+//!
+//! The subnets in use are read once per store revision, so a cluster with
+//! more nodes than subnets (the rest wait for one to be freed) does not
+//! re-read every Node for every waiting node.
 
 use std::net::Ipv4Addr;
 
@@ -98,26 +102,68 @@ impl PodCidrConfig {
         })
     }
 
-    /// The lowest subnet not in `used`.
+    /// The lowest subnet not in `used` (and overlapping none of it).
     pub fn allocate(&self, used: &[Ipv4Net]) -> Option<Ipv4Net> {
         let count = 1u64 << (self.node_prefix - self.cluster.len);
         let step = 1u64 << (32 - self.node_prefix);
+        // Subnets of the node size are looked up by address; odd sizes
+        // (a changed --node-cidr-mask-size) are checked for overlap.
+        let exact: std::collections::HashSet<u32> = used
+            .iter()
+            .filter(|u| u.len == self.node_prefix)
+            .map(|u| u32::from(u.addr))
+            .collect();
+        let odd: Vec<&Ipv4Net> = used.iter().filter(|u| u.len != self.node_prefix).collect();
         (0..count)
             .map(|i| Ipv4Net {
                 addr: Ipv4Addr::from((u32::from(self.cluster.addr) as u64 + i * step) as u32),
                 len: self.node_prefix,
             })
             .find(|candidate| {
-                !used
-                    .iter()
-                    .any(|u| u.contains(candidate) || candidate.contains(u))
+                !exact.contains(&u32::from(candidate.addr))
+                    && !odd
+                        .iter()
+                        .any(|u| u.contains(candidate) || candidate.contains(u))
             })
     }
 }
 
 pub struct NodeIpamController {
-    pub ctx: Context,
-    pub config: PodCidrConfig,
+    ctx: Context,
+    config: PodCidrConfig,
+    /// The subnets in use, as of a store revision.
+    used: std::sync::Mutex<(u64, Vec<Ipv4Net>)>,
+    /// Nodes already told that no subnet is left (warned once each).
+    waiting: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl NodeIpamController {
+    pub fn new(ctx: Context, config: PodCidrConfig) -> NodeIpamController {
+        NodeIpamController {
+            ctx,
+            config,
+            used: std::sync::Mutex::new((u64::MAX, Vec::new())),
+            waiting: Default::default(),
+        }
+    }
+
+    /// The subnets Nodes hold, re-read only when the store has changed.
+    fn used(&self) -> Result<Vec<Ipv4Net>, ReconcileError> {
+        let revision = self.ctx.store.revision();
+        let mut cached = self.used.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.0 != revision {
+            let (nodes, at) = self.ctx.store.list(Kind::Node, None)?;
+            let used = nodes
+                .iter()
+                .filter_map(|o| match &o.kind {
+                    Some(Body::Node(n)) => n.spec.as_ref().and_then(|s| s.pod_cidr.parse().ok()),
+                    _ => None,
+                })
+                .collect();
+            *cached = (at, used);
+        }
+        Ok(cached.1.clone())
+    }
 }
 
 impl Reconciler for NodeIpamController {
@@ -141,18 +187,22 @@ impl Reconciler for NodeIpamController {
         if node.spec.as_ref().is_some_and(|s| !s.pod_cidr.is_empty()) {
             return Ok(Action::Done);
         }
-        let (nodes, _) = self.ctx.store.list(Kind::Node, None)?;
-        let used: Vec<Ipv4Net> = nodes
-            .iter()
-            .filter_map(|o| match &o.kind {
-                Some(Body::Node(n)) => n.spec.as_ref().and_then(|s| s.pod_cidr.parse().ok()),
-                _ => None,
-            })
-            .collect();
+        let used = self.used()?;
         let Some(subnet) = self.config.allocate(&used) else {
-            tracing::warn!(node = %key.name, cluster = %self.config.cluster, "no free pod subnet left for the node");
-            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(30)));
+            let first = self
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(key.name.clone());
+            if first {
+                tracing::warn!(node = %key.name, cluster = %self.config.cluster, "no free pod subnet left for the node; it waits for one to be freed");
+            }
+            return Ok(Action::RequeueAfter(std::time::Duration::from_secs(60)));
         };
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key.name);
         let spec = node.spec.get_or_insert_with(Default::default);
         spec.pod_cidr = subnet.to_string();
         spec.pod_cidrs = vec![subnet.to_string()];
@@ -195,5 +245,24 @@ mod tests {
         ];
         assert_eq!(small.allocate(&full), None);
         assert!(PodCidrConfig::new("10.42.0.0/16".parse().unwrap(), 8).is_err());
+    }
+
+    #[test]
+    fn subnets_of_another_size_still_block_what_they_overlap() {
+        let config = PodCidrConfig::default();
+        // A /23 from an earlier --node-cidr-mask-size covers .0 and .1.
+        let used: Vec<Ipv4Net> = vec![
+            "10.42.0.0/23".parse().unwrap(),
+            "10.42.3.0/24".parse().unwrap(),
+        ];
+        assert_eq!(config.allocate(&used).unwrap().to_string(), "10.42.2.0/24");
+        // A whole /16 of /24s: the 256th is the last, then none.
+        let all: Vec<Ipv4Net> = (0..255)
+            .map(|i| format!("10.42.{i}.0/24").parse().unwrap())
+            .collect();
+        assert_eq!(config.allocate(&all).unwrap().to_string(), "10.42.255.0/24");
+        let mut full = all;
+        full.push("10.42.255.0/24".parse().unwrap());
+        assert_eq!(config.allocate(&full), None);
     }
 }
