@@ -169,7 +169,7 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// Docker Hub normalisation: `busybox` → `docker.io/library/busybox:latest`.
 pub fn normalize(image: &str) -> Result<String> {
-    let reference: oci_client::Reference = image.parse().map_err(|e| Error::Image {
+    let reference = super::reference::ImageRef::parse(image).map_err(|e| Error::Image {
         image: image.to_string(),
         message: format!("not a valid image reference: {e}"),
     })?;

@@ -14,6 +14,7 @@ pub mod content;
 pub mod images;
 pub mod import;
 pub mod recording;
+pub mod reference;
 pub mod registry;
 pub mod spec;
 pub mod supervisor;

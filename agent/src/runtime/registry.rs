@@ -113,9 +113,9 @@ impl Registries {
     /// Pulls `name` (already normalised) into the store; returns the
     /// manifest descriptor the image now points at.
     pub async fn pull(&self, store: &ImageStore, name: &str) -> Result<Descriptor> {
-        let reference: Reference = name
-            .parse()
-            .map_err(|e| Error::Registry(format!("{name}: {e}")))?;
+        let reference: Reference = super::reference::ImageRef::parse(name)
+            .map_err(|e| Error::Registry(format!("{name}: {e}")))?
+            .to_oci();
         let auth = self.auth_for(reference.resolve_registry());
         let accept = [
             MEDIA_OCI_MANIFEST,
