@@ -162,8 +162,12 @@ spec:
     assert_eq!(key_mode & 0o777, 0o600);
     let tasks_before = server.ctr(&["tasks", "list"]);
     let agent_addr = format!("{}:10250", host.ip);
-    let master_before = served_certificate(&api).await?;
-    let agent_before = served_certificate(&agent_addr).await?;
+    let master_before = served_certificate(&api)
+        .await
+        .context("master certificate")?;
+    let agent_before = served_certificate(&agent_addr)
+        .await
+        .with_context(|| format!("agent certificate\n{}", server.log_tail()))?;
     assert_eq!(agent_before.identity, Some(Identity::Node("solo".into())));
     let rotated = Command::new(skiff_bin())
         .args(["certificate", "rotate", "--timeout", "30s", "--data-dir"])
@@ -178,8 +182,12 @@ spec:
     );
     assert!(said.contains("master.crt: renewed"), "{said}");
     assert!(said.contains("node.crt: renewed"), "{said}");
-    let master_after = served_certificate(&api).await?;
-    let agent_after = served_certificate(&agent_addr).await?;
+    let master_after = served_certificate(&api)
+        .await
+        .context("new master certificate")?;
+    let agent_after = served_certificate(&agent_addr)
+        .await
+        .with_context(|| format!("new agent certificate\n{}", server.log_tail()))?;
     assert_ne!(master_after.serial, master_before.serial);
     assert_ne!(agent_after.serial, agent_before.serial);
     assert_eq!(agent_after.identity, agent_before.identity);
@@ -190,13 +198,17 @@ spec:
     );
     // Everything still talks over the new certificates: a reissued
     // admin.conf, the master relaying logs from the agent, heartbeats.
-    let fresh = skiff_e2e::credentials::admin_client(&api)?;
+    let fresh = skiff_e2e::credentials::admin_client(&api).context("new admin.conf")?;
     let name = pods[0].metadata.as_ref().unwrap().name.clone();
     let logs = ctl(&api, &["logs", &name]);
     assert!(logs.status.success(), "{logs:?}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_node_ready(&fresh, "solo", Duration::from_secs(10)).await?;
-    let after = wait_app_ready(&fresh, "web", 2, Duration::from_secs(10)).await?;
+    wait_node_ready(&fresh, "solo", Duration::from_secs(10))
+        .await
+        .with_context(|| server.log_tail())?;
+    let after = wait_app_ready(&fresh, "web", 2, Duration::from_secs(10))
+        .await
+        .with_context(|| server.log_tail())?;
     for p in &after {
         let restarts: i32 = p
             .status
