@@ -160,7 +160,19 @@ spec:
         .permissions()
         .mode();
     assert_eq!(key_mode & 0o777, 0o600);
-    let tasks_before = server.ctr(&["tasks", "list"]);
+    // Task IDs with their PIDs, in a stable order (ctr lists in any order).
+    let tasks = || {
+        let mut lines: Vec<String> = server
+            .ctr(&["tasks", "list"])
+            .lines()
+            .skip(1)
+            .map(str::to_owned)
+            .collect();
+        lines.sort();
+        lines
+    };
+    let tasks_before = tasks();
+    assert_eq!(tasks_before.len(), 2, "{tasks_before:?}");
     let agent_addr = format!("{}:10250", host.ip);
     let master_before = served_certificate(&api)
         .await
@@ -192,9 +204,9 @@ spec:
     assert_ne!(agent_after.serial, agent_before.serial);
     assert_eq!(agent_after.identity, agent_before.identity);
     assert_eq!(
-        server.ctr(&["tasks", "list"]),
+        tasks(),
         tasks_before,
-        "pods untouched"
+        "pods untouched: same tasks, same PIDs"
     );
     // Everything still talks over the new certificates: a reissued
     // admin.conf, the master relaying logs from the agent, heartbeats.
