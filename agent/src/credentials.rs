@@ -147,46 +147,26 @@ pub async fn load_or_join(
     }
 }
 
-/// How often the rotate request and the expiry are checked.
-pub const CHECK_EVERY: Duration = Duration::from_secs(2);
-
 /// Renews the certificate through a master when due or asked, until
-/// `shutdown`.
+/// `shutdown`, trying the next master after a failure.
 pub async fn renewal_loop(
     credentials: NodeCredentials,
     masters: Masters,
     shutdown: CancellationToken,
 ) {
-    let request = skiff_security::rotate_request_path(&credentials.dir);
-    let mut i = 0;
-    loop {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(CHECK_EVERY) => {}
-        }
-        let forced = request.exists();
-        if !forced && !credentials.cert.info().needs_renewal(SystemTime::now()) {
-            continue;
-        }
-        match renew(&credentials, &masters, i).await {
-            Ok(()) => {
-                let info = credentials.cert.info();
-                tracing::info!(
-                    forced,
-                    serial = %info.serial,
-                    until = %humantime::format_rfc3339_seconds(info.not_after),
-                    "node certificate renewed"
-                );
-                if forced {
-                    let _ = std::fs::remove_file(&request);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "certificate renewal failed; retrying");
-                i += 1;
-            }
-        }
-    }
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
+    let current = credentials.cert.clone();
+    skiff_security::renewal::run(
+        &credentials.dir,
+        "node",
+        move || current.info(),
+        |_forced| {
+            let i = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            renew(&credentials, &masters, i)
+        },
+        shutdown,
+    )
+    .await
 }
 
 async fn renew(credentials: &NodeCredentials, masters: &Masters, i: usize) -> Result<(), String> {

@@ -553,44 +553,33 @@ pub fn run(cli: Cli) -> ExitCode {
                     .map_err(|e| e.to_string())
             })
         }
-        Command::Token(args) => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(token::run(args, &mut std::io::stdout())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+        Command::Token(args) => run_client(token::run(args, &mut std::io::stdout())),
+        Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
+        Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),
+    }
+}
+
+/// Runs a short-lived client command to its end: 0 on success, 1 with the
+/// error on stderr otherwise.
+fn run_client<E: std::fmt::Display>(
+    command: impl std::future::Future<Output = Result<(), E>>,
+) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
         }
-        Command::Certificate(args) => match certificate::run(args, &mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::FAILURE
-            }
-        },
-        Command::Ctl(args) => {
-            let rt = match runtime() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            match rt.block_on(ctl::run(args, &mut std::io::stdout())) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+    };
+    report(rt.block_on(command))
+}
+
+fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }
