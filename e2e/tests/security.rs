@@ -339,12 +339,28 @@ async fn a_node_certificate_reaches_only_what_is_its_own() {
     assert_eq!(a.api.list(Kind::Node, "").await.unwrap().items.len(), 2);
     a.api.list(Kind::Service, "").await.unwrap();
     a.api.list(Kind::Endpoints, "").await.unwrap();
+    // The cluster gives node-a its pod subnet; wait for that write first.
+    skiff_e2e::wait_for("node-a's podCIDR", Duration::from_secs(10), || async {
+        match admin.get(Kind::Node, "", "node-a").await.ok()?.kind {
+            Some(Body::Node(n)) => (!n.spec?.pod_cidr.is_empty()).then_some(()),
+            _ => None,
+        }
+    })
+    .await
+    .unwrap();
     let mut own = a.api.get(Kind::Node, "", "node-a").await.unwrap();
     if let Some(Body::Node(n)) = own.kind.as_mut() {
         let meta = n.metadata.get_or_insert_with(Default::default);
         meta.labels.insert("mine".into(), "yes".into());
     }
     a.api.update(own).await.unwrap();
+    // ... but not its spec: the pod subnet and taints are the cluster's.
+    let mut grab = a.api.get(Kind::Node, "", "node-a").await.unwrap();
+    if let Some(Body::Node(n)) = grab.kind.as_mut() {
+        n.spec.get_or_insert_with(Default::default).pod_cidr = "10.42.99.0/24".into();
+    }
+    let e = a.api.update(grab).await.unwrap_err();
+    assert_eq!(code(&e), Code::PermissionDenied, "{e}");
 
     // Another node's: refused, and nothing changes.
     let e = a

@@ -4,8 +4,9 @@
 //! - Admins may do everything; so may masters, which relay requests they
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
-//!   its own pods; it may write its own Node, its heartbeats, and the status
-//!   of pods bound to it.
+//!   its own pods; it may write only its own Node (not its spec: podCIDR,
+//!   taints and unschedulable are the cluster's), its heartbeats, and the
+//!   status of pods bound to it.
 //!
 //! Anything else is refused with PermissionDenied and logged.
 
@@ -73,10 +74,11 @@ pub fn may_read(
     }
 }
 
-/// Update or UpdateStatus of `kind` `name`.
+/// Update or UpdateStatus of `object` (of `kind`, named `name`).
 pub fn may_update(
     store: &ObjectStore,
     identity: &Identity,
+    object: &skiff_proto::api::Object,
     kind: Kind,
     namespace: &str,
     name: &str,
@@ -88,6 +90,15 @@ pub fn may_update(
         _ => return Err(denied(identity, "write")),
     };
     let allowed = match kind {
+        Kind::Node if name == node && !status_only => {
+            if !same_node_spec(store, object, name) {
+                return Err(denied(
+                    identity,
+                    "change its own Node's spec (podCIDR, taints, unschedulable are the cluster's)",
+                ));
+            }
+            true
+        }
         Kind::Node => name == node,
         Kind::Pod => status_only && pod_bound_to(store, namespace, name, node),
         _ => false,
@@ -115,5 +126,25 @@ pub fn is_self(identity: &Identity, node: &str, action: &str) -> Result<(), Stat
         i if i.is_privileged() => Ok(()),
         Identity::Node(n) if n == node => Ok(()),
         _ => Err(denied(identity, &format!("{action} for node {node:?}"))),
+    }
+}
+
+/// Whether `object` (a Node) keeps the spec the stored Node `name` has.
+/// An update based on an older version passes here: the store refuses it
+/// as a conflict.
+fn same_node_spec(store: &ObjectStore, object: &skiff_proto::api::Object, name: &str) -> bool {
+    let stored = store.get(Kind::Node, "", name).ok().flatten();
+    match (stored.and_then(|o| o.kind), &object.kind) {
+        (Some(Body::Node(have)), Some(Body::Node(want))) => {
+            let version = |n: &skiff_proto::v1::Node| {
+                n.metadata
+                    .as_ref()
+                    .map(|m| m.resource_version.clone())
+                    .unwrap_or_default()
+            };
+            let stale = !version(want).is_empty() && version(want) != version(&have);
+            stale || have.spec.unwrap_or_default() == want.spec.clone().unwrap_or_default()
+        }
+        _ => false,
     }
 }

@@ -190,6 +190,7 @@ impl ApiService {
         authz::may_update(
             &self.cluster.store,
             &identity,
+            object,
             kind,
             &meta.namespace,
             &meta.name,
