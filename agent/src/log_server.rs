@@ -150,18 +150,11 @@ impl AgentLogs for LogService {
         request: Request<PodLogsRequest>,
     ) -> Result<Response<Self::LogsStream>, Status> {
         // Only masters (relaying for an admin) and admins read logs here.
-        match skiff_security::PeerInfo::of(&request).and_then(|p| p.identity.as_ref()) {
-            Some(identity) if identity.is_privileged() => {}
-            other => {
-                let who = other
-                    .map(|i| i.to_string())
-                    .unwrap_or_else(|| "anonymous".into());
-                tracing::warn!(caller = %who, "refused a log request");
-                return Err(Status::permission_denied(format!(
-                    "{who} may not read this node's logs"
-                )));
-            }
-        }
+        skiff_security::PeerInfo::require(
+            &request,
+            skiff_security::Identity::is_privileged,
+            "read this node's logs",
+        )?;
         let req = request.into_inner();
         let (dir, path) = find_log(&self.layout, &req)?;
         let mut file = tokio::fs::File::open(&path)

@@ -139,12 +139,7 @@ impl ClusterCa {
 
     /// A certificate for `identity` with a new key made here.
     pub fn issue(&self, identity: &Identity, sans: &[String]) -> Result<IssuedCert> {
-        let key = KeyPair::generate()?;
-        let cert = Self::leaf_params(identity, sans)?.signed_by(&key, &self.issuer)?;
-        Ok(IssuedCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        self.issue_for(identity, sans, crate::LEAF_VALIDITY)
     }
 
     /// Like [`ClusterCa::issue`] with a lifetime other than a year (tests

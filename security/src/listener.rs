@@ -39,6 +39,28 @@ impl PeerInfo {
     pub fn of<T>(request: &tonic::Request<T>) -> Option<&PeerInfo> {
         request.extensions().get::<PeerInfo>()
     }
+
+    /// Lets `request` through when its caller's identity passes `allowed`;
+    /// otherwise logs and refuses it with PermissionDenied, saying that the
+    /// caller may not `action`.
+    pub fn require<T>(
+        request: &tonic::Request<T>,
+        allowed: impl Fn(&Identity) -> bool,
+        action: &str,
+    ) -> Result<(), tonic::Status> {
+        match PeerInfo::of(request).and_then(|p| p.identity.as_ref()) {
+            Some(identity) if allowed(identity) => Ok(()),
+            other => {
+                let who = other
+                    .map(|i| i.to_string())
+                    .unwrap_or_else(|| "anonymous".into());
+                tracing::warn!(caller = %who, action, "refused");
+                Err(tonic::Status::permission_denied(format!(
+                    "{who} may not {action}"
+                )))
+            }
+        }
+    }
 }
 
 /// One accepted, handshaken connection.

@@ -33,7 +33,6 @@ pub struct TokenRecord {
     pub usage: TokenUsage,
     pub expires: Option<SystemTime>,
     pub description: String,
-    pub created: String,
     secret_hash: String,
 }
 
@@ -107,11 +106,6 @@ pub fn record(secret: &v1::Secret) -> Option<TokenRecord> {
         usage: TokenUsage::parse(&unb64(&secret.data, "usage")?)?,
         expires,
         description: unb64(&secret.data, "description").unwrap_or_default(),
-        created: secret
-            .metadata
-            .as_ref()
-            .map(|m| m.creation_timestamp.clone())
-            .unwrap_or_default(),
         secret_hash: unb64(&secret.data, "token-secret-sha256")?,
     })
 }

@@ -29,18 +29,11 @@ impl PeerService {
 }
 
 fn decode<T: serde::de::DeserializeOwned>(request: Request<RaftPayload>) -> Result<T, Status> {
-    match skiff_security::PeerInfo::of(&request).and_then(|p| p.identity.as_ref()) {
-        Some(skiff_security::Identity::Master(_)) => {}
-        other => {
-            let who = other
-                .map(|i| i.to_string())
-                .unwrap_or_else(|| "anonymous".into());
-            tracing::warn!(caller = %who, "refused Raft traffic from a non-master");
-            return Err(Status::permission_denied(format!(
-                "{who} may not send Raft traffic; only masters may"
-            )));
-        }
-    }
+    skiff_security::PeerInfo::require(
+        &request,
+        |i| matches!(i, skiff_security::Identity::Master(_)),
+        "send Raft traffic; only masters may",
+    )?;
     bincode::deserialize(&request.into_inner().data)
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
