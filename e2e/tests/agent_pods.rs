@@ -471,3 +471,90 @@ impl Drop for OwnContainerd {
         skiff_e2e::agent::remove_runc_state(&self.agent.namespace);
     }
 }
+
+/// containerd collects garbage after deletions and after every so many
+/// writes. A container's snapshot belongs to nobody between being
+/// prepared and the container naming it being created; the agent must
+/// hold it in a lease over that gap or the task cannot mount its rootfs.
+/// Here containerd collects garbage over and over while pods start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_start_while_containerd_collects_garbage() -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-gc",
+        |data| image.write_docker_archive(&data.join("images/busybox.tar"), "gc/busybox:1"),
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-gc", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+
+    let stop = AtomicBool::new(false);
+    let collections = AtomicUsize::new(0);
+    let replicas = 24;
+    let runtime = tokio::runtime::Handle::current();
+    let started = tokio::task::block_in_place(|| {
+        std::thread::scope(|s| {
+            // Each synchronous lease deletion runs a full collection; two
+            // threads keep one running nearly all the time.
+            for thread in 0..2 {
+                let (stop, collections, node) = (&stop, &collections, &node);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let id = format!("gc-{thread}-{n}");
+                        if node.ctr(&["leases", "create", "--id", &id]).is_ok()
+                            && node.ctr(&["leases", "delete", "--sync", &id]).is_ok()
+                        {
+                            collections.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            let started = runtime.block_on(async {
+                apply_yaml(
+                    &master.api_addr,
+                    dir.path(),
+                    "gc",
+                    &deployment(
+                        "gc",
+                        "gc/busybox:1",
+                        replicas,
+                        "sleep 3600",
+                        "        imagePullPolicy: Never\n",
+                    ),
+                )?;
+                wait_app_ready(&client, "gc", replicas as usize, Duration::from_secs(90)).await
+            });
+            stop.store(true, Ordering::Relaxed);
+            started
+        })
+    })
+    .with_context(|| node.log_tail())?;
+    let collections = collections.load(Ordering::Relaxed);
+    assert!(
+        collections >= 5,
+        "containerd collected garbage only {collections} times"
+    );
+    assert_eq!(started.len(), replicas as usize);
+    let log = node.agent.log();
+    assert!(
+        !log.contains("container failed to start"),
+        "a container failed to start while containerd collected garbage ({collections} collections):\n{}",
+        node.agent.log_tail()
+    );
+    for pod in &started {
+        let status = pod.status.clone().unwrap_or_default();
+        assert_eq!(status.container_statuses[0].restart_count, 0, "{status:?}");
+    }
+    assert_eq!(node.task_pids()?.len(), replicas as usize);
+    Ok(())
+}

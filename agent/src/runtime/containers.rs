@@ -190,6 +190,70 @@ impl Runtime {
         }
     }
 
+    /// Prepares the container's snapshot and creates the container, both
+    /// under `lease`; the mounts of its rootfs. Removes the snapshot again
+    /// if the container cannot be created.
+    async fn create_container(
+        &self,
+        request: &StartRequest,
+        lease: &str,
+    ) -> Result<Vec<containerd_client::types::Mount>> {
+        let c = &self.containerd;
+        let id = request.id.clone();
+        let mounts = c
+            .snapshots()
+            .prepare(c.request_in_lease(
+                PrepareSnapshotRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: id.clone(),
+                    parent: request.image.chain_id.clone(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await
+            .map_err(call("snapshots.prepare"))?
+            .into_inner()
+            .mounts;
+        let spec = prost_types::Any {
+            type_url: SPEC_TYPE.into(),
+            value: serde_json::to_vec(&request.spec).unwrap_or_default(),
+        };
+        let container = Container {
+            id: id.clone(),
+            labels: request.labels.clone(),
+            image: request.image.name.clone(),
+            runtime: Some(ContainerRuntimeInfo {
+                name: RUNC.into(),
+                options: None,
+            }),
+            spec: Some(spec),
+            snapshotter: SNAPSHOTTER.into(),
+            snapshot_key: id.clone(),
+            created_at: None,
+            updated_at: None,
+            extensions: HashMap::new(),
+            sandbox: String::new(),
+        };
+        let created = c
+            .containers()
+            .create(c.request_in_lease(
+                CreateContainerRequest {
+                    container: Some(container),
+                },
+                Some(lease),
+            ))
+            .await;
+        if let Err(status) = created {
+            self.images.remove_snapshot(&id).await;
+            return Err(Error::Call {
+                call: "containers.create",
+                status,
+            });
+        }
+        Ok(mounts)
+    }
+
     async fn delete_task(&self, id: &str) -> Result<()> {
         let c = &self.containerd;
         if let Some(p) = self.task(id).await? {
@@ -318,51 +382,14 @@ impl ContainerRuntime for Runtime {
                 .await
                 .map_err(super::io(format!("creating {}", dir.display())))?;
         }
-        let mounts = c
-            .snapshots()
-            .prepare(c.request(PrepareSnapshotRequest {
-                snapshotter: SNAPSHOTTER.into(),
-                key: id.clone(),
-                parent: request.image.chain_id.clone(),
-                labels: HashMap::new(),
-            }))
-            .await
-            .map_err(call("snapshots.prepare"))?
-            .into_inner()
-            .mounts;
-        let spec = prost_types::Any {
-            type_url: SPEC_TYPE.into(),
-            value: serde_json::to_vec(&request.spec).unwrap_or_default(),
-        };
-        let container = Container {
-            id: id.clone(),
-            labels: request.labels.clone(),
-            image: request.image.name.clone(),
-            runtime: Some(ContainerRuntimeInfo {
-                name: RUNC.into(),
-                options: None,
-            }),
-            spec: Some(spec),
-            snapshotter: SNAPSHOTTER.into(),
-            snapshot_key: id.clone(),
-            created_at: None,
-            updated_at: None,
-            extensions: HashMap::new(),
-            sandbox: String::new(),
-        };
-        let created = c
-            .containers()
-            .create(c.request(CreateContainerRequest {
-                container: Some(container),
-            }))
-            .await;
-        if let Err(status) = created {
-            self.images.remove_snapshot(&id).await;
-            return Err(Error::Call {
-                call: "containers.create",
-                status,
-            });
-        }
+        // The snapshot is nobody's until the container naming it exists:
+        // without a lease containerd's garbage collector, run after any
+        // deletion in the namespace, may remove it in between and the task
+        // then fails to mount its rootfs.
+        let lease = c.create_lease("container").await?;
+        let created = self.create_container(&request, &lease.id).await;
+        c.delete_lease(lease).await;
+        let mounts = created?;
         let log = format!("file://{}", request.log_path.display());
         let started = async {
             c.tasks()

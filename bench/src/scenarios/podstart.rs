@@ -145,6 +145,20 @@ pub async fn run(args: PodstartArgs) -> anyhow::Result<serde_json::Value> {
     let total = started.elapsed();
     watcher.abort();
     let running_tasks = node.task_pids()?.len();
+    // A slow pod explains itself: its name, and what the agent warned of.
+    let mut slow: Vec<_> = done
+        .iter()
+        .filter(|(_, l)| **l > Duration::from_millis(500))
+        .collect();
+    slow.sort();
+    if !slow.is_empty() {
+        for (name, latency) in &slow {
+            eprintln!("slow: {name} took {} ms", latency.as_millis());
+        }
+        for line in node.agent.log().lines().filter(|l| l.contains("WARN")) {
+            eprintln!("agent: {line}");
+        }
+    }
     eprintln!(
         "{} pods running in {:.1}s; containerd runs {running_tasks} tasks",
         done.len(),
