@@ -10,6 +10,7 @@
 
 pub mod certificate;
 pub mod ctl;
+mod malloc_arenas;
 pub mod settings;
 pub mod shutdown;
 pub mod token;
@@ -547,6 +548,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
         Command::Agent(args) => {
             let config = args.to_config();
+            malloc_arenas::limit(1);
             serve(config, &args.log_format, |config, token| async move {
                 skiff_agent::run(config, token)
                     .await
