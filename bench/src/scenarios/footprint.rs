@@ -2,7 +2,8 @@
 //! start to serving (API answering with a leader), the master's and the
 //! agent's memory once a one-node cluster with a few pods has settled
 //! (containerd and the containers are not counted), and the size of the
-//! binary under test.
+//! binary under test. With `--pod-network` the node runs in a network
+//! namespace test host with its VXLAN pod network, as a real node does.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use anyhow::Context;
 use skiff_e2e::agent::{wait_app_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::MasterProcess;
+use skiff_e2e::test_hosts::Underlay;
 use skiff_master::objects::{IntoObject, Kind};
 
 use super::common::{deployment, round};
@@ -24,6 +26,10 @@ pub struct FootprintArgs {
     /// Seconds of idling before memory is read.
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Run the node in a network namespace test host with its VXLAN pod
+    /// network (as a real node runs) instead of with the pod network off.
+    #[arg(long)]
+    pub pod_network: bool,
 }
 
 const IMAGE: &str = "bench/busybox:1";
@@ -41,9 +47,23 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     let binary_bytes = std::fs::metadata(&binary)?.len();
     let dir = tempfile::Builder::new().prefix("skiff-bench-").tempdir()?;
 
+    // With the pod network, one test host on a bridge; the master listens
+    // on the bridge's address so the host can reach it.
+    let mut underlay = match args.pod_network {
+        true => Some(Underlay::new()?),
+        false => None,
+    };
+    let host = match underlay.as_mut() {
+        Some(u) => Some(u.add_host(2)?),
+        None => None,
+    };
+
     // Start to serving: the API answers and knows a leader.
     let started = Instant::now();
-    let master = MasterProcess::start_with(&dir.path().join("master"), None, &[])?;
+    let master = match &underlay {
+        Some(u) => MasterProcess::start_on(&dir.path().join("master"), &u.gateway(), &[])?,
+        None => MasterProcess::start_with(&dir.path().join("master"), None, &[])?,
+    };
     let client = master.client();
     loop {
         if let Ok(s) = client.cluster_status().await {
@@ -60,13 +80,13 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     let master_ready_ms = started.elapsed().as_secs_f64() * 1000.0;
 
     let image = BusyboxImage::build()?;
-    let node = RuntimeNode::start(
-        &master.api_addr,
-        "footprint",
-        |data| image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE),
-        &[],
-    )?;
-    wait_node_ready(&client, "footprint", Duration::from_secs(60))
+    let write_image =
+        |data: &Path| image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE);
+    let node = match &host {
+        Some(h) => RuntimeNode::start_in_host(&master.api_addr, h, write_image)?,
+        None => RuntimeNode::start(&master.api_addr, "footprint", write_image, &[])?,
+    };
+    wait_node_ready(&client, &node.agent.node_name, Duration::from_secs(60))
         .await
         .with_context(|| node.log_tail())?;
     let mut d = deployment("idle", args.pods as i32);
@@ -101,6 +121,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "agent_rss_mib": mib(agent_sample.rss_bytes),
         "containerd_rss_mib": mib(containerd_sample.rss_bytes),
         "pods": args.pods,
+        "pod_network": if args.pod_network { "vxlan" } else { "none" },
         "targets": {"master_rss_mib": 30, "agent_rss_mib": 15, "master_ready_ms": 1000, "binary_bytes": 25_000_000},
     }))
 }
