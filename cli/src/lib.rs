@@ -437,7 +437,11 @@ fn init_logging(format: &str) -> Result<(), String> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // With stderr gone (a closed pipe), tracing would report each
+        // failed write with eprintln!, which panics in whichever task
+        // logged: events are dropped instead.
+        .log_internal_errors(false);
     match format {
         "text" => builder.init(),
         // One JSON object per line: timestamp, level, target, fields.
@@ -471,18 +475,18 @@ where
     let config = match config {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             return ExitCode::from(2);
         }
     };
     if let Err(e) = init_logging(log_format) {
-        eprintln!("error: {e}");
+        print_error(&e);
         return ExitCode::from(2);
     }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            print_error(format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -491,7 +495,7 @@ where
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("{e}");
-                eprintln!("error: {e}");
+                print_error(&e);
                 ExitCode::FAILURE
             }
         }
@@ -561,6 +565,13 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// "error: …" on stderr; nothing (and no panic, unlike eprintln!) if
+/// stderr is gone.
+fn print_error(message: impl std::fmt::Display) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "error: {message}");
+}
+
 /// Runs a short-lived client command to its end: 0 on success, 1 with the
 /// error on stderr otherwise.
 fn run_client<E: std::fmt::Display>(
@@ -569,7 +580,7 @@ fn run_client<E: std::fmt::Display>(
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            print_error(format_args!("cannot start the runtime: {e}"));
             return ExitCode::FAILURE;
         }
     };
@@ -580,7 +591,7 @@ fn report<E: std::fmt::Display>(result: Result<(), E>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            print_error(&e);
             ExitCode::FAILURE
         }
     }

@@ -220,3 +220,72 @@ async fn json_logs_are_one_object_per_line() -> anyhow::Result<()> {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--log-format \"xml\""));
     Ok(())
 }
+
+/// A master whose log reader has gone (a closed pipe: a log shipper or a
+/// terminal that died) keeps serving and still stops cleanly on SIGTERM.
+/// Writes to its stderr fail with EPIPE from the first line on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_whose_log_reader_is_gone_serves_and_stops_on_sigterm() -> anyhow::Result<()> {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::process::{Child, Command, Stdio};
+
+    /// Kills the master by its PID if the test ends before it exited.
+    struct Running(Child);
+    impl Drop for Running {
+        fn drop(&mut self) {
+            if self.0.try_wait().ok().flatten().is_none() {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+    }
+
+    let dir = tempfile::tempdir()?;
+    let (read_end, write_end) = nix::unistd::pipe()?;
+    drop(read_end);
+    let metrics = format!("127.0.0.1:{}", skiff_e2e::free_port());
+    let mut master = Running(
+        Command::new(skiff_e2e::skiff_bin())
+            .arg("master")
+            .arg("--data-dir")
+            .arg(dir.path().join("m"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", skiff_e2e::free_port()))
+            .arg("--raft-listen")
+            .arg(format!("127.0.0.1:{}", skiff_e2e::free_port()))
+            .arg("--metrics-listen")
+            .arg(&metrics)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(write_end.try_clone()?))
+            .stderr(Stdio::from(write_end))
+            .spawn()
+            .context("spawn skiff master")?,
+    );
+    wait_for("/readyz 200", Duration::from_secs(30), || async {
+        let (status, _) = get(&metrics, "/readyz").ok()?;
+        (status == 200).then_some(())
+    })
+    .await?;
+    // Serving for a while means logging for a while.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        master.0.try_wait()?.is_none(),
+        "the master exited with its log pipe closed"
+    );
+
+    kill(Pid::from_raw(master.0.id() as i32), Signal::SIGTERM)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let exited = loop {
+        if let Some(status) = master.0.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the master with a closed log pipe did not stop within 15 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(exited.success(), "exit status after SIGTERM: {exited}");
+    Ok(())
+}
