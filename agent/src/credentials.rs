@@ -2,6 +2,9 @@
 //! (`ca.crt`), and the node's key and certificate (`node.key`, 0600, and
 //! `node.crt`, identity `node:<name>`).
 //!
+//! Beside them, `<data-dir>/node-password` (0600) claims the node's name:
+//! see `skiff_security::node_password`.
+//!
 //! On first start the agent joins with its token: it checks the master's CA
 //! against the token's hash before sending anything, then trades the token
 //! for a certificate for a key it made. After that every connection is
@@ -41,6 +44,11 @@ pub struct NodeCredentials {
     pub dir: PathBuf,
     pub ca_pem: String,
     pub cert: Arc<CertStore>,
+}
+
+/// Where an agent keeps its node password.
+pub fn node_password_file(data_dir: &Path) -> PathBuf {
+    data_dir.join("node-password")
 }
 
 /// Where an agent keeps its credentials.
@@ -107,6 +115,7 @@ pub async fn load_or_join(
     node: &str,
     servers: &[String],
     token: Option<&str>,
+    node_password: &str,
     shutdown: &CancellationToken,
 ) -> Result<NodeCredentials, CredentialError> {
     let dir = tls_dir(data_dir);
@@ -122,7 +131,7 @@ pub async fn load_or_join(
     let mut i = 0;
     loop {
         let addr = &servers[i % servers.len()];
-        match join_client::join_node(addr, &token, node).await {
+        match join_client::join_node(addr, &token, node, node_password).await {
             Ok(joined) => {
                 save(&dir, &joined.ca_pem, &joined.cert_pem, &joined.key_pem)?;
                 tracing::info!(master = %addr, node, "joined the cluster");

@@ -128,12 +128,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         "creating data dir {}",
         config.data_dir.display()
     )))?;
-    // Credentials first: nothing else is worth starting without them.
+    // Credentials first: nothing else is worth starting without them. The
+    // node password claims the node's name (see skiff_security::node_password).
+    let node_password = skiff_security::node_password::load_or_create(
+        &credentials::node_password_file(&config.data_dir),
+    )?;
     let node_credentials = credentials::load_or_join(
         &config.data_dir,
         &config.node_name,
         &config.servers,
         config.token.as_deref(),
+        &node_password,
         &shutdown,
     )
     .await?;
@@ -257,6 +262,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             labels: config.labels.clone(),
         },
     );
+    node.metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .insert(
+            skiff_security::node_password::ANNOTATION.into(),
+            skiff_security::node_password::hash(&node_password),
+        );
     let masters = Masters::new(config.servers.clone(), node_credentials.transport()?);
     let renewal = tokio::spawn(credentials::renewal_loop(
         node_credentials.clone(),

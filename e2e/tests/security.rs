@@ -22,7 +22,8 @@ use skiff_proto::node::{Heartbeat, RegisterRequest, UpdatePodStatusRequest, Watc
 use skiff_proto::v1;
 use skiff_security::join_client::{join_master, join_node, JoinError};
 use skiff_security::{
-    CertInfo, CertStore, ClientTransport, ClusterCa, Credentials, Identity, JoinToken,
+    node_password, CertInfo, CertStore, ClientTransport, ClusterCa, Credentials, Identity,
+    JoinToken,
 };
 use tonic::Code;
 
@@ -177,9 +178,14 @@ async fn join_tokens_are_checked_before_anything_is_issued() {
     assert!(!listed.contains(&agent_token.secret), "{listed}");
 
     // A good token joins: the certificate is for the node asked for.
-    let joined = join_node(&m.api_addr, &agent_token, "node-ok")
-        .await
-        .unwrap();
+    let joined = join_node(
+        &m.api_addr,
+        &agent_token,
+        "node-ok",
+        &node_password::generate(),
+    )
+    .await
+    .unwrap();
     let info = CertInfo::from_pem(&joined.cert_pem).unwrap();
     assert_eq!(info.identity, Some(Identity::Node("node-ok".into())));
     assert_eq!(joined.ca_pem, admin.ca_pem);
@@ -187,7 +193,7 @@ async fn join_tokens_are_checked_before_anything_is_issued() {
     // A wrong secret, or an id nobody made.
     let mut wrong = agent_token.clone();
     wrong.secret = "0000000000000000".into();
-    let e = join_node(&m.api_addr, &wrong, "node-x")
+    let e = join_node(&m.api_addr, &wrong, "node-x", &node_password::generate())
         .await
         .err()
         .unwrap();
@@ -196,7 +202,7 @@ async fn join_tokens_are_checked_before_anything_is_issued() {
         "{e}"
     );
     let stranger = JoinToken::generate(&server_token.ca_hash);
-    let e = join_node(&m.api_addr, &stranger, "node-x")
+    let e = join_node(&m.api_addr, &stranger, "node-x", &node_password::generate())
         .await
         .err()
         .unwrap();
@@ -204,10 +210,15 @@ async fn join_tokens_are_checked_before_anything_is_issued() {
 
     // An expired token.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let e = join_node(&m.api_addr, &short_token, "node-x")
-        .await
-        .err()
-        .unwrap();
+    let e = join_node(
+        &m.api_addr,
+        &short_token,
+        "node-x",
+        &node_password::generate(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(e.to_string().contains("expired"), "{e}");
     assert!(stdout(&token_cli(&m, &["list"])).contains("expired"));
 
@@ -221,10 +232,15 @@ async fn join_tokens_are_checked_before_anything_is_issued() {
     // A deleted token stops working.
     let deleted = token_cli(&m, &["delete", &agent_token.id]);
     assert!(deleted.status.success(), "{deleted:?}");
-    let e = join_node(&m.api_addr, &agent_token, "node-y")
-        .await
-        .err()
-        .unwrap();
+    let e = join_node(
+        &m.api_addr,
+        &agent_token,
+        "node-y",
+        &node_password::generate(),
+    )
+    .await
+    .err()
+    .unwrap();
     assert!(matches!(e, JoinError::Refused { .. }), "{e}");
 
     // A token pinning another CA: the agent refuses the master and exits,
@@ -251,7 +267,9 @@ struct NodeClient {
 }
 
 async fn join_as(m: &MasterProcess, token: &JoinToken, name: &str) -> NodeClient {
-    let joined = join_node(&m.api_addr, token, name).await.unwrap();
+    let joined = join_node(&m.api_addr, token, name, &node_password::generate())
+        .await
+        .unwrap();
     let store = CertStore::new(&joined.cert_pem, &joined.key_pem).unwrap();
     let transport = ClientTransport::to_masters(&joined.ca_pem, Some(store)).unwrap();
     NodeClient {
@@ -508,6 +526,7 @@ async fn the_join_exchange_is_rate_limited() {
         token_secret: "0123456789abcdef".into(),
         node_name: "big".into(),
         signing_request: vec![0; 256 * 1024],
+        node_password: node_password::generate(),
     };
     tokio::time::sleep(Duration::from_secs(6)).await;
     let e = join.join_node(huge).await.unwrap_err();
@@ -572,4 +591,91 @@ async fn a_node_certificate_near_its_end_is_renewed_without_a_restart() {
     skiff_e2e::agent::wait_node_ready(&m.client(), "renew-me", Duration::from_secs(30))
         .await
         .unwrap();
+    // It made a node password (0600) and its Node carries only the hash.
+    let password_file = node.data_dir().join("node-password");
+    assert_eq!(mode(&password_file), 0o600);
+    let password = std::fs::read_to_string(&password_file).unwrap();
+    let stored = m.client().get(Kind::Node, "", "renew-me").await.unwrap();
+    let annotations = stored.meta().annotations.clone();
+    assert_eq!(
+        annotations.get(node_password::ANNOTATION),
+        Some(&node_password::hash(password.trim()))
+    );
+    assert!(!format!("{stored:?}").contains(password.trim()));
+}
+
+/// A node name belongs to the machine that first joined with it: another
+/// machine holding a valid agent token cannot take the name (and with it
+/// the node's identity) while its Node exists; the machine itself can
+/// join again; deleting the Node hands the name on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_name_belongs_to_the_machine_that_joined_with_it() {
+    let (_dir, m) = ready_master().await.unwrap();
+    let made = token_cli(&m, &["create", "--ttl", "1h"]);
+    assert!(made.status.success(), "{made:?}");
+    let token = JoinToken::parse(&stdout(&made)).unwrap();
+
+    // The first machine joins as pi-1 and registers its Node with the
+    // hash of its password, as the agent does.
+    let first = node_password::generate();
+    let joined = join_node(&m.api_addr, &token, "pi-1", &first)
+        .await
+        .unwrap();
+    let store = CertStore::new(&joined.cert_pem, &joined.key_pem).unwrap();
+    let transport = ClientTransport::to_masters(&joined.ca_pem, Some(store)).unwrap();
+    let mut nodes = NodesClient::new(transport.channel(&m.api_addr).unwrap());
+    let mut pi = node("pi-1");
+    pi.metadata.as_mut().unwrap().annotations.insert(
+        node_password::ANNOTATION.into(),
+        node_password::hash(&first),
+    );
+    nodes
+        .register(RegisterRequest { node: Some(pi) })
+        .await
+        .unwrap();
+
+    // Another machine with the same token and another password: refused,
+    // and told how to free the name.
+    let e = join_node(&m.api_addr, &token, "pi-1", &node_password::generate())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&e, JoinError::Refused { message, .. }
+            if message.contains("already joined from another machine")
+            && message.contains("skiff ctl delete node pi-1")),
+        "{e}"
+    );
+    // No password, or a short one: refused as invalid.
+    let e = join_node(&m.api_addr, &token, "pi-2", "short")
+        .await
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("node password"), "{e}");
+    // The first machine itself joins again (it lost its certificate).
+    let again = join_node(&m.api_addr, &token, "pi-1", &first)
+        .await
+        .unwrap();
+    assert_eq!(
+        CertInfo::from_pem(&again.cert_pem).unwrap().identity,
+        Some(Identity::Node("pi-1".into()))
+    );
+
+    // Deleting the Node hands the name to whoever joins next.
+    let admin = m.client();
+    admin.delete(Kind::Node, "", "pi-1", "").await.unwrap();
+    skiff_e2e::wait_for("pi-1 deleted", Duration::from_secs(10), || async {
+        admin
+            .get(Kind::Node, "", "pi-1")
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await
+    .unwrap();
+    join_node(&m.api_addr, &token, "pi-1", &node_password::generate())
+        .await
+        .unwrap();
+    let log = std::fs::read_to_string(&m.log_path).unwrap();
+    assert!(log.contains("node password differs"), "refusals are logged");
 }

@@ -102,6 +102,7 @@ pub async fn join_node(
     addr: &str,
     token: &JoinToken,
     node_name: &str,
+    node_password: &str,
 ) -> Result<NodeCredentials, JoinError> {
     let ca_pem = fetch_ca(addr, token).await?;
     let verified = ClientTransport::to_masters(&ca_pem, None)?;
@@ -112,6 +113,7 @@ pub async fn join_node(
             token_secret: token.secret.clone(),
             node_name: node_name.to_owned(),
             signing_request: request,
+            node_password: node_password.to_owned(),
         })
         .await
         .map_err(|s| JoinError::from_status(addr, s))?

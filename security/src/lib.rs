@@ -15,6 +15,7 @@ pub mod gate;
 pub mod identity;
 pub mod join_client;
 pub mod listener;
+pub mod node_password;
 pub mod renewal;
 pub mod tls;
 pub mod token;

@@ -8,15 +8,17 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
+use skiff_proto::api::object::Kind as Body;
 use skiff_proto::join::join_server::{Join, JoinServer};
 use skiff_proto::join::{
     CaCertificateRequest, CaCertificateResponse, JoinMasterRequest, JoinMasterResponse,
     JoinNodeRequest, JoinNodeResponse,
 };
-use skiff_security::{ClusterCa, Identity, JoinToken, PeerInfo, TokenUsage};
+use skiff_security::{node_password, ClusterCa, Identity, JoinToken, PeerInfo, TokenUsage};
 use tonic::{Request, Response, Status};
 
 use super::tokens;
+use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
 use skiff_security::join_client::MAX_JOIN_MESSAGE;
 
@@ -171,6 +173,38 @@ impl JoinService {
     }
 }
 
+impl JoinService {
+    /// A name whose Node carries a node password hash joins again only with
+    /// that password: the name belongs to the machine that first joined.
+    fn check_node_password(&self, remote: &str, node: &str, password: &str) -> Result<(), Status> {
+        if password.len() < node_password::MIN_LENGTH {
+            return Err(Status::invalid_argument(format!(
+                "node password: at least {} characters are required (the agent makes one in <data-dir>/node-password)",
+                node_password::MIN_LENGTH
+            )));
+        }
+        let stored = self
+            .store
+            .get(Kind::Node, "", node)
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .and_then(|o| match o.kind {
+                Some(Body::Node(n)) => n.metadata,
+                _ => None,
+            })
+            .and_then(|m| m.annotations.get(node_password::ANNOTATION).cloned());
+        match stored {
+            Some(hash) if !node_password::matches(&hash, password) => {
+                tracing::warn!(%remote, %node, "join refused: the node name belongs to another machine (node password differs)");
+                Err(Status::permission_denied(format!(
+                    "node {node:?} already joined from another machine (its node password differs): \
+                     pick another --node-name, or delete the Node (skiff ctl delete node {node}) to hand the name to this machine"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl Join for JoinService {
     async fn ca_certificate(
@@ -192,6 +226,7 @@ impl Join for JoinService {
         crate::objects::validation::check_dns_subdomain(&r.node_name)
             .map_err(|e| Status::invalid_argument(format!("node name {:?}: {e}", r.node_name)))?;
         self.check_token(&remote, &r.token_id, &r.token_secret, TokenUsage::Agent)?;
+        self.check_node_password(&remote, &r.node_name, &r.node_password)?;
         let identity = Identity::Node(r.node_name.clone());
         let issued = self
             .ca
