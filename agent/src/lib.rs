@@ -276,6 +276,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         shutdown.clone(),
     ));
     let mut overlay = None;
+    let mut service_rules = None;
     let pod_network = match config.pod_network {
         None => None,
         Some(cluster_cidr) => {
@@ -324,6 +325,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
                 config.node_name.clone(),
                 shutdown.clone(),
             )));
+            service_rules = Some(tokio::spawn(network::services::service_loop(
+                masters.clone(),
+                net.clone(),
+                shutdown.clone(),
+            )));
             Some(net)
         }
     };
@@ -370,6 +376,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     }
     if let Some(o) = overlay {
         let _ = o.await;
+    }
+    if let Some(s) = service_rules {
+        let _ = s.await;
     }
     let _ = server.await;
     Ok(())

@@ -95,6 +95,9 @@ pub struct MasterArgs {
     /// The pod network: every node gets a subnet of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Where Services' clusterIPs come from.
+    #[arg(long, default_value = skiff_master::service_ips::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
     /// Where /metrics, /healthz and /readyz are served ("none": off).
     #[arg(long, default_value = "127.0.0.1:6445")]
     pub metrics_listen: String,
@@ -156,12 +159,20 @@ impl MasterArgs {
                 self.node_cidr_mask_size,
             )
             .map_err(|e| format!("--node-cidr-mask-size: {e}"))?,
+            service_cidr: parse_service_cidr(&self.service_cidr)?,
             lifecycle: skiff_master::node_lifecycle::LifecycleConfig {
                 grace: self.node_monitor_grace_period.into(),
                 eviction_delay: self.pod_eviction_timeout.into(),
             },
         })
     }
+}
+
+/// `--service-cidr`: a CIDR big enough for Services.
+fn parse_service_cidr(text: &str) -> Result<skiff_master::controllers::node_ipam::Ipv4Net, String> {
+    let cidr = text.parse().map_err(|e| format!("--service-cidr: {e}"))?;
+    skiff_master::service_ips::ServiceIps::new(cidr).map_err(|e| format!("--service-cidr: {e}"))?;
+    Ok(cidr)
 }
 
 /// Flags of `skiff agent`.
@@ -313,6 +324,9 @@ pub struct ServerArgs {
     /// The pod network: every node gets a subnet of it.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// Where Services' clusterIPs come from.
+    #[arg(long, default_value = skiff_master::service_ips::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
     /// Prefix length of each node's pod subnet.
     #[arg(long, default_value_t = 24)]
     pub node_cidr_mask_size: u8,
@@ -365,6 +379,7 @@ impl ServerArgs {
             node_monitor_grace_period: "4500ms".parse().map_err(|e| format!("{e}"))?,
             pod_eviction_timeout: "5s".parse().map_err(|e| format!("{e}"))?,
             cluster_cidr: self.cluster_cidr.clone(),
+            service_cidr: self.service_cidr.clone(),
             node_cidr_mask_size: self.node_cidr_mask_size,
             metrics_listen: self.metrics_listen.clone(),
             log_format: self.log_format.clone(),

@@ -572,3 +572,106 @@ async fn a_stuck_rollout_reports_its_progress_deadline_exceeded() {
         "{stderr}"
     );
 }
+
+fn service_yaml(name: &str, cluster_ip: Option<&str>) -> String {
+    let ip = cluster_ip
+        .map(|ip| format!("  clusterIP: \"{ip}\"\n"))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n{ip}  selector: {{app: {name}}}\n  ports:\n  - {{port: 80, targetPort: 8080}}\n"
+    )
+}
+
+fn cluster_ip(o: &Object) -> String {
+    match &o.kind {
+        Some(Body::Service(s)) => s.spec.clone().unwrap_or_default().cluster_ip,
+        _ => panic!("not a Service: {o:?}"),
+    }
+}
+
+/// Services get addresses from the service CIDR as Kubernetes gives them:
+/// unique, the asked one if it is free and in range, none for headless,
+/// kept across updates and immutable, free again after a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_get_unique_cluster_ips_that_never_change() {
+    let (dir, master) = ready_master().await.unwrap();
+    let client = master.client();
+    let create = |yaml: String| {
+        let client = client.clone();
+        async move {
+            let object = skiff_master::objects::manifest::parse_manifest("svc.yaml", &yaml, true)
+                .unwrap()
+                .objects
+                .remove(0);
+            client.create(object).await
+        }
+    };
+    // Created at once, they still get different addresses.
+    let mut made = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        made.spawn(create(service_yaml(&format!("s{i}"), None)));
+    }
+    let mut ips = std::collections::BTreeSet::new();
+    while let Some(r) = made.join_next().await {
+        ips.insert(cluster_ip(&r.unwrap().unwrap()));
+    }
+    assert_eq!(ips.len(), 8, "{ips:?}");
+    assert!(ips.iter().all(|ip| ip.starts_with("10.43.0.")), "{ips:?}");
+    assert!(
+        ips.contains("10.43.0.11"),
+        "the first ten are kept back: {ips:?}"
+    );
+
+    // Asked-for addresses: free and in range, or refused with the reason.
+    let fixed = create(service_yaml("fixed", Some("10.43.7.7")))
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&fixed), "10.43.7.7");
+    let e = create(service_yaml("dup", Some("10.43.7.7")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("already allocated to Service default/fixed"),
+        "{e}"
+    );
+    let e = create(service_yaml("outside", Some("10.99.0.1")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("not in the service CIDR 10.43.0.0/16"), "{e}");
+    let e = create(service_yaml("junk", Some("ten")))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("spec.clusterIP"), "{e}");
+    let headless = create(service_yaml("headless", Some("None")))
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&headless), "None");
+
+    // Applying the manifest again (no clusterIP in it) keeps the address;
+    // asking for another one is refused.
+    apply(&master.api_addr, dir.path(), &service_yaml("fixed", None));
+    let again = client.get(Kind::Service, "default", "fixed").await.unwrap();
+    assert_eq!(cluster_ip(&again), "10.43.7.7");
+    let mut moved = again.clone();
+    if let Some(Body::Service(s)) = &mut moved.kind {
+        s.spec.as_mut().unwrap().cluster_ip = "10.43.7.8".into();
+    }
+    let e = client.update(moved).await.unwrap_err().to_string();
+    assert!(e.contains("immutable"), "{e}");
+
+    // Deleted, its address can be had again.
+    client
+        .delete(Kind::Service, "default", "fixed", "")
+        .await
+        .unwrap();
+    let reused = create(service_yaml("fixed2", Some("10.43.7.7")))
+        .await
+        .unwrap();
+    assert_eq!(cluster_ip(&reused), "10.43.7.7");
+    let listed = ctl(&master.api_addr, &["get", "svc", "fixed2"]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(listed.contains("10.43.7.7"), "{listed}");
+}

@@ -373,3 +373,208 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     }
     Ok(())
 }
+
+fn labelled_pod_yaml(name: &str, app: &str, node: &str, script: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{script}"]
+    ports: [{{containerPort: 8080, name: http}}]
+"#
+    )
+}
+
+async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
+    match master.client().get(Kind::Endpoints, "default", name).await {
+        Ok(o) => match o.kind {
+            Some(Body::Endpoints(e)) => e.subsets.iter().map(|s| s.addresses.len()).sum(),
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+/// Services, as kube-proxy makes them work: a clusterIP leads to the
+/// Service's ready pods on every node, from pods on either node (one of
+/// them reaching a pod on its own bridge) and from a host, and follows the
+/// Endpoints when a pod goes away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[
+        "containerd",
+        "runc",
+        "ctr",
+        "ip",
+        "bridge",
+        "nsenter",
+        "nft",
+        "busybox",
+    ]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let hosts = [underlay.add_host(2)?, underlay.add_host(3)?];
+    let dir = tempfile::Builder::new().prefix("skiff-svc-").tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
+    // On failure: the agents' logs and what their tables hold.
+    let logs = || {
+        let tables: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns", "exec", &h.netns, "nft", "list", "table", "ip", "skiff",
+                    ])
+                    .output();
+                out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!(
+            "{}\n{}\n{}",
+            nodes[0].log_tail(),
+            nodes[1].log_tail(),
+            tables.join("\n")
+        )
+    };
+    let (a, b) = (
+        nodes[0].agent.node_name.clone(),
+        nodes[1].agent.node_name.clone(),
+    );
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "svc",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
+    )?;
+    let Some(Body::Service(svc)) = master
+        .client()
+        .get(Kind::Service, "default", "web")
+        .await?
+        .kind
+    else {
+        anyhow::bail!("not a Service")
+    };
+    let cluster_ip = svc.spec.unwrap_or_default().cluster_ip;
+    assert!(cluster_ip.starts_with("10.43."), "{cluster_ip}");
+    // One web pod per node, each serving its own name, and each fetching
+    // the Service itself: when the pick is the pod itself, the packet must
+    // go back out of the bridge port it came in by (hairpin).
+    let serve = format!(
+        "(while true; do timeout 2 wget -q -O - http://{cluster_ip}/ | sed s/^/via-service-/; sleep 0.3; done) & \
+         mkdir -p /w && echo page-$(hostname) > /w/index.html && exec httpd -f -p 8080 -h /w"
+    );
+    for (name, node) in [("web-a", &a), ("web-b", &b)] {
+        apply_yaml(
+            &master.api_addr,
+            dir.path(),
+            name,
+            &labelled_pod_yaml(name, "web", node, &serve),
+        )?;
+    }
+    wait_for("2 endpoints", Duration::from_secs(60), || async {
+        (endpoint_count(&master, "web").await == 2).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+
+    // (Debian's static busybox wget crashes with -T: `timeout` it is.)
+    // A client on node A reaches both pods: the remote one over the
+    // overlay, the local one through the hairpin.
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "client",
+        &pod_yaml(
+            "client",
+            &a,
+            &format!("while true; do timeout 2 wget -q -O - http://{cluster_ip}/; sleep 0.2; done"),
+            "",
+        ),
+    )?;
+    for page in ["page-web-a", "page-web-b"] {
+        logs_contain(&master, "client", page, Duration::from_secs(45))
+            .await
+            .with_context(|| {
+                let client = ctl(&master.api_addr, &["logs", "client"]);
+                format!(
+                    "client's log:\n{}\n{}",
+                    String::from_utf8_lossy(&client.stdout),
+                    logs()
+                )
+            })?;
+    }
+    // Each web pod reached itself through the Service.
+    logs_contain(
+        &master,
+        "web-a",
+        "via-service-page-web-a",
+        Duration::from_secs(30),
+    )
+    .await
+    .with_context(logs)?;
+    // A host (node B's test host) reaches it too.
+    let from_host = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts[1].netns,
+            "timeout",
+            "10",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{cluster_ip}/"))
+        .output()?;
+    let page = String::from_utf8_lossy(&from_host.stdout);
+    assert!(
+        page.contains("page-web-"),
+        "from the host: {page:?} {:?}",
+        from_host.status
+    );
+
+    // web-b goes; once the Endpoints say so, only web-a answers, also to
+    // a client on node B.
+    let deleted = ctl(&master.api_addr, &["delete", "pod", "web-b"]);
+    assert!(deleted.status.success(), "{deleted:?}");
+    wait_for("1 endpoint", Duration::from_secs(30), || async {
+        (endpoint_count(&master, "web").await == 1).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "late",
+        &pod_yaml(
+            "late",
+            &b,
+            &format!("for i in 1 2 3 4 5 6 7 8; do timeout 2 wget -q -O - http://{cluster_ip}/; done; echo fetched-all; sleep 3600"),
+            "",
+        ),
+    )?;
+    logs_contain(&master, "late", "fetched-all", Duration::from_secs(60))
+        .await
+        .with_context(logs)?;
+    let late =
+        String::from_utf8_lossy(&ctl(&master.api_addr, &["logs", "late"]).stdout).to_string();
+    assert_eq!(late.matches("page-web-a").count(), 8, "{late}");
+    assert!(!late.contains("page-web-b"), "{late}");
+    Ok(())
+}

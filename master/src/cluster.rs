@@ -52,6 +52,8 @@ pub struct Cluster {
     pub proposer: Proposer,
     /// Observes each write's propose-to-applied time.
     pub commit_latency: Arc<skiff_telemetry::HistogramVec>,
+    /// Hands out Services' clusterIPs.
+    pub service_ips: Arc<crate::service_ips::ServiceIps>,
 }
 
 impl Cluster {

@@ -21,5 +21,6 @@ pub mod objects;
 pub mod scheduler;
 pub mod security;
 pub mod server;
+pub mod service_ips;
 pub mod store;
 pub mod writer;

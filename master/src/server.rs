@@ -57,6 +57,8 @@ pub struct MasterConfig {
     pub lifecycle: LifecycleConfig,
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
+    /// Where Services' clusterIPs come from.
+    pub service_cidr: crate::controllers::node_ipam::Ipv4Net,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     /// Tell systemd `READY=1` once serving (off when an agent in the same
@@ -67,6 +69,8 @@ pub struct MasterConfig {
 /// Why a master could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
+    #[error("service CIDR {0}")]
+    ServiceCidr(String),
     #[error("data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -133,6 +137,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         store: store.clone(),
         proposer: Proposer::spawn(raft.clone()),
         commit_latency: metrics.raft_commit.clone(),
+        service_ips: Arc::new(
+            crate::service_ips::ServiceIps::new(config.service_cidr)
+                .map_err(MasterError::ServiceCidr)?,
+        ),
     };
 
     let api_listener = bind("API", config.listen).await?;

@@ -3,6 +3,7 @@
 //! check size, then propose through Raft and wait for it to be applied.
 
 use prost::Message;
+use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use crate::api::ApiError;
@@ -47,6 +48,17 @@ impl ObjectWriter {
         }
         apply_defaults(&mut object);
         validate(&object)?;
+        // A Service's address is chosen and stored under one lock, so no
+        // two Services get the same one.
+        let _assigning = match &mut object.kind {
+            Some(Body::Service(service)) => {
+                let ips = &self.cluster.service_ips;
+                let guard = ips.lock().await;
+                ips.assign(&self.cluster.store, service)?;
+                Some(guard)
+            }
+            _ => None,
+        };
         let command = Command::Create {
             object: encode_checked(&object)?,
             uid: new_uid(),
@@ -79,6 +91,16 @@ impl ObjectWriter {
         if !status_only {
             apply_defaults(&mut object);
             validate(&object)?;
+            if let Some(Body::Service(service)) = &mut object.kind {
+                let meta = service.metadata.clone().unwrap_or_default();
+                let old = self
+                    .cluster
+                    .store
+                    .get(Kind::Service, &meta.namespace, &meta.name)?;
+                if let Some(Body::Service(old)) = old.and_then(|o| o.kind) {
+                    crate::service_ips::keep_on_update(&old, service)?;
+                }
+            }
         }
         let command = Command::Update {
             object: encode_checked(&object)?,

@@ -4,13 +4,15 @@
 //! persisted IPAM table; a VXLAN device (VNI 1, UDP 8472, learning off,
 //! MTU = uplink − 50) carries traffic to other nodes' subnets, programmed
 //! from the Node objects ([`overlay`]); traffic leaving the cluster CIDR is
-//! masqueraded and host ports are forwarded ([`nftables`]). Everything
+//! masqueraded, host ports are forwarded and Services' clusterIPs lead to
+//! their endpoints ([`nftables`], [`services`]). Everything
 //! goes through netlink ([`netlink`]); nothing shells out to `ip`.
 
 pub mod ipam;
 pub mod netlink;
 pub mod nftables;
 pub mod overlay;
+pub mod services;
 pub mod subnet;
 
 use std::collections::BTreeMap;
@@ -23,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::ipam::Ipam;
 use self::netlink::{LinkInfo, Netlink};
-use self::nftables::HostPort;
+use self::nftables::{HostPort, ServiceRule};
 use self::subnet::Subnet;
 
 /// Settings of the pod network.
@@ -75,6 +77,7 @@ pub struct PodNetwork {
     vxlan: LinkInfo,
     ipam: tokio::sync::Mutex<Ipam>,
     host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
+    services: tokio::sync::Mutex<Vec<ServiceRule>>,
 }
 
 /// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
@@ -133,6 +136,7 @@ impl PodNetwork {
             vxlan,
             ipam: tokio::sync::Mutex::new(ipam),
             host_ports: Default::default(),
+            services: Default::default(),
         };
         network.apply_rules().await?;
         tracing::info!(
@@ -163,9 +167,29 @@ impl PodNetwork {
             .flatten()
             .cloned()
             .collect();
-        nftables::apply(&nftables::ruleset(self.config.cluster_cidr, &ports))
+        let services = self.services.lock().await.clone();
+        let scope = nftables::TableScope {
+            cluster: self.config.cluster_cidr,
+            local: self.subnet,
+            bridge: &self.config.bridge,
+        };
+        nftables::apply(&nftables::ruleset(scope, &ports, &services))
             .await
             .map_err(NetworkError::Other)
+    }
+
+    /// Routes Services' clusterIPs to `rules`; true if anything changed.
+    pub async fn set_services(&self, mut rules: Vec<ServiceRule>) -> Result<bool, NetworkError> {
+        rules.sort();
+        {
+            let mut current = self.services.lock().await;
+            if *current == rules {
+                return Ok(false);
+            }
+            *current = rules;
+        }
+        self.apply_rules().await?;
+        Ok(true)
     }
 
     /// Wires the pod into the network; returns its address.

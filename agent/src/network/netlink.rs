@@ -13,7 +13,9 @@ use netlink_packet_route::neighbour::{
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 use tokio_stream::StreamExt;
 
 use super::overlay::{Entry, NetError, NetOps};
@@ -331,6 +333,16 @@ impl Netlink {
             &format!("attaching {host_name} to the bridge"),
         )
         .await?;
+        // Hairpin: a pod reaching a Service whose chosen endpoint is the pod
+        // itself sends a frame that must leave by the port it came in on.
+        // (Port settings go in RTM_NEWLINK, as `ip link set` sends them;
+        // RTM_SETLINK ignores them.)
+        self.handle
+            .link()
+            .change(LinkBridgePort::new(host.index).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(link_err(format!("turning hairpin on for {host_name}")))?;
         let netns = netns.to_path_buf();
         let gateway = subnet.gateway();
         let len = subnet.len;

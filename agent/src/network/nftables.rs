@@ -1,5 +1,9 @@
 //! The agent's nftables table (`ip skiff`): masquerade for pod traffic
-//! leaving the cluster CIDR, and DNAT for host ports. The whole table is
+//! leaving the cluster CIDR, DNAT for host ports, and Services' clusterIPs
+//! (kube-proxy's job): traffic to a clusterIP and port goes to one of the
+//! Service's ready endpoints, picked at random per connection; a pod that
+//! reaches a pod on the same bridge through a clusterIP is masqueraded, so
+//! the reply comes back through the host and is translated back. The whole table is
 //! replaced in one `nft -j -f -` transaction (atomic in the kernel), so
 //! the rules are always exactly what the agent wants, and rules of other
 //! tables on the host are never touched.
@@ -30,8 +34,29 @@ fn field(protocol: &str, name: &str) -> Value {
     json!({"payload": {"protocol": protocol, "field": name}})
 }
 
+/// One port of a Service with a clusterIP, and where it leads.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceRule {
+    pub cluster_ip: Ipv4Addr,
+    /// "tcp" or "udp".
+    pub protocol: String,
+    pub port: u16,
+    /// Ready endpoints: pod address and port.
+    pub endpoints: Vec<(Ipv4Addr, u16)>,
+}
+
+/// What the node's table holds besides the host ports.
+#[derive(Debug, Clone, Copy)]
+pub struct TableScope<'a> {
+    pub cluster: Subnet,
+    /// This node's pod subnet and the bridge its pods hang off.
+    pub local: Subnet,
+    pub bridge: &'a str,
+}
+
 /// The table's full contents as an nft JSON batch.
-pub fn ruleset(cluster: Subnet, ports: &[HostPort]) -> Value {
+pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRule]) -> Value {
+    let cluster = scope.cluster;
     let table = json!({"family": "ip", "name": TABLE});
     let chain = |name: &str, kind: &str, hook: &str, prio: i32| json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}}});
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
@@ -51,6 +76,51 @@ pub fn ruleset(cluster: Subnet, ports: &[HostPort]) -> Value {
             ],
         ),
     ];
+    // Pod → clusterIP → a pod on this same bridge: the reply would go
+    // straight back over the bridge, untranslated; masquerading sends it
+    // through the host.
+    batch.push(rule(
+        "postrouting",
+        vec![
+            json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": prefix(&scope.local)}}),
+            json!({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": scope.bridge}}),
+            json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
+            json!({"masquerade": null}),
+        ],
+    ));
+    for (i, service) in services.iter().enumerate() {
+        if service.endpoints.is_empty() {
+            continue;
+        }
+        let dnat =
+            |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
+        let verdict = if service.endpoints.len() == 1 {
+            dnat(&service.endpoints[0])
+        } else {
+            let mut targets = Vec::new();
+            for (j, endpoint) in service.endpoints.iter().enumerate() {
+                let name = format!("svc{i}-ep{j}");
+                batch.push(
+                    json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": name}}}),
+                );
+                // A port mapping needs its protocol matched in the same rule.
+                let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": service.protocol}});
+                batch.push(rule(&name, vec![l4, dnat(endpoint)]));
+                targets.push(json!([j, {"goto": {"target": name}}]));
+            }
+            json!({"vmap": {
+                "key": {"numgen": {"mode": "random", "mod": service.endpoints.len(), "offset": 0}},
+                "data": {"set": targets},
+            }})
+        };
+        let expr = vec![
+            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
+            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+            verdict,
+        ];
+        batch.push(rule("prerouting", expr.clone()));
+        batch.push(rule("output", expr));
+    }
     for p in ports {
         let target = match p.host_ip {
             Some(ip) => {
@@ -117,9 +187,8 @@ mod tests {
 
     #[test]
     fn the_ruleset_masquerades_and_forwards_host_ports() {
-        let cluster: Subnet = "10.42.0.0/16".parse().unwrap();
         let rules = ruleset(
-            cluster,
+            scope(),
             &[HostPort {
                 protocol: "TCP".into(),
                 host_ip: None,
@@ -127,6 +196,7 @@ mod tests {
                 pod_ip: "10.42.1.5".parse().unwrap(),
                 container_port: 80,
             }],
+            &[],
         );
         let text = rules.to_string();
         assert!(text.contains(r#"{"masquerade":null}"#));
@@ -135,7 +205,65 @@ mod tests {
         let batch = rules["nftables"].as_array().unwrap();
         // Replaced as a whole: add (so delete cannot fail), delete, add.
         assert!(batch[1]["delete"]["table"]["name"] == TABLE);
-        // Prerouting and output both forward the port.
-        assert_eq!(text.matches("dnat").count(), 2);
+        // Prerouting and output both forward the port (the third "dnat" is
+        // the hairpin masquerade's ct status).
+        assert_eq!(text.matches(r#""dnat":{"#).count(), 2);
+    }
+
+    fn scope() -> TableScope<'static> {
+        TableScope {
+            cluster: "10.42.0.0/16".parse().unwrap(),
+            local: "10.42.3.0/24".parse().unwrap(),
+            bridge: "skiff0",
+        }
+    }
+
+    #[test]
+    fn a_service_spreads_over_its_endpoints_and_one_without_any_is_left_out() {
+        let web = ServiceRule {
+            cluster_ip: "10.43.0.11".parse().unwrap(),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: vec![
+                ("10.42.3.5".parse().unwrap(), 8080),
+                ("10.42.4.7".parse().unwrap(), 8080),
+            ],
+        };
+        let single = ServiceRule {
+            cluster_ip: "10.43.0.12".parse().unwrap(),
+            protocol: "udp".into(),
+            port: 53,
+            endpoints: vec![("10.42.4.9".parse().unwrap(), 5353)],
+        };
+        let empty = ServiceRule {
+            cluster_ip: "10.43.0.13".parse().unwrap(),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: vec![],
+        };
+        let rules = ruleset(scope(), &[], &[web, single, empty]);
+        let text = rules.to_string();
+        // Two endpoints: a random pick between two chains, each a DNAT.
+        assert!(
+            text.contains(r#""numgen":{"mod":2,"mode":"random","offset":0}"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"{"goto":{"target":"svc0-ep1"}}"#), "{text}");
+        assert!(text.contains(r#""dnat":{"addr":"10.42.4.7","port":8080}"#));
+        // One endpoint: DNAT straight away, in prerouting and output.
+        assert_eq!(
+            text.matches(r#""dnat":{"addr":"10.42.4.9","port":5353}"#)
+                .count(),
+            2
+        );
+        assert!(
+            text.contains(r#""protocol":"udp","field":"dport""#)
+                || text.contains(r#""field":"dport","protocol":"udp""#)
+        );
+        // No endpoints: no rule for the address at all.
+        assert!(!text.contains("10.43.0.13"));
+        // Hairpin: from this node's pods, out of its bridge, after DNAT.
+        assert!(text.contains(r#""right":"skiff0""#));
+        assert!(text.contains(r#""addr":"10.42.3.0","len":24"#));
     }
 }
