@@ -84,6 +84,9 @@ pub struct AgentConfig {
     /// The cluster CIDR of the pod network; `None` runs pods with
     /// loopback only (no bridge, VXLAN or nftables on this host).
     pub pod_network: Option<network::subnet::Subnet>,
+    /// The service CIDR (as the masters have it): traffic to it that no
+    /// Service rule translates is refused here, never routed on.
+    pub service_cidr: network::subnet::Subnet,
 }
 
 impl AgentConfig {
@@ -106,6 +109,10 @@ impl AgentConfig {
                 net: std::net::Ipv4Addr::new(10, 42, 0, 0),
                 len: 16,
             }),
+            service_cidr: network::subnet::Subnet {
+                net: std::net::Ipv4Addr::new(10, 43, 0, 0),
+                len: 16,
+            },
         }
     }
 }
@@ -305,7 +312,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
                 .parse()
                 .map_err(|e| Error::Config(format!("pod subnet {subnet}: {e}")))?;
             let net = network::PodNetwork::setup(
-                network::NetworkConfig::new(cluster_cidr, node_ip),
+                network::NetworkConfig::new(cluster_cidr, config.service_cidr, node_ip),
                 subnet,
                 &config.data_dir,
             )

@@ -223,6 +223,10 @@ pub struct AgentArgs {
     /// The cluster CIDR (as the masters have it), for masquerading.
     #[arg(long, default_value = "10.42.0.0/16")]
     pub cluster_cidr: String,
+    /// The service CIDR (as the masters have it): traffic to it that no
+    /// Service rule translates is refused on this node.
+    #[arg(long, default_value = skiff_master::service_ips::DEFAULT_SERVICE_CIDR)]
+    pub service_cidr: String,
     /// Extra node labels, key=value; repeat or comma-separate.
     #[arg(long = "node-label", value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -281,6 +285,10 @@ impl AgentArgs {
             ),
             other => return Err(format!("--pod-network {other:?}: use vxlan or none")),
         };
+        config.service_cidr = self
+            .service_cidr
+            .parse()
+            .map_err(|e| format!("--service-cidr: {e}"))?;
         for label in &self.node_labels {
             let (k, v) = label
                 .split_once('=')
@@ -413,6 +421,7 @@ impl ServerArgs {
             metrics_listen: self.agent_metrics_listen.clone(),
             pod_network: self.pod_network.clone(),
             cluster_cidr: self.cluster_cidr.clone(),
+            service_cidr: self.service_cidr.clone(),
             node_labels: self.node_labels.clone(),
             log_format: self.log_format.clone(),
         }

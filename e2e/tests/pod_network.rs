@@ -557,6 +557,22 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
     })
     .await
     .with_context(logs)?;
+    // And a Service nothing backs: refused at once, not left to time out.
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "nobody",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: nobody}\nspec:\n  selector: {app: nobody}\n  ports:\n  - {port: 80}\n",
+    )?;
+    let Some(Body::Service(nobody)) = master
+        .client()
+        .get(Kind::Service, "default", "nobody")
+        .await?
+        .kind
+    else {
+        anyhow::bail!("not a Service")
+    };
+    let nobody_ip = nobody.spec.unwrap_or_default().cluster_ip;
     tokio::time::sleep(Duration::from_secs(1)).await;
     apply_yaml(
         &master.api_addr,
@@ -565,10 +581,33 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
         &pod_yaml(
             "late",
             &b,
-            &format!("for i in 1 2 3 4 5 6 7 8; do timeout 2 wget -q -O - http://{cluster_ip}/; done; echo fetched-all; sleep 3600"),
+            &format!("for i in 1 2 3 4 5 6 7 8; do timeout 2 wget -q -O - http://{cluster_ip}/; done; \
+                      timeout 5 wget -q -O - http://{nobody_ip}/; echo nobody-exit=$?; echo fetched-all; sleep 3600"),
             "",
         ),
     )?;
+    let started = std::time::Instant::now();
+    let refused = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts[0].netns,
+            "timeout",
+            "5",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{nobody_ip}/"))
+        .output()?;
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("refused") && started.elapsed() < Duration::from_secs(3),
+        "a Service without endpoints, from the host: {stderr:?} after {:?}",
+        started.elapsed()
+    );
     logs_contain(&master, "late", "fetched-all", Duration::from_secs(60))
         .await
         .with_context(logs)?;
@@ -576,5 +615,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
         String::from_utf8_lossy(&ctl(&master.api_addr, &["logs", "late"]).stdout).to_string();
     assert_eq!(late.matches("page-web-a").count(), 8, "{late}");
     assert!(!late.contains("page-web-b"), "{late}");
+    // wget's "connection refused" is exit 1; a timeout would be 143.
+    assert!(late.contains("nobody-exit=1"), "{late}");
     Ok(())
 }

@@ -32,6 +32,7 @@ use self::subnet::Subnet;
 #[derive(Debug, Clone)]
 pub struct NetworkConfig {
     pub cluster_cidr: Subnet,
+    pub service_cidr: Subnet,
     pub node_ip: Ipv4Addr,
     pub bridge: String,
     pub vxlan: String,
@@ -40,9 +41,10 @@ pub struct NetworkConfig {
 }
 
 impl NetworkConfig {
-    pub fn new(cluster_cidr: Subnet, node_ip: Ipv4Addr) -> NetworkConfig {
+    pub fn new(cluster_cidr: Subnet, service_cidr: Subnet, node_ip: Ipv4Addr) -> NetworkConfig {
         NetworkConfig {
             cluster_cidr,
+            service_cidr,
             node_ip,
             bridge: "skiff0".into(),
             vxlan: "skiff.1".into(),
@@ -170,6 +172,7 @@ impl PodNetwork {
         let services = self.services.lock().await.clone();
         let scope = nftables::TableScope {
             cluster: self.config.cluster_cidr,
+            services: self.config.service_cidr,
             local: self.subnet,
             bridge: &self.config.bridge,
         };

@@ -1,7 +1,8 @@
 //! The agent's nftables table (`ip skiff`): masquerade for pod traffic
 //! leaving the cluster CIDR, DNAT for host ports, and Services' clusterIPs
 //! (kube-proxy's job): traffic to a clusterIP and port goes to one of the
-//! Service's ready endpoints, picked at random per connection; a pod that
+//! Service's ready endpoints, picked at random per connection (and is
+//! refused when it has none); a pod that
 //! reaches a pod on the same bridge through a clusterIP is masqueraded, so
 //! the reply comes back through the host and is translated back. The whole table is
 //! replaced in one `nft -j -f -` transaction (atomic in the kernel), so
@@ -49,6 +50,8 @@ pub struct ServiceRule {
 #[derive(Debug, Clone, Copy)]
 pub struct TableScope<'a> {
     pub cluster: Subnet,
+    /// The service CIDR: what no Service rule translates is refused.
+    pub services: Subnet,
     /// This node's pod subnet and the bridge its pods hang off.
     pub local: Subnet,
     pub bridge: &'a str,
@@ -67,6 +70,11 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         chain("postrouting", "nat", "postrouting", 100),
         chain("prerouting", "nat", "prerouting", -100),
         chain("output", "nat", "output", -100),
+        // Service addresses no rule translated (no endpoints, a port the
+        // Service lacks, no Service): refused at once, as kube-proxy
+        // does, rather than left to time out or routed off the node.
+        chain("forward-filter", "filter", "forward", 0),
+        chain("output-filter", "filter", "output", 0),
         rule(
             "postrouting",
             vec![
@@ -89,6 +97,10 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         ],
     ));
     for (i, service) in services.iter().enumerate() {
+        let target = [
+            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
+            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+        ];
         if service.endpoints.is_empty() {
             continue;
         }
@@ -113,14 +125,17 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
                 "data": {"set": targets},
             }})
         };
-        let expr = vec![
-            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
-            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
-            verdict,
-        ];
+        let [address, port] = target;
+        let expr = vec![address, port, verdict];
         batch.push(rule("prerouting", expr.clone()));
         batch.push(rule("output", expr));
     }
+    let refuse = vec![
+        json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.services)}}),
+        json!({"reject": null}),
+    ];
+    batch.push(rule("forward-filter", refuse.clone()));
+    batch.push(rule("output-filter", refuse));
     for p in ports {
         let target = match p.host_ip {
             Some(ip) => {
@@ -213,13 +228,14 @@ mod tests {
     fn scope() -> TableScope<'static> {
         TableScope {
             cluster: "10.42.0.0/16".parse().unwrap(),
+            services: "10.43.0.0/16".parse().unwrap(),
             local: "10.42.3.0/24".parse().unwrap(),
             bridge: "skiff0",
         }
     }
 
     #[test]
-    fn a_service_spreads_over_its_endpoints_and_one_without_any_is_left_out() {
+    fn a_service_spreads_over_its_endpoints_and_one_without_any_is_refused() {
         let web = ServiceRule {
             cluster_ip: "10.43.0.11".parse().unwrap(),
             protocol: "tcp".into(),
@@ -260,8 +276,25 @@ mod tests {
             text.contains(r#""protocol":"udp","field":"dport""#)
                 || text.contains(r#""field":"dport","protocol":"udp""#)
         );
-        // No endpoints: no rule for the address at all.
+        // No endpoints: never translated; the whole service CIDR that
+        // is not translated is refused (forwarded and local traffic).
         assert!(!text.contains("10.43.0.13"));
+        let batch = rules["nftables"].as_array().unwrap();
+        let refusals: Vec<&Value> = batch
+            .iter()
+            .filter(|c| c.to_string().contains(r#"{"reject":null}"#))
+            .collect();
+        assert_eq!(refusals.len(), 2, "{refusals:?}");
+        for c in refusals {
+            assert!(c["add"]["rule"]["chain"]
+                .as_str()
+                .unwrap()
+                .ends_with("-filter"));
+            assert!(
+                c.to_string().contains(r#""addr":"10.43.0.0","len":16"#),
+                "{c}"
+            );
+        }
         // Hairpin: from this node's pods, out of its bridge, after DNAT.
         assert!(text.contains(r#""right":"skiff0""#));
         assert!(text.contains(r#""addr":"10.42.3.0","len":24"#));
