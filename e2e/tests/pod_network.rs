@@ -394,6 +394,18 @@ spec:
     )
 }
 
+async fn cluster_ip_of(master: &MasterProcess, name: &str) -> anyhow::Result<String> {
+    match master
+        .client()
+        .get(Kind::Service, "default", name)
+        .await?
+        .kind
+    {
+        Some(Body::Service(s)) => Ok(s.spec.unwrap_or_default().cluster_ip),
+        other => anyhow::bail!("{name} is not a Service: {other:?}"),
+    }
+}
+
 async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
         Ok(o) => match o.kind {
@@ -459,15 +471,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
         "svc",
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: http}\n",
     )?;
-    let Some(Body::Service(svc)) = master
-        .client()
-        .get(Kind::Service, "default", "web")
-        .await?
-        .kind
-    else {
-        anyhow::bail!("not a Service")
-    };
-    let cluster_ip = svc.spec.unwrap_or_default().cluster_ip;
+    let cluster_ip = cluster_ip_of(&master, "web").await?;
     assert!(cluster_ip.starts_with("10.43."), "{cluster_ip}");
     // One web pod per node, each serving its own name, and each fetching
     // the Service itself: when the pick is the pod itself, the packet must
@@ -564,15 +568,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
         "nobody",
         "apiVersion: v1\nkind: Service\nmetadata: {name: nobody}\nspec:\n  selector: {app: nobody}\n  ports:\n  - {port: 80}\n",
     )?;
-    let Some(Body::Service(nobody)) = master
-        .client()
-        .get(Kind::Service, "default", "nobody")
-        .await?
-        .kind
-    else {
-        anyhow::bail!("not a Service")
-    };
-    let nobody_ip = nobody.spec.unwrap_or_default().cluster_ip;
+    let nobody_ip = cluster_ip_of(&master, "nobody").await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     apply_yaml(
         &master.api_addr,

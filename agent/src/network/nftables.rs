@@ -97,10 +97,6 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         ],
     ));
     for (i, service) in services.iter().enumerate() {
-        let target = [
-            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
-            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
-        ];
         if service.endpoints.is_empty() {
             continue;
         }
@@ -125,8 +121,11 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
                 "data": {"set": targets},
             }})
         };
-        let [address, port] = target;
-        let expr = vec![address, port, verdict];
+        let expr = vec![
+            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
+            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+            verdict,
+        ];
         batch.push(rule("prerouting", expr.clone()));
         batch.push(rule("output", expr));
     }
