@@ -439,3 +439,88 @@ pub async fn status_loop(
         }
     }
 }
+
+/// Runs `reconcile` with every object of each of `kinds` (all namespaces,
+/// from a master's local replica, in the order of `kinds`) at start, after
+/// any change to one of them (a burst of changes settles for 100 ms into
+/// one call) and at least every minute; moves to the next master when one
+/// fails; returns on `shutdown`. The overlay and the Service rules follow
+/// the cluster this way.
+pub async fn follow_kinds<F, Fut>(
+    masters: &Masters,
+    kinds: &[&str],
+    shutdown: &CancellationToken,
+    mut reconcile: F,
+) where
+    F: FnMut(Vec<Vec<skiff_proto::api::Object>>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use skiff_proto::api::{ListRequest, WatchRequest};
+    let mut i = 0usize;
+    loop {
+        let Some(mut api) = masters.api(i) else {
+            return;
+        };
+        let mut lists = Vec::new();
+        let mut revisions = Vec::new();
+        for kind in kinds {
+            let listed = api
+                .list(ListRequest {
+                    kind: (*kind).into(),
+                    namespace: String::new(),
+                    serializable: true,
+                })
+                .await;
+            match listed {
+                Ok(list) => {
+                    let list = list.into_inner();
+                    revisions.push(list.revision);
+                    lists.push(list.items);
+                }
+                Err(e) => {
+                    tracing::debug!(master = %masters.nth(i), kind, error = %e, "cannot list");
+                    break;
+                }
+            }
+        }
+        let listed = lists.len() == kinds.len();
+        if listed {
+            reconcile(lists).await;
+        }
+        // The first change to any of the kinds after what was listed.
+        let changed = async {
+            if !listed {
+                return false;
+            }
+            let mut watches = tokio::task::JoinSet::new();
+            for (kind, revision) in kinds.iter().zip(revisions) {
+                let mut api = api.clone();
+                let request = WatchRequest {
+                    kind: (*kind).into(),
+                    namespace: String::new(),
+                    from_revision: revision,
+                };
+                watches.spawn(async move {
+                    let Ok(stream) = api.watch(request).await else {
+                        return false;
+                    };
+                    matches!(stream.into_inner().message().await, Ok(Some(_)))
+                });
+            }
+            // Dropping the set stops the other watches.
+            matches!(watches.join_next().await, Some(Ok(true)))
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            ok = changed => if !ok {
+                i += 1;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            },
+            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -18,7 +18,6 @@ pub mod subnet;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
@@ -291,72 +290,28 @@ pub async fn overlay_loop(
     me: String,
     shutdown: CancellationToken,
 ) {
-    use skiff_proto::api::{ListRequest, WatchRequest};
-    let mut i = 0usize;
-    loop {
-        let Some(mut api) = masters.api(i) else {
-            return;
-        };
-        let listed = api
-            .list(ListRequest {
-                kind: "Node".into(),
-                namespace: String::new(),
-                serializable: true,
+    crate::master_link::follow_kinds(&masters, &["Node"], &shutdown, |mut lists| {
+        let nodes: Vec<v1::Node> = lists
+            .pop()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                Some(skiff_proto::api::object::Kind::Node(n)) => Some(n),
+                _ => None,
             })
-            .await;
-        let revision = match listed {
-            Ok(list) => {
-                let list = list.into_inner();
-                let nodes: Vec<v1::Node> = list
-                    .items
-                    .into_iter()
-                    .filter_map(|o| match o.kind {
-                        Some(skiff_proto::api::object::Kind::Node(n)) => Some(n),
-                        _ => None,
-                    })
-                    .collect();
-                match network.sync_overlay(&nodes, &me).await {
-                    Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
-                    Ok(c) => tracing::info!(
-                        added = c.added.len(),
-                        removed = c.removed.len(),
-                        "overlay updated"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "overlay update failed; retrying"),
-                }
-                Some(list.revision)
+            .collect();
+        let (network, me) = (network.clone(), me.clone());
+        async move {
+            match network.sync_overlay(&nodes, &me).await {
+                Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
+                Ok(c) => tracing::info!(
+                    added = c.added.len(),
+                    removed = c.removed.len(),
+                    "overlay updated"
+                ),
+                Err(e) => tracing::warn!(error = %e, "overlay update failed; retrying"),
             }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list nodes");
-                None
-            }
-        };
-        // Wait for the next change to any Node, a minute, or shutdown.
-        let changed = async {
-            let Some(revision) = revision else {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return false;
-            };
-            let Ok(stream) = api
-                .watch(WatchRequest {
-                    kind: "Node".into(),
-                    namespace: String::new(),
-                    from_revision: revision,
-                })
-                .await
-            else {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                return false;
-            };
-            let mut stream = stream.into_inner();
-            matches!(stream.message().await, Ok(Some(_)))
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ok = changed => if !ok { i += 1 },
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        // Let a burst of changes settle into one reconcile.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }

@@ -5,10 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::{ListRequest, Object, WatchRequest};
+use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
@@ -77,98 +76,31 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
     out
 }
 
-/// Keeps the node's Service rules up to date until `shutdown`: lists
-/// Services and Endpoints, applies, then waits for a change to either (or a
-/// minute), through the masters in turn.
+/// Keeps the node's Service rules up to date until `shutdown`, following
+/// Services and Endpoints through the masters.
 pub async fn service_loop(masters: Masters, network: Arc<PodNetwork>, shutdown: CancellationToken) {
-    let mut i = 0usize;
-    loop {
-        let Some(mut api) = masters.api(i) else {
-            return;
-        };
-        let listed = async {
-            let services = api
-                .list(ListRequest {
-                    kind: "Service".into(),
-                    namespace: String::new(),
-                    serializable: true,
-                })
-                .await?
-                .into_inner();
-            let endpoints = api
-                .list(ListRequest {
-                    kind: "Endpoints".into(),
-                    namespace: String::new(),
-                    serializable: true,
-                })
-                .await?
-                .into_inner();
-            Ok::<_, tonic::Status>((services, endpoints))
+    let kinds = ["Service", "Endpoints"];
+    crate::master_link::follow_kinds(&masters, &kinds, &shutdown, |mut lists| {
+        let endpoints: Vec<v1::Endpoints> = bodies(lists.pop().unwrap_or_default(), |b| match b {
+            Body::Endpoints(e) => Some(e),
+            _ => None,
+        });
+        let services: Vec<v1::Service> = bodies(lists.pop().unwrap_or_default(), |b| match b {
+            Body::Service(s) => Some(s),
+            _ => None,
+        });
+        let network = network.clone();
+        async move {
+            let wanted = rules(&services, &endpoints);
+            let count = wanted.len();
+            match network.set_services(wanted).await {
+                Ok(true) => tracing::info!(ports = count, "service rules updated"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!(error = %e, "service rules not applied; retrying"),
+            }
         }
-        .await;
-        let revisions = match listed {
-            Ok((services, endpoints)) => {
-                let revisions = (services.revision, endpoints.revision);
-                let services: Vec<v1::Service> = bodies(services.items, |b| match b {
-                    Body::Service(s) => Some(s),
-                    _ => None,
-                });
-                let endpoints: Vec<v1::Endpoints> = bodies(endpoints.items, |b| match b {
-                    Body::Endpoints(e) => Some(e),
-                    _ => None,
-                });
-                let wanted = rules(&services, &endpoints);
-                let count = wanted.len();
-                match network.set_services(wanted).await {
-                    Ok(true) => tracing::info!(ports = count, "service rules updated"),
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "service rules not applied; retrying"),
-                }
-                Some(revisions)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "cannot list services");
-                None
-            }
-        };
-        // Wait for a change to a Service or an Endpoints after what was
-        // listed, a minute, or shutdown.
-        let changed = async {
-            let Some((services_revision, endpoints_revision)) = revisions else {
-                return false;
-            };
-            let watch = |kind: &str, from_revision: u64| {
-                let mut api = api.clone();
-                let kind = kind.to_owned();
-                async move {
-                    let mut stream = api
-                        .watch(WatchRequest {
-                            kind,
-                            namespace: String::new(),
-                            from_revision,
-                        })
-                        .await
-                        .ok()?
-                        .into_inner();
-                    stream.message().await.ok().flatten().map(|_| ())
-                }
-            };
-            tokio::select! {
-                r = watch("Service", services_revision) => r.is_some(),
-                r = watch("Endpoints", endpoints_revision) => r.is_some(),
-            }
-        };
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            ok = changed => if !ok {
-                i += 1;
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            },
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-        }
-        // Let a burst of changes settle into one reconcile.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await
 }
 
 fn bodies<T>(items: Vec<Object>, pick: impl Fn(Body) -> Option<T>) -> Vec<T> {
