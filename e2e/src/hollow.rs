@@ -346,13 +346,12 @@ async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: Cancella
                         format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1)
                     })),
                 };
-                let mut reporter = client.clone();
-                let reported = fleet.pods_reported.clone();
-                tokio::spawn(async move {
-                    if reporter.update_pod_status(request).await.is_ok() {
-                        reported.fetch_add(1, Ordering::Relaxed);
-                    }
-                });
+                tokio::spawn(report_status(
+                    client.clone(),
+                    request,
+                    fleet.pods_reported.clone(),
+                    token.clone(),
+                ));
             }
         }
         attempt += 1;
@@ -360,5 +359,41 @@ async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: Cancella
             _ = token.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
+    }
+}
+
+/// Reports a pod's status as the agent does: a report that fails for want
+/// of a leader (the master relaying it lost its leader, an election is on)
+/// is sent again with backoff until it is taken or refused for good (the
+/// pod is gone or not this node's). Nothing else would resend it: the
+/// watch carrying the pod may well stay up through a leader's death.
+async fn report_status(
+    mut reporter: NodesClient<Channel>,
+    request: UpdatePodStatusRequest,
+    reported: Arc<AtomicU64>,
+    token: CancellationToken,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match reporter.update_pod_status(request.clone()).await {
+            Ok(_) => {
+                reported.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable
+                        | tonic::Code::DeadlineExceeded
+                        | tonic::Code::Unknown
+                        | tonic::Code::Aborted
+                ) => {}
+            Err(_) => return,
+        }
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }

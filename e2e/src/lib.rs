@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod busybox_image;
 pub mod containerd;
+pub mod cpu_load;
 pub mod credentials;
 pub mod hollow;
 pub mod master;
@@ -116,6 +117,31 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A plain HTTP/1.1 GET on loopback (`/metrics`, `/healthz`, `/readyz`);
+/// returns the status code and the body.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
+    use anyhow::Context;
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("status line")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }
 
 /// Whether the tests that need root and outside tools (containerd, runc,

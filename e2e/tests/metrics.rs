@@ -2,36 +2,14 @@
 //! the metrics parsed by Prometheus' own text-format parser (the Python
 //! `prometheus_client` package), not by skiff's code.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use skiff_e2e::agent::{pods_with_app, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
-use skiff_e2e::{ctl, e2e_prerequisites, wait_for};
-
-/// A plain HTTP/1.1 GET; returns (status, body).
-fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(addr).with_context(|| format!("connect {addr}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .context("status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Ok((status, body))
-}
+use skiff_e2e::{ctl, e2e_prerequisites, http_get as get, wait_for};
 
 /// Parses the text with prometheus_client; returns "name{labels} value" lines.
 fn parse_with_prometheus(text: &str) -> anyhow::Result<Vec<String>> {
@@ -166,6 +144,22 @@ spec:
     assert!(sample(&samples, "skiff_pods{phase=\"Running\"}").is_some());
     assert_eq!(sample(&samples, "skiff_raft_is_leader{}"), Some(1.0));
     assert!(sample(&samples, "skiff_raft_leader_changes_total{}").unwrap_or(0.0) >= 1.0);
+    assert_eq!(sample(&samples, "skiff_controllers_running{}"), Some(1.0));
+    assert_eq!(
+        sample(&samples, "skiff_controller_start_failures_total{}"),
+        None,
+        "a counter with no failures has no sample yet"
+    );
+    assert!(
+        sample(
+            &samples,
+            "skiff_raft_read_index_total{result=\"confirmed\"}"
+        )
+        .unwrap_or(0.0)
+            >= 1.0,
+        "the test's linearizable reads confirmed leadership: {samples:#?}"
+    );
+    assert!(sample(&samples, "skiff_raft_leaderless_seconds_total{}").is_some());
     let age = sample(
         &samples,
         "skiff_node_heartbeat_age_seconds{node=\"node-m\"}",

@@ -5,6 +5,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
@@ -26,7 +28,16 @@ pub enum ClusterError {
     Raft(String),
     #[error("membership change: {0}")]
     Membership(String),
+    /// This master leads as far as it knows, but a quorum did not confirm
+    /// it within the caller's deadline (a slow or unreachable follower).
+    #[error("this master could not confirm with a quorum that it still leads within {waited:?} ({reason}); retry shortly")]
+    LeadershipUnconfirmed { waited: Duration, reason: String },
 }
+
+/// The first pause before asking a quorum again to confirm leadership.
+const CONFIRM_RETRY_FIRST: Duration = Duration::from_millis(20);
+/// The longest pause between confirmation attempts.
+const CONFIRM_RETRY_MAX: Duration = Duration::from_millis(400);
 
 fn leader_hint(leader: &Option<MemberNode>) -> String {
     match leader {
@@ -52,6 +63,9 @@ pub struct Cluster {
     pub proposer: Proposer,
     /// Observes each write's propose-to-applied time.
     pub commit_latency: Arc<skiff_telemetry::HistogramVec>,
+    /// Leadership confirmations for linearizable reads, by result
+    /// (`confirmed`, `retried`, `failed`, `not_leader`).
+    pub read_index: Arc<skiff_telemetry::CounterVec>,
     /// Hands out Services' clusterIPs.
     pub service_ips: Arc<crate::service_ips::ServiceIps>,
 }
@@ -73,18 +87,79 @@ impl Cluster {
 
     /// Confirms with a quorum that this master still leads and waits until
     /// everything committed before now is applied here; a read after this is
-    /// linearizable.
-    pub async fn linearize(&self) -> Result<()> {
+    /// linearizable. Gives up after `within` (the caller's deadline).
+    ///
+    /// Why retrying keeps reads linearizable: each attempt is a whole
+    /// read-index round (Raft thesis §6.4). openraft takes the read index,
+    /// `max(committed, this leader's first entry)`, when the attempt starts,
+    /// which is after the caller's request arrived, and then sends a fresh
+    /// heartbeat to every voter; the attempt succeeds only if a quorum
+    /// accepts this leader's term in answer to that heartbeat. Any leader
+    /// elected later must win a vote from that same quorum, so nothing
+    /// committed before the attempt started is missing from the read index,
+    /// and the read waits until the state machine has applied it. A failed
+    /// attempt (a voter slower than openraft's heartbeat-long timeout) says
+    /// nothing either way and nothing from it is used, so trying again with
+    /// a new read index changes only the latency, never the guarantee. There
+    /// is no lease and no clock assumption here.
+    pub async fn linearize(&self, within: Duration) -> Result<()> {
         use openraft::error::CheckIsLeaderError;
-        match self.raft.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                Err(ClusterError::NotLeader {
-                    leader: f.leader_node,
-                })
+        let started = Instant::now();
+        let deadline = started + within;
+        let mut pause = CONFIRM_RETRY_FIRST;
+        let read_log_id = loop {
+            match self.raft.get_read_log_id().await {
+                Ok((read_log_id, _)) => {
+                    self.read_index.inc(&["confirmed"]);
+                    break read_log_id;
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    self.read_index.inc(&["not_leader"]);
+                    return Err(ClusterError::NotLeader {
+                        leader: f.leader_node,
+                    });
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(q))) => {
+                    if Instant::now() + pause >= deadline {
+                        self.read_index.inc(&["failed"]);
+                        return Err(ClusterError::LeadershipUnconfirmed {
+                            waited: started.elapsed(),
+                            reason: q.to_string(),
+                        });
+                    }
+                    self.read_index.inc(&["retried"]);
+                    tracing::debug!(reason = %q, retry_in = ?pause, "leadership not confirmed yet");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(CONFIRM_RETRY_MAX);
+                }
+                Err(e) => return Err(ClusterError::Raft(e.to_string())),
             }
-            Err(e) => Err(ClusterError::Raft(e.to_string())),
-        }
+        };
+        let Some(read_log_id) = read_log_id else {
+            return Ok(());
+        };
+        // Applying is local work; give it what is left of the deadline, but
+        // never less than a moment.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_millis(100));
+        self.raft
+            .wait(Some(left))
+            .applied_index_at_least(Some(read_log_id.index), "linearizable read")
+            .await
+            .map_err(|e| match e {
+                openraft::metrics::WaitError::Timeout(..) => ClusterError::LeadershipUnconfirmed {
+                    waited: started.elapsed(),
+                    reason: format!(
+                        "confirmed, but entry {} was not applied here in time",
+                        read_log_id.index
+                    ),
+                },
+                openraft::metrics::WaitError::ShuttingDown => {
+                    ClusterError::Raft("shutting down".to_owned())
+                }
+            })?;
+        Ok(())
     }
 
     /// The current leader, if known.

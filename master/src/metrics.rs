@@ -7,6 +7,15 @@
 //! - `skiff_raft_commit_duration_seconds`: a write from proposal to
 //!   committed and applied; `skiff_raft_leader_changes_total`,
 //!   `skiff_raft_is_leader`, `skiff_raft_term`;
+//! - `skiff_raft_read_index_total{result}`: leadership confirmations for
+//!   linearizable reads (`confirmed`, `retried`, `failed`, `not_leader`);
+//!   `skiff_raft_elections_total`: elections this master started;
+//!   `skiff_raft_leaderless_seconds_total`: time this master knew no leader;
+//!   `skiff_raft_quorum_ack_age_seconds`: on the leader, since a quorum last
+//!   acknowledged it;
+//! - `skiff_controllers_running`, `skiff_controller_start_failures_total`:
+//!   whether this master runs the controllers, and how often a new leader
+//!   failed to start them (it retries with backoff);
 //! - `skiff_scheduler_binding_duration_seconds`: one binding write;
 //! - `skiff_nodes{ready}`, `skiff_pods{phase}`: counted from the store when
 //!   scraped;
@@ -32,6 +41,11 @@ pub struct MasterMetrics {
     pub api_latency: Arc<HistogramVec>,
     pub raft_commit: Arc<HistogramVec>,
     pub leader_changes: Arc<CounterVec>,
+    pub read_index: Arc<CounterVec>,
+    pub elections: Arc<CounterVec>,
+    pub controller_start_failures: Arc<CounterVec>,
+    /// 1 while this master runs the controllers.
+    pub controllers_running: Arc<std::sync::atomic::AtomicBool>,
     pub scheduler_binding: Arc<HistogramVec>,
 }
 
@@ -65,6 +79,22 @@ impl Default for MasterMetrics {
                 "Times this master saw the Raft leader change.",
                 &[],
             ),
+            read_index: registry.counter(
+                "skiff_raft_read_index_total",
+                "Leadership confirmations for linearizable reads, by result.",
+                &["result"],
+            ),
+            elections: registry.counter(
+                "skiff_raft_elections_total",
+                "Elections this master started as a candidate.",
+                &[],
+            ),
+            controller_start_failures: registry.counter(
+                "skiff_controller_start_failures_total",
+                "Times this master, leading, failed to start the controllers (it retries).",
+                &[],
+            ),
+            controllers_running: Default::default(),
             scheduler_binding: registry.histogram(
                 "skiff_scheduler_binding_duration_seconds",
                 "Time to write one pod binding.",
@@ -169,19 +199,99 @@ impl MasterMetrics {
                     .collect()
             },
         );
-        // Leader changes, counted as this master observes them.
+        let ack_raft = raft.clone();
+        self.registry.gauge_fn(
+            "skiff_raft_quorum_ack_age_seconds",
+            "On the leader, seconds since a quorum last acknowledged it.",
+            &[],
+            move || {
+                let m = ack_raft.metrics().borrow().clone();
+                m.millis_since_quorum_ack
+                    .filter(|_| m.state == openraft::ServerState::Leader)
+                    .map(|ms| vec![(vec![], ms as f64 / 1000.0)])
+                    .unwrap_or_default()
+            },
+        );
+        let running = self.controllers_running.clone();
+        self.registry.gauge_fn(
+            "skiff_controllers_running",
+            "1 while this master runs the controllers (it leads and confirmed it).",
+            &[],
+            move || {
+                let on = running.load(std::sync::atomic::Ordering::Relaxed);
+                vec![(vec![], if on { 1.0 } else { 0.0 })]
+            },
+        );
+        // Time without a leader: the finished spans plus the current one.
+        let leaderless = Arc::new(std::sync::Mutex::new(Leaderless::default()));
+        let read = leaderless.clone();
+        self.registry.counter_fn(
+            "skiff_raft_leaderless_seconds_total",
+            "Seconds this master has known no Raft leader since it started.",
+            &[],
+            move || {
+                let l = read.lock().unwrap_or_else(|p| p.into_inner());
+                vec![(vec![], l.seconds())]
+            },
+        );
+        // Leader changes and elections, counted as this master observes them.
         let changes = self.leader_changes.clone();
+        let elections = self.elections.clone();
         let mut watch = raft.metrics();
         tokio::spawn(async move {
-            let mut leader = watch.borrow().current_leader;
+            let (mut leader, mut state) = {
+                let m = watch.borrow();
+                (m.current_leader, m.state)
+            };
+            leaderless
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .observe(leader.is_some());
             while watch.changed().await.is_ok() {
-                let now = watch.borrow().current_leader;
+                let (now, now_state) = {
+                    let m = watch.borrow();
+                    (m.current_leader, m.state)
+                };
                 if now != leader && now.is_some() {
                     changes.inc(&[]);
                 }
+                if now_state == openraft::ServerState::Candidate
+                    && state != openraft::ServerState::Candidate
+                {
+                    elections.inc(&[]);
+                }
+                leaderless
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .observe(now.is_some());
                 leader = now;
+                state = now_state;
             }
         });
+    }
+}
+
+/// Seconds spent without a known leader.
+#[derive(Default)]
+struct Leaderless {
+    finished: f64,
+    since: Option<Instant>,
+}
+
+impl Leaderless {
+    fn observe(&mut self, has_leader: bool) {
+        match (has_leader, self.since) {
+            (true, Some(since)) => {
+                self.finished += since.elapsed().as_secs_f64();
+                self.since = None;
+            }
+            (false, None) => self.since = Some(Instant::now()),
+            _ => {}
+        }
+    }
+
+    fn seconds(&self) -> f64 {
+        self.finished + self.since.map_or(0.0, |s| s.elapsed().as_secs_f64())
     }
 }
 

@@ -122,9 +122,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let raft = Raft::new(
         id,
         Arc::new(raft_settings),
-        PeerNetwork {
-            transport: transport.clone(),
-        },
+        PeerNetwork::new(transport.clone()),
         log,
         StateMachine::new(store.clone()),
     )
@@ -137,6 +135,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         store: store.clone(),
         proposer: Proposer::spawn(raft.clone()),
         commit_latency: metrics.raft_commit.clone(),
+        read_index: metrics.read_index.clone(),
         service_ips: Arc::new(
             crate::service_ips::ServiceIps::new(config.service_cidr)
                 .map_err(MasterError::ServiceCidr)?,

@@ -161,9 +161,12 @@ impl Family for HistogramVec {
     }
 }
 
-/// A gauge computed at scrape time: label values and a value per sample.
+/// A gauge (or a counter) computed at scrape time: label values and a
+/// value per sample.
 pub struct GaugeFn {
     name: &'static str,
+    /// `gauge`, or `counter` for a total that only grows.
+    kind: &'static str,
     help: &'static str,
     labels: &'static [&'static str],
     read: Box<dyn Fn() -> Vec<(Vec<String>, f64)> + Send + Sync>,
@@ -171,7 +174,7 @@ pub struct GaugeFn {
 
 impl Family for GaugeFn {
     fn render(&self, out: &mut String) {
-        header(out, self.name, self.help, "gauge");
+        header(out, self.name, self.help, self.kind);
         for (values, v) in (self.read)() {
             let _ = writeln!(
                 out,
@@ -243,6 +246,25 @@ impl Registry {
     ) {
         lock(&self.families).push(Arc::new(GaugeFn {
             name,
+            kind: "gauge",
+            help,
+            labels,
+            read: Box::new(read),
+        }));
+    }
+
+    /// A counter whose value is computed at scrape time (for totals that
+    /// grow continuously, such as seconds spent in some state).
+    pub fn counter_fn(
+        &self,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        read: impl Fn() -> Vec<(Vec<String>, f64)> + Send + Sync + 'static,
+    ) {
+        lock(&self.families).push(Arc::new(GaugeFn {
+            name,
+            kind: "counter",
             help,
             labels,
             read: Box::new(read),

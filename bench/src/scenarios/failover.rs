@@ -1,11 +1,20 @@
-//! `failover`: hollow nodes running a Deployment; optionally a soak with
-//! lossy heartbeats (counting evictions that should not happen), then one
-//! node dies and we time its NotReady and the rescheduling of its pods.
+//! `failover`: hollow nodes running a Deployment.
+//!
+//! - `--kill node` (the default): optionally a soak with lossy heartbeats
+//!   (counting evictions that should not happen), then one node dies and we
+//!   time its NotReady and the rescheduling of its pods.
+//! - `--kill master`: three masters; optionally a soak (with `--busy`, both
+//!   cores kept working) counting elections that should not happen, then
+//!   the leader is killed `--kills` times (restarted in between) and we
+//!   time, from each death, the first write a surviving master accepts and
+//!   the controllers running again on the new leader.
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
+use skiff_e2e::cpu_load::CpuLoad;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
+use skiff_e2e::master::MasterCluster;
 use skiff_master::objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
@@ -27,6 +36,21 @@ pub struct FailoverArgs {
     /// is killed.
     #[arg(long, default_value_t = 0)]
     pub seconds: u64,
+    /// What dies: a node, or the leading master.
+    #[arg(long, value_enum, default_value_t = Victim::Node)]
+    pub kill: Victim,
+    /// With `--kill master`: how many times the leader is killed.
+    #[arg(long, default_value_t = 10)]
+    pub kills: usize,
+    /// Keep every core busy for the whole run (a loaded machine).
+    #[arg(long)]
+    pub busy: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Victim {
+    Node,
+    Master,
 }
 
 pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
@@ -34,6 +58,10 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
         (0.0..1.0).contains(&args.heartbeat_loss),
         "--heartbeat-loss must be in [0, 1)"
     );
+    if args.kill == Victim::Master {
+        return master_kills(args).await;
+    }
+    let _load = args.busy.then(CpuLoad::all_cores);
     let master = BenchMaster::start(&[]).await?;
     let fleet = HollowFleet::new(vec![master.process.api_addr.clone()]);
     let config = HollowConfig {
@@ -148,4 +176,162 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
         "rescheduled_ms": rescheduled_ms,
         "seconds_measured": round(killed.elapsed().as_secs_f64()),
     }))
+}
+
+/// Kills the leading master `--kills` times; see the module's header.
+async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(args.kills >= 1, "--kills must be at least 1");
+    let _load = args.busy.then(CpuLoad::all_cores);
+    let mut cluster = MasterCluster::start(3).await?;
+    let addrs: Vec<String> = cluster.masters.iter().map(|m| m.api_addr.clone()).collect();
+    let fleet = HollowFleet::new(addrs);
+    let config = HollowConfig {
+        heartbeat_loss: args.heartbeat_loss,
+        ..Default::default()
+    };
+    let _nodes = start_fleet(&fleet, args.nodes, config).await?;
+    let client = cluster.masters[0].client();
+    wait_nodes_ready(&client, args.nodes, Duration::from_secs(60)).await?;
+    client
+        .create(deployment("failover", args.pods as i32).into_object())
+        .await?;
+    wait_pods_running(&client, args.pods, Duration::from_secs(120)).await?;
+    eprintln!(
+        "{} pods running on {} nodes, 3 masters",
+        args.pods, args.nodes
+    );
+
+    let elections_before = elections(&cluster).await;
+    if args.seconds > 0 {
+        eprintln!("soaking for {}s", args.seconds);
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    }
+    let false_elections = elections(&cluster).await - elections_before;
+
+    let mut write_ms = Vec::new();
+    let mut controllers_ms = Vec::new();
+    for k in 0..args.kills {
+        let leader = cluster.leader().await?;
+        let survivors: Vec<_> = (0..cluster.masters.len())
+            .filter(|&i| i != leader)
+            .map(|i| {
+                (
+                    cluster.masters[i].client(),
+                    cluster.masters[i].metrics_addr.clone(),
+                )
+            })
+            .collect();
+        let killed = Instant::now();
+        cluster.masters[leader].kill();
+        let (written, controllers) = tokio::join!(
+            first_write(&survivors, k, killed),
+            controllers_back(&survivors, killed)
+        );
+        let (written, controllers) = (written?, controllers?);
+        eprintln!(
+            "kill {}: first write after {} ms, controllers after {} ms",
+            k + 1,
+            written.as_millis(),
+            controllers.as_millis()
+        );
+        write_ms.push(written.as_secs_f64() * 1000.0);
+        controllers_ms.push(controllers.as_secs_f64() * 1000.0);
+        cluster.masters[leader].restart()?;
+        cluster.masters[leader]
+            .wait_ready(Duration::from_secs(30))
+            .await?;
+        // Let the restarted master catch up before the next kill.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let stats = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (round(v[v.len() / 2]), round(v[v.len() - 1]))
+    };
+    let (write_p50, write_max) = stats(&mut write_ms);
+    let (controllers_p50, controllers_max) = stats(&mut controllers_ms);
+    Ok(serde_json::json!({
+        "scenario": "failover",
+        "kill": "master",
+        "busy": args.busy,
+        "nodes": args.nodes,
+        "pods": args.pods,
+        "kills": args.kills,
+        "soak_seconds": args.seconds,
+        "false_elections": false_elections,
+        "first_write_ms_p50": write_p50,
+        "first_write_ms_max": write_max,
+        "controllers_ms_p50": controllers_p50,
+        "controllers_ms_max": controllers_max,
+    }))
+}
+
+/// Time from `killed` to the first write a surviving master accepts.
+async fn first_write(
+    survivors: &[(skiff_master::client::Client, String)],
+    kill: usize,
+    killed: Instant,
+) -> anyhow::Result<Duration> {
+    let deadline = killed + Duration::from_secs(60);
+    for attempt in 0usize.. {
+        let (client, _) = &survivors[attempt % survivors.len()];
+        let probe = skiff_proto::v1::Secret {
+            metadata: Some(skiff_proto::v1::ObjectMeta {
+                name: format!("failover-probe-{kill}-{attempt}"),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if client.create(probe.into_object()).await.is_ok() {
+            return Ok(killed.elapsed());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no write accepted within 60 s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    unreachable!("the loop above returns")
+}
+
+/// Time from `killed` to a surviving master reporting its controllers
+/// running (`skiff_controllers_running 1` on its /metrics).
+async fn controllers_back(
+    survivors: &[(skiff_master::client::Client, String)],
+    killed: Instant,
+) -> anyhow::Result<Duration> {
+    let deadline = killed + Duration::from_secs(60);
+    loop {
+        for (_, metrics) in survivors {
+            if metric(metrics, "skiff_controllers_running").await == Some(1.0) {
+                return Ok(killed.elapsed());
+            }
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "controllers not running within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Elections started, summed over the running masters.
+async fn elections(cluster: &MasterCluster) -> f64 {
+    let mut total = 0.0;
+    for m in cluster.masters.iter().filter(|m| m.pid().is_some()) {
+        total += metric(&m.metrics_addr, "skiff_raft_elections_total")
+            .await
+            .unwrap_or(0.0);
+    }
+    total
+}
+
+/// One unlabelled sample from a master's /metrics.
+async fn metric(addr: &str, name: &str) -> Option<f64> {
+    let addr = addr.to_owned();
+    let (status, body) =
+        tokio::task::spawn_blocking(move || skiff_e2e::http_get(&addr, "/metrics"))
+            .await
+            .ok()?
+            .ok()?;
+    (status == 200).then_some(())?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }

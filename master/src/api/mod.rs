@@ -16,6 +16,8 @@ pub mod routing;
 pub mod transport;
 mod watch;
 
+use std::time::Duration;
+
 use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
@@ -40,6 +42,41 @@ use routing::LeaderRouter;
 pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
 /// Largest API response (a List of many objects is the big one).
 pub const MAX_API_RESPONSE: usize = 64 * 1024 * 1024;
+
+/// How long a linearizable read may wait for the leader to confirm its
+/// leadership when the client gave no deadline (or a longer one).
+pub const READ_CONFIRM_WITHIN: Duration = Duration::from_secs(10);
+
+/// How long a linearizable read may spend confirming leadership: nine
+/// tenths of the client's `grpc-timeout` (leaving time for the answer),
+/// at most [`READ_CONFIRM_WITHIN`].
+fn read_deadline(metadata: &tonic::metadata::MetadataMap) -> Duration {
+    metadata
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .map(|t| (t * 9 / 10).min(READ_CONFIRM_WITHIN))
+        .unwrap_or(READ_CONFIRM_WITHIN)
+}
+
+/// gRPC's `grpc-timeout` header: up to eight digits and a unit (`H`, `M`,
+/// `S`, `m`, `u`, `n`).
+fn parse_grpc_timeout(text: &str) -> Option<Duration> {
+    if text.len() < 2 || text.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = text.split_at(text.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
 
 /// Serves the API for one master.
 pub struct ApiService {
@@ -107,10 +144,10 @@ impl ApiService {
             .await
     }
 
-    async fn get_local(&self, request: GetRequest) -> Result<Object, ApiError> {
+    async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
         if !request.serializable {
-            self.cluster.linearize().await?;
+            self.cluster.linearize(within).await?;
         }
         let namespace = namespace_for(kind, &request.namespace);
         self.cluster
@@ -126,10 +163,14 @@ impl ApiService {
             })
     }
 
-    async fn list_local(&self, request: ListRequest) -> Result<ListResponse, ApiError> {
+    async fn list_local(
+        &self,
+        request: ListRequest,
+        within: Duration,
+    ) -> Result<ListResponse, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
         if !request.serializable {
-            self.cluster.linearize().await?;
+            self.cluster.linearize(within).await?;
         }
         let namespace = (kind.namespaced() && !request.namespace.is_empty())
             .then_some(request.namespace.as_str());
@@ -236,9 +277,10 @@ impl Api for ApiService {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, Some(&r.name))?;
+        let within = read_deadline(request.metadata());
         if request.get_ref().serializable {
             return self
-                .get_local(request.into_inner())
+                .get_local(request.into_inner(), within)
                 .await
                 .map(Response::new)
                 .map_err(Status::from);
@@ -246,7 +288,7 @@ impl Api for ApiService {
         self.router
             .on_leader(
                 request,
-                |r| self.get_local(r),
+                |r| self.get_local(r, within),
                 |ch, r| async move { api_client(ch).get(r).await },
             )
             .await
@@ -255,9 +297,10 @@ impl Api for ApiService {
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        let within = read_deadline(request.metadata());
         if request.get_ref().serializable {
             return self
-                .list_local(request.into_inner())
+                .list_local(request.into_inner(), within)
                 .await
                 .map(Response::new)
                 .map_err(Status::from);
@@ -265,7 +308,7 @@ impl Api for ApiService {
         self.router
             .on_leader(
                 request,
-                |r| self.list_local(r),
+                |r| self.list_local(r, within),
                 |ch, r| async move { api_client(ch).list(r).await },
             )
             .await
@@ -374,5 +417,38 @@ impl Api for ApiService {
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or_default(),
             purged_index: metrics.purged.map(|l| l.index).unwrap_or_default(),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_are_read_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_grpc_timeout("1500m"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("12x"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+    }
+
+    #[test]
+    fn a_read_confirms_within_nine_tenths_of_the_clients_deadline_and_at_most_ten_seconds() {
+        let mut metadata = tonic::metadata::MetadataMap::new();
+        assert_eq!(read_deadline(&metadata), READ_CONFIRM_WITHIN);
+        metadata.insert("grpc-timeout", "2S".parse().unwrap());
+        assert_eq!(read_deadline(&metadata), Duration::from_millis(1800));
+        metadata.insert("grpc-timeout", "30S".parse().unwrap());
+        assert_eq!(read_deadline(&metadata), READ_CONFIRM_WITHIN);
+        metadata.insert("grpc-timeout", "junk".parse().unwrap());
+        assert_eq!(read_deadline(&metadata), READ_CONFIRM_WITHIN);
     }
 }

@@ -1,8 +1,13 @@
 //! Starts the controllers when this master becomes leader and stops them
 //! when it stops being leader. Before starting, the new leader confirms its
 //! leadership with a quorum and waits until everything committed is
-//! applied locally, so controllers never act on a stale view.
+//! applied locally, so controllers never act on a stale view. A leader
+//! that cannot confirm its leadership retries with backoff (logged, and
+//! counted in `skiff_controller_start_failures_total`); after
+//! [`STEP_DOWN_AFTER`] of that, or as long without a quorum acknowledging
+//! it while leading, it steps down rather than hold the cluster.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +26,20 @@ use crate::objects::{IntoObject, Kind};
 use crate::scheduler;
 use crate::store::{Command, WriteError};
 use crate::writer::{new_uid, now_rfc3339, ObjectWriter, DEFAULT_NAMESPACE};
+
+/// How long the new leader's controllers' start may wait for a quorum to
+/// confirm its leadership, per attempt.
+const PREPARE_CONFIRM_WITHIN: Duration = Duration::from_secs(5);
+/// The first and the longest pause before trying again to start the
+/// controllers.
+const PREPARE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const PREPARE_RETRY_MAX: Duration = Duration::from_secs(3);
+/// A leader that cannot confirm its leadership for this long (its
+/// controllers cannot start, or no quorum acknowledged it) steps down
+/// rather than hold the cluster.
+pub const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
+/// How often a running leader checks that a quorum still acknowledges it.
+const LEADERSHIP_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
 /// master leads.
@@ -41,12 +60,14 @@ pub async fn run(
                 changed = metrics.changed() => if changed.is_err() { return },
             }
         }
-        if let Err(e) = prepare(&cluster).await {
-            tracing::warn!(error = %e, "not ready to lead yet");
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(Duration::from_millis(300)) => continue,
+        match prepare_with_retries(&cluster, &master_metrics, &shutdown).await {
+            Prepared::Ready => {}
+            Prepared::NotLeading => continue,
+            Prepared::Unconfirmed => {
+                step_down(&cluster, &shutdown).await;
+                continue;
             }
+            Prepared::ShuttingDown => return,
         }
         let term = shutdown.child_token();
         let ctx = Context {
@@ -88,7 +109,12 @@ pub async fn run(
             lifecycle,
             term.clone(),
         ));
+        master_metrics
+            .controllers_running
+            .store(true, Ordering::Relaxed);
         tracing::info!(id = cluster.id, "leading: controllers started");
+        let mut check = tokio::time::interval(LEADERSHIP_CHECK_EVERY);
+        let mut isolated = false;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -97,15 +123,123 @@ pub async fn run(
                         break;
                     }
                 }
+                _ = check.tick() => {
+                    let unacknowledged = quorum_ack_age(&cluster);
+                    if unacknowledged.is_some_and(|age| age >= STEP_DOWN_AFTER) {
+                        tracing::warn!(
+                            id = cluster.id,
+                            unacknowledged = ?unacknowledged,
+                            "no quorum has acknowledged this leader for too long; stopping the controllers and stepping down",
+                        );
+                        isolated = true;
+                        break;
+                    }
+                }
             }
         }
         term.cancel();
         while tasks.join_next().await.is_some() {}
+        master_metrics
+            .controllers_running
+            .store(false, Ordering::Relaxed);
         tracing::info!(id = cluster.id, "controllers stopped");
         if shutdown.is_cancelled() {
             return;
         }
+        if isolated {
+            step_down(&cluster, &shutdown).await;
+        }
     }
+}
+
+/// How a new leader's preparation ended.
+enum Prepared {
+    Ready,
+    NotLeading,
+    /// Leading, but unconfirmed for [`STEP_DOWN_AFTER`].
+    Unconfirmed,
+    ShuttingDown,
+}
+
+/// Prepares to lead, retrying with backoff while this master leads but
+/// cannot confirm it; each failure is logged and counted.
+async fn prepare_with_retries(
+    cluster: &Cluster,
+    metrics: &crate::metrics::MasterMetrics,
+    shutdown: &CancellationToken,
+) -> Prepared {
+    let since = tokio::time::Instant::now();
+    let mut pause = PREPARE_RETRY_FIRST;
+    loop {
+        let error = match prepare(cluster).await {
+            Ok(()) => return Prepared::Ready,
+            Err(e) => e,
+        };
+        metrics.controller_start_failures.inc(&[]);
+        if !cluster.is_leader() {
+            tracing::info!(id = cluster.id, error = %error, "lost leadership before the controllers started");
+            return Prepared::NotLeading;
+        }
+        if since.elapsed() >= STEP_DOWN_AFTER {
+            tracing::warn!(
+                id = cluster.id,
+                error = %error,
+                after = ?since.elapsed(),
+                "leading, but the controllers could not start for too long; stepping down",
+            );
+            return Prepared::Unconfirmed;
+        }
+        tracing::warn!(
+            id = cluster.id,
+            error = %error,
+            retry_in = ?pause,
+            "leading, but the controllers could not start yet; retrying",
+        );
+        tokio::select! {
+            _ = shutdown.cancelled() => return Prepared::ShuttingDown,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(PREPARE_RETRY_MAX);
+    }
+}
+
+/// Since a quorum last acknowledged this master, while it leads.
+fn quorum_ack_age(cluster: &Cluster) -> Option<Duration> {
+    let metrics = cluster.raft.metrics();
+    let m = metrics.borrow();
+    (m.state == openraft::ServerState::Leader)
+        .then_some(m.millis_since_quorum_ack)
+        .flatten()
+        .map(Duration::from_millis)
+}
+
+/// Gives up leadership. openraft 0.9 has no call for it, so the leader
+/// falls silent: with its heartbeats off, the followers' election timers
+/// run out, one of them is elected in a higher term, and this master
+/// follows it as soon as it hears of that term. Heartbeats come back on
+/// once that happened, or after twice the longest election timeout (no
+/// one else could be elected, so this master may as well lead again).
+/// Safety does not depend on any of this: a silent leader can still not
+/// commit or confirm anything without a quorum.
+async fn step_down(cluster: &Cluster, shutdown: &CancellationToken) {
+    let quiet = Duration::from_millis(2 * cluster.raft.config().election_timeout_max);
+    cluster.raft.runtime_config().heartbeat(false);
+    let mut metrics = cluster.raft.metrics();
+    let _ = tokio::time::timeout(quiet, async {
+        while cluster.is_leader() && !shutdown.is_cancelled() {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                changed = metrics.changed() => if changed.is_err() { break },
+            }
+        }
+    })
+    .await;
+    cluster.raft.runtime_config().heartbeat(true);
+    tracing::info!(
+        id = cluster.id,
+        still_leader = cluster.is_leader(),
+        "step-down over; heartbeats on again"
+    );
 }
 
 /// The namespaces every cluster has: `default`, and `kube-system` (where
@@ -115,7 +249,7 @@ const BUILT_IN_NAMESPACES: [&str; 2] = [DEFAULT_NAMESPACE, "kube-system"];
 /// Catches up with everything committed and makes sure the built-in
 /// namespaces exist.
 async fn prepare(cluster: &Cluster) -> Result<(), ClusterError> {
-    cluster.linearize().await?;
+    cluster.linearize(PREPARE_CONFIRM_WITHIN).await?;
     for name in BUILT_IN_NAMESPACES {
         ensure_namespace(cluster, name).await?;
     }

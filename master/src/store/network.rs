@@ -9,6 +9,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use skiff_proto::raft::raft_peer_client::RaftPeerClient;
@@ -20,22 +24,64 @@ use super::{MemberNode, NodeId, TypeConfig};
 /// Largest Raft message accepted or sent (snapshot chunks are smaller).
 pub const MAX_PEER_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Makes one gRPC client per peer, over mutual TLS with this master's
-/// certificate.
+/// How long a connection attempt to a peer may take.
+const PEER_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// HTTP/2 pings on an idle peer connection, so a peer that vanished
+/// without closing it (unplugged, partitioned) is noticed and the next
+/// call reconnects.
+const PEER_KEEPALIVE: Duration = Duration::from_secs(5);
+
+/// Makes gRPC clients for peers, over mutual TLS with this master's
+/// certificate. Every client for one peer address shares one HTTP/2
+/// connection: openraft asks for a new client for each replication stream
+/// and for every leadership confirmation of a linearizable read, and a
+/// fresh TCP + TLS handshake per confirmation could not finish within the
+/// heartbeat-long deadline openraft gives it on a loaded machine.
 #[derive(Clone)]
 pub struct PeerNetwork {
-    pub transport: skiff_security::ClientTransport,
+    transport: skiff_security::ClientTransport,
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-/// The connection to one peer.
+impl PeerNetwork {
+    pub fn new(transport: skiff_security::ClientTransport) -> PeerNetwork {
+        PeerNetwork {
+            transport,
+            channels: Arc::default(),
+        }
+    }
+
+    /// The shared connection to `addr`, made (lazily) on first use.
+    fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = self
+            .transport
+            .endpoint(addr)
+            .map_err(|e| PeerError {
+                addr: addr.to_owned(),
+                message: e.to_string(),
+            })?
+            .connect_timeout(PEER_CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(PEER_KEEPALIVE)
+            .keep_alive_timeout(PEER_KEEPALIVE)
+            .keep_alive_while_idle(true);
+        let channel = self.transport.channel_on(endpoint);
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
+/// A client for one peer, over the connection shared by all its clients.
 pub struct PeerClient {
     target: NodeId,
     addr: String,
-    transport: skiff_security::ClientTransport,
-    client: Option<RaftPeerClient<Channel>>,
+    client: Result<RaftPeerClient<Channel>, PeerError>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("raft peer {addr}: {message}")]
 struct PeerError {
     addr: String,
@@ -46,11 +92,15 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerClient {
+        let client = self.channel(&node.raft_addr).map(|channel| {
+            RaftPeerClient::new(channel)
+                .max_decoding_message_size(MAX_PEER_MESSAGE)
+                .max_encoding_message_size(MAX_PEER_MESSAGE)
+        });
         PeerClient {
             target,
             addr: node.raft_addr.clone(),
-            transport: self.transport.clone(),
-            client: None,
+            client,
         }
     }
 }
@@ -58,25 +108,6 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
 type RpcResult<T, E> = Result<T, RPCError<NodeId, MemberNode, E>>;
 
 impl PeerClient {
-    fn client(&mut self) -> Result<RaftPeerClient<Channel>, PeerError> {
-        if self.client.is_none() {
-            let endpoint = self
-                .transport
-                .endpoint(&self.addr)
-                .map_err(|e| PeerError {
-                    addr: self.addr.clone(),
-                    message: e.to_string(),
-                })?
-                .connect_timeout(std::time::Duration::from_secs(1));
-            let client = RaftPeerClient::new(self.transport.channel_on(endpoint))
-                .max_decoding_message_size(MAX_PEER_MESSAGE)
-                .max_encoding_message_size(MAX_PEER_MESSAGE);
-            self.client = Some(client);
-        }
-        // A tonic client is a cheap handle onto one shared connection.
-        Ok(self.client.clone().unwrap_or_else(|| unreachable!()))
-    }
-
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Req,
@@ -95,8 +126,10 @@ impl PeerClient {
         };
         let data = bincode::serialize(&rpc)
             .map_err(|e| RPCError::Network(NetworkError::new(&fail(e.to_string()))))?;
+        // A tonic client is a cheap handle onto the shared connection.
         let mut client = self
-            .client()
+            .client
+            .clone()
             .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
