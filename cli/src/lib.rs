@@ -86,6 +86,13 @@ pub struct MasterArgs {
     #[arg(long, default_value_t = skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
           value_parser = clap::value_parser!(u64).range(10..))]
     pub snapshot_after_entries: u64,
+    /// How often the Raft leader sends heartbeats to the other masters.
+    #[arg(long, default_value = "100ms")]
+    pub raft_heartbeat_interval: humantime::Duration,
+    /// Silence after which a master may call an election (it waits between
+    /// one and two of these, plus two as the old leader's lease).
+    #[arg(long, default_value = "500ms")]
+    pub raft_election_timeout: humantime::Duration,
     /// Heartbeat silence after which a node is NotReady.
     #[arg(long, default_value = "4500ms")]
     pub node_monitor_grace_period: humantime::Duration,
@@ -147,6 +154,12 @@ impl MasterArgs {
             },
             join_limits: Default::default(),
             snapshot_after_entries: self.snapshot_after_entries,
+            raft_timings: skiff_master::store::RaftTimings {
+                heartbeat_interval: self.raft_heartbeat_interval.into(),
+                election_timeout: self.raft_election_timeout.into(),
+            }
+            .check()
+            .map_err(|e| format!("--raft-heartbeat-interval/--raft-election-timeout: {e}"))?,
             notify_ready: true,
             metrics_listen: match self.metrics_listen.as_str() {
                 "none" => None,
@@ -384,6 +397,8 @@ impl ServerArgs {
             token: self.token.clone(),
             tls_san: self.tls_san.clone(),
             snapshot_after_entries: skiff_master::store::DEFAULT_SNAPSHOT_AFTER_ENTRIES,
+            raft_heartbeat_interval: skiff_master::store::DEFAULT_HEARTBEAT_INTERVAL.into(),
+            raft_election_timeout: skiff_master::store::DEFAULT_ELECTION_TIMEOUT.into(),
             node_monitor_grace_period: "4500ms".parse().map_err(|e| format!("{e}"))?,
             pod_eviction_timeout: "5s".parse().map_err(|e| format!("{e}"))?,
             cluster_cidr: self.cluster_cidr.clone(),

@@ -124,4 +124,28 @@ fn bad_settings_are_clear_errors_at_start() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/skiff.yaml"));
+    // Raft timings that cannot work stop a master before it starts.
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(skiff_bin())
+        .arg("master")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args([
+            "--raft-heartbeat-interval",
+            "400ms",
+            "--raft-election-timeout",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("--raft-election-timeout") && err.contains("three heartbeat intervals"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_dir(dir.path()).unwrap().next().is_none(),
+        "nothing written"
+    );
 }

@@ -53,6 +53,8 @@ pub struct MasterConfig {
     pub join_limits: crate::security::join_service::JoinLimits,
     /// Log entries between snapshots.
     pub snapshot_after_entries: u64,
+    /// Raft's heartbeat interval and election timeout.
+    pub raft_timings: crate::store::RaftTimings,
     /// Failure detection timing.
     pub lifecycle: LifecycleConfig,
     /// The cluster CIDR nodes get their pod subnets from.
@@ -116,7 +118,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let transport = pki.client()?;
     let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
     let store = ObjectStore::open(&data_dir)?;
-    let raft_settings = raft_config(config.snapshot_after_entries)
+    let raft_settings = raft_config(config.raft_timings, config.snapshot_after_entries)
         .validate()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
     let raft = Raft::new(

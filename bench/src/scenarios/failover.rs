@@ -45,6 +45,10 @@ pub struct FailoverArgs {
     /// Keep every core busy for the whole run (a loaded machine).
     #[arg(long)]
     pub busy: bool,
+    /// With `--kill master`: a flag for every master, e.g.
+    /// `--master-flag=--raft-election-timeout=500ms`; repeatable.
+    #[arg(long = "master-flag", allow_hyphen_values = true)]
+    pub master_flags: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -182,7 +186,8 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
 async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(args.kills >= 1, "--kills must be at least 1");
     let _load = args.busy.then(CpuLoad::all_cores);
-    let mut cluster = MasterCluster::start(3).await?;
+    let flags: Vec<&str> = args.master_flags.iter().map(String::as_str).collect();
+    let mut cluster = MasterCluster::start_with(3, &flags).await?;
     let addrs: Vec<String> = cluster.masters.iter().map(|m| m.api_addr.clone()).collect();
     let fleet = HollowFleet::new(addrs);
     let config = HollowConfig {
@@ -256,6 +261,7 @@ async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
         "nodes": args.nodes,
         "pods": args.pods,
         "kills": args.kills,
+        "master_flags": args.master_flags,
         "soak_seconds": args.seconds,
         "false_elections": false_elections,
         "first_write_ms_p50": write_p50,

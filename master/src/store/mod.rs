@@ -21,6 +21,7 @@ pub mod state_machine;
 
 use std::fmt;
 use std::io::Cursor;
+use std::time::Duration;
 
 pub use command::{Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError};
 
@@ -72,16 +73,76 @@ pub(crate) fn storage_io_error(
 /// writes, so this is at least as many writes.
 pub const DEFAULT_SNAPSHOT_AFTER_ENTRIES: u64 = 5000;
 
-/// Raft timing and snapshot settings tuned for small machines on LANs:
-/// heartbeats every 150 ms, elections after 0.75–1.5 s of silence, a
+/// How often a leader sends heartbeats, by default (etcd's default too).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
+/// The election timeout `T`, by default; see [`RaftTimings`]. With 500 ms
+/// a follower calls an election after 1.5–2 s of silence, about what
+/// etcd's defaults allow, and a surviving master takes writes 1.7–1.9 s
+/// after the leader died even with both cores busy (750 ms: 2.6–2.9 s),
+/// with no false elections in the same runs (BENCHMARKS.md). Links that
+/// lose a second or more at a time (Wi-Fi) want a longer one.
+pub const DEFAULT_ELECTION_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Raft's clock: how often the leader sends heartbeats, and the election
+/// timeout `T`. A follower that has heard nothing for a random time
+/// between `T` and `2T` (openraft adds its leader lease, `2T`, after a
+/// leader was known, so `3T`–`4T` in practice) calls an election. openraft
+/// also gives a heartbeat confirming a linearizable read one heartbeat
+/// interval to be answered; the read is retried within its own deadline
+/// when it is not (see `Cluster::linearize`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTimings {
+    pub heartbeat_interval: Duration,
+    pub election_timeout: Duration,
+}
+
+impl Default for RaftTimings {
+    fn default() -> Self {
+        RaftTimings {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            election_timeout: DEFAULT_ELECTION_TIMEOUT,
+        }
+    }
+}
+
+/// Raft timings that cannot work.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RaftTimingsError {
+    #[error("the Raft heartbeat interval must be at least 10ms, not {0:?}")]
+    HeartbeatTooShort(Duration),
+    #[error("the Raft election timeout ({election:?}) must be at least three heartbeat intervals ({heartbeat:?} each), or followers call elections between heartbeats")]
+    ElectionTooShort {
+        election: Duration,
+        heartbeat: Duration,
+    },
+}
+
+impl RaftTimings {
+    /// Checks that the timings can work together.
+    pub fn check(self) -> Result<RaftTimings, RaftTimingsError> {
+        if self.heartbeat_interval < Duration::from_millis(10) {
+            return Err(RaftTimingsError::HeartbeatTooShort(self.heartbeat_interval));
+        }
+        if self.election_timeout < self.heartbeat_interval * 3 {
+            return Err(RaftTimingsError::ElectionTooShort {
+                election: self.election_timeout,
+                heartbeat: self.heartbeat_interval,
+            });
+        }
+        Ok(self)
+    }
+}
+
+/// Raft settings for small machines on LANs: the given timings, a
 /// snapshot every `snapshot_after_entries` entries, after which the log is
 /// purged except for the last fifth of that (for followers slightly behind).
-pub fn raft_config(snapshot_after_entries: u64) -> openraft::Config {
+pub fn raft_config(timings: RaftTimings, snapshot_after_entries: u64) -> openraft::Config {
+    let millis = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     openraft::Config {
         cluster_name: "skiff".to_owned(),
-        heartbeat_interval: 150,
-        election_timeout_min: 750,
-        election_timeout_max: 1500,
+        heartbeat_interval: millis(timings.heartbeat_interval),
+        election_timeout_min: millis(timings.election_timeout),
+        election_timeout_max: millis(timings.election_timeout) * 2,
         install_snapshot_timeout: 10_000,
         max_payload_entries: 1000,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(snapshot_after_entries),
@@ -109,6 +170,43 @@ mod tests {
             let sm = StateMachine::new(ObjectStore::open(dir.path()).expect("open state"));
             Ok((dir, log, sm))
         }
+    }
+
+    #[test]
+    fn raft_timings_that_cannot_work_are_refused() {
+        use super::{RaftTimings, RaftTimingsError};
+        use std::time::Duration;
+        let ms = Duration::from_millis;
+        assert!(RaftTimings::default().check().is_ok());
+        let config = super::raft_config(RaftTimings::default(), 100);
+        assert!(config.clone().validate().is_ok());
+        assert_eq!(
+            (
+                config.heartbeat_interval,
+                config.election_timeout_min,
+                config.election_timeout_max
+            ),
+            (100, 500, 1000)
+        );
+        assert_eq!(
+            RaftTimings {
+                heartbeat_interval: ms(5),
+                election_timeout: ms(750)
+            }
+            .check(),
+            Err(RaftTimingsError::HeartbeatTooShort(ms(5)))
+        );
+        assert_eq!(
+            RaftTimings {
+                heartbeat_interval: ms(300),
+                election_timeout: ms(600)
+            }
+            .check(),
+            Err(RaftTimingsError::ElectionTooShort {
+                election: ms(600),
+                heartbeat: ms(300)
+            })
+        );
     }
 
     #[test]
