@@ -630,3 +630,119 @@ fn the_history_check_flags_a_stale_read_and_accepts_an_unknown_write() {
     ];
     assert!(!check_per_key(&flip, initial)["k"].consistent);
 }
+
+/// SIGCONTs the processes it names when dropped, so a failing test never
+/// leaves a master stopped.
+struct Stopped(Vec<u32>);
+
+impl Stopped {
+    fn stop(pids: Vec<u32>) -> Stopped {
+        for &pid in &pids {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGSTOP,
+            )
+            .unwrap();
+        }
+        Stopped(pids)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGCONT,
+            );
+        }
+    }
+}
+
+/// One unlabelled sample from a master's /metrics.
+fn metric(addr: &str, name: &str) -> Option<f64> {
+    let (status, body) = skiff_e2e::http_get(addr, "/metrics").ok()?;
+    (status == 200).then_some(())?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_its_quorum_stops_its_controllers_and_steps_down() {
+    let cluster = MasterCluster::start(3).await.unwrap();
+    let leader = cluster.leader().await.unwrap();
+    let metrics = cluster.masters[leader].metrics_addr.clone();
+    assert_eq!(metric(&metrics, "skiff_controllers_running"), Some(1.0));
+    // Both followers freeze: the leader still believes it leads, but no
+    // quorum answers it any more.
+    let followers: Vec<u32> = (0..3)
+        .filter(|&i| i != leader)
+        .filter_map(|i| cluster.masters[i].pid())
+        .collect();
+    let frozen_at = Instant::now();
+    let frozen = Stopped::stop(followers);
+    wait_for("the cut-off leader to stop its controllers", Duration::from_secs(20), || {
+        let metrics = metrics.clone();
+        async move { (metric(&metrics, "skiff_controllers_running") == Some(0.0)).then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.masters[leader].log_tail()));
+    let stopped_after = frozen_at.elapsed();
+    assert!(
+        stopped_after >= Duration::from_secs(9),
+        "controllers stopped after only {stopped_after:?}: a slow quorum is not a lost one"
+    );
+    let log = std::fs::read_to_string(&cluster.masters[leader].log_path).unwrap();
+    assert!(
+        log.contains("stepping down"),
+        "{}",
+        cluster.masters[leader].log_tail()
+    );
+    // A linearizable read through the cut-off leader fails rather than
+    // answer from a view no quorum confirmed.
+    assert!(cluster.masters[leader]
+        .client()
+        .get(Kind::Namespace, "", "default")
+        .await
+        .is_err());
+
+    // The followers wake up: the cluster has a leader and takes writes.
+    drop(frozen);
+    let all = clients(&cluster);
+    wait_for(
+        "a write after the quorum is back",
+        Duration::from_secs(20),
+        || {
+            let all = all.clone();
+            async move {
+                for c in &all {
+                    if c.create(secret("after-step-down", "00000001").into_object())
+                        .await
+                        .is_ok()
+                    {
+                        return Some(());
+                    }
+                }
+                None
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    wait_for(
+        "controllers running again",
+        Duration::from_secs(20),
+        || async {
+            cluster
+                .masters
+                .iter()
+                .any(|m| metric(&m.metrics_addr, "skiff_controllers_running") == Some(1.0))
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    eprintln!(
+        "the cut-off leader stopped its controllers {stopped_after:?} after losing its quorum"
+    );
+}
