@@ -244,7 +244,7 @@ pub async fn heartbeat_loop(
             Err(status) => {
                 if let Some(leader) = status
                     .metadata()
-                    .get("x-skiff-leader")
+                    .get(skiff_proto::LEADER_METADATA)
                     .and_then(|v| v.to_str().ok())
                 {
                     target = leader.to_string();

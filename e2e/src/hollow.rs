@@ -230,7 +230,7 @@ async fn heartbeat_loop(
                 _ = token.cancelled() => return,
                 ended = &mut call => {
                     if let Err(status) = ended {
-                        match status.metadata().get("x-skiff-leader").and_then(|v| v.to_str().ok()) {
+                        match status.metadata().get(skiff_proto::LEADER_METADATA).and_then(|v| v.to_str().ok()) {
                             Some(leader) => target = leader.to_owned(),
                             None => {
                                 attempt += 1;

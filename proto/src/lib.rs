@@ -49,6 +49,10 @@ pub use skiff::api::v1 as api;
 /// The agent protocol (`skiff.node.v1`).
 pub use skiff::node::v1 as node;
 
+/// gRPC metadata key on a heartbeat stream a follower refuses: the
+/// leader's API address, for agents (and hollow nodes) to follow.
+pub const LEADER_METADATA: &str = "x-skiff-leader";
+
 /// Master-to-master Raft transport (`skiff.raft.v1`).
 pub use skiff::raft::v1 as raft;
 

@@ -30,8 +30,7 @@ use crate::objects::{IntoObject, Kind};
 use crate::store::WriteError;
 use crate::writer::{now_rfc3339, ObjectWriter};
 
-/// Metadata key on a refused heartbeat stream: the leader's API address.
-pub const LEADER_METADATA: &str = "x-skiff-leader";
+pub use skiff_proto::LEADER_METADATA;
 
 /// Serves the agent protocol for one master.
 pub struct NodeService {
