@@ -16,11 +16,9 @@ use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
-use crate::cluster::ClusterError;
 use crate::controllers::Context;
 use crate::objects::manifest::parse_manifest;
 use crate::objects::{Kind, ObjectExt};
-use crate::store::WriteError;
 use crate::writer::DEFAULT_NAMESPACE;
 
 /// How often the directory is looked at.
@@ -66,7 +64,7 @@ async fn apply(ctx: &Context, mut object: Object) -> Result<(), ApiError> {
         }
     }
     match ctx.writer.create(object.clone()).await {
-        Err(ApiError::Cluster(ClusterError::Refused(WriteError::AlreadyExists { .. }))) => {}
+        Err(e) if e.is_already_exists() => {}
         other => return other.map(|_| ()),
     }
     let meta = object.meta().clone();
@@ -81,9 +79,7 @@ async fn apply(ctx: &Context, mut object: Object) -> Result<(), ApiError> {
         }
         match ctx.writer.update(desired).await {
             Ok(_) => return Ok(()),
-            Err(e @ ApiError::Cluster(ClusterError::Refused(WriteError::Conflict { .. }))) => {
-                last = Some(e)
-            }
+            Err(e) if e.is_conflict() => last = Some(e),
             Err(e) => return Err(e),
         }
     }

@@ -48,6 +48,31 @@ fn leader_hint(leader: &Option<MemberNode>) -> String {
 
 pub type Result<T> = std::result::Result<T, ClusterError>;
 
+impl ClusterError {
+    /// The state machine's refusal, if that is what this is.
+    pub fn refusal(&self) -> Option<&WriteError> {
+        match self {
+            ClusterError::Refused(refused) => Some(refused),
+            _ => None,
+        }
+    }
+
+    /// The object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.refusal(), Some(WriteError::NotFound { .. }))
+    }
+
+    /// An object of that name exists already.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self.refusal(), Some(WriteError::AlreadyExists { .. }))
+    }
+
+    /// A conditional write lost to a newer resourceVersion.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.refusal(), Some(WriteError::Conflict { .. }))
+    }
+}
+
 impl From<crate::store::state_machine::StateMachineError> for ClusterError {
     fn from(e: crate::store::state_machine::StateMachineError) -> Self {
         ClusterError::Raft(e.to_string())

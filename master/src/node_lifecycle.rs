@@ -20,10 +20,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::ApiError;
-use crate::cluster::ClusterError;
 use crate::controllers::{pod_is_active, Context};
 use crate::objects::{IntoObject, Kind};
-use crate::store::WriteError;
 use crate::writer::now_rfc3339;
 
 /// The taint a silent node gets, as in Kubernetes.
@@ -259,8 +257,8 @@ async fn evict_pods(ctx: &Context, node: &str) -> Result<(), crate::controllers:
     }
     while let Some(joined) = deletes.join_next().await {
         match joined {
-            Ok(Ok(_))
-            | Ok(Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound { .. })))) => {}
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.is_not_found() => {}
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => return Err(ApiError::Invalid(format!("eviction task: {e}")).into()),
         }

@@ -361,7 +361,7 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
             Err(message) => {
                 outcome.unschedulable += 1;
                 if let Err(e) = mark_unschedulable(ctx, pod, &message).await {
-                    if !is_conflict(&e) {
+                    if !e.is_conflict() {
                         failure = Some(e);
                     }
                 }
@@ -389,29 +389,11 @@ type BindResult = Result<Result<Object, ApiError>, tokio::task::JoinError>;
 fn collect(done: Option<BindResult>, outcome: &mut PassOutcome, failure: &mut Option<ApiError>) {
     match done {
         Some(Ok(Ok(_))) => outcome.bound += 1,
-        Some(Ok(Err(e))) if is_conflict(&e) || is_not_found(&e) => outcome.conflicts += 1,
+        Some(Ok(Err(e))) if e.is_conflict() || e.is_not_found() => outcome.conflicts += 1,
         Some(Ok(Err(e))) => *failure = Some(e),
         Some(Err(e)) => *failure = Some(ApiError::Invalid(format!("bind task: {e}"))),
         None => {}
     }
-}
-
-fn is_conflict(e: &ApiError) -> bool {
-    matches!(
-        e,
-        ApiError::Cluster(crate::cluster::ClusterError::Refused(
-            crate::store::WriteError::Conflict { .. }
-        ))
-    )
-}
-
-fn is_not_found(e: &ApiError) -> bool {
-    matches!(
-        e,
-        ApiError::Cluster(crate::cluster::ClusterError::Refused(
-            crate::store::WriteError::NotFound { .. }
-        ))
-    )
 }
 
 /// Records `PodScheduled=False` with the reason, unless it already says so.

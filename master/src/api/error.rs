@@ -31,6 +31,31 @@ pub enum ApiError {
     LeaderUnreachable { addr: String, message: String },
 }
 
+impl ApiError {
+    /// The store's refusal behind this error, if any.
+    fn cluster(&self) -> Option<&ClusterError> {
+        match self {
+            ApiError::Cluster(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// The object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        self.cluster().is_some_and(ClusterError::is_not_found)
+    }
+
+    /// An object of that name exists already.
+    pub fn is_already_exists(&self) -> bool {
+        self.cluster().is_some_and(ClusterError::is_already_exists)
+    }
+
+    /// A conditional write lost to a newer resourceVersion.
+    pub fn is_conflict(&self) -> bool {
+        self.cluster().is_some_and(ClusterError::is_conflict)
+    }
+}
+
 impl From<EmptyObject> for ApiError {
     fn from(e: EmptyObject) -> Self {
         ApiError::Invalid(e.to_string())
@@ -57,5 +82,44 @@ impl From<ApiError> for Status {
             ApiError::Storage(_) => Code::Internal,
         };
         Status::new(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Kind;
+
+    fn refused(e: WriteError) -> ApiError {
+        ApiError::Cluster(ClusterError::Refused(e))
+    }
+
+    #[test]
+    fn each_refusal_answers_exactly_its_own_question() {
+        let not_found = refused(WriteError::NotFound {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: "a".into(),
+        });
+        let exists = refused(WriteError::AlreadyExists {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: "a".into(),
+        });
+        let conflict = refused(WriteError::Conflict {
+            kind: Kind::Pod,
+            name: "a".into(),
+            expected: "1".into(),
+            current: "2".into(),
+        });
+        let no_namespace = refused(WriteError::NamespaceNotFound("x".into()));
+        let answers = |e: &ApiError| (e.is_not_found(), e.is_already_exists(), e.is_conflict());
+        assert_eq!(answers(&not_found), (true, false, false));
+        assert_eq!(answers(&exists), (false, true, false));
+        assert_eq!(answers(&conflict), (false, false, true));
+        assert_eq!(answers(&no_namespace), (false, false, false));
+        assert_eq!(answers(&ApiError::NoLeader), (false, false, false));
+        assert_eq!(Status::from(conflict).code(), Code::Aborted);
+        assert_eq!(Status::from(not_found).code(), Code::NotFound);
     }
 }

@@ -199,9 +199,7 @@ impl Reconciler for DeploymentController {
                     .await
                 {
                     Ok(_) => {}
-                    Err(ApiError::Cluster(crate::cluster::ClusterError::Refused(
-                        crate::store::WriteError::NotFound { .. },
-                    ))) => {}
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -11,11 +11,8 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{pod_is_active, pod_is_ready, Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::api::ApiError;
-use crate::cluster::ClusterError;
 use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use crate::store::WriteError;
 
 pub struct EndpointsController {
     pub ctx: Context,
@@ -81,10 +78,8 @@ impl Reconciler for EndpointsController {
                     .delete(Kind::Endpoints, &key.namespace, &key.name, "")
                     .await
                 {
-                    Ok(_)
-                    | Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound {
-                        ..
-                    }))) => {}
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -183,10 +178,8 @@ impl Reconciler for EndpointsController {
                     ..Default::default()
                 };
                 match self.ctx.writer.create(endpoints.into_object()).await {
-                    Ok(_)
-                    | Err(ApiError::Cluster(ClusterError::Refused(WriteError::AlreadyExists {
-                        ..
-                    }))) => {}
+                    Ok(_) => {}
+                    Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
                 }
             }

@@ -14,10 +14,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::Context;
 use crate::api::ApiError;
-use crate::cluster::ClusterError;
 use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError};
-use crate::store::WriteError;
 
 /// Runs the collector until `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
@@ -129,8 +127,8 @@ async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), GcError> {
     let mut failure = None;
     while let Some(joined) = deletes.join_next().await {
         match joined {
-            Ok(Ok(_))
-            | Ok(Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound { .. })))) => {}
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.is_not_found() => {}
             Ok(Err(e)) => failure = Some(e),
             Err(e) => failure = Some(ApiError::Invalid(format!("delete task: {e}"))),
         }

@@ -24,7 +24,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
 use crate::objects::{IntoObject, Kind};
 use crate::scheduler;
-use crate::store::{Command, WriteError};
+use crate::store::Command;
 use crate::writer::{new_uid, now_rfc3339, ObjectWriter, DEFAULT_NAMESPACE};
 
 /// How long the new leader's controllers' start may wait for a quorum to
@@ -276,7 +276,8 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<(), ClusterEr
         now: now_rfc3339(),
     };
     match cluster.propose(command).await {
-        Ok(_) | Err(ClusterError::Refused(WriteError::AlreadyExists { .. })) => Ok(()),
+        Ok(_) => Ok(()),
+        Err(e) if e.is_already_exists() => Ok(()),
         Err(e) => Err(e),
     }
 }

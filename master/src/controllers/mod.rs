@@ -83,12 +83,7 @@ pub enum ReconcileError {
 impl ReconcileError {
     /// A write lost an optimistic-concurrency race: normal, retried.
     pub fn is_conflict(&self) -> bool {
-        matches!(
-            self,
-            ReconcileError::Write(ApiError::Cluster(crate::cluster::ClusterError::Refused(
-                crate::store::WriteError::Conflict { .. }
-            )))
-        )
+        matches!(self, ReconcileError::Write(e) if e.is_conflict())
     }
 }
 

@@ -11,10 +11,8 @@ use super::{
     ReconcileError, Reconciler,
 };
 use crate::api::ApiError;
-use crate::cluster::ClusterError;
 use crate::objects::{selector, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use crate::store::WriteError;
 use crate::writer::random_suffix;
 
 /// Most pods created or deleted in one reconcile; the rest follow in the
@@ -117,9 +115,7 @@ impl Reconciler for ReplicaSetController {
                         }
                     }
                     // A random name collided; the next round tries another.
-                    Ok(Err(ApiError::Cluster(ClusterError::Refused(
-                        WriteError::AlreadyExists { .. },
-                    )))) => {}
+                    Ok(Err(e)) if e.is_already_exists() => {}
                     Ok(Err(e)) => failure = Some(e),
                     Err(e) => failure = Some(ApiError::Invalid(format!("create task: {e}"))),
                 }
@@ -140,10 +136,8 @@ impl Reconciler for ReplicaSetController {
                     .delete(Kind::Pod, &meta.namespace, &meta.name, "")
                     .await
                 {
-                    Ok(_)
-                    | Err(ApiError::Cluster(ClusterError::Refused(WriteError::NotFound {
-                        ..
-                    }))) => {}
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {}
                     Err(e) => return Err(e.into()),
                 }
             }
