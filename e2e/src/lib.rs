@@ -144,6 +144,14 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     Ok((status, body))
 }
 
+/// One unlabelled sample (`name value`) from the `/metrics` at `addr`.
+pub fn metric_sample(addr: &str, name: &str) -> Option<f64> {
+    let (status, body) = http_get(addr, "/metrics").ok()?;
+    (status == 200).then_some(())?;
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
 /// Whether the tests that need root and outside tools (containerd, runc,
 /// skopeo, ...) can run here: this process is root and every one of `tools`
 /// is an executable on `PATH` (or, if it has a `/`, at that path).

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use skiff_e2e::cpu_load::CpuLoad;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::MasterCluster;
-use skiff_e2e::wait_for;
+use skiff_e2e::{metric_sample as metric, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
@@ -657,14 +657,6 @@ impl Drop for Stopped {
             );
         }
     }
-}
-
-/// One unlabelled sample from a master's /metrics.
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let (status, body) = skiff_e2e::http_get(addr, "/metrics").ok()?;
-    (status == 200).then_some(())?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -89,6 +89,30 @@ impl ClientTransport {
     }
 }
 
+/// Channels by address, made on first use and shared after: a tonic
+/// channel is one HTTP/2 connection that many calls multiplex over.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelCache {
+    channels: Arc<std::sync::Mutex<std::collections::HashMap<String, Channel>>>,
+}
+
+impl ChannelCache {
+    /// The channel to `addr`, made with `connect` if there is none yet.
+    pub fn get_or_connect<E>(
+        &self,
+        addr: &str,
+        connect: impl FnOnce() -> std::result::Result<Channel, E>,
+    ) -> std::result::Result<Channel, E> {
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let channel = connect()?;
+        channels.insert(addr.to_owned(), channel.clone());
+        Ok(channel)
+    }
+}
+
 /// The connector tonic calls for each new connection.
 #[derive(Clone)]
 struct TlsConnect {

@@ -21,7 +21,7 @@ pub mod tls;
 pub mod token;
 
 pub use ca::{ClusterCa, IssuedCert};
-pub use channel::ClientTransport;
+pub use channel::{ChannelCache, ClientTransport};
 pub use credentials::Credentials;
 pub use identity::{CertInfo, Identity};
 pub use listener::PeerInfo;

@@ -237,6 +237,7 @@ impl Registry {
         h
     }
 
+    /// A gauge computed at scrape time.
     pub fn gauge_fn(
         &self,
         name: &'static str,
@@ -244,13 +245,7 @@ impl Registry {
         labels: &'static [&'static str],
         read: impl Fn() -> Vec<(Vec<String>, f64)> + Send + Sync + 'static,
     ) {
-        lock(&self.families).push(Arc::new(GaugeFn {
-            name,
-            kind: "gauge",
-            help,
-            labels,
-            read: Box::new(read),
-        }));
+        self.computed("gauge", name, help, labels, Box::new(read));
     }
 
     /// A counter whose value is computed at scrape time (for totals that
@@ -262,12 +257,23 @@ impl Registry {
         labels: &'static [&'static str],
         read: impl Fn() -> Vec<(Vec<String>, f64)> + Send + Sync + 'static,
     ) {
+        self.computed("counter", name, help, labels, Box::new(read));
+    }
+
+    fn computed(
+        &self,
+        kind: &'static str,
+        name: &'static str,
+        help: &'static str,
+        labels: &'static [&'static str],
+        read: Box<dyn Fn() -> Vec<(Vec<String>, f64)> + Send + Sync>,
+    ) {
         lock(&self.families).push(Arc::new(GaugeFn {
             name,
-            kind: "counter",
+            kind,
             help,
             labels,
-            read: Box::new(read),
+            read,
         }));
     }
 

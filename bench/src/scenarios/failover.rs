@@ -39,9 +39,9 @@ pub struct FailoverArgs {
     /// What dies: a node, or the leading master.
     #[arg(long, value_enum, default_value_t = Victim::Node)]
     pub kill: Victim,
-    /// With `--kill master`: how many times the leader is killed.
-    #[arg(long, default_value_t = 10)]
-    pub kills: usize,
+    /// With `--kill master`: how many times the leader is killed (10).
+    #[arg(long)]
+    pub kills: Option<usize>,
     /// Keep every core busy for the whole run (a loaded machine).
     #[arg(long)]
     pub busy: bool,
@@ -65,6 +65,10 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
     if args.kill == Victim::Master {
         return master_kills(args).await;
     }
+    anyhow::ensure!(
+        args.kills.is_none() && args.master_flags.is_empty(),
+        "--kills and --master-flag are for --kill master; a node is killed once"
+    );
     let _load = args.busy.then(CpuLoad::all_cores);
     let master = BenchMaster::start(&[]).await?;
     let fleet = HollowFleet::new(vec![master.process.api_addr.clone()]);
@@ -184,7 +188,8 @@ pub async fn run(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
 
 /// Kills the leading master `--kills` times; see the module's header.
 async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
-    anyhow::ensure!(args.kills >= 1, "--kills must be at least 1");
+    let kills = args.kills.unwrap_or(10);
+    anyhow::ensure!(kills >= 1, "--kills must be at least 1");
     let _load = args.busy.then(CpuLoad::all_cores);
     let flags: Vec<&str> = args.master_flags.iter().map(String::as_str).collect();
     let mut cluster = MasterCluster::start_with(3, &flags).await?;
@@ -215,7 +220,7 @@ async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
 
     let mut write_ms = Vec::new();
     let mut controllers_ms = Vec::new();
-    for k in 0..args.kills {
+    for k in 0..kills {
         let leader = cluster.leader().await?;
         let survivors: Vec<_> = (0..cluster.masters.len())
             .filter(|&i| i != leader)
@@ -260,7 +265,7 @@ async fn master_kills(args: FailoverArgs) -> anyhow::Result<serde_json::Value> {
         "busy": args.busy,
         "nodes": args.nodes,
         "pods": args.pods,
-        "kills": args.kills,
+        "kills": kills,
         "master_flags": args.master_flags,
         "soak_seconds": args.seconds,
         "false_elections": false_elections,
@@ -329,15 +334,11 @@ async fn elections(cluster: &MasterCluster) -> f64 {
     total
 }
 
-/// One unlabelled sample from a master's /metrics.
+/// One unlabelled sample from a master's /metrics, off the runtime's
+/// threads (the scrape is a blocking HTTP/1.1 GET).
 async fn metric(addr: &str, name: &str) -> Option<f64> {
-    let addr = addr.to_owned();
-    let (status, body) =
-        tokio::task::spawn_blocking(move || skiff_e2e::http_get(&addr, "/metrics"))
-            .await
-            .ok()?
-            .ok()?;
-    (status == 200).then_some(())?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    let (addr, name) = (addr.to_owned(), name.to_owned());
+    tokio::task::spawn_blocking(move || skiff_e2e::metric_sample(&addr, &name))
+        .await
+        .ok()?
 }

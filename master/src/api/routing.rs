@@ -2,9 +2,7 @@
 //! relayed once to the leader otherwise (marked so it is never relayed
 //! twice), with a short wait while an election is in progress.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tonic::transport::Channel;
@@ -23,7 +21,7 @@ const LEADER_WAIT: Duration = Duration::from_secs(5);
 pub struct LeaderRouter {
     cluster: Cluster,
     transport: ClientTransport,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: skiff_security::ChannelCache,
 }
 
 enum Route {
@@ -36,24 +34,19 @@ impl LeaderRouter {
         LeaderRouter {
             cluster,
             transport,
-            channels: Mutex::new(HashMap::new()),
+            channels: Default::default(),
         }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, ApiError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = channels.get(addr) {
-            return Ok(c.clone());
-        }
-        let channel = self
-            .transport
-            .channel(addr)
-            .map_err(|e| ApiError::LeaderUnreachable {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?;
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels.get_or_connect(addr, || {
+            self.transport
+                .channel(addr)
+                .map_err(|e| ApiError::LeaderUnreachable {
+                    addr: addr.to_owned(),
+                    message: e.to_string(),
+                })
+        })
     }
 
     async fn route(&self, forwarded: bool) -> Result<Route, ApiError> {

@@ -9,8 +9,6 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
@@ -40,37 +38,33 @@ const PEER_KEEPALIVE: Duration = Duration::from_secs(5);
 #[derive(Clone)]
 pub struct PeerNetwork {
     transport: skiff_security::ClientTransport,
-    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    channels: skiff_security::ChannelCache,
 }
 
 impl PeerNetwork {
     pub fn new(transport: skiff_security::ClientTransport) -> PeerNetwork {
         PeerNetwork {
             transport,
-            channels: Arc::default(),
+            channels: Default::default(),
         }
     }
 
     /// The shared connection to `addr`, made (lazily) on first use.
     fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(channel) = channels.get(addr) {
-            return Ok(channel.clone());
-        }
-        let endpoint = self
-            .transport
-            .endpoint(addr)
-            .map_err(|e| PeerError {
-                addr: addr.to_owned(),
-                message: e.to_string(),
-            })?
-            .connect_timeout(PEER_CONNECT_TIMEOUT)
-            .http2_keep_alive_interval(PEER_KEEPALIVE)
-            .keep_alive_timeout(PEER_KEEPALIVE)
-            .keep_alive_while_idle(true);
-        let channel = self.transport.channel_on(endpoint);
-        channels.insert(addr.to_owned(), channel.clone());
-        Ok(channel)
+        self.channels.get_or_connect(addr, || {
+            let endpoint = self
+                .transport
+                .endpoint(addr)
+                .map_err(|e| PeerError {
+                    addr: addr.to_owned(),
+                    message: e.to_string(),
+                })?
+                .connect_timeout(PEER_CONNECT_TIMEOUT)
+                .http2_keep_alive_interval(PEER_KEEPALIVE)
+                .keep_alive_timeout(PEER_KEEPALIVE)
+                .keep_alive_while_idle(true);
+            Ok(self.transport.channel_on(endpoint))
+        })
     }
 }
 
