@@ -15,11 +15,10 @@ use std::time::Duration;
 use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
 use crate::controllers::Context;
 use crate::objects::manifest::parse_manifest;
 use crate::objects::{Kind, ObjectExt};
-use crate::writer::DEFAULT_NAMESPACE;
+use crate::writer::{self, DEFAULT_NAMESPACE};
 
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(3);
@@ -52,10 +51,8 @@ fn fingerprint(text: &str) -> u64 {
 }
 
 /// Creates the object, or updates the stored one to match it.
-async fn apply(ctx: &Context, mut object: Object) -> Result<(), ApiError> {
-    let kind = object
-        .kind()
-        .map_err(|e| ApiError::Invalid(e.to_string()))?;
+async fn apply(ctx: &Context, mut object: Object) -> writer::Result<()> {
+    let kind = object.kind()?;
     if kind.namespaced() {
         if let Ok(meta) = object.meta_mut() {
             if meta.namespace.is_empty() {
@@ -68,8 +65,8 @@ async fn apply(ctx: &Context, mut object: Object) -> Result<(), ApiError> {
         other => return other.map(|_| ()),
     }
     let meta = object.meta().clone();
-    let mut last = None;
-    for _ in 0..5 {
+    let mut conflicts = 0;
+    loop {
         let Some(current) = ctx.store.get(kind, &meta.namespace, &meta.name)? else {
             return Ok(());
         };
@@ -79,11 +76,11 @@ async fn apply(ctx: &Context, mut object: Object) -> Result<(), ApiError> {
         }
         match ctx.writer.update(desired).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.is_conflict() => last = Some(e),
+            // Someone else wrote it meanwhile; read it again, a few times.
+            Err(e) if e.is_conflict() && conflicts < 4 => conflicts += 1,
             Err(e) => return Err(e),
         }
     }
-    Err(last.unwrap_or_else(|| ApiError::Invalid("kept conflicting".into())))
 }
 
 /// Applies one file; returns how many objects it holds.

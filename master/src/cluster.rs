@@ -91,8 +91,6 @@ pub struct Cluster {
     /// Leadership confirmations for linearizable reads, by result
     /// (`confirmed`, `retried`, `failed`, `not_leader`).
     pub read_index: Arc<skiff_telemetry::CounterVec>,
-    /// Hands out Services' clusterIPs.
-    pub service_ips: Arc<crate::service_ips::ServiceIps>,
 }
 
 impl Cluster {

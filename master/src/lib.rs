@@ -15,6 +15,7 @@ pub mod auto_deploy;
 pub mod client;
 pub mod cluster;
 pub mod controllers;
+pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod objects;

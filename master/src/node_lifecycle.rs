@@ -19,10 +19,11 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
-use crate::controllers::{pod_is_active, Context};
+use crate::controllers::{Context, ReconcileError};
+use crate::objects::pods::pod_is_active;
 use crate::objects::{IntoObject, Kind};
-use crate::writer::now_rfc3339;
+use crate::writer;
+use skiff_values::now_rfc3339;
 
 /// The taint a silent node gets, as in Kubernetes.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
@@ -112,7 +113,7 @@ async fn pass(
     config: LifecycleConfig,
     started: Instant,
     silent: &mut HashMap<String, Silence>,
-) -> Result<(), crate::controllers::ReconcileError> {
+) -> Result<(), ReconcileError> {
     let now = Instant::now();
     let (nodes, _) = ctx.store.list(Kind::Node, None)?;
     for object in nodes {
@@ -174,7 +175,7 @@ fn ready_status(node: &v1::Node) -> &str {
 }
 
 /// Sets the Ready condition and the unreachable taints.
-async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> Result<(), ApiError> {
+async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> writer::Result<()> {
     let now = now_rfc3339();
     let status = node.status.get_or_insert_with(Default::default);
     status.conditions.retain(|c| c.r#type != "Ready");
@@ -235,7 +236,7 @@ fn tolerates_unreachable(pod: &v1::Pod) -> bool {
 }
 
 /// Deletes the pods bound to a node that has been gone too long.
-async fn evict_pods(ctx: &Context, node: &str) -> Result<(), crate::controllers::ReconcileError> {
+async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
     let (pods, _) = ctx.store.list(Kind::Pod, None)?;
     let mut deletes = tokio::task::JoinSet::new();
     for object in pods {
@@ -260,7 +261,12 @@ async fn evict_pods(ctx: &Context, node: &str) -> Result<(), crate::controllers:
             Ok(Ok(_)) => {}
             Ok(Err(e)) if e.is_not_found() => {}
             Ok(Err(e)) => return Err(e.into()),
-            Err(e) => return Err(ApiError::Invalid(format!("eviction task: {e}")).into()),
+            Err(source) => {
+                return Err(ReconcileError::Task {
+                    what: "eviction",
+                    source,
+                })
+            }
         }
     }
     Ok(())

@@ -20,13 +20,14 @@ use skiff_proto::v1;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
-use crate::controllers::{pod_is_active, Context, ReconcileError};
-use crate::objects::quantity::Quantity;
+use crate::controllers::{Context, ReconcileError};
+use crate::objects::pods::pod_is_active;
 use crate::objects::selector;
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
-use crate::writer::now_rfc3339;
+use crate::writer;
+use skiff_values::now_rfc3339;
+use skiff_values::Quantity;
 
 /// Pods a node takes when it does not say (Kubernetes' default).
 const DEFAULT_MAX_PODS: i64 = 110;
@@ -362,7 +363,7 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
                 outcome.unschedulable += 1;
                 if let Err(e) = mark_unschedulable(ctx, pod, &message).await {
                     if !e.is_conflict() {
-                        failure = Some(e);
+                        failure = Some(e.into());
                     }
                 }
             }
@@ -379,29 +380,34 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
         );
     }
     match failure {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(outcome),
     }
 }
 
-type BindResult = Result<Result<Object, ApiError>, tokio::task::JoinError>;
+type BindResult = Result<writer::Result<Object>, tokio::task::JoinError>;
 
-fn collect(done: Option<BindResult>, outcome: &mut PassOutcome, failure: &mut Option<ApiError>) {
+fn collect(
+    done: Option<BindResult>,
+    outcome: &mut PassOutcome,
+    failure: &mut Option<ReconcileError>,
+) {
     match done {
         Some(Ok(Ok(_))) => outcome.bound += 1,
         Some(Ok(Err(e))) if e.is_conflict() || e.is_not_found() => outcome.conflicts += 1,
-        Some(Ok(Err(e))) => *failure = Some(e),
-        Some(Err(e)) => *failure = Some(ApiError::Invalid(format!("bind task: {e}"))),
+        Some(Ok(Err(e))) => *failure = Some(e.into()),
+        Some(Err(source)) => {
+            *failure = Some(ReconcileError::Task {
+                what: "bind",
+                source,
+            })
+        }
         None => {}
     }
 }
 
 /// Records `PodScheduled=False` with the reason, unless it already says so.
-async fn mark_unschedulable(
-    ctx: &Context,
-    mut pod: v1::Pod,
-    message: &str,
-) -> Result<(), ApiError> {
+async fn mark_unschedulable(ctx: &Context, mut pod: v1::Pod, message: &str) -> writer::Result<()> {
     let status = pod.status.get_or_insert_with(Default::default);
     let current = status
         .conditions

@@ -27,6 +27,7 @@ use crate::store::peer_service::PeerService;
 use crate::store::proposer::Proposer;
 use crate::store::state_machine::{ObjectStore, StateMachine, StateMachineError};
 use crate::store::{raft_config, MemberNode, NodeId, Raft};
+use crate::writer::ObjectWriter;
 
 /// How a master is run.
 #[derive(Debug, Clone)]
@@ -60,7 +61,7 @@ pub struct MasterConfig {
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where Services' clusterIPs come from.
-    pub service_cidr: crate::controllers::node_ipam::Ipv4Net,
+    pub service_cidr: skiff_values::Ipv4Net,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     /// Tell systemd `READY=1` once serving (off when an agent in the same
@@ -72,7 +73,7 @@ pub struct MasterConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum MasterError {
     #[error("service CIDR {0}")]
-    ServiceCidr(String),
+    ServiceCidr(crate::service_ips::ServiceIpError),
     #[error("data dir {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -138,11 +139,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         proposer: Proposer::spawn(raft.clone()),
         commit_latency: metrics.raft_commit.clone(),
         read_index: metrics.read_index.clone(),
-        service_ips: Arc::new(
-            crate::service_ips::ServiceIps::new(config.service_cidr)
-                .map_err(MasterError::ServiceCidr)?,
-        ),
     };
+    let service_ips = crate::service_ips::ServiceIps::new(config.service_cidr)
+        .map_err(MasterError::ServiceCidr)?;
+    let writer = ObjectWriter::new(cluster.clone(), Arc::new(service_ips));
 
     let api_listener = bind("API", config.listen).await?;
     let raft_listener = bind("Raft", config.raft_listen).await?;
@@ -179,9 +179,9 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             )))
         }
     };
-    let api = ApiService::new(cluster.clone(), transport.clone(), shutdown.clone());
+    let api = ApiService::new(writer.clone(), transport.clone(), shutdown.clone());
     let nodes = NodeService::new(
-        cluster.clone(),
+        writer.clone(),
         transport.clone(),
         heartbeats.clone(),
         pki.ca.clone(),
@@ -238,8 +238,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         pki.clone(),
         shutdown.clone(),
     ));
-    let duties = tokio::spawn(crate::controllers::manager::run(
-        cluster.clone(),
+    let duties = tokio::spawn(crate::leader::run(
+        writer,
         heartbeats,
         config.lifecycle,
         config.pod_cidrs,

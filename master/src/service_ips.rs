@@ -14,10 +14,9 @@ use std::net::Ipv4Addr;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
-use crate::api::ApiError;
-use crate::controllers::node_ipam::Ipv4Net;
 use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::ObjectStore;
+use crate::store::state_machine::{ObjectStore, StateMachineError};
+use skiff_values::Ipv4Net;
 
 /// The default service CIDR (k3s' default).
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
@@ -25,6 +24,26 @@ pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 const RESERVED: u32 = 10;
 /// What `spec.clusterIP` says for a headless Service.
 pub const HEADLESS: &str = "None";
+
+/// Why a Service cannot have the clusterIP it asked for (or any). Nothing
+/// is stored when this is returned.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceIpError {
+    #[error("{range}: too small for Services (at least a /28)")]
+    RangeTooSmall { range: Ipv4Net },
+    #[error("spec.clusterIP: the service CIDR {range} has no free address left")]
+    Exhausted { range: Ipv4Net },
+    #[error("spec.clusterIP: {given:?} is not an IPv4 address or \"None\"")]
+    NotAnAddress { given: String },
+    #[error("spec.clusterIP: {ip} is not in the service CIDR {range}")]
+    OutOfRange { ip: Ipv4Addr, range: Ipv4Net },
+    #[error("spec.clusterIP: {ip} is already allocated to Service {owner}")]
+    InUse { ip: Ipv4Addr, owner: String },
+    #[error("spec.clusterIP: field is immutable (is {old:?}, asked {asked:?}); delete and recreate the Service to change it")]
+    Immutable { old: String, asked: String },
+    #[error(transparent)]
+    Store(#[from] StateMachineError),
+}
 
 /// The allocator: the range, and a lock that makes assignments one at a
 /// time.
@@ -36,9 +55,9 @@ pub struct ServiceIps {
 
 impl ServiceIps {
     /// For `range`; at least a /28 (16 addresses).
-    pub fn new(range: Ipv4Net) -> Result<ServiceIps, String> {
+    pub fn new(range: Ipv4Net) -> Result<ServiceIps, ServiceIpError> {
         if range.len > 28 {
-            return Err(format!("{range}: too small for Services (at least a /28)"));
+            return Err(ServiceIpError::RangeTooSmall { range });
         }
         Ok(ServiceIps {
             range,
@@ -57,7 +76,11 @@ impl ServiceIps {
 
     /// Fills in (or checks) the clusterIP of a Service being created, given
     /// the addresses Services already hold. Call with [`ServiceIps::lock`].
-    pub fn assign(&self, store: &ObjectStore, service: &mut v1::Service) -> Result<(), ApiError> {
+    pub fn assign(
+        &self,
+        store: &ObjectStore,
+        service: &mut v1::Service,
+    ) -> Result<(), ServiceIpError> {
         let spec = service.spec.get_or_insert_with(Default::default);
         if spec.cluster_ip == HEADLESS {
             spec.cluster_ips = vec![HEADLESS.to_owned()];
@@ -76,29 +99,26 @@ impl ServiceIps {
             .collect();
         let ip = if spec.cluster_ip.is_empty() {
             let taken: BTreeSet<Ipv4Addr> = held.iter().map(|(ip, _)| *ip).collect();
-            self.first_free(&taken).ok_or_else(|| {
-                ApiError::Invalid(format!(
-                    "spec.clusterIP: the service CIDR {} has no free address left",
-                    self.range
-                ))
-            })?
+            self.first_free(&taken)
+                .ok_or(ServiceIpError::Exhausted { range: self.range })?
         } else {
-            let ip: Ipv4Addr = spec.cluster_ip.parse().map_err(|_| {
-                ApiError::Invalid(format!(
-                    "spec.clusterIP: {:?} is not an IPv4 address or \"None\"",
-                    spec.cluster_ip
-                ))
-            })?;
+            let ip: Ipv4Addr =
+                spec.cluster_ip
+                    .parse()
+                    .map_err(|_| ServiceIpError::NotAnAddress {
+                        given: spec.cluster_ip.clone(),
+                    })?;
             if !self.in_range(ip) {
-                return Err(ApiError::Invalid(format!(
-                    "spec.clusterIP: {ip} is not in the service CIDR {}",
-                    self.range
-                )));
+                return Err(ServiceIpError::OutOfRange {
+                    ip,
+                    range: self.range,
+                });
             }
             if let Some((_, owner)) = held.iter().find(|(held, _)| *held == ip) {
-                return Err(ApiError::Invalid(format!(
-                    "spec.clusterIP: {ip} is already allocated to Service {owner}"
-                )));
+                return Err(ServiceIpError::InUse {
+                    ip,
+                    owner: owner.clone(),
+                });
             }
             ip
         };
@@ -130,7 +150,7 @@ impl ServiceIps {
 
 /// Keeps an updated Service's clusterIP: empty means "unchanged", another
 /// address is refused (the field is immutable, as in Kubernetes).
-pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), ApiError> {
+pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), ServiceIpError> {
     let old_spec = old.spec.clone().unwrap_or_default();
     let spec = new.spec.get_or_insert_with(Default::default);
     if spec.cluster_ip.is_empty() {
@@ -139,10 +159,10 @@ pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), Ap
         return Ok(());
     }
     if spec.cluster_ip != old_spec.cluster_ip {
-        return Err(ApiError::Invalid(format!(
-            "spec.clusterIP: field is immutable (is {:?}, asked {:?}); delete and recreate the Service to change it",
-            old_spec.cluster_ip, spec.cluster_ip
-        )));
+        return Err(ServiceIpError::Immutable {
+            old: old_spec.cluster_ip,
+            asked: spec.cluster_ip.clone(),
+        });
     }
     spec.cluster_ips = old_spec.cluster_ips;
     Ok(())

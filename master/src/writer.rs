@@ -6,40 +6,119 @@ use prost::Message;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
-use crate::api::ApiError;
-use crate::cluster::Cluster;
+use std::sync::Arc;
+
+use crate::cluster::{Cluster, ClusterError};
 use crate::objects::defaults::apply_defaults;
-use crate::objects::validation::validate;
-use crate::objects::{Kind, ObjectExt};
+use crate::objects::metadata::{new_uid, random_suffix};
+use crate::objects::validation::{validate, ValidationError};
+use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
+use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
-use crate::store::Command;
+use crate::store::{Command, WriteError};
+use skiff_values::now_rfc3339;
 
 /// The namespace objects go to when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
 /// Largest object the store keeps, as Kubernetes does with etcd's limit.
 pub const MAX_OBJECT_BYTES: usize = 1536 * 1024;
 
+/// Why a write did not happen. Nothing was stored. The API maps each case
+/// to a Kubernetes status in one place (`api::error`); controllers ask
+/// [`Error::is_conflict`] and friends.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request itself is wrong (no name, too large).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    UnknownKind(#[from] UnknownKind),
+    #[error(transparent)]
+    Validation(#[from] ValidationError),
+    /// A Service's clusterIP could not be given.
+    #[error("invalid request: {0}")]
+    ServiceIp(ServiceIpError),
+    /// Raft refused or could not take the write (including the state
+    /// machine's refusals: not found, exists, conflict).
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// The local replica could not be read or decoded.
+    #[error(transparent)]
+    Storage(#[from] StateMachineError),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// The state machine's refusal behind this error, if any.
+    pub fn refusal(&self) -> Option<&WriteError> {
+        match self {
+            Error::Cluster(c) => c.refusal(),
+            _ => None,
+        }
+    }
+
+    /// The object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Cluster(c) if c.is_not_found())
+    }
+
+    /// An object of that name exists already.
+    pub fn is_already_exists(&self) -> bool {
+        matches!(self, Error::Cluster(c) if c.is_already_exists())
+    }
+
+    /// A conditional write lost to a newer resourceVersion.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Cluster(c) if c.is_conflict())
+    }
+}
+
+impl From<EmptyObject> for Error {
+    fn from(e: EmptyObject) -> Self {
+        Error::Invalid(e.to_string())
+    }
+}
+
+impl From<ServiceIpError> for Error {
+    fn from(e: ServiceIpError) -> Self {
+        match e {
+            ServiceIpError::Store(e) => Error::Storage(e),
+            other => Error::ServiceIp(other),
+        }
+    }
+}
+
 /// Validated writes to the replicated store. Must run on the leader; a
 /// follower gets `NotLeader`.
 #[derive(Clone)]
 pub struct ObjectWriter {
     cluster: Cluster,
+    service_ips: Arc<ServiceIps>,
 }
 
 impl ObjectWriter {
-    pub fn new(cluster: Cluster) -> ObjectWriter {
-        ObjectWriter { cluster }
+    pub fn new(cluster: Cluster, service_ips: Arc<ServiceIps>) -> ObjectWriter {
+        ObjectWriter {
+            cluster,
+            service_ips,
+        }
+    }
+
+    /// The replicated store behind the writes.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     /// Creates an object (named, or named from `generateName`).
-    pub async fn create(&self, mut object: Object) -> Result<Object, ApiError> {
+    pub async fn create(&self, mut object: Object) -> Result<Object> {
         let kind = object.kind()?;
         place_in_namespace(&mut object, kind)?;
         {
             let meta = object.meta_mut()?;
             if meta.name.is_empty() {
                 if meta.generate_name.is_empty() {
-                    return Err(ApiError::Invalid(
+                    return Err(Error::Invalid(
                         "metadata.name (or metadata.generateName) is required".to_owned(),
                     ));
                 }
@@ -52,7 +131,7 @@ impl ObjectWriter {
         // two Services get the same one.
         let _assigning = match &mut object.kind {
             Some(Body::Service(service)) => {
-                let ips = &self.cluster.service_ips;
+                let ips = &self.service_ips;
                 let guard = ips.lock().await;
                 ips.assign(&self.cluster.store, service)?;
                 Some(guard)
@@ -69,24 +148,20 @@ impl ObjectWriter {
 
     /// Replaces metadata and spec (status is kept); conditional when
     /// `metadata.resourceVersion` is set.
-    pub async fn update(&self, object: Object) -> Result<Object, ApiError> {
+    pub async fn update(&self, object: Object) -> Result<Object> {
         self.write_update(object, false).await
     }
 
     /// Replaces status only; conditional when `metadata.resourceVersion` is set.
-    pub async fn update_status(&self, object: Object) -> Result<Object, ApiError> {
+    pub async fn update_status(&self, object: Object) -> Result<Object> {
         self.write_update(object, true).await
     }
 
-    async fn write_update(
-        &self,
-        mut object: Object,
-        status_only: bool,
-    ) -> Result<Object, ApiError> {
+    async fn write_update(&self, mut object: Object, status_only: bool) -> Result<Object> {
         let kind = object.kind()?;
         place_in_namespace(&mut object, kind)?;
         if object.meta().name.is_empty() {
-            return Err(ApiError::Invalid("metadata.name is required".to_owned()));
+            return Err(Error::Invalid("metadata.name is required".to_owned()));
         }
         if !status_only {
             apply_defaults(&mut object);
@@ -116,7 +191,7 @@ impl ObjectWriter {
         namespace: &str,
         name: &str,
         resource_version: &str,
-    ) -> Result<Object, ApiError> {
+    ) -> Result<Object> {
         let command = Command::Delete {
             kind,
             namespace: namespace_for(kind, namespace),
@@ -128,7 +203,7 @@ impl ObjectWriter {
 }
 
 /// Namespaced kinds default to `default`; cluster-scoped kinds have none.
-fn place_in_namespace(object: &mut Object, kind: Kind) -> Result<(), ApiError> {
+fn place_in_namespace(object: &mut Object, kind: Kind) -> Result<()> {
     let meta = object.meta_mut()?;
     meta.namespace = namespace_for(kind, &meta.namespace);
     Ok(())
@@ -145,10 +220,10 @@ pub fn namespace_for(kind: Kind, given: &str) -> String {
 }
 
 /// Encodes an object for the store, refusing ones over [`MAX_OBJECT_BYTES`].
-fn encode_checked(object: &Object) -> Result<Vec<u8>, ApiError> {
+fn encode_checked(object: &Object) -> Result<Vec<u8>> {
     let bytes = object.encode_to_vec();
     if bytes.len() > MAX_OBJECT_BYTES {
-        return Err(ApiError::Invalid(format!(
+        return Err(Error::Invalid(format!(
             "{} {} is {} bytes; objects are limited to {} bytes",
             object.kind().map(|k| k.name()).unwrap_or("object"),
             object.display_name(),
@@ -159,41 +234,11 @@ fn encode_checked(object: &Object) -> Result<Vec<u8>, ApiError> {
     Ok(bytes)
 }
 
-fn decode_object(bytes: &[u8]) -> Result<Object, ApiError> {
+fn decode_object(bytes: &[u8]) -> Result<Object> {
     Object::decode(bytes).map_err(|e| {
-        ApiError::Storage(StateMachineError::Decode {
+        Error::Storage(StateMachineError::Decode {
             what: "object",
             reason: e.to_string(),
         })
     })
-}
-
-/// A random RFC 4122 version-4 UUID, as Kubernetes uses for `metadata.uid`.
-pub fn new_uid() -> String {
-    let mut b: [u8; 16] = rand::random();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
-}
-
-/// Five characters from Kubernetes' generateName alphabet (no vowels, no
-/// look-alike digits, so no words appear by accident).
-pub fn random_suffix() -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5)
-        .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())] as char)
-        .collect()
-}
-
-/// Now, as Kubernetes writes timestamps (`2026-01-02T03:04:05Z`).
-pub fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }

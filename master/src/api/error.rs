@@ -56,6 +56,22 @@ impl ApiError {
     }
 }
 
+/// The one place write-path failures become API errors (and so, below,
+/// gRPC status codes).
+impl From<crate::writer::Error> for ApiError {
+    fn from(e: crate::writer::Error) -> Self {
+        use crate::writer::Error as W;
+        match e {
+            W::Invalid(message) => ApiError::Invalid(message),
+            W::ServiceIp(e) => ApiError::Invalid(e.to_string()),
+            W::UnknownKind(e) => ApiError::UnknownKind(e),
+            W::Validation(e) => ApiError::Validation(e),
+            W::Cluster(e) => ApiError::Cluster(e),
+            W::Storage(e) => ApiError::Storage(e),
+        }
+    }
+}
+
 impl From<EmptyObject> for ApiError {
     fn from(e: EmptyObject) -> Self {
         ApiError::Invalid(e.to_string())

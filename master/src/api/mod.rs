@@ -90,12 +90,13 @@ pub struct ApiService {
 
 impl ApiService {
     pub fn new(
-        cluster: Cluster,
+        writer: ObjectWriter,
         transport: ClientTransport,
         shutdown: CancellationToken,
     ) -> ApiService {
+        let cluster = writer.cluster().clone();
         ApiService {
-            writer: ObjectWriter::new(cluster.clone()),
+            writer,
             router: LeaderRouter::new(cluster.clone(), transport.clone()),
             transport,
             cluster,
@@ -114,7 +115,7 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
-        self.writer.create(object).await
+        Ok(self.writer.create(object).await?)
     }
 
     async fn update_local(
@@ -125,23 +126,24 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
-        if status_only {
-            self.writer.update_status(object).await
+        Ok(if status_only {
+            self.writer.update_status(object).await?
         } else {
-            self.writer.update(object).await
-        }
+            self.writer.update(object).await?
+        })
     }
 
     async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
-        self.writer
+        Ok(self
+            .writer
             .delete(
                 kind,
                 &request.namespace,
                 &request.name,
                 &request.resource_version,
             )
-            .await
+            .await?)
     }
 
     async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {

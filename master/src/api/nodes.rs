@@ -28,7 +28,8 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::node_lifecycle::HeartbeatTable;
 use crate::objects::{IntoObject, Kind};
 use crate::store::WriteError;
-use crate::writer::{now_rfc3339, ObjectWriter};
+use crate::writer::ObjectWriter;
+use skiff_values::now_rfc3339;
 
 pub use skiff_proto::LEADER_METADATA;
 
@@ -46,14 +47,15 @@ pub struct NodeService {
 
 impl NodeService {
     pub fn new(
-        cluster: Cluster,
+        writer: ObjectWriter,
         transport: ClientTransport,
         heartbeats: Arc<HeartbeatTable>,
         ca: Arc<ClusterCa>,
         shutdown: CancellationToken,
     ) -> NodeService {
+        let cluster = writer.cluster().clone();
         NodeService {
-            writer: ObjectWriter::new(cluster.clone()),
+            writer,
             router: LeaderRouter::new(cluster.clone(), transport),
             hub: NodePodHub::spawn(cluster.store.clone(), shutdown.clone()),
             cluster,
@@ -162,7 +164,7 @@ impl NodeService {
         if let Some(m) = pod.metadata.as_mut() {
             m.resource_version.clear();
         }
-        self.writer.update_status(pod.into_object()).await
+        Ok(self.writer.update_status(pod.into_object()).await?)
     }
 }
 

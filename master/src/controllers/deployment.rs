@@ -9,13 +9,11 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::{
-    controller_of, controller_reference, Action, Context, ObjectKey, ReconcileError, Reconciler,
-};
-use crate::api::ApiError;
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use crate::writer::now_rfc3339;
+use skiff_values::now_rfc3339;
 
 /// The label that ties a ReplicaSet and its pods to one template.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
@@ -223,7 +221,7 @@ impl DeploymentController {
         let written = self.ctx.writer.update(rs.into_object()).await?;
         match written.kind {
             Some(Body::ReplicaSet(rs)) => Ok(rs),
-            _ => Err(ApiError::Invalid("update returned another kind".to_owned()).into()),
+            _ => Err(ReconcileError::WrongKind { kind: "ReplicaSet" }),
         }
     }
 

@@ -10,7 +10,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::{pod_is_active, pod_is_ready, Action, Context, ObjectKey, ReconcileError, Reconciler};
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::pods::{pod_is_active, pod_is_ready};
 use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 

@@ -12,10 +12,9 @@ use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use super::Context;
-use crate::api::ApiError;
+use super::{Context, ReconcileError};
 use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::{Notification, StateMachineError};
+use crate::store::state_machine::Notification;
 
 /// Runs the collector until `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
@@ -47,14 +46,6 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     tracing::info!(controller = "garbage-collector", "controller stopped");
 }
 
-#[derive(Debug, thiserror::Error)]
-enum GcError {
-    #[error(transparent)]
-    Store(#[from] StateMachineError),
-    #[error(transparent)]
-    Write(#[from] ApiError),
-}
-
 /// Kinds that live in namespaces, dependents before owners.
 const NAMESPACED: [Kind; 5] = [
     Kind::Pod,
@@ -64,7 +55,7 @@ const NAMESPACED: [Kind; 5] = [
     Kind::Service,
 ];
 
-async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), GcError> {
+async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), ReconcileError> {
     let meta = owner.meta();
     if owner.kind().ok() == Some(Kind::Namespace) {
         for kind in NAMESPACED {
@@ -90,7 +81,7 @@ async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), GcEr
 
 /// Deletes every namespaced object whose namespace is gone, and every
 /// object all of whose owners are gone.
-async fn full_scan(ctx: &Context) -> Result<(), GcError> {
+async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
     let (namespaces, _) = ctx.store.list(Kind::Namespace, None)?;
     let namespaces: HashSet<String> = namespaces.iter().map(|n| n.meta().name.clone()).collect();
     let mut uids = HashSet::new();
@@ -112,7 +103,7 @@ async fn full_scan(ctx: &Context) -> Result<(), GcError> {
     delete_all(ctx, &doomed).await
 }
 
-async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), GcError> {
+async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), ReconcileError> {
     let mut deletes = tokio::task::JoinSet::new();
     for o in objects {
         let Ok(kind) = o.kind() else { continue };
@@ -129,12 +120,17 @@ async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), GcError> {
         match joined {
             Ok(Ok(_)) => {}
             Ok(Err(e)) if e.is_not_found() => {}
-            Ok(Err(e)) => failure = Some(e),
-            Err(e) => failure = Some(ApiError::Invalid(format!("delete task: {e}"))),
+            Ok(Err(e)) => failure = Some(e.into()),
+            Err(source) => {
+                failure = Some(ReconcileError::Task {
+                    what: "delete",
+                    source,
+                })
+            }
         }
     }
     match failure {
-        Some(e) => Err(e.into()),
+        Some(e) => Err(e),
         None => Ok(()),
     }
 }

@@ -14,7 +14,6 @@
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
-pub mod manager;
 pub mod node_ipam;
 pub mod queue;
 pub mod replicaset;
@@ -25,14 +24,12 @@ use std::time::Duration;
 
 use prost::Message;
 use skiff_proto::api::Object;
-use skiff_proto::v1;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::ApiError;
 use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError, StoredEvent};
-use crate::writer::ObjectWriter;
+use crate::writer::{self, ObjectWriter};
 use queue::WorkQueue;
 
 /// Names one object.
@@ -77,7 +74,17 @@ pub enum ReconcileError {
     #[error(transparent)]
     Store(#[from] StateMachineError),
     #[error(transparent)]
-    Write(#[from] ApiError),
+    Write(#[from] writer::Error),
+    /// A spawned write task panicked or was cancelled.
+    #[error("{what} task failed: {source}")]
+    Task {
+        what: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The store answered a write with an object of another kind.
+    #[error("the store answered a {kind} write with another kind of object")]
+    WrongKind { kind: &'static str },
 }
 
 impl ReconcileError {
@@ -180,46 +187,4 @@ fn resync<R: Reconciler>(store: &ObjectStore, queue: &mut WorkQueue) {
         }
         Err(e) => tracing::error!(controller = R::NAME, error = %e, "cannot list for resync"),
     }
-}
-
-/// The controlling owner of an object, if it is of `kind`.
-pub fn controller_of(object: &Object, kind: Kind) -> Option<&v1::OwnerReference> {
-    object
-        .meta()
-        .owner_references
-        .iter()
-        .find(|r| r.controller == Some(true) && r.kind == kind.name())
-}
-
-/// An owner reference that makes `owner` the controller of a dependent.
-pub fn controller_reference(owner: &Object) -> Option<v1::OwnerReference> {
-    let kind = owner.kind().ok()?;
-    let meta = owner.meta();
-    Some(v1::OwnerReference {
-        api_version: kind.api_version().to_owned(),
-        kind: kind.name().to_owned(),
-        name: meta.name.clone(),
-        uid: meta.uid.clone(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    })
-}
-
-/// Whether a pod counts as Ready (its Ready condition is True).
-pub fn pod_is_ready(pod: &v1::Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-    })
-}
-
-/// Whether a pod is still wanted: not being deleted and not finished.
-pub fn pod_is_active(pod: &v1::Pod) -> bool {
-    let deleting = pod
-        .metadata
-        .as_ref()
-        .is_some_and(|m| !m.deletion_timestamp.is_empty());
-    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-    !deleting && phase != "Succeeded" && phase != "Failed"
 }

@@ -17,57 +17,7 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::StoredEvent;
 
-/// An IPv4 network, `a.b.c.d/len`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ipv4Net {
-    pub addr: Ipv4Addr,
-    pub len: u8,
-}
-
-impl Ipv4Net {
-    fn mask(len: u8) -> u32 {
-        if len == 0 {
-            0
-        } else {
-            u32::MAX << (32 - len)
-        }
-    }
-
-    pub fn contains(&self, other: &Ipv4Net) -> bool {
-        other.len >= self.len
-            && u32::from(other.addr) & Self::mask(self.len) == u32::from(self.addr)
-    }
-}
-
-impl std::str::FromStr for Ipv4Net {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Ipv4Net, String> {
-        let (addr, len) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not a CIDR (want a.b.c.d/len)"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IPv4 address"))?;
-        let len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| format!("{s:?}: prefix length must be 0..=32"))?;
-        if u32::from(addr) & !Self::mask(len) != 0 {
-            return Err(format!(
-                "{s:?}: host bits are set; the network is {}/{len}",
-                Ipv4Addr::from(u32::from(addr) & Self::mask(len))
-            ));
-        }
-        Ok(Ipv4Net { addr, len })
-    }
-}
-
-impl std::fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
-    }
-}
+pub use skiff_values::Ipv4Net;
 
 /// The cluster CIDR and the size of each node's share of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,18 +166,6 @@ impl Reconciler for NodeIpamController {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cidrs_parse_and_refuse_host_bits() {
-        let n: Ipv4Net = "10.42.0.0/16".parse().unwrap();
-        assert_eq!(n.to_string(), "10.42.0.0/16");
-        assert!("10.42.1.0/16"
-            .parse::<Ipv4Net>()
-            .unwrap_err()
-            .contains("host bits"));
-        assert!("10.42.0.0".parse::<Ipv4Net>().is_err());
-        assert!("10.42.0.0/33".parse::<Ipv4Net>().is_err());
-    }
 
     #[test]
     fn the_lowest_free_subnet_is_taken_and_freed_ones_reused() {

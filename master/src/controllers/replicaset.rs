@@ -6,14 +6,12 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::{
-    controller_of, controller_reference, pod_is_active, pod_is_ready, Action, Context, ObjectKey,
-    ReconcileError, Reconciler,
-};
-use crate::api::ApiError;
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::metadata::random_suffix;
+use crate::objects::owners::{controller_of, controller_reference};
+use crate::objects::pods::{pod_is_active, pod_is_ready};
 use crate::objects::{selector, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use crate::writer::random_suffix;
 
 /// Most pods created or deleted in one reconcile; the rest follow in the
 /// next round, so one huge scale-up cannot monopolise the leader.
@@ -116,12 +114,17 @@ impl Reconciler for ReplicaSetController {
                     }
                     // A random name collided; the next round tries another.
                     Ok(Err(e)) if e.is_already_exists() => {}
-                    Ok(Err(e)) => failure = Some(e),
-                    Err(e) => failure = Some(ApiError::Invalid(format!("create task: {e}"))),
+                    Ok(Err(e)) => failure = Some(e.into()),
+                    Err(source) => {
+                        failure = Some(ReconcileError::Task {
+                            what: "pod create",
+                            source,
+                        })
+                    }
                 }
             }
             if let Some(e) = failure {
-                return Err(e.into());
+                return Err(e);
             }
         } else if owned.len() > desired {
             let excess = (owned.len() - desired).min(MAX_CHANGES_PER_ROUND);
@@ -191,7 +194,7 @@ impl ReplicaSetController {
     async fn write_pod(&self, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
         match self.ctx.writer.update(pod.into_object()).await?.kind {
             Some(Body::Pod(p)) => Ok(p),
-            _ => Err(ApiError::Invalid("update returned another kind".to_owned()).into()),
+            _ => Err(ReconcileError::WrongKind { kind: "Pod" }),
         }
     }
 }

@@ -7,7 +7,9 @@
 
 pub mod defaults;
 pub mod manifest;
-pub mod quantity;
+pub mod metadata;
+pub mod owners;
+pub mod pods;
 pub mod selector;
 pub mod validation;
 

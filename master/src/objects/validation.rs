@@ -10,8 +10,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::quantity::Quantity;
 use super::{selector, Kind, ObjectExt};
+use skiff_values::Quantity;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -70,10 +70,7 @@ pub fn token_secret(
     data.insert("token-secret-sha256".to_owned(), b64(&token.secret_hash()));
     data.insert("usage".to_owned(), b64(usage.name()));
     if let Some(at) = expires {
-        data.insert(
-            "expiration".to_owned(),
-            b64(&humantime::format_rfc3339_seconds(at).to_string()),
-        );
+        data.insert("expiration".to_owned(), b64(&skiff_values::rfc3339(at)));
     }
     if !description.is_empty() {
         data.insert("description".to_owned(), b64(description));
@@ -144,7 +141,7 @@ pub fn check(
         if at <= now {
             return Err(TokenRefusal::Expired {
                 id: id.to_owned(),
-                at: humantime::format_rfc3339_seconds(at).to_string(),
+                at: skiff_values::rfc3339(at),
             });
         }
     }

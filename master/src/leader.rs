@@ -1,6 +1,7 @@
-//! Starts the controllers when this master becomes leader and stops them
-//! when it stops being leader. Before starting, the new leader confirms its
-//! leadership with a quorum and waits until everything committed is
+//! What runs while this master leads: the controllers, the scheduler, node
+//! lifecycle and auto-deploy. They start when this master becomes leader
+//! and stop when it stops being leader. Before starting, the new leader
+//! confirms its leadership with a quorum and waits until everything committed is
 //! applied locally, so controllers never act on a stale view. A leader
 //! that cannot confirm its leadership retries with backoff (logged, and
 //! counted in `skiff_controller_start_failures_total`); after
@@ -15,17 +16,19 @@ use prost::Message;
 use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
-use super::deployment::DeploymentController;
-use super::endpoints::EndpointsController;
-use super::node_ipam::{NodeIpamController, PodCidrConfig};
-use super::replicaset::ReplicaSetController;
-use super::{garbage_collector, Context};
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::deployment::DeploymentController;
+use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
+use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::{self, garbage_collector, Context};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
+use crate::objects::metadata::new_uid;
 use crate::objects::{IntoObject, Kind};
 use crate::scheduler;
 use crate::store::Command;
-use crate::writer::{new_uid, now_rfc3339, ObjectWriter, DEFAULT_NAMESPACE};
+use crate::writer::{ObjectWriter, DEFAULT_NAMESPACE};
+use skiff_values::now_rfc3339;
 
 /// How long the new leader's controllers' start may wait for a quorum to
 /// confirm its leadership, per attempt.
@@ -44,7 +47,7 @@ const LEADERSHIP_CHECK_EVERY: Duration = Duration::from_secs(1);
 /// Runs until `shutdown`, keeping controllers running exactly while this
 /// master leads.
 pub async fn run(
-    cluster: Cluster,
+    writer: ObjectWriter,
     heartbeats: Arc<HeartbeatTable>,
     lifecycle: LifecycleConfig,
     pod_cidrs: PodCidrConfig,
@@ -52,6 +55,7 @@ pub async fn run(
     manifests_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 ) {
+    let cluster = writer.cluster().clone();
     let mut metrics = cluster.raft.metrics();
     loop {
         while !cluster.is_leader() {
@@ -72,26 +76,26 @@ pub async fn run(
         let term = shutdown.child_token();
         let ctx = Context {
             store: cluster.store.clone(),
-            writer: ObjectWriter::new(cluster.clone()),
+            writer: writer.clone(),
             binding_latency: master_metrics.scheduler_binding.clone(),
         };
         let mut tasks = tokio::task::JoinSet::new();
-        tasks.spawn(super::run(
+        tasks.spawn(controllers::run(
             ReplicaSetController { ctx: ctx.clone() },
             ctx.store.clone(),
             term.clone(),
         ));
-        tasks.spawn(super::run(
+        tasks.spawn(controllers::run(
             DeploymentController { ctx: ctx.clone() },
             ctx.store.clone(),
             term.clone(),
         ));
-        tasks.spawn(super::run(
+        tasks.spawn(controllers::run(
             EndpointsController { ctx: ctx.clone() },
             ctx.store.clone(),
             term.clone(),
         ));
-        tasks.spawn(super::run(
+        tasks.spawn(controllers::run(
             NodeIpamController::new(ctx.clone(), pod_cidrs),
             ctx.store.clone(),
             term.clone(),
