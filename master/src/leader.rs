@@ -74,11 +74,11 @@ pub async fn run(
             Prepared::ShuttingDown => return,
         }
         let term = shutdown.child_token();
-        let ctx = Context {
-            store: cluster.store.clone(),
-            writer: writer.clone(),
-            binding_latency: master_metrics.scheduler_binding.clone(),
-        };
+        let ctx = Context::new(
+            cluster.store.clone(),
+            Arc::new(writer.clone()),
+            master_metrics.scheduler_binding.clone(),
+        );
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(controllers::run(
             ReplicaSetController { ctx: ctx.clone() },

@@ -207,3 +207,216 @@ fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
         .find(|p| p.name == target)
         .map(|p| p.container_port)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
+    use crate::controllers::ObjectReads;
+    use std::sync::Arc;
+
+    const SERVICE_AND_PODS: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {tier: front}}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-1, labels: {app: web}}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: busybox, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2, labels: {app: web}}
+spec:
+  nodeName: n2
+  containers: [{name: c, image: busybox, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-3, labels: {app: web}}
+spec:
+  containers: [{name: c, image: busybox, ports: [{name: http, containerPort: 8080}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-1, labels: {app: db}}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: busybox}]
+"#;
+
+    /// Gives a seeded pod an IP and a Ready condition.
+    fn set_status(objects: &RecordingObjects, name: &str, ip: &str, ready: bool) {
+        let Some(Object {
+            kind: Some(Body::Pod(mut pod)),
+        }) = objects.get(Kind::Pod, "default", name).unwrap()
+        else {
+            panic!("no pod {name}");
+        };
+        pod.status = Some(v1::PodStatus {
+            phase: "Running".into(),
+            pod_ip: ip.into(),
+            conditions: vec![v1::PodCondition {
+                r#type: "Ready".into(),
+                status: if ready { "True" } else { "False" }.into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        objects
+            .write(WriteOp::UpdateStatus, pod.into_object())
+            .unwrap();
+    }
+
+    fn setup() -> (Arc<RecordingObjects>, EndpointsController) {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(SERVICE_AND_PODS);
+        set_status(&objects, "web-1", "10.42.1.5", true);
+        set_status(&objects, "web-2", "10.42.2.6", false);
+        set_status(&objects, "db-1", "10.42.1.9", true);
+        objects.clear_writes();
+        let controller = EndpointsController {
+            ctx: context(&objects),
+        };
+        (objects, controller)
+    }
+
+    fn endpoints(objects: &RecordingObjects) -> Option<v1::Endpoints> {
+        match objects.get(Kind::Endpoints, "default", "web").unwrap() {
+            Some(Object {
+                kind: Some(Body::Endpoints(e)),
+            }) => Some(e),
+            _ => None,
+        }
+    }
+
+    fn ips(addresses: &[v1::EndpointAddress]) -> Vec<&str> {
+        addresses.iter().map(|a| a.ip.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn ready_pods_are_addresses_and_unready_ones_not_ready_addresses() {
+        let (objects, controller) = setup();
+        let key = ObjectKey::new(Kind::Service, "default", "web");
+        assert_eq!(controller.reconcile(&key).await.unwrap(), Action::Done);
+        let e = endpoints(&objects).expect("Endpoints created");
+        assert_eq!(e.metadata.unwrap().labels.get("tier").unwrap(), "front");
+        assert_eq!(e.subsets.len(), 1);
+        let subset = &e.subsets[0];
+        // web-3 has no IP yet and db-1 is not selected.
+        assert_eq!(ips(&subset.addresses), ["10.42.1.5"]);
+        assert_eq!(ips(&subset.not_ready_addresses), ["10.42.2.6"]);
+        assert_eq!(subset.addresses[0].node_name, "n1");
+        assert_eq!(
+            subset.addresses[0].target_ref.as_ref().unwrap().name,
+            "web-1"
+        );
+        // The named target port resolves to the container's port.
+        assert_eq!(subset.ports.len(), 1);
+        assert_eq!(
+            (subset.ports[0].name.as_str(), subset.ports[0].port),
+            ("http", 8080)
+        );
+        // A second pass with nothing changed writes nothing.
+        objects.clear_writes();
+        controller.reconcile(&key).await.unwrap();
+        assert!(objects.writes().is_empty(), "{:?}", objects.writes());
+    }
+
+    #[tokio::test]
+    async fn a_pod_turning_ready_moves_to_addresses_with_one_update() {
+        let (objects, controller) = setup();
+        let key = ObjectKey::new(Kind::Service, "default", "web");
+        controller.reconcile(&key).await.unwrap();
+        set_status(&objects, "web-2", "10.42.2.6", true);
+        objects.clear_writes();
+        controller.reconcile(&key).await.unwrap();
+        let writes = objects.writes();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(
+            (writes[0].op, writes[0].kind),
+            (WriteOp::Update, Kind::Endpoints)
+        );
+        let e = endpoints(&objects).unwrap();
+        assert_eq!(ips(&e.subsets[0].addresses), ["10.42.1.5", "10.42.2.6"]);
+        assert!(e.subsets[0].not_ready_addresses.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_deleted_service_takes_its_endpoints_with_it() {
+        let (objects, controller) = setup();
+        let key = ObjectKey::new(Kind::Service, "default", "web");
+        controller.reconcile(&key).await.unwrap();
+        objects.remove(Kind::Service, "default", "web", "").unwrap();
+        controller.reconcile(&key).await.unwrap();
+        assert!(endpoints(&objects).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_service_without_a_selector_keeps_hand_written_endpoints() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
+"#,
+        );
+        objects.clear_writes();
+        let controller = EndpointsController {
+            ctx: context(&objects),
+        };
+        let key = ObjectKey::new(Kind::Service, "default", "web");
+        controller.reconcile(&key).await.unwrap();
+        assert!(objects.writes().is_empty());
+        assert_eq!(
+            ips(&endpoints(&objects).unwrap().subsets[0].addresses),
+            ["192.0.2.7"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_is_an_error_to_retry_and_stores_nothing() {
+        let (objects, controller) = setup();
+        objects.fail_next(WriteOp::Create, Kind::Endpoints, None, Failure::Unavailable);
+        let key = ObjectKey::new(Kind::Service, "default", "web");
+        let e = controller.reconcile(&key).await.unwrap_err();
+        assert!(!e.is_conflict(), "{e}");
+        assert!(endpoints(&objects).is_none());
+        // The retry succeeds.
+        controller.reconcile(&key).await.unwrap();
+        assert!(endpoints(&objects).is_some());
+    }
+
+    #[test]
+    fn pod_changes_queue_the_services_that_select_them() {
+        let (objects, controller) = setup();
+        let pod = objects.get(Kind::Pod, "default", "web-3").unwrap().unwrap();
+        let event = StoredEvent {
+            revision: 1,
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            event_type: 0,
+            node: String::new(),
+            object: Vec::new(),
+        };
+        assert_eq!(
+            controller.keys_for(&event, &pod),
+            [ObjectKey::new(Kind::Service, "default", "web")]
+        );
+        let db = objects.get(Kind::Pod, "default", "db-1").unwrap().unwrap();
+        assert!(controller.keys_for(&event, &db).is_empty());
+    }
+}

@@ -11,13 +11,18 @@
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
 
+pub mod context;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod node_ipam;
 pub mod queue;
+pub mod recording;
 pub mod replicaset;
 
+pub use context::{Context, ObjectReads, ObjectWrites};
+
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,8 +33,8 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::{Notification, ObjectStore, StateMachineError, StoredEvent};
-use crate::writer::{self, ObjectWriter};
+use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
+use crate::writer;
 use queue::WorkQueue;
 
 /// Names one object.
@@ -94,15 +99,14 @@ impl ReconcileError {
     }
 }
 
-/// What every controller can use.
-#[derive(Clone)]
-pub struct Context {
-    /// The leader's replica of the store.
-    pub store: Arc<ObjectStore>,
-    /// Validated writes through Raft.
-    pub writer: ObjectWriter,
-    /// Observes the time of each scheduler binding.
-    pub binding_latency: Arc<skiff_telemetry::HistogramVec>,
+/// What to do after a failed reconcile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// Again after a backoff that doubles with each failure of the object
+    /// in a row (100 ms up to 30 s).
+    Backoff,
+    /// Again after exactly this long.
+    After(Duration),
 }
 
 /// A controller in reconcile style.
@@ -118,17 +122,28 @@ pub trait Reconciler: Send + Sync + 'static {
         &self,
         key: &ObjectKey,
     ) -> impl Future<Output = Result<Action, ReconcileError>> + Send;
+    /// The error policy: when to look at `key` again after `error`.
+    fn error_policy(&self, _key: &ObjectKey, _error: &ReconcileError) -> Retry {
+        Retry::Backoff
+    }
 }
 
-/// Runs a reconciler until `shutdown`.
+/// How many objects one controller reconciles at the same time.
+pub const CONCURRENT_RECONCILES: usize = 8;
+
+/// Runs a reconciler until `shutdown`. Different objects reconcile
+/// concurrently (up to [`CONCURRENT_RECONCILES`]), so one slow object does
+/// not hold up the rest; one object never has two reconciles at once: a
+/// change seen while it is being reconciled queues it again for after.
 pub async fn run<R: Reconciler>(
     reconciler: R,
-    store: Arc<ObjectStore>,
+    store: Arc<dyn ObjectReads>,
     shutdown: CancellationToken,
 ) {
+    let reconciler = Arc::new(reconciler);
     let mut live = store.subscribe();
     let mut queue = WorkQueue::default();
-    resync::<R>(&store, &mut queue);
+    resync::<R>(&*store, &mut queue);
     tracing::info!(
         controller = R::NAME,
         queued = queue.len(),
@@ -136,6 +151,10 @@ pub async fn run<R: Reconciler>(
     );
     let mut periodic = tokio::time::interval(Duration::from_secs(60));
     periodic.tick().await;
+    let mut running = tokio::task::JoinSet::new();
+    let mut running_keys: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
+    let mut busy: HashSet<ObjectKey> = HashSet::new();
+    let mut changed_while_busy: HashSet<ObjectKey> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -148,37 +167,67 @@ pub async fn run<R: Reconciler>(
                     }
                 }
                 Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    resync::<R>(&store, &mut queue);
+                    resync::<R>(&*store, &mut queue);
                 }
                 Err(broadcast::error::RecvError::Closed) => break,
             },
-            _ = periodic.tick() => resync::<R>(&store, &mut queue),
-            key = queue.next() => {
-                match reconciler.reconcile(&key).await {
-                    Ok(Action::Done) => queue.forget(&key),
-                    Ok(Action::RequeueAfter(delay)) => {
+            _ = periodic.tick() => resync::<R>(&*store, &mut queue),
+            key = queue.next(), if running.len() < CONCURRENT_RECONCILES => {
+                if busy.contains(&key) {
+                    changed_while_busy.insert(key);
+                    continue;
+                }
+                busy.insert(key.clone());
+                let task_key = key.clone();
+                let task_reconciler = reconciler.clone();
+                let handle = running.spawn(async move {
+                    task_reconciler.reconcile(&task_key).await
+                });
+                running_keys.insert(handle.id(), key);
+            }
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                let (id, outcome) = match done {
+                    Ok((id, outcome)) => (id, Some(outcome)),
+                    Err(e) => (e.id(), None),
+                };
+                let Some(key) = running_keys.remove(&id) else { continue };
+                busy.remove(&key);
+                match outcome {
+                    Some(Ok(Action::Done)) => queue.forget(&key),
+                    Some(Ok(Action::RequeueAfter(delay))) => {
                         queue.forget(&key);
-                        queue.add_after(key, delay);
+                        queue.add_after(key.clone(), delay);
                     }
-                    Err(e) => {
+                    Some(Err(e)) => {
                         if e.is_conflict() {
                             // Someone wrote first; the next look sees it.
                             tracing::debug!(controller = R::NAME, object = %key.name, error = %e, "conflict; retrying");
                         } else {
                             tracing::warn!(controller = R::NAME, object = %key.name, namespace = %key.namespace, error = %e, "reconcile failed; retrying");
                         }
-                        queue.retry(key);
+                        match reconciler.error_policy(&key, &e) {
+                            Retry::Backoff => queue.retry(key.clone()),
+                            Retry::After(delay) => queue.add_after(key.clone(), delay),
+                        }
                     }
+                    None => {
+                        tracing::error!(controller = R::NAME, object = %key.name, namespace = %key.namespace, "reconcile panicked; retrying");
+                        queue.retry(key.clone());
+                    }
+                }
+                if changed_while_busy.remove(&key) {
+                    queue.add(key);
                 }
             }
         }
     }
+    running.shutdown().await;
     tracing::info!(controller = R::NAME, "controller stopped");
 }
 
 /// Queues every object of the reconciler's kind: the level-triggered safety
 /// net behind the change notifications.
-fn resync<R: Reconciler>(store: &ObjectStore, queue: &mut WorkQueue) {
+fn resync<R: Reconciler>(store: &dyn ObjectReads, queue: &mut WorkQueue) {
     match store.list(R::KIND, None) {
         Ok((objects, _)) => {
             for key in objects.iter().filter_map(ObjectKey::of) {

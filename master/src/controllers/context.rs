@@ -1,0 +1,143 @@
+//! What the leader's loops (controllers, scheduler, node lifecycle,
+//! auto-deploy) see of the cluster: reads of objects and their change
+//! notifications ([`ObjectReads`]), and validated writes ([`ObjectWrites`]).
+//! Two narrow traits, so that the same reconcile code runs against the
+//! leader's replica and `ObjectWriter` in production and against
+//! [`super::recording::RecordingObjects`] in unit tests.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use skiff_proto::api::Object;
+use tokio::sync::broadcast;
+
+use crate::objects::Kind;
+use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
+use crate::writer::{self, ObjectWriter};
+
+/// Reads of the (complete, local) object store.
+pub trait ObjectReads: Send + Sync {
+    /// One object, if it exists.
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Object>, StateMachineError>;
+    /// Every object of a kind (in one namespace, or all), with the revision
+    /// the list reflects.
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Object>, u64), StateMachineError>;
+    /// The store's current revision.
+    fn revision(&self) -> u64;
+    /// Live change notifications.
+    fn subscribe(&self) -> broadcast::Receiver<Notification>;
+}
+
+/// A write's outcome, boxed so that the trait can be used as an object.
+pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = writer::Result<Object>> + Send + 'a>>;
+
+/// Writes through the one write path.
+pub trait ObjectWrites: Send + Sync {
+    /// Creates an object (named, or named from `generateName`).
+    fn create(&self, object: Object) -> WriteFuture<'_>;
+    /// Replaces metadata and spec; conditional on a set resourceVersion.
+    fn update(&self, object: Object) -> WriteFuture<'_>;
+    /// Replaces status only; conditional on a set resourceVersion.
+    fn update_status(&self, object: Object) -> WriteFuture<'_>;
+    /// Deletes an object; with a non-empty `resource_version`, only at it.
+    fn delete<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        name: &'a str,
+        resource_version: &'a str,
+    ) -> WriteFuture<'a>;
+}
+
+impl ObjectReads for ObjectStore {
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Object>, StateMachineError> {
+        ObjectStore::get(self, kind, namespace, name)
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Object>, u64), StateMachineError> {
+        ObjectStore::list(self, kind, namespace)
+    }
+
+    fn revision(&self) -> u64 {
+        ObjectStore::revision(self)
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        ObjectStore::subscribe(self)
+    }
+}
+
+impl ObjectWrites for ObjectWriter {
+    fn create(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(ObjectWriter::create(self, object))
+    }
+
+    fn update(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(ObjectWriter::update(self, object))
+    }
+
+    fn update_status(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(ObjectWriter::update_status(self, object))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        name: &'a str,
+        resource_version: &'a str,
+    ) -> WriteFuture<'a> {
+        Box::pin(ObjectWriter::delete(
+            self,
+            kind,
+            namespace,
+            name,
+            resource_version,
+        ))
+    }
+}
+
+/// What every controller can use.
+#[derive(Clone)]
+pub struct Context {
+    /// The leader's replica of the store.
+    pub store: Arc<dyn ObjectReads>,
+    /// Validated writes through Raft.
+    pub writer: Arc<dyn ObjectWrites>,
+    /// Observes the time of each scheduler binding.
+    pub binding_latency: Arc<skiff_telemetry::HistogramVec>,
+}
+
+impl Context {
+    /// Reads from `store`, writes through `writer`.
+    pub fn new(
+        store: Arc<dyn ObjectReads>,
+        writer: Arc<dyn ObjectWrites>,
+        binding_latency: Arc<skiff_telemetry::HistogramVec>,
+    ) -> Context {
+        Context {
+            store,
+            writer,
+            binding_latency,
+        }
+    }
+}

@@ -1,0 +1,417 @@
+//! A recording, in-memory stand-in for the store and the write path, for
+//! unit tests of the leader's loops. It keeps objects as the state machine
+//! does (resourceVersions from one revision counter, conditional updates,
+//! status kept apart from spec, change notifications), records every
+//! successful write in order, and fails chosen writes on request, so that a
+//! test can ask "what did the controller write" and "what does it do when
+//! a write fails". It does not default or validate what controllers write,
+//! nor require namespaces to exist; the writer's own tests cover those.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use prost::Message;
+use skiff_proto::api::{EventType, Object};
+use tokio::sync::broadcast;
+
+use super::context::{ObjectReads, ObjectWrites, WriteFuture};
+use crate::cluster::ClusterError;
+use crate::objects::metadata::new_uid;
+use crate::objects::{Kind, ObjectExt};
+use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
+use crate::store::WriteError;
+use crate::writer;
+
+/// Which write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOp {
+    Create,
+    Update,
+    UpdateStatus,
+    Delete,
+}
+
+/// One write that happened, with the object as stored after it (for a
+/// delete: as it was).
+#[derive(Debug, Clone)]
+pub struct RecordedWrite {
+    pub op: WriteOp,
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub object: Object,
+}
+
+/// How an injected failure fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Someone else wrote first (`Conflict`).
+    Conflict,
+    /// The object is gone (`NotFound`).
+    NotFound,
+    /// No leader: the write did not reach the store.
+    Unavailable,
+}
+
+struct Injected {
+    op: WriteOp,
+    kind: Kind,
+    /// Fails the write of this name only; `None` fails the next of the kind.
+    name: Option<String>,
+    failure: Failure,
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<(Kind, String, String), Object>,
+    revision: u64,
+    writes: Vec<RecordedWrite>,
+    failures: VecDeque<Injected>,
+}
+
+/// The fake: implements [`ObjectReads`] and [`ObjectWrites`].
+pub struct RecordingObjects {
+    state: Mutex<State>,
+    notify: broadcast::Sender<Notification>,
+}
+
+impl Default for RecordingObjects {
+    fn default() -> Self {
+        RecordingObjects {
+            state: Mutex::new(State::default()),
+            notify: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl RecordingObjects {
+    pub fn new() -> Arc<RecordingObjects> {
+        Arc::new(RecordingObjects::default())
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts an object in place as if created earlier (not recorded as a
+    /// write, but notified like one); returns it as stored.
+    pub fn seed(&self, object: Object) -> Object {
+        let stored = self.store_new(object);
+        self.state().writes.pop();
+        stored
+    }
+
+    /// Seeds every object of a YAML manifest, defaulted as the writer
+    /// would (namespace `default` when none is named); returns them as
+    /// stored. Panics on a manifest that does not parse: test input.
+    pub fn seed_yaml(&self, yaml: &str) -> Vec<Object> {
+        let manifest = crate::objects::manifest::parse_manifest("test.yaml", yaml, true)
+            .unwrap_or_else(|e| panic!("test manifest: {e}"));
+        manifest
+            .objects
+            .into_iter()
+            .map(|mut object| {
+                if let Ok(kind) = object.kind() {
+                    if let Ok(meta) = object.meta_mut() {
+                        meta.namespace = crate::writer::namespace_for(kind, &meta.namespace);
+                    }
+                }
+                crate::objects::defaults::apply_defaults(&mut object);
+                self.seed(object)
+            })
+            .collect()
+    }
+
+    /// Fails the next `op` on an object of `kind` (named `name`, or any).
+    pub fn fail_next(&self, op: WriteOp, kind: Kind, name: Option<&str>, failure: Failure) {
+        self.state().failures.push_back(Injected {
+            op,
+            kind,
+            name: name.map(str::to_owned),
+            failure,
+        });
+    }
+
+    /// Every successful write so far, oldest first.
+    pub fn writes(&self) -> Vec<RecordedWrite> {
+        self.state().writes.clone()
+    }
+
+    /// Forgets the recorded writes (the objects stay).
+    pub fn clear_writes(&self) {
+        self.state().writes.clear();
+    }
+
+    /// The stored objects of `kind`, in name order.
+    pub fn objects(&self, kind: Kind) -> Vec<Object> {
+        self.state()
+            .objects
+            .iter()
+            .filter(|((k, _, _), _)| *k == kind)
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    fn injected(&self, op: WriteOp, kind: Kind, name: &str) -> Option<Failure> {
+        let mut state = self.state();
+        let at = state.failures.iter().position(|f| {
+            f.op == op && f.kind == kind && f.name.as_deref().is_none_or(|n| n == name)
+        })?;
+        state.failures.remove(at).map(|f| f.failure)
+    }
+
+    fn fail(failure: Failure, kind: Kind, namespace: &str, name: &str) -> writer::Error {
+        let refused = match failure {
+            Failure::Conflict => WriteError::Conflict {
+                kind,
+                name: name.to_owned(),
+                expected: "1".to_owned(),
+                current: "2".to_owned(),
+            },
+            Failure::NotFound => WriteError::NotFound {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+            },
+            Failure::Unavailable => {
+                return writer::Error::Cluster(ClusterError::NotLeader { leader: None })
+            }
+        };
+        writer::Error::Cluster(ClusterError::Refused(refused))
+    }
+
+    fn record(&self, state: &mut State, op: WriteOp, key: &(Kind, String, String), object: Object) {
+        state.revision += 1;
+        let revision = state.revision;
+        let event_type = match op {
+            WriteOp::Create => EventType::Added,
+            WriteOp::Update | WriteOp::UpdateStatus => EventType::Modified,
+            WriteOp::Delete => EventType::Deleted,
+        };
+        let mut object = object;
+        if let Ok(meta) = object.meta_mut() {
+            meta.resource_version = revision.to_string();
+        }
+        if op != WriteOp::Delete {
+            state.objects.insert(key.clone(), object.clone());
+        }
+        let node = match &object.kind {
+            Some(skiff_proto::api::object::Kind::Pod(p)) => p
+                .spec
+                .as_ref()
+                .map(|s| s.node_name.clone())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
+        state.writes.push(RecordedWrite {
+            op,
+            kind: key.0,
+            namespace: key.1.clone(),
+            name: key.2.clone(),
+            object: object.clone(),
+        });
+        let _ = self.notify.send(Notification::Event(Arc::new(StoredEvent {
+            revision,
+            kind: key.0,
+            namespace: key.1.clone(),
+            event_type: event_type as i32,
+            node,
+            object: object.encode_to_vec(),
+        })));
+    }
+
+    fn store_new(&self, mut object: Object) -> Object {
+        let mut state = self.state();
+        if let Ok(meta) = object.meta_mut() {
+            if meta.name.is_empty() {
+                meta.name = format!(
+                    "{}{}",
+                    meta.generate_name,
+                    crate::objects::metadata::random_suffix()
+                );
+            }
+            meta.uid = new_uid();
+            meta.generation = 1;
+        }
+        object.set_type_meta();
+        let key = key_of(&object);
+        self.record(&mut state, WriteOp::Create, &key, object);
+        state.objects[&key].clone()
+    }
+
+    pub(crate) fn write(&self, op: WriteOp, object: Object) -> writer::Result<Object> {
+        let kind = object.kind()?;
+        let key = key_of(&object);
+        if let Some(failure) = self.injected(op, kind, &key.2) {
+            return Err(Self::fail(failure, kind, &key.1, &key.2));
+        }
+        if op == WriteOp::Create {
+            if self.state().objects.contains_key(&key) {
+                return Err(writer::Error::Cluster(ClusterError::Refused(
+                    WriteError::AlreadyExists {
+                        kind,
+                        namespace: key.1,
+                        name: key.2,
+                    },
+                )));
+            }
+            return Ok(self.store_new(object));
+        }
+        let mut state = self.state();
+        let Some(existing) = state.objects.get(&key).cloned() else {
+            return Err(Self::fail(Failure::NotFound, kind, &key.1, &key.2));
+        };
+        let expected = object.meta().resource_version.clone();
+        let current = existing.meta().resource_version.clone();
+        if !expected.is_empty() && expected != current {
+            return Err(writer::Error::Cluster(ClusterError::Refused(
+                WriteError::Conflict {
+                    kind,
+                    name: key.2,
+                    expected,
+                    current,
+                },
+            )));
+        }
+        let mut merged = if op == WriteOp::UpdateStatus {
+            let mut m = existing.clone();
+            m.copy_status_from(&object);
+            m
+        } else {
+            let mut m = object;
+            m.copy_status_from(&existing);
+            let spec_changed = !m.same_spec(&existing);
+            let old = existing.meta();
+            if let Ok(meta) = m.meta_mut() {
+                meta.uid = old.uid.clone();
+                meta.generation = old.generation + i64::from(spec_changed);
+            }
+            m
+        };
+        merged.set_type_meta();
+        if let Ok(meta) = merged.meta_mut() {
+            meta.resource_version = current;
+        }
+        if merged == existing {
+            return Ok(existing);
+        }
+        self.record(&mut state, op, &key, merged);
+        Ok(state.objects[&key].clone())
+    }
+
+    pub(crate) fn remove(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+    ) -> writer::Result<Object> {
+        if let Some(failure) = self.injected(WriteOp::Delete, kind, name) {
+            return Err(Self::fail(failure, kind, namespace, name));
+        }
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let mut state = self.state();
+        let Some(existing) = state.objects.remove(&key) else {
+            return Err(Self::fail(Failure::NotFound, kind, namespace, name));
+        };
+        let current = existing.meta().resource_version.clone();
+        if !resource_version.is_empty() && resource_version != current {
+            state.objects.insert(key, existing);
+            return Err(writer::Error::Cluster(ClusterError::Refused(
+                WriteError::Conflict {
+                    kind,
+                    name: name.to_owned(),
+                    expected: resource_version.to_owned(),
+                    current,
+                },
+            )));
+        }
+        self.record(&mut state, WriteOp::Delete, &key, existing.clone());
+        Ok(existing)
+    }
+}
+
+fn key_of(object: &Object) -> (Kind, String, String) {
+    let meta = object.meta();
+    (
+        object.kind().unwrap_or(Kind::Pod),
+        meta.namespace.clone(),
+        meta.name.clone(),
+    )
+}
+
+impl ObjectReads for RecordingObjects {
+    fn get(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<Object>, StateMachineError> {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        Ok(self.state().objects.get(&key).cloned())
+    }
+
+    fn list(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Object>, u64), StateMachineError> {
+        let state = self.state();
+        let objects = state
+            .objects
+            .iter()
+            .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
+            .map(|(_, o)| o.clone())
+            .collect();
+        Ok((objects, state.revision))
+    }
+
+    fn revision(&self) -> u64 {
+        self.state().revision
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Notification> {
+        self.notify.subscribe()
+    }
+}
+
+impl ObjectWrites for RecordingObjects {
+    fn create(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(std::future::ready(self.write(WriteOp::Create, object)))
+    }
+
+    fn update(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(std::future::ready(self.write(WriteOp::Update, object)))
+    }
+
+    fn update_status(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(std::future::ready(
+            self.write(WriteOp::UpdateStatus, object),
+        ))
+    }
+
+    fn delete<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        name: &'a str,
+        resource_version: &'a str,
+    ) -> WriteFuture<'a> {
+        Box::pin(std::future::ready(self.remove(
+            kind,
+            namespace,
+            name,
+            resource_version,
+        )))
+    }
+}
+
+/// A context whose reads and writes both go to `objects`.
+pub fn context(objects: &Arc<RecordingObjects>) -> super::Context {
+    let registry = skiff_telemetry::Registry::new();
+    super::Context::new(
+        objects.clone(),
+        objects.clone(),
+        registry.histogram("test_binding_seconds", "Binding latency in tests.", &[]),
+    )
+}
