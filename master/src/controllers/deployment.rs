@@ -566,3 +566,193 @@ mod tests {
         assert_ne!(h, template_hash(Some(&t2)));
     }
 }
+
+#[cfg(test)]
+mod reconcile_tests {
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects, WriteOp};
+    use crate::controllers::ObjectReads;
+    use std::sync::Arc;
+
+    fn deployment(image: &str, strategy: &str) -> String {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  strategy: {{type: {strategy}}}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: c, image: "{image}"}}]}}
+"#
+        )
+    }
+
+    fn setup(strategy: &str) -> (Arc<RecordingObjects>, DeploymentController, Object) {
+        let objects = RecordingObjects::new();
+        let d = objects
+            .seed_yaml(&deployment("busybox:1", strategy))
+            .remove(0);
+        let controller = DeploymentController {
+            ctx: context(&objects),
+        };
+        (objects, controller, d)
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::new(Kind::Deployment, "default", "web")
+    }
+
+    /// The owned ReplicaSets as (image, spec.replicas, revision), oldest first.
+    fn replicasets(objects: &RecordingObjects) -> Vec<(String, i32, u64)> {
+        let mut all: Vec<v1::ReplicaSet> = objects
+            .objects(Kind::ReplicaSet)
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                Some(Body::ReplicaSet(rs)) => Some(rs),
+                _ => None,
+            })
+            .collect();
+        all.sort_by_key(revision_of);
+        all.iter()
+            .map(|rs| {
+                let spec = rs.spec.clone().unwrap_or_default();
+                let image = spec
+                    .template
+                    .unwrap_or_default()
+                    .spec
+                    .unwrap_or_default()
+                    .containers[0]
+                    .image
+                    .clone();
+                (image, spec.replicas.unwrap_or(0), revision_of(rs))
+            })
+            .collect()
+    }
+
+    /// Makes every pod of a ReplicaSet ready and available, as the
+    /// ReplicaSet controller would report it.
+    fn report_available(objects: &RecordingObjects, image: &str) {
+        for o in objects.objects(Kind::ReplicaSet) {
+            let Some(Body::ReplicaSet(mut rs)) = o.kind else {
+                continue;
+            };
+            let spec = rs.spec.clone().unwrap_or_default();
+            let template_image = spec
+                .template
+                .unwrap_or_default()
+                .spec
+                .unwrap_or_default()
+                .containers[0]
+                .image
+                .clone();
+            if template_image != image {
+                continue;
+            }
+            let n = spec.replicas.unwrap_or(0);
+            rs.status = Some(v1::ReplicaSetStatus {
+                replicas: n,
+                ready_replicas: n,
+                available_replicas: n,
+                ..Default::default()
+            });
+            objects
+                .write(WriteOp::UpdateStatus, rs.into_object())
+                .unwrap();
+        }
+    }
+
+    fn change_image(objects: &RecordingObjects, image: &str) {
+        let Some(Object {
+            kind: Some(Body::Deployment(mut d)),
+        }) = objects.get(Kind::Deployment, "default", "web").unwrap()
+        else {
+            panic!("no Deployment")
+        };
+        let spec = d.spec.as_mut().unwrap();
+        spec.template
+            .as_mut()
+            .unwrap()
+            .spec
+            .as_mut()
+            .unwrap()
+            .containers[0]
+            .image = image.into();
+        objects.write(WriteOp::Update, d.into_object()).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_new_deployment_gets_one_owned_replicaset_at_full_scale() {
+        let (objects, controller, d) = setup("RollingUpdate");
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(replicasets(&objects), [("busybox:1".to_owned(), 3, 1)]);
+        let rs = objects.objects(Kind::ReplicaSet).remove(0);
+        assert_eq!(
+            controller_of(&rs, Kind::Deployment).map(|o| o.uid.clone()),
+            Some(d.meta().uid.clone())
+        );
+        // Nothing new on a second look.
+        objects.clear_writes();
+        controller.reconcile(&key()).await.unwrap();
+        assert!(objects.writes().iter().all(|w| w.op != WriteOp::Create));
+    }
+
+    #[tokio::test]
+    async fn a_rolling_update_surges_one_pod_and_never_drops_below_the_replicas() {
+        let (objects, controller, _) = setup("RollingUpdate");
+        controller.reconcile(&key()).await.unwrap();
+        report_available(&objects, "busybox:1");
+        change_image(&objects, "busybox:2");
+        // maxSurge 25% of 3 rounds up to 1; maxUnavailable 25% rounds down
+        // to 0: one new pod first, no old pod removed yet.
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(
+            replicasets(&objects),
+            [
+                ("busybox:1".to_owned(), 3, 1),
+                ("busybox:2".to_owned(), 1, 2)
+            ]
+        );
+        // Once the new pod is available, one old one may go.
+        report_available(&objects, "busybox:2");
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(
+            replicasets(&objects),
+            [
+                ("busybox:1".to_owned(), 2, 1),
+                ("busybox:2".to_owned(), 1, 2)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn recreate_empties_the_old_replicaset_before_the_new_one_grows() {
+        let (objects, controller, _) = setup("Recreate");
+        controller.reconcile(&key()).await.unwrap();
+        report_available(&objects, "busybox:1");
+        change_image(&objects, "busybox:2");
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(
+            replicasets(&objects),
+            [
+                ("busybox:1".to_owned(), 0, 1),
+                ("busybox:2".to_owned(), 0, 2)
+            ]
+        );
+        // The old pods are still there: the new ReplicaSet waits.
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(replicasets(&objects)[1].1, 0);
+        report_available(&objects, "busybox:1");
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(
+            replicasets(&objects),
+            [
+                ("busybox:1".to_owned(), 0, 1),
+                ("busybox:2".to_owned(), 3, 2)
+            ]
+        );
+    }
+}

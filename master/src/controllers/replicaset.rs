@@ -306,3 +306,184 @@ mod tests {
         assert_eq!(available_pods(&[], 10, SystemTime::now()), (0, None));
     }
 }
+
+#[cfg(test)]
+mod reconcile_tests {
+    use super::*;
+    use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
+    use crate::controllers::ObjectReads;
+    use std::sync::Arc;
+
+    fn replicaset(replicas: i32) -> String {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {{name: web}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec: {{containers: [{{name: c, image: busybox}}]}}
+"#
+        )
+    }
+
+    fn setup(replicas: i32) -> (Arc<RecordingObjects>, ReplicaSetController, Object) {
+        let objects = RecordingObjects::new();
+        let rs = objects.seed_yaml(&replicaset(replicas)).remove(0);
+        let controller = ReplicaSetController {
+            ctx: context(&objects),
+        };
+        (objects, controller, rs)
+    }
+
+    fn key() -> ObjectKey {
+        ObjectKey::new(Kind::ReplicaSet, "default", "web")
+    }
+
+    fn pods(objects: &RecordingObjects) -> Vec<v1::Pod> {
+        objects
+            .objects(Kind::Pod)
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                Some(Body::Pod(p)) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn status(objects: &RecordingObjects) -> v1::ReplicaSetStatus {
+        match objects.get(Kind::ReplicaSet, "default", "web").unwrap() {
+            Some(Object {
+                kind: Some(Body::ReplicaSet(rs)),
+            }) => rs.status.unwrap_or_default(),
+            _ => panic!("ReplicaSet gone"),
+        }
+    }
+
+    /// Seeds a pod owned by (`owner`) or merely labelled for the ReplicaSet.
+    fn seed_pod(
+        objects: &RecordingObjects,
+        name: &str,
+        node: &str,
+        ready: bool,
+        owner: Option<&Object>,
+    ) {
+        let mut pod = v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+                owner_references: owner.and_then(controller_reference).into_iter().collect(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if ready {
+            pod.status = Some(v1::PodStatus {
+                conditions: vec![v1::PodCondition {
+                    r#type: "Ready".into(),
+                    status: "True".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            });
+        }
+        objects.seed(pod.into_object());
+    }
+
+    #[tokio::test]
+    async fn missing_pods_are_created_from_the_template_and_owned() {
+        let (objects, controller, rs) = setup(3);
+        controller.reconcile(&key()).await.unwrap();
+        let pods = pods(&objects);
+        assert_eq!(pods.len(), 3);
+        for pod in &pods {
+            let meta = pod.metadata.as_ref().unwrap();
+            assert!(meta.name.starts_with("web-"), "{}", meta.name);
+            assert_eq!(meta.labels.get("app").unwrap(), "web");
+            let owner = controller_of(&pod.clone().into_object(), Kind::ReplicaSet)
+                .cloned()
+                .expect("owned");
+            assert_eq!(owner.uid, rs.meta().uid);
+            assert_eq!(pod.spec.as_ref().unwrap().containers[0].image, "busybox");
+        }
+        assert_eq!(status(&objects).replicas, 3);
+        // Level-triggered: a second look creates nothing more.
+        objects.clear_writes();
+        controller.reconcile(&key()).await.unwrap();
+        assert!(objects.writes().iter().all(|w| w.op != WriteOp::Create));
+        assert_eq!(pods_len(&objects), 3);
+    }
+
+    fn pods_len(objects: &RecordingObjects) -> usize {
+        pods(objects).len()
+    }
+
+    #[tokio::test]
+    async fn excess_pods_go_unscheduled_first_then_unready_and_ready_ones_stay() {
+        let (objects, controller, rs) = setup(1);
+        seed_pod(&objects, "web-ready", "n1", true, Some(&rs));
+        seed_pod(&objects, "web-unready", "n1", false, Some(&rs));
+        seed_pod(&objects, "web-pending", "", false, Some(&rs));
+        controller.reconcile(&key()).await.unwrap();
+        let deleted: Vec<String> = objects
+            .writes()
+            .into_iter()
+            .filter(|w| w.op == WriteOp::Delete)
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(deleted, ["web-pending", "web-unready"]);
+        let left: Vec<String> = pods(&objects)
+            .iter()
+            .map(|p| p.metadata.as_ref().unwrap().name.clone())
+            .collect();
+        assert_eq!(left, ["web-ready"]);
+    }
+
+    #[tokio::test]
+    async fn an_orphan_the_selector_matches_is_adopted_instead_of_a_new_pod() {
+        let (objects, controller, rs) = setup(1);
+        seed_pod(&objects, "stray", "n1", true, None);
+        controller.reconcile(&key()).await.unwrap();
+        let pods = pods(&objects);
+        assert_eq!(pods.len(), 1, "adopted, not created");
+        let adopted = pods[0].clone().into_object();
+        assert_eq!(adopted.meta().name, "stray");
+        assert_eq!(
+            controller_of(&adopted, Kind::ReplicaSet).map(|o| o.uid.clone()),
+            Some(rs.meta().uid.clone())
+        );
+        assert_eq!(status(&objects).ready_replicas, 1);
+    }
+
+    #[tokio::test]
+    async fn a_failed_create_fails_the_round_and_the_next_round_makes_up_for_it() {
+        let (objects, controller, _) = setup(3);
+        objects.fail_next(WriteOp::Create, Kind::Pod, None, Failure::Unavailable);
+        let e = controller.reconcile(&key()).await.unwrap_err();
+        assert!(matches!(e, ReconcileError::Write(_)), "{e}");
+        assert_eq!(pods_len(&objects), 2);
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(pods_len(&objects), 3);
+    }
+
+    #[tokio::test]
+    async fn a_conflicting_status_write_is_a_conflict_to_retry() {
+        let (objects, controller, _) = setup(1);
+        objects.fail_next(
+            WriteOp::UpdateStatus,
+            Kind::ReplicaSet,
+            Some("web"),
+            Failure::Conflict,
+        );
+        let e = controller.reconcile(&key()).await.unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+    }
+}
