@@ -7,7 +7,38 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use skiff_security::CertInfo;
+use skiff_security::{CertInfo, SecurityError};
+
+use crate::{server, DEFAULT_DATA_DIR};
+
+/// The certificate file of a master and of an agent, in their TLS dirs.
+const CERTIFICATE_FILES: [&str; 2] = ["master.crt", "node.crt"];
+
+/// Why `skiff certificate rotate` did not see the certificates renewed.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("no skiff certificates under {}: pass the --data-dir of a master, agent or server", .data_dir.display())]
+    NoCertificates { data_dir: PathBuf },
+    #[error("{}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", .path.display())]
+    Parse {
+        path: PathBuf,
+        source: SecurityError,
+    },
+    #[error("cannot ask for renewal: {0}; run as the user that owns the data dir")]
+    Request(#[source] SecurityError),
+    #[error("{}: not renewed within {timeout}; is skiff running on this data dir? (its log says why)", .path.display())]
+    NotRenewed {
+        path: PathBuf,
+        timeout: humantime::Duration,
+    },
+    #[error("writing output: {0}")]
+    Write(#[from] std::io::Error),
+}
 
 /// Flags of `skiff certificate`.
 #[derive(Debug, clap::Args)]
@@ -21,7 +52,7 @@ pub enum CertificateCommand {
     /// Renew the certificates of the skiff running on this data dir now.
     Rotate {
         /// A master's, an agent's, or a server's data dir (then both).
-        #[arg(long, default_value = "/var/lib/skiff")]
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
         /// How long to wait for the running process to renew.
         #[arg(long, default_value = "60s")]
@@ -34,11 +65,11 @@ fn targets(data_dir: &Path) -> Vec<(PathBuf, &'static str)> {
     let mut found = Vec::new();
     for base in [
         data_dir.to_owned(),
-        data_dir.join("server"),
-        data_dir.join("agent"),
+        data_dir.join(server::MASTER_DIR),
+        data_dir.join(server::AGENT_DIR),
     ] {
         let tls = base.join("tls");
-        for file in ["master.crt", "node.crt"] {
+        for file in CERTIFICATE_FILES {
             if tls.join(file).exists() {
                 found.push((tls.clone(), file));
             }
@@ -47,28 +78,32 @@ fn targets(data_dir: &Path) -> Vec<(PathBuf, &'static str)> {
     found
 }
 
+/// The serial number of the certificate `file` in `tls`.
+fn serial(tls: &Path, file: &str) -> Result<String, CertificateError> {
+    let path = tls.join(file);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(source) => return Err(CertificateError::Read { path, source }),
+    };
+    match CertInfo::from_pem(&text) {
+        Ok(info) => Ok(info.serial),
+        Err(source) => Err(CertificateError::Parse { path, source }),
+    }
+}
+
 /// Runs a `certificate` command.
-pub fn run(args: CertificateArgs, out: &mut dyn Write) -> Result<(), String> {
+pub fn run(args: CertificateArgs, out: &mut dyn Write) -> Result<(), CertificateError> {
     let CertificateCommand::Rotate { data_dir, timeout } = args.command;
     let targets = targets(&data_dir);
     if targets.is_empty() {
-        return Err(format!(
-            "no skiff certificates under {}: pass the --data-dir of a master, agent or server",
-            data_dir.display()
-        ));
+        return Err(CertificateError::NoCertificates { data_dir });
     }
-    let serial = |tls: &Path, file: &str| -> Result<String, String> {
-        let text = std::fs::read_to_string(tls.join(file))
-            .map_err(|e| format!("{}: {e}", tls.join(file).display()))?;
-        CertInfo::from_pem(&text)
-            .map(|i| i.serial)
-            .map_err(|e| format!("{}: {e}", tls.join(file).display()))
-    };
     let mut waiting = Vec::new();
     for (tls, file) in &targets {
         let before = serial(tls, file)?;
         let request = skiff_security::rotate_request_path(tls);
-        skiff_security::files::write_private(&request, b"").map_err(|e| e.to_string())?;
+        skiff_security::files::write_private(&request, b"")
+            .map_err(CertificateError::Request)?;
         waiting.push((tls.clone(), *file, before, request));
     }
     let deadline = Instant::now() + Duration::from(timeout);
@@ -84,16 +119,17 @@ pub fn run(args: CertificateArgs, out: &mut dyn Write) -> Result<(), String> {
                     out,
                     "{}: renewed (serial {before} -> {now}, valid until {until})",
                     tls.join(file).display()
-                )
-                .map_err(|e| e.to_string())?;
+                )?;
                 break;
             }
             if Instant::now() > deadline {
+                // Withdrawn, so a skiff that starts later does not renew
+                // without being asked.
                 let _ = std::fs::remove_file(&request);
-                return Err(format!(
-                    "{}: not renewed within {timeout}; is skiff running on this data dir? (its log says why)",
-                    tls.join(file).display()
-                ));
+                return Err(CertificateError::NotRenewed {
+                    path: tls.join(file),
+                    timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         }

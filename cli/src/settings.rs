@@ -44,19 +44,49 @@ fn subcommand_and_file(args: &[OsString]) -> Option<(String, Option<PathBuf>)> {
     Some((sub, file))
 }
 
-/// A YAML value as a flag value (lists joined with commas).
-fn flag_value(key: &str, value: &serde_yaml::Value) -> Result<String, String> {
+/// Why the settings file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("--config {}: no such file", .file.display())]
+    Missing { file: PathBuf },
+    #[error("config file {}: {source}", .file.display())]
+    Read {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {}: {source}", .file.display())]
+    Yaml {
+        file: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("config file {}: expected a mapping of flag names to values", .file.display())]
+    NotAMapping { file: PathBuf },
+    #[error("config file {}: keys must be flag names", .file.display())]
+    KeyNotAName { file: PathBuf },
+    #[error("config file {}: unknown setting {key:?} for `skiff {subcommand}` (the keys are its flag names, such as node-name)", .file.display())]
+    UnknownSetting {
+        file: PathBuf,
+        key: String,
+        subcommand: String,
+    },
+    #[error("config file {}: {key}: expected a string, number, boolean or list", .file.display())]
+    BadValue { file: PathBuf, key: String },
+}
+
+/// A YAML value as a flag value (lists joined with commas); `None` for a
+/// mapping or null, which no flag takes.
+fn flag_value(value: &serde_yaml::Value) -> Option<String> {
     use serde_yaml::Value;
     match value {
-        Value::String(s) => Ok(s.clone()),
-        Value::Number(n) => Ok(n.to_string()),
-        Value::Bool(b) => Ok(b.to_string()),
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
         Value::Sequence(items) => items
             .iter()
-            .map(|v| flag_value(key, v))
-            .collect::<Result<Vec<_>, _>>()
+            .map(flag_value)
+            .collect::<Option<Vec<_>>>()
             .map(|v| v.join(",")),
-        _ => Err(format!("{key}: expected a string, number, boolean or list")),
+        _ => None,
     }
 }
 
@@ -65,38 +95,52 @@ pub fn read_file(
     file: &Path,
     subcommand: &str,
     known: &[String],
-) -> Result<Vec<(String, String)>, String> {
+) -> Result<Vec<(String, String)>, SettingsError> {
     let text = match std::fs::read_to_string(file) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(format!("config file {}: {e}", file.display())),
+        Err(source) => {
+            return Err(SettingsError::Read {
+                file: file.to_owned(),
+                source,
+            })
+        }
     };
     let doc: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| format!("config file {}: {e}", file.display()))?;
+        serde_yaml::from_str(&text).map_err(|source| SettingsError::Yaml {
+            file: file.to_owned(),
+            source,
+        })?;
     let map = match doc {
         serde_yaml::Value::Null => return Ok(Vec::new()),
         serde_yaml::Value::Mapping(m) => m,
         _ => {
-            return Err(format!(
-                "config file {}: expected a mapping of flag names to values",
-                file.display()
-            ))
+            return Err(SettingsError::NotAMapping {
+                file: file.to_owned(),
+            })
         }
     };
     let mut out = Vec::new();
     for (k, v) in map {
         let key = k
             .as_str()
-            .ok_or_else(|| format!("config file {}: keys must be flag names", file.display()))?
+            .ok_or_else(|| SettingsError::KeyNotAName {
+                file: file.to_owned(),
+            })?
             .to_string();
         if key == "config" || !known.contains(&key) {
-            return Err(format!(
-                "config file {}: unknown setting {key:?} for `skiff {subcommand}` (the keys are its flag names, such as node-name)",
-                file.display()
-            ));
+            return Err(SettingsError::UnknownSetting {
+                file: file.to_owned(),
+                key,
+                subcommand: subcommand.to_owned(),
+            });
         }
-        let value =
-            flag_value(&key, &v).map_err(|e| format!("config file {}: {e}", file.display()))?;
+        let Some(value) = flag_value(&v) else {
+            return Err(SettingsError::BadValue {
+                file: file.to_owned(),
+                key,
+            });
+        };
         out.push((env_name(&key), value));
     }
     Ok(out)
@@ -122,7 +166,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         if explicit && !file.exists() {
             return Err(command.error(
                 clap::error::ErrorKind::ValueValidation,
-                format!("--config {}: no such file", file.display()),
+                SettingsError::Missing { file },
             ));
         }
         let settings = read_file(&file, &sub, &known)
@@ -196,7 +240,7 @@ mod tests {
             ]
         );
         std::fs::write(&file, "nod-name: pi-1\n").unwrap();
-        let err = read_file(&file, "agent", &known).unwrap_err();
+        let err = read_file(&file, "agent", &known).unwrap_err().to_string();
         assert!(
             err.contains("unknown setting \"nod-name\"") && err.contains("config.yaml"),
             "{err}"
@@ -204,10 +248,12 @@ mod tests {
         std::fs::write(&file, "node-name: {a: b}\n").unwrap();
         assert!(read_file(&file, "agent", &known)
             .unwrap_err()
+            .to_string()
             .contains("node-name"));
         std::fs::write(&file, "node-name: [unclosed\n").unwrap();
         assert!(read_file(&file, "agent", &known)
             .unwrap_err()
+            .to_string()
             .contains("line"));
         assert!(read_file(&tmp.path().join("absent.yaml"), "agent", &known)
             .unwrap()

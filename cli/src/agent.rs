@@ -1,0 +1,205 @@
+//! `skiff agent`: its flags, checked and turned into an [`AgentConfig`],
+//! and running it. [`AgentFlags`] are the node flags `skiff server`
+//! shares. The rest is set per command: a lone agent is told its masters,
+//! join token, containerd namespace and heartbeat interval, while a
+//! server's agent talks to its own master with that master's token and
+//! the defaults; the agent's two listen addresses are `--listen` and
+//! `--metrics-listen` here and `--agent-listen` and
+//! `--agent-metrics-listen` on a server, beside the master's.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use skiff_agent::AgentConfig;
+
+use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
+use crate::daemon::{self, AddressError, DaemonFlags};
+use crate::{malloc_arenas, server, DEFAULT_DATA_DIR};
+
+/// Default listen address of the agent's own endpoint (container logs):
+/// masters of other machines call it.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:10250";
+/// Default address of the agent's `/metrics`, `/healthz` and `/readyz`.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:10248";
+/// Default registry settings file.
+pub const DEFAULT_REGISTRY_CONFIG: &str = "/etc/skiff/registries.yaml";
+/// Default containerd namespace of the agent's containers.
+pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "skiff";
+/// Default interval between heartbeats.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// `--pod-network vxlan`: bridge + VXLAN overlay + nftables (the default).
+pub const POD_NETWORK_VXLAN: &str = "vxlan";
+/// `--pod-network none`: pods get loopback only.
+pub const POD_NETWORK_NONE: &str = "none";
+/// The longest DNS subdomain, and so the longest node name.
+const NODE_NAME_MAX_LEN: usize = 253;
+
+/// Why an agent's flags (of `skiff agent` or `skiff server`) cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentFlagsError {
+    #[error("--server {0:?}: expected host:port of a master")]
+    Server(String),
+    #[error("cannot read the hostname ({0}); pass --node-name")]
+    Hostname(#[source] nix::Error),
+    #[error("--node-name {0:?}: must be a DNS subdomain (lowercase letters, digits, '-' and '.')")]
+    NodeName(String),
+    #[error("--data-dir {}: {source}", .path.display())]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Address(#[from] AddressError),
+    #[error("--pod-network {0:?}: use vxlan or none")]
+    PodNetwork(String),
+    #[error(transparent)]
+    ClusterNetwork(#[from] ClusterNetworkError),
+    #[error("--node-label {0:?}: expected key=value")]
+    NodeLabel(String),
+}
+
+/// The node flags `skiff agent` and `skiff server` share.
+#[derive(Debug, clap::Args)]
+pub struct AgentFlags {
+    /// This node's name (default: the hostname).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address masters and other nodes reach this node at
+    /// (default: the address of the default route's interface).
+    #[arg(long)]
+    pub node_ip: Option<std::net::IpAddr>,
+    /// Use this containerd socket instead of starting a private containerd.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// Registry settings: credentials and plain-HTTP hosts.
+    #[arg(long, default_value = DEFAULT_REGISTRY_CONFIG)]
+    pub registry_config: PathBuf,
+    /// Pod network: vxlan (bridge + VXLAN overlay + nftables) or none
+    /// (pods get loopback only).
+    #[arg(long, default_value = POD_NETWORK_VXLAN)]
+    pub pod_network: String,
+    /// Extra node labels, key=value; repeat or comma-separate.
+    #[arg(long = "node-label", value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+}
+
+impl AgentFlags {
+    /// Checks the flags and turns them into the config of an agent talking
+    /// to `servers` and keeping its state in `data_dir`, with the cluster
+    /// ranges of `network`. Listen addresses, token, containerd namespace
+    /// and heartbeat interval are left for the command to set.
+    pub fn to_config(
+        &self,
+        servers: Vec<String>,
+        data_dir: &Path,
+        network: &ClusterNetworkFlags,
+    ) -> Result<AgentConfig, AgentFlagsError> {
+        let node_name = match &self.node_name {
+            Some(name) => name.clone(),
+            None => nix::unistd::gethostname()
+                .map_err(AgentFlagsError::Hostname)?
+                .to_string_lossy()
+                .to_lowercase(),
+        };
+        if !is_dns_subdomain(&node_name) {
+            return Err(AgentFlagsError::NodeName(node_name));
+        }
+        // Absolute, so paths in mount tables and containerd specs match.
+        let data_dir = std::path::absolute(data_dir).map_err(|source| AgentFlagsError::DataDir {
+            path: data_dir.to_owned(),
+            source,
+        })?;
+        let mut config = AgentConfig::new(servers, &node_name, data_dir);
+        config.node_ip = self.node_ip.map(|ip| ip.to_string());
+        config.containerd_socket = self.containerd_socket.clone();
+        config.registry_config = self.registry_config.clone();
+        config.pod_network = match self.pod_network.as_str() {
+            POD_NETWORK_NONE => None,
+            POD_NETWORK_VXLAN => Some(network.parse_cluster_cidr()?),
+            other => return Err(AgentFlagsError::PodNetwork(other.to_owned())),
+        };
+        config.service_cidr = network.parse_service_cidr()?;
+        for label in &self.node_labels {
+            let (key, value) = label
+                .split_once('=')
+                .ok_or_else(|| AgentFlagsError::NodeLabel(label.clone()))?;
+            config.labels.insert(key.to_owned(), value.to_owned());
+        }
+        Ok(config)
+    }
+}
+
+/// Whether `name` is a DNS subdomain, as Kubernetes wants node names.
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= NODE_NAME_MAX_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+}
+
+/// Flags of `skiff agent`.
+#[derive(Debug, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub daemon: DaemonFlags,
+    /// API address of a master (host:port); repeat or comma-separate for several.
+    #[arg(long, required = true, value_delimiter = ',')]
+    pub server: Vec<String>,
+    /// Where pod state, logs, images and a private containerd live.
+    #[arg(long, default_value_os_t = Path::new(DEFAULT_DATA_DIR).join(server::AGENT_DIR))]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub agent: AgentFlags,
+    /// containerd namespace for this agent's containers.
+    #[arg(long, default_value = DEFAULT_CONTAINERD_NAMESPACE)]
+    pub containerd_namespace: String,
+    /// Join token (`skiff token create`, or a master's <data-dir>/token);
+    /// needed until the node has its certificate.
+    #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Listen address of the agent's own endpoint (container logs).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Interval between heartbeats.
+    #[arg(long, default_value_t = DEFAULT_HEARTBEAT_INTERVAL.into())]
+    pub heartbeat_interval: humantime::Duration,
+    /// Where /metrics, /healthz and /readyz are served ("none": off).
+    #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
+    pub metrics_listen: String,
+    // The masters' ranges, which a server's agent takes from its master's
+    // flags instead.
+    #[command(flatten)]
+    pub network: ClusterNetworkFlags,
+}
+
+impl AgentArgs {
+    /// Checks the flags and turns them into an agent config.
+    pub fn to_config(&self) -> Result<AgentConfig, AgentFlagsError> {
+        if let Some(bad) = self
+            .server
+            .iter()
+            .find(|s| s.trim().is_empty() || !s.contains(':'))
+        {
+            return Err(AgentFlagsError::Server(bad.clone()));
+        }
+        let mut config = self
+            .agent
+            .to_config(self.server.clone(), &self.data_dir, &self.network)?;
+        config.listen = daemon::listen_address("--listen", &self.listen)?;
+        config.metrics_listen = daemon::metrics_address("--metrics-listen", &self.metrics_listen)?;
+        config.containerd_namespace = self.containerd_namespace.clone();
+        config.token = self.token.clone();
+        config.heartbeat_interval = self.heartbeat_interval.into();
+        Ok(config)
+    }
+}
+
+/// Runs `skiff agent` until a signal; a bad flag exits with 2.
+pub fn run(args: AgentArgs) -> ExitCode {
+    let config = args.to_config();
+    // Before the runtime starts any thread; see malloc_arenas.
+    malloc_arenas::limit(1);
+    daemon::serve(config, &args.daemon.log_format, skiff_agent::run)
+}
