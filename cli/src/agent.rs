@@ -106,10 +106,11 @@ impl AgentFlags {
             return Err(AgentFlagsError::NodeName(node_name));
         }
         // Absolute, so paths in mount tables and containerd specs match.
-        let data_dir = std::path::absolute(data_dir).map_err(|source| AgentFlagsError::DataDir {
-            path: data_dir.to_owned(),
-            source,
-        })?;
+        let data_dir =
+            std::path::absolute(data_dir).map_err(|source| AgentFlagsError::DataDir {
+                path: data_dir.to_owned(),
+                source,
+            })?;
         let mut config = AgentConfig::new(servers, &node_name, data_dir);
         config.node_ip = self.node_ip.map(|ip| ip.to_string());
         config.containerd_socket = self.containerd_socket.clone();
@@ -184,9 +185,9 @@ impl AgentArgs {
         {
             return Err(AgentFlagsError::Server(bad.clone()));
         }
-        let mut config = self
-            .agent
-            .to_config(self.server.clone(), &self.data_dir, &self.network)?;
+        let mut config =
+            self.agent
+                .to_config(self.server.clone(), &self.data_dir, &self.network)?;
         config.listen = daemon::listen_address("--listen", &self.listen)?;
         config.metrics_listen = daemon::metrics_address("--metrics-listen", &self.metrics_listen)?;
         config.containerd_namespace = self.containerd_namespace.clone();

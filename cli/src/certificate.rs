@@ -102,8 +102,7 @@ pub fn run(args: CertificateArgs, out: &mut dyn Write) -> Result<(), Certificate
     for (tls, file) in &targets {
         let before = serial(tls, file)?;
         let request = skiff_security::rotate_request_path(tls);
-        skiff_security::files::write_private(&request, b"")
-            .map_err(CertificateError::Request)?;
+        skiff_security::files::write_private(&request, b"").map_err(CertificateError::Request)?;
         waiting.push((tls.clone(), *file, before, request));
     }
     let deadline = Instant::now() + Duration::from(timeout);

@@ -37,18 +37,26 @@ pub struct ClusterNetworkFlags {
 impl ClusterNetworkFlags {
     /// `--cluster-cidr` as `T`: the master's `Ipv4Net` or the agent's
     /// `Subnet`.
-    pub fn parse_cluster_cidr<T: FromStr<Err = String>>(&self) -> Result<T, ClusterNetworkError> {
+    pub fn parse_cluster_cidr<T>(&self) -> Result<T, ClusterNetworkError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
         self.cluster_cidr
             .parse()
-            .map_err(ClusterNetworkError::ClusterCidr)
+            .map_err(|e: T::Err| ClusterNetworkError::ClusterCidr(e.to_string()))
     }
 
     /// `--service-cidr` as `T`: the master's `Ipv4Net` or the agent's
     /// `Subnet`.
-    pub fn parse_service_cidr<T: FromStr<Err = String>>(&self) -> Result<T, ClusterNetworkError> {
+    pub fn parse_service_cidr<T>(&self) -> Result<T, ClusterNetworkError>
+    where
+        T: FromStr,
+        T::Err: std::fmt::Display,
+    {
         self.service_cidr
             .parse()
-            .map_err(ClusterNetworkError::ServiceCidr)
+            .map_err(|e: T::Err| ClusterNetworkError::ServiceCidr(e.to_string()))
     }
 
     /// `--service-cidr` as the masters allocate from it: big enough for
@@ -56,8 +64,7 @@ impl ClusterNetworkFlags {
     pub fn service_range(&self) -> Result<Ipv4Net, ClusterNetworkError> {
         let range: Ipv4Net = self.parse_service_cidr()?;
         // Only the check: the master builds its own allocator from the range.
-        ServiceIps::new(range)
-            .map_err(ClusterNetworkError::ServiceCidr)?;
+        ServiceIps::new(range).map_err(|e| ClusterNetworkError::ServiceCidr(e.to_string()))?;
         Ok(range)
     }
 }

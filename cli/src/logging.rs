@@ -22,8 +22,8 @@ pub enum LoggingError {
 /// Installs the process's subscriber for `format` (`TEXT` or `JSON`).
 /// Call once, before the runtime starts.
 pub fn init(format: &str) -> Result<(), LoggingError> {
-    let filter = EnvFilter::try_from_env("SKIFF_LOG")
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+    let filter =
+        EnvFilter::try_from_env("SKIFF_LOG").unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

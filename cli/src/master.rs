@@ -34,7 +34,9 @@ pub enum MasterFlagsError {
     Address(#[from] AddressError),
     #[error("--listen and --raft-listen are both {0}; they need different ports")]
     SameAddress(SocketAddr),
-    #[error("{flag} is required when listening on {bound}: other masters need a reachable address")]
+    #[error(
+        "{flag} is required when listening on {bound}: other masters need a reachable address"
+    )]
     AdvertiseRequired {
         flag: &'static str,
         bound: SocketAddr,
