@@ -10,6 +10,7 @@
 
 pub mod ipam;
 pub mod netlink;
+pub mod netns;
 pub mod nftables;
 pub mod overlay;
 pub mod services;

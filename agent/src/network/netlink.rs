@@ -346,7 +346,7 @@ impl Netlink {
         let netns = netns.to_path_buf();
         let gateway = subnet.gateway();
         let len = subnet.len;
-        crate::pods::netns::run_in(netns, move || {
+        super::netns::run_in(netns, move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()

@@ -8,7 +8,6 @@
 
 pub mod backoff;
 pub mod layout;
-pub mod netns;
 pub mod probes;
 pub mod status;
 pub mod worker;

@@ -11,9 +11,8 @@ use std::time::Duration;
 use skiff_proto::v1;
 use tokio::time::Instant;
 
+use crate::network::netns;
 use crate::runtime::ContainerRuntime;
-
-use super::netns;
 
 /// The counters of one probe on one container run.
 #[derive(Debug, Clone)]

@@ -363,13 +363,13 @@ impl ContainerRuntime for Runtime {
     }
 
     async fn ensure_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
-        crate::pods::netns::ensure(path.to_path_buf())
+        crate::network::netns::ensure(path.to_path_buf())
             .await
             .map_err(|e| e.to_string())
     }
 
     fn remove_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
-        crate::pods::netns::remove(path).map_err(|e| e.to_string())
+        crate::network::netns::remove(path).map_err(|e| e.to_string())
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {
