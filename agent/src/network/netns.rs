@@ -1,8 +1,10 @@
-//! Pod network namespaces. Each pod gets one, shared by its containers: a
-//! thread of the agent unshares a new network namespace, brings its
-//! loopback up over netlink, and bind-mounts `/proc/thread-self/ns/net`
-//! onto a file under the data dir so the namespace outlives the thread
-//! (what `ip netns add` does). Containers join it by that path.
+//! Pod network namespaces, the kernel side of a pod's network. Each pod
+//! gets one, shared by its containers: a thread of the agent unshares a new
+//! network namespace, brings its loopback up over netlink, and bind-mounts
+//! `/proc/thread-self/ns/net` onto a file under the data dir so the
+//! namespace outlives the thread (what `ip netns add` does). Containers
+//! join it by that path, and the pod network ([`super::netlink`]) wires
+//! `eth0` inside it.
 //!
 //! Probes reach a pod's ports from inside its namespace: a short-lived
 //! thread enters the namespace with `setns` and opens the connection there.
@@ -14,27 +16,118 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 
-/// Errors making or using a pod network namespace.
+/// Errors making, removing or entering a pod network namespace.
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
-    #[error("network namespace {path}: {step}: {message}")]
-    Step {
-        path: String,
-        step: &'static str,
-        message: String,
+    #[error("network namespace {path}: spawning the {thread_name} thread: {source}; the agent may be at its thread or memory limit")]
+    Spawn {
+        path: PathBuf,
+        thread_name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network namespace {path}: the {thread_name} thread ended without an answer")]
+    ThreadLost {
+        path: PathBuf,
+        thread_name: &'static str,
+    },
+    #[error("network namespace {path}: creating directory: {source}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network namespace {path}: creating file: {source}")]
+    CreateFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network namespace {path}: unshare: {source}; the agent needs CAP_SYS_ADMIN")]
+    Unshare {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("network namespace {path}: bind mount: {source}; the agent needs CAP_SYS_ADMIN")]
+    BindMount {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("network namespace {path}: bringing lo up: {source}")]
+    Loopback {
+        path: PathBuf,
+        #[source]
+        source: LoopbackError,
+    },
+    #[error("network namespace {path}: unmount: {source}; a process may still hold it (see /proc/*/mountinfo)")]
+    Unmount {
+        path: PathBuf,
+        #[source]
+        source: Errno,
+    },
+    #[error("network namespace {path}: removing file: {source}")]
+    RemoveFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network namespace {path}: opening: {source}; was the pod removed meanwhile?")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("network namespace {path}: setns: {source}; the agent needs CAP_SYS_ADMIN")]
+    Enter {
+        path: PathBuf,
+        #[source]
+        source: Errno,
     },
 }
 
-fn step(path: &Path, step: &'static str) -> impl FnOnce(String) -> NetnsError {
-    let path = path.display().to_string();
-    move |message| NetnsError::Step {
-        path,
-        step,
-        message,
-    }
+/// Why `lo` could not be set up in a fresh namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopbackError {
+    #[error("starting a netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("setting lo up: {0}")]
+    Up(#[source] rtnetlink::Error),
+}
+
+/// Why a TCP or HTTP check of a pod's port, made from inside its
+/// namespace, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PortCheckError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("tcp connect to port {port}: {source}")]
+    TcpConnect {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http connect to port {port}: {source}")]
+    HttpConnect {
+        port: u16,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("http socket timeout: {0}")]
+    HttpTimeout(#[source] std::io::Error),
+    #[error("http write: {0}")]
+    HttpWrite(#[source] std::io::Error),
+    #[error("http read: {0}")]
+    HttpRead(#[source] std::io::Error),
+    #[error("not an HTTP response")]
+    NotHttp,
 }
 
 /// Creates the namespace file at `path` unless it is already a namespace.
@@ -49,18 +142,32 @@ pub async fn ensure(path: PathBuf) -> Result<(), NetnsError> {
         .spawn(move || {
             let _ = tx.send(create(&target));
         })
-        .map_err(|e| step(&path, "spawning thread")(e.to_string()))?;
-    rx.await
-        .map_err(|_| step(&path, "create thread")("ended without an answer".into()))?
+        .map_err(|source| NetnsError::Spawn {
+            path: path.clone(),
+            thread_name: "netns-create",
+            source,
+        })?;
+    rx.await.map_err(|_| NetnsError::ThreadLost {
+        path,
+        thread_name: "netns-create",
+    })?
 }
 
 fn create(path: &Path) -> Result<(), NetnsError> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| step(path, "creating directory")(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|source| NetnsError::CreateDir {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
-    std::fs::File::create(path).map_err(|e| step(path, "creating file")(e.to_string()))?;
-    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| step(path, "unshare")(e.to_string()))?;
+    std::fs::File::create(path).map_err(|source| NetnsError::CreateFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    unshare(CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Unshare {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let up = bring_loopback_up();
     mount(
         Some(Path::new("/proc/thread-self/ns/net")),
@@ -69,21 +176,27 @@ fn create(path: &Path) -> Result<(), NetnsError> {
         MsFlags::MS_BIND,
         None::<&str>,
     )
-    .map_err(|e| {
+    .map_err(|source| {
         let _ = std::fs::remove_file(path);
-        step(path, "bind mount")(e.to_string())
+        NetnsError::BindMount {
+            path: path.to_path_buf(),
+            source,
+        }
     })?;
-    up.map_err(step(path, "bringing lo up"))
+    up.map_err(|source| NetnsError::Loopback {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Sets `lo` up in the calling thread's network namespace.
-fn bring_loopback_up() -> Result<(), String> {
+fn bring_loopback_up() -> Result<(), LoopbackError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(LoopbackError::Runtime)?;
     runtime.block_on(async {
-        let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| e.to_string())?;
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(LoopbackError::Socket)?;
         tokio::spawn(connection);
         // Loopback is always index 1 in a fresh namespace.
         handle
@@ -91,7 +204,7 @@ fn bring_loopback_up() -> Result<(), String> {
             .set(rtnetlink::LinkUnspec::new_with_index(1).up().build())
             .execute()
             .await
-            .map_err(|e| e.to_string())
+            .map_err(LoopbackError::Up)
     })
 }
 
@@ -113,43 +226,72 @@ pub fn is_netns(path: &Path) -> bool {
 /// Unmounts and removes the namespace file; missing is fine.
 pub fn remove(path: &Path) -> Result<(), NetnsError> {
     if is_netns(path) {
-        umount2(path, MntFlags::MNT_DETACH).map_err(|e| step(path, "unmount")(e.to_string()))?;
+        umount2(path, MntFlags::MNT_DETACH).map_err(|source| NetnsError::Unmount {
+            path: path.to_path_buf(),
+            source,
+        })?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(step(path, "removing file")(e.to_string())),
+        Err(source) => Err(NetnsError::RemoveFile {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 
-/// Runs `f` on a fresh thread inside the namespace at `path`.
-pub async fn run_in<T: Send + 'static>(
+/// Moves the calling thread into the namespace at `path`.
+fn enter(path: &Path) -> Result<(), NetnsError> {
+    let ns = std::fs::File::open(path).map_err(|source| NetnsError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Runs `f` on a fresh thread inside the namespace at `path`. Entering the
+/// namespace can fail before `f` runs, so `f`'s error type must take a
+/// [`NetnsError`].
+pub async fn run_in<T, E>(
     path: PathBuf,
-    f: impl FnOnce() -> Result<T, String> + Send + 'static,
-) -> Result<T, String> {
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E>
+where
+    T: Send + 'static,
+    E: From<NetnsError> + Send + 'static,
+{
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let target = path.clone();
     std::thread::Builder::new()
         .name("netns-probe".into())
         .spawn(move || {
-            let result = std::fs::File::open(&path)
-                .map_err(|e| format!("opening {}: {e}", path.display()))
-                .and_then(|ns| {
-                    setns(ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("setns: {e}"))
-                })
-                .and_then(|_| f());
+            let result = match enter(&target) {
+                Ok(()) => f(),
+                Err(e) => Err(E::from(e)),
+            };
             let _ = tx.send(result);
         })
-        .map_err(|e| e.to_string())?;
-    rx.await
-        .map_err(|_| "probe thread ended without an answer".to_string())?
+        .map_err(|source| NetnsError::Spawn {
+            path: path.clone(),
+            thread_name: "netns-probe",
+            source,
+        })?;
+    rx.await.map_err(|_| NetnsError::ThreadLost {
+        path,
+        thread_name: "netns-probe",
+    })?
 }
 
 /// Opens a TCP connection to `port` on the pod's loopback.
-pub async fn tcp_check(netns: PathBuf, port: u16, timeout: Duration) -> Result<(), String> {
-    run_in(netns, move || {
+pub async fn tcp_check(netns: PathBuf, port: u16, timeout: Duration) -> Result<(), PortCheckError> {
+    run_in(netns, move || -> Result<(), PortCheckError> {
         TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
             .map(|_| ())
-            .map_err(|e| format!("tcp connect to port {port}: {e}"))
+            .map_err(|source| PortCheckError::TcpConnect { port, source })
     })
     .await
 }
@@ -161,13 +303,17 @@ pub async fn http_get(
     path: String,
     headers: Vec<(String, String)>,
     timeout: Duration,
-) -> Result<u16, String> {
-    run_in(netns, move || {
+) -> Result<u16, PortCheckError> {
+    run_in(netns, move || -> Result<u16, PortCheckError> {
         let mut stream =
             TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
-                .map_err(|e| format!("http connect to port {port}: {e}"))?;
-        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-        stream.set_write_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+                .map_err(|source| PortCheckError::HttpConnect { port, source })?;
+        stream
+            .set_read_timeout(Some(timeout))
+            .map_err(PortCheckError::HttpTimeout)?;
+        stream
+            .set_write_timeout(Some(timeout))
+            .map_err(PortCheckError::HttpTimeout)?;
         let path = if path.is_empty() { "/".to_string() } else { path };
         let mut request = format!(
             "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: skiff-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
@@ -176,10 +322,12 @@ pub async fn http_get(
             request.push_str(&format!("{n}: {v}\r\n"));
         }
         request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).map_err(|e| format!("http write: {e}"))?;
+        stream
+            .write_all(request.as_bytes())
+            .map_err(PortCheckError::HttpWrite)?;
         let mut head = [0u8; 64];
-        let n = stream.read(&mut head).map_err(|e| format!("http read: {e}"))?;
-        parse_status(&head[..n]).ok_or_else(|| "not an HTTP response".to_string())
+        let n = stream.read(&mut head).map_err(PortCheckError::HttpRead)?;
+        parse_status(&head[..n]).ok_or(PortCheckError::NotHttp)
     })
     .await
 }
