@@ -6,6 +6,12 @@
 //! imported ([`runtime::import`]); and masters read container logs from the
 //! agent's log endpoint ([`log_server`]).
 //!
+//! The modules are layered: [`runtime`] and [`network`] at the bottom
+//! (containerd, the kernel), [`master_link`] beside them (the agent
+//! protocol, owning what crosses to the pods), [`pods`] on top using all
+//! three. What joins them, such as following the cluster's Nodes and
+//! Services from the masters into the pod network, is wired here.
+//!
 //! Static stability: containers belong to their runc shims, so they keep
 //! running while the agent restarts or no master answers; a restarted agent
 //! adopts them, and the pod specs it last saw are cached on disk.
@@ -29,7 +35,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::master_link::Masters;
+use crate::network::services::reconcile_services;
+use crate::network::{reconcile_overlay, PodNetwork};
 use crate::pods::layout::PodLayout;
+use crate::pods::sandbox::HostSandbox;
 use crate::pods::WorkerContext;
 use crate::runtime::images::ImageStore;
 use crate::runtime::registry::Registries;
@@ -326,13 +335,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
                 node_ip.to_string(),
             );
             let net = Arc::new(net);
-            overlay = Some(tokio::spawn(network::overlay_loop(
+            overlay = Some(tokio::spawn(overlay_loop(
                 masters.clone(),
                 net.clone(),
                 config.node_name.clone(),
                 shutdown.clone(),
             )));
-            service_rules = Some(tokio::spawn(network::services::service_loop(
+            service_rules = Some(tokio::spawn(service_loop(
                 masters.clone(),
                 net.clone(),
                 shutdown.clone(),
@@ -365,10 +374,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     skiff_telemetry::sd_notify::ready();
     let ctx = WorkerContext {
         runtime: runtime.clone(),
+        sandbox: Arc::new(HostSandbox::new(pod_network)),
         layout,
         reports: reports_tx,
         host_ip: node_ip,
-        network: pod_network,
         metrics,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
@@ -389,4 +398,33 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     }
     let _ = server.await;
     Ok(())
+}
+
+/// Lists the Nodes from the masters and keeps the overlay in line: after
+/// every change to a Node, and every minute in any case.
+async fn overlay_loop(
+    masters: Masters,
+    net: Arc<PodNetwork>,
+    me: String,
+    shutdown: CancellationToken,
+) {
+    master_link::follow_kinds(&masters, &["Node"], &shutdown, |mut lists| {
+        let nodes = lists.pop().unwrap_or_default();
+        let (net, me) = (net.clone(), me.clone());
+        async move { reconcile_overlay(&net, nodes, &me).await }
+    })
+    .await
+}
+
+/// Keeps the node's Service rules up to date until `shutdown`, following
+/// Services and Endpoints through the masters.
+async fn service_loop(masters: Masters, net: Arc<PodNetwork>, shutdown: CancellationToken) {
+    let kinds = ["Service", "Endpoints"];
+    master_link::follow_kinds(&masters, &kinds, &shutdown, |mut lists| {
+        let endpoints = lists.pop().unwrap_or_default();
+        let services = lists.pop().unwrap_or_default();
+        let net = net.clone();
+        async move { reconcile_services(&net, services, endpoints).await }
+    })
+    .await
 }

@@ -11,6 +11,11 @@
 //!
 //! With no master reachable the loops keep retrying and the pods keep
 //! running; nothing here blocks the pod manager.
+//!
+//! The types crossing to the pod manager ([`Desired`] in, [`StatusReport`]
+//! out) are defined here, so this module needs nothing of the pods; it also
+//! offers [`follow_kinds`], with which the agent keeps the pod network in
+//! line with the cluster's Nodes, Services and Endpoints.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -24,7 +29,25 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-use crate::pods::{Desired, StatusReport};
+/// A change in what should run on this node.
+#[derive(Debug, Clone)]
+pub enum Desired {
+    /// This pod should run (new or changed).
+    Upsert(Box<v1::Pod>),
+    /// The pod with this UID was deleted.
+    Delete(String),
+    /// The master's complete list: these UIDs, and no others.
+    Synced(HashSet<String>),
+}
+
+/// A pod status to send to the master.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: v1::PodStatus,
+}
 
 /// Backoff between reconnects: 200 ms doubling to 5 s.
 #[derive(Debug)]

@@ -6,10 +6,16 @@
 //! from the Node objects ([`overlay`]); traffic leaving the cluster CIDR is
 //! masqueraded, host ports are forwarded and Services' clusterIPs lead to
 //! their endpoints ([`nftables`], [`services`]). Everything
-//! goes through netlink ([`netlink`]); nothing shells out to `ip`.
+//! goes through netlink ([`netlink`]); nothing shells out to `ip`. Each pod's
+//! network namespace is made here too ([`netns`]).
+//!
+//! Nothing here talks to the masters: the agent's root follows Nodes,
+//! Services and Endpoints through them and hands the lists to
+//! [`reconcile_overlay`] and [`services::reconcile_services`].
 
 pub mod ipam;
 pub mod netlink;
+pub mod netns;
 pub mod nftables;
 pub mod overlay;
 pub mod services;
@@ -19,8 +25,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use skiff_proto::api::Object;
 use skiff_proto::v1;
-use tokio_util::sync::CancellationToken;
 
 use self::ipam::Ipam;
 use self::netlink::{LinkInfo, Netlink};
@@ -53,7 +59,7 @@ impl NetworkConfig {
     }
 }
 
-/// Errors setting up the pod network.
+/// Errors setting up the pod network and wiring pods into it.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error(transparent)]
@@ -64,8 +70,8 @@ pub enum NetworkError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Nftables(#[from] nftables::NftablesError),
 }
 
 /// The node's pod network, set up.
@@ -177,7 +183,7 @@ impl PodNetwork {
         };
         nftables::apply(&nftables::ruleset(scope, &ports, &services))
             .await
-            .map_err(NetworkError::Other)
+            .map_err(NetworkError::Nftables)
     }
 
     /// Routes Services' clusterIPs to `rules`; true if anything changed.
@@ -195,7 +201,7 @@ impl PodNetwork {
     }
 
     /// Wires the pod into the network; returns its address.
-    pub async fn attach(&self, pod: &v1::Pod, netns: &Path) -> Result<Ipv4Addr, String> {
+    pub async fn attach(&self, pod: &v1::Pod, netns: &Path) -> Result<Ipv4Addr, NetworkError> {
         let uid = pod
             .metadata
             .as_ref()
@@ -206,7 +212,10 @@ impl PodNetwork {
             .lock()
             .await
             .allocate(&uid)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| NetworkError::Io {
+                context: format!("allocating an address for pod {uid}"),
+                source,
+            })?;
         self.netlink
             .attach_pod(
                 &veth_name(&uid),
@@ -216,8 +225,7 @@ impl PodNetwork {
                 self.subnet,
                 self.vxlan.mtu,
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         let ports: Vec<HostPort> = pod
             .spec
             .iter()
@@ -245,23 +253,36 @@ impl PodNetwork {
             }
         };
         if changed {
-            self.apply_rules().await.map_err(|e| e.to_string())?;
+            self.apply_rules().await?;
         }
         Ok(ip)
     }
 
-    /// Unwires a deleted pod and frees its address.
-    pub async fn detach(&self, uid: &str) {
+    /// Unwires a deleted pod and frees its address. Every step is tried
+    /// even after one fails, and each failure is logged here; the first is
+    /// returned so the caller knows the pod was not fully unwired.
+    pub async fn detach(&self, uid: &str) -> Result<(), NetworkError> {
+        let mut first = None;
         if let Err(e) = self.netlink.delete_link(&veth_name(uid)).await {
             tracing::warn!(error = %e, "cannot delete pod veth");
+            first = Some(NetworkError::Link(e));
         }
-        if let Err(e) = self.ipam.lock().await.release(uid) {
-            tracing::warn!(error = %e, "cannot release pod address");
+        if let Err(source) = self.ipam.lock().await.release(uid) {
+            tracing::warn!(error = %source, "cannot release pod address");
+            first = first.or(Some(NetworkError::Io {
+                context: format!("releasing the address of pod {uid}"),
+                source,
+            }));
         }
         if self.host_ports.lock().await.remove(uid).is_some() {
             if let Err(e) = self.apply_rules().await {
                 tracing::warn!(error = %e, "cannot update host port rules");
+                first = first.or(Some(e));
             }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -282,36 +303,24 @@ pub fn subnet_file(data_dir: &Path) -> PathBuf {
     data_dir.join("network").join("subnet")
 }
 
-/// Lists the Nodes from the masters and keeps the overlay in line: after
-/// every change to a Node, and every minute in any case.
-pub async fn overlay_loop(
-    masters: crate::master_link::Masters,
-    network: std::sync::Arc<PodNetwork>,
-    me: String,
-    shutdown: CancellationToken,
-) {
-    crate::master_link::follow_kinds(&masters, &["Node"], &shutdown, |mut lists| {
-        let nodes: Vec<v1::Node> = lists
-            .pop()
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|o| match o.kind {
-                Some(skiff_proto::api::object::Kind::Node(n)) => Some(n),
-                _ => None,
-            })
-            .collect();
-        let (network, me) = (network.clone(), me.clone());
-        async move {
-            match network.sync_overlay(&nodes, &me).await {
-                Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
-                Ok(c) => tracing::info!(
-                    added = c.added.len(),
-                    removed = c.removed.len(),
-                    "overlay updated"
-                ),
-                Err(e) => tracing::warn!(error = %e, "overlay update failed; retrying"),
-            }
-        }
-    })
-    .await
+/// Brings the overlay in line with the cluster's Node `objects` (a list
+/// from a master; other kinds are skipped). What changed is logged; a
+/// failure is logged and left to the next call.
+pub async fn reconcile_overlay(network: &PodNetwork, objects: Vec<Object>, me: &str) {
+    let nodes: Vec<v1::Node> = objects
+        .into_iter()
+        .filter_map(|o| match o.kind {
+            Some(skiff_proto::api::object::Kind::Node(n)) => Some(n),
+            _ => None,
+        })
+        .collect();
+    match network.sync_overlay(&nodes, me).await {
+        Ok(c) if c.added.is_empty() && c.removed.is_empty() => {}
+        Ok(c) => tracing::info!(
+            added = c.added.len(),
+            removed = c.removed.len(),
+            "overlay updated"
+        ),
+        Err(e) => tracing::warn!(error = %e, "overlay update failed; retrying"),
+    }
 }

@@ -18,6 +18,7 @@ use rtnetlink::{
 };
 use tokio_stream::StreamExt;
 
+use super::netns::NetnsError;
 use super::overlay::{Entry, NetError, NetOps};
 use super::subnet::Subnet;
 
@@ -346,58 +347,19 @@ impl Netlink {
         let netns = netns.to_path_buf();
         let gateway = subnet.gateway();
         let len = subnet.len;
-        crate::pods::netns::run_in(netns, move || {
+        // Netlink requests act on the namespace of the thread that opens the
+        // socket, so `eth0` is configured from a thread inside the pod's.
+        super::netns::run_in(netns, move || -> Result<(), PodInterfaceError> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())?;
-            runtime.block_on(async move {
-                let nl = Netlink::connect().map_err(|e| e.to_string())?;
-                let eth0 = match nl.link("eth0").await.map_err(|e| e.to_string())? {
-                    Some(l) => l,
-                    None => {
-                        let peer = nl
-                            .link(&peer_name)
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .ok_or("veth peer not in the pod namespace")?;
-                        nl.set(
-                            LinkUnspec::new_with_index(peer.index)
-                                .name("eth0".to_string())
-                                .build(),
-                            "renaming to eth0",
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
-                        nl.link("eth0")
-                            .await
-                            .map_err(|e| e.to_string())?
-                            .ok_or("eth0 missing")?
-                    }
-                };
-                nl.add_address(eth0.index, ip, len)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                nl.set(
-                    LinkUnspec::new_with_index(eth0.index).up().build(),
-                    "eth0 up",
-                )
-                .await
-                .map_err(|e| e.to_string())?;
-                let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                    .gateway(gateway)
-                    .output_interface(eth0.index)
-                    .build();
-                match nl.handle.route().add(route).replace().execute().await {
-                    Ok(()) => Ok(()),
-                    Err(e) => Err(format!("default route via {gateway}: {e}")),
-                }
-            })
+                .map_err(PodInterfaceError::Runtime)?;
+            runtime.block_on(configure_pod_interface(peer_name, ip, len, gateway))
         })
         .await
-        .map_err(|message| LinkError {
+        .map_err(|e| LinkError {
             what: format!("pod interface {ip}"),
-            message,
+            message: e.to_string(),
         })
     }
 
@@ -423,6 +385,78 @@ impl Netlink {
             .execute();
         links.next().await?.ok().map(|m| m.header.flags)
     }
+}
+
+/// Why the pod's end of its veth pair could not be set up inside the pod's
+/// network namespace.
+#[derive(Debug, thiserror::Error)]
+pub enum PodInterfaceError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error("starting a netlink runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("opening a netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error(transparent)]
+    Link(#[from] LinkError),
+    #[error("veth peer {0} not in the pod namespace")]
+    PeerMissing(String),
+    #[error("eth0 missing after the rename")]
+    Eth0MissingAfterRename,
+    #[error("default route via {gateway}: {source}")]
+    DefaultRoute {
+        gateway: Ipv4Addr,
+        #[source]
+        source: rtnetlink::Error,
+    },
+}
+
+/// Names the pod's end of the pair `eth0` (unless an earlier attempt did),
+/// gives it `ip/len`, brings it up and routes everything via `gateway`.
+/// Runs in the calling thread's network namespace: the pod's.
+async fn configure_pod_interface(
+    peer_name: String,
+    ip: Ipv4Addr,
+    len: u8,
+    gateway: Ipv4Addr,
+) -> Result<(), PodInterfaceError> {
+    let nl = Netlink::connect().map_err(PodInterfaceError::Socket)?;
+    let eth0 = match nl.link("eth0").await? {
+        Some(l) => l,
+        None => {
+            let peer = nl
+                .link(&peer_name)
+                .await?
+                .ok_or_else(|| PodInterfaceError::PeerMissing(peer_name.clone()))?;
+            nl.set(
+                LinkUnspec::new_with_index(peer.index)
+                    .name("eth0".to_string())
+                    .build(),
+                "renaming to eth0",
+            )
+            .await?;
+            nl.link("eth0")
+                .await?
+                .ok_or(PodInterfaceError::Eth0MissingAfterRename)?
+        }
+    };
+    nl.add_address(eth0.index, ip, len).await?;
+    nl.set(
+        LinkUnspec::new_with_index(eth0.index).up().build(),
+        "eth0 up",
+    )
+    .await?;
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .gateway(gateway)
+        .output_interface(eth0.index)
+        .build();
+    nl.handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(|source| PodInterfaceError::DefaultRoute { gateway, source })
 }
 
 fn net_err(op: &'static str, entry: &Entry) -> impl FnOnce(rtnetlink::Error) -> NetError {

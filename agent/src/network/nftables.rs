@@ -156,8 +156,23 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
     json!({"nftables": batch})
 }
 
+/// Why the table could not be replaced.
+#[derive(Debug, thiserror::Error)]
+pub enum NftablesError {
+    #[error("running nft: {0} (install nftables)")]
+    Start(#[source] std::io::Error),
+    #[error("nft stdin was not captured")]
+    NoStdin,
+    #[error("writing to nft: {0}")]
+    WriteRuleset(#[source] std::io::Error),
+    #[error("waiting for nft: {0}")]
+    WaitForExit(#[source] std::io::Error),
+    #[error("nft refused the ruleset: {stderr}")]
+    Refused { stderr: String },
+}
+
 /// Replaces the table with `ruleset` in one transaction.
-pub async fn apply(ruleset: &Value) -> Result<(), String> {
+pub async fn apply(ruleset: &Value) -> Result<(), NftablesError> {
     use tokio::io::AsyncWriteExt;
     let mut child = tokio::process::Command::new("nft")
         .args(["-j", "-f", "-"])
@@ -165,29 +180,28 @@ pub async fn apply(ruleset: &Value) -> Result<(), String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .map_err(|e| format!("running nft: {e} (install nftables)"))?;
-    let mut stdin = child.stdin.take().ok_or("nft stdin")?;
+        .map_err(NftablesError::Start)?;
+    let mut stdin = child.stdin.take().ok_or(NftablesError::NoStdin)?;
     stdin
         .write_all(ruleset.to_string().as_bytes())
         .await
-        .map_err(|e| format!("writing to nft: {e}"))?;
+        .map_err(NftablesError::WriteRuleset)?;
     drop(stdin);
     let out = child
         .wait_with_output()
         .await
-        .map_err(|e| format!("waiting for nft: {e}"))?;
+        .map_err(NftablesError::WaitForExit)?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!(
-            "nft refused the ruleset: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
+        Err(NftablesError::Refused {
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
 /// Removes the table (agent uninstall, tests).
-pub async fn remove() -> Result<(), String> {
+pub async fn remove() -> Result<(), NftablesError> {
     let batch = json!({"nftables": [
         {"add": {"table": {"family": "ip", "name": TABLE}}},
         {"delete": {"table": {"family": "ip", "name": TABLE}}},

@@ -1,19 +1,17 @@
 //! Services' clusterIPs on this node (kube-proxy's job, in nftables): the
-//! agent watches Services and Endpoints and keeps one rule per Service
-//! port leading to the port's ready endpoints ([`super::nftables`]).
+//! agent follows Services and Endpoints through the masters and keeps one
+//! rule per Service port leading to the port's ready endpoints
+//! ([`super::nftables`]).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-use tokio_util::sync::CancellationToken;
 
 use super::nftables::ServiceRule;
 use super::PodNetwork;
-use crate::master_link::Masters;
 
 /// The rules for `services`, given the cluster's Endpoints. Headless
 /// Services and ports with no ready endpoint get none.
@@ -76,31 +74,29 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
     out
 }
 
-/// Keeps the node's Service rules up to date until `shutdown`, following
-/// Services and Endpoints through the masters.
-pub async fn service_loop(masters: Masters, network: Arc<PodNetwork>, shutdown: CancellationToken) {
-    let kinds = ["Service", "Endpoints"];
-    crate::master_link::follow_kinds(&masters, &kinds, &shutdown, |mut lists| {
-        let endpoints: Vec<v1::Endpoints> = bodies(lists.pop().unwrap_or_default(), |b| match b {
-            Body::Endpoints(e) => Some(e),
-            _ => None,
-        });
-        let services: Vec<v1::Service> = bodies(lists.pop().unwrap_or_default(), |b| match b {
-            Body::Service(s) => Some(s),
-            _ => None,
-        });
-        let network = network.clone();
-        async move {
-            let wanted = rules(&services, &endpoints);
-            let count = wanted.len();
-            match network.set_services(wanted).await {
-                Ok(true) => tracing::info!(ports = count, "service rules updated"),
-                Ok(false) => {}
-                Err(e) => tracing::warn!(error = %e, "service rules not applied; retrying"),
-            }
-        }
-    })
-    .await
+/// Brings the node's Service rules in line with the cluster's `services`
+/// and `endpoints` (lists from a master; other kinds are skipped). A
+/// failure is logged and left to the next call.
+pub async fn reconcile_services(
+    network: &PodNetwork,
+    services: Vec<Object>,
+    endpoints: Vec<Object>,
+) {
+    let endpoints: Vec<v1::Endpoints> = bodies(endpoints, |b| match b {
+        Body::Endpoints(e) => Some(e),
+        _ => None,
+    });
+    let services: Vec<v1::Service> = bodies(services, |b| match b {
+        Body::Service(s) => Some(s),
+        _ => None,
+    });
+    let wanted = rules(&services, &endpoints);
+    let count = wanted.len();
+    match network.set_services(wanted).await {
+        Ok(true) => tracing::info!(ports = count, "service rules updated"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "service rules not applied; retrying"),
+    }
 }
 
 fn bodies<T>(items: Vec<Object>, pick: impl Fn(Body) -> Option<T>) -> Vec<T> {

@@ -4,12 +4,14 @@
 //! policies keep applying while no master answers). containerd's task
 //! events are routed to the worker owning the container. After each
 //! complete list from the master, pods the master no longer has are torn
-//! down, and containers no pod claims are removed.
+//! down, and containers no pod claims are removed. Workers reach containerd
+//! through [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
+//! through [`sandbox::PodSandbox`].
 
 pub mod backoff;
 pub mod layout;
-pub mod netns;
 pub mod probes;
+pub mod sandbox;
 pub mod status;
 pub mod worker;
 
@@ -21,21 +23,13 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::master_link::Desired;
 use crate::runtime::containers::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
 use crate::runtime::{ContainerRuntime, RuntimeEvent};
 
-pub use worker::{StatusReport, WorkerContext};
+use self::sandbox::PodSandbox;
 
-/// A change in what should run on this node.
-#[derive(Debug, Clone)]
-pub enum Desired {
-    /// This pod should run (new or changed).
-    Upsert(Box<v1::Pod>),
-    /// The pod with this UID was deleted.
-    Delete(String),
-    /// The master's complete list: these UIDs, and no others.
-    Synced(HashSet<String>),
-}
+pub use worker::WorkerContext;
 
 struct WorkerHandle {
     desired: watch::Sender<Option<v1::Pod>>,
@@ -51,8 +45,8 @@ fn uid_of(pod: &v1::Pod) -> String {
 }
 
 /// Runs the manager until `shutdown`; pods keep running after it.
-pub async fn run<R: ContainerRuntime>(
-    ctx: WorkerContext<R>,
+pub async fn run<R: ContainerRuntime, S: PodSandbox>(
+    ctx: WorkerContext<R, S>,
     mut desired: mpsc::Receiver<Desired>,
     mut runtime_events: mpsc::Receiver<RuntimeEvent>,
     shutdown: CancellationToken,
@@ -106,8 +100,8 @@ pub async fn run<R: ContainerRuntime>(
     }
 }
 
-async fn upsert<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn upsert<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     workers: &mut HashMap<String, WorkerHandle>,
     pod: v1::Pod,
     shutdown: &CancellationToken,
@@ -142,7 +136,10 @@ async fn upsert<R: ContainerRuntime>(
 }
 
 /// Removes containers whose pod is neither wanted nor owned by a worker.
-async fn remove_orphans<R: ContainerRuntime>(ctx: WorkerContext<R>, wanted: HashSet<String>) {
+async fn remove_orphans<R: ContainerRuntime, S: PodSandbox>(
+    ctx: WorkerContext<R, S>,
+    wanted: HashSet<String>,
+) {
     let containers = match ctx.runtime.list().await {
         Ok(c) => c,
         Err(e) => {
@@ -177,10 +174,11 @@ async fn remove_orphans<R: ContainerRuntime>(ctx: WorkerContext<R>, wanted: Hash
                 }),
                 ..Default::default()
             };
-            if let Some(network) = &ctx.network {
-                network.detach(uid).await;
+            if let Err(e) = ctx.sandbox.detach(uid).await {
+                // Each failed step was logged where it failed.
+                tracing::debug!(error = %e, "pod not fully unwired from the network");
             }
-            if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(uid)) {
+            if let Err(e) = ctx.sandbox.remove_netns(&ctx.layout.netns(uid)) {
                 tracing::warn!(error = %e, "cannot remove pod network namespace");
             }
             ctx.layout.remove_pod(&pod).await;

@@ -11,9 +11,25 @@ use std::time::Duration;
 use skiff_proto::v1;
 use tokio::time::Instant;
 
+use crate::network::netns::{self, PortCheckError};
 use crate::runtime::ContainerRuntime;
 
-use super::netns;
+/// Why one run of a probe failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error(transparent)]
+    Exec(#[from] crate::runtime::Error),
+    #[error("exec {command:?} exited with {code}")]
+    ExecExit { command: Vec<String>, code: u32 },
+    #[error("{kind} probe port {port:?} is not a port of the container")]
+    UnknownPort { kind: &'static str, port: String },
+    #[error(transparent)]
+    Port(#[from] PortCheckError),
+    #[error("http probe got status {0}")]
+    HttpStatus(u16),
+    #[error("probe has no handler")]
+    NoHandler,
+}
 
 /// The counters of one probe on one container run.
 #[derive(Debug, Clone)]
@@ -96,48 +112,52 @@ pub async fn run_if_due<R: ContainerRuntime>(
     }
     let result = run(runtime, container_id, container, netns.to_path_buf(), state).await;
     if let Err(e) = &result {
-        state.last_error = e.clone();
+        state.last_error = e.to_string();
     }
     state.record(result.is_ok(), Instant::now())
 }
 
-/// Runs the probe once; `Err` carries why it failed.
+/// Runs the probe once; `Err` says why it failed.
 pub async fn run<R: ContainerRuntime>(
     runtime: &R,
     container_id: &str,
     container: &v1::Container,
     netns_path: PathBuf,
     state: &ProbeState,
-) -> Result<(), String> {
+) -> Result<(), ProbeError> {
     let probe = &state.probe;
     let timeout = state.timeout();
     if let Some(exec) = &probe.exec {
         let code = runtime
             .exec(container_id, exec.command.clone(), timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         return if code == 0 {
             Ok(())
         } else {
-            Err(format!("exec {:?} exited with {code}", exec.command))
+            Err(ProbeError::ExecExit {
+                command: exec.command.clone(),
+                code,
+            })
         };
     }
     if let Some(tcp) = &probe.tcp_socket {
-        let port = resolve_port(&tcp.port, container).ok_or_else(|| {
-            format!(
-                "tcp probe port {:?} is not a port of the container",
-                tcp.port
-            )
-        })?;
-        return netns::tcp_check(netns_path, port, timeout).await;
+        let Some(port) = resolve_port(&tcp.port, container) else {
+            return Err(ProbeError::UnknownPort {
+                kind: "tcp",
+                port: tcp.port.clone(),
+            });
+        };
+        return netns::tcp_check(netns_path, port, timeout)
+            .await
+            .map_err(ProbeError::Port);
     }
     if let Some(http) = &probe.http_get {
-        let port = resolve_port(&http.port, container).ok_or_else(|| {
-            format!(
-                "http probe port {:?} is not a port of the container",
-                http.port
-            )
-        })?;
+        let Some(port) = resolve_port(&http.port, container) else {
+            return Err(ProbeError::UnknownPort {
+                kind: "http",
+                port: http.port.clone(),
+            });
+        };
         let headers = http
             .http_headers
             .iter()
@@ -147,10 +167,10 @@ pub async fn run<R: ContainerRuntime>(
         return if (200..400).contains(&code) {
             Ok(())
         } else {
-            Err(format!("http probe got status {code}"))
+            Err(ProbeError::HttpStatus(code))
         };
     }
-    Err("probe has no handler".into())
+    Err(ProbeError::NoHandler)
 }
 
 #[cfg(test)]

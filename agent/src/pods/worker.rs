@@ -6,9 +6,15 @@
 //! reports the pod's status when it changed. A worker that finds a
 //! container already running adopts it: same process, same restart count.
 //!
+//! Before any container, each pass makes sure of the pod's sandbox: its
+//! network namespace and its place in the pod network. While either
+//! fails, containers not yet started wait as `CreatePodSandboxError` and
+//! the pass is retried after 5 s.
+//!
 //! When the pod goes away the worker stops its containers (SIGTERM, the
-//! grace period, SIGKILL) and removes them with their snapshots, the pod's
-//! network namespace and its log files.
+//! grace period, SIGKILL) and removes them with their snapshots, unwires
+//! the pod from the network, and removes its network namespace and its log
+//! files; a step that fails is logged and the rest still done.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -20,6 +26,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::master_link::StatusReport;
 use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     LABEL_RESTARTS, LABEL_STARTED_AT,
@@ -31,36 +38,28 @@ use crate::runtime::{ContainerRuntime, RuntimeEvent, StartRequest, TaskState};
 use super::backoff::Backoff;
 use super::layout::PodLayout;
 use super::probes::{self, ProbeState};
+use super::sandbox::PodSandbox;
 use super::status::{self, CState, ContainerView};
 
-/// A pod status to send to the master.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StatusReport {
-    pub uid: String,
-    pub namespace: String,
-    pub name: String,
-    pub status: v1::PodStatus,
-}
-
 /// What every worker shares.
-pub struct WorkerContext<R> {
+pub struct WorkerContext<R, S> {
     pub runtime: Arc<R>,
+    /// Network namespaces, the pod network and cgroup OOM counters.
+    pub sandbox: Arc<S>,
     pub layout: Arc<PodLayout>,
     pub reports: mpsc::UnboundedSender<StatusReport>,
     pub host_ip: String,
-    /// The pod network; `None` leaves pods with loopback only.
-    pub network: Option<Arc<crate::network::PodNetwork>>,
     pub metrics: crate::metrics::AgentMetrics,
 }
 
-impl<R> Clone for WorkerContext<R> {
+impl<R, S> Clone for WorkerContext<R, S> {
     fn clone(&self) -> Self {
         WorkerContext {
             runtime: self.runtime.clone(),
+            sandbox: self.sandbox.clone(),
             layout: self.layout.clone(),
             reports: self.reports.clone(),
             host_ip: self.host_ip.clone(),
-            network: self.network.clone(),
             metrics: self.metrics.clone(),
         }
     }
@@ -161,8 +160,8 @@ fn now_rfc3339() -> String {
 
 /// Runs the worker for one pod until the pod is deleted (its containers
 /// are then removed) or the agent shuts down (they keep running).
-pub async fn run<R: ContainerRuntime>(
-    ctx: WorkerContext<R>,
+pub async fn run<R: ContainerRuntime, S: PodSandbox>(
+    ctx: WorkerContext<R, S>,
     mut desired: watch::Receiver<Option<v1::Pod>>,
     mut events: mpsc::Receiver<RuntimeEvent>,
     shutdown: CancellationToken,
@@ -260,8 +259,8 @@ pub async fn run<R: ContainerRuntime>(
 }
 
 /// One pass over the pod's containers; returns when to look again.
-async fn reconcile<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     tracks: &mut Vec<Track>,
     pod_ip: &mut String,
@@ -276,28 +275,28 @@ async fn reconcile<R: ContainerRuntime>(
             .collect();
     }
     let netns = ctx.layout.netns(&meta.uid);
-    if let Err(e) = ctx.runtime.ensure_netns(&netns).await {
+    if let Err(e) = ctx.sandbox.ensure_netns(&netns).await {
         for t in tracks.iter_mut().filter(|t| !t.ever_started) {
             t.state = CState::Waiting {
                 reason: "CreatePodSandboxError".into(),
-                message: e.clone(),
+                message: e.to_string(),
             };
         }
         return Some(Instant::now() + Duration::from_secs(5));
     }
-    if let Some(network) = &ctx.network {
-        match network.attach(pod, &netns).await {
-            Ok(ip) => *pod_ip = ip.to_string(),
-            Err(e) => {
-                tracing::warn!(pod = %meta.name, error = %e, "cannot wire the pod into the network");
-                for t in tracks.iter_mut().filter(|t| !t.ever_started) {
-                    t.state = CState::Waiting {
-                        reason: "CreatePodSandboxError".into(),
-                        message: e.clone(),
-                    };
-                }
-                return Some(Instant::now() + Duration::from_secs(5));
+    match ctx.sandbox.attach(pod, &netns).await {
+        Ok(Some(ip)) => *pod_ip = ip.to_string(),
+        // No pod network on this node: loopback only, no address.
+        Ok(None) => {}
+        Err(e) => {
+            tracing::warn!(pod = %meta.name, error = %e, "cannot wire the pod into the network");
+            for t in tracks.iter_mut().filter(|t| !t.ever_started) {
+                t.state = CState::Waiting {
+                    reason: "CreatePodSandboxError".into(),
+                    message: e.to_string(),
+                };
             }
+            return Some(Instant::now() + Duration::from_secs(5));
         }
     }
     // Containers see the pod's address in /etc/hosts.
@@ -318,8 +317,8 @@ async fn reconcile<R: ContainerRuntime>(
     wake
 }
 
-async fn reconcile_container<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     container: &v1::Container,
     track: &mut Track,
@@ -458,8 +457,8 @@ fn last_code(track: &Track) -> u32 {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn handle_exit<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn handle_exit<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     container: &v1::Container,
     track: &mut Track,
@@ -477,7 +476,7 @@ async fn handle_exit<R: ContainerRuntime>(
         if code == 137 && !track.oom {
             let uid = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
             track.oom = ctx
-                .runtime
+                .sandbox
                 .oom_killed(&format!("/skiff/{uid}/{}", container.name));
         }
         let reason = if track.oom {
@@ -555,8 +554,8 @@ fn arm_probes(track: &mut Track, container: &v1::Container, now: Instant) {
     track.ready = track.readiness.is_none();
 }
 
-async fn start<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn start<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     container: &v1::Container,
     track: &mut Track,
@@ -696,8 +695,8 @@ async fn start<R: ContainerRuntime>(
     }
 }
 
-async fn run_probes<R: ContainerRuntime>(
-    ctx: &WorkerContext<R>,
+async fn run_probes<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
     pod_grace: Option<i64>,
     container: &v1::Container,
     track: &mut Track,
@@ -766,7 +765,7 @@ pub async fn stop_container<R: ContainerRuntime>(runtime: &R, id: &str, grace: D
 }
 
 /// Stops and removes everything of a deleted pod.
-async fn teardown<R: ContainerRuntime>(ctx: &WorkerContext<R>, pod: &v1::Pod) {
+async fn teardown<R: ContainerRuntime, S: PodSandbox>(ctx: &WorkerContext<R, S>, pod: &v1::Pod) {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let grace = spec.termination_grace_period_seconds.unwrap_or(30).max(0) as u64;
@@ -782,10 +781,11 @@ async fn teardown<R: ContainerRuntime>(ctx: &WorkerContext<R>, pod: &v1::Pod) {
         });
     }
     while stops.join_next().await.is_some() {}
-    if let Some(network) = &ctx.network {
-        network.detach(&meta.uid).await;
+    if let Err(e) = ctx.sandbox.detach(&meta.uid).await {
+        // Each failed step was logged where it failed.
+        tracing::debug!(pod = %meta.name, error = %e, "pod not fully unwired from the network");
     }
-    if let Err(e) = ctx.runtime.remove_netns(&ctx.layout.netns(&meta.uid)) {
+    if let Err(e) = ctx.sandbox.remove_netns(&ctx.layout.netns(&meta.uid)) {
         tracing::warn!(error = %e, "cannot remove pod network namespace");
     }
     ctx.layout.remove_pod(pod).await;
@@ -797,15 +797,17 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall, SandboxOp};
     use crate::runtime::recording::{Call, RecordingRuntime};
 
     struct Harness {
         runtime: Arc<RecordingRuntime>,
+        sandbox: Arc<RecordingSandbox>,
         desired: watch::Sender<Option<v1::Pod>>,
         events: mpsc::Sender<RuntimeEvent>,
         reports: mpsc::UnboundedReceiver<StatusReport>,
         task: tokio::task::JoinHandle<()>,
-        _dir: tempfile::TempDir,
+        dir: tempfile::TempDir,
     }
 
     fn pod(policy: &str) -> v1::Pod {
@@ -831,15 +833,20 @@ mod tests {
     }
 
     fn start(pod: v1::Pod, runtime: RecordingRuntime) -> Harness {
+        start_with(pod, runtime, RecordingSandbox::default())
+    }
+
+    fn start_with(pod: v1::Pod, runtime: RecordingRuntime, sandbox: RecordingSandbox) -> Harness {
         let dir = tempfile::tempdir().unwrap();
         let runtime = Arc::new(runtime);
+        let sandbox = Arc::new(sandbox);
         let (reports_tx, reports) = mpsc::unbounded_channel();
         let ctx = WorkerContext {
             runtime: runtime.clone(),
+            sandbox: sandbox.clone(),
             layout: Arc::new(PodLayout::new(dir.path())),
             reports: reports_tx,
             host_ip: "10.0.0.1".into(),
-            network: None,
             metrics: Default::default(),
         };
         let (desired, desired_rx) = watch::channel(Some(pod));
@@ -847,11 +854,12 @@ mod tests {
         let task = tokio::spawn(run(ctx, desired_rx, events_rx, CancellationToken::new()));
         Harness {
             runtime,
+            sandbox,
             desired,
             events,
             reports,
             task,
-            _dir: dir,
+            dir,
         }
     }
 
@@ -873,6 +881,19 @@ mod tests {
             tokio::time::timeout(Duration::from_secs(600), wait)
                 .await
                 .unwrap_or_else(|_| panic!("no report with {what}"))
+        }
+
+        /// Waits for the worker to end, as it does once its pod is gone.
+        async fn ended(&mut self) {
+            tokio::time::timeout(Duration::from_secs(600), &mut self.task)
+                .await
+                .expect("the worker did not end")
+                .unwrap();
+        }
+
+        /// Where the worker keeps the test pod's files.
+        fn pod_dir(&self) -> std::path::PathBuf {
+            PodLayout::new(self.dir.path()).pod_dir(&pod("Always"))
         }
 
         async fn exit(&self, code: u32) {
@@ -918,6 +939,15 @@ mod tests {
             .unwrap_or_default()
     }
 
+    fn waiting_message(s: &v1::PodStatus) -> String {
+        container(s)
+            .state
+            .as_ref()
+            .and_then(|st| st.waiting.as_ref())
+            .map(|w| w.message.clone())
+            .unwrap_or_default()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_new_pod_gets_a_netns_an_image_and_a_running_container() {
         let mut h = start(pod("Always"), RecordingRuntime::default());
@@ -928,12 +958,17 @@ mod tests {
             container(&s).ready,
             "no readiness probe: ready once running"
         );
-        let calls = h.runtime.calls();
+        let sandbox = h.sandbox.calls();
         assert!(
-            matches!(&calls[0], Call::EnsureNetns(p) if p.ends_with("netns/uid1")),
-            "{calls:?}"
+            matches!(&sandbox[0], SandboxCall::EnsureNetns(p) if p.ends_with("netns/uid1")),
+            "{sandbox:?}"
         );
-        assert_eq!(calls[1], Call::EnsureImage("busybox:1".into()));
+        assert!(
+            matches!(&sandbox[1], SandboxCall::Attach { uid, .. } if uid == "uid1"),
+            "{sandbox:?}"
+        );
+        let calls = h.runtime.calls();
+        assert_eq!(calls[0], Call::EnsureImage("busybox:1".into()));
         assert_eq!(h.starts(), ["0"]);
     }
 
@@ -1087,7 +1122,7 @@ mod tests {
         h.desired.send_replace(None);
         (&mut h.task).await.unwrap();
         let calls = h.runtime.calls();
-        let tail: Vec<&Call> = calls.iter().rev().take(3).rev().collect();
+        let tail: Vec<&Call> = calls.iter().rev().take(2).rev().collect();
         assert_eq!(
             tail[..2],
             [
@@ -1098,7 +1133,146 @@ mod tests {
                 &Call::Remove("uid1_main".into()),
             ]
         );
-        assert!(matches!(tail[2], Call::RemoveNetns(p) if p.ends_with("netns/uid1")));
+        let netns = h.dir.path().join("netns").join("uid1");
+        assert_eq!(
+            h.sandbox.calls().last(),
+            Some(&SandboxCall::RemoveNetns(netns))
+        );
         assert!(h.runtime.state("uid1_main").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_netns_that_cannot_be_made_holds_the_pod_and_is_retried() {
+        let sandbox = RecordingSandbox::default();
+        sandbox.fail(SandboxOp::EnsureNetns, 1);
+        let begun = tokio::time::Instant::now();
+        let mut h = start_with(pod("Always"), RecordingRuntime::default(), sandbox);
+        let s = h
+            .until("CreatePodSandboxError", |s| {
+                waiting_reason(s) == "CreatePodSandboxError"
+            })
+            .await;
+        assert!(waiting_message(&s).contains("unshare"), "{s:?}");
+        assert_eq!(s.phase, "Pending");
+        assert!(
+            h.runtime.calls().is_empty(),
+            "no image pulled, no container made without a netns"
+        );
+        assert_eq!(
+            h.sandbox.calls().len(),
+            1,
+            "not wired into the network without a netns"
+        );
+        h.until("Running", running).await;
+        assert!(
+            begun.elapsed() >= Duration::from_secs(5),
+            "retried after 5 s, not at once: {:?}",
+            begun.elapsed()
+        );
+        let netns = h.dir.path().join("netns").join("uid1");
+        assert_eq!(
+            h.sandbox.calls()[..3],
+            [
+                SandboxCall::EnsureNetns(netns.clone()),
+                SandboxCall::EnsureNetns(netns.clone()),
+                SandboxCall::Attach {
+                    uid: "uid1".into(),
+                    netns,
+                },
+            ]
+        );
+        assert_eq!(h.starts(), ["0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_network_attach_holds_the_pod_and_is_retried() {
+        let sandbox = RecordingSandbox::with_pod_ip(std::net::Ipv4Addr::new(10, 42, 0, 5));
+        sandbox.fail(SandboxOp::Attach, 2);
+        let begun = tokio::time::Instant::now();
+        let mut h = start_with(pod("Always"), RecordingRuntime::default(), sandbox);
+        let s = h
+            .until("CreatePodSandboxError", |s| {
+                waiting_reason(s) == "CreatePodSandboxError"
+            })
+            .await;
+        assert!(waiting_message(&s).contains("creating veth"), "{s:?}");
+        assert_eq!(s.phase, "Pending");
+        assert!(s.pod_ip.is_empty(), "no address before the pod is wired");
+        assert!(
+            h.runtime.calls().is_empty(),
+            "no image pulled, no container made before the pod is wired"
+        );
+        let s = h.until("Running", running).await;
+        assert!(
+            begun.elapsed() >= Duration::from_secs(10),
+            "two failures, each retried after 5 s: {:?}",
+            begun.elapsed()
+        );
+        assert_eq!(s.pod_ip, "10.42.0.5");
+        let attaches = h
+            .sandbox
+            .calls()
+            .into_iter()
+            .filter(|c| matches!(c, SandboxCall::Attach { .. }))
+            .count();
+        assert_eq!(attaches, 3);
+        let hosts_file = h.pod_dir().join("etc").join("hosts");
+        let hosts = std::fs::read_to_string(hosts_file).unwrap();
+        assert!(
+            hosts.contains("10.42.0.5"),
+            "the container sees its address: {hosts}"
+        );
+        assert_eq!(h.starts(), ["0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removal_goes_on_when_the_network_detach_and_netns_removal_fail() {
+        let sandbox = RecordingSandbox::default();
+        sandbox.fail(SandboxOp::Detach, 1);
+        sandbox.fail(SandboxOp::RemoveNetns, 1);
+        let mut h = start_with(pod("Always"), RecordingRuntime::default(), sandbox);
+        h.until("Running", running).await;
+        assert!(h.pod_dir().exists(), "a started pod has files to remove");
+        h.desired.send_replace(None);
+        h.ended().await;
+        let calls = h.runtime.calls();
+        assert!(
+            calls.contains(&Call::Remove("uid1_main".into())),
+            "{calls:?}"
+        );
+        let sandbox = h.sandbox.calls();
+        let n = sandbox.len();
+        assert_eq!(
+            sandbox[n - 2],
+            SandboxCall::Detach("uid1".into()),
+            "{sandbox:?}"
+        );
+        assert!(
+            matches!(&sandbox[n - 1], SandboxCall::RemoveNetns(p) if p.ends_with("netns/uid1")),
+            "the netns is removed after a failed detach: {sandbox:?}"
+        );
+        assert!(
+            !h.pod_dir().exists(),
+            "the pod's files go even though its sandbox did not come down cleanly"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_sigkill_in_an_oom_killed_cgroup_is_reported_as_oomkilled() {
+        let sandbox = RecordingSandbox::default();
+        sandbox.oom_kill("/skiff/uid1/main");
+        let mut h = start_with(pod("Never"), RecordingRuntime::default(), sandbox);
+        h.until("Running", running).await;
+        h.exit(137).await;
+        let s = h.until("Failed", |s| s.phase == "Failed").await;
+        let terminated = container(&s)
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(terminated.reason, "OOMKilled");
+        assert_eq!(terminated.exit_code, Some(137));
     }
 }

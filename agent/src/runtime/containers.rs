@@ -5,7 +5,10 @@
 //! the agent and keep flowing while the agent restarts.
 //!
 //! [`ContainerRuntime`] is the narrow interface the pod workers use; the
-//! containerd implementation is [`Runtime`].
+//! containerd implementation is [`Runtime`]. What a pod needs from the
+//! kernel around its containers (network namespace, pod network, cgroup
+//! OOM counters) is not containerd's and sits behind the pods' own
+//! sandbox trait.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -90,17 +93,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         image: &str,
         policy: PullPolicy,
     ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
-    /// Makes the pod's network namespace at `path` (idempotent).
-    fn ensure_netns(
-        &self,
-        path: &std::path::Path,
-    ) -> impl std::future::Future<Output = std::result::Result<(), String>> + Send;
-    /// Removes the pod's network namespace; a missing one is fine.
-    fn remove_netns(&self, path: &std::path::Path) -> std::result::Result<(), String>;
-    /// Whether the kernel OOM-killed a process of the cgroup at
-    /// `cgroups_path` (the spec's `cgroupsPath`), read while the stopped
-    /// task still holds it. The OOM event can arrive after the exit.
-    fn oom_killed(&self, cgroups_path: &str) -> bool;
     /// Changes whenever a new image becomes available.
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Creates the container and starts its task; returns the PID.
@@ -358,20 +350,6 @@ impl ContainerRuntime for Runtime {
         self.images.stored()
     }
 
-    fn oom_killed(&self, cgroups_path: &str) -> bool {
-        oom_kills(std::path::Path::new("/sys/fs/cgroup"), cgroups_path) > 0
-    }
-
-    async fn ensure_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
-        crate::pods::netns::ensure(path.to_path_buf())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    fn remove_netns(&self, path: &std::path::Path) -> std::result::Result<(), String> {
-        crate::pods::netns::remove(path).map_err(|e| e.to_string())
-    }
-
     async fn start(&self, request: StartRequest) -> Result<u32> {
         let c = &self.containerd;
         let id = request.id.clone();
@@ -599,52 +577,5 @@ impl ContainerRuntime for Runtime {
             }))
             .await;
         outcome
-    }
-}
-
-/// OOM kills recorded for a cgroup: v2 `memory.events`, else v1
-/// `memory.oom_control`, both with an `oom_kill N` line.
-pub fn oom_kills(cgroup_root: &std::path::Path, cgroups_path: &str) -> u64 {
-    let rel = cgroups_path.trim_start_matches('/');
-    [
-        cgroup_root.join(rel).join("memory.events"),
-        cgroup_root
-            .join("memory")
-            .join(rel)
-            .join("memory.oom_control"),
-    ]
-    .iter()
-    .filter_map(|p| std::fs::read_to_string(p).ok())
-    .find_map(|text| {
-        text.lines().find_map(|l| {
-            l.strip_prefix("oom_kill ")
-                .and_then(|n| n.trim().parse().ok())
-        })
-    })
-    .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn oom_kills_are_read_from_v1_and_v2_files() {
-        let tmp = tempfile::tempdir().unwrap();
-        let v1 = tmp.path().join("memory/skiff/u/c");
-        std::fs::create_dir_all(&v1).unwrap();
-        std::fs::write(
-            v1.join("memory.oom_control"),
-            "oom_kill_disable 0\nunder_oom 0\noom_kill 1\n",
-        )
-        .unwrap();
-        assert_eq!(super::oom_kills(tmp.path(), "/skiff/u/c"), 1);
-        let v2 = tmp.path().join("skiff/u/d");
-        std::fs::create_dir_all(&v2).unwrap();
-        std::fs::write(
-            v2.join("memory.events"),
-            "low 0\nhigh 0\nmax 3\noom 1\noom_kill 2\n",
-        )
-        .unwrap();
-        assert_eq!(super::oom_kills(tmp.path(), "/skiff/u/d"), 2);
-        assert_eq!(super::oom_kills(tmp.path(), "/skiff/u/none"), 0);
     }
 }

@@ -68,8 +68,8 @@ pub enum Error {
         what: String,
         after: std::time::Duration,
     },
-    #[error("containerd supervisor: {0}")]
-    Supervisor(String),
+    #[error("containerd supervisor: containerd is not in PATH; install it (apt-get install containerd runc) or pass --containerd-socket")]
+    ContainerdNotInstalled,
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

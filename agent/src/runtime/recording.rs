@@ -4,7 +4,6 @@
 //! Passed in explicitly where the real runtime would be.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -22,8 +21,6 @@ pub enum Call {
     Signal { id: String, signal: u32 },
     Remove(String),
     Exec(String),
-    EnsureNetns(PathBuf),
-    RemoveNetns(PathBuf),
 }
 
 #[derive(Debug, Default)]
@@ -131,27 +128,8 @@ impl ContainerRuntime for RecordingRuntime {
         })
     }
 
-    async fn ensure_netns(&self, path: &Path) -> std::result::Result<(), String> {
-        let mut inner = self.lock();
-        if inner.calls.last() != Some(&Call::EnsureNetns(path.to_path_buf())) {
-            inner.calls.push(Call::EnsureNetns(path.to_path_buf()));
-        }
-        Ok(())
-    }
-
-    fn remove_netns(&self, path: &Path) -> std::result::Result<(), String> {
-        self.lock()
-            .calls
-            .push(Call::RemoveNetns(path.to_path_buf()));
-        Ok(())
-    }
-
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.images.subscribe()
-    }
-
-    fn oom_killed(&self, _cgroups_path: &str) -> bool {
-        false
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {
@@ -167,7 +145,11 @@ impl ContainerRuntime for RecordingRuntime {
         });
         if inner.failing_starts > 0 {
             inner.failing_starts -= 1;
-            return Err(Error::Supervisor("injected start failure".into()));
+            // A failed start as containerd reports one: tasks.start refused.
+            return Err(Error::Call {
+                call: "tasks.start",
+                status: tonic::Status::unavailable("injected start failure"),
+            });
         }
         inner.next_pid += 1;
         let pid = inner.next_pid;

@@ -57,11 +57,7 @@ fn alive(pid: i32) -> bool {
 /// Runs the private containerd until `shutdown`, restarting it if it dies.
 /// Returns once the socket exists (or an earlier instance was adopted).
 pub async fn start(layout: ContainerdLayout, shutdown: CancellationToken) -> Result<()> {
-    let binary = find_in_path("containerd").ok_or_else(|| {
-        Error::Supervisor(
-            "containerd is not in PATH; install it (apt-get install containerd runc) or pass --containerd-socket".into(),
-        )
-    })?;
+    let binary = find_in_path("containerd").ok_or(Error::ContainerdNotInstalled)?;
     std::fs::create_dir_all(&layout.dir)
         .map_err(super::io(format!("creating {}", layout.dir.display())))?;
     std::fs::write(layout.config(), layout.config_text())

@@ -1,0 +1,65 @@
+//! The pod sandbox: what a pod needs from the kernel around its
+//! containers, as CRI's sandbox is to the kubelet. That is its network
+//! namespace ([`crate::network::netns`]), its place in the pod network
+//! ([`crate::network::PodNetwork`] attach and detach) and its cgroups,
+//! read for OOM kills. It sits with the pods rather than in
+//! [`crate::runtime`] or [`crate::network`] because it joins those for one
+//! pod's lifecycle: the runtime stays containerd's side only, and the
+//! network knows nothing of when a pod starts or goes.
+//!
+//! The pod workers see it only through the narrow [`PodSandbox`] trait.
+//! [`HostSandbox`] is the real one; [`recording::RecordingSandbox`] is a
+//! recording fake that can fail any operation, passed in explicitly where
+//! the real one would be, so the workers' failure paths are unit-tested.
+
+pub mod host;
+pub mod recording;
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use skiff_proto::v1;
+
+use crate::network::netns::NetnsError;
+use crate::network::NetworkError;
+
+pub use host::HostSandbox;
+
+/// Errors setting up or tearing down a pod's sandbox. The messages are
+/// the underlying ones: they end up in the pod's status, which names the
+/// pod already.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// The pod's network namespace could not be made or removed.
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    /// The pod could not be wired into, or unwired from, the pod network.
+    #[error(transparent)]
+    Network(#[from] NetworkError),
+}
+
+pub type Result<T> = std::result::Result<T, SandboxError>;
+
+/// The kernel side of a pod, as its worker needs it.
+pub trait PodSandbox: Send + Sync + 'static {
+    /// Makes the pod's network namespace at `netns` (idempotent).
+    fn ensure_netns(&self, netns: &Path) -> impl Future<Output = Result<()>> + Send;
+    /// Removes the pod's network namespace; a missing one is fine.
+    fn remove_netns(&self, netns: &Path) -> Result<()>;
+    /// Wires the pod, whose namespace is at `netns`, into the pod network
+    /// (idempotent). Its address, or `None` on a node that runs pods with
+    /// loopback only.
+    fn attach(
+        &self,
+        pod: &v1::Pod,
+        netns: &Path,
+    ) -> impl Future<Output = Result<Option<Ipv4Addr>>> + Send;
+    /// Unwires a deleted pod and frees its address. An error means the pod
+    /// was not fully unwired; every step has been tried anyway.
+    fn detach(&self, uid: &str) -> impl Future<Output = Result<()>> + Send;
+    /// Whether the kernel OOM-killed a process of the cgroup at
+    /// `cgroups_path` (the spec's `cgroupsPath`), read while the stopped
+    /// task still holds it. The OOM event can arrive after the exit.
+    fn oom_killed(&self, cgroups_path: &str) -> bool;
+}
