@@ -271,3 +271,147 @@ async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects};
+    use crate::controllers::ObjectReads;
+    use crate::objects::ObjectExt;
+    use skiff_proto::api::Object;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status: {conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n1}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tolerant-on-n1}
+spec:
+  nodeName: n1
+  tolerations: [{key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute}]
+  containers: [{name: c, image: busybox}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: on-n2}
+spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
+"#;
+
+    fn node(objects: &RecordingObjects, name: &str) -> (String, bool) {
+        match objects.get(Kind::Node, "", name).unwrap() {
+            Some(Object {
+                kind: Some(Body::Node(n)),
+            }) => {
+                let tainted = n
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| s.taints.iter().any(|t| t.key == UNREACHABLE_TAINT));
+                (ready_status(&n).to_owned(), tainted)
+            }
+            _ => panic!("no node {name}"),
+        }
+    }
+
+    fn pods(objects: &RecordingObjects) -> Vec<String> {
+        objects
+            .objects(Kind::Pod)
+            .iter()
+            .map(|o| o.meta().name.clone())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_node_goes_not_ready_then_loses_its_pods_and_comes_back_when_heard() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let heartbeats = Arc::new(HeartbeatTable::default());
+        let shutdown = CancellationToken::new();
+        let config = LifecycleConfig::default();
+        tokio::spawn(run(
+            context(&objects),
+            heartbeats.clone(),
+            config,
+            shutdown.clone(),
+        ));
+        // n2 heartbeats every second; n1 is silent from the start.
+        let beating = heartbeats.clone();
+        let beats = tokio::spawn(async move {
+            loop {
+                beating.record("n2");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
+        let wait = |ms| tokio::time::sleep(Duration::from_millis(ms));
+
+        wait(4_000).await;
+        assert_eq!(
+            node(&objects, "n1"),
+            ("True".into(), false),
+            "within the grace"
+        );
+        wait(1_000).await;
+        assert_eq!(
+            node(&objects, "n1"),
+            ("Unknown".into(), true),
+            "after 4.5 s"
+        );
+        assert_eq!(node(&objects, "n2"), ("True".into(), false));
+        assert_eq!(pods(&objects).len(), 3, "no eviction before the delay");
+
+        wait(5_000).await;
+        assert_eq!(
+            pods(&objects),
+            ["on-n2", "tolerant-on-n1"],
+            "evicted 5 s after NotReady, except what tolerates it"
+        );
+
+        heartbeats.record("n1");
+        wait(500).await;
+        assert_eq!(node(&objects, "n1"), ("True".into(), false), "heard again");
+        beats.abort();
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_write_is_retried_on_the_next_pass() {
+        use crate::controllers::recording::{Failure, WriteOp};
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        objects.fail_next(
+            WriteOp::UpdateStatus,
+            Kind::Node,
+            Some("n1"),
+            Failure::Unavailable,
+        );
+        let heartbeats = Arc::new(HeartbeatTable::default());
+        heartbeats.record("n2");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(
+            context(&objects),
+            heartbeats.clone(),
+            LifecycleConfig {
+                grace: Duration::from_secs(1),
+                eviction_delay: Duration::from_secs(60),
+            },
+            shutdown.clone(),
+        ));
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert_eq!(node(&objects, "n1").0, "True", "the first write failed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(node(&objects, "n1").0, "Unknown", "the next pass wrote it");
+        shutdown.cancel();
+    }
+}

@@ -134,3 +134,149 @@ async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), ReconcileEr
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects, WriteOp};
+    use crate::objects::owners::controller_reference;
+    use crate::objects::IntoObject;
+    use skiff_proto::v1;
+    use std::sync::Arc;
+
+    /// Seeds a pod in `namespace`, owned by `owner` when given.
+    fn seed_pod(objects: &RecordingObjects, namespace: &str, name: &str, owner: Option<&Object>) {
+        objects.seed(
+            v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    namespace: namespace.into(),
+                    owner_references: owner.and_then(controller_reference).into_iter().collect(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        );
+    }
+
+    fn names(objects: &RecordingObjects, kind: Kind) -> Vec<String> {
+        objects
+            .objects(kind)
+            .iter()
+            .map(|o| o.meta().name.clone())
+            .collect()
+    }
+
+    /// Waits (at most 5 s) until `done` holds.
+    async fn until(done: impl Fn() -> bool) {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the collector did not get there within 5 s");
+    }
+
+    fn start(objects: &Arc<RecordingObjects>) -> CancellationToken {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(context(objects), shutdown.clone()));
+        shutdown
+    }
+
+    #[tokio::test]
+    async fn deleting_an_owner_deletes_its_dependents_and_nothing_else() {
+        let objects = RecordingObjects::new();
+        let seeded = objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: busybox}]}}
+"#,
+        );
+        let rs = &seeded[1];
+        seed_pod(&objects, "default", "web-a", Some(rs));
+        seed_pod(&objects, "default", "web-b", Some(rs));
+        seed_pod(&objects, "default", "standalone", None);
+        let shutdown = start(&objects);
+        // Let the start-up scan pass: nothing is orphaned yet.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(names(&objects, Kind::Pod).len(), 3);
+        objects
+            .remove(Kind::ReplicaSet, "default", "web", "")
+            .unwrap();
+        until(|| names(&objects, Kind::Pod) == ["standalone"]).await;
+        let deletes: Vec<String> = objects
+            .writes()
+            .into_iter()
+            .filter(|w| w.op == WriteOp::Delete && w.kind == Kind::Pod)
+            .map(|w| w.name)
+            .collect();
+        assert_eq!(deletes.len(), 2, "{deletes:?}");
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn deleting_a_namespace_deletes_everything_in_it_and_nothing_else() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: team}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: default}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api, namespace: team}
+spec: {ports: [{port: 80}]}
+"#,
+        );
+        seed_pod(&objects, "team", "worker", None);
+        seed_pod(&objects, "default", "keeper", None);
+        let shutdown = start(&objects);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        objects.remove(Kind::Namespace, "", "team", "").unwrap();
+        until(|| {
+            names(&objects, Kind::Pod) == ["keeper"] && objects.objects(Kind::Service).is_empty()
+        })
+        .await;
+        shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn the_start_up_scan_deletes_what_lost_its_owner_while_no_collector_ran() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: default}\n");
+        let gone_owner = objects.seed_yaml(
+            r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: old}
+spec:
+  selector: {matchLabels: {app: web}}
+  template: {metadata: {labels: {app: web}}, spec: {containers: [{name: c, image: busybox}]}}
+"#,
+        );
+        seed_pod(&objects, "default", "orphan", Some(&gone_owner[0]));
+        seed_pod(&objects, "nowhere", "homeless", None);
+        seed_pod(&objects, "default", "fine", None);
+        objects
+            .remove(Kind::ReplicaSet, "default", "old", "")
+            .unwrap();
+        let shutdown = start(&objects);
+        until(|| names(&objects, Kind::Pod) == ["fine"]).await;
+        shutdown.cancel();
+    }
+}

@@ -237,3 +237,169 @@ fn resync<R: Reconciler>(store: &dyn ObjectReads, queue: &mut WorkQueue) {
         Err(e) => tracing::error!(controller = R::NAME, error = %e, "cannot list for resync"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::recording::RecordingObjects;
+    use crate::objects::IntoObject;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    use tokio::sync::{mpsc, oneshot};
+
+    /// Reports each reconcile's start and waits, for keys that have a gate,
+    /// until the test opens it; fails `failing` keys once.
+    struct Gated {
+        started: mpsc::UnboundedSender<String>,
+        gates: Mutex<HashMap<String, oneshot::Receiver<()>>>,
+        failing: Mutex<HashMap<String, Retry>>,
+    }
+
+    impl Reconciler for Gated {
+        const NAME: &'static str = "gated";
+        const KIND: Kind = Kind::Pod;
+
+        fn keys_for(&self, _event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+            ObjectKey::of(object).into_iter().collect()
+        }
+
+        async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+            let _ = self.started.send(key.name.clone());
+            let gate = self.gates.lock().unwrap().remove(&key.name);
+            if let Some(gate) = gate {
+                let _ = gate.await;
+            }
+            if self.failing.lock().unwrap().contains_key(&key.name) {
+                return Err(ReconcileError::WrongKind { kind: "Pod" });
+            }
+            Ok(Action::Done)
+        }
+
+        fn error_policy(&self, key: &ObjectKey, _error: &ReconcileError) -> Retry {
+            self.failing
+                .lock()
+                .unwrap()
+                .remove(&key.name)
+                .unwrap_or(Retry::Backoff)
+        }
+    }
+
+    fn pod(name: &str, label: &str) -> Object {
+        skiff_proto::v1::Pod {
+            metadata: Some(skiff_proto::v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                labels: [("v".to_owned(), label.to_owned())].into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    struct Harness {
+        objects: Arc<RecordingObjects>,
+        started: mpsc::UnboundedReceiver<String>,
+        shutdown: CancellationToken,
+    }
+
+    fn start(
+        names: &[&str],
+        gated: Vec<(&str, oneshot::Receiver<()>)>,
+        failing: Vec<(&str, Retry)>,
+    ) -> Harness {
+        let objects = RecordingObjects::new();
+        for name in names {
+            objects.seed(pod(name, "1"));
+        }
+        let (tx, started) = mpsc::unbounded_channel();
+        let reconciler = Gated {
+            started: tx,
+            gates: Mutex::new(gated.into_iter().map(|(k, g)| (k.to_owned(), g)).collect()),
+            failing: Mutex::new(
+                failing
+                    .into_iter()
+                    .map(|(k, r)| (k.to_owned(), r))
+                    .collect(),
+            ),
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(reconciler, objects.clone(), shutdown.clone()));
+        Harness {
+            objects,
+            started,
+            shutdown,
+        }
+    }
+
+    async fn next_start(h: &mut Harness) -> String {
+        tokio::time::timeout(Duration::from_secs(5), h.started.recv())
+            .await
+            .expect("a reconcile within 5 s")
+            .expect("controller running")
+    }
+
+    async fn no_start_within(h: &mut Harness, wait: Duration) {
+        if let Ok(Some(name)) = tokio::time::timeout(wait, h.started.recv()).await {
+            panic!("unexpected reconcile of {name}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_slow_object_does_not_hold_up_the_others() {
+        let (open_a, gate_a) = oneshot::channel();
+        let mut h = start(&["a", "b", "c"], vec![("a", gate_a)], vec![]);
+        let mut seen = vec![
+            next_start(&mut h).await,
+            next_start(&mut h).await,
+            next_start(&mut h).await,
+        ];
+        seen.sort();
+        // b and c ran although a has not finished.
+        assert_eq!(seen, ["a", "b", "c"]);
+        open_a.send(()).unwrap();
+        h.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn one_object_never_has_two_reconciles_at_once() {
+        let (open_a, gate_a) = oneshot::channel();
+        let mut h = start(&["a"], vec![("a", gate_a)], vec![]);
+        assert_eq!(next_start(&mut h).await, "a");
+        // a changes while its reconcile is still running.
+        let mut changed = h.objects.objects(Kind::Pod).remove(0);
+        changed
+            .meta_mut()
+            .unwrap()
+            .labels
+            .insert("v".into(), "2".into());
+        h.objects
+            .write(crate::controllers::recording::WriteOp::Update, changed)
+            .unwrap();
+        no_start_within(&mut h, Duration::from_millis(200)).await;
+        // Once it finishes, the change is looked at.
+        open_a.send(()).unwrap();
+        assert_eq!(next_start(&mut h).await, "a");
+        h.shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_error_policy_decides_when_a_failed_object_is_tried_again() {
+        let mut h = start(
+            &["a"],
+            vec![],
+            vec![("a", Retry::After(Duration::from_secs(30)))],
+        );
+        assert_eq!(next_start(&mut h).await, "a");
+        let failed_at = tokio::time::Instant::now();
+        // The clock is paused, so the 30 s pass at once.
+        let again = tokio::time::timeout(Duration::from_secs(60), h.started.recv()).await;
+        assert_eq!(again.unwrap().as_deref(), Some("a"));
+        assert!(
+            failed_at.elapsed() >= Duration::from_secs(30),
+            "retried after {:?}",
+            failed_at.elapsed()
+        );
+        h.shutdown.cancel();
+    }
+}
