@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -38,15 +38,67 @@ const MAX_BATCH: usize = 8192;
 /// Errors of the log store's own making (openraft gets them as StorageError).
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
-    #[error("raft log database: {0}")]
+    #[error("raft log database: {0}; check that the data directory is writable and that no other skiff master uses it")]
     Db(Box<redb::Error>),
-    #[error("raft log: cannot decode {what}: {source}")]
+    #[error("raft log: cannot decode the stored {what}: {source}; the log is damaged or was written by another skiff version: restore the data directory from a backup, or join this master to the cluster again with an empty one")]
     Decode {
         what: &'static str,
         source: bincode::Error,
     },
-    #[error("raft log writer has stopped")]
+    #[error("raft log: cannot start its writer thread: {0}; the system is short of threads or memory")]
+    WriterThread(std::io::Error),
+    #[error("the raft log writer thread has stopped, so nothing more can be written to the log; see the error logged before this one, then restart this master")]
     WriterGone,
+    #[error(transparent)]
+    Write(#[from] LogWriteError),
+}
+
+/// Why the writer thread could not make a batch of writes durable. A batch
+/// is one redb transaction, so nothing in it was written; every operation in
+/// it is answered with this same error, hence `Clone` (the redb error is
+/// shared). Once the log cannot be written, this master cannot take part in
+/// Raft until it is restarted.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LogWriteError {
+    #[error("raft log {path}: cannot start a write transaction: {source}; check that the disk holding it is writable and reports no I/O errors, then restart this master")]
+    Begin {
+        path: PathBuf,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot write entry {index}, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    Append {
+        path: PathBuf,
+        index: u64,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot remove the entries from index {index} on, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    Truncate {
+        path: PathBuf,
+        index: u64,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot purge the entries up to index {index}, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    Purge {
+        path: PathBuf,
+        index: u64,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot save the vote, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    SaveVote {
+        path: PathBuf,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot save the committed position, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    SaveCommitted {
+        path: PathBuf,
+        source: Arc<redb::Error>,
+    },
+    #[error("raft log {path}: cannot commit (fsync) a batch of {ops} writes: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
+    Commit {
+        path: PathBuf,
+        ops: usize,
+        source: Arc<redb::Error>,
+    },
 }
 
 impl From<redb::Error> for LogStoreError {
@@ -65,14 +117,14 @@ struct LogCache {
     committed: Option<LogId>,
 }
 
+/// What the writer thread answers for each batch.
+type BatchResult = std::result::Result<(), LogWriteError>;
+
 enum WriteOp {
     Append(Vec<(u64, Vec<u8>)>, LogFlushed<TypeConfig>),
-    Truncate(u64, oneshot::Sender<std::result::Result<(), String>>),
+    Truncate(u64, oneshot::Sender<BatchResult>),
     Purge(LogId),
-    SaveVote(
-        Vote<NodeId>,
-        oneshot::Sender<std::result::Result<(), String>>,
-    ),
+    SaveVote(Vote<NodeId>, oneshot::Sender<BatchResult>),
     SaveCommitted(Option<LogId>),
 }
 
@@ -146,10 +198,11 @@ impl LogStore {
             txn.commit().map_err(redb::Error::from)?;
         }
         let (tx, rx) = mpsc::channel();
+        let log_path = path.to_owned();
         std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
-            .spawn(move || write_loop(db, rx))
-            .map_err(|e| LogStoreError::from(redb::Error::Io(e)))?;
+            .spawn(move || write_loop(db, log_path, rx))
+            .map_err(LogStoreError::WriterThread)?;
         Ok(LogStore {
             cache: Arc::new(Mutex::new(cache)),
             writer: tx,
@@ -172,7 +225,7 @@ fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
 }
 
 /// The writer thread: one redb transaction and one fsync per batch.
-fn write_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
+fn write_loop(db: Database, path: PathBuf, rx: mpsc::Receiver<WriteOp>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -181,14 +234,12 @@ fn write_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let outcome = write_batch(&db, &ops).map_err(|e| e.to_string());
+        let outcome = write_batch(&db, &path, &ops);
         for op in ops {
             match op {
-                WriteOp::Append(_, callback) => callback.log_io_completed(
-                    outcome
-                        .clone()
-                        .map_err(|e| std::io::Error::other(format!("raft log append: {e}"))),
-                ),
+                WriteOp::Append(_, callback) => {
+                    callback.log_io_completed(outcome.clone().map_err(std::io::Error::other))
+                }
                 WriteOp::Truncate(_, done) | WriteOp::SaveVote(_, done) => {
                     let _ = done.send(outcome.clone());
                 }
@@ -202,42 +253,74 @@ fn write_loop(db: Database, rx: mpsc::Receiver<WriteOp>) {
     }
 }
 
-fn write_batch(db: &Database, ops: &[WriteOp]) -> Result<()> {
-    let txn = db.begin_write().map_err(redb::Error::from)?;
+/// Writes `ops` in one transaction on the log at `path`.
+fn write_batch(db: &Database, path: &Path, ops: &[WriteOp]) -> BatchResult {
+    let begin = |e: redb::Error| LogWriteError::Begin {
+        path: path.to_owned(),
+        source: Arc::new(e),
+    };
+    let txn = db.begin_write().map_err(|e| begin(e.into()))?;
     {
-        let mut log = txn.open_table(LOG).map_err(redb::Error::from)?;
-        let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+        let mut log = txn.open_table(LOG).map_err(|e| begin(e.into()))?;
+        let mut meta = txn.open_table(META).map_err(|e| begin(e.into()))?;
         for op in ops {
             match op {
                 WriteOp::Append(entries, _) => {
                     for (index, bytes) in entries {
                         log.insert(*index, bytes.as_slice())
-                            .map_err(redb::Error::from)?;
+                            .map_err(|e| LogWriteError::Append {
+                                path: path.to_owned(),
+                                index: *index,
+                                source: shared(e),
+                            })?;
                     }
                 }
                 WriteOp::Truncate(from, _) => {
                     log.retain_in(*from.., |_, _| false)
-                        .map_err(redb::Error::from)?;
+                        .map_err(|e| LogWriteError::Truncate {
+                            path: path.to_owned(),
+                            index: *from,
+                            source: shared(e),
+                        })?;
                 }
                 WriteOp::Purge(upto) => {
+                    let purge_failed = |e: redb::StorageError| LogWriteError::Purge {
+                        path: path.to_owned(),
+                        index: upto.index,
+                        source: shared(e),
+                    };
                     log.retain_in(..=upto.index, |_, _| false)
-                        .map_err(redb::Error::from)?;
+                        .map_err(purge_failed)?;
                     meta.insert(PURGED_KEY, encode(&Some(*upto)).as_slice())
-                        .map_err(redb::Error::from)?;
+                        .map_err(purge_failed)?;
                 }
                 WriteOp::SaveVote(vote, _) => {
                     meta.insert(VOTE_KEY, encode(vote).as_slice())
-                        .map_err(redb::Error::from)?;
+                        .map_err(|e| LogWriteError::SaveVote {
+                            path: path.to_owned(),
+                            source: shared(e),
+                        })?;
                 }
                 WriteOp::SaveCommitted(committed) => {
                     meta.insert(COMMITTED_KEY, encode(committed).as_slice())
-                        .map_err(redb::Error::from)?;
+                        .map_err(|e| LogWriteError::SaveCommitted {
+                            path: path.to_owned(),
+                            source: shared(e),
+                        })?;
                 }
             }
         }
     }
-    txn.commit().map_err(redb::Error::from)?;
-    Ok(())
+    txn.commit().map_err(|e| LogWriteError::Commit {
+        path: path.to_owned(),
+        ops: ops.len(),
+        source: shared(e),
+    })
+}
+
+/// A redb error, shared by every operation of the batch it failed.
+fn shared(e: impl Into<redb::Error>) -> Arc<redb::Error> {
+    Arc::new(e.into())
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -304,9 +387,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         rx.await
             .map_err(|_| LogStoreError::WriterGone)
-            .and_then(|r| {
-                r.map_err(|e| LogStoreError::from(redb::Error::Io(std::io::Error::other(e))))
-            })
+            .and_then(|written| written.map_err(LogStoreError::from))
             .map_err(|e| storage_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))?;
         self.lock().vote = Some(*vote);
         Ok(())
@@ -361,9 +442,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .map_err(|e| log_error(ErrorVerb::Delete, e))?;
         rx.await
             .map_err(|_| LogStoreError::WriterGone)
-            .and_then(|r| {
-                r.map_err(|e| LogStoreError::from(redb::Error::Io(std::io::Error::other(e))))
-            })
+            .and_then(|written| written.map_err(LogStoreError::from))
             .map_err(|e| log_error(ErrorVerb::Delete, e))
     }
 

@@ -14,6 +14,8 @@
 //! restarted master starts its history at its current revision; a watcher
 //! asking for anything older is told to re-list, as with etcd compaction.
 
+mod writes;
+
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,14 +24,14 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
 use redb::{Database, ReadableTable, TableDefinition};
-use skiff_proto::api::{EventType, Object};
+use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 
 use super::{
-    storage_io_error, Applied, ApplyResult, Command, Entry, LogId, ProposalResult, SnapshotMeta,
-    StorageError, StoredMembership, TypeConfig, WriteError,
+    storage_io_error, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
+    TypeConfig,
 };
-use crate::objects::{key_prefix, object_key, Kind, ObjectExt};
+use crate::objects::{key_prefix, object_key, Kind};
 
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
@@ -308,7 +310,7 @@ impl ObjectStore {
                     EntryPayload::Normal(proposal) => {
                         let mut outcomes = Vec::with_capacity(proposal.commands.len());
                         for command in proposal.commands {
-                            outcomes.push(execute(
+                            outcomes.push(writes::execute(
                                 command,
                                 &mut objects,
                                 &mut state.revision,
@@ -442,6 +444,21 @@ impl ObjectStore {
     }
 }
 
+#[cfg(test)]
+impl ObjectStore {
+    /// Applies `commands` as the next log entry, as openraft would: how tests
+    /// anywhere in the crate put objects into a store.
+    pub(crate) fn apply_commands(&self, commands: Vec<super::Command>) -> ProposalResult {
+        let index = self.last_applied().map_or(1, |log_id| log_id.index + 1);
+        let entry = Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(super::Proposal { commands }),
+        };
+        let mut results = self.apply_entries(vec![entry]).expect("applied");
+        results.pop().unwrap_or_default()
+    }
+}
+
 fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> Result<()> {
     meta.insert(LAST_APPLIED_KEY, encode(&state.last_applied).as_slice())
         .map_err(dberr)?;
@@ -450,225 +467,6 @@ fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> 
     meta.insert(REVISION_KEY, encode(&state.revision).as_slice())
         .map_err(dberr)?;
     Ok(())
-}
-
-/// Applies one command to the objects table. A refused command changes
-/// nothing and uses no revision.
-fn execute(
-    command: Command,
-    objects: &mut redb::Table<'_, &str, &[u8]>,
-    revision: &mut u64,
-    events: &mut Vec<Arc<StoredEvent>>,
-) -> Result<ApplyResult> {
-    let invalid = |e: &dyn std::fmt::Display| Ok(Err(WriteError::Invalid(e.to_string())));
-    match command {
-        Command::Create { object, uid, now } => {
-            let mut object = match Object::decode(object.as_slice()) {
-                Ok(o) => o,
-                Err(e) => return invalid(&e),
-            };
-            let kind = match object.kind() {
-                Ok(k) => k,
-                Err(e) => return invalid(&e),
-            };
-            let (namespace, name) = {
-                let m = object.meta();
-                (m.namespace.clone(), m.name.clone())
-            };
-            if name.is_empty() {
-                return invalid(&"metadata.name is required");
-            }
-            let key = object_key(kind, &namespace, &name);
-            if objects.get(key.as_str()).map_err(dberr)?.is_some() {
-                return Ok(Err(WriteError::AlreadyExists {
-                    kind,
-                    namespace,
-                    name,
-                }));
-            }
-            if kind.namespaced() {
-                let ns_key = object_key(Kind::Namespace, "", &namespace);
-                if objects.get(ns_key.as_str()).map_err(dberr)?.is_none() {
-                    return Ok(Err(WriteError::NamespaceNotFound(namespace)));
-                }
-            }
-            *revision += 1;
-            if let Ok(meta) = object.meta_mut() {
-                meta.uid = uid;
-                meta.creation_timestamp = now;
-                meta.resource_version = revision.to_string();
-                meta.generation = 1;
-                meta.deletion_timestamp.clear();
-            }
-            object.set_type_meta();
-            let bytes = object.encode_to_vec();
-            objects
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(dberr)?;
-            Ok(Ok(record(
-                events,
-                *revision,
-                (kind, &object),
-                namespace,
-                EventType::Added,
-                bytes,
-            )))
-        }
-        Command::Update {
-            object,
-            status_only,
-        } => {
-            let update = match Object::decode(object.as_slice()) {
-                Ok(o) => o,
-                Err(e) => return invalid(&e),
-            };
-            let kind = match update.kind() {
-                Ok(k) => k,
-                Err(e) => return invalid(&e),
-            };
-            let (namespace, name, expected) = {
-                let m = update.meta();
-                (
-                    m.namespace.clone(),
-                    m.name.clone(),
-                    m.resource_version.clone(),
-                )
-            };
-            let key = object_key(kind, &namespace, &name);
-            let existing = match objects.get(key.as_str()).map_err(dberr)? {
-                Some(v) => decode_object(v.value())?,
-                None => {
-                    return Ok(Err(WriteError::NotFound {
-                        kind,
-                        namespace,
-                        name,
-                    }))
-                }
-            };
-            let current = existing.meta().resource_version.clone();
-            if !expected.is_empty() && expected != current {
-                return Ok(Err(WriteError::Conflict {
-                    kind,
-                    name,
-                    expected,
-                    current,
-                }));
-            }
-            let mut merged = if status_only {
-                let mut m = existing.clone();
-                m.copy_status_from(&update);
-                m
-            } else {
-                let mut m = update;
-                m.copy_status_from(&existing);
-                let old = existing.meta();
-                let spec_changed = !m.same_spec(&existing);
-                if let Ok(meta) = m.meta_mut() {
-                    meta.uid = old.uid.clone();
-                    meta.creation_timestamp = old.creation_timestamp.clone();
-                    meta.deletion_timestamp = old.deletion_timestamp.clone();
-                    meta.generate_name = old.generate_name.clone();
-                    meta.generation = old.generation + i64::from(spec_changed);
-                }
-                m
-            };
-            merged.set_type_meta();
-            if let Ok(meta) = merged.meta_mut() {
-                meta.resource_version = current;
-            }
-            if merged == existing {
-                // Nothing changed: no new revision, nothing for watchers.
-                return Ok(Ok(Applied {
-                    object: existing.encode_to_vec(),
-                    revision: *revision,
-                }));
-            }
-            *revision += 1;
-            if let Ok(meta) = merged.meta_mut() {
-                meta.resource_version = revision.to_string();
-            }
-            let bytes = merged.encode_to_vec();
-            objects
-                .insert(key.as_str(), bytes.as_slice())
-                .map_err(dberr)?;
-            Ok(Ok(record(
-                events,
-                *revision,
-                (kind, &merged),
-                namespace,
-                EventType::Modified,
-                bytes,
-            )))
-        }
-        Command::Delete {
-            kind,
-            namespace,
-            name,
-            resource_version,
-        } => {
-            let key = object_key(kind, &namespace, &name);
-            let mut existing = match objects.get(key.as_str()).map_err(dberr)? {
-                Some(v) => decode_object(v.value())?,
-                None => {
-                    return Ok(Err(WriteError::NotFound {
-                        kind,
-                        namespace,
-                        name,
-                    }))
-                }
-            };
-            let current = existing.meta().resource_version.clone();
-            if !resource_version.is_empty() && resource_version != current {
-                return Ok(Err(WriteError::Conflict {
-                    kind,
-                    name,
-                    expected: resource_version,
-                    current,
-                }));
-            }
-            objects.remove(key.as_str()).map_err(dberr)?;
-            *revision += 1;
-            if let Ok(meta) = existing.meta_mut() {
-                meta.resource_version = revision.to_string();
-            }
-            let bytes = existing.encode_to_vec();
-            Ok(Ok(record(
-                events,
-                *revision,
-                (kind, &existing),
-                namespace,
-                EventType::Deleted,
-                bytes,
-            )))
-        }
-    }
-}
-
-fn record(
-    events: &mut Vec<Arc<StoredEvent>>,
-    revision: u64,
-    (kind, source): (Kind, &Object),
-    namespace: String,
-    event_type: EventType,
-    object: Vec<u8>,
-) -> Applied {
-    let node = match &source.kind {
-        Some(skiff_proto::api::object::Kind::Pod(p)) => p
-            .spec
-            .as_ref()
-            .map(|s| s.node_name.clone())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
-    events.push(Arc::new(StoredEvent {
-        revision,
-        kind,
-        namespace,
-        event_type: event_type as i32,
-        node,
-        object: object.clone(),
-    }));
-    Applied { object, revision }
 }
 
 impl StateMachine {
@@ -774,8 +572,8 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::IntoObject;
-    use crate::store::Proposal;
+    use crate::objects::{IntoObject, ObjectExt};
+    use crate::store::{ApplyResult, Command, Proposal, WriteError};
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {

@@ -1,0 +1,631 @@
+//! How each [`Command`] changes the objects table. One function per command
+//! (`create`, `update`, `delete`) decides, from a read of the table, what the
+//! command does: store an object, remove one, leave everything as it is, or
+//! refuse. Only `commit` writes a decision, so a refused command cannot have
+//! changed anything, and every change gets the next revision in one place.
+//!
+//! Updates and deletes share one precondition step, `existing_matching`: the
+//! object must exist and, when the caller names the resourceVersion it read,
+//! still be at that version (optimistic concurrency, as in Kubernetes).
+
+use std::sync::Arc;
+
+use prost::Message;
+use redb::ReadableTable;
+use skiff_proto::api::{EventType, Object};
+
+use super::{dberr, decode_object, Result, StoredEvent};
+use crate::objects::{object_key, Kind, ObjectExt};
+use crate::store::{Applied, ApplyResult, Command, WriteError};
+
+/// The objects table, inside the write transaction being applied.
+type Objects<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
+
+/// An answer that may be a refusal (nothing stored) instead of a `T`.
+type Refusable<T> = std::result::Result<T, WriteError>;
+
+/// What one command does, decided before anything is written.
+type Decision = Refusable<Change>;
+
+/// Where an object lives, and what its watchers are told about it.
+struct Slot {
+    kind: Kind,
+    namespace: String,
+    key: String,
+}
+
+/// What an accepted command does to the objects table.
+enum Change {
+    /// Store `object` at the next revision (a create or an update).
+    Put {
+        slot: Slot,
+        object: Object,
+        event_type: EventType,
+    },
+    /// Remove the object at the next revision; `object` is what was stored.
+    Remove { slot: Slot, object: Object },
+    /// Nothing to write: an update that leaves the object as stored keeps its
+    /// revision and tells watchers nothing.
+    Unchanged(Object),
+}
+
+/// Applies one command to the objects table: decides what it does, then,
+/// unless it is refused, writes that. A refused command changes nothing and
+/// uses no revision.
+pub(super) fn execute(
+    command: Command,
+    objects: &mut Objects<'_>,
+    revision: &mut u64,
+    events: &mut Vec<Arc<StoredEvent>>,
+) -> Result<ApplyResult> {
+    let decision = match command {
+        Command::Create { object, uid, now } => create(objects, &object, uid, now)?,
+        Command::Update {
+            object,
+            status_only,
+        } => update(objects, &object, status_only)?,
+        Command::Delete {
+            kind,
+            namespace,
+            name,
+            resource_version,
+        } => delete(objects, kind, namespace, name, resource_version)?,
+    };
+    match decision {
+        Ok(change) => commit(change, objects, revision, events).map(Ok),
+        Err(refused) => Ok(Err(refused)),
+    }
+}
+
+/// `Command::Create`: stores a new object. Refused when it cannot be decoded
+/// or has no name, when its name is taken, or when its namespace does not
+/// exist. The proposer chose the uid and the time, because every replica
+/// must apply the same thing; a new object starts at generation 1, not being
+/// deleted.
+fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Result<Decision> {
+    let mut object = match Object::decode(bytes) {
+        Ok(o) => o,
+        Err(e) => return Ok(invalid(&e)),
+    };
+    let kind = match object.kind() {
+        Ok(k) => k,
+        Err(e) => return Ok(invalid(&e)),
+    };
+    let (namespace, name) = {
+        let m = object.meta();
+        (m.namespace.clone(), m.name.clone())
+    };
+    if name.is_empty() {
+        return Ok(invalid(&"metadata.name is required"));
+    }
+    let key = object_key(kind, &namespace, &name);
+    if objects.get(key.as_str()).map_err(dberr)?.is_some() {
+        return Ok(Err(WriteError::AlreadyExists {
+            kind,
+            namespace,
+            name,
+        }));
+    }
+    if kind.namespaced() {
+        let ns_key = object_key(Kind::Namespace, "", &namespace);
+        if objects.get(ns_key.as_str()).map_err(dberr)?.is_none() {
+            return Ok(Err(WriteError::NamespaceNotFound(namespace)));
+        }
+    }
+    if let Ok(meta) = object.meta_mut() {
+        meta.uid = uid;
+        meta.creation_timestamp = now;
+        meta.generation = 1;
+        meta.deletion_timestamp.clear();
+    }
+    object.set_type_meta();
+    let slot = Slot {
+        kind,
+        namespace,
+        key,
+    };
+    Ok(Ok(Change::Put {
+        slot,
+        object,
+        event_type: EventType::Added,
+    }))
+}
+
+/// `Command::Update`: replaces an object's metadata and spec, or with
+/// `status_only` only its status. Refused when it cannot be decoded, or by
+/// the precondition. A full update cannot change what the store owns (uid,
+/// creation and deletion timestamps, generateName, status), and counts spec
+/// changes in the generation.
+fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Result<Decision> {
+    let sent = match Object::decode(bytes) {
+        Ok(o) => o,
+        Err(e) => return Ok(invalid(&e)),
+    };
+    let kind = match sent.kind() {
+        Ok(k) => k,
+        Err(e) => return Ok(invalid(&e)),
+    };
+    let (namespace, name, expected) = {
+        let m = sent.meta();
+        (
+            m.namespace.clone(),
+            m.name.clone(),
+            m.resource_version.clone(),
+        )
+    };
+    let (slot, stored) = match existing_matching(objects, kind, namespace, name, expected)? {
+        Ok(found) => found,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let current = stored.meta().resource_version.clone();
+    let mut merged = if status_only {
+        let mut m = stored.clone();
+        m.copy_status_from(&sent);
+        m
+    } else {
+        let mut m = sent;
+        m.copy_status_from(&stored);
+        let old = stored.meta();
+        let spec_changed = !m.same_spec(&stored);
+        if let Ok(meta) = m.meta_mut() {
+            meta.uid = old.uid.clone();
+            meta.creation_timestamp = old.creation_timestamp.clone();
+            meta.deletion_timestamp = old.deletion_timestamp.clone();
+            meta.generate_name = old.generate_name.clone();
+            meta.generation = old.generation + i64::from(spec_changed);
+        }
+        m
+    };
+    merged.set_type_meta();
+    if let Ok(meta) = merged.meta_mut() {
+        // The stored version, so that an update that changes nothing else
+        // compares equal to what is stored.
+        meta.resource_version = current;
+    }
+    if merged == stored {
+        return Ok(Ok(Change::Unchanged(stored)));
+    }
+    Ok(Ok(Change::Put {
+        slot,
+        object: merged,
+        event_type: EventType::Modified,
+    }))
+}
+
+/// `Command::Delete`: removes an object. Refused only by the precondition.
+fn delete(
+    objects: &Objects<'_>,
+    kind: Kind,
+    namespace: String,
+    name: String,
+    resource_version: String,
+) -> Result<Decision> {
+    match existing_matching(objects, kind, namespace, name, resource_version)? {
+        Ok((slot, object)) => Ok(Ok(Change::Remove { slot, object })),
+        Err(refused) => Ok(Err(refused)),
+    }
+}
+
+/// The precondition of updates and deletes: the object `name` of `kind` in
+/// `namespace` exists (else `NotFound`), and, unless `expected` is empty, is
+/// at resourceVersion `expected` (else `Conflict`: the caller read an older
+/// version, and must read again). Answers where the object lives and what is
+/// stored there.
+fn existing_matching(
+    objects: &Objects<'_>,
+    kind: Kind,
+    namespace: String,
+    name: String,
+    expected: String,
+) -> Result<Refusable<(Slot, Object)>> {
+    let key = object_key(kind, &namespace, &name);
+    let object = match objects.get(key.as_str()).map_err(dberr)? {
+        Some(stored) => decode_object(stored.value())?,
+        None => {
+            return Ok(Err(WriteError::NotFound {
+                kind,
+                namespace,
+                name,
+            }))
+        }
+    };
+    let current = &object.meta().resource_version;
+    if !expected.is_empty() && expected != *current {
+        return Ok(Err(WriteError::Conflict {
+            kind,
+            name,
+            expected,
+            current: current.clone(),
+        }));
+    }
+    let slot = Slot {
+        kind,
+        namespace,
+        key,
+    };
+    Ok(Ok((slot, object)))
+}
+
+/// Refuses a command whose object cannot be stored as sent.
+fn invalid<T>(reason: &dyn std::fmt::Display) -> Refusable<T> {
+    Err(WriteError::Invalid(reason.to_string()))
+}
+
+/// Writes an accepted change. The one place that writes objects.
+fn commit(
+    change: Change,
+    objects: &mut Objects<'_>,
+    revision: &mut u64,
+    events: &mut Vec<Arc<StoredEvent>>,
+) -> Result<Applied> {
+    match change {
+        Change::Unchanged(object) => Ok(Applied {
+            object: object.encode_to_vec(),
+            revision: *revision,
+        }),
+        Change::Put {
+            slot,
+            object,
+            event_type,
+        } => {
+            let applied = record(events, revision, &slot, object, event_type);
+            objects
+                .insert(slot.key.as_str(), applied.object.as_slice())
+                .map_err(dberr)?;
+            Ok(applied)
+        }
+        Change::Remove { slot, object } => {
+            objects.remove(slot.key.as_str()).map_err(dberr)?;
+            let applied = record(events, revision, &slot, object, EventType::Deleted);
+            Ok(applied)
+        }
+    }
+}
+
+/// Gives `object` the next revision and records the change for watchers;
+/// a pod's event names the node it is bound to, so node watches can route
+/// it without decoding it.
+fn record(
+    events: &mut Vec<Arc<StoredEvent>>,
+    revision: &mut u64,
+    slot: &Slot,
+    mut object: Object,
+    event_type: EventType,
+) -> Applied {
+    *revision += 1;
+    if let Ok(meta) = object.meta_mut() {
+        meta.resource_version = revision.to_string();
+    }
+    let node = match &object.kind {
+        Some(skiff_proto::api::object::Kind::Pod(p)) => p
+            .spec
+            .as_ref()
+            .map(|s| s.node_name.clone())
+            .unwrap_or_default(),
+        _ => String::new(),
+    };
+    let bytes = object.encode_to_vec();
+    events.push(Arc::new(StoredEvent {
+        revision: *revision,
+        kind: slot.kind,
+        namespace: slot.namespace.clone(),
+        event_type: event_type as i32,
+        node,
+        object: bytes.clone(),
+    }));
+    Applied {
+        object: bytes,
+        revision: *revision,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+    use skiff_proto::api::{EventType, Object};
+    use skiff_proto::v1;
+
+    use crate::objects::{IntoObject, Kind, ObjectExt};
+    use crate::store::state_machine::{ObjectStore, StoredEvent};
+    use crate::store::{Applied, ApplyResult, Command, WriteError};
+
+    const NOW: &str = "2026-01-01T00:00:00Z";
+
+    fn create(object: &Object) -> Command {
+        create_bytes(object.encode_to_vec(), &object.meta().name)
+    }
+
+    fn create_bytes(object: Vec<u8>, name: &str) -> Command {
+        Command::Create {
+            object,
+            uid: format!("uid-{name}"),
+            now: NOW.into(),
+        }
+    }
+
+    fn update(object: &Object, status_only: bool) -> Command {
+        Command::Update {
+            object: object.encode_to_vec(),
+            status_only,
+        }
+    }
+
+    fn delete(name: &str, resource_version: &str) -> Command {
+        Command::Delete {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: name.into(),
+            resource_version: resource_version.into(),
+        }
+    }
+
+    fn namespace() -> Object {
+        v1::Namespace {
+            metadata: Some(v1::ObjectMeta {
+                name: "default".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn node(name: &str) -> Object {
+        v1::Node {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    /// A pod in `default`, bound to node n1.
+    fn pod(name: &str, image: &str, phase: &str) -> Object {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                node_name: "n1".into(),
+                containers: vec![v1::Container {
+                    name: "c".into(),
+                    image: image.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(v1::PodStatus {
+                phase: phase.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn as_pod(object: &Object) -> &v1::Pod {
+        match &object.kind {
+            Some(skiff_proto::api::object::Kind::Pod(p)) => p,
+            other => panic!("not a pod: {other:?}"),
+        }
+    }
+
+    fn image(object: &Object) -> &str {
+        let spec = as_pod(object).spec.as_ref().expect("a spec");
+        &spec.containers[0].image
+    }
+
+    fn phase(object: &Object) -> &str {
+        let status = as_pod(object).status.as_ref().expect("a status");
+        &status.phase
+    }
+
+    fn invalid(reason: &str) -> WriteError {
+        WriteError::Invalid(reason.into())
+    }
+
+    fn not_found(name: &str) -> WriteError {
+        WriteError::NotFound {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    /// A store holding namespace `default` (revision 1) and pod `a`, bound to
+    /// n1, running `img:1` and Pending (revision 2).
+    fn store_with_pod() -> (tempfile::TempDir, Arc<ObjectStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        apply(&store, create(&namespace())).unwrap();
+        let a = pod("a", "img:1", "Pending");
+        apply(&store, create(&a)).unwrap();
+        (dir, store)
+    }
+
+    /// Applies one command, in a log entry of its own.
+    fn apply(store: &ObjectStore, command: Command) -> ApplyResult {
+        store.apply_commands(vec![command]).remove(0)
+    }
+
+    fn get_pod(store: &ObjectStore, name: &str) -> Option<Object> {
+        store.get(Kind::Pod, "default", name).unwrap()
+    }
+
+    fn decoded(applied: &Applied) -> Object {
+        Object::decode(applied.object.as_slice()).unwrap()
+    }
+
+    /// The one change recorded at `revision`.
+    fn event_at(store: &ObjectStore, revision: u64) -> StoredEvent {
+        let events = store.events_after(revision - 1, 1).unwrap().unwrap();
+        assert_eq!(events.len(), 1, "no event at revision {revision}");
+        StoredEvent::clone(&events[0])
+    }
+
+    #[test]
+    fn create_stores_a_new_object_with_the_identity_the_proposer_chose() {
+        let (_dir, store) = store_with_pod();
+        let mut sent = pod("b", "img:1", "Pending");
+        {
+            // Nothing a client may choose for a new object.
+            let meta = sent.meta_mut().unwrap();
+            meta.uid = "forged".into();
+            meta.resource_version = "99".into();
+            meta.generation = 7;
+            meta.deletion_timestamp = "2020-01-01T00:00:00Z".into();
+        }
+        let applied = apply(&store, create(&sent)).unwrap();
+        assert_eq!(applied.revision, 3);
+        let stored = get_pod(&store, "b").expect("stored");
+        assert_eq!(decoded(&applied), stored);
+        let meta = stored.meta();
+        assert_eq!(meta.uid, "uid-b");
+        assert_eq!(meta.creation_timestamp, NOW);
+        assert_eq!(meta.resource_version, "3");
+        assert_eq!(meta.generation, 1);
+        assert_eq!(meta.deletion_timestamp, "");
+        assert_eq!(as_pod(&stored).api_version, "v1");
+        assert_eq!(as_pod(&stored).kind, "Pod");
+        let event = event_at(&store, 3);
+        assert_eq!(event.event_type, EventType::Added as i32);
+        assert_eq!(event.kind, Kind::Pod);
+        assert_eq!(event.namespace, "default");
+        assert_eq!(event.node, "n1", "pod events name the node");
+        assert_eq!(event.object, applied.object);
+
+        // Cluster-scoped kinds need no namespace.
+        let n9 = apply(&store, create(&node("n9"))).unwrap();
+        assert_eq!(n9.revision, 4);
+        assert_eq!(event_at(&store, 4).node, "");
+    }
+
+    #[test]
+    fn create_refuses_what_it_cannot_store_and_uses_no_revision() {
+        let (_dir, store) = store_with_pod();
+        let garbage = apply(&store, create_bytes(vec![0xff, 0xff], "x"));
+        assert!(matches!(garbage, Err(WriteError::Invalid(_))));
+        let empty = apply(&store, create_bytes(Vec::new(), "x"));
+        assert_eq!(empty, Err(invalid("object has no kind set")));
+        let nameless = apply(&store, create(&pod("", "img:1", "Pending")));
+        assert_eq!(nameless, Err(invalid("metadata.name is required")));
+        assert_eq!(store.revision(), 2);
+        assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_update_replaces_metadata_and_spec_but_not_what_the_store_owns() {
+        let (_dir, store) = store_with_pod();
+        let mut sent = pod("a", "img:2", "Hijacked");
+        {
+            let meta = sent.meta_mut().unwrap();
+            meta.labels.insert("tier".into(), "web".into());
+            meta.uid = "forged".into();
+            meta.creation_timestamp = "2000-01-01T00:00:00Z".into();
+            meta.generation = 42;
+        }
+        // No resourceVersion: unconditional.
+        let applied = apply(&store, update(&sent, false)).unwrap();
+        assert_eq!(applied.revision, 3);
+        let stored = get_pod(&store, "a").expect("still stored");
+        assert_eq!(decoded(&applied), stored);
+        let meta = stored.meta();
+        assert_eq!(meta.labels["tier"], "web");
+        assert_eq!(meta.uid, "uid-a");
+        assert_eq!(meta.creation_timestamp, NOW);
+        assert_eq!(meta.resource_version, "3");
+        assert_eq!(meta.generation, 2, "a spec change counts");
+        assert_eq!(image(&stored), "img:2");
+        assert_eq!(phase(&stored), "Pending", "the status is kept");
+        let event = event_at(&store, 3);
+        assert_eq!(event.event_type, EventType::Modified as i32);
+        assert_eq!(event.node, "n1");
+    }
+
+    #[test]
+    fn a_status_update_changes_only_the_status() {
+        let (_dir, store) = store_with_pod();
+        let mut sent = pod("a", "img:2", "Running");
+        {
+            let meta = sent.meta_mut().unwrap();
+            meta.labels.insert("tier".into(), "web".into());
+            // Conditional, on the version that is current.
+            meta.resource_version = "2".into();
+        }
+        let applied = apply(&store, update(&sent, true)).unwrap();
+        assert_eq!(applied.revision, 3);
+        let stored = get_pod(&store, "a").expect("still stored");
+        assert_eq!(decoded(&applied), stored);
+        assert_eq!(phase(&stored), "Running");
+        assert_eq!(image(&stored), "img:1", "the spec is kept");
+        assert!(stored.meta().labels.is_empty(), "metadata kept");
+        assert_eq!(stored.meta().generation, 1);
+        assert_eq!(stored.meta().resource_version, "3");
+        let event = event_at(&store, 3);
+        assert_eq!(event.event_type, EventType::Modified as i32);
+    }
+
+    #[test]
+    fn an_update_needs_the_object_and_the_version_it_read() {
+        let (_dir, store) = store_with_pod();
+        let b = pod("b", "img:1", "Pending");
+        let missing = apply(&store, update(&b, false));
+        assert_eq!(missing, Err(not_found("b")));
+
+        let mut stale = pod("a", "img:2", "Running");
+        stale.meta_mut().unwrap().resource_version = "1".into();
+        let conflict = WriteError::Conflict {
+            kind: Kind::Pod,
+            name: "a".into(),
+            expected: "1".into(),
+            current: "2".into(),
+        };
+        for status_only in [false, true] {
+            let refused = apply(&store, update(&stale, status_only));
+            assert_eq!(refused, Err(conflict.clone()), "{status_only}");
+        }
+        assert!(conflict.to_string().contains("read it again"));
+
+        let garbage = apply(&store, update(&Object::default(), false));
+        assert_eq!(garbage, Err(invalid("object has no kind set")));
+
+        assert_eq!(store.revision(), 2);
+        assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
+        let a = get_pod(&store, "a").expect("still stored");
+        assert_eq!((image(&a), phase(&a)), ("img:1", "Pending"));
+    }
+
+    #[test]
+    fn delete_removes_the_object_and_reports_it_at_the_new_revision() {
+        let (_dir, store) = store_with_pod();
+        let b = pod("b", "img:1", "Pending");
+        apply(&store, create(&b)).unwrap();
+
+        // Conditional, on the version that is current.
+        let applied = apply(&store, delete("a", "2")).unwrap();
+        assert_eq!(applied.revision, 4);
+        let gone = decoded(&applied);
+        assert_eq!(gone.meta().resource_version, "4");
+        assert_eq!(gone.meta().uid, "uid-a");
+        assert_eq!(get_pod(&store, "a"), None);
+        let event = event_at(&store, 4);
+        assert_eq!(event.event_type, EventType::Deleted as i32);
+        assert_eq!(event.node, "n1");
+        assert_eq!(event.object, applied.object);
+
+        // Unconditional.
+        let applied = apply(&store, delete("b", "")).unwrap();
+        assert_eq!(applied.revision, 5);
+        assert_eq!(get_pod(&store, "b"), None);
+
+        let again = apply(&store, delete("a", ""));
+        assert_eq!(again, Err(not_found("a")));
+        assert_eq!(store.revision(), 5);
+    }
+}
