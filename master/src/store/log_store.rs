@@ -45,7 +45,9 @@ pub enum LogStoreError {
         what: &'static str,
         source: bincode::Error,
     },
-    #[error("raft log: cannot start its writer thread: {0}; the system is short of threads or memory")]
+    #[error(
+        "raft log: cannot start its writer thread: {0}; the system is short of threads or memory"
+    )]
     WriterThread(std::io::Error),
     #[error("the raft log writer thread has stopped, so nothing more can be written to the log; see the error logged before this one, then restart this master")]
     WriterGone,
@@ -267,12 +269,13 @@ fn write_batch(db: &Database, path: &Path, ops: &[WriteOp]) -> BatchResult {
             match op {
                 WriteOp::Append(entries, _) => {
                     for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice())
-                            .map_err(|e| LogWriteError::Append {
+                        log.insert(*index, bytes.as_slice()).map_err(|e| {
+                            LogWriteError::Append {
                                 path: path.to_owned(),
                                 index: *index,
                                 source: shared(e),
-                            })?;
+                            }
+                        })?;
                     }
                 }
                 WriteOp::Truncate(from, _) => {
