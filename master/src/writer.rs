@@ -242,3 +242,235 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
         })
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use openraft::ServerState;
+    use skiff_proto::v1;
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::objects::IntoObject;
+    use crate::store::log_store::LogStore;
+    use crate::store::network::PeerNetwork;
+    use crate::store::proposer::Proposer;
+    use crate::store::state_machine::{ObjectStore, StateMachine};
+    use crate::store::{raft_config, MemberNode, Raft, RaftTimings};
+
+    /// A real one-member Raft cluster in a temp dir, leading, with the
+    /// `default` namespace, and a writer over it.
+    async fn one_member() -> (TempDir, ObjectWriter) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = skiff_security::ClusterCa::generate().unwrap();
+        let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
+        let log = LogStore::open(&dir.path().join("raft-log.redb")).unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let config = raft_config(RaftTimings::default(), 10_000)
+            .validate()
+            .unwrap();
+        let raft = Raft::new(
+            1,
+            Arc::new(config),
+            PeerNetwork::new(transport),
+            log,
+            StateMachine::new(store.clone()),
+        )
+        .await
+        .unwrap();
+        let me = MemberNode {
+            raft_addr: "127.0.0.1:1".into(),
+            api_addr: "127.0.0.1:1".into(),
+        };
+        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
+        raft.wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "one member leads")
+            .await
+            .unwrap();
+        let registry = skiff_telemetry::Registry::new();
+        let cluster = Cluster {
+            id: 1,
+            raft: raft.clone(),
+            store,
+            proposer: Proposer::spawn(raft),
+            commit_latency: registry.histogram("commit_seconds", "test", &[]),
+            read_index: registry.counter("read_index_total", "test", &["result"]),
+        };
+        let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
+        let writer = ObjectWriter::new(cluster, Arc::new(ips));
+        writer
+            .create(
+                v1::Namespace {
+                    metadata: Some(v1::ObjectMeta {
+                        name: DEFAULT_NAMESPACE.into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+                .into_object(),
+            )
+            .await
+            .unwrap();
+        (dir, writer)
+    }
+
+    fn pod(name: &str, generate_name: &str) -> Object {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                generate_name: generate_name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                containers: vec![v1::Container {
+                    name: "c".into(),
+                    image: "busybox".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn service(name: &str, cluster_ip: &str) -> Object {
+        v1::Service {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::ServiceSpec {
+                cluster_ip: cluster_ip.into(),
+                selector: [("app".to_owned(), name.to_owned())].into(),
+                ports: vec![v1::ServicePort {
+                    port: 80,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn cluster_ip(object: &Object) -> String {
+        match &object.kind {
+            Some(Body::Service(s)) => s.spec.clone().unwrap_or_default().cluster_ip,
+            _ => panic!("not a Service"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pod_is_placed_defaulted_and_given_a_uid() {
+        let (_dir, writer) = one_member().await;
+        let stored = writer.create(pod("web", "")).await.unwrap();
+        let meta = stored.meta();
+        assert_eq!(meta.namespace, DEFAULT_NAMESPACE);
+        assert_eq!(meta.uid.len(), 36);
+        assert_eq!(&meta.uid[14..15], "4", "a version-4 UUID: {}", meta.uid);
+        assert!(!meta.resource_version.is_empty());
+        let Some(Body::Pod(p)) = &stored.kind else {
+            panic!()
+        };
+        assert_eq!(p.spec.as_ref().unwrap().restart_policy, "Always");
+        let again = writer.create(pod("web", "")).await.unwrap_err();
+        assert!(again.is_already_exists(), "{again}");
+    }
+
+    #[tokio::test]
+    async fn generate_name_gets_a_random_suffix_and_no_name_at_all_is_refused() {
+        let (_dir, writer) = one_member().await;
+        let stored = writer.create(pod("", "web-")).await.unwrap();
+        let name = &stored.meta().name;
+        assert_eq!(name.len(), "web-".len() + 5, "{name}");
+        assert!(name[4..]
+            .chars()
+            .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+        let before = writer.cluster().store.revision();
+        let e = writer.create(pod("", "")).await.unwrap_err();
+        assert!(matches!(e, Error::Invalid(_)), "{e}");
+        assert!(e.to_string().contains("metadata.generateName"), "{e}");
+        assert_eq!(writer.cluster().store.revision(), before, "nothing stored");
+    }
+
+    #[tokio::test]
+    async fn invalid_and_oversized_objects_are_refused_and_nothing_is_stored() {
+        let (_dir, writer) = one_member().await;
+        let before = writer.cluster().store.revision();
+        let mut no_containers = pod("empty", "");
+        if let Some(Body::Pod(p)) = &mut no_containers.kind {
+            p.spec.as_mut().unwrap().containers.clear();
+        }
+        let e = writer.create(no_containers).await.unwrap_err();
+        assert!(matches!(e, Error::Validation(_)), "{e}");
+        assert!(e.to_string().contains("spec.containers"), "{e}");
+        // Validation has no limit on container args; the store's size
+        // check is what refuses this one.
+        let mut huge = pod("huge", "");
+        if let Some(Body::Pod(p)) = &mut huge.kind {
+            p.spec.as_mut().unwrap().containers[0].args = vec!["x".repeat(MAX_OBJECT_BYTES)];
+        }
+        let e = writer.create(huge).await.unwrap_err();
+        assert!(e.to_string().contains("objects are limited to"), "{e}");
+        assert_eq!(writer.cluster().store.revision(), before);
+    }
+
+    #[tokio::test]
+    async fn services_get_free_cluster_ips_that_cannot_change() {
+        let (_dir, writer) = one_member().await;
+        let a = writer.create(service("a", "")).await.unwrap();
+        let b = writer.create(service("b", "")).await.unwrap();
+        assert_eq!(cluster_ip(&a), "10.43.0.11");
+        assert_eq!(cluster_ip(&b), "10.43.0.12");
+        let taken = writer.create(service("c", "10.43.0.11")).await.unwrap_err();
+        assert!(
+            matches!(taken, Error::ServiceIp(ServiceIpError::InUse { .. })),
+            "{taken}"
+        );
+        let outside = writer.create(service("c", "10.99.0.1")).await.unwrap_err();
+        assert!(matches!(
+            outside,
+            Error::ServiceIp(ServiceIpError::OutOfRange { .. })
+        ));
+        // An update that leaves the address out keeps it; one that changes
+        // it is refused.
+        let kept = writer.update(service("a", "")).await.unwrap();
+        assert_eq!(cluster_ip(&kept), "10.43.0.11");
+        let moved = writer.update(service("a", "10.43.0.50")).await.unwrap_err();
+        assert!(matches!(
+            moved,
+            Error::ServiceIp(ServiceIpError::Immutable { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn stale_writes_conflict_and_deletes_can_be_conditional() {
+        let (_dir, writer) = one_member().await;
+        let first = writer.create(pod("web", "")).await.unwrap();
+        let old_version = first.meta().resource_version.clone();
+        let mut labelled = first.clone();
+        labelled
+            .meta_mut()
+            .unwrap()
+            .labels
+            .insert("v".into(), "2".into());
+        let second = writer.update(labelled.clone()).await.unwrap();
+        assert_ne!(second.meta().resource_version, old_version);
+        let stale = writer.update(labelled).await.unwrap_err();
+        assert!(stale.is_conflict(), "{stale}");
+        let e = writer
+            .delete(Kind::Pod, "", "web", &old_version)
+            .await
+            .unwrap_err();
+        assert!(e.is_conflict(), "{e}");
+        writer
+            .delete(Kind::Pod, "", "web", &second.meta().resource_version)
+            .await
+            .unwrap();
+        let gone = writer.delete(Kind::Pod, "", "web", "").await.unwrap_err();
+        assert!(gone.is_not_found(), "{gone}");
+    }
+}
