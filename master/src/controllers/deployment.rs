@@ -618,19 +618,15 @@ spec:
             .collect();
         all.sort_by_key(revision_of);
         all.iter()
-            .map(|rs| {
-                let spec = rs.spec.clone().unwrap_or_default();
-                let image = spec
-                    .template
-                    .unwrap_or_default()
-                    .spec
-                    .unwrap_or_default()
-                    .containers[0]
-                    .image
-                    .clone();
-                (image, spec.replicas.unwrap_or(0), revision_of(rs))
-            })
+            .map(|rs| (image_of(rs), spec_replicas(rs), revision_of(rs)))
             .collect()
+    }
+
+    /// The image of the first container of a ReplicaSet's template.
+    fn image_of(rs: &v1::ReplicaSet) -> String {
+        let spec = rs.spec.clone().unwrap_or_default();
+        let template = spec.template.unwrap_or_default().spec.unwrap_or_default();
+        template.containers[0].image.clone()
     }
 
     /// Makes every pod of a ReplicaSet ready and available, as the
@@ -640,19 +636,10 @@ spec:
             let Some(Body::ReplicaSet(mut rs)) = o.kind else {
                 continue;
             };
-            let spec = rs.spec.clone().unwrap_or_default();
-            let template_image = spec
-                .template
-                .unwrap_or_default()
-                .spec
-                .unwrap_or_default()
-                .containers[0]
-                .image
-                .clone();
-            if template_image != image {
+            if image_of(&rs) != image {
                 continue;
             }
-            let n = spec.replicas.unwrap_or(0);
+            let n = spec_replicas(&rs);
             rs.status = Some(v1::ReplicaSetStatus {
                 replicas: n,
                 ready_replicas: n,

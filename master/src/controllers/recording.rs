@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
 use crate::objects::metadata::new_uid;
-use crate::objects::{Kind, ObjectExt};
+use crate::objects::{merge_update, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
 use crate::store::WriteError;
 use crate::writer;
@@ -273,22 +273,7 @@ impl RecordingObjects {
                 },
             )));
         }
-        let mut merged = if op == WriteOp::UpdateStatus {
-            let mut m = existing.clone();
-            m.copy_status_from(&object);
-            m
-        } else {
-            let mut m = object;
-            m.copy_status_from(&existing);
-            let spec_changed = !m.same_spec(&existing);
-            let old = existing.meta();
-            if let Ok(meta) = m.meta_mut() {
-                meta.uid = old.uid.clone();
-                meta.generation = old.generation + i64::from(spec_changed);
-            }
-            m
-        };
-        merged.set_type_meta();
+        let mut merged = merge_update(&existing, object, op == WriteOp::UpdateStatus);
         if let Ok(meta) = merged.meta_mut() {
             meta.resource_version = current;
         }

@@ -272,6 +272,34 @@ impl ObjectExt for Object {
 }
 
 /// Wraps a typed object into an [`Object`].
+/// What an update stores, given the stored object and the one sent: a
+/// status update changes only the status; a full update changes the rest,
+/// keeps the status and the fields the server owns (uid, creation and
+/// deletion timestamps, generateName), and bumps `generation` when the spec
+/// changed. The resourceVersion is left for the caller to set.
+pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object {
+    let mut merged = if status_only {
+        let mut m = stored.clone();
+        m.copy_status_from(&sent);
+        m
+    } else {
+        let mut m = sent;
+        m.copy_status_from(stored);
+        let old = stored.meta();
+        let spec_changed = !m.same_spec(stored);
+        if let Ok(meta) = m.meta_mut() {
+            meta.uid = old.uid.clone();
+            meta.creation_timestamp = old.creation_timestamp.clone();
+            meta.deletion_timestamp = old.deletion_timestamp.clone();
+            meta.generate_name = old.generate_name.clone();
+            meta.generation = old.generation + i64::from(spec_changed);
+        }
+        m
+    };
+    merged.set_type_meta();
+    merged
+}
+
 pub trait IntoObject {
     fn into_object(self) -> Object;
 }

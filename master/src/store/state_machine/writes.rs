@@ -15,7 +15,7 @@ use redb::ReadableTable;
 use skiff_proto::api::{EventType, Object};
 
 use super::{dberr, decode_object, Result, StoredEvent};
-use crate::objects::{object_key, Kind, ObjectExt};
+use crate::objects::{merge_update, object_key, Kind, ObjectExt};
 use crate::store::{Applied, ApplyResult, Command, WriteError};
 
 /// The objects table, inside the write transaction being applied.
@@ -158,25 +158,7 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Result<Deci
         Err(refused) => return Ok(Err(refused)),
     };
     let current = stored.meta().resource_version.clone();
-    let mut merged = if status_only {
-        let mut m = stored.clone();
-        m.copy_status_from(&sent);
-        m
-    } else {
-        let mut m = sent;
-        m.copy_status_from(&stored);
-        let old = stored.meta();
-        let spec_changed = !m.same_spec(&stored);
-        if let Ok(meta) = m.meta_mut() {
-            meta.uid = old.uid.clone();
-            meta.creation_timestamp = old.creation_timestamp.clone();
-            meta.deletion_timestamp = old.deletion_timestamp.clone();
-            meta.generate_name = old.generate_name.clone();
-            meta.generation = old.generation + i64::from(spec_changed);
-        }
-        m
-    };
-    merged.set_type_meta();
+    let mut merged = merge_update(&stored, sent, status_only);
     if let Ok(meta) = merged.meta_mut() {
         // The stored version, so that an update that changes nothing else
         // compares equal to what is stored.
