@@ -1,0 +1,174 @@
+//! The harness every worker test drives: one worker spawned on the
+//! recording runtime and the recording sandbox, its files in a temp dir,
+//! with the channels the pod manager would hold; helpers wait for a status
+//! report, make the container exit and read what was called. The tests
+//! run on tokio's paused clock, so back-offs and grace periods take no
+//! real time.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use skiff_proto::v1;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::master_link::StatusReport;
+use crate::pods::layout::PodLayout;
+use crate::pods::sandbox::recording::RecordingSandbox;
+use crate::runtime::recording::{Call, RecordingRuntime};
+use crate::runtime::RuntimeEvent;
+
+use super::{run, WorkerContext};
+
+pub(super) struct Harness {
+    pub(super) runtime: Arc<RecordingRuntime>,
+    pub(super) sandbox: Arc<RecordingSandbox>,
+    pub(super) desired: watch::Sender<Option<v1::Pod>>,
+    pub(super) events: mpsc::Sender<RuntimeEvent>,
+    pub(super) reports: mpsc::UnboundedReceiver<StatusReport>,
+    pub(super) task: tokio::task::JoinHandle<()>,
+    pub(super) dir: tempfile::TempDir,
+}
+
+/// Pod `default/web` (uid `uid1`) with one busybox container `main`.
+pub(super) fn pod(policy: &str) -> v1::Pod {
+    v1::Pod {
+        metadata: Some(v1::ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "uid1".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::PodSpec {
+            restart_policy: policy.into(),
+            termination_grace_period_seconds: Some(1),
+            containers: vec![v1::Container {
+                name: "main".into(),
+                image: "busybox:1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub(super) fn spawn_worker(pod: v1::Pod, runtime: RecordingRuntime) -> Harness {
+    spawn_worker_with(pod, runtime, RecordingSandbox::default())
+}
+
+pub(super) fn spawn_worker_with(
+    pod: v1::Pod,
+    runtime: RecordingRuntime,
+    sandbox: RecordingSandbox,
+) -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Arc::new(runtime);
+    let sandbox = Arc::new(sandbox);
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let ctx = WorkerContext {
+        runtime: runtime.clone(),
+        sandbox: sandbox.clone(),
+        layout: Arc::new(PodLayout::new(dir.path())),
+        reports: reports_tx,
+        host_ip: "10.0.0.1".into(),
+        metrics: Default::default(),
+    };
+    let (desired, desired_rx) = watch::channel(Some(pod));
+    let (events, events_rx) = mpsc::channel(8);
+    let task = tokio::spawn(run(ctx, desired_rx, events_rx, CancellationToken::new()));
+    Harness {
+        runtime,
+        sandbox,
+        desired,
+        events,
+        reports,
+        task,
+        dir,
+    }
+}
+
+impl Harness {
+    /// Reports until one satisfies `check`.
+    pub(super) async fn until(
+        &mut self,
+        what: &str,
+        check: impl Fn(&v1::PodStatus) -> bool,
+    ) -> v1::PodStatus {
+        let wait = async {
+            loop {
+                let r = self.reports.recv().await.expect("worker ended");
+                if check(&r.status) {
+                    return r.status;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(600), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no report with {what}"))
+    }
+
+    /// Waits for the worker to end, as it does once its pod is gone.
+    pub(super) async fn ended(&mut self) {
+        tokio::time::timeout(Duration::from_secs(600), &mut self.task)
+            .await
+            .expect("the worker did not end")
+            .unwrap();
+    }
+
+    /// Where the worker keeps the test pod's files.
+    pub(super) fn pod_dir(&self) -> std::path::PathBuf {
+        PodLayout::new(self.dir.path()).pod_dir(&pod("Always"))
+    }
+
+    pub(super) async fn exit(&self, code: u32) {
+        self.runtime.exit("uid1_main", code);
+        self.events
+            .send(RuntimeEvent::Exit {
+                container_id: "uid1_main".into(),
+            })
+            .await
+            .unwrap();
+    }
+
+    pub(super) fn starts(&self) -> Vec<String> {
+        self.runtime
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Start { restarts, .. } => Some(restarts),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+pub(super) fn container(s: &v1::PodStatus) -> &v1::ContainerStatus {
+    &s.container_statuses[0]
+}
+
+pub(super) fn running(s: &v1::PodStatus) -> bool {
+    s.phase == "Running"
+        && container(s)
+            .state
+            .as_ref()
+            .is_some_and(|st| st.running.is_some())
+}
+
+pub(super) fn waiting_reason(s: &v1::PodStatus) -> String {
+    container(s)
+        .state
+        .as_ref()
+        .and_then(|st| st.waiting.as_ref())
+        .map(|w| w.reason.clone())
+        .unwrap_or_default()
+}
+
+pub(super) fn waiting_message(s: &v1::PodStatus) -> String {
+    container(s)
+        .state
+        .as_ref()
+        .and_then(|st| st.waiting.as_ref())
+        .map(|w| w.message.clone())
+        .unwrap_or_default()
+}
