@@ -255,7 +255,8 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                 Some(TaskState::Running { .. }) => {
                     track.note_running(now);
                     let runtime = ctx.runtime.as_ref();
-                    let liveness_failed = track.probe(runtime, container, &sandbox.netns, now).await;
+                    let liveness_failed =
+                        track.probe(runtime, container, &sandbox.netns, now).await;
                     Task::Running { liveness_failed }
                 }
                 Some(TaskState::Exited {
