@@ -36,6 +36,24 @@ pub enum CredentialError {
     Security(#[from] SecurityError),
     #[error("shut down before joining")]
     ShutDown,
+    #[error("the master at {master} issued a certificate that is not for node {node}; check that the masters and this agent agree on --node-name")]
+    NotForThisNode { master: String, node: String },
+}
+
+/// Why one renewal through a master failed; the loop tries the next master
+/// at its next check.
+#[derive(Debug, thiserror::Error)]
+pub enum RenewError {
+    #[error("making a key and signing request: {0}")]
+    SigningRequest(#[source] SecurityError),
+    #[error("no usable master address to renew through; check --server")]
+    NoMaster,
+    #[error("the master refused to renew: {code:?}: {message}")]
+    Refused { code: tonic::Code, message: String },
+    #[error("the master's certificate does not fit the new key: {0}")]
+    BadCertificate(#[source] SecurityError),
+    #[error("saving the renewed certificate: {0}")]
+    Save(#[source] SecurityError),
 }
 
 /// A node's CA and certificate, loaded.
@@ -135,11 +153,9 @@ pub async fn load_or_join(
             Ok(joined) => {
                 save(&dir, &joined.ca_pem, &joined.cert_pem, &joined.key_pem)?;
                 tracing::info!(master = %addr, node, "joined the cluster");
-                return load(&dir, node).ok_or_else(|| {
-                    SecurityError::Certificate(format!(
-                        "the master at {addr} issued a certificate that is not for node {node}"
-                    ))
-                    .into()
+                return load(&dir, node).ok_or_else(|| CredentialError::NotForThisNode {
+                    master: addr.clone(),
+                    node: node.to_owned(),
                 });
             }
             Err(e) if e.is_retryable() => {
@@ -178,28 +194,35 @@ pub async fn renewal_loop(
     .await
 }
 
-async fn renew(credentials: &NodeCredentials, masters: &Masters, i: usize) -> Result<(), String> {
+async fn renew(
+    credentials: &NodeCredentials,
+    masters: &Masters,
+    i: usize,
+) -> Result<(), RenewError> {
     let (key_pem, signing_request) =
-        skiff_security::ca::signing_request().map_err(|e| e.to_string())?;
-    let mut client = masters.client(i).ok_or("no master address")?;
+        skiff_security::ca::signing_request().map_err(RenewError::SigningRequest)?;
+    let mut client = masters.client(i).ok_or(RenewError::NoMaster)?;
     let cert_pem = client
         .renew_certificate(RenewCertificateRequest { signing_request })
         .await
-        .map_err(|s| format!("{:?}: {}", s.code(), s.message()))?
+        .map_err(|s| RenewError::Refused {
+            code: s.code(),
+            message: s.message().to_owned(),
+        })?
         .into_inner()
         .cert_pem;
     // Check before writing: never replace a working pair with a bad one.
     credentials
         .cert
         .replace(&cert_pem, &key_pem)
-        .map_err(|e| e.to_string())?;
+        .map_err(RenewError::BadCertificate)?;
     // The new key goes beside the old one until the certificate is in
     // place, so a crash in between leaves a pair `load` can still match.
     let dir = &credentials.dir;
     files::write_private(&dir.join("node.key.next"), key_pem.as_bytes())
         .and_then(|_| files::write_public(&dir.join("node.crt"), cert_pem.as_bytes()))
         .and_then(|_| promote_next_key(dir))
-        .map_err(|e| e.to_string())
+        .map_err(RenewError::Save)
 }
 
 fn promote_next_key(dir: &Path) -> Result<(), SecurityError> {

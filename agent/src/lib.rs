@@ -56,8 +56,20 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("invalid configuration: {0}")]
-    Config(String),
+    #[error("invalid configuration: at least one --server is required")]
+    NoServers,
+    #[error("invalid configuration: --node-name must not be empty")]
+    NoNodeName,
+    #[error("invalid configuration: --node-ip {node_ip}: the pod network needs an IPv4 node address; give one with --node-ip or run with --pod-network none")]
+    NodeIpNotIpv4 { node_ip: String },
+    #[error("pod subnet in {file}: {source}; remove the file to get one from the masters again")]
+    PodSubnet {
+        file: PathBuf,
+        #[source]
+        source: network::subnet::SubnetError,
+    },
+    #[error("setting up the pod network: {0}")]
+    PodNetwork(#[source] network::NetworkError),
     #[error(transparent)]
     Credentials(#[from] credentials::CredentialError),
     #[error(transparent)]
@@ -114,14 +126,8 @@ impl AgentConfig {
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
-            pod_network: Some(network::subnet::Subnet {
-                net: std::net::Ipv4Addr::new(10, 42, 0, 0),
-                len: 16,
-            }),
-            service_cidr: network::subnet::Subnet {
-                net: std::net::Ipv4Addr::new(10, 43, 0, 0),
-                len: 16,
-            },
+            pod_network: Some(network::subnet::DEFAULT_CLUSTER_CIDR),
+            service_cidr: network::subnet::DEFAULT_SERVICE_CIDR,
         }
     }
 }
@@ -134,10 +140,10 @@ fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 /// Runs the agent until `shutdown` is cancelled. Pods keep running after.
 pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()> {
     if config.servers.is_empty() {
-        return Err(Error::Config("at least one --server is required".into()));
+        return Err(Error::NoServers);
     }
     if config.node_name.is_empty() {
-        return Err(Error::Config("--node-name must not be empty".into()));
+        return Err(Error::NoNodeName);
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
@@ -296,11 +302,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let pod_network = match config.pod_network {
         None => None,
         Some(cluster_cidr) => {
-            let node_ip: std::net::Ipv4Addr = node_ip.parse().map_err(|_| {
-                Error::Config(format!(
-                    "--node-ip {node_ip}: the pod network needs an IPv4 node address"
-                ))
-            })?;
+            let Ok(node_ip) = node_ip.parse::<std::net::Ipv4Addr>() else {
+                return Err(Error::NodeIpNotIpv4 { node_ip });
+            };
             let subnet_file = network::subnet_file(&config.data_dir);
             let subnet = match std::fs::read_to_string(&subnet_file) {
                 Ok(s) => s.trim().to_string(),
@@ -317,16 +321,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
                     cidr
                 }
             };
-            let subnet: network::subnet::Subnet = subnet
-                .parse()
-                .map_err(|e| Error::Config(format!("pod subnet {subnet}: {e}")))?;
+            let subnet = match subnet.parse::<network::subnet::Subnet>() {
+                Ok(subnet) => subnet,
+                Err(source) => {
+                    return Err(Error::PodSubnet {
+                        file: subnet_file,
+                        source,
+                    });
+                }
+            };
             let net = network::PodNetwork::setup(
                 network::NetworkConfig::new(cluster_cidr, config.service_cidr, node_ip),
                 subnet,
                 &config.data_dir,
             )
             .await
-            .map_err(|e| Error::Config(format!("pod network: {e}")))?;
+            .map_err(Error::PodNetwork)?;
             let meta = node.metadata.get_or_insert_with(Default::default);
             meta.annotations
                 .insert(network::overlay::ANNOTATION_VTEP_MAC.into(), net.vtep_mac());

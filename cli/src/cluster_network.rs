@@ -7,8 +7,9 @@
 
 use std::str::FromStr;
 
-use skiff_master::controllers::node_ipam::{Ipv4Net, PodCidrConfig};
+use skiff_master::controllers::node_ipam::PodCidrConfig;
 use skiff_master::service_ips::{ServiceIps, DEFAULT_SERVICE_CIDR};
+use skiff_values::Ipv4Net;
 
 /// A cluster range flag that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use skiff_master::api::transport::parse_listen;
+use skiff_master::api::transport::{parse_listen, ListenAddressError};
 use tokio_util::sync::CancellationToken;
 
 use crate::{logging, print_error, runtime, settings, shutdown};
@@ -34,8 +34,8 @@ pub struct DaemonFlags {
 /// address. The master's `parse_listen` words the message: it names the
 /// flag and the value.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct AddressError(String);
+#[error(transparent)]
+pub struct AddressError(ListenAddressError);
 
 /// The socket address `value` of `flag` stands for (`host:port`).
 pub fn listen_address(flag: &str, value: &str) -> Result<SocketAddr, AddressError> {

@@ -8,13 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use skiff_master::controllers::node_ipam::{Ipv4Net, PodCidrConfig};
+use skiff_master::controllers::node_ipam::{NodePrefixError, PodCidrConfig};
 use skiff_master::node_lifecycle::LifecycleConfig;
 use skiff_master::server::MasterConfig;
 use skiff_master::store::{
     RaftTimings, RaftTimingsError, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_SNAPSHOT_AFTER_ENTRIES,
 };
+use skiff_values::Ipv4Net;
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
 use crate::daemon::{self, AddressError, DaemonFlags};
@@ -46,7 +47,7 @@ pub enum MasterFlagsError {
     #[error(transparent)]
     ClusterNetwork(#[from] ClusterNetworkError),
     #[error("--node-cidr-mask-size: {0}")]
-    NodeCidrMaskSize(String),
+    NodeCidrMaskSize(#[source] NodePrefixError),
 }
 
 /// The master flags `skiff master` and `skiff server` share.

@@ -16,12 +16,33 @@ use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::Context;
-use crate::objects::manifest::parse_manifest;
+use crate::objects::manifest::{parse_manifest, ManifestError};
 use crate::objects::{Kind, ObjectExt};
 use crate::writer::{self, DEFAULT_NAMESPACE};
 
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(3);
+
+/// Why a manifest file was not (wholly) applied; it is tried again when
+/// it changes.
+#[derive(Debug, thiserror::Error)]
+pub enum AutoDeployError {
+    #[error(transparent)]
+    Manifest(Box<ManifestError>),
+    #[error("{file}: applying {what}: {source}")]
+    Apply {
+        file: String,
+        what: String,
+        #[source]
+        source: Box<writer::Error>,
+    },
+}
+
+impl From<ManifestError> for AutoDeployError {
+    fn from(e: ManifestError) -> Self {
+        AutoDeployError::Manifest(Box::new(e))
+    }
+}
 
 fn manifest_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -84,9 +105,9 @@ async fn apply(ctx: &Context, mut object: Object) -> writer::Result<()> {
 }
 
 /// Applies one file; returns how many objects it holds.
-async fn apply_file(ctx: &Context, path: &Path, text: &str) -> Result<usize, String> {
+async fn apply_file(ctx: &Context, path: &Path, text: &str) -> Result<usize, AutoDeployError> {
     let file = path.display().to_string();
-    let manifest = parse_manifest(&file, text, true).map_err(|e| e.to_string())?;
+    let manifest = parse_manifest(&file, text, true)?;
     let mut objects = manifest.objects;
     // Namespaces first, so what is in them can be created in the same pass.
     objects.sort_by_key(|o| o.kind().ok() != Some(Kind::Namespace));
@@ -99,7 +120,11 @@ async fn apply_file(ctx: &Context, path: &Path, text: &str) -> Result<usize, Str
         );
         apply(ctx, object)
             .await
-            .map_err(|e| format!("{file}: applying {what}: {e}"))?;
+            .map_err(|source| AutoDeployError::Apply {
+                file: file.clone(),
+                what,
+                source: Box::new(source),
+            })?;
     }
     Ok(count)
 }

@@ -7,12 +7,17 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
 use crate::store::proposer::{ProposeError, Proposer};
-use crate::store::state_machine::ObjectStore;
+use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{Applied, Command, MemberNode, NodeId, Raft, WriteError};
+
+/// Why openraft could not confirm leadership for a read.
+pub type ReadIndexError = RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>;
+/// Why openraft could not change the membership.
+pub type MembershipError = RaftError<NodeId, ClientWriteError<NodeId, MemberNode>>;
 
 /// Why a cluster operation did not happen here.
 #[derive(Debug, thiserror::Error)]
@@ -23,11 +28,22 @@ pub enum ClusterError {
     /// The state machine refused the write; nothing was stored.
     #[error(transparent)]
     Refused(#[from] WriteError),
-    /// Raft is shutting down or failed.
+    /// Raft could not take the proposal (it is shutting down or failed);
+    /// the write may be retried on this or another master.
+    #[error(transparent)]
+    Proposal(ProposeError),
+    /// Raft failed while confirming leadership (it stopped or its storage
+    /// failed).
     #[error("raft: {0}")]
-    Raft(String),
+    ReadIndex(#[source] Box<ReadIndexError>),
+    /// Raft shut down while a read waited for its entries to be applied.
+    #[error("raft: shutting down")]
+    ShuttingDown,
+    /// The local replica could not be read or decoded.
+    #[error("raft: {0}")]
+    State(#[from] StateMachineError),
     #[error("membership change: {0}")]
-    Membership(String),
+    Membership(#[source] Box<MembershipError>),
     /// This master leads as far as it knows, but a quorum did not confirm
     /// it within the caller's deadline (a slow or unreachable follower).
     #[error("this master could not confirm with a quorum that it still leads within {waited:?} ({reason}); retry shortly")]
@@ -73,12 +89,6 @@ impl ClusterError {
     }
 }
 
-impl From<crate::store::state_machine::StateMachineError> for ClusterError {
-    fn from(e: crate::store::state_machine::StateMachineError) -> Self {
-        ClusterError::Raft(e.to_string())
-    }
-}
-
 /// A master's handle on Raft and on its replica of the object store.
 #[derive(Clone)]
 pub struct Cluster {
@@ -104,7 +114,7 @@ impl Cluster {
             Ok(Ok(applied)) => Ok(applied),
             Ok(Err(refused)) => Err(ClusterError::Refused(refused)),
             Err(ProposeError::NotLeader { leader }) => Err(ClusterError::NotLeader { leader }),
-            Err(ProposeError::Raft(e)) => Err(ClusterError::Raft(e)),
+            Err(e) => Err(ClusterError::Proposal(e)),
         }
     }
 
@@ -126,7 +136,6 @@ impl Cluster {
     /// a new read index changes only the latency, never the guarantee. There
     /// is no lease and no clock assumption here.
     pub async fn linearize(&self, within: Duration) -> Result<()> {
-        use openraft::error::CheckIsLeaderError;
         let started = Instant::now();
         let deadline = started + within;
         let mut pause = CONFIRM_RETRY_FIRST;
@@ -155,7 +164,7 @@ impl Cluster {
                     tokio::time::sleep(pause).await;
                     pause = (pause * 2).min(CONFIRM_RETRY_MAX);
                 }
-                Err(e) => return Err(ClusterError::Raft(e.to_string())),
+                Err(e) => return Err(ClusterError::ReadIndex(Box::new(e))),
             }
         };
         let Some(read_log_id) = read_log_id else {
@@ -178,9 +187,7 @@ impl Cluster {
                         read_log_id.index
                     ),
                 },
-                openraft::metrics::WaitError::ShuttingDown => {
-                    ClusterError::Raft("shutting down".to_owned())
-                }
+                openraft::metrics::WaitError::ShuttingDown => ClusterError::ShuttingDown,
             })?;
         Ok(())
     }
@@ -268,7 +275,7 @@ impl Cluster {
                     attempt += 1;
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                Err(e) => return Err(ClusterError::Membership(e.to_string())),
+                Err(e) => return Err(ClusterError::Membership(Box::new(e))),
             }
         }
     }

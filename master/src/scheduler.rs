@@ -12,6 +12,7 @@
 //! nodes or pods change.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
 use std::time::Duration;
 
 use skiff_proto::api::object::Kind as Body;
@@ -177,23 +178,77 @@ impl NodeInfo {
     }
 }
 
-/// Why a node was filtered out, worded as Kubernetes words it.
-fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), String> {
+/// Why a node cannot take a pod, worded as Kubernetes words it (the
+/// pod's `PodScheduled` message counts nodes per reason).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, thiserror::Error)]
+pub enum Unschedulable {
+    #[error("node(s) were not ready")]
+    NotReady,
+    #[error("node(s) were unschedulable")]
+    Cordoned,
+    #[error("node(s) had untolerated taint {{{key}: {value}}}")]
+    UntoleratedTaint { key: String, value: String },
+    #[error("node(s) didn't match Pod's node affinity/selector")]
+    NodeSelector,
+    #[error("Too many pods")]
+    TooManyPods,
+    #[error("Insufficient cpu")]
+    InsufficientCpu,
+    #[error("Insufficient memory")]
+    InsufficientMemory,
+    #[error("node(s) didn't have free ports for the requested pod ports")]
+    HostPortsTaken,
+}
+
+/// Why no node can take a pod: each reason with the number of nodes it
+/// ruled out, as Kubernetes says it (`0/3 nodes are available: ...`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct NoNodeFits {
+    /// Nodes considered.
+    pub nodes: usize,
+    pub reasons: BTreeMap<Unschedulable, usize>,
+}
+
+impl fmt::Display for NoNodeFits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.nodes == 0 {
+            return f.write_str("0/0 nodes are available: no nodes are registered.");
+        }
+        // Ordered by their text, as Kubernetes lists them.
+        let mut reasons: Vec<(String, usize)> = self
+            .reasons
+            .iter()
+            .map(|(reason, n)| (reason.to_string(), *n))
+            .collect();
+        reasons.sort();
+        write!(f, "0/{} nodes are available: ", self.nodes)?;
+        for (i, (reason, n)) in reasons.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n} {reason}")?;
+        }
+        f.write_str(".")
+    }
+}
+
+/// Why `node` cannot take a pod of `spec`, if it cannot.
+fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), Unschedulable> {
     if !node.ready {
-        return Err("node(s) were not ready".to_owned());
+        return Err(Unschedulable::NotReady);
     }
     if node.unschedulable {
-        return Err("node(s) were unschedulable".to_owned());
+        return Err(Unschedulable::Cordoned);
     }
     for taint in &node.taints {
         if taint.effect == "PreferNoSchedule" {
             continue;
         }
         if !spec.tolerations.iter().any(|t| tolerates(t, taint)) {
-            return Err(format!(
-                "node(s) had untolerated taint {{{}: {}}}",
-                taint.key, taint.value
-            ));
+            return Err(Unschedulable::UntoleratedTaint {
+                key: taint.key.clone(),
+                value: taint.value.clone(),
+            });
         }
     }
     let wanted = v1::LabelSelector {
@@ -201,22 +256,22 @@ fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), String> {
         match_expressions: Vec::new(),
     };
     if !selector::matches(&wanted, &node.labels) {
-        return Err("node(s) didn't match Pod's node affinity/selector".to_owned());
+        return Err(Unschedulable::NodeSelector);
     }
     if node.pods + 1 > node.pods_allocatable {
-        return Err("Too many pods".to_owned());
+        return Err(Unschedulable::TooManyPods);
     }
     let r = pod_requests(spec);
     if r.cpu > 0 && node.cpu_requested + r.cpu > node.cpu_allocatable {
-        return Err("Insufficient cpu".to_owned());
+        return Err(Unschedulable::InsufficientCpu);
     }
     if r.memory > 0 && node.memory_requested + r.memory > node.memory_allocatable {
-        return Err("Insufficient memory".to_owned());
+        return Err(Unschedulable::InsufficientMemory);
     }
     for c in &spec.containers {
         for p in c.ports.iter().filter(|p| p.host_port != 0) {
             if node.host_ports.contains(&(p.host_port, p.protocol.clone())) {
-                return Err("node(s) didn't have free ports for the requested pod ports".to_owned());
+                return Err(Unschedulable::HostPortsTaken);
             }
         }
     }
@@ -258,8 +313,8 @@ pub fn choose(
     nodes: &[NodeInfo],
     spec: &v1::PodSpec,
     owner: Option<&str>,
-) -> Result<usize, String> {
-    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+) -> Result<usize, NoNodeFits> {
+    let mut reasons: BTreeMap<Unschedulable, usize> = BTreeMap::new();
     let mut best: Option<(i64, usize)> = None;
     for (i, node) in nodes.iter().enumerate() {
         match filter(node, spec) {
@@ -274,17 +329,10 @@ pub fn choose(
     }
     match best {
         Some((_, i)) => Ok(i),
-        None if nodes.is_empty() => {
-            Err("0/0 nodes are available: no nodes are registered.".to_owned())
-        }
-        None => {
-            let detail = reasons
-                .iter()
-                .map(|(r, n)| format!("{n} {r}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            Err(format!("0/{} nodes are available: {detail}.", nodes.len()))
-        }
+        None => Err(NoNodeFits {
+            nodes: nodes.len(),
+            reasons,
+        }),
     }
 }
 
@@ -359,9 +407,9 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
                     collect(binds.join_next().await, &mut outcome, &mut failure);
                 }
             }
-            Err(message) => {
+            Err(no_fit) => {
                 outcome.unschedulable += 1;
-                if let Err(e) = mark_unschedulable(ctx, pod, &message).await {
+                if let Err(e) = mark_unschedulable(ctx, pod, &no_fit.to_string()).await {
                     if !e.is_conflict() {
                         failure = Some(e.into());
                     }
@@ -521,9 +569,10 @@ mod tests {
         });
         let err = choose(&nodes, &pod("500m", "2Gi"), None).unwrap_err();
         assert_eq!(
-            err,
+            err.to_string(),
             "0/3 nodes are available: 2 Insufficient memory, 1 node(s) had untolerated taint {dedicated: gpu}."
         );
+        assert_eq!(err.reasons[&Unschedulable::InsufficientMemory], 2);
         let mut tolerant = pod("500m", "2Gi");
         tolerant.tolerations.push(v1::Toleration {
             key: "dedicated".into(),
@@ -546,7 +595,7 @@ mod tests {
         nodes[1].unschedulable = true;
         let mut spec = pod("100m", "64Mi");
         spec.node_selector.insert("disk".into(), "hdd".into());
-        let err = choose(&nodes, &spec, None).unwrap_err();
+        let err = choose(&nodes, &spec, None).unwrap_err().to_string();
         assert!(err.contains("1 node(s) were not ready"), "{err}");
         assert!(err.contains("1 node(s) were unschedulable"), "{err}");
         assert!(
@@ -562,6 +611,8 @@ mod tests {
         });
         let mut two = vec![node("x", "4", "8Gi")];
         two[0].add(&web, None);
-        assert!(choose(&two, &web, None).unwrap_err().contains("free ports"));
+        let err = choose(&two, &web, None).unwrap_err();
+        assert_eq!(err.reasons[&Unschedulable::HostPortsTaken], 1);
+        assert!(err.to_string().contains("free ports"), "{err}");
     }
 }

@@ -1,8 +1,8 @@
 //! The renewal loop masters and agents share: every few seconds, renew the
 //! certificate when it is due (fewer than 90 days left) or when `skiff
 //! certificate rotate` left its request file; retry at the next check on
-//! failure. How to renew is the caller's (a master signs its own, an agent
-//! asks a master).
+//! failure. How to renew, and so why renewing can fail, is the caller's (a
+//! master signs its own, an agent asks a master).
 
 use std::future::Future;
 use std::path::Path;
@@ -16,8 +16,9 @@ use crate::identity::CertInfo;
 pub const CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// Runs until `shutdown`. `current` says what the certificate in use is;
-/// `renew(forced)` makes and swaps in a new one.
-pub async fn run<C, R, F>(
+/// `renew(forced)` makes and swaps in a new one; its error is logged and
+/// the renewal tried again at the next check.
+pub async fn run<C, R, F, E>(
     tls_dir: &Path,
     what: &'static str,
     current: C,
@@ -26,7 +27,8 @@ pub async fn run<C, R, F>(
 ) where
     C: Fn() -> CertInfo,
     R: FnMut(bool) -> F,
-    F: Future<Output = Result<(), String>>,
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
 {
     let request = crate::rotate_request_path(tls_dir);
     loop {

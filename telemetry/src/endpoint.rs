@@ -14,11 +14,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::registry::Registry;
 
+/// Why a process is not ready; `/readyz` answers 503 with its message.
+/// The process's own error type, or a plain `"reason".into()`.
+pub type NotReady = Box<dyn std::error::Error + Send + Sync>;
+
 /// What `/readyz` asks.
 pub struct Probes {
     pub registry: Arc<Registry>,
     /// `Ok(())` when ready, else why not.
-    pub ready: Box<dyn Fn() -> Result<(), String> + Send + Sync>,
+    pub ready: Box<dyn Fn() -> Result<(), NotReady> + Send + Sync>,
 }
 
 fn reply(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

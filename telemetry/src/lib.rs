@@ -8,5 +8,5 @@ pub mod endpoint;
 pub mod registry;
 pub mod sd_notify;
 
-pub use endpoint::{serve, Probes};
+pub use endpoint::{serve, NotReady, Probes};
 pub use registry::{CounterVec, GaugeFn, HistogramVec, Registry};

@@ -16,6 +16,7 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
+use skiff_values::Ipv4Net;
 use tokio_stream::StreamExt;
 
 use super::netns::NetnsError;
@@ -185,7 +186,7 @@ impl Netlink {
             what: name.into(),
             message: "bridge vanished after creation".into(),
         })?;
-        self.add_address(link.index, subnet.gateway(), subnet.len)
+        self.add_address(link.index, subnet.gateway(), subnet.prefix_len())
             .await?;
         self.set(
             LinkUnspec::new_with_index(link.index).mtu(mtu).up().build(),
@@ -346,7 +347,7 @@ impl Netlink {
             .map_err(link_err(format!("turning hairpin on for {host_name}")))?;
         let netns = netns.to_path_buf();
         let gateway = subnet.gateway();
-        let len = subnet.len;
+        let len = subnet.prefix_len();
         // Netlink requests act on the namespace of the thread that opens the
         // socket, so `eth0` is configured from a thread inside the pod's.
         super::netns::run_in(netns, move || -> Result<(), PodInterfaceError> {
@@ -495,9 +496,9 @@ fn neighbour_message(dev: u32, entry: &Entry) -> Option<NeighbourMessage> {
     Some(m)
 }
 
-fn route_message(dev: u32, subnet: Subnet, via: Ipv4Addr) -> RouteMessage {
+fn route_message(dev: u32, net: Ipv4Net, via: Ipv4Addr) -> RouteMessage {
     RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(subnet.net, subnet.len)
+        .destination_prefix(net.addr, net.len)
         .gateway(via)
         .output_interface(dev)
         .onlink()
@@ -576,10 +577,11 @@ impl NetOps for Netlink {
             if oif != Some(dev) || !r.header.flags.contains(RouteFlags::Onlink) {
                 continue;
             }
-            if let (Some(net), Some(via)) = (dst, gateway) {
+            if let (Some(addr), Some(via)) = (dst, gateway) {
+                // As the kernel has it, so that deleting it matches.
                 out.push(Entry::Route {
-                    subnet: Subnet {
-                        net,
+                    subnet: Ipv4Net {
+                        addr,
                         len: r.header.destination_prefix_length,
                     },
                     via,

@@ -28,7 +28,7 @@ pub struct HostPort {
 }
 
 fn prefix(s: &Subnet) -> Value {
-    json!({"prefix": {"addr": s.net.to_string(), "len": s.len}})
+    json!({"prefix": {"addr": s.addr().to_string(), "len": s.prefix_len()}})
 }
 
 fn field(protocol: &str, name: &str) -> Value {

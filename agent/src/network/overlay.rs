@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use skiff_proto::v1;
+use skiff_values::Ipv4Net;
 
 use super::subnet::Subnet;
 
@@ -37,7 +38,8 @@ pub struct Peer {
 pub enum Entry {
     Neighbour { ip: Ipv4Addr, mac: [u8; 6] },
     Fdb { mac: [u8; 6], dst: Ipv4Addr },
-    Route { subnet: Subnet, via: Ipv4Addr },
+    /// The peer's subnet, or whatever network the kernel has routed there.
+    Route { subnet: Ipv4Net, via: Ipv4Addr },
 }
 
 impl std::fmt::Display for Entry {
@@ -108,7 +110,7 @@ pub fn desired(peers: &[Peer]) -> BTreeSet<Entry> {
                     dst: p.node_ip,
                 },
                 Entry::Route {
-                    subnet: p.subnet,
+                    subnet: p.subnet.net(),
                     via: p.subnet.vtep(),
                 },
             ]

@@ -137,7 +137,7 @@ fn timestamp(t: Option<prost_types::Timestamp>) -> String {
         return String::new();
     }
     let time = std::time::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
-    humantime::format_rfc3339_seconds(time).to_string()
+    skiff_values::rfc3339(time)
 }
 
 fn task_state(process: Option<containerd_client::types::v1::Process>) -> TaskState {

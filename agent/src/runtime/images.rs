@@ -169,11 +169,13 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 
 /// Docker Hub normalisation: `busybox` → `docker.io/library/busybox:latest`.
 pub fn normalize(image: &str) -> Result<String> {
-    let reference = super::reference::ImageRef::parse(image).map_err(|e| Error::Image {
-        image: image.to_string(),
-        message: format!("not a valid image reference: {e}"),
-    })?;
-    Ok(reference.whole())
+    match super::reference::ImageRef::parse(image) {
+        Ok(reference) => Ok(reference.whole()),
+        Err(source) => Err(Error::Reference {
+            image: image.to_string(),
+            source,
+        }),
+    }
 }
 
 /// Where a manifest's blobs come from while it is stored.
@@ -502,7 +504,8 @@ impl ImageStore {
         let lease = c.create_lease("store").await?;
         let result = async {
             // The config is small: read it to learn the chain ID it keeps.
-            let config_bytes = collect(source.open(&config_desc).await?).await?;
+            let config_stream = source.open(&config_desc).await?;
+            let config_bytes = collect(config_stream, &config_desc.digest).await?;
             if sha256_digest(&config_bytes) != config_desc.digest {
                 return Err(Error::Image {
                     image: label.clone(),
@@ -612,15 +615,17 @@ fn to_descriptor(d: &OciDescriptor) -> Descriptor {
     }
 }
 
-/// Reads a (small) blob stream into memory.
-pub async fn collect(mut stream: BlobStream) -> Result<Vec<u8>> {
+/// Reads the (small) config blob `digest` into memory.
+pub async fn collect(mut stream: BlobStream, digest: &str) -> Result<Vec<u8>> {
     use tokio_stream::StreamExt;
     let mut out = Vec::new();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(super::io("reading blob"))?;
         out.extend_from_slice(&chunk);
         if out.len() > 16 << 20 {
-            return Err(Error::Registry("config blob larger than 16 MiB".into()));
+            return Err(Error::ConfigTooLarge {
+                digest: digest.to_owned(),
+            });
         }
     }
     Ok(out)

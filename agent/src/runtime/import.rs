@@ -16,10 +16,62 @@ use tokio_util::sync::CancellationToken;
 
 use super::content::BlobStream;
 use super::images::{
-    choose_platform, normalize, BlobSource, ImageStore, ManifestOrIndex, OciDescriptor,
+    choose_platform, platform_arch, BlobSource, ImageStore, ManifestOrIndex, OciDescriptor,
     MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LAYER, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST,
 };
+use super::reference::{ImageRef, ReferenceError};
 use super::{Error, Result};
+
+/// What is wrong with an image archive; the archive is skipped and the
+/// agent carries on.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    #[error("unpacking stopped: {0}")]
+    Interrupted(#[source] tokio::task::JoinError),
+    #[error("not a readable tar archive: {0}; give a `docker save` archive or an OCI layout tar, plain or gzipped")]
+    NotTar(#[source] std::io::Error),
+    #[error("neither manifest.json (docker save) nor index.json (OCI layout) found")]
+    UnknownLayout,
+    #[error("{what} is not valid: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{rel}: path leaves the archive")]
+    Escapes { rel: String },
+    #[error(
+        "manifest.json entry {entry} has no RepoTags naming the image; tag it before `docker save`"
+    )]
+    NoRepoTags { entry: usize },
+    #[error("{place}: {name:?} is not a valid image reference: {source}")]
+    ImageName {
+        place: String,
+        name: String,
+        #[source]
+        source: ReferenceError,
+    },
+    #[error(
+        "index.json manifest {entry} has no full image name (annotation io.containerd.image.name)"
+    )]
+    NoImageName { entry: usize },
+    #[error("{digest:?} is not a sha256 digest")]
+    Digest { digest: String },
+    #[error("{image}: no manifest for linux/{arch}")]
+    NoPlatform { image: String, arch: &'static str },
+    #[error("index.json lists no images")]
+    NoImages,
+    #[error("storing its images: {0}")]
+    Store(#[source] Box<Error>),
+}
+
+type ArchiveResult<T> = std::result::Result<T, ArchiveError>;
 
 /// One image found in an archive.
 #[derive(Debug)]
@@ -69,41 +121,37 @@ pub async fn import_archive(
     path: &Path,
     scratch: &Path,
 ) -> Result<Vec<String>> {
-    let file_name = path.display().to_string();
-    let archive_error = |message: String| Error::Archive {
-        file: file_name.clone(),
-        message,
-    };
     let dir = scratch.join(format!("import-{:016x}", rand::random::<u64>()));
     let unpack_from = path.to_path_buf();
     let unpack_to = dir.clone();
-    let unpacked = tokio::task::spawn_blocking(move || unpack(&unpack_from, &unpack_to))
-        .await
-        .map_err(|e| archive_error(e.to_string()))?;
     let result = async {
-        unpacked.map_err(|e| archive_error(format!("not a readable tar archive: {e}")))?;
+        tokio::task::spawn_blocking(move || unpack(&unpack_from, &unpack_to))
+            .await
+            .map_err(ArchiveError::Interrupted)?
+            .map_err(ArchiveError::NotTar)?;
         let (images, blobs) = if dir.join("manifest.json").is_file() {
-            read_docker_archive(&dir).map_err(archive_error)?
+            read_docker_archive(&dir)?
         } else if dir.join("index.json").is_file() {
-            read_oci_layout(&dir).map_err(archive_error)?
+            read_oci_layout(&dir)?
         } else {
-            return Err(archive_error(
-                "neither manifest.json (docker save) nor index.json (OCI layout) found".into(),
-            ));
+            return Err(ArchiveError::UnknownLayout);
         };
         let mut names = Vec::new();
         for image in images {
             store
                 .store(&image.names, image.manifest, &image.media_type, &blobs)
                 .await
-                .map_err(|e| archive_error(e.to_string()))?;
+                .map_err(|e| ArchiveError::Store(Box::new(e)))?;
             names.extend(image.names);
         }
         Ok(names)
     }
     .await;
     let _ = tokio::fs::remove_dir_all(&dir).await;
-    result
+    result.map_err(|source| Error::Archive {
+        file: path.display().to_string(),
+        source: Box::new(source),
+    })
 }
 
 fn unpack(path: &Path, to: &Path) -> std::io::Result<()> {
@@ -123,42 +171,52 @@ fn unpack(path: &Path, to: &Path) -> std::io::Result<()> {
     archive.unpack(to)
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(
-    dir: &Path,
-    rel: &str,
-) -> std::result::Result<T, String> {
+fn read_json<T: serde::de::DeserializeOwned>(dir: &Path, rel: &str) -> ArchiveResult<T> {
     let bytes = read_inside(dir, rel)?;
-    serde_json::from_slice(&bytes).map_err(|e| format!("{rel} is not valid: {e}"))
+    parse_json(rel, &bytes)
 }
 
-fn read_inside(dir: &Path, rel: &str) -> std::result::Result<Vec<u8>, String> {
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> ArchiveResult<T> {
+    serde_json::from_slice(bytes).map_err(|source| ArchiveError::Json {
+        what: what.to_owned(),
+        source,
+    })
+}
+
+fn read_error(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ArchiveError {
+    let what = what.into();
+    move |source| ArchiveError::Read { what, source }
+}
+
+fn read_inside(dir: &Path, rel: &str) -> ArchiveResult<Vec<u8>> {
     let path = inside(dir, rel)?;
-    std::fs::read(&path).map_err(|e| format!("{rel}: {e}"))
+    std::fs::read(&path).map_err(read_error(rel))
 }
 
 /// `rel` within `dir`, refusing paths that climb out of it.
-fn inside(dir: &Path, rel: &str) -> std::result::Result<PathBuf, String> {
+fn inside(dir: &Path, rel: &str) -> ArchiveResult<PathBuf> {
     let rel_path = Path::new(rel);
     if rel_path.is_absolute()
         || rel_path
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
     {
-        return Err(format!("{rel}: path leaves the archive"));
+        return Err(ArchiveError::Escapes {
+            rel: rel.to_owned(),
+        });
     }
     Ok(dir.join(rel_path))
 }
 
-fn file_digest(path: &Path) -> std::result::Result<(String, i64), String> {
+fn file_digest(path: &Path) -> ArchiveResult<(String, i64)> {
     use sha2::Digest;
-    let mut file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let what = path.display().to_string();
+    let mut file = std::fs::File::open(path).map_err(read_error(what.as_str()))?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut size = 0i64;
     loop {
-        let n = file
-            .read(&mut buf)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let n = file.read(&mut buf).map_err(read_error(what.as_str()))?;
         if n == 0 {
             break;
         }
@@ -168,23 +226,31 @@ fn file_digest(path: &Path) -> std::result::Result<(String, i64), String> {
     Ok((format!("sha256:{:x}", hasher.finalize()), size))
 }
 
-fn read_docker_archive(
-    dir: &Path,
-) -> std::result::Result<(Vec<ArchiveImage>, ArchiveBlobs), String> {
+/// `name` normalised, or why it is not an image name (found at `place`).
+fn image_name(place: impl FnOnce() -> String, name: &str) -> ArchiveResult<String> {
+    match ImageRef::parse(name) {
+        Ok(reference) => Ok(reference.whole()),
+        Err(source) => Err(ArchiveError::ImageName {
+            place: place(),
+            name: name.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn read_docker_archive(dir: &Path) -> ArchiveResult<(Vec<ArchiveImage>, ArchiveBlobs)> {
     let entries: Vec<DockerManifestEntry> = read_json(dir, "manifest.json")?;
     let mut files = HashMap::new();
     let mut images = Vec::new();
     for (i, entry) in entries.iter().enumerate() {
         let tags = entry.repo_tags.clone().unwrap_or_default();
         if tags.is_empty() {
-            return Err(format!(
-                "manifest.json entry {i} has no RepoTags to name the image"
-            ));
+            return Err(ArchiveError::NoRepoTags { entry: i });
         }
         let names = tags
             .iter()
-            .map(|t| normalize(t).map_err(|e| format!("manifest.json entry {i}: {e}")))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|t| image_name(|| format!("manifest.json entry {i}"), t))
+            .collect::<ArchiveResult<Vec<_>>>()?;
         let config_path = inside(dir, &entry.config)?;
         let (config_digest, config_size) = file_digest(&config_path)?;
         files.insert(config_digest.clone(), config_path);
@@ -214,24 +280,25 @@ fn read_docker_archive(
         });
         images.push(ArchiveImage {
             names,
-            manifest: serde_json::to_vec(&manifest).map_err(|e| e.to_string())?,
+            manifest: manifest.to_string().into_bytes(),
             media_type: MEDIA_DOCKER_MANIFEST.to_string(),
         });
     }
     Ok((images, ArchiveBlobs { files }))
 }
 
-fn blob_path(dir: &Path, digest: &str) -> std::result::Result<PathBuf, String> {
-    let (algorithm, hex) = digest
-        .split_once(':')
-        .ok_or_else(|| format!("{digest} is not a digest"))?;
+fn blob_path(dir: &Path, digest: &str) -> ArchiveResult<PathBuf> {
+    let not_sha256 = || ArchiveError::Digest {
+        digest: digest.to_owned(),
+    };
+    let (algorithm, hex) = digest.split_once(':').ok_or_else(not_sha256)?;
     if algorithm != "sha256" || hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{digest} is not a sha256 digest"));
+        return Err(not_sha256());
     }
     Ok(dir.join("blobs").join(algorithm).join(hex))
 }
 
-fn read_oci_layout(dir: &Path) -> std::result::Result<(Vec<ArchiveImage>, ArchiveBlobs), String> {
+fn read_oci_layout(dir: &Path) -> ArchiveResult<(Vec<ArchiveImage>, ArchiveBlobs)> {
     let index: ManifestOrIndex = read_json(dir, "index.json")?;
     let mut files = HashMap::new();
     let blobs_dir = dir.join("blobs").join("sha256");
@@ -248,25 +315,20 @@ fn read_oci_layout(dir: &Path) -> std::result::Result<(Vec<ArchiveImage>, Archiv
             .get("io.containerd.image.name")
             .or_else(|| descriptor.annotations.get("org.opencontainers.image.ref.name"))
             .filter(|n| n.contains(':') || n.contains('/') || n.contains('@'))
-            .ok_or_else(|| {
-                format!(
-                    "index.json manifest {i} has no full image name (annotation io.containerd.image.name)"
-                )
-            })?;
-        let name = normalize(name).map_err(|e| format!("index.json manifest {i}: {e}"))?;
-        let mut bytes = std::fs::read(blob_path(dir, &descriptor.digest)?)
-            .map_err(|e| format!("blob {}: {e}", descriptor.digest))?;
-        let mut parsed: ManifestOrIndex = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("manifest {}: {e}", descriptor.digest))?;
+            .ok_or(ArchiveError::NoImageName { entry: i })?;
+        let name = image_name(|| format!("index.json manifest {i}"), name)?;
+        let mut bytes = read_blob(dir, &descriptor.digest)?;
+        let mut parsed: ManifestOrIndex =
+            parse_json(&format!("manifest {}", descriptor.digest), &bytes)?;
         if parsed.is_index() {
-            let chosen = choose_platform(&parsed)
-                .ok_or_else(|| format!("{name}: no manifest for this platform"))?
-                .digest
-                .clone();
-            bytes = std::fs::read(blob_path(dir, &chosen)?)
-                .map_err(|e| format!("blob {chosen}: {e}"))?;
-            parsed =
-                serde_json::from_slice(&bytes).map_err(|e| format!("manifest {chosen}: {e}"))?;
+            let Some(chosen) = choose_platform(&parsed).map(|m| m.digest.clone()) else {
+                return Err(ArchiveError::NoPlatform {
+                    image: name,
+                    arch: platform_arch(),
+                });
+            };
+            bytes = read_blob(dir, &chosen)?;
+            parsed = parse_json(&format!("manifest {chosen}"), &bytes)?;
         }
         let media_type = if parsed.media_type.is_empty() {
             MEDIA_OCI_MANIFEST.to_string()
@@ -280,9 +342,13 @@ fn read_oci_layout(dir: &Path) -> std::result::Result<(Vec<ArchiveImage>, Archiv
         });
     }
     if images.is_empty() {
-        return Err("index.json lists no images".into());
+        return Err(ArchiveError::NoImages);
     }
     Ok((images, ArchiveBlobs { files }))
+}
+
+fn read_blob(dir: &Path, digest: &str) -> ArchiveResult<Vec<u8>> {
+    std::fs::read(blob_path(dir, digest)?).map_err(read_error(format!("blob {digest}")))
 }
 
 /// What is known about one archive file.
@@ -398,6 +464,10 @@ mod tests {
         )
         .unwrap();
         let err = read_docker_archive(tmp.path()).err().unwrap();
-        assert!(err.contains("RepoTags"), "{err}");
+        assert!(
+            matches!(err, ArchiveError::NoRepoTags { entry: 0 }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("RepoTags"), "{err}");
     }
 }

@@ -19,8 +19,8 @@ pub mod registry;
 pub mod spec;
 pub mod supervisor;
 
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::{
@@ -53,10 +53,26 @@ pub enum Error {
     },
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
-    #[error("registry: {0}")]
-    Registry(String),
-    #[error("image archive {file}: {message}")]
-    Archive { file: String, message: String },
+    #[error("image {image}: not a valid image reference: {source}")]
+    Reference {
+        image: String,
+        #[source]
+        source: reference::ReferenceError,
+    },
+    #[error("registry config {path}: {source}; fix it, or remove it to pull anonymously")]
+    RegistriesFile {
+        path: PathBuf,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("image config blob {digest} is larger than 16 MiB, far more than a config needs; rebuild the image")]
+    ConfigTooLarge { digest: String },
+    #[error("image archive {file}: {source}")]
+    Archive {
+        file: String,
+        #[source]
+        source: Box<import::ArchiveError>,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,
@@ -225,6 +241,5 @@ impl Containerd {
 
 /// Now plus `secs`, as RFC 3339 (what containerd's gc.expire label wants).
 fn rfc3339_in(secs: u64) -> String {
-    let t = std::time::SystemTime::now() + Duration::from_secs(secs);
-    humantime::format_rfc3339_seconds(t).to_string()
+    skiff_values::rfc3339(SystemTime::now() + Duration::from_secs(secs))
 }

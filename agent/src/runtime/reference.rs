@@ -7,6 +7,23 @@
 const DOCKER_HUB: &str = "docker.io";
 const NAME_MAX: usize = 255;
 
+/// Which part of an image reference is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReferenceError {
+    #[error("digest {digest:?} is not algorithm:hex (for example sha256: and 64 hex digits)")]
+    Digest { digest: String },
+    #[error("tag {tag:?} is not valid: use letters, digits, '_', '.' and '-', at most 128")]
+    Tag { tag: String },
+    #[error("no repository name (want [registry/]repository[:tag][@digest])")]
+    NoRepository,
+    #[error("name longer than {NAME_MAX} characters")]
+    TooLong,
+    #[error("registry {registry:?} is not a host[:port]")]
+    Registry { registry: String },
+    #[error("repository component {component:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'")]
+    Component { component: String },
+}
+
 /// A parsed, normalised image reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageRef {
@@ -88,11 +105,13 @@ fn digest_ok(d: &str) -> bool {
 
 impl ImageRef {
     /// Parses and normalises `text`, saying what is wrong otherwise.
-    pub fn parse(text: &str) -> Result<ImageRef, String> {
+    pub fn parse(text: &str) -> Result<ImageRef, ReferenceError> {
         let (rest, digest) = match text.split_once('@') {
             Some((r, d)) => {
                 if !digest_ok(d) {
-                    return Err(format!("digest {d:?} is not algorithm:hex"));
+                    return Err(ReferenceError::Digest {
+                        digest: d.to_owned(),
+                    });
                 }
                 (r, Some(d.to_owned()))
             }
@@ -105,17 +124,17 @@ impl ImageRef {
                 let (n, t) = rest.split_at(last_slash + i);
                 let t = &t[1..];
                 if !tag_ok(t) {
-                    return Err(format!("tag {t:?} is not valid"));
+                    return Err(ReferenceError::Tag { tag: t.to_owned() });
                 }
                 (n, Some(t.to_owned()))
             }
             None => (rest, None),
         };
         if name.is_empty() {
-            return Err("no repository name".to_owned());
+            return Err(ReferenceError::NoRepository);
         }
         if name.len() > NAME_MAX {
-            return Err(format!("name longer than {NAME_MAX} characters"));
+            return Err(ReferenceError::TooLong);
         }
         let (registry, path) = match name.split_once('/') {
             Some((first, path))
@@ -125,7 +144,9 @@ impl ImageRef {
                     || first.bytes().any(|c| c.is_ascii_uppercase()) =>
             {
                 if !domain_ok(first) {
-                    return Err(format!("registry {first:?} is not a host[:port]"));
+                    return Err(ReferenceError::Registry {
+                        registry: first.to_owned(),
+                    });
                 }
                 (first.to_owned(), path.to_owned())
             }
@@ -137,9 +158,9 @@ impl ImageRef {
             registry
         };
         if let Some(bad) = path.split('/').find(|c| !path_component_ok(c)) {
-            return Err(format!(
-                "repository component {bad:?} must be lowercase letters and digits, separated by '.', '_', '__' or '-'"
-            ));
+            return Err(ReferenceError::Component {
+                component: bad.to_owned(),
+            });
         }
         let repository = if registry == DOCKER_HUB && !path.contains('/') {
             format!("library/{path}")
@@ -245,7 +266,7 @@ mod tests {
             ("", "no repository"),
             (":tag", "no repository"),
         ] {
-            let err = ImageRef::parse(given).unwrap_err();
+            let err = ImageRef::parse(given).unwrap_err().to_string();
             assert!(err.contains(why), "{given:?}: {err}");
         }
     }

@@ -90,8 +90,7 @@ impl Registries {
     /// Reads `path`; a missing file means no settings.
     pub fn load(path: &Path) -> Result<Registries> {
         let file = match std::fs::read_to_string(path) {
-            Ok(text) => serde_yaml::from_str(&text)
-                .map_err(|e| Error::Registry(format!("{}: {e}", path.display())))?,
+            Ok(text) => parse_registries_file(path, &text)?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => RegistriesFile::default(),
             Err(e) => return Err(super::io(format!("reading {}", path.display()))(e)),
         };
@@ -114,7 +113,10 @@ impl Registries {
     /// manifest descriptor the image now points at.
     pub async fn pull(&self, store: &ImageStore, name: &str) -> Result<Descriptor> {
         let reference: Reference = super::reference::ImageRef::parse(name)
-            .map_err(|e| Error::Registry(format!("{name}: {e}")))?
+            .map_err(|source| Error::Reference {
+                image: name.to_string(),
+                source,
+            })?
             .to_oci();
         let auth = self.auth_for(reference.resolve_registry());
         let accept = [
@@ -173,6 +175,13 @@ impl Registries {
             .store(&[name.to_string()], bytes.to_vec(), &media_type, &source)
             .await
     }
+}
+
+fn parse_registries_file(path: &Path, text: &str) -> Result<RegistriesFile> {
+    serde_yaml::from_str(text).map_err(|source| Error::RegistriesFile {
+        path: path.to_owned(),
+        source,
+    })
 }
 
 struct RegistrySource<'a> {

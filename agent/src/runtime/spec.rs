@@ -2,11 +2,13 @@
 //! image config the way Kubernetes does: `command` replaces the image's
 //! entrypoint, `args` its cmd; pod env is layered over image env; limits
 //! become cgroup settings (memory limit, CPU quota over a 100 ms period),
-//! which runc applies on cgroup v1 and v2 alike. The container joins the
+//! which runc applies on cgroup v1 and v2 alike, read with the same
+//! quantity parser the masters validate with. The container joins the
 //! pod's network namespace; everything else it gets on its own.
 
 use serde_json::{json, Value};
 use skiff_proto::v1;
+use skiff_values::{Quantity, QuantityError};
 
 use super::images::RunConfig;
 
@@ -30,12 +32,17 @@ pub struct SpecInput<'a> {
 pub enum SpecError {
     #[error("container {container}: nothing to run (no command in the pod spec and no entrypoint or cmd in the image)")]
     NoCommand { container: String },
-    #[error("container {container}: resources.limits.{resource}: {message}")]
-    BadLimit {
+    #[error("container {container}: resources.limits.{resource}: {source}")]
+    BadQuantity {
         container: String,
-        resource: String,
-        message: String,
+        resource: &'static str,
+        #[source]
+        source: QuantityError,
     },
+    #[error("container {container}: resources.limits.memory {limit:?} is below the 4Mi a container needs to start; raise it")]
+    MemoryTooLow { container: String, limit: String },
+    #[error("container {container}: resources.limits.cpu {limit:?} must be positive; raise it or leave the limit out")]
+    CpuNotPositive { container: String, limit: String },
 }
 
 /// The process arguments, by Kubernetes' rules.
@@ -94,41 +101,19 @@ fn user(image: &RunConfig) -> (u32, u32) {
     (uid, gid)
 }
 
-/// Bytes in a memory quantity (`128Mi`, `1G`, `1e6`, `500000`).
-pub fn parse_bytes(q: &str) -> Option<i64> {
-    const SUFFIXES: [(&str, f64); 12] = [
-        ("Ki", 1024.0),
-        ("Mi", 1048576.0),
-        ("Gi", 1073741824.0),
-        ("Ti", 1099511627776.0),
-        ("Pi", 1125899906842624.0),
-        ("Ei", 1152921504606846976.0),
-        ("k", 1e3),
-        ("M", 1e6),
-        ("G", 1e9),
-        ("T", 1e12),
-        ("P", 1e15),
-        ("E", 1e18),
-    ];
-    let q = q.trim();
-    for (suffix, mult) in SUFFIXES {
-        if let Some(n) = q.strip_suffix(suffix) {
-            return n.parse::<f64>().ok().map(|n| (n * mult).ceil() as i64);
-        }
-    }
-    if let Some(n) = q.strip_suffix('m') {
-        return n.parse::<f64>().ok().map(|n| (n / 1000.0).ceil() as i64);
-    }
-    q.parse::<f64>().ok().map(|n| n.ceil() as i64)
-}
+/// The smallest memory limit a container can start with.
+const MEMORY_MIN: i64 = 4 << 20;
 
-/// Millicores in a CPU quantity (`500m`, `2`, `0.5`).
-pub fn parse_millicores(q: &str) -> Option<i64> {
-    let q = q.trim();
-    if let Some(n) = q.strip_suffix('m') {
-        return n.parse::<f64>().ok().map(|n| n.ceil() as i64);
-    }
-    q.parse::<f64>().ok().map(|n| (n * 1000.0).ceil() as i64)
+fn limit_quantity(
+    container: &v1::Container,
+    resource: &'static str,
+    limit: &str,
+) -> Result<Quantity, SpecError> {
+    Quantity::parse(limit).map_err(|source| SpecError::BadQuantity {
+        container: container.name.clone(),
+        resource,
+        source,
+    })
 }
 
 fn resources(container: &v1::Container) -> Result<Value, SpecError> {
@@ -139,25 +124,27 @@ fn resources(container: &v1::Container) -> Result<Value, SpecError> {
         .map(|r| &r.limits)
         .cloned()
         .unwrap_or_default();
-    let bad = |resource: &str, message: &str| SpecError::BadLimit {
-        container: container.name.clone(),
-        resource: resource.to_string(),
-        message: message.to_string(),
-    };
     if let Some(mem) = limits.get("memory") {
-        let bytes = parse_bytes(mem).ok_or_else(|| bad("memory", "not a quantity"))?;
+        // Whole bytes, rounded up, as the kubelet writes memory.max.
+        let bytes = limit_quantity(container, "memory", mem)?.units_ceil();
         // The kernel needs a few pages to start anything at all.
-        if bytes < 4 << 20 {
-            return Err(bad("memory", "below the 4Mi a container needs to start"));
+        if bytes < MEMORY_MIN {
+            return Err(SpecError::MemoryTooLow {
+                container: container.name.clone(),
+                limit: mem.clone(),
+            });
         }
         out["memory"] = json!({"limit": bytes});
     }
     if let Some(cpu) = limits.get("cpu") {
-        let milli = parse_millicores(cpu).ok_or_else(|| bad("cpu", "not a quantity"))?;
+        let milli = limit_quantity(container, "cpu", cpu)?.milli();
         if milli <= 0 {
-            return Err(bad("cpu", "must be positive"));
+            return Err(SpecError::CpuNotPositive {
+                container: container.name.clone(),
+                limit: cpu.clone(),
+            });
         }
-        let quota = (milli as u64 * CPU_PERIOD_US / 1000).max(1000);
+        let quota = ((milli as u64).saturating_mul(CPU_PERIOD_US) / 1000).max(1000);
         out["cpu"] = json!({"quota": quota, "period": CPU_PERIOD_US});
     }
     Ok(out)
@@ -332,13 +319,70 @@ mod tests {
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
     }
 
+    fn limited(resource: &str, limit: &str) -> Result<Value, SpecError> {
+        let mut c = container(&["sh"], &[]);
+        c.resources = Some(v1::ResourceRequirements {
+            limits: [(resource.to_string(), limit.to_string())]
+                .into_iter()
+                .collect(),
+            requests: Default::default(),
+        });
+        resources(&c)
+    }
+
     #[test]
-    fn quantities_parse() {
-        assert_eq!(parse_bytes("128Mi"), Some(128 << 20));
-        assert_eq!(parse_bytes("1G"), Some(1_000_000_000));
-        assert_eq!(parse_bytes("1e3"), Some(1000));
-        assert_eq!(parse_bytes("x"), None);
-        assert_eq!(parse_millicores("1.5"), Some(1500));
-        assert_eq!(parse_millicores("100m"), Some(100));
+    fn memory_limits_are_exact_bytes() {
+        for (limit, bytes) in [
+            ("128Mi", 134_217_728i64),
+            ("1Gi", 1 << 30),
+            ("1.5Gi", 1_610_612_736),
+            ("1G", 1_000_000_000),
+            ("64M", 64_000_000),
+            // Exact where floating point gave one byte more.
+            ("1.07G", 1_070_000_000),
+            ("5e6", 5_000_000),
+            ("4194304", 4 << 20),
+            ("4194303500m", 4 << 20),
+        ] {
+            assert_eq!(
+                limited("memory", limit).unwrap()["memory"]["limit"],
+                bytes,
+                "{limit}"
+            );
+        }
+        let err = limited("memory", "4194303").unwrap_err();
+        assert!(matches!(err, SpecError::MemoryTooLow { .. }), "{err}");
+        let err = limited("memory", "x").unwrap_err();
+        assert!(matches!(err, SpecError::BadQuantity { .. }), "{err}");
+        let message = err.to_string();
+        assert!(
+            message.contains("resources.limits.memory: \"x\" is not a quantity"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn cpu_limits_become_a_quota_per_100ms() {
+        for (limit, quota) in [
+            ("500m", 50_000u64),
+            ("100m", 10_000),
+            ("250m", 25_000),
+            ("1.5", 150_000),
+            ("2", 200_000),
+            ("0.1", 10_000),
+            // Exact where floating point gave 2008 millicores.
+            ("2.007", 200_700),
+            ("1m", 1000),
+            ("0.0001", 1000),
+        ] {
+            let spec = limited("cpu", limit).unwrap();
+            assert_eq!(spec["cpu"]["quota"], quota, "{limit}");
+            assert_eq!(spec["cpu"]["period"], CPU_PERIOD_US, "{limit}");
+        }
+        let err = limited("cpu", "0").unwrap_err();
+        assert!(matches!(err, SpecError::CpuNotPositive { .. }), "{err}");
+        let err = limited("cpu", "lots").unwrap_err();
+        assert!(matches!(err, SpecError::BadQuantity { .. }), "{err}");
+        assert!(err.to_string().contains("resources.limits.cpu"), "{err}");
     }
 }

@@ -8,16 +8,16 @@
 //! more nodes than subnets (the rest wait for one to be freed) does not
 //! re-read every Node for every waiting node.
 
+use std::fmt;
 use std::net::Ipv4Addr;
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
+use skiff_values::Ipv4Net;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::StoredEvent;
-
-pub use skiff_values::Ipv4Net;
 
 /// The cluster CIDR and the size of each node's share of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,13 +38,28 @@ impl Default for PodCidrConfig {
     }
 }
 
+/// Node subnets of a size that cannot be cut from the cluster CIDR.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct NodePrefixError {
+    pub cluster: Ipv4Net,
+    pub node_prefix: u8,
+}
+
+impl fmt::Display for NodePrefixError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (node_prefix, cluster, min) = (self.node_prefix, self.cluster, self.cluster.len);
+        write!(f, "node subnets of /{node_prefix} do not fit ")?;
+        write!(f, "the cluster CIDR {cluster} (need /{min}..=/30)")
+    }
+}
+
 impl PodCidrConfig {
-    pub fn new(cluster: Ipv4Net, node_prefix: u8) -> Result<PodCidrConfig, String> {
+    pub fn new(cluster: Ipv4Net, node_prefix: u8) -> Result<PodCidrConfig, NodePrefixError> {
         if node_prefix < cluster.len || node_prefix > 30 {
-            return Err(format!(
-                "node subnets of /{node_prefix} do not fit the cluster CIDR {cluster} (need /{}..=/30)",
-                cluster.len
-            ));
+            return Err(NodePrefixError {
+                cluster,
+                node_prefix,
+            });
         }
         Ok(PodCidrConfig {
             cluster,
@@ -182,7 +197,11 @@ mod tests {
             "10.42.1.0/24".parse().unwrap(),
         ];
         assert_eq!(small.allocate(&full), None);
-        assert!(PodCidrConfig::new("10.42.0.0/16".parse().unwrap(), 8).is_err());
+        let err = PodCidrConfig::new("10.42.0.0/16".parse().unwrap(), 8).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node subnets of /8 do not fit the cluster CIDR 10.42.0.0/16 (need /16..=/30)"
+        );
     }
 
     #[test]

@@ -161,19 +161,35 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
     }
 }
 
+/// Why a value is not a DNS name; the field path is the caller's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DnsNameError {
+    #[error("is required")]
+    Empty,
+    #[error("{value:?} is longer than {max} characters")]
+    TooLong { value: String, max: usize },
+    #[error("{value:?} is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit")]
+    NotLabel { value: String },
+    #[error("{value:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit")]
+    NotSubdomain { value: String },
+}
+
 fn dns_label(errors: &mut Errors, path: &str, value: &str) {
     if let Err(reason) = check_dns_label(value) {
-        errors.add(path, reason);
+        errors.add(path, reason.to_string());
     }
 }
 
 /// A DNS-1123 label: lowercase letters, digits and '-', at most 63.
-pub fn check_dns_label(value: &str) -> Result<(), String> {
+pub fn check_dns_label(value: &str) -> Result<(), DnsNameError> {
     if value.is_empty() {
-        return Err("is required".to_owned());
+        return Err(DnsNameError::Empty);
     }
     if value.len() > 63 {
-        return Err(format!("{value:?} is longer than 63 characters"));
+        return Err(DnsNameError::TooLong {
+            value: value.to_owned(),
+            max: 63,
+        });
     }
     let ok = value
         .bytes()
@@ -181,16 +197,16 @@ pub fn check_dns_label(value: &str) -> Result<(), String> {
         && !value.starts_with('-')
         && !value.ends_with('-');
     if !ok {
-        return Err(format!(
-            "{value:?} is not a DNS label: use lowercase letters, digits and '-', starting and ending with a letter or digit"
-        ));
+        return Err(DnsNameError::NotLabel {
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
 
 fn dns_1035_label(errors: &mut Errors, path: &str, value: &str) {
     match check_dns_label(value) {
-        Err(reason) => errors.add(path, reason),
+        Err(reason) => errors.add(path, reason.to_string()),
         Ok(()) if !value.starts_with(|c: char| c.is_ascii_lowercase()) => errors.add(
             path,
             format!("{value:?} must start with a lowercase letter"),
@@ -201,20 +217,25 @@ fn dns_1035_label(errors: &mut Errors, path: &str, value: &str) {
 
 fn dns_subdomain(errors: &mut Errors, path: &str, value: &str) {
     if let Err(e) = check_dns_subdomain(value) {
-        errors.add(path, e);
+        errors.add(path, e.to_string());
     }
 }
 
 /// A DNS subdomain (RFC 1123), as Kubernetes requires of most names.
-pub fn check_dns_subdomain(value: &str) -> Result<(), String> {
+pub fn check_dns_subdomain(value: &str) -> Result<(), DnsNameError> {
     if value.is_empty() {
-        return Err("is required".to_owned());
+        return Err(DnsNameError::Empty);
     }
     if value.len() > 253 {
-        return Err(format!("{value:?} is longer than 253 characters"));
+        return Err(DnsNameError::TooLong {
+            value: value.to_owned(),
+            max: 253,
+        });
     }
     if value.split('.').any(|part| check_dns_label(part).is_err()) {
-        return Err(format!("{value:?} is not a DNS subdomain: use lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"));
+        return Err(DnsNameError::NotSubdomain {
+            value: value.to_owned(),
+        });
     }
     Ok(())
 }
