@@ -36,10 +36,19 @@ pub struct Peer {
 /// One kernel entry on the VXLAN device.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Entry {
-    Neighbour { ip: Ipv4Addr, mac: [u8; 6] },
-    Fdb { mac: [u8; 6], dst: Ipv4Addr },
+    Neighbour {
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    },
+    Fdb {
+        mac: [u8; 6],
+        dst: Ipv4Addr,
+    },
     /// The peer's subnet, or whatever network the kernel has routed there.
-    Route { subnet: Ipv4Net, via: Ipv4Addr },
+    Route {
+        subnet: Ipv4Net,
+        via: Ipv4Addr,
+    },
 }
 
 impl std::fmt::Display for Entry {

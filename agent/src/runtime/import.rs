@@ -313,7 +313,11 @@ fn read_oci_layout(dir: &Path) -> ArchiveResult<(Vec<ArchiveImage>, ArchiveBlobs
         let name = descriptor
             .annotations
             .get("io.containerd.image.name")
-            .or_else(|| descriptor.annotations.get("org.opencontainers.image.ref.name"))
+            .or_else(|| {
+                descriptor
+                    .annotations
+                    .get("org.opencontainers.image.ref.name")
+            })
             .filter(|n| n.contains(':') || n.contains('/') || n.contains('@'))
             .ok_or(ArchiveError::NoImageName { entry: i })?;
         let name = image_name(|| format!("index.json manifest {i}"), name)?;
