@@ -133,7 +133,7 @@ fn os_image(root: &Path) -> String {
 
 /// Kubernetes' name for this machine's architecture.
 pub fn arch() -> &'static str {
-    crate::runtime::images::platform_arch()
+    crate::runtime::oci::platform_arch()
 }
 
 /// Everything about the node, ready for Register.

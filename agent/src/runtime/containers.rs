@@ -27,7 +27,8 @@ use containerd_client::types::v1::Status as ProcessStatus;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::images::{ImageInfo, ImageStore, PullPolicy};
+use super::images::{ImageStore, PullPolicy};
+use super::oci::ImageInfo;
 use super::{call, Containerd, Error, Result, SNAPSHOTTER};
 
 /// Label holding the pod UID a container belongs to.

@@ -15,8 +15,9 @@ use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
 use super::content::BlobStream;
-use super::images::{
-    choose_platform, platform_arch, BlobSource, ImageStore, ManifestOrIndex, OciDescriptor,
+use super::images::ImageStore;
+use super::oci::{
+    choose_platform, platform_arch, BlobSource, ManifestOrIndex, OciDescriptor,
     MEDIA_DOCKER_CONFIG, MEDIA_DOCKER_LAYER, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_MANIFEST,
 };
 use super::reference::{ImageRef, ReferenceError};

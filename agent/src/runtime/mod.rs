@@ -13,6 +13,7 @@ pub mod containers;
 pub mod content;
 pub mod images;
 pub mod import;
+pub mod oci;
 pub mod recording;
 pub mod reference;
 pub mod registry;

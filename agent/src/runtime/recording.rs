@@ -10,7 +10,8 @@ use std::time::Duration;
 use super::containers::{
     ContainerRecord, ContainerRuntime, StartRequest, TaskState, LABEL_RESTARTS,
 };
-use super::images::{ImageInfo, PullPolicy, RunConfig};
+use super::images::PullPolicy;
+use super::oci::{ImageInfo, RunConfig};
 use super::{Error, Result};
 
 /// One call made to the runtime.

@@ -7,15 +7,14 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use containerd_client::types::Descriptor;
 use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 use serde::Deserialize;
 
 use super::content::BlobStream;
-use super::images::{
-    choose_platform, platform_arch, BlobSource, ImageStore, ManifestOrIndex, OciDescriptor,
-    MEDIA_DOCKER_LIST, MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
+use super::oci::{
+    choose_platform, platform_arch, BlobSource, ManifestOrIndex, OciDescriptor, MEDIA_DOCKER_LIST,
+    MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use super::{Error, Result};
 
@@ -109,9 +108,9 @@ impl Registries {
         }
     }
 
-    /// Pulls `name` (already normalised) into the store; returns the
-    /// manifest descriptor the image now points at.
-    pub async fn pull(&self, store: &ImageStore, name: &str) -> Result<Descriptor> {
+    /// Fetches the manifest of `name` (already normalised) for this
+    /// node's platform; its blobs are read from the returned source.
+    pub async fn fetch_manifest(&self, name: &str) -> Result<PulledManifest<'_>> {
         let reference: Reference = super::reference::ImageRef::parse(name)
             .map_err(|source| Error::Reference {
                 image: name.to_string(),
@@ -167,13 +166,14 @@ impl Registries {
         } else {
             parsed.media_type.clone()
         };
-        let source = RegistrySource {
-            client: &self.client,
-            reference: &reference,
-        };
-        store
-            .store(&[name.to_string()], bytes.to_vec(), &media_type, &source)
-            .await
+        Ok(PulledManifest {
+            bytes: bytes.to_vec(),
+            media_type,
+            blobs: RegistrySource {
+                client: &self.client,
+                reference,
+            },
+        })
     }
 }
 
@@ -184,9 +184,17 @@ fn parse_registries_file(path: &Path, text: &str) -> Result<RegistriesFile> {
     })
 }
 
-struct RegistrySource<'a> {
+/// A manifest fetched from a registry, and where its blobs come from.
+pub struct PulledManifest<'a> {
+    pub bytes: Vec<u8>,
+    pub media_type: String,
+    pub blobs: RegistrySource<'a>,
+}
+
+/// Reads an image's blobs from the registry it came from.
+pub struct RegistrySource<'a> {
     client: &'a Client,
-    reference: &'a Reference,
+    reference: Reference,
 }
 
 impl BlobSource for RegistrySource<'_> {
@@ -199,7 +207,7 @@ impl BlobSource for RegistrySource<'_> {
         };
         let stream = self
             .client
-            .pull_blob_stream(self.reference, &layer)
+            .pull_blob_stream(&self.reference, &layer)
             .await
             .map_err(|e| Error::Image {
                 image: self.reference.whole(),

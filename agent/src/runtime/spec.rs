@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use skiff_proto::v1;
 use skiff_values::{Quantity, QuantityError};
 
-use super::images::RunConfig;
+use super::oci::RunConfig;
 
 /// CFS period for CPU limits, as the kubelet uses.
 const CPU_PERIOD_US: u64 = 100_000;
