@@ -410,31 +410,34 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     Ok(())
 }
 
-/// Lists the Nodes from the masters and keeps the overlay in line: after
-/// every change to a Node, and every minute in any case.
+/// Follows the Nodes through the masters and keeps the overlay in line:
+/// after every change to a Node, and every minute in any case, until
+/// `shutdown`.
 async fn overlay_loop(
     masters: Masters,
     net: Arc<PodNetwork>,
     me: String,
     shutdown: CancellationToken,
 ) {
-    master_link::follow_kinds(&masters, &["Node"], &shutdown, |mut lists| {
-        let nodes = lists.pop().unwrap_or_default();
-        let (net, me) = (net.clone(), me.clone());
-        async move { reconcile_overlay(&net, nodes, &me).await }
-    })
-    .await
+    let (mut nodes, follower) = master_link::follow_kinds(masters, &["Node"], shutdown);
+    // Ends when the follower does (on shutdown): the sender is gone.
+    while nodes.changed().await.is_ok() {
+        let listed = nodes.borrow_and_update().objects("Node").to_vec();
+        reconcile_overlay(&net, listed, &me).await;
+    }
+    let _ = follower.await;
 }
 
 /// Keeps the node's Service rules up to date until `shutdown`, following
 /// Services and Endpoints through the masters.
 async fn service_loop(masters: Masters, net: Arc<PodNetwork>, shutdown: CancellationToken) {
     let kinds = ["Service", "Endpoints"];
-    master_link::follow_kinds(&masters, &kinds, &shutdown, |mut lists| {
-        let endpoints = lists.pop().unwrap_or_default();
-        let services = lists.pop().unwrap_or_default();
-        let net = net.clone();
-        async move { reconcile_services(&net, services, endpoints).await }
-    })
-    .await
+    let (mut cluster, follower) = master_link::follow_kinds(masters, &kinds, shutdown);
+    while cluster.changed().await.is_ok() {
+        let mut snapshot = cluster.borrow_and_update().clone();
+        let services = snapshot.take("Service");
+        let endpoints = snapshot.take("Endpoints");
+        reconcile_services(&net, services, endpoints).await;
+    }
+    let _ = follower.await;
 }

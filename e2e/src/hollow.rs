@@ -1,30 +1,33 @@
-//! Hollow nodes: nodes with no containers that speak the real agent
-//! protocol to real masters. Each registers, streams heartbeats to the
-//! leader (following `x-skiff-leader` when a follower refuses), watches the
-//! pods bound to it and reports them Running and Ready. Killing one stops
-//! all of that at once, like pulling a Pi's plug.
+//! Hollow nodes: nodes with no containers that speak the agent protocol to
+//! real masters through the agent's own client, `skiff_agent::master_link`:
+//! each registers, streams heartbeats to the leader (following
+//! `x-skiff-leader` when a follower refuses), watches the pods bound to it
+//! and reports them Running and Ready, with the agent's reconnects and
+//! backoffs. Only the containers are missing. Killing one stops all of that
+//! at once, like pulling a Pi's plug.
 //!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
-//! runs thousands of them over a few shared connections. They speak with
-//! the admin credential of the masters (admins may act for any node), so
-//! thousands of them need no thousands of joins.
+//! runs thousands of them over a few shared connections, so the benchmarks
+//! measure the real client. They speak with the admin credential of the
+//! masters (admins may act for any node), so thousands of them need no
+//! thousands of joins.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_proto::api::EventType;
-use skiff_proto::node::nodes_client::NodesClient;
-use skiff_proto::node::{Heartbeat, RegisterRequest, UpdatePodStatusRequest, WatchPodsRequest};
+use skiff_agent::master_link::{self, Desired, HeartbeatTap, Masters, StatusReport};
 use skiff_proto::v1;
+use skiff_security::ChannelCache;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 
 /// Nodes sharing one connection (HTTP/2 servers limit concurrent streams).
 const NODES_PER_CONNECTION: usize = 50;
+/// How long a hollow node may take to register before `start` gives up.
+const REGISTER_WITHIN: Duration = Duration::from_secs(30);
 
 /// What a hollow node reports and how it behaves.
 #[derive(Debug, Clone)]
@@ -54,7 +57,9 @@ impl Default for HollowConfig {
 pub struct HollowFleet {
     masters: Arc<Vec<String>>,
     transport: skiff_security::ClientTransport,
-    channels: Arc<std::sync::Mutex<Vec<(String, usize, Channel)>>>,
+    /// One set of connections (one per master) for each group of
+    /// [`NODES_PER_CONNECTION`] nodes.
+    connections: Arc<std::sync::Mutex<HashMap<usize, ChannelCache>>>,
     /// Heartbeats actually sent, across the fleet.
     pub heartbeats_sent: Arc<AtomicU64>,
     /// Pod status reports sent, across the fleet.
@@ -71,31 +76,29 @@ impl HollowFleet {
         HollowFleet {
             masters: Arc::new(masters),
             transport,
-            channels: Default::default(),
+            connections: Default::default(),
             heartbeats_sent: Default::default(),
             pods_reported: Default::default(),
         }
     }
 
-    /// A connection to `addr` for node number `slot`.
-    fn channel(&self, addr: &str, slot: usize) -> Channel {
+    /// The masters as node number `slot` sees them: starting at its own
+    /// (so the fleet's pod watches spread over the masters), over the
+    /// connections of its group.
+    fn masters_for(&self, slot: usize) -> Masters {
         let group = slot / NODES_PER_CONNECTION;
-        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, _, c)) = channels.iter().find(|(a, g, _)| a == addr && *g == group) {
-            return c.clone();
-        }
-        let endpoint = self
-            .transport
-            .endpoint(addr)
-            .expect("valid master address")
-            .connect_timeout(Duration::from_secs(2));
-        let channel = self.transport.channel_on(endpoint);
-        channels.push((addr.to_owned(), group, channel.clone()));
-        channel
-    }
-
-    fn master(&self, i: usize) -> String {
-        self.masters[i % self.masters.len()].clone()
+        let channels = self
+            .connections
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(group)
+            .or_default()
+            .clone();
+        let count = self.masters.len();
+        let addrs = (0..count)
+            .map(|k| self.masters[(slot + k) % count].clone())
+            .collect();
+        Masters::sharing(addrs, self.transport.clone(), channels)
     }
 
     /// Starts hollow node `name` (number `slot` in the fleet).
@@ -106,16 +109,49 @@ impl HollowFleet {
         config: HollowConfig,
     ) -> anyhow::Result<HollowNode> {
         let token = CancellationToken::new();
-        register(self, name, slot, &config).await?;
+        let masters = self.masters_for(slot);
+        let node = node_object(name, slot, &config);
+        let registered = tokio::time::timeout(
+            REGISTER_WITHIN,
+            master_link::register(&masters, &node, &token),
+        )
+        .await;
+        if !registered.unwrap_or(false) {
+            anyhow::bail!(
+                "hollow node {name} could not register with {:?} within {REGISTER_WITHIN:?}",
+                masters.known()
+            );
+        }
+        let beats = LossyBeats {
+            loss: config.heartbeat_loss,
+            sent: self.heartbeats_sent.clone(),
+        };
+        let (desired_tx, desired_rx) = mpsc::channel(64);
+        let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+        let reported = self.pods_reported.clone();
         let tasks = vec![
-            tokio::spawn(heartbeat_loop(
-                self.clone(),
-                name.to_owned(),
-                slot,
-                config.clone(),
+            tokio::spawn(master_link::send_heartbeats(
+                masters.clone(),
+                node,
+                config.heartbeat,
+                beats,
                 token.clone(),
             )),
-            tokio::spawn(pod_loop(self.clone(), name.to_owned(), slot, token.clone())),
+            tokio::spawn(master_link::watch_loop(
+                masters.clone(),
+                name.to_owned(),
+                desired_tx,
+                token.clone(),
+            )),
+            tokio::spawn(run_pods(name.to_owned(), slot, desired_rx, reports_tx)),
+            tokio::spawn(master_link::report_statuses(
+                masters,
+                reports_rx,
+                move |_: &StatusReport| {
+                    reported.fetch_add(1, Ordering::Relaxed);
+                },
+                token.clone(),
+            )),
         ];
         Ok(HollowNode {
             name: name.to_owned(),
@@ -145,6 +181,23 @@ impl HollowNode {
 impl Drop for HollowNode {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Drops each heartbeat with probability `loss` (a flaky network, for the
+/// failover benchmark) and counts those sent.
+struct LossyBeats {
+    loss: f64,
+    sent: Arc<AtomicU64>,
+}
+
+impl HeartbeatTap for LossyBeats {
+    fn admit(&mut self) -> bool {
+        self.loss <= 0.0 || rand::random::<f64>() >= self.loss
+    }
+
+    fn sent(&mut self) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -184,74 +237,6 @@ fn node_object(name: &str, slot: usize, config: &HollowConfig) -> v1::Node {
             ..Default::default()
         }),
         ..Default::default()
-    }
-}
-
-async fn register(
-    fleet: &HollowFleet,
-    name: &str,
-    slot: usize,
-    config: &HollowConfig,
-) -> anyhow::Result<()> {
-    let mut last = None;
-    for attempt in 0..50 {
-        let mut client = NodesClient::new(fleet.channel(&fleet.master(slot + attempt), slot));
-        match client
-            .register(RegisterRequest {
-                node: Some(node_object(name, slot, config)),
-            })
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => last = Some(e),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("hollow node {name} could not register: {last:?}")
-}
-
-async fn heartbeat_loop(
-    fleet: HollowFleet,
-    name: String,
-    slot: usize,
-    config: HollowConfig,
-    token: CancellationToken,
-) {
-    let mut target = fleet.master(slot);
-    let mut attempt = slot;
-    let mut tick = tokio::time::interval(config.heartbeat);
-    loop {
-        let (tx, rx) = mpsc::channel(4);
-        let mut client = NodesClient::new(fleet.channel(&target, slot));
-        let call = client.heartbeats(ReceiverStream::new(rx));
-        tokio::pin!(call);
-        loop {
-            tokio::select! {
-                _ = token.cancelled() => return,
-                ended = &mut call => {
-                    if let Err(status) = ended {
-                        match status.metadata().get(skiff_proto::LEADER_METADATA).and_then(|v| v.to_str().ok()) {
-                            Some(leader) => target = leader.to_owned(),
-                            None => {
-                                attempt += 1;
-                                target = fleet.master(attempt);
-                            }
-                        }
-                    }
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    break;
-                }
-                _ = tick.tick() => {
-                    if rand::random::<f64>() < config.heartbeat_loss {
-                        continue;
-                    }
-                    if tx.send(Heartbeat { node_name: name.clone() }).await.is_err() {
-                        break;
-                    }
-                    fleet.heartbeats_sent.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
     }
 }
 
@@ -308,92 +293,34 @@ fn is_running_and_ready(pod: &v1::Pod) -> bool {
     })
 }
 
-async fn pod_loop(fleet: HollowFleet, name: String, slot: usize, token: CancellationToken) {
-    let mut attempt = slot;
-    let mut next_ip = 0u32;
-    loop {
-        let mut client = NodesClient::new(fleet.channel(&fleet.master(attempt), slot));
-        let stream = tokio::select! {
-            _ = token.cancelled() => return,
-            s = client.watch_pods(WatchPodsRequest { node_name: name.clone() }) => s,
-        };
-        if let Ok(stream) = stream {
-            let mut stream = stream.into_inner();
-            loop {
-                let next = tokio::select! {
-                    _ = token.cancelled() => return,
-                    n = stream.message() => n,
-                };
-                let Ok(Some(event)) = next else { break };
-                if event.r#type == EventType::Deleted as i32 {
-                    continue;
-                }
-                let Some(skiff_proto::api::object::Kind::Pod(pod)) =
-                    event.object.and_then(|o| o.kind)
-                else {
-                    continue;
-                };
-                if is_running_and_ready(&pod) {
-                    continue;
-                }
-                let meta = pod.metadata.clone().unwrap_or_default();
-                let request = UpdatePodStatusRequest {
-                    uid: meta.uid.clone(),
-                    namespace: meta.namespace,
-                    name: meta.name,
-                    status: Some(running_status(&pod, &name, {
-                        next_ip += 1;
-                        format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1)
-                    })),
-                };
-                tokio::spawn(report_status(
-                    client.clone(),
-                    request,
-                    fleet.pods_reported.clone(),
-                    token.clone(),
-                ));
-            }
-        }
-        attempt += 1;
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-    }
-}
-
-/// Reports a pod's status as the agent does: a report that fails for want
-/// of a leader (the master relaying it lost its leader, an election is on)
-/// is sent again with backoff until it is taken or refused for good (the
-/// pod is gone or not this node's). Nothing else would resend it: the
-/// watch carrying the pod may well stay up through a leader's death.
-async fn report_status(
-    mut reporter: NodesClient<Channel>,
-    request: UpdatePodStatusRequest,
-    reported: Arc<AtomicU64>,
-    token: CancellationToken,
+/// The hollow pod manager: every pod the master wants here that is not yet
+/// Running and Ready is reported so, at once; deletions and complete lists
+/// need nothing, as nothing runs. Ends when the pod watch does.
+async fn run_pods(
+    node: String,
+    slot: usize,
+    mut desired: mpsc::Receiver<Desired>,
+    reports: mpsc::UnboundedSender<StatusReport>,
 ) {
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match reporter.update_pod_status(request.clone()).await {
-            Ok(_) => {
-                reported.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
-            Err(status)
-                if matches!(
-                    status.code(),
-                    tonic::Code::Unavailable
-                        | tonic::Code::DeadlineExceeded
-                        | tonic::Code::Unknown
-                        | tonic::Code::Aborted
-                ) => {}
-            Err(_) => return,
+    let mut next_ip = 0u32;
+    while let Some(change) = desired.recv().await {
+        let Desired::Upsert(pod) = change else {
+            continue;
+        };
+        if is_running_and_ready(&pod) {
+            continue;
         }
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
+        next_ip += 1;
+        let pod_ip = format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1);
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let report = StatusReport {
+            uid: meta.uid,
+            namespace: meta.namespace,
+            name: meta.name,
+            status: running_status(&pod, &node, pod_ip),
+        };
+        if reports.send(report).is_err() {
+            return;
         }
-        pause = (pause * 2).min(Duration::from_secs(2));
     }
 }

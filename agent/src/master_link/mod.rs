@@ -1,0 +1,66 @@
+//! The agent's side of the agent protocol (`skiff.node.v1.Nodes`, plus the
+//! List/Watch calls of `skiff.api.v1.Api`). Every streaming call to the
+//! masters is a background task that reconnects with backoff on its own,
+//! over one shared list of masters ([`Masters`]):
+//!
+//! - [`heartbeat`]: the node registers, then streams a heartbeat every
+//!   interval to the leader, following `x-skiff-leader` when a follower
+//!   refuses;
+//! - [`pod_watch`]: every pod bound to this node, turned into [`Desired`]
+//!   changes on an mpsc receiver for the pod manager, with a complete list
+//!   after each connect;
+//! - [`status_report`]: the newest status of each pod, retried until a
+//!   master takes it;
+//! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
+//!   Endpoints) as a `tokio::sync::watch` receiver, which the agent follows
+//!   into the overlay and the Service rules.
+//!
+//! A task whose receivers are all dropped ends, as does every task on the
+//! shutdown token. With no master reachable the tasks keep retrying and the
+//! pods keep running; nothing here blocks the pod manager.
+//!
+//! The types crossing to the pod manager ([`Desired`] in, [`StatusReport`]
+//! out) are defined here, so this module needs nothing of the pods. Hollow
+//! nodes (`skiff-e2e`) use the same code, so benchmarks measure this client.
+
+pub mod cluster_objects;
+pub mod heartbeat;
+pub mod masters;
+pub mod pod_watch;
+mod reconnect;
+pub mod registration;
+pub mod status_report;
+
+#[cfg(test)]
+mod fake_master;
+
+use std::collections::HashSet;
+
+use skiff_proto::v1;
+
+pub use cluster_objects::{follow_kinds, KindsSnapshot};
+pub use heartbeat::{heartbeat_loop, send_heartbeats, EveryBeat, HeartbeatTap};
+pub use masters::Masters;
+pub use pod_watch::watch_loop;
+pub use registration::{register, wait_pod_cidr};
+pub use status_report::{report_statuses, status_loop};
+
+/// A change in what should run on this node.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Desired {
+    /// This pod should run (new or changed).
+    Upsert(Box<v1::Pod>),
+    /// The pod with this UID was deleted.
+    Delete(String),
+    /// The master's complete list: these UIDs, and no others.
+    Synced(HashSet<String>),
+}
+
+/// A pod status to send to the master.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusReport {
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub status: v1::PodStatus,
+}
