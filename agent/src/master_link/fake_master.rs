@@ -76,8 +76,7 @@ impl TestPki {
         let issued = ca
             .issue(&Identity::Node(node.to_owned()), &[])
             .expect("a node certificate");
-        let node_cert =
-            CertStore::new(&issued.cert_pem, &issued.key_pem).expect("node cert store");
+        let node_cert = CertStore::new(&issued.cert_pem, &issued.key_pem).expect("node cert store");
         let transport =
             ClientTransport::to_masters(ca.cert_pem(), Some(node_cert)).expect("a transport");
         TestPki { server, transport }

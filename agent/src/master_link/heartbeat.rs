@@ -202,7 +202,10 @@ mod tests {
         // may wait together for the TLS handshake).
         let span = beats[9].1 - beats[4].1;
         let about_right = Duration::from_millis(300)..=Duration::from_millis(2500);
-        assert!(about_right.contains(&span), "five 100 ms intervals took {span:?}");
+        assert!(
+            about_right.contains(&span),
+            "five 100 ms intervals took {span:?}"
+        );
         shutdown.cancel();
         within("the heartbeat loop to stop", link).await.unwrap();
     }
@@ -247,7 +250,11 @@ mod tests {
         ));
         master.until_heartbeats(1).await;
         master.with(|s| {
-            assert_eq!(s.registered.len(), 2, "registered at start and after NOT_FOUND");
+            assert_eq!(
+                s.registered.len(),
+                2,
+                "registered at start and after NOT_FOUND"
+            );
             assert_eq!(s.heartbeat_calls, 2, "one refused stream, one taken");
         });
         shutdown.cancel();

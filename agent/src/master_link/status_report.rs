@@ -157,7 +157,11 @@ mod tests {
         reports.send(report("a", "Running")).unwrap();
         let taken = master.status_taken(0).await;
         assert_eq!(
-            (taken.uid.as_str(), taken.namespace.as_str(), taken.name.as_str()),
+            (
+                taken.uid.as_str(),
+                taken.namespace.as_str(),
+                taken.name.as_str()
+            ),
             ("uid-a", "default", "a")
         );
         let phase = taken.status.as_ref().map(|s| s.phase.as_str());
@@ -177,11 +181,7 @@ mod tests {
         master.with(|s| s.status_refusals.push_back(gone));
         let shutdown = CancellationToken::new();
         let (reports, rx) = mpsc::unbounded_channel();
-        let link = tokio::spawn(status_loop(
-            pki.masters(&[&master]),
-            rx,
-            shutdown.clone(),
-        ));
+        let link = tokio::spawn(status_loop(pki.masters(&[&master]), rx, shutdown.clone()));
         reports.send(report("a", "Running")).unwrap();
         master.status_attempt(0).await;
         reports.send(report("b", "Running")).unwrap();
@@ -204,18 +204,18 @@ mod tests {
         master.with(|s| s.status_refusals.extend(refusals));
         let shutdown = CancellationToken::new();
         let (reports, rx) = mpsc::unbounded_channel();
-        let link = tokio::spawn(status_loop(
-            pki.masters(&[&master]),
-            rx,
-            shutdown.clone(),
-        ));
+        let link = tokio::spawn(status_loop(pki.masters(&[&master]), rx, shutdown.clone()));
         reports.send(report("a", "Pending")).unwrap();
         master.status_attempt(0).await;
         // Sent while the loop backs off from the refusals.
         reports.send(report("a", "Running")).unwrap();
         master.status_taken(0).await;
         let taken = master.with(|s| s.statuses_taken.clone());
-        assert_eq!(taken.len(), 1, "the older status was sent after the newer one");
+        assert_eq!(
+            taken.len(),
+            1,
+            "the older status was sent after the newer one"
+        );
         let phase = taken[0].status.as_ref().map(|s| s.phase.as_str());
         assert_eq!(phase, Some("Running"));
         shutdown.cancel();
@@ -228,11 +228,7 @@ mod tests {
         let master = pki.serve().await;
         let shutdown = CancellationToken::new();
         let (reports, rx) = mpsc::unbounded_channel::<StatusReport>();
-        let link = tokio::spawn(status_loop(
-            pki.masters(&[&master]),
-            rx,
-            shutdown.clone(),
-        ));
+        let link = tokio::spawn(status_loop(pki.masters(&[&master]), rx, shutdown.clone()));
         tokio::task::yield_now().await;
         assert!(!link.is_finished());
         drop(reports);
