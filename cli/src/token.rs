@@ -131,7 +131,7 @@ async fn list(client: &Client, out: &mut dyn Write) -> Result<(), CtlError> {
         let expires = match r.expires {
             None => "never".to_owned(),
             Some(at) if at <= now => "expired".to_owned(),
-            Some(at) => humantime::format_rfc3339_seconds(at).to_string(),
+            Some(at) => skiff_values::rfc3339(at),
         };
         rows.push(vec![
             r.id,

@@ -241,7 +241,7 @@ fn node_object(name: &str, slot: usize, config: &HollowConfig) -> v1::Node {
 }
 
 fn running_status(pod: &v1::Pod, node: &str, pod_ip: String) -> v1::PodStatus {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = skiff_values::now_rfc3339();
     let condition = |kind: &str| v1::PodCondition {
         r#type: kind.into(),
         status: "True".into(),

@@ -141,7 +141,7 @@ pub fn pod_status(
     previous: Option<&v1::PodStatus>,
 ) -> v1::PodStatus {
     let all_ready = !views.is_empty() && views.iter().all(|v| v.ready);
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let now = skiff_values::now_rfc3339();
     let condition = |kind: &str, ok: bool| {
         let status = if ok { "True" } else { "False" };
         let since = previous

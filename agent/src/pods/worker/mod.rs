@@ -42,7 +42,8 @@ use super::status::{self, CState, ContainerView};
 
 use self::decide::{Next, RestartPolicy, Run, Task};
 use self::sandbox_setup::PreparedSandbox;
-use self::track::{now_rfc3339, Track};
+use self::track::Track;
+use skiff_values::now_rfc3339;
 
 pub use self::decide::should_restart;
 pub use self::teardown::stop_container;

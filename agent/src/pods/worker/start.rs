@@ -24,8 +24,9 @@ use crate::runtime::spec::{self, SpecInput};
 use crate::runtime::{ContainerRuntime, StartRequest};
 
 use super::sandbox_setup::PreparedSandbox;
-use super::track::{now_rfc3339, Track};
+use super::track::Track;
 use super::WorkerContext;
+use skiff_values::now_rfc3339;
 
 /// How soon a container whose `/etc` files could not be written tries again.
 const ETC_FILES_RETRY: Duration = Duration::from_secs(10);

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use skiff_proto::v1;
+use skiff_values::now_rfc3339;
 use tokio::time::Instant;
 
 use crate::pods::backoff::Backoff;
@@ -27,11 +28,6 @@ const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 /// containerd's ID for a pod's container.
 pub fn container_id(pod_uid: &str, container: &str) -> String {
     format!("{pod_uid}_{container}")
-}
-
-/// The wall clock as Kubernetes timestamps show it.
-pub(super) fn now_rfc3339() -> String {
-    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
 
 /// One container of the pod, as the worker tracks it.
