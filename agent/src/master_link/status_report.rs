@@ -168,6 +168,14 @@ mod tests {
         assert_eq!(phase, Some("Running"));
         let attempts = master.with(|s| s.status_attempts.len());
         assert_eq!(attempts, 3, "two refused, the third taken");
+        // The master has it; the link hears so once the answer arrives.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while told.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the link heard the master take the report");
         assert_eq!(*told.lock().unwrap(), ["uid-a"]);
         shutdown.cancel();
         within("the status loop to stop", link).await.unwrap();
