@@ -17,6 +17,8 @@
 //!   whether this master runs the controllers, and how often a new leader
 //!   failed to start them (it retries with backoff);
 //! - `skiff_scheduler_binding_duration_seconds`: one binding write;
+//! - `skiff_object_cache{measure}`: objects in the decoded cache and their
+//!   encoded bytes;
 //! - `skiff_nodes{ready}`, `skiff_pods{phase}`: counted from the store when
 //!   scraped;
 //! - `skiff_node_heartbeat_age_seconds{node}`: on the leader, since each
@@ -113,6 +115,19 @@ impl MasterMetrics {
         raft: crate::store::Raft,
         heartbeats: Arc<HeartbeatTable>,
     ) {
+        let cache_store = store.clone();
+        self.registry.gauge_fn(
+            "skiff_object_cache",
+            "The decoded object cache: objects held, and the sum of their encoded sizes in bytes.",
+            &["measure"],
+            move || {
+                let size = cache_store.cache().size();
+                vec![
+                    (vec!["objects".into()], size.objects as f64),
+                    (vec!["encoded_bytes".into()], size.encoded_bytes as f64),
+                ]
+            },
+        );
         let nodes_store = store.clone();
         self.registry.gauge_fn(
             "skiff_nodes",
@@ -120,10 +135,11 @@ impl MasterMetrics {
             &["ready"],
             move || {
                 let (mut ready, mut not_ready) = (0.0, 0.0);
-                if let Ok((nodes, _)) = nodes_store.list(Kind::Node, None) {
+                {
+                    let (nodes, _) = nodes_store.cache().list(Kind::Node, None);
                     for o in nodes {
-                        if let Some(Body::Node(n)) = o.kind {
-                            let is_ready = n.status.is_some_and(|s| {
+                        if let Some(Body::Node(n)) = &o.kind {
+                            let is_ready = n.status.as_ref().is_some_and(|s| {
                                 s.conditions
                                     .iter()
                                     .any(|c| c.r#type == "Ready" && c.status == "True")
@@ -149,12 +165,14 @@ impl MasterMetrics {
                         .iter()
                         .map(|p| (p.to_string(), 0.0))
                         .collect();
-                if let Ok((pods, _)) = store.list(Kind::Pod, None) {
+                {
+                    let (pods, _) = store.cache().list(Kind::Pod, None);
                     for o in pods {
-                        if let Some(Body::Pod(p)) = o.kind {
+                        if let Some(Body::Pod(p)) = &o.kind {
                             let phase = p
                                 .status
-                                .map(|s| s.phase)
+                                .as_ref()
+                                .map(|s| s.phase.clone())
                                 .filter(|p| !p.is_empty())
                                 .unwrap_or_else(|| "Pending".into());
                             *by_phase.entry(phase).or_insert(0.0) += 1.0;

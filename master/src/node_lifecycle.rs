@@ -117,9 +117,10 @@ async fn pass(
     let now = Instant::now();
     let (nodes, _) = ctx.store.list(Kind::Node, None)?;
     for object in nodes {
-        let Some(Body::Node(node)) = object.kind else {
+        let Some(Body::Node(node)) = &object.kind else {
             continue;
         };
+        let node = node.clone();
         let name = node
             .metadata
             .as_ref()
@@ -237,17 +238,15 @@ fn tolerates_unreachable(pod: &v1::Pod) -> bool {
 
 /// Deletes the pods bound to a node that has been gone too long.
 async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
-    let (pods, _) = ctx.store.list(Kind::Pod, None)?;
     let mut deletes = tokio::task::JoinSet::new();
-    for object in pods {
-        let Some(Body::Pod(pod)) = object.kind else {
+    for object in ctx.store.pods_on_node(node) {
+        let Some(Body::Pod(pod)) = &object.kind else {
             continue;
         };
-        let bound_here = pod.spec.as_ref().is_some_and(|s| s.node_name == node);
-        if !bound_here || !pod_is_active(&pod) || tolerates_unreachable(&pod) {
+        if !pod_is_active(pod) || tolerates_unreachable(pod) {
             continue;
         }
-        let meta = pod.metadata.unwrap_or_default();
+        let meta = pod.metadata.clone().unwrap_or_default();
         tracing::info!(node, pod = %meta.name, namespace = %meta.namespace, "evicting pod from unreachable node");
         let writer = ctx.writer.clone();
         deletes.spawn(async move {
@@ -311,7 +310,11 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
 "#;
 
     fn node(objects: &RecordingObjects, name: &str) -> (String, bool) {
-        match objects.get(Kind::Node, "", name).unwrap() {
+        match objects
+            .get(Kind::Node, "", name)
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+        {
             Some(Object {
                 kind: Some(Body::Node(n)),
             }) => {

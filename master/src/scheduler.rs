@@ -362,20 +362,21 @@ pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
         .collect();
     let (pod_objects, _) = ctx.store.list(Kind::Pod, None)?;
     let mut pending = Vec::new();
-    for object in pod_objects {
-        let Some(Body::Pod(pod)) = object.kind else {
+    let no_spec = v1::PodSpec::default();
+    for object in &pod_objects {
+        let Some(Body::Pod(pod)) = &object.kind else {
             continue;
         };
-        if !pod_is_active(&pod) {
+        if !pod_is_active(pod) {
             continue;
         }
-        let spec = pod.spec.clone().unwrap_or_default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         if spec.node_name.is_empty() {
             if spec.scheduler_name.is_empty() || spec.scheduler_name == "default-scheduler" {
-                pending.push(pod);
+                pending.push(pod.clone());
             }
         } else if let Some(&i) = index.get(&spec.node_name) {
-            nodes[i].add(&spec, owner_uid(&pod).as_deref());
+            nodes[i].add(spec, owner_uid(pod).as_deref());
         }
     }
     let mut outcome = PassOutcome::default();

@@ -1,21 +1,28 @@
 //! ClusterIPs for Services, from the service CIDR (10.43.0.0/16 unless
 //! `--service-cidr` says otherwise), as Kubernetes' allocator gives them:
 //! a Service of type ClusterIP (or NodePort, LoadBalancer) without
-//! `spec.clusterIP` gets the lowest free address above the first ten
-//! (kept for cluster services, as k3s keeps .1 and .10); one that names
-//! an address gets it if it is in the range and free; `None` makes a
-//! headless Service. Assignments happen on the leader, one at a time, so
-//! two Services never get the same address. An address is free again
-//! once its Service is deleted; `spec.clusterIP` cannot change.
+//! `spec.clusterIP` gets a free address above the first ten (kept for
+//! cluster services, as k3s keeps .1 and .10); one that names an address
+//! gets it if it is in the range and free; `None` makes a headless Service.
+//! An address is free again once its Service is deleted; `spec.clusterIP`
+//! cannot change.
+//!
+//! No allocation scans the Services: which addresses are held comes from
+//! the object cache's clusterIP index, kept by every replica from the
+//! applied log (so it is consistent through Raft, as Kubernetes' range
+//! allocation is through etcd), and a cursor makes finding a free one
+//! O(1) amortised. Between choosing an address and the create being
+//! applied, the address is reserved on the leader ([`Reservation`]), so
+//! concurrent creates never get the same one and none of them waits for
+//! another's Raft round.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::net::Ipv4Addr;
+use std::sync::Mutex;
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
-use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::{ObjectStore, StateMachineError};
+use crate::store::cache::ObjectCache;
 use skiff_values::Ipv4Net;
 
 /// The default service CIDR (k3s' default).
@@ -41,16 +48,38 @@ pub enum ServiceIpError {
     InUse { ip: Ipv4Addr, owner: String },
     #[error("spec.clusterIP: field is immutable (is {old:?}, asked {asked:?}); delete and recreate the Service to change it")]
     Immutable { old: String, asked: String },
-    #[error(transparent)]
-    Store(#[from] StateMachineError),
 }
 
-/// The allocator: the range, and a lock that makes assignments one at a
-/// time.
+/// The allocator: the range, the addresses chosen for creates not yet
+/// applied, and where the next search starts.
 #[derive(Debug)]
 pub struct ServiceIps {
     range: Ipv4Net,
-    assigning: tokio::sync::Mutex<()>,
+    pending: Mutex<Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    reserved: HashSet<Ipv4Addr>,
+    /// The next address to try, as an offset into the range.
+    cursor: u32,
+}
+
+/// An address held for a Service being created; released when dropped,
+/// which the writer does once the create is applied (the cache then holds
+/// it) or has failed (it is free again).
+#[derive(Debug)]
+pub struct Reservation<'a> {
+    ips: &'a ServiceIps,
+    ip: Option<Ipv4Addr>,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            self.ips.pending().reserved.remove(&ip);
+        }
+    }
 }
 
 impl ServiceIps {
@@ -61,7 +90,10 @@ impl ServiceIps {
         }
         Ok(ServiceIps {
             range,
-            assigning: tokio::sync::Mutex::new(()),
+            pending: Mutex::new(Pending {
+                reserved: HashSet::new(),
+                cursor: 1 + RESERVED,
+            }),
         })
     }
 
@@ -69,37 +101,29 @@ impl ServiceIps {
         self.range
     }
 
-    /// Held across assigning and storing a new Service.
-    pub async fn lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
-        self.assigning.lock().await
+    fn pending(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Fills in (or checks) the clusterIP of a Service being created, given
-    /// the addresses Services already hold. Call with [`ServiceIps::lock`].
+    /// the addresses the cache says Services hold; keep the reservation
+    /// until the create has been applied.
     pub fn assign(
         &self,
-        store: &ObjectStore,
+        cache: &ObjectCache,
         service: &mut v1::Service,
-    ) -> Result<(), ServiceIpError> {
+    ) -> Result<Reservation<'_>, ServiceIpError> {
         let spec = service.spec.get_or_insert_with(Default::default);
         if spec.cluster_ip == HEADLESS {
             spec.cluster_ips = vec![HEADLESS.to_owned()];
-            return Ok(());
+            return Ok(Reservation {
+                ips: self,
+                ip: None,
+            });
         }
-        let (held, _) = store.list(Kind::Service, None)?;
-        let held: Vec<(Ipv4Addr, String)> = held
-            .into_iter()
-            .filter_map(|o| {
-                let name = format!("{}/{}", o.meta().namespace, o.meta().name);
-                match o.kind {
-                    Some(Body::Service(s)) => Some((s.spec?.cluster_ip.parse().ok()?, name)),
-                    _ => None,
-                }
-            })
-            .collect();
+        let mut pending = self.pending();
         let ip = if spec.cluster_ip.is_empty() {
-            let taken: BTreeSet<Ipv4Addr> = held.iter().map(|(ip, _)| *ip).collect();
-            self.first_free(&taken)
+            self.next_free(&mut pending, |ip| cache.cluster_ip_holder(ip).is_some())
                 .ok_or(ServiceIpError::Exhausted { range: self.range })?
         } else {
             let ip: Ipv4Addr =
@@ -114,17 +138,27 @@ impl ServiceIps {
                     range: self.range,
                 });
             }
-            if let Some((_, owner)) = held.iter().find(|(held, _)| *held == ip) {
+            if let Some((namespace, name)) = cache.cluster_ip_holder(ip) {
                 return Err(ServiceIpError::InUse {
                     ip,
-                    owner: owner.clone(),
+                    owner: format!("{namespace}/{name}"),
+                });
+            }
+            if pending.reserved.contains(&ip) {
+                return Err(ServiceIpError::InUse {
+                    ip,
+                    owner: "being created at this moment".to_owned(),
                 });
             }
             ip
         };
+        pending.reserved.insert(ip);
         spec.cluster_ip = ip.to_string();
         spec.cluster_ips = vec![spec.cluster_ip.clone()];
-        Ok(())
+        Ok(Reservation {
+            ips: self,
+            ip: Some(ip),
+        })
     }
 
     fn in_range(&self, ip: Ipv4Addr) -> bool {
@@ -136,15 +170,29 @@ impl ServiceIps {
     /// addresses excluded).
     fn bounds(&self) -> (u32, u32) {
         let base = u32::from(self.range.addr);
-        let size = 1u64 << (32 - self.range.len);
-        (base + 1, base + (size - 2) as u32)
+        (base + 1, base + (self.range.size() - 2) as u32)
     }
 
-    fn first_free(&self, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+    /// The next address from the cursor on, wrapping once round the
+    /// automatic part of the range, that is neither `held` nor reserved.
+    fn next_free(
+        &self,
+        pending: &mut Pending,
+        held: impl Fn(Ipv4Addr) -> bool,
+    ) -> Option<Ipv4Addr> {
+        let base = u32::from(self.range.addr);
         let (first, last) = self.bounds();
-        (first + RESERVED..=last)
-            .map(Ipv4Addr::from)
-            .find(|ip| !taken.contains(ip))
+        let (low, high) = (first - base + RESERVED, last - base);
+        let span = high - low + 1;
+        for step in 0..span {
+            let offset = low + (pending.cursor.clamp(low, high) - low + step) % span;
+            let ip = Ipv4Addr::from(base + offset);
+            if !pending.reserved.contains(&ip) && !held(ip) {
+                pending.cursor = if offset == high { low } else { offset + 1 };
+                return Some(ip);
+            }
+        }
+        None
     }
 }
 
@@ -172,14 +220,31 @@ pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), Se
 mod tests {
     use super::*;
 
+    use std::collections::BTreeSet;
+    use std::sync::Arc;
+
+    use skiff_proto::api::EventType;
+
+    use crate::objects::{IntoObject, Kind};
+    use crate::store::cache::CachedChange;
+
+    fn ip(last: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, 43, 0, last)
+    }
+
+    fn next(ips: &ServiceIps, held: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {
+        ips.next_free(&mut ips.pending(), |ip| held.contains(&ip))
+    }
+
     #[test]
     fn addresses_start_after_the_reserved_ones_and_skip_taken_ones() {
         let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
-        let mut taken = BTreeSet::new();
-        assert_eq!(ips.first_free(&taken), Some(Ipv4Addr::new(10, 43, 0, 11)));
-        taken.insert(Ipv4Addr::new(10, 43, 0, 11));
-        taken.insert(Ipv4Addr::new(10, 43, 0, 12));
-        assert_eq!(ips.first_free(&taken), Some(Ipv4Addr::new(10, 43, 0, 13)));
+        let mut held = BTreeSet::new();
+        assert_eq!(next(&ips, &held), Some(ip(11)));
+        held.insert(ip(12));
+        held.insert(ip(13));
+        // The cursor moved past .11; .12 and .13 are held.
+        assert_eq!(next(&ips, &held), Some(ip(14)));
         assert!(ips.in_range(Ipv4Addr::new(10, 43, 255, 254)));
         assert!(!ips.in_range(Ipv4Addr::new(10, 43, 255, 255)));
         assert!(!ips.in_range(Ipv4Addr::new(10, 43, 0, 0)));
@@ -187,11 +252,76 @@ mod tests {
     }
 
     #[test]
-    fn a_full_range_has_nothing_to_give() {
+    fn the_cursor_wraps_round_to_addresses_freed_behind_it() {
         let ips = ServiceIps::new("10.43.0.0/28".parse().unwrap()).unwrap();
-        let taken: BTreeSet<Ipv4Addr> = (11..=14).map(|i| Ipv4Addr::new(10, 43, 0, i)).collect();
-        assert_eq!(ips.first_free(&taken), None);
+        // .11 to .14 are the automatic part of a /28.
+        let got: Vec<_> = (0..4).map(|_| next(&ips, &BTreeSet::new())).collect();
+        assert_eq!(
+            got,
+            [Some(ip(11)), Some(ip(12)), Some(ip(13)), Some(ip(14))]
+        );
+        let held: BTreeSet<_> = [ip(11), ip(13), ip(14)].into();
+        assert_eq!(next(&ips, &held), Some(ip(12)));
+        let full: BTreeSet<_> = (11..=14).map(ip).collect();
+        assert_eq!(next(&ips, &full), None);
         assert!(ServiceIps::new("10.43.0.0/29".parse().unwrap()).is_err());
+    }
+
+    fn service(cluster_ip: &str) -> v1::Service {
+        v1::Service {
+            metadata: Some(v1::ObjectMeta {
+                name: "s".into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::ServiceSpec {
+                cluster_ip: cluster_ip.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn concurrent_creates_never_share_an_address_and_held_ones_are_refused() {
+        let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
+        let cache = ObjectCache::default();
+        let mut a = service("");
+        let mut b = service("");
+        let first = ips.assign(&cache, &mut a).unwrap();
+        let second = ips.assign(&cache, &mut b).unwrap();
+        let (a_ip, b_ip) = (
+            a.spec.clone().unwrap().cluster_ip,
+            b.spec.clone().unwrap().cluster_ip,
+        );
+        assert_ne!(a_ip, b_ip);
+        // Asking for an address another create has reserved is refused.
+        let e = ips.assign(&cache, &mut service(&a_ip)).unwrap_err();
+        assert!(matches!(e, ServiceIpError::InUse { .. }), "{e}");
+        // Once applied, the cache holds it; the reservation can go.
+        let mut stored = service(&a_ip);
+        stored.metadata.as_mut().unwrap().name = "a".into();
+        cache.apply(
+            &[CachedChange {
+                kind: Kind::Service,
+                event_type: EventType::Added,
+                object: Arc::new(stored.into_object()),
+                encoded_len: 10,
+            }],
+            1,
+        );
+        drop(first);
+        let e = ips.assign(&cache, &mut service(&a_ip)).unwrap_err();
+        assert!(
+            e.to_string().contains("allocated to Service default/a"),
+            "{e}"
+        );
+        // A failed create's reservation frees the address.
+        drop(second);
+        ips.assign(&cache, &mut service(&b_ip)).unwrap();
+        let mut headless = service(HEADLESS);
+        ips.assign(&cache, &mut headless).unwrap();
+        assert_eq!(headless.spec.unwrap().cluster_ips, [HEADLESS]);
     }
 
     #[test]

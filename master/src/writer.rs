@@ -82,10 +82,7 @@ impl From<EmptyObject> for Error {
 
 impl From<ServiceIpError> for Error {
     fn from(e: ServiceIpError) -> Self {
-        match e {
-            ServiceIpError::Store(e) => Error::Storage(e),
-            other => Error::ServiceIp(other),
-        }
+        Error::ServiceIp(e)
     }
 }
 
@@ -127,15 +124,14 @@ impl ObjectWriter {
         }
         apply_defaults(&mut object);
         validate(&object)?;
-        // A Service's address is chosen and stored under one lock, so no
-        // two Services get the same one.
-        let _assigning = match &mut object.kind {
-            Some(Body::Service(service)) => {
-                let ips = &self.service_ips;
-                let guard = ips.lock().await;
-                ips.assign(&self.cluster.store, service)?;
-                Some(guard)
-            }
+        // A Service's address stays reserved until the create is applied
+        // (then the cache holds it) or fails, so concurrent creates never
+        // get the same one and none waits for another.
+        let _reserved = match &mut object.kind {
+            Some(Body::Service(service)) => Some(
+                self.service_ips
+                    .assign(self.cluster.store.cache(), service)?,
+            ),
             _ => None,
         };
         let command = Command::Create {

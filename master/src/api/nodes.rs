@@ -174,13 +174,6 @@ fn nodes_client(channel: tonic::transport::Channel) -> NodesClient<tonic::transp
         .max_encoding_message_size(MAX_API_REQUEST)
 }
 
-fn is_bound_to(o: &Object, node: &str) -> bool {
-    match &o.kind {
-        Some(Body::Pod(p)) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
-        _ => false,
-    }
-}
-
 type PodStream = super::event_stream::EventStream;
 
 #[tonic::async_trait]
@@ -255,19 +248,15 @@ impl Nodes for NodeService {
         // Subscribe first, then list: nothing falls in between, and events
         // the list already reflects are skipped by revision.
         let mut changes = self.hub.subscribe(&node);
-        let (pods, revision) = self
-            .cluster
-            .store
-            .list(Kind::Pod, None)
-            .map_err(ApiError::from)?;
+        let (pods, revision) = self.cluster.store.cache().pods_on_node_at(&node);
         let (tx, rx) = super::event_stream::channel(256);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            for pod in pods.into_iter().filter(|p| is_bound_to(p, &node)) {
+            for pod in pods {
                 let event = WatchEvent {
                     r#type: EventType::Added as i32,
                     revision,
-                    object: Some(pod),
+                    object: Some(Object::clone(&pod)),
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return;

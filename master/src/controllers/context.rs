@@ -5,6 +5,7 @@
 //! leader's replica and `ObjectWriter` in production and against
 //! [`super::recording::RecordingObjects`] in unit tests.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,7 +17,8 @@ use crate::objects::Kind;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
 
-/// Reads of the (complete, local) object store.
+/// Reads of the (complete, local) object store. Objects are shared, not
+/// copied: clone one only to change it.
 pub trait ObjectReads: Send + Sync {
     /// One object, if it exists.
     fn get(
@@ -24,14 +26,26 @@ pub trait ObjectReads: Send + Sync {
         kind: Kind,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Object>, StateMachineError>;
+    ) -> Result<Option<Arc<Object>>, StateMachineError>;
     /// Every object of a kind (in one namespace, or all), with the revision
     /// the list reflects.
     fn list(
         &self,
         kind: Kind,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Object>, u64), StateMachineError>;
+    ) -> Result<(Vec<Arc<Object>>, u64), StateMachineError>;
+    /// The pods bound to `node` (`""`: the unbound ones).
+    fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>>;
+    /// Every object with an owner reference to `uid`.
+    fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>>;
+    /// The objects of `kind` in `namespace` carrying every label of
+    /// `labels` (none for an empty `labels`).
+    fn select(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>>;
     /// The store's current revision.
     fn revision(&self) -> u64;
     /// Live change notifications.
@@ -65,16 +79,33 @@ impl ObjectReads for ObjectStore {
         kind: Kind,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Object>, StateMachineError> {
-        ObjectStore::get(self, kind, namespace, name)
+    ) -> Result<Option<Arc<Object>>, StateMachineError> {
+        Ok(self.cache().get(kind, namespace, name))
     }
 
     fn list(
         &self,
         kind: Kind,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Object>, u64), StateMachineError> {
-        ObjectStore::list(self, kind, namespace)
+    ) -> Result<(Vec<Arc<Object>>, u64), StateMachineError> {
+        Ok(self.cache().list(kind, namespace))
+    }
+
+    fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
+        self.cache().pods_on_node(node)
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {
+        self.cache().dependents_of(uid)
+    }
+
+    fn select(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        self.cache().select(kind, namespace, labels)
     }
 
     fn revision(&self) -> u64 {

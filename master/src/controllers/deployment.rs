@@ -431,13 +431,19 @@ fn hash_of(rs: &v1::ReplicaSet) -> Option<&str> {
 }
 
 /// The ReplicaSets a Deployment (by uid) controls, oldest revision first.
-pub fn owned_replicasets(objects: Vec<Object>, deployment_uid: &str) -> Vec<v1::ReplicaSet> {
+pub fn owned_replicasets<O: std::borrow::Borrow<Object>>(
+    objects: impl IntoIterator<Item = O>,
+    deployment_uid: &str,
+) -> Vec<v1::ReplicaSet> {
     let mut owned: Vec<v1::ReplicaSet> = objects
         .into_iter()
-        .filter(|o| controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == deployment_uid))
-        .filter_map(|o| match o.kind {
-            Some(Body::ReplicaSet(rs)) => Some(rs),
-            _ => None,
+        .filter_map(|o| {
+            let o = o.borrow();
+            let ours = controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == deployment_uid);
+            match &o.kind {
+                Some(Body::ReplicaSet(rs)) if ours => Some(rs.clone()),
+                _ => None,
+            }
         })
         .collect();
     owned.sort_by_key(revision_of);
@@ -655,7 +661,10 @@ spec:
     fn change_image(objects: &RecordingObjects, image: &str) {
         let Some(Object {
             kind: Some(Body::Deployment(mut d)),
-        }) = objects.get(Kind::Deployment, "default", "web").unwrap()
+        }) = objects
+            .get(Kind::Deployment, "default", "web")
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
         else {
             panic!("no Deployment")
         };

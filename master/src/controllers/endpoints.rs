@@ -5,6 +5,7 @@
 //! included). Services without a selector keep hand-written Endpoints.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -49,7 +50,7 @@ impl Reconciler for EndpointsController {
                                 .is_some_and(|spec| selects(&spec.selector, labels)),
                             _ => false,
                         })
-                        .filter_map(ObjectKey::of)
+                        .filter_map(|s| ObjectKey::of(s))
                         .collect(),
                     Err(_) => Vec::new(),
                 }
@@ -66,7 +67,8 @@ impl Reconciler for EndpointsController {
         let service = self
             .ctx
             .store
-            .get(Kind::Service, &key.namespace, &key.name)?;
+            .get(Kind::Service, &key.namespace, &key.name)?
+            .map(Arc::unwrap_or_clone);
         let Some(Object {
             kind: Some(Body::Service(service)),
         }) = service
@@ -90,15 +92,18 @@ impl Reconciler for EndpointsController {
         if spec.selector.is_empty() {
             return Ok(Action::Done);
         }
-        let (pods, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
+        let pods = self
+            .ctx
+            .store
+            .select(Kind::Pod, &key.namespace, &spec.selector);
         // Pods grouped by the ports they resolve to, as Kubernetes does.
         let mut subsets: BTreeMap<Vec<(String, i32, String)>, v1::EndpointSubset> = BTreeMap::new();
         for object in pods {
-            let Some(Body::Pod(pod)) = object.kind else {
+            let Some(Body::Pod(pod)) = &object.kind else {
                 continue;
             };
             let meta = pod.metadata.clone().unwrap_or_default();
-            if !selects(&spec.selector, &meta.labels) || !pod_is_active(&pod) {
+            if !selects(&spec.selector, &meta.labels) || !pod_is_active(pod) {
                 continue;
             }
             let ip = pod
@@ -113,7 +118,7 @@ impl Reconciler for EndpointsController {
                 .ports
                 .iter()
                 .filter_map(|p| {
-                    resolve_port(p, &pod).map(|n| (p.name.clone(), n, p.protocol.clone()))
+                    resolve_port(p, pod).map(|n| (p.name.clone(), n, p.protocol.clone()))
                 })
                 .collect();
             let address = v1::EndpointAddress {
@@ -146,7 +151,7 @@ impl Reconciler for EndpointsController {
                         .collect(),
                     ..Default::default()
                 });
-            if pod_is_ready(&pod) {
+            if pod_is_ready(pod) {
                 subset.addresses.push(address);
             } else {
                 subset.not_ready_addresses.push(address);
@@ -158,8 +163,8 @@ impl Reconciler for EndpointsController {
             s.not_ready_addresses.sort_by(|a, b| a.ip.cmp(&b.ip));
         }
         let service_meta = service.metadata.clone().unwrap_or_default();
-        match existing.and_then(|o| match o.kind {
-            Some(Body::Endpoints(e)) => Some(e),
+        match existing.and_then(|o| match &o.kind {
+            Some(Body::Endpoints(e)) => Some(e.clone()),
             _ => None,
         }) {
             Some(current) if current.subsets == subsets => {}
@@ -255,7 +260,10 @@ spec:
     fn set_status(objects: &RecordingObjects, name: &str, ip: &str, ready: bool) {
         let Some(Object {
             kind: Some(Body::Pod(mut pod)),
-        }) = objects.get(Kind::Pod, "default", name).unwrap()
+        }) = objects
+            .get(Kind::Pod, "default", name)
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
         else {
             panic!("no pod {name}");
         };
@@ -288,7 +296,11 @@ spec:
     }
 
     fn endpoints(objects: &RecordingObjects) -> Option<v1::Endpoints> {
-        match objects.get(Kind::Endpoints, "default", "web").unwrap() {
+        match objects
+            .get(Kind::Endpoints, "default", "web")
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+        {
             Some(Object {
                 kind: Some(Body::Endpoints(e)),
             }) => Some(e),
@@ -403,7 +415,11 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
     #[test]
     fn pod_changes_queue_the_services_that_select_them() {
         let (objects, controller) = setup();
-        let pod = objects.get(Kind::Pod, "default", "web-3").unwrap().unwrap();
+        let pod = objects
+            .get(Kind::Pod, "default", "web-3")
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .unwrap();
         let event = StoredEvent {
             revision: 1,
             kind: Kind::Pod,
@@ -416,7 +432,11 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
             controller.keys_for(&event, &pod),
             [ObjectKey::new(Kind::Service, "default", "web")]
         );
-        let db = objects.get(Kind::Pod, "default", "db-1").unwrap().unwrap();
+        let db = objects
+            .get(Kind::Pod, "default", "db-1")
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+            .unwrap();
         assert!(controller.keys_for(&event, &db).is_empty());
     }
 }

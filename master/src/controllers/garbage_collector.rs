@@ -5,6 +5,7 @@
 //! notification left behind.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
@@ -64,19 +65,18 @@ async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), Reco
         }
         return Ok(());
     }
+    // Its dependents whose every owner is now gone, from the owner index.
     let gone: HashSet<&str> = [meta.uid.as_str()].into();
-    for kind in [Kind::ReplicaSet, Kind::Pod] {
-        let (objects, _) = ctx.store.list(kind, Some(&meta.namespace))?;
-        let orphans: Vec<Object> = objects
-            .into_iter()
-            .filter(|o| {
-                let refs = &o.meta().owner_references;
-                !refs.is_empty() && refs.iter().all(|r| gone.contains(r.uid.as_str()))
-            })
-            .collect();
-        delete_all(ctx, &orphans).await?;
-    }
-    Ok(())
+    let orphans: Vec<Arc<Object>> = ctx
+        .store
+        .dependents_of(&meta.uid)
+        .into_iter()
+        .filter(|o| {
+            let refs = &o.meta().owner_references;
+            !refs.is_empty() && refs.iter().all(|r| gone.contains(r.uid.as_str()))
+        })
+        .collect();
+    delete_all(ctx, &orphans).await
 }
 
 /// Deletes every namespaced object whose namespace is gone, and every
@@ -91,7 +91,7 @@ async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
         uids.extend(objects.iter().map(|o| o.meta().uid.clone()));
         all.extend(objects);
     }
-    let doomed: Vec<Object> = all
+    let doomed: Vec<Arc<Object>> = all
         .into_iter()
         .filter(|o| {
             let meta = o.meta();
@@ -103,7 +103,7 @@ async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
     delete_all(ctx, &doomed).await
 }
 
-async fn delete_all(ctx: &Context, objects: &[Object]) -> Result<(), ReconcileError> {
+async fn delete_all(ctx: &Context, objects: &[Arc<Object>]) -> Result<(), ReconcileError> {
     let mut deletes = tokio::task::JoinSet::new();
     for o in objects {
         let Ok(kind) = o.kind() else { continue };

@@ -230,7 +230,7 @@ pub async fn run<R: Reconciler>(
 fn resync<R: Reconciler>(store: &dyn ObjectReads, queue: &mut WorkQueue) {
     match store.list(R::KIND, None) {
         Ok((objects, _)) => {
-            for key in objects.iter().filter_map(ObjectKey::of) {
+            for key in objects.iter().filter_map(|o| ObjectKey::of(o)) {
                 queue.add(key);
             }
         }

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -145,7 +146,11 @@ impl Reconciler for NodeIpamController {
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
         let Some(Object {
             kind: Some(Body::Node(mut node)),
-        }) = self.ctx.store.get(Kind::Node, "", &key.name)?
+        }) = self
+            .ctx
+            .store
+            .get(Kind::Node, "", &key.name)?
+            .map(Arc::unwrap_or_clone)
         else {
             return Ok(Action::Done);
         };

@@ -316,6 +316,17 @@ impl RecordingObjects {
     }
 }
 
+impl RecordingObjects {
+    fn filtered(&self, kind: Kind, keep: impl Fn(&Object) -> bool) -> Vec<Arc<Object>> {
+        self.state()
+            .objects
+            .iter()
+            .filter(|((k, _, _), o)| *k == kind && keep(o))
+            .map(|(_, o)| Arc::new(o.clone()))
+            .collect()
+    }
+}
+
 fn key_of(object: &Object) -> (Kind, String, String) {
     let meta = object.meta();
     (
@@ -331,24 +342,60 @@ impl ObjectReads for RecordingObjects {
         kind: Kind,
         namespace: &str,
         name: &str,
-    ) -> Result<Option<Object>, StateMachineError> {
+    ) -> Result<Option<Arc<Object>>, StateMachineError> {
         let key = (kind, namespace.to_owned(), name.to_owned());
-        Ok(self.state().objects.get(&key).cloned())
+        Ok(self.state().objects.get(&key).cloned().map(Arc::new))
     }
 
     fn list(
         &self,
         kind: Kind,
         namespace: Option<&str>,
-    ) -> Result<(Vec<Object>, u64), StateMachineError> {
+    ) -> Result<(Vec<Arc<Object>>, u64), StateMachineError> {
         let state = self.state();
         let objects = state
             .objects
             .iter()
             .filter(|((k, ns, _), _)| *k == kind && namespace.is_none_or(|n| n == ns))
-            .map(|(_, o)| o.clone())
+            .map(|(_, o)| Arc::new(o.clone()))
             .collect();
         Ok((objects, state.revision))
+    }
+
+    // The indexed queries filter everything: the fake is for correctness,
+    // the cache's own tests cover the indexes.
+    fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
+        self.filtered(Kind::Pod, |o| match &o.kind {
+            Some(skiff_proto::api::object::Kind::Pod(p)) => {
+                p.spec.as_ref().map_or("", |s| s.node_name.as_str()) == node
+            }
+            _ => false,
+        })
+    }
+
+    fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {
+        let state = self.state();
+        state
+            .objects
+            .values()
+            .filter(|o| o.meta().owner_references.iter().any(|r| r.uid == uid))
+            .map(|o| Arc::new(o.clone()))
+            .collect()
+    }
+
+    fn select(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        if labels.is_empty() {
+            return Vec::new();
+        }
+        self.filtered(kind, |o| {
+            let meta = o.meta();
+            meta.namespace == namespace && labels.iter().all(|(k, v)| meta.labels.get(k) == Some(v))
+        })
     }
 
     fn revision(&self) -> u64 {

@@ -53,21 +53,38 @@ impl Reconciler for ReplicaSetController {
         let desired = spec.replicas.unwrap_or(1).max(0) as usize;
 
         let selector = spec.selector.clone().unwrap_or_default();
-        let (pods, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
+        // The pods it owns, and orphans it could adopt: from the indexes, so
+        // a reconcile costs what this ReplicaSet has, not the namespace.
+        let mut candidates = self.ctx.store.dependents_of(&uid);
+        if selector.match_labels.is_empty() {
+            let (in_namespace, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
+            candidates.extend(in_namespace);
+        } else {
+            candidates.extend(self.ctx.store.select(
+                Kind::Pod,
+                &key.namespace,
+                &selector.match_labels,
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        candidates.retain(|o| {
+            matches!(&o.kind, Some(Body::Pod(_))) && seen.insert(o.meta().name.clone())
+        });
         let mut owned: Vec<v1::Pod> = Vec::new();
-        for candidate in pods {
+        for candidate in candidates {
             let controller = controller_of(&candidate, Kind::ReplicaSet).map(|o| o.uid.clone());
             let has_controller = candidate
                 .meta()
                 .owner_references
                 .iter()
                 .any(|r| r.controller == Some(true));
-            let Some(Body::Pod(mut pod)) = candidate.kind else {
+            let Some(Body::Pod(pod)) = &candidate.kind else {
                 continue;
             };
-            if !pod_is_active(&pod) {
+            if !pod_is_active(pod) {
                 continue;
             }
+            let mut pod = pod.clone();
             let labels = pod
                 .metadata
                 .as_ref()
@@ -355,7 +372,11 @@ spec:
     }
 
     fn status(objects: &RecordingObjects) -> v1::ReplicaSetStatus {
-        match objects.get(Kind::ReplicaSet, "default", "web").unwrap() {
+        match objects
+            .get(Kind::ReplicaSet, "default", "web")
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+        {
             Some(Object {
                 kind: Some(Body::ReplicaSet(rs)),
             }) => rs.status.unwrap_or_default(),

@@ -12,6 +12,7 @@
 //! - [`network`] / [`peer_service`]: Raft RPCs between masters over gRPC.
 //! - [`command`]: what a log entry asks the state machine to do.
 
+pub mod cache;
 pub mod command;
 pub mod log_store;
 pub mod network;

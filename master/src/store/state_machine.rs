@@ -27,11 +27,12 @@ use redb::{Database, ReadableTable, TableDefinition};
 use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 
+use super::cache::{CachedChange, ObjectCache};
 use super::{
     storage_io_error, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::objects::{key_prefix, object_key, Kind};
+use crate::objects::Kind;
 
 const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
 const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
@@ -123,9 +124,18 @@ struct SnapshotData {
     objects: Vec<(String, Vec<u8>)>,
 }
 
+/// One committed change: what watchers are told, and what the cache takes.
+pub(super) struct Committed {
+    event: Arc<StoredEvent>,
+    cached: CachedChange,
+}
+
 /// The object store's read side, shared by the API and the state machine.
+/// Reads come from the decoded [`ObjectCache`]; redb is what survives a
+/// restart.
 pub struct ObjectStore {
     db: Database,
+    cache: ObjectCache,
     state: Mutex<AppliedState>,
     history: Mutex<History>,
     retention: usize,
@@ -199,8 +209,11 @@ impl ObjectStore {
             compacted: state.revision,
             events: Default::default(),
         };
+        let cache = ObjectCache::default();
+        cache.reset(read_all_objects(&db)?, state.revision);
         Ok(Arc::new(ObjectStore {
             db,
+            cache,
             state: Mutex::new(state),
             history: Mutex::new(history),
             retention: retention.max(1),
@@ -230,36 +243,22 @@ impl ObjectStore {
 
     /// One object, if it exists.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Result<Option<Object>> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let table = txn.open_table(OBJECTS).map_err(dberr)?;
-        let value = table
-            .get(object_key(kind, namespace, name).as_str())
-            .map_err(dberr)?;
-        value.map(|v| decode_object(v.value())).transpose()
+        Ok(self
+            .cache
+            .get(kind, namespace, name)
+            .map(|o| Object::clone(&o)))
     }
 
     /// Every object of a kind (in one namespace, or all), with the revision
     /// the list reflects.
     pub fn list(&self, kind: Kind, namespace: Option<&str>) -> Result<(Vec<Object>, u64)> {
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let revision = {
-            let meta = txn.open_table(META).map_err(dberr)?;
-            match meta.get(REVISION_KEY).map_err(dberr)? {
-                Some(v) => decode("revision", v.value())?,
-                None => 0,
-            }
-        };
-        let table = txn.open_table(OBJECTS).map_err(dberr)?;
-        let prefix = key_prefix(kind, namespace);
-        let mut out = Vec::new();
-        for item in table.range(prefix.as_str()..).map_err(dberr)? {
-            let (k, v) = item.map_err(dberr)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push(decode_object(v.value())?);
-        }
-        Ok((out, revision))
+        let (objects, revision) = self.cache.list(kind, namespace);
+        Ok((objects.iter().map(|o| Object::clone(o)).collect(), revision))
+    }
+
+    /// The decoded, indexed cache behind reads: objects shared, not copied.
+    pub fn cache(&self) -> &ObjectCache {
+        &self.cache
     }
 
     /// Live notifications of changes. Subscribe before reading history so
@@ -325,6 +324,10 @@ impl ObjectStore {
             write_meta(&mut meta, &state)?;
         }
         txn.commit().map_err(dberr)?;
+        let (events, cached): (Vec<Arc<StoredEvent>>, Vec<CachedChange>) =
+            events.into_iter().map(|c| (c.event, c.cached)).unzip();
+        // The cache first: whoever is notified of a change can read it.
+        self.cache.apply(&cached, state.revision);
         *self.state() = state;
         if !events.is_empty() {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -430,6 +433,8 @@ impl ObjectStore {
             write_meta(&mut m, &state)?;
         }
         txn.commit().map_err(dberr)?;
+        self.cache
+            .reset(decode_all(&snapshot.objects)?, snapshot.revision);
         *self.state() = state;
         {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
@@ -457,6 +462,26 @@ impl ObjectStore {
         let mut results = self.apply_entries(vec![entry]).expect("applied");
         results.pop().unwrap_or_default()
     }
+}
+
+/// Every stored object, decoded, with its encoded size.
+fn read_all_objects(db: &Database) -> Result<Vec<(Arc<Object>, usize)>> {
+    let txn = db.begin_read().map_err(dberr)?;
+    let table = txn.open_table(OBJECTS).map_err(dberr)?;
+    let mut out = Vec::new();
+    for item in table.iter().map_err(dberr)? {
+        let (_, v) = item.map_err(dberr)?;
+        out.push((Arc::new(decode_object(v.value())?), v.value().len()));
+    }
+    Ok(out)
+}
+
+/// A snapshot's objects, decoded, with their encoded sizes.
+fn decode_all(objects: &[(String, Vec<u8>)]) -> Result<Vec<(Arc<Object>, usize)>> {
+    objects
+        .iter()
+        .map(|(_, v)| Ok((Arc::new(decode_object(v)?), v.len())))
+        .collect()
 }
 
 fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> Result<()> {
@@ -817,5 +842,139 @@ mod tests {
             .unwrap()
             .is_some());
         assert!(target.events_after(1, 10).unwrap().is_err());
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use std::collections::BTreeMap;
+
+    use prost::Message;
+    use skiff_proto::api::EventType;
+    use skiff_proto::v1;
+
+    use super::*;
+    use crate::objects::{IntoObject, ObjectExt};
+    use crate::store::Command;
+
+    fn create(object: Object) -> Command {
+        Command::Create {
+            object: object.encode_to_vec(),
+            uid: format!("uid-{}", object.meta().name),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn pod(name: &str, node: &str) -> Object {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                labels: [("app".to_owned(), "web".to_owned())].into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    fn namespace() -> Object {
+        v1::Namespace {
+            metadata: Some(v1::ObjectMeta {
+                name: "default".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    /// name -> resourceVersion, for comparing lists.
+    fn versions(objects: &[Object]) -> BTreeMap<String, String> {
+        objects
+            .iter()
+            .map(|o| (o.meta().name.clone(), o.meta().resource_version.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn a_list_plus_the_events_after_its_revision_is_the_current_list() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        store.apply_commands(vec![
+            create(namespace()),
+            create(pod("a", "n1")),
+            create(pod("b", "")),
+        ]);
+        let (listed, at) = store.list(Kind::Pod, None).unwrap();
+        assert_eq!(at, store.revision());
+        assert_eq!(versions(&listed).len(), 2);
+
+        // Missed changes: b bound, c created, a deleted.
+        let mut bound = store.get(Kind::Pod, "default", "b").unwrap().unwrap();
+        if let Some(skiff_proto::api::object::Kind::Pod(p)) = &mut bound.kind {
+            p.spec.as_mut().unwrap().node_name = "n2".into();
+        }
+        store.apply_commands(vec![
+            Command::Update {
+                object: bound.encode_to_vec(),
+                status_only: false,
+            },
+            create(pod("c", "n1")),
+            Command::Delete {
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                name: "a".into(),
+                resource_version: String::new(),
+            },
+        ]);
+
+        // Replaying exactly the events after the list's revision onto the
+        // list gives what a list now gives.
+        let missed = store.events_after(at, 100).unwrap().unwrap();
+        assert_eq!(missed.len(), 3);
+        assert!(missed.iter().all(|e| e.revision > at));
+        let mut replayed = versions(&listed);
+        for event in &missed {
+            let object = Object::decode(event.object.as_slice()).unwrap();
+            let name = object.meta().name.clone();
+            if event.event_type == EventType::Deleted as i32 {
+                replayed.remove(&name);
+            } else {
+                replayed.insert(name, object.meta().resource_version.clone());
+            }
+        }
+        let (now, _) = store.list(Kind::Pod, None).unwrap();
+        assert_eq!(replayed, versions(&now));
+
+        // And the indexes agree with the objects.
+        let names = |objects: Vec<Arc<Object>>| -> Vec<String> {
+            objects.iter().map(|o| o.meta().name.clone()).collect()
+        };
+        assert_eq!(names(store.cache().pods_on_node("n1")), ["c"]);
+        assert_eq!(names(store.cache().pods_on_node("n2")), ["b"]);
+        let web: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+        assert_eq!(
+            names(store.cache().select(Kind::Pod, "default", &web)),
+            ["b", "c"]
+        );
+    }
+
+    #[test]
+    fn a_reopened_store_rebuilds_its_cache_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = ObjectStore::open(dir.path()).unwrap();
+            store.apply_commands(vec![create(namespace()), create(pod("a", "n1"))]);
+        }
+        let store = ObjectStore::open(dir.path()).unwrap();
+        assert_eq!(store.cache().revision(), store.revision());
+        assert_eq!(store.cache().pods_on_node("n1").len(), 1);
+        assert_eq!(store.cache().size().objects, 2);
+        assert!(store.cache().size().encoded_bytes > 0);
     }
 }

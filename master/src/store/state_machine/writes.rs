@@ -14,8 +14,9 @@ use prost::Message;
 use redb::ReadableTable;
 use skiff_proto::api::{EventType, Object};
 
-use super::{dberr, decode_object, Result, StoredEvent};
+use super::{dberr, decode_object, Committed, Result, StoredEvent};
 use crate::objects::{merge_update, object_key, Kind, ObjectExt};
+use crate::store::cache::CachedChange;
 use crate::store::{Applied, ApplyResult, Command, WriteError};
 
 /// The objects table, inside the write transaction being applied.
@@ -56,7 +57,7 @@ pub(super) fn execute(
     command: Command,
     objects: &mut Objects<'_>,
     revision: &mut u64,
-    events: &mut Vec<Arc<StoredEvent>>,
+    events: &mut Vec<Committed>,
 ) -> Result<ApplyResult> {
     let decision = match command {
         Command::Create { object, uid, now } => create(objects, &object, uid, now)?,
@@ -238,7 +239,7 @@ fn commit(
     change: Change,
     objects: &mut Objects<'_>,
     revision: &mut u64,
-    events: &mut Vec<Arc<StoredEvent>>,
+    events: &mut Vec<Committed>,
 ) -> Result<Applied> {
     match change {
         Change::Unchanged(object) => Ok(Applied {
@@ -268,7 +269,7 @@ fn commit(
 /// a pod's event names the node it is bound to, so node watches can route
 /// it without decoding it.
 fn record(
-    events: &mut Vec<Arc<StoredEvent>>,
+    events: &mut Vec<Committed>,
     revision: &mut u64,
     slot: &Slot,
     mut object: Object,
@@ -287,14 +288,22 @@ fn record(
         _ => String::new(),
     };
     let bytes = object.encode_to_vec();
-    events.push(Arc::new(StoredEvent {
-        revision: *revision,
-        kind: slot.kind,
-        namespace: slot.namespace.clone(),
-        event_type: event_type as i32,
-        node,
-        object: bytes.clone(),
-    }));
+    events.push(Committed {
+        event: Arc::new(StoredEvent {
+            revision: *revision,
+            kind: slot.kind,
+            namespace: slot.namespace.clone(),
+            event_type: event_type as i32,
+            node,
+            object: bytes.clone(),
+        }),
+        cached: CachedChange {
+            kind: slot.kind,
+            event_type,
+            encoded_len: bytes.len(),
+            object: Arc::new(object),
+        },
+    });
     Applied {
         object: bytes,
         revision: *revision,

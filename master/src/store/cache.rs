@@ -1,0 +1,536 @@
+//! The decoded, indexed object cache every master keeps beside its redb
+//! state, as client-go's informers and kube-apiserver's watch cache do: each
+//! object decoded once and shared (`Arc`) by every reader, with indexes for
+//! the questions the leader's loops ask on every event: by namespace (key
+//! order), by `spec.nodeName` (pods), by owner UID, by label, and by a
+//! Service's clusterIP.
+//!
+//! It holds no second copy of the truth: the state machine feeds it the
+//! changes it has just committed ([`ObjectCache::apply`]) before anyone is
+//! notified of them, and replaces it wholesale from redb when the replica
+//! starts or installs a snapshot ([`ObjectCache::reset`]). A list is
+//! consistent at the revision it reports, because applies and reads take the
+//! same lock.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::{EventType, Object};
+
+use crate::objects::{Kind, ObjectExt};
+
+/// An object's place within its kind: (namespace, name).
+pub type Key = (String, String);
+
+/// One committed change, as the state machine hands it over.
+#[derive(Debug, Clone)]
+pub struct CachedChange {
+    pub kind: Kind,
+    pub event_type: EventType,
+    /// The object as stored (for a delete: as it was, at the new revision).
+    pub object: Arc<Object>,
+    /// Its protobuf size, for the memory accounting.
+    pub encoded_len: usize,
+}
+
+#[derive(Default)]
+struct Cached {
+    revision: u64,
+    objects: HashMap<Kind, BTreeMap<Key, Entry>>,
+    pods_by_node: HashMap<String, BTreeSet<Key>>,
+    by_owner: HashMap<String, BTreeSet<(Kind, Key)>>,
+    by_label: HashMap<(Kind, String, String), BTreeSet<Key>>,
+    cluster_ips: HashMap<Ipv4Addr, Key>,
+    encoded_bytes: usize,
+}
+
+struct Entry {
+    object: Arc<Object>,
+    encoded_len: usize,
+}
+
+/// The cache. Cheap to read concurrently; written only by the state machine.
+#[derive(Default)]
+pub struct ObjectCache {
+    state: RwLock<Cached>,
+}
+
+/// What the cache holds, for `/metrics` and the scale benchmark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CacheSize {
+    pub objects: usize,
+    /// Sum of the objects' protobuf sizes (the decoded form takes more).
+    pub encoded_bytes: usize,
+}
+
+impl ObjectCache {
+    fn read(&self) -> RwLockReadGuard<'_, Cached> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Cached> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces everything with `objects` at `revision`.
+    pub fn reset(&self, objects: Vec<(Arc<Object>, usize)>, revision: u64) {
+        let mut fresh = Cached {
+            revision,
+            ..Cached::default()
+        };
+        for (object, encoded_len) in objects {
+            if let Ok(kind) = object.kind() {
+                fresh.put(kind, object, encoded_len);
+            }
+        }
+        *self.write() = fresh;
+    }
+
+    /// Applies committed changes; `revision` is the store's revision after
+    /// them.
+    pub fn apply(&self, changes: &[CachedChange], revision: u64) {
+        let mut cached = self.write();
+        for change in changes {
+            if change.event_type == EventType::Deleted {
+                let meta = change.object.meta();
+                cached.remove(change.kind, &(meta.namespace.clone(), meta.name.clone()));
+            } else {
+                cached.put(change.kind, change.object.clone(), change.encoded_len);
+            }
+        }
+        cached.revision = revision;
+    }
+
+    /// The revision the cache reflects.
+    pub fn revision(&self) -> u64 {
+        self.read().revision
+    }
+
+    /// One object.
+    pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Arc<Object>> {
+        let cached = self.read();
+        let key = (namespace.to_owned(), name.to_owned());
+        cached
+            .objects
+            .get(&kind)?
+            .get(&key)
+            .map(|e| e.object.clone())
+    }
+
+    /// Every object of `kind` (in one namespace, or all) in key order, and
+    /// the revision the list is consistent at.
+    pub fn list(&self, kind: Kind, namespace: Option<&str>) -> (Vec<Arc<Object>>, u64) {
+        let cached = self.read();
+        let Some(table) = cached.objects.get(&kind) else {
+            return (Vec::new(), cached.revision);
+        };
+        let objects = match namespace {
+            None => table.values().map(|e| e.object.clone()).collect(),
+            Some(ns) => table
+                .range((ns.to_owned(), String::new())..)
+                .take_while(|((n, _), _)| n == ns)
+                .map(|(_, e)| e.object.clone())
+                .collect(),
+        };
+        (objects, cached.revision)
+    }
+
+    /// The pods bound to `node` (`""`: the unbound ones).
+    pub fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
+        self.pods_on_node_at(node).0
+    }
+
+    /// The pods bound to `node`, and the revision that list is consistent at.
+    pub fn pods_on_node_at(&self, node: &str) -> (Vec<Arc<Object>>, u64) {
+        let cached = self.read();
+        let keys = cached.pods_by_node.get(node);
+        (
+            cached.resolve(Kind::Pod, keys.into_iter().flatten()),
+            cached.revision,
+        )
+    }
+
+    /// Every object with an owner reference to `uid`.
+    pub fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let Some(keys) = cached.by_owner.get(uid) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|(kind, key)| cached.objects.get(kind)?.get(key))
+            .map(|e| e.object.clone())
+            .collect()
+    }
+
+    /// The objects of `kind` in `namespace` whose labels include every pair
+    /// of `labels`; an empty `labels` selects nothing (as an empty Service
+    /// selector does).
+    pub fn select(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        // Start from the rarest pair and check the rest on each object.
+        let Some(smallest) = labels
+            .iter()
+            .map(|(k, v)| {
+                cached
+                    .by_label
+                    .get(&(kind, k.clone(), v.clone()))
+                    .map_or(0, BTreeSet::len)
+            })
+            .min()
+        else {
+            return Vec::new();
+        };
+        if smallest == 0 {
+            return Vec::new();
+        }
+        let rarest = labels.iter().find_map(|(k, v)| {
+            let keys = cached.by_label.get(&(kind, k.clone(), v.clone()))?;
+            (keys.len() == smallest).then_some(keys)
+        });
+        let candidates = rarest
+            .into_iter()
+            .flatten()
+            .filter(|(ns, _)| ns == namespace);
+        cached
+            .resolve(kind, candidates)
+            .into_iter()
+            .filter(|o| {
+                let have = &o.meta().labels;
+                labels.iter().all(|(k, v)| have.get(k) == Some(v))
+            })
+            .collect()
+    }
+
+    /// The Service holding `ip` as its clusterIP, if any.
+    pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
+        self.read().cluster_ips.get(&ip).cloned()
+    }
+
+    /// How many clusterIPs are held.
+    pub fn cluster_ips_held(&self) -> usize {
+        self.read().cluster_ips.len()
+    }
+
+    /// How much the cache holds.
+    pub fn size(&self) -> CacheSize {
+        let cached = self.read();
+        CacheSize {
+            objects: cached.objects.values().map(BTreeMap::len).sum(),
+            encoded_bytes: cached.encoded_bytes,
+        }
+    }
+}
+
+impl Cached {
+    fn resolve<'a>(&self, kind: Kind, keys: impl Iterator<Item = &'a Key>) -> Vec<Arc<Object>> {
+        let Some(table) = self.objects.get(&kind) else {
+            return Vec::new();
+        };
+        keys.filter_map(|key| table.get(key))
+            .map(|e| e.object.clone())
+            .collect()
+    }
+
+    fn put(&mut self, kind: Kind, object: Arc<Object>, encoded_len: usize) {
+        let key = {
+            let meta = object.meta();
+            (meta.namespace.clone(), meta.name.clone())
+        };
+        self.remove(kind, &key);
+        self.index(kind, &key, &object, true);
+        self.encoded_bytes += encoded_len;
+        self.objects.entry(kind).or_default().insert(
+            key,
+            Entry {
+                object,
+                encoded_len,
+            },
+        );
+    }
+
+    fn remove(&mut self, kind: Kind, key: &Key) {
+        let Some(old) = self.objects.get_mut(&kind).and_then(|t| t.remove(key)) else {
+            return;
+        };
+        self.encoded_bytes = self.encoded_bytes.saturating_sub(old.encoded_len);
+        self.index(kind, key, &old.object, false);
+    }
+
+    /// Adds (`add`) or removes `object`'s index entries.
+    fn index(&mut self, kind: Kind, key: &Key, object: &Object, add: bool) {
+        fn edit<K: std::hash::Hash + Eq, V: Ord>(
+            map: &mut HashMap<K, BTreeSet<V>>,
+            at: K,
+            value: V,
+            add: bool,
+        ) {
+            if add {
+                map.entry(at).or_default().insert(value);
+            } else if let Some(set) = map.get_mut(&at) {
+                set.remove(&value);
+                if set.is_empty() {
+                    map.remove(&at);
+                }
+            }
+        }
+        let meta = object.meta();
+        for owner in &meta.owner_references {
+            edit(
+                &mut self.by_owner,
+                owner.uid.clone(),
+                (kind, key.clone()),
+                add,
+            );
+        }
+        for (k, v) in &meta.labels {
+            edit(
+                &mut self.by_label,
+                (kind, k.clone(), v.clone()),
+                key.clone(),
+                add,
+            );
+        }
+        match &object.kind {
+            Some(Body::Pod(pod)) => {
+                let node = pod
+                    .spec
+                    .as_ref()
+                    .map(|s| s.node_name.clone())
+                    .unwrap_or_default();
+                edit(&mut self.pods_by_node, node, key.clone(), add);
+            }
+            Some(Body::Service(service)) => {
+                let ip = service
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.cluster_ip.parse::<Ipv4Addr>().ok());
+                if let Some(ip) = ip {
+                    if add {
+                        self.cluster_ips.insert(ip, key.clone());
+                    } else if self.cluster_ips.get(&ip) == Some(key) {
+                        self.cluster_ips.remove(&ip);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::IntoObject;
+    use skiff_proto::v1;
+
+    fn pod(ns: &str, name: &str, node: &str, labels: &[(&str, &str)], owner: &str) -> Arc<Object> {
+        Arc::new(
+            v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    namespace: ns.into(),
+                    labels: labels
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                    owner_references: (!owner.is_empty())
+                        .then(|| v1::OwnerReference {
+                            uid: owner.into(),
+                            ..Default::default()
+                        })
+                        .into_iter()
+                        .collect(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::PodSpec {
+                    node_name: node.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+    }
+
+    fn service(name: &str, ip: &str) -> Arc<Object> {
+        Arc::new(
+            v1::Service {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::ServiceSpec {
+                    cluster_ip: ip.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+    }
+
+    fn change(kind: Kind, event_type: EventType, object: Arc<Object>) -> CachedChange {
+        CachedChange {
+            kind,
+            event_type,
+            object,
+            encoded_len: 100,
+        }
+    }
+
+    fn names(objects: &[Arc<Object>]) -> Vec<String> {
+        objects.iter().map(|o| o.meta().name.clone()).collect()
+    }
+
+    #[test]
+    fn indexes_follow_puts_updates_and_deletes() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod("a", "p1", "n1", &[("app", "web")], "rs-1"),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod("a", "p2", "", &[("app", "web"), ("tier", "x")], "rs-1"),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod("b", "p3", "n1", &[("app", "web")], ""),
+                ),
+            ],
+            3,
+        );
+        assert_eq!(names(&cache.pods_on_node("n1")), ["p1", "p3"]);
+        assert_eq!(names(&cache.pods_on_node("")), ["p2"]);
+        assert_eq!(names(&cache.dependents_of("rs-1")), ["p1", "p2"]);
+        let web: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+        assert_eq!(names(&cache.select(Kind::Pod, "a", &web)), ["p1", "p2"]);
+        let both: BTreeMap<String, String> = [
+            ("app".to_owned(), "web".to_owned()),
+            ("tier".to_owned(), "x".to_owned()),
+        ]
+        .into();
+        assert_eq!(names(&cache.select(Kind::Pod, "a", &both)), ["p2"]);
+        assert!(cache.select(Kind::Pod, "a", &BTreeMap::new()).is_empty());
+
+        // p2 gets bound, relabelled and released by its owner.
+        cache.apply(
+            &[change(
+                Kind::Pod,
+                EventType::Modified,
+                pod("a", "p2", "n2", &[("app", "db")], ""),
+            )],
+            4,
+        );
+        assert_eq!(names(&cache.pods_on_node("")), Vec::<String>::new());
+        assert_eq!(names(&cache.pods_on_node("n2")), ["p2"]);
+        assert_eq!(names(&cache.dependents_of("rs-1")), ["p1"]);
+        assert_eq!(names(&cache.select(Kind::Pod, "a", &web)), ["p1"]);
+        assert!(cache.select(Kind::Pod, "a", &both).is_empty());
+
+        cache.apply(
+            &[change(
+                Kind::Pod,
+                EventType::Deleted,
+                pod("a", "p1", "n1", &[("app", "web")], "rs-1"),
+            )],
+            5,
+        );
+        assert_eq!(names(&cache.pods_on_node("n1")), ["p3"]);
+        assert!(cache.dependents_of("rs-1").is_empty());
+        assert_eq!(
+            cache.size(),
+            CacheSize {
+                objects: 2,
+                encoded_bytes: 200
+            }
+        );
+        assert_eq!(cache.revision(), 5);
+    }
+
+    #[test]
+    fn lists_are_per_namespace_in_key_order_at_one_revision() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(Kind::Pod, EventType::Added, pod("b", "z", "", &[], "")),
+                change(Kind::Pod, EventType::Added, pod("a", "y", "", &[], "")),
+                change(Kind::Pod, EventType::Added, pod("ab", "x", "", &[], "")),
+                change(Kind::Pod, EventType::Added, pod("a", "w", "", &[], "")),
+            ],
+            7,
+        );
+        let (all, revision) = cache.list(Kind::Pod, None);
+        assert_eq!(revision, 7);
+        assert_eq!(names(&all), ["w", "y", "x", "z"]);
+        assert_eq!(names(&cache.list(Kind::Pod, Some("a")).0), ["w", "y"]);
+        assert!(cache.list(Kind::Service, None).0.is_empty());
+        // The same Arc, not a copy, for every reader.
+        let first = cache.get(Kind::Pod, "a", "w").unwrap();
+        assert!(Arc::ptr_eq(&first, &cache.list(Kind::Pod, Some("a")).0[0]));
+    }
+
+    #[test]
+    fn cluster_ips_are_held_until_their_service_goes() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(Kind::Service, EventType::Added, service("a", "10.43.0.11")),
+                change(Kind::Service, EventType::Added, service("h", "None")),
+            ],
+            2,
+        );
+        let ip = Ipv4Addr::new(10, 43, 0, 11);
+        assert_eq!(
+            cache.cluster_ip_holder(ip),
+            Some(("default".into(), "a".into()))
+        );
+        assert_eq!(cache.cluster_ips_held(), 1);
+        cache.apply(
+            &[change(
+                Kind::Service,
+                EventType::Deleted,
+                service("a", "10.43.0.11"),
+            )],
+            3,
+        );
+        assert_eq!(cache.cluster_ip_holder(ip), None);
+    }
+
+    #[test]
+    fn reset_replaces_everything() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[change(
+                Kind::Pod,
+                EventType::Added,
+                pod("a", "old", "n1", &[], ""),
+            )],
+            1,
+        );
+        cache.reset(vec![(pod("a", "new", "n2", &[], ""), 10)], 9);
+        assert!(cache.pods_on_node("n1").is_empty());
+        assert_eq!(names(&cache.pods_on_node("n2")), ["new"]);
+        assert_eq!(cache.revision(), 9);
+        assert_eq!(
+            cache.size(),
+            CacheSize {
+                objects: 1,
+                encoded_bytes: 10
+            }
+        );
+    }
+}
