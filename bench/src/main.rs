@@ -2,6 +2,8 @@
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the figures (see shared/BENCH.md).
 
+mod etcd_api;
+mod etcd_cluster;
 mod latency;
 mod proc_stats;
 mod scenarios;
@@ -17,7 +19,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Scenario {
-    /// Raft write throughput and latency of fsynced creates.
+    /// Raft write throughput and latency of fsynced creates, optionally
+    /// next to etcd's.
     Store(scenarios::store::StoreArgs),
     /// Scheduling throughput onto hollow nodes.
     Schedule(scenarios::schedule::ScheduleArgs),
