@@ -1,6 +1,9 @@
 //! `skiff-bench`: benchmark scenarios run against real `skiff` processes it
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
-//! stdout is one JSON object with the figures (see shared/BENCH.md).
+//! stdout is one JSON object with the figures (see shared/BENCH.md). A
+//! scenario that gates its own figures (`scale`) reports `"pass": false`
+//! and why (`"failure"`); the process then exits non-zero after printing
+//! them, so CI fails loudly.
 
 mod etcd_api;
 mod etcd_cluster;
@@ -36,6 +39,9 @@ enum Scenario {
     Overlay(scenarios::overlay::OverlayArgs),
     /// Pod start latency on a real node (containerd), local image.
     Podstart(scenarios::podstart::PodstartArgs),
+    /// Whether hot paths grow with the number of objects: the same probes
+    /// at a fraction of the load and at full load.
+    Scale(scenarios::scale::ScaleArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -60,16 +66,46 @@ fn main() -> std::process::ExitCode {
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,
+            Scenario::Scale(args) => scenarios::scale::run(args).await,
         }
     });
     match result {
         Ok(report) => {
             println!("{report}");
+            if let Some(failure) = failure_of(&report) {
+                eprintln!("error: {failure}");
+                return std::process::ExitCode::FAILURE;
+            }
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Why a scenario that gates its own figures failed: set when the report
+/// says `"pass": false`.
+fn failure_of(report: &serde_json::Value) -> Option<String> {
+    if report.get("pass").and_then(serde_json::Value::as_bool) != Some(false) {
+        return None;
+    }
+    let why = report.get("failure").and_then(serde_json::Value::as_str);
+    Some(why.unwrap_or("the scenario did not pass").to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_report_that_says_it_did_not_pass_fails_the_run() {
+        assert_eq!(failure_of(&serde_json::json!({"p50_ms": 1.0})), None);
+        assert_eq!(failure_of(&serde_json::json!({"pass": true})), None);
+        let failed = serde_json::json!({"pass": false, "failure": "scale: slow"});
+        assert_eq!(failure_of(&failed).as_deref(), Some("scale: slow"));
+        let unexplained = serde_json::json!({"pass": false});
+        assert!(failure_of(&unexplained).is_some());
     }
 }

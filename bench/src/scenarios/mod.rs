@@ -7,5 +7,6 @@ pub mod heartbeat;
 pub mod idle;
 pub mod overlay;
 pub mod podstart;
+pub mod scale;
 pub mod schedule;
 pub mod store;
