@@ -138,8 +138,7 @@ impl EtcdCluster {
     /// [`EtcdCluster::wait_healthy`].
     pub fn start(dir: &Path, size: usize) -> anyhow::Result<EtcdCluster> {
         check_installed()?;
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
         let specs: Vec<MemberSpec> = (0..size)
             .map(|i| MemberSpec {
                 name: format!("etcd-{i}"),
