@@ -38,6 +38,12 @@ pub trait ObjectReads: Send + Sync {
     fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>>;
     /// Every object with an owner reference to `uid`.
     fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>>;
+    /// The Services in `namespace` whose selector matches `labels`.
+    fn services_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>>;
     /// The objects of `kind` in `namespace` carrying every label of
     /// `labels` (none for an empty `labels`).
     fn select(
@@ -106,6 +112,14 @@ impl ObjectReads for ObjectStore {
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
         self.cache().select(kind, namespace, labels)
+    }
+
+    fn services_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        self.cache().services_selecting(namespace, labels)
     }
 
     fn revision(&self) -> u64 {

@@ -38,23 +38,15 @@ impl Reconciler for EndpointsController {
                     &object.meta().name,
                 )]
             }
-            Kind::Pod => {
-                let labels = &object.meta().labels;
-                match self.ctx.store.list(Kind::Service, Some(&event.namespace)) {
-                    Ok((services, _)) => services
-                        .iter()
-                        .filter(|s| match &s.kind {
-                            Some(Body::Service(s)) => s
-                                .spec
-                                .as_ref()
-                                .is_some_and(|spec| selects(&spec.selector, labels)),
-                            _ => false,
-                        })
-                        .filter_map(|s| ObjectKey::of(s))
-                        .collect(),
-                    Err(_) => Vec::new(),
-                }
-            }
+            // The Services selecting the pod, from the selector index: a
+            // pod event costs what selects it, not every Service.
+            Kind::Pod => self
+                .ctx
+                .store
+                .services_selecting(&event.namespace, &object.meta().labels)
+                .iter()
+                .filter_map(|s| ObjectKey::of(s))
+                .collect(),
             _ => Vec::new(),
         }
     }

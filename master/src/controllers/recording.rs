@@ -398,6 +398,23 @@ impl ObjectReads for RecordingObjects {
         })
     }
 
+    fn services_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        self.filtered(Kind::Service, |o| match &o.kind {
+            Some(skiff_proto::api::object::Kind::Service(s)) => {
+                o.meta().namespace == namespace
+                    && s.spec.as_ref().is_some_and(|spec| {
+                        !spec.selector.is_empty()
+                            && spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+            }
+            _ => false,
+        })
+    }
+
     fn revision(&self) -> u64 {
         self.state().revision
     }

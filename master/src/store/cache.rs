@@ -43,6 +43,8 @@ struct Cached {
     by_owner: HashMap<String, BTreeSet<(Kind, Key)>>,
     by_label: HashMap<(Kind, String, String), BTreeSet<Key>>,
     cluster_ips: HashMap<Ipv4Addr, Key>,
+    /// (namespace, selector key, selector value) → Services selecting it.
+    service_selectors: HashMap<(String, String, String), BTreeSet<String>>,
     encoded_bytes: usize,
 }
 
@@ -208,6 +210,38 @@ impl ObjectCache {
             .collect()
     }
 
+    /// The Services in `namespace` whose (non-empty) selector matches
+    /// `labels`: the Services a pod with those labels belongs to.
+    pub fn services_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let mut names = BTreeSet::new();
+        for (k, v) in labels {
+            let at = (namespace.to_owned(), k.clone(), v.clone());
+            if let Some(found) = cached.service_selectors.get(&at) {
+                names.extend(found.iter().cloned());
+            }
+        }
+        let keys: Vec<Key> = names
+            .into_iter()
+            .map(|name| (namespace.to_owned(), name))
+            .collect();
+        cached
+            .resolve(Kind::Service, keys.iter())
+            .into_iter()
+            .filter(|o| match &o.kind {
+                Some(Body::Service(s)) => s.spec.as_ref().is_some_and(|spec| {
+                    !spec.selector.is_empty()
+                        && spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                }),
+                _ => false,
+            })
+            .collect()
+    }
+
     /// The Service holding `ip` as its clusterIP, if any.
     pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
         self.read().cluster_ips.get(&ip).cloned()
@@ -307,6 +341,15 @@ impl Cached {
                 edit(&mut self.pods_by_node, node, key.clone(), add);
             }
             Some(Body::Service(service)) => {
+                let selector = service.spec.as_ref().map(|s| &s.selector);
+                for (k, v) in selector.into_iter().flatten() {
+                    edit(
+                        &mut self.service_selectors,
+                        (key.0.clone(), k.clone(), v.clone()),
+                        key.1.clone(),
+                        add,
+                    );
+                }
                 let ip = service
                     .spec
                     .as_ref()
@@ -508,6 +551,84 @@ mod tests {
             3,
         );
         assert_eq!(cache.cluster_ip_holder(ip), None);
+    }
+
+    #[test]
+    fn a_pod_finds_the_services_that_select_it() {
+        let selecting = |name: &str, ns: &str, selector: &[(&str, &str)]| {
+            Arc::new(
+                v1::Service {
+                    metadata: Some(v1::ObjectMeta {
+                        name: name.into(),
+                        namespace: ns.into(),
+                        ..Default::default()
+                    }),
+                    spec: Some(v1::ServiceSpec {
+                        selector: selector
+                            .iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }
+                .into_object(),
+            )
+        };
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(
+                    Kind::Service,
+                    EventType::Added,
+                    selecting("web", "a", &[("app", "web")]),
+                ),
+                change(
+                    Kind::Service,
+                    EventType::Added,
+                    selecting("web-v2", "a", &[("app", "web"), ("v", "2")]),
+                ),
+                change(
+                    Kind::Service,
+                    EventType::Added,
+                    selecting("other-ns", "b", &[("app", "web")]),
+                ),
+                change(
+                    Kind::Service,
+                    EventType::Added,
+                    selecting("manual", "a", &[]),
+                ),
+            ],
+            4,
+        );
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            names(&cache.services_selecting("a", &labels(&[("app", "web")]))),
+            ["web"]
+        );
+        assert_eq!(
+            names(&cache.services_selecting("a", &labels(&[("app", "web"), ("v", "2")]))),
+            ["web", "web-v2"]
+        );
+        assert!(cache
+            .services_selecting("a", &labels(&[("app", "db")]))
+            .is_empty());
+        cache.apply(
+            &[change(
+                Kind::Service,
+                EventType::Modified,
+                selecting("web", "a", &[("app", "api")]),
+            )],
+            5,
+        );
+        assert!(cache
+            .services_selecting("a", &labels(&[("app", "web")]))
+            .is_empty());
     }
 
     #[test]
