@@ -39,12 +39,33 @@ const MAX_CONCURRENT_BINDS: usize = 512;
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let mut live = ctx.store.subscribe();
     let mut retry = tokio::time::interval(Duration::from_secs(1));
+    let mut rebuild = tokio::time::interval(FULL_REBUILD_EVERY);
+    let mut usage = NodeUsage::default();
+    let mut stale = true;
     let mut dirty = true;
     tracing::info!(controller = "scheduler", "controller started");
     loop {
+        // Every change already applied is in `live` by now (the store
+        // notifies before a write returns), so the usage is current.
+        while let Ok(more) = live.try_recv() {
+            match more {
+                Notification::Event(e) => {
+                    dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
+                    if e.kind == Kind::Pod && !stale {
+                        usage.observe_event(&e);
+                    }
+                }
+                Notification::Reset { .. } => stale = true,
+            }
+        }
+        if stale {
+            usage = NodeUsage::from_store(&*ctx.store);
+            stale = false;
+            dirty = true;
+        }
         if dirty {
             dirty = false;
-            match pass(&ctx).await {
+            match pass(&ctx, &usage).await {
                 Ok(outcome) if outcome.conflicts > 0 => dirty = true,
                 Ok(_) => {}
                 Err(e) => {
@@ -57,22 +78,145 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = retry.tick() => dirty = true,
+            _ = rebuild.tick() => stale = true,
             n = live.recv() => match n {
                 Ok(Notification::Event(e)) => {
                     dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
-                    // Take whatever else is already waiting, then schedule once.
-                    while let Ok(more) = live.try_recv() {
-                        if let Notification::Event(e) = more {
-                            dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
-                        }
+                    if e.kind == Kind::Pod && !stale {
+                        usage.observe_event(&e);
                     }
                 }
-                Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => dirty = true,
+                Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => stale = true,
                 Err(broadcast::error::RecvError::Closed) => break,
             },
         }
     }
     tracing::info!(controller = "scheduler", "controller stopped");
+}
+
+/// How often the node usage is rebuilt from the store, as a safety net
+/// behind the events.
+const FULL_REBUILD_EVERY: Duration = Duration::from_secs(60);
+
+/// What the bound, active pods on one node take.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct NodeLoad {
+    cpu: i64,
+    memory: i64,
+    pods: i64,
+    host_ports: HashMap<(i32, String), i64>,
+    by_owner: HashMap<String, i64>,
+}
+
+/// One pod's charge on the node it is bound to.
+#[derive(Debug, Clone, PartialEq)]
+struct Charge {
+    node: String,
+    requests: Requests,
+    host_ports: Vec<(i32, String)>,
+    owner: Option<String>,
+}
+
+/// Requested resources, host ports and replicas per owner on each node,
+/// kept from pod events as kube-scheduler's cache keeps them, so that a
+/// pass costs the nodes and the pending pods, not every pod in the cluster.
+#[derive(Debug, Default)]
+pub struct NodeUsage {
+    by_node: HashMap<String, NodeLoad>,
+    /// Each counted pod's charge, to take back when it changes or goes.
+    charged: HashMap<(String, String), Charge>,
+}
+
+impl NodeUsage {
+    /// Counts every pod in `store`.
+    pub fn from_store(store: &dyn crate::controllers::ObjectReads) -> NodeUsage {
+        let mut usage = NodeUsage::default();
+        if let Ok((pods, _)) = store.list(Kind::Pod, None) {
+            for object in &pods {
+                if let Some(Body::Pod(pod)) = &object.kind {
+                    usage.observe(pod, false);
+                }
+            }
+        }
+        usage
+    }
+
+    /// Follows one stored pod event.
+    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent) {
+        use prost::Message;
+        let Ok(object) = Object::decode(event.object.as_slice()) else {
+            return;
+        };
+        if let Some(Body::Pod(pod)) = &object.kind {
+            let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
+            self.observe(pod, deleted);
+        }
+    }
+
+    /// Takes back the pod's old charge and, unless it is gone, unbound or
+    /// finished, charges it again as it is now.
+    pub fn observe(&mut self, pod: &v1::Pod, deleted: bool) {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let key = (meta.namespace, meta.name);
+        if let Some(old) = self.charged.remove(&key) {
+            self.apply(&old, -1);
+        }
+        if deleted || !pod_is_active(pod) {
+            return;
+        }
+        let spec = pod.spec.clone().unwrap_or_default();
+        if spec.node_name.is_empty() {
+            return;
+        }
+        let charge = Charge {
+            node: spec.node_name.clone(),
+            requests: pod_requests(&spec),
+            host_ports: spec
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter())
+                .filter(|p| p.host_port != 0)
+                .map(|p| (p.host_port, p.protocol.clone()))
+                .collect(),
+            owner: owner_uid(pod),
+        };
+        self.apply(&charge, 1);
+        self.charged.insert(key, charge);
+    }
+
+    fn apply(&mut self, charge: &Charge, sign: i64) {
+        fn count<K: std::hash::Hash + Eq + Clone>(map: &mut HashMap<K, i64>, key: &K, by: i64) {
+            let n = map.entry(key.clone()).or_insert(0);
+            *n += by;
+            if *n <= 0 {
+                map.remove(key);
+            }
+        }
+        let load = self.by_node.entry(charge.node.clone()).or_default();
+        load.cpu += sign * charge.requests.cpu;
+        load.memory += sign * charge.requests.memory;
+        load.pods += sign;
+        for port in &charge.host_ports {
+            count(&mut load.host_ports, port, sign);
+        }
+        if let Some(owner) = &charge.owner {
+            count(&mut load.by_owner, owner, sign);
+        }
+        if *load == NodeLoad::default() {
+            self.by_node.remove(&charge.node);
+        }
+    }
+
+    /// Puts what `node` already carries into its scheduling view.
+    fn charge(&self, node: &mut NodeInfo) {
+        if let Some(load) = self.by_node.get(&node.name) {
+            node.cpu_requested = load.cpu;
+            node.memory_requested = load.memory;
+            node.pods = load.pods;
+            node.host_ports = load.host_ports.keys().cloned().collect();
+            node.by_owner = load.by_owner.clone();
+        }
+    }
 }
 
 /// What a pass did.
@@ -345,38 +489,30 @@ fn owner_uid(pod: &v1::Pod) -> Option<String> {
         .map(|r| r.uid.clone())
 }
 
-/// One scheduling pass over every pending pod.
-pub async fn pass(ctx: &Context) -> Result<PassOutcome, ReconcileError> {
+/// One scheduling pass over every pending pod, with what each node already
+/// carries from `usage`.
+pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, ReconcileError> {
     let (node_objects, _) = ctx.store.list(Kind::Node, None)?;
     let mut nodes: Vec<NodeInfo> = node_objects
         .iter()
         .filter_map(|o| match &o.kind {
-            Some(Body::Node(n)) => Some(NodeInfo::from_node(n)),
+            Some(Body::Node(n)) => {
+                let mut info = NodeInfo::from_node(n);
+                usage.charge(&mut info);
+                Some(info)
+            }
             _ => None,
         })
         .collect();
-    let index: HashMap<String, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(i, n)| (n.name.clone(), i))
-        .collect();
-    let (pod_objects, _) = ctx.store.list(Kind::Pod, None)?;
+    // The unbound pods, from the cache's node index.
     let mut pending = Vec::new();
-    let no_spec = v1::PodSpec::default();
-    for object in &pod_objects {
+    for object in &ctx.store.pods_on_node("") {
         let Some(Body::Pod(pod)) = &object.kind else {
             continue;
         };
-        if !pod_is_active(pod) {
-            continue;
-        }
-        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
-        if spec.node_name.is_empty() {
-            if spec.scheduler_name.is_empty() || spec.scheduler_name == "default-scheduler" {
-                pending.push(pod.clone());
-            }
-        } else if let Some(&i) = index.get(&spec.node_name) {
-            nodes[i].add(spec, owner_uid(pod).as_deref());
+        let scheduler = pod.spec.as_ref().map_or("", |s| s.scheduler_name.as_str());
+        if pod_is_active(pod) && (scheduler.is_empty() || scheduler == "default-scheduler") {
+            pending.push(pod.clone());
         }
     }
     let mut outcome = PassOutcome::default();
@@ -615,5 +751,110 @@ mod tests {
         let err = choose(&two, &web, None).unwrap_err();
         assert_eq!(err.reasons[&Unschedulable::HostPortsTaken], 1);
         assert!(err.to_string().contains("free ports"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod usage_tests {
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects, WriteOp};
+    use crate::controllers::ObjectReads;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status:
+  allocatable: {cpu: "1", memory: 1Gi, pods: "10"}
+  conditions: [{type: Ready, status: "True"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: big}
+spec:
+  nodeName: n1
+  containers:
+  - {name: c, image: i, resources: {requests: {cpu: 800m}}, ports: [{containerPort: 80, hostPort: 8080}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: pending}
+spec:
+  containers: [{name: c, image: i, resources: {requests: {cpu: 500m}}}]
+"#;
+
+    fn pod_named(objects: &RecordingObjects, name: &str) -> v1::Pod {
+        match objects
+            .get(Kind::Pod, "default", name)
+            .unwrap()
+            .map(std::sync::Arc::unwrap_or_clone)
+        {
+            Some(Object {
+                kind: Some(Body::Pod(p)),
+            }) => p,
+            _ => panic!("no pod {name}"),
+        }
+    }
+
+    fn load(usage: &NodeUsage, node: &str) -> (i64, i64, usize) {
+        usage
+            .by_node
+            .get(node)
+            .map_or((0, 0, 0), |l| (l.cpu, l.pods, l.host_ports.len()))
+    }
+
+    #[test]
+    fn charges_follow_binding_rebinding_finishing_and_deletion() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let mut usage = NodeUsage::from_store(&*objects);
+        assert_eq!(load(&usage, "n1"), (800, 1, 1));
+        let mut big = pod_named(&objects, "big");
+        big.spec.as_mut().unwrap().node_name = "n2".into();
+        usage.observe(&big, false);
+        assert_eq!(load(&usage, "n1"), (0, 0, 0));
+        assert_eq!(load(&usage, "n2"), (800, 1, 1));
+        // Seen twice, charged once.
+        usage.observe(&big, false);
+        assert_eq!(load(&usage, "n2"), (800, 1, 1));
+        big.status = Some(v1::PodStatus {
+            phase: "Succeeded".into(),
+            ..Default::default()
+        });
+        usage.observe(&big, false);
+        assert_eq!(load(&usage, "n2"), (0, 0, 0));
+        big.status = None;
+        usage.observe(&big, false);
+        usage.observe(&big, true);
+        assert!(usage.by_node.is_empty() && usage.charged.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_pass_counts_what_nodes_already_carry_and_frees_it_when_a_pod_goes() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let ctx = context(&objects);
+        let mut usage = NodeUsage::from_store(&*objects);
+        let outcome = pass(&ctx, &usage).await.unwrap();
+        assert_eq!(
+            (outcome.bound, outcome.unschedulable),
+            (0, 1),
+            "800m + 500m > 1 cpu"
+        );
+        let why = pod_named(&objects, "pending").status.unwrap().conditions;
+        assert!(why[0].message.contains("Insufficient cpu"), "{:?}", why[0]);
+
+        let big = pod_named(&objects, "big");
+        objects.remove(Kind::Pod, "default", "big", "").unwrap();
+        usage.observe(&big, true);
+        objects.clear_writes();
+        let outcome = pass(&ctx, &usage).await.unwrap();
+        assert_eq!(outcome.bound, 1);
+        let writes = objects.writes();
+        assert_eq!(
+            (writes[0].op, writes[0].name.as_str()),
+            (WriteOp::Update, "pending")
+        );
+        assert_eq!(pod_named(&objects, "pending").spec.unwrap().node_name, "n1");
     }
 }
