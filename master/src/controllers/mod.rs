@@ -1,8 +1,9 @@
 //! Controllers: level-triggered, idempotent reconcilers that run on the
 //! leader only. Each one is started after the leader has confirmed it is
-//! caught up, reads the leader's replica of the store directly (always
-//! complete, so there is no cache to sync), is driven by the store's change
-//! notifications plus its own requeues, and runs one reconcile at a time.
+//! caught up, reads the leader's replica through the object cache (always
+//! complete and current, so there is nothing to sync), is driven by the
+//! store's change notifications plus its own requeues, and reconciles
+//! different objects concurrently but one object at a time.
 //! They stop when leadership is lost; the next leader starts its own.
 //!
 //! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
@@ -115,6 +116,10 @@ pub trait Reconciler: Send + Sync + 'static {
     const NAME: &'static str;
     /// The kind of the objects it reconciles.
     const KIND: Kind;
+    /// How many objects may reconcile at once. 1 for a controller whose
+    /// reconciles share a decision across objects (node IPAM hands out
+    /// subnets from one pool).
+    const CONCURRENCY: usize = CONCURRENT_RECONCILES;
     /// The keys to look at after a change to `object`.
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey>;
     /// Brings the world in line with one object. Idempotent.
@@ -128,11 +133,12 @@ pub trait Reconciler: Send + Sync + 'static {
     }
 }
 
-/// How many objects one controller reconciles at the same time.
+/// How many objects one controller reconciles at the same time, unless it
+/// says fewer ([`Reconciler::CONCURRENCY`]).
 pub const CONCURRENT_RECONCILES: usize = 8;
 
 /// Runs a reconciler until `shutdown`. Different objects reconcile
-/// concurrently (up to [`CONCURRENT_RECONCILES`]), so one slow object does
+/// concurrently (up to [`Reconciler::CONCURRENCY`]), so one slow object does
 /// not hold up the rest; one object never has two reconciles at once: a
 /// change seen while it is being reconciled queues it again for after.
 pub async fn run<R: Reconciler>(
@@ -172,7 +178,7 @@ pub async fn run<R: Reconciler>(
                 Err(broadcast::error::RecvError::Closed) => break,
             },
             _ = periodic.tick() => resync::<R>(&*store, &mut queue),
-            key = queue.next(), if running.len() < CONCURRENT_RECONCILES => {
+            key = queue.next(), if running.len() < R::CONCURRENCY.max(1) => {
                 if busy.contains(&key) {
                     changed_while_busy.insert(key);
                     continue;

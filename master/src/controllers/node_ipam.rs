@@ -1,8 +1,9 @@
 //! Pod subnets: every node gets its own `/24` (by default) of the cluster
 //! CIDR as `spec.podCIDR`, written through Raft like any other change. The
 //! lowest free subnet is taken; a subnet is free when no Node holds it, so
-//! deleting a node frees its subnet, and the one-reconcile-at-a-time loop
-//! plus conditional writes mean no subnet is ever held by two nodes.
+//! deleting a node frees its subnet, and running one reconcile at a time
+//! (`CONCURRENCY = 1`, unlike the other controllers) plus conditional
+//! writes mean no subnet is ever held by two nodes.
 //!
 //! The subnets in use are read once per store revision, so a cluster with
 //! more nodes than subnets (the rest wait for one to be freed) does not
@@ -135,6 +136,9 @@ impl NodeIpamController {
 impl Reconciler for NodeIpamController {
     const NAME: &'static str = "node-ipam";
     const KIND: Kind = Kind::Node;
+    // Two nodes reconciled at once could be handed the same free subnet
+    // (the writes are to different Nodes, so neither conflicts).
+    const CONCURRENCY: usize = 1;
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
@@ -226,5 +230,56 @@ mod tests {
         let mut full = all;
         full.push("10.42.255.0/24".parse().unwrap());
         assert_eq!(config.allocate(&full), None);
+    }
+}
+
+#[cfg(test)]
+mod loop_tests {
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects};
+    use crate::controllers::ObjectReads;
+    use std::collections::HashSet;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nodes_joining_together_get_different_subnets() {
+        let objects = RecordingObjects::new();
+        for i in 0..40 {
+            objects.seed_yaml(&format!(
+                "apiVersion: v1\nkind: Node\nmetadata: {{name: n{i}}}\n"
+            ));
+        }
+        let shutdown = CancellationToken::new();
+        let controller = NodeIpamController::new(context(&objects), PodCidrConfig::default());
+        tokio::spawn(crate::controllers::run(
+            controller,
+            objects.clone(),
+            shutdown.clone(),
+        ));
+        let cidrs = |objects: &RecordingObjects| -> Vec<String> {
+            objects
+                .list(Kind::Node, None)
+                .unwrap()
+                .0
+                .iter()
+                .filter_map(|o| match &o.kind {
+                    Some(Body::Node(n)) => n.spec.as_ref().map(|s| s.pod_cidr.clone()),
+                    _ => None,
+                })
+                .filter(|c| !c.is_empty())
+                .collect()
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while cidrs(&objects).len() < 40 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("every node got a subnet within 10 s");
+        let all = cidrs(&objects);
+        let distinct: HashSet<&String> = all.iter().collect();
+        assert_eq!(distinct.len(), 40, "{all:?}");
+        shutdown.cancel();
     }
 }
