@@ -120,7 +120,6 @@ async fn pass(
         let Some(Body::Node(node)) = &object.kind else {
             continue;
         };
-        let node = node.clone();
         let name = node
             .metadata
             .as_ref()
@@ -128,7 +127,7 @@ async fn pass(
             .unwrap_or_default();
         let last = heartbeats.last(&name).unwrap_or(started).max(started);
         let alive = now.duration_since(last) <= config.grace;
-        let ready = ready_status(&node);
+        let ready = ready_status(node);
         let tainted = node
             .spec
             .as_ref()
@@ -139,7 +138,7 @@ async fn pass(
             // agent has since re-registered as Ready.
             if ready == "Unknown" || tainted {
                 tracing::info!(node = %name, "node is heard from again: Ready");
-                set_ready(ctx, node, true).await?;
+                set_ready(ctx, node.clone(), true).await?;
             }
             continue;
         }
@@ -149,7 +148,7 @@ async fn pass(
         });
         if ready == "True" {
             tracing::warn!(node = %name, silent_ms = now.duration_since(last).as_millis() as u64, "node stopped heartbeating: NotReady");
-            set_ready(ctx, node, false).await?;
+            set_ready(ctx, node.clone(), false).await?;
             continue;
         }
         // Once is enough: a NotReady, tainted node is given no new pods.

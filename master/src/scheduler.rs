@@ -49,10 +49,10 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         // notifies before a write returns), so the usage is current.
         while let Ok(more) = live.try_recv() {
             match more {
-                Notification::Event(e) => {
+                Notification::Event(e, object) => {
                     dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
                     if e.kind == Kind::Pod && !stale {
-                        usage.observe_event(&e);
+                        usage.observe_event(&e, &object);
                     }
                 }
                 Notification::Reset { .. } => stale = true,
@@ -80,10 +80,10 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
             _ = retry.tick() => dirty = true,
             _ = rebuild.tick() => stale = true,
             n = live.recv() => match n {
-                Ok(Notification::Event(e)) => {
+                Ok(Notification::Event(e, object)) => {
                     dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
                     if e.kind == Kind::Pod && !stale {
-                        usage.observe_event(&e);
+                        usage.observe_event(&e, &object);
                     }
                 }
                 Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => stale = true,
@@ -142,11 +142,7 @@ impl NodeUsage {
     }
 
     /// Follows one stored pod event.
-    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent) {
-        use prost::Message;
-        let Ok(object) = Object::decode(event.object.as_slice()) else {
-            return;
-        };
+    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent, object: &Object) {
         if let Some(Body::Pod(pod)) = &object.kind {
             let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
             self.observe(pod, deleted);
@@ -156,21 +152,23 @@ impl NodeUsage {
     /// Takes back the pod's old charge and, unless it is gone, unbound or
     /// finished, charges it again as it is now.
     pub fn observe(&mut self, pod: &v1::Pod, deleted: bool) {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let key = (meta.namespace, meta.name);
+        let key = pod
+            .metadata
+            .as_ref()
+            .map(|m| (m.namespace.clone(), m.name.clone()))
+            .unwrap_or_default();
         if let Some(old) = self.charged.remove(&key) {
             self.apply(&old, -1);
         }
         if deleted || !pod_is_active(pod) {
             return;
         }
-        let spec = pod.spec.clone().unwrap_or_default();
-        if spec.node_name.is_empty() {
+        let Some(spec) = pod.spec.as_ref().filter(|s| !s.node_name.is_empty()) else {
             return;
-        }
+        };
         let charge = Charge {
             node: spec.node_name.clone(),
-            requests: pod_requests(&spec),
+            requests: pod_requests(spec),
             host_ports: spec
                 .containers
                 .iter()

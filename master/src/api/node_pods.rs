@@ -40,7 +40,7 @@ impl NodePodHub {
                     n = live.recv() => n,
                 };
                 match notification {
-                    Ok(Notification::Event(event)) => routing.route(event),
+                    Ok(Notification::Event(event, _)) => routing.route(event),
                     // Missed events: every watcher must re-list.
                     Ok(Notification::Reset { .. })
                     | Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -77,7 +77,7 @@ impl Watcher {
         }
         loop {
             match live.recv().await {
-                Ok(Notification::Event(event)) => {
+                Ok(Notification::Event(event, _)) => {
                     if event.revision <= self.last {
                         continue;
                     }

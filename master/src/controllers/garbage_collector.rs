@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use skiff_proto::api::{EventType, Object};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -31,11 +30,9 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
                 }
             }
             notification = live.recv() => match notification {
-                Ok(Notification::Event(event)) if event.event_type == EventType::Deleted as i32 => {
-                    if let Ok(owner) = Object::decode(event.object.as_slice()) {
-                        if let Err(e) = collect_dependents_of(&ctx, &owner).await {
-                            tracing::warn!(error = %e, "garbage collection failed; the next scan retries");
-                        }
+                Ok(Notification::Event(event, owner)) if event.event_type == EventType::Deleted as i32 => {
+                    if let Err(e) = collect_dependents_of(&ctx, &owner).await {
+                        tracing::warn!(error = %e, "garbage collection failed; the next scan retries");
                     }
                 }
                 Ok(_) => {}

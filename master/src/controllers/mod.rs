@@ -28,7 +28,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use prost::Message;
 use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -165,11 +164,9 @@ pub async fn run<R: Reconciler>(
         tokio::select! {
             _ = shutdown.cancelled() => break,
             notification = live.recv() => match notification {
-                Ok(Notification::Event(event)) => {
-                    if let Ok(object) = Object::decode(event.object.as_slice()) {
-                        for key in reconciler.keys_for(&event, &object) {
-                            queue.add(key);
-                        }
+                Ok(Notification::Event(event, object)) => {
+                    for key in reconciler.keys_for(&event, &object) {
+                        queue.add(key);
                     }
                 }
                 Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {

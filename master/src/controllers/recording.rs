@@ -195,14 +195,7 @@ impl RecordingObjects {
         if op != WriteOp::Delete {
             state.objects.insert(key.clone(), object.clone());
         }
-        let node = match &object.kind {
-            Some(skiff_proto::api::object::Kind::Pod(p)) => p
-                .spec
-                .as_ref()
-                .map(|s| s.node_name.clone())
-                .unwrap_or_default(),
-            _ => String::new(),
-        };
+        let node = crate::objects::pods::bound_node(&object).to_owned();
         state.writes.push(RecordedWrite {
             op,
             kind: key.0,
@@ -210,14 +203,17 @@ impl RecordingObjects {
             name: key.2.clone(),
             object: object.clone(),
         });
-        let _ = self.notify.send(Notification::Event(Arc::new(StoredEvent {
+        let event = Arc::new(StoredEvent {
             revision,
             kind: key.0,
             namespace: key.1.clone(),
             event_type: event_type as i32,
             node,
             object: object.encode_to_vec(),
-        })));
+        });
+        let _ = self
+            .notify
+            .send(Notification::Event(event, Arc::new(object)));
     }
 
     fn store_new(&self, mut object: Object) -> Object {
@@ -365,12 +361,7 @@ impl ObjectReads for RecordingObjects {
     // The indexed queries filter everything: the fake is for correctness,
     // the cache's own tests cover the indexes.
     fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
-        self.filtered(Kind::Pod, |o| match &o.kind {
-            Some(skiff_proto::api::object::Kind::Pod(p)) => {
-                p.spec.as_ref().map_or("", |s| s.node_name.as_str()) == node
-            }
-            _ => false,
-        })
+        self.filtered(Kind::Pod, |o| crate::objects::pods::bound_node(o) == node)
     }
 
     fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {

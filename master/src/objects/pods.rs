@@ -1,7 +1,17 @@
 //! What a pod's status says about it, as the scheduler, the controllers and
-//! node lifecycle all ask: is it Ready, is it still wanted.
+//! node lifecycle all ask: is it Ready, is it still wanted, where is it bound.
 
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
 use skiff_proto::v1;
+
+/// The node a pod object is bound to (`""` when unbound or not a pod).
+pub fn bound_node(object: &Object) -> &str {
+    match &object.kind {
+        Some(Body::Pod(p)) => p.spec.as_ref().map_or("", |s| s.node_name.as_str()),
+        _ => "",
+    }
+}
 
 /// Whether a pod counts as Ready (its Ready condition is True).
 pub fn pod_is_ready(pod: &v1::Pod) -> bool {

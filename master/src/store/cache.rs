@@ -332,12 +332,8 @@ impl Cached {
             );
         }
         match &object.kind {
-            Some(Body::Pod(pod)) => {
-                let node = pod
-                    .spec
-                    .as_ref()
-                    .map(|s| s.node_name.clone())
-                    .unwrap_or_default();
+            Some(Body::Pod(_)) => {
+                let node = crate::objects::pods::bound_node(object).to_owned();
                 edit(&mut self.pods_by_node, node, key.clone(), add);
             }
             Some(Body::Service(service)) => {

@@ -85,12 +85,13 @@ pub struct StoredEvent {
 /// What the apply path tells live watchers.
 #[derive(Debug, Clone)]
 pub enum Notification {
-    Event(Arc<StoredEvent>),
+    /// A committed change, and the object it leaves (for a delete: the
+    /// object as it was), decoded once and shared with the cache, so that
+    /// no subscriber decodes it again.
+    Event(Arc<StoredEvent>, Arc<Object>),
     /// The state was replaced by a snapshot: history before `revision` is
     /// gone, and watchers must re-list.
-    Reset {
-        revision: u64,
-    },
+    Reset { revision: u64 },
 }
 
 /// A watch asked for history that is no longer kept.
@@ -326,6 +327,7 @@ impl ObjectStore {
         txn.commit().map_err(dberr)?;
         let (events, cached): (Vec<Arc<StoredEvent>>, Vec<CachedChange>) =
             events.into_iter().map(|c| (c.event, c.cached)).unzip();
+        let objects: Vec<Arc<Object>> = cached.iter().map(|c| c.object.clone()).collect();
         // The cache first: whoever is notified of a change can read it.
         self.cache.apply(&cached, state.revision);
         *self.state() = state;
@@ -338,9 +340,9 @@ impl ObjectStore {
                 }
             }
         }
-        for event in events {
+        for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
-            let _ = self.notify.send(Notification::Event(event));
+            let _ = self.notify.send(Notification::Event(event, object));
         }
         Ok(results)
     }

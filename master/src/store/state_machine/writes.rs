@@ -279,14 +279,7 @@ fn record(
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
-    let node = match &object.kind {
-        Some(skiff_proto::api::object::Kind::Pod(p)) => p
-            .spec
-            .as_ref()
-            .map(|s| s.node_name.clone())
-            .unwrap_or_default(),
-        _ => String::new(),
-    };
+    let node = crate::objects::pods::bound_node(&object).to_owned();
     let bytes = object.encode_to_vec();
     events.push(Committed {
         event: Arc::new(StoredEvent {
