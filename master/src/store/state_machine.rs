@@ -1,19 +1,21 @@
-//! The state machine: a revisioned key-value map of objects in redb, the
-//! recent history of changes for watchers, and snapshots.
+//! The state machine: a revisioned key-value map of objects, held decoded
+//! in the [`ObjectCache`] and checkpointed to redb, the recent history of
+//! changes for watchers, and snapshots.
 //!
 //! Only [`StateMachine::apply`] and snapshot installation change state; the
 //! API reads through the shared [`ObjectStore`].
 //!
-//! Durability: every apply is one durable redb transaction. Entries carry
-//! batches of writes, so this costs one fsync per batch, not per write; and
-//! it keeps latency even: deferring fsyncs to a periodic flush made every
-//! flush stall the whole write pipeline. After a crash, openraft re-applies
-//! whatever the log holds beyond the last applied entry.
+//! Durability: the Raft log is the durable record of every write; applying
+//! a batch changes memory only, and a background thread writes the changes
+//! to redb about once a second (`checkpoint`). After a crash, openraft
+//! re-applies the committed entries after the last checkpoint. A snapshot is
+//! built from a fresh checkpoint, so the log is never purged past it.
 //!
 //! Watch history lives in memory: the last [`EVENT_RETENTION`] changes. A
 //! restarted master starts its history at its current revision; a watcher
 //! asking for anything older is told to re-list, as with etcd compaction.
 
+mod checkpoint;
 mod writes;
 
 use std::io::Cursor;
@@ -23,7 +25,6 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
-use redb::{Database, ReadableTable, TableDefinition};
 use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 
@@ -34,15 +35,7 @@ use super::{
 };
 use crate::objects::Kind;
 
-const OBJECTS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("objects");
-const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-const LAST_APPLIED_KEY: &str = "last_applied";
-const MEMBERSHIP_KEY: &str = "membership";
-const REVISION_KEY: &str = "revision";
-
-/// redb page cache for the state database: enough for the hot objects of
-/// a small cluster, small enough for a Raspberry Pi.
-const STATE_CACHE_BYTES: usize = 16 * 1024 * 1024;
+pub use checkpoint::{CHECKPOINT_CHANGES, CHECKPOINT_EVERY};
 
 /// How many recent changes are kept for watchers to resume from.
 pub const EVENT_RETENTION: usize = 10_000;
@@ -59,6 +52,8 @@ pub enum StateMachineError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot start the state checkpoint thread: {source}; the system is short of threads or memory")]
+    CheckpointThread { source: std::io::Error },
 }
 
 type Result<T> = std::result::Result<T, StateMachineError>;
@@ -125,17 +120,19 @@ struct SnapshotData {
     objects: Vec<(String, Vec<u8>)>,
 }
 
-/// One committed change: what watchers are told, and what the cache takes.
+/// One committed change: what watchers are told, what the cache takes, and
+/// where the next checkpoint writes it.
 pub(super) struct Committed {
+    key: String,
     event: Arc<StoredEvent>,
     cached: CachedChange,
 }
 
 /// The object store's read side, shared by the API and the state machine.
-/// Reads come from the decoded [`ObjectCache`]; redb is what survives a
-/// restart.
+/// Reads come from the decoded [`ObjectCache`]; redb, written by
+/// checkpoints, and the Raft log are what survive a restart.
 pub struct ObjectStore {
-    db: Database,
+    checkpoints: checkpoint::Checkpoints,
     cache: ObjectCache,
     state: Mutex<AppliedState>,
     history: Mutex<History>,
@@ -180,40 +177,25 @@ impl ObjectStore {
 
     /// Like [`ObjectStore::open`], keeping `retention` changes for watchers.
     pub fn open_with_retention(dir: &Path, retention: usize) -> Result<Arc<ObjectStore>> {
-        let db = redb::Builder::new()
-            .set_cache_size(STATE_CACHE_BYTES)
-            .create(dir.join("state.redb"))
-            .map_err(dberr)?;
-        let mut state = AppliedState::default();
-        {
-            let txn = db.begin_write().map_err(dberr)?;
-            {
-                txn.open_table(OBJECTS).map_err(dberr)?;
-                let meta = txn.open_table(META).map_err(dberr)?;
-                let get = |key: &str| -> Result<Option<Vec<u8>>> {
-                    Ok(meta.get(key).map_err(dberr)?.map(|v| v.value().to_vec()))
-                };
-                if let Some(v) = get(LAST_APPLIED_KEY)? {
-                    state.last_applied = decode("last applied", &v)?;
-                }
-                if let Some(v) = get(MEMBERSHIP_KEY)? {
-                    state.membership = decode("membership", &v)?;
-                }
-                if let Some(v) = get(REVISION_KEY)? {
-                    state.revision = decode("revision", &v)?;
-                }
-            }
-            txn.commit().map_err(dberr)?;
-        }
+        ObjectStore::open_with(dir, retention, CHECKPOINT_EVERY)
+    }
+
+    fn open_with(
+        dir: &Path,
+        retention: usize,
+        checkpoint_every: std::time::Duration,
+    ) -> Result<Arc<ObjectStore>> {
+        let (checkpoints, loaded) = checkpoint::Checkpoints::open(dir, checkpoint_every)?;
+        let state = loaded.state;
         let (notify, _) = broadcast::channel(4096);
         let history = History {
             compacted: state.revision,
             events: Default::default(),
         };
         let cache = ObjectCache::default();
-        cache.reset(read_all_objects(&db)?, state.revision);
+        cache.reset(loaded.objects, state.revision);
         Ok(Arc::new(ObjectStore {
-            db,
+            checkpoints,
             cache,
             state: Mutex::new(state),
             history: Mutex::new(history),
@@ -296,9 +278,8 @@ impl ObjectStore {
         let mut state = self.state().clone();
         let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
-        let txn = self.db.begin_write().map_err(dberr)?;
         {
-            let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
+            let mut objects = writes::Objects::new(&self.cache);
             for entry in entries {
                 state.last_applied = Some(*entry.get_log_id());
                 match entry.payload {
@@ -315,16 +296,15 @@ impl ObjectStore {
                                 &mut objects,
                                 &mut state.revision,
                                 &mut events,
-                            )?);
+                            ));
                         }
                         results.push(outcomes);
                     }
                 }
             }
-            let mut meta = txn.open_table(META).map_err(dberr)?;
-            write_meta(&mut meta, &state)?;
         }
-        txn.commit().map_err(dberr)?;
+        self.checkpoints
+            .record(events.iter().map(|c| (c.key.as_str(), &c.event)), &state);
         let (events, cached): (Vec<Arc<StoredEvent>>, Vec<CachedChange>) =
             events.into_iter().map(|c| (c.event, c.cached)).unzip();
         let objects: Vec<Arc<Object>> = cached.iter().map(|c| c.object.clone()).collect();
@@ -348,33 +328,17 @@ impl ObjectStore {
     }
 
     fn build_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
-        // One read transaction: a consistent view of objects and metadata.
-        let txn = self.db.begin_read().map_err(dberr)?;
-        let (last_applied, membership, revision) = {
-            let meta = txn.open_table(META).map_err(dberr)?;
-            let get = |key: &str| -> Result<Option<Vec<u8>>> {
-                Ok(meta.get(key).map_err(dberr)?.map(|v| v.value().to_vec()))
-            };
-            let last_applied: Option<LogId> = match get(LAST_APPLIED_KEY)? {
-                Some(v) => decode("last applied", &v)?,
-                None => None,
-            };
-            let membership: StoredMembership = match get(MEMBERSHIP_KEY)? {
-                Some(v) => decode("membership", &v)?,
-                None => StoredMembership::default(),
-            };
-            let revision: u64 = match get(REVISION_KEY)? {
-                Some(v) => decode("revision", &v)?,
-                None => 0,
-            };
-            (last_applied, membership, revision)
-        };
-        let table = txn.open_table(OBJECTS).map_err(dberr)?;
-        let mut objects = Vec::new();
-        for item in table.iter().map_err(dberr)? {
-            let (k, v) = item.map_err(dberr)?;
-            objects.push((k.value().to_owned(), v.value().to_vec()));
-        }
+        // Everything applied so far onto disk, then one consistent read of
+        // it: the snapshot never covers log entries the checkpoint lacks.
+        self.checkpoints.checkpoint()?;
+        let (
+            AppliedState {
+                last_applied,
+                membership,
+                revision,
+            },
+            objects,
+        ) = self.checkpoints.read()?;
         let data = encode(&SnapshotData { revision, objects });
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, revision),
@@ -424,17 +388,7 @@ impl ObjectStore {
             membership: meta.last_membership.clone(),
             revision: snapshot.revision,
         };
-        let txn = self.db.begin_write().map_err(dberr)?;
-        {
-            let mut objects = txn.open_table(OBJECTS).map_err(dberr)?;
-            objects.retain(|_, _| false).map_err(dberr)?;
-            for (k, v) in &snapshot.objects {
-                objects.insert(k.as_str(), v.as_slice()).map_err(dberr)?;
-            }
-            let mut m = txn.open_table(META).map_err(dberr)?;
-            write_meta(&mut m, &state)?;
-        }
-        txn.commit().map_err(dberr)?;
+        self.checkpoints.replace_all(&snapshot.objects, &state)?;
         self.cache
             .reset(decode_all(&snapshot.objects)?, snapshot.revision);
         *self.state() = state;
@@ -466,34 +420,12 @@ impl ObjectStore {
     }
 }
 
-/// Every stored object, decoded, with its encoded size.
-fn read_all_objects(db: &Database) -> Result<Vec<(Arc<Object>, usize)>> {
-    let txn = db.begin_read().map_err(dberr)?;
-    let table = txn.open_table(OBJECTS).map_err(dberr)?;
-    let mut out = Vec::new();
-    for item in table.iter().map_err(dberr)? {
-        let (_, v) = item.map_err(dberr)?;
-        out.push((Arc::new(decode_object(v.value())?), v.value().len()));
-    }
-    Ok(out)
-}
-
 /// A snapshot's objects, decoded, with their encoded sizes.
 fn decode_all(objects: &[(String, Vec<u8>)]) -> Result<Vec<(Arc<Object>, usize)>> {
     objects
         .iter()
         .map(|(_, v)| Ok((Arc::new(decode_object(v)?), v.len())))
         .collect()
-}
-
-fn write_meta(meta: &mut redb::Table<'_, &str, &[u8]>, state: &AppliedState) -> Result<()> {
-    meta.insert(LAST_APPLIED_KEY, encode(&state.last_applied).as_slice())
-        .map_err(dberr)?;
-    meta.insert(MEMBERSHIP_KEY, encode(&state.membership).as_slice())
-        .map_err(dberr)?;
-    meta.insert(REVISION_KEY, encode(&state.revision).as_slice())
-        .map_err(dberr)?;
-    Ok(())
 }
 
 impl StateMachine {
@@ -789,6 +721,66 @@ mod tests {
         let gone = store.events_after(4, 100).unwrap().unwrap_err();
         assert_eq!((gone.requested, gone.oldest), (4, 5));
         assert!(gone.to_string().contains("list again"), "{gone}");
+    }
+
+    #[test]
+    fn applying_writes_nothing_to_disk_until_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let hour = std::time::Duration::from_secs(3600);
+        let first = entry(1, vec![create(namespace("default"))]);
+        let second = entry(2, vec![create(pod("a", "img")), create(pod("b", "img"))]);
+        {
+            let store = ObjectStore::open_with(dir.path(), 100, hour).unwrap();
+            store.apply_entries(vec![first]).unwrap();
+            store.checkpoints.checkpoint().unwrap();
+            store.apply_entries(vec![second.clone()]).unwrap();
+            assert_eq!(store.revision(), 3);
+            store.checkpoints.discard_on_drop();
+        }
+        // As after a crash: the last checkpoint, not the last apply.
+        let store = ObjectStore::open_with(dir.path(), 100, hour).unwrap();
+        assert_eq!(store.last_applied().map(|l| l.index), Some(1));
+        assert_eq!(store.revision(), 1);
+        assert!(store.get(Kind::Pod, "default", "a").unwrap().is_none());
+        // openraft re-applies the committed entries after it: the same
+        // objects come back at the same revisions.
+        let results = store.apply_entries(vec![second]).unwrap();
+        assert_eq!(applied(&results[0][1]).meta().resource_version, "3");
+        assert_eq!(store.revision(), 3);
+        let a = store
+            .get(Kind::Pod, "default", "a")
+            .unwrap()
+            .expect("a again");
+        assert_eq!(a.meta().resource_version, "2");
+        // A clean stop writes what waits: nothing to re-apply.
+        drop(store);
+        let store = ObjectStore::open_with(dir.path(), 100, hour).unwrap();
+        assert_eq!(store.last_applied().map(|l| l.index), Some(2));
+        assert!(store.get(Kind::Pod, "default", "b").unwrap().is_some());
+    }
+
+    #[test]
+    fn the_checkpoint_thread_writes_changes_on_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let every = std::time::Duration::from_millis(50);
+        {
+            let store = ObjectStore::open_with(dir.path(), 100, every).unwrap();
+            store
+                .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
+                .unwrap();
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.checkpoints.read().unwrap().0.last_applied.is_none() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no checkpoint in 10 s"
+                );
+                std::thread::sleep(every);
+            }
+            store.checkpoints.discard_on_drop();
+        }
+        let store = ObjectStore::open_with(dir.path(), 100, every).unwrap();
+        assert_eq!(store.last_applied().map(|l| l.index), Some(1));
+        assert!(store.get(Kind::Namespace, "", "default").unwrap().is_some());
     }
 
     #[test]

@@ -1,26 +1,62 @@
-//! How each [`Command`] changes the objects table. One function per command
-//! (`create`, `update`, `delete`) decides, from a read of the table, what the
-//! command does: store an object, remove one, leave everything as it is, or
-//! refuse. Only `commit` writes a decision, so a refused command cannot have
-//! changed anything, and every change gets the next revision in one place.
+//! How each [`Command`] changes the objects. One function per command
+//! (`create`, `update`, `delete`) decides, from a read of the objects, what
+//! the command does: store an object, remove one, leave everything as it is,
+//! or refuse. Only `commit` writes a decision, so a refused command cannot
+//! have changed anything, and every change gets the next revision in one
+//! place.
+//!
+//! The objects are the cache's, as of the last applied batch, seen through
+//! [`Objects`], which adds the changes made earlier in the batch being
+//! applied (the cache takes a batch whole, after it is applied).
 //!
 //! Updates and deletes share one precondition step, `existing_matching`: the
 //! object must exist and, when the caller names the resourceVersion it read,
 //! still be at that version (optimistic concurrency, as in Kubernetes).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use prost::Message;
-use redb::ReadableTable;
 use skiff_proto::api::{EventType, Object};
 
-use super::{dberr, decode_object, Committed, Result, StoredEvent};
+use super::{Committed, StoredEvent};
 use crate::objects::{merge_update, object_key, Kind, ObjectExt};
-use crate::store::cache::CachedChange;
+use crate::store::cache::{CachedChange, ObjectCache};
 use crate::store::{Applied, ApplyResult, Command, WriteError};
 
-/// The objects table, inside the write transaction being applied.
-type Objects<'txn> = redb::Table<'txn, &'static str, &'static [u8]>;
+/// The objects as the batch being applied has left them so far: the cache,
+/// plus what earlier commands of the batch stored or removed.
+pub(super) struct Objects<'a> {
+    cache: &'a ObjectCache,
+    /// (kind, namespace, name) → the object now stored, or `None` if removed.
+    batch: HashMap<(Kind, String, String), Option<Arc<Object>>>,
+}
+
+impl<'a> Objects<'a> {
+    pub(super) fn new(cache: &'a ObjectCache) -> Objects<'a> {
+        Objects {
+            cache,
+            batch: HashMap::new(),
+        }
+    }
+
+    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Arc<Object>> {
+        match self
+            .batch
+            .get(&(kind, namespace.to_owned(), name.to_owned()))
+        {
+            Some(changed) => changed.clone(),
+            None => self.cache.get(kind, namespace, name),
+        }
+    }
+
+    fn set(&mut self, slot: &Slot, object: Option<Arc<Object>>) {
+        self.batch.insert(
+            (slot.kind, slot.namespace.clone(), slot.name.clone()),
+            object,
+        );
+    }
+}
 
 /// An answer that may be a refusal (nothing stored) instead of a `T`.
 type Refusable<T> = std::result::Result<T, WriteError>;
@@ -32,7 +68,7 @@ type Decision = Refusable<Change>;
 struct Slot {
     kind: Kind,
     namespace: String,
-    key: String,
+    name: String,
 }
 
 /// What an accepted command does to the objects table.
@@ -40,14 +76,14 @@ enum Change {
     /// Store `object` at the next revision (a create or an update).
     Put {
         slot: Slot,
-        object: Object,
+        object: Box<Object>,
         event_type: EventType,
     },
     /// Remove the object at the next revision; `object` is what was stored.
-    Remove { slot: Slot, object: Object },
+    Remove { slot: Slot, object: Arc<Object> },
     /// Nothing to write: an update that leaves the object as stored keeps its
     /// revision and tells watchers nothing.
-    Unchanged(Object),
+    Unchanged(Arc<Object>),
 }
 
 /// Applies one command to the objects table: decides what it does, then,
@@ -58,24 +94,21 @@ pub(super) fn execute(
     objects: &mut Objects<'_>,
     revision: &mut u64,
     events: &mut Vec<Committed>,
-) -> Result<ApplyResult> {
+) -> ApplyResult {
     let decision = match command {
-        Command::Create { object, uid, now } => create(objects, &object, uid, now)?,
+        Command::Create { object, uid, now } => create(objects, &object, uid, now),
         Command::Update {
             object,
             status_only,
-        } => update(objects, &object, status_only)?,
+        } => update(objects, &object, status_only),
         Command::Delete {
             kind,
             namespace,
             name,
             resource_version,
-        } => delete(objects, kind, namespace, name, resource_version)?,
+        } => delete(objects, kind, namespace, name, resource_version),
     };
-    match decision {
-        Ok(change) => commit(change, objects, revision, events).map(Ok),
-        Err(refused) => Ok(Err(refused)),
-    }
+    decision.map(|change| commit(change, objects, revision, events))
 }
 
 /// `Command::Create`: stores a new object. Refused when it cannot be decoded
@@ -83,35 +116,31 @@ pub(super) fn execute(
 /// exist. The proposer chose the uid and the time, because every replica
 /// must apply the same thing; a new object starts at generation 1, not being
 /// deleted.
-fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Result<Decision> {
+fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Decision {
     let mut object = match Object::decode(bytes) {
         Ok(o) => o,
-        Err(e) => return Ok(invalid(&e)),
+        Err(e) => return invalid(&e),
     };
     let kind = match object.kind() {
         Ok(k) => k,
-        Err(e) => return Ok(invalid(&e)),
+        Err(e) => return invalid(&e),
     };
     let (namespace, name) = {
         let m = object.meta();
         (m.namespace.clone(), m.name.clone())
     };
     if name.is_empty() {
-        return Ok(invalid(&"metadata.name is required"));
+        return invalid(&"metadata.name is required");
     }
-    let key = object_key(kind, &namespace, &name);
-    if objects.get(key.as_str()).map_err(dberr)?.is_some() {
-        return Ok(Err(WriteError::AlreadyExists {
+    if objects.get(kind, &namespace, &name).is_some() {
+        return Err(WriteError::AlreadyExists {
             kind,
             namespace,
             name,
-        }));
+        });
     }
-    if kind.namespaced() {
-        let ns_key = object_key(Kind::Namespace, "", &namespace);
-        if objects.get(ns_key.as_str()).map_err(dberr)?.is_none() {
-            return Ok(Err(WriteError::NamespaceNotFound(namespace)));
-        }
+    if kind.namespaced() && objects.get(Kind::Namespace, "", &namespace).is_none() {
+        return Err(WriteError::NamespaceNotFound(namespace));
     }
     if let Ok(meta) = object.meta_mut() {
         meta.uid = uid;
@@ -123,13 +152,13 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Resu
     let slot = Slot {
         kind,
         namespace,
-        key,
+        name,
     };
-    Ok(Ok(Change::Put {
+    Ok(Change::Put {
         slot,
-        object,
+        object: Box::new(object),
         event_type: EventType::Added,
-    }))
+    })
 }
 
 /// `Command::Update`: replaces an object's metadata and spec, or with
@@ -137,14 +166,14 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Resu
 /// the precondition. A full update cannot change what the store owns (uid,
 /// creation and deletion timestamps, generateName, status), and counts spec
 /// changes in the generation.
-fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Result<Decision> {
+fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     let sent = match Object::decode(bytes) {
         Ok(o) => o,
-        Err(e) => return Ok(invalid(&e)),
+        Err(e) => return invalid(&e),
     };
     let kind = match sent.kind() {
         Ok(k) => k,
-        Err(e) => return Ok(invalid(&e)),
+        Err(e) => return invalid(&e),
     };
     let (namespace, name, expected) = {
         let m = sent.meta();
@@ -154,10 +183,7 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Result<Deci
             m.resource_version.clone(),
         )
     };
-    let (slot, stored) = match existing_matching(objects, kind, namespace, name, expected)? {
-        Ok(found) => found,
-        Err(refused) => return Ok(Err(refused)),
-    };
+    let (slot, stored) = existing_matching(objects, kind, namespace, name, expected)?;
     let current = stored.meta().resource_version.clone();
     let mut merged = merge_update(&stored, sent, status_only);
     if let Ok(meta) = merged.meta_mut() {
@@ -165,14 +191,14 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Result<Deci
         // compares equal to what is stored.
         meta.resource_version = current;
     }
-    if merged == stored {
-        return Ok(Ok(Change::Unchanged(stored)));
+    if merged == *stored {
+        return Ok(Change::Unchanged(stored));
     }
-    Ok(Ok(Change::Put {
+    Ok(Change::Put {
         slot,
-        object: merged,
+        object: Box::new(merged),
         event_type: EventType::Modified,
-    }))
+    })
 }
 
 /// `Command::Delete`: removes an object. Refused only by the precondition.
@@ -182,11 +208,9 @@ fn delete(
     namespace: String,
     name: String,
     resource_version: String,
-) -> Result<Decision> {
-    match existing_matching(objects, kind, namespace, name, resource_version)? {
-        Ok((slot, object)) => Ok(Ok(Change::Remove { slot, object })),
-        Err(refused) => Ok(Err(refused)),
-    }
+) -> Decision {
+    let (slot, object) = existing_matching(objects, kind, namespace, name, resource_version)?;
+    Ok(Change::Remove { slot, object })
 }
 
 /// The precondition of updates and deletes: the object `name` of `kind` in
@@ -200,33 +224,29 @@ fn existing_matching(
     namespace: String,
     name: String,
     expected: String,
-) -> Result<Refusable<(Slot, Object)>> {
-    let key = object_key(kind, &namespace, &name);
-    let object = match objects.get(key.as_str()).map_err(dberr)? {
-        Some(stored) => decode_object(stored.value())?,
-        None => {
-            return Ok(Err(WriteError::NotFound {
-                kind,
-                namespace,
-                name,
-            }))
-        }
+) -> Refusable<(Slot, Arc<Object>)> {
+    let Some(object) = objects.get(kind, &namespace, &name) else {
+        return Err(WriteError::NotFound {
+            kind,
+            namespace,
+            name,
+        });
     };
     let current = &object.meta().resource_version;
     if !expected.is_empty() && expected != *current {
-        return Ok(Err(WriteError::Conflict {
+        return Err(WriteError::Conflict {
             kind,
             name,
             expected,
             current: current.clone(),
-        }));
+        });
     }
     let slot = Slot {
         kind,
         namespace,
-        key,
+        name,
     };
-    Ok(Ok((slot, object)))
+    Ok((slot, object))
 }
 
 /// Refuses a command whose object cannot be stored as sent.
@@ -240,48 +260,49 @@ fn commit(
     objects: &mut Objects<'_>,
     revision: &mut u64,
     events: &mut Vec<Committed>,
-) -> Result<Applied> {
+) -> Applied {
     match change {
-        Change::Unchanged(object) => Ok(Applied {
+        Change::Unchanged(object) => Applied {
             object: object.encode_to_vec(),
             revision: *revision,
-        }),
+        },
         Change::Put {
             slot,
             object,
             event_type,
         } => {
-            let applied = record(events, revision, &slot, object, event_type);
-            objects
-                .insert(slot.key.as_str(), applied.object.as_slice())
-                .map_err(dberr)?;
-            Ok(applied)
+            let (applied, stored) = record(events, revision, &slot, *object, event_type);
+            objects.set(&slot, Some(stored));
+            applied
         }
         Change::Remove { slot, object } => {
-            objects.remove(slot.key.as_str()).map_err(dberr)?;
-            let applied = record(events, revision, &slot, object, EventType::Deleted);
-            Ok(applied)
+            objects.set(&slot, None);
+            let object = Arc::unwrap_or_clone(object);
+            record(events, revision, &slot, object, EventType::Deleted).0
         }
     }
 }
 
-/// Gives `object` the next revision and records the change for watchers;
-/// a pod's event names the node it is bound to, so node watches can route
-/// it without decoding it.
+/// Gives `object` the next revision and records the change for watchers,
+/// the cache and the next checkpoint; a pod's event names the node it is
+/// bound to, so node watches can route it without decoding it. Answers what
+/// the command returns, and the object as stored.
 fn record(
     events: &mut Vec<Committed>,
     revision: &mut u64,
     slot: &Slot,
     mut object: Object,
     event_type: EventType,
-) -> Applied {
+) -> (Applied, Arc<Object>) {
     *revision += 1;
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
     let node = crate::objects::pods::bound_node(&object).to_owned();
     let bytes = object.encode_to_vec();
+    let object = Arc::new(object);
     events.push(Committed {
+        key: object_key(slot.kind, &slot.namespace, &slot.name),
         event: Arc::new(StoredEvent {
             revision: *revision,
             kind: slot.kind,
@@ -294,13 +315,14 @@ fn record(
             kind: slot.kind,
             event_type,
             encoded_len: bytes.len(),
-            object: Arc::new(object),
+            object: object.clone(),
         },
     });
-    Applied {
+    let applied = Applied {
         object: bytes,
         revision: *revision,
-    }
+    };
+    (applied, object)
 }
 
 #[cfg(test)]
