@@ -108,7 +108,7 @@ fn tokenize(text: &str) -> std::result::Result<Vec<Token<'_>>, String> {
         let b = bytes[i];
         let next = bytes.get(i + 1).copied();
         let (token, len) = match b {
-            b if b.is_ascii_whitespace() => {
+            _ if b.is_ascii_whitespace() => {
                 i += 1;
                 continue;
             }
