@@ -7,6 +7,8 @@
 //! - `skiff agent` (`agent`): run a node's agent (pods through containerd).
 //! - `skiff ctl` (`ctl`): kubectl-style client.
 //! - `skiff token` (`token`): join tokens; `skiff certificate rotate` (`certificate`).
+//! - `skiff completion bash|zsh|fish|...`: a shell's completion script, from
+//!   the clap tree itself.
 //! - `skiff version`.
 //!
 //! The three long-running commands share `daemon` (settings file, log
@@ -30,7 +32,7 @@ use std::fmt::Display;
 use std::future::Future;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use agent::AgentArgs;
 pub use master::MasterArgs;
@@ -62,6 +64,12 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Renew certificates now.
     Certificate(certificate::CertificateArgs),
+    /// Print a shell completion script, e.g. `skiff completion bash >
+    /// /etc/bash_completion.d/skiff`.
+    Completion {
+        /// The shell: bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
     /// Print the version.
     Version,
 }
@@ -79,7 +87,18 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Token(args) => run_client(token::run(args, &mut std::io::stdout())),
         Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
         Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),
+        Command::Completion { shell } => report(completion(shell, &mut std::io::stdout())),
     }
+}
+
+/// Writes `shell`'s completion script for `skiff`. Made in memory first:
+/// clap_complete panics on a failed write, and a closed pipe
+/// (`skiff completion bash | head`) is an error, not a crash.
+fn completion(shell: clap_complete::Shell, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "skiff", &mut script);
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// The tokio runtime every command that talks to the network runs on.
@@ -123,8 +142,6 @@ fn report<E: Display>(result: Result<(), E>) -> ExitCode {
 mod tests {
     use std::collections::BTreeMap;
 
-    use clap::CommandFactory;
-
     use super::*;
 
     /// The long flags of `skiff <sub>` and their defaults.
@@ -142,6 +159,50 @@ mod tests {
                 Some((arg.get_long()?.to_owned(), defaults))
             })
             .collect()
+    }
+
+    /// Every command and flag under `command`, depth first, with the path
+    /// that leads to it.
+    fn without_help(command: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+                missing.push(format!("{path} {id}"));
+            }
+        }
+        for sub in command.get_subcommands() {
+            let name = sub.get_name();
+            if name == "help" {
+                continue;
+            }
+            let sub_path = format!("{path} {name}");
+            if sub.get_about().is_none_or(|a| a.to_string().trim().is_empty()) {
+                missing.push(sub_path.clone());
+            }
+            without_help(sub, &sub_path, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_and_flag_has_help() {
+        let mut command = Cli::command();
+        // As the user sees it: global flags copied down, help added.
+        command.build();
+        let mut missing = Vec::new();
+        without_help(&command, "skiff", &mut missing);
+        assert!(missing.is_empty(), "no help text: {missing:#?}");
+    }
+
+    #[test]
+    fn completion_scripts_complete_skiff() {
+        let mut out = Vec::new();
+        completion(clap_complete::Shell::Bash, &mut out).unwrap();
+        let script = String::from_utf8(out).unwrap();
+        assert!(script.contains("_skiff()"), "{script}");
+        assert!(script.contains("ctl") && script.contains("--selector"));
     }
 
     #[test]

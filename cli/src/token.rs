@@ -17,14 +17,33 @@ use crate::ctl::{self, CtlError};
 /// Flags of `skiff token`.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
-    /// Master API address (HOST:PORT); overrides the credential file's.
-    #[arg(long = "api", global = true, env = "SKIFF_SERVER")]
-    pub api: Option<String>,
-    /// Credential file (default as for `skiff ctl`).
+    /// Master API address (HOST:PORT); overrides the config file.
+    #[arg(long, global = true, env = "SKIFF_SERVER")]
+    pub server: Option<String>,
+    /// Credential file (a master's admin.conf). Default: $SKIFF_CONFIG,
+    /// then ~/.skiff/config, then /etc/skiff/admin.conf.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: TokenCommand,
+}
+
+/// Who may join with a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Usage {
+    /// Agents (nodes) only.
+    Agent,
+    /// Masters too: whoever holds it receives the cluster CA.
+    Server,
+}
+
+impl From<Usage> for TokenUsage {
+    fn from(usage: Usage) -> TokenUsage {
+        match usage {
+            Usage::Agent => TokenUsage::Agent,
+            Usage::Server => TokenUsage::Server,
+        }
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -34,12 +53,9 @@ pub enum TokenCommand {
         /// How long it works; 0 = until deleted.
         #[arg(long, default_value = "24h")]
         ttl: humantime::Duration,
-        /// For agents only (the default).
-        #[arg(long, conflicts_with = "server")]
-        agent: bool,
-        /// For masters too: whoever holds it receives the cluster CA.
-        #[arg(long)]
-        server: bool,
+        /// Who may join with it: agent, or server (masters too).
+        #[arg(long, value_enum, default_value_t = Usage::Agent)]
+        usage: Usage,
         /// A note shown by `list`.
         #[arg(long, default_value = "")]
         description: String,
@@ -47,7 +63,10 @@ pub enum TokenCommand {
     /// List tokens (ids, never secrets).
     List,
     /// Delete a token by id; it can no longer join anything.
-    Delete { id: String },
+    Delete {
+        /// The token's id, as `list` shows it (<id> in K10…::<id>.<secret>).
+        id: String,
+    },
 }
 
 /// Runs a `token` command.
@@ -58,25 +77,27 @@ pub async fn run(args: TokenArgs, out: &mut dyn Write) -> Result<(), CtlError> {
         path: path.clone(),
         message: e.to_string(),
     })?;
-    let client = ctl::connect(args.api.as_deref(), Some(&path))?;
+    let client = ctl::connect(args.server.as_deref(), Some(&path))?;
     match args.command {
         TokenCommand::Create {
             ttl,
-            server,
+            usage,
             description,
-            ..
         } => {
-            let usage = if server {
-                TokenUsage::Server
-            } else {
-                TokenUsage::Agent
-            };
             let ca_hash =
                 skiff_security::ca::ca_hash(&credentials.ca_pem).map_err(|e| CtlError::Config {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-            create(&client, &ca_hash, usage, ttl.into(), &description, out).await
+            create(
+                &client,
+                &ca_hash,
+                usage.into(),
+                ttl.into(),
+                &description,
+                out,
+            )
+            .await
         }
         TokenCommand::List => list(&client, out).await,
         TokenCommand::Delete { id } => delete(&client, &id, out).await,

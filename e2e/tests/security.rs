@@ -45,7 +45,7 @@ fn admin_credentials(m: &MasterProcess) -> Credentials {
 fn token_cli(m: &MasterProcess, args: &[&str]) -> std::process::Output {
     std::process::Command::new(skiff_bin())
         .arg("token")
-        .arg("--api")
+        .arg("--server")
         .arg(&m.api_addr)
         .arg("--config")
         .arg(admin_conf(&m.api_addr).unwrap())

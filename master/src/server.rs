@@ -290,7 +290,7 @@ async fn prepare_pki(
         (Some(addr), None) if !has_ca => {
             return Err(MasterError::Join {
                 addr: addr.clone(),
-                message: "a server token (--token) is needed to join: use the first master's <data-dir>/token or `skiff token create --server`".to_owned(),
+                message: "a server token (--token) is needed to join: use the first master's <data-dir>/token or `skiff token create --usage server`".to_owned(),
             })
         }
         _ => None,

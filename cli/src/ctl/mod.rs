@@ -3,7 +3,9 @@
 
 pub mod describe;
 pub mod rollout;
+pub mod selector;
 pub mod table;
+pub mod targets;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -12,9 +14,15 @@ use skiff_master::client::{Client, ClientError};
 use skiff_master::objects::manifest::{
     list_to_json_value, parse_manifest, to_json_value, to_yaml, ManifestError,
 };
+use skiff_master::objects::pods::pod_is_ready;
+use skiff_master::objects::selector as object_selector;
 use skiff_master::objects::{Kind, ObjectExt, UnknownKind};
+use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_security::Credentials;
+
+use self::selector::{Selector, SelectorError};
+use self::targets::{KindTargets, TargetError};
 
 /// Flags shared by every `ctl` command.
 #[derive(Debug, clap::Args)]
@@ -46,35 +54,50 @@ pub enum CtlCommand {
     },
     /// Show objects.
     Get {
-        /// Kind: name, plural or short name (po, deploy, rs, svc, ns, no, ep).
-        kind: String,
-        /// One object's name; all when omitted.
-        name: Option<String>,
+        /// KIND[,KIND...] [NAME...], or KIND/NAME...; a kind is its name,
+        /// plural or short name (po, deploy, rs, svc, ns, no, ep).
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Every namespace.
         #[arg(short = 'A', long)]
         all_namespaces: bool,
+        /// Only objects whose labels match: app=web, app!=web,
+        /// 'tier in (a,b)', 'tier notin (a)', key, !key (all must hold).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
         /// Output: json, yaml, wide or name (default: a table).
         #[arg(short = 'o', long)]
         output: Option<String>,
-        /// After listing, keep printing changes.
+        /// After listing, keep printing changes (one kind only).
         #[arg(short = 'w', long)]
         watch: bool,
     },
-    /// Show an object in detail, with its conditions.
+    /// Show objects in detail, with their conditions.
     Describe {
-        kind: String,
-        name: String,
+        /// KIND [NAME...], or KIND/NAME...; every object of the kind when
+        /// no name is given.
+        #[arg(required = true)]
+        targets: Vec<String>,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
     /// Mark a node unschedulable.
-    Cordon { node: String },
+    Cordon {
+        /// The node's name.
+        node: String,
+    },
     /// Mark a node schedulable again.
-    Uncordon { node: String },
+    Uncordon {
+        /// The node's name.
+        node: String,
+    },
     /// Cordon a node and evict its pods so their controllers move them.
     Drain {
+        /// The node's name.
         node: String,
         /// Also delete pods no controller will recreate.
         #[arg(long)]
@@ -85,8 +108,10 @@ pub enum CtlCommand {
         /// KIND/NAME, or KIND NAME.
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
+        /// The number of replicas wanted.
         #[arg(long, value_parser = clap::value_parser!(i32).range(0..))]
         replicas: i32,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
@@ -97,11 +122,13 @@ pub enum CtlCommand {
     },
     /// Print a container's log.
     Logs {
-        /// The pod's name (or pod/NAME).
+        /// The pod: NAME or pod/NAME; deploy/NAME or rs/NAME reads one of
+        /// its pods.
         pod: String,
         /// The container; needed when the pod has several.
         #[arg(short = 'c', long)]
         container: Option<String>,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Keep printing what the container writes.
@@ -114,11 +141,21 @@ pub enum CtlCommand {
         #[arg(short = 'p', long)]
         previous: bool,
     },
-    /// Delete objects by name.
+    /// Delete objects: by name, by label selector, or those in manifests.
     Delete {
-        kind: String,
-        #[arg(required = true)]
-        names: Vec<String>,
+        /// KIND[,KIND...] NAME..., KIND/NAME..., or KIND[,KIND...] with -l.
+        #[arg(required_unless_present = "files")]
+        targets: Vec<String>,
+        /// Delete the objects in these manifests: a file, a directory of
+        /// .yaml/.yml/.json files, or - for stdin.
+        #[arg(short = 'f', long = "filename", conflicts_with = "targets")]
+        files: Vec<String>,
+        /// Only objects whose labels match: app=web, app!=web,
+        /// 'tier in (a,b)', 'tier notin (a)', key, !key (all must hold).
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// The namespace (default: default; with -f, for objects that name
+        /// none).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Succeed when an object is already gone.
@@ -134,6 +171,7 @@ pub enum RolloutCommand {
         /// deploy/NAME, or deploy NAME.
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
         /// Give up after this long (e.g. 90s, 5m).
@@ -142,10 +180,13 @@ pub enum RolloutCommand {
     },
     /// Go back to the previous template (or to --to-revision).
     Undo {
+        /// deploy/NAME, or deploy NAME.
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
+        /// The namespace (default: default).
         #[arg(short = 'n', long)]
         namespace: Option<String>,
+        /// The revision to go back to (default: the one before the current).
         #[arg(long)]
         to_revision: Option<u64>,
     },
@@ -165,6 +206,10 @@ pub enum CtlError {
     Config { path: PathBuf, message: String },
     #[error(transparent)]
     Kind(#[from] UnknownKind),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(transparent)]
+    Selector(#[from] SelectorError),
     #[error("{context}: {source}")]
     Api {
         context: String,
@@ -176,6 +221,14 @@ pub enum CtlError {
     Write(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    /// Some of the objects a command went through failed; each failure
+    /// was printed as it was met.
+    #[error("{failed} of {total} objects were not {verb} (the errors are above)")]
+    Incomplete {
+        failed: usize,
+        total: usize,
+        verb: &'static str,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, CtlError>;
@@ -244,6 +297,38 @@ pub fn connect(server: Option<&str>, config: Option<&Path>) -> Result<Client> {
     })
 }
 
+/// The namespace when `-n` is not given.
+const DEFAULT_NAMESPACE: &str = "default";
+
+fn namespace_or_default(namespace: Option<String>) -> String {
+    namespace.unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned())
+}
+
+/// A line on stderr for the person at the terminal; nothing (and no
+/// panic) if stderr is gone.
+fn note(message: impl std::fmt::Display) {
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// Ends a command that went on past failures: one failure is the
+/// command's error; several are each printed, then counted.
+fn finish(mut failures: Vec<CtlError>, total: usize, verb: &'static str) -> Result<()> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => Err(failures.remove(0)),
+        failed => {
+            for e in &failures {
+                note(format_args!("error: {e}"));
+            }
+            Err(CtlError::Incomplete {
+                failed,
+                total,
+                verb,
+            })
+        }
+    }
+}
+
 /// Runs one `ctl` command, printing to `out`.
 pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
     skiff_security::install_crypto_provider();
@@ -255,47 +340,34 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             strict,
         } => apply(&client, &files, namespace.as_deref(), strict, out).await,
         CtlCommand::Get {
-            kind,
-            name,
+            targets,
             namespace,
             all_namespaces,
+            selector,
             output,
             watch,
         } => {
-            let kind = Kind::parse_cli(&kind)?;
-            let namespace = if all_namespaces {
-                None
-            } else {
-                Some(namespace.unwrap_or_else(|| "default".to_owned()))
+            let targets = targets::parse_targets(&targets)?;
+            let selector = selector.as_deref().map(Selector::parse).transpose()?;
+            let namespace = (!all_namespaces).then(|| namespace_or_default(namespace));
+            let view = View {
+                namespace: namespace.as_deref(),
+                selector: selector.as_ref(),
+                output: output.as_deref(),
             };
-            let (name, namespace, output) =
-                (name.as_deref(), namespace.as_deref(), output.as_deref());
-            let revision = get(&client, kind, name, namespace, output, out).await?;
+            if watch && targets.len() > 1 {
+                return Err(CtlError::Usage("-w watches one kind at a time".to_owned()));
+            }
+            let revision = get(&client, &targets, view, out).await?;
             if watch {
-                watch_changes(&client, kind, name, namespace, output, revision, out).await?;
+                watch_changes(&client, &targets[0], view, revision, out).await?;
             }
             Ok(())
         }
-        CtlCommand::Describe {
-            kind,
-            name,
-            namespace,
-        } => {
-            let kind = Kind::parse_cli(&kind)?;
-            let ns = if kind.namespaced() {
-                namespace.unwrap_or_else(|| "default".to_owned())
-            } else {
-                String::new()
-            };
-            let object = client
-                .get(kind, &ns, &name)
-                .await
-                .map_err(|source| CtlError::Api {
-                    context: format!("getting {}", resource_ref(kind, &name)),
-                    source,
-                })?;
-            write!(out, "{}", describe::describe(&object))?;
-            Ok(())
+        CtlCommand::Describe { targets, namespace } => {
+            let targets = targets::parse_targets(&targets)?;
+            let namespace = namespace_or_default(namespace);
+            describe_objects(&client, &targets, &namespace, out).await
         }
         CtlCommand::Cordon { node } => {
             rollout::set_unschedulable(&client, &node, true).await?;
@@ -315,13 +387,12 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             tail,
             previous,
         } => {
-            let name = pod
-                .strip_prefix("pod/")
-                .or_else(|| pod.strip_prefix("pods/"))
-                .unwrap_or(&pod);
+            let namespace = namespace_or_default(namespace);
+            let (kind, name) = targets::parse_pod(&pod)?;
+            let name = pod_for_logs(&client, kind, &namespace, &name).await?;
             let request = skiff_proto::api::PodLogsRequest {
-                namespace: namespace.unwrap_or_else(|| "default".to_owned()),
-                name: name.to_owned(),
+                namespace,
+                name: name.clone(),
                 container: container.unwrap_or_default(),
                 follow,
                 tail_lines: tail,
@@ -345,10 +416,7 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
                     Err(status) => {
                         return Err(CtlError::Api {
                             context,
-                            source: skiff_master::client::ClientError::from_status(
-                                client.addr(),
-                                status,
-                            ),
+                            source: ClientError::from_status(client.addr(), status),
                         })
                     }
                 }
@@ -360,8 +428,8 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             replicas,
             namespace,
         } => {
-            let (kind, name) = parse_target(&target)?;
-            let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+            let (kind, name) = targets::parse_one(&target)?;
+            let namespace = namespace_or_default(namespace);
             rollout::scale(&client, kind, &namespace, &name, replicas).await?;
             writeln!(out, "{} scaled", resource_ref(kind, &name))?;
             Ok(())
@@ -372,8 +440,8 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
                 namespace,
                 timeout,
             } => {
-                let (_, name) = parse_deployment(&target)?;
-                let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+                let name = parse_deployment(&target)?;
+                let namespace = namespace_or_default(namespace);
                 rollout::status(&client, &namespace, &name, timeout.into(), out).await
             }
             RolloutCommand::Undo {
@@ -381,63 +449,43 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
                 namespace,
                 to_revision,
             } => {
-                let (_, name) = parse_deployment(&target)?;
-                let namespace = namespace.unwrap_or_else(|| "default".to_owned());
+                let name = parse_deployment(&target)?;
+                let namespace = namespace_or_default(namespace);
                 rollout::undo(&client, &namespace, &name, to_revision).await?;
                 writeln!(out, "deployment.apps/{name} rolled back")?;
                 Ok(())
             }
         },
         CtlCommand::Delete {
-            kind,
-            names,
+            targets,
+            files,
+            selector,
             namespace,
             ignore_not_found,
         } => {
-            let kind = Kind::parse_cli(&kind)?;
-            let namespace = namespace.unwrap_or_else(|| "default".to_owned());
-            for name in names {
-                match client.delete(kind, &namespace, &name, "").await {
-                    Ok(_) => writeln!(out, "{} deleted", resource_ref(kind, &name))?,
-                    Err(ClientError::NotFound(_)) if ignore_not_found => {}
-                    Err(source) => {
-                        return Err(CtlError::Api {
-                            context: format!("deleting {}", resource_ref(kind, &name)),
-                            source,
-                        })
-                    }
-                }
-            }
-            Ok(())
+            let selector = selector.as_deref().map(Selector::parse).transpose()?;
+            let doomed = if files.is_empty() {
+                let targets = targets::parse_targets(&targets)?;
+                let namespace = namespace_or_default(namespace);
+                select_for_delete(&client, &targets, &namespace, selector.as_ref()).await?
+            } else {
+                objects_in_manifests(&files, namespace.as_deref(), selector.as_ref())?
+            };
+            delete(&client, &doomed, ignore_not_found, out).await
         }
     }
 }
 
-/// `deploy/web` or `deploy web`.
-pub fn parse_target(target: &[String]) -> Result<(Kind, String)> {
-    match target {
-        [one] => match one.split_once('/') {
-            Some((kind, name)) if !name.is_empty() => Ok((Kind::parse_cli(kind)?, name.to_owned())),
-            _ => Err(CtlError::Usage(format!(
-                "{one:?}: name the object as KIND/NAME or KIND NAME"
-            ))),
-        },
-        [kind, name] => Ok((Kind::parse_cli(kind)?, name.clone())),
-        _ => Err(CtlError::Usage(
-            "name the object as KIND/NAME or KIND NAME".to_owned(),
-        )),
-    }
-}
-
-fn parse_deployment(target: &[String]) -> Result<(Kind, String)> {
-    let (kind, name) = parse_target(target)?;
+/// The name in `deploy/NAME` or `deploy NAME`.
+fn parse_deployment(target: &[String]) -> Result<String> {
+    let (kind, name) = targets::parse_one(target)?;
     if kind != Kind::Deployment {
         return Err(CtlError::Usage(format!(
             "rollout works on deployments, not {}",
             kind.plural()
         )));
     }
-    Ok((kind, name))
+    Ok(name)
 }
 
 /// `deployment.apps/web`, `pod/web-x7k2p`: how kubectl names an object.
@@ -450,8 +498,9 @@ pub fn resource_ref(kind: Kind, name: &str) -> String {
 }
 
 /// Reads `-f` arguments: files, directories (their .yaml/.yml/.json files in
-/// name order) and `-` for standard input.
-pub fn read_manifests(files: &[String], strict: bool) -> Result<Vec<Object>> {
+/// name order) and `-` for standard input. Returns each source's name (for
+/// errors) and text.
+fn read_sources(files: &[String]) -> Result<Vec<(String, String)>> {
     let mut sources = Vec::new();
     for f in files {
         if f == "-" {
@@ -493,10 +542,15 @@ pub fn read_manifests(files: &[String], strict: bool) -> Result<Vec<Object>> {
             sources.push((f.clone(), std::fs::read_to_string(path).map_err(read_err)?));
         }
     }
+    Ok(sources)
+}
+
+/// Reads the objects of `-f` arguments (see [`read_sources`]).
+pub fn read_manifests(files: &[String], strict: bool) -> Result<Vec<Object>> {
     // Everything is parsed before anything is sent: a bad document anywhere
     // means nothing is applied.
     let mut objects = Vec::new();
-    for (name, text) in sources {
+    for (name, text) in read_sources(files)? {
         let manifest = parse_manifest(&name, &text, strict)?;
         for w in manifest.warnings {
             eprintln!("warning: {w}");
@@ -504,6 +558,31 @@ pub fn read_manifests(files: &[String], strict: bool) -> Result<Vec<Object>> {
         objects.extend(manifest.objects);
     }
     Ok(objects)
+}
+
+fn object_kind(object: &Object) -> Result<Kind> {
+    object.kind().map_err(|e| CtlError::Usage(e.to_string()))
+}
+
+/// Puts a namespaced object that names no namespace into `-n`'s, and
+/// refuses one that names another.
+fn place_in_namespace(object: &mut Object, kind: Kind, namespace: Option<&str>) -> Result<()> {
+    let (Some(ns), true) = (namespace, kind.namespaced()) else {
+        return Ok(());
+    };
+    let meta = object
+        .meta_mut()
+        .map_err(|e| CtlError::Usage(e.to_string()))?;
+    if meta.namespace.is_empty() {
+        meta.namespace = ns.to_owned();
+    } else if meta.namespace != ns {
+        return Err(CtlError::Usage(format!(
+            "{} is in namespace {:?}, which does not match -n {ns:?}",
+            resource_ref(kind, &meta.name),
+            meta.namespace
+        )));
+    }
+    Ok(())
 }
 
 async fn apply(
@@ -517,21 +596,8 @@ async fn apply(
     // Namespaces first, so objects in them can be created in the same run.
     objects.sort_by_key(|o| o.kind().ok() != Some(Kind::Namespace));
     for mut object in objects {
-        let kind = object.kind().map_err(|e| CtlError::Usage(e.to_string()))?;
-        if let (Some(ns), true) = (namespace, kind.namespaced()) {
-            let meta = object
-                .meta_mut()
-                .map_err(|e| CtlError::Usage(e.to_string()))?;
-            if meta.namespace.is_empty() {
-                meta.namespace = ns.to_owned();
-            } else if meta.namespace != ns {
-                return Err(CtlError::Usage(format!(
-                    "{} is in namespace {:?}, which does not match -n {ns:?}",
-                    resource_ref(kind, &meta.name),
-                    meta.namespace
-                )));
-            }
-        }
+        let kind = object_kind(&object)?;
+        place_in_namespace(&mut object, kind, namespace)?;
         let name = object.meta().name.clone();
         let what = resource_ref(kind, &name);
         let verb = apply_one(client, object)
@@ -579,127 +645,198 @@ async fn apply_one(
     ))
 }
 
+/// How `get` shows objects: from where, which ones, in what form.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    /// `None`: every namespace (`-A`).
+    namespace: Option<&'a str>,
+    selector: Option<&'a Selector>,
+    output: Option<&'a str>,
+}
+
+impl<'a> View<'a> {
+    /// Where to list or watch `kind`: "" for every namespace, and for kinds
+    /// that have none.
+    fn list_namespace(&self, kind: Kind) -> &'a str {
+        match self.namespace {
+            Some(ns) if kind.namespaced() => ns,
+            _ => "",
+        }
+    }
+
+    /// The namespace of a named object of `kind` (with `-A`: default).
+    fn object_namespace(&self, kind: Kind) -> &'a str {
+        if kind.namespaced() {
+            self.namespace.unwrap_or(DEFAULT_NAMESPACE)
+        } else {
+            ""
+        }
+    }
+}
+
+/// `get`: prints the objects, each kind's table in turn, and returns the
+/// store revision to watch from. Named objects that are missing are
+/// reported after the others are printed.
 async fn get(
     client: &Client,
-    kind: Kind,
-    name: Option<&str>,
-    namespace: Option<&str>,
-    output: Option<&str>,
+    targets: &[KindTargets],
+    view: View<'_>,
     out: &mut dyn Write,
 ) -> Result<u64> {
-    if let Some(o) = output.filter(|o| !matches!(*o, "json" | "yaml" | "wide" | "name")) {
+    if let Some(o) = view
+        .output
+        .filter(|o| !matches!(*o, "json" | "yaml" | "wide" | "name"))
+    {
         return Err(CtlError::Output(o.to_owned()));
     }
-    let ns_for_call = if kind.namespaced() {
-        namespace.unwrap_or("")
-    } else {
-        ""
-    };
-    let (objects, single, revision) = match name {
-        Some(name) => {
-            let ns = if kind.namespaced() {
-                namespace.unwrap_or("default")
-            } else {
-                ""
-            };
-            let object = client
-                .get(kind, ns, name)
-                .await
-                .map_err(|source| CtlError::Api {
-                    context: format!("getting {}", resource_ref(kind, name)),
-                    source,
-                })?;
-            let revision = object.meta().resource_version.parse().unwrap_or(0);
-            (vec![object], true, revision)
-        }
-        None => {
+    let named: usize = targets.iter().map(|t| t.names.len()).sum();
+    if named > 0 && view.selector.is_some() {
+        return Err(CtlError::Usage(
+            "name objects or select them with -l, not both".to_owned(),
+        ));
+    }
+    let mut found: Vec<(Kind, Vec<Object>)> = Vec::new();
+    let mut missing = Vec::new();
+    let mut revision = 0;
+    for target in targets {
+        let kind = target.kind;
+        let mut objects = Vec::new();
+        if target.names.is_empty() {
             let list = client
-                .list(kind, ns_for_call)
+                .list(kind, view.list_namespace(kind))
                 .await
                 .map_err(|source| CtlError::Api {
                     context: format!("listing {}", kind.plural()),
                     source,
                 })?;
-            (list.items, false, list.revision)
+            revision = revision.max(list.revision);
+            objects.extend(
+                list.items
+                    .into_iter()
+                    .filter(|o| view.selector.is_none_or(|s| s.matches(o))),
+            );
         }
-    };
-    match output {
-        Some("json") => {
-            let value = if single {
-                to_json_value(&objects[0])
-            } else {
-                list_to_json_value(&objects)
-            };
-            writeln!(
-                out,
-                "{}",
-                serde_json::to_string_pretty(&value).unwrap_or_default()
-            )?;
+        for name in &target.names {
+            let context = format!("getting {}", resource_ref(kind, name));
+            match client.get(kind, view.object_namespace(kind), name).await {
+                Ok(object) => {
+                    let at = object.meta().resource_version.parse::<u64>();
+                    revision = revision.max(at.unwrap_or(0));
+                    objects.push(object);
+                }
+                Err(source @ ClientError::NotFound(_)) => {
+                    missing.push(CtlError::Api { context, source })
+                }
+                Err(source) => return Err(CtlError::Api { context, source }),
+            }
         }
-        Some("yaml") => {
-            let value = if single {
-                to_json_value(&objects[0])
-            } else {
-                list_to_json_value(&objects)
+        found.push((kind, objects));
+    }
+    let single = named == 1 && targets.len() == 1;
+    print_objects(&found, single, named == 0, view, out)?;
+    finish(missing, named, "found")?;
+    Ok(revision)
+}
+
+/// Prints what `get` found: one named object as itself and anything else
+/// as a List (json, yaml), `KIND/NAME` lines (name), or each kind's table
+/// in turn, names prefixed with their kind when there are several kinds.
+fn print_objects(
+    found: &[(Kind, Vec<Object>)],
+    single: bool,
+    listing: bool,
+    view: View<'_>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    match view.output {
+        Some(format @ ("json" | "yaml")) => {
+            let objects: Vec<Object> = found
+                .iter()
+                .flat_map(|(_, objects)| objects.iter().cloned())
+                .collect();
+            let value = match (single, objects.as_slice()) {
+                (true, [one]) => to_json_value(one),
+                // The one object asked for is missing: only the error says so.
+                (true, _) => return Ok(()),
+                (false, _) => list_to_json_value(&objects),
             };
-            write!(out, "{}", to_yaml(&value))?;
+            if format == "json" {
+                let text = serde_json::to_string_pretty(&value).unwrap_or_default();
+                writeln!(out, "{text}")?;
+            } else {
+                write!(out, "{}", to_yaml(&value))?;
+            }
         }
         Some("name") => {
-            for o in &objects {
-                writeln!(out, "{}", resource_ref(kind, &o.meta().name))?;
-            }
-        }
-        None | Some("wide") => {
-            if objects.is_empty() {
-                match namespace.filter(|_| kind.namespaced()) {
-                    Some(ns) => eprintln!("No resources found in {ns} namespace."),
-                    None => eprintln!("No resources found"),
+            for (kind, objects) in found {
+                for o in objects {
+                    writeln!(out, "{}", resource_ref(*kind, &o.meta().name))?;
                 }
-                return Ok(revision);
             }
-            let wide = output == Some("wide");
-            let with_namespace = kind.namespaced() && namespace.is_none();
-            let now = std::time::SystemTime::now();
-            write!(
-                out,
-                "{}",
-                table::render(kind, &objects, wide, with_namespace, now)
-            )?;
         }
-        Some(other) => return Err(CtlError::Output(other.to_owned())),
+        _ => {
+            let shown: Vec<&(Kind, Vec<Object>)> =
+                found.iter().filter(|(_, o)| !o.is_empty()).collect();
+            if shown.is_empty() {
+                if listing {
+                    let namespaced = found.iter().any(|(kind, _)| kind.namespaced());
+                    match view.namespace.filter(|_| namespaced) {
+                        Some(ns) => note(format_args!("No resources found in {ns} namespace.")),
+                        None => note("No resources found"),
+                    }
+                }
+                return Ok(());
+            }
+            let wide = view.output == Some("wide");
+            let now = std::time::SystemTime::now();
+            for (i, (kind, objects)) in shown.into_iter().enumerate() {
+                if i > 0 {
+                    writeln!(out)?;
+                }
+                let with_namespace = kind.namespaced() && view.namespace.is_none();
+                let table = if found.len() > 1 {
+                    table::render_with_kind(*kind, objects, wide, with_namespace, now)
+                } else {
+                    table::render(*kind, objects, wide, with_namespace, now)
+                };
+                write!(out, "{table}")?;
+            }
+        }
     }
-    Ok(revision)
+    Ok(())
 }
 
 /// `get -w`: prints each change after `revision` as a row (or document).
 async fn watch_changes(
     client: &Client,
-    kind: Kind,
-    name: Option<&str>,
-    namespace: Option<&str>,
-    output: Option<&str>,
+    target: &KindTargets,
+    view: View<'_>,
     revision: u64,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let ns = namespace.filter(|_| kind.namespaced()).unwrap_or("");
+    let kind = target.kind;
+    let context = format!("watching {}", kind.plural());
     let mut watch = client
-        .watch(kind, ns, revision)
+        .watch(kind, view.list_namespace(kind), revision)
         .await
         .map_err(|source| CtlError::Api {
-            context: format!("watching {}", kind.plural()),
+            context: context.clone(),
             source,
         })?;
     loop {
         let event = watch.next().await.map_err(|source| CtlError::Api {
-            context: format!("watching {}", kind.plural()),
+            context: context.clone(),
             source,
         })?;
         let Some(event) = event else { return Ok(()) };
         let Some(object) = event.object else { continue };
-        if name.is_some_and(|n| n != object.meta().name) {
+        if !target.names.is_empty() && !target.names.contains(&object.meta().name) {
             continue;
         }
-        match output {
+        if view.selector.is_some_and(|s| !s.matches(&object)) {
+            continue;
+        }
+        match view.output {
             Some("json") => writeln!(
                 out,
                 "{}",
@@ -708,12 +845,12 @@ async fn watch_changes(
             Some("yaml") => write!(out, "---\n{}", to_yaml(&to_json_value(&object)))?,
             Some("name") => writeln!(out, "{}", resource_ref(kind, &object.meta().name))?,
             _ => {
-                let wide = output == Some("wide");
+                let wide = view.output == Some("wide");
                 let table = table::render(
                     kind,
                     &[object],
                     wide,
-                    namespace.is_none() && kind.namespaced(),
+                    view.namespace.is_none() && kind.namespaced(),
                     std::time::SystemTime::now(),
                 );
                 // Rows only: the header was printed with the list.
@@ -724,6 +861,233 @@ async fn watch_changes(
         }
         out.flush()?;
     }
+}
+
+/// `describe`: each object named, or every object of a kind named alone.
+async fn describe_objects(
+    client: &Client,
+    targets: &[KindTargets],
+    namespace: &str,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let mut first = true;
+    for target in targets {
+        let kind = target.kind;
+        let ns = if kind.namespaced() { namespace } else { "" };
+        let mut objects = if target.names.is_empty() {
+            let list = client
+                .list(kind, ns)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: format!("listing {}", kind.plural()),
+                    source,
+                })?;
+            list.items
+        } else {
+            Vec::new()
+        };
+        for name in &target.names {
+            let object = client
+                .get(kind, ns, name)
+                .await
+                .map_err(|source| CtlError::Api {
+                    context: format!("getting {}", resource_ref(kind, name)),
+                    source,
+                })?;
+            objects.push(object);
+        }
+        for object in &objects {
+            if !first {
+                writeln!(out)?;
+            }
+            first = false;
+            write!(out, "{}", describe::describe(object))?;
+        }
+    }
+    Ok(())
+}
+
+/// The pod `logs` reads: the one named, or for `deploy/NAME` and `rs/NAME`
+/// one of the pods their selector picks, a ready one first, as kubectl
+/// does.
+async fn pod_for_logs(client: &Client, kind: Kind, namespace: &str, name: &str) -> Result<String> {
+    if kind == Kind::Pod {
+        return Ok(name.to_owned());
+    }
+    let what = resource_ref(kind, name);
+    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+        return Err(CtlError::Usage(format!(
+            "logs reads pods: name a pod, deploy/NAME or rs/NAME, not {what}"
+        )));
+    }
+    let owner = client
+        .get(kind, namespace, name)
+        .await
+        .map_err(|source| CtlError::Api {
+            context: format!("getting {what}"),
+            source,
+        })?;
+    let label_selector = match owner.kind {
+        Some(Body::Deployment(d)) => d.spec.and_then(|s| s.selector),
+        Some(Body::ReplicaSet(r)) => r.spec.and_then(|s| s.selector),
+        _ => None,
+    }
+    .unwrap_or_default();
+    if object_selector::is_empty(&label_selector) {
+        return Err(CtlError::Usage(format!(
+            "{what} has no selector to find its pods by"
+        )));
+    }
+    let pods = client
+        .list(Kind::Pod, namespace)
+        .await
+        .map_err(|source| CtlError::Api {
+            context: "listing pods".to_owned(),
+            source,
+        })?;
+    // Ready pods first (false < true), then by name.
+    let candidates: Vec<(bool, String)> = pods
+        .items
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(Body::Pod(p)) if object_selector::matches(&label_selector, &o.meta().labels) => {
+                Some((!pod_is_ready(p), o.meta().name.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    let count = candidates.len();
+    match candidates.into_iter().min() {
+        None => Err(CtlError::Usage(format!("{what} has no pods"))),
+        Some((_, pod)) => {
+            if count > 1 {
+                note(format_args!("Found {count} pods, using pod/{pod}"));
+            }
+            Ok(pod)
+        }
+    }
+}
+
+/// One object `delete` is to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Doomed {
+    kind: Kind,
+    namespace: String,
+    name: String,
+}
+
+/// What `delete KIND NAME...`, `delete KIND/NAME...` or `delete KIND -l
+/// SELECTOR` names.
+async fn select_for_delete(
+    client: &Client,
+    targets: &[KindTargets],
+    namespace: &str,
+    label_selector: Option<&Selector>,
+) -> Result<Vec<Doomed>> {
+    let mut doomed = Vec::new();
+    for target in targets {
+        let kind = target.kind;
+        let ns = if kind.namespaced() { namespace } else { "" };
+        match (target.names.is_empty(), label_selector) {
+            (false, Some(_)) => {
+                return Err(CtlError::Usage(
+                    "name objects or select them with -l, not both".to_owned(),
+                ))
+            }
+            (false, None) => doomed.extend(target.names.iter().map(|name| Doomed {
+                kind,
+                namespace: ns.to_owned(),
+                name: name.clone(),
+            })),
+            (true, Some(label_selector)) => {
+                let list = client
+                    .list(kind, ns)
+                    .await
+                    .map_err(|source| CtlError::Api {
+                        context: format!("listing {}", kind.plural()),
+                        source,
+                    })?;
+                doomed.extend(
+                    list.items
+                        .iter()
+                        .filter(|o| label_selector.matches(o))
+                        .map(|o| Doomed {
+                            kind,
+                            namespace: o.meta().namespace.clone(),
+                            name: o.meta().name.clone(),
+                        }),
+                );
+            }
+            (true, None) => {
+                return Err(CtlError::Usage(format!(
+                    "delete {}: name the objects, or select them with -l",
+                    kind.plural()
+                )))
+            }
+        }
+    }
+    Ok(doomed)
+}
+
+/// What `delete -f` names: every object in the manifests (those the
+/// selector matches, with `-l`), namespaces last, since deleting one
+/// takes the objects in it along.
+fn objects_in_manifests(
+    files: &[String],
+    namespace: Option<&str>,
+    label_selector: Option<&Selector>,
+) -> Result<Vec<Doomed>> {
+    let mut doomed = Vec::new();
+    for (source, text) in read_sources(files)? {
+        // Unknown fields do not matter for deleting: no warnings either.
+        for mut object in parse_manifest(&source, &text, false)?.objects {
+            if label_selector.is_some_and(|s| !s.matches(&object)) {
+                continue;
+            }
+            let kind = object_kind(&object)?;
+            place_in_namespace(&mut object, kind, namespace)?;
+            let meta = object.meta();
+            let ns = match (kind.namespaced(), meta.namespace.as_str()) {
+                (false, _) => "",
+                (true, "") => DEFAULT_NAMESPACE,
+                (true, ns) => ns,
+            };
+            doomed.push(Doomed {
+                kind,
+                namespace: ns.to_owned(),
+                name: meta.name.clone(),
+            });
+        }
+    }
+    doomed.sort_by_key(|d| d.kind == Kind::Namespace);
+    Ok(doomed)
+}
+
+/// Deletes each object, going on past failures; a missing object is a
+/// failure unless `ignore_not_found`.
+async fn delete(
+    client: &Client,
+    doomed: &[Doomed],
+    ignore_not_found: bool,
+    out: &mut dyn Write,
+) -> Result<()> {
+    if doomed.is_empty() {
+        note("No resources found");
+        return Ok(());
+    }
+    let mut failures = Vec::new();
+    for d in doomed {
+        let what = resource_ref(d.kind, &d.name);
+        match client.delete(d.kind, &d.namespace, &d.name, "").await {
+            Ok(_) => writeln!(out, "{what} deleted")?,
+            Err(ClientError::NotFound(_)) if ignore_not_found => {}
+            Err(source) => failures.push(CtlError::Api {
+                context: format!("deleting {what}"),
+                source,
+            }),
+        }
+    }
+    finish(failures, doomed.len(), "deleted")
 }
 
 #[cfg(test)]
@@ -757,5 +1121,92 @@ mod credential_tests {
         std::fs::write(&path, "server: [not, a, string]\n").unwrap();
         let e = connect(None, Some(&path)).err().unwrap().to_string();
         assert!(e.contains("admin.conf"), "{e}");
+    }
+}
+
+#[cfg(test)]
+mod delete_tests {
+    use super::*;
+
+    const YAML: &str = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {app: web}
+spec:
+  ports: [{port: 80}]
+";
+
+    fn doomed(kind: Kind, namespace: &str, name: &str) -> Doomed {
+        Doomed {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    #[test]
+    fn delete_f_names_every_object_of_every_document_namespaces_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shop.yaml");
+        std::fs::write(&path, YAML).unwrap();
+        let files = vec![path.display().to_string()];
+        assert_eq!(
+            objects_in_manifests(&files, None, None).unwrap(),
+            vec![
+                doomed(Kind::Service, "default", "web"),
+                doomed(Kind::Namespace, "", "shop"),
+            ]
+        );
+        assert_eq!(
+            objects_in_manifests(&files, Some("shop"), None).unwrap(),
+            vec![
+                doomed(Kind::Service, "shop", "web"),
+                doomed(Kind::Namespace, "", "shop"),
+            ]
+        );
+        let selector = Selector::parse("app=web").unwrap();
+        assert_eq!(
+            objects_in_manifests(&files, None, Some(&selector)).unwrap(),
+            vec![doomed(Kind::Service, "default", "web")]
+        );
+
+        let other = YAML.replace("name: web", "name: web\n  namespace: other");
+        std::fs::write(&path, other).unwrap();
+        let e = objects_in_manifests(&files, Some("shop"), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("does not match -n \"shop\""), "{e}");
+
+        let broken = YAML.replace("kind: Service", "kind: ConfigMap");
+        std::fs::write(&path, broken).unwrap();
+        let e = objects_in_manifests(&files, None, None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("shop.yaml") && e.contains("document 2") && e.contains("ConfigMap"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn one_failure_is_the_error_and_several_are_counted() {
+        assert!(finish(Vec::new(), 3, "deleted").is_ok());
+        let one = finish(vec![CtlError::Usage("x".to_owned())], 3, "deleted");
+        assert_eq!(one.unwrap_err().to_string(), "x");
+        let failures = vec![
+            CtlError::Usage("the first failure".to_owned()),
+            CtlError::Usage("the second failure".to_owned()),
+        ];
+        let several = finish(failures, 3, "deleted").unwrap_err().to_string();
+        assert_eq!(
+            several,
+            "2 of 3 objects were not deleted (the errors are above)"
+        );
     }
 }

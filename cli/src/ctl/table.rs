@@ -8,6 +8,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+use super::resource_ref;
+
 const NONE: &str = "<none>";
 
 /// Renders objects of one kind as a table.
@@ -17,6 +19,29 @@ pub fn render(
     wide: bool,
     with_namespace: bool,
     now: SystemTime,
+) -> String {
+    table(kind, objects, wide, with_namespace, now, false)
+}
+
+/// As [`render`], with each name written `KIND/NAME` (`deployment.apps/web`):
+/// how kubectl shows several kinds at once (`get pods,svc`).
+pub fn render_with_kind(
+    kind: Kind,
+    objects: &[Object],
+    wide: bool,
+    with_namespace: bool,
+    now: SystemTime,
+) -> String {
+    table(kind, objects, wide, with_namespace, now, true)
+}
+
+fn table(
+    kind: Kind,
+    objects: &[Object],
+    wide: bool,
+    with_namespace: bool,
+    now: SystemTime,
+    with_kind: bool,
 ) -> String {
     let mut header: Vec<&str> = match kind {
         Kind::Pod => vec!["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
@@ -57,6 +82,9 @@ pub fn render(
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for object in objects {
         let mut row = object_row(object, wide, now);
+        if let Some(name) = row.first_mut().filter(|_| with_kind) {
+            *name = resource_ref(kind, name);
+        }
         if with_namespace {
             row.insert(0, object.meta().namespace.clone());
         }
@@ -407,6 +435,27 @@ mod tests {
         assert_eq!(age(created, at(5 * 3600 + 600)), "5h10m");
         assert_eq!(age(created, at(17 * 3600)), "17h");
         assert_eq!(age(created, at(3 * 86400)), "3d");
+    }
+
+    #[test]
+    fn several_kinds_name_their_rows_with_the_kind() {
+        let deployment = v1::Deployment {
+            metadata: Some(v1::ObjectMeta {
+                name: "web".into(),
+                namespace: "shop".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = render_with_kind(
+            Kind::Deployment,
+            &[deployment.into_object()],
+            false,
+            true,
+            at(30),
+        );
+        let row: Vec<&str> = text.lines().nth(1).unwrap().split_whitespace().collect();
+        assert_eq!(&row[..2], ["shop", "deployment.apps/web"]);
     }
 
     #[test]

@@ -240,7 +240,10 @@ pub fn check_dns_subdomain(value: &str) -> Result<(), DnsNameError> {
     Ok(())
 }
 
-fn label_name_ok(name: &str) -> bool {
+/// A label value, or the name part of a label key: up to 63 letters,
+/// digits, '-', '_' or '.', starting and ending with a letter or digit.
+/// (A label value may also be empty; callers allow that themselves.)
+pub fn is_label_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
@@ -250,7 +253,9 @@ fn label_name_ok(name: &str) -> bool {
         && name.ends_with(|c: char| c.is_ascii_alphanumeric())
 }
 
-fn label_key(errors: &mut Errors, path: &str, key: &str) {
+/// A label (or annotation) key: an optional DNS-subdomain prefix and '/',
+/// then a [name](is_label_name).
+pub fn is_label_key(key: &str) -> bool {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -258,7 +263,11 @@ fn label_key(errors: &mut Errors, path: &str, key: &str) {
     let prefix_ok = prefix.is_none_or(|p| {
         !p.is_empty() && p.len() <= 253 && p.split('.').all(|l| check_dns_label(l).is_ok())
     });
-    if !prefix_ok || !label_name_ok(name) {
+    prefix_ok && is_label_name(name)
+}
+
+fn label_key(errors: &mut Errors, path: &str, key: &str) {
+    if !is_label_key(key) {
         errors.add(
             path,
             format!("{key:?} is not a valid key: an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.'"),
@@ -269,7 +278,7 @@ fn label_key(errors: &mut Errors, path: &str, key: &str) {
 fn labels(errors: &mut Errors, path: &str, map: &BTreeMap<String, String>) {
     for (k, v) in map {
         label_key(errors, &format!("{path}[{k}]"), k);
-        if !v.is_empty() && !label_name_ok(v) {
+        if !v.is_empty() && !is_label_name(v) {
             errors.add(
                 format!("{path}[{k}]"),
                 format!("{v:?} is not a valid label value: up to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"),
