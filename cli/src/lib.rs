@@ -169,7 +169,10 @@ mod tests {
             if matches!(id, "help" | "version") {
                 continue;
             }
-            if arg.get_help().is_none_or(|h| h.to_string().trim().is_empty()) {
+            if arg
+                .get_help()
+                .is_none_or(|h| h.to_string().trim().is_empty())
+            {
                 missing.push(format!("{path} {id}"));
             }
         }
@@ -179,7 +182,10 @@ mod tests {
                 continue;
             }
             let sub_path = format!("{path} {name}");
-            if sub.get_about().is_none_or(|a| a.to_string().trim().is_empty()) {
+            if sub
+                .get_about()
+                .is_none_or(|a| a.to_string().trim().is_empty())
+            {
                 missing.push(sub_path.clone());
             }
             without_help(sub, &sub_path, missing);

@@ -194,10 +194,7 @@ mod tests {
             one("deploy/web").unwrap(),
             (Kind::Deployment, "web".to_owned())
         );
-        assert_eq!(
-            one("rs web").unwrap(),
-            (Kind::ReplicaSet, "web".to_owned())
-        );
+        assert_eq!(one("rs web").unwrap(), (Kind::ReplicaSet, "web".to_owned()));
         for bad in [
             "",
             "deploy",
