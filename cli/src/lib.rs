@@ -7,6 +7,7 @@
 //! - `skiff agent` (`agent`): run a node's agent (pods through containerd).
 //! - `skiff ctl` (`ctl`): kubectl-style client.
 //! - `skiff token` (`token`): join tokens; `skiff certificate rotate` (`certificate`).
+//! - `skiff check-config` (`check_config`): is this machine ready for skiff.
 //! - `skiff version`.
 //!
 //! The three long-running commands share `daemon` (settings file, log
@@ -15,6 +16,7 @@
 
 pub mod agent;
 pub mod certificate;
+pub mod check_config;
 pub mod cluster_network;
 pub mod ctl;
 pub mod daemon;
@@ -62,6 +64,10 @@ pub enum Command {
     Token(token::TokenArgs),
     /// Renew certificates now.
     Certificate(certificate::CertificateArgs),
+    /// Check this machine for what skiff needs, as `k3s check-config` does:
+    /// kernel features, the memory cgroup, containerd and runc, free disk,
+    /// the clock. Exits 1 when something fails.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Print the version.
     Version,
 }
@@ -78,6 +84,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Token(args) => run_client(token::run(args, &mut std::io::stdout())),
         Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
+        Command::CheckConfig(args) => check_config::run(args),
         Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),
     }
 }
