@@ -189,7 +189,8 @@ fn install_stops_when_the_machine_check_fails() {
         ("SKIFF_SYS_ROOT", sys_root.as_str()),
     ];
     let root = tempfile::tempdir().unwrap();
-    let unit = root.path().join("etc/systemd/system/skiff-server.service");
+    let unit = root.path().join("etc/systemd/system");
+    let unit = unit.join("skiff-server.service");
     let out = install(root.path(), &check_env);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
