@@ -5,14 +5,17 @@
 #   sudo INSTALL_SKIFF_EXEC="agent --server 192.168.1.10:6443 --token K10..." sh install.sh
 #   sudo SKIFF_SERVER=192.168.1.10:6443 SKIFF_TOKEN=K10... sh install.sh   # the same agent
 #
-# It copies the binary, writes the unit and its env file, installs
-# skiff-uninstall.sh and skiff-killall.sh, then enables and starts the unit.
-# On a machine without systemd it says so and prints how to run skiff by hand.
+# It copies the binary and checks the machine with `skiff check-config`,
+# stopping with its findings if anything fails. Then it writes the unit and
+# its env file, installs skiff-uninstall.sh and skiff-killall.sh, and enables
+# and starts the unit. On a machine without systemd it says so and prints
+# how to run skiff by hand.
 #
 # INSTALL_SKIFF_BINARY   the skiff binary to install (default: the release
 #                        build next to this script, else `skiff` on PATH)
 # INSTALL_SKIFF_BIN_DIR  where it goes (default /usr/local/bin)
 # INSTALL_SKIFF_ROOT     a prefix for every path (for tests; default none)
+# SKIFF_SKIP_CHECK=1     install even if `skiff check-config` fails
 set -eu
 
 ROOT="${INSTALL_SKIFF_ROOT:-}"
@@ -21,6 +24,8 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 
 fatal() { echo "install.sh: $*" >&2; exit 1; }
 info() { echo "install.sh: $*"; }
+# The value given to flag $1 in ARGS (--flag VALUE or --flag=VALUE), if any.
+arg_value() { printf '%s\n' " $ARGS " | sed -n "s/.* $1[= ]\([^ ]*\) .*/\1/p"; }
 
 EXEC="${INSTALL_SKIFF_EXEC:-}"
 if [ -z "$EXEC" ]; then
@@ -60,6 +65,23 @@ fi
 
 mkdir -p "$ROOT$BIN_DIR" "$ROOT/etc/skiff" "$ROOT/etc/systemd/system"
 install -m 0755 "$BINARY" "$ROOT$BIN_DIR/skiff"
+
+# Check the machine before anything runs on it, as k3s check-config does.
+if [ "${SKIFF_SKIP_CHECK:-}" = 1 ]; then
+  info "SKIFF_SKIP_CHECK=1: not checking this machine"
+else
+  DATA_DIR="$(arg_value --data-dir)"
+  if [ -z "$DATA_DIR" ]; then
+    if [ "$KIND" = agent ]; then DATA_DIR=/var/lib/skiff/agent; else DATA_DIR=/var/lib/skiff; fi
+  fi
+  set -- --data-dir "$ROOT$DATA_DIR"
+  SOCKET="$(arg_value --containerd-socket)"
+  [ -n "$SOCKET" ] && set -- "$@" --containerd-socket "$SOCKET"
+  info "checking this machine: $BIN_DIR/skiff check-config $*"
+  if ! "$ROOT$BIN_DIR/skiff" check-config "$@"; then
+    fatal "this machine is not ready for skiff: each fail line above says why and what to do; run '$BIN_DIR/skiff check-config' again once fixed, or set SKIFF_SKIP_CHECK=1 to install anyway"
+  fi
+fi
 install -m 0755 "$HERE/skiff-uninstall.sh" "$ROOT$BIN_DIR/skiff-uninstall.sh"
 install -m 0755 "$HERE/skiff-killall.sh" "$ROOT$BIN_DIR/skiff-killall.sh"
 UNIT="skiff-$KIND.service"

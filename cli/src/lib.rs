@@ -9,6 +9,7 @@
 //! - `skiff token` (`token`): join tokens; `skiff certificate rotate` (`certificate`).
 //! - `skiff completion bash|zsh|fish|...`: a shell's completion script, from
 //!   the clap tree itself.
+//! - `skiff check-config` (`check_config`): is this machine ready for skiff.
 //! - `skiff version`.
 //!
 //! The three long-running commands share `daemon` (settings file, log
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod certificate;
+pub mod check_config;
 pub mod cluster_network;
 pub mod ctl;
 pub mod daemon;
@@ -70,6 +72,10 @@ pub enum Command {
         /// The shell: bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+    /// Check this machine for what skiff needs, as `k3s check-config` does:
+    /// kernel features, the memory cgroup, containerd and runc, free disk,
+    /// the clock. Exits 1 when something fails.
+    CheckConfig(check_config::CheckConfigArgs),
     /// Print the version.
     Version,
 }
@@ -86,6 +92,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Agent(args) => agent::run(args),
         Command::Token(args) => run_client(token::run(args, &mut std::io::stdout())),
         Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
+        Command::CheckConfig(args) => check_config::run(args),
         Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),
         Command::Completion { shell } => report(completion(shell, &mut std::io::stdout())),
     }

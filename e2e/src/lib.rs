@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod cpu_load;
 pub mod credentials;
 pub mod hollow;
+pub mod host_fixture;
 pub mod master;
 pub mod registry;
 pub mod test_hosts;

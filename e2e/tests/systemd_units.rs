@@ -1,10 +1,12 @@
 //! The systemd units pass `systemd-analyze verify`, and `install.sh` /
 //! `skiff-uninstall.sh` install and remove skiff under a temp root (no
-//! systemd runs as PID 1 here, so nothing is started).
+//! systemd runs as PID 1 here, so nothing is started). `install.sh` checks
+//! the machine with `skiff check-config` first and stops when it fails.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use skiff_e2e::host_fixture::HostFixture;
 use skiff_e2e::{e2e_prerequisites, skiff_bin};
 
 fn repo() -> PathBuf {
@@ -64,6 +66,10 @@ fn install(root: &Path, env: &[(&str, &str)]) -> std::process::Output {
         .env_remove("SKIFF_SERVER")
         .env_remove("SKIFF_TOKEN")
         .env_remove("INSTALL_SKIFF_EXEC");
+    // The machine check reads this machine unless a test says otherwise.
+    for variable in ["SKIFF_SKIP_CHECK", "SKIFF_PROC_ROOT", "SKIFF_SYS_ROOT"] {
+        cmd.env_remove(variable);
+    }
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -72,7 +78,8 @@ fn install(root: &Path, env: &[(&str, &str)]) -> std::process::Output {
 
 #[test]
 fn install_and_uninstall_an_agent_under_a_temp_root() {
-    if !e2e_prerequisites(&["systemd-analyze", "sh"]) {
+    // install.sh checks this machine first: it needs what an agent runs.
+    if !e2e_prerequisites(&["systemd-analyze", "sh", "containerd", "runc", "nft"]) {
         return;
     }
     use std::os::unix::fs::PermissionsExt;
@@ -157,7 +164,8 @@ fn install_and_uninstall_an_agent_under_a_temp_root() {
 #[test]
 fn a_server_install_is_the_default() {
     let root = tempfile::tempdir().unwrap();
-    let out = install(root.path(), &[]);
+    // Not about this machine (which may lack containerd): no check.
+    let out = install(root.path(), &[("SKIFF_SKIP_CHECK", "1")]);
     assert!(
         out.status.success(),
         "{}",
@@ -169,6 +177,40 @@ fn a_server_install_is_the_default() {
         .exists());
     let text = std::fs::read_to_string(root.path().join("etc/skiff/skiff-server.env")).unwrap();
     assert!(text.contains("SKIFF_ARGS=\"\""), "{text}");
+}
+
+#[test]
+fn install_stops_when_the_machine_check_fails() {
+    let host = HostFixture::without_memory_cgroup().unwrap();
+    let proc_root = host.proc_root().display().to_string();
+    let sys_root = host.sys_root().display().to_string();
+    let check_env = [
+        ("SKIFF_PROC_ROOT", proc_root.as_str()),
+        ("SKIFF_SYS_ROOT", sys_root.as_str()),
+    ];
+    let root = tempfile::tempdir().unwrap();
+    let unit = root.path().join("etc/systemd/system");
+    let unit = unit.join("skiff-server.service");
+    let out = install(root.path(), &check_env);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("cgroup_memory=1 cgroup_enable=memory"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("SKIFF_SKIP_CHECK=1"), "{stderr}");
+    assert!(!unit.exists(), "no unit after a failed check");
+
+    let mut skipping = check_env.to_vec();
+    skipping.push(("SKIFF_SKIP_CHECK", "1"));
+    let out = install(root.path(), &skipping);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(unit.exists());
 }
 
 #[test]
