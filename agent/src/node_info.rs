@@ -183,9 +183,7 @@ pub fn choose_node_ip(
 /// What to warn about a node IP that no other machine can reach (a
 /// loopback address), or `None` when there is nothing to say.
 pub fn node_ip_warning(ip: &str, source: NodeIpSource) -> Option<String> {
-    let loopback = ip
-        .parse::<std::net::IpAddr>()
-        .is_ok_and(|a| a.is_loopback());
+    let loopback = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a.is_loopback());
     match source {
         NodeIpSource::Fallback => Some(format!(
             "no default route, so the node IP fell back to {ip}: masters and nodes on other \
