@@ -376,7 +376,8 @@ skiff0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
             .map(|l| format!("{l}\n"))
             .collect();
         assert_eq!(default_route_interface(&no_default), None);
-        assert_eq!(default_route_interface(ROUTES.lines().next().unwrap()), None);
+        let header = ROUTES.lines().next().unwrap();
+        assert_eq!(default_route_interface(header), None);
         assert_eq!(default_route_interface(""), None);
         // The header is no route, even when it looks like one.
         assert_eq!(
@@ -389,19 +390,19 @@ skiff0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
     fn the_node_ip_is_given_else_the_default_route_else_loopback_with_a_warning() {
         let unasked = || -> Option<Ipv4Addr> { panic!("the default route is not looked up") };
         let (ip, source) = choose_node_ip(Some("192.168.1.21"), unasked);
-        assert_eq!((ip.as_str(), source), ("192.168.1.21", NodeIpSource::Given));
+        assert_eq!(ip, "192.168.1.21");
+        assert_eq!(source, NodeIpSource::Given);
         assert_eq!(node_ip_warning(&ip, source), None);
 
         let lan = Ipv4Addr::new(192, 168, 1, 22);
         let (ip, source) = choose_node_ip(None, || Some(lan));
-        assert_eq!(
-            (ip.as_str(), source),
-            ("192.168.1.22", NodeIpSource::DefaultRoute)
-        );
+        assert_eq!(ip, "192.168.1.22");
+        assert_eq!(source, NodeIpSource::DefaultRoute);
         assert_eq!(node_ip_warning(&ip, source), None);
 
         let (ip, source) = choose_node_ip(None, || None);
-        assert_eq!((ip.as_str(), source), ("127.0.0.1", NodeIpSource::Fallback));
+        assert_eq!(ip, "127.0.0.1");
+        assert_eq!(source, NodeIpSource::Fallback);
         let warning = node_ip_warning(&ip, source).expect("a warning");
         assert!(
             warning.contains("fell back to 127.0.0.1") && warning.contains("--node-ip"),

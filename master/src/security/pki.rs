@@ -298,7 +298,7 @@ mod tests {
         MasterPki::prepare(config(dir.path(), "192.168.1.10:6443")).await.unwrap();
         let after = Credentials::load(&path).unwrap();
         assert_eq!(after.server, "192.168.1.10:6443");
-        assert_eq!(after.cert_pem, before.cert_pem, "the same admin certificate");
+        assert_eq!(after.cert_pem, before.cert_pem, "the same certificate");
         let copy = Credentials::load(&dir.path().join("etc/admin.conf")).unwrap();
         assert_eq!(copy.server, "192.168.1.10:6443");
     }
