@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod hollow;
 pub mod master;
 pub mod registry;
+pub mod server;
 pub mod test_hosts;
 
 use std::path::{Path, PathBuf};
