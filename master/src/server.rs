@@ -350,7 +350,8 @@ async fn prepare_pki(
 const READDRESS_WITHIN: Duration = Duration::from_secs(30);
 
 /// Records this master's advertised addresses in the membership when it
-/// is the only member and the membership has others; logs what it did.
+/// is the only member and the membership records others; logs what it
+/// did.
 async fn readdress(cluster: Cluster, me: MemberNode, shutdown: CancellationToken) {
     let outcome = tokio::select! {
         _ = shutdown.cancelled() => return,
