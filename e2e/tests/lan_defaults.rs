@@ -118,18 +118,18 @@ async fn an_agent_on_another_host_joins_a_default_server_and_learns_the_cluster_
     wait_node_ready(&client, &name, Duration::from_secs(60))
         .await
         .with_context(|| format!("{}\n{}", node.log_tail(), server.log_tail()))?;
-    let (internal_ip, pod_cidr) = node_addresses(&client, &name).await?;
+    // Ready comes with registering; the pod subnet a moment later.
+    let (internal_ip, pod_cidr) = wait_for("a pod subnet", Duration::from_secs(30), || async {
+        let (ip, cidr) = node_addresses(&client, &name).await.ok()?;
+        (!cidr.is_empty()).then_some((ip, cidr))
+    })
+    .await?;
     assert_eq!(internal_ip, agent_host.ip);
     assert!(pod_cidr.starts_with("10.150."), "{pod_cidr}");
 
-    // What it learned, kept for restarts without a master ...
-    let kept = std::fs::read_to_string(node.data_dir().join("network/cluster.json"))?;
-    let kept: serde_json::Value = serde_json::from_str(&kept)?;
-    assert_eq!(kept["cluster_cidr"]["net"], "10.150.0.0", "{kept}");
-    assert_eq!(kept["service_cidr"]["net"], "10.151.0.0", "{kept}");
-    assert_eq!(kept["cluster_dns"], "10.151.0.10", "{kept}");
-    // ... and used: traffic leaving the learned cluster CIDR is
-    // masqueraded, the learned service CIDR is refused unless translated.
+    // What it learned is used: traffic leaving the learned cluster CIDR
+    // is masqueraded, the learned service CIDR is refused unless
+    // translated ...
     let table = wait_for("the nftables table", Duration::from_secs(30), || async {
         skiff_table(&agent_host).ok()
     })
@@ -138,6 +138,12 @@ async fn an_agent_on_another_host_joins_a_default_server_and_learns_the_cluster_
     assert!(table.contains("10.150.0.0/16"), "{table}");
     assert!(table.contains("10.151.0.0/16"), "{table}");
     assert!(!table.contains("10.42.0.0/16"), "{table}");
+    // ... and kept for restarts without a master.
+    let kept = std::fs::read_to_string(node.data_dir().join("network/cluster.json"))?;
+    let kept: serde_json::Value = serde_json::from_str(&kept)?;
+    assert_eq!(kept["cluster_cidr"]["net"], "10.150.0.0", "{kept}");
+    assert_eq!(kept["service_cidr"]["net"], "10.151.0.0", "{kept}");
+    assert_eq!(kept["cluster_dns"], "10.151.0.10", "{kept}");
     Ok(())
 }
 
