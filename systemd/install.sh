@@ -45,7 +45,7 @@ if [ "$KIND" = agent ]; then
   case " $ARGS " in *" --server "*|*" --server="*) ;; *) fatal "an agent needs --server HOST:PORT (or SKIFF_SERVER)";; esac
   # Until it has its certificate, an agent joins with a token.
   if [ -z "${SKIFF_TOKEN:-}" ] && [ ! -f "$ROOT/var/lib/skiff/agent/tls/node.crt" ]; then
-    case " $ARGS " in *" --token "*|*" --token="*) ;; *) fatal "an agent needs a join token: --token K10... (or SKIFF_TOKEN); on the server: cat /var/lib/skiff/server/token, or skiff token create";; esac
+    case " $ARGS " in *" --token "*|*" --token="*) ;; *) fatal "an agent needs a join token: --token K10... (or SKIFF_TOKEN); make one on the server with: skiff token create --ttl 24h";; esac
   fi
 fi
 
@@ -98,17 +98,32 @@ umask 077
 chmod 0600 "$ENV_FILE"
 info "installed $ROOT$BIN_DIR/skiff, $ROOT/etc/systemd/system/$UNIT and $ENV_FILE"
 
+# How agents join a server: with a token that expires, never the server
+# token (which lets a machine join as a master, for good).
+server_next_steps() {
+  addr="$(ip -4 -o route get 1.1.1.1 2>/dev/null | sed -n 's/.* src \([0-9.]*\).*/\1/p')"
+  [ -n "$addr" ] || addr="<this machine's address>"
+  info "admin credential: /etc/skiff/admin.conf (skiff ctl uses it)"
+  info "to add an agent, make a join token that expires:  $BIN_DIR/skiff token create --ttl 24h"
+  info "then on the agent's machine:  sudo SKIFF_SERVER=$addr:6443 SKIFF_TOKEN=<that token> sh install.sh"
+}
+
 if [ -n "$ROOT" ]; then
   info "installed under $ROOT; nothing was started."
   info "run skiff by hand:  $BIN_DIR/skiff $KIND $ARGS"
+  if [ "$KIND" = server ]; then server_next_steps; fi
 elif [ -d /run/systemd/system ]; then
   systemctl daemon-reload
-  systemctl enable --now "$UNIT"
-  info "started $UNIT; see it with: systemctl status $UNIT"
-  if [ "$KIND" = server ]; then
-    info "admin credential: /etc/skiff/admin.conf (skiff ctl uses it); join token for agents: /var/lib/skiff/server/token"
+  if [ "$KIND" = agent ]; then
+    info "starting $UNIT: it joins the cluster, and gives up after --join-timeout (5 min) if it cannot"
   fi
+  if ! systemctl enable --now "$UNIT"; then
+    fatal "$UNIT did not start; see why with: journalctl -u $UNIT"
+  fi
+  info "started $UNIT; see it with: systemctl status $UNIT"
+  if [ "$KIND" = server ]; then server_next_steps; fi
 else
   info "systemd is not running here, so nothing was started."
   info "run skiff by hand:  $BIN_DIR/skiff $KIND $ARGS"
+  if [ "$KIND" = server ]; then server_next_steps; fi
 fi

@@ -14,8 +14,15 @@
 //!
 //! Static stability: containers belong to their runc shims, so they keep
 //! running while the agent restarts or no master answers; a restarted agent
-//! adopts them, and the pod specs it last saw are cached on disk.
+//! adopts them, and the pod specs it last saw are cached on disk, as are
+//! its pod subnet and the cluster network the masters told it
+//! ([`cluster_network`]).
+//!
+//! A first start needs the masters (to join, to register and learn the
+//! cluster network, to get a pod subnet): it is bounded by `--join-timeout`
+//! and reported to systemd as it goes ([`startup`]).
 
+pub mod cluster_network;
 pub mod credentials;
 pub mod log_server;
 pub mod master_link;
@@ -24,9 +31,10 @@ pub mod network;
 pub mod node_info;
 pub mod pods;
 pub mod runtime;
+pub mod startup;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +42,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster_network::ClusterNetwork;
 use crate::master_link::Masters;
 use crate::network::services::reconcile_services;
 use crate::network::{reconcile_overlay, PodNetwork};
@@ -44,6 +53,9 @@ use crate::runtime::images::ImageStore;
 use crate::runtime::registry::Registries;
 use crate::runtime::supervisor::{self, ContainerdLayout};
 use crate::runtime::{containers::Runtime, Containerd};
+use crate::startup::{Stage, Startup};
+
+pub use startup::DEFAULT_JOIN_TIMEOUT;
 
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +86,10 @@ pub enum Error {
     Credentials(#[from] credentials::CredentialError),
     #[error(transparent)]
     Security(#[from] skiff_security::SecurityError),
+    #[error(transparent)]
+    StartTimeout(#[from] startup::StartTimeout),
+    #[error("cluster network: {0}")]
+    ClusterNetwork(#[from] cluster_network::ClusterNetworkError),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -102,12 +118,14 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
-    /// The cluster CIDR of the pod network; `None` runs pods with
-    /// loopback only (no bridge, VXLAN or nftables on this host).
-    pub pod_network: Option<network::subnet::Subnet>,
-    /// The service CIDR (as the masters have it): traffic to it that no
-    /// Service rule translates is refused here, never routed on.
-    pub service_cidr: network::subnet::Subnet,
+    /// Whether pods get the pod network (bridge, VXLAN, nftables on this
+    /// host); without it they get loopback only.
+    pub pod_network: bool,
+    /// The cluster ranges and DNS address to use instead of the masters'.
+    pub network_overrides: cluster_network::Overrides,
+    /// How long a start that needs the masters waits for them; `None`: as
+    /// long as it takes.
+    pub join_timeout: Option<Duration>,
 }
 
 impl AgentConfig {
@@ -126,8 +144,9 @@ impl AgentConfig {
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
-            pod_network: Some(network::subnet::DEFAULT_CLUSTER_CIDR),
-            service_cidr: network::subnet::DEFAULT_SERVICE_CIDR,
+            pod_network: true,
+            network_overrides: cluster_network::Overrides::default(),
+            join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
         }
     }
 }
@@ -145,6 +164,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     if config.node_name.is_empty() {
         return Err(Error::NoNodeName);
     }
+    let mut startup = Startup::new(&config.servers, config.join_timeout);
+    let default_route = || node_info::default_route_ipv4(std::path::Path::new("/"));
+    let given_ip = config.node_ip.as_deref();
+    let (node_ip, node_ip_source) = node_info::choose_node_ip(given_ip, default_route);
+    if let Some(warning) = node_info::node_ip_warning(&node_ip, node_ip_source) {
+        startup.warn(warning);
+    }
     let _ = rustls::crypto::ring::default_provider().install_default();
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
         "creating data dir {}",
@@ -155,15 +181,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let node_password = skiff_security::node_password::load_or_create(
         &credentials::node_password_file(&config.data_dir),
     )?;
-    let node_credentials = credentials::load_or_join(
+    let tls_dir = credentials::tls_dir(&config.data_dir);
+    if credentials::load(&tls_dir, &config.node_name).is_none() {
+        startup.joining();
+    }
+    let join = credentials::load_or_join(
         &config.data_dir,
         &config.node_name,
         &config.servers,
         config.token.as_deref(),
         &node_password,
         &shutdown,
-    )
-    .await?;
+    );
+    let node_credentials = startup.within(Stage::Joining, join).await??;
     let socket = match &config.containerd_socket {
         Some(s) => s.clone(),
         None => {
@@ -224,23 +254,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let images = Arc::new(ImageStore::new(containerd.clone(), registries));
     let runtime = Arc::new(Runtime::new(containerd.clone(), images.clone()));
 
-    let images_dir = config.data_dir.join("images");
-    let scratch = config.data_dir.join("tmp");
-    std::fs::create_dir_all(&images_dir)
-        .map_err(io(format!("creating {}", images_dir.display())))?;
-    std::fs::create_dir_all(&scratch).map_err(io(format!("creating {}", scratch.display())))?;
-    let _ = std::fs::remove_dir_all(&scratch).and_then(|_| std::fs::create_dir_all(&scratch));
-    // Archives present at start are imported before any pod starts.
-    let import_state = runtime::import::import_image_dir(&images, &images_dir, &scratch).await;
-    let importer = tokio::spawn(runtime::import::watch_image_dir(
-        images.clone(),
-        images_dir,
-        scratch,
-        config.image_poll_interval,
-        import_state,
-        shutdown.clone(),
-    ));
-
     let layout = Arc::new(PodLayout::new(&config.data_dir));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -268,12 +281,6 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         }
     });
 
-    let node_ip = match &config.node_ip {
-        Some(ip) => ip.clone(),
-        None => node_info::default_route_ipv4(std::path::Path::new("/"))
-            .map(|ip| ip.to_string())
-            .unwrap_or_else(|| "127.0.0.1".into()),
-    };
     let mut node = node_info::node_object(
         std::path::Path::new("/"),
         &node_info::NodeFacts {
@@ -297,67 +304,100 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         masters.clone(),
         shutdown.clone(),
     ));
+
+    // The cluster network as the masters told it (kept from an earlier
+    // start, or learned now by registering), under this agent's overrides.
+    let network_file = cluster_network::file(&config.data_dir);
+    let subnet_file = network::subnet_file(&config.data_dir);
+    let mut masters_network = ClusterNetwork::load(&network_file)?;
+    let needs_subnet = config.pod_network && !subnet_file.exists();
+    if masters_network.is_none() || needs_subnet {
+        let name = &config.node_name;
+        startup.status(&format!("waiting for the master to register {name}"));
+        let register = master_link::register(&masters, &node, &shutdown);
+        let Some(registered) = startup.within(Stage::Registering, register).await? else {
+            return Ok(());
+        };
+        startup.status(&format!("registered as {name}"));
+        match &registered.network {
+            Some(theirs) => {
+                let theirs = ClusterNetwork::from_wire(theirs)?;
+                theirs.save(&network_file)?;
+                masters_network = Some(theirs);
+            }
+            None => tracing::warn!(
+                "the masters did not say the cluster network (they predate it): using this \
+                 agent's flags, else the defaults"
+            ),
+        }
+    }
+    let cluster = config.network_overrides.apply(masters_network);
+    tracing::info!(
+        cluster_cidr = %cluster.cluster_cidr,
+        service_cidr = %cluster.service_cidr,
+        cluster_dns = ?cluster.cluster_dns,
+        "cluster network"
+    );
+
     let mut overlay = None;
     let mut service_rules = None;
-    let pod_network = match config.pod_network {
-        None => None,
-        Some(cluster_cidr) => {
-            let Ok(node_ip) = node_ip.parse::<std::net::Ipv4Addr>() else {
-                return Err(Error::NodeIpNotIpv4 { node_ip });
-            };
-            let subnet_file = network::subnet_file(&config.data_dir);
-            let subnet = match std::fs::read_to_string(&subnet_file) {
-                Ok(s) => s.trim().to_string(),
-                Err(_) => {
-                    tracing::info!("waiting for the master to assign this node a pod subnet");
-                    let Some(cidr) = master_link::wait_pod_cidr(&masters, &node, &shutdown).await
-                    else {
-                        return Ok(());
-                    };
-                    if let Some(dir) = subnet_file.parent() {
-                        std::fs::create_dir_all(dir).map_err(io("creating the network dir"))?;
-                    }
-                    std::fs::write(&subnet_file, &cidr).map_err(io("saving the pod subnet"))?;
-                    cidr
+    let pod_network = if config.pod_network {
+        let Ok(node_ipv4) = node_ip.parse::<Ipv4Addr>() else {
+            return Err(Error::NodeIpNotIpv4 { node_ip });
+        };
+        let subnet = match std::fs::read_to_string(&subnet_file) {
+            Ok(s) => s.trim().to_string(),
+            Err(_) => {
+                startup.status("waiting for the masters to give this node a pod subnet");
+                let wait = master_link::wait_pod_cidr(&masters, &config.node_name, &shutdown);
+                let Some(cidr) = startup.within(Stage::PodSubnet, wait).await? else {
+                    return Ok(());
+                };
+                if let Some(dir) = subnet_file.parent() {
+                    std::fs::create_dir_all(dir).map_err(io("creating the network dir"))?;
                 }
-            };
-            let subnet = match subnet.parse::<network::subnet::Subnet>() {
-                Ok(subnet) => subnet,
-                Err(source) => {
-                    return Err(Error::PodSubnet {
-                        file: subnet_file,
-                        source,
-                    });
-                }
-            };
-            let net = network::PodNetwork::setup(
-                network::NetworkConfig::new(cluster_cidr, config.service_cidr, node_ip),
-                subnet,
-                &config.data_dir,
-            )
-            .await
-            .map_err(Error::PodNetwork)?;
-            let meta = node.metadata.get_or_insert_with(Default::default);
-            meta.annotations
-                .insert(network::overlay::ANNOTATION_VTEP_MAC.into(), net.vtep_mac());
-            meta.annotations.insert(
-                network::overlay::ANNOTATION_PUBLIC_IP.into(),
-                node_ip.to_string(),
-            );
-            let net = Arc::new(net);
-            overlay = Some(tokio::spawn(overlay_loop(
-                masters.clone(),
-                net.clone(),
-                config.node_name.clone(),
-                shutdown.clone(),
-            )));
-            service_rules = Some(tokio::spawn(service_loop(
-                masters.clone(),
-                net.clone(),
-                shutdown.clone(),
-            )));
-            Some(net)
-        }
+                std::fs::write(&subnet_file, &cidr).map_err(io("saving the pod subnet"))?;
+                cidr
+            }
+        };
+        let subnet = match subnet.parse::<network::subnet::Subnet>() {
+            Ok(subnet) => subnet,
+            Err(source) => {
+                return Err(Error::PodSubnet {
+                    file: subnet_file,
+                    source,
+                });
+            }
+        };
+        let net = network::PodNetwork::setup(
+            network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4),
+            subnet,
+            &config.data_dir,
+        )
+        .await
+        .map_err(Error::PodNetwork)?;
+        let meta = node.metadata.get_or_insert_with(Default::default);
+        meta.annotations
+            .insert(network::overlay::ANNOTATION_VTEP_MAC.into(), net.vtep_mac());
+        meta.annotations.insert(
+            network::overlay::ANNOTATION_PUBLIC_IP.into(),
+            node_ipv4.to_string(),
+        );
+        let net = Arc::new(net);
+        overlay = Some(tokio::spawn(overlay_loop(
+            masters.clone(),
+            net.clone(),
+            config.node_name.clone(),
+            shutdown.clone(),
+        )));
+        service_rules = Some(tokio::spawn(service_loop(
+            masters.clone(),
+            net.clone(),
+            shutdown.clone(),
+        )));
+        Some(net)
+    } else {
+        None
     };
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
@@ -381,7 +421,28 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         )),
     ];
     tracing::info!(node = %config.node_name, node_ip = %node_ip, port = agent_port, "agent running");
+    let name = &config.node_name;
+    startup.status(&format!("running as {name}, node IP {node_ip}"));
     skiff_telemetry::sd_notify::ready();
+
+    let images_dir = config.data_dir.join("images");
+    let scratch = config.data_dir.join("tmp");
+    std::fs::create_dir_all(&images_dir)
+        .map_err(io(format!("creating {}", images_dir.display())))?;
+    std::fs::create_dir_all(&scratch).map_err(io(format!("creating {}", scratch.display())))?;
+    let _ = std::fs::remove_dir_all(&scratch).and_then(|_| std::fs::create_dir_all(&scratch));
+    // Archives present at start are imported before any pod starts (and
+    // after the start is reported: a big archive on a slow disk can take
+    // longer than systemd waits for one).
+    let import_state = runtime::import::import_image_dir(&images, &images_dir, &scratch).await;
+    let importer = tokio::spawn(runtime::import::watch_image_dir(
+        images.clone(),
+        images_dir,
+        scratch,
+        config.image_poll_interval,
+        import_state,
+        shutdown.clone(),
+    ));
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         sandbox: Arc::new(HostSandbox::new(pod_network)),

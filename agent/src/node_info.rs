@@ -4,8 +4,13 @@
 //! allocatable (capacity less the kubelet's default 100Mi eviction
 //! reserve), labels, addresses and OS/kernel/runtime versions.
 //!
-//! Every reader takes the filesystem root it reads under, so tests run on
-//! fixture trees.
+//! The node's address (its InternalIP, the VXLAN underlay address) is the
+//! one given with `--node-ip`, else the address of the interface the
+//! default route leaves through (`/proc/net/route`), else 127.0.0.1, which
+//! no other machine reaches and is warned about.
+//!
+//! Every reader takes the filesystem root it reads under (or the text it
+//! parses), so tests run on fixtures.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -101,23 +106,97 @@ fn cgroup_file(root: &Path, v2_file: &str, v1_controller: &str, v1_file: &str) -
     None
 }
 
-/// The IPv4 address of the interface the default route leaves through.
+/// RTF_UP in the Flags column of `/proc/net/route`: the route is usable.
+const ROUTE_UP: u32 = 0x1;
+
+/// The interface the IPv4 default route leaves through, from the text of
+/// `/proc/net/route`: a header line, then a route a line (`Iface
+/// Destination Gateway Flags RefCnt Use Metric Mask ...`, addresses and
+/// flags in hex, the metric in decimal). Of the default routes
+/// (destination and mask 0) that are up, the one with the lowest metric,
+/// which is the one the kernel uses.
+pub fn default_route_interface(routes: &str) -> Option<String> {
+    routes
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 || f[1] != "00000000" || f[7] != "00000000" {
+                return None;
+            }
+            let flags = u32::from_str_radix(f[3], 16).ok()?;
+            let metric: u32 = f[6].parse().ok()?;
+            (flags & ROUTE_UP != 0).then_some((metric, f[0]))
+        })
+        .min_by_key(|(metric, _)| *metric)
+        .map(|(_, iface)| iface.to_owned())
+}
+
+/// The first IPv4 address on interface `name`.
+pub fn interface_ipv4(name: &str) -> Option<Ipv4Addr> {
+    nix::ifaddrs::getifaddrs().ok()?.find_map(|a| {
+        if a.interface_name != name {
+            return None;
+        }
+        a.address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|sin| sin.ip())
+    })
+}
+
+/// The IPv4 address of the interface the default route leaves through
+/// (`/proc/net/route` under `root`; the addresses are this network
+/// namespace's).
 pub fn default_route_ipv4(root: &Path) -> Option<Ipv4Addr> {
-    let routes = read(root, "/proc/net/route")?;
-    let iface = routes.lines().skip(1).find_map(|l| {
-        let f: Vec<&str> = l.split_whitespace().collect();
-        (f.len() > 2 && f[1] == "00000000").then(|| f[0].to_string())
-    })?;
-    let addrs = nix::ifaddrs::getifaddrs().ok()?;
-    for a in addrs {
-        if a.interface_name != iface {
-            continue;
-        }
-        if let Some(sin) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()) {
-            return Some(sin.ip());
-        }
+    let iface = default_route_interface(&read(root, "/proc/net/route")?)?;
+    interface_ipv4(&iface)
+}
+
+/// Where a node IP came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeIpSource {
+    /// `--node-ip`.
+    Given,
+    /// The address of the interface holding the default route.
+    DefaultRoute,
+    /// There was no default route: loopback, which no other machine
+    /// reaches.
+    Fallback,
+}
+
+/// This node's IP: the one given, else the address of the default route's
+/// interface (`default_route`, asked only then), else 127.0.0.1.
+pub fn choose_node_ip(
+    given: Option<&str>,
+    default_route: impl FnOnce() -> Option<Ipv4Addr>,
+) -> (String, NodeIpSource) {
+    if let Some(ip) = given {
+        return (ip.to_owned(), NodeIpSource::Given);
     }
-    None
+    match default_route() {
+        Some(ip) => (ip.to_string(), NodeIpSource::DefaultRoute),
+        None => (Ipv4Addr::LOCALHOST.to_string(), NodeIpSource::Fallback),
+    }
+}
+
+/// What to warn about a node IP that no other machine can reach (a
+/// loopback address), or `None` when there is nothing to say.
+pub fn node_ip_warning(ip: &str, source: NodeIpSource) -> Option<String> {
+    let loopback = ip
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|a| a.is_loopback());
+    match source {
+        NodeIpSource::Fallback => Some(format!(
+            "no default route, so the node IP fell back to {ip}: masters and nodes on other \
+             machines cannot reach this node; give --node-ip with its LAN address"
+        )),
+        _ if loopback => Some(format!(
+            "the node IP {ip} is a loopback address: masters and nodes on other machines cannot \
+             reach this node; give --node-ip with its LAN address"
+        )),
+        _ => None,
+    }
 }
 
 fn os_image(root: &Path) -> String {
@@ -273,6 +352,69 @@ mod tests {
                 .port,
             10250
         );
+    }
+
+    const ROUTES: &str = "\
+Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT
+wlan0\t00000000\t0101A8C0\t0003\t0\t0\t600\t00000000\t0\t0\t0
+eth0\t00000000\t0101A8C0\t0003\t0\t0\t100\t00000000\t0\t0\t0
+eth0\t0001A8C0\t00000000\t0001\t0\t0\t100\t00FFFFFF\t0\t0\t0
+skiff0\t00002A0A\t00000000\t0001\t0\t0\t0\t00FFFFFF\t0\t0\t0
+";
+
+    #[test]
+    fn the_default_route_with_the_lowest_metric_names_the_interface() {
+        assert_eq!(default_route_interface(ROUTES).as_deref(), Some("eth0"));
+        // A default route that is down does not count; a subnet route
+        // (mask /24) is no default route.
+        let down = ROUTES.replace(
+            "eth0\t00000000\t0101A8C0\t0003",
+            "eth0\t00000000\t0101A8C0\t0002",
+        );
+        assert_eq!(default_route_interface(&down).as_deref(), Some("wlan0"));
+        let no_default: String = ROUTES
+            .lines()
+            .filter(|l| !l.contains("\t00000000\t0101A8C0"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        assert_eq!(default_route_interface(&no_default), None);
+        let header = ROUTES.lines().next().unwrap();
+        assert_eq!(default_route_interface(header), None);
+        assert_eq!(default_route_interface(""), None);
+        // The header is no route, even when it looks like one.
+        assert_eq!(
+            default_route_interface("eth9 00000000 0 0003 0 0 0 00000000\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_node_ip_is_given_else_the_default_route_else_loopback_with_a_warning() {
+        let unasked = || -> Option<Ipv4Addr> { panic!("the default route is not looked up") };
+        let (ip, source) = choose_node_ip(Some("192.168.1.21"), unasked);
+        assert_eq!(ip, "192.168.1.21");
+        assert_eq!(source, NodeIpSource::Given);
+        assert_eq!(node_ip_warning(&ip, source), None);
+
+        let lan = Ipv4Addr::new(192, 168, 1, 22);
+        let (ip, source) = choose_node_ip(None, || Some(lan));
+        assert_eq!(ip, "192.168.1.22");
+        assert_eq!(source, NodeIpSource::DefaultRoute);
+        assert_eq!(node_ip_warning(&ip, source), None);
+
+        let (ip, source) = choose_node_ip(None, || None);
+        assert_eq!(ip, "127.0.0.1");
+        assert_eq!(source, NodeIpSource::Fallback);
+        let warning = node_ip_warning(&ip, source).expect("a warning");
+        assert!(
+            warning.contains("fell back to 127.0.0.1") && warning.contains("--node-ip"),
+            "{warning}"
+        );
+
+        for given in ["127.0.0.1", "::1"] {
+            let warning = node_ip_warning(given, NodeIpSource::Given).expect("a warning");
+            assert!(warning.contains("loopback"), "{warning}");
+        }
     }
 
     #[test]

@@ -1,11 +1,12 @@
 //! `skiff agent`: its flags, checked and turned into an [`AgentConfig`],
 //! and running it. [`AgentFlags`] are the node flags `skiff server`
 //! shares. The rest is set per command: a lone agent is told its masters,
-//! join token, containerd namespace and heartbeat interval, while a
-//! server's agent talks to its own master with that master's token and
-//! the defaults; the agent's two listen addresses are `--listen` and
-//! `--metrics-listen` here and `--agent-listen` and
-//! `--agent-metrics-listen` on a server, beside the master's.
+//! join token, containerd namespace, heartbeat interval and, if it must
+//! differ from the masters', the cluster network, while a server's agent
+//! talks to its own master with that master's token and the defaults; the
+//! agent's two listen addresses are `--listen` and `--metrics-listen` here
+//! and `--agent-listen` and `--agent-metrics-listen` on a server, beside
+//! the master's.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use skiff_agent::AgentConfig;
 
-use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
+use crate::cluster_network::{AgentNetworkFlags, ClusterNetworkError};
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::{malloc_arenas, server, DEFAULT_DATA_DIR};
 
@@ -82,18 +83,23 @@ pub struct AgentFlags {
     /// Extra node labels, key=value; repeat or comma-separate.
     #[arg(long = "node-label", value_delimiter = ',')]
     pub node_labels: Vec<String>,
+    /// How long to try joining the cluster and registering before giving
+    /// up with an error, when the node needs the masters to start ("0": no
+    /// limit).
+    #[arg(long, default_value_t = skiff_agent::DEFAULT_JOIN_TIMEOUT.into())]
+    pub join_timeout: humantime::Duration,
 }
 
 impl AgentFlags {
     /// Checks the flags and turns them into the config of an agent talking
-    /// to `servers` and keeping its state in `data_dir`, with the cluster
-    /// ranges of `network`. Listen addresses, token, containerd namespace
-    /// and heartbeat interval are left for the command to set.
+    /// to `servers` and keeping its state in `data_dir`, with the masters'
+    /// cluster network. Listen addresses, token, containerd namespace,
+    /// heartbeat interval and network overrides are left for the command to
+    /// set.
     pub fn to_config(
         &self,
         servers: Vec<String>,
         data_dir: &Path,
-        network: &ClusterNetworkFlags,
     ) -> Result<AgentConfig, AgentFlagsError> {
         let node_name = match &self.node_name {
             Some(name) => name.clone(),
@@ -116,11 +122,12 @@ impl AgentFlags {
         config.containerd_socket = self.containerd_socket.clone();
         config.registry_config = self.registry_config.clone();
         config.pod_network = match self.pod_network.as_str() {
-            POD_NETWORK_NONE => None,
-            POD_NETWORK_VXLAN => Some(network.parse_cluster_cidr()?),
+            POD_NETWORK_NONE => false,
+            POD_NETWORK_VXLAN => true,
             other => return Err(AgentFlagsError::PodNetwork(other.to_owned())),
         };
-        config.service_cidr = network.parse_service_cidr()?;
+        let join_timeout: Duration = self.join_timeout.into();
+        config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
         for label in &self.node_labels {
             let (key, value) = label
                 .split_once('=')
@@ -169,10 +176,9 @@ pub struct AgentArgs {
     /// Where /metrics, /healthz and /readyz are served ("none": off).
     #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: String,
-    // The masters' ranges, which a server's agent takes from its master's
-    // flags instead.
+    // Overrides of what the masters say; a server's agent takes theirs.
     #[command(flatten)]
-    pub network: ClusterNetworkFlags,
+    pub network: AgentNetworkFlags,
 }
 
 impl AgentArgs {
@@ -185,9 +191,8 @@ impl AgentArgs {
         {
             return Err(AgentFlagsError::Server(bad.clone()));
         }
-        let mut config =
-            self.agent
-                .to_config(self.server.clone(), &self.data_dir, &self.network)?;
+        let mut config = self.agent.to_config(self.server.clone(), &self.data_dir)?;
+        config.network_overrides = self.network.overrides()?;
         config.listen = daemon::listen_address("--listen", &self.listen)?;
         config.metrics_listen = daemon::metrics_address("--metrics-listen", &self.metrics_listen)?;
         config.containerd_namespace = self.containerd_namespace.clone();

@@ -242,15 +242,21 @@ mod tests {
             };
             assert_eq!(default, expected, "--{flag}");
         }
-        for shared in ["cluster-cidr", "service-cidr", "config", "log-format"] {
+        for shared in ["config", "log-format"] {
             assert_eq!(master[shared], agent[shared], "--{shared}");
+        }
+        // Agents learn these from the masters; their flags only override.
+        for learned in ["cluster-cidr", "service-cidr", "cluster-dns"] {
+            assert!(agent[learned].is_empty(), "--{learned} of an agent");
+            assert!(server.contains_key(learned), "--{learned} of a server");
+        }
+        for timing in ["node-monitor-grace-period", "pod-eviction-timeout"] {
+            assert_eq!(server[timing], master[timing], "--{timing}");
         }
         for own in [
             "snapshot-after-entries",
             "raft-heartbeat-interval",
             "raft-election-timeout",
-            "node-monitor-grace-period",
-            "pod-eviction-timeout",
             "server",
             "containerd-namespace",
             "heartbeat-interval",

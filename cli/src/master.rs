@@ -1,10 +1,18 @@
 //! `skiff master`: its flags, checked and turned into a [`MasterConfig`],
 //! and running it. [`MasterFlags`] are the master flags `skiff server`
-//! shares; [`MasterTuningFlags`] (Raft and failure-detection timing) are
-//! `skiff master`'s alone, so a server runs with the master crate's
-//! defaults for them.
+//! shares, the failover timings among them (a server's agents on other
+//! machines fail over by them); [`MasterTuningFlags`] (Raft's clock and
+//! snapshots) are `skiff master`'s alone, so a server runs with the master
+//! crate's defaults for them.
+//!
+//! A master listens on all addresses by default and announces the node's
+//! address ([`advertise_host`]): `--advertise-address`, else the address
+//! it listens on when that is a specific one, else the node IP
+//! (`--node-ip` of a server, or the address of the interface holding the
+//! default route), else loopback, which the master warns about when it
+//! starts. `--advertise-api`/`--advertise-raft` override it per listener.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -15,16 +23,16 @@ use skiff_master::store::{
     RaftTimings, RaftTimingsError, DEFAULT_ELECTION_TIMEOUT, DEFAULT_HEARTBEAT_INTERVAL,
     DEFAULT_SNAPSHOT_AFTER_ENTRIES,
 };
-use skiff_values::Ipv4Net;
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::{ctl, server, DEFAULT_DATA_DIR};
 
-/// Default `--listen`: the API, on loopback until told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:6443";
-/// Default `--raft-listen`.
-pub const DEFAULT_RAFT_LISTEN: &str = "127.0.0.1:6444";
+/// Default `--listen`: the API, on every address, so agents of other
+/// machines get in.
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:6443";
+/// Default `--raft-listen`: on every address, so other masters get in.
+pub const DEFAULT_RAFT_LISTEN: &str = "0.0.0.0:6444";
 /// Default `--metrics-listen` of a master.
 pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:6445";
 
@@ -35,13 +43,6 @@ pub enum MasterFlagsError {
     Address(#[from] AddressError),
     #[error("--listen and --raft-listen are both {0}; they need different ports")]
     SameAddress(SocketAddr),
-    #[error(
-        "{flag} is required when listening on {bound}: other masters need a reachable address"
-    )]
-    AdvertiseRequired {
-        flag: &'static str,
-        bound: SocketAddr,
-    },
     #[error("--raft-heartbeat-interval/--raft-election-timeout: {0}")]
     RaftTimings(#[from] RaftTimingsError),
     #[error(transparent)]
@@ -53,18 +54,24 @@ pub enum MasterFlagsError {
 /// The master flags `skiff master` and `skiff server` share.
 #[derive(Debug, clap::Args)]
 pub struct MasterFlags {
-    /// API listen address (listen on 0.0.0.0 to let agents of other
-    /// machines in).
+    /// API listen address.
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: String,
     /// Raft peer listen address.
     #[arg(long, default_value = DEFAULT_RAFT_LISTEN)]
     pub raft_listen: String,
-    /// API address announced to other masters (default: --listen); the
-    /// agent of `skiff server` uses it too.
+    /// The address announced to agents, other masters and in admin.conf,
+    /// for the API and Raft (default: the listen address if it is a
+    /// specific one, else the node IP: --node-ip, or the address of the
+    /// interface holding the default route).
+    #[arg(long)]
+    pub advertise_address: Option<IpAddr>,
+    /// API address (host:port) announced instead of --advertise-address
+    /// with the --listen port; the agent of `skiff server` uses it too.
     #[arg(long)]
     pub advertise_api: Option<String>,
-    /// Raft address announced to other masters (default: --raft-listen).
+    /// Raft address (host:port) announced instead of --advertise-address
+    /// with the --raft-listen port.
     #[arg(long)]
     pub advertise_raft: Option<String>,
     /// API address of any existing member, to join its cluster on first start.
@@ -76,7 +83,7 @@ pub struct MasterFlags {
     /// Extra names and IPs for the API certificate; repeat or comma-separate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
-    // The agent of `skiff server` takes these from here too: one flag each.
+    // What every node learns from the masters when it registers.
     #[command(flatten)]
     pub network: ClusterNetworkFlags,
     /// Prefix length of each node's pod subnet.
@@ -86,17 +93,36 @@ pub struct MasterFlags {
     /// ("none": off).
     #[arg(long, default_value = DEFAULT_METRICS_LISTEN)]
     pub metrics_listen: String,
+    /// Heartbeat silence after which a node is NotReady.
+    #[arg(long, default_value_t = LifecycleConfig::default().grace.into())]
+    pub node_monitor_grace_period: humantime::Duration,
+    /// Further silence after which a NotReady node's pods are evicted.
+    #[arg(long, default_value_t = LifecycleConfig::default().eviction_delay.into())]
+    pub pod_eviction_timeout: humantime::Duration,
 }
 
 impl MasterFlags {
     /// Checks the flags and turns them into the config of a master keeping
-    /// its state in `data_dir`, with the master crate's default tuning.
-    pub fn to_config(&self, data_dir: PathBuf) -> Result<MasterConfig, MasterFlagsError> {
+    /// its state in `data_dir`, with the master crate's default Raft
+    /// tuning; `node_ip` is the `--node-ip` of a server.
+    pub fn to_config(
+        &self,
+        data_dir: PathBuf,
+        node_ip: Option<IpAddr>,
+    ) -> Result<MasterConfig, MasterFlagsError> {
         let listen = daemon::listen_address("--listen", &self.listen)?;
         let raft_listen = daemon::listen_address("--raft-listen", &self.raft_listen)?;
         if listen == raft_listen {
             return Err(MasterFlagsError::SameAddress(listen));
         }
+        let default_route = || skiff_agent::node_info::default_route_ipv4(Path::new("/"));
+        let advertise = |flag: &str, given: Option<&str>, bound: SocketAddr| match given {
+            Some(addr) => daemon::listen_address(flag, addr).map(|_| addr.to_owned()),
+            None => {
+                let host = advertise_host(self.advertise_address, node_ip, bound, default_route);
+                Ok(SocketAddr::new(host, bound.port()).to_string())
+            }
+        };
         let advertise_api = advertise("--advertise-api", self.advertise_api.as_deref(), listen)?;
         let advertise_raft = advertise(
             "--advertise-raft",
@@ -104,10 +130,11 @@ impl MasterFlags {
             raft_listen,
         )?;
         let metrics_listen = daemon::metrics_address("--metrics-listen", &self.metrics_listen)?;
-        let cluster_cidr: Ipv4Net = self.network.parse_cluster_cidr()?;
+        let cluster_cidr = self.network.cluster_range()?;
         let pod_cidrs = PodCidrConfig::new(cluster_cidr, self.node_cidr_mask_size)
             .map_err(MasterFlagsError::NodeCidrMaskSize)?;
         let service_cidr = self.network.service_range()?;
+        let cluster_dns = self.network.cluster_dns()?;
         Ok(MasterConfig {
             admin_conf_copies: admin_conf_copies(&data_dir),
             data_dir,
@@ -125,28 +152,36 @@ impl MasterFlags {
             metrics_listen,
             pod_cidrs,
             service_cidr,
-            lifecycle: LifecycleConfig::default(),
+            cluster_dns,
+            lifecycle: LifecycleConfig {
+                grace: self.node_monitor_grace_period.into(),
+                eviction_delay: self.pod_eviction_timeout.into(),
+            },
         })
     }
 }
 
-/// The address announced for a listener: the one given, else the bound
-/// one, which then must be one other masters can reach (not 0.0.0.0).
-fn advertise(
-    flag: &'static str,
-    given: Option<&str>,
+/// The host a master announces for a listener bound to `bound`: the
+/// `--advertise-address` given, else `bound` when it is a specific address,
+/// else the node IP given, else the default route's interface address
+/// (`default_route`, asked only then), else 127.0.0.1, which only this
+/// machine reaches (the master warns about it when it starts).
+pub fn advertise_host(
+    advertise_address: Option<IpAddr>,
+    node_ip: Option<IpAddr>,
     bound: SocketAddr,
-) -> Result<String, MasterFlagsError> {
-    match given {
-        Some(addr) => {
-            daemon::listen_address(flag, addr)?;
-            Ok(addr.to_owned())
-        }
-        None if bound.ip().is_unspecified() => {
-            Err(MasterFlagsError::AdvertiseRequired { flag, bound })
-        }
-        None => Ok(bound.to_string()),
+    default_route: impl FnOnce() -> Option<Ipv4Addr>,
+) -> IpAddr {
+    if let Some(ip) = advertise_address {
+        return ip;
     }
+    if !bound.ip().is_unspecified() {
+        return bound.ip();
+    }
+    if let Some(ip) = node_ip {
+        return ip;
+    }
+    default_route().map_or(IpAddr::V4(Ipv4Addr::LOCALHOST), IpAddr::V4)
 }
 
 /// Where admin.conf is copied besides the data dir: with the default data
@@ -161,7 +196,7 @@ fn admin_conf_copies(data_dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-/// Raft and failure-detection timing: `skiff master` only.
+/// Raft's clock and snapshots: `skiff master` only.
 #[derive(Debug, clap::Args)]
 pub struct MasterTuningFlags {
     /// Raft log entries between snapshots; the log is purged behind each.
@@ -175,12 +210,6 @@ pub struct MasterTuningFlags {
     /// one and two of these, plus two as the old leader's lease).
     #[arg(long, default_value_t = DEFAULT_ELECTION_TIMEOUT.into())]
     pub raft_election_timeout: humantime::Duration,
-    /// Heartbeat silence after which a node is NotReady.
-    #[arg(long, default_value_t = LifecycleConfig::default().grace.into())]
-    pub node_monitor_grace_period: humantime::Duration,
-    /// Further silence after which a NotReady node's pods are evicted.
-    #[arg(long, default_value_t = LifecycleConfig::default().eviction_delay.into())]
-    pub pod_eviction_timeout: humantime::Duration,
 }
 
 /// Flags of `skiff master`.
@@ -201,17 +230,14 @@ impl MasterArgs {
     /// Checks the flags and turns them into a master config.
     pub fn to_config(&self) -> Result<MasterConfig, MasterFlagsError> {
         let tuning = &self.tuning;
-        let mut config = self.master.to_config(self.data_dir.clone())?;
+        // A lone master is no node: no --node-ip.
+        let mut config = self.master.to_config(self.data_dir.clone(), None)?;
         config.snapshot_after_entries = tuning.snapshot_after_entries;
         config.raft_timings = RaftTimings {
             heartbeat_interval: tuning.raft_heartbeat_interval.into(),
             election_timeout: tuning.raft_election_timeout.into(),
         }
         .check()?;
-        config.lifecycle = LifecycleConfig {
-            grace: tuning.node_monitor_grace_period.into(),
-            eviction_delay: tuning.pod_eviction_timeout.into(),
-        };
         Ok(config)
     }
 }
@@ -223,4 +249,44 @@ pub fn run(args: MasterArgs) -> ExitCode {
         &args.daemon.log_format,
         skiff_master::server::run,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAN: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 10);
+
+    fn everywhere() -> SocketAddr {
+        SocketAddr::from(([0, 0, 0, 0], 6443))
+    }
+
+    #[test]
+    fn a_master_advertises_the_node_address_unless_told_otherwise() {
+        let route = || Some(LAN);
+        let unasked = || -> Option<Ipv4Addr> { panic!("the default route is not looked up") };
+        let given: IpAddr = "10.0.0.5".parse().unwrap();
+        let node_ip: IpAddr = "192.168.1.21".parse().unwrap();
+        let specific: SocketAddr = "192.168.1.30:6443".parse().unwrap();
+        let loopback: SocketAddr = "127.0.0.1:6443".parse().unwrap();
+        // Listening everywhere: the default route's interface, or the node IP.
+        let host = advertise_host(None, None, everywhere(), route);
+        assert_eq!(host, IpAddr::V4(LAN));
+        let host = advertise_host(None, Some(node_ip), everywhere(), unasked);
+        assert_eq!(host, node_ip);
+        // --advertise-address wins over everything.
+        let host = advertise_host(Some(given), Some(node_ip), everywhere(), unasked);
+        assert_eq!(host, given);
+        let host = advertise_host(Some(given), None, specific, unasked);
+        assert_eq!(host, given);
+        // A specific listen address is the one others can reach.
+        let host = advertise_host(None, Some(node_ip), specific, unasked);
+        assert_eq!(host, specific.ip());
+        let host = advertise_host(None, None, loopback, unasked);
+        assert_eq!(host, loopback.ip());
+        // No default route and nothing given: loopback, which the master
+        // warns about when it starts.
+        let host = advertise_host(None, None, everywhere(), || None);
+        assert_eq!(host, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    }
 }

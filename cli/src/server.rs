@@ -1,11 +1,13 @@
 //! `skiff server`: a master and an agent in one process, a whole one-node
 //! cluster that more agents and masters can join. Its flags are the
-//! master's shared ones ([`MasterFlags`], with the cluster ranges), the
-//! agent's node ones ([`AgentFlags`]) and the agent's two listen
-//! addresses under names of their own; the master's state goes to
-//! `<data-dir>/server`, the agent's to `<data-dir>/agent`. The local agent
-//! joins with the master's server token and talks to the local master;
-//! either half ending stops the other.
+//! master's shared ones ([`MasterFlags`], with the cluster ranges and the
+//! failover timings), the agent's node ones ([`AgentFlags`]) and the
+//! agent's two listen addresses under names of their own; the master's
+//! state goes to `<data-dir>/server`, the agent's to `<data-dir>/agent`.
+//! The master listens on every address and advertises the node IP
+//! (`--node-ip` is both halves'). The local agent joins with the master's
+//! server token, talks to the local master and learns the cluster network
+//! from it as any agent does; either half ending stops the other.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -76,10 +78,13 @@ impl ServerArgs {
     /// The master's and the agent's configs, checked as their own commands
     /// check them.
     pub fn to_configs(&self) -> Result<(MasterConfig, AgentConfig), ServerError> {
+        let node_ip = self.agent.node_ip;
         let master_config = MasterConfig {
             // The agent says when the node is ready.
             notify_ready: false,
-            ..self.master.to_config(self.data_dir.join(MASTER_DIR))?
+            ..self
+                .master
+                .to_config(self.data_dir.join(MASTER_DIR), node_ip)?
         };
         // The local agent talks to the local master.
         let server = match &self.master.advertise_api {
@@ -89,11 +94,8 @@ impl ServerArgs {
             }
             None => master_config.listen.to_string(),
         };
-        let mut agent_config = self.agent.to_config(
-            vec![server],
-            &self.data_dir.join(AGENT_DIR),
-            &self.master.network,
-        )?;
+        let agent_dir = self.data_dir.join(AGENT_DIR);
+        let mut agent_config = self.agent.to_config(vec![server], &agent_dir)?;
         agent_config.listen = daemon::listen_address("--agent-listen", &self.agent_listen)?;
         agent_config.metrics_listen =
             daemon::metrics_address("--agent-metrics-listen", &self.agent_metrics_listen)?;
@@ -172,5 +174,56 @@ async fn wait_for_token(path: &Path, shutdown: &CancellationToken) -> Result<Str
             _ = shutdown.cancelled() => return Err(ServerError::ShutDown),
             _ = tokio::time::sleep(TOKEN_POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use clap::Parser;
+
+    use crate::{Cli, Command};
+
+    fn server(args: &[&str]) -> super::ServerArgs {
+        let mut argv = vec!["skiff", "server", "--node-name", "pi-1"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Server(args) => args,
+            other => panic!("not a server: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_server_listens_everywhere_and_advertises_its_node_ip() {
+        let (master, agent) = server(&["--node-ip", "192.168.1.21"]).to_configs().unwrap();
+        let everywhere = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
+        assert_eq!(master.listen, everywhere(6443));
+        assert_eq!(master.raft_listen, everywhere(6444));
+        assert_eq!(master.advertise_api, "192.168.1.21:6443");
+        assert_eq!(master.advertise_raft, "192.168.1.21:6444");
+        // The local agent reaches its master on loopback, whatever the LAN does.
+        assert_eq!(agent.servers, ["127.0.0.1:6443"]);
+        assert_eq!(agent.node_ip.as_deref(), Some("192.168.1.21"));
+
+        let (master, _) = server(&["--advertise-address", "10.1.2.3"])
+            .to_configs()
+            .unwrap();
+        assert_eq!(master.advertise_api, "10.1.2.3:6443");
+        assert_eq!(master.advertise_raft, "10.1.2.3:6444");
+    }
+
+    #[test]
+    fn a_server_takes_the_failover_timings() {
+        let args = [
+            "--node-monitor-grace-period",
+            "20s",
+            "--pod-eviction-timeout",
+            "1m",
+        ];
+        let (master, _) = server(&args).to_configs().unwrap();
+        assert_eq!(master.lifecycle.grace, Duration::from_secs(20));
+        assert_eq!(master.lifecycle.eviction_delay, Duration::from_secs(60));
     }
 }

@@ -261,6 +261,28 @@ mod tests {
     }
 
     #[test]
+    fn a_servers_file_takes_the_failover_timings() {
+        let command = Cli::command();
+        let known: Vec<String> = command
+            .find_subcommand("server")
+            .expect("skiff server")
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("config.yaml");
+        std::fs::write(
+            &file,
+            "node-monitor-grace-period: 20s\npod-eviction-timeout: 1m\n",
+        )
+        .unwrap();
+        let grace = (env_name("node-monitor-grace-period"), "20s".to_owned());
+        let eviction = (env_name("pod-eviction-timeout"), "1m".to_owned());
+        let got = read_file(&file, "server", &known).unwrap();
+        assert_eq!(got, [grace, eviction]);
+    }
+
+    #[test]
     fn subcommand_and_file_are_found() {
         let args = |v: &[&str]| v.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(

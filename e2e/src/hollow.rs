@@ -116,7 +116,7 @@ impl HollowFleet {
             master_link::register(&masters, &node, &token),
         )
         .await;
-        if !registered.unwrap_or(false) {
+        if registered.ok().flatten().is_none() {
             anyhow::bail!(
                 "hollow node {name} could not register with {:?} within {REGISTER_WITHIN:?}",
                 masters.known()

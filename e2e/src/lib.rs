@@ -14,6 +14,7 @@ pub mod hollow;
 pub mod host_fixture;
 pub mod master;
 pub mod registry;
+pub mod server;
 pub mod test_hosts;
 
 use std::path::{Path, PathBuf};

@@ -102,6 +102,24 @@ impl Underlay {
         Ok(TestHost { netns, ip: host_ip })
     }
 
+    /// Gives `host` address number `n` (2..=250) instead of its own, as a
+    /// new DHCP lease would: the old address goes, the new one and the
+    /// default route come. Returns the host as it is now.
+    pub fn readdress_host(&self, host: &TestHost, n: u8) -> anyhow::Result<TestHost> {
+        let netns = host.netns.as_str();
+        let ip_now = format!("{}.{n}", self.prefix);
+        let old = format!("{}/24", host.ip);
+        let new = format!("{ip_now}/24");
+        let gw = self.gateway();
+        ip(&["-n", netns, "addr", "del", &old, "dev", "eth0"])?;
+        ip(&["-n", netns, "addr", "add", &new, "dev", "eth0"])?;
+        ip(&["-n", netns, "route", "replace", "default", "via", &gw])?;
+        Ok(TestHost {
+            netns: host.netns.clone(),
+            ip: ip_now,
+        })
+    }
+
     /// Runs `ip -j <args>` inside a host and parses its JSON.
     pub fn ip_json(host: &TestHost, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         json_of(

@@ -2,63 +2,17 @@
 //! test host, with the agent's own supervised containerd and the pod
 //! network, serving a Deployment.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Context;
 use skiff_e2e::agent::{wait_app_ready, wait_node_ready};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::credentials::served_certificate;
+use skiff_e2e::server::ServerProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{ctl, e2e_prerequisites, free_port, skiff_bin, wait_for};
 use skiff_security::Identity;
-
-/// The server process; on drop it removes what is left of its containers
-/// and stops it (SIGTERM, so it stops its containerd too).
-struct Server {
-    child: std::process::Child,
-    data: std::path::PathBuf,
-    log: std::path::PathBuf,
-}
-
-impl Server {
-    fn ctr(&self, args: &[&str]) -> String {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(self.data.join("agent/containerd/containerd.sock"))
-            .args(["-n", "skiff"])
-            .args(args)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-            .unwrap_or_default()
-    }
-
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        for task in self.ctr(&["tasks", "list", "-q"]).lines() {
-            self.ctr(&["tasks", "delete", "--force", task]);
-        }
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        for _ in 0..100 {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        skiff_e2e::containerd::unmount_all_under(&self.data);
-        skiff_e2e::agent::remove_runc_state("skiff");
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skiff_server_is_a_one_node_cluster() -> anyhow::Result<()> {
@@ -73,33 +27,22 @@ async fn skiff_server_is_a_one_node_cluster() -> anyhow::Result<()> {
     BusyboxImage::build()?
         .write_docker_archive(&data.join("agent/images/busybox.tar"), "srv/busybox:1")?;
     let api = format!("{}:{}", host.ip, free_port());
-    let log = dir.path().join("server.log");
-    let out = std::fs::File::create(&log)?;
-    let child = Command::new("nsenter")
-        .arg(format!("--net=/run/netns/{}", host.netns))
-        .arg("--")
-        .arg(skiff_bin())
-        .args(["server", "--data-dir"])
-        .arg(&data)
-        .args([
+    let raft = format!("{}:{}", host.ip, free_port());
+    let server = ServerProcess::start_in_host(
+        &host,
+        &data,
+        &[
             "--listen",
             &api,
             "--raft-listen",
-            &format!("{}:{}", host.ip, free_port()),
-        ])
-        .args(["--node-name", "solo", "--node-ip", &host.ip])
-        .args(["--registry-config"])
-        .arg(dir.path().join("registries.yaml"))
-        .stdin(Stdio::null())
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .spawn()?;
-    let server = Server {
-        child,
-        data: data.clone(),
-        log,
-    };
-    skiff_e2e::credentials::register_master(&api, &data.join("server"));
+            &raft,
+            "--node-name",
+            "solo",
+            "--node-ip",
+            &host.ip,
+        ],
+    )?;
+    skiff_e2e::credentials::register_master(&api, &server.master_dir());
     let client = skiff_e2e::credentials::admin_client(&api)?;
     wait_node_ready(&client, "solo", Duration::from_secs(60))
         .await

@@ -45,6 +45,8 @@ fn units_pass_systemd_analyze_verify() {
             "KillMode=process",
             "LimitNOFILE=",
             "TimeoutStopSec=30s",
+            // Longer than the agent's --join-timeout (5 min), never 0.
+            "TimeoutStartSec=6min",
             "EnvironmentFile=",
         ] {
             assert!(text.contains(needed), "{unit} lacks {needed}");
@@ -171,6 +173,10 @@ fn a_server_install_is_the_default() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Agents are to join with a token that expires, not the server token.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("skiff token create --ttl"), "{stdout}");
+    assert!(!stdout.contains("server/token"), "{stdout}");
     assert!(root
         .path()
         .join("etc/systemd/system/skiff-server.service")

@@ -1,7 +1,8 @@
 //! One master's view of the Raft cluster: proposing writes, confirming
-//! leadership for linearizable reads, membership changes, and who leads.
+//! leadership for linearizable reads, membership changes (including this
+//! master's own recorded addresses), and who leads.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,6 +45,10 @@ pub enum ClusterError {
     State(#[from] StateMachineError),
     #[error("membership change: {0}")]
     Membership(#[source] Box<MembershipError>),
+    /// This master was to lead (as a sole voter does by itself) but did
+    /// not within the caller's deadline.
+    #[error("this master did not become the leader within {waited:?} ({reason})")]
+    NotLeading { waited: Duration, reason: String },
     /// This master leads as far as it knows, but a quorum did not confirm
     /// it within the caller's deadline (a slow or unreachable follower).
     #[error("this master could not confirm with a quorum that it still leads within {waited:?} ({reason}); retry shortly")]
@@ -86,6 +91,51 @@ impl ClusterError {
     /// A conditional write lost to a newer resourceVersion.
     pub fn is_conflict(&self) -> bool {
         matches!(self.refusal(), Some(WriteError::Conflict { .. }))
+    }
+}
+
+/// What [`Cluster::readdress`] found about this master's recorded
+/// addresses, and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readdress {
+    /// The membership records this master at the addresses it advertises.
+    Unchanged,
+    /// This master is the cluster's only member and was recorded at `old`;
+    /// the membership now holds the advertised addresses.
+    Updated { old: MemberNode },
+    /// The membership records this master at `recorded`, but it shares the
+    /// cluster with `members - 1` others, so nothing was changed.
+    Shared {
+        recorded: MemberNode,
+        members: usize,
+    },
+    /// This master is not in the membership it knows (it has not joined
+    /// yet).
+    NotAMember,
+}
+
+/// What [`Cluster::readdress`] should do for master `id` advertising `me`,
+/// given the membership's `(id, node, is_voter)` members: `Updated` means
+/// "update".
+fn readdress_plan(
+    id: NodeId,
+    me: &MemberNode,
+    members: &[(NodeId, MemberNode, bool)],
+) -> Readdress {
+    let Some((_, recorded, _)) = members.iter().find(|(m, _, _)| *m == id) else {
+        return Readdress::NotAMember;
+    };
+    if recorded == me {
+        Readdress::Unchanged
+    } else if members.len() == 1 {
+        Readdress::Updated {
+            old: recorded.clone(),
+        }
+    } else {
+        Readdress::Shared {
+            recorded: recorded.clone(),
+            members: members.len(),
+        }
     }
 }
 
@@ -278,5 +328,164 @@ impl Cluster {
                 Err(e) => return Err(ClusterError::Membership(Box::new(e))),
             }
         }
+    }
+
+    /// Makes the membership record this master at `me`, the addresses it
+    /// advertises now, when it records others (the machine's address
+    /// changed, or the master advertised loopback before) and this master
+    /// is the cluster's only member: it waits, up to `within`, to lead (a
+    /// sole voter elects itself), then replaces its own node in the
+    /// membership with openraft's `SetNodes`, the voters staying the same.
+    ///
+    /// With other members nothing is changed. openraft can replace a
+    /// member's address only wholesale (`SetNodes`; `add_learner` keeps the
+    /// address of a node it already has), and were the new address another
+    /// master's, two quorums could form (openraft's "Update Node" docs):
+    /// peer connections check the cluster CA, not which master answers.
+    /// Such a member is removed and joined again instead.
+    pub async fn readdress(&self, me: &MemberNode, within: Duration) -> Result<Readdress> {
+        // Raft publishes the membership it starts with shortly after it
+        // starts; until then the metrics show none.
+        let _ = self
+            .raft
+            .wait(Some(within))
+            .metrics(
+                |m| m.membership_config.membership().nodes().next().is_some(),
+                "the membership is known",
+            )
+            .await;
+        let plan = readdress_plan(self.id, me, &self.members());
+        if !matches!(plan, Readdress::Updated { .. }) {
+            return Ok(plan);
+        }
+        self.raft
+            .wait(Some(within))
+            .state(ServerState::Leader, "the sole member leads")
+            .await
+            .map_err(|e| ClusterError::NotLeading {
+                waited: within,
+                reason: e.to_string(),
+            })?;
+        // Again, now that this master leads: the membership it leads with.
+        let plan = readdress_plan(self.id, me, &self.members());
+        if !matches!(plan, Readdress::Updated { .. }) {
+            return Ok(plan);
+        }
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(self.id, me.clone())]));
+        let mut attempt = 0u32;
+        loop {
+            match self.raft.change_membership(change.clone(), true).await {
+                Ok(_) => return Ok(plan),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(ClusterError::NotLeader {
+                        leader: f.leader_node,
+                    })
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
+                    if attempt < 50 =>
+                {
+                    // The previous membership is not committed yet.
+                    tracing::debug!(error = %e, "membership change busy, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(ClusterError::Membership(Box::new(e))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tempfile::TempDir;
+
+    use super::*;
+    use crate::store::log_store::LogStore;
+    use crate::store::network::PeerNetwork;
+    use crate::store::state_machine::StateMachine;
+    use crate::store::{raft_config, RaftTimings};
+
+    fn node(raft: &str, api: &str) -> MemberNode {
+        MemberNode {
+            raft_addr: raft.into(),
+            api_addr: api.into(),
+        }
+    }
+
+    #[test]
+    fn only_a_sole_member_at_another_address_is_readdressed() {
+        let old = node("127.0.0.1:6444", "127.0.0.1:6443");
+        let new = node("192.168.1.10:6444", "192.168.1.10:6443");
+        let other = node("192.168.1.11:6444", "192.168.1.11:6443");
+        assert_eq!(
+            readdress_plan(1, &new, &[(1, old.clone(), true)]),
+            Readdress::Updated { old: old.clone() }
+        );
+        assert_eq!(
+            readdress_plan(1, &new, &[(1, new.clone(), true)]),
+            Readdress::Unchanged
+        );
+        assert_eq!(
+            readdress_plan(1, &new, &[(1, old.clone(), true), (2, other.clone(), true)]),
+            Readdress::Shared {
+                recorded: old,
+                members: 2,
+            }
+        );
+        assert_eq!(
+            readdress_plan(3, &new, &[(2, other, true)]),
+            Readdress::NotAMember
+        );
+    }
+
+    /// A real one-member Raft cluster in a temp dir, recorded at `me`.
+    async fn one_member(me: MemberNode) -> (TempDir, Cluster) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = skiff_security::ClusterCa::generate().unwrap();
+        let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
+        let log = LogStore::open(&dir.path().join("raft-log.redb")).unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let config = raft_config(RaftTimings::default(), 10_000)
+            .validate()
+            .unwrap();
+        let raft = Raft::new(
+            1,
+            Arc::new(config),
+            PeerNetwork::new(transport),
+            log,
+            StateMachine::new(store.clone()),
+        )
+        .await
+        .unwrap();
+        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
+        let registry = skiff_telemetry::Registry::new();
+        let cluster = Cluster {
+            id: 1,
+            raft: raft.clone(),
+            store,
+            proposer: Proposer::spawn(raft),
+            commit_latency: registry.histogram("commit_seconds", "test", &[]),
+            read_index: registry.counter("read_index_total", "test", &["result"]),
+        };
+        (dir, cluster)
+    }
+
+    #[tokio::test]
+    async fn a_sole_member_takes_its_new_address_and_keeps_its_id() {
+        let old = node("127.0.0.1:6444", "127.0.0.1:6443");
+        let new = node("192.168.1.10:6444", "192.168.1.10:6443");
+        let (_dir, cluster) = one_member(old.clone()).await;
+        let within = Duration::from_secs(10);
+        assert_eq!(
+            cluster.readdress(&new, within).await.unwrap(),
+            Readdress::Updated { old }
+        );
+        assert_eq!(cluster.members(), vec![(1, new.clone(), true)]);
+        assert_eq!(
+            cluster.readdress(&new, within).await.unwrap(),
+            Readdress::Unchanged
+        );
+        // Still a working one-member cluster.
+        assert_eq!(cluster.wait_for_leader(within).await, Some((1, new)));
     }
 }

@@ -3,9 +3,14 @@
 //! servers over mutual TLS (public API with the open join exchange, peer
 //! Raft traffic), bootstrap or join the cluster, and stop cleanly when the
 //! shutdown token fires.
+//!
+//! A master restarted at another address (a new DHCP lease, a moved
+//! machine) announces the new one: admin.conf is rewritten to it when the
+//! PKI is prepared, and a one-member cluster's membership takes it too
+//! ([`Cluster::readdress`]).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +22,7 @@ use crate::api::nodes::NodeService;
 use crate::api::transport::ClientTransport;
 use crate::api::ApiService;
 use crate::client::Client;
-use crate::cluster::Cluster;
+use crate::cluster::{Cluster, Readdress};
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::security::join_service::{JoinService, JOIN_PATH};
 use crate::security::{MasterPki, PkiConfig};
@@ -62,6 +67,8 @@ pub struct MasterConfig {
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where Services' clusterIPs come from.
     pub service_cidr: skiff_values::Ipv4Net,
+    /// The cluster DNS Service's address, told to every node.
+    pub cluster_dns: Ipv4Addr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     /// Tell systemd `READY=1` once serving (off when an agent in the same
@@ -180,11 +187,17 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         }
     };
     let api = ApiService::new(writer.clone(), transport.clone(), shutdown.clone());
+    let network = skiff_proto::node::ClusterNetwork {
+        cluster_cidr: config.pod_cidrs.cluster.to_string(),
+        service_cidr: config.service_cidr.to_string(),
+        cluster_dns: config.cluster_dns.to_string(),
+    };
     let nodes = NodeService::new(
         writer.clone(),
         transport.clone(),
         heartbeats.clone(),
         pki.ca.clone(),
+        network,
         shutdown.clone(),
     );
     let join_service = JoinService::new(
@@ -230,8 +243,11 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
                     .map_err(|e| MasterError::Raft(e.to_string()))?;
             }
         }
-    } else if config.join.is_some() {
-        tracing::info!(id, "already a cluster member; --join ignored");
+    } else {
+        if config.join.is_some() {
+            tracing::info!(id, "already a cluster member; --join ignored");
+        }
+        tokio::spawn(readdress(cluster.clone(), me.clone(), shutdown.clone()));
     }
 
     let rotation = tokio::spawn(crate::security::rotation::run(
@@ -251,8 +267,13 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         id,
         api = %config.listen,
         raft = %config.raft_listen,
+        advertise_api = %config.advertise_api,
+        advertise_raft = %config.advertise_raft,
         "skiff master serving"
     );
+    if let Some(warning) = loopback_warning(&config.advertise_api) {
+        tracing::warn!("{warning}");
+    }
     if config.notify_ready {
         skiff_telemetry::sd_notify::ready();
     }
@@ -322,6 +343,54 @@ async fn prepare_pki(
         }
         delay = (delay * 2).min(Duration::from_secs(5));
     }
+}
+
+/// How long a restarted one-member master waits to lead before it gives
+/// up recording its new address (it leads within a few election timeouts).
+const READDRESS_WITHIN: Duration = Duration::from_secs(30);
+
+/// Records this master's advertised addresses in the membership when it
+/// is the only member and the membership records others; logs what it
+/// did.
+async fn readdress(cluster: Cluster, me: MemberNode, shutdown: CancellationToken) {
+    let outcome = tokio::select! {
+        _ = shutdown.cancelled() => return,
+        outcome = cluster.readdress(&me, READDRESS_WITHIN) => outcome,
+    };
+    match outcome {
+        Ok(Readdress::Unchanged) | Ok(Readdress::NotAMember) => {}
+        Ok(Readdress::Updated { old }) => tracing::info!(
+            %old,
+            new = %me,
+            "this master's address changed; the one-member cluster now records the new one"
+        ),
+        Ok(Readdress::Shared { recorded, members }) => tracing::warn!(
+            %recorded,
+            advertised = %me,
+            members,
+            "this master advertises other addresses than the membership records, and other \
+             members share the cluster, so the record stays: they reach this master at the \
+             recorded addresses; to move it, remove it from the cluster and join it again"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            advertised = %me,
+            "could not record this master's new address in the membership; restart to retry"
+        ),
+    }
+}
+
+/// What to warn about an advertised API address no other machine can
+/// reach (a loopback one), or `None`.
+fn loopback_warning(advertise_api: &str) -> Option<String> {
+    let addr: SocketAddr = advertise_api.parse().ok()?;
+    addr.ip().is_loopback().then(|| {
+        format!(
+            "this master advertises {advertise_api}, a loopback address: agents and masters on \
+             other machines cannot reach it; listen on 0.0.0.0 (the default) with a default \
+             route, or give --advertise-address (or --node-ip) with this machine's LAN address"
+        )
+    })
 }
 
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
@@ -394,5 +463,22 @@ async fn join(
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_warning;
+
+    #[test]
+    fn advertising_loopback_is_warned_about() {
+        let warning = loopback_warning("127.0.0.1:6443").expect("a warning");
+        assert!(
+            warning.contains("127.0.0.1:6443") && warning.contains("--advertise-address"),
+            "{warning}"
+        );
+        assert!(loopback_warning("[::1]:6443").is_some());
+        assert_eq!(loopback_warning("192.168.1.10:6443"), None);
+        assert_eq!(loopback_warning("master.lan:6443"), None);
     }
 }

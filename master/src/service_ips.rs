@@ -31,6 +31,16 @@ pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
 const RESERVED: u32 = 10;
 /// What `spec.clusterIP` says for a headless Service.
 pub const HEADLESS: &str = "None";
+/// Which address of the range the cluster DNS Service has unless told
+/// otherwise (k3s' 10.43.0.10): the last reserved one, so no Service gets
+/// it by chance.
+const CLUSTER_DNS_OFFSET: u64 = RESERVED as u64;
+
+/// The cluster DNS address in service CIDR `range` unless told otherwise:
+/// its tenth address.
+pub fn default_cluster_dns(range: Ipv4Net) -> Ipv4Addr {
+    range.nth(CLUSTER_DNS_OFFSET)
+}
 
 /// Why a Service cannot have the clusterIP it asked for (or any). Nothing
 /// is stored when this is returned.
@@ -230,6 +240,14 @@ mod tests {
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 43, 0, last)
+    }
+
+    #[test]
+    fn the_cluster_dns_address_is_the_tenth_and_never_handed_out() {
+        let range: Ipv4Net = DEFAULT_SERVICE_CIDR.parse().unwrap();
+        assert_eq!(default_cluster_dns(range), ip(10));
+        let ips = ServiceIps::new(range).unwrap();
+        assert_eq!(next(&ips, &BTreeSet::new()), Some(ip(11)));
     }
 
     fn next(ips: &ServiceIps, held: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr> {

@@ -20,8 +20,8 @@ use skiff_proto::api::{
 };
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse, RenewCertificateRequest,
-    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse,
+    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::tls::{self, ClientAuth};
@@ -116,6 +116,8 @@ pub(crate) struct State {
     /// Each registered Node, with the identity of the certificate it came
     /// with.
     pub(crate) registered: Vec<(v1::Node, Option<Identity>)>,
+    /// The cluster network registration answers with.
+    pub(crate) network: Option<ClusterNetwork>,
     /// Heartbeat streams opened, refused ones included.
     pub(crate) heartbeat_calls: usize,
     /// Each heartbeat received: the node it names, and when.
@@ -280,8 +282,12 @@ impl Nodes for FakeService {
     ) -> Result<Response<RegisterResponse>, Status> {
         let identity = PeerInfo::of(&request).and_then(|p| p.identity.clone());
         let node = request.into_inner().node.unwrap_or_default();
-        self.lock().registered.push((node.clone(), identity));
-        Ok(Response::new(RegisterResponse { node: Some(node) }))
+        let mut state = self.lock();
+        state.registered.push((node.clone(), identity));
+        Ok(Response::new(RegisterResponse {
+            node: Some(node),
+            network: state.network.clone(),
+        }))
     }
 
     async fn heartbeats(

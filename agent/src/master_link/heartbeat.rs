@@ -53,7 +53,7 @@ pub async fn heartbeat_loop(
     interval: Duration,
     shutdown: CancellationToken,
 ) {
-    if !register(&masters, &node, &shutdown).await {
+    if register(&masters, &node, &shutdown).await.is_none() {
         return;
     }
     send_heartbeats(masters, node, interval, EveryBeat, shutdown).await
@@ -105,7 +105,7 @@ pub async fn send_heartbeats<T: HeartbeatTap>(
                 }
                 if status.code() == tonic::Code::NotFound {
                     // The master forgot this node (a new cluster): register again.
-                    if !register(&masters, &node, &shutdown).await {
+                    if register(&masters, &node, &shutdown).await.is_none() {
                         return;
                     }
                 }

@@ -1,7 +1,8 @@
-//! The agent protocol, master side (`skiff.node.v1.Nodes`): registration,
-//! heartbeats kept in the leader's memory, the watch of a node's pods, and
-//! pod status reports, and certificate renewal. A node may act only for
-//! itself (see `authz`).
+//! The agent protocol, master side (`skiff.node.v1.Nodes`): registration
+//! (which also tells the node the cluster's ranges and DNS address, so
+//! they are set once, on the masters), heartbeats kept in the leader's
+//! memory, the watch of a node's pods, pod status reports, and certificate
+//! renewal. A node may act only for itself (see `authz`).
 
 use std::sync::Arc;
 
@@ -10,8 +11,8 @@ use skiff_proto::api::{EventType, Object, WatchEvent};
 use skiff_proto::node::nodes_client::NodesClient;
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse, RenewCertificateRequest,
-    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse,
+    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::{ClusterCa, Identity};
@@ -42,6 +43,9 @@ pub struct NodeService {
     hub: Arc<NodePodHub>,
     /// Signs renewed node certificates.
     ca: Arc<ClusterCa>,
+    /// The cluster's ranges and DNS address, told to every node that
+    /// registers.
+    network: ClusterNetwork,
     shutdown: CancellationToken,
 }
 
@@ -51,6 +55,7 @@ impl NodeService {
         transport: ClientTransport,
         heartbeats: Arc<HeartbeatTable>,
         ca: Arc<ClusterCa>,
+        network: ClusterNetwork,
         shutdown: CancellationToken,
     ) -> NodeService {
         let cluster = writer.cluster().clone();
@@ -61,6 +66,7 @@ impl NodeService {
             cluster,
             heartbeats,
             ca,
+            network,
             shutdown,
         }
     }
@@ -127,7 +133,10 @@ impl NodeService {
         };
         self.heartbeats.record(&name);
         match stored.kind {
-            Some(Body::Node(n)) => Ok(RegisterResponse { node: Some(n) }),
+            Some(Body::Node(n)) => Ok(RegisterResponse {
+                node: Some(n),
+                network: Some(self.network.clone()),
+            }),
             _ => Err(ApiError::Invalid("stored object is not a Node".to_owned())),
         }
     }

@@ -175,14 +175,28 @@ impl MasterPki {
     }
 
     /// Writes admin.conf (and its copies) when missing, for another CA,
-    /// due for renewal, or when `force`d.
+    /// due for renewal, or when `force`d; one that points at another
+    /// address than this master advertises (it moved) is pointed at the
+    /// advertised one, keeping its certificate.
     pub fn ensure_admin_conf(&self, force: bool) -> Result<(), PkiError> {
         let path = admin_conf_path(&self.config.data_dir);
+        let current = Credentials::load(&path).ok();
         let fresh = !force
-            && Credentials::load(&path).ok().is_some_and(|c| {
+            && current.as_ref().is_some_and(|c| {
                 c.ca_pem == self.ca.cert_pem()
                     && CertInfo::from_pem(&c.cert_pem).is_ok_and(|i| usable(&i, &Identity::Admin))
             });
+        let advertised = &self.config.advertise_api;
+        if let Some(mut credentials) = current.filter(|c| fresh && c.server != *advertised) {
+            tracing::info!(
+                path = %path.display(),
+                old = %credentials.server,
+                new = %advertised,
+                "admin.conf pointed at another address; rewrote it to the advertised one"
+            );
+            credentials.server = advertised.clone();
+            credentials.save(&path)?;
+        }
         if !fresh {
             let issued = self.ca.issue(&Identity::Admin, &[])?;
             let credentials = Credentials {
@@ -255,4 +269,41 @@ impl MasterPki {
 /// not yet due for renewal.
 fn usable(info: &CertInfo, identity: &Identity) -> bool {
     info.identity.as_ref() == Some(identity) && !info.needs_renewal(std::time::SystemTime::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(data_dir: &Path, advertise_api: &str) -> PkiConfig {
+        PkiConfig {
+            data_dir: data_dir.to_owned(),
+            node_id: 7,
+            sans: Vec::new(),
+            advertise_api: advertise_api.to_owned(),
+            join: None,
+            admin_conf_copies: vec![data_dir.join("etc/admin.conf")],
+        }
+    }
+
+    #[tokio::test]
+    async fn admin_conf_follows_the_advertised_address_and_keeps_its_certificate() {
+        skiff_security::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let path = admin_conf_path(dir.path());
+        MasterPki::prepare(config(dir.path(), "127.0.0.1:6443"))
+            .await
+            .unwrap();
+        let before = Credentials::load(&path).unwrap();
+        assert_eq!(before.server, "127.0.0.1:6443");
+
+        MasterPki::prepare(config(dir.path(), "192.168.1.10:6443"))
+            .await
+            .unwrap();
+        let after = Credentials::load(&path).unwrap();
+        assert_eq!(after.server, "192.168.1.10:6443");
+        assert_eq!(after.cert_pem, before.cert_pem, "the same certificate");
+        let copy = Credentials::load(&dir.path().join("etc/admin.conf")).unwrap();
+        assert_eq!(copy.server, "192.168.1.10:6443");
+    }
 }

@@ -1,0 +1,136 @@
+//! Real `skiff server` processes (a master and an agent in one process)
+//! inside a netns test host ([`crate::test_hosts`]), each with the agent's
+//! own supervised containerd under its data dir, as a machine running
+//! `skiff server` has. Dropping one removes what is left of its containers,
+//! stops it (SIGTERM, so it stops its containerd too; SIGKILL after a
+//! grace) and unmounts what it left mounted under the data dir.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::test_hosts::TestHost;
+use crate::{skiff_bin, terminate};
+
+/// How long a server may take to stop on SIGTERM (its own grace is 20 s).
+const STOP_GRACE: Duration = Duration::from_secs(25);
+
+/// One `skiff server` process in a test host.
+pub struct ServerProcess {
+    child: Option<Child>,
+    netns: String,
+    /// `--data-dir`: the master's state is under `server/`, the agent's
+    /// under `agent/`.
+    pub data_dir: PathBuf,
+    pub log_path: PathBuf,
+    args: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Starts `skiff server --data-dir <data_dir> <args>` inside `host`'s
+    /// network namespace (its mounts stay the machine's), logging to
+    /// `<data_dir>.log`. Registries come from `<data_dir>/registries.yaml`
+    /// unless `args` say otherwise.
+    pub fn start_in_host(
+        host: &TestHost,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
+        std::fs::create_dir_all(data_dir)?;
+        let mut all: Vec<String> = vec!["server".into(), "--data-dir".into()];
+        all.push(data_dir.display().to_string());
+        if !args.iter().any(|a| a.starts_with("--registry-config")) {
+            all.push("--registry-config".into());
+            all.push(data_dir.join("registries.yaml").display().to_string());
+        }
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut server = ServerProcess {
+            child: None,
+            netns: host.netns.clone(),
+            data_dir: data_dir.to_owned(),
+            log_path: data_dir.with_extension("log"),
+            args: all,
+        };
+        server.spawn()?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .with_context(|| format!("open {}", self.log_path.display()))?;
+        // nsenter enters the network namespace only and then execs skiff,
+        // so the PID is the server's.
+        let child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(skiff_bin())
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("spawn skiff server")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// The master's data dir, where its admin.conf and token are.
+    pub fn master_dir(&self) -> PathBuf {
+        self.data_dir.join("server")
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGTERM, then wait for the exit (SIGKILL after a grace).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child, STOP_GRACE);
+        }
+    }
+
+    /// Starts the process again with the same flags and data dir (in the
+    /// same test host, whatever its address is now).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "still running");
+        self.spawn()
+    }
+
+    /// `ctr` against the server's own containerd, in the `skiff`
+    /// namespace; its stdout (empty if it failed).
+    pub fn ctr(&self, args: &[&str]) -> String {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(self.data_dir.join("agent/containerd/containerd.sock"))
+            .args(["-n", "skiff"])
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default()
+    }
+
+    /// The end of the server's log, for failure messages.
+    pub fn log_tail(&self) -> String {
+        crate::file_tail(&self.log_path, 40)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            for task in self.ctr(&["tasks", "list", "-q"]).lines() {
+                self.ctr(&["tasks", "delete", "--force", task]);
+            }
+        }
+        self.stop();
+        crate::containerd::unmount_all_under(&self.data_dir);
+        crate::agent::remove_runc_state("skiff");
+    }
+}
