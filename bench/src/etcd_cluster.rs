@@ -6,6 +6,12 @@
 //! way), its data dir and log under the scenario's temp dir, and etcd's
 //! default fsync of every log append. Dropping the cluster kills its
 //! members, by their own PIDs only, and reaps them, on error paths too.
+//!
+//! By default every connection is mutual TLS, client and peer, as k3s and
+//! kubeadm run etcd and as skiff runs all of its own connections: a CA made
+//! for the run, one certificate for the members (127.0.0.1), one for the
+//! clients, through the same rustls transport skiff's clients use.
+//! [`Security::Plaintext`] measures etcd without it.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -13,6 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use skiff_security::{CertStore, ClientTransport, ClusterCa, Identity};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::etcd_api::kv_client::KvClient;
@@ -44,6 +51,23 @@ fn check_installed_at(bin: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How the members and their clients talk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// Mutual TLS on client and peer URLs, as skiff's own connections.
+    MutualTls,
+    /// Plain HTTP/2.
+    Plaintext,
+}
+
+/// The run's certificate files, as etcd's flags name them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Where one member listens and keeps its data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberSpec {
@@ -51,15 +75,25 @@ pub struct MemberSpec {
     pub client_port: u16,
     pub peer_port: u16,
     pub data_dir: PathBuf,
+    /// Mutual TLS with these files, or plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl MemberSpec {
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     pub fn client_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.client_port)
     }
 
     pub fn peer_url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.peer_port)
+        format!("{}://127.0.0.1:{}", self.scheme(), self.peer_port)
     }
 }
 
@@ -76,7 +110,7 @@ pub fn initial_cluster(members: &[MemberSpec]) -> String {
 /// `token`. Nothing about fsync is passed: etcd's default (fsync every WAL
 /// write before acknowledging it) is what skiff is compared with.
 pub fn member_args(member: &MemberSpec, members: &[MemberSpec], token: &str) -> Vec<String> {
-    vec![
+    let mut args = vec![
         format!("--name={}", member.name),
         format!("--data-dir={}", member.data_dir.display()),
         format!("--listen-client-urls={}", member.client_url()),
@@ -86,7 +120,52 @@ pub fn member_args(member: &MemberSpec, members: &[MemberSpec], token: &str) -> 
         format!("--initial-cluster={}", initial_cluster(members)),
         "--initial-cluster-state=new".to_owned(),
         format!("--initial-cluster-token={token}"),
-    ]
+    ];
+    if let Some(tls) = &member.tls {
+        let (ca, cert, key) = (tls.ca.display(), tls.cert.display(), tls.key.display());
+        args.extend([
+            format!("--cert-file={cert}"),
+            format!("--key-file={key}"),
+            "--client-cert-auth".to_owned(),
+            format!("--trusted-ca-file={ca}"),
+            format!("--peer-cert-file={cert}"),
+            format!("--peer-key-file={key}"),
+            "--peer-client-cert-auth".to_owned(),
+            format!("--peer-trusted-ca-file={ca}"),
+        ]);
+    }
+    args
+}
+
+/// Makes the run's CA and certificates under `dir`: one for the members
+/// (server and client use, 127.0.0.1), and the clients' transport.
+fn make_tls(dir: &Path) -> anyhow::Result<(TlsFiles, ClientTransport)> {
+    let ca = ClusterCa::generate().context("make a CA for etcd")?;
+    let sans = ["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let member = ca
+        .issue(&Identity::Master("etcd".to_owned()), &sans)
+        .context("issue the etcd members' certificate")?;
+    let client = ca
+        .issue(&Identity::Admin, &[])
+        .context("issue the etcd clients' certificate")?;
+    let files = TlsFiles {
+        ca: dir.join("ca.pem"),
+        cert: dir.join("etcd.pem"),
+        key: dir.join("etcd-key.pem"),
+    };
+    for (path, pem) in [
+        (&files.ca, ca.cert_pem()),
+        (&files.cert, member.cert_pem.as_str()),
+        (&files.key, member.key_pem.as_str()),
+    ] {
+        std::fs::write(path, pem).with_context(|| format!("write {}", path.display()))?;
+    }
+    let store = CertStore::new(&client.cert_pem, &client.key_pem)
+        .context("load the etcd clients' certificate")?;
+    let config = skiff_security::tls::client_config(ca.cert_pem(), Some(store))
+        .context("TLS client configuration for etcd")?;
+    let transport = ClientTransport::new(config, "127.0.0.1").context("TLS transport for etcd")?;
+    Ok((files, transport))
 }
 
 /// Whether the member that answered `status` is the one it says leads.
@@ -130,21 +209,31 @@ impl Member {
 pub struct EtcdCluster {
     dir: PathBuf,
     members: Vec<Member>,
+    /// How clients reach the members over mutual TLS, when they use it.
+    tls: Option<ClientTransport>,
 }
 
 impl EtcdCluster {
     /// Starts `size` members of a new cluster under `dir` (data dirs
     /// `etcd-<i>/`, logs `etcd-<i>.log`). Returns once they run; see
     /// [`EtcdCluster::wait_healthy`].
-    pub fn start(dir: &Path, size: usize) -> anyhow::Result<EtcdCluster> {
+    pub fn start(dir: &Path, size: usize, security: Security) -> anyhow::Result<EtcdCluster> {
         check_installed()?;
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+        let (files, transport) = match security {
+            Security::MutualTls => {
+                let (files, transport) = make_tls(dir)?;
+                (Some(files), Some(transport))
+            }
+            Security::Plaintext => (None, None),
+        };
         let specs: Vec<MemberSpec> = (0..size)
             .map(|i| MemberSpec {
                 name: format!("etcd-{i}"),
                 client_port: skiff_e2e::free_port(),
                 peer_port: skiff_e2e::free_port(),
                 data_dir: dir.join(format!("etcd-{i}")),
+                tls: files.clone(),
             })
             .collect();
         // A token of this run's own, so that no member of another cluster
@@ -155,6 +244,7 @@ impl EtcdCluster {
         let mut cluster = EtcdCluster {
             dir: dir.to_owned(),
             members: Vec::with_capacity(size),
+            tls: transport,
         };
         for spec in &specs {
             let log_path = dir.join(format!("{}.log", spec.name));
@@ -191,13 +281,24 @@ impl EtcdCluster {
         self.members[index].spec.client_url()
     }
 
+    /// A new connection to `url`, over mutual TLS when the members use it.
+    pub fn channel(&self, url: &str) -> anyhow::Result<Channel> {
+        match &self.tls {
+            Some(transport) => Ok(transport
+                .channel(url)
+                .with_context(|| format!("etcd client URL {url}"))?),
+            None => channel(url),
+        }
+    }
+
     /// Waits until every member has accepted a write (a `Put` commits only
     /// once the cluster has a leader and a quorum), failing with the
     /// member's log if it exits or `timeout` passes first.
     pub async fn wait_healthy(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
-        for member in &mut self.members {
-            let mut kv = KvClient::new(channel(&member.spec.client_url())?);
+        for i in 0..self.members.len() {
+            let mut kv = KvClient::new(self.channel(&self.members[i].spec.client_url())?);
+            let member = &mut self.members[i];
             loop {
                 if let Ok(Some(status)) = member.child.try_wait() {
                     let what = format!("exited ({status}) before the cluster was healthy");
@@ -229,7 +330,7 @@ impl EtcdCluster {
         loop {
             for (i, member) in self.members.iter().enumerate() {
                 let url = member.spec.client_url();
-                let mut maintenance = MaintenanceClient::new(channel(&url)?);
+                let mut maintenance = MaintenanceClient::new(self.channel(&url)?);
                 let request = maintenance.status(StatusRequest::default());
                 let answer = tokio::time::timeout(CALL_TIMEOUT, request).await;
                 if answer.is_ok_and(|r| r.is_ok_and(|r| leads(r.get_ref()))) {
@@ -281,8 +382,42 @@ mod tests {
                 client_port: 23790 + i,
                 peer_port: 23800 + i,
                 data_dir: PathBuf::from(format!("/tmp/b/etcd-{i}")),
+                tls: None,
             })
             .collect()
+    }
+
+    #[test]
+    fn mutual_tls_members_use_https_and_demand_client_certificates() {
+        let files = TlsFiles {
+            ca: PathBuf::from("/tmp/b/ca.pem"),
+            cert: PathBuf::from("/tmp/b/etcd.pem"),
+            key: PathBuf::from("/tmp/b/etcd-key.pem"),
+        };
+        let specs: Vec<MemberSpec> = specs()
+            .into_iter()
+            .map(|s| MemberSpec {
+                tls: Some(files.clone()),
+                ..s
+            })
+            .collect();
+        let args = member_args(&specs[0], &specs, "t");
+        for expected in [
+            "--listen-client-urls=https://127.0.0.1:23790",
+            "--initial-advertise-peer-urls=https://127.0.0.1:23800",
+            "--client-cert-auth",
+            "--peer-client-cert-auth",
+            "--trusted-ca-file=/tmp/b/ca.pem",
+            "--peer-trusted-ca-file=/tmp/b/ca.pem",
+            "--cert-file=/tmp/b/etcd.pem",
+            "--peer-key-file=/tmp/b/etcd-key.pem",
+        ] {
+            assert!(
+                args.iter().any(|a| a == expected),
+                "{expected} not in {args:?}"
+            );
+        }
+        assert!(args.iter().all(|a| !a.contains("http://")), "{args:?}");
     }
 
     #[test]

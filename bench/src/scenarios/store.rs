@@ -44,9 +44,13 @@ pub struct StoreArgs {
     #[arg(long, value_enum, default_value_t = Objects::Services)]
     pub objects: Objects,
     /// Then make the same writes to a loopback etcd cluster (Debian's etcd
-    /// 3.4, `/usr/bin/etcd`) and report its figures and the ratio.
+    /// 3.4, `/usr/bin/etcd`) and report its figures and the ratio. Its
+    /// client and peer connections are mutual TLS, as skiff's are.
     #[arg(long)]
     pub vs_etcd: bool,
+    /// With `--vs-etcd`: run etcd over plain HTTP instead of mutual TLS.
+    #[arg(long, requires = "vs_etcd")]
+    pub etcd_plaintext: bool,
     /// Keep the temp dir (data and master logs) for inspection.
     #[arg(long)]
     pub keep: bool,
@@ -321,7 +325,12 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
         args.masters,
         dir.display()
     );
-    let mut cluster = EtcdCluster::start(&dir, args.masters)?;
+    let security = if args.etcd_plaintext {
+        etcd_cluster::Security::Plaintext
+    } else {
+        etcd_cluster::Security::MutualTls
+    };
+    let mut cluster = EtcdCluster::start(&dir, args.masters, security)?;
     cluster.wait_healthy(Duration::from_secs(60)).await?;
     let leader = cluster.leader(Duration::from_secs(20)).await?;
     let leader_url = cluster.client_url(leader);
@@ -336,7 +345,7 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
     let mut tasks = Vec::new();
     for c in 0..args.clients {
         // A connection per client, as each skiff client has its own.
-        let mut kv = KvClient::new(etcd_cluster::channel(&leader_url)?);
+        let mut kv = KvClient::new(cluster.channel(&leader_url)?);
         let count = share(args.writes, args.clients, c);
         let objects = args.objects;
         tasks.push(tokio::spawn(async move {
@@ -365,9 +374,15 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
 }
 
 /// The etcd side of the report, and skiff's throughput over etcd's.
-fn etcd_figures(members: usize, skiff: &Load, etcd: &Load) -> serde_json::Value {
+fn etcd_figures(
+    members: usize,
+    etcd_plaintext: bool,
+    skiff: &Load,
+    etcd: &Load,
+) -> serde_json::Value {
     serde_json::json!({
         "etcd_members": members,
+        "etcd_mutual_tls": !etcd_plaintext,
         "etcd_acknowledged": etcd.acknowledged(),
         "etcd_errors": etcd.run.errors,
         "etcd_seconds": round(etcd.elapsed.as_secs_f64()),
@@ -414,7 +429,7 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<serde_json::Value> {
     });
     if args.vs_etcd {
         let etcd = measure_etcd(&args, dir.path()).await?;
-        let figures = etcd_figures(args.masters, &skiff, &etcd);
+        let figures = etcd_figures(args.masters, args.etcd_plaintext, &skiff, &etcd);
         if let (Some(report), Some(figures)) = (report.as_object_mut(), figures.as_object()) {
             report.extend(figures.clone());
         }
@@ -444,6 +459,7 @@ mod tests {
             writes,
             objects: Objects::Services,
             vs_etcd: false,
+            etcd_plaintext: false,
             keep: false,
         }
     }
