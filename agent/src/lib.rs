@@ -24,6 +24,7 @@
 
 pub mod cluster_network;
 pub mod credentials;
+pub mod log_rotation;
 pub mod log_server;
 pub mod master_link;
 pub mod metrics;

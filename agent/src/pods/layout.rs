@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use skiff_proto::v1;
 
+use crate::log_rotation;
+
 #[derive(Debug, Clone)]
 pub struct PodLayout {
     data_dir: PathBuf,
@@ -173,14 +175,8 @@ impl PodLayout {
                     if path.extension().is_none_or(|e| e != "log") {
                         continue;
                     }
-                    if log.metadata().is_ok_and(|m| m.len() > max) {
-                        let rotated = path.with_extension("log.1");
-                        if std::fs::copy(&path, &rotated).is_ok() {
-                            let _ = std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(&path)
-                                .and_then(|f| f.set_len(0));
-                        }
+                    if let Err(e) = log_rotation::rotate_if_larger(&path, max) {
+                        tracing::warn!(log = %path.display(), error = %e, "cannot rotate log");
                     }
                 }
             }
