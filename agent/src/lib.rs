@@ -50,6 +50,7 @@ use crate::network::{reconcile_overlay, PodNetwork};
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::HostSandbox;
 use crate::pods::WorkerContext;
+use crate::runtime::image_gc::{self, ImageGc, Statvfs};
 use crate::runtime::images::ImageStore;
 use crate::runtime::registry::Registries;
 use crate::runtime::supervisor::{self, ContainerdLayout};
@@ -127,6 +128,8 @@ pub struct AgentConfig {
     /// How long a start that needs the masters waits for them; `None`: as
     /// long as it takes.
     pub join_timeout: Option<Duration>,
+    /// When unused images are removed.
+    pub image_gc: image_gc::ImageGcConfig,
 }
 
 impl AgentConfig {
@@ -148,6 +151,7 @@ impl AgentConfig {
             pod_network: true,
             network_overrides: cluster_network::Overrides::default(),
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
+            image_gc: image_gc::ImageGcConfig::default(),
         }
     }
 }
@@ -444,6 +448,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         import_state,
         shutdown.clone(),
     ));
+    let image_fs = match (&config.image_gc.path, &config.containerd_socket) {
+        (Some(path), _) => path.clone(),
+        (None, Some(_)) => PathBuf::from(image_gc::SYSTEM_CONTAINERD_ROOT),
+        (None, None) => ContainerdLayout::new(&config.data_dir).root(),
+    };
+    let collector = ImageGc::new(
+        runtime.clone(),
+        Statvfs,
+        image_fs,
+        config.image_gc.thresholds,
+        config.image_gc.minimum_age,
+    );
+    let pods_layout = layout.clone();
+    let image_collector = tokio::spawn(image_gc::run(
+        collector,
+        config.image_gc.interval,
+        move || pods::wanted_images(&pods_layout),
+        shutdown.clone(),
+    ));
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         sandbox: Arc::new(HostSandbox::new(pod_network)),
@@ -454,6 +477,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
+    let _ = image_collector.await;
     for l in links {
         let _ = l.await;
     }

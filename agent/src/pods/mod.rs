@@ -6,7 +6,8 @@
 //! complete list from the master, pods the master no longer has are torn
 //! down, and containers no pod claims are removed. Workers reach containerd
 //! through [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
-//! through [`sandbox::PodSandbox`].
+//! through [`sandbox::PodSandbox`]. The images the pods name are what image
+//! garbage collection must keep ([`wanted_images`]).
 
 pub mod backoff;
 pub mod layout;
@@ -25,8 +26,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::master_link::Desired;
 use crate::runtime::containers::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::runtime::images::normalize;
 use crate::runtime::{ContainerRuntime, RuntimeEvent};
 
+use self::layout::PodLayout;
 use self::sandbox::PodSandbox;
 
 pub use worker::WorkerContext;
@@ -184,4 +187,17 @@ async fn remove_orphans<R: ContainerRuntime, S: PodSandbox>(
             ctx.layout.remove_pod(&pod).await;
         }
     }
+}
+
+/// The images the pods this node should run name (as containerd names
+/// them), from their cached specs: image garbage collection keeps them
+/// even before a container uses them.
+pub fn wanted_images(layout: &PodLayout) -> HashSet<String> {
+    layout
+        .cached_pods()
+        .iter()
+        .filter_map(|pod| pod.spec.as_ref())
+        .flat_map(|spec| spec.containers.iter().chain(&spec.init_containers))
+        .filter_map(|c| normalize(&c.image).ok())
+        .collect()
 }
