@@ -21,6 +21,11 @@
 //! A first start needs the masters (to join, to register and learn the
 //! cluster network, to get a pod subnet): it is bounded by `--join-timeout`
 //! and reported to systemd as it goes ([`startup`]).
+//!
+//! Disk hygiene, since SD cards fill and wear: unused images are collected
+//! at the kubelet's thresholds ([`runtime::image_gc`]), what is left of
+//! past pods and runs is removed ([`pods::leftovers`]), and container logs
+//! and the private containerd's log are size-capped ([`log_rotation`]).
 
 pub mod cluster_network;
 pub mod credentials;
