@@ -21,9 +21,15 @@
 //! A first start needs the masters (to join, to register and learn the
 //! cluster network, to get a pod subnet): it is bounded by `--join-timeout`
 //! and reported to systemd as it goes ([`startup`]).
+//!
+//! Disk hygiene, since SD cards fill and wear: unused images are collected
+//! at the kubelet's thresholds ([`runtime::image_gc`]), what is left of
+//! past pods and runs is removed ([`pods::leftovers`]), and container logs
+//! and the private containerd's log are size-capped ([`log_rotation`]).
 
 pub mod cluster_network;
 pub mod credentials;
+pub mod log_rotation;
 pub mod log_server;
 pub mod master_link;
 pub mod metrics;
@@ -49,6 +55,7 @@ use crate::network::{reconcile_overlay, PodNetwork};
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::HostSandbox;
 use crate::pods::WorkerContext;
+use crate::runtime::image_gc::{self, ImageGc, Statvfs};
 use crate::runtime::images::ImageStore;
 use crate::runtime::registry::Registries;
 use crate::runtime::supervisor::{self, ContainerdLayout};
@@ -126,6 +133,8 @@ pub struct AgentConfig {
     /// How long a start that needs the masters waits for them; `None`: as
     /// long as it takes.
     pub join_timeout: Option<Duration>,
+    /// When unused images are removed.
+    pub image_gc: image_gc::ImageGcConfig,
 }
 
 impl AgentConfig {
@@ -147,6 +156,7 @@ impl AgentConfig {
             pod_network: true,
             network_overrides: cluster_network::Overrides::default(),
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
+            image_gc: image_gc::ImageGcConfig::default(),
         }
     }
 }
@@ -443,6 +453,25 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         import_state,
         shutdown.clone(),
     ));
+    let image_fs = match (&config.image_gc.path, &config.containerd_socket) {
+        (Some(path), _) => path.clone(),
+        (None, Some(_)) => PathBuf::from(image_gc::SYSTEM_CONTAINERD_ROOT),
+        (None, None) => ContainerdLayout::new(&config.data_dir).root(),
+    };
+    let collector = ImageGc::new(
+        runtime.clone(),
+        Statvfs,
+        image_fs,
+        config.image_gc.thresholds,
+        config.image_gc.minimum_age,
+    );
+    let pods_layout = layout.clone();
+    let image_collector = tokio::spawn(image_gc::run(
+        collector,
+        config.image_gc.interval,
+        move || pods::wanted_images(&pods_layout),
+        shutdown.clone(),
+    ));
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         sandbox: Arc::new(HostSandbox::new(pod_network)),
@@ -453,6 +482,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
+    let _ = image_collector.await;
     for l in links {
         let _ = l.await;
     }

@@ -33,6 +33,8 @@ enum Scenario {
     Failover(scenarios::failover::FailoverArgs),
     /// Disk writes and CPU of an idle cluster.
     Idle(scenarios::idle::IdleArgs),
+    /// Disk writes of an idle node (server, containerd, shims) with a pod.
+    DiskIdle(scenarios::disk_idle::DiskIdleArgs),
     /// Memory, start-up time and binary size.
     Footprint(scenarios::footprint::FootprintArgs),
     /// Pod-to-pod throughput over the VXLAN overlay vs host-to-host.
@@ -63,6 +65,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,
+            Scenario::DiskIdle(args) => scenarios::disk_idle::run(args).await,
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,

@@ -1,5 +1,7 @@
 //! CPU time and memory of processes, read from `/proc/<pid>/stat` and
-//! `/proc/<pid>/status`.
+//! `/proc/<pid>/status`; what they write (`/proc/<pid>/io`), which
+//! processes descend from one or run with a given argument, and what a
+//! block device has written (`/proc/diskstats`).
 
 use std::path::Path;
 
@@ -51,6 +53,75 @@ pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
     })
 }
 
+/// `pid`'s descendants: the children of each of its threads
+/// (`/proc/<pid>/task/<tid>/children`), theirs, and so on.
+pub fn descendants(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        let tasks = proc_root.join(parent.to_string()).join("task");
+        let Ok(threads) = std::fs::read_dir(tasks) else {
+            continue;
+        };
+        for thread in threads.flatten() {
+            let children = std::fs::read_to_string(thread.path().join("children"));
+            for child in children.unwrap_or_default().split_whitespace() {
+                if let Ok(child) = child.parse::<u32>() {
+                    if !found.contains(&child) {
+                        found.push(child);
+                        parents.push(child);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// The processes with an argument containing `needle`
+/// (`/proc/<pid>/cmdline`).
+pub fn pids_with_argument(proc_root: &Path, needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(proc_root.join(pid.to_string()).join("cmdline"));
+            cmdline
+                .unwrap_or_default()
+                .split(|b| *b == 0)
+                .any(|arg| String::from_utf8_lossy(arg).contains(needle))
+        })
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// Bytes written to the block device `major:minor` since boot: its
+/// sectors written (always 512 bytes in `/proc/diskstats`); `None` if it
+/// is not listed (not a block device: tmpfs, overlay, ...).
+pub fn device_write_bytes(proc_root: &Path, major: u64, minor: u64) -> Option<u64> {
+    let stats = std::fs::read_to_string(proc_root.join("diskstats")).ok()?;
+    stats.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (dev_major, dev_minor) = (fields.first()?, fields.get(1)?);
+        if dev_major.parse::<u64>().ok()? != major || dev_minor.parse::<u64>().ok()? != minor {
+            return None;
+        }
+        let sectors: u64 = fields.get(9)?.parse().ok()?;
+        Some(sectors * 512)
+    })
+}
+
+/// The major and minor numbers of a Linux `dev_t` (glibc's encoding).
+pub fn device_numbers(dev: u64) -> (u64, u64) {
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    (major, minor)
+}
+
 fn clock_ticks_per_second() -> f64 {
     match nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK) {
         Ok(Some(t)) if t > 0 => t as f64,
@@ -88,5 +159,41 @@ mod tests {
         )
         .unwrap();
         assert_eq!(write_bytes(root.path(), 4242).unwrap(), 40960);
+    }
+
+    #[test]
+    fn finds_descendants_arguments_and_device_writes() {
+        let root = tempfile::tempdir().unwrap();
+        let proc_file = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // 100 has two threads; 101 and 102 are its children, 103 is 101's.
+        proc_file("100/task/100/children", "101 ");
+        proc_file("100/task/107/children", "102");
+        proc_file("101/task/101/children", "103");
+        proc_file("102/task/102/children", "");
+        let mut found = descendants(root.path(), 100);
+        found.sort_unstable();
+        assert_eq!(found, [101, 102, 103]);
+        assert!(descendants(root.path(), 103).is_empty());
+
+        let socket = "/var/tmp/x/agent/containerd/containerd.sock";
+        let shim = format!("containerd-shim-runc-v2\0-namespace\0skiff\0-address\0{socket}\0");
+        proc_file("200/cmdline", &shim);
+        proc_file("201/cmdline", "containerd\0--config\0/var/tmp/x/config.toml\0");
+        proc_file("self/cmdline", &shim);
+        assert_eq!(pids_with_argument(root.path(), socket), [200]);
+
+        proc_file(
+            "diskstats",
+            "   8       0 sda 10 0 20 1 40 0 8000 2 0 3 3 0 0 0 0\n   8       1 sda1 5 0 10 1 20 0 4096 2 0 3 3 0 0 0 0\n",
+        );
+        assert_eq!(device_write_bytes(root.path(), 8, 1), Some(4096 * 512));
+        assert_eq!(device_write_bytes(root.path(), 0, 42), None);
+        // 259:3 (an NVMe partition) and 8:17 as glibc encodes them.
+        assert_eq!(device_numbers((259 << 8) | 3), (259, 3));
+        assert_eq!(device_numbers((8 << 8) | 17), (8, 17));
     }
 }

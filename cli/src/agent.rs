@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use skiff_agent::runtime::image_gc::{self, ImageGcConfig, ThresholdError, Thresholds};
 use skiff_agent::AgentConfig;
 
 use crate::cluster_network::{AgentNetworkFlags, ClusterNetworkError};
@@ -58,6 +59,10 @@ pub enum AgentFlagsError {
     ClusterNetwork(#[from] ClusterNetworkError),
     #[error("--node-label {0:?}: expected key=value")]
     NodeLabel(String),
+    #[error(transparent)]
+    ImageGcThresholds(#[from] ThresholdError),
+    #[error("--image-gc-interval must be longer than 0s")]
+    ImageGcInterval,
 }
 
 /// The node flags `skiff agent` and `skiff server` share.
@@ -88,6 +93,51 @@ pub struct AgentFlags {
     /// limit).
     #[arg(long, default_value_t = skiff_agent::DEFAULT_JOIN_TIMEOUT.into())]
     pub join_timeout: humantime::Duration,
+    #[command(flatten)]
+    pub image_gc: ImageGcFlags,
+}
+
+/// When unused images are removed, as the kubelet's image garbage
+/// collection does it.
+#[derive(Debug, clap::Args)]
+pub struct ImageGcFlags {
+    /// Percent of the image filesystem used at which unused images are
+    /// removed, least recently used first.
+    #[arg(long, default_value_t = image_gc::DEFAULT_HIGH_THRESHOLD)]
+    pub image_gc_high_threshold: u8,
+    /// Percent of the image filesystem used that removing unused images
+    /// brings it down to; below the high threshold.
+    #[arg(long, default_value_t = image_gc::DEFAULT_LOW_THRESHOLD)]
+    pub image_gc_low_threshold: u8,
+    /// How long an image is kept after it was first seen, used or not.
+    #[arg(long, default_value_t = image_gc::DEFAULT_MINIMUM_AGE.into())]
+    pub image_minimum_gc_age: humantime::Duration,
+    /// How often the image filesystem's usage is checked.
+    #[arg(long, default_value_t = image_gc::DEFAULT_INTERVAL.into())]
+    pub image_gc_interval: humantime::Duration,
+    /// A directory on the filesystem holding containerd's images (default:
+    /// the private containerd's root, or /var/lib/containerd with
+    /// --containerd-socket).
+    #[arg(long)]
+    pub image_gc_path: Option<PathBuf>,
+}
+
+impl ImageGcFlags {
+    /// Checks the thresholds (percentages, low below high) and the interval.
+    pub fn to_config(&self) -> Result<ImageGcConfig, AgentFlagsError> {
+        let (high, low) = (self.image_gc_high_threshold, self.image_gc_low_threshold);
+        let thresholds = Thresholds::new(high, low)?;
+        let interval: Duration = self.image_gc_interval.into();
+        if interval.is_zero() {
+            return Err(AgentFlagsError::ImageGcInterval);
+        }
+        Ok(ImageGcConfig {
+            thresholds,
+            minimum_age: self.image_minimum_gc_age.into(),
+            interval,
+            path: self.image_gc_path.clone(),
+        })
+    }
 }
 
 impl AgentFlags {
@@ -128,6 +178,7 @@ impl AgentFlags {
         };
         let join_timeout: Duration = self.join_timeout.into();
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
+        config.image_gc = self.image_gc.to_config()?;
         for label in &self.node_labels {
             let (key, value) = label
                 .split_once('=')
@@ -208,4 +259,44 @@ pub fn run(args: AgentArgs) -> ExitCode {
     // Before the runtime starts any thread; see malloc_arenas.
     malloc_arenas::limit(1);
     daemon::serve(config, &args.daemon.log_format, skiff_agent::run)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::AgentFlagsError;
+    use crate::{Cli, Command};
+
+    fn agent(args: &[&str]) -> super::AgentArgs {
+        let mut argv = vec!["skiff", "agent", "--server", "127.0.0.1:6443"];
+        argv.extend_from_slice(&["--node-name", "pi-1"]);
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Agent(args) => args,
+            other => panic!("not an agent: {other:?}"),
+        }
+    }
+
+    fn gc(high: &str, low: &str) -> super::AgentArgs {
+        let high = ["--image-gc-high-threshold", high];
+        let low = ["--image-gc-low-threshold", low];
+        agent(&[high, low].concat())
+    }
+
+    #[test]
+    fn image_gc_thresholds_default_to_the_kubelets_and_are_checked() {
+        let config = agent(&[]).to_config().unwrap();
+        let thresholds = config.image_gc.thresholds;
+        assert_eq!((thresholds.high(), thresholds.low()), (85, 80));
+        assert_eq!(config.image_gc.path, None);
+        let lowest = gc("1", "0").to_config().unwrap();
+        assert_eq!(lowest.image_gc.thresholds.high(), 1);
+        let err = gc("70", "75").to_config().unwrap_err();
+        assert!(err.to_string().contains("must be below"), "{err}");
+        assert!(gc("101", "80").to_config().is_err());
+        let never = agent(&["--image-gc-interval", "0s"]);
+        let err = never.to_config().unwrap_err();
+        assert!(matches!(err, AgentFlagsError::ImageGcInterval), "{err}");
+    }
 }

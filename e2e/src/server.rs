@@ -1,9 +1,10 @@
 //! Real `skiff server` processes (a master and an agent in one process)
-//! inside a netns test host ([`crate::test_hosts`]), each with the agent's
-//! own supervised containerd under its data dir, as a machine running
-//! `skiff server` has. Dropping one removes what is left of its containers,
-//! stops it (SIGTERM, so it stops its containerd too; SIGKILL after a
-//! grace) and unmounts what it left mounted under the data dir.
+//! inside a netns test host ([`crate::test_hosts`]), or on this host's
+//! loopback with the pod network off, each with the agent's own supervised
+//! containerd under its data dir, as a machine running `skiff server` has.
+//! Dropping one removes what is left of its containers, stops it (SIGTERM,
+//! so it stops its containerd too; SIGKILL after a grace) and unmounts
+//! what it left mounted under the data dir.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,10 +18,11 @@ use crate::{skiff_bin, terminate};
 /// How long a server may take to stop on SIGTERM (its own grace is 20 s).
 const STOP_GRACE: Duration = Duration::from_secs(25);
 
-/// One `skiff server` process in a test host.
+/// One `skiff server` process, in a test host or on loopback.
 pub struct ServerProcess {
     child: Option<Child>,
-    netns: String,
+    /// The test host's network namespace it runs in, if any.
+    netns: Option<String>,
     /// `--data-dir`: the master's state is under `server/`, the agent's
     /// under `agent/`.
     pub data_dir: PathBuf,
@@ -38,6 +40,21 @@ impl ServerProcess {
         data_dir: &Path,
         args: &[&str],
     ) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(Some(host.netns.clone()), data_dir, args)
+    }
+
+    /// Starts `skiff server --data-dir <data_dir> <args>` in this host's
+    /// network namespace; `args` should keep it on loopback
+    /// (`--listen 127.0.0.1:PORT`, ..., `--pod-network none`).
+    pub fn start(data_dir: &Path, args: &[&str]) -> anyhow::Result<ServerProcess> {
+        ServerProcess::start_with(None, data_dir, args)
+    }
+
+    fn start_with(
+        netns: Option<String>,
+        data_dir: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<ServerProcess> {
         std::fs::create_dir_all(data_dir)?;
         let mut all: Vec<String> = vec!["server".into(), "--data-dir".into()];
         all.push(data_dir.display().to_string());
@@ -48,7 +65,7 @@ impl ServerProcess {
         all.extend(args.iter().map(|a| a.to_string()));
         let mut server = ServerProcess {
             child: None,
-            netns: host.netns.clone(),
+            netns,
             data_dir: data_dir.to_owned(),
             log_path: data_dir.with_extension("log"),
             args: all,
@@ -65,10 +82,17 @@ impl ServerProcess {
             .with_context(|| format!("open {}", self.log_path.display()))?;
         // nsenter enters the network namespace only and then execs skiff,
         // so the PID is the server's.
-        let child = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.netns))
-            .arg("--")
-            .arg(skiff_bin())
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{netns}"))
+                    .arg("--")
+                    .arg(skiff_bin());
+                c
+            }
+            None => Command::new(skiff_bin()),
+        };
+        let child = command
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -84,6 +108,11 @@ impl ServerProcess {
         self.data_dir.join("server")
     }
 
+    /// The agent's private containerd's socket.
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.data_dir.join("agent/containerd/containerd.sock")
+    }
+
     /// The process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -97,7 +126,7 @@ impl ServerProcess {
     }
 
     /// Starts the process again with the same flags and data dir (in the
-    /// same test host, whatever its address is now).
+    /// same test host, if any, whatever its address is now).
     pub fn restart(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "still running");
         self.spawn()
@@ -108,7 +137,7 @@ impl ServerProcess {
     pub fn ctr(&self, args: &[&str]) -> String {
         Command::new("ctr")
             .arg("--address")
-            .arg(self.data_dir.join("agent/containerd/containerd.sock"))
+            .arg(self.containerd_socket())
             .args(["-n", "skiff"])
             .args(args)
             .output()

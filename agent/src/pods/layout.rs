@@ -8,11 +8,15 @@
 //! ```
 //!
 //! The cached specs let a restarted agent keep applying restart policies
-//! while no master is reachable.
+//! while no master is reachable. Of a container's logs the two newest runs
+//! are kept, what `logs` and `logs -p` read ([`stale_logs`]); each is
+//! rotated at [`LOG_MAX_BYTES`] with one rotated copy.
 
 use std::path::{Path, PathBuf};
 
 use skiff_proto::v1;
+
+use crate::log_rotation;
 
 #[derive(Debug, Clone)]
 pub struct PodLayout {
@@ -46,8 +50,22 @@ impl PodLayout {
         self.pods_dir().join(format!("{namespace}_{name}_{uid}"))
     }
 
+    /// The pod UID a directory under [`PodLayout::pods_dir`] is named
+    /// after (namespaces and names have no `_`).
+    pub fn uid_of_pod_dir(dir_name: &str) -> Option<&str> {
+        dir_name
+            .rsplit_once('_')
+            .map(|(_, uid)| uid)
+            .filter(|uid| !uid.is_empty())
+    }
+
     pub fn netns(&self, uid: &str) -> PathBuf {
-        self.data_dir.join("netns").join(uid)
+        self.netns_dir().join(uid)
+    }
+
+    /// Where every pod's network namespace file is.
+    pub fn netns_dir(&self) -> PathBuf {
+        self.data_dir.join("netns")
     }
 
     fn cache_dir(&self) -> PathBuf {
@@ -60,18 +78,19 @@ impl PodLayout {
             .join(format!("{restarts}.log"))
     }
 
-    /// Keeps the current run's log and the one before it (`--previous`).
-    pub async fn prune_logs(&self, pod: &v1::Pod, container: &str, current: i32) {
+    /// Keeps the logs of the container's two newest runs, the current one
+    /// and the one before it (`--previous`); see [`stale_logs`].
+    pub async fn prune_logs(&self, pod: &v1::Pod, container: &str) {
         let dir = self.pod_dir(pod).join(container);
         let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
             return;
         };
+        let mut files = Vec::new();
         while let Ok(Some(e)) = entries.next_entry().await {
-            let name = e.file_name().to_string_lossy().to_string();
-            let run: Option<i32> = name.split('.').next().and_then(|n| n.parse().ok());
-            if run.is_some_and(|r| r < current - 1) {
-                let _ = tokio::fs::remove_file(e.path()).await;
-            }
+            files.push(e.file_name().to_string_lossy().to_string());
+        }
+        for stale in stale_logs(&files) {
+            let _ = tokio::fs::remove_file(dir.join(stale)).await;
         }
     }
 
@@ -173,19 +192,40 @@ impl PodLayout {
                     if path.extension().is_none_or(|e| e != "log") {
                         continue;
                     }
-                    if log.metadata().is_ok_and(|m| m.len() > max) {
-                        let rotated = path.with_extension("log.1");
-                        if std::fs::copy(&path, &rotated).is_ok() {
-                            let _ = std::fs::OpenOptions::new()
-                                .write(true)
-                                .open(&path)
-                                .and_then(|f| f.set_len(0));
-                        }
+                    if let Err(e) = log_rotation::rotate_if_larger(&path, max) {
+                        tracing::warn!(log = %path.display(), error = %e, "cannot rotate log");
                     }
                 }
             }
         }
     }
+}
+
+/// The run a container log file belongs to: `3` for `3.log` and for its
+/// rotated `3.log.1`.
+fn log_run(file: &str) -> Option<i32> {
+    let (run, rest) = file.split_once('.')?;
+    if rest != "log" && !rest.starts_with("log.") {
+        return None;
+    }
+    run.parse().ok()
+}
+
+/// Which of a container's log `files` (names in its log dir) belong to
+/// runs before the previous one: the kubelet keeps a container's current
+/// and previous run, and so does skiff, for `logs` and `logs -p`.
+pub fn stale_logs(files: &[String]) -> Vec<String> {
+    let mut runs: Vec<i32> = files.iter().filter_map(|f| log_run(f)).collect();
+    runs.sort_unstable();
+    runs.dedup();
+    let Some(&previous) = runs.iter().rev().nth(1) else {
+        return Vec::new();
+    };
+    files
+        .iter()
+        .filter(|f| log_run(f).is_some_and(|run| run < previous))
+        .cloned()
+        .collect()
 }
 
 #[cfg(test)]
@@ -232,7 +272,7 @@ mod tests {
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
             std::fs::write(&f, vec![b'x'; 100]).unwrap();
         }
-        layout.prune_logs(&p, "c", 3).await;
+        layout.prune_logs(&p, "c").await;
         assert!(!layout.log_file(&p, "c", 1).exists());
         assert!(layout.log_file(&p, "c", 2).exists());
         layout.rotate_logs(50);
@@ -244,5 +284,17 @@ mod tests {
                 .len(),
             100
         );
+    }
+
+    #[test]
+    fn logs_before_the_previous_run_are_stale() {
+        let files: Vec<String> = ["0.log", "1.log", "2.log", "2.log.1", "3.log", "x.txt"]
+            .iter()
+            .map(|f| f.to_string())
+            .collect();
+        assert_eq!(stale_logs(&files), ["0.log", "1.log"]);
+        let one_run = vec!["7.log".to_string(), "7.log.1".to_string()];
+        assert!(stale_logs(&one_run).is_empty());
+        assert!(stale_logs(&[]).is_empty());
     }
 }

@@ -4,12 +4,16 @@
 //! policies keep applying while no master answers). containerd's task
 //! events are routed to the worker owning the container. After each
 //! complete list from the master, pods the master no longer has are torn
-//! down, and containers no pod claims are removed. Workers reach containerd
-//! through [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
-//! through [`sandbox::PodSandbox`].
+//! down; then, and every 30 s from then on, what is left of pods and runs
+//! that are over is removed ([`leftovers`]). Container logs are rotated
+//! every 30 s. Workers reach containerd through
+//! [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
+//! through [`sandbox::PodSandbox`]. The images the pods name are what
+//! image garbage collection must keep ([`wanted_images`]).
 
 pub mod backoff;
 pub mod layout;
+pub mod leftovers;
 pub mod probes;
 pub mod sandbox;
 pub mod status;
@@ -24,9 +28,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::master_link::Desired;
-use crate::runtime::containers::{LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID};
+use crate::runtime::images::normalize;
 use crate::runtime::{ContainerRuntime, RuntimeEvent};
 
+use self::layout::PodLayout;
 use self::sandbox::PodSandbox;
 
 pub use worker::WorkerContext;
@@ -52,21 +57,31 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
     shutdown: CancellationToken,
 ) {
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    // The pods the masters (or, until they answer, the cached specs) want.
+    let mut wanted: HashSet<String> = HashSet::new();
     for pod in ctx.layout.cached_pods() {
+        wanted.insert(uid_of(&pod));
         upsert(&ctx, &mut workers, pod, &shutdown).await;
     }
     let mut housekeeping = tokio::time::interval(Duration::from_secs(30));
+    // Leftovers are looked for once the masters' list is known.
+    let mut synced = false;
+    let mut sweeping: Option<JoinHandle<()>> = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             change = desired.recv() => match change {
                 None => return,
-                Some(Desired::Upsert(pod)) => upsert(&ctx, &mut workers, *pod, &shutdown).await,
+                Some(Desired::Upsert(pod)) => {
+                    wanted.insert(uid_of(&pod));
+                    upsert(&ctx, &mut workers, *pod, &shutdown).await;
+                }
                 Some(Desired::Delete(uid)) => {
                     if let Some(w) = workers.get(&uid) {
                         w.desired.send_replace(None);
                     }
                     ctx.layout.forget_pod(&uid).await;
+                    wanted.remove(&uid);
                 }
                 Some(Desired::Synced(uids)) => {
                     for (uid, w) in &workers {
@@ -75,10 +90,10 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
                             ctx.layout.forget_pod(uid).await;
                         }
                     }
+                    wanted = uids;
+                    synced = true;
                     // Pods handed to their workers are theirs to tear down.
-                    let mut keep = uids;
-                    keep.extend(workers.keys().cloned());
-                    tokio::spawn(remove_orphans(ctx.clone(), keep));
+                    sweep(&ctx, &wanted, &workers, &mut sweeping).await;
                 }
             },
             event = runtime_events.recv() => {
@@ -95,8 +110,39 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
                 workers.retain(|_, w| !w.task.is_finished());
                 let layout = ctx.layout.clone();
                 let _ = tokio::task::spawn_blocking(move || layout.rotate_logs(layout::LOG_MAX_BYTES)).await;
+                if synced {
+                    sweep(&ctx, &wanted, &workers, &mut sweeping).await;
+                }
             }
         }
+    }
+}
+
+/// Looks for leftovers and starts removing them, unless the last sweep is
+/// still at it. What is on the node is looked at first, so a pod that
+/// arrives meanwhile is never taken for one; pods that are `wanted` or
+/// still have a worker (tearing down, say) are left alone.
+async fn sweep<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    wanted: &HashSet<String>,
+    workers: &HashMap<String, WorkerHandle>,
+    sweeping: &mut Option<JoinHandle<()>>,
+) {
+    if sweeping.as_ref().is_some_and(|s| !s.is_finished()) {
+        return;
+    }
+    let found = match leftovers::find(ctx.runtime.as_ref(), &ctx.layout).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list containers to look for leftovers");
+            return;
+        }
+    };
+    let mut keep = wanted.clone();
+    keep.extend(workers.keys().cloned());
+    let plan = leftovers::plan(&keep, &found);
+    if !plan.is_empty() {
+        *sweeping = Some(tokio::spawn(leftovers::remove(ctx.clone(), plan)));
     }
 }
 
@@ -135,53 +181,15 @@ async fn upsert<R: ContainerRuntime, S: PodSandbox>(
     );
 }
 
-/// Removes containers whose pod is neither wanted nor owned by a worker.
-async fn remove_orphans<R: ContainerRuntime, S: PodSandbox>(
-    ctx: WorkerContext<R, S>,
-    wanted: HashSet<String>,
-) {
-    let containers = match ctx.runtime.list().await {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list containers");
-            return;
-        }
-    };
-    let mut pods_removed = HashSet::new();
-    for c in containers {
-        let Some(uid) = c.labels.get(LABEL_POD_UID) else {
-            continue;
-        };
-        if wanted.contains(uid) {
-            continue;
-        }
-        tracing::info!(container = %c.id, "removing container of a pod that no longer exists");
-        worker::stop_container(ctx.runtime.as_ref(), &c.id, Duration::from_secs(10)).await;
-        if let Err(e) = ctx.runtime.remove(&c.id).await {
-            tracing::warn!(container = %c.id, error = %e, "cannot remove container");
-        }
-        if pods_removed.insert(uid.clone()) {
-            let pod = v1::Pod {
-                metadata: Some(v1::ObjectMeta {
-                    uid: uid.clone(),
-                    name: c.labels.get(LABEL_POD_NAME).cloned().unwrap_or_default(),
-                    namespace: c
-                        .labels
-                        .get(LABEL_POD_NAMESPACE)
-                        .cloned()
-                        .unwrap_or_default(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            };
-            if let Err(e) = ctx.sandbox.detach(uid).await {
-                // Each failed step was logged where it failed.
-                tracing::debug!(error = %e, "pod not fully unwired from the network");
-            }
-            if let Err(e) = ctx.sandbox.remove_netns(&ctx.layout.netns(uid)) {
-                tracing::warn!(error = %e, "cannot remove pod network namespace");
-            }
-            ctx.layout.remove_pod(&pod).await;
-        }
-    }
+/// The images the pods this node should run name (as containerd names
+/// them), from their cached specs: image garbage collection keeps them
+/// even before a container uses them.
+pub fn wanted_images(layout: &PodLayout) -> HashSet<String> {
+    layout
+        .cached_pods()
+        .iter()
+        .filter_map(|pod| pod.spec.as_ref())
+        .flat_map(|spec| spec.containers.iter().chain(&spec.init_containers))
+        .filter_map(|c| normalize(&c.image).ok())
+        .collect()
 }

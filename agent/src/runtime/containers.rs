@@ -27,7 +27,7 @@ use containerd_client::types::v1::Status as ProcessStatus;
 use prost::Message;
 use tokio::sync::mpsc;
 
-use super::images::{ImageStore, PullPolicy};
+use super::images::{ImageInventory, ImageRecord, ImageStore, PullPolicy};
 use super::oci::ImageInfo;
 use super::{call, Containerd, Error, Result, SNAPSHOTTER};
 
@@ -69,6 +69,8 @@ pub enum TaskState {
 pub struct ContainerRecord {
     pub id: String,
     pub labels: HashMap<String, String>,
+    /// The image name it was created from (what keeps that image in use).
+    pub image: String,
     pub state: TaskState,
 }
 
@@ -342,6 +344,16 @@ impl Runtime {
     }
 }
 
+impl ImageInventory for Runtime {
+    async fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        self.images.list_images().await
+    }
+
+    async fn remove_image(&self, image: &ImageRecord) -> Result<bool> {
+        self.images.remove_image(image).await
+    }
+}
+
 impl ContainerRuntime for Runtime {
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
         self.images.ensure(image, policy).await
@@ -453,6 +465,7 @@ impl ContainerRuntime for Runtime {
         Ok(Some(ContainerRecord {
             id: container.id,
             labels: container.labels,
+            image: container.image,
             state,
         }))
     }
@@ -484,6 +497,7 @@ impl ContainerRuntime for Runtime {
                 ContainerRecord {
                     id: container.id,
                     labels: container.labels,
+                    image: container.image,
                     state,
                 }
             })

@@ -7,16 +7,24 @@
 //!
 //! Images arrive from a registry ([`super::registry`]) or from an archive
 //! ([`super::import`]); both hand their blobs to [`ImageStore::store`].
+//! Images imported from archives are pinned (as k3s pins its air-gap
+//! images) so that image garbage collection ([`super::image_gc`]) never
+//! removes what the node cannot pull again. Removing an image deletes its
+//! name and waits for containerd's own garbage collector, which then drops
+//! the blobs and snapshots nothing else refers to.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
+    ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image,
+    ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::{Descriptor, Mount};
 
@@ -49,6 +57,46 @@ pub fn normalize(image: &str) -> Result<String> {
             image: image.to_string(),
             source,
         }),
+    }
+}
+
+/// The label containerd's CRI plugin reads as "never garbage-collect this
+/// image" (`io.cri-containerd.pinned: pinned`); skiff sets and honours it.
+pub const LABEL_PINNED: &str = "io.cri-containerd.pinned";
+const PINNED: &str = "pinned";
+
+/// An image name as containerd lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImageRecord {
+    /// The full name (`docker.io/library/busybox:1.36`).
+    pub name: String,
+    /// What the name points at: a manifest or an index.
+    pub target: Descriptor,
+    /// When containerd first stored the name.
+    pub created: SystemTime,
+    /// Labelled [`LABEL_PINNED`]: never collected.
+    pub pinned: bool,
+}
+
+/// The image operations garbage collection needs, apart from the pod
+/// workers' [`super::ContainerRuntime`], so it can run against a fake.
+pub trait ImageInventory: Send + Sync + 'static {
+    /// Every image name in this agent's namespace.
+    fn list_images(&self) -> impl Future<Output = Result<Vec<ImageRecord>>> + Send;
+    /// Deletes the image name if it still points where it did when listed,
+    /// and returns once containerd has removed whatever only it kept;
+    /// false if there was no such image any more.
+    fn remove_image(&self, image: &ImageRecord) -> impl Future<Output = Result<bool>> + Send;
+}
+
+/// A containerd timestamp as a time; none (or nonsense) is the epoch.
+fn system_time(t: Option<prost_types::Timestamp>) -> SystemTime {
+    match t {
+        Some(t) if t.seconds > 0 => {
+            let nanos = u32::try_from(t.nanos).unwrap_or(0);
+            UNIX_EPOCH + Duration::new(t.seconds.unsigned_abs(), nanos)
+        }
+        _ => UNIX_EPOCH,
     }
 }
 
@@ -143,6 +191,7 @@ impl ImageStore {
                         pulled.bytes,
                         &pulled.media_type,
                         &pulled.blobs,
+                        false,
                     )
                     .await?;
                 self.prepare(&name, &target).await
@@ -164,6 +213,60 @@ impl ImageStore {
             Err(s) if s.code() == tonic::Code::NotFound => Ok(None),
             Err(s) => Err(Error::Call {
                 call: "images.get",
+                status: s,
+            }),
+        }
+    }
+
+    /// Every image name in this agent's namespace.
+    pub async fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        let c = &self.containerd;
+        let images = c
+            .images()
+            .list(c.request(ListImagesRequest { filters: vec![] }))
+            .await
+            .map_err(call("images.list"))?
+            .into_inner()
+            .images;
+        Ok(images
+            .into_iter()
+            .filter_map(|image| {
+                let pinned = image.labels.get(LABEL_PINNED).is_some_and(|v| v == PINNED);
+                Some(ImageRecord {
+                    target: image.target?,
+                    created: system_time(image.created_at),
+                    pinned,
+                    name: image.name,
+                })
+            })
+            .collect())
+    }
+
+    /// Deletes the image name, unless it was pointed elsewhere since it was
+    /// listed (containerd checks the target), with containerd's garbage
+    /// collection run before it answers (`sync`), so the space is free
+    /// when this returns. False if the name was gone already.
+    pub async fn remove_image(&self, image: &ImageRecord) -> Result<bool> {
+        // Not while the same name is being pulled or unpacked.
+        let lock = {
+            let mut pulls = self.pulls.lock().await;
+            pulls.entry(image.name.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let c = &self.containerd;
+        let deleted = c
+            .images()
+            .delete(c.request(DeleteImageRequest {
+                name: image.name.clone(),
+                sync: true,
+                target: Some(image.target.clone()),
+            }))
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(s) if s.code() == tonic::Code::NotFound => Ok(false),
+            Err(s) => Err(Error::Call {
+                call: "images.delete",
                 status: s,
             }),
         }
@@ -356,13 +459,15 @@ impl ImageStore {
     }
 
     /// Stores a platform manifest and everything it names, then points
-    /// `names` at it. Blobs come from `source`; each is verified by digest.
+    /// `names` at it, [`LABEL_PINNED`] if `pinned`. Blobs come from
+    /// `source`; each is verified by digest.
     pub async fn store<S: BlobSource>(
         &self,
         names: &[String],
         manifest_bytes: Vec<u8>,
         manifest_media_type: &str,
         source: &S,
+        pinned: bool,
     ) -> Result<Descriptor> {
         let label = names.first().cloned().unwrap_or_default();
         let manifest: ManifestOrIndex =
@@ -431,7 +536,7 @@ impl ImageStore {
                 annotations: HashMap::new(),
             };
             for name in names {
-                self.put_image(name, &target).await?;
+                self.put_image(name, &target, pinned).await?;
             }
             // Unpack now, so the first pod need not.
             self.prepare(&label, &target).await?;
@@ -443,12 +548,17 @@ impl ImageStore {
         result
     }
 
-    /// Creates or repoints an image name.
-    async fn put_image(&self, name: &str, target: &Descriptor) -> Result<()> {
+    /// Creates or repoints an image name; its labels are replaced by the
+    /// pin, or by none.
+    async fn put_image(&self, name: &str, target: &Descriptor, pinned: bool) -> Result<()> {
         let c = &self.containerd;
+        let mut labels = HashMap::new();
+        if pinned {
+            labels.insert(LABEL_PINNED.to_string(), PINNED.to_string());
+        }
         let image = Image {
             name: name.to_string(),
-            labels: HashMap::new(),
+            labels,
             target: Some(target.clone()),
             created_at: None,
             updated_at: None,

@@ -7,10 +7,12 @@
 //!
 //! The pod workers see the runtime only through the narrow
 //! [`ContainerRuntime`] trait, so their restart and status logic can be
-//! tested against a recording fake.
+//! tested against a recording fake. Image garbage collection
+//! ([`image_gc`]) sees it through that and [`images::ImageInventory`].
 
 pub mod containers;
 pub mod content;
+pub mod image_gc;
 pub mod images;
 pub mod import;
 pub mod oci;

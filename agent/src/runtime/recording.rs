@@ -1,16 +1,19 @@
-//! A recording fake of [`ContainerRuntime`] for unit-testing the pod
-//! workers: containers live in a map, every call is recorded, tests make
-//! containers exit, and image pulls or starts can be made to fail.
-//! Passed in explicitly where the real runtime would be.
+//! A recording fake of [`ContainerRuntime`] and [`ImageInventory`] for
+//! unit-testing the pod workers, the leftover sweep and image garbage
+//! collection: containers and stored images live in maps, every call is
+//! recorded, tests make containers exit, and image pulls or starts can be
+//! made to fail. Passed in explicitly where the real runtime would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use containerd_client::types::Descriptor;
 
 use super::containers::{
     ContainerRecord, ContainerRuntime, StartRequest, TaskState, LABEL_RESTARTS,
 };
-use super::images::PullPolicy;
+use super::images::{ImageInventory, ImageRecord, PullPolicy};
 use super::oci::{ImageInfo, RunConfig};
 use super::{Error, Result};
 
@@ -22,11 +25,20 @@ pub enum Call {
     Signal { id: String, signal: u32 },
     Remove(String),
     Exec(String),
+    RemoveImage(String),
+}
+
+/// An image in the fake store, with the space it takes.
+#[derive(Debug, Clone)]
+struct StoredImage {
+    record: ImageRecord,
+    bytes: u64,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     containers: BTreeMap<String, ContainerRecord>,
+    images: BTreeMap<String, StoredImage>,
     calls: Vec<Call>,
     next_pid: u32,
     missing_images: BTreeSet<String>,
@@ -82,10 +94,44 @@ impl RecordingRuntime {
             ContainerRecord {
                 id: id.to_string(),
                 labels: labels.into_iter().collect(),
+                image: String::new(),
                 state: TaskState::Running { pid },
             },
         );
         pid
+    }
+
+    /// A container as an earlier agent (or older code) left it.
+    pub fn add_container(&self, record: ContainerRecord) {
+        self.lock().containers.insert(record.id.clone(), record);
+    }
+
+    /// An image in the store, taking `bytes` on disk, pinned or not.
+    pub fn add_image(&self, name: &str, created: SystemTime, bytes: u64, pinned: bool) {
+        let record = ImageRecord {
+            name: name.to_string(),
+            target: Descriptor {
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                digest: format!("sha256:{name}"),
+                size: 1,
+                annotations: Default::default(),
+            },
+            created,
+            pinned,
+        };
+        self.lock()
+            .images
+            .insert(name.to_string(), StoredImage { record, bytes });
+    }
+
+    /// The names of the stored images, in order.
+    pub fn image_names(&self) -> Vec<String> {
+        self.lock().images.keys().cloned().collect()
+    }
+
+    /// What the stored images take on disk together.
+    pub fn image_bytes(&self) -> u64 {
+        self.lock().images.values().map(|i| i.bytes).sum()
     }
 
     pub fn state(&self, id: &str) -> Option<TaskState> {
@@ -159,6 +205,7 @@ impl ContainerRuntime for RecordingRuntime {
             ContainerRecord {
                 id: request.id,
                 labels: request.labels,
+                image: request.image.name,
                 state: TaskState::Running { pid },
             },
         );
@@ -200,5 +247,22 @@ impl ContainerRuntime for RecordingRuntime {
     async fn exec(&self, id: &str, _args: Vec<String>, _timeout: Duration) -> Result<u32> {
         self.lock().calls.push(Call::Exec(id.to_string()));
         Ok(0)
+    }
+}
+
+impl ImageInventory for RecordingRuntime {
+    async fn list_images(&self) -> Result<Vec<ImageRecord>> {
+        Ok(self
+            .lock()
+            .images
+            .values()
+            .map(|i| i.record.clone())
+            .collect())
+    }
+
+    async fn remove_image(&self, image: &ImageRecord) -> Result<bool> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::RemoveImage(image.name.clone()));
+        Ok(inner.images.remove(&image.name).is_some())
     }
 }

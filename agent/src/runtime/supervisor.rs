@@ -4,6 +4,10 @@
 //! it on shutdown. The containers themselves belong to their runc shims
 //! and outlive both. After an agent crash, the containerd it left running
 //! is found by its pid file and socket and adopted instead of started twice.
+//!
+//! containerd's stdout and stderr go to `containerd.log` beside its config;
+//! the supervisor keeps that log under [`CONTAINERD_LOG_MAX_BYTES`], with
+//! one rotated copy ([`crate::log_rotation`]), so it cannot fill the disk.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,6 +17,14 @@ use nix::unistd::Pid;
 use tokio_util::sync::CancellationToken;
 
 use super::{Error, Result};
+use crate::log_rotation;
+
+/// Largest the private containerd's log grows before it is rotated; with
+/// the one rotated copy, its logs take at most twice this.
+pub const CONTAINERD_LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// How often the log's size is looked at.
+const LOG_CHECK_EVERY: Duration = Duration::from_secs(30);
 
 /// Where the private containerd keeps its files.
 #[derive(Debug, Clone)]
@@ -37,6 +49,10 @@ impl ContainerdLayout {
     }
     pub fn log(&self) -> PathBuf {
         self.dir.join("containerd.log")
+    }
+    /// containerd's `root`: its content store, snapshots and metadata.
+    pub fn root(&self) -> PathBuf {
+        self.dir.join("root")
     }
 
     fn config_text(&self) -> String {
@@ -91,6 +107,7 @@ async fn supervise(
     let mut ready = Some(ready);
     let mut backoff = Duration::from_millis(500);
     loop {
+        rotate_log(&layout);
         let pid = match adopted.take() {
             Some(pid) => pid,
             None => match spawn(&layout, &binary) {
@@ -121,6 +138,7 @@ async fn supervise(
             let _ = r.send(());
         }
         let started = tokio::time::Instant::now();
+        let mut next_log_check = started + LOG_CHECK_EVERY;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => {
@@ -134,6 +152,10 @@ async fn supervise(
             if !alive(pid) {
                 break;
             }
+            if tokio::time::Instant::now() >= next_log_check {
+                rotate_log(&layout);
+                next_log_check = tokio::time::Instant::now() + LOG_CHECK_EVERY;
+            }
         }
         if started.elapsed() > Duration::from_secs(60) {
             backoff = Duration::from_millis(500);
@@ -141,6 +163,18 @@ async fn supervise(
         tracing::warn!(pid, log = %layout.log().display(), "containerd exited; restarting it");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Rotates containerd's log once it is past [`CONTAINERD_LOG_MAX_BYTES`].
+fn rotate_log(layout: &ContainerdLayout) {
+    let log = layout.log();
+    match log_rotation::rotate_if_larger(&log, CONTAINERD_LOG_MAX_BYTES) {
+        Ok(true) => tracing::info!(log = %log.display(), "rotated containerd's log"),
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(log = %log.display(), error = %e, "cannot rotate containerd's log")
+        }
     }
 }
 

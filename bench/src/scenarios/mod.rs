@@ -1,6 +1,7 @@
 //! One module per BENCH.md scenario.
 
 pub mod common;
+pub mod disk_idle;
 pub mod failover;
 pub mod footprint;
 pub mod heartbeat;

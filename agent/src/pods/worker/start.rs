@@ -145,7 +145,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
                 ctx.metrics.container_restarts.inc(&labels);
             }
             track.begin_run(restarts, started_at, image.id, container, now);
-            ctx.layout.prune_logs(pod, &container.name, restarts).await;
+            ctx.layout.prune_logs(pod, &container.name).await;
             track.next_probe()
         }
         Err(e) => {
