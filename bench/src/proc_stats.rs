@@ -182,7 +182,10 @@ mod tests {
         let socket = "/var/tmp/x/agent/containerd/containerd.sock";
         let shim = format!("containerd-shim-runc-v2\0-namespace\0skiff\0-address\0{socket}\0");
         proc_file("200/cmdline", &shim);
-        proc_file("201/cmdline", "containerd\0--config\0/var/tmp/x/config.toml\0");
+        proc_file(
+            "201/cmdline",
+            "containerd\0--config\0/var/tmp/x/config.toml\0",
+        );
         proc_file("self/cmdline", &shim);
         assert_eq!(pids_with_argument(root.path(), socket), [200]);
 

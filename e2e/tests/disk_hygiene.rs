@@ -120,10 +120,14 @@ async fn unused_images_are_collected_and_images_in_use_stay() -> anyhow::Result<
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    wait_for("the unused image removed", Duration::from_secs(60), || async {
-        let names = images(&node).ok()?;
-        (!names.contains(&old)).then_some(())
-    })
+    wait_for(
+        "the unused image removed",
+        Duration::from_secs(60),
+        || async {
+            let names = images(&node).ok()?;
+            (!names.contains(&old)).then_some(())
+        },
+    )
     .await
     .with_context(|| node.log_tail())?;
     let log = node.agent.log();

@@ -161,7 +161,8 @@ pub fn plan(wanted: &HashSet<String>, found: &Found) -> Plan {
         }
         for logs in &dir.logs {
             let stale = stale_logs(&logs.files);
-            plan.logs.extend(stale.into_iter().map(|f| logs.path.join(f)));
+            plan.logs
+                .extend(stale.into_iter().map(|f| logs.path.join(f)));
         }
     }
     for uid in &found.netns {
@@ -191,7 +192,7 @@ fn past_runs(uid: &str, name: &str, mut records: Vec<&ContainerRecord>) -> Vec<S
     records.retain(|c| !matches!(c.state, TaskState::Running { .. }));
     // Newest first; at the same run, the worker's own first.
     let key = |c: &ContainerRecord| (run_number(c), c.id == own);
-    records.sort_by(|a, b| key(*b).cmp(&key(*a)).then_with(|| a.id.cmp(&b.id)));
+    records.sort_by(|a, b| key(b).cmp(&key(a)).then_with(|| a.id.cmp(&b.id)));
     records
         .into_iter()
         .skip(1)

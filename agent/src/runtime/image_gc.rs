@@ -632,7 +632,9 @@ mod tests {
         let expected = ThresholdError::LowNotBelowHigh { low: 80, high: 80 };
         assert_eq!(equal, expected);
         assert!(
-            equal.to_string().contains("must be below --image-gc-high-threshold"),
+            equal
+                .to_string()
+                .contains("must be below --image-gc-high-threshold"),
             "{equal}"
         );
         assert!(Thresholds::new(50, 90).is_err());

@@ -140,7 +140,13 @@ pub async fn import_archive(
         let mut names = Vec::new();
         for image in images {
             store
-                .store(&image.names, image.manifest, &image.media_type, &blobs, true)
+                .store(
+                    &image.names,
+                    image.manifest,
+                    &image.media_type,
+                    &blobs,
+                    true,
+                )
                 .await
                 .map_err(|e| ArchiveError::Store(Box::new(e)))?;
             names.extend(image.names);

@@ -155,7 +155,10 @@ pub async fn run(args: DiskIdleArgs) -> anyhow::Result<serde_json::Value> {
     std::fs::create_dir_all(&data)?;
     std::fs::write(
         data.join("registries.yaml"),
-        format!("configs:\n  \"{}\":\n    plainHTTP: true\n", registry.addr()),
+        format!(
+            "configs:\n  \"{}\":\n    plainHTTP: true\n",
+            registry.addr()
+        ),
     )?;
     let addr = || format!("127.0.0.1:{}", free_port());
     let (api, raft, metrics) = (addr(), addr(), addr());
