@@ -124,15 +124,17 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let id = load_or_create_node_id(&data_dir)?;
     let pki = Arc::new(prepare_pki(&config, id, &shutdown).await?);
     let transport = pki.client()?;
-    let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
+    let log = LogStore::open(&data_dir.join(crate::store::LOG_FILE))?;
     let store = ObjectStore::open(&data_dir)?;
     let raft_settings = raft_config(config.raft_timings, config.snapshot_after_entries)
         .validate()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let peers = PeerNetwork::new(transport.clone());
+    let contacts = peers.contacts();
     let raft = Raft::new(
         id,
         Arc::new(raft_settings),
-        PeerNetwork::new(transport.clone()),
+        peers,
         log,
         StateMachine::new(store.clone()),
     )
@@ -146,6 +148,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         proposer: Proposer::spawn(raft.clone()),
         commit_latency: metrics.raft_commit.clone(),
         read_index: metrics.read_index.clone(),
+        contacts,
     };
     let service_ips = crate::service_ips::ServiceIps::new(config.service_cidr)
         .map_err(MasterError::ServiceCidr)?;
