@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use skiff_master::controllers::node_ipam::{NodePrefixError, PodCidrConfig};
+use skiff_master::datastore::schedule::{self as snapshot_schedule, SnapshotSchedule};
 use skiff_master::node_lifecycle::LifecycleConfig;
 use skiff_master::server::MasterConfig;
 use skiff_master::store::{
@@ -99,6 +100,15 @@ pub struct MasterFlags {
     /// Further silence after which a NotReady node's pods are evicted.
     #[arg(long, default_value_t = LifecycleConfig::default().eviction_delay.into())]
     pub pod_eviction_timeout: humantime::Duration,
+    /// How often the leader saves a snapshot of the datastore into its
+    /// <data-dir>/snapshots (0: never).
+    #[arg(long, default_value_t = snapshot_schedule::DEFAULT_EVERY.into())]
+    pub snapshot_schedule: humantime::Duration,
+    /// How many scheduled snapshots are kept; older ones are deleted
+    /// (snapshots saved by hand never are).
+    #[arg(long, default_value_t = snapshot_schedule::DEFAULT_RETENTION as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_retention: u64,
 }
 
 impl MasterFlags {
@@ -135,6 +145,11 @@ impl MasterFlags {
             .map_err(MasterFlagsError::NodeCidrMaskSize)?;
         let service_cidr = self.network.service_range()?;
         let cluster_dns = self.network.cluster_dns()?;
+        let every: std::time::Duration = self.snapshot_schedule.into();
+        let snapshot_schedule = SnapshotSchedule {
+            every: (!every.is_zero()).then_some(every),
+            retention: usize::try_from(self.snapshot_retention).unwrap_or(usize::MAX),
+        };
         Ok(MasterConfig {
             admin_conf_copies: admin_conf_copies(&data_dir),
             data_dir,
@@ -147,6 +162,7 @@ impl MasterFlags {
             tls_sans: self.tls_san.clone(),
             join_limits: Default::default(),
             snapshot_after_entries: DEFAULT_SNAPSHOT_AFTER_ENTRIES,
+            snapshot_schedule,
             raft_timings: RaftTimings::default(),
             notify_ready: true,
             metrics_listen,
