@@ -26,6 +26,7 @@ use skiff_master::store::{
 };
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
+use crate::cluster_reset::{self, ClusterResetFlags};
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::{ctl, server, DEFAULT_DATA_DIR};
 
@@ -109,6 +110,9 @@ pub struct MasterFlags {
     #[arg(long, default_value_t = snapshot_schedule::DEFAULT_RETENTION as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub snapshot_retention: u64,
+    // A one-time action, flags only.
+    #[command(flatten)]
+    pub reset: ClusterResetFlags,
 }
 
 impl MasterFlags {
@@ -258,8 +262,14 @@ impl MasterArgs {
     }
 }
 
-/// Runs `skiff master` until a signal; a bad flag exits with 2.
+/// Runs `skiff master` until a signal; a bad flag exits with 2. With
+/// `--cluster-reset`, resets its data dir instead and exits.
 pub fn run(args: MasterArgs) -> ExitCode {
+    let reset = &args.master.reset;
+    if reset.cluster_reset {
+        let restore = reset.restore.as_deref();
+        return cluster_reset::run(args.to_config(), &args.daemon.log_format, restore);
+    }
     daemon::serve(
         args.to_config(),
         &args.daemon.log_format,
