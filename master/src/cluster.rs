@@ -661,4 +661,38 @@ mod tests {
         // Still a working one-member cluster.
         assert_eq!(cluster.wait_for_leader(within).await, Some((1, new)));
     }
+
+    #[tokio::test]
+    async fn the_last_voter_stays_and_an_operator_readdresses_a_member() {
+        let old = node("127.0.0.1:6444", "127.0.0.1:6443");
+        let new = node("192.168.1.10:6444", "192.168.1.10:6443");
+        let (_dir, cluster) = one_member(old).await;
+        cluster
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "the sole member leads")
+            .await
+            .unwrap();
+        let last = cluster.remove_member(1).await;
+        let refused = matches!(
+            last,
+            Err(ClusterError::MembershipRefused(MembershipRefused::LastVoter(1)))
+        );
+        assert!(refused, "{last:?}");
+        let unknown = cluster.remove_member(9).await;
+        let refused = matches!(
+            unknown,
+            Err(ClusterError::MembershipRefused(MembershipRefused::NotAMember(9)))
+        );
+        assert!(refused, "{unknown:?}");
+
+        cluster.readdress_member(1, new.clone()).await.unwrap();
+        assert_eq!(cluster.members(), vec![(1, new.clone(), true)]);
+        let statuses = cluster.member_statuses();
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        let me = &statuses[0];
+        assert!(me.leader && me.voter, "{me:?}");
+        assert_eq!((&me.node, me.last_contact), (&new, Some(Duration::ZERO)));
+        assert!(me.matched.is_some(), "{me:?}");
+    }
 }

@@ -3,9 +3,9 @@
 //! master becomes leader and stop when it stops being leader. Before
 //! starting, the new leader confirms its leadership with a quorum and waits
 //! until everything committed is applied locally, so controllers never act
-//! on a stale view. A leader
-//! that cannot confirm its leadership retries with backoff (logged, and
-//! counted in `skiff_controller_start_failures_total`); after
+//! on a stale view. A leader that cannot confirm its leadership retries
+//! with backoff (logged, and counted in
+//! `skiff_controller_start_failures_total`); after
 //! [`STEP_DOWN_AFTER`] of that, or as long without a quorum acknowledging
 //! it while leading, it steps down rather than hold the cluster.
 
