@@ -225,11 +225,20 @@ fn check_prefix(path: &Path, prefix: &[u8]) -> Result<usize> {
     Ok(info_len as usize)
 }
 
+/// Decodes the info as `bincode::serialize` wrote it, reading no length
+/// beyond the info's own (a damaged header is not checked against the
+/// checksum when it is only listed, and must not ask for gigabytes).
 fn decode_info(path: &Path, info: &[u8]) -> Result<SnapshotInfo> {
-    bincode::deserialize(info).map_err(|e| SnapshotFileError::BadHeader {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .allow_trailing_bytes()
+        .with_limit(info.len() as u64)
+        .deserialize(info)
+        .map_err(|e| SnapshotFileError::BadHeader {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        })
 }
 
 /// Checks `bytes`, the contents of the snapshot file at `path`.
