@@ -322,7 +322,7 @@ fn swap(dir: &Path, previous_name: &str) -> Result<Option<PathBuf>> {
             std::fs::create_dir_all(&previous).map_err(io(&previous))?;
             std::fs::rename(&current, previous.join(file)).map_err(io(&current))?;
         }
-        std::fs::rename(&new, &current).map_err(io(&new))?;
+        std::fs::rename(new.as_path(), current.as_path()).map_err(io(&new))?;
     }
     sync_dir(dir).map_err(io(dir))?;
     if previous.exists() {
