@@ -7,6 +7,9 @@
 //! - `skiff agent` (`agent`): run a node's agent (pods through containerd).
 //! - `skiff ctl` (`ctl`): kubectl-style client.
 //! - `skiff token` (`token`): join tokens; `skiff certificate rotate` (`certificate`).
+//! - `skiff snapshot` (`snapshot`) and `skiff cluster` (`cluster`): the
+//!   datastore's snapshots and membership; `--cluster-reset` of `server`
+//!   and `master` (`cluster_reset`).
 //! - `skiff completion bash|zsh|fish|...`: a shell's completion script, from
 //!   the clap tree itself.
 //! - `skiff check-config` (`check_config`): is this machine ready for skiff.
@@ -19,7 +22,9 @@
 pub mod agent;
 pub mod certificate;
 pub mod check_config;
+pub mod cluster;
 pub mod cluster_network;
+pub mod cluster_reset;
 pub mod ctl;
 pub mod daemon;
 pub mod logging;
@@ -28,6 +33,7 @@ pub mod master;
 pub mod server;
 pub mod settings;
 pub mod shutdown;
+pub mod snapshot;
 pub mod token;
 
 use std::fmt::Display;
@@ -55,7 +61,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a master and an agent in one process: a whole one-node cluster,
     /// which more agents (and masters) can join.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Run a master: the Raft-replicated store and the API.
     Master(MasterArgs),
     /// Run a node agent: pods through containerd, heartbeats to the masters.
@@ -64,6 +70,11 @@ pub enum Command {
     Ctl(ctl::CtlArgs),
     /// Create, list and delete join tokens.
     Token(token::TokenArgs),
+    /// Save, list and delete snapshots of the datastore (restore one with
+    /// `skiff server --cluster-reset --restore FILE`).
+    Snapshot(snapshot::SnapshotArgs),
+    /// List the masters, remove one, or record one's new addresses.
+    Cluster(cluster::ClusterArgs),
     /// Renew certificates now.
     Certificate(certificate::CertificateArgs),
     /// Print a shell completion script, e.g. `skiff completion bash >
@@ -87,10 +98,12 @@ pub fn run(cli: Cli) -> ExitCode {
             println!("skiff {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Command::Server(args) => server::run(args),
+        Command::Server(args) => server::run(*args),
         Command::Master(args) => master::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Token(args) => run_client(token::run(args, &mut std::io::stdout())),
+        Command::Snapshot(args) => run_client(snapshot::run(args, &mut std::io::stdout())),
+        Command::Cluster(args) => run_client(cluster::run(args, &mut std::io::stdout())),
         Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
         Command::CheckConfig(args) => check_config::run(args),
         Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use skiff_master::controllers::node_ipam::{NodePrefixError, PodCidrConfig};
+use skiff_master::datastore::schedule::{self as snapshot_schedule, SnapshotSchedule};
 use skiff_master::node_lifecycle::LifecycleConfig;
 use skiff_master::server::MasterConfig;
 use skiff_master::store::{
@@ -25,6 +26,7 @@ use skiff_master::store::{
 };
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
+use crate::cluster_reset::{self, ClusterResetFlags};
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::{ctl, server, DEFAULT_DATA_DIR};
 
@@ -99,6 +101,18 @@ pub struct MasterFlags {
     /// Further silence after which a NotReady node's pods are evicted.
     #[arg(long, default_value_t = LifecycleConfig::default().eviction_delay.into())]
     pub pod_eviction_timeout: humantime::Duration,
+    /// How often the leader saves a snapshot of the datastore into its
+    /// <data-dir>/snapshots (0: never).
+    #[arg(long, default_value_t = snapshot_schedule::DEFAULT_EVERY.into())]
+    pub snapshot_schedule: humantime::Duration,
+    /// How many scheduled snapshots are kept; older ones are deleted
+    /// (snapshots saved by hand never are).
+    #[arg(long, default_value_t = snapshot_schedule::DEFAULT_RETENTION as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub snapshot_retention: u64,
+    // A one-time action, flags only.
+    #[command(flatten)]
+    pub reset: ClusterResetFlags,
 }
 
 impl MasterFlags {
@@ -135,6 +149,11 @@ impl MasterFlags {
             .map_err(MasterFlagsError::NodeCidrMaskSize)?;
         let service_cidr = self.network.service_range()?;
         let cluster_dns = self.network.cluster_dns()?;
+        let every: std::time::Duration = self.snapshot_schedule.into();
+        let snapshot_schedule = SnapshotSchedule {
+            every: (!every.is_zero()).then_some(every),
+            retention: usize::try_from(self.snapshot_retention).unwrap_or(usize::MAX),
+        };
         Ok(MasterConfig {
             admin_conf_copies: admin_conf_copies(&data_dir),
             data_dir,
@@ -147,6 +166,7 @@ impl MasterFlags {
             tls_sans: self.tls_san.clone(),
             join_limits: Default::default(),
             snapshot_after_entries: DEFAULT_SNAPSHOT_AFTER_ENTRIES,
+            snapshot_schedule,
             raft_timings: RaftTimings::default(),
             notify_ready: true,
             metrics_listen,
@@ -242,8 +262,14 @@ impl MasterArgs {
     }
 }
 
-/// Runs `skiff master` until a signal; a bad flag exits with 2.
+/// Runs `skiff master` until a signal; a bad flag exits with 2. With
+/// `--cluster-reset`, resets its data dir instead and exits.
 pub fn run(args: MasterArgs) -> ExitCode {
+    let reset = &args.master.reset;
+    if reset.cluster_reset {
+        let restore = reset.restore.as_deref();
+        return cluster_reset::run(args.to_config(), &args.daemon.log_format, restore);
+    }
     daemon::serve(
         args.to_config(),
         &args.daemon.log_format,

@@ -18,6 +18,7 @@ use skiff_master::server::{MasterConfig, MasterError};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::{self, AgentFlags, AgentFlagsError};
+use crate::cluster_reset;
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::master::{MasterFlags, MasterFlagsError};
 use crate::DEFAULT_DATA_DIR;
@@ -106,8 +107,15 @@ impl ServerArgs {
 }
 
 /// Runs `skiff server` until a signal or until either half ends; a bad
-/// flag exits with 2.
+/// flag exits with 2. With `--cluster-reset`, resets the master's data dir
+/// instead (the agent does not start) and exits.
 pub fn run(args: ServerArgs) -> ExitCode {
+    let reset = &args.master.reset;
+    if reset.cluster_reset {
+        let master = args.to_configs().map(|(master, _)| master);
+        let restore = reset.restore.as_deref();
+        return cluster_reset::run(master, &args.daemon.log_format, restore);
+    }
     daemon::serve(
         args.to_configs(),
         &args.daemon.log_format,
@@ -190,7 +198,7 @@ mod tests {
         let mut argv = vec!["skiff", "server", "--node-name", "pi-1"];
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).unwrap().command {
-            Command::Server(args) => args,
+            Command::Server(args) => *args,
             other => panic!("not a server: {other:?}"),
         }
     }

@@ -6,6 +6,8 @@
 //! flags). A file setting is handed to clap as its variable unless that
 //! variable is already set, which gives exactly that precedence. An unknown
 //! key or a value of the wrong shape is an error naming the key and the file.
+//! One-time actions (`--cluster-reset`, `--restore`) are flags only: from
+//! a variable or the file they would act at every start.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,8 @@ pub enum SettingsError {
     },
     #[error("config file {}: {key}: expected a string, number, boolean or list", .file.display())]
     BadValue { file: PathBuf, key: String },
+    #[error("config file {}: {key} is a one-time action, not a setting: give --{key} on the command line, once", .file.display())]
+    FlagOnly { file: PathBuf, key: String },
 }
 
 /// A YAML value as a flag value (lists joined with commas); `None` for a
@@ -128,6 +132,12 @@ pub fn read_file(
                 file: file.to_owned(),
             })?
             .to_string();
+        if crate::cluster_reset::FLAGS.contains(&key.as_str()) {
+            return Err(SettingsError::FlagOnly {
+                file: file.to_owned(),
+                key,
+            });
+        }
         if key == "config" || !known.contains(&key) {
             return Err(SettingsError::UnknownSetting {
                 file: file.to_owned(),
@@ -184,6 +194,9 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
             c.mut_args(|a| {
                 let Some(long) = a.get_long() else { return a };
                 if a.get_env().is_some() || long == "help" || long == "version" {
+                    return a;
+                }
+                if crate::cluster_reset::FLAGS.contains(&long) {
                     return a;
                 }
                 let var: &'static str = Box::leak(env_name(long).into_boxed_str());
@@ -280,6 +293,28 @@ mod tests {
         let eviction = (env_name("pod-eviction-timeout"), "1m".to_owned());
         let got = read_file(&file, "server", &known).unwrap();
         assert_eq!(got, [grace, eviction]);
+    }
+
+    #[test]
+    fn a_cluster_reset_is_never_a_setting() {
+        let command = Cli::command();
+        let known: Vec<String> = command
+            .find_subcommand("server")
+            .expect("skiff server")
+            .get_arguments()
+            .filter_map(|a| a.get_long().map(str::to_owned))
+            .collect();
+        assert!(known.iter().any(|k| k == "cluster-reset"));
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("config.yaml");
+        for text in ["cluster-reset: true\n", "restore: /tmp/x.skiffsnap\n"] {
+            std::fs::write(&file, text).unwrap();
+            let e = read_file(&file, "server", &known).unwrap_err().to_string();
+            assert!(e.contains("one-time action"), "{e}");
+        }
+        std::fs::write(&file, "snapshot-schedule: 6h\nsnapshot-retention: 10\n").unwrap();
+        let got = read_file(&file, "server", &known).unwrap();
+        assert_eq!(got.len(), 2);
     }
 
     #[test]

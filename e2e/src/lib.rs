@@ -74,8 +74,15 @@ pub fn ctl(server: &str, args: &[&str]) -> std::process::Output {
 
 /// `skiff ctl --server <server> --config <its admin.conf>`, to add to.
 pub fn ctl_command(server: &str) -> std::process::Command {
+    admin_command("ctl", server)
+}
+
+/// `skiff <command> --server <server> --config <its admin.conf>` for the
+/// admin's client commands (`ctl`, `snapshot`, `cluster`, `token`), to add
+/// to.
+pub fn admin_command(command: &str, server: &str) -> std::process::Command {
     let mut cmd = std::process::Command::new(skiff_bin());
-    cmd.arg("ctl").arg("--server").arg(server);
+    cmd.arg(command).arg("--server").arg(server);
     if let Ok(conf) = credentials::admin_conf(server) {
         cmd.arg("--config").arg(conf);
     }

@@ -144,6 +144,32 @@ impl MasterProcess {
         }
     }
 
+    /// Runs `skiff master --cluster-reset` once, on this master's data dir
+    /// and addresses (stop it first), with `extra_args` (`--restore
+    /// FILE`); returns what it printed and how it exited.
+    pub fn cluster_reset(&self, extra_args: &[&str]) -> anyhow::Result<std::process::Output> {
+        anyhow::ensure!(
+            self.child.is_none(),
+            "stop master {} before resetting its cluster",
+            self.api_addr
+        );
+        Command::new(skiff_bin())
+            .arg("master")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.api_addr)
+            .arg("--raft-listen")
+            .arg(&self.raft_addr)
+            .arg("--metrics-listen")
+            .arg(&self.metrics_addr)
+            .arg("--cluster-reset")
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .output()
+            .context("run skiff master --cluster-reset")
+    }
+
     /// Starts the process again on the same data dir and ports.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "still running");

@@ -5,9 +5,13 @@
 use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
+use skiff_proto::api::datastore_client::DatastoreClient;
 use skiff_proto::api::{
-    ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
-    ListRequest, ListResponse, Object, UpdateRequest, WatchEvent, WatchRequest,
+    ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
+    DeleteSnapshotRequest, DeleteSnapshotResponse, GetRequest, ListRequest, ListResponse,
+    ListSnapshotsRequest, ListSnapshotsResponse, MembersRequest, MembersResponse, Object,
+    ReaddressMemberRequest, RemoveMemberRequest, SaveSnapshotRequest, SaveSnapshotResponse,
+    UpdateRequest, WatchEvent, WatchRequest,
 };
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -78,8 +82,13 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 #[derive(Clone)]
 pub struct Client {
     api: ApiClient<Channel>,
+    datastore: DatastoreClient<Channel>,
     addr: String,
 }
+
+/// How long a snapshot may take to save (the leader writes the whole
+/// store).
+const SAVE_SNAPSHOT_WITHIN: Duration = Duration::from_secs(300);
 
 /// A running watch: changes in revision order.
 pub struct Watch {
@@ -107,11 +116,15 @@ impl Client {
                 addr: addr.to_owned(),
                 message: e.to_string(),
             })?;
-        let api = ApiClient::new(channel)
+        let api = ApiClient::new(channel.clone())
+            .max_decoding_message_size(MAX_API_RESPONSE)
+            .max_encoding_message_size(MAX_API_REQUEST);
+        let datastore = DatastoreClient::new(channel)
             .max_decoding_message_size(MAX_API_RESPONSE)
             .max_encoding_message_size(MAX_API_REQUEST);
         Ok(Client {
             api,
+            datastore,
             addr: addr.to_owned(),
         })
     }
@@ -274,6 +287,88 @@ impl Client {
     pub async fn cluster_status(&self) -> Result<ClusterStatusResponse> {
         let mut api = self.api.clone();
         api.cluster_status(ClusterStatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Saves a snapshot of the store on the leader, named
+    /// `<name>-<unix-time>` (`on-demand-…` for an empty name).
+    pub async fn save_snapshot(&self, name: &str) -> Result<SaveSnapshotResponse> {
+        let mut datastore = self.datastore.clone();
+        let mut request = tonic::Request::new(SaveSnapshotRequest {
+            name: name.to_owned(),
+        });
+        request.set_timeout(SAVE_SNAPSHOT_WITHIN);
+        datastore
+            .save_snapshot(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// The leader's snapshots (`local`: this master's), oldest first.
+    pub async fn list_snapshots(&self, local: bool) -> Result<ListSnapshotsResponse> {
+        let mut datastore = self.datastore.clone();
+        datastore
+            .list_snapshots(ListSnapshotsRequest { local })
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Deletes a snapshot of the leader's (`local`: of this master's).
+    pub async fn delete_snapshot(&self, name: &str, local: bool) -> Result<DeleteSnapshotResponse> {
+        let mut datastore = self.datastore.clone();
+        let request = DeleteSnapshotRequest {
+            name: name.to_owned(),
+            local,
+        };
+        datastore
+            .delete_snapshot(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// The masters, as the leader sees them.
+    pub async fn members(&self) -> Result<MembersResponse> {
+        let mut datastore = self.datastore.clone();
+        datastore
+            .members(MembersRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Removes master `node_id` from the cluster.
+    pub async fn remove_member(&self, node_id: u64) -> Result<MembersResponse> {
+        let mut datastore = self.datastore.clone();
+        let mut request = tonic::Request::new(RemoveMemberRequest { node_id });
+        request.set_timeout(Duration::from_secs(60));
+        datastore
+            .remove_member(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Records new addresses for master `node_id`.
+    pub async fn readdress_member(
+        &self,
+        node_id: u64,
+        raft_addr: &str,
+        api_addr: &str,
+    ) -> Result<MembersResponse> {
+        let mut datastore = self.datastore.clone();
+        let mut request = tonic::Request::new(ReaddressMemberRequest {
+            node_id,
+            raft_addr: raft_addr.to_owned(),
+            api_addr: api_addr.to_owned(),
+        });
+        request.set_timeout(Duration::from_secs(60));
+        datastore
+            .readdress_member(request)
             .await
             .map(|r| r.into_inner())
             .map_err(|s| self.status(s))

@@ -1,6 +1,7 @@
 //! One master's view of the Raft cluster: proposing writes, confirming
-//! leadership for linearizable reads, membership changes (including this
-//! master's own recorded addresses), and who leads.
+//! leadership for linearizable reads, membership changes (joining,
+//! removing a member, re-addressing one, this master's own recorded
+//! addresses), each member's state as the leader sees it, and who leads.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -8,9 +9,10 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
+use crate::store::network::PeerContacts;
 use crate::store::proposer::{ProposeError, Proposer};
 use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{Applied, Command, MemberNode, NodeId, Raft, WriteError};
@@ -45,6 +47,10 @@ pub enum ClusterError {
     State(#[from] StateMachineError),
     #[error("membership change: {0}")]
     Membership(#[source] Box<MembershipError>),
+    /// An operator's membership change that would do harm; nothing was
+    /// changed.
+    #[error(transparent)]
+    MembershipRefused(#[from] MembershipRefused),
     /// This master was to lead (as a sole voter does by itself) but did
     /// not within the caller's deadline.
     #[error("this master did not become the leader within {waited:?} ({reason})")]
@@ -54,6 +60,47 @@ pub enum ClusterError {
     #[error("this master could not confirm with a quorum that it still leads within {waited:?} ({reason}); retry shortly")]
     LeadershipUnconfirmed { waited: Duration, reason: String },
 }
+
+/// Why an operator's membership change was refused, changing nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipRefused {
+    #[error("there is no member {0}; `skiff cluster members` lists them")]
+    NotAMember(NodeId),
+    #[error("member {0} is the cluster's last voter: without it nothing can be decided; to make a new cluster from its data, stop it and start it once with --cluster-reset")]
+    LastVoter(NodeId),
+    #[error("member {0} leads the cluster and is answering this call; removing the leader leaves the cluster without one until the others elect another, so it is refused: stop that master (the others elect a new leader within seconds) and remove it then")]
+    Leader(NodeId),
+    /// Re-addressing: the master answering at the new addresses could not
+    /// be confirmed to be this member. Recording another master's address
+    /// could let two quorums form.
+    #[error("member {id} was not re-addressed to {node}: {reason}")]
+    Unverified {
+        id: NodeId,
+        node: MemberNode,
+        reason: String,
+    },
+}
+
+/// One member as this master sees it; on the leader, with its
+/// replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub id: NodeId,
+    pub node: MemberNode,
+    pub voter: bool,
+    pub leader: bool,
+    /// The last log index it holds: for this master its own, for others
+    /// what the leader's replication knows (`None` elsewhere, or before
+    /// it has replicated anything).
+    pub matched: Option<u64>,
+    /// How long ago it last answered this master's Raft traffic (zero for
+    /// this master itself; `None` if it has not since this master started).
+    pub last_contact: Option<Duration>,
+}
+
+/// How many times a membership change is tried again while another one
+/// is still being committed, 200 ms apart.
+const MEMBERSHIP_BUSY_RETRIES: u32 = 50;
 
 /// The first pause before asking a quorum again to confirm leadership.
 const CONFIRM_RETRY_FIRST: Duration = Duration::from_millis(20);
@@ -151,6 +198,8 @@ pub struct Cluster {
     /// Leadership confirmations for linearizable reads, by result
     /// (`confirmed`, `retried`, `failed`, `not_leader`).
     pub read_index: Arc<skiff_telemetry::CounterVec>,
+    /// When each peer last answered this master's Raft traffic.
+    pub contacts: PeerContacts,
 }
 
 impl Cluster {
@@ -285,6 +334,127 @@ impl Cluster {
             .collect()
     }
 
+    /// Every member with what this master knows of it: on the leader, how
+    /// far each has replicated (openraft's replication metrics) and when
+    /// it last answered ([`PeerContacts`]).
+    pub fn member_statuses(&self) -> Vec<MemberStatus> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let replication = m.replication.as_ref();
+        membership
+            .nodes()
+            .map(|(id, node)| {
+                let me = *id == self.id;
+                let matched = if me {
+                    m.last_log_index
+                } else {
+                    replication
+                        .and_then(|r| r.get(id))
+                        .and_then(|l| l.as_ref())
+                        .map(|l| l.index)
+                };
+                MemberStatus {
+                    id: *id,
+                    node: node.clone(),
+                    voter: voters.contains(id),
+                    leader: m.current_leader == Some(*id),
+                    matched,
+                    last_contact: if me {
+                        Some(Duration::ZERO)
+                    } else {
+                        self.contacts.since(*id)
+                    },
+                }
+            })
+            .collect()
+    }
+
+    /// `NotLeader` (with a hint) unless this master leads.
+    fn require_leader(&self) -> Result<()> {
+        if self.is_leader() {
+            Ok(())
+        } else {
+            Err(ClusterError::NotLeader {
+                leader: self.leader().map(|(_, n)| n),
+            })
+        }
+    }
+
+    /// Removes member `id`: a voter stops voting and leaves (openraft's
+    /// joint consensus: the remaining voters, and those of the old
+    /// membership, must each have a quorum, so one dead member of three
+    /// can be removed), a learner just leaves. Refused, changing nothing,
+    /// when `id` is no member, the last voter, or this master while it
+    /// leads. Must run on the leader.
+    pub async fn remove_member(&self, id: NodeId) -> Result<()> {
+        self.require_leader()?;
+        let members = self.members();
+        let Some((_, _, voter)) = members.iter().find(|(m, _, _)| *m == id) else {
+            return Err(MembershipRefused::NotAMember(id).into());
+        };
+        let voters = members.iter().filter(|(_, _, v)| *v).count();
+        if *voter && voters == 1 {
+            return Err(MembershipRefused::LastVoter(id).into());
+        }
+        if id == self.id {
+            return Err(MembershipRefused::Leader(id).into());
+        }
+        let change = if *voter {
+            ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+        };
+        self.change_membership(change, false).await
+    }
+
+    /// Records member `id` at `node` (openraft's `SetNodes`; voters stay
+    /// the same). The caller has confirmed that the master answering at
+    /// `node` is member `id` and advertises exactly these addresses:
+    /// recording another master's address could let two quorums form
+    /// (openraft's "Update Node" docs). Must run on the leader.
+    pub async fn readdress_member(&self, id: NodeId, node: MemberNode) -> Result<()> {
+        self.require_leader()?;
+        let members = self.members();
+        let Some((_, recorded, _)) = members.iter().find(|(m, _, _)| *m == id) else {
+            return Err(MembershipRefused::NotAMember(id).into());
+        };
+        if *recorded == node {
+            return Ok(());
+        }
+        let change = ChangeMembers::SetNodes(BTreeMap::from([(id, node)]));
+        self.change_membership(change, true).await
+    }
+
+    /// One membership change, tried again while an earlier one is still
+    /// being committed (they are serialised).
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, MemberNode>,
+        retain: bool,
+    ) -> Result<()> {
+        let mut attempt = 0u32;
+        loop {
+            match self.raft.change_membership(change.clone(), retain).await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    return Err(ClusterError::NotLeader {
+                        leader: f.leader_node,
+                    })
+                }
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(e),
+                ))) if attempt < MEMBERSHIP_BUSY_RETRIES => {
+                    tracing::debug!(error = %e, "membership change busy, retrying");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(ClusterError::Membership(Box::new(e))),
+            }
+        }
+    }
+
     /// Adds a master: first as a learner that catches up, then as a voter.
     /// Idempotent, so a master that restarts mid-join can simply ask again.
     /// Must run on the leader.
@@ -342,7 +512,9 @@ impl Cluster {
     /// address of a node it already has), and were the new address another
     /// master's, two quorums could form (openraft's "Update Node" docs):
     /// peer connections check the cluster CA, not which master answers.
-    /// Such a member is removed and joined again instead.
+    /// Such a member is re-addressed by an operator instead
+    /// ([`Cluster::readdress_member`], once the master at the new address
+    /// has confirmed who it is), or removed and joined again.
     pub async fn readdress(&self, me: &MemberNode, within: Duration) -> Result<Readdress> {
         // Raft publishes the membership it starts with shortly after it
         // starts; until then the metrics show none.
@@ -466,6 +638,7 @@ mod tests {
             proposer: Proposer::spawn(raft),
             commit_latency: registry.histogram("commit_seconds", "test", &[]),
             read_index: registry.counter("read_index_total", "test", &["result"]),
+            contacts: PeerContacts::default(),
         };
         (dir, cluster)
     }
@@ -487,5 +660,43 @@ mod tests {
         );
         // Still a working one-member cluster.
         assert_eq!(cluster.wait_for_leader(within).await, Some((1, new)));
+    }
+
+    #[tokio::test]
+    async fn the_last_voter_stays_and_an_operator_readdresses_a_member() {
+        let old = node("127.0.0.1:6444", "127.0.0.1:6443");
+        let new = node("192.168.1.10:6444", "192.168.1.10:6443");
+        let (_dir, cluster) = one_member(old).await;
+        cluster
+            .raft
+            .wait(Some(Duration::from_secs(10)))
+            .state(ServerState::Leader, "the sole member leads")
+            .await
+            .unwrap();
+        let last = cluster.remove_member(1).await;
+        let refused = matches!(
+            last,
+            Err(ClusterError::MembershipRefused(
+                MembershipRefused::LastVoter(1)
+            ))
+        );
+        assert!(refused, "{last:?}");
+        let unknown = cluster.remove_member(9).await;
+        let refused = matches!(
+            unknown,
+            Err(ClusterError::MembershipRefused(
+                MembershipRefused::NotAMember(9)
+            ))
+        );
+        assert!(refused, "{unknown:?}");
+
+        cluster.readdress_member(1, new.clone()).await.unwrap();
+        assert_eq!(cluster.members(), vec![(1, new.clone(), true)]);
+        let statuses = cluster.member_statuses();
+        assert_eq!(statuses.len(), 1, "{statuses:?}");
+        let me = &statuses[0];
+        assert!(me.leader && me.voter, "{me:?}");
+        assert_eq!((&me.node, me.last_contact), (&new, Some(Duration::ZERO)));
+        assert!(me.matched.is_some(), "{me:?}");
     }
 }

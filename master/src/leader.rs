@@ -1,10 +1,11 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle and auto-deploy. They start when this master becomes leader
-//! and stop when it stops being leader. Before starting, the new leader
-//! confirms its leadership with a quorum and waits until everything committed is
-//! applied locally, so controllers never act on a stale view. A leader
-//! that cannot confirm its leadership retries with backoff (logged, and
-//! counted in `skiff_controller_start_failures_total`); after
+//! lifecycle, auto-deploy and scheduled snapshots. They start when this
+//! master becomes leader and stop when it stops being leader. Before
+//! starting, the new leader confirms its leadership with a quorum and waits
+//! until everything committed is applied locally, so controllers never act
+//! on a stale view. A leader that cannot confirm its leadership retries
+//! with backoff (logged, and counted in
+//! `skiff_controller_start_failures_total`); after
 //! [`STEP_DOWN_AFTER`] of that, or as long without a quorum acknowledging
 //! it while leading, it steps down rather than hold the cluster.
 
@@ -22,6 +23,7 @@ use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::{self, garbage_collector, Context};
+use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
 use crate::objects::metadata::new_uid;
 use crate::objects::{IntoObject, Kind};
@@ -44,17 +46,34 @@ pub const STEP_DOWN_AFTER: Duration = Duration::from_secs(10);
 /// How often a running leader checks that a quorum still acknowledges it.
 const LEADERSHIP_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// How the leader's duties are set up.
+#[derive(Debug, Clone)]
+pub struct DutiesConfig {
+    /// Failure detection timing.
+    pub lifecycle: LifecycleConfig,
+    /// The cluster CIDR nodes get their pod subnets from.
+    pub pod_cidrs: PodCidrConfig,
+    /// `<data-dir>/manifests`, applied by auto-deploy.
+    pub manifests_dir: std::path::PathBuf,
+    /// Scheduled snapshots into `<data-dir>/snapshots`.
+    pub snapshots: ScheduledSnapshots,
+}
+
 /// Runs until `shutdown`, keeping controllers running exactly while this
 /// master leads.
 pub async fn run(
     writer: ObjectWriter,
     heartbeats: Arc<HeartbeatTable>,
-    lifecycle: LifecycleConfig,
-    pod_cidrs: PodCidrConfig,
+    duties: DutiesConfig,
     master_metrics: crate::metrics::MasterMetrics,
-    manifests_dir: std::path::PathBuf,
     shutdown: CancellationToken,
 ) {
+    let DutiesConfig {
+        lifecycle,
+        pod_cidrs,
+        manifests_dir,
+        snapshots,
+    } = duties;
     let cluster = writer.cluster().clone();
     let mut metrics = cluster.raft.metrics();
     loop {
@@ -111,6 +130,12 @@ pub async fn run(
             ctx.clone(),
             heartbeats.clone(),
             lifecycle,
+            term.clone(),
+        ));
+        tasks.spawn(snapshot_schedule::run(
+            cluster.store.clone(),
+            cluster.id,
+            snapshots.clone(),
             term.clone(),
         ));
         master_metrics

@@ -4,6 +4,8 @@
 //! - [`objects`]: kinds, uniform object access, YAML/JSON manifests.
 //! - [`store`]: openraft + redb: the log, the revisioned state machine,
 //!   peer transport.
+//! - [`datastore`]: snapshots, cluster reset and the data format, as an
+//!   operator runs the store.
 //! - [`api`]: the public gRPC API, forwarding to the leader where needed.
 //! - [`client`]: a typed client of that API, for the CLI, agents and tests.
 //! - [`server`]: starting, joining and stopping a master.
@@ -15,6 +17,7 @@ pub mod auto_deploy;
 pub mod client;
 pub mod cluster;
 pub mod controllers;
+pub mod datastore;
 pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;

@@ -8,6 +8,10 @@
 //! machine) announces the new one: admin.conf is rewritten to it when the
 //! PKI is prepared, and a one-member cluster's membership takes it too
 //! ([`Cluster::readdress`]).
+//!
+//! Before it opens anything, a master checks its data dir's format marker
+//! and finishes a cluster reset a crash interrupted; [`reset_cluster`] is
+//! `--cluster-reset` itself, run instead of the master.
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -18,11 +22,17 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::datastore::DatastoreService;
 use crate::api::nodes::NodeService;
 use crate::api::transport::ClientTransport;
 use crate::api::ApiService;
 use crate::client::Client;
 use crate::cluster::{Cluster, Readdress};
+use crate::datastore::cluster_reset::{self, ResetError, ResetOutcome, ResetRequest};
+use crate::datastore::data_format::{self, DataFormatError};
+use crate::datastore::schedule::{ScheduledSnapshots, SnapshotSchedule};
+use crate::datastore::snapshots::SnapshotDir;
+use crate::leader::DutiesConfig;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::security::join_service::{JoinService, JOIN_PATH};
 use crate::security::{MasterPki, PkiConfig};
@@ -59,6 +69,9 @@ pub struct MasterConfig {
     pub join_limits: crate::security::join_service::JoinLimits,
     /// Log entries between snapshots.
     pub snapshot_after_entries: u64,
+    /// Scheduled snapshots of the store, taken by the leader into
+    /// `<data-dir>/snapshots`.
+    pub snapshot_schedule: SnapshotSchedule,
     /// Raft's heartbeat interval and election timeout.
     pub raft_timings: crate::store::RaftTimings,
     /// Failure detection timing.
@@ -104,6 +117,10 @@ pub enum MasterError {
     Join { addr: String, message: String },
     #[error("certificates: {0}")]
     Pki(#[from] crate::security::PkiError),
+    #[error(transparent)]
+    DataFormat(#[from] DataFormatError),
+    #[error("cluster reset: {0}")]
+    Reset(#[from] ResetError),
 }
 
 pub type Result<T> = std::result::Result<T, MasterError>;
@@ -115,6 +132,12 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         path: data_dir.clone(),
         source,
     })?;
+    if data_format::check(&data_dir)? == data_format::Checked::Marked {
+        tracing::info!(dir = %data_dir.display(), format = data_format::CURRENT, "the data dir had no format marker (a new one, or an earlier build's); marked");
+    }
+    if let Some(previous) = cluster_reset::finish_pending(&data_dir)? {
+        tracing::warn!(previous = %previous.display(), "finished an interrupted cluster reset");
+    }
     // Where auto-deployed manifests go.
     let manifests = data_dir.join("manifests");
     std::fs::create_dir_all(&manifests).map_err(|source| MasterError::DataDir {
@@ -124,15 +147,17 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let id = load_or_create_node_id(&data_dir)?;
     let pki = Arc::new(prepare_pki(&config, id, &shutdown).await?);
     let transport = pki.client()?;
-    let log = LogStore::open(&data_dir.join("raft-log.redb"))?;
+    let log = LogStore::open(&data_dir.join(crate::store::LOG_FILE))?;
     let store = ObjectStore::open(&data_dir)?;
     let raft_settings = raft_config(config.raft_timings, config.snapshot_after_entries)
         .validate()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
+    let peers = PeerNetwork::new(transport.clone());
+    let contacts = peers.contacts();
     let raft = Raft::new(
         id,
         Arc::new(raft_settings),
-        PeerNetwork::new(transport.clone()),
+        peers,
         log,
         StateMachine::new(store.clone()),
     )
@@ -146,6 +171,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         proposer: Proposer::spawn(raft.clone()),
         commit_latency: metrics.raft_commit.clone(),
         read_index: metrics.read_index.clone(),
+        contacts,
     };
     let service_ips = crate::service_ips::ServiceIps::new(config.service_cidr)
         .map_err(MasterError::ServiceCidr)?;
@@ -186,7 +212,22 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             )))
         }
     };
-    let api = ApiService::new(writer.clone(), transport.clone(), shutdown.clone());
+    let me = MemberNode {
+        raft_addr: config.advertise_raft.clone(),
+        api_addr: config.advertise_api.clone(),
+    };
+    let api = ApiService::new(
+        writer.clone(),
+        transport.clone(),
+        me.clone(),
+        shutdown.clone(),
+    );
+    let datastore = DatastoreService::new(
+        cluster.clone(),
+        transport.clone(),
+        SnapshotDir::new(&data_dir),
+        config.advertise_api.clone(),
+    );
     let network = skiff_proto::node::ClusterNetwork {
         cluster_cidr: config.pod_cidrs.cluster.to_string(),
         service_cidr: config.service_cidr.to_string(),
@@ -213,6 +254,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             })
             .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
             .add_service(api.into_server())
+            .add_service(datastore.into_server())
             .add_service(nodes.into_server())
             .add_service(join_service.into_server())
             .serve_with_incoming_shutdown(
@@ -225,10 +267,6 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             ),
     );
 
-    let me = MemberNode {
-        raft_addr: config.advertise_raft.clone(),
-        api_addr: config.advertise_api.clone(),
-    };
     let initialized = raft
         .is_initialized()
         .await
@@ -254,13 +292,20 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         pki.clone(),
         shutdown.clone(),
     ));
+    let duties = DutiesConfig {
+        lifecycle: config.lifecycle,
+        pod_cidrs: config.pod_cidrs,
+        manifests_dir: manifests,
+        snapshots: ScheduledSnapshots {
+            dir: SnapshotDir::new(&data_dir),
+            schedule: config.snapshot_schedule,
+        },
+    };
     let duties = tokio::spawn(crate::leader::run(
         writer,
         heartbeats,
-        config.lifecycle,
-        config.pod_cidrs,
+        duties,
         metrics.clone(),
-        config.data_dir.join("manifests"),
         shutdown.clone(),
     ));
     tracing::info!(
@@ -294,6 +339,30 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         }
     }
     Ok(())
+}
+
+/// `--cluster-reset [--restore FILE]`: makes this master's data dir (which
+/// no running master uses) a one-member cluster's, with this master at the
+/// addresses it advertises, from its own data or from the snapshot
+/// `restore`. See [`cluster_reset`]. Blocking (disk I/O).
+pub fn reset_cluster(config: &MasterConfig, restore: Option<&Path>) -> Result<ResetOutcome> {
+    let data_dir: &Path = &config.data_dir;
+    std::fs::create_dir_all(data_dir).map_err(|source| MasterError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    data_format::check(data_dir)?;
+    let node_id = load_or_create_node_id(data_dir)?;
+    let request = ResetRequest {
+        data_dir,
+        node_id,
+        me: MemberNode {
+            raft_addr: config.advertise_raft.clone(),
+            api_addr: config.advertise_api.clone(),
+        },
+        restore,
+    };
+    Ok(cluster_reset::reset(&request)?)
 }
 
 /// Loads or creates the PKI; a master joining without the CA fetches it
@@ -370,7 +439,11 @@ async fn readdress(cluster: Cluster, me: MemberNode, shutdown: CancellationToken
             members,
             "this master advertises other addresses than the membership records, and other \
              members share the cluster, so the record stays: they reach this master at the \
-             recorded addresses; to move it, remove it from the cluster and join it again"
+             recorded addresses; to move it, run `skiff cluster readdress {} --raft-addr {} \
+             --api-addr {}` against any master",
+            cluster.id,
+            me.raft_addr,
+            me.api_addr
         ),
         Err(e) => tracing::warn!(
             error = %e,

@@ -293,6 +293,7 @@ mod tests {
             proposer: Proposer::spawn(raft),
             commit_latency: registry.histogram("commit_seconds", "test", &[]),
             read_index: registry.counter("read_index_total", "test", &["result"]),
+            contacts: Default::default(),
         };
         let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
         let writer = ObjectWriter::new(cluster, Arc::new(ips));

@@ -93,7 +93,10 @@ fn table(
     format_rows(&rows)
 }
 
-fn format_rows(rows: &[Vec<String>]) -> String {
+/// Rows as aligned columns, three spaces apart (the first row is the
+/// header), as kubectl prints them; also for the other client commands'
+/// lists.
+pub fn format_rows(rows: &[Vec<String>]) -> String {
     let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|c| {

@@ -4,7 +4,8 @@
 
 use tonic::{Code, Status};
 
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, MembershipRefused};
+use crate::datastore::snapshots::SnapshotsError;
 use crate::objects::validation::ValidationError;
 use crate::objects::{EmptyObject, UnknownKind};
 use crate::store::state_machine::{Compacted, StateMachineError};
@@ -29,6 +30,8 @@ pub enum ApiError {
     NoLeader,
     #[error("the leader could not be reached at {addr}: {message}")]
     LeaderUnreachable { addr: String, message: String },
+    #[error(transparent)]
+    Snapshots(#[from] SnapshotsError),
 }
 
 impl ApiError {
@@ -72,6 +75,12 @@ impl From<crate::writer::Error> for ApiError {
     }
 }
 
+impl From<MembershipRefused> for ApiError {
+    fn from(refused: MembershipRefused) -> Self {
+        ApiError::Cluster(refused.into())
+    }
+}
+
 impl From<EmptyObject> for ApiError {
     fn from(e: EmptyObject) -> Self {
         ApiError::Invalid(e.to_string())
@@ -90,12 +99,27 @@ impl From<ApiError> for Status {
                 WriteError::Conflict { .. } => Code::Aborted,
                 WriteError::Invalid(_) => Code::InvalidArgument,
             },
+            ApiError::Cluster(ClusterError::MembershipRefused(refused)) => match refused {
+                MembershipRefused::NotAMember(_) => Code::NotFound,
+                MembershipRefused::LastVoter(_)
+                | MembershipRefused::Leader(_)
+                | MembershipRefused::Unverified { .. } => Code::FailedPrecondition,
+            },
             ApiError::Cluster(ClusterError::NotLeader { .. })
             | ApiError::NoLeader
             | ApiError::LeaderUnreachable { .. } => Code::Unavailable,
             ApiError::Cluster(_) => Code::Unavailable,
             ApiError::Compacted(_) => Code::OutOfRange,
             ApiError::Storage(_) => Code::Internal,
+            ApiError::Snapshots(e) => match e {
+                SnapshotsError::BadName { .. } => Code::InvalidArgument,
+                SnapshotsError::Exists { .. } => Code::AlreadyExists,
+                SnapshotsError::NotFound { .. } => Code::NotFound,
+                SnapshotsError::Io { .. }
+                | SnapshotsError::Store(_)
+                | SnapshotsError::File(_)
+                | SnapshotsError::Task(_) => Code::Internal,
+            },
         };
         Status::new(code, e.to_string())
     }

@@ -1,5 +1,6 @@
 //! The public gRPC API (`skiff.api.v1.Api`): Create, Get, List, Update,
-//! UpdateStatus, Delete and Watch for every kind, plus cluster membership.
+//! UpdateStatus, Delete and Watch for every kind, plus cluster membership;
+//! and the operator's `skiff.api.v1.Datastore` ([`datastore`]).
 //!
 //! Writes and linearizable reads are served by the leader. A follower
 //! forwards them to the leader once (marking the request so it is never
@@ -7,6 +8,7 @@
 //! are served from the local replica.
 
 pub mod authz;
+pub mod datastore;
 pub mod error;
 pub mod event_stream;
 pub mod logs;
@@ -85,6 +87,8 @@ pub struct ApiService {
     router: LeaderRouter,
     /// How this master dials other masters and agents.
     transport: ClientTransport,
+    /// The addresses this master advertises.
+    advertised: MemberNode,
     shutdown: CancellationToken,
 }
 
@@ -92,6 +96,7 @@ impl ApiService {
     pub fn new(
         writer: ObjectWriter,
         transport: ClientTransport,
+        advertised: MemberNode,
         shutdown: CancellationToken,
     ) -> ApiService {
         let cluster = writer.cluster().clone();
@@ -100,6 +105,7 @@ impl ApiService {
             router: LeaderRouter::new(cluster.clone(), transport.clone()),
             transport,
             cluster,
+            advertised,
             shutdown,
         }
     }
@@ -418,6 +424,8 @@ impl Api for ApiService {
             members: self.members(),
             snapshot_index: metrics.snapshot.map(|l| l.index).unwrap_or_default(),
             purged_index: metrics.purged.map(|l| l.index).unwrap_or_default(),
+            advertise_api: self.advertised.api_addr.clone(),
+            advertise_raft: self.advertised.raft_addr.clone(),
         }))
     }
 }

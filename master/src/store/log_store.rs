@@ -211,6 +211,33 @@ impl LogStore {
         })
     }
 
+    /// The vote this log holds, if any.
+    pub fn vote(&self) -> Option<Vote<NodeId>> {
+        self.lock().vote
+    }
+
+    /// The position of the last entry, or of the last one purged when
+    /// none is kept.
+    pub fn last_log_id(&self) -> Option<LogId> {
+        let cache = self.lock();
+        cache
+            .entries
+            .values()
+            .next_back()
+            .map(|e| *e.get_log_id())
+            .or(cache.last_purged)
+    }
+
+    /// Every entry kept after index `after` (every one for `None`), in
+    /// order: what `--cluster-reset` replays onto a stopped master's last
+    /// checkpoint.
+    pub fn entries_after(&self, after: Option<u64>) -> Vec<Entry> {
+        match after {
+            Some(index) => entries_in(&self.cache, index.saturating_add(1)..),
+            None => entries_in(&self.cache, ..),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, LogCache> {
         lock_cache(&self.cache)
     }
@@ -218,6 +245,41 @@ impl LogStore {
     fn send(&self, op: WriteOp) -> Result<()> {
         self.writer.send(op).map_err(|_| LogStoreError::WriterGone)
     }
+}
+
+/// Writes a new Raft log at `path`, where none is yet: `entries` (in
+/// order, following `purged`), everything up to `purged` counted as
+/// purged behind a snapshot, `vote` and `committed`, in one durable
+/// transaction. `--cluster-reset` starts a one-member cluster's log this
+/// way, with no entries.
+pub fn write_new(
+    path: &Path,
+    purged: Option<LogId>,
+    entries: &[Entry],
+    vote: Vote<NodeId>,
+    committed: Option<LogId>,
+) -> Result<()> {
+    let db = redb::Builder::new()
+        .set_cache_size(LOG_CACHE_BYTES)
+        .create(path)
+        .map_err(redb::Error::from)?;
+    let txn = db.begin_write().map_err(redb::Error::from)?;
+    {
+        let mut log = txn.open_table(LOG).map_err(redb::Error::from)?;
+        for entry in entries {
+            log.insert(entry.get_log_id().index, encode(entry).as_slice())
+                .map_err(redb::Error::from)?;
+        }
+        let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
+        meta.insert(PURGED_KEY, encode(&purged).as_slice())
+            .map_err(redb::Error::from)?;
+        meta.insert(VOTE_KEY, encode(&vote).as_slice())
+            .map_err(redb::Error::from)?;
+        meta.insert(COMMITTED_KEY, encode(&committed).as_slice())
+            .map_err(redb::Error::from)?;
+    }
+    txn.commit().map_err(redb::Error::from)?;
+    Ok(())
 }
 
 fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {

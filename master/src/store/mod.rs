@@ -26,6 +26,14 @@ use std::time::Duration;
 
 pub use command::{Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError};
 
+/// The Raft log's database, in a master's data dir.
+pub const LOG_FILE: &str = "raft-log.redb";
+/// The state machine's database (its checkpoints), in a master's data dir.
+pub const STATE_FILE: &str = "state.redb";
+/// The latest Raft snapshot, which openraft sends to members that are far
+/// behind, in a master's data dir.
+pub const RAFT_SNAPSHOT_FILE: &str = "snapshot.bin";
+
 /// A Raft member: where its peers reach it and where its API is served.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MemberNode {
@@ -167,7 +175,7 @@ mod tests {
     impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for RedbStoreBuilder {
         async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError> {
             let dir = tempfile::tempdir().expect("temp dir");
-            let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("open log");
+            let log = LogStore::open(&dir.path().join(super::LOG_FILE)).expect("open log");
             let sm = StateMachine::new(ObjectStore::open(dir.path()).expect("open state"));
             Ok((dir, log, sm))
         }

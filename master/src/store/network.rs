@@ -1,5 +1,6 @@
 //! The client side of Raft traffic: openraft's RPCs to a peer master, sent
-//! over gRPC (`skiff.raft.v1.RaftPeer`) with bincode payloads.
+//! over gRPC (`skiff.raft.v1.RaftPeer`) with bincode payloads, and when
+//! each peer last answered them ([`PeerContacts`]).
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -9,7 +10,9 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -39,6 +42,30 @@ const PEER_KEEPALIVE: Duration = Duration::from_secs(5);
 pub struct PeerNetwork {
     transport: skiff_security::ClientTransport,
     channels: skiff_security::ChannelCache,
+    contacts: PeerContacts,
+}
+
+/// When each peer last answered a Raft RPC of this master's (a leader's
+/// heartbeats included): how `skiff cluster members` tells a live member
+/// from a dead one, which openraft 0.9's metrics (the replicated position
+/// only) cannot in an idle cluster.
+#[derive(Clone, Default)]
+pub struct PeerContacts {
+    last: Arc<Mutex<HashMap<NodeId, Instant>>>,
+}
+
+impl PeerContacts {
+    fn record(&self, node: NodeId) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.insert(node, Instant::now());
+    }
+
+    /// How long ago `node` last answered, if it has since this master
+    /// started.
+    pub fn since(&self, node: NodeId) -> Option<Duration> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(&node).map(Instant::elapsed)
+    }
 }
 
 impl PeerNetwork {
@@ -46,7 +73,13 @@ impl PeerNetwork {
         PeerNetwork {
             transport,
             channels: Default::default(),
+            contacts: PeerContacts::default(),
         }
+    }
+
+    /// Where this network records when each peer last answered.
+    pub fn contacts(&self) -> PeerContacts {
+        self.contacts.clone()
     }
 
     /// The shared connection to `addr`, made (lazily) on first use.
@@ -73,6 +106,7 @@ pub struct PeerClient {
     target: NodeId,
     addr: String,
     client: Result<RaftPeerClient<Channel>, PeerError>,
+    contacts: PeerContacts,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -95,6 +129,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             target,
             addr: node.raft_addr.clone(),
             client,
+            contacts: self.contacts.clone(),
         }
     }
 }
@@ -133,7 +168,10 @@ impl PeerClient {
             PeerMethod::InstallSnapshot => client.install_snapshot(request).await,
         };
         let payload = match response {
-            Ok(r) => r.into_inner(),
+            Ok(r) => {
+                self.contacts.record(self.target);
+                r.into_inner()
+            }
             Err(status) => {
                 let err = fail(format!("{:?}: {}", status.code(), status.message()));
                 return Err(match status.code() {

@@ -120,6 +120,21 @@ struct SnapshotData {
     objects: Vec<(String, Vec<u8>)>,
 }
 
+/// A consistent copy of the state machine: everything applied when it was
+/// taken, as openraft carries a snapshot (`meta` and `data`), with what
+/// the data holds.
+#[derive(Debug, Clone)]
+pub struct StoreSnapshot {
+    pub meta: SnapshotMeta,
+    /// The revision of the last change in it.
+    pub revision: u64,
+    /// How many objects it holds.
+    pub objects: u64,
+    /// The encoded objects and revision, as `ObjectStore::install` and
+    /// openraft's snapshot transfer take them.
+    pub data: Vec<u8>,
+}
+
 /// One committed change: what watchers are told, what the cache takes, and
 /// where the next checkpoint writes it.
 pub(super) struct Committed {
@@ -201,7 +216,7 @@ impl ObjectStore {
             history: Mutex::new(history),
             retention: retention.max(1),
             notify,
-            snapshot_path: dir.join("snapshot.bin"),
+            snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
         }))
     }
 
@@ -274,7 +289,10 @@ impl ObjectStore {
             .collect()))
     }
 
-    fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ProposalResult>> {
+    /// Applies committed log entries: what openraft does through
+    /// `StateMachine::apply`, and `--cluster-reset` with the entries of a
+    /// stopped master's log.
+    pub(crate) fn apply_entries(&self, entries: Vec<Entry>) -> Result<Vec<ProposalResult>> {
         let mut state = self.state().clone();
         let mut results = Vec::with_capacity(entries.len());
         let mut events = Vec::new();
@@ -327,9 +345,11 @@ impl ObjectStore {
         Ok(results)
     }
 
-    fn build_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
-        // Everything applied so far onto disk, then one consistent read of
-        // it: the snapshot never covers log entries the checkpoint lacks.
+    /// A consistent snapshot of everything applied so far: a checkpoint
+    /// (everything applied onto disk), then one read of it, so the
+    /// snapshot never covers log entries the checkpoint lacks. Writes no
+    /// snapshot file; blocking (disk I/O).
+    pub fn snapshot(&self) -> Result<StoreSnapshot> {
         self.checkpoints.checkpoint()?;
         let (
             AppliedState {
@@ -339,6 +359,7 @@ impl ObjectStore {
             },
             objects,
         ) = self.checkpoints.read()?;
+        let count = objects.len() as u64;
         let data = encode(&SnapshotData { revision, objects });
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, revision),
@@ -349,6 +370,18 @@ impl ObjectStore {
             last_membership: membership,
             snapshot_id,
         };
+        Ok(StoreSnapshot {
+            meta,
+            revision,
+            objects: count,
+            data,
+        })
+    }
+
+    /// openraft's snapshot: [`ObjectStore::snapshot`], kept as the
+    /// current Raft snapshot file.
+    fn build_snapshot(&self) -> Result<(SnapshotMeta, Vec<u8>)> {
+        let StoreSnapshot { meta, data, .. } = self.snapshot()?;
         self.save_snapshot_file(&meta, &data)?;
         Ok((meta, data))
     }
@@ -381,7 +414,12 @@ impl ObjectStore {
         }
     }
 
-    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
+    /// Replaces the whole state with a snapshot's (`data` as in
+    /// [`StoreSnapshot::data`], at `meta`'s position and membership),
+    /// durably, and keeps it as the current Raft snapshot file: what a
+    /// member far behind receives, and what `--cluster-reset` builds a new
+    /// data dir from. Watchers are told to re-list.
+    pub(crate) fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<()> {
         let snapshot: SnapshotData = decode("snapshot", data)?;
         let state = AppliedState {
             last_applied: meta.last_log_id,

@@ -99,7 +99,7 @@ impl Checkpoints {
     /// Opens (or creates) `state.redb` in `dir`, reads the last checkpoint
     /// and starts the writer thread.
     pub fn open(dir: &Path, every: Duration) -> Result<(Checkpoints, Loaded)> {
-        let path = dir.join("state.redb");
+        let path = dir.join(crate::store::STATE_FILE);
         let db = redb::Builder::new()
             .set_cache_size(STATE_CACHE_BYTES)
             .create(&path)
