@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::objects::pods::pod_is_active;
-use crate::objects::selector;
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
 use crate::writer;
@@ -256,7 +255,9 @@ pub struct Requests {
 pub fn pod_requests(spec: &v1::PodSpec) -> Requests {
     let mut total = Requests::default();
     for c in &spec.containers {
-        let r = c.resources.clone().unwrap_or_default();
+        let Some(r) = c.resources.as_ref() else {
+            continue;
+        };
         let get = |name: &str| {
             r.requests
                 .get(name)
@@ -374,8 +375,33 @@ impl fmt::Display for NoNodeFits {
     }
 }
 
-/// Why `node` cannot take a pod of `spec`, if it cannot.
-fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), Unschedulable> {
+/// What a pod asks of a node, worked out once per pod rather than once per
+/// node considered.
+struct Demand<'a> {
+    spec: &'a v1::PodSpec,
+    requests: Requests,
+    host_ports: Vec<(i32, String)>,
+}
+
+impl<'a> Demand<'a> {
+    fn of(spec: &'a v1::PodSpec) -> Demand<'a> {
+        Demand {
+            spec,
+            requests: pod_requests(spec),
+            host_ports: spec
+                .containers
+                .iter()
+                .flat_map(|c| c.ports.iter())
+                .filter(|p| p.host_port != 0)
+                .map(|p| (p.host_port, p.protocol.clone()))
+                .collect(),
+        }
+    }
+}
+
+/// Why `node` cannot take a pod with `demand`, if it cannot.
+fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
+    let spec = demand.spec;
     if !node.ready {
         return Err(Unschedulable::NotReady);
     }
@@ -393,29 +419,30 @@ fn filter(node: &NodeInfo, spec: &v1::PodSpec) -> Result<(), Unschedulable> {
             });
         }
     }
-    let wanted = v1::LabelSelector {
-        match_labels: spec.node_selector.clone(),
-        match_expressions: Vec::new(),
-    };
-    if !selector::matches(&wanted, &node.labels) {
+    // `nodeSelector`: every label, with that value.
+    if !spec
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+    {
         return Err(Unschedulable::NodeSelector);
     }
     if node.pods + 1 > node.pods_allocatable {
         return Err(Unschedulable::TooManyPods);
     }
-    let r = pod_requests(spec);
+    let r = &demand.requests;
     if r.cpu > 0 && node.cpu_requested + r.cpu > node.cpu_allocatable {
         return Err(Unschedulable::InsufficientCpu);
     }
     if r.memory > 0 && node.memory_requested + r.memory > node.memory_allocatable {
         return Err(Unschedulable::InsufficientMemory);
     }
-    for c in &spec.containers {
-        for p in c.ports.iter().filter(|p| p.host_port != 0) {
-            if node.host_ports.contains(&(p.host_port, p.protocol.clone())) {
-                return Err(Unschedulable::HostPortsTaken);
-            }
-        }
+    if demand
+        .host_ports
+        .iter()
+        .any(|p| node.host_ports.contains(p))
+    {
+        return Err(Unschedulable::HostPortsTaken);
     }
     Ok(())
 }
@@ -432,8 +459,8 @@ fn tolerates(t: &v1::Toleration, taint: &v1::Taint) -> bool {
 
 /// Higher is better: free share of CPU and memory after placing the pod,
 /// minus a penalty for each replica of the same owner already there.
-fn score(node: &NodeInfo, spec: &v1::PodSpec, owner: Option<&str>) -> i64 {
-    let r = pod_requests(spec);
+fn score(node: &NodeInfo, demand: &Demand<'_>, owner: Option<&str>) -> i64 {
+    let r = &demand.requests;
     let free = |allocatable: i64, requested: i64| {
         if allocatable <= 0 {
             return 0;
@@ -458,10 +485,11 @@ pub fn choose(
 ) -> Result<usize, NoNodeFits> {
     let mut reasons: BTreeMap<Unschedulable, usize> = BTreeMap::new();
     let mut best: Option<(i64, usize)> = None;
+    let demand = Demand::of(spec);
     for (i, node) in nodes.iter().enumerate() {
-        match filter(node, spec) {
+        match filter(node, &demand) {
             Ok(()) => {
-                let s = score(node, spec, owner);
+                let s = score(node, &demand, owner);
                 if best.is_none_or(|(b, _)| s > b) {
                     best = Some((s, i));
                 }

@@ -226,7 +226,12 @@ fn from_own_data(dir: &Path) -> Result<(Source, usize)> {
     let store = ObjectStore::open(dir).map_err(state_error)?;
     let applied = store.last_applied().map(|l| l.index);
     let log_last = log.last_log_id().map(|l| l.index);
-    let entries = log.entries_after(applied);
+    let entries = log
+        .entries_after(applied)
+        .map_err(|source| ResetError::Log {
+            dir: dir.to_owned(),
+            source,
+        })?;
     let continues = match entries.first() {
         Some(first) => first.log_id.index == applied.map_or(0, |i| i + 1),
         None => log_last <= applied,

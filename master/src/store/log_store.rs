@@ -6,13 +6,16 @@
 //! durable. Under load many client writes share one fsync, so durability
 //! costs latency but not throughput.
 //!
-//! Entries not yet purged are also kept in memory, so replication reads
-//! never touch the disk. openraft purges the log after each snapshot, which
-//! keeps both bounded.
+//! The newest entries are also kept in memory, so that applying them and
+//! replicating them to followers that keep up never touches the disk: every
+//! entry not yet both durable and committed, and the committed ones up to
+//! [`LOG_MEMORY_BYTES`] in all. Older entries are read back from redb (a
+//! follower catching up). openraft purges the log after each snapshot,
+//! which keeps the file bounded too.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
-use std::ops::RangeBounds;
+use std::ops::{Bound, RangeBounds};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc, Mutex};
 
@@ -34,6 +37,11 @@ const LOG_CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Most operations gathered into one transaction.
 const MAX_BATCH: usize = 8192;
+
+/// Encoded bytes of durable, committed entries kept in memory besides the
+/// newest one. Entries are batches of writes, so this is a few thousand
+/// writes: what apply and replication need right after a commit.
+pub const LOG_MEMORY_BYTES: usize = 4 * 1024 * 1024;
 
 /// Errors of the log store's own making (openraft gets them as StorageError).
 #[derive(Debug, thiserror::Error)]
@@ -113,10 +121,67 @@ type Result<T> = std::result::Result<T, LogStoreError>;
 
 #[derive(Default)]
 struct LogCache {
-    entries: BTreeMap<u64, Entry>,
+    /// The newest entries (see [`LogCache::evict`]), with their encoded
+    /// sizes; older ones are only on disk.
+    entries: BTreeMap<u64, (Entry, usize)>,
+    /// Sum of the encoded sizes in `entries`.
+    bytes: usize,
+    /// The highest index known to be written durably.
+    flushed: Option<u64>,
     last_purged: Option<LogId>,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId>,
+}
+
+impl LogCache {
+    fn insert(&mut self, index: u64, entry: Entry, bytes: usize) {
+        if let Some((_, old)) = self.entries.insert(index, (entry, bytes)) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+    }
+
+    /// Drops every entry from `index` on.
+    fn split_off(&mut self, index: u64) {
+        let gone = self.entries.split_off(&index);
+        self.bytes -= gone.values().map(|(_, b)| b).sum::<usize>();
+    }
+
+    /// Drops every entry up to `index`.
+    fn drop_through(&mut self, index: u64) {
+        let keep = self.entries.split_off(&(index + 1));
+        self.entries = keep;
+        self.bytes = self.entries.values().map(|(_, b)| b).sum();
+    }
+
+    fn last_log_id(&self) -> Option<LogId> {
+        self.entries
+            .values()
+            .next_back()
+            .map(|(e, _)| *e.get_log_id())
+            .or(self.last_purged)
+    }
+
+    /// Forgets the oldest entries beyond [`LOG_MEMORY_BYTES`], but only
+    /// ones that are durable (so a read finds them on disk) and committed
+    /// (so no truncation can reach below what is kept), and never the
+    /// newest (which names the last log id).
+    fn evict(&mut self) {
+        let safe = match (self.flushed, self.committed) {
+            (Some(flushed), Some(committed)) => flushed.min(committed.index),
+            _ => return,
+        };
+        while self.bytes > LOG_MEMORY_BYTES && self.entries.len() > 1 {
+            let Some((&index, &(_, bytes))) = self.entries.iter().next() else {
+                break;
+            };
+            if index > safe {
+                break;
+            }
+            self.entries.remove(&index);
+            self.bytes -= bytes;
+        }
+    }
 }
 
 /// What the writer thread answers for each batch.
@@ -133,6 +198,7 @@ enum WriteOp {
 /// The redb-backed Raft log.
 pub struct LogStore {
     cache: Arc<Mutex<LogCache>>,
+    db: Arc<Database>,
     writer: mpsc::Sender<WriteOp>,
 }
 
@@ -140,6 +206,7 @@ pub struct LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     cache: Arc<Mutex<LogCache>>,
+    db: Arc<Database>,
 }
 
 impl LogStore {
@@ -165,7 +232,7 @@ impl LogStore {
                             source,
                         }
                     })?;
-                    cache.entries.insert(k.value(), entry);
+                    cache.insert(k.value(), entry, v.value().len());
                 }
                 let read_meta = |key: &str| -> Result<Option<Vec<u8>>> {
                     Ok(meta
@@ -199,14 +266,23 @@ impl LogStore {
             }
             txn.commit().map_err(redb::Error::from)?;
         }
+        // Everything read back is durable.
+        cache.flushed = cache.entries.keys().next_back().copied();
+        cache.evict();
+        let db = Arc::new(db);
+        let cache = Arc::new(Mutex::new(cache));
         let (tx, rx) = mpsc::channel();
         let log_path = path.to_owned();
-        std::thread::Builder::new()
-            .name("raft-log-writer".to_owned())
-            .spawn(move || write_loop(db, log_path, rx))
-            .map_err(LogStoreError::WriterThread)?;
+        {
+            let (db, cache) = (db.clone(), cache.clone());
+            std::thread::Builder::new()
+                .name("raft-log-writer".to_owned())
+                .spawn(move || write_loop(&db, &cache, log_path, rx))
+                .map_err(LogStoreError::WriterThread)?;
+        }
         Ok(LogStore {
-            cache: Arc::new(Mutex::new(cache)),
+            cache,
+            db,
             writer: tx,
         })
     }
@@ -219,23 +295,18 @@ impl LogStore {
     /// The position of the last entry, or of the last one purged when
     /// none is kept.
     pub fn last_log_id(&self) -> Option<LogId> {
-        let cache = self.lock();
-        cache
-            .entries
-            .values()
-            .next_back()
-            .map(|e| *e.get_log_id())
-            .or(cache.last_purged)
+        self.lock().last_log_id()
     }
 
     /// Every entry kept after index `after` (every one for `None`), in
     /// order: what `--cluster-reset` replays onto a stopped master's last
     /// checkpoint.
-    pub fn entries_after(&self, after: Option<u64>) -> Vec<Entry> {
-        match after {
-            Some(index) => entries_in(&self.cache, index.saturating_add(1)..),
-            None => entries_in(&self.cache, ..),
-        }
+    pub fn entries_after(&self, after: Option<u64>) -> Result<Vec<Entry>> {
+        entries_in(
+            &self.cache,
+            &self.db,
+            after.map_or(0, |i| i.saturating_add(1))..,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LogCache> {
@@ -289,7 +360,7 @@ fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
 }
 
 /// The writer thread: one redb transaction and one fsync per batch.
-fn write_loop(db: Database, path: PathBuf, rx: mpsc::Receiver<WriteOp>) {
+fn write_loop(db: &Database, cache: &Mutex<LogCache>, path: PathBuf, rx: mpsc::Receiver<WriteOp>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -298,7 +369,21 @@ fn write_loop(db: Database, path: PathBuf, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
-        let outcome = write_batch(&db, &path, &ops);
+        let outcome = write_batch(db, &path, &ops);
+        if outcome.is_ok() {
+            let appended = ops
+                .iter()
+                .filter_map(|op| match op {
+                    WriteOp::Append(entries, _) => entries.last().map(|(index, _)| *index),
+                    _ => None,
+                })
+                .max();
+            if let Some(index) = appended {
+                let mut cache = lock_cache(cache);
+                cache.flushed = Some(cache.flushed.map_or(index, |f| f.max(index)));
+                cache.evict();
+            }
+        }
         for op in ops {
             match op {
                 WriteOp::Append(_, callback) => {
@@ -397,12 +482,52 @@ fn log_error(verb: ErrorVerb, e: LogStoreError) -> StorageError {
     storage_io_error(ErrorSubject::Logs, verb, e)
 }
 
-fn entries_in<RB: RangeBounds<u64>>(cache: &Mutex<LogCache>, range: RB) -> Vec<Entry> {
-    lock_cache(cache)
-        .entries
-        .range(range)
-        .map(|(_, e)| e.clone())
-        .collect()
+/// The entries in `range`: the ones still in memory from there, the older
+/// ones read back from disk (they were evicted only once durable).
+fn entries_in<RB: RangeBounds<u64> + Clone>(
+    cache: &Mutex<LogCache>,
+    db: &Database,
+    range: RB,
+) -> Result<Vec<Entry>> {
+    let (first_cached, cached): (Option<u64>, Vec<Entry>) = {
+        let cache = lock_cache(cache);
+        let first = cache.entries.keys().next().copied();
+        let cached = cache
+            .entries
+            .range(range.clone())
+            .map(|(_, (e, _))| e.clone())
+            .collect();
+        (first, cached)
+    };
+    let start = match range.start_bound() {
+        Bound::Included(i) => *i,
+        Bound::Excluded(i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    // Ends before the first entry in memory, and before the range's end.
+    let disk_end = match (first_cached, range.end_bound()) {
+        (Some(first), Bound::Included(e)) => first.min(e.saturating_add(1)),
+        (Some(first), Bound::Excluded(e)) => first.min(*e),
+        (Some(first), Bound::Unbounded) => first,
+        (None, _) => return Ok(cached),
+    };
+    if start >= disk_end {
+        return Ok(cached);
+    }
+    let txn = db.begin_read().map_err(redb::Error::from)?;
+    let log = txn.open_table(LOG).map_err(redb::Error::from)?;
+    let mut entries = Vec::new();
+    for item in log.range(start..disk_end).map_err(redb::Error::from)? {
+        let (_, v) = item.map_err(redb::Error::from)?;
+        entries.push(
+            bincode::deserialize(v.value()).map_err(|source| LogStoreError::Decode {
+                what: "log entry",
+                source,
+            })?,
+        );
+    }
+    entries.extend(cached);
+    Ok(entries)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -410,7 +535,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> std::result::Result<Vec<Entry>, StorageError> {
-        Ok(entries_in(&self.cache, range))
+        entries_in(&self.cache, &self.db, range).map_err(|e| log_error(ErrorVerb::Read, e))
     }
 }
 
@@ -419,7 +544,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> std::result::Result<Vec<Entry>, StorageError> {
-        Ok(entries_in(&self.cache, range))
+        entries_in(&self.cache, &self.db, range).map_err(|e| log_error(ErrorVerb::Read, e))
     }
 }
 
@@ -428,12 +553,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> std::result::Result<LogState<TypeConfig>, StorageError> {
         let cache = self.lock();
-        let last_log_id = cache
-            .entries
-            .values()
-            .next_back()
-            .map(|e| *e.get_log_id())
-            .or(cache.last_purged);
+        let last_log_id = cache.last_log_id();
         Ok(LogState {
             last_purged_log_id: cache.last_purged,
             last_log_id,
@@ -443,6 +563,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> LogReader {
         LogReader {
             cache: self.cache.clone(),
+            db: self.db.clone(),
         }
     }
 
@@ -466,7 +587,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId>,
     ) -> std::result::Result<(), StorageError> {
-        self.lock().committed = committed;
+        {
+            let mut cache = self.lock();
+            cache.committed = committed;
+            cache.evict();
+        }
         self.send(WriteOp::SaveCommitted(committed))
             .map_err(|e| log_error(ErrorVerb::Write, e))
     }
@@ -489,8 +614,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cache = self.lock();
             for entry in entries {
                 let index = entry.get_log_id().index;
-                encoded.push((index, encode(&entry)));
-                cache.entries.insert(index, entry);
+                let bytes = encode(&entry);
+                cache.insert(index, entry, bytes.len());
+                encoded.push((index, bytes));
             }
         }
         self.send(WriteOp::Append(encoded, callback))
@@ -500,7 +626,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
         {
             let mut cache = self.lock();
-            let _ = cache.entries.split_off(&log_id.index);
+            cache.split_off(log_id.index);
         }
         let (tx, rx) = oneshot::channel();
         self.send(WriteOp::Truncate(log_id.index, tx))
@@ -514,11 +640,110 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> std::result::Result<(), StorageError> {
         {
             let mut cache = self.lock();
-            let keep = cache.entries.split_off(&(log_id.index + 1));
-            cache.entries = keep;
+            cache.drop_through(log_id.index);
             cache.last_purged = Some(log_id);
         }
         self.send(WriteOp::Purge(log_id))
             .map_err(|e| log_error(ErrorVerb::Delete, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::store::{Command, Proposal};
+
+    /// An entry carrying about `size` bytes of object.
+    fn entry(index: u64, size: usize) -> Entry {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 0), index),
+            payload: EntryPayload::Normal(Proposal {
+                commands: vec![Command::Create {
+                    object: vec![index as u8; size],
+                    uid: format!("uid-{index}"),
+                    now: "2026-01-01T00:00:00Z".into(),
+                }],
+            }),
+        }
+    }
+
+    fn indexes(entries: &[Entry]) -> Vec<u64> {
+        entries.iter().map(|e| e.log_id.index).collect()
+    }
+
+    #[test]
+    fn memory_keeps_the_newest_entries_and_reads_older_ones_back_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.redb");
+        // Ten 1 MiB entries after entry 2, all committed.
+        let entries: Vec<Entry> = (3..=12).map(|i| entry(i, 1024 * 1024)).collect();
+        let purged = Some(LogId::new(CommittedLeaderId::new(1, 0), 2));
+        let committed = Some(*entries[9].get_log_id());
+        write_new(&path, purged, &entries, Vote::new(1, 0), committed).unwrap();
+
+        let log = LogStore::open(&path).unwrap();
+        {
+            let cache = log.lock();
+            assert!(
+                cache.bytes <= LOG_MEMORY_BYTES,
+                "{} bytes kept",
+                cache.bytes
+            );
+            assert!(cache.entries.len() < 10, "nothing was left on disk only");
+            assert_eq!(cache.entries.keys().next_back(), Some(&12));
+        }
+        assert_eq!(log.last_log_id().map(|l| l.index), Some(12));
+        // Every range reads whole and in order, from memory and disk alike.
+        assert_eq!(
+            indexes(&log.entries_after(None).unwrap()),
+            (3..=12).collect::<Vec<_>>()
+        );
+        assert_eq!(
+            indexes(&log.entries_after(Some(4)).unwrap()),
+            (5..=12).collect::<Vec<_>>()
+        );
+        let middle = entries_in(&log.cache, &log.db, 4..7).unwrap();
+        assert_eq!(indexes(&middle), vec![4, 5, 6]);
+        assert_eq!(middle[0].log_id, entries[1].log_id);
+        let EntryPayload::Normal(p) = &middle[0].payload else {
+            panic!("not a proposal");
+        };
+        assert!(matches!(&p.commands[0], Command::Create { uid, .. } if uid == "uid-4"));
+    }
+
+    #[test]
+    fn only_durable_committed_entries_leave_memory_and_never_the_newest() {
+        let mut cache = LogCache::default();
+        for i in 1..=8 {
+            cache.insert(i, entry(i, 16), LOG_MEMORY_BYTES / 2);
+        }
+        // Nothing durable or committed yet: all stay, however large.
+        cache.evict();
+        assert_eq!(cache.entries.len(), 8);
+        // Durable through 6, committed through 3: only up to 3 may go.
+        cache.flushed = Some(6);
+        cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 3));
+        cache.evict();
+        assert_eq!(
+            cache.entries.keys().copied().collect::<Vec<_>>(),
+            (4..=8).collect::<Vec<_>>()
+        );
+        // Everything durable and committed: down to the limit, newest kept.
+        cache.flushed = Some(8);
+        cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 8));
+        cache.evict();
+        assert_eq!(
+            cache.entries.keys().copied().collect::<Vec<_>>(),
+            vec![7, 8]
+        );
+        assert_eq!(cache.bytes, LOG_MEMORY_BYTES);
+        cache.insert(9, entry(9, 16), LOG_MEMORY_BYTES * 2);
+        cache.flushed = Some(9);
+        cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 9));
+        cache.evict();
+        assert_eq!(cache.entries.keys().copied().collect::<Vec<_>>(), vec![9]);
+        assert_eq!(cache.last_log_id().map(|l| l.index), Some(9));
     }
 }
