@@ -52,6 +52,29 @@ impl MasterProcess {
         Ok(m)
     }
 
+    /// A master at the given API and Raft addresses, for a data dir made
+    /// elsewhere whose Raft membership records them (an earlier build's,
+    /// unpacked from a fixture).
+    pub fn start_at(
+        data_dir: &Path,
+        api_addr: &str,
+        raft_addr: &str,
+        extra_args: &[&str],
+    ) -> anyhow::Result<MasterProcess> {
+        let mut m = MasterProcess {
+            child: None,
+            data_dir: data_dir.to_owned(),
+            api_addr: api_addr.to_owned(),
+            raft_addr: raft_addr.to_owned(),
+            metrics_addr: format!("127.0.0.1:{}", free_port()),
+            log_path: data_dir.with_extension("log"),
+            join: None,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        m.spawn()?;
+        Ok(m)
+    }
+
     /// Like [`MasterProcess::start`], with extra `skiff master` flags.
     pub fn start_with(
         data_dir: &Path,
