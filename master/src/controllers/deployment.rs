@@ -53,11 +53,10 @@ impl Reconciler for DeploymentController {
         let spec = deployment.spec.clone().unwrap_or_default();
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let uid = object.meta().uid.clone();
-        let (all, _) = self
-            .ctx
-            .store
-            .list(Kind::ReplicaSet, Some(&key.namespace))?;
-        let mut owned = owned_replicasets(all, &uid);
+        // Its ReplicaSets from the owner index: a reconcile costs what this
+        // Deployment has, not every ReplicaSet of the namespace.
+        let dependents = self.ctx.store.dependents_of(&uid);
+        let mut owned = owned_replicasets(dependents.iter().map(|o| &**o), &uid);
         let hash = template_hash(spec.template.as_ref());
         let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
         let new_index = owned
