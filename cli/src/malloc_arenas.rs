@@ -3,8 +3,15 @@
 //! stays there: an agent that parsed manifests, imported images and made
 //! TLS connections on a few threads at start keeps megabytes of free
 //! arena space for good. The agent allocates little and rarely, so it
-//! uses one arena; the master, which serves many clients at once, keeps
-//! glibc's default.
+//! uses one arena; the master, which serves many clients at once, one per
+//! core.
+//!
+//! glibc also raises its mmap threshold each time a large block is freed,
+//! so that after a burst (a snapshot, a large list, a batch of writes)
+//! later large blocks come from the heap and stay there when freed. The
+//! master fixes the thresholds instead ([`fixed_thresholds`]): blocks of
+//! 256 KiB and more are mapped and unmapped, and heap tops above 1 MiB are
+//! given back.
 
 /// Limits the process to `arenas` malloc arenas; true if the allocator
 /// took it. Call before any thread is started. Not glibc: nothing to do.
@@ -21,4 +28,31 @@ pub fn limit(arenas: i32) -> bool {
         let _ = arenas;
         false
     }
+}
+
+/// Fixes glibc's mmap threshold at 256 KiB and its trim threshold at 1 MiB
+/// (turning off their growth after bursts); true if the allocator took
+/// both. Call before any thread is started. Not glibc: nothing to do.
+#[allow(unsafe_code)]
+pub fn fixed_thresholds() -> bool {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallopt only sets tunables of glibc's allocator; it is
+        // called before the runtime starts any thread.
+        unsafe {
+            nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 256 * 1024) == 1
+                && nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, 1024 * 1024) == 1
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    {
+        false
+    }
+}
+
+/// A master's allocator settings: an arena per core, fixed thresholds.
+pub fn for_master() {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    limit(i32::try_from(cores).unwrap_or(i32::MAX));
+    fixed_thresholds();
 }

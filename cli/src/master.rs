@@ -27,6 +27,7 @@ use skiff_master::store::{
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
 use crate::cluster_reset::{self, ClusterResetFlags};
+use crate::malloc_arenas;
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::{ctl, server, DEFAULT_DATA_DIR};
 
@@ -270,6 +271,8 @@ pub fn run(args: MasterArgs) -> ExitCode {
         let restore = reset.restore.as_deref();
         return cluster_reset::run(args.to_config(), &args.daemon.log_format, restore);
     }
+    // Before the runtime starts any thread; see malloc_arenas.
+    malloc_arenas::for_master();
     daemon::serve(
         args.to_config(),
         &args.daemon.log_format,

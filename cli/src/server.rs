@@ -21,7 +21,7 @@ use crate::agent::{self, AgentFlags, AgentFlagsError};
 use crate::cluster_reset;
 use crate::daemon::{self, AddressError, DaemonFlags};
 use crate::master::{MasterFlags, MasterFlagsError};
-use crate::DEFAULT_DATA_DIR;
+use crate::{malloc_arenas, DEFAULT_DATA_DIR};
 
 /// The master's state, under a server's data dir.
 pub const MASTER_DIR: &str = "server";
@@ -116,6 +116,8 @@ pub fn run(args: ServerArgs) -> ExitCode {
         let restore = reset.restore.as_deref();
         return cluster_reset::run(master, &args.daemon.log_format, restore);
     }
+    // Before the runtime starts any thread; see malloc_arenas.
+    malloc_arenas::for_master();
     daemon::serve(
         args.to_configs(),
         &args.daemon.log_format,

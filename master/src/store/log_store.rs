@@ -163,19 +163,20 @@ impl LogCache {
     }
 
     /// Forgets the oldest entries beyond [`LOG_MEMORY_BYTES`], but only
-    /// ones that are durable (so a read finds them on disk) and committed
-    /// (so no truncation can reach below what is kept), and never the
-    /// newest (which names the last log id).
+    /// ones that are durable (so a read finds them on disk) and older than
+    /// the committed one, which stays: a truncation only ever removes
+    /// entries after it, so what is kept is never emptied by one and always
+    /// names the last log id.
     fn evict(&mut self) {
-        let safe = match (self.flushed, self.committed) {
-            (Some(flushed), Some(committed)) => flushed.min(committed.index),
+        let below = match (self.flushed, self.committed) {
+            (Some(flushed), Some(committed)) => flushed.saturating_add(1).min(committed.index),
             _ => return,
         };
         while self.bytes > LOG_MEMORY_BYTES && self.entries.len() > 1 {
             let Some((&index, &(_, bytes))) = self.entries.iter().next() else {
                 break;
             };
-            if index > safe {
+            if index >= below {
                 break;
             }
             self.entries.remove(&index);
@@ -371,18 +372,26 @@ fn write_loop(db: &Database, cache: &Mutex<LogCache>, path: PathBuf, rx: mpsc::R
         }
         let outcome = write_batch(db, &path, &ops);
         if outcome.is_ok() {
-            let appended = ops
-                .iter()
-                .filter_map(|op| match op {
-                    WriteOp::Append(entries, _) => entries.last().map(|(index, _)| *index),
-                    _ => None,
-                })
-                .max();
-            if let Some(index) = appended {
-                let mut cache = lock_cache(cache);
-                cache.flushed = Some(cache.flushed.map_or(index, |f| f.max(index)));
-                cache.evict();
+            // What is on disk now, in the order the batch wrote it: an
+            // append makes everything up to its last entry durable, a
+            // truncation takes back what it removed. Done before anyone is
+            // answered, so an append after a truncation never meets a
+            // durable mark above what is on disk.
+            let mut cache = lock_cache(cache);
+            for op in &ops {
+                match op {
+                    WriteOp::Append(entries, _) => {
+                        if let Some((index, _)) = entries.last() {
+                            cache.flushed = Some(*index);
+                        }
+                    }
+                    WriteOp::Truncate(from, _) => {
+                        cache.flushed = cache.flushed.map(|f| f.min(from.saturating_sub(1)));
+                    }
+                    _ => {}
+                }
             }
+            cache.evict();
         }
         for op in ops {
             match op {
@@ -722,14 +731,21 @@ mod tests {
         // Nothing durable or committed yet: all stay, however large.
         cache.evict();
         assert_eq!(cache.entries.len(), 8);
-        // Durable through 6, committed through 3: only up to 3 may go.
+        // Durable through 6, committed through 3: only what is before the
+        // committed entry may go (a truncation never reaches it).
         cache.flushed = Some(6);
         cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 3));
         cache.evict();
         assert_eq!(
             cache.entries.keys().copied().collect::<Vec<_>>(),
-            (4..=8).collect::<Vec<_>>()
+            (3..=8).collect::<Vec<_>>()
         );
+        // Durable through 3 only: nothing after it goes, committed or not.
+        cache.flushed = Some(3);
+        cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 8));
+        cache.evict();
+        assert_eq!(cache.entries.len(), 5);
+        assert_eq!(cache.entries.keys().next(), Some(&4));
         // Everything durable and committed: down to the limit, newest kept.
         cache.flushed = Some(8);
         cache.committed = Some(LogId::new(CommittedLeaderId::new(1, 0), 8));

@@ -286,6 +286,12 @@ fn write_loop(shared: &Shared) {
         }
         if let Err(e) = shared.checkpoint() {
             tracing::error!(path = %shared.path.display(), error = %e, "state checkpoint failed; retrying in a second (the Raft log still holds every change)");
+            // However many changes wait: a failing disk is not retried in
+            // a tight loop.
+            let pending = lock(&shared.pending);
+            let _ = shared.wake.wait_timeout_while(pending, shared.every, |_| {
+                !shared.stop.load(Ordering::SeqCst)
+            });
         }
     }
 }
