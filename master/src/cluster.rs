@@ -544,26 +544,9 @@ impl Cluster {
             return Ok(plan);
         }
         let change = ChangeMembers::SetNodes(BTreeMap::from([(self.id, me.clone())]));
-        let mut attempt = 0u32;
-        loop {
-            match self.raft.change_membership(change.clone(), true).await {
-                Ok(_) => return Ok(plan),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    return Err(ClusterError::NotLeader {
-                        leader: f.leader_node,
-                    })
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
-                    if attempt < 50 =>
-                {
-                    // The previous membership is not committed yet.
-                    tracing::debug!(error = %e, "membership change busy, retrying");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(ClusterError::Membership(Box::new(e))),
-            }
-        }
+        // Retried while the previous membership is not committed yet.
+        self.change_membership(change, true).await?;
+        Ok(plan)
     }
 }
 
