@@ -96,22 +96,9 @@ impl MasterProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        let mut cmd = Command::new(skiff_bin());
-        cmd.arg("master")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(&self.api_addr)
-            .arg("--raft-listen")
-            .arg(&self.raft_addr)
-            .arg("--metrics-listen")
-            .arg(&self.metrics_addr)
-            .stdin(Stdio::null())
+        let log = crate::append_log(&self.log_path)?;
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(j) = &self.join {
@@ -124,6 +111,21 @@ impl MasterProcess {
         self.child = Some(cmd.spawn().context("spawn skiff master")?);
         crate::credentials::register_master(&self.api_addr, &self.data_dir);
         Ok(())
+    }
+
+    /// `skiff master` on this master's data dir and addresses.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.arg("master")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.api_addr)
+            .arg("--raft-listen")
+            .arg(&self.raft_addr)
+            .arg("--metrics-listen")
+            .arg(&self.metrics_addr);
+        cmd
     }
 
     /// The process id, while it runs.
@@ -176,16 +178,7 @@ impl MasterProcess {
             "stop master {} before resetting its cluster",
             self.api_addr
         );
-        Command::new(skiff_bin())
-            .arg("master")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(&self.api_addr)
-            .arg("--raft-listen")
-            .arg(&self.raft_addr)
-            .arg("--metrics-listen")
-            .arg(&self.metrics_addr)
+        self.command()
             .arg("--cluster-reset")
             .args(extra_args)
             .stdin(Stdio::null())
@@ -223,14 +216,7 @@ impl MasterProcess {
 
     /// The end of this master's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(30);
-        format!(
-            "last lines of {}:\n{}",
-            self.log_path.display(),
-            lines[start..].join("\n")
-        )
+        crate::file_tail(&self.log_path, 30)
     }
 }
 
