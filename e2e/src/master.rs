@@ -8,7 +8,9 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_master::objects::{IntoObject, Kind};
+use skiff_proto::api::Object;
+use skiff_proto::v1;
 
 use crate::{free_port, skiff_bin, wait_for};
 
@@ -233,6 +235,26 @@ pub async fn ready_master() -> anyhow::Result<(tempfile::TempDir, MasterProcess)
     let master = MasterProcess::start(&dir.path().join("m"), None)?;
     master.wait_ready(Duration::from_secs(20)).await?;
     Ok((dir, master))
+}
+
+/// A Service named `name` with port 80 and no selector: an object no
+/// controller changes, so what the store does is all a test sees.
+pub fn selectorless_service(name: &str) -> Object {
+    v1::Service {
+        metadata: Some(v1::ObjectMeta {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        spec: Some(v1::ServiceSpec {
+            ports: vec![v1::ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into_object()
 }
 
 /// Several masters forming one Raft cluster.
