@@ -156,6 +156,19 @@ pub fn read_file(
     Ok(out)
 }
 
+/// The settings a file for `skiff <sub>` may hold: its long flags (none
+/// for an unknown subcommand).
+fn known_settings(command: &clap::Command, sub: &str) -> Vec<String> {
+    command
+        .find_subcommand(sub)
+        .map(|c| {
+            c.get_arguments()
+                .filter_map(|a| a.get_long().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Parses the command line with variables and the config file applied.
 pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
     let mut command = Cli::command();
@@ -165,14 +178,7 @@ pub fn parse(args: Vec<OsString>) -> Result<Cli, clap::Error> {
         let file = file
             .or_else(|| std::env::var_os("SKIFF_CONFIG_FILE").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_FILE));
-        let known: Vec<String> = command
-            .find_subcommand(&sub)
-            .map(|c| {
-                c.get_arguments()
-                    .filter_map(|a| a.get_long().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let known = known_settings(&command, &sub);
         if explicit && !file.exists() {
             return Err(command.error(
                 clap::error::ErrorKind::ValueValidation,
@@ -275,13 +281,7 @@ mod tests {
 
     #[test]
     fn a_servers_file_takes_the_failover_timings() {
-        let command = Cli::command();
-        let known: Vec<String> = command
-            .find_subcommand("server")
-            .expect("skiff server")
-            .get_arguments()
-            .filter_map(|a| a.get_long().map(str::to_owned))
-            .collect();
+        let known = known_settings(&Cli::command(), "server");
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("config.yaml");
         std::fs::write(
@@ -297,13 +297,7 @@ mod tests {
 
     #[test]
     fn a_cluster_reset_is_never_a_setting() {
-        let command = Cli::command();
-        let known: Vec<String> = command
-            .find_subcommand("server")
-            .expect("skiff server")
-            .get_arguments()
-            .filter_map(|a| a.get_long().map(str::to_owned))
-            .collect();
+        let known = known_settings(&Cli::command(), "server");
         assert!(known.iter().any(|k| k == "cluster-reset"));
         let tmp = tempfile::tempdir().unwrap();
         let file = tmp.path().join("config.yaml");

@@ -6,7 +6,7 @@
 //! unmounts the pod network namespaces under the data dir.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -15,7 +15,7 @@ use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 use crate::containerd::{unmount_all_under, PrivateContainerd};
-use crate::{free_port, skiff_bin, terminate, wait_for};
+use crate::{free_port, terminate, wait_for};
 
 /// One `skiff agent` process.
 pub struct AgentProcess {
@@ -142,24 +142,8 @@ impl AgentProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        let mut command = match &self.netns {
-            // nsenter enters the network namespace only and then execs the
-            // agent, so the PID is the agent's.
-            Some(netns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{netns}"))
-                    .arg("--")
-                    .arg(skiff_bin());
-                c
-            }
-            None => Command::new(skiff_bin()),
-        };
-        let child = command
+        let log = crate::append_log(&self.log_path)?;
+        let child = crate::skiff_command(self.netns.as_deref())
             .args(&self.args)
             .env("SKIFF_LOG", "info,skiff_agent=debug")
             .stdin(Stdio::null())

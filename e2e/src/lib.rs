@@ -44,6 +44,33 @@ pub fn skiff_bin() -> PathBuf {
     );
 }
 
+/// `skiff`, run in test host `netns`'s network namespace or on this host.
+/// nsenter enters the network namespace only and then execs skiff, so the
+/// PID is skiff's.
+pub(crate) fn skiff_command(netns: Option<&str>) -> std::process::Command {
+    match netns {
+        Some(netns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{netns}"))
+                .arg("--")
+                .arg(skiff_bin());
+            c
+        }
+        None => std::process::Command::new(skiff_bin()),
+    }
+}
+
+/// A started process's log, opened for appending (created if missing) so
+/// that it runs on across restarts.
+pub(crate) fn append_log(path: &Path) -> anyhow::Result<std::fs::File> {
+    use anyhow::Context;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open {}", path.display()))
+}
+
 /// Writes `yaml` to `<dir>/<name>.yaml` and applies it with `skiff ctl`.
 pub fn apply_yaml(
     server: &str,

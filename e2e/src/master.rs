@@ -8,7 +8,9 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_master::objects::{IntoObject, Kind};
+use skiff_proto::api::Object;
+use skiff_proto::v1;
 
 use crate::{free_port, skiff_bin, wait_for};
 
@@ -96,22 +98,9 @@ impl MasterProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        let mut cmd = Command::new(skiff_bin());
-        cmd.arg("master")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(&self.api_addr)
-            .arg("--raft-listen")
-            .arg(&self.raft_addr)
-            .arg("--metrics-listen")
-            .arg(&self.metrics_addr)
-            .stdin(Stdio::null())
+        let log = crate::append_log(&self.log_path)?;
+        let mut cmd = self.command();
+        cmd.stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
         if let Some(j) = &self.join {
@@ -124,6 +113,21 @@ impl MasterProcess {
         self.child = Some(cmd.spawn().context("spawn skiff master")?);
         crate::credentials::register_master(&self.api_addr, &self.data_dir);
         Ok(())
+    }
+
+    /// `skiff master` on this master's data dir and addresses.
+    fn command(&self) -> Command {
+        let mut cmd = Command::new(skiff_bin());
+        cmd.arg("master")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen")
+            .arg(&self.api_addr)
+            .arg("--raft-listen")
+            .arg(&self.raft_addr)
+            .arg("--metrics-listen")
+            .arg(&self.metrics_addr);
+        cmd
     }
 
     /// The process id, while it runs.
@@ -176,16 +180,7 @@ impl MasterProcess {
             "stop master {} before resetting its cluster",
             self.api_addr
         );
-        Command::new(skiff_bin())
-            .arg("master")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--listen")
-            .arg(&self.api_addr)
-            .arg("--raft-listen")
-            .arg(&self.raft_addr)
-            .arg("--metrics-listen")
-            .arg(&self.metrics_addr)
+        self.command()
             .arg("--cluster-reset")
             .args(extra_args)
             .stdin(Stdio::null())
@@ -223,14 +218,7 @@ impl MasterProcess {
 
     /// The end of this master's log, for failure messages.
     pub fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        let start = lines.len().saturating_sub(30);
-        format!(
-            "last lines of {}:\n{}",
-            self.log_path.display(),
-            lines[start..].join("\n")
-        )
+        crate::file_tail(&self.log_path, 30)
     }
 }
 
@@ -247,6 +235,26 @@ pub async fn ready_master() -> anyhow::Result<(tempfile::TempDir, MasterProcess)
     let master = MasterProcess::start(&dir.path().join("m"), None)?;
     master.wait_ready(Duration::from_secs(20)).await?;
     Ok((dir, master))
+}
+
+/// A Service named `name` with port 80 and no selector: an object no
+/// controller changes, so what the store does is all a test sees.
+pub fn selectorless_service(name: &str) -> Object {
+    v1::Service {
+        metadata: Some(v1::ObjectMeta {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        spec: Some(v1::ServiceSpec {
+            ports: vec![v1::ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into_object()
 }
 
 /// Several masters forming one Raft cluster.

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::terminate;
 use crate::test_hosts::TestHost;
-use crate::{skiff_bin, terminate};
 
 /// How long a server may take to stop on SIGTERM (its own grace is 20 s).
 const STOP_GRACE: Duration = Duration::from_secs(25);
@@ -75,24 +75,8 @@ impl ServerProcess {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log_path)
-            .with_context(|| format!("open {}", self.log_path.display()))?;
-        // nsenter enters the network namespace only and then execs skiff,
-        // so the PID is the server's.
-        let mut command = match &self.netns {
-            Some(netns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{netns}"))
-                    .arg("--")
-                    .arg(skiff_bin());
-                c
-            }
-            None => Command::new(skiff_bin()),
-        };
-        let child = command
+        let log = crate::append_log(&self.log_path)?;
+        let child = crate::skiff_command(self.netns.as_deref())
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)

@@ -4,10 +4,9 @@
 
 use std::time::Duration;
 
-use skiff_e2e::master::MasterCluster;
+use skiff_e2e::master::{selectorless_service, MasterCluster};
 use skiff_e2e::wait_for;
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
-use skiff_proto::v1;
+use skiff_master::objects::{Kind, ObjectExt};
 
 fn file_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
@@ -25,23 +24,7 @@ async fn snapshots_bound_the_log_and_catch_up_a_follower_that_fell_behind() {
     let log_file = cluster.masters[leader].data_dir.join("raft-log.redb");
 
     let mut counter = client
-        .create(
-            v1::Service {
-                metadata: Some(v1::ObjectMeta {
-                    name: "counter".into(),
-                    ..Default::default()
-                }),
-                spec: Some(v1::ServiceSpec {
-                    ports: vec![v1::ServicePort {
-                        port: 80,
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-            .into_object(),
-        )
+        .create(selectorless_service("counter"))
         .await
         .unwrap();
     // Sequential updates: one log entry each.

@@ -11,31 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use skiff_e2e::master::{ready_master, MasterCluster, MasterProcess};
+use skiff_e2e::master::{ready_master, selectorless_service, MasterCluster, MasterProcess};
 use skiff_e2e::{admin_command, wait_for};
 use skiff_master::client::ClientError;
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
-use skiff_proto::api::Object;
-use skiff_proto::v1;
-
-/// A Service with no selector: an object no controller changes.
-fn service(name: &str) -> Object {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            ports: vec![v1::ServicePort {
-                port: 80,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .into_object()
-}
+use skiff_master::objects::{Kind, ObjectExt};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -104,7 +83,7 @@ async fn a_snapshot_taken_while_writes_flow_restores_exactly_what_it_holds() {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 let name = format!("w{w}-{i}");
-                match client.create(service(&name)).await {
+                match client.create(selectorless_service(&name)).await {
                     Ok(created) => {
                         let version = created.meta().resource_version.parse().unwrap();
                         acked.lock().unwrap().push((name, version, Instant::now()));
@@ -193,7 +172,10 @@ async fn a_snapshot_taken_while_writes_flow_restores_exactly_what_it_holds() {
     assert_eq!(status.members.len(), 1, "{:?}", status.members);
     assert!(status.revision >= revision);
     // And it takes writes.
-    let created = client.create(service("after-restore")).await.unwrap();
+    let created = client
+        .create(selectorless_service("after-restore"))
+        .await
+        .unwrap();
     let version: u64 = created.meta().resource_version.parse().unwrap();
     assert!(version > revision);
 }
@@ -261,7 +243,10 @@ async fn a_dead_master_is_removed_and_a_new_one_takes_its_place() {
     ];
     for (i, m) in masters.into_iter().enumerate() {
         let name = format!("after-replacement-{i}");
-        m.client().create(service(&name)).await.unwrap();
+        m.client()
+            .create(selectorless_service(&name))
+            .await
+            .unwrap();
     }
     let members = succeeded(admin("cluster", &server, &["members"]), "members");
     assert_eq!(members.lines().count(), 4, "{members}");

@@ -5,32 +5,22 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use skiff_e2e::master::{ready_master, MasterCluster};
+use skiff_e2e::master::{ready_master, selectorless_service, MasterCluster};
 use skiff_e2e::wait_for;
 use skiff_master::client::{Client, ClientError};
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_master::objects::{Kind, ObjectExt};
 use skiff_proto::api::{EventType, Object};
-use skiff_proto::v1;
 
-/// A Service with no selector: an object no controller changes, so the
-/// store's behaviour is all these tests see.
+/// A Service with no selector, labelled `app=e2e`: an object no controller
+/// changes, so the store's behaviour is all these tests see.
 fn service(name: &str) -> Object {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            labels: [("app".to_owned(), "e2e".to_owned())].into(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            ports: vec![v1::ServicePort {
-                port: 80,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .into_object()
+    let mut service = selectorless_service(name);
+    service
+        .meta_mut()
+        .unwrap()
+        .labels
+        .insert("app".to_owned(), "e2e".to_owned());
+    service
 }
 
 fn names(items: &[Object]) -> BTreeSet<String> {

@@ -544,38 +544,41 @@ impl Cluster {
             return Ok(plan);
         }
         let change = ChangeMembers::SetNodes(BTreeMap::from([(self.id, me.clone())]));
-        let mut attempt = 0u32;
-        loop {
-            match self.raft.change_membership(change.clone(), true).await {
-                Ok(_) => return Ok(plan),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                    return Err(ClusterError::NotLeader {
-                        leader: f.leader_node,
-                    })
-                }
-                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))
-                    if attempt < 50 =>
-                {
-                    // The previous membership is not committed yet.
-                    tracing::debug!(error = %e, "membership change busy, retrying");
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
-                Err(e) => return Err(ClusterError::Membership(Box::new(e))),
-            }
-        }
+        // Retried while the previous membership is not committed yet.
+        self.change_membership(change, true).await?;
+        Ok(plan)
+    }
+}
+
+#[cfg(test)]
+impl Cluster {
+    /// A real one-member Raft cluster (member 1) in a temp dir, recorded at
+    /// `me`, for tests.
+    pub(crate) async fn one_member(me: MemberNode) -> (tempfile::TempDir, Cluster) {
+        use crate::store::log_store::LogStore;
+
+        let dir = tempfile::tempdir().unwrap();
+        let log = LogStore::open(&dir.path().join(crate::store::LOG_FILE)).unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let raft = crate::store::test_raft(log, store.clone()).await;
+        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
+        let registry = skiff_telemetry::Registry::new();
+        let cluster = Cluster {
+            id: 1,
+            raft: raft.clone(),
+            store,
+            proposer: Proposer::spawn(raft),
+            commit_latency: registry.histogram("commit_seconds", "test", &[]),
+            read_index: registry.counter("read_index_total", "test", &["result"]),
+            contacts: PeerContacts::default(),
+        };
+        (dir, cluster)
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use tempfile::TempDir;
-
     use super::*;
-    use crate::store::log_store::LogStore;
-    use crate::store::network::PeerNetwork;
-    use crate::store::state_machine::StateMachine;
-    use crate::store::{raft_config, RaftTimings};
 
     fn node(raft: &str, api: &str) -> MemberNode {
         MemberNode {
@@ -610,44 +613,11 @@ mod tests {
         );
     }
 
-    /// A real one-member Raft cluster in a temp dir, recorded at `me`.
-    async fn one_member(me: MemberNode) -> (TempDir, Cluster) {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = skiff_security::ClusterCa::generate().unwrap();
-        let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).unwrap();
-        let store = ObjectStore::open(dir.path()).unwrap();
-        let config = raft_config(RaftTimings::default(), 10_000)
-            .validate()
-            .unwrap();
-        let raft = Raft::new(
-            1,
-            Arc::new(config),
-            PeerNetwork::new(transport),
-            log,
-            StateMachine::new(store.clone()),
-        )
-        .await
-        .unwrap();
-        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
-        let registry = skiff_telemetry::Registry::new();
-        let cluster = Cluster {
-            id: 1,
-            raft: raft.clone(),
-            store,
-            proposer: Proposer::spawn(raft),
-            commit_latency: registry.histogram("commit_seconds", "test", &[]),
-            read_index: registry.counter("read_index_total", "test", &["result"]),
-            contacts: PeerContacts::default(),
-        };
-        (dir, cluster)
-    }
-
     #[tokio::test]
     async fn a_sole_member_takes_its_new_address_and_keeps_its_id() {
         let old = node("127.0.0.1:6444", "127.0.0.1:6443");
         let new = node("192.168.1.10:6444", "192.168.1.10:6443");
-        let (_dir, cluster) = one_member(old.clone()).await;
+        let (_dir, cluster) = Cluster::one_member(old.clone()).await;
         let within = Duration::from_secs(10);
         assert_eq!(
             cluster.readdress(&new, within).await.unwrap(),
@@ -666,7 +636,7 @@ mod tests {
     async fn the_last_voter_stays_and_an_operator_readdresses_a_member() {
         let old = node("127.0.0.1:6444", "127.0.0.1:6443");
         let new = node("192.168.1.10:6444", "192.168.1.10:6443");
-        let (_dir, cluster) = one_member(old).await;
+        let (_dir, cluster) = Cluster::one_member(old).await;
         cluster
             .raft
             .wait(Some(Duration::from_secs(10)))

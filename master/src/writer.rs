@@ -241,7 +241,6 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::time::Duration;
 
     use openraft::ServerState;
@@ -250,51 +249,22 @@ mod tests {
 
     use super::*;
     use crate::objects::IntoObject;
-    use crate::store::log_store::LogStore;
-    use crate::store::network::PeerNetwork;
-    use crate::store::proposer::Proposer;
-    use crate::store::state_machine::{ObjectStore, StateMachine};
-    use crate::store::{raft_config, MemberNode, Raft, RaftTimings};
+    use crate::store::MemberNode;
 
     /// A real one-member Raft cluster in a temp dir, leading, with the
     /// `default` namespace, and a writer over it.
     async fn one_member() -> (TempDir, ObjectWriter) {
-        let dir = tempfile::tempdir().unwrap();
-        let ca = skiff_security::ClusterCa::generate().unwrap();
-        let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).unwrap();
-        let store = ObjectStore::open(dir.path()).unwrap();
-        let config = raft_config(RaftTimings::default(), 10_000)
-            .validate()
-            .unwrap();
-        let raft = Raft::new(
-            1,
-            Arc::new(config),
-            PeerNetwork::new(transport),
-            log,
-            StateMachine::new(store.clone()),
-        )
-        .await
-        .unwrap();
         let me = MemberNode {
             raft_addr: "127.0.0.1:1".into(),
             api_addr: "127.0.0.1:1".into(),
         };
-        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
-        raft.wait(Some(Duration::from_secs(10)))
+        let (dir, cluster) = Cluster::one_member(me).await;
+        cluster
+            .raft
+            .wait(Some(Duration::from_secs(10)))
             .state(ServerState::Leader, "one member leads")
             .await
             .unwrap();
-        let registry = skiff_telemetry::Registry::new();
-        let cluster = Cluster {
-            id: 1,
-            raft: raft.clone(),
-            store,
-            proposer: Proposer::spawn(raft),
-            commit_latency: registry.histogram("commit_seconds", "test", &[]),
-            read_index: registry.counter("read_index_total", "test", &["result"]),
-            contacts: Default::default(),
-        };
         let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
         let writer = ObjectWriter::new(cluster, Arc::new(ips));
         writer

@@ -18,7 +18,7 @@ use skiff_master::objects::pods::pod_is_ready;
 use skiff_master::objects::selector as object_selector;
 use skiff_master::objects::{Kind, ObjectExt, UnknownKind};
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::Object;
+use skiff_proto::api::{ListResponse, Object};
 use skiff_security::Credentials;
 
 use self::selector::{Selector, SelectorError};
@@ -674,6 +674,18 @@ impl<'a> View<'a> {
     }
 }
 
+/// The objects of `kind` in `namespace`, and the store revision they are
+/// listed at.
+async fn list_objects(client: &Client, kind: Kind, namespace: &str) -> Result<ListResponse> {
+    client
+        .list(kind, namespace)
+        .await
+        .map_err(|source| CtlError::Api {
+            context: format!("listing {}", kind.plural()),
+            source,
+        })
+}
+
 /// `get`: prints the objects, each kind's table in turn, and returns the
 /// store revision to watch from. Named objects that are missing are
 /// reported after the others are printed.
@@ -702,13 +714,7 @@ async fn get(
         let kind = target.kind;
         let mut objects = Vec::new();
         if target.names.is_empty() {
-            let list = client
-                .list(kind, view.list_namespace(kind))
-                .await
-                .map_err(|source| CtlError::Api {
-                    context: format!("listing {}", kind.plural()),
-                    source,
-                })?;
+            let list = list_objects(client, kind, view.list_namespace(kind)).await?;
             revision = revision.max(list.revision);
             objects.extend(
                 list.items
@@ -875,14 +881,7 @@ async fn describe_objects(
         let kind = target.kind;
         let ns = if kind.namespaced() { namespace } else { "" };
         let mut objects = if target.names.is_empty() {
-            let list = client
-                .list(kind, ns)
-                .await
-                .map_err(|source| CtlError::Api {
-                    context: format!("listing {}", kind.plural()),
-                    source,
-                })?;
-            list.items
+            list_objects(client, kind, ns).await?.items
         } else {
             Vec::new()
         };
@@ -1000,13 +999,7 @@ async fn select_for_delete(
                 name: name.clone(),
             })),
             (true, Some(label_selector)) => {
-                let list = client
-                    .list(kind, ns)
-                    .await
-                    .map_err(|source| CtlError::Api {
-                        context: format!("listing {}", kind.plural()),
-                        source,
-                    })?;
+                let list = list_objects(client, kind, ns).await?;
                 doomed.extend(
                     list.items
                         .iter()

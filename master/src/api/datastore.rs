@@ -322,15 +322,9 @@ impl Datastore for DatastoreService {
         request: Request<ListSnapshotsRequest>,
     ) -> Result<Response<ListSnapshotsResponse>, Status> {
         authz::privileged(&authz::identity(&request)?, "list datastore snapshots")?;
-        if request.get_ref().local {
-            return self
-                .list_local()
-                .await
-                .map(Response::new)
-                .map_err(Status::from);
-        }
         self.router
-            .on_leader(
+            .here_or_on_leader(
+                request.get_ref().local,
                 request,
                 |_| self.list_local(),
                 |ch, r| async move { datastore_client(ch).list_snapshots(r).await },
@@ -343,15 +337,9 @@ impl Datastore for DatastoreService {
         request: Request<DeleteSnapshotRequest>,
     ) -> Result<Response<DeleteSnapshotResponse>, Status> {
         authz::privileged(&authz::identity(&request)?, "delete datastore snapshots")?;
-        if request.get_ref().local {
-            return self
-                .delete_local(request.into_inner())
-                .await
-                .map(Response::new)
-                .map_err(Status::from);
-        }
         self.router
-            .on_leader(
+            .here_or_on_leader(
+                request.get_ref().local,
                 request,
                 |r| self.delete_local(r),
                 |ch, r| async move { datastore_client(ch).delete_snapshot(r).await },

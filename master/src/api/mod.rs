@@ -286,15 +286,9 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
-        if request.get_ref().serializable {
-            return self
-                .get_local(request.into_inner(), within)
-                .await
-                .map(Response::new)
-                .map_err(Status::from);
-        }
         self.router
-            .on_leader(
+            .here_or_on_leader(
+                request.get_ref().serializable,
                 request,
                 |r| self.get_local(r, within),
                 |ch, r| async move { api_client(ch).get(r).await },
@@ -306,15 +300,9 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
-        if request.get_ref().serializable {
-            return self
-                .list_local(request.into_inner(), within)
-                .await
-                .map(Response::new)
-                .map_err(Status::from);
-        }
         self.router
-            .on_leader(
+            .here_or_on_leader(
+                request.get_ref().serializable,
                 request,
                 |r| self.list_local(r, within),
                 |ch, r| async move { api_client(ch).list(r).await },

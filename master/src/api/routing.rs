@@ -97,10 +97,38 @@ impl LeaderRouter {
                     Err(ApiError::Cluster(ClusterError::NotLeader { .. })) if !forwarded => {
                         continue
                     }
-                    other => return other.map(Response::new).map_err(Status::from),
+                    other => return answer(other),
                 },
             }
         }
         Err(ApiError::NoLeader.into())
     }
+
+    /// Runs `local` here, whoever leads, when `here` is set (a
+    /// `serializable` read, or a call about this master alone); otherwise
+    /// as [`LeaderRouter::on_leader`].
+    pub async fn here_or_on_leader<Req, Resp, L, LF, R, RF>(
+        &self,
+        here: bool,
+        request: Request<Req>,
+        local: L,
+        remote: R,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        L: Fn(Req) -> LF,
+        LF: Future<Output = Result<Resp, ApiError>>,
+        R: Fn(Channel, Request<Req>) -> RF,
+        RF: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        if here {
+            return answer(local(request.into_inner()).await);
+        }
+        self.on_leader(request, local, remote).await
+    }
+}
+
+/// The gRPC answer for a call served on this master.
+fn answer<Resp>(served: Result<Resp, ApiError>) -> Result<Response<Resp>, Status> {
+    served.map(Response::new).map_err(Status::from)
 }

@@ -381,7 +381,6 @@ pub fn finish_pending(dir: &Path) -> Result<Option<PathBuf>> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
     use std::time::Duration;
 
     use openraft::{EntryPayload, ServerState};
@@ -391,9 +390,7 @@ mod tests {
     use super::*;
     use crate::datastore::snapshots::{Origin, SnapshotDir};
     use crate::objects::{IntoObject, Kind, ObjectExt};
-    use crate::store::network::PeerNetwork;
-    use crate::store::state_machine::StateMachine;
-    use crate::store::{raft_config, Command, Entry, Proposal, Raft, RaftTimings};
+    use crate::store::{Command, Entry, Proposal};
 
     fn node(host: &str) -> MemberNode {
         MemberNode {
@@ -514,20 +511,7 @@ mod tests {
         assert_eq!(log.last_log_id(), Some(outcome.log_id));
 
         // openraft takes it: the one member elects itself and takes writes.
-        let ca = skiff_security::ClusterCa::generate().unwrap();
-        let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
-        let config = raft_config(RaftTimings::default(), 10_000)
-            .validate()
-            .unwrap();
-        let raft = Raft::new(
-            1,
-            Arc::new(config),
-            PeerNetwork::new(transport),
-            log,
-            StateMachine::new(store.clone()),
-        )
-        .await
-        .unwrap();
+        let raft = crate::store::test_raft(log, store.clone()).await;
         assert!(raft.is_initialized().await.unwrap());
         raft.wait(Some(Duration::from_secs(10)))
             .state(ServerState::Leader, "the only member leads")

@@ -160,6 +160,29 @@ pub fn raft_config(timings: RaftTimings, snapshot_after_entries: u64) -> openraf
     }
 }
 
+/// Member 1's Raft over `log` and `store`, with the default timings and a
+/// throwaway cluster CA: what a one-member cluster in a test runs on.
+#[cfg(test)]
+pub(crate) async fn test_raft(
+    log: log_store::LogStore,
+    store: std::sync::Arc<state_machine::ObjectStore>,
+) -> Raft {
+    let ca = skiff_security::ClusterCa::generate().unwrap();
+    let transport = skiff_security::ClientTransport::to_masters(ca.cert_pem(), None).unwrap();
+    let config = raft_config(RaftTimings::default(), 10_000)
+        .validate()
+        .unwrap();
+    Raft::new(
+        1,
+        std::sync::Arc::new(config),
+        network::PeerNetwork::new(transport),
+        log,
+        state_machine::StateMachine::new(store),
+    )
+    .await
+    .unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use openraft::testing::{StoreBuilder, Suite};
