@@ -27,8 +27,8 @@ use skiff_master::store::{
 
 use crate::cluster_network::{ClusterNetworkError, ClusterNetworkFlags};
 use crate::cluster_reset::{self, ClusterResetFlags};
-use crate::malloc_arenas;
 use crate::daemon::{self, AddressError, DaemonFlags};
+use crate::malloc_arenas;
 use crate::{ctl, server, DEFAULT_DATA_DIR};
 
 /// Default `--listen`: the API, on every address, so agents of other
