@@ -342,6 +342,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         }
     }
     let cluster = config.network_overrides.apply(masters_network);
+    if config.network_overrides.cluster_dns.is_some() {
+        tracing::warn!(
+            "--cluster-dns is recorded but not used yet: no cluster DNS server runs, so pods              get this node's resolv.conf"
+        );
+    }
     tracing::info!(
         cluster_cidr = %cluster.cluster_cidr,
         service_cidr = %cluster.service_cidr,

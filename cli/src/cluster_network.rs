@@ -54,7 +54,8 @@ pub struct ClusterNetworkFlags {
     #[arg(long, default_value = DEFAULT_SERVICE_CIDR)]
     pub service_cidr: String,
     /// The cluster DNS Service's address, told to every node (default: the
-    /// tenth address of --service-cidr, 10.43.0.10).
+    /// tenth address of --service-cidr, 10.43.0.10). Not used by pods yet:
+    /// no cluster DNS server runs, so they get their node's resolv.conf.
     #[arg(long)]
     pub cluster_dns: Option<Ipv4Addr>,
 }
@@ -99,7 +100,8 @@ pub struct AgentNetworkFlags {
     #[arg(long)]
     pub service_cidr: Option<String>,
     /// The cluster DNS address, when not the masters' (default: theirs,
-    /// learned when the node registers).
+    /// learned when the node registers). Not used by pods yet (a warning
+    /// says so): they get the node's resolv.conf.
     #[arg(long)]
     pub cluster_dns: Option<Ipv4Addr>,
 }

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use skiff_master::datastore::cluster_reset::ResetOutcome;
 use skiff_master::server::MasterConfig;
 
-use crate::{logging, print_error};
+use crate::{daemon, print_error};
 
 /// The flags, on `skiff master` and `skiff server`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,17 +76,10 @@ pub fn run<E: Display>(
     log_format: &str,
     restore: Option<&Path>,
 ) -> ExitCode {
-    let config = match config {
+    let config = match daemon::configured(config, log_format) {
         Ok(config) => config,
-        Err(e) => {
-            print_error(&e);
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = logging::init(log_format) {
-        print_error(&e);
-        return ExitCode::from(2);
-    }
     match skiff_master::server::reset_cluster(&config, restore) {
         Ok(outcome) => {
             use std::io::Write;

@@ -51,6 +51,20 @@ pub fn metrics_address(flag: &str, value: &str) -> Result<Option<SocketAddr>, Ad
     listen_address(flag, value).map(Some)
 }
 
+/// The checked configuration with logging set up, or the exit code of a
+/// bad flag (2), the error printed.
+pub fn configured<C, E: Display>(config: Result<C, E>, log_format: &str) -> Result<C, ExitCode> {
+    let config = config.map_err(|e| {
+        print_error(&e);
+        ExitCode::from(2)
+    })?;
+    if let Err(e) = logging::init(log_format) {
+        print_error(&e);
+        return Err(ExitCode::from(2));
+    }
+    Ok(config)
+}
+
 /// Runs a long-lived command: checks its config (exit 2 on a bad flag),
 /// sets up logging and the runtime, and runs `body` until a signal.
 pub fn serve<C, E, F, Fut, R>(config: Result<C, E>, log_format: &str, body: F) -> ExitCode
@@ -60,17 +74,10 @@ where
     Fut: Future<Output = Result<(), R>>,
     R: Display,
 {
-    let config = match config {
-        Ok(c) => c,
-        Err(e) => {
-            print_error(&e);
-            return ExitCode::from(2);
-        }
+    let config = match configured(config, log_format) {
+        Ok(config) => config,
+        Err(code) => return code,
     };
-    if let Err(e) = logging::init(log_format) {
-        print_error(&e);
-        return ExitCode::from(2);
-    }
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
