@@ -14,7 +14,9 @@
 //! O(1) amortised. Between choosing an address and the create being
 //! applied, the address is reserved on the leader ([`Reservation`]), so
 //! concurrent creates never get the same one and none of them waits for
-//! another's Raft round.
+//! another's Raft round. Whatever an allocator thought (a deposed or
+//! lagging leader's), the state machine refuses a clusterIP another
+//! Service holds (`WriteError::AddressTaken`), on every replica alike.
 
 use std::collections::HashSet;
 use std::net::Ipv4Addr;

@@ -39,7 +39,9 @@ pub enum Error {
     #[error("invalid request: {0}")]
     ServiceIp(ServiceIpError),
     /// Raft refused or could not take the write (including the state
-    /// machine's refusals: not found, exists, conflict).
+    /// machine's refusals: not found, exists, conflict, and an address
+    /// another object holds, `WriteError::AddressTaken`, when the
+    /// allocators' view was behind the log).
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     /// The local replica could not be read or decoded.

@@ -1,6 +1,8 @@
 //! How API failures reach clients: each error becomes the gRPC status code a
 //! Kubernetes user would expect (NotFound, AlreadyExists, Conflict as
-//! ABORTED, Gone as OUT_OF_RANGE), with a message that says what to do.
+//! ABORTED, Gone as OUT_OF_RANGE, Invalid as INVALID_ARGUMENT, including an
+//! address another object holds, as Kubernetes answers "provided IP is
+//! already allocated"), with a message that says what to do.
 
 use tonic::{Code, Status};
 
@@ -97,7 +99,7 @@ impl From<ApiError> for Status {
                 WriteError::NotFound { .. } | WriteError::NamespaceNotFound(_) => Code::NotFound,
                 WriteError::AlreadyExists { .. } => Code::AlreadyExists,
                 WriteError::Conflict { .. } => Code::Aborted,
-                WriteError::Invalid(_) => Code::InvalidArgument,
+                WriteError::Invalid(_) | WriteError::AddressTaken { .. } => Code::InvalidArgument,
             },
             ApiError::Cluster(ClusterError::MembershipRefused(refused)) => match refused {
                 MembershipRefused::NotAMember(_) => Code::NotFound,
@@ -129,6 +131,7 @@ impl From<ApiError> for Status {
 mod tests {
     use super::*;
     use crate::objects::Kind;
+    use crate::store::AddressField;
 
     fn refused(e: WriteError) -> ApiError {
         ApiError::Cluster(ClusterError::Refused(e))
@@ -161,5 +164,44 @@ mod tests {
         assert_eq!(answers(&ApiError::NoLeader), (false, false, false));
         assert_eq!(Status::from(conflict).code(), Code::Aborted);
         assert_eq!(Status::from(not_found).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn an_address_held_by_another_object_is_an_invalid_value_naming_both() {
+        let taken = refused(WriteError::AddressTaken {
+            field: AddressField::ClusterIp,
+            value: "10.43.0.20".into(),
+            held: "10.43.0.20".into(),
+            holder: "Service default/web".into(),
+        });
+        let answers = (
+            taken.is_not_found(),
+            taken.is_already_exists(),
+            taken.is_conflict(),
+        );
+        assert_eq!(answers, (false, false, false));
+        let status = Status::from(taken);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(
+            status.message(),
+            "spec.clusterIP: Invalid value: \"10.43.0.20\": failed to allocate 10.43.0.20: \
+             it is already allocated (10.43.0.20 is held by Service default/web); \
+             leave the field empty to be given a free one"
+        );
+        // Through the write path's error, as a controller's write sees it.
+        let overlap = WriteError::AddressTaken {
+            field: AddressField::PodCidr,
+            value: "10.42.0.0/23".into(),
+            held: "10.42.1.0/24".into(),
+            holder: "Node n1".into(),
+        };
+        let write = crate::writer::Error::Cluster(ClusterError::Refused(overlap));
+        let status = Status::from(ApiError::from(write));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let message = status.message();
+        let expected = "spec.podCIDR: Invalid value: \"10.42.0.0/23\"";
+        assert!(message.starts_with(expected), "{message}");
+        assert!(message.contains("(10.42.1.0/24 is"), "{message}");
+        assert!(message.contains("held by Node n1)"), "{message}");
     }
 }

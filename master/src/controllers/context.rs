@@ -11,6 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use skiff_proto::api::Object;
+use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use crate::objects::Kind;
@@ -52,6 +53,9 @@ pub trait ObjectReads: Send + Sync {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>>;
+    /// The Nodes whose `spec.podCIDR` overlaps `subnet` (is it, lies inside
+    /// it or contains it): each one's name and the subnet it holds.
+    fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)>;
     /// The store's current revision.
     fn revision(&self) -> u64;
     /// Live change notifications.
@@ -120,6 +124,10 @@ impl ObjectReads for ObjectStore {
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
         self.cache().services_selecting(namespace, labels)
+    }
+
+    fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)> {
+        self.cache().pod_cidr_holders(subnet)
     }
 
     fn revision(&self) -> u64 {

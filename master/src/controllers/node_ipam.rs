@@ -1,17 +1,24 @@
 //! Pod subnets: every node gets its own `/24` (by default) of the cluster
-//! CIDR as `spec.podCIDR`, written through Raft like any other change. The
-//! lowest free subnet is taken; a subnet is free when no Node holds it, so
-//! deleting a node frees its subnet, and running one reconcile at a time
-//! (`CONCURRENCY = 1`, unlike the other controllers) plus conditional
-//! writes mean no subnet is ever held by two nodes.
+//! CIDR as `spec.podCIDR`, written through Raft like any other change. A
+//! subnet is free when no Node holds it or a subnet overlapping it (one of
+//! another size, from an earlier `--node-cidr-mask-size`), so deleting a
+//! node frees its subnet.
 //!
-//! The subnets in use are read once per store revision, so a cluster with
-//! more nodes than subnets (the rest wait for one to be freed) does not
-//! re-read every Node for every waiting node.
+//! No allocation scans the Nodes: whether a subnet is held is one lookup in
+//! the object cache's pod-subnet index, and a cursor, as in Kubernetes'
+//! `cidrset`, remembers where the last free subnet was found; the next
+//! search starts just past it and wraps round the cluster CIDR once, so
+//! handing out subnets in a row is O(1) each, and subnets freed behind the
+//! cursor are handed out again once it wraps. Running one reconcile at a
+//! time (`CONCURRENCY = 1`, unlike the other controllers), each waiting for
+//! its write to be applied, means the index already holds the previous
+//! node's subnet; and the state machine refuses a subnet another Node
+//! holds (`WriteError::AddressTaken`), so no subnet is ever held by two
+//! nodes whatever a leader's allocator thought.
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -69,39 +76,55 @@ impl PodCidrConfig {
         })
     }
 
-    /// The lowest subnet not in `used` (and overlapping none of it).
-    pub fn allocate(&self, used: &[Ipv4Net]) -> Option<Ipv4Net> {
-        let count = 1u64 << (self.node_prefix - self.cluster.len);
-        let step = 1u64 << (32 - self.node_prefix);
-        // Subnets of the node size are looked up by address; odd sizes
-        // (a changed --node-cidr-mask-size) are checked for overlap.
-        let exact: std::collections::HashSet<u32> = used
-            .iter()
-            .filter(|u| u.len == self.node_prefix)
-            .map(|u| u32::from(u.addr))
-            .collect();
-        let odd: Vec<&Ipv4Net> = used.iter().filter(|u| u.len != self.node_prefix).collect();
-        (0..count)
-            .map(|i| Ipv4Net {
-                addr: Ipv4Addr::from((u32::from(self.cluster.addr) as u64 + i * step) as u32),
-                len: self.node_prefix,
-            })
-            .find(|candidate| {
-                !exact.contains(&u32::from(candidate.addr))
-                    && !odd
-                        .iter()
-                        .any(|u| u.contains(candidate) || candidate.contains(u))
-            })
+    /// How many node subnets the cluster CIDR holds.
+    fn subnet_count(&self) -> u64 {
+        let bits = self.node_prefix.saturating_sub(self.cluster.len).min(32);
+        1u64 << bits
+    }
+
+    /// The `index`-th node subnet of the cluster CIDR.
+    fn subnet(&self, index: u64) -> Ipv4Net {
+        let step = 1u64 << (32 - u32::from(self.node_prefix.min(32)));
+        let first = u64::from(u32::from(self.cluster.addr));
+        Ipv4Net::new(
+            Ipv4Addr::from((first + index * step) as u32),
+            self.node_prefix,
+        )
+    }
+
+    /// The first subnet from `cursor` on (an index into the cluster CIDR's
+    /// node subnets), wrapping round the cluster CIDR once, that `taken`
+    /// does not call taken; moves the cursor just past it. `None` when
+    /// every subnet is taken. Subnets are asked about in order, and one at
+    /// a time: after a run of taken ones, the search stops at the first
+    /// free one.
+    pub fn next_free(
+        &self,
+        cursor: &mut u64,
+        mut taken: impl FnMut(Ipv4Net) -> bool,
+    ) -> Option<Ipv4Net> {
+        let count = self.subnet_count();
+        let start = *cursor % count;
+        for step in 0..count {
+            let index = (start + step) % count;
+            let candidate = self.subnet(index);
+            if !taken(candidate) {
+                *cursor = (index + 1) % count;
+                return Some(candidate);
+            }
+        }
+        None
     }
 }
 
 pub struct NodeIpamController {
     ctx: Context,
     config: PodCidrConfig,
-    /// The subnets in use, as of a store revision.
-    used: std::sync::Mutex<(u64, Vec<Ipv4Net>)>,
+    /// Where the next search for a free subnet starts: just past the last
+    /// one handed out (a new leader starts from the first).
+    cursor: Mutex<u64>,
     /// Nodes already told that no subnet is left (warned once each).
-    waiting: std::sync::Mutex<std::collections::HashSet<String>>,
+    waiting: Mutex<std::collections::HashSet<String>>,
 }
 
 impl NodeIpamController {
@@ -109,27 +132,18 @@ impl NodeIpamController {
         NodeIpamController {
             ctx,
             config,
-            used: std::sync::Mutex::new((u64::MAX, Vec::new())),
+            cursor: Mutex::new(0),
             waiting: Default::default(),
         }
     }
 
-    /// The subnets Nodes hold, re-read only when the store has changed.
-    fn used(&self) -> Result<Vec<Ipv4Net>, ReconcileError> {
-        let revision = self.ctx.store.revision();
-        let mut cached = self.used.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.0 != revision {
-            let (nodes, at) = self.ctx.store.list(Kind::Node, None)?;
-            let used = nodes
-                .iter()
-                .filter_map(|o| match &o.kind {
-                    Some(Body::Node(n)) => n.spec.as_ref().and_then(|s| s.pod_cidr.parse().ok()),
-                    _ => None,
-                })
-                .collect();
-            *cached = (at, used);
-        }
-        Ok(cached.1.clone())
+    /// A free subnet, from the cursor on; each candidate is one lookup in
+    /// the cache's pod-subnet index.
+    fn next_free(&self) -> Option<Ipv4Net> {
+        let mut cursor = self.cursor.lock().unwrap_or_else(|p| p.into_inner());
+        let store = &self.ctx.store;
+        let taken = |subnet: Ipv4Net| !store.pod_cidr_holders(subnet).is_empty();
+        self.config.next_free(&mut cursor, taken)
     }
 }
 
@@ -137,7 +151,8 @@ impl Reconciler for NodeIpamController {
     const NAME: &'static str = "node-ipam";
     const KIND: Kind = Kind::Node;
     // Two nodes reconciled at once could be handed the same free subnet
-    // (the writes are to different Nodes, so neither conflicts).
+    // (the writes are to different Nodes, so neither conflicts; the state
+    // machine would refuse the second, but it would have to retry).
     const CONCURRENCY: usize = 1;
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
@@ -161,8 +176,7 @@ impl Reconciler for NodeIpamController {
         if node.spec.as_ref().is_some_and(|s| !s.pod_cidr.is_empty()) {
             return Ok(Action::Done);
         }
-        let used = self.used()?;
-        let Some(subnet) = self.config.allocate(&used) else {
+        let Some(subnet) = self.next_free() else {
             let first = self
                 .waiting
                 .lock()
@@ -191,45 +205,146 @@ impl Reconciler for NodeIpamController {
 mod tests {
     use super::*;
 
+    use std::collections::BTreeSet;
+
+    use skiff_proto::api::EventType;
+    use skiff_proto::v1;
+
+    use crate::store::cache::{CachedChange, ObjectCache};
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    /// The next free subnet when exactly `held` are held.
+    fn next(config: &PodCidrConfig, cursor: &mut u64, held: &BTreeSet<Ipv4Net>) -> Option<String> {
+        let subnet = config.next_free(cursor, |s| held.contains(&s));
+        subnet.map(|s| s.to_string())
+    }
+
     #[test]
-    fn the_lowest_free_subnet_is_taken_and_freed_ones_reused() {
+    fn a_free_subnet_is_taken_from_the_cursor_on_and_freed_ones_reused_once_it_wraps() {
         let config = PodCidrConfig::default();
-        let used: Vec<Ipv4Net> = vec![
-            "10.42.0.0/24".parse().unwrap(),
-            "10.42.2.0/24".parse().unwrap(),
-        ];
-        assert_eq!(config.allocate(&used).unwrap().to_string(), "10.42.1.0/24");
-        assert_eq!(config.allocate(&[]).unwrap().to_string(), "10.42.0.0/24");
-        let small = PodCidrConfig::new("10.42.0.0/23".parse().unwrap(), 24).unwrap();
-        let full: Vec<Ipv4Net> = vec![
-            "10.42.0.0/24".parse().unwrap(),
-            "10.42.1.0/24".parse().unwrap(),
-        ];
-        assert_eq!(small.allocate(&full), None);
-        let err = PodCidrConfig::new("10.42.0.0/16".parse().unwrap(), 8).unwrap_err();
+        let mut cursor = 0;
+        let mut held: BTreeSet<Ipv4Net> = [net("10.42.0.0/24"), net("10.42.2.0/24")].into();
+        assert_eq!(next(&config, &mut cursor, &held).unwrap(), "10.42.1.0/24");
+        held.insert(net("10.42.1.0/24"));
+        // The search goes on past the last one handed out, skipping held
+        // ones; a subnet freed behind the cursor waits for the wrap.
+        held.remove(&net("10.42.0.0/24"));
+        assert_eq!(next(&config, &mut cursor, &held).unwrap(), "10.42.3.0/24");
+        assert_eq!(cursor, 4);
+
+        let small = PodCidrConfig::new(net("10.42.0.0/23"), 24).unwrap();
+        let mut cursor = 0;
+        let mut held = BTreeSet::new();
+        assert_eq!(next(&small, &mut cursor, &held).unwrap(), "10.42.0.0/24");
+        held.insert(net("10.42.0.0/24"));
+        assert_eq!(next(&small, &mut cursor, &held).unwrap(), "10.42.1.0/24");
+        held.insert(net("10.42.1.0/24"));
+        assert_eq!(next(&small, &mut cursor, &held), None);
+        // Freed: found again once the search wraps round.
+        held.remove(&net("10.42.0.0/24"));
+        assert_eq!(next(&small, &mut cursor, &held).unwrap(), "10.42.0.0/24");
+
+        let err = PodCidrConfig::new(net("10.42.0.0/16"), 8).unwrap_err();
         assert_eq!(
             err.to_string(),
             "node subnets of /8 do not fit the cluster CIDR 10.42.0.0/16 (need /16..=/30)"
         );
     }
 
+    fn node(name: &str, pod_cidr: &str) -> CachedChange {
+        let object = v1::Node {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::NodeSpec {
+                pod_cidr: pod_cidr.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        CachedChange {
+            kind: Kind::Node,
+            event_type: EventType::Added,
+            object: Arc::new(object.into_object()),
+            encoded_len: 10,
+        }
+    }
+
+    /// The next free subnet by the cache's index, and how many subnets the
+    /// search asked the index about.
+    fn next_by_index(
+        config: &PodCidrConfig,
+        cursor: &mut u64,
+        cache: &ObjectCache,
+    ) -> (Option<String>, usize) {
+        let mut asked = 0;
+        let subnet = config.next_free(cursor, |s| {
+            asked += 1;
+            !cache.pod_cidr_holders(s).is_empty()
+        });
+        (subnet.map(|s| s.to_string()), asked)
+    }
+
     #[test]
     fn subnets_of_another_size_still_block_what_they_overlap() {
         let config = PodCidrConfig::default();
+        let cache = ObjectCache::default();
         // A /23 from an earlier --node-cidr-mask-size covers .0 and .1.
-        let used: Vec<Ipv4Net> = vec![
-            "10.42.0.0/23".parse().unwrap(),
-            "10.42.3.0/24".parse().unwrap(),
-        ];
-        assert_eq!(config.allocate(&used).unwrap().to_string(), "10.42.2.0/24");
-        // A whole /16 of /24s: the 256th is the last, then none.
-        let all: Vec<Ipv4Net> = (0..255)
-            .map(|i| format!("10.42.{i}.0/24").parse().unwrap())
+        cache.apply(
+            &[node("old", "10.42.0.0/23"), node("n3", "10.42.3.0/24")],
+            2,
+        );
+        let mut cursor = 0;
+        let (found, _) = next_by_index(&config, &mut cursor, &cache);
+        assert_eq!(found.unwrap(), "10.42.2.0/24");
+        // A whole /16 of /24s: once .255 is held too, none is left.
+        let rest: Vec<CachedChange> = (2..=254)
+            .filter(|i| *i != 3)
+            .map(|i| node(&format!("n{i}"), &format!("10.42.{i}.0/24")))
             .collect();
-        assert_eq!(config.allocate(&all).unwrap().to_string(), "10.42.255.0/24");
-        let mut full = all;
-        full.push("10.42.255.0/24".parse().unwrap());
-        assert_eq!(config.allocate(&full), None);
+        cache.apply(&rest, 3);
+        let (found, _) = next_by_index(&config, &mut cursor, &cache);
+        assert_eq!(found.unwrap(), "10.42.255.0/24");
+        cache.apply(&[node("n255", "10.42.255.0/24")], 4);
+        let (found, asked) = next_by_index(&config, &mut cursor, &cache);
+        assert_eq!((found, asked), (None, 256), "one full round, no more");
+    }
+
+    #[test]
+    fn allocating_for_nodes_in_a_row_asks_about_one_subnet_each() {
+        // 65,536 node subnets; the first 10,000 held by 10,000 Nodes.
+        let config = PodCidrConfig::new(net("10.0.0.0/8"), 24).unwrap();
+        let cache = ObjectCache::default();
+        let held: Vec<CachedChange> = (0..10_000u64)
+            .map(|i| node(&format!("n{i}"), &config.subnet(i).to_string()))
+            .collect();
+        cache.apply(&held, 1);
+        assert_eq!(cache.pod_cidrs_held(), 10_000);
+        // A new leader's cursor starts at the first subnet: one pass over
+        // the held ones, once.
+        let mut cursor = 0;
+        let (found, asked) = next_by_index(&config, &mut cursor, &cache);
+        assert_eq!(found.as_deref(), Some("10.39.16.0/24"));
+        assert_eq!(asked, 10_001);
+        // From then on, each node joining costs one lookup, however many
+        // Nodes hold subnets; freeing one behind the cursor does not send
+        // the search back.
+        cache.apply(&[node("new-0", "10.39.16.0/24")], 2);
+        let mut freed = node("n5", &config.subnet(5).to_string());
+        freed.event_type = EventType::Deleted;
+        cache.apply(&[freed], 3);
+        for i in 1..=100u64 {
+            let (found, asked) = next_by_index(&config, &mut cursor, &cache);
+            let expected = config.subnet(10_000 + i).to_string();
+            assert_eq!((found.as_deref(), asked), (Some(expected.as_str()), 1));
+            let name = format!("new-{i}");
+            cache.apply(&[node(&name, &expected)], 3 + i);
+        }
+        assert_eq!(cache.pod_cidrs_held(), 10_000 + 101 - 1);
     }
 }
 

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use prost::Message;
 use skiff_proto::api::{EventType, Object};
+use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
@@ -404,6 +405,20 @@ impl ObjectReads for RecordingObjects {
             }
             _ => false,
         })
+    }
+
+    fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)> {
+        self.filtered(Kind::Node, |_| true)
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(skiff_proto::api::object::Kind::Node(n)) => {
+                    let held: Ipv4Net = n.spec.as_ref()?.pod_cidr.parse().ok()?;
+                    let overlaps = held.contains(&subnet) || subnet.contains(&held);
+                    overlaps.then(|| (o.meta().name.clone(), held))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     fn revision(&self) -> u64 {

@@ -2,8 +2,11 @@
 //! state, as client-go's informers and kube-apiserver's watch cache do: each
 //! object decoded once and shared (`Arc`) by every reader, with indexes for
 //! the questions the leader's loops ask on every event: by namespace (key
-//! order), by `spec.nodeName` (pods), by owner UID, by label, and by a
-//! Service's clusterIP.
+//! order), by `spec.nodeName` (pods), by owner UID, by label, and by the
+//! addresses the cluster gives to one object at a time ([`HeldAddress`]):
+//! a Service's clusterIP and a Node's pod subnet (`spec.podCIDR`, ordered
+//! so that the subnets overlapping one are found without a scan). The
+//! allocators and the state machine's duplicate check ask those.
 //!
 //! It holds no second copy of the truth: the state machine feeds it the
 //! changes it has just committed ([`ObjectCache::apply`]) before anyone is
@@ -18,6 +21,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
+use skiff_values::Ipv4Net;
 
 use crate::objects::{Kind, ObjectExt};
 
@@ -42,7 +46,7 @@ struct Cached {
     pods_by_node: HashMap<String, BTreeSet<Key>>,
     by_owner: HashMap<String, BTreeSet<(Kind, Key)>>,
     by_label: HashMap<(Kind, String, String), BTreeSet<Key>>,
-    cluster_ips: HashMap<Ipv4Addr, Key>,
+    addresses: AddressIndex,
     /// (namespace, selector key, selector value) → Services selecting it.
     service_selectors: HashMap<(String, String, String), BTreeSet<String>>,
     encoded_bytes: usize,
@@ -51,6 +55,138 @@ struct Cached {
 struct Entry {
     object: Arc<Object>,
     encoded_len: usize,
+}
+
+/// An address the cluster gives to one object at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeldAddress {
+    /// A Service's `spec.clusterIP` (not a headless Service's `None`).
+    ClusterIp(Ipv4Addr),
+    /// A Node's `spec.podCIDR`.
+    PodCidr(Ipv4Net),
+}
+
+impl HeldAddress {
+    /// The address `object` holds, if any: the clusterIP of a Service
+    /// that has one, the pod subnet of a Node that has one. A value that
+    /// does not parse holds nothing.
+    pub fn of(object: &Object) -> Option<HeldAddress> {
+        match &object.kind {
+            Some(Body::Service(service)) => {
+                let spec = service.spec.as_ref()?;
+                spec.cluster_ip.parse().ok().map(HeldAddress::ClusterIp)
+            }
+            Some(Body::Node(node)) => {
+                let spec = node.spec.as_ref()?;
+                spec.pod_cidr.parse().ok().map(HeldAddress::PodCidr)
+            }
+            _ => None,
+        }
+    }
+
+    /// The kind of object that holds this sort of address.
+    pub fn holder_kind(&self) -> Kind {
+        match self {
+            HeldAddress::ClusterIp(_) => Kind::Service,
+            HeldAddress::PodCidr(_) => Kind::Node,
+        }
+    }
+}
+
+impl std::fmt::Display for HeldAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeldAddress::ClusterIp(ip) => write!(f, "{ip}"),
+            HeldAddress::PodCidr(subnet) => write!(f, "{subnet}"),
+        }
+    }
+}
+
+/// Which object holds each [`HeldAddress`]. Pod subnets are ordered by
+/// network address: CIDR blocks are either nested or disjoint, so the
+/// subnets overlapping one either start inside it (a range of the map) or
+/// are among the at most 32 wider blocks around its first address (one
+/// lookup each), and no question scans the Nodes.
+///
+/// One holder per address: when two objects claim the same one (which the
+/// state machine refuses), the later put is what the index keeps.
+#[derive(Debug, Default)]
+pub struct AddressIndex {
+    cluster_ips: HashMap<Ipv4Addr, Key>,
+    pod_cidrs: BTreeMap<Ipv4Net, Key>,
+}
+
+impl AddressIndex {
+    /// Records that the object at `key` holds `address`.
+    pub fn add(&mut self, address: HeldAddress, key: Key) {
+        match address {
+            HeldAddress::ClusterIp(ip) => {
+                self.cluster_ips.insert(ip, key);
+            }
+            HeldAddress::PodCidr(subnet) => {
+                self.pod_cidrs.insert(subnet, key);
+            }
+        }
+    }
+
+    /// Forgets `address` if the object at `key` is what holds it.
+    pub fn remove(&mut self, address: HeldAddress, key: &Key) {
+        match address {
+            HeldAddress::ClusterIp(ip) => {
+                if self.cluster_ips.get(&ip) == Some(key) {
+                    self.cluster_ips.remove(&ip);
+                }
+            }
+            HeldAddress::PodCidr(subnet) => {
+                if self.pod_cidrs.get(&subnet) == Some(key) {
+                    self.pod_cidrs.remove(&subnet);
+                }
+            }
+        }
+    }
+
+    /// Who holds `address` and, for a pod subnet, every subnet overlapping
+    /// it (inside it or around it), each with what it holds.
+    pub fn holders(&self, address: HeldAddress) -> Vec<(HeldAddress, Key)> {
+        match address {
+            HeldAddress::ClusterIp(ip) => self
+                .cluster_ips
+                .get(&ip)
+                .map(|key| (address, key.clone()))
+                .into_iter()
+                .collect(),
+            HeldAddress::PodCidr(subnet) => {
+                let first = Ipv4Net {
+                    addr: subnet.addr,
+                    len: 0,
+                };
+                let last = Ipv4Net {
+                    addr: subnet.nth(subnet.size() - 1),
+                    len: 32,
+                };
+                let inside = self.pod_cidrs.range(first..=last);
+                let around = (0..subnet.len)
+                    .map(|len| Ipv4Net::new(subnet.addr, len))
+                    // Those starting at the same address are inside's.
+                    .filter(|wider| wider.addr != subnet.addr)
+                    .filter_map(|wider| self.pod_cidrs.get_key_value(&wider));
+                inside
+                    .chain(around)
+                    .map(|(held, key)| (HeldAddress::PodCidr(*held), key.clone()))
+                    .collect()
+            }
+        }
+    }
+
+    /// How many clusterIPs are held.
+    pub fn cluster_ips_held(&self) -> usize {
+        self.cluster_ips.len()
+    }
+
+    /// How many pod subnets are held.
+    pub fn pod_cidrs_held(&self) -> usize {
+        self.pod_cidrs.len()
+    }
 }
 
 /// The cache. Cheap to read concurrently; written only by the state machine.
@@ -244,12 +380,36 @@ impl ObjectCache {
 
     /// The Service holding `ip` as its clusterIP, if any.
     pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
-        self.read().cluster_ips.get(&ip).cloned()
+        let holders = self.address_holders(HeldAddress::ClusterIp(ip));
+        holders.into_iter().next().map(|(_, key)| key)
     }
 
     /// How many clusterIPs are held.
     pub fn cluster_ips_held(&self) -> usize {
-        self.read().cluster_ips.len()
+        self.read().addresses.cluster_ips_held()
+    }
+
+    /// The Nodes whose pod subnet overlaps `subnet` (is it, lies inside it
+    /// or contains it): each one's name and the subnet it holds.
+    pub fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)> {
+        self.address_holders(HeldAddress::PodCidr(subnet))
+            .into_iter()
+            .filter_map(|(held, (_, name))| match held {
+                HeldAddress::PodCidr(held) => Some((name, held)),
+                HeldAddress::ClusterIp(_) => None,
+            })
+            .collect()
+    }
+
+    /// How many pod subnets Nodes hold.
+    pub fn pod_cidrs_held(&self) -> usize {
+        self.read().addresses.pod_cidrs_held()
+    }
+
+    /// Who holds `address` (for a pod subnet: any subnet overlapping it),
+    /// as of the last applied batch; see [`AddressIndex::holders`].
+    pub fn address_holders(&self, address: HeldAddress) -> Vec<(HeldAddress, Key)> {
+        self.read().addresses.holders(address)
     }
 
     /// How much the cache holds.
@@ -346,19 +506,15 @@ impl Cached {
                         add,
                     );
                 }
-                let ip = service
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.cluster_ip.parse::<Ipv4Addr>().ok());
-                if let Some(ip) = ip {
-                    if add {
-                        self.cluster_ips.insert(ip, key.clone());
-                    } else if self.cluster_ips.get(&ip) == Some(key) {
-                        self.cluster_ips.remove(&ip);
-                    }
-                }
             }
             _ => {}
+        }
+        if let Some(address) = HeldAddress::of(object) {
+            if add {
+                self.addresses.add(address, key.clone());
+            } else {
+                self.addresses.remove(address, key);
+            }
         }
     }
 }
@@ -547,6 +703,141 @@ mod tests {
             3,
         );
         assert_eq!(cache.cluster_ip_holder(ip), None);
+        // Rebuilt from redb or a snapshot: the index is the objects'.
+        cache.reset(vec![(service("b", "10.43.0.12"), 10)], 9);
+        let b = Ipv4Addr::new(10, 43, 0, 12);
+        assert_eq!(
+            cache.cluster_ip_holder(b),
+            Some(("default".into(), "b".into()))
+        );
+        assert_eq!(cache.cluster_ips_held(), 1);
+    }
+
+    fn node(name: &str, pod_cidr: &str) -> Arc<Object> {
+        Arc::new(
+            v1::Node {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::NodeSpec {
+                    pod_cidr: pod_cidr.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+    }
+
+    fn net(s: &str) -> Ipv4Net {
+        s.parse().unwrap()
+    }
+
+    /// Who holds pod subnets overlapping `subnet`, sorted.
+    fn holders(cache: &ObjectCache, subnet: &str) -> Vec<(String, String)> {
+        let mut found: Vec<(String, String)> = cache
+            .pod_cidr_holders(net(subnet))
+            .into_iter()
+            .map(|(name, held)| (name, held.to_string()))
+            .collect();
+        found.sort();
+        found
+    }
+
+    fn held_by(name: &str, subnet: &str) -> (String, String) {
+        (name.to_owned(), subnet.to_owned())
+    }
+
+    #[test]
+    fn pod_subnets_are_held_until_their_node_goes_or_changes() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(Kind::Node, EventType::Added, node("n1", "10.42.1.0/24")),
+                change(Kind::Node, EventType::Added, node("n2", "10.42.2.0/24")),
+                change(Kind::Node, EventType::Added, node("joining", "")),
+            ],
+            3,
+        );
+        assert_eq!(
+            holders(&cache, "10.42.1.0/24"),
+            [held_by("n1", "10.42.1.0/24")]
+        );
+        assert!(holders(&cache, "10.42.3.0/24").is_empty());
+        assert_eq!(cache.pod_cidrs_held(), 2);
+
+        // The joining node is given a subnet; n2's is changed.
+        cache.apply(
+            &[
+                change(
+                    Kind::Node,
+                    EventType::Modified,
+                    node("joining", "10.42.3.0/24"),
+                ),
+                change(Kind::Node, EventType::Modified, node("n2", "10.42.4.0/24")),
+            ],
+            5,
+        );
+        assert_eq!(
+            holders(&cache, "10.42.3.0/24"),
+            [held_by("joining", "10.42.3.0/24")]
+        );
+        assert!(holders(&cache, "10.42.2.0/24").is_empty(), "n2 let it go");
+        assert_eq!(
+            holders(&cache, "10.42.4.0/24"),
+            [held_by("n2", "10.42.4.0/24")]
+        );
+
+        let gone = change(Kind::Node, EventType::Deleted, node("n1", "10.42.1.0/24"));
+        cache.apply(&[gone], 6);
+        assert!(holders(&cache, "10.42.1.0/24").is_empty());
+        assert_eq!(cache.pod_cidrs_held(), 2);
+
+        // Rebuilt from redb or a snapshot: the index is the objects'.
+        cache.reset(vec![(node("n9", "10.42.9.0/24"), 10)], 20);
+        assert_eq!(
+            holders(&cache, "10.42.9.0/24"),
+            [held_by("n9", "10.42.9.0/24")]
+        );
+        assert!(holders(&cache, "10.42.3.0/24").is_empty());
+        assert_eq!(cache.pod_cidrs_held(), 1);
+    }
+
+    #[test]
+    fn pod_subnets_of_other_sizes_are_found_by_overlap() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(Kind::Node, EventType::Added, node("wide", "10.42.0.0/23")),
+                change(Kind::Node, EventType::Added, node("n5", "10.42.5.128/25")),
+                change(Kind::Node, EventType::Added, node("far", "10.43.0.0/24")),
+            ],
+            3,
+        );
+        // Around: the /23 that contains each of its /24s.
+        assert_eq!(
+            holders(&cache, "10.42.1.0/24"),
+            [held_by("wide", "10.42.0.0/23")]
+        );
+        assert_eq!(
+            holders(&cache, "10.42.0.0/24"),
+            [held_by("wide", "10.42.0.0/23")]
+        );
+        // Inside: the /25 within a /24, and everything within a /16.
+        assert_eq!(
+            holders(&cache, "10.42.5.0/24"),
+            [held_by("n5", "10.42.5.128/25")]
+        );
+        assert_eq!(
+            holders(&cache, "10.42.0.0/16"),
+            [
+                held_by("n5", "10.42.5.128/25"),
+                held_by("wide", "10.42.0.0/23"),
+            ]
+        );
+        assert!(holders(&cache, "10.42.2.0/24").is_empty());
+        assert!(holders(&cache, "10.42.5.0/25").is_empty());
     }
 
     #[test]

@@ -64,6 +64,34 @@ pub enum WriteError {
     },
     #[error("invalid object: {0}")]
     Invalid(String),
+    /// The object claims an address another object holds: `value` is what
+    /// it asked for, `held` what `holder` (kind and name) has, the same
+    /// address or, for pod subnets, one overlapping it.
+    #[error("{field}: Invalid value: {value:?}: failed to allocate {value}: it is already allocated ({held} is held by {holder}); leave the field empty to be given a free one")]
+    AddressTaken {
+        field: AddressField,
+        value: String,
+        held: String,
+        holder: String,
+    },
+}
+
+/// A field whose value the cluster gives to one object at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AddressField {
+    /// A Service's `spec.clusterIP`.
+    ClusterIp,
+    /// A Node's `spec.podCIDR`.
+    PodCidr,
+}
+
+impl std::fmt::Display for AddressField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AddressField::ClusterIp => "spec.clusterIP",
+            AddressField::PodCidr => "spec.podCIDR",
+        })
+    }
 }
 
 fn in_namespace(namespace: &str) -> String {

@@ -24,7 +24,9 @@ use std::fmt;
 use std::io::Cursor;
 use std::time::Duration;
 
-pub use command::{Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError};
+pub use command::{
+    AddressField, Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError,
+};
 
 /// The Raft log's database, in a master's data dir.
 pub const LOG_FILE: &str = "raft-log.redb";

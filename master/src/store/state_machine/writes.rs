@@ -12,6 +12,15 @@
 //! Updates and deletes share one precondition step, `existing_matching`: the
 //! object must exist and, when the caller names the resourceVersion it read,
 //! still be at that version (optimistic concurrency, as in Kubernetes).
+//!
+//! Creates and updates also share `address_free`: a Service cannot take a
+//! clusterIP, nor a Node a pod subnet, that another object holds (for a
+//! subnet: or one overlapping it). The leader's allocators choose free
+//! addresses, but this check is what every replica applies identically,
+//! so two objects never hold one address whatever a leader's allocator
+//! thought (a deposed leader's, a stale one's). Holders come from the
+//! cache's address index and from the claims of the batch's earlier
+//! commands, each checked against the object as the batch has left it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,8 +30,8 @@ use skiff_proto::api::{EventType, Object};
 
 use super::{Committed, StoredEvent};
 use crate::objects::{merge_update, object_key, Kind, ObjectExt};
-use crate::store::cache::{CachedChange, ObjectCache};
-use crate::store::{Applied, ApplyResult, Command, WriteError};
+use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCache};
+use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
 
 /// The objects as the batch being applied has left them so far: the cache,
 /// plus what earlier commands of the batch stored or removed.
@@ -30,6 +39,11 @@ pub(super) struct Objects<'a> {
     cache: &'a ObjectCache,
     /// (kind, namespace, name) → the object now stored, or `None` if removed.
     batch: HashMap<(Kind, String, String), Option<Arc<Object>>>,
+    /// The addresses objects stored earlier in the batch hold (the cache's
+    /// index has them only once the batch is applied). Never pruned: a
+    /// claim whose object was removed or changed again is stale, which
+    /// [`Objects::address_holder`] sees.
+    claimed: AddressIndex,
 }
 
 impl<'a> Objects<'a> {
@@ -37,6 +51,7 @@ impl<'a> Objects<'a> {
         Objects {
             cache,
             batch: HashMap::new(),
+            claimed: AddressIndex::default(),
         }
     }
 
@@ -51,10 +66,33 @@ impl<'a> Objects<'a> {
     }
 
     fn set(&mut self, slot: &Slot, object: Option<Arc<Object>>) {
+        if let Some(address) = object.as_deref().and_then(HeldAddress::of) {
+            let key = (slot.namespace.clone(), slot.name.clone());
+            self.claimed.add(address, key);
+        }
         self.batch.insert(
             (slot.kind, slot.namespace.clone(), slot.name.clone()),
             object,
         );
+    }
+
+    /// An object other than the one at `own` that holds `address` (for a
+    /// pod subnet: one overlapping it), with what it holds. Each candidate
+    /// from the batch's claims and the cache's index counts only if the
+    /// object, as the batch has left it, still holds that address: an
+    /// earlier command may have removed it or changed its address.
+    fn address_holder(&self, address: HeldAddress, own: &Key) -> Option<(HeldAddress, Key)> {
+        let kind = address.holder_kind();
+        self.claimed
+            .holders(address)
+            .into_iter()
+            .chain(self.cache.address_holders(address))
+            .find(|(held, key)| {
+                key != own
+                    && self
+                        .get(kind, &key.0, &key.1)
+                        .is_some_and(|o| HeldAddress::of(&o) == Some(*held))
+            })
     }
 }
 
@@ -112,10 +150,10 @@ pub(super) fn execute(
 }
 
 /// `Command::Create`: stores a new object. Refused when it cannot be decoded
-/// or has no name, when its name is taken, or when its namespace does not
-/// exist. The proposer chose the uid and the time, because every replica
-/// must apply the same thing; a new object starts at generation 1, not being
-/// deleted.
+/// or has no name, when its name is taken, when its namespace does not
+/// exist, or when it claims an address another object holds. The proposer
+/// chose the uid and the time, because every replica must apply the same
+/// thing; a new object starts at generation 1, not being deleted.
 fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Decision {
     let mut object = match Object::decode(bytes) {
         Ok(o) => o,
@@ -154,6 +192,7 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
         namespace,
         name,
     };
+    address_free(objects, &slot, &object, None)?;
     Ok(Change::Put {
         slot,
         object: Box::new(object),
@@ -162,10 +201,11 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
 }
 
 /// `Command::Update`: replaces an object's metadata and spec, or with
-/// `status_only` only its status. Refused when it cannot be decoded, or by
-/// the precondition. A full update cannot change what the store owns (uid,
-/// creation and deletion timestamps, generateName, status), and counts spec
-/// changes in the generation.
+/// `status_only` only its status. Refused when it cannot be decoded, by the
+/// precondition, or when it claims an address another object holds. A full
+/// update cannot change what the store owns (uid, creation and deletion
+/// timestamps, generateName, status), and counts spec changes in the
+/// generation.
 fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     let sent = match Object::decode(bytes) {
         Ok(o) => o,
@@ -194,6 +234,7 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     if merged == *stored {
         return Ok(Change::Unchanged(stored));
     }
+    address_free(objects, &slot, &merged, Some(&*stored))?;
     Ok(Change::Put {
         slot,
         object: Box::new(merged),
@@ -247,6 +288,44 @@ fn existing_matching(
         name,
     };
     Ok((slot, object))
+}
+
+/// Refuses `object`, about to be stored at `slot`, when it claims an address
+/// (a Service's clusterIP, a Node's pod subnet) that another object holds,
+/// or, for a subnet, one overlapping another's. An object keeping the
+/// address it has (`stored` holds it too) is not checked again, so an
+/// update that leaves the address alone is never refused for it.
+fn address_free(
+    objects: &Objects<'_>,
+    slot: &Slot,
+    object: &Object,
+    stored: Option<&Object>,
+) -> Refusable<()> {
+    let Some(address) = HeldAddress::of(object) else {
+        return Ok(());
+    };
+    if stored.and_then(HeldAddress::of) == Some(address) {
+        return Ok(());
+    }
+    let own = (slot.namespace.clone(), slot.name.clone());
+    let Some((held, (namespace, name))) = objects.address_holder(address, &own) else {
+        return Ok(());
+    };
+    let field = match address {
+        HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
+        HeldAddress::PodCidr(_) => AddressField::PodCidr,
+    };
+    let holder = if namespace.is_empty() {
+        format!("{} {name}", address.holder_kind())
+    } else {
+        format!("{} {namespace}/{name}", address.holder_kind())
+    };
+    Err(WriteError::AddressTaken {
+        field,
+        value: address.to_string(),
+        held: held.to_string(),
+        holder,
+    })
 }
 
 /// Refuses a command whose object cannot be stored as sent.
@@ -334,8 +413,9 @@ mod tests {
     use skiff_proto::v1;
 
     use crate::objects::{IntoObject, Kind, ObjectExt};
+    use crate::store::cache::HeldAddress;
     use crate::store::state_machine::{ObjectStore, StoredEvent};
-    use crate::store::{Applied, ApplyResult, Command, WriteError};
+    use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
@@ -387,6 +467,56 @@ mod tests {
             ..Default::default()
         }
         .into_object()
+    }
+
+    /// A Node holding pod subnet `pod_cidr` (none when empty).
+    fn node_with_subnet(name: &str, pod_cidr: &str) -> Object {
+        v1::Node {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::NodeSpec {
+                pod_cidr: pod_cidr.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    /// A Service in `default` with clusterIP `cluster_ip` (none when empty).
+    fn service(name: &str, cluster_ip: &str) -> Object {
+        v1::Service {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::ServiceSpec {
+                cluster_ip: cluster_ip.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    /// `object` with label `tier=web` added: a change that keeps its spec.
+    fn labelled(mut object: Object) -> Object {
+        if let Ok(meta) = object.meta_mut() {
+            meta.labels.insert("tier".into(), "web".into());
+        }
+        object
+    }
+
+    fn taken(field: AddressField, value: &str, held: &str, holder: &str) -> WriteError {
+        WriteError::AddressTaken {
+            field,
+            value: value.into(),
+            held: held.into(),
+            holder: holder.into(),
+        }
     }
 
     /// A pod in `default`, bound to node n1.
@@ -632,6 +762,107 @@ mod tests {
 
         let again = apply(&store, delete("a", ""));
         assert_eq!(again, Err(not_found("a")));
+        assert_eq!(store.revision(), 5);
+    }
+
+    #[test]
+    fn a_cluster_ip_held_by_another_service_is_refused_even_within_one_batch() {
+        let (_dir, store) = store_with_pod();
+        let ip = "10.43.0.20";
+        let held_by_s1 = taken(AddressField::ClusterIp, ip, ip, "Service default/s1");
+        let results = store.apply_commands(vec![
+            create(&service("s1", ip)),
+            // Claims what the batch's first command took: not in the cache
+            // yet, refused all the same.
+            create(&service("s2", ip)),
+            create(&pod("b", "img:1", "Pending")),
+            // Headless and not yet allocated Services hold nothing.
+            create(&service("h1", "None")),
+            create(&service("h2", "None")),
+            create(&service("later", "")),
+        ]);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert_eq!(results[1], Err(held_by_s1.clone()));
+        for (i, result) in results.iter().enumerate().skip(2) {
+            assert!(result.is_ok(), "command {i}: {result:?}");
+        }
+        assert_eq!(store.get(Kind::Service, "default", "s2").unwrap(), None);
+        assert!(get_pod(&store, "b").is_some(), "the rest applied");
+        assert_eq!(store.revision(), 2 + 5, "the refusal used no revision");
+        let message = held_by_s1.to_string();
+        assert!(
+            message.contains("spec.clusterIP") && message.contains("10.43.0.20"),
+            "{message}"
+        );
+        assert!(message.contains("held by Service default/s1"), "{message}");
+
+        // Applied: now the cache's index holds it.
+        let again = apply(&store, create(&service("s3", ip)));
+        assert_eq!(again, Err(held_by_s1.clone()));
+        let taking = apply(&store, update(&service("later", ip), false));
+        assert_eq!(taking, Err(held_by_s1));
+        // An update that keeps its own address is fine.
+        let kept = update(&labelled(service("s1", ip)), false);
+        let kept = apply(&store, kept).unwrap();
+        assert_eq!(decoded(&kept).meta().labels["tier"], "web");
+
+        // Freed earlier in a batch, the address can be taken later in it;
+        // once taken, it is held again.
+        let results = store.apply_commands(vec![
+            Command::Delete {
+                kind: Kind::Service,
+                namespace: "default".into(),
+                name: "s1".into(),
+                resource_version: String::new(),
+            },
+            create(&service("s4", ip)),
+            create(&service("s5", ip)),
+        ]);
+        assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
+        let held_by_s4 = taken(AddressField::ClusterIp, ip, ip, "Service default/s4");
+        assert_eq!(results[2], Err(held_by_s4));
+    }
+
+    #[test]
+    fn a_pod_subnet_held_by_another_node_is_refused_even_within_one_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let subnet = "10.42.1.0/24";
+        let field = AddressField::PodCidr;
+        let results = store.apply_commands(vec![
+            create(&node_with_subnet("n1", subnet)),
+            create(&node_with_subnet("n2", subnet)),
+            // Another size, overlapping n1's.
+            create(&node_with_subnet("n3", "10.42.0.0/23")),
+            create(&node_with_subnet("joining", "")),
+            create(&node_with_subnet("n5", "10.42.5.0/24")),
+        ]);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert_eq!(results[1], Err(taken(field, subnet, subnet, "Node n1")));
+        let overlap = taken(field, "10.42.0.0/23", subnet, "Node n1");
+        assert_eq!(results[2], Err(overlap));
+        assert!(results[3].is_ok() && results[4].is_ok(), "{results:?}");
+        for refused in ["n2", "n3"] {
+            assert_eq!(store.get(Kind::Node, "", refused).unwrap(), None);
+        }
+        assert_eq!(store.revision(), 3);
+
+        let results = store.apply_commands(vec![
+            // The joining node is handed n5's subnet: refused; then a free
+            // one: stored.
+            update(&node_with_subnet("joining", "10.42.5.0/24"), false),
+            update(&node_with_subnet("joining", "10.42.6.0/24"), false),
+            // n1 keeps its own subnet through an update.
+            update(&labelled(node_with_subnet("n1", subnet)), false),
+        ]);
+        let held_by_n5 = taken(field, "10.42.5.0/24", "10.42.5.0/24", "Node n5");
+        assert_eq!(results[0], Err(held_by_n5));
+        assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
+        let joining = store.get(Kind::Node, "", "joining").unwrap().unwrap();
+        let subnet = HeldAddress::of(&joining).map(|a| a.to_string());
+        assert_eq!(subnet.as_deref(), Some("10.42.6.0/24"));
+        let n1 = store.get(Kind::Node, "", "n1").unwrap().unwrap();
+        assert_eq!(n1.meta().labels["tier"], "web");
         assert_eq!(store.revision(), 5);
     }
 }
