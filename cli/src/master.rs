@@ -83,7 +83,9 @@ pub struct MasterFlags {
     /// Server token for --join (the first master's <data-dir>/token).
     #[arg(long, env = "SKIFF_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
-    /// Extra names and IPs for the API certificate; repeat or comma-separate.
+    /// Extra names and IPs for the master's certificate (the addresses it
+    /// advertises and listens on are in it already); repeat or
+    /// comma-separate.
     #[arg(long = "tls-san", value_delimiter = ',')]
     pub tls_san: Vec<String>,
     // What every node learns from the masters when it registers.

@@ -17,11 +17,14 @@ use crate::ctl::{self, CtlError};
 /// Flags of `skiff token`.
 #[derive(Debug, clap::Args)]
 pub struct TokenArgs {
-    /// Master API address (HOST:PORT); overrides the config file.
+    /// Master API address (HOST:PORT or https://HOST:PORT); overrides the
+    /// config file.
     #[arg(long, global = true, env = "SKIFF_SERVER")]
     pub server: Option<String>,
-    /// Credential file (a master's admin.conf). Default: $SKIFF_CONFIG,
-    /// then ~/.skiff/config, then /etc/skiff/admin.conf.
+    /// Credential file (a master's admin.conf, or any kubeconfig): its
+    /// current context is used. Default: $SKIFF_CONFIG, then the first
+    /// existing file in $KUBECONFIG, then ~/.skiff/config, then
+    /// /etc/skiff/admin.conf.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]

@@ -27,10 +27,11 @@ const API_PORT: u16 = 6443;
 /// The Raft port, likewise.
 const RAFT_PORT: u16 = 6444;
 
-/// The `server:` of the server's admin.conf.
+/// The address the `server:` of the server's admin.conf names
+/// (`HOST:PORT`, from its `https://HOST:PORT`).
 fn admin_conf_server(server: &ServerProcess) -> anyhow::Result<String> {
     let path = server.master_dir().join("admin.conf");
-    Ok(Credentials::load(&path)?.server)
+    Ok(Credentials::load(&path)?.api_address()?)
 }
 
 /// The (API, Raft) addresses of every member, as `client`'s master knows

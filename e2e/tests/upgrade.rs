@@ -135,6 +135,13 @@ async fn a_data_dir_of_an_earlier_build_keeps_every_object_and_takes_writes() ->
     master.wait_ready(Duration::from_secs(30)).await?;
     let client = master.client();
 
+    // Its flat admin.conf is now a kubeconfig (kubectl reads it), still
+    // pointing at the same address.
+    let (admin, layout) =
+        skiff_security::Credentials::load_with_layout(&data.join("admin.conf"))?;
+    assert_eq!(layout, skiff_security::CredentialLayout::Kubeconfig);
+    assert_eq!(admin.api_address()?, FIXTURE_API);
+
     // The same one-member cluster.
     let status = client.cluster_status().await?;
     let [member] = status.members.as_slice() else {

@@ -390,6 +390,8 @@ async fn prepare_pki(
         node_id: id,
         sans: config.tls_sans.clone(),
         advertise_api: config.advertise_api.clone(),
+        advertise_raft: config.advertise_raft.clone(),
+        listen: vec![config.listen, config.raft_listen],
         join,
         admin_conf_copies: config.admin_conf_copies.clone(),
     };

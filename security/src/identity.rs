@@ -1,9 +1,12 @@
 //! Who a certificate speaks for. The identity is the certificate's common
-//! name: `admin`, `node:<name>` or `master:<id>`.
+//! name: `admin`, `node:<name>` or `master:<id>`. What else skiff reads
+//! from a certificate (serial, expiry, the names and addresses it is valid
+//! for) is [`CertInfo`].
 
+use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
-use x509_parser::prelude::{FromDer, X509Certificate};
+use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
 
 use crate::{Result, SecurityError};
 
@@ -61,6 +64,9 @@ pub struct CertInfo {
     /// The serial number in hex, to tell certificates apart.
     pub serial: String,
     pub not_after: SystemTime,
+    /// Its subject alternative names: DNS names as written, IP addresses
+    /// as `IpAddr` prints them.
+    pub sans: Vec<String>,
 }
 
 impl CertInfo {
@@ -77,10 +83,24 @@ impl CertInfo {
             .and_then(Identity::from_common_name);
         let not_after = cert.validity().not_after.timestamp();
         let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(not_after.max(0) as u64);
+        let sans = match cert.subject_alternative_name() {
+            Ok(Some(extension)) => extension
+                .value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_owned()),
+                    GeneralName::IPAddress(bytes) => ip_from_bytes(bytes).map(|ip| ip.to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         Ok(CertInfo {
             identity,
             serial: cert.raw_serial_as_string().replace(':', ""),
             not_after,
+            sans,
         })
     }
 
@@ -99,6 +119,14 @@ impl CertInfo {
     pub fn needs_renewal(&self, now: SystemTime) -> bool {
         self.remaining(now) < crate::RENEW_BEFORE
     }
+}
+
+/// An IP address SAN: 4 bytes (IPv4) or 16 (IPv6).
+fn ip_from_bytes(bytes: &[u8]) -> Option<IpAddr> {
+    if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+        return Some(IpAddr::from(v4));
+    }
+    <[u8; 16]>::try_from(bytes).ok().map(IpAddr::from)
 }
 
 #[cfg(test)]
@@ -124,5 +152,18 @@ mod tests {
         assert!(Identity::Admin.is_privileged());
         assert!(Identity::Master("1".into()).is_privileged());
         assert!(!Identity::Node("a".into()).is_privileged());
+    }
+
+    #[test]
+    fn subject_alternative_names_are_read_back() {
+        crate::install_crypto_provider();
+        let ca = crate::ClusterCa::generate().unwrap();
+        let sans = ["skiff-master", "pi.local", "192.168.1.10", "::1", "fe80::1"];
+        let sans: Vec<String> = sans.iter().map(|s| (*s).to_owned()).collect();
+        let issued = ca.issue(&Identity::Master("7".into()), &sans).unwrap();
+        let info = CertInfo::from_pem(&issued.cert_pem).unwrap();
+        assert_eq!(info.sans, sans);
+        let admin = ca.issue(&Identity::Admin, &[]).unwrap();
+        assert!(CertInfo::from_pem(&admin.cert_pem).unwrap().sans.is_empty());
     }
 }

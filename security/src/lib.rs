@@ -1,7 +1,7 @@
 //! skiff's cluster security: the CA and the certificates it signs, the
 //! identities certificates carry, k3s-style join tokens that pin the CA,
-//! the admin credential file, and gRPC over mutual TLS (rustls, ring) for
-//! both ends of every connection.
+//! the admin credential file (a kubeconfig), and gRPC over mutual TLS
+//! (rustls, ring) for both ends of every connection.
 //!
 //! Identity comes only from a verified certificate: [`Identity`] is read
 //! from the client certificate during the TLS handshake
@@ -22,7 +22,7 @@ pub mod token;
 
 pub use ca::{ClusterCa, IssuedCert};
 pub use channel::{ChannelCache, ClientTransport};
-pub use credentials::Credentials;
+pub use credentials::{CredentialLayout, Credentials};
 pub use identity::{CertInfo, Identity};
 pub use listener::PeerInfo;
 pub use tls::CertStore;
@@ -66,6 +66,9 @@ pub enum SecurityError {
         path: std::path::PathBuf,
         message: String,
     },
+    /// An API address that is not `https://HOST:PORT` or `HOST:PORT`.
+    #[error("{server:?}: {reason}")]
+    ServerAddress { server: String, reason: String },
 }
 
 impl From<rcgen::Error> for SecurityError {

@@ -1,5 +1,8 @@
 //! `skiff ctl`: the kubectl-style client. Commands read manifests, call the
 //! API through [`skiff_master::client::Client`] and print what kubectl would.
+//! The credential file, a kubeconfig, is found here for every admin command
+//! ([`credential_file`]): `--config`, `$SKIFF_CONFIG`, `$KUBECONFIG`, then
+//! the default paths.
 
 pub mod describe;
 pub mod rollout;
@@ -27,11 +30,14 @@ use self::targets::{KindTargets, TargetError};
 /// Flags shared by every `ctl` command.
 #[derive(Debug, clap::Args)]
 pub struct CtlArgs {
-    /// Master API address (HOST:PORT); overrides the config file.
+    /// Master API address (HOST:PORT or https://HOST:PORT); overrides the
+    /// config file.
     #[arg(long, global = true, env = "SKIFF_SERVER")]
     pub server: Option<String>,
-    /// Credential file (a master's admin.conf). Default: $SKIFF_CONFIG,
-    /// then ~/.skiff/config, then /etc/skiff/admin.conf.
+    /// Credential file (a master's admin.conf, or any kubeconfig): its
+    /// current context is used. Default: $SKIFF_CONFIG, then the first
+    /// existing file in $KUBECONFIG, then ~/.skiff/config, then
+    /// /etc/skiff/admin.conf.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -233,17 +239,33 @@ pub enum CtlError {
 
 pub type Result<T> = std::result::Result<T, CtlError>;
 
+/// What the choice of a credential file reads from the environment, passed
+/// in so that the choice can be tested without setting variables.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CredentialEnv<'a> {
+    /// `$SKIFF_CONFIG`: skiff's own, used even when the file is missing.
+    pub skiff_config: Option<&'a str>,
+    /// `$KUBECONFIG`: a `:`-separated list; its first existing file.
+    pub kubeconfig: Option<&'a str>,
+    /// `$HOME`, for `~/.skiff/config`.
+    pub home: Option<&'a Path>,
+}
+
 /// Where the credential file comes from when `--config` is not given, in
-/// order: `$SKIFF_CONFIG`, `~/.skiff/config`, `/etc/skiff/admin.conf`.
-pub fn credential_candidates(env: Option<&str>, home: Option<&Path>) -> Vec<PathBuf> {
-    let mut candidates = Vec::new();
-    if let Some(e) = env.filter(|e| !e.is_empty()) {
-        candidates.push(PathBuf::from(e));
-        return candidates;
+/// order: `$SKIFF_CONFIG` (alone when set), each path in `$KUBECONFIG`,
+/// `~/.skiff/config`, `/etc/skiff/admin.conf`.
+pub fn credential_candidates(env: CredentialEnv<'_>) -> Vec<PathBuf> {
+    if let Some(e) = env.skiff_config.filter(|e| !e.is_empty()) {
+        return vec![PathBuf::from(e)];
     }
-    if let Some(h) = home {
-        candidates.push(h.join(".skiff/config"));
-    }
+    let mut candidates: Vec<PathBuf> = env
+        .kubeconfig
+        .unwrap_or_default()
+        .split(':')
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .collect();
+    candidates.extend(home_config(env.home));
     candidates.push(PathBuf::from(ADMIN_CONF));
     candidates
 }
@@ -251,26 +273,30 @@ pub fn credential_candidates(env: Option<&str>, home: Option<&Path>) -> Vec<Path
 /// The admin credential a master writes with the default data dir.
 pub const ADMIN_CONF: &str = "/etc/skiff/admin.conf";
 
-/// The credential file to use: `--config`, else the first candidate that
-/// exists (`$SKIFF_CONFIG` is used even when missing, to say so).
-pub fn credential_file(config: Option<&Path>) -> Result<PathBuf> {
+/// The credential file to use: `--config`, else `$SKIFF_CONFIG` (even
+/// when missing, to say so), else the first of the other
+/// [`credential_candidates`] that `exists`.
+pub fn choose_credential_file(
+    config: Option<&Path>,
+    env: CredentialEnv<'_>,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf> {
     if let Some(c) = config {
         return Ok(c.to_owned());
     }
-    let env = std::env::var("SKIFF_CONFIG").ok();
-    let home = std::env::var_os("HOME").map(PathBuf::from);
-    let candidates = credential_candidates(env.as_deref(), home.as_deref());
-    if env.as_deref().is_some_and(|e| !e.is_empty()) {
+    let candidates = credential_candidates(env);
+    if env.skiff_config.is_some_and(|e| !e.is_empty()) {
         return Ok(candidates[0].clone());
     }
+    let default = home_config(env.home).unwrap_or_else(|| PathBuf::from(ADMIN_CONF));
     candidates
         .iter()
-        .find(|p| p.exists())
+        .find(|p| exists(p))
         .cloned()
         .ok_or_else(|| {
             CtlError::Usage(format!(
-                "no credentials: pass --config, set SKIFF_CONFIG, or copy a master's admin.conf to {} (looked in {})",
-                candidates[0].display(),
+                "no credentials: pass --config, set SKIFF_CONFIG or KUBECONFIG, or copy a master's admin.conf to {} (looked in {})",
+                default.display(),
                 candidates
                     .iter()
                     .map(|p| p.display().to_string())
@@ -280,8 +306,26 @@ pub fn credential_file(config: Option<&Path>) -> Result<PathBuf> {
         })
 }
 
+fn home_config(home: Option<&Path>) -> Option<PathBuf> {
+    home.map(|h| h.join(".skiff/config"))
+}
+
+/// The credential file to use, from `--config` and the environment (see
+/// [`choose_credential_file`]).
+pub fn credential_file(config: Option<&Path>) -> Result<PathBuf> {
+    let skiff_config = std::env::var("SKIFF_CONFIG").ok();
+    let kubeconfig = std::env::var("KUBECONFIG").ok();
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let env = CredentialEnv {
+        skiff_config: skiff_config.as_deref(),
+        kubeconfig: kubeconfig.as_deref(),
+        home: home.as_deref(),
+    };
+    choose_credential_file(config, env, Path::exists)
+}
+
 /// A client from the credential file, talking to `--server` if given,
-/// else to the file's server.
+/// else to the file's server (either as `HOST:PORT` or `https://HOST:PORT`).
 pub fn connect(server: Option<&str>, config: Option<&Path>) -> Result<Client> {
     let path = credential_file(config)?;
     let fail = |message: String| CtlError::Config {
@@ -290,8 +334,12 @@ pub fn connect(server: Option<&str>, config: Option<&Path>) -> Result<Client> {
     };
     let credentials = Credentials::load(&path).map_err(|e| fail(e.to_string()))?;
     let transport = credentials.transport().map_err(|e| fail(e.to_string()))?;
-    let server = server.unwrap_or(&credentials.server);
-    Client::new(server, &transport).map_err(|source| CtlError::Api {
+    let address = match server {
+        Some(server) => skiff_security::credentials::api_address(server)
+            .map_err(|e| CtlError::Usage(format!("--server {e}")))?,
+        None => credentials.api_address().map_err(|e| fail(e.to_string()))?,
+    };
+    Client::new(&address, &transport).map_err(|source| CtlError::Api {
         context: "connecting".to_owned(),
         source,
     })
@@ -1087,23 +1135,77 @@ async fn delete(
 mod credential_tests {
     use super::*;
 
+    fn env<'a>(
+        skiff_config: Option<&'a str>,
+        kubeconfig: Option<&'a str>,
+        home: Option<&'a str>,
+    ) -> CredentialEnv<'a> {
+        CredentialEnv {
+            skiff_config,
+            kubeconfig,
+            home: home.map(Path::new),
+        }
+    }
+
     #[test]
-    fn credentials_come_from_skiff_config_then_home_then_etc() {
+    fn credentials_come_from_skiff_config_then_kubeconfig_then_home_then_etc() {
         assert_eq!(
-            credential_candidates(Some("/tmp/mine.conf"), Some(Path::new("/root"))),
+            credential_candidates(env(Some("/tmp/mine.conf"), Some("/k"), Some("/root"))),
             vec![PathBuf::from("/tmp/mine.conf")]
         );
         assert_eq!(
-            credential_candidates(None, Some(Path::new("/home/pi"))),
+            credential_candidates(env(None, Some("/a.conf::/b.conf"), Some("/home/pi"))),
             vec![
+                PathBuf::from("/a.conf"),
+                PathBuf::from("/b.conf"),
                 PathBuf::from("/home/pi/.skiff/config"),
                 PathBuf::from("/etc/skiff/admin.conf")
             ]
         );
         assert_eq!(
-            credential_candidates(Some(""), None),
+            credential_candidates(env(Some(""), Some(""), None)),
             vec![PathBuf::from("/etc/skiff/admin.conf")]
         );
+    }
+
+    #[test]
+    fn the_flag_wins_then_skiff_config_then_the_first_existing_kubeconfig() {
+        let existing = ["/b.conf", "/c.conf", "/home/pi/.skiff/config", ADMIN_CONF];
+        let exists = |p: &Path| existing.iter().any(|e| Path::new(e) == p);
+        let kube = Some("/a.conf:/b.conf:/c.conf");
+        let choose = |config: Option<&str>, e| {
+            choose_credential_file(config.map(Path::new), e, exists).unwrap()
+        };
+        let home = Some("/home/pi");
+        assert_eq!(
+            choose(Some("/flag.conf"), env(Some("/s.conf"), kube, home)),
+            PathBuf::from("/flag.conf")
+        );
+        // SKIFF_CONFIG is skiff's own: used even when missing, to say so.
+        assert_eq!(
+            choose(None, env(Some("/s.conf"), kube, home)),
+            PathBuf::from("/s.conf")
+        );
+        // /a.conf does not exist: the first that does.
+        assert_eq!(
+            choose(None, env(None, kube, home)),
+            PathBuf::from("/b.conf")
+        );
+        // None in KUBECONFIG exists: the defaults of before.
+        assert_eq!(
+            choose(None, env(None, Some("/a.conf:/x.conf"), home)),
+            PathBuf::from("/home/pi/.skiff/config")
+        );
+        assert_eq!(
+            choose(None, env(None, None, None)),
+            PathBuf::from(ADMIN_CONF)
+        );
+
+        let none = choose_credential_file(None, env(None, Some("/a.conf"), home), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert!(none.contains("/a.conf"), "{none}");
+        assert!(none.contains("/home/pi/.skiff/config"), "{none}");
     }
 
     #[test]
