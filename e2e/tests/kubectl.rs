@@ -524,11 +524,7 @@ fn names_of(out: &str) -> BTreeSet<String> {
 
 /// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
 /// panics after `timeout` with what it last saw.
-fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> T {
+fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match probe() {

@@ -137,8 +137,7 @@ async fn a_data_dir_of_an_earlier_build_keeps_every_object_and_takes_writes() ->
 
     // Its flat admin.conf is now a kubeconfig (kubectl reads it), still
     // pointing at the same address.
-    let (admin, layout) =
-        skiff_security::Credentials::load_with_layout(&data.join("admin.conf"))?;
+    let (admin, layout) = skiff_security::Credentials::load_with_layout(&data.join("admin.conf"))?;
     assert_eq!(layout, skiff_security::CredentialLayout::Kubeconfig);
     assert_eq!(admin.api_address()?, FIXTURE_API);
 

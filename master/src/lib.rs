@@ -22,6 +22,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod objects;
+pub mod rest;
 pub mod scheduler;
 pub mod security;
 pub mod server;

@@ -351,19 +351,27 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let method = request
-            .uri()
-            .path()
-            .rsplit('/')
-            .next()
-            .unwrap_or("unknown")
-            .to_string();
+        // gRPC calls by method; REST requests by HTTP verb (their paths
+        // name objects, too many to be labels).
+        let rest = !crate::rest::is_grpc(&request);
+        let method = if rest {
+            format!("REST {}", request.method())
+        } else {
+            request
+                .uri()
+                .path()
+                .rsplit('/')
+                .next()
+                .unwrap_or("unknown")
+                .to_string()
+        };
         let started = Instant::now();
         let metrics = self.metrics.clone();
         let future = self.inner.call(request);
         Box::pin(async move {
             let result = future.await;
             let code = match &result {
+                Ok(response) if rest => response.status().as_u16().to_string(),
                 Ok(response) => response
                     .headers()
                     .get("grpc-status")

@@ -216,12 +216,14 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         raft_addr: config.advertise_raft.clone(),
         api_addr: config.advertise_api.clone(),
     };
-    let api = ApiService::new(
+    let api = Arc::new(ApiService::new(
         writer.clone(),
         transport.clone(),
         me.clone(),
         shutdown.clone(),
-    );
+    ));
+    let rest =
+        crate::rest::RestApi::new(api.clone(), config.advertise_api.clone(), shutdown.clone());
     let datastore = DatastoreService::new(
         cluster.clone(),
         transport.clone(),
@@ -247,16 +249,23 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         store.clone(),
         config.join_limits,
     );
+    // gRPC and the Kubernetes REST API share the port, by content type.
+    let grpc = tonic::service::Routes::new(ApiService::shared_server(api))
+        .add_service(datastore.into_server())
+        .add_service(nodes.into_server())
+        .add_service(join_service.into_server());
+    let routes = tonic::service::Routes::from(crate::rest::grpc_or_rest(
+        grpc.into_axum_router(),
+        rest.into_router(),
+    ));
     let api_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .accept_http1(true)
             .layer(crate::metrics::ApiMetricsLayer {
                 metrics: metrics.clone(),
             })
             .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
-            .add_service(api.into_server())
-            .add_service(datastore.into_server())
-            .add_service(nodes.into_server())
-            .add_service(join_service.into_server())
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 skiff_security::listener::incoming(
                     api_listener,

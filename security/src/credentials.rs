@@ -189,7 +189,10 @@ impl FlatFile {
         };
         Parts {
             server: found("server", self.server),
-            ca: found("certificate-authority-data", self.certificate_authority_data),
+            ca: found(
+                "certificate-authority-data",
+                self.certificate_authority_data,
+            ),
             cert: found("client-certificate-data", self.client_certificate_data),
             key: found("client-key-data", self.client_key_data),
             namespace: None,
@@ -284,7 +287,9 @@ pub fn api_address(server: &str) -> Result<String> {
     } else {
         match authority.rsplit_once(':') {
             Some((host, _)) if host.contains(':') => {
-                return Err(refuse("an IPv6 address must be in brackets: [ADDRESS]:PORT"))
+                return Err(refuse(
+                    "an IPv6 address must be in brackets: [ADDRESS]:PORT",
+                ))
             }
             Some((host, port)) => (host, Some(port)),
             None => (authority, None),
@@ -337,7 +342,10 @@ impl Credentials {
             (file.into_parts(), CredentialLayout::Flat)
         } else {
             let file: Kubeconfig = serde_yaml::from_str(&text).map_err(|e| fail(e.to_string()))?;
-            (file.into_parts().map_err(fail)?, CredentialLayout::Kubeconfig)
+            (
+                file.into_parts().map_err(fail)?,
+                CredentialLayout::Kubeconfig,
+            )
         };
         api_address(&parts.server.value).map_err(|e| fail(format!("{}: {e}", parts.server.at)))?;
         let decode = |part: &Found| -> Result<String> {

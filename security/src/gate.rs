@@ -1,7 +1,9 @@
 //! The authentication gate in front of a gRPC server: a call without a
 //! verified client certificate is refused with `Unauthenticated`, except
 //! the methods listed as open (the join exchange). What an authenticated
-//! identity may do is decided by each service.
+//! identity may do is decided by each service. Requests that are not gRPC
+//! (the master's Kubernetes REST API on the same port) pass: that API
+//! answers them itself, with a Kubernetes `Status`.
 
 use std::task::{Context, Poll};
 
@@ -52,7 +54,12 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let open = self.open.iter().any(|p| path.starts_with(p));
+        let grpc = request
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/grpc"));
+        let open = !grpc || self.open.iter().any(|p| path.starts_with(p));
         let peer = request.extensions().get::<PeerInfo>();
         if !open && peer.and_then(|p| p.identity.as_ref()).is_none() {
             let remote = peer.map(|p| p.remote.to_string()).unwrap_or_default();

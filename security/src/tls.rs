@@ -155,7 +155,9 @@ pub fn server_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(store);
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/1.1 too: the Kubernetes REST API on the same port serves
+    // clients that speak only it (the Python client, curl).
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

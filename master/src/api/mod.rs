@@ -112,7 +112,12 @@ impl ApiService {
 
     /// The tonic service with message limits applied.
     pub fn into_server(self) -> ApiServer<ApiService> {
-        ApiServer::new(self)
+        ApiService::shared_server(std::sync::Arc::new(self))
+    }
+
+    /// The tonic service of a service the REST API shares.
+    pub fn shared_server(api: std::sync::Arc<ApiService>) -> ApiServer<ApiService> {
+        ApiServer::from_arc(api)
             .max_decoding_message_size(MAX_API_REQUEST)
             .max_encoding_message_size(MAX_API_RESPONSE)
     }

@@ -267,6 +267,15 @@ impl Located for serde_yaml::Error {
     }
 }
 
+impl Located for serde_json::Error {
+    fn line_column(&self) -> (Option<usize>, Option<usize>) {
+        match self.line() {
+            0 => (None, None),
+            line => (Some(line), Some(self.column())),
+        }
+    }
+}
+
 fn decode_typed<'de, T, D>(de: D, unknown: &mut Vec<String>) -> Result<T, DecodeError>
 where
     T: DeserializeOwned,
@@ -331,6 +340,32 @@ where
         Kind::Secret => Body::Secret(decode_typed::<v1::Secret, _>(de, unknown)?),
     };
     Ok(Object { kind: Some(body) })
+}
+
+/// An API request body's object that could not be decoded: which field
+/// (empty for the object itself) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}", if path.is_empty() { String::new() } else { format!("{path}: ") })]
+pub struct FieldDecodeError {
+    pub kind: Kind,
+    pub path: String,
+    pub message: String,
+}
+
+/// Decodes an object of `kind` from a JSON value (an API request body),
+/// returning it with the paths of the fields skiff does not know, which
+/// the caller refuses, warns about or ignores.
+pub fn object_from_json(
+    kind: Kind,
+    value: serde_json::Value,
+) -> Result<(Object, Vec<String>), FieldDecodeError> {
+    let mut unknown = Vec::new();
+    let object = decode(kind, value, &mut unknown).map_err(|e| FieldDecodeError {
+        kind,
+        path: e.path,
+        message: e.message,
+    })?;
+    Ok((object, unknown))
 }
 
 /// An object as a JSON value, with Kubernetes field names.

@@ -10,7 +10,9 @@ pub mod manifest;
 pub mod metadata;
 pub mod owners;
 pub mod pods;
+pub mod registry;
 pub mod selector;
+pub mod unsupported;
 pub mod validation;
 
 use std::fmt;
@@ -72,43 +74,22 @@ impl Kind {
 
     /// The `apiVersion` Kubernetes uses for this kind.
     pub fn api_version(self) -> &'static str {
-        match self {
-            Kind::Deployment | Kind::ReplicaSet => "apps/v1",
-            _ => "v1",
-        }
+        registry::info(self).api_version
     }
 
     /// Whether objects of this kind live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace | Kind::Node)
+        registry::info(self).namespaced
     }
 
     /// The lowercase plural, as kubectl prints it (`pods`, `replicasets`).
     pub fn plural(self) -> &'static str {
-        match self {
-            Kind::Namespace => "namespaces",
-            Kind::Node => "nodes",
-            Kind::Pod => "pods",
-            Kind::Service => "services",
-            Kind::Endpoints => "endpoints",
-            Kind::Deployment => "deployments",
-            Kind::ReplicaSet => "replicasets",
-            Kind::Secret => "secrets",
-        }
+        registry::info(self).resource
     }
 
     /// kubectl's short names.
     pub fn short_names(self) -> &'static [&'static str] {
-        match self {
-            Kind::Namespace => &["ns"],
-            Kind::Node => &["no"],
-            Kind::Pod => &["po"],
-            Kind::Service => &["svc"],
-            Kind::Endpoints => &["ep"],
-            Kind::Deployment => &["deploy"],
-            Kind::ReplicaSet => &["rs"],
-            Kind::Secret => &[],
-        }
+        registry::info(self).short_names
     }
 
     /// Exact `kind:` name, as in manifests and the API.

@@ -446,7 +446,10 @@ mod tests {
             .unwrap();
         let second = master_cert(dir.path());
         assert_ne!(second.serial, first.serial, "re-issued");
-        assert!(second.sans.contains(&"192.168.1.10".to_owned()), "{second:?}");
+        assert!(
+            second.sans.contains(&"192.168.1.10".to_owned()),
+            "{second:?}"
+        );
         assert_eq!(pki.cert.info().serial, second.serial, "and served");
 
         // A new specific listen address; an unspecified one is no SAN.

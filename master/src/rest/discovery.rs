@@ -1,0 +1,294 @@
+//! Discovery documents, all made from the registry of kinds: `/version`,
+//! `/api` and `/apis` (plain, and aggregated `APIGroupDiscoveryList` v2
+//! when the client asks for it), `/apis/{group}`, and each group version's
+//! `APIResourceList` with its subresources.
+
+use serde_json::{json, Value};
+
+use crate::objects::registry::{self, KindInfo, Subresource, VERBS};
+
+/// The Kubernetes version skiff's API corresponds to. Charts and clients
+/// compare against it.
+pub const KUBERNETES_MAJOR: &str = "1";
+pub const KUBERNETES_MINOR: &str = "34";
+
+/// `/version`.
+pub fn version() -> Value {
+    json!({
+        "major": KUBERNETES_MAJOR,
+        "minor": KUBERNETES_MINOR,
+        "gitVersion": format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0+skiff"),
+        "gitCommit": format!("skiff-{}", env!("CARGO_PKG_VERSION")),
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("linux/{}", go_arch()),
+    })
+}
+
+/// This machine's architecture as Go names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// Whether an `Accept` header asks for aggregated discovery (v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let media = media.replace(' ', "");
+        media.contains("as=APIGroupDiscoveryList")
+            && media.contains("v=v2;") | media.ends_with("v=v2")
+    })
+}
+
+/// The Content-Type of an aggregated discovery answer.
+pub const AGGREGATED_CONTENT_TYPE: &str =
+    "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// `/api`: the core group's versions, plain.
+pub fn core_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [
+            {"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}
+        ],
+    })
+}
+
+fn group_document(group: &str, versions: &[&str]) -> Value {
+    let versions: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": registry::group_version(group, v), "version": v}))
+        .collect();
+    json!({
+        "name": group,
+        "versions": versions.clone(),
+        "preferredVersion": versions.first().cloned().unwrap_or(Value::Null),
+    })
+}
+
+/// `/apis`: every group besides the core one, plain.
+pub fn groups() -> Value {
+    let groups: Vec<Value> = registry::groups()
+        .iter()
+        .map(|(group, versions)| group_document(group, versions))
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}
+
+/// `/apis/{group}`, or `None` for a group not served.
+pub fn group(name: &str) -> Option<Value> {
+    let groups = registry::groups();
+    let (group, versions) = groups.iter().find(|(g, _)| *g == name)?;
+    let mut document = group_document(group, versions);
+    document["kind"] = json!("APIGroup");
+    document["apiVersion"] = json!("v1");
+    Some(document)
+}
+
+fn subresource_kind(
+    info: &KindInfo,
+    subresource: Subresource,
+) -> (&'static str, &'static str, &'static str) {
+    match subresource {
+        Subresource::Scale => ("autoscaling", "v1", "Scale"),
+        Subresource::Status => (info.group, info.version, info.kind.name()),
+    }
+}
+
+/// `/api/v1`, `/apis/{group}/{version}`: the resources served there, or
+/// `None` for a group version not served.
+pub fn resources(group: &str, version: &str) -> Option<Value> {
+    let served = (group.is_empty() && version == "v1")
+        || registry::groups()
+            .iter()
+            .any(|(g, vs)| *g == group && vs.contains(&version));
+    if !served {
+        return None;
+    }
+    let mut resources = Vec::new();
+    for info in registry::kinds_in(group, version) {
+        let mut resource = json!({
+            "name": info.resource,
+            "singularName": info.singular,
+            "namespaced": info.namespaced,
+            "kind": info.kind.name(),
+            "verbs": VERBS,
+            "storageVersionHash": "",
+        });
+        if !info.short_names.is_empty() {
+            resource["shortNames"] = json!(info.short_names);
+        }
+        if !info.categories.is_empty() {
+            resource["categories"] = json!(info.categories);
+        }
+        resources.push(resource);
+        for sub in info.subresources {
+            let (sub_group, sub_version, sub_kind) = subresource_kind(info, *sub);
+            let mut entry = json!({
+                "name": format!("{}/{}", info.resource, sub.name()),
+                "singularName": "",
+                "namespaced": info.namespaced,
+                "kind": sub_kind,
+                "verbs": sub.verbs(),
+            });
+            if *sub == Subresource::Scale {
+                entry["group"] = json!(sub_group);
+                entry["version"] = json!(sub_version);
+            }
+            resources.push(entry);
+        }
+    }
+    Some(json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": registry::group_version(group, version),
+        "resources": resources,
+    }))
+}
+
+fn aggregated_version(group: &str, version: &str) -> Value {
+    let resources: Vec<Value> = registry::kinds_in(group, version)
+        .map(|info| {
+            let subresources: Vec<Value> = info
+                .subresources
+                .iter()
+                .map(|sub| {
+                    let (g, v, k) = subresource_kind(info, *sub);
+                    json!({
+                        "subresource": sub.name(),
+                        "responseKind": {"group": g, "version": v, "kind": k},
+                        "verbs": sub.verbs(),
+                    })
+                })
+                .collect();
+            let mut resource = json!({
+                "resource": info.resource,
+                "responseKind": {"group": info.group, "version": info.version, "kind": info.kind.name()},
+                "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
+                "singularResource": info.singular,
+                "verbs": VERBS,
+            });
+            if !info.short_names.is_empty() {
+                resource["shortNames"] = json!(info.short_names);
+            }
+            if !info.categories.is_empty() {
+                resource["categories"] = json!(info.categories);
+            }
+            if !subresources.is_empty() {
+                resource["subresources"] = Value::Array(subresources);
+            }
+            resource
+        })
+        .collect();
+    json!({"version": version, "resources": resources, "freshness": "Current"})
+}
+
+/// `/api` (`core`) or `/apis` as an aggregated `APIGroupDiscoveryList`.
+pub fn aggregated(core: bool) -> Value {
+    let items: Vec<Value> = if core {
+        vec![json!({"metadata": {"name": ""}, "versions": [aggregated_version("", "v1")]})]
+    } else {
+        registry::groups()
+            .iter()
+            .map(|(group, versions)| {
+                let versions: Vec<Value> = versions
+                    .iter()
+                    .map(|v| aggregated_version(group, v))
+                    .collect();
+                json!({"metadata": {"name": group}, "versions": versions})
+            })
+            .collect()
+    };
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_version_is_a_current_kubernetes_one_with_every_field_clients_require() {
+        let v = version();
+        assert_eq!(v["gitVersion"], "v1.34.0+skiff");
+        for field in [
+            "major",
+            "minor",
+            "gitVersion",
+            "gitCommit",
+            "gitTreeState",
+            "buildDate",
+            "goVersion",
+            "compiler",
+            "platform",
+        ] {
+            assert!(v[field].is_string(), "{field}");
+        }
+    }
+
+    #[test]
+    fn resource_lists_carry_every_kind_of_the_group_with_its_subresources() {
+        let core = resources("", "v1").unwrap();
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"pods"));
+        assert!(names.contains(&"pods/status"));
+        assert!(!names.contains(&"deployments"));
+        let pods = &core["resources"][names.iter().position(|n| *n == "pods").unwrap()];
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["categories"], json!(["all"]));
+        assert_eq!(pods["singularName"], "pod");
+
+        let apps = resources("apps", "v1").unwrap();
+        let scale = apps["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "deployments/scale")
+            .unwrap();
+        assert_eq!(scale["group"], "autoscaling");
+        assert_eq!(scale["kind"], "Scale");
+        assert!(resources("batch", "v1").is_none());
+        assert!(resources("", "v2").is_none());
+        assert_eq!(
+            groups()["groups"][0]["preferredVersion"]["groupVersion"],
+            "apps/v1"
+        );
+    }
+
+    #[test]
+    fn aggregated_discovery_is_offered_only_when_asked_for() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json, */*"));
+        let apis = aggregated(false);
+        assert_eq!(apis["items"][0]["metadata"]["name"], "apps");
+        let deployments = &apis["items"][0]["versions"][0]["resources"][0];
+        assert_eq!(deployments["scope"], "Namespaced");
+        assert_eq!(
+            deployments["subresources"][1]["responseKind"]["kind"],
+            "Scale"
+        );
+        let core = aggregated(true);
+        assert_eq!(core["items"][0]["versions"][0]["version"], "v1");
+    }
+}

@@ -1,0 +1,290 @@
+//! The Kubernetes REST API, served on the same port and over the same
+//! mutual TLS as the gRPC API: a request with `content-type:
+//! application/grpc` goes to gRPC ([`grpc_or_rest`]), anything else here.
+//!
+//! Every object request becomes a call of the gRPC API service itself
+//! ([`ApiService`]), made with the caller's verified identity, so that the
+//! same authorization, validation and leader routing apply to both. This
+//! module turns URLs, query parameters and bodies into those calls, and
+//! their answers into Kubernetes JSON, Tables, watch streams and `Status`
+//! errors. `/version` and the health checks are open, as kube-apiserver
+//! keeps them for anonymous callers; everything else needs a client
+//! certificate signed by the cluster CA.
+
+pub mod discovery;
+pub mod patch;
+pub mod path;
+mod resources;
+pub mod selectors;
+pub mod status;
+pub mod table;
+mod watch;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use serde_json::Value;
+use skiff_security::PeerInfo;
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use crate::api::{ApiService, MAX_API_REQUEST};
+use path::Target;
+use status::RestError;
+
+/// Serves the REST API of one master.
+pub struct RestApi {
+    api: Arc<ApiService>,
+    /// `host:port` this master's API is reached at (for `/api`).
+    server_address: String,
+    shutdown: CancellationToken,
+}
+
+/// The parsed query string; a parameter given twice keeps its last value.
+pub(crate) type Query = HashMap<String, String>;
+
+impl RestApi {
+    pub fn new(
+        api: Arc<ApiService>,
+        server_address: String,
+        shutdown: CancellationToken,
+    ) -> RestApi {
+        RestApi {
+            api,
+            server_address,
+            shutdown,
+        }
+    }
+
+    /// The REST API as an axum router (every path goes to [`RestApi::serve`]).
+    pub fn into_router(self) -> axum::Router {
+        let this = Arc::new(self);
+        axum::Router::new().fallback(move |request: Request<Body>| {
+            let this = this.clone();
+            async move { this.serve(request).await }
+        })
+    }
+
+    async fn serve(&self, request: Request<Body>) -> Response<Body> {
+        let method = request.method().clone();
+        let uri_path = request.uri().path().to_owned();
+        let answer = self.answer(request).await;
+        match answer {
+            Ok(response) => response,
+            Err(e) => {
+                if e.code.is_server_error() {
+                    tracing::warn!(%method, path = %uri_path, code = e.code.as_u16(), message = %e.message, "REST request failed");
+                } else {
+                    tracing::debug!(%method, path = %uri_path, code = e.code.as_u16(), message = %e.message, "REST request refused");
+                }
+                error_response(&e)
+            }
+        }
+    }
+
+    async fn answer(&self, request: Request<Body>) -> Result<Response<Body>, RestError> {
+        let (parts, body) = request.into_parts();
+        let target = path::parse(parts.uri.path());
+        let peer = parts.extensions.get::<PeerInfo>().cloned();
+        match target {
+            Target::Version => return Ok(json_response(StatusCode::OK, &discovery::version())),
+            Target::Health => {
+                return Ok(text_response(StatusCode::OK, "ok"));
+            }
+            _ => {}
+        }
+        let Some(peer) = peer.filter(|p| p.identity.is_some()) else {
+            return Err(RestError::unauthorized());
+        };
+        let accept = header_text(&parts.headers, header::ACCEPT);
+        let query = parse_query(parts.uri.query());
+        let only_get = |method: &Method| {
+            if *method == Method::GET {
+                Ok(())
+            } else {
+                Err(RestError::method_not_allowed(method, parts.uri.path()))
+            }
+        };
+        match target {
+            Target::CoreVersions => {
+                only_get(&parts.method)?;
+                Ok(if discovery::wants_aggregated(&accept) {
+                    aggregated_response(&discovery::aggregated(true))
+                } else {
+                    json_response(
+                        StatusCode::OK,
+                        &discovery::core_versions(&self.server_address),
+                    )
+                })
+            }
+            Target::Groups => {
+                only_get(&parts.method)?;
+                Ok(if discovery::wants_aggregated(&accept) {
+                    aggregated_response(&discovery::aggregated(false))
+                } else {
+                    json_response(StatusCode::OK, &discovery::groups())
+                })
+            }
+            Target::Group(group) => {
+                only_get(&parts.method)?;
+                discovery::group(&group)
+                    .map(|d| json_response(StatusCode::OK, &d))
+                    .ok_or_else(|| RestError::not_found_path(parts.uri.path()))
+            }
+            Target::GroupVersion { group, version } => {
+                only_get(&parts.method)?;
+                discovery::resources(&group, &version)
+                    .map(|d| json_response(StatusCode::OK, &d))
+                    .ok_or_else(|| RestError::not_found_path(parts.uri.path()))
+            }
+            // An empty document: kubectl then skips client-side validation
+            // (the server validates every object anyway).
+            Target::OpenApiV2 => Ok(Response::builder()
+                .status(StatusCode::OK)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::empty())
+                .unwrap_or_default()),
+            Target::OpenApiV3(_) | Target::Unknown => {
+                Err(RestError::not_found_path(parts.uri.path()))
+            }
+            Target::Version | Target::Health => Err(RestError::internal("unreachable route")),
+            Target::Resource(resource) => {
+                let body = read_body(body).await?;
+                let call = resources::Call {
+                    api: &self.api,
+                    peer: &peer,
+                    method: &parts.method,
+                    path: &resource,
+                    query: &query,
+                    headers: &parts.headers,
+                    shutdown: &self.shutdown,
+                };
+                call.run(body).await
+            }
+        }
+    }
+}
+
+/// Reads a request body of at most [`MAX_API_REQUEST`] bytes.
+async fn read_body(body: Body) -> Result<bytes::Bytes, RestError> {
+    use http_body_util::BodyExt;
+    match http_body_util::Limited::new(body, MAX_API_REQUEST)
+        .collect()
+        .await
+    {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(RestError::too_large(MAX_API_REQUEST))
+        }
+        Err(e) => Err(RestError::bad_request(format!(
+            "reading the request body: {e}"
+        ))),
+    }
+}
+
+pub(crate) fn parse_query(query: Option<&str>) -> Query {
+    form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect()
+}
+
+pub(crate) fn header_text(headers: &HeaderMap, name: header::HeaderName) -> String {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// A JSON answer.
+pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .unwrap_or_default()
+}
+
+fn aggregated_response(value: &Value) -> Response<Body> {
+    let mut response = json_response(StatusCode::OK, value);
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    response
+}
+
+fn text_response(code: StatusCode, text: &'static str) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from(text))
+        .unwrap_or_default()
+}
+
+/// A `Status` answer for `e`.
+pub(crate) fn error_response(e: &RestError) -> Response<Body> {
+    json_response(e.code, &e.to_json())
+}
+
+/// Adds a `Warning` header (`299 - "text"`, as kube-apiserver writes them;
+/// kubectl prints each as `Warning: text`) per warning.
+pub(crate) fn add_warnings(response: &mut Response<Body>, warnings: &[String]) {
+    for warning in warnings {
+        let text = warning
+            .replace(['"', '\\'], "'")
+            .replace(|c: char| c.is_control(), " ");
+        if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{text}\"")) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+}
+
+/// Sends gRPC requests (`content-type: application/grpc...`) to `grpc` and
+/// every other request to `rest`.
+pub fn grpc_or_rest(grpc: axum::Router, rest: axum::Router) -> axum::Router {
+    axum::Router::new().fallback_service(ByContentType { grpc, rest })
+}
+
+/// Whether a request is a gRPC call.
+pub fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+#[derive(Clone)]
+struct ByContentType {
+    grpc: axum::Router,
+    rest: axum::Router,
+}
+
+impl tower::Service<Request<Body>> for ByContentType {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<Body>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let router = if is_grpc(&request) {
+            self.grpc.clone()
+        } else {
+            self.rest.clone()
+        };
+        Box::pin(router.oneshot(request))
+    }
+}

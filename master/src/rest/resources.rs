@@ -1,0 +1,762 @@
+//! The verbs on resource paths: get, list (label and field selectors,
+//! `limit`/`continue`), watch (in [`super::watch`]), create (`dryRun`,
+//! `generateName`), update, patch (three types), delete (preconditions),
+//! deletecollection, and the `status` and `scale` subresources. Each is one
+//! or more calls of the gRPC API service with the caller's identity.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use base64::Engine;
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use serde_json::{json, Value};
+use skiff_proto::api::api_server::Api;
+use skiff_proto::api::{
+    CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, UpdateRequest,
+};
+use skiff_security::PeerInfo;
+use tokio_util::sync::CancellationToken;
+
+use super::path::ResourcePath;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::RestError;
+use super::watch::{WatchPlan, WatchTarget};
+use super::wire::{self, FieldValidation};
+use super::{add_warnings, json_response, patch, table, Query};
+use crate::api::ApiService;
+use crate::objects::registry::{self, KindInfo, Subresource};
+use crate::objects::ObjectExt;
+
+/// How many times a patch is retried after losing a race with another write.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// One request on a resource path.
+pub(super) struct Call<'a> {
+    pub api: &'a Arc<ApiService>,
+    pub peer: &'a PeerInfo,
+    pub method: &'a Method,
+    pub path: &'a ResourcePath,
+    pub query: &'a Query,
+    pub headers: &'a HeaderMap,
+    pub shutdown: &'a CancellationToken,
+}
+
+/// What a request on an object answers: the object, or the Scale of it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum View {
+    Object,
+    Status,
+    Scale,
+}
+
+impl<'a> Call<'a> {
+    pub async fn run(&self, body: bytes::Bytes) -> Result<Response<Body>, RestError> {
+        let path = self.path;
+        let info = registry::by_resource(&path.group, &path.version, &path.resource)
+            .ok_or_else(|| not_found_resource(path))?;
+        // A cluster-scoped kind has no namespace in its URLs; a namespaced
+        // one has, except when listing or watching across namespaces.
+        let across_namespaces = path.name.is_none() && *self.method == Method::GET;
+        if (!info.namespaced && path.namespace.is_some())
+            || (info.namespaced && path.namespace.is_none() && !across_namespaces)
+        {
+            return Err(not_found_resource(path));
+        }
+        let view = match path.subresource.as_deref() {
+            None => View::Object,
+            Some("status") if info.has(Subresource::Status) => View::Status,
+            Some("scale") if info.has(Subresource::Scale) => View::Scale,
+            Some(_) => return Err(not_found_resource(path)),
+        };
+        match (self.method.clone(), path.name.as_deref()) {
+            (Method::GET, None) if is_true(self.query.get("watch")) => self.watch(info).await,
+            (Method::GET, None) => self.list(info).await,
+            (Method::POST, None) => self.create(info, &body).await,
+            (Method::DELETE, None) => self.delete_collection(info, &body).await,
+            (Method::GET, Some(name)) => self.get(info, name, view).await,
+            (Method::PUT, Some(name)) => self.update(info, name, view, &body).await,
+            (Method::PATCH, Some(name)) => self.patch(info, name, view, &body).await,
+            (Method::DELETE, Some(name)) if view == View::Object => {
+                self.delete(info, name, &body).await
+            }
+            (method, _) => Err(RestError::method_not_allowed(&method, info.resource)),
+        }
+    }
+
+    async fn watch(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
+        let (labels, fields) = self.selectors(info)?;
+        let plan = WatchPlan::from_query(info, self.query, self.wants_table())?;
+        let listed = if plan.starts_with_list() {
+            Some(self.list_values(info, &labels, &fields).await?)
+        } else {
+            None
+        };
+        let target = WatchTarget {
+            api: self.api,
+            peer: self.peer,
+            info,
+            namespace: self.path.namespace.clone(),
+            labels,
+            fields,
+            shutdown: self.shutdown.clone(),
+        };
+        super::watch::serve(target, plan, listed).await
+    }
+
+    fn namespace(&self) -> &str {
+        self.path.namespace.as_deref().unwrap_or("")
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.extensions_mut().insert(self.peer.clone());
+        request
+    }
+
+    fn wants_table(&self) -> bool {
+        self.headers
+            .get_all(header::ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("as=Table"))
+    }
+
+    fn dry_run(&self) -> bool {
+        self.query.get("dryRun").is_some_and(|v| v == "All")
+    }
+
+    async fn get_object(&self, info: &'static KindInfo, name: &str) -> Result<Object, RestError> {
+        let request = self.request(GetRequest {
+            kind: info.kind.name().to_owned(),
+            namespace: self.namespace().to_owned(),
+            name: name.to_owned(),
+            serializable: false,
+        });
+        self.api
+            .get(request)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| RestError::from_grpc(&s, info, name))
+    }
+
+    /// Answers one object (or its Scale), as JSON or as a one-row Table.
+    fn object_answer(
+        &self,
+        info: &'static KindInfo,
+        object: &Object,
+        view: View,
+        code: StatusCode,
+    ) -> Response<Body> {
+        let value = match view {
+            View::Scale => scale_of(info, object),
+            View::Object | View::Status => wire::encode(info, object),
+        };
+        if self.wants_table() && view != View::Scale {
+            let rv = value["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            let table = table::table(info.kind.name(), &[&value], &rv, true, now());
+            return json_response(code, &table);
+        }
+        json_response(code, &value)
+    }
+
+    async fn get(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        view: View,
+    ) -> Result<Response<Body>, RestError> {
+        let object = self.get_object(info, name).await?;
+        Ok(self.object_answer(info, &object, view, StatusCode::OK))
+    }
+
+    /// The objects of the collection that the selectors select, encoded,
+    /// and the revision they were read at.
+    async fn list_values(
+        &self,
+        info: &'static KindInfo,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<Value>, u64), RestError> {
+        let serializable = self
+            .query
+            .get("resourceVersion")
+            .is_some_and(|rv| !rv.is_empty());
+        let request = self.request(ListRequest {
+            kind: info.kind.name().to_owned(),
+            namespace: self.namespace().to_owned(),
+            serializable,
+        });
+        let list = self
+            .api
+            .list(request)
+            .await
+            .map_err(|s| RestError::from_grpc(&s, info, ""))?
+            .into_inner();
+        let items = list
+            .items
+            .iter()
+            .map(|o| wire::encode(info, o))
+            .filter(|v| labels.matches_json(v) && fields.matches_json(v))
+            .collect();
+        Ok((items, list.revision))
+    }
+
+    fn selectors(&self, info: &KindInfo) -> Result<(LabelSelector, FieldSelector), RestError> {
+        let labels = LabelSelector::parse(self.query.get("labelSelector").map_or("", |s| s))
+            .map_err(|e| RestError::bad_request(e.to_string()))?;
+        let fields = FieldSelector::parse(
+            info.kind.name(),
+            self.query.get("fieldSelector").map_or("", |s| s),
+        )
+        .map_err(|e| RestError::bad_request(e.to_string()))?;
+        Ok((labels, fields))
+    }
+
+    async fn list(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
+        let (labels, fields) = self.selectors(info)?;
+        let (mut items, revision) = self.list_values(info, &labels, &fields).await?;
+        let mut rv = revision.to_string();
+        // `continue` resumes after the last key of the previous page.
+        if let Some(token) = self.query.get("continue").filter(|t| !t.is_empty()) {
+            let (token_rv, after) = decode_continue(token)?;
+            items.retain(|item| item_key(item) > after);
+            rv = token_rv;
+        }
+        let mut metadata = json!({"resourceVersion": rv});
+        let limit = match self.query.get("limit").filter(|l| !l.is_empty()) {
+            Some(l) => Some(l.parse::<usize>().map_err(|_| {
+                RestError::bad_request(format!("limit {l:?} is not a non-negative integer"))
+            })?),
+            None => None,
+        };
+        if let Some(limit) = limit.filter(|l| *l > 0 && *l < items.len()) {
+            let remaining = items.len() - limit;
+            items.truncate(limit);
+            let last = items.last().map(item_key).unwrap_or_default();
+            metadata["continue"] = json!(encode_continue(&rv, &last));
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+        if self.wants_table() {
+            let refs: Vec<&Value> = items.iter().collect();
+            let mut table = table::table(info.kind.name(), &refs, &rv, true, now());
+            if let Some(c) = metadata.get("continue") {
+                table["metadata"]["continue"] = c.clone();
+            }
+            return Ok(json_response(StatusCode::OK, &table));
+        }
+        let list = json!({
+            "kind": format!("{}List", info.kind.name()),
+            "apiVersion": info.api_version,
+            "metadata": metadata,
+            "items": items,
+        });
+        Ok(json_response(StatusCode::OK, &list))
+    }
+
+    /// The body as an object of `info`'s kind, checked against the URL.
+    fn decode_body(
+        &self,
+        info: &'static KindInfo,
+        body: &[u8],
+    ) -> Result<(Object, Vec<String>), RestError> {
+        let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
+        let mut value = wire::parse_body(body, &content_type)?;
+        wire::check_against_url(&mut value, info, self.path.namespace.as_deref())?;
+        let validation =
+            FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
+        wire::decode(info, value, validation)
+    }
+
+    async fn create(
+        &self,
+        info: &'static KindInfo,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        let (mut object, warnings) = self.decode_body(info, body)?;
+        let name = object.meta().name.clone();
+        if self.dry_run() {
+            let meta = object
+                .meta_mut()
+                .map_err(|e| RestError::bad_request(e.to_string()))?;
+            if meta.name.is_empty() && !meta.generate_name.is_empty() {
+                meta.name = format!(
+                    "{}{}",
+                    meta.generate_name,
+                    crate::objects::metadata::random_suffix()
+                );
+            }
+            crate::objects::defaults::apply_defaults(&mut object);
+            crate::objects::validation::validate(&object).map_err(|e| {
+                RestError::invalid(
+                    info,
+                    &e.name,
+                    e.errors
+                        .iter()
+                        .map(|f| (f.path.clone(), f.reason.clone()))
+                        .collect(),
+                )
+            })?;
+            let mut response = self.object_answer(info, &object, View::Object, StatusCode::CREATED);
+            add_warnings(&mut response, &warnings);
+            return Ok(response);
+        }
+        let created = self
+            .api
+            .create(self.request(CreateRequest {
+                object: Some(object),
+            }))
+            .await
+            .map_err(|s| RestError::from_grpc(&s, info, &name))?
+            .into_inner();
+        let mut response = self.object_answer(info, &created, View::Object, StatusCode::CREATED);
+        add_warnings(&mut response, &warnings);
+        Ok(response)
+    }
+
+    /// Writes `object` (the whole object, or its status).
+    async fn write(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        object: Object,
+        status_only: bool,
+    ) -> Result<Object, RestError> {
+        let request = self.request(UpdateRequest {
+            object: Some(object),
+        });
+        let answer = if status_only {
+            self.api.update_status(request).await
+        } else {
+            self.api.update(request).await
+        };
+        answer
+            .map(tonic::Response::into_inner)
+            .map_err(|s| RestError::from_grpc(&s, info, name))
+    }
+
+    async fn update(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        view: View,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        if view == View::Scale {
+            let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
+            let scale = wire::parse_body(body, &content_type)?;
+            let current = self.get_object(info, name).await?;
+            let object = with_replicas(info, current, &scale)?;
+            let written = if self.dry_run() {
+                object
+            } else {
+                self.write(info, name, object, false).await?
+            };
+            return Ok(self.object_answer(info, &written, View::Scale, StatusCode::OK));
+        }
+        let (object, warnings) = self.decode_body(info, body)?;
+        if object.meta().name != name {
+            return Err(RestError::bad_request(format!(
+                "the name of the object ({:?}) does not match the name on the URL ({name:?})",
+                object.meta().name
+            )));
+        }
+        let written = if self.dry_run() {
+            object
+        } else {
+            self.write(info, name, object, view == View::Status).await?
+        };
+        let mut response = self.object_answer(info, &written, view, StatusCode::OK);
+        add_warnings(&mut response, &warnings);
+        Ok(response)
+    }
+
+    async fn patch(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        view: View,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
+        let patch_type = patch::PatchType::from_content_type(&content_type).ok_or_else(|| {
+            if content_type.starts_with("application/apply-patch") {
+                RestError::unsupported_media_type(
+                    &content_type,
+                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (server-side apply is not served yet)",
+                )
+            } else {
+                RestError::unsupported_media_type(
+                    &content_type,
+                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
+                )
+            }
+        })?;
+        let validation =
+            FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get_object(info, name).await?;
+            let current_rv = current.meta().resource_version.clone();
+            let (object, warnings) = match view {
+                View::Scale => {
+                    let scale = scale_of(info, &current);
+                    let patched = patch::apply("Scale", &scale, patch_type, body)
+                        .map_err(|e| patch_error(info, name, e))?;
+                    (with_replicas(info, current, &patched)?, Vec::new())
+                }
+                View::Object | View::Status => {
+                    let value = wire::encode(info, &current);
+                    let mut patched = patch::apply(info.kind.name(), &value, patch_type, body)
+                        .map_err(|e| patch_error(info, name, e))?;
+                    wire::check_against_url(&mut patched, info, self.path.namespace.as_deref())?;
+                    if patched["metadata"]["name"].as_str() != Some(name) {
+                        return Err(RestError::invalid(
+                            info,
+                            name,
+                            vec![("metadata.name".into(), "field is immutable".into())],
+                        ));
+                    }
+                    let pinned = patched["metadata"]["resourceVersion"].as_str()
+                        != Some(current_rv.as_str());
+                    let (mut object, warnings) = wire::decode(info, patched, validation)?;
+                    if !pinned {
+                        // Conditional on what was read: a concurrent write
+                        // makes this attempt fail, and the patch is applied
+                        // again to the newer object.
+                        if let Ok(meta) = object.meta_mut() {
+                            meta.resource_version = current_rv.clone();
+                        }
+                    }
+                    (object, warnings)
+                }
+            };
+            if self.dry_run() {
+                let mut response = self.object_answer(info, &object, view, StatusCode::OK);
+                add_warnings(&mut response, &warnings);
+                return Ok(response);
+            }
+            match self.write(info, name, object, view == View::Status).await {
+                Ok(written) => {
+                    let mut response = self.object_answer(info, &written, view, StatusCode::OK);
+                    add_warnings(&mut response, &warnings);
+                    return Ok(response);
+                }
+                Err(e) if e.reason == "Conflict" && attempt < PATCH_ATTEMPTS => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn delete(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        let options = delete_options(body)?;
+        if self.dry_run() || options.dry_run {
+            let object = self.get_object(info, name).await?;
+            return Ok(self.object_answer(info, &object, View::Object, StatusCode::OK));
+        }
+        if let Some(uid) = &options.uid {
+            let object = self.get_object(info, name).await?;
+            if object.meta().uid != *uid {
+                return Err(RestError::new(
+                    StatusCode::CONFLICT,
+                    "Conflict",
+                    format!(
+                        "Operation cannot be fulfilled on {} {name:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        info.qualified_resource(),
+                        object.meta().uid
+                    ),
+                ));
+            }
+        }
+        let deleted = self
+            .api
+            .delete(self.request(DeleteRequest {
+                kind: info.kind.name().to_owned(),
+                namespace: self.namespace().to_owned(),
+                name: name.to_owned(),
+                resource_version: options.resource_version.clone().unwrap_or_default(),
+            }))
+            .await
+            .map_err(|s| RestError::from_grpc(&s, info, name))?
+            .into_inner();
+        let mut response = self.object_answer(info, &deleted, View::Object, StatusCode::OK);
+        add_warnings(&mut response, &options.warnings);
+        Ok(response)
+    }
+
+    async fn delete_collection(
+        &self,
+        info: &'static KindInfo,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        let options = delete_options(body)?;
+        let (labels, fields) = self.selectors(info)?;
+        let (items, revision) = self.list_values(info, &labels, &fields).await?;
+        let mut deleted = Vec::new();
+        for item in &items {
+            let name = item["metadata"]["name"].as_str().unwrap_or_default();
+            let namespace = item["metadata"]["namespace"].as_str().unwrap_or_default();
+            if self.dry_run() || options.dry_run {
+                deleted.push(item.clone());
+                continue;
+            }
+            match self
+                .api
+                .delete(self.request(DeleteRequest {
+                    kind: info.kind.name().to_owned(),
+                    namespace: namespace.to_owned(),
+                    name: name.to_owned(),
+                    resource_version: String::new(),
+                }))
+                .await
+            {
+                Ok(object) => deleted.push(wire::encode(info, object.get_ref())),
+                // Gone already: someone else deleted it meanwhile.
+                Err(s) if s.code() == tonic::Code::NotFound => {}
+                Err(s) => return Err(RestError::from_grpc(&s, info, name)),
+            }
+        }
+        let list = json!({
+            "kind": format!("{}List", info.kind.name()),
+            "apiVersion": info.api_version,
+            "metadata": {"resourceVersion": revision.to_string()},
+            "items": deleted,
+        });
+        let mut response = json_response(StatusCode::OK, &list);
+        add_warnings(&mut response, &options.warnings);
+        Ok(response)
+    }
+}
+
+fn not_found_resource(path: &ResourcePath) -> RestError {
+    let group_version = registry::group_version(&path.group, &path.version);
+    let mut what = format!("{group_version} {}", path.resource);
+    if let Some(sub) = &path.subresource {
+        what.push('/');
+        what.push_str(sub);
+    }
+    RestError::not_found_path(&what)
+}
+
+fn is_true(value: Option<&String>) -> bool {
+    value.is_some_and(|v| v == "true" || v == "1")
+}
+
+fn now() -> time::OffsetDateTime {
+    time::OffsetDateTime::now_utc()
+}
+
+fn patch_error(info: &'static KindInfo, name: &str, e: patch::PatchError) -> RestError {
+    let mut error = RestError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!(
+            "{} {name:?} is invalid: the patch could not be applied: {e}",
+            info.qualified_kind()
+        ),
+    );
+    error.details.name = name.to_owned();
+    error.details.kind = info.kind.name().to_owned();
+    error.details.group = info.group.to_owned();
+    error
+}
+
+/// `namespace/name` of an encoded object, the order lists come in.
+fn item_key(item: &Value) -> String {
+    format!(
+        "{}/{}",
+        item["metadata"]["namespace"].as_str().unwrap_or(""),
+        item["metadata"]["name"].as_str().unwrap_or("")
+    )
+}
+
+fn encode_continue(rv: &str, after: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!({"rv": rv, "after": after}).to_string())
+}
+
+fn decode_continue(token: &str) -> Result<(String, String), RestError> {
+    let bad = || {
+        RestError::bad_request(format!(
+            "continue token {token:?} is not one this server gave"
+        ))
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let value: Value = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    match (value["rv"].as_str(), value["after"].as_str()) {
+        (Some(rv), Some(after)) => Ok((rv.to_owned(), after.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+/// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
+fn scale_of(info: &'static KindInfo, object: &Object) -> Value {
+    let value = wire::encode(info, object);
+    let meta = &value["metadata"];
+    let selector = table::label_selector(&value["spec"]["selector"]).unwrap_or_default();
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta["uid"],
+            "resourceVersion": meta["resourceVersion"],
+            "creationTimestamp": meta["creationTimestamp"],
+        },
+        "spec": {"replicas": value["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {
+            "replicas": value["status"]["replicas"].as_i64().unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// `object` with `spec.replicas` from a Scale (conditional on the Scale's
+/// resourceVersion when it carries one).
+fn with_replicas(
+    info: &'static KindInfo,
+    mut object: Object,
+    scale: &Value,
+) -> Result<Object, RestError> {
+    let name = object.meta().name.clone();
+    let replicas = scale["spec"]["replicas"].as_i64().ok_or_else(|| {
+        RestError::invalid(
+            info,
+            &name,
+            vec![("spec.replicas".into(), "Required value: an integer".into())],
+        )
+    })?;
+    let replicas = i32::try_from(replicas)
+        .ok()
+        .filter(|r| *r >= 0)
+        .ok_or_else(|| {
+            RestError::invalid(
+                info,
+                &name,
+                vec![(
+                    "spec.replicas".into(),
+                    format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                )],
+            )
+        })?;
+    let rv = scale["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    use skiff_proto::api::object::Kind as Body;
+    match object.kind.as_mut() {
+        Some(Body::Deployment(d)) => {
+            d.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
+        }
+        Some(Body::ReplicaSet(r)) => {
+            r.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
+        }
+        _ => {
+            return Err(RestError::internal(format!(
+                "{} has no scale",
+                info.resource
+            )))
+        }
+    }
+    if let Ok(meta) = object.meta_mut() {
+        if !rv.is_empty() {
+            meta.resource_version = rv;
+        }
+    }
+    Ok(object)
+}
+
+/// What a DELETE's `DeleteOptions` body asks for.
+struct DeleteOptions {
+    resource_version: Option<String>,
+    uid: Option<String>,
+    dry_run: bool,
+    warnings: Vec<String>,
+}
+
+fn delete_options(body: &[u8]) -> Result<DeleteOptions, RestError> {
+    let mut options = DeleteOptions {
+        resource_version: None,
+        uid: None,
+        dry_run: false,
+        warnings: Vec::new(),
+    };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(options);
+    }
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        RestError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+    })?;
+    if !value.is_object() {
+        return Err(RestError::bad_request(
+            "the DeleteOptions body must be an object",
+        ));
+    }
+    options.resource_version = value["preconditions"]["resourceVersion"]
+        .as_str()
+        .map(str::to_owned);
+    options.uid = value["preconditions"]["uid"].as_str().map(str::to_owned);
+    options.dry_run = value["dryRun"]
+        .as_array()
+        .is_some_and(|a| a.iter().any(|v| v == "All"));
+    match value["propagationPolicy"].as_str() {
+        None | Some("Background") => {}
+        Some(policy @ ("Orphan" | "Foreground")) => options.warnings.push(format!(
+            "propagationPolicy {policy} is not supported yet: dependents are deleted in the background"
+        )),
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "propagationPolicy {other:?} is not one of Orphan, Foreground, Background"
+            )))
+        }
+    }
+    if value["orphanDependents"].as_bool() == Some(true) {
+        options.warnings.push(
+            "orphanDependents is not supported yet: dependents are deleted in the background"
+                .into(),
+        );
+    }
+    Ok(options)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn continue_tokens_round_trip_and_foreign_ones_are_refused() {
+        let token = encode_continue("42", "ns/web-3");
+        assert_eq!(
+            decode_continue(&token).unwrap(),
+            ("42".into(), "ns/web-3".into())
+        );
+        assert_eq!(
+            decode_continue("nonsense!").unwrap_err().code,
+            StatusCode::BAD_REQUEST
+        );
+    }
+
+    #[test]
+    fn delete_options_read_preconditions_and_refuse_unknown_policies() {
+        let o = delete_options(br#"{"preconditions": {"resourceVersion": "7", "uid": "u"}, "propagationPolicy": "Background"}"#).unwrap();
+        assert_eq!(o.resource_version.as_deref(), Some("7"));
+        assert_eq!(o.uid.as_deref(), Some("u"));
+        assert!(o.warnings.is_empty());
+        let o = delete_options(br#"{"propagationPolicy": "Orphan"}"#).unwrap();
+        assert_eq!(o.warnings.len(), 1);
+        assert!(delete_options(br#"{"propagationPolicy": "Sideways"}"#).is_err());
+        assert!(delete_options(b"[").is_err());
+        assert!(delete_options(b"").unwrap().resource_version.is_none());
+    }
+}

@@ -1,0 +1,338 @@
+//! `labelSelector` and `fieldSelector` query parameters as Kubernetes
+//! parses them: labels with `=`, `==`, `!=`, `in (...)`, `notin (...)`,
+//! `key` and `!key`, comma-separated (all must hold); fields with `=`,
+//! `==` and `!=` on the fields each kind supports (`metadata.name` and
+//! `metadata.namespace` everywhere), anything else refused by name.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+/// A selector that does not parse, or names a field that is not supported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error("unable to parse requirement {requirement:?} of labelSelector: {why}")]
+    Label { requirement: String, why: String },
+    #[error("invalid fieldSelector requirement {requirement:?}: expected field=value, field==value or field!=value")]
+    Field { requirement: String },
+    #[error("field label not supported: {field}")]
+    UnsupportedField { field: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum LabelRequirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+/// A parsed `labelSelector`; empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LabelSelector(Vec<LabelRequirement>);
+
+impl LabelSelector {
+    pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
+        let mut requirements = Vec::new();
+        for part in split_outside_parentheses(text) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            requirements.push(label_requirement(part)?);
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Whether `labels` satisfy every requirement.
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.iter().all(|r| match r {
+            LabelRequirement::Equals(k, v) => labels.get(k) == Some(v),
+            LabelRequirement::NotEquals(k, v) => labels.get(k) != Some(v),
+            LabelRequirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
+            LabelRequirement::NotIn(k, vs) => !labels.get(k).is_some_and(|l| vs.contains(l)),
+            LabelRequirement::Exists(k) => labels.contains_key(k),
+            LabelRequirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
+    }
+
+    /// Whether the labels of an object given as JSON satisfy it.
+    pub fn matches_json(&self, object: &Value) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        let labels = object["metadata"]["labels"]
+            .as_object()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.matches(&labels)
+    }
+}
+
+/// Splits on commas that are not inside `(...)`.
+fn split_outside_parentheses(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            ',' if depth == 0 => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn label_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
+    let fail = |why: &str| SelectorError::Label {
+        requirement: part.to_owned(),
+        why: why.to_owned(),
+    };
+    let key = |k: &str| -> Result<String, SelectorError> {
+        let k = k.trim();
+        if k.is_empty() || !crate::objects::validation::is_label_key(k) {
+            return Err(fail("invalid label key"));
+        }
+        Ok(k.to_owned())
+    };
+    let value = |v: &str| -> Result<String, SelectorError> {
+        let v = v.trim();
+        if !v.is_empty() && !crate::objects::validation::is_label_name(v) {
+            return Err(fail("invalid label value"));
+        }
+        Ok(v.to_owned())
+    };
+    if let Some(rest) = part.strip_prefix('!') {
+        return Ok(LabelRequirement::DoesNotExist(key(rest)?));
+    }
+    if let Some((k, v)) = part.split_once("!=") {
+        return Ok(LabelRequirement::NotEquals(key(k)?, value(v)?));
+    }
+    if let Some((k, v)) = part.split_once("==") {
+        return Ok(LabelRequirement::Equals(key(k)?, value(v)?));
+    }
+    if let Some((k, v)) = part.split_once('=') {
+        return Ok(LabelRequirement::Equals(key(k)?, value(v)?));
+    }
+    let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+    if let [k, rest] = words.as_slice() {
+        let rest = rest.trim_start();
+        let (operator, list) = if let Some(l) = rest.strip_prefix("notin") {
+            ("notin", l)
+        } else if let Some(l) = rest.strip_prefix("in") {
+            ("in", l)
+        } else {
+            return Err(fail("expected =, ==, !=, in or notin after the key"));
+        };
+        let list = list.trim();
+        let inner = list
+            .strip_prefix('(')
+            .and_then(|l| l.strip_suffix(')'))
+            .ok_or_else(|| fail("expected a list of values in parentheses"))?;
+        let values = inner.split(',').map(value).collect::<Result<Vec<_>, _>>()?;
+        return Ok(if operator == "in" {
+            LabelRequirement::In(key(k)?, values)
+        } else {
+            LabelRequirement::NotIn(key(k)?, values)
+        });
+    }
+    Ok(LabelRequirement::Exists(key(part)?))
+}
+
+/// A parsed `fieldSelector`; empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+/// Fields every kind may be selected by.
+const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
+
+/// The further fields `kind` may be selected by, as kube-apiserver allows.
+fn kind_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "spec.hostNetwork",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Node" => &["spec.unschedulable"],
+        "Namespace" => &["status.phase"],
+        "Secret" => &["type"],
+        "ReplicaSet" => &["status.replicas"],
+        "Event" => &[
+            "involvedObject.kind",
+            "involvedObject.namespace",
+            "involvedObject.name",
+            "involvedObject.uid",
+            "involvedObject.apiVersion",
+            "involvedObject.resourceVersion",
+            "involvedObject.fieldPath",
+            "reason",
+            "reportingComponent",
+            "source",
+            "type",
+        ],
+        _ => &[],
+    }
+}
+
+impl FieldSelector {
+    /// Parses `text` for objects of `kind`, refusing fields it does not
+    /// support.
+    pub fn parse(kind: &str, text: &str) -> Result<FieldSelector, SelectorError> {
+        let mut requirements = Vec::new();
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let (field, equal, value) = if let Some((f, v)) = part.split_once("!=") {
+                (f, false, v)
+            } else if let Some((f, v)) = part.split_once("==") {
+                (f, true, v)
+            } else if let Some((f, v)) = part.split_once('=') {
+                (f, true, v)
+            } else {
+                return Err(SelectorError::Field {
+                    requirement: part.to_owned(),
+                });
+            };
+            let field = field.trim();
+            if !COMMON_FIELDS.contains(&field) && !kind_fields(kind).contains(&field) {
+                return Err(SelectorError::UnsupportedField {
+                    field: field.to_owned(),
+                });
+            }
+            requirements.push((field.to_owned(), equal, value.trim().to_owned()));
+        }
+        Ok(FieldSelector(requirements))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The name `metadata.name=X` selects, if the selector is just that.
+    pub fn single_name(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [(field, true, name)] if field == "metadata.name" => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Whether the object (as JSON) satisfies every requirement. A missing
+    /// field reads as `""` (or `false` for booleans, as Kubernetes does).
+    pub fn matches_json(&self, object: &Value) -> bool {
+        self.0.iter().all(|(field, equal, value)| {
+            let mut at = object;
+            for segment in field.split('.') {
+                at = &at[segment];
+            }
+            let actual = match at {
+                Value::String(s) => s.clone(),
+                Value::Bool(b) => b.to_string(),
+                Value::Number(n) => n.to_string(),
+                Value::Null if field == "spec.unschedulable" || field == "spec.hostNetwork" => {
+                    "false".to_owned()
+                }
+                _ => String::new(),
+            };
+            (actual == *value) == *equal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_label_operator_selects_as_kubernetes_does() {
+        let web = labels(&[("app", "web"), ("tier", "front")]);
+        let db = labels(&[("app", "db")]);
+        let cases = [
+            ("app=web", true, false),
+            ("app==web", true, false),
+            ("app!=web", false, true),
+            ("app in (web, cache)", true, false),
+            ("app notin (web,cache)", false, true),
+            ("tier", true, false),
+            ("!tier", false, true),
+            ("app in (web,db),!tier", false, true),
+            ("app,tier=front", true, false),
+            ("", true, true),
+        ];
+        for (text, on_web, on_db) in cases {
+            let s = LabelSelector::parse(text).unwrap();
+            assert_eq!(s.matches(&web), on_web, "{text} on web");
+            assert_eq!(s.matches(&db), on_db, "{text} on db");
+        }
+    }
+
+    #[test]
+    fn bad_label_selectors_are_refused_naming_the_requirement() {
+        for text in ["app in web", "=x", "app=in valid", "a b c", "app in (x"] {
+            let e = LabelSelector::parse(text).unwrap_err();
+            assert!(matches!(e, SelectorError::Label { .. }), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn field_selectors_match_supported_fields_and_refuse_others() {
+        let pod = json!({"metadata": {"name": "a", "namespace": "ns"}, "spec": {"nodeName": "n1"}, "status": {"phase": "Running"}});
+        let s = FieldSelector::parse("Pod", "metadata.name=a,spec.nodeName==n1").unwrap();
+        assert!(s.matches_json(&pod));
+        let s = FieldSelector::parse("Pod", "status.phase!=Running").unwrap();
+        assert!(!s.matches_json(&pod));
+        let s = FieldSelector::parse("Pod", "spec.nodeName=").unwrap();
+        assert!(!s.matches_json(&pod));
+        assert!(s.matches_json(&json!({"metadata": {"name": "b"}})));
+        assert_eq!(
+            FieldSelector::parse("Pod", "metadata.name=a")
+                .unwrap()
+                .single_name(),
+            Some("a")
+        );
+        assert_eq!(
+            FieldSelector::parse("Deployment", "spec.replicas=1").unwrap_err(),
+            SelectorError::UnsupportedField {
+                field: "spec.replicas".into()
+            }
+        );
+        assert!(matches!(
+            FieldSelector::parse("Pod", "metadata.name").unwrap_err(),
+            SelectorError::Field { .. }
+        ));
+        let node = json!({"metadata": {"name": "n"}});
+        assert!(FieldSelector::parse("Node", "spec.unschedulable=false")
+            .unwrap()
+            .matches_json(&node));
+    }
+}

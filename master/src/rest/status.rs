@@ -1,0 +1,310 @@
+//! Errors of the REST API as Kubernetes `Status` objects, with the reasons,
+//! codes and messages kube-apiserver uses, so that kubectl prints its usual
+//! lines (`Error from server (NotFound): pods "x" not found`, `The
+//! Deployment "x" is invalid: spec.replicas: ...`).
+//!
+//! The API's gRPC answers (the REST API calls the same service, so the same
+//! authorization and leader routing apply) are turned into `Status` here,
+//! with the resource and name of the request for the wording.
+
+use http::StatusCode;
+use serde_json::{json, Value};
+use tonic::Code;
+
+use crate::objects::registry::KindInfo;
+
+/// A REST failure: the HTTP code, Kubernetes' reason, a message, and the
+/// details kubectl builds its messages from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestError {
+    pub code: StatusCode,
+    pub reason: &'static str,
+    pub message: String,
+    pub details: Box<Details>,
+}
+
+/// What a `Status` says about the object it is about.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Details {
+    /// `details.name`, `details.group`, `details.kind` (the resource).
+    pub name: String,
+    pub group: String,
+    pub kind: String,
+    /// `details.causes`: (field, message) of each invalid field.
+    pub causes: Vec<(String, String)>,
+}
+
+impl RestError {
+    pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> RestError {
+        RestError {
+            code,
+            reason,
+            message: message.into(),
+            details: Box::default(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> RestError {
+        RestError::new(StatusCode::BAD_REQUEST, "BadRequest", message)
+    }
+
+    pub fn not_found_path(path: &str) -> RestError {
+        RestError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    pub fn method_not_allowed(method: &http::Method, what: &str) -> RestError {
+        RestError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "the server does not allow this method on the requested resource: {method} {what}"
+            ),
+        )
+    }
+
+    pub fn unsupported_media_type(content_type: &str, allowed: &str) -> RestError {
+        RestError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {content_type:?}; accepted media types include: {allowed}"),
+        )
+    }
+
+    pub fn too_large(limit: usize) -> RestError {
+        RestError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than {limit} bytes"),
+        )
+    }
+
+    pub fn unauthorized() -> RestError {
+        RestError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "Unauthorized: a client certificate signed by the cluster CA is required (admin.conf holds one)",
+        )
+    }
+
+    pub fn internal(message: impl Into<String>) -> RestError {
+        RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
+    }
+
+    /// A 422 for `kind`'s object `name`, with one cause per field.
+    pub fn invalid(info: &KindInfo, name: &str, causes: Vec<(String, String)>) -> RestError {
+        let detail = causes
+            .iter()
+            .map(|(field, message)| {
+                if field.is_empty() {
+                    message.clone()
+                } else {
+                    format!("{field}: {message}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut e = RestError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("{} {name:?} is invalid: {detail}", info.qualified_kind()),
+        );
+        e.details.name = name.to_owned();
+        e.details.group = info.group.to_owned();
+        e.details.kind = info.kind.name().to_owned();
+        e.details.causes = causes;
+        e
+    }
+
+    /// The object `name` of `info` does not exist.
+    pub fn not_found(info: &KindInfo, name: &str) -> RestError {
+        let mut e = RestError::new(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            format!("{} {name:?} not found", info.qualified_resource()),
+        );
+        e.for_object(info, name);
+        e
+    }
+
+    fn for_object(&mut self, info: &KindInfo, name: &str) {
+        self.details.name = name.to_owned();
+        self.details.group = info.group.to_owned();
+        self.details.kind = info.resource.to_owned();
+    }
+
+    /// The API's gRPC answer `status` to a request on `info`'s object
+    /// `name` (empty for collections).
+    pub fn from_grpc(status: &tonic::Status, info: &KindInfo, name: &str) -> RestError {
+        let message = status.message();
+        let resource = info.qualified_resource();
+        let mut e = match status.code() {
+            // The object's namespace is missing, not the object.
+            Code::NotFound if message.starts_with("namespace ") => RestError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                message.replacen("namespace ", "namespaces ", 1),
+            ),
+            Code::NotFound => RestError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{resource} {name:?} not found"),
+            ),
+            Code::AlreadyExists => RestError::new(
+                StatusCode::CONFLICT,
+                "AlreadyExists",
+                format!("{resource} {name:?} already exists"),
+            ),
+            Code::Aborted => RestError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!("Operation cannot be fulfilled on {resource} {name:?}: the object has been modified; please apply your changes to the latest version and try again"),
+            ),
+            Code::InvalidArgument => {
+                return RestError::invalid(info, name, causes_of(message));
+            }
+            Code::PermissionDenied => RestError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{resource} {name:?} is forbidden: {message}"),
+            ),
+            Code::Unauthenticated => RestError::unauthorized(),
+            Code::OutOfRange => RestError::new(StatusCode::GONE, "Expired", message),
+            Code::Unavailable => {
+                RestError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+            }
+            Code::DeadlineExceeded => {
+                RestError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
+            }
+            Code::ResourceExhausted => {
+                RestError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message)
+            }
+            Code::FailedPrecondition => RestError::new(StatusCode::CONFLICT, "Conflict", message),
+            _ => RestError::internal(message),
+        };
+        e.for_object(info, name);
+        e
+    }
+
+    /// The `Status` object.
+    pub fn to_json(&self) -> Value {
+        let mut details = serde_json::Map::new();
+        let d = &self.details;
+        if !d.name.is_empty() {
+            details.insert("name".into(), json!(d.name));
+        }
+        if !d.group.is_empty() {
+            details.insert("group".into(), json!(d.group));
+        }
+        if !d.kind.is_empty() {
+            details.insert("kind".into(), json!(d.kind));
+        }
+        if !d.causes.is_empty() {
+            let causes = d
+                .causes
+                .iter()
+                .map(|(field, message)| {
+                    json!({"reason": "FieldValueInvalid", "message": message, "field": field})
+                })
+                .collect::<Vec<_>>();
+            details.insert("causes".into(), Value::Array(causes));
+        }
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code.as_u16(),
+        });
+        if !details.is_empty() {
+            status["details"] = Value::Object(details);
+        }
+        status
+    }
+}
+
+/// The field problems in a validation message (`Kind "name" is invalid:
+/// a.b: reason; c: reason`), or the whole message as one cause.
+fn causes_of(message: &str) -> Vec<(String, String)> {
+    let message = message.strip_prefix("invalid request: ").unwrap_or(message);
+    let Some((_, list)) = message.split_once(" is invalid: ") else {
+        return vec![(String::new(), message.to_owned())];
+    };
+    list.split("; ")
+        .map(|part| match part.split_once(": ") {
+            Some((field, reason)) if !field.contains(' ') => (field.to_owned(), reason.to_owned()),
+            _ => (String::new(), part.to_owned()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::registry::info;
+    use crate::objects::Kind;
+
+    #[test]
+    fn grpc_answers_become_the_statuses_kubectl_words_its_messages_from() {
+        let pods = info(Kind::Pod);
+        let e = RestError::from_grpc(&tonic::Status::not_found("Pod default/x"), pods, "x");
+        assert_eq!(e.code, StatusCode::NOT_FOUND);
+        assert_eq!(e.message, "pods \"x\" not found");
+        let v = e.to_json();
+        assert_eq!(v["reason"], "NotFound");
+        assert_eq!(v["code"], 404);
+        assert_eq!(v["details"]["kind"], "pods");
+
+        let deployments = info(Kind::Deployment);
+        let e = RestError::from_grpc(&tonic::Status::aborted("stale"), deployments, "web");
+        assert_eq!(e.code, StatusCode::CONFLICT);
+        assert_eq!(e.reason, "Conflict");
+        assert!(
+            e.message.contains("deployments.apps \"web\""),
+            "{}",
+            e.message
+        );
+
+        let e = RestError::from_grpc(
+            &tonic::Status::invalid_argument(
+                "Deployment \"web\" is invalid: spec.replicas: must be at least 0; spec.selector: required",
+            ),
+            deployments,
+            "web",
+        );
+        assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.details.causes,
+            vec![
+                ("spec.replicas".to_owned(), "must be at least 0".to_owned()),
+                ("spec.selector".to_owned(), "required".to_owned())
+            ]
+        );
+        assert_eq!(
+            e.message,
+            "Deployment.apps \"web\" is invalid: spec.replicas: must be at least 0, spec.selector: required"
+        );
+        assert_eq!(
+            e.to_json()["details"]["causes"][1]["field"],
+            "spec.selector"
+        );
+    }
+
+    #[test]
+    fn an_invalid_request_without_field_paths_is_one_cause() {
+        let e = RestError::from_grpc(
+            &tonic::Status::invalid_argument("invalid request: `object` is required"),
+            info(Kind::Pod),
+            "",
+        );
+        assert_eq!(
+            e.details.causes,
+            vec![(String::new(), "`object` is required".to_owned())]
+        );
+    }
+}

@@ -1,0 +1,2119 @@
+//! Server-side Tables: the columns and rows `kubectl get` prints, worked out
+//! by the server as the Kubernetes API server's printers work them out
+//! (kubernetes/kubernetes `pkg/printers/internalversion/printers.go`).
+//!
+//! kubectl asks for `application/json;as=Table;v=v1;g=meta.k8s.io` and prints
+//! the columns it is given, so these are Kubernetes' own: the same names,
+//! types and priorities (like the API server, every row carries the `-o wide`
+//! cells too, and kubectl hides the priority-1 columns), with cells computed
+//! the same way: a pod's STATUS from its containers' states, AGE as
+//! apimachinery's `HumanDuration`. Objects are read as Kubernetes JSON, and
+//! defensively: a missing field prints as kubectl prints it (`<none>`, `0`,
+//! `<unknown>`), and a kind without a printer gets the API server's default
+//! columns, Name and Created At. Nothing here fails; bad input gives a cell
+//! such as `<invalid>`.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde_json::{json, Map, Value};
+use time::format_description::well_known::Rfc3339;
+use time::{OffsetDateTime, UtcOffset};
+
+/// One column of a Table (a `meta.k8s.io/v1` `TableColumnDefinition`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Column {
+    /// The header, in Kubernetes' capitalisation ("Name", "Nominated Node").
+    pub name: &'static str,
+    /// The OpenAPI type of the cells: "string", "integer" or "date". As in
+    /// Kubernetes, a few count columns say "string" and hold integers.
+    pub value_type: &'static str,
+    /// "name" for a column holding the object's name, else "".
+    pub format: &'static str,
+    pub description: &'static str,
+    /// 0: always shown; 1: shown by `kubectl get -o wide` only.
+    pub priority: i32,
+}
+
+impl Column {
+    /// This column as an entry of a Table's `columnDefinitions`.
+    pub fn definition(&self) -> Value {
+        json!({
+            "name": self.name,
+            "type": self.value_type,
+            "format": self.format,
+            "description": self.description,
+            "priority": self.priority,
+        })
+    }
+}
+
+/// The columns of a kind's Table; `kind` is the Kubernetes kind ("Pod",
+/// "Node", ...). A kind without a Kubernetes printer gets Name and Created At.
+pub fn columns(kind: &str) -> &'static [Column] {
+    Printer::of(kind).columns()
+}
+
+/// The cells of `object`'s row, one per column of [`columns`], in order:
+/// strings, or integers where Kubernetes puts integers. Ages are counted up
+/// to `now`.
+pub fn cells(kind: &str, object: &Value, now: OffsetDateTime) -> Vec<Value> {
+    Printer::of(kind).cells(object, now)
+}
+
+/// A `meta.k8s.io/v1` Table of `objects` (all of Kubernetes kind `kind`):
+/// `metadata.resourceVersion` is `resource_version` (what `kubectl get -w`
+/// watches from), `columnDefinitions` are left out unless `with_columns` (a
+/// watch sends them in its first event only), and each row holds its cells
+/// and the object's metadata as a `PartialObjectMetadata`, where kubectl
+/// finds the namespace and labels.
+pub fn table(
+    kind: &str,
+    objects: &[&Value],
+    resource_version: &str,
+    with_columns: bool,
+    now: OffsetDateTime,
+) -> Value {
+    let printer = Printer::of(kind);
+    let mut metadata = Map::new();
+    if !resource_version.is_empty() {
+        let version = Value::from(resource_version);
+        metadata.insert("resourceVersion".to_owned(), version);
+    }
+    let mut table = Map::new();
+    table.insert("kind".to_owned(), Value::from("Table"));
+    table.insert("apiVersion".to_owned(), Value::from("meta.k8s.io/v1"));
+    table.insert("metadata".to_owned(), Value::Object(metadata));
+    if with_columns {
+        let definitions = printer.columns().iter().map(Column::definition);
+        let definitions = Value::Array(definitions.collect());
+        table.insert("columnDefinitions".to_owned(), definitions);
+    }
+    let rows = objects.iter().map(|object| row(printer, object, now));
+    table.insert("rows".to_owned(), Value::Array(rows.collect()));
+    Value::Object(table)
+}
+
+/// apimachinery's `HumanDuration`, the AGE format: two or three significant
+/// figures ("45s", "9m59s", "3h", "7d23h", "2y1d").
+pub fn human_duration(d: Duration) -> String {
+    human_seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// `HumanDuration` of a signed number of whole seconds: up to a second in
+/// the future is clock skew ("0s"), further is "<invalid>".
+fn human_seconds(seconds: i64) -> String {
+    if seconds < -1 {
+        return "<invalid>".to_owned();
+    }
+    if seconds < 0 {
+        return "0s".to_owned();
+    }
+    if seconds < 60 * 2 {
+        return format!("{seconds}s");
+    }
+    let minutes = seconds / 60;
+    if minutes < 10 {
+        return match seconds % 60 {
+            0 => format!("{minutes}m"),
+            rest => format!("{minutes}m{rest}s"),
+        };
+    }
+    if minutes < 60 * 3 {
+        return format!("{minutes}m");
+    }
+    let hours = seconds / 3600;
+    if hours < 8 {
+        return match minutes % 60 {
+            0 => format!("{hours}h"),
+            rest => format!("{hours}h{rest}m"),
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    let days = hours / 24;
+    if hours < 24 * 8 {
+        return match hours % 24 {
+            0 => format!("{days}d"),
+            rest => format!("{days}d{rest}h"),
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{days}d");
+    }
+    let years = days / 365;
+    if hours < 24 * 365 * 8 {
+        return match days % 365 {
+            0 => format!("{years}y"),
+            rest => format!("{years}y{rest}d"),
+        };
+    }
+    format!("{years}y")
+}
+
+const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating \
+    resources, although some resources may allow a client to request the generation of an \
+    appropriate name automatically. Cannot be updated.";
+const CREATED_DOC: &str = "CreationTimestamp is a timestamp representing the server time when \
+    this object was created. It is represented in RFC3339 form and is in UTC.";
+const RESTARTS_DOC: &str = "The number of times the containers in this pod have been restarted \
+    and when the last container in this pod has restarted.";
+
+/// The column holding each object's name.
+const NAME: Column = Column {
+    name: "Name",
+    value_type: "string",
+    format: "name",
+    description: NAME_DOC,
+    priority: 0,
+};
+const AGE: Column = column("Age", "string", CREATED_DOC);
+const CONTAINERS: Column = wide(
+    "Containers",
+    "string",
+    "Names of each container in the template.",
+);
+const IMAGES: Column = wide(
+    "Images",
+    "string",
+    "Images referenced by each container in the template.",
+);
+const SELECTOR: Column = wide("Selector", "string", "Label selector for pods.");
+
+/// A column that plain `kubectl get` shows.
+const fn column(name: &'static str, value_type: &'static str, doc: &'static str) -> Column {
+    Column {
+        name,
+        value_type,
+        format: "",
+        description: doc,
+        priority: 0,
+    }
+}
+
+/// A column that only `kubectl get -o wide` shows.
+const fn wide(name: &'static str, value_type: &'static str, doc: &'static str) -> Column {
+    Column {
+        priority: 1,
+        ..column(name, value_type, doc)
+    }
+}
+
+const POD_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Ready",
+        "string",
+        "The aggregate readiness state of this pod for accepting traffic.",
+    ),
+    column(
+        "Status",
+        "string",
+        "The aggregate status of the containers in this pod.",
+    ),
+    column("Restarts", "string", RESTARTS_DOC),
+    AGE,
+    wide(
+        "IP",
+        "string",
+        "podIP address allocated to the pod. Routable at least within the cluster.",
+    ),
+    wide(
+        "Node",
+        "string",
+        "NodeName indicates in which node this pod is scheduled.",
+    ),
+    wide(
+        "Nominated Node",
+        "string",
+        "nominatedNodeName is set when this pod preempts other pods on the node.",
+    ),
+    wide(
+        "Readiness Gates",
+        "string",
+        "If specified, all readiness gates will be evaluated for pod readiness.",
+    ),
+];
+
+const NODE_COLUMNS: &[Column] = &[
+    NAME,
+    column("Status", "string", "The status of the node"),
+    column("Roles", "string", "The roles of the node"),
+    AGE,
+    column(
+        "Version",
+        "string",
+        "Kubelet Version reported by the node (status.nodeInfo).",
+    ),
+    wide(
+        "Internal-IP",
+        "string",
+        "The node's first address of type InternalIP.",
+    ),
+    wide(
+        "External-IP",
+        "string",
+        "The node's first address of type ExternalIP.",
+    ),
+    wide(
+        "OS-Image",
+        "string",
+        "OS Image reported by the node from /etc/os-release.",
+    ),
+    wide(
+        "Kernel-Version",
+        "string",
+        "Kernel Version reported by the node from 'uname -r'.",
+    ),
+    wide(
+        "Container-Runtime",
+        "string",
+        "ContainerRuntime Version reported by the node through runtime remote API.",
+    ),
+];
+
+const NAMESPACE_COLUMNS: &[Column] = &[
+    NAME,
+    column("Status", "string", "The status of the namespace"),
+    AGE,
+];
+
+const SERVICE_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Type",
+        "string",
+        "type determines how the Service is exposed (ClusterIP, NodePort, ...).",
+    ),
+    column(
+        "Cluster-IP",
+        "string",
+        "clusterIP is the IP address of the service, usually assigned randomly.",
+    ),
+    column(
+        "External-IP",
+        "string",
+        "IP addresses for which nodes in the cluster also accept traffic for this service.",
+    ),
+    column(
+        "Port(s)",
+        "string",
+        "The list of ports that are exposed by this service.",
+    ),
+    AGE,
+    wide(
+        "Selector",
+        "string",
+        "Route service traffic to pods with label keys and values matching this selector.",
+    ),
+];
+
+const ENDPOINTS_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Endpoints",
+        "string",
+        "The set of all endpoints is the union of all subsets.",
+    ),
+    AGE,
+];
+
+const DEPLOYMENT_COLUMNS: &[Column] = &[
+    NAME,
+    column("Ready", "string", "Number of the pod with ready state"),
+    column(
+        "Up-to-date",
+        "string",
+        "Total number of non-terminated pods that have the desired template spec.",
+    ),
+    column(
+        "Available",
+        "string",
+        "Total number of available pods (ready for at least minReadySeconds).",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+const REPLICA_SET_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Desired",
+        "integer",
+        "Replicas is the number of desired replicas.",
+    ),
+    column(
+        "Current",
+        "integer",
+        "Replicas is the most recently observed number of replicas.",
+    ),
+    column(
+        "Ready",
+        "integer",
+        "The number of pods targeted by this ReplicaSet with a Ready Condition.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    SELECTOR,
+];
+
+const SECRET_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Type",
+        "string",
+        "Used to facilitate programmatic handling of secret data.",
+    ),
+    column("Data", "string", "Data contains the secret data."),
+    AGE,
+];
+
+const CONFIG_MAP_COLUMNS: &[Column] = &[
+    NAME,
+    column("Data", "string", "The number of data entries."),
+    AGE,
+];
+
+const SERVICE_ACCOUNT_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Secrets",
+        "string",
+        "The secrets pods running as this ServiceAccount may use.",
+    ),
+    AGE,
+];
+
+const EVENT_COLUMNS: &[Column] = &[
+    column(
+        "Last Seen",
+        "string",
+        "The time at which the most recent occurrence of this event was recorded.",
+    ),
+    column(
+        "Type",
+        "string",
+        "Type of this event (Normal, Warning), new types could be added in the future",
+    ),
+    column(
+        "Reason",
+        "string",
+        "A short, machine understandable reason for this event.",
+    ),
+    column(
+        "Object",
+        "string",
+        "The object that this event is about (involvedObject).",
+    ),
+    wide(
+        "Subobject",
+        "string",
+        "The field of the involved object the event is about (fieldPath).",
+    ),
+    wide(
+        "Source",
+        "string",
+        "The component reporting this event, and the host it runs on.",
+    ),
+    column(
+        "Message",
+        "string",
+        "A human-readable description of the status of this operation.",
+    ),
+    wide(
+        "First Seen",
+        "string",
+        "The time at which the event was first recorded.",
+    ),
+    wide(
+        "Count",
+        "string",
+        "The number of times this event has occurred.",
+    ),
+    Column {
+        format: "name",
+        ..wide("Name", "string", NAME_DOC)
+    },
+];
+
+/// The API server's table for kinds without a printer.
+const DEFAULT_COLUMNS: &[Column] = &[NAME, column("Created At", "date", CREATED_DOC)];
+
+/// The printers Kubernetes has for skiff's kinds, and the default one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Printer {
+    Pod,
+    Node,
+    Namespace,
+    Service,
+    Endpoints,
+    Deployment,
+    ReplicaSet,
+    Secret,
+    ConfigMap,
+    ServiceAccount,
+    Event,
+    /// Any other kind: Name and Created At.
+    Default,
+}
+
+impl Printer {
+    fn of(kind: &str) -> Self {
+        match kind {
+            "Pod" => Self::Pod,
+            "Node" => Self::Node,
+            "Namespace" => Self::Namespace,
+            "Service" => Self::Service,
+            "Endpoints" => Self::Endpoints,
+            "Deployment" => Self::Deployment,
+            "ReplicaSet" => Self::ReplicaSet,
+            "Secret" => Self::Secret,
+            "ConfigMap" => Self::ConfigMap,
+            "ServiceAccount" => Self::ServiceAccount,
+            "Event" => Self::Event,
+            _ => Self::Default,
+        }
+    }
+
+    fn columns(self) -> &'static [Column] {
+        match self {
+            Self::Pod => POD_COLUMNS,
+            Self::Node => NODE_COLUMNS,
+            Self::Namespace => NAMESPACE_COLUMNS,
+            Self::Service => SERVICE_COLUMNS,
+            Self::Endpoints => ENDPOINTS_COLUMNS,
+            Self::Deployment => DEPLOYMENT_COLUMNS,
+            Self::ReplicaSet => REPLICA_SET_COLUMNS,
+            Self::Secret => SECRET_COLUMNS,
+            Self::ConfigMap => CONFIG_MAP_COLUMNS,
+            Self::ServiceAccount => SERVICE_ACCOUNT_COLUMNS,
+            Self::Event => EVENT_COLUMNS,
+            Self::Default => DEFAULT_COLUMNS,
+        }
+    }
+
+    fn cells(self, object: &Value, now: OffsetDateTime) -> Vec<Value> {
+        match self {
+            Self::Pod => pod_cells(object, now),
+            Self::Node => node_cells(object, now),
+            Self::Namespace => namespace_cells(object, now),
+            Self::Service => service_cells(object, now),
+            Self::Endpoints => endpoints_cells(object, now),
+            Self::Deployment => deployment_cells(object, now),
+            Self::ReplicaSet => replica_set_cells(object, now),
+            Self::Secret => secret_cells(object, now),
+            Self::ConfigMap => config_map_cells(object, now),
+            Self::ServiceAccount => service_account_cells(object, now),
+            Self::Event => event_cells(object, now),
+            Self::Default => vec![name(object), created_at(object)],
+        }
+    }
+
+    /// A row's conditions: Kubernetes marks the rows of finished pods
+    /// Completed.
+    fn row_conditions(self, object: &Value) -> Option<Value> {
+        if self != Self::Pod {
+            return None;
+        }
+        let (reason, message) = match text(&object["status"]["phase"]) {
+            "Succeeded" => ("Succeeded", "The pod has completed successfully."),
+            "Failed" => ("Failed", "The pod failed."),
+            _ => return None,
+        };
+        let condition = json!({
+            "type": "Completed",
+            "status": "True",
+            "reason": reason,
+            "message": message,
+        });
+        Some(Value::Array(vec![condition]))
+    }
+}
+
+/// One row of a Table: the cells, any conditions, and the object's metadata.
+fn row(printer: Printer, object: &Value, now: OffsetDateTime) -> Value {
+    let metadata = match &object["metadata"] {
+        Value::Object(metadata) => Value::Object(metadata.clone()),
+        _ => Value::Object(Map::new()),
+    };
+    let cells = Value::Array(printer.cells(object, now));
+    let mut row = Map::new();
+    row.insert("cells".to_owned(), cells);
+    if let Some(conditions) = printer.row_conditions(object) {
+        row.insert("conditions".to_owned(), conditions);
+    }
+    let partial = json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata,
+    });
+    row.insert("object".to_owned(), partial);
+    Value::Object(row)
+}
+
+/// printPod. READY counts ready containers (started sidecars included) out
+/// of all; STATUS is the most telling reason among the pod's phase, its init
+/// containers' and its containers' states, and its deletion; RESTARTS says
+/// when the last restart was.
+fn pod_cells(pod: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &pod["spec"];
+    let status = &pod["status"];
+    let conditions = list(&status["conditions"]);
+    let init_specs = list(&spec["initContainers"]);
+    // Restartable init containers (sidecars) count as containers.
+    let sidecars: Vec<&str> = init_specs
+        .iter()
+        .filter(|container| text(&container["restartPolicy"]) == "Always")
+        .map(|container| text(&container["name"]))
+        .collect();
+    let total = list(&spec["containers"]).len() + sidecars.len();
+    let mut ready = 0;
+    let mut restarts = 0;
+    let mut last_restart = None;
+    let mut sidecar_restarts = 0;
+    let mut last_sidecar_restart = None;
+
+    let phase = text(&status["phase"]);
+    let mut reason = match text(&status["reason"]) {
+        "" => phase.to_owned(),
+        reason => reason.to_owned(),
+    };
+    let scheduled = condition(conditions, "PodScheduled");
+    if scheduled.is_some_and(|c| text(&c["reason"]) == "SchedulingGated") {
+        reason = "SchedulingGated".to_owned();
+    }
+
+    let init_statuses = list(&status["initContainerStatuses"]);
+    let mut initializing = false;
+    for (index, container) in init_statuses.iter().enumerate() {
+        let count = number(&container["restartCount"]);
+        let finished = timestamp(&container["lastState"]["terminated"]["finishedAt"]);
+        restarts += count;
+        last_restart = latest(last_restart, finished);
+        let sidecar = sidecars.contains(&text(&container["name"]));
+        if sidecar {
+            sidecar_restarts += count;
+            last_sidecar_restart = latest(last_sidecar_restart, finished);
+        }
+        let state = &container["state"];
+        let terminated = &state["terminated"];
+        if terminated.is_object() && number(&terminated["exitCode"]) == 0 {
+            continue;
+        }
+        if sidecar && container["started"].as_bool() == Some(true) {
+            if container["ready"].as_bool() == Some(true) {
+                ready += 1;
+            }
+            continue;
+        }
+        let waiting = text(&state["waiting"]["reason"]);
+        reason = if terminated.is_object() {
+            format!("Init:{}", terminated_reason(terminated))
+        } else if !waiting.is_empty() && waiting != "PodInitializing" {
+            format!("Init:{waiting}")
+        } else {
+            format!("Init:{index}/{}", init_specs.len())
+        };
+        initializing = true;
+        break;
+    }
+
+    let initialized = condition(conditions, "Initialized").is_some_and(is_true);
+    if !initializing || initialized {
+        restarts = sidecar_restarts;
+        last_restart = last_sidecar_restart;
+        let mut has_running = false;
+        for container in list(&status["containerStatuses"]).iter().rev() {
+            restarts += number(&container["restartCount"]);
+            let finished = timestamp(&container["lastState"]["terminated"]["finishedAt"]);
+            last_restart = latest(last_restart, finished);
+            let state = &container["state"];
+            let waiting = text(&state["waiting"]["reason"]);
+            let running = state["running"].is_object();
+            if !waiting.is_empty() {
+                reason = waiting.to_owned();
+            } else if state["terminated"].is_object() {
+                reason = terminated_reason(&state["terminated"]);
+            } else if running && container["ready"].as_bool() == Some(true) {
+                has_running = true;
+                ready += 1;
+            }
+        }
+        // A finished container beside a running one: the pod still runs.
+        if reason == "Completed" && has_running {
+            let pod_ready = condition(conditions, "Ready").is_some_and(is_true);
+            let running = if pod_ready { "Running" } else { "NotReady" };
+            reason = running.to_owned();
+        }
+    }
+
+    let deleting = !text(&pod["metadata"]["deletionTimestamp"]).is_empty();
+    if deleting && text(&status["reason"]) == "NodeLost" {
+        reason = "Unknown".to_owned();
+    } else if deleting && phase != "Succeeded" && phase != "Failed" {
+        reason = "Terminating".to_owned();
+    }
+
+    let restarts = match last_restart {
+        Some(at) if restarts != 0 => format!("{restarts} ({} ago)", human_since(at, now)),
+        _ => restarts.to_string(),
+    };
+    let mut ip = text(&status["podIPs"][0]["ip"]);
+    if ip.is_empty() {
+        ip = text(&status["podIP"]);
+    }
+    vec![
+        name(pod),
+        Value::from(format!("{ready}/{total}")),
+        Value::from(reason),
+        Value::from(restarts),
+        age(pod, now),
+        Value::from(or_none(ip)),
+        Value::from(or_none(text(&spec["nodeName"]))),
+        Value::from(or_none(text(&status["nominatedNodeName"]))),
+        Value::from(readiness_gates(spec, conditions)),
+    ]
+}
+
+/// What a terminated container state says: its reason, else its signal,
+/// else its exit code.
+fn terminated_reason(terminated: &Value) -> String {
+    let signal = number(&terminated["signal"]);
+    match text(&terminated["reason"]) {
+        "" if signal != 0 => format!("Signal:{signal}"),
+        "" => format!("ExitCode:{}", number(&terminated["exitCode"])),
+        reason => reason.to_owned(),
+    }
+}
+
+/// READINESS GATES: how many of the pod's readiness gates hold, out of all.
+fn readiness_gates(spec: &Value, conditions: &[Value]) -> String {
+    let gates = list(&spec["readinessGates"]);
+    if gates.is_empty() {
+        return "<none>".to_owned();
+    }
+    let passed = gates
+        .iter()
+        .filter_map(|gate| condition(conditions, text(&gate["conditionType"])))
+        .filter(|found| is_true(found))
+        .count();
+    format!("{passed}/{}", gates.len())
+}
+
+const NODE_ROLE_PREFIX: &str = "node-role.kubernetes.io/";
+const NODE_ROLE_LABEL: &str = "kubernetes.io/role";
+
+/// printNode: STATUS from the Ready condition, ROLES from the role labels.
+fn node_cells(node: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let status = &node["status"];
+    let info = &status["nodeInfo"];
+    // Kubernetes keeps the last condition of each type.
+    let ready = list(&status["conditions"])
+        .iter()
+        .rev()
+        .find(|condition| text(&condition["type"]) == "Ready");
+    let mut states = match ready {
+        Some(condition) if is_true(condition) => vec!["Ready"],
+        Some(_) => vec!["NotReady"],
+        None => vec!["Unknown"],
+    };
+    if node["spec"]["unschedulable"].as_bool() == Some(true) {
+        states.push("SchedulingDisabled");
+    }
+    let roles = node_roles(&node["metadata"]["labels"]).join(",");
+    vec![
+        name(node),
+        Value::from(states.join(",")),
+        Value::from(or_none(&roles)),
+        age(node, now),
+        Value::from(text(&info["kubeletVersion"])),
+        Value::from(node_address(status, "InternalIP")),
+        Value::from(node_address(status, "ExternalIP")),
+        Value::from(or_unknown(text(&info["osImage"]))),
+        Value::from(or_unknown(text(&info["kernelVersion"]))),
+        Value::from(or_unknown(text(&info["containerRuntimeVersion"]))),
+    ]
+}
+
+/// findNodeRoles: the `<role>` of each `node-role.kubernetes.io/<role>`
+/// label and the value of a `kubernetes.io/role` label; sorted, unique.
+fn node_roles(labels: &Value) -> Vec<&str> {
+    let mut roles = BTreeSet::new();
+    for (key, value) in labels.as_object().into_iter().flatten() {
+        if let Some(role) = key.strip_prefix(NODE_ROLE_PREFIX) {
+            if !role.is_empty() {
+                roles.insert(role);
+            }
+        } else if key == NODE_ROLE_LABEL && !text(value).is_empty() {
+            roles.insert(text(value));
+        }
+    }
+    roles.into_iter().collect()
+}
+
+/// The node's first address of type `kind`, or "<none>".
+fn node_address<'a>(status: &'a Value, kind: &str) -> &'a str {
+    list(&status["addresses"])
+        .iter()
+        .find(|address| text(&address["type"]) == kind)
+        .map_or("<none>", |address| text(&address["address"]))
+}
+
+fn namespace_cells(object: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let phase = text(&object["status"]["phase"]);
+    vec![name(object), Value::from(phase), age(object, now)]
+}
+
+/// printService, with the API server's wide output (nothing clipped).
+fn service_cells(service: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &service["spec"];
+    // Kubernetes reads clusterIPs; an object that has only clusterIP still
+    // shows it.
+    let cluster_ip = match list(&spec["clusterIPs"]).first() {
+        Some(ip) => text(ip),
+        None => or_none(text(&spec["clusterIP"])),
+    };
+    let ports: Vec<String> = list(&spec["ports"]).iter().map(service_port).collect();
+    let ports = ports.join(",");
+    vec![
+        name(service),
+        Value::from(text(&spec["type"])),
+        Value::from(cluster_ip),
+        Value::from(service_external_ip(service)),
+        Value::from(or_none(&ports)),
+        age(service, now),
+        Value::from(format_labels(&spec["selector"])),
+    ]
+}
+
+/// One entry of PORT(S): `port/protocol`, or `port:nodePort/protocol`.
+fn service_port(port: &Value) -> String {
+    let protocol = text(&port["protocol"]);
+    match (number(&port["port"]), number(&port["nodePort"])) {
+        (exposed, node_port) if node_port > 0 => format!("{exposed}:{node_port}/{protocol}"),
+        (exposed, _) => format!("{exposed}/{protocol}"),
+    }
+}
+
+/// getServiceExternalIP: external IPs, the load balancer's ingress points,
+/// or the external name, by service type.
+fn service_external_ip(service: &Value) -> String {
+    let spec = &service["spec"];
+    let external_ips: Vec<&str> = list(&spec["externalIPs"]).iter().map(text).collect();
+    match text(&spec["type"]) {
+        "ClusterIP" | "NodePort" if external_ips.is_empty() => "<none>".to_owned(),
+        "ClusterIP" | "NodePort" => external_ips.join(","),
+        "LoadBalancer" => {
+            let ingress = &service["status"]["loadBalancer"]["ingress"];
+            let mut addresses = load_balancer_addresses(ingress);
+            if addresses.is_empty() && external_ips.is_empty() {
+                return "<pending>".to_owned();
+            }
+            addresses.extend(external_ips);
+            addresses.join(",")
+        }
+        "ExternalName" => text(&spec["externalName"]).to_owned(),
+        _ => "<unknown>".to_owned(),
+    }
+}
+
+/// A load balancer's ingress points (the IP, else the hostname); sorted,
+/// unique.
+fn load_balancer_addresses(ingress: &Value) -> Vec<&str> {
+    let mut addresses = BTreeSet::new();
+    for point in list(ingress) {
+        let address = match text(&point["ip"]) {
+            "" => text(&point["hostname"]),
+            ip => ip,
+        };
+        if !address.is_empty() {
+            addresses.insert(address);
+        }
+    }
+    addresses.into_iter().collect()
+}
+
+/// labels.FormatLabels: `key=value` pairs sorted by key, or "<none>".
+fn format_labels(labels: &Value) -> String {
+    let mut pairs: Vec<_> = labels.as_object().into_iter().flatten().collect();
+    pairs.sort_by_key(|(key, _)| *key);
+    let pairs: Vec<String> = pairs
+        .into_iter()
+        .map(|(key, value)| format!("{key}={}", text(value)))
+        .collect();
+    or_none(&pairs.join(",")).to_owned()
+}
+
+/// How many endpoints formatEndpoints lists before "+ N more...".
+const ENDPOINTS_SHOWN: usize = 3;
+
+fn endpoints_cells(object: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let shown = format_endpoints(list(&object["subsets"]));
+    vec![name(object), Value::from(shown), age(object, now)]
+}
+
+/// formatEndpoints: the first three `ip:port` (a subset without ports gives
+/// bare IPs), then how many more there are.
+fn format_endpoints(subsets: &[Value]) -> String {
+    if subsets.is_empty() {
+        return "<none>".to_owned();
+    }
+    let mut shown: Vec<String> = Vec::new();
+    let mut more = false;
+    let mut count = 0;
+    for subset in subsets {
+        let addresses = list(&subset["addresses"]);
+        let ports = list(&subset["ports"]);
+        if ports.is_empty() {
+            // A headless service may have no ports.
+            count += addresses.len();
+            for address in addresses {
+                if shown.len() == ENDPOINTS_SHOWN {
+                    more = true;
+                    break;
+                }
+                shown.push(text(&address["ip"]).to_owned());
+            }
+        } else {
+            for port in ports {
+                count += addresses.len();
+                for address in addresses {
+                    if shown.len() == ENDPOINTS_SHOWN {
+                        more = true;
+                        break;
+                    }
+                    let ip = text(&address["ip"]);
+                    shown.push(join_host_port(ip, number(&port["port"])));
+                }
+            }
+        }
+    }
+    let shown = shown.join(",");
+    if more {
+        let hidden = count.saturating_sub(ENDPOINTS_SHOWN);
+        return format!("{shown} + {hidden} more...");
+    }
+    shown
+}
+
+/// net.JoinHostPort: an IPv6 host goes in brackets.
+fn join_host_port(host: &str, port: i64) -> String {
+    if host.contains(':') {
+        return format!("[{host}]:{port}");
+    }
+    format!("{host}:{port}")
+}
+
+/// printDeployment: READY is ready replicas out of desired ones.
+fn deployment_cells(deployment: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &deployment["spec"];
+    let status = &deployment["status"];
+    let ready = number(&status["readyReplicas"]);
+    let desired = number(&spec["replicas"]);
+    let (names, images) = container_cells(&spec["template"]["spec"]["containers"]);
+    let selector = label_selector(&spec["selector"]);
+    vec![
+        name(deployment),
+        Value::from(format!("{ready}/{desired}")),
+        Value::from(number(&status["updatedReplicas"])),
+        Value::from(number(&status["availableReplicas"])),
+        age(deployment, now),
+        Value::from(names),
+        Value::from(images),
+        Value::from(selector.unwrap_or_else(|| "<invalid>".to_owned())),
+    ]
+}
+
+fn replica_set_cells(replica_set: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &replica_set["spec"];
+    let status = &replica_set["status"];
+    let (names, images) = container_cells(&spec["template"]["spec"]["containers"]);
+    // metav1.FormatLabelSelector.
+    let selector = match label_selector(&spec["selector"]) {
+        Some(selector) => or_none(&selector).to_owned(),
+        None => "<error>".to_owned(),
+    };
+    vec![
+        name(replica_set),
+        Value::from(number(&spec["replicas"])),
+        Value::from(number(&status["replicas"])),
+        Value::from(number(&status["readyReplicas"])),
+        age(replica_set, now),
+        Value::from(names),
+        Value::from(images),
+        Value::from(selector),
+    ]
+}
+
+/// layoutContainerCells: the containers' names and images, comma-separated.
+fn container_cells(containers: &Value) -> (String, String) {
+    let containers = list(containers);
+    let names: Vec<&str> = containers.iter().map(|c| text(&c["name"])).collect();
+    let images: Vec<&str> = containers.iter().map(|c| text(&c["image"])).collect();
+    (names.join(","), images.join(","))
+}
+
+/// A label selector as Kubernetes writes it (`LabelSelectorAsSelector`, then
+/// `String`): requirements sorted by key, `k=v`, `k in (a,b)`, `k notin
+/// (a,b)`, `k`, `!k`, values sorted. "" for an empty or missing selector;
+/// None when it is no valid selector (an unknown operator, values where none
+/// belong or none where some must be, an empty key).
+pub fn label_selector(selector: &Value) -> Option<String> {
+    let mut requirements: Vec<(&str, String)> = Vec::new();
+    let match_labels = selector["matchLabels"].as_object();
+    for (key, value) in match_labels.into_iter().flatten() {
+        requirements.push((key.as_str(), format!("{key}={}", value.as_str()?)));
+    }
+    for expression in list(&selector["matchExpressions"]) {
+        let key = text(&expression["key"]);
+        let mut values = list(&expression["values"])
+            .iter()
+            .map(Value::as_str)
+            .collect::<Option<Vec<&str>>>()?;
+        values.sort_unstable();
+        let joined = values.join(",");
+        let requirement = match text(&expression["operator"]) {
+            "In" if !values.is_empty() => format!("{key} in ({joined})"),
+            "NotIn" if !values.is_empty() => format!("{key} notin ({joined})"),
+            "Exists" if values.is_empty() => key.to_owned(),
+            "DoesNotExist" if values.is_empty() => format!("!{key}"),
+            _ => return None,
+        };
+        requirements.push((key, requirement));
+    }
+    if requirements.iter().any(|(key, _)| key.is_empty()) {
+        return None;
+    }
+    requirements.sort_by_key(|(key, _)| *key);
+    let rendered: Vec<String> = requirements.into_iter().map(|(_, r)| r).collect();
+    Some(rendered.join(","))
+}
+
+fn secret_cells(secret: &Value, now: OffsetDateTime) -> Vec<Value> {
+    vec![
+        name(secret),
+        Value::from(text(&secret["type"])),
+        Value::from(entries(&secret["data"])),
+        age(secret, now),
+    ]
+}
+
+fn config_map_cells(object: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let data = entries(&object["data"]) + entries(&object["binaryData"]);
+    vec![name(object), Value::from(data), age(object, now)]
+}
+
+fn service_account_cells(object: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let secrets = list(&object["secrets"]).len();
+    vec![name(object), Value::from(secrets), age(object, now)]
+}
+
+/// printEvent (core/v1 Events). LAST SEEN comes from the series, else
+/// lastTimestamp, else the first sighting; FIRST SEEN from firstTimestamp,
+/// else eventTime.
+fn event_cells(event: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let first_seen = match timestamp(&event["firstTimestamp"]) {
+        Some(at) => human_since(at, now),
+        None => since(&event["eventTime"], now),
+    };
+    let series = &event["series"];
+    let (last_seen, count) = if series.is_object() {
+        let last_seen = since(&series["lastObservedTime"], now);
+        (last_seen, number(&series["count"]))
+    } else {
+        let last_seen = match timestamp(&event["lastTimestamp"]) {
+            Some(at) => human_since(at, now),
+            None => first_seen.clone(),
+        };
+        // A singleton event of the new API has no count.
+        let count = match number(&event["count"]) {
+            0 => 1,
+            count => count,
+        };
+        (last_seen, count)
+    };
+    let involved = &event["involvedObject"];
+    let kind = text(&involved["kind"]).to_lowercase();
+    let object = match text(&involved["name"]) {
+        "" => kind,
+        involved_name => format!("{kind}/{involved_name}"),
+    };
+    let component = match text(&event["source"]["component"]) {
+        "" => text(&event["reportingComponent"]),
+        component => component,
+    };
+    let reporter = match text(&event["source"]["host"]) {
+        "" => text(&event["reportingInstance"]),
+        host => host,
+    };
+    let reporter = match reporter {
+        "" => component.to_owned(),
+        host => format!("{component}, {host}"),
+    };
+    vec![
+        Value::from(last_seen),
+        Value::from(text(&event["type"])),
+        Value::from(text(&event["reason"])),
+        Value::from(object),
+        Value::from(text(&involved["fieldPath"])),
+        Value::from(reporter),
+        Value::from(text(&event["message"]).trim()),
+        Value::from(first_seen),
+        Value::from(count),
+        name(event),
+    ]
+}
+
+/// Go's zero time, which the default table shows for an object without a
+/// creation time.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
+
+/// The default table's Created At: the creation time in UTC, RFC 3339.
+fn created_at(object: &Value) -> Value {
+    let stamp = &object["metadata"]["creationTimestamp"];
+    let shown = match timestamp(stamp).and_then(rfc3339_utc) {
+        Some(utc) => utc,
+        None if text(stamp).is_empty() => ZERO_TIME.to_owned(),
+        None => text(stamp).to_owned(),
+    };
+    Value::from(shown)
+}
+
+/// `at` in UTC, as Go's `time.RFC3339` writes it (whole seconds); None when
+/// it is out of range in UTC.
+fn rfc3339_utc(at: OffsetDateTime) -> Option<String> {
+    let at = at.checked_to_offset(UtcOffset::UTC)?;
+    let (year, month, day) = (at.year(), u8::from(at.month()), at.day());
+    let (hour, minute, second) = (at.hour(), at.minute(), at.second());
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z"
+    ))
+}
+
+/// The object's name cell.
+fn name(object: &Value) -> Value {
+    Value::from(text(&object["metadata"]["name"]))
+}
+
+/// The object's AGE cell.
+fn age(object: &Value, now: OffsetDateTime) -> Value {
+    Value::from(since(&object["metadata"]["creationTimestamp"], now))
+}
+
+/// translateTimestampSince: the age of the timestamp at `value` seen at
+/// `now`, or "<unknown>" when there is none.
+fn since(value: &Value, now: OffsetDateTime) -> String {
+    match timestamp(value) {
+        Some(at) => human_since(at, now),
+        None => "<unknown>".to_owned(),
+    }
+}
+
+fn human_since(at: OffsetDateTime, now: OffsetDateTime) -> String {
+    human_seconds((now - at).whole_seconds())
+}
+
+/// The RFC 3339 timestamp at `value`; None when missing or malformed.
+fn timestamp(value: &Value) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(value.as_str()?, &Rfc3339).ok()
+}
+
+/// The later of two optional times.
+fn latest(a: Option<OffsetDateTime>, b: Option<OffsetDateTime>) -> Option<OffsetDateTime> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The first condition of type `kind` among `conditions`.
+fn condition<'a>(conditions: &'a [Value], kind: &str) -> Option<&'a Value> {
+    conditions.iter().find(|c| text(&c["type"]) == kind)
+}
+
+fn is_true(condition: &Value) -> bool {
+    text(&condition["status"]) == "True"
+}
+
+/// The string at `value`, or "" when it is missing or no string.
+fn text(value: &Value) -> &str {
+    value.as_str().unwrap_or("")
+}
+
+/// The integer at `value`, or 0 when it is missing or no integer.
+fn number(value: &Value) -> i64 {
+    value.as_i64().unwrap_or(0)
+}
+
+/// The array at `value`, or an empty one.
+fn list(value: &Value) -> &[Value] {
+    value.as_array().map(Vec::as_slice).unwrap_or_default()
+}
+
+/// How many keys the map at `value` has (0 when it is no map).
+fn entries(value: &Value) -> usize {
+    value.as_object().map_or(0, Map::len)
+}
+
+fn or_none(text: &str) -> &str {
+    match text {
+        "" => "<none>",
+        text => text,
+    }
+}
+
+fn or_unknown(text: &str) -> &str {
+    match text {
+        "" => "<unknown>",
+        text => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: &str = "2026-11-30T12:00:00Z";
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    const YEAR: u64 = 365 * DAY;
+
+    fn now() -> OffsetDateTime {
+        OffsetDateTime::parse(NOW, &Rfc3339).unwrap()
+    }
+
+    /// A row's cells keyed by their column names.
+    fn named_row(kind: &str, object: &Value) -> Value {
+        let row = cells(kind, object, now());
+        assert_eq!(row.len(), columns(kind).len(), "{kind}");
+        let names = columns(kind).iter().map(|c| c.name.to_owned());
+        Value::Object(names.zip(row).collect())
+    }
+
+    /// A kind's headers of one priority, comma-separated.
+    fn headers(kind: &str, priority: i32) -> String {
+        let shown = columns(kind).iter().filter(|c| c.priority == priority);
+        shown.map(|c| c.name).collect::<Vec<_>>().join(",")
+    }
+
+    fn assert_headers(kind: &str, plain: &str, wide: &str) {
+        assert_eq!(headers(kind, 0), plain, "{kind}");
+        assert_eq!(headers(kind, 1), wide, "{kind}");
+    }
+
+    /// Two containers, the second crash-looping after 3 restarts, the last
+    /// one 2 minutes ago.
+    fn crash_looping_pod() -> Value {
+        json!({
+            "metadata": {
+                "name": "web",
+                "namespace": "default",
+                "creationTimestamp": "2026-11-30T11:55:00Z"
+            },
+            "spec": {
+                "nodeName": "node-a",
+                "containers": [
+                    {"name": "app", "image": "nginx"},
+                    {"name": "log", "image": "busybox"}
+                ]
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": "10.42.0.5",
+                "podIPs": [{"ip": "10.42.0.5"}],
+                "conditions": [{"type": "Ready", "status": "False"}],
+                "containerStatuses": [
+                    {
+                        "name": "app",
+                        "ready": true,
+                        "restartCount": 0,
+                        "state": {"running": {"startedAt": "2026-11-30T11:55:10Z"}}
+                    },
+                    {
+                        "name": "log",
+                        "ready": false,
+                        "restartCount": 3,
+                        "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                        "lastState": {
+                            "terminated": {"exitCode": 1, "finishedAt": "2026-11-30T11:58:00Z"}
+                        }
+                    }
+                ]
+            }
+        })
+    }
+
+    /// One ready container, running for an hour.
+    fn running_pod() -> Value {
+        json!({
+            "metadata": {"name": "api", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {"nodeName": "node-a", "containers": [{"name": "api", "image": "api:1"}]},
+            "status": {
+                "phase": "Running",
+                "podIP": "10.42.0.7",
+                "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [
+                    {"name": "api", "ready": true, "restartCount": 0, "state": {"running": {}}}
+                ]
+            }
+        })
+    }
+
+    /// A pod whose only container finished well, being deleted.
+    fn finished_pod() -> Value {
+        json!({
+            "metadata": {"name": "job-x", "deletionTimestamp": "2026-11-30T11:59:00Z"},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {
+                "phase": "Succeeded",
+                "containerStatuses": [
+                    {
+                        "name": "main",
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                    }
+                ]
+            }
+        })
+    }
+
+    /// A pod with two init containers whose statuses are `init_statuses`.
+    fn initializing_pod(init_statuses: Value) -> Value {
+        json!({
+            "metadata": {"name": "db"},
+            "spec": {
+                "initContainers": [{"name": "migrate"}, {"name": "seed"}],
+                "containers": [{"name": "db"}]
+            },
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "Initialized", "status": "False"}],
+                "initContainerStatuses": init_statuses,
+                "containerStatuses": [
+                    {"name": "db", "state": {"waiting": {"reason": "PodInitializing"}}}
+                ]
+            }
+        })
+    }
+
+    fn init_status(init_statuses: Value) -> Value {
+        named_row("Pod", &initializing_pod(init_statuses))["Status"].clone()
+    }
+
+    /// The status of the init container "migrate" in state `state`.
+    fn migrate(state: Value) -> Value {
+        json!({"name": "migrate", "state": state})
+    }
+
+    /// The STATUS of a running pod whose one container is in state `state`.
+    fn container_status(state: Value) -> Value {
+        let pod = json!({
+            "metadata": {"name": "one"},
+            "spec": {"containers": [{"name": "main"}]},
+            "status": {"phase": "Running", "containerStatuses": [{"name": "main", "state": state}]}
+        });
+        named_row("Pod", &pod)["Status"].clone()
+    }
+
+    /// A finished job container beside a running server, in a pod whose
+    /// Ready condition is `pod_ready`.
+    fn job_beside_server(pod_ready: &str) -> Value {
+        json!({
+            "metadata": {"name": "mixed"},
+            "spec": {"containers": [{"name": "job"}, {"name": "server"}]},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": pod_ready}],
+                "containerStatuses": [
+                    {
+                        "name": "job",
+                        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                    },
+                    {"name": "server", "ready": true, "state": {"running": {}}}
+                ]
+            }
+        })
+    }
+
+    /// A cordoned control-plane node, ready for 10 days.
+    fn node() -> Value {
+        json!({
+            "metadata": {
+                "name": "node-a",
+                "creationTimestamp": "2026-11-20T12:00:00Z",
+                "labels": {
+                    "kubernetes.io/hostname": "node-a",
+                    "node-role.kubernetes.io/master": "",
+                    "node-role.kubernetes.io/control-plane": "",
+                    "node-role.kubernetes.io/": "ignored",
+                    "kubernetes.io/role": "etcd"
+                }
+            },
+            "spec": {"unschedulable": true},
+            "status": {
+                "conditions": [
+                    {"type": "MemoryPressure", "status": "False"},
+                    {"type": "Ready", "status": "True"}
+                ],
+                "addresses": [
+                    {"type": "Hostname", "address": "node-a"},
+                    {"type": "InternalIP", "address": "192.168.1.10"}
+                ],
+                "nodeInfo": {
+                    "kubeletVersion": "v1.34.0+skiff",
+                    "osImage": "Debian GNU/Linux 12 (bookworm)",
+                    "kernelVersion": "6.1.0-28-amd64",
+                    "containerRuntimeVersion": "containerd://1.7.24"
+                }
+            }
+        })
+    }
+
+    fn namespace() -> Value {
+        json!({
+            "metadata": {"name": "default", "creationTimestamp": "2026-11-30T11:59:00Z"},
+            "status": {"phase": "Active"}
+        })
+    }
+
+    /// A NodePort service, three hours old.
+    fn service() -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T09:00:00Z"},
+            "spec": {
+                "type": "NodePort",
+                "clusterIP": "10.43.0.20",
+                "clusterIPs": ["10.43.0.20"],
+                "selector": {"tier": "front", "app": "web"},
+                "ports": [
+                    {"port": 80, "nodePort": 30080, "protocol": "TCP", "targetPort": 8080},
+                    {"port": 53, "protocol": "UDP"}
+                ]
+            }
+        })
+    }
+
+    fn endpoints(subsets: Value) -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T11:58:00Z"},
+            "subsets": subsets
+        })
+    }
+
+    fn ready_endpoints() -> Value {
+        endpoints(json!([{"addresses": [{"ip": "10.42.0.5"}], "ports": [{"port": 80}]}]))
+    }
+
+    fn endpoints_cell(subsets: Value) -> Value {
+        named_row("Endpoints", &endpoints(subsets))["Endpoints"].clone()
+    }
+
+    /// Three replicas, two ready, selected with labels and expressions.
+    fn deployment() -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T11:50:00Z"},
+            "spec": {
+                "replicas": 3,
+                "selector": {
+                    "matchLabels": {"app": "web"},
+                    "matchExpressions": [
+                        {"key": "tier", "operator": "In", "values": ["front", "edge"]},
+                        {"key": "canary", "operator": "DoesNotExist"}
+                    ]
+                },
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "nginx", "image": "nginx:1.27"},
+                            {"name": "log", "image": "busybox"}
+                        ]
+                    }
+                }
+            },
+            "status": {
+                "replicas": 3,
+                "readyReplicas": 2,
+                "updatedReplicas": 3,
+                "availableReplicas": 2
+            }
+        })
+    }
+
+    fn replica_set() -> Value {
+        json!({
+            "metadata": {"name": "web-5d4f", "creationTimestamp": "2026-11-30T11:59:15Z"},
+            "spec": {
+                "replicas": 3,
+                "selector": {"matchLabels": {"pod-template-hash": "5d4f", "app": "web"}},
+                "template": {"spec": {"containers": [{"name": "nginx", "image": "nginx:1.27"}]}}
+            },
+            "status": {"replicas": 3, "readyReplicas": 1}
+        })
+    }
+
+    fn secret() -> Value {
+        json!({
+            "metadata": {"name": "creds", "creationTimestamp": "2026-11-29T12:00:00Z"},
+            "type": "Opaque",
+            "data": {"user": "YWRtaW4=", "password": "c2VjcmV0"}
+        })
+    }
+
+    fn config_map() -> Value {
+        json!({
+            "metadata": {"name": "settings", "creationTimestamp": "2025-11-30T12:00:00Z"},
+            "data": {"a": "1", "b": "2"},
+            "binaryData": {"c": "Aw=="}
+        })
+    }
+
+    fn service_account() -> Value {
+        json!({
+            "metadata": {"name": "builder", "creationTimestamp": "2024-11-29T12:00:00Z"},
+            "secrets": [{"name": "builder-token"}]
+        })
+    }
+
+    /// A repeated kubelet warning about a pod's container.
+    fn event() -> Value {
+        json!({
+            "metadata": {"name": "web.17f3a", "namespace": "default"},
+            "type": "Warning",
+            "reason": "BackOff",
+            "message": "Back-off restarting failed container\n",
+            "involvedObject": {
+                "kind": "Pod",
+                "name": "web",
+                "namespace": "default",
+                "fieldPath": "spec.containers{log}"
+            },
+            "source": {"component": "kubelet", "host": "node-a"},
+            "firstTimestamp": "2026-11-30T11:55:00Z",
+            "lastTimestamp": "2026-11-30T11:59:30Z",
+            "count": 4
+        })
+    }
+
+    /// A kind skiff stores but Kubernetes has no printer for here.
+    fn lease() -> Value {
+        json!({
+            "metadata": {"name": "skiff-leader", "creationTimestamp": "2026-11-30T13:00:00+01:00"}
+        })
+    }
+
+    /// A realistic object of each kind with a printer, and of one without.
+    fn examples() -> Vec<(&'static str, Value)> {
+        vec![
+            ("Pod", crash_looping_pod()),
+            ("Node", node()),
+            ("Namespace", namespace()),
+            ("Service", service()),
+            ("Endpoints", ready_endpoints()),
+            ("Deployment", deployment()),
+            ("ReplicaSet", replica_set()),
+            ("Secret", secret()),
+            ("ConfigMap", config_map()),
+            ("ServiceAccount", service_account()),
+            ("Event", event()),
+            ("Lease", lease()),
+        ]
+    }
+
+    #[test]
+    fn human_duration_follows_kubernetes_in_every_branch() {
+        let cases: &[(u64, &str)] = &[
+            (0, "0s"),
+            (1, "1s"),
+            (119, "119s"),
+            (120, "2m"),
+            (121, "2m1s"),
+            (599, "9m59s"),
+            (600, "10m"),
+            (3 * HOUR - 1, "179m"),
+            (3 * HOUR, "3h"),
+            (3 * HOUR + 60, "3h1m"),
+            (8 * HOUR - 1, "7h59m"),
+            (8 * HOUR, "8h"),
+            (48 * HOUR - 1, "47h"),
+            (48 * HOUR, "2d"),
+            (49 * HOUR, "2d1h"),
+            (8 * DAY - 1, "7d23h"),
+            (8 * DAY, "8d"),
+            (2 * YEAR - 1, "729d"),
+            (2 * YEAR, "2y"),
+            (2 * YEAR + DAY, "2y1d"),
+            (8 * YEAR - 1, "7y364d"),
+            (8 * YEAR, "8y"),
+            (8 * YEAR + DAY, "8y"),
+            (100 * YEAR, "100y"),
+            (u64::MAX, "292471208677y"),
+        ];
+        for (seconds, shown) in cases {
+            assert_eq!(human_duration(Duration::from_secs(*seconds)), *shown);
+        }
+    }
+
+    #[test]
+    fn ages_allow_a_second_of_clock_skew_and_need_a_time() {
+        let age_of = |created: Value| {
+            let object = json!({"metadata": {"name": "n", "creationTimestamp": created}});
+            named_row("Namespace", &object)["Age"].clone()
+        };
+        assert_eq!(age_of(json!("2026-11-30T11:57:59Z")), "2m1s");
+        assert_eq!(age_of(json!("2026-11-30T12:30:00+01:00")), "30m");
+        assert_eq!(age_of(json!("2026-11-30T11:59:59.5Z")), "0s");
+        assert_eq!(age_of(json!("2026-11-30T12:00:01Z")), "0s");
+        assert_eq!(age_of(json!("2026-11-30T12:00:05Z")), "<invalid>");
+        assert_eq!(age_of(json!("yesterday")), "<unknown>");
+        assert_eq!(age_of(Value::Null), "<unknown>");
+    }
+
+    #[test]
+    fn columns_are_those_of_kubernetes() {
+        assert_headers(
+            "Pod",
+            "Name,Ready,Status,Restarts,Age",
+            "IP,Node,Nominated Node,Readiness Gates",
+        );
+        assert_headers(
+            "Node",
+            "Name,Status,Roles,Age,Version",
+            "Internal-IP,External-IP,OS-Image,Kernel-Version,Container-Runtime",
+        );
+        assert_headers("Namespace", "Name,Status,Age", "");
+        assert_headers(
+            "Service",
+            "Name,Type,Cluster-IP,External-IP,Port(s),Age",
+            "Selector",
+        );
+        assert_headers("Endpoints", "Name,Endpoints,Age", "");
+        assert_headers(
+            "Deployment",
+            "Name,Ready,Up-to-date,Available,Age",
+            "Containers,Images,Selector",
+        );
+        assert_headers(
+            "ReplicaSet",
+            "Name,Desired,Current,Ready,Age",
+            "Containers,Images,Selector",
+        );
+        assert_headers("Secret", "Name,Type,Data,Age", "");
+        assert_headers("ConfigMap", "Name,Data,Age", "");
+        assert_headers("ServiceAccount", "Name,Secrets,Age", "");
+        assert_headers(
+            "Event",
+            "Last Seen,Type,Reason,Object,Message",
+            "Subobject,Source,First Seen,Count,Name",
+        );
+        assert_headers("Lease", "Name,Created At", "");
+        assert_eq!(columns("Lease")[1].value_type, "date");
+    }
+
+    #[test]
+    fn each_kind_has_one_name_column() {
+        for (kind, _) in examples() {
+            let named = columns(kind).iter().filter(|c| c.format == "name");
+            let named: Vec<&str> = named.map(|c| c.name).collect();
+            assert_eq!(named, ["Name"], "{kind}");
+        }
+    }
+
+    #[test]
+    fn every_row_has_one_cell_per_column() {
+        for (kind, example) in examples() {
+            let width = columns(kind).len();
+            let odd = json!({"metadata": 7, "spec": [], "status": "x"});
+            for object in [example, json!({}), json!(null), odd] {
+                assert_eq!(cells(kind, &object, now()).len(), width, "{kind}");
+            }
+        }
+    }
+
+    #[test]
+    fn cells_are_strings_or_integers_as_kubernetes_sends_them() {
+        for (kind, example) in examples() {
+            for (column, cell) in columns(kind).iter().zip(cells(kind, &example, now())) {
+                let integer = column.value_type == "integer";
+                assert!(!integer || cell.is_i64(), "{kind}: {cell}");
+                assert!(cell.is_string() || cell.is_i64(), "{kind}: {cell}");
+            }
+        }
+    }
+
+    #[test]
+    fn pod_row_reports_a_crash_looping_container() {
+        assert_eq!(
+            named_row("Pod", &crash_looping_pod()),
+            json!({
+                "Name": "web",
+                "Ready": "1/2",
+                "Status": "CrashLoopBackOff",
+                "Restarts": "3 (2m ago)",
+                "Age": "5m",
+                "IP": "10.42.0.5",
+                "Node": "node-a",
+                "Nominated Node": "<none>",
+                "Readiness Gates": "<none>"
+            })
+        );
+    }
+
+    #[test]
+    fn pod_row_of_a_pending_pod_without_statuses() {
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "a"}]}});
+        let mut pending = pod.clone();
+        pending["status"] = json!({"phase": "Pending"});
+        assert_eq!(
+            named_row("Pod", &pending),
+            json!({
+                "Name": "p",
+                "Ready": "0/1",
+                "Status": "Pending",
+                "Restarts": "0",
+                "Age": "<unknown>",
+                "IP": "<none>",
+                "Node": "<none>",
+                "Nominated Node": "<none>",
+                "Readiness Gates": "<none>"
+            })
+        );
+        let mut gated = pod;
+        gated["status"] = json!({
+            "phase": "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]
+        });
+        assert_eq!(named_row("Pod", &gated)["Status"], "SchedulingGated");
+    }
+
+    #[test]
+    fn a_pod_being_deleted_is_terminating_unless_finished() {
+        let mut pod = running_pod();
+        assert_eq!(named_row("Pod", &pod)["Status"], "Running");
+        assert_eq!(named_row("Pod", &pod)["Age"], "60m");
+        pod["metadata"]["deletionTimestamp"] = json!("2026-11-30T11:59:00Z");
+        assert_eq!(named_row("Pod", &pod)["Status"], "Terminating");
+        pod["status"]["reason"] = json!("NodeLost");
+        assert_eq!(named_row("Pod", &pod)["Status"], "Unknown");
+
+        let finished = named_row("Pod", &finished_pod());
+        assert_eq!(finished["Status"], "Completed");
+        assert_eq!(finished["Ready"], "0/1");
+    }
+
+    #[test]
+    fn pod_status_shows_init_container_progress_and_failures() {
+        let migrated = migrate(json!({"terminated": {"exitCode": 0}}));
+        let seeding = json!({"name": "seed", "state": {"running": {}}});
+        assert_eq!(init_status(json!([migrated, seeding])), "Init:1/2");
+        let waiting = migrate(json!({"waiting": {"reason": "PodInitializing"}}));
+        assert_eq!(init_status(json!([waiting])), "Init:0/2");
+        let crashing = migrate(json!({"waiting": {"reason": "CrashLoopBackOff"}}));
+        assert_eq!(init_status(json!([crashing])), "Init:CrashLoopBackOff");
+        let failed = migrate(json!({"terminated": {"exitCode": 1}}));
+        assert_eq!(init_status(json!([failed])), "Init:ExitCode:1");
+        let killed = migrate(json!({"terminated": {"exitCode": 137, "signal": 9}}));
+        assert_eq!(init_status(json!([killed])), "Init:Signal:9");
+        let oom = migrate(json!({"terminated": {"exitCode": 137, "reason": "OOMKilled"}}));
+        assert_eq!(init_status(json!([oom])), "Init:OOMKilled");
+    }
+
+    #[test]
+    fn restarts_of_a_failing_init_container_are_counted() {
+        let restarted = json!({
+            "name": "migrate",
+            "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-11-30T11:59:30Z"}}
+        });
+        let row = named_row("Pod", &initializing_pod(json!([restarted])));
+        assert_eq!(row["Restarts"], "2 (30s ago)");
+        assert_eq!(row["Ready"], "0/1");
+    }
+
+    #[test]
+    fn pod_status_shows_why_a_container_stopped_or_waits() {
+        let exited = json!({"terminated": {"exitCode": 2}});
+        assert_eq!(container_status(exited), "ExitCode:2");
+        let signalled = json!({"terminated": {"exitCode": 143, "signal": 15}});
+        assert_eq!(container_status(signalled), "Signal:15");
+        let errored = json!({"terminated": {"exitCode": 1, "reason": "Error"}});
+        assert_eq!(container_status(errored), "Error");
+        let pulling = json!({"waiting": {"reason": "ImagePullBackOff"}});
+        assert_eq!(container_status(pulling), "ImagePullBackOff");
+        let creating = json!({"waiting": {"reason": "ContainerCreating"}});
+        assert_eq!(container_status(creating), "ContainerCreating");
+        let started = json!({"running": {}});
+        assert_eq!(container_status(started), "Running");
+    }
+
+    #[test]
+    fn a_completed_container_beside_a_running_one_leaves_the_pod_running() {
+        let ready = named_row("Pod", &job_beside_server("True"));
+        assert_eq!(ready["Status"], "Running");
+        assert_eq!(ready["Ready"], "1/2");
+        let not_ready = named_row("Pod", &job_beside_server("False"));
+        assert_eq!(not_ready["Status"], "NotReady");
+    }
+
+    #[test]
+    fn started_sidecars_count_as_ready_containers() {
+        let pod = json!({
+            "metadata": {"name": "meshed"},
+            "spec": {
+                "initContainers": [{"name": "proxy", "restartPolicy": "Always"}],
+                "containers": [{"name": "app"}]
+            },
+            "status": {
+                "phase": "Running",
+                "conditions": [
+                    {"type": "Initialized", "status": "True"},
+                    {"type": "Ready", "status": "True"}
+                ],
+                "initContainerStatuses": [
+                    {
+                        "name": "proxy",
+                        "started": true,
+                        "ready": true,
+                        "restartCount": 1,
+                        "state": {"running": {}}
+                    }
+                ],
+                "containerStatuses": [
+                    {"name": "app", "ready": true, "restartCount": 0, "state": {"running": {}}}
+                ]
+            }
+        });
+        let row = named_row("Pod", &pod);
+        assert_eq!(row["Ready"], "2/2");
+        assert_eq!(row["Status"], "Running");
+        assert_eq!(row["Restarts"], "1");
+    }
+
+    #[test]
+    fn pod_wide_cells_show_ips_nominations_and_readiness_gates() {
+        let pod = json!({
+            "metadata": {"name": "gates"},
+            "spec": {
+                "containers": [{"name": "a"}],
+                "readinessGates": [
+                    {"conditionType": "example.com/lb"},
+                    {"conditionType": "example.com/dns"}
+                ]
+            },
+            "status": {
+                "phase": "Pending",
+                "nominatedNodeName": "node-b",
+                "podIPs": [{"ip": "fd00::7"}, {"ip": "10.42.0.9"}],
+                "conditions": [
+                    {"type": "example.com/lb", "status": "True"},
+                    {"type": "example.com/dns", "status": "False"}
+                ]
+            }
+        });
+        let row = named_row("Pod", &pod);
+        assert_eq!(row["IP"], "fd00::7");
+        assert_eq!(row["Nominated Node"], "node-b");
+        assert_eq!(row["Readiness Gates"], "1/2");
+    }
+
+    #[test]
+    fn node_row_shows_readiness_cordon_and_sorted_roles() {
+        assert_eq!(
+            named_row("Node", &node()),
+            json!({
+                "Name": "node-a",
+                "Status": "Ready,SchedulingDisabled",
+                "Roles": "control-plane,etcd,master",
+                "Age": "10d",
+                "Version": "v1.34.0+skiff",
+                "Internal-IP": "192.168.1.10",
+                "External-IP": "<none>",
+                "OS-Image": "Debian GNU/Linux 12 (bookworm)",
+                "Kernel-Version": "6.1.0-28-amd64",
+                "Container-Runtime": "containerd://1.7.24"
+            })
+        );
+        let not_ready = json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}});
+        assert_eq!(named_row("Node", &not_ready)["Status"], "NotReady");
+        let unknown = named_row("Node", &json!({"metadata": {"name": "new"}}));
+        assert_eq!(unknown["Status"], "Unknown");
+        assert_eq!(unknown["Roles"], "<none>");
+        assert_eq!(unknown["OS-Image"], "<unknown>");
+        assert_eq!(unknown["Internal-IP"], "<none>");
+    }
+
+    #[test]
+    fn service_row_shows_node_ports_and_sorted_selector() {
+        assert_eq!(
+            named_row("Service", &service()),
+            json!({
+                "Name": "web",
+                "Type": "NodePort",
+                "Cluster-IP": "10.43.0.20",
+                "External-IP": "<none>",
+                "Port(s)": "80:30080/TCP,53/UDP",
+                "Age": "3h",
+                "Selector": "app=web,tier=front"
+            })
+        );
+        let headless = json!({"spec": {"type": "ClusterIP", "clusterIP": "None"}});
+        let headless = named_row("Service", &headless);
+        assert_eq!(headless["Cluster-IP"], "None");
+        assert_eq!(headless["Port(s)"], "<none>");
+        assert_eq!(headless["Selector"], "<none>");
+    }
+
+    #[test]
+    fn service_external_ip_depends_on_the_type() {
+        let external_ip = |spec: Value, status: Value| {
+            let service = json!({"spec": spec, "status": status});
+            named_row("Service", &service)["External-IP"].clone()
+        };
+        let pending = json!({"type": "LoadBalancer"});
+        assert_eq!(external_ip(pending, json!({})), "<pending>");
+        let balanced = json!({"type": "LoadBalancer", "externalIPs": ["198.51.100.1"]});
+        let ingress = json!({
+            "loadBalancer": {
+                "ingress": [
+                    {"ip": "203.0.113.9"},
+                    {"hostname": "lb.example.com"},
+                    {"ip": "203.0.113.2"}
+                ]
+            }
+        });
+        let shown = "203.0.113.2,203.0.113.9,lb.example.com,198.51.100.1";
+        assert_eq!(external_ip(balanced, ingress), shown);
+        let external = json!({"type": "ClusterIP", "externalIPs": ["192.0.2.1", "192.0.2.2"]});
+        assert_eq!(external_ip(external, json!({})), "192.0.2.1,192.0.2.2");
+        let alias = json!({"type": "ExternalName", "externalName": "db.example.com"});
+        assert_eq!(external_ip(alias, json!({})), "db.example.com");
+        assert_eq!(external_ip(json!({}), json!({})), "<unknown>");
+    }
+
+    #[test]
+    fn endpoints_show_the_first_three_and_how_many_more() {
+        let five = json!([{
+            "addresses": [
+                {"ip": "10.42.0.5"}, {"ip": "10.42.0.6"}, {"ip": "10.42.0.7"},
+                {"ip": "10.42.0.8"}, {"ip": "10.42.0.9"}
+            ],
+            "ports": [{"port": 80}]
+        }]);
+        let first_three = "10.42.0.5:80,10.42.0.6:80,10.42.0.7:80 + 2 more...";
+        assert_eq!(endpoints_cell(five), first_three);
+        let two_ports = json!([{
+            "addresses": [{"ip": "10.42.0.5"}, {"ip": "fd00::6"}],
+            "ports": [{"port": 80}, {"port": 443}]
+        }]);
+        let both_ports = "10.42.0.5:80,[fd00::6]:80,10.42.0.5:443 + 1 more...";
+        assert_eq!(endpoints_cell(two_ports), both_ports);
+        let headless = json!([{"addresses": [{"ip": "10.42.0.5"}]}]);
+        assert_eq!(endpoints_cell(headless), "10.42.0.5");
+        assert_eq!(endpoints_cell(json!([])), "<none>");
+        let aged = named_row("Endpoints", &endpoints(json!([])));
+        assert_eq!(aged["Age"], "2m");
+    }
+
+    #[test]
+    fn deployment_row_shows_replicas_containers_and_selector() {
+        assert_eq!(
+            named_row("Deployment", &deployment()),
+            json!({
+                "Name": "web",
+                "Ready": "2/3",
+                "Up-to-date": 3,
+                "Available": 2,
+                "Age": "10m",
+                "Containers": "nginx,log",
+                "Images": "nginx:1.27,busybox",
+                "Selector": "app=web,!canary,tier in (edge,front)"
+            })
+        );
+    }
+
+    #[test]
+    fn replica_set_row_shows_replica_counts() {
+        assert_eq!(
+            named_row("ReplicaSet", &replica_set()),
+            json!({
+                "Name": "web-5d4f",
+                "Desired": 3,
+                "Current": 3,
+                "Ready": 1,
+                "Age": "45s",
+                "Containers": "nginx",
+                "Images": "nginx:1.27",
+                "Selector": "app=web,pod-template-hash=5d4f"
+            })
+        );
+    }
+
+    #[test]
+    fn selectors_are_written_as_kubernetes_writes_them() {
+        let shown = |kind: &str, selector: Value| {
+            let object = json!({"metadata": {"name": "s"}, "spec": {"selector": selector}});
+            named_row(kind, &object)["Selector"].clone()
+        };
+        let expressions = json!({
+            "matchExpressions": [
+                {"key": "gpu", "operator": "Exists"},
+                {"key": "env", "operator": "NotIn", "values": ["test", "dev"]}
+            ]
+        });
+        let sorted = "env notin (dev,test),gpu";
+        assert_eq!(shown("ReplicaSet", expressions), sorted);
+        let near = json!({
+            "matchExpressions": [{"key": "zone", "operator": "Near", "values": ["a"]}]
+        });
+        assert_eq!(shown("Deployment", near.clone()), "<invalid>");
+        assert_eq!(shown("ReplicaSet", near), "<error>");
+        let valued = json!({
+            "matchExpressions": [{"key": "gpu", "operator": "Exists", "values": ["x"]}]
+        });
+        assert_eq!(shown("Deployment", valued), "<invalid>");
+        let empty_in = json!({"matchExpressions": [{"key": "gpu", "operator": "In"}]});
+        assert_eq!(shown("Deployment", empty_in), "<invalid>");
+        assert_eq!(shown("Deployment", json!({})), "");
+        assert_eq!(shown("ReplicaSet", json!({})), "<none>");
+        assert_eq!(shown("ReplicaSet", Value::Null), "<none>");
+    }
+
+    #[test]
+    fn data_and_secrets_are_counted() {
+        assert_eq!(
+            named_row("Secret", &secret()),
+            json!({"Name": "creds", "Type": "Opaque", "Data": 2, "Age": "24h"})
+        );
+        assert_eq!(
+            named_row("ConfigMap", &config_map()),
+            json!({"Name": "settings", "Data": 3, "Age": "365d"})
+        );
+        assert_eq!(
+            named_row("ServiceAccount", &service_account()),
+            json!({"Name": "builder", "Secrets": 1, "Age": "2y1d"})
+        );
+        assert_eq!(
+            named_row("Namespace", &namespace()),
+            json!({"Name": "default", "Status": "Active", "Age": "60s"})
+        );
+    }
+
+    #[test]
+    fn event_row_shows_when_what_and_who() {
+        assert_eq!(
+            named_row("Event", &event()),
+            json!({
+                "Last Seen": "30s",
+                "Type": "Warning",
+                "Reason": "BackOff",
+                "Object": "pod/web",
+                "Subobject": "spec.containers{log}",
+                "Source": "kubelet, node-a",
+                "Message": "Back-off restarting failed container",
+                "First Seen": "5m",
+                "Count": 4,
+                "Name": "web.17f3a"
+            })
+        );
+    }
+
+    #[test]
+    fn event_of_the_new_api_reads_event_time_and_series() {
+        let event = json!({
+            "metadata": {"name": "e2"},
+            "type": "Normal",
+            "reason": "Scheduled",
+            "involvedObject": {"kind": "Node"},
+            "reportingComponent": "default-scheduler",
+            "eventTime": "2026-11-30T11:58:00.000000Z",
+            "series": {"count": 7, "lastObservedTime": "2026-11-30T11:59:50.000000Z"}
+        });
+        let row = named_row("Event", &event);
+        assert_eq!(row["Last Seen"], "10s");
+        assert_eq!(row["First Seen"], "2m");
+        assert_eq!(row["Object"], "node");
+        assert_eq!(row["Source"], "default-scheduler");
+        assert_eq!(row["Count"], 7);
+
+        let single = json!({"metadata": {"name": "e3"}, "eventTime": "2026-11-30T11:59:00Z"});
+        let row = named_row("Event", &single);
+        assert_eq!(row["Last Seen"], "60s");
+        assert_eq!(row["Count"], 1);
+    }
+
+    #[test]
+    fn other_kinds_get_name_and_created_at() {
+        assert_eq!(
+            named_row("Lease", &lease()),
+            json!({"Name": "skiff-leader", "Created At": "2026-11-30T12:00:00Z"})
+        );
+        let never = named_row("Lease", &json!({"metadata": {"name": "x"}}));
+        assert_eq!(never["Created At"], ZERO_TIME);
+        let odd = json!({"metadata": {"name": "x", "creationTimestamp": "yesterday"}});
+        assert_eq!(named_row("Lease", &odd)["Created At"], "yesterday");
+    }
+
+    #[test]
+    fn table_holds_columns_rows_and_partial_metadata() {
+        let pods = [crash_looping_pod(), finished_pod()];
+        let objects: Vec<&Value> = pods.iter().collect();
+        let listed = table("Pod", &objects, "42", true, now());
+        assert_eq!(listed["kind"], "Table");
+        assert_eq!(listed["apiVersion"], "meta.k8s.io/v1");
+        assert_eq!(listed["metadata"], json!({"resourceVersion": "42"}));
+
+        let definitions = listed["columnDefinitions"].as_array().unwrap();
+        assert_eq!(definitions.len(), POD_COLUMNS.len());
+        assert_eq!(
+            definitions[0],
+            json!({
+                "name": "Name",
+                "type": "string",
+                "format": "name",
+                "description": NAME_DOC,
+                "priority": 0
+            })
+        );
+        assert_eq!(definitions[5]["name"], "IP");
+        assert_eq!(definitions[5]["format"], "");
+        assert_eq!(definitions[5]["priority"], 1);
+
+        let rows = listed["rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 2);
+        let first = Value::Array(cells("Pod", &pods[0], now()));
+        assert_eq!(rows[0]["cells"], first);
+        let partial = json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": pods[0]["metadata"]
+        });
+        assert_eq!(rows[0]["object"], partial);
+        assert!(rows[0].get("conditions").is_none());
+        assert_eq!(rows[1]["conditions"][0]["type"], "Completed");
+        assert_eq!(rows[1]["conditions"][0]["reason"], "Succeeded");
+        assert_eq!(rows[1]["object"]["metadata"]["name"], "job-x");
+    }
+
+    #[test]
+    fn a_watch_event_table_can_leave_out_the_columns() {
+        let pod = running_pod();
+        let event = table("Pod", &[&pod], "43", false, now());
+        assert!(event.get("columnDefinitions").is_none());
+        assert_eq!(event["metadata"]["resourceVersion"], "43");
+        assert_eq!(event["rows"][0]["cells"][0], "api");
+
+        let empty = table("Node", &[], "", true, now());
+        assert_eq!(empty["rows"], json!([]));
+        assert_eq!(empty["metadata"], json!({}));
+        let last = &empty["columnDefinitions"][9];
+        assert_eq!(last["name"], "Container-Runtime");
+
+        let bare = json!({"spec": {}});
+        let lease = table("Lease", &[&bare], "1", true, now());
+        assert_eq!(lease["columnDefinitions"][1]["type"], "date");
+        assert_eq!(lease["rows"][0]["object"]["metadata"], json!({}));
+    }
+}

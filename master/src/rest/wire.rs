@@ -1,0 +1,372 @@
+//! Objects as the REST API reads and writes them: request bodies (JSON or
+//! YAML) decoded into skiff's objects, checked against the URL (kind,
+//! apiVersion, namespace) and for unknown fields as `fieldValidation` asks;
+//! answers encoded as Kubernetes JSON with `apiVersion` and `kind` set and
+//! the fields that client libraries require always present.
+
+use serde_json::{json, Value};
+use skiff_proto::api::Object;
+
+use super::status::RestError;
+use crate::objects::manifest::{object_from_json, to_json_value};
+use crate::objects::registry::KindInfo;
+
+/// What to do with fields skiff does not know (`fieldValidation`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Refuse the request.
+    Strict,
+    /// Accept it and answer a `Warning` header per field (the default).
+    Warn,
+    /// Accept it silently.
+    Ignore,
+}
+
+impl FieldValidation {
+    pub fn parse(value: Option<&str>) -> Result<FieldValidation, RestError> {
+        match value {
+            None | Some("") | Some("Warn") => Ok(FieldValidation::Warn),
+            Some("Strict") => Ok(FieldValidation::Strict),
+            Some("Ignore") => Ok(FieldValidation::Ignore),
+            Some(other) => Err(RestError::bad_request(format!(
+                "fieldValidation {other:?} is not one of Strict, Warn, Ignore"
+            ))),
+        }
+    }
+}
+
+/// Parses a request body as JSON, or YAML when the Content-Type says so.
+pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, RestError> {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    match media {
+        "application/yaml" | "application/apply-patch+yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| {
+                RestError::bad_request(format!("the request body is not valid YAML: {e}"))
+            }),
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            RestError::bad_request(format!(
+                "the request body is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ))
+        }),
+        other => Err(RestError::unsupported_media_type(
+            other,
+            "application/json, application/yaml",
+        )),
+    }
+}
+
+/// Checks a body's `kind`, `apiVersion` and namespace against the URL,
+/// filling in what the body left out (the Python client sends neither
+/// `kind` nor `apiVersion`).
+pub fn check_against_url(
+    value: &mut Value,
+    info: &KindInfo,
+    namespace: Option<&str>,
+) -> Result<(), RestError> {
+    let Some(object) = value.as_object_mut() else {
+        return Err(RestError::bad_request(format!(
+            "the request body must be a {} object, not {}",
+            info.kind.name(),
+            json_type(value)
+        )));
+    };
+    match object.get("kind") {
+        None | Some(Value::Null) => {
+            object.insert("kind".into(), json!(info.kind.name()));
+        }
+        Some(Value::String(k)) if k.is_empty() => {
+            object.insert("kind".into(), json!(info.kind.name()));
+        }
+        Some(Value::String(k)) if k == info.kind.name() => {}
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "the kind {} of the body does not match the URL's resource {} (kind {})",
+                other,
+                info.resource,
+                info.kind.name()
+            )))
+        }
+    }
+    match object.get("apiVersion") {
+        None | Some(Value::Null) => {
+            object.insert("apiVersion".into(), json!(info.api_version));
+        }
+        Some(Value::String(v)) if v.is_empty() => {
+            object.insert("apiVersion".into(), json!(info.api_version));
+        }
+        Some(Value::String(v)) if v == info.api_version => {}
+        Some(other) => {
+            return Err(RestError::bad_request(format!(
+                "the apiVersion {other} of the body does not match the URL's {}",
+                info.api_version
+            )))
+        }
+    }
+    let metadata = object
+        .entry("metadata")
+        .or_insert_with(|| json!({}))
+        .as_object_mut()
+        .ok_or_else(|| RestError::bad_request("metadata must be an object"))?;
+    if info.namespaced {
+        let url = namespace.unwrap_or_default();
+        match metadata.get("namespace") {
+            None | Some(Value::Null) => {
+                metadata.insert("namespace".into(), json!(url));
+            }
+            Some(Value::String(n)) if n.is_empty() => {
+                metadata.insert("namespace".into(), json!(url));
+            }
+            Some(Value::String(n)) if n == url => {}
+            Some(other) => {
+                return Err(RestError::bad_request(format!(
+                    "the namespace of the provided object ({other}) does not match the namespace sent on the request ({url:?})"
+                )))
+            }
+        }
+    } else if metadata
+        .get("namespace")
+        .is_some_and(|n| n.as_str().is_some_and(|n| !n.is_empty()))
+    {
+        return Err(RestError::bad_request(format!(
+            "{} are not namespaced; metadata.namespace must be empty",
+            info.resource
+        )));
+    }
+    Ok(())
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Decodes a checked body into an object of `info`'s kind. Unknown fields
+/// are refused (Strict) or returned as warnings (Warn).
+pub fn decode(
+    info: &KindInfo,
+    mut value: Value,
+    validation: FieldValidation,
+) -> Result<(Object, Vec<String>), RestError> {
+    // `null` means "not set" (kubectl sends `creationTimestamp: null`).
+    strip_nulls(&mut value);
+    let name = value["metadata"]["name"].as_str().unwrap_or("").to_owned();
+    let (object, unknown) = object_from_json(info.kind, value)
+        .map_err(|e| RestError::invalid(info, &name, vec![(e.path.clone(), e.message.clone())]))?;
+    let mut warnings: Vec<String> = match validation {
+        FieldValidation::Strict if !unknown.is_empty() => {
+            return Err(RestError::bad_request(format!(
+                "strict decoding error: {}",
+                unknown
+                    .iter()
+                    .map(|p| format!("unknown field {p:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )))
+        }
+        FieldValidation::Warn => unknown
+            .iter()
+            .map(|p| format!("unknown field {p:?}"))
+            .collect(),
+        _ => Vec::new(),
+    };
+    warnings.extend(crate::objects::unsupported::warnings(&object));
+    Ok((object, warnings))
+}
+
+/// Removes every `null` member of every object in `value`.
+pub fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// An object as the API answers it.
+pub fn encode(info: &KindInfo, object: &Object) -> Value {
+    let mut value = to_json_value(object);
+    if let Some(map) = value.as_object_mut() {
+        map.insert("apiVersion".into(), json!(info.api_version));
+        map.insert("kind".into(), json!(info.kind.name()));
+        map.entry("metadata").or_insert_with(|| json!({}));
+    }
+    fill_required(info.kind.name(), &mut value);
+    value
+}
+
+/// Fields Kubernetes always writes that skiff's encoding leaves out when
+/// empty, and that client libraries refuse to do without (the Python
+/// client's models require them).
+fn fill_required(kind: &str, value: &mut Value) {
+    let status = &mut value["status"];
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for condition in conditions {
+            default_field(condition, "status", json!("Unknown"));
+            default_field(condition, "type", json!(""));
+        }
+    }
+    match kind {
+        "Node" => {
+            if !status.is_object() {
+                *status = json!({});
+            }
+            let info = &mut status["nodeInfo"];
+            if !info.is_object() {
+                *info = json!({});
+            }
+            for field in [
+                "architecture",
+                "bootID",
+                "containerRuntimeVersion",
+                "kernelVersion",
+                "kubeProxyVersion",
+                "kubeletVersion",
+                "machineID",
+                "operatingSystem",
+                "osImage",
+                "systemUUID",
+            ] {
+                default_field(info, field, json!(""));
+            }
+            if let Some(addresses) = status["addresses"].as_array_mut() {
+                for address in addresses {
+                    default_field(address, "type", json!(""));
+                    default_field(address, "address", json!(""));
+                }
+            }
+        }
+        "Pod" => {
+            for list in ["containerStatuses", "initContainerStatuses"] {
+                if let Some(statuses) = status[list].as_array_mut() {
+                    for s in statuses {
+                        default_field(s, "name", json!(""));
+                        default_field(s, "image", json!(""));
+                        default_field(s, "imageID", json!(""));
+                        default_field(s, "ready", json!(false));
+                        default_field(s, "restartCount", json!(0));
+                    }
+                }
+            }
+        }
+        "ReplicaSet" => {
+            if !status.is_object() {
+                *status = json!({});
+            }
+            default_field(status, "replicas", json!(0));
+        }
+        _ => {}
+    }
+}
+
+fn default_field(object: &mut Value, field: &str, default: Value) {
+    if let Some(map) = object.as_object_mut() {
+        map.entry(field).or_insert(default);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::registry::info;
+    use crate::objects::Kind;
+
+    #[test]
+    fn bodies_must_agree_with_the_url_and_get_what_they_left_out() {
+        let pods = info(Kind::Pod);
+        let mut v = json!({"metadata": {"name": "a"}});
+        check_against_url(&mut v, pods, Some("ns")).unwrap();
+        assert_eq!(v["kind"], "Pod");
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["metadata"]["namespace"], "ns");
+
+        let mut v = json!({"kind": "Service", "metadata": {"name": "a"}});
+        let e = check_against_url(&mut v, pods, Some("ns")).unwrap_err();
+        assert_eq!(e.code, http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("does not match"), "{}", e.message);
+
+        let mut v = json!({"metadata": {"name": "a", "namespace": "other"}});
+        let e = check_against_url(&mut v, pods, Some("ns")).unwrap_err();
+        assert!(e.message.contains("namespace"), "{}", e.message);
+
+        let mut v = json!({"apiVersion": "apps/v1", "kind": "Pod"});
+        assert!(check_against_url(&mut v, pods, Some("ns")).is_err());
+        let mut v = json!([1]);
+        assert!(check_against_url(&mut v, pods, Some("ns")).is_err());
+        let mut v = json!({"metadata": {"name": "n", "namespace": "x"}});
+        assert!(check_against_url(&mut v, info(Kind::Node), None).is_err());
+    }
+
+    #[test]
+    fn unknown_fields_are_refused_warned_about_or_ignored_as_asked() {
+        let pods = info(Kind::Pod);
+        let body = || {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "d"},
+                   "spec": {"containers": [{"name": "c", "image": "i", "colour": "blue"}]}})
+        };
+        let e = decode(pods, body(), FieldValidation::Strict).unwrap_err();
+        assert!(
+            e.message.contains("spec.containers.0.colour"),
+            "{}",
+            e.message
+        );
+        let (_, warnings) = decode(pods, body(), FieldValidation::Warn).unwrap();
+        assert_eq!(
+            warnings,
+            vec!["unknown field \"spec.containers.0.colour\"".to_owned()]
+        );
+        let (_, warnings) = decode(pods, body(), FieldValidation::Ignore).unwrap();
+        assert!(warnings.is_empty());
+        assert!(FieldValidation::parse(Some("Loose")).is_err());
+    }
+
+    #[test]
+    fn malformed_bodies_name_the_problem_and_where() {
+        let e = parse_body(b"{\"a\": ", "application/json").unwrap_err();
+        assert_eq!(e.code, http::StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("line 1"), "{}", e.message);
+        let e = parse_body(b"a: [", "application/yaml").unwrap_err();
+        assert!(e.message.contains("YAML"), "{}", e.message);
+        let e = parse_body(b"x", "text/plain").unwrap_err();
+        assert_eq!(e.code, http::StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let pods = info(Kind::Pod);
+        let e = decode(
+            pods,
+            json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "a"}, "spec": {"containers": "no"}}),
+            FieldValidation::Warn,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.message.contains("spec.containers"), "{}", e.message);
+    }
+
+    #[test]
+    fn answers_carry_type_meta_and_the_fields_clients_require() {
+        let node = skiff_proto::api::Object {
+            kind: Some(skiff_proto::api::object::Kind::Node(
+                skiff_proto::v1::Node {
+                    metadata: Some(skiff_proto::v1::ObjectMeta {
+                        name: "n1".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            )),
+        };
+        let v = encode(info(Kind::Node), &node);
+        assert_eq!(v["kind"], "Node");
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "");
+        assert_eq!(v["status"]["nodeInfo"]["systemUUID"], "");
+    }
+}
