@@ -157,9 +157,9 @@ async fn apply_get_and_delete_work_like_kubectl() {
         "{yaml}"
     );
 
-    let bad_kind = ctl(&m.api_addr, &["get", "configmaps"]);
+    let bad_kind = ctl(&m.api_addr, &["get", "widgets"]);
     assert!(!bad_kind.status.success());
-    assert!(text(&bad_kind.stderr).contains("unknown kind \"configmaps\""));
+    assert!(text(&bad_kind.stderr).contains("unknown kind \"widgets\""));
 
     let deleted = ctl(&m.api_addr, &["delete", "deploy", "web", "-n", "shop"]);
     assert_eq!(text(&deleted.stdout), "deployment.apps/web deleted\n");

@@ -208,7 +208,7 @@ pub fn describe(object: &Object) -> String {
                 n.status.clone().unwrap_or_default().phase,
             );
         }
-        None => {}
+        Some(Body::Generic(_)) | None => {}
     }
     out
 }

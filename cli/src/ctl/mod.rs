@@ -1278,13 +1278,13 @@ spec:
             .to_string();
         assert!(e.contains("does not match -n \"shop\""), "{e}");
 
-        let broken = YAML.replace("kind: Service", "kind: ConfigMap");
+        let broken = YAML.replace("kind: Service", "kind: Widget");
         std::fs::write(&path, broken).unwrap();
         let e = objects_in_manifests(&files, None, None)
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("shop.yaml") && e.contains("document 2") && e.contains("ConfigMap"),
+            e.contains("shop.yaml") && e.contains("document 2") && e.contains("Widget"),
             "{e}"
         );
     }

@@ -59,6 +59,7 @@ fn table(
         Kind::Node => vec!["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
         Kind::Namespace => vec!["NAME", "STATUS", "AGE"],
         Kind::Secret => vec!["NAME", "TYPE", "DATA", "AGE"],
+        generic => return render_generic(generic, objects, wide, with_namespace, now, with_kind),
     };
     if wide {
         match kind {
@@ -82,6 +83,52 @@ fn table(
     let mut rows = vec![header.iter().map(|s| s.to_string()).collect::<Vec<_>>()];
     for object in objects {
         let mut row = object_row(object, wide, now);
+        if let Some(name) = row.first_mut().filter(|_| with_kind) {
+            *name = resource_ref(kind, name);
+        }
+        if with_namespace {
+            row.insert(0, object.meta().namespace.clone());
+        }
+        rows.push(row);
+    }
+    format_rows(&rows)
+}
+
+/// A table of a kind held as generic objects, with the columns the REST
+/// API's Tables give it (`skiff_master::rest::table`).
+fn render_generic(
+    kind: Kind,
+    objects: &[Object],
+    wide: bool,
+    with_namespace: bool,
+    now: SystemTime,
+    with_kind: bool,
+) -> String {
+    use skiff_master::rest::table;
+    let now = time::OffsetDateTime::from(now);
+    let columns = table::columns(kind.name());
+    let shown: Vec<usize> = (0..columns.len())
+        .filter(|&i| wide || columns[i].priority == 0)
+        .collect();
+    let mut header: Vec<String> = shown
+        .iter()
+        .map(|&i| columns[i].name.to_uppercase())
+        .collect();
+    if with_namespace {
+        header.insert(0, "NAMESPACE".to_owned());
+    }
+    let mut rows = vec![header];
+    for object in objects {
+        let value = skiff_master::objects::manifest::to_json_value(object);
+        let cells = table::cells(kind.name(), &value, now);
+        let mut row: Vec<String> = shown
+            .iter()
+            .map(|&i| match cells.get(i) {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+                None => String::new(),
+            })
+            .collect();
         if let Some(name) = row.first_mut().filter(|_| with_kind) {
             *name = resource_ref(kind, name);
         }
@@ -339,7 +386,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 .unwrap_or_else(|| "Active".to_owned());
             vec![name, phase, age]
         }
-        None => vec![name],
+        Some(Body::Generic(_)) | None => vec![name],
     }
 }
 

@@ -179,8 +179,8 @@ mod tests {
             ("deploy/web api", "\"api\": name the kind once"),
             ("deploy web svc/x", "\"svc/x\": name the kind once"),
             ("pods,svc/web", "not both"),
-            ("configmaps", "unknown kind \"configmaps\""),
-            ("deploy,cm", "unknown kind \"cm\""),
+            ("widgets", "unknown kind \"widgets\""),
+            ("deploy,wd", "unknown kind \"wd\""),
         ] {
             let e = parse_targets(&args(text)).unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {needle:?} not in {e}");

@@ -44,19 +44,19 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     tracing::info!(controller = "garbage-collector", "controller stopped");
 }
 
-/// Kinds that live in namespaces, dependents before owners.
-const NAMESPACED: [Kind; 5] = [
-    Kind::Pod,
-    Kind::ReplicaSet,
-    Kind::Deployment,
-    Kind::Endpoints,
-    Kind::Service,
-];
+/// Kinds that live in namespaces (from the registry of kinds), deleted with
+/// their namespace.
+fn namespaced_kinds() -> impl Iterator<Item = Kind> {
+    crate::objects::registry::KINDS
+        .iter()
+        .filter(|i| i.namespaced)
+        .map(|i| i.kind)
+}
 
 async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), ReconcileError> {
     let meta = owner.meta();
     if owner.kind().ok() == Some(Kind::Namespace) {
-        for kind in NAMESPACED {
+        for kind in namespaced_kinds() {
             let (objects, _) = ctx.store.list(kind, Some(&meta.name))?;
             delete_all(ctx, &objects).await?;
         }
@@ -83,10 +83,12 @@ async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
     let namespaces: HashSet<String> = namespaces.iter().map(|n| n.meta().name.clone()).collect();
     let mut uids = HashSet::new();
     let mut all = Vec::new();
-    for kind in NAMESPACED {
+    for kind in Kind::ALL {
         let (objects, _) = ctx.store.list(kind, None)?;
         uids.extend(objects.iter().map(|o| o.meta().uid.clone()));
-        all.extend(objects);
+        if kind.namespaced() {
+            all.extend(objects);
+        }
     }
     let doomed: Vec<Arc<Object>> = all
         .into_iter()

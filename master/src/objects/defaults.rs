@@ -6,12 +6,22 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+pub use super::pods::default_pull_policy;
+
 /// Kubernetes' default maxSurge and maxUnavailable.
 pub const DEFAULT_ROLLING_PERCENT: &str = "25%";
 
 /// Fills in defaults, in place.
 pub fn apply_defaults(object: &mut Object) {
     match object.kind.as_mut() {
+        Some(Body::Generic(g)) => {
+            if let Some(kind) = super::Kind::from_name(&g.kind)
+                .ok()
+                .filter(|k| k.is_generic())
+            {
+                super::generic::apply_defaults(kind, g);
+            }
+        }
         Some(Body::Pod(p)) => {
             pod_spec(p.spec.get_or_insert_with(Default::default));
             let status = p.status.get_or_insert_with(Default::default);
@@ -166,18 +176,6 @@ fn container(c: &mut v1::Container) {
                 h.scheme = "HTTP".to_owned();
             }
         }
-    }
-}
-
-/// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    let name = image.split('@').next().unwrap_or(image);
-    let last = name.rsplit('/').next().unwrap_or(name);
-    let has_digest = image.contains('@');
-    match last.split_once(':') {
-        _ if has_digest => "IfNotPresent",
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
     }
 }
 

@@ -282,7 +282,8 @@ where
     D: serde::Deserializer<'de>,
     D::Error: Located,
 {
-    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
+    let mut on_unknown =
+        |path: serde_ignored::Path<'_>| unknown.push(super::generic::field_path(&path));
     let ignoring = serde_ignored::Deserializer::new(de, &mut on_unknown);
     serde_path_to_error::deserialize(ignoring).map_err(|e| {
         let path = e.path().to_string();
@@ -302,28 +303,6 @@ where
     })
 }
 
-/// `spec.containers.0.name`: serde_ignored's path without its `?` markers
-/// for optional values.
-fn field_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    let join = |parent: &Path<'_>, segment: String| {
-        let parent = field_path(parent);
-        if parent.is_empty() {
-            segment
-        } else {
-            format!("{parent}.{segment}")
-        }
-    };
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => join(parent, index.to_string()),
-        Path::Map { parent, key } => join(parent, key.clone()),
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => field_path(parent),
-    }
-}
-
 fn decode<'de, D>(kind: Kind, de: D, unknown: &mut Vec<String>) -> Result<Object, DecodeError>
 where
     D: serde::Deserializer<'de>,
@@ -338,6 +317,25 @@ where
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment, _>(de, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet, _>(de, unknown)?),
         Kind::Secret => Body::Secret(decode_typed::<v1::Secret, _>(de, unknown)?),
+        generic => {
+            let value = serde_json::Value::deserialize(de).map_err(|e| {
+                let (line, column) = e.line_column();
+                DecodeError {
+                    path: String::new(),
+                    line,
+                    column,
+                    message: strip_location(&e.to_string()),
+                }
+            })?;
+            let object =
+                super::generic::from_json(generic, value, unknown).map_err(|e| DecodeError {
+                    path: e.path,
+                    line: None,
+                    column: None,
+                    message: e.message,
+                })?;
+            Body::Generic(object)
+        }
     };
     Ok(Object { kind: Some(body) })
 }
@@ -371,6 +369,7 @@ pub fn object_from_json(
 /// An object as a JSON value, with Kubernetes field names.
 pub fn to_json_value(object: &Object) -> serde_json::Value {
     match &object.kind {
+        Some(Body::Generic(g)) => super::generic::to_json(g),
         Some(body) => with_body!(body, o => serde_json::to_value(o).unwrap_or_default()),
         None => serde_json::Value::Null,
     }
@@ -590,11 +589,8 @@ status:
         );
         let err = parse("apiVersion: v1\nkind: Deployment\nmetadata: {name: x}\n").unwrap_err();
         assert!(err.to_string().contains("apps/v1"), "{err}");
-        let err = parse("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n").unwrap_err();
-        assert!(
-            err.to_string().contains("unknown kind \"ConfigMap\""),
-            "{err}"
-        );
+        let err = parse("apiVersion: v1\nkind: Widget\nmetadata: {name: x}\n").unwrap_err();
+        assert!(err.to_string().contains("unknown kind \"Widget\""), "{err}");
         let err = parse("---\n- 1\n- 2\n").unwrap_err();
         assert!(err.to_string().contains("document 1"), "{err}");
     }

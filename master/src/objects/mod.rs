@@ -6,6 +6,7 @@
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
 
 pub mod defaults;
+pub mod generic;
 pub mod manifest;
 pub mod metadata;
 pub mod owners;
@@ -34,6 +35,33 @@ pub enum Kind {
     Deployment,
     ReplicaSet,
     Secret,
+    // Kinds held as `GenericObject`s (see `registry::Model`). New kinds go
+    // at the end: commands carry the variant's index.
+    ConfigMap,
+    ServiceAccount,
+    LimitRange,
+    ResourceQuota,
+    PersistentVolume,
+    PersistentVolumeClaim,
+    DaemonSet,
+    StatefulSet,
+    ControllerRevision,
+    Job,
+    CronJob,
+    Ingress,
+    IngressClass,
+    NetworkPolicy,
+    Role,
+    RoleBinding,
+    ClusterRole,
+    ClusterRoleBinding,
+    PodDisruptionBudget,
+    HorizontalPodAutoscaler,
+    StorageClass,
+    CsiDriver,
+    Lease,
+    EndpointSlice,
+    PriorityClass,
 }
 
 /// A kind name that skiff does not know.
@@ -47,29 +75,25 @@ pub struct UnknownKind {
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
-        Kind::Namespace,
-        Kind::Node,
-        Kind::Pod,
-        Kind::Service,
-        Kind::Endpoints,
-        Kind::Deployment,
-        Kind::ReplicaSet,
-        Kind::Secret,
-    ];
+    /// Every kind, in the registry's order.
+    pub const ALL: [Kind; registry::KINDS.len()] = {
+        let mut all = [Kind::Namespace; registry::KINDS.len()];
+        let mut i = 0;
+        while i < all.len() {
+            all[i] = registry::KINDS[i].kind;
+            i += 1;
+        }
+        all
+    };
 
     /// The name as written in `kind:`.
     pub fn name(self) -> &'static str {
-        match self {
-            Kind::Namespace => "Namespace",
-            Kind::Node => "Node",
-            Kind::Pod => "Pod",
-            Kind::Service => "Service",
-            Kind::Endpoints => "Endpoints",
-            Kind::Deployment => "Deployment",
-            Kind::ReplicaSet => "ReplicaSet",
-            Kind::Secret => "Secret",
-        }
+        registry::info(self).name
+    }
+
+    /// Whether skiff holds this kind as a `GenericObject`.
+    pub fn is_generic(self) -> bool {
+        registry::info(self).model == registry::Model::Generic
     }
 
     /// The `apiVersion` Kubernetes uses for this kind.
@@ -141,14 +165,16 @@ macro_rules! with_body {
             Body::Deployment($v) => $e,
             Body::ReplicaSet($v) => $e,
             Body::Secret($v) => $e,
+            Body::Generic($v) => $e,
         }
     };
 }
 pub(crate) use with_body;
 
-/// The kind of a [`Body`].
-pub fn body_kind(body: &Body) -> Kind {
-    match body {
+/// The kind of a [`Body`]; `None` for a generic object whose kind skiff
+/// does not serve (never stored: validation refuses it).
+pub fn body_kind(body: &Body) -> Option<Kind> {
+    Some(match body {
         Body::Namespace(_) => Kind::Namespace,
         Body::Node(_) => Kind::Node,
         Body::Pod(_) => Kind::Pod,
@@ -157,19 +183,20 @@ pub fn body_kind(body: &Body) -> Kind {
         Body::Deployment(_) => Kind::Deployment,
         Body::ReplicaSet(_) => Kind::ReplicaSet,
         Body::Secret(_) => Kind::Secret,
-    }
+        Body::Generic(g) => return Kind::from_name(&g.kind).ok().filter(|k| k.is_generic()),
+    })
 }
 
 /// An [`Object`] that carries no kind at all.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("object has no kind set")]
+#[error("object has no kind skiff serves")]
 pub struct EmptyObject;
 
 /// Uniform access to any object, whatever its kind.
 pub trait ObjectExt {
     fn body(&self) -> Result<&Body, EmptyObject>;
     fn kind(&self) -> Result<Kind, EmptyObject> {
-        self.body().map(body_kind)
+        self.body().map(body_kind)?.ok_or(EmptyObject)
     }
     /// The metadata, or an empty one when the object has none.
     fn meta(&self) -> &ObjectMeta;
@@ -215,7 +242,9 @@ impl ObjectExt for Object {
 
     fn set_type_meta(&mut self) {
         if let Some(body) = self.kind.as_mut() {
-            let kind = body_kind(body);
+            let Some(kind) = body_kind(body) else {
+                return;
+            };
             with_body!(body, o => {
                 o.api_version = kind.api_version().to_owned();
                 o.kind = kind.name().to_owned();
@@ -235,6 +264,7 @@ impl ObjectExt for Object {
             (Some(Body::Secret(a)), Some(Body::Secret(b))) => {
                 (&a.r#type, &a.data, a.immutable) == (&b.r#type, &b.data, b.immutable)
             }
+            (Some(Body::Generic(a)), Some(Body::Generic(b))) => generic::same_spec(a, b),
             _ => false,
         }
     }
@@ -247,6 +277,7 @@ impl ObjectExt for Object {
             (Some(Body::Service(a)), Some(Body::Service(b))) => a.status = b.status.clone(),
             (Some(Body::Deployment(a)), Some(Body::Deployment(b))) => a.status = b.status.clone(),
             (Some(Body::ReplicaSet(a)), Some(Body::ReplicaSet(b))) => a.status = b.status.clone(),
+            (Some(Body::Generic(a)), Some(Body::Generic(b))) => generic::copy_status(a, b),
             _ => {}
         }
     }
@@ -304,6 +335,7 @@ into_object!(
     Deployment => Deployment,
     ReplicaSet => ReplicaSet,
     Secret => Secret,
+    GenericObject => Generic,
 );
 
 /// The key an object is stored under: `Kind/namespace/name`.
@@ -343,8 +375,10 @@ mod tests {
             assert_eq!(Kind::parse_cli(given).unwrap(), kind, "{given}");
         }
         assert_eq!(Kind::parse_cli("secret").unwrap(), Kind::Secret);
-        let err = Kind::parse_cli("configmap").unwrap_err();
-        assert!(err.to_string().contains("configmap"), "{err}");
+        assert_eq!(Kind::parse_cli("cm").unwrap(), Kind::ConfigMap);
+        assert_eq!(Kind::parse_cli("cronjobs").unwrap(), Kind::CronJob);
+        let err = Kind::parse_cli("widget").unwrap_err();
+        assert!(err.to_string().contains("widget"), "{err}");
     }
 
     #[test]

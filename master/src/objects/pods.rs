@@ -1,5 +1,6 @@
 //! What a pod's status says about it, as the scheduler, the controllers and
-//! node lifecycle all ask: is it Ready, is it still wanted, where is it bound.
+//! node lifecycle all ask: is it Ready, is it still wanted, where is it bound;
+//! and the image pull policy a container gets by default.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -30,4 +31,16 @@ pub fn pod_is_active(pod: &v1::Pod) -> bool {
         .is_some_and(|m| !m.deletion_timestamp.is_empty());
     let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
     !deleting && phase != "Succeeded" && phase != "Failed"
+}
+
+/// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.
+pub fn default_pull_policy(image: &str) -> &'static str {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let has_digest = image.contains('@');
+    match last.split_once(':') {
+        _ if has_digest => "IfNotPresent",
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
 }

@@ -30,10 +30,23 @@ impl Subresource {
     }
 }
 
+/// How skiff holds a kind's objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Model {
+    /// A typed message of its own (`skiff.v1.Pod`, ...): skiff acts on it.
+    Typed,
+    /// A `GenericObject`: typed metadata and the rest as JSON, checked
+    /// against Kubernetes' schema for the kind (`objects/generic.rs`);
+    /// stored, listed and watched, acted on by later work.
+    Generic,
+}
+
 /// Everything the API says about one kind.
 #[derive(Debug, Clone, Copy)]
 pub struct KindInfo {
     pub kind: Kind,
+    /// The name as written in `kind:`.
+    pub name: &'static str,
     /// The API group; `""` is the core group (`/api/v1`).
     pub group: &'static str,
     pub version: &'static str,
@@ -47,6 +60,7 @@ pub struct KindInfo {
     /// `all` puts the kind in `kubectl get all`.
     pub categories: &'static [&'static str],
     pub subresources: &'static [Subresource],
+    pub model: Model,
 }
 
 /// The verbs every kind's collection and objects serve.
@@ -61,104 +75,93 @@ pub const VERBS: [&str; 8] = [
     "watch",
 ];
 
+const STATUS: &[Subresource] = &[Subresource::Status];
+const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+const ALL: &[&str] = &["all"];
+
+/// One registry entry; `api_version` must be `group/version` (tested).
+#[allow(clippy::too_many_arguments)]
+const fn entry(
+    kind: Kind,
+    name: &'static str,
+    (group, version, api_version): (&'static str, &'static str, &'static str),
+    (resource, singular): (&'static str, &'static str),
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    subresources: &'static [Subresource],
+    model: Model,
+) -> KindInfo {
+    KindInfo {
+        kind,
+        name,
+        group,
+        version,
+        api_version,
+        resource,
+        singular,
+        namespaced,
+        short_names,
+        categories,
+        subresources,
+        model,
+    }
+}
+
+const CORE: (&str, &str, &str) = ("", "v1", "v1");
+const APPS: (&str, &str, &str) = ("apps", "v1", "apps/v1");
+const BATCH: (&str, &str, &str) = ("batch", "v1", "batch/v1");
+const NETWORKING: (&str, &str, &str) = ("networking.k8s.io", "v1", "networking.k8s.io/v1");
+const RBAC: (&str, &str, &str) = (
+    "rbac.authorization.k8s.io",
+    "v1",
+    "rbac.authorization.k8s.io/v1",
+);
+const POLICY: (&str, &str, &str) = ("policy", "v1", "policy/v1");
+const AUTOSCALING: (&str, &str, &str) = ("autoscaling", "v2", "autoscaling/v2");
+const STORAGE: (&str, &str, &str) = ("storage.k8s.io", "v1", "storage.k8s.io/v1");
+const COORDINATION: (&str, &str, &str) = ("coordination.k8s.io", "v1", "coordination.k8s.io/v1");
+const DISCOVERY: (&str, &str, &str) = ("discovery.k8s.io", "v1", "discovery.k8s.io/v1");
+const SCHEDULING: (&str, &str, &str) = ("scheduling.k8s.io", "v1", "scheduling.k8s.io/v1");
+
+use Model::{Generic, Typed};
+
 /// Every kind skiff serves, in the order discovery lists them.
-pub const KINDS: [KindInfo; 8] = [
-    KindInfo {
-        kind: Kind::Namespace,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "namespaces",
-        singular: "namespace",
-        namespaced: false,
-        short_names: &["ns"],
-        categories: &[],
-        subresources: &[Subresource::Status],
-    },
-    KindInfo {
-        kind: Kind::Node,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "nodes",
-        singular: "node",
-        namespaced: false,
-        short_names: &["no"],
-        categories: &[],
-        subresources: &[Subresource::Status],
-    },
-    KindInfo {
-        kind: Kind::Pod,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "pods",
-        singular: "pod",
-        namespaced: true,
-        short_names: &["po"],
-        categories: &["all"],
-        subresources: &[Subresource::Status],
-    },
-    KindInfo {
-        kind: Kind::Service,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "services",
-        singular: "service",
-        namespaced: true,
-        short_names: &["svc"],
-        categories: &["all"],
-        subresources: &[Subresource::Status],
-    },
-    KindInfo {
-        kind: Kind::Endpoints,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "endpoints",
-        singular: "endpoints",
-        namespaced: true,
-        short_names: &["ep"],
-        categories: &[],
-        subresources: &[],
-    },
-    KindInfo {
-        kind: Kind::Deployment,
-        group: "apps",
-        version: "v1",
-        api_version: "apps/v1",
-        resource: "deployments",
-        singular: "deployment",
-        namespaced: true,
-        short_names: &["deploy"],
-        categories: &["all"],
-        subresources: &[Subresource::Status, Subresource::Scale],
-    },
-    KindInfo {
-        kind: Kind::ReplicaSet,
-        group: "apps",
-        version: "v1",
-        api_version: "apps/v1",
-        resource: "replicasets",
-        singular: "replicaset",
-        namespaced: true,
-        short_names: &["rs"],
-        categories: &["all"],
-        subresources: &[Subresource::Status, Subresource::Scale],
-    },
-    KindInfo {
-        kind: Kind::Secret,
-        group: "",
-        version: "v1",
-        api_version: "v1",
-        resource: "secrets",
-        singular: "secret",
-        namespaced: true,
-        short_names: &[],
-        categories: &[],
-        subresources: &[],
-    },
+#[rustfmt::skip]
+pub const KINDS: [KindInfo; 33] = [
+    entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
+    entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
+    entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, STATUS, Typed),
+    entry(Kind::Service, "Service", CORE, ("services", "service"), true, &["svc"], ALL, STATUS, Typed),
+    entry(Kind::Endpoints, "Endpoints", CORE, ("endpoints", "endpoints"), true, &["ep"], &[], &[], Typed),
+    entry(Kind::Secret, "Secret", CORE, ("secrets", "secret"), true, &[], &[], &[], Typed),
+    entry(Kind::ConfigMap, "ConfigMap", CORE, ("configmaps", "configmap"), true, &["cm"], &[], &[], Generic),
+    entry(Kind::ServiceAccount, "ServiceAccount", CORE, ("serviceaccounts", "serviceaccount"), true, &["sa"], &[], &[], Generic),
+    entry(Kind::LimitRange, "LimitRange", CORE, ("limitranges", "limitrange"), true, &["limits"], &[], &[], Generic),
+    entry(Kind::ResourceQuota, "ResourceQuota", CORE, ("resourcequotas", "resourcequota"), true, &["quota"], &[], STATUS, Generic),
+    entry(Kind::PersistentVolume, "PersistentVolume", CORE, ("persistentvolumes", "persistentvolume"), false, &["pv"], &[], STATUS, Generic),
+    entry(Kind::PersistentVolumeClaim, "PersistentVolumeClaim", CORE, ("persistentvolumeclaims", "persistentvolumeclaim"), true, &["pvc"], &[], STATUS, Generic),
+    entry(Kind::Deployment, "Deployment", APPS, ("deployments", "deployment"), true, &["deploy"], ALL, STATUS_SCALE, Typed),
+    entry(Kind::ReplicaSet, "ReplicaSet", APPS, ("replicasets", "replicaset"), true, &["rs"], ALL, STATUS_SCALE, Typed),
+    entry(Kind::DaemonSet, "DaemonSet", APPS, ("daemonsets", "daemonset"), true, &["ds"], ALL, STATUS, Generic),
+    entry(Kind::StatefulSet, "StatefulSet", APPS, ("statefulsets", "statefulset"), true, &["sts"], ALL, STATUS_SCALE, Generic),
+    entry(Kind::ControllerRevision, "ControllerRevision", APPS, ("controllerrevisions", "controllerrevision"), true, &[], &[], &[], Generic),
+    entry(Kind::Job, "Job", BATCH, ("jobs", "job"), true, &[], ALL, STATUS, Generic),
+    entry(Kind::CronJob, "CronJob", BATCH, ("cronjobs", "cronjob"), true, &["cj"], ALL, STATUS, Generic),
+    entry(Kind::Ingress, "Ingress", NETWORKING, ("ingresses", "ingress"), true, &["ing"], &[], STATUS, Generic),
+    entry(Kind::IngressClass, "IngressClass", NETWORKING, ("ingressclasses", "ingressclass"), false, &[], &[], &[], Generic),
+    entry(Kind::NetworkPolicy, "NetworkPolicy", NETWORKING, ("networkpolicies", "networkpolicy"), true, &["netpol"], &[], &[], Generic),
+    entry(Kind::Role, "Role", RBAC, ("roles", "role"), true, &[], &[], &[], Generic),
+    entry(Kind::RoleBinding, "RoleBinding", RBAC, ("rolebindings", "rolebinding"), true, &[], &[], &[], Generic),
+    entry(Kind::ClusterRole, "ClusterRole", RBAC, ("clusterroles", "clusterrole"), false, &[], &[], &[], Generic),
+    entry(Kind::ClusterRoleBinding, "ClusterRoleBinding", RBAC, ("clusterrolebindings", "clusterrolebinding"), false, &[], &[], &[], Generic),
+    entry(Kind::PodDisruptionBudget, "PodDisruptionBudget", POLICY, ("poddisruptionbudgets", "poddisruptionbudget"), true, &["pdb"], &[], STATUS, Generic),
+    entry(Kind::HorizontalPodAutoscaler, "HorizontalPodAutoscaler", AUTOSCALING, ("horizontalpodautoscalers", "horizontalpodautoscaler"), true, &["hpa"], ALL, STATUS, Generic),
+    entry(Kind::StorageClass, "StorageClass", STORAGE, ("storageclasses", "storageclass"), false, &["sc"], &[], &[], Generic),
+    entry(Kind::CsiDriver, "CSIDriver", STORAGE, ("csidrivers", "csidriver"), false, &[], &[], &[], Generic),
+    entry(Kind::Lease, "Lease", COORDINATION, ("leases", "lease"), true, &[], &[], &[], Generic),
+    entry(Kind::EndpointSlice, "EndpointSlice", DISCOVERY, ("endpointslices", "endpointslice"), true, &[], &[], &[], Generic),
+    entry(Kind::PriorityClass, "PriorityClass", SCHEDULING, ("priorityclasses", "priorityclass"), false, &["pc"], &[], &[], Generic),
 ];
 
 impl KindInfo {
@@ -176,9 +179,9 @@ impl KindInfo {
     /// `Deployment.apps`.
     pub fn qualified_kind(&self) -> String {
         if self.group.is_empty() {
-            self.kind.name().to_owned()
+            self.name.to_owned()
         } else {
-            format!("{}.{}", self.kind.name(), self.group)
+            format!("{}.{}", self.name, self.group)
         }
     }
 
@@ -211,8 +214,7 @@ pub fn by_resource(group: &str, version: &str, resource: &str) -> Option<&'stati
 }
 
 /// The API groups served (besides the core group), each with its
-/// versions, in discovery order. `autoscaling/v1` serves no kind of its
-/// own: it is the group of the `scale` subresources' Scale.
+/// versions, in discovery order.
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for info in KINDS.iter().filter(|i| !i.group.is_empty()) {
@@ -239,11 +241,104 @@ pub fn kinds_in<'a>(
 mod tests {
     use super::*;
 
+    /// Every variant of `Kind`. The match fails to compile when a variant
+    /// is added to `Kind` and not listed here.
+    fn every_variant() -> Vec<Kind> {
+        use Kind::*;
+        let all = vec![
+            Namespace,
+            Node,
+            Pod,
+            Service,
+            Endpoints,
+            Deployment,
+            ReplicaSet,
+            Secret,
+            ConfigMap,
+            ServiceAccount,
+            LimitRange,
+            ResourceQuota,
+            PersistentVolume,
+            PersistentVolumeClaim,
+            DaemonSet,
+            StatefulSet,
+            ControllerRevision,
+            Job,
+            CronJob,
+            Ingress,
+            IngressClass,
+            NetworkPolicy,
+            Role,
+            RoleBinding,
+            ClusterRole,
+            ClusterRoleBinding,
+            PodDisruptionBudget,
+            HorizontalPodAutoscaler,
+            StorageClass,
+            CsiDriver,
+            Lease,
+            EndpointSlice,
+            PriorityClass,
+        ];
+        for kind in &all {
+            match kind {
+                Namespace
+                | Node
+                | Pod
+                | Service
+                | Endpoints
+                | Deployment
+                | ReplicaSet
+                | Secret
+                | ConfigMap
+                | ServiceAccount
+                | LimitRange
+                | ResourceQuota
+                | PersistentVolume
+                | PersistentVolumeClaim
+                | DaemonSet
+                | StatefulSet
+                | ControllerRevision
+                | Job
+                | CronJob
+                | Ingress
+                | IngressClass
+                | NetworkPolicy
+                | Role
+                | RoleBinding
+                | ClusterRole
+                | ClusterRoleBinding
+                | PodDisruptionBudget
+                | HorizontalPodAutoscaler
+                | StorageClass
+                | CsiDriver
+                | Lease
+                | EndpointSlice
+                | PriorityClass => {}
+            }
+        }
+        all
+    }
+
+    #[test]
+    fn every_variant_of_kind_is_in_the_registry_once() {
+        let all = every_variant();
+        assert_eq!(all.len(), KINDS.len());
+        for kind in all {
+            assert_eq!(
+                KINDS.iter().filter(|i| i.kind == kind).count(),
+                1,
+                "{kind:?}"
+            );
+        }
+    }
+
     #[test]
     fn every_kind_has_exactly_one_entry_and_resources_are_unique() {
         for kind in Kind::ALL {
             assert_eq!(KINDS.iter().filter(|i| i.kind == kind).count(), 1, "{kind}");
             assert_eq!(info(kind).kind, kind);
+            assert_eq!(Kind::from_name(info(kind).name).ok(), Some(kind));
         }
         for a in &KINDS {
             let same = KINDS
@@ -274,6 +369,11 @@ mod tests {
         for i in &KINDS {
             assert_eq!(i.api_version, group_version(i.group, i.version));
         }
-        assert_eq!(groups(), vec![("apps", vec!["v1"])]);
+        assert_eq!(groups()[0], ("apps", vec!["v1"]));
+        assert!(groups().contains(&("batch", vec!["v1"])));
+        assert_eq!(
+            by_resource("batch", "v1", "cronjobs").map(|i| (i.kind, i.model)),
+            Some((Kind::CronJob, Model::Generic))
+        );
     }
 }

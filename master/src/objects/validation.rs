@@ -148,6 +148,19 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
             }
         }
         Some(Body::Secret(s)) => secret(&mut errors, s),
+        Some(Body::Generic(g)) => match kind {
+            Some(kind) => {
+                if !serde_json::from_slice::<serde_json::Value>(&g.content)
+                    .is_ok_and(|c| c.is_object())
+                {
+                    errors.add("", "the object's fields are not a JSON object");
+                }
+                for (path, reason) in super::generic::validate(kind, g) {
+                    errors.add(path, reason);
+                }
+            }
+            None => errors.add("kind", format!("{:?} is not a kind skiff serves", g.kind)),
+        },
         Some(Body::Namespace(_)) | None => {}
     }
     if errors.0.is_empty() {

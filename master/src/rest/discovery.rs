@@ -263,7 +263,10 @@ mod tests {
             .unwrap();
         assert_eq!(scale["group"], "autoscaling");
         assert_eq!(scale["kind"], "Scale");
-        assert!(resources("batch", "v1").is_none());
+        assert!(resources("batch", "v2").is_none());
+        assert!(resources("widgets.example.com", "v1").is_none());
+        let batch = resources("batch", "v1").unwrap();
+        assert_eq!(batch["resources"][0]["name"], "jobs");
         assert!(resources("", "v2").is_none());
         assert_eq!(
             groups()["groups"][0]["preferredVersion"]["groupVersion"],

@@ -209,8 +209,11 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
 /// empty, and that client libraries refuse to do without (the Python
 /// client's models require them).
 fn fill_required(kind: &str, value: &mut Value) {
+    if !matches!(kind, "Node" | "ReplicaSet") && !value["status"].is_object() {
+        return;
+    }
     let status = &mut value["status"];
-    if let Some(conditions) = status["conditions"].as_array_mut() {
+    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
         for condition in conditions {
             default_field(condition, "status", json!("Unknown"));
             default_field(condition, "type", json!(""));
@@ -239,7 +242,7 @@ fn fill_required(kind: &str, value: &mut Value) {
             ] {
                 default_field(info, field, json!(""));
             }
-            if let Some(addresses) = status["addresses"].as_array_mut() {
+            if let Some(addresses) = status.get_mut("addresses").and_then(Value::as_array_mut) {
                 for address in addresses {
                     default_field(address, "type", json!(""));
                     default_field(address, "address", json!(""));
@@ -248,7 +251,7 @@ fn fill_required(kind: &str, value: &mut Value) {
         }
         "Pod" => {
             for list in ["containerStatuses", "initContainerStatuses"] {
-                if let Some(statuses) = status[list].as_array_mut() {
+                if let Some(statuses) = status.get_mut(list).and_then(Value::as_array_mut) {
                     for s in statuses {
                         default_field(s, "name", json!(""));
                         default_field(s, "image", json!(""));
@@ -348,6 +351,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, http::StatusCode::UNPROCESSABLE_ENTITY);
         assert!(e.message.contains("spec.containers"), "{}", e.message);
+    }
+
+    #[test]
+    fn kinds_without_status_get_none() {
+        let mut v = json!({"metadata": {"name": "c"}, "data": {}});
+        fill_required("ConfigMap", &mut v);
+        assert_eq!(v, json!({"metadata": {"name": "c"}, "data": {}}));
     }
 
     #[test]

@@ -648,7 +648,7 @@ mod tests {
         let garbage = apply(&store, create_bytes(vec![0xff, 0xff], "x"));
         assert!(matches!(garbage, Err(WriteError::Invalid(_))));
         let empty = apply(&store, create_bytes(Vec::new(), "x"));
-        assert_eq!(empty, Err(invalid("object has no kind set")));
+        assert_eq!(empty, Err(invalid("object has no kind skiff serves")));
         let nameless = apply(&store, create(&pod("", "img:1", "Pending")));
         assert_eq!(nameless, Err(invalid("metadata.name is required")));
         assert_eq!(store.revision(), 2);
@@ -729,7 +729,7 @@ mod tests {
         assert!(conflict.to_string().contains("read it again"));
 
         let garbage = apply(&store, update(&Object::default(), false));
-        assert_eq!(garbage, Err(invalid("object has no kind set")));
+        assert_eq!(garbage, Err(invalid("object has no kind skiff serves")));
 
         assert_eq!(store.revision(), 2);
         assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());

@@ -1,0 +1,674 @@
+//! Objects of the kinds skiff stores, lists and watches without a typed
+//! model of its own (`registry::Model::Generic`: ConfigMap, Job, Role,
+//! ...): a [`GenericObject`] holds the typed metadata every object has and
+//! the other top-level fields as the JSON object they were sent as, so
+//! nothing a client wrote is lost and `kubectl apply` finds it unchanged.
+//!
+//! What makes them more than stored documents:
+//! - [`from_json`] checks a body against Kubernetes' schema for the kind
+//!   (the `k8s-openapi` types): a wrong type is refused naming its field,
+//!   an unknown field is reported for `fieldValidation`;
+//! - [`apply_defaults`] sets Kubernetes' defaults (Job, CronJob,
+//!   DaemonSet, StatefulSet and their pod templates, volumes and claims,
+//!   ...);
+//! - [`validate`] checks what the schema cannot (required fields, selectors
+//!   matching templates, allowed values);
+//! - `status` is kept apart from the rest for status updates and for
+//!   `generation`.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use skiff_proto::v1::{GenericObject, ObjectMeta};
+
+use super::pods::default_pull_policy;
+use super::Kind;
+
+/// Why a body is not an object of its kind: the field (empty for the
+/// whole object) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The object's fields besides `apiVersion`, `kind` and `metadata`.
+pub fn content(object: &GenericObject) -> Map<String, Value> {
+    match serde_json::from_slice::<Value>(&object.content) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// Replaces the object's content.
+pub fn set_content(object: &mut GenericObject, content: &Map<String, Value>) {
+    object.content = serde_json::to_vec(content).unwrap_or_default();
+}
+
+/// Whether two objects want the same: everything but `status` equal.
+pub fn same_spec(a: &GenericObject, b: &GenericObject) -> bool {
+    let (mut a, mut b) = (content(a), content(b));
+    a.remove("status");
+    b.remove("status");
+    a == b
+}
+
+/// Gives `object` the `status` of `from` (none when `from` has none).
+pub fn copy_status(object: &mut GenericObject, from: &GenericObject) {
+    let mut mine = content(object);
+    match content(from).remove("status") {
+        Some(status) => mine.insert("status".into(), status),
+        None => mine.remove("status"),
+    };
+    set_content(object, &mine);
+}
+
+/// The object as Kubernetes JSON.
+pub fn to_json(object: &GenericObject) -> Value {
+    let mut map = Map::new();
+    map.insert(
+        "apiVersion".into(),
+        Value::from(object.api_version.as_str()),
+    );
+    map.insert("kind".into(), Value::from(object.kind.as_str()));
+    let metadata = object
+        .metadata
+        .as_ref()
+        .and_then(|m| serde_json::to_value(m).ok())
+        .unwrap_or_else(|| Value::Object(Map::new()));
+    map.insert("metadata".into(), metadata);
+    map.extend(content(object));
+    Value::Object(map)
+}
+
+/// Reads an object of the generic `kind` from JSON (whose `apiVersion` and
+/// `kind` the caller checked), checking it against Kubernetes' schema.
+/// Fields the schema does not know are added to `unknown` (kept in the
+/// object; the caller decides whether to refuse them).
+pub fn from_json(
+    kind: Kind,
+    value: Value,
+    unknown: &mut Vec<String>,
+) -> Result<GenericObject, SchemaError> {
+    schema_check(kind, &value, unknown)?;
+    let Value::Object(mut map) = value else {
+        return Err(SchemaError {
+            path: String::new(),
+            message: "expected an object".to_owned(),
+        });
+    };
+    let api_version = take_string(&mut map, "apiVersion");
+    let kind_name = take_string(&mut map, "kind");
+    let metadata = match map.remove("metadata") {
+        None | Some(Value::Null) => ObjectMeta::default(),
+        Some(m) => serde_json::from_value::<ObjectMeta>(m).map_err(|e| SchemaError {
+            path: "metadata".to_owned(),
+            message: e.to_string(),
+        })?,
+    };
+    let mut object = GenericObject {
+        api_version,
+        kind: kind_name,
+        metadata: Some(metadata),
+        content: Vec::new(),
+    };
+    set_content(&mut object, &map);
+    Ok(object)
+}
+
+fn take_string(map: &mut Map<String, Value>, key: &str) -> String {
+    match map.remove(key) {
+        Some(Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+/// Deserializes `value` as Kubernetes' type for `kind`, collecting the
+/// paths of fields it does not know.
+fn schema_check(kind: Kind, value: &Value, unknown: &mut Vec<String>) -> Result<(), SchemaError> {
+    use k8s_openapi::api;
+    match kind {
+        Kind::ConfigMap => typed::<api::core::v1::ConfigMap>(value, unknown),
+        Kind::ServiceAccount => typed::<api::core::v1::ServiceAccount>(value, unknown),
+        Kind::LimitRange => typed::<api::core::v1::LimitRange>(value, unknown),
+        Kind::ResourceQuota => typed::<api::core::v1::ResourceQuota>(value, unknown),
+        Kind::PersistentVolume => typed::<api::core::v1::PersistentVolume>(value, unknown),
+        Kind::PersistentVolumeClaim => {
+            typed::<api::core::v1::PersistentVolumeClaim>(value, unknown)
+        }
+        Kind::DaemonSet => typed::<api::apps::v1::DaemonSet>(value, unknown),
+        Kind::StatefulSet => typed::<api::apps::v1::StatefulSet>(value, unknown),
+        Kind::ControllerRevision => typed::<api::apps::v1::ControllerRevision>(value, unknown),
+        Kind::Job => typed::<api::batch::v1::Job>(value, unknown),
+        Kind::CronJob => typed::<api::batch::v1::CronJob>(value, unknown),
+        Kind::Ingress => typed::<api::networking::v1::Ingress>(value, unknown),
+        Kind::IngressClass => typed::<api::networking::v1::IngressClass>(value, unknown),
+        Kind::NetworkPolicy => typed::<api::networking::v1::NetworkPolicy>(value, unknown),
+        Kind::Role => typed::<api::rbac::v1::Role>(value, unknown),
+        Kind::RoleBinding => typed::<api::rbac::v1::RoleBinding>(value, unknown),
+        Kind::ClusterRole => typed::<api::rbac::v1::ClusterRole>(value, unknown),
+        Kind::ClusterRoleBinding => typed::<api::rbac::v1::ClusterRoleBinding>(value, unknown),
+        Kind::PodDisruptionBudget => typed::<api::policy::v1::PodDisruptionBudget>(value, unknown),
+        Kind::HorizontalPodAutoscaler => {
+            typed::<api::autoscaling::v2::HorizontalPodAutoscaler>(value, unknown)
+        }
+        Kind::StorageClass => typed::<api::storage::v1::StorageClass>(value, unknown),
+        Kind::CsiDriver => typed::<api::storage::v1::CSIDriver>(value, unknown),
+        Kind::Lease => typed::<api::coordination::v1::Lease>(value, unknown),
+        Kind::EndpointSlice => typed::<api::discovery::v1::EndpointSlice>(value, unknown),
+        Kind::PriorityClass => typed::<api::scheduling::v1::PriorityClass>(value, unknown),
+        Kind::Namespace
+        | Kind::Node
+        | Kind::Pod
+        | Kind::Service
+        | Kind::Endpoints
+        | Kind::Deployment
+        | Kind::ReplicaSet
+        | Kind::Secret => Err(SchemaError {
+            path: String::new(),
+            message: format!("{kind} is not held as a generic object"),
+        }),
+    }
+}
+
+fn typed<T: DeserializeOwned>(value: &Value, unknown: &mut Vec<String>) -> Result<(), SchemaError> {
+    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
+    let ignoring = serde_ignored::Deserializer::new(value, &mut on_unknown);
+    serde_path_to_error::deserialize::<_, T>(ignoring)
+        .map(drop)
+        .map_err(|e| SchemaError {
+            path: e.path().to_string().trim_start_matches('.').to_owned(),
+            message: e.inner().to_string(),
+        })
+}
+
+/// `spec.containers.0.name`: serde_ignored's path without its `?` markers
+/// for optional values.
+pub fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    let join = |parent: &Path<'_>, segment: String| {
+        let parent = field_path(parent);
+        if parent.is_empty() {
+            segment
+        } else {
+            format!("{parent}.{segment}")
+        }
+    };
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(parent, index.to_string()),
+        Path::Map { parent, key } => join(parent, key.clone()),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
+}
+
+/// Kubernetes' defaults for `kind`'s fields.
+pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
+    let mut map = content(object);
+    let spec = map
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Map::new()));
+    match kind {
+        Kind::Job => job_spec(spec),
+        Kind::CronJob => {
+            default(spec, "concurrencyPolicy", "Allow");
+            default(spec, "suspend", false);
+            default(spec, "successfulJobsHistoryLimit", 3);
+            default(spec, "failedJobsHistoryLimit", 1);
+            if let Some(job) = spec.pointer_mut("/jobTemplate/spec") {
+                job_spec(job);
+            }
+        }
+        Kind::DaemonSet => {
+            default(
+                spec,
+                "updateStrategy",
+                serde_json::json!({"type": "RollingUpdate"}),
+            );
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                let rolling = &mut spec["updateStrategy"];
+                default(rolling, "rollingUpdate", serde_json::json!({}));
+                default(&mut rolling["rollingUpdate"], "maxUnavailable", 1);
+                default(&mut rolling["rollingUpdate"], "maxSurge", 0);
+            }
+            default(spec, "revisionHistoryLimit", 10);
+            template_pod_spec(spec);
+        }
+        Kind::StatefulSet => {
+            default(spec, "replicas", 1);
+            default(spec, "podManagementPolicy", "OrderedReady");
+            default(
+                spec,
+                "updateStrategy",
+                serde_json::json!({"type": "RollingUpdate"}),
+            );
+            if spec["updateStrategy"]["type"] == "RollingUpdate" {
+                let rolling = &mut spec["updateStrategy"];
+                default(rolling, "rollingUpdate", serde_json::json!({}));
+                default(&mut rolling["rollingUpdate"], "partition", 0);
+            }
+            default(spec, "revisionHistoryLimit", 10);
+            default(
+                spec,
+                "persistentVolumeClaimRetentionPolicy",
+                serde_json::json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+            template_pod_spec(spec);
+        }
+        Kind::PersistentVolumeClaim => {
+            default(spec, "volumeMode", "Filesystem");
+            let status = map
+                .entry("status")
+                .or_insert_with(|| Value::Object(Map::new()));
+            default(status, "phase", "Pending");
+        }
+        Kind::PersistentVolume => {
+            default(spec, "persistentVolumeReclaimPolicy", "Retain");
+            default(spec, "volumeMode", "Filesystem");
+            let status = map
+                .entry("status")
+                .or_insert_with(|| Value::Object(Map::new()));
+            default(status, "phase", "Pending");
+        }
+        Kind::NetworkPolicy if !spec["policyTypes"].is_array() => {
+            let mut types = vec![Value::from("Ingress")];
+            if spec["egress"].is_array() {
+                types.push(Value::from("Egress"));
+            }
+            spec["policyTypes"] = Value::Array(types);
+        }
+        Kind::EndpointSlice => {
+            if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
+                for port in ports {
+                    default(port, "protocol", "TCP");
+                }
+            }
+        }
+        _ => {}
+    }
+    // Kinds whose fields are top-level (StorageClass, PriorityClass, ...)
+    // or that have no spec keep none.
+    if map
+        .get("spec")
+        .is_some_and(|s| s.as_object().is_some_and(Map::is_empty))
+    {
+        map.remove("spec");
+    }
+    match kind {
+        Kind::StorageClass => {
+            default_in(&mut map, "reclaimPolicy", "Delete");
+            default_in(&mut map, "volumeBindingMode", "Immediate");
+        }
+        Kind::PriorityClass => default_in(&mut map, "preemptionPolicy", "PreemptLowerPriority"),
+        _ => {}
+    }
+    set_content(object, &map);
+}
+
+/// Sets `field` of the JSON object `at` when it is missing (or null).
+fn default(at: &mut Value, field: &str, value: impl Into<Value>) {
+    if let Some(map) = at.as_object_mut() {
+        if map.get(field).is_none_or(Value::is_null) {
+            map.insert(field.to_owned(), value.into());
+        }
+    }
+}
+
+fn default_in(map: &mut Map<String, Value>, field: &str, value: impl Into<Value>) {
+    if map.get(field).is_none_or(Value::is_null) {
+        map.insert(field.to_owned(), value.into());
+    }
+}
+
+fn job_spec(spec: &mut Value) {
+    if spec["completions"].is_null() && spec["parallelism"].is_null() {
+        default(spec, "completions", 1);
+    }
+    default(spec, "parallelism", 1);
+    default(spec, "backoffLimit", 6);
+    default(spec, "completionMode", "NonIndexed");
+    default(spec, "suspend", false);
+    default(spec, "podReplacementPolicy", "TerminatingOrFailed");
+    if let Some(pod) = spec.pointer_mut("/template/spec") {
+        pod_spec(pod, None);
+    }
+}
+
+/// Defaults of `spec.template.spec` (restart policy Always).
+fn template_pod_spec(spec: &mut Value) {
+    if let Some(pod) = spec.pointer_mut("/template/spec") {
+        pod_spec(pod, Some("Always"));
+    }
+}
+
+/// A pod spec's defaults, as `defaults::pod_spec` gives typed pods.
+fn pod_spec(pod: &mut Value, restart_policy: Option<&str>) {
+    if let Some(policy) = restart_policy {
+        default(pod, "restartPolicy", policy);
+    }
+    default(pod, "terminationGracePeriodSeconds", 30);
+    default(pod, "dnsPolicy", "ClusterFirst");
+    default(pod, "schedulerName", "default-scheduler");
+    default(pod, "securityContext", serde_json::json!({}));
+    for list in ["containers", "initContainers"] {
+        if let Some(containers) = pod.get_mut(list).and_then(Value::as_array_mut) {
+            for container in containers {
+                let image = container["image"].as_str().unwrap_or("").to_owned();
+                default(container, "imagePullPolicy", default_pull_policy(&image));
+                default(container, "terminationMessagePath", "/dev/termination-log");
+                default(container, "terminationMessagePolicy", "File");
+                default(container, "resources", serde_json::json!({}));
+                if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+                    for port in ports {
+                        default(port, "protocol", "TCP");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What Kubernetes refuses that the schema allows: `(field, reason)` for
+/// each problem.
+pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
+    let map = content(object);
+    let spec = map.get("spec").cloned().unwrap_or(Value::Null);
+    let mut problems = Vec::new();
+    fn require(problems: &mut Vec<(String, String)>, present: bool, path: &str, what: &str) {
+        if !present {
+            problems.push((path.to_owned(), format!("Required value: {what}")));
+        }
+    }
+    match kind {
+        Kind::Job => {
+            require(
+                &mut problems,
+                spec["template"].is_object(),
+                "spec.template",
+                "a pod template is required",
+            );
+            job_checks(&spec, "spec", &mut problems);
+        }
+        Kind::CronJob => {
+            let schedule = spec["schedule"].as_str().unwrap_or("");
+            require(
+                &mut problems,
+                !schedule.is_empty(),
+                "spec.schedule",
+                "a schedule is required",
+            );
+            if !schedule.is_empty() && !cron_schedule_ok(schedule) {
+                problems.push((
+                    "spec.schedule".to_owned(),
+                    format!("Invalid value: {schedule:?}: expected five fields (minute hour day-of-month month day-of-week) or a macro such as @hourly"),
+                ));
+            }
+            require(
+                &mut problems,
+                spec["jobTemplate"]["spec"]["template"].is_object(),
+                "spec.jobTemplate.spec.template",
+                "a pod template is required",
+            );
+            job_checks(
+                &spec["jobTemplate"]["spec"],
+                "spec.jobTemplate.spec",
+                &mut problems,
+            );
+        }
+        Kind::DaemonSet | Kind::StatefulSet => {
+            require(
+                &mut problems,
+                spec["selector"].is_object(),
+                "spec.selector",
+                "a selector is required",
+            );
+            require(
+                &mut problems,
+                spec["template"].is_object(),
+                "spec.template",
+                "a pod template is required",
+            );
+            if let (Some(wanted), Some(labels)) = (
+                spec["selector"]["matchLabels"].as_object(),
+                spec["template"]["metadata"]["labels"].as_object(),
+            ) {
+                if wanted.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+                    problems.push((
+                        "spec.template.metadata.labels".to_owned(),
+                        "Invalid value: `selector` does not match template `labels`".to_owned(),
+                    ));
+                }
+            }
+            if spec["template"].is_object()
+                && spec["template"]["spec"]["containers"]
+                    .as_array()
+                    .is_none_or(|c| c.is_empty())
+            {
+                problems.push((
+                    "spec.template.spec.containers".to_owned(),
+                    "Required value: at least one container".to_owned(),
+                ));
+            }
+            if kind == Kind::StatefulSet && spec["replicas"].as_i64().is_some_and(|r| r < 0) {
+                problems.push((
+                    "spec.replicas".to_owned(),
+                    "Invalid value: must be greater than or equal to 0".to_owned(),
+                ));
+            }
+        }
+        Kind::PersistentVolumeClaim => {
+            require(
+                &mut problems,
+                spec["accessModes"]
+                    .as_array()
+                    .is_some_and(|m| !m.is_empty()),
+                "spec.accessModes",
+                "at least 1 access mode is required",
+            );
+            if spec["dataSource"].is_null() && spec["dataSourceRef"].is_null() {
+                require(
+                    &mut problems,
+                    !spec["resources"]["requests"]["storage"].is_null(),
+                    "spec.resources[storage]",
+                    "the storage request is required",
+                );
+            }
+        }
+        Kind::Role | Kind::ClusterRole => {
+            if let Some(rules) = map.get("rules").and_then(Value::as_array) {
+                for (i, rule) in rules.iter().enumerate() {
+                    if rule["verbs"].as_array().is_none_or(|v| v.is_empty()) {
+                        problems.push((
+                            format!("rules[{i}].verbs"),
+                            "Required value: verbs must contain at least one value".to_owned(),
+                        ));
+                    }
+                }
+            }
+        }
+        Kind::RoleBinding | Kind::ClusterRoleBinding => {
+            require(
+                &mut problems,
+                map.get("roleRef")
+                    .is_some_and(|r| r["name"].as_str().is_some_and(|n| !n.is_empty())),
+                "roleRef.name",
+                "the role to bind is required",
+            );
+        }
+        _ => {}
+    }
+    problems
+}
+
+fn job_checks(spec: &Value, at: &str, problems: &mut Vec<(String, String)>) {
+    let policy = spec["template"]["spec"]["restartPolicy"]
+        .as_str()
+        .unwrap_or("");
+    if spec["template"].is_object() && policy != "Never" && policy != "OnFailure" {
+        problems.push((
+            format!("{at}.template.spec.restartPolicy"),
+            format!("Unsupported value: {policy:?}: supported values: \"OnFailure\", \"Never\""),
+        ));
+    }
+    for field in ["parallelism", "completions", "backoffLimit"] {
+        if spec[field].as_i64().is_some_and(|n| n < 0) {
+            problems.push((
+                format!("{at}.{field}"),
+                "Invalid value: must be greater than or equal to 0".to_owned(),
+            ));
+        }
+    }
+}
+
+/// A cron schedule of five fields, or one of the `@` macros.
+fn cron_schedule_ok(schedule: &str) -> bool {
+    let schedule = schedule
+        .strip_prefix("CRON_TZ=")
+        .or_else(|| schedule.strip_prefix("TZ="))
+        .and_then(|rest| rest.split_once(' ').map(|(_, s)| s))
+        .unwrap_or(schedule);
+    if let Some(name) = schedule.strip_prefix('@') {
+        return matches!(
+            name,
+            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly"
+        );
+    }
+    let fields: Vec<&str> = schedule.split_whitespace().collect();
+    fields.len() == 5
+        && fields.iter().all(|f| {
+            f.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn read(kind: Kind, value: Value) -> (GenericObject, Vec<String>) {
+        let mut unknown = Vec::new();
+        let object = from_json(kind, value, &mut unknown).unwrap();
+        (object, unknown)
+    }
+
+    #[test]
+    fn objects_round_trip_keeping_every_field_sent() {
+        let sent = json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "default", "labels": {"a": "b"}},
+            "data": {"mode": "fast"}, "binaryData": {"blob": "AAE="}
+        });
+        let (object, unknown) = read(Kind::ConfigMap, sent.clone());
+        assert!(unknown.is_empty(), "{unknown:?}");
+        assert_eq!(object.metadata.as_ref().unwrap().name, "settings");
+        assert_eq!(to_json(&object), sent);
+    }
+
+    #[test]
+    fn the_schema_refuses_wrong_types_naming_the_field_and_reports_unknown_ones() {
+        let mut unknown = Vec::new();
+        let e = from_json(
+            Kind::Job,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"backoffLimit": "many"}}),
+            &mut unknown,
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "spec.backoffLimit", "{e:?}");
+
+        let (object, unknown) = read(
+            Kind::ConfigMap,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+                   "data": {}, "colour": "blue"}),
+        );
+        assert_eq!(unknown, vec!["colour".to_owned()]);
+        assert_eq!(content(&object)["colour"], "blue");
+    }
+
+    #[test]
+    fn status_is_kept_apart_from_what_the_object_wants() {
+        let (mut a, _) = read(
+            Kind::Job,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"parallelism": 2}, "status": {"active": 1}}),
+        );
+        let (b, _) = read(
+            Kind::Job,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"parallelism": 2}, "status": {"succeeded": 3}}),
+        );
+        assert!(same_spec(&a, &b));
+        copy_status(&mut a, &b);
+        assert_eq!(content(&a)["status"], json!({"succeeded": 3}));
+    }
+
+    #[test]
+    fn kubernetes_defaults_are_set_and_what_was_given_is_kept() {
+        let (mut job, _) = read(
+            Kind::Job,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"backoffLimit": 2, "template": {"spec": {"restartPolicy": "Never",
+                     "containers": [{"name": "c", "image": "busybox"}]}}}}),
+        );
+        apply_defaults(Kind::Job, &mut job);
+        let spec = &content(&job)["spec"];
+        assert_eq!(spec["backoffLimit"], 2);
+        assert_eq!(spec["completions"], 1);
+        assert_eq!(spec["parallelism"], 1);
+        assert_eq!(spec["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(
+            spec["template"]["spec"]["containers"][0]["imagePullPolicy"],
+            "Always"
+        );
+
+        let (mut sc, _) = read(
+            Kind::StorageClass,
+            json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                   "metadata": {"name": "local"}, "provisioner": "x"}),
+        );
+        apply_defaults(Kind::StorageClass, &mut sc);
+        let c = content(&sc);
+        assert_eq!(c["reclaimPolicy"], "Delete");
+        assert!(c.get("spec").is_none(), "{c:?}");
+    }
+
+    #[test]
+    fn what_the_schema_allows_but_kubernetes_refuses_is_refused() {
+        let (job, _) = read(
+            Kind::Job,
+            json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                   "spec": {"template": {"spec": {"restartPolicy": "Always",
+                     "containers": [{"name": "c", "image": "busybox"}]}}}}),
+        );
+        let problems = validate(Kind::Job, &job);
+        assert_eq!(
+            problems[0].0, "spec.template.spec.restartPolicy",
+            "{problems:?}"
+        );
+
+        let (cron, _) = read(
+            Kind::CronJob,
+            json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                   "spec": {"schedule": "every day", "jobTemplate": {"spec": {"template": {"spec": {
+                     "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}}),
+        );
+        assert_eq!(validate(Kind::CronJob, &cron)[0].0, "spec.schedule");
+        assert!(cron_schedule_ok("*/5 * * * *"));
+        assert!(cron_schedule_ok("@hourly"));
+        assert!(cron_schedule_ok("CRON_TZ=UTC 0 3 * * 1-5"));
+        assert!(!cron_schedule_ok("* * *"));
+
+        let (pvc, _) = read(
+            Kind::PersistentVolumeClaim,
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "p"},
+                   "spec": {}}),
+        );
+        let fields: Vec<String> = validate(Kind::PersistentVolumeClaim, &pvc)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+    }
+}
