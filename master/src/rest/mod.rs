@@ -14,6 +14,8 @@
 pub mod discovery;
 pub mod patch;
 pub mod path;
+pub mod protobuf;
+mod protobuf_schema;
 mod resources;
 pub mod selectors;
 pub mod status;

@@ -21,7 +21,7 @@ use super::path::ResourcePath;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
 use super::watch::{WatchPlan, WatchTarget};
-use super::wire::{self, FieldValidation};
+use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::ApiService;
 use crate::objects::registry::{self, KindInfo, Subresource};
@@ -267,7 +267,7 @@ impl<'a> Call<'a> {
         wire::check_against_url(&mut value, info, self.path.namespace.as_deref())?;
         let validation =
             FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
-        wire::decode(info, value, validation)
+        wire::decode(info, value, validation, BodyOrigin::of(&content_type))
     }
 
     async fn create(
@@ -422,7 +422,8 @@ impl<'a> Call<'a> {
                     }
                     let pinned = patched["metadata"]["resourceVersion"].as_str()
                         != Some(current_rv.as_str());
-                    let (mut object, warnings) = wire::decode(info, patched, validation)?;
+                    let (mut object, warnings) =
+                        wire::decode(info, patched, validation, BodyOrigin::Text)?;
                     if !pinned {
                         // Conditional on what was read: a concurrent write
                         // makes this attempt fail, and the patch is applied

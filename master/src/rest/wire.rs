@@ -43,6 +43,9 @@ pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, RestError> {
             .map_err(|e| {
                 RestError::bad_request(format!("the request body is not valid YAML: {e}"))
             }),
+        super::protobuf::CONTENT_TYPE => super::protobuf::decode(body).map_err(|e| {
+            RestError::bad_request(format!("the protobuf request body cannot be read: {e}"))
+        }),
         "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
             RestError::bad_request(format!(
                 "the request body is not valid JSON: {e} (line {}, column {})",
@@ -52,7 +55,7 @@ pub fn parse_body(body: &[u8], content_type: &str) -> Result<Value, RestError> {
         }),
         other => Err(RestError::unsupported_media_type(
             other,
-            "application/json, application/yaml",
+            "application/json, application/yaml, application/vnd.kubernetes.protobuf",
         )),
     }
 }
@@ -154,12 +157,19 @@ pub fn decode(
     info: &KindInfo,
     mut value: Value,
     validation: FieldValidation,
+    origin: BodyOrigin,
 ) -> Result<(Object, Vec<String>), RestError> {
     // `null` means "not set" (kubectl sends `creationTimestamp: null`).
     strip_nulls(&mut value);
     let name = value["metadata"]["name"].as_str().unwrap_or("").to_owned();
-    let (object, unknown) = object_from_json(info.kind, value)
+    let kept = (origin == BodyOrigin::Protobuf).then(|| value.clone());
+    let (object, mut unknown) = object_from_json(info.kind, value)
         .map_err(|e| RestError::invalid(info, &name, vec![(e.path.clone(), e.message.clone())]))?;
+    if let Some(sent) = kept {
+        // Go writes every field that is not a pointer, set or not: an empty
+        // one that skiff does not know was not asked for.
+        unknown.retain(|path| !value_at(&sent, path).is_none_or(is_zero));
+    }
     let mut warnings: Vec<String> = match validation {
         FieldValidation::Strict if !unknown.is_empty() => {
             return Err(RestError::bad_request(format!(
@@ -179,6 +189,48 @@ pub fn decode(
     };
     warnings.extend(crate::objects::unsupported::warnings(&object));
     Ok((object, warnings))
+}
+
+/// Where a request body came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyOrigin {
+    /// JSON or YAML, as the client wrote it.
+    Text,
+    /// Kubernetes protobuf, decoded: it carries every non-pointer field of
+    /// the Go type, empty ones too.
+    Protobuf,
+}
+
+impl BodyOrigin {
+    pub fn of(content_type: &str) -> BodyOrigin {
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if media == super::protobuf::CONTENT_TYPE {
+            BodyOrigin::Protobuf
+        } else {
+            BodyOrigin::Text
+        }
+    }
+}
+
+/// The value at a dotted field path (`spec.containers.0.stdin`).
+fn value_at<'v>(value: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(value, |at, segment| match at {
+        Value::Object(map) => map.get(segment),
+        Value::Array(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => None,
+    })
+}
+
+/// `""`, `0`, `false`, `{}` or `[]` (or objects and arrays of only those).
+fn is_zero(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(items) => items.iter().all(is_zero),
+        Value::Object(map) => map.values().all(is_zero),
+    }
 }
 
 /// Removes every `null` member of every object in `value`.
@@ -317,20 +369,37 @@ mod tests {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "namespace": "d"},
                    "spec": {"containers": [{"name": "c", "image": "i", "colour": "blue"}]}})
         };
-        let e = decode(pods, body(), FieldValidation::Strict).unwrap_err();
+        let e = decode(pods, body(), FieldValidation::Strict, BodyOrigin::Text).unwrap_err();
         assert!(
             e.message.contains("spec.containers.0.colour"),
             "{}",
             e.message
         );
-        let (_, warnings) = decode(pods, body(), FieldValidation::Warn).unwrap();
+        let (_, warnings) = decode(pods, body(), FieldValidation::Warn, BodyOrigin::Text).unwrap();
         assert_eq!(
             warnings,
             vec!["unknown field \"spec.containers.0.colour\"".to_owned()]
         );
-        let (_, warnings) = decode(pods, body(), FieldValidation::Ignore).unwrap();
+        let (_, warnings) =
+            decode(pods, body(), FieldValidation::Ignore, BodyOrigin::Text).unwrap();
         assert!(warnings.is_empty());
         assert!(FieldValidation::parse(Some("Loose")).is_err());
+    }
+
+    #[test]
+    fn empty_fields_skiff_does_not_know_are_ignored_in_protobuf_bodies_only() {
+        let pods = info(Kind::Pod);
+        let body = |tty: Value| {
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "selfLink": ""},
+                   "spec": {"containers": [{"name": "c", "image": "i", "tty": tty}]}})
+        };
+        let strict = FieldValidation::Strict;
+        let (_, warnings) = decode(pods, body(json!(false)), strict, BodyOrigin::Protobuf).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        let e = decode(pods, body(json!(true)), strict, BodyOrigin::Protobuf).unwrap_err();
+        assert!(e.message.contains("tty"), "{}", e.message);
+        let e = decode(pods, body(json!(false)), strict, BodyOrigin::Text).unwrap_err();
+        assert!(e.message.contains("selfLink"), "{}", e.message);
     }
 
     #[test]
@@ -347,6 +416,7 @@ mod tests {
             pods,
             json!({"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "a"}, "spec": {"containers": "no"}}),
             FieldValidation::Warn,
+            BodyOrigin::Text,
         )
         .unwrap_err();
         assert_eq!(e.code, http::StatusCode::UNPROCESSABLE_ENTITY);
