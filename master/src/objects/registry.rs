@@ -13,6 +13,10 @@ pub enum Subresource {
     Status,
     /// `scale`: an `autoscaling/v1` Scale of `spec.replicas`.
     Scale,
+    /// `log`: a pod's container log, as text.
+    Log,
+    /// `proxy`: HTTP relayed to a pod, or to one of a service's endpoints.
+    Proxy,
 }
 
 impl Subresource {
@@ -21,12 +25,19 @@ impl Subresource {
         match self {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
+            Subresource::Log => "log",
+            Subresource::Proxy => "proxy",
         }
     }
 
-    /// The verbs discovery lists for it.
+    /// The verbs discovery lists for it (kube-apiserver's lists: any HTTP
+    /// method goes through a proxy, and discovery names five verbs for it).
     pub fn verbs(self) -> &'static [&'static str] {
-        &["get", "patch", "update"]
+        match self {
+            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Log => &["get"],
+            Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
+        }
     }
 }
 
@@ -97,7 +108,7 @@ pub const KINDS: [KindInfo; 8] = [
         namespaced: true,
         short_names: &["po"],
         categories: &["all"],
-        subresources: &[Subresource::Status],
+        subresources: &[Subresource::Log, Subresource::Proxy, Subresource::Status],
     },
     KindInfo {
         kind: Kind::Service,
@@ -109,7 +120,7 @@ pub const KINDS: [KindInfo; 8] = [
         namespaced: true,
         short_names: &["svc"],
         categories: &["all"],
-        subresources: &[Subresource::Status],
+        subresources: &[Subresource::Proxy, Subresource::Status],
     },
     KindInfo {
         kind: Kind::Endpoints,
@@ -275,5 +286,22 @@ mod tests {
             assert_eq!(i.api_version, group_version(i.group, i.version));
         }
         assert_eq!(groups(), vec![("apps", vec!["v1"])]);
+    }
+
+    #[test]
+    fn pods_serve_log_and_proxy_and_services_proxy() {
+        let pods = info(Kind::Pod);
+        assert!(pods.has(Subresource::Log));
+        assert!(pods.has(Subresource::Proxy));
+        let services = info(Kind::Service);
+        assert!(services.has(Subresource::Proxy));
+        assert!(!services.has(Subresource::Log));
+        assert!(!info(Kind::Deployment).has(Subresource::Proxy));
+        assert_eq!(Subresource::Log.name(), "log");
+        assert_eq!(Subresource::Log.verbs(), ["get"]);
+        assert_eq!(
+            Subresource::Proxy.verbs(),
+            ["create", "delete", "get", "patch", "update"]
+        );
     }
 }
