@@ -156,8 +156,9 @@ where
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback (`/metrics`, `/healthz`, `/readyz`);
-/// returns the status code and the body.
+/// A plain HTTP/1.1 GET on loopback (`/metrics`, `/healthz`, `/readyz`,
+/// a page through `kubectl proxy`); returns the status code and the body
+/// (de-chunked when it came chunked).
 pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     use anyhow::Context;
     use std::io::{Read, Write};
@@ -174,11 +175,33 @@ pub fn http_get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .context("status line")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((text.as_str(), ""));
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunked(body)?
+    } else {
+        body.to_string()
+    };
     Ok((status, body))
+}
+
+/// The body of an HTTP/1.1 chunked transfer encoding.
+fn dechunked(mut rest: &str) -> anyhow::Result<String> {
+    use anyhow::Context;
+    let mut body = String::new();
+    loop {
+        let (line, after) = rest.split_once("\r\n").context("no chunk size line")?;
+        let hex = line.split(';').next().unwrap_or_default().trim();
+        let size = usize::from_str_radix(hex, 16).context("chunk size")?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.push_str(after.get(..size).context("short chunk")?);
+        let next = after.get(size..).and_then(|r| r.strip_prefix("\r\n"));
+        rest = next.context("chunk not ended by CRLF")?;
+    }
 }
 
 /// One unlabelled sample (`name value`) from the `/metrics` at `addr`.

@@ -13,6 +13,10 @@ pub enum Subresource {
     Status,
     /// `scale`: an `autoscaling/v1` Scale of `spec.replicas`.
     Scale,
+    /// `log`: a pod's container log, as text.
+    Log,
+    /// `proxy`: HTTP relayed to a pod, or to one of a service's endpoints.
+    Proxy,
 }
 
 impl Subresource {
@@ -21,12 +25,19 @@ impl Subresource {
         match self {
             Subresource::Status => "status",
             Subresource::Scale => "scale",
+            Subresource::Log => "log",
+            Subresource::Proxy => "proxy",
         }
     }
 
-    /// The verbs discovery lists for it.
+    /// The verbs discovery lists for it (kube-apiserver's lists: any HTTP
+    /// method goes through a proxy, and discovery names five verbs for it).
     pub fn verbs(self) -> &'static [&'static str] {
-        &["get", "patch", "update"]
+        match self {
+            Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
+            Subresource::Log => &["get"],
+            Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
+        }
     }
 }
 
@@ -77,6 +88,8 @@ pub const VERBS: [&str; 8] = [
 
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+const POD: &[Subresource] = &[Subresource::Log, Subresource::Proxy, Subresource::Status];
+const SERVICE: &[Subresource] = &[Subresource::Proxy, Subresource::Status];
 const ALL: &[&str] = &["all"];
 
 /// One registry entry; `api_version` must be `group/version` (tested).
@@ -131,8 +144,8 @@ use Model::{Generic, Typed};
 pub const KINDS: [KindInfo; 33] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
-    entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, STATUS, Typed),
-    entry(Kind::Service, "Service", CORE, ("services", "service"), true, &["svc"], ALL, STATUS, Typed),
+    entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
+    entry(Kind::Service, "Service", CORE, ("services", "service"), true, &["svc"], ALL, SERVICE, Typed),
     entry(Kind::Endpoints, "Endpoints", CORE, ("endpoints", "endpoints"), true, &["ep"], &[], &[], Typed),
     entry(Kind::Secret, "Secret", CORE, ("secrets", "secret"), true, &[], &[], &[], Typed),
     entry(Kind::ConfigMap, "ConfigMap", CORE, ("configmaps", "configmap"), true, &["cm"], &[], &[], Generic),
@@ -374,6 +387,23 @@ mod tests {
         assert_eq!(
             by_resource("batch", "v1", "cronjobs").map(|i| (i.kind, i.model)),
             Some((Kind::CronJob, Model::Generic))
+        );
+    }
+
+    #[test]
+    fn pods_serve_log_and_proxy_and_services_proxy() {
+        let pods = info(Kind::Pod);
+        assert!(pods.has(Subresource::Log));
+        assert!(pods.has(Subresource::Proxy));
+        let services = info(Kind::Service);
+        assert!(services.has(Subresource::Proxy));
+        assert!(!services.has(Subresource::Log));
+        assert!(!info(Kind::Deployment).has(Subresource::Proxy));
+        assert_eq!(Subresource::Log.name(), "log");
+        assert_eq!(Subresource::Log.verbs(), ["get"]);
+        assert_eq!(
+            Subresource::Proxy.verbs(),
+            ["create", "delete", "get", "patch", "update"]
         );
     }
 }

@@ -6,6 +6,7 @@
 use serde_json::{json, Value};
 
 use crate::objects::registry::{self, KindInfo, Subresource, VERBS};
+use crate::objects::Kind;
 
 /// The Kubernetes version skiff's API corresponds to. Charts and clients
 /// compare against it.
@@ -98,7 +99,19 @@ fn subresource_kind(
 ) -> (&'static str, &'static str, &'static str) {
     match subresource {
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
-        Subresource::Status => (info.group, info.version, info.kind.name()),
+        Subresource::Status | Subresource::Log => (info.group, info.version, info.kind.name()),
+        Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
+    }
+}
+
+/// The kind kube-apiserver names a proxy subresource after
+/// (`PodProxyOptions`, `ServiceProxyOptions`).
+fn proxy_options_kind(info: &KindInfo) -> &'static str {
+    match info.kind {
+        Kind::Pod => "PodProxyOptions",
+        Kind::Service => "ServiceProxyOptions",
+        Kind::Node => "NodeProxyOptions",
+        other => other.name(),
     }
 }
 
@@ -271,6 +284,57 @@ mod tests {
         assert_eq!(
             groups()["groups"][0]["preferredVersion"]["groupVersion"],
             "apps/v1"
+        );
+    }
+
+    #[test]
+    fn pods_list_log_and_proxy_and_services_proxy_as_kube_apiserver_does() {
+        let core = resources("", "v1").unwrap();
+        let entry = |name: &str| -> Value {
+            core["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .cloned()
+                .unwrap_or_else(|| panic!("{name} is not listed"))
+        };
+        let log = entry("pods/log");
+        assert_eq!(log["kind"], "Pod");
+        assert_eq!(log["verbs"], json!(["get"]));
+        let proxy = entry("pods/proxy");
+        assert_eq!(proxy["kind"], "PodProxyOptions");
+        assert_eq!(
+            proxy["verbs"],
+            json!(["create", "delete", "get", "patch", "update"])
+        );
+        assert!(proxy.get("group").is_none(), "{proxy}");
+        let service_proxy = entry("services/proxy");
+        assert_eq!(service_proxy["kind"], "ServiceProxyOptions");
+        assert_eq!(service_proxy["verbs"], proxy["verbs"]);
+        assert_eq!(
+            entry("pods/status")["verbs"],
+            json!(["get", "patch", "update"])
+        );
+
+        let core = aggregated(true);
+        let pods = core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .unwrap();
+        let subresources: Vec<&str> = pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subresource"].as_str().unwrap())
+            .collect();
+        assert_eq!(subresources, ["log", "proxy", "status"]);
+        assert_eq!(pods["subresources"][0]["verbs"], json!(["get"]));
+        assert_eq!(
+            pods["subresources"][1]["responseKind"],
+            json!({"group": "", "version": "v1", "kind": "PodProxyOptions"})
         );
     }
 

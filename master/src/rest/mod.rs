@@ -7,15 +7,19 @@
 //! same authorization, validation and leader routing apply to both. This
 //! module turns URLs, query parameters and bodies into those calls, and
 //! their answers into Kubernetes JSON, Tables, watch streams and `Status`
-//! errors. `/version` and the health checks are open, as kube-apiserver
-//! keeps them for anonymous callers; everything else needs a client
-//! certificate signed by the cluster CA.
+//! errors; two subresources answer something else: a pod's log as text
+//! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]).
+//! `/version` and the health checks are open, as kube-apiserver keeps them
+//! for anonymous callers; everything else needs a client certificate
+//! signed by the cluster CA.
 
 pub mod discovery;
 pub mod patch;
 pub mod path;
+mod pod_logs;
 pub mod protobuf;
 mod protobuf_schema;
+mod proxy;
 mod resources;
 pub mod selectors;
 pub mod status;
@@ -161,6 +165,7 @@ impl RestApi {
                     api: &self.api,
                     peer: &peer,
                     method: &parts.method,
+                    uri: &parts.uri,
                     path: &resource,
                     query: &query,
                     headers: &parts.headers,
@@ -187,6 +192,13 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, RestError> {
             "reading the request body: {e}"
         ))),
     }
+}
+
+/// A gRPC request of the API service, made as the REST caller `peer`.
+pub(crate) fn as_caller<T>(peer: &PeerInfo, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(peer.clone());
+    request
 }
 
 pub(crate) fn parse_query(query: Option<&str>) -> Query {

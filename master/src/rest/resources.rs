@@ -2,13 +2,15 @@
 //! `limit`/`continue`), watch (in [`super::watch`]), create (`dryRun`,
 //! `generateName`), update, patch (three types), delete (preconditions),
 //! deletecollection, and the `status` and `scale` subresources. Each is one
-//! or more calls of the gRPC API service with the caller's identity.
+//! or more calls of the gRPC API service with the caller's identity. The
+//! `log` and `proxy` subresources are handed to [`super::pod_logs`] and
+//! [`super::proxy`].
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use base64::Engine;
-use http::{header, HeaderMap, Method, Response, StatusCode};
+use http::{header, HeaderMap, Method, Response, StatusCode, Uri};
 use serde_json::{json, Value};
 use skiff_proto::api::api_server::Api;
 use skiff_proto::api::{
@@ -18,6 +20,8 @@ use skiff_security::PeerInfo;
 use tokio_util::sync::CancellationToken;
 
 use super::path::ResourcePath;
+use super::pod_logs::{LogQuery, LogRequest};
+use super::proxy::ProxyRequest;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
 use super::watch::{WatchPlan, WatchTarget};
@@ -35,6 +39,8 @@ pub(super) struct Call<'a> {
     pub api: &'a Arc<ApiService>,
     pub peer: &'a PeerInfo,
     pub method: &'a Method,
+    /// The request's URI as sent (a proxy forwards its query as it is).
+    pub uri: &'a Uri,
     pub path: &'a ResourcePath,
     pub query: &'a Query,
     pub headers: &'a HeaderMap,
@@ -62,6 +68,17 @@ impl<'a> Call<'a> {
         {
             return Err(not_found_resource(path));
         }
+        // `log` and `proxy` answer something other than the object, and a
+        // proxy's name may carry a port: they go their own way.
+        match (path.subresource.as_deref(), path.name.as_deref()) {
+            (Some("log"), Some(name)) if info.has(Subresource::Log) => {
+                return self.log(name).await;
+            }
+            (Some("proxy"), Some(name)) if info.has(Subresource::Proxy) => {
+                return self.proxy(info, name, body).await;
+            }
+            _ => {}
+        }
         let view = match path.subresource.as_deref() {
             None => View::Object,
             Some("status") if info.has(Subresource::Status) => View::Status,
@@ -81,6 +98,44 @@ impl<'a> Call<'a> {
             }
             (method, _) => Err(RestError::method_not_allowed(&method, info.resource)),
         }
+    }
+
+    /// `GET pods/NAME/log`.
+    async fn log(&self, name: &str) -> Result<Response<Body>, RestError> {
+        if *self.method != Method::GET {
+            return Err(RestError::method_not_allowed(self.method, "pods/log"));
+        }
+        let query = LogQuery::parse(self.query)?;
+        let request = LogRequest {
+            api: self.api,
+            peer: self.peer,
+            namespace: self.namespace(),
+            name,
+            shutdown: self.shutdown.clone(),
+        };
+        super::pod_logs::serve(request, query).await
+    }
+
+    /// Any method on `pods/NAME[:PORT]/proxy/...` or
+    /// `services/NAME[:PORT]/proxy/...`.
+    async fn proxy(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        body: bytes::Bytes,
+    ) -> Result<Response<Body>, RestError> {
+        let request = ProxyRequest {
+            api: self.api,
+            peer: self.peer,
+            method: self.method,
+            uri: self.uri,
+            headers: self.headers,
+            namespace: self.namespace(),
+            name,
+            tail: &self.path.tail,
+            shutdown: self.shutdown.clone(),
+        };
+        super::proxy::serve(info, request, body).await
     }
 
     async fn watch(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
