@@ -6,12 +6,22 @@
 //! the columns it is given, so these are Kubernetes' own: the same names,
 //! types and priorities (like the API server, every row carries the `-o wide`
 //! cells too, and kubectl hides the priority-1 columns), with cells computed
-//! the same way: a pod's STATUS from its containers' states, AGE as
-//! apimachinery's `HumanDuration`. Objects are read as Kubernetes JSON, and
-//! defensively: a missing field prints as kubectl prints it (`<none>`, `0`,
-//! `<unknown>`), and a kind without a printer gets the API server's default
-//! columns, Name and Created At. Nothing here fails; bad input gives a cell
-//! such as `<invalid>`.
+//! the same way: a pod's STATUS from its containers' states, a Job's from its
+//! conditions, an autoscaler's TARGETS from its metrics and their current
+//! values, AGE as apimachinery's `HumanDuration`. Every kind skiff serves
+//! has its printer (core: Pod, Node, Namespace, Service, Endpoints, Secret,
+//! ConfigMap, ServiceAccount, Event, PersistentVolume(Claim), ResourceQuota;
+//! apps: Deployment, ReplicaSet, DaemonSet, StatefulSet, ControllerRevision;
+//! batch: Job, CronJob; networking: Ingress, IngressClass, NetworkPolicy;
+//! RBAC bindings; PodDisruptionBudget; HorizontalPodAutoscaler; StorageClass,
+//! CSIDriver; Lease; EndpointSlice; PriorityClass), except the kinds
+//! Kubernetes has none for either (Role, ClusterRole, LimitRange), which get
+//! the API server's default columns, Name and Created At. Objects are read
+//! as Kubernetes JSON, and defensively: a missing field prints as kubectl
+//! prints it (`<none>`, `<unset>`, `0`, `<unknown>`). Quantities print as
+//! the object holds them (the API server stores them canonical; skiff keeps
+//! what was sent). Nothing here fails; bad input gives a cell such as
+//! `<invalid>`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -25,8 +35,9 @@ use time::{OffsetDateTime, UtcOffset};
 pub struct Column {
     /// The header, in Kubernetes' capitalisation ("Name", "Nominated Node").
     pub name: &'static str,
-    /// The OpenAPI type of the cells: "string", "integer" or "date". As in
-    /// Kubernetes, a few count columns say "string" and hold integers.
+    /// The OpenAPI type of the cells: "string", "integer", "boolean" or
+    /// "date". As in Kubernetes, a few columns say "string" and hold
+    /// integers or booleans, and CronJob's "boolean" SUSPEND holds strings.
     pub value_type: &'static str,
     /// "name" for a column holding the object's name, else "".
     pub format: &'static str,
@@ -55,8 +66,8 @@ pub fn columns(kind: &str) -> &'static [Column] {
 }
 
 /// The cells of `object`'s row, one per column of [`columns`], in order:
-/// strings, or integers where Kubernetes puts integers. Ages are counted up
-/// to `now`.
+/// strings, or integers and booleans where Kubernetes puts them. Ages are
+/// counted up to `now`.
 pub fn cells(kind: &str, object: &Value, now: OffsetDateTime) -> Vec<Value> {
     Printer::of(kind).cells(object, now)
 }
@@ -440,6 +451,454 @@ const EVENT_COLUMNS: &[Column] = &[
     },
 ];
 
+const JOB_SELECTOR: Column = wide(
+    "Selector",
+    "string",
+    "A label query over pods that should match the pod count.",
+);
+
+const JOB_COLUMNS: &[Column] = &[
+    NAME,
+    column("Status", "string", "Status of the job."),
+    column(
+        "Completions",
+        "string",
+        "The number of pods which reached phase Succeeded.",
+    ),
+    column("Duration", "string", "Time required to complete the job."),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    JOB_SELECTOR,
+];
+
+const CRON_JOB_COLUMNS: &[Column] = &[
+    NAME,
+    column("Schedule", "string", "The schedule in Cron format."),
+    column(
+        "Timezone",
+        "string",
+        "The time zone name for the given schedule.",
+    ),
+    column(
+        "Suspend",
+        "boolean",
+        "This flag tells the controller to suspend subsequent executions.",
+    ),
+    column(
+        "Active",
+        "integer",
+        "A list of pointers to currently running jobs.",
+    ),
+    column(
+        "Last Schedule",
+        "string",
+        "The last time the job was successfully scheduled.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    JOB_SELECTOR,
+];
+
+const DAEMON_SET_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Desired",
+        "integer",
+        "The total number of nodes that should be running the daemon pod.",
+    ),
+    column(
+        "Current",
+        "integer",
+        "The number of nodes running at least one daemon pod that should run it.",
+    ),
+    column(
+        "Ready",
+        "integer",
+        "The number of nodes that should run the daemon pod and have a ready one.",
+    ),
+    column(
+        "Up-to-date",
+        "integer",
+        "The total number of nodes that are running updated daemon pod",
+    ),
+    column(
+        "Available",
+        "integer",
+        "The number of nodes that should run the daemon pod and have an available one.",
+    ),
+    column(
+        "Node Selector",
+        "string",
+        "A selector which must be true for the pod to fit on a node.",
+    ),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+    wide(
+        "Selector",
+        "string",
+        "A label query over pods that are managed by the daemon set.",
+    ),
+];
+
+const STATEFUL_SET_COLUMNS: &[Column] = &[
+    NAME,
+    column("Ready", "string", "Number of the pod with ready state"),
+    AGE,
+    CONTAINERS,
+    IMAGES,
+];
+
+const CONTROLLER_REVISION_COLUMNS: &[Column] = &[
+    NAME,
+    column("Controller", "string", "Controller of the object"),
+    column(
+        "Revision",
+        "string",
+        "Revision indicates the revision of the state represented by Data.",
+    ),
+    AGE,
+];
+
+const PERSISTENT_VOLUME_CLAIM_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Status",
+        "string",
+        "phase represents the current phase of PersistentVolumeClaim.",
+    ),
+    column(
+        "Volume",
+        "string",
+        "volumeName is the binding reference to the PersistentVolume backing this claim.",
+    ),
+    column(
+        "Capacity",
+        "string",
+        "capacity represents the actual resources of the underlying volume.",
+    ),
+    column(
+        "Access Modes",
+        "string",
+        "accessModes contains the actual access modes the volume backing the PVC has.",
+    ),
+    column("StorageClass", "string", "StorageClass of the pvc"),
+    column(
+        "VolumeAttributesClass",
+        "string",
+        "VolumeAttributesClass of the pvc",
+    ),
+    AGE,
+    wide(
+        "VolumeMode",
+        "string",
+        "volumeMode defines what type of volume is required by the claim.",
+    ),
+];
+
+const PERSISTENT_VOLUME_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Capacity",
+        "string",
+        "capacity is the description of the persistent volume's resources and capacity.",
+    ),
+    column(
+        "Access Modes",
+        "string",
+        "accessModes contains all ways the volume can be mounted.",
+    ),
+    column(
+        "Reclaim Policy",
+        "string",
+        "What happens to a persistent volume when released from its claim.",
+    ),
+    column(
+        "Status",
+        "string",
+        "phase indicates if a volume is available, bound to a claim, or released by a claim.",
+    ),
+    column(
+        "Claim",
+        "string",
+        "The claim bound to this volume (claimRef), as namespace/name.",
+    ),
+    column("StorageClass", "string", "StorageClass of the pv"),
+    column(
+        "VolumeAttributesClass",
+        "string",
+        "VolumeAttributesClass of the pv",
+    ),
+    column(
+        "Reason",
+        "string",
+        "A brief CamelCase string that describes any failure.",
+    ),
+    AGE,
+    wide(
+        "VolumeMode",
+        "string",
+        "Whether the volume holds a formatted filesystem or stays a raw block device.",
+    ),
+];
+
+const INGRESS_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Class",
+        "string",
+        "The name of the IngressClass resource that should be used for additional configuration",
+    ),
+    column(
+        "Hosts",
+        "string",
+        "Hosts that incoming requests are matched against before the ingress rule",
+    ),
+    column(
+        "Address",
+        "string",
+        "Address is a list containing ingress points for the load-balancer",
+    ),
+    column("Ports", "string", "Ports of TLS configurations that open"),
+    AGE,
+];
+
+const INGRESS_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Controller",
+        "string",
+        "Controller that is responsible for handling this class",
+    ),
+    column(
+        "Parameters",
+        "string",
+        "A reference to a resource with additional parameters",
+    ),
+    AGE,
+];
+
+const NETWORK_POLICY_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Pod-Selector",
+        "string",
+        "Selects the pods to which this NetworkPolicy object applies.",
+    ),
+    AGE,
+];
+
+const ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Role",
+        "string",
+        "RoleRef can reference a Role in the current namespace or a ClusterRole.",
+    ),
+    AGE,
+    wide("Users", "string", "Users in the roleBinding"),
+    wide("Groups", "string", "Groups in the roleBinding"),
+    wide(
+        "ServiceAccounts",
+        "string",
+        "ServiceAccounts in the roleBinding",
+    ),
+];
+
+const CLUSTER_ROLE_BINDING_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Role",
+        "string",
+        "RoleRef can only reference a ClusterRole in the global namespace.",
+    ),
+    AGE,
+    wide("Users", "string", "Users in the clusterRoleBinding"),
+    wide("Groups", "string", "Groups in the clusterRoleBinding"),
+    wide(
+        "ServiceAccounts",
+        "string",
+        "ServiceAccounts in the clusterRoleBinding",
+    ),
+];
+
+const POD_DISRUPTION_BUDGET_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Min Available",
+        "string",
+        "The minimum number of pods that must be available.",
+    ),
+    column(
+        "Max Unavailable",
+        "string",
+        "The maximum number of pods that may be unavailable.",
+    ),
+    column(
+        "Allowed Disruptions",
+        "integer",
+        "Calculated number of pods that may be disrupted at this time.",
+    ),
+    AGE,
+];
+
+const HORIZONTAL_POD_AUTOSCALER_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Reference",
+        "string",
+        "The scaled resource, whose Scale subresource the autoscaler sets.",
+    ),
+    column(
+        "Targets",
+        "string",
+        "The metrics used to calculate the desired replica count.",
+    ),
+    column(
+        "MinPods",
+        "string",
+        "The lower limit for the number of replicas.",
+    ),
+    column(
+        "MaxPods",
+        "string",
+        "The upper limit for the number of replicas.",
+    ),
+    column(
+        "Replicas",
+        "string",
+        "The current number of replicas of pods managed by this autoscaler.",
+    ),
+    AGE,
+];
+
+const STORAGE_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Provisioner",
+        "string",
+        "provisioner indicates the type of the provisioner.",
+    ),
+    column(
+        "ReclaimPolicy",
+        "string",
+        "The reclaimPolicy of dynamically provisioned PersistentVolumes.",
+    ),
+    column(
+        "VolumeBindingMode",
+        "string",
+        "How PersistentVolumeClaims should be provisioned and bound.",
+    ),
+    column(
+        "AllowVolumeExpansion",
+        "string",
+        "Whether the storage class allows volume expansion.",
+    ),
+    AGE,
+];
+
+const CSI_DRIVER_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "AttachRequired",
+        "boolean",
+        "Whether the CSI volume driver requires an attach operation.",
+    ),
+    column(
+        "PodInfoOnMount",
+        "boolean",
+        "Whether the driver requires pod information during mount operations.",
+    ),
+    column(
+        "StorageCapacity",
+        "boolean",
+        "Whether pod scheduling considers the storage capacity the driver reports.",
+    ),
+    column(
+        "TokenRequests",
+        "string",
+        "The audiences of the service account tokens the driver needs.",
+    ),
+    column(
+        "RequiresRepublish",
+        "boolean",
+        "Whether the driver wants NodePublishVolume called periodically.",
+    ),
+    column(
+        "Modes",
+        "string",
+        "The kinds of volumes the driver supports (volumeLifecycleModes).",
+    ),
+    AGE,
+];
+
+const LEASE_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Holder",
+        "string",
+        "The identity of the holder of the current lease.",
+    ),
+    AGE,
+];
+
+const ENDPOINT_SLICE_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "AddressType",
+        "string",
+        "The type of address carried by this EndpointSlice.",
+    ),
+    column(
+        "Ports",
+        "string",
+        "The network ports exposed by each endpoint in this slice.",
+    ),
+    column(
+        "Endpoints",
+        "string",
+        "The list of unique endpoints in this slice.",
+    ),
+    AGE,
+];
+
+const PRIORITY_CLASS_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Value",
+        "integer",
+        "value represents the integer value of this priority class.",
+    ),
+    column(
+        "Global-Default",
+        "boolean",
+        "Whether this is the default priority for pods without a priority class.",
+    ),
+    AGE,
+    column(
+        "PreemptionPolicy",
+        "string",
+        "The policy for preempting pods with lower priority.",
+    ),
+];
+
+const RESOURCE_QUOTA_COLUMNS: &[Column] = &[
+    NAME,
+    column(
+        "Request",
+        "string",
+        "Request represents a minimum amount of cpu/memory that a container may consume.",
+    ),
+    column(
+        "Limit",
+        "string",
+        "The maximum amount of cpu/memory that a container may use.",
+    ),
+    AGE,
+];
+
 /// The API server's table for kinds without a printer.
 const DEFAULT_COLUMNS: &[Column] = &[NAME, column("Created At", "date", CREATED_DOC)];
 
@@ -457,7 +916,27 @@ enum Printer {
     ConfigMap,
     ServiceAccount,
     Event,
-    /// Any other kind: Name and Created At.
+    Job,
+    CronJob,
+    DaemonSet,
+    StatefulSet,
+    ControllerRevision,
+    PersistentVolumeClaim,
+    PersistentVolume,
+    Ingress,
+    IngressClass,
+    NetworkPolicy,
+    RoleBinding,
+    ClusterRoleBinding,
+    PodDisruptionBudget,
+    HorizontalPodAutoscaler,
+    StorageClass,
+    CsiDriver,
+    Lease,
+    EndpointSlice,
+    PriorityClass,
+    ResourceQuota,
+    /// Any other kind (Role, ClusterRole, LimitRange): Name and Created At.
     Default,
 }
 
@@ -475,6 +954,26 @@ impl Printer {
             "ConfigMap" => Self::ConfigMap,
             "ServiceAccount" => Self::ServiceAccount,
             "Event" => Self::Event,
+            "Job" => Self::Job,
+            "CronJob" => Self::CronJob,
+            "DaemonSet" => Self::DaemonSet,
+            "StatefulSet" => Self::StatefulSet,
+            "ControllerRevision" => Self::ControllerRevision,
+            "PersistentVolumeClaim" => Self::PersistentVolumeClaim,
+            "PersistentVolume" => Self::PersistentVolume,
+            "Ingress" => Self::Ingress,
+            "IngressClass" => Self::IngressClass,
+            "NetworkPolicy" => Self::NetworkPolicy,
+            "RoleBinding" => Self::RoleBinding,
+            "ClusterRoleBinding" => Self::ClusterRoleBinding,
+            "PodDisruptionBudget" => Self::PodDisruptionBudget,
+            "HorizontalPodAutoscaler" => Self::HorizontalPodAutoscaler,
+            "StorageClass" => Self::StorageClass,
+            "CSIDriver" => Self::CsiDriver,
+            "Lease" => Self::Lease,
+            "EndpointSlice" => Self::EndpointSlice,
+            "PriorityClass" => Self::PriorityClass,
+            "ResourceQuota" => Self::ResourceQuota,
             _ => Self::Default,
         }
     }
@@ -492,6 +991,26 @@ impl Printer {
             Self::ConfigMap => CONFIG_MAP_COLUMNS,
             Self::ServiceAccount => SERVICE_ACCOUNT_COLUMNS,
             Self::Event => EVENT_COLUMNS,
+            Self::Job => JOB_COLUMNS,
+            Self::CronJob => CRON_JOB_COLUMNS,
+            Self::DaemonSet => DAEMON_SET_COLUMNS,
+            Self::StatefulSet => STATEFUL_SET_COLUMNS,
+            Self::ControllerRevision => CONTROLLER_REVISION_COLUMNS,
+            Self::PersistentVolumeClaim => PERSISTENT_VOLUME_CLAIM_COLUMNS,
+            Self::PersistentVolume => PERSISTENT_VOLUME_COLUMNS,
+            Self::Ingress => INGRESS_COLUMNS,
+            Self::IngressClass => INGRESS_CLASS_COLUMNS,
+            Self::NetworkPolicy => NETWORK_POLICY_COLUMNS,
+            Self::RoleBinding => ROLE_BINDING_COLUMNS,
+            Self::ClusterRoleBinding => CLUSTER_ROLE_BINDING_COLUMNS,
+            Self::PodDisruptionBudget => POD_DISRUPTION_BUDGET_COLUMNS,
+            Self::HorizontalPodAutoscaler => HORIZONTAL_POD_AUTOSCALER_COLUMNS,
+            Self::StorageClass => STORAGE_CLASS_COLUMNS,
+            Self::CsiDriver => CSI_DRIVER_COLUMNS,
+            Self::Lease => LEASE_COLUMNS,
+            Self::EndpointSlice => ENDPOINT_SLICE_COLUMNS,
+            Self::PriorityClass => PRIORITY_CLASS_COLUMNS,
+            Self::ResourceQuota => RESOURCE_QUOTA_COLUMNS,
             Self::Default => DEFAULT_COLUMNS,
         }
     }
@@ -509,6 +1028,25 @@ impl Printer {
             Self::ConfigMap => config_map_cells(object, now),
             Self::ServiceAccount => service_account_cells(object, now),
             Self::Event => event_cells(object, now),
+            Self::Job => job_cells(object, now),
+            Self::CronJob => cron_job_cells(object, now),
+            Self::DaemonSet => daemon_set_cells(object, now),
+            Self::StatefulSet => stateful_set_cells(object, now),
+            Self::ControllerRevision => controller_revision_cells(object, now),
+            Self::PersistentVolumeClaim => persistent_volume_claim_cells(object, now),
+            Self::PersistentVolume => persistent_volume_cells(object, now),
+            Self::Ingress => ingress_cells(object, now),
+            Self::IngressClass => ingress_class_cells(object, now),
+            Self::NetworkPolicy => network_policy_cells(object, now),
+            Self::RoleBinding | Self::ClusterRoleBinding => role_binding_cells(object, now),
+            Self::PodDisruptionBudget => pod_disruption_budget_cells(object, now),
+            Self::HorizontalPodAutoscaler => autoscaler_cells(object, now),
+            Self::StorageClass => storage_class_cells(object, now),
+            Self::CsiDriver => csi_driver_cells(object, now),
+            Self::Lease => lease_cells(object, now),
+            Self::EndpointSlice => endpoint_slice_cells(object, now),
+            Self::PriorityClass => priority_class_cells(object, now),
+            Self::ResourceQuota => resource_quota_cells(object, now),
             Self::Default => vec![name(object), created_at(object)],
         }
     }
@@ -932,11 +1470,7 @@ fn replica_set_cells(replica_set: &Value, now: OffsetDateTime) -> Vec<Value> {
     let spec = &replica_set["spec"];
     let status = &replica_set["status"];
     let (names, images) = container_cells(&spec["template"]["spec"]["containers"]);
-    // metav1.FormatLabelSelector.
-    let selector = match label_selector(&spec["selector"]) {
-        Some(selector) => or_none(&selector).to_owned(),
-        None => "<error>".to_owned(),
-    };
+    let selector = format_label_selector(&spec["selector"]);
     vec![
         name(replica_set),
         Value::from(number(&spec["replicas"])),
@@ -955,6 +1489,15 @@ fn container_cells(containers: &Value) -> (String, String) {
     let names: Vec<&str> = containers.iter().map(|c| text(&c["name"])).collect();
     let images: Vec<&str> = containers.iter().map(|c| text(&c["image"])).collect();
     (names.join(","), images.join(","))
+}
+
+/// metav1.FormatLabelSelector: the selector as [`label_selector`] writes
+/// it, "<none>" when it is empty or missing, "<error>" when it is invalid.
+fn format_label_selector(selector: &Value) -> String {
+    match label_selector(selector) {
+        Some(selector) => or_none(&selector).to_owned(),
+        None => "<error>".to_owned(),
+    }
 }
 
 /// A label selector as Kubernetes writes it (`LabelSelectorAsSelector`, then
@@ -1068,6 +1611,649 @@ fn event_cells(event: &Value, now: OffsetDateTime) -> Vec<Value> {
     ]
 }
 
+/// printJob. STATUS is the first of Complete, Failed, Terminating (being
+/// deleted), Suspended and FailureTarget that holds, else Running;
+/// COMPLETIONS is succeeded pods out of the completions asked for (without
+/// a count, "of" the parallelism when it is above one); DURATION runs from
+/// the start to the completion, or to `now`.
+fn job_cells(job: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &job["spec"];
+    let status = &job["status"];
+    let succeeded = number(&status["succeeded"]);
+    let parallelism = number(&spec["parallelism"]);
+    let completions = match spec["completions"].as_i64() {
+        Some(completions) => format!("{succeeded}/{completions}"),
+        None if parallelism > 1 => format!("{succeeded}/1 of {parallelism}"),
+        None => format!("{succeeded}/1"),
+    };
+    let started = timestamp(&status["startTime"]);
+    let duration = match (started, timestamp(&status["completionTime"])) {
+        (None, _) => String::new(),
+        (Some(start), None) => human_since(start, now),
+        (Some(start), Some(end)) => human_since(start, end),
+    };
+    let conditions = list(&status["conditions"]);
+    // hasJobCondition: the first condition of the type decides.
+    let holds = |kind: &str| condition(conditions, kind).is_some_and(is_true);
+    let deleting = !text(&job["metadata"]["deletionTimestamp"]).is_empty();
+    let state = if holds("Complete") {
+        "Complete"
+    } else if holds("Failed") {
+        "Failed"
+    } else if deleting {
+        "Terminating"
+    } else if holds("Suspended") {
+        "Suspended"
+    } else if holds("FailureTarget") {
+        "FailureTarget"
+    } else {
+        "Running"
+    };
+    let (names, images) = container_cells(&spec["template"]["spec"]["containers"]);
+    vec![
+        name(job),
+        Value::from(state),
+        Value::from(completions),
+        Value::from(duration),
+        age(job, now),
+        Value::from(names),
+        Value::from(images),
+        Value::from(format_label_selector(&spec["selector"])),
+    ]
+}
+
+/// printCronJob: the schedule and its time zone, SUSPEND as "True",
+/// "False" or "<unset>", how many of its jobs are active and how long ago
+/// it last scheduled one.
+fn cron_job_cells(cron_job: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &cron_job["spec"];
+    let status = &cron_job["status"];
+    let last_schedule = match &status["lastScheduleTime"] {
+        Value::Null => "<none>".to_owned(),
+        at => since(at, now),
+    };
+    let suspend = match spec["suspend"].as_bool() {
+        Some(true) => "True",
+        Some(false) => "False",
+        None => "<unset>",
+    };
+    let job_spec = &spec["jobTemplate"]["spec"];
+    let (names, images) = container_cells(&job_spec["template"]["spec"]["containers"]);
+    vec![
+        name(cron_job),
+        Value::from(text(&spec["schedule"])),
+        Value::from(spec["timeZone"].as_str().unwrap_or("<none>")),
+        Value::from(suspend),
+        Value::from(list(&status["active"]).len()),
+        Value::from(last_schedule),
+        age(cron_job, now),
+        Value::from(names),
+        Value::from(images),
+        Value::from(format_label_selector(&job_spec["selector"])),
+    ]
+}
+
+/// printDaemonSet: the scheduling counts from the status, and the pod
+/// template's node selector.
+fn daemon_set_cells(daemon_set: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &daemon_set["spec"];
+    let status = &daemon_set["status"];
+    let pod_spec = &spec["template"]["spec"];
+    let (names, images) = container_cells(&pod_spec["containers"]);
+    vec![
+        name(daemon_set),
+        Value::from(number(&status["desiredNumberScheduled"])),
+        Value::from(number(&status["currentNumberScheduled"])),
+        Value::from(number(&status["numberReady"])),
+        Value::from(number(&status["updatedNumberScheduled"])),
+        Value::from(number(&status["numberAvailable"])),
+        Value::from(format_labels(&pod_spec["nodeSelector"])),
+        age(daemon_set, now),
+        Value::from(names),
+        Value::from(images),
+        Value::from(format_label_selector(&spec["selector"])),
+    ]
+}
+
+/// printStatefulSet: READY is ready replicas out of desired ones.
+fn stateful_set_cells(stateful_set: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &stateful_set["spec"];
+    let ready = number(&stateful_set["status"]["readyReplicas"]);
+    let desired = number(&spec["replicas"]);
+    let (names, images) = container_cells(&spec["template"]["spec"]["containers"]);
+    vec![
+        name(stateful_set),
+        Value::from(format!("{ready}/{desired}")),
+        age(stateful_set, now),
+        Value::from(names),
+        Value::from(images),
+    ]
+}
+
+/// printControllerRevision: CONTROLLER is the owner reference marked as
+/// controller, as `kind.group/name`.
+fn controller_revision_cells(revision: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let owners = list(&revision["metadata"]["ownerReferences"]);
+    let controller = owners
+        .iter()
+        .find(|owner| owner["controller"].as_bool() == Some(true));
+    let controller = controller.map_or_else(|| "<none>".to_owned(), controller_name);
+    vec![
+        name(revision),
+        Value::from(controller),
+        Value::from(number(&revision["revision"])),
+        age(revision, now),
+    ]
+}
+
+/// formatResourceName of a controller reference: the lowercase group kind
+/// and the name (`daemonset.apps/fluentd`, `replicationcontroller/web`),
+/// the bare name when the reference has neither kind nor group.
+/// "<invalid>" for an apiVersion with two slashes, where Kubernetes fails
+/// the whole request.
+fn controller_name(owner: &Value) -> String {
+    let api_version = text(&owner["apiVersion"]);
+    // schema.ParseGroupVersion.
+    let group = match api_version.matches('/').count() {
+        0 => "",
+        1 => api_version.split('/').next().unwrap_or(""),
+        _ => return "<invalid>".to_owned(),
+    };
+    let kind = text(&owner["kind"]);
+    let owner_name = text(&owner["name"]);
+    let group_kind = match group {
+        "" => kind.to_owned(),
+        group => format!("{kind}.{group}"),
+    };
+    if group_kind.is_empty() {
+        return owner_name.to_owned();
+    }
+    format!("{}/{owner_name}", group_kind.to_lowercase())
+}
+
+/// printPersistentVolumeClaim: CAPACITY and ACCESS MODES come from the
+/// status once the claim is bound to a volume, and are empty before.
+fn persistent_volume_claim_cells(claim: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &claim["spec"];
+    let status = &claim["status"];
+    let volume = text(&spec["volumeName"]);
+    let (capacity, modes) = if volume.is_empty() {
+        (String::new(), String::new())
+    } else {
+        let capacity = quantity_or(&status["capacity"]["storage"], "0");
+        (capacity, access_modes(&status["accessModes"]))
+    };
+    vec![
+        name(claim),
+        Value::from(volume_phase(claim)),
+        Value::from(volume),
+        Value::from(capacity),
+        Value::from(modes),
+        Value::from(storage_class_name(claim)),
+        Value::from(or_unset(&spec["volumeAttributesClassName"])),
+        age(claim, now),
+        Value::from(or_unset(&spec["volumeMode"])),
+    ]
+}
+
+/// printPersistentVolume: CLAIM is the bound claim as `namespace/name`.
+fn persistent_volume_cells(volume: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &volume["spec"];
+    let claim = match &spec["claimRef"] {
+        Value::Null => String::new(),
+        claim => format!("{}/{}", text(&claim["namespace"]), text(&claim["name"])),
+    };
+    vec![
+        name(volume),
+        Value::from(quantity_or(&spec["capacity"]["storage"], "0")),
+        Value::from(access_modes(&spec["accessModes"])),
+        Value::from(text(&spec["persistentVolumeReclaimPolicy"])),
+        Value::from(volume_phase(volume)),
+        Value::from(claim),
+        Value::from(storage_class_name(volume)),
+        Value::from(or_unset(&spec["volumeAttributesClassName"])),
+        Value::from(text(&volume["status"]["reason"])),
+        age(volume, now),
+        Value::from(or_unset(&spec["volumeMode"])),
+    ]
+}
+
+/// A volume's or claim's STATUS: its phase, or Terminating once deleted.
+fn volume_phase(object: &Value) -> &str {
+    if !text(&object["metadata"]["deletionTimestamp"]).is_empty() {
+        return "Terminating";
+    }
+    text(&object["status"]["phase"])
+}
+
+/// The access modes and their short names, in the order
+/// GetAccessModesAsString lists them.
+const ACCESS_MODES: [(&str, &str); 4] = [
+    ("ReadWriteOnce", "RWO"),
+    ("ReadOnlyMany", "ROX"),
+    ("ReadWriteMany", "RWX"),
+    ("ReadWriteOncePod", "RWOP"),
+];
+
+/// GetAccessModesAsString: the short names of the modes in `modes`, each
+/// once, in Kubernetes' order whatever the object's.
+fn access_modes(modes: &Value) -> String {
+    let modes: Vec<&str> = list(modes).iter().map(text).collect();
+    let mut short = Vec::new();
+    for (mode, abbreviation) in ACCESS_MODES {
+        if modes.contains(&mode) {
+            short.push(abbreviation);
+        }
+    }
+    short.join(",")
+}
+
+const BETA_STORAGE_CLASS: &str = "volume.beta.kubernetes.io/storage-class";
+
+/// GetPersistentVolume(Claim)Class: the beta annotation when there is one,
+/// else `spec.storageClassName`.
+fn storage_class_name(object: &Value) -> &str {
+    let annotation = &object["metadata"]["annotations"][BETA_STORAGE_CLASS];
+    match annotation.as_str() {
+        Some(class) => class,
+        None => text(&object["spec"]["storageClassName"]),
+    }
+}
+
+/// How many hosts formatHosts lists before "+ N more...".
+const INGRESS_HOSTS_SHOWN: usize = 3;
+
+/// printIngress, with the API server's wide output (the address unclipped).
+fn ingress_cells(ingress: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &ingress["spec"];
+    let balancer = &ingress["status"]["loadBalancer"]["ingress"];
+    let address = load_balancer_addresses(balancer).join(",");
+    // formatPorts.
+    let ports = if list(&spec["tls"]).is_empty() {
+        "80"
+    } else {
+        "80, 443"
+    };
+    vec![
+        name(ingress),
+        Value::from(spec["ingressClassName"].as_str().unwrap_or("<none>")),
+        Value::from(ingress_hosts(list(&spec["rules"]))),
+        Value::from(address),
+        Value::from(ports),
+        age(ingress, now),
+    ]
+}
+
+/// formatHosts: the hosts of the first rules, up to three, then how many
+/// rules more there are; "*" when none names a host.
+fn ingress_hosts(rules: &[Value]) -> String {
+    let mut hosts = Vec::new();
+    let mut more = false;
+    for rule in rules {
+        if hosts.len() == INGRESS_HOSTS_SHOWN {
+            more = true;
+        }
+        let host = text(&rule["host"]);
+        if !more && !host.is_empty() {
+            hosts.push(host);
+        }
+    }
+    if hosts.is_empty() {
+        return "*".to_owned();
+    }
+    let shown = hosts.join(",");
+    if more {
+        let hidden = rules.len().saturating_sub(INGRESS_HOSTS_SHOWN);
+        return format!("{shown} + {hidden} more...");
+    }
+    shown
+}
+
+/// printIngressClass: PARAMETERS as `Kind.apiGroup/name`.
+fn ingress_class_cells(class: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &class["spec"];
+    let parameters = match &spec["parameters"] {
+        Value::Null => "<none>".to_owned(),
+        parameters => {
+            let kind = text(&parameters["kind"]);
+            let target = text(&parameters["name"]);
+            match parameters["apiGroup"].as_str() {
+                Some(group) => format!("{kind}.{group}/{target}"),
+                None => format!("{kind}/{target}"),
+            }
+        }
+    };
+    vec![
+        name(class),
+        Value::from(text(&spec["controller"])),
+        Value::from(parameters),
+        age(class, now),
+    ]
+}
+
+fn network_policy_cells(policy: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let selector = format_label_selector(&policy["spec"]["podSelector"]);
+    vec![name(policy), Value::from(selector), age(policy, now)]
+}
+
+/// printRoleBinding and printClusterRoleBinding: ROLE as `Kind/name`, and
+/// the subjects by kind (rbac.SubjectsStrings; other kinds are left out).
+fn role_binding_cells(binding: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let role = &binding["roleRef"];
+    let role = format!("{}/{}", text(&role["kind"]), text(&role["name"]));
+    let mut users = Vec::new();
+    let mut groups = Vec::new();
+    let mut service_accounts = Vec::new();
+    for subject in list(&binding["subjects"]) {
+        let subject_name = text(&subject["name"]);
+        match text(&subject["kind"]) {
+            "User" => users.push(subject_name.to_owned()),
+            "Group" => groups.push(subject_name.to_owned()),
+            "ServiceAccount" => {
+                let namespace = text(&subject["namespace"]);
+                service_accounts.push(format!("{namespace}/{subject_name}"));
+            }
+            _ => {}
+        }
+    }
+    vec![
+        name(binding),
+        Value::from(role),
+        age(binding, now),
+        Value::from(users.join(", ")),
+        Value::from(groups.join(", ")),
+        Value::from(service_accounts.join(", ")),
+    ]
+}
+
+fn pod_disruption_budget_cells(budget: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &budget["spec"];
+    vec![
+        name(budget),
+        Value::from(disruption_bound(&spec["minAvailable"])),
+        Value::from(disruption_bound(&spec["maxUnavailable"])),
+        Value::from(number(&budget["status"]["disruptionsAllowed"])),
+        age(budget, now),
+    ]
+}
+
+/// A budget's minAvailable or maxUnavailable, an IntOrString, as written
+/// ("2", "50%"); "N/A" when unset.
+fn disruption_bound(bound: &Value) -> String {
+    match bound {
+        Value::Number(count) => count.to_string(),
+        Value::String(share) => share.clone(),
+        _ => "N/A".to_owned(),
+    }
+}
+
+/// printHorizontalPodAutoscaler: REFERENCE as `Kind/name`, TARGETS as
+/// formatHPAMetrics writes them.
+fn autoscaler_cells(autoscaler: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &autoscaler["spec"];
+    let status = &autoscaler["status"];
+    let target = &spec["scaleTargetRef"];
+    let reference = format!("{}/{}", text(&target["kind"]), text(&target["name"]));
+    let metrics = list(&spec["metrics"]);
+    let targets = autoscaler_targets(metrics, list(&status["currentMetrics"]));
+    let min_pods = match spec["minReplicas"].as_i64() {
+        Some(min) => min.to_string(),
+        None => "<unset>".to_owned(),
+    };
+    vec![
+        name(autoscaler),
+        Value::from(reference),
+        Value::from(targets),
+        Value::from(min_pods),
+        Value::from(number(&spec["maxReplicas"])),
+        Value::from(number(&status["currentReplicas"])),
+        age(autoscaler, now),
+    ]
+}
+
+/// How many metrics formatHPAMetrics lists before "+ N more...".
+const METRICS_SHOWN: usize = 2;
+
+/// formatHPAMetrics: the first two metrics, each as its current value
+/// against its target, then how many more there are; "<none>" without
+/// metrics.
+fn autoscaler_targets(metrics: &[Value], statuses: &[Value]) -> String {
+    if metrics.is_empty() {
+        return "<none>".to_owned();
+    }
+    let shown: Vec<String> = metrics
+        .iter()
+        .take(METRICS_SHOWN)
+        .enumerate()
+        .map(|(index, metric)| metric_target(metric, statuses.get(index)))
+        .collect();
+    let shown = shown.join(", ");
+    if metrics.len() > METRICS_SHOWN {
+        let hidden = metrics.len() - METRICS_SHOWN;
+        return format!("{shown} + {hidden} more...");
+    }
+    shown
+}
+
+/// One metric of formatHPAMetrics, against `status`, the current metric at
+/// the same position: `current/target`, with " (avg)" for an average value
+/// of an object or external metric, behind `name: ` for a (container)
+/// resource, whose utilizations are percentages. The current value is
+/// "<unknown>" until a status of the same source is there; a quantity
+/// missing where Kubernetes expects one prints as Go prints a nil quantity,
+/// "<nil>".
+fn metric_target(metric: &Value, status: Option<&Value>) -> String {
+    let source = match text(&metric["type"]) {
+        "External" => "external",
+        "Pods" => "pods",
+        "Object" => "object",
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        _ => return "<unknown type>".to_owned(),
+    };
+    let spec = &metric[source];
+    let target = &spec["target"];
+    let average = &target["averageValue"];
+    // Kubernetes reads the status only when it is of the metric's source.
+    let current = status
+        .map(|status| &status[source])
+        .filter(|found| found.is_object())
+        .map(|found| &found["current"]);
+    let measured = |field: &str| match current {
+        Some(current) => quantity_or(&current[field], "<nil>"),
+        None => "<unknown>".to_owned(),
+    };
+    match source {
+        "external" | "object" if !average.is_null() => {
+            let value = current
+                .map(|current| &current["averageValue"])
+                .filter(|value| !value.is_null());
+            let shown = value.map_or_else(|| "<unknown>".to_owned(), quantity_text);
+            format!("{shown}/{} (avg)", quantity_text(average))
+        }
+        "external" | "object" => {
+            let goal = quantity_or(&target["value"], "<nil>");
+            format!("{}/{goal}", measured("value"))
+        }
+        "pods" => {
+            let goal = quantity_or(average, "<nil>");
+            format!("{}/{goal}", measured("averageValue"))
+        }
+        _ if !average.is_null() => {
+            let resource = text(&spec["name"]);
+            let goal = quantity_text(average);
+            format!("{resource}: {}/{goal}", measured("averageValue"))
+        }
+        _ => {
+            let resource = text(&spec["name"]);
+            let utilization = current.and_then(|current| current["averageUtilization"].as_i64());
+            let shown = utilization.map_or_else(|| "<unknown>".to_owned(), percent);
+            let goal = target["averageUtilization"].as_i64();
+            let goal = goal.map_or_else(|| "<auto>".to_owned(), percent);
+            format!("{resource}: {shown}/{goal}")
+        }
+    }
+}
+
+fn percent(share: i64) -> String {
+    format!("{share}%")
+}
+
+const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+const BETA_DEFAULT_CLASS: &str = "storageclass.beta.kubernetes.io/is-default-class";
+
+/// printStorageClass: the default class's name is marked "(default)";
+/// unset fields show Kubernetes' defaults.
+fn storage_class_cells(class: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let annotations = &class["metadata"]["annotations"];
+    let is_default = [DEFAULT_CLASS, BETA_DEFAULT_CLASS]
+        .iter()
+        .any(|key| text(&annotations[*key]) == "true");
+    let mut shown = text(&class["metadata"]["name"]).to_owned();
+    if is_default {
+        shown.push_str(" (default)");
+    }
+    let expansion = class["allowVolumeExpansion"].as_bool().unwrap_or(false);
+    vec![
+        Value::from(shown),
+        Value::from(text(&class["provisioner"])),
+        Value::from(class["reclaimPolicy"].as_str().unwrap_or("Delete")),
+        Value::from(class["volumeBindingMode"].as_str().unwrap_or("Immediate")),
+        Value::from(expansion),
+        age(class, now),
+    ]
+}
+
+/// printCSIDriver: the flags with Kubernetes' defaults, the token audiences
+/// ("<unset>" without a list) and the lifecycle modes.
+fn csi_driver_cells(driver: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let spec = &driver["spec"];
+    let flag = |field: &str, unset: bool| spec[field].as_bool().unwrap_or(unset);
+    let token_requests = match spec["tokenRequests"].as_array() {
+        Some(requests) => {
+            let audiences = requests.iter().map(|request| text(&request["audience"]));
+            audiences.collect::<Vec<_>>().join(",")
+        }
+        None => "<unset>".to_owned(),
+    };
+    let modes = list(&spec["volumeLifecycleModes"]);
+    let modes: Vec<&str> = modes.iter().map(text).collect();
+    let modes = modes.join(",");
+    vec![
+        name(driver),
+        Value::from(flag("attachRequired", true)),
+        Value::from(flag("podInfoOnMount", false)),
+        Value::from(flag("storageCapacity", false)),
+        Value::from(token_requests),
+        Value::from(flag("requiresRepublish", false)),
+        Value::from(or_none(&modes)),
+        age(driver, now),
+    ]
+}
+
+fn lease_cells(lease: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let holder = text(&lease["spec"]["holderIdentity"]);
+    vec![name(lease), Value::from(holder), age(lease, now)]
+}
+
+/// How many ports and endpoints listWithMoreString shows.
+const SLICE_ITEMS_SHOWN: usize = 3;
+
+/// printEndpointSlice: the ports (number, else name, else "*") and the
+/// endpoints' addresses, three of each and how many more.
+fn endpoint_slice_cells(slice: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let ports: Vec<String> = list(&slice["ports"]).iter().map(slice_port).collect();
+    let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+    let addresses: Vec<&str> = list(&slice["endpoints"])
+        .iter()
+        .flat_map(|endpoint| list(&endpoint["addresses"]))
+        .map(text)
+        .collect();
+    vec![
+        name(slice),
+        Value::from(text(&slice["addressType"])),
+        Value::from(list_with_more(&ports)),
+        Value::from(list_with_more(&addresses)),
+        age(slice, now),
+    ]
+}
+
+/// One port of an EndpointSlice: its number, else its name, else "*".
+fn slice_port(port: &Value) -> String {
+    match (port["port"].as_i64(), port["name"].as_str()) {
+        (Some(number), _) => number.to_string(),
+        (None, Some(port_name)) => port_name.to_owned(),
+        (None, None) => "*".to_owned(),
+    }
+}
+
+/// listWithMoreString: the first three items, then how many more there
+/// are; "<unset>" for none.
+fn list_with_more(items: &[&str]) -> String {
+    let shown = items[..items.len().min(SLICE_ITEMS_SHOWN)].join(",");
+    if items.len() > SLICE_ITEMS_SHOWN {
+        let hidden = items.len() - SLICE_ITEMS_SHOWN;
+        return format!("{shown} + {hidden} more...");
+    }
+    if shown.is_empty() {
+        return "<unset>".to_owned();
+    }
+    shown
+}
+
+fn priority_class_cells(class: &Value, now: OffsetDateTime) -> Vec<Value> {
+    vec![
+        name(class),
+        Value::from(number(&class["value"])),
+        Value::from(class["globalDefault"].as_bool().unwrap_or(false)),
+        age(class, now),
+        Value::from(text(&class["preemptionPolicy"])),
+    ]
+}
+
+/// printResourceQuota: `resource: used/hard` for each hard limit in the
+/// status, by resource name; `limits.*` under LIMIT, the others under
+/// REQUEST.
+fn resource_quota_cells(quota: &Value, now: OffsetDateTime) -> Vec<Value> {
+    let status = &quota["status"];
+    let hard = status["hard"].as_object();
+    let mut resources: Vec<(&String, &Value)> = hard.into_iter().flatten().collect();
+    resources.sort_by_key(|(resource, _)| *resource);
+    let mut requests = Vec::new();
+    let mut limits = Vec::new();
+    for (resource, limit) in resources {
+        let used = quantity_or(&status["used"][resource.as_str()], "0");
+        let entry = format!("{resource}: {used}/{}", quantity_or(limit, "0"));
+        if resource.starts_with("limits.") {
+            limits.push(entry);
+        } else {
+            requests.push(entry);
+        }
+    }
+    vec![
+        name(quota),
+        Value::from(requests.join(", ")),
+        Value::from(limits.join(", ")),
+        age(quota, now),
+    ]
+}
+
+/// A quantity as the object holds it (the API server keeps quantities in
+/// canonical form; a bare JSON number is read as written), or `missing`.
+fn quantity_or(value: &Value, missing: &str) -> String {
+    match value {
+        Value::String(given) => given.clone(),
+        Value::Number(given) => given.to_string(),
+        _ => missing.to_owned(),
+    }
+}
+
+/// A quantity known to be there (not null); anything but a string or a
+/// number prints as "<invalid>".
+fn quantity_text(value: &Value) -> String {
+    quantity_or(value, "<invalid>")
+}
+
 /// Go's zero time, which the default table shows for an object without a
 /// creation time.
 const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
@@ -1166,6 +2352,12 @@ fn or_none(text: &str) -> &str {
     }
 }
 
+/// The string at `value`, or "<unset>" when there is none (where
+/// Kubernetes' type has a nil pointer).
+fn or_unset(value: &Value) -> &str {
+    value.as_str().unwrap_or("<unset>")
+}
+
 fn or_unknown(text: &str) -> &str {
     match text {
         "" => "<unknown>",
@@ -1176,6 +2368,7 @@ fn or_unknown(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::registry::KINDS;
 
     const NOW: &str = "2026-11-30T12:00:00Z";
     const HOUR: u64 = 3600;
@@ -1497,10 +2690,440 @@ mod tests {
         })
     }
 
-    /// A kind skiff stores but Kubernetes has no printer for here.
+    /// A Role: Kubernetes has no printer for it.
+    fn role() -> Value {
+        json!({
+            "metadata": {"name": "pod-reader", "creationTimestamp": "2026-11-30T13:00:00+01:00"},
+            "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+        })
+    }
+
+    fn limit_range() -> Value {
+        json!({
+            "metadata": {"name": "defaults", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {
+                "limits": [
+                    {"type": "Container", "default": {"cpu": "500m"}, "max": {"cpu": "2"}}
+                ]
+            }
+        })
+    }
+
+    /// A finished one-pod Job that took 98 seconds.
+    fn job() -> Value {
+        json!({
+            "metadata": {"name": "migrate", "creationTimestamp": "2026-11-30T11:50:00Z"},
+            "spec": {
+                "completions": 1,
+                "parallelism": 1,
+                "selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "8c1f"}},
+                "template": {
+                    "spec": {"containers": [{"name": "migrate", "image": "migrate:2"}]}
+                }
+            },
+            "status": {
+                "succeeded": 1,
+                "startTime": "2026-11-30T11:50:02Z",
+                "completionTime": "2026-11-30T11:51:40Z",
+                "conditions": [
+                    {"type": "SuccessCriteriaMet", "status": "True"},
+                    {"type": "Complete", "status": "True"}
+                ]
+            }
+        })
+    }
+
+    /// A nightly CronJob with one job running.
+    fn cron_job() -> Value {
+        json!({
+            "metadata": {"name": "backup", "creationTimestamp": "2026-11-28T12:00:00Z"},
+            "spec": {
+                "schedule": "0 2 * * *",
+                "timeZone": "Europe/Paris",
+                "suspend": false,
+                "jobTemplate": {
+                    "spec": {
+                        "template": {
+                            "spec": {"containers": [{"name": "dump", "image": "postgres:17"}]}
+                        }
+                    }
+                }
+            },
+            "status": {
+                "active": [{"kind": "Job", "name": "backup-29412", "namespace": "default"}],
+                "lastScheduleTime": "2026-11-30T02:00:00Z"
+            }
+        })
+    }
+
+    /// A log shipper on three Linux nodes, two of them ready.
+    fn daemon_set() -> Value {
+        json!({
+            "metadata": {"name": "fluent-bit", "creationTimestamp": "2026-11-23T12:00:00Z"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "fluent-bit"}},
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/os": "linux"},
+                        "containers": [{"name": "fluent-bit", "image": "fluent/fluent-bit:3.2"}]
+                    }
+                }
+            },
+            "status": {
+                "desiredNumberScheduled": 3,
+                "currentNumberScheduled": 3,
+                "numberReady": 2,
+                "updatedNumberScheduled": 3,
+                "numberAvailable": 2
+            }
+        })
+    }
+
+    fn stateful_set() -> Value {
+        json!({
+            "metadata": {"name": "db", "creationTimestamp": "2026-11-30T09:30:00Z"},
+            "spec": {
+                "replicas": 3,
+                "serviceName": "db",
+                "selector": {"matchLabels": {"app": "db"}},
+                "template": {
+                    "spec": {
+                        "containers": [
+                            {"name": "postgres", "image": "postgres:17"},
+                            {"name": "exporter", "image": "postgres-exporter:0.15"}
+                        ]
+                    }
+                }
+            },
+            "status": {"replicas": 3, "readyReplicas": 2}
+        })
+    }
+
+    /// A DaemonSet's revision: its first owner reference is no controller.
+    fn controller_revision() -> Value {
+        json!({
+            "metadata": {
+                "name": "fluent-bit-6d8f",
+                "creationTimestamp": "2026-11-23T12:00:00Z",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "fluent-bit"},
+                    {
+                        "apiVersion": "apps/v1",
+                        "kind": "DaemonSet",
+                        "name": "fluent-bit",
+                        "controller": true
+                    }
+                ]
+            },
+            "data": {},
+            "revision": 2
+        })
+    }
+
+    /// A claim bound to a larger volume than it asked for.
+    fn persistent_volume_claim() -> Value {
+        json!({
+            "metadata": {"name": "data-db-0", "creationTimestamp": "2026-11-30T09:30:00Z"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "local-path",
+                "volumeName": "pvc-3f1c",
+                "volumeMode": "Filesystem",
+                "resources": {"requests": {"storage": "5Gi"}}
+            },
+            "status": {
+                "phase": "Bound",
+                "capacity": {"storage": "8Gi"},
+                "accessModes": ["ReadWriteOncePod", "ReadWriteOnce"]
+            }
+        })
+    }
+
+    fn persistent_volume() -> Value {
+        json!({
+            "metadata": {"name": "pvc-3f1c", "creationTimestamp": "2026-11-30T09:30:05Z"},
+            "spec": {
+                "capacity": {"storage": "8Gi"},
+                "accessModes": ["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "claimRef": {
+                    "kind": "PersistentVolumeClaim",
+                    "namespace": "db",
+                    "name": "data-db-0"
+                },
+                "storageClassName": "local-path",
+                "volumeAttributesClassName": "gold",
+                "volumeMode": "Block",
+                "hostPath": {"path": "/var/lib/volumes/pvc-3f1c"}
+            },
+            "status": {"phase": "Bound"}
+        })
+    }
+
+    /// Five rules (one without a host), TLS, two load balancer addresses.
+    fn ingress() -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {
+                "ingressClassName": "traefik",
+                "tls": [{"hosts": ["web.example.com"], "secretName": "web-tls"}],
+                "rules": [
+                    {"host": "web.example.com"},
+                    {"host": "api.example.com"},
+                    {"http": {"paths": []}},
+                    {"host": "admin.example.com"},
+                    {"host": "docs.example.com"}
+                ]
+            },
+            "status": {
+                "loadBalancer": {"ingress": [{"ip": "192.168.1.11"}, {"ip": "192.168.1.10"}]}
+            }
+        })
+    }
+
+    fn ingress_class() -> Value {
+        json!({
+            "metadata": {"name": "traefik", "creationTimestamp": "2026-11-20T12:00:00Z"},
+            "spec": {
+                "controller": "traefik.io/ingress-controller",
+                "parameters": {
+                    "apiGroup": "k8s.example.com",
+                    "kind": "IngressParameters",
+                    "name": "external-lb"
+                }
+            }
+        })
+    }
+
+    fn network_policy() -> Value {
+        json!({
+            "metadata": {"name": "db-ingress", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {
+                "podSelector": {"matchLabels": {"role": "db"}},
+                "policyTypes": ["Ingress"]
+            }
+        })
+    }
+
+    /// Users, a group, a service account and a kind Kubernetes leaves out.
+    fn role_binding() -> Value {
+        json!({
+            "metadata": {
+                "name": "read-pods",
+                "namespace": "default",
+                "creationTimestamp": "2026-11-30T11:59:00Z"
+            },
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": "pod-reader"
+            },
+            "subjects": [
+                {"kind": "User", "name": "jane"},
+                {"kind": "ServiceAccount", "name": "builder", "namespace": "ci"},
+                {"kind": "Group", "name": "devs"},
+                {"kind": "User", "name": "joe"},
+                {"kind": "Robot", "name": "r2"}
+            ]
+        })
+    }
+
+    fn cluster_role_binding() -> Value {
+        json!({
+            "metadata": {"name": "admins", "creationTimestamp": "2026-11-20T12:00:00Z"},
+            "roleRef": {"kind": "ClusterRole", "name": "cluster-admin"},
+            "subjects": [{"kind": "Group", "name": "system:masters"}]
+        })
+    }
+
+    fn pod_disruption_budget() -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}},
+            "status": {"disruptionsAllowed": 1, "currentHealthy": 3, "desiredHealthy": 2}
+        })
+    }
+
+    /// Three metrics, only the first one measured yet.
+    fn autoscaler() -> Value {
+        json!({
+            "metadata": {"name": "web", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 2,
+                "maxReplicas": 10,
+                "metrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "target": {"type": "Utilization", "averageUtilization": 80}
+                        }
+                    },
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "memory",
+                            "target": {"type": "AverageValue", "averageValue": "500Mi"}
+                        }
+                    },
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "requests_per_second"},
+                            "target": {"type": "AverageValue", "averageValue": "1k"}
+                        }
+                    }
+                ]
+            },
+            "status": {
+                "currentReplicas": 3,
+                "desiredReplicas": 3,
+                "currentMetrics": [
+                    {
+                        "type": "Resource",
+                        "resource": {
+                            "name": "cpu",
+                            "current": {"averageUtilization": 65, "averageValue": "130m"}
+                        }
+                    }
+                ]
+            }
+        })
+    }
+
+    /// The default class.
+    fn storage_class() -> Value {
+        json!({
+            "metadata": {
+                "name": "local-path",
+                "creationTimestamp": "2026-11-20T12:00:00Z",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}
+            },
+            "provisioner": "rancher.io/local-path",
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+            "allowVolumeExpansion": true
+        })
+    }
+
+    fn csi_driver() -> Value {
+        json!({
+            "metadata": {"name": "csi.example.com", "creationTimestamp": "2026-11-20T12:00:00Z"},
+            "spec": {
+                "attachRequired": false,
+                "podInfoOnMount": true,
+                "tokenRequests": [
+                    {"audience": "vault"},
+                    {"audience": "gcp", "expirationSeconds": 3600}
+                ],
+                "volumeLifecycleModes": ["Persistent", "Ephemeral"]
+            }
+        })
+    }
+
     fn lease() -> Value {
         json!({
-            "metadata": {"name": "skiff-leader", "creationTimestamp": "2026-11-30T13:00:00+01:00"}
+            "metadata": {"name": "skiff-leader", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {"holderIdentity": "master-1", "leaseDurationSeconds": 15}
+        })
+    }
+
+    /// Four ports (one by name only, one with neither) and four addresses.
+    fn endpoint_slice() -> Value {
+        json!({
+            "metadata": {"name": "web-abc12", "creationTimestamp": "2026-11-30T11:58:00Z"},
+            "addressType": "IPv4",
+            "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "metrics"},
+                {},
+                {"port": 9090}
+            ],
+            "endpoints": [
+                {"addresses": ["10.42.0.5"], "conditions": {"ready": true}},
+                {"addresses": ["10.42.1.7", "10.42.2.9"]},
+                {"addresses": ["10.42.3.4"]}
+            ]
+        })
+    }
+
+    fn priority_class() -> Value {
+        json!({
+            "metadata": {"name": "high-priority", "creationTimestamp": "2026-11-20T12:00:00Z"},
+            "value": 1000000,
+            "globalDefault": false,
+            "preemptionPolicy": "PreemptLowerPriority",
+            "description": "For the services users see."
+        })
+    }
+
+    /// Hard limits on requests, limits and pods; one not used yet.
+    fn resource_quota() -> Value {
+        json!({
+            "metadata": {"name": "compute", "creationTimestamp": "2026-11-30T11:00:00Z"},
+            "spec": {"hard": {"requests.cpu": "1", "pods": "10"}},
+            "status": {
+                "hard": {
+                    "requests.cpu": "1",
+                    "limits.memory": "2Gi",
+                    "pods": "10",
+                    "limits.cpu": "2",
+                    "requests.memory": "1Gi"
+                },
+                "used": {
+                    "requests.cpu": "500m",
+                    "limits.memory": "512Mi",
+                    "pods": "3",
+                    "limits.cpu": "1"
+                }
+            }
+        })
+    }
+
+    /// Fields of the wrong JSON types wherever the printers look.
+    fn mistyped() -> Value {
+        json!({
+            "metadata": {
+                "name": ["x"],
+                "creationTimestamp": 5,
+                "deletionTimestamp": {},
+                "annotations": [],
+                "ownerReferences": [7, {"controller": true, "apiVersion": "a/b/c"}]
+            },
+            "spec": {
+                "replicas": "3",
+                "completions": "all",
+                "selector": {"matchLabels": {"a": 1}, "matchExpressions": "x"},
+                "podSelector": [],
+                "template": {"spec": {"containers": [1, {"name": 2}], "nodeSelector": 3}},
+                "jobTemplate": [],
+                "rules": [1, {"host": 2}],
+                "tls": "yes",
+                "metrics": [7, {"type": "Resource"}, {"type": "Pods", "pods": 1}],
+                "claimRef": 3,
+                "parameters": "x",
+                "tokenRequests": [2],
+                "capacity": {"storage": true},
+                "accessModes": "RWO",
+                "minAvailable": [],
+                "scaleTargetRef": "web"
+            },
+            "status": {
+                "conditions": 9,
+                "hard": {"cpu": []},
+                "used": 4,
+                "capacity": [],
+                "currentMetrics": [{"resource": 1}],
+                "loadBalancer": {"ingress": [1, {"ip": 2}]},
+                "active": {}
+            },
+            "subjects": [1, {"kind": 2}],
+            "roleRef": 1,
+            "ports": [{"port": "x"}, 1],
+            "endpoints": [{"addresses": "x"}, 1, {"addresses": [1]}],
+            "value": "high",
+            "provisioner": []
         })
     }
 
@@ -1518,7 +3141,29 @@ mod tests {
             ("ConfigMap", config_map()),
             ("ServiceAccount", service_account()),
             ("Event", event()),
+            ("Job", job()),
+            ("CronJob", cron_job()),
+            ("DaemonSet", daemon_set()),
+            ("StatefulSet", stateful_set()),
+            ("ControllerRevision", controller_revision()),
+            ("PersistentVolumeClaim", persistent_volume_claim()),
+            ("PersistentVolume", persistent_volume()),
+            ("Ingress", ingress()),
+            ("IngressClass", ingress_class()),
+            ("NetworkPolicy", network_policy()),
+            ("RoleBinding", role_binding()),
+            ("ClusterRoleBinding", cluster_role_binding()),
+            ("PodDisruptionBudget", pod_disruption_budget()),
+            ("HorizontalPodAutoscaler", autoscaler()),
+            ("StorageClass", storage_class()),
+            ("CSIDriver", csi_driver()),
             ("Lease", lease()),
+            ("EndpointSlice", endpoint_slice()),
+            ("PriorityClass", priority_class()),
+            ("ResourceQuota", resource_quota()),
+            ("Role", role()),
+            ("ClusterRole", role()),
+            ("LimitRange", limit_range()),
         ]
     }
 
@@ -1608,8 +3253,80 @@ mod tests {
             "Last Seen,Type,Reason,Object,Message",
             "Subobject,Source,First Seen,Count,Name",
         );
-        assert_headers("Lease", "Name,Created At", "");
-        assert_eq!(columns("Lease")[1].value_type, "date");
+        assert_headers(
+            "Job",
+            "Name,Status,Completions,Duration,Age",
+            "Containers,Images,Selector",
+        );
+        assert_headers(
+            "CronJob",
+            "Name,Schedule,Timezone,Suspend,Active,Last Schedule,Age",
+            "Containers,Images,Selector",
+        );
+        assert_headers(
+            "DaemonSet",
+            "Name,Desired,Current,Ready,Up-to-date,Available,Node Selector,Age",
+            "Containers,Images,Selector",
+        );
+        assert_headers("StatefulSet", "Name,Ready,Age", "Containers,Images");
+        assert_headers("ControllerRevision", "Name,Controller,Revision,Age", "");
+        assert_headers(
+            "PersistentVolumeClaim",
+            "Name,Status,Volume,Capacity,Access Modes,StorageClass,VolumeAttributesClass,Age",
+            "VolumeMode",
+        );
+        assert_headers(
+            "PersistentVolume",
+            "Name,Capacity,Access Modes,Reclaim Policy,Status,Claim,StorageClass,\
+             VolumeAttributesClass,Reason,Age",
+            "VolumeMode",
+        );
+        assert_headers("Ingress", "Name,Class,Hosts,Address,Ports,Age", "");
+        assert_headers("IngressClass", "Name,Controller,Parameters,Age", "");
+        assert_headers("NetworkPolicy", "Name,Pod-Selector,Age", "");
+        for binding in ["RoleBinding", "ClusterRoleBinding"] {
+            assert_headers(binding, "Name,Role,Age", "Users,Groups,ServiceAccounts");
+        }
+        assert_headers(
+            "PodDisruptionBudget",
+            "Name,Min Available,Max Unavailable,Allowed Disruptions,Age",
+            "",
+        );
+        assert_headers(
+            "HorizontalPodAutoscaler",
+            "Name,Reference,Targets,MinPods,MaxPods,Replicas,Age",
+            "",
+        );
+        assert_headers(
+            "StorageClass",
+            "Name,Provisioner,ReclaimPolicy,VolumeBindingMode,AllowVolumeExpansion,Age",
+            "",
+        );
+        assert_headers(
+            "CSIDriver",
+            "Name,AttachRequired,PodInfoOnMount,StorageCapacity,TokenRequests,\
+             RequiresRepublish,Modes,Age",
+            "",
+        );
+        assert_headers("Lease", "Name,Holder,Age", "");
+        assert_headers("EndpointSlice", "Name,AddressType,Ports,Endpoints,Age", "");
+        assert_headers(
+            "PriorityClass",
+            "Name,Value,Global-Default,Age,PreemptionPolicy",
+            "",
+        );
+        assert_headers("ResourceQuota", "Name,Request,Limit,Age", "");
+        for kind in ["Role", "ClusterRole", "LimitRange"] {
+            assert_headers(kind, "Name,Created At", "");
+            assert_eq!(columns(kind)[1].value_type, "date");
+        }
+        fn types(kind: &str) -> Vec<&'static str> {
+            columns(kind).iter().map(|c| c.value_type).collect()
+        }
+        assert_eq!(types("CronJob")[3..5], ["boolean", "integer"]);
+        assert_eq!(types("CSIDriver")[1..4], ["boolean", "boolean", "boolean"]);
+        assert_eq!(types("PriorityClass")[1..3], ["integer", "boolean"]);
+        assert_eq!(types("DaemonSet")[1..6], ["integer"; 5]);
     }
 
     #[test]
@@ -1623,22 +3340,45 @@ mod tests {
 
     #[test]
     fn every_row_has_one_cell_per_column() {
+        let odd = json!({"metadata": 7, "spec": [], "status": "x"});
         for (kind, example) in examples() {
             let width = columns(kind).len();
-            let odd = json!({"metadata": 7, "spec": [], "status": "x"});
-            for object in [example, json!({}), json!(null), odd] {
+            for object in [example, json!({}), json!(null), odd.clone(), mistyped()] {
                 assert_eq!(cells(kind, &object, now()).len(), width, "{kind}");
             }
         }
     }
 
     #[test]
-    fn cells_are_strings_or_integers_as_kubernetes_sends_them() {
+    fn every_served_kind_has_its_kubernetes_printer() {
+        let mut defaulted = Vec::new();
+        for info in &KINDS {
+            let kind = info.name;
+            let width = columns(kind).len();
+            for object in [json!({}), json!(null), mistyped()] {
+                assert_eq!(cells(kind, &object, now()).len(), width, "{kind}");
+            }
+            if columns(kind) == DEFAULT_COLUMNS {
+                defaulted.push(kind);
+            }
+        }
+        // The kinds Kubernetes has no printer for either.
+        assert_eq!(defaulted, ["LimitRange", "Role", "ClusterRole"]);
+        let realistic = examples();
+        for info in &KINDS {
+            let shown = realistic.iter().any(|(kind, _)| *kind == info.name);
+            assert!(shown, "no example of {}", info.name);
+        }
+    }
+
+    #[test]
+    fn cells_are_strings_integers_or_booleans_as_kubernetes_sends_them() {
         for (kind, example) in examples() {
             for (column, cell) in columns(kind).iter().zip(cells(kind, &example, now())) {
                 let integer = column.value_type == "integer";
                 assert!(!integer || cell.is_i64(), "{kind}: {cell}");
-                assert!(cell.is_string() || cell.is_i64(), "{kind}: {cell}");
+                let scalar = cell.is_string() || cell.is_i64() || cell.is_boolean();
+                assert!(scalar, "{kind}: {cell}");
             }
         }
     }
@@ -2047,13 +3787,556 @@ mod tests {
     #[test]
     fn other_kinds_get_name_and_created_at() {
         assert_eq!(
-            named_row("Lease", &lease()),
-            json!({"Name": "skiff-leader", "Created At": "2026-11-30T12:00:00Z"})
+            named_row("Role", &role()),
+            json!({"Name": "pod-reader", "Created At": "2026-11-30T12:00:00Z"})
         );
-        let never = named_row("Lease", &json!({"metadata": {"name": "x"}}));
+        let never = named_row("LimitRange", &json!({"metadata": {"name": "x"}}));
         assert_eq!(never["Created At"], ZERO_TIME);
         let odd = json!({"metadata": {"name": "x", "creationTimestamp": "yesterday"}});
-        assert_eq!(named_row("Lease", &odd)["Created At"], "yesterday");
+        assert_eq!(named_row("ClusterRole", &odd)["Created At"], "yesterday");
+    }
+
+    #[test]
+    fn job_row_shows_status_completions_and_duration() {
+        assert_eq!(
+            named_row("Job", &job()),
+            json!({
+                "Name": "migrate",
+                "Status": "Complete",
+                "Completions": "1/1",
+                "Duration": "98s",
+                "Age": "10m",
+                "Containers": "migrate",
+                "Images": "migrate:2",
+                "Selector": "batch.kubernetes.io/controller-uid=8c1f"
+            })
+        );
+        let running = json!({
+            "metadata": {"name": "work-queue"},
+            "spec": {"parallelism": 3},
+            "status": {"succeeded": 2, "startTime": "2026-11-30T11:57:30Z"}
+        });
+        let row = named_row("Job", &running);
+        assert_eq!(row["Status"], "Running");
+        assert_eq!(row["Completions"], "2/1 of 3");
+        assert_eq!(row["Duration"], "2m30s");
+        assert_eq!(row["Selector"], "<none>");
+        let unstarted = json!({"metadata": {"name": "one"}, "spec": {"parallelism": 1}});
+        let row = named_row("Job", &unstarted);
+        assert_eq!(row["Completions"], "0/1");
+        assert_eq!(row["Duration"], "");
+        let indexed = json!({
+            "metadata": {"name": "shards"},
+            "spec": {"completions": 5, "parallelism": 2},
+            "status": {"succeeded": 3}
+        });
+        assert_eq!(named_row("Job", &indexed)["Completions"], "3/5");
+    }
+
+    #[test]
+    fn job_status_is_the_first_state_that_holds() {
+        let status_of = |conditions: Value, deleting: bool| {
+            let mut object = job();
+            object["status"]["conditions"] = conditions;
+            if deleting {
+                object["metadata"]["deletionTimestamp"] = json!("2026-11-30T11:59:00Z");
+            }
+            named_row("Job", &object)["Status"].clone()
+        };
+        let complete = json!([{"type": "Complete", "status": "True"}]);
+        assert_eq!(status_of(complete, true), "Complete");
+        let failed = json!([{"type": "Failed", "status": "True"}]);
+        assert_eq!(status_of(failed, true), "Failed");
+        assert_eq!(status_of(json!([]), true), "Terminating");
+        let suspended = json!([{"type": "Suspended", "status": "True"}]);
+        assert_eq!(status_of(suspended, false), "Suspended");
+        let failing = json!([{"type": "FailureTarget", "status": "True"}]);
+        assert_eq!(status_of(failing, false), "FailureTarget");
+        // The first condition of a type decides, as hasJobCondition reads.
+        let flapping = json!([
+            {"type": "Failed", "status": "False"},
+            {"type": "Failed", "status": "True"}
+        ]);
+        assert_eq!(status_of(flapping, false), "Running");
+        let succeeding = json!([{"type": "SuccessCriteriaMet", "status": "True"}]);
+        assert_eq!(status_of(succeeding, false), "Running");
+    }
+
+    #[test]
+    fn cron_job_row_shows_schedule_and_last_run() {
+        assert_eq!(
+            named_row("CronJob", &cron_job()),
+            json!({
+                "Name": "backup",
+                "Schedule": "0 2 * * *",
+                "Timezone": "Europe/Paris",
+                "Suspend": "False",
+                "Active": 1,
+                "Last Schedule": "10h",
+                "Age": "2d",
+                "Containers": "dump",
+                "Images": "postgres:17",
+                "Selector": "<none>"
+            })
+        );
+        let suspended = json!({"spec": {"schedule": "@hourly", "suspend": true}});
+        let row = named_row("CronJob", &suspended);
+        assert_eq!(row["Suspend"], "True");
+        assert_eq!(row["Timezone"], "<none>");
+        assert_eq!(row["Active"], 0);
+        assert_eq!(row["Last Schedule"], "<none>");
+        let bare = named_row("CronJob", &json!({"spec": {"schedule": "@daily"}}));
+        assert_eq!(bare["Suspend"], "<unset>");
+    }
+
+    #[test]
+    fn daemon_set_row_shows_scheduling_counts_and_node_selector() {
+        assert_eq!(
+            named_row("DaemonSet", &daemon_set()),
+            json!({
+                "Name": "fluent-bit",
+                "Desired": 3,
+                "Current": 3,
+                "Ready": 2,
+                "Up-to-date": 3,
+                "Available": 2,
+                "Node Selector": "kubernetes.io/os=linux",
+                "Age": "7d",
+                "Containers": "fluent-bit",
+                "Images": "fluent/fluent-bit:3.2",
+                "Selector": "app=fluent-bit"
+            })
+        );
+        let everywhere = named_row("DaemonSet", &json!({"metadata": {"name": "d"}}));
+        assert_eq!(everywhere["Node Selector"], "<none>");
+        assert_eq!(everywhere["Desired"], 0);
+    }
+
+    #[test]
+    fn stateful_set_row_shows_ready_out_of_desired() {
+        assert_eq!(
+            named_row("StatefulSet", &stateful_set()),
+            json!({
+                "Name": "db",
+                "Ready": "2/3",
+                "Age": "150m",
+                "Containers": "postgres,exporter",
+                "Images": "postgres:17,postgres-exporter:0.15"
+            })
+        );
+    }
+
+    #[test]
+    fn controller_revision_names_its_controller_with_group_and_kind() {
+        assert_eq!(
+            named_row("ControllerRevision", &controller_revision()),
+            json!({
+                "Name": "fluent-bit-6d8f",
+                "Controller": "daemonset.apps/fluent-bit",
+                "Revision": 2,
+                "Age": "7d"
+            })
+        );
+        let controller = |owners: Value| {
+            let revision = json!({"metadata": {"name": "r", "ownerReferences": owners}});
+            named_row("ControllerRevision", &revision)["Controller"].clone()
+        };
+        let core = json!([
+            {"apiVersion": "v1", "kind": "ReplicationController", "name": "web", "controller": true}
+        ]);
+        assert_eq!(controller(core), "replicationcontroller/web");
+        let kindless = json!([{"apiVersion": "v1", "name": "bare", "controller": true}]);
+        assert_eq!(controller(kindless), "bare");
+        let odd = json!([{"apiVersion": "a/b/c", "kind": "X", "name": "x", "controller": true}]);
+        assert_eq!(controller(odd), "<invalid>");
+        let owned = json!([{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}]);
+        assert_eq!(controller(owned), "<none>");
+        assert_eq!(controller(Value::Null), "<none>");
+    }
+
+    #[test]
+    fn bound_claim_shows_its_volume_capacity_and_access_modes() {
+        assert_eq!(
+            named_row("PersistentVolumeClaim", &persistent_volume_claim()),
+            json!({
+                "Name": "data-db-0",
+                "Status": "Bound",
+                "Volume": "pvc-3f1c",
+                "Capacity": "8Gi",
+                "Access Modes": "RWO,RWOP",
+                "StorageClass": "local-path",
+                "VolumeAttributesClass": "<unset>",
+                "Age": "150m",
+                "VolumeMode": "Filesystem"
+            })
+        );
+        let mut sizeless = persistent_volume_claim();
+        sizeless["status"] = json!({"phase": "Bound"});
+        let row = named_row("PersistentVolumeClaim", &sizeless);
+        assert_eq!(row["Capacity"], "0");
+    }
+
+    #[test]
+    fn unbound_claim_being_deleted_shows_no_capacity() {
+        let claim = json!({
+            "metadata": {
+                "name": "scratch",
+                "deletionTimestamp": "2026-11-30T11:59:00Z",
+                "annotations": {"volume.beta.kubernetes.io/storage-class": "slow"}
+            },
+            "spec": {
+                "storageClassName": "fast",
+                "volumeAttributesClassName": "silver",
+                "resources": {"requests": {"storage": "1Gi"}}
+            },
+            "status": {
+                "phase": "Pending",
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"]
+            }
+        });
+        assert_eq!(
+            named_row("PersistentVolumeClaim", &claim),
+            json!({
+                "Name": "scratch",
+                "Status": "Terminating",
+                "Volume": "",
+                "Capacity": "",
+                "Access Modes": "",
+                "StorageClass": "slow",
+                "VolumeAttributesClass": "silver",
+                "Age": "<unknown>",
+                "VolumeMode": "<unset>"
+            })
+        );
+    }
+
+    #[test]
+    fn volume_row_shows_capacity_policy_and_claim() {
+        assert_eq!(
+            named_row("PersistentVolume", &persistent_volume()),
+            json!({
+                "Name": "pvc-3f1c",
+                "Capacity": "8Gi",
+                "Access Modes": "RWO,ROX,RWX",
+                "Reclaim Policy": "Retain",
+                "Status": "Bound",
+                "Claim": "db/data-db-0",
+                "StorageClass": "local-path",
+                "VolumeAttributesClass": "gold",
+                "Reason": "",
+                "Age": "149m",
+                "VolumeMode": "Block"
+            })
+        );
+        let released = json!({
+            "metadata": {"name": "old"},
+            "spec": {"capacity": {"storage": 1073741824}},
+            "status": {"phase": "Released", "reason": "Reclaiming"}
+        });
+        let row = named_row("PersistentVolume", &released);
+        assert_eq!(row["Capacity"], "1073741824");
+        assert_eq!(row["Status"], "Released");
+        assert_eq!(row["Reason"], "Reclaiming");
+        assert_eq!(row["Claim"], "");
+        let bare = named_row("PersistentVolume", &json!({"metadata": {"name": "bare"}}));
+        assert_eq!(bare["Capacity"], "0");
+        assert_eq!(bare["VolumeAttributesClass"], "<unset>");
+        assert_eq!(bare["VolumeMode"], "<unset>");
+    }
+
+    #[test]
+    fn ingress_row_shows_class_hosts_addresses_and_ports() {
+        assert_eq!(
+            named_row("Ingress", &ingress()),
+            json!({
+                "Name": "web",
+                "Class": "traefik",
+                "Hosts": "web.example.com,api.example.com,admin.example.com + 2 more...",
+                "Address": "192.168.1.10,192.168.1.11",
+                "Ports": "80, 443",
+                "Age": "60m"
+            })
+        );
+        let catch_all = json!({
+            "metadata": {"name": "catch-all"},
+            "spec": {"rules": [{"http": {"paths": []}}]},
+            "status": {"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}
+        });
+        let row = named_row("Ingress", &catch_all);
+        assert_eq!(row["Class"], "<none>");
+        assert_eq!(row["Hosts"], "*");
+        assert_eq!(row["Address"], "lb.example.com");
+        assert_eq!(row["Ports"], "80");
+        assert_eq!(named_row("Ingress", &json!({}))["Address"], "");
+    }
+
+    #[test]
+    fn ingress_hosts_count_the_rules_beyond_the_third_host() {
+        fn rules(hosts: &[&str]) -> Vec<Value> {
+            hosts.iter().map(|host| json!({"host": host})).collect()
+        }
+        assert_eq!(ingress_hosts(&rules(&["a", "b", "c"])), "a,b,c");
+        // As formatHosts counts: rules, hostless ones too.
+        assert_eq!(
+            ingress_hosts(&rules(&["a", "b", "c", ""])),
+            "a,b,c + 1 more..."
+        );
+        assert_eq!(ingress_hosts(&rules(&["", "a", ""])), "a");
+        assert_eq!(ingress_hosts(&[]), "*");
+    }
+
+    #[test]
+    fn ingress_class_row_shows_controller_and_parameters() {
+        assert_eq!(
+            named_row("IngressClass", &ingress_class()),
+            json!({
+                "Name": "traefik",
+                "Controller": "traefik.io/ingress-controller",
+                "Parameters": "IngressParameters.k8s.example.com/external-lb",
+                "Age": "10d"
+            })
+        );
+        let parameters = |parameters: Value| {
+            let class = json!({"spec": {"controller": "c", "parameters": parameters}});
+            named_row("IngressClass", &class)["Parameters"].clone()
+        };
+        let core = json!({"kind": "ConfigMap", "name": "lb-settings"});
+        assert_eq!(parameters(core), "ConfigMap/lb-settings");
+        assert_eq!(parameters(Value::Null), "<none>");
+    }
+
+    #[test]
+    fn network_policy_row_shows_its_pod_selector() {
+        assert_eq!(
+            named_row("NetworkPolicy", &network_policy()),
+            json!({"Name": "db-ingress", "Pod-Selector": "role=db", "Age": "60m"})
+        );
+        let all_pods = json!({"metadata": {"name": "deny-all"}, "spec": {"podSelector": {}}});
+        let row = named_row("NetworkPolicy", &all_pods);
+        assert_eq!(row["Pod-Selector"], "<none>");
+    }
+
+    #[test]
+    fn role_bindings_show_role_and_subjects_by_kind() {
+        assert_eq!(
+            named_row("RoleBinding", &role_binding()),
+            json!({
+                "Name": "read-pods",
+                "Role": "Role/pod-reader",
+                "Age": "60s",
+                "Users": "jane, joe",
+                "Groups": "devs",
+                "ServiceAccounts": "ci/builder"
+            })
+        );
+        assert_eq!(
+            named_row("ClusterRoleBinding", &cluster_role_binding()),
+            json!({
+                "Name": "admins",
+                "Role": "ClusterRole/cluster-admin",
+                "Age": "10d",
+                "Users": "",
+                "Groups": "system:masters",
+                "ServiceAccounts": ""
+            })
+        );
+        let users = &columns("ClusterRoleBinding")[3];
+        assert_eq!(users.description, "Users in the clusterRoleBinding");
+    }
+
+    #[test]
+    fn disruption_budget_row_shows_its_bounds() {
+        assert_eq!(
+            named_row("PodDisruptionBudget", &pod_disruption_budget()),
+            json!({
+                "Name": "web",
+                "Min Available": "2",
+                "Max Unavailable": "N/A",
+                "Allowed Disruptions": 1,
+                "Age": "60m"
+            })
+        );
+        let share = json!({"metadata": {"name": "db"}, "spec": {"maxUnavailable": "25%"}});
+        let row = named_row("PodDisruptionBudget", &share);
+        assert_eq!(row["Min Available"], "N/A");
+        assert_eq!(row["Max Unavailable"], "25%");
+        assert_eq!(row["Allowed Disruptions"], 0);
+    }
+
+    #[test]
+    fn autoscaler_row_shows_targets_and_replica_bounds() {
+        assert_eq!(
+            named_row("HorizontalPodAutoscaler", &autoscaler()),
+            json!({
+                "Name": "web",
+                "Reference": "Deployment/web",
+                "Targets": "cpu: 65%/80%, memory: <unknown>/500Mi + 1 more...",
+                "MinPods": "2",
+                "MaxPods": 10,
+                "Replicas": 3,
+                "Age": "60m"
+            })
+        );
+        let unmeasured = json!({
+            "metadata": {"name": "db"},
+            "spec": {"scaleTargetRef": {"kind": "StatefulSet", "name": "db"}, "maxReplicas": 4}
+        });
+        let row = named_row("HorizontalPodAutoscaler", &unmeasured);
+        assert_eq!(row["Reference"], "StatefulSet/db");
+        assert_eq!(row["Targets"], "<none>");
+        assert_eq!(row["MinPods"], "<unset>");
+        assert_eq!(row["MaxPods"], 4);
+        assert_eq!(row["Replicas"], 0);
+    }
+
+    #[test]
+    fn autoscaler_metrics_are_written_by_their_source() {
+        let shown = |metric: Value, status: Value| metric_target(&metric, Some(&status));
+        let object = json!({
+            "type": "Object",
+            "object": {"metric": {"name": "hits"}, "target": {"type": "Value", "value": "10k"}}
+        });
+        let counted = json!({"type": "Object", "object": {"current": {"value": "8k"}}});
+        assert_eq!(shown(object.clone(), counted), "8k/10k");
+        assert_eq!(metric_target(&object, None), "<unknown>/10k");
+        let external = json!({
+            "type": "External",
+            "external": {"metric": {"name": "queue"}, "target": {"averageValue": "30"}}
+        });
+        let queued = json!({"type": "External", "external": {"current": {"averageValue": "12"}}});
+        assert_eq!(shown(external.clone(), queued), "12/30 (avg)");
+        // A status of another source is no measurement of this metric.
+        let other = json!({"type": "Resource", "resource": {"current": {"averageValue": "12"}}});
+        assert_eq!(shown(external, other), "<unknown>/30 (avg)");
+        let pods = json!({"type": "Pods", "pods": {"target": {"averageValue": "1k"}}});
+        let served = json!({"type": "Pods", "pods": {"current": {"averageValue": "250"}}});
+        assert_eq!(shown(pods, served), "250/1k");
+        let container = json!({
+            "type": "ContainerResource",
+            "containerResource": {"name": "cpu", "container": "app", "target": {}}
+        });
+        assert_eq!(metric_target(&container, None), "cpu: <unknown>/<auto>");
+        let memory = json!({
+            "type": "Resource",
+            "resource": {"name": "memory", "target": {"averageValue": "500Mi"}}
+        });
+        let utilized = json!({"resource": {"current": {"averageUtilization": 40}}});
+        assert_eq!(shown(memory, utilized), "memory: <nil>/500Mi");
+        let custom = json!({"type": "Custom"});
+        assert_eq!(metric_target(&custom, None), "<unknown type>");
+        let two = [custom.clone(), custom];
+        let both = "<unknown type>, <unknown type>";
+        assert_eq!(autoscaler_targets(&two, &[]), both);
+    }
+
+    #[test]
+    fn storage_class_row_marks_the_default_and_fills_in_defaults() {
+        assert_eq!(
+            named_row("StorageClass", &storage_class()),
+            json!({
+                "Name": "local-path (default)",
+                "Provisioner": "rancher.io/local-path",
+                "ReclaimPolicy": "Delete",
+                "VolumeBindingMode": "WaitForFirstConsumer",
+                "AllowVolumeExpansion": true,
+                "Age": "10d"
+            })
+        );
+        let beta = json!({
+            "metadata": {
+                "name": "nfs",
+                "annotations": {"storageclass.beta.kubernetes.io/is-default-class": "true"}
+            },
+            "provisioner": "example.com/nfs"
+        });
+        let row = named_row("StorageClass", &beta);
+        assert_eq!(row["Name"], "nfs (default)");
+        assert_eq!(row["ReclaimPolicy"], "Delete");
+        assert_eq!(row["VolumeBindingMode"], "Immediate");
+        assert_eq!(row["AllowVolumeExpansion"], false);
+        let declined = json!({
+            "metadata": {
+                "name": "slow",
+                "annotations": {"storageclass.kubernetes.io/is-default-class": "false"}
+            },
+            "reclaimPolicy": "Retain"
+        });
+        let row = named_row("StorageClass", &declined);
+        assert_eq!(row["Name"], "slow");
+        assert_eq!(row["ReclaimPolicy"], "Retain");
+    }
+
+    #[test]
+    fn csi_driver_row_shows_flags_with_kubernetes_defaults() {
+        assert_eq!(
+            named_row("CSIDriver", &csi_driver()),
+            json!({
+                "Name": "csi.example.com",
+                "AttachRequired": false,
+                "PodInfoOnMount": true,
+                "StorageCapacity": false,
+                "TokenRequests": "vault,gcp",
+                "RequiresRepublish": false,
+                "Modes": "Persistent,Ephemeral",
+                "Age": "10d"
+            })
+        );
+        let bare = named_row("CSIDriver", &json!({"metadata": {"name": "d"}}));
+        assert_eq!(bare["AttachRequired"], true);
+        assert_eq!(bare["TokenRequests"], "<unset>");
+        assert_eq!(bare["Modes"], "<none>");
+        let no_tokens = json!({"spec": {"tokenRequests": []}});
+        assert_eq!(named_row("CSIDriver", &no_tokens)["TokenRequests"], "");
+    }
+
+    #[test]
+    fn lease_slice_and_priority_class_rows() {
+        assert_eq!(
+            named_row("Lease", &lease()),
+            json!({"Name": "skiff-leader", "Holder": "master-1", "Age": "60m"})
+        );
+        assert_eq!(named_row("Lease", &json!({}))["Holder"], "");
+        assert_eq!(
+            named_row("EndpointSlice", &endpoint_slice()),
+            json!({
+                "Name": "web-abc12",
+                "AddressType": "IPv4",
+                "Ports": "80,metrics,* + 1 more...",
+                "Endpoints": "10.42.0.5,10.42.1.7,10.42.2.9 + 1 more...",
+                "Age": "2m"
+            })
+        );
+        let portless = json!({"addressType": "IPv6", "endpoints": [{"addresses": ["fd00::1"]}]});
+        let row = named_row("EndpointSlice", &portless);
+        assert_eq!(row["Ports"], "<unset>");
+        assert_eq!(row["Endpoints"], "fd00::1");
+        assert_eq!(
+            named_row("PriorityClass", &priority_class()),
+            json!({
+                "Name": "high-priority",
+                "Value": 1000000,
+                "Global-Default": false,
+                "Age": "10d",
+                "PreemptionPolicy": "PreemptLowerPriority"
+            })
+        );
+    }
+
+    #[test]
+    fn resource_quota_splits_requests_from_limits() {
+        assert_eq!(
+            named_row("ResourceQuota", &resource_quota()),
+            json!({
+                "Name": "compute",
+                "Request": "pods: 3/10, requests.cpu: 500m/1, requests.memory: 0/1Gi",
+                "Limit": "limits.cpu: 1/2, limits.memory: 512Mi/2Gi",
+                "Age": "60m"
+            })
+        );
+        let fresh = named_row("ResourceQuota", &json!({"metadata": {"name": "new"}}));
+        assert_eq!(fresh["Request"], "");
+        assert_eq!(fresh["Limit"], "");
     }
 
     #[test]
@@ -2112,8 +4395,8 @@ mod tests {
         assert_eq!(last["name"], "Container-Runtime");
 
         let bare = json!({"spec": {}});
-        let lease = table("Lease", &[&bare], "1", true, now());
-        assert_eq!(lease["columnDefinitions"][1]["type"], "date");
-        assert_eq!(lease["rows"][0]["object"]["metadata"], json!({}));
+        let role = table("Role", &[&bare], "1", true, now());
+        assert_eq!(role["columnDefinitions"][1]["type"], "date");
+        assert_eq!(role["rows"][0]["object"]["metadata"], json!({}));
     }
 }
