@@ -544,48 +544,50 @@ fn resource_url() -> impl Strategy<Value = (ResourcePath, String)> {
         name_and_below,
         any::<bool>(),
     );
-    parts.prop_map(|(group, version, namespace, resource, below, trailing_slash)| {
-        let mut url = if group.is_empty() {
-            format!("/api/{version}")
-        } else {
-            format!("/apis/{group}/{version}")
-        };
-        if let Some(namespace) = &namespace {
-            url.push_str("/namespaces/");
-            url.push_str(namespace);
-        }
-        url.push('/');
-        url.push_str(resource);
-        let (mut name, mut subresource, mut tail) = (None, None, Vec::new());
-        if let Some((object, under)) = below {
-            url.push('/');
-            url.push_str(&object);
-            name = Some(object);
-            if let Some((sub, rest)) = under {
-                url.push('/');
-                url.push_str(&sub);
-                for segment in &rest {
-                    url.push('/');
-                    url.push_str(segment);
-                }
-                subresource = Some(sub);
-                tail = rest;
+    parts.prop_map(
+        |(group, version, namespace, resource, below, trailing_slash)| {
+            let mut url = if group.is_empty() {
+                format!("/api/{version}")
+            } else {
+                format!("/apis/{group}/{version}")
+            };
+            if let Some(namespace) = &namespace {
+                url.push_str("/namespaces/");
+                url.push_str(namespace);
             }
-        }
-        if trailing_slash {
             url.push('/');
-        }
-        let expected = ResourcePath {
-            group: group.to_owned(),
-            version: version.to_owned(),
-            namespace,
-            resource: resource.to_owned(),
-            name,
-            subresource,
-            tail: tail.join("/"),
-        };
-        (expected, url)
-    })
+            url.push_str(resource);
+            let (mut name, mut subresource, mut tail) = (None, None, Vec::new());
+            if let Some((object, under)) = below {
+                url.push('/');
+                url.push_str(&object);
+                name = Some(object);
+                if let Some((sub, rest)) = under {
+                    url.push('/');
+                    url.push_str(&sub);
+                    for segment in &rest {
+                        url.push('/');
+                        url.push_str(segment);
+                    }
+                    subresource = Some(sub);
+                    tail = rest;
+                }
+            }
+            if trailing_slash {
+                url.push('/');
+            }
+            let expected = ResourcePath {
+                group: group.to_owned(),
+                version: version.to_owned(),
+                namespace,
+                resource: resource.to_owned(),
+                name,
+                subresource,
+                tail: tail.join("/"),
+            };
+            (expected, url)
+        },
+    )
 }
 
 fn url_path() -> impl Strategy<Value = String> {
@@ -653,7 +655,7 @@ proptest! {
                     &json!(namespace.unwrap_or_default())
                 );
             }
-            match wire::decode(info, checked, validation) {
+            match wire::decode(info, checked, validation, wire::BodyOrigin::Text) {
                 Ok((object, warnings)) => {
                     prop_assert_eq!(ObjectExt::kind(&object).ok(), Some(info.kind));
                     if validation != FieldValidation::Warn {
