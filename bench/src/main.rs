@@ -1,14 +1,15 @@
 //! `skiff-bench`: benchmark scenarios run against real `skiff` processes it
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the figures (see shared/BENCH.md). A
-//! scenario that gates its own figures (`scale`) reports `"pass": false`
-//! and why (`"failure"`); the process then exits non-zero after printing
-//! them, so CI fails loudly.
+//! scenario that gates its own figures (`scale`, `api`) reports `"pass":
+//! false` and why (`"failure"`); the process then exits non-zero after
+//! printing them, so CI fails loudly.
 
 mod etcd_api;
 mod etcd_cluster;
 mod latency;
 mod proc_stats;
+mod rest_client;
 mod scenarios;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,9 @@ enum Scenario {
     /// Whether hot paths grow with the number of objects: the same probes
     /// at a fraction of the load and at full load.
     Scale(scenarios::scale::ScaleArgs),
+    /// The Kubernetes REST API beside gRPC on the same masters: creates,
+    /// lists of many pods as JSON and as a Table, many watchers.
+    Api(scenarios::api::ApiArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -70,6 +74,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,
             Scenario::Scale(args) => scenarios::scale::run(args).await,
+            Scenario::Api(args) => scenarios::api::run(args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! One module per BENCH.md scenario.
 
+pub mod api;
 pub mod common;
 pub mod disk_idle;
 pub mod failover;
