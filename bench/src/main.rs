@@ -5,6 +5,9 @@
 //! false` and why (`"failure"`); the process then exits non-zero after
 //! printing them, so CI fails loudly.
 
+// The `api` scenario's report is one `serde_json::json!` with many fields.
+#![recursion_limit = "256"]
+
 mod etcd_api;
 mod etcd_cluster;
 mod latency;

@@ -148,14 +148,15 @@ impl RestConnection {
             source,
         })?;
         let mut sender = self.sender.clone();
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|source| RestClientError::Exchange {
-                method: method.clone(),
-                path: path.to_owned(),
-                source,
-            })?;
+        let response =
+            sender
+                .send_request(request)
+                .await
+                .map_err(|source| RestClientError::Exchange {
+                    method: method.clone(),
+                    path: path.to_owned(),
+                    source,
+                })?;
         let status = response.status();
         if status == expected {
             return Ok(response);
@@ -185,15 +186,16 @@ impl RestConnection {
         let response = self
             .open(method.clone(), path, accept, body, expected)
             .await?;
-        let collected = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|source| RestClientError::Exchange {
-                method,
-                path: path.to_owned(),
-                source,
-            })?;
+        let collected =
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|source| RestClientError::Exchange {
+                    method,
+                    path: path.to_owned(),
+                    source,
+                })?;
         Ok(collected.to_bytes())
     }
 }

@@ -1029,7 +1029,10 @@ fn rest_tls(api_addr: &str) -> anyhow::Result<Arc<ClientConfig>> {
     let path = skiff_e2e::credentials::admin_conf(api_addr)?;
     let credentials = Credentials::load(&path)?;
     let store = CertStore::new(&credentials.cert_pem, &credentials.key_pem)?;
-    Ok(skiff_security::tls::client_config(&credentials.ca_pem, Some(store))?)
+    Ok(skiff_security::tls::client_config(
+        &credentials.ca_pem,
+        Some(store),
+    )?)
 }
 
 /// `connections_for(clients)` connections of each API to `leader`, each
