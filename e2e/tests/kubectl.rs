@@ -3,7 +3,9 @@
 //! master's API port: one scenario, run by each version, covering what an
 //! operator types every day (discovery, tables, output formats, create,
 //! scale, label, annotate, the three patch types, set image, expose, run,
-//! apply, watch, delete, proxy) and the errors kubectl shows. Then bad
+//! apply, watch, delete, proxy, and the kinds skiff stores for later: a
+//! ConfigMap, a Job, a CronJob, RBAC, a StatefulSet, an Ingress, a PVC) and
+//! the errors kubectl shows. Then bad
 //! requests (`get --raw`, `create --raw`, no client certificate) and the
 //! Kubernetes `Status` errors they get.
 
@@ -58,7 +60,7 @@ async fn scenario_with(version: KubectlVersion) {
     }
     let kubectl = Kubectl::new(binary, &m.api_addr).unwrap();
     let api_addr = m.api_addr.clone();
-    let task = tokio::task::spawn_blocking(move || scenario(&kubectl, &api_addr));
+    let task = tokio::task::spawn_blocking(move || scenario(&kubectl, &api_addr, version));
     if let Err(e) = task.await {
         eprintln!("kubectl {}: {}", version.release(), m.log_tail());
         if e.is_panic() {
@@ -69,12 +71,13 @@ async fn scenario_with(version: KubectlVersion) {
     drop(nodes);
 }
 
-fn scenario(k: &Kubectl, api_addr: &str) {
+fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {
     discovery(k, api_addr);
     nodes(k);
     deployment_and_pods(k);
     changes(k);
     apply_and_watch(k);
+    stored_kinds(k, version);
     deletes_and_errors(k);
     proxy(k);
 }
@@ -327,6 +330,105 @@ fn apply_and_watch(k: &Kubectl) {
 
 /// `delete` and the NotFound after it; the errors kubectl prints for a
 /// missing object and an invalid one.
+/// Kinds skiff stores without acting on them yet: created by kubectl's
+/// generators (protobuf bodies from 1.32 on) and by `apply` (twice:
+/// unchanged), with Kubernetes' defaults, listed with their columns,
+/// refused when invalid, and deleted.
+fn stored_kinds(k: &Kubectl, version: KubectlVersion) {
+    assert_has(
+        &ok(
+            k,
+            "create configmap settings --from-literal=mode=fast -n shop",
+        ),
+        "configmap/settings created",
+    );
+    assert_eq!(jsonpath(k, "cm/settings", "{.data.mode}"), "fast");
+    assert_has(
+        &ok(k, "create job hello --image=busybox -n shop -- echo hi"),
+        "job.batch/hello created",
+    );
+    // Kubernetes' defaults.
+    assert_eq!(
+        jsonpath(k, "job/hello", "{.spec.backoffLimit} {.spec.completions}"),
+        "6 1"
+    );
+    // kubectl 1.20 creates CronJobs as batch/v1beta1, which Kubernetes
+    // 1.25 and later (and skiff) do not serve: the manifest below has one.
+    if version != KubectlVersion::V1_20 {
+        let mut cron = words("create cronjob nightly --image=busybox -n shop");
+        cron.push("--schedule=0 3 * * *");
+        assert_has(&k.ok(&cron), "cronjob.batch/nightly created");
+        assert_eq!(
+            jsonpath(k, "cronjob/nightly", "{.spec.concurrencyPolicy}"),
+            "Allow"
+        );
+        assert_has(
+            &ok(k, "delete cronjob nightly -n shop"),
+            "\"nightly\" deleted",
+        );
+    }
+    assert_has(
+        &ok(
+            k,
+            "create role reader --verb=get,list --resource=pods -n shop",
+        ),
+        "role.rbac.authorization.k8s.io/reader created",
+    );
+    assert_has(
+        &ok(
+            k,
+            "create rolebinding readers --role=reader --user=jane -n shop",
+        ),
+        "rolebinding.rbac.authorization.k8s.io/readers created",
+    );
+    assert_has(
+        &ok(k, "create serviceaccount robot -n shop"),
+        "serviceaccount/robot created",
+    );
+
+    let manifest = k.home().join("stored.yaml");
+    std::fs::write(&manifest, STORED_KINDS).unwrap();
+    let apply = ["apply", "-f", manifest.to_str().unwrap_or_default()];
+    let out = k.ok(&apply);
+    assert_has(&out, "statefulset.apps/db created");
+    assert_has(&out, "ingress.networking.k8s.io/web created");
+    assert_has(&out, "persistentvolumeclaim/data created");
+    assert_has(&out, "cronjob.batch/nightly created");
+    let out = k.ok(&apply);
+    assert_has(&out, "statefulset.apps/db unchanged");
+    assert_has(&out, "ingress.networking.k8s.io/web unchanged");
+    assert_has(&out, "persistentvolumeclaim/data unchanged");
+    assert_eq!(
+        jsonpath(k, "sts/db", "{.spec.podManagementPolicy}"),
+        "OrderedReady"
+    );
+    assert_eq!(
+        jsonpath(k, "cronjob/nightly", "{.spec.concurrencyPolicy}"),
+        "Allow"
+    );
+
+    // Their columns, as kubectl shows them against Kubernetes.
+    let out = ok(k, "get jobs -n shop");
+    assert!(
+        header_of(&out).starts_with(&["NAME", "STATUS", "COMPLETIONS"]),
+        "{out}"
+    );
+    let out = ok(k, "get pvc -n shop");
+    // Unbound: no volume, capacity or access modes yet, as Kubernetes shows it.
+    assert!(row_has(&out, "data", &["Pending"]), "{out}");
+    let out = ok(k, "get cronjobs -n shop");
+    assert!(row_has(&out, "nightly", &["3", "False"]), "{out}");
+
+    // Invalid ones are refused with the field named, and nothing stored.
+    std::fs::write(&manifest, BAD_JOB).unwrap();
+    let err = k.fails(&apply);
+    assert_has(&err, "restartPolicy");
+    assert_has(&fails(k, "get job bad -n shop"), "(NotFound)");
+
+    assert_has(&ok(k, "delete job hello -n shop"), "\"hello\" deleted");
+    assert_has(&fails(k, "get job hello -n shop"), "(NotFound)");
+}
+
 fn deletes_and_errors(k: &Kubectl) {
     let out = ok(k, "delete pod solo -n shop");
     assert_has(&out, r#"pod "solo" deleted"#);
@@ -440,6 +542,95 @@ const MALFORMED_POD: &str = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {
 const POD_OF_ANOTHER_NAMESPACE: &str = r#"{"apiVersion": "v1", "kind": "Pod",
     "metadata": {"name": "misplaced", "namespace": "elsewhere"},
     "spec": {"containers": [{"name": "c", "image": "busybox:1.36"}]}}"#;
+
+/// A StatefulSet, an Ingress, a PersistentVolumeClaim and a CronJob, as
+/// charts write them.
+const STORED_KINDS: &str = r#"apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+  namespace: shop
+spec:
+  serviceName: db
+  replicas: 1
+  selector:
+    matchLabels: {app: db}
+  template:
+    metadata:
+      labels: {app: db}
+    spec:
+      containers:
+      - name: db
+        image: busybox:1.36
+        resources:
+          requests: {cpu: 100m, memory: 64Mi}
+        volumeMounts:
+        - {name: data, mountPath: /data}
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests: {storage: 1Gi}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: shop
+spec:
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port: {number: 80}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+  namespace: shop
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests: {storage: 1Gi}
+---
+apiVersion: batch/v1
+kind: CronJob
+metadata:
+  name: nightly
+  namespace: shop
+spec:
+  schedule: "0 3 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: c
+            image: busybox:1.36
+"#;
+
+/// A Job whose pods would restart forever: Kubernetes refuses it.
+const BAD_JOB: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: bad
+  namespace: shop
+spec:
+  template:
+    spec:
+      restartPolicy: Always
+      containers:
+      - name: c
+        image: busybox:1.36
+"#;
 
 /// The words of a command line (no quoting: arguments with spaces go in
 /// an array).

@@ -6,8 +6,9 @@
 //!
 //! What makes them more than stored documents:
 //! - [`from_json`] checks a body against Kubernetes' schema for the kind
-//!   (the `k8s-openapi` types): a wrong type is refused naming its field,
-//!   an unknown field is reported for `fieldValidation`;
+//!   (`objects::schema_check`, on the schema generated from the API's
+//!   definitions): a wrong type is refused naming its field, an unknown
+//!   field is reported for `fieldValidation`;
 //! - [`apply_defaults`] sets Kubernetes' defaults (Job, CronJob,
 //!   DaemonSet, StatefulSet and their pod templates, volumes and claims,
 //!   ...);
@@ -16,20 +17,13 @@
 //! - `status` is kept apart from the rest for status updates and for
 //!   `generation`.
 
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
 use super::pods::default_pull_policy;
 use super::Kind;
 
-/// Why a body is not an object of its kind: the field (empty for the
-/// whole object) and the problem.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaError {
-    pub path: String,
-    pub message: String,
-}
+pub use super::schema_check::SchemaError;
 
 /// The object's fields besides `apiVersion`, `kind` and `metadata`.
 pub fn content(object: &GenericObject) -> Map<String, Value> {
@@ -122,85 +116,17 @@ fn take_string(map: &mut Map<String, Value>, key: &str) -> String {
     }
 }
 
-/// Deserializes `value` as Kubernetes' type for `kind`, collecting the
+/// Checks `value` against Kubernetes' schema for `kind`, collecting the
 /// paths of fields it does not know.
 fn schema_check(kind: Kind, value: &Value, unknown: &mut Vec<String>) -> Result<(), SchemaError> {
-    use k8s_openapi::api;
-    match kind {
-        Kind::ConfigMap => typed::<api::core::v1::ConfigMap>(value, unknown),
-        Kind::ServiceAccount => typed::<api::core::v1::ServiceAccount>(value, unknown),
-        Kind::LimitRange => typed::<api::core::v1::LimitRange>(value, unknown),
-        Kind::ResourceQuota => typed::<api::core::v1::ResourceQuota>(value, unknown),
-        Kind::PersistentVolume => typed::<api::core::v1::PersistentVolume>(value, unknown),
-        Kind::PersistentVolumeClaim => {
-            typed::<api::core::v1::PersistentVolumeClaim>(value, unknown)
-        }
-        Kind::DaemonSet => typed::<api::apps::v1::DaemonSet>(value, unknown),
-        Kind::StatefulSet => typed::<api::apps::v1::StatefulSet>(value, unknown),
-        Kind::ControllerRevision => typed::<api::apps::v1::ControllerRevision>(value, unknown),
-        Kind::Job => typed::<api::batch::v1::Job>(value, unknown),
-        Kind::CronJob => typed::<api::batch::v1::CronJob>(value, unknown),
-        Kind::Ingress => typed::<api::networking::v1::Ingress>(value, unknown),
-        Kind::IngressClass => typed::<api::networking::v1::IngressClass>(value, unknown),
-        Kind::NetworkPolicy => typed::<api::networking::v1::NetworkPolicy>(value, unknown),
-        Kind::Role => typed::<api::rbac::v1::Role>(value, unknown),
-        Kind::RoleBinding => typed::<api::rbac::v1::RoleBinding>(value, unknown),
-        Kind::ClusterRole => typed::<api::rbac::v1::ClusterRole>(value, unknown),
-        Kind::ClusterRoleBinding => typed::<api::rbac::v1::ClusterRoleBinding>(value, unknown),
-        Kind::PodDisruptionBudget => typed::<api::policy::v1::PodDisruptionBudget>(value, unknown),
-        Kind::HorizontalPodAutoscaler => {
-            typed::<api::autoscaling::v2::HorizontalPodAutoscaler>(value, unknown)
-        }
-        Kind::StorageClass => typed::<api::storage::v1::StorageClass>(value, unknown),
-        Kind::CsiDriver => typed::<api::storage::v1::CSIDriver>(value, unknown),
-        Kind::Lease => typed::<api::coordination::v1::Lease>(value, unknown),
-        Kind::EndpointSlice => typed::<api::discovery::v1::EndpointSlice>(value, unknown),
-        Kind::PriorityClass => typed::<api::scheduling::v1::PriorityClass>(value, unknown),
-        Kind::Namespace
-        | Kind::Node
-        | Kind::Pod
-        | Kind::Service
-        | Kind::Endpoints
-        | Kind::Deployment
-        | Kind::ReplicaSet
-        | Kind::Secret => Err(SchemaError {
+    if !kind.is_generic() {
+        return Err(SchemaError {
             path: String::new(),
             message: format!("{kind} is not held as a generic object"),
-        }),
+        });
     }
-}
-
-fn typed<T: DeserializeOwned>(value: &Value, unknown: &mut Vec<String>) -> Result<(), SchemaError> {
-    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
-    let ignoring = serde_ignored::Deserializer::new(value, &mut on_unknown);
-    serde_path_to_error::deserialize::<_, T>(ignoring)
-        .map(drop)
-        .map_err(|e| SchemaError {
-            path: e.path().to_string().trim_start_matches('.').to_owned(),
-            message: e.inner().to_string(),
-        })
-}
-
-/// `spec.containers.0.name`: serde_ignored's path without its `?` markers
-/// for optional values.
-pub fn field_path(path: &serde_ignored::Path<'_>) -> String {
-    use serde_ignored::Path;
-    let join = |parent: &Path<'_>, segment: String| {
-        let parent = field_path(parent);
-        if parent.is_empty() {
-            segment
-        } else {
-            format!("{parent}.{segment}")
-        }
-    };
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => join(parent, index.to_string()),
-        Path::Map { parent, key } => join(parent, key.clone()),
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => field_path(parent),
-    }
+    let info = super::registry::info(kind);
+    super::schema_check::check(info.group, info.version, info.name, value, unknown)
 }
 
 /// Kubernetes' defaults for `kind`'s fields.
@@ -306,19 +232,23 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
     set_content(object, &map);
 }
 
-/// Sets `field` of the JSON object `at` when it is missing (or null).
+/// Sets `field` of the JSON object `at` when it is missing, null or `""`
+/// (Kubernetes defaults an empty string as unset; protobuf bodies carry
+/// every string field, empty ones too).
 fn default(at: &mut Value, field: &str, value: impl Into<Value>) {
     if let Some(map) = at.as_object_mut() {
-        if map.get(field).is_none_or(Value::is_null) {
-            map.insert(field.to_owned(), value.into());
-        }
+        default_in(map, field, value);
     }
 }
 
 fn default_in(map: &mut Map<String, Value>, field: &str, value: impl Into<Value>) {
-    if map.get(field).is_none_or(Value::is_null) {
+    if map.get(field).is_none_or(unset) {
         map.insert(field.to_owned(), value.into());
     }
+}
+
+fn unset(value: &Value) -> bool {
+    value.is_null() || value.as_str() == Some("")
 }
 
 fn job_spec(spec: &mut Value) {

@@ -282,8 +282,7 @@ where
     D: serde::Deserializer<'de>,
     D::Error: Located,
 {
-    let mut on_unknown =
-        |path: serde_ignored::Path<'_>| unknown.push(super::generic::field_path(&path));
+    let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
     let ignoring = serde_ignored::Deserializer::new(de, &mut on_unknown);
     serde_path_to_error::deserialize(ignoring).map_err(|e| {
         let path = e.path().to_string();
@@ -301,6 +300,28 @@ where
             message,
         }
     })
+}
+
+/// `spec.containers.0.name`: serde_ignored's path without its `?` markers
+/// for optional values.
+fn field_path(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path;
+    let join = |parent: &Path<'_>, segment: String| {
+        let parent = field_path(parent);
+        if parent.is_empty() {
+            segment
+        } else {
+            format!("{parent}.{segment}")
+        }
+    };
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => join(parent, index.to_string()),
+        Path::Map { parent, key } => join(parent, key.clone()),
+        Path::Some { parent }
+        | Path::NewtypeStruct { parent }
+        | Path::NewtypeVariant { parent } => field_path(parent),
+    }
 }
 
 fn decode<'de, D>(kind: Kind, de: D, unknown: &mut Vec<String>) -> Result<Object, DecodeError>

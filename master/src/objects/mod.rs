@@ -5,6 +5,7 @@
 //! The wire types themselves are generated in `skiff-proto`; an object of
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
 
+pub(crate) mod api_schema;
 pub mod defaults;
 pub mod generic;
 pub mod manifest;
@@ -12,6 +13,7 @@ pub mod metadata;
 pub mod owners;
 pub mod pods;
 pub mod registry;
+pub mod schema_check;
 pub mod selector;
 pub mod unsupported;
 pub mod validation;

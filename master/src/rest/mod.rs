@@ -18,7 +18,6 @@ pub mod patch;
 pub mod path;
 mod pod_logs;
 pub mod protobuf;
-mod protobuf_schema;
 mod proxy;
 mod resources;
 pub mod selectors;

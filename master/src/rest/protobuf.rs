@@ -8,7 +8,7 @@
 //! object's apiVersion and kind, and its message's bytes. The message is read
 //! with a small protobuf wire reader (varints, 32- and 64-bit values,
 //! length-delimited fields; unknown fields skipped) against the schema
-//! generated into `protobuf_schema`, which gives every field's JSON name and
+//! generated into `objects::api_schema`, which gives every field's JSON name and
 //! how Kubernetes writes it in JSON: Time as RFC 3339, IntOrString as a
 //! number or a string, bytes in base64, RawExtension as the JSON it holds.
 //!
@@ -23,7 +23,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use super::protobuf_schema::{FieldKind, FieldSchema, MessageSchema, KINDS, MESSAGES};
+use crate::objects::api_schema::{FieldKind, FieldSchema, MessageSchema, KINDS, MESSAGES};
 
 /// The media type of Kubernetes' protobuf encoding.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -32,7 +32,7 @@ pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";
 const MAGIC: &[u8; 4] = b"k8s\0";
 
 /// How deeply messages may nest. The served schema nests at most 14 deep
-/// (see `protobuf_schema`); the cap keeps a hostile body off the stack's
+/// (see `objects::api_schema`); the cap keeps a hostile body off the stack's
 /// limit.
 const MAX_DEPTH: usize = 64;
 

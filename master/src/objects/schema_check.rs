@@ -1,0 +1,264 @@
+//! Checks an object given as Kubernetes JSON against the Kubernetes API's
+//! schema for its kind (`objects::api_schema`, generated from the API's
+//! protobuf definitions and JSON names): every field must be one the kind's
+//! type has, holding a value of the field's type. A wrong type is an error
+//! naming the field; a field the type does not have is reported as unknown
+//! (the caller refuses or warns, as `fieldValidation` says).
+//!
+//! JSON shapes follow Kubernetes' own encoding: int-or-string fields take a
+//! number or a string, quantities a string or a number, bytes base64 text,
+//! `RawExtension` any JSON, and `null` stands for "not set" anywhere.
+
+use base64::Engine;
+use serde_json::{Map, Value};
+
+use super::api_schema::{FieldKind, FieldSchema, MessageSchema, KINDS, MESSAGES};
+
+/// How deep objects may nest; the served schema nests at most 14 deep.
+const MAX_DEPTH: usize = 64;
+
+/// A value of the wrong type, or an object skiff has no schema for: the
+/// field (empty for the object itself) and the problem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Checks `value`, an object of `kind` in `group`/`version`, adding the
+/// paths of fields its type does not have to `unknown`.
+pub fn check(
+    group: &str,
+    version: &str,
+    kind: &str,
+    value: &Value,
+    unknown: &mut Vec<String>,
+) -> Result<(), SchemaError> {
+    let Some(schema) = KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
+    else {
+        return Err(SchemaError {
+            path: String::new(),
+            message: format!("no schema for {kind} in {group}/{version}"),
+        });
+    };
+    let Value::Object(map) = value else {
+        return Err(type_error("", "an object", value));
+    };
+    let message = &MESSAGES[usize::from(schema.message)];
+    check_fields(message, map, "", unknown, true, 0)
+}
+
+fn check_fields(
+    message: &'static MessageSchema,
+    map: &Map<String, Value>,
+    path: &str,
+    unknown: &mut Vec<String>,
+    top: bool,
+    depth: usize,
+) -> Result<(), SchemaError> {
+    if depth > MAX_DEPTH {
+        return Err(SchemaError {
+            path: path.to_owned(),
+            message: format!("nested more than {MAX_DEPTH} objects deep"),
+        });
+    }
+    for (key, value) in map {
+        // The type meta is the envelope's, not the message's.
+        if top && (key == "apiVersion" || key == "kind") {
+            continue;
+        }
+        let at = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match find_field(message, key) {
+            Some(field) => check_field(field, value, &at, unknown, depth)?,
+            None => unknown.push(at),
+        }
+    }
+    Ok(())
+}
+
+/// The field named `key` (in JSON), also among inlined members.
+fn find_field(message: &'static MessageSchema, key: &str) -> Option<&'static FieldSchema> {
+    message.fields.iter().find_map(|field| match field.kind {
+        FieldKind::Inline(inner) => find_field(&MESSAGES[usize::from(inner)], key),
+        _ if field.json == key => Some(field),
+        _ => None,
+    })
+}
+
+fn check_field(
+    field: &FieldSchema,
+    value: &Value,
+    path: &str,
+    unknown: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), SchemaError> {
+    if value.is_null() {
+        return Ok(());
+    }
+    if !field.repeated {
+        return check_value(field.kind, value, path, unknown, depth);
+    }
+    let Value::Array(items) = value else {
+        return Err(type_error(path, "a list", value));
+    };
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_null() {
+            check_value(field.kind, item, &format!("{path}.{i}"), unknown, depth)?;
+        }
+    }
+    Ok(())
+}
+
+fn check_value(
+    kind: FieldKind,
+    value: &Value,
+    path: &str,
+    unknown: &mut Vec<String>,
+    depth: usize,
+) -> Result<(), SchemaError> {
+    let is_base64 = |v: &Value| {
+        v.as_str()
+            .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok())
+    };
+    let map_of = |v: &Value, each: &dyn Fn(&Value) -> bool| {
+        v.as_object()
+            .is_some_and(|m| m.values().all(|v| v.is_null() || each(v)))
+    };
+    let (ok, expected) = match kind {
+        FieldKind::Message(inner) | FieldKind::Inline(inner) => {
+            let Value::Object(map) = value else {
+                return Err(type_error(path, "an object", value));
+            };
+            let message = &MESSAGES[usize::from(inner)];
+            return check_fields(message, map, path, unknown, false, depth + 1);
+        }
+        FieldKind::String => (value.is_string(), "a string"),
+        FieldKind::Time | FieldKind::MicroTime => (value.is_string(), "an RFC 3339 time"),
+        FieldKind::Duration => (value.is_string(), "a duration"),
+        FieldKind::Bytes => (is_base64(value), "base64 text"),
+        FieldKind::Bool => (value.is_boolean(), "true or false"),
+        FieldKind::Int32 => (
+            value.as_i64().is_some_and(|n| i32::try_from(n).is_ok()),
+            "a 32-bit integer",
+        ),
+        FieldKind::Int64 => (value.is_i64() || value.is_u64(), "an integer"),
+        FieldKind::IntOrString => (
+            value.is_string() || value.is_i64(),
+            "an integer or a string",
+        ),
+        FieldKind::Quantity => (
+            value.is_string() || value.is_number(),
+            "a quantity (a string such as 100m or 1Gi, or a number)",
+        ),
+        FieldKind::RawJson => (true, "JSON"),
+        FieldKind::MapString => (map_of(value, &Value::is_string), "a map of strings"),
+        FieldKind::MapTime => (map_of(value, &Value::is_string), "a map of times"),
+        FieldKind::MapBytes => (map_of(value, &is_base64), "a map of base64 texts"),
+        FieldKind::MapQuantity => (
+            map_of(value, &|v: &Value| v.is_string() || v.is_number()),
+            "a map of quantities",
+        ),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(type_error(path, expected, value))
+    }
+}
+
+fn type_error(path: &str, expected: &str, value: &Value) -> SchemaError {
+    let found = match value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => format!("boolean `{b}`"),
+        Value::Number(n) => format!("number {n}"),
+        Value::String(s) if s.len() > 40 => "a string".to_owned(),
+        Value::String(s) => format!("string {s:?}"),
+        Value::Array(_) => "a list".to_owned(),
+        Value::Object(_) => "an object".to_owned(),
+    };
+    SchemaError {
+        path: path.to_owned(),
+        message: format!("invalid value: {found}, expected {expected}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(group: &str, kind: &str, value: Value) -> Result<Vec<String>, SchemaError> {
+        let mut unknown = Vec::new();
+        check(group, "v1", kind, &value, &mut unknown).map(|()| unknown)
+    }
+
+    #[test]
+    fn objects_of_their_kinds_type_pass_and_unknown_fields_are_reported_by_path() {
+        let unknown = run(
+            "",
+            "ConfigMap",
+            json!({"apiVersion": "v1", "kind": "ConfigMap",
+                   "metadata": {"name": "c", "labels": {"a": "b"}, "colour": "blue"},
+                   "data": {"k": "v"}, "binaryData": {"b": "AAE="}, "extra": 1}),
+        )
+        .unwrap();
+        assert_eq!(unknown, ["extra", "metadata.colour"]);
+    }
+
+    #[test]
+    fn wrong_types_are_refused_naming_the_field() {
+        let e = run(
+            "batch",
+            "Job",
+            json!({"metadata": {"name": "j"}, "spec": {"backoffLimit": "many"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "spec.backoffLimit");
+        assert!(e.message.contains("string \"many\""), "{}", e.message);
+        let e = run(
+            "",
+            "ConfigMap",
+            json!({"metadata": {"name": "c"}, "binaryData": {"b": "not base64!"}}),
+        )
+        .unwrap_err();
+        assert_eq!(e.path, "binaryData");
+        let e = run("", "ConfigMap", json!({"metadata": {"labels": ["a"]}})).unwrap_err();
+        assert_eq!(e.path, "metadata.labels");
+        assert!(run("", "ConfigMap", json!([1])).is_err());
+        assert!(run("", "Frobnicator", json!({})).is_err());
+    }
+
+    #[test]
+    fn kubernetes_json_shapes_are_accepted() {
+        let job = json!({
+            "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+            "spec": {"template": {"spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "i",
+                    "resources": {"limits": {"cpu": "500m", "memory": 128}},
+                    "ports": [{"containerPort": 80}],
+                    "livenessProbe": {"httpGet": {"port": "http", "path": "/"}}}],
+                // VolumeSource is inlined into Volume.
+                "volumes": [{"name": "v", "configMap": {"name": "c"}}, null]
+            }}},
+            "status": {"startTime": "2026-11-30T12:00:00Z"}
+        });
+        assert_eq!(run("batch", "Job", job).unwrap(), Vec::<String>::new());
+        let e = run(
+            "batch",
+            "Job",
+            json!({"spec": {"template": {"spec": {"containers": [{"ports": [{"containerPort": 1.5}]}]}}}}),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.path,
+            "spec.template.spec.containers.0.ports.0.containerPort"
+        );
+    }
+}
