@@ -163,9 +163,7 @@ impl<'a> Call<'a> {
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.extensions_mut().insert(self.peer.clone());
-        request
+        super::as_caller(self.peer, message)
     }
 
     fn wants_table(&self) -> bool {
@@ -300,7 +298,9 @@ impl<'a> Call<'a> {
             if let Some(c) = metadata.get("continue") {
                 table["metadata"]["continue"] = c.clone();
             }
-            return Ok(json_response(StatusCode::OK, &table));
+            let mut response = json_response(StatusCode::OK, &table);
+            add_warnings(&mut response, &self.list_warnings());
+            return Ok(response);
         }
         let list = json!({
             "kind": format!("{}List", info.kind.name()),
@@ -308,7 +308,20 @@ impl<'a> Call<'a> {
             "metadata": metadata,
             "items": items,
         });
-        Ok(json_response(StatusCode::OK, &list))
+        let mut response = json_response(StatusCode::OK, &list);
+        add_warnings(&mut response, &self.list_warnings());
+        Ok(response)
+    }
+
+    /// Lists are served at the newest revision: an exact older one asked
+    /// for is answered with a warning saying so.
+    fn list_warnings(&self) -> Vec<String> {
+        match self.query.get("resourceVersionMatch").map(String::as_str) {
+            Some("Exact") => vec![
+                "resourceVersionMatch=Exact is not supported yet: the list is at the newest revision (metadata.resourceVersion)".to_owned(),
+            ],
+            _ => Vec::new(),
+        }
     }
 
     /// The body as an object of `info`'s kind, checked against the URL.
@@ -777,6 +790,11 @@ fn delete_options(body: &[u8]) -> Result<DeleteOptions, RestError> {
             )))
         }
     }
+    if value["gracePeriodSeconds"].is_number() {
+        options.warnings.push(
+            "gracePeriodSeconds is not supported yet: the object is deleted at once and its containers stopped with the pod's own grace period".into(),
+        );
+    }
     if value["orphanDependents"].as_bool() == Some(true) {
         options.warnings.push(
             "orphanDependents is not supported yet: dependents are deleted in the background"
@@ -811,6 +829,12 @@ mod tests {
         assert!(o.warnings.is_empty());
         let o = delete_options(br#"{"propagationPolicy": "Orphan"}"#).unwrap();
         assert_eq!(o.warnings.len(), 1);
+        let o = delete_options(br#"{"gracePeriodSeconds": 0}"#).unwrap();
+        assert!(
+            o.warnings[0].contains("gracePeriodSeconds"),
+            "{:?}",
+            o.warnings
+        );
         assert!(delete_options(br#"{"propagationPolicy": "Sideways"}"#).is_err());
         assert!(delete_options(b"[").is_err());
         assert!(delete_options(b"").unwrap().resource_version.is_none());

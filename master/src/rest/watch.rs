@@ -208,12 +208,14 @@ pub(super) async fn serve(
         })?,
     };
 
-    let mut request = tonic::Request::new(WatchRequest {
-        kind: info.kind.name().to_owned(),
-        namespace: target.namespace.unwrap_or_default(),
-        from_revision,
-    });
-    request.extensions_mut().insert(target.peer.clone());
+    let request = super::as_caller(
+        target.peer,
+        WatchRequest {
+            kind: info.kind.name().to_owned(),
+            namespace: target.namespace.unwrap_or_default(),
+            from_revision,
+        },
+    );
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(BUFFERED_EVENTS);
     let mut events = match target.api.watch(request).await {
         Ok(stream) => Some(stream.into_inner()),
