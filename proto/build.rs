@@ -2,7 +2,9 @@
 //! objects (`skiff.v1`) also get serde derives so that they read and write as
 //! Kubernetes YAML/JSON: lowerCamelCase names, Kubernetes' own spelling where
 //! it is not plain camelCase (`podIP`, `clusterIP`, ...), empty fields left
-//! out, and int-or-string / quantity fields accepted in both forms.
+//! out except those Kubernetes always writes and clients require
+//! ([`ALWAYS_WRITTEN`]), and int-or-string / quantity fields accepted in both
+//! forms.
 
 const OBJECTS: &str = ".skiff.v1";
 
@@ -43,16 +45,96 @@ const QUANTITY_MAPS: &[&str] = &[
     "NodeStatus.allocatable",
 ];
 
+/// Fields written even when empty: Kubernetes always writes them, and
+/// client libraries refuse objects without them (the Python client's
+/// models require them).
+const ALWAYS_WRITTEN: &[&str] = &[
+    "NodeCondition.type",
+    "NodeCondition.status",
+    "PodCondition.type",
+    "PodCondition.status",
+    "DeploymentCondition.type",
+    "DeploymentCondition.status",
+    "ReplicaSetCondition.type",
+    "ReplicaSetCondition.status",
+    "NodeAddress.type",
+    "NodeAddress.address",
+    "NodeSystemInfo.machine_id",
+    "NodeSystemInfo.boot_id",
+    "NodeSystemInfo.kernel_version",
+    "NodeSystemInfo.os_image",
+    "NodeSystemInfo.container_runtime_version",
+    "NodeSystemInfo.kubelet_version",
+    "NodeSystemInfo.kube_proxy_version",
+    "NodeSystemInfo.operating_system",
+    "NodeSystemInfo.architecture",
+    "NodeSystemInfo.system_uuid",
+    "ContainerStatus.name",
+    "ContainerStatus.ready",
+    "ContainerStatus.restart_count",
+    "ContainerStatus.image",
+    "ContainerStatus.image_id",
+    "ReplicaSetStatus.replicas",
+];
+
+const PROTOS: &[&str] = &[
+    "proto/objects.proto",
+    "proto/api.proto",
+    "proto/node.proto",
+    "proto/raft.proto",
+    "proto/join.proto",
+];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = prost_build::Config::new();
+    // The objects' fields, to leave empty ones out of their JSON except
+    // those always written.
+    let descriptors = prost_build::Config::new().load_fds(PROTOS, &["proto"])?;
+    let mut always_found = 0;
+    for file in descriptors
+        .file
+        .iter()
+        .filter(|f| f.package() == "skiff.v1")
+    {
+        for message in &file.message_type {
+            // proto3 `optional` fields are oneofs of their own (synthetic):
+            // plain fields to prost.
+            let real_oneof = message
+                .field
+                .iter()
+                .any(|f| f.oneof_index.is_some() && !f.proto3_optional());
+            // Maps are nested entry messages: fields to prost.
+            let nested = message
+                .nested_type
+                .iter()
+                .any(|n| !n.options.as_ref().is_some_and(|o| o.map_entry()));
+            if nested || real_oneof {
+                return Err(format!(
+                    "skiff.v1.{} has nested messages or oneofs, which build.rs does not handle",
+                    message.name()
+                )
+                .into());
+            }
+            for field in &message.field {
+                let path = format!("{}.{}", message.name(), field.name());
+                if ALWAYS_WRITTEN.contains(&path.as_str()) {
+                    always_found += 1;
+                    continue;
+                }
+                config.field_attribute(
+                    format!("{OBJECTS}.{path}"),
+                    "#[serde(skip_serializing_if = \"crate::json_mapping::is_default\")]",
+                );
+            }
+        }
+    }
+    if always_found != ALWAYS_WRITTEN.len() {
+        return Err("a field of ALWAYS_WRITTEN is not in skiff.v1".into());
+    }
     config.btree_map(["."]);
     config.type_attribute(
         OBJECTS,
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]",
-    );
-    config.field_attribute(
-        OBJECTS,
-        "#[serde(skip_serializing_if = \"crate::json_mapping::is_default\")]",
     );
     for (field, name) in RENAMES {
         config.field_attribute(
@@ -72,16 +154,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::json_mapping::quantity_map\")]",
         );
     }
-    tonic_prost_build::configure().compile_with_config(
-        config,
-        &[
-            "proto/objects.proto",
-            "proto/api.proto",
-            "proto/node.proto",
-            "proto/raft.proto",
-            "proto/join.proto",
-        ],
-        &["proto"],
-    )?;
+    tonic_prost_build::configure().compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())
 }

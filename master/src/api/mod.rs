@@ -80,6 +80,13 @@ fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
+/// A list's objects as the cache shares them, and the revision they were
+/// read at.
+pub struct SharedList {
+    pub items: Vec<std::sync::Arc<Object>>,
+    pub revision: u64,
+}
+
 /// Serves the API for one master.
 pub struct ApiService {
     cluster: Cluster,
@@ -189,6 +196,47 @@ impl ApiService {
             .then_some(request.namespace.as_str());
         let (items, revision) = self.cluster.store.list(kind, namespace)?;
         Ok(ListResponse { items, revision })
+    }
+
+    /// `list_local`'s objects as the cache shares them, not copied.
+    async fn list_shared_local(
+        &self,
+        request: ListRequest,
+        within: Duration,
+    ) -> Result<SharedList, ApiError> {
+        let kind = Kind::from_name(&request.kind)?;
+        if !request.serializable {
+            self.cluster.linearize(within).await?;
+        }
+        let namespace = (kind.namespaced() && !request.namespace.is_empty())
+            .then_some(request.namespace.as_str());
+        let (items, revision) = self.cluster.store.cache().list(kind, namespace);
+        Ok(SharedList { items, revision })
+    }
+
+    /// List, as the gRPC call does it (the caller's authorization, the
+    /// leader for a linearizable read), answered with the cache's shared
+    /// objects when this master serves it: the REST API's lists encode
+    /// them without a copy.
+    pub async fn list_shared(&self, request: Request<ListRequest>) -> Result<SharedList, Status> {
+        let r = request.get_ref();
+        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        let within = read_deadline(request.metadata());
+        self.router
+            .here_or_on_leader(
+                request.get_ref().serializable,
+                request,
+                |r| self.list_shared_local(r, within),
+                |ch, r| async move {
+                    let list = api_client(ch).list(r).await?.into_inner();
+                    Ok(Response::new(SharedList {
+                        items: list.items.into_iter().map(std::sync::Arc::new).collect(),
+                        revision: list.revision,
+                    }))
+                },
+            )
+            .await
+            .map(Response::into_inner)
     }
 
     async fn join_local(&self, request: JoinRequest) -> Result<JoinResponse, ApiError> {

@@ -225,14 +225,14 @@ impl<'a> Call<'a> {
         Ok(self.object_answer(info, &object, view, StatusCode::OK))
     }
 
-    /// The objects of the collection that the selectors select, encoded,
-    /// and the revision they were read at.
-    async fn list_values(
+    /// The objects of the collection that the selectors select, as the
+    /// cache shares them, and the revision they were read at.
+    async fn list_objects(
         &self,
         info: &'static KindInfo,
         labels: &LabelSelector,
         fields: &FieldSelector,
-    ) -> Result<(Vec<Value>, u64), RestError> {
+    ) -> Result<(Vec<Arc<Object>>, u64), RestError> {
         let serializable = self
             .query
             .get("resourceVersion")
@@ -244,17 +244,27 @@ impl<'a> Call<'a> {
         });
         let list = self
             .api
-            .list(request)
+            .list_shared(request)
             .await
-            .map_err(|s| RestError::from_grpc(&s, info, ""))?
-            .into_inner();
-        let items = list
-            .items
-            .iter()
-            .map(|o| wire::encode(info, o))
-            .filter(|v| labels.matches_json(v) && fields.matches_json(v))
-            .collect();
+            .map_err(|s| RestError::from_grpc(&s, info, ""))?;
+        let mut items = list.items;
+        items.retain(|o| {
+            labels.matches(&o.meta().labels)
+                && (fields.is_empty() || fields.matches_json(&wire::encode(info, o)))
+        });
         Ok((items, list.revision))
+    }
+
+    /// [`Self::list_objects`], encoded.
+    async fn list_values(
+        &self,
+        info: &'static KindInfo,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<Value>, u64), RestError> {
+        let (items, revision) = self.list_objects(info, labels, fields).await?;
+        let values = items.iter().map(|o| wire::encode(info, o)).collect();
+        Ok((values, revision))
     }
 
     fn selectors(&self, info: &KindInfo) -> Result<(LabelSelector, FieldSelector), RestError> {
@@ -270,7 +280,7 @@ impl<'a> Call<'a> {
 
     async fn list(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
         let (labels, fields) = self.selectors(info)?;
-        let (mut items, revision) = self.list_values(info, &labels, &fields).await?;
+        let (mut items, revision) = self.list_objects(info, &labels, &fields).await?;
         let mut rv = revision.to_string();
         // `continue` resumes after the last key of the previous page.
         if let Some(token) = self.query.get("continue").filter(|t| !t.is_empty()) {
@@ -288,27 +298,18 @@ impl<'a> Call<'a> {
         if let Some(limit) = limit.filter(|l| *l > 0 && *l < items.len()) {
             let remaining = items.len() - limit;
             items.truncate(limit);
-            let last = items.last().map(item_key).unwrap_or_default();
+            let last = items.last().map(|o| item_key(o)).unwrap_or_default();
             metadata["continue"] = json!(encode_continue(&rv, &last));
             metadata["remainingItemCount"] = json!(remaining);
         }
-        if self.wants_table() {
-            let refs: Vec<&Value> = items.iter().collect();
-            let mut table = table::table(info.kind.name(), &refs, &rv, true, now());
-            if let Some(c) = metadata.get("continue") {
-                table["metadata"]["continue"] = c.clone();
-            }
-            let mut response = json_response(StatusCode::OK, &table);
-            add_warnings(&mut response, &self.list_warnings());
-            return Ok(response);
-        }
-        let list = json!({
-            "kind": format!("{}List", info.kind.name()),
-            "apiVersion": info.api_version,
-            "metadata": metadata,
-            "items": items,
-        });
-        let mut response = json_response(StatusCode::OK, &list);
+        let mut response = if self.wants_table() {
+            let mut out = Vec::with_capacity(256 + items.len() * 384);
+            let objects = items.iter().map(|o| wire::encode(info, o));
+            table::write_table(&mut out, info.kind.name(), objects, &metadata, now());
+            json_bytes_response(out)
+        } else {
+            list_response(info, &metadata, &items)
+        };
         add_warnings(&mut response, &self.list_warnings());
         Ok(response)
     }
@@ -638,13 +639,40 @@ fn patch_error(info: &'static KindInfo, name: &str, e: patch::PatchError) -> Res
     error
 }
 
-/// `namespace/name` of an encoded object, the order lists come in.
-fn item_key(item: &Value) -> String {
-    format!(
-        "{}/{}",
-        item["metadata"]["namespace"].as_str().unwrap_or(""),
-        item["metadata"]["name"].as_str().unwrap_or("")
-    )
+/// `namespace/name` of an object, the order lists come in.
+fn item_key(object: &Object) -> String {
+    let meta = object.meta();
+    format!("{}/{}", meta.namespace, meta.name)
+}
+
+/// A `<Kind>List` of `items`, written straight into the answer's bytes
+/// (no JSON tree of the items: see [`wire::write_json`]).
+fn list_response(info: &KindInfo, metadata: &Value, items: &[Arc<Object>]) -> Response<Body> {
+    let mut out = Vec::with_capacity(256 + items.len() * 640);
+    out.extend_from_slice(b"{\"kind\":");
+    let _ = serde_json::to_writer(&mut out, &format!("{}List", info.kind.name()));
+    out.extend_from_slice(b",\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut out, info.api_version);
+    out.extend_from_slice(b",\"metadata\":");
+    let _ = serde_json::to_writer(&mut out, metadata);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        wire::write_json(&mut out, info, item);
+    }
+    out.extend_from_slice(b"]}");
+    json_bytes_response(out)
+}
+
+/// A 200 answer of JSON already written.
+fn json_bytes_response(json: Vec<u8>) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(json))
+        .unwrap_or_default()
 }
 
 fn encode_continue(rv: &str, after: &str) -> String {

@@ -105,6 +105,34 @@ pub fn table(
     Value::Object(table)
 }
 
+/// [`table`] with its columns written as JSON into `out` a row at a time:
+/// each object `objects` yields is made into its row, written and dropped
+/// before the next is made (a list of many objects never exists as one
+/// JSON tree). `metadata` is the Table's (`resourceVersion`, `continue`).
+pub fn write_table(
+    out: &mut Vec<u8>,
+    kind: &str,
+    objects: impl Iterator<Item = Value>,
+    metadata: &Value,
+    now: OffsetDateTime,
+) {
+    let printer = Printer::of(kind);
+    out.extend_from_slice(br#"{"kind":"Table","apiVersion":"meta.k8s.io/v1","metadata":"#);
+    // Writing a Value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, metadata);
+    out.extend_from_slice(br#","columnDefinitions":"#);
+    let definitions: Vec<Value> = printer.columns().iter().map(Column::definition).collect();
+    let _ = serde_json::to_writer(&mut *out, &definitions);
+    out.extend_from_slice(br#","rows":["#);
+    for (i, object) in objects.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        let _ = serde_json::to_writer(&mut *out, &owned_row(printer, object, now));
+    }
+    out.extend_from_slice(b"]}");
+}
+
 /// apimachinery's `HumanDuration`, the AGE format: two or three significant
 /// figures ("45s", "9m59s", "3h", "7d23h", "2y1d").
 pub fn human_duration(d: Duration) -> String {
@@ -1078,10 +1106,27 @@ fn row(printer: Printer, object: &Value, now: OffsetDateTime) -> Value {
         Value::Object(metadata) => Value::Object(metadata.clone()),
         _ => Value::Object(Map::new()),
     };
-    let cells = Value::Array(printer.cells(object, now));
+    let cells = printer.cells(object, now);
+    let conditions = printer.row_conditions(object);
+    assemble_row(cells, conditions, metadata)
+}
+
+/// [`row`] of an object given away: its metadata moves into the row
+/// instead of being copied.
+fn owned_row(printer: Printer, mut object: Value, now: OffsetDateTime) -> Value {
+    let cells = printer.cells(&object, now);
+    let conditions = printer.row_conditions(&object);
+    let metadata = match object["metadata"].take() {
+        Value::Object(metadata) => Value::Object(metadata),
+        _ => Value::Object(Map::new()),
+    };
+    assemble_row(cells, conditions, metadata)
+}
+
+fn assemble_row(cells: Vec<Value>, conditions: Option<Value>, metadata: Value) -> Value {
     let mut row = Map::new();
-    row.insert("cells".to_owned(), cells);
-    if let Some(conditions) = printer.row_conditions(object) {
+    row.insert("cells".to_owned(), Value::Array(cells));
+    if let Some(conditions) = conditions {
         row.insert("conditions".to_owned(), conditions);
     }
     let partial = json!({
@@ -2396,6 +2441,24 @@ mod tests {
     fn assert_headers(kind: &str, plain: &str, wide: &str) {
         assert_eq!(headers(kind, 0), plain, "{kind}");
         assert_eq!(headers(kind, 1), wide, "{kind}");
+    }
+
+    #[test]
+    fn a_table_written_row_by_row_is_the_table() {
+        let pods = [crash_looping_pod(), finished_pod()];
+        let refs: Vec<&Value> = pods.iter().collect();
+        let mut expected = table("Pod", &refs, "42", true, now());
+        expected["metadata"]["continue"] = json!("token");
+        let metadata = json!({"resourceVersion": "42", "continue": "token"});
+        let mut out = Vec::new();
+        write_table(&mut out, "Pod", pods.iter().cloned(), &metadata, now());
+        let written: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(written, expected);
+        assert_eq!(written["rows"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            written["rows"][0]["object"]["metadata"],
+            pods[0]["metadata"]
+        );
     }
 
     /// Two containers, the second crash-looping after 3 restarts, the last

@@ -257,25 +257,61 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
     value
 }
 
-/// Fields Kubernetes always writes that skiff's encoding leaves out when
-/// empty, and that client libraries refuse to do without (the Python
-/// client's models require them).
+/// Appends `object` as the API answers it (what [`encode`] makes) as JSON
+/// to `out`. Typed objects are written straight from their fields, without
+/// a JSON tree: this is what lists of many objects cost.
+pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
+    use skiff_proto::api::object::Kind as Body;
+    let body = match &object.kind {
+        Some(Body::Generic(_)) | None => None,
+        Some(body) => (!needs_filling(info.kind.name())).then_some(body),
+    };
+    let Some(body) = body else {
+        // Cannot fail: a Value always serializes.
+        let _ = serde_json::to_writer(&mut *out, &encode(info, object));
+        return;
+    };
+    let start = out.len();
+    out.extend_from_slice(b"{\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut *out, info.api_version);
+    out.extend_from_slice(b",\"kind\":");
+    let _ = serde_json::to_writer(&mut *out, info.kind.name());
+    let fields = out.len();
+    let written = crate::objects::with_body!(body, o => serde_json::to_writer(&mut *out, o));
+    if written.is_err() || out.get(fields) != Some(&b'{') {
+        out.truncate(start);
+        let _ = serde_json::to_writer(&mut *out, &encode(info, object));
+        return;
+    }
+    // The object's own `{` becomes the separator after the type meta.
+    if out.get(fields + 1) == Some(&b'}') {
+        out.truncate(fields);
+        out.extend_from_slice(b",\"metadata\":{}}");
+    } else {
+        out[fields] = b',';
+    }
+}
+
+/// Kinds whose answers get fields their typed encoding may leave out
+/// (see [`fill_required`]).
+fn needs_filling(kind: &str) -> bool {
+    matches!(kind, "Node" | "ReplicaSet")
+}
+
+/// Parts Kubernetes always writes that an object may lack altogether, and
+/// that client libraries refuse to do without (the Python client's models
+/// require them). Fields inside the parts an object has are written by its
+/// encoding itself (`proto/build.rs` `ALWAYS_WRITTEN`).
 fn fill_required(kind: &str, value: &mut Value) {
-    if !matches!(kind, "Node" | "ReplicaSet") && !value["status"].is_object() {
+    if !needs_filling(kind) {
         return;
     }
     let status = &mut value["status"];
-    if let Some(conditions) = status.get_mut("conditions").and_then(Value::as_array_mut) {
-        for condition in conditions {
-            default_field(condition, "status", json!("Unknown"));
-            default_field(condition, "type", json!(""));
-        }
+    if !status.is_object() {
+        *status = json!({});
     }
     match kind {
         "Node" => {
-            if !status.is_object() {
-                *status = json!({});
-            }
             let info = &mut status["nodeInfo"];
             if !info.is_object() {
                 *info = json!({});
@@ -294,33 +330,8 @@ fn fill_required(kind: &str, value: &mut Value) {
             ] {
                 default_field(info, field, json!(""));
             }
-            if let Some(addresses) = status.get_mut("addresses").and_then(Value::as_array_mut) {
-                for address in addresses {
-                    default_field(address, "type", json!(""));
-                    default_field(address, "address", json!(""));
-                }
-            }
         }
-        "Pod" => {
-            for list in ["containerStatuses", "initContainerStatuses"] {
-                if let Some(statuses) = status.get_mut(list).and_then(Value::as_array_mut) {
-                    for s in statuses {
-                        default_field(s, "name", json!(""));
-                        default_field(s, "image", json!(""));
-                        default_field(s, "imageID", json!(""));
-                        default_field(s, "ready", json!(false));
-                        default_field(s, "restartCount", json!(0));
-                    }
-                }
-            }
-        }
-        "ReplicaSet" => {
-            if !status.is_object() {
-                *status = json!({});
-            }
-            default_field(status, "replicas", json!(0));
-        }
-        _ => {}
+        _ => default_field(status, "replicas", json!(0)),
     }
 }
 
@@ -448,5 +459,65 @@ mod tests {
         assert_eq!(v["apiVersion"], "v1");
         assert_eq!(v["status"]["nodeInfo"]["kubeletVersion"], "");
         assert_eq!(v["status"]["nodeInfo"]["systemUUID"], "");
+    }
+
+    #[test]
+    fn objects_written_straight_read_as_their_encoding_with_the_fields_clients_require() {
+        use skiff_proto::api::object::Kind as Body;
+        use skiff_proto::v1;
+        let pod = Object {
+            kind: Some(Body::Pod(v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: "p".into(),
+                    namespace: "ns".into(),
+                    ..Default::default()
+                }),
+                status: Some(v1::PodStatus {
+                    phase: "Pending".into(),
+                    container_statuses: vec![v1::ContainerStatus::default()],
+                    conditions: vec![v1::PodCondition::default()],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })),
+        };
+        let bare = Object {
+            kind: Some(Body::Secret(v1::Secret::default())),
+        };
+        let replicaset = Object {
+            kind: Some(Body::ReplicaSet(v1::ReplicaSet::default())),
+        };
+        for (kind, object) in [
+            (Kind::Pod, &pod),
+            (Kind::Secret, &bare),
+            (Kind::ReplicaSet, &replicaset),
+        ] {
+            let mut out = b"[".to_vec();
+            write_json(&mut out, info(kind), object);
+            out.push(b']');
+            let written: Value = serde_json::from_slice(&out).unwrap();
+            assert_eq!(written[0], encode(info(kind), object), "{kind:?}");
+        }
+        let v = encode(info(Kind::Pod), &pod);
+        assert_eq!(v["apiVersion"], "v1");
+        assert_eq!(v["kind"], "Pod");
+        let status = &v["status"]["containerStatuses"][0];
+        for field in ["name", "image", "imageID"] {
+            assert_eq!(status[field], "", "{field}");
+        }
+        assert_eq!(status["ready"], false);
+        assert_eq!(status["restartCount"], 0);
+        assert_eq!(v["status"]["conditions"][0]["type"], "");
+        assert_eq!(v["status"]["conditions"][0]["status"], "");
+        assert_eq!(v["status"]["phase"], "Pending");
+        assert!(
+            v["status"].get("podIP").is_none(),
+            "other empty fields stay out"
+        );
+        assert_eq!(encode(info(Kind::Secret), &bare)["metadata"], json!({}));
+        assert_eq!(
+            encode(info(Kind::ReplicaSet), &replicaset)["status"]["replicas"],
+            0
+        );
     }
 }
