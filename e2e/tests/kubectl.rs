@@ -1,13 +1,14 @@
 //! Real kubectl (1.20, the machine's 1.32, 1.35) against a real `skiff
 //! master` with two hollow nodes, through the Kubernetes REST API on the
 //! master's API port: one scenario, run by each version, covering what an
-//! operator types every day (discovery, tables, output formats, create,
-//! scale, label, annotate, the three patch types, set image, expose, run,
-//! apply, watch, delete, proxy, and the kinds skiff stores for later: a
-//! ConfigMap, a Job, a CronJob, RBAC, a StatefulSet, an Ingress, a PVC) and
-//! the errors kubectl shows. Then bad
-//! requests (`get --raw`, `create --raw`, no client certificate) and the
-//! Kubernetes `Status` errors they get.
+//! operator types every day (discovery, access reviews (`auth can-i`, `auth
+//! whoami`), tables, output formats, create, scale, label, annotate, the
+//! three patch types, set image, the rollout commands (`status`, `history`,
+//! `undo`, `restart`) and `wait`, expose, run, apply, watch, delete, proxy,
+//! and the kinds skiff stores for later: a ConfigMap, a Job, a CronJob,
+//! RBAC, a StatefulSet, an Ingress, a PVC) and the errors kubectl shows.
+//! Then bad requests (`get --raw`, `create --raw`, no client certificate)
+//! and the Kubernetes `Status` errors they get.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -73,9 +74,11 @@ async fn scenario_with(version: KubectlVersion) {
 
 fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {
     discovery(k, api_addr);
+    access_reviews(k, version);
     nodes(k);
     deployment_and_pods(k);
     changes(k);
+    rollouts(k);
     apply_and_watch(k);
     stored_kinds(k, version);
     deletes_and_errors(k);
@@ -110,6 +113,41 @@ fn discovery(k: &Kubectl, api_addr: &str) {
     assert!(deploy.iter().any(|c| c.starts_with("apps")), "{out}");
 }
 
+/// `auth can-i` (one question, and `--list`) and `auth whoami`, answered
+/// from the admin's identity by the same rules every request is
+/// authorized with.
+fn access_reviews(k: &Kubectl, version: KubectlVersion) {
+    assert_eq!(ok(k, "auth can-i create deployments").trim(), "yes");
+    assert_eq!(ok(k, "auth can-i delete pods -n kube-system").trim(), "yes");
+    let log = "auth can-i get pods --subresource=log -n shop";
+    assert_eq!(ok(k, log).trim(), "yes");
+
+    // A resource skiff does not serve: no, saying why, and exit code 1.
+    let widgets = k.run(&words("auth can-i get widgets"));
+    assert!(!widgets.status.success(), "{widgets:?}");
+    let answer = String::from_utf8_lossy(&widgets.stdout);
+    assert!(answer.starts_with("no"), "{answer}");
+    assert_has(&answer, r#"skiff serves no resource "widgets""#);
+
+    let out = ok(k, "auth can-i --list");
+    let header = words("Resources Non-Resource URLs Resource Names Verbs");
+    assert_eq!(header_of(&out), header, "{out}");
+    // Everything, for an admin: `*.*` with every verb, and every path.
+    assert!(row_has(&out, "*.*", &["[*]"]), "{out}");
+    let paths = out.lines().map(words).any(|cells| cells == ["[*]", "[]", "[*]"]);
+    assert!(paths, "no row for every path:\n{out}");
+    let review = "selfsubjectaccessreviews.authorization.k8s.io";
+    assert!(row_has(&out, review, &["[create]"]), "{out}");
+
+    // `auth whoami` came with kubectl 1.26 (and v1 with 1.28).
+    if version != KubectlVersion::V1_20 {
+        let out = ok(k, "auth whoami");
+        assert!(row_has(&out, "Username", &["system:admin"]), "{out}");
+        assert_has(&out, "system:masters");
+        assert_has(&out, "system:authenticated");
+    }
+}
+
 /// `get nodes`, plain and wide.
 fn nodes(k: &Kubectl) {
     let out = eventually("both nodes Ready", SETTLE, || {
@@ -140,6 +178,7 @@ fn deployment_and_pods(k: &Kubectl) {
     assert_has(&out, "namespace/shop created");
     let create = "create deployment web --image=busybox --replicas=2 -n shop";
     assert_has(&ok(k, create), "deployment.apps/web created");
+    rollout_status(k);
     let out = eventually("deployment web 2/2 ready", SETTLE, || {
         let out = ok(k, "get deploy -n shop");
         if row_has(&out, "web", &["2/2"]) {
@@ -257,6 +296,8 @@ fn changes(k: &Kubectl) {
     assert_eq!(jsonpath(k, "deploy/web", image), "busybox");
     let env = "{.spec.template.spec.containers[0].env[0].value}";
     assert_eq!(jsonpath(k, "deploy/web", env), "strategic");
+    // Its own revision (2): `rollouts` goes back to it.
+    rollout_status(k);
 
     let json = r#"[{"op":"replace","path":"/metadata/labels/patched","value":"json"}]"#;
     let out = patch(k, "json", json);
@@ -267,6 +308,7 @@ fn changes(k: &Kubectl) {
     let out = ok(k, "set image deployment/web busybox=busybox:2 -n shop");
     assert_has(&out, "deployment.apps/web image updated");
     assert_eq!(jsonpath(k, "deploy/web", image), "busybox:2");
+    rollout_status(k);
 
     let out = ok(k, "expose deployment web --port 80 -n shop");
     assert_has(&out, "service/web exposed");
@@ -290,6 +332,89 @@ fn changes(k: &Kubectl) {
             Err(phase)
         }
     });
+}
+
+/// `kubectl rollout status deployment/web`, which must report it rolled out
+/// (the controller's status: observedGeneration, updated and available
+/// replicas).
+fn rollout_status(k: &Kubectl) {
+    let out = ok(k, "rollout status deployment/web -n shop --timeout=60s");
+    assert_has(&out, r#"deployment "web" successfully rolled out"#);
+}
+
+/// The Deployment's revision, as the controller records it.
+const REVISION: &str = r"{.metadata.annotations.deployment\.kubernetes\.io/revision}";
+
+/// `rollout history` (revisions from the ReplicaSets' annotations, with
+/// their change-cause), `rollout undo` (a JSON Patch of the template and
+/// the annotations), `rollout restart` (a strategic merge patch of the
+/// template) and `wait --for=condition=Available`, on `web`, whose
+/// template has changed twice since it was created: its env (a strategic
+/// patch) and its image.
+fn rollouts(k: &Kubectl) {
+    let image = "{.spec.template.spec.containers[0].image}";
+    let out = ok(k, "rollout history deployment/web -n shop");
+    // `deployment.apps/web`, then the table.
+    assert_has(&out, "deployment.apps/web");
+    let header = out.lines().map(words).any(|cells| cells == ["REVISION", "CHANGE-CAUSE"]);
+    assert!(header, "{out}");
+    for revision in ["1", "2", "3"] {
+        assert!(row_has(&out, revision, &["<none>"]), "{out}");
+    }
+    assert_eq!(jsonpath(k, "deploy/web", REVISION), "3");
+
+    // The Deployment's change-cause reaches its newest ReplicaSet.
+    let cause = "annotate deployment/web kubernetes.io/change-cause=busybox-2 -n shop";
+    assert_has(&ok(k, cause), "deployment.apps/web annotated");
+    eventually("revision 3's change-cause in the history", SETTLE, || {
+        let out = ok(k, "rollout history deployment/web -n shop");
+        if row_has(&out, "3", &["busybox-2"]) {
+            Ok(())
+        } else {
+            Err(out)
+        }
+    });
+
+    // Back to revision 2's template, which becomes revision 4.
+    let out = ok(k, "rollout undo deployment/web -n shop");
+    assert_has(&out, "deployment.apps/web rolled back");
+    assert_eq!(jsonpath(k, "deploy/web", image), "busybox");
+    let env = "{.spec.template.spec.containers[0].env[0].value}";
+    assert_eq!(jsonpath(k, "deploy/web", env), "strategic");
+    rollout_status(k);
+    eventually("revision 4 recorded on the Deployment", SETTLE, || {
+        let revision = jsonpath(k, "deploy/web", REVISION);
+        if revision == "4" {
+            Ok(())
+        } else {
+            Err(revision)
+        }
+    });
+    let out = ok(k, "rollout history deployment/web -n shop");
+    assert!(row_has(&out, "3", &["busybox-2"]), "{out}");
+    assert!(row(&out, "4").is_some(), "{out}");
+
+    // A restart: a new template annotation, so a new ReplicaSet rolls out.
+    let sets = |k: &Kubectl| ok(k, "get rs -n shop -l app=web -o name").lines().count();
+    let before = sets(k);
+    let out = ok(k, "rollout restart deployment/web -n shop");
+    assert_has(&out, "deployment.apps/web restarted");
+    let restarted = r"{.spec.template.metadata.annotations.kubectl\.kubernetes\.io/restartedAt}";
+    assert!(!jsonpath(k, "deploy/web", restarted).is_empty());
+    rollout_status(k);
+    assert_eq!(sets(k), before + 1);
+    eventually("revision 5 recorded on the Deployment", SETTLE, || {
+        let revision = jsonpath(k, "deploy/web", REVISION);
+        if revision == "5" {
+            Ok(())
+        } else {
+            Err(revision)
+        }
+    });
+    assert_eq!(jsonpath(k, "deploy/web", image), "busybox");
+
+    let wait = "wait --for=condition=Available deployment/web -n shop --timeout=60s";
+    assert_has(&ok(k, wait), "deployment.apps/web condition met");
 }
 
 /// `apply -f` (created, unchanged, configured), and `get -w` seeing a

@@ -630,8 +630,8 @@ proptest! {
         }
     }
 
-    /// Any value, for every kind: checked and decoded into an object of that kind, or refused
-    /// with a 4xx and a message; what the check fills in agrees with the URL; only `Warn`
+    /// Any value, for every stored kind: checked and decoded into an object of that kind, or
+    /// refused with a 4xx and a message; what the check fills in agrees with the URL; only `Warn`
     /// turns unknown fields into warnings.
     #[test]
     fn bodies_of_every_kind_decode_or_are_refused_with_a_4xx(
@@ -639,7 +639,9 @@ proptest! {
         namespace in select(NAMESPACES),
         validation in select(VALIDATIONS),
     ) {
-        for info in &KINDS {
+        // The reviews are answered by `rest/access_review.rs`, never decoded
+        // into objects.
+        for info in KINDS.iter().filter(|i| i.is_stored()) {
             let mut checked = value.clone();
             if let Err(e) = wire::check_against_url(&mut checked, info, namespace) {
                 prop_assert!(e.code.is_client_error(), "{}: {}", info.resource, e.code);

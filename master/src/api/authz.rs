@@ -1,12 +1,26 @@
 //! Who may do what. Identity comes only from the client certificate the
 //! TLS handshake verified ([`PeerInfo`]); no request field can claim one.
 //!
+//! The rules are data ([`Rule`], [`PathRule`]) read by one function,
+//! [`decide`]: may this identity make this [`Access`], a verb on a kind's
+//! objects (one object, or a subresource of it)? Every call on objects is
+//! authorized with it ([`authorize`]); the REST API's access reviews
+//! (`kubectl auth can-i`, what k9s and Headlamp ask before they list)
+//! answer with it, and list the same rules ([`rules_for`]).
+//!
 //! - Admins may do everything; so may masters, which relay requests they
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
-//!   its own pods; it may write only its own Node (not its spec: podCIDR,
-//!   taints and unschedulable are the cluster's), its heartbeats, and the
-//!   status of pods bound to it.
+//!   its own pods; it may write only its own Node and the status of pods
+//!   bound to it. Its Node's spec (podCIDR, taints, unschedulable) is the
+//!   cluster's: that is checked on the write itself ([`may_update`]), as
+//!   Kubernetes' NodeRestriction admission does, not by the rules.
+//! - Everyone authenticated may review its own access and read discovery,
+//!   the version and health.
+//!
+//! Calls that are not about objects (cluster membership, the datastore's
+//! snapshots) are for admins and masters alone ([`privileged`]), and the
+//! agents' own protocol for a node about itself ([`is_self`]).
 //!
 //! Anything else is refused with PermissionDenied and logged.
 
@@ -14,8 +28,354 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
-use crate::objects::Kind;
+use crate::objects::{registry, Kind, ObjectExt};
 use crate::store::state_machine::ObjectStore;
+
+/// A verb of the Kubernetes API, as authorization names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Get,
+    List,
+    Watch,
+    Create,
+    Update,
+    Patch,
+    Delete,
+    DeleteCollection,
+}
+
+impl Verb {
+    /// Every verb skiff serves.
+    pub const ALL: [Verb; 8] = [
+        Verb::Get,
+        Verb::List,
+        Verb::Watch,
+        Verb::Create,
+        Verb::Update,
+        Verb::Patch,
+        Verb::Delete,
+        Verb::DeleteCollection,
+    ];
+
+    /// The name Kubernetes gives it (`get`, `deletecollection`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Verb::Get => "get",
+            Verb::List => "list",
+            Verb::Watch => "watch",
+            Verb::Create => "create",
+            Verb::Update => "update",
+            Verb::Patch => "patch",
+            Verb::Delete => "delete",
+            Verb::DeleteCollection => "deletecollection",
+        }
+    }
+
+    /// The verb named `name`, if skiff serves it.
+    pub fn from_name(name: &str) -> Option<Verb> {
+        Verb::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// How refusals say it.
+    fn phrase(self) -> &'static str {
+        match self {
+            Verb::Get => "read",
+            Verb::DeleteCollection => "delete all",
+            other => other.name(),
+        }
+    }
+}
+
+/// One access to objects: what authorization decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Access<'a> {
+    pub verb: Verb,
+    pub kind: Kind,
+    /// The namespace; "" for cluster-scoped kinds, or all namespaces.
+    pub namespace: &'a str,
+    /// One object; `None` for a collection (list, watch, create).
+    pub name: Option<&'a str>,
+    /// "" for the object itself, else its subresource (`status`, `log`).
+    pub subresource: &'a str,
+}
+
+impl<'a> Access<'a> {
+    /// `verb` on the objects of `kind` (on `name` alone when given).
+    pub fn new(verb: Verb, kind: Kind, namespace: &'a str, name: Option<&'a str>) -> Access<'a> {
+        Access {
+            verb,
+            kind,
+            namespace,
+            name,
+            subresource: "",
+        }
+    }
+
+    /// The same access to a subresource of the objects.
+    pub fn with_subresource(self, subresource: &'a str) -> Access<'a> {
+        Access {
+            subresource,
+            ..self
+        }
+    }
+
+    /// What it does, as refusals say it: `read Pod "web"`, `list pods`,
+    /// `update the status of Pod "web"`.
+    pub fn describe(&self) -> String {
+        let objects = match self.name {
+            Some(name) => format!("{} {name:?}", self.kind),
+            None => self.kind.plural().to_owned(),
+        };
+        if self.subresource.is_empty() {
+            format!("{} {objects}", self.verb.phrase())
+        } else {
+            let part = self.subresource;
+            format!("{} the {part} of {objects}", self.verb.phrase())
+        }
+    }
+}
+
+/// The answer to "may this identity make this access?".
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Allowed: the rule that allows it. Refused: `<identity> may not
+    /// <what>`.
+    pub reason: String,
+}
+
+/// The verbs a rule grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbs {
+    All,
+    Only(&'static [Verb]),
+}
+
+/// The kinds a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kinds {
+    All,
+    Only(&'static [Kind]),
+}
+
+/// Which objects of its kinds a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Every one.
+    Any,
+    /// The caller's own Node.
+    OwnNode,
+    /// The pods bound to the caller's node, as stored.
+    BoundPods,
+}
+
+/// One grant: these verbs on these parts (the object itself, or
+/// subresources) of these kinds' objects, within a scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub verbs: Verbs,
+    pub kinds: Kinds,
+    /// `""` is the object itself; `None`: the object and every subresource.
+    pub parts: Option<&'static [&'static str]>,
+    pub scope: Scope,
+    /// Why, as the access reviews say it.
+    pub reason: &'static str,
+}
+
+impl Rule {
+    /// Whether the rule is about `access` (its scope aside).
+    fn covers(&self, access: &Access<'_>) -> bool {
+        let verb = match self.verbs {
+            Verbs::All => true,
+            Verbs::Only(verbs) => verbs.contains(&access.verb),
+        };
+        let kind = match self.kinds {
+            Kinds::All => true,
+            Kinds::Only(kinds) => kinds.contains(&access.kind),
+        };
+        let part = self.parts.is_none_or(|p| p.contains(&access.subresource));
+        verb && kind && part
+    }
+}
+
+/// A grant of paths that name no object (`/version`, `/healthz`): `*` is
+/// every verb or path, a trailing `*` a prefix, as in Kubernetes' rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathRule {
+    /// Lowercase HTTP verbs (`get`, `post`), or `*`.
+    pub verbs: &'static [&'static str],
+    pub paths: &'static [&'static str],
+    pub reason: &'static str,
+}
+
+impl PathRule {
+    fn covers(&self, verb: &str, path: &str) -> bool {
+        let verb = self.verbs.iter().any(|v| *v == "*" || *v == verb);
+        let path = self.paths.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => path.starts_with(prefix),
+            None => *p == path,
+        });
+        verb && path
+    }
+}
+
+/// What admins and masters may do.
+const PRIVILEGED: &[Rule] = &[Rule {
+    verbs: Verbs::All,
+    kinds: Kinds::All,
+    parts: None,
+    scope: Scope::Any,
+    reason: "admins and masters may do everything",
+}];
+
+/// What a node may do.
+const NODE: &[Rule] = &[
+    Rule {
+        verbs: Verbs::Only(&[Verb::Get, Verb::List, Verb::Watch]),
+        kinds: Kinds::Only(&[Kind::Node, Kind::Service, Kind::Endpoints]),
+        parts: Some(&["", "status"]),
+        scope: Scope::Any,
+        reason: "a node reads Nodes (for the overlay), Services and Endpoints",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Get]),
+        kinds: Kinds::Only(&[Kind::Pod]),
+        parts: Some(&["", "status"]),
+        scope: Scope::BoundPods,
+        reason: "a node reads the pods bound to it",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Update, Verb::Patch]),
+        kinds: Kinds::Only(&[Kind::Node]),
+        parts: Some(&["", "status"]),
+        scope: Scope::OwnNode,
+        reason: "a node updates its own Node (not its spec)",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Update, Verb::Patch]),
+        kinds: Kinds::Only(&[Kind::Pod]),
+        parts: Some(&["status"]),
+        scope: Scope::BoundPods,
+        reason: "a node reports the status of the pods bound to it",
+    },
+];
+
+/// What everyone authenticated may do.
+const EVERYONE: &[Rule] = &[Rule {
+    verbs: Verbs::Only(&[Verb::Create]),
+    kinds: Kinds::Only(&[
+        Kind::SelfSubjectAccessReview,
+        Kind::SelfSubjectRulesReview,
+        Kind::SelfSubjectReview,
+    ]),
+    parts: Some(&[""]),
+    scope: Scope::Any,
+    reason: "everyone may review its own access",
+}];
+
+/// The paths admins and masters may use.
+const PRIVILEGED_PATHS: &[PathRule] = &[PathRule {
+    verbs: &["*"],
+    paths: &["*"],
+    reason: "admins and masters may do everything",
+}];
+
+/// The paths everyone authenticated may read (Kubernetes' `system:discovery`
+/// and `system:public-info-viewer`).
+const EVERYONE_PATHS: &[PathRule] = &[PathRule {
+    verbs: &["get"],
+    paths: &[
+        "/api",
+        "/api/*",
+        "/apis",
+        "/apis/*",
+        "/healthz",
+        "/livez",
+        "/readyz",
+        "/openapi",
+        "/openapi/*",
+        "/version",
+        "/version/",
+    ],
+    reason: "everyone may read discovery, the version and health",
+}];
+
+/// The rules that apply to `identity`, its own first.
+fn rules(identity: &Identity) -> impl Iterator<Item = &'static Rule> {
+    let own: &'static [Rule] = match identity {
+        i if i.is_privileged() => PRIVILEGED,
+        Identity::Node(_) => NODE,
+        _ => &[],
+    };
+    own.iter().chain(EVERYONE)
+}
+
+/// The path rules that apply to `identity`, its own first.
+fn path_rules(identity: &Identity) -> impl Iterator<Item = &'static PathRule> {
+    let own: &'static [PathRule] = if identity.is_privileged() {
+        PRIVILEGED_PATHS
+    } else {
+        &[]
+    };
+    own.iter().chain(EVERYONE_PATHS)
+}
+
+/// Whether `access` is within `scope` for `identity`.
+fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Access<'_>) -> bool {
+    match (scope, identity, access.name) {
+        (Scope::Any, _, _) => true,
+        (Scope::OwnNode, Identity::Node(node), Some(name)) => name == node,
+        (Scope::BoundPods, Identity::Node(node), Some(pod)) => {
+            pod_bound_to(store, access.namespace, pod, node)
+        }
+        _ => false,
+    }
+}
+
+/// May `identity` make `access`? The one answer to that question: calls on
+/// objects are authorized with it, and the access reviews answer with it.
+pub fn decide(store: &ObjectStore, identity: &Identity, access: &Access<'_>) -> Decision {
+    let granted = rules(identity)
+        .find(|rule| rule.covers(access) && in_scope(store, identity, rule.scope, access));
+    match granted {
+        Some(rule) => Decision {
+            allowed: true,
+            reason: rule.reason.to_owned(),
+        },
+        None => Decision {
+            allowed: false,
+            reason: format!("{identity} may not {}", access.describe()),
+        },
+    }
+}
+
+/// May `identity` use `verb` (lowercase HTTP, `get`) on `path`, which names
+/// no object?
+pub fn decide_path(identity: &Identity, verb: &str, path: &str) -> Decision {
+    match path_rules(identity).find(|rule| rule.covers(verb, path)) {
+        Some(rule) => Decision {
+            allowed: true,
+            reason: rule.reason.to_owned(),
+        },
+        None => Decision {
+            allowed: false,
+            reason: format!("{identity} may not {verb} {path}"),
+        },
+    }
+}
+
+/// [`decide`] for a call: refused with PermissionDenied (and logged).
+pub fn authorize(
+    store: &ObjectStore,
+    identity: &Identity,
+    access: &Access<'_>,
+) -> Result<(), Status> {
+    if decide(store, identity, access).allowed {
+        Ok(())
+    } else {
+        Err(denied(identity, &access.describe()))
+    }
+}
 
 /// The verified identity behind a request.
 pub fn identity<T>(request: &Request<T>) -> Result<Identity, Status> {
@@ -45,36 +405,13 @@ pub fn pod_bound_to(store: &ObjectStore, namespace: &str, pod: &str, node: &str)
     )
 }
 
-/// Get, List or Watch of `kind` (`name` for a Get).
-pub fn may_read(
-    store: &ObjectStore,
-    identity: &Identity,
-    kind: Kind,
-    namespace: &str,
-    name: Option<&str>,
-) -> Result<(), Status> {
-    let node = match identity {
-        i if i.is_privileged() => return Ok(()),
-        Identity::Node(n) => n,
-        _ => return Err(denied(identity, "read")),
-    };
-    let allowed = match kind {
-        Kind::Node | Kind::Service | Kind::Endpoints => true,
-        Kind::Pod => name.is_some_and(|p| pod_bound_to(store, namespace, p, node)),
-        _ => false,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        let what = match name {
-            Some(n) => format!("read {kind} {n:?}"),
-            None => format!("list or watch {}", kind.plural()),
-        };
-        Err(denied(identity, &what))
-    }
-}
+/// What a node may not do to its own Node, though it may update it.
+const OWN_NODE_SPEC: &str =
+    "change its own Node's spec (podCIDR, taints, unschedulable are the cluster's)";
 
-/// Update or UpdateStatus of `object` (of `kind`, named `name`).
+/// Update or UpdateStatus of `object` (of `kind`, named `name`): the rules
+/// ([`decide`]), then what the write itself must keep: a node's Node spec
+/// is the cluster's.
 pub fn may_update(
     store: &ObjectStore,
     identity: &Identity,
@@ -84,35 +421,19 @@ pub fn may_update(
     name: &str,
     status_only: bool,
 ) -> Result<(), Status> {
-    let node = match identity {
-        i if i.is_privileged() => return Ok(()),
-        Identity::Node(n) => n,
-        _ => return Err(denied(identity, "write")),
-    };
-    let allowed = match kind {
-        Kind::Node if name == node && !status_only => {
-            if !same_node_spec(store, object, name) {
-                return Err(denied(
-                    identity,
-                    "change its own Node's spec (podCIDR, taints, unschedulable are the cluster's)",
-                ));
-            }
-            true
-        }
-        Kind::Node => name == node,
-        Kind::Pod => status_only && pod_bound_to(store, namespace, name, node),
-        _ => false,
-    };
-    if allowed {
-        Ok(())
-    } else {
-        Err(denied(identity, &format!("update {kind} {name:?}")))
+    let part = if status_only { "status" } else { "" };
+    let access = Access::new(Verb::Update, kind, namespace, Some(name)).with_subresource(part);
+    authorize(store, identity, &access)?;
+    let a_node = matches!(identity, Identity::Node(_));
+    if a_node && kind == Kind::Node && !status_only && !same_node_spec(store, object, name) {
+        return Err(denied(identity, OWN_NODE_SPEC));
     }
+    Ok(())
 }
 
-/// Calls only admins and masters may make (create, delete, logs, cluster
-/// membership, the datastore's snapshots). Masters make them only to relay
-/// a call they have authorized already.
+/// Calls about the cluster rather than its objects (membership, the
+/// datastore's snapshots), which only admins and masters may make. Masters
+/// make them only to relay a call they have authorized already.
 pub fn privileged(identity: &Identity, action: &str) -> Result<(), Status> {
     if identity.is_privileged() {
         Ok(())
@@ -127,6 +448,141 @@ pub fn is_self(identity: &Identity, node: &str, action: &str) -> Result<(), Stat
         i if i.is_privileged() => Ok(()),
         Identity::Node(n) if n == node => Ok(()),
         _ => Err(denied(identity, &format!("{action} for node {node:?}"))),
+    }
+}
+
+/// One grant as a rules review lists it (Kubernetes' `ResourceRule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRule {
+    pub verbs: Vec<&'static str>,
+    pub api_groups: Vec<&'static str>,
+    /// Resources, and subresources as `pods/status`; `*` for all.
+    pub resources: Vec<String>,
+    /// Empty for every object.
+    pub resource_names: Vec<String>,
+}
+
+/// One path grant as a rules review lists it (`NonResourceRule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NonResourceRule {
+    pub verbs: Vec<&'static str>,
+    pub paths: Vec<&'static str>,
+}
+
+/// Everything `identity` may do in `namespace` (`""`: cluster-wide rules
+/// only), from the rules [`decide`] reads: what `kubectl auth can-i --list`
+/// shows. The pods bound to a node are named as they are bound now.
+pub fn rules_for(
+    store: &ObjectStore,
+    identity: &Identity,
+    namespace: &str,
+) -> (Vec<ResourceRule>, Vec<NonResourceRule>) {
+    let mut resource_rules = Vec::new();
+    for rule in rules(identity) {
+        let names = match (rule.scope, identity) {
+            (Scope::Any, _) => Vec::new(),
+            (Scope::OwnNode, Identity::Node(node)) => vec![node.clone()],
+            (Scope::BoundPods, Identity::Node(node)) => bound_pod_names(store, node, namespace),
+            _ => continue,
+        };
+        if rule.scope != Scope::Any && names.is_empty() {
+            continue;
+        }
+        let verbs = match rule.verbs {
+            Verbs::All => vec!["*"],
+            Verbs::Only(verbs) => verbs.iter().map(|v| v.name()).collect(),
+        };
+        let Kinds::Only(kinds) = rule.kinds else {
+            resource_rules.push(ResourceRule {
+                verbs,
+                api_groups: vec!["*"],
+                resources: vec!["*".to_owned()],
+                resource_names: names,
+            });
+            continue;
+        };
+        // One listed rule per API group: a listed rule's groups and
+        // resources combine freely.
+        let mut groups: Vec<&'static str> = Vec::new();
+        for kind in kinds {
+            let group = registry::info(*kind).group;
+            if !groups.contains(&group) {
+                groups.push(group);
+            }
+        }
+        for group in groups {
+            let resources = kinds
+                .iter()
+                .map(|k| registry::info(*k))
+                .filter(|info| info.group == group)
+                .flat_map(|info| resource_parts(info.resource, rule.parts))
+                .collect();
+            resource_rules.push(ResourceRule {
+                verbs: verbs.clone(),
+                api_groups: vec![group],
+                resources,
+                resource_names: names.clone(),
+            });
+        }
+    }
+    let non_resource_rules = path_rules(identity)
+        .map(|rule| NonResourceRule {
+            verbs: rule.verbs.to_vec(),
+            paths: rule.paths.to_vec(),
+        })
+        .collect();
+    (resource_rules, non_resource_rules)
+}
+
+/// `resource` and its subresources as rules name them (`pods/status`).
+fn resource_parts(resource: &str, parts: Option<&[&str]>) -> Vec<String> {
+    match parts {
+        None => vec![resource.to_owned(), format!("{resource}/*")],
+        Some(parts) => parts
+            .iter()
+            .map(|part| match *part {
+                "" => resource.to_owned(),
+                part => format!("{resource}/{part}"),
+            })
+            .collect(),
+    }
+}
+
+/// The names of the pods bound to `node` in `namespace` (every namespace
+/// for `""`), sorted.
+fn bound_pod_names(store: &ObjectStore, node: &str, namespace: &str) -> Vec<String> {
+    let mut names: Vec<String> = store
+        .cache()
+        .pods_on_node(node)
+        .iter()
+        .map(|pod| pod.meta())
+        .filter(|meta| namespace.is_empty() || meta.namespace == namespace)
+        .map(|meta| meta.name.clone())
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Who an identity is in Kubernetes' terms, named as k3s names its users:
+/// what `kubectl auth whoami` shows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesUser {
+    pub username: String,
+    pub groups: Vec<&'static str>,
+}
+
+/// `identity` as a Kubernetes user: admins are `system:admin` in
+/// `system:masters`, nodes `system:node:<name>` in `system:nodes`.
+pub fn kubernetes_user(identity: &Identity) -> KubernetesUser {
+    let (username, group) = match identity {
+        Identity::Admin => ("system:admin".to_owned(), "system:masters"),
+        Identity::Node(name) => (format!("system:node:{name}"), "system:nodes"),
+        Identity::Master(id) => (format!("system:skiff-master:{id}"), "system:masters"),
+    };
+    KubernetesUser {
+        username,
+        groups: vec![group, "system:authenticated"],
     }
 }
 
@@ -168,8 +624,7 @@ mod tests {
     const OTHER_CIDR: &str = "10.42.9.0/24";
 
     /// What a node may not do to its own Node, in its refusal's words.
-    const OWN_SPEC: &str =
-        "change its own Node's spec (podCIDR, taints, unschedulable are the cluster's)";
+    const OWN_SPEC: &str = OWN_NODE_SPEC;
 
     fn meta(namespace: &str, name: &str) -> Option<v1::ObjectMeta> {
         Some(v1::ObjectMeta {
@@ -318,6 +773,18 @@ mod tests {
         assert_eq!(identity(&request).expect("an identity"), n1);
     }
 
+    /// `verb` on `kind` in `default` (on `name` when given), as a call
+    /// is authorized.
+    fn call(
+        store: &ObjectStore,
+        who: &Identity,
+        verb: Verb,
+        kind: Kind,
+        name: Option<&str>,
+    ) -> Result<(), Status> {
+        authorize(store, who, &Access::new(verb, kind, "default", name))
+    }
+
     #[test]
     fn admins_and_masters_may_do_everything() {
         let (_dir, store) = cluster();
@@ -329,9 +796,16 @@ mod tests {
         ];
         for who in [Identity::Admin, Identity::Master("1".into())] {
             for kind in Kind::ALL {
-                assert!(may_read(&store, &who, kind, "default", None).is_ok());
-                let answer = may_read(&store, &who, kind, "default", Some("theirs"));
-                assert!(answer.is_ok(), "{who} reading {kind}");
+                for verb in Verb::ALL {
+                    for name in [None, Some("theirs")] {
+                        let answer = call(&store, &who, verb, kind, name);
+                        assert!(answer.is_ok(), "{who} {verb:?} {kind} {name:?}");
+                    }
+                }
+                let log = Access::new(Verb::Get, kind, "default", Some("theirs"));
+                let decision = decide(&store, &who, &log.with_subresource("log"));
+                assert!(decision.allowed, "{who} reading the log of {kind}");
+                assert_eq!(decision.reason, "admins and masters may do everything");
             }
             for object in &objects {
                 for status_only in [false, true] {
@@ -339,7 +813,7 @@ mod tests {
                     assert!(answer.is_ok(), "{who} updating {object:?}");
                 }
             }
-            assert!(privileged(&who, "create objects").is_ok());
+            assert!(privileged(&who, "add cluster members").is_ok());
             assert!(is_self(&who, "n2", "register").is_ok());
         }
     }
@@ -350,30 +824,60 @@ mod tests {
         let n1 = Identity::Node("n1".into());
         let cases = [
             // What the overlay and the Service rules need.
-            (Kind::Node, None, Ok(())),
-            (Kind::Node, Some("n2"), Ok(())),
-            (Kind::Service, None, Ok(())),
-            (Kind::Service, Some("web"), Ok(())),
-            (Kind::Endpoints, None, Ok(())),
-            (Kind::Endpoints, Some("web"), Ok(())),
+            (Verb::List, Kind::Node, None, Ok(())),
+            (Verb::Watch, Kind::Node, None, Ok(())),
+            (Verb::Get, Kind::Node, Some("n2"), Ok(())),
+            (Verb::List, Kind::Service, None, Ok(())),
+            (Verb::Watch, Kind::Service, None, Ok(())),
+            (Verb::Get, Kind::Service, Some("web"), Ok(())),
+            (Verb::List, Kind::Endpoints, None, Ok(())),
+            (Verb::Get, Kind::Endpoints, Some("web"), Ok(())),
             // Pods bound to it, one by one.
-            (Kind::Pod, Some("mine"), Ok(())),
-            (Kind::Pod, Some("theirs"), Err(r#"read Pod "theirs""#)),
-            (Kind::Pod, Some("loose"), Err(r#"read Pod "loose""#)),
-            (Kind::Pod, Some("gone"), Err(r#"read Pod "gone""#)),
-            (Kind::Pod, None, Err("list or watch pods")),
+            (Verb::Get, Kind::Pod, Some("mine"), Ok(())),
+            (Verb::Get, Kind::Pod, Some("theirs"), Err(r#"read Pod "theirs""#)),
+            (Verb::Get, Kind::Pod, Some("loose"), Err(r#"read Pod "loose""#)),
+            (Verb::Get, Kind::Pod, Some("gone"), Err(r#"read Pod "gone""#)),
+            (Verb::List, Kind::Pod, None, Err("list pods")),
+            (Verb::Watch, Kind::Pod, None, Err("watch pods")),
             // Nothing else.
-            (Kind::Secret, Some("token"), Err(r#"read Secret "token""#)),
-            (Kind::Secret, None, Err("list or watch secrets")),
-            (Kind::Namespace, None, Err("list or watch namespaces")),
-            (Kind::Deployment, None, Err("list or watch deployments")),
-            (Kind::ReplicaSet, None, Err("list or watch replicasets")),
+            (Verb::Get, Kind::Secret, Some("token"), Err(r#"read Secret "token""#)),
+            (Verb::List, Kind::Secret, None, Err("list secrets")),
+            (Verb::Watch, Kind::Namespace, None, Err("watch namespaces")),
+            (Verb::List, Kind::Deployment, None, Err("list deployments")),
+            (Verb::List, Kind::ReplicaSet, None, Err("list replicasets")),
         ];
-        for (kind, name, expected) in cases {
-            let answer = may_read(&store, &n1, kind, "default", name);
-            assert_answer(answer, &n1, expected, &format!("{kind} {name:?}"));
+        for (verb, kind, name, expected) in cases {
+            let answer = call(&store, &n1, verb, kind, name);
+            assert_answer(answer, &n1, expected, &format!("{verb:?} {kind} {name:?}"));
         }
     }
+
+    #[test]
+    fn a_node_creates_and_deletes_nothing_and_reads_no_logs() {
+        let (_dir, store) = cluster();
+        let n1 = Identity::Node("n1".into());
+        let cases = [
+            (Verb::Create, Kind::Pod, None, "create pods"),
+            (Verb::Create, Kind::Node, None, "create nodes"),
+            (Verb::Delete, Kind::Pod, Some("mine"), r#"delete Pod "mine""#),
+            (Verb::Delete, Kind::Node, Some("n1"), r#"delete Node "n1""#),
+            (Verb::DeleteCollection, Kind::Pod, None, "delete all pods"),
+        ];
+        for (verb, kind, name, refusal) in cases {
+            let answer = call(&store, &n1, verb, kind, name);
+            assert_answer(answer, &n1, Err(refusal), refusal);
+        }
+        // Not even of the pods bound to it.
+        let log = Access::new(Verb::Get, Kind::Pod, "default", Some("mine"));
+        let answer = authorize(&store, &n1, &log.with_subresource("log"));
+        assert_answer(answer, &n1, Err(r#"read the log of Pod "mine""#), "log");
+    }
+
+    const STATUS_OF_N2: &str = r#"update the status of Node "n2""#;
+    const STATUS_OF_THEIRS: &str = r#"update the status of Pod "theirs""#;
+    const STATUS_OF_LOOSE: &str = r#"update the status of Pod "loose""#;
+    const STATUS_OF_GONE: &str = r#"update the status of Pod "gone""#;
+    const STATUS_OF_WEB: &str = r#"update the status of Deployment "web""#;
 
     #[test]
     fn a_node_updates_only_its_own_node_and_the_status_of_its_own_pods() {
@@ -391,17 +895,17 @@ mod tests {
             (node("n1", OTHER_CIDR, "1"), false, Ok(())),
             // Another node's Node.
             (node("n2", N2_CIDR, ""), false, Err(r#"update Node "n2""#)),
-            (node("n2", N2_CIDR, ""), true, Err(r#"update Node "n2""#)),
+            (node("n2", N2_CIDR, ""), true, Err(STATUS_OF_N2)),
             // The status of pods bound to it, and nothing more of them. The
             // stored binding counts, not the one the node sends.
             (pod("mine", "n1"), true, Ok(())),
             (pod("mine", "n1"), false, Err(r#"update Pod "mine""#)),
-            (pod("theirs", "n1"), true, Err(r#"update Pod "theirs""#)),
-            (pod("loose", "n1"), true, Err(r#"update Pod "loose""#)),
-            (pod("gone", "n1"), true, Err(r#"update Pod "gone""#)),
+            (pod("theirs", "n1"), true, Err(STATUS_OF_THEIRS)),
+            (pod("loose", "n1"), true, Err(STATUS_OF_LOOSE)),
+            (pod("gone", "n1"), true, Err(STATUS_OF_GONE)),
             // Nothing else.
             (deployment("web"), false, Err(r#"update Deployment "web""#)),
-            (deployment("web"), true, Err(r#"update Deployment "web""#)),
+            (deployment("web"), true, Err(STATUS_OF_WEB)),
         ];
         for (object, status_only, expected) in cases {
             let answer = may_update_object(&store, &n1, &object, status_only);
@@ -417,12 +921,9 @@ mod tests {
     }
 
     #[test]
-    fn only_admins_and_masters_may_create_delete_read_logs_and_add_members() {
+    fn only_admins_and_masters_may_change_the_cluster_itself() {
         let n1 = Identity::Node("n1".into());
         let actions = [
-            "create objects",
-            "delete objects",
-            "read container logs",
             "add cluster members",
             "save datastore snapshots",
             "remove cluster members",
@@ -454,5 +955,180 @@ mod tests {
         assert!(!pod_bound_to(&store, "default", "loose", "n1"));
         assert!(!pod_bound_to(&store, "default", "gone", "n1"));
         assert!(!pod_bound_to(&store, "kube-system", "mine", "n1"));
+    }
+
+    const REVIEWS: [Kind; 3] = [
+        Kind::SelfSubjectAccessReview,
+        Kind::SelfSubjectRulesReview,
+        Kind::SelfSubjectReview,
+    ];
+
+    #[test]
+    fn everyone_may_review_its_own_access_and_nothing_more_of_the_reviews() {
+        let (_dir, store) = cluster();
+        let everyone = "everyone may review its own access";
+        let privileged = "admins and masters may do everything";
+        let who = [
+            (Identity::Admin, privileged),
+            (Identity::Master("1".into()), privileged),
+            (Identity::Node("n1".into()), everyone),
+        ];
+        for (who, reason) in who {
+            for kind in REVIEWS {
+                let create = Access::new(Verb::Create, kind, "", None);
+                let decision = decide(&store, &who, &create);
+                assert_eq!(decision.reason, reason, "{who} creating {kind}");
+                assert!(decision.allowed, "{who} creating {kind}");
+            }
+        }
+        let n1 = Identity::Node("n1".into());
+        let list = Access::new(Verb::List, Kind::SelfSubjectAccessReview, "", None);
+        assert_eq!(
+            decide(&store, &n1, &list),
+            Decision {
+                allowed: false,
+                reason: "node:n1 may not list selfsubjectaccessreviews".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn paths_that_name_no_object_are_discovery_for_everyone_and_all_for_admins() {
+        let n1 = Identity::Node("n1".into());
+        for path in ["/version", "/api", "/apis/apps/v1", "/healthz", "/openapi/v2"] {
+            let decision = decide_path(&n1, "get", path);
+            assert!(decision.allowed, "{path}: {decision:?}");
+            let reason = "everyone may read discovery, the version and health";
+            assert_eq!(decision.reason, reason);
+        }
+        let refusals = [
+            ("get", "/metrics", "node:n1 may not get /metrics"),
+            ("get", "/apix", "node:n1 may not get /apix"),
+            ("post", "/api", "node:n1 may not post /api"),
+        ];
+        for (verb, path, refusal) in refusals {
+            let decision = decide_path(&n1, verb, path);
+            assert!(!decision.allowed, "{verb} {path}");
+            assert_eq!(decision.reason, refusal);
+        }
+        for who in [Identity::Admin, Identity::Master("2".into())] {
+            assert!(decide_path(&who, "post", "/metrics").allowed, "{who}");
+            assert!(decide_path(&who, "get", "/version").allowed, "{who}");
+        }
+    }
+
+    /// The review rules every identity has.
+    fn review_rules() -> [ResourceRule; 2] {
+        [
+            ResourceRule {
+                verbs: vec!["create"],
+                api_groups: vec!["authorization.k8s.io"],
+                resources: vec![
+                    "selfsubjectaccessreviews".into(),
+                    "selfsubjectrulesreviews".into(),
+                ],
+                resource_names: vec![],
+            },
+            ResourceRule {
+                verbs: vec!["create"],
+                api_groups: vec!["authentication.k8s.io"],
+                resources: vec!["selfsubjectreviews".into()],
+                resource_names: vec![],
+            },
+        ]
+    }
+
+    fn discovery_paths() -> NonResourceRule {
+        NonResourceRule {
+            verbs: vec!["get"],
+            paths: EVERYONE_PATHS[0].paths.to_vec(),
+        }
+    }
+
+    #[test]
+    fn an_admin_is_listed_every_verb_on_everything() {
+        let (_dir, store) = cluster();
+        let (resources, paths) = rules_for(&store, &Identity::Admin, "default");
+        let everything = ResourceRule {
+            verbs: vec!["*"],
+            api_groups: vec!["*"],
+            resources: vec!["*".into()],
+            resource_names: vec![],
+        };
+        let [access, whoami] = review_rules();
+        assert_eq!(resources, [everything, access, whoami]);
+        let all_paths = NonResourceRule {
+            verbs: vec!["*"],
+            paths: vec!["*"],
+        };
+        assert_eq!(paths, [all_paths, discovery_paths()]);
+    }
+
+    #[test]
+    fn a_node_is_listed_its_reads_its_own_node_and_the_pods_bound_to_it() {
+        let (_dir, store) = cluster();
+        let n1 = Identity::Node("n1".into());
+        let core = |verbs: &[&'static str], resources: &[&str], names: &[&str]| ResourceRule {
+            verbs: verbs.to_vec(),
+            api_groups: vec![""],
+            resources: resources.iter().map(|r| (*r).to_owned()).collect(),
+            resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
+        };
+        let reads = core(
+            &["get", "list", "watch"],
+            &[
+                "nodes",
+                "nodes/status",
+                "services",
+                "services/status",
+                "endpoints",
+                "endpoints/status",
+            ],
+            &[],
+        );
+        let own_node = core(&["update", "patch"], &["nodes", "nodes/status"], &["n1"]);
+        let [access, whoami] = review_rules();
+        let (resources, paths) = rules_for(&store, &n1, "default");
+        let expected = [
+            reads.clone(),
+            core(&["get"], &["pods", "pods/status"], &["mine"]),
+            own_node.clone(),
+            core(&["update", "patch"], &["pods/status"], &["mine"]),
+            access.clone(),
+            whoami.clone(),
+        ];
+        assert_eq!(resources, expected);
+        assert_eq!(paths, [discovery_paths()]);
+        // No pod of n1's in kube-system: no rules about pods there.
+        let (resources, _) = rules_for(&store, &n1, "kube-system");
+        assert_eq!(resources, [reads, own_node, access, whoami]);
+        // Every listed rule is one `decide` grants.
+        let get_mine = Access::new(Verb::Get, Kind::Pod, "default", Some("mine"));
+        assert!(decide(&store, &n1, &get_mine).allowed);
+        let patch_own = Access::new(Verb::Patch, Kind::Node, "", Some("n1"));
+        assert!(decide(&store, &n1, &patch_own.with_subresource("status")).allowed);
+    }
+
+    #[test]
+    fn identities_are_the_users_k3s_names() {
+        let user = |username: &str, groups: [&'static str; 2]| KubernetesUser {
+            username: username.to_owned(),
+            groups: groups.to_vec(),
+        };
+        assert_eq!(
+            kubernetes_user(&Identity::Admin),
+            user("system:admin", ["system:masters", "system:authenticated"])
+        );
+        assert_eq!(
+            kubernetes_user(&Identity::Node("pi-1".into())),
+            user("system:node:pi-1", ["system:nodes", "system:authenticated"])
+        );
+        assert_eq!(
+            kubernetes_user(&Identity::Master("3".into())),
+            user(
+                "system:skiff-master:3",
+                ["system:masters", "system:authenticated"]
+            )
+        );
     }
 }

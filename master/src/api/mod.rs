@@ -27,10 +27,12 @@ use skiff_proto::api::{
     JoinRequest, JoinResponse, ListRequest, ListResponse, LogChunk, Member, Object, PodLogsRequest,
     UpdateRequest, WatchRequest,
 };
+use skiff_security::Identity;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use authz::{Access, Verb};
 pub use error::ApiError;
 use transport::ClientTransport;
 
@@ -255,10 +257,11 @@ impl ApiService {
         })
     }
 
-    /// Get, List or Watch by the caller of `request`.
-    fn authorize_read<T>(
+    /// `verb` on objects of `kind` (by name) by the caller of `request`.
+    fn authorize_call<T>(
         &self,
         request: &Request<T>,
+        verb: Verb,
         kind: &str,
         namespace: &str,
         name: Option<&str>,
@@ -266,9 +269,43 @@ impl ApiService {
         let identity = authz::identity(request)?;
         // An unknown kind is refused by the call itself, naming the kind.
         match Kind::from_name(kind) {
-            Ok(kind) => authz::may_read(&self.cluster.store, &identity, kind, namespace, name),
+            Ok(kind) => {
+                let access = Access::new(verb, kind, namespace, name);
+                authz::authorize(&self.cluster.store, &identity, &access)
+            }
             Err(_) => Ok(()),
         }
+    }
+
+    /// Create by the caller of `request`.
+    fn authorize_create(&self, request: &Request<CreateRequest>) -> Result<(), Status> {
+        use crate::objects::ObjectExt;
+        let identity = authz::identity(request)?;
+        // An object without a kind skiff serves is refused by the call.
+        let Some(object) = request.get_ref().object.as_ref() else {
+            return Ok(());
+        };
+        let Ok(kind) = object.kind() else {
+            return Ok(());
+        };
+        let access = Access::new(Verb::Create, kind, &object.meta().namespace, None);
+        authz::authorize(&self.cluster.store, &identity, &access)
+    }
+
+    /// May `identity` make `access`? What the REST API's access reviews
+    /// answer: the rules every call here is authorized with.
+    pub fn review_access(&self, identity: &Identity, access: &Access<'_>) -> authz::Decision {
+        authz::decide(&self.cluster.store, identity, access)
+    }
+
+    /// Everything `identity` may do in `namespace`, for the REST API's
+    /// rules reviews: the same rules.
+    pub fn review_rules(
+        &self,
+        identity: &Identity,
+        namespace: &str,
+    ) -> (Vec<authz::ResourceRule>, Vec<authz::NonResourceRule>) {
+        authz::rules_for(&self.cluster.store, identity, namespace)
     }
 
     /// Update or UpdateStatus by the caller of `request`.
@@ -279,9 +316,6 @@ impl ApiService {
     ) -> Result<(), Status> {
         use crate::objects::ObjectExt;
         let identity = authz::identity(request)?;
-        if identity.is_privileged() {
-            return Ok(());
-        }
         let Some(object) = request.get_ref().object.as_ref() else {
             return Ok(()); // refused as invalid by the call itself
         };
@@ -325,7 +359,7 @@ fn api_client(channel: Channel) -> ApiClient<Channel> {
 #[tonic::async_trait]
 impl Api for ApiService {
     async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
-        authz::privileged(&authz::identity(&request)?, "create objects")?;
+        self.authorize_create(&request)?;
         self.router
             .on_leader(
                 request,
@@ -337,7 +371,7 @@ impl Api for ApiService {
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
-        self.authorize_read(&request, &r.kind, &r.namespace, Some(&r.name))?;
+        self.authorize_call(&request, Verb::Get, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
         self.router
             .here_or_on_leader(
@@ -351,7 +385,7 @@ impl Api for ApiService {
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
         let r = request.get_ref();
-        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        self.authorize_call(&request, Verb::List, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
         self.router
             .here_or_on_leader(
@@ -389,7 +423,8 @@ impl Api for ApiService {
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
-        authz::privileged(&authz::identity(&request)?, "delete objects")?;
+        let r = request.get_ref();
+        self.authorize_call(&request, Verb::Delete, &r.kind, &r.namespace, Some(&r.name))?;
         self.router
             .on_leader(
                 request,
@@ -406,7 +441,7 @@ impl Api for ApiService {
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.get_ref();
-        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        self.authorize_call(&request, Verb::Watch, &r.kind, &r.namespace, None)?;
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         let namespace =
@@ -427,7 +462,10 @@ impl Api for ApiService {
         &self,
         request: Request<PodLogsRequest>,
     ) -> Result<Response<Self::PodLogsStream>, Status> {
-        authz::privileged(&authz::identity(&request)?, "read container logs")?;
+        let identity = authz::identity(&request)?;
+        let r = request.get_ref();
+        let pod = Access::new(Verb::Get, Kind::Pod, &r.namespace, Some(&r.name));
+        authz::authorize(&self.cluster.store, &identity, &pod.with_subresource("log"))?;
         let request = request.into_inner();
         let (node, address) = logs::agent_address(&self.cluster.store, &request)?;
         let stream = logs::relay(&self.transport, &node, address, request).await?;

@@ -20,7 +20,7 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::authz;
+use super::authz::{self, Access, Verb};
 use super::node_pods::NodePodHub;
 use super::routing::LeaderRouter;
 use super::transport::ClientTransport;
@@ -317,18 +317,9 @@ impl Nodes for NodeService {
         request: Request<UpdatePodStatusRequest>,
     ) -> Result<Response<Object>, Status> {
         let identity = authz::identity(&request)?;
-        if let Identity::Node(node) = &identity {
-            let r = request.get_ref();
-            if !authz::pod_bound_to(&self.cluster.store, &r.namespace, &r.name, node) {
-                return Err(authz::denied(
-                    &identity,
-                    &format!(
-                        "report status of pod {}/{}, which is not bound to it",
-                        r.namespace, r.name
-                    ),
-                ));
-            }
-        }
+        let r = request.get_ref();
+        let pod = Access::new(Verb::Update, Kind::Pod, &r.namespace, Some(&r.name));
+        authz::authorize(&self.cluster.store, &identity, &pod.with_subresource("status"))?;
         self.router
             .on_leader(
                 request,

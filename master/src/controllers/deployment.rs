@@ -1,8 +1,16 @@
 //! The Deployment controller: one ReplicaSet per pod template (named
 //! `<deployment>-<template hash>`), rolled with `RollingUpdate`
 //! (`maxSurge` / `maxUnavailable`) or `Recreate`, revision numbers in the
-//! `deployment.kubernetes.io/revision` annotation, old ReplicaSets kept up
-//! to `revisionHistoryLimit` for rollback, and status that sums them up.
+//! `deployment.kubernetes.io/revision` annotation of each ReplicaSet and of
+//! the Deployment (the newest; a rollback to an older template makes its
+//! ReplicaSet the newest revision), the Deployment's other annotations
+//! (`kubernetes.io/change-cause`) copied to its newest ReplicaSet for
+//! `kubectl rollout history`, old ReplicaSets kept up to
+//! `revisionHistoryLimit` for `kubectl rollout undo`, and status that sums
+//! them up with Kubernetes' conditions (`Available`, `Progressing`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use prost::Message;
 use skiff_proto::api::object::Kind as Body;
@@ -19,6 +27,18 @@ use skiff_values::now_rfc3339;
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// The annotation that numbers a Deployment's templates.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+
+/// Annotations a Deployment does not pass on to its ReplicaSets
+/// (Kubernetes' `skipCopyAnnotation`): kubectl's record of what it applied,
+/// and those the controller writes per object.
+const NOT_COPIED: [&str; 6] = [
+    "kubectl.kubernetes.io/last-applied-configuration",
+    REVISION_ANNOTATION,
+    "deployment.kubernetes.io/revision-history",
+    "deployment.kubernetes.io/desired-replicas",
+    "deployment.kubernetes.io/max-replicas",
+    "deprecated.deployment.rollback.to",
+];
 
 pub struct DeploymentController {
     pub ctx: Context,
@@ -69,18 +89,24 @@ impl Reconciler for DeploymentController {
             return Ok(Action::Done);
         }
 
+        let annotations = object.meta().annotations.clone();
         let new_rs = match new_index {
             Some(i) => {
+                let mut rs = owned[i].clone();
                 // Rolling back to an older template makes it the newest.
-                if revision_of(&owned[i]) < max_revision {
-                    let mut rs = owned[i].clone();
+                let rolled_back = revision_of(&rs) < max_revision;
+                if rolled_back {
                     set_revision(&mut rs, max_revision + 1);
+                }
+                let copied = copy_annotations(&annotations, &mut rs);
+                if rolled_back || copied {
                     owned[i] = self.write_replicaset(rs).await?;
                 }
                 owned[i].clone()
             }
             None => {
-                let rs = new_replicaset(&object, &spec, &hash, max_revision + 1);
+                let mut rs = new_replicaset(&object, &spec, &hash, max_revision + 1);
+                copy_annotations(&annotations, &mut rs);
                 let created = self.ctx.writer.create(rs.into_object()).await?;
                 let Some(Body::ReplicaSet(rs)) = created.kind else {
                     return Ok(Action::Done);
@@ -202,6 +228,10 @@ impl Reconciler for DeploymentController {
             }
         }
 
+        let object = self.record_revision(object, revision_of(&new_rs)).await?;
+        let Some(Body::Deployment(deployment)) = &object.kind else {
+            return Ok(Action::Done);
+        };
         let mut everything = olds;
         everything.push(new_rs);
         let new_index = everything.len() - 1;
@@ -216,6 +246,27 @@ impl Reconciler for DeploymentController {
 }
 
 impl DeploymentController {
+    /// Puts the newest ReplicaSet's revision on the Deployment, as
+    /// Kubernetes does (`kubectl rollout undo` keeps it when it restores an
+    /// older revision's annotations); the Deployment as stored after.
+    async fn record_revision(
+        &self,
+        object: Arc<Object>,
+        revision: u64,
+    ) -> Result<Arc<Object>, ReconcileError> {
+        let revision = revision.to_string();
+        if object.meta().annotations.get(REVISION_ANNOTATION) == Some(&revision) {
+            return Ok(object);
+        }
+        let mut updated = Object::clone(&object);
+        if let Some(Body::Deployment(d)) = updated.kind.as_mut() {
+            let meta = d.metadata.get_or_insert_with(Default::default);
+            meta.annotations.insert(REVISION_ANNOTATION.to_owned(), revision);
+        }
+        let written = self.ctx.writer.update(updated).await?;
+        Ok(Arc::new(written))
+    }
+
     async fn write_replicaset(&self, rs: v1::ReplicaSet) -> Result<v1::ReplicaSet, ReconcileError> {
         let written = self.ctx.writer.update(rs.into_object()).await?;
         match written.kind {
@@ -339,15 +390,8 @@ fn progress(
         }
     };
     if complete {
-        let done = condition(
-            old,
-            "Progressing",
-            true,
-            (
-                "NewReplicaSetAvailable",
-                "ReplicaSet has successfully progressed.",
-            ),
-        );
+        let message = format!("ReplicaSet \"{rs_name}\" has successfully progressed.");
+        let done = condition(old, "Progressing", true, ("NewReplicaSetAvailable", &message));
         return (done, None);
     }
     let message = format!("ReplicaSet \"{rs_name}\" is progressing.");
@@ -456,6 +500,22 @@ pub fn revision_of(rs: &v1::ReplicaSet) -> u64 {
         .and_then(|m| m.annotations.get(REVISION_ANNOTATION))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// Copies `annotations` of a Deployment, but for those [`NOT_COPIED`], to
+/// its ReplicaSet `rs`, keeping the ones `rs` has of its own; whether any
+/// changed.
+fn copy_annotations(annotations: &BTreeMap<String, String>, rs: &mut v1::ReplicaSet) -> bool {
+    let held = &mut rs.metadata.get_or_insert_with(Default::default).annotations;
+    let mut changed = false;
+    for (key, value) in annotations {
+        if NOT_COPIED.contains(&key.as_str()) || held.get(key) == Some(value) {
+            continue;
+        }
+        held.insert(key.clone(), value.clone());
+        changed = true;
+    }
+    changed
 }
 
 fn set_revision(rs: &mut v1::ReplicaSet, revision: u64) {
@@ -747,6 +807,192 @@ spec:
             [
                 ("busybox:1".to_owned(), 0, 1),
                 ("busybox:2".to_owned(), 3, 2)
+            ]
+        );
+    }
+
+    /// The Deployment as stored.
+    fn stored_deployment(objects: &RecordingObjects) -> v1::Deployment {
+        let stored = objects.get(Kind::Deployment, "default", "web").unwrap();
+        match stored.map(Arc::unwrap_or_clone) {
+            Some(Object {
+                kind: Some(Body::Deployment(d)),
+            }) => d,
+            other => panic!("no Deployment: {other:?}"),
+        }
+    }
+
+    /// The owned ReplicaSets, oldest revision first.
+    fn replicaset_objects(objects: &RecordingObjects) -> Vec<v1::ReplicaSet> {
+        let mut all: Vec<v1::ReplicaSet> = objects
+            .objects(Kind::ReplicaSet)
+            .into_iter()
+            .filter_map(|o| match o.kind {
+                Some(Body::ReplicaSet(rs)) => Some(rs),
+                _ => None,
+            })
+            .collect();
+        all.sort_by_key(revision_of);
+        all
+    }
+
+    fn annotations_of(metadata: &Option<v1::ObjectMeta>) -> BTreeMap<String, String> {
+        metadata.clone().unwrap_or_default().annotations
+    }
+
+    /// `kubectl set image` followed by `kubectl annotate ...
+    /// kubernetes.io/change-cause=<cause>`, in one write.
+    fn change_image_because(objects: &RecordingObjects, image: &str, cause: &str) {
+        let mut d = stored_deployment(objects);
+        let spec = d.spec.as_mut().unwrap();
+        let template = spec.template.as_mut().unwrap();
+        template.spec.as_mut().unwrap().containers[0].image = image.into();
+        let meta = d.metadata.get_or_insert_with(Default::default);
+        meta.annotations.insert(CHANGE_CAUSE.to_owned(), cause.to_owned());
+        objects.write(WriteOp::Update, d.into_object()).unwrap();
+    }
+
+    /// What `kubectl rollout undo --to-revision=<revision>` writes: that
+    /// revision's template without its hash label, and its ReplicaSet's
+    /// annotations but for the Deployment's own revision.
+    fn roll_back_to(objects: &RecordingObjects, revision: u64) {
+        let rs = replicaset_objects(objects)
+            .into_iter()
+            .find(|rs| revision_of(rs) == revision)
+            .expect("the revision's ReplicaSet");
+        let mut template = rs.spec.unwrap_or_default().template.unwrap_or_default();
+        let template_meta = template.metadata.get_or_insert_with(Default::default);
+        template_meta.labels.remove(TEMPLATE_HASH_LABEL);
+        let mut d = stored_deployment(objects);
+        let mut annotations = annotations_of(&rs.metadata);
+        annotations.remove(REVISION_ANNOTATION);
+        if let Some(current) = annotations_of(&d.metadata).get(REVISION_ANNOTATION) {
+            annotations.insert(REVISION_ANNOTATION.to_owned(), current.clone());
+        }
+        d.metadata.get_or_insert_with(Default::default).annotations = annotations;
+        d.spec.as_mut().unwrap().template = Some(template);
+        objects.write(WriteOp::Update, d.into_object()).unwrap();
+    }
+
+    const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+    const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+    #[tokio::test]
+    async fn replicasets_carry_the_deployments_annotations_and_it_their_revision() {
+        let (objects, controller, _) = setup("RollingUpdate");
+        let mut d = stored_deployment(&objects);
+        let meta = d.metadata.get_or_insert_with(Default::default);
+        meta.annotations.insert(CHANGE_CAUSE.to_owned(), "first".to_owned());
+        meta.annotations.insert(LAST_APPLIED.to_owned(), "{}".to_owned());
+        objects.write(WriteOp::Update, d.into_object()).unwrap();
+        controller.reconcile(&key()).await.unwrap();
+
+        let sets = replicaset_objects(&objects);
+        assert_eq!(sets.len(), 1);
+        let held = annotations_of(&sets[0].metadata);
+        assert_eq!(held.get(CHANGE_CAUSE).map(String::as_str), Some("first"));
+        assert_eq!(held.get(REVISION_ANNOTATION).map(String::as_str), Some("1"));
+        assert!(!held.contains_key(LAST_APPLIED), "{held:?}");
+        let d = stored_deployment(&objects);
+        let own = annotations_of(&d.metadata);
+        assert_eq!(own.get(REVISION_ANNOTATION).map(String::as_str), Some("1"));
+        // The status was written after the revision, on the newer object.
+        let status = d.status.unwrap_or_default();
+        assert_eq!(status.observed_generation, 1);
+
+        // A later annotation reaches the newest ReplicaSet too.
+        change_image_because(&objects, "busybox:1", "second");
+        controller.reconcile(&key()).await.unwrap();
+        let sets = replicaset_objects(&objects);
+        assert_eq!(sets.len(), 1, "the template did not change");
+        let held = annotations_of(&sets[0].metadata);
+        assert_eq!(held.get(CHANGE_CAUSE).map(String::as_str), Some("second"));
+    }
+
+    #[tokio::test]
+    async fn a_rollback_makes_the_old_replicaset_the_newest_revision_with_its_change_cause() {
+        let (objects, controller, _) = setup("RollingUpdate");
+        change_image_because(&objects, "busybox:1", "v1");
+        controller.reconcile(&key()).await.unwrap();
+        report_available(&objects, "busybox:1");
+        change_image_because(&objects, "busybox:2", "v2");
+        controller.reconcile(&key()).await.unwrap();
+        let causes = |objects: &RecordingObjects| -> Vec<(String, u64, String)> {
+            replicaset_objects(objects)
+                .iter()
+                .map(|rs| {
+                    let cause = annotations_of(&rs.metadata).remove(CHANGE_CAUSE);
+                    (image_of(rs), revision_of(rs), cause.unwrap_or_default())
+                })
+                .collect()
+        };
+        assert_eq!(
+            causes(&objects),
+            [
+                ("busybox:1".to_owned(), 1, "v1".to_owned()),
+                ("busybox:2".to_owned(), 2, "v2".to_owned())
+            ]
+        );
+        let revision = |objects: &RecordingObjects| {
+            annotations_of(&stored_deployment(objects).metadata).remove(REVISION_ANNOTATION)
+        };
+        assert_eq!(revision(&objects).as_deref(), Some("2"));
+
+        roll_back_to(&objects, 1);
+        controller.reconcile(&key()).await.unwrap();
+        // No new ReplicaSet: the first one is revision 3 now.
+        assert_eq!(
+            causes(&objects),
+            [
+                ("busybox:2".to_owned(), 2, "v2".to_owned()),
+                ("busybox:1".to_owned(), 3, "v1".to_owned())
+            ]
+        );
+        assert_eq!(revision(&objects).as_deref(), Some("3"));
+        let d = stored_deployment(&objects);
+        let cause = annotations_of(&d.metadata).remove(CHANGE_CAUSE);
+        assert_eq!(cause.as_deref(), Some("v1"));
+        let template = d.spec.unwrap_or_default().template.unwrap_or_default();
+        let containers = template.spec.unwrap_or_default().containers;
+        assert_eq!(containers[0].image, "busybox:1");
+    }
+
+    #[tokio::test]
+    async fn a_finished_rollout_reports_what_kubectl_rollout_status_and_wait_read() {
+        let (objects, controller, _) = setup("RollingUpdate");
+        controller.reconcile(&key()).await.unwrap();
+        report_available(&objects, "busybox:1");
+        controller.reconcile(&key()).await.unwrap();
+        let d = stored_deployment(&objects);
+        let generation = d.metadata.clone().unwrap_or_default().generation;
+        let status = d.status.unwrap_or_default();
+        assert_eq!(status.observed_generation, generation);
+        assert_eq!(
+            (status.replicas, status.updated_replicas, status.available_replicas),
+            (3, 3, 3)
+        );
+        let rs_name = name_of(&replicaset_objects(&objects)[0]);
+        let conditions: Vec<[&str; 4]> = status
+            .conditions
+            .iter()
+            .map(|c| [&c.r#type, &c.status, &c.reason, &c.message].map(String::as_str))
+            .collect();
+        let progressed = format!("ReplicaSet \"{rs_name}\" has successfully progressed.");
+        assert_eq!(
+            conditions,
+            [
+                [
+                    "Available",
+                    "True",
+                    "MinimumReplicasAvailable",
+                    "Deployment has minimum availability.",
+                ],
+                [
+                    "Progressing",
+                    "True",
+                    "NewReplicaSetAvailable",
+                    progressed.as_str(),
+                ],
             ]
         );
     }

@@ -44,12 +44,12 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     tracing::info!(controller = "garbage-collector", "controller stopped");
 }
 
-/// Kinds that live in namespaces (from the registry of kinds), deleted with
-/// their namespace.
+/// Stored kinds that live in namespaces (from the registry of kinds),
+/// deleted with their namespace.
 fn namespaced_kinds() -> impl Iterator<Item = Kind> {
     crate::objects::registry::KINDS
         .iter()
-        .filter(|i| i.namespaced)
+        .filter(|i| i.namespaced && i.is_stored())
         .map(|i| i.kind)
 }
 
@@ -83,7 +83,7 @@ async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
     let namespaces: HashSet<String> = namespaces.iter().map(|n| n.meta().name.clone()).collect();
     let mut uids = HashSet::new();
     let mut all = Vec::new();
-    for kind in Kind::ALL {
+    for kind in Kind::ALL.into_iter().filter(|k| k.is_stored()) {
         let (objects, _) = ctx.store.list(kind, None)?;
         uids.extend(objects.iter().map(|o| o.meta().uid.clone()));
         if kind.namespaced() {

@@ -64,6 +64,11 @@ pub enum Kind {
     Lease,
     EndpointSlice,
     PriorityClass,
+    // Kinds never stored (`registry::Model::Review`): the REST API answers
+    // them itself.
+    SelfSubjectAccessReview,
+    SelfSubjectRulesReview,
+    SelfSubjectReview,
 }
 
 /// A kind name that skiff does not know.
@@ -98,6 +103,12 @@ impl Kind {
         registry::info(self).model == registry::Model::Generic
     }
 
+    /// Whether objects of this kind are stored (every kind but the access
+    /// reviews, which the REST API answers and forgets).
+    pub fn is_stored(self) -> bool {
+        registry::info(self).is_stored()
+    }
+
     /// The `apiVersion` Kubernetes uses for this kind.
     pub fn api_version(self) -> &'static str {
         registry::info(self).api_version
@@ -128,12 +139,14 @@ impl Kind {
             })
     }
 
-    /// A kind as typed on the command line: the kind name in any case, its
-    /// plural, or a short name (`po`, `deploy`, `rs`, `svc`, `ns`, `no`).
+    /// A stored kind as typed on the command line: the kind name in any
+    /// case, its plural, or a short name (`po`, `deploy`, `rs`, `svc`, `ns`,
+    /// `no`).
     pub fn parse_cli(given: &str) -> Result<Kind, UnknownKind> {
         let lower = given.to_ascii_lowercase();
         Kind::ALL
             .into_iter()
+            .filter(|k| k.is_stored())
             .find(|k| {
                 k.name().to_ascii_lowercase() == lower
                     || k.plural() == lower
@@ -145,7 +158,12 @@ impl Kind {
     }
 
     fn supported_list() -> String {
-        Kind::ALL.map(Kind::name).join(", ")
+        let stored: Vec<&str> = Kind::ALL
+            .into_iter()
+            .filter(|k| k.is_stored())
+            .map(Kind::name)
+            .collect();
+        stored.join(", ")
     }
 }
 

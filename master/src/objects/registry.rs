@@ -1,8 +1,10 @@
 //! The registry of kinds: for each kind skiff serves, its API group and
 //! version, its resource (plural) and singular names, whether it lives in a
 //! namespace, kubectl's short names and categories, the verbs and
-//! subresources the REST API serves for it. Discovery, the REST router and
-//! `skiff ctl` read this table; nothing else carries a list of kinds.
+//! subresources the REST API serves for it, and how skiff holds it (typed,
+//! generic, or never stored: the access reviews). Discovery, the REST
+//! router and `skiff ctl` read this table; nothing else carries a list of
+//! kinds.
 
 use super::Kind;
 
@@ -50,6 +52,12 @@ pub enum Model {
     /// against Kubernetes' schema for the kind (`objects/generic.rs`);
     /// stored, listed and watched, acted on by later work.
     Generic,
+    /// Never stored: a create-only review (`authorization.k8s.io`'s
+    /// SelfSubjectAccessReview and SelfSubjectRulesReview,
+    /// `authentication.k8s.io`'s SelfSubjectReview) that the REST API
+    /// answers itself, from the caller's identity and the rules every call
+    /// is authorized with (`rest/access_review.rs` over `api/authz.rs`).
+    Review,
 }
 
 /// Everything the API says about one kind.
@@ -88,6 +96,8 @@ pub const VERBS: [&str; 8] = [
 
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+/// The only verb of a review: it is created, answered and forgotten.
+const REVIEW_VERBS: &[&str] = &["create"];
 const POD: &[Subresource] = &[Subresource::Log, Subresource::Proxy, Subresource::Status];
 const SERVICE: &[Subresource] = &[Subresource::Proxy, Subresource::Status];
 const ALL: &[&str] = &["all"];
@@ -136,12 +146,22 @@ const STORAGE: (&str, &str, &str) = ("storage.k8s.io", "v1", "storage.k8s.io/v1"
 const COORDINATION: (&str, &str, &str) = ("coordination.k8s.io", "v1", "coordination.k8s.io/v1");
 const DISCOVERY: (&str, &str, &str) = ("discovery.k8s.io", "v1", "discovery.k8s.io/v1");
 const SCHEDULING: (&str, &str, &str) = ("scheduling.k8s.io", "v1", "scheduling.k8s.io/v1");
+const AUTHORIZATION: (&str, &str, &str) = (
+    "authorization.k8s.io",
+    "v1",
+    "authorization.k8s.io/v1",
+);
+const AUTHENTICATION: (&str, &str, &str) = (
+    "authentication.k8s.io",
+    "v1",
+    "authentication.k8s.io/v1",
+);
 
-use Model::{Generic, Typed};
+use Model::{Generic, Review, Typed};
 
 /// Every kind skiff serves, in the order discovery lists them.
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 33] = [
+pub const KINDS: [KindInfo; 36] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -175,6 +195,9 @@ pub const KINDS: [KindInfo; 33] = [
     entry(Kind::Lease, "Lease", COORDINATION, ("leases", "lease"), true, &[], &[], &[], Generic),
     entry(Kind::EndpointSlice, "EndpointSlice", DISCOVERY, ("endpointslices", "endpointslice"), true, &[], &[], &[], Generic),
     entry(Kind::PriorityClass, "PriorityClass", SCHEDULING, ("priorityclasses", "priorityclass"), false, &["pc"], &[], &[], Generic),
+    entry(Kind::SelfSubjectAccessReview, "SelfSubjectAccessReview", AUTHORIZATION, ("selfsubjectaccessreviews", "selfsubjectaccessreview"), false, &[], &[], &[], Review),
+    entry(Kind::SelfSubjectRulesReview, "SelfSubjectRulesReview", AUTHORIZATION, ("selfsubjectrulesreviews", "selfsubjectrulesreview"), false, &[], &[], &[], Review),
+    entry(Kind::SelfSubjectReview, "SelfSubjectReview", AUTHENTICATION, ("selfsubjectreviews", "selfsubjectreview"), false, &[], &[], &[], Review),
 ];
 
 impl KindInfo {
@@ -200,6 +223,19 @@ impl KindInfo {
 
     pub fn has(&self, subresource: Subresource) -> bool {
         self.subresources.contains(&subresource)
+    }
+
+    /// Whether objects of the kind are stored (every kind but the reviews).
+    pub fn is_stored(&self) -> bool {
+        self.model != Model::Review
+    }
+
+    /// The verbs discovery lists for the kind's collection and objects.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        match self.model {
+            Model::Typed | Model::Generic => &VERBS,
+            Model::Review => REVIEW_VERBS,
+        }
     }
 }
 
@@ -292,6 +328,9 @@ mod tests {
             Lease,
             EndpointSlice,
             PriorityClass,
+            SelfSubjectAccessReview,
+            SelfSubjectRulesReview,
+            SelfSubjectReview,
         ];
         for kind in &all {
             match kind {
@@ -327,7 +366,10 @@ mod tests {
                 | CsiDriver
                 | Lease
                 | EndpointSlice
-                | PriorityClass => {}
+                | PriorityClass
+                | SelfSubjectAccessReview
+                | SelfSubjectRulesReview
+                | SelfSubjectReview => {}
             }
         }
         all
@@ -388,6 +430,30 @@ mod tests {
             by_resource("batch", "v1", "cronjobs").map(|i| (i.kind, i.model)),
             Some((Kind::CronJob, Model::Generic))
         );
+    }
+
+    #[test]
+    fn the_reviews_are_create_only_kinds_that_are_never_stored() {
+        let reviews = [
+            ("authorization.k8s.io", "selfsubjectaccessreviews"),
+            ("authorization.k8s.io", "selfsubjectrulesreviews"),
+            ("authentication.k8s.io", "selfsubjectreviews"),
+        ];
+        for (group, resource) in reviews {
+            let info = by_resource(group, "v1", resource).expect(resource);
+            assert_eq!(info.model, Model::Review, "{resource}");
+            assert!(!info.is_stored(), "{resource}");
+            assert!(!info.namespaced, "{resource}");
+            assert_eq!(info.verbs(), ["create"], "{resource}");
+            assert!(!info.kind.is_stored(), "{resource}");
+        }
+        let stored = KINDS.iter().filter(|i| i.is_stored()).count();
+        assert_eq!(stored, KINDS.len() - reviews.len());
+        assert_eq!(info(Kind::Pod).verbs(), VERBS);
+        assert!(groups().contains(&("authorization.k8s.io", vec!["v1"])));
+        assert!(groups().contains(&("authentication.k8s.io", vec!["v1"])));
+        // Not a kind `skiff ctl` lists.
+        assert!(Kind::parse_cli("selfsubjectaccessreviews").is_err());
     }
 
     #[test]

@@ -164,6 +164,12 @@ fn check_value(
             map_of(value, &|v: &Value| v.is_string() || v.is_number()),
             "a map of quantities",
         ),
+        FieldKind::MapStringList => (
+            map_of(value, &|v: &Value| {
+                v.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+            }),
+            "a map of lists of strings",
+        ),
     };
     if ok {
         Ok(())
@@ -260,5 +266,19 @@ mod tests {
             e.path,
             "spec.template.spec.containers.0.ports.0.containerPort"
         );
+    }
+
+    #[test]
+    fn a_users_extra_is_a_map_of_string_lists() {
+        let review = |extra: Value| json!({"status": {"userInfo": {"extra": extra}}});
+        let lists = review(json!({"scopes": ["a", "b"], "none": []}));
+        let unknown = run("authentication.k8s.io", "SelfSubjectReview", lists).unwrap();
+        assert_eq!(unknown, Vec::<String>::new());
+        for wrong in [json!({"scopes": "a"}), json!({"scopes": [1]}), json!(["a"])] {
+            let value = review(wrong.clone());
+            let e = run("authentication.k8s.io", "SelfSubjectReview", value).unwrap_err();
+            assert_eq!(e.path, "status.userInfo.extra", "{wrong}");
+            assert!(e.message.contains("lists of strings"), "{}", e.message);
+        }
     }
 }

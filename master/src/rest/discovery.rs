@@ -5,7 +5,7 @@
 
 use serde_json::{json, Value};
 
-use crate::objects::registry::{self, KindInfo, Subresource, VERBS};
+use crate::objects::registry::{self, KindInfo, Subresource};
 use crate::objects::Kind;
 
 /// The Kubernetes version skiff's API corresponds to. Charts and clients
@@ -132,7 +132,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "singularName": info.singular,
             "namespaced": info.namespaced,
             "kind": info.kind.name(),
-            "verbs": VERBS,
+            "verbs": info.verbs(),
             "storageVersionHash": "",
         });
         if !info.short_names.is_empty() {
@@ -186,7 +186,7 @@ fn aggregated_version(group: &str, version: &str) -> Value {
                 "responseKind": {"group": info.group, "version": info.version, "kind": info.kind.name()},
                 "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
                 "singularResource": info.singular,
-                "verbs": VERBS,
+                "verbs": info.verbs(),
             });
             if !info.short_names.is_empty() {
                 resource["shortNames"] = json!(info.short_names);
@@ -336,6 +336,64 @@ mod tests {
             pods["subresources"][1]["responseKind"],
             json!({"group": "", "version": "v1", "kind": "PodProxyOptions"})
         );
+    }
+
+    #[test]
+    fn the_access_reviews_are_listed_with_the_verb_create_alone() {
+        let authorization = resources("authorization.k8s.io", "v1").unwrap();
+        let listed: Vec<(&str, &Value)> = authorization["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["name"].as_str().unwrap(), &r["verbs"]))
+            .collect();
+        let create = json!(["create"]);
+        assert_eq!(
+            listed,
+            [
+                ("selfsubjectaccessreviews", &create),
+                ("selfsubjectrulesreviews", &create)
+            ]
+        );
+        assert_eq!(
+            authorization["resources"][0]["kind"],
+            "SelfSubjectAccessReview"
+        );
+        assert_eq!(authorization["resources"][0]["namespaced"], false);
+        let authentication = resources("authentication.k8s.io", "v1").unwrap();
+        assert_eq!(
+            authentication["resources"],
+            json!([{
+                "name": "selfsubjectreviews",
+                "singularName": "selfsubjectreview",
+                "namespaced": false,
+                "kind": "SelfSubjectReview",
+                "verbs": ["create"],
+                "storageVersionHash": "",
+            }])
+        );
+        let names: Vec<&str> = groups()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert!(names.contains(&"authorization.k8s.io"), "{names:?}");
+        assert!(names.contains(&"authentication.k8s.io"), "{names:?}");
+        // Aggregated discovery says the same; stored kinds keep every verb.
+        let apis = aggregated(false);
+        let group = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "authentication.k8s.io")
+            .unwrap();
+        let review = &group["versions"][0]["resources"][0];
+        assert_eq!(review["resource"], "selfsubjectreviews");
+        assert_eq!(review["verbs"], json!(["create"]));
+        assert_eq!(review["scope"], "Cluster");
+        let core = resources("", "v1").unwrap();
+        assert_eq!(core["resources"][0]["verbs"].as_array().unwrap().len(), 8);
     }
 
     #[test]

@@ -8,11 +8,14 @@
 //! module turns URLs, query parameters and bodies into those calls, and
 //! their answers into Kubernetes JSON, Tables, watch streams and `Status`
 //! errors; two subresources answer something else: a pod's log as text
-//! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]).
+//! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]). The
+//! access reviews, never stored, are answered from the same authorization
+//! rules ([`access_review`]).
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
 //! signed by the cluster CA.
 
+mod access_review;
 pub mod discovery;
 pub mod patch;
 pub mod path;

@@ -60,6 +60,7 @@ const QUANTITY: &str = "k8s.io.apimachinery.pkg.api.resource.Quantity";
 const TIMESTAMP: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Time";
 const DURATION: &str = "k8s.io.apimachinery.pkg.apis.meta.v1.Duration";
 const RAW: &str = "k8s.io.apimachinery.pkg.runtime.RawExtension";
+const EXTRA_VALUE: &str = "ExtraValue";
 
 /// Why a protobuf body could not be decoded. Offsets count bytes from the
 /// start of the body; paths are JSON paths in the decoded object.
@@ -598,7 +599,8 @@ impl Decoder {
             FieldKind::MapString
             | FieldKind::MapBytes
             | FieldKind::MapQuantity
-            | FieldKind::MapTime => {
+            | FieldKind::MapTime
+            | FieldKind::MapStringList => {
                 let entry = self.value(field.kind, key, reader, path)?;
                 merge_into(object, field.json, entry);
             }
@@ -685,17 +687,41 @@ impl Decoder {
                 let (bytes, offset) = reader.payload_of(key, path)?;
                 raw_json(bytes, offset, path)?
             }
-            FieldKind::MapString => self.map_entry(FieldKind::String, key, reader, path)?,
-            FieldKind::MapBytes => self.map_entry(FieldKind::Bytes, key, reader, path)?,
-            FieldKind::MapQuantity => self.map_entry(FieldKind::Quantity, key, reader, path)?,
-            FieldKind::MapTime => self.map_entry(FieldKind::Time, key, reader, path)?,
+            FieldKind::MapString => {
+                self.map_entry(MapValue::Of(FieldKind::String), key, reader, path)?
+            }
+            FieldKind::MapBytes => {
+                self.map_entry(MapValue::Of(FieldKind::Bytes), key, reader, path)?
+            }
+            FieldKind::MapQuantity => {
+                self.map_entry(MapValue::Of(FieldKind::Quantity), key, reader, path)?
+            }
+            FieldKind::MapTime => self.map_entry(MapValue::Of(FieldKind::Time), key, reader, path)?,
+            FieldKind::MapStringList => self.map_entry(MapValue::StringList, key, reader, path)?,
         })
+    }
+
+    /// One map value whose key was just read.
+    fn map_value(
+        &self,
+        value_kind: MapValue,
+        key: Key,
+        reader: &mut Reader<'_>,
+        path: &Path<'_>,
+    ) -> Result<Value> {
+        match value_kind {
+            MapValue::Of(kind) => self.value(kind, key, reader, path),
+            MapValue::StringList => {
+                let (bytes, offset) = reader.payload_of(key, path)?;
+                string_list(bytes, offset, path)
+            }
+        }
     }
 
     /// A `map<string, V>` entry {1: key, 2: value} as `{key: value}`.
     fn map_entry(
         &self,
-        value_kind: FieldKind,
+        value_kind: MapValue,
         key: Key,
         reader: &mut Reader<'_>,
         path: &Path<'_>,
@@ -711,7 +737,7 @@ impl Decoder {
                 1 => name = lossy(entry.payload_of(key, path)?.0),
                 2 => {
                     let here = path.then(Step::Key(&name));
-                    value = Some(self.value(value_kind, key, &mut entry, &here)?);
+                    value = Some(self.map_value(value_kind, key, &mut entry, &here)?);
                 }
                 _ => entry.skip(key, path)?,
             }
@@ -729,13 +755,36 @@ impl Decoder {
                 };
                 let here = path.then(Step::Key(&name));
                 let mut zero_length = Reader::new(&[0], empty.offset);
-                self.value(value_kind, empty, &mut zero_length, &here)?
+                self.map_value(value_kind, empty, &mut zero_length, &here)?
             }
         };
         let mut object = Map::new();
         object.insert(name, value);
         Ok(Value::Object(object))
     }
+}
+
+/// What a map's values are: a field kind, or Go's `ExtraValue` (`[]string`
+/// in JSON, a message of one repeated string on the wire), which no field
+/// holds on its own.
+#[derive(Clone, Copy)]
+enum MapValue {
+    Of(FieldKind),
+    StringList,
+}
+
+/// `ExtraValue` {1: repeated string}: a JSON array of the strings.
+fn string_list(bytes: &[u8], base: usize, path: &Path<'_>) -> Result<Value> {
+    let mut items = Vec::new();
+    let mut reader = Reader::new(bytes, base);
+    while !reader.at_end() {
+        let key = reader.key(path, EXTRA_VALUE)?;
+        match key.tag {
+            1 => items.push(Value::String(lossy(reader.payload_of(key, path)?.0))),
+            _ => reader.skip(key, path)?,
+        }
+    }
+    Ok(Value::Array(items))
 }
 
 /// `intstr.IntOrString` {1: type, 2: intVal, 3: strVal}: type 0 is the
@@ -1404,6 +1453,73 @@ mod tests {
         assert!(
             matches!(err, ProtobufError::UnsupportedWireType { wire_type: 3, .. }),
             "{err}"
+        );
+    }
+
+    /// `kubectl auth can-i create deployments -n shop` (kubectl 1.32): a
+    /// SelfSubjectAccessReview, every string of its ResourceAttributes on
+    /// the wire.
+    #[test]
+    fn an_access_review_from_kubectl_auth_can_i_becomes_its_kubernetes_json() {
+        let attributes = Msg::new()
+            .string(1, "shop")
+            .string(2, "create")
+            .string(3, "apps")
+            .string(4, "")
+            .string(5, "deployments")
+            .string(6, "")
+            .string(7, "");
+        let review = Msg::new()
+            .message(1, Msg::new().message(8, Msg::new()))
+            .message(2, Msg::new().message(1, attributes))
+            .message(3, Msg::new().varint(1, 0).string(2, "").string(3, ""));
+        let value = decode(&body("authorization.k8s.io/v1", "SelfSubjectAccessReview", review));
+        assert_eq!(
+            value.unwrap(),
+            json!({
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SelfSubjectAccessReview",
+                "metadata": {"creationTimestamp": null},
+                "spec": {"resourceAttributes": {
+                    "namespace": "shop",
+                    "verb": "create",
+                    "group": "apps",
+                    "version": "",
+                    "resource": "deployments",
+                    "subresource": "",
+                    "name": "",
+                }},
+                "status": {"allowed": false, "reason": "", "evaluationError": ""},
+            })
+        );
+        // `kubectl auth whoami`: an empty SelfSubjectReview.
+        let value = decode(&body("authentication.k8s.io/v1", "SelfSubjectReview", Msg::new()));
+        assert_eq!(
+            value.unwrap(),
+            json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        );
+    }
+
+    #[test]
+    fn a_users_extra_is_a_map_of_string_lists() {
+        // SelfSubjectReview.status.userInfo.extra, Go's map[string]ExtraValue.
+        let extra = |key: &str, items: &[&str]| {
+            let list = items.iter().fold(Msg::new(), |list, item| list.string(1, item));
+            Msg::new().string(1, key).message(2, list)
+        };
+        let user = Msg::new()
+            .string(1, "jane")
+            .message(4, extra("scopes", &["a", "b"]))
+            .message(4, extra("none", &[]))
+            .message(4, Msg::new().string(1, "bare"));
+        let review = Msg::new().message(2, Msg::new().message(1, user));
+        let value = decode(&body("authentication.k8s.io/v1", "SelfSubjectReview", review));
+        assert_eq!(
+            value.unwrap()["status"]["userInfo"],
+            json!({
+                "username": "jane",
+                "extra": {"scopes": ["a", "b"], "none": [], "bare": []},
+            })
         );
     }
 

@@ -4,7 +4,8 @@
 //! deletecollection, and the `status` and `scale` subresources. Each is one
 //! or more calls of the gRPC API service with the caller's identity. The
 //! `log` and `proxy` subresources are handed to [`super::pod_logs`] and
-//! [`super::proxy`].
+//! [`super::proxy`], the kinds never stored (the access reviews) to
+//! [`super::access_review`].
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use skiff_proto::api::{
 use skiff_security::PeerInfo;
 use tokio_util::sync::CancellationToken;
 
+use super::access_review::ReviewRequest;
 use super::path::ResourcePath;
 use super::pod_logs::{LogQuery, LogRequest};
 use super::proxy::ProxyRequest;
@@ -67,6 +69,17 @@ impl<'a> Call<'a> {
             || (info.namespaced && path.namespace.is_none() && !across_namespaces)
         {
             return Err(not_found_resource(path));
+        }
+        // The reviews are answered, never stored.
+        if !info.is_stored() {
+            let request = ReviewRequest {
+                api: self.api,
+                peer: self.peer,
+                method: self.method,
+                path,
+                headers: self.headers,
+            };
+            return super::access_review::serve(info, request, &body);
         }
         // `log` and `proxy` answer something other than the object, and a
         // proxy's name may carry a port: they go their own way.

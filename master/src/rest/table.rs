@@ -3413,9 +3413,11 @@ mod tests {
     }
 
     #[test]
-    fn every_served_kind_has_its_kubernetes_printer() {
+    fn every_stored_kind_has_its_kubernetes_printer() {
+        // The reviews are answered, never listed: they have no printer.
+        let stored = || KINDS.iter().filter(|i| i.is_stored());
         let mut defaulted = Vec::new();
-        for info in &KINDS {
+        for info in stored() {
             let kind = info.name;
             let width = columns(kind).len();
             for object in [json!({}), json!(null), mistyped()] {
@@ -3428,7 +3430,7 @@ mod tests {
         // The kinds Kubernetes has no printer for either.
         assert_eq!(defaulted, ["LimitRange", "Role", "ClusterRole"]);
         let realistic = examples();
-        for info in &KINDS {
+        for info in stored() {
             let shown = realistic.iter().any(|(kind, _)| *kind == info.name);
             assert!(shown, "no example of {}", info.name);
         }

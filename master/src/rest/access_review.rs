@@ -1,0 +1,459 @@
+//! The access reviews: `authorization.k8s.io/v1` SelfSubjectAccessReview
+//! (`kubectl auth can-i VERB RESOURCE [NAME]`; k9s asks one before every
+//! list and watch) and SelfSubjectRulesReview (`kubectl auth can-i
+//! --list`), and `authentication.k8s.io/v1` SelfSubjectReview (`kubectl
+//! auth whoami`). They are created and never stored
+//! (`registry::Model::Review`): the answer is the request with its `status`
+//! filled in from the caller's verified identity and the rules every call
+//! is authorized with (`api::authz`, through [`ApiService::review_access`]
+//! and [`ApiService::review_rules`]), so a review never says yes to what a
+//! call would refuse, nor no to what it would allow.
+//!
+//! Resources are looked up in the registry of kinds. `*` stands for every
+//! verb, group or resource, and is allowed only when every access it stands
+//! for is. A verb, resource or subresource skiff does not serve is not
+//! allowed, with a reason saying so (and `denied` unset: no rule refused
+//! it, there is nothing to allow).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use http::{header, HeaderMap, Method, Response, StatusCode};
+use serde_json::{json, Value};
+use skiff_security::{Identity, PeerInfo};
+
+use super::path::ResourcePath;
+use super::status::RestError;
+use super::{json_response, wire};
+use crate::api::authz::{self, Access, Decision, NonResourceRule, ResourceRule, Verb};
+use crate::api::ApiService;
+use crate::objects::registry::{self, KindInfo};
+use crate::objects::Kind;
+
+/// A request on a review's resource path.
+pub(super) struct ReviewRequest<'a> {
+    pub api: &'a Arc<ApiService>,
+    pub peer: &'a PeerInfo,
+    pub method: &'a Method,
+    pub path: &'a ResourcePath,
+    pub headers: &'a HeaderMap,
+}
+
+/// What a SelfSubjectAccessReview answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Answer {
+    allowed: bool,
+    /// A rule refused it (not: skiff does not serve what was asked about).
+    denied: bool,
+    reason: String,
+}
+
+impl Answer {
+    fn of(decision: Decision) -> Answer {
+        Answer {
+            allowed: decision.allowed,
+            denied: !decision.allowed,
+            reason: decision.reason,
+        }
+    }
+
+    /// Not allowed, as nothing skiff serves was asked about.
+    fn unserved(reason: String) -> Answer {
+        Answer {
+            allowed: false,
+            denied: false,
+            reason,
+        }
+    }
+
+    fn to_json(&self) -> Value {
+        let mut status = json!({"allowed": self.allowed, "reason": self.reason});
+        if self.denied {
+            status["denied"] = json!(true);
+        }
+        status
+    }
+}
+
+/// `POST` of a review (`info`, a `registry::Model::Review` kind): the
+/// review sent, with its `status`, as `201 Created`; nothing is stored.
+pub(super) fn serve(
+    info: &'static KindInfo,
+    request: ReviewRequest<'_>,
+    body: &[u8],
+) -> Result<Response<Body>, RestError> {
+    let path = request.path;
+    if let Some(sub) = &path.subresource {
+        let group_version = registry::group_version(&path.group, &path.version);
+        let what = format!("{group_version} {}/{sub}", path.resource);
+        return Err(RestError::not_found_path(&what));
+    }
+    if path.name.is_some() || *request.method != Method::POST {
+        return Err(RestError::method_not_allowed(request.method, info.resource));
+    }
+    let identity = request
+        .peer
+        .identity
+        .as_ref()
+        .ok_or_else(RestError::unauthorized)?;
+    // Reviewing is itself an access, allowed by the same rules.
+    let create = Access::new(Verb::Create, info.kind, "", None);
+    let decision = request.api.review_access(identity, &create);
+    if !decision.allowed {
+        return Err(RestError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "{} is forbidden: {}",
+                info.qualified_resource(),
+                decision.reason
+            ),
+        ));
+    }
+    let content_type = super::header_text(request.headers, header::CONTENT_TYPE);
+    let mut review = wire::parse_body(body, &content_type)?;
+    wire::check_against_url(&mut review, info, None)?;
+    let status = match info.kind {
+        Kind::SelfSubjectAccessReview => {
+            let decide = |access: &Access<'_>| request.api.review_access(identity, access);
+            access_status(info, &review["spec"], identity, decide)?
+        }
+        Kind::SelfSubjectRulesReview => {
+            let namespace = review["spec"]["namespace"].as_str().unwrap_or("");
+            let (resources, paths) = request.api.review_rules(identity, namespace);
+            rules_status(&resources, &paths)
+        }
+        Kind::SelfSubjectReview => user_status(identity),
+        other => return Err(RestError::internal(format!("{other} is not a review"))),
+    };
+    review["status"] = status;
+    Ok(json_response(StatusCode::CREATED, &review))
+}
+
+/// The status of a SelfSubjectAccessReview's `spec`, with `decide` deciding
+/// each access it asks about.
+fn access_status(
+    info: &KindInfo,
+    spec: &Value,
+    identity: &Identity,
+    decide: impl Fn(&Access<'_>) -> Decision,
+) -> Result<Value, RestError> {
+    let resource = spec.get("resourceAttributes").filter(|a| a.is_object());
+    let path = spec.get("nonResourceAttributes").filter(|a| a.is_object());
+    let answer = match (resource, path) {
+        (Some(attributes), None) => resource_answer(attributes, &decide),
+        (None, Some(attributes)) => {
+            let verb = text(attributes, "verb");
+            let path = text(attributes, "path");
+            Answer::of(authz::decide_path(identity, verb, path))
+        }
+        _ => {
+            let cause = "Invalid value: \"null\": exactly one of nonResourceAttributes or \
+                         resourceAttributes must be specified";
+            return Err(RestError::invalid(
+                info,
+                "",
+                vec![("spec.resourceAttributes".to_owned(), cause.to_owned())],
+            ));
+        }
+    };
+    Ok(answer.to_json())
+}
+
+/// The answer to `resourceAttributes`: allowed when every access they
+/// stand for is; else the first refusal.
+fn resource_answer(attributes: &Value, decide: &impl Fn(&Access<'_>) -> Decision) -> Answer {
+    let verb = text(attributes, "verb");
+    let group = text(attributes, "group");
+    let version = text(attributes, "version");
+    let resource = text(attributes, "resource");
+    let subresource = text(attributes, "subresource");
+    let namespace = text(attributes, "namespace");
+    let name = Some(text(attributes, "name")).filter(|n| !n.is_empty());
+    let verbs = match (verb, Verb::from_name(verb)) {
+        ("*", _) => Verb::ALL.to_vec(),
+        (_, Some(verb)) => vec![verb],
+        (_, None) => return Answer::unserved(format!("skiff serves no verb {verb:?}")),
+    };
+    let serves_part = |info: &KindInfo| {
+        subresource.is_empty() || info.subresources.iter().any(|s| s.name() == subresource)
+    };
+    let kinds: Vec<&'static KindInfo> = registry::KINDS
+        .iter()
+        .filter(|i| group == "*" || i.group == group)
+        .filter(|i| matches!(version, "" | "*") || i.version == version)
+        .filter(|i| resource == "*" || i.resource == resource)
+        .filter(|i| serves_part(i))
+        .collect();
+    if kinds.is_empty() {
+        return Answer::unserved(unserved_resource(group, resource, subresource));
+    }
+    let mut reason = None;
+    for info in kinds {
+        // Cluster-scoped objects are the same whatever namespace is named.
+        let namespace = if info.namespaced { namespace } else { "" };
+        for verb in &verbs {
+            let access = Access::new(*verb, info.kind, namespace, name);
+            let decision = decide(&access.with_subresource(subresource));
+            if !decision.allowed {
+                return Answer::of(decision);
+            }
+            if reason.is_none() {
+                reason = Some(decision.reason);
+            }
+        }
+    }
+    Answer {
+        allowed: true,
+        denied: false,
+        reason: reason.unwrap_or_default(),
+    }
+}
+
+/// Why a resource asked about is not allowed: skiff does not serve it.
+fn unserved_resource(group: &str, resource: &str, subresource: &str) -> String {
+    let what = if subresource.is_empty() {
+        resource.to_owned()
+    } else {
+        format!("{resource}/{subresource}")
+    };
+    match group {
+        "" => format!("skiff serves no resource {what:?} in the core API group"),
+        "*" => format!("skiff serves no resource {what:?} in any API group"),
+        group => format!("skiff serves no resource {what:?} in API group {group:?}"),
+    }
+}
+
+/// A SelfSubjectRulesReview's status: the rules, as Kubernetes'
+/// `ResourceRule`s and `NonResourceRule`s; the list is complete.
+fn rules_status(resources: &[ResourceRule], paths: &[NonResourceRule]) -> Value {
+    let resource_rules: Vec<Value> = resources
+        .iter()
+        .map(|r| {
+            let mut rule = json!({
+                "verbs": r.verbs,
+                "apiGroups": r.api_groups,
+                "resources": r.resources,
+            });
+            if !r.resource_names.is_empty() {
+                rule["resourceNames"] = json!(r.resource_names);
+            }
+            rule
+        })
+        .collect();
+    let non_resource_rules: Vec<Value> = paths
+        .iter()
+        .map(|p| json!({"verbs": p.verbs, "nonResourceURLs": p.paths}))
+        .collect();
+    json!({
+        "resourceRules": resource_rules,
+        "nonResourceRules": non_resource_rules,
+        "incomplete": false,
+    })
+}
+
+/// A SelfSubjectReview's status: who the caller is.
+fn user_status(identity: &Identity) -> Value {
+    let user = authz::kubernetes_user(identity);
+    json!({"userInfo": {"username": user.username, "groups": user.groups}})
+}
+
+/// A string attribute; `""` when missing or not a string.
+fn text<'v>(attributes: &'v Value, field: &str) -> &'v str {
+    attributes[field].as_str().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::state_machine::ObjectStore;
+
+    fn store() -> (tempfile::TempDir, Arc<ObjectStore>) {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let store = ObjectStore::open(dir.path()).expect("a store");
+        (dir, store)
+    }
+
+    fn access_review() -> &'static KindInfo {
+        registry::info(Kind::SelfSubjectAccessReview)
+    }
+
+    /// What a SelfSubjectAccessReview of `spec` answers `who`.
+    fn review(store: &ObjectStore, who: &Identity, spec: Value) -> Result<Value, RestError> {
+        let decide = |access: &Access<'_>| authz::decide(store, who, access);
+        access_status(access_review(), &spec, who, decide)
+    }
+
+    /// `kubectl auth can-i VERB RESOURCE` as kubectl sends it.
+    fn can_i(verb: &str, group: &str, resource: &str) -> Value {
+        json!({"resourceAttributes": {
+            "namespace": "shop",
+            "verb": verb,
+            "group": group,
+            "resource": resource,
+        }})
+    }
+
+    #[test]
+    fn an_admin_may_do_everything_it_asks_about() {
+        let (_dir, store) = store();
+        let everything = json!({
+            "allowed": true,
+            "reason": "admins and masters may do everything",
+        });
+        let questions = [
+            can_i("create", "apps", "deployments"),
+            can_i("delete", "", "pods"),
+            can_i("list", "", "secrets"),
+            can_i("*", "*", "*"),
+            json!({"resourceAttributes": {
+                "verb": "get", "resource": "pods", "subresource": "log", "name": "web",
+            }}),
+        ];
+        for who in [Identity::Admin, Identity::Master("1".into())] {
+            for question in &questions {
+                let answer = review(&store, &who, question.clone()).unwrap();
+                assert_eq!(answer, everything, "{who}: {question}");
+            }
+            let path = json!({"nonResourceAttributes": {"verb": "get", "path": "/metrics"}});
+            assert_eq!(review(&store, &who, path).unwrap(), everything);
+        }
+    }
+
+    #[test]
+    fn a_node_is_allowed_its_reads_and_refused_the_rest() {
+        let (_dir, store) = store();
+        let n1 = Identity::Node("n1".into());
+        let reads = "a node reads Nodes (for the overlay), Services and Endpoints";
+        let allowed = [
+            (can_i("list", "", "nodes"), reads),
+            (can_i("watch", "", "services"), reads),
+            (
+                can_i("create", "authorization.k8s.io", "selfsubjectaccessreviews"),
+                "everyone may review its own access",
+            ),
+        ];
+        for (question, reason) in allowed {
+            let answer = review(&store, &n1, question.clone()).unwrap();
+            assert_eq!(
+                answer,
+                json!({"allowed": true, "reason": reason}),
+                "{question}"
+            );
+        }
+        let refused = [
+            (can_i("list", "", "pods"), "node:n1 may not list pods"),
+            (can_i("get", "", "secrets"), "node:n1 may not read secrets"),
+            (
+                can_i("create", "apps", "deployments"),
+                "node:n1 may not create deployments",
+            ),
+            // Every resource of every group: the first one refused.
+            (can_i("get", "*", "*"), "node:n1 may not read namespaces"),
+            // Every verb on nodes: reads are allowed, creates are not.
+            (can_i("*", "", "nodes"), "node:n1 may not create nodes"),
+        ];
+        for (question, reason) in refused {
+            let answer = review(&store, &n1, question.clone()).unwrap();
+            assert_eq!(
+                answer,
+                json!({"allowed": false, "denied": true, "reason": reason}),
+                "{question}"
+            );
+        }
+        let path = |path: &str| json!({"nonResourceAttributes": {"verb": "get", "path": path}});
+        assert_eq!(review(&store, &n1, path("/version")).unwrap()["allowed"], true);
+        assert_eq!(
+            review(&store, &n1, path("/metrics")).unwrap(),
+            json!({"allowed": false, "denied": true, "reason": "node:n1 may not get /metrics"})
+        );
+    }
+
+    #[test]
+    fn what_skiff_does_not_serve_is_not_allowed_with_a_reason() {
+        let (_dir, store) = store();
+        let unserved = [
+            (
+                can_i("get", "example.com", "widgets"),
+                r#"skiff serves no resource "widgets" in API group "example.com""#,
+            ),
+            (
+                can_i("get", "", "deployments"),
+                r#"skiff serves no resource "deployments" in the core API group"#,
+            ),
+            (
+                json!({"resourceAttributes": {
+                    "verb": "create", "resource": "pods", "subresource": "exec",
+                }}),
+                r#"skiff serves no resource "pods/exec" in the core API group"#,
+            ),
+            (
+                can_i("impersonate", "", "pods"),
+                r#"skiff serves no verb "impersonate""#,
+            ),
+        ];
+        for (question, reason) in unserved {
+            let answer = review(&store, &Identity::Admin, question.clone()).unwrap();
+            assert_eq!(
+                answer,
+                json!({"allowed": false, "reason": reason}),
+                "{question}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_review_asks_about_resources_or_paths_exactly_once() {
+        let (_dir, store) = store();
+        let both = json!({
+            "resourceAttributes": {"verb": "get", "resource": "pods"},
+            "nonResourceAttributes": {"verb": "get", "path": "/version"},
+        });
+        for spec in [json!({}), json!({"resourceAttributes": null}), both] {
+            let e = review(&store, &Identity::Admin, spec.clone()).unwrap_err();
+            assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY, "{spec}");
+            assert_eq!(e.details.causes[0].0, "spec.resourceAttributes");
+        }
+    }
+
+    #[test]
+    fn rules_and_users_are_written_as_kubernetes_writes_them() {
+        let resources = [ResourceRule {
+            verbs: vec!["update", "patch"],
+            api_groups: vec![""],
+            resources: vec!["nodes".into(), "nodes/status".into()],
+            resource_names: vec!["n1".into()],
+        }];
+        let paths = [NonResourceRule {
+            verbs: vec!["get"],
+            paths: vec!["/version"],
+        }];
+        assert_eq!(
+            rules_status(&resources, &paths),
+            json!({
+                "resourceRules": [{
+                    "verbs": ["update", "patch"],
+                    "apiGroups": [""],
+                    "resources": ["nodes", "nodes/status"],
+                    "resourceNames": ["n1"],
+                }],
+                "nonResourceRules": [{"verbs": ["get"], "nonResourceURLs": ["/version"]}],
+                "incomplete": false,
+            })
+        );
+        // kubectl reads the lists even when empty: they are always written.
+        assert_eq!(
+            rules_status(&[], &[]),
+            json!({"resourceRules": [], "nonResourceRules": [], "incomplete": false})
+        );
+        assert_eq!(
+            user_status(&Identity::Admin),
+            json!({"userInfo": {
+                "username": "system:admin",
+                "groups": ["system:masters", "system:authenticated"],
+            }})
+        );
+    }
+}
