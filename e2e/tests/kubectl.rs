@@ -134,7 +134,10 @@ fn access_reviews(k: &Kubectl, version: KubectlVersion) {
     assert_eq!(header_of(&out), header, "{out}");
     // Everything, for an admin: `*.*` with every verb, and every path.
     assert!(row_has(&out, "*.*", &["[*]"]), "{out}");
-    let paths = out.lines().map(words).any(|cells| cells == ["[*]", "[]", "[*]"]);
+    let paths = out
+        .lines()
+        .map(words)
+        .any(|cells| cells == ["[*]", "[]", "[*]"]);
     assert!(paths, "no row for every path:\n{out}");
     let review = "selfsubjectaccessreviews.authorization.k8s.io";
     assert!(row_has(&out, review, &["[create]"]), "{out}");
@@ -356,7 +359,10 @@ fn rollouts(k: &Kubectl) {
     let out = ok(k, "rollout history deployment/web -n shop");
     // `deployment.apps/web`, then the table.
     assert_has(&out, "deployment.apps/web");
-    let header = out.lines().map(words).any(|cells| cells == ["REVISION", "CHANGE-CAUSE"]);
+    let header = out
+        .lines()
+        .map(words)
+        .any(|cells| cells == ["REVISION", "CHANGE-CAUSE"]);
     assert!(header, "{out}");
     for revision in ["1", "2", "3"] {
         assert!(row_has(&out, revision, &["<none>"]), "{out}");

@@ -679,6 +679,7 @@ async fn apply_one(
         let mut desired = object.clone();
         if let Ok(m) = desired.meta_mut() {
             m.resource_version = before.clone();
+            keep_system_annotations(&mut m.annotations, &current.meta().annotations);
         }
         match client.update(desired).await {
             Ok(updated) if updated.meta().resource_version == before => return Ok("unchanged"),
@@ -691,6 +692,24 @@ async fn apply_one(
     Err(ClientError::Conflict(
         "the object kept changing; try again".to_owned(),
     ))
+}
+
+/// Annotations in Kubernetes' own namespaces (`kubernetes.io/...`,
+/// `*.kubernetes.io/...`) that the object has and the manifest does not set
+/// are kept: controllers and kubectl write them (a Deployment's
+/// `deployment.kubernetes.io/revision`), and a manifest applied again must
+/// not take them away.
+fn keep_system_annotations(
+    desired: &mut std::collections::BTreeMap<String, String>,
+    current: &std::collections::BTreeMap<String, String>,
+) {
+    for (key, value) in current {
+        let prefix = key.split_once('/').map_or("", |(p, _)| p);
+        let system = prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io");
+        if system && !desired.contains_key(key) {
+            desired.insert(key.clone(), value.clone());
+        }
+    }
 }
 
 /// How `get` shows objects: from where, which ones, in what form.
@@ -1302,6 +1321,39 @@ spec:
         assert_eq!(
             several,
             "2 of 3 objects were not deleted (the errors are above)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod apply_tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn an_applied_manifest_keeps_what_controllers_annotated_and_drops_the_rest() {
+        let current = map(&[
+            ("deployment.kubernetes.io/revision", "3"),
+            ("kubernetes.io/change-cause", "set image"),
+            ("example.com/owner", "old"),
+            ("team", "a"),
+        ]);
+        let mut desired = map(&[("team", "b"), ("kubernetes.io/change-cause", "mine")]);
+        keep_system_annotations(&mut desired, &current);
+        assert_eq!(
+            desired,
+            map(&[
+                ("deployment.kubernetes.io/revision", "3"),
+                ("kubernetes.io/change-cause", "mine"),
+                ("team", "b"),
+            ])
         );
     }
 }

@@ -834,13 +834,33 @@ mod tests {
             (Verb::Get, Kind::Endpoints, Some("web"), Ok(())),
             // Pods bound to it, one by one.
             (Verb::Get, Kind::Pod, Some("mine"), Ok(())),
-            (Verb::Get, Kind::Pod, Some("theirs"), Err(r#"read Pod "theirs""#)),
-            (Verb::Get, Kind::Pod, Some("loose"), Err(r#"read Pod "loose""#)),
-            (Verb::Get, Kind::Pod, Some("gone"), Err(r#"read Pod "gone""#)),
+            (
+                Verb::Get,
+                Kind::Pod,
+                Some("theirs"),
+                Err(r#"read Pod "theirs""#),
+            ),
+            (
+                Verb::Get,
+                Kind::Pod,
+                Some("loose"),
+                Err(r#"read Pod "loose""#),
+            ),
+            (
+                Verb::Get,
+                Kind::Pod,
+                Some("gone"),
+                Err(r#"read Pod "gone""#),
+            ),
             (Verb::List, Kind::Pod, None, Err("list pods")),
             (Verb::Watch, Kind::Pod, None, Err("watch pods")),
             // Nothing else.
-            (Verb::Get, Kind::Secret, Some("token"), Err(r#"read Secret "token""#)),
+            (
+                Verb::Get,
+                Kind::Secret,
+                Some("token"),
+                Err(r#"read Secret "token""#),
+            ),
             (Verb::List, Kind::Secret, None, Err("list secrets")),
             (Verb::Watch, Kind::Namespace, None, Err("watch namespaces")),
             (Verb::List, Kind::Deployment, None, Err("list deployments")),
@@ -859,7 +879,12 @@ mod tests {
         let cases = [
             (Verb::Create, Kind::Pod, None, "create pods"),
             (Verb::Create, Kind::Node, None, "create nodes"),
-            (Verb::Delete, Kind::Pod, Some("mine"), r#"delete Pod "mine""#),
+            (
+                Verb::Delete,
+                Kind::Pod,
+                Some("mine"),
+                r#"delete Pod "mine""#,
+            ),
             (Verb::Delete, Kind::Node, Some("n1"), r#"delete Node "n1""#),
             (Verb::DeleteCollection, Kind::Pod, None, "delete all pods"),
         ];
@@ -995,7 +1020,13 @@ mod tests {
     #[test]
     fn paths_that_name_no_object_are_discovery_for_everyone_and_all_for_admins() {
         let n1 = Identity::Node("n1".into());
-        for path in ["/version", "/api", "/apis/apps/v1", "/healthz", "/openapi/v2"] {
+        for path in [
+            "/version",
+            "/api",
+            "/apis/apps/v1",
+            "/healthz",
+            "/openapi/v2",
+        ] {
             let decision = decide_path(&n1, "get", path);
             assert!(decision.allowed, "{path}: {decision:?}");
             let reason = "everyone may read discovery, the version and health";

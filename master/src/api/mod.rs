@@ -222,7 +222,7 @@ impl ApiService {
     /// them without a copy.
     pub async fn list_shared(&self, request: Request<ListRequest>) -> Result<SharedList, Status> {
         let r = request.get_ref();
-        self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        self.authorize_call(&request, Verb::List, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
         self.router
             .here_or_on_leader(

@@ -319,7 +319,11 @@ impl Nodes for NodeService {
         let identity = authz::identity(&request)?;
         let r = request.get_ref();
         let pod = Access::new(Verb::Update, Kind::Pod, &r.namespace, Some(&r.name));
-        authz::authorize(&self.cluster.store, &identity, &pod.with_subresource("status"))?;
+        authz::authorize(
+            &self.cluster.store,
+            &identity,
+            &pod.with_subresource("status"),
+        )?;
         self.router
             .on_leader(
                 request,

@@ -261,7 +261,8 @@ impl DeploymentController {
         let mut updated = Object::clone(&object);
         if let Some(Body::Deployment(d)) = updated.kind.as_mut() {
             let meta = d.metadata.get_or_insert_with(Default::default);
-            meta.annotations.insert(REVISION_ANNOTATION.to_owned(), revision);
+            meta.annotations
+                .insert(REVISION_ANNOTATION.to_owned(), revision);
         }
         let written = self.ctx.writer.update(updated).await?;
         Ok(Arc::new(written))
@@ -391,7 +392,12 @@ fn progress(
     };
     if complete {
         let message = format!("ReplicaSet \"{rs_name}\" has successfully progressed.");
-        let done = condition(old, "Progressing", true, ("NewReplicaSetAvailable", &message));
+        let done = condition(
+            old,
+            "Progressing",
+            true,
+            ("NewReplicaSetAvailable", &message),
+        );
         return (done, None);
     }
     let message = format!("ReplicaSet \"{rs_name}\" is progressing.");
@@ -848,7 +854,8 @@ spec:
         let template = spec.template.as_mut().unwrap();
         template.spec.as_mut().unwrap().containers[0].image = image.into();
         let meta = d.metadata.get_or_insert_with(Default::default);
-        meta.annotations.insert(CHANGE_CAUSE.to_owned(), cause.to_owned());
+        meta.annotations
+            .insert(CHANGE_CAUSE.to_owned(), cause.to_owned());
         objects.write(WriteOp::Update, d.into_object()).unwrap();
     }
 
@@ -882,8 +889,10 @@ spec:
         let (objects, controller, _) = setup("RollingUpdate");
         let mut d = stored_deployment(&objects);
         let meta = d.metadata.get_or_insert_with(Default::default);
-        meta.annotations.insert(CHANGE_CAUSE.to_owned(), "first".to_owned());
-        meta.annotations.insert(LAST_APPLIED.to_owned(), "{}".to_owned());
+        meta.annotations
+            .insert(CHANGE_CAUSE.to_owned(), "first".to_owned());
+        meta.annotations
+            .insert(LAST_APPLIED.to_owned(), "{}".to_owned());
         objects.write(WriteOp::Update, d.into_object()).unwrap();
         controller.reconcile(&key()).await.unwrap();
 
@@ -968,7 +977,11 @@ spec:
         let status = d.status.unwrap_or_default();
         assert_eq!(status.observed_generation, generation);
         assert_eq!(
-            (status.replicas, status.updated_replicas, status.available_replicas),
+            (
+                status.replicas,
+                status.updated_replicas,
+                status.available_replicas
+            ),
             (3, 3, 3)
         );
         let rs_name = name_of(&replicaset_objects(&objects)[0]);

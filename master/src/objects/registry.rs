@@ -146,16 +146,9 @@ const STORAGE: (&str, &str, &str) = ("storage.k8s.io", "v1", "storage.k8s.io/v1"
 const COORDINATION: (&str, &str, &str) = ("coordination.k8s.io", "v1", "coordination.k8s.io/v1");
 const DISCOVERY: (&str, &str, &str) = ("discovery.k8s.io", "v1", "discovery.k8s.io/v1");
 const SCHEDULING: (&str, &str, &str) = ("scheduling.k8s.io", "v1", "scheduling.k8s.io/v1");
-const AUTHORIZATION: (&str, &str, &str) = (
-    "authorization.k8s.io",
-    "v1",
-    "authorization.k8s.io/v1",
-);
-const AUTHENTICATION: (&str, &str, &str) = (
-    "authentication.k8s.io",
-    "v1",
-    "authentication.k8s.io/v1",
-);
+const AUTHORIZATION: (&str, &str, &str) = ("authorization.k8s.io", "v1", "authorization.k8s.io/v1");
+const AUTHENTICATION: (&str, &str, &str) =
+    ("authentication.k8s.io", "v1", "authentication.k8s.io/v1");
 
 use Model::{Generic, Review, Typed};
 

@@ -166,7 +166,8 @@ fn check_value(
         ),
         FieldKind::MapStringList => (
             map_of(value, &|v: &Value| {
-                v.as_array().is_some_and(|items| items.iter().all(Value::is_string))
+                v.as_array()
+                    .is_some_and(|items| items.iter().all(Value::is_string))
             }),
             "a map of lists of strings",
         ),

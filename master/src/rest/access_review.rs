@@ -364,7 +364,10 @@ mod tests {
             );
         }
         let path = |path: &str| json!({"nonResourceAttributes": {"verb": "get", "path": path}});
-        assert_eq!(review(&store, &n1, path("/version")).unwrap()["allowed"], true);
+        assert_eq!(
+            review(&store, &n1, path("/version")).unwrap()["allowed"],
+            true
+        );
         assert_eq!(
             review(&store, &n1, path("/metrics")).unwrap(),
             json!({"allowed": false, "denied": true, "reason": "node:n1 may not get /metrics"})

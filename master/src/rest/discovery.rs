@@ -372,7 +372,8 @@ mod tests {
                 "storageVersionHash": "",
             }])
         );
-        let names: Vec<&str> = groups()["groups"]
+        let listed = groups();
+        let names: Vec<&str> = listed["groups"]
             .as_array()
             .unwrap()
             .iter()

@@ -696,7 +696,9 @@ impl Decoder {
             FieldKind::MapQuantity => {
                 self.map_entry(MapValue::Of(FieldKind::Quantity), key, reader, path)?
             }
-            FieldKind::MapTime => self.map_entry(MapValue::Of(FieldKind::Time), key, reader, path)?,
+            FieldKind::MapTime => {
+                self.map_entry(MapValue::Of(FieldKind::Time), key, reader, path)?
+            }
             FieldKind::MapStringList => self.map_entry(MapValue::StringList, key, reader, path)?,
         })
     }
@@ -1473,7 +1475,11 @@ mod tests {
             .message(1, Msg::new().message(8, Msg::new()))
             .message(2, Msg::new().message(1, attributes))
             .message(3, Msg::new().varint(1, 0).string(2, "").string(3, ""));
-        let value = decode(&body("authorization.k8s.io/v1", "SelfSubjectAccessReview", review));
+        let value = decode(&body(
+            "authorization.k8s.io/v1",
+            "SelfSubjectAccessReview",
+            review,
+        ));
         assert_eq!(
             value.unwrap(),
             json!({
@@ -1493,7 +1499,11 @@ mod tests {
             })
         );
         // `kubectl auth whoami`: an empty SelfSubjectReview.
-        let value = decode(&body("authentication.k8s.io/v1", "SelfSubjectReview", Msg::new()));
+        let value = decode(&body(
+            "authentication.k8s.io/v1",
+            "SelfSubjectReview",
+            Msg::new(),
+        ));
         assert_eq!(
             value.unwrap(),
             json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
@@ -1504,7 +1514,9 @@ mod tests {
     fn a_users_extra_is_a_map_of_string_lists() {
         // SelfSubjectReview.status.userInfo.extra, Go's map[string]ExtraValue.
         let extra = |key: &str, items: &[&str]| {
-            let list = items.iter().fold(Msg::new(), |list, item| list.string(1, item));
+            let list = items
+                .iter()
+                .fold(Msg::new(), |list, item| list.string(1, item));
             Msg::new().string(1, key).message(2, list)
         };
         let user = Msg::new()
@@ -1513,7 +1525,11 @@ mod tests {
             .message(4, extra("none", &[]))
             .message(4, Msg::new().string(1, "bare"));
         let review = Msg::new().message(2, Msg::new().message(1, user));
-        let value = decode(&body("authentication.k8s.io/v1", "SelfSubjectReview", review));
+        let value = decode(&body(
+            "authentication.k8s.io/v1",
+            "SelfSubjectReview",
+            review,
+        ));
         assert_eq!(
             value.unwrap()["status"]["userInfo"],
             json!({
