@@ -9,11 +9,14 @@
 //! their answers into Kubernetes JSON, Tables, watch streams and `Status`
 //! errors; two subresources answer something else: a pod's log as text
 //! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]).
+//! The OpenAPI documents `kubectl explain` and kubectl's validation read
+//! are made from the generated API schema ([`openapi`]).
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
 //! signed by the cluster CA.
 
 pub mod discovery;
+mod openapi;
 pub mod patch;
 pub mod path;
 mod pod_logs;
@@ -47,6 +50,8 @@ pub struct RestApi {
     api: Arc<ApiService>,
     /// `host:port` this master's API is reached at (for `/api`).
     server_address: String,
+    /// Built on their first request.
+    openapi: openapi::OpenApi,
     shutdown: CancellationToken,
 }
 
@@ -62,6 +67,7 @@ impl RestApi {
         RestApi {
             api,
             server_address,
+            openapi: openapi::OpenApi::default(),
             shutdown,
         }
     }
@@ -147,16 +153,16 @@ impl RestApi {
                     .map(|d| json_response(StatusCode::OK, &d))
                     .ok_or_else(|| RestError::not_found_path(parts.uri.path()))
             }
-            // An empty document: kubectl then skips client-side validation
-            // (the server validates every object anyway).
-            Target::OpenApiV2 => Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(Body::empty())
-                .unwrap_or_default()),
-            Target::OpenApiV3(_) | Target::Unknown => {
-                Err(RestError::not_found_path(parts.uri.path()))
+            Target::OpenApiV2 => {
+                only_get(&parts.method)?;
+                let legacy = parts.uri.path().trim_end_matches('/') == "/swagger-2.0.0.pb-v1";
+                Ok(self.openapi.v2(legacy, &accept, &parts.headers))
             }
+            Target::OpenApiV3(path) => {
+                only_get(&parts.method)?;
+                self.openapi.v3(&path, &query, &accept, &parts.headers)
+            }
+            Target::Unknown => Err(RestError::not_found_path(parts.uri.path())),
             Target::Version | Target::Health => Err(RestError::internal("unreachable route")),
             Target::Resource(resource) => {
                 let body = read_body(body).await?;
