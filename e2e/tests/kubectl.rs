@@ -4,7 +4,8 @@
 //! operator types every day (discovery, access reviews (`auth can-i`, `auth
 //! whoami`), tables, output formats, create, scale, label, annotate, the
 //! three patch types, set image, the rollout commands (`status`, `history`,
-//! `undo`, `restart`) and `wait`, expose, run, apply, watch, delete, proxy,
+//! `undo`, `restart`) and `wait`, expose, run, apply, watch, explain and validation
+//! against the OpenAPI documents, delete, proxy,
 //! and the kinds skiff stores for later: a ConfigMap, a Job, a CronJob,
 //! RBAC, a StatefulSet, an Ingress, a PVC) and the errors kubectl shows.
 //! Then bad requests (`get --raw`, `create --raw`, no client certificate)
@@ -80,6 +81,7 @@ fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {
     changes(k);
     rollouts(k);
     apply_and_watch(k);
+    explain_and_validation(k, version);
     stored_kinds(k, version);
     deletes_and_errors(k);
     proxy(k);
@@ -459,8 +461,51 @@ fn apply_and_watch(k: &Kubectl) {
     drop(watch);
 }
 
-/// `delete` and the NotFound after it; the errors kubectl prints for a
-/// missing object and an invalid one.
+/// `explain` from the OpenAPI documents (kubectl 1.20 reads `/openapi/v2`,
+/// later ones `/openapi/v3`), and `apply` with default validation: a
+/// Deployment using int-or-strings, quantities and a probe applies (twice:
+/// unchanged, so the patch computed from the documents' merge keys is
+/// empty); one with `replicas: "three"` is refused, by kubectl 1.20's
+/// client-side validation against the v2 schema or, from 1.27 on, by the
+/// server (the v3 documents say it validates fields itself).
+fn explain_and_validation(k: &Kubectl, version: KubectlVersion) {
+    let out = ok(k, "explain deployment.spec.replicas");
+    assert!(has_line(&out, &["KIND:", "Deployment"]), "{out}");
+    assert!(
+        has_line(&out, &["FIELD:", "replicas", "<integer>"]),
+        "{out}"
+    );
+    let out = ok(k, "explain pods.spec.containers");
+    let containers: &[&str] = if version == KubectlVersion::V1_20 {
+        &["RESOURCE:", "containers", "<[]Object>"]
+    } else {
+        &["FIELD:", "containers", "<[]Container>"]
+    };
+    assert!(has_line(&out, containers), "{out}");
+    assert!(has_line(&out, &["image", "<string>"]), "{out}");
+    // A field of a message type: "Object" in kubectl 1.20, its name later.
+    let probe = if version == KubectlVersion::V1_20 {
+        "<Object>"
+    } else {
+        "<Probe>"
+    };
+    assert!(has_line(&out, &["livenessProbe", probe]), "{out}");
+
+    let manifest = k.home().join("checked.yaml");
+    let apply = ["apply", "-f", manifest.to_str().unwrap_or_default()];
+    std::fs::write(&manifest, checked_deployment("2")).unwrap();
+    assert_has(&k.ok(&apply), "deployment.apps/checked created");
+    assert_has(&k.ok(&apply), "deployment.apps/checked unchanged");
+    std::fs::write(&manifest, checked_deployment("\"three\"")).unwrap();
+    let err = k.fails(&apply);
+    assert_has(&err, "replicas");
+    assert_eq!(jsonpath(k, "deploy/checked", "{.spec.replicas}"), "2");
+    assert_has(
+        &ok(k, "delete deployment checked -n shop"),
+        "\"checked\" deleted",
+    );
+}
+
 /// Kinds skiff stores without acting on them yet: created by kubectl's
 /// generators (protobuf bodies from 1.32 on) and by `apply` (twice:
 /// unchanged), with Kubernetes' defaults, listed with their columns,
@@ -560,6 +605,8 @@ fn stored_kinds(k: &Kubectl, version: KubectlVersion) {
     assert_has(&fails(k, "get job hello -n shop"), "(NotFound)");
 }
 
+/// `delete` and the NotFound after it; the errors kubectl prints for a
+/// missing object and an invalid one.
 fn deletes_and_errors(k: &Kubectl) {
     let out = ok(k, "delete pod solo -n shop");
     assert_has(&out, r#"pod "solo" deleted"#);
@@ -652,7 +699,8 @@ fn api_deployment(replicas: u32) -> String {
 }
 
 /// A Deployment the server must refuse (negative replicas); kubectl itself
-/// does not check it, as skiff's OpenAPI document is empty.
+/// does not check it: the OpenAPI schema says only that replicas is an
+/// integer.
 const INVALID_DEPLOYMENT: &str = "\
 apiVersion: apps/v1
 kind: Deployment
@@ -665,6 +713,45 @@ spec:
     spec:
       containers: [{name: bad, image: 'busybox:1.36'}]
 ";
+
+/// The Deployment `explain_and_validation` applies, with `replicas` as
+/// given (YAML).
+/// (The cpu limit is the string `"1"`: kubectl's client-side apply compares
+/// the manifest with the stored object as JSON, and a number `1` differs
+/// from the `"1"` any Kubernetes answers, so a second apply would say
+/// "configured" against a real cluster too.)
+fn checked_deployment(replicas: &str) -> String {
+    format!(
+        "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: checked
+  namespace: {NAMESPACE}
+spec:
+  replicas: {replicas}
+  strategy:
+    type: RollingUpdate
+    rollingUpdate: {{maxSurge: 25%, maxUnavailable: 1}}
+  selector:
+    matchLabels: {{app: checked}}
+  template:
+    metadata:
+      labels: {{app: checked}}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        command: [sleep, \"3600\"]
+        ports: [{{name: http, containerPort: 8080}}]
+        env: [{{name: MODE, value: fast}}]
+        resources:
+          requests: {{cpu: 100m, memory: 32Mi}}
+          limits: {{cpu: \"1\", memory: 64Mi}}
+        readinessProbe:
+          tcpSocket: {{port: http}}
+"
+    )
+}
 
 /// A request body that is not JSON: it ends inside an object.
 const MALFORMED_POD: &str = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"#;
@@ -792,6 +879,11 @@ fn patch(k: &Kubectl, kind: &str, body: &str) -> String {
     let mut args = words("patch deploy web -n shop --type");
     args.extend([kind, "-p", body]);
     k.ok(&args)
+}
+
+/// Whether a line of `text` is exactly `expected`, word by word.
+fn has_line(text: &str, expected: &[&str]) -> bool {
+    text.lines().any(|line| words(line) == expected)
 }
 
 /// Asserts that `text` contains `needle`, showing `text` if not.

@@ -13,12 +13,18 @@ use crate::objects::Kind;
 pub const KUBERNETES_MAJOR: &str = "1";
 pub const KUBERNETES_MINOR: &str = "34";
 
+/// The version `/version` and the OpenAPI documents report:
+/// `v1.34.0+skiff`.
+pub fn git_version() -> String {
+    format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0+skiff")
+}
+
 /// `/version`.
 pub fn version() -> Value {
     json!({
         "major": KUBERNETES_MAJOR,
         "minor": KUBERNETES_MINOR,
-        "gitVersion": format!("v{KUBERNETES_MAJOR}.{KUBERNETES_MINOR}.0+skiff"),
+        "gitVersion": git_version(),
         "gitCommit": format!("skiff-{}", env!("CARGO_PKG_VERSION")),
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",

@@ -10,13 +10,16 @@
 //! errors; two subresources answer something else: a pod's log as text
 //! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]). The
 //! access reviews, never stored, are answered from the same authorization
-//! rules ([`access_review`]).
+//! rules ([`access_review`]); the
+//! OpenAPI documents `kubectl explain` and kubectl's validation read
+//! are made from the generated API schema ([`openapi`]).
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
 //! signed by the cluster CA.
 
 mod access_review;
 pub mod discovery;
+mod openapi;
 pub mod patch;
 pub mod path;
 mod pod_logs;
@@ -50,6 +53,8 @@ pub struct RestApi {
     api: Arc<ApiService>,
     /// `host:port` this master's API is reached at (for `/api`).
     server_address: String,
+    /// Built on their first request.
+    openapi: openapi::OpenApi,
     shutdown: CancellationToken,
 }
 
@@ -65,6 +70,7 @@ impl RestApi {
         RestApi {
             api,
             server_address,
+            openapi: openapi::OpenApi::default(),
             shutdown,
         }
     }
@@ -150,16 +156,16 @@ impl RestApi {
                     .map(|d| json_response(StatusCode::OK, &d))
                     .ok_or_else(|| RestError::not_found_path(parts.uri.path()))
             }
-            // An empty document: kubectl then skips client-side validation
-            // (the server validates every object anyway).
-            Target::OpenApiV2 => Ok(Response::builder()
-                .status(StatusCode::OK)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
-                .body(Body::empty())
-                .unwrap_or_default()),
-            Target::OpenApiV3(_) | Target::Unknown => {
-                Err(RestError::not_found_path(parts.uri.path()))
+            Target::OpenApiV2 => {
+                only_get(&parts.method)?;
+                let legacy = parts.uri.path().trim_end_matches('/') == "/swagger-2.0.0.pb-v1";
+                Ok(self.openapi.v2(legacy, &accept, &parts.headers))
             }
+            Target::OpenApiV3(path) => {
+                only_get(&parts.method)?;
+                self.openapi.v3(&path, &query, &accept, &parts.headers)
+            }
+            Target::Unknown => Err(RestError::not_found_path(parts.uri.path())),
             Target::Version | Target::Health => Err(RestError::internal("unreachable route")),
             Target::Resource(resource) => {
                 let body = read_body(body).await?;
