@@ -5,8 +5,8 @@
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
 //!   its own pods; it may write only its own Node (not its spec: podCIDR,
-//!   taints and unschedulable are the cluster's), its heartbeats, and the
-//!   status of pods bound to it.
+//!   taints and unschedulable are the cluster's), its heartbeats, the
+//!   status of pods bound to it, and Events about its Node and those pods.
 //!
 //! Anything else is refused with PermissionDenied and logged.
 
@@ -43,6 +43,23 @@ pub fn pod_bound_to(store: &ObjectStore, namespace: &str, pod: &str, node: &str)
         store.get(Kind::Pod, namespace, pod).ok().flatten().and_then(|o| o.kind),
         Some(Body::Pod(p)) if p.spec.as_ref().is_some_and(|s| s.node_name == node)
     )
+}
+
+/// Whether node `node` may record an Event about the object of `kind`
+/// (`Node` or `Pod`) named `namespace`/`name`: its own Node, or a pod
+/// bound to it.
+pub fn may_record_event(
+    store: &ObjectStore,
+    node: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    match kind {
+        "Node" => name == node,
+        "Pod" => pod_bound_to(store, namespace, name, node),
+        _ => false,
+    }
 }
 
 /// Get, List or Watch of `kind` (`name` for a Get).
@@ -442,6 +459,26 @@ mod tests {
         let answer = is_self(&n1, "n2", "send heartbeats");
         let expected = Err(r#"send heartbeats for node "n2""#);
         assert_answer(answer, &n1, expected, "another node's heartbeats");
+    }
+
+    #[test]
+    fn a_node_records_events_only_about_its_node_and_its_own_pods() {
+        let (_dir, store) = cluster();
+        let cases = [
+            ("Node", "", "n1", true),
+            ("Node", "", "n2", false),
+            ("Pod", "default", "mine", true),
+            ("Pod", "", "mine", true),
+            ("Pod", "default", "theirs", false),
+            ("Pod", "default", "loose", false),
+            ("Pod", "default", "gone", false),
+            ("Deployment", "default", "web", false),
+            ("Secret", "default", "mine", false),
+        ];
+        for (kind, namespace, name, allowed) in cases {
+            let answer = may_record_event(&store, "n1", kind, namespace, name);
+            assert_eq!(answer, allowed, "{kind} {namespace}/{name}");
+        }
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! Writes and linearizable reads are served by the leader. A follower
 //! forwards them to the leader once (marking the request so it is never
 //! forwarded twice) and relays the answer. Watches and `serializable` reads
-//! are served from the local replica.
+//! are served from the local replica. Events are not in the replicated
+//! store: every call on them, watches included, is served by the leader
+//! from its memory ([`events`]).
 
 pub mod authz;
 pub mod datastore;
 pub mod error;
 pub mod event_stream;
+mod events;
 pub mod logs;
 pub mod node_pods;
 pub mod nodes;
@@ -18,6 +21,7 @@ pub mod routing;
 pub mod transport;
 mod watch;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
@@ -35,7 +39,8 @@ pub use error::ApiError;
 use transport::ClientTransport;
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::objects::Kind;
+use crate::events::EventStore;
+use crate::objects::{Kind, ObjectExt};
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
@@ -89,6 +94,8 @@ pub struct ApiService {
     transport: ClientTransport,
     /// The addresses this master advertises.
     advertised: MemberNode,
+    /// The Events, in use while this master leads.
+    events: Arc<EventStore>,
     shutdown: CancellationToken,
 }
 
@@ -97,6 +104,7 @@ impl ApiService {
         writer: ObjectWriter,
         transport: ClientTransport,
         advertised: MemberNode,
+        events: Arc<EventStore>,
         shutdown: CancellationToken,
     ) -> ApiService {
         let cluster = writer.cluster().clone();
@@ -106,6 +114,7 @@ impl ApiService {
             transport,
             cluster,
             advertised,
+            events,
             shutdown,
         }
     }
@@ -126,6 +135,9 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if object.kind().is_ok_and(Kind::is_ephemeral) {
+            return Ok(self.events.create(object)?);
+        }
         Ok(self.writer.create(object).await?)
     }
 
@@ -137,6 +149,14 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if object.kind().is_ok_and(Kind::is_ephemeral) {
+            if status_only {
+                return Err(ApiError::Invalid(
+                    "Events have no status; update the Event itself".to_owned(),
+                ));
+            }
+            return Ok(self.events.update(object)?);
+        }
         Ok(if status_only {
             self.writer.update_status(object).await?
         } else {
@@ -146,6 +166,13 @@ impl ApiService {
 
     async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            let namespace = namespace_for(kind, &request.namespace);
+            let deleted = self
+                .events
+                .delete(&namespace, &request.name, &request.resource_version)?;
+            return Ok(deleted);
+        }
         Ok(self
             .writer
             .delete(
@@ -159,6 +186,11 @@ impl ApiService {
 
     async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            let namespace = namespace_for(kind, &request.namespace);
+            let event = self.events.get(&namespace, &request.name)?;
+            return Ok(Arc::unwrap_or_clone(event));
+        }
         if !request.serializable {
             self.cluster.linearize(within).await?;
         }
@@ -182,6 +214,9 @@ impl ApiService {
         within: Duration,
     ) -> Result<ListResponse, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            return Ok(events::list(&self.events, &request.namespace));
+        }
         if !request.serializable {
             self.cluster.linearize(within).await?;
         }
@@ -229,7 +264,6 @@ impl ApiService {
         request: &Request<UpdateRequest>,
         status_only: bool,
     ) -> Result<(), Status> {
-        use crate::objects::ObjectExt;
         let identity = authz::identity(request)?;
         if identity.is_privileged() {
             return Ok(());
@@ -252,6 +286,36 @@ impl ApiService {
         )
     }
 
+    /// A watch of Events: on the leader's store, relayed from a follower
+    /// (a stream, so without the deadline of relayed calls).
+    async fn watch_events(
+        &self,
+        request: WatchRequest,
+        namespace: Option<String>,
+        forwarded: bool,
+    ) -> Result<Response<WatchStream>, Status> {
+        match self.router.leader_channel(forwarded).await? {
+            None => {
+                let stream = events::watch(
+                    self.events.clone(),
+                    namespace,
+                    request.from_revision,
+                    self.shutdown.clone(),
+                )?;
+                Ok(Response::new(stream))
+            }
+            Some(channel) => {
+                let mut relayed = Request::new(request);
+                relayed.metadata_mut().insert(
+                    routing::FORWARDED,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                let stream = api_client(channel).watch(relayed).await?.into_inner();
+                Ok(Response::new(Box::pin(stream) as WatchStream))
+            }
+        }
+    }
+
     fn members(&self) -> Vec<Member> {
         self.cluster
             .members()
@@ -267,6 +331,11 @@ impl ApiService {
 }
 
 type WatchStream = event_stream::EventStream;
+
+/// Whether `kind` names a kind kept in the leader's memory (Events).
+fn is_ephemeral(kind: &str) -> bool {
+    Kind::from_name(kind).is_ok_and(Kind::is_ephemeral)
+}
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
     ApiClient::new(channel)
@@ -291,9 +360,10 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
+        let here = r.serializable && !is_ephemeral(&r.kind);
         self.router
             .here_or_on_leader(
-                request.get_ref().serializable,
+                here,
                 request,
                 |r| self.get_local(r, within),
                 |ch, r| async move { api_client(ch).get(r).await },
@@ -305,9 +375,10 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
+        let here = r.serializable && !is_ephemeral(&r.kind);
         self.router
             .here_or_on_leader(
-                request.get_ref().serializable,
+                here,
                 request,
                 |r| self.list_local(r, within),
                 |ch, r| async move { api_client(ch).list(r).await },
@@ -359,10 +430,14 @@ impl Api for ApiService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.get_ref();
         self.authorize_read(&request, &r.kind, &r.namespace, None)?;
+        let forwarded = request.metadata().contains_key(routing::FORWARDED);
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         let namespace =
             (kind.namespaced() && !request.namespace.is_empty()).then(|| request.namespace.clone());
+        if kind.is_ephemeral() {
+            return self.watch_events(request, namespace, forwarded).await;
+        }
         let stream = watch::start(
             self.cluster.store.clone(),
             kind,

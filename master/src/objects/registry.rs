@@ -50,6 +50,10 @@ pub enum Model {
     /// against Kubernetes' schema for the kind (`objects/generic.rs`);
     /// stored, listed and watched, acted on by later work.
     Generic,
+    /// A `GenericObject` kept in the leader's memory, bounded, never in
+    /// the replicated store (`crate::events`: Events); served with every
+    /// verb like the others, by the leader.
+    Ephemeral,
 }
 
 /// Everything the API says about one kind.
@@ -136,12 +140,15 @@ const STORAGE: (&str, &str, &str) = ("storage.k8s.io", "v1", "storage.k8s.io/v1"
 const COORDINATION: (&str, &str, &str) = ("coordination.k8s.io", "v1", "coordination.k8s.io/v1");
 const DISCOVERY: (&str, &str, &str) = ("discovery.k8s.io", "v1", "discovery.k8s.io/v1");
 const SCHEDULING: (&str, &str, &str) = ("scheduling.k8s.io", "v1", "scheduling.k8s.io/v1");
+const EVENTS: (&str, &str, &str) = ("events.k8s.io", "v1", "events.k8s.io/v1");
 
-use Model::{Generic, Typed};
+use Model::{Ephemeral, Generic, Typed};
 
-/// Every kind skiff serves, in the order discovery lists them.
+/// Every kind skiff serves, in the order discovery lists them. Of two
+/// kinds with one name (`Event`), the first is the one a name alone means
+/// (`Kind::from_name`).
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 33] = [
+pub const KINDS: [KindInfo; 35] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -154,6 +161,7 @@ pub const KINDS: [KindInfo; 33] = [
     entry(Kind::ResourceQuota, "ResourceQuota", CORE, ("resourcequotas", "resourcequota"), true, &["quota"], &[], STATUS, Generic),
     entry(Kind::PersistentVolume, "PersistentVolume", CORE, ("persistentvolumes", "persistentvolume"), false, &["pv"], &[], STATUS, Generic),
     entry(Kind::PersistentVolumeClaim, "PersistentVolumeClaim", CORE, ("persistentvolumeclaims", "persistentvolumeclaim"), true, &["pvc"], &[], STATUS, Generic),
+    entry(Kind::Event, "Event", CORE, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
     entry(Kind::Deployment, "Deployment", APPS, ("deployments", "deployment"), true, &["deploy"], ALL, STATUS_SCALE, Typed),
     entry(Kind::ReplicaSet, "ReplicaSet", APPS, ("replicasets", "replicaset"), true, &["rs"], ALL, STATUS_SCALE, Typed),
     entry(Kind::DaemonSet, "DaemonSet", APPS, ("daemonsets", "daemonset"), true, &["ds"], ALL, STATUS, Generic),
@@ -175,6 +183,7 @@ pub const KINDS: [KindInfo; 33] = [
     entry(Kind::Lease, "Lease", COORDINATION, ("leases", "lease"), true, &[], &[], &[], Generic),
     entry(Kind::EndpointSlice, "EndpointSlice", DISCOVERY, ("endpointslices", "endpointslice"), true, &[], &[], &[], Generic),
     entry(Kind::PriorityClass, "PriorityClass", SCHEDULING, ("priorityclasses", "priorityclass"), false, &["pc"], &[], &[], Generic),
+    entry(Kind::EventsK8sIoEvent, "Event", EVENTS, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
 ];
 
 impl KindInfo {
@@ -292,6 +301,8 @@ mod tests {
             Lease,
             EndpointSlice,
             PriorityClass,
+            Event,
+            EventsK8sIoEvent,
         ];
         for kind in &all {
             match kind {
@@ -327,7 +338,9 @@ mod tests {
                 | CsiDriver
                 | Lease
                 | EndpointSlice
-                | PriorityClass => {}
+                | PriorityClass
+                | Event
+                | EventsK8sIoEvent => {}
             }
         }
         all
@@ -351,7 +364,8 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(KINDS.iter().filter(|i| i.kind == kind).count(), 1, "{kind}");
             assert_eq!(info(kind).kind, kind);
-            assert_eq!(Kind::from_name(info(kind).name).ok(), Some(kind));
+            let named = Kind::from_type(info(kind).api_version, info(kind).name);
+            assert_eq!(named.ok(), Some(kind));
         }
         for a in &KINDS {
             let same = KINDS
@@ -388,6 +402,17 @@ mod tests {
             by_resource("batch", "v1", "cronjobs").map(|i| (i.kind, i.model)),
             Some((Kind::CronJob, Model::Generic))
         );
+        assert_eq!(
+            by_resource("", "v1", "events").map(|i| (i.kind, i.model)),
+            Some((Kind::Event, Model::Ephemeral))
+        );
+        assert_eq!(
+            by_resource("events.k8s.io", "v1", "events").map(|i| (i.kind, i.model)),
+            Some((Kind::EventsK8sIoEvent, Model::Ephemeral))
+        );
+        assert!(groups().contains(&("events.k8s.io", vec!["v1"])));
+        // A name alone means the core Event.
+        assert_eq!(Kind::from_name("Event").ok(), Some(Kind::Event));
     }
 
     #[test]
