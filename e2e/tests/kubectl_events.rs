@@ -164,7 +164,7 @@ fn scenario(k: &Kubectl) {
     let manifest = k.home().join("stuck.yaml");
     std::fs::write(&manifest, STUCK_POD).unwrap();
     let path = manifest.to_string_lossy().into_owned();
-    k.ok(&["apply", "-f", &path]);
+    k.ok(&["apply", "-f", path.as_str()]);
     let selector = "reason=FailedScheduling,involvedObject.name=stuck";
     let counts = eventually("FailedScheduling counted twice", || {
         let counts = k.ok(&[
