@@ -416,6 +416,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
+    let (events_tx, events_rx) = master_link::event_channel(metrics.events_dropped.clone());
     let links = [
         tokio::spawn(master_link::heartbeat_loop(
             masters.clone(),
@@ -430,8 +431,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             shutdown.clone(),
         )),
         tokio::spawn(master_link::status_loop(
-            masters,
+            masters.clone(),
             reports_rx,
+            shutdown.clone(),
+        )),
+        tokio::spawn(master_link::event_loop(
+            masters,
+            config.node_name.clone(),
+            events_rx,
+            metrics.events_dropped.clone(),
             shutdown.clone(),
         )),
     ];
@@ -484,6 +492,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         reports: reports_tx,
         host_ip: node_ip,
         metrics,
+        events: events_tx,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;

@@ -4,6 +4,9 @@
 //! - `skiff_container_starts_total{namespace,pod,container}` and
 //!   `skiff_container_restarts_total{namespace,pod,container}`;
 //! - `skiff_image_pulls_total{result}`: images pulled or found, or errors;
+//! - `skiff_agent_events_dropped_total{reason}`: Kubernetes Events not
+//!   delivered (`queue_full`, `unreachable`, `refused`; see
+//!   `master_link::events`);
 //! - `skiff_agent_pods`: pods this agent runs.
 
 use std::sync::Arc;
@@ -16,6 +19,7 @@ pub struct AgentMetrics {
     pub container_starts: Arc<CounterVec>,
     pub container_restarts: Arc<CounterVec>,
     pub image_pulls: Arc<CounterVec>,
+    pub events_dropped: Arc<CounterVec>,
 }
 
 impl std::fmt::Debug for AgentMetrics {
@@ -42,6 +46,11 @@ impl Default for AgentMetrics {
                 "skiff_image_pulls_total",
                 "Images made ready for a container, by result (ok or error).",
                 &["result"],
+            ),
+            events_dropped: registry.counter(
+                "skiff_agent_events_dropped_total",
+                "Kubernetes Events about the node and its pods that no master took, by reason.",
+                &["reason"],
             ),
             registry,
         }

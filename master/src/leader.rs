@@ -1,6 +1,9 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, auto-deploy and scheduled snapshots. They start when this
-//! master becomes leader and stop when it stops being leader. Before
+//! lifecycle, auto-deploy and scheduled snapshots, recording Events into
+//! this master's `EventStore`, which starts over (empty, new
+//! resourceVersions) each time leadership is taken up or given up. They
+//! start when this master becomes leader and stop when it stops being
+//! leader. Before
 //! starting, the new leader confirms its leadership with a quorum and waits
 //! until everything committed is applied locally, so controllers never act
 //! on a stale view. A leader that cannot confirm its leadership retries
@@ -24,6 +27,7 @@ use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::{self, garbage_collector, Context};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
+use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
 use crate::objects::metadata::new_uid;
 use crate::objects::{IntoObject, Kind};
@@ -60,12 +64,13 @@ pub struct DutiesConfig {
 }
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
-/// master leads.
+/// master leads, with `events` in use for exactly that time.
 pub async fn run(
     writer: ObjectWriter,
     heartbeats: Arc<HeartbeatTable>,
     duties: DutiesConfig,
     master_metrics: crate::metrics::MasterMetrics,
+    events: Arc<EventStore>,
     shutdown: CancellationToken,
 ) {
     let DutiesConfig {
@@ -93,12 +98,17 @@ pub async fn run(
             Prepared::ShuttingDown => return,
         }
         let term = shutdown.child_token();
+        // A new leadership: Events start over, above every resourceVersion
+        // issued before.
+        events.restart();
         let ctx = Context::new(
             cluster.store.clone(),
             Arc::new(writer.clone()),
             master_metrics.scheduler_binding.clone(),
-        );
+        )
+        .with_events(EventRecorder::new(events.clone(), "skiff-master"));
         let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(events::expire_periodically(events.clone(), term.clone()));
         tasks.spawn(controllers::run(
             ReplicaSetController { ctx: ctx.clone() },
             ctx.store.clone(),
@@ -168,6 +178,8 @@ pub async fn run(
         }
         term.cancel();
         while tasks.join_next().await.is_some() {}
+        // Not leading any more: the next leader keeps the Events.
+        events.restart();
         master_metrics
             .controllers_running
             .store(false, Ordering::Relaxed);

@@ -2,6 +2,7 @@
 //! object store and serves it over gRPC.
 //!
 //! - [`objects`]: kinds, uniform object access, YAML/JSON manifests.
+//! - [`events`]: Kubernetes Events, bounded in the leader's memory.
 //! - [`store`]: openraft + redb: the log, the revisioned state machine,
 //!   peer transport.
 //! - [`datastore`]: snapshots, cluster reset and the data format, as an
@@ -18,6 +19,7 @@ pub mod client;
 pub mod cluster;
 pub mod controllers;
 pub mod datastore;
+pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;

@@ -4,6 +4,10 @@
 //! silent for the eviction delay, its pods are deleted so their owners
 //! recreate them elsewhere. A node that speaks again is marked Ready and
 //! untainted. A new leader starts every node with a fresh grace period.
+//! Each step is an Event, as Kubernetes' node lifecycle and taint eviction
+//! controllers record them: `NodeNotReady` on the node and on each of its
+//! pods, `NodeReady` on the node, `TaintManagerEviction` on each pod
+//! evicted.
 //!
 //! Defaults: 1 s heartbeats, 4.5 s grace (five heartbeats in a row must be
 //! lost), eviction 5 s later. A lossy link that drops 20% of heartbeats
@@ -20,6 +24,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
+use crate::events::{EventType, InvolvedObject};
 use crate::objects::pods::pod_is_active;
 use crate::objects::{IntoObject, Kind};
 use crate::writer;
@@ -27,6 +32,9 @@ use skiff_values::now_rfc3339;
 
 /// The taint a silent node gets, as in Kubernetes.
 pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+/// The components its Events are recorded as (Kubernetes' names).
+const NODE_CONTROLLER: &str = "node-controller";
+const EVICTION_CONTROLLER: &str = "taint-eviction-controller";
 
 /// When nodes were last heard from. Lives in the memory of whichever
 /// master receives the heartbeats (the leader).
@@ -139,6 +147,7 @@ async fn pass(
             if ready == "Unknown" || tainted {
                 tracing::info!(node = %name, "node is heard from again: Ready");
                 set_ready(ctx, node.clone(), true).await?;
+                node_status_event(ctx, &object, &name, "NodeReady");
             }
             continue;
         }
@@ -149,6 +158,8 @@ async fn pass(
         if ready == "True" {
             tracing::warn!(node = %name, silent_ms = now.duration_since(last).as_millis() as u64, "node stopped heartbeating: NotReady");
             set_ready(ctx, node.clone(), false).await?;
+            node_status_event(ctx, &object, &name, "NodeNotReady");
+            mark_pods_not_ready(ctx, &name);
             continue;
         }
         // Once is enough: a NotReady, tainted node is given no new pods.
@@ -158,6 +169,38 @@ async fn pass(
         }
     }
     Ok(())
+}
+
+/// `Node <name> status is now: <status>` on the node.
+fn node_status_event(ctx: &Context, node: &skiff_proto::api::Object, name: &str, status: &str) {
+    let message = format!("Node {name} status is now: {status}");
+    ctx.events
+        .for_component(NODE_CONTROLLER)
+        .normal(node, status, message);
+}
+
+/// A `NodeNotReady` Event on each active pod of the node, as Kubernetes'
+/// `MarkPodsNotReady` records (skiff's agents report the pods' readiness
+/// themselves).
+fn mark_pods_not_ready(ctx: &Context, node: &str) {
+    let events = ctx.events.for_component(NODE_CONTROLLER);
+    for object in ctx.store.pods_on_node(node) {
+        let Some(Body::Pod(pod)) = &object.kind else {
+            continue;
+        };
+        if !pod_is_active(pod) {
+            continue;
+        }
+        if let Some(meta) = &pod.metadata {
+            let involved = InvolvedObject::of_meta(Kind::Pod, meta);
+            events.record(
+                involved,
+                EventType::Warning,
+                "NodeNotReady",
+                "Node is not ready",
+            );
+        }
+    }
 }
 
 /// A node this leader has not heard from.
@@ -247,6 +290,13 @@ async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
         }
         let meta = pod.metadata.clone().unwrap_or_default();
         tracing::info!(node, pod = %meta.name, namespace = %meta.namespace, "evicting pod from unreachable node");
+        let message = format!("Marking for deletion Pod {}/{}", meta.namespace, meta.name);
+        ctx.events.for_component(EVICTION_CONTROLLER).record(
+            InvolvedObject::of_meta(Kind::Pod, &meta),
+            EventType::Normal,
+            "TaintManagerEviction",
+            message,
+        );
         let writer = ctx.writer.clone();
         deletes.spawn(async move {
             writer
@@ -373,16 +423,42 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
         assert_eq!(node(&objects, "n2"), ("True".into(), false));
         assert_eq!(pods(&objects).len(), 3, "no eviction before the delay");
 
+        let recorded = || -> Vec<(String, String, String)> {
+            let events = objects.events().into_iter();
+            events
+                .map(|e| (e.reason, e.involved.kind, e.involved.name))
+                .collect()
+        };
+        let event = |reason: &str, kind: &str, name: &str| {
+            (reason.to_owned(), kind.to_owned(), name.to_owned())
+        };
+        assert_eq!(
+            recorded(),
+            [
+                event("NodeNotReady", "Node", "n1"),
+                event("NodeNotReady", "Pod", "on-n1"),
+                event("NodeNotReady", "Pod", "tolerant-on-n1"),
+            ]
+        );
+        assert_eq!(
+            objects.events()[0].message,
+            "Node n1 status is now: NodeNotReady"
+        );
+
         wait(5_000).await;
         assert_eq!(
             pods(&objects),
             ["on-n2", "tolerant-on-n1"],
             "evicted 5 s after NotReady, except what tolerates it"
         );
+        let eviction = objects.events().pop().expect("an eviction Event");
+        assert_eq!(eviction.reason, "TaintManagerEviction");
+        assert_eq!(eviction.message, "Marking for deletion Pod default/on-n1");
 
         heartbeats.record("n1");
         wait(500).await;
         assert_eq!(node(&objects, "n1"), ("True".into(), false), "heard again");
+        assert_eq!(recorded().last(), Some(&event("NodeReady", "Node", "n1")));
         beats.abort();
         shutdown.cancel();
     }

@@ -9,7 +9,10 @@
 //! conditional writes (a pod changed meanwhile is simply retried), issued
 //! concurrently so they share Raft entries. A pod that fits nowhere stays
 //! Pending with `PodScheduled=False` saying why, and is retried whenever
-//! nodes or pods change.
+//! nodes or pods change. Both outcomes are Events on the pod, as
+//! kube-scheduler records them: `Scheduled` ("Successfully assigned
+//! ns/pod to node"), and `FailedScheduling` with the reason, which each
+//! retry of a pod that still fits nowhere counts up rather than repeats.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -22,6 +25,7 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
+use crate::events::{EventRecorder, EventType, InvolvedObject};
 use crate::objects::pods::pod_is_active;
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
@@ -33,6 +37,8 @@ use skiff_values::Quantity;
 const DEFAULT_MAX_PODS: i64 = 110;
 /// Bindings in flight at once.
 const MAX_CONCURRENT_BINDS: usize = 512;
+/// The component its Events are recorded as (kube-scheduler's name).
+const COMPONENT: &str = "default-scheduler";
 
 /// Runs scheduling passes until `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
@@ -549,6 +555,7 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
         let key = |p: &v1::Pod| p.metadata.as_ref().map(|m| m.creation_timestamp.clone());
         key(a).cmp(&key(b))
     });
+    let events = ctx.events.for_component(COMPONENT);
     let mut binds = tokio::task::JoinSet::new();
     let mut failure = None;
     for mut pod in pending {
@@ -567,12 +574,23 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
                     bound
                 });
                 if binds.len() >= MAX_CONCURRENT_BINDS {
-                    collect(binds.join_next().await, &mut outcome, &mut failure);
+                    let done = binds.join_next().await;
+                    collect(done, &mut outcome, &mut failure, &events);
                 }
             }
             Err(no_fit) => {
                 outcome.unschedulable += 1;
-                if let Err(e) = mark_unschedulable(ctx, pod, &no_fit.to_string()).await {
+                let why = no_fit.to_string();
+                if let Some(meta) = &pod.metadata {
+                    let involved = InvolvedObject::of_meta(Kind::Pod, meta);
+                    events.record(
+                        involved,
+                        EventType::Warning,
+                        "FailedScheduling",
+                        why.as_str(),
+                    );
+                }
+                if let Err(e) = mark_unschedulable(ctx, pod, &why).await {
                     if !e.is_conflict() {
                         failure = Some(e.into());
                     }
@@ -581,7 +599,7 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
         }
     }
     while let Some(done) = binds.join_next().await {
-        collect(Some(done), &mut outcome, &mut failure);
+        collect(Some(done), &mut outcome, &mut failure, &events);
     }
     if outcome.bound > 0 {
         tracing::debug!(
@@ -598,13 +616,26 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
 
 type BindResult = Result<writer::Result<Object>, tokio::task::JoinError>;
 
+/// Counts one binding's outcome; a pod bound is an Event on it.
 fn collect(
     done: Option<BindResult>,
     outcome: &mut PassOutcome,
     failure: &mut Option<ReconcileError>,
+    events: &EventRecorder,
 ) {
     match done {
-        Some(Ok(Ok(_))) => outcome.bound += 1,
+        Some(Ok(Ok(bound))) => {
+            outcome.bound += 1;
+            if let Some(Body::Pod(pod)) = &bound.kind {
+                let meta = pod.metadata.clone().unwrap_or_default();
+                let node = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
+                let message = format!(
+                    "Successfully assigned {}/{} to {node}",
+                    meta.namespace, meta.name
+                );
+                events.normal(&bound, "Scheduled", message);
+            }
+        }
         Some(Ok(Err(e))) if e.is_conflict() || e.is_not_found() => outcome.conflicts += 1,
         Some(Ok(Err(e))) => *failure = Some(e.into()),
         Some(Err(source)) => {
@@ -869,6 +900,15 @@ spec:
         );
         let why = pod_named(&objects, "pending").status.unwrap().conditions;
         assert!(why[0].message.contains("Insufficient cpu"), "{:?}", why[0]);
+        let events = objects.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(
+            (events[0].reason.as_str(), events[0].event_type),
+            ("FailedScheduling", EventType::Warning)
+        );
+        assert_eq!(events[0].message, why[0].message);
+        assert_eq!(events[0].involved.name, "pending");
+        assert_eq!(events[0].source.component, "default-scheduler");
 
         let big = pod_named(&objects, "big");
         objects.remove(Kind::Pod, "default", "big", "").unwrap();
@@ -882,5 +922,12 @@ spec:
             (WriteOp::Update, "pending")
         );
         assert_eq!(pod_named(&objects, "pending").spec.unwrap().node_name, "n1");
+        let scheduled = objects.events().pop().expect("an Event");
+        assert_eq!(scheduled.reason, "Scheduled");
+        assert_eq!(
+            scheduled.message,
+            "Successfully assigned default/pending to n1"
+        );
+        assert_eq!(scheduled.involved.kind, "Pod");
     }
 }

@@ -32,6 +32,7 @@ use crate::datastore::cluster_reset::{self, ResetError, ResetOutcome, ResetReque
 use crate::datastore::data_format::{self, DataFormatError};
 use crate::datastore::schedule::{ScheduledSnapshots, SnapshotSchedule};
 use crate::datastore::snapshots::SnapshotDir;
+use crate::events::{EventStore, SystemClock};
 use crate::leader::DutiesConfig;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::security::join_service::{JoinService, JOIN_PATH};
@@ -216,10 +217,13 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         raft_addr: config.advertise_raft.clone(),
         api_addr: config.advertise_api.clone(),
     };
+    // Events live in the leader's memory only (crate::events).
+    let events = Arc::new(EventStore::new(Arc::new(SystemClock)));
     let api = Arc::new(ApiService::new(
         writer.clone(),
         transport.clone(),
         me.clone(),
+        events.clone(),
         shutdown.clone(),
     ));
     let rest =
@@ -241,6 +245,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         heartbeats.clone(),
         pki.ca.clone(),
         network,
+        events.clone(),
         shutdown.clone(),
     );
     let join_service = JoinService::new(
@@ -315,6 +320,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         heartbeats,
         duties,
         metrics.clone(),
+        events,
         shutdown.clone(),
     ));
     tracing::info!(

@@ -112,6 +112,7 @@ impl ObjectWriter {
     /// Creates an object (named, or named from `generateName`).
     pub async fn create(&self, mut object: Object) -> Result<Object> {
         let kind = object.kind()?;
+        not_ephemeral(kind)?;
         place_in_namespace(&mut object, kind)?;
         {
             let meta = object.meta_mut()?;
@@ -157,6 +158,7 @@ impl ObjectWriter {
 
     async fn write_update(&self, mut object: Object, status_only: bool) -> Result<Object> {
         let kind = object.kind()?;
+        not_ephemeral(kind)?;
         place_in_namespace(&mut object, kind)?;
         if object.meta().name.is_empty() {
             return Err(Error::Invalid("metadata.name is required".to_owned()));
@@ -190,6 +192,7 @@ impl ObjectWriter {
         name: &str,
         resource_version: &str,
     ) -> Result<Object> {
+        not_ephemeral(kind)?;
         let command = Command::Delete {
             kind,
             namespace: namespace_for(kind, namespace),
@@ -198,6 +201,17 @@ impl ObjectWriter {
         };
         decode_object(&self.cluster.propose(command).await?.object)
     }
+}
+
+/// Refuses kinds the replicated store does not hold (Events live in the
+/// leader's memory: `crate::events`, through the API).
+fn not_ephemeral(kind: Kind) -> Result<()> {
+    if kind.is_ephemeral() {
+        return Err(Error::Invalid(format!(
+            "{kind} objects are kept in the leader's memory, not in the store; write them through the API"
+        )));
+    }
+    Ok(())
 }
 
 /// Namespaced kinds default to `default`; cluster-scoped kinds have none.
@@ -303,6 +317,28 @@ mod tests {
             ..Default::default()
         }
         .into_object()
+    }
+
+    #[tokio::test]
+    async fn events_never_go_into_the_store() {
+        let (_dir, writer) = one_member().await;
+        let event = v1::GenericObject {
+            api_version: "v1".into(),
+            kind: "Event".into(),
+            metadata: Some(v1::ObjectMeta {
+                name: "web.17f3a".into(),
+                ..Default::default()
+            }),
+            content: b"{}".to_vec(),
+        }
+        .into_object();
+        let refused = writer.create(event.clone()).await.unwrap_err();
+        assert!(matches!(refused, Error::Invalid(_)), "{refused}");
+        assert!(writer.update(event).await.is_err());
+        let deleted = writer.delete(Kind::Event, "default", "web.17f3a", "").await;
+        assert!(matches!(deleted, Err(Error::Invalid(_))));
+        let stored = writer.cluster().store.list(Kind::Event, None).unwrap().0;
+        assert!(stored.is_empty());
     }
 
     fn service(name: &str, cluster_ip: &str) -> Object {

@@ -20,8 +20,9 @@ use skiff_proto::api::{
 };
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    ClusterNetwork, Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse,
-    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, Heartbeat, HeartbeatSummary, RecordEventsRequest, RecordEventsResponse,
+    RegisterRequest, RegisterResponse, RenewCertificateRequest, RenewCertificateResponse,
+    UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::tls::{self, ClientAuth};
@@ -137,6 +138,12 @@ pub(crate) struct State {
     pub(crate) status_refusals: VecDeque<Status>,
     /// The status reports taken.
     pub(crate) statuses_taken: Vec<UpdatePodStatusRequest>,
+    /// `RecordEvents` calls received, refused ones included.
+    pub(crate) event_attempts: usize,
+    /// Refusals for the next `RecordEvents` calls, in order.
+    pub(crate) event_refusals: VecDeque<Status>,
+    /// The `RecordEvents` calls taken.
+    pub(crate) events_taken: Vec<RecordEventsRequest>,
     /// The members `ClusterStatus` reports (their API addresses).
     pub(crate) members: Vec<String>,
     /// The objects `List` returns, by kind.
@@ -350,6 +357,24 @@ impl Nodes for FakeService {
         _request: Request<RenewCertificateRequest>,
     ) -> Result<Response<RenewCertificateResponse>, Status> {
         Err(not_scripted("RenewCertificate"))
+    }
+
+    async fn record_events(
+        &self,
+        request: Request<RecordEventsRequest>,
+    ) -> Result<Response<RecordEventsResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.lock();
+        state.event_attempts += 1;
+        if let Some(refusal) = state.event_refusals.pop_front() {
+            return Err(refusal);
+        }
+        let recorded = u32::try_from(request.events.len()).unwrap_or(u32::MAX);
+        state.events_taken.push(request);
+        Ok(Response::new(RecordEventsResponse {
+            recorded,
+            refused: 0,
+        }))
     }
 }
 

@@ -11,6 +11,8 @@
 //!   after each connect;
 //! - [`status_report`]: the newest status of each pod, retried until a
 //!   master takes it;
+//! - [`events`]: Kubernetes Events about the node and its pods, batched,
+//!   best effort (dropped and counted when no master takes them);
 //! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
 //!   Endpoints) as a `tokio::sync::watch` receiver, which the agent follows
 //!   into the overlay and the Service rules.
@@ -24,6 +26,7 @@
 //! nodes (`skiff-e2e`) use the same code, so benchmarks measure this client.
 
 pub mod cluster_objects;
+pub mod events;
 pub mod heartbeat;
 pub mod masters;
 pub mod pod_watch;
@@ -39,6 +42,7 @@ use std::collections::HashSet;
 use skiff_proto::v1;
 
 pub use cluster_objects::{follow_kinds, KindsSnapshot};
+pub use events::{event_channel, event_loop, EventKind, EventSender};
 pub use heartbeat::{heartbeat_loop, send_heartbeats, EveryBeat, HeartbeatTap};
 pub use masters::Masters;
 pub use pod_watch::watch_loop;

@@ -386,13 +386,17 @@ mod tests {
         let to_remove = plan(&wanted(&["kept"]), &found);
         let sandbox = Arc::new(RecordingSandbox::default());
         let (reports, _reports_rx) = mpsc::unbounded_channel();
+        let metrics = crate::metrics::AgentMetrics::default();
+        let dropped = metrics.events_dropped.clone();
+        let (events, _events_rx) = crate::master_link::event_channel(dropped);
         let ctx = WorkerContext {
             runtime: runtime.clone(),
             sandbox: sandbox.clone(),
             layout: layout.clone(),
             reports,
             host_ip: "10.0.0.1".into(),
-            metrics: Default::default(),
+            metrics,
+            events,
         };
         remove(ctx, to_remove).await;
 

@@ -63,6 +63,11 @@ impl ProbeState {
         Duration::from_secs(self.probe.timeout_seconds.max(1) as u64)
     }
 
+    /// Whether the last attempt failed.
+    pub fn failed_last(&self) -> bool {
+        self.failures > 0
+    }
+
     /// Records one result; returns the verdict if it flipped.
     pub fn record(&mut self, ok: bool, now: Instant) -> Option<bool> {
         self.next_at = now + self.period();

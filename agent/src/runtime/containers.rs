@@ -96,6 +96,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         image: &str,
         policy: PullPolicy,
     ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
+    /// Whether the image is on the node already (so that `IfNotPresent`
+    /// will not pull it).
+    fn image_present(&self, image: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     /// Changes whenever a new image becomes available.
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Creates the container and starts its task; returns the PID.
@@ -357,6 +360,11 @@ impl ImageInventory for Runtime {
 impl ContainerRuntime for Runtime {
     async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
         self.images.ensure(image, policy).await
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool> {
+        let name = super::images::normalize(image)?;
+        Ok(self.images.lookup(&name).await?.is_some())
     }
 
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {

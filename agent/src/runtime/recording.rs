@@ -175,6 +175,10 @@ impl ContainerRuntime for RecordingRuntime {
         })
     }
 
+    async fn image_present(&self, image: &str) -> Result<bool> {
+        Ok(!self.lock().missing_images.contains(image))
+    }
+
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.images.subscribe()
     }

@@ -1,6 +1,7 @@
 //! `skiff ctl describe`: an object in kubectl's describe layout, with its
-//! conditions and their reasons (skiff keeps no Event objects; conditions
-//! carry the recent reasons).
+//! conditions and their reasons (its Events, which the leader keeps in
+//! memory, are not listed here yet: `skiff ctl get events` and `kubectl
+//! describe` show them).
 
 use std::fmt::Write as _;
 

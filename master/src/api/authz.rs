@@ -12,7 +12,8 @@
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
 //!   its own pods; it may write only its own Node and the status of pods
-//!   bound to it. Its Node's spec (podCIDR, taints, unschedulable) is the
+//!   bound to it, and Events about its Node and those pods
+//!   ([`may_record_event`]). Its Node's spec (podCIDR, taints, unschedulable) is the
 //!   cluster's: that is checked on the write itself ([`may_update`]), as
 //!   Kubernetes' NodeRestriction admission does, not by the rules.
 //! - Everyone authenticated may review its own access and read discovery,
@@ -408,6 +409,23 @@ pub fn pod_bound_to(store: &ObjectStore, namespace: &str, pod: &str, node: &str)
 /// What a node may not do to its own Node, though it may update it.
 const OWN_NODE_SPEC: &str =
     "change its own Node's spec (podCIDR, taints, unschedulable are the cluster's)";
+
+/// Whether node `node` may record an Event about the object of `kind`
+/// (`Node` or `Pod`) named `namespace`/`name`: its own Node, or a pod
+/// bound to it.
+pub fn may_record_event(
+    store: &ObjectStore,
+    node: &str,
+    kind: &str,
+    namespace: &str,
+    name: &str,
+) -> bool {
+    match kind {
+        "Node" => name == node,
+        "Pod" => pod_bound_to(store, namespace, name, node),
+        _ => false,
+    }
+}
 
 /// Update or UpdateStatus of `object` (of `kind`, named `name`): the rules
 /// ([`decide`]), then what the write itself must keep: a node's Node spec
@@ -968,6 +986,26 @@ mod tests {
         let answer = is_self(&n1, "n2", "send heartbeats");
         let expected = Err(r#"send heartbeats for node "n2""#);
         assert_answer(answer, &n1, expected, "another node's heartbeats");
+    }
+
+    #[test]
+    fn a_node_records_events_only_about_its_node_and_its_own_pods() {
+        let (_dir, store) = cluster();
+        let cases = [
+            ("Node", "", "n1", true),
+            ("Node", "", "n2", false),
+            ("Pod", "default", "mine", true),
+            ("Pod", "", "mine", true),
+            ("Pod", "default", "theirs", false),
+            ("Pod", "default", "loose", false),
+            ("Pod", "default", "gone", false),
+            ("Deployment", "default", "web", false),
+            ("Secret", "default", "mine", false),
+        ];
+        for (kind, namespace, name, allowed) in cases {
+            let answer = may_record_event(&store, "n1", kind, namespace, name);
+            assert_eq!(answer, allowed, "{kind} {namespace}/{name}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use tonic::{Code, Status};
 
 use crate::cluster::{ClusterError, MembershipRefused};
 use crate::datastore::snapshots::SnapshotsError;
+use crate::events::EventStoreError;
 use crate::objects::validation::ValidationError;
 use crate::objects::{EmptyObject, UnknownKind};
 use crate::store::state_machine::{Compacted, StateMachineError};
@@ -34,6 +35,8 @@ pub enum ApiError {
     LeaderUnreachable { addr: String, message: String },
     #[error(transparent)]
     Snapshots(#[from] SnapshotsError),
+    #[error(transparent)]
+    Events(#[from] EventStoreError),
 }
 
 impl ApiError {
@@ -122,6 +125,15 @@ impl From<ApiError> for Status {
                 | SnapshotsError::File(_)
                 | SnapshotsError::Task(_) => Code::Internal,
             },
+            ApiError::Events(e) => match e {
+                EventStoreError::NotFound { .. } => Code::NotFound,
+                EventStoreError::AlreadyExists { .. } => Code::AlreadyExists,
+                EventStoreError::Conflict { .. } => Code::Aborted,
+                EventStoreError::Invalid(_) | EventStoreError::Validation(_) => {
+                    Code::InvalidArgument
+                }
+                EventStoreError::Expired { .. } => Code::OutOfRange,
+            },
         };
         Status::new(code, e.to_string())
     }
@@ -164,6 +176,42 @@ mod tests {
         assert_eq!(answers(&ApiError::NoLeader), (false, false, false));
         assert_eq!(Status::from(conflict).code(), Code::Aborted);
         assert_eq!(Status::from(not_found).code(), Code::NotFound);
+    }
+
+    #[test]
+    fn event_refusals_get_the_codes_of_the_same_refusals_of_stored_objects() {
+        let code = |e: EventStoreError| Status::from(ApiError::from(e)).code();
+        let (namespace, name) = (String::from("default"), String::from("web.17f3a"));
+        let not_found = EventStoreError::NotFound {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        let status = Status::from(ApiError::from(not_found));
+        assert_eq!(status.code(), Code::NotFound);
+        // Not read as a missing namespace by the REST API.
+        assert!(!status.message().starts_with("namespace "), "{status:?}");
+        let exists = EventStoreError::AlreadyExists {
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        assert_eq!(code(exists), Code::AlreadyExists);
+        let conflict = EventStoreError::Conflict {
+            namespace,
+            name,
+            expected: "1".into(),
+            current: "2".into(),
+        };
+        assert_eq!(code(conflict), Code::Aborted);
+        assert_eq!(
+            code(EventStoreError::Invalid("x".into())),
+            Code::InvalidArgument
+        );
+        let expired = EventStoreError::Expired {
+            requested: 1,
+            oldest: 5,
+            newest: 9,
+        };
+        assert_eq!(code(expired), Code::OutOfRange);
     }
 
     #[test]

@@ -5,12 +5,15 @@
 //! Writes and linearizable reads are served by the leader. A follower
 //! forwards them to the leader once (marking the request so it is never
 //! forwarded twice) and relays the answer. Watches and `serializable` reads
-//! are served from the local replica.
+//! are served from the local replica. Events are not in the replicated
+//! store: every call on them, watches included, is served by the leader
+//! from its memory ([`events`]).
 
 pub mod authz;
 pub mod datastore;
 pub mod error;
 pub mod event_stream;
+mod events;
 pub mod logs;
 pub mod node_pods;
 pub mod nodes;
@@ -18,6 +21,7 @@ pub mod routing;
 pub mod transport;
 mod watch;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
@@ -37,7 +41,8 @@ pub use error::ApiError;
 use transport::ClientTransport;
 
 use crate::cluster::{Cluster, ClusterError};
-use crate::objects::Kind;
+use crate::events::EventStore;
+use crate::objects::{Kind, ObjectExt};
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
@@ -98,6 +103,8 @@ pub struct ApiService {
     transport: ClientTransport,
     /// The addresses this master advertises.
     advertised: MemberNode,
+    /// The Events, in use while this master leads.
+    events: Arc<EventStore>,
     shutdown: CancellationToken,
 }
 
@@ -106,6 +113,7 @@ impl ApiService {
         writer: ObjectWriter,
         transport: ClientTransport,
         advertised: MemberNode,
+        events: Arc<EventStore>,
         shutdown: CancellationToken,
     ) -> ApiService {
         let cluster = writer.cluster().clone();
@@ -115,6 +123,7 @@ impl ApiService {
             transport,
             cluster,
             advertised,
+            events,
             shutdown,
         }
     }
@@ -135,6 +144,9 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if object.kind().is_ok_and(Kind::is_ephemeral) {
+            return Ok(self.events.create(object)?);
+        }
         Ok(self.writer.create(object).await?)
     }
 
@@ -146,6 +158,14 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if object.kind().is_ok_and(Kind::is_ephemeral) {
+            if status_only {
+                return Err(ApiError::Invalid(
+                    "Events have no status; update the Event itself".to_owned(),
+                ));
+            }
+            return Ok(self.events.update(object)?);
+        }
         Ok(if status_only {
             self.writer.update_status(object).await?
         } else {
@@ -155,6 +175,13 @@ impl ApiService {
 
     async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            let namespace = namespace_for(kind, &request.namespace);
+            let deleted =
+                self.events
+                    .delete(&namespace, &request.name, &request.resource_version)?;
+            return Ok(deleted);
+        }
         Ok(self
             .writer
             .delete(
@@ -168,6 +195,11 @@ impl ApiService {
 
     async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            let namespace = namespace_for(kind, &request.namespace);
+            let event = self.events.get(&namespace, &request.name)?;
+            return Ok(Arc::unwrap_or_clone(event));
+        }
         if !request.serializable {
             self.cluster.linearize(within).await?;
         }
@@ -185,28 +217,21 @@ impl ApiService {
             })
     }
 
-    async fn list_local(
-        &self,
-        request: ListRequest,
-        within: Duration,
-    ) -> Result<ListResponse, ApiError> {
-        let kind = Kind::from_name(&request.kind)?;
-        if !request.serializable {
-            self.cluster.linearize(within).await?;
-        }
-        let namespace = (kind.namespaced() && !request.namespace.is_empty())
-            .then_some(request.namespace.as_str());
-        let (items, revision) = self.cluster.store.list(kind, namespace)?;
-        Ok(ListResponse { items, revision })
-    }
-
-    /// `list_local`'s objects as the cache shares them, not copied.
+    /// A list served here: the cache's objects as it shares them, not
+    /// copied (or the leader's Events).
     async fn list_shared_local(
         &self,
         request: ListRequest,
         within: Duration,
     ) -> Result<SharedList, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_ephemeral() {
+            let list = events::list(&self.events, &request.namespace);
+            return Ok(SharedList {
+                items: list.items.into_iter().map(std::sync::Arc::new).collect(),
+                revision: list.revision,
+            });
+        }
         if !request.serializable {
             self.cluster.linearize(within).await?;
         }
@@ -224,9 +249,11 @@ impl ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::List, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
+        // Events live on the leader alone.
+        let here = r.serializable && !is_ephemeral(&r.kind);
         self.router
             .here_or_on_leader(
-                request.get_ref().serializable,
+                here,
                 request,
                 |r| self.list_shared_local(r, within),
                 |ch, r| async move {
@@ -314,7 +341,6 @@ impl ApiService {
         request: &Request<UpdateRequest>,
         status_only: bool,
     ) -> Result<(), Status> {
-        use crate::objects::ObjectExt;
         let identity = authz::identity(request)?;
         let Some(object) = request.get_ref().object.as_ref() else {
             return Ok(()); // refused as invalid by the call itself
@@ -334,6 +360,36 @@ impl ApiService {
         )
     }
 
+    /// A watch of Events: on the leader's store, relayed from a follower
+    /// (a stream, so without the deadline of relayed calls).
+    async fn watch_events(
+        &self,
+        request: WatchRequest,
+        namespace: Option<String>,
+        forwarded: bool,
+    ) -> Result<Response<WatchStream>, Status> {
+        match self.router.leader_channel(forwarded).await? {
+            None => {
+                let stream = events::watch(
+                    self.events.clone(),
+                    namespace,
+                    request.from_revision,
+                    self.shutdown.clone(),
+                )?;
+                Ok(Response::new(stream))
+            }
+            Some(channel) => {
+                let mut relayed = Request::new(request);
+                relayed.metadata_mut().insert(
+                    routing::FORWARDED,
+                    tonic::metadata::MetadataValue::from_static("1"),
+                );
+                let stream = api_client(channel).watch(relayed).await?.into_inner();
+                Ok(Response::new(Box::pin(stream) as WatchStream))
+            }
+        }
+    }
+
     fn members(&self) -> Vec<Member> {
         self.cluster
             .members()
@@ -349,6 +405,11 @@ impl ApiService {
 }
 
 type WatchStream = event_stream::EventStream;
+
+/// Whether `kind` names a kind kept in the leader's memory (Events).
+fn is_ephemeral(kind: &str) -> bool {
+    Kind::from_name(kind).is_ok_and(Kind::is_ephemeral)
+}
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
     ApiClient::new(channel)
@@ -373,9 +434,10 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Get, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
+        let here = r.serializable && !is_ephemeral(&r.kind);
         self.router
             .here_or_on_leader(
-                request.get_ref().serializable,
+                here,
                 request,
                 |r| self.get_local(r, within),
                 |ch, r| async move { api_client(ch).get(r).await },
@@ -384,17 +446,12 @@ impl Api for ApiService {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let r = request.get_ref();
-        self.authorize_call(&request, Verb::List, &r.kind, &r.namespace, None)?;
-        let within = read_deadline(request.metadata());
-        self.router
-            .here_or_on_leader(
-                request.get_ref().serializable,
-                request,
-                |r| self.list_local(r, within),
-                |ch, r| async move { api_client(ch).list(r).await },
-            )
-            .await
+        let list = self.list_shared(request).await?;
+        let items = list.items.into_iter().map(std::sync::Arc::unwrap_or_clone);
+        Ok(Response::new(ListResponse {
+            items: items.collect(),
+            revision: list.revision,
+        }))
     }
 
     async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
@@ -442,10 +499,14 @@ impl Api for ApiService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Watch, &r.kind, &r.namespace, None)?;
+        let forwarded = request.metadata().contains_key(routing::FORWARDED);
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         let namespace =
             (kind.namespaced() && !request.namespace.is_empty()).then(|| request.namespace.clone());
+        if kind.is_ephemeral() {
+            return self.watch_events(request, namespace, forwarded).await;
+        }
         let stream = watch::start(
             self.cluster.store.clone(),
             kind,

@@ -1,8 +1,10 @@
 //! The agent protocol, master side (`skiff.node.v1.Nodes`): registration
 //! (which also tells the node the cluster's ranges and DNS address, so
 //! they are set once, on the masters), heartbeats kept in the leader's
-//! memory, the watch of a node's pods, pod status reports, and certificate
-//! renewal. A node may act only for itself (see `authz`).
+//! memory, the watch of a node's pods, pod status reports, Events about
+//! the node and its pods (recorded in the leader's memory as the
+//! kubelet's), and certificate renewal. A node may act only for itself
+//! (see `authz`).
 
 use std::sync::Arc;
 
@@ -11,8 +13,9 @@ use skiff_proto::api::{EventType, Object, WatchEvent};
 use skiff_proto::node::nodes_client::NodesClient;
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    ClusterNetwork, Heartbeat, HeartbeatSummary, RegisterRequest, RegisterResponse,
-    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, Heartbeat, HeartbeatSummary, NodeEvent, RecordEventsRequest,
+    RecordEventsResponse, RegisterRequest, RegisterResponse, RenewCertificateRequest,
+    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::{ClusterCa, Identity};
@@ -26,6 +29,9 @@ use super::routing::LeaderRouter;
 use super::transport::ClientTransport;
 use super::{ApiError, MAX_API_REQUEST, MAX_API_RESPONSE};
 use crate::cluster::{Cluster, ClusterError};
+use crate::events::{
+    EventSource, EventStore, EventType as KubeEventType, InvolvedObject, NewEvent,
+};
 use crate::node_lifecycle::HeartbeatTable;
 use crate::objects::{IntoObject, Kind};
 use crate::store::WriteError;
@@ -33,6 +39,11 @@ use crate::writer::ObjectWriter;
 use skiff_values::now_rfc3339;
 
 pub use skiff_proto::LEADER_METADATA;
+
+/// Most Events one `RecordEvents` call may carry; the rest are refused.
+pub const MAX_EVENTS_PER_CALL: usize = 256;
+/// The component agents' Events are recorded as.
+const KUBELET: &str = "kubelet";
 
 /// Serves the agent protocol for one master.
 pub struct NodeService {
@@ -46,6 +57,8 @@ pub struct NodeService {
     /// The cluster's ranges and DNS address, told to every node that
     /// registers.
     network: ClusterNetwork,
+    /// The Events, in use while this master leads.
+    events: Arc<EventStore>,
     shutdown: CancellationToken,
 }
 
@@ -56,6 +69,7 @@ impl NodeService {
         heartbeats: Arc<HeartbeatTable>,
         ca: Arc<ClusterCa>,
         network: ClusterNetwork,
+        events: Arc<EventStore>,
         shutdown: CancellationToken,
     ) -> NodeService {
         let cluster = writer.cluster().clone();
@@ -67,6 +81,7 @@ impl NodeService {
             heartbeats,
             ca,
             network,
+            events,
             shutdown,
         }
     }
@@ -174,6 +189,59 @@ impl NodeService {
             m.resource_version.clear();
         }
         Ok(self.writer.update_status(pod.into_object()).await?)
+    }
+}
+
+impl NodeService {
+    /// Records the Events of `request` (already authorized) as the
+    /// kubelet of its node.
+    async fn record_events_local(
+        &self,
+        request: RecordEventsRequest,
+    ) -> Result<RecordEventsResponse, ApiError> {
+        let mut recorded = 0;
+        for event in request.events {
+            self.events
+                .record_event(kubelet_event(&request.node_name, event));
+            recorded += 1;
+        }
+        Ok(RecordEventsResponse {
+            recorded,
+            refused: 0,
+        })
+    }
+}
+
+/// An agent's Event as the kubelet of `node` reports it.
+fn kubelet_event(node: &str, event: NodeEvent) -> NewEvent {
+    let is_pod = event.kind == "Pod";
+    NewEvent {
+        involved: InvolvedObject {
+            api_version: "v1".to_owned(),
+            kind: event.kind,
+            // A Node has no namespace, and the kubelet names it by name.
+            namespace: if is_pod {
+                event.namespace
+            } else {
+                String::new()
+            },
+            uid: if is_pod || !event.uid.is_empty() {
+                event.uid
+            } else {
+                event.name.clone()
+            },
+            name: event.name,
+            resource_version: String::new(),
+            field_path: event.field_path,
+        },
+        event_type: KubeEventType::parse(&event.r#type).unwrap_or(KubeEventType::Normal),
+        reason: event.reason,
+        message: event.message,
+        source: EventSource {
+            component: KUBELET.to_owned(),
+            host: node.to_owned(),
+        },
+        count: event.count.max(1),
     }
 }
 
@@ -333,6 +401,40 @@ impl Nodes for NodeService {
             .await
     }
 
+    async fn record_events(
+        &self,
+        mut request: Request<RecordEventsRequest>,
+    ) -> Result<Response<RecordEventsResponse>, Status> {
+        let identity = authz::identity(&request)?;
+        let node = request.get_ref().node_name.clone();
+        authz::is_self(&identity, &node, "record events")?;
+        let sent = request.get_ref().events.len();
+        let events = &mut request.get_mut().events;
+        events.truncate(MAX_EVENTS_PER_CALL);
+        if let Identity::Node(me) = &identity {
+            // Checked against this master's replica; a master relaying the
+            // call to the leader is trusted with what it checked.
+            events.retain(|e| {
+                let store = &self.cluster.store;
+                authz::may_record_event(store, me, &e.kind, &e.namespace, &e.name)
+            });
+        }
+        let refused = u32::try_from(sent - events.len()).unwrap_or(u32::MAX);
+        if refused > 0 {
+            tracing::debug!(%node, refused, "refused Events about objects that are not the node's");
+        }
+        let mut response = self
+            .router
+            .on_leader(
+                request,
+                |r| self.record_events_local(r),
+                |ch, r| async move { nodes_client(ch).record_events(r).await },
+            )
+            .await?;
+        response.get_mut().refused += refused;
+        Ok(response)
+    }
+
     async fn renew_certificate(
         &self,
         request: Request<RenewCertificateRequest>,
@@ -353,5 +455,44 @@ impl Nodes for NodeService {
         Ok(Response::new(RenewCertificateResponse {
             cert_pem: issued.cert_pem,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sent(kind: &str, namespace: &str, name: &str, uid: &str) -> NodeEvent {
+        NodeEvent {
+            kind: kind.into(),
+            namespace: namespace.into(),
+            name: name.into(),
+            uid: uid.into(),
+            field_path: "spec.containers{web}".into(),
+            r#type: "Warning".into(),
+            reason: "BackOff".into(),
+            message: "Back-off restarting failed container".into(),
+            count: 0,
+        }
+    }
+
+    #[test]
+    fn an_agents_event_is_recorded_as_its_nodes_kubelet() {
+        let pod = kubelet_event("pi-1", sent("Pod", "shop", "web", "u-1"));
+        assert_eq!(pod.source.component, "kubelet");
+        assert_eq!(pod.source.host, "pi-1");
+        assert_eq!(pod.involved.namespace, "shop");
+        assert_eq!(pod.involved.uid, "u-1");
+        assert_eq!(pod.involved.api_version, "v1");
+        assert_eq!(pod.involved.field_path, "spec.containers{web}");
+        assert_eq!(pod.event_type, KubeEventType::Warning);
+        assert_eq!(pod.count, 1, "at least once");
+        // The kubelet names its Node by name, in no namespace.
+        let node = kubelet_event("pi-1", sent("Node", "shop", "pi-1", ""));
+        assert_eq!(node.involved.namespace, "");
+        assert_eq!(node.involved.uid, "pi-1");
+        let mut odd = sent("Pod", "shop", "web", "u-1");
+        odd.r#type = "Strange".into();
+        assert_eq!(kubelet_event("pi-1", odd).event_type, KubeEventType::Normal);
     }
 }

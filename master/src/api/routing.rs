@@ -65,6 +65,17 @@ impl LeaderRouter {
         }
     }
 
+    /// Where a request that must run on the leader goes: `None` to serve
+    /// it here (this master leads), or the connection to the leader, for
+    /// a caller relaying a stream itself (without [`LeaderRouter::on_leader`]'s
+    /// deadline). `forwarded`: the request came from another master.
+    pub async fn leader_channel(&self, forwarded: bool) -> Result<Option<Channel>, ApiError> {
+        match self.route(forwarded).await? {
+            Route::Local => Ok(None),
+            Route::Leader(channel) => Ok(Some(channel)),
+        }
+    }
+
     /// Runs `local` here when this master leads, or relays the request to
     /// the leader with `remote`.
     pub async fn on_leader<Req, Resp, L, LF, R, RF>(

@@ -1,9 +1,11 @@
 //! What the leader's loops (controllers, scheduler, node lifecycle,
 //! auto-deploy) see of the cluster: reads of objects and their change
-//! notifications ([`ObjectReads`]), and validated writes ([`ObjectWrites`]).
-//! Two narrow traits, so that the same reconcile code runs against the
-//! leader's replica and `ObjectWriter` in production and against
-//! [`super::recording::RecordingObjects`] in unit tests.
+//! notifications ([`ObjectReads`]), validated writes ([`ObjectWrites`]),
+//! and the Events they record ([`EventRecorder`]). Narrow traits, so that
+//! the same reconcile code runs against the leader's replica,
+//! `ObjectWriter` and `EventStore` in production and against
+//! [`super::recording::RecordingObjects`] in unit tests (or with Events
+//! not recorded at all).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -14,6 +16,7 @@ use skiff_proto::api::Object;
 use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
+use crate::events::EventRecorder;
 use crate::objects::Kind;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
@@ -178,10 +181,14 @@ pub struct Context {
     pub writer: Arc<dyn ObjectWrites>,
     /// Observes the time of each scheduler binding.
     pub binding_latency: Arc<skiff_telemetry::HistogramVec>,
+    /// Records Events (each loop names itself with
+    /// [`EventRecorder::for_component`]); records nothing unless given
+    /// one with [`Context::with_events`].
+    pub events: EventRecorder,
 }
 
 impl Context {
-    /// Reads from `store`, writes through `writer`.
+    /// Reads from `store`, writes through `writer`; records no Events.
     pub fn new(
         store: Arc<dyn ObjectReads>,
         writer: Arc<dyn ObjectWrites>,
@@ -191,6 +198,12 @@ impl Context {
             store,
             writer,
             binding_latency,
+            events: EventRecorder::disabled(),
         }
+    }
+
+    /// The same context, recording Events with `events`.
+    pub fn with_events(self, events: EventRecorder) -> Context {
+        Context { events, ..self }
     }
 }

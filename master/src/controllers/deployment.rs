@@ -8,6 +8,8 @@
 //! `kubectl rollout history`, old ReplicaSets kept up to
 //! `revisionHistoryLimit` for `kubectl rollout undo`, and status that sums
 //! them up with Kubernetes' conditions (`Available`, `Progressing`).
+//! Each scaling of a ReplicaSet is an Event on the Deployment
+//! (`ScalingReplicaSet`), as Kubernetes' controller records it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,6 +29,8 @@ use skiff_values::now_rfc3339;
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 /// The annotation that numbers a Deployment's templates.
 pub const REVISION_ANNOTATION: &str = "deployment.kubernetes.io/revision";
+/// The component its Events are recorded as.
+const COMPONENT: &str = "deployment-controller";
 
 /// Annotations a Deployment does not pass on to its ReplicaSets
 /// (Kubernetes' `skipCopyAnnotation`): kubectl's record of what it applied,
@@ -126,14 +130,14 @@ impl Reconciler for DeploymentController {
             let mut waiting = false;
             for old in &mut olds {
                 if spec_replicas(old) > 0 {
-                    *old = self.scale(old.clone(), 0).await?;
+                    *old = self.scale(&object, old.clone(), 0).await?;
                     waiting = true;
                 } else if old.status.as_ref().is_some_and(|s| s.replicas > 0) {
                     waiting = true;
                 }
             }
             if !waiting && spec_replicas(&new_rs) != replicas {
-                new_rs = self.scale(new_rs, replicas).await?;
+                new_rs = self.scale(&object, new_rs, replicas).await?;
             }
         } else {
             let rolling = strategy.rolling_update.unwrap_or_default();
@@ -159,7 +163,7 @@ impl Reconciler for DeploymentController {
                 current
             };
             if target != current {
-                new_rs = self.scale(new_rs, target).await?;
+                new_rs = self.scale(&object, new_rs, target).await?;
             }
             // Scale old ReplicaSets down, never below replicas - maxUnavailable
             // available pods. Unhealthy old pods go first.
@@ -199,7 +203,7 @@ impl Reconciler for DeploymentController {
             for (i, old) in olds.iter_mut().enumerate() {
                 if reduce[i] > 0 {
                     let target = (spec_replicas(old) - reduce[i]).max(0);
-                    *old = self.scale(old.clone(), target).await?;
+                    *old = self.scale(&object, old.clone(), target).await?;
                 }
             }
         }
@@ -276,13 +280,30 @@ impl DeploymentController {
         }
     }
 
+    /// Sets the replicas of `rs`, a ReplicaSet of `deployment`, and says
+    /// so in an Event on the Deployment.
     async fn scale(
         &self,
+        deployment: &Object,
         mut rs: v1::ReplicaSet,
         replicas: i32,
     ) -> Result<v1::ReplicaSet, ReconcileError> {
+        let from = spec_replicas(&rs);
         rs.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-        self.write_replicaset(rs).await
+        let scaled = self.write_replicaset(rs).await?;
+        if from != replicas {
+            let direction = if replicas > from { "up" } else { "down" };
+            let message = format!(
+                "Scaled {direction} replica set {} from {from} to {replicas}",
+                name_of(&scaled)
+            );
+            self.ctx.events.for_component(COMPONENT).normal(
+                deployment,
+                "ScalingReplicaSet",
+                message,
+            );
+        }
+        Ok(scaled)
     }
 
     /// Writes the Deployment's status; returns when to look again for the
@@ -755,10 +776,19 @@ spec:
             controller_of(&rs, Kind::Deployment).map(|o| o.uid.clone()),
             Some(d.meta().uid.clone())
         );
+        let events = objects.events();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert_eq!(events[0].reason, "ScalingReplicaSet");
+        let scaled = format!("Scaled up replica set {} from 0 to 3", rs.meta().name);
+        assert_eq!(events[0].message, scaled);
+        assert_eq!(events[0].involved.kind, "Deployment");
+        assert_eq!(events[0].involved.uid, d.meta().uid);
+        assert_eq!(events[0].source.component, "deployment-controller");
         // Nothing new on a second look.
         objects.clear_writes();
         controller.reconcile(&key()).await.unwrap();
         assert!(objects.writes().iter().all(|w| w.op != WriteOp::Create));
+        assert_eq!(objects.events().len(), 1, "no scaling, no Event");
     }
 
     #[tokio::test]
@@ -787,6 +817,13 @@ spec:
                 ("busybox:2".to_owned(), 1, 2)
             ]
         );
+        let messages: Vec<String> = objects.events().into_iter().map(|e| e.message).collect();
+        assert_eq!(messages.len(), 3, "{messages:?}");
+        let (up, down) = (&messages[1], &messages[2]);
+        assert!(up.starts_with("Scaled up replica set web-"), "{up}");
+        assert!(up.ends_with(" from 0 to 1"), "{up}");
+        assert!(down.starts_with("Scaled down replica set web-"), "{down}");
+        assert!(down.ends_with(" from 3 to 2"), "{down}");
     }
 
     #[tokio::test]

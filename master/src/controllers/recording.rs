@@ -4,7 +4,8 @@
 //! status kept apart from spec, change notifications), records every
 //! successful write in order, and fails chosen writes on request, so that a
 //! test can ask "what did the controller write" and "what does it do when
-//! a write fails". It does not default or validate what controllers write,
+//! a write fails"; it records the Events the loops record too, as they
+//! were recorded (no correlation). It does not default or validate what controllers write,
 //! nor require namespaces to exist; the writer's own tests cover those.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -17,6 +18,7 @@ use tokio::sync::broadcast;
 
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
+use crate::events::{EventRecorder, EventSink, NewEvent};
 use crate::objects::metadata::new_uid;
 use crate::objects::{merge_update, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
@@ -68,6 +70,7 @@ struct State {
     revision: u64,
     writes: Vec<RecordedWrite>,
     failures: VecDeque<Injected>,
+    events: Vec<NewEvent>,
 }
 
 /// The fake: implements [`ObjectReads`] and [`ObjectWrites`].
@@ -141,6 +144,20 @@ impl RecordingObjects {
     /// Forgets the recorded writes (the objects stay).
     pub fn clear_writes(&self) {
         self.state().writes.clear();
+    }
+
+    /// Every Event recorded so far, oldest first.
+    pub fn events(&self) -> Vec<NewEvent> {
+        self.state().events.clone()
+    }
+
+    /// The reasons of the Events recorded so far, oldest first.
+    pub fn event_reasons(&self) -> Vec<String> {
+        self.state()
+            .events
+            .iter()
+            .map(|e| e.reason.clone())
+            .collect()
     }
 
     /// The stored objects of `kind`, in name order.
@@ -461,7 +478,13 @@ impl ObjectWrites for RecordingObjects {
     }
 }
 
-/// A context whose reads and writes both go to `objects`.
+impl EventSink for RecordingObjects {
+    fn record(&self, event: NewEvent) {
+        self.state().events.push(event);
+    }
+}
+
+/// A context whose reads, writes and Events all go to `objects`.
 pub fn context(objects: &Arc<RecordingObjects>) -> super::Context {
     let registry = skiff_telemetry::Registry::new();
     super::Context::new(
@@ -469,4 +492,5 @@ pub fn context(objects: &Arc<RecordingObjects>) -> super::Context {
         objects.clone(),
         registry.histogram("test_binding_seconds", "Binding latency in tests.", &[]),
     )
+    .with_events(EventRecorder::new(objects.clone(), "test"))
 }

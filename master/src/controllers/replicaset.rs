@@ -1,6 +1,9 @@
 //! The ReplicaSet controller: keeps `spec.replicas` active pods that the
 //! ReplicaSet controls, named `<replicaset>-<random5>`, and reports how
-//! many exist, are ready and are available in its status.
+//! many exist, are ready and are available in its status. Each pod it
+//! creates or deletes, and each failure to, is an Event on the ReplicaSet
+//! (`SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete`,
+//! `FailedDelete`), as Kubernetes' controller records them.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -16,6 +19,8 @@ use crate::store::state_machine::StoredEvent;
 /// Most pods created or deleted in one reconcile; the rest follow in the
 /// next round, so one huge scale-up cannot monopolise the leader.
 const MAX_CHANGES_PER_ROUND: usize = 500;
+/// The component its Events are recorded as.
+const COMPONENT: &str = "replicaset-controller";
 
 pub struct ReplicaSetController {
     pub ctx: Context,
@@ -111,6 +116,7 @@ impl Reconciler for ReplicaSetController {
             }
         }
 
+        let events = self.ctx.events.for_component(COMPONENT);
         if owned.len() < desired {
             let missing = (desired - owned.len()).min(MAX_CHANGES_PER_ROUND);
             let owner = controller_reference(&object);
@@ -125,13 +131,18 @@ impl Reconciler for ReplicaSetController {
             while let Some(joined) = creates.join_next().await {
                 match joined {
                     Ok(Ok(created)) => {
+                        let message = format!("Created pod: {}", created.meta().name);
+                        events.normal(&object, "SuccessfulCreate", message);
                         if let Some(Body::Pod(p)) = created.kind {
                             owned.push(p);
                         }
                     }
                     // A random name collided; the next round tries another.
                     Ok(Err(e)) if e.is_already_exists() => {}
-                    Ok(Err(e)) => failure = Some(e.into()),
+                    Ok(Err(e)) => {
+                        events.warning(&object, "FailedCreate", format!("Error creating: {e}"));
+                        failure = Some(e.into());
+                    }
                     Err(source) => {
                         failure = Some(ReconcileError::Task {
                             what: "pod create",
@@ -156,9 +167,15 @@ impl Reconciler for ReplicaSetController {
                     .delete(Kind::Pod, &meta.namespace, &meta.name, "")
                     .await
                 {
-                    Ok(_) => {}
+                    Ok(_) => {
+                        let message = format!("Deleted pod: {}", meta.name);
+                        events.normal(&object, "SuccessfulDelete", message);
+                    }
                     Err(e) if e.is_not_found() => {}
-                    Err(e) => return Err(e.into()),
+                    Err(e) => {
+                        events.warning(&object, "FailedDelete", format!("Error deleting: {e}"));
+                        return Err(e.into());
+                    }
                 }
             }
         }
@@ -425,6 +442,23 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         let pods = pods(&objects);
         assert_eq!(pods.len(), 3);
+        // One Event on the ReplicaSet per pod, naming it.
+        let events = objects.events();
+        assert_eq!(events.len(), 3, "{events:?}");
+        for event in &events {
+            assert_eq!(event.reason, "SuccessfulCreate");
+            assert_eq!(event.event_type, crate::events::EventType::Normal);
+            assert_eq!(event.source.component, "replicaset-controller");
+            assert_eq!(event.involved.kind, "ReplicaSet");
+            assert_eq!(event.involved.name, "web");
+            assert_eq!(event.involved.uid, rs.meta().uid);
+            let created = event.message.strip_prefix("Created pod: ").unwrap();
+            assert!(
+                pods.iter()
+                    .any(|p| p.metadata.as_ref().is_some_and(|m| m.name == created)),
+                "{created} is not one of the pods"
+            );
+        }
         for pod in &pods {
             let meta = pod.metadata.as_ref().unwrap();
             assert!(meta.name.starts_with("web-"), "{}", meta.name);
@@ -461,6 +495,11 @@ spec:
             .map(|w| w.name)
             .collect();
         assert_eq!(deleted, ["web-pending", "web-unready"]);
+        let events: Vec<String> = objects.events().into_iter().map(|e| e.message).collect();
+        assert_eq!(
+            events,
+            ["Deleted pod: web-pending", "Deleted pod: web-unready"]
+        );
         let left: Vec<String> = pods(&objects)
             .iter()
             .map(|p| p.metadata.as_ref().unwrap().name.clone())
@@ -491,6 +530,12 @@ spec:
         let e = controller.reconcile(&key()).await.unwrap_err();
         assert!(matches!(e, ReconcileError::Write(_)), "{e}");
         assert_eq!(pods_len(&objects), 2);
+        let mut reasons = objects.event_reasons();
+        reasons.sort();
+        assert_eq!(
+            reasons,
+            ["FailedCreate", "SuccessfulCreate", "SuccessfulCreate"]
+        );
         controller.reconcile(&key()).await.unwrap();
         assert_eq!(pods_len(&objects), 3);
     }

@@ -15,7 +15,7 @@ pub const DEFAULT_ROLLING_PERCENT: &str = "25%";
 pub fn apply_defaults(object: &mut Object) {
     match object.kind.as_mut() {
         Some(Body::Generic(g)) => {
-            if let Some(kind) = super::Kind::from_name(&g.kind)
+            if let Some(kind) = super::Kind::from_type(&g.api_version, &g.kind)
                 .ok()
                 .filter(|k| k.is_generic())
             {

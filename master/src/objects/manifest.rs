@@ -180,7 +180,7 @@ fn check_kind(
         document,
         message,
     };
-    let kind = Kind::from_name(kind_name).map_err(|e| doc_error(e.to_string()))?;
+    let kind = Kind::from_type(api_version, kind_name).map_err(|e| doc_error(e.to_string()))?;
     if kind.api_version() != api_version {
         return Err(doc_error(format!(
             "{kind} is served as apiVersion \"{}\", not \"{api_version}\"",

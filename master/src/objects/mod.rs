@@ -69,6 +69,11 @@ pub enum Kind {
     SelfSubjectAccessReview,
     SelfSubjectRulesReview,
     SelfSubjectReview,
+    // Kinds kept in the leader's memory, never in the store
+    // (`registry::Model::Ephemeral`, the `events` module): core v1 Events,
+    // and the same Events as `events.k8s.io/v1` serves them.
+    Event,
+    EventsK8sIoEvent,
 }
 
 /// A kind name that skiff does not know.
@@ -98,9 +103,16 @@ impl Kind {
         registry::info(self).name
     }
 
-    /// Whether skiff holds this kind as a `GenericObject`.
+    /// Whether skiff holds this kind as a `GenericObject` (stored, or kept
+    /// in memory like Events).
     pub fn is_generic(self) -> bool {
-        registry::info(self).model == registry::Model::Generic
+        registry::info(self).model != registry::Model::Typed
+    }
+
+    /// Whether this kind is kept in the leader's memory instead of the
+    /// replicated store (Events).
+    pub fn is_ephemeral(self) -> bool {
+        registry::info(self).model == registry::Model::Ephemeral
     }
 
     /// Whether objects of this kind are stored (every kind but the access
@@ -139,6 +151,20 @@ impl Kind {
             })
     }
 
+    /// The kind that objects of `apiVersion` and `kind:` `name` are: two
+    /// groups serve a kind named `Event` (`v1` and `events.k8s.io/v1`).
+    /// An `apiVersion` no kind of that name is served as gives the first
+    /// kind of the name, as [`Kind::from_name`] does.
+    pub fn from_type(api_version: &str, name: &str) -> Result<Kind, UnknownKind> {
+        match Kind::ALL
+            .into_iter()
+            .find(|k| k.name() == name && k.api_version() == api_version)
+        {
+            Some(kind) => Ok(kind),
+            None => Kind::from_name(name),
+        }
+    }
+
     /// A stored kind as typed on the command line: the kind name in any
     /// case, its plural, or a short name (`po`, `deploy`, `rs`, `svc`, `ns`,
     /// `no`).
@@ -158,12 +184,13 @@ impl Kind {
     }
 
     fn supported_list() -> String {
-        let stored: Vec<&str> = Kind::ALL
-            .into_iter()
-            .filter(|k| k.is_stored())
-            .map(Kind::name)
-            .collect();
-        stored.join(", ")
+        let mut names: Vec<&str> = Vec::new();
+        for kind in Kind::ALL.into_iter().filter(|k| k.is_stored()) {
+            if !names.contains(&kind.name()) {
+                names.push(kind.name());
+            }
+        }
+        names.join(", ")
     }
 }
 
@@ -203,7 +230,11 @@ pub fn body_kind(body: &Body) -> Option<Kind> {
         Body::Deployment(_) => Kind::Deployment,
         Body::ReplicaSet(_) => Kind::ReplicaSet,
         Body::Secret(_) => Kind::Secret,
-        Body::Generic(g) => return Kind::from_name(&g.kind).ok().filter(|k| k.is_generic()),
+        Body::Generic(g) => {
+            return Kind::from_type(&g.api_version, &g.kind)
+                .ok()
+                .filter(|k| k.is_generic());
+        }
     })
 }
 
@@ -391,6 +422,8 @@ mod tests {
             ("no", Kind::Node),
             ("nodes", Kind::Node),
             ("ep", Kind::Endpoints),
+            ("ev", Kind::Event),
+            ("events", Kind::Event),
         ] {
             assert_eq!(Kind::parse_cli(given).unwrap(), kind, "{given}");
         }
@@ -399,6 +432,32 @@ mod tests {
         assert_eq!(Kind::parse_cli("cronjobs").unwrap(), Kind::CronJob);
         let err = Kind::parse_cli("widget").unwrap_err();
         assert!(err.to_string().contains("widget"), "{err}");
+        assert_eq!(err.to_string().matches(" Event,").count(), 1, "{err}");
+    }
+
+    #[test]
+    fn the_two_event_kinds_are_told_apart_by_api_version() {
+        assert_eq!(Kind::from_name("Event").unwrap(), Kind::Event);
+        assert_eq!(Kind::from_type("v1", "Event").unwrap(), Kind::Event);
+        assert_eq!(
+            Kind::from_type("events.k8s.io/v1", "Event").unwrap(),
+            Kind::EventsK8sIoEvent
+        );
+        assert_eq!(Kind::from_type("apps/v1", "Event").unwrap(), Kind::Event);
+        assert!(Kind::Event.is_ephemeral() && Kind::Event.is_generic());
+        assert!(!Kind::ConfigMap.is_ephemeral() && Kind::ConfigMap.is_generic());
+        let generic = |api_version: &str| {
+            Body::Generic(skiff_proto::v1::GenericObject {
+                api_version: api_version.into(),
+                kind: "Event".into(),
+                ..Default::default()
+            })
+        };
+        assert_eq!(body_kind(&generic("v1")), Some(Kind::Event));
+        assert_eq!(
+            body_kind(&generic("events.k8s.io/v1")),
+            Some(Kind::EventsK8sIoEvent)
+        );
     }
 
     #[test]

@@ -58,6 +58,10 @@ pub enum Model {
     /// answers itself, from the caller's identity and the rules every call
     /// is authorized with (`rest/access_review.rs` over `api/authz.rs`).
     Review,
+    /// A `GenericObject` kept in the leader's memory, bounded, never in
+    /// the replicated store (`crate::events`: Events); served with every
+    /// verb like the others, by the leader.
+    Ephemeral,
 }
 
 /// Everything the API says about one kind.
@@ -150,11 +154,15 @@ const AUTHORIZATION: (&str, &str, &str) = ("authorization.k8s.io", "v1", "author
 const AUTHENTICATION: (&str, &str, &str) =
     ("authentication.k8s.io", "v1", "authentication.k8s.io/v1");
 
-use Model::{Generic, Review, Typed};
+const EVENTS: (&str, &str, &str) = ("events.k8s.io", "v1", "events.k8s.io/v1");
 
-/// Every kind skiff serves, in the order discovery lists them.
+use Model::{Ephemeral, Generic, Review, Typed};
+
+/// Every kind skiff serves, in the order discovery lists them. Of two
+/// kinds with one name (`Event`), the first is the one a name alone means
+/// (`Kind::from_name`).
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 36] = [
+pub const KINDS: [KindInfo; 38] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -167,6 +175,7 @@ pub const KINDS: [KindInfo; 36] = [
     entry(Kind::ResourceQuota, "ResourceQuota", CORE, ("resourcequotas", "resourcequota"), true, &["quota"], &[], STATUS, Generic),
     entry(Kind::PersistentVolume, "PersistentVolume", CORE, ("persistentvolumes", "persistentvolume"), false, &["pv"], &[], STATUS, Generic),
     entry(Kind::PersistentVolumeClaim, "PersistentVolumeClaim", CORE, ("persistentvolumeclaims", "persistentvolumeclaim"), true, &["pvc"], &[], STATUS, Generic),
+    entry(Kind::Event, "Event", CORE, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
     entry(Kind::Deployment, "Deployment", APPS, ("deployments", "deployment"), true, &["deploy"], ALL, STATUS_SCALE, Typed),
     entry(Kind::ReplicaSet, "ReplicaSet", APPS, ("replicasets", "replicaset"), true, &["rs"], ALL, STATUS_SCALE, Typed),
     entry(Kind::DaemonSet, "DaemonSet", APPS, ("daemonsets", "daemonset"), true, &["ds"], ALL, STATUS, Generic),
@@ -191,6 +200,7 @@ pub const KINDS: [KindInfo; 36] = [
     entry(Kind::SelfSubjectAccessReview, "SelfSubjectAccessReview", AUTHORIZATION, ("selfsubjectaccessreviews", "selfsubjectaccessreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectRulesReview, "SelfSubjectRulesReview", AUTHORIZATION, ("selfsubjectrulesreviews", "selfsubjectrulesreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectReview, "SelfSubjectReview", AUTHENTICATION, ("selfsubjectreviews", "selfsubjectreview"), false, &[], &[], &[], Review),
+    entry(Kind::EventsK8sIoEvent, "Event", EVENTS, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
 ];
 
 impl KindInfo {
@@ -218,7 +228,8 @@ impl KindInfo {
         self.subresources.contains(&subresource)
     }
 
-    /// Whether objects of the kind are stored (every kind but the reviews).
+    /// Whether objects of the kind are kept (in the store, or Events in the
+    /// leader's memory) and served as objects: every kind but the reviews.
     pub fn is_stored(&self) -> bool {
         self.model != Model::Review
     }
@@ -226,7 +237,7 @@ impl KindInfo {
     /// The verbs discovery lists for the kind's collection and objects.
     pub fn verbs(&self) -> &'static [&'static str] {
         match self.model {
-            Model::Typed | Model::Generic => &VERBS,
+            Model::Typed | Model::Generic | Model::Ephemeral => &VERBS,
             Model::Review => REVIEW_VERBS,
         }
     }
@@ -324,6 +335,8 @@ mod tests {
             SelfSubjectAccessReview,
             SelfSubjectRulesReview,
             SelfSubjectReview,
+            Event,
+            EventsK8sIoEvent,
         ];
         for kind in &all {
             match kind {
@@ -362,7 +375,9 @@ mod tests {
                 | PriorityClass
                 | SelfSubjectAccessReview
                 | SelfSubjectRulesReview
-                | SelfSubjectReview => {}
+                | SelfSubjectReview
+                | Event
+                | EventsK8sIoEvent => {}
             }
         }
         all
@@ -386,7 +401,8 @@ mod tests {
         for kind in Kind::ALL {
             assert_eq!(KINDS.iter().filter(|i| i.kind == kind).count(), 1, "{kind}");
             assert_eq!(info(kind).kind, kind);
-            assert_eq!(Kind::from_name(info(kind).name).ok(), Some(kind));
+            let named = Kind::from_type(info(kind).api_version, info(kind).name);
+            assert_eq!(named.ok(), Some(kind));
         }
         for a in &KINDS {
             let same = KINDS
@@ -423,6 +439,17 @@ mod tests {
             by_resource("batch", "v1", "cronjobs").map(|i| (i.kind, i.model)),
             Some((Kind::CronJob, Model::Generic))
         );
+        assert_eq!(
+            by_resource("", "v1", "events").map(|i| (i.kind, i.model)),
+            Some((Kind::Event, Model::Ephemeral))
+        );
+        assert_eq!(
+            by_resource("events.k8s.io", "v1", "events").map(|i| (i.kind, i.model)),
+            Some((Kind::EventsK8sIoEvent, Model::Ephemeral))
+        );
+        assert!(groups().contains(&("events.k8s.io", vec!["v1"])));
+        // A name alone means the core Event.
+        assert_eq!(Kind::from_name("Event").ok(), Some(Kind::Event));
     }
 
     #[test]

@@ -294,6 +294,31 @@ mod tests {
     }
 
     #[test]
+    fn events_are_listed_in_both_groups_with_every_verb() {
+        for group in ["", "events.k8s.io"] {
+            let list = resources(group, "v1").unwrap();
+            let events = list["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == "events")
+                .cloned()
+                .unwrap_or_else(|| panic!("no events in {group:?}"));
+            assert_eq!(events["kind"], "Event");
+            assert_eq!(events["namespaced"], true);
+            assert_eq!(events["shortNames"], json!(["ev"]));
+            assert_eq!(events["verbs"], json!(crate::objects::registry::VERBS));
+        }
+        let names: Vec<Value> = groups()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].clone())
+            .collect();
+        assert!(names.contains(&json!("events.k8s.io")), "{names:?}");
+    }
+
+    #[test]
     fn pods_list_log_and_proxy_and_services_proxy_as_kube_apiserver_does() {
         let core = resources("", "v1").unwrap();
         let entry = |name: &str| -> Value {

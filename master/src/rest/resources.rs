@@ -284,7 +284,7 @@ impl<'a> Call<'a> {
         let labels = LabelSelector::parse(self.query.get("labelSelector").map_or("", |s| s))
             .map_err(|e| RestError::bad_request(e.to_string()))?;
         let fields = FieldSelector::parse(
-            info.kind.name(),
+            super::selectors::selector_kind(info),
             self.query.get("fieldSelector").map_or("", |s| s),
         )
         .map_err(|e| RestError::bad_request(e.to_string()))?;

@@ -2,11 +2,21 @@
 //! parses them: labels with `=`, `==`, `!=`, `in (...)`, `notin (...)`,
 //! `key` and `!key`, comma-separated (all must hold); fields with `=`,
 //! `==` and `!=` on the fields each kind supports (`metadata.name` and
-//! `metadata.namespace` everywhere), anything else refused by name.
+//! `metadata.namespace` everywhere), anything else refused by name. Events
+//! are selected by the fields kube-apiserver selects them by
+//! (`involvedObject.*`, `reason`, `source`, ...; `kubectl describe` lists
+//! an object's Events with them), events.k8s.io's by its own names for
+//! the same fields (`regarding.*`, `reportingController`).
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
+
+use crate::objects::registry::KindInfo;
+use crate::objects::Kind;
+
+/// The name field selectors know events.k8s.io's Events by.
+const EVENTS_K8S_IO_EVENT: &str = "Event.events.k8s.io";
 
 /// A selector that does not parse, or names a field that is not supported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,7 +201,30 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
             "source",
             "type",
         ],
+        // kubernetes pkg/apis/events/v1 AddFieldLabelConversionsForEvent.
+        EVENTS_K8S_IO_EVENT => &[
+            "regarding.kind",
+            "regarding.namespace",
+            "regarding.name",
+            "regarding.uid",
+            "regarding.apiVersion",
+            "regarding.resourceVersion",
+            "regarding.fieldPath",
+            "reason",
+            "reportingController",
+            "type",
+        ],
         _ => &[],
+    }
+}
+
+/// The kind name [`FieldSelector::parse`] takes for objects of `info`'s
+/// kind: its name, qualified by its group where two groups serve one name
+/// (`Event.events.k8s.io`).
+pub fn selector_kind(info: &KindInfo) -> &'static str {
+    match info.kind {
+        Kind::EventsK8sIoEvent => EVENTS_K8S_IO_EVENT,
+        kind => kind.name(),
     }
 }
 
@@ -241,11 +274,20 @@ impl FieldSelector {
 
     /// Whether the object (as JSON) satisfies every requirement. A missing
     /// field reads as `""` (or `false` for booleans, as Kubernetes does).
+    /// An Event's `source` is its source's component, else its reporting
+    /// component (kubernetes `pkg/registry/core/event/strategy.go`).
     pub fn matches_json(&self, object: &Value) -> bool {
         self.0.iter().all(|(field, equal, value)| {
             let mut at = object;
-            for segment in field.split('.') {
-                at = &at[segment];
+            if field == "source" {
+                at = match &object["source"]["component"] {
+                    Value::String(s) if !s.is_empty() => &object["source"]["component"],
+                    _ => &object["reportingComponent"],
+                };
+            } else {
+                for segment in field.split('.') {
+                    at = &at[segment];
+                }
             }
             let actual = match at {
                 Value::String(s) => s.clone(),
@@ -334,5 +376,66 @@ mod tests {
         assert!(FieldSelector::parse("Node", "spec.unschedulable=false")
             .unwrap()
             .matches_json(&node));
+    }
+
+    #[test]
+    fn events_are_selected_as_kubectl_describe_selects_them() {
+        let event = json!({
+            "metadata": {"name": "web.17f3a", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web", "namespace": "shop", "uid": "u-1"},
+            "reason": "Scheduled",
+            "type": "Normal",
+            "source": {"component": "default-scheduler"},
+            "reportingComponent": "default-scheduler"
+        });
+        let describe = "involvedObject.name=web,involvedObject.namespace=shop,\
+                        involvedObject.uid=u-1,involvedObject.kind=Pod";
+        let s = FieldSelector::parse("Event", describe).unwrap();
+        assert!(s.matches_json(&event));
+        let other_uid = "involvedObject.name=web,involvedObject.uid=u-2";
+        assert!(!FieldSelector::parse("Event", other_uid)
+            .unwrap()
+            .matches_json(&event));
+        for (selector, selects) in [
+            ("reason=Scheduled", true),
+            ("type!=Warning", true),
+            ("source=default-scheduler", true),
+            ("source=kubelet", false),
+            ("reportingComponent=default-scheduler", true),
+            ("involvedObject.kind=Node", false),
+            ("metadata.namespace=shop", true),
+        ] {
+            let s = FieldSelector::parse("Event", selector).unwrap();
+            assert_eq!(s.matches_json(&event), selects, "{selector}");
+        }
+        // Without a source component, `source` is the reporting one.
+        let reported = json!({"reportingComponent": "kubelet"});
+        let s = FieldSelector::parse("Event", "source=kubelet").unwrap();
+        assert!(s.matches_json(&reported));
+        assert_eq!(
+            FieldSelector::parse("Event", "note=x").unwrap_err(),
+            SelectorError::UnsupportedField {
+                field: "note".into()
+            }
+        );
+    }
+
+    #[test]
+    fn events_k8s_io_events_are_selected_by_their_own_field_names() {
+        use crate::objects::registry::info;
+        assert_eq!(selector_kind(info(Kind::Event)), "Event");
+        assert_eq!(selector_kind(info(Kind::Pod)), "Pod");
+        let kind = selector_kind(info(Kind::EventsK8sIoEvent));
+        let event = json!({
+            "regarding": {"kind": "Pod", "name": "web", "uid": "u-1"},
+            "reportingController": "kubelet",
+            "reason": "Pulled"
+        });
+        let s = FieldSelector::parse(kind, "regarding.name=web,regarding.uid=u-1").unwrap();
+        assert!(s.matches_json(&event));
+        let s = FieldSelector::parse(kind, "reportingController=kubelet,reason=Pulled").unwrap();
+        assert!(s.matches_json(&event));
+        assert!(FieldSelector::parse(kind, "involvedObject.name=web").is_err());
+        assert!(FieldSelector::parse(kind, "metadata.name=x").is_ok());
     }
 }

@@ -1602,9 +1602,13 @@ fn service_account_cells(object: &Value, now: OffsetDateTime) -> Vec<Value> {
 
 /// printEvent (core/v1 Events). LAST SEEN comes from the series, else
 /// lastTimestamp, else the first sighting; FIRST SEEN from firstTimestamp,
-/// else eventTime.
+/// else eventTime. An events.k8s.io/v1 Event (the same Event under other
+/// names, printed as kube-apiserver prints it, converted to core) is read
+/// by its names where core's are missing.
 fn event_cells(event: &Value, now: OffsetDateTime) -> Vec<Value> {
-    let first_seen = match timestamp(&event["firstTimestamp"]) {
+    let either = |field, events_v1| event_field(event, field, events_v1);
+    let first = either("firstTimestamp", "deprecatedFirstTimestamp");
+    let first_seen = match timestamp(first) {
         Some(at) => human_since(at, now),
         None => since(&event["eventTime"], now),
     };
@@ -1613,28 +1617,30 @@ fn event_cells(event: &Value, now: OffsetDateTime) -> Vec<Value> {
         let last_seen = since(&series["lastObservedTime"], now);
         (last_seen, number(&series["count"]))
     } else {
-        let last_seen = match timestamp(&event["lastTimestamp"]) {
+        let last = either("lastTimestamp", "deprecatedLastTimestamp");
+        let last_seen = match timestamp(last) {
             Some(at) => human_since(at, now),
             None => first_seen.clone(),
         };
         // A singleton event of the new API has no count.
-        let count = match number(&event["count"]) {
+        let count = match number(either("count", "deprecatedCount")) {
             0 => 1,
             count => count,
         };
         (last_seen, count)
     };
-    let involved = &event["involvedObject"];
+    let involved = either("involvedObject", "regarding");
     let kind = text(&involved["kind"]).to_lowercase();
     let object = match text(&involved["name"]) {
         "" => kind,
         involved_name => format!("{kind}/{involved_name}"),
     };
-    let component = match text(&event["source"]["component"]) {
-        "" => text(&event["reportingComponent"]),
+    let source = either("source", "deprecatedSource");
+    let component = match text(&source["component"]) {
+        "" => text(either("reportingComponent", "reportingController")),
         component => component,
     };
-    let reporter = match text(&event["source"]["host"]) {
+    let reporter = match text(&source["host"]) {
         "" => text(&event["reportingInstance"]),
         host => host,
     };
@@ -1649,11 +1655,19 @@ fn event_cells(event: &Value, now: OffsetDateTime) -> Vec<Value> {
         Value::from(object),
         Value::from(text(&involved["fieldPath"])),
         Value::from(reporter),
-        Value::from(text(&event["message"]).trim()),
+        Value::from(text(either("message", "note")).trim()),
         Value::from(first_seen),
         Value::from(count),
         name(event),
     ]
+}
+
+/// `field` of a core Event, else `events_v1` of an events.k8s.io one.
+fn event_field<'a>(event: &'a Value, field: &str, events_v1: &str) -> &'a Value {
+    match &event[field] {
+        Value::Null => &event[events_v1],
+        value => value,
+    }
 }
 
 /// printJob. STATUS is the first of Complete, Failed, Terminating (being
@@ -3847,6 +3861,17 @@ mod tests {
         let row = named_row("Event", &single);
         assert_eq!(row["Last Seen"], "60s");
         assert_eq!(row["Count"], 1);
+    }
+
+    #[test]
+    fn an_events_k8s_io_event_prints_as_the_same_core_event() {
+        let mut v1 = event().as_object().cloned().unwrap_or_default();
+        crate::events::convert::to_events_v1(&mut v1);
+        assert!(v1.get("involvedObject").is_none());
+        assert_eq!(
+            named_row("Event", &Value::Object(v1)),
+            named_row("Event", &event())
+        );
     }
 
     #[test]

@@ -2,14 +2,18 @@
 //! YAML) decoded into skiff's objects, checked against the URL (kind,
 //! apiVersion, namespace) and for unknown fields as `fieldValidation` asks;
 //! answers encoded as Kubernetes JSON with `apiVersion` and `kind` set and
-//! the fields that client libraries require always present.
+//! the fields that client libraries require always present. Events are
+//! held as core v1 Events and answered as the URL's group has them
+//! (`events::convert`).
 
 use serde_json::{json, Value};
 use skiff_proto::api::Object;
 
 use super::status::RestError;
+use crate::events::convert;
 use crate::objects::manifest::{object_from_json, to_json_value};
 use crate::objects::registry::KindInfo;
+use crate::objects::Kind;
 
 /// What to do with fields skiff does not know (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -249,9 +253,16 @@ pub fn strip_nulls(value: &mut Value) {
 pub fn encode(info: &KindInfo, object: &Object) -> Value {
     let mut value = to_json_value(object);
     if let Some(map) = value.as_object_mut() {
+        if info.kind == Kind::EventsK8sIoEvent {
+            convert::to_events_v1(map);
+        }
         map.insert("apiVersion".into(), json!(info.api_version));
         map.insert("kind".into(), json!(info.kind.name()));
         map.entry("metadata").or_insert_with(|| json!({}));
+        if info.kind == Kind::Event {
+            // The Python client's V1Event requires it.
+            map.entry("involvedObject").or_insert_with(|| json!({}));
+        }
     }
     fill_required(info.kind.name(), &mut value);
     value
@@ -345,7 +356,7 @@ fn default_field(object: &mut Value, field: &str, default: Value) {
 mod tests {
     use super::*;
     use crate::objects::registry::info;
-    use crate::objects::Kind;
+    use crate::objects::ObjectExt;
 
     #[test]
     fn bodies_must_agree_with_the_url_and_get_what_they_left_out() {
@@ -439,6 +450,61 @@ mod tests {
         let mut v = json!({"metadata": {"name": "c"}, "data": {}});
         fill_required("ConfigMap", &mut v);
         assert_eq!(v, json!({"metadata": {"name": "c"}, "data": {}}));
+    }
+
+    #[test]
+    fn events_are_answered_as_the_urls_group_has_them() {
+        let held = json!({
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": "web.17f3a", "namespace": "shop"},
+            "involvedObject": {"kind": "Pod", "name": "web"},
+            "message": "Started container web",
+            "reportingComponent": "kubelet",
+            "firstTimestamp": "2026-11-30T12:00:00Z",
+            "count": 2
+        });
+        let (object, _) = decode(
+            info(Kind::Event),
+            held,
+            FieldValidation::Strict,
+            BodyOrigin::Text,
+        )
+        .unwrap();
+        let core = encode(info(Kind::Event), &object);
+        assert_eq!(core["apiVersion"], "v1");
+        assert_eq!(core["involvedObject"]["name"], "web");
+        assert_eq!(core["message"], "Started container web");
+        let v1 = encode(info(Kind::EventsK8sIoEvent), &object);
+        assert_eq!(v1["apiVersion"], "events.k8s.io/v1");
+        assert_eq!(v1["kind"], "Event");
+        assert_eq!(v1["regarding"]["name"], "web");
+        assert_eq!(v1["note"], "Started container web");
+        assert_eq!(v1["reportingController"], "kubelet");
+        assert_eq!(v1["deprecatedCount"], 2);
+        assert_eq!(v1["eventTime"], "2026-11-30T12:00:00.000000Z");
+        assert!(v1.get("involvedObject").is_none(), "{v1}");
+        // An Event without one still carries involvedObject.
+        let (bare, _) = decode(
+            info(Kind::Event),
+            json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "e"}}),
+            FieldValidation::Strict,
+            BodyOrigin::Text,
+        )
+        .unwrap();
+        assert_eq!(
+            encode(info(Kind::Event), &bare)["involvedObject"],
+            json!({})
+        );
+        // An events.k8s.io body decodes as that kind, to be held as core.
+        let (sent, _) = decode(
+            info(Kind::EventsK8sIoEvent),
+            json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+                   "metadata": {"name": "e"}, "note": "hi", "regarding": {"kind": "Node"}}),
+            FieldValidation::Strict,
+            BodyOrigin::Text,
+        )
+        .unwrap();
+        assert_eq!(sent.kind().unwrap(), Kind::EventsK8sIoEvent);
     }
 
     #[test]

@@ -8,11 +8,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use skiff_proto::node::NodeEvent;
 use skiff_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::master_link::StatusReport;
+use crate::master_link::{event_channel, StatusReport};
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::recording::RecordingSandbox;
 use crate::runtime::recording::{Call, RecordingRuntime};
@@ -26,6 +27,8 @@ pub(super) struct Harness {
     pub(super) desired: watch::Sender<Option<v1::Pod>>,
     pub(super) events: mpsc::Sender<RuntimeEvent>,
     pub(super) reports: mpsc::UnboundedReceiver<StatusReport>,
+    /// The kubelet Events the worker sent.
+    pub(super) node_events: mpsc::Receiver<NodeEvent>,
     pub(super) task: tokio::task::JoinHandle<()>,
     pub(super) dir: tempfile::TempDir,
 }
@@ -66,13 +69,16 @@ pub(super) fn spawn_worker_with(
     let runtime = Arc::new(runtime);
     let sandbox = Arc::new(sandbox);
     let (reports_tx, reports) = mpsc::unbounded_channel();
+    let metrics = crate::metrics::AgentMetrics::default();
+    let (events, node_events) = event_channel(metrics.events_dropped.clone());
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         sandbox: sandbox.clone(),
         layout: Arc::new(PodLayout::new(dir.path())),
         reports: reports_tx,
         host_ip: "10.0.0.1".into(),
-        metrics: Default::default(),
+        metrics,
+        events,
     };
     let (desired, desired_rx) = watch::channel(Some(pod));
     let (events, events_rx) = mpsc::channel(8);
@@ -83,6 +89,7 @@ pub(super) fn spawn_worker_with(
         desired,
         events,
         reports,
+        node_events,
         task,
         dir,
     }
@@ -129,6 +136,15 @@ impl Harness {
             })
             .await
             .unwrap();
+    }
+
+    /// The reasons of the Events the worker sent so far, oldest first.
+    pub(super) fn event_reasons(&mut self) -> Vec<String> {
+        let mut reasons = Vec::new();
+        while let Ok(event) = self.node_events.try_recv() {
+            reasons.push(event.reason);
+        }
+        reasons
     }
 
     pub(super) fn starts(&self) -> Vec<String> {

@@ -15,7 +15,10 @@
 //! (restarting at once the first time, then after 10 s, 20 s, … up to 5
 //! minutes, shown as CrashLoopBackOff), and does it, starting containers
 //! through `start.rs`. What it remembers of each container between passes
-//! is in `track.rs`; what it remembers of the pod is [`PodState`].
+//! is in `track.rs`; what it remembers of the pod is [`PodState`]. What
+//! happens to the containers is told as the kubelet's Events (pulling,
+//! created and started, back-off, failed probes, kills for a failed
+//! liveness probe) through `WorkerContext::events`.
 
 mod decide;
 #[cfg(test)]
@@ -33,7 +36,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::master_link::StatusReport;
+use crate::master_link::{EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
 use super::layout::PodLayout;
@@ -58,6 +61,8 @@ pub struct WorkerContext<R, S> {
     pub reports: mpsc::UnboundedSender<StatusReport>,
     pub host_ip: String,
     pub metrics: crate::metrics::AgentMetrics,
+    /// The kubelet's Events about the pods, best effort.
+    pub events: EventSender,
 }
 
 impl<R, S> Clone for WorkerContext<R, S> {
@@ -69,6 +74,7 @@ impl<R, S> Clone for WorkerContext<R, S> {
             reports: self.reports.clone(),
             host_ip: self.host_ip.clone(),
             metrics: self.metrics.clone(),
+            events: self.events.clone(),
         }
     }
 }
@@ -258,6 +264,15 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                     let runtime = ctx.runtime.as_ref();
                     let liveness_failed =
                         track.probe(runtime, container, &sandbox.netns, now).await;
+                    let failures = track.take_probe_failures();
+                    if !failures.is_empty() {
+                        let meta = pod.metadata.clone().unwrap_or_default();
+                        for failure in failures {
+                            let kind = EventKind::Warning;
+                            ctx.events
+                                .pod(&meta, &container.name, kind, "Unhealthy", failure);
+                        }
+                    }
                     Task::Running { liveness_failed }
                 }
                 Some(TaskState::Exited {
@@ -281,6 +296,18 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
             Next::LookAgain(after) => return Some(now + after),
             Next::KeepRunning => return track.next_probe(),
             Next::Kill => {
+                let meta = pod.metadata.clone().unwrap_or_default();
+                let message = format!(
+                    "Container {} failed liveness probe, will be restarted",
+                    container.name
+                );
+                ctx.events.pod(
+                    &meta,
+                    &container.name,
+                    EventKind::Normal,
+                    "Killing",
+                    message,
+                );
                 let pod_grace = spec.and_then(|s| s.termination_grace_period_seconds);
                 let grace = track.kill_grace(pod_grace);
                 stop_container(ctx.runtime.as_ref(), &track.id, grace).await;
@@ -300,6 +327,18 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
             Next::BackOff { until } => {
                 track.archive_exit();
                 track.show_back_off(pod.metadata.as_ref().map_or("", |m| m.name.as_str()));
+                let meta = pod.metadata.clone().unwrap_or_default();
+                let message = format!(
+                    "Back-off restarting failed container {} in pod {}_{}({})",
+                    container.name, meta.name, meta.namespace, meta.uid
+                );
+                ctx.events.pod(
+                    &meta,
+                    &container.name,
+                    EventKind::Warning,
+                    "BackOff",
+                    message,
+                );
                 return Some(until);
             }
             Next::RetryStart { run, at } => {
@@ -373,6 +412,8 @@ mod tests {
                 waiting_reason(s) == "CrashLoopBackOff"
             })
             .await;
+        let reasons = h.event_reasons();
+        assert!(reasons.contains(&"BackOff".to_owned()), "{reasons:?}");
         assert!(container(&s)
             .state
             .as_ref()

@@ -5,7 +5,10 @@
 //! it (`ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`,
 //! `RunContainerError`); a spec that cannot be built waits for the pod
 //! spec to change (`CreateContainerConfigError`). The labels written here
-//! are what a restarted agent adopts the container by.
+//! are what a restarted agent adopts the container by. Each step is told
+//! as the kubelet's Events: `Pulling` and `Pulled` (or already present),
+//! `Failed` and `BackOff` for pulls, `Created` and `Started`, `Failed` for
+//! a container that could not be made or started.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use skiff_proto::v1;
 use tokio::time::Instant;
 
+use crate::master_link::EventKind;
 use crate::pods::sandbox::PodSandbox;
 use crate::pods::status::CState;
 use crate::runtime::containers::{
@@ -50,9 +54,40 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     let meta = pod.metadata.clone().unwrap_or_default();
     let now = Instant::now();
     let policy = PullPolicy::for_container(&container.image_pull_policy, &container.image);
+    let name = container.name.as_str();
+    let tell = |kind: EventKind, reason: &str, message: String| {
+        ctx.events.pod(&meta, name, kind, reason, message);
+    };
+    let pulls = match policy {
+        PullPolicy::Always => true,
+        PullPolicy::Never => false,
+        PullPolicy::IfNotPresent => !ctx
+            .runtime
+            .image_present(&container.image)
+            .await
+            .unwrap_or(false),
+    };
+    if pulls {
+        let message = format!("Pulling image {:?}", container.image);
+        tell(EventKind::Normal, "Pulling", message);
+    }
+    let pull_started = Instant::now();
     let image = match ctx.runtime.ensure_image(&container.image, policy).await {
         Ok(i) => {
             ctx.metrics.image_pulls.inc(&["ok"]);
+            let message = if pulls {
+                let took = pull_started.elapsed().as_secs_f64();
+                format!(
+                    "Successfully pulled image {:?} in {took:.3}s",
+                    container.image
+                )
+            } else {
+                format!(
+                    "Container image {:?} already present on machine",
+                    container.image
+                )
+            };
+            tell(EventKind::Normal, "Pulled", message);
             i
         }
         Err(e) => {
@@ -63,6 +98,23 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             } else {
                 "ImagePullBackOff"
             };
+            let image = &container.image;
+            match (policy, reason) {
+                (PullPolicy::Never, _) => {
+                    let message = format!(
+                        "Container image {image:?} is not present with pull policy of Never"
+                    );
+                    tell(EventKind::Warning, "ErrImageNeverPull", message);
+                }
+                (_, "ErrImagePull") => {
+                    let message = format!("Failed to pull image {image:?}: {e}");
+                    tell(EventKind::Warning, "Failed", message);
+                }
+                _ => {
+                    let message = format!("Back-off pulling image {image:?}");
+                    tell(EventKind::Normal, "BackOff", message);
+                }
+            }
             if !track.shown.ever_started || !matches!(track.shown.state, CState::Waiting { .. }) {
                 track.shown.state = CState::Waiting {
                     reason: if policy == PullPolicy::Never {
@@ -84,6 +136,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     let etc_files = match sandbox.etc_files(&ctx.layout).await {
         Ok(f) => f,
         Err(e) => {
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
             track.shown.state = CState::Waiting {
                 reason: "CreateContainerConfigError".into(),
                 message: e.to_string(),
@@ -103,6 +156,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     }) {
         Ok(s) => s,
         Err(e) => {
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
             track.shown.state = CState::Waiting {
                 reason: "CreateContainerConfigError".into(),
                 message: e.to_string(),
@@ -135,6 +189,16 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     match ctx.runtime.start(request).await {
         Ok(pid) => {
             tracing::info!(container = %track.id, pid, restarts, "container started");
+            tell(
+                EventKind::Normal,
+                "Created",
+                format!("Created container: {name}"),
+            );
+            tell(
+                EventKind::Normal,
+                "Started",
+                format!("Started container {name}"),
+            );
             let labels = [
                 meta.namespace.as_str(),
                 meta.name.as_str(),
@@ -150,6 +214,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
         }
         Err(e) => {
             tracing::warn!(container = %track.id, error = %e, "container failed to start");
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
             track.shown.state = CState::Waiting {
                 reason: "RunContainerError".into(),
                 message: e.to_string(),
@@ -187,6 +252,9 @@ mod tests {
         let calls = h.runtime.calls();
         assert_eq!(calls[0], Call::EnsureImage("busybox:1".into()));
         assert_eq!(h.starts(), ["0"]);
+        // As the kubelet tells it: the image was there (busybox:1 is pulled
+        // if not present), the container created and started.
+        assert_eq!(h.event_reasons(), ["Pulled", "Created", "Started"]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -197,6 +265,7 @@ mod tests {
         let mut h = spawn_worker(pod("Always"), runtime);
         h.until("ErrImagePull", |s| waiting_reason(s) == "ErrImagePull")
             .await;
+        assert_eq!(h.event_reasons(), ["Pulling", "Failed"]);
         // The image arrives (an archive import): the pod retries at once.
         h.runtime.provide_image("busybox:1");
         h.until("RunContainerError", |s| {
@@ -209,5 +278,8 @@ mod tests {
             ["0", "0"],
             "the failed start is retried as the same run"
         );
+        let reasons = h.event_reasons();
+        assert!(reasons.contains(&"Failed".to_owned()), "{reasons:?}");
+        assert_eq!(reasons.last().map(String::as_str), Some("Started"));
     }
 }

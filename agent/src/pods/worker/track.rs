@@ -40,6 +40,9 @@ pub(super) struct Track {
     pub(super) shown: Shown,
     pub(super) run: CurrentRun,
     pub(super) pacing: Pacing,
+    /// Probe attempts that failed since the worker last took them, as the
+    /// kubelet's `Unhealthy` Events say them.
+    probe_failures: Vec<String>,
 }
 
 /// What the pod's status shows of the container.
@@ -106,6 +109,7 @@ impl Track {
                 errors: Backoff::errors(),
                 retry_at: None,
             },
+            probe_failures: Vec::new(),
         }
     }
 
@@ -241,20 +245,36 @@ impl Track {
     ) -> bool {
         let id = self.id.clone();
         if let Some(probe) = self.run.readiness.as_mut() {
+            let due = probe.next_at <= now;
             if let Some(verdict) =
                 probes::run_if_due(runtime, &id, container, netns, probe, now).await
             {
                 tracing::info!(container = %id, ready = verdict, "readiness changed");
                 self.run.ready = verdict;
             }
+            if due && probe.failed_last() {
+                let failure = format!("Readiness probe failed: {}", probe.last_error);
+                self.probe_failures.push(failure);
+            }
         }
         if let Some(probe) = self.run.liveness.as_mut() {
-            if probes::run_if_due(runtime, &id, container, netns, probe, now).await == Some(false) {
+            let due = probe.next_at <= now;
+            let verdict = probes::run_if_due(runtime, &id, container, netns, probe, now).await;
+            if due && probe.failed_last() {
+                let failure = format!("Liveness probe failed: {}", probe.last_error);
+                self.probe_failures.push(failure);
+            }
+            if verdict == Some(false) {
                 tracing::info!(container = %id, reason = %probe.last_error, "liveness probe failed; restarting container");
                 return true;
             }
         }
         false
+    }
+
+    /// The probe attempts that failed since the last call, oldest first.
+    pub(super) fn take_probe_failures(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.probe_failures)
     }
 
     /// When the next probe is due, if any.
