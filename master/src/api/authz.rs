@@ -6,7 +6,8 @@
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
 //!   its own pods; it may write only its own Node (not its spec: podCIDR,
 //!   taints and unschedulable are the cluster's), its heartbeats, and the
-//!   status of pods bound to it.
+//!   status of pods bound to it, and confirm that it has torn down a pod
+//!   bound to it that is being deleted.
 //!
 //! Anything else is refused with PermissionDenied and logged.
 
@@ -107,6 +108,28 @@ pub fn may_update(
         Ok(())
     } else {
         Err(denied(identity, &format!("update {kind} {name:?}")))
+    }
+}
+
+/// ConfirmPodDeletion of pod `name` in `namespace` (the node's word that it
+/// has stopped the pod and torn its sandbox down, which removes it): a
+/// node only for pods bound to it, as the kubelet may only finish its own.
+pub fn may_confirm_pod_deletion(
+    store: &ObjectStore,
+    identity: &Identity,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Status> {
+    let node = match identity {
+        i if i.is_privileged() => return Ok(()),
+        Identity::Node(n) => n,
+        _ => return Err(denied(identity, "confirm pod deletions")),
+    };
+    if pod_bound_to(store, namespace, name, node) {
+        Ok(())
+    } else {
+        let action = format!("confirm deleting pod {namespace}/{name}, not bound to it");
+        Err(denied(identity, &action))
     }
 }
 
@@ -442,6 +465,24 @@ mod tests {
         let answer = is_self(&n1, "n2", "send heartbeats");
         let expected = Err(r#"send heartbeats for node "n2""#);
         assert_answer(answer, &n1, expected, "another node's heartbeats");
+    }
+
+    #[test]
+    fn a_node_confirms_the_deletion_of_its_own_pods_only() {
+        let (_dir, store) = cluster();
+        let n1 = Identity::Node("n1".into());
+        let answer = may_confirm_pod_deletion(&store, &n1, "default", "mine");
+        assert_answer(answer, &n1, Ok(()), "mine");
+        // Another node's, an unbound one, one that is not there.
+        for name in ["theirs", "loose", "gone"] {
+            let answer = may_confirm_pod_deletion(&store, &n1, "default", name);
+            let refused = format!("confirm deleting pod default/{name}, not bound to it");
+            assert_answer(answer, &n1, Err(refused.as_str()), name);
+        }
+        for who in [Identity::Admin, Identity::Master("1".into())] {
+            let answer = may_confirm_pod_deletion(&store, &who, "default", "theirs");
+            assert!(answer.is_ok(), "{who}");
+        }
     }
 
     #[test]

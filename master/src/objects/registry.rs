@@ -17,6 +17,9 @@ pub enum Subresource {
     Log,
     /// `proxy`: HTTP relayed to a pod, or to one of a service's endpoints.
     Proxy,
+    /// `eviction`: a `policy/v1` Eviction deletes a pod unless a
+    /// PodDisruptionBudget forbids it (what `kubectl drain` posts).
+    Eviction,
 }
 
 impl Subresource {
@@ -27,6 +30,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Log => "log",
             Subresource::Proxy => "proxy",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -37,6 +41,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Log => &["get"],
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
+            Subresource::Eviction => &["create"],
         }
     }
 }
@@ -88,7 +93,12 @@ pub const VERBS: [&str; 8] = [
 
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
-const POD: &[Subresource] = &[Subresource::Log, Subresource::Proxy, Subresource::Status];
+const POD: &[Subresource] = &[
+    Subresource::Eviction,
+    Subresource::Log,
+    Subresource::Proxy,
+    Subresource::Status,
+];
 const SERVICE: &[Subresource] = &[Subresource::Proxy, Subresource::Status];
 const ALL: &[&str] = &["all"];
 
@@ -395,6 +405,9 @@ mod tests {
         let pods = info(Kind::Pod);
         assert!(pods.has(Subresource::Log));
         assert!(pods.has(Subresource::Proxy));
+        assert!(pods.has(Subresource::Eviction));
+        assert_eq!(Subresource::Eviction.verbs(), ["create"]);
+        assert!(!info(Kind::Deployment).has(Subresource::Eviction));
         let services = info(Kind::Service);
         assert!(services.has(Subresource::Proxy));
         assert!(!services.has(Subresource::Log));
