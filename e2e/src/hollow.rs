@@ -1,10 +1,12 @@
 //! Hollow nodes: nodes with no containers that speak the agent protocol to
 //! real masters through the agent's own client, `skiff_agent::master_link`:
 //! each registers, streams heartbeats to the leader (following
-//! `x-skiff-leader` when a follower refuses), watches the pods bound to it
-//! and reports them Running and Ready, with the agent's reconnects and
-//! backoffs. Only the containers are missing. Killing one stops all of that
-//! at once, like pulling a Pi's plug.
+//! `x-skiff-leader` when a follower refuses), watches the pods bound to it,
+//! reports them Running and Ready, and confirms at once the deletion of
+//! those being deleted (nothing runs to stop), so they go as they would
+//! from a real node, with the agent's reconnects and backoffs. Only the
+//! containers are missing. Killing one stops all of that at once, like
+//! pulling a Pi's plug.
 //!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
 //! runs thousands of them over a few shared connections, so the benchmarks
@@ -294,8 +296,9 @@ fn is_running_and_ready(pod: &v1::Pod) -> bool {
 }
 
 /// The hollow pod manager: every pod the master wants here that is not yet
-/// Running and Ready is reported so, at once; deletions and complete lists
-/// need nothing, as nothing runs. Ends when the pod watch does.
+/// Running and Ready is reported so, at once; a pod being deleted is
+/// confirmed torn down at once, as nothing runs to stop; deletions and
+/// complete lists need nothing. Ends when the pod watch does.
 async fn run_pods(
     node: String,
     slot: usize,
@@ -307,17 +310,32 @@ async fn run_pods(
         let Desired::Upsert(pod) = change else {
             continue;
         };
+        let meta = pod.metadata.clone().unwrap_or_default();
+        let being_deleted = !meta.deletion_timestamp.is_empty();
+        if being_deleted {
+            let report = StatusReport {
+                uid: meta.uid,
+                namespace: meta.namespace,
+                name: meta.name,
+                status: v1::PodStatus::default(),
+                torn_down: true,
+            };
+            if reports.send(report).is_err() {
+                return;
+            }
+            continue;
+        }
         if is_running_and_ready(&pod) {
             continue;
         }
         next_ip += 1;
         let pod_ip = format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1);
-        let meta = pod.metadata.clone().unwrap_or_default();
         let report = StatusReport {
             uid: meta.uid,
             namespace: meta.namespace,
             name: meta.name,
             status: running_status(&pod, &node, pod_ip),
+            torn_down: false,
         };
         if reports.send(report).is_err() {
             return;

@@ -230,8 +230,9 @@ impl Client {
             .map_err(|s| self.status(s))
     }
 
-    /// Deletes an object; with a non-empty `resource_version`, only at that
-    /// version.
+    /// Deletes an object with the default options (Background; a pod bound
+    /// to a node stays, terminating, until its node has stopped it); with a
+    /// non-empty `resource_version`, only at that version.
     pub async fn delete(
         &self,
         kind: Kind,
@@ -244,6 +245,7 @@ impl Client {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             resource_version: resource_version.to_owned(),
+            ..DeleteRequest::default()
         };
         let mut api = self.api.clone();
         api.delete(request)

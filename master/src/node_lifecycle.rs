@@ -2,7 +2,10 @@
 //! written to Raft); a node silent for longer than the grace period is
 //! marked NotReady (Ready=Unknown) and tainted unreachable; if it stays
 //! silent for the eviction delay, its pods are deleted so their owners
-//! recreate them elsewhere. A node that speaks again is marked Ready and
+//! recreate them elsewhere. Those deletes are forced (no grace period): a
+//! silent node can neither stop its pods nor confirm that it has, and
+//! failover must not wait for it; a pod that starts terminating there
+//! later is forced out too. A node that speaks again is marked Ready and
 //! untainted. A new leader starts every node with a fresh grace period.
 //! Each step is an Event, as Kubernetes' node lifecycle and taint eviction
 //! controllers record them: `NodeNotReady` on the node and on each of its
@@ -25,7 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventType, InvolvedObject};
-use crate::objects::pods::pod_is_active;
+use crate::objects::deletion::DeleteOptions;
+use crate::objects::pods::{pod_is_active, pod_is_finished, pod_is_terminating};
 use crate::objects::{IntoObject, Kind};
 use crate::writer;
 use skiff_values::now_rfc3339;
@@ -163,8 +167,11 @@ async fn pass(
             continue;
         }
         // Once is enough: a NotReady, tainted node is given no new pods.
-        if !silence.evicted && now.duration_since(silence.since) >= config.eviction_delay {
-            evict_pods(ctx, &name).await?;
+        // But a pod deleted there later would wait for the node forever.
+        if silence.evicted {
+            evict_pods(ctx, &name, Eviction::TerminatingOnly).await?;
+        } else if now.duration_since(silence.since) >= config.eviction_delay {
+            evict_pods(ctx, &name, Eviction::Everything).await?;
             silence.evicted = true;
         }
     }
@@ -278,14 +285,29 @@ fn tolerates_unreachable(pod: &v1::Pod) -> bool {
     })
 }
 
-/// Deletes the pods bound to a node that has been gone too long.
-async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
+/// Which pods of a node gone too long are deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Eviction {
+    /// Every pod that has not finished, but those that tolerate the
+    /// unreachable taint forever.
+    Everything,
+    /// Only pods being deleted already (terminating).
+    TerminatingOnly,
+}
+
+/// Force-deletes the pods bound to a node that has been gone too long.
+async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), ReconcileError> {
     let mut deletes = tokio::task::JoinSet::new();
     for object in ctx.store.pods_on_node(node) {
         let Some(Body::Pod(pod)) = &object.kind else {
             continue;
         };
-        if !pod_is_active(pod) || tolerates_unreachable(pod) {
+        let terminating = pod_is_terminating(pod);
+        let evicted = match which {
+            Eviction::Everything => terminating || !tolerates_unreachable(pod),
+            Eviction::TerminatingOnly => terminating,
+        };
+        if !evicted || pod_is_finished(pod) {
             continue;
         }
         let meta = pod.metadata.clone().unwrap_or_default();
@@ -299,8 +321,9 @@ async fn evict_pods(ctx: &Context, node: &str) -> Result<(), ReconcileError> {
         );
         let writer = ctx.writer.clone();
         deletes.spawn(async move {
+            let (namespace, name) = (&meta.namespace, &meta.name);
             writer
-                .delete(Kind::Pod, &meta.namespace, &meta.name, "")
+                .delete_with(Kind::Pod, namespace, name, DeleteOptions::force())
                 .await
         });
     }
@@ -460,6 +483,35 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
         assert_eq!(node(&objects, "n1"), ("True".into(), false), "heard again");
         assert_eq!(recorded().last(), Some(&event("NodeReady", "Node", "n1")));
         beats.abort();
+        shutdown.cancel();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_deleted_on_a_silent_node_is_forced_out() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let heartbeats = Arc::new(HeartbeatTable::default());
+        let shutdown = CancellationToken::new();
+        let config = LifecycleConfig::default();
+        tokio::spawn(run(
+            context(&objects),
+            heartbeats.clone(),
+            config,
+            shutdown.clone(),
+        ));
+        // n1 silent from the start: its pods are evicted after 9.5 s, but
+        // the one that tolerates it.
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        assert!(pods(&objects).contains(&"tolerant-on-n1".to_owned()));
+        // Deleted meanwhile, it would wait for n1's agent for ever.
+        let deleted = objects.remove(Kind::Pod, "default", "tolerant-on-n1", "");
+        assert!(!deleted.unwrap().meta().deletion_timestamp.is_empty());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            !pods(&objects).contains(&"tolerant-on-n1".to_owned()),
+            "forced out: {:?}",
+            pods(&objects)
+        );
         shutdown.cancel();
     }
 

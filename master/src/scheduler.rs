@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
-use crate::objects::pods::pod_is_active;
+use crate::objects::pods::{pod_is_active, pod_is_finished};
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
 use crate::writer;
@@ -155,7 +155,8 @@ impl NodeUsage {
     }
 
     /// Takes back the pod's old charge and, unless it is gone, unbound or
-    /// finished, charges it again as it is now.
+    /// finished, charges it again as it is now. A terminating pod is still
+    /// charged: its containers run on its node until they have stopped.
     pub fn observe(&mut self, pod: &v1::Pod, deleted: bool) {
         let key = pod
             .metadata
@@ -165,7 +166,7 @@ impl NodeUsage {
         if let Some(old) = self.charged.remove(&key) {
             self.apply(&old, -1);
         }
-        if deleted || !pod_is_active(pod) {
+        if deleted || pod_is_finished(pod) {
             return;
         }
         let Some(spec) = pod.spec.as_ref().filter(|s| !s.node_name.is_empty()) else {
@@ -882,6 +883,11 @@ spec:
         assert_eq!(load(&usage, "n2"), (0, 0, 0));
         big.status = None;
         usage.observe(&big, false);
+        // Terminating: still charged until it is gone.
+        let meta = big.metadata.get_or_insert_with(Default::default);
+        meta.deletion_timestamp = "2026-01-01T00:00:30Z".into();
+        usage.observe(&big, false);
+        assert_eq!(load(&usage, "n2"), (800, 1, 1));
         usage.observe(&big, true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }

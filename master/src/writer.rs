@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::objects::defaults::apply_defaults;
+use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
 use crate::objects::validation::{validate, ValidationError};
 use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
@@ -184,7 +185,8 @@ impl ObjectWriter {
         decode_object(&self.cluster.propose(command).await?.object)
     }
 
-    /// Deletes an object; with a non-empty `resource_version`, only at it.
+    /// Deletes an object with the default options; with a non-empty
+    /// `resource_version`, only at it (see [`ObjectWriter::delete_with`]).
     pub async fn delete(
         &self,
         kind: Kind,
@@ -192,12 +194,28 @@ impl ObjectWriter {
         name: &str,
         resource_version: &str,
     ) -> Result<Object> {
+        let options = DeleteOptions::at_version(resource_version);
+        self.delete_with(kind, namespace, name, options).await
+    }
+
+    /// Deletes an object as Kubernetes does (`objects::deletion`): it goes
+    /// at once, or stays marked (`metadata.deletionTimestamp`) while
+    /// finalizers, dependents to collect (Foreground, Orphan) or a pod's
+    /// grace period hold it. Answers the object as removed, or as marked.
+    pub async fn delete_with(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        options: DeleteOptions,
+    ) -> Result<Object> {
         not_ephemeral(kind)?;
-        let command = Command::Delete {
+        let command = Command::DeleteWithOptions {
             kind,
             namespace: namespace_for(kind, namespace),
             name: name.to_owned(),
-            resource_version: resource_version.to_owned(),
+            options,
+            now: now_rfc3339(),
         };
         decode_object(&self.cluster.propose(command).await?.object)
     }

@@ -20,9 +20,9 @@ use skiff_proto::api::{
 };
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    ClusterNetwork, Heartbeat, HeartbeatSummary, RecordEventsRequest, RecordEventsResponse,
-    RegisterRequest, RegisterResponse, RenewCertificateRequest, RenewCertificateResponse,
-    UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, ConfirmPodDeletionRequest, Heartbeat, HeartbeatSummary, RecordEventsRequest,
+    RecordEventsResponse, RegisterRequest, RegisterResponse, RenewCertificateRequest,
+    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::tls::{self, ClientAuth};
@@ -144,6 +144,8 @@ pub(crate) struct State {
     pub(crate) event_refusals: VecDeque<Status>,
     /// The `RecordEvents` calls taken.
     pub(crate) events_taken: Vec<RecordEventsRequest>,
+    /// Every pod deletion confirmed (all are taken).
+    pub(crate) deletions_confirmed: Vec<ConfirmPodDeletionRequest>,
     /// The members `ClusterStatus` reports (their API addresses).
     pub(crate) members: Vec<String>,
     /// The objects `List` returns, by kind.
@@ -233,6 +235,12 @@ impl FakeMaster {
     pub(crate) async fn status_taken(&self, n: usize) -> UpdatePodStatusRequest {
         let taken = self.until("a report taken", |s| s.statuses_taken.get(n).cloned());
         taken.await
+    }
+
+    /// The `n`th pod deletion confirmed (counting from 0).
+    pub(crate) async fn deletion_confirmed(&self, n: usize) -> ConfirmPodDeletionRequest {
+        let confirmed = |s: &mut State| s.deletions_confirmed.get(n).cloned();
+        self.until("a pod deletion confirmed", confirmed).await
     }
 
     /// Replaces the objects of `kind` and moves the revision on.
@@ -349,6 +357,15 @@ impl Nodes for FakeService {
             return Err(refusal);
         }
         state.statuses_taken.push(request);
+        Ok(Response::new(Object::default()))
+    }
+
+    async fn confirm_pod_deletion(
+        &self,
+        request: Request<ConfirmPodDeletionRequest>,
+    ) -> Result<Response<Object>, Status> {
+        let request = request.into_inner();
+        self.lock().deletions_confirmed.push(request);
         Ok(Response::new(Object::default()))
     }
 

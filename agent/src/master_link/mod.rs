@@ -10,7 +10,8 @@
 //!   changes on an mpsc receiver for the pod manager, with a complete list
 //!   after each connect;
 //! - [`status_report`]: the newest status of each pod, retried until a
-//!   master takes it;
+//!   master takes it, and the confirmation that a pod being deleted is
+//!   torn down;
 //! - [`events`]: Kubernetes Events about the node and its pods, batched,
 //!   best effort (dropped and counted when no master takes them);
 //! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
@@ -60,11 +61,16 @@ pub enum Desired {
     Synced(HashSet<String>),
 }
 
-/// A pod status to send to the master.
+/// What a node tells the masters about one of its pods: its status or,
+/// once the pod is being deleted and torn down here, that it may go.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusReport {
     pub uid: String,
     pub namespace: String,
     pub name: String,
     pub status: v1::PodStatus,
+    /// The pod is being deleted (`deletionTimestamp`) and nothing of it is
+    /// left on the node: sent as `ConfirmPodDeletion` (the kubelet's final
+    /// delete), which removes it, instead of the status.
+    pub torn_down: bool,
 }

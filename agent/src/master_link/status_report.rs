@@ -1,17 +1,21 @@
 //! Status reports: the pod workers send [`StatusReport`]s on an mpsc
-//! channel, and one task sends them with `Nodes.UpdatePodStatus`. Only the
-//! newest status of a pod matters, so a report waiting to be sent is
-//! replaced by a newer one. A report that fails for want of a master (one
-//! is down, an election is on) is sent again, to the next master, after a
-//! backoff; one refused for good (the pod is gone, or bound elsewhere) is
-//! dropped. Nothing else would resend it: the pod watch may well stay up
-//! through a leader's death.
+//! channel, and one task sends them with `Nodes.UpdatePodStatus`, or, for
+//! a pod being deleted that is torn down here, with
+//! `Nodes.ConfirmPodDeletion` (which removes it). Only the newest word on a
+//! pod matters, so a report waiting to be sent is replaced by a newer one.
+//! A report that fails for want of a master (one is down, an election is
+//! on) is sent again, to the next master, after a backoff; one refused for
+//! good (the pod is gone, replaced, or bound elsewhere) is dropped. Nothing
+//! else would resend it: the pod watch may well stay up through a leader's
+//! death.
 
 use std::collections::HashMap;
 
-use skiff_proto::node::UpdatePodStatusRequest;
+use skiff_proto::node::nodes_client::NodesClient;
+use skiff_proto::node::{ConfirmPodDeletionRequest, UpdatePodStatusRequest};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
 use super::masters::Masters;
 use super::reconnect::Reconnect;
@@ -63,24 +67,19 @@ pub async fn report_statuses(
                 failed = true;
                 break;
             };
-            let result = c
-                .update_pod_status(UpdatePodStatusRequest {
-                    namespace: report.namespace.clone(),
-                    name: report.name.clone(),
-                    status: Some(report.status.clone()),
-                    uid: report.uid.clone(),
-                })
-                .await;
-            match result {
+            match send(c, &report).await {
                 Ok(_) => {
                     taken(&report);
                     pending.remove(&uid);
                 }
-                // The pod is gone (or replaced); its status no longer matters.
+                // The pod is gone (or replaced, or, for a confirmation, not
+                // being deleted); its status no longer matters.
                 Err(s)
                     if matches!(
                         s.code(),
-                        tonic::Code::NotFound | tonic::Code::InvalidArgument
+                        tonic::Code::NotFound
+                            | tonic::Code::InvalidArgument
+                            | tonic::Code::FailedPrecondition
                     ) =>
                 {
                     tracing::debug!(pod = %report.name, error = %s, "dropping status report");
@@ -111,6 +110,31 @@ pub async fn report_statuses(
     }
 }
 
+/// Sends one report: the pod's status, or the confirmation that it is
+/// torn down.
+async fn send(
+    client: &mut NodesClient<Channel>,
+    report: &StatusReport,
+) -> Result<(), tonic::Status> {
+    if report.torn_down {
+        let request = ConfirmPodDeletionRequest {
+            namespace: report.namespace.clone(),
+            name: report.name.clone(),
+            uid: report.uid.clone(),
+        };
+        client.confirm_pod_deletion(request).await?;
+    } else {
+        let request = UpdatePodStatusRequest {
+            namespace: report.namespace.clone(),
+            name: report.name.clone(),
+            status: Some(report.status.clone()),
+            uid: report.uid.clone(),
+        };
+        client.update_pod_status(request).await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -134,6 +158,7 @@ mod tests {
                 phase: phase.to_owned(),
                 ..v1::PodStatus::default()
             },
+            torn_down: false,
         }
     }
 
@@ -226,6 +251,38 @@ mod tests {
         );
         let phase = taken[0].status.as_ref().map(|s| s.phase.as_str());
         assert_eq!(phase, Some("Running"));
+        shutdown.cancel();
+        within("the status loop to stop", link).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_torn_down_pod_is_confirmed_instead_of_reported_and_replaces_its_status() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        // No master at first: both reports wait, and the confirmation
+        // replaces the status.
+        let no_leader = Status::unavailable("no leader");
+        master.with(|s| s.status_refusals.push_back(no_leader));
+        let shutdown = CancellationToken::new();
+        let (reports, rx) = mpsc::unbounded_channel();
+        let link = tokio::spawn(status_loop(pki.masters(&[&master]), rx, shutdown.clone()));
+        reports.send(report("a", "Running")).unwrap();
+        master.status_attempt(0).await;
+        let torn_down = StatusReport {
+            torn_down: true,
+            ..report("a", "Running")
+        };
+        reports.send(torn_down).unwrap();
+        let confirmed = master.deletion_confirmed(0).await;
+        assert_eq!(
+            (confirmed.namespace.as_str(), confirmed.name.as_str()),
+            ("default", "a")
+        );
+        assert_eq!(confirmed.uid, "uid-a", "only the pod torn down");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let attempts = master.with(|s| s.status_attempts.len());
+        assert_eq!(attempts, 1, "no status sent after the confirmation");
+        assert_eq!(master.with(|s| s.deletions_confirmed.len()), 1);
         shutdown.cancel();
         within("the status loop to stop", link).await.unwrap();
     }

@@ -43,6 +43,9 @@ struct Inner {
     next_pid: u32,
     missing_images: BTreeSet<String>,
     failing_starts: u32,
+    /// Processes ignore SIGTERM, as a shell as PID 1 does: only SIGKILL
+    /// ends them.
+    ignoring_sigterm: bool,
 }
 
 /// The fake runtime.
@@ -82,6 +85,12 @@ impl RecordingRuntime {
                 finished_at: "2026-01-01T00:00:00Z".into(),
             };
         }
+    }
+
+    /// From now on, containers ignore SIGTERM (stopping one then takes its
+    /// whole grace period, and a SIGKILL).
+    pub fn ignore_sigterm(&self) {
+        self.lock().ignoring_sigterm = true;
     }
 
     /// A container that an earlier agent left running.
@@ -222,6 +231,9 @@ impl ContainerRuntime for RecordingRuntime {
             id: id.to_string(),
             signal,
         });
+        if signal == 15 && inner.ignoring_sigterm {
+            return Ok(());
+        }
         if let Some(c) = inner.containers.get_mut(id) {
             if matches!(c.state, TaskState::Running { .. }) {
                 c.state = TaskState::Exited {

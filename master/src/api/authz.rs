@@ -13,7 +13,8 @@
 //! - A node may read Nodes (for the overlay), Services and Endpoints, and
 //!   its own pods; it may write only its own Node and the status of pods
 //!   bound to it, and Events about its Node and those pods
-//!   ([`may_record_event`]). Its Node's spec (podCIDR, taints, unschedulable) is the
+//!   ([`may_record_event`]), and confirm that it has torn down a pod bound
+//!   to it that is being deleted ([`may_confirm_pod_deletion`]). Its Node's spec (podCIDR, taints, unschedulable) is the
 //!   cluster's: that is checked on the write itself ([`may_update`]), as
 //!   Kubernetes' NodeRestriction admission does, not by the rules.
 //! - Everyone authenticated may review its own access and read discovery,
@@ -447,6 +448,28 @@ pub fn may_update(
         return Err(denied(identity, OWN_NODE_SPEC));
     }
     Ok(())
+}
+
+/// ConfirmPodDeletion of pod `name` in `namespace` (the node's word that it
+/// has stopped the pod and torn its sandbox down, which removes it): a
+/// node only for pods bound to it, as the kubelet may only finish its own.
+pub fn may_confirm_pod_deletion(
+    store: &ObjectStore,
+    identity: &Identity,
+    namespace: &str,
+    name: &str,
+) -> Result<(), Status> {
+    let node = match identity {
+        i if i.is_privileged() => return Ok(()),
+        Identity::Node(n) => n,
+        _ => return Err(denied(identity, "confirm pod deletions")),
+    };
+    if pod_bound_to(store, namespace, name, node) {
+        Ok(())
+    } else {
+        let action = format!("confirm deleting pod {namespace}/{name}, not bound to it");
+        Err(denied(identity, &action))
+    }
 }
 
 /// Calls about the cluster rather than its objects (membership, the
@@ -1005,6 +1028,24 @@ mod tests {
         for (kind, namespace, name, allowed) in cases {
             let answer = may_record_event(&store, "n1", kind, namespace, name);
             assert_eq!(answer, allowed, "{kind} {namespace}/{name}");
+        }
+    }
+
+    #[test]
+    fn a_node_confirms_the_deletion_of_its_own_pods_only() {
+        let (_dir, store) = cluster();
+        let n1 = Identity::Node("n1".into());
+        let answer = may_confirm_pod_deletion(&store, &n1, "default", "mine");
+        assert_answer(answer, &n1, Ok(()), "mine");
+        // Another node's, an unbound one, one that is not there.
+        for name in ["theirs", "loose", "gone"] {
+            let answer = may_confirm_pod_deletion(&store, &n1, "default", name);
+            let refused = format!("confirm deleting pod default/{name}, not bound to it");
+            assert_answer(answer, &n1, Err(refused.as_str()), name);
+        }
+        for who in [Identity::Admin, Identity::Master("1".into())] {
+            let answer = may_confirm_pod_deletion(&store, &who, "default", "theirs");
+            assert!(answer.is_ok(), "{who}");
         }
     }
 

@@ -1,6 +1,7 @@
 //! How API failures reach clients: each error becomes the gRPC status code a
 //! Kubernetes user would expect (NotFound, AlreadyExists, Conflict as
-//! ABORTED, Gone as OUT_OF_RANGE, Invalid as INVALID_ARGUMENT, including an
+//! ABORTED, a delete's UID precondition as FAILED_PRECONDITION, Gone as
+//! OUT_OF_RANGE, Invalid as INVALID_ARGUMENT, including an
 //! address another object holds, as Kubernetes answers "provided IP is
 //! already allocated"), with a message that says what to do.
 
@@ -31,6 +32,9 @@ pub enum ApiError {
     Storage(#[from] StateMachineError),
     #[error("no leader is elected yet; retry shortly")]
     NoLeader,
+    /// A node confirmed the deletion of a pod nobody is deleting.
+    #[error("pod {namespace}/{name} is not being deleted: a node confirms deletions, it does not start them")]
+    NotBeingDeleted { namespace: String, name: String },
     #[error("the leader could not be reached at {addr}: {message}")]
     LeaderUnreachable { addr: String, message: String },
     #[error(transparent)]
@@ -102,6 +106,7 @@ impl From<ApiError> for Status {
                 WriteError::NotFound { .. } | WriteError::NamespaceNotFound(_) => Code::NotFound,
                 WriteError::AlreadyExists { .. } => Code::AlreadyExists,
                 WriteError::Conflict { .. } => Code::Aborted,
+                WriteError::UidMismatch { .. } => Code::FailedPrecondition,
                 WriteError::Invalid(_) | WriteError::AddressTaken { .. } => Code::InvalidArgument,
             },
             ApiError::Cluster(ClusterError::MembershipRefused(refused)) => match refused {
@@ -115,6 +120,7 @@ impl From<ApiError> for Status {
             | ApiError::LeaderUnreachable { .. } => Code::Unavailable,
             ApiError::Cluster(_) => Code::Unavailable,
             ApiError::Compacted(_) => Code::OutOfRange,
+            ApiError::NotBeingDeleted { .. } => Code::FailedPrecondition,
             ApiError::Storage(_) => Code::Internal,
             ApiError::Snapshots(e) => match e {
                 SnapshotsError::BadName { .. } => Code::InvalidArgument,
@@ -176,6 +182,17 @@ mod tests {
         assert_eq!(answers(&ApiError::NoLeader), (false, false, false));
         assert_eq!(Status::from(conflict).code(), Code::Aborted);
         assert_eq!(Status::from(not_found).code(), Code::NotFound);
+        let replaced = refused(WriteError::UidMismatch {
+            kind: Kind::Pod,
+            name: "a".into(),
+            expected: "u1".into(),
+            current: "u2".into(),
+        });
+        assert_eq!(answers(&replaced), (false, false, false));
+        let status = Status::from(replaced);
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let message = status.message();
+        assert!(message.contains("UID in precondition: u1"), "{message}");
     }
 
     #[test]

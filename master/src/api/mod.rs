@@ -42,6 +42,7 @@ use transport::ClientTransport;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::events::EventStore;
+use crate::objects::deletion::{DeleteOptions, Propagation};
 use crate::objects::{Kind, ObjectExt};
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
@@ -182,15 +183,17 @@ impl ApiService {
                     .delete(&namespace, &request.name, &request.resource_version)?;
             return Ok(deleted);
         }
-        Ok(self
-            .writer
-            .delete(
-                kind,
-                &request.namespace,
-                &request.name,
-                &request.resource_version,
-            )
-            .await?)
+        let propagation = Propagation::parse(&request.propagation_policy)
+            .map_err(|e| ApiError::Invalid(e.to_string()))?;
+        let options = DeleteOptions {
+            resource_version: request.resource_version,
+            uid: request.uid,
+            propagation,
+            grace_period_seconds: request.grace_period_seconds,
+        };
+        let (namespace, name) = (&request.namespace, &request.name);
+        let deleted = self.writer.delete_with(kind, namespace, name, options);
+        Ok(deleted.await?)
     }
 
     async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {

@@ -3,7 +3,9 @@
 //! they are set once, on the masters), heartbeats kept in the leader's
 //! memory, the watch of a node's pods, pod status reports, Events about
 //! the node and its pods (recorded in the leader's memory as the
-//! kubelet's), and certificate renewal. A node may act only for itself
+//! kubelet's), the node's confirmation that a pod being deleted is torn
+//! down (the kubelet's final `DELETE` with `gracePeriodSeconds=0` and a UID
+//! precondition, which removes it), and certificate renewal. A node may act only for itself
 //! (see `authz`).
 
 use std::sync::Arc;
@@ -13,9 +15,9 @@ use skiff_proto::api::{EventType, Object, WatchEvent};
 use skiff_proto::node::nodes_client::NodesClient;
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    ClusterNetwork, Heartbeat, HeartbeatSummary, NodeEvent, RecordEventsRequest,
-    RecordEventsResponse, RegisterRequest, RegisterResponse, RenewCertificateRequest,
-    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, ConfirmPodDeletionRequest, Heartbeat, HeartbeatSummary, NodeEvent,
+    RecordEventsRequest, RecordEventsResponse, RegisterRequest, RegisterResponse,
+    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::{ClusterCa, Identity};
@@ -33,7 +35,8 @@ use crate::events::{
     EventSource, EventStore, EventType as KubeEventType, InvolvedObject, NewEvent,
 };
 use crate::node_lifecycle::HeartbeatTable;
-use crate::objects::{IntoObject, Kind};
+use crate::objects::deletion::{is_being_deleted, DeleteOptions};
+use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::WriteError;
 use crate::writer::ObjectWriter;
 use skiff_values::now_rfc3339;
@@ -189,6 +192,46 @@ impl NodeService {
             m.resource_version.clear();
         }
         Ok(self.writer.update_status(pod.into_object()).await?)
+    }
+
+    /// Removes a pod being deleted, once its node has torn it down: a delete
+    /// with no grace period, only of the pod with the node's uid. Refused
+    /// (FAILED_PRECONDITION) for a pod that is not being deleted: a node
+    /// finishes deletions, it does not start them.
+    async fn confirm_pod_deletion_local(
+        &self,
+        request: ConfirmPodDeletionRequest,
+    ) -> Result<Object, ApiError> {
+        if request.uid.is_empty() {
+            return Err(ApiError::Invalid(
+                "uid is required: a confirmation names the pod it tore down".to_owned(),
+            ));
+        }
+        let namespace = &crate::writer::namespace_for(Kind::Pod, &request.namespace);
+        let name = &request.name;
+        let not_found = || {
+            ApiError::Cluster(ClusterError::Refused(WriteError::NotFound {
+                kind: Kind::Pod,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }))
+        };
+        let current = self.cluster.store.get(Kind::Pod, namespace, name)?;
+        let current = current.ok_or_else(not_found)?;
+        let meta = current.meta();
+        if meta.uid == request.uid && !is_being_deleted(meta) {
+            return Err(ApiError::NotBeingDeleted {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            });
+        }
+        // The store checks the uid again, with the delete itself.
+        let options = DeleteOptions {
+            uid: request.uid.clone(),
+            ..DeleteOptions::force()
+        };
+        let deleted = self.writer.delete_with(Kind::Pod, namespace, name, options);
+        Ok(deleted.await?)
     }
 }
 
@@ -433,6 +476,23 @@ impl Nodes for NodeService {
             .await?;
         response.get_mut().refused += refused;
         Ok(response)
+    }
+
+    async fn confirm_pod_deletion(
+        &self,
+        request: Request<ConfirmPodDeletionRequest>,
+    ) -> Result<Response<Object>, Status> {
+        let identity = authz::identity(&request)?;
+        let r = request.get_ref();
+        let store = &self.cluster.store;
+        authz::may_confirm_pod_deletion(store, &identity, &r.namespace, &r.name)?;
+        self.router
+            .on_leader(
+                request,
+                |r| self.confirm_pod_deletion_local(r),
+                |ch, r| async move { nodes_client(ch).confirm_pod_deletion(r).await },
+            )
+            .await
     }
 
     async fn renew_certificate(

@@ -17,6 +17,7 @@ use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
+use crate::objects::deletion::DeleteOptions;
 use crate::objects::Kind;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
@@ -76,14 +77,27 @@ pub trait ObjectWrites: Send + Sync {
     fn update(&self, object: Object) -> WriteFuture<'_>;
     /// Replaces status only; conditional on a set resourceVersion.
     fn update_status(&self, object: Object) -> WriteFuture<'_>;
-    /// Deletes an object; with a non-empty `resource_version`, only at it.
+    /// Deletes an object as Kubernetes does: removed, or kept marked while
+    /// finalizers, dependents or a pod's grace period hold it.
+    fn delete_with<'a>(
+        &'a self,
+        kind: Kind,
+        namespace: &'a str,
+        name: &'a str,
+        options: DeleteOptions,
+    ) -> WriteFuture<'a>;
+    /// Deletes an object with the default options; with a non-empty
+    /// `resource_version`, only at it.
     fn delete<'a>(
         &'a self,
         kind: Kind,
         namespace: &'a str,
         name: &'a str,
         resource_version: &'a str,
-    ) -> WriteFuture<'a>;
+    ) -> WriteFuture<'a> {
+        let options = DeleteOptions::at_version(resource_version);
+        self.delete_with(kind, namespace, name, options)
+    }
 }
 
 impl ObjectReads for ObjectStore {
@@ -155,19 +169,15 @@ impl ObjectWrites for ObjectWriter {
         Box::pin(ObjectWriter::update_status(self, object))
     }
 
-    fn delete<'a>(
+    fn delete_with<'a>(
         &'a self,
         kind: Kind,
         namespace: &'a str,
         name: &'a str,
-        resource_version: &'a str,
+        options: DeleteOptions,
     ) -> WriteFuture<'a> {
-        Box::pin(ObjectWriter::delete(
-            self,
-            kind,
-            namespace,
-            name,
-            resource_version,
+        Box::pin(ObjectWriter::delete_with(
+            self, kind, namespace, name, options,
         ))
     }
 }

@@ -20,6 +20,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::deletion::is_being_deleted;
 use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
@@ -87,7 +88,9 @@ impl Reconciler for DeploymentController {
             .iter()
             .position(|rs| hash_of(rs) == Some(hash.as_str()));
 
-        if spec.paused {
+        // Paused, or being deleted (its ReplicaSets are then the garbage
+        // collector's): status only.
+        if spec.paused || is_being_deleted(object.meta()) {
             self.sync_status(&object, deployment, &owned, new_index)
                 .await?;
             return Ok(Action::Done);

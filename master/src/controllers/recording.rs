@@ -1,8 +1,9 @@
 //! A recording, in-memory stand-in for the store and the write path, for
 //! unit tests of the leader's loops. It keeps objects as the state machine
 //! does (resourceVersions from one revision counter, conditional updates,
-//! status kept apart from spec, change notifications), records every
-//! successful write in order, and fails chosen writes on request, so that a
+//! status kept apart from spec, Kubernetes' delete semantics from
+//! `objects::deletion`, change notifications), records every successful
+//! write in order, and fails chosen writes on request, so that a
 //! test can ask "what did the controller write" and "what does it do when
 //! a write fails"; it records the Events the loops record too, as they
 //! were recorded (no correlation). It does not default or validate what controllers write,
@@ -19,6 +20,7 @@ use tokio::sync::broadcast;
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
 use crate::events::{EventRecorder, EventSink, NewEvent};
+use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
 use crate::objects::metadata::new_uid;
 use crate::objects::{merge_update, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
@@ -35,7 +37,7 @@ pub enum WriteOp {
 }
 
 /// One write that happened, with the object as stored after it (for a
-/// delete: as it was).
+/// delete: as it was removed, or as marked when it was kept).
 #[derive(Debug, Clone)]
 pub struct RecordedWrite {
     pub op: WriteOp,
@@ -198,19 +200,31 @@ impl RecordingObjects {
         writer::Error::Cluster(ClusterError::Refused(refused))
     }
 
-    fn record(&self, state: &mut State, op: WriteOp, key: &(Kind, String, String), object: Object) {
+    /// Records `op` on the object at `key`: `object` stored, or, when
+    /// `removed`, gone (as `object`); answers it with its new
+    /// resourceVersion.
+    fn record(
+        &self,
+        state: &mut State,
+        op: WriteOp,
+        key: &(Kind, String, String),
+        object: Object,
+        removed: bool,
+    ) -> Object {
         state.revision += 1;
         let revision = state.revision;
         let event_type = match op {
+            _ if removed => EventType::Deleted,
             WriteOp::Create => EventType::Added,
-            WriteOp::Update | WriteOp::UpdateStatus => EventType::Modified,
-            WriteOp::Delete => EventType::Deleted,
+            WriteOp::Update | WriteOp::UpdateStatus | WriteOp::Delete => EventType::Modified,
         };
         let mut object = object;
         if let Ok(meta) = object.meta_mut() {
             meta.resource_version = revision.to_string();
         }
-        if op != WriteOp::Delete {
+        if removed {
+            state.objects.remove(key);
+        } else {
             state.objects.insert(key.clone(), object.clone());
         }
         let node = crate::objects::pods::bound_node(&object).to_owned();
@@ -231,7 +245,8 @@ impl RecordingObjects {
         });
         let _ = self
             .notify
-            .send(Notification::Event(event, Arc::new(object)));
+            .send(Notification::Event(event, Arc::new(object.clone())));
+        object
     }
 
     fn store_new(&self, mut object: Object) -> Object {
@@ -249,8 +264,7 @@ impl RecordingObjects {
         }
         object.set_type_meta();
         let key = key_of(&object);
-        self.record(&mut state, WriteOp::Create, &key, object);
-        state.objects[&key].clone()
+        self.record(&mut state, WriteOp::Create, &key, object, false)
     }
 
     pub(crate) fn write(&self, op: WriteOp, object: Object) -> writer::Result<Object> {
@@ -294,10 +308,18 @@ impl RecordingObjects {
         if merged == existing {
             return Ok(existing);
         }
-        self.record(&mut state, op, &key, merged);
-        Ok(state.objects[&key].clone())
+        let added = deletion::added_finalizers(existing.meta(), merged.meta());
+        if !added.is_empty() {
+            let refused = WriteError::Invalid(format!("finalizers cannot be added: {added:?}"));
+            return Err(writer::Error::Cluster(ClusterError::Refused(refused)));
+        }
+        let removed = deletion::removed_by_update(existing.meta(), merged.meta());
+        Ok(self.record(&mut state, op, &key, merged, removed))
     }
 
+    /// Deletes with the default options (with a non-empty
+    /// `resource_version`, only at it), as a controller's delete would.
+    #[cfg(test)]
     pub(crate) fn remove(
         &self,
         kind: Kind,
@@ -305,28 +327,58 @@ impl RecordingObjects {
         name: &str,
         resource_version: &str,
     ) -> writer::Result<Object> {
+        let options = DeleteOptions::at_version(resource_version);
+        self.delete_as_kubernetes(kind, namespace, name, &options)
+    }
+
+    /// Deletes as the state machine does: removed, or kept marked (a
+    /// MODIFIED event), per `objects::deletion`; recorded as a
+    /// [`WriteOp::Delete`] either way.
+    pub(crate) fn delete_as_kubernetes(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        options: &DeleteOptions,
+    ) -> writer::Result<Object> {
         if let Some(failure) = self.injected(WriteOp::Delete, kind, name) {
             return Err(Self::fail(failure, kind, namespace, name));
         }
         let key = (kind, namespace.to_owned(), name.to_owned());
         let mut state = self.state();
-        let Some(existing) = state.objects.remove(&key) else {
+        let Some(existing) = state.objects.get(&key).cloned() else {
             return Err(Self::fail(Failure::NotFound, kind, namespace, name));
         };
-        let current = existing.meta().resource_version.clone();
-        if !resource_version.is_empty() && resource_version != current {
-            state.objects.insert(key, existing);
+        let meta = existing.meta();
+        let (current, uid) = (meta.resource_version.clone(), meta.uid.clone());
+        let expected = &options.resource_version;
+        if !expected.is_empty() && *expected != current {
             return Err(writer::Error::Cluster(ClusterError::Refused(
                 WriteError::Conflict {
                     kind,
                     name: name.to_owned(),
-                    expected: resource_version.to_owned(),
+                    expected: expected.clone(),
                     current,
                 },
             )));
         }
-        self.record(&mut state, WriteOp::Delete, &key, existing.clone());
-        Ok(existing)
+        if !options.uid.is_empty() && options.uid != uid {
+            return Err(writer::Error::Cluster(ClusterError::Refused(
+                WriteError::UidMismatch {
+                    kind,
+                    name: name.to_owned(),
+                    expected: options.uid.clone(),
+                    current: uid,
+                },
+            )));
+        }
+        let now = std::time::SystemTime::now();
+        let op = WriteOp::Delete;
+        Ok(match deletion::decide_delete(&existing, options, now) {
+            DeleteOutcome::Remove => self.record(&mut state, op, &key, existing, true),
+            DeleteOutcome::Mark(marked) => self.record(&mut state, op, &key, *marked, false),
+            DeleteOutcome::Unchanged => existing,
+        })
     }
 }
 
@@ -462,19 +514,15 @@ impl ObjectWrites for RecordingObjects {
         ))
     }
 
-    fn delete<'a>(
+    fn delete_with<'a>(
         &'a self,
         kind: Kind,
         namespace: &'a str,
         name: &'a str,
-        resource_version: &'a str,
+        options: DeleteOptions,
     ) -> WriteFuture<'a> {
-        Box::pin(std::future::ready(self.remove(
-            kind,
-            namespace,
-            name,
-            resource_version,
-        )))
+        let deleted = self.delete_as_kubernetes(kind, namespace, name, &options);
+        Box::pin(std::future::ready(deleted))
     }
 }
 

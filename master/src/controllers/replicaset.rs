@@ -3,13 +3,16 @@
 //! many exist, are ready and are available in its status. Each pod it
 //! creates or deletes, and each failure to, is an Event on the ReplicaSet
 //! (`SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete`,
-//! `FailedDelete`), as Kubernetes' controller records them.
+//! `FailedDelete`), as Kubernetes' controller records them. Pods being deleted
+//! (terminating) do not count, so their replacements start at once; a
+//! ReplicaSet being deleted is left to the garbage collector.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::deletion::is_being_deleted;
 use crate::objects::metadata::random_suffix;
 use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::pods::{pod_is_active, pod_is_ready};
@@ -53,6 +56,10 @@ impl Reconciler for ReplicaSetController {
         let Some(Body::ReplicaSet(rs)) = &object.kind else {
             return Ok(Action::Done);
         };
+        if is_being_deleted(object.meta()) {
+            // Its pods are the garbage collector's now: no replacements.
+            return Ok(Action::Done);
+        }
         let uid = object.meta().uid.clone();
         let spec = rs.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1).max(0) as usize;
@@ -346,6 +353,7 @@ mod reconcile_tests {
     use super::*;
     use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
+    use crate::objects::deletion::{DeleteOptions, Propagation};
     use std::sync::Arc;
 
     fn replicaset(replicas: i32) -> String {
@@ -500,11 +508,45 @@ spec:
             events,
             ["Deleted pod: web-pending", "Deleted pod: web-unready"]
         );
+        // The unscheduled one is gone; the one on a node terminates there.
         let left: Vec<String> = pods(&objects)
             .iter()
+            .filter(|p| pod_is_active(p))
             .map(|p| p.metadata.as_ref().unwrap().name.clone())
             .collect();
         assert_eq!(left, ["web-ready"]);
+        assert_eq!(pods_len(&objects), 2, "web-unready is terminating");
+    }
+
+    #[tokio::test]
+    async fn a_terminating_pod_is_replaced_at_once_and_not_counted() {
+        let (objects, controller, rs) = setup(2);
+        seed_pod(&objects, "web-a", "n1", true, Some(&rs));
+        seed_pod(&objects, "web-b", "n1", true, Some(&rs));
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(pods_len(&objects), 2);
+        // Deleted on its node: it stays until the node has stopped it.
+        let terminating = objects.remove(Kind::Pod, "default", "web-b", "").unwrap();
+        assert!(!terminating.meta().deletion_timestamp.is_empty());
+        objects.clear_writes();
+        controller.reconcile(&key()).await.unwrap();
+        let writes = objects.writes();
+        let created = writes.iter().filter(|w| w.op == WriteOp::Create);
+        assert_eq!(created.count(), 1, "a replacement at once");
+        assert_eq!(pods_len(&objects), 3);
+        let status = status(&objects);
+        assert_eq!(status.replicas, 2, "the terminating pod is not counted");
+        assert_eq!(status.ready_replicas, 1);
+    }
+
+    #[tokio::test]
+    async fn a_replicaset_being_deleted_replaces_nothing() {
+        let (objects, controller, _) = setup(2);
+        let foreground = DeleteOptions::propagating(Propagation::Foreground);
+        let rs = objects.delete_as_kubernetes(Kind::ReplicaSet, "default", "web", &foreground);
+        assert!(is_being_deleted(rs.unwrap().meta()));
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(pods_len(&objects), 0, "its pods are the collector's");
     }
 
     #[tokio::test]

@@ -7,6 +7,8 @@
 
 pub(crate) mod api_schema;
 pub mod defaults;
+pub mod deletion;
+pub mod disruption_budget;
 pub mod generic;
 pub mod manifest;
 pub mod metadata;
@@ -334,12 +336,13 @@ impl ObjectExt for Object {
     }
 }
 
-/// Wraps a typed object into an [`Object`].
 /// What an update stores, given the stored object and the one sent: a
 /// status update changes only the status; a full update changes the rest,
-/// keeps the status and the fields the server owns (uid, creation and
-/// deletion timestamps, generateName), and bumps `generation` when the spec
-/// changed. The resourceVersion is left for the caller to set.
+/// keeps the status and the fields the server owns (uid, creation
+/// timestamp, the deletion mark and its grace period, generateName), and
+/// bumps `generation` when the spec changed. Whether an object being
+/// deleted may take the result is [`deletion`]'s question. The
+/// resourceVersion is left for the caller to set.
 pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object {
     let mut merged = if status_only {
         let mut m = stored.clone();
@@ -354,6 +357,7 @@ pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object 
             meta.uid = old.uid.clone();
             meta.creation_timestamp = old.creation_timestamp.clone();
             meta.deletion_timestamp = old.deletion_timestamp.clone();
+            meta.deletion_grace_period_seconds = old.deletion_grace_period_seconds;
             meta.generate_name = old.generate_name.clone();
             meta.generation = old.generation + i64::from(spec_changed);
         }
@@ -363,6 +367,7 @@ pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object 
     merged
 }
 
+/// Wraps a typed object into an [`Object`].
 pub trait IntoObject {
     fn into_object(self) -> Object;
 }

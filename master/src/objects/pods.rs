@@ -1,6 +1,7 @@
 //! What a pod's status says about it, as the scheduler, the controllers and
-//! node lifecycle all ask: is it Ready, is it still wanted, where is it bound;
-//! and the image pull policy a container gets by default.
+//! node lifecycle all ask: is it Ready, is it still wanted, is it
+//! terminating or finished, where is it bound; and the image pull policy a
+//! container gets by default.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -23,14 +24,24 @@ pub fn pod_is_ready(pod: &v1::Pod) -> bool {
     })
 }
 
-/// Whether a pod is still wanted: not being deleted and not finished.
+/// Whether a pod is still wanted: not being deleted (terminating) and not
+/// finished. Controllers count only these: a terminating pod is replaced
+/// at once, and a Service does not send to it.
 pub fn pod_is_active(pod: &v1::Pod) -> bool {
-    let deleting = pod
-        .metadata
+    !pod_is_terminating(pod) && !pod_is_finished(pod)
+}
+
+/// Whether a pod has finished (Succeeded or Failed): nothing of it runs.
+pub fn pod_is_finished(pod: &v1::Pod) -> bool {
+    let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
+    phase == "Succeeded" || phase == "Failed"
+}
+
+/// Whether a pod is being deleted (terminating): its node is stopping it.
+pub fn pod_is_terminating(pod: &v1::Pod) -> bool {
+    pod.metadata
         .as_ref()
-        .is_some_and(|m| !m.deletion_timestamp.is_empty());
-    let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
-    !deleting && phase != "Succeeded" && phase != "Failed"
+        .is_some_and(|m| !m.deletion_timestamp.is_empty())
 }
 
 /// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.

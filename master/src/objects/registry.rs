@@ -19,6 +19,9 @@ pub enum Subresource {
     Log,
     /// `proxy`: HTTP relayed to a pod, or to one of a service's endpoints.
     Proxy,
+    /// `eviction`: a `policy/v1` Eviction deletes a pod unless a
+    /// PodDisruptionBudget forbids it (what `kubectl drain` posts).
+    Eviction,
 }
 
 impl Subresource {
@@ -29,6 +32,7 @@ impl Subresource {
             Subresource::Scale => "scale",
             Subresource::Log => "log",
             Subresource::Proxy => "proxy",
+            Subresource::Eviction => "eviction",
         }
     }
 
@@ -39,6 +43,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Log => &["get"],
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
+            Subresource::Eviction => &["create"],
         }
     }
 }
@@ -102,7 +107,12 @@ const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 /// The only verb of a review: it is created, answered and forgotten.
 const REVIEW_VERBS: &[&str] = &["create"];
-const POD: &[Subresource] = &[Subresource::Log, Subresource::Proxy, Subresource::Status];
+const POD: &[Subresource] = &[
+    Subresource::Eviction,
+    Subresource::Log,
+    Subresource::Proxy,
+    Subresource::Status,
+];
 const SERVICE: &[Subresource] = &[Subresource::Proxy, Subresource::Status];
 const ALL: &[&str] = &["all"];
 
@@ -481,6 +491,9 @@ mod tests {
         let pods = info(Kind::Pod);
         assert!(pods.has(Subresource::Log));
         assert!(pods.has(Subresource::Proxy));
+        assert!(pods.has(Subresource::Eviction));
+        assert_eq!(Subresource::Eviction.verbs(), ["create"]);
+        assert!(!info(Kind::Deployment).has(Subresource::Eviction));
         let services = info(Kind::Service);
         assert!(services.has(Subresource::Proxy));
         assert!(!services.has(Subresource::Log));

@@ -105,6 +105,7 @@ fn subresource_kind(
 ) -> (&'static str, &'static str, &'static str) {
     match subresource {
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
+        Subresource::Eviction => ("policy", "v1", "Eviction"),
         Subresource::Status | Subresource::Log => (info.group, info.version, info.kind.name()),
         Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
     }
@@ -157,7 +158,9 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
                 "kind": sub_kind,
                 "verbs": sub.verbs(),
             });
-            if *sub == Subresource::Scale {
+            // Only where the subresource's kind is of another group (kubectl
+            // drain finds the Eviction's version here).
+            if matches!(sub, Subresource::Scale | Subresource::Eviction) {
                 entry["group"] = json!(sub_group);
                 entry["version"] = json!(sub_version);
             }
@@ -333,6 +336,12 @@ mod tests {
         let log = entry("pods/log");
         assert_eq!(log["kind"], "Pod");
         assert_eq!(log["verbs"], json!(["get"]));
+        // What kubectl drain looks for (CheckEvictionSupport).
+        let eviction = entry("pods/eviction");
+        assert_eq!(eviction["kind"], "Eviction");
+        assert_eq!(eviction["group"], "policy");
+        assert_eq!(eviction["version"], "v1");
+        assert_eq!(eviction["verbs"], json!(["create"]));
         let proxy = entry("pods/proxy");
         assert_eq!(proxy["kind"], "PodProxyOptions");
         assert_eq!(
@@ -361,10 +370,14 @@ mod tests {
             .iter()
             .map(|s| s["subresource"].as_str().unwrap())
             .collect();
-        assert_eq!(subresources, ["log", "proxy", "status"]);
-        assert_eq!(pods["subresources"][0]["verbs"], json!(["get"]));
+        assert_eq!(subresources, ["eviction", "log", "proxy", "status"]);
         assert_eq!(
-            pods["subresources"][1]["responseKind"],
+            pods["subresources"][0]["responseKind"],
+            json!({"group": "policy", "version": "v1", "kind": "Eviction"})
+        );
+        assert_eq!(pods["subresources"][1]["verbs"], json!(["get"]));
+        assert_eq!(
+            pods["subresources"][2]["responseKind"],
             json!({"group": "", "version": "v1", "kind": "PodProxyOptions"})
         );
     }

@@ -1,10 +1,13 @@
 //! The verbs on resource paths: get, list (label and field selectors,
 //! `limit`/`continue`), watch (in [`super::watch`]), create (`dryRun`,
-//! `generateName`), update, patch (three types), delete (preconditions),
-//! deletecollection, and the `status` and `scale` subresources. Each is one
-//! or more calls of the gRPC API service with the caller's identity. The
-//! `log` and `proxy` subresources are handed to [`super::pod_logs`] and
-//! [`super::proxy`], the kinds never stored (the access reviews) to
+//! `generateName`), update, patch (three types), delete (preconditions,
+//! `propagationPolicy`, `gracePeriodSeconds`: the store's delete semantics,
+//! `objects::deletion`), deletecollection, and the `status`, `scale` and
+//! `eviction` subresources (an eviction deletes a pod unless a
+//! PodDisruptionBudget forbids it: `objects::disruption_budget`). Each is
+//! one or more calls of the gRPC API service with the caller's identity.
+//! The `log` and `proxy` subresources are handed to [`super::pod_logs`]
+//! and [`super::proxy`], the kinds never stored (the access reviews) to
 //! [`super::access_review`].
 
 use std::sync::Arc;
@@ -30,8 +33,10 @@ use super::watch::{WatchPlan, WatchTarget};
 use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::ApiService;
+use crate::objects::deletion::Propagation;
+use crate::objects::disruption_budget::{self, Budget, EvictionDecision};
 use crate::objects::registry::{self, KindInfo, Subresource};
-use crate::objects::ObjectExt;
+use crate::objects::{Kind, ObjectExt};
 
 /// How many times a patch is retried after losing a race with another write.
 const PATCH_ATTEMPTS: usize = 5;
@@ -89,6 +94,9 @@ impl<'a> Call<'a> {
             }
             (Some("proxy"), Some(name)) if info.has(Subresource::Proxy) => {
                 return self.proxy(info, name, body).await;
+            }
+            (Some("eviction"), Some(name)) if info.has(Subresource::Eviction) => {
+                return self.evict(info, name, &body).await;
             }
             _ => {}
         }
@@ -540,39 +548,35 @@ impl<'a> Call<'a> {
         name: &str,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
-        let options = delete_options(body)?;
-        if self.dry_run() || options.dry_run {
+        let params = DeleteParams::read(body, self.query)?;
+        if self.dry_run() || params.dry_run {
             let object = self.get_object(info, name).await?;
             return Ok(self.object_answer(info, &object, View::Object, StatusCode::OK));
         }
-        if let Some(uid) = &options.uid {
+        if let Some(uid) = &params.uid {
+            // The store checks it too, with the delete; this answers with
+            // kube-apiserver's words.
             let object = self.get_object(info, name).await?;
-            if object.meta().uid != *uid {
-                return Err(RestError::new(
-                    StatusCode::CONFLICT,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} {name:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        info.qualified_resource(),
-                        object.meta().uid
-                    ),
-                ));
-            }
+            check_uid(info, name, uid, &object)?;
         }
-        let deleted = self
-            .api
-            .delete(self.request(DeleteRequest {
-                kind: info.kind.name().to_owned(),
-                namespace: self.namespace().to_owned(),
-                name: name.to_owned(),
-                resource_version: options.resource_version.clone().unwrap_or_default(),
-            }))
+        let request = params.request(info, self.namespace(), name);
+        let deleted = self.delete_object(info, name, request).await?;
+        // 200 with the object, whether it went or was only marked
+        // (`metadata.deletionTimestamp`), as kube-apiserver answers.
+        Ok(self.object_answer(info, &deleted, View::Object, StatusCode::OK))
+    }
+
+    async fn delete_object(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        request: DeleteRequest,
+    ) -> Result<Object, RestError> {
+        self.api
+            .delete(self.request(request))
             .await
-            .map_err(|s| RestError::from_grpc(&s, info, name))?
-            .into_inner();
-        let mut response = self.object_answer(info, &deleted, View::Object, StatusCode::OK);
-        add_warnings(&mut response, &options.warnings);
-        Ok(response)
+            .map(tonic::Response::into_inner)
+            .map_err(|s| RestError::from_grpc(&s, info, name))
     }
 
     async fn delete_collection(
@@ -580,27 +584,19 @@ impl<'a> Call<'a> {
         info: &'static KindInfo,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
-        let options = delete_options(body)?;
+        let params = DeleteParams::read(body, self.query)?;
         let (labels, fields) = self.selectors(info)?;
         let (items, revision) = self.list_values(info, &labels, &fields).await?;
         let mut deleted = Vec::new();
         for item in &items {
             let name = item["metadata"]["name"].as_str().unwrap_or_default();
             let namespace = item["metadata"]["namespace"].as_str().unwrap_or_default();
-            if self.dry_run() || options.dry_run {
+            if self.dry_run() || params.dry_run {
                 deleted.push(item.clone());
                 continue;
             }
-            match self
-                .api
-                .delete(self.request(DeleteRequest {
-                    kind: info.kind.name().to_owned(),
-                    namespace: namespace.to_owned(),
-                    name: name.to_owned(),
-                    resource_version: String::new(),
-                }))
-                .await
-            {
+            let request = params.request(info, namespace, name);
+            match self.api.delete(self.request(request)).await {
                 Ok(object) => deleted.push(wire::encode(info, object.get_ref())),
                 // Gone already: someone else deleted it meanwhile.
                 Err(s) if s.code() == tonic::Code::NotFound => {}
@@ -613,9 +609,106 @@ impl<'a> Call<'a> {
             "metadata": {"resourceVersion": revision.to_string()},
             "items": deleted,
         });
-        let mut response = json_response(StatusCode::OK, &list);
-        add_warnings(&mut response, &options.warnings);
-        Ok(response)
+        Ok(json_response(StatusCode::OK, &list))
+    }
+
+    /// `POST pods/NAME/eviction` with a `policy/v1` Eviction (what `kubectl
+    /// drain` sends): the pod is deleted, with the Eviction's
+    /// `deleteOptions` (gracefully by default), unless a PodDisruptionBudget
+    /// of its namespace would then have fewer healthy pods than it wants:
+    /// 429 TooManyRequests, with kube-apiserver's message, for the client
+    /// to retry later. Answers 201 with a Success `Status`.
+    async fn evict(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        if *self.method != Method::POST {
+            return Err(RestError::method_not_allowed(self.method, "pods/eviction"));
+        }
+        let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
+        let eviction = wire::parse_body(body, &content_type)?;
+        if !eviction.is_object() {
+            return Err(RestError::bad_request(
+                "the Eviction body must be an object",
+            ));
+        }
+        let named = eviction["metadata"]["name"].as_str().unwrap_or("");
+        if !named.is_empty() && named != name {
+            return Err(RestError::bad_request(format!(
+                "name in URL ({name:?}) does not match name in Eviction object ({named:?})"
+            )));
+        }
+        let mut params = match eviction.get("deleteOptions") {
+            Some(options) if options.is_object() => DeleteParams::from_json(options)?,
+            _ => DeleteParams::default(),
+        };
+        let object = self.get_object(info, name).await?;
+        let Some(skiff_proto::api::object::Kind::Pod(pod)) = &object.kind else {
+            return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
+        };
+        let budgets: Vec<Budget> = self
+            .namespace_objects(Kind::PodDisruptionBudget)
+            .await?
+            .iter()
+            .filter_map(|o| Budget::of(o))
+            .collect();
+        if !budgets.is_empty() {
+            let pods: Vec<skiff_proto::v1::Pod> = self
+                .namespace_objects(Kind::Pod)
+                .await?
+                .iter()
+                .filter_map(|o| match &o.kind {
+                    Some(skiff_proto::api::object::Kind::Pod(p)) => Some(p.clone()),
+                    _ => None,
+                })
+                .collect();
+            match disruption_budget::decide_eviction(pod, &budgets, &pods) {
+                EvictionDecision::Allowed => {}
+                EvictionDecision::Refused { .. } => {
+                    return Err(RestError::new(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "TooManyRequests",
+                        disruption_budget::VIOLATION_MESSAGE,
+                    ));
+                }
+                EvictionDecision::SeveralBudgets(_) => {
+                    return Err(RestError::internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ));
+                }
+            }
+        }
+        if !(self.dry_run() || params.dry_run) {
+            // The pod the budgets were counted for, not a new one of its
+            // name.
+            if params.uid.is_none() {
+                params.uid = Some(object.meta().uid.clone());
+            }
+            let request = params.request(info, self.namespace(), name);
+            self.delete_object(info, name, request).await?;
+        }
+        let status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Success",
+            "code": 201,
+        });
+        Ok(json_response(StatusCode::CREATED, &status))
+    }
+
+    /// Every object of `kind` in the request's namespace.
+    async fn namespace_objects(&self, kind: Kind) -> Result<Vec<Arc<Object>>, RestError> {
+        let request = self.request(ListRequest {
+            kind: kind.name().to_owned(),
+            namespace: self.namespace().to_owned(),
+            serializable: false,
+        });
+        let info = registry::info(kind);
+        let list = self.api.list_shared(request).await;
+        Ok(list.map_err(|s| RestError::from_grpc(&s, info, ""))?.items)
     }
 }
 
@@ -787,62 +880,137 @@ fn with_replicas(
     Ok(object)
 }
 
-/// What a DELETE's `DeleteOptions` body asks for.
-struct DeleteOptions {
-    resource_version: Option<String>,
-    uid: Option<String>,
-    dry_run: bool,
-    warnings: Vec<String>,
+/// Refuses a delete whose UID precondition names another object than
+/// `object`, in kube-apiserver's words.
+fn check_uid(info: &KindInfo, name: &str, uid: &str, object: &Object) -> Result<(), RestError> {
+    let current = &object.meta().uid;
+    if current == uid {
+        return Ok(());
+    }
+    Err(RestError::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} {name:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {current}",
+            info.qualified_resource()
+        ),
+    ))
 }
 
-fn delete_options(body: &[u8]) -> Result<DeleteOptions, RestError> {
-    let mut options = DeleteOptions {
-        resource_version: None,
-        uid: None,
-        dry_run: false,
-        warnings: Vec::new(),
-    };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(options);
+/// What a DELETE asks for, from its `DeleteOptions` body (what kubectl
+/// sends: `{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":
+/// "Background"}`) over its query parameters (`gracePeriodSeconds`,
+/// `propagationPolicy`, `orphanDependents`, `dryRun`, which clients such
+/// as the Python one send instead).
+#[derive(Debug, Default, PartialEq)]
+struct DeleteParams {
+    resource_version: Option<String>,
+    uid: Option<String>,
+    propagation: Option<Propagation>,
+    grace_period_seconds: Option<i64>,
+    dry_run: bool,
+}
+
+impl DeleteParams {
+    fn read(body: &[u8], query: &Query) -> Result<DeleteParams, RestError> {
+        let mut params = DeleteParams::from_query(query)?;
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(params);
+        }
+        let value: Value = serde_json::from_slice(body).map_err(|e| {
+            RestError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        })?;
+        if !value.is_object() {
+            return Err(RestError::bad_request(
+                "the DeleteOptions body must be an object",
+            ));
+        }
+        let body = DeleteParams::from_json(&value)?;
+        params.resource_version = body.resource_version.or(params.resource_version);
+        params.uid = body.uid.or(params.uid);
+        params.propagation = body.propagation.or(params.propagation);
+        params.grace_period_seconds = body.grace_period_seconds.or(params.grace_period_seconds);
+        params.dry_run |= body.dry_run;
+        Ok(params)
     }
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
-        RestError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
-    })?;
-    if !value.is_object() {
-        return Err(RestError::bad_request(
-            "the DeleteOptions body must be an object",
-        ));
+
+    fn from_query(query: &Query) -> Result<DeleteParams, RestError> {
+        let text = |key: &str| query.get(key).map(String::as_str).filter(|v| !v.is_empty());
+        let grace = text("gracePeriodSeconds").map_or(Value::Null, Value::from);
+        let grace_period_seconds = integer(&grace, "gracePeriodSeconds")?;
+        let orphan = text("orphanDependents").map(|o| o == "true");
+        Ok(DeleteParams {
+            propagation: propagation(text("propagationPolicy"), orphan)?,
+            grace_period_seconds,
+            dry_run: text("dryRun") == Some("All"),
+            ..DeleteParams::default()
+        })
     }
-    options.resource_version = value["preconditions"]["resourceVersion"]
-        .as_str()
-        .map(str::to_owned);
-    options.uid = value["preconditions"]["uid"].as_str().map(str::to_owned);
-    options.dry_run = value["dryRun"]
-        .as_array()
-        .is_some_and(|a| a.iter().any(|v| v == "All"));
-    match value["propagationPolicy"].as_str() {
-        None | Some("Background") => {}
-        Some(policy @ ("Orphan" | "Foreground")) => options.warnings.push(format!(
-            "propagationPolicy {policy} is not supported yet: dependents are deleted in the background"
-        )),
-        Some(other) => {
-            return Err(RestError::bad_request(format!(
-                "propagationPolicy {other:?} is not one of Orphan, Foreground, Background"
-            )))
+
+    /// A `DeleteOptions` object (a DELETE's body, an Eviction's
+    /// `deleteOptions`).
+    fn from_json(value: &Value) -> Result<DeleteParams, RestError> {
+        let preconditions = &value["preconditions"];
+        let grace_period_seconds = integer(&value["gracePeriodSeconds"], "gracePeriodSeconds")?;
+        let policy = value["propagationPolicy"]
+            .as_str()
+            .filter(|p| !p.is_empty());
+        Ok(DeleteParams {
+            resource_version: preconditions["resourceVersion"].as_str().map(str::to_owned),
+            uid: preconditions["uid"].as_str().map(str::to_owned),
+            propagation: propagation(policy, value["orphanDependents"].as_bool())?,
+            grace_period_seconds,
+            dry_run: value["dryRun"]
+                .as_array()
+                .is_some_and(|a| a.iter().any(|v| v == "All")),
+        })
+    }
+
+    /// The API's delete of `name` (in `namespace`) of `info`'s kind.
+    fn request(&self, info: &KindInfo, namespace: &str, name: &str) -> DeleteRequest {
+        DeleteRequest {
+            kind: info.kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            resource_version: self.resource_version.clone().unwrap_or_default(),
+            propagation_policy: self
+                .propagation
+                .map(|p| p.name().to_owned())
+                .unwrap_or_default(),
+            grace_period_seconds: self.grace_period_seconds,
+            uid: self.uid.clone().unwrap_or_default(),
         }
     }
-    if value["gracePeriodSeconds"].is_number() {
-        options.warnings.push(
-            "gracePeriodSeconds is not supported yet: the object is deleted at once and its containers stopped with the pod's own grace period".into(),
-        );
+}
+
+/// An integer field of a JSON body (`None` when absent); int64s decoded
+/// from protobuf bodies may come as strings.
+fn integer(value: &Value, field: &str) -> Result<Option<i64>, RestError> {
+    if value.is_null() {
+        return Ok(None);
     }
-    if value["orphanDependents"].as_bool() == Some(true) {
-        options.warnings.push(
-            "orphanDependents is not supported yet: dependents are deleted in the background"
-                .into(),
-        );
+    let parsed = value.as_i64().or_else(|| value.as_str()?.parse().ok());
+    let refused = || RestError::bad_request(format!("{field} {value} is not an integer"));
+    parsed.map(Some).ok_or_else(refused)
+}
+
+/// `propagationPolicy`, or the deprecated `orphanDependents` (true:
+/// Orphan, false: Background); not both, as kube-apiserver says.
+fn propagation(
+    policy: Option<&str>,
+    orphan: Option<bool>,
+) -> Result<Option<Propagation>, RestError> {
+    match (policy, orphan) {
+        (Some(_), Some(_)) => Err(RestError::bad_request(
+            "orphanDependents and propagationPolicy cannot both be set",
+        )),
+        (Some(policy), None) => {
+            Propagation::parse(policy).map_err(|e| RestError::bad_request(e.to_string()))
+        }
+        (None, Some(true)) => Ok(Some(Propagation::Orphan)),
+        (None, Some(false)) => Ok(Some(Propagation::Background)),
+        (None, None) => Ok(None),
     }
-    Ok(options)
 }
 
 #[cfg(test)]
@@ -862,22 +1030,78 @@ mod tests {
         );
     }
 
+    fn read(body: &[u8], query: &[(&str, &str)]) -> Result<DeleteParams, RestError> {
+        let query: Query = query
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        DeleteParams::read(body, &query)
+    }
+
     #[test]
-    fn delete_options_read_preconditions_and_refuse_unknown_policies() {
-        let o = delete_options(br#"{"preconditions": {"resourceVersion": "7", "uid": "u"}, "propagationPolicy": "Background"}"#).unwrap();
-        assert_eq!(o.resource_version.as_deref(), Some("7"));
-        assert_eq!(o.uid.as_deref(), Some("u"));
-        assert!(o.warnings.is_empty());
-        let o = delete_options(br#"{"propagationPolicy": "Orphan"}"#).unwrap();
-        assert_eq!(o.warnings.len(), 1);
-        let o = delete_options(br#"{"gracePeriodSeconds": 0}"#).unwrap();
-        assert!(
-            o.warnings[0].contains("gracePeriodSeconds"),
-            "{:?}",
-            o.warnings
-        );
-        assert!(delete_options(br#"{"propagationPolicy": "Sideways"}"#).is_err());
-        assert!(delete_options(b"[").is_err());
-        assert!(delete_options(b"").unwrap().resource_version.is_none());
+    fn delete_options_read_preconditions_policies_and_grace_periods() {
+        let body = br#"{"kind": "DeleteOptions", "apiVersion": "v1",
+            "preconditions": {"resourceVersion": "7", "uid": "u"},
+            "propagationPolicy": "Foreground", "gracePeriodSeconds": 0}"#;
+        let p = read(body, &[]).unwrap();
+        assert_eq!(p.resource_version.as_deref(), Some("7"));
+        assert_eq!(p.uid.as_deref(), Some("u"));
+        assert_eq!(p.propagation, Some(Propagation::Foreground));
+        assert_eq!(p.grace_period_seconds, Some(0), "0 is a force delete");
+        // What kubectl delete sends by default.
+        let p = read(br#"{"propagationPolicy": "Background"}"#, &[]).unwrap();
+        assert_eq!(p.propagation, Some(Propagation::Background));
+        assert_eq!(p.grace_period_seconds, None);
+        // No body (the Python client): the query says it; a body wins.
+        let query = [("gracePeriodSeconds", "5"), ("propagationPolicy", "Orphan")];
+        let p = read(b"", &query).unwrap();
+        assert_eq!(p.grace_period_seconds, Some(5));
+        assert_eq!(p.propagation, Some(Propagation::Orphan));
+        let p = read(br#"{"gracePeriodSeconds": 1}"#, &query).unwrap();
+        assert_eq!(p.grace_period_seconds, Some(1));
+        assert_eq!(p.propagation, Some(Propagation::Orphan));
+        // The deprecated orphanDependents.
+        let p = read(br#"{"orphanDependents": true}"#, &[]).unwrap();
+        assert_eq!(p.propagation, Some(Propagation::Orphan));
+        let p = read(b"", &[("orphanDependents", "false")]).unwrap();
+        assert_eq!(p.propagation, Some(Propagation::Background));
+        assert_eq!(read(b"", &[]).unwrap(), DeleteParams::default());
+    }
+
+    #[test]
+    fn bad_delete_options_are_refused() {
+        let both = br#"{"propagationPolicy": "Orphan", "orphanDependents": true}"#;
+        let refused = [
+            read(br#"{"propagationPolicy": "Sideways"}"#, &[]),
+            read(both, &[]),
+            read(br#"{"gracePeriodSeconds": "soon"}"#, &[]),
+            read(b"", &[("gracePeriodSeconds", "soon")]),
+            read(b"[", &[]),
+            read(b"[]", &[]),
+        ];
+        for answer in refused {
+            assert_eq!(answer.unwrap_err().code, StatusCode::BAD_REQUEST);
+        }
+    }
+
+    #[test]
+    fn a_delete_request_carries_the_options_to_the_api() {
+        let params = DeleteParams {
+            uid: Some("u".into()),
+            propagation: Some(Propagation::Orphan),
+            grace_period_seconds: Some(3),
+            ..DeleteParams::default()
+        };
+        let request = params.request(registry::info(Kind::Pod), "shop", "web");
+        assert_eq!(request.kind, "Pod");
+        assert_eq!(request.namespace, "shop");
+        assert_eq!(request.name, "web");
+        assert_eq!(request.propagation_policy, "Orphan");
+        assert_eq!(request.grace_period_seconds, Some(3));
+        assert_eq!(request.uid, "u");
+        assert_eq!(request.resource_version, "");
+        let plain = DeleteParams::default().request(registry::info(Kind::Pod), "shop", "web");
+        assert_eq!(plain.propagation_policy, "");
+        assert_eq!(plain.grace_period_seconds, None);
     }
 }

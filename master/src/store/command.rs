@@ -6,6 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::objects::deletion::DeleteOptions;
 use crate::objects::Kind;
 
 /// A change to the object store.
@@ -20,12 +21,26 @@ pub enum Command {
     /// Replace metadata and spec (or only status). Conditional when the
     /// object's `metadata.resourceVersion` is set.
     Update { object: Vec<u8>, status_only: bool },
-    /// Remove an object, optionally only at a given resourceVersion.
+    /// Remove an object at once, whatever its finalizers, optionally only
+    /// at a given resourceVersion: what earlier builds proposed for every
+    /// delete, kept so that their log entries apply as they did. Nothing
+    /// proposes it any more.
     Delete {
         kind: Kind,
         namespace: String,
         name: String,
         resource_version: String,
+    },
+    /// Delete an object as Kubernetes does (`objects::deletion`): remove
+    /// it, or keep it marked while finalizers, dependents to collect or a
+    /// pod's grace period hold it. `now` (RFC 3339) is the proposer's time,
+    /// for the mark. New variants go at the end: entries carry the index.
+    DeleteWithOptions {
+        kind: Kind,
+        namespace: String,
+        name: String,
+        options: DeleteOptions,
+        now: String,
     },
 }
 
@@ -73,6 +88,15 @@ pub enum WriteError {
         value: String,
         held: String,
         holder: String,
+    },
+    /// A delete named the uid of an object that is no longer there: the
+    /// name now holds another (`current`).
+    #[error("Precondition failed: UID in precondition: {expected}, UID in object meta: {current} ({kind} \"{name}\" was replaced; nothing was deleted)")]
+    UidMismatch {
+        kind: Kind,
+        name: String,
+        expected: String,
+        current: String,
     },
 }
 

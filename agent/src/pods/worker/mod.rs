@@ -3,8 +3,10 @@
 //! reports an exit or OOM kill of one of its containers, when a new image
 //! arrives, when a back-off, retry or probe falls due, and at least every
 //! 10 s; after each, the worker reports the pod's status if it changed.
-//! The worker ends when the pod is deleted, after tearing it down
-//! (`teardown.rs`), or when the agent shuts down, leaving the containers
+//! The worker ends when the pod is to go, after tearing it down
+//! (`teardown.rs`: for a pod the masters are deleting, within the grace
+//! period its deletion gave, then telling them it is torn down, which
+//! removes it), or when the agent shuts down, leaving the containers
 //! running for the next agent to adopt (same process, same restart count).
 //!
 //! Each pass first makes sure of the pod's sandbox (`sandbox_setup.rs`):
@@ -130,6 +132,7 @@ impl PodState {
                 namespace: meta.namespace,
                 name: meta.name,
                 status: status.clone(),
+                torn_down: false,
             });
             self.last_report = Some(status);
         }
@@ -151,18 +154,19 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
         if pod.is_some() {
             state.last_pod = pod.clone();
         }
-        let deleting = pod.as_ref().is_none_or(|p| {
-            p.metadata
-                .as_ref()
-                .is_some_and(|m| !m.deletion_timestamp.is_empty())
-        });
-        if deleting {
-            if let Some(pod) = &state.last_pod {
-                teardown::teardown(&ctx, pod).await;
+        let Some(pod) = pod else {
+            // Gone from the masters (removed at once, or missing from their
+            // list): nothing to tell them.
+            if let Some(last) = &state.last_pod {
+                teardown::teardown(&ctx, last).await;
             }
             return;
+        };
+        if teardown::is_being_deleted(&pod) {
+            teardown::teardown(&ctx, &pod).await;
+            teardown::confirm(&ctx, &pod);
+            return;
         }
-        let Some(pod) = pod else { return };
         if state.start_time.is_empty() {
             state.start_time = pod
                 .status

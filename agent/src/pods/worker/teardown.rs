@@ -1,15 +1,23 @@
-//! What a worker does once its pod is gone, as one step apart from
-//! reconciling: every container is stopped at once (SIGTERM, the pod's
-//! grace period, SIGKILL) and removed with its snapshot, then the pod is
-//! unwired from the network and its network namespace and files are
-//! removed. A step that fails is logged and the rest still done, so a pod
-//! that cannot come down cleanly leaves as little behind as possible.
+//! What a worker does once its pod is to go, as one step apart from
+//! reconciling: every container is stopped at once (SIGTERM, the grace
+//! period, SIGKILL) and removed with its snapshot, then the pod is unwired
+//! from the network and its network namespace and files are removed. A
+//! step that fails is logged and the rest still done, so a pod that cannot
+//! come down cleanly leaves as little behind as possible.
+//!
+//! A pod the masters are deleting (`deletionTimestamp`) gets the grace
+//! period its deletion gave (`deletionGracePeriodSeconds`), and once it is
+//! torn down the masters are told so ([`confirm`]: the kubelet's final
+//! delete), which removes it. A pod already gone from the masters
+//! (removed at once, or missing from their list) gets its spec's grace
+//! period, and needs no word.
 
 use std::time::Duration;
 
 use skiff_proto::v1;
 use tokio::time::Instant;
 
+use crate::master_link::StatusReport;
 use crate::pods::sandbox::PodSandbox;
 use crate::runtime::{ContainerRuntime, TaskState};
 
@@ -24,8 +32,9 @@ pub async fn stop_container<R: ContainerRuntime>(runtime: &R, id: &str, grace: D
     if runtime.signal(id, 15).await.is_err() {
         return;
     }
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
+    // None: a grace period beyond any clock, waited out for good.
+    let deadline = Instant::now().checked_add(grace);
+    while deadline.is_none_or(|d| Instant::now() < d) {
         match runtime.inspect(id).await {
             Ok(Some(r)) if matches!(r.state, TaskState::Running { .. }) => {
                 tokio::time::sleep(STOP_POLL).await
@@ -36,23 +45,42 @@ pub async fn stop_container<R: ContainerRuntime>(runtime: &R, id: &str, grace: D
     let _ = runtime.signal(id, 9).await;
 }
 
-/// Stops and removes everything of a deleted pod.
+/// Whether the masters are deleting `pod` (it has a `deletionTimestamp`).
+pub(super) fn is_being_deleted(pod: &v1::Pod) -> bool {
+    pod.metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty())
+}
+
+/// How long `pod`'s containers get between SIGTERM and SIGKILL: what its
+/// deletion gave, when it is being deleted; else its spec's grace period,
+/// or Kubernetes' default.
+fn stop_grace(pod: &v1::Pod) -> Duration {
+    let seconds = match pod.metadata.as_ref() {
+        Some(m) if !m.deletion_timestamp.is_empty() => m.deletion_grace_period_seconds,
+        _ => pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(DEFAULT_GRACE_SECONDS),
+    };
+    Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
+}
+
+/// Stops and removes everything of a pod that is to go.
 pub(super) async fn teardown<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
 ) {
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    let grace = spec
-        .termination_grace_period_seconds
-        .unwrap_or(DEFAULT_GRACE_SECONDS)
-        .max(0) as u64;
+    let grace = stop_grace(pod);
     let mut stops = tokio::task::JoinSet::new();
     for c in &spec.containers {
         let runtime = ctx.runtime.clone();
         let id = container_id(&meta.uid, &c.name);
         stops.spawn(async move {
-            stop_container(runtime.as_ref(), &id, Duration::from_secs(grace)).await;
+            stop_container(runtime.as_ref(), &id, grace).await;
             if let Err(e) = runtime.remove(&id).await {
                 tracing::warn!(container = %id, error = %e, "cannot remove container");
             }
@@ -70,8 +98,23 @@ pub(super) async fn teardown<R: ContainerRuntime, S: PodSandbox>(
     tracing::info!(pod = %meta.name, namespace = %meta.namespace, "pod removed");
 }
 
+/// Tells the masters that `pod`, which they are deleting, is torn down
+/// here, so that they remove it.
+pub(super) fn confirm<R, S>(ctx: &WorkerContext<R, S>, pod: &v1::Pod) {
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let _ = ctx.reports.send(StatusReport {
+        uid: meta.uid,
+        namespace: meta.namespace,
+        name: meta.name,
+        status: pod.status.clone().unwrap_or_default(),
+        torn_down: true,
+    });
+}
+
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall, SandboxOp};
     use crate::pods::worker::harness::{pod, running, spawn_worker, spawn_worker_with};
     use crate::runtime::recording::{Call, RecordingRuntime};
@@ -100,6 +143,67 @@ mod tests {
             Some(&SandboxCall::RemoveNetns(netns))
         );
         assert!(h.runtime.state("uid1_main").is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_being_deleted_stops_within_its_deletion_grace_then_is_confirmed() {
+        let runtime = RecordingRuntime::default();
+        // As a shell as PID 1: only SIGKILL stops it.
+        runtime.ignore_sigterm();
+        let mut h = spawn_worker(pod("Always"), runtime);
+        h.until("Running", running).await;
+        // Deleted with 7 s of grace; the spec says 1 s.
+        let mut deleting = pod("Always");
+        let meta = deleting.metadata.as_mut().unwrap();
+        meta.deletion_timestamp = "2026-01-01T00:00:07Z".into();
+        meta.deletion_grace_period_seconds = 7;
+        let asked = tokio::time::Instant::now();
+        h.desired.send_replace(Some(deleting));
+        let confirmed = loop {
+            let report = h.reports.recv().await.expect("a confirmation");
+            if report.torn_down {
+                break report;
+            }
+        };
+        assert_eq!(
+            (confirmed.uid.as_str(), confirmed.name.as_str()),
+            ("uid1", "web")
+        );
+        let waited = asked.elapsed();
+        assert!(
+            waited >= Duration::from_secs(7) && waited < Duration::from_secs(9),
+            "SIGKILL after the deletion's grace, not the spec's: {waited:?}"
+        );
+        let signals: Vec<u32> = h
+            .runtime
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Signal { signal, .. } => Some(signal),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(signals, [15, 9]);
+        h.ended().await;
+        assert!(h.runtime.state("uid1_main").is_none(), "removed");
+        let netns = h.dir.path().join("netns").join("uid1");
+        assert_eq!(
+            h.sandbox.calls().last(),
+            Some(&SandboxCall::RemoveNetns(netns)),
+            "the sandbox is torn down before the confirmation"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_gone_from_the_masters_is_torn_down_without_a_confirmation() {
+        let mut h = spawn_worker(pod("Always"), RecordingRuntime::default());
+        h.until("Running", running).await;
+        h.desired.send_replace(None);
+        h.ended().await;
+        assert!(h.runtime.state("uid1_main").is_none());
+        while let Ok(report) = h.reports.try_recv() {
+            assert!(!report.torn_down, "nothing left to confirm: {report:?}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

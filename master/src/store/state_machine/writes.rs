@@ -13,6 +13,13 @@
 //! object must exist and, when the caller names the resourceVersion it read,
 //! still be at that version (optimistic concurrency, as in Kubernetes).
 //!
+//! Deletes and updates follow Kubernetes' delete semantics
+//! ([`crate::objects::deletion`]): a delete removes the object, or keeps it
+//! marked (`deletionTimestamp`, a MODIFIED event) while finalizers, a
+//! Foreground or Orphan propagation or a pod's grace period hold it; an
+//! update of a marked object cannot add finalizers, and one that removes
+//! the last of them removes the object (a DELETED event).
+//!
 //! Creates and updates also share `address_free`: a Service cannot take a
 //! clusterIP, nor a Node a pod subnet, that another object holds (for a
 //! subnet: or one overlapping it). The leader's allocators choose free
@@ -29,6 +36,7 @@ use prost::Message;
 use skiff_proto::api::{EventType, Object};
 
 use super::{Committed, StoredEvent};
+use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
 use crate::objects::{merge_update, object_key, Kind, ObjectExt};
 use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCache};
 use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
@@ -144,7 +152,14 @@ pub(super) fn execute(
             namespace,
             name,
             resource_version,
-        } => delete(objects, kind, namespace, name, resource_version),
+        } => remove_now(objects, kind, namespace, name, resource_version),
+        Command::DeleteWithOptions {
+            kind,
+            namespace,
+            name,
+            options,
+            now,
+        } => delete(objects, kind, namespace, name, &options, &now),
     };
     decision.map(|change| commit(change, objects, revision, events))
 }
@@ -185,6 +200,7 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
         meta.creation_timestamp = now;
         meta.generation = 1;
         meta.deletion_timestamp.clear();
+        meta.deletion_grace_period_seconds = 0;
     }
     object.set_type_meta();
     let slot = Slot {
@@ -202,10 +218,11 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
 
 /// `Command::Update`: replaces an object's metadata and spec, or with
 /// `status_only` only its status. Refused when it cannot be decoded, by the
-/// precondition, or when it claims an address another object holds. A full
-/// update cannot change what the store owns (uid, creation and deletion
-/// timestamps, generateName, status), and counts spec changes in the
-/// generation.
+/// precondition, when it claims an address another object holds, or when
+/// it adds finalizers to an object being deleted. A full update cannot
+/// change what the store owns (uid, creation timestamp, the deletion mark,
+/// generateName, status), and counts spec changes in the generation; one
+/// that removes the last finalizer of an object being deleted removes it.
 fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     let sent = match Object::decode(bytes) {
         Ok(o) => o,
@@ -234,6 +251,17 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     if merged == *stored {
         return Ok(Change::Unchanged(stored));
     }
+    let added = deletion::added_finalizers(stored.meta(), merged.meta());
+    if !added.is_empty() {
+        return invalid(&format!(
+            "{kind} \"{}\" is invalid: metadata.finalizers: Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}",
+            slot.name
+        ));
+    }
+    if deletion::removed_by_update(stored.meta(), merged.meta()) {
+        let object = Arc::new(merged);
+        return Ok(Change::Remove { slot, object });
+    }
     address_free(objects, &slot, &merged, Some(&*stored))?;
     Ok(Change::Put {
         slot,
@@ -242,8 +270,47 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     })
 }
 
-/// `Command::Delete`: removes an object. Refused only by the precondition.
+/// `Command::DeleteWithOptions`: removes the object, or marks it for
+/// deletion, or, when it is marked already, changes the mark or nothing
+/// (see [`deletion::decide_delete`]). Refused by the preconditions
+/// (resourceVersion, uid), or when the proposer's time cannot be read.
 fn delete(
+    objects: &Objects<'_>,
+    kind: Kind,
+    namespace: String,
+    name: String,
+    options: &DeleteOptions,
+    now: &str,
+) -> Decision {
+    let expected = options.resource_version.clone();
+    let (slot, object) = existing_matching(objects, kind, namespace, name, expected)?;
+    let uid = &object.meta().uid;
+    if !options.uid.is_empty() && options.uid != *uid {
+        return Err(WriteError::UidMismatch {
+            kind,
+            name: slot.name,
+            expected: options.uid.clone(),
+            current: uid.clone(),
+        });
+    }
+    let now = match humantime::parse_rfc3339(now) {
+        Ok(now) => now,
+        Err(e) => return invalid(&format!("the delete's time {now:?}: {e}")),
+    };
+    Ok(match deletion::decide_delete(&object, options, now) {
+        DeleteOutcome::Remove => Change::Remove { slot, object },
+        DeleteOutcome::Mark(marked) => Change::Put {
+            slot,
+            object: marked,
+            event_type: EventType::Modified,
+        },
+        DeleteOutcome::Unchanged => Change::Unchanged(object),
+    })
+}
+
+/// `Command::Delete` (earlier builds' delete): removes an object at once.
+/// Refused only by the precondition.
+fn remove_now(
     objects: &Objects<'_>,
     kind: Kind,
     namespace: String,
@@ -412,6 +479,9 @@ mod tests {
     use skiff_proto::api::{EventType, Object};
     use skiff_proto::v1;
 
+    use crate::objects::deletion::{
+        DeleteOptions, Propagation, FOREGROUND_DELETION, ORPHAN_DEPENDENTS,
+    };
     use crate::objects::{IntoObject, Kind, ObjectExt};
     use crate::store::cache::HeldAddress;
     use crate::store::state_machine::{ObjectStore, StoredEvent};
@@ -435,6 +505,17 @@ mod tests {
         Command::Update {
             object: object.encode_to_vec(),
             status_only,
+        }
+    }
+
+    /// A delete as the API makes it, at [`NOW`].
+    fn delete_with(kind: Kind, name: &str, options: DeleteOptions) -> Command {
+        Command::DeleteWithOptions {
+            kind,
+            namespace: "default".into(),
+            name: name.into(),
+            options,
+            now: NOW.into(),
         }
     }
 
@@ -864,5 +945,156 @@ mod tests {
         let n1 = store.get(Kind::Node, "", "n1").unwrap().unwrap();
         assert_eq!(n1.meta().labels["tier"], "web");
         assert_eq!(store.revision(), 5);
+    }
+
+    /// Service `s` in `default`, held by finalizer `example.com/hold`.
+    fn held_service() -> Object {
+        let mut held = service("s", "");
+        if let Ok(meta) = held.meta_mut() {
+            meta.finalizers = vec!["example.com/hold".into()];
+        }
+        held
+    }
+
+    fn get_service(store: &ObjectStore, name: &str) -> Option<Object> {
+        store.get(Kind::Service, "default", name).unwrap()
+    }
+
+    #[test]
+    fn a_finalizer_keeps_a_deleted_object_marked_until_an_update_removes_it() {
+        let (_dir, store) = store_with_pod();
+        apply(&store, create(&held_service())).unwrap();
+        let plain = || delete_with(Kind::Service, "s", DeleteOptions::default());
+        let marked = apply(&store, plain()).unwrap();
+        assert_eq!(marked.revision, 4);
+        let stored = get_service(&store, "s").expect("kept");
+        assert_eq!(decoded(&marked), stored);
+        assert_eq!(stored.meta().deletion_timestamp, NOW);
+        assert_eq!(stored.meta().deletion_grace_period_seconds, 0);
+        assert_eq!(stored.meta().finalizers, ["example.com/hold"]);
+        assert_eq!(event_at(&store, 4).event_type, EventType::Modified as i32);
+
+        // A second delete leaves the mark as it is, and writes nothing.
+        let again = apply(&store, plain()).unwrap();
+        assert_eq!(again.revision, 4);
+        assert_eq!(decoded(&again), stored);
+
+        // No finalizer can be added any more.
+        let mut more = stored.clone();
+        let meta = more.meta_mut().unwrap();
+        meta.finalizers.push("example.com/more".into());
+        let refused = apply(&store, update(&more, false));
+        assert!(
+            matches!(&refused, Err(WriteError::Invalid(m)) if m.contains("no new finalizers")),
+            "{refused:?}"
+        );
+        assert_eq!(store.revision(), 4);
+        // Nor the mark cleared: the rest of the update is taken.
+        let mut unmarked = stored.clone();
+        {
+            let meta = unmarked.meta_mut().unwrap();
+            meta.deletion_timestamp.clear();
+            meta.labels.insert("tier".into(), "web".into());
+        }
+        apply(&store, update(&unmarked, false)).unwrap();
+        let kept = get_service(&store, "s").expect("still kept");
+        assert_eq!(kept.meta().deletion_timestamp, NOW);
+        assert_eq!(kept.meta().labels["tier"], "web");
+
+        // Removing the last finalizer removes the object.
+        let mut released = kept;
+        released.meta_mut().unwrap().finalizers.clear();
+        let gone = apply(&store, update(&released, false)).unwrap();
+        assert_eq!(gone.revision, 6);
+        assert_eq!(get_service(&store, "s"), None);
+        let event = event_at(&store, 6);
+        assert_eq!(event.event_type, EventType::Deleted as i32);
+        assert_eq!(event.object, gone.object);
+        assert!(decoded(&gone).meta().finalizers.is_empty());
+    }
+
+    #[test]
+    fn foreground_and_orphan_deletes_wait_for_the_collectors_finalizer() {
+        let (_dir, store) = store_with_pod();
+        apply(&store, create(&service("s", ""))).unwrap();
+        let foreground = DeleteOptions::propagating(Propagation::Foreground);
+        apply(&store, delete_with(Kind::Service, "s", foreground)).unwrap();
+        let s = get_service(&store, "s").expect("kept for the collector");
+        assert_eq!(s.meta().finalizers, [FOREGROUND_DELETION]);
+        assert_eq!(s.meta().deletion_timestamp, NOW);
+        // An explicit policy on a second delete sets the collector's
+        // finalizer, as in Kubernetes.
+        let orphan = DeleteOptions::propagating(Propagation::Orphan);
+        apply(&store, delete_with(Kind::Service, "s", orphan)).unwrap();
+        let s = get_service(&store, "s").expect("still kept");
+        assert_eq!(s.meta().finalizers, [ORPHAN_DEPENDENTS]);
+        // The collector done, it removes its finalizer: the object goes.
+        let mut done = s;
+        done.meta_mut().unwrap().finalizers.clear();
+        apply(&store, update(&done, false)).unwrap();
+        assert_eq!(get_service(&store, "s"), None);
+    }
+
+    #[test]
+    fn a_bound_pod_is_marked_for_its_grace_period_until_its_node_confirms() {
+        let (_dir, store) = store_with_pod();
+        let plain = DeleteOptions::default();
+        let marked = apply(&store, delete_with(Kind::Pod, "a", plain)).unwrap();
+        assert_eq!(marked.revision, 3);
+        let a = get_pod(&store, "a").expect("kept while its containers stop");
+        assert_eq!(a.meta().deletion_timestamp, "2026-01-01T00:00:30Z");
+        assert_eq!(a.meta().deletion_grace_period_seconds, 30);
+        let event = event_at(&store, 3);
+        assert_eq!(event.event_type, EventType::Modified as i32);
+        assert_eq!(event.node, "n1", "its node is told");
+
+        // A confirmation for an earlier pod of that name removes nothing.
+        let earlier = DeleteOptions {
+            uid: "uid-earlier".into(),
+            ..DeleteOptions::force()
+        };
+        let refused = apply(&store, delete_with(Kind::Pod, "a", earlier));
+        let mismatch = WriteError::UidMismatch {
+            kind: Kind::Pod,
+            name: "a".into(),
+            expected: "uid-earlier".into(),
+            current: "uid-a".into(),
+        };
+        assert_eq!(refused, Err(mismatch));
+        assert!(get_pod(&store, "a").is_some());
+
+        // Its node's confirmation (grace 0, its uid) removes it.
+        let confirmed = DeleteOptions {
+            uid: "uid-a".into(),
+            ..DeleteOptions::force()
+        };
+        let gone = apply(&store, delete_with(Kind::Pod, "a", confirmed)).unwrap();
+        assert_eq!(gone.revision, 4);
+        assert_eq!(get_pod(&store, "a"), None);
+        let event = event_at(&store, 4);
+        assert_eq!(event.event_type, EventType::Deleted as i32);
+        assert_eq!(event.node, "n1");
+    }
+
+    #[test]
+    fn unbound_pods_and_force_deletes_go_at_once() {
+        let (_dir, store) = store_with_pod();
+        let mut loose = pod("b", "img:1", "Pending");
+        if let Some(skiff_proto::api::object::Kind::Pod(p)) = &mut loose.kind {
+            let spec = p.spec.get_or_insert_with(Default::default);
+            spec.node_name.clear();
+        }
+        apply(&store, create(&loose)).unwrap();
+        let plain = DeleteOptions::default();
+        let gone = apply(&store, delete_with(Kind::Pod, "b", plain)).unwrap();
+        assert_eq!(get_pod(&store, "b"), None, "nothing runs it");
+        let event = event_at(&store, gone.revision);
+        assert_eq!(event.event_type, EventType::Deleted as i32);
+
+        let force = DeleteOptions::force();
+        let forced = apply(&store, delete_with(Kind::Pod, "a", force)).unwrap();
+        assert_eq!(get_pod(&store, "a"), None, "forced");
+        let event = event_at(&store, forced.revision);
+        assert_eq!(event.event_type, EventType::Deleted as i32);
     }
 }
