@@ -75,6 +75,39 @@ pub fn kubectl(version: KubectlVersion) -> Option<PathBuf> {
     installed(version.path(), &what)
 }
 
+/// A `skiff master` with hollow nodes named `nodes` (in fleet slot
+/// order), then `scenario` with `version`'s kubectl and the master's API
+/// address, on a blocking thread (kubectl runs as a child process; the
+/// runtime's threads stay free for the hollow nodes). Shows the master's
+/// log when the scenario fails. Does nothing when the kubectl is missing
+/// outside CI (see [`kubectl`]).
+pub async fn on_hollow_cluster<F>(version: KubectlVersion, nodes: &[&str], scenario: F)
+where
+    F: FnOnce(&Kubectl, &str) + Send + 'static,
+{
+    let Some(binary) = kubectl(version) else {
+        return;
+    };
+    let (_dir, m) = crate::master::ready_master().await.unwrap();
+    let fleet = crate::hollow::HollowFleet::new(vec![m.api_addr.clone()]);
+    let mut hollow = Vec::new();
+    for (slot, name) in nodes.iter().enumerate() {
+        let config = crate::hollow::HollowConfig::default();
+        hollow.push(fleet.start(name, slot, config).await.unwrap());
+    }
+    let client = Kubectl::new(binary, &m.api_addr).unwrap();
+    let api_addr = m.api_addr.clone();
+    let task = tokio::task::spawn_blocking(move || scenario(&client, &api_addr));
+    if let Err(e) = task.await {
+        eprintln!("kubectl {}: {}", version.release(), m.log_tail());
+        if e.is_panic() {
+            std::panic::resume_unwind(e.into_panic());
+        }
+        panic!("kubectl {} scenario: {e}", version.release());
+    }
+    drop(hollow);
+}
+
 /// The venv's Python with the official `kubernetes` client, if installed;
 /// if not, the harness's rule and `None`.
 pub fn python_client() -> Option<PathBuf> {

@@ -17,6 +17,7 @@ use skiff_e2e::{metric_sample as metric, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
 use skiff_proto::v1;
 use stateright::semantics::register::{Register, RegisterOp, RegisterRet};
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester};
@@ -104,9 +105,11 @@ async fn scale(clients: &[Client], replicas: i32) {
 }
 
 /// Waits until exactly `replicas` pods exist, all Running, with one
-/// ReplicaSet, as a linearizable read through some live master says.
+/// ReplicaSet, as a linearizable read through some live master says; on
+/// timeout, says what it last saw.
 async fn converged(clients: &[Client], replicas: usize, within: Duration) -> anyhow::Result<()> {
-    wait_for(
+    let seen = Mutex::new(String::new());
+    let waited = wait_for(
         &format!("exactly {replicas} running pods"),
         within,
         || async {
@@ -127,6 +130,7 @@ async fn converged(clients: &[Client], replicas: usize, within: Duration) -> any
                 let Ok(sets) = c.list(Kind::ReplicaSet, "default").await else {
                     continue;
                 };
+                *seen.lock().unwrap() = describe_pods(&pods.items, sets.items.len());
                 return (pods.items.len() == replicas
                     && running == replicas
                     && sets.items.len() == 1)
@@ -135,7 +139,37 @@ async fn converged(clients: &[Client], replicas: usize, within: Duration) -> any
             None
         },
     )
-    .await
+    .await;
+    waited.map_err(|e| anyhow::anyhow!("{e}; last seen: {}", seen.lock().unwrap()))
+}
+
+/// Pods that are not plainly Running (phase, node, deletion mark), and
+/// the counts.
+fn describe_pods(pods: &[Object], replicasets: usize) -> String {
+    let mut odd = Vec::new();
+    let mut running = 0;
+    for o in pods {
+        let Some(Body::Pod(p)) = &o.kind else {
+            continue;
+        };
+        let meta = p.metadata.clone().unwrap_or_default();
+        let phase = p.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+        let node = p.spec.as_ref().map(|s| s.node_name.as_str()).unwrap_or("");
+        if phase == "Running" && meta.deletion_timestamp.is_empty() {
+            running += 1;
+        } else {
+            let deleting = &meta.deletion_timestamp;
+            odd.push(format!(
+                "{} phase={phase:?} node={node:?} deleting={deleting:?}",
+                meta.name
+            ));
+        }
+    }
+    format!(
+        "{} pods ({running} running, not being deleted), {replicasets} ReplicaSets; others: [{}]",
+        pods.len(),
+        odd.join("; ")
+    )
 }
 
 /// Names of acknowledged writes, made continuously through every master.

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use skiff_e2e::credentials::admin_conf;
-use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{free_port, http_get};
@@ -45,32 +44,13 @@ async fn kubectl_1_35_works_a_cluster_through_the_rest_api() {
     scenario_with(KubectlVersion::V1_35).await;
 }
 
-/// A master and two hollow nodes, then [`scenario`] with `version`'s
-/// kubectl on a blocking thread (kubectl runs as a child process; the
-/// runtime's threads stay free for the hollow nodes). Shows the master's
-/// log when the scenario fails.
+/// [`scenario`] with `version`'s kubectl against a master and two hollow
+/// nodes.
 async fn scenario_with(version: KubectlVersion) {
-    let Some(binary) = kube_clients::kubectl(version) else {
-        return;
-    };
-    let (_dir, m) = ready_master().await.unwrap();
-    let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
-    let mut nodes = Vec::new();
-    for (slot, name) in NODES.into_iter().enumerate() {
-        let node = fleet.start(name, slot, HollowConfig::default()).await;
-        nodes.push(node.unwrap());
-    }
-    let kubectl = Kubectl::new(binary, &m.api_addr).unwrap();
-    let api_addr = m.api_addr.clone();
-    let task = tokio::task::spawn_blocking(move || scenario(&kubectl, &api_addr, version));
-    if let Err(e) = task.await {
-        eprintln!("kubectl {}: {}", version.release(), m.log_tail());
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("kubectl {} scenario: {e}", version.release());
-    }
-    drop(nodes);
+    kube_clients::on_hollow_cluster(version, &NODES, move |k, api_addr| {
+        scenario(k, api_addr, version)
+    })
+    .await;
 }
 
 fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {

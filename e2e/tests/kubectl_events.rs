@@ -9,9 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
-use skiff_e2e::master::ready_master;
 
 /// The hollow nodes.
 const NODES: [&str; 2] = ["hollow-1", "hollow-2"];
@@ -45,29 +43,10 @@ async fn kubectl_1_35_shows_events() {
     scenario_with(KubectlVersion::V1_35).await;
 }
 
-/// A master and two hollow nodes, then [`scenario`] with `version`'s
-/// kubectl on a blocking thread; the master's log when it fails.
+/// [`scenario`] with `version`'s kubectl against a master and two hollow
+/// nodes.
 async fn scenario_with(version: KubectlVersion) {
-    let Some(binary) = kube_clients::kubectl(version) else {
-        return;
-    };
-    let (_dir, m) = ready_master().await.unwrap();
-    let fleet = HollowFleet::new(vec![m.api_addr.clone()]);
-    let mut nodes = Vec::new();
-    for (slot, name) in NODES.into_iter().enumerate() {
-        let node = fleet.start(name, slot, HollowConfig::default()).await;
-        nodes.push(node.unwrap());
-    }
-    let kubectl = Kubectl::new(binary, &m.api_addr).unwrap();
-    let task = tokio::task::spawn_blocking(move || scenario(&kubectl));
-    if let Err(e) = task.await {
-        eprintln!("kubectl {}: {}", version.release(), m.log_tail());
-        if e.is_panic() {
-            std::panic::resume_unwind(e.into_panic());
-        }
-        panic!("kubectl {} scenario: {e}", version.release());
-    }
-    drop(nodes);
+    kube_clients::on_hollow_cluster(version, &NODES, |k, _| scenario(k)).await;
 }
 
 fn scenario(k: &Kubectl) {

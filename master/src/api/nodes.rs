@@ -106,6 +106,26 @@ impl NodeService {
         status
     }
 
+    /// Decides with `check` on this master's replica; when it refuses, the
+    /// replica may lag behind what the node saw (this master just
+    /// restarted, or the pod was bound a moment ago and the node heard of
+    /// it from another master), so it catches up with the leader (a read
+    /// index) and decides again. Nothing a node is refused for good is
+    /// refused because of a lagging replica.
+    async fn authorize_caught_up(
+        &self,
+        check: impl Fn() -> Result<(), Status>,
+    ) -> Result<(), Status> {
+        if check().is_ok() {
+            return Ok(());
+        }
+        self.cluster
+            .linearize(super::READ_CONFIRM_WITHIN)
+            .await
+            .map_err(ApiError::from)?;
+        check()
+    }
+
     async fn register_local(&self, request: RegisterRequest) -> Result<RegisterResponse, ApiError> {
         let mut node = request
             .node
@@ -430,11 +450,10 @@ impl Nodes for NodeService {
         let identity = authz::identity(&request)?;
         let r = request.get_ref();
         let pod = Access::new(Verb::Update, Kind::Pod, &r.namespace, Some(&r.name));
-        authz::authorize(
-            &self.cluster.store,
-            &identity,
-            &pod.with_subresource("status"),
-        )?;
+        let status = pod.with_subresource("status");
+        let store = &self.cluster.store;
+        self.authorize_caught_up(|| authz::authorize(store, &identity, &status))
+            .await?;
         self.router
             .on_leader(
                 request,
@@ -485,7 +504,11 @@ impl Nodes for NodeService {
         let identity = authz::identity(&request)?;
         let r = request.get_ref();
         let store = &self.cluster.store;
-        authz::may_confirm_pod_deletion(store, &identity, &r.namespace, &r.name)?;
+        let (namespace, name) = (&r.namespace, &r.name);
+        self.authorize_caught_up(|| {
+            authz::may_confirm_pod_deletion(store, &identity, namespace, name)
+        })
+        .await?;
         self.router
             .on_leader(
                 request,
