@@ -236,7 +236,18 @@ impl NodeService {
                 name: name.clone(),
             }))
         };
-        let current = self.cluster.store.get(Kind::Pod, namespace, name)?;
+        let mut current = self.cluster.store.get(Kind::Pod, namespace, name)?;
+        let marked = |pod: &Option<Object>| {
+            pod.as_ref()
+                .is_some_and(|p| p.meta().uid != request.uid || is_being_deleted(p.meta()))
+        };
+        if !marked(&current) {
+            // The node saw the mark on some replica: this one (a leader
+            // that has not applied all its predecessor's entries yet) may
+            // lag behind it.
+            self.cluster.linearize(super::READ_CONFIRM_WITHIN).await?;
+            current = self.cluster.store.get(Kind::Pod, namespace, name)?;
+        }
         let current = current.ok_or_else(not_found)?;
         let meta = current.meta();
         if meta.uid == request.uid && !is_being_deleted(meta) {
