@@ -408,19 +408,29 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
             .collect()
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn a_silent_node_goes_not_ready_then_loses_its_pods_and_comes_back_when_heard() {
+    /// `CLUSTER` seeded, and node lifecycle running on it with the default
+    /// timings until the token is cancelled.
+    fn start_lifecycle() -> (
+        Arc<RecordingObjects>,
+        Arc<HeartbeatTable>,
+        CancellationToken,
+    ) {
         let objects = RecordingObjects::new();
         objects.seed_yaml(CLUSTER);
         let heartbeats = Arc::new(HeartbeatTable::default());
         let shutdown = CancellationToken::new();
-        let config = LifecycleConfig::default();
         tokio::spawn(run(
             context(&objects),
             heartbeats.clone(),
-            config,
+            LifecycleConfig::default(),
             shutdown.clone(),
         ));
+        (objects, heartbeats, shutdown)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_node_goes_not_ready_then_loses_its_pods_and_comes_back_when_heard() {
+        let (objects, heartbeats, shutdown) = start_lifecycle();
         // n2 heartbeats every second; n1 is silent from the start.
         let beating = heartbeats.clone();
         let beats = tokio::spawn(async move {
@@ -488,17 +498,7 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
 
     #[tokio::test(start_paused = true)]
     async fn a_pod_deleted_on_a_silent_node_is_forced_out() {
-        let objects = RecordingObjects::new();
-        objects.seed_yaml(CLUSTER);
-        let heartbeats = Arc::new(HeartbeatTable::default());
-        let shutdown = CancellationToken::new();
-        let config = LifecycleConfig::default();
-        tokio::spawn(run(
-            context(&objects),
-            heartbeats.clone(),
-            config,
-            shutdown.clone(),
-        ));
+        let (objects, _heartbeats, shutdown) = start_lifecycle();
         // n1 silent from the start: its pods are evicted after 9.5 s, but
         // the one that tolerates it.
         tokio::time::sleep(Duration::from_millis(10_500)).await;

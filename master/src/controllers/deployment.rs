@@ -703,16 +703,8 @@ spec:
 
     /// The owned ReplicaSets as (image, spec.replicas, revision), oldest first.
     fn replicasets(objects: &RecordingObjects) -> Vec<(String, i32, u64)> {
-        let mut all: Vec<v1::ReplicaSet> = objects
-            .objects(Kind::ReplicaSet)
-            .into_iter()
-            .filter_map(|o| match o.kind {
-                Some(Body::ReplicaSet(rs)) => Some(rs),
-                _ => None,
-            })
-            .collect();
-        all.sort_by_key(revision_of);
-        all.iter()
+        replicaset_objects(objects)
+            .iter()
             .map(|rs| (image_of(rs), spec_replicas(rs), revision_of(rs)))
             .collect()
     }
