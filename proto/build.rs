@@ -3,8 +3,8 @@
 //! Kubernetes YAML/JSON: lowerCamelCase names, Kubernetes' own spelling where
 //! it is not plain camelCase (`podIP`, `clusterIP`, ...), empty fields left
 //! out except those Kubernetes always writes and clients require
-//! ([`ALWAYS_WRITTEN`]), and int-or-string / quantity fields accepted in both
-//! forms.
+//! ([`ALWAYS_WRITTEN`]), int-or-string / quantity fields accepted in both
+//! forms, and JSON held as text ([`RAW_JSON`]) written as that JSON.
 
 const OBJECTS: &str = ".skiff.v1";
 
@@ -44,6 +44,10 @@ const QUANTITY_MAPS: &[&str] = &[
     "NodeStatus.capacity",
     "NodeStatus.allocatable",
 ];
+
+/// Fields holding JSON text, written as the JSON they hold and read from any
+/// JSON value (Kubernetes' `FieldsV1`).
+const RAW_JSON: &[&str] = &["ManagedFieldsEntry.fields_v1"];
 
 /// Fields written even when empty: Kubernetes always writes them, and
 /// client libraries refuse objects without them (the Python client's
@@ -152,6 +156,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.field_attribute(
             format!("{OBJECTS}.{field}"),
             "#[serde(with = \"crate::json_mapping::quantity_map\")]",
+        );
+    }
+    for field in RAW_JSON {
+        config.field_attribute(
+            format!("{OBJECTS}.{field}"),
+            "#[serde(with = \"crate::json_mapping::raw_json\")]",
         );
     }
     tonic_prost_build::configure().compile_with_config(config, PROTOS, &["proto"])?;

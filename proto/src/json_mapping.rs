@@ -5,6 +5,8 @@
 //! (`targetPort: 8080` or `targetPort: http`) and `Quantity` (`cpu: 1`,
 //! `memory: 128Mi`). Both are kept as strings on the wire; these helpers
 //! accept either form from YAML/JSON and write numbers back as numbers.
+//! A third, free JSON (`managedFields[].fieldsV1`), is kept as its JSON
+//! text ([`raw_json`]).
 
 /// True when a field holds its default value and can be left out of output.
 pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -135,6 +137,51 @@ pub mod quantity_map {
 
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(BTreeMap::new())
+        }
+    }
+}
+
+/// JSON kept as its text in a string field (`ManagedFieldsEntry.fieldsV1`):
+/// written as the JSON it holds, read from any JSON (or YAML) value, which
+/// is kept as compact JSON text with its object keys sorted (so that equal
+/// values are equal texts).
+pub mod raw_json {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(text: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(value) => value.serialize(serializer),
+            // Not JSON (skiff never stores such): written as the text it is.
+            Err(_) => serializer.serialize_str(text),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        Ok(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::Null => String::new(),
+            value => value.to_string(),
+        })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use serde::{Deserialize, Serialize};
+
+        #[derive(Serialize, Deserialize, Default, PartialEq, Debug)]
+        struct Holder {
+            #[serde(with = "crate::json_mapping::raw_json", default)]
+            fields: String,
+        }
+
+        #[test]
+        fn json_text_is_written_as_json_and_read_back_sorted() {
+            let read: Holder =
+                serde_json::from_str(r#"{"fields": {"f:spec": {"f:b": {}, "f:a": {}}}}"#).unwrap();
+            assert_eq!(read.fields, r#"{"f:spec":{"f:a":{},"f:b":{}}}"#);
+            let written = serde_json::to_value(&read).unwrap();
+            assert_eq!(written["fields"]["f:spec"]["f:a"], serde_json::json!({}));
+            let null: Holder = serde_json::from_str(r#"{"fields": null}"#).unwrap();
+            assert_eq!(null, Holder::default());
         }
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod api_schema;
 pub mod defaults;
 pub mod deletion;
 pub mod disruption_budget;
+pub mod field_manager;
 pub mod generic;
 pub mod manifest;
 pub mod metadata;
@@ -343,10 +344,23 @@ impl ObjectExt for Object {
 /// bumps `generation` when the spec changed. Whether an object being
 /// deleted may take the result is [`deletion`]'s question. The
 /// resourceVersion is left for the caller to set.
+///
+/// `managedFields` (`field_manager`): a full update without any keeps the
+/// stored ones, as kube-apiserver does for clients that do not know them
+/// (the controllers); a status update takes the sent ones only when it is
+/// conditional (a resourceVersion that the store checked), so that an
+/// unconditional status write made from an older read (a node's pod
+/// status) never puts back older ones.
 pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object {
     let mut merged = if status_only {
         let mut m = stored.clone();
         m.copy_status_from(&sent);
+        let given = sent.meta();
+        if !given.resource_version.is_empty() && !given.managed_fields.is_empty() {
+            if let Ok(meta) = m.meta_mut() {
+                meta.managed_fields = given.managed_fields.clone();
+            }
+        }
         m
     } else {
         let mut m = sent;
@@ -360,6 +374,9 @@ pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object 
             meta.deletion_grace_period_seconds = old.deletion_grace_period_seconds;
             meta.generate_name = old.generate_name.clone();
             meta.generation = old.generation + i64::from(spec_changed);
+            if meta.managed_fields.is_empty() {
+                meta.managed_fields = old.managed_fields.clone();
+            }
         }
         m
     };
@@ -488,5 +505,41 @@ mod tests {
         let mut c = a;
         c.spec.as_mut().unwrap().node_name = "n2".into();
         assert!(!oa.same_spec(&c.into_object()));
+    }
+
+    #[test]
+    fn updates_keep_managed_fields_unless_they_bring_their_own() {
+        use skiff_proto::v1::{ManagedFieldsEntry, Pod};
+        let entry = |manager: &str| ManagedFieldsEntry {
+            manager: manager.into(),
+            operation: "Update".into(),
+            fields_type: "FieldsV1".into(),
+            fields_v1: r#"{"f:spec":{}}"#.into(),
+            ..Default::default()
+        };
+        let pod = |fields: Vec<ManagedFieldsEntry>, resource_version: &str| {
+            Pod {
+                metadata: Some(ObjectMeta {
+                    name: "p".into(),
+                    resource_version: resource_version.into(),
+                    managed_fields: fields,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object()
+        };
+        let stored = pod(vec![entry("kubectl")], "5");
+        // A controller's write knows nothing of them: the stored ones stay.
+        let merged = merge_update(&stored, pod(Vec::new(), ""), false);
+        assert_eq!(merged.meta().managed_fields, vec![entry("kubectl")]);
+        // The REST API's writes bring them.
+        let merged = merge_update(&stored, pod(vec![entry("helm")], "5"), false);
+        assert_eq!(merged.meta().managed_fields, vec![entry("helm")]);
+        // Status writes: only conditional ones change them.
+        let merged = merge_update(&stored, pod(vec![entry("helm")], ""), true);
+        assert_eq!(merged.meta().managed_fields, vec![entry("kubectl")]);
+        let merged = merge_update(&stored, pod(vec![entry("helm")], "5"), true);
+        assert_eq!(merged.meta().managed_fields, vec![entry("helm")]);
     }
 }

@@ -40,7 +40,7 @@ pub const MAX_JSON_PATCH_COPIED_VALUES: usize = 250_000;
 pub const MAX_JSON_PATCH_DEPTH: usize = 128;
 
 /// The three patch formats Kubernetes serves (server-side apply's `application/apply-patch+yaml`
-/// is not one of them).
+/// is not one of them: `objects::field_manager` merges applied configurations).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PatchType {
     /// RFC 6902 JSON Patch: a list of operations.

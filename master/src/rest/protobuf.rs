@@ -473,6 +473,18 @@ fn read_unknown(bytes: &[u8], base: usize) -> Result<Unknown<'_>> {
     Ok(unknown)
 }
 
+/// The options kinds Kubernetes registers in every group version
+/// (`metav1.AddToGroupVersion`): client-go writes a DELETE's body as a
+/// `DeleteOptions` of the resource's own group version (helm 4 sends
+/// `apps/v1` `DeleteOptions` in protobuf), so they are found by kind alone.
+fn options_schema(kind: &str) -> Option<&'static MessageSchema> {
+    let name = match kind {
+        "DeleteOptions" => "k8s.io.apimachinery.pkg.apis.meta.v1.DeleteOptions",
+        _ => return None,
+    };
+    MESSAGES.iter().find(|message| message.name == name)
+}
+
 fn message_schema(index: u16) -> Result<&'static MessageSchema> {
     MESSAGES
         .get(usize::from(index))
@@ -532,14 +544,16 @@ impl Decoder {
             .unwrap_or(("", unknown.api_version.as_str()));
         let found = KINDS
             .iter()
-            .find(|k| k.group == group && k.version == version && k.kind == unknown.kind);
-        let Some(kind) = found else {
+            .find(|k| k.group == group && k.version == version && k.kind == unknown.kind)
+            .map(|kind| message_schema(kind.message))
+            .or_else(|| options_schema(&unknown.kind).map(Ok));
+        let Some(schema) = found else {
             return Err(ProtobufError::UnknownKind {
                 api_version: unknown.api_version,
                 kind: unknown.kind,
             });
         };
-        let schema = message_schema(kind.message)?;
+        let schema = schema?;
         let mut object = self.message(schema, unknown.raw, unknown.raw_offset, &Path::root(""))?;
         object.insert("apiVersion".to_owned(), Value::String(unknown.api_version));
         object.insert("kind".to_owned(), Value::String(unknown.kind));
@@ -1363,6 +1377,21 @@ mod tests {
             value["spec"]["volumes"],
             json!([{"name": "scratch", "emptyDir": {}}])
         );
+    }
+
+    #[test]
+    fn delete_options_of_any_group_version_are_read() {
+        let options = Msg::new()
+            .varint(1, 0)
+            .string(4, "Foreground")
+            .string(5, "All");
+        let value = decode(&body("apps/v1", "DeleteOptions", options)).unwrap();
+        assert_eq!(value["kind"], "DeleteOptions");
+        assert_eq!(value["gracePeriodSeconds"], 0);
+        assert_eq!(value["propagationPolicy"], "Foreground");
+        assert_eq!(value["dryRun"], serde_json::json!(["All"]));
+        let unknown = decode(&body("apps/v1", "ListOptions", Msg::new())).unwrap_err();
+        assert!(unknown.to_string().contains("ListOptions"), "{unknown}");
     }
 
     #[test]

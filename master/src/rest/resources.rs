@@ -1,6 +1,8 @@
 //! The verbs on resource paths: get, list (label and field selectors,
 //! `limit`/`continue`), watch (in [`super::watch`]), create (`dryRun`,
-//! `generateName`), update, patch (three types), delete (preconditions,
+//! `generateName`), update, patch (three types, and server-side apply:
+//! `objects::field_manager`, which also keeps every other write's
+//! `metadata.managedFields`), delete (preconditions,
 //! `propagationPolicy`, `gracePeriodSeconds`: the store's delete semantics,
 //! `objects::deletion`), deletecollection, and the `status`, `scale` and
 //! `eviction` subresources (an eviction deletes a pod unless a
@@ -20,7 +22,9 @@ use skiff_proto::api::api_server::Api;
 use skiff_proto::api::{
     CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, UpdateRequest,
 };
+use skiff_proto::v1::ObjectMeta;
 use skiff_security::PeerInfo;
+use skiff_values::now_rfc3339;
 use tokio_util::sync::CancellationToken;
 
 use super::access_review::ReviewRequest;
@@ -33,13 +37,19 @@ use super::watch::{WatchPlan, WatchTarget};
 use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::ApiService;
+use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::Propagation;
 use crate::objects::disruption_budget::{self, Budget, EvictionDecision};
+use crate::objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
 use crate::objects::registry::{self, KindInfo, Subresource};
 use crate::objects::{Kind, ObjectExt};
 
-/// How many times a patch is retried after losing a race with another write.
+/// How many times a patch (or an apply, or a replace without a
+/// resourceVersion) is retried after losing a race with another write.
 const PATCH_ATTEMPTS: usize = 5;
+
+/// The Content-Type of server-side apply (JSON is YAML too).
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 /// One request on a resource path.
 pub(super) struct Call<'a> {
@@ -365,7 +375,9 @@ impl<'a> Call<'a> {
         info: &'static KindInfo,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        let manager = self.field_manager("CreateOptions")?;
         let (mut object, warnings) = self.decode_body(info, body)?;
+        record_update(info, &manager, Scope::Object, None, &mut object);
         let name = object.meta().name.clone();
         if self.dry_run() {
             let meta = object
@@ -434,11 +446,15 @@ impl<'a> Call<'a> {
         view: View,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        let manager = self.field_manager("UpdateOptions")?;
         if view == View::Scale {
             let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
             let scale = wire::parse_body(body, &content_type)?;
             let current = self.get_object(info, name).await?;
-            let object = with_replicas(info, current, &scale)?;
+            let live = (current.meta().clone(), wire::encode(info, &current));
+            let mut object = with_replicas(info, current, &scale)?;
+            let replaced = Some((&live.0, &live.1));
+            record_update(info, &manager, Scope::Scale, replaced, &mut object);
             let written = if self.dry_run() {
                 object
             } else {
@@ -453,14 +469,56 @@ impl<'a> Call<'a> {
                 object.meta().name
             )));
         }
+        let status_only = view == View::Status;
         let written = if self.dry_run() {
             object
+        } else if !keeps_managed_fields(info) {
+            self.write(info, name, object, status_only).await?
         } else {
-            self.write(info, name, object, view == View::Status).await?
+            let scope = if status_only {
+                Scope::Status
+            } else {
+                Scope::Object
+            };
+            self.replace(info, name, object, scope, &manager).await?
         };
         let mut response = self.object_answer(info, &written, view, StatusCode::OK);
         add_warnings(&mut response, &warnings);
         Ok(response)
+    }
+
+    /// Writes `object` over the stored one (a `PUT`), its managed fields
+    /// recorded against what it replaces. Without a resourceVersion the
+    /// write is made conditional on the object read, and made again when
+    /// another write came first; with one, it is the client's condition.
+    async fn replace(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        object: Object,
+        scope: Scope,
+        manager: &str,
+    ) -> Result<Object, RestError> {
+        let conditional = !object.meta().resource_version.is_empty();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let current = self.get_object(info, name).await?;
+            let live = wire::encode(info, &current);
+            let mut written = object.clone();
+            if !conditional {
+                if let Ok(meta) = written.meta_mut() {
+                    meta.resource_version = current.meta().resource_version.clone();
+                }
+            }
+            let replaced = Some((current.meta(), &live));
+            record_update(info, manager, scope, replaced, &mut written);
+            let status_only = scope == Scope::Status;
+            match self.write(info, name, written, status_only).await {
+                Err(e) if e.reason == "Conflict" && !conditional && attempt < PATCH_ATTEMPTS => {}
+                answer => return answer,
+            }
+        }
     }
 
     async fn patch(
@@ -471,21 +529,26 @@ impl<'a> Call<'a> {
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
         let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
+        if is_apply(&content_type) {
+            return self.apply(info, name, view, body).await;
+        }
+        if self.query.contains_key("force") {
+            return Err(options_invalid(
+                "PatchOptions",
+                "force",
+                "FieldValueForbidden",
+                "Forbidden: may not be specified for non-apply patch".to_owned(),
+            ));
+        }
         let patch_type = patch::PatchType::from_content_type(&content_type).ok_or_else(|| {
-            if content_type.starts_with("application/apply-patch") {
-                RestError::unsupported_media_type(
-                    &content_type,
-                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (server-side apply is not served yet)",
-                )
-            } else {
-                RestError::unsupported_media_type(
-                    &content_type,
-                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json",
-                )
-            }
+            RestError::unsupported_media_type(
+                &content_type,
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
+            )
         })?;
         let validation =
             FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
+        let manager = self.field_manager("PatchOptions")?;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -496,7 +559,11 @@ impl<'a> Call<'a> {
                     let scale = scale_of(info, &current);
                     let patched = patch::apply("Scale", &scale, patch_type, body)
                         .map_err(|e| patch_error(info, name, e))?;
-                    (with_replicas(info, current, &patched)?, Vec::new())
+                    let live = (current.meta().clone(), wire::encode(info, &current));
+                    let mut object = with_replicas(info, current, &patched)?;
+                    let live = Some((&live.0, &live.1));
+                    record_update(info, &manager, Scope::Scale, live, &mut object);
+                    (object, Vec::new())
                 }
                 View::Object | View::Status => {
                     let value = wire::encode(info, &current);
@@ -522,6 +589,13 @@ impl<'a> Call<'a> {
                             meta.resource_version = current_rv.clone();
                         }
                     }
+                    let scope = if view == View::Status {
+                        Scope::Status
+                    } else {
+                        Scope::Object
+                    };
+                    let live = Some((current.meta(), &value));
+                    record_update(info, &manager, scope, live, &mut object);
                     (object, warnings)
                 }
             };
@@ -542,13 +616,170 @@ impl<'a> Call<'a> {
         }
     }
 
+    /// `PATCH` with `application/apply-patch+yaml`: server-side apply of
+    /// the body, a partial object (YAML or JSON), by `fieldManager`
+    /// (required) with `force`, `dryRun` and `fieldValidation`
+    /// (`objects::field_manager`). Creates the object when there is none
+    /// (201); refuses to change fields another manager owns unless forced
+    /// (409 with each conflict). An apply that changes nothing writes
+    /// nothing: the object keeps its resourceVersion. Retried, like any
+    /// patch, when another write comes first.
+    async fn apply(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        view: View,
+        body: &[u8],
+    ) -> Result<Response<Body>, RestError> {
+        let scope = match view {
+            View::Object => Scope::Object,
+            View::Status => Scope::Status,
+            View::Scale => {
+                return Err(RestError::unsupported_media_type(
+                    APPLY_PATCH,
+                    "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (server-side apply of scale is not served)",
+                ))
+            }
+        };
+        if !keeps_managed_fields(info) {
+            return Err(RestError::unsupported_media_type(
+                APPLY_PATCH,
+                "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (Events are not server-side applied)",
+            ));
+        }
+        let manager = self.query.get("fieldManager").map_or("", String::as_str);
+        if manager.is_empty() {
+            return Err(options_invalid(
+                "PatchOptions",
+                "fieldManager",
+                "FieldValueRequired",
+                "Required value: is required for apply patch".to_owned(),
+            ));
+        }
+        check_field_manager("PatchOptions", manager)?;
+        let force = match self.query.get("force").map(String::as_str) {
+            None | Some("" | "false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(RestError::bad_request(format!(
+                    "force {other:?} is neither true nor false"
+                )))
+            }
+        };
+        let validation =
+            FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
+        let mut config = wire::parse_body(body, APPLY_PATCH)?;
+        check_applied(&config, name)?;
+        wire::check_against_url(&mut config, info, self.path.namespace.as_deref())?;
+        let wanted_rv = config["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let now = now_rfc3339();
+        let apply = Apply {
+            info,
+            manager,
+            scope,
+            force,
+            now: &now,
+        };
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let live = match self.get_object(info, name).await {
+                Ok(object) => Some(object),
+                Err(e) if e.code == StatusCode::NOT_FOUND && scope == Scope::Object => None,
+                Err(e) => return Err(e),
+            };
+            let live_rv = live.as_ref().map(|o| o.meta().resource_version.clone());
+            if !wanted_rv.is_empty() && live_rv.as_deref() != Some(wanted_rv.as_str()) {
+                return Err(modified(info, name));
+            }
+            let live_value = live.as_ref().map(|o| wire::encode(info, o));
+            let managed = live
+                .as_ref()
+                .map(|o| ManagedFields::of(o.meta()))
+                .unwrap_or_default();
+            let merged = apply
+                .merge(live_value.as_ref(), &managed, &config)
+                .map_err(|e| apply_error(info, name, e))?;
+            let (mut object, warnings) =
+                wire::decode(info, merged.object, validation, BodyOrigin::Text)?;
+            if let (Some(rv), Ok(meta)) = (&live_rv, object.meta_mut()) {
+                // Conditional on what was read, as a patch is.
+                meta.resource_version = rv.clone();
+            }
+            // Compared as it will be stored.
+            apply_defaults(&mut object);
+            let result = wire::encode(info, &object);
+            let managed = apply
+                .settle(live_value.as_ref(), &result, managed, merged.applied)
+                .map_err(|e| apply_error(info, name, e))?;
+            if let Ok(meta) = object.meta_mut() {
+                meta.managed_fields = managed.to_proto();
+            }
+            let code = if live.is_some() {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            if live.as_ref() == Some(&object) || self.dry_run() {
+                let mut response = self.object_answer(info, &object, view, code);
+                add_warnings(&mut response, &warnings);
+                return Ok(response);
+            }
+            let written = match live {
+                None => self
+                    .api
+                    .create(self.request(CreateRequest {
+                        object: Some(object),
+                    }))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| RestError::from_grpc(&s, info, name)),
+                Some(_) => self.write(info, name, object, scope == Scope::Status).await,
+            };
+            match written {
+                Ok(written) => {
+                    let mut response = self.object_answer(info, &written, view, code);
+                    add_warnings(&mut response, &warnings);
+                    return Ok(response);
+                }
+                // Another write came first (or created it meanwhile).
+                Err(e)
+                    if (e.reason == "Conflict" || e.reason == "AlreadyExists")
+                        && wanted_rv.is_empty()
+                        && attempt < PATCH_ATTEMPTS => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Who makes this write, for its managed fields: `fieldManager`, else
+    /// the first word of the client's user agent (`kubectl`, `Helm`,
+    /// `OpenAPI-Generator`), as kube-apiserver names managers. `options`
+    /// names the request's options in errors (`CreateOptions`, ...).
+    fn field_manager(&self, options: &'static str) -> Result<String, RestError> {
+        let given = self.query.get("fieldManager").map_or("", String::as_str);
+        if !given.is_empty() {
+            check_field_manager(options, given)?;
+            return Ok(given.to_owned());
+        }
+        let agent = super::header_text(self.headers, header::USER_AGENT);
+        Ok(agent_prefix(&agent))
+    }
+
     async fn delete(
         &self,
         info: &'static KindInfo,
         name: &str,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
-        let params = DeleteParams::read(body, self.query)?;
+        let params = DeleteParams::read(
+            body,
+            &super::header_text(self.headers, header::CONTENT_TYPE),
+            self.query,
+        )?;
         if self.dry_run() || params.dry_run {
             let object = self.get_object(info, name).await?;
             return Ok(self.object_answer(info, &object, View::Object, StatusCode::OK));
@@ -584,7 +815,11 @@ impl<'a> Call<'a> {
         info: &'static KindInfo,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
-        let params = DeleteParams::read(body, self.query)?;
+        let params = DeleteParams::read(
+            body,
+            &super::header_text(self.headers, header::CONTENT_TYPE),
+            self.query,
+        )?;
         let (labels, fields) = self.selectors(info)?;
         let (items, revision) = self.list_values(info, &labels, &fields).await?;
         let mut deleted = Vec::new();
@@ -743,6 +978,182 @@ fn patch_error(info: &'static KindInfo, name: &str, e: patch::PatchError) -> Res
     error.details.kind = info.kind.name().to_owned();
     error.details.group = info.group.to_owned();
     error
+}
+
+/// Whether a request's Content-Type is server-side apply's.
+fn is_apply(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case(APPLY_PATCH)
+}
+
+/// Whether writes of `info`'s kind keep managed fields: every stored kind
+/// (Events, kept in the leader's memory, are left as they are).
+fn keeps_managed_fields(info: &KindInfo) -> bool {
+    !info.kind.is_ephemeral()
+}
+
+/// Records a write that is not an apply (create, replace, patch) by
+/// `manager` through `scope` in `object`'s managed fields; `live` is the
+/// object it replaces (its metadata and its JSON), `None` for a create.
+fn record_update(
+    info: &'static KindInfo,
+    manager: &str,
+    scope: Scope,
+    live: Option<(&ObjectMeta, &Value)>,
+    object: &mut Object,
+) {
+    if !keeps_managed_fields(info) {
+        return;
+    }
+    let written = match live {
+        // Compared as it will be stored, so that fields left to their
+        // defaults do not count as removed.
+        Some(_) => {
+            let mut defaulted = object.clone();
+            apply_defaults(&mut defaulted);
+            wire::encode(info, &defaulted)
+        }
+        None => wire::encode(info, object),
+    };
+    let managed = ManagedFields::for_write(object.meta(), live.map(|(meta, _)| meta));
+    let now = now_rfc3339();
+    let update = Update {
+        info,
+        manager,
+        scope,
+        now: &now,
+    };
+    let recorded = update.record(live.map(|(_, value)| value), &written, managed);
+    if let Ok(meta) = object.meta_mut() {
+        meta.managed_fields = recorded.to_proto();
+    }
+}
+
+/// kube-apiserver's check of `fieldManager`: at most 128 bytes, all
+/// printable.
+fn check_field_manager(options: &'static str, manager: &str) -> Result<(), RestError> {
+    let max = field_manager::MAX_FIELD_MANAGER_LENGTH;
+    if manager.len() > max {
+        return Err(options_invalid(
+            options,
+            "fieldManager",
+            "FieldValueTooLong",
+            format!("Too long: may not be more than {max} bytes"),
+        ));
+    }
+    if let Some((at, c)) = manager.char_indices().find(|(_, c)| c.is_control()) {
+        return Err(options_invalid(
+            options,
+            "fieldManager",
+            "FieldValueInvalid",
+            format!(
+                "Invalid value: {manager:?}: invalid character U+{:04X} (at position {at})",
+                u32::from(c)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The first word of a user agent (`kubectl/v1.35.2 (linux/amd64) ...` is
+/// `kubectl`), printable characters only, at most 128 bytes: the manager
+/// of a write that names none.
+fn agent_prefix(agent: &str) -> String {
+    let first = agent.split('/').next().unwrap_or("");
+    let mut out = String::new();
+    for c in first.chars().filter(|c| !c.is_control()) {
+        if out.len() + c.len_utf8() > field_manager::MAX_FIELD_MANAGER_LENGTH {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A 422 about a request's options (`PatchOptions`, ...), in
+/// kube-apiserver's words: `PatchOptions.meta.k8s.io "" is invalid:
+/// fieldManager: Required value: is required for apply patch`.
+fn options_invalid(
+    options: &'static str,
+    field: &str,
+    reason: &'static str,
+    detail: String,
+) -> RestError {
+    let mut e = RestError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        format!("{options}.meta.k8s.io \"\" is invalid: {field}: {detail}"),
+    );
+    e.details.group = "meta.k8s.io".to_owned();
+    e.details.kind = options.to_owned();
+    e.details.causes = vec![(field.to_owned(), detail)];
+    e.details.cause_reason = reason;
+    e
+}
+
+/// What kube-apiserver checks of an applied configuration before it
+/// reads it: an object naming its `apiVersion`, `kind`, and the URL's
+/// object.
+fn check_applied(config: &Value, name: &str) -> Result<(), RestError> {
+    if !config.is_object() {
+        return Err(RestError::bad_request(
+            "the applied configuration must be an object",
+        ));
+    }
+    for (field, called) in [("apiVersion", "apiVersion"), ("kind", "Kind")] {
+        if config[field].as_str().is_none_or(str::is_empty) {
+            return Err(RestError::bad_request(format!(
+                "Object '{called}' is missing in the applied configuration"
+            )));
+        }
+    }
+    let given = config["metadata"]["name"].as_str().unwrap_or("");
+    if given != name {
+        return Err(RestError::bad_request(format!(
+            "the name of the object ({given}) does not match the name on the URL ({name})"
+        )));
+    }
+    Ok(())
+}
+
+/// An apply refused by the field manager: conflicts as kube-apiserver
+/// answers them (409, a `FieldManagerConflict` cause per field), anything
+/// else a bad request.
+fn apply_error(info: &KindInfo, name: &str, e: field_manager::Error) -> RestError {
+    let message = e.to_string();
+    match e {
+        field_manager::Error::Conflicts(conflicts) => {
+            let mut error = RestError::new(StatusCode::CONFLICT, "Conflict", message);
+            error.details.causes = conflicts
+                .iter()
+                .map(|c| (c.field.clone(), c.message()))
+                .collect();
+            error.details.cause_reason = "FieldManagerConflict";
+            error
+        }
+        _ => {
+            let mut error = RestError::bad_request(format!(
+                "{} {name:?}: the applied configuration cannot be read: {message}",
+                info.qualified_kind()
+            ));
+            error.details.name = name.to_owned();
+            error.details.kind = info.resource.to_owned();
+            error.details.group = info.group.to_owned();
+            error
+        }
+    }
+}
+
+/// A write conditional on a resourceVersion that is not the object's.
+fn modified(info: &KindInfo, name: &str) -> RestError {
+    RestError::new(
+        StatusCode::CONFLICT,
+        "Conflict",
+        format!(
+            "Operation cannot be fulfilled on {} {name:?}: the object has been modified; please apply your changes to the latest version and try again",
+            info.qualified_resource()
+        ),
+    )
 }
 
 /// `namespace/name` of an object, the order lists come in.
@@ -912,13 +1323,15 @@ struct DeleteParams {
 }
 
 impl DeleteParams {
-    fn read(body: &[u8], query: &Query) -> Result<DeleteParams, RestError> {
+    /// `content_type` says how the body is written: JSON (kubectl), YAML,
+    /// or Kubernetes protobuf (helm 4 deletes with protobuf bodies).
+    fn read(body: &[u8], content_type: &str, query: &Query) -> Result<DeleteParams, RestError> {
         let mut params = DeleteParams::from_query(query)?;
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(params);
         }
-        let value: Value = serde_json::from_slice(body).map_err(|e| {
-            RestError::bad_request(format!("the DeleteOptions body is not valid JSON: {e}"))
+        let value = wire::parse_body(body, content_type).map_err(|e| {
+            RestError::bad_request(format!("the DeleteOptions body: {}", e.message))
         })?;
         if !value.is_object() {
             return Err(RestError::bad_request(
@@ -1035,7 +1448,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        DeleteParams::read(body, &query)
+        DeleteParams::read(body, "application/json", &query)
     }
 
     #[test]
@@ -1103,5 +1516,114 @@ mod tests {
         let plain = DeleteParams::default().request(registry::info(Kind::Pod), "shop", "web");
         assert_eq!(plain.propagation_policy, "");
         assert_eq!(plain.grace_period_seconds, None);
+    }
+
+    #[test]
+    fn server_side_apply_is_told_by_its_content_type() {
+        assert!(is_apply("application/apply-patch+yaml"));
+        assert!(is_apply("application/apply-patch+yaml; charset=utf-8"));
+        assert!(!is_apply("application/merge-patch+json"));
+        assert!(!is_apply(""));
+    }
+
+    #[test]
+    fn managers_are_named_as_kube_apiserver_names_them() {
+        let kubectl = "kubectl/v1.35.2 (linux/amd64) kubernetes/abc";
+        assert_eq!(agent_prefix(kubectl), "kubectl");
+        assert_eq!(agent_prefix("Helm/4.1.4"), "Helm");
+        assert_eq!(agent_prefix("python\u{7}client"), "pythonclient");
+        assert_eq!(agent_prefix(&"x".repeat(200)).len(), 128);
+        assert_eq!(agent_prefix(""), "");
+        assert!(check_field_manager("PatchOptions", "helm").is_ok());
+        let e = check_field_manager("PatchOptions", &"m".repeat(129)).unwrap_err();
+        assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(
+            e.message.contains("fieldManager: Too long"),
+            "{}",
+            e.message
+        );
+        let e = check_field_manager("CreateOptions", "a\tb").unwrap_err();
+        assert!(
+            e.message
+                .starts_with("CreateOptions.meta.k8s.io \"\" is invalid"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("U+0009"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_apply_without_a_manager_is_refused_in_kube_apiservers_words() {
+        let e = options_invalid(
+            "PatchOptions",
+            "fieldManager",
+            "FieldValueRequired",
+            "Required value: is required for apply patch".to_owned(),
+        );
+        assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        );
+        let status = e.to_json();
+        let cause = &status["details"]["causes"][0];
+        assert_eq!(cause["reason"], "FieldValueRequired");
+        assert_eq!(cause["field"], "fieldManager");
+    }
+
+    #[test]
+    fn applied_configurations_must_name_their_type_and_the_urls_object() {
+        let ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}});
+        assert!(check_applied(&ok, "c").is_ok());
+        let refused = [
+            (json!([1]), "must be an object"),
+            (
+                json!({"kind": "ConfigMap", "metadata": {"name": "c"}}),
+                "'apiVersion'",
+            ),
+            (
+                json!({"apiVersion": "v1", "metadata": {"name": "c"}}),
+                "'Kind'",
+            ),
+            (ok.clone(), "does not match the name on the URL (d)"),
+        ];
+        for (config, says) in refused {
+            let name = if says.ends_with("(d)") { "d" } else { "c" };
+            let e = check_applied(&config, name).unwrap_err();
+            assert_eq!(e.code, StatusCode::BAD_REQUEST);
+            assert!(e.message.contains(says), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn apply_conflicts_are_409s_with_a_cause_per_field() {
+        let conflicts = vec![field_manager::Conflict {
+            manager: "\"kubectl-scale\" with subresource \"scale\" using apps/v1".to_owned(),
+            field: ".spec.replicas".to_owned(),
+        }];
+        let deployments = registry::info(Kind::Deployment);
+        let refused = field_manager::Error::Conflicts(conflicts);
+        let e = apply_error(deployments, "web", refused);
+        assert_eq!(e.code, StatusCode::CONFLICT);
+        assert_eq!(e.reason, "Conflict");
+        assert!(
+            e.message.starts_with("Apply failed with 1 conflict"),
+            "{}",
+            e.message
+        );
+        let cause = &e.to_json()["details"]["causes"][0];
+        assert_eq!(cause["reason"], "FieldManagerConflict");
+        assert_eq!(cause["field"], ".spec.replicas");
+        assert_eq!(
+            cause["message"],
+            "conflict with \"kubectl-scale\" with subresource \"scale\" using apps/v1"
+        );
+        let e = apply_error(deployments, "web", field_manager::Error::ManagedFieldsGiven);
+        assert_eq!(e.code, StatusCode::BAD_REQUEST);
+        assert!(
+            e.message.contains("metadata.managedFields must be nil"),
+            "{}",
+            e.message
+        );
     }
 }

@@ -32,6 +32,9 @@ pub struct Details {
     pub kind: String,
     /// `details.causes`: (field, message) of each invalid field.
     pub causes: Vec<(String, String)>,
+    /// The causes' `reason`; `""` is `FieldValueInvalid`
+    /// (`FieldManagerConflict` for an apply's conflicts).
+    pub cause_reason: &'static str,
 }
 
 impl RestError {
@@ -203,11 +206,15 @@ impl RestError {
             details.insert("kind".into(), json!(d.kind));
         }
         if !d.causes.is_empty() {
+            let reason = match d.cause_reason {
+                "" => "FieldValueInvalid",
+                reason => reason,
+            };
             let causes = d
                 .causes
                 .iter()
                 .map(|(field, message)| {
-                    json!({"reason": "FieldValueInvalid", "message": message, "field": field})
+                    json!({"reason": reason, "message": message, "field": field})
                 })
                 .collect::<Vec<_>>();
             details.insert("causes".into(), Value::Array(causes));
