@@ -92,7 +92,7 @@ pub mod quantity_map {
         }
     }
 
-    struct QuantityVisitor;
+    pub(crate) struct QuantityVisitor;
 
     impl Visitor<'_> for QuantityVisitor {
         type Value = String;
@@ -136,5 +136,19 @@ pub mod quantity_map {
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(BTreeMap::new())
         }
+    }
+}
+
+/// A single `Quantity` (`sizeLimit`, `divisor`): a number or a string in
+/// YAML/JSON, always written as a string, as Kubernetes does.
+pub mod quantity {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(super::quantity_map::QuantityVisitor)
     }
 }
