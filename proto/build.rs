@@ -26,6 +26,8 @@ const RENAMES: &[(&str, &str)] = &[
     ("ContainerStateTerminated.container_id", "containerID"),
     ("ServiceSpec.cluster_ip", "clusterIP"),
     ("ServiceSpec.cluster_ips", "clusterIPs"),
+    ("Volume.downward_api", "downwardAPI"),
+    ("VolumeProjection.downward_api", "downwardAPI"),
 ];
 
 /// Kubernetes `IntOrString` fields.
@@ -48,6 +50,12 @@ const QUANTITY_MAPS: &[&str] = &[
 /// Fields holding JSON text, written as the JSON they hold and read from any
 /// JSON value (Kubernetes' `FieldsV1`).
 const RAW_JSON: &[&str] = &["ManagedFieldsEntry.fields_v1"];
+
+/// Single `Quantity` fields: YAML may write `sizeLimit: 1Gi` or `divisor: 1`.
+const QUANTITIES: &[&str] = &[
+    "EmptyDirVolumeSource.size_limit",
+    "ResourceFieldSelector.divisor",
+];
 
 /// Fields written even when empty: Kubernetes always writes them, and
 /// client libraries refuse objects without them (the Python client's
@@ -162,6 +170,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config.field_attribute(
             format!("{OBJECTS}.{field}"),
             "#[serde(with = \"crate::json_mapping::raw_json\")]",
+        );
+    }
+    for field in QUANTITIES {
+        config.field_attribute(
+            format!("{OBJECTS}.{field}"),
+            "#[serde(with = \"crate::json_mapping::quantity\")]",
         );
     }
     tonic_prost_build::configure().compile_with_config(config, PROTOS, &["proto"])?;

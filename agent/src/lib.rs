@@ -414,6 +414,15 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     } else {
         None
     };
+    // What a container without a limit may use (the downward API's
+    // resources, memory-backed emptyDirs), and where pods read their
+    // ConfigMaps and Secrets from.
+    let node_allocatable = node
+        .status
+        .as_ref()
+        .map(|s| s.allocatable.clone())
+        .unwrap_or_default();
+    let config_source = Arc::new(master_link::MasterConfigSource::new(masters.clone()));
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = master_link::event_channel(metrics.events_dropped.clone());
@@ -493,6 +502,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         host_ip: node_ip,
         metrics,
         events: events_tx,
+        config: config_source,
+        node_allocatable,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;

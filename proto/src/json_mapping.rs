@@ -94,7 +94,7 @@ pub mod quantity_map {
         }
     }
 
-    struct QuantityVisitor;
+    pub(crate) struct QuantityVisitor;
 
     impl Visitor<'_> for QuantityVisitor {
         type Value = String;
@@ -183,5 +183,19 @@ pub mod raw_json {
             let null: Holder = serde_json::from_str(r#"{"fields": null}"#).unwrap();
             assert_eq!(null, Holder::default());
         }
+    }
+}
+
+/// A single `Quantity` (`sizeLimit`, `divisor`): a number or a string in
+/// YAML/JSON, always written as a string, as Kubernetes does.
+pub mod quantity {
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &str, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+        deserializer.deserialize_any(super::quantity_map::QuantityVisitor)
     }
 }

@@ -156,6 +156,10 @@ pub(crate) struct State {
     pub(crate) list_calls: Vec<(String, Instant)>,
     /// The next this many `List` calls fail with UNAVAILABLE.
     pub(crate) failing_lists: usize,
+    /// Each `Get` call's request.
+    pub(crate) get_requests: Vec<GetRequest>,
+    /// The next this many `Get` calls fail with UNAVAILABLE.
+    pub(crate) failing_gets: usize,
     /// Each `Watch` call's request.
     pub(crate) watch_requests: Vec<WatchRequest>,
     /// The `Watch` streams still open.
@@ -401,8 +405,26 @@ impl Api for FakeService {
         Err(not_scripted("Create"))
     }
 
-    async fn get(&self, _request: Request<GetRequest>) -> Result<Response<Object>, Status> {
-        Err(not_scripted("Get"))
+    async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
+        let request = request.into_inner();
+        let mut state = self.lock();
+        state.get_requests.push(request.clone());
+        if state.failing_gets > 0 {
+            state.failing_gets -= 1;
+            return Err(Status::unavailable("scripted: this master cannot read now"));
+        }
+        let wanted = (request.namespace.as_str(), request.name.as_str());
+        let found = state
+            .objects
+            .get(&request.kind)
+            .and_then(|objects| objects.iter().find(|o| namespace_and_name(o) == wanted));
+        match found {
+            Some(object) => Ok(Response::new(object.clone())),
+            None => {
+                let message = format!("{} {:?} not found", request.kind, request.name);
+                Err(Status::not_found(message))
+            }
+        }
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
@@ -495,6 +517,18 @@ pub(crate) fn node(name: &str) -> v1::Node {
 }
 
 /// The name of a Node, Pod or Service object.
+/// The namespace and name of a Pod, Secret or generic object.
+fn namespace_and_name(object: &Object) -> (&str, &str) {
+    use skiff_proto::api::object::Kind as Body;
+    let meta = match &object.kind {
+        Some(Body::Pod(p)) => p.metadata.as_ref(),
+        Some(Body::Secret(s)) => s.metadata.as_ref(),
+        Some(Body::Generic(g)) => g.metadata.as_ref(),
+        _ => None,
+    };
+    meta.map_or(("", ""), |m| (m.namespace.as_str(), m.name.as_str()))
+}
+
 pub(crate) fn name_of(object: &Object) -> String {
     use skiff_proto::api::object::Kind as Body;
     let meta = match &object.kind {

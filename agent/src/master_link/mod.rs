@@ -16,7 +16,9 @@
 //!   best effort (dropped and counted when no master takes them);
 //! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
 //!   Endpoints) as a `tokio::sync::watch` receiver, which the agent follows
-//!   into the overlay and the Service rules.
+//!   into the overlay and the Service rules;
+//! - [`config_objects`]: the ConfigMaps and Secrets the pods use, read one
+//!   by one when a pod worker asks ([`ConfigSource`]), not a stream.
 //!
 //! A task whose receivers are all dropped ends, as does every task on the
 //! shutdown token. With no master reachable the tasks keep retrying and the
@@ -27,6 +29,7 @@
 //! nodes (`skiff-e2e`) use the same code, so benchmarks measure this client.
 
 pub mod cluster_objects;
+pub mod config_objects;
 pub mod events;
 pub mod heartbeat;
 pub mod masters;
@@ -43,6 +46,9 @@ use std::collections::HashSet;
 use skiff_proto::v1;
 
 pub use cluster_objects::{follow_kinds, KindsSnapshot};
+pub use config_objects::{
+    ConfigData, ConfigKind, ConfigSource, FetchError, MasterConfigSource, StaticConfigSource,
+};
 pub use events::{event_channel, event_loop, EventKind, EventSender};
 pub use heartbeat::{heartbeat_loop, send_heartbeats, EveryBeat, HeartbeatTap};
 pub use masters::Masters;

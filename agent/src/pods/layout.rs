@@ -3,6 +3,7 @@
 //! ```text
 //! pods/<namespace>_<name>_<uid>/etc/{hosts,hostname,resolv.conf}
 //! pods/<namespace>_<name>_<uid>/<container>/<restart>.log   (+ .log.1 when rotated)
+//! pods/<namespace>_<name>_<uid>/volumes/<plugin>/<volume>   emptyDir, configMap, secret, ...
 //! netns/<uid>                                              the pod's network namespace
 //! state/pods/<uid>.json                                    the last pod spec the master sent
 //! ```
@@ -92,6 +93,18 @@ impl PodLayout {
         for stale in stale_logs(&files) {
             let _ = tokio::fs::remove_file(dir.join(stale)).await;
         }
+    }
+
+    /// Where the pod's volumes live: one directory per volume plugin
+    /// (`kubernetes.io~configmap`, as the kubelet names them), one per
+    /// volume in it.
+    pub fn volumes_dir(&self, pod: &v1::Pod) -> PathBuf {
+        Self::volumes_dir_in(&self.pod_dir(pod))
+    }
+
+    /// The volumes directory of the pod whose directory is `pod_dir`.
+    pub fn volumes_dir_in(pod_dir: &Path) -> PathBuf {
+        pod_dir.join("volumes")
     }
 
     /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the pod.

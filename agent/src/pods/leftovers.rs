@@ -8,8 +8,8 @@
 //! ([`remove`]):
 //!
 //! - every container of a pod the node no longer runs, and that pod's
-//!   address, network namespace, files, logs and cached spec, whichever of
-//!   these are left;
+//!   address, network namespace, tmpfs volumes (unmounted), files, logs
+//!   and cached spec, whichever of these are left;
 //! - exited containers of a pod beyond the last one per container name,
 //!   which the kubelet keeps for `logs -p`. skiff reuses one containerd
 //!   container per pod container (`<pod-uid>_<name>`), so only leftovers of
@@ -31,6 +31,7 @@ use crate::runtime::{ContainerRecord, ContainerRuntime, TaskState};
 
 use super::layout::{stale_logs, PodLayout};
 use super::sandbox::PodSandbox;
+use super::volumes;
 use super::worker::{container_id, stop_container, WorkerContext};
 
 /// How long a leftover container that still runs gets between SIGTERM and
@@ -221,6 +222,7 @@ pub async fn remove<R: ContainerRuntime, S: PodSandbox>(ctx: WorkerContext<R, S>
             tracing::warn!(error = %e, "cannot remove pod network namespace");
         }
         if let Some(dir) = &pod.dir {
+            volumes::unmount_all(ctx.sandbox.as_ref(), dir);
             if let Err(e) = tokio::fs::remove_dir_all(dir).await {
                 tracing::warn!(dir = %dir.display(), error = %e, "cannot remove pod files");
             }
@@ -397,6 +399,8 @@ mod tests {
             host_ip: "10.0.0.1".into(),
             metrics,
             events,
+            config: Arc::new(crate::master_link::StaticConfigSource::default()),
+            node_allocatable: Default::default(),
         };
         remove(ctx, to_remove).await;
 

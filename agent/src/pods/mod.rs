@@ -7,16 +7,22 @@
 //! down; then, and every 30 s from then on, what is left of pods and runs
 //! that are over is removed ([`leftovers`]). Container logs are rotated
 //! every 30 s. Workers reach containerd through
-//! [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
-//! through [`sandbox::PodSandbox`]. The images the pods name are what
+//! [`crate::runtime::ContainerRuntime`], the kernel side of a pod through
+//! [`sandbox::PodSandbox`], and the ConfigMaps and Secrets of its
+//! environment ([`env`]) and volumes ([`volumes`]) through
+//! [`crate::master_link::ConfigSource`]. The images the pods name are what
 //! image garbage collection must keep ([`wanted_images`]).
 
 pub mod backoff;
+pub mod downward_api;
+pub mod env;
 pub mod layout;
 pub mod leftovers;
+pub mod pod_config;
 pub mod probes;
 pub mod sandbox;
 pub mod status;
+pub mod volumes;
 pub mod worker;
 
 use std::collections::{HashMap, HashSet};

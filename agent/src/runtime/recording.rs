@@ -1,8 +1,9 @@
 //! A recording fake of [`ContainerRuntime`] and [`ImageInventory`] for
 //! unit-testing the pod workers, the leftover sweep and image garbage
 //! collection: containers and stored images live in maps, every call is
-//! recorded, tests make containers exit, and image pulls or starts can be
-//! made to fail. Passed in explicitly where the real runtime would be.
+//! recorded (and the spec of each container's last start kept), tests make
+//! containers exit, and image pulls or starts can be made to fail. Passed
+//! in explicitly where the real runtime would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -46,6 +47,8 @@ struct Inner {
     /// Processes ignore SIGTERM, as a shell as PID 1 does: only SIGKILL
     /// ends them.
     ignoring_sigterm: bool,
+    /// The runtime spec each container was last started with.
+    specs: BTreeMap<String, serde_json::Value>,
 }
 
 /// The fake runtime.
@@ -75,6 +78,11 @@ impl RecordingRuntime {
     /// Every call so far.
     pub fn calls(&self) -> Vec<Call> {
         self.lock().calls.clone()
+    }
+
+    /// The runtime spec container `id` was last started with.
+    pub fn started_spec(&self, id: &str) -> Option<serde_json::Value> {
+        self.lock().specs.get(id).cloned()
     }
 
     /// The container's main process exits with `code`.
@@ -213,6 +221,7 @@ impl ContainerRuntime for RecordingRuntime {
         }
         inner.next_pid += 1;
         let pid = inner.next_pid;
+        inner.specs.insert(request.id.clone(), request.spec);
         inner.containers.insert(
             request.id.clone(),
             ContainerRecord {

@@ -1,10 +1,17 @@
 //! The OCI runtime spec for one container, built from the pod spec and the
 //! image config the way Kubernetes does: `command` replaces the image's
-//! entrypoint, `args` its cmd; pod env is layered over image env; limits
-//! become cgroup settings (memory limit, CPU quota over a 100 ms period),
-//! which runc applies on cgroup v1 and v2 alike, read with the same
-//! quantity parser the masters validate with. The container joins the
-//! pod's network namespace; everything else it gets on its own.
+//! entrypoint, `args` its cmd (their `$(VAR)` references expanded by the
+//! pod worker); the container's environment (resolved by the pod worker)
+//! is layered over the image's; limits become cgroup
+//! settings (memory limit, CPU quota over a 100 ms period), which runc
+//! applies on cgroup v1 and v2 alike, read with the same quantity parser
+//! the masters validate with. The pod's `/etc` files and its volumes are
+//! bind mounts ([`ContainerMount`]: read-only or not, `rslave` for
+//! HostToContainer propagation), the shallowest destinations first. The
+//! container joins the pod's network namespace; everything else it gets on
+//! its own.
+
+use std::path::Path;
 
 use serde_json::{json, Value};
 use skiff_proto::v1;
@@ -25,6 +32,24 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: &'a [(String, String)],
+    /// The container's environment from the pod spec (`env`, `envFrom`),
+    /// resolved, in order.
+    pub env: &'a [(String, String)],
+    /// The pod volumes bind-mounted into the container.
+    pub mounts: &'a [ContainerMount],
+}
+
+/// A pod volume (or a path in one) bind-mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerMount {
+    /// Where in the container.
+    pub destination: String,
+    /// The path on the host.
+    pub source: String,
+    pub read_only: bool,
+    /// Mounts the host makes under `source` later show in the container
+    /// (`mountPropagation: HostToContainer`, `rslave`).
+    pub host_to_container: bool,
 }
 
 /// Errors building a spec.
@@ -65,8 +90,13 @@ pub fn process_args(
     Ok(args)
 }
 
-/// Image env with the container's env over it, in order.
-pub fn process_env(container: &v1::Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+/// Image env with the container's (`container_env`, resolved) over it, in
+/// order.
+pub fn process_env(
+    container_env: &[(String, String)],
+    image: &RunConfig,
+    hostname: &str,
+) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |name: &str, value: &str| {
         if let Some(slot) = env.iter_mut().find(|(n, _)| n == name) {
@@ -84,8 +114,8 @@ pub fn process_env(container: &v1::Container, image: &RunConfig, hostname: &str)
         set(n, v);
     }
     set("HOSTNAME", hostname);
-    for e in &container.env {
-        set(&e.name, &e.value);
+    for (name, value) in container_env {
+        set(name, value);
     }
     env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
@@ -150,10 +180,20 @@ fn resources(container: &v1::Container) -> Result<Value, SpecError> {
     Ok(out)
 }
 
+/// A bind mount of `source` at `destination`.
+fn bind(destination: &str, source: &str, options: [&str; 3]) -> Value {
+    json!({
+        "destination": destination,
+        "type": "bind",
+        "source": source,
+        "options": options,
+    })
+}
+
 /// The runtime spec as JSON, ready for containerd.
 pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     let args = process_args(input.container, input.image)?;
-    let env = process_env(input.container, input.image, input.hostname);
+    let env = process_env(input.env, input.image, input.hostname);
     let cwd = if !input.container.working_dir.is_empty() {
         input.container.working_dir.clone()
     } else {
@@ -190,10 +230,29 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
     ];
+    // The pod's own: its /etc files (unless a volume is mounted there) and
+    // its volumes, a parent before what is mounted inside it.
+    let mut binds: Vec<(&str, Value)> = Vec::new();
     for (dest, source) in input.etc_files {
-        mounts.push(json!({"destination": dest, "type": "bind", "source": source, "options": ["rbind", "rprivate", "rw"]}));
+        if input.mounts.iter().any(|m| m.destination == *dest) {
+            continue;
+        }
+        let mount = bind(dest, source, ["rbind", "rprivate", "rw"]);
+        binds.push((dest.as_str(), mount));
     }
-    Ok(json!({
+    for m in input.mounts {
+        let propagation = if m.host_to_container {
+            "rslave"
+        } else {
+            "rprivate"
+        };
+        let access = if m.read_only { "ro" } else { "rw" };
+        let mount = bind(&m.destination, &m.source, ["rbind", propagation, access]);
+        binds.push((m.destination.as_str(), mount));
+    }
+    binds.sort_by_key(|(dest, _)| Path::new(dest).components().count());
+    mounts.extend(binds.into_iter().map(|(_, mount)| mount));
+    let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
@@ -226,7 +285,12 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
             ],
         },
-    }))
+    });
+    // A slave mount needs the container's root to receive propagation too.
+    if input.mounts.iter().any(|m| m.host_to_container) {
+        spec["linux"]["rootfsPropagation"] = json!("rslave");
+    }
+    Ok(spec)
 }
 
 #[cfg(test)]
@@ -277,16 +341,11 @@ mod tests {
 
     #[test]
     fn pod_env_overrides_image_env() {
-        let mut c = container(&[], &[]);
-        c.env.push(v1::EnvVar {
-            name: "A".into(),
-            value: "pod".into(),
-        });
-        c.env.push(v1::EnvVar {
-            name: "B".into(),
-            value: "b".into(),
-        });
-        let env = process_env(&c, &image(), "h");
+        let pod_env = [
+            ("A".to_owned(), "pod".to_owned()),
+            ("B".to_owned(), "b".to_owned()),
+        ];
+        let env = process_env(&pod_env, &image(), "h");
         assert_eq!(env, ["PATH=/bin", "A=pod", "HOSTNAME=h", "B=b"]);
     }
 
@@ -310,6 +369,8 @@ mod tests {
             netns_path: "/run/netns/x",
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
+            env: &[],
+            mounts: &[],
         })
         .unwrap();
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
@@ -317,6 +378,71 @@ mod tests {
         assert_eq!(spec["process"]["user"]["uid"], 1000);
         assert_eq!(spec["process"]["cwd"], "/work");
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
+    }
+
+    #[test]
+    fn volumes_and_etc_files_are_bind_mounts_parents_first() {
+        let c = container(&["sh"], &[]);
+        let img = image();
+        let etc = |dest: &str, source: &str| (dest.to_owned(), source.to_owned());
+        let etc_files = [
+            etc("/etc/hosts", "/pod/etc/hosts"),
+            etc("/etc/resolv.conf", "/pod/etc/resolv.conf"),
+        ];
+        let mount =
+            |destination: &str, source: &str, read_only, host_to_container| ContainerMount {
+                destination: destination.into(),
+                source: source.into(),
+                read_only,
+                host_to_container,
+            };
+        let mounts = [
+            mount("/data/cache", "/pod/volumes/cache", false, false),
+            mount("/etc", "/pod/volumes/config", true, false),
+            mount("/etc/resolv.conf", "/host/resolv.conf", true, false),
+            mount("/media", "/srv/media", false, true),
+        ];
+        let spec = build(&SpecInput {
+            container: &c,
+            image: &img,
+            hostname: "p",
+            netns_path: "/run/netns/x",
+            cgroups_path: "/skiff/p/c",
+            etc_files: &etc_files,
+            env: &[],
+            mounts: &mounts,
+        })
+        .unwrap();
+        let binds: Vec<(String, String, Vec<String>)> = spec["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["type"] == "bind")
+            .map(|m| {
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+                let options = m["options"].as_array().unwrap().iter().map(text).collect();
+                (text(&m["destination"]), text(&m["source"]), options)
+            })
+            .collect();
+        // `options` after rbind: propagation and access.
+        let bind = |dest: &str, source: &str, options: &str| {
+            let mut all = vec!["rbind".to_owned()];
+            all.extend(options.split(' ').map(str::to_owned));
+            (dest.to_owned(), source.to_owned(), all)
+        };
+        assert_eq!(
+            binds,
+            [
+                bind("/etc", "/pod/volumes/config", "rprivate ro"),
+                bind("/media", "/srv/media", "rslave rw"),
+                // After /etc, so it shows over the volume; resolv.conf is
+                // the volume's.
+                bind("/etc/hosts", "/pod/etc/hosts", "rprivate rw"),
+                bind("/data/cache", "/pod/volumes/cache", "rprivate rw"),
+                bind("/etc/resolv.conf", "/host/resolv.conf", "rprivate ro"),
+            ]
+        );
+        assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
     }
 
     fn limited(resource: &str, limit: &str) -> Result<Value, SpecError> {

@@ -10,8 +10,10 @@
 //!
 //! - Admins may do everything; so may masters, which relay requests they
 //!   have already authorized.
-//! - A node may read Nodes (for the overlay), Services and Endpoints, and
-//!   its own pods; it may write only its own Node and the status of pods
+//! - A node may read Nodes (for the overlay), Services and Endpoints, its
+//!   own pods, and the ConfigMaps and Secrets those pods read (env,
+//!   envFrom, volumes), one by one, as Kubernetes' NodeRestriction lets a
+//!   kubelet; it may write only its own Node and the status of pods
 //!   bound to it, and Events about its Node and those pods
 //!   ([`may_record_event`]), and confirm that it has torn down a pod bound
 //!   to it that is being deleted ([`may_confirm_pod_deletion`]). Its Node's spec (podCIDR, taints, unschedulable) is the
@@ -30,7 +32,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
-use crate::objects::{registry, Kind, ObjectExt};
+use crate::objects::{pods, registry, Kind, ObjectExt};
 use crate::store::state_machine::ObjectStore;
 
 /// A verb of the Kubernetes API, as authorization names it.
@@ -169,6 +171,9 @@ pub enum Scope {
     OwnNode,
     /// The pods bound to the caller's node, as stored.
     BoundPods,
+    /// The ConfigMaps or Secrets that a pod bound to the caller's node
+    /// reads (in the pod's namespace), as stored.
+    ReadByBoundPods,
 }
 
 /// One grant: these verbs on these parts (the object itself, or
@@ -245,6 +250,20 @@ const NODE: &[Rule] = &[
         parts: Some(&["", "status"]),
         scope: Scope::BoundPods,
         reason: "a node reads the pods bound to it",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Get]),
+        kinds: Kinds::Only(&[Kind::ConfigMap]),
+        parts: Some(&[""]),
+        scope: Scope::ReadByBoundPods,
+        reason: "a node reads the ConfigMaps the pods bound to it read",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Get]),
+        kinds: Kinds::Only(&[Kind::Secret]),
+        parts: Some(&[""]),
+        scope: Scope::ReadByBoundPods,
+        reason: "a node reads the Secrets the pods bound to it read",
     },
     Rule {
         verbs: Verbs::Only(&[Verb::Update, Verb::Patch]),
@@ -330,6 +349,9 @@ fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Acc
         (Scope::BoundPods, Identity::Node(node), Some(pod)) => {
             pod_bound_to(store, access.namespace, pod, node)
         }
+        (Scope::ReadByBoundPods, Identity::Node(node), Some(name)) => {
+            read_by_bound_pod(store, access.kind, access.namespace, name, node)
+        }
         _ => false,
     }
 }
@@ -405,6 +427,39 @@ pub fn pod_bound_to(store: &ObjectStore, namespace: &str, pod: &str, node: &str)
         store.get(Kind::Pod, namespace, pod).ok().flatten().and_then(|o| o.kind),
         Some(Body::Pod(p)) if p.spec.as_ref().is_some_and(|s| s.node_name == node)
     )
+}
+
+/// Whether a pod bound to `node` in `namespace` reads the ConfigMap or
+/// Secret (`kind`) named `name`, in this replica's cache: the pods on the
+/// node are few, and only their specs are looked at.
+pub fn read_by_bound_pod(
+    store: &ObjectStore,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    node: &str,
+) -> bool {
+    let namespace = if namespace.is_empty() {
+        crate::writer::DEFAULT_NAMESPACE
+    } else {
+        namespace
+    };
+    store.cache().pods_on_node(node).iter().any(|object| {
+        let Some(Body::Pod(pod)) = &object.kind else {
+            return false;
+        };
+        let Some(spec) = &pod.spec else {
+            return false;
+        };
+        if object.meta().namespace != namespace {
+            return false;
+        }
+        match kind {
+            Kind::ConfigMap => pods::reads_config_map(spec, name),
+            Kind::Secret => pods::reads_secret(spec, name),
+            _ => false,
+        }
+    })
 }
 
 /// What a node may not do to its own Node, though it may update it.
@@ -524,6 +579,9 @@ pub fn rules_for(
             (Scope::Any, _) => Vec::new(),
             (Scope::OwnNode, Identity::Node(node)) => vec![node.clone()],
             (Scope::BoundPods, Identity::Node(node)) => bound_pod_names(store, node, namespace),
+            (Scope::ReadByBoundPods, Identity::Node(node)) => {
+                names_read_by_bound_pods(store, node, namespace, rule.kinds)
+            }
             _ => continue,
         };
         if rule.scope != Scope::Any && names.is_empty() {
@@ -600,6 +658,43 @@ fn bound_pod_names(store: &ObjectStore, node: &str, namespace: &str) -> Vec<Stri
         .filter(|meta| namespace.is_empty() || meta.namespace == namespace)
         .map(|meta| meta.name.clone())
         .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The names of the ConfigMaps and Secrets (as `kinds` has them) that the
+/// pods bound to `node` in `namespace` (every namespace for `""`) read,
+/// sorted.
+fn names_read_by_bound_pods(
+    store: &ObjectStore,
+    node: &str,
+    namespace: &str,
+    kinds: Kinds,
+) -> Vec<String> {
+    let wanted = |kind: Kind| match kinds {
+        Kinds::All => true,
+        Kinds::Only(kinds) => kinds.contains(&kind),
+    };
+    let mut names = Vec::new();
+    for object in store.cache().pods_on_node(node) {
+        let Some(Body::Pod(pod)) = &object.kind else {
+            continue;
+        };
+        if !namespace.is_empty() && object.meta().namespace != namespace {
+            continue;
+        }
+        let Some(spec) = &pod.spec else {
+            continue;
+        };
+        let (config_maps, secrets) = pods::config_references(spec);
+        if wanted(Kind::ConfigMap) {
+            names.extend(config_maps);
+        }
+        if wanted(Kind::Secret) {
+            names.extend(secrets);
+        }
+    }
     names.sort();
     names.dedup();
     names
@@ -1217,6 +1312,137 @@ mod tests {
         assert!(decide(&store, &n1, &get_mine).allowed);
         let patch_own = Access::new(Verb::Patch, Kind::Node, "", Some("n1"));
         assert!(decide(&store, &n1, &patch_own.with_subresource("status")).allowed);
+    }
+
+    /// A pod in `default` bound to `node` that reads ConfigMap `config`
+    /// (through a volume) and Secret `secret` (through env).
+    fn pod_reading(name: &str, node: &str, config: &str, secret: &str) -> Object {
+        let password = v1::EnvVar {
+            name: "PASSWORD".into(),
+            value_from: Some(v1::EnvVarSource {
+                secret_key_ref: Some(v1::SecretKeySelector {
+                    name: secret.into(),
+                    key: "password".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let volume = v1::Volume {
+            name: "config".into(),
+            config_map: Some(v1::ConfigMapVolumeSource {
+                name: config.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        v1::Pod {
+            metadata: meta("default", name),
+            spec: Some(v1::PodSpec {
+                node_name: node.into(),
+                containers: vec![v1::Container {
+                    name: "c".into(),
+                    env: vec![password],
+                    ..Default::default()
+                }],
+                volumes: vec![volume],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    #[test]
+    fn a_node_reads_only_the_config_maps_and_secrets_its_own_pods_read() {
+        let (_dir, store) = cluster();
+        let more = [
+            pod_reading("app", "n1", "app-config", "app-secret"),
+            pod_reading("other", "n2", "other-config", "other-secret"),
+        ];
+        for result in store.apply_commands(more.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let n1 = Identity::Node("n1".into());
+        let cases = [
+            (Kind::ConfigMap, "default", "app-config", Ok(())),
+            (Kind::Secret, "default", "app-secret", Ok(())),
+            (Kind::ConfigMap, "", "app-config", Ok(())),
+            // A ConfigMap's name is not a Secret's, nor the other way round.
+            (
+                Kind::Secret,
+                "default",
+                "app-config",
+                Err(r#"read Secret "app-config""#),
+            ),
+            (
+                Kind::ConfigMap,
+                "default",
+                "app-secret",
+                Err(r#"read ConfigMap "app-secret""#),
+            ),
+            // Those of another node's pods.
+            (
+                Kind::ConfigMap,
+                "default",
+                "other-config",
+                Err(r#"read ConfigMap "other-config""#),
+            ),
+            (
+                Kind::Secret,
+                "default",
+                "other-secret",
+                Err(r#"read Secret "other-secret""#),
+            ),
+            // The same name in another namespace.
+            (
+                Kind::ConfigMap,
+                "kube-system",
+                "app-config",
+                Err(r#"read ConfigMap "app-config""#),
+            ),
+        ];
+        for (kind, namespace, name, expected) in cases {
+            let access = Access::new(Verb::Get, kind, namespace, Some(name));
+            let answer = authorize(&store, &n1, &access);
+            assert_answer(answer, &n1, expected, &format!("{kind} {namespace}/{name}"));
+        }
+        // One by one only, and never written.
+        let refusals = [
+            (Verb::List, None, "list configmaps"),
+            (Verb::Watch, None, "watch configmaps"),
+            (
+                Verb::Update,
+                Some("app-config"),
+                r#"update ConfigMap "app-config""#,
+            ),
+            (
+                Verb::Delete,
+                Some("app-config"),
+                r#"delete ConfigMap "app-config""#,
+            ),
+        ];
+        for (verb, name, refusal) in refusals {
+            let answer = call(&store, &n1, verb, Kind::ConfigMap, name);
+            assert_answer(answer, &n1, Err(refusal), refusal);
+        }
+        // `can-i --list` names them.
+        let (resources, _) = rules_for(&store, &n1, "default");
+        let get = |resource: &str, name: &str| ResourceRule {
+            verbs: vec!["get"],
+            api_groups: vec![""],
+            resources: vec![resource.to_owned()],
+            resource_names: vec![name.to_owned()],
+        };
+        assert!(
+            resources.contains(&get("configmaps", "app-config")),
+            "{resources:?}"
+        );
+        assert!(
+            resources.contains(&get("secrets", "app-secret")),
+            "{resources:?}"
+        );
     }
 
     #[test]

@@ -11,6 +11,10 @@ pub use super::pods::default_pull_policy;
 /// Kubernetes' default maxSurge and maxUnavailable.
 pub const DEFAULT_ROLLING_PERCENT: &str = "25%";
 
+/// The mode of the files of configMap, secret, downwardAPI and projected
+/// volumes when the volume sets none (0644, written `420`).
+pub const DEFAULT_VOLUME_FILE_MODE: i32 = 0o644;
+
 /// Fills in defaults, in place.
 pub fn apply_defaults(object: &mut Object) {
     match object.kind.as_mut() {
@@ -131,6 +135,45 @@ pub fn pod_spec(spec: &mut v1::PodSpec) {
             t.operator = "Equal".to_owned();
         }
     }
+    for v in &mut spec.volumes {
+        volume(v);
+    }
+}
+
+fn volume(v: &mut v1::Volume) {
+    if let Some(c) = v.config_map.as_mut() {
+        c.default_mode.get_or_insert(DEFAULT_VOLUME_FILE_MODE);
+    }
+    if let Some(s) = v.secret.as_mut() {
+        s.default_mode.get_or_insert(DEFAULT_VOLUME_FILE_MODE);
+    }
+    if let Some(d) = v.downward_api.as_mut() {
+        d.default_mode.get_or_insert(DEFAULT_VOLUME_FILE_MODE);
+        for item in &mut d.items {
+            field_ref(item.field_ref.as_mut());
+        }
+    }
+    if let Some(p) = v.projected.as_mut() {
+        p.default_mode.get_or_insert(DEFAULT_VOLUME_FILE_MODE);
+        for source in &mut p.sources {
+            for item in source.downward_api.iter_mut().flat_map(|d| &mut d.items) {
+                field_ref(item.field_ref.as_mut());
+            }
+        }
+    }
+    if let Some(h) = v.host_path.as_mut() {
+        // Kubernetes writes the unchecked type as "".
+        h.r#type.get_or_insert_with(String::new);
+    }
+}
+
+/// A field selector's apiVersion is `v1` unless set.
+fn field_ref(selector: Option<&mut v1::ObjectFieldSelector>) {
+    if let Some(s) = selector {
+        if s.api_version.is_empty() {
+            s.api_version = "v1".to_owned();
+        }
+    }
 }
 
 fn container(c: &mut v1::Container) {
@@ -147,6 +190,9 @@ fn container(c: &mut v1::Container) {
         if p.protocol.is_empty() {
             p.protocol = "TCP".to_owned();
         }
+    }
+    for e in &mut c.env {
+        field_ref(e.value_from.as_mut().and_then(|v| v.field_ref.as_mut()));
     }
     for probe in [
         c.liveness_probe.as_mut(),
@@ -237,6 +283,52 @@ mod tests {
         assert_eq!(pod.containers[0].image_pull_policy, "IfNotPresent");
         assert_eq!(pod.containers[0].ports[0].protocol, "TCP");
         // Defaulting twice changes nothing more.
+        let once = o.clone();
+        apply_defaults(&mut o);
+        assert_eq!(o, once);
+    }
+
+    #[test]
+    fn volumes_get_their_file_mode_and_host_paths_an_unchecked_type() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: c
+    image: busybox:1.36
+    env:
+    - name: NODE
+      valueFrom: {fieldRef: {fieldPath: spec.nodeName}}
+  volumes:
+  - {name: a, configMap: {name: cm}}
+  - {name: b, secret: {secretName: s, defaultMode: 256}}
+  - {name: c, hostPath: {path: /srv}}
+  - {name: d, downwardAPI: {items: [{path: n, fieldRef: {fieldPath: metadata.name}}]}}
+  - {name: e, projected: {sources: [{configMap: {name: cm}}]}}
+  - {name: f, emptyDir: {}}
+"#;
+        let mut o = crate::objects::manifest::parse_manifest("p.yaml", text, true)
+            .unwrap()
+            .objects
+            .remove(0);
+        apply_defaults(&mut o);
+        let json = crate::objects::manifest::to_json_value(&o);
+        let volumes = &json["spec"]["volumes"];
+        assert_eq!(volumes[0]["configMap"]["defaultMode"], 420);
+        assert_eq!(
+            volumes[1]["secret"]["defaultMode"], 256,
+            "set ones are kept"
+        );
+        assert_eq!(volumes[2]["hostPath"]["type"], "");
+        assert_eq!(volumes[3]["downwardAPI"]["defaultMode"], 420);
+        let item = &volumes[3]["downwardAPI"]["items"][0];
+        assert_eq!(item["fieldRef"]["apiVersion"], "v1");
+        assert_eq!(volumes[4]["projected"]["defaultMode"], 420);
+        assert_eq!(volumes[5]["emptyDir"], serde_json::json!({}));
+        let env = &json["spec"]["containers"][0]["env"][0];
+        assert_eq!(env["valueFrom"]["fieldRef"]["apiVersion"], "v1");
         let once = o.clone();
         apply_defaults(&mut o);
         assert_eq!(o, once);

@@ -529,6 +529,42 @@ status:
     }
 
     #[test]
+    fn volume_fields_read_and_write_as_kubernetes_has_them() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: MEM
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1}}
+    volumeMounts: [{name: info, mountPath: /etc/info, mountPropagation: HostToContainer}]
+  volumes:
+  - {name: info, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
+  - {name: cache, emptyDir: {sizeLimit: 1}}
+"#;
+        let m = parse(text).unwrap();
+        let Some(Body::Pod(p)) = &m.objects[0].kind else {
+            panic!()
+        };
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.volumes[1].empty_dir.as_ref().unwrap().size_limit, "1");
+        // Quantities are written as strings; downwardAPI keeps its spelling.
+        let json = to_json_value(&m.objects[0]);
+        let volumes = &json["spec"]["volumes"];
+        assert_eq!(volumes[1]["emptyDir"]["sizeLimit"], "1");
+        assert_eq!(volumes[0]["downwardAPI"]["items"][0]["path"], "labels");
+        let container = &json["spec"]["containers"][0];
+        let divisor = &container["env"][0]["valueFrom"]["resourceFieldRef"]["divisor"];
+        assert_eq!(divisor, "1");
+        let propagation = &container["volumeMounts"][0]["mountPropagation"];
+        assert_eq!(propagation, "HostToContainer");
+    }
+
+    #[test]
     fn json_list_reads_each_item() {
         let text = r#"{"apiVersion":"v1","kind":"List","items":[
             {"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a"}},

@@ -1,7 +1,9 @@
 //! What a pod's status says about it, as the scheduler, the controllers and
 //! node lifecycle all ask: is it Ready, is it still wanted, is it
-//! terminating or finished, where is it bound; and the image pull policy a
-//! container gets by default.
+//! terminating or finished, where is it bound; which ConfigMaps and
+//! Secrets its spec reads (env, envFrom, volumes, projected volumes: what
+//! its node may read, as Kubernetes' NodeRestriction allows); and the
+//! image pull policy a container gets by default.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -44,6 +46,73 @@ pub fn pod_is_terminating(pod: &v1::Pod) -> bool {
         .is_some_and(|m| !m.deletion_timestamp.is_empty())
 }
 
+/// Whether `spec` reads the ConfigMap named `name` (in the pod's own
+/// namespace): through env, envFrom, a configMap volume or a projected one.
+pub fn reads_config_map(spec: &v1::PodSpec, name: &str) -> bool {
+    let (config_maps, _) = config_references(spec);
+    config_maps.iter().any(|n| n == name)
+}
+
+/// Whether `spec` reads the Secret named `name` (in the pod's own
+/// namespace): through env, envFrom, a secret volume or a projected one.
+pub fn reads_secret(spec: &v1::PodSpec, name: &str) -> bool {
+    let (_, secrets) = config_references(spec);
+    secrets.iter().any(|n| n == name)
+}
+
+/// The ConfigMaps and Secrets `spec` reads, each name once, sorted.
+pub fn config_references(spec: &v1::PodSpec) -> (Vec<String>, Vec<String>) {
+    let mut config_maps = std::collections::BTreeSet::new();
+    let mut secrets = std::collections::BTreeSet::new();
+    for c in containers(spec) {
+        for e in &c.env {
+            let Some(from) = &e.value_from else {
+                continue;
+            };
+            if let Some(r) = &from.config_map_key_ref {
+                config_maps.insert(r.name.clone());
+            }
+            if let Some(r) = &from.secret_key_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        for e in &c.env_from {
+            if let Some(r) = &e.config_map_ref {
+                config_maps.insert(r.name.clone());
+            }
+            if let Some(r) = &e.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+    }
+    for v in &spec.volumes {
+        if let Some(c) = &v.config_map {
+            config_maps.insert(c.name.clone());
+        }
+        if let Some(s) = &v.secret {
+            secrets.insert(s.secret_name.clone());
+        }
+        for source in v.projected.iter().flat_map(|p| &p.sources) {
+            if let Some(c) = &source.config_map {
+                config_maps.insert(c.name.clone());
+            }
+            if let Some(s) = &source.secret {
+                secrets.insert(s.name.clone());
+            }
+        }
+    }
+    config_maps.remove("");
+    secrets.remove("");
+    (
+        config_maps.into_iter().collect(),
+        secrets.into_iter().collect(),
+    )
+}
+
+fn containers(spec: &v1::PodSpec) -> impl Iterator<Item = &v1::Container> {
+    spec.containers.iter().chain(&spec.init_containers)
+}
+
 /// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.
 pub fn default_pull_policy(image: &str) -> &'static str {
     let name = image.split('@').next().unwrap_or(image);
@@ -53,5 +122,119 @@ pub fn default_pull_policy(image: &str) -> &'static str {
         _ if has_digest => "IfNotPresent",
         Some((_, "latest")) | None => "Always",
         Some(_) => "IfNotPresent",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A spec reading ConfigMaps `env-cm`, `from-cm`, `vol-cm`, `proj-cm`
+    /// and Secrets `env-s`, `from-s`, `vol-s`, `proj-s`, each one way.
+    fn spec() -> v1::PodSpec {
+        let key_ref = |cm: &str, secret: &str| v1::EnvVar {
+            name: "V".into(),
+            value_from: Some(v1::EnvVarSource {
+                config_map_key_ref: (!cm.is_empty()).then(|| v1::ConfigMapKeySelector {
+                    name: cm.into(),
+                    key: "k".into(),
+                    ..Default::default()
+                }),
+                secret_key_ref: (!secret.is_empty()).then(|| v1::SecretKeySelector {
+                    name: secret.into(),
+                    key: "k".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        v1::PodSpec {
+            containers: vec![v1::Container {
+                name: "c".into(),
+                env: vec![key_ref("env-cm", ""), key_ref("", "env-s")],
+                ..Default::default()
+            }],
+            init_containers: vec![v1::Container {
+                name: "i".into(),
+                env_from: vec![
+                    v1::EnvFromSource {
+                        config_map_ref: Some(v1::ConfigMapEnvSource {
+                            name: "from-cm".into(),
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    },
+                    v1::EnvFromSource {
+                        secret_ref: Some(v1::SecretEnvSource {
+                            name: "from-s".into(),
+                            optional: Some(true),
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                ..Default::default()
+            }],
+            volumes: vec![
+                v1::Volume {
+                    name: "a".into(),
+                    config_map: Some(v1::ConfigMapVolumeSource {
+                        name: "vol-cm".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                v1::Volume {
+                    name: "b".into(),
+                    secret: Some(v1::SecretVolumeSource {
+                        secret_name: "vol-s".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+                v1::Volume {
+                    name: "c".into(),
+                    projected: Some(v1::ProjectedVolumeSource {
+                        sources: vec![
+                            v1::VolumeProjection {
+                                config_map: Some(v1::ConfigMapProjection {
+                                    name: "proj-cm".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                            v1::VolumeProjection {
+                                secret: Some(v1::SecretProjection {
+                                    name: "proj-s".into(),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_way_a_pod_reads_a_config_map_or_secret_counts() {
+        let spec = spec();
+        for name in ["env-cm", "from-cm", "vol-cm", "proj-cm"] {
+            assert!(reads_config_map(&spec, name), "{name}");
+            assert!(!reads_secret(&spec, name), "{name} is a ConfigMap");
+        }
+        for name in ["env-s", "from-s", "vol-s", "proj-s"] {
+            assert!(reads_secret(&spec, name), "{name}");
+            assert!(!reads_config_map(&spec, name), "{name} is a Secret");
+        }
+        assert!(!reads_config_map(&spec, "other"));
+        assert!(!reads_secret(&spec, "other"));
+        let (config_maps, secrets) = config_references(&spec);
+        assert_eq!(config_maps, ["env-cm", "from-cm", "proj-cm", "vol-cm"]);
+        assert_eq!(secrets, ["env-s", "from-s", "proj-s", "vol-s"]);
     }
 }

@@ -1,6 +1,8 @@
-//! Fields skiff accepts and stores but does not act on yet. Writes that
-//! use them are answered with a warning per field (the REST API's
-//! `Warning` header, which kubectl prints), so nothing is silently ignored.
+//! Fields skiff accepts and stores but does not act on yet (hostNetwork,
+//! initContainers, persistentVolumeClaim volumes, NodePort and
+//! LoadBalancer Services). Writes that use them are answered with a
+//! warning per field (the REST API's `Warning` header, which kubectl
+//! prints), so nothing is silently ignored.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -59,6 +61,13 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
             "{path}.initContainers: skiff does not run init containers yet; the pod's containers start without them"
         ));
     }
+    for (i, v) in spec.volumes.iter().enumerate() {
+        if v.persistent_volume_claim.is_some() {
+            out.push(format!(
+                "{path}.volumes.{i}.persistentVolumeClaim: skiff does not mount persistent volumes yet; the pod waits in ContainerCreating"
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -72,15 +81,35 @@ mod tests {
                 spec: Some(v1::PodSpec {
                     host_network: true,
                     init_containers: vec![v1::Container::default()],
+                    volumes: vec![
+                        v1::Volume {
+                            name: "scratch".into(),
+                            empty_dir: Some(v1::EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
+                        v1::Volume {
+                            name: "data".into(),
+                            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                                claim_name: "data".into(),
+                                read_only: false,
+                            }),
+                            ..Default::default()
+                        },
+                    ],
                     ..Default::default()
                 }),
                 ..Default::default()
             })),
         };
         let w = warnings(&pod);
-        assert_eq!(w.len(), 2);
+        assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].starts_with("spec.hostNetwork:"), "{w:?}");
         assert!(w[1].starts_with("spec.initContainers:"), "{w:?}");
+        // Volumes skiff mounts are not warned about.
+        assert!(
+            w[2].starts_with("spec.volumes.1.persistentVolumeClaim:"),
+            "{w:?}"
+        );
 
         let service = |t: &str| Object {
             kind: Some(Body::Service(v1::Service {

@@ -447,6 +447,13 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
         }
     }
     labels(errors, &format!("{path}.nodeSelector"), &spec.node_selector);
+    let container_names: BTreeSet<&str> = spec
+        .containers
+        .iter()
+        .chain(&spec.init_containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    let volume_names = volumes(errors, path, spec, &container_names);
     let mut names = BTreeSet::new();
     let mut host_ports = BTreeSet::new();
     for (group, list) in [
@@ -491,10 +498,12 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                 );
             }
             for (j, e) in c.env.iter().enumerate() {
-                if e.name.is_empty() {
-                    errors.add(format!("{cpath}.env.{j}.name"), "is required");
-                }
+                env_var(errors, &format!("{cpath}.env.{j}"), e, &container_names);
             }
+            for (j, e) in c.env_from.iter().enumerate() {
+                env_from(errors, &format!("{cpath}.envFrom.{j}"), e);
+            }
+            volume_mounts(errors, &cpath, c, &volume_names);
             if let Some(r) = &c.resources {
                 let limits = quantities(errors, &format!("{cpath}.resources.limits"), &r.limits);
                 let requests =
@@ -548,6 +557,556 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                 format!("{tpath}.value"),
                 "must be empty when operator is Exists",
             );
+        }
+    }
+}
+
+/// The largest file mode a volume may give (0777).
+const MAX_FILE_MODE: i32 = 0o777;
+
+/// The volume types skiff knows, as the API names them.
+const VOLUME_TYPES: &str =
+    "emptyDir, hostPath, configMap, secret, downwardAPI, projected or persistentVolumeClaim";
+
+/// Checks the pod's volumes (`containers`: the pod's container names);
+/// returns their names, for the mounts.
+fn volumes<'a>(
+    errors: &mut Errors,
+    path: &str,
+    spec: &'a v1::PodSpec,
+    containers: &BTreeSet<&str>,
+) -> BTreeSet<&'a str> {
+    let mut names = BTreeSet::new();
+    for (i, v) in spec.volumes.iter().enumerate() {
+        let vpath = format!("{path}.volumes.{i}");
+        dns_label(errors, &format!("{vpath}.name"), &v.name);
+        if !v.name.is_empty() && !names.insert(v.name.as_str()) {
+            errors.add(
+                format!("{vpath}.name"),
+                format!("{:?} is used twice", v.name),
+            );
+        }
+        let sources = usize::from(v.empty_dir.is_some())
+            + usize::from(v.host_path.is_some())
+            + usize::from(v.config_map.is_some())
+            + usize::from(v.secret.is_some())
+            + usize::from(v.downward_api.is_some())
+            + usize::from(v.projected.is_some())
+            + usize::from(v.persistent_volume_claim.is_some());
+        match sources {
+            0 => errors.add(
+                vpath.as_str(),
+                format!("must specify a volume type: one of {VOLUME_TYPES}"),
+            ),
+            1 => {}
+            _ => errors.add(vpath.as_str(), "may not specify more than 1 volume type"),
+        }
+        if let Some(e) = &v.empty_dir {
+            if !e.medium.is_empty() && e.medium != "Memory" {
+                errors.add(
+                    format!("{vpath}.emptyDir.medium"),
+                    format!(
+                        "{:?} is not supported: use \"\" (the node's disk) or Memory",
+                        e.medium
+                    ),
+                );
+            }
+            if !e.size_limit.is_empty() {
+                non_negative_quantity(
+                    errors,
+                    &format!("{vpath}.emptyDir.sizeLimit"),
+                    &e.size_limit,
+                );
+            }
+        }
+        if let Some(h) = &v.host_path {
+            let hpath = format!("{vpath}.hostPath");
+            if h.path.is_empty() {
+                errors.add(format!("{hpath}.path"), "is required");
+            } else if has_backstep(&h.path) {
+                errors.add(format!("{hpath}.path"), "must not contain '..'");
+            }
+            one_of(
+                errors,
+                &format!("{hpath}.type"),
+                h.r#type.as_deref().unwrap_or(""),
+                &[
+                    "DirectoryOrCreate",
+                    "Directory",
+                    "FileOrCreate",
+                    "File",
+                    "Socket",
+                    "CharDevice",
+                    "BlockDevice",
+                ],
+            );
+        }
+        if let Some(c) = &v.config_map {
+            let cpath = format!("{vpath}.configMap");
+            object_name(errors, &format!("{cpath}.name"), &c.name);
+            key_to_paths(errors, &cpath, &c.items);
+            file_mode(errors, &format!("{cpath}.defaultMode"), c.default_mode);
+        }
+        if let Some(secret) = &v.secret {
+            let spath = format!("{vpath}.secret");
+            object_name(errors, &format!("{spath}.secretName"), &secret.secret_name);
+            key_to_paths(errors, &spath, &secret.items);
+            file_mode(errors, &format!("{spath}.defaultMode"), secret.default_mode);
+        }
+        if let Some(d) = &v.downward_api {
+            let dpath = format!("{vpath}.downwardAPI");
+            downward_api_files(errors, &dpath, &d.items, containers);
+            file_mode(errors, &format!("{dpath}.defaultMode"), d.default_mode);
+        }
+        if let Some(p) = &v.projected {
+            projected(errors, &format!("{vpath}.projected"), p, containers);
+        }
+        if let Some(claim) = &v.persistent_volume_claim {
+            if claim.claim_name.is_empty() {
+                errors.add(
+                    format!("{vpath}.persistentVolumeClaim.claimName"),
+                    "is required",
+                );
+            }
+        }
+    }
+    names
+}
+
+fn projected(
+    errors: &mut Errors,
+    path: &str,
+    p: &v1::ProjectedVolumeSource,
+    containers: &BTreeSet<&str>,
+) {
+    file_mode(errors, &format!("{path}.defaultMode"), p.default_mode);
+    // Every source writes into the one directory: no path twice.
+    let mut paths = BTreeSet::new();
+    for (i, source) in p.sources.iter().enumerate() {
+        let spath = format!("{path}.sources.{i}");
+        let kinds = usize::from(source.secret.is_some())
+            + usize::from(source.config_map.is_some())
+            + usize::from(source.downward_api.is_some());
+        if kinds != 1 {
+            errors.add(
+                spath.as_str(),
+                "must have exactly one of secret, configMap or downwardAPI",
+            );
+        }
+        if let Some(c) = &source.config_map {
+            object_name(errors, &format!("{spath}.configMap.name"), &c.name);
+            key_to_paths(errors, &format!("{spath}.configMap"), &c.items);
+            for (j, item) in c.items.iter().enumerate() {
+                let at = format!("{spath}.configMap.items.{j}.path");
+                unique_path(errors, &at, &item.path, &mut paths);
+            }
+        }
+        if let Some(secret) = &source.secret {
+            object_name(errors, &format!("{spath}.secret.name"), &secret.name);
+            key_to_paths(errors, &format!("{spath}.secret"), &secret.items);
+            for (j, item) in secret.items.iter().enumerate() {
+                let at = format!("{spath}.secret.items.{j}.path");
+                unique_path(errors, &at, &item.path, &mut paths);
+            }
+        }
+        if let Some(d) = &source.downward_api {
+            let dpath = format!("{spath}.downwardAPI");
+            downward_api_files(errors, &dpath, &d.items, containers);
+            for (j, item) in d.items.iter().enumerate() {
+                let at = format!("{dpath}.items.{j}.path");
+                unique_path(errors, &at, &item.path, &mut paths);
+            }
+        }
+    }
+}
+
+fn unique_path(errors: &mut Errors, at: &str, path: &str, seen: &mut BTreeSet<String>) {
+    if !path.is_empty() && !seen.insert(path.to_owned()) {
+        errors.add(at, format!("{path:?} is written by two sources"));
+    }
+}
+
+/// The name of a ConfigMap or Secret a pod refers to.
+fn object_name(errors: &mut Errors, path: &str, name: &str) {
+    if name.is_empty() {
+        errors.add(path, "is required");
+    } else {
+        dns_subdomain(errors, path, name);
+    }
+}
+
+/// The `items` of a configMap or secret volume (or projection).
+fn key_to_paths(errors: &mut Errors, path: &str, items: &[v1::KeyToPath]) {
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{path}.items.{i}");
+        if item.key.is_empty() {
+            errors.add(format!("{ipath}.key"), "is required");
+        } else if !is_config_key(&item.key) {
+            errors.add(format!("{ipath}.key"), CONFIG_KEY_RULE);
+        }
+        volume_file_path(errors, &format!("{ipath}.path"), &item.path);
+        file_mode(errors, &format!("{ipath}.mode"), item.mode);
+    }
+}
+
+/// What a ConfigMap or Secret key may be made of.
+const CONFIG_KEY_RULE: &str = "keys must be made of letters, digits, '-', '_' and '.'";
+
+/// A ConfigMap or Secret key: letters, digits, '-', '_' and '.'.
+fn is_config_key(key: &str) -> bool {
+    !key.is_empty()
+        && key.len() <= 253
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b))
+}
+
+/// A file's path inside a volume: relative, never leaving the volume, and
+/// not starting with `..` (the volume's own `..data`).
+fn volume_file_path(errors: &mut Errors, path: &str, value: &str) {
+    if value.is_empty() {
+        errors.add(path, "is required");
+    } else if value.starts_with('/') {
+        errors.add(path, format!("{value:?} must be a relative path"));
+    } else if has_backstep(value) {
+        errors.add(path, format!("{value:?} must not contain '..'"));
+    } else if value.starts_with("..") {
+        errors.add(path, format!("{value:?} must not start with '..'"));
+    }
+}
+
+/// Whether `path` has a `..` element.
+fn has_backstep(path: &str) -> bool {
+    path.split('/').any(|part| part == "..")
+}
+
+fn file_mode(errors: &mut Errors, path: &str, mode: Option<i32>) {
+    if let Some(mode) = mode {
+        if !(0..=MAX_FILE_MODE).contains(&mode) {
+            errors.add(
+                path,
+                format!("{mode} must be a number between 0 and 0777 (octal), both inclusive"),
+            );
+        }
+    }
+}
+
+fn non_negative_quantity(errors: &mut Errors, path: &str, value: &str) {
+    match Quantity::parse(value) {
+        Ok(q) if q < Quantity::default() => {
+            errors.add(path, format!("{value:?} must not be negative"))
+        }
+        Ok(_) => {}
+        Err(e) => errors.add(path, e.to_string()),
+    }
+}
+
+/// The items of a downwardAPI volume (or projection); `containers` names
+/// the pod's containers.
+fn downward_api_files(
+    errors: &mut Errors,
+    path: &str,
+    items: &[v1::DownwardApiVolumeFile],
+    containers: &BTreeSet<&str>,
+) {
+    for (i, item) in items.iter().enumerate() {
+        let ipath = format!("{path}.items.{i}");
+        volume_file_path(errors, &format!("{ipath}.path"), &item.path);
+        file_mode(errors, &format!("{ipath}.mode"), item.mode);
+        match (&item.field_ref, &item.resource_field_ref) {
+            (Some(f), None) => {
+                field_selector(errors, &format!("{ipath}.fieldRef"), f, VOLUME_FIELDS);
+            }
+            (None, Some(r)) => {
+                let rpath = format!("{ipath}.resourceFieldRef");
+                if r.container_name.is_empty() {
+                    errors.add(format!("{rpath}.containerName"), "is required");
+                }
+                resource_selector(errors, &rpath, r, containers);
+            }
+            (Some(_), Some(_)) => errors.add(
+                ipath.as_str(),
+                "fieldRef and resourceFieldRef can not be specified simultaneously",
+            ),
+            (None, None) => errors.add(
+                ipath.as_str(),
+                "must specify one of fieldRef or resourceFieldRef",
+            ),
+        }
+    }
+}
+
+/// The pod fields a downwardAPI volume file may hold.
+const VOLUME_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "metadata.labels",
+    "metadata.annotations",
+];
+
+/// The pod fields an environment variable may hold.
+const ENV_FIELDS: &[&str] = &[
+    "metadata.name",
+    "metadata.namespace",
+    "metadata.uid",
+    "spec.nodeName",
+    "spec.serviceAccountName",
+    "status.hostIP",
+    "status.hostIPs",
+    "status.podIP",
+    "status.podIPs",
+];
+
+/// A `fieldRef`: one of `allowed`, or one label or annotation
+/// (`metadata.labels['app']`).
+fn field_selector(errors: &mut Errors, path: &str, f: &v1::ObjectFieldSelector, allowed: &[&str]) {
+    if !f.api_version.is_empty() && f.api_version != "v1" {
+        errors.add(
+            format!("{path}.apiVersion"),
+            format!("{:?} is not supported: use v1", f.api_version),
+        );
+    }
+    let field = f.field_path.as_str();
+    if field.is_empty() {
+        errors.add(format!("{path}.fieldPath"), "is required");
+        return;
+    }
+    match map_subscript(field) {
+        Some(key) if is_label_key(key) => {}
+        Some(key) => errors.add(
+            format!("{path}.fieldPath"),
+            format!("{key:?} is not a valid label or annotation key"),
+        ),
+        None if allowed.contains(&field) => {}
+        None => {
+            let mut supported: Vec<&str> = allowed.to_vec();
+            supported.extend(["metadata.labels['<KEY>']", "metadata.annotations['<KEY>']"]);
+            errors.add(
+                format!("{path}.fieldPath"),
+                format!(
+                    "{field:?} is not supported; supported values: {}",
+                    supported.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// The key of `metadata.labels['key']` or `metadata.annotations['key']`.
+fn map_subscript(field: &str) -> Option<&str> {
+    for map in ["metadata.labels", "metadata.annotations"] {
+        let key = field
+            .strip_prefix(map)
+            .and_then(|rest| rest.strip_prefix("['"))
+            .and_then(|rest| rest.strip_suffix("']"));
+        if key.is_some() {
+            return key;
+        }
+    }
+    None
+}
+
+/// The container resources a `resourceFieldRef` may read.
+const RESOURCE_FIELDS: &[&str] = &[
+    "limits.cpu",
+    "limits.memory",
+    "limits.ephemeral-storage",
+    "requests.cpu",
+    "requests.memory",
+    "requests.ephemeral-storage",
+];
+
+/// A `resourceFieldRef`: a known resource, a container of the pod (when
+/// named and `containers` is known), a divisor that fits the resource.
+fn resource_selector(
+    errors: &mut Errors,
+    path: &str,
+    r: &v1::ResourceFieldSelector,
+    containers: &BTreeSet<&str>,
+) {
+    if r.resource.is_empty() {
+        errors.add(format!("{path}.resource"), "is required");
+    } else if !RESOURCE_FIELDS.contains(&r.resource.as_str()) {
+        errors.add(
+            format!("{path}.resource"),
+            format!(
+                "{:?} is not supported; supported values: {}",
+                r.resource,
+                RESOURCE_FIELDS.join(", ")
+            ),
+        );
+    }
+    if !r.container_name.is_empty()
+        && !containers.is_empty()
+        && !containers.contains(r.container_name.as_str())
+    {
+        errors.add(
+            format!("{path}.containerName"),
+            format!("{:?} is not a container of the pod", r.container_name),
+        );
+    }
+    if r.divisor.is_empty() {
+        return;
+    }
+    let divisor_path = format!("{path}.divisor");
+    let divisor = match Quantity::parse(&r.divisor) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.add(divisor_path, e.to_string());
+            return;
+        }
+    };
+    let allowed: &[&str] = if r.resource.ends_with(".cpu") {
+        &["1m", "1"]
+    } else {
+        &[
+            "1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei",
+        ]
+    };
+    let fits = divisor == Quantity::default()
+        || allowed
+            .iter()
+            .any(|a| Quantity::parse(a).is_ok_and(|q| q == divisor));
+    if !fits {
+        errors.add(
+            divisor_path,
+            format!(
+                "{:?} is not a divisor of {}: use one of {}",
+                r.divisor,
+                r.resource,
+                allowed.join(", ")
+            ),
+        );
+    }
+}
+
+fn env_var(errors: &mut Errors, path: &str, e: &v1::EnvVar, containers: &BTreeSet<&str>) {
+    if e.name.is_empty() {
+        errors.add(format!("{path}.name"), "is required");
+    } else if !is_env_name(&e.name) {
+        errors.add(format!("{path}.name"), ENV_NAME_RULE);
+    }
+    let Some(from) = &e.value_from else {
+        return;
+    };
+    let vpath = format!("{path}.valueFrom");
+    if !e.value.is_empty() {
+        errors.add(
+            vpath.as_str(),
+            "may not be specified when `value` is not empty",
+        );
+    }
+    let sources = usize::from(from.field_ref.is_some())
+        + usize::from(from.resource_field_ref.is_some())
+        + usize::from(from.config_map_key_ref.is_some())
+        + usize::from(from.secret_key_ref.is_some());
+    match sources {
+        0 => errors.add(
+            vpath.as_str(),
+            "must specify one of: fieldRef, resourceFieldRef, configMapKeyRef or secretKeyRef",
+        ),
+        1 => {}
+        _ => errors.add(
+            vpath.as_str(),
+            "may not have more than one field specified at a time",
+        ),
+    }
+    if let Some(f) = &from.field_ref {
+        field_selector(errors, &format!("{vpath}.fieldRef"), f, ENV_FIELDS);
+    }
+    if let Some(r) = &from.resource_field_ref {
+        resource_selector(errors, &format!("{vpath}.resourceFieldRef"), r, containers);
+    }
+    if let Some(r) = &from.config_map_key_ref {
+        let at = format!("{vpath}.configMapKeyRef");
+        key_selector(errors, &at, &r.name, &r.key);
+    }
+    if let Some(r) = &from.secret_key_ref {
+        let at = format!("{vpath}.secretKeyRef");
+        key_selector(errors, &at, &r.name, &r.key);
+    }
+}
+
+fn key_selector(errors: &mut Errors, path: &str, name: &str, key: &str) {
+    object_name(errors, &format!("{path}.name"), name);
+    if key.is_empty() {
+        errors.add(format!("{path}.key"), "is required");
+    } else if !is_config_key(key) {
+        errors.add(format!("{path}.key"), CONFIG_KEY_RULE);
+    }
+}
+
+/// What an environment variable's name may be made of.
+const ENV_NAME_RULE: &str = "must consist of printable ASCII characters other than '='";
+
+/// An environment variable name, as Kubernetes allows it: printable ASCII
+/// but `=`.
+fn is_env_name(name: &str) -> bool {
+    let allowed = |b: u8| (b' '..=b'~').contains(&b) && b != b'=';
+    !name.is_empty() && name.bytes().all(allowed)
+}
+
+fn env_from(errors: &mut Errors, path: &str, e: &v1::EnvFromSource) {
+    if !e.prefix.is_empty() && !is_env_name(&e.prefix) {
+        errors.add(format!("{path}.prefix"), ENV_NAME_RULE);
+    }
+    match (&e.config_map_ref, &e.secret_ref) {
+        (Some(c), None) => object_name(errors, &format!("{path}.configMapRef.name"), &c.name),
+        (None, Some(s)) => object_name(errors, &format!("{path}.secretRef.name"), &s.name),
+        (Some(_), Some(_)) => {
+            errors.add(path, "may not have more than one field specified at a time")
+        }
+        (None, None) => errors.add(path, "must specify one of: configMapRef or secretRef"),
+    }
+}
+
+fn volume_mounts(errors: &mut Errors, cpath: &str, c: &v1::Container, volumes: &BTreeSet<&str>) {
+    let mut mount_paths = BTreeSet::new();
+    for (i, m) in c.volume_mounts.iter().enumerate() {
+        let mpath = format!("{cpath}.volumeMounts.{i}");
+        if m.name.is_empty() {
+            errors.add(format!("{mpath}.name"), "is required");
+        } else if !volumes.contains(m.name.as_str()) {
+            errors.add(
+                format!("{mpath}.name"),
+                format!("{:?} is not a volume of the pod (spec.volumes)", m.name),
+            );
+        }
+        if m.mount_path.is_empty() {
+            errors.add(format!("{mpath}.mountPath"), "is required");
+        } else if !m.mount_path.starts_with('/') {
+            errors.add(
+                format!("{mpath}.mountPath"),
+                format!("{:?} must be an absolute path", m.mount_path),
+            );
+        } else if !mount_paths.insert(m.mount_path.trim_end_matches('/')) {
+            errors.add(
+                format!("{mpath}.mountPath"),
+                format!("{:?} must be unique", m.mount_path),
+            );
+        }
+        if m.sub_path.starts_with('/') {
+            errors.add(
+                format!("{mpath}.subPath"),
+                format!("{:?} must be a relative path", m.sub_path),
+            );
+        } else if has_backstep(&m.sub_path) {
+            errors.add(
+                format!("{mpath}.subPath"),
+                format!("{:?} must not contain '..'", m.sub_path),
+            );
+        }
+        match m.mount_propagation.as_str() {
+            "" | "None" | "HostToContainer" => {}
+            "Bidirectional" => errors.add(
+                format!("{mpath}.mountPropagation"),
+                "Bidirectional is allowed only to privileged containers, which skiff does not run",
+            ),
+            other => errors.add(
+                format!("{mpath}.mountPropagation"),
+                format!("{other:?} is not one of None, HostToContainer, Bidirectional"),
+            ),
         }
     }
 }
@@ -723,6 +1282,135 @@ mod tests {
             paths,
             ["spec.replicas", "spec.template.spec.containers.0.image"]
         );
+    }
+
+    const POD_WITH_VOLUMES: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    env:
+    - name: A
+      valueFrom: {configMapKeyRef: {name: cm, key: a}}
+    - name: B
+      valueFrom: {secretKeyRef: {name: s, key: b, optional: true}}
+    - name: APP
+      valueFrom: {fieldRef: {fieldPath: "metadata.labels['app']"}}
+    - name: MEM
+      valueFrom: {resourceFieldRef: {resource: limits.memory, divisor: 1Mi}}
+    envFrom:
+    - {prefix: CFG_, configMapRef: {name: cm}}
+    volumeMounts:
+    - {name: config, mountPath: /etc/app, readOnly: true}
+    - {name: scratch, mountPath: /scratch, subPath: c}
+  volumes:
+  - {name: config, configMap: {name: cm, items: [{key: a, path: conf/a.txt, mode: 256}]}}
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 64Mi}}
+"#;
+
+    #[test]
+    fn a_pod_with_volumes_env_and_env_from_passes() {
+        check(POD_WITH_VOLUMES).unwrap();
+    }
+
+    #[test]
+    fn bad_volumes_mounts_and_env_sources_name_the_field() {
+        let scratch = "{name: scratch, emptyDir: {medium: Memory, sizeLimit: 64Mi}}";
+        let cases = [
+            (
+                scratch,
+                "{name: config, emptyDir: {}}",
+                r#"spec.volumes.1.name: "config" is used twice"#,
+            ),
+            (
+                scratch,
+                "{name: scratch}",
+                "spec.volumes.1: must specify a volume type",
+            ),
+            (
+                scratch,
+                "{name: scratch, emptyDir: {}, hostPath: {path: /tmp}}",
+                "spec.volumes.1: may not specify more than 1 volume type",
+            ),
+            (
+                scratch,
+                "{name: scratch, hostPath: {path: /srv, type: Folder}}",
+                r#"spec.volumes.1.hostPath.type: "Folder" is not one of"#,
+            ),
+            (
+                "medium: Memory",
+                "medium: Disk",
+                r#"spec.volumes.1.emptyDir.medium: "Disk" is not supported"#,
+            ),
+            (
+                "{name: config, mountPath",
+                "{name: nope, mountPath",
+                r#"spec.containers.0.volumeMounts.0.name: "nope" is not a volume of the pod"#,
+            ),
+            (
+                "mountPath: /etc/app",
+                "mountPath: etc/app",
+                r#"volumeMounts.0.mountPath: "etc/app" must be an absolute path"#,
+            ),
+            (
+                "readOnly: true}",
+                "readOnly: true, mountPropagation: Bidirectional}",
+                "volumeMounts.0.mountPropagation: Bidirectional is allowed only to privileged",
+            ),
+            (
+                "subPath: c}",
+                "subPath: /c}",
+                r#"volumeMounts.1.subPath: "/c" must be a relative path"#,
+            ),
+            (
+                "subPath: c}",
+                "subPath: c/../../x}",
+                r#"volumeMounts.1.subPath: "c/../../x" must not contain '..'"#,
+            ),
+            (
+                "path: conf/a.txt",
+                "path: ../a.txt",
+                r#"spec.volumes.0.configMap.items.0.path: "../a.txt" must not contain '..'"#,
+            ),
+            (
+                "path: conf/a.txt",
+                "path: ..data",
+                r#"items.0.path: "..data" must not start with '..'"#,
+            ),
+            (
+                "mode: 256",
+                "mode: 512",
+                "spec.volumes.0.configMap.items.0.mode: 512 must be a number between 0 and 0777",
+            ),
+            (
+                "{configMapKeyRef: {name: cm, key: a}}",
+                "{configMapKeyRef: {name: cm, key: a}, fieldRef: {fieldPath: metadata.name}}",
+                "spec.containers.0.env.0.valueFrom: may not have more than one field",
+            ),
+            (
+                "\"metadata.labels['app']\"",
+                "status.phase",
+                r#"env.2.valueFrom.fieldRef.fieldPath: "status.phase" is not supported"#,
+            ),
+            (
+                "divisor: 1Mi",
+                "divisor: 3Mi",
+                r#"env.3.valueFrom.resourceFieldRef.divisor: "3Mi" is not a divisor"#,
+            ),
+            (
+                "{prefix: CFG_, configMapRef: {name: cm}}",
+                "{prefix: CFG_}",
+                "spec.containers.0.envFrom.0: must specify one of: configMapRef or secretRef",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(POD_WITH_VOLUMES.contains(from), "{from}");
+            let e = reasons(&POD_WITH_VOLUMES.replace(from, to));
+            assert!(e.contains(expected), "{to}: {e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The real pod sandbox on this host: network namespace files under the
-//! data dir, the node's pod network (when it has one), and the cgroup
-//! files under `/sys/fs/cgroup` that count a container's OOM kills.
+//! data dir, the node's pod network (when it has one), the cgroup files
+//! under `/sys/fs/cgroup` that count a container's OOM kills, and the
+//! volumes' tmpfs mounts.
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use skiff_proto::v1;
 
-use super::{PodSandbox, Result, SandboxError};
+use super::{tmpfs, PodSandbox, Result, SandboxError};
 use crate::network::{netns, PodNetwork};
 
 /// Where the cgroup filesystem (v2, or the v1 hierarchies) is mounted.
@@ -58,6 +59,14 @@ impl PodSandbox for HostSandbox {
 
     fn oom_killed(&self, cgroups_path: &str) -> bool {
         oom_kills(Path::new(CGROUP_ROOT), cgroups_path) > 0
+    }
+
+    fn mount_tmpfs(&self, path: &Path, size_bytes: Option<u64>) -> Result<()> {
+        tmpfs::mount_at(path, size_bytes).map_err(SandboxError::Tmpfs)
+    }
+
+    fn unmount(&self, path: &Path) -> Result<()> {
+        tmpfs::unmount_at(path).map_err(SandboxError::Tmpfs)
     }
 }
 

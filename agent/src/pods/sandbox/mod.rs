@@ -1,8 +1,9 @@
 //! The pod sandbox: what a pod needs from the kernel around its
 //! containers, as CRI's sandbox is to the kubelet. That is its network
 //! namespace ([`crate::network::netns`]), its place in the pod network
-//! ([`crate::network::PodNetwork`] attach and detach) and its cgroups,
-//! read for OOM kills. It sits with the pods rather than in
+//! ([`crate::network::PodNetwork`] attach and detach), its cgroups, read
+//! for OOM kills, and the tmpfs mounts of its memory-backed volumes
+//! ([`tmpfs`]). It sits with the pods rather than in
 //! [`crate::runtime`] or [`crate::network`] because it joins those for one
 //! pod's lifecycle: the runtime stays containerd's side only, and the
 //! network knows nothing of when a pod starts or goes.
@@ -14,6 +15,7 @@
 
 pub mod host;
 pub mod recording;
+pub mod tmpfs;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
@@ -25,6 +27,7 @@ use crate::network::netns::NetnsError;
 use crate::network::NetworkError;
 
 pub use host::HostSandbox;
+pub use tmpfs::TmpfsError;
 
 /// Errors setting up or tearing down a pod's sandbox. The messages are
 /// the underlying ones: they end up in the pod's status, which names the
@@ -37,6 +40,9 @@ pub enum SandboxError {
     /// The pod could not be wired into, or unwired from, the pod network.
     #[error(transparent)]
     Network(#[from] NetworkError),
+    /// A volume's tmpfs could not be mounted or unmounted.
+    #[error(transparent)]
+    Tmpfs(#[from] TmpfsError),
 }
 
 pub type Result<T> = std::result::Result<T, SandboxError>;
@@ -62,4 +68,9 @@ pub trait PodSandbox: Send + Sync + 'static {
     /// `cgroups_path` (the spec's `cgroupsPath`), read while the stopped
     /// task still holds it. The OOM event can arrive after the exit.
     fn oom_killed(&self, cgroups_path: &str) -> bool;
+    /// Mounts a tmpfs on the directory `path` for a pod volume, at most
+    /// `size_bytes` big when given; one mounted there already is kept.
+    fn mount_tmpfs(&self, path: &Path, size_bytes: Option<u64>) -> Result<()>;
+    /// Unmounts a volume's tmpfs at `path`; nothing mounted there is fine.
+    fn unmount(&self, path: &Path) -> Result<()>;
 }

@@ -1,8 +1,9 @@
 //! A recording fake of [`PodSandbox`] for unit-testing the pod workers:
 //! every call is recorded, each operation can be made to fail a number of
 //! times with the error the real sandbox would give, attached pods get an
-//! address when one is set, and cgroups can be marked OOM-killed. Passed
-//! in explicitly where the real sandbox would be.
+//! address when one is set, cgroups can be marked OOM-killed, and tmpfs
+//! mounts are remembered (the directory stays a plain one). Passed in
+//! explicitly where the real sandbox would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -12,7 +13,7 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use skiff_proto::v1;
 
-use super::{PodSandbox, Result, SandboxError};
+use super::{PodSandbox, Result, SandboxError, TmpfsError};
 use crate::network::netlink::LinkError;
 use crate::network::netns::NetnsError;
 use crate::network::{veth_name, NetworkError};
@@ -22,8 +23,16 @@ use crate::network::{veth_name, NetworkError};
 pub enum SandboxCall {
     EnsureNetns(PathBuf),
     RemoveNetns(PathBuf),
-    Attach { uid: String, netns: PathBuf },
+    Attach {
+        uid: String,
+        netns: PathBuf,
+    },
     Detach(String),
+    MountTmpfs {
+        path: PathBuf,
+        size_bytes: Option<u64>,
+    },
+    Unmount(PathBuf),
 }
 
 /// The operations a test can make fail.
@@ -33,6 +42,8 @@ pub enum SandboxOp {
     RemoveNetns,
     Attach,
     Detach,
+    MountTmpfs,
+    Unmount,
 }
 
 #[derive(Debug, Default)]
@@ -42,6 +53,8 @@ struct Inner {
     failures: BTreeMap<SandboxOp, u32>,
     pod_ip: Option<Ipv4Addr>,
     oom_killed: BTreeSet<String>,
+    /// Where a tmpfs is mounted now.
+    mounted: BTreeSet<PathBuf>,
 }
 
 /// The fake sandbox. By default pods get no address, as on a node that
@@ -71,6 +84,11 @@ impl RecordingSandbox {
     /// The next `n` calls of `op` fail.
     pub fn fail(&self, op: SandboxOp, n: u32) {
         self.lock().failures.insert(op, n);
+    }
+
+    /// Where a tmpfs is mounted now.
+    pub fn mounted(&self) -> Vec<PathBuf> {
+        self.lock().mounted.iter().cloned().collect()
     }
 
     /// The cgroup at `cgroups_path` has had a process OOM-killed.
@@ -149,5 +167,31 @@ impl PodSandbox for RecordingSandbox {
 
     fn oom_killed(&self, cgroups_path: &str) -> bool {
         self.lock().oom_killed.contains(cgroups_path)
+    }
+
+    fn mount_tmpfs(&self, path: &Path, size_bytes: Option<u64>) -> Result<()> {
+        let call = SandboxCall::MountTmpfs {
+            path: path.into(),
+            size_bytes,
+        };
+        if self.record(SandboxOp::MountTmpfs, call) {
+            return Err(SandboxError::Tmpfs(TmpfsError::Mount {
+                path: path.into(),
+                source: Errno::EPERM,
+            }));
+        }
+        self.lock().mounted.insert(path.into());
+        Ok(())
+    }
+
+    fn unmount(&self, path: &Path) -> Result<()> {
+        if self.record(SandboxOp::Unmount, SandboxCall::Unmount(path.into())) {
+            return Err(SandboxError::Tmpfs(TmpfsError::Unmount {
+                path: path.into(),
+                source: Errno::EBUSY,
+            }));
+        }
+        self.lock().mounted.remove(path);
+        Ok(())
     }
 }

@@ -1,5 +1,6 @@
 //! The harness every worker test drives: one worker spawned on the
-//! recording runtime and the recording sandbox, its files in a temp dir,
+//! recording runtime, the recording sandbox and a static source of
+//! ConfigMaps and Secrets, its files in a temp dir,
 //! with the channels the pod manager would hold; helpers wait for a status
 //! report, make the container exit and read what was called. The tests
 //! run on tokio's paused clock, so back-offs and grace periods take no
@@ -13,7 +14,7 @@ use skiff_proto::v1;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::master_link::{event_channel, StatusReport};
+use crate::master_link::{event_channel, ConfigSource, StaticConfigSource, StatusReport};
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::recording::RecordingSandbox;
 use crate::runtime::recording::{Call, RecordingRuntime};
@@ -24,6 +25,8 @@ use super::{run, WorkerContext};
 pub(super) struct Harness {
     pub(super) runtime: Arc<RecordingRuntime>,
     pub(super) sandbox: Arc<RecordingSandbox>,
+    /// The ConfigMaps and Secrets the worker reads.
+    pub(super) config: Arc<StaticConfigSource>,
     pub(super) desired: watch::Sender<Option<v1::Pod>>,
     pub(super) events: mpsc::Sender<RuntimeEvent>,
     pub(super) reports: mpsc::UnboundedReceiver<StatusReport>,
@@ -65,9 +68,21 @@ pub(super) fn spawn_worker_with(
     runtime: RecordingRuntime,
     sandbox: RecordingSandbox,
 ) -> Harness {
+    spawn_worker_reading(pod, runtime, sandbox, StaticConfigSource::default())
+}
+
+/// A worker whose pod reads its ConfigMaps and Secrets from `config`.
+pub(super) fn spawn_worker_reading(
+    pod: v1::Pod,
+    runtime: RecordingRuntime,
+    sandbox: RecordingSandbox,
+    config: StaticConfigSource,
+) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Arc::new(runtime);
     let sandbox = Arc::new(sandbox);
+    let config = Arc::new(config);
+    let source: Arc<dyn ConfigSource> = config.clone();
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let metrics = crate::metrics::AgentMetrics::default();
     let (events, node_events) = event_channel(metrics.events_dropped.clone());
@@ -79,6 +94,8 @@ pub(super) fn spawn_worker_with(
         host_ip: "10.0.0.1".into(),
         metrics,
         events,
+        config: source,
+        node_allocatable: [("memory".to_owned(), "1Gi".to_owned())].into(),
     };
     let (desired, desired_rx) = watch::channel(Some(pod));
     let (events, events_rx) = mpsc::channel(8);
@@ -86,6 +103,7 @@ pub(super) fn spawn_worker_with(
     Harness {
         runtime,
         sandbox,
+        config,
         desired,
         events,
         reports,

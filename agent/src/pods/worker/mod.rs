@@ -11,13 +11,20 @@
 //!
 //! Each pass first makes sure of the pod's sandbox (`sandbox_setup.rs`):
 //! while that fails, containers not yet started wait as
-//! `CreatePodSandboxError` and the pass is retried after 5 s. Then, for
+//! `CreatePodSandboxError` and the pass is retried after 5 s. Then of its
+//! volumes, made once and their files refreshed every 30 s from the
+//! ConfigMaps and Secrets they project: while they cannot be made,
+//! containers not yet started wait as `ContainerCreating` (with a
+//! `FailedMount` Event) and the pass is retried after 10 s. Then, for
 //! each container, it observes containerd and runs the due probes, asks
 //! the pure `decide.rs` what comes next under the restart policy
 //! (restarting at once the first time, then after 10 s, 20 s, … up to 5
 //! minutes, shown as CrashLoopBackOff), and does it, starting containers
-//! through `start.rs`. What it remembers of each container between passes
-//! is in `track.rs`; what it remembers of the pod is [`PodState`]. What
+//! through `start.rs` (each start reads the container's environment from
+//! its ConfigMaps and Secrets again; one missing waits as
+//! `CreateContainerConfigError` and is tried again every 10 s). What it
+//! remembers of each container between passes is in `track.rs`; what it
+//! remembers of the pod is [`PodState`]. What
 //! happens to the containers is told as the kubelet's Events (pulling,
 //! created and started, back-off, failed probes, kills for a failed
 //! liveness probe) through `WorkerContext::events`.
@@ -30,6 +37,7 @@ mod start;
 mod teardown;
 mod track;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,15 +46,16 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::master_link::{EventKind, EventSender, StatusReport};
+use crate::master_link::{ConfigSource, EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
 use super::layout::PodLayout;
+use super::pod_config::PodConfig;
 use super::sandbox::PodSandbox;
 use super::status::{self, CState, ContainerView};
 
 use self::decide::{Next, RestartPolicy, Run, Task};
-use self::sandbox_setup::PreparedSandbox;
+use self::sandbox_setup::{PreparedSandbox, VolumeState};
 use self::track::Track;
 use skiff_values::now_rfc3339;
 
@@ -65,6 +74,11 @@ pub struct WorkerContext<R, S> {
     pub metrics: crate::metrics::AgentMetrics,
     /// The kubelet's Events about the pods, best effort.
     pub events: EventSender,
+    /// Where the pods' ConfigMaps and Secrets are read from.
+    pub config: Arc<dyn ConfigSource>,
+    /// The node's allocatable resources: what a container without a limit
+    /// may use, as the downward API and memory-backed volumes count it.
+    pub node_allocatable: BTreeMap<String, String>,
 }
 
 impl<R, S> Clone for WorkerContext<R, S> {
@@ -77,6 +91,8 @@ impl<R, S> Clone for WorkerContext<R, S> {
             host_ip: self.host_ip.clone(),
             metrics: self.metrics.clone(),
             events: self.events.clone(),
+            config: self.config.clone(),
+            node_allocatable: self.node_allocatable.clone(),
         }
     }
 }
@@ -86,6 +102,9 @@ const RESYNC: Duration = Duration::from_secs(10);
 
 /// How soon a pass is retried while the pod's sandbox cannot be made.
 const SANDBOX_RETRY: Duration = Duration::from_secs(5);
+
+/// How soon a pass is retried while the pod's volumes cannot be made.
+const VOLUME_RETRY: Duration = Duration::from_secs(10);
 
 /// Time between SIGTERM and SIGKILL when neither the pod nor the liveness
 /// probe sets one (the Kubernetes default).
@@ -104,6 +123,10 @@ struct PodState {
     last_report: Option<v1::PodStatus>,
     /// The last spec seen, to tear down once the pod is gone.
     last_pod: Option<v1::Pod>,
+    /// The pod's volumes, once made.
+    volumes: VolumeState,
+    /// The ConfigMaps and Secrets the pod reads, as last read.
+    config: PodConfig,
 }
 
 impl PodState {
@@ -228,7 +251,7 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
             .map(|c| Track::new(&meta.uid, &c.name))
             .collect();
     }
-    let sandbox = match sandbox_setup::prepare(ctx, pod, &mut state.pod_ip).await {
+    let mut sandbox = match sandbox_setup::prepare(ctx, pod, &mut state.pod_ip).await {
         Ok(s) => s,
         Err(e) => {
             for t in state.tracks.iter_mut() {
@@ -237,9 +260,21 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
             return Some(Instant::now() + SANDBOX_RETRY);
         }
     };
+    let now = Instant::now();
+    let volumes = sandbox_setup::volumes(ctx, &sandbox.pod, &mut state.volumes, &mut state.config);
+    match volumes.await {
+        Ok(volumes) => sandbox.volumes = volumes,
+        Err(e) => {
+            for t in state.tracks.iter_mut() {
+                t.show_waiting_if_new("ContainerCreating", e.to_string());
+            }
+            return Some(now + VOLUME_RETRY);
+        }
+    }
     let mut wake: Option<Instant> = None;
     for (container, track) in spec.containers.iter().zip(state.tracks.iter_mut()) {
-        if let Some(at) = reconcile_container(ctx, &sandbox, container, track).await {
+        let config = &mut state.config;
+        if let Some(at) = reconcile_container(ctx, &sandbox, container, track, config).await {
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
     }
@@ -253,6 +288,7 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
     sandbox: &PreparedSandbox,
     container: &v1::Container,
     track: &mut Track,
+    config: &mut PodConfig,
 ) -> Option<Instant> {
     let pod = &sandbox.pod;
     let spec = pod.spec.as_ref();
@@ -359,7 +395,7 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                         track.shown.restarts + 1
                     }
                 };
-                return start::start(ctx, sandbox, container, track, restarts).await;
+                return start::start(ctx, sandbox, container, track, restarts, config).await;
             }
         }
     }

@@ -1,19 +1,34 @@
 //! The sandbox part of starting a pod, done before any of its containers
 //! on every pass: its network namespace, then its place in the pod network,
-//! which gives it its address; and the `/etc` files its containers
-//! bind-mount, which carry that address. Both kernel steps are idempotent,
-//! so repeating them each pass puts back what was lost; while either
-//! fails, no container of the pod is started.
+//! which gives it its address; the `/etc` files its containers
+//! bind-mount, which carry that address; and its volumes
+//! ([`crate::pods::volumes`]), made the first time and, every
+//! [`VOLUME_REFRESH`] after, their files brought in line with the
+//! ConfigMaps and Secrets they project. The kernel steps are idempotent,
+//! so repeating them each pass puts back what was lost; while any fails,
+//! no container of the pod is started (volumes once made stay in use when
+//! a refresh fails).
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use skiff_proto::v1;
+use tokio::time::Instant;
 
+use crate::master_link::EventKind;
+use crate::pods::downward_api::PodFacts;
 use crate::pods::layout::PodLayout;
+use crate::pods::pod_config::PodConfig;
 use crate::pods::sandbox::{PodSandbox, SandboxError};
+use crate::pods::volumes::{PreparedVolumes, VolumeError, VolumeSetup};
 use crate::runtime::ContainerRuntime;
 
 use super::WorkerContext;
+
+/// How often the files of a pod's configMap, secret, downwardAPI and
+/// projected volumes are brought in line with their sources: a change
+/// reaches them within this and one worker pass (10 s).
+pub(super) const VOLUME_REFRESH: Duration = Duration::from_secs(30);
 
 /// A pod whose sandbox is in place, as its containers see it.
 pub(super) struct PreparedSandbox {
@@ -21,6 +36,17 @@ pub(super) struct PreparedSandbox {
     pub(super) netns: PathBuf,
     /// The pod with its address in `status.podIP`, for its `/etc/hosts`.
     pub(super) pod: v1::Pod,
+    /// The pod's volumes, ready to mount.
+    pub(super) volumes: PreparedVolumes,
+}
+
+/// What a worker remembers of its pod's volumes between passes.
+#[derive(Debug, Default)]
+pub(super) struct VolumeState {
+    /// The volumes, once made.
+    prepared: Option<PreparedVolumes>,
+    /// When their sources were last read.
+    checked_at: Option<Instant>,
 }
 
 impl PreparedSandbox {
@@ -59,7 +85,56 @@ pub(super) async fn prepare<R: ContainerRuntime, S: PodSandbox>(
     if !pod_ip.is_empty() {
         pod.status.get_or_insert_with(Default::default).pod_ip = pod_ip.clone();
     }
-    Ok(PreparedSandbox { netns, pod })
+    Ok(PreparedSandbox {
+        netns,
+        pod,
+        volumes: PreparedVolumes::default(),
+    })
+}
+
+/// The pod's volumes: made on the first pass (and each pass after until
+/// they are), their sources read again once [`VOLUME_REFRESH`] has passed,
+/// else as they were. An error only while they were never made; a failed
+/// refresh keeps them. Failures are told as the kubelet's `FailedMount`.
+pub(super) async fn volumes<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    pod: &v1::Pod,
+    state: &mut VolumeState,
+    config: &mut PodConfig,
+) -> Result<PreparedVolumes, VolumeError> {
+    let now = Instant::now();
+    if let (Some(prepared), Some(at)) = (&state.prepared, state.checked_at) {
+        if now < at + VOLUME_REFRESH {
+            return Ok(prepared.clone());
+        }
+    }
+    let pod_ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
+    let setup = VolumeSetup {
+        sandbox: ctx.sandbox.as_ref(),
+        source: ctx.config.as_ref(),
+        layout: ctx.layout.as_ref(),
+        facts: PodFacts {
+            pod,
+            host_ip: &ctx.host_ip,
+            pod_ip,
+            node_allocatable: &ctx.node_allocatable,
+        },
+    };
+    let made = setup.prepare(config).await;
+    state.checked_at = Some(now);
+    match made {
+        Ok(prepared) => {
+            state.prepared = Some(prepared.clone());
+            Ok(prepared)
+        }
+        Err(e) => {
+            let meta = pod.metadata.clone().unwrap_or_default();
+            tracing::warn!(pod = %meta.name, error = %e, "cannot make the pod's volumes");
+            ctx.events
+                .pod(&meta, "", EventKind::Warning, "FailedMount", e.to_string());
+            state.prepared.clone().ok_or(e)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,15 @@
 //! Starting one container of a pod: its image (pulled as its pull policy
-//! says), the pod's `/etc` files, the OCI runtime spec, then one runtime
-//! call that creates the container and starts its task. A failed pull or
-//! start is retried on the error back-off and shown as the kubelet shows
-//! it (`ErrImagePull`, `ImagePullBackOff`, `ErrImageNeverPull`,
-//! `RunContainerError`); a spec that cannot be built waits for the pod
-//! spec to change (`CreateContainerConfigError`). The labels written here
+//! says), the pod's `/etc` files, its environment (`env`, `envFrom`, read
+//! from its ConfigMaps and Secrets as they are now) and volume mounts, the
+//! OCI runtime spec, then one runtime call that creates the container and
+//! starts its task. A failed pull or start is retried on the error
+//! back-off and shown as the kubelet shows it (`ErrImagePull`,
+//! `ImagePullBackOff`, `ErrImageNeverPull`, `RunContainerError`); an
+//! environment or mount that cannot be made (a ConfigMap or Secret
+//! missing, no master to read it from) is `CreateContainerConfigError`,
+//! tried again every 10 s, so the container starts by itself once what it
+//! needs appears; a spec that cannot be built waits for the pod spec to
+//! change (`CreateContainerConfigError` too). The labels written here
 //! are what a restarted agent adopts the container by. Each step is told
 //! as the kubelet's Events: `Pulling` and `Pulled` (or already present),
 //! `Failed` and `BackOff` for pulls, `Created` and `Started`, `Failed` for
@@ -16,15 +21,19 @@ use std::time::Duration;
 use skiff_proto::v1;
 use tokio::time::Instant;
 
-use crate::master_link::EventKind;
+use crate::master_link::{EventKind, FetchError};
+use crate::pods::downward_api::PodFacts;
+use crate::pods::env::{self, EnvError};
+use crate::pods::pod_config::PodConfig;
 use crate::pods::sandbox::PodSandbox;
 use crate::pods::status::CState;
+use crate::pods::volumes::MountError;
 use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     LABEL_RESTARTS, LABEL_STARTED_AT,
 };
 use crate::runtime::images::PullPolicy;
-use crate::runtime::spec::{self, SpecInput};
+use crate::runtime::spec::{self, ContainerMount, SpecInput};
 use crate::runtime::{ContainerRuntime, StartRequest};
 
 use super::sandbox_setup::PreparedSandbox;
@@ -34,6 +43,45 @@ use skiff_values::now_rfc3339;
 
 /// How soon a container whose `/etc` files could not be written tries again.
 const ETC_FILES_RETRY: Duration = Duration::from_secs(10);
+
+/// How soon a container whose environment or mounts could not be made
+/// (`CreateContainerConfigError`) tries again.
+const CONFIG_RETRY: Duration = Duration::from_secs(10);
+
+/// Why a container's environment or mounts could not be made; the
+/// messages are the kubelet's (`configmap "x" not found`).
+#[derive(Debug, thiserror::Error)]
+enum ContainerConfigError {
+    #[error(transparent)]
+    Read(#[from] FetchError),
+    #[error(transparent)]
+    Env(#[from] EnvError),
+    #[error(transparent)]
+    Mount(#[from] MountError),
+}
+
+/// What a container runs with besides its image: its environment (the
+/// pod spec's part, resolved) and its volume mounts.
+async fn container_config<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    sandbox: &PreparedSandbox,
+    container: &v1::Container,
+    config: &mut PodConfig,
+) -> Result<(Vec<(String, String)>, Vec<ContainerMount>), ContainerConfigError> {
+    let pod = &sandbox.pod;
+    let namespace = pod.metadata.as_ref().map_or("", |m| m.namespace.as_str());
+    let wanted = env::references(container);
+    let objects = config.read(ctx.config.as_ref(), namespace, &wanted).await?;
+    let facts = PodFacts {
+        pod,
+        host_ip: &ctx.host_ip,
+        pod_ip: pod.status.as_ref().map_or("", |s| s.pod_ip.as_str()),
+        node_allocatable: &ctx.node_allocatable,
+    };
+    let env_vars = env::container_env(container, &facts, &objects)?;
+    let mounts = sandbox.volumes.mounts(container)?;
+    Ok((env_vars, mounts))
+}
 
 /// The cgroup of a pod's container (the spec's `cgroupsPath`), read back
 /// by `oom_killed` when the container exits with SIGKILL.
@@ -49,6 +97,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     container: &v1::Container,
     track: &mut Track,
     restarts: i32,
+    config: &mut PodConfig,
 ) -> Option<Instant> {
     let pod = &sandbox.pod;
     let meta = pod.metadata.clone().unwrap_or_default();
@@ -144,15 +193,33 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             return Some(now + ETC_FILES_RETRY);
         }
     };
+    let (env_vars, mounts) = match container_config(ctx, sandbox, container, config).await {
+        Ok(found) => found,
+        Err(e) => {
+            tracing::info!(container = %track.id, error = %e, "container config not ready");
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
+            track.shown.state = CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: e.to_string(),
+            };
+            let retry = now + CONFIG_RETRY;
+            track.pacing.retry_at = Some(retry);
+            return Some(retry);
+        }
+    };
+    // `$(VAR)` in command and args, from the finished environment.
+    let expanded = env::with_expanded_command(container, &env_vars);
     let cgroup = cgroups_path(&meta.uid, &container.name);
     let netns_str = sandbox.netns.display().to_string();
     let runtime_spec = match spec::build(&SpecInput {
-        container,
+        container: &expanded,
         image: &image.config,
         hostname,
         netns_path: &netns_str,
         cgroups_path: &cgroup,
         etc_files: &etc_files,
+        env: &env_vars,
+        mounts: &mounts,
     }) {
         Ok(s) => s,
         Err(e) => {
@@ -226,8 +293,17 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
 
 #[cfg(test)]
 mod tests {
-    use crate::pods::sandbox::recording::SandboxCall;
-    use crate::pods::worker::harness::{container, pod, running, spawn_worker, waiting_reason};
+    use std::time::Duration;
+
+    use serde_json::{json, Value};
+    use skiff_proto::v1;
+
+    use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource};
+    use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall};
+    use crate::pods::worker::harness::{
+        container, pod, running, spawn_worker, spawn_worker_reading, waiting_message,
+        waiting_reason,
+    };
     use crate::runtime::recording::{Call, RecordingRuntime};
 
     #[tokio::test(start_paused = true)]
@@ -281,5 +357,158 @@ mod tests {
         let reasons = h.event_reasons();
         assert!(reasons.contains(&"Failed".to_owned()), "{reasons:?}");
         assert_eq!(reasons.last().map(String::as_str), Some("Started"));
+    }
+
+    /// The test pod, its container reading `MODE` from ConfigMap `app` and
+    /// running `echo $(MODE)`.
+    fn pod_reading_its_mode() -> v1::Pod {
+        let mut pod = pod("Always");
+        let container = &mut pod.spec.as_mut().unwrap().containers[0];
+        container.command = vec!["echo".into(), "$(MODE)".into()];
+        container.env.push(v1::EnvVar {
+            name: "MODE".into(),
+            value: String::new(),
+            value_from: Some(v1::EnvVarSource {
+                config_map_key_ref: Some(v1::ConfigMapKeySelector {
+                    name: "app".into(),
+                    key: "mode".into(),
+                    optional: None,
+                }),
+                ..Default::default()
+            }),
+        });
+        pod
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missing_config_map_holds_the_container_until_it_appears() {
+        let mut h = spawn_worker_reading(
+            pod_reading_its_mode(),
+            RecordingRuntime::default(),
+            RecordingSandbox::default(),
+            StaticConfigSource::default(),
+        );
+        let config_error = |s: &v1::PodStatus| waiting_reason(s) == "CreateContainerConfigError";
+        let s = h.until("CreateContainerConfigError", config_error).await;
+        assert_eq!(waiting_message(&s), r#"configmap "app" not found"#);
+        assert_eq!(s.phase, "Pending");
+        assert!(h.starts().is_empty(), "nothing starts without its config");
+        let reasons = h.event_reasons();
+        assert!(reasons.contains(&"Failed".to_owned()), "{reasons:?}");
+        // Read again every 10 s, not at once and not only once.
+        let read = h.config.fetches_of("app");
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let again = h.config.fetches_of("app") - read;
+        assert!((2..=3).contains(&again), "{again} reads in 25 s");
+        assert!(h.starts().is_empty());
+
+        // It appears: the container starts with it, within one retry.
+        let mode = ConfigData::text(&[("mode", "fast")]);
+        h.config.put(ConfigKind::ConfigMap, "default", "app", mode);
+        let appeared = tokio::time::Instant::now();
+        h.until("Running", running).await;
+        assert!(appeared.elapsed() <= Duration::from_secs(10));
+        let spec = h.runtime.started_spec("uid1_main").expect("spec");
+        let env: Vec<&str> = spec["process"]["env"]
+            .as_array()
+            .expect("an environment")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(env.contains(&"MODE=fast"), "{env:?}");
+        assert_eq!(spec["process"]["args"], json!(["echo", "fast"]));
+    }
+
+    /// The bind mount of the container's `destination` in `spec`.
+    fn bind_at<'a>(spec: &'a Value, destination: &str) -> &'a Value {
+        let mounts = spec["mounts"].as_array().expect("mounts");
+        mounts
+            .iter()
+            .find(|m| m["destination"] == destination)
+            .unwrap_or_else(|| panic!("no mount at {destination}: {mounts:?}"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn volumes_wait_for_their_config_map_follow_it_and_go_with_the_pod() {
+        let mut pod = pod("Always");
+        let spec = pod.spec.as_mut().unwrap();
+        let config = v1::Volume {
+            name: "config".into(),
+            config_map: Some(v1::ConfigMapVolumeSource {
+                name: "app".into(),
+                default_mode: Some(0o644),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let creds = v1::Volume {
+            name: "creds".into(),
+            secret: Some(v1::SecretVolumeSource {
+                secret_name: "creds".into(),
+                optional: Some(true),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        spec.volumes = vec![config, creds];
+        let mount = |name: &str, path: &str| v1::VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            ..Default::default()
+        };
+        spec.containers[0].volume_mounts =
+            vec![mount("config", "/etc/app"), mount("creds", "/creds")];
+        let mut h = spawn_worker_reading(
+            pod,
+            RecordingRuntime::default(),
+            RecordingSandbox::default(),
+            StaticConfigSource::default(),
+        );
+        let not_made = |s: &v1::PodStatus| waiting_message(s).contains("not found");
+        let s = h.until("a volume not made", not_made).await;
+        assert_eq!(waiting_reason(&s), "ContainerCreating");
+        let failed = r#"MountVolume.SetUp failed for volume "config" : configmap "app" not found"#;
+        assert_eq!(waiting_message(&s), failed);
+        let reasons = h.event_reasons();
+        assert!(reasons.contains(&"FailedMount".to_owned()), "{reasons:?}");
+        assert!(h.starts().is_empty(), "nothing starts half-mounted");
+
+        let conf = ConfigData::text(&[("app.conf", "port=80")]);
+        h.config.put(ConfigKind::ConfigMap, "default", "app", conf);
+        h.until("Running", running).await;
+        let volumes = h.pod_dir().join("volumes");
+        let config_dir = volumes.join("kubernetes.io~configmap/config");
+        let secret_dir = volumes.join("kubernetes.io~secret/creds");
+        let conf_file = config_dir.join("app.conf");
+        assert_eq!(std::fs::read_to_string(&conf_file).unwrap(), "port=80");
+        // Mounted read-only, the secret's on a tmpfs.
+        let spec = h.runtime.started_spec("uid1_main").expect("spec");
+        let bind = bind_at(&spec, "/etc/app");
+        assert_eq!(bind["source"], config_dir.display().to_string());
+        assert_eq!(bind["options"], json!(["rbind", "rprivate", "ro"]));
+        let bind = bind_at(&spec, "/creds");
+        assert_eq!(bind["source"], secret_dir.display().to_string());
+        assert_eq!(h.sandbox.mounted(), std::slice::from_ref(&secret_dir));
+
+        // A change to the ConfigMap reaches the file within 40 s.
+        let conf = ConfigData::text(&[("app.conf", "port=81")]);
+        h.config.put(ConfigKind::ConfigMap, "default", "app", conf);
+        let changed = tokio::time::Instant::now();
+        while std::fs::read_to_string(&conf_file).unwrap() != "port=81" {
+            assert!(changed.elapsed() <= Duration::from_secs(40), "not updated");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert_eq!(h.starts(), ["0"], "the container runs on");
+
+        // The pod goes: the tmpfs is unmounted, the files removed.
+        h.desired.send_replace(None);
+        h.ended().await;
+        let calls = h.sandbox.calls();
+        assert!(
+            calls.contains(&SandboxCall::Unmount(secret_dir)),
+            "{calls:?}"
+        );
+        assert!(h.sandbox.mounted().is_empty());
+        assert!(!h.pod_dir().exists());
     }
 }

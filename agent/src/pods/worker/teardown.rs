@@ -1,7 +1,8 @@
 //! What a worker does once its pod is to go, as one step apart from
 //! reconciling: every container is stopped at once (SIGTERM, the grace
 //! period, SIGKILL) and removed with its snapshot, then the pod is unwired
-//! from the network and its network namespace and files are removed. A
+//! from the network, its network namespace is removed, its tmpfs volumes
+//! are unmounted and its files (volumes among them) removed. A
 //! step that fails is logged and the rest still done, so a pod that cannot
 //! come down cleanly leaves as little behind as possible.
 //!
@@ -19,6 +20,7 @@ use tokio::time::Instant;
 
 use crate::master_link::StatusReport;
 use crate::pods::sandbox::PodSandbox;
+use crate::pods::volumes;
 use crate::runtime::{ContainerRuntime, TaskState};
 
 use super::track::container_id;
@@ -94,6 +96,8 @@ pub(super) async fn teardown<R: ContainerRuntime, S: PodSandbox>(
     if let Err(e) = ctx.sandbox.remove_netns(&ctx.layout.netns(&meta.uid)) {
         tracing::warn!(error = %e, "cannot remove pod network namespace");
     }
+    // Unmounted first, so that removing the files cannot stop at a tmpfs.
+    volumes::unmount_all(ctx.sandbox.as_ref(), &ctx.layout.pod_dir(pod));
     ctx.layout.remove_pod(pod).await;
     tracing::info!(pod = %meta.name, namespace = %meta.namespace, "pod removed");
 }

@@ -1,0 +1,457 @@
+//! Reading the ConfigMaps and Secrets this node's pods use (env, envFrom,
+//! volumes), one object at a time: `Api.Get` from a master's local replica
+//! (serializable), moving on to the next master when one does not answer
+//! or does not yet know the pod that makes the read allowed. The masters
+//! let a node read only the ConfigMaps and Secrets its pods reference, as
+//! Kubernetes' NodeRestriction lets a kubelet; nothing is listed or
+//! watched, so a node never holds more than its pods need.
+//!
+//! What the pods get is [`ConfigData`]: the object's values as bytes,
+//! decoded from what the wire carries (a Secret's base64 `data`, a
+//! ConfigMap's `data` and base64 `binaryData` inside its JSON fields).
+//! The pod workers see the masters only through the narrow
+//! [`ConfigSource`] trait; [`MasterConfigSource`] is the real one and
+//! [`StaticConfigSource`] a fake for their tests.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::{GetRequest, Object};
+use tonic::Code;
+
+use super::masters::Masters;
+
+/// How long one master has to answer a read.
+const GET_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The two kinds of objects pods read configuration from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigKind {
+    ConfigMap,
+    Secret,
+}
+
+impl ConfigKind {
+    /// The kind as the API names it (`ConfigMap`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ConfigKind::ConfigMap => "ConfigMap",
+            ConfigKind::Secret => "Secret",
+        }
+    }
+
+    /// The word the kubelet's messages use (`configmap "x" not found`).
+    pub fn resource(self) -> &'static str {
+        match self {
+            ConfigKind::ConfigMap => "configmap",
+            ConfigKind::Secret => "secret",
+        }
+    }
+}
+
+impl fmt::Display for ConfigKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// A ConfigMap's or Secret's values, decoded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConfigData {
+    /// A ConfigMap's `data` (text), or a Secret's `data` (decoded).
+    pub data: BTreeMap<String, Vec<u8>>,
+    /// A ConfigMap's `binaryData` (decoded): volumes hold these too, the
+    /// environment does not.
+    pub binary_data: BTreeMap<String, Vec<u8>>,
+}
+
+impl ConfigData {
+    /// Values given as text, as a ConfigMap's `data` holds them.
+    pub fn text(pairs: &[(&str, &str)]) -> ConfigData {
+        ConfigData {
+            data: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
+            binary_data: BTreeMap::new(),
+        }
+    }
+}
+
+/// Why a ConfigMap or Secret could not be read. That it does not exist is
+/// no error: it is `Ok(None)`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("cannot read {kind} {namespace}/{name}: no master answered ({message})")]
+    Unreachable {
+        kind: ConfigKind,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("the masters do not let this node read {kind} {namespace}/{name} ({message}); is the pod bound to it yet?")]
+    Refused {
+        kind: ConfigKind,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+    #[error("{kind} {namespace}/{name} as the masters sent it: {message}")]
+    Malformed {
+        kind: ConfigKind,
+        namespace: String,
+        name: String,
+        message: String,
+    },
+}
+
+/// What a fetch gives: the object's values, or `None` when it does not
+/// exist.
+pub type FetchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<ConfigData>, FetchError>> + Send + 'a>>;
+
+/// Where the pods' ConfigMaps and Secrets come from.
+pub trait ConfigSource: Send + Sync + 'static {
+    /// The ConfigMap or Secret `name` in `namespace`, as it is now.
+    fn fetch<'a>(&'a self, kind: ConfigKind, namespace: &'a str, name: &'a str) -> FetchFuture<'a>;
+}
+
+/// The real source: the masters.
+#[derive(Debug)]
+pub struct MasterConfigSource {
+    masters: Masters,
+    /// The master asked first: the last one that answered.
+    first: AtomicUsize,
+}
+
+impl MasterConfigSource {
+    pub fn new(masters: Masters) -> MasterConfigSource {
+        MasterConfigSource {
+            masters,
+            first: AtomicUsize::new(0),
+        }
+    }
+
+    async fn get(
+        &self,
+        kind: ConfigKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<ConfigData>, FetchError> {
+        let tries = self.masters.known().len().max(1);
+        let first = self.first.load(Ordering::Relaxed);
+        let mut refused = None;
+        let mut failure = String::from("no master is known");
+        for i in first..first + tries {
+            let Some(mut api) = self.masters.api(i) else {
+                continue;
+            };
+            let request = GetRequest {
+                kind: kind.name().to_owned(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                serializable: true,
+            };
+            let status = match tokio::time::timeout(GET_TIMEOUT, api.get(request)).await {
+                Ok(Ok(answer)) => {
+                    self.first.store(i, Ordering::Relaxed);
+                    return decode(kind, answer.into_inner())
+                        .map(Some)
+                        .map_err(|message| FetchError::Malformed {
+                            kind,
+                            namespace: namespace.to_owned(),
+                            name: name.to_owned(),
+                            message,
+                        });
+                }
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    failure = format!("no answer within {GET_TIMEOUT:?}");
+                    continue;
+                }
+            };
+            match status.code() {
+                Code::NotFound => {
+                    self.first.store(i, Ordering::Relaxed);
+                    return Ok(None);
+                }
+                // A master whose replica has not seen the pod yet refuses;
+                // another may have.
+                Code::PermissionDenied => refused = Some(status.message().to_owned()),
+                _ => failure = status.message().to_owned(),
+            }
+        }
+        let (namespace, name) = (namespace.to_owned(), name.to_owned());
+        Err(match refused {
+            Some(message) => FetchError::Refused {
+                kind,
+                namespace,
+                name,
+                message,
+            },
+            None => FetchError::Unreachable {
+                kind,
+                namespace,
+                name,
+                message: failure,
+            },
+        })
+    }
+}
+
+impl ConfigSource for MasterConfigSource {
+    fn fetch<'a>(&'a self, kind: ConfigKind, namespace: &'a str, name: &'a str) -> FetchFuture<'a> {
+        Box::pin(self.get(kind, namespace, name))
+    }
+}
+
+/// The values of `object`, a `kind` as the masters send it.
+fn decode(kind: ConfigKind, object: Object) -> Result<ConfigData, String> {
+    match (kind, object.kind) {
+        (ConfigKind::Secret, Some(Body::Secret(secret))) => Ok(ConfigData {
+            data: base64_values("data", secret.data)?,
+            binary_data: BTreeMap::new(),
+        }),
+        (ConfigKind::ConfigMap, Some(Body::Generic(generic))) => {
+            let fields: serde_json::Value = serde_json::from_slice(&generic.content)
+                .map_err(|e| format!("its fields are not JSON: {e}"))?;
+            let data = text_values(&fields, "data")?
+                .into_iter()
+                .map(|(k, v)| (k, v.into_bytes()))
+                .collect();
+            let binary = text_values(&fields, "binaryData")?;
+            Ok(ConfigData {
+                data,
+                binary_data: base64_values("binaryData", binary)?,
+            })
+        }
+        _ => Err("the answer is another kind of object".to_owned()),
+    }
+}
+
+/// The string values of the map `field` of `fields` (none when absent).
+fn text_values(
+    fields: &serde_json::Value,
+    field: &str,
+) -> Result<BTreeMap<String, String>, String> {
+    let Some(map) = fields.get(field).and_then(serde_json::Value::as_object) else {
+        return Ok(BTreeMap::new());
+    };
+    map.iter()
+        .map(|(key, value)| match value.as_str() {
+            Some(text) => Ok((key.clone(), text.to_owned())),
+            None => Err(format!("{field}[{key}] is not a string")),
+        })
+        .collect()
+}
+
+fn base64_values(
+    field: &str,
+    values: impl IntoIterator<Item = (String, String)>,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    let engine = base64::engine::general_purpose::STANDARD;
+    values
+        .into_iter()
+        .map(|(key, value)| match engine.decode(value.as_bytes()) {
+            Ok(bytes) => Ok((key, bytes)),
+            Err(e) => Err(format!("{field}[{key}] is not base64: {e}")),
+        })
+        .collect()
+}
+
+/// A fake source for the pod workers' tests: the objects a test puts in,
+/// every fetch recorded, the next ones failing when told. Passed in
+/// explicitly where the masters would be.
+#[derive(Debug, Default)]
+pub struct StaticConfigSource {
+    inner: Mutex<StaticObjects>,
+}
+
+#[derive(Debug, Default)]
+struct StaticObjects {
+    objects: BTreeMap<(ConfigKind, String, String), ConfigData>,
+    fetches: Vec<(ConfigKind, String, String)>,
+    failing: u32,
+}
+
+impl StaticConfigSource {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StaticObjects> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `namespace`/`name` exists (now) with `data`.
+    pub fn put(&self, kind: ConfigKind, namespace: &str, name: &str, data: ConfigData) {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        self.lock().objects.insert(key, data);
+    }
+
+    /// `namespace`/`name` no longer exists.
+    pub fn remove(&self, kind: ConfigKind, namespace: &str, name: &str) {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        self.lock().objects.remove(&key);
+    }
+
+    /// The next `n` fetches fail as if no master answered.
+    pub fn fail_next(&self, n: u32) {
+        self.lock().failing = n;
+    }
+
+    /// How many fetches there have been of `name`.
+    pub fn fetches_of(&self, name: &str) -> usize {
+        self.lock()
+            .fetches
+            .iter()
+            .filter(|(_, _, n)| n == name)
+            .count()
+    }
+}
+
+impl ConfigSource for StaticConfigSource {
+    fn fetch<'a>(&'a self, kind: ConfigKind, namespace: &'a str, name: &'a str) -> FetchFuture<'a> {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let mut inner = self.lock();
+        inner.fetches.push(key.clone());
+        let answer = if inner.failing > 0 {
+            inner.failing -= 1;
+            Err(FetchError::Unreachable {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: "injected failure".to_owned(),
+            })
+        } else {
+            Ok(inner.objects.get(&key).cloned())
+        };
+        Box::pin(std::future::ready(answer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_proto::api::object::Kind as Body;
+    use skiff_proto::api::Object;
+    use skiff_proto::v1;
+
+    use super::*;
+    use crate::master_link::fake_master::TestPki;
+
+    fn meta(name: &str) -> Option<v1::ObjectMeta> {
+        Some(v1::ObjectMeta {
+            name: name.to_owned(),
+            namespace: "default".to_owned(),
+            ..Default::default()
+        })
+    }
+
+    fn config_map(name: &str, fields: serde_json::Value) -> Object {
+        Object {
+            kind: Some(Body::Generic(v1::GenericObject {
+                api_version: "v1".to_owned(),
+                kind: "ConfigMap".to_owned(),
+                metadata: meta(name),
+                content: serde_json::to_vec(&fields).expect("JSON"),
+            })),
+        }
+    }
+
+    fn secret(name: &str, data: &[(&str, &str)]) -> Object {
+        Object {
+            kind: Some(Body::Secret(v1::Secret {
+                metadata: meta(name),
+                data: data
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                ..Default::default()
+            })),
+        }
+    }
+
+    #[tokio::test]
+    async fn config_maps_and_secrets_are_read_from_the_masters_decoded() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        let fields = serde_json::json!({"data": {"a": "one"}, "binaryData": {"b": "AAE="}});
+        master.set_objects("ConfigMap", vec![config_map("app", fields)]);
+        master.set_objects(
+            "Secret",
+            vec![secret("creds", &[("password", "aHVudGVyMg==")])],
+        );
+        let source = MasterConfigSource::new(pki.masters(&[&master]));
+
+        let app = source.fetch(ConfigKind::ConfigMap, "default", "app").await;
+        let app = app.expect("read").expect("it exists");
+        assert_eq!(app.data["a"], b"one");
+        assert_eq!(app.binary_data["b"], [0u8, 1]);
+        let creds = source.fetch(ConfigKind::Secret, "default", "creds").await;
+        let creds = creds.expect("read").expect("it exists");
+        assert_eq!(creds.data["password"], b"hunter2");
+        assert!(creds.binary_data.is_empty());
+        // Missing is an answer, not an error.
+        let gone = source.fetch(ConfigKind::Secret, "default", "gone").await;
+        assert_eq!(gone, Ok(None));
+        // Each read is one Get of one object from the master's replica.
+        let gets = master.with(|s| s.get_requests.clone());
+        let asked: Vec<(&str, &str, bool)> = gets
+            .iter()
+            .map(|g| (g.kind.as_str(), g.name.as_str(), g.serializable))
+            .collect();
+        let expected = [
+            ("ConfigMap", "app", true),
+            ("Secret", "creds", true),
+            ("Secret", "gone", true),
+        ];
+        assert_eq!(asked, expected);
+    }
+
+    #[tokio::test]
+    async fn a_master_that_does_not_answer_is_passed_over_for_the_next() {
+        let pki = TestPki::new("pi-1");
+        let down = pki.serve().await;
+        let up = pki.serve().await;
+        down.with(|s| s.failing_gets = 1);
+        up.set_objects("Secret", vec![secret("creds", &[("k", "dg==")])]);
+        let source = MasterConfigSource::new(pki.masters(&[&down, &up]));
+        let creds = source.fetch(ConfigKind::Secret, "default", "creds").await;
+        assert_eq!(creds.expect("read").expect("it exists").data["k"], b"v");
+        // The one that answered is asked first from then on.
+        source
+            .fetch(ConfigKind::Secret, "default", "creds")
+            .await
+            .expect("read again");
+        assert_eq!(down.with(|s| s.get_requests.len()), 1);
+        assert_eq!(up.with(|s| s.get_requests.len()), 2);
+
+        // No master answers: an error that says so.
+        up.with(|s| s.failing_gets = 1);
+        down.with(|s| s.failing_gets = 1);
+        let failed = source.fetch(ConfigKind::Secret, "default", "creds").await;
+        let error = failed.expect_err("no master answered");
+        assert!(matches!(error, FetchError::Unreachable { .. }), "{error}");
+        assert!(
+            error.to_string().contains("Secret default/creds"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn what_does_not_decode_is_malformed_naming_the_key() {
+        let bad = secret("s", &[("k", "not base64!")]);
+        let error = decode(ConfigKind::Secret, bad).expect_err("not base64");
+        assert!(error.starts_with("data[k] is not base64"), "{error}");
+        let fields = serde_json::json!({"data": {"n": 1}});
+        let map = config_map("c", fields);
+        let error = decode(ConfigKind::ConfigMap, map).expect_err("a number");
+        assert_eq!(error, "data[n] is not a string");
+        let not_a_map = secret("s", &[]);
+        let error = decode(ConfigKind::ConfigMap, not_a_map).expect_err("a Secret");
+        assert_eq!(error, "the answer is another kind of object");
+    }
+}
