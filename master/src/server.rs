@@ -33,6 +33,7 @@ use crate::datastore::data_format::{self, DataFormatError};
 use crate::datastore::schedule::{ScheduledSnapshots, SnapshotSchedule};
 use crate::datastore::snapshots::SnapshotDir;
 use crate::events::{EventStore, SystemClock};
+use crate::controllers::kubernetes_service::BuiltInServices;
 use crate::leader::DutiesConfig;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::security::join_service::{JoinService, JOIN_PATH};
@@ -313,6 +314,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         snapshots: ScheduledSnapshots {
             dir: SnapshotDir::new(&data_dir),
             schedule: config.snapshot_schedule,
+        },
+        built_in_services: BuiltInServices {
+            api_service_ip: crate::service_ips::api_service_ip(config.service_cidr),
+            cluster_dns: config.cluster_dns,
         },
     };
     let duties = tokio::spawn(crate::leader::run(

@@ -397,6 +397,7 @@ mod tests {
             host_ip: "10.0.0.1".into(),
             metrics,
             events,
+            discovery: crate::pods::dns_policy::ServiceDiscovery::default(),
         };
         remove(ctx, to_remove).await;
 

@@ -9,13 +9,18 @@
 //! every 30 s. Workers reach containerd through
 //! [`crate::runtime::ContainerRuntime`] and the kernel side of a pod
 //! through [`sandbox::PodSandbox`]. The images the pods name are what
-//! image garbage collection must keep ([`wanted_images`]).
+//! image garbage collection must keep ([`wanted_images`]). What a pod's
+//! containers find Services by, its resolv.conf ([`dns_policy`]) and its
+//! Service variables ([`service_env`]), comes from this node's cluster DNS
+//! and its index of Services ([`crate::dns`]).
 
 pub mod backoff;
+pub mod dns_policy;
 pub mod layout;
 pub mod leftovers;
 pub mod probes;
 pub mod sandbox;
+pub mod service_env;
 pub mod status;
 pub mod worker;
 

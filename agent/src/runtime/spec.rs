@@ -1,6 +1,7 @@
 //! The OCI runtime spec for one container, built from the pod spec and the
 //! image config the way Kubernetes does: `command` replaces the image's
-//! entrypoint, `args` its cmd; pod env is layered over image env; limits
+//! entrypoint, `args` its cmd; the Services' variables are layered over
+//! the image's env, and the container's own env over both; limits
 //! become cgroup settings (memory limit, CPU quota over a 100 ms period),
 //! which runc applies on cgroup v1 and v2 alike, read with the same
 //! quantity parser the masters validate with. The container joins the
@@ -25,6 +26,8 @@ pub struct SpecInput<'a> {
     pub cgroups_path: &'a str,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: &'a [(String, String)],
+    /// The Services' environment variables (`KUBERNETES_SERVICE_HOST`, ...).
+    pub service_env: &'a [(String, String)],
 }
 
 /// Errors building a spec.
@@ -65,8 +68,14 @@ pub fn process_args(
     Ok(args)
 }
 
-/// Image env with the container's env over it, in order.
-pub fn process_env(container: &v1::Container, image: &RunConfig, hostname: &str) -> Vec<String> {
+/// Image env, then `HOSTNAME` and the Services' variables, with the
+/// container's env over them, in order.
+pub fn process_env(
+    container: &v1::Container,
+    image: &RunConfig,
+    hostname: &str,
+    service_env: &[(String, String)],
+) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |name: &str, value: &str| {
         if let Some(slot) = env.iter_mut().find(|(n, _)| n == name) {
@@ -84,6 +93,9 @@ pub fn process_env(container: &v1::Container, image: &RunConfig, hostname: &str)
         set(n, v);
     }
     set("HOSTNAME", hostname);
+    for (name, value) in service_env {
+        set(name, value);
+    }
     for e in &container.env {
         set(&e.name, &e.value);
     }
@@ -153,7 +165,12 @@ fn resources(container: &v1::Container) -> Result<Value, SpecError> {
 /// The runtime spec as JSON, ready for containerd.
 pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     let args = process_args(input.container, input.image)?;
-    let env = process_env(input.container, input.image, input.hostname);
+    let env = process_env(
+        input.container,
+        input.image,
+        input.hostname,
+        input.service_env,
+    );
     let cwd = if !input.container.working_dir.is_empty() {
         input.container.working_dir.clone()
     } else {
@@ -286,8 +303,31 @@ mod tests {
             name: "B".into(),
             value: "b".into(),
         });
-        let env = process_env(&c, &image(), "h");
+        let env = process_env(&c, &image(), "h", &[]);
         assert_eq!(env, ["PATH=/bin", "A=pod", "HOSTNAME=h", "B=b"]);
+    }
+
+    #[test]
+    fn service_variables_come_before_the_containers_own_env() {
+        let mut c = container(&[], &[]);
+        c.env.push(v1::EnvVar {
+            name: "WEB_SERVICE_PORT".into(),
+            value: "mine".into(),
+        });
+        let services = [
+            ("KUBERNETES_SERVICE_HOST".to_owned(), "10.43.0.1".to_owned()),
+            ("WEB_SERVICE_PORT".to_owned(), "80".to_owned()),
+        ];
+        let env = process_env(&c, &RunConfig::default(), "h", &services);
+        assert_eq!(
+            env,
+            [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOSTNAME=h",
+                "KUBERNETES_SERVICE_HOST=10.43.0.1",
+                "WEB_SERVICE_PORT=mine"
+            ]
+        );
     }
 
     #[test]
@@ -310,6 +350,7 @@ mod tests {
             netns_path: "/run/netns/x",
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
+            service_env: &[],
         })
         .unwrap();
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);

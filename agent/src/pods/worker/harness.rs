@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::master_link::{event_channel, StatusReport};
+use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::recording::RecordingSandbox;
 use crate::runtime::recording::{Call, RecordingRuntime};
@@ -79,6 +80,11 @@ pub(super) fn spawn_worker_with(
         host_ip: "10.0.0.1".into(),
         metrics,
         events,
+        discovery: ServiceDiscovery {
+            // Not this machine's.
+            resolv_conf: dir.path().join("resolv.conf"),
+            ..ServiceDiscovery::default()
+        },
     };
     let (desired, desired_rx) = watch::channel(Some(pod));
     let (events, events_rx) = mpsc::channel(8);

@@ -41,6 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::master_link::{EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
+use super::dns_policy::ServiceDiscovery;
 use super::layout::PodLayout;
 use super::sandbox::PodSandbox;
 use super::status::{self, CState, ContainerView};
@@ -65,6 +66,8 @@ pub struct WorkerContext<R, S> {
     pub metrics: crate::metrics::AgentMetrics,
     /// The kubelet's Events about the pods, best effort.
     pub events: EventSender,
+    /// What containers find Services by: resolv.conf, Service variables.
+    pub discovery: ServiceDiscovery,
 }
 
 impl<R, S> Clone for WorkerContext<R, S> {
@@ -77,6 +80,7 @@ impl<R, S> Clone for WorkerContext<R, S> {
             host_ip: self.host_ip.clone(),
             metrics: self.metrics.clone(),
             events: self.events.clone(),
+            discovery: self.discovery.clone(),
         }
     }
 }

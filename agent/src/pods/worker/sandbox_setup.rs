@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 use skiff_proto::v1;
 
+use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::{PodSandbox, SandboxError};
 use crate::runtime::ContainerRuntime;
@@ -25,14 +26,17 @@ pub(super) struct PreparedSandbox {
 
 impl PreparedSandbox {
     /// Writes the pod's `/etc/hosts`, `/etc/hostname` and
-    /// `/etc/resolv.conf` for a container about to start, so each run sees
-    /// the pod's current address; returns them as (path in the container,
-    /// file on the host).
+    /// `/etc/resolv.conf` (by its `dnsPolicy`) for a container about to
+    /// start, so each run sees the pod's current address and the node's
+    /// current resolvers; returns them as (path in the container, file on
+    /// the host).
     pub(super) async fn etc_files(
         &self,
         layout: &PodLayout,
+        discovery: &ServiceDiscovery,
     ) -> std::io::Result<Vec<(String, String)>> {
-        layout.write_etc_files(&self.pod).await
+        let resolv_conf = discovery.resolv_conf_for(&self.pod);
+        layout.write_etc_files(&self.pod, &resolv_conf).await
     }
 }
 

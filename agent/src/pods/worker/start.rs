@@ -17,7 +17,9 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::EventKind;
+use crate::pods::dns_policy::pod_hostname;
 use crate::pods::sandbox::PodSandbox;
+use crate::pods::service_env::service_env;
 use crate::pods::status::CState;
 use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
@@ -128,12 +130,8 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             return Some(track.retry_later(now));
         }
     };
-    let hostname = if meta.name.len() > 63 {
-        &meta.name[..63]
-    } else {
-        &meta.name
-    };
-    let etc_files = match sandbox.etc_files(&ctx.layout).await {
+    let (hostname, _) = pod_hostname(pod);
+    let etc_files = match sandbox.etc_files(&ctx.layout, &ctx.discovery).await {
         Ok(f) => f,
         Err(e) => {
             tell(EventKind::Warning, "Failed", format!("Error: {e}"));
@@ -146,13 +144,15 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     };
     let cgroup = cgroups_path(&meta.uid, &container.name);
     let netns_str = sandbox.netns.display().to_string();
+    let service_variables = service_env(pod, &ctx.discovery.services.current());
     let runtime_spec = match spec::build(&SpecInput {
         container,
         image: &image.config,
-        hostname,
+        hostname: &hostname,
         netns_path: &netns_str,
         cgroups_path: &cgroup,
         etc_files: &etc_files,
+        service_env: &service_variables,
     }) {
         Ok(s) => s,
         Err(e) => {
