@@ -89,6 +89,11 @@ const ALWAYS_WRITTEN: &[&str] = &[
     "ReplicaSetStatus.replicas",
 ];
 
+/// Message fields written as `{}` when unset, as Kubernetes writes a
+/// workload's `status` from its creation on (the Python client reads
+/// `deployment.status.ready_replicas` and fails on a missing status).
+const EMPTY_OBJECT_WHEN_UNSET: &[&str] = &["Deployment.status", "ReplicaSet.status"];
+
 const PROTOS: &[&str] = &[
     "proto/objects.proto",
     "proto/api.proto",
@@ -103,6 +108,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // those always written.
     let descriptors = prost_build::Config::new().load_fds(PROTOS, &["proto"])?;
     let mut always_found = 0;
+    let mut empty_found = 0;
     for file in descriptors
         .file
         .iter()
@@ -133,6 +139,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     always_found += 1;
                     continue;
                 }
+                if EMPTY_OBJECT_WHEN_UNSET.contains(&path.as_str()) {
+                    empty_found += 1;
+                    config.field_attribute(
+                        format!("{OBJECTS}.{path}"),
+                        "#[serde(with = \"crate::json_mapping::empty_object_when_unset\")]",
+                    );
+                    continue;
+                }
                 config.field_attribute(
                     format!("{OBJECTS}.{path}"),
                     "#[serde(skip_serializing_if = \"crate::json_mapping::is_default\")]",
@@ -142,6 +156,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if always_found != ALWAYS_WRITTEN.len() {
         return Err("a field of ALWAYS_WRITTEN is not in skiff.v1".into());
+    }
+    if empty_found != EMPTY_OBJECT_WHEN_UNSET.len() {
+        return Err("a field of EMPTY_OBJECT_WHEN_UNSET is not in skiff.v1".into());
     }
     config.btree_map(["."]);
     config.type_attribute(

@@ -6,9 +6,10 @@
 //!
 //! - The cluster CIDR is the pod network: what leaves it is masqueraded.
 //! - The service CIDR: what no Service rule translates is refused here.
-//! - The cluster DNS address is kept for the nameserver pods will be given
-//!   once a cluster DNS answers there; pods get the host's resolver until
-//!   then.
+//! - The cluster DNS address is the nameserver pods are given; this node's
+//!   own DNS server answers there (`crate::dns`). Masters that name none
+//!   (from before they did) mean the service CIDR's tenth address, as
+//!   theirs defaults to.
 //!
 //! What the masters said is kept in `<data-dir>/network/cluster.json`, so
 //! an agent restarted while no master answers sets its pod network up as
@@ -137,6 +138,17 @@ impl ClusterNetwork {
     }
 }
 
+/// Which address of the service CIDR the cluster DNS is when nobody says.
+const DEFAULT_DNS_OFFSET: u64 = 10;
+
+impl ClusterNetwork {
+    /// The cluster DNS address: as told, else the service CIDR's tenth.
+    pub fn dns_address(&self) -> Ipv4Addr {
+        self.cluster_dns
+            .unwrap_or_else(|| self.service_cidr.net().nth(DEFAULT_DNS_OFFSET))
+    }
+}
+
 impl Overrides {
     /// The cluster network to use: each value given here, else the
     /// masters' (`None`: the masters said nothing, as masters from before
@@ -227,6 +239,10 @@ mod tests {
         let silent = Overrides::default().apply(None);
         assert_eq!(silent.cluster_cidr, DEFAULT_CLUSTER_CIDR);
         assert_eq!(silent.service_cidr, DEFAULT_SERVICE_CIDR);
+        assert_eq!(silent.dns_address(), Ipv4Addr::new(10, 43, 0, 10));
+        assert_eq!(used.dns_address(), Ipv4Addr::new(10, 99, 0, 10));
+        // Masters that name none: their service CIDR's tenth address.
+        assert_eq!(masters.dns_address(), Ipv4Addr::new(10, 151, 0, 10));
     }
 
     #[test]

@@ -3,20 +3,24 @@
 //! watches its pods, and reports their status ([`master_link`]); a pod
 //! manager runs one worker per pod ([`pods`]) over the containerd runtime
 //! ([`runtime`]); image archives dropped into `<data-dir>/images/` are
-//! imported ([`runtime::import`]); and masters read container logs from the
-//! agent's log endpoint ([`log_server`]).
+//! imported ([`runtime::import`]); masters read container logs from the
+//! agent's log endpoint ([`log_server`]); and the node's pods get cluster
+//! DNS from the agent itself ([`dns`]), with their `resolv.conf` and
+//! Service variables made from what it knows.
 //!
-//! The modules are layered: [`runtime`] and [`network`] at the bottom
-//! (containerd, the kernel), [`master_link`] beside them (the agent
-//! protocol, owning what crosses to the pods), [`pods`] on top using all
-//! three. What joins them, such as following the cluster's Nodes and
-//! Services from the masters into the pod network, is wired here.
+//! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
+//! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
+//! them (the agent protocol, owning what crosses to the pods), [`pods`] on
+//! top using all of them. What joins them, such as following the cluster's
+//! Nodes and Services from the masters into the pod network and the DNS
+//! index, is wired here.
 //!
 //! Static stability: containers belong to their runc shims, so they keep
 //! running while the agent restarts or no master answers; a restarted agent
 //! adopts them, and the pod specs it last saw are cached on disk, as are
-//! its pod subnet and the cluster network the masters told it
-//! ([`cluster_network`]).
+//! its pod subnet, the cluster network the masters told it
+//! ([`cluster_network`]) and the last Services and Endpoints (its Service
+//! rules and cluster DNS answers: [`network::services::KnownServices`]).
 //!
 //! A first start needs the masters (to join, to register and learn the
 //! cluster network, to get a pod subnet): it is bounded by `--join-timeout`
@@ -29,6 +33,7 @@
 
 pub mod cluster_network;
 pub mod credentials;
+pub mod dns;
 pub mod log_rotation;
 pub mod log_server;
 pub mod master_link;
@@ -49,9 +54,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster_network::ClusterNetwork;
+use crate::dns::{ClusterIndex, DnsConfig, SharedIndex};
 use crate::master_link::Masters;
-use crate::network::services::reconcile_services;
+use crate::network::services::{self, reconcile_services, KnownServices};
 use crate::network::{reconcile_overlay, PodNetwork};
+use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::HostSandbox;
 use crate::pods::WorkerContext;
@@ -135,6 +142,9 @@ pub struct AgentConfig {
     pub join_timeout: Option<Duration>,
     /// When unused images are removed.
     pub image_gc: image_gc::ImageGcConfig,
+    /// The node's resolver settings: where cluster DNS forwards what is
+    /// not the cluster's, and what pods with `dnsPolicy: Default` get.
+    pub resolv_conf: PathBuf,
 }
 
 impl AgentConfig {
@@ -157,6 +167,7 @@ impl AgentConfig {
             network_overrides: cluster_network::Overrides::default(),
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
             image_gc: image_gc::ImageGcConfig::default(),
+            resolv_conf: PathBuf::from(dns::resolv_conf::DEFAULT_PATH),
         }
     }
 }
@@ -342,20 +353,19 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         }
     }
     let cluster = config.network_overrides.apply(masters_network);
-    if config.network_overrides.cluster_dns.is_some() {
-        tracing::warn!(
-            "--cluster-dns is recorded but not used yet: no cluster DNS server runs, so pods              get this node's resolv.conf"
-        );
-    }
+    let cluster_dns = cluster.dns_address();
     tracing::info!(
         cluster_cidr = %cluster.cluster_cidr,
         service_cidr = %cluster.service_cidr,
-        cluster_dns = ?cluster.cluster_dns,
+        cluster_dns = %cluster_dns,
         "cluster network"
     );
 
     let mut overlay = None;
     let mut service_rules = None;
+    let mut dns_server = None;
+    // What DNS answers from and pods' Service variables are made of.
+    let services_index = SharedIndex::default();
     let pod_network = if config.pod_network {
         let Ok(node_ipv4) = node_ip.parse::<Ipv4Addr>() else {
             return Err(Error::NodeIpNotIpv4 { node_ip });
@@ -384,13 +394,12 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
                 });
             }
         };
-        let net = network::PodNetwork::setup(
-            network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4),
-            subnet,
-            &config.data_dir,
-        )
-        .await
-        .map_err(Error::PodNetwork)?;
+        let mut network_config =
+            network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4);
+        network_config.cluster_dns = Some(cluster_dns);
+        let net = network::PodNetwork::setup(network_config, subnet, &config.data_dir)
+            .await
+            .map_err(Error::PodNetwork)?;
         let meta = node.metadata.get_or_insert_with(Default::default);
         meta.annotations
             .insert(network::overlay::ANNOTATION_VTEP_MAC.into(), net.vtep_mac());
@@ -408,6 +417,21 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         service_rules = Some(tokio::spawn(service_loop(
             masters.clone(),
             net.clone(),
+            services_index.clone(),
+            KnownServices::new(&config.data_dir),
+            shutdown.clone(),
+        )));
+        let dns_config = DnsConfig {
+            listen: SocketAddr::from((net.gateway(), 53)),
+            cluster_dns,
+            service_cidr: cluster.service_cidr.net(),
+            cluster_cidr: cluster.cluster_cidr.net(),
+            node_ip: node_ipv4,
+            resolv_conf: config.resolv_conf.clone(),
+        };
+        dns_server = Some(tokio::spawn(dns::run(
+            dns_config,
+            services_index.clone(),
             shutdown.clone(),
         )));
         Some(net)
@@ -494,6 +518,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         move || pods::wanted_images(&pods_layout),
         shutdown.clone(),
     ));
+    let discovery = ServiceDiscovery {
+        // Without the pod network no DNS server runs here: pods get the
+        // node's resolvers.
+        cluster_dns: pod_network.is_some().then_some(cluster_dns),
+        resolv_conf: config.resolv_conf.clone(),
+        services: services_index,
+    };
     let ctx = WorkerContext {
         runtime: runtime.clone(),
         sandbox: Arc::new(HostSandbox::new(pod_network)),
@@ -504,6 +535,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         events: events_tx,
         config: config_source,
         node_allocatable,
+        discovery,
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
@@ -521,6 +553,9 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     }
     if let Some(s) = service_rules {
         let _ = s.await;
+    }
+    if let Some(d) = dns_server {
+        let _ = d.await;
     }
     let _ = server.await;
     Ok(())
@@ -544,16 +579,39 @@ async fn overlay_loop(
     let _ = follower.await;
 }
 
-/// Keeps the node's Service rules up to date until `shutdown`, following
-/// Services and Endpoints through the masters.
-async fn service_loop(masters: Masters, net: Arc<PodNetwork>, shutdown: CancellationToken) {
+/// The DNS zone's SOA serial for an index made now: the time, in seconds.
+fn index_serial() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        .unwrap_or_default()
+}
+
+/// Keeps the node's Service rules and the DNS index up to date until
+/// `shutdown`, following Services and Endpoints through the masters and
+/// keeping the last lists in `known`. Until the masters' first lists
+/// come, both are made from the kept ones (a restart while no master
+/// answers); while no master answers, both stay as they were last made.
+async fn service_loop(
+    masters: Masters,
+    net: Arc<PodNetwork>,
+    index: SharedIndex,
+    mut known: KnownServices,
+    shutdown: CancellationToken,
+) {
+    if let Some((services, endpoints)) = known.load() {
+        index.replace(ClusterIndex::build(&services, &endpoints, index_serial()));
+        reconcile_services(&net, &services, &endpoints).await;
+    }
     let kinds = ["Service", "Endpoints"];
     let (mut cluster, follower) = master_link::follow_kinds(masters, &kinds, shutdown);
     while cluster.changed().await.is_ok() {
         let mut snapshot = cluster.borrow_and_update().clone();
-        let services = snapshot.take("Service");
-        let endpoints = snapshot.take("Endpoints");
-        reconcile_services(&net, services, endpoints).await;
+        let (services, endpoints) =
+            services::typed(snapshot.take("Service"), snapshot.take("Endpoints"));
+        index.replace(ClusterIndex::build(&services, &endpoints, index_serial()));
+        reconcile_services(&net, &services, &endpoints).await;
+        known.save(&services, &endpoints);
     }
     let _ = follower.await;
 }

@@ -93,6 +93,10 @@ pub struct AgentFlags {
     /// limit).
     #[arg(long, default_value_t = skiff_agent::DEFAULT_JOIN_TIMEOUT.into())]
     pub join_timeout: humantime::Duration,
+    /// The node's resolver settings: where cluster DNS forwards names that
+    /// are not the cluster's, and what pods with dnsPolicy Default get.
+    #[arg(long, default_value = skiff_agent::dns::resolv_conf::DEFAULT_PATH)]
+    pub resolv_conf: PathBuf,
     #[command(flatten)]
     pub image_gc: ImageGcFlags,
 }
@@ -179,6 +183,7 @@ impl AgentFlags {
         let join_timeout: Duration = self.join_timeout.into();
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
         config.image_gc = self.image_gc.to_config()?;
+        config.resolv_conf = self.resolv_conf.clone();
         for label in &self.node_labels {
             let (key, value) = label
                 .split_once('=')

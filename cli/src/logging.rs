@@ -10,7 +10,8 @@ pub const TEXT: &str = "text";
 pub const JSON: &str = "json";
 
 /// The filter when `SKIFF_LOG` is not set (or not a valid directive).
-const DEFAULT_FILTER: &str = "info,openraft=error";
+/// hickory-server logs every DNS query at info: only its warnings.
+const DEFAULT_FILTER: &str = "info,openraft=error,hickory_server=warn";
 
 /// Why logging could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,6 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, auto-deploy and scheduled snapshots, recording Events into
+//! lifecycle, auto-deploy, scheduled snapshots and the built-in
+//! `kubernetes` and `kube-dns` Services, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cluster::{Cluster, ClusterError};
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::{self, garbage_collector, Context};
@@ -61,6 +63,8 @@ pub struct DutiesConfig {
     pub manifests_dir: std::path::PathBuf,
     /// Scheduled snapshots into `<data-dir>/snapshots`.
     pub snapshots: ScheduledSnapshots,
+    /// The addresses of `default/kubernetes` and `kube-system/kube-dns`.
+    pub built_in_services: BuiltInServices,
 }
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
@@ -78,6 +82,7 @@ pub async fn run(
         pod_cidrs,
         manifests_dir,
         snapshots,
+        built_in_services,
     } = duties;
     let cluster = writer.cluster().clone();
     let mut metrics = cluster.raft.metrics();
@@ -130,6 +135,12 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
+        tasks.spawn(kubernetes_service::run(
+            ctx.clone(),
+            built_in_services,
+            cluster.clone(),
+            term.clone(),
+        ));
         tasks.spawn(crate::auto_deploy::run(
             ctx.clone(),
             manifests_dir.clone(),

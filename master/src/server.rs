@@ -28,6 +28,7 @@ use crate::api::transport::ClientTransport;
 use crate::api::ApiService;
 use crate::client::Client;
 use crate::cluster::{Cluster, Readdress};
+use crate::controllers::kubernetes_service::BuiltInServices;
 use crate::datastore::cluster_reset::{self, ResetError, ResetOutcome, ResetRequest};
 use crate::datastore::data_format::{self, DataFormatError};
 use crate::datastore::schedule::{ScheduledSnapshots, SnapshotSchedule};
@@ -313,6 +314,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         snapshots: ScheduledSnapshots {
             dir: SnapshotDir::new(&data_dir),
             schedule: config.snapshot_schedule,
+        },
+        built_in_services: BuiltInServices {
+            api_service_ip: crate::service_ips::api_service_ip(config.service_cidr),
+            cluster_dns: config.cluster_dns,
         },
     };
     let duties = tokio::spawn(crate::leader::run(

@@ -3,7 +3,8 @@
 //! a Service of type ClusterIP (or NodePort, LoadBalancer) without
 //! `spec.clusterIP` gets a free address above the first ten (kept for
 //! cluster services, as k3s keeps .1 and .10); one that names an address
-//! gets it if it is in the range and free; `None` makes a headless Service.
+//! gets it if it is in the range and free; `None` makes a headless Service;
+//! an ExternalName Service (a DNS alias) gets none.
 //! An address is free again once its Service is deleted; `spec.clusterIP`
 //! cannot change.
 //!
@@ -44,6 +45,15 @@ pub fn default_cluster_dns(range: Ipv4Net) -> Ipv4Addr {
     range.nth(CLUSTER_DNS_OFFSET)
 }
 
+/// The `default/kubernetes` Service's address in service CIDR `range`: its
+/// first, as Kubernetes gives it.
+pub fn api_service_ip(range: Ipv4Net) -> Ipv4Addr {
+    range.nth(1)
+}
+
+/// `spec.type` of a Service that is only a DNS alias.
+const EXTERNAL_NAME: &str = "ExternalName";
+
 /// Why a Service cannot have the clusterIP it asked for (or any). Nothing
 /// is stored when this is returned.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +70,8 @@ pub enum ServiceIpError {
     InUse { ip: Ipv4Addr, owner: String },
     #[error("spec.clusterIP: field is immutable (is {old:?}, asked {asked:?}); delete and recreate the Service to change it")]
     Immutable { old: String, asked: String },
+    #[error("spec.type: changing a Service from {old:?} to {asked:?} is not supported yet (an ExternalName Service has no clusterIP); delete and recreate the Service")]
+    TypeChange { old: String, asked: String },
 }
 
 /// The allocator: the range, the addresses chosen for creates not yet
@@ -126,6 +138,12 @@ impl ServiceIps {
         service: &mut v1::Service,
     ) -> Result<Reservation<'_>, ServiceIpError> {
         let spec = service.spec.get_or_insert_with(Default::default);
+        if spec.r#type == EXTERNAL_NAME {
+            return Ok(Reservation {
+                ips: self,
+                ip: None,
+            });
+        }
         if spec.cluster_ip == HEADLESS {
             spec.cluster_ips = vec![HEADLESS.to_owned()];
             return Ok(Reservation {
@@ -213,6 +231,12 @@ impl ServiceIps {
 pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), ServiceIpError> {
     let old_spec = old.spec.clone().unwrap_or_default();
     let spec = new.spec.get_or_insert_with(Default::default);
+    if (old_spec.r#type == EXTERNAL_NAME) != (spec.r#type == EXTERNAL_NAME) {
+        return Err(ServiceIpError::TypeChange {
+            old: old_spec.r#type,
+            asked: spec.r#type.clone(),
+        });
+    }
     if spec.cluster_ip.is_empty() {
         spec.cluster_ip = old_spec.cluster_ip;
         spec.cluster_ips = old_spec.cluster_ips;
@@ -366,5 +390,29 @@ mod tests {
         };
         let e = keep_on_update(&old, &mut other).unwrap_err().to_string();
         assert!(e.contains("immutable"), "{e}");
+        let mut alias = v1::Service {
+            spec: Some(v1::ServiceSpec {
+                r#type: EXTERNAL_NAME.into(),
+                external_name: "db.example.com".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let e = keep_on_update(&old, &mut alias).unwrap_err().to_string();
+        assert!(e.contains("delete and recreate"), "{e}");
+    }
+
+    #[test]
+    fn an_external_name_service_gets_no_address_and_the_api_service_the_first() {
+        let range: Ipv4Net = DEFAULT_SERVICE_CIDR.parse().unwrap();
+        let ips = ServiceIps::new(range).unwrap();
+        let mut alias = service("");
+        alias.spec.as_mut().unwrap().r#type = EXTERNAL_NAME.into();
+        let reservation = ips.assign(&ObjectCache::default(), &mut alias).unwrap();
+        assert_eq!(reservation.ip, None);
+        let spec = alias.spec.unwrap();
+        assert_eq!(spec.cluster_ip, "");
+        assert!(spec.cluster_ips.is_empty());
+        assert_eq!(api_service_ip(range), ip(1));
     }
 }

@@ -13,6 +13,29 @@ pub fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+/// An optional message written as `{}` when unset (a workload's `status`),
+/// read as usual (`null` or missing: unset).
+pub mod empty_object_when_unset {
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<T: Serialize, S: Serializer>(
+        value: &Option<T>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(value) => value.serialize(serializer),
+            None => serializer.serialize_map(Some(0))?.end(),
+        }
+    }
+
+    pub fn deserialize<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<T>, D::Error> {
+        Option::<T>::deserialize(deserializer)
+    }
+}
+
 /// Accepts an integer or a string. Writes an all-digit string as a number.
 pub mod int_or_string {
     use serde::de::{self, Visitor};
@@ -197,5 +220,23 @@ pub mod quantity {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
         deserializer.deserialize_any(super::quantity_map::QuantityVisitor)
+    }
+}
+
+#[cfg(test)]
+mod workload_status_tests {
+    use crate::v1;
+
+    #[test]
+    fn a_workload_without_status_is_written_with_an_empty_one() {
+        let json = serde_json::to_value(v1::Deployment::default()).unwrap();
+        assert_eq!(json["status"], serde_json::json!({}));
+        let json = serde_json::to_value(v1::ReplicaSet::default()).unwrap();
+        assert_eq!(json["status"], serde_json::json!({}));
+        let read: v1::Deployment = serde_json::from_str(r#"{"status": null}"#).unwrap();
+        assert_eq!(read.status, None);
+        let read: v1::Deployment =
+            serde_json::from_str(r#"{"status": {"readyReplicas": 2}}"#).unwrap();
+        assert_eq!(read.status.map(|s| s.ready_replicas), Some(2));
     }
 }

@@ -4,10 +4,11 @@
 //! persisted IPAM table; a VXLAN device (VNI 1, UDP 8472, learning off,
 //! MTU = uplink − 50) carries traffic to other nodes' subnets, programmed
 //! from the Node objects ([`overlay`]); traffic leaving the cluster CIDR is
-//! masqueraded, host ports are forwarded and Services' clusterIPs lead to
-//! their endpoints ([`nftables`], [`services`]). Everything
-//! goes through netlink ([`netlink`]); nothing shells out to `ip`. Each pod's
-//! network namespace is made here too ([`netns`]).
+//! masqueraded, host ports are forwarded, the cluster DNS address leads to
+//! this node's own DNS server on the bridge address, and Services'
+//! clusterIPs lead to their endpoints ([`nftables`], [`services`]).
+//! Everything goes through netlink ([`netlink`]); nothing shells out to
+//! `ip`. Each pod's network namespace is made here too ([`netns`]).
 //!
 //! Nothing here talks to the masters: the agent's root follows Nodes,
 //! Services and Endpoints through them and hands the lists to
@@ -38,6 +39,9 @@ use self::subnet::Subnet;
 pub struct NetworkConfig {
     pub cluster_cidr: Subnet,
     pub service_cidr: Subnet,
+    /// The cluster DNS address, answered by this node's DNS server on the
+    /// bridge address; `None`: no DNS server runs here.
+    pub cluster_dns: Option<Ipv4Addr>,
     pub node_ip: Ipv4Addr,
     pub bridge: String,
     pub vxlan: String,
@@ -50,6 +54,7 @@ impl NetworkConfig {
         NetworkConfig {
             cluster_cidr,
             service_cidr,
+            cluster_dns: None,
             node_ip,
             bridge: "skiff0".into(),
             vxlan: "skiff.1".into(),
@@ -159,6 +164,12 @@ impl PodNetwork {
         self.subnet
     }
 
+    /// The bridge's address: the pods' gateway, where this node's DNS
+    /// server listens.
+    pub fn gateway(&self) -> Ipv4Addr {
+        self.subnet.gateway()
+    }
+
     pub fn vtep_mac(&self) -> String {
         <[u8; 6]>::try_from(self.vxlan.mac.as_slice())
             .map(|m| overlay::format_mac(&m))
@@ -175,11 +186,20 @@ impl PodNetwork {
             .cloned()
             .collect();
         let services = self.services.lock().await.clone();
+        let listener = self.subnet.gateway();
+        let dns = self
+            .config
+            .cluster_dns
+            .map(|cluster_dns| nftables::DnsRedirect {
+                cluster_dns,
+                listener,
+            });
         let scope = nftables::TableScope {
             cluster: self.config.cluster_cidr,
             services: self.config.service_cidr,
             local: self.subnet,
             bridge: &self.config.bridge,
+            dns,
         };
         nftables::apply(&nftables::ruleset(scope, &ports, &services))
             .await

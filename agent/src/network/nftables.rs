@@ -1,5 +1,7 @@
 //! The agent's nftables table (`ip skiff`): masquerade for pod traffic
-//! leaving the cluster CIDR, DNAT for host ports, and Services' clusterIPs
+//! leaving the cluster CIDR, DNAT for host ports, the cluster DNS address
+//! (port 53, UDP and TCP) to this node's own DNS listener on its bridge
+//! address (`crate::dns`), and Services' clusterIPs
 //! (kube-proxy's job): traffic to a clusterIP and port goes to one of the
 //! Service's ready endpoints, picked at random per connection (and is
 //! refused when it has none); a pod that
@@ -46,6 +48,18 @@ pub struct ServiceRule {
     pub endpoints: Vec<(Ipv4Addr, u16)>,
 }
 
+/// The cluster DNS address, answered on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DnsRedirect {
+    /// What pods ask (`--cluster-dns`, the kube-dns Service's clusterIP).
+    pub cluster_dns: Ipv4Addr,
+    /// Where this node's DNS server listens (its bridge address).
+    pub listener: Ipv4Addr,
+}
+
+/// Port 53, where DNS is asked and answered.
+const DNS_PORT: u16 = 53;
+
 /// What the node's table holds besides the host ports.
 #[derive(Debug, Clone, Copy)]
 pub struct TableScope<'a> {
@@ -55,6 +69,9 @@ pub struct TableScope<'a> {
     /// This node's pod subnet and the bridge its pods hang off.
     pub local: Subnet,
     pub bridge: &'a str,
+    /// The cluster DNS address to send to this node's DNS server, if it
+    /// runs.
+    pub dns: Option<DnsRedirect>,
 }
 
 /// The table's full contents as an nft JSON batch.
@@ -96,6 +113,19 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             json!({"masquerade": null}),
         ],
     ));
+    // Cluster DNS before any Service: it is answered on this node, whatever
+    // Endpoints the kube-dns Service may have.
+    if let Some(dns) = scope.dns {
+        for protocol in ["udp", "tcp"] {
+            let expr = vec![
+                json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": dns.cluster_dns.to_string()}}),
+                json!({"match": {"op": "==", "left": field(protocol, "dport"), "right": DNS_PORT}}),
+                json!({"dnat": {"addr": dns.listener.to_string(), "port": DNS_PORT}}),
+            ];
+            batch.push(rule("prerouting", expr.clone()));
+            batch.push(rule("output", expr));
+        }
+    }
     for (i, service) in services.iter().enumerate() {
         if service.endpoints.is_empty() {
             continue;
@@ -244,7 +274,72 @@ mod tests {
             services: "10.43.0.0/16".parse().unwrap(),
             local: "10.42.3.0/24".parse().unwrap(),
             bridge: "skiff0",
+            dns: None,
         }
+    }
+
+    #[test]
+    fn the_cluster_dns_address_goes_to_this_nodes_listener_before_any_service() {
+        let dns = DnsRedirect {
+            cluster_dns: "10.43.0.10".parse().unwrap(),
+            listener: "10.42.3.1".parse().unwrap(),
+        };
+        // A kube-dns Service with an endpoint somewhere must not win.
+        let kube_dns = ServiceRule {
+            cluster_ip: "10.43.0.10".parse().unwrap(),
+            protocol: "udp".into(),
+            port: 53,
+            endpoints: vec![("10.42.9.9".parse().unwrap(), 53)],
+        };
+        let with_dns = TableScope {
+            dns: Some(dns),
+            ..scope()
+        };
+        let rules = ruleset(with_dns, &[], &[kube_dns]);
+        let batch = rules["nftables"].as_array().unwrap();
+        let to_listener = r#"{"dnat":{"addr":"10.42.3.1","port":53}}"#;
+        let dns_rules: Vec<(usize, &Value)> = batch
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.to_string().contains(to_listener))
+            .collect();
+        // UDP and TCP, each from pods (prerouting) and from the host
+        // (output).
+        assert_eq!(dns_rules.len(), 4, "{dns_rules:?}");
+        let mut seen = Vec::new();
+        for (_, c) in &dns_rules {
+            let text = c.to_string();
+            assert!(text.contains(r#""right":"10.43.0.10""#), "{text}");
+            assert!(text.contains(r#""right":53"#), "{text}");
+            let chain = c["add"]["rule"]["chain"].as_str().unwrap().to_owned();
+            let protocol = if text.contains(r#""protocol":"udp""#) {
+                "udp"
+            } else {
+                "tcp"
+            };
+            seen.push(format!("{chain}/{protocol}"));
+        }
+        seen.sort();
+        assert_eq!(
+            seen,
+            [
+                "output/tcp",
+                "output/udp",
+                "prerouting/tcp",
+                "prerouting/udp"
+            ]
+        );
+        let service_rule = batch
+            .iter()
+            .position(|c| c.to_string().contains(r#""addr":"10.42.9.9""#))
+            .unwrap();
+        assert!(
+            dns_rules.iter().all(|(i, _)| *i < service_rule),
+            "DNS first"
+        );
+        // Without a DNS server on the node, nothing is redirected.
+        let without = ruleset(scope(), &[], &[]).to_string();
+        assert!(!without.contains(r#""port":53"#), "{without}");
     }
 
     #[test]

@@ -1,11 +1,16 @@
 //! Services' clusterIPs on this node (kube-proxy's job, in nftables): the
 //! agent follows Services and Endpoints through the masters and keeps one
 //! rule per Service port leading to the port's ready endpoints
-//! ([`super::nftables`]).
+//! ([`super::nftables`]). The last lists are kept on disk
+//! ([`KnownServices`]), so an agent restarted while no master answers
+//! routes (and names) Services as before.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 
+use prost::Message;
+use sha2::Digest;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -74,28 +79,131 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
     out
 }
 
-/// Brings the node's Service rules in line with the cluster's `services`
-/// and `endpoints` (lists from a master; other kinds are skipped). A
-/// failure is logged and left to the next call.
-pub async fn reconcile_services(
-    network: &PodNetwork,
+/// The Services of `services` and the Endpoints of `endpoints` (lists
+/// from a master; objects of other kinds are skipped).
+pub fn typed(
     services: Vec<Object>,
     endpoints: Vec<Object>,
-) {
-    let endpoints: Vec<v1::Endpoints> = bodies(endpoints, |b| match b {
-        Body::Endpoints(e) => Some(e),
-        _ => None,
-    });
-    let services: Vec<v1::Service> = bodies(services, |b| match b {
+) -> (Vec<v1::Service>, Vec<v1::Endpoints>) {
+    let services = bodies(services, |b| match b {
         Body::Service(s) => Some(s),
         _ => None,
     });
-    let wanted = rules(&services, &endpoints);
+    let endpoints = bodies(endpoints, |b| match b {
+        Body::Endpoints(e) => Some(e),
+        _ => None,
+    });
+    (services, endpoints)
+}
+
+/// Brings the node's Service rules in line with the cluster's `services`
+/// and `endpoints`. A failure is logged and left to the next call.
+pub async fn reconcile_services(
+    network: &PodNetwork,
+    services: &[v1::Service],
+    endpoints: &[v1::Endpoints],
+) {
+    let wanted = rules(services, endpoints);
     let count = wanted.len();
     match network.set_services(wanted).await {
         Ok(true) => tracing::info!(ports = count, "service rules updated"),
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "service rules not applied; retrying"),
+    }
+}
+
+/// The Services and Endpoints last listed, kept in
+/// `<data-dir>/network/services.bin` (each object length-delimited after
+/// a tag byte) and written only when they change, since the lists come
+/// again every minute and flash wears.
+#[derive(Debug)]
+pub struct KnownServices {
+    path: PathBuf,
+    /// What the file holds, hashed.
+    written: Option<Vec<u8>>,
+}
+
+const SERVICE_TAG: u8 = b'S';
+const ENDPOINTS_TAG: u8 = b'E';
+
+/// The lists as the file holds them.
+pub fn encode_known(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for service in services {
+        out.push(SERVICE_TAG);
+        out.extend_from_slice(&service.encode_length_delimited_to_vec());
+    }
+    for e in endpoints {
+        out.push(ENDPOINTS_TAG);
+        out.extend_from_slice(&e.encode_length_delimited_to_vec());
+    }
+    out
+}
+
+/// The lists in `bytes`; `None` when they are not what
+/// [`encode_known`] writes.
+pub fn decode_known(mut bytes: &[u8]) -> Option<(Vec<v1::Service>, Vec<v1::Endpoints>)> {
+    let (mut services, mut endpoints) = (Vec::new(), Vec::new());
+    while let Some((&tag, rest)) = bytes.split_first() {
+        bytes = rest;
+        match tag {
+            SERVICE_TAG => {
+                let service = v1::Service::decode_length_delimited(&mut bytes).ok()?;
+                services.push(service);
+            }
+            ENDPOINTS_TAG => {
+                let e = v1::Endpoints::decode_length_delimited(&mut bytes).ok()?;
+                endpoints.push(e);
+            }
+            _ => return None,
+        }
+    }
+    Some((services, endpoints))
+}
+
+impl KnownServices {
+    /// The lists kept under `data_dir`.
+    pub fn new(data_dir: &Path) -> KnownServices {
+        KnownServices {
+            path: data_dir.join("network").join("services.bin"),
+            written: None,
+        }
+    }
+
+    /// The lists last kept; none when there are none (or they cannot be
+    /// read, which is logged).
+    pub fn load(&mut self) -> Option<(Vec<v1::Service>, Vec<v1::Endpoints>)> {
+        let bytes = std::fs::read(&self.path).ok()?;
+        let digest = sha2::Sha256::digest(&bytes).to_vec();
+        let Some(lists) = decode_known(&bytes) else {
+            tracing::warn!(file = %self.path.display(), "unreadable kept Services; ignored");
+            return None;
+        };
+        self.written = Some(digest);
+        Some(lists)
+    }
+
+    /// Keeps `services` and `endpoints` if they differ from what is kept.
+    /// A failure is logged; the next lists try again.
+    pub fn save(&mut self, services: &[v1::Service], endpoints: &[v1::Endpoints]) {
+        let bytes = encode_known(services, endpoints);
+        let digest = sha2::Sha256::digest(&bytes).to_vec();
+        if self.written.as_ref() == Some(&digest) {
+            return;
+        }
+        let tmp = self.path.with_extension("bin.tmp");
+        let written = self
+            .path
+            .parent()
+            .map_or(Ok(()), std::fs::create_dir_all)
+            .and_then(|()| std::fs::write(&tmp, &bytes))
+            .and_then(|()| std::fs::rename(&tmp, &self.path));
+        match written {
+            Ok(()) => self.written = Some(digest),
+            Err(e) => {
+                tracing::warn!(file = %self.path.display(), error = %e, "cannot keep the Services")
+            }
+        }
     }
 }
 
@@ -165,6 +273,33 @@ mod tests {
             }],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn the_last_lists_are_kept_and_rewritten_only_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let services = [service("web", "10.43.0.11", &[("http", 80, "TCP")])];
+        let eps = [endpoints("web", &["10.42.1.5"], &[("http", 8080, "TCP")])];
+        let mut known = KnownServices::new(dir.path());
+        assert!(known.load().is_none(), "nothing kept yet");
+        known.save(&services, &eps);
+        let path = dir.path().join("network/services.bin");
+        let (kept_services, kept_endpoints) = KnownServices::new(dir.path()).load().unwrap();
+        assert_eq!(kept_services, services);
+        assert_eq!(kept_endpoints, eps);
+        // The same lists again: not written (the file's time stays).
+        let before = std::fs::metadata(&path).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        known.save(&services, &eps);
+        let after = std::fs::metadata(&path).unwrap().modified().unwrap();
+        assert_eq!(after, before);
+        known.save(&services, &[]);
+        let (_, kept_endpoints) = KnownServices::new(dir.path()).load().unwrap();
+        assert!(kept_endpoints.is_empty());
+        // A damaged file is ignored.
+        std::fs::write(&path, b"Sgarbage").unwrap();
+        assert!(KnownServices::new(dir.path()).load().is_none());
+        assert_eq!(decode_known(&[]), Some((vec![], vec![])));
     }
 
     #[test]

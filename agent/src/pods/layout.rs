@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use skiff_proto::v1;
 
+use super::dns_policy::pod_hostname;
 use crate::log_rotation;
 
 #[derive(Debug, Clone)]
@@ -107,31 +108,29 @@ impl PodLayout {
         pod_dir.join("volumes")
     }
 
-    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` for the pod.
-    pub async fn write_etc_files(&self, pod: &v1::Pod) -> std::io::Result<Vec<(String, String)>> {
-        let m = meta(pod);
+    /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (with
+    /// `resolv_conf` in it) for the pod; `/etc/hosts` names the pod as the
+    /// kubelet's does, by its host name and, with a subdomain, its FQDN.
+    pub async fn write_etc_files(
+        &self,
+        pod: &v1::Pod,
+        resolv_conf: &str,
+    ) -> std::io::Result<Vec<(String, String)>> {
         let dir = self.pod_dir(pod).join("etc");
         tokio::fs::create_dir_all(&dir).await?;
-        let hostname = if m.name.len() > 63 {
-            &m.name[..63]
-        } else {
-            &m.name
-        };
+        let (hostname, domain) = pod_hostname(pod);
         let ip = pod.status.as_ref().map(|s| s.pod_ip.as_str()).unwrap_or("");
+        let ip = if ip.is_empty() { "127.0.1.1" } else { ip };
         let mut hosts =
             String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        if !ip.is_empty() {
-            hosts.push_str(&format!("{ip}\t{hostname}\n"));
-        } else {
-            hosts.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        match domain {
+            Some(domain) => hosts.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n")),
+            None => hosts.push_str(&format!("{ip}\t{hostname}\n")),
         }
-        let resolv = tokio::fs::read_to_string("/etc/resolv.conf")
-            .await
-            .unwrap_or_default();
         let files = [
             ("hosts", hosts),
             ("hostname", format!("{hostname}\n")),
-            ("resolv.conf", resolv),
+            ("resolv.conf", resolv_conf.to_owned()),
         ];
         let mut out = Vec::new();
         for (name, text) in files {
@@ -255,6 +254,36 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[tokio::test]
+    async fn etc_files_name_the_pod_by_its_fqdn_and_carry_its_resolv_conf() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(tmp.path());
+        let mut p = pod("u7");
+        let spec = p.spec.get_or_insert_with(Default::default);
+        spec.hostname = "db-0".into();
+        spec.subdomain = "db".into();
+        p.status = Some(v1::PodStatus {
+            pod_ip: "10.42.0.9".into(),
+            ..Default::default()
+        });
+        let files = layout
+            .write_etc_files(&p, "nameserver 10.43.0.10\n")
+            .await
+            .unwrap();
+        let read = |name: &str| {
+            let path = format!("/etc/{name}");
+            let (_, file) = files.iter().find(|(inside, _)| *inside == path).unwrap();
+            std::fs::read_to_string(file).unwrap()
+        };
+        let hosts = read("hosts");
+        assert!(
+            hosts.ends_with("10.42.0.9\tdb-0.db.default.svc.cluster.local\tdb-0\n"),
+            "{hosts}"
+        );
+        assert_eq!(read("hostname"), "db-0\n");
+        assert_eq!(read("resolv.conf"), "nameserver 10.43.0.10\n");
     }
 
     #[tokio::test]

@@ -401,6 +401,7 @@ mod tests {
             events,
             config: Arc::new(crate::master_link::StaticConfigSource::default()),
             node_allocatable: Default::default(),
+            discovery: crate::pods::dns_policy::ServiceDiscovery::default(),
         };
         remove(ctx, to_remove).await;
 

@@ -11,9 +11,13 @@
 //! [`sandbox::PodSandbox`], and the ConfigMaps and Secrets of its
 //! environment ([`env`]) and volumes ([`volumes`]) through
 //! [`crate::master_link::ConfigSource`]. The images the pods name are what
-//! image garbage collection must keep ([`wanted_images`]).
+//! image garbage collection must keep ([`wanted_images`]). What a pod's
+//! containers find Services by, its resolv.conf ([`dns_policy`]) and its
+//! Service variables ([`service_env`]), comes from this node's cluster DNS
+//! and its index of Services ([`crate::dns`]).
 
 pub mod backoff;
+pub mod dns_policy;
 pub mod downward_api;
 pub mod env;
 pub mod layout;
@@ -21,6 +25,7 @@ pub mod leftovers;
 pub mod pod_config;
 pub mod probes;
 pub mod sandbox;
+pub mod service_env;
 pub mod status;
 pub mod volumes;
 pub mod worker;

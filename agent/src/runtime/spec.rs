@@ -1,8 +1,9 @@
 //! The OCI runtime spec for one container, built from the pod spec and the
 //! image config the way Kubernetes does: `command` replaces the image's
 //! entrypoint, `args` its cmd (their `$(VAR)` references expanded by the
-//! pod worker); the container's environment (resolved by the pod worker)
-//! is layered over the image's; limits become cgroup
+//! pod worker); the Services' variables are layered over the image's env,
+//! and the container's environment (resolved by the pod worker) over both;
+//! limits become cgroup
 //! settings (memory limit, CPU quota over a 100 ms period), which runc
 //! applies on cgroup v1 and v2 alike, read with the same quantity parser
 //! the masters validate with. The pod's `/etc` files and its volumes are
@@ -35,6 +36,8 @@ pub struct SpecInput<'a> {
     /// The container's environment from the pod spec (`env`, `envFrom`),
     /// resolved, in order.
     pub env: &'a [(String, String)],
+    /// The Services' environment variables (`KUBERNETES_SERVICE_HOST`, ...).
+    pub service_env: &'a [(String, String)],
     /// The pod volumes bind-mounted into the container.
     pub mounts: &'a [ContainerMount],
 }
@@ -90,12 +93,13 @@ pub fn process_args(
     Ok(args)
 }
 
-/// Image env with the container's (`container_env`, resolved) over it, in
-/// order.
+/// Image env, then `HOSTNAME` and the Services' variables, with the
+/// container's (`container_env`, resolved) over them, in order.
 pub fn process_env(
     container_env: &[(String, String)],
     image: &RunConfig,
     hostname: &str,
+    service_env: &[(String, String)],
 ) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |name: &str, value: &str| {
@@ -114,6 +118,9 @@ pub fn process_env(
         set(n, v);
     }
     set("HOSTNAME", hostname);
+    for (name, value) in service_env {
+        set(name, value);
+    }
     for (name, value) in container_env {
         set(name, value);
     }
@@ -193,7 +200,7 @@ fn bind(destination: &str, source: &str, options: [&str; 3]) -> Value {
 /// The runtime spec as JSON, ready for containerd.
 pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     let args = process_args(input.container, input.image)?;
-    let env = process_env(input.env, input.image, input.hostname);
+    let env = process_env(input.env, input.image, input.hostname, input.service_env);
     let cwd = if !input.container.working_dir.is_empty() {
         input.container.working_dir.clone()
     } else {
@@ -345,8 +352,27 @@ mod tests {
             ("A".to_owned(), "pod".to_owned()),
             ("B".to_owned(), "b".to_owned()),
         ];
-        let env = process_env(&pod_env, &image(), "h");
+        let env = process_env(&pod_env, &image(), "h", &[]);
         assert_eq!(env, ["PATH=/bin", "A=pod", "HOSTNAME=h", "B=b"]);
+    }
+
+    #[test]
+    fn service_variables_come_before_the_containers_own_env() {
+        let own = [("WEB_SERVICE_PORT".to_owned(), "mine".to_owned())];
+        let services = [
+            ("KUBERNETES_SERVICE_HOST".to_owned(), "10.43.0.1".to_owned()),
+            ("WEB_SERVICE_PORT".to_owned(), "80".to_owned()),
+        ];
+        let env = process_env(&own, &RunConfig::default(), "h", &services);
+        assert_eq!(
+            env,
+            [
+                "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                "HOSTNAME=h",
+                "KUBERNETES_SERVICE_HOST=10.43.0.1",
+                "WEB_SERVICE_PORT=mine"
+            ]
+        );
     }
 
     #[test]
@@ -370,6 +396,7 @@ mod tests {
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
             env: &[],
+            service_env: &[],
             mounts: &[],
         })
         .unwrap();
@@ -410,6 +437,7 @@ mod tests {
             cgroups_path: "/skiff/p/c",
             etc_files: &etc_files,
             env: &[],
+            service_env: &[],
             mounts: &mounts,
         })
         .unwrap();

@@ -2,7 +2,10 @@
 //! Endpoints object of the same name listing the selected pods that have an
 //! IP — ready ones under `addresses`, the rest under `notReadyAddresses` —
 //! with the Service's ports resolved against each pod (named target ports
-//! included). Services without a selector keep hand-written Endpoints.
+//! included), and the pod's `hostname` when its `subdomain` names the
+//! Service (what cluster DNS answers `hostname.service.namespace.svc` from).
+//! Services without a selector, and ExternalName Services, keep
+//! hand-written Endpoints.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,7 +84,7 @@ impl Reconciler for EndpointsController {
             return Ok(Action::Done);
         };
         let spec = service.spec.clone().unwrap_or_default();
-        if spec.selector.is_empty() {
+        if spec.selector.is_empty() || spec.r#type == "ExternalName" {
             return Ok(Action::Done);
         }
         let pods = self
@@ -113,9 +116,16 @@ impl Reconciler for EndpointsController {
                     resolve_port(p, pod).map(|n| (p.name.clone(), n, p.protocol.clone()))
                 })
                 .collect();
+            // As Kubernetes names StatefulSet members in DNS.
+            let hostname = pod
+                .spec
+                .as_ref()
+                .filter(|s| !s.hostname.is_empty() && s.subdomain == key.name)
+                .map(|s| s.hostname.clone())
+                .unwrap_or_default();
             let address = v1::EndpointAddress {
                 ip,
-                hostname: String::new(),
+                hostname,
                 node_name: pod
                     .spec
                     .as_ref()
@@ -389,6 +399,52 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
             ips(&endpoints(&objects).unwrap().subsets[0].addresses),
             ["192.0.2.7"]
         );
+    }
+
+    #[tokio::test]
+    async fn a_pod_whose_subdomain_names_the_service_is_listed_with_its_hostname() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: db}
+spec: {clusterIP: None, selector: {app: db}, ports: [{port: 5432}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-0, labels: {app: db}}
+spec: {hostname: db-0, subdomain: db, containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-x, labels: {app: db}}
+spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]}
+"#,
+        );
+        set_status(&objects, "db-0", "10.42.1.10", true);
+        set_status(&objects, "db-x", "10.42.1.11", true);
+        let controller = EndpointsController {
+            ctx: context(&objects),
+        };
+        let key = ObjectKey::new(Kind::Service, "default", "db");
+        controller.reconcile(&key).await.unwrap();
+        let Some(Object {
+            kind: Some(Body::Endpoints(e)),
+        }) = objects
+            .get(Kind::Endpoints, "default", "db")
+            .unwrap()
+            .map(Arc::unwrap_or_clone)
+        else {
+            panic!("no Endpoints for db");
+        };
+        let named: Vec<(&str, &str)> = e.subsets[0]
+            .addresses
+            .iter()
+            .map(|a| (a.ip.as_str(), a.hostname.as_str()))
+            .collect();
+        // Only the pod whose subdomain is this Service gets its hostname.
+        assert_eq!(named, [("10.42.1.10", "db-0"), ("10.42.1.11", "")]);
     }
 
     #[tokio::test]

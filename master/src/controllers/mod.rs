@@ -11,11 +11,15 @@
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
+//! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
+//!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
+//!   Raft membership.
 
 pub mod context;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod kubernetes_service;
 pub mod node_ipam;
 pub mod queue;
 pub mod recording;

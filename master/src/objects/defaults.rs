@@ -120,6 +120,10 @@ pub fn pod_spec(spec: &mut v1::PodSpec) {
     if spec.dns_policy.is_empty() {
         spec.dns_policy = "ClusterFirst".to_owned();
     }
+    // `enableServiceLinks` is left unset (the agent takes it as true, as
+    // Kubernetes defaults it): writing it into templates stored before
+    // would change their hash, and re-applying an unchanged Deployment
+    // would roll it.
     if spec.scheduler_name.is_empty() {
         spec.scheduler_name = "default-scheduler".to_owned();
     }

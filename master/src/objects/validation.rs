@@ -559,6 +559,90 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
             );
         }
     }
+    pod_dns(errors, path, spec);
+}
+
+/// Most nameservers a pod's resolv.conf may list (glibc reads three).
+const MAX_DNS_NAMESERVERS: usize = 3;
+/// Most search domains, and most characters of them all, Kubernetes allows.
+const MAX_DNS_SEARCHES: usize = 32;
+const MAX_DNS_SEARCH_CHARS: usize = 2048;
+
+/// `dnsPolicy`, `dnsConfig`, `hostname` and `subdomain`, as Kubernetes
+/// checks them.
+fn pod_dns(errors: &mut Errors, path: &str, spec: &v1::PodSpec) {
+    one_of(
+        errors,
+        &format!("{path}.dnsPolicy"),
+        &spec.dns_policy,
+        &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"],
+    );
+    if !spec.hostname.is_empty() {
+        dns_label(errors, &format!("{path}.hostname"), &spec.hostname);
+    }
+    if !spec.subdomain.is_empty() {
+        dns_label(errors, &format!("{path}.subdomain"), &spec.subdomain);
+    }
+    let config_path = format!("{path}.dnsConfig");
+    let Some(config) = &spec.dns_config else {
+        if spec.dns_policy == "None" {
+            errors.add(
+                config_path,
+                "is required when dnsPolicy is None: give at least one nameserver",
+            );
+        }
+        return;
+    };
+    if spec.dns_policy == "None" && config.nameservers.is_empty() {
+        errors.add(
+            format!("{config_path}.nameservers"),
+            "must list at least one nameserver when dnsPolicy is None",
+        );
+    }
+    if config.nameservers.len() > MAX_DNS_NAMESERVERS {
+        errors.add(
+            format!("{config_path}.nameservers"),
+            format!(
+                "{} nameservers; at most {MAX_DNS_NAMESERVERS}",
+                config.nameservers.len()
+            ),
+        );
+    }
+    for (i, server) in config.nameservers.iter().enumerate() {
+        if server.parse::<std::net::IpAddr>().is_err() {
+            errors.add(
+                format!("{config_path}.nameservers.{i}"),
+                format!("{server:?} is not an IP address"),
+            );
+        }
+    }
+    if config.searches.len() > MAX_DNS_SEARCHES {
+        errors.add(
+            format!("{config_path}.searches"),
+            format!(
+                "{} search domains; at most {MAX_DNS_SEARCHES}",
+                config.searches.len()
+            ),
+        );
+    }
+    let chars: usize = config.searches.iter().map(String::len).sum::<usize>()
+        + config.searches.len().saturating_sub(1);
+    if chars > MAX_DNS_SEARCH_CHARS {
+        errors.add(
+            format!("{config_path}.searches"),
+            format!("{chars} characters in all; at most {MAX_DNS_SEARCH_CHARS}"),
+        );
+    }
+    for (i, search) in config.searches.iter().enumerate() {
+        // A trailing dot (fully qualified) is allowed, as in Kubernetes.
+        let name = search.strip_suffix('.').unwrap_or(search);
+        dns_subdomain(errors, &format!("{config_path}.searches.{i}"), name);
+    }
+    for (i, option) in config.options.iter().enumerate() {
+        if option.name.is_empty() {
+            errors.add(format!("{config_path}.options.{i}.name"), "is required");
+        }
+    }
 }
 
 /// The largest file mode a volume may give (0777).
@@ -1151,8 +1235,25 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
         errors,
         "spec.type",
         &spec.r#type,
-        &["ClusterIP", "NodePort", "LoadBalancer"],
+        &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
     );
+    if spec.r#type == "ExternalName" {
+        // Kubernetes allows a trailing dot (a fully qualified name).
+        let name = spec
+            .external_name
+            .strip_suffix('.')
+            .unwrap_or(&spec.external_name);
+        dns_subdomain(errors, "spec.externalName", name);
+        if !spec.cluster_ip.is_empty() {
+            errors.add(
+                "spec.clusterIP",
+                format!(
+                    "{:?}: may not be set for ExternalName services",
+                    spec.cluster_ip
+                ),
+            );
+        }
+    }
     let mut names = BTreeSet::new();
     for (i, p) in spec.ports.iter().enumerate() {
         let path = format!("spec.ports.{i}");
@@ -1437,6 +1538,72 @@ spec:
         );
         assert!(
             e.contains("requests.memory: must be less than or equal to the limit"),
+            "{e}"
+        );
+    }
+
+    const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: a, image: x}\n";
+
+    #[test]
+    fn pod_dns_settings_are_checked_as_kubernetes_checks_them() {
+        check(POD).unwrap();
+        let good = format!(
+            "{POD}  dnsPolicy: None\n  hostname: db-0\n  subdomain: db\n  dnsConfig:\n    nameservers: [1.2.3.4]\n    searches: [example.com.]\n    options: [{{name: ndots, value: \"2\"}}, {{name: edns0}}]\n"
+        );
+        check(&good).unwrap();
+        let e = reasons(&format!("{POD}  dnsPolicy: Sometimes\n"));
+        assert!(
+            e.contains("spec.dnsPolicy: \"Sometimes\" is not one of"),
+            "{e}"
+        );
+        let e = reasons(&format!("{POD}  dnsPolicy: None\n"));
+        assert!(
+            e.contains("spec.dnsConfig: is required when dnsPolicy is None"),
+            "{e}"
+        );
+        let e = reasons(&format!(
+            "{POD}  dnsPolicy: None\n  dnsConfig: {{searches: [a.b]}}\n"
+        ));
+        assert!(
+            e.contains("spec.dnsConfig.nameservers: must list at least one"),
+            "{e}"
+        );
+        let bad = format!(
+            "{POD}  hostname: Db_0\n  subdomain: -db\n  dnsConfig:\n    nameservers: [1.1.1.1, 2.2.2.2, 3.3.3.3, nine]\n    searches: [Bad_Name]\n    options: [{{value: \"1\"}}]\n"
+        );
+        let err = check(&bad).unwrap_err();
+        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "spec.hostname",
+                "spec.subdomain",
+                "spec.dnsConfig.nameservers",
+                "spec.dnsConfig.nameservers.3",
+                "spec.dnsConfig.searches.0",
+                "spec.dnsConfig.options.0.name",
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn an_external_name_service_needs_a_dns_name_and_no_cluster_ip() {
+        let svc =
+            "apiVersion: v1\nkind: Service\nmetadata: {name: ext}\nspec:\n  type: ExternalName\n";
+        check(&format!("{svc}  externalName: db.example.com.\n")).unwrap();
+        let e = reasons(svc);
+        assert!(e.contains("spec.externalName: is required"), "{e}");
+        let e = reasons(&format!("{svc}  externalName: not_a_name\n"));
+        assert!(
+            e.contains("spec.externalName: \"not_a_name\" is not a DNS subdomain"),
+            "{e}"
+        );
+        let e = reasons(&format!(
+            "{svc}  externalName: db.example.com\n  clusterIP: 10.43.0.99\n"
+        ));
+        assert!(
+            e.contains("spec.clusterIP: \"10.43.0.99\": may not be set"),
             "{e}"
         );
     }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::master_link::{event_channel, ConfigSource, StaticConfigSource, StatusReport};
+use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::layout::PodLayout;
 use crate::pods::sandbox::recording::RecordingSandbox;
 use crate::runtime::recording::{Call, RecordingRuntime};
@@ -96,6 +97,11 @@ pub(super) fn spawn_worker_reading(
         events,
         config: source,
         node_allocatable: [("memory".to_owned(), "1Gi".to_owned())].into(),
+        discovery: ServiceDiscovery {
+            // Not this machine's.
+            resolv_conf: dir.path().join("resolv.conf"),
+            ..ServiceDiscovery::default()
+        },
     };
     let (desired, desired_rx) = watch::channel(Some(pod));
     let (events, events_rx) = mpsc::channel(8);

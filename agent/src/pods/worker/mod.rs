@@ -49,6 +49,7 @@ use tokio_util::sync::CancellationToken;
 use crate::master_link::{ConfigSource, EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
+use super::dns_policy::ServiceDiscovery;
 use super::layout::PodLayout;
 use super::pod_config::PodConfig;
 use super::sandbox::PodSandbox;
@@ -79,6 +80,8 @@ pub struct WorkerContext<R, S> {
     /// The node's allocatable resources: what a container without a limit
     /// may use, as the downward API and memory-backed volumes count it.
     pub node_allocatable: BTreeMap<String, String>,
+    /// What containers find Services by: resolv.conf, Service variables.
+    pub discovery: ServiceDiscovery,
 }
 
 impl<R, S> Clone for WorkerContext<R, S> {
@@ -93,6 +96,7 @@ impl<R, S> Clone for WorkerContext<R, S> {
             events: self.events.clone(),
             config: self.config.clone(),
             node_allocatable: self.node_allocatable.clone(),
+            discovery: self.discovery.clone(),
         }
     }
 }

@@ -16,6 +16,7 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::EventKind;
+use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::downward_api::PodFacts;
 use crate::pods::layout::PodLayout;
 use crate::pods::pod_config::PodConfig;
@@ -51,14 +52,17 @@ pub(super) struct VolumeState {
 
 impl PreparedSandbox {
     /// Writes the pod's `/etc/hosts`, `/etc/hostname` and
-    /// `/etc/resolv.conf` for a container about to start, so each run sees
-    /// the pod's current address; returns them as (path in the container,
-    /// file on the host).
+    /// `/etc/resolv.conf` (by its `dnsPolicy`) for a container about to
+    /// start, so each run sees the pod's current address and the node's
+    /// current resolvers; returns them as (path in the container, file on
+    /// the host).
     pub(super) async fn etc_files(
         &self,
         layout: &PodLayout,
+        discovery: &ServiceDiscovery,
     ) -> std::io::Result<Vec<(String, String)>> {
-        layout.write_etc_files(&self.pod).await
+        let resolv_conf = discovery.resolv_conf_for(&self.pod);
+        layout.write_etc_files(&self.pod, &resolv_conf).await
     }
 }
 

@@ -22,10 +22,12 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::{EventKind, FetchError};
+use crate::pods::dns_policy::pod_hostname;
 use crate::pods::downward_api::PodFacts;
 use crate::pods::env::{self, EnvError};
 use crate::pods::pod_config::PodConfig;
 use crate::pods::sandbox::PodSandbox;
+use crate::pods::service_env::service_env;
 use crate::pods::status::CState;
 use crate::pods::volumes::MountError;
 use crate::runtime::containers::{
@@ -177,12 +179,8 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             return Some(track.retry_later(now));
         }
     };
-    let hostname = if meta.name.len() > 63 {
-        &meta.name[..63]
-    } else {
-        &meta.name
-    };
-    let etc_files = match sandbox.etc_files(&ctx.layout).await {
+    let (hostname, _) = pod_hostname(pod);
+    let etc_files = match sandbox.etc_files(&ctx.layout, &ctx.discovery).await {
         Ok(f) => f,
         Err(e) => {
             tell(EventKind::Warning, "Failed", format!("Error: {e}"));
@@ -211,15 +209,17 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     let expanded = env::with_expanded_command(container, &env_vars);
     let cgroup = cgroups_path(&meta.uid, &container.name);
     let netns_str = sandbox.netns.display().to_string();
+    let service_variables = service_env(pod, &ctx.discovery.services.current());
     let runtime_spec = match spec::build(&SpecInput {
         container: &expanded,
         image: &image.config,
-        hostname,
+        hostname: &hostname,
         netns_path: &netns_str,
         cgroups_path: &cgroup,
         etc_files: &etc_files,
         env: &env_vars,
         mounts: &mounts,
+        service_env: &service_variables,
     }) {
         Ok(s) => s,
         Err(e) => {
