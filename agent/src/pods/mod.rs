@@ -21,6 +21,7 @@ pub mod leftovers;
 pub mod pod_config;
 pub mod probes;
 pub mod sandbox;
+pub mod security_context;
 pub mod status;
 pub mod volumes;
 pub mod worker;

@@ -95,7 +95,11 @@ pub fn write(dir: &Path, payload: &Payload) -> Result<bool, WriteError> {
         }
         done(fs::write(&file, &entry.data), "writing", &file)?;
         let mode = fs::Permissions::from_mode(entry.mode & 0o7777);
-        done(fs::set_permissions(&file, mode), "setting the mode of", &file)?;
+        done(
+            fs::set_permissions(&file, mode),
+            "setting the mode of",
+            &file,
+        )?;
     }
     let name = new
         .file_name()
@@ -217,7 +221,11 @@ fn new_timestamp_dir(dir: &Path) -> Result<PathBuf, WriteError> {
         match fs::create_dir(&path) {
             Ok(()) => {
                 let mode = fs::Permissions::from_mode(0o755);
-                done(fs::set_permissions(&path, mode), "setting the mode of", &path)?;
+                done(
+                    fs::set_permissions(&path, mode),
+                    "setting the mode of",
+                    &path,
+                )?;
                 return Ok(path);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => continue,

@@ -181,10 +181,7 @@ mod tests {
         for (path, kind, noun) in wrong {
             let error = check(path, kind).expect_err(kind);
             let expected = format!("{} is not a {noun}", path.display());
-            assert!(
-                error.to_string().ends_with(&expected),
-                "{kind}: {error}"
-            );
+            assert!(error.to_string().ends_with(&expected), "{kind}: {error}");
         }
         assert!(check(null, "BlockDevice").is_err());
         let odd = check(&dir, "Folder").expect_err("an unknown type");

@@ -268,7 +268,12 @@ mod tests {
         let payload = payload(volume, &objects(), &facts)?;
         Ok(payload
             .into_iter()
-            .map(|(path, f)| (path, (String::from_utf8_lossy(&f.data).into_owned(), f.mode)))
+            .map(|(path, f)| {
+                (
+                    path,
+                    (String::from_utf8_lossy(&f.data).into_owned(), f.mode),
+                )
+            })
             .collect())
     }
 
