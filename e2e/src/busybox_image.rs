@@ -3,7 +3,7 @@
 //! `/bin/busybox` and symlinks to the applets the tests use, the usual
 //! top-level dirs, `/etc/passwd` and `/etc/group`, and `/www/index.html`
 //! (`hello from skiff\n`) for `httpd -f -h /www`. The image runs `sh` with
-//! `PATH=/bin`.
+//! `PATH=/bin`, as root unless [`BusyboxImage::with_user`] names a `USER`.
 //!
 //! Every entry has mtime 0 and owner 0:0 and all JSON has sorted keys, so
 //! the digests only change when `/bin/busybox` does. The image can be
@@ -83,8 +83,17 @@ impl BusyboxImage {
                 "diff_ids": [layer_digest],
             },
         }))?;
-        let config_digest = sha256_digest(&config);
 
+        BusyboxImage::assemble(layer, layer_digest, config)
+    }
+
+    /// The image of `layer` with `config`: its manifest and digests.
+    fn assemble(
+        layer: Vec<u8>,
+        layer_digest: String,
+        config: Vec<u8>,
+    ) -> anyhow::Result<BusyboxImage> {
+        let config_digest = sha256_digest(&config);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_MEDIA_TYPE,
@@ -109,6 +118,15 @@ impl BusyboxImage {
             manifest,
             manifest_digest,
         })
+    }
+
+    /// The same image, its config saying it runs as `user` (its `USER`,
+    /// a name of its `/etc/passwd` or a number).
+    pub fn with_user(&self, user: &str) -> anyhow::Result<BusyboxImage> {
+        let mut config: Value = serde_json::from_slice(&self.config)?;
+        config["config"]["User"] = json!(user);
+        let config = serde_json::to_vec(&config)?;
+        BusyboxImage::assemble(self.layer.clone(), self.layer_digest.clone(), config)
     }
 
     /// Writes an OCI image-layout archive: `oci-layout`, `index.json` (one

@@ -3,6 +3,7 @@
 //! ```text
 //! pods/<namespace>_<name>_<uid>/etc/{hosts,hostname,resolv.conf}
 //! pods/<namespace>_<name>_<uid>/<container>/<restart>.log   (+ .log.1 when rotated)
+//! pods/<namespace>_<name>_<uid>/<container>/termination-log  its termination message
 //! pods/<namespace>_<name>_<uid>/volumes/<plugin>/<volume>   emptyDir, configMap, secret, ...
 //! netns/<uid>                                              the pod's network namespace
 //! state/pods/<uid>.json                                    the last pod spec the master sent
@@ -78,6 +79,12 @@ impl PodLayout {
         self.pod_dir(pod)
             .join(container)
             .join(format!("{restarts}.log"))
+    }
+
+    /// Where a container's run writes its termination message (bind
+    /// mounted at its `terminationMessagePath`; emptied at each start).
+    pub fn termination_log(&self, pod: &v1::Pod, container: &str) -> PathBuf {
+        self.pod_dir(pod).join(container).join("termination-log")
     }
 
     /// Keeps the logs of the container's two newest runs, the current one

@@ -25,6 +25,7 @@ pub mod leftovers;
 pub mod pod_config;
 pub mod probes;
 pub mod sandbox;
+pub mod security_context;
 pub mod service_env;
 pub mod status;
 pub mod volumes;

@@ -1,10 +1,39 @@
 //! A pod's status as Kubernetes shows it, computed from what the worker
 //! knows of each container: `phase`, the `PodScheduled`/`Initialized`/
 //! `ContainersReady`/`Ready` conditions (transition times kept while a
-//! condition holds), `containerStatuses` with state, last state, restart
+//! condition holds), `initContainerStatuses` and `containerStatuses` with
+//! state (an ended one's termination message too), last state, restart
 //! count and readiness, and the QoS class.
+//!
+//! Init containers count as the kubelet counts them: the pod is Pending
+//! until each has succeeded (a sidecar, until it has started) or an app
+//! container has started, and Failed once one has failed for good; a
+//! sidecar's readiness counts for the pod's, its exit not for the phase.
 
 use skiff_proto::v1;
+
+/// What part a container plays in its pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// An init container: runs to completion before the next one starts.
+    Init,
+    /// An init container with `restartPolicy: Always`: started in order,
+    /// then kept running beside the app containers.
+    Sidecar,
+    /// One of the pod's `containers`.
+    App,
+}
+
+impl Role {
+    /// The role of one of the pod's `initContainers`.
+    pub fn of_init(container: &v1::Container) -> Role {
+        if container.restart_policy == "Always" {
+            Role::Sidecar
+        } else {
+            Role::Init
+        }
+    }
+}
 
 /// A container's state in the worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,6 +48,9 @@ pub enum CState {
     Terminated {
         code: u32,
         reason: String,
+        /// What the container left at its `terminationMessagePath` (or the
+        /// end of its log, as its policy allows).
+        message: String,
         started_at: String,
         finished_at: String,
     },
@@ -29,6 +61,7 @@ pub enum CState {
 pub struct ContainerView {
     pub name: String,
     pub id: String,
+    pub role: Role,
     pub image: String,
     pub image_id: String,
     pub state: CState,
@@ -58,6 +91,7 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
         CState::Terminated {
             code,
             reason,
+            message,
             started_at,
             finished_at,
         } => v1::ContainerState {
@@ -65,7 +99,7 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
                 exit_code: Some(*code as i32),
                 signal: 0,
                 reason: reason.clone(),
-                message: String::new(),
+                message: message.clone(),
                 started_at: started_at.clone(),
                 finished_at: finished_at.clone(),
                 container_id: format!("containerd://{container_id}"),
@@ -75,39 +109,83 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
     }
 }
 
+/// Whether an init container has done its part: succeeded, or (a sidecar)
+/// started.
+fn init_done(v: &ContainerView) -> bool {
+    match v.role {
+        Role::Init => matches!(v.state, CState::Terminated { code: 0, .. }),
+        Role::Sidecar => v.ever_started,
+        Role::App => true,
+    }
+}
+
+/// Whether an init container failed and will not run again.
+fn init_failed(v: &ContainerView) -> bool {
+    v.role == Role::Init
+        && !v.will_restart
+        && matches!(v.state, CState::Terminated { code, .. } if code != 0)
+}
+
+/// The init containers that keep the pod from being initialized, by name;
+/// none once an app container has started.
+pub fn incomplete_inits(views: &[ContainerView]) -> Vec<&str> {
+    if views.iter().any(|v| v.role == Role::App && v.ever_started) {
+        return Vec::new();
+    }
+    views
+        .iter()
+        .filter(|v| !init_done(v))
+        .map(|v| v.name.as_str())
+        .collect()
+}
+
 /// The pod phase from its containers.
 pub fn phase(views: &[ContainerView]) -> &'static str {
-    if views.is_empty() {
+    if views.iter().any(init_failed) {
+        return "Failed";
+    }
+    if !incomplete_inits(views).is_empty() {
         return "Pending";
     }
-    let finished: Vec<_> = views
+    // Sidecars do not decide the phase.
+    let apps: Vec<&ContainerView> = views.iter().filter(|v| v.role == Role::App).collect();
+    if apps.is_empty() {
+        return "Pending";
+    }
+    let finished: Vec<_> = apps
         .iter()
         .filter_map(|v| match &v.state {
             CState::Terminated { code, .. } if !v.will_restart => Some(*code),
             _ => None,
         })
         .collect();
-    if finished.len() == views.len() {
+    if finished.len() == apps.len() {
         return if finished.iter().all(|c| *c == 0) {
             "Succeeded"
         } else {
             "Failed"
         };
     }
-    if views.iter().any(|v| v.ever_started) {
+    if apps.iter().any(|v| v.ever_started) {
         "Running"
     } else {
         "Pending"
     }
 }
 
+/// Whether the pod has finished (Succeeded or Failed): its sidecars are
+/// then stopped and not restarted.
+pub fn finished(views: &[ContainerView]) -> bool {
+    matches!(phase(views), "Succeeded" | "Failed")
+}
+
 /// Kubernetes' QoS class from requests and limits.
 pub fn qos_class(pod: &v1::Pod) -> &'static str {
-    let containers = pod
+    let containers: Vec<&v1::Container> = pod
         .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or(&[]);
+        .iter()
+        .flat_map(|s| s.containers.iter().chain(&s.init_containers))
+        .collect();
     let any_set = containers.iter().any(|c| {
         c.resources
             .as_ref()
@@ -131,6 +209,11 @@ pub fn qos_class(pod: &v1::Pod) -> &'static str {
     }
 }
 
+/// Container names as the kubelet lists them in a condition: `[a b]`.
+fn bracketed(names: &[&str]) -> String {
+    format!("[{}]", names.join(" "))
+}
+
 /// The full status; transition times carry over from `previous`.
 pub fn pod_status(
     pod: &v1::Pod,
@@ -140,46 +223,45 @@ pub fn pod_status(
     start_time: &str,
     previous: Option<&v1::PodStatus>,
 ) -> v1::PodStatus {
-    let all_ready = !views.is_empty() && views.iter().all(|v| v.ready);
+    // Sidecars count for readiness; init containers that ran to their end
+    // do not.
+    let counted = |v: &&ContainerView| v.role != Role::Init;
+    let unready: Vec<&str> = views
+        .iter()
+        .filter(counted)
+        .filter(|v| !v.ready)
+        .map(|v| v.name.as_str())
+        .collect();
+    let all_ready = views.iter().any(|v| v.role == Role::App) && unready.is_empty();
+    let incomplete = incomplete_inits(views);
     let now = skiff_values::now_rfc3339();
-    let condition = |kind: &str, ok: bool| {
+    let condition = |kind: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" };
         let since = previous
             .and_then(|p| p.conditions.iter().find(|c| c.r#type == kind))
             .filter(|c| c.status == status)
             .map(|c| c.last_transition_time.clone())
             .unwrap_or_else(|| now.clone());
+        let (reason, message) = if ok {
+            (String::new(), String::new())
+        } else {
+            (reason.to_owned(), message)
+        };
         v1::PodCondition {
             r#type: kind.into(),
             status: status.into(),
             last_transition_time: since,
-            reason: if ok || kind == "PodScheduled" || kind == "Initialized" {
-                String::new()
-            } else {
-                "ContainersNotReady".into()
-            },
+            reason,
+            message,
             ..Default::default()
         }
     };
+    let unready_message = format!("containers with unready status: {}", bracketed(&unready));
     let pod_ip = pod_ip.to_string();
-    v1::PodStatus {
-        phase: phase(views).into(),
-        conditions: vec![
-            condition("PodScheduled", true),
-            condition("Initialized", true),
-            condition("ContainersReady", all_ready),
-            condition("Ready", all_ready),
-        ],
-        host_ip: host_ip.to_string(),
-        pod_ip: pod_ip.clone(),
-        pod_ips: if pod_ip.is_empty() {
-            vec![]
-        } else {
-            vec![v1::PodIp { ip: pod_ip }]
-        },
-        start_time: start_time.to_string(),
-        container_statuses: views
+    let statuses = |role: fn(&ContainerView) -> bool| -> Vec<v1::ContainerStatus> {
+        views
             .iter()
+            .filter(|v| role(v))
             .map(|v| v1::ContainerStatus {
                 name: v.name.clone(),
                 state: Some(to_state(&v.state, &v.id)),
@@ -195,7 +277,39 @@ pub fn pod_status(
                 },
                 started: Some(matches!(v.state, CState::Running { .. })),
             })
-            .collect(),
+            .collect()
+    };
+    v1::PodStatus {
+        phase: phase(views).into(),
+        conditions: vec![
+            condition("PodScheduled", true, "", String::new()),
+            condition(
+                "Initialized",
+                incomplete.is_empty(),
+                "ContainersNotInitialized",
+                format!(
+                    "containers with incomplete status: {}",
+                    bracketed(&incomplete)
+                ),
+            ),
+            condition(
+                "ContainersReady",
+                all_ready,
+                "ContainersNotReady",
+                unready_message.clone(),
+            ),
+            condition("Ready", all_ready, "ContainersNotReady", unready_message),
+        ],
+        host_ip: host_ip.to_string(),
+        pod_ip: pod_ip.clone(),
+        pod_ips: if pod_ip.is_empty() {
+            vec![]
+        } else {
+            vec![v1::PodIp { ip: pod_ip }]
+        },
+        start_time: start_time.to_string(),
+        container_statuses: statuses(|v| v.role == Role::App),
+        init_container_statuses: statuses(|v| v.role != Role::App),
         qos_class: qos_class(pod).into(),
         ..Default::default()
     }
@@ -209,6 +323,7 @@ mod tests {
         ContainerView {
             name: "c".into(),
             id: "u_c".into(),
+            role: Role::App,
             image: "busybox".into(),
             image_id: String::new(),
             state,
@@ -224,9 +339,171 @@ mod tests {
         CState::Terminated {
             code,
             reason: String::new(),
+            message: String::new(),
             started_at: String::new(),
             finished_at: String::new(),
         }
+    }
+
+    fn running() -> CState {
+        CState::Running {
+            started_at: String::new(),
+        }
+    }
+
+    fn waiting(reason: &str) -> CState {
+        CState::Waiting {
+            reason: reason.into(),
+            message: String::new(),
+        }
+    }
+
+    /// A container `name` of `role` in `state`, ever started unless it waits.
+    fn of(name: &str, role: Role, state: CState, will_restart: bool) -> ContainerView {
+        let ever_started = !matches!(state, CState::Waiting { .. }) || will_restart;
+        ContainerView {
+            name: name.into(),
+            role,
+            ever_started,
+            ready: matches!(state, CState::Running { .. }),
+            ..view(state, will_restart)
+        }
+    }
+
+    #[test]
+    fn init_containers_keep_the_pod_pending_until_done_and_fail_it_for_good() {
+        let app = || of("app", Role::App, waiting("PodInitializing"), false);
+        let init = |state, will_restart| of("init", Role::Init, state, will_restart);
+        let side = |state| of("side", Role::Sidecar, state, false);
+        let cases = [
+            (
+                "first init running",
+                vec![init(running(), false), app()],
+                "Pending",
+            ),
+            (
+                "init crash-looping",
+                vec![init(waiting("CrashLoopBackOff"), true), app()],
+                "Pending",
+            ),
+            (
+                "init failed, to run again (OnFailure)",
+                vec![init(terminated(1), true), app()],
+                "Pending",
+            ),
+            (
+                "init failed for good (Never)",
+                vec![init(terminated(1), false), app()],
+                "Failed",
+            ),
+            (
+                "sidecar not started yet",
+                vec![
+                    init(terminated(0), false),
+                    side(waiting("PodInitializing")),
+                    app(),
+                ],
+                "Pending",
+            ),
+            (
+                "init done, sidecar started, app starting",
+                vec![init(terminated(0), false), side(running()), app()],
+                "Pending",
+            ),
+            (
+                "app running beside its sidecar",
+                vec![side(running()), of("app", Role::App, running(), false)],
+                "Running",
+            ),
+            (
+                "app done, sidecar still running: the sidecar does not count",
+                vec![side(running()), of("app", Role::App, terminated(0), false)],
+                "Succeeded",
+            ),
+            (
+                "app done, sidecar stopped with 143",
+                vec![
+                    side(terminated(143)),
+                    of("app", Role::App, terminated(0), false),
+                ],
+                "Succeeded",
+            ),
+        ];
+        for (case, views, expected) in cases {
+            assert_eq!(phase(&views), expected, "{case}");
+        }
+        // An app container that started means initialized, whatever the
+        // init containers show (their records may be gone).
+        let adopted = [
+            init(waiting("PodInitializing"), false),
+            of("app", Role::App, running(), false),
+        ];
+        assert!(incomplete_inits(&adopted).is_empty());
+        assert_eq!(phase(&adopted), "Running");
+    }
+
+    #[test]
+    fn init_containers_have_their_own_statuses_and_conditions() {
+        let pod = v1::Pod::default();
+        let views = [
+            of("migrate", Role::Init, terminated(0), false),
+            of("proxy", Role::Sidecar, running(), false),
+            of("seed", Role::Init, running(), false),
+            of("app", Role::App, waiting("PodInitializing"), false),
+        ];
+        let s = pod_status(&pod, &views, "10.0.0.1", "", "t0", None);
+        let names =
+            |list: &[v1::ContainerStatus]| list.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+        assert_eq!(
+            names(&s.init_container_statuses[..]),
+            ["migrate", "proxy", "seed"]
+        );
+        assert_eq!(names(&s.container_statuses[..]), ["app"]);
+        assert_eq!(s.phase, "Pending");
+        let initialized = &s.conditions[1];
+        assert_eq!(
+            (initialized.r#type.as_str(), initialized.status.as_str()),
+            ("Initialized", "False")
+        );
+        assert_eq!(initialized.reason, "ContainersNotInitialized");
+        assert_eq!(
+            initialized.message,
+            "containers with incomplete status: [seed]"
+        );
+        let ready = &s.conditions[3];
+        assert_eq!(ready.message, "containers with unready status: [app]");
+
+        // Done: initialized; the sidecar's readiness counts for the pod's.
+        let mut views = views;
+        views[2] = of("seed", Role::Init, terminated(0), false);
+        views[3] = of("app", Role::App, running(), false);
+        let s = pod_status(&pod, &views, "10.0.0.1", "", "t0", Some(&s));
+        assert_eq!(
+            (s.phase.as_str(), s.conditions[1].status.as_str()),
+            ("Running", "True")
+        );
+        assert_eq!(s.conditions[3].status, "True");
+        views[1].ready = false;
+        let s = pod_status(&pod, &views, "10.0.0.1", "", "t0", Some(&s));
+        assert_eq!(s.conditions[3].status, "False");
+        assert_eq!(
+            s.conditions[3].message,
+            "containers with unready status: [proxy]"
+        );
+    }
+
+    #[test]
+    fn a_termination_message_shows_in_the_terminated_state() {
+        let state = CState::Terminated {
+            code: 1,
+            reason: "Error".into(),
+            message: "migration 42 failed".into(),
+            started_at: String::new(),
+            finished_at: String::new(),
+        };
+        let shown = to_state(&state, "u_c").terminated.unwrap();
+        assert_eq!(shown.message, "migration 42 failed");
+        assert_eq!(shown.container_id, "containerd://u_c");
     }
 
     #[test]

@@ -27,6 +27,7 @@ use containerd_client::types::v1::Status as ProcessStatus;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use super::image_accounts::ImageAccounts;
 use super::images::{ImageInventory, ImageRecord, ImageStore, PullPolicy};
 use super::oci::ImageInfo;
 use super::{call, Containerd, Error, Result, SNAPSHOTTER};
@@ -101,6 +102,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn image_present(&self, image: &str) -> impl std::future::Future<Output = Result<bool>> + Send;
     /// Changes whenever a new image becomes available.
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64>;
+    /// The image's `/etc/passwd` and `/etc/group` (empty when it has
+    /// none), which user and group names resolve by.
+    fn image_accounts(
+        &self,
+        image: &ImageInfo,
+    ) -> impl std::future::Future<Output = Result<ImageAccounts>> + Send;
     /// Creates the container and starts its task; returns the PID.
     fn start(&self, request: StartRequest)
         -> impl std::future::Future<Output = Result<u32>> + Send;
@@ -132,6 +139,9 @@ pub struct Runtime {
     containerd: Containerd,
     images: Arc<ImageStore>,
 }
+
+/// The most of `/etc/passwd` or `/etc/group` read from an image.
+const ACCOUNT_FILE_MAX: u64 = 1 << 20;
 
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
 const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
@@ -369,6 +379,22 @@ impl ContainerRuntime for Runtime {
 
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.images.stored()
+    }
+
+    async fn image_accounts(&self, image: &ImageInfo) -> Result<ImageAccounts> {
+        let paths = ["/etc/passwd", "/etc/group"];
+        let files = self
+            .images
+            .read_files(&image.chain_id, &paths, ACCOUNT_FILE_MAX)
+            .await?;
+        let mut texts = files.into_iter().map(|f| {
+            f.map(|d| String::from_utf8_lossy(&d).into_owned())
+                .unwrap_or_default()
+        });
+        Ok(ImageAccounts {
+            passwd: texts.next().unwrap_or_default(),
+            group: texts.next().unwrap_or_default(),
+        })
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {

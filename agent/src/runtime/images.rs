@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
-    StatSnapshotRequest,
+    StatSnapshotRequest, ViewSnapshotRequest,
 };
 use containerd_client::services::v1::{
     ApplyRequest, CreateImageRequest, DeleteImageRequest, GetImageRequest, Image,
@@ -34,6 +34,7 @@ use super::oci::{
     OciDescriptor,
 };
 use super::registry::Registries;
+use super::rootfs_files;
 use super::{call, Containerd, Error, Result, SNAPSHOTTER};
 
 /// Chain IDs of the layers, bottom first (OCI image spec, "Layer ChainID").
@@ -441,6 +442,52 @@ impl ImageStore {
                 key: key.to_string(),
             }))
             .await;
+    }
+
+    /// Files of an image's root filesystem (`paths`, absolute inside it;
+    /// at most `max` bytes of each), read from the layers of a read-only
+    /// view of its top snapshot (`chain_id`), removed again after. A file
+    /// the image does not have, or that cannot be read here, is `None`.
+    pub async fn read_files(
+        &self,
+        chain_id: &str,
+        paths: &[&str],
+        max: u64,
+    ) -> Result<Vec<Option<Vec<u8>>>> {
+        let c = &self.containerd;
+        // Under a lease: an unreferenced view may be collected at once.
+        let lease = c.create_lease("view").await?;
+        let key = format!("view-{:016x} {chain_id}", rand::random::<u64>());
+        let request = ViewSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.clone(),
+            parent: chain_id.to_string(),
+            labels: HashMap::new(),
+        };
+        let viewed = c
+            .snapshots()
+            .view(c.request_in_lease(request, Some(lease.id.as_str())))
+            .await;
+        let read = match viewed {
+            Ok(view) => {
+                let layers = rootfs_files::layer_dirs(&view.into_inner().mounts);
+                let files = paths.iter().map(|path| {
+                    rootfs_files::read_file(&layers, path, max).unwrap_or_else(|e| {
+                        let image = chain_id;
+                        tracing::warn!(image, path, error = %e, "cannot read an image file");
+                        None
+                    })
+                });
+                Ok(files.collect())
+            }
+            Err(status) => Err(Error::Call {
+                call: "snapshots.view",
+                status,
+            }),
+        };
+        self.remove_snapshot(&key).await;
+        c.delete_lease(lease).await;
+        read
     }
 
     /// Mounts of a container's snapshot, for the task's rootfs.

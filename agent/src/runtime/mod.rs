@@ -12,6 +12,8 @@
 
 pub mod containers;
 pub mod content;
+pub mod host_devices;
+pub mod image_accounts;
 pub mod image_gc;
 pub mod images;
 pub mod import;
@@ -19,6 +21,8 @@ pub mod oci;
 pub mod recording;
 pub mod reference;
 pub mod registry;
+pub mod rootfs_files;
+pub mod seccomp;
 pub mod spec;
 pub mod supervisor;
 

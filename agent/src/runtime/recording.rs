@@ -2,8 +2,9 @@
 //! unit-testing the pod workers, the leftover sweep and image garbage
 //! collection: containers and stored images live in maps, every call is
 //! recorded (and the spec of each container's last start kept), tests make
-//! containers exit, and image pulls or starts can be made to fail. Passed
-//! in explicitly where the real runtime would be.
+//! containers exit, image pulls or starts can be made to fail, and images
+//! given a `USER` and accounts. Passed in explicitly where the real
+//! runtime would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Mutex;
@@ -14,6 +15,7 @@ use containerd_client::types::Descriptor;
 use super::containers::{
     ContainerRecord, ContainerRuntime, StartRequest, TaskState, LABEL_RESTARTS,
 };
+use super::image_accounts::ImageAccounts;
 use super::images::{ImageInventory, ImageRecord, PullPolicy};
 use super::oci::{ImageInfo, RunConfig};
 use super::{Error, Result};
@@ -49,6 +51,10 @@ struct Inner {
     ignoring_sigterm: bool,
     /// The runtime spec each container was last started with.
     specs: BTreeMap<String, serde_json::Value>,
+    /// The `USER` of every image.
+    image_user: Option<String>,
+    /// The `/etc/passwd` and `/etc/group` of every image.
+    accounts: ImageAccounts,
 }
 
 /// The fake runtime.
@@ -169,6 +175,19 @@ impl RecordingRuntime {
     pub fn fail_starts(&self, n: u32) {
         self.lock().failing_starts = n;
     }
+
+    /// From now on, images say they run as `user` (their `USER`).
+    pub fn set_image_user(&self, user: &str) {
+        self.lock().image_user = Some(user.to_string());
+    }
+
+    /// From now on, images have these `/etc/passwd` and `/etc/group`.
+    pub fn set_image_accounts(&self, passwd: &str, group: &str) {
+        self.lock().accounts = ImageAccounts {
+            passwd: passwd.to_string(),
+            group: group.to_string(),
+        };
+    }
 }
 
 impl ContainerRuntime for RecordingRuntime {
@@ -186,6 +205,7 @@ impl ContainerRuntime for RecordingRuntime {
             id: "sha256:fake".into(),
             config: RunConfig {
                 cmd: Some(vec!["sh".into()]),
+                user: inner.image_user.clone(),
                 ..Default::default()
             },
             chain_id: "sha256:chain".into(),
@@ -198,6 +218,10 @@ impl ContainerRuntime for RecordingRuntime {
 
     fn images_changed(&self) -> tokio::sync::watch::Receiver<u64> {
         self.images.subscribe()
+    }
+
+    async fn image_accounts(&self, _image: &ImageInfo) -> Result<ImageAccounts> {
+        Ok(self.lock().accounts.clone())
     }
 
     async fn start(&self, request: StartRequest) -> Result<u32> {

@@ -11,6 +11,15 @@
 //! HostToContainer propagation), the shallowest destinations first. The
 //! container joins the pod's network namespace; everything else it gets on
 //! its own.
+//!
+//! How the process is confined comes resolved from the pod's and the
+//! container's securityContext ([`ProcessSecurity`]): its user, group and
+//! supplementary groups, its capabilities (bounding, effective and
+//! permitted alike; never inheritable), `noNewPrivileges`, a read-only
+//! root, the RuntimeDefault seccomp profile ([`super::seccomp`]). A
+//! privileged container gets every capability and every host device
+//! ([`super::host_devices`]), `/sys` and its cgroups writable, and no
+//! masked or read-only `/proc` paths.
 
 use std::path::Path;
 
@@ -18,7 +27,9 @@ use serde_json::{json, Value};
 use skiff_proto::v1;
 use skiff_values::{Quantity, QuantityError};
 
+use super::host_devices::HostDevice;
 use super::oci::RunConfig;
+use super::seccomp;
 
 /// CFS period for CPU limits, as the kubelet uses.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -40,6 +51,116 @@ pub struct SpecInput<'a> {
     pub service_env: &'a [(String, String)],
     /// The pod volumes bind-mounted into the container.
     pub mounts: &'a [ContainerMount],
+    /// Who the process runs as and what it may do.
+    pub security: &'a ProcessSecurity,
+    /// The host's devices, given to a privileged container.
+    pub host_devices: &'a [HostDevice],
+}
+
+/// The capabilities a container has unless its securityContext adds or
+/// drops some (containerd's default set).
+pub const DEFAULT_CAPABILITIES: [&str; 14] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_NET_RAW",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// Every capability Linux has (through 6.x); runc leaves out those the
+/// running kernel does not know.
+pub const ALL_CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// The seccomp filter a container runs under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seccomp {
+    /// No filter (Kubernetes' default, and every privileged container's).
+    Unconfined,
+    /// [`seccomp::runtime_default`].
+    RuntimeDefault,
+}
+
+/// Who a container's process runs as and what it may do, resolved from
+/// the securityContexts and the image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessSecurity {
+    pub uid: u32,
+    pub gid: u32,
+    /// Supplementary groups, the primary one among them.
+    pub additional_gids: Vec<u32>,
+    /// `CAP_` names.
+    pub capabilities: Vec<String>,
+    pub read_only_root: bool,
+    pub no_new_privileges: bool,
+    pub privileged: bool,
+    pub seccomp: Seccomp,
+}
+
+impl Default for ProcessSecurity {
+    /// Root, with the default capabilities, unconfined.
+    fn default() -> Self {
+        ProcessSecurity {
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            capabilities: Vec::from(DEFAULT_CAPABILITIES.map(str::to_owned)),
+            read_only_root: false,
+            no_new_privileges: false,
+            privileged: false,
+            seccomp: Seccomp::Unconfined,
+        }
+    }
 }
 
 /// A pod volume (or a path in one) bind-mounted into a container.
@@ -127,17 +248,6 @@ pub fn process_env(
     env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
-/// `uid[:gid]` from the image's `User`; names are not resolved (root).
-fn user(image: &RunConfig) -> (u32, u32) {
-    let Some(user) = image.user.as_deref().filter(|u| !u.is_empty()) else {
-        return (0, 0);
-    };
-    let (u, g) = user.split_once(':').unwrap_or((user, ""));
-    let uid = u.parse().unwrap_or(0);
-    let gid = g.parse().unwrap_or(uid);
-    (uid, gid)
-}
-
 /// The smallest memory limit a container can start with.
 const MEMORY_MIN: i64 = 4 << 20;
 
@@ -153,8 +263,9 @@ fn limit_quantity(
     })
 }
 
-fn resources(container: &v1::Container) -> Result<Value, SpecError> {
-    let mut out = json!({"devices": [{"allow": false, "access": "rwm"}]});
+fn resources(container: &v1::Container, privileged: bool) -> Result<Value, SpecError> {
+    // Only a privileged container may open any device it finds.
+    let mut out = json!({"devices": [{"allow": privileged, "access": "rwm"}]});
     let limits = container
         .resources
         .as_ref()
@@ -211,31 +322,16 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             .filter(|w| !w.is_empty())
             .unwrap_or_else(|| "/".into())
     };
-    let (uid, gid) = user(input.image);
-    let caps = [
-        "CAP_CHOWN",
-        "CAP_DAC_OVERRIDE",
-        "CAP_FSETID",
-        "CAP_FOWNER",
-        "CAP_MKNOD",
-        "CAP_NET_RAW",
-        "CAP_SETGID",
-        "CAP_SETUID",
-        "CAP_SETFCAP",
-        "CAP_SETPCAP",
-        "CAP_NET_BIND_SERVICE",
-        "CAP_SYS_CHROOT",
-        "CAP_KILL",
-        "CAP_AUDIT_WRITE",
-    ];
+    let security = input.security;
+    let sys_access = if security.privileged { "rw" } else { "ro" };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_access]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_access]}),
     ];
     // The pod's own: its /etc files (unless a volume is mounted there) and
     // its volumes, a parent before what is mounted inside it.
@@ -259,23 +355,28 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     }
     binds.sort_by_key(|(dest, _)| Path::new(dest).components().count());
     mounts.extend(binds.into_iter().map(|(_, mount)| mount));
+    let caps = &security.capabilities;
+    let mut user = json!({"uid": security.uid, "gid": security.gid});
+    if !security.additional_gids.is_empty() {
+        user["additionalGids"] = json!(security.additional_gids);
+    }
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
-            "user": {"uid": uid, "gid": gid},
+            "user": user,
             "args": args,
             "env": env,
             "cwd": cwd,
             "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
-            "noNewPrivileges": false,
+            "noNewPrivileges": security.no_new_privileges,
         },
-        "root": {"path": "rootfs", "readonly": false},
+        "root": {"path": "rootfs", "readonly": security.read_only_root},
         "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
             "cgroupsPath": input.cgroups_path,
-            "resources": resources(input.container)?,
+            "resources": resources(input.container, security.privileged)?,
             "namespaces": [
                 {"type": "pid"},
                 {"type": "ipc"},
@@ -283,16 +384,49 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
                 {"type": "mount"},
                 {"type": "network", "path": input.netns_path},
             ],
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi"
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"
-            ],
         },
     });
+    if security.privileged {
+        let devices: Vec<Value> = input
+            .host_devices
+            .iter()
+            .map(|d| {
+                json!({
+                    "path": d.path,
+                    "type": d.kind.to_string(),
+                    "major": d.major,
+                    "minor": d.minor,
+                    "fileMode": d.mode,
+                    "uid": d.uid,
+                    "gid": d.gid,
+                })
+            })
+            .collect();
+        spec["linux"]["devices"] = json!(devices);
+    } else {
+        spec["linux"]["maskedPaths"] = json!([
+            "/proc/acpi",
+            "/proc/asound",
+            "/proc/kcore",
+            "/proc/keys",
+            "/proc/latency_stats",
+            "/proc/timer_list",
+            "/proc/timer_stats",
+            "/proc/sched_debug",
+            "/sys/firmware",
+            "/proc/scsi"
+        ]);
+        spec["linux"]["readonlyPaths"] = json!([
+            "/proc/bus",
+            "/proc/fs",
+            "/proc/irq",
+            "/proc/sys",
+            "/proc/sysrq-trigger"
+        ]);
+        if security.seccomp == Seccomp::RuntimeDefault {
+            spec["linux"]["seccomp"] = seccomp::runtime_default(caps);
+        }
+    }
     // A slave mount needs the container's root to receive propagation too.
     if input.mounts.iter().any(|m| m.host_to_container) {
         spec["linux"]["rootfsPropagation"] = json!("rslave");
@@ -398,11 +532,12 @@ mod tests {
             env: &[],
             service_env: &[],
             mounts: &[],
+            security: &ProcessSecurity::default(),
+            host_devices: &[],
         })
         .unwrap();
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 25_000);
-        assert_eq!(spec["process"]["user"]["uid"], 1000);
         assert_eq!(spec["process"]["cwd"], "/work");
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
     }
@@ -439,6 +574,8 @@ mod tests {
             env: &[],
             service_env: &[],
             mounts: &mounts,
+            security: &ProcessSecurity::default(),
+            host_devices: &[],
         })
         .unwrap();
         let binds: Vec<(String, String, Vec<String>)> = spec["mounts"]
@@ -473,6 +610,144 @@ mod tests {
         assert_eq!(spec["linux"]["rootfsPropagation"], "rslave");
     }
 
+    /// The spec of a plain container confined as `security` says, on a
+    /// host whose devices are `/dev/sda` and `/dev/null`.
+    fn confined(security: &ProcessSecurity) -> Value {
+        let c = container(&["sh"], &[]);
+        let img = image();
+        let device = |path: &str, kind, major, minor| HostDevice {
+            path: path.into(),
+            kind,
+            major,
+            minor,
+            mode: 0o660,
+            uid: 0,
+            gid: 6,
+        };
+        let devices = [
+            device("/dev/sda", 'b', 8, 0),
+            device("/dev/null", 'c', 1, 3),
+        ];
+        build(&SpecInput {
+            container: &c,
+            image: &img,
+            hostname: "p",
+            netns_path: "/run/netns/x",
+            cgroups_path: "/skiff/p/c",
+            etc_files: &[],
+            env: &[],
+            service_env: &[],
+            mounts: &[],
+            security,
+            host_devices: &devices,
+        })
+        .unwrap()
+    }
+
+    /// The options of the mount at `destination`.
+    fn mount_options(spec: &Value, destination: &str) -> Vec<String> {
+        let mounts = spec["mounts"].as_array().unwrap();
+        let mount = mounts.iter().find(|m| m["destination"] == destination);
+        let options = mount.and_then(|m| m["options"].as_array());
+        let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+        options
+            .map(|o| o.iter().map(text).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_default_container_is_root_with_the_default_capabilities_and_no_filter() {
+        let spec = confined(&ProcessSecurity::default());
+        let process = &spec["process"];
+        assert_eq!(process["user"], json!({"uid": 0, "gid": 0}));
+        assert_eq!(
+            process["capabilities"]["bounding"],
+            json!(DEFAULT_CAPABILITIES)
+        );
+        assert_eq!(
+            process["capabilities"]["effective"],
+            json!(DEFAULT_CAPABILITIES)
+        );
+        assert!(process["capabilities"].get("inheritable").is_none());
+        assert_eq!(process["noNewPrivileges"], false);
+        assert_eq!(spec["root"]["readonly"], false);
+        let linux = &spec["linux"];
+        assert!(linux.get("seccomp").is_none());
+        assert!(linux.get("devices").is_none());
+        assert_eq!(linux["resources"]["devices"][0]["allow"], false);
+        assert!(linux["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/kcore")));
+        assert!(linux["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
+        assert!(mount_options(&spec, "/sys").contains(&"ro".to_owned()));
+        assert!(mount_options(&spec, "/sys/fs/cgroup").contains(&"ro".to_owned()));
+    }
+
+    #[test]
+    fn each_security_setting_reaches_the_spec() {
+        let security = ProcessSecurity {
+            uid: 1000,
+            gid: 3000,
+            additional_gids: vec![3000, 2000, 4000],
+            capabilities: vec!["CAP_NET_BIND_SERVICE".into()],
+            read_only_root: true,
+            no_new_privileges: true,
+            privileged: false,
+            seccomp: Seccomp::RuntimeDefault,
+        };
+        let spec = confined(&security);
+        let process = &spec["process"];
+        assert_eq!(
+            process["user"],
+            json!({"uid": 1000, "gid": 3000, "additionalGids": [3000, 2000, 4000]})
+        );
+        let caps = json!(["CAP_NET_BIND_SERVICE"]);
+        for set in ["bounding", "effective", "permitted"] {
+            assert_eq!(process["capabilities"][set], caps, "{set}");
+        }
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(spec["root"]["readonly"], true);
+        let seccomp = &spec["linux"]["seccomp"];
+        assert_eq!(seccomp["defaultAction"], "SCMP_ACT_ALLOW");
+        let refused = seccomp["syscalls"][0]["names"].as_array().unwrap();
+        assert!(refused.contains(&json!("mount")), "{refused:?}");
+    }
+
+    #[test]
+    fn a_privileged_container_gets_everything_and_no_filter() {
+        let security = ProcessSecurity {
+            capabilities: ALL_CAPABILITIES.map(str::to_owned).to_vec(),
+            privileged: true,
+            // Asked for, but a privileged container runs unconfined.
+            seccomp: Seccomp::RuntimeDefault,
+            ..ProcessSecurity::default()
+        };
+        let spec = confined(&security);
+        let linux = &spec["linux"];
+        assert_eq!(
+            spec["process"]["capabilities"]["bounding"],
+            json!(ALL_CAPABILITIES.as_slice())
+        );
+        assert!(linux.get("seccomp").is_none());
+        assert!(linux.get("maskedPaths").is_none());
+        assert!(linux.get("readonlyPaths").is_none());
+        assert_eq!(linux["resources"]["devices"][0]["allow"], true);
+        assert_eq!(
+            linux["devices"][0],
+            json!({
+                "path": "/dev/sda", "type": "b", "major": 8, "minor": 0,
+                "fileMode": 0o660, "uid": 0, "gid": 6
+            })
+        );
+        assert_eq!(linux["devices"][1]["type"], "c");
+        assert!(mount_options(&spec, "/sys").contains(&"rw".to_owned()));
+        assert!(mount_options(&spec, "/sys/fs/cgroup").contains(&"rw".to_owned()));
+    }
+
     fn limited(resource: &str, limit: &str) -> Result<Value, SpecError> {
         let mut c = container(&["sh"], &[]);
         c.resources = Some(v1::ResourceRequirements {
@@ -481,7 +756,7 @@ mod tests {
                 .collect(),
             requests: Default::default(),
         });
-        resources(&c)
+        resources(&c, false)
     }
 
     #[test]

@@ -239,17 +239,37 @@ fn pod(out: &mut String, p: &v1::Pod) {
             &status.pod_ip
         },
     );
+    if !spec.init_containers.is_empty() {
+        let _ = writeln!(out, "Init Containers:");
+        containers(out, &spec.init_containers, &status.init_container_statuses);
+    }
     let _ = writeln!(out, "Containers:");
-    for c in &spec.containers {
+    containers(out, &spec.containers, &status.container_statuses);
+    conditions(
+        out,
+        status
+            .conditions
+            .into_iter()
+            .map(|c| [c.r#type, c.status, c.reason, c.message])
+            .collect(),
+    );
+}
+
+/// Each container with its state, readiness and restarts (and the message
+/// it left when it ended), as `kubectl describe pod` lists them.
+fn containers(out: &mut String, specs: &[v1::Container], statuses: &[v1::ContainerStatus]) {
+    for c in specs {
         let _ = writeln!(out, "  {}:", c.name);
         let _ = writeln!(out, "    Image:        {}", c.image);
-        if let Some(s) = status.container_statuses.iter().find(|s| s.name == c.name) {
+        if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
             let state = s.state.clone().unwrap_or_default();
+            let mut message = String::new();
             let text = if let Some(r) = state.running {
                 format!("Running (since {})", r.started_at)
             } else if let Some(w) = state.waiting {
                 format!("Waiting ({})", w.reason)
             } else if let Some(t) = state.terminated {
+                message = t.message;
                 format!(
                     "Terminated ({}, exit code {})",
                     t.reason,
@@ -259,16 +279,11 @@ fn pod(out: &mut String, p: &v1::Pod) {
                 "Unknown".to_owned()
             };
             let _ = writeln!(out, "    State:        {text}");
+            if !message.is_empty() {
+                let _ = writeln!(out, "    Message:      {}", message.trim_end());
+            }
             let _ = writeln!(out, "    Ready:        {}", s.ready);
             let _ = writeln!(out, "    Restarts:     {}", s.restart_count);
         }
     }
-    conditions(
-        out,
-        status
-            .conditions
-            .into_iter()
-            .map(|c| [c.r#type, c.status, c.reason, c.message])
-            .collect(),
-    );
 }

@@ -209,7 +209,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
     let age = age(&meta.creation_timestamp, now);
     match &object.kind {
         Some(Body::Pod(p)) => {
-            let mut row = pod_row(p, name, age);
+            let mut row = pod_row(object, name, age, now);
             if wide {
                 let status = p.status.clone().unwrap_or_default();
                 let spec = p.spec.clone().unwrap_or_default();
@@ -390,46 +390,13 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
     }
 }
 
-fn pod_row(p: &v1::Pod, name: String, age: String) -> Vec<String> {
-    let spec = p.spec.clone().unwrap_or_default();
-    let status = p.status.clone().unwrap_or_default();
-    let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-    let restarts: i32 = status
-        .container_statuses
-        .iter()
-        .map(|c| c.restart_count)
-        .sum();
-    let waiting = status.container_statuses.iter().find_map(|c| {
-        let state = c.state.as_ref()?;
-        state
-            .waiting
-            .as_ref()
-            .map(|w| w.reason.clone())
-            .or_else(|| state.terminated.as_ref().map(|t| t.reason.clone()))
-            .filter(|r| !r.is_empty())
-    });
-    let deleting = p
-        .metadata
-        .as_ref()
-        .is_some_and(|m| !m.deletion_timestamp.is_empty());
-    let state = if deleting {
-        "Terminating".to_owned()
-    } else if !status.reason.is_empty() {
-        status.reason.clone()
-    } else if let Some(reason) = waiting {
-        reason
-    } else if !status.phase.is_empty() {
-        status.phase.clone()
-    } else {
-        "Pending".to_owned()
-    };
-    vec![
-        name,
-        format!("{ready}/{}", spec.containers.len()),
-        state,
-        restarts.to_string(),
-        age,
-    ]
+/// READY, STATUS and RESTARTS as the masters' Tables give them to kubectl
+/// (`Init:1/2`, `Init:CrashLoopBackOff`, sidecars counted as containers).
+fn pod_row(object: &Object, name: String, age: String, now: SystemTime) -> Vec<String> {
+    let pod = skiff_master::objects::manifest::to_json_value(object);
+    let now = time::OffsetDateTime::from(now);
+    let [ready, status, restarts] = skiff_master::rest::table::pod_summary(&pod, now);
+    vec![name, ready, status, restarts, age]
 }
 
 fn template_columns(
@@ -508,6 +475,78 @@ mod tests {
         assert_eq!(&row[..2], ["shop", "deployment.apps/web"]);
     }
 
+    /// Pod `db`, its init containers `migrate` and `seed` (a sidecar when
+    /// `sidecar`) in the states `init` gives.
+    fn initializing(init: serde_json::Value, sidecar: bool) -> Object {
+        let seed = if sidecar {
+            serde_json::json!({"name": "seed", "restartPolicy": "Always"})
+        } else {
+            serde_json::json!({"name": "seed"})
+        };
+        let pod: v1::Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {
+                "initContainers": [{"name": "migrate"}, seed],
+                "containers": [{"name": "db"}]
+            },
+            "status": {
+                "phase": "Pending",
+                "conditions": [{"type": "Initialized", "status": "False"}],
+                "initContainerStatuses": init,
+                "containerStatuses": [
+                    {"name": "db", "state": {"waiting": {"reason": "PodInitializing"}}}
+                ]
+            }
+        }))
+        .unwrap();
+        pod.into_object()
+    }
+
+    #[test]
+    fn pod_table_shows_init_containers_as_kubectl_does() {
+        let row = |init: serde_json::Value, sidecar: bool| -> Vec<String> {
+            let text = render(
+                Kind::Pod,
+                &[initializing(init, sidecar)],
+                false,
+                false,
+                at(30),
+            );
+            let row = text.lines().nth(1).unwrap_or_default();
+            row.split_whitespace().map(str::to_owned).collect()
+        };
+        let done = serde_json::json!({"name": "migrate", "state": {"terminated": {"exitCode": 0}}});
+        let seeding = serde_json::json!({"name": "seed", "state": {"running": {}}});
+        let r = row(serde_json::json!([done.clone(), seeding]), false);
+        assert_eq!(r[1..3], ["0/1", "Init:1/2"]);
+        let crashing = serde_json::json!({
+            "name": "migrate",
+            "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}}
+        });
+        let r = row(serde_json::json!([crashing]), false);
+        assert_eq!(r[1..4], ["0/1", "Init:CrashLoopBackOff", "3"]);
+        let failed = serde_json::json!({
+            "name": "migrate",
+            "state": {"terminated": {"exitCode": 1, "reason": "Error"}}
+        });
+        assert_eq!(row(serde_json::json!([failed]), false)[2], "Init:Error");
+        let waiting = serde_json::json!({
+            "name": "migrate",
+            "state": {"waiting": {"reason": "PodInitializing"}}
+        });
+        assert_eq!(row(serde_json::json!([waiting]), false)[2], "Init:0/2");
+        // A started sidecar counts as a container and lets the pod go on.
+        let sidecar = serde_json::json!({
+            "name": "seed",
+            "started": true,
+            "ready": true,
+            "state": {"running": {}}
+        });
+        let r = row(serde_json::json!([done, sidecar]), true);
+        assert_eq!(r[1..3], ["1/2", "PodInitializing"]);
+    }
+
     #[test]
     fn pod_table_has_kubectl_columns() {
         let pod = v1::Pod {
@@ -529,6 +568,10 @@ mod tests {
                     v1::ContainerStatus {
                         ready: true,
                         restart_count: 2,
+                        state: Some(v1::ContainerState {
+                            running: Some(v1::ContainerStateRunning::default()),
+                            ..Default::default()
+                        }),
                         ..Default::default()
                     },
                     v1::ContainerStatus {

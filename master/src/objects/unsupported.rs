@@ -1,8 +1,8 @@
 //! Fields skiff accepts and stores but does not act on yet (hostNetwork,
-//! initContainers, persistentVolumeClaim volumes, NodePort and
-//! LoadBalancer Services). Writes that use them are answered with a
-//! warning per field (the REST API's `Warning` header, which kubectl
-//! prints), so nothing is silently ignored.
+//! shareProcessNamespace, Localhost seccomp profiles, persistentVolumeClaim
+//! volumes, NodePort and LoadBalancer Services). Writes that use them are
+//! answered with a warning per field (the REST API's `Warning` header,
+//! which kubectl prints), so nothing is silently ignored.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -56,10 +56,34 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
             "{path}.hostNetwork: skiff does not run pods in the host's network yet; the pod gets a network namespace of its own"
         ));
     }
-    if !spec.init_containers.is_empty() {
+    if spec.share_process_namespace == Some(true) {
         out.push(format!(
-            "{path}.initContainers: skiff does not run init containers yet; the pod's containers start without them"
+            "{path}.shareProcessNamespace: skiff does not share a process namespace between containers yet; each container has its own"
         ));
+    }
+    let pod_seccomp = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.seccomp_profile.as_ref());
+    let mut seccomp = vec![(format!("{path}.securityContext"), pod_seccomp)];
+    for (group, list) in [
+        ("containers", &spec.containers),
+        ("initContainers", &spec.init_containers),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let profile = c
+                .security_context
+                .as_ref()
+                .and_then(|s| s.seccomp_profile.as_ref());
+            seccomp.push((format!("{path}.{group}.{i}.securityContext"), profile));
+        }
+    }
+    for (at, profile) in seccomp {
+        if profile.is_some_and(|p| p.r#type == "Localhost") {
+            out.push(format!(
+                "{at}.seccompProfile: skiff does not load Localhost profiles; the runtime default profile applies instead"
+            ));
+        }
     }
     for (i, v) in spec.volumes.iter().enumerate() {
         if v.persistent_volume_claim.is_some() {
@@ -80,7 +104,17 @@ mod tests {
             kind: Some(Body::Pod(v1::Pod {
                 spec: Some(v1::PodSpec {
                     host_network: true,
-                    init_containers: vec![v1::Container::default()],
+                    share_process_namespace: Some(true),
+                    init_containers: vec![v1::Container {
+                        security_context: Some(v1::SecurityContext {
+                            seccomp_profile: Some(v1::SeccompProfile {
+                                r#type: "Localhost".into(),
+                                localhost_profile: "audit.json".into(),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
                     volumes: vec![
                         v1::Volume {
                             name: "scratch".into(),
@@ -102,12 +136,15 @@ mod tests {
             })),
         };
         let w = warnings(&pod);
-        assert_eq!(w.len(), 3, "{w:?}");
+        assert_eq!(w.len(), 4, "{w:?}");
         assert!(w[0].starts_with("spec.hostNetwork:"), "{w:?}");
-        assert!(w[1].starts_with("spec.initContainers:"), "{w:?}");
+        assert!(w[1].starts_with("spec.shareProcessNamespace:"), "{w:?}");
+        // Init containers run: only the profile skiff cannot load is named.
+        let localhost = "spec.initContainers.0.securityContext.seccompProfile:";
+        assert!(w[2].starts_with(localhost), "{w:?}");
         // Volumes skiff mounts are not warned about.
         assert!(
-            w[2].starts_with("spec.volumes.1.persistentVolumeClaim:"),
+            w[3].starts_with("spec.volumes.1.persistentVolumeClaim:"),
             "{w:?}"
         );
 

@@ -519,12 +519,21 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                     }
                 }
             }
+            let init = group == "initContainers";
+            let sidecar = init && c.restart_policy == "Always";
+            container_restart_policy(errors, &cpath, &c.restart_policy, init);
             for (probe_name, probe) in [
                 ("livenessProbe", &c.liveness_probe),
                 ("readinessProbe", &c.readiness_probe),
                 ("startupProbe", &c.startup_probe),
             ] {
                 if let Some(p) = probe {
+                    if init && !sidecar {
+                        errors.add(
+                            format!("{cpath}.{probe_name}"),
+                            "may not be set for init containers without restartPolicy: Always",
+                        );
+                    }
                     let handlers = usize::from(p.exec.is_some())
                         + usize::from(p.http_get.is_some())
                         + usize::from(p.tcp_socket.is_some());
@@ -536,7 +545,13 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                     }
                 }
             }
+            if let Some(sc) = &c.security_context {
+                security_context(errors, &format!("{cpath}.securityContext"), sc);
+            }
         }
+    }
+    if let Some(sc) = &spec.security_context {
+        pod_security_context(errors, &format!("{path}.securityContext"), sc);
     }
     for (i, t) in spec.tolerations.iter().enumerate() {
         let tpath = format!("{path}.tolerations.{i}");
@@ -643,6 +658,99 @@ fn pod_dns(errors: &mut Errors, path: &str, spec: &v1::PodSpec) {
             errors.add(format!("{config_path}.options.{i}.name"), "is required");
         }
     }
+}
+
+/// A container's own `restartPolicy`: only an init container may have
+/// one, and only `Always` (which makes it a sidecar).
+fn container_restart_policy(errors: &mut Errors, cpath: &str, policy: &str, init: bool) {
+    let path = format!("{cpath}.restartPolicy");
+    match (init, policy) {
+        (_, "") | (true, "Always") => {}
+        (true, other) => errors.add(
+            path,
+            format!("{other:?}: only Always (a sidecar) is allowed, or leave it unset"),
+        ),
+        (false, _) => errors.add(path, "may only be set on init containers"),
+    }
+}
+
+/// A user or group ID, as Kubernetes allows them.
+fn id_range(errors: &mut Errors, path: &str, id: Option<i64>) {
+    if let Some(id) = id {
+        if !(0..=i64::from(i32::MAX)).contains(&id) {
+            errors.add(
+                path,
+                format!("{id} must be between 0 and 2147483647, inclusive"),
+            );
+        }
+    }
+}
+
+fn seccomp_profile(errors: &mut Errors, path: &str, p: &v1::SeccompProfile) {
+    let tpath = format!("{path}.type");
+    if p.r#type.is_empty() {
+        errors.add(tpath, "is required");
+    } else {
+        let types = ["RuntimeDefault", "Unconfined", "Localhost"];
+        one_of(errors, &tpath, &p.r#type, &types);
+    }
+    let lpath = format!("{path}.localhostProfile");
+    match (p.r#type.as_str(), p.localhost_profile.as_str()) {
+        ("Localhost", "") => errors.add(lpath, "is required when type is Localhost"),
+        ("Localhost", profile) if profile.starts_with('/') || has_backstep(profile) => errors.add(
+            lpath,
+            format!("{profile:?} must be a relative path without '..'"),
+        ),
+        ("Localhost", _) | (_, "") => {}
+        _ => errors.add(lpath, "may only be set when type is Localhost"),
+    }
+}
+
+/// A container's securityContext: IDs in range, and no privilege
+/// escalation forbidden where the container is privileged or may
+/// administer the system anyway.
+fn security_context(errors: &mut Errors, path: &str, sc: &v1::SecurityContext) {
+    id_range(errors, &format!("{path}.runAsUser"), sc.run_as_user);
+    id_range(errors, &format!("{path}.runAsGroup"), sc.run_as_group);
+    if let Some(p) = &sc.seccomp_profile {
+        seccomp_profile(errors, &format!("{path}.seccompProfile"), p);
+    }
+    if sc.allow_privilege_escalation == Some(false) {
+        if sc.privileged == Some(true) {
+            errors.add(
+                format!("{path}.allowPrivilegeEscalation"),
+                "cannot set allowPrivilegeEscalation to false and privileged to true",
+            );
+        }
+        let mut adds = sc.capabilities.iter().flat_map(|c| &c.add);
+        if adds.any(|c| {
+            let c = c.to_ascii_uppercase();
+            c == "SYS_ADMIN" || c == "CAP_SYS_ADMIN"
+        }) {
+            errors.add(
+                format!("{path}.allowPrivilegeEscalation"),
+                "cannot set allowPrivilegeEscalation to false and capabilities.add CAP_SYS_ADMIN",
+            );
+        }
+    }
+}
+
+fn pod_security_context(errors: &mut Errors, path: &str, sc: &v1::PodSecurityContext) {
+    id_range(errors, &format!("{path}.runAsUser"), sc.run_as_user);
+    id_range(errors, &format!("{path}.runAsGroup"), sc.run_as_group);
+    id_range(errors, &format!("{path}.fsGroup"), sc.fs_group);
+    for (i, g) in sc.supplemental_groups.iter().enumerate() {
+        id_range(errors, &format!("{path}.supplementalGroups.{i}"), Some(*g));
+    }
+    if let Some(p) = &sc.seccomp_profile {
+        seccomp_profile(errors, &format!("{path}.seccompProfile"), p);
+    }
+    one_of(
+        errors,
+        &format!("{path}.fsGroupChangePolicy"),
+        &sc.fs_group_change_policy,
+        &["OnRootMismatch", "Always"],
+    );
 }
 
 /// The largest file mode a volume may give (0777).
@@ -1510,6 +1618,110 @@ spec:
         for (from, to, expected) in cases {
             assert!(POD_WITH_VOLUMES.contains(from), "{from}");
             let e = reasons(&POD_WITH_VOLUMES.replace(from, to));
+            assert!(e.contains(expected), "{to}: {e}");
+        }
+    }
+
+    const POD_WITH_INIT_AND_SECURITY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 3000
+    fsGroup: 2000
+    supplementalGroups: [4000]
+    fsGroupChangePolicy: OnRootMismatch
+    seccompProfile: {type: RuntimeDefault}
+  initContainers:
+  - {name: migrate, image: busybox}
+  - name: proxy
+    image: busybox
+    restartPolicy: Always
+    readinessProbe: {tcpSocket: {port: 80}}
+  containers:
+  - name: c
+    image: busybox
+    securityContext:
+      runAsNonRoot: true
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
+"#;
+
+    #[test]
+    fn a_pod_with_init_containers_a_sidecar_and_security_contexts_passes() {
+        check(POD_WITH_INIT_AND_SECURITY).unwrap();
+    }
+
+    #[test]
+    fn bad_init_containers_and_security_contexts_name_the_field() {
+        let cases = [
+            (
+                "{name: migrate, image: busybox}",
+                "{name: migrate, image: busybox, restartPolicy: OnFailure}",
+                r#"spec.initContainers.0.restartPolicy: "OnFailure": only Always (a sidecar) is allowed"#,
+            ),
+            (
+                "{name: migrate, image: busybox}",
+                "{name: migrate, image: busybox, livenessProbe: {exec: {command: [sh]}}}",
+                "spec.initContainers.0.livenessProbe: may not be set for init containers without restartPolicy: Always",
+            ),
+            (
+                "  - name: c\n    image: busybox\n",
+                "  - name: c\n    image: busybox\n    restartPolicy: Always\n",
+                "spec.containers.0.restartPolicy: may only be set on init containers",
+            ),
+            (
+                "runAsUser: 1000",
+                "runAsUser: -1",
+                "spec.securityContext.runAsUser: -1 must be between 0 and 2147483647",
+            ),
+            (
+                "fsGroup: 2000",
+                "fsGroup: 4294967296",
+                "spec.securityContext.fsGroup: 4294967296 must be between 0 and 2147483647",
+            ),
+            (
+                "[4000]",
+                "[4000, -2]",
+                "spec.securityContext.supplementalGroups.1: -2 must be between",
+            ),
+            (
+                "OnRootMismatch",
+                "Sometimes",
+                r#"spec.securityContext.fsGroupChangePolicy: "Sometimes" is not one of"#,
+            ),
+            (
+                "{type: RuntimeDefault}",
+                "{type: Localhost}",
+                "spec.securityContext.seccompProfile.localhostProfile: is required when type is Localhost",
+            ),
+            (
+                "{type: RuntimeDefault}",
+                "{type: RuntimeDefault, localhostProfile: my.json}",
+                "seccompProfile.localhostProfile: may only be set when type is Localhost",
+            ),
+            (
+                "{type: RuntimeDefault}",
+                "{type: Strict}",
+                r#"spec.securityContext.seccompProfile.type: "Strict" is not one of"#,
+            ),
+            (
+                "runAsNonRoot: true",
+                "privileged: true",
+                "spec.containers.0.securityContext.allowPrivilegeEscalation: cannot set allowPrivilegeEscalation to false and privileged to true",
+            ),
+            (
+                "add: [NET_BIND_SERVICE]",
+                "add: [SYS_ADMIN]",
+                "cannot set allowPrivilegeEscalation to false and capabilities.add CAP_SYS_ADMIN",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(POD_WITH_INIT_AND_SECURITY.contains(from), "{from}");
+            let e = reasons(&POD_WITH_INIT_AND_SECURITY.replace(from, to));
             assert!(e.contains(expected), "{to}: {e}");
         }
     }

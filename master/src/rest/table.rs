@@ -1262,6 +1262,15 @@ fn pod_cells(pod: &Value, now: OffsetDateTime) -> Vec<Value> {
     ]
 }
 
+/// A pod's READY, STATUS and RESTARTS cells as `kubectl get pods` prints
+/// them (init containers, sidecars and when the last restart was
+/// included), for clients that print pods themselves (`skiff ctl get`).
+pub fn pod_summary(pod: &Value, now: OffsetDateTime) -> [String; 3] {
+    let cells = pod_cells(pod, now);
+    let cell = |i: usize| text(cells.get(i).unwrap_or(&Value::Null)).to_owned();
+    [cell(1), cell(2), cell(3)]
+}
+
 /// What a terminated container state says: its reason, else its signal,
 /// else its exit code.
 fn terminated_reason(terminated: &Value) -> String {

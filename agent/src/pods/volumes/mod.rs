@@ -18,6 +18,10 @@
 //!   there stay;
 //! - `persistentVolumeClaim`: not mounted yet; the pod waits.
 //!
+//! With the pod's `securityContext.fsGroup`, emptyDir and file volumes
+//! belong to that group ([`ownership`]): group-readable files (writable
+//! too in an emptyDir) and set-group-ID directories.
+//!
 //! A mount ([`PreparedVolumes::mounts`]) is read-only when it asks, and
 //! always for file volumes, as Kubernetes mounts them. `subPath` mounts
 //! the path inside the volume, resolved here (symlinks that leave the
@@ -31,6 +35,7 @@
 
 pub mod atomic_writer;
 pub mod host_path;
+pub mod ownership;
 pub mod projection;
 
 use std::collections::BTreeMap;
@@ -49,6 +54,7 @@ use crate::runtime::spec::ContainerMount;
 
 use self::atomic_writer::{Payload, WriteError};
 use self::host_path::HostPathError;
+use self::ownership::OwnershipError;
 use self::projection::ProjectionError;
 
 /// The directories of the volume plugins, named as the kubelet names them.
@@ -83,6 +89,8 @@ pub enum VolumeFailure {
     HostPath(#[from] HostPathError),
     #[error(transparent)]
     Tmpfs(#[from] SandboxError),
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
     #[error("{}: {source}", path.display())]
     Directory {
         path: PathBuf,
@@ -247,6 +255,7 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
         config: &mut PodConfig,
     ) -> Result<Prepared, VolumeFailure> {
         let volumes = self.layout.volumes_dir(self.facts.pod);
+        let fs_group = fs_group(self.facts.pod);
         if let Some(e) = &v.empty_dir {
             let dir = volumes.join(EMPTY_DIR).join(&v.name);
             make_dir(&dir)?;
@@ -254,7 +263,10 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
                 let size = memory_size(e, &self.facts);
                 self.sandbox.mount_tmpfs(&dir, size)?;
             }
-            set_mode(&dir, 0o777)?;
+            set_mode(&dir, dir_mode(fs_group))?;
+            if let Some(gid) = fs_group.filter(|gid| ownership::needs(&dir, *gid)) {
+                ownership::apply(&dir, gid, true)?;
+            }
             return Ok(Prepared {
                 path: dir,
                 holds: Holds::Writable,
@@ -287,12 +299,12 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
         if on_tmpfs {
             self.sandbox.mount_tmpfs(&dir, None)?;
         }
-        set_mode(&dir, 0o777)?;
+        set_mode(&dir, dir_mode(fs_group))?;
         let prepared = Prepared {
             path: dir.clone(),
             holds: Holds::Projected,
         };
-        let files = match self.files(v, config).await {
+        let mut files = match self.files(v, config).await {
             Ok(files) => files,
             Err(e) if atomic_writer::has_data(&dir) => {
                 tracing::warn!(volume = %v.name, error = %e, "keeping the volume's files");
@@ -300,8 +312,19 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
             }
             Err(e) => return Err(e),
         };
-        if atomic_writer::write(&dir, &files)? {
+        if fs_group.is_some() {
+            // What the group is given, written with the files, so that an
+            // unchanged payload is seen as unchanged.
+            for file in files.values_mut() {
+                file.mode |= 0o440;
+            }
+        }
+        let changed = atomic_writer::write(&dir, &files)?;
+        if changed {
             tracing::info!(volume = %v.name, dir = %dir.display(), "volume files written");
+        }
+        if let Some(gid) = fs_group.filter(|gid| changed || ownership::needs(&dir, *gid)) {
+            ownership::apply(&dir, gid, false)?;
         }
         Ok(prepared)
     }
@@ -326,6 +349,21 @@ fn make_dir(dir: &Path) -> Result<(), VolumeFailure> {
         path: dir.to_path_buf(),
         source,
     })
+}
+
+/// The group that owns the pod's volumes (`securityContext.fsGroup`).
+fn fs_group(pod: &v1::Pod) -> Option<u32> {
+    let context = pod.spec.as_ref()?.security_context.as_ref()?;
+    context.fs_group.and_then(|gid| u32::try_from(gid).ok())
+}
+
+/// The mode of a volume's own directory: open to all, and set-group-ID
+/// when the pod has an fsGroup.
+fn dir_mode(fs_group: Option<u32>) -> u32 {
+    match fs_group {
+        Some(_) => 0o2777,
+        None => 0o777,
+    }
 }
 
 fn set_mode(dir: &Path, mode: u32) -> Result<(), VolumeFailure> {
@@ -691,6 +729,67 @@ mod tests {
         // Teardown unmounts the tmpfs volumes.
         unmount_all(&sandbox, &layout.pod_dir(&pod));
         assert!(sandbox.mounted().is_empty(), "{:?}", sandbox.mounted());
+    }
+
+    #[tokio::test]
+    async fn an_fs_group_owns_empty_dirs_and_files_and_is_not_walked_again() {
+        use std::os::unix::fs::MetadataExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(tmp.path());
+        // A group this process may give: its own.
+        let gid = std::fs::metadata(tmp.path()).unwrap().gid();
+        let scratch = v1::Volume {
+            name: "scratch".into(),
+            empty_dir: Some(v1::EmptyDirVolumeSource::default()),
+            ..Default::default()
+        };
+        let config = v1::Volume {
+            name: "config".into(),
+            config_map: Some(v1::ConfigMapVolumeSource {
+                name: "app".into(),
+                default_mode: Some(0o600),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut pod = pod(vec![limited("main", None)], vec![scratch, config]);
+        pod.spec.as_mut().unwrap().security_context = Some(v1::PodSecurityContext {
+            fs_group: Some(i64::from(gid)),
+            ..Default::default()
+        });
+        let allocatable = BTreeMap::new();
+        let sandbox = RecordingSandbox::default();
+        let source = StaticConfigSource::default();
+        let app = ConfigData::text(&[("app.conf", "port=80")]);
+        source.put(ConfigKind::ConfigMap, "shop", "app", app);
+        let setup = VolumeSetup {
+            sandbox: &sandbox,
+            source: &source,
+            layout: &layout,
+            facts: PodFacts {
+                pod: &pod,
+                host_ip: "",
+                pod_ip: "",
+                node_allocatable: &allocatable,
+            },
+        };
+        let mut config = PodConfig::default();
+        let prepared = setup.prepare(&mut config).await.expect("every volume");
+        let meta = |path: &PathBuf| std::fs::metadata(path).unwrap();
+        let scratch = prepared.path("scratch").unwrap().to_path_buf();
+        assert_eq!(meta(&scratch).gid(), gid);
+        assert_eq!(meta(&scratch).mode() & 0o7777, 0o2777);
+        let conf = prepared.path("config").unwrap().join("app.conf");
+        assert_eq!(meta(&conf).gid(), gid);
+        assert_eq!(meta(&conf).mode() & 0o777, 0o640, "the group may read");
+        // Unchanged: the files are not written again.
+        let data = prepared
+            .path("config")
+            .unwrap()
+            .join(atomic_writer::DATA_LINK);
+        let before = std::fs::read_link(&data).unwrap();
+        setup.prepare(&mut config).await.expect("again");
+        assert_eq!(std::fs::read_link(&data).unwrap(), before);
     }
 
     #[tokio::test]

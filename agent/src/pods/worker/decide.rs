@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::pods::status::Role;
+
 /// How soon to ask containerd again when it did not answer.
 const INSPECT_RETRY: Duration = Duration::from_secs(2);
 
@@ -40,6 +42,20 @@ impl RestartPolicy {
             "Never" => RestartPolicy::Never,
             "OnFailure" => RestartPolicy::OnFailure,
             _ => RestartPolicy::Always,
+        }
+    }
+
+    /// The policy a container of `role` lives by in a pod whose policy is
+    /// this one: an init container runs again only after a failure (not
+    /// at all in a Never pod); a sidecar always, until the pod has
+    /// `finished`.
+    pub fn for_container(self, role: Role, finished: bool) -> RestartPolicy {
+        match role {
+            Role::App => self,
+            Role::Init if self == RestartPolicy::Never => RestartPolicy::Never,
+            Role::Init => RestartPolicy::OnFailure,
+            Role::Sidecar if finished => RestartPolicy::Never,
+            Role::Sidecar => RestartPolicy::Always,
         }
     }
 
@@ -484,6 +500,29 @@ mod tests {
         ];
         for (case, observed, expected) in rows {
             assert_eq!(decide(&observed), expected, "case: {case}");
+        }
+    }
+
+    #[test]
+    fn init_containers_and_sidecars_have_their_own_policies() {
+        let rows = [
+            (Always, Role::App, false, Always),
+            (OnFailure, Role::App, false, OnFailure),
+            (Never, Role::App, true, Never),
+            // An init container is run again after a failure only.
+            (Always, Role::Init, false, OnFailure),
+            (OnFailure, Role::Init, false, OnFailure),
+            (Never, Role::Init, false, Never),
+            // A sidecar always, whatever the pod's policy, until the pod
+            // has finished.
+            (Never, Role::Sidecar, false, Always),
+            (OnFailure, Role::Sidecar, false, Always),
+            (Always, Role::Sidecar, true, Never),
+            (Never, Role::Sidecar, true, Never),
+        ];
+        for (pod, role, finished, expected) in rows {
+            let got = pod.for_container(role, finished);
+            assert_eq!(got, expected, "{pod:?} pod, {role:?}, finished {finished}");
         }
     }
 

@@ -2,7 +2,7 @@
 //! recording runtime, the recording sandbox and a static source of
 //! ConfigMaps and Secrets, its files in a temp dir,
 //! with the channels the pod manager would hold; helpers wait for a status
-//! report, make the container exit and read what was called. The tests
+//! report, make a container exit and read what was called. The tests
 //! run on tokio's paused clock, so back-offs and grace periods take no
 //! real time.
 
@@ -153,13 +153,29 @@ impl Harness {
     }
 
     pub(super) async fn exit(&self, code: u32) {
-        self.runtime.exit("uid1_main", code);
+        self.exit_of("main", code).await;
+    }
+
+    /// Container `name` of the test pod exits with `code`.
+    pub(super) async fn exit_of(&self, name: &str, code: u32) {
+        let id = format!("uid1_{name}");
+        self.runtime.exit(&id, code);
         self.events
-            .send(RuntimeEvent::Exit {
-                container_id: "uid1_main".into(),
-            })
+            .send(RuntimeEvent::Exit { container_id: id })
             .await
             .unwrap();
+    }
+
+    /// The containers started so far, by name, in order.
+    pub(super) fn started(&self) -> Vec<String> {
+        self.runtime
+            .calls()
+            .into_iter()
+            .filter_map(|c| match c {
+                Call::Start { id, .. } => Some(id.trim_start_matches("uid1_").to_owned()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The reasons of the Events the worker sent so far, oldest first.
@@ -185,6 +201,51 @@ impl Harness {
 
 pub(super) fn container(s: &v1::PodStatus) -> &v1::ContainerStatus {
     &s.container_statuses[0]
+}
+
+/// The status of init container `name`, if the report has it.
+pub(super) fn init_status<'a>(s: &'a v1::PodStatus, name: &str) -> Option<&'a v1::ContainerStatus> {
+    s.init_container_statuses.iter().find(|c| c.name == name)
+}
+
+/// Whether init container `name` shows as running.
+pub(super) fn init_running(s: &v1::PodStatus, name: &str) -> bool {
+    init_status(s, name)
+        .and_then(|c| c.state.as_ref())
+        .is_some_and(|st| st.running.is_some())
+}
+
+/// The waiting reason init container `name` shows, if it waits.
+pub(super) fn init_waiting(s: &v1::PodStatus, name: &str) -> String {
+    init_status(s, name)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|st| st.waiting.as_ref())
+        .map(|w| w.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The terminated state init container `name` shows, if it ended.
+pub(super) fn init_terminated(
+    s: &v1::PodStatus,
+    name: &str,
+) -> Option<v1::ContainerStateTerminated> {
+    init_status(s, name)
+        .and_then(|c| c.state.as_ref())
+        .and_then(|st| st.terminated.clone())
+}
+
+/// A busybox container `name`; a sidecar when `sidecar`.
+pub(super) fn init_container(name: &str, sidecar: bool) -> v1::Container {
+    v1::Container {
+        name: name.into(),
+        image: "busybox:1".into(),
+        restart_policy: if sidecar {
+            "Always".into()
+        } else {
+            String::new()
+        },
+        ..Default::default()
+    }
 }
 
 pub(super) fn running(s: &v1::PodStatus) -> bool {

@@ -15,14 +15,21 @@
 //! volumes, made once and their files refreshed every 30 s from the
 //! ConfigMaps and Secrets they project: while they cannot be made,
 //! containers not yet started wait as `ContainerCreating` (with a
-//! `FailedMount` Event) and the pass is retried after 10 s. Then, for
-//! each container, it observes containerd and runs the due probes, asks
+//! `FailedMount` Event) and the pass is retried after 10 s. Then come the
+//! init containers, in order (`init_order.rs`: each once those before it
+//! succeeded, a sidecar once those before it did and then kept running),
+//! and once they are done the app containers; until then those wait as
+//! `PodInitializing`. Once the pod has finished, its sidecars are stopped,
+//! the last one first. For each container it observes containerd and runs
+//! the due probes, asks
 //! the pure `decide.rs` what comes next under the restart policy
 //! (restarting at once the first time, then after 10 s, 20 s, … up to 5
 //! minutes, shown as CrashLoopBackOff), and does it, starting containers
 //! through `start.rs` (each start reads the container's environment from
 //! its ConfigMaps and Secrets again; one missing waits as
-//! `CreateContainerConfigError` and is tried again every 10 s). What it
+//! `CreateContainerConfigError` and is tried again every 10 s), and reads
+//! what an ended run left as its termination message (`termination.rs`).
+//! What it
 //! remembers of each container between passes is in `track.rs`; what it
 //! remembers of the pod is [`PodState`]. What
 //! happens to the containers is told as the kubelet's Events (pulling,
@@ -32,9 +39,11 @@
 mod decide;
 #[cfg(test)]
 mod harness;
+mod init_order;
 mod sandbox_setup;
 mod start;
 mod teardown;
+mod termination;
 mod track;
 
 use std::collections::BTreeMap;
@@ -53,9 +62,10 @@ use super::dns_policy::ServiceDiscovery;
 use super::layout::PodLayout;
 use super::pod_config::PodConfig;
 use super::sandbox::PodSandbox;
-use super::status::{self, CState, ContainerView};
+use super::status::{self, CState, ContainerView, Role};
 
 use self::decide::{Next, RestartPolicy, Run, Task};
+use self::init_order::{InitProgress, InitStep};
 use self::sandbox_setup::{PreparedSandbox, VolumeState};
 use self::track::Track;
 use skiff_values::now_rfc3339;
@@ -114,11 +124,19 @@ const VOLUME_RETRY: Duration = Duration::from_secs(10);
 /// probe sets one (the Kubernetes default).
 const DEFAULT_GRACE_SECONDS: i64 = 30;
 
+/// How soon a sidecar sent SIGKILL is looked at again.
+const SIDECAR_KILL_RECHECK: Duration = Duration::from_secs(1);
+
 /// What the worker remembers of its pod between passes.
 #[derive(Default)]
 struct PodState {
-    /// One per container of the spec, in the same order.
+    /// One per init container of the spec, in the same order.
+    init_tracks: Vec<Track>,
+    /// One per app container of the spec, in the same order.
     tracks: Vec<Track>,
+    /// Initialization is over: every init container did its part, or an
+    /// app container was found to exist. It is not done again.
+    initialized: bool,
     /// The pod's address once it is wired into the pod network.
     pod_ip: String,
     /// `status.startTime`: as the master has it, else when first seen here.
@@ -134,17 +152,54 @@ struct PodState {
 }
 
 impl PodState {
+    /// Tracks for the spec's containers, unless they are there already.
+    fn track(&mut self, pod: &v1::Pod) {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+        if self.init_tracks.len() == spec.init_containers.len()
+            && self.tracks.len() == spec.containers.len()
+        {
+            return;
+        }
+        let waiting = if spec.init_containers.is_empty() {
+            "ContainerCreating"
+        } else {
+            "PodInitializing"
+        };
+        self.init_tracks = spec
+            .init_containers
+            .iter()
+            .map(|c| Track::new(uid, &c.name, Role::of_init(c), waiting))
+            .collect();
+        self.tracks = spec
+            .containers
+            .iter()
+            .map(|c| Track::new(uid, &c.name, Role::App, waiting))
+            .collect();
+    }
+
+    /// Every container as the status shows it, init containers first;
+    /// sidecars no longer restarted once the pod has `finished`.
+    fn views(&self, spec: &v1::PodSpec, finished: bool) -> Vec<ContainerView> {
+        let policy = RestartPolicy::from_spec(&spec.restart_policy);
+        let inits = spec.init_containers.iter().zip(&self.init_tracks);
+        let apps = spec.containers.iter().zip(&self.tracks);
+        inits
+            .chain(apps)
+            .map(|(c, t)| t.view(c, policy.for_container(t.role, finished)))
+            .collect()
+    }
+
+    /// Whether the pod has finished (Succeeded or Failed).
+    fn finished(&self, spec: &v1::PodSpec) -> bool {
+        status::finished(&self.views(spec, false))
+    }
+
     /// Sends the pod's status if it changed since the last report.
     fn report<R, S>(&mut self, ctx: &WorkerContext<R, S>, pod: &v1::Pod) {
         let meta = pod.metadata.clone().unwrap_or_default();
         let spec = pod.spec.clone().unwrap_or_default();
-        let policy = RestartPolicy::from_spec(&spec.restart_policy);
-        let views: Vec<ContainerView> = spec
-            .containers
-            .iter()
-            .zip(&self.tracks)
-            .map(|(c, t)| t.view(c, policy))
-            .collect();
+        let views = self.views(&spec, self.finished(&spec));
         let status = status::pod_status(
             pod,
             &views,
@@ -219,7 +274,8 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
             }
             event = events.recv() => match event {
                 Some(RuntimeEvent::Oom { container_id }) => {
-                    if let Some(t) = state.tracks.iter_mut().find(|t| t.id == container_id) {
+                    let mut tracks = state.init_tracks.iter_mut().chain(state.tracks.iter_mut());
+                    if let Some(t) = tracks.find(|t| t.id == container_id) {
                         t.run.oom = true;
                     }
                 }
@@ -228,7 +284,7 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
             },
             _ = images.changed() => {
                 // An image arrived: containers waiting for one try again now.
-                for t in state.tracks.iter_mut() {
+                for t in state.init_tracks.iter_mut().chain(state.tracks.iter_mut()) {
                     if matches!(&t.shown.state, CState::Waiting { reason, .. } if reason.contains("Image")) {
                         t.pacing.retry_at = None;
                     }
@@ -239,26 +295,19 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
     }
 }
 
-/// One pass over the pod: its sandbox, then each container; returns when
-/// to look again.
+/// One pass over the pod: its sandbox, then its init containers in order,
+/// then its app containers; returns when to look again.
 async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     state: &mut PodState,
 ) -> Option<Instant> {
-    let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
-    if state.tracks.len() != spec.containers.len() {
-        state.tracks = spec
-            .containers
-            .iter()
-            .map(|c| Track::new(&meta.uid, &c.name))
-            .collect();
-    }
+    state.track(pod);
     let mut sandbox = match sandbox_setup::prepare(ctx, pod, &mut state.pod_ip).await {
         Ok(s) => s,
         Err(e) => {
-            for t in state.tracks.iter_mut() {
+            for t in state.init_tracks.iter_mut().chain(state.tracks.iter_mut()) {
                 t.show_waiting_if_new("CreatePodSandboxError", e.to_string());
             }
             return Some(Instant::now() + SANDBOX_RETRY);
@@ -269,34 +318,142 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
     match volumes.await {
         Ok(volumes) => sandbox.volumes = volumes,
         Err(e) => {
-            for t in state.tracks.iter_mut() {
+            for t in state.init_tracks.iter_mut().chain(state.tracks.iter_mut()) {
                 t.show_waiting_if_new("ContainerCreating", e.to_string());
             }
             return Some(now + VOLUME_RETRY);
         }
     }
+    let policy = RestartPolicy::from_spec(&spec.restart_policy);
+    let finished = state.finished(&spec);
+    if !state.initialized && !spec.init_containers.is_empty() {
+        // An app container that exists (an earlier agent started it) means
+        // the pod was initialized: its init containers are not run again.
+        adopt(ctx, &spec, &mut state.tracks).await;
+        state.initialized = state.tracks.iter().any(|t| t.shown.ever_started);
+    }
     let mut wake: Option<Instant> = None;
-    for (container, track) in spec.containers.iter().zip(state.tracks.iter_mut()) {
-        let config = &mut state.config;
-        if let Some(at) = reconcile_container(ctx, &sandbox, container, track, config).await {
+    let mut earlier_done = true;
+    let config = &mut state.config;
+    for (container, track) in spec
+        .init_containers
+        .iter()
+        .zip(state.init_tracks.iter_mut())
+    {
+        let step = init_order::step(track.role, state.initialized, earlier_done);
+        let own_policy = policy.for_container(track.role, finished);
+        if step != InitStep::Wait {
+            // A finished pod's sidecars are stopped, not started.
+            let may_start = step == InitStep::Run && !(finished && track.role == Role::Sidecar);
+            let next = reconcile_container(
+                ctx, &sandbox, container, track, own_policy, may_start, config,
+            );
+            if let Some(at) = next.await {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+        let view = track.view(container, own_policy);
+        let progress = init_order::progress(
+            track.role,
+            &view.state,
+            view.ever_started,
+            view.will_restart,
+        );
+        if progress != InitProgress::Done {
+            earlier_done = false;
+        }
+    }
+    if earlier_done {
+        state.initialized = true;
+    }
+    if state.initialized {
+        for (container, track) in spec.containers.iter().zip(state.tracks.iter_mut()) {
+            let next = reconcile_container(ctx, &sandbox, container, track, policy, true, config);
+            if let Some(at) = next.await {
+                wake = Some(wake.map_or(at, |w| w.min(at)));
+            }
+        }
+    }
+    if state.finished(&spec) {
+        if let Some(at) = stop_sidecars(ctx, pod, &spec, &mut state.init_tracks).await {
             wake = Some(wake.map_or(at, |w| w.min(at)));
         }
     }
     wake
 }
 
+/// Reads back, once, the app containers an earlier agent left, so that a
+/// pod it had initialized is not initialized again.
+async fn adopt<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    spec: &v1::PodSpec,
+    tracks: &mut [Track],
+) {
+    let now = Instant::now();
+    for (container, track) in spec.containers.iter().zip(tracks.iter_mut()) {
+        if track.synced {
+            continue;
+        }
+        if let Ok(record) = ctx.runtime.inspect(&track.id).await {
+            track.sync(record.as_ref(), container, now);
+        }
+    }
+}
+
+/// Stops the running sidecars of a pod that has finished, the last one
+/// first, each with SIGTERM, then SIGKILL after the pod's grace period;
+/// returns when to look again.
+async fn stop_sidecars<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    pod: &v1::Pod,
+    spec: &v1::PodSpec,
+    tracks: &mut [Track],
+) -> Option<Instant> {
+    let grace = spec
+        .termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let now = Instant::now();
+    let running =
+        |t: &&mut Track| t.role == Role::Sidecar && matches!(t.shown.state, CState::Running { .. });
+    // The last one started goes first; the one before it once it is gone.
+    let track = tracks.iter_mut().rev().find(running)?;
+    match track.run.stop_sent {
+        None => {
+            let meta = pod.metadata.clone().unwrap_or_default();
+            let message = format!("Stopping container {}", track.name);
+            ctx.events
+                .pod(&meta, &track.name, EventKind::Normal, "Killing", message);
+            if let Err(e) = ctx.runtime.signal(&track.id, 15).await {
+                tracing::warn!(container = %track.id, error = %e, "cannot stop sidecar");
+            }
+            track.run.stop_sent = Some(now);
+            Some(now + grace)
+        }
+        Some(at) if now >= at + grace => {
+            if let Err(e) = ctx.runtime.signal(&track.id, 9).await {
+                tracing::warn!(container = %track.id, error = %e, "cannot kill sidecar");
+            }
+            Some(now + SIDECAR_KILL_RECHECK)
+        }
+        Some(at) => Some(at + grace),
+    }
+}
+
 /// One container: observe it (running probes that are due), decide what
-/// comes next, do it; returns when to look again.
+/// comes next under `policy`, do it (starting nothing unless `may_start`);
+/// returns when to look again.
 async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     sandbox: &PreparedSandbox,
     container: &v1::Container,
     track: &mut Track,
+    policy: RestartPolicy,
+    may_start: bool,
     config: &mut PodConfig,
 ) -> Option<Instant> {
     let pod = &sandbox.pod;
     let spec = pod.spec.as_ref();
-    let policy = RestartPolicy::from_spec(spec.map_or("", |s| s.restart_policy.as_str()));
     let now = Instant::now();
     let mut finished_at = String::new();
     let task = match ctx.runtime.inspect(&track.id).await {
@@ -337,6 +494,9 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
     let reported_exit = last_reported_code(pod, &track.name);
     loop {
         match decide::decide(&track.observed(task, policy, reported_exit, now)) {
+            Next::Start { .. } | Next::RetryStart { .. } | Next::BackOff { .. } if !may_start => {
+                return None
+            }
             Next::LookAgain(after) => return Some(now + after),
             Next::KeepRunning => return track.next_probe(),
             Next::Kill => {
@@ -365,7 +525,10 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                     let cgroup = start::cgroups_path(uid, &container.name);
                     track.run.oom = ctx.sandbox.oom_killed(&cgroup);
                 }
-                track.record_exit(code, std::mem::take(&mut finished_at), policy, now);
+                let run = track.shown.restarts;
+                let message = termination::message(&ctx.layout, pod, container, run, code);
+                let finished_at = std::mem::take(&mut finished_at);
+                track.record_exit(code, message, finished_at, policy, now);
             }
             Next::Done => return None,
             Next::BackOff { until } => {
@@ -411,6 +574,7 @@ fn last_reported_code(pod: &v1::Pod, container: &str) -> Option<u32> {
     let c = status
         .container_statuses
         .iter()
+        .chain(&status.init_container_statuses)
         .find(|c| c.name == container)?;
     let terminated = c.state.as_ref()?.terminated.as_ref()?;
     terminated.exit_code.map(|code| code as u32)
@@ -421,12 +585,257 @@ mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
+    use skiff_proto::v1;
+
     use crate::pods::sandbox::recording::RecordingSandbox;
     use crate::pods::worker::harness::{
-        container, pod, running, spawn_worker, spawn_worker_with, waiting_reason,
+        container, init_container, init_running, init_terminated, init_waiting, pod, running,
+        spawn_worker, spawn_worker_with, waiting_message, waiting_reason,
     };
     use crate::runtime::containers::{LABEL_RESTARTS, LABEL_STARTED_AT};
-    use crate::runtime::recording::RecordingRuntime;
+    use crate::runtime::recording::{Call, RecordingRuntime};
+
+    /// The test pod with these init containers before `main`.
+    fn pod_with_inits(policy: &str, inits: Vec<v1::Container>) -> v1::Pod {
+        let mut pod = pod(policy);
+        pod.spec.as_mut().unwrap().init_containers = inits;
+        pod
+    }
+
+    /// The status of the pod's `condition`.
+    fn condition(s: &v1::PodStatus, condition: &str) -> String {
+        let found = s.conditions.iter().find(|c| c.r#type == condition);
+        found.map(|c| c.status.clone()).unwrap_or_default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn init_containers_run_one_after_the_other_before_the_app() {
+        let inits = vec![
+            init_container("migrate", false),
+            init_container("seed", false),
+        ];
+        let mut h = spawn_worker(pod_with_inits("Always", inits), RecordingRuntime::default());
+        let s = h
+            .until("migrate running", |s| init_running(s, "migrate"))
+            .await;
+        assert_eq!(s.phase, "Pending");
+        assert_eq!(condition(&s, "Initialized"), "False");
+        assert_eq!(init_waiting(&s, "seed"), "PodInitializing");
+        assert_eq!(waiting_reason(&s), "PodInitializing");
+        assert_eq!(h.started(), ["migrate"], "one at a time");
+        h.exit_of("migrate", 0).await;
+        let s = h.until("seed running", |s| init_running(s, "seed")).await;
+        let migrated = init_terminated(&s, "migrate").expect("migrate ended");
+        assert_eq!(
+            (migrated.exit_code, migrated.reason.as_str()),
+            (Some(0), "Completed")
+        );
+        assert_eq!(h.started(), ["migrate", "seed"]);
+        h.exit_of("seed", 0).await;
+        let s = h.until("Running", running).await;
+        assert_eq!(condition(&s, "Initialized"), "True");
+        assert_eq!(h.started(), ["migrate", "seed", "main"]);
+        // The app's crash restarts the app alone.
+        h.exit(1).await;
+        h.until("restart 1", |s| {
+            running(s) && container(s).restart_count == 1
+        })
+        .await;
+        assert_eq!(h.started(), ["migrate", "seed", "main", "main"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_init_container_crash_loops_and_holds_the_app() {
+        let inits = vec![init_container("migrate", false)];
+        let mut h = spawn_worker(pod_with_inits("Always", inits), RecordingRuntime::default());
+        h.until("migrate running", |s| init_running(s, "migrate"))
+            .await;
+        h.exit_of("migrate", 1).await;
+        let run = |n: i32| {
+            move |s: &v1::PodStatus| {
+                init_running(s, "migrate") && s.init_container_statuses[0].restart_count == n
+            }
+        };
+        h.until("migrate again at once", run(1)).await;
+        h.exit_of("migrate", 1).await;
+        let s = h
+            .until("Init:CrashLoopBackOff", |s| {
+                init_waiting(s, "migrate") == "CrashLoopBackOff"
+            })
+            .await;
+        assert_eq!(s.phase, "Pending");
+        assert_eq!(condition(&s, "Initialized"), "False");
+        assert_eq!(waiting_reason(&s), "PodInitializing");
+        assert_eq!(h.started(), ["migrate", "migrate"], "the app never starts");
+        // Once it succeeds, the app starts.
+        h.until("migrate after its back-off", run(2)).await;
+        h.exit_of("migrate", 0).await;
+        h.until("Running", running).await;
+        assert_eq!(h.started(), ["migrate", "migrate", "migrate", "main"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_init_container_fails_a_pod_that_never_restarts() {
+        let inits = vec![init_container("migrate", false)];
+        let mut h = spawn_worker(pod_with_inits("Never", inits), RecordingRuntime::default());
+        h.until("migrate running", |s| init_running(s, "migrate"))
+            .await;
+        h.exit_of("migrate", 3).await;
+        let s = h.until("Failed", |s| s.phase == "Failed").await;
+        let failed = init_terminated(&s, "migrate").expect("migrate ended");
+        assert_eq!(
+            (failed.exit_code, failed.reason.as_str()),
+            (Some(3), "Error")
+        );
+        assert_eq!(waiting_reason(&s), "PodInitializing");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            h.started(),
+            ["migrate"],
+            "neither run again nor the app started"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn sidecars_start_in_order_run_beside_the_app_and_stop_after_it() {
+        let inits = vec![
+            init_container("proxy", true),
+            init_container("migrate", false),
+        ];
+        let mut h = spawn_worker(pod_with_inits("Never", inits), RecordingRuntime::default());
+        // The sidecar is not waited for to end: the next one starts.
+        h.until("migrate running", |s| init_running(s, "migrate"))
+            .await;
+        assert_eq!(h.started(), ["proxy", "migrate"]);
+        h.exit_of("migrate", 0).await;
+        let s = h.until("Running", running).await;
+        assert!(init_running(&s, "proxy"), "kept running beside the app");
+        // A crashing sidecar is restarted, even in a Never pod.
+        h.exit_of("proxy", 1).await;
+        h.until("proxy again", |s| {
+            init_running(s, "proxy") && s.init_container_statuses[0].restart_count == 1
+        })
+        .await;
+        // The app ends: the pod is done, and its sidecar is stopped.
+        h.exit(0).await;
+        let s = h
+            .until("Succeeded, proxy stopped", |s| {
+                s.phase == "Succeeded" && init_terminated(s, "proxy").is_some()
+            })
+            .await;
+        assert_eq!(init_terminated(&s, "proxy").unwrap().exit_code, Some(143));
+        let calls = h.runtime.calls();
+        let stop = Call::Signal {
+            id: "uid1_proxy".into(),
+            signal: 15,
+        };
+        assert!(calls.contains(&stop), "{calls:?}");
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        let proxies = h.started().iter().filter(|c| *c == "proxy").count();
+        assert_eq!(proxies, 2, "a finished pod's sidecar is not restarted");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_adopted_pod_does_not_run_its_init_containers_again() {
+        let runtime = RecordingRuntime::default();
+        runtime.add_running("uid1_main", BTreeMap::new());
+        let inits = vec![
+            init_container("migrate", false),
+            init_container("proxy", true),
+        ];
+        let mut h = spawn_worker(pod_with_inits("Always", inits), runtime);
+        let s = h.until("Running", running).await;
+        assert_eq!(condition(&s, "Initialized"), "True");
+        // The sidecar is kept running; the init container is not run.
+        assert!(init_running(&s, "proxy"), "{s:?}");
+        assert_eq!(h.started(), ["proxy"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_as_non_root_keeps_a_root_image_from_starting() {
+        let mut pod = pod("Always");
+        pod.spec.as_mut().unwrap().security_context = Some(v1::PodSecurityContext {
+            run_as_non_root: Some(true),
+            ..Default::default()
+        });
+        let mut h = spawn_worker(pod, RecordingRuntime::default());
+        let s = h
+            .until("CreateContainerConfigError", |s| {
+                waiting_reason(s) == "CreateContainerConfigError"
+            })
+            .await;
+        assert_eq!(
+            waiting_message(&s),
+            r#"container has runAsNonRoot and image will run as root (pod: "web_default(uid1)", container: main)"#
+        );
+        assert!(h.started().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_images_user_name_and_the_pods_groups_reach_the_process() {
+        let runtime = RecordingRuntime::default();
+        runtime.set_image_user("app");
+        runtime.set_image_accounts(
+            "root:x:0:0::/:/bin/sh\napp:x:1000:1000::/:/bin/sh\n",
+            "app:x:1000:\nstaff:x:50:app\n",
+        );
+        let mut pod = pod("Always");
+        let spec = pod.spec.as_mut().unwrap();
+        spec.security_context = Some(v1::PodSecurityContext {
+            run_as_non_root: Some(true),
+            fs_group: Some(2000),
+            supplemental_groups: vec![4000],
+            ..Default::default()
+        });
+        spec.containers[0].security_context = Some(v1::SecurityContext {
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(v1::Capabilities {
+                add: vec![],
+                drop: vec!["ALL".into()],
+            }),
+            ..Default::default()
+        });
+        let mut h = spawn_worker(pod, runtime);
+        h.until("Running", running).await;
+        let spec = h.runtime.started_spec("uid1_main").expect("a spec");
+        let process = &spec["process"];
+        assert_eq!(
+            process["user"],
+            serde_json::json!({"uid": 1000, "gid": 1000, "additionalGids": [1000, 50, 4000, 2000]})
+        );
+        assert_eq!(process["capabilities"]["bounding"], serde_json::json!([]));
+        assert_eq!(process["noNewPrivileges"], true);
+        assert_eq!(spec["root"]["readonly"], true);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_ended_run_shows_its_termination_message() {
+        let mut pod = pod("Never");
+        let main = &mut pod.spec.as_mut().unwrap().containers[0];
+        main.termination_message_path = "/dev/termination-log".into();
+        let mut h = spawn_worker(pod, RecordingRuntime::default());
+        h.until("Running", running).await;
+        let spec = h.runtime.started_spec("uid1_main").expect("a spec");
+        let mounts = spec["mounts"].as_array().unwrap();
+        let file = h.pod_dir().join("main").join("termination-log");
+        let mount = mounts
+            .iter()
+            .find(|m| m["destination"] == "/dev/termination-log")
+            .expect("the message file is mounted");
+        assert_eq!(mount["source"], file.display().to_string());
+        std::fs::write(&file, "migration 7 failed").unwrap();
+        h.exit(1).await;
+        let s = h.until("Failed", |s| s.phase == "Failed").await;
+        let terminated = container(&s)
+            .state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap();
+        assert_eq!(terminated.message, "migration 7 failed");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn crashes_restart_at_once_then_back_off() {

@@ -1,8 +1,13 @@
 //! Starting one container of a pod: its image (pulled as its pull policy
 //! says), the pod's `/etc` files, its environment (`env`, `envFrom`, read
-//! from its ConfigMaps and Secrets as they are now) and volume mounts, the
-//! OCI runtime spec, then one runtime call that creates the container and
-//! starts its task. A failed pull or start is retried on the error
+//! from its ConfigMaps and Secrets as they are now) and volume mounts, its
+//! termination message file (`termination.rs`), who it runs as and what it
+//! may do (`pods/security_context.rs`, user names looked up in the image's
+//! `/etc/passwd`), the OCI runtime spec, then one runtime call that
+//! creates the container and starts its task. A container that
+//! `runAsNonRoot` keeps from running as root, or whose user the image does
+//! not know, waits as `CreateContainerConfigError` saying so, tried again
+//! on the error back-off. A failed pull or start is retried on the error
 //! back-off and shown as the kubelet shows it (`ErrImagePull`,
 //! `ImagePullBackOff`, `ErrImageNeverPull`, `RunContainerError`); an
 //! environment or mount that cannot be made (a ConfigMap or Secret
@@ -16,6 +21,7 @@
 //! a container that could not be made or started.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 use skiff_proto::v1;
@@ -27,6 +33,7 @@ use crate::pods::downward_api::PodFacts;
 use crate::pods::env::{self, EnvError};
 use crate::pods::pod_config::PodConfig;
 use crate::pods::sandbox::PodSandbox;
+use crate::pods::security_context;
 use crate::pods::service_env::service_env;
 use crate::pods::status::CState;
 use crate::pods::volumes::MountError;
@@ -34,11 +41,13 @@ use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     LABEL_RESTARTS, LABEL_STARTED_AT,
 };
+use crate::runtime::host_devices::host_devices;
 use crate::runtime::images::PullPolicy;
 use crate::runtime::spec::{self, ContainerMount, SpecInput};
 use crate::runtime::{ContainerRuntime, StartRequest};
 
 use super::sandbox_setup::PreparedSandbox;
+use super::termination;
 use super::track::Track;
 use super::WorkerContext;
 use skiff_values::now_rfc3339;
@@ -191,7 +200,32 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             return Some(now + ETC_FILES_RETRY);
         }
     };
-    let (env_vars, mounts) = match container_config(ctx, sandbox, container, config).await {
+    let accounts = match ctx.runtime.image_accounts(&image).await {
+        Ok(accounts) => accounts,
+        Err(e) => {
+            tracing::warn!(container = %track.id, error = %e, "cannot read the image's users");
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
+            track.shown.state = CState::Waiting {
+                reason: "CreateContainerError".into(),
+                message: e.to_string(),
+            };
+            return Some(track.retry_later(now));
+        }
+    };
+    let image_user = image.config.user.as_deref();
+    let security = match security_context::resolve(pod, container, image_user, &accounts) {
+        Ok(security) => security,
+        Err(e) => {
+            tracing::info!(container = %track.id, error = %e, "container may not run as asked");
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
+            track.shown.state = CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: e.to_string(),
+            };
+            return Some(track.retry_later(now));
+        }
+    };
+    let (env_vars, mut mounts) = match container_config(ctx, sandbox, container, config).await {
         Ok(found) => found,
         Err(e) => {
             tracing::info!(container = %track.id, error = %e, "container config not ready");
@@ -204,6 +238,24 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             track.pacing.retry_at = Some(retry);
             return Some(retry);
         }
+    };
+    match termination::prepare(&ctx.layout, pod, container) {
+        Ok(Some(mount)) => mounts.push(mount),
+        Ok(None) => {}
+        Err(e) => {
+            let e = format!("preparing the termination message file: {e}");
+            tell(EventKind::Warning, "Failed", format!("Error: {e}"));
+            track.shown.state = CState::Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message: e,
+            };
+            return Some(now + ETC_FILES_RETRY);
+        }
+    }
+    let devices = if security.privileged {
+        host_devices(Path::new("/dev"))
+    } else {
+        Vec::new()
     };
     // `$(VAR)` in command and args, from the finished environment.
     let expanded = env::with_expanded_command(container, &env_vars);
@@ -220,6 +272,8 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
         env: &env_vars,
         mounts: &mounts,
         service_env: &service_variables,
+        security: &security,
+        host_devices: &devices,
     }) {
         Ok(s) => s,
         Err(e) => {

@@ -1,6 +1,8 @@
 //! What a worker does once its pod is to go, as one step apart from
-//! reconciling: every container is stopped at once (SIGTERM, the grace
-//! period, SIGKILL) and removed with its snapshot, then the pod is unwired
+//! reconciling: every container but the sidecars is stopped at once
+//! (SIGTERM, the grace period, SIGKILL), then the sidecars, the last one
+//! first, within what is left of the grace period (as Kubernetes stops
+//! them), each removed with its snapshot; then the pod is unwired
 //! from the network, its network namespace is removed, its tmpfs volumes
 //! are unmounted and its files (volumes among them) removed. A
 //! step that fails is logged and the rest still done, so a pod that cannot
@@ -20,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::master_link::StatusReport;
 use crate::pods::sandbox::PodSandbox;
+use crate::pods::status::Role;
 use crate::pods::volumes;
 use crate::runtime::{ContainerRuntime, TaskState};
 
@@ -45,6 +48,14 @@ pub async fn stop_container<R: ContainerRuntime>(runtime: &R, id: &str, grace: D
         }
     }
     let _ = runtime.signal(id, 9).await;
+}
+
+/// Stops container `id` within `grace` and removes it.
+async fn stop_and_remove<R: ContainerRuntime>(runtime: &R, id: &str, grace: Duration) {
+    stop_container(runtime, id, grace).await;
+    if let Err(e) = runtime.remove(id).await {
+        tracing::warn!(container = %id, error = %e, "cannot remove container");
+    }
 }
 
 /// Whether the masters are deleting `pod` (it has a `deletionTimestamp`).
@@ -77,18 +88,24 @@ pub(super) async fn teardown<R: ContainerRuntime, S: PodSandbox>(
     let meta = pod.metadata.clone().unwrap_or_default();
     let spec = pod.spec.clone().unwrap_or_default();
     let grace = stop_grace(pod);
+    // None: a grace period beyond any clock.
+    let deadline = Instant::now().checked_add(grace);
+    let (sidecars, others): (Vec<&v1::Container>, Vec<&v1::Container>) = spec
+        .init_containers
+        .iter()
+        .partition(|c| Role::of_init(c) == Role::Sidecar);
     let mut stops = tokio::task::JoinSet::new();
-    for c in &spec.containers {
+    for c in spec.containers.iter().chain(others) {
         let runtime = ctx.runtime.clone();
         let id = container_id(&meta.uid, &c.name);
-        stops.spawn(async move {
-            stop_container(runtime.as_ref(), &id, grace).await;
-            if let Err(e) = runtime.remove(&id).await {
-                tracing::warn!(container = %id, error = %e, "cannot remove container");
-            }
-        });
+        stops.spawn(async move { stop_and_remove(runtime.as_ref(), &id, grace).await });
     }
     while stops.join_next().await.is_some() {}
+    for c in sidecars.iter().rev() {
+        let left = deadline.map_or(grace, |d| d.saturating_duration_since(Instant::now()));
+        let id = container_id(&meta.uid, &c.name);
+        stop_and_remove(ctx.runtime.as_ref(), &id, left).await;
+    }
     if let Err(e) = ctx.sandbox.detach(&meta.uid).await {
         // Each failed step was logged where it failed.
         tracing::debug!(pod = %meta.name, error = %e, "pod not fully unwired from the network");

@@ -1,7 +1,8 @@
 //! What a pod worker remembers of one container between passes, split by
-//! purpose: what the pod's status shows of it ([`Shown`]), its current run
-//! ([`CurrentRun`]: since when, whether its exit is recorded, OOM, probes)
-//! and when the next attempt may come ([`Pacing`]: the crash back-off and
+//! purpose: its role (init container, sidecar or app container), what the
+//! pod's status shows of it ([`Shown`]), its current run ([`CurrentRun`]:
+//! since when, whether its exit is recorded, OOM, probes, a sidecar's
+//! stop) and when the next attempt may come ([`Pacing`]: the crash back-off and
 //! the retry pace of failed pulls and starts). The methods here change
 //! that state as the worker observes and acts; what to do next is
 //! [`super::decide`]'s alone.
@@ -15,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::pods::backoff::Backoff;
 use crate::pods::probes::{self, ProbeState};
-use crate::pods::status::{CState, ContainerView};
+use crate::pods::status::{CState, ContainerView, Role};
 use crate::runtime::containers::{LABEL_IMAGE_ID, LABEL_RESTARTS, LABEL_STARTED_AT};
 use crate::runtime::{ContainerRecord, ContainerRuntime, TaskState};
 
@@ -35,6 +36,7 @@ pub fn container_id(pod_uid: &str, container: &str) -> String {
 pub(super) struct Track {
     pub(super) name: String,
     pub(super) id: String,
+    pub(super) role: Role,
     /// Labels read back once: adoption after an agent restart.
     pub(super) synced: bool,
     pub(super) shown: Shown,
@@ -66,6 +68,8 @@ pub(super) struct CurrentRun {
     pub(super) liveness: Option<ProbeState>,
     pub(super) readiness: Option<ProbeState>,
     pub(super) ready: bool,
+    /// When a finished pod's worker sent this sidecar its SIGTERM.
+    pub(super) stop_sent: Option<Instant>,
 }
 
 /// When the next attempt may come.
@@ -80,14 +84,18 @@ pub(super) struct Pacing {
 }
 
 impl Track {
-    pub(super) fn new(pod_uid: &str, name: &str) -> Track {
+    /// A container not seen yet, shown waiting for `reason`
+    /// (`ContainerCreating`, or `PodInitializing` in a pod with init
+    /// containers).
+    pub(super) fn new(pod_uid: &str, name: &str, role: Role, reason: &str) -> Track {
         Track {
             name: name.to_string(),
             id: container_id(pod_uid, name),
+            role,
             synced: false,
             shown: Shown {
                 state: CState::Waiting {
-                    reason: "ContainerCreating".into(),
+                    reason: reason.into(),
                     message: String::new(),
                 },
                 last: None,
@@ -102,6 +110,7 @@ impl Track {
                 liveness: None,
                 readiness: None,
                 ready: false,
+                stop_sent: None,
             },
             pacing: Pacing {
                 crash: Backoff::crash_loop(),
@@ -119,6 +128,7 @@ impl Track {
         ContainerView {
             name: self.name.clone(),
             id: self.id.clone(),
+            role: self.role,
             image: container.image.clone(),
             image_id: self.shown.image_id.clone(),
             state: state.clone(),
@@ -302,11 +312,13 @@ impl Track {
     }
 
     /// Records the end of the current run: the state shows the exit
-    /// (`finished_at` empty: now), and if the policy restarts the
-    /// container, the crash back-off says when.
+    /// (`finished_at` empty: now) and the container's termination
+    /// `message`, and if the policy restarts the container, the crash
+    /// back-off says when.
     pub(super) fn record_exit(
         &mut self,
         code: u32,
+        message: String,
         finished_at: String,
         policy: RestartPolicy,
         now: Instant,
@@ -326,6 +338,7 @@ impl Track {
         self.shown.state = CState::Terminated {
             code,
             reason: reason.into(),
+            message,
             started_at,
             finished_at: if finished_at.is_empty() {
                 now_rfc3339()
@@ -395,6 +408,7 @@ impl Track {
         self.shown.image_id = image_id;
         self.run.exit_recorded = false;
         self.run.oom = false;
+        self.run.stop_sent = None;
         self.run.started = Some(now);
         self.pacing.restart_at = None;
         self.pacing.retry_at = None;
