@@ -8,11 +8,14 @@
 //!
 //! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
+//! - [`daemonset`]: one pod per node that should run one, rolled by
+//!   revision.
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
 
 pub mod context;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
