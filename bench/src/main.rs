@@ -31,6 +31,8 @@ enum Scenario {
     Store(scenarios::store::StoreArgs),
     /// Scheduling throughput onto hollow nodes.
     Schedule(scenarios::schedule::ScheduleArgs),
+    /// A DaemonSet's pods bound on every hollow node.
+    Daemonset(scenarios::daemonset::DaemonsetArgs),
     /// Master CPU and memory with many heartbeating nodes.
     Heartbeat(scenarios::heartbeat::HeartbeatArgs),
     /// Failure detection, rescheduling, and false evictions on lossy links.
@@ -69,6 +71,7 @@ fn main() -> std::process::ExitCode {
         match cli.scenario {
             Scenario::Store(args) => scenarios::store::run(args).await,
             Scenario::Schedule(args) => scenarios::schedule::run(args).await,
+            Scenario::Daemonset(args) => scenarios::daemonset::run(args).await,
             Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,

@@ -22,6 +22,7 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
@@ -121,6 +122,11 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             DeploymentController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            DaemonSetController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

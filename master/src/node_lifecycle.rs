@@ -2,11 +2,13 @@
 //! written to Raft); a node silent for longer than the grace period is
 //! marked NotReady (Ready=Unknown) and tainted unreachable; if it stays
 //! silent for the eviction delay, its pods are deleted so their owners
-//! recreate them elsewhere. Those deletes are forced (no grace period): a
-//! silent node can neither stop its pods nor confirm that it has, and
-//! failover must not wait for it; a pod that starts terminating there
-//! later is forced out too. A node that speaks again is marked Ready and
-//! untainted. A new leader starts every node with a fresh grace period.
+//! recreate them elsewhere, but for DaemonSets' pods, which belong to
+//! their node, and pods that tolerate the unreachable taint for ever.
+//! Those deletes are forced (no grace period): a silent node can neither
+//! stop its pods nor confirm that it has, and failover must not wait for
+//! it; a pod that starts terminating there later is forced out too. A
+//! node that speaks again is marked Ready and untainted. A new leader
+//! starts every node with a fresh grace period.
 //! Each step is an Event, as Kubernetes' node lifecycle and taint eviction
 //! controllers record them: `NodeNotReady` on the node and on each of its
 //! pods, `NodeReady` on the node, `TaintManagerEviction` on each pod
@@ -35,7 +37,7 @@ use crate::writer;
 use skiff_values::now_rfc3339;
 
 /// The taint a silent node gets, as in Kubernetes.
-pub const UNREACHABLE_TAINT: &str = "node.kubernetes.io/unreachable";
+pub const UNREACHABLE_TAINT: &str = crate::objects::placement::TAINT_UNREACHABLE;
 /// The components its Events are recorded as (Kubernetes' names).
 const NODE_CONTROLLER: &str = "node-controller";
 const EVICTION_CONTROLLER: &str = "taint-eviction-controller";
@@ -274,6 +276,19 @@ async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> writer::Re
     Ok(())
 }
 
+/// Whether a pod stays on a node gone too long: a DaemonSet's pod belongs
+/// to its node and has nowhere else to go (its controller gives every
+/// pod an unlimited toleration of the unreachable taint too; this holds
+/// even for one that lost it).
+fn stays_on_its_node(pod: &v1::Pod) -> bool {
+    let daemon = pod.metadata.as_ref().is_some_and(|m| {
+        m.owner_references
+            .iter()
+            .any(|r| r.controller == Some(true) && r.kind == Kind::DaemonSet.name())
+    });
+    daemon || tolerates_unreachable(pod)
+}
+
 /// Whether a pod tolerates being on an unreachable node forever.
 fn tolerates_unreachable(pod: &v1::Pod) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
@@ -288,8 +303,8 @@ fn tolerates_unreachable(pod: &v1::Pod) -> bool {
 /// Which pods of a node gone too long are deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Eviction {
-    /// Every pod that has not finished, but those that tolerate the
-    /// unreachable taint forever.
+    /// Every pod that has not finished, but DaemonSets' pods and those that
+    /// tolerate the unreachable taint forever.
     Everything,
     /// Only pods being deleted already (terminating).
     TerminatingOnly,
@@ -304,7 +319,7 @@ async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), Re
         };
         let terminating = pod_is_terminating(pod);
         let evicted = match which {
-            Eviction::Everything => terminating || !tolerates_unreachable(pod),
+            Eviction::Everything => terminating || !stays_on_its_node(pod),
             Eviction::TerminatingOnly => terminating,
         };
         if !evicted || pod_is_finished(pod) {
@@ -512,6 +527,47 @@ spec: {nodeName: n2, containers: [{name: c, image: busybox}]}
             "forced out: {:?}",
             pods(&objects)
         );
+        shutdown.cancel();
+    }
+
+    /// A node with a DaemonSet's pod, which has no toleration of its own,
+    /// and another pod.
+    const DAEMON_POD: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: agent-x
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: DaemonSet, name: agent, uid: u1, controller: true}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-x}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_daemonsets_pod_stays_on_a_silent_node() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(DAEMON_POD);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(
+            context(&objects),
+            Arc::new(HeartbeatTable::default()),
+            LifecycleConfig::default(),
+            shutdown.clone(),
+        ));
+        // n1 is silent from the start: NotReady after 4.5 s, evicted 5 s
+        // later, but for the pod that belongs to it.
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        assert_eq!(node(&objects, "n1"), ("Unknown".into(), true));
+        assert_eq!(pods(&objects), ["agent-x"]);
         shutdown.cancel();
     }
 

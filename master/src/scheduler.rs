@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
+use crate::objects::placement::{node_selector_matches, untolerated};
 use crate::objects::pods::{pod_is_active, pod_is_finished};
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
@@ -415,23 +416,14 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
     if node.unschedulable {
         return Err(Unschedulable::Cordoned);
     }
-    for taint in &node.taints {
-        if taint.effect == "PreferNoSchedule" {
-            continue;
-        }
-        if !spec.tolerations.iter().any(|t| tolerates(t, taint)) {
-            return Err(Unschedulable::UntoleratedTaint {
-                key: taint.key.clone(),
-                value: taint.value.clone(),
-            });
-        }
+    let hard = |effect: &str| effect != "PreferNoSchedule";
+    if let Some(taint) = untolerated(&node.taints, &spec.tolerations, hard) {
+        return Err(Unschedulable::UntoleratedTaint {
+            key: taint.key.clone(),
+            value: taint.value.clone(),
+        });
     }
-    // `nodeSelector`: every label, with that value.
-    if !spec
-        .node_selector
-        .iter()
-        .all(|(k, v)| node.labels.get(k) == Some(v))
-    {
+    if !node_selector_matches(&spec.node_selector, &node.labels) {
         return Err(Unschedulable::NodeSelector);
     }
     if node.pods + 1 > node.pods_allocatable {
@@ -452,16 +444,6 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
         return Err(Unschedulable::HostPortsTaken);
     }
     Ok(())
-}
-
-fn tolerates(t: &v1::Toleration, taint: &v1::Taint) -> bool {
-    let effect_ok = t.effect.is_empty() || t.effect == taint.effect;
-    let key_ok = if t.key.is_empty() {
-        t.operator == "Exists"
-    } else {
-        t.key == taint.key && (t.operator == "Exists" || t.value == taint.value)
-    };
-    effect_ok && key_ok
 }
 
 /// Higher is better: free share of CPU and memory after placing the pod,

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod common;
+pub mod daemonset;
 pub mod disk_idle;
 pub mod failover;
 pub mod footprint;

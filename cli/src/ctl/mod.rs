@@ -121,7 +121,7 @@ pub enum CtlCommand {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Manage a Deployment's rollout.
+    /// Manage the rollout of a Deployment or a DaemonSet.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
@@ -174,7 +174,7 @@ pub enum CtlCommand {
 pub enum RolloutCommand {
     /// Wait until the rollout finishes, showing progress.
     Status {
-        /// deploy/NAME, or deploy NAME.
+        /// deploy/NAME or ds/NAME (or KIND NAME).
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
         /// The namespace (default: default).
@@ -186,7 +186,7 @@ pub enum RolloutCommand {
     },
     /// Go back to the previous template (or to --to-revision).
     Undo {
-        /// deploy/NAME, or deploy NAME.
+        /// deploy/NAME or ds/NAME (or KIND NAME).
         #[arg(required = true, num_args = 1..=2)]
         target: Vec<String>,
         /// The namespace (default: default).
@@ -488,19 +488,20 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
                 namespace,
                 timeout,
             } => {
-                let name = parse_deployment(&target)?;
+                let (kind, name) = rollout_target(&target)?;
                 let namespace = namespace_or_default(namespace);
-                rollout::status(&client, &namespace, &name, timeout.into(), out).await
+                let timeout = timeout.into();
+                rollout::status(&client, kind, &namespace, &name, timeout, out).await
             }
             RolloutCommand::Undo {
                 target,
                 namespace,
                 to_revision,
             } => {
-                let name = parse_deployment(&target)?;
+                let (kind, name) = rollout_target(&target)?;
                 let namespace = namespace_or_default(namespace);
-                rollout::undo(&client, &namespace, &name, to_revision).await?;
-                writeln!(out, "deployment.apps/{name} rolled back")?;
+                rollout::undo(&client, kind, &namespace, &name, to_revision).await?;
+                writeln!(out, "{} rolled back", resource_ref(kind, &name))?;
                 Ok(())
             }
         },
@@ -524,16 +525,17 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
     }
 }
 
-/// The name in `deploy/NAME` or `deploy NAME`.
-fn parse_deployment(target: &[String]) -> Result<String> {
+/// The kind and name in `deploy/NAME`, `ds/NAME` or `KIND NAME`: what
+/// `rollout` works on.
+fn rollout_target(target: &[String]) -> Result<(Kind, String)> {
     let (kind, name) = targets::parse_one(target)?;
-    if kind != Kind::Deployment {
+    if !matches!(kind, Kind::Deployment | Kind::DaemonSet) {
         return Err(CtlError::Usage(format!(
-            "rollout works on deployments, not {}",
+            "rollout works on deployments and daemonsets, not {}",
             kind.plural()
         )));
     }
-    Ok(name)
+    Ok((kind, name))
 }
 
 /// `deployment.apps/web`, `pod/web-x7k2p`: how kubectl names an object.

@@ -1,11 +1,17 @@
-//! `scale`, `rollout status` and `rollout undo`, as kubectl does them: the
-//! client changes the Deployment, the controller does the rest.
+//! `scale`, `rollout status` and `rollout undo` (of Deployments and
+//! DaemonSets), `cordon` and `drain`, as kubectl does them: the client
+//! changes the object, the controller does the rest.
 
 use std::io::Write;
 use std::time::Duration;
 
+use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
+use skiff_master::controllers::daemonset::history::Revision;
+use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
+use skiff_master::objects::generic;
+use skiff_master::objects::owners::controller_of;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
@@ -54,9 +60,11 @@ pub async fn scale(
     Err(CtlError::Usage(format!("{what} kept changing; try again")))
 }
 
-/// Waits for a Deployment's rollout to finish, printing progress.
+/// Waits for the rollout of a Deployment or a DaemonSet (`kind`) to
+/// finish, printing progress.
 pub async fn status(
     client: &Client,
+    kind: Kind,
     namespace: &str,
     name: &str,
     timeout: Duration,
@@ -64,12 +72,16 @@ pub async fn status(
 ) -> Result<()> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last = String::new();
+    let what = resource_ref(kind, name);
     loop {
         let object = client
-            .get(Kind::Deployment, namespace, name)
+            .get(kind, namespace, name)
             .await
-            .map_err(api(format!("getting deployment {name:?}")))?;
-        let (message, done) = progress(&object, name);
+            .map_err(api(format!("getting {what}")))?;
+        let (message, done) = match kind {
+            Kind::DaemonSet => daemon_set_progress(&object, name),
+            _ => progress(&object, name),
+        };
         if message != last {
             writeln!(out, "{message}")?;
             out.flush()?;
@@ -85,7 +97,7 @@ pub async fn status(
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(CtlError::Usage(format!(
-                "timed out after {} waiting for the rollout of deployment {name:?}",
+                "timed out after {} waiting for the rollout of {what}",
                 humantime::format_duration(timeout)
             )));
         }
@@ -148,8 +160,129 @@ pub fn progress(object: &Object, name: &str) -> (String, bool) {
     (format!("deployment {name:?} successfully rolled out"), true)
 }
 
-/// Puts the template of an earlier revision back into the Deployment.
+/// kubectl's rollout progress of a DaemonSet, and whether it is done.
+pub fn daemon_set_progress(object: &Object, name: &str) -> (String, bool) {
+    let Some(Body::Generic(daemon_set)) = &object.kind else {
+        return (format!("{name} is not a daemon set"), true);
+    };
+    let content = generic::content(daemon_set);
+    let strategy = content
+        .get("spec")
+        .and_then(|spec| spec.pointer("/updateStrategy/type"))
+        .and_then(Value::as_str);
+    if strategy.is_some_and(|s| s != "RollingUpdate") {
+        let only = "rollout status is only available for RollingUpdate strategy type";
+        return (format!("error: {only}"), true);
+    }
+    let status = DaemonSetStatus::read(daemon_set);
+    let (updated, desired) = (
+        status.updated_number_scheduled,
+        status.desired_number_scheduled,
+    );
+    if status.observed_generation < object.meta().generation {
+        return (
+            "Waiting for daemon set spec update to be observed...".to_owned(),
+            false,
+        );
+    }
+    if updated < desired {
+        return (
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {updated} out of {desired} new pods have been updated..."
+            ),
+            false,
+        );
+    }
+    if status.number_available < desired {
+        return (
+            format!(
+                "Waiting for daemon set {name:?} rollout to finish: {} of {desired} updated pods are available...",
+                status.number_available
+            ),
+            false,
+        );
+    }
+    (format!("daemon set {name:?} successfully rolled out"), true)
+}
+
+/// Puts the template of an earlier revision back into a Deployment or a
+/// DaemonSet (`kind`).
 pub async fn undo(
+    client: &Client,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    to_revision: Option<u64>,
+) -> Result<()> {
+    match kind {
+        Kind::DaemonSet => undo_daemon_set(client, namespace, name, to_revision).await,
+        _ => undo_deployment(client, namespace, name, to_revision).await,
+    }
+}
+
+/// What `kubectl rollout undo daemonset` does: the template recorded in the
+/// DaemonSet's ControllerRevision of that number (by default the one before
+/// the newest) becomes its template again.
+async fn undo_daemon_set(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    to_revision: Option<u64>,
+) -> Result<()> {
+    let daemon_set = client
+        .get(Kind::DaemonSet, namespace, name)
+        .await
+        .map_err(api(format!("getting daemon set {name:?}")))?;
+    let uid = daemon_set.meta().uid.clone();
+    let listed = client
+        .list(Kind::ControllerRevision, namespace)
+        .await
+        .map_err(api("listing controllerrevisions".to_owned()))?;
+    let mut revisions: Vec<Revision> = listed
+        .items
+        .iter()
+        .filter(|o| controller_of(o, Kind::DaemonSet).is_some_and(|r| r.uid == uid))
+        .filter_map(|o| match &o.kind {
+            Some(Body::Generic(g)) => Some(Revision::read(g)),
+            _ => None,
+        })
+        .collect();
+    revisions.sort_by_key(|r| r.revision);
+    let target = match to_revision {
+        Some(n) => revisions
+            .iter()
+            .find(|r| u64::try_from(r.revision).ok() == Some(n))
+            .ok_or_else(|| CtlError::Usage(format!("daemon set {name:?} has no revision {n}")))?,
+        None => revisions.iter().rev().nth(1).ok_or_else(|| {
+            CtlError::Usage(format!("daemon set {name:?} has no previous revision"))
+        })?,
+    };
+    let Some(mut template) = target.data.pointer("/spec/template").cloned() else {
+        return Err(CtlError::Usage(format!(
+            "revision {} of daemon set {name:?} records no template",
+            target.revision
+        )));
+    };
+    if let Some(fields) = template.as_object_mut() {
+        fields.remove("$patch");
+    }
+    let mut updated = daemon_set;
+    if let Some(Body::Generic(g)) = updated.kind.as_mut() {
+        let mut content = generic::content(g);
+        if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("template".to_owned(), template);
+        }
+        generic::set_content(g, &content);
+    }
+    client
+        .update(updated)
+        .await
+        .map_err(api(format!("rolling back daemon set {name:?}")))?;
+    Ok(())
+}
+
+/// Puts the template of an earlier revision back into the Deployment.
+async fn undo_deployment(
     client: &Client,
     namespace: &str,
     name: &str,
@@ -216,7 +349,9 @@ pub async fn set_unschedulable(client: &Client, node: &str, unschedulable: bool)
 }
 
 /// Cordons a node and deletes its pods; controllers recreate them on other
-/// nodes. Pods no controller owns are only deleted with `force`.
+/// nodes. Pods no controller owns are only deleted with `force`; those of
+/// DaemonSets stay (they belong to the node, and would come straight
+/// back), as with `kubectl drain --ignore-daemonsets`.
 pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write) -> Result<()> {
     set_unschedulable(client, node, true).await?;
     writeln!(out, "node/{node} cordoned")?;
@@ -224,14 +359,19 @@ pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write
         .list(Kind::Pod, "")
         .await
         .map_err(api("listing pods".to_owned()))?;
-    let on_node: Vec<Object> = list
+    let (daemons, on_node): (Vec<Object>, Vec<Object>) = list
         .items
         .into_iter()
         .filter(|o| match &o.kind {
             Some(Body::Pod(p)) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
             _ => false,
         })
-        .collect();
+        .partition(|o| controller_of(o, Kind::DaemonSet).is_some());
+    if !daemons.is_empty() {
+        let names: Vec<String> = daemons.iter().map(ObjectExt::display_name).collect();
+        let names = names.join(", ");
+        writeln!(out, "Warning: ignoring DaemonSet-managed Pods: {names}")?;
+    }
     let unmanaged: Vec<String> = on_node
         .iter()
         .filter(|o| {
@@ -260,4 +400,67 @@ pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write
     }
     writeln!(out, "node/{node} drained")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_master::objects::manifest::parse_manifest;
+
+    fn daemon_set(strategy: &str, generation: i64, status: &str) -> Object {
+        let yaml = format!(
+            r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  updateStrategy: {{type: {strategy}}}
+  selector: {{matchLabels: {{app: a}}}}
+  template:
+    metadata: {{labels: {{app: a}}}}
+    spec: {{containers: [{{name: a, image: i}}]}}
+status: {status}
+"#
+        );
+        let mut manifest = parse_manifest("ds.yaml", &yaml, true).unwrap();
+        let mut object = manifest.objects.remove(0);
+        if let Ok(meta) = object.meta_mut() {
+            meta.generation = generation;
+        }
+        object
+    }
+
+    fn counts(observed: i64, desired: i32, updated: i32, available: i32) -> String {
+        format!(
+            "{{observedGeneration: {observed}, desiredNumberScheduled: {desired}, updatedNumberScheduled: {updated}, numberAvailable: {available}}}"
+        )
+    }
+
+    #[test]
+    fn a_daemon_sets_rollout_reads_as_kubectl_prints_it() {
+        let progress_of = |status: String| {
+            let object = daemon_set("RollingUpdate", 2, &status);
+            daemon_set_progress(&object, "agent")
+        };
+        let (message, done) = progress_of(counts(1, 3, 3, 3));
+        assert_eq!(
+            message,
+            "Waiting for daemon set spec update to be observed..."
+        );
+        assert!(!done);
+        let (message, done) = progress_of(counts(2, 3, 1, 1));
+        let want = "Waiting for daemon set \"agent\" rollout to finish: 1 out of 3 new pods have been updated...";
+        assert_eq!((message.as_str(), done), (want, false));
+        let (message, done) = progress_of(counts(2, 3, 3, 2));
+        let want = "Waiting for daemon set \"agent\" rollout to finish: 2 of 3 updated pods are available...";
+        assert_eq!((message.as_str(), done), (want, false));
+        let (message, done) = progress_of(counts(2, 3, 3, 3));
+        let want = "daemon set \"agent\" successfully rolled out";
+        assert_eq!((message.as_str(), done), (want, true));
+
+        let on_delete = daemon_set("OnDelete", 1, &counts(1, 1, 1, 1));
+        let (message, done) = daemon_set_progress(&on_delete, "agent");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(done);
+    }
 }

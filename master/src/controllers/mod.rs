@@ -8,6 +8,8 @@
 //!
 //! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
+//! - [`daemonset`]: one pod per node that should run one, rolled by
+//!   revision.
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
@@ -16,6 +18,7 @@
 //!   Raft membership.
 
 pub mod context;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;

@@ -152,6 +152,9 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
                 "updateStrategy",
                 serde_json::json!({"type": "RollingUpdate"}),
             );
+            if let Some(strategy) = spec.get_mut("updateStrategy") {
+                default(strategy, "type", "RollingUpdate");
+            }
             if spec["updateStrategy"]["type"] == "RollingUpdate" {
                 let rolling = &mut spec["updateStrategy"];
                 default(rolling, "rollingUpdate", serde_json::json!({}));
@@ -380,6 +383,9 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                     "Required value: at least one container".to_owned(),
                 ));
             }
+            if kind == Kind::DaemonSet {
+                daemon_set_strategy(&spec["updateStrategy"], &mut problems);
+            }
             if kind == Kind::StatefulSet && spec["replicas"].as_i64().is_some_and(|r| r < 0) {
                 problems.push((
                     "spec.replicas".to_owned(),
@@ -429,6 +435,59 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         _ => {}
     }
     problems
+}
+
+/// A DaemonSet's `updateStrategy`, as Kubernetes validates it: a known
+/// type, and for RollingUpdate counts or percentages of which exactly one
+/// is above 0.
+fn daemon_set_strategy(strategy: &Value, problems: &mut Vec<(String, String)>) {
+    const STRATEGIES: &str = r#""OnDelete", "RollingUpdate""#;
+    let at = "spec.updateStrategy";
+    match strategy["type"].as_str().unwrap_or("RollingUpdate") {
+        "OnDelete" => {}
+        "RollingUpdate" => {
+            let rolling = &strategy["rollingUpdate"];
+            // Unset, each is Kubernetes' default.
+            let mut amount = |field: &str, unset: i64| -> Option<i64> {
+                let path = format!("{at}.rollingUpdate.{field}");
+                let value = &rolling[field];
+                let (number, percent) = match value {
+                    Value::Null => return Some(unset),
+                    Value::Number(n) => (n.as_i64(), false),
+                    Value::String(s) => match s.strip_suffix('%') {
+                        Some(p) => (p.parse::<i64>().ok(), true),
+                        None => (s.parse::<i64>().ok(), false),
+                    },
+                    _ => (None, false),
+                };
+                let reason = match number {
+                    None => "must be an integer or percentage (e.g. 5 or 10%)",
+                    Some(n) if n < 0 => "must be greater than or equal to 0",
+                    Some(n) if percent && n > 100 => "must not be greater than 100%",
+                    Some(n) => return Some(n),
+                };
+                problems.push((path, format!("Invalid value: {value}: {reason}")));
+                None
+            };
+            let surge = amount("maxSurge", 0);
+            let unavailable = amount("maxUnavailable", 1);
+            match (surge, unavailable) {
+                (Some(s), Some(u)) if s > 0 && u > 0 => problems.push((
+                    format!("{at}.rollingUpdate.maxSurge"),
+                    "Invalid value: may not be set when maxUnavailable is non-zero".to_owned(),
+                )),
+                (Some(0), Some(0)) => problems.push((
+                    format!("{at}.rollingUpdate.maxUnavailable"),
+                    "Required value: cannot be 0 when maxSurge is 0".to_owned(),
+                )),
+                _ => {}
+            }
+        }
+        other => problems.push((
+            format!("{at}.type"),
+            format!("Unsupported value: {other:?}: supported values: {STRATEGIES}"),
+        )),
+    }
 }
 
 fn job_checks(spec: &Value, at: &str, problems: &mut Vec<(String, String)>) {
@@ -562,6 +621,46 @@ mod tests {
         let c = content(&sc);
         assert_eq!(c["reclaimPolicy"], "Delete");
         assert!(c.get("spec").is_none(), "{c:?}");
+    }
+
+    #[test]
+    fn a_daemonsets_update_strategy_is_defaulted_and_checked_as_kubernetes_does() {
+        let daemon_set = |strategy: Value| {
+            let (mut ds, _) = read(
+                Kind::DaemonSet,
+                json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "d"},
+                       "spec": {"selector": {"matchLabels": {"a": "b"}},
+                         "updateStrategy": strategy,
+                         "template": {"metadata": {"labels": {"a": "b"}},
+                           "spec": {"containers": [{"name": "c", "image": "i"}]}}}}),
+            );
+            apply_defaults(Kind::DaemonSet, &mut ds);
+            ds
+        };
+        let problems = |strategy: Value| -> Vec<String> {
+            let found = validate(Kind::DaemonSet, &daemon_set(strategy));
+            found.into_iter().map(|(field, _)| field).collect()
+        };
+        let defaulted = content(&daemon_set(json!({"rollingUpdate": {"maxSurge": 0}})));
+        let strategy = &defaulted["spec"]["updateStrategy"];
+        assert_eq!(strategy["type"], "RollingUpdate");
+        assert_eq!(strategy["rollingUpdate"]["maxUnavailable"], 1);
+        assert_eq!(strategy["rollingUpdate"]["maxSurge"], 0);
+        assert!(problems(json!({})).is_empty());
+        assert!(problems(json!({"type": "OnDelete"})).is_empty());
+        let surge = json!({"rollingUpdate": {"maxSurge": "10%", "maxUnavailable": 0}});
+        assert!(problems(surge).is_empty());
+
+        let at = "spec.updateStrategy.rollingUpdate";
+        let both = json!({"rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}});
+        assert_eq!(problems(both), [format!("{at}.maxSurge")]);
+        let neither = json!({"rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 0}});
+        assert_eq!(problems(neither), [format!("{at}.maxUnavailable")]);
+        let wrong = json!({"rollingUpdate": {"maxSurge": "a lot", "maxUnavailable": "150%"}});
+        let fields = [format!("{at}.maxSurge"), format!("{at}.maxUnavailable")];
+        assert_eq!(problems(wrong), fields);
+        let unknown = json!({"type": "Sometimes"});
+        assert_eq!(problems(unknown), ["spec.updateStrategy.type"]);
     }
 
     #[test]

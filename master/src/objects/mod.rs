@@ -14,6 +14,7 @@ pub mod generic;
 pub mod manifest;
 pub mod metadata;
 pub mod owners;
+pub mod placement;
 pub mod pods;
 pub mod registry;
 pub mod schema_check;

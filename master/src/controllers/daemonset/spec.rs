@@ -1,0 +1,389 @@
+//! A DaemonSet as its controller reads and writes it. DaemonSets are held
+//! as generic objects (`objects::generic`: typed metadata, the rest as the
+//! JSON it was sent as), so this takes out what the controller acts on:
+//! the selector; the pod template, as stored (what revisions record and
+//! hash) and as the typed pod every node gets, with the tolerations every
+//! DaemonSet pod gets; where that pod may run ([`Requirements`]); the
+//! update strategy; `minReadySeconds`; `revisionHistoryLimit`. And the
+//! status it writes back ([`DaemonSetStatus`], Kubernetes' field names).
+
+use serde_json::{Map, Value};
+use skiff_proto::v1;
+
+use super::eligibility::{add_daemon_tolerations, Requirements};
+use super::history::REVISION_HASH_LABEL;
+use crate::controllers::deployment::resolve;
+use crate::objects::generic;
+use crate::objects::metadata::random_suffix;
+use crate::objects::placement::required_node_affinity;
+use crate::objects::selector;
+
+/// Longest base of a generated pod name (`<daemonset>-`), as Kubernetes
+/// cuts `generateName`, so that the name stays a valid label value.
+const MAX_NAME_BASE: usize = 58;
+
+/// A DaemonSet the controller cannot act on: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct SpecError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// How a changed template reaches the pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpdateStrategy {
+    /// Only pods someone deletes are replaced.
+    OnDelete,
+    /// Old pods are replaced node by node: counts or percentages (`"1"`,
+    /// `"10%"`) of the nodes that should run a pod.
+    RollingUpdate {
+        max_unavailable: String,
+        max_surge: String,
+    },
+}
+
+impl UpdateStrategy {
+    /// Whether a node may run a new pod beside its old one while it starts
+    /// (`maxSurge` above 0).
+    pub fn allows_surge(&self) -> bool {
+        match self {
+            UpdateStrategy::OnDelete => false,
+            UpdateStrategy::RollingUpdate { max_surge, .. } => resolve(max_surge, 1, true) > 0,
+        }
+    }
+
+    /// `(maxSurge, maxUnavailable)` for `desired` nodes; percentages round
+    /// up, and both 0 counts as one unavailable, as in Kubernetes.
+    pub fn limits(&self, desired: i32) -> (i32, i32) {
+        let (surge, unavailable) = match self {
+            UpdateStrategy::OnDelete => (0, 0),
+            UpdateStrategy::RollingUpdate {
+                max_unavailable,
+                max_surge,
+            } => (
+                resolve(max_surge, desired, true).max(0),
+                resolve(max_unavailable, desired, true).max(0),
+            ),
+        };
+        if desired > 0 && surge == 0 && unavailable == 0 {
+            (0, 1)
+        } else {
+            (surge, unavailable)
+        }
+    }
+}
+
+/// What the controller reads of a DaemonSet.
+#[derive(Debug, Clone)]
+pub struct DaemonSetSpec {
+    pub selector: v1::LabelSelector,
+    /// `spec.template` as stored.
+    pub template: Value,
+    /// The template as the pod every node gets (but for its name, node and
+    /// revision label), with the DaemonSet tolerations.
+    pub pod: v1::PodTemplateSpec,
+    /// Where the pods may run.
+    pub requirements: Requirements,
+    pub strategy: UpdateStrategy,
+    pub min_ready_seconds: i32,
+    pub revision_history_limit: usize,
+}
+
+impl DaemonSetSpec {
+    /// Reads the spec of a DaemonSet.
+    pub fn read(object: &v1::GenericObject) -> Result<DaemonSetSpec, SpecError> {
+        let mut spec = generic::content(object)
+            .remove("spec")
+            .unwrap_or(Value::Null);
+        strip_nulls(&mut spec);
+        let selector: v1::LabelSelector = match spec.get("selector") {
+            Some(s) => serde_json::from_value(s.clone()).map_err(|e| SpecError {
+                field: "spec.selector",
+                message: e.to_string(),
+            })?,
+            None => v1::LabelSelector::default(),
+        };
+        if selector::is_empty(&selector) {
+            return Err(SpecError {
+                field: "spec.selector",
+                message: "an empty selector would claim every pod".to_owned(),
+            });
+        }
+        let template = spec
+            .get("template")
+            .cloned()
+            .unwrap_or_else(|| Value::Object(Map::new()));
+        let pod = serde_json::from_value::<v1::PodTemplateSpec>(template.clone());
+        let mut pod = pod.map_err(|e| SpecError {
+            field: "spec.template",
+            message: e.to_string(),
+        })?;
+        let pod_spec = pod.spec.get_or_insert_with(Default::default);
+        add_daemon_tolerations(pod_spec);
+        let affinity = template.get("spec").and_then(required_node_affinity);
+        let requirements = Requirements::new(pod_spec, affinity);
+        let rolling = &spec["updateStrategy"]["rollingUpdate"];
+        let strategy = match spec["updateStrategy"]["type"].as_str() {
+            Some("OnDelete") => UpdateStrategy::OnDelete,
+            _ => UpdateStrategy::RollingUpdate {
+                max_unavailable: int_or_string(&rolling["maxUnavailable"], "1"),
+                max_surge: int_or_string(&rolling["maxSurge"], "0"),
+            },
+        };
+        let min_ready = spec["minReadySeconds"].as_i64().unwrap_or(0);
+        let limit = spec["revisionHistoryLimit"].as_i64().unwrap_or(10);
+        Ok(DaemonSetSpec {
+            selector,
+            template,
+            pod,
+            requirements,
+            strategy,
+            min_ready_seconds: i32::try_from(min_ready.max(0)).unwrap_or(i32::MAX),
+            revision_history_limit: usize::try_from(limit.max(0)).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// The pod `node` gets: the template's, bound to `node`, labelled with
+    /// the revision's `hash`, owned by `owner`, named
+    /// `<daemonset>-<random5>`.
+    pub fn pod_for(
+        &self,
+        daemon_set: &str,
+        namespace: &str,
+        hash: &str,
+        node: &str,
+        owner: Option<v1::OwnerReference>,
+    ) -> v1::Pod {
+        let meta = self.pod.metadata.clone().unwrap_or_default();
+        let mut labels = meta.labels;
+        labels.insert(REVISION_HASH_LABEL.to_owned(), hash.to_owned());
+        let mut spec = self.pod.spec.clone().unwrap_or_default();
+        spec.node_name = node.to_owned();
+        let base: String = format!("{daemon_set}-")
+            .chars()
+            .take(MAX_NAME_BASE)
+            .collect();
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: format!("{base}{}", random_suffix()),
+                namespace: namespace.to_owned(),
+                labels,
+                annotations: meta.annotations,
+                owner_references: owner.into_iter().collect(),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            ..Default::default()
+        }
+    }
+}
+
+/// An int-or-string field as the text [`resolve`] reads (`default` when
+/// unset).
+fn int_or_string(value: &Value, default: &str) -> String {
+    match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) if !s.is_empty() => s.clone(),
+        _ => default.to_owned(),
+    }
+}
+
+/// Removes every `null` member of every object in `value`: unset, to the
+/// typed models as to Kubernetes.
+fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.retain(|_, v| !v.is_null());
+            fields.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// A DaemonSet's `status`, with Kubernetes' field names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DaemonSetStatus {
+    /// Nodes that should run a pod and run at least one.
+    pub current_number_scheduled: i32,
+    /// Nodes that run a pod but should not.
+    pub number_misscheduled: i32,
+    /// Nodes that should run a pod.
+    pub desired_number_scheduled: i32,
+    /// Nodes that should run a pod whose pod is Ready.
+    pub number_ready: i32,
+    pub observed_generation: i64,
+    /// Nodes that should run a pod whose pod runs the current template.
+    pub updated_number_scheduled: i32,
+    /// Nodes that should run a pod whose pod has been Ready for
+    /// `minReadySeconds`.
+    pub number_available: i32,
+    /// Nodes that should run a pod without an available one.
+    pub number_unavailable: i32,
+    /// Bumped when a new revision's name is taken by another template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub collision_count: Option<i32>,
+    /// Kept as written (the controller sets none).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Value>,
+}
+
+impl DaemonSetStatus {
+    /// The status a DaemonSet has (all zero when it has none, or one that
+    /// does not read).
+    pub fn read(object: &v1::GenericObject) -> DaemonSetStatus {
+        let status = generic::content(object).remove("status");
+        status
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default()
+    }
+
+    /// `object` (a DaemonSet) with this status.
+    pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
+        let mut object = object.clone();
+        let mut content = generic::content(&object);
+        let status = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()));
+        content.insert("status".to_owned(), status);
+        generic::set_content(&mut object, &content);
+        object
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controllers::recording::RecordingObjects;
+    use crate::objects::placement::TAINT_UNREACHABLE;
+    use skiff_proto::api::object::Kind as Body;
+
+    fn read(yaml: &str) -> Result<DaemonSetSpec, SpecError> {
+        let objects = RecordingObjects::new();
+        let Some(Body::Generic(g)) = objects.seed_yaml(yaml).remove(0).kind else {
+            panic!("not a generic object");
+        };
+        DaemonSetSpec::read(&g)
+    }
+
+    const AGENT: &str = r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: agent}}
+  minReadySeconds: 5
+  template:
+    metadata:
+      labels: {app: agent}
+      annotations: {note: kept}
+    spec:
+      hostNetwork: true
+      nodeSelector: {role: edge}
+      tolerations: [{key: dedicated, operator: Exists}]
+      containers:
+      - name: a
+        image: "agent:1"
+        resources: {requests: {cpu: 10m}}
+"#;
+
+    #[test]
+    fn a_daemonset_reads_with_kubernetes_defaults_and_daemon_tolerations() {
+        let spec = read(AGENT).unwrap();
+        assert_eq!(spec.selector.match_labels["app"], "agent");
+        assert_eq!(spec.min_ready_seconds, 5);
+        assert_eq!(spec.revision_history_limit, 10);
+        let rolling = UpdateStrategy::RollingUpdate {
+            max_unavailable: "1".into(),
+            max_surge: "0".into(),
+        };
+        assert_eq!(spec.strategy, rolling);
+        assert_eq!(spec.template["spec"]["containers"][0]["image"], "agent:1");
+        let pod_spec = spec.pod.spec.clone().unwrap();
+        assert_eq!(pod_spec.containers[0].image, "agent:1");
+        let keys: Vec<&str> = pod_spec
+            .tolerations
+            .iter()
+            .map(|t| t.key.as_str())
+            .collect();
+        assert_eq!(keys[0], "dedicated", "the template's own first");
+        assert!(keys.contains(&TAINT_UNREACHABLE), "{keys:?}");
+        assert_eq!(keys.len(), 8, "hostNetwork: network-unavailable too");
+
+        let pod = spec.pod_for("agent", "default", "h4sh", "n1", None);
+        let meta = pod.metadata.clone().unwrap();
+        assert!(meta.name.starts_with("agent-") && meta.name.len() == 11);
+        assert_eq!(meta.labels[REVISION_HASH_LABEL], "h4sh");
+        assert_eq!(meta.labels["app"], "agent");
+        assert_eq!(meta.annotations["note"], "kept");
+        assert_eq!(pod.spec.unwrap().node_name, "n1");
+
+        let long = "d".repeat(70);
+        let pod = spec.pod_for(&long, "default", "h4sh", "n1", None);
+        assert_eq!(pod.metadata.unwrap().name.len(), MAX_NAME_BASE + 5);
+    }
+
+    #[test]
+    fn strategies_and_their_limits() {
+        let on_delete = AGENT.replace(
+            "  minReadySeconds: 5\n",
+            "  updateStrategy: {type: OnDelete}\n",
+        );
+        let strategy = read(&on_delete).unwrap().strategy;
+        assert_eq!(strategy, UpdateStrategy::OnDelete);
+        let surge = AGENT.replace(
+            "  minReadySeconds: 5\n",
+            "  updateStrategy: {rollingUpdate: {maxSurge: 20%, maxUnavailable: 0}}\n",
+        );
+        let strategy = read(&surge).unwrap().strategy;
+        assert!(strategy.allows_surge());
+        // 20% of 12 nodes rounds up to 3.
+        assert_eq!(strategy.limits(12), (3, 0));
+        let default = read(AGENT).unwrap().strategy;
+        assert!(!default.allows_surge());
+        assert_eq!(default.limits(12), (0, 1));
+        let percent = UpdateStrategy::RollingUpdate {
+            max_unavailable: "10%".into(),
+            max_surge: "0".into(),
+        };
+        assert_eq!(percent.limits(12), (0, 2));
+        assert_eq!(percent.limits(0), (0, 0));
+        let nothing = UpdateStrategy::RollingUpdate {
+            max_unavailable: "0".into(),
+            max_surge: "0".into(),
+        };
+        assert_eq!(nothing.limits(3), (0, 1), "both 0: one unavailable");
+    }
+
+    #[test]
+    fn an_empty_selector_is_refused() {
+        let everything = AGENT.replace("{matchLabels: {app: agent}}", "{}");
+        let e = read(&everything).unwrap_err();
+        assert_eq!(e.field, "spec.selector");
+    }
+
+    #[test]
+    fn the_status_round_trips_with_kubernetes_names() {
+        let status = DaemonSetStatus {
+            desired_number_scheduled: 3,
+            number_unavailable: 1,
+            observed_generation: 2,
+            collision_count: Some(1),
+            ..Default::default()
+        };
+        let object = v1::GenericObject {
+            api_version: "apps/v1".into(),
+            kind: "DaemonSet".into(),
+            ..Default::default()
+        };
+        let written = status.write_into(&object);
+        let json = generic::content(&written)["status"].clone();
+        assert_eq!(json["desiredNumberScheduled"], 3);
+        assert_eq!(json["numberUnavailable"], 1);
+        assert_eq!(json["collisionCount"], 1);
+        assert_eq!(json["numberMisscheduled"], 0);
+        assert!(json.get("conditions").is_none());
+        assert_eq!(DaemonSetStatus::read(&written), status);
+        assert_eq!(DaemonSetStatus::read(&object), DaemonSetStatus::default());
+    }
+}
