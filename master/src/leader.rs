@@ -21,8 +21,10 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::cron_job::CronJobController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::job::JobController;
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::{self, garbage_collector, Context};
@@ -116,6 +118,16 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             DeploymentController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            JobController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            CronJobController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

@@ -8,14 +8,18 @@
 //!
 //! - [`replicaset`]: keeps `replicas` pods per ReplicaSet.
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
+//! - [`job`]: runs Jobs' pods to completion, counting each exactly once.
+//! - [`cron_job`]: creates Jobs on CronJobs' schedules.
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
 
 pub mod context;
+pub mod cron_job;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod job;
 pub mod node_ipam;
 pub mod queue;
 pub mod recording;
