@@ -22,9 +22,11 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::cron_job::CronJobController;
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
@@ -127,6 +129,16 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             DaemonSetController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            JobController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            CronJobController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

@@ -127,6 +127,11 @@ impl ObjectWriter {
             }
         }
         apply_defaults(&mut object);
+        // The uid is known now, so that a Job can select its pods by it.
+        let uid = new_uid();
+        if let (Kind::Job, Some(Body::Generic(job))) = (kind, object.kind.as_mut()) {
+            crate::objects::generic::generate_job_selector(job, &uid);
+        }
         validate(&object)?;
         // A Service's address stays reserved until the create is applied
         // (then the cache holds it) or fails, so concurrent creates never
@@ -140,7 +145,7 @@ impl ObjectWriter {
         };
         let command = Command::Create {
             object: encode_checked(&object)?,
-            uid: new_uid(),
+            uid,
             now: now_rfc3339(),
         };
         decode_object(&self.cluster.propose(command).await?.object)

@@ -10,6 +10,8 @@
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
 //! - [`daemonset`]: one pod per node that should run one, rolled by
 //!   revision.
+//! - [`job`]: runs Jobs' pods to completion, counting each exactly once.
+//! - [`cron_job`]: creates Jobs on CronJobs' schedules.
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
@@ -18,10 +20,12 @@
 //!   Raft membership.
 
 pub mod context;
+pub mod cron_job;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod job;
 pub mod kubernetes_service;
 pub mod node_ipam;
 pub mod queue;

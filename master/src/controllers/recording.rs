@@ -8,9 +8,11 @@
 //! a write fails"; it records the Events the loops record too, as they
 //! were recorded (no correlation). It does not default or validate what controllers write,
 //! nor require namespaces to exist; the writer's own tests cover those.
+//! [`ManualClock`] is the time of the loops that read one.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use prost::Message;
 use skiff_proto::api::{EventType, Object};
@@ -19,7 +21,7 @@ use tokio::sync::broadcast;
 
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
-use crate::events::{EventRecorder, EventSink, NewEvent};
+use crate::events::{Clock, EventRecorder, EventSink, NewEvent};
 use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
 use crate::objects::metadata::new_uid;
 use crate::objects::{merge_update, Kind, ObjectExt};
@@ -529,6 +531,29 @@ impl ObjectWrites for RecordingObjects {
 impl EventSink for RecordingObjects {
     fn record(&self, event: NewEvent) {
         self.state().events.push(event);
+    }
+}
+
+/// A clock that stands still until a test moves it.
+pub struct ManualClock(Mutex<SystemTime>);
+
+impl ManualClock {
+    pub fn at(time: SystemTime) -> Arc<ManualClock> {
+        Arc::new(ManualClock(Mutex::new(time)))
+    }
+
+    pub fn set(&self, time: SystemTime) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = time;
+    }
+
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

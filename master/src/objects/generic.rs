@@ -20,10 +20,76 @@
 use serde_json::{Map, Value};
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
+use super::cron_schedule::{time_zone, CronSchedule};
 use super::pods::default_pull_policy;
 use super::Kind;
 
 pub use super::schema_check::SchemaError;
+
+/// The label that selects a Job's pods by the Job's uid.
+pub const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
+/// The label that names a pod's Job.
+pub const JOB_NAME_LABEL: &str = "batch.kubernetes.io/job-name";
+/// The uid label under its name before Kubernetes 1.27, still set.
+pub const LEGACY_CONTROLLER_UID_LABEL: &str = "controller-uid";
+/// The Job name label under its name before Kubernetes 1.27, still set.
+pub const LEGACY_JOB_NAME_LABEL: &str = "job-name";
+
+/// The labels Kubernetes gives the pods of the Job `name` with `uid`.
+pub fn job_pod_labels(name: &str, uid: &str) -> [(&'static str, String); 4] {
+    [
+        (JOB_CONTROLLER_UID_LABEL, uid.to_owned()),
+        (JOB_NAME_LABEL, name.to_owned()),
+        (LEGACY_CONTROLLER_UID_LABEL, uid.to_owned()),
+        (LEGACY_JOB_NAME_LABEL, name.to_owned()),
+    ]
+}
+
+/// What the API server adds to a Job it creates unless
+/// `spec.manualSelector` is true or a selector was given, as Kubernetes
+/// does: a selector on the Job's `uid` (known before the create is
+/// proposed), and the labels it selects on the pod template.
+pub fn generate_job_selector(object: &mut GenericObject, uid: &str) {
+    let name = object
+        .metadata
+        .as_ref()
+        .map(|m| m.name.clone())
+        .unwrap_or_default();
+    let mut map = content(object);
+    let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if manual || spec.get("selector").is_some_and(|s| !s.is_null()) {
+        return;
+    }
+    spec.insert(
+        "selector".to_owned(),
+        serde_json::json!({"matchLabels": {JOB_CONTROLLER_UID_LABEL: uid}}),
+    );
+    let labels = spec
+        .get_mut("template")
+        .and_then(Value::as_object_mut)
+        .map(|template| object_at(template, "metadata"))
+        .and_then(Value::as_object_mut)
+        .map(|metadata| object_at(metadata, "labels"))
+        .and_then(Value::as_object_mut);
+    if let Some(labels) = labels {
+        for (key, value) in job_pod_labels(&name, uid) {
+            labels.insert(key.to_owned(), Value::from(value));
+        }
+    }
+    set_content(object, &map);
+}
+
+/// The field `key` of `map`, an empty object when it is missing or null.
+fn object_at<'a>(map: &'a mut Map<String, Value>, key: &str) -> &'a mut Value {
+    let value = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
+    if value.is_null() {
+        *value = Value::Object(Map::new());
+    }
+    value
+}
 
 /// The object's fields besides `apiVersion`, `kind` and `metadata`.
 pub fn content(object: &GenericObject) -> Map<String, Value> {
@@ -331,11 +397,8 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "spec.schedule",
                 "a schedule is required",
             );
-            if !schedule.is_empty() && !cron_schedule_ok(schedule) {
-                problems.push((
-                    "spec.schedule".to_owned(),
-                    format!("Invalid value: {schedule:?}: expected five fields (minute hour day-of-month month day-of-week) or a macro such as @hourly"),
-                ));
+            if !schedule.is_empty() {
+                cron_job_checks(&spec, schedule, &mut problems);
             }
             require(
                 &mut problems,
@@ -500,7 +563,12 @@ fn job_checks(spec: &Value, at: &str, problems: &mut Vec<(String, String)>) {
             format!("Unsupported value: {policy:?}: supported values: \"OnFailure\", \"Never\""),
         ));
     }
-    for field in ["parallelism", "completions", "backoffLimit"] {
+    for field in [
+        "parallelism",
+        "completions",
+        "backoffLimit",
+        "ttlSecondsAfterFinished",
+    ] {
         if spec[field].as_i64().is_some_and(|n| n < 0) {
             problems.push((
                 format!("{at}.{field}"),
@@ -508,27 +576,142 @@ fn job_checks(spec: &Value, at: &str, problems: &mut Vec<(String, String)>) {
             ));
         }
     }
-}
-
-/// A cron schedule of five fields, or one of the `@` macros.
-fn cron_schedule_ok(schedule: &str) -> bool {
-    let schedule = schedule
-        .strip_prefix("CRON_TZ=")
-        .or_else(|| schedule.strip_prefix("TZ="))
-        .and_then(|rest| rest.split_once(' ').map(|(_, s)| s))
-        .unwrap_or(schedule);
-    if let Some(name) = schedule.strip_prefix('@') {
-        return matches!(
-            name,
-            "yearly" | "annually" | "monthly" | "weekly" | "daily" | "midnight" | "hourly"
+    if spec["activeDeadlineSeconds"]
+        .as_i64()
+        .is_some_and(|n| n <= 0)
+    {
+        problems.push((
+            format!("{at}.activeDeadlineSeconds"),
+            "Invalid value: must be greater than 0".to_owned(),
+        ));
+    }
+    let mode = spec["completionMode"].as_str().unwrap_or("NonIndexed");
+    if mode != "NonIndexed" && mode != "Indexed" {
+        problems.push((
+            format!("{at}.completionMode"),
+            format!("Unsupported value: {mode:?}: supported values: \"NonIndexed\", \"Indexed\""),
+        ));
+    }
+    if mode == "Indexed" && spec["completions"].is_null() {
+        problems.push((
+            format!("{at}.completions"),
+            "Required value: when completion mode is Indexed".to_owned(),
+        ));
+    }
+    if spec["podFailurePolicy"].is_object() {
+        if spec["template"].is_object() && policy != "Never" {
+            problems.push((
+                format!("{at}.template.spec.restartPolicy"),
+                format!("Invalid value: {policy:?}: only \"Never\" is supported when podFailurePolicy is specified"),
+            ));
+        }
+        pod_failure_policy_checks(
+            &spec["podFailurePolicy"],
+            &format!("{at}.podFailurePolicy"),
+            problems,
         );
     }
-    let fields: Vec<&str> = schedule.split_whitespace().collect();
-    fields.len() == 5
-        && fields.iter().all(|f| {
-            f.chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '*' | '/' | ',' | '-' | '?'))
-        })
+}
+
+fn pod_failure_policy_checks(policy: &Value, at: &str, problems: &mut Vec<(String, String)>) {
+    let rules = policy["rules"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{at}.rules[{i}]");
+        let action = rule["action"].as_str().unwrap_or("");
+        if !matches!(action, "FailJob" | "FailIndex" | "Ignore" | "Count") {
+            problems.push((
+                format!("{at}.action"),
+                format!("Unsupported value: {action:?}: supported values: \"Count\", \"FailIndex\", \"FailJob\", \"Ignore\""),
+            ));
+        }
+        let on_exit_codes = rule["onExitCodes"].is_object();
+        let on_conditions = rule["onPodConditions"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty());
+        if on_exit_codes == on_conditions {
+            problems.push((
+                at.clone(),
+                "Invalid value: specify one of onExitCodes and onPodConditions, but not both"
+                    .to_owned(),
+            ));
+        }
+        if on_exit_codes {
+            let codes = &rule["onExitCodes"];
+            let operator = codes["operator"].as_str().unwrap_or("");
+            if operator != "In" && operator != "NotIn" {
+                problems.push((
+                    format!("{at}.onExitCodes.operator"),
+                    format!("Unsupported value: {operator:?}: supported values: \"In\", \"NotIn\""),
+                ));
+            }
+            let values = codes["values"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            if values.is_empty() {
+                problems.push((
+                    format!("{at}.onExitCodes.values"),
+                    "Required value: at least one exit code".to_owned(),
+                ));
+            }
+            if operator == "In" && values.iter().any(|v| v.as_i64() == Some(0)) {
+                problems.push((
+                    format!("{at}.onExitCodes.values"),
+                    "Invalid value: 0: must not be 0 for the In operator".to_owned(),
+                ));
+            }
+        }
+    }
+}
+
+/// A CronJob's schedule (parsed as the controller parses it), time zone
+/// and policies.
+fn cron_job_checks(spec: &Value, schedule: &str, problems: &mut Vec<(String, String)>) {
+    match CronSchedule::parse(schedule) {
+        Err(e) => problems.push((
+            "spec.schedule".to_owned(),
+            format!("Invalid value: {schedule:?}: {e}"),
+        )),
+        Ok(parsed) => {
+            if let Some(zone) = parsed.time_zone() {
+                if spec["timeZone"].is_string() {
+                    problems.push((
+                        "spec.schedule".to_owned(),
+                        format!("Invalid value: {schedule:?}: cannot use both timeZone field and TZ or CRON_TZ in schedule"),
+                    ));
+                } else if let Err(e) = time_zone(zone) {
+                    problems.push((
+                        "spec.schedule".to_owned(),
+                        format!("Invalid value: {schedule:?}: {e}"),
+                    ));
+                }
+            }
+        }
+    }
+    if let Some(zone) = spec["timeZone"].as_str() {
+        if let Err(e) = time_zone(zone) {
+            problems.push((
+                "spec.timeZone".to_owned(),
+                format!("Invalid value: {zone:?}: {}", e.reason),
+            ));
+        }
+    }
+    let policy = spec["concurrencyPolicy"].as_str().unwrap_or("Allow");
+    if !matches!(policy, "Allow" | "Forbid" | "Replace") {
+        problems.push((
+            "spec.concurrencyPolicy".to_owned(),
+            format!("Unsupported value: {policy:?}: supported values: \"Allow\", \"Forbid\", \"Replace\""),
+        ));
+    }
+    for field in [
+        "startingDeadlineSeconds",
+        "successfulJobsHistoryLimit",
+        "failedJobsHistoryLimit",
+    ] {
+        if spec[field].as_i64().is_some_and(|n| n < 0) {
+            problems.push((
+                format!("spec.{field}"),
+                "Invalid value: must be greater than or equal to 0".to_owned(),
+            ));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -664,6 +847,44 @@ mod tests {
     }
 
     #[test]
+    fn a_created_job_selects_its_pods_by_its_uid_unless_it_brings_a_selector() {
+        let job = |spec: Value| {
+            read(
+                Kind::Job,
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "backup"},
+                       "spec": spec}),
+            )
+            .0
+        };
+        let mut generated = job(json!({"template": {"metadata": {"labels": {"app": "b"}},
+                                                    "spec": {"containers": []}}}));
+        generate_job_selector(&mut generated, "u-1");
+        let spec = &content(&generated)["spec"];
+        assert_eq!(
+            spec["selector"],
+            json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}})
+        );
+        assert_eq!(
+            spec["template"]["metadata"]["labels"],
+            json!({"app": "b", "batch.kubernetes.io/controller-uid": "u-1",
+                   "batch.kubernetes.io/job-name": "backup", "controller-uid": "u-1",
+                   "job-name": "backup"})
+        );
+        // No template: nothing made up (validation names what is missing).
+        let mut bare = job(json!({"completions": 1}));
+        generate_job_selector(&mut bare, "u-1");
+        assert!(content(&bare)["spec"].get("template").is_none());
+        for kept in [
+            json!({"manualSelector": true, "template": {}}),
+            json!({"selector": {"matchLabels": {"app": "b"}}, "template": {}}),
+        ] {
+            let mut manual = job(kept.clone());
+            generate_job_selector(&mut manual, "u-1");
+            assert_eq!(content(&manual)["spec"], kept);
+        }
+    }
+
+    #[test]
     fn what_the_schema_allows_but_kubernetes_refuses_is_refused() {
         let (job, _) = read(
             Kind::Job,
@@ -684,10 +905,95 @@ mod tests {
                      "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}}}}),
         );
         assert_eq!(validate(Kind::CronJob, &cron)[0].0, "spec.schedule");
-        assert!(cron_schedule_ok("*/5 * * * *"));
-        assert!(cron_schedule_ok("@hourly"));
-        assert!(cron_schedule_ok("CRON_TZ=UTC 0 3 * * 1-5"));
-        assert!(!cron_schedule_ok("* * *"));
+
+        let cron_problems = |spec: Value| -> Vec<String> {
+            let mut spec = spec;
+            spec["jobTemplate"] = json!({"spec": {"template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "i"}]}}}});
+            let (cron, _) = read(
+                Kind::CronJob,
+                json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+                       "spec": spec}),
+            );
+            validate(Kind::CronJob, &cron)
+                .into_iter()
+                .map(|(field, reason)| format!("{field}: {reason}"))
+                .collect()
+        };
+        assert_eq!(
+            cron_problems(json!({"schedule": "*/5 * * * *"})),
+            Vec::<String>::new()
+        );
+        let out_of_range = cron_problems(json!({"schedule": "61 * * * *"}));
+        assert!(
+            out_of_range[0].starts_with("spec.schedule: Invalid value")
+                && out_of_range[0].contains("minute"),
+            "{out_of_range:?}"
+        );
+        let unknown_zone = cron_problems(json!({"schedule": "@daily", "timeZone": "Mars/Base"}));
+        assert!(
+            unknown_zone[0].starts_with("spec.timeZone:"),
+            "{unknown_zone:?}"
+        );
+        let local = cron_problems(json!({"schedule": "@daily", "timeZone": "Local"}));
+        assert!(local[0].starts_with("spec.timeZone:"), "{local:?}");
+        let both = cron_problems(json!({"schedule": "TZ=UTC @daily", "timeZone": "UTC"}));
+        assert!(both[0].contains("cannot use both"), "{both:?}");
+        let policy = cron_problems(json!({
+            "schedule": "@daily", "concurrencyPolicy": "Sometimes", "startingDeadlineSeconds": -1
+        }));
+        assert!(
+            policy[0].starts_with("spec.concurrencyPolicy: Unsupported value"),
+            "{policy:?}"
+        );
+        assert!(
+            policy[1].starts_with("spec.startingDeadlineSeconds:"),
+            "{policy:?}"
+        );
+
+        let job_problems = |spec: Value| -> Vec<String> {
+            let (job, _) = read(
+                Kind::Job,
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
+                       "spec": spec}),
+            );
+            validate(Kind::Job, &job)
+                .into_iter()
+                .map(|(field, _)| field)
+                .collect()
+        };
+        let template = |restart: &str| {
+            let containers = json!([{"name": "c", "image": "i"}]);
+            json!({"spec": {"restartPolicy": restart, "containers": containers}})
+        };
+        assert_eq!(
+            job_problems(json!({"completionMode": "Indexed", "template": template("Never")})),
+            ["spec.completions"]
+        );
+        assert_eq!(
+            job_problems(json!({"completionMode": "Sorted", "template": template("Never")})),
+            ["spec.completionMode"]
+        );
+        assert_eq!(
+            job_problems(json!({"activeDeadlineSeconds": 0, "template": template("Never")})),
+            ["spec.activeDeadlineSeconds"]
+        );
+        let failure_policy = json!({"rules": [
+            {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [0]}},
+            {"action": "Explode", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+            {"action": "Ignore"}
+        ]});
+        assert_eq!(
+            job_problems(
+                json!({"podFailurePolicy": failure_policy, "template": template("OnFailure")})
+            ),
+            [
+                "spec.template.spec.restartPolicy",
+                "spec.podFailurePolicy.rules[0].onExitCodes.values",
+                "spec.podFailurePolicy.rules[1].action",
+                "spec.podFailurePolicy.rules[2]",
+            ]
+        );
 
         let (pvc, _) = read(
             Kind::PersistentVolumeClaim,

@@ -6,6 +6,7 @@
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
 
 pub(crate) mod api_schema;
+pub mod cron_schedule;
 pub mod defaults;
 pub mod deletion;
 pub mod disruption_budget;

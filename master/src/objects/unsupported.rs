@@ -1,12 +1,16 @@
 //! Fields skiff accepts and stores but does not act on yet (hostNetwork,
 //! shareProcessNamespace, Localhost seccomp profiles, persistentVolumeClaim
-//! volumes, NodePort and LoadBalancer Services). Writes that use them are
-//! answered with a warning per field (the REST API's `Warning` header,
-//! which kubectl prints), so nothing is silently ignored.
+//! volumes, NodePort and LoadBalancer Services, Jobs' per-index back-off
+//! and success policies). Writes that use them are answered with a warning
+//! per field (the REST API's `Warning` header, which kubectl prints), so
+//! nothing is silently ignored.
 
+use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
+
+use super::Kind;
 
 /// One warning per field of `object` that skiff does not act on yet.
 pub fn warnings(object: &Object) -> Vec<String> {
@@ -42,9 +46,33 @@ pub fn warnings(object: &Object) -> Vec<String> {
                 }
             }
         }
+        Some(body @ Body::Generic(generic)) => {
+            let content = super::generic::content(generic);
+            let spec = content.get("spec").unwrap_or(&Value::Null);
+            match super::body_kind(body) {
+                Some(Kind::Job) => job_spec(spec, "spec", &mut out),
+                Some(Kind::CronJob) => job_spec(
+                    &spec["jobTemplate"]["spec"],
+                    "spec.jobTemplate.spec",
+                    &mut out,
+                ),
+                _ => {}
+            }
+        }
         _ => {}
     }
     out
+}
+
+/// Job fields of per-index back-off and success policies.
+fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
+    for field in ["backoffLimitPerIndex", "maxFailedIndexes", "successPolicy"] {
+        if !spec[field].is_null() {
+            out.push(format!(
+                "{path}.{field}: skiff does not act on {field} yet; the Job's backoffLimit and completions decide"
+            ));
+        }
+    }
 }
 
 fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
@@ -165,5 +193,34 @@ mod tests {
             kind: Some(Body::Pod(v1::Pod::default())),
         };
         assert!(warnings(&plain).is_empty());
+    }
+
+    #[test]
+    fn job_policies_skiff_does_not_act_on_are_named() {
+        let generic = |kind: &str, spec: Value| Object {
+            kind: Some(Body::Generic(v1::GenericObject {
+                api_version: "batch/v1".into(),
+                kind: kind.into(),
+                metadata: Some(v1::ObjectMeta::default()),
+                content: serde_json::to_vec(&serde_json::json!({ "spec": spec })).unwrap(),
+            })),
+        };
+        let job = generic(
+            "Job",
+            serde_json::json!({"backoffLimitPerIndex": 1, "completions": 3}),
+        );
+        let w = warnings(&job);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].starts_with("spec.backoffLimitPerIndex:"), "{w:?}");
+        let cron = generic(
+            "CronJob",
+            serde_json::json!({"jobTemplate": {"spec": {"successPolicy": {"rules": []}}}}),
+        );
+        let w = warnings(&cron);
+        assert!(
+            w[0].starts_with("spec.jobTemplate.spec.successPolicy:"),
+            "{w:?}"
+        );
+        assert!(warnings(&generic("Job", serde_json::json!({"completions": 1}))).is_empty());
     }
 }
