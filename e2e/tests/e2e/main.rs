@@ -1,0 +1,36 @@
+//! The end-to-end tests, one module per area, built as one test binary: each
+//! links the whole master and agent, so one binary instead of thirty keeps
+//! the build a few GB smaller (CI has a bounded disk). nextest still runs
+//! every test in a process of its own.
+
+mod agent_lifecycle;
+mod agent_pods;
+mod auto_deploy;
+mod check_config;
+mod cluster_dns;
+mod compaction;
+mod controllers;
+mod ctl;
+mod daemonsets;
+mod datastore;
+mod disk_hygiene;
+mod ha;
+mod jobs;
+mod kubectl;
+mod kubectl_delete;
+mod kubectl_events;
+mod kubectl_pods;
+mod lan_defaults;
+mod metrics;
+mod pod_config;
+mod pod_network;
+mod pod_spec;
+mod python_client;
+mod scheduling;
+mod security;
+mod server;
+mod server_side_apply;
+mod settings;
+mod store;
+mod systemd_units;
+mod upgrade;
