@@ -74,7 +74,7 @@ impl<'a> Objects<'a> {
     }
 
     fn set(&mut self, slot: &Slot, object: Option<Arc<Object>>) {
-        if let Some(address) = object.as_deref().and_then(HeldAddress::of) {
+        for address in object.as_deref().map(HeldAddress::of).unwrap_or_default() {
             let key = (slot.namespace.clone(), slot.name.clone());
             self.claimed.add(address, key);
         }
@@ -99,7 +99,7 @@ impl<'a> Objects<'a> {
                 key != own
                     && self
                         .get(kind, &key.0, &key.1)
-                        .is_some_and(|o| HeldAddress::of(&o) == Some(*held))
+                        .is_some_and(|o| HeldAddress::of(&o).contains(held))
             })
     }
 }
@@ -358,7 +358,7 @@ fn existing_matching(
 }
 
 /// Refuses `object`, about to be stored at `slot`, when it claims an address
-/// (a Service's clusterIP, a Node's pod subnet) that another object holds,
+/// (a Service's clusterIP or a nodePort, a Node's pod subnet) that another object holds,
 /// or, for a subnet, one overlapping another's. An object keeping the
 /// address it has (`stored` holds it too) is not checked again, so an
 /// update that leaves the address alone is never refused for it.
@@ -368,31 +368,33 @@ fn address_free(
     object: &Object,
     stored: Option<&Object>,
 ) -> Refusable<()> {
-    let Some(address) = HeldAddress::of(object) else {
-        return Ok(());
-    };
-    if stored.and_then(HeldAddress::of) == Some(address) {
-        return Ok(());
-    }
+    let kept = stored.map(HeldAddress::of).unwrap_or_default();
     let own = (slot.namespace.clone(), slot.name.clone());
-    let Some((held, (namespace, name))) = objects.address_holder(address, &own) else {
-        return Ok(());
-    };
-    let field = match address {
-        HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
-        HeldAddress::PodCidr(_) => AddressField::PodCidr,
-    };
-    let holder = if namespace.is_empty() {
-        format!("{} {name}", address.holder_kind())
-    } else {
-        format!("{} {namespace}/{name}", address.holder_kind())
-    };
-    Err(WriteError::AddressTaken {
-        field,
-        value: address.to_string(),
-        held: held.to_string(),
-        holder,
-    })
+    for address in HeldAddress::of(object) {
+        if kept.contains(&address) {
+            continue;
+        }
+        let Some((held, (namespace, name))) = objects.address_holder(address, &own) else {
+            continue;
+        };
+        let field = match address {
+            HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
+            HeldAddress::PodCidr(_) => AddressField::PodCidr,
+            HeldAddress::NodePort(_) => AddressField::NodePort,
+        };
+        let holder = if namespace.is_empty() {
+            format!("{} {name}", address.holder_kind())
+        } else {
+            format!("{} {namespace}/{name}", address.holder_kind())
+        };
+        return Err(WriteError::AddressTaken {
+            field,
+            value: address.to_string(),
+            held: held.to_string(),
+            holder,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a command whose object cannot be stored as sent.
@@ -940,8 +942,8 @@ mod tests {
         assert_eq!(results[0], Err(held_by_n5));
         assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
         let joining = store.get(Kind::Node, "", "joining").unwrap().unwrap();
-        let subnet = HeldAddress::of(&joining).map(|a| a.to_string());
-        assert_eq!(subnet.as_deref(), Some("10.42.6.0/24"));
+        let subnet: Vec<_> = HeldAddress::of(&joining).iter().map(|a| a.to_string()).collect();
+        assert_eq!(subnet, ["10.42.6.0/24"]);
         let n1 = store.get(Kind::Node, "", "n1").unwrap().unwrap();
         assert_eq!(n1.meta().labels["tier"], "web");
         assert_eq!(store.revision(), 5);
