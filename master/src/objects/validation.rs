@@ -1405,6 +1405,51 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
         }
     }
     labels(errors, "spec.selector", &spec.selector);
+    one_of(
+        errors,
+        "spec.externalTrafficPolicy",
+        &spec.external_traffic_policy,
+        &["Cluster", "Local"],
+    );
+    one_of(
+        errors,
+        "spec.internalTrafficPolicy",
+        &spec.internal_traffic_policy,
+        &["Cluster", "Local"],
+    );
+    one_of(
+        errors,
+        "spec.sessionAffinity",
+        &spec.session_affinity,
+        &["None", "ClientIP"],
+    );
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .map_or(0, |c| c.timeout_seconds);
+    if timeout != 0 && !(1..=86400).contains(&timeout) {
+        errors.add(
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            format!("{timeout} is not between 1 and 86400 seconds"),
+        );
+    }
+    for (i, range) in spec.load_balancer_source_ranges.iter().enumerate() {
+        if let Err(e) = skiff_values::Ipv4Net::parse_lenient(range) {
+            errors.add(
+                format!("spec.loadBalancerSourceRanges.{i}"),
+                format!("is not an IPv4 CIDR: {e}"),
+            );
+        }
+    }
+    for (i, ip) in spec.external_ips.iter().enumerate() {
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            errors.add(
+                format!("spec.externalIPs.{i}"),
+                format!("{ip:?} is not an IPv4 address"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
