@@ -272,12 +272,18 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                     }
                 })
                 .collect();
-            let external: Vec<String> = s
+            // As kubectl: ingress points, then externalIPs; a
+            // LoadBalancer with neither is <pending>.
+            let mut external: Vec<String> = s
                 .status
                 .as_ref()
                 .and_then(|st| st.load_balancer.as_ref())
                 .map(|lb| lb.ingress.iter().map(|i| i.ip.clone()).collect())
                 .unwrap_or_default();
+            external.extend(spec.external_ips.iter().cloned());
+            if external.is_empty() && spec.r#type == "LoadBalancer" {
+                external.push("<pending>".to_owned());
+            }
             let mut row = vec![
                 name,
                 if spec.r#type.is_empty() {
