@@ -149,7 +149,7 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(controllers::run(
-            ServiceLbController { ctx: ctx.clone() },
+            ServiceLbController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

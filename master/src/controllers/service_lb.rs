@@ -16,12 +16,17 @@
 //! taken over: the newer Service stays Pending (no ingress) with a
 //! `PortInUse` Warning Event, as k3s' svclb pods stay Pending on a taken
 //! hostPort. A Service that stops being a LoadBalancer loses its ingress.
+//!
+//! The controller keeps the names of the LoadBalancer Services it handles
+//! (listed once per leadership, then kept from the change notifications),
+//! so that neither a Service event nor a port check costs a list of every
+//! Service: only the load balancers are looked at.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::Object;
+use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
@@ -35,7 +40,9 @@ const LOAD_BALANCER: &str = "LoadBalancer";
 const COMPONENT: &str = "service-lb-controller";
 
 pub struct ServiceLbController {
-    pub ctx: Context,
+    ctx: Context,
+    /// The LoadBalancer Services handled; `None` until first needed.
+    load_balancers: Mutex<Option<BTreeSet<ObjectKey>>>,
 }
 
 /// Whether this controller handles `spec`: a LoadBalancer of no class.
@@ -127,17 +134,67 @@ fn service_of(object: &Object) -> Option<&v1::Service> {
 }
 
 impl ServiceLbController {
+    pub fn new(ctx: Context) -> ServiceLbController {
+        ServiceLbController {
+            ctx,
+            load_balancers: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the set of handled LoadBalancer Services, listing them
+    /// first if this is the first time.
+    fn with_known<T>(&self, f: impl FnOnce(&mut BTreeSet<ObjectKey>) -> T) -> T {
+        let mut guard = self.load_balancers.lock().unwrap_or_else(|p| p.into_inner());
+        let known = guard.get_or_insert_with(|| {
+            let listed = self.ctx.store.list(Kind::Service, None);
+            let (services, _) = listed.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "service-lb: cannot list Services; starting from none");
+                (Vec::new(), 0)
+            });
+            services
+                .iter()
+                .filter(|o| {
+                    service_of(o)
+                        .and_then(|s| s.spec.as_ref())
+                        .is_some_and(handled)
+                })
+                .filter_map(|o| ObjectKey::of(o))
+                .collect()
+        });
+        f(known)
+    }
+
+    /// Records whether the Service at `key` is a handled LoadBalancer;
+    /// true if that changed.
+    fn note(&self, key: &ObjectKey, is_load_balancer: bool) -> bool {
+        self.with_known(|known| {
+            if is_load_balancer {
+                known.insert(key.clone())
+            } else {
+                known.remove(key)
+            }
+        })
+    }
+
     /// The LoadBalancer Services this controller handles.
     fn load_balancers(&self) -> Result<Vec<Arc<Object>>, ReconcileError> {
-        let (services, _) = self.ctx.store.list(Kind::Service, None)?;
-        Ok(services
-            .into_iter()
-            .filter(|o| {
-                service_of(o)
+        let mut out = Vec::new();
+        for key in self.load_balancer_keys() {
+            if let Some(object) = self.ctx.store.get(Kind::Service, &key.namespace, &key.name)? {
+                if service_of(&object)
                     .and_then(|s| s.spec.as_ref())
                     .is_some_and(handled)
-            })
-            .collect())
+                {
+                    out.push(object);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the LoadBalancer Services this controller handles.
+    fn load_balancer_keys(&self) -> Vec<ObjectKey> {
+        self.with_known(|known| known.iter().cloned().collect())
     }
 
     /// The first older Service already answering on one of `service`'s
@@ -203,15 +260,24 @@ impl Reconciler for ServiceLbController {
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
-            // A Service going may free a port another one waits for.
             Kind::Service => {
-                let mut keys: Vec<ObjectKey> = ObjectKey::of(object).into_iter().collect();
-                keys.extend(
-                    self.load_balancers()
-                        .unwrap_or_default()
-                        .iter()
-                        .filter_map(|o| ObjectKey::of(o)),
-                );
+                let Some(key) = ObjectKey::of(object) else {
+                    return Vec::new();
+                };
+                let deleted = event.event_type == EventType::Deleted as i32;
+                let is_load_balancer = !deleted
+                    && service_of(object)
+                        .and_then(|s| s.spec.as_ref())
+                        .is_some_and(handled);
+                let changed = self.note(&key, is_load_balancer);
+                // A load balancer that came, went or changed its ports may
+                // free or take a port others wait for.
+                let mut keys = if changed || is_load_balancer {
+                    self.load_balancer_keys()
+                } else {
+                    Vec::new()
+                };
+                keys.push(key);
                 keys.sort();
                 keys.dedup();
                 keys
@@ -223,12 +289,7 @@ impl Reconciler for ServiceLbController {
             )],
             // Node writes are rare (heartbeats stay in memory): readiness,
             // addresses, labels.
-            Kind::Node => self
-                .load_balancers()
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|o| ObjectKey::of(o))
-                .collect(),
+            Kind::Node => self.load_balancer_keys(),
             _ => Vec::new(),
         }
     }
@@ -239,12 +300,14 @@ impl Reconciler for ServiceLbController {
             .store
             .get(Kind::Service, &key.namespace, &key.name)?
         else {
+            self.note(key, false);
             return Ok(Action::Done);
         };
         let Some(service) = service_of(&object).cloned() else {
             return Ok(Action::Done);
         };
         let spec = service.spec.clone().unwrap_or_default();
+        self.note(key, handled(&spec));
         if !handled(&spec) {
             // Another class's, or no longer a LoadBalancer: no ingress of
             // ours stays (another class's controller writes its own).
@@ -366,9 +429,7 @@ subsets:
         let objects = RecordingObjects::new();
         objects.seed_yaml(CLUSTER);
         objects.clear_writes();
-        let controller = ServiceLbController {
-            ctx: context(&objects),
-        };
+        let controller = ServiceLbController::new(context(&objects));
         (objects, controller)
     }
 
