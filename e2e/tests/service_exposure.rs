@@ -63,7 +63,16 @@ fn service(name: &str, kind: &str, port: &str, extra: &str) -> String {
 fn fetch_from(host: &TestHost, address: &str) -> Option<String> {
     let out = std::process::Command::new("ip")
         .args([
-            "netns", "exec", &host.netns, "timeout", "4", "busybox", "wget", "-q", "-O", "-",
+            "netns",
+            "exec",
+            &host.netns,
+            "timeout",
+            "4",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
         ])
         .arg(format!("http://{address}/"))
         .output()
@@ -161,7 +170,12 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
         &api,
         dir.path(),
         "web-np",
-        &service("web-np", "NodePort", "{port: 80, targetPort: 8080, nodePort: 30080}", ""),
+        &service(
+            "web-np",
+            "NodePort",
+            "{port: 80, targetPort: 8080, nodePort: 30080}",
+            "",
+        ),
     )?;
     wait_for("web's endpoint", SETTLE, || async {
         (ready_endpoints(&master, "web-np").await == 1).then_some(())
@@ -232,7 +246,11 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     })
     .await
     .with_context(logs)?;
-    assert!(lan_seen(), "Local policy keeps the client address:\n{}", web_log());
+    assert!(
+        lan_seen(),
+        "Local policy keeps the client address:\n{}",
+        web_log()
+    );
     assert_eq!(
         fetch_from(&lan, &format!("{node_b}:{local_port}")),
         None,
@@ -245,7 +263,12 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
         &api,
         dir.path(),
         "web-lb",
-        &service("web-lb", "LoadBalancer", "{port: 8088, targetPort: 8080}", ""),
+        &service(
+            "web-lb",
+            "LoadBalancer",
+            "{port: 8088, targetPort: 8080}",
+            "",
+        ),
     )?;
     let mut both = vec![node_a.clone(), node_b.clone()];
     both.sort();
@@ -257,15 +280,20 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     .with_context(logs)?;
     for node in [node_a, node_b] {
         let address = format!("{node}:8088");
-        wait_for(&format!("the load balancer on {address}"), SETTLE, || async {
-            fetch_from(&lan, &address).filter(|page| page.contains("page-web"))
-        })
+        wait_for(
+            &format!("the load balancer on {address}"),
+            SETTLE,
+            || async { fetch_from(&lan, &address).filter(|page| page.contains("page-web")) },
+        )
         .await
         .with_context(logs)?;
     }
     let table = String::from_utf8_lossy(&ctl(&api, &["get", "svc", "web-lb"]).stdout).into_owned();
     assert!(table.contains(&both.join(",")), "{table}");
-    assert!(table.contains("8088:3"), "the LoadBalancer has a nodePort: {table}");
+    assert!(
+        table.contains("8088:3"),
+        "the LoadBalancer has a nodePort: {table}"
+    );
 
     // Local policy: only the node with the endpoint is an ingress.
     apply_yaml(
@@ -291,7 +319,12 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
         &api,
         dir.path(),
         "clash",
-        &service("clash", "LoadBalancer", "{port: 8088, targetPort: 8080}", ""),
+        &service(
+            "clash",
+            "LoadBalancer",
+            "{port: 8088, targetPort: 8080}",
+            "",
+        ),
     )?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let clash = get_service(&master, "clash").await.context("clash")?;
@@ -324,7 +357,12 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
         None,
         "a source outside loadBalancerSourceRanges got in"
     );
-    apply_yaml(&api, dir.path(), "web-fw", &firewalled(&format!("{}/32", lan.ip)))?;
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-fw",
+        &firewalled(&format!("{}/32", lan.ip)),
+    )?;
     let address = format!("{node_a}:8090");
     wait_for("web-fw open to the LAN host", SETTLE, || async {
         fetch_from(&lan, &address).filter(|page| page.contains("page-web"))

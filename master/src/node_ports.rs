@@ -59,7 +59,9 @@ pub enum NodePortError {
         port: u16,
         protocol: String,
     },
-    #[error("spec.ports[{index}].nodePort: Forbidden: may not be used when `type` is {service_type:?}")]
+    #[error(
+        "spec.ports[{index}].nodePort: Forbidden: may not be used when `type` is {service_type:?}"
+    )]
     Forbidden { index: usize, service_type: String },
     #[error("spec.ports: no free nodePort left in {range}")]
     Exhausted { range: NodePortRange },
@@ -241,8 +243,8 @@ impl NodePorts {
                 });
             }
         }
-        // Kept from the stored Service: the same port and protocol, or the
-        // same port number under the other protocol of this Service.
+        // Left out: kept from the stored Service's port of the same number
+        // and protocol.
         for port in spec.ports.iter_mut() {
             if port.node_port != 0 {
                 continue;
@@ -401,7 +403,14 @@ mod tests {
     }
 
     fn node_ports_of(service: &v1::Service) -> Vec<i32> {
-        service.spec.as_ref().unwrap().ports.iter().map(|p| p.node_port).collect()
+        service
+            .spec
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .map(|p| p.node_port)
+            .collect()
     }
 
     fn store(cache: &ObjectCache, service: &v1::Service, revision: u64) {
@@ -424,7 +433,13 @@ mod tests {
         for bad in ["", "30000", "a-b", "0-10", "32767-30000", "30000-70000"] {
             assert!(bad.parse::<NodePortRange>().is_err(), "{bad}");
         }
-        assert_eq!("30000-30001".parse::<NodePortRange>().unwrap().static_band(), 1);
+        assert_eq!(
+            "30000-30001"
+                .parse::<NodePortRange>()
+                .unwrap()
+                .static_band(),
+            1
+        );
     }
 
     #[test]
@@ -456,33 +471,61 @@ mod tests {
         ports.assign(&cache, &mut held, None).unwrap();
         store(&cache, &held, 1);
         let e = ports
-            .assign(&cache, &mut service("x", "NodePort", &[(80, "TCP", 30080)]), None)
+            .assign(
+                &cache,
+                &mut service("x", "NodePort", &[(80, "TCP", 30080)]),
+                None,
+            )
             .unwrap_err();
         assert_eq!(
             e.to_string(),
             "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated (to Service default/held); leave it out to be given a free one"
         );
         let e = ports
-            .assign(&cache, &mut service("x", "NodePort", &[(80, "TCP", 8080)]), None)
+            .assign(
+                &cache,
+                &mut service("x", "NodePort", &[(80, "TCP", 8080)]),
+                None,
+            )
             .unwrap_err();
         assert!(e.to_string().starts_with("spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767"), "{e}");
         let twice = &[(80, "TCP", 30100), (81, "TCP", 30100)];
         let e = ports
             .assign(&cache, &mut service("x", "NodePort", twice), None)
             .unwrap_err();
-        assert!(matches!(e, NodePortError::Duplicate { index: 1, first: 0, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                NodePortError::Duplicate {
+                    index: 1,
+                    first: 0,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // TCP and UDP of one port may share one.
         let dns = &[(53, "TCP", 30053), (53, "UDP", 30053)];
-        ports.assign(&cache, &mut service("dns", "NodePort", dns), None).unwrap();
+        ports
+            .assign(&cache, &mut service("dns", "NodePort", dns), None)
+            .unwrap();
         let mut dns_auto = service("dns2", "NodePort", &[(53, "TCP", 0), (53, "UDP", 0)]);
         ports.assign(&cache, &mut dns_auto, None).unwrap();
         let got = node_ports_of(&dns_auto);
         assert_eq!(got[0], got[1]);
         // A ClusterIP Service may not name one.
         let e = ports
-            .assign(&cache, &mut service("x", "ClusterIP", &[(80, "TCP", 30200)]), None)
+            .assign(
+                &cache,
+                &mut service("x", "ClusterIP", &[(80, "TCP", 30200)]),
+                None,
+            )
             .unwrap_err();
-        assert!(e.to_string().contains("Forbidden: may not be used when `type` is \"ClusterIP\""), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Forbidden: may not be used when `type` is \"ClusterIP\""),
+            "{e}"
+        );
     }
 
     #[test]
@@ -490,15 +533,30 @@ mod tests {
         let ports = NodePorts::new(NodePortRange::default());
         let cache = ObjectCache::default();
         let first = ports
-            .assign(&cache, &mut service("a", "NodePort", &[(80, "TCP", 30500)]), None)
+            .assign(
+                &cache,
+                &mut service("a", "NodePort", &[(80, "TCP", 30500)]),
+                None,
+            )
             .unwrap();
         let e = ports
-            .assign(&cache, &mut service("b", "NodePort", &[(80, "TCP", 30500)]), None)
+            .assign(
+                &cache,
+                &mut service("b", "NodePort", &[(80, "TCP", 30500)]),
+                None,
+            )
             .unwrap_err();
-        assert!(e.to_string().contains("being created at this moment"), "{e}");
+        assert!(
+            e.to_string().contains("being created at this moment"),
+            "{e}"
+        );
         drop(first);
         ports
-            .assign(&cache, &mut service("b", "NodePort", &[(80, "TCP", 30500)]), None)
+            .assign(
+                &cache,
+                &mut service("b", "NodePort", &[(80, "TCP", 30500)]),
+                None,
+            )
             .unwrap();
     }
 
@@ -521,7 +579,9 @@ mod tests {
         // To ClusterIP: the nodePorts go (and are free in the index once
         // the update is applied).
         let mut cluster_ip = service("web", "ClusterIP", &[(80, "TCP", had)]);
-        ports.assign(&cache, &mut cluster_ip, Some(&stored)).unwrap();
+        ports
+            .assign(&cache, &mut cluster_ip, Some(&stored))
+            .unwrap();
         assert_eq!(node_ports_of(&cluster_ip), [0]);
         store(&cache, &cluster_ip, 2);
         assert_eq!(cache.node_port_holder(u16::try_from(had).unwrap()), None);
@@ -542,7 +602,11 @@ mod tests {
         got.sort();
         assert_eq!(got, [30000, 30001, 30002, 30003]);
         let e = ports
-            .assign(&cache, &mut service("e", "NodePort", &[(80, "TCP", 0)]), None)
+            .assign(
+                &cache,
+                &mut service("e", "NodePort", &[(80, "TCP", 0)]),
+                None,
+            )
             .unwrap_err();
         assert_eq!(e, NodePortError::Exhausted { range });
     }

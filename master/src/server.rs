@@ -180,11 +180,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let service_ips = crate::service_ips::ServiceIps::new(config.service_cidr)
         .map_err(MasterError::ServiceCidr)?;
     let node_ports = crate::node_ports::NodePorts::new(config.service_node_ports);
-    let writer = ObjectWriter::new(
-        cluster.clone(),
-        Arc::new(service_ips),
-        Arc::new(node_ports),
-    );
+    let writer = ObjectWriter::new(cluster.clone(), Arc::new(service_ips), Arc::new(node_ports));
 
     let api_listener = bind("API", config.listen).await?;
     let raft_listener = bind("Raft", config.raft_listen).await?;

@@ -9,12 +9,12 @@ use skiff_proto::api::Object;
 use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::node_ports::{NodePortError, NodePorts};
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
 use crate::objects::validation::{validate, ValidationError};
 use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
-use crate::node_ports::{NodePortError, NodePorts};
 use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
 use crate::store::{Command, WriteError};

@@ -78,13 +78,13 @@ impl Ipv4Net {
             given: s.to_owned(),
             addr: addr.to_owned(),
         })?;
-        let len: u8 = len
-            .parse()
-            .ok()
-            .filter(|l| *l <= 32)
-            .ok_or_else(|| CidrError::BadPrefix {
-                given: s.to_owned(),
-            })?;
+        let len: u8 =
+            len.parse()
+                .ok()
+                .filter(|l| *l <= 32)
+                .ok_or_else(|| CidrError::BadPrefix {
+                    given: s.to_owned(),
+                })?;
         Ok(Ipv4Net::new(address, len))
     }
 }

@@ -233,7 +233,8 @@ impl EndpointChains<'_> {
     }
 
     fn add_chain(&mut self, chain: &str) {
-        self.batch.push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
+        self.batch
+            .push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
     }
 
     /// The verdict that sends a new connection to one of `endpoints`
@@ -316,7 +317,11 @@ fn external_rules(
             dport(node_port),
         ]);
     }
-    for ip in exposure.load_balancer_ips.iter().chain(&exposure.external_ips) {
+    for ip in exposure
+        .load_balancer_ips
+        .iter()
+        .chain(&exposure.external_ips)
+    {
         destinations.push(vec![daddr(ip), dport(service.port)]);
     }
     if destinations.is_empty() {
@@ -683,7 +688,10 @@ mod tests {
         let lb = rules_with(&rules, &[r#""right":"192.168.5.1""#, mark]);
         assert!(firewall[0].0 < lb[0].0, "the drop comes before the DNAT");
         // Marked connections are masqueraded on the way out.
-        let masquerade = rules_with(&rules, &[r#""&":[{"meta":{"key":"mark"}},16384]"#, "masquerade"]);
+        let masquerade = rules_with(
+            &rules,
+            &[r#""&":[{"meta":{"key":"mark"}},16384]"#, "masquerade"],
+        );
         assert_eq!(masquerade[0].1, "postrouting");
     }
 
@@ -706,11 +714,23 @@ mod tests {
             .collect();
         assert_eq!(outside.len(), 1, "{outside:?}");
         assert_eq!(outside[0].1, "prerouting");
-        assert!(outside[0].2.contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#));
+        assert!(outside[0]
+            .2
+            .contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#));
         // Pods and the node itself still reach any endpoint, marked.
-        let from_pods = rules_with(&rules, &[r#""right":30081"#, r#""addr":"10.42.0.0","len":16"#, "mangle"]);
+        let from_pods = rules_with(
+            &rules,
+            &[
+                r#""right":30081"#,
+                r#""addr":"10.42.0.0","len":16"#,
+                "mangle",
+            ],
+        );
         assert_eq!(from_pods.len(), 2);
-        let from_node = rules_with(&rules, &[r#""right":30081"#, r#""flags":["saddr"]"#, "mangle"]);
+        let from_node = rules_with(
+            &rules,
+            &[r#""right":30081"#, r#""flags":["saddr"]"#, "mangle"],
+        );
         assert_eq!(from_node.len(), 2);
         // No endpoint on this node: outside traffic is dropped here.
         let remote_only = exposed(exposure, &["10.42.4.7"]);
@@ -737,7 +757,13 @@ mod tests {
         // The clusterIP goes to a pick chain that looks the client up first.
         let sticky = rules_with(&rules, &[r#""right":"@svc0-ep0-affinity""#]);
         assert_eq!(sticky[0].1, "svc0-pick");
-        let pick = rules_with(&rules, &[r#""right":"10.43.0.20""#, r#""goto":{"target":"svc0-pick"}"#]);
+        let pick = rules_with(
+            &rules,
+            &[
+                r#""right":"10.43.0.20""#,
+                r#""goto":{"target":"svc0-pick"}"#,
+            ],
+        );
         assert_eq!(pick.len(), 2);
         // Without exposure, no nodePort or mark rule.
         assert!(!text.contains("mangle"));

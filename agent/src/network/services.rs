@@ -418,8 +418,14 @@ mod tests {
         let rules = rules(&[lb, plain], &eps);
         let exposure = &rules[0].exposure;
         assert_eq!(exposure.node_port, Some(30080));
-        assert_eq!(exposure.load_balancer_ips, ["192.168.5.1".parse::<Ipv4Addr>().unwrap()]);
-        assert_eq!(exposure.external_ips, ["198.51.100.7".parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            exposure.load_balancer_ips,
+            ["192.168.5.1".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            exposure.external_ips,
+            ["198.51.100.7".parse::<Ipv4Addr>().unwrap()]
+        );
         assert!(exposure.local_only);
         assert_eq!(exposure.source_ranges[0].to_string(), "192.168.7.0/24");
         assert_eq!(exposure.affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));

@@ -97,9 +97,7 @@ pub fn ingress_addresses(nodes: &[v1::Node], local_to: Option<&BTreeSet<String>>
                 Some("false") => false,
                 _ => !opted_in,
             };
-            enabled
-                && node_ready(n)
-                && local_to.is_none_or(|names| names.contains(&meta.name))
+            enabled && node_ready(n) && local_to.is_none_or(|names| names.contains(&meta.name))
         })
         .filter_map(node_address)
         .collect();
@@ -144,7 +142,10 @@ impl ServiceLbController {
     /// Runs `f` on the set of handled LoadBalancer Services, listing them
     /// first if this is the first time.
     fn with_known<T>(&self, f: impl FnOnce(&mut BTreeSet<ObjectKey>) -> T) -> T {
-        let mut guard = self.load_balancers.lock().unwrap_or_else(|p| p.into_inner());
+        let mut guard = self
+            .load_balancers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let known = guard.get_or_insert_with(|| {
             let listed = self.ctx.store.list(Kind::Service, None);
             let (services, _) = listed.unwrap_or_else(|e| {
@@ -180,7 +181,11 @@ impl ServiceLbController {
     fn load_balancers(&self) -> Result<Vec<Arc<Object>>, ReconcileError> {
         let mut out = Vec::new();
         for key in self.load_balancer_keys() {
-            if let Some(object) = self.ctx.store.get(Kind::Service, &key.namespace, &key.name)? {
+            if let Some(object) = self
+                .ctx
+                .store
+                .get(Kind::Service, &key.namespace, &key.name)?
+            {
                 if service_of(&object)
                     .and_then(|s| s.spec.as_ref())
                     .is_some_and(handled)
@@ -358,7 +363,10 @@ impl Reconciler for ServiceLbController {
             self.ctx.events.for_component(COMPONENT).normal(
                 &object,
                 "UpdatedIngressIP",
-                format!("LoadBalancer Ingress IP addresses updated: {}", addresses.join(", ")),
+                format!(
+                    "LoadBalancer Ingress IP addresses updated: {}",
+                    addresses.join(", ")
+                ),
             );
         }
         self.set_ingress(service, addresses).await?;
@@ -413,7 +421,10 @@ subsets:
 "#;
 
     fn service(objects: &RecordingObjects, name: &str) -> v1::Service {
-        let object = objects.get(Kind::Service, "default", name).unwrap().unwrap();
+        let object = objects
+            .get(Kind::Service, "default", name)
+            .unwrap()
+            .unwrap();
         service_of(&object).unwrap().clone()
     }
 
@@ -443,7 +454,9 @@ subsets:
         controller.reconcile(&key("web")).await.unwrap();
         // n3 is not Ready; n2 gives its ExternalIP.
         assert_eq!(ingress(&objects, "web"), ["192.168.5.1", "203.0.113.2"]);
-        assert!(objects.event_reasons().contains(&"UpdatedIngressIP".to_owned()));
+        assert!(objects
+            .event_reasons()
+            .contains(&"UpdatedIngressIP".to_owned()));
         // Nothing changed: nothing written again.
         objects.clear_writes();
         controller.reconcile(&key("web")).await.unwrap();
@@ -518,7 +531,10 @@ spec:
         assert!(ingress(&objects, "clash").is_empty());
         assert_eq!(ingress(&objects, "web").len(), 2);
         let events = objects.events();
-        let clash = events.iter().find(|e| e.reason == "PortInUse").expect("event");
+        let clash = events
+            .iter()
+            .find(|e| e.reason == "PortInUse")
+            .expect("event");
         assert!(clash.message.contains("80/TCP"), "{}", clash.message);
         assert!(clash.message.contains("default/web"), "{}", clash.message);
         // A Service of another class is left alone; one turned ClusterIP

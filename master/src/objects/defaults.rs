@@ -72,7 +72,9 @@ pub fn apply_defaults(object: &mut Object) {
             }
             if spec.session_affinity == "ClientIP" {
                 // Kubernetes' default stickiness: three hours.
-                let config = spec.session_affinity_config.get_or_insert_with(Default::default);
+                let config = spec
+                    .session_affinity_config
+                    .get_or_insert_with(Default::default);
                 let client_ip = config.client_ip.get_or_insert_with(Default::default);
                 if client_ip.timeout_seconds == 0 {
                     client_ip.timeout_seconds = 10800;

@@ -83,7 +83,7 @@ impl HeldAddress {
                 let Some(spec) = service.spec.as_ref() else {
                     return held;
                 };
-                if let Ok(ip) = spec.cluster_ip.parse() {
+                if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
                     held.push(HeldAddress::ClusterIp(ip));
                 }
                 for port in &spec.ports {
@@ -96,7 +96,8 @@ impl HeldAddress {
                 }
             }
             Some(Body::Node(node)) => {
-                if let Some(Ok(subnet)) = node.spec.as_ref().map(|s| s.pod_cidr.parse::<Ipv4Net>()) {
+                if let Some(Ok(subnet)) = node.spec.as_ref().map(|s| s.pod_cidr.parse::<Ipv4Net>())
+                {
                     held.push(HeldAddress::PodCidr(subnet));
                 }
             }
@@ -764,6 +765,54 @@ mod tests {
             Some(("default".into(), "b".into()))
         );
         assert_eq!(cache.cluster_ips_held(), 1);
+    }
+
+    #[test]
+    fn node_ports_are_held_until_their_service_drops_them() {
+        let with_ports = |name: &str, ports: &[(i32, &str, i32)]| {
+            let mut object = Arc::unwrap_or_clone(service(name, "10.43.0.20"));
+            if let Some(Body::Service(s)) = &mut object.kind {
+                s.spec.as_mut().unwrap().ports = ports
+                    .iter()
+                    .map(|(port, protocol, node_port)| v1::ServicePort {
+                        port: *port,
+                        protocol: (*protocol).into(),
+                        node_port: *node_port,
+                        ..Default::default()
+                    })
+                    .collect();
+            }
+            Arc::new(object)
+        };
+        let cache = ObjectCache::default();
+        // TCP and UDP of one port share a nodePort: held once.
+        let dns = with_ports(
+            "dns",
+            &[(53, "TCP", 30053), (53, "UDP", 30053), (80, "TCP", 30080)],
+        );
+        assert_eq!(
+            HeldAddress::of(&dns),
+            [
+                HeldAddress::ClusterIp(Ipv4Addr::new(10, 43, 0, 20)),
+                HeldAddress::NodePort(30053),
+                HeldAddress::NodePort(30080)
+            ]
+        );
+        cache.apply(&[change(Kind::Service, EventType::Added, dns)], 1);
+        assert_eq!(
+            cache.node_port_holder(30053),
+            Some(("default".into(), "dns".into()))
+        );
+        assert_eq!(cache.node_ports_held(), 2);
+        // An update that drops a port frees its number.
+        let fewer = with_ports("dns", &[(53, "TCP", 30053)]);
+        cache.apply(
+            &[change(Kind::Service, EventType::Modified, fewer.clone())],
+            2,
+        );
+        assert_eq!(cache.node_port_holder(30080), None);
+        cache.apply(&[change(Kind::Service, EventType::Deleted, fewer)], 3);
+        assert_eq!(cache.node_ports_held(), 0);
     }
 
     fn node(name: &str, pod_cidr: &str) -> Arc<Object> {

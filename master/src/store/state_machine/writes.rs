@@ -942,7 +942,10 @@ mod tests {
         assert_eq!(results[0], Err(held_by_n5));
         assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
         let joining = store.get(Kind::Node, "", "joining").unwrap().unwrap();
-        let subnet: Vec<_> = HeldAddress::of(&joining).iter().map(|a| a.to_string()).collect();
+        let subnet: Vec<_> = HeldAddress::of(&joining)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
         assert_eq!(subnet, ["10.42.6.0/24"]);
         let n1 = store.get(Kind::Node, "", "n1").unwrap().unwrap();
         assert_eq!(n1.meta().labels["tier"], "web");
