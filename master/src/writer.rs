@@ -188,27 +188,31 @@ impl ObjectWriter {
             return Err(Error::Invalid("metadata.name is required".to_owned()));
         }
         // New nodePorts stay reserved until the update is applied or fails.
-        let mut _reserved = None;
-        if !status_only {
+        let _reserved = if status_only {
+            None
+        } else {
             apply_defaults(&mut object);
             validate(&object)?;
-            if let Some(Body::Service(service)) = &mut object.kind {
-                let meta = service.metadata.clone().unwrap_or_default();
-                let old = self
-                    .cluster
-                    .store
-                    .get(Kind::Service, &meta.namespace, &meta.name)?;
-                let old = match old.and_then(|o| o.kind) {
-                    Some(Body::Service(old)) => Some(old),
-                    _ => None,
-                };
-                if let Some(old) = &old {
-                    crate::service_ips::keep_on_update(old, service)?;
+            match &mut object.kind {
+                Some(Body::Service(service)) => {
+                    let meta = service.metadata.clone().unwrap_or_default();
+                    let old = self
+                        .cluster
+                        .store
+                        .get(Kind::Service, &meta.namespace, &meta.name)?;
+                    let old = match old.and_then(|o| o.kind) {
+                        Some(Body::Service(old)) => Some(old),
+                        _ => None,
+                    };
+                    if let Some(old) = &old {
+                        crate::service_ips::keep_on_update(old, service)?;
+                    }
+                    let cache = self.cluster.store.cache();
+                    Some(self.node_ports.assign(cache, service, old.as_ref())?)
                 }
-                let cache = self.cluster.store.cache();
-                _reserved = Some(self.node_ports.assign(cache, service, old.as_ref())?);
+                _ => None,
             }
-        }
+        };
         let command = Command::Update {
             object: encode_checked(&object)?,
             status_only,
