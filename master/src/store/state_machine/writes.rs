@@ -478,6 +478,7 @@ mod tests {
     use std::sync::Arc;
 
     use prost::Message;
+    use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::{EventType, Object};
     use skiff_proto::v1;
 
@@ -904,6 +905,58 @@ mod tests {
         assert!(results[0].is_ok() && results[1].is_ok(), "{results:?}");
         let held_by_s4 = taken(AddressField::ClusterIp, ip, ip, "Service default/s4");
         assert_eq!(results[2], Err(held_by_s4));
+    }
+
+    /// A NodePort Service in `default` with one port per nodePort.
+    fn node_port_service(name: &str, cluster_ip: &str, node_ports: &[i32]) -> Object {
+        let mut object = service(name, cluster_ip);
+        if let Some(Body::Service(s)) = &mut object.kind {
+            let spec = s.spec.as_mut().unwrap();
+            spec.r#type = "NodePort".into();
+            spec.ports = node_ports
+                .iter()
+                .enumerate()
+                .map(|(i, node_port)| v1::ServicePort {
+                    name: format!("p{i}"),
+                    port: 80 + i32::try_from(i).unwrap(),
+                    protocol: "TCP".into(),
+                    node_port: *node_port,
+                    ..Default::default()
+                })
+                .collect();
+        }
+        object
+    }
+
+    #[test]
+    fn a_node_port_held_by_another_service_is_refused_even_within_one_batch() {
+        let (_dir, store) = store_with_pod();
+        let held_by_a = taken(
+            AddressField::NodePort,
+            "30080",
+            "30080",
+            "Service default/a",
+        );
+        let results = store.apply_commands(vec![
+            create(&node_port_service("a", "10.43.0.30", &[30080, 30081])),
+            // Its second port is a's first.
+            create(&node_port_service("b", "10.43.0.31", &[30090, 30080])),
+        ]);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert_eq!(results[1], Err(held_by_a.clone()));
+        let message = held_by_a.to_string();
+        assert!(message.contains("spec.ports[].nodePort"), "{message}");
+        // Applied: refused from the cache's index too; a keeps its own
+        // through an update and frees the one it drops.
+        let again = apply(
+            &store,
+            create(&node_port_service("c", "10.43.0.32", &[30080])),
+        );
+        assert_eq!(again, Err(held_by_a));
+        let fewer = update(&node_port_service("a", "10.43.0.30", &[30080]), false);
+        assert!(apply(&store, fewer).is_ok());
+        let freed = create(&node_port_service("d", "10.43.0.33", &[30081]));
+        assert!(apply(&store, freed).is_ok());
     }
 
     #[test]
