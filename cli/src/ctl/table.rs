@@ -554,6 +554,52 @@ mod tests {
     }
 
     #[test]
+    fn service_table_shows_node_ports_and_load_balancer_ingress() {
+        let service = |name: &str, spec: serde_json::Value, status: serde_json::Value| {
+            let service: v1::Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": spec,
+                "status": status,
+            }))
+            .unwrap();
+            service.into_object()
+        };
+        let objects = [
+            service(
+                "np",
+                serde_json::json!({"type": "NodePort", "clusterIP": "10.43.0.20",
+                    "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}),
+                serde_json::json!({}),
+            ),
+            service(
+                "lb",
+                serde_json::json!({"type": "LoadBalancer", "clusterIP": "10.43.0.21",
+                    "ports": [{"port": 8088, "nodePort": 31000, "protocol": "TCP"}]}),
+                serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.168.5.1"}, {"ip": "192.168.5.2"}]}}),
+            ),
+            service(
+                "pending",
+                serde_json::json!({"type": "LoadBalancer", "clusterIP": "10.43.0.22",
+                    "ports": [{"port": 8088, "nodePort": 31001, "protocol": "TCP"}]}),
+                serde_json::json!({}),
+            ),
+        ];
+        let text = render(Kind::Service, &objects, false, false, at(30));
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][3..5], ["<none>", "80:30080/TCP"], "{text}");
+        assert_eq!(
+            rows[1][3..5],
+            ["192.168.5.1,192.168.5.2", "8088:31000/TCP"],
+            "{text}"
+        );
+        assert_eq!(rows[2][3], "<pending>", "{text}");
+    }
+
+    #[test]
     fn pod_table_has_kubectl_columns() {
         let pod = v1::Pod {
             metadata: Some(v1::ObjectMeta {
