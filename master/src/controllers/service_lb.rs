@@ -15,7 +15,10 @@
 //! protocol) that an older LoadBalancer Service already answers on is not
 //! taken over: the newer Service stays Pending (no ingress) with a
 //! `PortInUse` Warning Event, as k3s' svclb pods stay Pending on a taken
-//! hostPort. A Service that stops being a LoadBalancer loses its ingress.
+//! hostPort. Nor is a port where the nodes themselves listen by default
+//! ([`NODE_LISTENERS`]: SSH, the API, Raft, the agent, the VXLAN overlay):
+//! the load balancer's DNAT on the node addresses would take it over. A
+//! Service that stops being a LoadBalancer loses its ingress.
 //!
 //! The controller keeps the names of the LoadBalancer Services it handles
 //! (listed once per leadership, then kept from the change notifications),
@@ -38,6 +41,27 @@ use crate::store::state_machine::StoredEvent;
 pub const ENABLE_LB_LABEL: &str = "svccontroller.k3s.cattle.io/enablelb";
 const LOAD_BALANCER: &str = "LoadBalancer";
 const COMPONENT: &str = "service-lb-controller";
+
+/// Ports the nodes listen on by default (port, protocol, what): a
+/// LoadBalancer asking for one stays Pending rather than hijack it.
+pub const NODE_LISTENERS: &[(i32, &str, &str)] = &[
+    (22, "TCP", "SSH"),
+    (6443, "TCP", "the skiff API"),
+    (6444, "TCP", "Raft between masters"),
+    (10250, "TCP", "the skiff agent"),
+    (8472, "UDP", "the VXLAN overlay"),
+];
+
+/// The first of `spec`'s ports that a node listens on itself, and what
+/// listens there.
+fn node_listener(spec: &v1::ServiceSpec) -> Option<(i32, String, &'static str)> {
+    spec.ports.iter().find_map(|p| {
+        NODE_LISTENERS
+            .iter()
+            .find(|(port, protocol, _)| *port == p.port && *protocol == p.protocol)
+            .map(|(port, protocol, what)| (*port, (*protocol).to_owned(), *what))
+    })
+}
 
 pub struct ServiceLbController {
     ctx: Context,
@@ -321,6 +345,17 @@ impl Reconciler for ServiceLbController {
             }
             return Ok(Action::Done);
         }
+        if let Some((port, protocol, what)) = node_listener(&spec) {
+            self.ctx.events.for_component(COMPONENT).warning(
+                &object,
+                "PortInUse",
+                format!(
+                    "port {port}/{protocol} is where {what} listens on the nodes; a load balancer there would take it over, so this Service stays Pending: use another port"
+                ),
+            );
+            self.set_ingress(service, Vec::new()).await?;
+            return Ok(Action::Done);
+        }
         if let Some((owner, port, protocol)) = self.port_taken(&service)? {
             self.ctx.events.for_component(COMPONENT).warning(
                 &object,
@@ -511,6 +546,30 @@ subsets:
         // None opted in: all but the one opted out.
         nodes[0].metadata.as_mut().unwrap().labels.clear();
         assert_eq!(ingress_addresses(&nodes, None), ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_port_the_nodes_listen_on_is_never_taken() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ssh}
+spec:
+  type: LoadBalancer
+  ports: [{port: 22, protocol: TCP}]
+"#,
+        );
+        controller.reconcile(&key("ssh")).await.unwrap();
+        assert!(ingress(&objects, "ssh").is_empty());
+        let events = objects.events();
+        let refused = events
+            .iter()
+            .find(|e| e.reason == "PortInUse")
+            .expect("event");
+        assert!(refused.message.contains("22/TCP"), "{}", refused.message);
+        assert!(refused.message.contains("SSH"), "{}", refused.message);
     }
 
     #[tokio::test]
