@@ -52,7 +52,12 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
                 .status
                 .as_ref()
                 .and_then(|s| s.load_balancer.as_ref())
-                .map(|l| l.ingress.iter().filter_map(|i| i.ip.parse().ok()).collect())
+                .map(|l| {
+                    l.ingress
+                        .iter()
+                        .filter_map(|i| i.ip.parse::<Ipv4Addr>().ok())
+                        .collect()
+                })
                 .unwrap_or_default()
         } else {
             Vec::new()
@@ -60,7 +65,7 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
         let external_ips: Vec<Ipv4Addr> = spec
             .external_ips
             .iter()
-            .filter_map(|ip| ip.parse().ok())
+            .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
             .collect();
         let source_ranges: Vec<Ipv4Net> = spec
             .load_balancer_source_ranges
