@@ -631,7 +631,7 @@ mod tests {
             port: 80,
             endpoints: endpoints
                 .iter()
-                .map(|ip| (ip.parse().unwrap(), 8080))
+                .map(|ip| (ip.parse::<Ipv4Addr>().unwrap(), 8080))
                 .collect(),
             exposure,
         }
