@@ -1864,4 +1864,37 @@ spec:
             "{e}"
         );
     }
+
+    #[test]
+    fn exposed_services_name_their_bad_fields() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n";
+        check(&format!(
+            "{svc}  loadBalancerSourceRanges: [192.168.1.7/24, 10.0.0.0/8]\n  externalIPs: [198.51.100.7]\n  externalTrafficPolicy: Local\n  sessionAffinity: ClientIP\n"
+        ))
+        .unwrap();
+        let e = reasons(&format!(
+            "{svc}  loadBalancerSourceRanges: [10.0.0.0/8, lan]\n"
+        ));
+        assert!(
+            e.contains("spec.loadBalancerSourceRanges.1: is not an IPv4 CIDR"),
+            "{e}"
+        );
+        let e = reasons(&format!("{svc}  externalIPs: [example.com]\n"));
+        assert!(
+            e.contains("spec.externalIPs.0: \"example.com\" is not an IPv4 address"),
+            "{e}"
+        );
+        let e = reasons(&format!("{svc}  externalTrafficPolicy: Nearby\n"));
+        assert!(
+            e.contains("spec.externalTrafficPolicy: \"Nearby\" is not one of"),
+            "{e}"
+        );
+        let e = reasons(&format!(
+            "{svc}  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 90000}}}}\n"
+        ));
+        assert!(
+            e.contains("spec.sessionAffinityConfig.clientIP.timeoutSeconds: 90000 is not between"),
+            "{e}"
+        );
+    }
 }
