@@ -166,11 +166,15 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             batch.push(rule("output", expr));
         }
     }
-    // Marked (external, Cluster policy) traffic is masqueraded.
+    // Marked (external, Cluster policy) traffic is masqueraded. The mark
+    // is cleared first, as kube-proxy does, so that the VXLAN packet
+    // carrying it to another node (which inherits the mark) is not
+    // masqueraded in turn.
     batch.push(rule(
         "postrouting",
         vec![
             json!({"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}, "right": MASQUERADE_MARK}}),
+            json!({"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"^": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}}),
             json!({"masquerade": null}),
         ],
     ));
@@ -693,6 +697,15 @@ mod tests {
             &[r#""&":[{"meta":{"key":"mark"}},16384]"#, "masquerade"],
         );
         assert_eq!(masquerade[0].1, "postrouting");
+        // (clearing the mark first, so the VXLAN packet carrying the
+        // connection to another node is not masqueraded too)
+        assert!(
+            masquerade[0]
+                .2
+                .contains(r#""^":[{"meta":{"key":"mark"}},16384]"#),
+            "{}",
+            masquerade[0].2
+        );
     }
 
     #[test]
@@ -765,7 +778,7 @@ mod tests {
             ],
         );
         assert_eq!(pick.len(), 2);
-        // Without exposure, no nodePort or mark rule.
-        assert!(!text.contains("mangle"));
+        // Without exposure, nothing is marked for masquerade.
+        assert!(!text.contains(r#""|":[{"meta":{"key":"mark"}}"#), "{text}");
     }
 }
