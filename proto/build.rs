@@ -26,6 +26,8 @@ const RENAMES: &[(&str, &str)] = &[
     ("ContainerStateTerminated.container_id", "containerID"),
     ("ServiceSpec.cluster_ip", "clusterIP"),
     ("ServiceSpec.cluster_ips", "clusterIPs"),
+    ("ServiceSpec.external_ips", "externalIPs"),
+    ("SessionAffinityConfig.client_ip", "clientIP"),
     ("Volume.downward_api", "downwardAPI"),
     ("VolumeProjection.downward_api", "downwardAPI"),
 ];

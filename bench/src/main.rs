@@ -45,6 +45,9 @@ enum Scenario {
     Footprint(scenarios::footprint::FootprintArgs),
     /// Pod-to-pod throughput over the VXLAN overlay vs host-to-host.
     Overlay(scenarios::overlay::OverlayArgs),
+    /// Throughput through a NodePort vs straight to the pod, from a LAN
+    /// host.
+    Nodeport(scenarios::nodeport::NodeportArgs),
     /// Pod start latency on a real node (containerd), local image.
     Podstart(scenarios::podstart::PodstartArgs),
     /// Whether hot paths grow with the number of objects: the same probes
@@ -78,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Scenario::DiskIdle(args) => scenarios::disk_idle::run(args).await,
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
+            Scenario::Nodeport(args) => scenarios::nodeport::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,
             Scenario::Scale(args) => scenarios::scale::run(args).await,
             Scenario::Api(args) => scenarios::api::run(args).await,

@@ -18,6 +18,7 @@ use std::str::FromStr;
 use skiff_agent::cluster_network::Overrides;
 use skiff_agent::network::subnet::Subnet;
 use skiff_master::controllers::node_ipam::PodCidrConfig;
+use skiff_master::node_ports::{NodePortRange, DEFAULT_NODE_PORT_RANGE};
 use skiff_master::service_ips::{default_cluster_dns, ServiceIps, DEFAULT_SERVICE_CIDR};
 use skiff_values::Ipv4Net;
 
@@ -30,6 +31,8 @@ pub enum ClusterNetworkError {
     ServiceCidr(String),
     #[error("--cluster-dns {dns}: not in the service CIDR {range}; give one of its addresses")]
     ClusterDns { dns: Ipv4Addr, range: Ipv4Net },
+    #[error("{0}")]
+    NodePortRange(String),
 }
 
 /// `value` as a `T`, or why not.
@@ -58,9 +61,17 @@ pub struct ClusterNetworkFlags {
     /// no cluster DNS server runs, so they get their node's resolv.conf.
     #[arg(long)]
     pub cluster_dns: Option<Ipv4Addr>,
+    /// Where Services' nodePorts come from (FIRST-LAST); masters only.
+    #[arg(long, default_value = DEFAULT_NODE_PORT_RANGE)]
+    pub service_node_port_range: String,
 }
 
 impl ClusterNetworkFlags {
+    /// `--service-node-port-range`.
+    pub fn node_port_range(&self) -> Result<NodePortRange, ClusterNetworkError> {
+        parse(&self.service_node_port_range).map_err(ClusterNetworkError::NodePortRange)
+    }
+
     /// `--cluster-cidr`.
     pub fn cluster_range(&self) -> Result<Ipv4Net, ClusterNetworkError> {
         parse(&self.cluster_cidr).map_err(ClusterNetworkError::ClusterCidr)
@@ -132,6 +143,7 @@ mod tests {
             cluster_cidr: "10.42.0.0/16".into(),
             service_cidr: service_cidr.into(),
             cluster_dns,
+            service_node_port_range: DEFAULT_NODE_PORT_RANGE.into(),
         }
     }
 

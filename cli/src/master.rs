@@ -151,6 +151,7 @@ impl MasterFlags {
         let pod_cidrs = PodCidrConfig::new(cluster_cidr, self.node_cidr_mask_size)
             .map_err(MasterFlagsError::NodeCidrMaskSize)?;
         let service_cidr = self.network.service_range()?;
+        let service_node_ports = self.network.node_port_range()?;
         let cluster_dns = self.network.cluster_dns()?;
         let every: std::time::Duration = self.snapshot_schedule.into();
         let snapshot_schedule = SnapshotSchedule {
@@ -175,6 +176,7 @@ impl MasterFlags {
             metrics_listen,
             pod_cidrs,
             service_cidr,
+            service_node_ports,
             cluster_dns,
             lifecycle: LifecycleConfig {
                 grace: self.node_monitor_grace_period.into(),

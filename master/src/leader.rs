@@ -30,6 +30,7 @@ use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::{self, garbage_collector, Context};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
@@ -144,6 +145,11 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             EndpointsController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            ServiceLbController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

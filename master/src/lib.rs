@@ -23,6 +23,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;
+pub mod node_ports;
 pub mod objects;
 pub mod rest;
 pub mod scheduler;

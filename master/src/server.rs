@@ -82,6 +82,8 @@ pub struct MasterConfig {
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where Services' clusterIPs come from.
     pub service_cidr: skiff_values::Ipv4Net,
+    /// Where Services' nodePorts come from (`--service-node-port-range`).
+    pub service_node_ports: crate::node_ports::NodePortRange,
     /// The cluster DNS Service's address, told to every node.
     pub cluster_dns: Ipv4Addr,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
@@ -177,7 +179,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     };
     let service_ips = crate::service_ips::ServiceIps::new(config.service_cidr)
         .map_err(MasterError::ServiceCidr)?;
-    let writer = ObjectWriter::new(cluster.clone(), Arc::new(service_ips));
+    let node_ports = crate::node_ports::NodePorts::new(config.service_node_ports);
+    let writer = ObjectWriter::new(cluster.clone(), Arc::new(service_ips), Arc::new(node_ports));
 
     let api_listener = bind("API", config.listen).await?;
     let raft_listener = bind("Raft", config.raft_listen).await?;

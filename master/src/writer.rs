@@ -9,6 +9,7 @@ use skiff_proto::api::Object;
 use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::node_ports::{NodePortError, NodePorts};
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
@@ -39,6 +40,9 @@ pub enum Error {
     /// A Service's clusterIP could not be given.
     #[error("invalid request: {0}")]
     ServiceIp(ServiceIpError),
+    /// A Service's nodePorts could not be given.
+    #[error("invalid request: {0}")]
+    NodePort(NodePortError),
     /// Raft refused or could not take the write (including the state
     /// machine's refusals: not found, exists, conflict, and an address
     /// another object holds, `WriteError::AddressTaken`, when the
@@ -89,19 +93,31 @@ impl From<ServiceIpError> for Error {
     }
 }
 
+impl From<NodePortError> for Error {
+    fn from(e: NodePortError) -> Self {
+        Error::NodePort(e)
+    }
+}
+
 /// Validated writes to the replicated store. Must run on the leader; a
 /// follower gets `NotLeader`.
 #[derive(Clone)]
 pub struct ObjectWriter {
     cluster: Cluster,
     service_ips: Arc<ServiceIps>,
+    node_ports: Arc<NodePorts>,
 }
 
 impl ObjectWriter {
-    pub fn new(cluster: Cluster, service_ips: Arc<ServiceIps>) -> ObjectWriter {
+    pub fn new(
+        cluster: Cluster,
+        service_ips: Arc<ServiceIps>,
+        node_ports: Arc<NodePorts>,
+    ) -> ObjectWriter {
         ObjectWriter {
             cluster,
             service_ips,
+            node_ports,
         }
     }
 
@@ -133,14 +149,16 @@ impl ObjectWriter {
             crate::objects::generic::generate_job_selector(job, &uid);
         }
         validate(&object)?;
-        // A Service's address stays reserved until the create is applied
-        // (then the cache holds it) or fails, so concurrent creates never
-        // get the same one and none waits for another.
+        // A Service's address and nodePorts stay reserved until the create
+        // is applied (then the cache holds them) or fails, so concurrent
+        // creates never get the same one and none waits for another.
         let _reserved = match &mut object.kind {
-            Some(Body::Service(service)) => Some(
-                self.service_ips
-                    .assign(self.cluster.store.cache(), service)?,
-            ),
+            Some(Body::Service(service)) => {
+                let cache = self.cluster.store.cache();
+                let ip = self.service_ips.assign(cache, service)?;
+                let ports = self.node_ports.assign(cache, service, None)?;
+                Some((ip, ports))
+            }
             _ => None,
         };
         let command = Command::Create {
@@ -169,20 +187,32 @@ impl ObjectWriter {
         if object.meta().name.is_empty() {
             return Err(Error::Invalid("metadata.name is required".to_owned()));
         }
-        if !status_only {
+        // New nodePorts stay reserved until the update is applied or fails.
+        let _reserved = if status_only {
+            None
+        } else {
             apply_defaults(&mut object);
             validate(&object)?;
-            if let Some(Body::Service(service)) = &mut object.kind {
-                let meta = service.metadata.clone().unwrap_or_default();
-                let old = self
-                    .cluster
-                    .store
-                    .get(Kind::Service, &meta.namespace, &meta.name)?;
-                if let Some(Body::Service(old)) = old.and_then(|o| o.kind) {
-                    crate::service_ips::keep_on_update(&old, service)?;
+            match &mut object.kind {
+                Some(Body::Service(service)) => {
+                    let meta = service.metadata.clone().unwrap_or_default();
+                    let old = self
+                        .cluster
+                        .store
+                        .get(Kind::Service, &meta.namespace, &meta.name)?;
+                    let old = match old.and_then(|o| o.kind) {
+                        Some(Body::Service(old)) => Some(old),
+                        _ => None,
+                    };
+                    if let Some(old) = &old {
+                        crate::service_ips::keep_on_update(old, service)?;
+                    }
+                    let cache = self.cluster.store.cache();
+                    Some(self.node_ports.assign(cache, service, old.as_ref())?)
                 }
+                _ => None,
             }
-        }
+        };
         let command = Command::Update {
             object: encode_checked(&object)?,
             status_only,
@@ -305,7 +335,8 @@ mod tests {
             .await
             .unwrap();
         let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
-        let writer = ObjectWriter::new(cluster, Arc::new(ips));
+        let node_ports = NodePorts::new(Default::default());
+        let writer = ObjectWriter::new(cluster, Arc::new(ips), Arc::new(node_ports));
         writer
             .create(
                 v1::Namespace {

@@ -67,6 +67,26 @@ impl Ipv4Net {
     pub fn contains_addr(&self, ip: Ipv4Addr) -> bool {
         u32::from(ip) & self.mask() == u32::from(self.addr)
     }
+
+    /// `s` as a network where host bits may be set and are cleared
+    /// (`192.168.1.7/24` is `192.168.1.0/24`), as Kubernetes reads
+    /// `loadBalancerSourceRanges`; a bare address is a /32.
+    pub fn parse_lenient(s: &str) -> Result<Ipv4Net, CidrError> {
+        let s = s.trim();
+        let (addr, len) = s.split_once('/').unwrap_or((s, "32"));
+        let address: Ipv4Addr = addr.parse().map_err(|_| CidrError::BadAddress {
+            given: s.to_owned(),
+            addr: addr.to_owned(),
+        })?;
+        let len: u8 =
+            len.parse()
+                .ok()
+                .filter(|l| *l <= 32)
+                .ok_or_else(|| CidrError::BadPrefix {
+                    given: s.to_owned(),
+                })?;
+        Ok(Ipv4Net::new(address, len))
+    }
 }
 
 fn mask(len: u8) -> u32 {
@@ -114,6 +134,15 @@ impl fmt::Display for Ipv4Net {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lenient_parsing_clears_host_bits_and_takes_bare_addresses() {
+        let net = Ipv4Net::parse_lenient(" 192.168.1.7/24 ").unwrap();
+        assert_eq!(net.to_string(), "192.168.1.0/24");
+        assert_eq!(Ipv4Net::parse_lenient("10.0.0.9").unwrap().len, 32);
+        assert!(Ipv4Net::parse_lenient("10.0.0.0/33").is_err());
+        assert!(Ipv4Net::parse_lenient("example.com/8").is_err());
+    }
 
     #[test]
     fn parses_networks_and_refuses_what_is_not_one() {

@@ -6,7 +6,21 @@
 //! Service's ready endpoints, picked at random per connection (and is
 //! refused when it has none); a pod that
 //! reaches a pod on the same bridge through a clusterIP is masqueraded, so
-//! the reply comes back through the host and is translated back. The whole table is
+//! the reply comes back through the host and is translated back.
+//!
+//! NodePort, LoadBalancer and externalIPs traffic, as kube-proxy's nftables
+//! mode does it ([`Exposure`]): a Service's nodePort on any local address
+//! but loopback, and its port on its load balancer ingress and external
+//! addresses, lead to its endpoints. With `externalTrafficPolicy: Cluster`
+//! such traffic is marked ([`MASQUERADE_MARK`]) and masqueraded on the way
+//! out, so replies from an endpoint on another node come back through this
+//! one; with `Local` it goes only to this node's endpoints, unmasqueraded
+//! (the client address is kept), and is dropped when there are none here,
+//! except that traffic from pods and from the node itself still goes to
+//! any endpoint. `loadBalancerSourceRanges` drops other sources on the
+//! load balancer addresses. `sessionAffinity: ClientIP` keeps a client on
+//! its endpoint through one timed set per endpoint (which starts empty
+//! whenever the table is rewritten). The whole table is
 //! replaced in one `nft -j -f -` transaction (atomic in the kernel), so
 //! the rules are always exactly what the agent wants, and rules of other
 //! tables on the host are never touched.
@@ -46,7 +60,33 @@ pub struct ServiceRule {
     pub port: u16,
     /// Ready endpoints: pod address and port.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
+    /// How the port is reached from outside the cluster, if it is.
+    pub exposure: Exposure,
 }
+
+/// How a Service port is reached from outside the cluster, and who stays
+/// on which endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Exposure {
+    /// The nodePort, answered on every local address but loopback.
+    pub node_port: Option<u16>,
+    /// Load balancer ingress addresses, answered at the Service's port and
+    /// filtered by `source_ranges`.
+    pub load_balancer_ips: Vec<Ipv4Addr>,
+    /// `spec.externalIPs`, answered at the Service's port.
+    pub external_ips: Vec<Ipv4Addr>,
+    /// `externalTrafficPolicy: Local`.
+    pub local_only: bool,
+    /// `loadBalancerSourceRanges`; empty: any source.
+    pub source_ranges: Vec<skiff_values::Ipv4Net>,
+    /// `sessionAffinity: ClientIP`: how long a client stays with its
+    /// endpoint, in seconds.
+    pub affinity_seconds: Option<u32>,
+}
+
+/// The packet mark bit that says "masquerade this connection on the way
+/// out" (kube-proxy's 0x4000).
+pub const MASQUERADE_MARK: u32 = 0x4000;
 
 /// The cluster DNS address, answered on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,38 +166,36 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             batch.push(rule("output", expr));
         }
     }
+    // Marked (external, Cluster policy) traffic is masqueraded. The mark
+    // is cleared first, as kube-proxy does, so that the VXLAN packet
+    // carrying it to another node (which inherits the mark) is not
+    // masqueraded in turn.
+    batch.push(rule(
+        "postrouting",
+        vec![
+            json!({"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}, "right": MASQUERADE_MARK}}),
+            json!({"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"^": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}}),
+            json!({"masquerade": null}),
+        ],
+    ));
     for (i, service) in services.iter().enumerate() {
-        if service.endpoints.is_empty() {
-            continue;
-        }
-        let dnat =
-            |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
-        let verdict = if service.endpoints.len() == 1 {
-            dnat(&service.endpoints[0])
-        } else {
-            let mut targets = Vec::new();
-            for (j, endpoint) in service.endpoints.iter().enumerate() {
-                let name = format!("svc{i}-ep{j}");
-                batch.push(
-                    json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": name}}}),
-                );
-                // A port mapping needs its protocol matched in the same rule.
-                let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": service.protocol}});
-                batch.push(rule(&name, vec![l4, dnat(endpoint)]));
-                targets.push(json!([j, {"goto": {"target": name}}]));
-            }
-            json!({"vmap": {
-                "key": {"numgen": {"mode": "random", "mod": service.endpoints.len(), "offset": 0}},
-                "data": {"set": targets},
-            }})
+        let exposure = &service.exposure;
+        let mut chains = EndpointChains {
+            batch: &mut batch,
+            protocol: &service.protocol,
+            affinity_seconds: exposure.affinity_seconds,
         };
-        let expr = vec![
-            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
-            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
-            verdict,
-        ];
-        batch.push(rule("prerouting", expr.clone()));
-        batch.push(rule("output", expr));
+        let cluster_verdict = chains.pick(&format!("svc{i}"), &service.endpoints);
+        if let Some(verdict) = &cluster_verdict {
+            let expr = vec![
+                json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
+                json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+                verdict.clone(),
+            ];
+            batch.push(rule("prerouting", expr.clone()));
+            batch.push(rule("output", expr));
+        }
+        external_rules(&mut batch, scope, i, service, cluster_verdict);
     }
     let refuse = vec![
         json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.services)}}),
@@ -184,6 +222,184 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         batch.push(rule("output", expr));
     }
     json!({"nftables": batch})
+}
+
+/// Adds the chains that pick one of a Service port's endpoints to a batch.
+struct EndpointChains<'a> {
+    batch: &'a mut Vec<Value>,
+    protocol: &'a str,
+    affinity_seconds: Option<u32>,
+}
+
+impl EndpointChains<'_> {
+    fn add_rule(&mut self, chain: &str, expr: Vec<Value>) {
+        self.batch.push(json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}}));
+    }
+
+    fn add_chain(&mut self, chain: &str) {
+        self.batch
+            .push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
+    }
+
+    /// The verdict that sends a new connection to one of `endpoints`
+    /// (chains named after `name`), or `None` when there are none. One
+    /// endpoint without affinity: DNAT straight away; else a chain per
+    /// endpoint and a random pick among them, after the client's own
+    /// endpoint when affinity holds one.
+    fn pick(&mut self, name: &str, endpoints: &[(Ipv4Addr, u16)]) -> Option<Value> {
+        let dnat =
+            |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
+        if endpoints.is_empty() {
+            return None;
+        }
+        if endpoints.len() == 1 && self.affinity_seconds.is_none() {
+            return Some(dnat(&endpoints[0]));
+        }
+        let mut targets = Vec::new();
+        let mut sticky = Vec::new();
+        for (j, endpoint) in endpoints.iter().enumerate() {
+            let chain = format!("{name}-ep{j}");
+            self.add_chain(&chain);
+            // A port mapping needs its protocol matched in the same rule.
+            let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": self.protocol}});
+            // nft makes a set that rules update dynamic by itself (nft
+            // 1.0.6's JSON parser refuses the "dynamic" flag).
+            if let Some(timeout) = self.affinity_seconds {
+                let set = format!("{chain}-affinity");
+                self.batch.push(json!({"add": {"set": {"family": "ip", "table": TABLE, "name": set, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}}}));
+                self.add_rule(
+                    &chain,
+                    vec![json!({"set": {"op": "update", "elem": field("ip", "saddr"), "set": format!("@{set}")}})],
+                );
+                sticky.push(vec![
+                    json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": format!("@{set}")}}),
+                    json!({"goto": {"target": chain}}),
+                ]);
+            }
+            self.add_rule(&chain, vec![l4, dnat(endpoint)]);
+            targets.push(json!([j, {"goto": {"target": chain}}]));
+        }
+        let random = json!({"vmap": {
+            "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
+            "data": {"set": targets},
+        }});
+        if sticky.is_empty() {
+            return Some(random);
+        }
+        // With affinity: a chain that tries each endpoint's set first.
+        let chain = format!("{name}-pick");
+        self.add_chain(&chain);
+        for expr in sticky {
+            self.add_rule(&chain, expr);
+        }
+        self.add_rule(&chain, vec![random]);
+        Some(json!({"goto": {"target": chain}}))
+    }
+}
+
+/// The rules for a Service port's nodePort, load balancer and external
+/// addresses (Service `i` of the batch), given the verdict its clusterIP
+/// traffic gets (`None`: no endpoints).
+fn external_rules(
+    batch: &mut Vec<Value>,
+    scope: TableScope<'_>,
+    i: usize,
+    service: &ServiceRule,
+    cluster_verdict: Option<Value>,
+) {
+    let exposure = &service.exposure;
+    let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
+    let dport = |port: u16| json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": port}});
+    let daddr = |ip: &Ipv4Addr| json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": ip.to_string()}});
+    // Which packets are "external traffic to this port": one match list
+    // per destination.
+    let mut destinations: Vec<Vec<Value>> = Vec::new();
+    if let Some(node_port) = exposure.node_port {
+        destinations.push(vec![
+            json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}}),
+            json!({"match": {"op": "!=", "left": field("ip", "daddr"), "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}),
+            dport(node_port),
+        ]);
+    }
+    for ip in exposure
+        .load_balancer_ips
+        .iter()
+        .chain(&exposure.external_ips)
+    {
+        destinations.push(vec![daddr(ip), dport(service.port)]);
+    }
+    if destinations.is_empty() {
+        return;
+    }
+    // Sources outside loadBalancerSourceRanges never reach the load
+    // balancer addresses.
+    if !exposure.source_ranges.is_empty() {
+        let allowed: Vec<Value> = exposure
+            .source_ranges
+            .iter()
+            .map(|r| json!({"prefix": {"addr": r.addr.to_string(), "len": r.len}}))
+            .collect();
+        for ip in &exposure.load_balancer_ips {
+            batch.push(rule(
+                "prerouting",
+                vec![
+                    daddr(ip),
+                    dport(service.port),
+                    json!({"match": {"op": "!=", "left": field("ip", "saddr"), "right": {"set": allowed}}}),
+                    json!({"drop": null}),
+                ],
+            ));
+        }
+    }
+    let Some(cluster_verdict) = cluster_verdict else {
+        // No endpoint anywhere: left to the host, which refuses it.
+        return;
+    };
+    let mark = json!({"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}});
+    let local_verdict = if exposure.local_only {
+        let local: Vec<(Ipv4Addr, u16)> = service
+            .endpoints
+            .iter()
+            .filter(|(ip, _)| scope.local.contains(*ip))
+            .copied()
+            .collect();
+        let mut chains = EndpointChains {
+            batch: &mut *batch,
+            protocol: &service.protocol,
+            affinity_seconds: exposure.affinity_seconds,
+        };
+        Some(
+            chains
+                .pick(&format!("svc{i}-local"), &local)
+                .unwrap_or_else(|| json!({"drop": null})),
+        )
+    } else {
+        None
+    };
+    for destination in destinations {
+        let to_cluster = |extra: Vec<Value>, batch: &mut Vec<Value>| {
+            let mut expr = destination.clone();
+            expr.extend(extra);
+            expr.push(mark.clone());
+            expr.push(cluster_verdict.clone());
+            batch.push(rule("prerouting", expr.clone()));
+            batch.push(rule("output", expr));
+        };
+        match &local_verdict {
+            None => to_cluster(Vec::new(), &mut *batch),
+            Some(local_verdict) => {
+                // Pods and the node itself still reach any endpoint, as
+                // with kube-proxy (their own address is not lost).
+                let from_pods = json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": prefix(&scope.cluster)}});
+                let from_node = json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["saddr"]}}, "right": "local"}});
+                to_cluster(vec![from_pods], &mut *batch);
+                to_cluster(vec![from_node], &mut *batch);
+                let mut expr = destination.clone();
+                expr.push(local_verdict.clone());
+                batch.push(rule("prerouting", expr));
+            }
+        }
+    }
 }
 
 /// Why the table could not be replaced.
@@ -290,6 +506,7 @@ mod tests {
             protocol: "udp".into(),
             port: 53,
             endpoints: vec![("10.42.9.9".parse().unwrap(), 53)],
+            exposure: Exposure::default(),
         };
         let with_dns = TableScope {
             dns: Some(dns),
@@ -352,18 +569,21 @@ mod tests {
                 ("10.42.3.5".parse().unwrap(), 8080),
                 ("10.42.4.7".parse().unwrap(), 8080),
             ],
+            exposure: Exposure::default(),
         };
         let single = ServiceRule {
             cluster_ip: "10.43.0.12".parse().unwrap(),
             protocol: "udp".into(),
             port: 53,
             endpoints: vec![("10.42.4.9".parse().unwrap(), 5353)],
+            exposure: Exposure::default(),
         };
         let empty = ServiceRule {
             cluster_ip: "10.43.0.13".parse().unwrap(),
             protocol: "tcp".into(),
             port: 80,
             endpoints: vec![],
+            exposure: Exposure::default(),
         };
         let rules = ruleset(scope(), &[], &[web, single, empty]);
         let text = rules.to_string();
@@ -406,5 +626,159 @@ mod tests {
         // Hairpin: from this node's pods, out of its bridge, after DNAT.
         assert!(text.contains(r#""right":"skiff0""#));
         assert!(text.contains(r#""addr":"10.42.3.0","len":24"#));
+    }
+
+    fn exposed(exposure: Exposure, endpoints: &[&str]) -> ServiceRule {
+        ServiceRule {
+            cluster_ip: "10.43.0.20".parse().unwrap(),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: endpoints
+                .iter()
+                .map(|ip| (ip.parse::<Ipv4Addr>().unwrap(), 8080))
+                .collect(),
+            exposure,
+        }
+    }
+
+    /// The rules (chain, JSON text) whose text contains every one of `parts`.
+    fn rules_with(rules: &Value, parts: &[&str]) -> Vec<(usize, String, String)> {
+        rules["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| !c["add"]["rule"].is_null())
+            .map(|(i, c)| {
+                let chain = c["add"]["rule"]["chain"].as_str().unwrap().to_owned();
+                (i, chain, c.to_string())
+            })
+            .filter(|(_, _, text)| parts.iter().all(|p| text.contains(p)))
+            .collect()
+    }
+
+    #[test]
+    fn node_ports_and_load_balancer_addresses_lead_to_every_endpoint_masqueraded() {
+        let exposure = Exposure {
+            node_port: Some(30080),
+            load_balancer_ips: vec!["192.168.5.1".parse().unwrap()],
+            external_ips: vec!["198.51.100.7".parse().unwrap()],
+            source_ranges: vec!["10.0.0.0/8".parse().unwrap()],
+            ..Default::default()
+        };
+        let service = exposed(exposure, &["10.42.3.5", "10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[service]);
+        let mark = r#""mangle":{"key":{"meta":{"key":"mark"}}"#;
+        // The nodePort on any local address but loopback, from outside
+        // (prerouting) and from the node (output), marked, to the same
+        // random pick as the clusterIP.
+        let node_port = rules_with(&rules, &[r#""right":30080"#, mark, r#""mod":2"#]);
+        let chains: Vec<&str> = node_port.iter().map(|(_, c, _)| c.as_str()).collect();
+        assert_eq!(chains, ["prerouting", "output"], "{node_port:?}");
+        assert!(node_port[0].2.contains(r#""flags":["daddr"]"#));
+        assert!(node_port[0].2.contains(r#""addr":"127.0.0.0","len":8"#));
+        // The load balancer and external addresses at the Service's port.
+        for ip in ["192.168.5.1", "198.51.100.7"] {
+            let to = format!(r#""right":"{ip}""#);
+            let rules = rules_with(&rules, &[&to, r#""right":80"#, mark]);
+            assert_eq!(rules.len(), 2, "{ip}: {rules:?}");
+        }
+        // Other sources are dropped on the load balancer address first;
+        // external IPs are not filtered.
+        let firewall = rules_with(&rules, &[r#""drop":null"#, r#""addr":"10.0.0.0","len":8"#]);
+        assert_eq!(firewall.len(), 1, "{firewall:?}");
+        assert!(firewall[0].2.contains("192.168.5.1"));
+        assert!(firewall[0].2.contains(r#""op":"!=""#));
+        let lb = rules_with(&rules, &[r#""right":"192.168.5.1""#, mark]);
+        assert!(firewall[0].0 < lb[0].0, "the drop comes before the DNAT");
+        // Marked connections are masqueraded on the way out.
+        let masquerade = rules_with(
+            &rules,
+            &[r#""&":[{"meta":{"key":"mark"}},16384]"#, "masquerade"],
+        );
+        assert_eq!(masquerade[0].1, "postrouting");
+        // (clearing the mark first, so the VXLAN packet carrying the
+        // connection to another node is not masqueraded too)
+        assert!(
+            masquerade[0]
+                .2
+                .contains(r#""^":[{"meta":{"key":"mark"}},16384]"#),
+            "{}",
+            masquerade[0].2
+        );
+    }
+
+    #[test]
+    fn local_policy_keeps_the_client_address_and_answers_only_with_local_endpoints() {
+        let exposure = Exposure {
+            node_port: Some(30081),
+            local_only: true,
+            ..Default::default()
+        };
+        // 10.42.3.0/24 is this node's subnet: 10.42.3.5 is local.
+        let service = exposed(exposure.clone(), &["10.42.3.5", "10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[service]);
+        let all = rules_with(&rules, &[r#""right":30081"#]);
+        assert_eq!(all.len(), 5, "{all:?}");
+        // From outside: only the local endpoint, unmarked.
+        let outside: Vec<_> = all
+            .iter()
+            .filter(|(_, _, t)| !t.contains("mangle"))
+            .collect();
+        assert_eq!(outside.len(), 1, "{outside:?}");
+        assert_eq!(outside[0].1, "prerouting");
+        assert!(outside[0]
+            .2
+            .contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#));
+        // Pods and the node itself still reach any endpoint, marked.
+        let from_pods = rules_with(
+            &rules,
+            &[
+                r#""right":30081"#,
+                r#""addr":"10.42.0.0","len":16"#,
+                "mangle",
+            ],
+        );
+        assert_eq!(from_pods.len(), 2);
+        let from_node = rules_with(
+            &rules,
+            &[r#""right":30081"#, r#""flags":["saddr"]"#, "mangle"],
+        );
+        assert_eq!(from_node.len(), 2);
+        // No endpoint on this node: outside traffic is dropped here.
+        let remote_only = exposed(exposure, &["10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[remote_only]);
+        let dropped = rules_with(&rules, &[r#""right":30081"#, r#""drop":null"#]);
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
+        assert!(!dropped[0].2.contains("mangle"));
+    }
+
+    #[test]
+    fn client_ip_affinity_tries_the_clients_endpoint_first() {
+        let exposure = Exposure {
+            affinity_seconds: Some(60),
+            ..Default::default()
+        };
+        let service = exposed(exposure, &["10.42.3.5"]);
+        let rules = ruleset(scope(), &[], &[service]);
+        let text = rules.to_string();
+        // One timed set per endpoint, updated before the DNAT.
+        assert!(text.contains(r#""name":"svc0-ep0-affinity""#), "{text}");
+        assert!(text.contains(r#""timeout":60"#), "{text}");
+        let update = rules_with(&rules, &[r#""op":"update""#, "@svc0-ep0-affinity"]);
+        assert_eq!(update[0].1, "svc0-ep0");
+        // The clusterIP goes to a pick chain that looks the client up first.
+        let sticky = rules_with(&rules, &[r#""right":"@svc0-ep0-affinity""#]);
+        assert_eq!(sticky[0].1, "svc0-pick");
+        let pick = rules_with(
+            &rules,
+            &[
+                r#""right":"10.43.0.20""#,
+                r#""goto":{"target":"svc0-pick"}"#,
+            ],
+        );
+        assert_eq!(pick.len(), 2);
+        // Without exposure, nothing is marked for masquerade.
+        assert!(!text.contains(r#""|":[{"meta":{"key":"mark"}}"#), "{text}");
     }
 }

@@ -14,12 +14,18 @@ use sha2::Digest;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
+use skiff_values::Ipv4Net;
 
-use super::nftables::ServiceRule;
+use super::nftables::{Exposure, ServiceRule};
 use super::PodNetwork;
 
-/// The rules for `services`, given the cluster's Endpoints. Headless
-/// Services and ports with no ready endpoint get none.
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+
+/// The rules for `services`, given the cluster's Endpoints, with how each
+/// port is reached from outside (nodePort, load balancer ingress,
+/// externalIPs). Headless Services and ports with no ready endpoint get
+/// none.
 pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<ServiceRule> {
     let by_name: BTreeMap<(String, String), &v1::Endpoints> = endpoints
         .iter()
@@ -40,6 +46,43 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
             .get(&(meta.namespace.clone(), meta.name.clone()))
             .map(|e| e.subsets.as_slice())
             .unwrap_or_default();
+        let exposed = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
+        let load_balancer_ips: Vec<Ipv4Addr> = if spec.r#type == "LoadBalancer" {
+            service
+                .status
+                .as_ref()
+                .and_then(|s| s.load_balancer.as_ref())
+                .map(|l| {
+                    l.ingress
+                        .iter()
+                        .filter_map(|i| i.ip.parse::<Ipv4Addr>().ok())
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let external_ips: Vec<Ipv4Addr> = spec
+            .external_ips
+            .iter()
+            .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+            .collect();
+        let source_ranges: Vec<Ipv4Net> = spec
+            .load_balancer_source_ranges
+            .iter()
+            .filter_map(|r| Ipv4Net::parse_lenient(r).ok())
+            .collect();
+        let affinity_seconds = (spec.session_affinity == "ClientIP").then(|| {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .map_or(0, |c| c.timeout_seconds);
+            u32::try_from(timeout)
+                .ok()
+                .filter(|t| *t > 0)
+                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
+        });
         for port in &spec.ports {
             let protocol = port.protocol.to_lowercase();
             let (Ok(number), true) = (
@@ -68,11 +111,22 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
             }
             targets.sort();
             targets.dedup();
+            let node_port = u16::try_from(port.node_port)
+                .ok()
+                .filter(|p| exposed && *p != 0);
             out.push(ServiceRule {
                 cluster_ip,
                 protocol,
                 port: number,
                 endpoints: targets,
+                exposure: Exposure {
+                    node_port,
+                    load_balancer_ips: load_balancer_ips.clone(),
+                    external_ips: external_ips.clone(),
+                    local_only: spec.external_traffic_policy == "Local",
+                    source_ranges: source_ranges.clone(),
+                    affinity_seconds,
+                },
             });
         }
     }
@@ -342,5 +396,44 @@ mod tests {
             "10.43.0.12".parse::<Ipv4Addr>().unwrap()
         );
         assert!(rules[2].endpoints.is_empty());
+    }
+
+    #[test]
+    fn node_ports_ingress_and_policies_come_from_the_service() {
+        let mut lb = service("lb", "10.43.0.21", &[("http", 80, "TCP")]);
+        let spec = lb.spec.as_mut().unwrap();
+        spec.r#type = "LoadBalancer".into();
+        spec.ports[0].node_port = 30080;
+        spec.external_traffic_policy = "Local".into();
+        spec.session_affinity = "ClientIP".into();
+        spec.load_balancer_source_ranges = vec!["192.168.7.9/24".into()];
+        spec.external_ips = vec!["198.51.100.7".into(), "not-an-ip".into()];
+        lb.status = Some(v1::ServiceStatus {
+            load_balancer: Some(v1::LoadBalancerStatus {
+                ingress: vec![v1::LoadBalancerIngress {
+                    ip: "192.168.5.1".into(),
+                    ..Default::default()
+                }],
+            }),
+        });
+        // A ClusterIP Service's stray nodePort (or ingress) is not exposed.
+        let mut plain = service("plain", "10.43.0.22", &[("", 80, "TCP")]);
+        plain.spec.as_mut().unwrap().ports[0].node_port = 30081;
+        let eps = [endpoints("lb", &["10.42.1.5"], &[("http", 8080, "TCP")])];
+        let rules = rules(&[lb, plain], &eps);
+        let exposure = &rules[0].exposure;
+        assert_eq!(exposure.node_port, Some(30080));
+        assert_eq!(
+            exposure.load_balancer_ips,
+            ["192.168.5.1".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(
+            exposure.external_ips,
+            ["198.51.100.7".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert!(exposure.local_only);
+        assert_eq!(exposure.source_ranges[0].to_string(), "192.168.7.0/24");
+        assert_eq!(exposure.affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));
+        assert_eq!(rules[1].exposure, Exposure::default());
     }
 }

@@ -8,6 +8,7 @@ pub mod failover;
 pub mod footprint;
 pub mod heartbeat;
 pub mod idle;
+pub mod nodeport;
 pub mod overlay;
 pub mod podstart;
 pub mod scale;

@@ -30,7 +30,9 @@ pub struct OverlayArgs {
 
 const IMAGE: &str = "bench/busybox:1";
 
-fn sleeper(name: &str, node: &str) -> v1::Pod {
+/// A pod that only sleeps (its network namespace is what is measured),
+/// pinned to `node`.
+pub(super) fn sleeper(name: &str, node: &str) -> v1::Pod {
     v1::Pod {
         metadata: Some(v1::ObjectMeta {
             name: name.into(),
@@ -56,10 +58,25 @@ fn sleeper(name: &str, node: &str) -> v1::Pod {
 /// Gbit/s from `iperf3 -c` run in `client_ns` against a server in
 /// `server_ns` listening on `server_ip`.
 fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> anyhow::Result<f64> {
-    let port = skiff_e2e::free_port().to_string();
+    let port = skiff_e2e::free_port();
+    iperf_through(server_ns, port, client_ns, server_ip, port, seconds)
+}
+
+/// Gbit/s from `iperf3 -c` run in `client_ns` against
+/// `target_ip:target_port`, which leads (directly or translated) to a
+/// server started in `server_ns` on `listen_port`.
+pub(super) fn iperf_through(
+    server_ns: &str,
+    listen_port: u16,
+    client_ns: &str,
+    target_ip: &str,
+    target_port: u16,
+    seconds: u32,
+) -> anyhow::Result<f64> {
+    let (listen, port) = (listen_port.to_string(), target_port.to_string());
     let mut server = Command::new("nsenter")
         .arg(format!("--net={server_ns}"))
-        .args(["iperf3", "-s", "-1", "-p", &port])
+        .args(["iperf3", "-s", "-1", "-p", &listen])
         .stdout(std::process::Stdio::null())
         .spawn()
         .context("start iperf3 server")?;
@@ -70,7 +87,7 @@ fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> any
             "iperf3",
             "-J",
             "-c",
-            server_ip,
+            target_ip,
             "-p",
             &port,
             "-t",

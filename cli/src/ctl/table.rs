@@ -272,12 +272,18 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                     }
                 })
                 .collect();
-            let external: Vec<String> = s
+            // As kubectl: ingress points, then externalIPs; a
+            // LoadBalancer with neither is <pending>.
+            let mut external: Vec<String> = s
                 .status
                 .as_ref()
                 .and_then(|st| st.load_balancer.as_ref())
                 .map(|lb| lb.ingress.iter().map(|i| i.ip.clone()).collect())
                 .unwrap_or_default();
+            external.extend(spec.external_ips.iter().cloned());
+            if external.is_empty() && spec.r#type == "LoadBalancer" {
+                external.push("<pending>".to_owned());
+            }
             let mut row = vec![
                 name,
                 if spec.r#type.is_empty() {
@@ -545,6 +551,52 @@ mod tests {
         });
         let r = row(serde_json::json!([done, sidecar]), true);
         assert_eq!(r[1..3], ["1/2", "PodInitializing"]);
+    }
+
+    #[test]
+    fn service_table_shows_node_ports_and_load_balancer_ingress() {
+        let service = |name: &str, spec: serde_json::Value, status: serde_json::Value| {
+            let service: v1::Service = serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "creationTimestamp": "2026-01-01T00:00:00Z"},
+                "spec": spec,
+                "status": status,
+            }))
+            .unwrap();
+            service.into_object()
+        };
+        let objects = [
+            service(
+                "np",
+                serde_json::json!({"type": "NodePort", "clusterIP": "10.43.0.20",
+                    "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}),
+                serde_json::json!({}),
+            ),
+            service(
+                "lb",
+                serde_json::json!({"type": "LoadBalancer", "clusterIP": "10.43.0.21",
+                    "ports": [{"port": 8088, "nodePort": 31000, "protocol": "TCP"}]}),
+                serde_json::json!({"loadBalancer": {"ingress": [{"ip": "192.168.5.1"}, {"ip": "192.168.5.2"}]}}),
+            ),
+            service(
+                "pending",
+                serde_json::json!({"type": "LoadBalancer", "clusterIP": "10.43.0.22",
+                    "ports": [{"port": 8088, "nodePort": 31001, "protocol": "TCP"}]}),
+                serde_json::json!({}),
+            ),
+        ];
+        let text = render(Kind::Service, &objects, false, false, at(30));
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(rows[0][3..5], ["<none>", "80:30080/TCP"], "{text}");
+        assert_eq!(
+            rows[1][3..5],
+            ["192.168.5.1,192.168.5.2", "8088:31000/TCP"],
+            "{text}"
+        );
+        assert_eq!(rows[2][3], "<pending>", "{text}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod scheduling;
 mod security;
 mod server;
 mod server_side_apply;
+mod service_exposure;
 mod settings;
 mod store;
 mod systemd_units;

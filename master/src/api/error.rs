@@ -76,6 +76,7 @@ impl From<crate::writer::Error> for ApiError {
         match e {
             W::Invalid(message) => ApiError::Invalid(message),
             W::ServiceIp(e) => ApiError::Invalid(e.to_string()),
+            W::NodePort(e) => ApiError::Invalid(e.to_string()),
             W::UnknownKind(e) => ApiError::UnknownKind(e),
             W::Validation(e) => ApiError::Validation(e),
             W::Cluster(e) => ApiError::Cluster(e),

@@ -15,6 +15,8 @@
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
+//! - [`service_lb`]: the built-in load balancer (k3s' ServiceLB, without
+//!   pods): LoadBalancer Services' ingress is their eligible nodes.
 //! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
 //!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
 //!   Raft membership.
@@ -31,6 +33,7 @@ pub mod node_ipam;
 pub mod queue;
 pub mod recording;
 pub mod replicaset;
+pub mod service_lb;
 
 pub use context::{Context, ObjectReads, ObjectWrites};
 

@@ -66,6 +66,20 @@ pub fn apply_defaults(object: &mut Object) {
             if spec.session_affinity.is_empty() {
                 spec.session_affinity = "None".to_owned();
             }
+            let exposed = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
+            if exposed && spec.external_traffic_policy.is_empty() {
+                spec.external_traffic_policy = "Cluster".to_owned();
+            }
+            if spec.session_affinity == "ClientIP" {
+                // Kubernetes' default stickiness: three hours.
+                let config = spec
+                    .session_affinity_config
+                    .get_or_insert_with(Default::default);
+                let client_ip = config.client_ip.get_or_insert_with(Default::default);
+                if client_ip.timeout_seconds == 0 {
+                    client_ip.timeout_seconds = 10800;
+                }
+            }
             for port in &mut spec.ports {
                 if port.protocol.is_empty() {
                     port.protocol = "TCP".to_owned();

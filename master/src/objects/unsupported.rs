@@ -1,6 +1,6 @@
 //! Fields skiff accepts and stores but does not act on yet (hostNetwork,
 //! shareProcessNamespace, Localhost seccomp profiles, persistentVolumeClaim
-//! volumes, NodePort and LoadBalancer Services, Jobs' per-index back-off
+//! volumes, Services' `internalTrafficPolicy: Local`, Jobs' per-index back-off
 //! and success policies). Writes that use them are answered with a warning
 //! per field (the REST API's `Warning` header, which kubectl prints), so
 //! nothing is silently ignored.
@@ -35,14 +35,12 @@ pub fn warnings(object: &Object) -> Vec<String> {
         }
         Some(Body::Service(service)) => {
             if let Some(spec) = &service.spec {
-                match spec.r#type.as_str() {
-                    "NodePort" => out.push(
-                        "spec.type: NodePort is stored but skiff does not forward node ports yet; the Service is reachable at its clusterIP".to_owned(),
-                    ),
-                    "LoadBalancer" => out.push(
-                        "spec.type: LoadBalancer is stored but skiff provisions no load balancer and forwards no node ports yet; the Service is reachable at its clusterIP".to_owned(),
-                    ),
-                    _ => {}
+                // NodePort and LoadBalancer are acted on (agents' nftables
+                // rules, the service_lb controller).
+                if spec.internal_traffic_policy == "Local" {
+                    out.push(
+                        "spec.internalTrafficPolicy: Local is stored but skiff does not act on it yet; in-cluster clients reach every ready endpoint (Cluster)".to_owned(),
+                    );
                 }
             }
         }
@@ -185,9 +183,15 @@ mod tests {
                 ..Default::default()
             })),
         };
-        assert_eq!(warnings(&service("NodePort")).len(), 1);
-        assert_eq!(warnings(&service("LoadBalancer")).len(), 1);
+        // NodePort and LoadBalancer Services are acted on: no warning.
+        assert!(warnings(&service("NodePort")).is_empty());
+        assert!(warnings(&service("LoadBalancer")).is_empty());
         assert!(warnings(&service("ClusterIP")).is_empty());
+        let mut local = service("ClusterIP");
+        if let Some(Body::Service(s)) = &mut local.kind {
+            s.spec.as_mut().unwrap().internal_traffic_policy = "Local".into();
+        }
+        assert_eq!(warnings(&local).len(), 1);
 
         let plain = Object {
             kind: Some(Body::Pod(v1::Pod::default())),

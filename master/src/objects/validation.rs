@@ -1405,6 +1405,51 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
         }
     }
     labels(errors, "spec.selector", &spec.selector);
+    one_of(
+        errors,
+        "spec.externalTrafficPolicy",
+        &spec.external_traffic_policy,
+        &["Cluster", "Local"],
+    );
+    one_of(
+        errors,
+        "spec.internalTrafficPolicy",
+        &spec.internal_traffic_policy,
+        &["Cluster", "Local"],
+    );
+    one_of(
+        errors,
+        "spec.sessionAffinity",
+        &spec.session_affinity,
+        &["None", "ClientIP"],
+    );
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .map_or(0, |c| c.timeout_seconds);
+    if timeout != 0 && !(1..=86400).contains(&timeout) {
+        errors.add(
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+            format!("{timeout} is not between 1 and 86400 seconds"),
+        );
+    }
+    for (i, range) in spec.load_balancer_source_ranges.iter().enumerate() {
+        if let Err(e) = skiff_values::Ipv4Net::parse_lenient(range) {
+            errors.add(
+                format!("spec.loadBalancerSourceRanges.{i}"),
+                format!("is not an IPv4 CIDR: {e}"),
+            );
+        }
+    }
+    for (i, ip) in spec.external_ips.iter().enumerate() {
+        if ip.parse::<std::net::Ipv4Addr>().is_err() {
+            errors.add(
+                format!("spec.externalIPs.{i}"),
+                format!("{ip:?} is not an IPv4 address"),
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1816,6 +1861,39 @@ spec:
         ));
         assert!(
             e.contains("spec.clusterIP: \"10.43.0.99\": may not be set"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn exposed_services_name_their_bad_fields() {
+        let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: lb}\nspec:\n  type: LoadBalancer\n  ports: [{port: 80}]\n";
+        check(&format!(
+            "{svc}  loadBalancerSourceRanges: [192.168.1.7/24, 10.0.0.0/8]\n  externalIPs: [198.51.100.7]\n  externalTrafficPolicy: Local\n  sessionAffinity: ClientIP\n"
+        ))
+        .unwrap();
+        let e = reasons(&format!(
+            "{svc}  loadBalancerSourceRanges: [10.0.0.0/8, lan]\n"
+        ));
+        assert!(
+            e.contains("spec.loadBalancerSourceRanges.1: is not an IPv4 CIDR"),
+            "{e}"
+        );
+        let e = reasons(&format!("{svc}  externalIPs: [example.com]\n"));
+        assert!(
+            e.contains("spec.externalIPs.0: \"example.com\" is not an IPv4 address"),
+            "{e}"
+        );
+        let e = reasons(&format!("{svc}  externalTrafficPolicy: Nearby\n"));
+        assert!(
+            e.contains("spec.externalTrafficPolicy: \"Nearby\" is not one of"),
+            "{e}"
+        );
+        let e = reasons(&format!(
+            "{svc}  sessionAffinity: ClientIP\n  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 90000}}}}\n"
+        ));
+        assert!(
+            e.contains("spec.sessionAffinityConfig.clientIP.timeoutSeconds: 90000 is not between"),
             "{e}"
         );
     }

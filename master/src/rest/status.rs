@@ -240,6 +240,17 @@ impl RestError {
 fn causes_of(message: &str) -> Vec<(String, String)> {
     let message = message.strip_prefix("invalid request: ").unwrap_or(message);
     let Some((_, list)) = message.split_once(" is invalid: ") else {
+        // One refusal about one field (an allocator's: `spec.clusterIP:
+        // ...`, `spec.ports[0].nodePort: ...`): that field is the cause.
+        if let Some((field, reason)) = message.split_once(": ") {
+            let is_path = ["spec.", "metadata.", "status."]
+                .iter()
+                .any(|root| field.starts_with(root))
+                && !field.contains(' ');
+            if is_path {
+                return vec![(field.to_owned(), reason.to_owned())];
+            }
+        }
         return vec![(String::new(), message.to_owned())];
     };
     list.split("; ")
@@ -299,6 +310,29 @@ mod tests {
         assert_eq!(
             e.to_json()["details"]["causes"][1]["field"],
             "spec.selector"
+        );
+    }
+
+    #[test]
+    fn an_allocators_refusal_names_its_field() {
+        let e = RestError::from_grpc(
+            &tonic::Status::invalid_argument(
+                "invalid request: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated",
+            ),
+            info(Kind::Service),
+            "web",
+        );
+        assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.details.causes,
+            vec![(
+                "spec.ports[0].nodePort".to_owned(),
+                "Invalid value: 30080: provided port is already allocated".to_owned()
+            )]
+        );
+        assert_eq!(
+            e.message,
+            "Service \"web\" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
         );
     }
 

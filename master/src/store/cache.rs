@@ -4,9 +4,10 @@
 //! the questions the leader's loops ask on every event: by namespace (key
 //! order), by `spec.nodeName` (pods), by owner UID, by label, and by the
 //! addresses the cluster gives to one object at a time ([`HeldAddress`]):
-//! a Service's clusterIP and a Node's pod subnet (`spec.podCIDR`, ordered
-//! so that the subnets overlapping one are found without a scan). The
-//! allocators and the state machine's duplicate check ask those.
+//! a Service's clusterIP and nodePorts, and a Node's pod subnet
+//! (`spec.podCIDR`, ordered so that the subnets overlapping one are found
+//! without a scan). The allocators and the state machine's duplicate check
+//! ask those.
 //!
 //! It holds no second copy of the truth: the state machine feeds it the
 //! changes it has just committed ([`ObjectCache::apply`]) before anyone is
@@ -64,30 +65,51 @@ pub enum HeldAddress {
     ClusterIp(Ipv4Addr),
     /// A Node's `spec.podCIDR`.
     PodCidr(Ipv4Net),
+    /// A port on every node, a Service's `spec.ports[].nodePort`. One
+    /// Service at a time holds a number, whatever the protocol (as in
+    /// Kubernetes' allocator); the same Service may use it for TCP and UDP.
+    NodePort(u16),
 }
 
 impl HeldAddress {
-    /// The address `object` holds, if any: the clusterIP of a Service
-    /// that has one, the pod subnet of a Node that has one. A value that
-    /// does not parse holds nothing.
-    pub fn of(object: &Object) -> Option<HeldAddress> {
+    /// The addresses `object` holds, each once: the clusterIP and the
+    /// nodePorts of a Service that has them, the pod subnet of a Node that
+    /// has one. A value that does not parse (or a nodePort out of 1..=65535)
+    /// holds nothing.
+    pub fn of(object: &Object) -> Vec<HeldAddress> {
+        let mut held = Vec::new();
         match &object.kind {
             Some(Body::Service(service)) => {
-                let spec = service.spec.as_ref()?;
-                spec.cluster_ip.parse().ok().map(HeldAddress::ClusterIp)
+                let Some(spec) = service.spec.as_ref() else {
+                    return held;
+                };
+                if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
+                    held.push(HeldAddress::ClusterIp(ip));
+                }
+                for port in &spec.ports {
+                    if let Ok(number) = u16::try_from(port.node_port) {
+                        let address = HeldAddress::NodePort(number);
+                        if number != 0 && !held.contains(&address) {
+                            held.push(address);
+                        }
+                    }
+                }
             }
             Some(Body::Node(node)) => {
-                let spec = node.spec.as_ref()?;
-                spec.pod_cidr.parse().ok().map(HeldAddress::PodCidr)
+                if let Some(Ok(subnet)) = node.spec.as_ref().map(|s| s.pod_cidr.parse::<Ipv4Net>())
+                {
+                    held.push(HeldAddress::PodCidr(subnet));
+                }
             }
-            _ => None,
+            _ => {}
         }
+        held
     }
 
     /// The kind of object that holds this sort of address.
     pub fn holder_kind(&self) -> Kind {
         match self {
-            HeldAddress::ClusterIp(_) => Kind::Service,
+            HeldAddress::ClusterIp(_) | HeldAddress::NodePort(_) => Kind::Service,
             HeldAddress::PodCidr(_) => Kind::Node,
         }
     }
@@ -98,6 +120,7 @@ impl std::fmt::Display for HeldAddress {
         match self {
             HeldAddress::ClusterIp(ip) => write!(f, "{ip}"),
             HeldAddress::PodCidr(subnet) => write!(f, "{subnet}"),
+            HeldAddress::NodePort(port) => write!(f, "{port}"),
         }
     }
 }
@@ -114,6 +137,7 @@ impl std::fmt::Display for HeldAddress {
 pub struct AddressIndex {
     cluster_ips: HashMap<Ipv4Addr, Key>,
     pod_cidrs: BTreeMap<Ipv4Net, Key>,
+    node_ports: HashMap<u16, Key>,
 }
 
 impl AddressIndex {
@@ -125,6 +149,9 @@ impl AddressIndex {
             }
             HeldAddress::PodCidr(subnet) => {
                 self.pod_cidrs.insert(subnet, key);
+            }
+            HeldAddress::NodePort(port) => {
+                self.node_ports.insert(port, key);
             }
         }
     }
@@ -142,6 +169,11 @@ impl AddressIndex {
                     self.pod_cidrs.remove(&subnet);
                 }
             }
+            HeldAddress::NodePort(port) => {
+                if self.node_ports.get(&port) == Some(key) {
+                    self.node_ports.remove(&port);
+                }
+            }
         }
     }
 
@@ -152,6 +184,12 @@ impl AddressIndex {
             HeldAddress::ClusterIp(ip) => self
                 .cluster_ips
                 .get(&ip)
+                .map(|key| (address, key.clone()))
+                .into_iter()
+                .collect(),
+            HeldAddress::NodePort(port) => self
+                .node_ports
+                .get(&port)
                 .map(|key| (address, key.clone()))
                 .into_iter()
                 .collect(),
@@ -186,6 +224,11 @@ impl AddressIndex {
     /// How many pod subnets are held.
     pub fn pod_cidrs_held(&self) -> usize {
         self.pod_cidrs.len()
+    }
+
+    /// How many nodePorts are held.
+    pub fn node_ports_held(&self) -> usize {
+        self.node_ports.len()
     }
 }
 
@@ -389,6 +432,17 @@ impl ObjectCache {
         self.read().addresses.cluster_ips_held()
     }
 
+    /// The Service holding `port` as a nodePort, if any.
+    pub fn node_port_holder(&self, port: u16) -> Option<Key> {
+        let holders = self.address_holders(HeldAddress::NodePort(port));
+        holders.into_iter().next().map(|(_, key)| key)
+    }
+
+    /// How many nodePorts are held.
+    pub fn node_ports_held(&self) -> usize {
+        self.read().addresses.node_ports_held()
+    }
+
     /// The Nodes whose pod subnet overlaps `subnet` (is it, lies inside it
     /// or contains it): each one's name and the subnet it holds.
     pub fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)> {
@@ -396,7 +450,7 @@ impl ObjectCache {
             .into_iter()
             .filter_map(|(held, (_, name))| match held {
                 HeldAddress::PodCidr(held) => Some((name, held)),
-                HeldAddress::ClusterIp(_) => None,
+                HeldAddress::ClusterIp(_) | HeldAddress::NodePort(_) => None,
             })
             .collect()
     }
@@ -509,7 +563,7 @@ impl Cached {
             }
             _ => {}
         }
-        if let Some(address) = HeldAddress::of(object) {
+        for address in HeldAddress::of(object) {
             if add {
                 self.addresses.add(address, key.clone());
             } else {
@@ -711,6 +765,54 @@ mod tests {
             Some(("default".into(), "b".into()))
         );
         assert_eq!(cache.cluster_ips_held(), 1);
+    }
+
+    #[test]
+    fn node_ports_are_held_until_their_service_drops_them() {
+        let with_ports = |name: &str, ports: &[(i32, &str, i32)]| {
+            let mut object = Arc::unwrap_or_clone(service(name, "10.43.0.20"));
+            if let Some(Body::Service(s)) = &mut object.kind {
+                s.spec.as_mut().unwrap().ports = ports
+                    .iter()
+                    .map(|(port, protocol, node_port)| v1::ServicePort {
+                        port: *port,
+                        protocol: (*protocol).into(),
+                        node_port: *node_port,
+                        ..Default::default()
+                    })
+                    .collect();
+            }
+            Arc::new(object)
+        };
+        let cache = ObjectCache::default();
+        // TCP and UDP of one port share a nodePort: held once.
+        let dns = with_ports(
+            "dns",
+            &[(53, "TCP", 30053), (53, "UDP", 30053), (80, "TCP", 30080)],
+        );
+        assert_eq!(
+            HeldAddress::of(&dns),
+            [
+                HeldAddress::ClusterIp(Ipv4Addr::new(10, 43, 0, 20)),
+                HeldAddress::NodePort(30053),
+                HeldAddress::NodePort(30080)
+            ]
+        );
+        cache.apply(&[change(Kind::Service, EventType::Added, dns)], 1);
+        assert_eq!(
+            cache.node_port_holder(30053),
+            Some(("default".into(), "dns".into()))
+        );
+        assert_eq!(cache.node_ports_held(), 2);
+        // An update that drops a port frees its number.
+        let fewer = with_ports("dns", &[(53, "TCP", 30053)]);
+        cache.apply(
+            &[change(Kind::Service, EventType::Modified, fewer.clone())],
+            2,
+        );
+        assert_eq!(cache.node_port_holder(30080), None);
+        cache.apply(&[change(Kind::Service, EventType::Deleted, fewer)], 3);
+        assert_eq!(cache.node_ports_held(), 0);
     }
 
     fn node(name: &str, pod_cidr: &str) -> Arc<Object> {

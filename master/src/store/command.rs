@@ -107,6 +107,8 @@ pub enum AddressField {
     ClusterIp,
     /// A Node's `spec.podCIDR`.
     PodCidr,
+    /// One of a Service's `spec.ports[].nodePort`.
+    NodePort,
 }
 
 impl std::fmt::Display for AddressField {
@@ -114,6 +116,7 @@ impl std::fmt::Display for AddressField {
         f.write_str(match self {
             AddressField::ClusterIp => "spec.clusterIP",
             AddressField::PodCidr => "spec.podCIDR",
+            AddressField::NodePort => "spec.ports[].nodePort",
         })
     }
 }

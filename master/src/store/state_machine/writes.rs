@@ -74,7 +74,7 @@ impl<'a> Objects<'a> {
     }
 
     fn set(&mut self, slot: &Slot, object: Option<Arc<Object>>) {
-        if let Some(address) = object.as_deref().and_then(HeldAddress::of) {
+        for address in object.as_deref().map(HeldAddress::of).unwrap_or_default() {
             let key = (slot.namespace.clone(), slot.name.clone());
             self.claimed.add(address, key);
         }
@@ -99,7 +99,7 @@ impl<'a> Objects<'a> {
                 key != own
                     && self
                         .get(kind, &key.0, &key.1)
-                        .is_some_and(|o| HeldAddress::of(&o) == Some(*held))
+                        .is_some_and(|o| HeldAddress::of(&o).contains(held))
             })
     }
 }
@@ -358,7 +358,7 @@ fn existing_matching(
 }
 
 /// Refuses `object`, about to be stored at `slot`, when it claims an address
-/// (a Service's clusterIP, a Node's pod subnet) that another object holds,
+/// (a Service's clusterIP or a nodePort, a Node's pod subnet) that another object holds,
 /// or, for a subnet, one overlapping another's. An object keeping the
 /// address it has (`stored` holds it too) is not checked again, so an
 /// update that leaves the address alone is never refused for it.
@@ -368,31 +368,33 @@ fn address_free(
     object: &Object,
     stored: Option<&Object>,
 ) -> Refusable<()> {
-    let Some(address) = HeldAddress::of(object) else {
-        return Ok(());
-    };
-    if stored.and_then(HeldAddress::of) == Some(address) {
-        return Ok(());
-    }
+    let kept = stored.map(HeldAddress::of).unwrap_or_default();
     let own = (slot.namespace.clone(), slot.name.clone());
-    let Some((held, (namespace, name))) = objects.address_holder(address, &own) else {
-        return Ok(());
-    };
-    let field = match address {
-        HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
-        HeldAddress::PodCidr(_) => AddressField::PodCidr,
-    };
-    let holder = if namespace.is_empty() {
-        format!("{} {name}", address.holder_kind())
-    } else {
-        format!("{} {namespace}/{name}", address.holder_kind())
-    };
-    Err(WriteError::AddressTaken {
-        field,
-        value: address.to_string(),
-        held: held.to_string(),
-        holder,
-    })
+    for address in HeldAddress::of(object) {
+        if kept.contains(&address) {
+            continue;
+        }
+        let Some((held, (namespace, name))) = objects.address_holder(address, &own) else {
+            continue;
+        };
+        let field = match address {
+            HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
+            HeldAddress::PodCidr(_) => AddressField::PodCidr,
+            HeldAddress::NodePort(_) => AddressField::NodePort,
+        };
+        let holder = if namespace.is_empty() {
+            format!("{} {name}", address.holder_kind())
+        } else {
+            format!("{} {namespace}/{name}", address.holder_kind())
+        };
+        return Err(WriteError::AddressTaken {
+            field,
+            value: address.to_string(),
+            held: held.to_string(),
+            holder,
+        });
+    }
+    Ok(())
 }
 
 /// Refuses a command whose object cannot be stored as sent.
@@ -476,6 +478,7 @@ mod tests {
     use std::sync::Arc;
 
     use prost::Message;
+    use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::{EventType, Object};
     use skiff_proto::v1;
 
@@ -904,6 +907,58 @@ mod tests {
         assert_eq!(results[2], Err(held_by_s4));
     }
 
+    /// A NodePort Service in `default` with one port per nodePort.
+    fn node_port_service(name: &str, cluster_ip: &str, node_ports: &[i32]) -> Object {
+        let mut object = service(name, cluster_ip);
+        if let Some(Body::Service(s)) = &mut object.kind {
+            let spec = s.spec.as_mut().unwrap();
+            spec.r#type = "NodePort".into();
+            spec.ports = node_ports
+                .iter()
+                .enumerate()
+                .map(|(i, node_port)| v1::ServicePort {
+                    name: format!("p{i}"),
+                    port: 80 + i32::try_from(i).unwrap(),
+                    protocol: "TCP".into(),
+                    node_port: *node_port,
+                    ..Default::default()
+                })
+                .collect();
+        }
+        object
+    }
+
+    #[test]
+    fn a_node_port_held_by_another_service_is_refused_even_within_one_batch() {
+        let (_dir, store) = store_with_pod();
+        let held_by_a = taken(
+            AddressField::NodePort,
+            "30080",
+            "30080",
+            "Service default/a",
+        );
+        let results = store.apply_commands(vec![
+            create(&node_port_service("a", "10.43.0.30", &[30080, 30081])),
+            // Its second port is a's first.
+            create(&node_port_service("b", "10.43.0.31", &[30090, 30080])),
+        ]);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        assert_eq!(results[1], Err(held_by_a.clone()));
+        let message = held_by_a.to_string();
+        assert!(message.contains("spec.ports[].nodePort"), "{message}");
+        // Applied: refused from the cache's index too; a keeps its own
+        // through an update and frees the one it drops.
+        let again = apply(
+            &store,
+            create(&node_port_service("c", "10.43.0.32", &[30080])),
+        );
+        assert_eq!(again, Err(held_by_a));
+        let fewer = update(&node_port_service("a", "10.43.0.30", &[30080]), false);
+        assert!(apply(&store, fewer).is_ok());
+        let freed = create(&node_port_service("d", "10.43.0.33", &[30081]));
+        assert!(apply(&store, freed).is_ok());
+    }
+
     #[test]
     fn a_pod_subnet_held_by_another_node_is_refused_even_within_one_batch() {
         let dir = tempfile::tempdir().unwrap();
@@ -940,8 +995,11 @@ mod tests {
         assert_eq!(results[0], Err(held_by_n5));
         assert!(results[1].is_ok() && results[2].is_ok(), "{results:?}");
         let joining = store.get(Kind::Node, "", "joining").unwrap().unwrap();
-        let subnet = HeldAddress::of(&joining).map(|a| a.to_string());
-        assert_eq!(subnet.as_deref(), Some("10.42.6.0/24"));
+        let subnet: Vec<_> = HeldAddress::of(&joining)
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(subnet, ["10.42.6.0/24"]);
         let n1 = store.get(Kind::Node, "", "n1").unwrap().unwrap();
         assert_eq!(n1.meta().labels["tier"], "web");
         assert_eq!(store.revision(), 5);

@@ -1,0 +1,383 @@
+//! Services reached from outside the cluster, as k3s users reach them: two
+//! netns test hosts with a real `skiff agent` and a private containerd
+//! each, a real master on the underlay, and a third test host with no
+//! agent as "the LAN". One web pod runs on node A only, its busybox httpd
+//! logging every client's address (`-vv`).
+//!
+//! - A NodePort Service answers on both nodes' addresses (node B forwards
+//!   over the overlay), masqueraded (Cluster policy); `skiff ctl get svc`
+//!   shows `80:30080/TCP`.
+//! - A nodePort already taken, or out of range, is refused with the field
+//!   named.
+//! - With `externalTrafficPolicy: Local` only node A answers, and the pod
+//!   sees the LAN host's own address.
+//! - A LoadBalancer Service gets both nodes' addresses as its ingress and
+//!   answers on them at its port; one with Local policy only node A's; a
+//!   second LoadBalancer on a port already taken stays Pending;
+//!   `loadBalancerSourceRanges` keeps out a source it does not name until
+//!   it names it.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::start_host_nodes;
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::test_hosts::{TestHost, Underlay};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
+use skiff_master::objects::Kind;
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::v1;
+
+const IMAGE: &str = "expose/busybox:1";
+/// How long anything asynchronous (a pod Running, rules in place) may take.
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn web_pod(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: web
+  labels: {{app: web}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node}}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /w && echo page-web > /w/index.html && exec httpd -f -vv -p 8080 -h /w"]
+"#
+    )
+}
+
+/// A Service selecting the web pod; `extra` goes under `spec`.
+fn service(name: &str, kind: &str, port: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n  type: {kind}\n  selector: {{app: web}}\n  ports: [{port}]\n{extra}"
+    )
+}
+
+/// `http://<address>/` fetched from `host`, within 4 s; its body, or
+/// `None` when it did not answer.
+fn fetch_from(host: &TestHost, address: &str) -> Option<String> {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.netns,
+            "timeout",
+            "4",
+            "busybox",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{address}/"))
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+async fn get_service(master: &MasterProcess, name: &str) -> Option<v1::Service> {
+    match master
+        .client()
+        .get(Kind::Service, "default", name)
+        .await
+        .ok()?
+        .kind
+    {
+        Some(Body::Service(s)) => Some(s),
+        _ => None,
+    }
+}
+
+fn ingress_of(service: &v1::Service) -> Vec<String> {
+    let mut ips: Vec<String> = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .map(|l| l.ingress.iter().map(|i| i.ip.clone()).collect())
+        .unwrap_or_default();
+    ips.sort();
+    ips
+}
+
+async fn ready_endpoints(master: &MasterProcess, name: &str) -> usize {
+    match master.client().get(Kind::Endpoints, "default", name).await {
+        Ok(o) => match o.kind {
+            Some(Body::Endpoints(e)) => e.subsets.iter().map(|s| s.addresses.len()).sum(),
+            _ => 0,
+        },
+        Err(_) => 0,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[
+        "containerd",
+        "runc",
+        "ctr",
+        "ip",
+        "bridge",
+        "nsenter",
+        "nft",
+        "busybox",
+    ]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let hosts = [underlay.add_host(2)?, underlay.add_host(3)?];
+    let lan = underlay.add_host(100)?;
+    let dir = tempfile::Builder::new().prefix("skiff-expose-").tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
+    let (node_a, node_b) = (&hosts[0].ip, &hosts[1].ip);
+    let api = master.api_addr.clone();
+    // On failure: the agents' logs and what their tables hold.
+    let logs = || {
+        let tables: Vec<String> = hosts
+            .iter()
+            .map(|h| {
+                let out = std::process::Command::new("ip")
+                    .args([
+                        "netns", "exec", &h.netns, "nft", "list", "table", "ip", "skiff",
+                    ])
+                    .output();
+                out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!(
+            "{}\n{}\n{}\n{}",
+            master.log_tail(),
+            nodes[0].log_tail(),
+            nodes[1].log_tail(),
+            tables.join("\n")
+        )
+    };
+    let web_log = || String::from_utf8_lossy(&ctl(&api, &["logs", "web"]).stdout).into_owned();
+    // The pod's httpd -vv prefixes each request with the client's address,
+    // an IPv4 one written as IPv4-mapped IPv6: `[::ffff:10.0.0.1]:43690`.
+    let lan_seen = || web_log().contains(&format!("[::ffff:{}]:", lan.ip));
+
+    apply_yaml(&api, dir.path(), "web", &web_pod(&nodes[0].agent.node_name))?;
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-np",
+        &service(
+            "web-np",
+            "NodePort",
+            "{port: 80, targetPort: 8080, nodePort: 30080}",
+            "",
+        ),
+    )?;
+    wait_for("web's endpoint", SETTLE, || async {
+        (ready_endpoints(&master, "web-np").await == 1).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+
+    // NodePort, Cluster policy: both nodes answer; node B sends the
+    // connection over the overlay to node A's pod.
+    for node in [node_a, node_b] {
+        let address = format!("{node}:30080");
+        wait_for(&format!("the nodePort on {address}"), SETTLE, || async {
+            fetch_from(&lan, &address).filter(|page| page.contains("page-web"))
+        })
+        .await
+        .with_context(logs)?;
+    }
+    assert!(!lan_seen(), "Cluster policy masquerades:\n{}", web_log());
+    let table = String::from_utf8_lossy(&ctl(&api, &["get", "svc", "web-np"]).stdout).into_owned();
+    assert!(table.contains("80:30080/TCP"), "{table}");
+
+    // A nodePort another Service holds, or out of the range: refused, the
+    // field named, nothing stored.
+    for (name, port, words) in [
+        ("taken", "30080", "already allocated"),
+        ("outside", "8080", "not in the valid range"),
+    ] {
+        let yaml = service(
+            name,
+            "NodePort",
+            &format!("{{port: 80, targetPort: 8080, nodePort: {port}}}"),
+            "",
+        );
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, yaml)?;
+        let out = ctl(&api, &["apply", "-f", &path.display().to_string()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name} was accepted");
+        assert!(
+            stderr.contains("spec.ports[0].nodePort") && stderr.contains(words),
+            "{name}: {stderr}"
+        );
+        assert!(get_service(&master, name).await.is_none(), "{name} stored");
+    }
+
+    // NodePort, Local policy: only the node with the endpoint answers, and
+    // the pod sees the LAN host's own address.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-local",
+        &service(
+            "web-local",
+            "NodePort",
+            "{port: 80, targetPort: 8080}",
+            "  externalTrafficPolicy: Local\n",
+        ),
+    )?;
+    let local_port = get_service(&master, "web-local")
+        .await
+        .and_then(|s| s.spec)
+        .and_then(|s| s.ports.first().map(|p| p.node_port))
+        .context("web-local")?;
+    assert!((30000..=32767).contains(&local_port), "{local_port}");
+    let address = format!("{node_a}:{local_port}");
+    wait_for("the Local nodePort on node A", SETTLE, || async {
+        fetch_from(&lan, &address).filter(|page| page.contains("page-web"))
+    })
+    .await
+    .with_context(logs)?;
+    assert!(
+        lan_seen(),
+        "Local policy keeps the client address:\n{}",
+        web_log()
+    );
+    assert_eq!(
+        fetch_from(&lan, &format!("{node_b}:{local_port}")),
+        None,
+        "node B has no endpoint and must not answer"
+    );
+
+    // LoadBalancer: both nodes' addresses as ingress, answering at the
+    // Service's own port.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-lb",
+        &service(
+            "web-lb",
+            "LoadBalancer",
+            "{port: 8088, targetPort: 8080}",
+            "",
+        ),
+    )?;
+    let mut both = vec![node_a.clone(), node_b.clone()];
+    both.sort();
+    wait_for("web-lb's ingress", SETTLE, || async {
+        let s = get_service(&master, "web-lb").await?;
+        (ingress_of(&s) == both).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    for node in [node_a, node_b] {
+        let address = format!("{node}:8088");
+        wait_for(
+            &format!("the load balancer on {address}"),
+            SETTLE,
+            || async { fetch_from(&lan, &address).filter(|page| page.contains("page-web")) },
+        )
+        .await
+        .with_context(logs)?;
+    }
+    let table = String::from_utf8_lossy(&ctl(&api, &["get", "svc", "web-lb"]).stdout).into_owned();
+    assert!(table.contains(&both.join(",")), "{table}");
+    assert!(
+        table.contains("8088:3"),
+        "the LoadBalancer has a nodePort: {table}"
+    );
+
+    // Local policy: only the node with the endpoint is an ingress.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-lb-local",
+        &service(
+            "web-lb-local",
+            "LoadBalancer",
+            "{port: 8091, targetPort: 8080}",
+            "  externalTrafficPolicy: Local\n",
+        ),
+    )?;
+    wait_for("web-lb-local's ingress", SETTLE, || async {
+        let s = get_service(&master, "web-lb-local").await?;
+        (ingress_of(&s) == [node_a.clone()]).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+
+    // A second LoadBalancer on the taken port stays Pending.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "clash",
+        &service(
+            "clash",
+            "LoadBalancer",
+            "{port: 8088, targetPort: 8080}",
+            "",
+        ),
+    )?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let clash = get_service(&master, "clash").await.context("clash")?;
+    let web_lb = get_service(&master, "web-lb").await.context("web-lb")?;
+    assert!(
+        ingress_of(&clash).is_empty(),
+        "a second LoadBalancer on web-lb's port got an ingress: {:?} {:?}; web-lb: {:?} {:?}\n{}",
+        clash.metadata,
+        clash.status,
+        web_lb.metadata,
+        web_lb.status,
+        master.log_tail()
+    );
+    let table = String::from_utf8_lossy(&ctl(&api, &["get", "svc", "clash"]).stdout).into_owned();
+    assert!(table.contains("<pending>"), "{table}");
+
+    // loadBalancerSourceRanges: a range without the LAN host keeps it out;
+    // naming it lets it in.
+    let firewalled = |range: &str| {
+        service(
+            "web-fw",
+            "LoadBalancer",
+            "{port: 8090, targetPort: 8080}",
+            &format!("  loadBalancerSourceRanges: [\"{range}\"]\n"),
+        )
+    };
+    apply_yaml(&api, dir.path(), "web-fw", &firewalled("192.0.2.0/24"))?;
+    wait_for("web-fw's ingress", SETTLE, || async {
+        let s = get_service(&master, "web-fw").await?;
+        (!ingress_of(&s).is_empty()).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    // Long enough for the agents to have the rules (the open ports above
+    // came within a second or two).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        fetch_from(&lan, &format!("{node_a}:8090")),
+        None,
+        "a source outside loadBalancerSourceRanges got in"
+    );
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-fw",
+        &firewalled(&format!("{}/32", lan.ip)),
+    )?;
+    let address = format!("{node_a}:8090");
+    wait_for("web-fw open to the LAN host", SETTLE, || async {
+        fetch_from(&lan, &address).filter(|page| page.contains("page-web"))
+    })
+    .await
+    .with_context(logs)?;
+    Ok(())
+}

@@ -1,0 +1,639 @@
+//! The built-in load balancer (k3s' ServiceLB, without its pods): every
+//! Service of type LoadBalancer with no `spec.loadBalancerClass` gets, in
+//! `status.loadBalancer.ingress`, the addresses of the eligible nodes, and
+//! every agent answers the Service's ports on those addresses (its
+//! nftables rules, `skiff_agent::network::nftables`).
+//!
+//! Eligible nodes, as k3s picks them:
+//! - Ready ones;
+//! - when any node carries `svccontroller.k3s.cattle.io/enablelb=true`,
+//!   only those; a node labelled `false` never;
+//! - with `externalTrafficPolicy: Local`, only nodes running a ready
+//!   endpoint (the others would drop the traffic).
+//!
+//! Each node gives its ExternalIP, else its InternalIP. A port (number and
+//! protocol) that an older LoadBalancer Service already answers on is not
+//! taken over: the newer Service stays Pending (no ingress) with a
+//! `PortInUse` Warning Event, as k3s' svclb pods stay Pending on a taken
+//! hostPort. Nor is a port where the nodes themselves listen by default
+//! ([`NODE_LISTENERS`]: SSH, the API, Raft, the agent, the VXLAN overlay):
+//! the load balancer's DNAT on the node addresses would take it over. A
+//! Service that stops being a LoadBalancer loses its ingress.
+//!
+//! The controller keeps the names of the LoadBalancer Services it handles
+//! (listed once per leadership, then kept from the change notifications),
+//! so that neither a Service event nor a port check costs a list of every
+//! Service: only the load balancers are looked at.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::{EventType, Object};
+use skiff_proto::v1;
+
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::store::state_machine::StoredEvent;
+
+/// The label by which nodes opt in to (`true`) or out of (`false`) the
+/// load balancer, as in k3s.
+pub const ENABLE_LB_LABEL: &str = "svccontroller.k3s.cattle.io/enablelb";
+const LOAD_BALANCER: &str = "LoadBalancer";
+const COMPONENT: &str = "service-lb-controller";
+
+/// Ports the nodes listen on by default (port, protocol, what): a
+/// LoadBalancer asking for one stays Pending rather than hijack it.
+pub const NODE_LISTENERS: &[(i32, &str, &str)] = &[
+    (22, "TCP", "SSH"),
+    (6443, "TCP", "the skiff API"),
+    (6444, "TCP", "Raft between masters"),
+    (10250, "TCP", "the skiff agent"),
+    (8472, "UDP", "the VXLAN overlay"),
+];
+
+/// The first of `spec`'s ports that a node listens on itself, and what
+/// listens there.
+fn node_listener(spec: &v1::ServiceSpec) -> Option<(i32, String, &'static str)> {
+    spec.ports.iter().find_map(|p| {
+        NODE_LISTENERS
+            .iter()
+            .find(|(port, protocol, _)| *port == p.port && *protocol == p.protocol)
+            .map(|(port, protocol, what)| (*port, (*protocol).to_owned(), *what))
+    })
+}
+
+pub struct ServiceLbController {
+    ctx: Context,
+    /// The LoadBalancer Services handled; `None` until first needed.
+    load_balancers: Mutex<Option<BTreeSet<ObjectKey>>>,
+}
+
+/// Whether this controller handles `spec`: a LoadBalancer of no class.
+pub fn handled(spec: &v1::ServiceSpec) -> bool {
+    spec.r#type == LOAD_BALANCER && spec.load_balancer_class.is_empty()
+}
+
+/// The (port, protocol) pairs a Service answers on at its ingress.
+fn exposed_ports(spec: &v1::ServiceSpec) -> BTreeSet<(i32, String)> {
+    spec.ports
+        .iter()
+        .map(|p| (p.port, p.protocol.clone()))
+        .collect()
+}
+
+fn node_ready(node: &v1::Node) -> bool {
+    node.status.as_ref().is_some_and(|s| {
+        s.conditions
+            .iter()
+            .any(|c| c.r#type == "Ready" && c.status == "True")
+    })
+}
+
+/// The address a node gives to load balancers: its ExternalIP, else its
+/// InternalIP.
+fn node_address(node: &v1::Node) -> Option<String> {
+    let addresses = &node.status.as_ref()?.addresses;
+    ["ExternalIP", "InternalIP"].iter().find_map(|kind| {
+        addresses
+            .iter()
+            .find(|a| a.r#type == *kind && !a.address.is_empty())
+            .map(|a| a.address.clone())
+    })
+}
+
+/// The ingress addresses for a Service, given the cluster's nodes and,
+/// for Local traffic policy, the nodes with a ready endpoint (`None`:
+/// Cluster policy, any node will do). Sorted, each once.
+pub fn ingress_addresses(nodes: &[v1::Node], local_to: Option<&BTreeSet<String>>) -> Vec<String> {
+    let opted_in = nodes.iter().any(|n| {
+        n.metadata
+            .as_ref()
+            .is_some_and(|m| m.labels.get(ENABLE_LB_LABEL).is_some_and(|v| v == "true"))
+    });
+    let mut out: Vec<String> = nodes
+        .iter()
+        .filter(|n| {
+            let meta = n.metadata.clone().unwrap_or_default();
+            let label = meta.labels.get(ENABLE_LB_LABEL).map(String::as_str);
+            let enabled = match label {
+                Some("true") => true,
+                Some("false") => false,
+                _ => !opted_in,
+            };
+            enabled && node_ready(n) && local_to.is_none_or(|names| names.contains(&meta.name))
+        })
+        .filter_map(node_address)
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The nodes running a ready endpoint of the Service (from its Endpoints).
+fn nodes_with_endpoints(endpoints: Option<&v1::Endpoints>) -> BTreeSet<String> {
+    endpoints
+        .into_iter()
+        .flat_map(|e| e.subsets.iter())
+        .flat_map(|s| s.addresses.iter())
+        .map(|a| a.node_name.clone())
+        .filter(|n| !n.is_empty())
+        .collect()
+}
+
+/// Which comes first when two Services want one port (lower first): one
+/// already serving (it has an ingress) before one that is not, so that a
+/// newcomer never takes a port over; then the older (creation times are
+/// whole seconds, so two made in one second tie), then by namespace and name.
+fn seniority(service: &v1::Service) -> (bool, String, String, String) {
+    let meta = service.metadata.clone().unwrap_or_default();
+    let serving = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .is_some_and(|lb| !lb.ingress.is_empty());
+    (!serving, meta.creation_timestamp, meta.namespace, meta.name)
+}
+
+fn service_of(object: &Object) -> Option<&v1::Service> {
+    match &object.kind {
+        Some(Body::Service(s)) => Some(s),
+        _ => None,
+    }
+}
+
+impl ServiceLbController {
+    pub fn new(ctx: Context) -> ServiceLbController {
+        ServiceLbController {
+            ctx,
+            load_balancers: Mutex::new(None),
+        }
+    }
+
+    /// Runs `f` on the set of handled LoadBalancer Services, listing them
+    /// first if this is the first time.
+    fn with_known<T>(&self, f: impl FnOnce(&mut BTreeSet<ObjectKey>) -> T) -> T {
+        let mut guard = self
+            .load_balancers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let known = guard.get_or_insert_with(|| {
+            let listed = self.ctx.store.list(Kind::Service, None);
+            let (services, _) = listed.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "service-lb: cannot list Services; starting from none");
+                (Vec::new(), 0)
+            });
+            services
+                .iter()
+                .filter(|o| {
+                    service_of(o)
+                        .and_then(|s| s.spec.as_ref())
+                        .is_some_and(handled)
+                })
+                .filter_map(|o| ObjectKey::of(o))
+                .collect()
+        });
+        f(known)
+    }
+
+    /// Records whether the Service at `key` is a handled LoadBalancer;
+    /// true if that changed.
+    fn note(&self, key: &ObjectKey, is_load_balancer: bool) -> bool {
+        self.with_known(|known| {
+            if is_load_balancer {
+                known.insert(key.clone())
+            } else {
+                known.remove(key)
+            }
+        })
+    }
+
+    /// The LoadBalancer Services this controller handles.
+    fn load_balancers(&self) -> Result<Vec<Arc<Object>>, ReconcileError> {
+        let mut out = Vec::new();
+        for key in self.load_balancer_keys() {
+            if let Some(object) = self
+                .ctx
+                .store
+                .get(Kind::Service, &key.namespace, &key.name)?
+            {
+                if service_of(&object)
+                    .and_then(|s| s.spec.as_ref())
+                    .is_some_and(handled)
+                {
+                    out.push(object);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The names of the LoadBalancer Services this controller handles.
+    fn load_balancer_keys(&self) -> Vec<ObjectKey> {
+        self.with_known(|known| known.iter().cloned().collect())
+    }
+
+    /// The first older Service already answering on one of `service`'s
+    /// ports: its name and the port.
+    fn port_taken(
+        &self,
+        service: &v1::Service,
+    ) -> Result<Option<(String, i32, String)>, ReconcileError> {
+        let spec = service.spec.clone().unwrap_or_default();
+        let mine = exposed_ports(&spec);
+        let me = seniority(service);
+        for object in self.load_balancers()? {
+            let Some(other) = service_of(&object) else {
+                continue;
+            };
+            let them = seniority(other);
+            if (&them.2, &them.3) == (&me.2, &me.3) || them > me {
+                continue;
+            }
+            let other_spec = other.spec.clone().unwrap_or_default();
+            if let Some((port, protocol)) = exposed_ports(&other_spec).intersection(&mine).next() {
+                return Ok(Some((
+                    format!("{}/{}", them.2, them.3),
+                    *port,
+                    protocol.clone(),
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn set_ingress(
+        &self,
+        mut service: v1::Service,
+        addresses: Vec<String>,
+    ) -> Result<(), ReconcileError> {
+        let ingress: Vec<v1::LoadBalancerIngress> = addresses
+            .into_iter()
+            .map(|ip| v1::LoadBalancerIngress {
+                ip,
+                ..Default::default()
+            })
+            .collect();
+        let current = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .map(|l| l.ingress.clone())
+            .unwrap_or_default();
+        if current == ingress {
+            return Ok(());
+        }
+        let status = service.status.get_or_insert_with(Default::default);
+        status.load_balancer = Some(v1::LoadBalancerStatus { ingress });
+        self.ctx.writer.update_status(service.into_object()).await?;
+        Ok(())
+    }
+}
+
+impl Reconciler for ServiceLbController {
+    const NAME: &'static str = "service-lb";
+    const KIND: Kind = Kind::Service;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::Service => {
+                let Some(key) = ObjectKey::of(object) else {
+                    return Vec::new();
+                };
+                let deleted = event.event_type == EventType::Deleted as i32;
+                let is_load_balancer = !deleted
+                    && service_of(object)
+                        .and_then(|s| s.spec.as_ref())
+                        .is_some_and(handled);
+                let changed = self.note(&key, is_load_balancer);
+                // A load balancer that came, went or changed its ports may
+                // free or take a port others wait for.
+                let mut keys = if changed || is_load_balancer {
+                    self.load_balancer_keys()
+                } else {
+                    Vec::new()
+                };
+                keys.push(key);
+                keys.sort();
+                keys.dedup();
+                keys
+            }
+            Kind::Endpoints => vec![ObjectKey::new(
+                Kind::Service,
+                &event.namespace,
+                &object.meta().name,
+            )],
+            // Node writes are rare (heartbeats stay in memory): readiness,
+            // addresses, labels.
+            Kind::Node => self.load_balancer_keys(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(object) = self
+            .ctx
+            .store
+            .get(Kind::Service, &key.namespace, &key.name)?
+        else {
+            self.note(key, false);
+            return Ok(Action::Done);
+        };
+        let Some(service) = service_of(&object).cloned() else {
+            return Ok(Action::Done);
+        };
+        let spec = service.spec.clone().unwrap_or_default();
+        self.note(key, handled(&spec));
+        if !handled(&spec) {
+            // Another class's, or no longer a LoadBalancer: no ingress of
+            // ours stays (another class's controller writes its own).
+            if spec.r#type != LOAD_BALANCER {
+                self.set_ingress(service, Vec::new()).await?;
+            }
+            return Ok(Action::Done);
+        }
+        if let Some((port, protocol, what)) = node_listener(&spec) {
+            self.ctx.events.for_component(COMPONENT).warning(
+                &object,
+                "PortInUse",
+                format!(
+                    "port {port}/{protocol} is where {what} listens on the nodes; a load balancer there would take it over, so this Service stays Pending: use another port"
+                ),
+            );
+            self.set_ingress(service, Vec::new()).await?;
+            return Ok(Action::Done);
+        }
+        if let Some((owner, port, protocol)) = self.port_taken(&service)? {
+            self.ctx.events.for_component(COMPONENT).warning(
+                &object,
+                "PortInUse",
+                format!(
+                    "port {port}/{protocol} is already answered by LoadBalancer Service {owner}; this Service stays Pending until it is free"
+                ),
+            );
+            self.set_ingress(service, Vec::new()).await?;
+            return Ok(Action::Done);
+        }
+        let (nodes, _) = self.ctx.store.list(Kind::Node, None)?;
+        let nodes: Vec<v1::Node> = nodes
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(Body::Node(n)) => Some(n.clone()),
+                _ => None,
+            })
+            .collect();
+        let local_to = if spec.external_traffic_policy == "Local" {
+            let endpoints = self
+                .ctx
+                .store
+                .get(Kind::Endpoints, &key.namespace, &key.name)?;
+            let endpoints = endpoints.as_deref().and_then(|o| match &o.kind {
+                Some(Body::Endpoints(e)) => Some(e.clone()),
+                _ => None,
+            });
+            Some(nodes_with_endpoints(endpoints.as_ref()))
+        } else {
+            None
+        };
+        let addresses = ingress_addresses(&nodes, local_to.as_ref());
+        let had_none = service
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .is_none_or(|l| l.ingress.is_empty());
+        if had_none && !addresses.is_empty() {
+            self.ctx.events.for_component(COMPONENT).normal(
+                &object,
+                "UpdatedIngressIP",
+                format!(
+                    "LoadBalancer Ingress IP addresses updated: {}",
+                    addresses.join(", ")
+                ),
+            );
+        }
+        self.set_ingress(service, addresses).await?;
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::controllers::recording::{context, RecordingObjects, WriteOp};
+    use crate::controllers::ObjectReads;
+
+    const CLUSTER: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status:
+  conditions: [{type: Ready, status: "True"}]
+  addresses: [{type: InternalIP, address: 192.168.5.1}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n2}
+status:
+  conditions: [{type: Ready, status: "True"}]
+  addresses: [{type: InternalIP, address: 192.168.5.2}, {type: ExternalIP, address: 203.0.113.2}]
+---
+apiVersion: v1
+kind: Node
+metadata: {name: n3}
+status:
+  conditions: [{type: Ready, status: "False"}]
+  addresses: [{type: InternalIP, address: 192.168.5.3}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  type: LoadBalancer
+  selector: {app: web}
+  ports: [{port: 80, protocol: TCP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets:
+- addresses: [{ip: 10.42.2.5, nodeName: n2}]
+  ports: [{port: 8080, protocol: TCP}]
+"#;
+
+    fn service(objects: &RecordingObjects, name: &str) -> v1::Service {
+        let object = objects
+            .get(Kind::Service, "default", name)
+            .unwrap()
+            .unwrap();
+        service_of(&object).unwrap().clone()
+    }
+
+    fn ingress(objects: &RecordingObjects, name: &str) -> Vec<String> {
+        service(objects, name)
+            .status
+            .and_then(|s| s.load_balancer)
+            .map(|l| l.ingress.into_iter().map(|i| i.ip).collect())
+            .unwrap_or_default()
+    }
+
+    fn setup() -> (Arc<RecordingObjects>, ServiceLbController) {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        objects.clear_writes();
+        let controller = ServiceLbController::new(context(&objects));
+        (objects, controller)
+    }
+
+    fn key(name: &str) -> ObjectKey {
+        ObjectKey::new(Kind::Service, "default", name)
+    }
+
+    #[tokio::test]
+    async fn ready_nodes_addresses_become_the_ingress_once() {
+        let (objects, controller) = setup();
+        controller.reconcile(&key("web")).await.unwrap();
+        // n3 is not Ready; n2 gives its ExternalIP.
+        assert_eq!(ingress(&objects, "web"), ["192.168.5.1", "203.0.113.2"]);
+        assert!(objects
+            .event_reasons()
+            .contains(&"UpdatedIngressIP".to_owned()));
+        // Nothing changed: nothing written again.
+        objects.clear_writes();
+        controller.reconcile(&key("web")).await.unwrap();
+        assert!(objects.writes().is_empty());
+    }
+
+    #[tokio::test]
+    async fn local_policy_lists_only_nodes_with_ready_endpoints() {
+        let (objects, controller) = setup();
+        let mut web = service(&objects, "web");
+        web.spec.as_mut().unwrap().external_traffic_policy = "Local".into();
+        objects.write(WriteOp::Update, web.into_object()).unwrap();
+        controller.reconcile(&key("web")).await.unwrap();
+        assert_eq!(ingress(&objects, "web"), ["203.0.113.2"]);
+    }
+
+    #[test]
+    fn labelled_nodes_opt_in_and_out() {
+        let mut nodes: Vec<v1::Node> = Vec::new();
+        for (name, label, ip) in [
+            ("a", Some("true"), "10.0.0.1"),
+            ("b", None, "10.0.0.2"),
+            ("c", Some("false"), "10.0.0.3"),
+        ] {
+            let mut labels = BTreeMap::new();
+            if let Some(label) = label {
+                labels.insert(ENABLE_LB_LABEL.to_owned(), label.to_owned());
+            }
+            nodes.push(v1::Node {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    labels,
+                    ..Default::default()
+                }),
+                status: Some(v1::NodeStatus {
+                    conditions: vec![v1::NodeCondition {
+                        r#type: "Ready".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    }],
+                    addresses: vec![v1::NodeAddress {
+                        r#type: "InternalIP".into(),
+                        address: ip.into(),
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        // One node opted in: only it.
+        assert_eq!(ingress_addresses(&nodes, None), ["10.0.0.1"]);
+        // None opted in: all but the one opted out.
+        nodes[0].metadata.as_mut().unwrap().labels.clear();
+        assert_eq!(ingress_addresses(&nodes, None), ["10.0.0.1", "10.0.0.2"]);
+    }
+
+    #[tokio::test]
+    async fn a_port_the_nodes_listen_on_is_never_taken() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ssh}
+spec:
+  type: LoadBalancer
+  ports: [{port: 22, protocol: TCP}]
+"#,
+        );
+        controller.reconcile(&key("ssh")).await.unwrap();
+        assert!(ingress(&objects, "ssh").is_empty());
+        let events = objects.events();
+        let refused = events
+            .iter()
+            .find(|e| e.reason == "PortInUse")
+            .expect("event");
+        assert!(refused.message.contains("22/TCP"), "{}", refused.message);
+        assert!(refused.message.contains("SSH"), "{}", refused.message);
+    }
+
+    #[tokio::test]
+    async fn a_newer_service_on_a_taken_port_stays_pending_with_an_event() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: clash, creationTimestamp: "2026-02-01T00:00:00Z"}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80, protocol: TCP}]
+"#,
+        );
+        controller.reconcile(&key("web")).await.unwrap();
+        controller.reconcile(&key("clash")).await.unwrap();
+        assert!(ingress(&objects, "clash").is_empty());
+        assert_eq!(ingress(&objects, "web").len(), 2);
+        let events = objects.events();
+        let clash = events
+            .iter()
+            .find(|e| e.reason == "PortInUse")
+            .expect("event");
+        assert!(clash.message.contains("80/TCP"), "{}", clash.message);
+        assert!(clash.message.contains("default/web"), "{}", clash.message);
+        // A Service of another class is left alone; one turned ClusterIP
+        // loses its ingress.
+        let mut web = service(&objects, "web");
+        web.spec.as_mut().unwrap().r#type = "ClusterIP".into();
+        objects.write(WriteOp::Update, web.into_object()).unwrap();
+        controller.reconcile(&key("web")).await.unwrap();
+        assert!(ingress(&objects, "web").is_empty());
+        controller.reconcile(&key("clash")).await.unwrap();
+        assert_eq!(ingress(&objects, "clash").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_serving_service_keeps_its_port_from_one_made_in_the_same_second() {
+        let (objects, controller) = setup();
+        controller.reconcile(&key("web")).await.unwrap();
+        assert_eq!(ingress(&objects, "web").len(), 2);
+        // Made in the same second as web, and earlier by name: without the
+        // serving rule it would take web's port over.
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: aaa, creationTimestamp: "2026-01-01T00:00:00Z"}
+spec:
+  type: LoadBalancer
+  ports: [{port: 80, protocol: TCP}]
+"#,
+        );
+        controller.reconcile(&key("aaa")).await.unwrap();
+        controller.reconcile(&key("web")).await.unwrap();
+        assert!(ingress(&objects, "aaa").is_empty());
+        assert_eq!(ingress(&objects, "web").len(), 2);
+    }
+}
