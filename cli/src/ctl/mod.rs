@@ -121,7 +121,7 @@ pub enum CtlCommand {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Manage the rollout of a Deployment or a DaemonSet.
+    /// Manage the rollout of a Deployment, a DaemonSet or a StatefulSet.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
@@ -529,9 +529,9 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
 /// `rollout` works on.
 fn rollout_target(target: &[String]) -> Result<(Kind, String)> {
     let (kind, name) = targets::parse_one(target)?;
-    if !matches!(kind, Kind::Deployment | Kind::DaemonSet) {
+    if !matches!(kind, Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet) {
         return Err(CtlError::Usage(format!(
-            "rollout works on deployments and daemonsets, not {}",
+            "rollout works on deployments, daemonsets and statefulsets, not {}",
             kind.plural()
         )));
     }
