@@ -5,7 +5,8 @@
 //! member in ContainerCreating). With skiff's client: members created one
 //! at a time in ordinal order with their claims first, scaled down highest
 //! first, a deleted member back under its name with its claim, `skiff ctl
-//! scale` and `rollout status`. With kubectl: a rolling update held by a
+//! scale` and `rollout status`; a member on a node that dies is marked,
+//! not replaced, until the node confirms it stopped. With kubectl: a rolling update held by a
 //! partition, then completed, `rollout status`, `scale` through the scale
 //! subresource, `rollout undo`; a PodDisruptionBudget's status counted
 //! from the StatefulSet's scale, and an eviction refused, then allowed.
@@ -238,6 +239,48 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
     assert_eq!(claim.map(|c| c.claim_name).as_deref(), Some("data-db-1"));
     assert_eq!(claims(&client).await?, made, "the same claim objects");
     drop(nodes);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopped() -> anyhow::Result<()> {
+    let (dir, master) = ready_master().await?;
+    let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
+    let names = ["dead-1", "dead-2"];
+    let mut nodes = Vec::new();
+    for (slot, name) in names.iter().enumerate() {
+        nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
+    }
+    let client = master.client();
+    apply_yaml(&master.api_addr, dir.path(), "db", &db(2))?;
+    let before = wait_members(&client, &[0, 1]).await?;
+    let node_of = |pod: &v1::Pod| pod.spec.as_ref().map_or(String::new(), |s| s.node_name.clone());
+    let dead = node_of(&before[&0]);
+    let slot = names.iter().position(|n| *n == dead).expect("db-0 on a hollow node");
+
+    // Its node dies: past the grace and the eviction delay, db-0 is marked
+    // for deletion, but not forced out, so no second db-0 can start while
+    // the node may still run the first.
+    nodes[slot].kill();
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let now = members(&client).await;
+    let kept = now.get(&0).expect("db-0 is kept while its node is silent");
+    assert_eq!(uid_of(kept), uid_of(&before[&0]), "the same db-0");
+    let marked = kept.metadata.as_ref().is_some_and(|m| !m.deletion_timestamp.is_empty());
+    assert!(marked, "db-0 is marked for deletion");
+
+    // The node comes back and confirms the pod stopped: db-0 comes back,
+    // under its name, with its claim.
+    let _revived = fleet.start(&dead, slot, HollowConfig::default()).await?;
+    let old = uid_of(&before[&0]);
+    wait_for("a new db-0", SETTLE, || async {
+        let now = members(&client).await;
+        now.get(&0).filter(|p| uid_of(p) != old && is_running_ready(p)).cloned()
+    })
+    .await
+    .map_err(|e| e.context(master.log_tail()))?;
+    let made = claims(&client).await?;
+    assert!(made.contains_key("data-db-0"), "{made:?}");
     Ok(())
 }
 
