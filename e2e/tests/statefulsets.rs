@@ -101,7 +101,10 @@ async fn wait_members(client: &Client, ordinals: &[i32]) -> anyhow::Result<BTree
         let now = members(client).await;
         let placed: Vec<i32> = now.keys().copied().collect();
         let ready = now.values().all(|p| {
-            let going = p.metadata.as_ref().is_some_and(|m| !m.deletion_timestamp.is_empty());
+            let going = p
+                .metadata
+                .as_ref()
+                .is_some_and(|m| !m.deletion_timestamp.is_empty());
             is_running_ready(p) && !going
         });
         (placed == ordinals && ready).then_some(now)
@@ -146,7 +149,9 @@ fn watch_order(
                     let fine = now.get(&below).is_some_and(is_running_ready);
                     if !fine {
                         let present: Vec<i32> = now.keys().copied().collect();
-                        let seen = format!("db-{highest} with db-{below} not Running and Ready: {present:?}");
+                        let seen = format!(
+                            "db-{highest} with db-{below} not Running and Ready: {present:?}"
+                        );
                         broken.lock().unwrap_or_else(|p| p.into_inner()).push(seen);
                     }
                 }
@@ -169,7 +174,8 @@ fn ctl_ok(server: &str, args: &[&str]) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -> anyhow::Result<()> {
+async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -> anyhow::Result<()>
+{
     let (dir, master) = ready_master().await?;
     let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
     let mut nodes = Vec::new();
@@ -195,16 +201,32 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
         assert_eq!(spec.subdomain, "db");
         let claim = spec.volumes.iter().find(|v| v.name == "data");
         let claim = claim.and_then(|v| v.persistent_volume_claim.clone());
-        assert_eq!(claim.map(|c| c.claim_name), Some(format!("data-db-{ordinal}")));
+        assert_eq!(
+            claim.map(|c| c.claim_name),
+            Some(format!("data-db-{ordinal}"))
+        );
         let meta = pod.metadata.clone().unwrap_or_default();
-        assert_eq!(meta.labels["statefulset.kubernetes.io/pod-name"], format!("db-{ordinal}"));
-        assert_eq!(meta.labels["apps.kubernetes.io/pod-index"], ordinal.to_string());
+        assert_eq!(
+            meta.labels["statefulset.kubernetes.io/pod-name"],
+            format!("db-{ordinal}")
+        );
+        assert_eq!(
+            meta.labels["apps.kubernetes.io/pod-index"],
+            ordinal.to_string()
+        );
         assert_eq!(meta.owner_references[0].kind, "StatefulSet");
     }
-    let out = ctl_ok(&master.api_addr, &["rollout", "status", "sts/db", "--timeout", "30s"]);
+    let out = ctl_ok(
+        &master.api_addr,
+        &["rollout", "status", "sts/db", "--timeout", "30s"],
+    );
     assert!(out.contains("roll out complete"), "{out}");
     let status = status_of(&client).await.expect("a status");
-    let counts = (status.replicas, status.ready_replicas, status.updated_replicas);
+    let counts = (
+        status.replicas,
+        status.ready_replicas,
+        status.updated_replicas,
+    );
     assert_eq!(counts, (3, 3, 3));
     assert_eq!(status.current_revision, status.update_revision);
 
@@ -219,7 +241,10 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
     assert_eq!(claims(&client).await?, made);
     watching.store(false, Ordering::SeqCst);
     let samples = monitor.await?;
-    assert!(samples >= 10, "the members were sampled only {samples} times");
+    assert!(
+        samples >= 10,
+        "the members were sampled only {samples} times"
+    );
     let broken = broken.lock().unwrap_or_else(|p| p.into_inner()).clone();
     assert!(broken.is_empty(), "OrderedReady broken: {broken:?}");
 
@@ -229,13 +254,18 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
     let started = Instant::now();
     let back = wait_for("db-1 replaced", SETTLE, || async {
         let now = members(&client).await;
-        let replaced = now.get(&1).filter(|p| uid_of(p) != old && is_running_ready(p));
+        let replaced = now
+            .get(&1)
+            .filter(|p| uid_of(p) != old && is_running_ready(p));
         replaced.cloned()
     })
     .await?;
     eprintln!("db-1 came back after {:?}", started.elapsed());
     let spec = back.spec.unwrap_or_default();
-    let claim = spec.volumes.iter().find_map(|v| v.persistent_volume_claim.clone());
+    let claim = spec
+        .volumes
+        .iter()
+        .find_map(|v| v.persistent_volume_claim.clone());
     assert_eq!(claim.map(|c| c.claim_name).as_deref(), Some("data-db-1"));
     assert_eq!(claims(&client).await?, made, "the same claim objects");
     drop(nodes);
@@ -243,7 +273,8 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopped() -> anyhow::Result<()> {
+async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopped(
+) -> anyhow::Result<()> {
     let (dir, master) = ready_master().await?;
     let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
     let names = ["dead-1", "dead-2"];
@@ -254,9 +285,16 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
     let client = master.client();
     apply_yaml(&master.api_addr, dir.path(), "db", &db(2))?;
     let before = wait_members(&client, &[0, 1]).await?;
-    let node_of = |pod: &v1::Pod| pod.spec.as_ref().map_or(String::new(), |s| s.node_name.clone());
+    let node_of = |pod: &v1::Pod| {
+        pod.spec
+            .as_ref()
+            .map_or(String::new(), |s| s.node_name.clone())
+    };
     let dead = node_of(&before[&0]);
-    let slot = names.iter().position(|n| *n == dead).expect("db-0 on a hollow node");
+    let slot = names
+        .iter()
+        .position(|n| *n == dead)
+        .expect("db-0 on a hollow node");
 
     // Its node dies: past the grace and the eviction delay, db-0 is marked
     // for deletion, but not forced out, so no second db-0 can start while
@@ -266,7 +304,10 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
     let now = members(&client).await;
     let kept = now.get(&0).expect("db-0 is kept while its node is silent");
     assert_eq!(uid_of(kept), uid_of(&before[&0]), "the same db-0");
-    let marked = kept.metadata.as_ref().is_some_and(|m| !m.deletion_timestamp.is_empty());
+    let marked = kept
+        .metadata
+        .as_ref()
+        .is_some_and(|m| !m.deletion_timestamp.is_empty());
     assert!(marked, "db-0 is marked for deletion");
 
     // The node comes back and confirms the pod stopped: db-0 comes back,
@@ -275,7 +316,9 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
     let old = uid_of(&before[&0]);
     wait_for("a new db-0", SETTLE, || async {
         let now = members(&client).await;
-        now.get(&0).filter(|p| uid_of(p) != old && is_running_ready(p)).cloned()
+        now.get(&0)
+            .filter(|p| uid_of(p) != old && is_running_ready(p))
+            .cloned()
     })
     .await
     .map_err(|e| e.context(master.log_tail()))?;
@@ -336,52 +379,95 @@ fn partitioned(k: &Kubectl) {
     let manifest = k.home().join("web.yaml");
     std::fs::write(&manifest, WEB).unwrap();
     let path = manifest.to_str().unwrap_or_default();
-    assert_has(&k.ok(&["apply", "-f", path]), "statefulset.apps/web created");
+    assert_has(
+        &k.ok(&["apply", "-f", path]),
+        "statefulset.apps/web created",
+    );
     let status = ["rollout", "status", "statefulset/web", "--timeout=60s"];
-    assert_has(&k.ok(&status), "partitioned roll out complete: 3 new pods have been updated");
+    assert_has(
+        &k.ok(&status),
+        "partitioned roll out complete: 3 new pods have been updated",
+    );
 
-    k.ok(&["set", "image", "statefulset/web", "web=registry.local/web:2"]);
-    assert_has(&k.ok(&status), "partitioned roll out complete: 1 new pods have been updated");
+    k.ok(&[
+        "set",
+        "image",
+        "statefulset/web",
+        "web=registry.local/web:2",
+    ]);
+    assert_has(
+        &k.ok(&status),
+        "partitioned roll out complete: 1 new pods have been updated",
+    );
     eventually("web-2 alone at web:2", || {
         let now = images(k);
-        let want = ["registry.local/web:1", "registry.local/web:1", "registry.local/web:2"];
+        let want = [
+            "registry.local/web:1",
+            "registry.local/web:1",
+            "registry.local/web:2",
+        ];
         (now == want).then_some(()).ok_or(now)
     });
 
     // The partition is lifted: the rest roll, highest first.
     let lift = r#"{"spec":{"updateStrategy":{"rollingUpdate":{"partition":0}}}}"#;
     k.ok(&["patch", "statefulset", "web", "-p", lift]);
-    assert_has(&k.ok(&status), "partitioned roll out complete: 3 new pods have been updated");
+    assert_has(
+        &k.ok(&status),
+        "partitioned roll out complete: 3 new pods have been updated",
+    );
     eventually("every member at web:2", || {
         let now = images(k);
-        (now == ["registry.local/web:2"; 3]).then_some(()).ok_or(now)
+        (now == ["registry.local/web:2"; 3])
+            .then_some(())
+            .ok_or(now)
     });
-    let revisions = jsonpath(k, "statefulset web", "{.status.currentRevision} {.status.updateRevision}");
+    let revisions = jsonpath(
+        k,
+        "statefulset web",
+        "{.status.currentRevision} {.status.updateRevision}",
+    );
     let both: Vec<&str> = revisions.split_whitespace().collect();
     assert!(both.len() == 2 && both[0] == both[1], "{revisions}");
 
     // The scale subresource.
-    assert_has(&k.ok(&["scale", "statefulset/web", "--replicas=2"]), "statefulset.apps/web scaled");
+    assert_has(
+        &k.ok(&["scale", "statefulset/web", "--replicas=2"]),
+        "statefulset.apps/web scaled",
+    );
     eventually("web-2 gone", || {
         let now = images(k);
         (now.len() == 2).then_some(()).ok_or(now)
     });
-    assert_has(&k.ok(&["rollout", "undo", "statefulset/web"]), "statefulset.apps/web rolled back");
-    assert_has(&k.ok(&status), "partitioned roll out complete: 2 new pods have been updated");
+    assert_has(
+        &k.ok(&["rollout", "undo", "statefulset/web"]),
+        "statefulset.apps/web rolled back",
+    );
+    assert_has(
+        &k.ok(&status),
+        "partitioned roll out complete: 2 new pods have been updated",
+    );
     eventually("the members back at web:1", || {
         let now = images(k);
-        (now == ["registry.local/web:1"; 2]).then_some(()).ok_or(now)
+        (now == ["registry.local/web:1"; 2])
+            .then_some(())
+            .ok_or(now)
     });
 
     // A budget over the two members, counted from the StatefulSet's scale.
     let budget = k.home().join("budget.yaml");
     std::fs::write(&budget, BUDGET).unwrap();
     let path = budget.to_str().unwrap_or_default();
-    assert_has(&k.ok(&["apply", "-f", path]), "poddisruptionbudget.policy/web-pdb created");
+    assert_has(
+        &k.ok(&["apply", "-f", path]),
+        "poddisruptionbudget.policy/web-pdb created",
+    );
     let counted = "{.status.expectedPods} {.status.desiredHealthy} {.status.currentHealthy} {.status.disruptionsAllowed} {.status.conditions[0].reason}";
     eventually("the budget counted", || {
         let now = jsonpath(k, "pdb web-pdb", counted);
-        (now == "2 2 2 0 InsufficientPods").then_some(()).ok_or(vec![now])
+        (now == "2 2 2 0 InsufficientPods")
+            .then_some(())
+            .ok_or(vec![now])
     });
     let evict = |pod: &str| {
         let eviction = k.home().join("eviction.json");
@@ -397,13 +483,18 @@ fn partitioned(k: &Kubectl) {
     assert!(!refused.status.success(), "evicted against the budget");
     let err = String::from_utf8_lossy(&refused.stderr).into_owned();
     assert_has(&err, "(TooManyRequests)");
-    assert_has(&err, "Cannot evict pod as it would violate the pod's disruption budget.");
+    assert_has(
+        &err,
+        "Cannot evict pod as it would violate the pod's disruption budget.",
+    );
 
     let loosen = r#"{"spec":{"maxUnavailable":1}}"#;
     k.ok(&["patch", "pdb", "web-pdb", "--type=merge", "-p", loosen]);
     eventually("one disruption allowed", || {
         let now = jsonpath(k, "pdb web-pdb", counted);
-        (now == "2 1 2 1 SufficientPods").then_some(()).ok_or(vec![now])
+        (now == "2 1 2 1 SufficientPods")
+            .then_some(())
+            .ok_or(vec![now])
     });
     let uid = jsonpath(k, "pod web-1", "{.metadata.uid}");
     let allowed = evict("web-1");
@@ -415,7 +506,9 @@ fn partitioned(k: &Kubectl) {
     eventually("web-1 back under its name", || {
         let now = jsonpath_if_there(k, "pod web-1", "{.metadata.uid} {.status.phase}");
         let now = now.unwrap_or_else(|| "(missing)".to_owned());
-        (now.ends_with(" Running") && !now.starts_with(&uid)).then_some(()).ok_or(vec![now])
+        (now.ends_with(" Running") && !now.starts_with(&uid))
+            .then_some(())
+            .ok_or(vec![now])
     });
 }
 
@@ -454,7 +547,15 @@ fn images(k: &Kubectl) -> Vec<String> {
         "{{else}}{{(index .spec.containers 0).image}}{{end}}",
         r#"{{"\n"}}{{end}}"#
     );
-    let out = k.ok(&["get", "pods", "-l", "app=web", "--sort-by=.metadata.name", "-o", template]);
+    let out = k.ok(&[
+        "get",
+        "pods",
+        "-l",
+        "app=web",
+        "--sort-by=.metadata.name",
+        "-o",
+        template,
+    ]);
     out.lines().map(str::to_owned).collect()
 }
 

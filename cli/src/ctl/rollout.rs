@@ -31,7 +31,10 @@ pub async fn scale(
     name: &str,
     replicas: i32,
 ) -> Result<()> {
-    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet) {
+    if !matches!(
+        kind,
+        Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet
+    ) {
         return Err(CtlError::Usage(format!(
             "{} cannot be scaled",
             kind.plural()
@@ -225,7 +228,10 @@ pub fn stateful_set_progress(object: &Object, name: &str) -> (String, bool) {
     };
     let content = generic::content(set);
     let spec = content.get("spec").cloned().unwrap_or(Value::Null);
-    if spec["updateStrategy"]["type"].as_str().is_some_and(|s| s != "RollingUpdate") {
+    if spec["updateStrategy"]["type"]
+        .as_str()
+        .is_some_and(|s| s != "RollingUpdate")
+    {
         let only = "rollout status is only available for RollingUpdate strategy type";
         return (format!("error: {only}"), true);
     }
@@ -333,15 +339,16 @@ async fn undo_from_history(
         })
         .collect();
     revisions.sort_by_key(|r| r.revision);
-    let target = match to_revision {
-        Some(n) => revisions
-            .iter()
-            .find(|r| u64::try_from(r.revision).ok() == Some(n))
-            .ok_or_else(|| CtlError::Usage(format!("{noun} {name:?} has no revision {n}")))?,
-        None => revisions.iter().rev().nth(1).ok_or_else(|| {
-            CtlError::Usage(format!("{noun} {name:?} has no previous revision"))
-        })?,
-    };
+    let target =
+        match to_revision {
+            Some(n) => revisions
+                .iter()
+                .find(|r| u64::try_from(r.revision).ok() == Some(n))
+                .ok_or_else(|| CtlError::Usage(format!("{noun} {name:?} has no revision {n}")))?,
+            None => revisions.iter().rev().nth(1).ok_or_else(|| {
+                CtlError::Usage(format!("{noun} {name:?} has no previous revision"))
+            })?,
+        };
     let Some(mut template) = target.data.pointer("/spec/template").cloned() else {
         return Err(CtlError::Usage(format!(
             "revision {} of {noun} {name:?} records no template",
@@ -583,11 +590,21 @@ status: {status}
             stateful_set_progress(&stateful_set(strategy, 2, &status), "web")
         };
         let (message, done) = progress_of(partitioned, status(1, 3, 3));
-        assert_eq!((message.as_str(), done), ("Waiting for statefulset spec update to be observed...", false));
+        assert_eq!(
+            (message.as_str(), done),
+            (
+                "Waiting for statefulset spec update to be observed...",
+                false
+            )
+        );
         let (message, done) = progress_of(partitioned, status(2, 1, 0));
-        assert_eq!((message.as_str(), done), ("Waiting for 2 pods to be ready...", false));
+        assert_eq!(
+            (message.as_str(), done),
+            ("Waiting for 2 pods to be ready...", false)
+        );
         let (message, done) = progress_of(partitioned, status(2, 3, 1));
-        let want = "Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...";
+        let want =
+            "Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...";
         assert_eq!((message.as_str(), done), (want, false));
         let (message, done) = progress_of(partitioned, status(2, 3, 2));
         let want = "partitioned roll out complete: 2 new pods have been updated...";

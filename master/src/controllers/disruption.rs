@@ -59,10 +59,11 @@ impl DisruptionController {
     /// StatefulSets.
     fn scale_of(&self, namespace: &str, pod: &v1::Pod) -> Result<(String, i64), String> {
         let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
-        let owner = pod
-            .metadata
-            .as_ref()
-            .and_then(|m| m.owner_references.iter().find(|r| r.controller == Some(true)));
+        let owner = pod.metadata.as_ref().and_then(|m| {
+            m.owner_references
+                .iter()
+                .find(|r| r.controller == Some(true))
+        });
         let Some(owner) = owner else {
             return Err(format!("found no controller ref for pod {name:?}"));
         };
@@ -331,7 +332,10 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
         controller.reconcile(&key()).await.unwrap();
         let status = budget(&objects).status;
         assert_eq!(counts(&status), (4, 3, 3, 0));
-        assert_eq!(status.allowed_condition(), Some(("False", "InsufficientPods")));
+        assert_eq!(
+            status.allowed_condition(),
+            Some(("False", "InsufficientPods"))
+        );
     }
 
     #[tokio::test]

@@ -202,7 +202,8 @@ impl BudgetStatus {
     pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
         let mut object = object.clone();
         let mut content = generic::content(&object);
-        let status = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()));
+        let status =
+            serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()));
         content.insert("status".to_owned(), status);
         generic::set_content(&mut object, &content);
         object
@@ -373,7 +374,8 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
         };
     }
     if !pod_is_ready(pod) {
-        let has_enough = status.current_healthy >= status.desired_healthy && status.desired_healthy > 0;
+        let has_enough =
+            status.current_healthy >= status.desired_healthy && status.desired_healthy > 0;
         if budget.always_allow_unhealthy || has_enough {
             return EvictionDecision::Allowed;
         }
@@ -474,7 +476,10 @@ mod tests {
     fn scaled(replicas: i64) -> impl Fn(&v1::Pod) -> Result<(String, i64), String> {
         move |pod: &v1::Pod| {
             let meta = pod.metadata.clone().unwrap_or_default();
-            let owner = meta.owner_references.into_iter().find(|r| r.controller == Some(true));
+            let owner = meta
+                .owner_references
+                .into_iter()
+                .find(|r| r.controller == Some(true));
             owner
                 .map(|r| (r.uid, replicas))
                 .ok_or_else(|| format!("found no controllers for pod {:?}", meta.name))
@@ -564,7 +569,10 @@ mod tests {
         assert_eq!(status.observed_generation, 1);
         let strict = web_budget("minAvailable", json!(2));
         let status = status_of(&strict, &pods, 2);
-        assert_eq!(status.allowed_condition(), Some(("False", "InsufficientPods")));
+        assert_eq!(
+            status.allowed_condition(),
+            Some(("False", "InsufficientPods"))
+        );
         assert_eq!(status.conditions[0]["observedGeneration"], 1);
         // No pods: nothing to disrupt.
         let status = status_of(&one, &[], 2);
@@ -602,7 +610,10 @@ mod tests {
         let disrupt = EvictionDecision::Disrupt {
             budget: "web-pdb".into(),
         };
-        assert_eq!(decide_eviction(&pods[0], std::slice::from_ref(&one)), disrupt);
+        assert_eq!(
+            decide_eviction(&pods[0], std::slice::from_ref(&one)),
+            disrupt
+        );
         let mut taken = one.clone();
         taken.status.take_disruption("web-0", now());
         let refused = EvictionDecision::Refused {
@@ -644,8 +655,14 @@ mod tests {
         // Another app's budget, and a budget with no selector, cover nothing.
         let db = pod("db-0", "db", true);
         assert_eq!(decide_eviction(&db, strict), EvictionDecision::Allowed);
-        let selectorless = [Budget::from_spec("none".into(), &json!({"minAvailable": 1}))];
-        assert_eq!(decide_eviction(&db, &selectorless), EvictionDecision::Allowed);
+        let selectorless = [Budget::from_spec(
+            "none".into(),
+            &json!({"minAvailable": 1}),
+        )];
+        assert_eq!(
+            decide_eviction(&db, &selectorless),
+            EvictionDecision::Allowed
+        );
         // An unready pod under a budget with no healthy pods to spare:
         // only AlwaysAllow lets it go.
         let lone = [pod("web-9", "web", false)];
@@ -655,9 +672,15 @@ mod tests {
             desired: 1,
             healthy: 0,
         };
-        assert_eq!(decide_eviction(&lone[0], std::slice::from_ref(&none_healthy)), refused);
+        assert_eq!(
+            decide_eviction(&lone[0], std::slice::from_ref(&none_healthy)),
+            refused
+        );
         none_healthy.always_allow_unhealthy = true;
-        assert_eq!(decide_eviction(&lone[0], &[none_healthy]), EvictionDecision::Allowed);
+        assert_eq!(
+            decide_eviction(&lone[0], &[none_healthy]),
+            EvictionDecision::Allowed
+        );
     }
 
     #[test]
@@ -695,7 +718,10 @@ mod tests {
         assert_eq!(read.max_unavailable, None);
         assert!(read.always_allow_unhealthy);
         assert_eq!(read.generation, 3);
-        assert_eq!((read.status.disruptions_allowed, read.status.current_healthy), (2, 4));
+        assert_eq!(
+            (read.status.disruptions_allowed, read.status.current_healthy),
+            (2, 4)
+        );
         assert!(read.selects(&pod("a", "web", true)));
         assert!(!read.selects(&pod("b", "db", true)));
         let not_a_budget = pod("a", "web", true).into_object();

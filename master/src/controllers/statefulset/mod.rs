@@ -181,7 +181,10 @@ impl Reconciler for StatefulSetController {
             .filter(|r| live.contains(&r.name))
             .map(|r| r.hash.clone())
             .collect();
-        for name in revisions.history.to_prune(spec.revision_history_limit, &live_hashes) {
+        for name in revisions
+            .history
+            .to_prune(spec.revision_history_limit, &live_hashes)
+        {
             self.delete_revision(&key.namespace, &name).await?;
         }
 
@@ -460,7 +463,13 @@ impl StatefulSetController {
             if self.ctx.store.get(kind, &meta.namespace, &name)?.is_some() {
                 continue;
             }
-            let claim = spec.claim_for(template, &meta.name, &meta.namespace, ordinal, owner.clone());
+            let claim = spec.claim_for(
+                template,
+                &meta.name,
+                &meta.namespace,
+                ordinal,
+                owner.clone(),
+            );
             match self.ctx.writer.create(claim.into_object()).await {
                 Ok(_) => {
                     let message = format!(
@@ -528,7 +537,12 @@ impl StatefulSetController {
                 continue;
             }
             let name = claim_meta.name.clone();
-            match self.ctx.writer.delete(kind, &meta.namespace, &name, "").await {
+            match self
+                .ctx
+                .writer
+                .delete(kind, &meta.namespace, &name, "")
+                .await
+            {
                 Ok(_) => {
                     let pod_name = spec::pod_name(&meta.name, ordinal);
                     let message = format!(

@@ -309,7 +309,11 @@ mod tests {
         // A gap is filled before anything above it waits on it.
         let gap = plan(&shape, &[member(0, NEW, true), member(2, NEW, true)]);
         assert_eq!(gap.steps, [create(1, NEW)]);
-        let all = [member(0, NEW, true), member(1, NEW, true), member(2, NEW, true)];
+        let all = [
+            member(0, NEW, true),
+            member(1, NEW, true),
+            member(2, NEW, true),
+        ];
         let done = plan(&shape, &all);
         assert_eq!(done, Plan::default());
     }
@@ -326,7 +330,11 @@ mod tests {
             replicas: 1,
             ..shape
         };
-        let members = [member(0, NEW, true), member(1, NEW, false), member(2, NEW, true)];
+        let members = [
+            member(0, NEW, true),
+            member(1, NEW, false),
+            member(2, NEW, true),
+        ];
         let removed = plan(&down, &members);
         let expected = [delete(2, Why::Condemned), delete(1, Why::Condemned)];
         assert_eq!(removed.steps, expected);
@@ -338,7 +346,11 @@ mod tests {
             current_revision: NEW.to_owned(),
             ..ordered(1)
         };
-        let mut members = vec![member(0, NEW, true), member(1, NEW, true), member(2, NEW, true)];
+        let mut members = vec![
+            member(0, NEW, true),
+            member(1, NEW, true),
+            member(2, NEW, true),
+        ];
         let first = plan(&shape, &members);
         assert_eq!(first.steps, [delete(2, Why::Condemned)]);
         members[2].terminating = true;
@@ -371,7 +383,11 @@ mod tests {
     #[test]
     fn a_rolling_update_goes_from_the_highest_ordinal_down_one_at_a_time() {
         let shape = ordered(3);
-        let mut members = vec![member(0, OLD, true), member(1, OLD, true), member(2, OLD, true)];
+        let mut members = vec![
+            member(0, OLD, true),
+            member(1, OLD, true),
+            member(2, OLD, true),
+        ];
         assert_eq!(plan(&shape, &members).steps, [delete(2, Why::Outdated)]);
         // web-2 is being replaced: nothing else goes.
         members[2].terminating = true;
@@ -389,7 +405,11 @@ mod tests {
     #[test]
     fn a_partition_keeps_the_members_below_it_at_the_current_revision() {
         let shape = shape(3, PodManagement::OrderedReady, rolling(2, "1"));
-        let members = [member(0, OLD, true), member(1, OLD, true), member(2, NEW, true)];
+        let members = [
+            member(0, OLD, true),
+            member(1, OLD, true),
+            member(2, NEW, true),
+        ];
         assert_eq!(plan(&shape, &members), Plan::default(), "only web-2 rolls");
         // A member below the partition that is recreated keeps the old
         // revision; one at or above it gets the new one.
@@ -415,7 +435,11 @@ mod tests {
         members[3].ready = false;
         members[3].available = false;
         let expected = [delete(3, Why::Outdated), delete(2, Why::Outdated)];
-        assert_eq!(plan(&shape, &members).steps, expected, "the unready one is free");
+        assert_eq!(
+            plan(&shape, &members).steps,
+            expected,
+            "the unready one is free"
+        );
         members[3].revision = NEW.to_owned();
         let step = plan(&shape, &members);
         assert_eq!(step.steps, [delete(2, Why::Outdated)]);
@@ -438,13 +462,21 @@ mod tests {
         };
         assert_eq!(plan(&shape, &[]).steps, [create(5, NEW)]);
         // web-0 is outside 5..7: removed once 5 and 6 are Ready.
-        let members = [member(0, NEW, true), member(5, NEW, true), member(6, NEW, true)];
+        let members = [
+            member(0, NEW, true),
+            member(5, NEW, true),
+            member(6, NEW, true),
+        ];
         assert_eq!(plan(&shape, &members).steps, [delete(0, Why::Condemned)]);
     }
 
     #[test]
     fn counts_and_the_end_of_a_rollout() {
-        let mut members = vec![member(0, OLD, true), member(1, NEW, true), member(2, NEW, false)];
+        let mut members = vec![
+            member(0, OLD, true),
+            member(1, NEW, true),
+            member(2, NEW, false),
+        ];
         let (counts, complete) = count(&members, OLD, NEW);
         let expected = Counts {
             replicas: 3,

@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::spec::{POD_INDEX_LABEL, POD_NAME_LABEL};
 use super::*;
 use crate::controllers::recording::{context, RecordingObjects, WriteOp};
 use crate::controllers::ObjectReads;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::generic;
-use super::spec::{POD_INDEX_LABEL, POD_NAME_LABEL};
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -116,9 +116,7 @@ fn edit(objects: &RecordingObjects, change: impl FnOnce(&mut Value)) {
         change(spec);
     }
     generic::set_content(&mut set, &content);
-    objects
-        .write(WriteOp::Update, set.into_object())
-        .unwrap();
+    objects.write(WriteOp::Update, set.into_object()).unwrap();
 }
 
 fn set_image(objects: &RecordingObjects, image: &str) {
@@ -194,7 +192,10 @@ async fn members_are_created_one_at_a_time_in_order_each_after_its_claim() {
         .collect();
     assert_eq!(
         order[1..],
-        [(Kind::PersistentVolumeClaim, "data-web-0"), (Kind::Pod, "web-0")],
+        [
+            (Kind::PersistentVolumeClaim, "data-web-0"),
+            (Kind::Pod, "web-0")
+        ],
         "the revision, then the claim before the pod"
     );
 
@@ -204,7 +205,10 @@ async fn members_are_created_one_at_a_time_in_order_each_after_its_claim() {
     assert_eq!(meta.labels[POD_INDEX_LABEL], "0");
     assert_eq!(meta.owner_references[0].kind, "StatefulSet");
     let spec = web_0.spec.clone().unwrap();
-    assert_eq!((spec.hostname.as_str(), spec.subdomain.as_str()), ("web-0", "web"));
+    assert_eq!(
+        (spec.hostname.as_str(), spec.subdomain.as_str()),
+        ("web-0", "web")
+    );
     let status = status(&objects);
     assert_eq!(revision_of(&web_0), status.update_revision);
     assert_eq!(status.current_revision, status.update_revision);
@@ -308,7 +312,8 @@ async fn a_rolling_update_with_a_partition_updates_only_the_members_above_it() {
     settle(&objects, &controller).await;
     let first = status(&objects).update_revision;
     edit(&objects, |spec| {
-        spec["updateStrategy"] = serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}});
+        spec["updateStrategy"] =
+            serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 2}});
     });
     set_image(&objects, "web:2");
     controller.reconcile(&key()).await.unwrap();
@@ -323,8 +328,13 @@ async fn a_rolling_update_with_a_partition_updates_only_the_members_above_it() {
     assert_eq!(revisions, [first.clone(), first.clone(), second.clone()]);
     let status_now = status(&objects);
     assert_eq!(status_now.current_revision, first, "not complete");
-    assert_eq!((status_now.updated_replicas, status_now.current_replicas), (1, 2));
-    let image = pod(&objects, "web-2").spec.unwrap().containers[0].image.clone();
+    assert_eq!(
+        (status_now.updated_replicas, status_now.current_replicas),
+        (1, 2)
+    );
+    let image = pod(&objects, "web-2").spec.unwrap().containers[0]
+        .image
+        .clone();
     assert_eq!(image, "web:2");
 
     // A member below the partition that is deleted comes back at the
@@ -347,7 +357,10 @@ async fn a_rolling_update_with_a_partition_updates_only_the_members_above_it() {
     let status_now = status(&objects);
     assert_eq!(status_now.current_revision, second);
     assert_eq!(status_now.update_revision, second);
-    assert_eq!((status_now.updated_replicas, status_now.current_replicas), (3, 3));
+    assert_eq!(
+        (status_now.updated_replicas, status_now.current_replicas),
+        (3, 3)
+    );
     let revisions = objects.objects(Kind::ControllerRevision);
     assert_eq!(revisions.len(), 2, "the old one is kept for undo");
 }
@@ -361,7 +374,10 @@ async fn parallel_members_are_created_at_once() {
     let (objects, controller) = setup(&parallel);
     controller.reconcile(&key()).await.unwrap();
     assert_eq!(live(&objects), ["web-1", "web-2", "web-3"]);
-    assert_eq!(claim_names(&objects), ["data-web-1", "data-web-2", "data-web-3"]);
+    assert_eq!(
+        claim_names(&objects),
+        ["data-web-1", "data-web-2", "data-web-3"]
+    );
 }
 
 #[tokio::test]

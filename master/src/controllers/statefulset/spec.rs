@@ -157,7 +157,10 @@ impl StatefulSetSpec {
         }
         let start = spec["ordinals"]["start"].as_i64().unwrap_or(0);
         if start < 0 {
-            return Err(SpecError::new("spec.ordinals.start", "must not be negative"));
+            return Err(SpecError::new(
+                "spec.ordinals.start",
+                "must not be negative",
+            ));
         }
         let claims = claim_templates(&spec["volumeClaimTemplates"])?;
         let management = match spec["podManagementPolicy"].as_str() {
@@ -354,9 +357,8 @@ fn claim_templates(value: &Value) -> Result<Vec<ClaimTemplate>, SpecError> {
     for (i, item) in items.iter().enumerate() {
         let field = |f: &str| format!("spec.volumeClaimTemplates[{i}].{f}");
         let meta: v1::ObjectMeta = match item.get("metadata") {
-            Some(m) => {
-                serde_json::from_value(m.clone()).map_err(|e| SpecError::new(field("metadata"), e.to_string()))?
-            }
+            Some(m) => serde_json::from_value(m.clone())
+                .map_err(|e| SpecError::new(field("metadata"), e.to_string()))?,
             None => v1::ObjectMeta::default(),
         };
         if meta.name.is_empty() {
@@ -507,7 +509,10 @@ spec:
         assert_eq!(meta.labels[POD_INDEX_LABEL], "2");
         assert_eq!(meta.labels["app"], "web");
         let pod_spec = pod.spec.unwrap();
-        assert_eq!((pod_spec.hostname.as_str(), pod_spec.subdomain.as_str()), ("web-2", "web"));
+        assert_eq!(
+            (pod_spec.hostname.as_str(), pod_spec.subdomain.as_str()),
+            ("web-2", "web")
+        );
         let claim = pod_spec.volumes[0].persistent_volume_claim.clone().unwrap();
         assert_eq!(claim.claim_name, "data-web-2");
 
@@ -537,10 +542,19 @@ spec:
     fn bad_specs_are_refused_with_the_field_named() {
         let no_storage = WEB.replace("resources: {requests: {storage: 1Gi}}", "resources: {}");
         let e = read(&no_storage).unwrap_err();
-        assert_eq!(e.field, "spec.volumeClaimTemplates[0].spec.resources.requests.storage");
-        let policy = WEB.replace("serviceName: web", "serviceName: web\n  podManagementPolicy: Sometimes");
+        assert_eq!(
+            e.field,
+            "spec.volumeClaimTemplates[0].spec.resources.requests.storage"
+        );
+        let policy = WEB.replace(
+            "serviceName: web",
+            "serviceName: web\n  podManagementPolicy: Sometimes",
+        );
         assert_eq!(read(&policy).unwrap_err().field, "spec.podManagementPolicy");
-        let parallel = WEB.replace("serviceName: web", "serviceName: web\n  podManagementPolicy: Parallel");
+        let parallel = WEB.replace(
+            "serviceName: web",
+            "serviceName: web\n  podManagementPolicy: Parallel",
+        );
         assert_eq!(read(&parallel).unwrap().management, PodManagement::Parallel);
         let everything = WEB.replace("{matchLabels: {app: web}}", "{}");
         assert_eq!(read(&everything).unwrap_err().field, "spec.selector");
@@ -565,9 +579,15 @@ spec:
             max_unavailable: "0".into(),
         };
         assert_eq!(zero.max_unavailable(3), 1);
-        let on_delete = WEB.replace("serviceName: web", "serviceName: web\n  updateStrategy: {type: OnDelete}");
+        let on_delete = WEB.replace(
+            "serviceName: web",
+            "serviceName: web\n  updateStrategy: {type: OnDelete}",
+        );
         assert_eq!(read(&on_delete).unwrap().strategy, UpdateStrategy::OnDelete);
-        let start = WEB.replace("serviceName: web", "serviceName: web\n  ordinals: {start: 5}");
+        let start = WEB.replace(
+            "serviceName: web",
+            "serviceName: web\n  ordinals: {start: 5}",
+        );
         assert_eq!(read(&start).unwrap().start, 5);
     }
 
