@@ -6,7 +6,9 @@
 //! at a time in ordinal order with their claims first, scaled down highest
 //! first, a deleted member back under its name with its claim, `skiff ctl
 //! scale` and `rollout status`; a member on a node that dies is marked,
-//! not replaced, until the node confirms it stopped. With kubectl: a rolling update held by a
+//! not replaced, until the node confirms it stopped; `skiff ctl drain`
+//! waiting on a PodDisruptionBudget counted from the StatefulSet's scale.
+//! With kubectl: a rolling update held by a
 //! partition, then completed, `rollout status`, `scale` through the scale
 //! subresource, `rollout undo`; a PodDisruptionBudget's status counted
 //! from the StatefulSet's scale, and an eviction refused, then allowed.
@@ -23,6 +25,7 @@ use skiff_e2e::master::ready_master;
 use skiff_e2e::{apply_yaml, ctl, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus};
+use skiff_master::objects::disruption_budget::Budget;
 use skiff_master::objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
@@ -324,6 +327,94 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
     .map_err(|e| e.context(master.log_tail()))?;
     let made = claims(&client).await?;
     assert!(made.contains_key("data-db-0"), "{made:?}");
+    Ok(())
+}
+
+/// A budget over `db`'s members that lets `max_unavailable` go.
+fn db_budget(max_unavailable: u32) -> String {
+    format!(
+        r#"apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata:
+  name: db-pdb
+spec:
+  maxUnavailable: {max_unavailable}
+  selector:
+    matchLabels: {{app: db}}
+"#
+    )
+}
+
+/// `db-pdb` as the disruption controller counted it.
+async fn budget_of(client: &Client) -> Option<Budget> {
+    let object = client
+        .get(Kind::PodDisruptionBudget, "default", "db-pdb")
+        .await
+        .ok()?;
+    Budget::of(&object).filter(|b| b.status.observed_generation == b.generation)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_ctl_drain_waits_for_a_disruption_budget() -> anyhow::Result<()> {
+    let (dir, master) = ready_master().await?;
+    let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
+    let mut nodes = Vec::new();
+    for (slot, name) in ["drain-1", "drain-2"].iter().enumerate() {
+        nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
+    }
+    let client = master.client();
+    apply_yaml(&master.api_addr, dir.path(), "db", &db(2))?;
+    apply_yaml(&master.api_addr, dir.path(), "db-pdb", &db_budget(0))?;
+    let before = wait_members(&client, &[0, 1]).await?;
+    let counted = wait_for("db-pdb counted", SETTLE, || async {
+        budget_of(&client)
+            .await
+            .filter(|b| b.status.expected_pods == 2)
+    })
+    .await?;
+    let status = &counted.status;
+    let counts = (
+        status.expected_pods,
+        status.desired_healthy,
+        status.current_healthy,
+        status.disruptions_allowed,
+    );
+    assert_eq!(counts, (2, 2, 2, 0), "counted from the StatefulSet's scale");
+    assert_eq!(
+        status.allowed_condition(),
+        Some(("False", "InsufficientPods"))
+    );
+
+    // maxUnavailable 0: the drain waits, then gives up; nothing is evicted.
+    let node = before[&0].spec.clone().unwrap_or_default().node_name;
+    let out = ctl(&master.api_addr, &["drain", &node, "--timeout", "8s"]);
+    assert!(!out.status.success(), "drained against the budget");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("will retry"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("disruption budget"), "{stderr}");
+    let now = members(&client).await;
+    let uids: Vec<String> = now.values().map(uid_of).collect();
+    let uids_before: Vec<String> = before.values().map(uid_of).collect();
+    assert_eq!(uids, uids_before, "nothing evicted");
+
+    // One may go: the drain evicts the node's members one at a time, each
+    // after the one before is back elsewhere.
+    apply_yaml(&master.api_addr, dir.path(), "db-pdb", &db_budget(1))?;
+    wait_for("one disruption allowed", SETTLE, || async {
+        budget_of(&client)
+            .await
+            .filter(|b| b.status.disruptions_allowed == 1)
+    })
+    .await?;
+    let out = ctl_ok(&master.api_addr, &["drain", &node, "--timeout", "60s"]);
+    assert!(out.contains(&format!("node/{node} drained")), "{out}");
+    let after = wait_members(&client, &[0, 1]).await?;
+    for pod in after.values() {
+        let on = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
+        assert_ne!(on, node, "{} still on the drained node", name_of(pod));
+    }
+    drop(nodes);
     Ok(())
 }
 

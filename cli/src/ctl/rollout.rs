@@ -3,7 +3,7 @@
 //! them: the client changes the object, the controller does the rest.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
@@ -11,6 +11,9 @@ use skiff_master::controllers::daemonset::history::Revision;
 use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
+use skiff_master::objects::disruption_budget::{
+    decide_eviction, Budget, EvictionDecision, VIOLATION_MESSAGE,
+};
 use skiff_master::objects::generic;
 use skiff_master::objects::owners::controller_of;
 use skiff_proto::api::object::Kind as Body;
@@ -440,11 +443,18 @@ pub async fn set_unschedulable(client: &Client, node: &str, unschedulable: bool)
     )))
 }
 
-/// Cordons a node and deletes its pods; controllers recreate them on other
-/// nodes. Pods no controller owns are only deleted with `force`; those of
-/// DaemonSets stay (they belong to the node, and would come straight
-/// back), as with `kubectl drain --ignore-daemonsets`.
-pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write) -> Result<()> {
+/// `kubectl drain`: cordons the node and evicts every pod on it but
+/// DaemonSets' (as `--ignore-daemonsets`); pods no controller would
+/// recreate only with `force`. Each eviction is what `pods/eviction` does
+/// ([`evict`]): it waits while a PodDisruptionBudget allows no disruption,
+/// up to `timeout` (zero: for ever).
+pub async fn drain(
+    client: &Client,
+    node: &str,
+    force: bool,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<()> {
     set_unschedulable(client, node, true).await?;
     writeln!(out, "node/{node} cordoned")?;
     let list = client
@@ -480,18 +490,96 @@ pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write
             unmanaged.join(", ")
         )));
     }
+    let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
     for o in on_node {
-        let meta = o.meta();
-        match client
-            .delete(Kind::Pod, &meta.namespace, &meta.name, "")
-            .await
-        {
-            Ok(_) | Err(ClientError::NotFound(_)) => writeln!(out, "pod/{} evicted", meta.name)?,
-            Err(e) => return Err(api(format!("evicting pod {:?}", meta.name))(e)),
-        }
+        evict(client, &o, deadline, out).await?;
+        writeln!(out, "pod/{} evicted", o.meta().name)?;
     }
     writeln!(out, "node/{node} drained")?;
     Ok(())
+}
+
+/// How long drain waits before asking a PodDisruptionBudget again
+/// (kubectl's interval).
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
+
+/// Evicts `object` (a pod) as `pods/eviction` does: once the
+/// PodDisruptionBudget that covers it allows a disruption, it takes one
+/// (the budget's status, written conditionally on its resourceVersion, so
+/// two drains cannot both take the last one), then deletes the pod. While
+/// the budget allows none it waits, telling so once, until `deadline`.
+async fn evict(
+    client: &Client,
+    object: &Object,
+    deadline: Option<tokio::time::Instant>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let Some(Body::Pod(pod)) = &object.kind else {
+        return Ok(());
+    };
+    let meta = object.meta();
+    let (namespace, name) = (meta.namespace.as_str(), meta.name.as_str());
+    let mut told = false;
+    loop {
+        let listed = client
+            .list(Kind::PodDisruptionBudget, namespace)
+            .await
+            .map_err(api("listing poddisruptionbudgets".to_owned()))?;
+        let budgets: Vec<Budget> = listed.items.iter().filter_map(Budget::of).collect();
+        let budget = match decide_eviction(pod, &budgets) {
+            EvictionDecision::Allowed => break,
+            EvictionDecision::Disrupt { budget } => budget,
+            EvictionDecision::SeveralBudgets(names) => {
+                return Err(CtlError::Usage(format!(
+                    "cannot evict pod {name:?}: more than one PodDisruptionBudget selects it ({})",
+                    names.join(", ")
+                )));
+            }
+            EvictionDecision::Refused { .. } | EvictionDecision::NotYetCounted { .. } => {
+                if !told {
+                    writeln!(
+                        out,
+                        "error when evicting pods/{name:?} -n {namespace:?} (will retry after 5s): {VIOLATION_MESSAGE}"
+                    )?;
+                    out.flush()?;
+                    told = true;
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return Err(CtlError::Usage(format!(
+                        "cannot evict pod {name:?} in time: {VIOLATION_MESSAGE}"
+                    )));
+                }
+                tokio::time::sleep(EVICTION_RETRY).await;
+                continue;
+            }
+        };
+        let stored = listed.items.iter().find(|o| o.meta().name == budget);
+        let counted = budgets.iter().find(|b| b.name == budget);
+        let (
+            Some(Object {
+                kind: Some(Body::Generic(stored)),
+            }),
+            Some(counted),
+        ) = (stored, counted)
+        else {
+            continue;
+        };
+        let mut status = counted.status.clone();
+        status.take_disruption(name, SystemTime::now());
+        let written = Object {
+            kind: Some(Body::Generic(status.write_into(stored))),
+        };
+        match client.update_status(written).await {
+            Ok(_) => break,
+            // Another eviction took one first: count again.
+            Err(ClientError::Conflict(_)) => continue,
+            Err(e) => return Err(api(format!("updating poddisruptionbudget {budget:?}"))(e)),
+        }
+    }
+    match client.delete(Kind::Pod, namespace, name, "").await {
+        Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
+        Err(e) => Err(api(format!("evicting pod {name:?}"))(e)),
+    }
 }
 
 #[cfg(test)]

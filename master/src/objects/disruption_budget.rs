@@ -168,7 +168,7 @@ impl Budget {
         }
         let mut controllers: BTreeMap<String, i64> = BTreeMap::new();
         for pod in selected {
-            let (uid, replicas) = scale(pod)?;
+            let (uid, replicas) = scale(*pod)?;
             controllers.insert(uid, replicas);
         }
         let expected: i64 = controllers.values().map(|r| (*r).max(0)).sum();
