@@ -292,6 +292,15 @@ pub fn compute_status(
         let Ok(since) = humantime::parse_rfc3339_weak(at) else {
             continue;
         };
+        // A pod of the name created since is the evicted one's replacement
+        // (a StatefulSet's member comes back under its name).
+        let created = pod
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.creation_timestamp.as_str());
+        if humantime::parse_rfc3339_weak(created).is_ok_and(|c| c >= since) {
+            continue;
+        }
         let until = since + DISRUPTED_POD_TIMEOUT;
         let Ok(left) = until.duration_since(now) else {
             continue;
@@ -596,6 +605,14 @@ mod tests {
         let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
         assert!(status.disrupted_pods.is_empty());
         assert_eq!(recheck, None);
+        // Replaced by a new pod of the name (a StatefulSet's member): the
+        // new one is not the one evicted.
+        let mut replaced = web(&[true, true, true]);
+        let meta = replaced[0].metadata.as_mut().unwrap();
+        meta.creation_timestamp = skiff_values::rfc3339(now());
+        let (status, _) = compute_status(&budget, &replaced, scaled(3), now());
+        assert_eq!(counts(&status), (3, 2, 3, 1));
+        assert!(status.disrupted_pods.is_empty());
         // Never deleted: healthy again after two minutes.
         let pods = web(&[true, true, true]);
         let later = now() + DISRUPTED_POD_TIMEOUT + Duration::from_secs(1);
