@@ -1497,6 +1497,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_statefulsets_scale_reads_and_sets_its_replicas() {
+        let content = json!({
+            "spec": {"replicas": 3, "serviceName": "db",
+                     "selector": {"matchLabels": {"app": "db"}}},
+            "status": {"replicas": 2},
+        });
+        let set = skiff_proto::v1::GenericObject {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            metadata: Some(ObjectMeta {
+                name: "db".into(),
+                namespace: "default".into(),
+                resource_version: "5".into(),
+                ..Default::default()
+            }),
+            content: serde_json::to_vec(&content).unwrap(),
+        };
+        let object = Object {
+            kind: Some(skiff_proto::api::object::Kind::Generic(set)),
+        };
+        let info = registry::info(Kind::StatefulSet);
+        let scale = scale_of(info, &object);
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["replicas"], 2);
+        assert_eq!(scale["status"]["selector"], "app=db");
+
+        let wanted = json!({"spec": {"replicas": 5}, "metadata": {"resourceVersion": "5"}});
+        let scaled = with_replicas(info, object.clone(), &wanted).unwrap();
+        let Some(skiff_proto::api::object::Kind::Generic(g)) = &scaled.kind else {
+            panic!("not generic: {scaled:?}");
+        };
+        let content = crate::objects::generic::content(g);
+        assert_eq!(content["spec"]["replicas"], 5);
+        assert_eq!(content["spec"]["serviceName"], "db", "the rest kept");
+        let negative = json!({"spec": {"replicas": -1}});
+        assert!(with_replicas(info, object, &negative).is_err());
+    }
+
+    #[test]
     fn continue_tokens_round_trip_and_foreign_ones_are_refused() {
         let token = encode_continue("42", "ns/web-3");
         assert_eq!(
