@@ -25,12 +25,14 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::controllers::cron_job::CronJobController;
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
+use crate::controllers::disruption::DisruptionController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::service_lb::ServiceLbController;
+use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::{self, garbage_collector, Context};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
@@ -130,6 +132,16 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             DaemonSetController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            StatefulSetController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            DisruptionController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

@@ -6,7 +6,12 @@
 //! their node, and pods that tolerate the unreachable taint for ever.
 //! Those deletes are forced (no grace period): a silent node can neither
 //! stop its pods nor confirm that it has, and failover must not wait for
-//! it; a pod that starts terminating there later is forced out too. A
+//! it; a pod that starts terminating there later is forced out too. But a
+//! StatefulSet's pod is only marked for deletion (its grace period, as
+//! Kubernetes' taint eviction deletes): its replacement takes its name, so
+//! it comes only once the node confirms the pod stopped or someone
+//! force-deletes it, Kubernetes' at-most-one pod per identity (a silent
+//! node may still be running it, on its disk or its network). A
 //! node that speaks again is marked Ready and untainted. A new leader
 //! starts every node with a fresh grace period.
 //! Each step is an Event, as Kubernetes' node lifecycle and taint eviction
@@ -289,6 +294,16 @@ fn stays_on_its_node(pod: &v1::Pod) -> bool {
     daemon || tolerates_unreachable(pod)
 }
 
+/// Whether a pod is a StatefulSet's member: one identity, never two pods
+/// of it, so a silent node's copy is never forced out.
+fn has_an_identity(pod: &v1::Pod) -> bool {
+    pod.metadata.as_ref().is_some_and(|m| {
+        m.owner_references
+            .iter()
+            .any(|r| r.controller == Some(true) && r.kind == Kind::StatefulSet.name())
+    })
+}
+
 /// Whether a pod tolerates being on an unreachable node forever.
 fn tolerates_unreachable(pod: &v1::Pod) -> bool {
     pod.spec.as_ref().is_some_and(|s| {
@@ -310,7 +325,8 @@ enum Eviction {
     TerminatingOnly,
 }
 
-/// Force-deletes the pods bound to a node that has been gone too long.
+/// Force-deletes the pods bound to a node that has been gone too long;
+/// StatefulSets' pods are marked for deletion instead, and left marked.
 async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), ReconcileError> {
     let mut deletes = tokio::task::JoinSet::new();
     for object in ctx.store.pods_on_node(node) {
@@ -318,13 +334,20 @@ async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), Re
             continue;
         };
         let terminating = pod_is_terminating(pod);
+        let identity = has_an_identity(pod);
         let evicted = match which {
+            Eviction::Everything if identity => !terminating && !stays_on_its_node(pod),
             Eviction::Everything => terminating || !stays_on_its_node(pod),
-            Eviction::TerminatingOnly => terminating,
+            Eviction::TerminatingOnly => terminating && !identity,
         };
         if !evicted || pod_is_finished(pod) {
             continue;
         }
+        let options = if identity {
+            DeleteOptions::default()
+        } else {
+            DeleteOptions::force()
+        };
         let meta = pod.metadata.clone().unwrap_or_default();
         tracing::info!(node, pod = %meta.name, namespace = %meta.namespace, "evicting pod from unreachable node");
         let message = format!("Marking for deletion Pod {}/{}", meta.namespace, meta.name);
@@ -338,7 +361,7 @@ async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), Re
         deletes.spawn(async move {
             let (namespace, name) = (&meta.namespace, &meta.name);
             writer
-                .delete_with(Kind::Pod, namespace, name, DeleteOptions::force())
+                .delete_with(Kind::Pod, namespace, name, options)
                 .await
         });
     }
@@ -551,6 +574,50 @@ kind: Pod
 metadata: {name: web-x}
 spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
 "#;
+
+    /// A node with a StatefulSet's member and a Deployment-like pod.
+    const MEMBER_POD: &str = r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+status: {conditions: [{type: Ready, status: "True"}]}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: db-0
+  ownerReferences:
+  - {apiVersion: apps/v1, kind: StatefulSet, name: db, uid: u1, controller: true}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-x}
+spec: {nodeName: n1, containers: [{name: c, image: busybox}]}
+"#;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_statefulsets_pod_on_a_silent_node_is_marked_never_forced() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(MEMBER_POD);
+        let shutdown = CancellationToken::new();
+        tokio::spawn(run(
+            context(&objects),
+            Arc::new(HeartbeatTable::default()),
+            LifecycleConfig::default(),
+            shutdown.clone(),
+        ));
+        // n1 is silent from the start: evicted after 9.5 s. web-x goes at
+        // once; db-0 is marked and stays, however long n1 is silent, so
+        // that no second db-0 starts while n1 may still run this one.
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        assert_eq!(pods(&objects), ["db-0"]);
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        let stored = objects.get(Kind::Pod, "default", "db-0").unwrap();
+        let member = stored.expect("db-0 is kept until n1 confirms");
+        assert!(!member.meta().deletion_timestamp.is_empty(), "marked");
+        shutdown.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_daemonsets_pod_stays_on_a_silent_node() {

@@ -101,15 +101,20 @@ pub enum CtlCommand {
         /// The node's name.
         node: String,
     },
-    /// Cordon a node and evict its pods so their controllers move them.
+    /// Cordon a node and evict its pods so their controllers move them,
+    /// waiting while a PodDisruptionBudget allows no disruption.
     Drain {
         /// The node's name.
         node: String,
         /// Also delete pods no controller will recreate.
         #[arg(long)]
         force: bool,
+        /// Give up after this long waiting for PodDisruptionBudgets (0:
+        /// wait for ever, as kubectl).
+        #[arg(long, default_value = "0s")]
+        timeout: humantime::Duration,
     },
-    /// Set the replica count of a Deployment or ReplicaSet.
+    /// Set the replica count of a Deployment, ReplicaSet or StatefulSet.
     Scale {
         /// KIND/NAME, or KIND NAME.
         #[arg(required = true, num_args = 1..=2)]
@@ -121,7 +126,7 @@ pub enum CtlCommand {
         #[arg(short = 'n', long)]
         namespace: Option<String>,
     },
-    /// Manage the rollout of a Deployment or a DaemonSet.
+    /// Manage the rollout of a Deployment, a DaemonSet or a StatefulSet.
     Rollout {
         #[command(subcommand)]
         command: RolloutCommand,
@@ -470,7 +475,11 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
                 }
             }
         }
-        CtlCommand::Drain { node, force } => rollout::drain(&client, &node, force, out).await,
+        CtlCommand::Drain {
+            node,
+            force,
+            timeout,
+        } => rollout::drain(&client, &node, force, timeout.into(), out).await,
         CtlCommand::Scale {
             target,
             replicas,
@@ -529,9 +538,9 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
 /// `rollout` works on.
 fn rollout_target(target: &[String]) -> Result<(Kind, String)> {
     let (kind, name) = targets::parse_one(target)?;
-    if !matches!(kind, Kind::Deployment | Kind::DaemonSet) {
+    if !matches!(kind, Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet) {
         return Err(CtlError::Usage(format!(
-            "rollout works on deployments and daemonsets, not {}",
+            "rollout works on deployments, daemonsets and statefulsets, not {}",
             kind.plural()
         )));
     }

@@ -1,15 +1,19 @@
-//! `scale`, `rollout status` and `rollout undo` (of Deployments and
-//! DaemonSets), `cordon` and `drain`, as kubectl does them: the client
-//! changes the object, the controller does the rest.
+//! `scale`, `rollout status` and `rollout undo` (of Deployments,
+//! DaemonSets and StatefulSets), `cordon` and `drain`, as kubectl does
+//! them: the client changes the object, the controller does the rest.
 
 use std::io::Write;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
 use skiff_master::controllers::daemonset::history::Revision;
 use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
+use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
+use skiff_master::objects::disruption_budget::{
+    decide_eviction, Budget, EvictionDecision, VIOLATION_MESSAGE,
+};
 use skiff_master::objects::generic;
 use skiff_master::objects::owners::controller_of;
 use skiff_proto::api::object::Kind as Body;
@@ -30,7 +34,10 @@ pub async fn scale(
     name: &str,
     replicas: i32,
 ) -> Result<()> {
-    if !matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+    if !matches!(
+        kind,
+        Kind::Deployment | Kind::ReplicaSet | Kind::StatefulSet
+    ) {
         return Err(CtlError::Usage(format!(
             "{} cannot be scaled",
             kind.plural()
@@ -49,6 +56,14 @@ pub async fn scale(
             Some(Body::ReplicaSet(r)) => {
                 r.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
             }
+            // A StatefulSet is a generic object: `spec.replicas` in its JSON.
+            Some(Body::Generic(g)) => {
+                let mut content = generic::content(g);
+                if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
+                    spec.insert("replicas".to_owned(), Value::from(replicas));
+                }
+                generic::set_content(g, &content);
+            }
             _ => {}
         }
         match client.update(object).await {
@@ -60,8 +75,8 @@ pub async fn scale(
     Err(CtlError::Usage(format!("{what} kept changing; try again")))
 }
 
-/// Waits for the rollout of a Deployment or a DaemonSet (`kind`) to
-/// finish, printing progress.
+/// Waits for the rollout of a Deployment, a DaemonSet or a StatefulSet
+/// (`kind`) to finish, printing progress.
 pub async fn status(
     client: &Client,
     kind: Kind,
@@ -80,6 +95,7 @@ pub async fn status(
             .map_err(api(format!("getting {what}")))?;
         let (message, done) = match kind {
             Kind::DaemonSet => daemon_set_progress(&object, name),
+            Kind::StatefulSet => stateful_set_progress(&object, name),
             _ => progress(&object, name),
         };
         if message != last {
@@ -205,8 +221,79 @@ pub fn daemon_set_progress(object: &Object, name: &str) -> (String, bool) {
     (format!("daemon set {name:?} successfully rolled out"), true)
 }
 
-/// Puts the template of an earlier revision back into a Deployment or a
-/// DaemonSet (`kind`).
+/// kubectl's rollout progress of a StatefulSet, and whether it is done:
+/// ready members first, then the partitioned update (kubectl reports any
+/// RollingUpdate with a `rollingUpdate` block, partition 0 included, as a
+/// partitioned roll out), then the revisions.
+pub fn stateful_set_progress(object: &Object, name: &str) -> (String, bool) {
+    let Some(Body::Generic(set)) = &object.kind else {
+        return (format!("{name} is not a stateful set"), true);
+    };
+    let content = generic::content(set);
+    let spec = content.get("spec").cloned().unwrap_or(Value::Null);
+    if spec["updateStrategy"]["type"]
+        .as_str()
+        .is_some_and(|s| s != "RollingUpdate")
+    {
+        let only = "rollout status is only available for RollingUpdate strategy type";
+        return (format!("error: {only}"), true);
+    }
+    let status = StatefulSetStatus::read(set);
+    if status.observed_generation == 0 || status.observed_generation < object.meta().generation {
+        return (
+            "Waiting for statefulset spec update to be observed...".to_owned(),
+            false,
+        );
+    }
+    let replicas = spec["replicas"].as_i64();
+    if let Some(replicas) = replicas {
+        if i64::from(status.ready_replicas) < replicas {
+            let waiting = replicas - i64::from(status.ready_replicas);
+            return (format!("Waiting for {waiting} pods to be ready..."), false);
+        }
+    }
+    let rolling = &spec["updateStrategy"]["rollingUpdate"];
+    if rolling.is_object() {
+        if let (Some(replicas), Some(partition)) = (replicas, rolling["partition"].as_i64()) {
+            if i64::from(status.updated_replicas) < replicas - partition {
+                return (
+                    format!(
+                        "Waiting for partitioned roll out to finish: {} out of {} new pods have been updated...",
+                        status.updated_replicas,
+                        replicas - partition
+                    ),
+                    false,
+                );
+            }
+        }
+        return (
+            format!(
+                "partitioned roll out complete: {} new pods have been updated...",
+                status.updated_replicas
+            ),
+            true,
+        );
+    }
+    if status.update_revision != status.current_revision {
+        return (
+            format!(
+                "waiting for statefulset rolling update to complete {} pods at revision {}...",
+                status.updated_replicas, status.update_revision
+            ),
+            false,
+        );
+    }
+    (
+        format!(
+            "statefulset rolling update complete {} pods at revision {}...",
+            status.current_replicas, status.current_revision
+        ),
+        true,
+    )
+}
+
+/// Puts the template of an earlier revision back into a Deployment, a
+/// DaemonSet or a StatefulSet (`kind`).
 pub async fn undo(
     client: &Client,
     kind: Kind,
@@ -215,24 +302,31 @@ pub async fn undo(
     to_revision: Option<u64>,
 ) -> Result<()> {
     match kind {
-        Kind::DaemonSet => undo_daemon_set(client, namespace, name, to_revision).await,
+        Kind::DaemonSet | Kind::StatefulSet => {
+            undo_from_history(client, kind, namespace, name, to_revision).await
+        }
         _ => undo_deployment(client, namespace, name, to_revision).await,
     }
 }
 
-/// What `kubectl rollout undo daemonset` does: the template recorded in the
-/// DaemonSet's ControllerRevision of that number (by default the one before
-/// the newest) becomes its template again.
-async fn undo_daemon_set(
+/// What `kubectl rollout undo daemonset` (or `statefulset`, `kind`) does:
+/// the template recorded in its ControllerRevision of that number (by
+/// default the one before the newest) becomes its template again.
+async fn undo_from_history(
     client: &Client,
+    kind: Kind,
     namespace: &str,
     name: &str,
     to_revision: Option<u64>,
 ) -> Result<()> {
+    let noun = match kind {
+        Kind::StatefulSet => "stateful set",
+        _ => "daemon set",
+    };
     let daemon_set = client
-        .get(Kind::DaemonSet, namespace, name)
+        .get(kind, namespace, name)
         .await
-        .map_err(api(format!("getting daemon set {name:?}")))?;
+        .map_err(api(format!("getting {noun} {name:?}")))?;
     let uid = daemon_set.meta().uid.clone();
     let listed = client
         .list(Kind::ControllerRevision, namespace)
@@ -241,25 +335,26 @@ async fn undo_daemon_set(
     let mut revisions: Vec<Revision> = listed
         .items
         .iter()
-        .filter(|o| controller_of(o, Kind::DaemonSet).is_some_and(|r| r.uid == uid))
+        .filter(|o| controller_of(o, kind).is_some_and(|r| r.uid == uid))
         .filter_map(|o| match &o.kind {
             Some(Body::Generic(g)) => Some(Revision::read(g)),
             _ => None,
         })
         .collect();
     revisions.sort_by_key(|r| r.revision);
-    let target = match to_revision {
-        Some(n) => revisions
-            .iter()
-            .find(|r| u64::try_from(r.revision).ok() == Some(n))
-            .ok_or_else(|| CtlError::Usage(format!("daemon set {name:?} has no revision {n}")))?,
-        None => revisions.iter().rev().nth(1).ok_or_else(|| {
-            CtlError::Usage(format!("daemon set {name:?} has no previous revision"))
-        })?,
-    };
+    let target =
+        match to_revision {
+            Some(n) => revisions
+                .iter()
+                .find(|r| u64::try_from(r.revision).ok() == Some(n))
+                .ok_or_else(|| CtlError::Usage(format!("{noun} {name:?} has no revision {n}")))?,
+            None => revisions.iter().rev().nth(1).ok_or_else(|| {
+                CtlError::Usage(format!("{noun} {name:?} has no previous revision"))
+            })?,
+        };
     let Some(mut template) = target.data.pointer("/spec/template").cloned() else {
         return Err(CtlError::Usage(format!(
-            "revision {} of daemon set {name:?} records no template",
+            "revision {} of {noun} {name:?} records no template",
             target.revision
         )));
     };
@@ -277,7 +372,7 @@ async fn undo_daemon_set(
     client
         .update(updated)
         .await
-        .map_err(api(format!("rolling back daemon set {name:?}")))?;
+        .map_err(api(format!("rolling back {noun} {name:?}")))?;
     Ok(())
 }
 
@@ -348,11 +443,18 @@ pub async fn set_unschedulable(client: &Client, node: &str, unschedulable: bool)
     )))
 }
 
-/// Cordons a node and deletes its pods; controllers recreate them on other
-/// nodes. Pods no controller owns are only deleted with `force`; those of
-/// DaemonSets stay (they belong to the node, and would come straight
-/// back), as with `kubectl drain --ignore-daemonsets`.
-pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write) -> Result<()> {
+/// `kubectl drain`: cordons the node and evicts every pod on it but
+/// DaemonSets' (as `--ignore-daemonsets`); pods no controller would
+/// recreate only with `force`. Each eviction is what `pods/eviction` does
+/// ([`evict`]): it waits while a PodDisruptionBudget allows no disruption,
+/// up to `timeout` (zero: for ever).
+pub async fn drain(
+    client: &Client,
+    node: &str,
+    force: bool,
+    timeout: Duration,
+    out: &mut dyn Write,
+) -> Result<()> {
     set_unschedulable(client, node, true).await?;
     writeln!(out, "node/{node} cordoned")?;
     let list = client
@@ -388,18 +490,96 @@ pub async fn drain(client: &Client, node: &str, force: bool, out: &mut dyn Write
             unmanaged.join(", ")
         )));
     }
+    let deadline = (!timeout.is_zero()).then(|| tokio::time::Instant::now() + timeout);
     for o in on_node {
-        let meta = o.meta();
-        match client
-            .delete(Kind::Pod, &meta.namespace, &meta.name, "")
-            .await
-        {
-            Ok(_) | Err(ClientError::NotFound(_)) => writeln!(out, "pod/{} evicted", meta.name)?,
-            Err(e) => return Err(api(format!("evicting pod {:?}", meta.name))(e)),
-        }
+        evict(client, &o, deadline, out).await?;
+        writeln!(out, "pod/{} evicted", o.meta().name)?;
     }
     writeln!(out, "node/{node} drained")?;
     Ok(())
+}
+
+/// How long drain waits before asking a PodDisruptionBudget again
+/// (kubectl's interval).
+const EVICTION_RETRY: Duration = Duration::from_secs(5);
+
+/// Evicts `object` (a pod) as `pods/eviction` does: once the
+/// PodDisruptionBudget that covers it allows a disruption, it takes one
+/// (the budget's status, written conditionally on its resourceVersion, so
+/// two drains cannot both take the last one), then deletes the pod. While
+/// the budget allows none it waits, telling so once, until `deadline`.
+async fn evict(
+    client: &Client,
+    object: &Object,
+    deadline: Option<tokio::time::Instant>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let Some(Body::Pod(pod)) = &object.kind else {
+        return Ok(());
+    };
+    let meta = object.meta();
+    let (namespace, name) = (meta.namespace.as_str(), meta.name.as_str());
+    let mut told = false;
+    loop {
+        let listed = client
+            .list(Kind::PodDisruptionBudget, namespace)
+            .await
+            .map_err(api("listing poddisruptionbudgets".to_owned()))?;
+        let budgets: Vec<Budget> = listed.items.iter().filter_map(Budget::of).collect();
+        let budget = match decide_eviction(pod, &budgets) {
+            EvictionDecision::Allowed => break,
+            EvictionDecision::Disrupt { budget } => budget,
+            EvictionDecision::SeveralBudgets(names) => {
+                return Err(CtlError::Usage(format!(
+                    "cannot evict pod {name:?}: more than one PodDisruptionBudget selects it ({})",
+                    names.join(", ")
+                )));
+            }
+            EvictionDecision::Refused { .. } | EvictionDecision::NotYetCounted { .. } => {
+                if !told {
+                    writeln!(
+                        out,
+                        "error when evicting pods/{name:?} -n {namespace:?} (will retry after 5s): {VIOLATION_MESSAGE}"
+                    )?;
+                    out.flush()?;
+                    told = true;
+                }
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return Err(CtlError::Usage(format!(
+                        "cannot evict pod {name:?} in time: {VIOLATION_MESSAGE}"
+                    )));
+                }
+                tokio::time::sleep(EVICTION_RETRY).await;
+                continue;
+            }
+        };
+        let stored = listed.items.iter().find(|o| o.meta().name == budget);
+        let counted = budgets.iter().find(|b| b.name == budget);
+        let (
+            Some(Object {
+                kind: Some(Body::Generic(stored)),
+            }),
+            Some(counted),
+        ) = (stored, counted)
+        else {
+            continue;
+        };
+        let mut status = counted.status.clone();
+        status.take_disruption(name, SystemTime::now());
+        let written = Object {
+            kind: Some(Body::Generic(status.write_into(stored))),
+        };
+        match client.update_status(written).await {
+            Ok(_) => break,
+            // Another eviction took one first: count again.
+            Err(ClientError::Conflict(_)) => continue,
+            Err(e) => return Err(api(format!("updating poddisruptionbudget {budget:?}"))(e)),
+        }
+    }
+    match client.delete(Kind::Pod, namespace, name, "").await {
+        Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
+        Err(e) => Err(api(format!("evicting pod {name:?}"))(e)),
+    }
 }
 
 #[cfg(test)]
@@ -460,6 +640,74 @@ status: {status}
 
         let on_delete = daemon_set("OnDelete", 1, &counts(1, 1, 1, 1));
         let (message, done) = daemon_set_progress(&on_delete, "agent");
+        assert!(message.starts_with("error: "), "{message}");
+        assert!(done);
+    }
+
+    fn stateful_set(rolling: &str, generation: i64, status: &str) -> Object {
+        let yaml = format!(
+            r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  replicas: 3
+  updateStrategy: {rolling}
+  selector: {{matchLabels: {{app: a}}}}
+  template:
+    metadata: {{labels: {{app: a}}}}
+    spec: {{containers: [{{name: a, image: i}}]}}
+status: {status}
+"#
+        );
+        let mut manifest = parse_manifest("sts.yaml", &yaml, true).unwrap();
+        let mut object = manifest.objects.remove(0);
+        if let Ok(meta) = object.meta_mut() {
+            meta.generation = generation;
+        }
+        object
+    }
+
+    #[test]
+    fn a_stateful_sets_rollout_reads_as_kubectl_prints_it() {
+        let partitioned = "{type: RollingUpdate, rollingUpdate: {partition: 1}}";
+        let status = |observed: i64, ready: i32, updated: i32| {
+            format!("{{observedGeneration: {observed}, readyReplicas: {ready}, updatedReplicas: {updated}, currentRevision: web-a, updateRevision: web-b, currentReplicas: 1}}")
+        };
+        let progress_of = |strategy: &str, status: String| {
+            stateful_set_progress(&stateful_set(strategy, 2, &status), "web")
+        };
+        let (message, done) = progress_of(partitioned, status(1, 3, 3));
+        assert_eq!(
+            (message.as_str(), done),
+            (
+                "Waiting for statefulset spec update to be observed...",
+                false
+            )
+        );
+        let (message, done) = progress_of(partitioned, status(2, 1, 0));
+        assert_eq!(
+            (message.as_str(), done),
+            ("Waiting for 2 pods to be ready...", false)
+        );
+        let (message, done) = progress_of(partitioned, status(2, 3, 1));
+        let want =
+            "Waiting for partitioned roll out to finish: 1 out of 2 new pods have been updated...";
+        assert_eq!((message.as_str(), done), (want, false));
+        let (message, done) = progress_of(partitioned, status(2, 3, 2));
+        let want = "partitioned roll out complete: 2 new pods have been updated...";
+        assert_eq!((message.as_str(), done), (want, true));
+
+        let plain = "{type: RollingUpdate}";
+        let (message, done) = progress_of(plain, status(2, 3, 2));
+        let want = "waiting for statefulset rolling update to complete 2 pods at revision web-b...";
+        assert_eq!((message.as_str(), done), (want, false));
+        let complete = "{observedGeneration: 2, readyReplicas: 3, currentReplicas: 3, currentRevision: web-b, updateRevision: web-b}";
+        let (message, done) = progress_of(plain, complete.to_owned());
+        let want = "statefulset rolling update complete 3 pods at revision web-b...";
+        assert_eq!((message.as_str(), done), (want, true));
+
+        let (message, done) = progress_of("{type: OnDelete}", complete.to_owned());
         assert!(message.starts_with("error: "), "{message}");
         assert!(done);
     }

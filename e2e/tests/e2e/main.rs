@@ -32,6 +32,7 @@ mod server;
 mod server_side_apply;
 mod service_exposure;
 mod settings;
+mod statefulsets;
 mod store;
 mod systemd_units;
 mod upgrade;

@@ -10,6 +10,9 @@
 //! - [`deployment`]: rolls ReplicaSets for Deployments.
 //! - [`daemonset`]: one pod per node that should run one, rolled by
 //!   revision.
+//! - [`statefulset`]: members with stable names, hostnames and claims,
+//!   created and removed in order, rolled by revision.
+//! - [`disruption`]: keeps PodDisruptionBudgets' status.
 //! - [`job`]: runs Jobs' pods to completion, counting each exactly once.
 //! - [`cron_job`]: creates Jobs on CronJobs' schedules.
 //! - [`endpoints`]: lists the ready pods each Service selects.
@@ -25,6 +28,7 @@ pub mod context;
 pub mod cron_job;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod job;
@@ -34,6 +38,7 @@ pub mod queue;
 pub mod recording;
 pub mod replicaset;
 pub mod service_lb;
+pub mod statefulset;
 
 pub use context::{Context, ObjectReads, ObjectWrites};
 

@@ -1,18 +1,26 @@
-//! PodDisruptionBudgets (`policy/v1`, stored as generic objects) as the
-//! eviction subresource reads them: whether evicting a pod would leave
-//! fewer healthy pods than a budget that selects it wants
-//! ([`decide_eviction`]), with Kubernetes' arithmetic.
+//! PodDisruptionBudgets (`policy/v1`, stored as generic objects): the
+//! status Kubernetes' disruption controller keeps ([`compute_status`],
+//! written by `controllers::disruption`), and what the eviction
+//! subresource decides from that status ([`decide_eviction`]), with
+//! Kubernetes' arithmetic.
 //!
-//! Kubernetes' disruption controller keeps each budget's status (expected
-//! pods from the controllers' scale, healthy pods, disruptions allowed);
-//! skiff has no such controller and computes the same from the pods at
-//! the time of the eviction: a budget's pods are the pods of its namespace
-//! its selector selects (none for a missing selector, every one for an
-//! empty one), the expected count is those not finished (Kubernetes takes
-//! it from their controllers' scale; a pod being replaced counts until it
-//! is gone), the healthy ones are those Ready and not being deleted. Two
-//! evictions at the same moment can therefore both pass,
-//! where Kubernetes serializes them on the budget's status.
+//! A budget's pods are the pods of its namespace its selector selects
+//! (none for a missing selector, every one for an empty one). With
+//! `maxUnavailable`, or `minAvailable` as a percentage, the expected count
+//! is the sum of the scale (`spec.replicas`) of the pods' controllers (a
+//! ReplicaSet's Deployment when it has one, or a StatefulSet); a selected
+//! pod without such a controller fails the budget (`SyncFailed`, no
+//! disruptions), as in Kubernetes. With `minAvailable` as a count it is
+//! the number of selected pods that have not finished. Healthy pods are
+//! those Ready, not being deleted and not evicted a moment ago (the
+//! budget's `disruptedPods`, kept for two minutes or until the pod is
+//! being deleted). An eviction takes one of `disruptionsAllowed` and
+//! records the pod in `disruptedPods` with a write conditional on the
+//! budget's resourceVersion, so two evictions at the same moment cannot
+//! both take the last one.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
@@ -64,7 +72,13 @@ impl Amount {
     }
 }
 
-/// One PodDisruptionBudget, as far as evictions read it.
+/// How long an evicted pod that is not yet being deleted counts as
+/// disrupted (Kubernetes' `DeletionTimeout`).
+pub const DISRUPTED_POD_TIMEOUT: Duration = Duration::from_secs(120);
+/// The status condition the disruption controller keeps.
+pub const DISRUPTION_ALLOWED: &str = "DisruptionAllowed";
+
+/// One PodDisruptionBudget: its rule and its status.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     pub name: String,
@@ -73,6 +87,13 @@ pub struct Budget {
     pub selector: Option<LabelSelector>,
     pub min_available: Option<Amount>,
     pub max_unavailable: Option<Amount>,
+    /// `unhealthyPodEvictionPolicy: AlwaysAllow`: a pod that is not Ready
+    /// may always be evicted (the default, `IfHealthyBudget`, lets it go
+    /// only while the budget has its healthy pods).
+    pub always_allow_unhealthy: bool,
+    /// `metadata.generation`.
+    pub generation: i64,
+    pub status: BudgetStatus,
 }
 
 impl Budget {
@@ -85,12 +106,19 @@ impl Budget {
         if g.kind != "PodDisruptionBudget" {
             return None;
         }
-        let name = g.metadata.clone().unwrap_or_default().name;
-        let spec = generic::content(g).remove("spec").unwrap_or(Value::Null);
-        Some(Budget::from_spec(name, &spec))
+        let meta = g.metadata.clone().unwrap_or_default();
+        let mut content = generic::content(g);
+        let spec = content.remove("spec").unwrap_or(Value::Null);
+        let mut budget = Budget::from_spec(meta.name, &spec);
+        budget.generation = meta.generation;
+        budget.status = content
+            .remove("status")
+            .and_then(|s| serde_json::from_value(s).ok())
+            .unwrap_or_default();
+        Some(budget)
     }
 
-    /// The budget a PodDisruptionBudget's `spec` states.
+    /// The budget a PodDisruptionBudget's `spec` states (no status yet).
     pub fn from_spec(name: String, spec: &Value) -> Budget {
         let selector = match spec.get("selector") {
             None | Some(Value::Null) => None,
@@ -101,6 +129,9 @@ impl Budget {
             selector,
             min_available: spec.get("minAvailable").and_then(Amount::from_json),
             max_unavailable: spec.get("maxUnavailable").and_then(Amount::from_json),
+            always_allow_unhealthy: spec["unhealthyPodEvictionPolicy"] == "AlwaysAllow",
+            generation: 0,
+            status: BudgetStatus::default(),
         }
     }
 
@@ -115,44 +146,224 @@ impl Budget {
         }
     }
 
-    /// How many healthy pods the budget wants, and how many of `pods` it
-    /// has (Kubernetes' `desiredHealthy` and `currentHealthy`).
-    pub fn health(&self, pods: &[v1::Pod]) -> (i64, i64) {
-        let mine: Vec<&v1::Pod> = pods.iter().filter(|p| self.selects(p)).collect();
-        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        let expected = count(mine.iter().filter(|p| !finished(p)).count());
-        let healthy = count(mine.iter().filter(|p| counts_as_healthy(p)).count());
+    /// Whether the expected count comes from the pods' controllers' scale
+    /// (Kubernetes: `maxUnavailable`, or `minAvailable` as a percentage).
+    pub fn needs_scale(&self) -> bool {
+        self.max_unavailable.is_some() || matches!(self.min_available, Some(Amount::Percent(_)))
+    }
+
+    /// Kubernetes' `expectedPods` and `desiredHealthy` for the budget's
+    /// `selected` pods; `scale` names a pod's scaled controller (its uid)
+    /// and that controller's `spec.replicas`, or says why it has none.
+    pub fn expected_and_desired(
+        &self,
+        selected: &[&v1::Pod],
+        scale: impl Fn(&v1::Pod) -> Result<(String, i64), String>,
+    ) -> Result<(i64, i64), String> {
+        if !self.needs_scale() {
+            let active = selected.iter().filter(|p| !finished(p)).count();
+            let expected = i64::try_from(active).unwrap_or(i64::MAX);
+            let desired = self.min_available.map_or(0, |min| min.of(expected));
+            return Ok((expected, desired));
+        }
+        let mut controllers: BTreeMap<String, i64> = BTreeMap::new();
+        for pod in selected {
+            let (uid, replicas) = scale(pod)?;
+            controllers.insert(uid, replicas);
+        }
+        let expected: i64 = controllers.values().map(|r| (*r).max(0)).sum();
         let desired = match (self.max_unavailable, self.min_available) {
             (Some(max), _) => (expected - max.of(expected)).max(0),
             (None, Some(min)) => min.of(expected),
             (None, None) => 0,
         };
-        (desired, healthy)
+        Ok((expected, desired))
     }
+}
+
+/// A PodDisruptionBudget's `status`, with Kubernetes' field names.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BudgetStatus {
+    pub observed_generation: i64,
+    /// Pods evicted a moment ago and not yet being deleted: when.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub disrupted_pods: BTreeMap<String, String>,
+    pub disruptions_allowed: i64,
+    pub current_healthy: i64,
+    pub desired_healthy: i64,
+    pub expected_pods: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Value>,
+}
+
+impl BudgetStatus {
+    /// `object` (a PodDisruptionBudget) with this status.
+    pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
+        let mut object = object.clone();
+        let mut content = generic::content(&object);
+        let status =
+            serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()));
+        content.insert("status".to_owned(), status);
+        generic::set_content(&mut object, &content);
+        object
+    }
+
+    /// The `DisruptionAllowed` condition's status and reason, if it has one.
+    pub fn allowed_condition(&self) -> Option<(&str, &str)> {
+        let condition = self
+            .conditions
+            .iter()
+            .find(|c| c["type"] == DISRUPTION_ALLOWED)?;
+        Some((
+            condition["status"].as_str().unwrap_or(""),
+            condition["reason"].as_str().unwrap_or(""),
+        ))
+    }
+
+    /// Sets the `DisruptionAllowed` condition; its transition time moves
+    /// only when its status does.
+    fn set_condition(&mut self, allowed: bool, reason: &str, message: &str, now: SystemTime) {
+        let status = if allowed { "True" } else { "False" };
+        let previous = self
+            .conditions
+            .iter()
+            .position(|c| c["type"] == DISRUPTION_ALLOWED);
+        let since = previous
+            .map(|i| &self.conditions[i])
+            .filter(|c| c["status"] == status)
+            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| skiff_values::rfc3339(now));
+        let condition = serde_json::json!({
+            "type": DISRUPTION_ALLOWED,
+            "status": status,
+            "reason": reason,
+            "message": message,
+            "observedGeneration": self.observed_generation,
+            "lastTransitionTime": since,
+        });
+        match previous {
+            Some(i) => self.conditions[i] = condition,
+            None => self.conditions.push(condition),
+        }
+    }
+
+    /// Takes one of the allowed disruptions for evicting `pod` at `now`.
+    pub fn take_disruption(&mut self, pod: &str, now: SystemTime) {
+        self.disruptions_allowed -= 1;
+        self.disrupted_pods
+            .insert(pod.to_owned(), skiff_values::rfc3339(now));
+    }
+}
+
+/// The status Kubernetes' disruption controller gives `budget` (of
+/// `generation`) over the `pods` of its namespace, at `now`; `scale` as
+/// for [`Budget::expected_and_desired`]. Also when to look again: when a
+/// disrupted pod's entry runs out.
+pub fn compute_status(
+    budget: &Budget,
+    pods: &[v1::Pod],
+    scale: impl Fn(&v1::Pod) -> Result<(String, i64), String>,
+    now: SystemTime,
+) -> (BudgetStatus, Option<Duration>) {
+    let previous = &budget.status;
+    let selected: Vec<&v1::Pod> = pods.iter().filter(|p| budget.selects(p)).collect();
+    let mut status = previous.clone();
+    let (expected, desired) = match budget.expected_and_desired(&selected, scale) {
+        Ok(counts) => counts,
+        Err(why) => {
+            // Kubernetes' fail-safe: nothing may be disrupted.
+            status.disruptions_allowed = 0;
+            status.set_condition(false, "SyncFailed", &why, now);
+            return (status, None);
+        }
+    };
+    // Evicted pods not yet being deleted, for at most two minutes.
+    let mut disrupted = BTreeMap::new();
+    let mut recheck: Option<Duration> = None;
+    for pod in &selected {
+        let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let Some(at) = previous.disrupted_pods.get(name) else {
+            continue;
+        };
+        if being_deleted(pod) {
+            continue;
+        }
+        let Ok(since) = humantime::parse_rfc3339_weak(at) else {
+            continue;
+        };
+        // A pod of the name created since is the evicted one's replacement
+        // (a StatefulSet's member comes back under its name).
+        let created = pod
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.creation_timestamp.as_str());
+        if humantime::parse_rfc3339_weak(created).is_ok_and(|c| c >= since) {
+            continue;
+        }
+        let until = since + DISRUPTED_POD_TIMEOUT;
+        let Ok(left) = until.duration_since(now) else {
+            continue;
+        };
+        recheck = Some(recheck.map_or(left, |r: Duration| r.min(left)));
+        disrupted.insert(name.to_owned(), at.clone());
+    }
+    let healthy = selected
+        .iter()
+        .filter(|p| counts_as_healthy(p))
+        .filter(|p| {
+            let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
+            !disrupted.contains_key(name)
+        })
+        .count();
+    let healthy = i64::try_from(healthy).unwrap_or(i64::MAX);
+    let mut allowed = healthy - desired;
+    if expected <= 0 || allowed <= 0 {
+        allowed = 0;
+    }
+    status.observed_generation = budget.generation;
+    status.disrupted_pods = disrupted;
+    status.disruptions_allowed = allowed;
+    status.current_healthy = healthy;
+    status.desired_healthy = desired;
+    status.expected_pods = expected;
+    if allowed > 0 {
+        status.set_condition(true, "SufficientPods", "", now);
+    } else {
+        status.set_condition(false, "InsufficientPods", "", now);
+    }
+    (status, recheck)
 }
 
 /// What evicting a pod comes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EvictionDecision {
-    /// The pod may go: delete it.
+    /// The pod may go without touching a budget: delete it.
     Allowed,
+    /// The pod may go, taking one of `budget`'s allowed disruptions (a
+    /// conditional write of its status) first.
+    Disrupt { budget: String },
     /// Refused (429): `budget` wants `desired` healthy pods and has
-    /// `healthy`, the pod among them.
+    /// `healthy`.
     Refused {
         budget: String,
         desired: i64,
         healthy: i64,
     },
+    /// Refused (429) for now: the disruption controller has not yet
+    /// counted `budget`'s current spec.
+    NotYetCounted { budget: String },
     /// More than one budget selects the pod, which Kubernetes' eviction
     /// does not support (500): their names.
     SeveralBudgets(Vec<String>),
 }
 
-/// Whether `pod` may be evicted, given the `budgets` and the `pods` of its
-/// namespace (the pod among them). A pod that is not running (Pending,
-/// Succeeded, Failed) or is being deleted already disrupts nothing. An
-/// unready pod may go while the budget has enough healthy pods without it.
-pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget], pods: &[v1::Pod]) -> EvictionDecision {
+/// Whether `pod` may be evicted, given the `budgets` of its namespace and
+/// their status. A pod that is not running (Pending, Succeeded, Failed) or
+/// is being deleted already disrupts nothing. A pod that is not Ready may
+/// go while its budget has enough healthy pods without it (or always,
+/// with `unhealthyPodEvictionPolicy: AlwaysAllow`).
+pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
     if being_deleted(pod) || phase(pod) == "Pending" || finished(pod) {
         return EvictionDecision::Allowed;
     }
@@ -165,17 +376,28 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget], pods: &[v1::Pod]) -> E
             return EvictionDecision::SeveralBudgets(names);
         }
     };
-    let (desired, healthy) = budget.health(pods);
-    if !pod_is_ready(pod) && healthy >= desired && desired > 0 {
-        return EvictionDecision::Allowed;
+    let status = &budget.status;
+    if status.observed_generation < budget.generation {
+        return EvictionDecision::NotYetCounted {
+            budget: budget.name.clone(),
+        };
     }
-    if healthy - desired > 0 {
-        EvictionDecision::Allowed
+    if !pod_is_ready(pod) {
+        let has_enough =
+            status.current_healthy >= status.desired_healthy && status.desired_healthy > 0;
+        if budget.always_allow_unhealthy || has_enough {
+            return EvictionDecision::Allowed;
+        }
+    }
+    if status.disruptions_allowed > 0 {
+        EvictionDecision::Disrupt {
+            budget: budget.name.clone(),
+        }
     } else {
         EvictionDecision::Refused {
             budget: budget.name.clone(),
-            desired,
-            healthy,
+            desired: status.desired_healthy,
+            healthy: status.current_healthy,
         }
     }
 }
@@ -204,7 +426,14 @@ mod tests {
     use super::*;
     use crate::objects::IntoObject;
 
-    /// A pod labelled `app=<app>`, Running, Ready or not.
+    const NOW: Duration = Duration::from_secs(1_800_000_000);
+
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + NOW
+    }
+
+    /// A pod labelled `app=<app>`, Running, Ready or not, controlled by the
+    /// ReplicaSet `rs-<app>`.
     fn pod(name: &str, app: &str, ready: bool) -> v1::Pod {
         let ready = if ready { "True" } else { "False" };
         v1::Pod {
@@ -212,6 +441,13 @@ mod tests {
                 name: name.into(),
                 namespace: "default".into(),
                 labels: [("app".to_owned(), app.to_owned())].into(),
+                owner_references: vec![v1::OwnerReference {
+                    kind: "ReplicaSet".into(),
+                    name: format!("rs-{app}"),
+                    uid: format!("uid-{app}"),
+                    controller: Some(true),
+                    ..Default::default()
+                }],
                 ..Default::default()
             }),
             status: Some(v1::PodStatus {
@@ -227,18 +463,6 @@ mod tests {
         }
     }
 
-    fn budget(spec: Value) -> Budget {
-        Budget::from_spec("web-pdb".into(), &spec)
-    }
-
-    /// A budget over the `app=web` pods with `rule` (`minAvailable` or
-    /// `maxUnavailable`) set to `value`.
-    fn web_budget(rule: &str, value: Value) -> [Budget; 1] {
-        let mut spec = json!({"selector": {"matchLabels": {"app": "web"}}});
-        spec[rule] = value;
-        [budget(spec)]
-    }
-
     fn web(ready: &[bool]) -> Vec<v1::Pod> {
         ready
             .iter()
@@ -247,111 +471,287 @@ mod tests {
             .collect()
     }
 
-    fn refused(desired: i64, healthy: i64) -> EvictionDecision {
-        EvictionDecision::Refused {
-            budget: "web-pdb".into(),
-            desired,
-            healthy,
+    /// A budget over the `app=web` pods with `rule` (`minAvailable` or
+    /// `maxUnavailable`) set to `value`.
+    fn web_budget(rule: &str, value: Value) -> Budget {
+        let mut spec = json!({"selector": {"matchLabels": {"app": "web"}}});
+        spec[rule] = value;
+        let mut budget = Budget::from_spec("web-pdb".into(), &spec);
+        budget.generation = 1;
+        budget
+    }
+
+    /// Every pod's controller has `replicas`.
+    fn scaled(replicas: i64) -> impl Fn(&v1::Pod) -> Result<(String, i64), String> {
+        move |pod: &v1::Pod| {
+            let meta = pod.metadata.clone().unwrap_or_default();
+            let owner = meta
+                .owner_references
+                .into_iter()
+                .find(|r| r.controller == Some(true));
+            owner
+                .map(|r| (r.uid, replicas))
+                .ok_or_else(|| format!("found no controllers for pod {:?}", meta.name))
         }
     }
 
-    const ALLOWED: EvictionDecision = EvictionDecision::Allowed;
+    /// `(expectedPods, desiredHealthy, currentHealthy, disruptionsAllowed)`.
+    fn counts(status: &BudgetStatus) -> (i64, i64, i64, i64) {
+        (
+            status.expected_pods,
+            status.desired_healthy,
+            status.current_healthy,
+            status.disruptions_allowed,
+        )
+    }
+
+    fn status_of(budget: &Budget, pods: &[v1::Pod], replicas: i64) -> BudgetStatus {
+        compute_status(budget, pods, scaled(replicas), now()).0
+    }
+
+    /// `budget` with the status the controller gives it over `pods`.
+    fn counted(mut budget: Budget, pods: &[v1::Pod], replicas: i64) -> Budget {
+        budget.status = status_of(&budget, pods, replicas);
+        budget
+    }
 
     #[test]
     fn min_available_as_a_count_or_a_percentage_rounded_up() {
         let pods = web(&[true, true, true]);
         let two = web_budget("minAvailable", json!(2));
-        assert_eq!(decide_eviction(&pods[0], &two, &pods), ALLOWED);
+        assert_eq!(counts(&status_of(&two, &pods, 3)), (3, 2, 3, 1));
         let all = web_budget("minAvailable", json!(3));
-        assert_eq!(decide_eviction(&pods[0], &all, &pods), refused(3, 3));
+        assert_eq!(counts(&status_of(&all, &pods, 3)), (3, 3, 3, 0));
         // 67% of 3 is 2.01: 3 pods must stay.
         let most = web_budget("minAvailable", json!("67%"));
-        assert_eq!(decide_eviction(&pods[0], &most, &pods), refused(3, 3));
+        assert_eq!(counts(&status_of(&most, &pods, 3)), (3, 3, 3, 0));
+        // A percentage counts against the controllers' scale: 50% of 4 is 2.
         let half = web_budget("minAvailable", json!("50%"));
-        assert_eq!(decide_eviction(&pods[0], &half, &pods), ALLOWED);
+        assert_eq!(counts(&status_of(&half, &pods, 4)), (4, 2, 3, 1));
     }
 
     #[test]
-    fn max_unavailable_counts_against_the_expected_pods() {
+    fn max_unavailable_counts_against_the_controllers_scale() {
         let mut pods = web(&[true, true, true]);
         let none = web_budget("maxUnavailable", json!(0));
-        assert_eq!(decide_eviction(&pods[0], &none, &pods), refused(3, 3));
+        assert_eq!(counts(&status_of(&none, &pods, 3)), (3, 3, 3, 0));
         let one = web_budget("maxUnavailable", json!(1));
-        assert_eq!(decide_eviction(&pods[0], &one, &pods), ALLOWED);
-        // One is already being deleted: it is not healthy, and the next
-        // eviction would be the second disruption.
+        assert_eq!(counts(&status_of(&one, &pods, 3)), (3, 2, 3, 1));
+        // The ReplicaSet wants 4: one is missing already.
+        assert_eq!(counts(&status_of(&one, &pods, 4)), (4, 3, 3, 0));
+        // One is being deleted: it is not healthy.
         let gone_soon = pods[1].metadata.as_mut().unwrap();
         gone_soon.deletion_timestamp = "2026-01-01T00:00:00Z".into();
-        assert_eq!(decide_eviction(&pods[0], &one, &pods), refused(2, 2));
+        assert_eq!(counts(&status_of(&one, &pods, 3)), (3, 2, 2, 0));
         // Percentages of the 3 expected round up: 33% is 1 unavailable,
         // 34% is 2.
+        let pods = web(&[true, true, true]);
         let third = web_budget("maxUnavailable", json!("33%"));
-        assert_eq!(decide_eviction(&pods[0], &third, &pods), refused(2, 2));
+        assert_eq!(counts(&status_of(&third, &pods, 3)), (3, 2, 3, 1));
         let more = web_budget("maxUnavailable", json!("34%"));
-        assert_eq!(decide_eviction(&pods[0], &more, &pods), ALLOWED);
+        assert_eq!(counts(&status_of(&more, &pods, 3)), (3, 1, 3, 2));
+    }
+
+    #[test]
+    fn several_controllers_add_up_and_a_pod_without_one_fails_the_budget() {
+        let mut pods = web(&[true, true]);
+        let other = pods[1].metadata.as_mut().unwrap();
+        other.owner_references[0].uid = "uid-other".into();
+        let one = web_budget("maxUnavailable", json!(1));
+        assert_eq!(counts(&status_of(&one, &pods, 2)).0, 4, "2 + 2");
+
+        pods[1].metadata.as_mut().unwrap().owner_references.clear();
+        let failed = status_of(&one, &pods, 2);
+        assert_eq!(failed.disruptions_allowed, 0);
+        assert_eq!(failed.allowed_condition(), Some(("False", "SyncFailed")));
+        // minAvailable as a count needs no controller.
+        let count = web_budget("minAvailable", json!(1));
+        assert_eq!(counts(&status_of(&count, &pods, 2)), (2, 1, 2, 1));
+    }
+
+    #[test]
+    fn the_condition_says_whether_a_disruption_is_allowed() {
+        let pods = web(&[true, true]);
+        let one = web_budget("minAvailable", json!(1));
+        let status = status_of(&one, &pods, 2);
+        assert_eq!(status.allowed_condition(), Some(("True", "SufficientPods")));
+        assert_eq!(status.observed_generation, 1);
+        let strict = web_budget("minAvailable", json!(2));
+        let status = status_of(&strict, &pods, 2);
+        assert_eq!(
+            status.allowed_condition(),
+            Some(("False", "InsufficientPods"))
+        );
+        assert_eq!(status.conditions[0]["observedGeneration"], 1);
+        // No pods: nothing to disrupt.
+        let status = status_of(&one, &[], 2);
+        assert_eq!(counts(&status), (0, 1, 0, 0));
+    }
+
+    #[test]
+    fn an_evicted_pod_counts_as_disrupted_until_it_is_being_deleted_or_two_minutes_pass() {
+        let mut pods = web(&[true, true, true]);
+        let mut budget = counted(web_budget("maxUnavailable", json!(1)), &pods, 3);
+        assert_eq!(budget.status.disruptions_allowed, 1);
+        budget.status.take_disruption("web-0", now());
+        assert_eq!(budget.status.disruptions_allowed, 0);
+        // Recounted before web-0's deletion is seen: still not healthy.
+        let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
+        assert_eq!(counts(&status), (3, 2, 2, 0));
+        assert_eq!(recheck, Some(DISRUPTED_POD_TIMEOUT));
+        assert!(status.disrupted_pods.contains_key("web-0"));
+        // Once it is being deleted, the entry goes.
+        pods[0].metadata.as_mut().unwrap().deletion_timestamp = "2026-01-01T00:00:00Z".into();
+        let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
+        assert!(status.disrupted_pods.is_empty());
+        assert_eq!(recheck, None);
+        // Replaced by a new pod of the name (a StatefulSet's member): the
+        // new one is not the one evicted.
+        let mut replaced = web(&[true, true, true]);
+        let meta = replaced[0].metadata.as_mut().unwrap();
+        meta.creation_timestamp = skiff_values::rfc3339(now());
+        let (status, _) = compute_status(&budget, &replaced, scaled(3), now());
+        assert_eq!(counts(&status), (3, 2, 3, 1));
+        assert!(status.disrupted_pods.is_empty());
+        // Never deleted: healthy again after two minutes.
+        let pods = web(&[true, true, true]);
+        let later = now() + DISRUPTED_POD_TIMEOUT + Duration::from_secs(1);
+        let (status, _) = compute_status(&budget, &pods, scaled(3), later);
+        assert_eq!(counts(&status), (3, 2, 3, 1));
+    }
+
+    #[test]
+    fn evictions_follow_the_counted_status() {
+        let pods = web(&[true, true, true]);
+        let one = counted(web_budget("maxUnavailable", json!(1)), &pods, 3);
+        let disrupt = EvictionDecision::Disrupt {
+            budget: "web-pdb".into(),
+        };
+        assert_eq!(
+            decide_eviction(&pods[0], std::slice::from_ref(&one)),
+            disrupt
+        );
+        let mut taken = one.clone();
+        taken.status.take_disruption("web-0", now());
+        let refused = EvictionDecision::Refused {
+            budget: "web-pdb".into(),
+            desired: 2,
+            healthy: 3,
+        };
+        assert_eq!(decide_eviction(&pods[1], &[taken]), refused);
+        // A new spec not yet counted: wait.
+        let mut changed = one.clone();
+        changed.generation = 2;
+        let waiting = EvictionDecision::NotYetCounted {
+            budget: "web-pdb".into(),
+        };
+        assert_eq!(decide_eviction(&pods[1], &[changed]), waiting);
     }
 
     #[test]
     fn pods_that_disrupt_nothing_or_no_budget_covers_may_go() {
         let mut pods = web(&[true, false]);
-        let strict = web_budget("minAvailable", json!(1));
+        let strict = counted(web_budget("minAvailable", json!(1)), &pods, 2);
+        let strict = std::slice::from_ref(&strict);
         // Unready, and the budget keeps its one healthy pod without it.
-        assert_eq!(decide_eviction(&pods[1], &strict, &pods), ALLOWED);
+        assert_eq!(decide_eviction(&pods[1], strict), EvictionDecision::Allowed);
         // The only healthy one may not go.
-        assert_eq!(decide_eviction(&pods[0], &strict, &pods), refused(1, 1));
+        let refused = EvictionDecision::Refused {
+            budget: "web-pdb".into(),
+            desired: 1,
+            healthy: 1,
+        };
+        assert_eq!(decide_eviction(&pods[0], strict), refused);
         // Already being deleted, or not running yet: nothing to protect.
         let gone_soon = pods[0].metadata.as_mut().unwrap();
         gone_soon.deletion_timestamp = "2026-01-01T00:00:00Z".into();
-        assert_eq!(decide_eviction(&pods[0], &strict, &pods), ALLOWED);
+        assert_eq!(decide_eviction(&pods[0], strict), EvictionDecision::Allowed);
         let mut pending = pod("new", "web", false);
         pending.status.as_mut().unwrap().phase = "Pending".into();
-        assert_eq!(decide_eviction(&pending, &strict, &pods), ALLOWED);
+        assert_eq!(decide_eviction(&pending, strict), EvictionDecision::Allowed);
         // Another app's budget, and a budget with no selector, cover nothing.
         let db = pod("db-0", "db", true);
-        let alone = [db.clone()];
-        assert_eq!(decide_eviction(&db, &strict, &alone), ALLOWED);
-        let selectorless = [budget(json!({"minAvailable": 1}))];
-        assert_eq!(decide_eviction(&db, &selectorless, &alone), ALLOWED);
-        // An empty selector covers every pod of the namespace.
-        let everything = [budget(json!({"selector": {}, "minAvailable": 1}))];
-        assert_eq!(decide_eviction(&db, &everything, &alone), refused(1, 1));
+        assert_eq!(decide_eviction(&db, strict), EvictionDecision::Allowed);
+        let selectorless = [Budget::from_spec(
+            "none".into(),
+            &json!({"minAvailable": 1}),
+        )];
+        assert_eq!(
+            decide_eviction(&db, &selectorless),
+            EvictionDecision::Allowed
+        );
+        // An unready pod under a budget with no healthy pods to spare:
+        // only AlwaysAllow lets it go.
+        let lone = [pod("web-9", "web", false)];
+        let mut none_healthy = counted(web_budget("minAvailable", json!(1)), &lone, 1);
+        let refused = EvictionDecision::Refused {
+            budget: "web-pdb".into(),
+            desired: 1,
+            healthy: 0,
+        };
+        assert_eq!(
+            decide_eviction(&lone[0], std::slice::from_ref(&none_healthy)),
+            refused
+        );
+        none_healthy.always_allow_unhealthy = true;
+        assert_eq!(
+            decide_eviction(&lone[0], &[none_healthy]),
+            EvictionDecision::Allowed
+        );
     }
 
     #[test]
     fn a_pod_under_two_budgets_is_not_evicted() {
         let pods = web(&[true, true]);
-        let [web_pdb] = web_budget("minAvailable", json!(0));
+        let web_pdb = web_budget("minAvailable", json!(0));
         let other = json!({"selector": {}, "maxUnavailable": "100%"});
         let two = [web_pdb, Budget::from_spec("other".into(), &other)];
         assert_eq!(
-            decide_eviction(&pods[0], &two, &pods),
+            decide_eviction(&pods[0], &two),
             EvictionDecision::SeveralBudgets(vec!["web-pdb".into(), "other".into()])
         );
     }
 
     #[test]
-    fn a_stored_budget_is_read_from_its_generic_object() {
+    fn a_stored_budget_is_read_from_its_generic_object_and_its_status_written_back() {
         let content = json!({
-            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": "50%"},
-            "status": {"disruptionsAllowed": 0},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}, "minAvailable": "50%",
+                     "unhealthyPodEvictionPolicy": "AlwaysAllow"},
+            "status": {"disruptionsAllowed": 2, "observedGeneration": 3, "currentHealthy": 4},
         });
         let stored = v1::GenericObject {
             api_version: "policy/v1".into(),
             kind: "PodDisruptionBudget".into(),
             metadata: Some(v1::ObjectMeta {
                 name: "web-pdb".into(),
+                generation: 3,
                 ..Default::default()
             }),
             content: serde_json::to_vec(&content).unwrap(),
-        }
-        .into_object();
-        let read = Budget::of(&stored).expect("a budget");
+        };
+        let read = Budget::of(&stored.clone().into_object()).expect("a budget");
         assert_eq!(read.name, "web-pdb");
         assert_eq!(read.min_available, Some(Amount::Percent(50)));
         assert_eq!(read.max_unavailable, None);
+        assert!(read.always_allow_unhealthy);
+        assert_eq!(read.generation, 3);
+        assert_eq!(
+            (read.status.disruptions_allowed, read.status.current_healthy),
+            (2, 4)
+        );
         assert!(read.selects(&pod("a", "web", true)));
         assert!(!read.selects(&pod("b", "db", true)));
         let not_a_budget = pod("a", "web", true).into_object();
         assert_eq!(Budget::of(&not_a_budget), None);
+
+        let mut status = read.status.clone();
+        status.take_disruption("web-0", now());
+        let written = status.write_into(&stored);
+        let json = generic::content(&written)["status"].clone();
+        assert_eq!(json["disruptionsAllowed"], 1);
+        assert_eq!(json["disruptedPods"]["web-0"], skiff_values::rfc3339(now()));
+        assert_eq!(json["expectedPods"], 0);
+        let again = Budget::of(&written.into_object()).unwrap();
+        assert_eq!(again.status, status);
     }
 }

@@ -122,6 +122,42 @@ pub fn copy_status(object: &mut GenericObject, from: &GenericObject) {
     set_content(object, &mine);
 }
 
+/// A StatefulSet's `volumeClaimTemplates`: each named, once, with access
+/// modes and a storage request (what each member's claim needs).
+fn claim_template_checks(templates: &Value, problems: &mut Vec<(String, String)>) {
+    let Some(templates) = templates.as_array() else {
+        return;
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, template) in templates.iter().enumerate() {
+        let field = |f: &str| format!("spec.volumeClaimTemplates[{i}].{f}");
+        match template["metadata"]["name"].as_str() {
+            Some(name) if !name.is_empty() => {
+                if !seen.insert(name.to_owned()) {
+                    problems.push((field("metadata.name"), format!("Duplicate value: {name:?}")));
+                }
+            }
+            _ => problems.push((field("metadata.name"), "Required value".to_owned())),
+        }
+        let spec = &template["spec"];
+        if spec["accessModes"].as_array().is_none_or(|m| m.is_empty()) {
+            problems.push((
+                field("spec.accessModes"),
+                "Required value: at least 1 access mode is required".to_owned(),
+            ));
+        }
+        if spec["dataSource"].is_null()
+            && spec["dataSourceRef"].is_null()
+            && spec["resources"]["requests"]["storage"].is_null()
+        {
+            problems.push((
+                field("spec.resources[storage]"),
+                "Required value: the storage request is required".to_owned(),
+            ));
+        }
+    }
+}
+
 /// The object as Kubernetes JSON.
 pub fn to_json(object: &GenericObject) -> Value {
     let mut map = Map::new();
@@ -454,6 +490,9 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                     "spec.replicas".to_owned(),
                     "Invalid value: must be greater than or equal to 0".to_owned(),
                 ));
+            }
+            if kind == Kind::StatefulSet {
+                claim_template_checks(&spec["volumeClaimTemplates"], &mut problems);
             }
         }
         Kind::PersistentVolumeClaim => {
@@ -1005,5 +1044,36 @@ mod tests {
             .map(|(f, _)| f)
             .collect();
         assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+    }
+
+    #[test]
+    fn a_statefulsets_claim_templates_need_a_name_access_modes_and_storage() {
+        let claims = json!([
+            {"metadata": {"name": "data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}},
+            {"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"]}},
+            {"spec": {"resources": {"requests": {"storage": "1Gi"}}}},
+        ]);
+        let (set, _) = read(
+            Kind::StatefulSet,
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+                   "spec": {"selector": {"matchLabels": {"app": "db"}},
+                            "template": {"metadata": {"labels": {"app": "db"}},
+                                         "spec": {"containers": [{"name": "db", "image": "db"}]}},
+                            "volumeClaimTemplates": claims}}),
+        );
+        let fields: Vec<String> = validate(Kind::StatefulSet, &set)
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.volumeClaimTemplates[1].metadata.name",
+                "spec.volumeClaimTemplates[1].spec.resources[storage]",
+                "spec.volumeClaimTemplates[2].metadata.name",
+                "spec.volumeClaimTemplates[2].spec.accessModes",
+            ]
+        );
     }
 }

@@ -849,10 +849,11 @@ impl<'a> Call<'a> {
 
     /// `POST pods/NAME/eviction` with a `policy/v1` Eviction (what `kubectl
     /// drain` sends): the pod is deleted, with the Eviction's
-    /// `deleteOptions` (gracefully by default), unless a PodDisruptionBudget
-    /// of its namespace would then have fewer healthy pods than it wants:
-    /// 429 TooManyRequests, with kube-apiserver's message, for the client
-    /// to retry later. Answers 201 with a Success `Status`.
+    /// `deleteOptions` (gracefully by default), once it has taken one of the
+    /// allowed disruptions of the PodDisruptionBudget that covers it
+    /// ([`Call::take_disruption`]); when the budget allows none: 429
+    /// TooManyRequests, with kube-apiserver's message, for the client to
+    /// retry later. Answers 201 with a Success `Status`.
     async fn evict(
         &self,
         info: &'static KindInfo,
@@ -883,39 +884,9 @@ impl<'a> Call<'a> {
         let Some(skiff_proto::api::object::Kind::Pod(pod)) = &object.kind else {
             return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
         };
-        let budgets: Vec<Budget> = self
-            .namespace_objects(Kind::PodDisruptionBudget)
-            .await?
-            .iter()
-            .filter_map(|o| Budget::of(o))
-            .collect();
-        if !budgets.is_empty() {
-            let pods: Vec<skiff_proto::v1::Pod> = self
-                .namespace_objects(Kind::Pod)
-                .await?
-                .iter()
-                .filter_map(|o| match &o.kind {
-                    Some(skiff_proto::api::object::Kind::Pod(p)) => Some(p.clone()),
-                    _ => None,
-                })
-                .collect();
-            match disruption_budget::decide_eviction(pod, &budgets, &pods) {
-                EvictionDecision::Allowed => {}
-                EvictionDecision::Refused { .. } => {
-                    return Err(RestError::new(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        "TooManyRequests",
-                        disruption_budget::VIOLATION_MESSAGE,
-                    ));
-                }
-                EvictionDecision::SeveralBudgets(_) => {
-                    return Err(RestError::internal(
-                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
-                    ));
-                }
-            }
-        }
-        if !(self.dry_run() || params.dry_run) {
+        let dry_run = self.dry_run() || params.dry_run;
+        self.take_disruption(pod, name, dry_run).await?;
+        if !dry_run {
             // The pod the budgets were counted for, not a new one of its
             // name.
             if params.uid.is_none() {
@@ -932,6 +903,89 @@ impl<'a> Call<'a> {
             "code": 201,
         });
         Ok(json_response(StatusCode::CREATED, &status))
+    }
+
+    /// Kubernetes' `checkAndDecrement`: the eviction of `pod` (named
+    /// `name`) takes one of `disruptionsAllowed` from the
+    /// PodDisruptionBudget that covers it, as the disruption controller
+    /// counted it, and records the pod in its `disruptedPods`, with a
+    /// write conditional on the budget's resourceVersion (a lost race is
+    /// decided again on the budget as it is now, so two evictions cannot
+    /// both take the last disruption). A dry run decides without writing.
+    /// Refusals are 429 TooManyRequests with kube-apiserver's message and
+    /// cause, for the client to retry later; a pod under two budgets is a
+    /// 500, as in Kubernetes.
+    async fn take_disruption(
+        &self,
+        pod: &skiff_proto::v1::Pod,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<(), RestError> {
+        let too_many = |cause: String| {
+            let mut error = RestError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TooManyRequests",
+                disruption_budget::VIOLATION_MESSAGE,
+            );
+            error.details.causes = vec![(String::new(), cause)];
+            error.details.cause_reason = "DisruptionBudget";
+            error
+        };
+        let budget_info = registry::info(Kind::PodDisruptionBudget);
+        for _ in 0..PATCH_ATTEMPTS {
+            let stored = self.namespace_objects(Kind::PodDisruptionBudget).await?;
+            let budgets: Vec<Budget> = stored.iter().filter_map(|o| Budget::of(o)).collect();
+            let budget = match disruption_budget::decide_eviction(pod, &budgets) {
+                EvictionDecision::Allowed => return Ok(()),
+                EvictionDecision::Disrupt { budget } => budget,
+                EvictionDecision::Refused {
+                    budget,
+                    desired,
+                    healthy,
+                } => {
+                    return Err(too_many(format!(
+                        "The disruption budget {budget} needs {desired} healthy pods and has {healthy} currently"
+                    )))
+                }
+                EvictionDecision::NotYetCounted { budget } => {
+                    return Err(too_many(format!(
+                        "the disruption budget {budget} is still being processed by the server"
+                    )))
+                }
+                EvictionDecision::SeveralBudgets(_) => {
+                    return Err(RestError::internal(
+                        "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
+                    ));
+                }
+            };
+            if dry_run {
+                return Ok(());
+            }
+            let object = stored.iter().find(|o| o.meta().name == budget);
+            let counted = budgets.iter().find(|b| b.name == budget);
+            let (Some(object), Some(counted)) = (object, counted) else {
+                continue;
+            };
+            let Some(skiff_proto::api::object::Kind::Generic(stored_budget)) = &object.kind else {
+                continue;
+            };
+            let mut status = counted.status.clone();
+            status.take_disruption(name, std::time::SystemTime::now());
+            // Conditional: the budget carries the resourceVersion it was
+            // counted at.
+            let written = status.write_into(stored_budget);
+            let written = skiff_proto::api::Object {
+                kind: Some(skiff_proto::api::object::Kind::Generic(written)),
+            };
+            match self.write(budget_info, &budget, written, true).await {
+                Ok(_) => return Ok(()),
+                Err(e) if e.reason == "Conflict" => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(too_many(
+            "the disruption budget changed while the eviction was counted; try again".to_owned(),
+        ))
     }
 
     /// Every object of `kind` in the request's namespace.
@@ -1213,7 +1267,7 @@ fn decode_continue(token: &str) -> Result<(String, String), RestError> {
     }
 }
 
-/// The `autoscaling/v1` Scale of a Deployment or ReplicaSet.
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
 fn scale_of(info: &'static KindInfo, object: &Object) -> Value {
     let value = wire::encode(info, object);
     let meta = &value["metadata"];
@@ -1275,6 +1329,18 @@ fn with_replicas(
         }
         Some(Body::ReplicaSet(r)) => {
             r.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
+        }
+        // StatefulSets are held as generic objects: `spec.replicas` in
+        // their JSON.
+        Some(Body::Generic(g)) if info.kind == Kind::StatefulSet => {
+            let mut content = crate::objects::generic::content(g);
+            let spec = content
+                .entry("spec")
+                .or_insert_with(|| Value::Object(Default::default()));
+            if let Some(fields) = spec.as_object_mut() {
+                fields.insert("replicas".to_owned(), Value::from(replicas));
+            }
+            crate::objects::generic::set_content(g, &content);
         }
         _ => {
             return Err(RestError::internal(format!(
@@ -1429,6 +1495,45 @@ fn propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_statefulsets_scale_reads_and_sets_its_replicas() {
+        let content = json!({
+            "spec": {"replicas": 3, "serviceName": "db",
+                     "selector": {"matchLabels": {"app": "db"}}},
+            "status": {"replicas": 2},
+        });
+        let set = skiff_proto::v1::GenericObject {
+            api_version: "apps/v1".into(),
+            kind: "StatefulSet".into(),
+            metadata: Some(ObjectMeta {
+                name: "db".into(),
+                namespace: "default".into(),
+                resource_version: "5".into(),
+                ..Default::default()
+            }),
+            content: serde_json::to_vec(&content).unwrap(),
+        };
+        let object = Object {
+            kind: Some(skiff_proto::api::object::Kind::Generic(set)),
+        };
+        let info = registry::info(Kind::StatefulSet);
+        let scale = scale_of(info, &object);
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["replicas"], 2);
+        assert_eq!(scale["status"]["selector"], "app=db");
+
+        let wanted = json!({"spec": {"replicas": 5}, "metadata": {"resourceVersion": "5"}});
+        let scaled = with_replicas(info, object.clone(), &wanted).unwrap();
+        let Some(skiff_proto::api::object::Kind::Generic(g)) = &scaled.kind else {
+            panic!("not generic: {scaled:?}");
+        };
+        let content = crate::objects::generic::content(g);
+        assert_eq!(content["spec"]["replicas"], 5);
+        assert_eq!(content["spec"]["serviceName"], "db", "the rest kept");
+        let negative = json!({"spec": {"replicas": -1}});
+        assert!(with_replicas(info, object, &negative).is_err());
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_foreign_ones_are_refused() {

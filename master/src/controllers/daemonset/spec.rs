@@ -181,7 +181,7 @@ impl DaemonSetSpec {
 
 /// An int-or-string field as the text [`resolve`] reads (`default` when
 /// unset).
-fn int_or_string(value: &Value, default: &str) -> String {
+pub fn int_or_string(value: &Value, default: &str) -> String {
     match value {
         Value::Number(n) => n.to_string(),
         Value::String(s) if !s.is_empty() => s.clone(),
@@ -191,7 +191,7 @@ fn int_or_string(value: &Value, default: &str) -> String {
 
 /// Removes every `null` member of every object in `value`: unset, to the
 /// typed models as to Kubernetes.
-fn strip_nulls(value: &mut Value) {
+pub fn strip_nulls(value: &mut Value) {
     match value {
         Value::Object(fields) => {
             fields.retain(|_, v| !v.is_null());
