@@ -256,7 +256,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         config.join_limits,
     );
     // gRPC and the Kubernetes REST API share the port, by content type.
-    let grpc = tonic::service::Routes::new(ApiService::shared_server(api))
+    let grpc = tonic::service::Routes::new(ApiService::shared_server(api.clone()))
+        .add_service(ApiService::pod_sessions_server(api))
         .add_service(datastore.into_server())
         .add_service(nodes.into_server())
         .add_service(join_service.into_server());
