@@ -265,23 +265,19 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         grpc.into_axum_router(),
         rest.into_router(),
     ));
-    let api_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .accept_http1(true)
-            .layer(crate::metrics::ApiMetricsLayer {
-                metrics: metrics.clone(),
-            })
-            .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                skiff_security::listener::incoming(
-                    api_listener,
-                    pki.api_server_config()?,
-                    shutdown.clone(),
-                ),
-                shutdown.clone().cancelled_owned(),
-            ),
-    );
+    // Served by our own accept loop rather than tonic's, whose connections
+    // cannot be upgraded (kubectl exec's WebSocket): see crate::http_serving.
+    let api_service = tower::ServiceBuilder::new()
+        .layer(crate::metrics::ApiMetricsLayer {
+            metrics: metrics.clone(),
+        })
+        .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
+        .service(routes);
+    let api_server = tokio::spawn(crate::http_serving::serve(
+        skiff_security::listener::incoming(api_listener, pki.api_server_config()?, shutdown.clone()),
+        api_service,
+        shutdown.clone(),
+    ));
 
     let initialized = raft
         .is_initialized()
@@ -352,7 +348,13 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     if let Some(m) = metrics_server {
         let _ = m.await;
     }
-    for server in [api_server, peer_server] {
+    if tokio::time::timeout(crate::http_serving::DRAIN + Duration::from_secs(1), api_server)
+        .await
+        .is_err()
+    {
+        tracing::warn!("API server did not stop in time");
+    }
+    for server in [peer_server] {
         match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
             Err(_) => tracing::warn!("server did not stop within 5 s"),
