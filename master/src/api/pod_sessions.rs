@@ -47,6 +47,33 @@ impl ApiService {
         }
     }
 
+    /// Whether `identity` may open a `subresource` (`exec`, `attach`,
+    /// `portforward`) session into pod `namespace/name`, and the pod as
+    /// this master's replica has it; what the REST API checks before it
+    /// upgrades the connection, so that refusals are plain HTTP answers.
+    pub fn check_pod_session(
+        &self,
+        identity: &Identity,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+    ) -> Result<skiff_proto::v1::Pod, Status> {
+        let namespace = Self::namespace_of(namespace);
+        let access = Access::new(Verb::Create, Kind::Pod, &namespace, Some(name))
+            .with_subresource(subresource);
+        authz::authorize(&self.cluster.store, identity, &access)?;
+        match self
+            .cluster
+            .store
+            .get(Kind::Pod, &namespace, name)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .and_then(|o| o.kind)
+        {
+            Some(skiff_proto::api::object::Kind::Pod(pod)) => Ok(pod),
+            _ => Err(Status::not_found(format!("pod {namespace}/{name} not found"))),
+        }
+    }
+
     /// Opens an exec session for `identity`: `start` says what to run,
     /// `input` carries what follows it (stdin, resizes, end of stdin).
     pub async fn open_exec<S>(
