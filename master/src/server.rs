@@ -354,12 +354,10 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     {
         tracing::warn!("API server did not stop in time");
     }
-    for server in [peer_server] {
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Err(_) => tracing::warn!("server did not stop within 5 s"),
-            _ => {}
-        }
+    match tokio::time::timeout(Duration::from_secs(5), peer_server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Raft peer server ended with an error"),
+        Err(_) => tracing::warn!("Raft peer server did not stop within 5 s"),
+        _ => {}
     }
     Ok(())
 }
