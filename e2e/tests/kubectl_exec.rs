@@ -8,7 +8,8 @@
 //! exec), a command that does not exist and an unknown container refused
 //! in words, a port-forward to the page and one to a port nothing listens
 //! on, and that a client going away leaves no process in the container and
-//! no FIFO on the node.
+//! no FIFO on the node. Then the Python client's `stream` exec and
+//! `portforward` (WebSocket `v4.channel.k8s.io`) on the same pod.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -73,8 +74,12 @@ async fn kubectl_and_skiff_ctl_exec_copy_and_forward_into_real_pods() -> anyhow:
     let kubectl = Kubectl::new(binary, &api)?;
     let fifos = data.join("agent/exec");
     let scratch = dir.path().to_owned();
+    let python = kube_clients::python_client();
     let run = tokio::task::spawn_blocking(move || {
         scenario(&kubectl, &api, &fifos, &scratch);
+        if let Some(python) = python {
+            python_streams(&python, &api);
+        }
     });
     if let Err(e) = run.await {
         eprintln!("the server's log ends:\n{}", server.log_tail());
@@ -208,6 +213,42 @@ fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
             Err(format!("{ps}\nFIFO dirs: {sessions:?}"))
         }
     });
+}
+
+/// The Python client's `stream` exec and `portforward`
+/// (`e2e/python/stream_scenario.py`) on the same pod.
+fn python_streams(python: &Path, api: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/stream_scenario.py");
+    let conf = skiff_e2e::credentials::admin_conf(api).expect("the admin.conf");
+    let mut child = Command::new(python)
+        .arg("-u")
+        .arg(&script)
+        .arg(conf)
+        .args(["default", "shell", PAGE])
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the Python stream scenario");
+    let deadline = Instant::now() + SETTLE;
+    while child.try_wait().expect("wait for Python").is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the Python stream scenario ran past {SETTLE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("Python's output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("PASSED"),
+        "{} failed ({}):\n{stdout}\n{}",
+        script.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// `skiff ctl port-forward` to the page, and to a port nothing listens on.
