@@ -6,9 +6,8 @@
 //! imported ([`runtime::import`]); masters read container logs from the
 //! agent's log endpoint ([`log_server`]), and open exec and port-forward
 //! sessions on the same mutual-TLS endpoint ([`pod_sessions`]); and the
-//! node's pods get cluster
-//! DNS from the agent itself ([`dns`]), with their `resolv.conf` and
-//! Service variables made from what it knows.
+//! node's pods get cluster DNS from the agent itself ([`dns`]), with their
+//! `resolv.conf` and Service variables made from what it knows.
 //!
 //! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
 //! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
