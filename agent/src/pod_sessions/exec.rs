@@ -298,12 +298,14 @@ mod tests {
     use crate::runtime::exec::{ExecIo, FifoHolders};
 
     /// A fake runtime whose one process echoes stdin to stdout and exits
-    /// with the code the test sends, or when killed (137).
+    /// with the code the test sends, or when killed (137); removing it
+    /// closes its output, as deleting a process does.
     #[derive(Default)]
     struct EchoRuntime {
         calls: Mutex<Vec<String>>,
         exit: Mutex<Option<oneshot::Receiver<u32>>>,
         killed: tokio::sync::Notify,
+        removed: Arc<tokio::sync::Notify>,
         fail_start: bool,
     }
 
@@ -336,8 +338,12 @@ mod tests {
             }
             let (process_in, agent_in) = tokio::io::duplex(1024);
             let (mut r, mut w) = tokio::io::split(process_in);
+            let removed = self.removed.clone();
             tokio::spawn(async move {
-                let _ = tokio::io::copy(&mut r, &mut w).await;
+                tokio::select! {
+                    _ = tokio::io::copy(&mut r, &mut w) => {}
+                    _ = removed.notified() => {}
+                }
             });
             let (out_reader, out_writer) = tokio::io::split(agent_in);
             Ok(ExecIo {
@@ -372,6 +378,7 @@ mod tests {
         }
         async fn exec_remove(&self, _c: &str, exec_id: &str, _d: &Path) {
             self.record(format!("remove {exec_id}"));
+            self.removed.notify_one();
         }
     }
 
