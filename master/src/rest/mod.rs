@@ -10,7 +10,8 @@
 //! errors; two subresources answer something else: a pod's log as text
 //! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]);
 //! `exec` and `portforward` upgrade the connection to a WebSocket
-//! ([`pod_streams`], [`websocket`]). The
+//! ([`pod_streams`], [`websocket`]) or to SPDY/3.1 ([`spdy_streams`],
+//! [`spdy`]). The
 //! access reviews, never stored, are answered from the same authorization
 //! rules ([`access_review`]); the
 //! OpenAPI documents `kubectl explain` and kubectl's validation read
@@ -30,6 +31,8 @@ pub mod protobuf;
 mod proxy;
 mod resources;
 pub mod selectors;
+pub mod spdy;
+mod spdy_streams;
 pub mod status;
 pub mod table;
 mod watch;

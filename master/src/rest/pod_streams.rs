@@ -20,10 +20,12 @@
 //! sessions themselves are the API service's ([`ApiService::open_exec`],
 //! [`ApiService::open_port_forward`]), relayed to the pod's agent.
 //!
-//! Not served yet: `attach`, and SPDY/3.1 (`X-Stream-Protocol-Version`,
-//! kubectl 1.29 and older; and kubectl's port-forward, which tunnels SPDY
-//! frames in a WebSocket, `SPDY/3.1+portforward.k8s.io`). They are refused
-//! with a message saying so.
+//! The same endpoints also answer SPDY/3.1 (`Upgrade: SPDY/3.1` with
+//! `X-Stream-Protocol-Version`: kubectl 1.29 and older), and port-forward
+//! answers the WebSocket subprotocol `SPDY/3.1+portforward.k8s.io`, SPDY
+//! tunnelled in binary messages (kubectl 1.31 and later); those sessions
+//! are [`super::spdy_streams`]'s. Not served yet: `attach`, refused with a
+//! message saying so.
 
 use std::sync::Arc;
 
@@ -44,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
 use super::path::ResourcePath;
+use super::spdy_streams;
 use super::status::RestError;
 use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
 use crate::api::ApiService;
@@ -52,7 +55,7 @@ use crate::objects::Kind;
 
 /// The channel protocols served, most preferred first.
 const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];
-const PORT_FORWARD_PROTOCOLS: &[&str] = &["v4.channel.k8s.io"];
+const PORT_FORWARD_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", spdy_streams::PORT_FORWARD_TUNNEL];
 const V5: &str = "v5.channel.k8s.io";
 
 const STDIN: u8 = 0;
@@ -171,7 +174,7 @@ fn forwarded_ports(pairs: &[(String, String)]) -> Result<Vec<u16>, RestError> {
 }
 
 /// Header values of `name`, split at commas, trimmed.
-fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
+pub(super) fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
     headers
         .get_all(name)
         .iter()
@@ -198,17 +201,9 @@ fn websocket_handshake(
 ) -> Result<(&'static str, String), RestError> {
     let upgrade = header_words(headers, "upgrade");
     let offered = header_words(headers, "sec-websocket-protocol");
-    let spdy = upgrade.iter().any(|u| u.to_ascii_lowercase().starts_with("spdy"))
-        || offered.iter().any(|p| p.starts_with("SPDY"));
-    if spdy {
-        return Err(RestError::bad_request(format!(
-            "skiff does not serve SPDY streams yet; use a client that speaks WebSocket with one of {} (kubectl 1.30 or newer for exec; kubectl port-forward needs SPDY, use `skiff ctl port-forward` or the Python client)",
-            served.join(", ")
-        )));
-    }
     if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err(RestError::bad_request(
-            "Upgrade request required: this is a streaming endpoint (WebSocket, one of the channel.k8s.io protocols)",
+            "Upgrade request required: this is a streaming endpoint (WebSocket with one of the channel.k8s.io protocols, or SPDY/3.1)",
         ));
     }
     let version = header_words(headers, "sec-websocket-version");
@@ -229,6 +224,43 @@ fn websocket_handshake(
         ))
     })?;
     Ok((protocol, key))
+}
+
+/// How the upgraded connection carries the session.
+enum Transport {
+    /// A WebSocket with a `channel.k8s.io` subprotocol, and the client's
+    /// key.
+    Channels { protocol: &'static str, key: String },
+    /// SPDY/3.1 after an HTTP upgrade, with the negotiated
+    /// `X-Stream-Protocol-Version`.
+    Spdy { protocol: &'static str },
+    /// SPDY/3.1 in a WebSocket's binary messages (port-forward only), and
+    /// the client's key.
+    SpdyInWebSocket { key: String },
+}
+
+/// What the upgrade asks for, or why it cannot be served.
+fn transport(headers: &HeaderMap, subresource: &str) -> Result<Transport, RestError> {
+    let exec = subresource == "exec";
+    if spdy_streams::is_spdy_upgrade(headers) {
+        let served = if exec {
+            spdy_streams::EXEC_PROTOCOLS
+        } else {
+            spdy_streams::PORT_FORWARD_PROTOCOLS
+        };
+        let protocol = spdy_streams::negotiate(headers, served)?;
+        return Ok(Transport::Spdy { protocol });
+    }
+    let served = if exec {
+        EXEC_PROTOCOLS
+    } else {
+        PORT_FORWARD_PROTOCOLS
+    };
+    let (protocol, key) = websocket_handshake(headers, served)?;
+    if protocol == spdy_streams::PORT_FORWARD_TUNNEL {
+        return Ok(Transport::SpdyInWebSocket { key });
+    }
+    Ok(Transport::Channels { protocol, key })
 }
 
 /// Answers the stream request: `101 Switching Protocols`, with the session
@@ -253,18 +285,15 @@ pub(super) async fn serve(
     };
     let pairs = query_pairs(parts.uri.query());
     let pods = info(Kind::Pod);
-    let (mut session, served) = match request.subresource {
-        "exec" => (Session::Exec(exec_start(&pairs)?), EXEC_PROTOCOLS),
-        _ => (
-            Session::PortForward(forwarded_ports(&pairs)?),
-            PORT_FORWARD_PROTOCOLS,
-        ),
+    let mut exec = match request.subresource {
+        "exec" => Some(exec_start(&pairs)?),
+        _ => None,
     };
     let pod = request
         .api
         .check_pod_session(&identity, request.namespace, request.name, request.subresource)
         .map_err(|s| RestError::from_grpc(&s, pods, request.name))?;
-    if let Session::Exec(start) = &mut session {
+    if let Some(start) = &mut exec {
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
         if matches!(phase, "Succeeded" | "Failed") {
             return Err(RestError::bad_request(format!(
@@ -275,12 +304,42 @@ pub(super) async fn serve(
         start.namespace = request.namespace.to_owned();
         start.name = request.name.to_owned();
     }
-    let (protocol, key) = websocket_handshake(&parts.headers, served)?;
+    let transport = transport(&parts.headers, request.subresource)?;
+    let session = match exec {
+        Some(start) => Session::Exec(start),
+        // Over SPDY the client names each connection's port in its
+        // streams; `ports=` is the WebSocket channels' list.
+        None => match transport {
+            Transport::Channels { .. } => Session::PortForward(forwarded_ports(&pairs)?),
+            _ => Session::PortForward(Vec::new()),
+        },
+    };
     let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
         return Err(RestError::bad_request(
             "this connection cannot be upgraded; streams need HTTP/1.1",
         ));
     };
+    let response = match &transport {
+        Transport::Spdy { protocol } => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, spdy_streams::SPDY_31)
+            .header("X-Stream-Protocol-Version", *protocol),
+        Transport::Channels { protocol, key } => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Accept", websocket::accept_key(key))
+            .header("Sec-WebSocket-Protocol", *protocol),
+        Transport::SpdyInWebSocket { key } => Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header(header::CONNECTION, "Upgrade")
+            .header(header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Accept", websocket::accept_key(key))
+            .header("Sec-WebSocket-Protocol", spdy_streams::PORT_FORWARD_TUNNEL),
+    }
+    .body(Body::empty())
+    .map_err(|e| RestError::internal(format!("building the upgrade answer: {e}")))?;
     let api = request.api.clone();
     let namespace = request.namespace.to_owned();
     let name = request.name.to_owned();
@@ -294,38 +353,56 @@ pub(super) async fn serve(
             }
         };
         let (read, write) = tokio::io::split(TokioIo::new(upgraded));
-        let (frames, frames_rx) = mpsc::channel(QUEUED_FRAMES);
-        let writer = tokio::spawn(write_frames(write, frames_rx));
-        match session {
-            Session::Exec(start) => {
-                let v5 = protocol == V5;
-                run_exec(&api, &identity, start, v5, read, frames, shutdown).await
+        let forward_target = spdy_streams::ForwardTarget {
+            api: api.clone(),
+            identity: identity.clone(),
+            namespace: namespace.clone(),
+            name: name.clone(),
+        };
+        match (transport, session) {
+            (Transport::Spdy { protocol }, Session::Exec(start)) => {
+                let protocol = spdy_streams::ExecProtocol::named(protocol);
+                spdy_streams::run_exec(&api, &identity, start, protocol, read, write, shutdown).await
             }
-            Session::PortForward(ports) => {
-                let target = ForwardTarget {
-                    api: &api,
-                    identity: &identity,
-                    namespace: &namespace,
-                    name: &name,
-                };
-                run_port_forward(target, ports, read, frames, shutdown).await
+            (Transport::Spdy { .. }, Session::PortForward(_)) => {
+                spdy_streams::run_port_forward(forward_target, read, write, shutdown).await
+            }
+            (Transport::SpdyInWebSocket { .. }, _) => {
+                let (spdy_side, relay) = spdy_streams::websocket_tunnel(read, write);
+                let (read, write) = tokio::io::split(spdy_side);
+                spdy_streams::run_port_forward(forward_target, read, write, shutdown).await;
+                let _ = relay.await;
+            }
+            (Transport::Channels { protocol, .. }, session) => {
+                let (frames, frames_rx) = mpsc::channel(QUEUED_FRAMES);
+                let writer = tokio::spawn(write_frames(write, frames_rx));
+                match session {
+                    Session::Exec(start) => {
+                        let v5 = protocol == V5;
+                        run_exec(&api, &identity, start, v5, read, frames, shutdown).await
+                    }
+                    Session::PortForward(ports) => {
+                        let target = ForwardTarget {
+                            api: &api,
+                            identity: &identity,
+                            namespace: &namespace,
+                            name: &name,
+                        };
+                        run_port_forward(target, ports, read, frames, shutdown).await
+                    }
+                }
+                let _ = writer.await;
             }
         }
-        let _ = writer.await;
     });
-    let response = Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(header::CONNECTION, "Upgrade")
-        .header(header::UPGRADE, "websocket")
-        .header("Sec-WebSocket-Accept", websocket::accept_key(&key))
-        .header("Sec-WebSocket-Protocol", protocol)
-        .body(Body::empty())
-        .map_err(|e| RestError::internal(format!("building the upgrade answer: {e}")))?;
     Ok(response)
 }
 
 /// Writes queued frames until every sender is gone, then closes.
-async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut frames: mpsc::Receiver<Vec<u8>>) {
+pub(super) async fn write_frames<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut frames: mpsc::Receiver<Vec<u8>>,
+) {
     while let Some(frame) = frames.recv().await {
         if websocket::write_frame(&mut w, &frame).await.is_err() {
             return;
@@ -629,7 +706,7 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_offered_channel_protocol_is_chosen_and_spdy_refused_in_words() {
+    fn the_newest_offered_channel_protocol_is_chosen() {
         let ws = [
             ("upgrade", "websocket"),
             ("connection", "Upgrade"),
@@ -651,12 +728,40 @@ mod tests {
         );
         let e = websocket_handshake(&old, EXEC_PROTOCOLS).unwrap_err();
         assert!(e.message.contains("v5.channel.k8s.io"), "{}", e.message);
-        let spdy = headers(&[("upgrade", "SPDY/3.1"), ("x-stream-protocol-version", "v4.channel.k8s.io")]);
-        let e = websocket_handshake(&spdy, EXEC_PROTOCOLS).unwrap_err();
-        assert!(e.message.contains("SPDY"), "{}", e.message);
         let plain = headers(&[]);
         let e = websocket_handshake(&plain, EXEC_PROTOCOLS).unwrap_err();
         assert!(e.message.starts_with("Upgrade request required"), "{}", e.message);
+    }
+
+    #[test]
+    fn spdy_upgrades_and_the_port_forward_tunnel_are_told_apart() {
+        let spdy = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4.channel.k8s.io"),
+            ("x-stream-protocol-version", "channel.k8s.io"),
+        ]);
+        assert!(matches!(
+            transport(&spdy, "exec").unwrap(),
+            Transport::Spdy { protocol: "v4.channel.k8s.io" }
+        ));
+        // SPDY port-forward speaks its own protocol only.
+        let e = transport(&spdy, "portforward").err().unwrap();
+        assert!(e.message.contains("portforward.k8s.io"), "{}", e.message);
+        let tunnel = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "SPDY/3.1+portforward.k8s.io"),
+        ]);
+        assert!(matches!(
+            transport(&tunnel, "portforward").unwrap(),
+            Transport::SpdyInWebSocket { .. }
+        ));
+        // exec has no tunnel: kubectl execs over v5.channel.k8s.io.
+        let e = transport(&tunnel, "exec").err().unwrap();
+        assert!(e.message.contains("v5.channel.k8s.io"), "{}", e.message);
     }
 
     #[test]
