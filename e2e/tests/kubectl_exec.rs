@@ -1,15 +1,18 @@
 //! `kubectl exec` and `kubectl cp` (kubectl 1.35, WebSocket
-//! `v5.channel.k8s.io`) and `skiff ctl exec` / `skiff ctl port-forward`
-//! against a real container: `skiff server` (a master and an agent with its
-//! own containerd) in a netns test host, driven from this host over the
-//! underlay, as in `kubectl_pods`. A busybox pod serves a page with httpd
-//! on 8080. Checked: exit codes passed through, stdout and stderr apart,
-//! the container's environment, stdin with `-i`, `cp` both ways (tar over
-//! exec), a command that does not exist and an unknown container refused
-//! in words, a port-forward to the page and one to a port nothing listens
-//! on, and that a client going away leaves no process in the container and
-//! no FIFO on the node. Then the Python client's `stream` exec and
-//! `portforward` (WebSocket `v4.channel.k8s.io`) on the same pod.
+//! `v5.channel.k8s.io`; kubectl 1.20, SPDY/3.1 `v4.channel.k8s.io`),
+//! `kubectl port-forward` (kubectl 1.20 over SPDY/3.1, kubectl 1.35 over
+//! SPDY tunnelled in a WebSocket) and `skiff ctl exec` / `skiff ctl
+//! port-forward` against a real container: `skiff server` (a master and an
+//! agent with its own containerd) in a netns test host, driven from this
+//! host over the underlay, as in `kubectl_pods`. A busybox pod serves a
+//! page with httpd on 8080 and another on 8081. Checked: exit codes passed
+//! through, stdout and stderr apart, the container's environment, stdin
+//! with `-i`, `cp` both ways (tar over exec), a command that does not exist
+//! and an unknown container refused in words, port-forwards to the pod and
+//! to a Service, two ports at once, and to a port nothing listens on, and
+//! that a client going away leaves no process in the container and no FIFO
+//! on the node. Then the Python client's `stream` exec and `portforward`
+//! (WebSocket `v4.channel.k8s.io`) on the same pod.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
-use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
+use skiff_e2e::kube_clients::{self, Kubectl, KubectlProcess, KubectlVersion};
 use skiff_e2e::server::ServerProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{ctl_command, e2e_prerequisites, free_port, http_get};
@@ -28,10 +31,32 @@ use skiff_e2e::{ctl_command, e2e_prerequisites, free_port, http_get};
 const IMAGE: &str = "srv/busybox:1";
 /// How long anything asynchronous (a pod Running, a process gone) may take.
 const SETTLE: Duration = Duration::from_secs(60);
-/// What the pod's httpd serves as `/index.html`.
+/// What the pod's httpd serves as `/index.html` on 8080.
 const PAGE: &str = "served-by-the-pod";
-/// The pod: the page, then httpd in the foreground as its only process.
-const SERVE: &str = "echo served-by-the-pod > /www/index.html; exec httpd -f -p 8080 -h /www";
+/// What the pod's second httpd serves on 8081.
+const SECOND_PAGE: &str = "second-port";
+/// The pod: the pages, httpd in the background on 8081, then httpd in the
+/// foreground on 8080.
+const SERVE: &str = "echo served-by-the-pod > /www/index.html; mkdir -p /second; \
+    echo second-port > /second/index.html; httpd -p 8081 -h /second; \
+    exec httpd -f -p 8080 -h /www";
+/// A Service in front of the pod (`kubectl run` labels it `run=shell`):
+/// port 80 to 8080, 81 to 8081.
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: shell-web
+spec:
+  selector:
+    run: shell
+  ports:
+  - name: first
+    port: 80
+    targetPort: 8080
+  - name: second
+    port: 81
+    targetPort: 8081
+";
 /// An environment variable of the pod's spec, which exec must see.
 const GREETING: &str = "GREETING=from-the-pod-spec";
 
@@ -72,11 +97,15 @@ async fn kubectl_and_skiff_ctl_exec_copy_and_forward_into_real_pods() -> anyhow:
         .with_context(|| server.log_tail())?;
 
     let kubectl = Kubectl::new(binary, &api)?;
+    // kubectl 1.20 speaks SPDY/3.1 only.
+    let spdy_kubectl = kube_clients::kubectl(KubectlVersion::V1_20)
+        .map(|binary| Kubectl::new(binary, &api))
+        .transpose()?;
     let fifos = data.join("agent/exec");
     let scratch = dir.path().to_owned();
     let python = kube_clients::python_client();
     let run = tokio::task::spawn_blocking(move || {
-        scenario(&kubectl, &api, &fifos, &scratch);
+        scenario(&kubectl, spdy_kubectl.as_ref(), &api, &fifos, &scratch);
         if let Some(python) = python {
             python_streams(&python, &api);
         }
@@ -91,7 +120,7 @@ async fn kubectl_and_skiff_ctl_exec_copy_and_forward_into_real_pods() -> anyhow:
     Ok(())
 }
 
-fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
+fn scenario(k: &Kubectl, spdy: Option<&Kubectl>, api: &str, fifos: &Path, scratch: &Path) {
     let pod = "shell";
     let image = format!("--image={IMAGE}");
     let env = format!("--env={GREETING}");
@@ -159,6 +188,10 @@ fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
     k.ok(&["cp", &into, &back.display().to_string()]);
     assert_eq!(std::fs::read_to_string(&back).expect("the copied-back file"), content);
 
+    if let Some(old) = spdy {
+        spdy_exec(old, pod, scratch);
+    }
+
     // skiff ctl exec: the same path over gRPC.
     let out = ctl_command(api)
         .args(["exec", pod, "--", "sh", "-c", "echo via-ctl; exit 7"])
@@ -168,6 +201,7 @@ fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via-ctl\n");
 
     port_forwards(api, pod, scratch);
+    kubectl_port_forwards(k, spdy, pod);
 
     // A client that goes away ends its process.
     let mut sleeper = k
@@ -198,7 +232,11 @@ fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
         let others: Vec<&str> = ps
             .lines()
             .skip(1)
-            .filter(|l| !l.contains("httpd -f -p 8080") && !l.trim_end().ends_with("ps"))
+            .filter(|l| {
+                !l.contains("httpd -f -p 8080")
+                    && !l.contains("httpd -p 8081")
+                    && !l.trim_end().ends_with("ps")
+            })
             .collect();
         let sessions: Vec<PathBuf> = std::fs::read_dir(fifos)
             .into_iter()
@@ -213,6 +251,108 @@ fn scenario(k: &Kubectl, api: &str, fifos: &Path, scratch: &Path) {
             Err(format!("{ps}\nFIFO dirs: {sessions:?}"))
         }
     });
+}
+
+/// kubectl 1.20's exec and cp, over SPDY/3.1 (`v4.channel.k8s.io`): exit
+/// codes passed through, stdout and stderr apart, stdin to its end, a
+/// command that does not exist refused in words.
+fn spdy_exec(k: &Kubectl, pod: &str, scratch: &Path) {
+    let out = k.run(&[
+        "exec",
+        pod,
+        "--",
+        "sh",
+        "-c",
+        "echo over-spdy; echo spdy-stderr >&2; exit 5",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(5), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(stdout, "over-spdy\n");
+    assert_has(&stderr, "spdy-stderr");
+    assert_has(&stderr, "command terminated with exit code 5");
+    assert_eq!(k.ok(&["exec", pod, "--", "sh", "-c", "echo $GREETING"]), "from-the-pod-spec\n");
+    let echoed = with_stdin(k, &["exec", "-i", pod, "--", "cat"], b"spdy stdin\n");
+    assert_eq!(echoed, "spdy stdin\n");
+    let e = k.fails(&["exec", pod, "--", "no-such-command"]);
+    assert_has(&e, "no-such-command");
+
+    let local = scratch.join("to-pod-spdy.txt");
+    let content = "copied over SPDY\n".repeat(2000);
+    std::fs::write(&local, &content).expect("write the file to copy");
+    let into = format!("{pod}:/tmp/copied-spdy.txt");
+    k.ok(&["cp", &local.display().to_string(), &into]);
+    let back = scratch.join("from-pod-spdy.txt");
+    k.ok(&["cp", &into, &back.display().to_string()]);
+    assert_eq!(std::fs::read_to_string(&back).expect("the copied-back file"), content);
+}
+
+/// `kubectl port-forward` with kubectl 1.20 (SPDY/3.1) and kubectl 1.35
+/// (SPDY in a WebSocket, `SPDY/3.1+portforward.k8s.io`): to the pod and to
+/// the Service, two ports at once each, two connections at once; and to a
+/// port nothing listens on, which the client reports.
+fn kubectl_port_forwards(k: &Kubectl, spdy: Option<&Kubectl>, pod: &str) {
+    let manifest = k.home().join("shell-web.yaml");
+    std::fs::write(&manifest, SERVICE).expect("write shell-web.yaml");
+    k.ok(&["apply", "-f", manifest.to_str().unwrap_or_default()]);
+    let pod_target = format!("pod/{pod}");
+    for client in spdy.into_iter().chain([k]) {
+        for (target, remote) in [(pod_target.as_str(), [8080, 8081]), ("svc/shell-web", [80, 81])] {
+            let (first, second) = (free_port(), free_port());
+            let ports = [format!("{first}:{}", remote[0]), format!("{second}:{}", remote[1])];
+            let mut forward = kubectl_forward(client, target, &ports);
+            // A connection held open on the first port while both serve.
+            let held = std::net::TcpStream::connect(("127.0.0.1", first)).expect("hold a connection");
+            for (port, page) in [(first, PAGE), (second, SECOND_PAGE), (first, PAGE)] {
+                let got = eventually(&format!("{page} through {target} on {port}"), SETTLE, || {
+                    match http_get(&format!("127.0.0.1:{port}"), "/index.html") {
+                        Ok((200, body)) => Ok(body),
+                        other => Err(format!("{other:?}\n{}", forward.output())),
+                    }
+                });
+                assert_eq!(got.trim(), page, "{target} port {port}");
+            }
+            drop(held);
+            assert!(forward.is_running(), "kubectl port-forward ended:\n{}", forward.output());
+        }
+
+        let closed = free_port();
+        let forward = kubectl_forward(client, &pod_target, &[format!("{closed}:9")]);
+        eventually("kubectl reporting the refused port", SETTLE, || {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", closed)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut rest = Vec::new();
+                let _ = s.read_to_end(&mut rest);
+            }
+            let said = forward.output();
+            if said.contains("localhost:9") {
+                Ok(())
+            } else {
+                Err(said)
+            }
+        });
+        drop(forward);
+    }
+    k.ok(&["delete", "service", "shell-web"]);
+}
+
+/// `kubectl port-forward TARGET PORTS...` in the background, once it
+/// listens on every port.
+fn kubectl_forward(k: &Kubectl, target: &str, ports: &[String]) -> KubectlProcess {
+    let mut args = vec!["port-forward", target];
+    args.extend(ports.iter().map(String::as_str));
+    let mut forward = k.spawn(&args).expect("start kubectl port-forward");
+    eventually(&format!("kubectl port-forward {target} listening"), SETTLE, || {
+        let said = forward.output();
+        if said.matches("Forwarding from 127.0.0.1:").count() >= ports.len() {
+            Ok(())
+        } else if !forward.is_running() {
+            panic!("kubectl port-forward {target} exited:\n{said}");
+        } else {
+            Err(said)
+        }
+    });
+    forward
 }
 
 /// The Python client's `stream` exec and `portforward`

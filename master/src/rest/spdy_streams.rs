@@ -658,7 +658,7 @@ mod tests {
     fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in list {
-            h.append(*k, http::HeaderValue::from_static(v));
+            h.append(*k, http::HeaderValue::from_static(*v));
         }
         h
     }
