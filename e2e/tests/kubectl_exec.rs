@@ -296,11 +296,20 @@ fn kubectl_port_forwards(k: &Kubectl, spdy: Option<&Kubectl>, pod: &str) {
     std::fs::write(&manifest, SERVICE).expect("write shell-web.yaml");
     k.ok(&["apply", "-f", manifest.to_str().unwrap_or_default()]);
     let pod_target = format!("pod/{pod}");
-    for client in spdy.into_iter().chain([k]) {
+    // kubectl 1.35 tries the WebSocket tunnel first and falls back to SPDY
+    // if the upgrade fails; at -v=4 it says the tunnel was negotiated.
+    let clients = spdy.map(|old| (old, false)).into_iter().chain([(k, true)]);
+    for (client, tunnelled) in clients {
         for (target, remote) in [(pod_target.as_str(), [8080, 8081]), ("svc/shell-web", [80, 81])] {
             let (first, second) = (free_port(), free_port());
-            let ports = [format!("{first}:{}", remote[0]), format!("{second}:{}", remote[1])];
+            let mut ports = vec![format!("{first}:{}", remote[0]), format!("{second}:{}", remote[1])];
+            if tunnelled {
+                ports.push("-v=4".to_owned());
+            }
             let mut forward = kubectl_forward(client, target, &ports);
+            if tunnelled {
+                assert_has(&forward.output(), "Negotiation complete");
+            }
             // A connection held open on the first port while both serve.
             let held = std::net::TcpStream::connect(("127.0.0.1", first)).expect("hold a connection");
             for (port, page) in [(first, PAGE), (second, SECOND_PAGE), (first, PAGE)] {
@@ -336,15 +345,16 @@ fn kubectl_port_forwards(k: &Kubectl, spdy: Option<&Kubectl>, pod: &str) {
     k.ok(&["delete", "service", "shell-web"]);
 }
 
-/// `kubectl port-forward TARGET PORTS...` in the background, once it
-/// listens on every port.
+/// `kubectl port-forward TARGET PORTS...` (flags may follow) in the
+/// background, once it listens on every port.
 fn kubectl_forward(k: &Kubectl, target: &str, ports: &[String]) -> KubectlProcess {
     let mut args = vec!["port-forward", target];
     args.extend(ports.iter().map(String::as_str));
     let mut forward = k.spawn(&args).expect("start kubectl port-forward");
     eventually(&format!("kubectl port-forward {target} listening"), SETTLE, || {
         let said = forward.output();
-        if said.matches("Forwarding from 127.0.0.1:").count() >= ports.len() {
+        let wanted = ports.iter().filter(|p| !p.starts_with('-')).count();
+        if said.matches("Forwarding from 127.0.0.1:").count() >= wanted {
             Ok(())
         } else if !forward.is_running() {
             panic!("kubectl port-forward {target} exited:\n{said}");
