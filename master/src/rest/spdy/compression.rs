@@ -201,7 +201,8 @@ mod tests {
     #[test]
     fn oversized_and_corrupt_blocks_are_refused() {
         let mut c = HeaderCompressor::new().unwrap();
-        let z = c.compress(&block(&[("big", &"y".repeat(10_000))])).unwrap();
+        let big = "y".repeat(10_000);
+        let z = c.compress(&block(&[("big", big.as_str())])).unwrap();
         let e = HeaderDecompressor::new().decompress(&z, 1000).unwrap_err();
         assert!(matches!(e, SpdyError::HeaderBlockTooLarge(1000)), "{e}");
         let e = HeaderDecompressor::new()
