@@ -552,23 +552,23 @@ mod tests {
     #[tokio::test]
     async fn malformed_frames_are_refused_in_words() {
         // PING with 3 bytes.
-        let wire = [0x80, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x03, 0, 0, 1];
+        let wire = [0x80u8, 0x03, 0x00, 0x06, 0x00, 0x00, 0x00, 0x03, 0, 0, 1];
         let e = FrameReader::new(&wire[..]).next().await.unwrap_err();
         assert!(matches!(e, SpdyError::BadLength { frame: "PING", length: 3 }), "{e}");
         // SPDY/2.
-        let wire = [0x80, 0x02, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1];
+        let wire = [0x80u8, 0x02, 0x00, 0x06, 0x00, 0x00, 0x00, 0x04, 0, 0, 0, 1];
         let e = FrameReader::new(&wire[..]).next().await.unwrap_err();
         assert!(matches!(e, SpdyError::UnsupportedVersion(2)), "{e}");
         // DATA on stream 0.
-        let wire = [0, 0, 0, 0, 0, 0, 0, 1, b'x'];
+        let wire = [0u8, 0, 0, 0, 0, 0, 0, 1, b'x'];
         let e = FrameReader::new(&wire[..]).next().await.unwrap_err();
         assert!(matches!(e, SpdyError::ZeroStreamId), "{e}");
         // Cut short inside a frame.
-        let wire = [0, 0, 0, 1, 0, 0, 0, 5, b'x'];
+        let wire = [0u8, 0, 0, 1, 0, 0, 0, 5, b'x'];
         let e = FrameReader::new(&wire[..]).next().await.unwrap_err();
         assert!(matches!(e, SpdyError::Io(_)), "{e}");
         // A header block whose length runs past its end.
-        let e = HeaderBlock::decode(&[0, 0, 0, 1, 0, 0, 0, 9, b'a']).unwrap_err();
+        let e = HeaderBlock::decode(&[0u8, 0, 0, 1, 0, 0, 0, 9, b'a']).unwrap_err();
         assert!(matches!(e, SpdyError::BadHeaderBlock(_)), "{e}");
         let twice = HeaderBlock(vec![("a".into(), "1".into()), ("a".into(), "2".into())]).encode();
         let e = HeaderBlock::decode(&twice).unwrap_err();
@@ -671,13 +671,13 @@ mod tests {
             .unwrap();
         assert_eq!(data, [0, 0, 0, 5, 1, 0, 0, 2, b'o', b'k']);
         let ping = encoder.encode(&Frame::Ping { id: 1 }).unwrap();
-        assert_eq!(ping, [0x80, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]);
+        assert_eq!(ping, [0x80u8, 3, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]);
         let rst = encoder
             .encode(&Frame::RstStream {
                 stream_id: 7,
                 status: CANCEL,
             })
             .unwrap();
-        assert_eq!(rst, [0x80, 3, 0, 3, 0, 0, 0, 8, 0, 0, 0, 7, 0, 0, 0, 5]);
+        assert_eq!(rst, [0x80u8, 3, 0, 3, 0, 0, 0, 8, 0, 0, 0, 7, 0, 0, 0, 5]);
     }
 }
