@@ -4,9 +4,10 @@
 //! manager runs one worker per pod ([`pods`]) over the containerd runtime
 //! ([`runtime`]); image archives dropped into `<data-dir>/images/` are
 //! imported ([`runtime::import`]); masters read container logs from the
-//! agent's log endpoint ([`log_server`]); and the node's pods get cluster
-//! DNS from the agent itself ([`dns`]), with their `resolv.conf` and
-//! Service variables made from what it knows.
+//! agent's log endpoint ([`log_server`]), and open exec and port-forward
+//! sessions on the same mutual-TLS endpoint ([`pod_sessions`]); and the
+//! node's pods get cluster DNS from the agent itself ([`dns`]), with their
+//! `resolv.conf` and Service variables made from what it knows.
 //!
 //! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
 //! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
@@ -40,6 +41,7 @@ pub mod master_link;
 pub mod metrics;
 pub mod network;
 pub mod node_info;
+pub mod pod_sessions;
 pub mod pods;
 pub mod runtime;
 pub mod startup;
@@ -284,6 +286,8 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .map_err(io("reading local address"))?
         .port();
     let log_service = log_server::LogService::new(layout.clone(), shutdown.clone());
+    let session_service =
+        pod_sessions::SessionService::new(runtime.clone(), layout.clone(), shutdown.clone());
     let serve_shutdown = shutdown.clone();
     let incoming = skiff_security::listener::incoming(
         listener,
@@ -295,10 +299,13 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             .add_service(skiff_proto::node::agent_logs_server::AgentLogsServer::new(
                 log_service,
             ))
+            .add_service(
+                skiff_proto::node::agent_sessions_server::AgentSessionsServer::new(session_service),
+            )
             .serve_with_incoming_shutdown(incoming, serve_shutdown.cancelled_owned())
             .await;
         if let Err(e) = result {
-            tracing::error!(error = %e, "agent log endpoint stopped");
+            tracing::error!(error = %e, "agent log and session endpoint stopped");
         }
     });
 

@@ -106,7 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Cluster(args) => run_client(cluster::run(args, &mut std::io::stdout())),
         Command::Certificate(args) => report(certificate::run(args, &mut std::io::stdout())),
         Command::CheckConfig(args) => check_config::run(args),
-        Command::Ctl(args) => run_client(ctl::run(args, &mut std::io::stdout())),
+        Command::Ctl(args) => run_ctl(args),
         Command::Completion { shell } => report(completion(shell, &mut std::io::stdout())),
     }
 }
@@ -146,6 +146,33 @@ fn run_client<E: Display>(command: impl Future<Output = Result<(), E>>) -> ExitC
         }
     };
     report(rt.block_on(command))
+}
+
+/// Runs a `ctl` command; `exec` exits with its command's exit code (and
+/// says so on stderr, as kubectl does).
+fn run_ctl(args: ctl::CtlArgs) -> ExitCode {
+    let rt = match runtime() {
+        Ok(rt) => rt,
+        Err(e) => {
+            print_error(format_args!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(ctl::run(args, &mut std::io::stdout())) {
+        Err(ctl::CtlError::CommandExited(code)) => {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "command terminated with exit code {code}"
+            );
+            // Exit statuses are 8 bits; what does not fit still fails.
+            match u8::try_from(code) {
+                Ok(c) if c != 0 => ExitCode::from(c),
+                _ => ExitCode::FAILURE,
+            }
+        }
+        other => report(other),
+    }
 }
 
 fn report<E: Display>(result: Result<(), E>) -> ExitCode {

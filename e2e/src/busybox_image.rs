@@ -31,7 +31,7 @@ pub const INDEX_HTML: &str = "hello from skiff\n";
 /// The applets linked into `/bin` (besides `busybox` itself).
 pub const APPLETS: &[&str] = &[
     "sh", "sleep", "echo", "cat", "httpd", "wget", "ls", "true", "false", "nc", "dd", "head", "ps",
-    "ip", "hostname", "env", "tail", "nslookup", "grep",
+    "ip", "hostname", "env", "tail", "nslookup", "grep", "tar", "mkdir", "id",
 ];
 
 const PASSWD: &str = "root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n";

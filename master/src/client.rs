@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::datastore_client::DatastoreClient;
+use skiff_proto::api::pod_sessions_client::PodSessionsClient;
 use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest,
     DeleteSnapshotRequest, DeleteSnapshotResponse, GetRequest, ListRequest, ListResponse,
@@ -83,6 +84,7 @@ pub type Result<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     api: ApiClient<Channel>,
     datastore: DatastoreClient<Channel>,
+    sessions: PodSessionsClient<Channel>,
     addr: String,
 }
 
@@ -119,12 +121,14 @@ impl Client {
         let api = ApiClient::new(channel.clone())
             .max_decoding_message_size(MAX_API_RESPONSE)
             .max_encoding_message_size(MAX_API_REQUEST);
-        let datastore = DatastoreClient::new(channel)
+        let datastore = DatastoreClient::new(channel.clone())
             .max_decoding_message_size(MAX_API_RESPONSE)
             .max_encoding_message_size(MAX_API_REQUEST);
+        let sessions = PodSessionsClient::new(channel);
         Ok(Client {
             api,
             datastore,
+            sessions,
             addr: addr.to_owned(),
         })
     }
@@ -281,6 +285,34 @@ impl Client {
         let mut api = self.api.clone();
         Ok(api
             .pod_logs(request)
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner())
+    }
+
+    /// Opens an exec session: `input`'s first message says what to run
+    /// (`ExecStart`), the rest are stdin, resizes and the end of stdin.
+    pub async fn exec(
+        &self,
+        input: impl tokio_stream::Stream<Item = skiff_proto::api::ExecInput> + Send + 'static,
+    ) -> Result<tonic::Streaming<skiff_proto::api::ExecOutput>> {
+        let mut sessions = self.sessions.clone();
+        Ok(sessions
+            .exec(input)
+            .await
+            .map_err(|s| self.status(s))?
+            .into_inner())
+    }
+
+    /// Opens one port-forward connection: `input`'s first message says
+    /// where to (`PortForwardStart`), the rest are the bytes to send.
+    pub async fn port_forward(
+        &self,
+        input: impl tokio_stream::Stream<Item = skiff_proto::api::PortForwardInput> + Send + 'static,
+    ) -> Result<tonic::Streaming<skiff_proto::api::PortForwardOutput>> {
+        let mut sessions = self.sessions.clone();
+        Ok(sessions
+            .port_forward(input)
             .await
             .map_err(|s| self.status(s))?
             .into_inner())

@@ -10,6 +10,8 @@
 //! - [`api`]: the public gRPC API, forwarding to the leader where needed.
 //! - [`client`]: a typed client of that API, for the CLI, agents and tests.
 //! - [`server`]: starting, joining and stopping a master.
+//! - [`http_serving`]: the API port's connections, with HTTP upgrades
+//!   (kubectl exec's WebSocket).
 //! - [`metrics`]: what `/metrics` shows.
 //! - [`auto_deploy`]: manifests applied from `<data-dir>/manifests/`.
 
@@ -20,6 +22,7 @@ pub mod cluster;
 pub mod controllers;
 pub mod datastore;
 pub mod events;
+pub mod http_serving;
 pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;

@@ -259,7 +259,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         config.join_limits,
     );
     // gRPC and the Kubernetes REST API share the port, by content type.
-    let grpc = tonic::service::Routes::new(ApiService::shared_server(api))
+    let grpc = tonic::service::Routes::new(ApiService::shared_server(api.clone()))
+        .add_service(ApiService::pod_sessions_server(api))
         .add_service(datastore.into_server())
         .add_service(nodes.into_server())
         .add_service(join_service.into_server());
@@ -267,23 +268,23 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         grpc.into_axum_router(),
         rest.into_router(),
     ));
-    let api_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .accept_http1(true)
-            .layer(crate::metrics::ApiMetricsLayer {
-                metrics: metrics.clone(),
-            })
-            .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                skiff_security::listener::incoming(
-                    api_listener,
-                    pki.api_server_config()?,
-                    shutdown.clone(),
-                ),
-                shutdown.clone().cancelled_owned(),
-            ),
-    );
+    // Served by our own accept loop rather than tonic's, whose connections
+    // cannot be upgraded (kubectl exec's WebSocket): see crate::http_serving.
+    let api_service = tower::ServiceBuilder::new()
+        .layer(crate::metrics::ApiMetricsLayer {
+            metrics: metrics.clone(),
+        })
+        .layer(skiff_security::gate::RequireIdentity { open: &[JOIN_PATH] })
+        .service(routes);
+    let api_server = tokio::spawn(crate::http_serving::serve(
+        skiff_security::listener::incoming(
+            api_listener,
+            pki.api_server_config()?,
+            shutdown.clone(),
+        ),
+        api_service,
+        shutdown.clone(),
+    ));
 
     let initialized = raft
         .is_initialized()
@@ -354,12 +355,19 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     if let Some(m) = metrics_server {
         let _ = m.await;
     }
-    for server in [api_server, peer_server] {
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "server ended with an error"),
-            Err(_) => tracing::warn!("server did not stop within 5 s"),
-            _ => {}
-        }
+    if tokio::time::timeout(
+        crate::http_serving::DRAIN + Duration::from_secs(1),
+        api_server,
+    )
+    .await
+    .is_err()
+    {
+        tracing::warn!("API server did not stop in time");
+    }
+    match tokio::time::timeout(Duration::from_secs(5), peer_server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Raft peer server ended with an error"),
+        Err(_) => tracing::warn!("Raft peer server did not stop within 5 s"),
+        _ => {}
     }
     Ok(())
 }

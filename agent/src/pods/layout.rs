@@ -7,6 +7,7 @@
 //! pods/<namespace>_<name>_<uid>/volumes/<plugin>/<volume>   emptyDir, configMap, secret, ...
 //! netns/<uid>                                              the pod's network namespace
 //! state/pods/<uid>.json                                    the last pod spec the master sent
+//! exec/<exec-id>/{stdin,stdout,stderr}                     FIFOs of a running exec session
 //! ```
 //!
 //! The cached specs let a restarted agent keep applying restart policies
@@ -64,6 +65,11 @@ impl PodLayout {
 
     pub fn netns(&self, uid: &str) -> PathBuf {
         self.netns_dir().join(uid)
+    }
+
+    /// Where the FIFOs of exec sessions are, one directory per session.
+    pub fn exec_fifos_dir(&self) -> PathBuf {
+        self.data_dir.join("exec")
     }
 
     /// Where every pod's network namespace file is.

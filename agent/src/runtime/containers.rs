@@ -179,6 +179,10 @@ impl Runtime {
         &self.images
     }
 
+    pub(crate) fn containerd(&self) -> &Containerd {
+        &self.containerd
+    }
+
     async fn task(&self, id: &str) -> Result<Option<containerd_client::types::v1::Process>> {
         let c = &self.containerd;
         match c

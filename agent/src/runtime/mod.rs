@@ -7,11 +7,13 @@
 //!
 //! The pod workers see the runtime only through the narrow
 //! [`ContainerRuntime`] trait, so their restart and status logic can be
-//! tested against a recording fake. Image garbage collection
+//! tested against a recording fake. Interactive exec ([`exec`]) is behind
+//! its own narrow trait, [`exec::ExecRuntime`]. Image garbage collection
 //! ([`image_gc`]) sees it through that and [`images::ImageInventory`].
 
 pub mod containers;
 pub mod content;
+pub mod exec;
 pub mod host_devices;
 pub mod image_accounts;
 pub mod image_gc;

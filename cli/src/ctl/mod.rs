@@ -5,6 +5,7 @@
 //! the default paths.
 
 pub mod describe;
+pub mod pod_sessions;
 pub mod rollout;
 pub mod selector;
 pub mod table;
@@ -131,6 +132,43 @@ pub enum CtlCommand {
         #[command(subcommand)]
         command: RolloutCommand,
     },
+    /// Run a command in a running container: skiff ctl exec POD [-c
+    /// CONTAINER] [-i] [-t] -- COMMAND [ARGS...]. Exits with the command's
+    /// exit code.
+    Exec {
+        /// The pod: NAME or pod/NAME.
+        pod: String,
+        /// The container; needed when the pod has several.
+        #[arg(short = 'c', long)]
+        container: Option<String>,
+        /// The namespace (default: default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// Pass stdin to the command.
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Give the command a terminal (this one, in raw mode).
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// The command and its arguments, after --.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Forward local ports to a pod's ports: skiff ctl port-forward POD
+    /// [LOCAL:]REMOTE..., until interrupted.
+    PortForward {
+        /// The pod: NAME or pod/NAME.
+        pod: String,
+        /// PORT, or LOCAL:REMOTE.
+        #[arg(required = true)]
+        ports: Vec<String>,
+        /// The namespace (default: default).
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+        /// The local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+    },
     /// Print a container's log.
     Logs {
         /// The pod: NAME or pod/NAME; deploy/NAME or rs/NAME reads one of
@@ -232,6 +270,10 @@ pub enum CtlError {
     Write(#[from] std::io::Error),
     #[error("{0}")]
     Usage(String),
+    /// `exec`'s command ended with this non-zero exit code, which `skiff`
+    /// exits with.
+    #[error("command terminated with exit code {0}")]
+    CommandExited(i32),
     /// Some of the objects a command went through failed; each failure
     /// was printed as it was met.
     #[error("{failed} of {total} objects were not {verb} (the errors are above)")]
@@ -431,6 +473,40 @@ pub async fn run(args: CtlArgs, out: &mut dyn Write) -> Result<()> {
             rollout::set_unschedulable(&client, &node, false).await?;
             writeln!(out, "node/{node} uncordoned")?;
             Ok(())
+        }
+        CtlCommand::Exec {
+            pod,
+            container,
+            namespace,
+            stdin,
+            tty,
+            command,
+        } => {
+            let (kind, name) = targets::parse_pod(&pod)?;
+            let options = pod_sessions::ExecOptions {
+                namespace: namespace_or_default(namespace),
+                pod: pod_only(kind, name, "exec")?,
+                container,
+                command,
+                stdin,
+                tty,
+            };
+            pod_sessions::exec(&client, options, out).await
+        }
+        CtlCommand::PortForward {
+            pod,
+            ports,
+            namespace,
+            address,
+        } => {
+            let (kind, name) = targets::parse_pod(&pod)?;
+            let name = pod_only(kind, name, "port-forward")?;
+            let ports = ports
+                .iter()
+                .map(|p| pod_sessions::parse_port_pair(p))
+                .collect::<Result<Vec<_>>>()?;
+            let namespace = namespace_or_default(namespace);
+            pod_sessions::port_forward(&client, &namespace, &name, &ports, address, out).await
         }
         CtlCommand::Logs {
             pod,
@@ -982,6 +1058,18 @@ async fn describe_objects(
         }
     }
     Ok(())
+}
+
+/// The pod named, for commands that take only pods.
+fn pod_only(kind: Kind, name: String, command: &str) -> Result<String> {
+    if kind == Kind::Pod {
+        Ok(name)
+    } else {
+        Err(CtlError::Usage(format!(
+            "{command} works on pods: name one (NAME or pod/NAME), not {}",
+            resource_ref(kind, &name)
+        )))
+    }
 }
 
 /// The pod `logs` reads: the one named, or for `deploy/NAME` and `rs/NAME`

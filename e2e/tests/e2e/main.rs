@@ -19,6 +19,7 @@ mod jobs;
 mod kubectl;
 mod kubectl_delete;
 mod kubectl_events;
+mod kubectl_exec;
 mod kubectl_pods;
 mod lan_defaults;
 mod metrics;

@@ -1034,6 +1034,24 @@ mod tests {
         assert_answer(answer, &n1, Err(r#"read the log of Pod "mine""#), "log");
     }
 
+    #[test]
+    fn exec_and_port_forward_are_for_admins_and_never_for_nodes() {
+        let (_dir, store) = cluster();
+        let n1 = Identity::Node("n1".into());
+        for part in ["exec", "attach", "portforward"] {
+            let session = Access::new(Verb::Create, Kind::Pod, "default", Some("mine"))
+                .with_subresource(part);
+            assert!(
+                authorize(&store, &Identity::Admin, &session).is_ok(),
+                "{part}"
+            );
+            // Not even into the pods bound to it.
+            let answer = authorize(&store, &n1, &session);
+            let refusal = format!(r#"create the {part} of Pod "mine""#);
+            assert_answer(answer, &n1, Err(refusal.as_str()), part);
+        }
+    }
+
     const STATUS_OF_N2: &str = r#"update the status of Node "n2""#;
     const STATUS_OF_THEIRS: &str = r#"update the status of Pod "theirs""#;
     const STATUS_OF_LOOSE: &str = r#"update the status of Pod "loose""#;

@@ -19,13 +19,23 @@ pub fn agent_address(
     store: &ObjectStore,
     request: &PodLogsRequest,
 ) -> Result<(String, String), Status> {
-    let namespace = if request.namespace.is_empty() {
+    pod_agent_address(store, &request.namespace, &request.name)
+}
+
+/// The node of pod `namespace/name` (the default namespace when empty) and
+/// its agent's address; also what exec and port-forward dial.
+pub fn pod_agent_address(
+    store: &ObjectStore,
+    namespace: &str,
+    name: &str,
+) -> Result<(String, String), Status> {
+    let namespace = if namespace.is_empty() {
         crate::writer::DEFAULT_NAMESPACE
     } else {
-        &request.namespace
+        namespace
     };
     let pod = match store
-        .get(Kind::Pod, namespace, &request.name)
+        .get(Kind::Pod, namespace, name)
         .map_err(|e| Status::internal(e.to_string()))?
         .and_then(|o| o.kind)
     {
@@ -33,7 +43,7 @@ pub fn agent_address(
         _ => {
             return Err(Status::not_found(format!(
                 "pod {namespace}/{} not found",
-                request.name
+                name
             )))
         }
     };
@@ -45,7 +55,7 @@ pub fn agent_address(
     if node_name.is_empty() {
         return Err(Status::failed_precondition(format!(
             "pod {namespace}/{} is not scheduled to a node yet",
-            request.name
+            name
         )));
     }
     let node = match store

@@ -1,6 +1,8 @@
 //! The public gRPC API (`skiff.api.v1.Api`): Create, Get, List, Update,
 //! UpdateStatus, Delete and Watch for every kind, plus cluster membership;
-//! and the operator's `skiff.api.v1.Datastore` ([`datastore`]).
+//! and the operator's `skiff.api.v1.Datastore` ([`datastore`]); exec and
+//! port-forward sessions relayed to agents (`skiff.api.v1.PodSessions`,
+//! [`pod_sessions`]).
 //!
 //! Writes and linearizable reads are served by the leader. A follower
 //! forwards them to the leader once (marking the request so it is never
@@ -17,6 +19,7 @@ mod events;
 pub mod logs;
 pub mod node_pods;
 pub mod nodes;
+pub mod pod_sessions;
 pub mod routing;
 pub mod transport;
 mod watch;

@@ -22,6 +22,11 @@ pub enum Subresource {
     /// `eviction`: a `policy/v1` Eviction deletes a pod unless a
     /// PodDisruptionBudget forbids it (what `kubectl drain` posts).
     Eviction,
+    /// `exec`: a command run in a pod's container, over a WebSocket
+    /// (`rest/pod_streams.rs`).
+    Exec,
+    /// `portforward`: TCP into a pod's network namespace, over a WebSocket.
+    PortForward,
 }
 
 impl Subresource {
@@ -33,6 +38,8 @@ impl Subresource {
             Subresource::Log => "log",
             Subresource::Proxy => "proxy",
             Subresource::Eviction => "eviction",
+            Subresource::Exec => "exec",
+            Subresource::PortForward => "portforward",
         }
     }
 
@@ -44,6 +51,7 @@ impl Subresource {
             Subresource::Log => &["get"],
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
             Subresource::Eviction => &["create"],
+            Subresource::Exec | Subresource::PortForward => &["create", "get"],
         }
     }
 }
@@ -109,7 +117,9 @@ const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 const REVIEW_VERBS: &[&str] = &["create"];
 const POD: &[Subresource] = &[
     Subresource::Eviction,
+    Subresource::Exec,
     Subresource::Log,
+    Subresource::PortForward,
     Subresource::Proxy,
     Subresource::Status,
 ];
@@ -492,6 +502,9 @@ mod tests {
         assert!(pods.has(Subresource::Log));
         assert!(pods.has(Subresource::Proxy));
         assert!(pods.has(Subresource::Eviction));
+        assert!(pods.has(Subresource::Exec) && pods.has(Subresource::PortForward));
+        assert!(!info(Kind::Deployment).has(Subresource::Exec));
+        assert_eq!(Subresource::PortForward.name(), "portforward");
         assert_eq!(Subresource::Eviction.verbs(), ["create"]);
         assert!(!info(Kind::Deployment).has(Subresource::Eviction));
         let services = info(Kind::Service);

@@ -388,9 +388,9 @@ mod tests {
             ),
             (
                 json!({"resourceAttributes": {
-                    "verb": "create", "resource": "pods", "subresource": "exec",
+                    "verb": "create", "resource": "pods", "subresource": "attach",
                 }}),
-                r#"skiff serves no resource "pods/exec" in the core API group"#,
+                r#"skiff serves no resource "pods/attach" in the core API group"#,
             ),
             (
                 can_i("impersonate", "", "pods"),

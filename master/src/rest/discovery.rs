@@ -108,6 +108,8 @@ fn subresource_kind(
         Subresource::Eviction => ("policy", "v1", "Eviction"),
         Subresource::Status | Subresource::Log => (info.group, info.version, info.kind.name()),
         Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
+        Subresource::Exec => (info.group, info.version, "PodExecOptions"),
+        Subresource::PortForward => (info.group, info.version, "PodPortForwardOptions"),
     }
 }
 
@@ -342,6 +344,10 @@ mod tests {
         assert_eq!(eviction["group"], "policy");
         assert_eq!(eviction["version"], "v1");
         assert_eq!(eviction["verbs"], json!(["create"]));
+        let exec = entry("pods/exec");
+        assert_eq!(exec["kind"], "PodExecOptions");
+        assert_eq!(exec["verbs"], json!(["create", "get"]));
+        assert_eq!(entry("pods/portforward")["kind"], "PodPortForwardOptions");
         let proxy = entry("pods/proxy");
         assert_eq!(proxy["kind"], "PodProxyOptions");
         assert_eq!(
@@ -370,14 +376,20 @@ mod tests {
             .iter()
             .map(|s| s["subresource"].as_str().unwrap())
             .collect();
-        assert_eq!(subresources, ["eviction", "log", "proxy", "status"]);
+        assert_eq!(
+            subresources,
+            ["eviction", "exec", "log", "portforward", "proxy", "status"]
+        );
         assert_eq!(
             pods["subresources"][0]["responseKind"],
             json!({"group": "policy", "version": "v1", "kind": "Eviction"})
         );
-        assert_eq!(pods["subresources"][1]["verbs"], json!(["get"]));
+        // exec and portforward: create (WebSocket clients) and get.
+        assert_eq!(pods["subresources"][1]["verbs"], json!(["create", "get"]));
+        assert_eq!(pods["subresources"][2]["verbs"], json!(["get"]));
+        assert_eq!(pods["subresources"][3]["verbs"], json!(["create", "get"]));
         assert_eq!(
-            pods["subresources"][2]["responseKind"],
+            pods["subresources"][4]["responseKind"],
             json!({"group": "", "version": "v1", "kind": "PodProxyOptions"})
         );
     }

@@ -8,7 +8,10 @@
 //! module turns URLs, query parameters and bodies into those calls, and
 //! their answers into Kubernetes JSON, Tables, watch streams and `Status`
 //! errors; two subresources answer something else: a pod's log as text
-//! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]). The
+//! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]);
+//! `exec` and `portforward` upgrade the connection to a WebSocket
+//! ([`pod_streams`], [`websocket`]) or to SPDY/3.1 ([`spdy_streams`],
+//! [`spdy`]). The
 //! access reviews, never stored, are answered from the same authorization
 //! rules ([`access_review`]); the
 //! OpenAPI documents `kubectl explain` and kubectl's validation read
@@ -23,13 +26,17 @@ mod openapi;
 pub mod patch;
 pub mod path;
 mod pod_logs;
+mod pod_streams;
 pub mod protobuf;
 mod proxy;
 mod resources;
 pub mod selectors;
+pub mod spdy;
+mod spdy_streams;
 pub mod status;
 pub mod table;
 mod watch;
+pub mod websocket;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -102,7 +109,7 @@ impl RestApi {
     }
 
     async fn answer(&self, request: Request<Body>) -> Result<Response<Body>, RestError> {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let target = path::parse(parts.uri.path());
         let peer = parts.extensions.get::<PeerInfo>().cloned();
         match target {
@@ -167,6 +174,24 @@ impl RestApi {
             }
             Target::Unknown => Err(RestError::not_found_path(parts.uri.path())),
             Target::Version | Target::Health => Err(RestError::internal("unreachable route")),
+            Target::Resource(resource) if pod_streams::is_pod_stream(&resource) => {
+                let (Some(namespace), Some(name), Some(subresource)) = (
+                    resource.namespace.as_deref(),
+                    resource.name.as_deref(),
+                    resource.subresource.as_deref(),
+                ) else {
+                    return Err(RestError::not_found_path(parts.uri.path()));
+                };
+                let request = pod_streams::StreamRequest {
+                    api: &self.api,
+                    peer: &peer,
+                    namespace,
+                    name,
+                    subresource,
+                    shutdown: self.shutdown.clone(),
+                };
+                pod_streams::serve(request, &mut parts).await
+            }
             Target::Resource(resource) => {
                 let body = read_body(body).await?;
                 let call = resources::Call {

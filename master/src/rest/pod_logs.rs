@@ -198,7 +198,11 @@ pub(super) async fn serve(
 
 /// The container whose log is read: the one asked for, or the pod's only
 /// container; otherwise kube-apiserver's refusals, word for word.
-fn choose_container(pod: &v1::Pod, name: &str, asked: &str) -> Result<String, RestError> {
+pub(super) fn choose_container(
+    pod: &v1::Pod,
+    name: &str,
+    asked: &str,
+) -> Result<String, RestError> {
     let no_spec = v1::PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&no_spec);
     if !asked.is_empty() {
