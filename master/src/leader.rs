@@ -29,8 +29,9 @@ use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
+use crate::controllers::persistent_volumes::{ClaimController, VolumeController};
 use crate::controllers::replicaset::ReplicaSetController;
-use crate::controllers::{self, garbage_collector, Context};
+use crate::controllers::{self, default_storage_class, garbage_collector, Context};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
@@ -152,6 +153,17 @@ pub async fn run(
             ctx.store.clone(),
             term.clone(),
         ));
+        tasks.spawn(controllers::run(
+            ClaimController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            VolumeController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
         tasks.spawn(kubernetes_service::run(
             ctx.clone(),
