@@ -16,7 +16,10 @@
 //!   changes, which the worker checks every half minute; when their source
 //!   cannot be read (no master, the object deleted) the files already
 //!   there stay;
-//! - `persistentVolumeClaim`: not mounted yet; the pod waits.
+//! - `persistentVolumeClaim`: the directory of the PersistentVolume the
+//!   claim is bound to ([`claim`]): a `local-path` volume's, made here, or
+//!   a static `hostPath` or `local` volume's path; the pod waits while
+//!   the claim is not bound. Read-only when the volume source says so.
 //!
 //! With the pod's `securityContext.fsGroup`, emptyDir and file volumes
 //! belong to that group ([`ownership`]): group-readable files (writable
@@ -34,6 +37,7 @@
 //! directory is removed.
 
 pub mod atomic_writer;
+pub mod claim;
 pub mod host_path;
 pub mod ownership;
 pub mod projection;
@@ -53,6 +57,7 @@ use crate::pods::sandbox::{PodSandbox, SandboxError};
 use crate::runtime::spec::ContainerMount;
 
 use self::atomic_writer::{Payload, WriteError};
+use self::claim::ClaimError;
 use self::host_path::HostPathError;
 use self::ownership::OwnershipError;
 use self::projection::ProjectionError;
@@ -97,8 +102,8 @@ pub enum VolumeFailure {
         #[source]
         source: std::io::Error,
     },
-    #[error("skiff does not mount persistentVolumeClaim volumes yet (claim {0:?})")]
-    Claim(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error("the volume has no source skiff knows")]
     NoSource,
 }
@@ -121,8 +126,11 @@ pub enum MountError {
 /// What a prepared volume holds, for mounting it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holds {
-    /// What the pod writes: an emptyDir, or the host's path.
+    /// What the pod writes: an emptyDir, the host's path, a persistent
+    /// volume.
     Writable,
+    /// A persistent volume its claim's volume source mounts `readOnly`.
+    ReadOnly,
     /// Files the agent writes (configMap, secret, downwardAPI, projected).
     Projected,
 }
@@ -280,8 +288,23 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
                 holds: Holds::Writable,
             });
         }
-        if let Some(claim) = &v.persistent_volume_claim {
-            return Err(VolumeFailure::Claim(claim.claim_name.clone()));
+        if let Some(source) = &v.persistent_volume_claim {
+            let namespace = self
+                .facts
+                .pod
+                .metadata
+                .as_ref()
+                .map_or("", |m| m.namespace.as_str());
+            let claimed = claim::resolve(self.source, namespace, &source.claim_name).await?;
+            claim::make_ready(&claimed)?;
+            return Ok(Prepared {
+                path: claimed.path,
+                holds: if source.read_only {
+                    Holds::ReadOnly
+                } else {
+                    Holds::Writable
+                },
+            });
         }
         let (plugin, on_tmpfs) = if v.config_map.is_some() {
             (CONFIG_MAP, false)
