@@ -22,6 +22,7 @@ mod kubectl_events;
 mod kubectl_pods;
 mod lan_defaults;
 mod metrics;
+mod persistent_volumes;
 mod pod_config;
 mod pod_network;
 mod pod_spec;
