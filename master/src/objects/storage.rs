@@ -499,8 +499,9 @@ pub fn best_volume<'a>(
         .filter(|v| volume_fits_claim(v, claim).is_ok() && usable(v))
         .collect();
     fitting.sort_by(|a, b| {
-        let reserved = |v: &VolumeView| v.claim_ref().is_none();
-        (reserved(a), a.capacity(), &a.meta.name).cmp(&(reserved(b), b.capacity(), &b.meta.name))
+        // Reserved for this claim (a claimRef) sorts before free.
+        let free = |v: &VolumeView| v.claim_ref().is_none();
+        (free(a), a.capacity(), &a.meta.name).cmp(&(free(b), b.capacity(), &b.meta.name))
     });
     fitting.into_iter().next()
 }
