@@ -69,7 +69,9 @@ pub async fn clean_once(source: &dyn ConfigSource, dir: &Path) -> Vec<String> {
                 }
             },
             Ok(Some(_)) => {}
-            Err(e) => tracing::debug!(volume = %name, error = %e, "cannot tell whether a volume exists"),
+            Err(e) => {
+                tracing::debug!(volume = %name, error = %e, "cannot tell whether a volume exists")
+            }
         }
     }
     removed

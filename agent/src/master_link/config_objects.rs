@@ -391,7 +391,13 @@ impl StaticConfigSource {
     }
 
     /// The claim or volume `namespace`/`name` exists (now) as `object`.
-    pub fn put_storage(&self, kind: ConfigKind, namespace: &str, name: &str, object: StorageObject) {
+    pub fn put_storage(
+        &self,
+        kind: ConfigKind,
+        namespace: &str,
+        name: &str,
+        object: StorageObject,
+    ) {
         let key = (kind, namespace.to_owned(), name.to_owned());
         self.lock().storage.insert(key, object);
     }

@@ -123,8 +123,7 @@ async fn delete_pod(client: &Client, name: &str) -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> anyhow::Result<()>
-{
+async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> anyhow::Result<()> {
     if !e2e_prerequisites(TOOLS) {
         return Ok(());
     }
@@ -191,7 +190,11 @@ async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> a
         .context("the writer's node is one of ours")?;
     let volume_dir: PathBuf = home_node.data_dir().join("storage").join(&volume_name);
     assert_eq!(
-        volume.spec.host_path.as_ref().map(|h| PathBuf::from(&h.path)),
+        volume
+            .spec
+            .host_path
+            .as_ref()
+            .map(|h| PathBuf::from(&h.path)),
         Some(volume_dir.clone())
     );
     let file = volume_dir.join("file");
@@ -239,7 +242,10 @@ async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> a
     })
     .await?;
     wait_for("the volume gone", SETTLE, || async {
-        get_volume(&client, &volume_name).await.is_none().then_some(())
+        get_volume(&client, &volume_name)
+            .await
+            .is_none()
+            .then_some(())
     })
     .await?;
     wait_for("the volume's directory removed", SETTLE, || async {

@@ -283,7 +283,8 @@ const NODE: &[Rule] = &[
         kinds: Kinds::Only(&[Kind::PersistentVolume]),
         parts: Some(&[""]),
         scope: Scope::NodeVolumes,
-        reason: "a node reads the PersistentVolumes of the claims its pods use and those pinned to it",
+        reason:
+            "a node reads the PersistentVolumes of the claims its pods use and those pinned to it",
     },
     Rule {
         verbs: Verbs::Only(&[Verb::Update, Verb::Patch]),
@@ -1409,6 +1410,93 @@ mod tests {
             ..Default::default()
         }
         .into_object()
+    }
+
+    /// A generic object of `kind` named `name` in `namespace` with `fields`.
+    fn storage_object(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        fields: serde_json::Value,
+    ) -> Object {
+        v1::GenericObject {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            metadata: meta(namespace, name),
+            content: serde_json::to_vec(&fields).expect("JSON"),
+        }
+        .into_object()
+    }
+
+    #[test]
+    fn a_node_reads_the_claims_its_pods_use_and_their_volumes_and_its_own() {
+        let (_dir, store) = cluster();
+        let claimer = v1::Pod {
+            metadata: meta("default", "claimer"),
+            spec: Some(v1::PodSpec {
+                node_name: "n1".into(),
+                volumes: vec![v1::Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                        claim_name: "data".into(),
+                        read_only: false,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object();
+        let pinned = serde_json::json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}
+        ]}}}});
+        let more = [
+            claimer,
+            storage_object(
+                "PersistentVolumeClaim",
+                "default",
+                "data",
+                serde_json::json!({"spec": {"volumeName": "pv-data"}}),
+            ),
+            storage_object(
+                "PersistentVolumeClaim",
+                "default",
+                "else",
+                serde_json::json!({}),
+            ),
+            storage_object("PersistentVolume", "", "pv-data", serde_json::json!({})),
+            storage_object("PersistentVolume", "", "pinned", pinned),
+            storage_object("PersistentVolume", "", "other", serde_json::json!({})),
+        ];
+        for result in store.apply_commands(more.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let get = |node: &str, kind: Kind, namespace: &str, name: &str| {
+            let who = Identity::Node(node.into());
+            authorize(
+                &store,
+                &who,
+                &Access::new(Verb::Get, kind, namespace, Some(name)),
+            )
+            .is_ok()
+        };
+        let claim = Kind::PersistentVolumeClaim;
+        let volume = Kind::PersistentVolume;
+        assert!(get("n1", claim, "default", "data"));
+        assert!(!get("n1", claim, "default", "else"), "no pod of n1 uses it");
+        assert!(!get("n2", claim, "default", "data"), "not n2's pod");
+        assert!(
+            get("n1", volume, "", "pv-data"),
+            "bound to a claim n1's pod uses"
+        );
+        assert!(get("n1", volume, "", "pinned"), "pinned to n1");
+        assert!(!get("n1", volume, "", "other"));
+        assert!(!get("n2", volume, "", "pv-data"));
+        assert!(!get("n2", volume, "", "pinned"));
+        assert!(get("n2", volume, "", "deleted"), "answered NotFound");
+        let list = Access::new(Verb::List, volume, "", None);
+        assert!(authorize(&store, &Identity::Node("n1".into()), &list).is_err());
     }
 
     #[test]

@@ -24,8 +24,8 @@ use skiff_proto::v1::{self, GenericObject};
 use skiff_values::Quantity;
 
 use super::generic;
-use super::ObjectExt;
 use super::placement::{node_matches_terms, NodeSelectorTerm};
+use super::ObjectExt;
 
 /// The StorageClass every cluster has, as k3s names it.
 pub const LOCAL_PATH_CLASS: &str = "local-path";

@@ -685,8 +685,14 @@ async fn select_node(
         else {
             continue;
         };
-        let annotations = &mut claim.metadata.get_or_insert_with(Default::default).annotations;
-        if annotations.get(SELECTED_NODE_ANNOTATION).is_some_and(|n| n == node) {
+        let annotations = &mut claim
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations;
+        if annotations
+            .get(SELECTED_NODE_ANNOTATION)
+            .is_some_and(|n| n == node)
+        {
             continue;
         }
         annotations.insert(SELECTED_NODE_ANNOTATION.to_owned(), node.to_owned());

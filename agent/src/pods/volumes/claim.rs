@@ -38,7 +38,9 @@ pub enum ClaimError {
     Fetch(#[from] FetchError),
     #[error("persistentvolumeclaim {0:?} not found")]
     ClaimNotFound(String),
-    #[error("PVC {namespace}/{name} is not bound yet (its phase is {phase:?}); waiting for its volume")]
+    #[error(
+        "PVC {namespace}/{name} is not bound yet (its phase is {phase:?}); waiting for its volume"
+    )]
     NotBound {
         namespace: String,
         name: String,
@@ -117,7 +119,11 @@ pub async fn resolve(
         .fetch_storage(ConfigKind::PersistentVolume, "", &volume_name)
         .await?
         .ok_or_else(|| ClaimError::VolumeNotFound(volume_name.clone()))?;
-    let reference = volume.fields.pointer("/spec/claimRef").cloned().unwrap_or(Value::Null);
+    let reference = volume
+        .fields
+        .pointer("/spec/claimRef")
+        .cloned()
+        .unwrap_or(Value::Null);
     let uid = text(&reference, "/uid");
     let same = text(&reference, "/namespace") == namespace
         && text(&reference, "/name") == name
@@ -312,7 +318,10 @@ mod tests {
         );
         source.put_storage(ConfigKind::PersistentVolume, "", "pvc-c-1", foreign);
         let error = resolve(&source, "shop", "data").await.unwrap_err();
-        assert!(matches!(error, ClaimError::BoundElsewhere { .. }), "{error}");
+        assert!(
+            matches!(error, ClaimError::BoundElsewhere { .. }),
+            "{error}"
+        );
     }
 
     #[tokio::test]

@@ -170,10 +170,10 @@ impl Reconciler for ClaimController {
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
-        let Some(object) = self
-            .ctx
-            .store
-            .get(Kind::PersistentVolumeClaim, &key.namespace, &key.name)?
+        let Some(object) =
+            self.ctx
+                .store
+                .get(Kind::PersistentVolumeClaim, &key.namespace, &key.name)?
         else {
             return Ok(Action::Done);
         };
@@ -305,8 +305,7 @@ impl ClaimController {
                     self.complete(stored, claim, &volume).await?;
                 }
                 Err(mismatch) => {
-                    let message =
-                        format!("volume {name:?} does not fit the claim ({mismatch:?})");
+                    let message = format!("volume {name:?} does not fit the claim ({mismatch:?})");
                     self.events().warning(object, "FailedBinding", message);
                     self.set_phase(&stored, "Pending", None).await?;
                 }
@@ -333,7 +332,9 @@ impl ClaimController {
                 .get(Kind::StorageClass, "", claim.class())?
                 .and_then(|o| ClassView::read(&o))
         };
-        let waits = class.as_ref().is_some_and(ClassView::waits_for_first_consumer);
+        let waits = class
+            .as_ref()
+            .is_some_and(ClassView::waits_for_first_consumer);
         let node = claim.selected_node();
         if waits && node.is_none() {
             self.events().normal(
@@ -345,10 +346,14 @@ impl ClaimController {
             return Ok(Action::Done);
         }
         let node_object = match node {
-            Some(n) => self.ctx.store.get(Kind::Node, "", n)?.and_then(|o| match &o.kind {
-                Some(Body::Node(node)) => Some(node.clone()),
-                _ => None,
-            }),
+            Some(n) => self
+                .ctx
+                .store
+                .get(Kind::Node, "", n)?
+                .and_then(|o| match &o.kind {
+                    Some(Body::Node(node)) => Some(node.clone()),
+                    _ => None,
+                }),
             None => None,
         };
         let labels = node_object
@@ -397,7 +402,8 @@ impl ClaimController {
                     "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
                     class.provisioner
                 );
-                self.events().normal(object, "ExternalProvisioning", message);
+                self.events()
+                    .normal(object, "ExternalProvisioning", message);
                 self.set_phase(&stored, "Pending", None).await?;
             }
             (None, _) => {
@@ -591,7 +597,11 @@ impl Reconciler for VolumeController {
                             r.namespace == event.namespace && r.name == object.meta().name
                         });
                         if reserved && !keys.iter().any(|k| k.name == volume.meta.name) {
-                            keys.push(ObjectKey::new(Kind::PersistentVolume, "", &volume.meta.name));
+                            keys.push(ObjectKey::new(
+                                Kind::PersistentVolume,
+                                "",
+                                &volume.meta.name,
+                            ));
                         }
                     }
                 }

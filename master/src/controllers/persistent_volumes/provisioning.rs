@@ -141,8 +141,8 @@ mod tests {
 
     #[test]
     fn a_provisioned_volume_is_pinned_to_its_node_and_reserved_for_its_claim() {
-        let class = ClassView::read(&crate::objects::storage::local_path_class().into_object())
-            .unwrap();
+        let class =
+            ClassView::read(&crate::objects::storage::local_path_class().into_object()).unwrap();
         let pv = local_path_volume(&claim(), &class, "pi-2", "/data/pi-2/storage");
         let view = VolumeView::read(&pv.into_object()).unwrap();
         assert_eq!(view.meta.name, "pvc-1234");
@@ -153,11 +153,20 @@ mod tests {
         assert!(view.pinned_to("pi-2"));
         assert!(!view.pinned_to("pi-1"));
         let r = view.claim_ref().unwrap();
-        assert_eq!((r.namespace.as_str(), r.name.as_str(), r.uid.as_str()), ("shop", "data", "1234"));
+        assert_eq!(
+            (r.namespace.as_str(), r.name.as_str(), r.uid.as_str()),
+            ("shop", "data", "1234")
+        );
         assert_eq!(view.reclaim_policy(), "Delete");
         assert_eq!(view.spec.storage_class_name, "local-path");
-        assert_eq!(view.capacity(), skiff_values::Quantity::parse("2Gi").unwrap());
-        assert_eq!(view.meta.annotations[PROVISIONED_BY_ANNOTATION], LOCAL_PATH_PROVISIONER);
+        assert_eq!(
+            view.capacity(),
+            skiff_values::Quantity::parse("2Gi").unwrap()
+        );
+        assert_eq!(
+            view.meta.annotations[PROVISIONED_BY_ANNOTATION],
+            LOCAL_PATH_PROVISIONER
+        );
         assert_eq!(view.meta.finalizers, [PV_PROTECTION_FINALIZER]);
     }
 
@@ -176,7 +185,10 @@ mod tests {
         };
         assert_eq!(storage_dir(None), DEFAULT_STORAGE_DIR);
         assert_eq!(storage_dir(Some(&node(None))), DEFAULT_STORAGE_DIR);
-        assert_eq!(storage_dir(Some(&node(Some("/srv/skiff/storage/")))), "/srv/skiff/storage");
+        assert_eq!(
+            storage_dir(Some(&node(Some("/srv/skiff/storage/")))),
+            "/srv/skiff/storage"
+        );
         assert_eq!(
             storage_dir(Some(&node(Some("relative")))),
             DEFAULT_STORAGE_DIR,

@@ -7,9 +7,7 @@ use super::*;
 use crate::controllers::recording::{context, RecordingObjects};
 use crate::controllers::{ObjectReads, Reconciler};
 use crate::objects::deletion::DeleteOptions;
-use crate::objects::storage::{
-    LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION,
-};
+use crate::objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
 
 /// Reconciles every claim and volume until a round writes nothing.
 async fn settle(objects: &Arc<RecordingObjects>) {
@@ -102,7 +100,10 @@ async fn a_claim_binds_to_the_smallest_static_volume_that_fits() {
     let small = volume(&objects, "small").unwrap();
     assert_eq!(small.phase, "Bound");
     let r = small.claim_ref().unwrap();
-    assert_eq!((r.name.as_str(), r.uid.as_str()), ("data", data.meta.uid.as_str()));
+    assert_eq!(
+        (r.name.as_str(), r.uid.as_str()),
+        ("data", data.meta.uid.as_str())
+    );
     for free in ["big", "tiny"] {
         let v = volume(&objects, free).unwrap();
         assert_eq!(v.phase, "Available", "{free}");
@@ -188,7 +189,10 @@ fn select_node(objects: &RecordingObjects, node: &str) {
         .annotations
         .insert(SELECTED_NODE_ANNOTATION.into(), node.into());
     objects
-        .write(crate::controllers::recording::WriteOp::Update, g.into_object())
+        .write(
+            crate::controllers::recording::WriteOp::Update,
+            g.into_object(),
+        )
         .unwrap();
 }
 
@@ -280,7 +284,10 @@ async fn a_claim_in_use_is_held_and_its_volume_deleted_with_it() {
         .delete_as_kubernetes(Kind::Pod, "shop", "web", &DeleteOptions::force())
         .unwrap();
     settle(&objects).await;
-    assert!(claim(&objects, "data").is_none(), "released once the pod went");
+    assert!(
+        claim(&objects, "data").is_none(),
+        "released once the pod went"
+    );
     assert!(volume(&objects, &name).is_none(), "reclaim Delete");
 }
 
@@ -312,12 +319,20 @@ spec:
 
     // The bound volume disappears from under the claim (finalizer and
     // all): the claim is Lost.
-    let big = objects.get(Kind::PersistentVolume, "", "big").unwrap().unwrap();
+    let big = objects
+        .get(Kind::PersistentVolume, "", "big")
+        .unwrap()
+        .unwrap();
     let bare = with_finalizer(&generic_of(&big).unwrap(), PV_PROTECTION_FINALIZER, false);
     objects
-        .write(crate::controllers::recording::WriteOp::Update, bare.into_object())
+        .write(
+            crate::controllers::recording::WriteOp::Update,
+            bare.into_object(),
+        )
         .unwrap();
-    objects.remove(Kind::PersistentVolume, "", "big", "").unwrap();
+    objects
+        .remove(Kind::PersistentVolume, "", "big", "")
+        .unwrap();
     let ctx = context(&objects);
     let claims = ClaimController { ctx };
     let key = ObjectKey::new(Kind::PersistentVolumeClaim, "shop", "again");
