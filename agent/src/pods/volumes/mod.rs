@@ -464,7 +464,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource};
+    use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource, StorageObject};
     use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall};
 
     fn limited(name: &str, memory: Option<&str>) -> v1::Container {
@@ -813,6 +813,104 @@ mod tests {
         let before = std::fs::read_link(&data).unwrap();
         setup.prepare(&mut config).await.expect("again");
         assert_eq!(std::fs::read_link(&data).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_claims_volume_is_its_local_path_directory_and_waits_while_unbound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(&tmp.path().join("data"));
+        let dir = tmp.path().join("data/storage/pvc-c-1");
+        let claimed = |name: &str, read_only: bool| v1::Volume {
+            name: name.into(),
+            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                claim_name: "data".into(),
+                read_only,
+            }),
+            ..Default::default()
+        };
+        let mut main = limited("main", None);
+        main.volume_mounts = vec![
+            v1::VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            },
+            v1::VolumeMount {
+                name: "seen".into(),
+                mount_path: "/seen".into(),
+                ..Default::default()
+            },
+        ];
+        let pod = pod(
+            vec![main.clone()],
+            vec![claimed("data", false), claimed("seen", true)],
+        );
+        let allocatable = BTreeMap::new();
+        let sandbox = RecordingSandbox::default();
+        let source = StaticConfigSource::default();
+        let claim_at = |phase: &str, volume: &str| StorageObject {
+            meta: v1::ObjectMeta {
+                name: "data".into(),
+                uid: "c-1".into(),
+                ..Default::default()
+            },
+            fields: serde_json::json!({"spec": {"volumeName": volume}, "status": {"phase": phase}}),
+        };
+        source.put_storage(
+            ConfigKind::PersistentVolumeClaim,
+            "shop",
+            "data",
+            claim_at("Pending", ""),
+        );
+        let setup = VolumeSetup {
+            sandbox: &sandbox,
+            source: &source,
+            layout: &layout,
+            facts: PodFacts {
+                pod: &pod,
+                host_ip: "",
+                pod_ip: "",
+                node_allocatable: &allocatable,
+            },
+        };
+        let mut config = PodConfig::default();
+        let error = setup.prepare(&mut config).await.unwrap_err();
+        assert!(error.to_string().contains("is not bound yet"), "{error}");
+        assert!(!dir.exists(), "nothing made for an unbound claim");
+
+        source.put_storage(
+            ConfigKind::PersistentVolumeClaim,
+            "shop",
+            "data",
+            claim_at("Bound", "pvc-c-1"),
+        );
+        let volume = StorageObject {
+            meta: v1::ObjectMeta {
+                name: "pvc-c-1".into(),
+                annotations: [(
+                    claim::PROVISIONED_BY_ANNOTATION.to_owned(),
+                    claim::LOCAL_PATH_PROVISIONER.to_owned(),
+                )]
+                .into(),
+                ..Default::default()
+            },
+            fields: serde_json::json!({"spec": {
+                "hostPath": {"path": dir.display().to_string()},
+                "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": "shop", "name": "data", "uid": "c-1"},
+            }}),
+        };
+        source.put_storage(ConfigKind::PersistentVolume, "", "pvc-c-1", volume);
+        let prepared = setup.prepare(&mut config).await.expect("bound now");
+        assert_eq!(prepared.path("data"), Some(dir.as_path()));
+        assert!(dir.is_dir());
+        let mounts = prepared.mounts(&main).unwrap();
+        let modes: Vec<(&str, bool)> = mounts
+            .iter()
+            .map(|m| (m.destination.as_str(), m.read_only))
+            .collect();
+        assert_eq!(modes, [("/data", false), ("/seen", true)]);
+        assert!(sandbox.calls().is_empty(), "a plain directory: no mount");
     }
 
     #[tokio::test]
