@@ -21,8 +21,8 @@
 //!   a static `hostPath` or `local` volume's path; the pod waits while
 //!   the claim is not bound. Read-only when the volume source says so.
 //!
-//! With the pod's `securityContext.fsGroup`, emptyDir and file volumes
-//! belong to that group ([`ownership`]): group-readable files (writable
+//! With the pod's `securityContext.fsGroup`, emptyDir, file and writable
+//! persistent volumes belong to that group ([`ownership`]): group-readable files (writable
 //! too in an emptyDir) and set-group-ID directories.
 //!
 //! A mount ([`PreparedVolumes::mounts`]) is read-only when it asks, and
@@ -297,6 +297,13 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
                 .map_or("", |m| m.namespace.as_str());
             let claimed = claim::resolve(self.source, namespace, &source.claim_name).await?;
             claim::make_ready(&claimed)?;
+            // As the kubelet does for a persistent volume it may write.
+            if !source.read_only {
+                let dir = &claimed.path;
+                if let Some(gid) = fs_group.filter(|gid| ownership::needs(dir, *gid)) {
+                    ownership::apply(dir, gid, true)?;
+                }
+            }
             return Ok(Prepared {
                 path: claimed.path,
                 holds: if source.read_only {
