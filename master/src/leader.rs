@@ -1,6 +1,7 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, auto-deploy, scheduled snapshots and the built-in
-//! `kubernetes` and `kube-dns` Services, recording Events into
+//! lifecycle, auto-deploy, scheduled snapshots, the built-in
+//! `kubernetes` and `kube-dns` Services and the built-in `local-path`
+//! StorageClass, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
