@@ -7,7 +7,10 @@
 //! agent's log endpoint ([`log_server`]), and open exec and port-forward
 //! sessions on the same mutual-TLS endpoint ([`pod_sessions`]); and the
 //! node's pods get cluster DNS from the agent itself ([`dns`]), with their
-//! `resolv.conf` and Service variables made from what it knows.
+//! `resolv.conf` and Service variables made from what it knows. `local-path`
+//! persistent volumes live under `<data-dir>/storage/`, which the Node's
+//! annotations tell the masters; the directories of deleted ones are removed
+//! ([`local_volumes`]).
 //!
 //! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
 //! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
@@ -35,6 +38,7 @@
 pub mod cluster_network;
 pub mod credentials;
 pub mod dns;
+pub mod local_volumes;
 pub mod log_rotation;
 pub mod log_server;
 pub mod master_link;
@@ -326,6 +330,14 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             skiff_security::node_password::ANNOTATION.into(),
             skiff_security::node_password::hash(&node_password),
         );
+    let storage_dir = local_volumes::storage_dir(&config.data_dir);
+    node.metadata
+        .get_or_insert_with(Default::default)
+        .annotations
+        .insert(
+            local_volumes::STORAGE_DIR_ANNOTATION.into(),
+            storage_dir.display().to_string(),
+        );
     let masters = Masters::new(config.servers.clone(), node_credentials.transport()?);
     let renewal = tokio::spawn(credentials::renewal_loop(
         node_credentials.clone(),
@@ -454,6 +466,11 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         .map(|s| s.allocatable.clone())
         .unwrap_or_default();
     let config_source = Arc::new(master_link::MasterConfigSource::new(masters.clone()));
+    let volume_cleaner = tokio::spawn(local_volumes::clean_loop(
+        config_source.clone(),
+        storage_dir,
+        shutdown.clone(),
+    ));
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = master_link::event_channel(metrics.events_dropped.clone());
@@ -547,6 +564,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
     let _ = image_collector.await;
+    let _ = volume_cleaner.await;
     for l in links {
         let _ = l.await;
     }

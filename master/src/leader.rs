@@ -1,6 +1,7 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, auto-deploy, scheduled snapshots and the built-in
-//! `kubernetes` and `kube-dns` Services, recording Events into
+//! lifecycle, auto-deploy, scheduled snapshots, the built-in
+//! `kubernetes` and `kube-dns` Services and the built-in `local-path`
+//! StorageClass, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
@@ -30,10 +31,11 @@ use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
+use crate::controllers::persistent_volumes::{ClaimController, VolumeController};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
-use crate::controllers::{self, garbage_collector, Context};
+use crate::controllers::{self, default_storage_class, garbage_collector, Context};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
@@ -170,6 +172,17 @@ pub async fn run(
             ctx.store.clone(),
             term.clone(),
         ));
+        tasks.spawn(controllers::run(
+            ClaimController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            VolumeController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
         tasks.spawn(kubernetes_service::run(
             ctx.clone(),

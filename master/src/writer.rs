@@ -13,6 +13,7 @@ use crate::node_ports::{NodePortError, NodePorts};
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
+use crate::objects::storage;
 use crate::objects::validation::{validate, ValidationError};
 use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
 use crate::service_ips::{ServiceIpError, ServiceIps};
@@ -145,8 +146,19 @@ impl ObjectWriter {
         apply_defaults(&mut object);
         // The uid is known now, so that a Job can select its pods by it.
         let uid = new_uid();
-        if let (Kind::Job, Some(Body::Generic(job))) = (kind, object.kind.as_mut()) {
-            crate::objects::generic::generate_job_selector(job, &uid);
+        match (kind, object.kind.as_mut()) {
+            (Kind::Job, Some(Body::Generic(job))) => {
+                crate::objects::generic::generate_job_selector(job, &uid);
+            }
+            // Admission as Kubernetes' DefaultStorageClass and
+            // StorageObjectInUseProtection plugins do it.
+            (Kind::PersistentVolumeClaim, Some(Body::Generic(claim))) => {
+                let (classes, _) = self.cluster.store.cache().list(Kind::StorageClass, None);
+                let default = storage::default_class_name(&classes);
+                storage::admit_claim(claim, default.as_deref());
+            }
+            (Kind::PersistentVolume, Some(Body::Generic(volume))) => storage::admit_volume(volume),
+            _ => {}
         }
         validate(&object)?;
         // A Service's address and nodePorts stay reserved until the create

@@ -1,14 +1,19 @@
 //! Reading the ConfigMaps and Secrets this node's pods use (env, envFrom,
-//! volumes), one object at a time: `Api.Get` from a master's local replica
+//! volumes), and the PersistentVolumeClaims and PersistentVolumes behind
+//! their `persistentVolumeClaim` volumes, one object at a time: `Api.Get` from a master's local replica
 //! (serializable), moving on to the next master when one does not answer
 //! or does not yet know the pod that makes the read allowed. The masters
-//! let a node read only the ConfigMaps and Secrets its pods reference, as
+//! let a node read only the ConfigMaps, Secrets and claims its pods
+//! reference and the volumes of those claims (or of its node), as
 //! Kubernetes' NodeRestriction lets a kubelet; nothing is listed or
 //! watched, so a node never holds more than its pods need.
 //!
 //! What the pods get is [`ConfigData`]: the object's values as bytes,
 //! decoded from what the wire carries (a Secret's base64 `data`, a
-//! ConfigMap's `data` and base64 `binaryData` inside its JSON fields).
+//! ConfigMap's `data` and base64 `binaryData` inside its JSON fields);
+//! claims and volumes come as a [`StorageObject`], read from the leader
+//! rather than a replica (a volume a lagging replica does not know yet
+//! must not look deleted).
 //! The pod workers see the masters only through the narrow
 //! [`ConfigSource`] trait; [`MasterConfigSource`] is the real one and
 //! [`StaticConfigSource`] a fake for their tests.
@@ -24,6 +29,7 @@ use std::time::Duration;
 use base64::Engine;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{GetRequest, Object};
+use skiff_proto::v1;
 use tonic::Code;
 
 use super::masters::Masters;
@@ -31,11 +37,13 @@ use super::masters::Masters;
 /// How long one master has to answer a read.
 const GET_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The two kinds of objects pods read configuration from.
+/// The kinds of objects pods read configuration and storage from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConfigKind {
     ConfigMap,
     Secret,
+    PersistentVolumeClaim,
+    PersistentVolume,
 }
 
 impl ConfigKind {
@@ -44,6 +52,8 @@ impl ConfigKind {
         match self {
             ConfigKind::ConfigMap => "ConfigMap",
             ConfigKind::Secret => "Secret",
+            ConfigKind::PersistentVolumeClaim => "PersistentVolumeClaim",
+            ConfigKind::PersistentVolume => "PersistentVolume",
         }
     }
 
@@ -52,6 +62,8 @@ impl ConfigKind {
         match self {
             ConfigKind::ConfigMap => "configmap",
             ConfigKind::Secret => "secret",
+            ConfigKind::PersistentVolumeClaim => "persistentvolumeclaim",
+            ConfigKind::PersistentVolume => "persistentvolume",
         }
     }
 }
@@ -117,10 +129,31 @@ pub enum FetchError {
 pub type FetchFuture<'a> =
     Pin<Box<dyn Future<Output = Result<Option<ConfigData>, FetchError>> + Send + 'a>>;
 
-/// Where the pods' ConfigMaps and Secrets come from.
+/// A PersistentVolumeClaim or PersistentVolume as the masters send it:
+/// its metadata, and its other fields (`spec`, `status`) as JSON.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StorageObject {
+    pub meta: v1::ObjectMeta,
+    pub fields: serde_json::Value,
+}
+
+/// What a storage fetch gives: the object, or `None` when it does not
+/// exist.
+pub type StorageFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<StorageObject>, FetchError>> + Send + 'a>>;
+
+/// Where the pods' ConfigMaps, Secrets, claims and volumes come from.
 pub trait ConfigSource: Send + Sync + 'static {
     /// The ConfigMap or Secret `name` in `namespace`, as it is now.
     fn fetch<'a>(&'a self, kind: ConfigKind, namespace: &'a str, name: &'a str) -> FetchFuture<'a>;
+    /// The PersistentVolumeClaim `name` in `namespace`, or the
+    /// PersistentVolume `name` (`namespace` empty), as the leader has it.
+    fn fetch_storage<'a>(
+        &'a self,
+        kind: ConfigKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> StorageFuture<'a>;
 }
 
 /// The real source: the masters.
@@ -145,6 +178,47 @@ impl MasterConfigSource {
         namespace: &str,
         name: &str,
     ) -> Result<Option<ConfigData>, FetchError> {
+        let Some(object) = self.get_object(kind, namespace, name, true).await? else {
+            return Ok(None);
+        };
+        decode(kind, object)
+            .map(Some)
+            .map_err(|message| FetchError::Malformed {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message,
+            })
+    }
+
+    async fn get_storage(
+        &self,
+        kind: ConfigKind,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<StorageObject>, FetchError> {
+        let Some(object) = self.get_object(kind, namespace, name, false).await? else {
+            return Ok(None);
+        };
+        decode_storage(kind, object)
+            .map(Some)
+            .map_err(|message| FetchError::Malformed {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message,
+            })
+    }
+
+    /// One object from the first master that answers: from its replica
+    /// when `serializable`, else as the leader has it.
+    async fn get_object(
+        &self,
+        kind: ConfigKind,
+        namespace: &str,
+        name: &str,
+        serializable: bool,
+    ) -> Result<Option<Object>, FetchError> {
         let tries = self.masters.known().len().max(1);
         let first = self.first.load(Ordering::Relaxed);
         let mut refused = None;
@@ -157,19 +231,12 @@ impl MasterConfigSource {
                 kind: kind.name().to_owned(),
                 namespace: namespace.to_owned(),
                 name: name.to_owned(),
-                serializable: true,
+                serializable,
             };
             let status = match tokio::time::timeout(GET_TIMEOUT, api.get(request)).await {
                 Ok(Ok(answer)) => {
                     self.first.store(i, Ordering::Relaxed);
-                    return decode(kind, answer.into_inner())
-                        .map(Some)
-                        .map_err(|message| FetchError::Malformed {
-                            kind,
-                            namespace: namespace.to_owned(),
-                            name: name.to_owned(),
-                            message,
-                        });
+                    return Ok(Some(answer.into_inner()));
                 }
                 Ok(Err(status)) => status,
                 Err(_) => {
@@ -209,6 +276,30 @@ impl MasterConfigSource {
 impl ConfigSource for MasterConfigSource {
     fn fetch<'a>(&'a self, kind: ConfigKind, namespace: &'a str, name: &'a str) -> FetchFuture<'a> {
         Box::pin(self.get(kind, namespace, name))
+    }
+
+    fn fetch_storage<'a>(
+        &'a self,
+        kind: ConfigKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> StorageFuture<'a> {
+        Box::pin(self.get_storage(kind, namespace, name))
+    }
+}
+
+/// A claim or volume (`kind`) as the masters send it: a generic object.
+fn decode_storage(kind: ConfigKind, object: Object) -> Result<StorageObject, String> {
+    match object.kind {
+        Some(Body::Generic(generic)) if generic.kind == kind.name() => {
+            let fields = serde_json::from_slice(&generic.content)
+                .map_err(|e| format!("its fields are not JSON: {e}"))?;
+            Ok(StorageObject {
+                meta: generic.metadata.unwrap_or_default(),
+                fields,
+            })
+        }
+        _ => Err("the answer is another kind of object".to_owned()),
     }
 }
 
@@ -277,6 +368,7 @@ pub struct StaticConfigSource {
 #[derive(Debug, Default)]
 struct StaticObjects {
     objects: BTreeMap<(ConfigKind, String, String), ConfigData>,
+    storage: BTreeMap<(ConfigKind, String, String), StorageObject>,
     fetches: Vec<(ConfigKind, String, String)>,
     failing: u32,
 }
@@ -296,6 +388,24 @@ impl StaticConfigSource {
     pub fn remove(&self, kind: ConfigKind, namespace: &str, name: &str) {
         let key = (kind, namespace.to_owned(), name.to_owned());
         self.lock().objects.remove(&key);
+    }
+
+    /// The claim or volume `namespace`/`name` exists (now) as `object`.
+    pub fn put_storage(
+        &self,
+        kind: ConfigKind,
+        namespace: &str,
+        name: &str,
+        object: StorageObject,
+    ) {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        self.lock().storage.insert(key, object);
+    }
+
+    /// The claim or volume `namespace`/`name` no longer exists.
+    pub fn remove_storage(&self, kind: ConfigKind, namespace: &str, name: &str) {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        self.lock().storage.remove(&key);
     }
 
     /// The next `n` fetches fail as if no master answered.
@@ -328,6 +438,29 @@ impl ConfigSource for StaticConfigSource {
             })
         } else {
             Ok(inner.objects.get(&key).cloned())
+        };
+        Box::pin(std::future::ready(answer))
+    }
+
+    fn fetch_storage<'a>(
+        &'a self,
+        kind: ConfigKind,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> StorageFuture<'a> {
+        let key = (kind, namespace.to_owned(), name.to_owned());
+        let mut inner = self.lock();
+        inner.fetches.push(key.clone());
+        let answer = if inner.failing > 0 {
+            inner.failing -= 1;
+            Err(FetchError::Unreachable {
+                kind,
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
+                message: "injected failure".to_owned(),
+            })
+        } else {
+            Ok(inner.storage.get(&key).cloned())
         };
         Box::pin(std::future::ready(answer))
     }

@@ -17,8 +17,9 @@
 //! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
 //!   Endpoints) as a `tokio::sync::watch` receiver, which the agent follows
 //!   into the overlay and the Service rules;
-//! - [`config_objects`]: the ConfigMaps and Secrets the pods use, read one
-//!   by one when a pod worker asks ([`ConfigSource`]), not a stream.
+//! - [`config_objects`]: the ConfigMaps, Secrets, PersistentVolumeClaims
+//!   and PersistentVolumes the pods use, read one by one when a pod worker
+//!   (or the local volume clean-up) asks ([`ConfigSource`]), not a stream.
 //!
 //! A task whose receivers are all dropped ends, as does every task on the
 //! shutdown token. With no master reachable the tasks keep retrying and the
@@ -48,6 +49,7 @@ use skiff_proto::v1;
 pub use cluster_objects::{follow_kinds, KindsSnapshot};
 pub use config_objects::{
     ConfigData, ConfigKind, ConfigSource, FetchError, MasterConfigSource, StaticConfigSource,
+    StorageObject,
 };
 pub use events::{event_channel, event_loop, EventKind, EventSender};
 pub use heartbeat::{heartbeat_loop, send_heartbeats, EveryBeat, HeartbeatTap};

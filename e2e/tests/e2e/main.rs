@@ -23,6 +23,7 @@ mod kubectl_exec;
 mod kubectl_pods;
 mod lan_defaults;
 mod metrics;
+mod persistent_volumes;
 mod pod_config;
 mod pod_network;
 mod pod_spec;

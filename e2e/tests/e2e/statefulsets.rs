@@ -72,6 +72,20 @@ spec:
     )
 }
 
+/// `db` without its claim template: members free to move to another node.
+/// (A member with a `local-path` claim is pinned to its volume's node, so a
+/// drain leaves it Pending, as Kubernetes does with local volumes.)
+fn db_without_claims(replicas: u32) -> String {
+    let manifest = db(replicas);
+    let (head, _claims) = manifest
+        .split_once("  volumeClaimTemplates:")
+        .expect("db has a claim template");
+    head.replace(
+        "        volumeMounts: [{name: data, mountPath: /var/lib/db}]\n",
+        "",
+    )
+}
+
 fn name_of(pod: &v1::Pod) -> String {
     pod.metadata
         .as_ref()
@@ -363,7 +377,7 @@ async fn skiff_ctl_drain_waits_for_a_disruption_budget() -> anyhow::Result<()> {
         nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
     }
     let client = master.client();
-    apply_yaml(&master.api_addr, dir.path(), "db", &db(2))?;
+    apply_yaml(&master.api_addr, dir.path(), "db", &db_without_claims(2))?;
     apply_yaml(&master.api_addr, dir.path(), "db-pdb", &db_budget(0))?;
     let before = wait_members(&client, &[0, 1]).await?;
     let counted = wait_for("db-pdb counted", SETTLE, || async {

@@ -11,9 +11,12 @@
 //! - Admins may do everything; so may masters, which relay requests they
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, its
-//!   own pods, and the ConfigMaps and Secrets those pods read (env,
-//!   envFrom, volumes), one by one, as Kubernetes' NodeRestriction lets a
-//!   kubelet; it may write only its own Node and the status of pods
+//!   own pods, and the ConfigMaps, Secrets and PersistentVolumeClaims
+//!   those pods read (env, envFrom, volumes) and the PersistentVolumes
+//!   bound to those claims or pinned to the node, one by one, as
+//!   Kubernetes' NodeRestriction lets a kubelet (a volume that does not
+//!   exist is answered NotFound, so that an agent can remove the directory
+//!   of a deleted `local-path` volume); it may write only its own Node and the status of pods
 //!   bound to it, and Events about its Node and those pods
 //!   ([`may_record_event`]), and confirm that it has torn down a pod bound
 //!   to it that is being deleted ([`may_confirm_pod_deletion`]). Its Node's spec (podCIDR, taints, unschedulable) is the
@@ -32,7 +35,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
-use crate::objects::{pods, registry, Kind, ObjectExt};
+use crate::objects::{pods, registry, storage, Kind, ObjectExt};
 use crate::store::state_machine::ObjectStore;
 
 /// A verb of the Kubernetes API, as authorization names it.
@@ -171,9 +174,12 @@ pub enum Scope {
     OwnNode,
     /// The pods bound to the caller's node, as stored.
     BoundPods,
-    /// The ConfigMaps or Secrets that a pod bound to the caller's node
-    /// reads (in the pod's namespace), as stored.
+    /// The ConfigMaps, Secrets or PersistentVolumeClaims that a pod bound
+    /// to the caller's node reads (in the pod's namespace), as stored.
     ReadByBoundPods,
+    /// The PersistentVolumes bound to a claim a pod bound to the caller's
+    /// node uses, or pinned to that node, or that do not exist.
+    NodeVolumes,
 }
 
 /// One grant: these verbs on these parts (the object itself, or
@@ -266,6 +272,21 @@ const NODE: &[Rule] = &[
         reason: "a node reads the Secrets the pods bound to it read",
     },
     Rule {
+        verbs: Verbs::Only(&[Verb::Get]),
+        kinds: Kinds::Only(&[Kind::PersistentVolumeClaim]),
+        parts: Some(&[""]),
+        scope: Scope::ReadByBoundPods,
+        reason: "a node reads the PersistentVolumeClaims the pods bound to it use",
+    },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Get]),
+        kinds: Kinds::Only(&[Kind::PersistentVolume]),
+        parts: Some(&[""]),
+        scope: Scope::NodeVolumes,
+        reason:
+            "a node reads the PersistentVolumes of the claims its pods use and those pinned to it",
+    },
+    Rule {
         verbs: Verbs::Only(&[Verb::Update, Verb::Patch]),
         kinds: Kinds::Only(&[Kind::Node]),
         parts: Some(&["", "status"]),
@@ -351,6 +372,9 @@ fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Acc
         }
         (Scope::ReadByBoundPods, Identity::Node(node), Some(name)) => {
             read_by_bound_pod(store, access.kind, access.namespace, name, node)
+        }
+        (Scope::NodeVolumes, Identity::Node(node), Some(name)) => {
+            volume_readable_by_node(store, name, node)
         }
         _ => false,
     }
@@ -457,8 +481,39 @@ pub fn read_by_bound_pod(
         match kind {
             Kind::ConfigMap => pods::reads_config_map(spec, name),
             Kind::Secret => pods::reads_secret(spec, name),
+            Kind::PersistentVolumeClaim => storage::claim_names(spec).iter().any(|c| c == name),
             _ => false,
         }
+    })
+}
+
+/// Whether node `node` may read the PersistentVolume `name`: one bound to
+/// a claim that a pod bound to it uses, one pinned to it (a `local-path`
+/// volume of its own), or one that does not exist (the answer is
+/// NotFound: how an agent learns that a volume whose directory it holds
+/// was deleted).
+pub fn volume_readable_by_node(store: &ObjectStore, name: &str, node: &str) -> bool {
+    let cache = store.cache();
+    let Some(volume) = cache.get(Kind::PersistentVolume, "", name) else {
+        return true;
+    };
+    if storage::VolumeView::read(&volume).is_some_and(|v| v.pinned_to(node)) {
+        return true;
+    }
+    cache.pods_on_node(node).iter().any(|object| {
+        let Some(Body::Pod(pod)) = &object.kind else {
+            return false;
+        };
+        let Some(spec) = &pod.spec else {
+            return false;
+        };
+        let namespace = &object.meta().namespace;
+        storage::claim_names(spec).iter().any(|claim| {
+            cache
+                .get(Kind::PersistentVolumeClaim, namespace, claim)
+                .and_then(|o| storage::ClaimView::read(&o))
+                .is_some_and(|c| c.spec.volume_name == name)
+        })
     })
 }
 
@@ -693,6 +748,9 @@ fn names_read_by_bound_pods(
         }
         if wanted(Kind::Secret) {
             names.extend(secrets);
+        }
+        if wanted(Kind::PersistentVolumeClaim) {
+            names.extend(storage::claim_names(spec));
         }
     }
     names.sort();
@@ -1370,6 +1428,93 @@ mod tests {
             ..Default::default()
         }
         .into_object()
+    }
+
+    /// A generic object of `kind` named `name` in `namespace` with `fields`.
+    fn storage_object(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        fields: serde_json::Value,
+    ) -> Object {
+        v1::GenericObject {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            metadata: meta(namespace, name),
+            content: serde_json::to_vec(&fields).expect("JSON"),
+        }
+        .into_object()
+    }
+
+    #[test]
+    fn a_node_reads_the_claims_its_pods_use_and_their_volumes_and_its_own() {
+        let (_dir, store) = cluster();
+        let claimer = v1::Pod {
+            metadata: meta("default", "claimer"),
+            spec: Some(v1::PodSpec {
+                node_name: "n1".into(),
+                volumes: vec![v1::Volume {
+                    name: "data".into(),
+                    persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                        claim_name: "data".into(),
+                        read_only: false,
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object();
+        let pinned = serde_json::json!({"spec": {"nodeAffinity": {"required": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"]}]}
+        ]}}}});
+        let more = [
+            claimer,
+            storage_object(
+                "PersistentVolumeClaim",
+                "default",
+                "data",
+                serde_json::json!({"spec": {"volumeName": "pv-data"}}),
+            ),
+            storage_object(
+                "PersistentVolumeClaim",
+                "default",
+                "else",
+                serde_json::json!({}),
+            ),
+            storage_object("PersistentVolume", "", "pv-data", serde_json::json!({})),
+            storage_object("PersistentVolume", "", "pinned", pinned),
+            storage_object("PersistentVolume", "", "other", serde_json::json!({})),
+        ];
+        for result in store.apply_commands(more.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let get = |node: &str, kind: Kind, namespace: &str, name: &str| {
+            let who = Identity::Node(node.into());
+            authorize(
+                &store,
+                &who,
+                &Access::new(Verb::Get, kind, namespace, Some(name)),
+            )
+            .is_ok()
+        };
+        let claim = Kind::PersistentVolumeClaim;
+        let volume = Kind::PersistentVolume;
+        assert!(get("n1", claim, "default", "data"));
+        assert!(!get("n1", claim, "default", "else"), "no pod of n1 uses it");
+        assert!(!get("n2", claim, "default", "data"), "not n2's pod");
+        assert!(
+            get("n1", volume, "", "pv-data"),
+            "bound to a claim n1's pod uses"
+        );
+        assert!(get("n1", volume, "", "pinned"), "pinned to n1");
+        assert!(!get("n1", volume, "", "other"));
+        assert!(!get("n2", volume, "", "pv-data"));
+        assert!(!get("n2", volume, "", "pinned"));
+        assert!(get("n2", volume, "", "deleted"), "answered NotFound");
+        let list = Access::new(Verb::List, volume, "", None);
+        assert!(authorize(&store, &Identity::Node("n1".into()), &list).is_err());
     }
 
     #[test]

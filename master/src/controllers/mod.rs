@@ -20,6 +20,11 @@
 //! - [`node_ipam`]: gives every node its pod subnet.
 //! - [`service_lb`]: the built-in load balancer (k3s' ServiceLB, without
 //!   pods): LoadBalancer Services' ingress is their eligible nodes.
+//! - [`persistent_volumes`]: binds claims to volumes, provisions
+//!   `local-path` volumes on the node of a claim's first pod, reclaims
+//!   released ones, and protects claims and volumes in use.
+//! - [`default_storage_class`]: the built-in `local-path` StorageClass, not
+//!   a reconciler: a periodic loop.
 //! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
 //!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
 //!   Raft membership.
@@ -27,6 +32,7 @@
 pub mod context;
 pub mod cron_job;
 pub mod daemonset;
+pub mod default_storage_class;
 pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
@@ -34,6 +40,7 @@ pub mod garbage_collector;
 pub mod job;
 pub mod kubernetes_service;
 pub mod node_ipam;
+pub mod persistent_volumes;
 pub mod queue;
 pub mod recording;
 pub mod replicaset;

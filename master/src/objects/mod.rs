@@ -20,6 +20,7 @@ pub mod pods;
 pub mod registry;
 pub mod schema_check;
 pub mod selector;
+pub mod storage;
 pub mod unsupported;
 pub mod validation;
 

@@ -1,6 +1,6 @@
 //! Fields skiff accepts and stores but does not act on yet (hostNetwork,
-//! shareProcessNamespace, Localhost seccomp profiles, persistentVolumeClaim
-//! volumes, Services' `internalTrafficPolicy: Local`, Jobs' per-index back-off
+//! shareProcessNamespace, Localhost seccomp profiles, Services'
+//! `internalTrafficPolicy: Local`, Jobs' per-index back-off
 //! and success policies). Writes that use them are answered with a warning
 //! per field (the REST API's `Warning` header, which kubectl prints), so
 //! nothing is silently ignored.
@@ -111,13 +111,6 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
             ));
         }
     }
-    for (i, v) in spec.volumes.iter().enumerate() {
-        if v.persistent_volume_claim.is_some() {
-            out.push(format!(
-                "{path}.volumes.{i}.persistentVolumeClaim: skiff does not mount persistent volumes yet; the pod waits in ContainerCreating"
-            ));
-        }
-    }
 }
 
 #[cfg(test)]
@@ -162,17 +155,14 @@ mod tests {
             })),
         };
         let w = warnings(&pod);
-        assert_eq!(w.len(), 4, "{w:?}");
+        assert_eq!(w.len(), 3, "{w:?}");
         assert!(w[0].starts_with("spec.hostNetwork:"), "{w:?}");
         assert!(w[1].starts_with("spec.shareProcessNamespace:"), "{w:?}");
         // Init containers run: only the profile skiff cannot load is named.
         let localhost = "spec.initContainers.0.securityContext.seccompProfile:";
         assert!(w[2].starts_with(localhost), "{w:?}");
-        // Volumes skiff mounts are not warned about.
-        assert!(
-            w[3].starts_with("spec.volumes.1.persistentVolumeClaim:"),
-            "{w:?}"
-        );
+        // Volumes skiff mounts (persistentVolumeClaim ones too) are not
+        // warned about.
 
         let service = |t: &str| Object {
             kind: Some(Body::Service(v1::Service {

@@ -16,10 +16,13 @@
 //!   changes, which the worker checks every half minute; when their source
 //!   cannot be read (no master, the object deleted) the files already
 //!   there stay;
-//! - `persistentVolumeClaim`: not mounted yet; the pod waits.
+//! - `persistentVolumeClaim`: the directory of the PersistentVolume the
+//!   claim is bound to ([`claim`]): a `local-path` volume's, made here, or
+//!   a static `hostPath` or `local` volume's path; the pod waits while
+//!   the claim is not bound. Read-only when the volume source says so.
 //!
-//! With the pod's `securityContext.fsGroup`, emptyDir and file volumes
-//! belong to that group ([`ownership`]): group-readable files (writable
+//! With the pod's `securityContext.fsGroup`, emptyDir, file and writable
+//! persistent volumes belong to that group ([`ownership`]): group-readable files (writable
 //! too in an emptyDir) and set-group-ID directories.
 //!
 //! A mount ([`PreparedVolumes::mounts`]) is read-only when it asks, and
@@ -34,6 +37,7 @@
 //! directory is removed.
 
 pub mod atomic_writer;
+pub mod claim;
 pub mod host_path;
 pub mod ownership;
 pub mod projection;
@@ -53,6 +57,7 @@ use crate::pods::sandbox::{PodSandbox, SandboxError};
 use crate::runtime::spec::ContainerMount;
 
 use self::atomic_writer::{Payload, WriteError};
+use self::claim::ClaimError;
 use self::host_path::HostPathError;
 use self::ownership::OwnershipError;
 use self::projection::ProjectionError;
@@ -97,8 +102,8 @@ pub enum VolumeFailure {
         #[source]
         source: std::io::Error,
     },
-    #[error("skiff does not mount persistentVolumeClaim volumes yet (claim {0:?})")]
-    Claim(String),
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     #[error("the volume has no source skiff knows")]
     NoSource,
 }
@@ -121,8 +126,11 @@ pub enum MountError {
 /// What a prepared volume holds, for mounting it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Holds {
-    /// What the pod writes: an emptyDir, or the host's path.
+    /// What the pod writes: an emptyDir, the host's path, a persistent
+    /// volume.
     Writable,
+    /// A persistent volume its claim's volume source mounts `readOnly`.
+    ReadOnly,
     /// Files the agent writes (configMap, secret, downwardAPI, projected).
     Projected,
 }
@@ -280,8 +288,30 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
                 holds: Holds::Writable,
             });
         }
-        if let Some(claim) = &v.persistent_volume_claim {
-            return Err(VolumeFailure::Claim(claim.claim_name.clone()));
+        if let Some(source) = &v.persistent_volume_claim {
+            let namespace = self
+                .facts
+                .pod
+                .metadata
+                .as_ref()
+                .map_or("", |m| m.namespace.as_str());
+            let claimed = claim::resolve(self.source, namespace, &source.claim_name).await?;
+            claim::make_ready(&claimed)?;
+            // As the kubelet does for a persistent volume it may write.
+            if !source.read_only {
+                let dir = &claimed.path;
+                if let Some(gid) = fs_group.filter(|gid| ownership::needs(dir, *gid)) {
+                    ownership::apply(dir, gid, true)?;
+                }
+            }
+            return Ok(Prepared {
+                path: claimed.path,
+                holds: if source.read_only {
+                    Holds::ReadOnly
+                } else {
+                    Holds::Writable
+                },
+            });
         }
         let (plugin, on_tmpfs) = if v.config_map.is_some() {
             (CONFIG_MAP, false)
@@ -441,7 +471,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource};
+    use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource, StorageObject};
     use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall};
 
     fn limited(name: &str, memory: Option<&str>) -> v1::Container {
@@ -790,6 +820,104 @@ mod tests {
         let before = std::fs::read_link(&data).unwrap();
         setup.prepare(&mut config).await.expect("again");
         assert_eq!(std::fs::read_link(&data).unwrap(), before);
+    }
+
+    #[tokio::test]
+    async fn a_claims_volume_is_its_local_path_directory_and_waits_while_unbound() {
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = PodLayout::new(&tmp.path().join("data"));
+        let dir = tmp.path().join("data/storage/pvc-c-1");
+        let claimed = |name: &str, read_only: bool| v1::Volume {
+            name: name.into(),
+            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                claim_name: "data".into(),
+                read_only,
+            }),
+            ..Default::default()
+        };
+        let mut main = limited("main", None);
+        main.volume_mounts = vec![
+            v1::VolumeMount {
+                name: "data".into(),
+                mount_path: "/data".into(),
+                ..Default::default()
+            },
+            v1::VolumeMount {
+                name: "seen".into(),
+                mount_path: "/seen".into(),
+                ..Default::default()
+            },
+        ];
+        let pod = pod(
+            vec![main.clone()],
+            vec![claimed("data", false), claimed("seen", true)],
+        );
+        let allocatable = BTreeMap::new();
+        let sandbox = RecordingSandbox::default();
+        let source = StaticConfigSource::default();
+        let claim_at = |phase: &str, volume: &str| StorageObject {
+            meta: v1::ObjectMeta {
+                name: "data".into(),
+                uid: "c-1".into(),
+                ..Default::default()
+            },
+            fields: serde_json::json!({"spec": {"volumeName": volume}, "status": {"phase": phase}}),
+        };
+        source.put_storage(
+            ConfigKind::PersistentVolumeClaim,
+            "shop",
+            "data",
+            claim_at("Pending", ""),
+        );
+        let setup = VolumeSetup {
+            sandbox: &sandbox,
+            source: &source,
+            layout: &layout,
+            facts: PodFacts {
+                pod: &pod,
+                host_ip: "",
+                pod_ip: "",
+                node_allocatable: &allocatable,
+            },
+        };
+        let mut config = PodConfig::default();
+        let error = setup.prepare(&mut config).await.unwrap_err();
+        assert!(error.to_string().contains("is not bound yet"), "{error}");
+        assert!(!dir.exists(), "nothing made for an unbound claim");
+
+        source.put_storage(
+            ConfigKind::PersistentVolumeClaim,
+            "shop",
+            "data",
+            claim_at("Bound", "pvc-c-1"),
+        );
+        let volume = StorageObject {
+            meta: v1::ObjectMeta {
+                name: "pvc-c-1".into(),
+                annotations: [(
+                    claim::PROVISIONED_BY_ANNOTATION.to_owned(),
+                    claim::LOCAL_PATH_PROVISIONER.to_owned(),
+                )]
+                .into(),
+                ..Default::default()
+            },
+            fields: serde_json::json!({"spec": {
+                "hostPath": {"path": dir.display().to_string()},
+                "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": "shop", "name": "data", "uid": "c-1"},
+            }}),
+        };
+        source.put_storage(ConfigKind::PersistentVolume, "", "pvc-c-1", volume);
+        let prepared = setup.prepare(&mut config).await.expect("bound now");
+        assert_eq!(prepared.path("data"), Some(dir.as_path()));
+        assert!(dir.is_dir());
+        let mounts = prepared.mounts(&main).unwrap();
+        let modes: Vec<(&str, bool)> = mounts
+            .iter()
+            .map(|m| (m.destination.as_str(), m.read_only))
+            .collect();
+        assert_eq!(modes, [("/data", false), ("/seen", true)]);
+        assert!(sandbox.calls().is_empty(), "a plain directory: no mount");
     }
 
     #[tokio::test]

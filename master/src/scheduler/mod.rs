@@ -13,6 +13,15 @@
 //! kube-scheduler records them: `Scheduled` ("Successfully assigned
 //! ns/pod to node"), and `FailedScheduling` with the reason, which each
 //! retry of a pod that still fits nowhere counts up rather than repeats.
+//!
+//! A pod's `persistentVolumeClaim` volumes ([`volumes`]) filter too: a
+//! missing claim keeps it unscheduled, a bound claim's volume node
+//! affinity pins it (a `local-path` volume to its node), and an unbound
+//! WaitForFirstConsumer claim is given the chosen node
+//! (`volume.kubernetes.io/selected-node`) before the pod is bound, for the
+//! volume controller to bind or provision its volume there.
+
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -28,11 +37,13 @@ use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
 use crate::objects::placement::{node_selector_matches, untolerated};
 use crate::objects::pods::{pod_is_active, pod_is_finished};
+use crate::objects::storage::SELECTED_NODE_ANNOTATION;
 use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
 use crate::writer;
 use skiff_values::now_rfc3339;
 use skiff_values::Quantity;
+use volumes::{volume_demand, VolumeDemand};
 
 /// Pods a node takes when it does not say (Kubernetes' default).
 const DEFAULT_MAX_PODS: i64 = 110;
@@ -349,6 +360,8 @@ pub enum Unschedulable {
     InsufficientMemory,
     #[error("node(s) didn't have free ports for the requested pod ports")]
     HostPortsTaken,
+    #[error("node(s) had volume node affinity conflict")]
+    VolumeNodeAffinity,
 }
 
 /// Why no node can take a pod: each reason with the number of nodes it
@@ -389,12 +402,14 @@ struct Demand<'a> {
     spec: &'a v1::PodSpec,
     requests: Requests,
     host_ports: Vec<(i32, String)>,
+    volumes: &'a VolumeDemand,
 }
 
 impl<'a> Demand<'a> {
-    fn of(spec: &'a v1::PodSpec) -> Demand<'a> {
+    fn of(spec: &'a v1::PodSpec, volumes: &'a VolumeDemand) -> Demand<'a> {
         Demand {
             spec,
+            volumes,
             requests: pod_requests(spec),
             host_ports: spec
                 .containers
@@ -443,6 +458,9 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
     {
         return Err(Unschedulable::HostPortsTaken);
     }
+    if !demand.volumes.admits(&node.name, &node.labels) {
+        return Err(Unschedulable::VolumeNodeAffinity);
+    }
     Ok(())
 }
 
@@ -472,9 +490,20 @@ pub fn choose(
     spec: &v1::PodSpec,
     owner: Option<&str>,
 ) -> Result<usize, NoNodeFits> {
+    choose_with_volumes(nodes, spec, owner, &VolumeDemand::default())
+}
+
+/// Picks a node for a pod whose claims ask `volumes`, or explains why
+/// none fits.
+pub fn choose_with_volumes(
+    nodes: &[NodeInfo],
+    spec: &v1::PodSpec,
+    owner: Option<&str>,
+    volumes: &VolumeDemand,
+) -> Result<usize, NoNodeFits> {
     let mut reasons: BTreeMap<Unschedulable, usize> = BTreeMap::new();
     let mut best: Option<(i64, usize)> = None;
-    let demand = Demand::of(spec);
+    let demand = Demand::of(spec, volumes);
     for (i, node) in nodes.iter().enumerate() {
         match filter(node, &demand) {
             Ok(()) => {
@@ -544,8 +573,38 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
     for mut pod in pending {
         let spec = pod.spec.clone().unwrap_or_default();
         let owner = owner_uid(&pod);
-        match choose(&nodes, &spec, owner.as_deref()) {
+        let namespace = pod
+            .metadata
+            .as_ref()
+            .map(|m| m.namespace.clone())
+            .unwrap_or_default();
+        let claims = match volume_demand(&*ctx.store, &namespace, &spec) {
+            Ok(claims) => claims,
+            Err(problem) => {
+                outcome.unschedulable += 1;
+                let why = format!("0/{} nodes are available: {problem}.", nodes.len());
+                if let Some(e) = unschedulable(ctx, &events, pod, &why).await {
+                    failure = Some(e);
+                }
+                continue;
+            }
+        };
+        match choose_with_volumes(&nodes, &spec, owner.as_deref(), &claims) {
             Ok(i) => {
+                // The claims waiting for their first consumer learn the
+                // node first, so that a pod is never bound to a node its
+                // claims were not given.
+                match select_node(ctx, &namespace, &claims.to_select, &nodes[i].name).await {
+                    Ok(()) => {}
+                    Err(e) if e.is_conflict() || e.is_not_found() => {
+                        outcome.conflicts += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        failure = Some(e.into());
+                        continue;
+                    }
+                }
                 nodes[i].add(&spec, owner.as_deref());
                 pod.spec.get_or_insert_with(Default::default).node_name = nodes[i].name.clone();
                 let writer = ctx.writer.clone();
@@ -564,19 +623,8 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
             Err(no_fit) => {
                 outcome.unschedulable += 1;
                 let why = no_fit.to_string();
-                if let Some(meta) = &pod.metadata {
-                    let involved = InvolvedObject::of_meta(Kind::Pod, meta);
-                    events.record(
-                        involved,
-                        EventType::Warning,
-                        "FailedScheduling",
-                        why.as_str(),
-                    );
-                }
-                if let Err(e) = mark_unschedulable(ctx, pod, &why).await {
-                    if !e.is_conflict() {
-                        failure = Some(e.into());
-                    }
+                if let Some(e) = unschedulable(ctx, &events, pod, &why).await {
+                    failure = Some(e);
                 }
             }
         }
@@ -595,6 +643,62 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
         Some(e) => Err(e),
         None => Ok(outcome),
     }
+}
+
+/// Says why `pod` fits nowhere: a `FailedScheduling` Event and its
+/// `PodScheduled` condition. A write that failed for another reason than a
+/// conflict is the error.
+async fn unschedulable(
+    ctx: &Context,
+    events: &EventRecorder,
+    pod: v1::Pod,
+    why: &str,
+) -> Option<ReconcileError> {
+    if let Some(meta) = &pod.metadata {
+        let involved = InvolvedObject::of_meta(Kind::Pod, meta);
+        events.record(involved, EventType::Warning, "FailedScheduling", why);
+    }
+    match mark_unschedulable(ctx, pod, why).await {
+        Err(e) if !e.is_conflict() => Some(e.into()),
+        _ => None,
+    }
+}
+
+/// Gives each of the claims `names` in `namespace` the node `node`
+/// (`volume.kubernetes.io/selected-node`), unless it has it.
+async fn select_node(
+    ctx: &Context,
+    namespace: &str,
+    names: &[String],
+    node: &str,
+) -> writer::Result<()> {
+    for name in names {
+        let stored = ctx
+            .store
+            .get(Kind::PersistentVolumeClaim, namespace, name)
+            .ok()
+            .flatten()
+            .map(std::sync::Arc::unwrap_or_clone);
+        let Some(Object {
+            kind: Some(Body::Generic(mut claim)),
+        }) = stored
+        else {
+            continue;
+        };
+        let annotations = &mut claim
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations;
+        if annotations
+            .get(SELECTED_NODE_ANNOTATION)
+            .is_some_and(|n| n == node)
+        {
+            continue;
+        }
+        annotations.insert(SELECTED_NODE_ANNOTATION.to_owned(), node.to_owned());
+        ctx.writer.update(claim.into_object()).await?;
+    }
+    Ok(())
 }
 
 type BindResult = Result<writer::Result<Object>, tokio::task::JoinError>;
@@ -729,6 +833,46 @@ mod tests {
         nodes[0].add(&pod("3", "6Gi"), None);
         let i = choose(&nodes, &pod("100m", "64Mi"), None).unwrap();
         assert_eq!(nodes[i].name, "idle");
+    }
+
+    #[test]
+    fn a_pod_goes_to_the_node_of_its_claims_volume_even_when_another_has_more_room() {
+        let mut nodes = vec![node("roomy", "8", "16Gi"), node("pinned", "4", "8Gi")];
+        for n in &mut nodes {
+            let name = n.name.clone();
+            n.labels.insert("kubernetes.io/hostname".into(), name);
+        }
+        nodes[1].add(&pod("3", "6Gi"), None);
+        let volume = crate::objects::storage::VolumeView {
+            spec: serde_json::from_value(serde_json::json!({
+                "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "kubernetes.io/hostname", "operator": "In", "values": ["pinned"]}
+                ]}]}}
+            }))
+            .unwrap(),
+            ..Default::default()
+        };
+        let claims = VolumeDemand {
+            bound: vec![volume],
+            ..Default::default()
+        };
+        let spec = pod("100m", "64Mi");
+        assert_eq!(nodes[choose(&nodes, &spec, None).unwrap()].name, "roomy");
+        let i = choose_with_volumes(&nodes, &spec, None, &claims).unwrap();
+        assert_eq!(nodes[i].name, "pinned");
+        // The pinned node is full: the pod waits rather than go elsewhere.
+        let err = choose_with_volumes(&nodes, &pod("2", "1Gi"), None, &claims).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) had volume node affinity conflict."
+        );
+        // A claim given a node sends its pods there too.
+        let placed = VolumeDemand {
+            selected_nodes: vec!["roomy".into()],
+            ..Default::default()
+        };
+        let i = choose_with_volumes(&nodes, &spec, None, &placed).unwrap();
+        assert_eq!(nodes[i].name, "roomy");
     }
 
     #[test]

@@ -1,0 +1,683 @@
+//! Persistent volumes, as Kubernetes' PV controller, the local-path
+//! provisioner k3s ships, and the protection controllers keep them: two
+//! reconcilers over the claims and the volumes.
+//!
+//! [`ClaimController`] (one claim at a time, since two claims must never
+//! take one volume):
+//! - binds a claim to the smallest matching volume (class, access modes,
+//!   size, selector, volume mode; a volume reserved for it by `claimRef`
+//!   first): the volume's `claimRef`, then the claim's `spec.volumeName`
+//!   with `pv.kubernetes.io/bind-completed`, both `Bound`;
+//! - for a class that waits for the first consumer, binds only once the
+//!   scheduler has placed a pod using the claim (the claim's
+//!   `volume.kubernetes.io/selected-node`), among volumes that node may
+//!   use, and else provisions a `local-path` volume there
+//!   ([`provisioning`]);
+//! - says why a claim stays `Pending` (Events as Kubernetes words them),
+//!   and marks it `Lost` when its volume is gone or bound elsewhere;
+//! - keeps `kubernetes.io/pvc-protection` on claims and removes it from a
+//!   claim being deleted once no pod that has not finished uses it.
+//!
+//! [`VolumeController`]:
+//! - keeps each volume's phase: `Available` (free or reserved), `Bound`,
+//!   `Released` (its claim is gone);
+//! - reclaims released volumes: `Delete` deletes the volume (its node's
+//!   agent then removes the directory of a `local-path` one), `Retain`
+//!   keeps it `Released`;
+//! - keeps `kubernetes.io/pv-protection` on volumes and removes it from a
+//!   volume being deleted once no claim is bound to it.
+
+pub mod provisioning;
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
+use skiff_proto::v1::{self, GenericObject};
+
+use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::objects::generic;
+use crate::objects::pods::pod_is_finished;
+use crate::objects::storage::{
+    best_volume, claim_names, volume_fits_claim, ClaimView, ClassView, VolumeView,
+    BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
+    PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, STORAGE_PROVISIONER_ANNOTATION,
+};
+use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::store::state_machine::StoredEvent;
+
+/// The component its Events are recorded as (Kubernetes' name).
+const COMPONENT: &str = "persistentvolume-controller";
+
+/// The stored generic object inside `object`.
+fn generic_of(object: &Object) -> Option<GenericObject> {
+    match &object.kind {
+        Some(Body::Generic(g)) => Some(g.clone()),
+        _ => None,
+    }
+}
+
+/// `object` with these fields of its `status` set (the rest kept).
+fn with_status_fields(object: &GenericObject, fields: &[(&str, Value)]) -> GenericObject {
+    let mut updated = object.clone();
+    let mut content = generic::content(&updated);
+    let status = content
+        .entry("status")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !status.is_object() {
+        *status = Value::Object(Map::new());
+    }
+    if let Some(status) = status.as_object_mut() {
+        for (key, value) in fields {
+            if value.is_null() {
+                status.remove(*key);
+            } else {
+                status.insert((*key).to_owned(), value.clone());
+            }
+        }
+    }
+    generic::set_content(&mut updated, &content);
+    updated
+}
+
+/// Whether `object`'s status already has these fields.
+fn status_has(object: &GenericObject, fields: &[(&str, Value)]) -> bool {
+    let content = generic::content(object);
+    let status = content.get("status").cloned().unwrap_or(Value::Null);
+    fields.iter().all(|(key, value)| match value {
+        Value::Null => status.get(*key).is_none(),
+        value => status.get(*key) == Some(value),
+    })
+}
+
+fn has_finalizer(meta: &v1::ObjectMeta, finalizer: &str) -> bool {
+    meta.finalizers.iter().any(|f| f == finalizer)
+}
+
+/// `object` with `finalizer` added (`add`) or removed.
+fn with_finalizer(object: &GenericObject, finalizer: &str, add: bool) -> GenericObject {
+    let mut updated = object.clone();
+    let meta = updated.metadata.get_or_insert_with(Default::default);
+    meta.finalizers.retain(|f| f != finalizer);
+    if add {
+        meta.finalizers.push(finalizer.to_owned());
+    }
+    updated
+}
+
+/// The generic object a write answered with.
+fn written(object: Object, kind: &'static str) -> Result<GenericObject, ReconcileError> {
+    generic_of(&object).ok_or(ReconcileError::WrongKind { kind })
+}
+
+/// Whether a pod that has not finished uses the claim `name` in
+/// `namespace`: what holds a claim being deleted.
+pub fn claim_in_use(ctx: &Context, namespace: &str, name: &str) -> Result<bool, ReconcileError> {
+    let (pods, _) = ctx.store.list(Kind::Pod, Some(namespace))?;
+    Ok(pods.iter().any(|object| match &object.kind {
+        Some(Body::Pod(pod)) => {
+            !pod_is_finished(pod)
+                && pod
+                    .spec
+                    .as_ref()
+                    .is_some_and(|s| claim_names(s).iter().any(|c| c == name))
+        }
+        _ => false,
+    }))
+}
+
+/// Binds claims to volumes and provisions `local-path` volumes.
+pub struct ClaimController {
+    pub ctx: Context,
+}
+
+impl Reconciler for ClaimController {
+    const NAME: &'static str = "persistentvolume-binder";
+    const KIND: Kind = Kind::PersistentVolumeClaim;
+    // Two claims must never take one volume.
+    const CONCURRENCY: usize = 1;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::PersistentVolumeClaim => ObjectKey::of(object).into_iter().collect(),
+            Kind::PersistentVolume => match VolumeView::read(object) {
+                Some(volume) => match volume.claim_ref() {
+                    Some(r) => vec![ObjectKey::new(
+                        Kind::PersistentVolumeClaim,
+                        &r.namespace,
+                        &r.name,
+                    )],
+                    // A free volume: every claim still waiting may take it.
+                    None => self.unbound_claims(),
+                },
+                None => Vec::new(),
+            },
+            Kind::Pod => match &object.kind {
+                Some(Body::Pod(pod)) => pod
+                    .spec
+                    .as_ref()
+                    .map(claim_names)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &event.namespace, c))
+                    .collect(),
+                _ => Vec::new(),
+            },
+            Kind::StorageClass => self.unbound_claims(),
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(object) =
+            self.ctx
+                .store
+                .get(Kind::PersistentVolumeClaim, &key.namespace, &key.name)?
+        else {
+            return Ok(Action::Done);
+        };
+        let (Some(claim), Some(stored)) = (ClaimView::read(&object), generic_of(&object)) else {
+            return Ok(Action::Done);
+        };
+        let protected = has_finalizer(&claim.meta, PVC_PROTECTION_FINALIZER);
+        if claim.being_deleted() {
+            if protected && !claim_in_use(&self.ctx, &key.namespace, &key.name)? {
+                let released = with_finalizer(&stored, PVC_PROTECTION_FINALIZER, false);
+                self.ctx.writer.update(released.into_object()).await?;
+            }
+            return Ok(Action::Done);
+        }
+        if !protected {
+            let guarded = with_finalizer(&stored, PVC_PROTECTION_FINALIZER, true);
+            self.ctx.writer.update(guarded.into_object()).await?;
+            // The update is a change: the claim is looked at again.
+            return Ok(Action::Done);
+        }
+        if claim.spec.volume_name.is_empty() {
+            self.sync_unbound(&object, stored, &claim).await
+        } else {
+            self.sync_bound(&object, stored, &claim).await
+        }
+    }
+}
+
+impl ClaimController {
+    fn events(&self) -> crate::events::EventRecorder {
+        self.ctx.events.for_component(COMPONENT)
+    }
+
+    /// The claims not bound to a volume yet.
+    fn unbound_claims(&self) -> Vec<ObjectKey> {
+        let Ok((claims, _)) = self.ctx.store.list(Kind::PersistentVolumeClaim, None) else {
+            return Vec::new();
+        };
+        claims
+            .iter()
+            .filter_map(|o| ClaimView::read(o))
+            .filter(|c| c.spec.volume_name.is_empty())
+            .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &c.meta.namespace, &c.meta.name))
+            .collect()
+    }
+
+    /// Writes the claim's phase (and, once bound, the volume's size and
+    /// access modes) when they differ.
+    async fn set_phase(
+        &self,
+        stored: &GenericObject,
+        phase: &str,
+        volume: Option<&VolumeView>,
+    ) -> Result<(), ReconcileError> {
+        let (capacity, modes) = match volume {
+            Some(v) => (
+                serde_json::to_value(&v.spec.capacity).unwrap_or(Value::Null),
+                serde_json::to_value(&v.spec.access_modes).unwrap_or(Value::Null),
+            ),
+            None => (Value::Null, Value::Null),
+        };
+        let fields = [
+            ("phase", Value::from(phase)),
+            ("capacity", capacity),
+            ("accessModes", modes),
+        ];
+        if !status_has(stored, &fields) {
+            let updated = with_status_fields(stored, &fields);
+            self.ctx.writer.update_status(updated.into_object()).await?;
+        }
+        Ok(())
+    }
+
+    /// A claim that names its volume: completes the binding, or says it
+    /// is lost.
+    async fn sync_bound(
+        &self,
+        object: &Object,
+        stored: GenericObject,
+        claim: &ClaimView,
+    ) -> Result<Action, ReconcileError> {
+        let name = &claim.spec.volume_name;
+        let volume = self
+            .ctx
+            .store
+            .get(Kind::PersistentVolume, "", name)?
+            .and_then(|o| VolumeView::read(&o).map(|v| (v, o)));
+        let Some((volume, volume_object)) = volume else {
+            if claim.phase != "Lost" {
+                self.events().warning(
+                    object,
+                    "ClaimLost",
+                    "Bound claim has lost reference to PersistentVolume. Data on the volume is lost!",
+                );
+            }
+            self.set_phase(&stored, "Lost", None).await?;
+            return Ok(Action::Done);
+        };
+        // Whether the volume points at this claim, and whether without its
+        // uid yet (reserved by name).
+        let reference = volume.claim_ref().map(|r| {
+            let this = r.namespace == claim.meta.namespace
+                && r.name == claim.meta.name
+                && (r.uid.is_empty() || r.uid == claim.meta.uid);
+            (this, r.uid.is_empty())
+        });
+        match reference {
+            Some((true, by_name)) => {
+                let volume = if by_name {
+                    self.reserve(&volume_object, claim).await?
+                } else {
+                    volume
+                };
+                self.complete(stored, claim, &volume).await?;
+            }
+            Some((false, _)) => {
+                if claim.phase != "Lost" {
+                    let message = format!(
+                        "Two claims are bound to the same volume, this one is bound incorrectly (volume {name:?} is bound to another claim)"
+                    );
+                    self.events().warning(object, "ClaimMisbound", message);
+                }
+                self.set_phase(&stored, "Lost", None).await?;
+            }
+            // Named by the user: the volume is taken if it fits.
+            None => match volume_fits_claim(&volume, claim) {
+                Ok(()) => {
+                    let volume = self.reserve(&volume_object, claim).await?;
+                    self.complete(stored, claim, &volume).await?;
+                }
+                Err(mismatch) => {
+                    let message = format!("volume {name:?} does not fit the claim ({mismatch:?})");
+                    self.events().warning(object, "FailedBinding", message);
+                    self.set_phase(&stored, "Pending", None).await?;
+                }
+            },
+        }
+        Ok(Action::Done)
+    }
+
+    /// A claim without a volume: binds it to one that fits, provisions
+    /// one, or says why it waits.
+    async fn sync_unbound(
+        &self,
+        object: &Object,
+        stored: GenericObject,
+        claim: &ClaimView,
+    ) -> Result<Action, ReconcileError> {
+        // A class named but missing still lets static volumes of that name
+        // bind, as in Kubernetes; it only cannot provision.
+        let class = if claim.class().is_empty() {
+            None
+        } else {
+            self.ctx
+                .store
+                .get(Kind::StorageClass, "", claim.class())?
+                .and_then(|o| ClassView::read(&o))
+        };
+        let waits = class
+            .as_ref()
+            .is_some_and(ClassView::waits_for_first_consumer);
+        let node = claim.selected_node();
+        if waits && node.is_none() {
+            self.events().normal(
+                object,
+                "WaitForFirstConsumer",
+                "waiting for first consumer to be created before binding",
+            );
+            self.set_phase(&stored, "Pending", None).await?;
+            return Ok(Action::Done);
+        }
+        let node_object = match node {
+            Some(n) => self
+                .ctx
+                .store
+                .get(Kind::Node, "", n)?
+                .and_then(|o| match &o.kind {
+                    Some(Body::Node(node)) => Some(node.clone()),
+                    _ => None,
+                }),
+            None => None,
+        };
+        let labels = node_object
+            .as_ref()
+            .and_then(|n| n.metadata.as_ref())
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
+        let (volume_objects, _) = self.ctx.store.list(Kind::PersistentVolume, None)?;
+        let volumes: Vec<VolumeView> = volume_objects
+            .iter()
+            .filter_map(|o| VolumeView::read(o))
+            .collect();
+        let usable = |v: &VolumeView| node.is_none_or(|n| v.admits_node(n, &labels));
+        if let Some(chosen) = best_volume(&volumes, claim, usable) {
+            let Some(chosen_object) = volume_objects
+                .iter()
+                .find(|o| o.meta().name == chosen.meta.name)
+            else {
+                return Ok(Action::Done);
+            };
+            let volume = self.reserve(chosen_object, claim).await?;
+            self.complete(stored, claim, &volume).await?;
+            return Ok(Action::Done);
+        }
+        if class.is_none() && !claim.class().is_empty() {
+            let message = format!("storageclass.storage.k8s.io {:?} not found", claim.class());
+            self.events().warning(object, "ProvisioningFailed", message);
+            self.set_phase(&stored, "Pending", None).await?;
+            return Ok(Action::Done);
+        }
+        match (&class, node) {
+            (Some(class), Some(node)) if class.provisioner == LOCAL_PATH_PROVISIONER => {
+                self.provision(object, stored, claim, class, node, node_object.as_ref())
+                    .await?;
+            }
+            (Some(class), None) if class.provisioner == LOCAL_PATH_PROVISIONER => {
+                let message = format!(
+                    "the {LOCAL_PATH_PROVISIONER} provisioner makes a volume on the node of the claim's first pod: storage class {:?} needs volumeBindingMode WaitForFirstConsumer",
+                    class.name
+                );
+                self.events().warning(object, "ProvisioningFailed", message);
+                self.set_phase(&stored, "Pending", None).await?;
+            }
+            (Some(class), _) => {
+                let message = format!(
+                    "Waiting for a volume to be created either by the external provisioner '{}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.",
+                    class.provisioner
+                );
+                self.events()
+                    .normal(object, "ExternalProvisioning", message);
+                self.set_phase(&stored, "Pending", None).await?;
+            }
+            (None, _) => {
+                self.events().normal(
+                    object,
+                    "FailedBinding",
+                    "no persistent volumes available for this claim and no storage class is set",
+                );
+                self.set_phase(&stored, "Pending", None).await?;
+            }
+        }
+        Ok(Action::Done)
+    }
+
+    /// Makes a `local-path` volume for `claim` on `node`, then binds it.
+    async fn provision(
+        &self,
+        object: &Object,
+        stored: GenericObject,
+        claim: &ClaimView,
+        class: &ClassView,
+        node: &str,
+        node_object: Option<&v1::Node>,
+    ) -> Result<(), ReconcileError> {
+        let stored = if stored
+            .metadata
+            .as_ref()
+            .is_some_and(|m| m.annotations.contains_key(STORAGE_PROVISIONER_ANNOTATION))
+        {
+            stored
+        } else {
+            let mut annotated = stored.clone();
+            annotated
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations
+                .insert(
+                    STORAGE_PROVISIONER_ANNOTATION.to_owned(),
+                    class.provisioner.clone(),
+                );
+            written(
+                self.ctx.writer.update(annotated.into_object()).await?,
+                "PersistentVolumeClaim",
+            )?
+        };
+        let dir = provisioning::storage_dir(node_object);
+        let volume = provisioning::local_path_volume(claim, class, node, &dir);
+        let name = provisioning::volume_name(&claim.meta.uid);
+        let created = match self.ctx.writer.create(volume.into_object()).await {
+            Ok(created) => created,
+            // Made by an earlier try that failed later on.
+            Err(e) if e.is_already_exists() => {
+                match self.ctx.store.get(Kind::PersistentVolume, "", &name)? {
+                    Some(o) => Arc::unwrap_or_clone(o),
+                    None => return Ok(()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let Some(volume) = VolumeView::read(&created) else {
+            return Err(ReconcileError::WrongKind {
+                kind: "PersistentVolume",
+            });
+        };
+        self.events().normal(
+            object,
+            "ProvisioningSucceeded",
+            format!("Successfully provisioned volume {name} on node {node}"),
+        );
+        self.complete(stored, claim, &volume).await
+    }
+
+    /// Points the volume at the claim (`claimRef` with its uid) and marks
+    /// it `Bound`; the volume as written.
+    async fn reserve(
+        &self,
+        volume_object: &Object,
+        claim: &ClaimView,
+    ) -> Result<VolumeView, ReconcileError> {
+        let Some(stored) = generic_of(volume_object) else {
+            return Err(ReconcileError::WrongKind {
+                kind: "PersistentVolume",
+            });
+        };
+        let mut content = generic::content(&stored);
+        let reference = serde_json::to_value(provisioning::claim_ref(claim)).unwrap_or(Value::Null);
+        let already = content
+            .get("spec")
+            .and_then(|s| s.get("claimRef"))
+            .and_then(|r| r.get("uid"))
+            .and_then(Value::as_str)
+            == Some(claim.meta.uid.as_str());
+        let mut current = stored;
+        if !already {
+            if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert("claimRef".to_owned(), reference);
+            }
+            let mut updated = current.clone();
+            generic::set_content(&mut updated, &content);
+            updated
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations
+                .insert(BOUND_BY_CONTROLLER_ANNOTATION.to_owned(), "yes".to_owned());
+            current = written(
+                self.ctx.writer.update(updated.into_object()).await?,
+                "PersistentVolume",
+            )?;
+        }
+        let bound = [("phase", Value::from("Bound"))];
+        if !status_has(&current, &bound) {
+            let updated = with_status_fields(&current, &bound);
+            current = written(
+                self.ctx.writer.update_status(updated.into_object()).await?,
+                "PersistentVolume",
+            )?;
+        }
+        VolumeView::read(&current.into_object()).ok_or(ReconcileError::WrongKind {
+            kind: "PersistentVolume",
+        })
+    }
+
+    /// Names the volume in the claim, marks the binding complete and the
+    /// claim `Bound`.
+    async fn complete(
+        &self,
+        stored: GenericObject,
+        claim: &ClaimView,
+        volume: &VolumeView,
+    ) -> Result<(), ReconcileError> {
+        let mut current = stored;
+        let annotated = claim
+            .meta
+            .annotations
+            .get(BIND_COMPLETED_ANNOTATION)
+            .is_some_and(|v| v == "yes");
+        if claim.spec.volume_name != volume.meta.name || !annotated {
+            let mut content = generic::content(&current);
+            if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
+                spec.insert(
+                    "volumeName".to_owned(),
+                    Value::from(volume.meta.name.clone()),
+                );
+            }
+            let mut updated = current.clone();
+            generic::set_content(&mut updated, &content);
+            let annotations = &mut updated
+                .metadata
+                .get_or_insert_with(Default::default)
+                .annotations;
+            annotations.insert(BIND_COMPLETED_ANNOTATION.to_owned(), "yes".to_owned());
+            if claim.spec.volume_name.is_empty() {
+                annotations.insert(BOUND_BY_CONTROLLER_ANNOTATION.to_owned(), "yes".to_owned());
+            }
+            current = written(
+                self.ctx.writer.update(updated.into_object()).await?,
+                "PersistentVolumeClaim",
+            )?;
+        }
+        self.set_phase(&current, "Bound", Some(volume)).await
+    }
+}
+
+/// Keeps volumes' phases, reclaims released ones and protects bound ones.
+pub struct VolumeController {
+    pub ctx: Context,
+}
+
+impl Reconciler for VolumeController {
+    const NAME: &'static str = "persistentvolume";
+    const KIND: Kind = Kind::PersistentVolume;
+
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+        match event.kind {
+            Kind::PersistentVolume => ObjectKey::of(object).into_iter().collect(),
+            Kind::PersistentVolumeClaim => {
+                let mut keys = Vec::new();
+                if let Some(claim) = ClaimView::read(object) {
+                    if !claim.spec.volume_name.is_empty() {
+                        keys.push(ObjectKey::new(
+                            Kind::PersistentVolume,
+                            "",
+                            &claim.spec.volume_name,
+                        ));
+                    }
+                }
+                // A volume reserved for a claim that went before binding.
+                if let Ok((volumes, _)) = self.ctx.store.list(Kind::PersistentVolume, None) {
+                    for volume in volumes.iter().filter_map(|o| VolumeView::read(o)) {
+                        let reserved = volume.claim_ref().is_some_and(|r| {
+                            r.namespace == event.namespace && r.name == object.meta().name
+                        });
+                        if reserved && !keys.iter().any(|k| k.name == volume.meta.name) {
+                            keys.push(ObjectKey::new(
+                                Kind::PersistentVolume,
+                                "",
+                                &volume.meta.name,
+                            ));
+                        }
+                    }
+                }
+                keys
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
+        let Some(object) = self.ctx.store.get(Kind::PersistentVolume, "", &key.name)? else {
+            return Ok(Action::Done);
+        };
+        let (Some(volume), Some(stored)) = (VolumeView::read(&object), generic_of(&object)) else {
+            return Ok(Action::Done);
+        };
+        let claim = match volume.claim_ref() {
+            Some(r) => self
+                .ctx
+                .store
+                .get(Kind::PersistentVolumeClaim, &r.namespace, &r.name)?
+                .and_then(|o| ClaimView::read(&o))
+                .filter(|c| r.uid.is_empty() || r.uid == c.meta.uid),
+            None => None,
+        };
+        let bound_to_claim = claim
+            .as_ref()
+            .is_some_and(|c| c.spec.volume_name == volume.meta.name);
+        let protected = has_finalizer(&volume.meta, PV_PROTECTION_FINALIZER);
+        if volume.being_deleted() {
+            if protected && !bound_to_claim {
+                let released = with_finalizer(&stored, PV_PROTECTION_FINALIZER, false);
+                self.ctx.writer.update(released.into_object()).await?;
+            }
+            return Ok(Action::Done);
+        }
+        if !protected {
+            let guarded = with_finalizer(&stored, PV_PROTECTION_FINALIZER, true);
+            self.ctx.writer.update(guarded.into_object()).await?;
+            return Ok(Action::Done);
+        }
+        let phase = match (volume.claim_ref(), &claim) {
+            (None, _) => "Available",
+            (Some(_), Some(_)) if bound_to_claim => "Bound",
+            // Reserved for a claim that has not taken it yet.
+            (Some(_), Some(_)) => "Available",
+            (Some(r), None) => {
+                if volume.reclaim_policy() == "Delete" {
+                    tracing::info!(
+                        volume = %volume.meta.name,
+                        claim = %format!("{}/{}", r.namespace, r.name),
+                        "deleting a released volume (reclaim policy Delete)"
+                    );
+                    match self
+                        .ctx
+                        .writer
+                        .delete(Kind::PersistentVolume, "", &volume.meta.name, "")
+                        .await
+                    {
+                        Ok(_) => {}
+                        Err(e) if e.is_not_found() => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    return Ok(Action::Done);
+                }
+                "Released"
+            }
+        };
+        let fields = [("phase", Value::from(phase))];
+        if !status_has(&stored, &fields) {
+            let updated = with_status_fields(&stored, &fields);
+            self.ctx.writer.update_status(updated.into_object()).await?;
+        }
+        Ok(Action::Done)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The claim and volume controllers driven together over a recording
+//! store until nothing more is written.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::controllers::recording::{context, RecordingObjects};
+use crate::controllers::{ObjectReads, Reconciler};
+use crate::objects::deletion::DeleteOptions;
+use crate::objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
+
+/// Reconciles every claim and volume until a round writes nothing.
+async fn settle(objects: &Arc<RecordingObjects>) {
+    let ctx = context(objects);
+    let claims = ClaimController { ctx: ctx.clone() };
+    let volumes = VolumeController { ctx };
+    for _ in 0..20 {
+        let before = objects.writes().len();
+        for o in objects.objects(Kind::PersistentVolumeClaim) {
+            let key = ObjectKey::of(&o).unwrap();
+            claims.reconcile(&key).await.expect("claim reconcile");
+        }
+        for o in objects.objects(Kind::PersistentVolume) {
+            let key = ObjectKey::of(&o).unwrap();
+            volumes.reconcile(&key).await.expect("volume reconcile");
+        }
+        if objects.writes().len() == before {
+            return;
+        }
+    }
+    panic!("the controllers kept writing");
+}
+
+fn claim(objects: &RecordingObjects, name: &str) -> Option<ClaimView> {
+    let object = objects
+        .get(Kind::PersistentVolumeClaim, "shop", name)
+        .unwrap()?;
+    ClaimView::read(&object)
+}
+
+fn volume(objects: &RecordingObjects, name: &str) -> Option<VolumeView> {
+    let object = objects.get(Kind::PersistentVolume, "", name).unwrap()?;
+    VolumeView::read(&object)
+}
+
+const STATIC: &str = r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: big}
+spec:
+  capacity: {storage: 10Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  persistentVolumeReclaimPolicy: Retain
+  hostPath: {path: /srv/big}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: small}
+spec:
+  capacity: {storage: 3Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  persistentVolumeReclaimPolicy: Retain
+  local: {path: /srv/small}
+  nodeAffinity:
+    required:
+      nodeSelectorTerms:
+      - matchExpressions:
+        - {key: kubernetes.io/hostname, operator: In, values: [pi-1]}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: tiny}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  hostPath: {path: /srv/tiny}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  resources: {requests: {storage: 2Gi}}
+"#;
+
+#[tokio::test]
+async fn a_claim_binds_to_the_smallest_static_volume_that_fits() {
+    let objects = RecordingObjects::new();
+    objects.seed_yaml(STATIC);
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    assert_eq!(data.phase, "Bound");
+    assert_eq!(data.spec.volume_name, "small");
+    assert_eq!(data.meta.annotations[BIND_COMPLETED_ANNOTATION], "yes");
+    assert_eq!(data.meta.finalizers, [PVC_PROTECTION_FINALIZER]);
+    let small = volume(&objects, "small").unwrap();
+    assert_eq!(small.phase, "Bound");
+    let r = small.claim_ref().unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.uid.as_str()),
+        ("data", data.meta.uid.as_str())
+    );
+    for free in ["big", "tiny"] {
+        let v = volume(&objects, free).unwrap();
+        assert_eq!(v.phase, "Available", "{free}");
+        assert_eq!(v.meta.finalizers, [PV_PROTECTION_FINALIZER], "{free}");
+    }
+    // The claim's status has the volume's size and modes.
+    let object = objects
+        .get(Kind::PersistentVolumeClaim, "shop", "data")
+        .unwrap()
+        .unwrap();
+    let status = generic::content(&generic_of(&object).unwrap())["status"].clone();
+    assert_eq!(status["capacity"]["storage"], "3Gi");
+    assert_eq!(status["accessModes"][0], "ReadWriteOnce");
+}
+
+#[tokio::test]
+async fn a_claim_that_nothing_fits_stays_pending_and_says_why() {
+    let objects = RecordingObjects::new();
+    objects.seed_yaml(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  resources: {requests: {storage: 2Gi}}
+"#,
+    );
+    settle(&objects).await;
+    assert_eq!(claim(&objects, "data").unwrap().phase, "Pending");
+    assert!(
+        objects.event_reasons().iter().any(|r| r == "FailedBinding"),
+        "{:?}",
+        objects.event_reasons()
+    );
+}
+
+fn local_path_setup(objects: &Arc<RecordingObjects>) {
+    objects.seed(crate::objects::storage::local_path_class().into_object());
+    for node in ["pi-1", "pi-2"] {
+        objects.seed(
+            v1::Node {
+                metadata: Some(v1::ObjectMeta {
+                    name: node.into(),
+                    labels: [("kubernetes.io/hostname".to_owned(), node.to_owned())].into(),
+                    annotations: [(
+                        STORAGE_DIR_ANNOTATION.to_owned(),
+                        format!("/data/{node}/storage"),
+                    )]
+                    .into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        );
+    }
+    objects.seed_yaml(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: local-path
+  resources: {requests: {storage: 1Gi}}
+"#,
+    );
+}
+
+/// Gives the claim the node its first pod was placed on, as the
+/// scheduler does.
+fn select_node(objects: &RecordingObjects, node: &str) {
+    let object = objects
+        .get(Kind::PersistentVolumeClaim, "shop", "data")
+        .unwrap()
+        .unwrap();
+    let mut g = generic_of(&object).unwrap();
+    g.metadata
+        .as_mut()
+        .unwrap()
+        .annotations
+        .insert(SELECTED_NODE_ANNOTATION.into(), node.into());
+    objects
+        .write(
+            crate::controllers::recording::WriteOp::Update,
+            g.into_object(),
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_local_path_claim_waits_for_its_first_pod_then_gets_a_volume_on_its_node() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    settle(&objects).await;
+    assert_eq!(claim(&objects, "data").unwrap().phase, "Pending");
+    assert!(objects.objects(Kind::PersistentVolume).is_empty());
+    assert!(objects
+        .event_reasons()
+        .iter()
+        .any(|r| r == "WaitForFirstConsumer"));
+
+    select_node(&objects, "pi-2");
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    let name = format!("pvc-{}", data.meta.uid);
+    assert_eq!(data.phase, "Bound");
+    assert_eq!(data.spec.volume_name, name);
+    assert_eq!(
+        data.meta.annotations[STORAGE_PROVISIONER_ANNOTATION],
+        LOCAL_PATH_PROVISIONER
+    );
+    let pv = volume(&objects, &name).unwrap();
+    assert_eq!(pv.phase, "Bound");
+    assert!(pv.pinned_to("pi-2"));
+    assert_eq!(
+        pv.spec.host_path.as_ref().unwrap().path,
+        format!("/data/pi-2/storage/{name}")
+    );
+    assert_eq!(pv.spec.storage_class_name, LOCAL_PATH_CLASS);
+    assert!(objects
+        .event_reasons()
+        .iter()
+        .any(|r| r == "ProvisioningSucceeded"));
+}
+
+fn pod_using(name: &str, claim: &str) -> Object {
+    v1::Pod {
+        metadata: Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::PodSpec {
+            node_name: "pi-2".into(),
+            volumes: vec![v1::Volume {
+                name: "data".into(),
+                persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.into(),
+                    read_only: false,
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .into_object()
+}
+
+#[tokio::test]
+async fn a_claim_in_use_is_held_and_its_volume_deleted_with_it() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    select_node(&objects, "pi-2");
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    let name = data.spec.volume_name.clone();
+    objects.seed(pod_using("web", "data"));
+
+    objects
+        .remove(Kind::PersistentVolumeClaim, "shop", "data", "")
+        .unwrap();
+    settle(&objects).await;
+    let held = claim(&objects, "data").expect("held while the pod uses it");
+    assert!(held.being_deleted());
+    assert_eq!(volume(&objects, &name).unwrap().phase, "Bound");
+    // The volume cannot go from under its claim either.
+    objects
+        .remove(Kind::PersistentVolume, "", &name, "")
+        .unwrap();
+    settle(&objects).await;
+    assert!(volume(&objects, &name).is_some(), "pv-protection holds it");
+
+    objects
+        .delete_as_kubernetes(Kind::Pod, "shop", "web", &DeleteOptions::force())
+        .unwrap();
+    settle(&objects).await;
+    assert!(
+        claim(&objects, "data").is_none(),
+        "released once the pod went"
+    );
+    assert!(volume(&objects, &name).is_none(), "reclaim Delete");
+}
+
+#[tokio::test]
+async fn a_retained_volume_is_released_and_a_claim_whose_volume_went_is_lost() {
+    let objects = RecordingObjects::new();
+    objects.seed_yaml(STATIC);
+    settle(&objects).await;
+    objects
+        .remove(Kind::PersistentVolumeClaim, "shop", "data", "")
+        .unwrap();
+    settle(&objects).await;
+    let small = volume(&objects, "small").expect("Retain keeps it");
+    assert_eq!(small.phase, "Released");
+    // A released volume is not bound again.
+    objects.seed_yaml(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: again, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: manual
+  resources: {requests: {storage: 2Gi}}
+"#,
+    );
+    settle(&objects).await;
+    assert_eq!(claim(&objects, "again").unwrap().spec.volume_name, "big");
+
+    // The bound volume disappears from under the claim (finalizer and
+    // all): the claim is Lost.
+    let big = objects
+        .get(Kind::PersistentVolume, "", "big")
+        .unwrap()
+        .unwrap();
+    let bare = with_finalizer(&generic_of(&big).unwrap(), PV_PROTECTION_FINALIZER, false);
+    objects
+        .write(
+            crate::controllers::recording::WriteOp::Update,
+            bare.into_object(),
+        )
+        .unwrap();
+    objects
+        .remove(Kind::PersistentVolume, "", "big", "")
+        .unwrap();
+    let ctx = context(&objects);
+    let claims = ClaimController { ctx };
+    let key = ObjectKey::new(Kind::PersistentVolumeClaim, "shop", "again");
+    claims.reconcile(&key).await.unwrap();
+    assert_eq!(claim(&objects, "again").unwrap().phase, "Lost");
+    assert!(objects.event_reasons().iter().any(|r| r == "ClaimLost"));
+}
