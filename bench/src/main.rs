@@ -53,6 +53,9 @@ enum Scenario {
     /// Whether hot paths grow with the number of objects: the same probes
     /// at a fraction of the load and at full load.
     Scale(scenarios::scale::ScaleArgs),
+    /// `kubectl exec` latency against `ctr task exec`, and `kubectl
+    /// port-forward` throughput against a direct connection to the pod.
+    Exec(scenarios::exec::ExecArgs),
     /// The Kubernetes REST API beside gRPC on the same masters: creates,
     /// lists of many pods as JSON and as a Table, many watchers.
     Api(scenarios::api::ApiArgs),
@@ -84,6 +87,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Nodeport(args) => scenarios::nodeport::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,
             Scenario::Scale(args) => scenarios::scale::run(args).await,
+            Scenario::Exec(args) => scenarios::exec::run(args).await,
             Scenario::Api(args) => scenarios::api::run(args).await,
         }
     });

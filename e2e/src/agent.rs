@@ -272,11 +272,17 @@ impl RuntimeNode {
         self.agent.data_dir.clone()
     }
 
+    /// `ctr` in this agent's namespace, with no stdin, for the arguments
+    /// to be added.
+    pub fn ctr_command(&self) -> std::process::Command {
+        let mut cmd = self.containerd.ctr_command();
+        cmd.arg("-n").arg(&self.agent.namespace);
+        cmd
+    }
+
     /// `ctr` in this agent's namespace.
     pub fn ctr(&self, args: &[&str]) -> anyhow::Result<String> {
-        let mut full = vec!["-n", self.agent.namespace.as_str()];
-        full.extend_from_slice(args);
-        let out = self.containerd.ctr(&full)?;
+        let out = self.ctr_command().args(args).output().context("run ctr")?;
         anyhow::ensure!(
             out.status.success(),
             "ctr {:?}: {}",

@@ -157,15 +157,17 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
         file_tail(&self.log_path, 30)
     }
 
+    /// `ctr --address <socket>` with no stdin, for the arguments to be
+    /// added.
+    pub fn ctr_command(&self) -> Command {
+        let mut cmd = Command::new("ctr");
+        cmd.arg("--address").arg(&self.socket).stdin(Stdio::null());
+        cmd
+    }
+
     /// Runs `ctr --address <socket> <args>` and returns what it did.
     pub fn ctr(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
-        Command::new("ctr")
-            .arg("--address")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .context("run ctr")
+        self.ctr_command().args(args).output().context("run ctr")
     }
 
     /// Imports an image archive (OCI layout or `docker save` tar) into
@@ -207,8 +209,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
     /// `ctr` with a time limit, for cleanup: its stdout if it succeeded.
     fn ctr_within(&self, args: &[&str]) -> Option<String> {
-        let mut cmd = Command::new("ctr");
-        cmd.arg("--address").arg(&self.socket).args(args);
+        let mut cmd = self.ctr_command();
+        cmd.args(args);
         output_within(&mut cmd, CTR_TIMEOUT)
     }
 }

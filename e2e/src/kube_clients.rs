@@ -259,6 +259,38 @@ impl Kubectl {
             .with_context(|| format!("start {}", self.binary.display()))?;
         Ok(KubectlProcess { child, log })
     }
+
+    /// Starts `kubectl port-forward <target> <ports>` (flags may follow the
+    /// ports, e.g. `-v=4`) in the background and waits, at most `timeout`,
+    /// until it says it forwards from every local port. Fails with what it
+    /// printed if it exits first or is still not listening by then.
+    pub fn port_forward(
+        &self,
+        target: &str,
+        ports: &[String],
+        timeout: Duration,
+    ) -> anyhow::Result<KubectlProcess> {
+        let mut args = vec!["port-forward", target];
+        args.extend(ports.iter().map(String::as_str));
+        let mut forward = self.spawn(&args)?;
+        let wanted = ports.iter().filter(|p| !p.starts_with('-')).count();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let said = forward.output();
+            if said.matches("Forwarding from 127.0.0.1:").count() >= wanted {
+                return Ok(forward);
+            }
+            anyhow::ensure!(
+                forward.is_running(),
+                "kubectl port-forward {target} exited:\n{said}"
+            );
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "kubectl port-forward {target} not listening after {timeout:?}; it printed:\n{said}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Runs `command` to its end, or stops it after `limit`; its output goes

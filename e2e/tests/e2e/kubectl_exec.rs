@@ -384,25 +384,8 @@ fn kubectl_port_forwards(k: &Kubectl, spdy: Option<&Kubectl>, pod: &str) {
 /// `kubectl port-forward TARGET PORTS...` (flags may follow) in the
 /// background, once it listens on every port.
 fn kubectl_forward(k: &Kubectl, target: &str, ports: &[String]) -> KubectlProcess {
-    let mut args = vec!["port-forward", target];
-    args.extend(ports.iter().map(String::as_str));
-    let mut forward = k.spawn(&args).expect("start kubectl port-forward");
-    eventually(
-        &format!("kubectl port-forward {target} listening"),
-        SETTLE,
-        || {
-            let said = forward.output();
-            let wanted = ports.iter().filter(|p| !p.starts_with('-')).count();
-            if said.matches("Forwarding from 127.0.0.1:").count() >= wanted {
-                Ok(())
-            } else if !forward.is_running() {
-                panic!("kubectl port-forward {target} exited:\n{said}");
-            } else {
-                Err(said)
-            }
-        },
-    );
-    forward
+    k.port_forward(target, ports, SETTLE)
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// The Python client's `stream` exec and `portforward`
