@@ -34,6 +34,7 @@ pub mod selectors;
 pub mod spdy;
 mod spdy_streams;
 pub mod status;
+mod stream_session;
 pub mod table;
 mod watch;
 pub mod websocket;

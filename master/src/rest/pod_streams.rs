@@ -32,22 +32,23 @@ use std::sync::Arc;
 use axum::body::Body;
 use http::{header, HeaderMap, Method, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_proto::api::exec_input::Input as ExecIn;
 use skiff_proto::api::exec_output::Output as ExecOut;
 use skiff_proto::api::port_forward_input::Input as ForwardIn;
 use skiff_proto::api::{ExecInput, ExecStart, PortForwardInput, PortForwardStart, TerminalSize};
 use skiff_security::{Identity, PeerInfo};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::AsyncRead;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
-use tonic::{Code, Status};
+use tonic::Status;
 
 use super::path::ResourcePath;
 use super::spdy_streams;
 use super::status::RestError;
+use super::stream_session::{exit_status, failure_status, header_words, write_frames};
 use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
 use crate::api::ApiService;
 use crate::objects::registry::info;
@@ -178,18 +179,6 @@ fn forwarded_ports(pairs: &[(String, String)]) -> Result<Vec<u16>, RestError> {
         )));
     }
     Ok(ports)
-}
-
-/// Header values of `name`, split at commas, trimmed.
-pub(super) fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|w| w.trim().to_owned())
-        .filter(|w| !w.is_empty())
-        .collect()
 }
 
 /// The subprotocol to answer with: the first of `served` the client offers.
@@ -411,60 +400,12 @@ pub(super) async fn serve(
     Ok(response)
 }
 
-/// Writes queued frames until every sender is gone, then closes.
-pub(super) async fn write_frames<W: AsyncWrite + Unpin>(
-    mut w: W,
-    mut frames: mpsc::Receiver<Vec<u8>>,
-) {
-    while let Some(frame) = frames.recv().await {
-        if websocket::write_frame(&mut w, &frame).await.is_err() {
-            return;
-        }
-    }
-    let _ = websocket::write_frame(&mut w, &websocket::close_frame(1000)).await;
-    let _ = w.shutdown().await;
-}
-
 /// A binary message on `channel`.
 fn on_channel(channel: u8, data: &[u8]) -> Vec<u8> {
     let mut payload = Vec::with_capacity(data.len() + 1);
     payload.push(channel);
     payload.extend_from_slice(data);
     websocket::frame(OPCODE_BINARY, &payload)
-}
-
-/// The error channel's `Status` for an exit code, as the kubelet writes it.
-pub(super) fn exit_status(code: i32, command: &[String]) -> Value {
-    if code == 0 {
-        return json!({"metadata": {}, "status": "Success"});
-    }
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": format!(
-            "command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"
-        ),
-        "reason": "NonZeroExitCode",
-        "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
-    })
-}
-
-/// The error channel's `Status` for a session that failed.
-pub(super) fn failure_status(status: &Status) -> Value {
-    let (code, reason) = match status.code() {
-        Code::NotFound => (404, "NotFound"),
-        Code::InvalidArgument | Code::FailedPrecondition => (400, "BadRequest"),
-        Code::PermissionDenied => (403, "Forbidden"),
-        Code::Unavailable => (503, "ServiceUnavailable"),
-        _ => (500, "InternalError"),
-    };
-    json!({
-        "metadata": {},
-        "status": "Failure",
-        "message": status.message(),
-        "reason": reason,
-        "code": code,
-    })
 }
 
 /// A resize message's size, if it is one.

@@ -44,10 +44,10 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
-use super::pod_streams::{exit_status, failure_status, header_words, write_frames};
 use super::spdy::connection::{Connection, FrameSender, IncomingStream, Streams};
 use super::spdy::frame::{HeaderBlock, CANCEL, REFUSED_STREAM};
 use super::status::RestError;
+use super::stream_session::{exit_status, failure_status, header_words, write_frames};
 use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
 use crate::api::ApiService;
 
