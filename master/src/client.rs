@@ -185,6 +185,7 @@ impl Client {
             kind: kind.name().to_owned(),
             namespace: namespace.to_owned(),
             serializable: false,
+            selecting: None,
         };
         let mut api = self.api.clone();
         api.list(request)
@@ -200,6 +201,7 @@ impl Client {
             kind: kind.name().to_owned(),
             namespace: namespace.to_owned(),
             serializable: true,
+            selecting: None,
         };
         let mut api = self.api.clone();
         api.list(request)

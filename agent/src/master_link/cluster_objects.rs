@@ -146,6 +146,7 @@ async fn list_all(
                 kind: kind.clone(),
                 namespace: String::new(),
                 serializable: true,
+                selecting: None,
             })
             .await?
             .into_inner();

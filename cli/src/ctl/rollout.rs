@@ -7,9 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
-use skiff_master::controllers::daemonset::history::Revision;
 use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
+use skiff_master::controllers::revisions::Revision;
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
 use skiff_master::objects::disruption_budget::{
     decide_eviction, Budget, EvictionDecision, VIOLATION_MESSAGE,

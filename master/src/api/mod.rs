@@ -91,6 +91,24 @@ fn parse_grpc_timeout(text: &str) -> Option<Duration> {
     })
 }
 
+/// Whether a List's `selecting` (the objects whose selector selects given
+/// labels) is served for `kind`: PodDisruptionBudgets and Services, in one
+/// namespace.
+fn selecting_kind(kind: Kind, namespace: &str) -> Result<(), ApiError> {
+    if !matches!(kind, Kind::PodDisruptionBudget | Kind::Service) {
+        return Err(ApiError::Invalid(format!(
+            "`selecting` lists PodDisruptionBudgets or Services, not {}",
+            kind.name()
+        )));
+    }
+    if namespace.is_empty() {
+        return Err(ApiError::Invalid(
+            "`selecting` needs a namespace".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
 /// A list's objects as the cache shares them, and the revision they were
 /// read at.
 pub struct SharedList {
@@ -238,12 +256,26 @@ impl ApiService {
                 revision: list.revision,
             });
         }
+        if request.selecting.is_some() {
+            selecting_kind(kind, &request.namespace)?;
+        }
         if !request.serializable {
             self.cluster.linearize(within).await?;
         }
+        let cache = self.cluster.store.cache();
+        if let Some(selecting) = &request.selecting {
+            // The revision first: the answer is at least as new as it.
+            let revision = cache.revision();
+            let (namespace, labels) = (&request.namespace, &selecting.labels);
+            let items = match kind {
+                Kind::PodDisruptionBudget => cache.budgets_selecting(namespace, labels),
+                _ => cache.services_selecting(namespace, labels),
+            };
+            return Ok(SharedList { items, revision });
+        }
         let namespace = (kind.namespaced() && !request.namespace.is_empty())
             .then_some(request.namespace.as_str());
-        let (items, revision) = self.cluster.store.cache().list(kind, namespace);
+        let (items, revision) = cache.list(kind, namespace);
         Ok(SharedList { items, revision })
     }
 
@@ -606,5 +638,13 @@ mod tests {
         assert_eq!(read_deadline(&metadata), READ_CONFIRM_WITHIN);
         metadata.insert("grpc-timeout", "junk".parse().unwrap());
         assert_eq!(read_deadline(&metadata), READ_CONFIRM_WITHIN);
+    }
+
+    #[test]
+    fn selecting_lists_budgets_or_services_of_one_namespace() {
+        assert!(selecting_kind(Kind::PodDisruptionBudget, "shop").is_ok());
+        assert!(selecting_kind(Kind::Service, "shop").is_ok());
+        assert!(selecting_kind(Kind::Pod, "shop").is_err());
+        assert!(selecting_kind(Kind::Service, "").is_err());
     }
 }

@@ -13,12 +13,13 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use skiff_proto::api::Object;
+use skiff_proto::v1::LabelSelector;
 use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
 use crate::objects::deletion::DeleteOptions;
-use crate::objects::Kind;
+use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
 
@@ -57,9 +58,60 @@ pub trait ObjectReads: Send + Sync {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>>;
+    /// The objects of `kind` in `namespace` that `selector` may select,
+    /// from the label index where the selector allows it: those carrying
+    /// its `matchLabels`, else those carrying a value of one of its `In`
+    /// expressions (the one with the fewest values), else (nothing to look
+    /// up) every one in the namespace, in name order. A superset: the
+    /// caller matches the whole selector.
+    fn selector_candidates(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        selector: &LabelSelector,
+    ) -> Result<Vec<Arc<Object>>, StateMachineError> {
+        if !selector.match_labels.is_empty() {
+            return Ok(self.select(kind, namespace, &selector.match_labels));
+        }
+        let lookup = selector
+            .match_expressions
+            .iter()
+            .filter(|e| e.operator == "In")
+            .min_by_key(|e| e.values.len());
+        let Some(lookup) = lookup else {
+            return Ok(self.list(kind, Some(namespace))?.0);
+        };
+        let mut found: BTreeMap<String, Arc<Object>> = BTreeMap::new();
+        for value in &lookup.values {
+            let labels = BTreeMap::from([(lookup.key.clone(), value.clone())]);
+            for object in self.select(kind, namespace, &labels) {
+                found.insert(object.meta().name.clone(), object);
+            }
+        }
+        Ok(found.into_values().collect())
+    }
     /// The Nodes whose `spec.podCIDR` overlaps `subnet` (is it, lies inside
     /// it or contains it): each one's name and the subnet it holds.
     fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)>;
+    /// The pods of `namespace` whose volumes use the PersistentVolumeClaim
+    /// `claim`.
+    fn pods_using_claim(&self, namespace: &str, claim: &str) -> Vec<Arc<Object>>;
+    /// The PersistentVolumes whose `spec.claimRef` names the claim
+    /// `namespace`/`name` (whatever its uid): bound or reserved to it.
+    fn volumes_for_claim(&self, namespace: &str, name: &str) -> Vec<Arc<Object>>;
+    /// The PersistentVolumes of storage class `class` (`""`: none) without a
+    /// claimRef: the only ones an unbound claim of that class may take.
+    fn free_volumes(&self, class: &str) -> Vec<Arc<Object>>;
+    /// The PersistentVolumeClaims asking for storage class `class` (`""`:
+    /// none) that name no volume yet.
+    fn unbound_claims(&self, class: &str) -> Vec<Arc<Object>>;
+    /// The PodDisruptionBudgets of `namespace` whose selector selects a pod
+    /// with `labels`.
+    fn budgets_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>>;
     /// The store's current revision.
     fn revision(&self) -> u64;
     /// Live change notifications.
@@ -145,6 +197,30 @@ impl ObjectReads for ObjectStore {
 
     fn pod_cidr_holders(&self, subnet: Ipv4Net) -> Vec<(String, Ipv4Net)> {
         self.cache().pod_cidr_holders(subnet)
+    }
+
+    fn pods_using_claim(&self, namespace: &str, claim: &str) -> Vec<Arc<Object>> {
+        self.cache().pods_using_claim(namespace, claim)
+    }
+
+    fn volumes_for_claim(&self, namespace: &str, name: &str) -> Vec<Arc<Object>> {
+        self.cache().volumes_for_claim(namespace, name)
+    }
+
+    fn free_volumes(&self, class: &str) -> Vec<Arc<Object>> {
+        self.cache().free_volumes(class)
+    }
+
+    fn unbound_claims(&self, class: &str) -> Vec<Arc<Object>> {
+        self.cache().unbound_claims(class)
+    }
+
+    fn budgets_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        self.cache().budgets_selecting(namespace, labels)
     }
 
     fn revision(&self) -> u64 {

@@ -124,14 +124,19 @@ impl Reconciler for DisruptionController {
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
             Kind::PodDisruptionBudget => ObjectKey::of(object).into_iter().collect(),
-            // The budgets that select the pod.
+            // The budgets that select the pod, from the cache's index of
+            // budgets by the labels they select.
             Kind::Pod => match &object.kind {
-                Some(Body::Pod(pod)) => self
-                    .budgets_in(&event.namespace)
-                    .into_iter()
-                    .filter(|(_, budget)| budget.selects(pod))
-                    .map(|(key, _)| key)
-                    .collect(),
+                Some(Body::Pod(pod)) => {
+                    let labels = &object.meta().labels;
+                    let budgets = self.ctx.store.budgets_selecting(&event.namespace, labels);
+                    budgets
+                        .iter()
+                        .filter_map(|o| Some((ObjectKey::of(o)?, Budget::of(o)?)))
+                        .filter(|(_, budget)| budget.selects(pod))
+                        .map(|(key, _)| key)
+                        .collect()
+                }
                 _ => Vec::new(),
             },
             // A scale changed: the namespace's budgets count again.
@@ -159,12 +164,14 @@ impl Reconciler for DisruptionController {
         if is_being_deleted(object.meta()) {
             return Ok(Action::Done);
         }
+        // The pods the selector may select, from the label index
+        // (`compute_status` keeps those it selects); none without one.
         let pods: Vec<v1::Pod> = match &budget.selector {
-            Some(selector) if !selector.match_labels.is_empty() => {
-                let labels = &selector.match_labels;
-                self.ctx.store.select(Kind::Pod, &key.namespace, labels)
+            Some(selector) => {
+                let store = &self.ctx.store;
+                store.selector_candidates(Kind::Pod, &key.namespace, selector)?
             }
-            _ => self.ctx.store.list(Kind::Pod, Some(&key.namespace))?.0,
+            None => Vec::new(),
         }
         .iter()
         .filter_map(|o| match &o.kind {
@@ -353,6 +360,39 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
         assert_eq!(status.allowed_condition(), Some(("False", "SyncFailed")));
         let reasons = objects.event_reasons();
         assert_eq!(reasons, ["CalculateExpectedPodCountFailed"]);
+    }
+
+    #[tokio::test]
+    async fn a_budget_selecting_by_expressions_counts_the_same_pods() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web-expr}
+spec:
+  maxUnavailable: 1
+  selector:
+    matchExpressions: [{key: app, operator: In, values: [web, api]}]
+"#,
+        );
+        let expr = ObjectKey::new(Kind::PodDisruptionBudget, "default", "web-expr");
+        controller.reconcile(&expr).await.unwrap();
+        let stored = objects.get(Kind::PodDisruptionBudget, "default", "web-expr");
+        let status = Budget::of(&stored.unwrap().unwrap()).unwrap().status;
+        assert_eq!(counts(&status), (3, 2, 3, 1));
+
+        // A pod change reaches both budgets that select it, in name order.
+        let web_0 = objects.get(Kind::Pod, "default", "web-0").unwrap().unwrap();
+        let event = StoredEvent {
+            revision: 1,
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            event_type: 0,
+            node: String::new(),
+            object: Vec::new(),
+        };
+        assert_eq!(controller.keys_for(&event, &web_0), [expr, key()]);
     }
 
     #[tokio::test]

@@ -28,6 +28,12 @@
 //! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
 //!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
 //!   Raft membership.
+//!
+//! What the workload controllers share: [`pod_claims`] (which pods a
+//! ReplicaSet, DaemonSet or StatefulSet counts as its own: adoption and
+//! release by ControllerRef), [`revisions`] (DaemonSets' and
+//! StatefulSets' ControllerRevisions) and [`workload_spec`] (their specs
+//! and statuses as generic objects).
 
 pub mod context;
 pub mod cron_job;
@@ -41,11 +47,14 @@ pub mod job;
 pub mod kubernetes_service;
 pub mod node_ipam;
 pub mod persistent_volumes;
+pub mod pod_claims;
 pub mod queue;
 pub mod recording;
 pub mod replicaset;
+pub mod revisions;
 pub mod service_lb;
 pub mod statefulset;
+pub mod workload_spec;
 
 pub use context::{Context, ObjectReads, ObjectWrites};
 

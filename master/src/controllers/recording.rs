@@ -23,8 +23,9 @@ use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
 use crate::events::{Clock, EventRecorder, EventSink, NewEvent};
 use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
+use crate::objects::disruption_budget::Budget;
 use crate::objects::metadata::new_uid;
-use crate::objects::{merge_update, Kind, ObjectExt};
+use crate::objects::{merge_update, selector, storage, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
 use crate::store::WriteError;
 use crate::writer;
@@ -490,6 +491,55 @@ impl ObjectReads for RecordingObjects {
                 _ => None,
             })
             .collect()
+    }
+
+    fn pods_using_claim(&self, namespace: &str, claim: &str) -> Vec<Arc<Object>> {
+        self.filtered(Kind::Pod, |o| match &o.kind {
+            Some(skiff_proto::api::object::Kind::Pod(pod)) => {
+                o.meta().namespace == namespace
+                    && pod
+                        .spec
+                        .as_ref()
+                        .is_some_and(|s| storage::claim_names(s).iter().any(|c| c == claim))
+            }
+            _ => false,
+        })
+    }
+
+    fn volumes_for_claim(&self, namespace: &str, name: &str) -> Vec<Arc<Object>> {
+        self.filtered(Kind::PersistentVolume, |o| {
+            storage::VolumeView::read(o).is_some_and(|v| {
+                v.claim_ref()
+                    .is_some_and(|r| r.namespace == namespace && r.name == name)
+            })
+        })
+    }
+
+    fn free_volumes(&self, class: &str) -> Vec<Arc<Object>> {
+        self.filtered(Kind::PersistentVolume, |o| {
+            storage::VolumeView::read(o)
+                .is_some_and(|v| v.claim_ref().is_none() && v.spec.storage_class_name == class)
+        })
+    }
+
+    fn unbound_claims(&self, class: &str) -> Vec<Arc<Object>> {
+        self.filtered(Kind::PersistentVolumeClaim, |o| {
+            storage::ClaimView::read(o)
+                .is_some_and(|c| c.spec.volume_name.is_empty() && c.class() == class)
+        })
+    }
+
+    fn budgets_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        self.filtered(Kind::PodDisruptionBudget, |o| {
+            o.meta().namespace == namespace
+                && Budget::of(o)
+                    .and_then(|b| b.selector)
+                    .is_some_and(|s| selector::matches(&s, labels))
+        })
     }
 
     fn revision(&self) -> u64 {

@@ -11,6 +11,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+use super::pod_claims::{self, ClaimRules};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::deletion::is_being_deleted;
 use crate::objects::metadata::random_suffix;
@@ -60,68 +61,21 @@ impl Reconciler for ReplicaSetController {
             // Its pods are the garbage collector's now: no replacements.
             return Ok(Action::Done);
         }
-        let uid = object.meta().uid.clone();
         let spec = rs.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1).max(0) as usize;
 
         let selector = spec.selector.clone().unwrap_or_default();
-        // The pods it owns, and orphans it could adopt: from the indexes, so
-        // a reconcile costs what this ReplicaSet has, not the namespace.
-        let mut candidates = self.ctx.store.dependents_of(&uid);
-        if selector.match_labels.is_empty() {
-            let (in_namespace, _) = self.ctx.store.list(Kind::Pod, Some(&key.namespace))?;
-            candidates.extend(in_namespace);
-        } else {
-            candidates.extend(self.ctx.store.select(
-                Kind::Pod,
-                &key.namespace,
-                &selector.match_labels,
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        candidates.retain(|o| {
-            matches!(&o.kind, Some(Body::Pod(_))) && seen.insert(o.meta().name.clone())
-        });
-        let mut owned: Vec<v1::Pod> = Vec::new();
-        for candidate in candidates {
-            let controller = controller_of(&candidate, Kind::ReplicaSet).map(|o| o.uid.clone());
-            let has_controller = candidate
-                .meta()
-                .owner_references
-                .iter()
-                .any(|r| r.controller == Some(true));
-            let Some(Body::Pod(pod)) = &candidate.kind else {
-                continue;
-            };
-            if !pod_is_active(pod) {
-                continue;
-            }
-            let mut pod = pod.clone();
-            let labels = pod
-                .metadata
-                .as_ref()
-                .map(|m| m.labels.clone())
-                .unwrap_or_default();
-            let selected = !selector::is_empty(&selector) && selector::matches(&selector, &labels);
-            if controller.as_deref() == Some(uid.as_str()) {
-                if selected {
-                    owned.push(pod);
-                } else {
-                    // Relabelled out of the selector: let it go, as
-                    // Kubernetes does; it keeps running, unowned.
-                    if let Some(m) = pod.metadata.as_mut() {
-                        m.owner_references.retain(|r| r.uid != uid);
-                    }
-                    self.write_pod(pod).await?;
-                }
-            } else if !has_controller && selected {
-                // An orphan this ReplicaSet selects: adopt it.
-                if let Some(m) = pod.metadata.as_mut() {
-                    m.owner_references.extend(controller_reference(&object));
-                }
-                owned.push(self.write_pod(pod).await?);
-            }
-        }
+        // The active pods it owns, and orphans it adopts, from the indexes
+        // ([`pod_claims`](super::pod_claims)), so a reconcile costs what
+        // this ReplicaSet has, not the namespace. An empty selector selects
+        // nothing.
+        let selects = |_: &v1::ObjectMeta| !selector::is_empty(&selector);
+        let rules = ClaimRules {
+            considers: &pod_is_active,
+            matches: &selects,
+            ..ClaimRules::selector_only()
+        };
+        let mut owned = pod_claims::claim_pods(&self.ctx, &object, &selector, &rules).await?;
 
         let events = self.ctx.events.for_component(COMPONENT);
         if owned.len() < desired {
@@ -227,16 +181,6 @@ impl Reconciler for ReplicaSetController {
             return Ok(Action::RequeueAfter(wait));
         }
         Ok(Action::Done)
-    }
-}
-
-impl ReplicaSetController {
-    /// Writes a pod's metadata change, conditional on its resourceVersion.
-    async fn write_pod(&self, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
-        match self.ctx.writer.update(pod.into_object()).await?.kind {
-            Some(Body::Pod(p)) => Ok(p),
-            _ => Err(ReconcileError::WrongKind { kind: "Pod" }),
-        }
     }
 }
 

@@ -105,14 +105,17 @@ fn node_address(node: &v1::Node) -> Option<String> {
 /// The ingress addresses for a Service, given the cluster's nodes and,
 /// for Local traffic policy, the nodes with a ready endpoint (`None`:
 /// Cluster policy, any node will do). Sorted, each once.
-pub fn ingress_addresses(nodes: &[v1::Node], local_to: Option<&BTreeSet<String>>) -> Vec<String> {
-    let opted_in = nodes.iter().any(|n| {
+pub fn ingress_addresses<'a, N>(nodes: N, local_to: Option<&BTreeSet<String>>) -> Vec<String>
+where
+    N: IntoIterator<Item = &'a v1::Node> + Clone,
+{
+    let opted_in = nodes.clone().into_iter().any(|n| {
         n.metadata
             .as_ref()
             .is_some_and(|m| m.labels.get(ENABLE_LB_LABEL).is_some_and(|v| v == "true"))
     });
     let mut out: Vec<String> = nodes
-        .iter()
+        .into_iter()
         .filter(|n| {
             let meta = n.metadata.clone().unwrap_or_default();
             let label = meta.labels.get(ENABLE_LB_LABEL).map(String::as_str);
@@ -293,6 +296,9 @@ impl ServiceLbController {
 impl Reconciler for ServiceLbController {
     const NAME: &'static str = "service-lb";
     const KIND: Kind = Kind::Service;
+    // Which Service answers on a port is decided across Services (the
+    // older one keeps it): one reconcile at a time.
+    const CONCURRENCY: usize = 1;
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
@@ -374,14 +380,13 @@ impl Reconciler for ServiceLbController {
             self.set_ingress(service, Vec::new()).await?;
             return Ok(Action::Done);
         }
-        let (nodes, _) = self.ctx.store.list(Kind::Node, None)?;
-        let nodes: Vec<v1::Node> = nodes
-            .iter()
-            .filter_map(|o| match &o.kind {
-                Some(Body::Node(n)) => Some(n.clone()),
-                _ => None,
-            })
-            .collect();
+        // Every node, read once from the cache and not copied: the nodes
+        // are few, and each one's readiness, labels and addresses count.
+        let (node_objects, _) = self.ctx.store.list(Kind::Node, None)?;
+        let nodes = node_objects.iter().filter_map(|o| match &o.kind {
+            Some(Body::Node(n)) => Some(n),
+            _ => None,
+        });
         let local_to = if spec.external_traffic_policy == "Local" {
             let endpoints = self
                 .ctx
@@ -395,7 +400,7 @@ impl Reconciler for ServiceLbController {
         } else {
             None
         };
-        let addresses = ingress_addresses(&nodes, local_to.as_ref());
+        let addresses = ingress_addresses(nodes, local_to.as_ref());
         let had_none = service
             .status
             .as_ref()

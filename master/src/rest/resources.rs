@@ -272,6 +272,7 @@ impl<'a> Call<'a> {
             kind: info.kind.name().to_owned(),
             namespace: self.namespace().to_owned(),
             serializable,
+            selecting: None,
         });
         let list = self
             .api
@@ -933,7 +934,7 @@ impl<'a> Call<'a> {
         };
         let budget_info = registry::info(Kind::PodDisruptionBudget);
         for _ in 0..PATCH_ATTEMPTS {
-            let stored = self.namespace_objects(Kind::PodDisruptionBudget).await?;
+            let stored = self.budgets_covering(pod).await?;
             let budgets: Vec<Budget> = stored.iter().filter_map(|o| Budget::of(o)).collect();
             let budget = match disruption_budget::decide_eviction(pod, &budgets) {
                 EvictionDecision::Allowed => return Ok(()),
@@ -988,14 +989,24 @@ impl<'a> Call<'a> {
         ))
     }
 
-    /// Every object of `kind` in the request's namespace.
-    async fn namespace_objects(&self, kind: Kind) -> Result<Vec<Arc<Object>>, RestError> {
+    /// The PodDisruptionBudgets of the request's namespace whose selector
+    /// selects `pod`, from the leader's index of budgets by the labels
+    /// they select (a linearizable read); a leader that lists the whole
+    /// namespace instead is fine, `decide_eviction` matches them again.
+    async fn budgets_covering(
+        &self,
+        pod: &skiff_proto::v1::Pod,
+    ) -> Result<Vec<Arc<Object>>, RestError> {
+        let labels = pod.metadata.as_ref().map(|m| m.labels.clone());
         let request = self.request(ListRequest {
-            kind: kind.name().to_owned(),
+            kind: Kind::PodDisruptionBudget.name().to_owned(),
             namespace: self.namespace().to_owned(),
             serializable: false,
+            selecting: Some(skiff_proto::api::Labels {
+                labels: labels.unwrap_or_default(),
+            }),
         });
-        let info = registry::info(kind);
+        let info = registry::info(Kind::PodDisruptionBudget);
         let list = self.api.list_shared(request).await;
         Ok(list.map_err(|s| RestError::from_grpc(&s, info, ""))?.items)
     }

@@ -2,7 +2,10 @@
 //! state, as client-go's informers and kube-apiserver's watch cache do: each
 //! object decoded once and shared (`Arc`) by every reader, with indexes for
 //! the questions the leader's loops ask on every event: by namespace (key
-//! order), by `spec.nodeName` (pods), by owner UID, by label, and by the
+//! order), by `spec.nodeName` (pods), by owner UID, by label, by the
+//! claims a pod's volumes use, by what binds claims to volumes
+//! (PersistentVolumes by `spec.claimRef`, free ones by class; unbound
+//! claims by class), by the labels PodDisruptionBudgets select, and by the
 //! addresses the cluster gives to one object at a time ([`HeldAddress`]):
 //! a Service's clusterIP and nodePorts, and a Node's pod subnet
 //! (`spec.podCIDR`, ordered so that the subnets overlapping one are found
@@ -24,7 +27,9 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
 use skiff_values::Ipv4Net;
 
-use crate::objects::{Kind, ObjectExt};
+use crate::objects::disruption_budget::Budget;
+use crate::objects::storage::{claim_names, ClaimView, VolumeView};
+use crate::objects::{selector, Kind, ObjectExt};
 
 /// An object's place within its kind: (namespace, name).
 pub type Key = (String, String);
@@ -50,6 +55,23 @@ struct Cached {
     addresses: AddressIndex,
     /// (namespace, selector key, selector value) → Services selecting it.
     service_selectors: HashMap<(String, String, String), BTreeSet<String>>,
+    /// (namespace, claim name) → the pods whose volumes use that claim.
+    pods_by_claim: HashMap<(String, String), BTreeSet<String>>,
+    /// (namespace, name) a PersistentVolume's `spec.claimRef` names → the
+    /// volumes bound or reserved to that claim.
+    volumes_by_claim: HashMap<(String, String), BTreeSet<String>>,
+    /// `spec.storageClassName` → the PersistentVolumes without a claimRef
+    /// of that class: the only ones an unbound claim may take.
+    free_volumes_by_class: HashMap<String, BTreeSet<String>>,
+    /// The class a claim asks for (`""`: none) → the PersistentVolumeClaims
+    /// without `spec.volumeName`.
+    unbound_claims_by_class: HashMap<String, BTreeSet<Key>>,
+    /// (namespace, matchLabels key, value) → PodDisruptionBudgets whose
+    /// selector has that pair.
+    budget_selectors: HashMap<(String, String, String), BTreeSet<String>>,
+    /// namespace → PodDisruptionBudgets whose selector has no matchLabels
+    /// (expressions only, or empty: every pod), checked against each pod.
+    budgets_without_labels: HashMap<String, BTreeSet<String>>,
     encoded_bytes: usize,
 }
 
@@ -421,6 +443,91 @@ impl ObjectCache {
             .collect()
     }
 
+    /// The pods of `namespace` whose volumes use the PersistentVolumeClaim
+    /// `claim`, in name order.
+    pub fn pods_using_claim(&self, namespace: &str, claim: &str) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let at = (namespace.to_owned(), claim.to_owned());
+        let keys = cached
+            .pods_by_claim
+            .get(&at)
+            .into_iter()
+            .flatten()
+            .map(|name| (namespace.to_owned(), name.clone()));
+        let keys: Vec<Key> = keys.collect();
+        cached.resolve(Kind::Pod, keys.iter())
+    }
+
+    /// The PersistentVolumes whose `spec.claimRef` names the claim
+    /// `namespace`/`name` (whatever its uid): bound or reserved to it.
+    pub fn volumes_for_claim(&self, namespace: &str, name: &str) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let at = (namespace.to_owned(), name.to_owned());
+        let keys: Vec<Key> = cached
+            .volumes_by_claim
+            .get(&at)
+            .into_iter()
+            .flatten()
+            .map(|volume| (String::new(), volume.clone()))
+            .collect();
+        cached.resolve(Kind::PersistentVolume, keys.iter())
+    }
+
+    /// The PersistentVolumes of storage class `class` (`""`: none) without
+    /// a claimRef, in name order.
+    pub fn free_volumes(&self, class: &str) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let keys: Vec<Key> = cached
+            .free_volumes_by_class
+            .get(class)
+            .into_iter()
+            .flatten()
+            .map(|volume| (String::new(), volume.clone()))
+            .collect();
+        cached.resolve(Kind::PersistentVolume, keys.iter())
+    }
+
+    /// The PersistentVolumeClaims asking for storage class `class` (`""`:
+    /// none) that name no volume yet, in key order.
+    pub fn unbound_claims(&self, class: &str) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let keys = cached.unbound_claims_by_class.get(class);
+        cached.resolve(Kind::PersistentVolumeClaim, keys.into_iter().flatten())
+    }
+
+    /// The PodDisruptionBudgets of `namespace` whose selector selects a pod
+    /// with `labels`, in name order.
+    pub fn budgets_selecting(
+        &self,
+        namespace: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let mut names = BTreeSet::new();
+        for (k, v) in labels {
+            let at = (namespace.to_owned(), k.clone(), v.clone());
+            if let Some(found) = cached.budget_selectors.get(&at) {
+                names.extend(found.iter().cloned());
+            }
+        }
+        if let Some(found) = cached.budgets_without_labels.get(namespace) {
+            names.extend(found.iter().cloned());
+        }
+        let keys: Vec<Key> = names
+            .into_iter()
+            .map(|name| (namespace.to_owned(), name))
+            .collect();
+        cached
+            .resolve(Kind::PodDisruptionBudget, keys.iter())
+            .into_iter()
+            .filter(|o| {
+                Budget::of(o)
+                    .and_then(|b| b.selector)
+                    .is_some_and(|s| selector::matches(&s, labels))
+            })
+            .collect()
+    }
+
     /// The Service holding `ip` as its clusterIP, if any.
     pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
         let holders = self.address_holders(HeldAddress::ClusterIp(ip));
@@ -513,21 +620,6 @@ impl Cached {
 
     /// Adds (`add`) or removes `object`'s index entries.
     fn index(&mut self, kind: Kind, key: &Key, object: &Object, add: bool) {
-        fn edit<K: std::hash::Hash + Eq, V: Ord>(
-            map: &mut HashMap<K, BTreeSet<V>>,
-            at: K,
-            value: V,
-            add: bool,
-        ) {
-            if add {
-                map.entry(at).or_default().insert(value);
-            } else if let Some(set) = map.get_mut(&at) {
-                set.remove(&value);
-                if set.is_empty() {
-                    map.remove(&at);
-                }
-            }
-        }
         let meta = object.meta();
         for owner in &meta.owner_references {
             edit(
@@ -546,9 +638,17 @@ impl Cached {
             );
         }
         match &object.kind {
-            Some(Body::Pod(_)) => {
+            Some(Body::Pod(pod)) => {
                 let node = crate::objects::pods::bound_node(object).to_owned();
                 edit(&mut self.pods_by_node, node, key.clone(), add);
+                for claim in pod.spec.as_ref().map(claim_names).unwrap_or_default() {
+                    edit(
+                        &mut self.pods_by_claim,
+                        (key.0.clone(), claim),
+                        key.1.clone(),
+                        add,
+                    );
+                }
             }
             Some(Body::Service(service)) => {
                 let selector = service.spec.as_ref().map(|s| &s.selector);
@@ -561,6 +661,7 @@ impl Cached {
                     );
                 }
             }
+            Some(Body::Generic(_)) => self.index_generic(kind, key, object, add),
             _ => {}
         }
         for address in HeldAddress::of(object) {
@@ -569,6 +670,76 @@ impl Cached {
             } else {
                 self.addresses.remove(address, key);
             }
+        }
+    }
+
+    /// The index entries of the generic kinds indexed by their content:
+    /// volumes, claims and disruption budgets, read as their controllers
+    /// read them (`objects::storage`, `objects::disruption_budget`), so an
+    /// index holds exactly the objects those would pick.
+    fn index_generic(&mut self, kind: Kind, key: &Key, object: &Object, add: bool) {
+        match kind {
+            Kind::PersistentVolume => {
+                let Some(volume) = VolumeView::read(object) else {
+                    return;
+                };
+                match volume.claim_ref() {
+                    Some(r) => edit(
+                        &mut self.volumes_by_claim,
+                        (r.namespace.clone(), r.name.clone()),
+                        key.1.clone(),
+                        add,
+                    ),
+                    None => edit(
+                        &mut self.free_volumes_by_class,
+                        volume.spec.storage_class_name.clone(),
+                        key.1.clone(),
+                        add,
+                    ),
+                }
+            }
+            Kind::PersistentVolumeClaim => {
+                let Some(claim) = ClaimView::read(object) else {
+                    return;
+                };
+                if claim.spec.volume_name.is_empty() {
+                    let class = claim.class().to_owned();
+                    edit(&mut self.unbound_claims_by_class, class, key.clone(), add);
+                }
+            }
+            Kind::PodDisruptionBudget => {
+                // A budget without a selector selects no pod: not indexed.
+                let Some(selector) = Budget::of(object).and_then(|b| b.selector) else {
+                    return;
+                };
+                if selector.match_labels.is_empty() {
+                    let at = key.0.clone();
+                    edit(&mut self.budgets_without_labels, at, key.1.clone(), add);
+                }
+                for (k, v) in &selector.match_labels {
+                    let at = (key.0.clone(), k.clone(), v.clone());
+                    edit(&mut self.budget_selectors, at, key.1.clone(), add);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Adds `value` to the set at `at` (`add`), or removes it, dropping a set
+/// left empty.
+fn edit<K: std::hash::Hash + Eq, V: Ord>(
+    map: &mut HashMap<K, BTreeSet<V>>,
+    at: K,
+    value: V,
+    add: bool,
+) {
+    if add {
+        map.entry(at).or_default().insert(value);
+    } else if let Some(set) = map.get_mut(&at) {
+        set.remove(&value);
+        if set.is_empty() {
+            map.remove(&at);
         }
     }
 }
@@ -1042,5 +1213,357 @@ mod tests {
                 encoded_bytes: 10
             }
         );
+    }
+
+    fn generic(kind: &str, ns: &str, name: &str, content: serde_json::Value) -> Arc<Object> {
+        let mut object = v1::GenericObject {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: ns.into(),
+                ..Default::default()
+            }),
+            content: Vec::new(),
+        };
+        if let serde_json::Value::Object(map) = content {
+            crate::objects::generic::set_content(&mut object, &map);
+        }
+        Arc::new(object.into_object())
+    }
+
+    /// A PersistentVolume of `class`, reserved or bound to the claim
+    /// `ns/name` when one is given.
+    fn volume(name: &str, class: &str, claim: Option<(&str, &str)>) -> Arc<Object> {
+        let mut spec =
+            serde_json::json!({"storageClassName": class, "capacity": {"storage": "1Gi"}});
+        if let Some((ns, claim)) = claim {
+            spec["claimRef"] = serde_json::json!({"namespace": ns, "name": claim, "uid": "u"});
+        }
+        generic(
+            "PersistentVolume",
+            "",
+            name,
+            serde_json::json!({"spec": spec}),
+        )
+    }
+
+    /// A PersistentVolumeClaim of `class` (`None`: unset), bound to
+    /// `volume` when it is not empty.
+    fn claim(ns: &str, name: &str, class: Option<&str>, volume: &str) -> Arc<Object> {
+        let mut spec = serde_json::json!({"volumeName": volume});
+        if let Some(class) = class {
+            spec["storageClassName"] = serde_json::json!(class);
+        }
+        generic(
+            "PersistentVolumeClaim",
+            ns,
+            name,
+            serde_json::json!({"spec": spec}),
+        )
+    }
+
+    #[test]
+    fn volumes_and_claims_are_found_by_binding_and_class() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Added,
+                    volume("pv-a", "fast", None),
+                ),
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Added,
+                    volume("pv-b", "fast", Some(("shop", "data"))),
+                ),
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Added,
+                    volume("pv-c", "", None),
+                ),
+                change(
+                    Kind::PersistentVolumeClaim,
+                    EventType::Added,
+                    claim("shop", "data", Some("fast"), ""),
+                ),
+                change(
+                    Kind::PersistentVolumeClaim,
+                    EventType::Added,
+                    claim("shop", "logs", None, ""),
+                ),
+                change(
+                    Kind::PersistentVolumeClaim,
+                    EventType::Added,
+                    claim("shop", "done", Some("fast"), "pv-z"),
+                ),
+            ],
+            6,
+        );
+        assert_eq!(cache.revision(), 6);
+        assert_eq!(names(&cache.free_volumes("fast")), ["pv-a"]);
+        assert_eq!(names(&cache.free_volumes("")), ["pv-c"]);
+        assert!(cache.free_volumes("slow").is_empty());
+        assert_eq!(names(&cache.volumes_for_claim("shop", "data")), ["pv-b"]);
+        assert!(cache.volumes_for_claim("other", "data").is_empty());
+        // A bound claim is in no unbound list; no class is the class "".
+        assert_eq!(names(&cache.unbound_claims("fast")), ["data"]);
+        assert_eq!(names(&cache.unbound_claims("")), ["logs"]);
+
+        // pv-a is reserved for logs, pv-b moves to another claim, data
+        // binds.
+        cache.apply(
+            &[
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Modified,
+                    volume("pv-a", "fast", Some(("shop", "logs"))),
+                ),
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Modified,
+                    volume("pv-b", "fast", Some(("shop", "new"))),
+                ),
+                change(
+                    Kind::PersistentVolumeClaim,
+                    EventType::Modified,
+                    claim("shop", "data", Some("fast"), "pv-b"),
+                ),
+            ],
+            7,
+        );
+        assert!(cache.free_volumes("fast").is_empty());
+        assert_eq!(names(&cache.volumes_for_claim("shop", "logs")), ["pv-a"]);
+        assert!(cache.volumes_for_claim("shop", "data").is_empty());
+        assert_eq!(names(&cache.volumes_for_claim("shop", "new")), ["pv-b"]);
+        assert!(cache.unbound_claims("fast").is_empty());
+
+        // Deleted: gone from every index.
+        cache.apply(
+            &[
+                change(
+                    Kind::PersistentVolume,
+                    EventType::Deleted,
+                    volume("pv-a", "fast", Some(("shop", "logs"))),
+                ),
+                change(
+                    Kind::PersistentVolumeClaim,
+                    EventType::Deleted,
+                    claim("shop", "logs", None, ""),
+                ),
+            ],
+            8,
+        );
+        assert!(cache.volumes_for_claim("shop", "logs").is_empty());
+        assert!(cache.unbound_claims("").is_empty());
+        assert_eq!(cache.revision(), 8);
+
+        // Rebuilt from redb or a snapshot: the indexes are the objects'.
+        cache.reset(
+            vec![
+                (volume("pv-s", "slow", None), 10),
+                (claim("shop", "wait", Some("slow"), ""), 10),
+            ],
+            20,
+        );
+        assert_eq!(names(&cache.free_volumes("slow")), ["pv-s"]);
+        assert!(cache.free_volumes("").is_empty());
+        assert!(cache.volumes_for_claim("shop", "new").is_empty());
+        assert_eq!(names(&cache.unbound_claims("slow")), ["wait"]);
+        assert!(cache.unbound_claims("fast").is_empty());
+        assert_eq!(cache.revision(), 20);
+    }
+
+    fn pod_with_claims(ns: &str, name: &str, claims: &[&str]) -> Arc<Object> {
+        let volumes = claims
+            .iter()
+            .map(|claim| v1::Volume {
+                name: format!("v-{claim}"),
+                persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                    claim_name: (*claim).into(),
+                    read_only: false,
+                }),
+                ..Default::default()
+            })
+            .collect();
+        Arc::new(
+            v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    namespace: ns.into(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::PodSpec {
+                    volumes,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+    }
+
+    #[test]
+    fn pods_are_found_by_the_claims_they_use() {
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_with_claims("a", "p1", &["data", "logs"]),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_with_claims("a", "p2", &["data"]),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_with_claims("b", "p3", &["data"]),
+                ),
+                change(Kind::Pod, EventType::Added, pod("a", "plain", "", &[], "")),
+            ],
+            4,
+        );
+        assert_eq!(names(&cache.pods_using_claim("a", "data")), ["p1", "p2"]);
+        assert_eq!(names(&cache.pods_using_claim("a", "logs")), ["p1"]);
+        assert_eq!(names(&cache.pods_using_claim("b", "data")), ["p3"]);
+        assert!(cache.pods_using_claim("a", "other").is_empty());
+
+        // p1 stops using data (a pod's volumes do not change in Kubernetes,
+        // but the index follows whatever is stored).
+        cache.apply(
+            &[change(
+                Kind::Pod,
+                EventType::Modified,
+                pod_with_claims("a", "p1", &["logs"]),
+            )],
+            5,
+        );
+        assert_eq!(names(&cache.pods_using_claim("a", "data")), ["p2"]);
+        cache.apply(
+            &[change(
+                Kind::Pod,
+                EventType::Deleted,
+                pod_with_claims("a", "p2", &["data"]),
+            )],
+            6,
+        );
+        assert!(cache.pods_using_claim("a", "data").is_empty());
+        assert_eq!(cache.revision(), 6);
+
+        cache.reset(vec![(pod_with_claims("a", "p9", &["data"]), 10)], 9);
+        assert_eq!(names(&cache.pods_using_claim("a", "data")), ["p9"]);
+        assert!(cache.pods_using_claim("a", "logs").is_empty());
+        assert!(cache.pods_using_claim("b", "data").is_empty());
+    }
+
+    fn budget(ns: &str, name: &str, selector: Option<serde_json::Value>) -> Arc<Object> {
+        let mut spec = serde_json::json!({"maxUnavailable": 1});
+        if let Some(selector) = selector {
+            spec["selector"] = selector;
+        }
+        generic(
+            "PodDisruptionBudget",
+            ns,
+            name,
+            serde_json::json!({"spec": spec}),
+        )
+    }
+
+    #[test]
+    fn budgets_are_found_by_the_pod_labels_they_select() {
+        let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let web = serde_json::json!({"matchLabels": {"app": "web"}});
+        let front = serde_json::json!({"matchExpressions": [
+            {"key": "tier", "operator": "In", "values": ["front"]}
+        ]});
+        let cache = ObjectCache::default();
+        cache.apply(
+            &[
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Added,
+                    budget("a", "web", Some(web.clone())),
+                ),
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Added,
+                    budget("a", "all", Some(serde_json::json!({}))),
+                ),
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Added,
+                    budget("a", "front", Some(front)),
+                ),
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Added,
+                    budget("a", "none", None),
+                ),
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Added,
+                    budget("b", "web", Some(web)),
+                ),
+            ],
+            5,
+        );
+        let web_front = labels(&[("app", "web"), ("tier", "front")]);
+        assert_eq!(
+            names(&cache.budgets_selecting("a", &web_front)),
+            ["all", "front", "web"]
+        );
+        assert_eq!(
+            names(&cache.budgets_selecting("a", &labels(&[("app", "db")]))),
+            ["all"]
+        );
+        assert_eq!(names(&cache.budgets_selecting("b", &web_front)), ["web"]);
+        assert!(cache.budgets_selecting("c", &web_front).is_empty());
+
+        // web now selects app=api; all is deleted.
+        cache.apply(
+            &[
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Modified,
+                    budget(
+                        "a",
+                        "web",
+                        Some(serde_json::json!({"matchLabels": {"app": "api"}})),
+                    ),
+                ),
+                change(
+                    Kind::PodDisruptionBudget,
+                    EventType::Deleted,
+                    budget("a", "all", Some(serde_json::json!({}))),
+                ),
+            ],
+            6,
+        );
+        assert_eq!(names(&cache.budgets_selecting("a", &web_front)), ["front"]);
+        assert_eq!(
+            names(&cache.budgets_selecting("a", &labels(&[("app", "api")]))),
+            ["web"]
+        );
+        assert_eq!(cache.revision(), 6);
+
+        cache.reset(
+            vec![(budget("a", "all", Some(serde_json::json!({}))), 10)],
+            9,
+        );
+        assert_eq!(
+            names(&cache.budgets_selecting("a", &labels(&[("app", "api")]))),
+            ["all"]
+        );
+        assert_eq!(cache.revision(), 9);
     }
 }

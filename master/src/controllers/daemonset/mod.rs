@@ -12,7 +12,7 @@
 //! needed for a pod whose node is known. So no resource or host-port check
 //! holds a DaemonSet pod back.
 //!
-//! Templates are tracked as Kubernetes tracks them ([`history`]):
+//! Templates are tracked as Kubernetes tracks them ([`revisions`]):
 //! ControllerRevisions `<daemonset>-<hash>`, pods labelled
 //! `controller-revision-hash`, `kubectl rollout undo daemonset` possible.
 //! A new template reaches the pods by `updateStrategy`: RollingUpdate
@@ -26,11 +26,10 @@
 //! collector.
 
 pub mod eligibility;
-pub mod history;
 pub mod plan;
 pub mod spec;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -39,14 +38,15 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio::time::Instant;
 
+use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
+use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::deletion::{is_being_deleted, DeleteOptions};
 use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::pods::{pod_is_ready, pod_is_terminating};
-use crate::objects::{selector, IntoObject, Kind, ObjectExt};
+use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use history::{History, Revision, REVISION_HASH_LABEL};
 use plan::{DaemonPod, NodeFit, Plan, Why};
 use spec::{DaemonSetSpec, DaemonSetStatus, UpdateStrategy};
 
@@ -161,7 +161,7 @@ impl Reconciler for DaemonSetController {
         }
 
         // The pods as they are now (the writes above are in the store).
-        let pods = self.owned_pods(&object);
+        let pods = pod_claims::owned_pods(&self.ctx, &object, Kind::DaemonSet);
         let live: BTreeSet<String> = pods.iter().filter_map(hash_label).collect();
         for name in history.to_prune(spec.revision_history_limit, &live) {
             self.delete_revision(&key.namespace, &name).await?;
@@ -206,18 +206,10 @@ impl DaemonSetController {
         status: &DaemonSetStatus,
     ) -> Result<Option<(String, History)>, ReconcileError> {
         let meta = object.meta();
-        let mut stored: HashMap<String, v1::GenericObject> = HashMap::new();
-        for dependent in self.ctx.store.dependents_of(&meta.uid) {
-            let controller = controller_of(&dependent, Kind::DaemonSet);
-            let ours = controller.is_some_and(|r| r.uid == meta.uid);
-            let revision = dependent.kind().ok() == Some(Kind::ControllerRevision);
-            if let (true, true, Some(Body::Generic(g))) = (ours, revision, &dependent.kind) {
-                stored.insert(dependent.meta().name.clone(), g.clone());
-            }
-        }
-        let revisions = stored.values().map(Revision::read).collect();
-        let data = history::revision_data(&spec.template);
-        let history = History::sort(revisions, &data);
+        let stored = revisions::owned_revisions(&self.ctx, object, Kind::DaemonSet);
+        let read = stored.values().map(Revision::read).collect();
+        let data = revisions::revision_data(&spec.template);
+        let history = History::sort(read, &data);
         for duplicate in &history.duplicates {
             self.delete_revision(&meta.namespace, &duplicate.name)
                 .await?;
@@ -227,21 +219,21 @@ impl DaemonSetController {
             if current.revision < next {
                 // Back to an older template: it is the newest revision now.
                 if let Some(g) = stored.get(&current.name) {
-                    let renumbered = history::renumbered(g, next);
+                    let renumbered = revisions::renumbered(g, next);
                     self.ctx.writer.update(renumbered).await?;
                 }
             }
             let hash = current.hash.clone();
             return Ok(Some((hash, history)));
         }
-        let hash = history::template_hash(&spec.template, status.collision_count);
+        let hash = revisions::template_hash(&spec.template, status.collision_count);
         let labels = spec
             .pod
             .metadata
             .as_ref()
             .map(|m| m.labels.clone())
             .unwrap_or_default();
-        let revision = history::new_revision(object, &labels, &hash, next, data);
+        let revision = revisions::new_revision(object, &labels, &hash, next, data);
         match self.ctx.writer.create(revision).await {
             Ok(_) => Ok(Some((hash, history))),
             Err(e) if e.is_already_exists() => {
@@ -272,82 +264,22 @@ impl DaemonSetController {
         Ok(nodes)
     }
 
-    /// The pods the DaemonSet controls, from the owner index.
-    fn owned_pods(&self, object: &Object) -> Vec<v1::Pod> {
-        let uid = &object.meta().uid;
-        let dependents = self.ctx.store.dependents_of(uid);
-        dependents
-            .iter()
-            .filter(|o| controller_of(o, Kind::DaemonSet).is_some_and(|r| r.uid == *uid))
-            .filter_map(|o| match &o.kind {
-                Some(Body::Pod(pod)) => Some(pod.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The DaemonSet's pods, as Kubernetes claims them: those it controls
-    /// and still selects, and orphans it selects, adopted (bound ones, not
-    /// being deleted); those it controls but no longer selects are let go
-    /// (they keep running, unowned).
+    /// The DaemonSet's pods, as Kubernetes claims them
+    /// ([`pod_claims`](super::pod_claims)): those it controls and still
+    /// selects, and orphans it selects, adopted (bound ones, not being
+    /// deleted); those it controls but no longer selects are let go (they
+    /// keep running, unowned).
     async fn claim_pods(
         &self,
         object: &Object,
         spec: &DaemonSetSpec,
     ) -> Result<Vec<v1::Pod>, ReconcileError> {
-        let meta = object.meta();
-        // From the indexes: what this DaemonSet has, not the namespace.
-        let mut candidates = self.ctx.store.dependents_of(&meta.uid);
-        if spec.selector.match_labels.is_empty() {
-            let (in_namespace, _) = self.ctx.store.list(Kind::Pod, Some(&meta.namespace))?;
-            candidates.extend(in_namespace);
-        } else {
-            let labels = &spec.selector.match_labels;
-            candidates.extend(self.ctx.store.select(Kind::Pod, &meta.namespace, labels));
-        }
-        let mut seen = HashSet::new();
-        let mut owned = Vec::new();
-        for candidate in candidates {
-            let Some(Body::Pod(pod)) = &candidate.kind else {
-                continue;
-            };
-            let pod_meta = candidate.meta();
-            if !seen.insert(pod_meta.name.clone()) {
-                continue;
-            }
-            let selected = selector::matches(&spec.selector, &pod_meta.labels);
-            let controller = pod_meta
-                .owner_references
-                .iter()
-                .find(|r| r.controller == Some(true));
-            let mut pod = pod.clone();
-            match controller {
-                Some(r) if r.uid == meta.uid && selected => owned.push(pod),
-                Some(r) if r.uid == meta.uid && !pod_is_terminating(&pod) => {
-                    // Relabelled out of the selector: let go.
-                    if let Some(m) = pod.metadata.as_mut() {
-                        m.owner_references.retain(|r| r.uid != meta.uid);
-                    }
-                    self.write_pod(pod).await?;
-                }
-                None if selected && !pod_is_terminating(&pod) && !bound_to(&pod).is_empty() => {
-                    if let Some(m) = pod.metadata.as_mut() {
-                        m.owner_references.extend(controller_reference(object));
-                    }
-                    owned.push(self.write_pod(pod).await?);
-                }
-                _ => {}
-            }
-        }
-        Ok(owned)
-    }
-
-    /// Writes a pod's metadata change, conditional on its resourceVersion.
-    async fn write_pod(&self, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
-        match self.ctx.writer.update(pod.into_object()).await?.kind {
-            Some(Body::Pod(p)) => Ok(p),
-            _ => Err(ReconcileError::WrongKind { kind: "Pod" }),
-        }
+        let bound = |pod: &v1::Pod| !bound_to(pod).is_empty();
+        let rules = ClaimRules {
+            adoptable: &bound,
+            ..ClaimRules::selector_only()
+        };
+        pod_claims::claim_pods(&self.ctx, object, &spec.selector, &rules).await
     }
 
     /// Creates and deletes what `plan` says, recording an Event for each.
@@ -954,7 +886,7 @@ spec:
     async fn a_name_taken_by_another_template_bumps_the_collision_count() {
         let (objects, controller) = setup(&daemon_set("agent:1", ROLLING));
         let spec = DaemonSetSpec::read(&stored_daemon_set(&objects)).unwrap();
-        let taken = history::template_hash(&spec.template, None);
+        let taken = revisions::template_hash(&spec.template, None);
         let squatter = format!("agent-{taken}");
         let yaml = format!(
             "apiVersion: apps/v1\nkind: ControllerRevision\nmetadata: {{name: {squatter}}}\n"
@@ -971,7 +903,7 @@ spec:
             .filter(|r| r.name != squatter)
             .collect();
         assert_eq!(ours.len(), 1);
-        let expected = history::template_hash(&spec.template, Some(1));
+        let expected = revisions::template_hash(&spec.template, Some(1));
         assert_eq!(ours[0].hash, expected);
         assert_eq!(placed(&objects), [("n1".to_owned(), expected)]);
     }

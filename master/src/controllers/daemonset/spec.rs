@@ -7,28 +7,23 @@
 //! update strategy; `minReadySeconds`; `revisionHistoryLimit`. And the
 //! status it writes back ([`DaemonSetStatus`], Kubernetes' field names).
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use skiff_proto::v1;
 
 use super::eligibility::{add_daemon_tolerations, Requirements};
-use super::history::REVISION_HASH_LABEL;
 use crate::controllers::deployment::resolve;
-use crate::objects::generic;
+use crate::controllers::revisions::REVISION_HASH_LABEL;
+use crate::controllers::workload_spec::{
+    int_or_string, read_status, selector_of, spec_of, template_of, with_status,
+};
 use crate::objects::metadata::random_suffix;
 use crate::objects::placement::required_node_affinity;
-use crate::objects::selector;
+
+pub use crate::controllers::workload_spec::SpecError;
 
 /// Longest base of a generated pod name (`<daemonset>-`), as Kubernetes
 /// cuts `generateName`, so that the name stays a valid label value.
 const MAX_NAME_BASE: usize = 58;
-
-/// A DaemonSet the controller cannot act on: which field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct SpecError {
-    pub field: &'static str,
-    pub message: String,
-}
 
 /// How a changed template reaches the pods.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,32 +88,11 @@ pub struct DaemonSetSpec {
 impl DaemonSetSpec {
     /// Reads the spec of a DaemonSet.
     pub fn read(object: &v1::GenericObject) -> Result<DaemonSetSpec, SpecError> {
-        let mut spec = generic::content(object)
-            .remove("spec")
-            .unwrap_or(Value::Null);
-        strip_nulls(&mut spec);
-        let selector: v1::LabelSelector = match spec.get("selector") {
-            Some(s) => serde_json::from_value(s.clone()).map_err(|e| SpecError {
-                field: "spec.selector",
-                message: e.to_string(),
-            })?,
-            None => v1::LabelSelector::default(),
-        };
-        if selector::is_empty(&selector) {
-            return Err(SpecError {
-                field: "spec.selector",
-                message: "an empty selector would claim every pod".to_owned(),
-            });
-        }
-        let template = spec
-            .get("template")
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new()));
+        let spec = spec_of(object);
+        let selector = selector_of(&spec)?;
+        let template = template_of(&spec);
         let pod = serde_json::from_value::<v1::PodTemplateSpec>(template.clone());
-        let mut pod = pod.map_err(|e| SpecError {
-            field: "spec.template",
-            message: e.to_string(),
-        })?;
+        let mut pod = pod.map_err(|e| SpecError::new("spec.template", e.to_string()))?;
         let pod_spec = pod.spec.get_or_insert_with(Default::default);
         add_daemon_tolerations(pod_spec);
         let affinity = template.get("spec").and_then(required_node_affinity);
@@ -179,29 +153,6 @@ impl DaemonSetSpec {
     }
 }
 
-/// An int-or-string field as the text [`resolve`] reads (`default` when
-/// unset).
-pub fn int_or_string(value: &Value, default: &str) -> String {
-    match value {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if !s.is_empty() => s.clone(),
-        _ => default.to_owned(),
-    }
-}
-
-/// Removes every `null` member of every object in `value`: unset, to the
-/// typed models as to Kubernetes.
-pub fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            fields.retain(|_, v| !v.is_null());
-            fields.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
-}
-
 /// A DaemonSet's `status`, with Kubernetes' field names.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -234,20 +185,12 @@ impl DaemonSetStatus {
     /// The status a DaemonSet has (all zero when it has none, or one that
     /// does not read).
     pub fn read(object: &v1::GenericObject) -> DaemonSetStatus {
-        let status = generic::content(object).remove("status");
-        status
-            .and_then(|s| serde_json::from_value(s).ok())
-            .unwrap_or_default()
+        read_status(object)
     }
 
     /// `object` (a DaemonSet) with this status.
     pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
-        let mut object = object.clone();
-        let mut content = generic::content(&object);
-        let status = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()));
-        content.insert("status".to_owned(), status);
-        generic::set_content(&mut object, &content);
-        object
+        with_status(object, self)
     }
 }
 
@@ -255,6 +198,7 @@ impl DaemonSetStatus {
 mod tests {
     use super::*;
     use crate::controllers::recording::RecordingObjects;
+    use crate::objects::generic;
     use crate::objects::placement::TAINT_UNREACHABLE;
     use skiff_proto::api::object::Kind as Body;
 

@@ -112,9 +112,10 @@ fn written(object: Object, kind: &'static str) -> Result<GenericObject, Reconcil
 }
 
 /// Whether a pod that has not finished uses the claim `name` in
-/// `namespace`: what holds a claim being deleted.
+/// `namespace`: what holds a claim being deleted. The pods come from the
+/// cache's index of the claims pods use.
 pub fn claim_in_use(ctx: &Context, namespace: &str, name: &str) -> Result<bool, ReconcileError> {
-    let (pods, _) = ctx.store.list(Kind::Pod, Some(namespace))?;
+    let pods = ctx.store.pods_using_claim(namespace, name);
     Ok(pods.iter().any(|object| match &object.kind {
         Some(Body::Pod(pod)) => {
             !pod_is_finished(pod)
@@ -148,8 +149,9 @@ impl Reconciler for ClaimController {
                         &r.namespace,
                         &r.name,
                     )],
-                    // A free volume: every claim still waiting may take it.
-                    None => self.unbound_claims(),
+                    // A free volume: every claim of its class still
+                    // waiting may take it.
+                    None => self.unbound_claims(&volume.spec.storage_class_name),
                 },
                 None => Vec::new(),
             },
@@ -164,7 +166,8 @@ impl Reconciler for ClaimController {
                     .collect(),
                 _ => Vec::new(),
             },
-            Kind::StorageClass => self.unbound_claims(),
+            // Only the claims asking for the class read it.
+            Kind::StorageClass => self.unbound_claims(&object.meta().name),
             _ => Vec::new(),
         }
     }
@@ -207,12 +210,13 @@ impl ClaimController {
         self.ctx.events.for_component(COMPONENT)
     }
 
-    /// The claims not bound to a volume yet.
-    fn unbound_claims(&self) -> Vec<ObjectKey> {
-        let Ok((claims, _)) = self.ctx.store.list(Kind::PersistentVolumeClaim, None) else {
-            return Vec::new();
-        };
-        claims
+    /// The claims of storage class `class` not bound to a volume yet, from
+    /// the cache's index (a claim of another class could not take a
+    /// volume of this one, nor reads this class).
+    fn unbound_claims(&self, class: &str) -> Vec<ObjectKey> {
+        self.ctx
+            .store
+            .unbound_claims(class)
             .iter()
             .filter_map(|o| ClaimView::read(o))
             .filter(|c| c.spec.volume_name.is_empty())
@@ -361,7 +365,14 @@ impl ClaimController {
             .and_then(|n| n.metadata.as_ref())
             .map(|m| m.labels.clone())
             .unwrap_or_default();
-        let (volume_objects, _) = self.ctx.store.list(Kind::PersistentVolume, None)?;
+        // Only a volume reserved for this claim or a free one of its class
+        // can fit it (`volume_fits_claim`): both from the cache's indexes.
+        let meta = &claim.meta;
+        let mut volume_objects = self
+            .ctx
+            .store
+            .volumes_for_claim(&meta.namespace, &meta.name);
+        volume_objects.extend(self.ctx.store.free_volumes(claim.class()));
         let volumes: Vec<VolumeView> = volume_objects
             .iter()
             .filter_map(|o| VolumeView::read(o))
@@ -590,19 +601,20 @@ impl Reconciler for VolumeController {
                         ));
                     }
                 }
-                // A volume reserved for a claim that went before binding.
-                if let Ok((volumes, _)) = self.ctx.store.list(Kind::PersistentVolume, None) {
-                    for volume in volumes.iter().filter_map(|o| VolumeView::read(o)) {
-                        let reserved = volume.claim_ref().is_some_and(|r| {
-                            r.namespace == event.namespace && r.name == object.meta().name
-                        });
-                        if reserved && !keys.iter().any(|k| k.name == volume.meta.name) {
-                            keys.push(ObjectKey::new(
-                                Kind::PersistentVolume,
-                                "",
-                                &volume.meta.name,
-                            ));
-                        }
+                // A volume reserved for a claim that went before binding,
+                // from the cache's claimRef index.
+                let name = &object.meta().name;
+                let held = self.ctx.store.volumes_for_claim(&event.namespace, name);
+                for volume in held.iter().filter_map(|o| VolumeView::read(o)) {
+                    let reserved = volume
+                        .claim_ref()
+                        .is_some_and(|r| r.namespace == event.namespace && r.name == *name);
+                    if reserved && !keys.iter().any(|k| k.name == volume.meta.name) {
+                        keys.push(ObjectKey::new(
+                            Kind::PersistentVolume,
+                            "",
+                            &volume.meta.name,
+                        ));
                     }
                 }
                 keys

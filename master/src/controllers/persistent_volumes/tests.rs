@@ -340,3 +340,91 @@ spec:
     assert_eq!(claim(&objects, "again").unwrap().phase, "Lost");
     assert!(objects.event_reasons().iter().any(|r| r == "ClaimLost"));
 }
+
+fn event(kind: Kind, namespace: &str) -> StoredEvent {
+    StoredEvent {
+        revision: 1,
+        kind,
+        namespace: namespace.into(),
+        event_type: 0,
+        node: String::new(),
+        object: Vec::new(),
+    }
+}
+
+#[tokio::test]
+async fn volume_and_class_changes_wake_only_the_claims_they_concern() {
+    let objects = RecordingObjects::new();
+    objects.seed_yaml(STATIC);
+    objects.seed_yaml(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: fast-data, namespace: shop}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: fast
+  resources: {requests: {storage: 1Gi}}
+---
+apiVersion: v1
+kind: PersistentVolume
+metadata: {name: held}
+spec:
+  capacity: {storage: 1Gi}
+  accessModes: [ReadWriteOnce]
+  storageClassName: fast
+  claimRef: {namespace: shop, name: fast-data}
+  hostPath: {path: /srv/held}
+"#,
+    );
+    let ctx = context(&objects);
+    let claims = ClaimController { ctx: ctx.clone() };
+    let volumes = VolumeController { ctx };
+    let pv = |name: &str| {
+        objects
+            .get(Kind::PersistentVolume, "", name)
+            .unwrap()
+            .unwrap()
+    };
+    let claim_key = |name: &str| ObjectKey::new(Kind::PersistentVolumeClaim, "shop", name);
+
+    // A free volume of class manual: the waiting claims of that class.
+    let volume_event = event(Kind::PersistentVolume, "");
+    assert_eq!(
+        claims.keys_for(&volume_event, &pv("tiny")),
+        [claim_key("data")]
+    );
+    // A reserved one: its claim.
+    assert_eq!(
+        claims.keys_for(&volume_event, &pv("held")),
+        [claim_key("fast-data")]
+    );
+    // A StorageClass: the waiting claims that ask for it.
+    let class = objects.seed_yaml(
+        "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: fast}\nprovisioner: example.com/none\n",
+    );
+    let class_event = event(Kind::StorageClass, "");
+    assert_eq!(
+        claims.keys_for(&class_event, &class[0]),
+        [claim_key("fast-data")]
+    );
+
+    // A claim's change: the volume reserved for it.
+    let fast_data = objects
+        .get(Kind::PersistentVolumeClaim, "shop", "fast-data")
+        .unwrap()
+        .unwrap();
+    let claim_event = event(Kind::PersistentVolumeClaim, "shop");
+    assert_eq!(
+        volumes.keys_for(&claim_event, &fast_data),
+        [ObjectKey::new(Kind::PersistentVolume, "", "held")]
+    );
+
+    // Binding reads the reserved volume and the free ones of the class.
+    settle(&objects).await;
+    assert_eq!(
+        claim(&objects, "fast-data").unwrap().spec.volume_name,
+        "held"
+    );
+    assert_eq!(claim(&objects, "data").unwrap().spec.volume_name, "small");
+}

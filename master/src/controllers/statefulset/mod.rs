@@ -10,8 +10,8 @@
 //! OrderedReady or Parallel pod management, scale down highest ordinal
 //! first, RollingUpdate (`partition`, `maxUnavailable`) or OnDelete.
 //!
-//! Templates are tracked as Kubernetes tracks them, with the DaemonSet's
-//! [`history`](crate::controllers::daemonset::history): ControllerRevisions
+//! Templates are tracked as Kubernetes tracks them, as DaemonSets' are
+//! ([`revisions`](crate::controllers::revisions)): ControllerRevisions
 //! `<set>-<hash>`, each member labelled `controller-revision-hash:
 //! <revision name>`, `statefulset.kubernetes.io/pod-name` and
 //! `apps.kubernetes.io/pod-index`; `kubectl rollout undo statefulset`
@@ -38,20 +38,21 @@
 pub mod plan;
 pub mod spec;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::daemonset::history::{self, History, Revision, REVISION_HASH_LABEL};
+use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
+use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::deletion::is_being_deleted;
 use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
-use crate::objects::{selector, IntoObject, Kind, ObjectExt};
+use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
 use spec::{ordinal_of, StatefulSetSpec, StatefulSetStatus};
@@ -145,7 +146,7 @@ impl Reconciler for StatefulSetController {
         unfinished |= self.sync_claims(&object, &spec, &members).await?;
 
         // The pods as they are now (the writes above are in the store).
-        let pods = self.owned_pods(&object);
+        let pods = pod_claims::owned_pods(&self.ctx, &object, Kind::StatefulSet);
         let (members, next_available) = member_facts(&key.name, &pods, spec.min_ready_seconds, now);
         let (current_name, update_name) = (&revisions.current.0, &revisions.update.0);
         let (counts, complete) = plan::count(&members, current_name, update_name);
@@ -208,18 +209,10 @@ impl StatefulSetController {
         status: &StatefulSetStatus,
     ) -> Result<Option<Revisions>, ReconcileError> {
         let meta = object.meta();
-        let mut stored: HashMap<String, v1::GenericObject> = HashMap::new();
-        for dependent in self.ctx.store.dependents_of(&meta.uid) {
-            let controller = controller_of(&dependent, Kind::StatefulSet);
-            let ours = controller.is_some_and(|r| r.uid == meta.uid);
-            let revision = dependent.kind().ok() == Some(Kind::ControllerRevision);
-            if let (true, true, Some(Body::Generic(g))) = (ours, revision, &dependent.kind) {
-                stored.insert(dependent.meta().name.clone(), g.clone());
-            }
-        }
-        let revisions = stored.values().map(Revision::read).collect();
-        let data = history::revision_data(&spec.template);
-        let history = History::sort(revisions, &data);
+        let stored = revisions::owned_revisions(&self.ctx, object, Kind::StatefulSet);
+        let read = stored.values().map(Revision::read).collect();
+        let data = revisions::revision_data(&spec.template);
+        let history = History::sort(read, &data);
         for duplicate in &history.duplicates {
             self.delete_revision(&meta.namespace, &duplicate.name)
                 .await?;
@@ -230,21 +223,21 @@ impl StatefulSetController {
                 if current.revision < next {
                     // Back to an older template: it is the newest revision now.
                     if let Some(g) = stored.get(&current.name) {
-                        let renumbered = history::renumbered(g, next);
+                        let renumbered = revisions::renumbered(g, next);
                         self.ctx.writer.update(renumbered).await?;
                     }
                 }
                 current.name.clone()
             }
             None => {
-                let hash = history::template_hash(&spec.template, status.collision_count);
+                let hash = revisions::template_hash(&spec.template, status.collision_count);
                 let labels = spec
                     .pod
                     .metadata
                     .as_ref()
                     .map(|m| m.labels.clone())
                     .unwrap_or_default();
-                let revision = history::new_revision(object, &labels, &hash, next, data);
+                let revision = revisions::new_revision(object, &labels, &hash, next, data);
                 let name = revision.meta().name.clone();
                 match self.ctx.writer.create(revision).await {
                     Ok(_) => name,
@@ -281,82 +274,23 @@ impl StatefulSetController {
         }))
     }
 
-    /// The pods the StatefulSet controls, from the owner index.
-    fn owned_pods(&self, object: &Object) -> Vec<v1::Pod> {
-        let uid = &object.meta().uid;
-        let dependents = self.ctx.store.dependents_of(uid);
-        dependents
-            .iter()
-            .filter(|o| controller_of(o, Kind::StatefulSet).is_some_and(|r| r.uid == *uid))
-            .filter_map(|o| match &o.kind {
-                Some(Body::Pod(pod)) => Some(pod.clone()),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The StatefulSet's pods, as Kubernetes claims them: those it controls
-    /// and still selects, and orphans it selects that are named as its
-    /// members, adopted (not being deleted); those it controls but no
-    /// longer selects are let go (they keep running, unowned).
+    /// The StatefulSet's pods, as Kubernetes claims them
+    /// ([`pod_claims`](super::pod_claims)): those it controls and still
+    /// selects, and orphans it selects that are named as its members,
+    /// adopted (not being deleted); those it controls but no longer selects
+    /// are let go (they keep running, unowned).
     async fn claim_pods(
         &self,
         object: &Object,
         spec: &StatefulSetSpec,
     ) -> Result<Vec<v1::Pod>, ReconcileError> {
-        let meta = object.meta();
-        let mut candidates = self.ctx.store.dependents_of(&meta.uid);
-        if spec.selector.match_labels.is_empty() {
-            let (in_namespace, _) = self.ctx.store.list(Kind::Pod, Some(&meta.namespace))?;
-            candidates.extend(in_namespace);
-        } else {
-            let labels = &spec.selector.match_labels;
-            candidates.extend(self.ctx.store.select(Kind::Pod, &meta.namespace, labels));
-        }
-        let mut seen = HashSet::new();
-        let mut owned = Vec::new();
-        for candidate in candidates {
-            let Some(Body::Pod(pod)) = &candidate.kind else {
-                continue;
-            };
-            let pod_meta = candidate.meta();
-            if !seen.insert(pod_meta.name.clone()) {
-                continue;
-            }
-            let selected = selector::matches(&spec.selector, &pod_meta.labels);
-            let named = ordinal_of(&meta.name, &pod_meta.name).is_some();
-            let controller = pod_meta
-                .owner_references
-                .iter()
-                .find(|r| r.controller == Some(true));
-            let mut pod = pod.clone();
-            match controller {
-                Some(r) if r.uid == meta.uid && selected && named => owned.push(pod),
-                Some(r) if r.uid == meta.uid && !pod_is_terminating(&pod) => {
-                    // Relabelled out of the selector: let go.
-                    if let Some(m) = pod.metadata.as_mut() {
-                        m.owner_references.retain(|r| r.uid != meta.uid);
-                    }
-                    self.write_pod(pod).await?;
-                }
-                None if selected && named && !pod_is_terminating(&pod) => {
-                    if let Some(m) = pod.metadata.as_mut() {
-                        m.owner_references.extend(controller_reference(object));
-                    }
-                    owned.push(self.write_pod(pod).await?);
-                }
-                _ => {}
-            }
-        }
-        Ok(owned)
-    }
-
-    /// Writes a pod's metadata change, conditional on its resourceVersion.
-    async fn write_pod(&self, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
-        match self.ctx.writer.update(pod.into_object()).await?.kind {
-            Some(Body::Pod(p)) => Ok(p),
-            _ => Err(ReconcileError::WrongKind { kind: "Pod" }),
-        }
+        let set = &object.meta().name;
+        let named = |pod: &v1::ObjectMeta| ordinal_of(set, &pod.name).is_some();
+        let rules = ClaimRules {
+            matches: &named,
+            ..ClaimRules::selector_only()
+        };
+        pod_claims::claim_pods(&self.ctx, object, &spec.selector, &rules).await
     }
 
     /// Carries out `steps` in order, recording an Event for each; whether

@@ -15,33 +15,20 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 use skiff_proto::v1;
 
-use crate::controllers::daemonset::history::REVISION_HASH_LABEL;
-use crate::controllers::daemonset::spec::{int_or_string, strip_nulls};
 use crate::controllers::deployment::resolve;
+use crate::controllers::revisions::REVISION_HASH_LABEL;
+use crate::controllers::workload_spec::{
+    int_or_string, read_status, selector_of, spec_of, strip_nulls, template_of, with_status,
+};
 use crate::objects::generic;
 use crate::objects::selector;
+
+pub use crate::controllers::workload_spec::SpecError;
 
 /// The label that names a member's pod (Kubernetes' `StatefulSetPodNameLabel`).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 /// The label that holds a member's ordinal (Kubernetes' `PodIndexLabel`).
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
-
-/// A StatefulSet the controller cannot act on: which field, and why.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct SpecError {
-    pub field: String,
-    pub message: String,
-}
-
-impl SpecError {
-    fn new(field: impl Into<String>, message: impl Into<String>) -> SpecError {
-        SpecError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
 
 /// `podManagementPolicy`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,25 +111,9 @@ pub struct StatefulSetSpec {
 impl StatefulSetSpec {
     /// Reads the spec of a StatefulSet.
     pub fn read(object: &v1::GenericObject) -> Result<StatefulSetSpec, SpecError> {
-        let mut spec = generic::content(object)
-            .remove("spec")
-            .unwrap_or(Value::Null);
-        strip_nulls(&mut spec);
-        let selector: v1::LabelSelector = match spec.get("selector") {
-            Some(s) => serde_json::from_value(s.clone())
-                .map_err(|e| SpecError::new("spec.selector", e.to_string()))?,
-            None => v1::LabelSelector::default(),
-        };
-        if selector::is_empty(&selector) {
-            return Err(SpecError::new(
-                "spec.selector",
-                "an empty selector would claim every pod",
-            ));
-        }
-        let template = spec
-            .get("template")
-            .cloned()
-            .unwrap_or_else(|| Value::Object(Map::new()));
+        let spec = spec_of(object);
+        let selector = selector_of(&spec)?;
+        let template = template_of(&spec);
         let pod = pod_template(&template).map_err(|e| SpecError::new("spec.template", e))?;
         let labels = pod.metadata.as_ref().map(|m| &m.labels);
         if !labels.is_some_and(|l| selector::matches(&selector, l)) {
@@ -424,20 +395,12 @@ impl StatefulSetStatus {
     /// The status a StatefulSet has (all zero when it has none, or one that
     /// does not read).
     pub fn read(object: &v1::GenericObject) -> StatefulSetStatus {
-        let status = generic::content(object).remove("status");
-        status
-            .and_then(|s| serde_json::from_value(s).ok())
-            .unwrap_or_default()
+        read_status(object)
     }
 
     /// `object` (a StatefulSet) with this status.
     pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
-        let mut object = object.clone();
-        let mut content = generic::content(&object);
-        let status = serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()));
-        content.insert("status".to_owned(), status);
-        generic::set_content(&mut object, &content);
-        object
+        with_status(object, self)
     }
 }
 
@@ -594,7 +557,7 @@ spec:
     #[test]
     fn a_revision_records_a_template_that_reads_back() {
         let spec = read(WEB).unwrap();
-        let data = crate::controllers::daemonset::history::revision_data(&spec.template);
+        let data = crate::controllers::revisions::revision_data(&spec.template);
         let template = revision_template(&data).unwrap();
         assert_eq!(template, spec.pod);
         assert!(revision_template(&serde_json::json!({})).is_err());

@@ -1,23 +1,25 @@
-//! A DaemonSet's history, kept as Kubernetes keeps it: one
-//! ControllerRevision per pod template the DaemonSet has had, named
-//! `<daemonset>-<hash>`, numbered in `revision` (the highest is the
-//! current template, so going back to an older template renumbers its
-//! revision), holding in `data` the strategic merge patch that puts that
-//! template back (`{"spec":{"template":{..., "$patch":"replace"}}}`: what
-//! `kubectl rollout undo daemonset` sends), labelled with the template's
-//! labels (so the DaemonSet's selector finds it) and with
-//! `controller-revision-hash: <hash>`, the label its pods carry too. Old
-//! revisions are kept up to `revisionHistoryLimit`, and always while a pod
-//! still runs them.
+//! The history of a DaemonSet or a StatefulSet, kept as Kubernetes keeps
+//! it: one ControllerRevision per pod template the workload has had, named
+//! `<workload>-<hash>`, numbered in `revision` (the highest is the current
+//! template, so going back to an older template renumbers its revision),
+//! holding in `data` the strategic merge patch that puts that template
+//! back (`{"spec":{"template":{..., "$patch":"replace"}}}`: what `kubectl
+//! rollout undo` sends), labelled with the template's labels (so the
+//! workload's selector finds it) and with `controller-revision-hash:
+//! <hash>`, the label its pods carry too (a StatefulSet's pods carry the
+//! revision's name there, as Kubernetes does). Old revisions are kept up
+//! to `revisionHistoryLimit`, and always while a pod still runs them.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
+use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+use super::Context;
 use crate::objects::generic;
-use crate::objects::owners::controller_reference;
+use crate::objects::owners::{controller_of, controller_reference};
 use crate::objects::{IntoObject, Kind, ObjectExt};
 
 /// The label that ties a revision and its pods to one template.
@@ -25,7 +27,7 @@ pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
 /// What kubectl records of the last `apply`: not copied to revisions.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// One ControllerRevision of a DaemonSet, as the controller reads it.
+/// One ControllerRevision of a workload, as its controller reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Revision {
     pub name: String,
@@ -90,7 +92,7 @@ pub fn template_hash(template: &Value, collision_count: Option<i32>) -> String {
         .collect()
 }
 
-/// A DaemonSet's revisions, sorted out against its current template.
+/// A workload's revisions, sorted out against its current template.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct History {
     /// The revision that records the current template (the highest
@@ -143,19 +145,39 @@ impl History {
     }
 }
 
+/// The ControllerRevisions `owner` (a workload of `kind`) controls, by
+/// name, from the owner index.
+pub fn owned_revisions(
+    ctx: &Context,
+    owner: &Object,
+    kind: Kind,
+) -> HashMap<String, v1::GenericObject> {
+    let meta = owner.meta();
+    let mut stored = HashMap::new();
+    for dependent in ctx.store.dependents_of(&meta.uid) {
+        let controller = controller_of(&dependent, kind);
+        let ours = controller.is_some_and(|r| r.uid == meta.uid);
+        let revision = dependent.kind().ok() == Some(Kind::ControllerRevision);
+        if let (true, true, Some(Body::Generic(g))) = (ours, revision, &dependent.kind) {
+            stored.insert(dependent.meta().name.clone(), g.clone());
+        }
+    }
+    stored
+}
+
 /// The ControllerRevision that records the current template of
-/// `daemon_set` as number `revision`: its template's `labels` and the
-/// hash label, the DaemonSet's annotations (`kubernetes.io/change-cause`
+/// `workload` as number `revision`: its template's `labels` and the
+/// hash label, the workload's annotations (`kubernetes.io/change-cause`
 /// for `kubectl rollout history`) but kubectl's last applied
-/// configuration, the DaemonSet as its controller.
+/// configuration, the workload as its controller.
 pub fn new_revision(
-    daemon_set: &Object,
+    workload: &Object,
     labels: &BTreeMap<String, String>,
     hash: &str,
     revision: i64,
     data: Value,
 ) -> Object {
-    let meta = daemon_set.meta();
+    let meta = workload.meta();
     let mut labels = labels.clone();
     labels.insert(REVISION_HASH_LABEL.to_owned(), hash.to_owned());
     let mut annotations = meta.annotations.clone();
@@ -172,7 +194,7 @@ pub fn new_revision(
             namespace: meta.namespace.clone(),
             labels,
             annotations,
-            owner_references: controller_reference(daemon_set).into_iter().collect(),
+            owner_references: controller_reference(workload).into_iter().collect(),
             ..Default::default()
         }),
         content: Vec::new(),
@@ -194,7 +216,6 @@ pub fn renumbered(stored: &v1::GenericObject, revision: i64) -> Object {
 mod tests {
     use super::*;
     use crate::controllers::recording::RecordingObjects;
-    use skiff_proto::api::object::Kind as Body;
 
     const DAEMON_SET: &str = r#"
 apiVersion: apps/v1
