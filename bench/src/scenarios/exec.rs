@@ -16,8 +16,11 @@
 //!   through `kubectl port-forward` (1.35: SPDY tunnelled in a WebSocket;
 //!   1.20: SPDY/3.1), which relays local port → master → agent (mutual
 //!   TLS) → the pod's `localhost`. As in `overlay`, iperf3's server runs in
-//!   the pod's network namespace, so the image needs no iperf3. Target:
-//!   port-forward ≥ 0.5 × direct.
+//!   the pod's network namespace, so the image needs no iperf3. Each round
+//!   runs its own `kubectl port-forward`, stopped after it, so that a
+//!   connection the pod reset (iperf3's server does at a test's end, which
+//!   ends kubectl 1.28+'s whole port-forward) cannot break the next round.
+//!   Target: port-forward ≥ 0.5 × direct.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,7 +50,7 @@ pub struct ExecArgs {
     #[arg(long, default_value_t = 5)]
     pub seconds: u32,
     /// Throughput measurements of each path, alternating direct and
-    /// through each kubectl's port-forward.
+    /// through each kubectl's port-forward (a new one each round).
     #[arg(long, default_value_t = 2)]
     pub rounds: u32,
 }
@@ -312,18 +315,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
         eprintln!("{line}");
     }
 
-    // The port-forwards listen through every round; each iperf3 client's
-    // connections (control and data) are new forwarded streams.
-    let mut forwards = Vec::new();
-    for k in std::iter::once(&websocket).chain(spdy.as_ref()) {
-        let local = skiff_e2e::free_port();
-        let forward = k
-            .forward(local)
-            .with_context(|| format!("{} port-forward", k.label()))?;
-        forwards.push((local, forward));
-    }
+    // Each round starts its own `kubectl port-forward` on a new local port
+    // and stops it after its iperf3 run, so rounds are independent: iperf3's
+    // server resets its data socket at the end of a test, the agent reports
+    // the broken pod connection on the error stream (as containerd's CRI
+    // does), and kubectl 1.28 and later then end that whole port-forward.
     eprintln!(
-        "port-forward: {} rounds of {} s of one iperf3 stream, direct and through each kubectl",
+        "port-forward: {} rounds of {} s of one iperf3 stream, direct and through each kubectl (a new port-forward each round)",
         args.rounds, args.seconds
     );
     let mut direct = Vec::new();
@@ -339,15 +337,18 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
         .context("iperf3 straight to the pod")?;
         direct.push(d);
         let mut line = format!("round {}: direct to the pod {d:.2} Gbit/s", round_no + 1);
-        let kubectls = std::iter::once(&mut websocket).chain(spdy.as_mut());
-        for (k, (local, forward)) in kubectls.zip(&forwards) {
+        for k in std::iter::once(&mut websocket).chain(spdy.as_mut()) {
             let label = k.label();
+            let local = skiff_e2e::free_port();
+            let forward = k
+                .forward(local)
+                .with_context(|| format!("{label} port-forward, round {}", round_no + 1))?;
             let f = iperf_through(
                 &pod_ns,
                 IPERF_PORT,
                 &own_ns,
                 "127.0.0.1",
-                *local,
+                local,
                 args.seconds,
             )
             .with_context(|| {
@@ -356,12 +357,13 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
                     forward.output()
                 )
             })?;
+            // Stopped by the PID it was started with, and waited for.
+            drop(forward);
             k.forwarded_gbps.push(f);
             line.push_str(&format!(", through {label} port-forward {f:.2} Gbit/s"));
         }
         eprintln!("{line}");
     }
-    drop(forwards);
 
     let ctr_p50 = ctr.percentile_ms(50.0);
     let ctr_p99 = ctr.percentile_ms(99.0);

@@ -10,6 +10,10 @@
 //! [`ApiService::open_port_forward`], so both paths share authorization,
 //! logging and relaying.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use skiff_proto::api::exec_input::Input as ExecIn;
 use skiff_proto::api::pod_sessions_server::{PodSessions, PodSessionsServer};
 use skiff_proto::api::port_forward_input::Input as ForwardIn;
@@ -18,9 +22,8 @@ use skiff_proto::api::{
 };
 use skiff_proto::node::agent_sessions_client::AgentSessionsClient;
 use skiff_security::Identity;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio_stream::Stream;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -29,9 +32,6 @@ use super::logs::pod_agent_address;
 use super::transport::ClientTransport;
 use super::ApiService;
 use crate::objects::Kind;
-
-/// Messages buffered each way before a relay waits for the slower side.
-const RELAYED_MESSAGES: usize = 16;
 
 impl ApiService {
     /// The gRPC service, sharing this API service.
@@ -83,7 +83,7 @@ impl ApiService {
         identity: &Identity,
         mut start: ExecStart,
         input: S,
-    ) -> Result<ReceiverStream<Result<ExecOutput, Status>>, Status>
+    ) -> Result<SessionOutput<ExecOutput>, Status>
     where
         S: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
     {
@@ -113,27 +113,19 @@ impl ApiService {
             node = %node,
             "exec session"
         );
-        let channel = agent_channel(&self.transport, &node, &address)?;
-        let (to_agent, from_client) = mpsc::channel(RELAYED_MESSAGES);
-        // The first message is in the channel before the call is made, so
-        // the agent can answer its headers.
-        let _ = to_agent
-            .send(ExecInput {
-                input: Some(ExecIn::Start(start)),
-            })
-            .await;
-        let forward = tokio::spawn(forward_input(input, to_agent));
-        let answer = AgentSessionsClient::new(channel)
-            .exec(ReceiverStream::new(from_client))
-            .await;
-        let output = match answer {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                forward.abort();
-                return Err(agent_error(e, &node, &address));
-            }
+        let first = ExecInput {
+            input: Some(ExecIn::Start(start)),
         };
-        Ok(relay_output(output, forward))
+        let agent = AgentSession {
+            transport: &self.transport,
+            node: &node,
+            address: &address,
+        };
+        agent
+            .relay(first, input, |mut client, messages| async move {
+                client.exec(messages).await
+            })
+            .await
     }
 
     /// Opens one port-forward connection for `identity` to `start.port` in
@@ -143,7 +135,7 @@ impl ApiService {
         identity: &Identity,
         mut start: PortForwardStart,
         input: S,
-    ) -> Result<ReceiverStream<Result<PortForwardOutput, Status>>, Status>
+    ) -> Result<SessionOutput<PortForwardOutput>, Status>
     where
         S: Stream<Item = Result<PortForwardInput, Status>> + Send + Unpin + 'static,
     {
@@ -171,40 +163,77 @@ impl ApiService {
             node = %node,
             "port-forward connection"
         );
-        let channel = agent_channel(&self.transport, &node, &address)?;
-        let (to_agent, from_client) = mpsc::channel(RELAYED_MESSAGES);
-        let _ = to_agent
-            .send(PortForwardInput {
-                input: Some(ForwardIn::Start(start)),
-            })
-            .await;
-        let forward = tokio::spawn(forward_input(input, to_agent));
-        let answer = AgentSessionsClient::new(channel)
-            .port_forward(ReceiverStream::new(from_client))
-            .await;
-        let output = match answer {
-            Ok(r) => r.into_inner(),
-            Err(e) => {
-                forward.abort();
-                return Err(agent_error(e, &node, &address));
-            }
+        let first = PortForwardInput {
+            input: Some(ForwardIn::Start(start)),
         };
-        Ok(relay_output(output, forward))
+        let agent = AgentSession {
+            transport: &self.transport,
+            node: &node,
+            address: &address,
+        };
+        agent
+            .relay(first, input, |mut client, messages| async move {
+                client.port_forward(messages).await
+            })
+            .await
     }
 }
 
-/// A channel to the agent of `node`, which must show that node's
-/// certificate.
-fn agent_channel(
-    transport: &ClientTransport,
-    node: &str,
-    address: &str,
-) -> Result<Channel, Status> {
-    transport
-        .with_server_name(&skiff_security::node_server_name(node))
-        .map_err(|e| Status::internal(e.to_string()))?
-        .channel(address)
-        .map_err(|e| Status::internal(e.to_string()))
+/// The agent a session goes to: the node's name (whose certificate it
+/// must show) and its address.
+struct AgentSession<'a> {
+    transport: &'a ClientTransport,
+    node: &'a str,
+    address: &'a str,
+}
+
+impl AgentSession<'_> {
+    /// Opens a session on the agent with `call` (its `Exec` or
+    /// `PortForward`) and relays both ways, exec and port-forward alike:
+    /// `first`, then the client's `input`, go to the agent; its answers
+    /// are the returned stream. There is no relaying task of its own:
+    /// the HTTP/2 connection's body task pulls the client's messages
+    /// straight from `input`, and the caller reads the agent's answers
+    /// straight from the call, so each chunk crosses no extra channel.
+    /// The client's input ends when its stream ends or breaks, or when
+    /// the agent's answers end or the returned stream is dropped (the
+    /// client went away; dropping the call ends the session at the agent).
+    async fn relay<I, O, S, C, F>(
+        &self,
+        first: I,
+        input: S,
+        call: C,
+    ) -> Result<SessionOutput<O>, Status>
+    where
+        I: Send + Unpin + 'static,
+        S: Stream<Item = Result<I, Status>> + Send + Unpin + 'static,
+        C: FnOnce(AgentSessionsClient<Channel>, ClientInput<I, S>) -> F,
+        F: Future<Output = Result<Response<Streaming<O>>, Status>>,
+    {
+        let channel = self
+            .transport
+            .with_server_name(&skiff_security::node_server_name(self.node))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .channel(self.address)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let input_ends = CancellationToken::new();
+        let messages = ClientInput {
+            // Sent as soon as the call is made, so the agent can answer
+            // its headers.
+            first: Some(first),
+            rest: input,
+            ended: Box::pin(input_ends.clone().cancelled_owned()),
+            done: false,
+        };
+        match call(AgentSessionsClient::new(channel), messages).await {
+            Ok(response) => Ok(SessionOutput {
+                output: response.into_inner(),
+                input_ends,
+            }),
+            // The client's input went with the failed call.
+            Err(e) => Err(agent_error(e, self.node, self.address)),
+        }
+    }
 }
 
 /// The agent's refusal, with an unreachable agent named.
@@ -220,48 +249,69 @@ fn agent_error(e: Status, node: &str, address: &str) -> Status {
     }
 }
 
-/// Passes the client's messages to the agent until the client's stream
-/// ends (the agent then sees its end) or breaks (ending the call).
-async fn forward_input<T, S>(mut input: S, to_agent: mpsc::Sender<T>)
+/// What goes to the agent: the session's first message, then the
+/// client's, until the client's stream ends or breaks (the agent then
+/// sees the end of its input) or the session's answers end.
+pub struct ClientInput<I, S> {
+    first: Option<I>,
+    rest: S,
+    ended: Pin<Box<WaitForCancellationFutureOwned>>,
+    done: bool,
+}
+
+impl<I, S> Stream for ClientInput<I, S>
 where
-    S: Stream<Item = Result<T, Status>> + Send + Unpin + 'static,
-    T: Send + 'static,
+    I: Unpin,
+    S: Stream<Item = Result<I, Status>> + Unpin,
 {
-    while let Some(Ok(message)) = input.next().await {
-        if to_agent.send(message).await.is_err() {
-            return;
+    type Item = I;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<I>> {
+        let this = self.get_mut();
+        if let Some(first) = this.first.take() {
+            return Poll::Ready(Some(first));
+        }
+        if this.done || this.ended.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.rest).poll_next(cx) {
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(message)),
+            Poll::Ready(Some(Err(_)) | None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 }
 
-/// Relays the agent's answers to the client; when the client stops
-/// reading, the call to the agent is dropped, which ends the session there.
-fn relay_output<T: Send + 'static>(
-    mut output: Streaming<T>,
-    forward: tokio::task::JoinHandle<()>,
-) -> ReceiverStream<Result<T, Status>> {
-    let (tx, rx) = mpsc::channel(RELAYED_MESSAGES);
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tx.closed() => break,
-                next = output.message() => match next {
-                    Ok(Some(message)) => {
-                        if tx.send(Ok(message)).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        break;
-                    }
-                }
-            }
+/// A session's answers from the agent, read by whoever serves the client
+/// (the gRPC stream of `skiff ctl`, kubectl's WebSocket or SPDY streams).
+/// Once they end or fail, or this stream is dropped, the client's input
+/// stops going to the agent; dropping it also ends the call there.
+pub struct SessionOutput<T> {
+    output: Streaming<T>,
+    input_ends: CancellationToken,
+}
+
+impl<T> Stream for SessionOutput<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let next = Pin::new(&mut this.output).poll_next(cx);
+        if matches!(next, Poll::Ready(None | Some(Err(_)))) {
+            this.input_ends.cancel();
         }
-        forward.abort();
-    });
-    ReceiverStream::new(rx)
+        next
+    }
+}
+
+impl<T> Drop for SessionOutput<T> {
+    fn drop(&mut self) {
+        self.input_ends.cancel();
+    }
 }
 
 /// Reads the first message of a client's stream.
@@ -276,7 +326,7 @@ async fn first<T>(input: &mut Streaming<T>, what: &str) -> Result<T, Status> {
 
 #[tonic::async_trait]
 impl PodSessions for ApiService {
-    type ExecStream = ReceiverStream<Result<ExecOutput, Status>>;
+    type ExecStream = SessionOutput<ExecOutput>;
 
     async fn exec(
         &self,
@@ -297,7 +347,7 @@ impl PodSessions for ApiService {
         ))
     }
 
-    type PortForwardStream = ReceiverStream<Result<PortForwardOutput, Status>>;
+    type PortForwardStream = SessionOutput<PortForwardOutput>;
 
     async fn port_forward(
         &self,
@@ -315,5 +365,49 @@ impl PodSessions for ApiService {
         Ok(Response::new(
             self.open_port_forward(&identity, start, input).await?,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::wrappers::ReceiverStream;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+
+    fn input<S>(first: i32, rest: S, ended: &CancellationToken) -> ClientInput<i32, S> {
+        ClientInput {
+            first: Some(first),
+            rest,
+            ended: Box::pin(ended.clone().cancelled_owned()),
+            done: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_agent_gets_the_start_then_the_clients_messages_until_they_break() {
+        let rest = tokio_stream::iter(vec![
+            Ok(2),
+            Ok(3),
+            Err(Status::cancelled("the client went away")),
+            Ok(4),
+        ]);
+        let got: Vec<i32> = input(1, rest, &CancellationToken::new()).collect().await;
+        assert_eq!(got, [1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn the_end_of_the_agents_answers_ends_the_clients_input() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<i32, Status>>(4);
+        tx.send(Ok(7)).await.unwrap();
+        let ended = CancellationToken::new();
+        let mut messages = input(6, ReceiverStream::new(rx), &ended);
+        assert_eq!(messages.next().await, Some(6));
+        assert_eq!(messages.next().await, Some(7));
+        ended.cancel();
+        // The client's stream is still open.
+        assert_eq!(messages.next().await, None);
+        assert_eq!(messages.next().await, None);
+        drop(tx);
     }
 }

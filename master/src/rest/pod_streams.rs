@@ -370,10 +370,9 @@ pub(super) async fn serve(
                 spdy_streams::run_port_forward(forward_target, read, write, shutdown).await
             }
             (Transport::SpdyInWebSocket { .. }, _) => {
-                let (spdy_side, relay) = spdy_streams::websocket_tunnel(read, write);
-                let (read, write) = tokio::io::split(spdy_side);
+                let (read, write, writer) = spdy_streams::websocket_tunnel(read, write);
                 spdy_streams::run_port_forward(forward_target, read, write, shutdown).await;
-                let _ = relay.await;
+                let _ = writer.await;
             }
             (Transport::Channels { protocol, .. }, session) => {
                 let (frames, frames_rx) = mpsc::channel(QUEUED_FRAMES);
@@ -402,10 +401,7 @@ pub(super) async fn serve(
 
 /// A binary message on `channel`.
 fn on_channel(channel: u8, data: &[u8]) -> Vec<u8> {
-    let mut payload = Vec::with_capacity(data.len() + 1);
-    payload.push(channel);
-    payload.extend_from_slice(data);
-    websocket::frame(OPCODE_BINARY, &payload)
+    websocket::frame_parts(OPCODE_BINARY, &[&[channel], data])
 }
 
 /// A resize message's size, if it is one.

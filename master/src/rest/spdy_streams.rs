@@ -36,7 +36,7 @@ use skiff_proto::api::exec_output::Output as ExecOut;
 use skiff_proto::api::port_forward_input::Input as ForwardIn;
 use skiff_proto::api::{ExecInput, ExecStart, PortForwardInput, PortForwardStart, TerminalSize};
 use skiff_security::Identity;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
@@ -48,7 +48,7 @@ use super::spdy::connection::{Connection, FrameSender, IncomingStream, Streams};
 use super::spdy::frame::{HeaderBlock, CANCEL, REFUSED_STREAM};
 use super::status::RestError;
 use super::stream_session::{exit_status, failure_status, header_words, write_frames};
-use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
+use super::websocket::{MessageWriter, PayloadReader};
 use crate::api::ApiService;
 
 /// exec's stream protocols, newest first.
@@ -70,8 +70,9 @@ pub(super) const SPDY_31: &str = "SPDY/3.1";
 const STREAM_CREATION_TIMEOUT: Duration = Duration::from_secs(30);
 /// Messages queued into an exec session before its pumps wait.
 const QUEUED_INPUT: usize = 32;
-/// Bytes in flight inside a WebSocket tunnel, each way.
-const TUNNEL_BUFFER: usize = 256 << 10;
+/// Messages queued for the client inside a WebSocket tunnel before the
+/// SPDY side's writer waits.
+const TUNNEL_QUEUE: usize = 32;
 /// The largest WebSocket message a tunnel sends.
 const TUNNEL_CHUNK: usize = 32 << 10;
 
@@ -387,7 +388,7 @@ pub(super) async fn run_exec<R, W>(
                         Err(status) => return Some(failure_status(&status)),
                     };
                     if let Some(id) = stream {
-                        if !sender.data(id, &data).await {
+                        if !sender.data_owned(id, data).await {
                             return None;
                         }
                     }
@@ -574,7 +575,7 @@ async fn forward_pair(
         Ok(mut output) => loop {
             match output.next().await {
                 Some(Ok(chunk)) => {
-                    if !sender.data(data_id, &chunk.data).await {
+                    if !sender.data_owned(data_id, chunk.data).await {
                         return;
                     }
                 }
@@ -597,82 +598,37 @@ async fn forward_pair(
 }
 
 /// Carries a SPDY connection in WebSocket binary messages: returns the
-/// SPDY side of the tunnel and the task relaying it. Client messages
-/// (masked, split anywhere in the SPDY byte stream) are joined into the
-/// returned stream's input; what is written to it goes back as binary
-/// messages. Pings are answered. When either side ends, the other is
-/// ended: the client's close is the SPDY side's end of file, and the
-/// SPDY side's end sends a WebSocket close.
-pub(super) fn websocket_tunnel<R, W>(read: R, write: W) -> (DuplexStream, JoinHandle<()>)
+/// SPDY connection's reading and writing halves, and the task writing to
+/// the client. Client messages (masked, split anywhere in the SPDY byte
+/// stream) are read as one stream, their payloads unmasked straight into
+/// the SPDY reader's buffer ([`PayloadReader`]); what the SPDY side writes
+/// goes back as binary messages of at most [`TUNNEL_CHUNK`] bytes
+/// ([`MessageWriter`]). Pings are answered. The client's close is the
+/// SPDY side's end of file; once the SPDY side has finished (its writer
+/// shut down, its reader gone) the task sends a WebSocket close and ends.
+pub(super) fn websocket_tunnel<R, W>(
+    read: R,
+    write: W,
+) -> (PayloadReader<R>, MessageWriter, JoinHandle<()>)
 where
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
-    let (spdy_side, bridge_side) = tokio::io::duplex(TUNNEL_BUFFER);
-    let relay = tokio::spawn(async move {
-        let (mut from_spdy, mut to_spdy) = tokio::io::split(bridge_side);
-        let (frames, frames_rx) = mpsc::channel::<Vec<u8>>(32);
-        let writer = tokio::spawn(write_frames(write, frames_rx));
-        let pongs = frames.clone();
-        let inbound = async move {
-            let mut reader = MessageReader::new(read);
-            loop {
-                match reader.next().await {
-                    Ok(Some(Message::Data(bytes))) => {
-                        if to_spdy.write_all(&bytes).await.is_err() {
-                            break;
-                        }
-                    }
-                    Ok(Some(Message::Ping(payload))) => {
-                        let _ = pongs.send(websocket::frame(OPCODE_PONG, &payload)).await;
-                    }
-                    Ok(Some(Message::Pong)) => {}
-                    Ok(Some(Message::Close(_)) | None) => break,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "port-forward tunnel client stream");
-                        break;
-                    }
-                }
-            }
-            let _ = to_spdy.shutdown().await;
-        };
-        let outbound = async move {
-            let mut buf = vec![0u8; TUNNEL_CHUNK];
-            loop {
-                match from_spdy.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        if frames
-                            .send(websocket::frame(OPCODE_BINARY, &buf[..n]))
-                            .await
-                            .is_err()
-                        {
-                            break;
-                        }
-                    }
-                }
-            }
-        };
-        {
-            tokio::pin!(inbound);
-            tokio::pin!(outbound);
-            tokio::select! {
-                // The client is gone or closing: what the SPDY side still
-                // writes (until it has finished) goes out first.
-                () = &mut inbound => outbound.as_mut().await,
-                () = &mut outbound => {}
-            }
-        }
-        // Both halves are gone now, so the writer ends with a close.
-        let _ = writer.await;
-    });
-    (spdy_side, relay)
+    let (frames, frames_rx) = mpsc::channel::<Vec<u8>>(TUNNEL_QUEUE);
+    let writer = tokio::spawn(write_frames(write, frames_rx));
+    (
+        PayloadReader::new(read, frames.clone()),
+        MessageWriter::new(frames, TUNNEL_CHUNK),
+        writer,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::super::spdy::frame::{Frame, FrameEncoder, FrameReader, FLAG_FIN};
+    use super::super::websocket::{self, OPCODE_BINARY, OPCODE_PONG};
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     fn headers(list: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -856,7 +812,7 @@ mod tests {
     async fn a_spdy_connection_split_across_websocket_messages_is_joined_and_answered() {
         let (server_end, mut client_end) = tokio::io::duplex(1 << 20);
         let (read, write) = tokio::io::split(server_end);
-        let (spdy_side, relay) = websocket_tunnel(read, write);
+        let (spdy_read, mut spdy_write, writer) = websocket_tunnel(read, write);
         // A SPDY PING, cut in three messages as a Go client's separate
         // writes send it, with a WebSocket ping between.
         let ping = FrameEncoder::new()
@@ -868,7 +824,6 @@ mod tests {
         wire.extend(client_frame(OPCODE_BINARY, &ping[2..8]));
         wire.extend(client_frame(OPCODE_BINARY, &ping[8..]));
         client_end.write_all(&wire).await.unwrap();
-        let (spdy_read, mut spdy_write) = tokio::io::split(spdy_side);
         let mut frames = FrameReader::new(spdy_read);
         assert_eq!(frames.next().await.unwrap(), Some(Frame::Ping { id: 1 }));
         assert_eq!(
@@ -897,13 +852,15 @@ mod tests {
             .unwrap();
         assert_eq!(frames.next().await.unwrap(), None);
         spdy_write.shutdown().await.unwrap();
+        // The SPDY side's reader goes too, as when its connection ends.
+        drop(frames);
         assert_eq!(
             server_frame(&mut client_end).await,
             (websocket::OPCODE_CLOSE, 1000u16.to_be_bytes().to_vec())
         );
-        tokio::time::timeout(Duration::from_secs(5), relay)
+        tokio::time::timeout(Duration::from_secs(5), writer)
             .await
-            .expect("the tunnel's relay ends")
+            .expect("the tunnel's writer ends")
             .unwrap();
     }
 }

@@ -2,7 +2,7 @@
 //! (WebSocket channels in `pod_streams`, SPDY streams in `spdy_streams`):
 //! the `Status` written on the error channel or stream as the kubelet
 //! writes it, the words of a listed header, and the queued WebSocket frame
-//! writer.
+//! writer (small frames queued together go out in one write).
 
 use http::HeaderMap;
 use serde_json::{json, Value};
@@ -24,13 +24,24 @@ pub(super) fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Small frames queued behind one are written with it, up to this many
+/// bytes: one TLS record and one system call for a burst of small frames
+/// rather than one each.
+const COALESCE: usize = 16 << 10;
+
 /// Writes queued frames until every sender is gone, then closes.
 pub(super) async fn write_frames<W: AsyncWrite + Unpin>(
     mut w: W,
     mut frames: mpsc::Receiver<Vec<u8>>,
 ) {
-    while let Some(frame) = frames.recv().await {
-        if websocket::write_frame(&mut w, &frame).await.is_err() {
+    while let Some(mut out) = frames.recv().await {
+        while out.len() < COALESCE {
+            match frames.try_recv() {
+                Ok(next) => out.extend_from_slice(&next),
+                Err(_) => break,
+            }
+        }
+        if websocket::write_frame(&mut w, &out).await.is_err() {
             return;
         }
     }

@@ -39,6 +39,8 @@ const QUEUED_STREAMS: usize = 16;
 pub const MAX_OPEN_STREAMS: usize = 1024;
 /// The largest DATA frame written; longer writes are split.
 const MAX_DATA_FRAME: usize = 64 << 10;
+/// Bytes of queued frames the writer gathers into one write.
+const WRITE_BATCH: usize = 128 << 10;
 /// When this end is done: how long the client gets to close the
 /// connection, and the writer to send what is queued.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -81,6 +83,24 @@ impl FrameSender {
             }
         }
         true
+    }
+
+    /// [`FrameSender::data`] for data the caller owns: up to 64 KiB it
+    /// becomes the frame as it is, without a copy.
+    pub async fn data_owned(&self, stream_id: u32, data: Vec<u8>) -> bool {
+        // Nothing to send is no frame, as with `data`.
+        if data.is_empty() {
+            return true;
+        }
+        if data.len() > MAX_DATA_FRAME {
+            return self.data(stream_id, &data).await;
+        }
+        self.send(Frame::Data {
+            stream_id,
+            flags: 0,
+            data,
+        })
+        .await
     }
 
     /// Ends this end's half of stream `stream_id` (an empty DATA frame with
@@ -302,7 +322,10 @@ impl ReadLoop {
 }
 
 /// Encodes and writes queued frames until every sender is gone or the
-/// connection fails; then shuts the connection's writing side.
+/// connection fails; then shuts the connection's writing side. Frames
+/// queued together are encoded into one reused buffer, up to
+/// [`WRITE_BATCH`] bytes, and written with one call: one system call and
+/// full TLS records for a burst of frames rather than one each.
 async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut frames: mpsc::Receiver<Frame>) {
     let mut encoder = match FrameEncoder::new() {
         Ok(encoder) => encoder,
@@ -311,20 +334,32 @@ async fn write_frames<W: AsyncWrite + Unpin>(mut w: W, mut frames: mpsc::Receive
             return;
         }
     };
+    let mut out = Vec::new();
     while let Some(frame) = frames.recv().await {
-        let bytes = match encoder.encode(&frame) {
-            Ok(bytes) => bytes,
-            Err(e) => {
+        out.clear();
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if let Err(e) = encoder.encode_into(&frame, &mut out) {
                 tracing::warn!(error = %e, "encoding a SPDY frame");
+                // The frames before it still go out.
+                let _ = w.write_all(&out).await;
+                let _ = w.flush().await;
                 return;
             }
-        };
-        if w.write_all(&bytes).await.is_err() {
+            if out.len() < WRITE_BATCH {
+                next = frames.try_recv().ok();
+            }
+        }
+        if w.write_all(&out).await.is_err() {
             return;
         }
         // What is queued goes out together.
         if frames.is_empty() && w.flush().await.is_err() {
             return;
+        }
+        // A batch of large frames leaves a large buffer: give it back.
+        if out.capacity() > 2 * WRITE_BATCH {
+            out = Vec::new();
         }
     }
     let _ = w.flush().await;

@@ -217,6 +217,38 @@ impl FrameEncoder {
     }
 
     pub fn encode(&mut self, frame: &Frame) -> Result<Vec<u8>, SpdyError> {
+        let mut out = Vec::new();
+        self.encode_into(frame, &mut out)?;
+        Ok(out)
+    }
+
+    /// Appends `frame`'s bytes to `out` (a DATA frame's payload is copied
+    /// once, into `out`; nothing is appended on failure).
+    pub fn encode_into(&mut self, frame: &Frame, out: &mut Vec<u8>) -> Result<(), SpdyError> {
+        if let Frame::Data {
+            stream_id,
+            flags,
+            data,
+        } = frame
+        {
+            if *stream_id == 0 {
+                return Err(SpdyError::ZeroStreamId);
+            }
+            if data.len() > MAX_PAYLOAD {
+                return Err(SpdyError::DataTooLarge(data.len()));
+            }
+            out.reserve(8 + data.len());
+            out.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
+            out.extend_from_slice(&((u32::from(*flags) << 24) | data.len() as u32).to_be_bytes());
+            out.extend_from_slice(data);
+            return Ok(());
+        }
+        out.extend(self.encode_control(frame)?);
+        Ok(())
+    }
+
+    /// A control frame's bytes (DATA frames are [`FrameEncoder::encode_into`]'s).
+    fn encode_control(&mut self, frame: &Frame) -> Result<Vec<u8>, SpdyError> {
         match frame {
             Frame::SynStream {
                 stream_id,
@@ -279,23 +311,9 @@ impl FrameEncoder {
                 payload.extend_from_slice(&(delta & 0x7fff_ffff).to_be_bytes());
                 control(TYPE_WINDOW_UPDATE, 0, &payload)
             }
-            Frame::Data {
-                stream_id,
-                flags,
-                data,
-            } => {
-                if *stream_id == 0 {
-                    return Err(SpdyError::ZeroStreamId);
-                }
-                if data.len() > MAX_PAYLOAD {
-                    return Err(SpdyError::DataTooLarge(data.len()));
-                }
-                let mut out = Vec::with_capacity(8 + data.len());
-                out.extend_from_slice(&(stream_id & 0x7fff_ffff).to_be_bytes());
-                out.extend_from_slice(
-                    &((u32::from(*flags) << 24) | data.len() as u32).to_be_bytes(),
-                );
-                out.extend_from_slice(data);
+            Frame::Data { .. } => {
+                let mut out = Vec::new();
+                self.encode_into(frame, &mut out)?;
                 Ok(out)
             }
             Frame::Unknown { frame_type } => control(*frame_type, 0, &[]),
