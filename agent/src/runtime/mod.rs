@@ -23,6 +23,8 @@ pub mod oci;
 pub mod recording;
 pub mod reference;
 pub mod registry;
+pub mod registry_auth;
+pub mod registry_client;
 pub mod rootfs_files;
 pub mod seccomp;
 pub mod spec;
@@ -62,6 +64,12 @@ pub enum Error {
     },
     #[error("image {image}: {message}")]
     Image { image: String, message: String },
+    #[error("image {image}: {source}")]
+    Registry {
+        image: String,
+        #[source]
+        source: registry_client::RegistryError,
+    },
     #[error("image {image}: not a valid image reference: {source}")]
     Reference {
         image: String,

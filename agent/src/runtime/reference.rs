@@ -193,23 +193,13 @@ impl ImageRef {
         s
     }
 
-    /// The same reference for the registry client.
-    pub fn to_oci(&self) -> oci_client::Reference {
-        let (registry, repository) = (self.registry.clone(), self.repository.clone());
-        match (&self.tag, &self.digest) {
-            (Some(t), Some(d)) => oci_client::Reference::with_tag_and_digest(
-                registry,
-                repository,
-                t.clone(),
-                d.clone(),
-            ),
-            (None, Some(d)) => oci_client::Reference::with_digest(registry, repository, d.clone()),
-            (tag, None) => oci_client::Reference::with_tag(
-                registry,
-                repository,
-                tag.clone().unwrap_or_else(|| "latest".to_owned()),
-            ),
-        }
+    /// What a manifest URL names: the digest when there is one (a tag
+    /// beside it is only informative), else the tag.
+    pub fn manifest_reference(&self) -> &str {
+        self.digest
+            .as_deref()
+            .or(self.tag.as_deref())
+            .unwrap_or("latest")
     }
 }
 
@@ -247,11 +237,15 @@ mod tests {
             both.whole(),
             format!("docker.io/library/busybox:1@{DIGEST}")
         );
-        // The registry client sees the same reference.
-        for text in ["busybox:1.36", "127.0.0.1:5000/a/b:c"] {
-            let r = ImageRef::parse(text).unwrap();
-            assert_eq!(r.to_oci().whole(), r.whole());
-        }
+        // What the registry is asked for: the digest before the tag.
+        assert_eq!(pinned.manifest_reference(), DIGEST);
+        assert_eq!(both.manifest_reference(), DIGEST);
+        let tagged = ImageRef::parse("127.0.0.1:5000/a/b:c").unwrap();
+        assert_eq!(tagged.manifest_reference(), "c");
+        assert_eq!(
+            ImageRef::parse("busybox").unwrap().manifest_reference(),
+            "latest"
+        );
     }
 
     #[test]

@@ -1,22 +1,34 @@
 //! Pulling from OCI and Docker registries. The agent's registry config
 //! (`registries.yaml`, in the manner of k3s) gives credentials per registry
 //! host and marks hosts that speak plain HTTP, such as a registry on
-//! loopback. A multi-arch index resolves to this node's platform; every
-//! blob is streamed into containerd's content store, which verifies it.
+//! loopback. A multi-arch index resolves to this node's platform; a
+//! manifest named by digest is checked against it; every blob is streamed
+//! into containerd's content store, which verifies it. The HTTP side is
+//! skiff's own distribution client (`registry_client`).
 
 use std::collections::HashMap;
 use std::path::Path;
 
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
 use serde::Deserialize;
 
-use super::content::BlobStream;
+use super::content::{sha256_digest, BlobStream};
 use super::oci::{
     choose_platform, platform_arch, BlobSource, ManifestOrIndex, OciDescriptor, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
+use super::reference::ImageRef;
+use super::registry_auth::Credentials;
+use super::registry_client::{api_host, RegistryClient, RegistryError, Repository};
 use super::{Error, Result};
+
+/// What a manifest request accepts: images and multi-arch indexes, OCI
+/// and Docker.
+const ACCEPT: [&str; 4] = [
+    MEDIA_OCI_MANIFEST,
+    MEDIA_DOCKER_MANIFEST,
+    MEDIA_OCI_INDEX,
+    MEDIA_DOCKER_LIST,
+];
 
 /// `registries.yaml`: per-host settings.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,36 +65,17 @@ impl std::fmt::Debug for RegistryAuthConfig {
 }
 
 /// Registry settings plus the HTTP client that uses them.
+#[derive(Debug)]
 pub struct Registries {
     file: RegistriesFile,
-    client: Client,
-}
-
-impl std::fmt::Debug for Registries {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registries")
-            .field("file", &self.file)
-            .finish()
-    }
+    client: RegistryClient,
 }
 
 impl Registries {
     pub fn new(file: RegistriesFile) -> Registries {
-        let plain: Vec<String> = file
-            .configs
-            .iter()
-            .filter(|(_, h)| h.plain_http)
-            .map(|(host, _)| host.clone())
-            .collect();
-        let config = oci_client::client::ClientConfig {
-            protocol: oci_client::client::ClientProtocol::HttpsExcept(plain),
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(60)),
-            ..Default::default()
-        };
         Registries {
             file,
-            client: Client::new(config),
+            client: RegistryClient::default(),
         }
     }
 
@@ -96,43 +89,48 @@ impl Registries {
         Ok(Registries::new(file))
     }
 
-    fn auth_for(&self, registry: &str) -> RegistryAuth {
-        match self
+    /// Where `image`'s repository is and how to reach it: the settings
+    /// under the registry's name (`docker.io`), else under the host its
+    /// API is on (`registry-1.docker.io`).
+    fn repository(&self, image: &ImageRef) -> Repository {
+        let host = self
             .file
             .configs
-            .get(registry)
-            .and_then(|h| h.auth.as_ref())
-        {
-            Some(a) => RegistryAuth::Basic(a.username.clone(), a.password.clone()),
-            None => RegistryAuth::Anonymous,
-        }
+            .get(&image.registry)
+            .or_else(|| self.file.configs.get(api_host(&image.registry)));
+        let credentials = host.and_then(|h| h.auth.as_ref()).map(|a| Credentials {
+            username: a.username.clone(),
+            password: a.password.clone(),
+        });
+        Repository::new(
+            &image.registry,
+            &image.repository,
+            host.is_some_and(|h| h.plain_http),
+            credentials,
+        )
     }
 
     /// Fetches the manifest of `name` (already normalised) for this
     /// node's platform; its blobs are read from the returned source.
     pub async fn fetch_manifest(&self, name: &str) -> Result<PulledManifest<'_>> {
-        let reference: Reference = super::reference::ImageRef::parse(name)
-            .map_err(|source| Error::Reference {
-                image: name.to_string(),
-                source,
-            })?
-            .to_oci();
-        let auth = self.auth_for(reference.resolve_registry());
-        let accept = [
-            MEDIA_OCI_MANIFEST,
-            MEDIA_DOCKER_MANIFEST,
-            MEDIA_OCI_INDEX,
-            MEDIA_DOCKER_LIST,
-        ];
-        let failed = |e: oci_client::errors::OciDistributionError| Error::Image {
+        let image = ImageRef::parse(name).map_err(|source| Error::Reference {
             image: name.to_string(),
-            message: format!("pulling from {}: {e}", reference.resolve_registry()),
+            source,
+        })?;
+        let repository = self.repository(&image);
+        let failed = |source: RegistryError| Error::Registry {
+            image: name.to_string(),
+            source,
         };
-        let (mut bytes, _) = self
+        let fetched = self
             .client
-            .pull_manifest_raw(&reference, &auth, &accept)
+            .manifest(&repository, image.manifest_reference(), &ACCEPT)
             .await
             .map_err(failed)?;
+        if let Some(digest) = &image.digest {
+            check_digest(name, &repository, &fetched.bytes, digest)?;
+        }
+        let (mut bytes, mut content_type) = (fetched.bytes, fetched.content_type);
         let mut parsed: ManifestOrIndex =
             serde_json::from_slice(&bytes).map_err(|e| Error::Image {
                 image: name.to_string(),
@@ -143,38 +141,65 @@ impl Registries {
                 image: name.to_string(),
                 message: format!("no manifest for linux/{} in the index", platform_arch()),
             })?;
-            let by_digest = reference.clone_with_digest(chosen.digest.clone());
-            let (platform_bytes, _) = self
+            let digest = chosen.digest.clone();
+            let platform = self
                 .client
-                .pull_manifest_raw(&by_digest, &auth, &accept)
+                .manifest(&repository, &digest, &ACCEPT)
                 .await
                 .map_err(failed)?;
-            if super::content::sha256_digest(&platform_bytes) != chosen.digest {
-                return Err(Error::Image {
-                    image: name.to_string(),
-                    message: format!("manifest does not match {}", chosen.digest),
-                });
-            }
-            bytes = platform_bytes;
+            check_digest(name, &repository, &platform.bytes, &digest)?;
+            (bytes, content_type) = (platform.bytes, platform.content_type);
             parsed = serde_json::from_slice(&bytes).map_err(|e| Error::Image {
                 image: name.to_string(),
                 message: format!("platform manifest is not valid JSON: {e}"),
             })?;
         }
-        let media_type = if parsed.media_type.is_empty() {
-            MEDIA_OCI_MANIFEST.to_string()
-        } else {
+        // The manifest's own `mediaType`, else what the registry said it
+        // sent, else OCI.
+        let media_type = if !parsed.media_type.is_empty() {
             parsed.media_type.clone()
+        } else {
+            content_type
+                .filter(|t| t == MEDIA_OCI_MANIFEST || t == MEDIA_DOCKER_MANIFEST)
+                .unwrap_or_else(|| MEDIA_OCI_MANIFEST.to_string())
         };
         Ok(PulledManifest {
-            bytes: bytes.to_vec(),
+            bytes,
             media_type,
             blobs: RegistrySource {
                 client: &self.client,
-                reference,
+                repository,
+                image: name.to_string(),
             },
         })
     }
+}
+
+/// A manifest fetched by digest must have that digest.
+fn check_digest(name: &str, repository: &Repository, bytes: &[u8], digest: &str) -> Result<()> {
+    use sha2::Digest as _;
+    let actual = match digest.split_once(':').map(|(algorithm, _)| algorithm) {
+        Some("sha256") => sha256_digest(bytes),
+        Some("sha512") => format!("sha512:{:x}", sha2::Sha512::digest(bytes)),
+        _ => {
+            return Err(Error::Image {
+                image: name.to_string(),
+                message: format!(
+                    "cannot verify {digest}: only sha256 and sha512 digests are supported"
+                ),
+            })
+        }
+    };
+    if actual.eq_ignore_ascii_case(digest) {
+        return Ok(());
+    }
+    Err(Error::Image {
+        image: name.to_string(),
+        message: format!(
+            "registry {} sent a manifest that does not match {digest} (it is {actual})",
+            repository.registry()
+        ),
+    })
 }
 
 fn parse_registries_file(path: &Path, text: &str) -> Result<RegistriesFile> {
@@ -193,27 +218,22 @@ pub struct PulledManifest<'a> {
 
 /// Reads an image's blobs from the registry it came from.
 pub struct RegistrySource<'a> {
-    client: &'a Client,
-    reference: Reference,
+    client: &'a RegistryClient,
+    repository: Repository,
+    /// The image being pulled, for errors.
+    image: String,
 }
 
 impl BlobSource for RegistrySource<'_> {
     async fn open(&self, descriptor: &OciDescriptor) -> Result<BlobStream> {
-        let layer = oci_client::manifest::OciDescriptor {
-            media_type: descriptor.media_type.clone(),
-            digest: descriptor.digest.clone(),
-            size: descriptor.size,
-            ..Default::default()
-        };
-        let stream = self
-            .client
-            .pull_blob_stream(&self.reference, &layer)
+        let size = u64::try_from(descriptor.size).ok();
+        self.client
+            .blob(&self.repository, &descriptor.digest, size)
             .await
-            .map_err(|e| Error::Image {
-                image: self.reference.whole(),
-                message: format!("fetching blob {}: {e}", descriptor.digest),
-            })?;
-        Ok(Box::pin(stream.stream))
+            .map_err(|source| Error::Registry {
+                image: self.image.clone(),
+                source,
+            })
     }
 }
 
@@ -233,5 +253,58 @@ mod tests {
         let err = serde_yaml::from_str::<RegistriesFile>("configs:\n  h:\n    insecure: true\n")
             .unwrap_err();
         assert!(err.to_string().contains("insecure"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn settings_apply_by_registry_name_or_api_host() {
+        let file: RegistriesFile = serde_yaml::from_str(
+            "configs:\n  registry-1.docker.io:\n    auth: {username: hub-user, password: p}\n  \"127.0.0.1:5000\":\n    plainHTTP: true\n",
+        )
+        .unwrap();
+        let registries = Registries::new(file);
+        let hub = registries.repository(&ImageRef::parse("busybox").unwrap());
+        assert_eq!(
+            hub.manifest_url("latest"),
+            "https://registry-1.docker.io/v2/library/busybox/manifests/latest"
+        );
+        assert!(format!("{hub:?}").contains("hub-user"), "{hub:?}");
+        assert!(!format!("{hub:?}").contains("\"p\""), "{hub:?}");
+        let local = registries.repository(&ImageRef::parse("127.0.0.1:5000/app:1").unwrap());
+        assert_eq!(
+            local.manifest_url("1"),
+            "http://127.0.0.1:5000/v2/app/manifests/1"
+        );
+        assert!(
+            format!("{local:?}").contains("credentials: None"),
+            "{local:?}"
+        );
+        let other = registries.repository(&ImageRef::parse("ghcr.io/o/app").unwrap());
+        assert_eq!(
+            other.blob_url("sha256:ab"),
+            "https://ghcr.io/v2/o/app/blobs/sha256:ab"
+        );
+    }
+
+    #[test]
+    fn manifests_named_by_digest_are_checked() {
+        use sha2::Digest as _;
+        let repository = Repository::new("r.example", "app", false, None);
+        let bytes = br#"{"schemaVersion":2}"#;
+        let sha256 = sha256_digest(bytes);
+        assert!(check_digest("r.example/app", &repository, bytes, &sha256).is_ok());
+        let sha512 = format!("sha512:{:x}", sha2::Sha512::digest(bytes));
+        assert!(check_digest("r.example/app", &repository, bytes, &sha512).is_ok());
+        let err = check_digest("r.example/app", &repository, b"{}", &sha256)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("registry r.example sent a manifest that does not match"),
+            "{err}"
+        );
+        assert!(err.starts_with("image r.example/app: "), "{err}");
+        let err = check_digest("r.example/app", &repository, bytes, "md5:0123")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("only sha256 and sha512"), "{err}");
     }
 }
