@@ -68,7 +68,7 @@ pub enum Error {
     Registry {
         image: String,
         #[source]
-        source: registry_client::RegistryError,
+        source: Box<registry_client::RegistryError>,
     },
     #[error("image {image}: not a valid image reference: {source}")]
     Reference {

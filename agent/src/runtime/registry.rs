@@ -120,7 +120,7 @@ impl Registries {
         let repository = self.repository(&image);
         let failed = |source: RegistryError| Error::Registry {
             image: name.to_string(),
-            source,
+            source: Box::new(source),
         };
         let fetched = self
             .client
@@ -232,7 +232,7 @@ impl BlobSource for RegistrySource<'_> {
             .await
             .map_err(|source| Error::Registry {
                 image: self.image.clone(),
-                source,
+                source: Box::new(source),
             })
     }
 }

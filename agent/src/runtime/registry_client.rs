@@ -1044,18 +1044,21 @@ mod tests {
     /// Answers `(own address, path and query, Authorization)`.
     type Handler = dyn Fn(SocketAddr, &str, Option<&str>) -> Response<String> + Send + Sync;
 
+    /// Each request's path and query, and its `Authorization`.
+    type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
+
     /// A registry on loopback: hyper's HTTP/1.1 server with `handler`,
     /// recording each request's path and query and `Authorization`.
     struct TestServer {
         addr: SocketAddr,
-        seen: Arc<Mutex<Vec<(String, Option<String>)>>>,
+        seen: SeenRequests,
     }
 
     impl TestServer {
         async fn start(handler: Arc<Handler>) -> TestServer {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let seen: Arc<Mutex<Vec<(String, Option<String>)>>> = Arc::default();
+            let seen: SeenRequests = Arc::default();
             let log = seen.clone();
             tokio::spawn(async move {
                 while let Ok((stream, _)) = listener.accept().await {
