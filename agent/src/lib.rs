@@ -10,12 +10,15 @@
 //! `resolv.conf` and Service variables made from what it knows. `local-path`
 //! persistent volumes live under `<data-dir>/storage/`, which the Node's
 //! annotations tell the masters; the directories of deleted ones are removed
-//! ([`local_volumes`]).
+//! ([`local_volumes`]). The node's and its pods' resource usage is read
+//! from cgroups every ten seconds and rides on the heartbeats to the
+//! leader, for the metrics API ([`resource_usage`]).
 //!
 //! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
 //! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
 //! them (the agent protocol, owning what crosses to the pods), [`pods`] on
-//! top using all of them. What joins them, such as following the cluster's
+//! top using all of them, [`resource_usage`] above (the runtime's
+//! containers, the pods' cgroups). What joins them, such as following the cluster's
 //! Nodes and Services from the masters into the pod network and the DNS
 //! index, is wired here.
 //!
@@ -47,6 +50,7 @@ pub mod network;
 pub mod node_info;
 pub mod pod_sessions;
 pub mod pods;
+pub mod resource_usage;
 pub mod runtime;
 pub mod startup;
 
@@ -479,11 +483,22 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = master_link::event_channel(metrics.events_dropped.clone());
+    // The node's resource usage, read every ten seconds, for the
+    // heartbeats to carry.
+    let (usage_tx, usage_rx) = tokio::sync::watch::channel(None);
+    let usage_sampler = tokio::spawn(resource_usage::run(
+        runtime.clone(),
+        resource_usage::host::HostUsage::default(),
+        resource_usage::SAMPLE_EVERY,
+        usage_tx,
+        shutdown.clone(),
+    ));
     let links = [
         tokio::spawn(master_link::heartbeat_loop(
             masters.clone(),
             node,
             config.heartbeat_interval,
+            usage_rx,
             shutdown.clone(),
         )),
         tokio::spawn(master_link::watch_loop(
@@ -568,6 +583,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     pods::run(ctx, desired_rx, runtime.events(), shutdown.clone()).await;
     shutdown.cancelled().await;
+    let _ = usage_sampler.await;
     let _ = image_collector.await;
     let _ = volume_cleaner.await;
     for l in links {

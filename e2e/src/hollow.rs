@@ -137,6 +137,8 @@ impl HollowFleet {
                 node,
                 config.heartbeat,
                 beats,
+                // Hollow nodes run nothing: no resource usage to report.
+                None,
                 token.clone(),
             )),
             tokio::spawn(master_link::watch_loop(

@@ -41,6 +41,7 @@ use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
 use crate::objects::metadata::new_uid;
 use crate::objects::{IntoObject, Kind};
+use crate::resource_metrics::ResourceMetrics;
 use crate::scheduler;
 use crate::store::Command;
 use crate::writer::{ObjectWriter, DEFAULT_NAMESPACE};
@@ -76,13 +77,15 @@ pub struct DutiesConfig {
 }
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
-/// master leads, with `events` in use for exactly that time.
+/// master leads, with `events` in use for exactly that time; the
+/// controllers read the nodes' resource usage from `resource_metrics`.
 pub async fn run(
     writer: ObjectWriter,
     heartbeats: Arc<HeartbeatTable>,
     duties: DutiesConfig,
     master_metrics: crate::metrics::MasterMetrics,
     events: Arc<EventStore>,
+    resource_metrics: ResourceMetrics,
     shutdown: CancellationToken,
 ) {
     let DutiesConfig {
@@ -119,7 +122,8 @@ pub async fn run(
             Arc::new(writer.clone()),
             master_metrics.scheduler_binding.clone(),
         )
-        .with_events(EventRecorder::new(events.clone(), "skiff-master"));
+        .with_events(EventRecorder::new(events.clone(), "skiff-master"))
+        .with_resource_metrics(resource_metrics.clone());
         let mut tasks = tokio::task::JoinSet::new();
         tasks.spawn(events::expire_periodically(events.clone(), term.clone()));
         tasks.spawn(controllers::run(

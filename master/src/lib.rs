@@ -3,6 +3,8 @@
 //!
 //! - [`objects`]: kinds, uniform object access, YAML/JSON manifests.
 //! - [`events`]: Kubernetes Events, bounded in the leader's memory.
+//! - [`resource_metrics`]: the nodes' and pods' resource usage readings,
+//!   in the leader's memory (the metrics API, autoscaling).
 //! - [`store`]: openraft + redb: the log, the revisioned state machine,
 //!   peer transport.
 //! - [`datastore`]: snapshots, cluster reset and the data format, as an
@@ -28,6 +30,7 @@ pub mod metrics;
 pub mod node_lifecycle;
 pub mod node_ports;
 pub mod objects;
+pub mod resource_metrics;
 pub mod rest;
 pub mod scheduler;
 pub mod security;

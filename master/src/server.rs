@@ -36,6 +36,7 @@ use crate::datastore::snapshots::SnapshotDir;
 use crate::events::{EventStore, SystemClock};
 use crate::leader::DutiesConfig;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
+use crate::resource_metrics::ResourceMetrics;
 use crate::security::join_service::{JoinService, JOIN_PATH};
 use crate::security::{MasterPki, PkiConfig};
 use crate::store::log_store::{LogStore, LogStoreError};
@@ -221,13 +222,16 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         raft_addr: config.advertise_raft.clone(),
         api_addr: config.advertise_api.clone(),
     };
-    // Events live in the leader's memory only (crate::events).
+    // Events live in the leader's memory only (crate::events), as do the
+    // nodes' resource usage readings (crate::resource_metrics).
     let events = Arc::new(EventStore::new(Arc::new(SystemClock)));
+    let resource_metrics = ResourceMetrics::default();
     let api = Arc::new(ApiService::new(
         writer.clone(),
         transport.clone(),
         me.clone(),
         events.clone(),
+        resource_metrics.clone(),
         shutdown.clone(),
     ));
     let rest =
@@ -251,7 +255,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         network,
         events.clone(),
         shutdown.clone(),
-    );
+    )
+    .with_resource_metrics(resource_metrics.clone());
     let join_service = JoinService::new(
         pki.ca.clone(),
         pki.server_token.clone(),
@@ -330,6 +335,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         duties,
         metrics.clone(),
         events,
+        resource_metrics,
         shutdown.clone(),
     ));
     tracing::info!(

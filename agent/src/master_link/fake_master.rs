@@ -20,9 +20,9 @@ use skiff_proto::api::{
 };
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
-    ClusterNetwork, ConfirmPodDeletionRequest, Heartbeat, HeartbeatSummary, RecordEventsRequest,
-    RecordEventsResponse, RegisterRequest, RegisterResponse, RenewCertificateRequest,
-    RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
+    ClusterNetwork, ConfirmPodDeletionRequest, Heartbeat, HeartbeatSummary, NodeResourceUsage,
+    RecordEventsRequest, RecordEventsResponse, RegisterRequest, RegisterResponse,
+    RenewCertificateRequest, RenewCertificateResponse, UpdatePodStatusRequest, WatchPodsRequest,
 };
 use skiff_proto::v1;
 use skiff_security::tls::{self, ClientAuth};
@@ -123,6 +123,8 @@ pub(crate) struct State {
     pub(crate) heartbeat_calls: usize,
     /// Each heartbeat received: the node it names, and when.
     pub(crate) heartbeats: Vec<(String, Instant)>,
+    /// The resource usage readings heartbeats carried, in order.
+    pub(crate) usages: Vec<NodeResourceUsage>,
     /// When set, every heartbeat stream is refused with this.
     pub(crate) refuse_heartbeats: Option<Status>,
     /// The next this many heartbeat streams are answered NOT_FOUND, as by
@@ -330,7 +332,10 @@ impl Nodes for FakeService {
         let mut received = 0;
         while let Some(beat) = stream.message().await? {
             let at = Instant::now();
-            self.lock().heartbeats.push((beat.node_name, at));
+            let mut state = self.lock();
+            state.heartbeats.push((beat.node_name, at));
+            state.usages.extend(beat.usage);
+            drop(state);
             received += 1;
         }
         Ok(Response::new(HeartbeatSummary { received }))

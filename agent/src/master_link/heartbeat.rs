@@ -6,11 +6,16 @@
 //! master that no longer knows the node (a new cluster) answers NOT_FOUND
 //! and the node registers again. Any other end moves on to the next master
 //! after a backoff.
+//!
+//! The node's resource usage rides on the heartbeats ([`UsageFeed`]): the
+//! newest reading on the first heartbeat of each stream (a new leader has
+//! none), then each new reading once, dated with its age as it goes; the
+//! leader keeps them in memory for the metrics API.
 
 use std::time::Duration;
 
 use skiff_proto::node::nodes_client::NodesClient;
-use skiff_proto::node::{Heartbeat, HeartbeatSummary};
+use skiff_proto::node::{Heartbeat, HeartbeatSummary, NodeResourceUsage};
 use skiff_proto::v1;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::masters::Masters;
 use super::reconnect::Reconnect;
 use super::registration::register;
+use super::UsageFeed;
 
 /// Heartbeats a stream must carry before it counts as healthy and the
 /// reconnect backoff starts over.
@@ -46,28 +52,32 @@ impl HeartbeatTap for EveryBeat {
     fn sent(&mut self) {}
 }
 
-/// Registers, then heartbeats every `interval` until `shutdown`.
+/// Registers, then heartbeats every `interval` until `shutdown`, with the
+/// readings of `usage`.
 pub async fn heartbeat_loop(
     masters: Masters,
     node: v1::Node,
     interval: Duration,
+    usage: UsageFeed,
     shutdown: CancellationToken,
 ) {
     if register(&masters, &node, &shutdown).await.is_none() {
         return;
     }
-    send_heartbeats(masters, node, interval, EveryBeat, shutdown).await
+    send_heartbeats(masters, node, interval, EveryBeat, Some(usage), shutdown).await
 }
 
 /// Heartbeats for the registered `node` every `interval` until
 /// `shutdown`, to the leader: follows `x-skiff-leader` when a master
 /// refuses, registers again when a master has forgotten the node, and
-/// otherwise tries the next master after a backoff.
+/// otherwise tries the next master after a backoff. The readings of
+/// `usage`, if any, ride on them.
 pub async fn send_heartbeats<T: HeartbeatTap>(
     masters: Masters,
     node: v1::Node,
     interval: Duration,
     mut tap: T,
+    mut usage: Option<UsageFeed>,
     shutdown: CancellationToken,
 ) {
     let name = node
@@ -85,7 +95,14 @@ pub async fn send_heartbeats<T: HeartbeatTap>(
                 None
             }
             Some(channel) => {
-                let stream = stream_heartbeats(channel, &name, interval, &mut tap, &mut backoff);
+                let stream = stream_heartbeats(
+                    channel,
+                    &name,
+                    interval,
+                    &mut tap,
+                    usage.as_mut(),
+                    &mut backoff,
+                );
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     ended = stream => Some(ended),
@@ -128,6 +145,7 @@ async fn stream_heartbeats<T: HeartbeatTap>(
     name: &str,
     interval: Duration,
     tap: &mut T,
+    mut usage: Option<&mut UsageFeed>,
     backoff: &mut Reconnect,
 ) -> Result<tonic::Response<HeartbeatSummary>, tonic::Status> {
     let (tx, rx) = mpsc::channel(4);
@@ -145,6 +163,7 @@ async fn stream_heartbeats<T: HeartbeatTap>(
                 }
                 let beat = Heartbeat {
                     node_name: name.to_owned(),
+                    usage: usage.as_deref_mut().and_then(|feed| take_usage(feed, sent == 0)),
                 };
                 if tx.send(beat).await.is_err() {
                     // The call dropped its request stream: it is over.
@@ -160,16 +179,50 @@ async fn stream_heartbeats<T: HeartbeatTap>(
     }
 }
 
+/// The reading for the next heartbeat: on a stream's first (`whole`)
+/// the newest there is, else a new one, once; with its age now.
+fn take_usage(feed: &mut UsageFeed, whole: bool) -> Option<NodeResourceUsage> {
+    // A sampler that stopped (its sender gone) leaves its last reading.
+    let changed = feed.has_changed().unwrap_or(false);
+    if !whole && !changed {
+        return None;
+    }
+    let reading = feed.borrow_and_update().clone()?;
+    let mut usage = reading.usage;
+    let age = reading.taken.elapsed().as_millis();
+    usage.age_millis = u32::try_from(age).unwrap_or(u32::MAX);
+    Some(usage)
+}
+
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
+    use std::time::{Duration, Instant};
 
+    use skiff_proto::node::NodeResourceUsage;
     use skiff_proto::LEADER_METADATA;
     use skiff_security::Identity;
+    use tokio::sync::watch;
     use tokio_util::sync::CancellationToken;
 
-    use super::heartbeat_loop;
+    use super::{heartbeat_loop, take_usage};
     use crate::master_link::fake_master::{node, within, TestPki};
+    use crate::master_link::{UsageFeed, UsageReading};
+
+    /// A feed with no reading yet, and its sender.
+    fn no_usage() -> (watch::Sender<Option<UsageReading>>, UsageFeed) {
+        watch::channel(None)
+    }
+
+    fn reading(cpu_nanocores: u64, taken: Instant) -> Option<UsageReading> {
+        Some(UsageReading {
+            taken,
+            usage: NodeResourceUsage {
+                window_millis: 10_000,
+                cpu_nanocores,
+                ..Default::default()
+            },
+        })
+    }
 
     fn not_leader(leader: &str) -> tonic::Status {
         let mut status = tonic::Status::unavailable("this master is not the leader");
@@ -183,10 +236,12 @@ mod tests {
         let pki = TestPki::new("pi-1");
         let master = pki.serve().await;
         let shutdown = CancellationToken::new();
+        let (_usage, feed) = no_usage();
         let link = tokio::spawn(heartbeat_loop(
             pki.masters(&[&master]),
             node("pi-1"),
             Duration::from_millis(100),
+            feed,
             shutdown.clone(),
         ));
         let beats = master.until_heartbeats(10).await;
@@ -220,10 +275,12 @@ mod tests {
         let shutdown = CancellationToken::new();
         // The agent knows only the follower: the leader's address comes
         // from the refusal alone.
+        let (_usage, feed) = no_usage();
         let link = tokio::spawn(heartbeat_loop(
             pki.masters(&[&follower]),
             node("pi-1"),
             Duration::from_millis(50),
+            feed,
             shutdown.clone(),
         ));
         let beats = leader.until_heartbeats(3).await;
@@ -242,10 +299,12 @@ mod tests {
         let master = pki.serve().await;
         master.with(|s| s.forget_node = 1);
         let shutdown = CancellationToken::new();
+        let (_usage, feed) = no_usage();
         let link = tokio::spawn(heartbeat_loop(
             pki.masters(&[&master]),
             node("pi-1"),
             Duration::from_millis(50),
+            feed,
             shutdown.clone(),
         ));
         master.until_heartbeats(1).await;
@@ -259,5 +318,58 @@ mod tests {
         });
         shutdown.cancel();
         within("the heartbeat loop to stop", link).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_reading_rides_on_the_first_heartbeat_of_a_stream_and_each_new_one_once() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        let (usage, feed) = no_usage();
+        usage.send_replace(reading(111, Instant::now()));
+        let shutdown = CancellationToken::new();
+        let link = tokio::spawn(heartbeat_loop(
+            pki.masters(&[&master]),
+            node("pi-1"),
+            Duration::from_millis(50),
+            feed,
+            shutdown.clone(),
+        ));
+        master.until_heartbeats(3).await;
+        usage.send_replace(reading(222, Instant::now()));
+        let usages = master
+            .until("the second reading", |s| {
+                (s.usages.len() >= 2).then(|| s.usages.clone())
+            })
+            .await;
+        master
+            .until_heartbeats(master.with(|s| s.heartbeats.len()) + 3)
+            .await;
+        let (beats, usages_now) = master.with(|s| (s.heartbeats.len(), s.usages.clone()));
+        let cpu: Vec<u64> = usages_now.iter().map(|u| u.cpu_nanocores).collect();
+        assert_eq!(cpu, [111, 222], "each reading once, of {beats} heartbeats");
+        assert_eq!(usages[0].window_millis, 10_000);
+        shutdown.cancel();
+        within("the heartbeat loop to stop", link).await.unwrap();
+    }
+
+    #[test]
+    fn a_reading_goes_with_its_age_and_a_new_stream_gets_the_newest_again() {
+        let (usage, mut feed) = no_usage();
+        assert_eq!(take_usage(&mut feed, true), None, "no reading yet");
+        let taken = Instant::now() - Duration::from_millis(1500);
+        usage.send_replace(reading(7, taken));
+        let sent = take_usage(&mut feed, false).expect("a new reading");
+        assert_eq!(sent.cpu_nanocores, 7);
+        assert!(
+            (1500..5000).contains(&sent.age_millis),
+            "age {} ms",
+            sent.age_millis
+        );
+        assert_eq!(take_usage(&mut feed, false), None, "sent once");
+        let again = take_usage(&mut feed, true).expect("a new stream's first");
+        assert_eq!(again.cpu_nanocores, 7);
+        drop(usage);
+        assert_eq!(take_usage(&mut feed, false), None);
+        assert!(take_usage(&mut feed, true).is_some(), "the last one stays");
     }
 }

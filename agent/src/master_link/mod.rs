@@ -5,7 +5,8 @@
 //!
 //! - [`heartbeat`]: the node registers, then streams a heartbeat every
 //!   interval to the leader, following `x-skiff-leader` when a follower
-//!   refuses;
+//!   refuses; the node's resource usage readings ride on it
+//!   ([`UsageReading`]);
 //! - [`pod_watch`]: every pod bound to this node, turned into [`Desired`]
 //!   changes on an mpsc receiver for the pod manager, with a complete list
 //!   after each connect;
@@ -26,7 +27,8 @@
 //! pods keep running; nothing here blocks the pod manager.
 //!
 //! The types crossing to the pod manager ([`Desired`] in, [`StatusReport`]
-//! out) are defined here, so this module needs nothing of the pods. Hollow
+//! out) and from the resource usage sampler ([`UsageReading`]) are defined
+//! here, so this module needs nothing of the pods. Hollow
 //! nodes (`skiff-e2e`) use the same code, so benchmarks measure this client.
 
 pub mod cluster_objects;
@@ -43,7 +45,9 @@ pub mod status_report;
 mod fake_master;
 
 use std::collections::HashSet;
+use std::time::Instant;
 
+use skiff_proto::node::NodeResourceUsage;
 use skiff_proto::v1;
 
 pub use cluster_objects::{follow_kinds, KindsSnapshot};
@@ -82,3 +86,17 @@ pub struct StatusReport {
     /// delete), which removes it, instead of the status.
     pub torn_down: bool,
 }
+
+/// The node's newest resource usage reading, waiting for a heartbeat to
+/// carry it to the leader.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageReading {
+    /// When its window ended: its age goes with it (`age_millis`, filled
+    /// in as it is sent).
+    pub taken: Instant,
+    pub usage: NodeResourceUsage,
+}
+
+/// Where the heartbeats find the newest reading (`None` before the
+/// first): the sampler's `watch` receiver.
+pub type UsageFeed = tokio::sync::watch::Receiver<Option<UsageReading>>;

@@ -28,6 +28,7 @@ mod pod_config;
 mod pod_network;
 mod pod_spec;
 mod python_client;
+mod resource_metrics;
 mod scheduling;
 mod security;
 mod server;

@@ -332,6 +332,7 @@ async fn a_node_certificate_reaches_only_what_is_its_own() {
         .unwrap();
     let beats = tokio_stream::iter(vec![Heartbeat {
         node_name: "node-a".into(),
+        usage: None,
     }]);
     a.nodes.heartbeats(beats).await.unwrap();
     a.nodes
@@ -391,6 +392,7 @@ async fn a_node_certificate_reaches_only_what_is_its_own() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let beats = tokio_stream::iter(vec![Heartbeat {
         node_name: "node-b".into(),
+        usage: None,
     }]);
     let e = a.nodes.heartbeats(beats).await.unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");

@@ -9,7 +9,10 @@
 //! forwarded twice) and relays the answer. Watches and `serializable` reads
 //! are served from the local replica. Events are not in the replicated
 //! store: every call on them, watches included, is served by the leader
-//! from its memory ([`events`]).
+//! from its memory ([`events`]). Nor is the metrics API
+//! (`metrics.k8s.io` NodeMetrics and PodMetrics, get and list only): the
+//! leader answers it from the readings its heartbeats bring
+//! ([`resource_metrics`]).
 
 pub mod authz;
 pub mod datastore;
@@ -20,12 +23,13 @@ pub mod logs;
 pub mod node_pods;
 pub mod nodes;
 pub mod pod_sessions;
+mod resource_metrics;
 pub mod routing;
 pub mod transport;
 mod watch;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use skiff_proto::api::api_client::ApiClient;
 use skiff_proto::api::api_server::{Api, ApiServer};
@@ -47,6 +51,7 @@ use crate::cluster::{Cluster, ClusterError};
 use crate::events::EventStore;
 use crate::objects::deletion::{DeleteOptions, Propagation};
 use crate::objects::{Kind, ObjectExt};
+use crate::resource_metrics::ResourceMetrics;
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
@@ -127,6 +132,9 @@ pub struct ApiService {
     advertised: MemberNode,
     /// The Events, in use while this master leads.
     events: Arc<EventStore>,
+    /// The nodes' resource usage readings, in use while this master leads
+    /// (heartbeats bring them to the leader).
+    resource_metrics: ResourceMetrics,
     shutdown: CancellationToken,
 }
 
@@ -136,6 +144,7 @@ impl ApiService {
         transport: ClientTransport,
         advertised: MemberNode,
         events: Arc<EventStore>,
+        resource_metrics: ResourceMetrics,
         shutdown: CancellationToken,
     ) -> ApiService {
         let cluster = writer.cluster().clone();
@@ -146,6 +155,7 @@ impl ApiService {
             cluster,
             advertised,
             events,
+            resource_metrics,
             shutdown,
         }
     }
@@ -166,6 +176,9 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if let Some(kind) = object.kind().ok().filter(|k| k.is_metrics()) {
+            return Err(read_only(kind));
+        }
         if object.kind().is_ok_and(Kind::is_ephemeral) {
             return Ok(self.events.create(object)?);
         }
@@ -180,6 +193,9 @@ impl ApiService {
         let object = request
             .object
             .ok_or_else(|| ApiError::Invalid("`object` is required".to_owned()))?;
+        if let Some(kind) = object.kind().ok().filter(|k| k.is_metrics()) {
+            return Err(read_only(kind));
+        }
         if object.kind().is_ok_and(Kind::is_ephemeral) {
             if status_only {
                 return Err(ApiError::Invalid(
@@ -197,6 +213,9 @@ impl ApiService {
 
     async fn delete_local(&self, request: DeleteRequest) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_metrics() {
+            return Err(read_only(kind));
+        }
         if kind.is_ephemeral() {
             let namespace = namespace_for(kind, &request.namespace);
             let deleted =
@@ -219,6 +238,28 @@ impl ApiService {
 
     async fn get_local(&self, request: GetRequest, within: Duration) -> Result<Object, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_metrics() {
+            let namespace = namespace_for(kind, &request.namespace);
+            let cache = self.cluster.store.cache();
+            let lookup = |k: Kind, ns: &str, n: &str| cache.get(k, ns, n);
+            let now = (Instant::now(), SystemTime::now());
+            let found = resource_metrics::get(
+                &self.resource_metrics,
+                &lookup,
+                kind,
+                &namespace,
+                &request.name,
+                now,
+            );
+            return found.ok_or_else(|| {
+                ClusterError::Refused(crate::store::WriteError::NotFound {
+                    kind,
+                    namespace,
+                    name: request.name,
+                })
+                .into()
+            });
+        }
         if kind.is_ephemeral() {
             let namespace = namespace_for(kind, &request.namespace);
             let event = self.events.get(&namespace, &request.name)?;
@@ -249,6 +290,22 @@ impl ApiService {
         within: Duration,
     ) -> Result<SharedList, ApiError> {
         let kind = Kind::from_name(&request.kind)?;
+        if kind.is_metrics() {
+            let cache = self.cluster.store.cache();
+            let lookup = |k: Kind, ns: &str, n: &str| cache.get(k, ns, n);
+            let now = (Instant::now(), SystemTime::now());
+            let items = resource_metrics::list(
+                &self.resource_metrics,
+                &lookup,
+                kind,
+                &request.namespace,
+                now,
+            );
+            return Ok(SharedList {
+                items: items.into_iter().map(Arc::new).collect(),
+                revision: self.cluster.store.revision(),
+            });
+        }
         if kind.is_ephemeral() {
             let list = events::list(&self.events, &request.namespace);
             return Ok(SharedList {
@@ -287,8 +344,8 @@ impl ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::List, &r.kind, &r.namespace, None)?;
         let within = read_deadline(request.metadata());
-        // Events live on the leader alone.
-        let here = r.serializable && !is_ephemeral(&r.kind);
+        // Events and the metrics API's readings live on the leader alone.
+        let here = r.serializable && !on_leader_alone(&r.kind);
         self.router
             .here_or_on_leader(
                 here,
@@ -444,9 +501,19 @@ impl ApiService {
 
 type WatchStream = event_stream::EventStream;
 
-/// Whether `kind` names a kind kept in the leader's memory (Events).
-fn is_ephemeral(kind: &str) -> bool {
-    Kind::from_name(kind).is_ok_and(Kind::is_ephemeral)
+/// Whether `kind` names a kind kept in the leader's memory (Events), or
+/// answered from it (the metrics API's).
+fn on_leader_alone(kind: &str) -> bool {
+    Kind::from_name(kind).is_ok_and(|k| k.is_ephemeral() || k.is_metrics())
+}
+
+/// The refusal of a write (or a watch) of the metrics API's kinds.
+fn read_only(kind: Kind) -> ApiError {
+    ApiError::Invalid(format!(
+        "{} ({}) are read-only readings of the nodes' resource usage: only get and list are served",
+        kind.plural(),
+        kind.api_version()
+    ))
 }
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
@@ -472,7 +539,7 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Get, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
-        let here = r.serializable && !is_ephemeral(&r.kind);
+        let here = r.serializable && !on_leader_alone(&r.kind);
         self.router
             .here_or_on_leader(
                 here,
@@ -540,6 +607,9 @@ impl Api for ApiService {
         let forwarded = request.metadata().contains_key(routing::FORWARDED);
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
+        if kind.is_metrics() {
+            return Err(read_only(kind).into());
+        }
         let namespace =
             (kind.namespaced() && !request.namespace.is_empty()).then(|| request.namespace.clone());
         if kind.is_ephemeral() {

@@ -6,7 +6,9 @@
 //! kubelet's), the node's confirmation that a pod being deleted is torn
 //! down (the kubelet's final `DELETE` with `gracePeriodSeconds=0` and a UID
 //! precondition, which removes it), and certificate renewal. A node may act only for itself
-//! (see `authz`).
+//! (see `authz`). Now and then a heartbeat carries the node's resource
+//! usage reading, kept in the leader's memory for the metrics API
+//! ([`ResourceMetrics`]).
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ use crate::events::{
 use crate::node_lifecycle::HeartbeatTable;
 use crate::objects::deletion::{is_being_deleted, DeleteOptions};
 use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::resource_metrics::{NodeReport, ResourceMetrics};
 use crate::store::WriteError;
 use crate::writer::ObjectWriter;
 use skiff_values::now_rfc3339;
@@ -62,6 +65,9 @@ pub struct NodeService {
     network: ClusterNetwork,
     /// The Events, in use while this master leads.
     events: Arc<EventStore>,
+    /// Where the readings heartbeats carry go (a table nobody reads
+    /// unless one is given with [`NodeService::with_resource_metrics`]).
+    resource_metrics: ResourceMetrics,
     shutdown: CancellationToken,
 }
 
@@ -85,7 +91,17 @@ impl NodeService {
             ca,
             network,
             events,
+            resource_metrics: ResourceMetrics::default(),
             shutdown,
+        }
+    }
+
+    /// The same service, keeping the resource usage readings heartbeats
+    /// carry in `resource_metrics`.
+    pub fn with_resource_metrics(self, resource_metrics: ResourceMetrics) -> NodeService {
+        NodeService {
+            resource_metrics,
+            ..self
         }
     }
 
@@ -372,6 +388,10 @@ impl Nodes for NodeService {
                     }
                     authz::is_self(&identity, &beat.node_name, "send heartbeats")?;
                     self.heartbeats.record(&beat.node_name);
+                    if let Some(usage) = &beat.usage {
+                        self.resource_metrics
+                            .record(&beat.node_name, NodeReport::from(usage));
+                    }
                     received += 1;
                 }
                 Some(Err(status)) => return Err(status),

@@ -1,8 +1,9 @@
 //! What the leader's loops (controllers, scheduler, node lifecycle,
 //! auto-deploy) see of the cluster: reads of objects and their change
 //! notifications ([`ObjectReads`]), validated writes ([`ObjectWrites`]),
-//! and the Events they record ([`EventRecorder`]). Narrow traits, so that
-//! the same reconcile code runs against the leader's replica,
+//! the Events they record ([`EventRecorder`]), and the nodes' and pods'
+//! resource usage ([`ResourceMetrics`], what autoscaling reads). Narrow
+//! traits, so that the same reconcile code runs against the leader's replica,
 //! `ObjectWriter` and `EventStore` in production and against
 //! [`super::recording::RecordingObjects`] in unit tests (or with Events
 //! not recorded at all).
@@ -20,6 +21,7 @@ use tokio::sync::broadcast;
 use crate::events::EventRecorder;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::{Kind, ObjectExt};
+use crate::resource_metrics::ResourceMetrics;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
 
@@ -271,6 +273,10 @@ pub struct Context {
     /// [`EventRecorder::for_component`]); records nothing unless given
     /// one with [`Context::with_events`].
     pub events: EventRecorder,
+    /// The nodes' and pods' resource usage readings (the leader's, which
+    /// the heartbeats bring); an empty table unless given one with
+    /// [`Context::with_resource_metrics`] (tests record their own).
+    pub resource_metrics: ResourceMetrics,
 }
 
 impl Context {
@@ -285,11 +291,20 @@ impl Context {
             writer,
             binding_latency,
             events: EventRecorder::disabled(),
+            resource_metrics: ResourceMetrics::default(),
         }
     }
 
     /// The same context, recording Events with `events`.
     pub fn with_events(self, events: EventRecorder) -> Context {
         Context { events, ..self }
+    }
+
+    /// The same context, reading resource usage from `resource_metrics`.
+    pub fn with_resource_metrics(self, resource_metrics: ResourceMetrics) -> Context {
+        Context {
+            resource_metrics,
+            ..self
+        }
     }
 }

@@ -80,6 +80,11 @@ pub enum Kind {
     // and the same Events as `events.k8s.io/v1` serves them.
     Event,
     EventsK8sIoEvent,
+    // Kinds answered from the nodes' resource usage readings, never stored
+    // (`registry::Model::Metrics`, the `resource_metrics` module):
+    // `metrics.k8s.io/v1beta1`, as metrics-server serves it.
+    NodeMetrics,
+    PodMetrics,
 }
 
 /// A kind name that skiff does not know.
@@ -121,8 +126,15 @@ impl Kind {
         registry::info(self).model == registry::Model::Ephemeral
     }
 
+    /// Whether this kind is answered from the nodes' resource usage
+    /// readings in the leader's memory (`metrics.k8s.io`), read-only.
+    pub fn is_metrics(self) -> bool {
+        registry::info(self).model == registry::Model::Metrics
+    }
+
     /// Whether objects of this kind are stored (every kind but the access
-    /// reviews, which the REST API answers and forgets).
+    /// reviews, which the REST API answers and forgets, and the metrics
+    /// API's, answered from readings).
     pub fn is_stored(self) -> bool {
         registry::info(self).is_stored()
     }

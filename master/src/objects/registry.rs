@@ -2,7 +2,8 @@
 //! version, its resource (plural) and singular names, whether it lives in a
 //! namespace, kubectl's short names and categories, the verbs and
 //! subresources the REST API serves for it, and how skiff holds it (typed,
-//! generic, or never stored: the access reviews). Discovery, the REST
+//! generic, or never stored: the access reviews, and the metrics API's
+//! readings). Discovery, the REST
 //! router and `skiff ctl` read this table; nothing else carries a list of
 //! kinds.
 
@@ -75,6 +76,11 @@ pub enum Model {
     /// the replicated store (`crate::events`: Events); served with every
     /// verb like the others, by the leader.
     Ephemeral,
+    /// Never stored: made on each read from the nodes' resource usage
+    /// readings in the leader's memory (`crate::resource_metrics`), as
+    /// metrics-server answers `metrics.k8s.io`: `get` and `list` only,
+    /// by the leader (`api::resource_metrics`).
+    Metrics,
 }
 
 /// Everything the API says about one kind.
@@ -115,6 +121,8 @@ const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 /// The only verb of a review: it is created, answered and forgotten.
 const REVIEW_VERBS: &[&str] = &["create"];
+/// The verbs of the metrics API (metrics-server's): readings are read.
+const METRICS_VERBS: &[&str] = &["get", "list"];
 const POD: &[Subresource] = &[
     Subresource::Eviction,
     Subresource::Exec,
@@ -175,14 +183,15 @@ const AUTHENTICATION: (&str, &str, &str) =
     ("authentication.k8s.io", "v1", "authentication.k8s.io/v1");
 
 const EVENTS: (&str, &str, &str) = ("events.k8s.io", "v1", "events.k8s.io/v1");
+const METRICS: (&str, &str, &str) = ("metrics.k8s.io", "v1beta1", "metrics.k8s.io/v1beta1");
 
-use Model::{Ephemeral, Generic, Review, Typed};
+use Model::{Ephemeral, Generic, Metrics, Review, Typed};
 
 /// Every kind skiff serves, in the order discovery lists them. Of two
 /// kinds with one name (`Event`), the first is the one a name alone means
 /// (`Kind::from_name`).
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 38] = [
+pub const KINDS: [KindInfo; 40] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -221,6 +230,8 @@ pub const KINDS: [KindInfo; 38] = [
     entry(Kind::SelfSubjectRulesReview, "SelfSubjectRulesReview", AUTHORIZATION, ("selfsubjectrulesreviews", "selfsubjectrulesreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectReview, "SelfSubjectReview", AUTHENTICATION, ("selfsubjectreviews", "selfsubjectreview"), false, &[], &[], &[], Review),
     entry(Kind::EventsK8sIoEvent, "Event", EVENTS, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
+    entry(Kind::NodeMetrics, "NodeMetrics", METRICS, ("nodes", "nodemetrics"), false, &[], &[], &[], Metrics),
+    entry(Kind::PodMetrics, "PodMetrics", METRICS, ("pods", "podmetrics"), true, &[], &[], &[], Metrics),
 ];
 
 impl KindInfo {
@@ -249,9 +260,18 @@ impl KindInfo {
     }
 
     /// Whether objects of the kind are kept (in the store, or Events in the
-    /// leader's memory) and served as objects: every kind but the reviews.
+    /// leader's memory) and served as objects: every kind but the reviews
+    /// and the metrics API's readings.
     pub fn is_stored(&self) -> bool {
-        self.model != Model::Review
+        !matches!(self.model, Model::Review | Model::Metrics)
+    }
+
+    /// Whether the OpenAPI documents describe the kind: every kind but the
+    /// metrics API's, whose schema kube-apiserver does not publish either
+    /// (metrics-server does, through API aggregation) and skiff's
+    /// generated schema does not hold.
+    pub fn in_openapi(&self) -> bool {
+        self.model != Model::Metrics
     }
 
     /// The verbs discovery lists for the kind's collection and objects.
@@ -259,6 +279,7 @@ impl KindInfo {
         match self.model {
             Model::Typed | Model::Generic | Model::Ephemeral => &VERBS,
             Model::Review => REVIEW_VERBS,
+            Model::Metrics => METRICS_VERBS,
         }
     }
 }
@@ -357,6 +378,8 @@ mod tests {
             SelfSubjectReview,
             Event,
             EventsK8sIoEvent,
+            NodeMetrics,
+            PodMetrics,
         ];
         for kind in &all {
             match kind {
@@ -397,7 +420,9 @@ mod tests {
                 | SelfSubjectRulesReview
                 | SelfSubjectReview
                 | Event
-                | EventsK8sIoEvent => {}
+                | EventsK8sIoEvent
+                | NodeMetrics
+                | PodMetrics => {}
             }
         }
         all
@@ -488,12 +513,43 @@ mod tests {
             assert!(!info.kind.is_stored(), "{resource}");
         }
         let stored = KINDS.iter().filter(|i| i.is_stored()).count();
-        assert_eq!(stored, KINDS.len() - reviews.len());
+        let metrics = KINDS.iter().filter(|i| i.model == Model::Metrics).count();
+        assert_eq!(stored, KINDS.len() - reviews.len() - metrics);
         assert_eq!(info(Kind::Pod).verbs(), VERBS);
         assert!(groups().contains(&("authorization.k8s.io", vec!["v1"])));
         assert!(groups().contains(&("authentication.k8s.io", vec!["v1"])));
         // Not a kind `skiff ctl` lists.
         assert!(Kind::parse_cli("selfsubjectaccessreviews").is_err());
+    }
+
+    #[test]
+    fn the_metrics_api_serves_node_and_pod_metrics_read_only() {
+        let nodes = by_resource("metrics.k8s.io", "v1beta1", "nodes").expect("nodes");
+        assert_eq!((nodes.kind, nodes.name), (Kind::NodeMetrics, "NodeMetrics"));
+        assert!(!nodes.namespaced);
+        let pods = by_resource("metrics.k8s.io", "v1beta1", "pods").expect("pods");
+        assert_eq!((pods.kind, pods.name), (Kind::PodMetrics, "PodMetrics"));
+        assert!(pods.namespaced);
+        for info in [nodes, pods] {
+            assert_eq!(info.model, Model::Metrics);
+            assert_eq!(info.verbs(), ["get", "list"]);
+            assert!(info.subresources.is_empty());
+            assert!(!info.is_stored() && !info.in_openapi());
+            assert!(info.kind.is_metrics() && !info.kind.is_ephemeral());
+            assert_eq!(info.api_version, "metrics.k8s.io/v1beta1");
+        }
+        assert_eq!(
+            info(Kind::PodMetrics).qualified_resource(),
+            "pods.metrics.k8s.io"
+        );
+        assert!(groups().contains(&("metrics.k8s.io", vec!["v1beta1"])));
+        // The core kinds of the same resource names are still found first.
+        assert_eq!(
+            by_resource("", "v1", "pods").map(|i| i.kind),
+            Some(Kind::Pod)
+        );
+        assert!(Kind::parse_cli("podmetrics").is_err());
+        assert!(info(Kind::Pod).in_openapi() && !Kind::Pod.is_metrics());
     }
 
     #[test]

@@ -473,4 +473,53 @@ mod tests {
         let core = aggregated(true);
         assert_eq!(core["items"][0]["versions"][0]["version"], "v1");
     }
+
+    #[test]
+    fn the_metrics_api_is_discovered_with_get_and_list_as_metrics_server_serves_it() {
+        let names: Vec<Value> = groups()["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].clone())
+            .collect();
+        assert!(names.contains(&json!("metrics.k8s.io")), "{names:?}");
+        let metrics = group("metrics.k8s.io").unwrap();
+        assert_eq!(
+            metrics["preferredVersion"]["groupVersion"],
+            "metrics.k8s.io/v1beta1"
+        );
+        let list = resources("metrics.k8s.io", "v1beta1").unwrap();
+        let resources = list["resources"].as_array().unwrap();
+        let found: Vec<(&str, &str, bool)> = resources
+            .iter()
+            .map(|r| {
+                let name = r["name"].as_str().unwrap();
+                let kind = r["kind"].as_str().unwrap();
+                (name, kind, r["namespaced"].as_bool().unwrap())
+            })
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("nodes", "NodeMetrics", false),
+                ("pods", "PodMetrics", true)
+            ]
+        );
+        assert!(resources
+            .iter()
+            .all(|r| r["verbs"] == json!(["get", "list"])));
+        let apis = aggregated(false);
+        let item = apis["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["metadata"]["name"] == "metrics.k8s.io")
+            .unwrap();
+        assert_eq!(item["versions"][0]["version"], "v1beta1");
+        let pods = &item["versions"][0]["resources"][1];
+        assert_eq!(pods["resource"], "pods");
+        assert_eq!(pods["responseKind"]["kind"], "PodMetrics");
+        assert_eq!(pods["scope"], "Namespaced");
+        assert_eq!(pods["verbs"], json!(["get", "list"]));
+    }
 }

@@ -10,7 +10,9 @@
 //! one or more calls of the gRPC API service with the caller's identity.
 //! The `log` and `proxy` subresources are handed to [`super::pod_logs`]
 //! and [`super::proxy`], the kinds never stored (the access reviews) to
-//! [`super::access_review`].
+//! [`super::access_review`]; the metrics API's kinds (`metrics.k8s.io`,
+//! made from the leader's readings by `api::resource_metrics`) are only
+//! read, with get and list.
 
 use std::sync::Arc;
 
@@ -41,7 +43,7 @@ use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::Propagation;
 use crate::objects::disruption_budget::{self, Budget, EvictionDecision};
 use crate::objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
-use crate::objects::registry::{self, KindInfo, Subresource};
+use crate::objects::registry::{self, KindInfo, Model, Subresource};
 use crate::objects::{Kind, ObjectExt};
 
 /// How many times a patch (or an apply, or a replace without a
@@ -84,6 +86,22 @@ impl<'a> Call<'a> {
             || (info.namespaced && path.namespace.is_none() && !across_namespaces)
         {
             return Err(not_found_resource(path));
+        }
+        // The metrics API's readings are read, nothing else: get and list
+        // (metrics-server serves no watch).
+        if info.model == Model::Metrics {
+            return match (self.method.clone(), path.name.as_deref()) {
+                (Method::GET, _) if path.subresource.is_some() => Err(not_found_resource(path)),
+                (Method::GET, None) if is_true(self.query.get("watch")) => {
+                    Err(RestError::method_not_allowed(
+                        self.method,
+                        &format!("{} (watch)", info.resource),
+                    ))
+                }
+                (Method::GET, None) => self.list(info).await,
+                (Method::GET, Some(name)) => self.get(info, name, View::Object).await,
+                (method, _) => Err(RestError::method_not_allowed(&method, info.resource)),
+            };
         }
         // The reviews are answered, never stored.
         if !info.is_stored() {

@@ -71,6 +71,7 @@ use self::track::Track;
 use skiff_values::now_rfc3339;
 
 pub use self::decide::should_restart;
+pub use self::start::cgroups_path;
 pub use self::teardown::stop_container;
 pub use self::track::container_id;
 

@@ -95,8 +95,9 @@ async fn container_config<R: ContainerRuntime, S: PodSandbox>(
 }
 
 /// The cgroup of a pod's container (the spec's `cgroupsPath`), read back
-/// by `oom_killed` when the container exits with SIGKILL.
-pub(super) fn cgroups_path(pod_uid: &str, container: &str) -> String {
+/// by `oom_killed` when the container exits with SIGKILL, and by the
+/// resource usage sampler (`crate::resource_usage`).
+pub fn cgroups_path(pod_uid: &str, container: &str) -> String {
     format!("/skiff/{pod_uid}/{container}")
 }
 

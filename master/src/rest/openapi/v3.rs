@@ -54,11 +54,11 @@ impl GroupVersion {
     }
 }
 
-/// Every group version the registry serves, core first, in discovery
-/// order.
+/// Every group version the registry serves and the documents describe,
+/// core first, in discovery order.
 pub(super) fn group_versions() -> Vec<GroupVersion> {
     let mut all: Vec<GroupVersion> = Vec::new();
-    for info in registry::KINDS.iter() {
+    for info in registry::KINDS.iter().filter(|i| i.in_openapi()) {
         let gv = GroupVersion {
             group: info.group,
             version: info.version,
@@ -74,7 +74,7 @@ pub(super) fn group_versions() -> Vec<GroupVersion> {
 pub(super) fn document(gv: &GroupVersion) -> Vec<u8> {
     let mut roots = Vec::new();
     let mut paths = Map::new();
-    for info in registry::kinds_in(gv.group, gv.version) {
+    for info in registry::kinds_in(gv.group, gv.version).filter(|i| i.in_openapi()) {
         let message = schemas::kind_message(info.group, info.version, info.name);
         if let Some(message) = message {
             roots.push(message);
@@ -474,7 +474,7 @@ mod tests {
         for gv in served {
             let document: Value = serde_json::from_slice(&document(&gv)).unwrap();
             let paths = document["paths"].as_object().unwrap();
-            for info in registry::kinds_in(gv.group, gv.version) {
+            for info in registry::kinds_in(gv.group, gv.version).filter(|i| i.in_openapi()) {
                 let gvk = schemas::group_version_kind(info.group, info.version, info.name);
                 let patches: Vec<&Value> = paths
                     .values()
