@@ -15,6 +15,9 @@
 //! - [`disruption`]: keeps PodDisruptionBudgets' status.
 //! - [`job`]: runs Jobs' pods to completion, counting each exactly once.
 //! - [`cron_job`]: creates Jobs on CronJobs' schedules.
+//! - [`horizontal_autoscaler`]: scales Deployments, ReplicaSets and
+//!   StatefulSets on their pods' CPU and memory usage
+//!   (HorizontalPodAutoscalers).
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`node_ipam`]: gives every node its pod subnet.
@@ -43,6 +46,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod garbage_collector;
+pub mod horizontal_autoscaler;
 pub mod job;
 pub mod kubernetes_service;
 pub mod node_ipam;

@@ -11,9 +11,11 @@
 //!   field is reported for `fieldValidation`;
 //! - [`apply_defaults`] sets Kubernetes' defaults (Job, CronJob,
 //!   DaemonSet, StatefulSet and their pod templates, volumes and claims,
-//!   ...);
+//!   HorizontalPodAutoscalers through `objects::autoscaling`, ...);
 //! - [`validate`] checks what the schema cannot (required fields, selectors
-//!   matching templates, allowed values);
+//!   matching templates, allowed values; HorizontalPodAutoscalers'
+//!   replica bounds, metric targets and behavior in
+//!   `objects::autoscaling`);
 //! - `status` is kept apart from the rest for status updates and for
 //!   `generation`.
 
@@ -309,6 +311,7 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
             }
             spec["policyTypes"] = Value::Array(types);
         }
+        Kind::HorizontalPodAutoscaler => super::autoscaling::apply_defaults(spec),
         Kind::EndpointSlice => {
             if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
                 for port in ports {
@@ -525,6 +528,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 }
             }
         }
+        Kind::HorizontalPodAutoscaler => super::autoscaling::validate(&spec, &mut problems),
         Kind::RoleBinding | Kind::ClusterRoleBinding => {
             require(
                 &mut problems,

@@ -6,6 +6,7 @@
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
 
 pub(crate) mod api_schema;
+pub mod autoscaling;
 pub mod cron_schedule;
 pub mod defaults;
 pub mod deletion;
@@ -18,6 +19,7 @@ pub mod owners;
 pub mod placement;
 pub mod pods;
 pub mod registry;
+pub mod scale;
 pub mod schema_check;
 pub mod selector;
 pub mod storage;

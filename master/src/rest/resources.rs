@@ -1351,33 +1351,8 @@ fn with_replicas(
         .as_str()
         .unwrap_or("")
         .to_owned();
-    use skiff_proto::api::object::Kind as Body;
-    match object.kind.as_mut() {
-        Some(Body::Deployment(d)) => {
-            d.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
-        }
-        Some(Body::ReplicaSet(r)) => {
-            r.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
-        }
-        // StatefulSets are held as generic objects: `spec.replicas` in
-        // their JSON.
-        Some(Body::Generic(g)) if info.kind == Kind::StatefulSet => {
-            let mut content = crate::objects::generic::content(g);
-            let spec = content
-                .entry("spec")
-                .or_insert_with(|| Value::Object(Default::default()));
-            if let Some(fields) = spec.as_object_mut() {
-                fields.insert("replicas".to_owned(), Value::from(replicas));
-            }
-            crate::objects::generic::set_content(g, &content);
-        }
-        _ => {
-            return Err(RestError::internal(format!(
-                "{} has no scale",
-                info.resource
-            )))
-        }
-    }
+    crate::objects::scale::set_replicas(&mut object, replicas)
+        .map_err(|e| RestError::internal(format!("{}: {e}", info.resource)))?;
     if let Ok(meta) = object.meta_mut() {
         if !rv.is_empty() {
             meta.resource_version = rv;

@@ -1,0 +1,567 @@
+//! A HorizontalPodAutoscaler (`autoscaling/v2`, a generic object) as the
+//! controller reads it: a typed view of the `spec` it acts on (its target,
+//! replica bounds, metrics and behaviour) and of the `status` it writes
+//! (`currentReplicas`, `desiredReplicas`, `lastScaleTime`,
+//! `currentMetrics`, `conditions`, `observedGeneration`), read from the
+//! stored JSON, which keeps everything else as sent. Quantities are
+//! written back as Kubernetes writes a milli-quantity (`130m`, `2`,
+//! `52428800`, `100M`).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use skiff_proto::v1::GenericObject;
+
+use super::calculator::{Tolerances, DEFAULT_TOLERANCE};
+use super::normalization::{
+    Behavior, Policy, PolicyKind, Rules, SelectPolicy, DOWNSCALE_STABILIZATION_WINDOW,
+};
+use crate::objects::autoscaling::{
+    self, default_scale_down_rules, default_scale_up_rules, DEFAULT_CPU_UTILIZATION,
+};
+use crate::objects::generic;
+
+/// `spec.scaleTargetRef`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TargetReference {
+    pub api_version: String,
+    pub kind: String,
+    pub name: String,
+}
+
+/// A metric's target.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetricTarget {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub average_utilization: Option<i32>,
+    /// A quantity (string or number).
+    pub average_value: Option<Value>,
+    pub value: Option<Value>,
+}
+
+/// A `resource` or `containerResource` source.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ResourceSource {
+    pub name: String,
+    /// `containerResource` only.
+    pub container: String,
+    pub target: MetricTarget,
+}
+
+/// The name of a custom or external metric.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetricIdentifier {
+    pub name: String,
+}
+
+/// A `pods`, `object` or `external` source: skiff serves no metrics API
+/// for them; only their name is read, for the condition that says so.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct NamedSource {
+    pub metric: MetricIdentifier,
+}
+
+/// One of `spec.metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct MetricSpec {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub resource: Option<ResourceSource>,
+    pub container_resource: Option<ResourceSource>,
+    pub pods: Option<NamedSource>,
+    pub object: Option<NamedSource>,
+    pub external: Option<NamedSource>,
+}
+
+/// One of a direction's `policies`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScalingPolicy {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub value: i32,
+    pub period_seconds: i32,
+}
+
+/// `behavior.scaleUp` or `behavior.scaleDown`, as given.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ScalingRules {
+    pub stabilization_window_seconds: Option<i32>,
+    pub select_policy: Option<String>,
+    pub policies: Option<Vec<ScalingPolicy>>,
+    /// A quantity (`0.05`).
+    pub tolerance: Option<Value>,
+}
+
+/// `spec.behavior`, as given.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BehaviorSpec {
+    pub scale_up: Option<ScalingRules>,
+    pub scale_down: Option<ScalingRules>,
+}
+
+/// The parts of the `spec` the controller acts on.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AutoscalerSpec {
+    pub scale_target_ref: TargetReference,
+    pub min_replicas: Option<i32>,
+    pub max_replicas: i32,
+    #[serde(deserialize_with = "null_as_empty")]
+    pub metrics: Vec<MetricSpec>,
+    pub behavior: Option<BehaviorSpec>,
+}
+
+/// One of `status.conditions`: `AbleToScale`, `ScalingActive`,
+/// `ScalingLimited`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AutoscalerCondition {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub last_transition_time: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// The `status` the controller writes, with Kubernetes' omissions.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct AutoscalerStatus {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub current_replicas: i32,
+    pub desired_replicas: i32,
+    /// One per metric of the spec, in its order (`{"type": ""}` for one
+    /// that could not be measured), as `kubectl get hpa` pairs them.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub current_metrics: Vec<Value>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "null_as_empty"
+    )]
+    pub conditions: Vec<AutoscalerCondition>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+/// A list Go clients may write as `null`: empty.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+impl AutoscalerStatus {
+    /// `setCondition`: the condition of `kind` now says this; its
+    /// transition time moves only when whether it holds changes.
+    pub fn set_condition(
+        &mut self,
+        kind: &str,
+        holds: bool,
+        reason: &str,
+        message: &str,
+        now: &str,
+    ) {
+        let status = if holds { "True" } else { "False" };
+        let position = match self.conditions.iter().position(|c| c.kind == kind) {
+            Some(position) => position,
+            None => {
+                self.conditions.push(AutoscalerCondition {
+                    kind: kind.to_owned(),
+                    ..AutoscalerCondition::default()
+                });
+                self.conditions.len() - 1
+            }
+        };
+        let condition = &mut self.conditions[position];
+        if condition.status != status {
+            condition.last_transition_time = now.to_owned();
+        }
+        condition.status = status.to_owned();
+        condition.reason = reason.to_owned();
+        condition.message = message.to_owned();
+    }
+
+    /// The condition of `kind`, if set.
+    pub fn condition(&self, kind: &str) -> Option<&AutoscalerCondition> {
+        self.conditions.iter().find(|c| c.kind == kind)
+    }
+}
+
+/// An autoscaler as read from its stored object.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalerView {
+    pub name: String,
+    pub namespace: String,
+    pub generation: i64,
+    pub spec: AutoscalerSpec,
+    pub status: AutoscalerStatus,
+}
+
+/// An autoscaler whose spec or status has fields of the wrong shape.
+#[derive(Debug, thiserror::Error)]
+#[error("HorizontalPodAutoscaler {namespace}/{name} cannot be read: {source}")]
+pub struct UnreadableAutoscaler {
+    pub namespace: String,
+    pub name: String,
+    #[source]
+    pub source: serde_json::Error,
+}
+
+impl AutoscalerView {
+    /// Reads the autoscaler held in `object`.
+    pub fn read(object: &GenericObject) -> Result<AutoscalerView, UnreadableAutoscaler> {
+        let meta = object.metadata.clone().unwrap_or_default();
+        let mut content = generic::content(object);
+        let unreadable = |source| UnreadableAutoscaler {
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone(),
+            source,
+        };
+        let spec = match content.remove("spec") {
+            Some(Value::Null) | None => AutoscalerSpec::default(),
+            Some(spec) => serde_json::from_value(spec).map_err(unreadable)?,
+        };
+        // The controller owns the status: one it cannot read is replaced.
+        let status = content
+            .remove("status")
+            .and_then(|status| serde_json::from_value(status).ok())
+            .unwrap_or_default();
+        Ok(AutoscalerView {
+            name: meta.name,
+            namespace: meta.namespace,
+            generation: meta.generation,
+            spec,
+            status,
+        })
+    }
+
+    /// `minReplicas` (1 when unset).
+    pub fn min_replicas(&self) -> i32 {
+        self.spec.min_replicas.unwrap_or(1)
+    }
+
+    /// The metrics, or Kubernetes' default (CPU at 80%) when none are
+    /// given (as the API server's defaults would have it).
+    pub fn metrics(&self) -> Vec<MetricSpec> {
+        if !self.spec.metrics.is_empty() {
+            return self.spec.metrics.clone();
+        }
+        vec![MetricSpec {
+            kind: "Resource".to_owned(),
+            resource: Some(ResourceSource {
+                name: "cpu".to_owned(),
+                container: String::new(),
+                target: MetricTarget {
+                    kind: "Utilization".to_owned(),
+                    average_utilization: Some(DEFAULT_CPU_UTILIZATION),
+                    ..MetricTarget::default()
+                },
+            }),
+            ..MetricSpec::default()
+        }]
+    }
+
+    /// The behaviour, complete (Kubernetes' defaults for what is not
+    /// given, the controller's 5 minutes for a scale-down window), or
+    /// `None` without a `behavior`.
+    pub fn behavior(&self) -> Option<Behavior> {
+        let given = self.spec.behavior.as_ref()?;
+        let up = complete(
+            given.scale_up.as_ref(),
+            default_scale_up_rules(),
+            Duration::ZERO,
+        );
+        let down = complete(
+            given.scale_down.as_ref(),
+            default_scale_down_rules(),
+            DOWNSCALE_STABILIZATION_WINDOW,
+        );
+        Some(Behavior {
+            scale_up: up,
+            scale_down: down,
+        })
+    }
+
+    /// Each direction's tolerance: `behavior.scale{Up,Down}.tolerance`, or
+    /// 10%.
+    pub fn tolerances(&self) -> Tolerances {
+        let given = |rules: Option<&ScalingRules>| -> f64 {
+            rules
+                .and_then(|r| r.tolerance.as_ref())
+                .and_then(|t| autoscaling::quantity(t)?.ok())
+                .map_or(DEFAULT_TOLERANCE, |q| q.milli() as f64 / 1000.0)
+        };
+        let behavior = self.spec.behavior.as_ref();
+        Tolerances {
+            scale_down: given(behavior.and_then(|b| b.scale_down.as_ref())),
+            scale_up: given(behavior.and_then(|b| b.scale_up.as_ref())),
+        }
+    }
+}
+
+/// One direction's rules: what is given, else the defaults (`defaults`,
+/// JSON from `objects::autoscaling`), with `window` for an unset window.
+fn complete(given: Option<&ScalingRules>, defaults: Value, window: Duration) -> Rules {
+    let defaults: ScalingRules = serde_json::from_value(defaults).unwrap_or_default();
+    let window = given
+        .and_then(|g| g.stabilization_window_seconds)
+        .or(defaults.stabilization_window_seconds)
+        .map_or(window, |s| {
+            Duration::from_secs(u64::try_from(s).unwrap_or(0))
+        });
+    let select = match given
+        .and_then(|g| g.select_policy.as_deref())
+        .or(defaults.select_policy.as_deref())
+    {
+        Some("Min") => SelectPolicy::Min,
+        Some("Disabled") => SelectPolicy::Disabled,
+        _ => SelectPolicy::Max,
+    };
+    let policies = given
+        .and_then(|g| g.policies.as_ref())
+        .or(defaults.policies.as_ref())
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .filter_map(|p| {
+            let kind = match p.kind.as_str() {
+                "Pods" => PolicyKind::Pods,
+                "Percent" => PolicyKind::Percent,
+                _ => return None,
+            };
+            Some(Policy {
+                kind,
+                value: p.value,
+                period: Duration::from_secs(u64::try_from(p.period_seconds).unwrap_or(0)),
+            })
+        })
+        .collect();
+    Rules {
+        window,
+        select,
+        policies,
+    }
+}
+
+/// `object` with `status` as its status.
+pub fn with_status(object: &GenericObject, status: &AutoscalerStatus) -> GenericObject {
+    let mut updated = object.clone();
+    let mut content = generic::content(&updated);
+    match serde_json::to_value(status) {
+        Ok(value) => {
+            content.insert("status".to_owned(), value);
+        }
+        Err(_) => {
+            content.remove("status");
+        }
+    }
+    generic::set_content(&mut updated, &content);
+    updated
+}
+
+/// A quantity of `milli` thousandths as Kubernetes writes a DecimalSI
+/// milli-quantity: `130m`, or whole units with the largest SI suffix that
+/// keeps them whole (`2`, `1500`, `100M`).
+pub fn milli_quantity(milli: i64) -> String {
+    if milli % 1000 != 0 {
+        return format!("{milli}m");
+    }
+    let mut units = milli / 1000;
+    if units == 0 {
+        return "0".to_owned();
+    }
+    let mut suffix = "";
+    for next in ["k", "M", "G", "T", "P", "E"] {
+        if units % 1000 != 0 {
+            break;
+        }
+        units /= 1000;
+        suffix = next;
+    }
+    format!("{units}{suffix}")
+}
+
+/// A measured resource metric's entry of `status.currentMetrics`.
+pub fn resource_status(
+    name: &str,
+    container: Option<&str>,
+    utilization: Option<i32>,
+    average: i64,
+) -> Value {
+    let mut current = json!({"averageValue": milli_quantity(average)});
+    if let Some(utilization) = utilization {
+        current["averageUtilization"] = Value::from(utilization);
+    }
+    match container {
+        None => json!({"type": "Resource", "resource": {"name": name, "current": current}}),
+        Some(container) => json!({
+            "type": "ContainerResource",
+            "containerResource": {"name": name, "container": container, "current": current},
+        }),
+    }
+}
+
+/// The entry of `status.currentMetrics` of a metric that could not be
+/// measured, as Kubernetes leaves it.
+pub fn unmeasured_status() -> Value {
+    json!({"type": ""})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Kind;
+
+    fn autoscaler(body: Value) -> GenericObject {
+        let mut unknown = Vec::new();
+        let mut object =
+            generic::from_json(Kind::HorizontalPodAutoscaler, body, &mut unknown).unwrap();
+        generic::apply_defaults(Kind::HorizontalPodAutoscaler, &mut object);
+        object
+    }
+
+    #[test]
+    fn an_autoscaler_is_read_with_its_defaults_and_its_status_written_back() {
+        let object = autoscaler(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "default", "generation": 2},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                     "maxReplicas": 3},
+        }));
+        let view = AutoscalerView::read(&object).unwrap();
+        assert_eq!(view.spec.scale_target_ref.kind, "Deployment");
+        assert_eq!((view.min_replicas(), view.spec.max_replicas), (1, 3));
+        let metrics = view.metrics();
+        let cpu = metrics[0].resource.as_ref().unwrap();
+        assert_eq!(
+            (cpu.name.as_str(), cpu.target.average_utilization),
+            ("cpu", Some(80))
+        );
+        assert_eq!(view.behavior(), None);
+        assert_eq!(view.tolerances(), Tolerances::default());
+
+        let mut status = view.status.clone();
+        status.desired_replicas = 2;
+        status.current_replicas = 1;
+        status.current_metrics = vec![resource_status("cpu", None, Some(65), 130)];
+        status.set_condition(
+            "AbleToScale",
+            true,
+            "SucceededGetScale",
+            "got it",
+            "2026-01-01T00:00:00Z",
+        );
+        let written = with_status(&object, &status);
+        let content = generic::content(&written);
+        assert_eq!(
+            content["status"],
+            json!({"currentReplicas": 1, "desiredReplicas": 2,
+                   "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu",
+                        "current": {"averageUtilization": 65, "averageValue": "130m"}}}],
+                   "conditions": [{"type": "AbleToScale", "status": "True",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                        "reason": "SucceededGetScale", "message": "got it"}]})
+        );
+        assert_eq!(AutoscalerView::read(&written).unwrap().status, status);
+    }
+
+    #[test]
+    fn null_lists_read_as_empty_and_a_status_of_the_wrong_shape_is_replaced() {
+        let mut object = autoscaler(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3},
+        }));
+        let mut content = generic::content(&object);
+        content.insert(
+            "status".into(),
+            json!({"currentMetrics": null, "conditions": null, "desiredReplicas": 1}),
+        );
+        generic::set_content(&mut object, &content);
+        let view = AutoscalerView::read(&object).unwrap();
+        assert!(view.status.current_metrics.is_empty());
+        assert_eq!(view.status.desired_replicas, 1);
+        content.insert("status".into(), json!({"desiredReplicas": "many"}));
+        generic::set_content(&mut object, &content);
+        let view = AutoscalerView::read(&object).unwrap();
+        assert_eq!(view.status, AutoscalerStatus::default());
+        content.insert("spec".into(), json!({"maxReplicas": "many"}));
+        generic::set_content(&mut object, &content);
+        let e = AutoscalerView::read(&object).unwrap_err();
+        assert!(e.to_string().contains("HorizontalPodAutoscaler"), "{e}");
+    }
+
+    #[test]
+    fn a_condition_moves_its_transition_time_only_when_it_flips() {
+        let mut status = AutoscalerStatus::default();
+        status.set_condition("ScalingActive", true, "ValidMetricFound", "a", "t1");
+        status.set_condition("ScalingActive", true, "ValidMetricFound", "b", "t2");
+        assert_eq!(status.conditions[0].last_transition_time, "t1");
+        assert_eq!(status.conditions[0].message, "b");
+        status.set_condition("ScalingActive", false, "FailedGetResourceMetric", "c", "t3");
+        assert_eq!(status.conditions[0].last_transition_time, "t3");
+        assert_eq!(status.conditions.len(), 1);
+    }
+
+    #[test]
+    fn a_given_behavior_is_completed_with_kubernetes_defaults() {
+        let object = autoscaler(json!({
+            "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web"},
+            "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3,
+                     "behavior": {"scaleDown": {"selectPolicy": "Min", "tolerance": "0.05"}}},
+        }));
+        let view = AutoscalerView::read(&object).unwrap();
+        let behavior = view.behavior().unwrap();
+        assert_eq!(behavior.scale_up.window, Duration::ZERO);
+        assert_eq!(behavior.scale_up.policies.len(), 2);
+        assert_eq!(behavior.scale_down.window, DOWNSCALE_STABILIZATION_WINDOW);
+        assert_eq!(behavior.scale_down.select, SelectPolicy::Min);
+        assert_eq!(
+            behavior.scale_down.policies,
+            [Policy {
+                kind: PolicyKind::Percent,
+                value: 100,
+                period: Duration::from_secs(15)
+            }]
+        );
+        let tolerances = view.tolerances();
+        assert_eq!((tolerances.scale_down, tolerances.scale_up), (0.05, 0.1));
+    }
+
+    #[test]
+    fn quantities_are_written_as_kubernetes_writes_them() {
+        assert_eq!(milli_quantity(130), "130m");
+        assert_eq!(milli_quantity(2000), "2");
+        assert_eq!(milli_quantity(1_500_000), "1500");
+        assert_eq!(milli_quantity(52_428_800_000), "52428800");
+        assert_eq!(milli_quantity(100_000_000_000), "100M");
+        assert_eq!(milli_quantity(0), "0");
+    }
+}
