@@ -28,6 +28,7 @@ use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::disruption::DisruptionController;
 use crate::controllers::endpoints::EndpointsController;
+use crate::controllers::horizontal_autoscaler::HorizontalAutoscalerController;
 use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
@@ -183,6 +184,14 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             VolumeController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            HorizontalAutoscalerController::new(
+                ctx.clone(),
+                Arc::new(ctx.resource_metrics.clone()),
+            ),
             ctx.store.clone(),
             term.clone(),
         ));

@@ -6,6 +6,7 @@
 mod agent_lifecycle;
 mod agent_pods;
 mod auto_deploy;
+mod autoscaling;
 mod check_config;
 mod cluster_dns;
 mod compaction;

@@ -1,10 +1,6 @@
 //! The autoscaler's real [`PodUsageSource`]: the master's resource metrics
 //! (`crate::resource_metrics::ResourceMetrics`, what the `metrics.k8s.io`
 //! API serves), each pod's latest reading as the controller reads usage.
-//!
-//! MERGE NOTE: this file is not declared in `mod.rs` on the `hpa` branch,
-//! which has no `resource_metrics` module yet; the merge with the metrics
-//! API adds `mod metrics_source;` there.
 
 use super::{ContainerSample, PodUsageSource, UsageSample};
 use crate::resource_metrics::ResourceMetrics;

@@ -25,6 +25,7 @@
 //! resource metrics (`metrics_source.rs`, wired in with the metrics API).
 
 pub mod calculator;
+mod metrics_source;
 pub mod model;
 pub mod normalization;
 
