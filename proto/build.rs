@@ -197,6 +197,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::json_mapping::quantity\")]",
         );
     }
-    tonic_prost_build::configure().compile_with_config(config, PROTOS, &["proto"])?;
+    tonic_prost_build::configure()
+        .codec_path("crate::grpc_codec::CompactCodec")
+        .compile_with_config(config, PROTOS, &["proto"])?;
     Ok(())
 }

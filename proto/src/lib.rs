@@ -9,6 +9,7 @@
 //!
 //! Conversions and behaviour live in the crates that use these types.
 
+pub mod grpc_codec;
 pub mod json_mapping;
 
 /// The generated modules, nested as the proto packages are (`skiff.v1`,

@@ -11,8 +11,9 @@
 //! re-applies the committed entries after the last checkpoint. A snapshot is
 //! built from a fresh checkpoint, so the log is never purged past it.
 //!
-//! Watch history lives in memory: the last [`EVENT_RETENTION`] changes. A
-//! restarted master starts its history at its current revision; a watcher
+//! Watch history lives in memory: the last [`EVENT_RETENTION`] changes, or
+//! fewer when they hold more than [`EVENT_RETENTION_BYTES`] of encoded
+//! objects (never fewer than [`EVENT_RETENTION_MIN`]). A restarted master starts its history at its current revision; a watcher
 //! asking for anything older is told to re-list, as with etcd compaction.
 
 mod checkpoint;
@@ -39,6 +40,14 @@ pub use checkpoint::{CHECKPOINT_CHANGES, CHECKPOINT_EVERY};
 
 /// How many recent changes are kept for watchers to resume from.
 pub const EVENT_RETENTION: usize = 10_000;
+/// The most encoded bytes of kept changes: 10,000 changes of pods with
+/// their status held about 20 MiB of a 1,000-node master's memory
+/// (`skiff-bench schedule`, heaptrack). Beyond it the oldest go, as with
+/// kube-apiserver's bounded watch cache; a watcher from a change no longer
+/// kept lists again.
+pub const EVENT_RETENTION_BYTES: usize = 8 << 20;
+/// Changes kept whatever their size.
+pub const EVENT_RETENTION_MIN: usize = 1_000;
 
 /// Errors reading or writing the state machine's database.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +120,39 @@ struct History {
     /// The newest revision no longer kept.
     compacted: u64,
     events: std::collections::VecDeque<Arc<StoredEvent>>,
+    /// What the kept events hold ([`StoredEvent::held_bytes`]).
+    bytes: usize,
+}
+
+impl StoredEvent {
+    /// Memory this event holds beyond its `Arc`: the encoded object and
+    /// the names.
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<StoredEvent>()
+            + self.object.capacity()
+            + self.namespace.capacity()
+            + self.node.capacity()
+    }
+}
+
+impl History {
+    /// Adds `events` and drops the oldest beyond `max_changes` changes or
+    /// `max_bytes` bytes (keeping at least [`EVENT_RETENTION_MIN`]).
+    fn extend(&mut self, events: &[Arc<StoredEvent>], max_changes: usize, max_bytes: usize) {
+        for event in events {
+            self.bytes += event.held_bytes();
+            self.events.push_back(event.clone());
+        }
+        while self.events.len() > max_changes
+            || (self.bytes > max_bytes && self.events.len() > EVENT_RETENTION_MIN)
+        {
+            let Some(old) = self.events.pop_front() else {
+                break;
+            };
+            self.bytes = self.bytes.saturating_sub(old.held_bytes());
+            self.compacted = old.revision;
+        }
+    }
 }
 
 /// The snapshot's contents.
@@ -152,6 +194,7 @@ pub struct ObjectStore {
     state: Mutex<AppliedState>,
     history: Mutex<History>,
     retention: usize,
+    retention_bytes: usize,
     notify: broadcast::Sender<Notification>,
     snapshot_path: PathBuf,
 }
@@ -206,6 +249,7 @@ impl ObjectStore {
         let history = History {
             compacted: state.revision,
             events: Default::default(),
+            bytes: 0,
         };
         let cache = ObjectCache::default();
         cache.reset(loaded.objects, state.revision);
@@ -215,6 +259,7 @@ impl ObjectStore {
             state: Mutex::new(state),
             history: Mutex::new(history),
             retention: retention.max(1),
+            retention_bytes: EVENT_RETENTION_BYTES,
             notify,
             snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
         }))
@@ -331,12 +376,7 @@ impl ObjectStore {
         *self.state() = state;
         if !events.is_empty() {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            history.events.extend(events.iter().cloned());
-            while history.events.len() > self.retention {
-                if let Some(old) = history.events.pop_front() {
-                    history.compacted = old.revision;
-                }
-            }
+            history.extend(&events, self.retention, self.retention_bytes);
         }
         for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
@@ -433,6 +473,7 @@ impl ObjectStore {
         {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
             history.events.clear();
+            history.bytes = 0;
             history.compacted = snapshot.revision;
         }
         self.save_snapshot_file(meta, data)?;
@@ -741,6 +782,41 @@ mod tests {
         assert_eq!(applied(&results[0][0]), a);
         assert_eq!(store.revision(), 2);
         assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
+    }
+
+    #[test]
+    fn history_beyond_its_byte_bound_drops_the_oldest_but_keeps_the_minimum() {
+        let event = |revision: u64, size: usize| {
+            Arc::new(StoredEvent {
+                revision,
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                event_type: skiff_proto::api::EventType::Added as i32,
+                node: String::new(),
+                object: vec![0; size],
+            })
+        };
+        let each = event(1, 1000).held_bytes();
+        let mut history = History::default();
+        let events: Vec<_> = (1..=3 * EVENT_RETENTION_MIN as u64)
+            .map(|r| event(r, 1000))
+            .collect();
+        // Room for twice the minimum: the oldest third goes.
+        history.extend(&events, usize::MAX, 2 * EVENT_RETENTION_MIN * each);
+        assert_eq!(history.events.len(), 2 * EVENT_RETENTION_MIN);
+        assert_eq!(history.compacted, EVENT_RETENTION_MIN as u64);
+        assert_eq!(history.bytes, 2 * EVENT_RETENTION_MIN * each);
+        assert_eq!(history.events[0].revision, EVENT_RETENTION_MIN as u64 + 1);
+        // A bound below the minimum still keeps the minimum.
+        let more = vec![event(3 * EVENT_RETENTION_MIN as u64 + 1, 1000)];
+        history.extend(&more, usize::MAX, 0);
+        assert_eq!(history.events.len(), EVENT_RETENTION_MIN);
+        assert_eq!(history.bytes, EVENT_RETENTION_MIN * each);
+        assert_eq!(
+            history.compacted,
+            2 * EVENT_RETENTION_MIN as u64 + 1,
+            "revisions stay contiguous after the compaction point"
+        );
     }
 
     #[test]

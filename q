@@ -1,0 +1,2 @@
+web.default.svc.cluster.local A
+nope.default.svc.cluster.local A
