@@ -1,9 +1,9 @@
 //! `skiff-bench`: benchmark scenarios run against real `skiff` processes it
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the figures (see shared/BENCH.md). A
-//! scenario that gates its own figures (`scale`, `api`) reports `"pass":
-//! false` and why (`"failure"`); the process then exits non-zero after
-//! printing them, so CI fails loudly.
+//! scenario that gates its own figures (`scale`, `api`, and `jobs` on its
+//! completion counts) reports `"pass": false` and why (`"failure"`); the
+//! process then exits non-zero after printing them, so CI fails loudly.
 
 // The `api` scenario's report is one `serde_json::json!` with many fields.
 #![recursion_limit = "256"]
@@ -33,6 +33,11 @@ enum Scenario {
     Schedule(scenarios::schedule::ScheduleArgs),
     /// A DaemonSet's pods bound on every hollow node.
     Daemonset(scenarios::daemonset::DaemonsetArgs),
+    /// Jobs run to completion on hollow nodes: Jobs and pod completions
+    /// per second, master CPU and memory.
+    Jobs(scenarios::jobs::JobsArgs),
+    /// How late CronJobs scheduled every minute fire.
+    Cron(scenarios::cron::CronArgs),
     /// Master CPU and memory with many heartbeating nodes.
     Heartbeat(scenarios::heartbeat::HeartbeatArgs),
     /// Failure detection, rescheduling, and false evictions on lossy links.
@@ -78,6 +83,8 @@ fn main() -> std::process::ExitCode {
             Scenario::Store(args) => scenarios::store::run(args).await,
             Scenario::Schedule(args) => scenarios::schedule::run(args).await,
             Scenario::Daemonset(args) => scenarios::daemonset::run(args).await,
+            Scenario::Jobs(args) => scenarios::jobs::run(args).await,
+            Scenario::Cron(args) => scenarios::cron::run(args).await,
             Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,

@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use skiff_master::controllers::node_ipam::{NodePrefixError, PodCidrConfig};
+use skiff_master::controllers::pod_gc::{PodGcConfig, DEFAULT_TERMINATED_THRESHOLD};
 use skiff_master::datastore::schedule::{self as snapshot_schedule, SnapshotSchedule};
 use skiff_master::node_lifecycle::LifecycleConfig;
 use skiff_master::server::MasterConfig;
@@ -104,6 +105,10 @@ pub struct MasterFlags {
     /// Further silence after which a NotReady node's pods are evicted.
     #[arg(long, default_value_t = LifecycleConfig::default().eviction_delay.into())]
     pub pod_eviction_timeout: humantime::Duration,
+    /// Finished (Succeeded or Failed) pods kept before the oldest are
+    /// deleted (0: never).
+    #[arg(long, default_value_t = DEFAULT_TERMINATED_THRESHOLD)]
+    pub terminated_pod_gc_threshold: usize,
     /// How often the leader saves a snapshot of the datastore into its
     /// <data-dir>/snapshots (0: never).
     #[arg(long, default_value_t = snapshot_schedule::DEFAULT_EVERY.into())]
@@ -181,6 +186,10 @@ impl MasterFlags {
             lifecycle: LifecycleConfig {
                 grace: self.node_monitor_grace_period.into(),
                 eviction_delay: self.pod_eviction_timeout.into(),
+            },
+            pod_gc: PodGcConfig {
+                terminated_threshold: self.terminated_pod_gc_threshold,
+                ..PodGcConfig::default()
             },
         })
     }

@@ -236,4 +236,13 @@ mod tests {
         assert_eq!(master.lifecycle.grace, Duration::from_secs(20));
         assert_eq!(master.lifecycle.eviction_delay, Duration::from_secs(60));
     }
+
+    #[test]
+    fn a_server_takes_the_terminated_pod_gc_threshold() {
+        let (master, _) = server(&[]).to_configs().unwrap();
+        assert_eq!(master.pod_gc.terminated_threshold, 12_500);
+        let args = ["--terminated-pod-gc-threshold", "0"];
+        let (master, _) = server(&args).to_configs().unwrap();
+        assert_eq!(master.pod_gc.terminated_threshold, 0);
+    }
 }

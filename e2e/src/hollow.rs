@@ -5,8 +5,11 @@
 //! reports them Running and Ready, and confirms at once the deletion of
 //! those being deleted (nothing runs to stop), so they go as they would
 //! from a real node, with the agent's reconnects and backoffs. Only the
-//! containers are missing. Killing one stops all of that at once, like
-//! pulling a Pi's plug.
+//! containers are missing. With [`HollowConfig::complete_after`], pods
+//! that run to completion (restartPolicy Never or OnFailure: Jobs' pods)
+//! are reported Succeeded, every container exited 0, that long after they
+//! were reported Running; a finished pod is never reported Running again.
+//! Killing one stops all of that at once, like pulling a Pi's plug.
 //!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
 //! runs thousands of them over a few shared connections, so the benchmarks
@@ -23,7 +26,7 @@ use skiff_agent::master_link::{self, Desired, HeartbeatTap, Masters, StatusRepor
 use skiff_proto::v1;
 use skiff_security::ChannelCache;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 /// Nodes sharing one connection (HTTP/2 servers limit concurrent streams).
@@ -40,6 +43,10 @@ pub struct HollowConfig {
     pub heartbeat: Duration,
     /// Probability that a heartbeat is dropped instead of sent.
     pub heartbeat_loss: f64,
+    /// How long pods that run to completion (restartPolicy Never or
+    /// OnFailure) run: reported Succeeded (exit code 0) this long after
+    /// they are reported Running. `None`: every pod runs for ever.
+    pub complete_after: Option<Duration>,
 }
 
 impl Default for HollowConfig {
@@ -50,6 +57,7 @@ impl Default for HollowConfig {
             max_pods: 110,
             heartbeat: Duration::from_secs(1),
             heartbeat_loss: 0.0,
+            complete_after: None,
         }
     }
 }
@@ -147,7 +155,13 @@ impl HollowFleet {
                 desired_tx,
                 token.clone(),
             )),
-            tokio::spawn(run_pods(name.to_owned(), slot, desired_rx, reports_tx)),
+            tokio::spawn(run_pods(
+                name.to_owned(),
+                slot,
+                config.complete_after,
+                desired_rx,
+                reports_tx,
+            )),
             tokio::spawn(master_link::report_statuses(
                 masters,
                 reports_rx,
@@ -288,6 +302,37 @@ fn running_status(pod: &v1::Pod, node: &str, pod_ip: String) -> v1::PodStatus {
     }
 }
 
+/// A pod that ran to completion on a hollow node, started at `started`:
+/// Succeeded, every container terminated with exit code 0 (`Completed`)
+/// now, not Ready (`PodCompleted`), as the kubelet reports one.
+fn succeeded_status(pod: &v1::Pod, node: &str, pod_ip: String, started: &str) -> v1::PodStatus {
+    let mut status = running_status(pod, node, pod_ip);
+    let now = skiff_values::now_rfc3339();
+    status.phase = "Succeeded".into();
+    status.start_time = started.to_owned();
+    for condition in &mut status.conditions {
+        if condition.r#type == "Ready" || condition.r#type == "ContainersReady" {
+            condition.status = "False".into();
+            condition.reason = "PodCompleted".into();
+        }
+    }
+    for container in &mut status.container_statuses {
+        container.ready = false;
+        container.started = Some(false);
+        container.state = Some(v1::ContainerState {
+            terminated: Some(v1::ContainerStateTerminated {
+                exit_code: Some(0),
+                reason: "Completed".into(),
+                started_at: started.to_owned(),
+                finished_at: now.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    status
+}
+
 fn is_running_and_ready(pod: &v1::Pod) -> bool {
     pod.status.as_ref().is_some_and(|s| {
         s.phase == "Running"
@@ -297,24 +342,83 @@ fn is_running_and_ready(pod: &v1::Pod) -> bool {
     })
 }
 
+/// Whether a pod has finished (Succeeded or Failed): a node never runs it
+/// again.
+fn is_finished(pod: &v1::Pod) -> bool {
+    pod.status
+        .as_ref()
+        .is_some_and(|s| s.phase == "Succeeded" || s.phase == "Failed")
+}
+
+/// Whether a pod's containers stop for good once they exit 0
+/// (restartPolicy Never or OnFailure: a Job's pods).
+fn runs_to_completion(pod: &v1::Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .is_some_and(|s| matches!(s.restart_policy.as_str(), "Never" | "OnFailure"))
+}
+
 /// The hollow pod manager: every pod the master wants here that is not yet
-/// Running and Ready is reported so, at once; a pod being deleted is
-/// confirmed torn down at once, as nothing runs to stop; deletions and
-/// complete lists need nothing. Ends when the pod watch does.
+/// Running and Ready is reported so, at once; with `complete_after`, one
+/// that runs to completion is reported Succeeded that long later (once:
+/// its uid is remembered until the pod goes); a finished pod is left
+/// alone; a pod being deleted is confirmed torn down at once, as nothing
+/// runs to stop. Ends when the pod watch does; the completions still
+/// waiting end with it.
 async fn run_pods(
     node: String,
     slot: usize,
+    complete_after: Option<Duration>,
     mut desired: mpsc::Receiver<Desired>,
     reports: mpsc::UnboundedSender<StatusReport>,
 ) {
     let mut next_ip = 0u32;
-    while let Some(change) = desired.recv().await {
-        let Desired::Upsert(pod) = change else {
-            continue;
+    // Each pod's Succeeded report, sent when its run ends.
+    let mut finishing: JoinSet<StatusReport> = JoinSet::new();
+    // The pods whose completion is due or reported, by uid: a pod's that is
+    // deleted first is called off, so that it cannot take the place of the
+    // confirmation of the deletion (only a pod's newest report is sent).
+    let mut completing: HashMap<String, AbortHandle> = HashMap::new();
+    loop {
+        let change = tokio::select! {
+            change = desired.recv() => match change {
+                Some(change) => change,
+                None => return,
+            },
+            Some(done) = finishing.join_next(), if !finishing.is_empty() => {
+                if let Ok(report) = done {
+                    if reports.send(report).is_err() {
+                        return;
+                    }
+                }
+                continue;
+            }
+        };
+        let pod = match change {
+            Desired::Upsert(pod) => pod,
+            Desired::Delete(uid) => {
+                if let Some(run) = completing.remove(&uid) {
+                    run.abort();
+                }
+                continue;
+            }
+            Desired::Synced(uids) => {
+                completing.retain(|uid, run| {
+                    let wanted = uids.contains(uid);
+                    if !wanted {
+                        run.abort();
+                    }
+                    wanted
+                });
+                continue;
+            }
         };
         let meta = pod.metadata.clone().unwrap_or_default();
         let being_deleted = !meta.deletion_timestamp.is_empty();
         if being_deleted {
+            if let Some(run) = completing.remove(&meta.uid) {
+                run.abort();
+            }
             let report = StatusReport {
                 uid: meta.uid,
                 namespace: meta.namespace,
@@ -327,20 +431,47 @@ async fn run_pods(
             }
             continue;
         }
-        if is_running_and_ready(&pod) {
+        if is_finished(&pod) || completing.contains_key(&meta.uid) {
             continue;
         }
-        next_ip += 1;
-        let pod_ip = format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1);
-        let report = StatusReport {
-            uid: meta.uid,
-            namespace: meta.namespace,
-            name: meta.name,
-            status: running_status(&pod, &node, pod_ip),
-            torn_down: false,
+        let completes_after = complete_after.filter(|_| runs_to_completion(&pod));
+        if is_running_and_ready(&pod) && completes_after.is_none() {
+            continue;
+        }
+        let pod_ip = match pod.status.as_ref().map(|s| s.pod_ip.clone()) {
+            Some(ip) if is_running_and_ready(&pod) && !ip.is_empty() => ip,
+            _ => {
+                next_ip += 1;
+                format!("10.42.{}.{}", slot % 256, next_ip % 254 + 1)
+            }
         };
-        if reports.send(report).is_err() {
-            return;
+        if !is_running_and_ready(&pod) {
+            let report = StatusReport {
+                uid: meta.uid.clone(),
+                namespace: meta.namespace.clone(),
+                name: meta.name.clone(),
+                status: running_status(&pod, &node, pod_ip.clone()),
+                torn_down: false,
+            };
+            if reports.send(report).is_err() {
+                return;
+            }
+        }
+        if let Some(after) = completes_after {
+            let uid = meta.uid.clone();
+            let started = skiff_values::now_rfc3339();
+            let node = node.clone();
+            let run = finishing.spawn(async move {
+                tokio::time::sleep(after).await;
+                StatusReport {
+                    uid: meta.uid,
+                    namespace: meta.namespace,
+                    name: meta.name,
+                    status: succeeded_status(&pod, &node, pod_ip, &started),
+                    torn_down: false,
+                }
+            });
+            completing.insert(uid, run);
         }
     }
 }

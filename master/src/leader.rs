@@ -1,5 +1,5 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, auto-deploy, scheduled snapshots, the built-in
+//! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, the built-in
 //! `kubernetes` and `kube-dns` Services and the built-in `local-path`
 //! StorageClass, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
@@ -33,6 +33,7 @@ use crate::controllers::job::JobController;
 use crate::controllers::kubernetes_service::{self, BuiltInServices};
 use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::persistent_volumes::{ClaimController, VolumeController};
+use crate::controllers::pod_gc::{self, PodGcConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
@@ -67,6 +68,8 @@ const LEADERSHIP_CHECK_EVERY: Duration = Duration::from_secs(1);
 pub struct DutiesConfig {
     /// Failure detection timing.
     pub lifecycle: LifecycleConfig,
+    /// What pod garbage collection keeps.
+    pub pod_gc: PodGcConfig,
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: PodCidrConfig,
     /// `<data-dir>/manifests`, applied by auto-deploy.
@@ -91,6 +94,7 @@ pub async fn run(
 ) {
     let DutiesConfig {
         lifecycle,
+        pod_gc: pod_gc_config,
         pod_cidrs,
         manifests_dir,
         snapshots,
@@ -197,6 +201,7 @@ pub async fn run(
         ));
         tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
+        tasks.spawn(pod_gc::run(ctx.clone(), pod_gc_config, term.clone()));
         tasks.spawn(kubernetes_service::run(
             ctx.clone(),
             built_in_services,

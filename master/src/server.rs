@@ -79,6 +79,8 @@ pub struct MasterConfig {
     pub raft_timings: crate::store::RaftTimings,
     /// Failure detection timing.
     pub lifecycle: LifecycleConfig,
+    /// What pod garbage collection keeps (`--terminated-pod-gc-threshold`).
+    pub pod_gc: crate::controllers::pod_gc::PodGcConfig,
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where Services' clusterIPs come from.
@@ -318,6 +320,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     ));
     let duties = DutiesConfig {
         lifecycle: config.lifecycle,
+        pod_gc: config.pod_gc,
         pod_cidrs: config.pod_cidrs,
         manifests_dir: manifests,
         snapshots: ScheduledSnapshots {

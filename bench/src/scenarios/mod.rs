@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod common;
+pub mod cron;
 pub mod daemonset;
 pub mod disk_idle;
 pub mod exec;
@@ -9,6 +10,7 @@ pub mod failover;
 pub mod footprint;
 pub mod heartbeat;
 pub mod idle;
+pub mod jobs;
 pub mod nodeport;
 pub mod overlay;
 pub mod podstart;

@@ -3,25 +3,25 @@
 //! a time, a failing Job stopping at its backoffLimit after Kubernetes'
 //! back-off, an Indexed Job whose containers see `JOB_COMPLETION_INDEX`,
 //! a CronJob firing every minute and honouring `Forbid`. And, on three
-//! masters, a leader killed while Jobs complete: no completion lost or
-//! counted twice. Hollow nodes report every pod Running for ever, so that
-//! test plays the node itself, completing pods through the API.
+//! masters with hollow nodes that report each Job pod Succeeded a second
+//! after it runs (`HollowConfig::complete_after`), a leader killed while
+//! Jobs complete: no completion lost or counted twice.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use serde_json::Value;
 use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::master::{ready_master, MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::job::model::{JobView, TRACKING_FINALIZER};
 use skiff_master::objects::generic::{self, JOB_NAME_LABEL};
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_master::objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
@@ -545,64 +545,24 @@ async fn a_cron_job_fires_every_minute_and_forbid_waits_for_the_running_job() ->
     Ok(())
 }
 
-/// Plays the node for pods no node runs: each Job pod not finished is
-/// reported Succeeded a little after it appears, through any live master.
-fn complete_pods(clients: Vec<Client>, stop: Arc<AtomicBool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut seen: BTreeMap<String, tokio::time::Instant> = BTreeMap::new();
-        while !stop.load(Ordering::SeqCst) {
-            for client in &clients {
-                let Ok(list) = client.list(Kind::Pod, "default").await else {
-                    continue;
-                };
-                for object in list.items {
-                    let Some(Body::Pod(mut pod)) = object.kind else {
-                        continue;
-                    };
-                    let first = *seen
-                        .entry(name_of(&pod).to_owned())
-                        .or_insert_with(tokio::time::Instant::now);
-                    let being_deleted = pod
-                        .metadata
-                        .as_ref()
-                        .is_some_and(|m| !m.deletion_timestamp.is_empty());
-                    if matches!(phase(&pod), "Succeeded" | "Failed")
-                        || being_deleted
-                        || first.elapsed() < Duration::from_millis(300)
-                    {
-                        continue;
-                    }
-                    let now = skiff_values::now_rfc3339();
-                    pod.status = Some(v1::PodStatus {
-                        phase: "Succeeded".into(),
-                        container_statuses: vec![v1::ContainerStatus {
-                            name: "main".into(),
-                            state: Some(v1::ContainerState {
-                                terminated: Some(v1::ContainerStateTerminated {
-                                    exit_code: Some(0),
-                                    reason: "Completed".into(),
-                                    finished_at: now,
-                                    ..Default::default()
-                                }),
-                                ..Default::default()
-                            }),
-                            ..Default::default()
-                        }],
-                        ..Default::default()
-                    });
-                    let _ = client.update_status(pod.into_object()).await;
-                }
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_kill_during_jobs_neither_loses_nor_doubles_a_completion() {
     let mut cluster = MasterCluster::start(3).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // Three hollow nodes on every master, each pod's run one second long:
+    // the scheduler binds the pods, the nodes report them Running, then
+    // Succeeded, through whichever master answers.
+    let addrs: Vec<String> = cluster.masters.iter().map(|m| m.api_addr.clone()).collect();
+    let fleet = HollowFleet::new(addrs);
+    let config = HollowConfig {
+        complete_after: Some(Duration::from_secs(1)),
+        ..Default::default()
+    };
+    let mut nodes = Vec::new();
+    for slot in 0..3 {
+        let name = format!("batch-node-{slot}");
+        nodes.push(fleet.start(&name, slot, config.clone()).await.unwrap());
+    }
     for name in ["batch-a", "batch-b"] {
         apply_yaml(
             &cluster.masters[0].api_addr,
@@ -613,8 +573,6 @@ async fn a_leader_kill_during_jobs_neither_loses_nor_doubles_a_completion() {
         .unwrap();
     }
     let clients: Vec<Client> = cluster.masters.iter().map(|m| m.client()).collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let node = complete_pods(clients.clone(), stop.clone());
 
     // Kill the leader once some pods have been counted, mid-way.
     let succeeded = |client: Client| async move {
@@ -664,7 +622,11 @@ async fn a_leader_kill_during_jobs_neither_loses_nor_doubles_a_completion() {
         );
         assert!(pods.iter().all(|p| phase(p) == "Succeeded"), "{name}");
         assert!(pods.iter().all(|p| !tracked(p)), "{name}: a finalizer left");
+        let on_nodes = pods.iter().all(|p| {
+            let node = p.spec.as_ref().map_or("", |s| s.node_name.as_str());
+            node.starts_with("batch-node-")
+        });
+        assert!(on_nodes, "{name}: every pod ran on a node");
     }
-    stop.store(true, Ordering::SeqCst);
-    let _ = node.await;
+    drop(nodes);
 }

@@ -26,6 +26,7 @@ mod lan_defaults;
 mod metrics;
 mod persistent_volumes;
 mod pod_config;
+mod pod_gc;
 mod pod_network;
 mod pod_spec;
 mod python_client;

@@ -1,8 +1,9 @@
-//! StatefulSets and PodDisruptionBudgets end to end, on hollow nodes (they
+//! StatefulSets and PodDisruptionBudgets end to end. On a real node (a
+//! private containerd, busybox imported from an archive, `local-path`
+//! claims): a member deleted comes back under its name on its claim with
+//! its data, and one scaled away and back too. On hollow nodes (they
 //! report pods Running and Ready at once and confirm deletions at once, so
-//! the order the controller keeps is what the pods show; skiff's agents do
-//! not mount PersistentVolumeClaims yet, so real nodes would hold every
-//! member in ContainerCreating). With skiff's client: members created one
+//! the order the controller keeps is what the pods show). With skiff's client: members created one
 //! at a time in ordinal order with their claims first, scaled down highest
 //! first, a deleted member back under its name with its claim, `skiff ctl
 //! scale` and `rollout status`; a member on a node that dies is marked,
@@ -18,11 +19,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use skiff_e2e::agent::{is_running_ready, pods_with_app};
+use anyhow::Context;
+use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
+use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
-use skiff_e2e::{apply_yaml, ctl, wait_for};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus};
 use skiff_master::objects::disruption_budget::Budget;
@@ -113,8 +116,17 @@ async fn members(client: &Client) -> BTreeMap<i32, v1::Pod> {
 /// Waits until the members are exactly `ordinals`, each Running and Ready
 /// and not being deleted.
 async fn wait_members(client: &Client, ordinals: &[i32]) -> anyhow::Result<BTreeMap<i32, v1::Pod>> {
+    wait_members_within(client, ordinals, SETTLE).await
+}
+
+/// [`wait_members`], for at most `timeout`.
+async fn wait_members_within(
+    client: &Client,
+    ordinals: &[i32],
+    timeout: Duration,
+) -> anyhow::Result<BTreeMap<i32, v1::Pod>> {
     let what = format!("db members {ordinals:?} Running and Ready");
-    wait_for(&what, SETTLE, || async {
+    wait_for(&what, timeout, || async {
         let now = members(client).await;
         let placed: Vec<i32> = now.keys().copied().collect();
         let ready = now.values().all(|p| {
@@ -188,6 +200,142 @@ fn ctl_ok(server: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a real node needs to run the members.
+const TOOLS: &[&str] = &["containerd", "runc", "ctr"];
+/// The busybox image, imported from an archive (never pulled).
+const IMAGE: &str = "sts/busybox:1";
+/// How long a real node may take to start a member, or a change to show.
+const REAL_SETTLE: Duration = Duration::from_secs(60);
+
+/// `db` for a real node: each run of a member adds a line to `/data/runs`
+/// on its claim, then logs how many runs the claim has seen and its host
+/// name.
+fn counting_db(replicas: u32) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  clusterIP: None
+  selector: {{app: db}}
+  ports: [{{port: 5432}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: db}}
+  template:
+    metadata:
+      labels: {{app: db}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: db
+        image: {IMAGE}
+        imagePullPolicy: Never
+        command: ["sh", "-c", "echo run >> /data/runs; echo runs=$(grep -c run /data/runs) host=$HOSTNAME; sleep 3600"]
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 64Mi}}}}
+"#
+    )
+}
+
+/// Waits until the log of pod `name` has `line`.
+async fn wait_log(server: &str, name: &str, line: &str) -> anyhow::Result<()> {
+    wait_for(&format!("{name} to log {line:?}"), REAL_SETTLE, || async {
+        let out = ctl(server, &["logs", name]);
+        let log = String::from_utf8_lossy(&out.stdout);
+        log.lines().any(|l| l.trim() == line).then_some(())
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_real_node_a_member_comes_back_with_its_name_and_its_data() -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "sts-real",
+        |data| image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE),
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "sts-real", REAL_SETTLE)
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_for("the local-path StorageClass", REAL_SETTLE, || async {
+        client.get(Kind::StorageClass, "", "local-path").await.ok()
+    })
+    .await?;
+    let api = master.api_addr.clone();
+    apply_yaml(&api, dir.path(), "db", &counting_db(2))?;
+    let first = wait_members_within(&client, &[0, 1], REAL_SETTLE)
+        .await
+        .with_context(|| node.log_tail())?;
+    for ordinal in [0, 1] {
+        let name = format!("db-{ordinal}");
+        wait_log(&api, &name, &format!("runs=1 host={name}"))
+            .await
+            .with_context(|| node.log_tail())?;
+    }
+    let kept = claims(&client).await?;
+    let names: Vec<&str> = kept.keys().map(String::as_str).collect();
+    assert_eq!(names, ["data-db-0", "data-db-1"]);
+
+    // db-0 deleted: a new pod under its name, on its claim, with its data.
+    client.delete(Kind::Pod, "default", "db-0", "").await?;
+    let old = uid_of(&first[&0]);
+    wait_for("a new db-0 Running", REAL_SETTLE, || async {
+        let now = members(&client).await;
+        let pod = now.get(&0)?;
+        let going = pod
+            .metadata
+            .as_ref()
+            .is_some_and(|m| !m.deletion_timestamp.is_empty());
+        (uid_of(pod) != old && is_running_ready(pod) && !going).then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    wait_log(&api, "db-0", "runs=2 host=db-0")
+        .await
+        .with_context(|| node.log_tail())?;
+    assert_eq!(claims(&client).await?, kept, "the same claim objects");
+
+    // Scaled down, db-1 goes and its claim stays; scaled up again, db-1
+    // comes back on it with its data.
+    ctl_ok(&api, &["scale", "sts/db", "--replicas", "1"]);
+    wait_members_within(&client, &[0], REAL_SETTLE).await?;
+    assert_eq!(
+        claims(&client).await?,
+        kept,
+        "the claim outlives the scale down"
+    );
+    ctl_ok(&api, &["scale", "sts/db", "--replicas", "2"]);
+    wait_members_within(&client, &[0, 1], REAL_SETTLE)
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_log(&api, "db-1", "runs=2 host=db-1")
+        .await
+        .with_context(|| node.log_tail())?;
+    let _ = ctl(&api, &["delete", "statefulset", "db"]);
+    drop(node);
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -44,6 +44,14 @@ pub trait ObjectReads: Send + Sync {
     ) -> Result<(Vec<Arc<Object>>, u64), StateMachineError>;
     /// The pods bound to `node` (`""`: the unbound ones).
     fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>>;
+    /// The names of the nodes pods are bound to, each once (Nodes that do
+    /// not exist included), in no particular order.
+    fn pod_nodes(&self) -> Vec<String>;
+    /// How many pods have finished (Succeeded or Failed).
+    fn finished_pod_count(&self) -> usize;
+    /// The first `count` finished pods in the order pod garbage collection
+    /// deletes them: evicted ones first, then the oldest.
+    fn oldest_finished_pods(&self, count: usize) -> Vec<Arc<Object>>;
     /// Every object with an owner reference to `uid`.
     fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>>;
     /// The Services in `namespace` whose selector matches `labels`.
@@ -174,6 +182,18 @@ impl ObjectReads for ObjectStore {
 
     fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
         self.cache().pods_on_node(node)
+    }
+
+    fn pod_nodes(&self) -> Vec<String> {
+        self.cache().pod_nodes()
+    }
+
+    fn finished_pod_count(&self) -> usize {
+        self.cache().finished_pod_count()
+    }
+
+    fn oldest_finished_pods(&self, count: usize) -> Vec<Arc<Object>> {
+        self.cache().oldest_finished_pods(count)
     }
 
     fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {

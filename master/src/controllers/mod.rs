@@ -20,6 +20,8 @@
 //!   (HorizontalPodAutoscalers).
 //! - [`endpoints`]: lists the ready pods each Service selects.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
+//! - [`pod_gc`]: deletes the pods of nodes that are gone, and finished pods
+//!   beyond a threshold (Kubernetes' PodGC).
 //! - [`node_ipam`]: gives every node its pod subnet.
 //! - [`service_lb`]: the built-in load balancer (k3s' ServiceLB, without
 //!   pods): LoadBalancer Services' ingress is their eligible nodes.
@@ -52,6 +54,7 @@ pub mod kubernetes_service;
 pub mod node_ipam;
 pub mod persistent_volumes;
 pub mod pod_claims;
+pub mod pod_gc;
 pub mod queue;
 pub mod recording;
 pub mod replicaset;

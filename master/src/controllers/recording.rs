@@ -437,6 +437,44 @@ impl ObjectReads for RecordingObjects {
         self.filtered(Kind::Pod, |o| crate::objects::pods::bound_node(o) == node)
     }
 
+    fn pod_nodes(&self) -> Vec<String> {
+        let pods = self.filtered(Kind::Pod, |_| true);
+        let nodes: std::collections::BTreeSet<String> = pods
+            .iter()
+            .map(|o| crate::objects::pods::bound_node(o).to_owned())
+            .filter(|n| !n.is_empty())
+            .collect();
+        nodes.into_iter().collect()
+    }
+
+    fn finished_pod_count(&self) -> usize {
+        self.oldest_finished_pods(usize::MAX).len()
+    }
+
+    fn oldest_finished_pods(&self, count: usize) -> Vec<Arc<Object>> {
+        let mut finished: Vec<(bool, String, Arc<Object>)> = self
+            .filtered(Kind::Pod, |_| true)
+            .into_iter()
+            .filter_map(|o| {
+                let Some(skiff_proto::api::object::Kind::Pod(pod)) = &o.kind else {
+                    return None;
+                };
+                if !crate::objects::pods::pod_is_finished(pod) {
+                    return None;
+                }
+                let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
+                let created = o.meta().creation_timestamp.clone();
+                Some((!evicted, created, o))
+            })
+            .collect();
+        finished.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        finished
+            .into_iter()
+            .take(count)
+            .map(|(_, _, o)| o)
+            .collect()
+    }
+
     fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {
         let state = self.state();
         state

@@ -2,7 +2,8 @@
 //! state, as client-go's informers and kube-apiserver's watch cache do: each
 //! object decoded once and shared (`Arc`) by every reader, with indexes for
 //! the questions the leader's loops ask on every event: by namespace (key
-//! order), by `spec.nodeName` (pods), by owner UID, by label, by the
+//! order), by `spec.nodeName` (pods), finished pods oldest first (pod
+//! garbage collection), by owner UID, by label, by the
 //! claims a pod's volumes use, by what binds claims to volumes
 //! (PersistentVolumes by `spec.claimRef`, free ones by class; unbound
 //! claims by class), by the labels PodDisruptionBudgets select, and by the
@@ -34,6 +35,10 @@ use crate::objects::{selector, Kind, ObjectExt};
 /// An object's place within its kind: (namespace, name).
 pub type Key = (String, String);
 
+/// A finished pod's place in [`ObjectCache::oldest_finished_pods`]: not
+/// evicted (evicted ones first), creation timestamp, key.
+type FinishedPod = (bool, String, Key);
+
 /// One committed change, as the state machine hands it over.
 #[derive(Debug, Clone)]
 pub struct CachedChange {
@@ -50,6 +55,10 @@ struct Cached {
     revision: u64,
     objects: HashMap<Kind, BTreeMap<Key, Entry>>,
     pods_by_node: HashMap<String, BTreeSet<Key>>,
+    /// The finished (Succeeded or Failed) pods in the order pod garbage
+    /// collection deletes them: evicted ones first, then by
+    /// `creationTimestamp` (RFC 3339 in UTC, so text order is time order).
+    finished_pods: BTreeSet<FinishedPod>,
     by_owner: HashMap<String, BTreeSet<(Kind, Key)>>,
     by_label: HashMap<(Kind, String, String), BTreeSet<Key>>,
     addresses: AddressIndex,
@@ -355,6 +364,27 @@ impl ObjectCache {
         )
     }
 
+    /// The names of the nodes pods are bound to, each once (Nodes that do
+    /// not exist included), in no particular order.
+    pub fn pod_nodes(&self) -> Vec<String> {
+        let cached = self.read();
+        let nodes = cached.pods_by_node.keys().filter(|n| !n.is_empty());
+        nodes.cloned().collect()
+    }
+
+    /// How many pods have finished (Succeeded or Failed).
+    pub fn finished_pod_count(&self) -> usize {
+        self.read().finished_pods.len()
+    }
+
+    /// The first `count` finished pods in the order pod garbage collection
+    /// deletes them: evicted ones first, then the oldest.
+    pub fn oldest_finished_pods(&self, count: usize) -> Vec<Arc<Object>> {
+        let cached = self.read();
+        let keys = cached.finished_pods.iter().take(count).map(|(_, _, k)| k);
+        cached.resolve(Kind::Pod, keys)
+    }
+
     /// Every object with an owner reference to `uid`.
     pub fn dependents_of(&self, uid: &str) -> Vec<Arc<Object>> {
         let cached = self.read();
@@ -641,6 +671,15 @@ impl Cached {
             Some(Body::Pod(pod)) => {
                 let node = crate::objects::pods::bound_node(object).to_owned();
                 edit(&mut self.pods_by_node, node, key.clone(), add);
+                if crate::objects::pods::pod_is_finished(pod) {
+                    let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
+                    let at = (!evicted, meta.creation_timestamp.clone(), key.clone());
+                    if add {
+                        self.finished_pods.insert(at);
+                    } else {
+                        self.finished_pods.remove(&at);
+                    }
+                }
                 for claim in pod.spec.as_ref().map(claim_names).unwrap_or_default() {
                     edit(
                         &mut self.pods_by_claim,
@@ -879,6 +918,107 @@ mod tests {
             }
         );
         assert_eq!(cache.revision(), 5);
+    }
+
+    /// A pod on `node`, created at `created`, in `phase` (with `reason`).
+    fn pod_in_phase(
+        name: &str,
+        node: &str,
+        created: &str,
+        phase: &str,
+        reason: &str,
+    ) -> Arc<Object> {
+        Arc::new(
+            v1::Pod {
+                metadata: Some(v1::ObjectMeta {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    creation_timestamp: created.into(),
+                    ..Default::default()
+                }),
+                spec: Some(v1::PodSpec {
+                    node_name: node.into(),
+                    ..Default::default()
+                }),
+                status: Some(v1::PodStatus {
+                    phase: phase.into(),
+                    reason: reason.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object(),
+        )
+    }
+
+    #[test]
+    fn finished_pods_come_evicted_first_then_oldest_and_pods_name_their_nodes() {
+        let cache = ObjectCache::default();
+        let at = |minute: u32| format!("2026-01-01T00:{minute:02}:00Z");
+        cache.apply(
+            &[
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_in_phase("new", "n1", &at(5), "Succeeded", ""),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_in_phase("old", "n2", &at(1), "Failed", ""),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_in_phase("evicted", "n1", &at(9), "Failed", "Evicted"),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_in_phase("running", "gone", &at(0), "Running", ""),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod_in_phase("pending", "", &at(0), "", ""),
+                ),
+            ],
+            5,
+        );
+        assert_eq!(cache.finished_pod_count(), 3);
+        assert_eq!(names(&cache.oldest_finished_pods(2)), ["evicted", "old"]);
+        assert_eq!(
+            names(&cache.oldest_finished_pods(10)),
+            ["evicted", "old", "new"]
+        );
+        let mut nodes = cache.pod_nodes();
+        nodes.sort();
+        assert_eq!(nodes, ["gone", "n1", "n2"]);
+
+        // The running pod finishes, the old one goes.
+        cache.apply(
+            &[
+                change(
+                    Kind::Pod,
+                    EventType::Modified,
+                    pod_in_phase("running", "gone", &at(0), "Succeeded", ""),
+                ),
+                change(
+                    Kind::Pod,
+                    EventType::Deleted,
+                    pod_in_phase("old", "n2", &at(1), "Failed", ""),
+                ),
+            ],
+            7,
+        );
+        assert_eq!(cache.finished_pod_count(), 3);
+        assert_eq!(
+            names(&cache.oldest_finished_pods(2)),
+            ["evicted", "running"]
+        );
+        let mut nodes = cache.pod_nodes();
+        nodes.sort();
+        assert_eq!(nodes, ["gone", "n1"]);
     }
 
     #[test]

@@ -380,6 +380,51 @@ async fn parallel_members_are_created_at_once() {
     );
 }
 
+/// Marks every member's Ready condition as holding since `at`.
+fn ready_since(objects: &RecordingObjects, at: SystemTime) {
+    for mut pod in pods(objects) {
+        let Some(status) = pod.status.as_mut() else {
+            continue;
+        };
+        for condition in &mut status.conditions {
+            if condition.r#type == "Ready" {
+                condition.last_transition_time = skiff_values::rfc3339(at);
+            }
+        }
+        objects
+            .write(WriteOp::UpdateStatus, pod.into_object())
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn available_replicas_count_members_ready_for_min_ready_seconds() {
+    let slow = WEB.replace(
+        "serviceName: web",
+        "serviceName: web\n  podManagementPolicy: Parallel\n  minReadySeconds: 30",
+    );
+    let (objects, controller) = setup(&slow);
+    controller.reconcile(&key()).await.unwrap();
+    assert_eq!(live(&objects), ["web-0", "web-1", "web-2"]);
+    report_ready(&objects);
+    ready_since(&objects, SystemTime::now());
+    let action = controller.reconcile(&key()).await.unwrap();
+    let young = status(&objects);
+    assert_eq!((young.ready_replicas, young.available_replicas), (3, 0));
+    // Looked at again when the first of them has been Ready long enough.
+    let Action::RequeueAfter(after) = action else {
+        panic!("no look again: {action:?}");
+    };
+    let window = Duration::from_secs(25)..=Duration::from_secs(30);
+    assert!(window.contains(&after), "{after:?}");
+
+    ready_since(&objects, SystemTime::now() - Duration::from_secs(31));
+    let action = controller.reconcile(&key()).await.unwrap();
+    assert_eq!(action, Action::Done);
+    let grown = status(&objects);
+    assert_eq!((grown.ready_replicas, grown.available_replicas), (3, 3));
+}
+
 #[tokio::test]
 async fn pods_and_revisions_map_to_their_statefulset() {
     let (objects, controller) = setup(WEB);
