@@ -4,6 +4,7 @@ pub mod api;
 pub mod common;
 pub mod daemonset;
 pub mod disk_idle;
+pub mod dns;
 pub mod exec;
 pub mod failover;
 pub mod footprint;
