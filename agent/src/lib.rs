@@ -7,15 +7,18 @@
 //! agent's log endpoint ([`log_server`]), and open exec and port-forward
 //! sessions on the same mutual-TLS endpoint ([`pod_sessions`]); and the
 //! node's pods get cluster DNS from the agent itself ([`dns`]), with their
-//! `resolv.conf` and Service variables made from what it knows. `local-path`
+//! `resolv.conf` and Service variables made from what it knows; load
+//! balancers' health checks of `externalTrafficPolicy: Local` Services are
+//! answered on their `healthCheckNodePort`s ([`service_health`]). `local-path`
 //! persistent volumes live under `<data-dir>/storage/`, which the Node's
 //! annotations tell the masters; the directories of deleted ones are removed
 //! ([`local_volumes`]). The node's and its pods' resource usage is read
 //! from cgroups every ten seconds and rides on the heartbeats to the
 //! leader, for the metrics API ([`resource_usage`]).
 //!
-//! The modules are layered: [`runtime`], [`network`] and [`dns`] at the
-//! bottom (containerd, the kernel, the DNS server), [`master_link`] beside
+//! The modules are layered: [`runtime`], [`network`], [`dns`] and
+//! [`service_health`] at the bottom (containerd, the kernel, the DNS
+//! server, the health check server), [`master_link`] beside
 //! them (the agent protocol, owning what crosses to the pods), [`pods`] on
 //! top using all of them, [`resource_usage`] above (the runtime's
 //! containers, the pods' cgroups). What joins them, such as following the cluster's
@@ -52,6 +55,7 @@ pub mod pod_sessions;
 pub mod pods;
 pub mod resource_usage;
 pub mod runtime;
+pub mod service_health;
 pub mod startup;
 
 use std::collections::BTreeMap;
@@ -77,6 +81,7 @@ use crate::runtime::images::ImageStore;
 use crate::runtime::registry::Registries;
 use crate::runtime::supervisor::{self, ContainerdLayout};
 use crate::runtime::{containers::Runtime, Containerd};
+use crate::service_health::HealthServers;
 use crate::startup::{Stage, Startup};
 
 pub use startup::DEFAULT_JOIN_TIMEOUT;
@@ -633,11 +638,12 @@ fn index_serial() -> u32 {
         .unwrap_or_default()
 }
 
-/// Keeps the node's Service rules and the DNS index up to date until
-/// `shutdown`, following Services and Endpoints through the masters and
-/// keeping the last lists in `known`. Until the masters' first lists
-/// come, both are made from the kept ones (a restart while no master
-/// answers); while no master answers, both stay as they were last made.
+/// Keeps the node's Service rules, the DNS index and the health check
+/// ports up to date until `shutdown`, following Services and Endpoints
+/// through the masters and keeping the last lists in `known`. Until the
+/// masters' first lists come, all are made from the kept ones (a restart
+/// while no master answers); while no master answers, all stay as they
+/// were last made.
 async fn service_loop(
     masters: Masters,
     net: Arc<PodNetwork>,
@@ -645,9 +651,14 @@ async fn service_loop(
     mut known: KnownServices,
     shutdown: CancellationToken,
 ) {
+    let local = net.subnet().net();
+    let mut health = HealthServers::new(Ipv4Addr::UNSPECIFIED, shutdown.clone());
     if let Some((services, endpoints)) = known.load() {
         index.replace(ClusterIndex::build(&services, &endpoints, index_serial()));
         reconcile_services(&net, &services, &endpoints).await;
+        health
+            .update(service_health::wanted(&services, &endpoints, local))
+            .await;
     }
     let kinds = ["Service", "Endpoints"];
     let (mut cluster, follower) = master_link::follow_kinds(masters, &kinds, shutdown);
@@ -657,7 +668,11 @@ async fn service_loop(
             services::typed(snapshot.take("Service"), snapshot.take("Endpoints"));
         index.replace(ClusterIndex::build(&services, &endpoints, index_serial()));
         reconcile_services(&net, &services, &endpoints).await;
+        health
+            .update(service_health::wanted(&services, &endpoints, local))
+            .await;
         known.save(&services, &endpoints);
     }
+    drop(health);
     let _ = follower.await;
 }

@@ -64,6 +64,13 @@ enum Scenario {
     /// The Kubernetes REST API beside gRPC on the same masters: creates,
     /// lists of many pods as JSON and as a Table, many watchers.
     Api(scenarios::api::ApiArgs),
+    /// Cluster DNS: skiff's DNS server against dnsmasq serving the same
+    /// names, queries per second and latency with dnsperf.
+    Dns(scenarios::dns::DnsArgs),
+    /// skiff's DNS server alone, until stdin closes (what `dns` runs as a
+    /// child).
+    #[command(hide = true)]
+    DnsServer(scenarios::dns::DnsServerArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -96,6 +103,8 @@ fn main() -> std::process::ExitCode {
             Scenario::Scale(args) => scenarios::scale::run(args).await,
             Scenario::Exec(args) => scenarios::exec::run(args).await,
             Scenario::Api(args) => scenarios::api::run(args).await,
+            Scenario::Dns(args) => scenarios::dns::run(args).await,
+            Scenario::DnsServer(args) => scenarios::dns::serve(args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! What runs while this master leads: the controllers, the scheduler, node
-//! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, the built-in
+//! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, one
+//! pass giving nodePorts to Services stored without them, the built-in
 //! `kubernetes` and `kube-dns` Services and the built-in `local-path`
 //! StorageClass, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
@@ -27,6 +28,7 @@ use crate::controllers::cron_job::CronJobController;
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::disruption::DisruptionController;
+use crate::controllers::endpoint_slices::EndpointSliceController;
 use crate::controllers::endpoints::EndpointsController;
 use crate::controllers::horizontal_autoscaler::HorizontalAutoscalerController;
 use crate::controllers::job::JobController;
@@ -37,7 +39,9 @@ use crate::controllers::pod_gc::{self, PodGcConfig};
 use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
-use crate::controllers::{self, default_storage_class, garbage_collector, Context};
+use crate::controllers::{
+    self, default_storage_class, garbage_collector, node_port_backfill, Context,
+};
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
@@ -172,6 +176,11 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(controllers::run(
+            EndpointSliceController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
             ServiceLbController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
@@ -200,6 +209,7 @@ pub async fn run(
             term.clone(),
         ));
         tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
+        tasks.spawn(node_port_backfill::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
         tasks.spawn(pod_gc::run(ctx.clone(), pod_gc_config, term.clone()));
         tasks.spawn(kubernetes_service::run(

@@ -19,6 +19,13 @@
 //! leader ([`NodePortReservation`]); the state machine refuses a nodePort
 //! another Service holds whatever the allocator thought
 //! (`WriteError::AddressTaken`).
+//!
+//! A LoadBalancer with `externalTrafficPolicy: Local` also gets a
+//! `healthCheckNodePort` from the same range (even with
+//! `allocateLoadBalancerNodePorts: false`), as Kubernetes does: the port
+//! every agent answers load balancers' health checks on. It is kept when an
+//! update leaves it out, dropped when the Service stops needing it (a type
+//! or policy change), and refused on a Service that does not need it.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -34,21 +41,39 @@ pub const DEFAULT_NODE_PORT_RANGE: &str = "30000-32767";
 const NODE_PORT: &str = "NodePort";
 const LOAD_BALANCER: &str = "LoadBalancer";
 
+/// Which field of a Service a nodePort is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodePortField {
+    /// `spec.ports[N].nodePort`.
+    Port(usize),
+    /// `spec.healthCheckNodePort`.
+    HealthCheck,
+}
+
+impl std::fmt::Display for NodePortField {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NodePortField::Port(index) => write!(f, "spec.ports[{index}].nodePort"),
+            NodePortField::HealthCheck => f.write_str("spec.healthCheckNodePort"),
+        }
+    }
+}
+
 /// Why a Service cannot have the nodePorts it asked for (or any). Nothing
 /// is stored when this is returned.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum NodePortError {
     #[error("--service-node-port-range {given:?}: not FIRST-LAST with 1 <= FIRST <= LAST <= 65535 (e.g. 30000-32767)")]
     BadRange { given: String },
-    #[error("spec.ports[{index}].nodePort: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {range}")]
+    #[error("{field}: Invalid value: {port}: provided port is not in the valid range. The range of valid ports is {range}")]
     OutOfRange {
-        index: usize,
+        field: NodePortField,
         port: i32,
         range: NodePortRange,
     },
-    #[error("spec.ports[{index}].nodePort: Invalid value: {port}: provided port is already allocated (to Service {owner}); leave it out to be given a free one")]
+    #[error("{field}: Invalid value: {port}: provided port is already allocated (to Service {owner}); leave it out to be given a free one")]
     InUse {
-        index: usize,
+        field: NodePortField,
         port: u16,
         owner: String,
     },
@@ -63,8 +88,13 @@ pub enum NodePortError {
         "spec.ports[{index}].nodePort: Forbidden: may not be used when `type` is {service_type:?}"
     )]
     Forbidden { index: usize, service_type: String },
-    #[error("spec.ports: no free nodePort left in {range}")]
-    Exhausted { range: NodePortRange },
+    #[error("spec.healthCheckNodePort: Invalid value: {port}: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'")]
+    HealthCheckForbidden { port: i32 },
+    #[error("{field}: no free nodePort left in {range}")]
+    Exhausted {
+        field: NodePortField,
+        range: NodePortRange,
+    },
 }
 
 /// The ports nodePorts come from, both ends included.
@@ -128,6 +158,20 @@ pub fn wants_node_ports(spec: &v1::ServiceSpec) -> bool {
         || (spec.r#type == LOAD_BALANCER && spec.allocate_load_balancer_node_ports != Some(false))
 }
 
+/// Whether a Service with `spec` gets a `healthCheckNodePort`: a
+/// LoadBalancer with `externalTrafficPolicy: Local` (Kubernetes'
+/// `NeedsHealthCheck`).
+pub fn needs_health_check(spec: &v1::ServiceSpec) -> bool {
+    spec.r#type == LOAD_BALANCER && spec.external_traffic_policy == "Local"
+}
+
+/// Whether `spec` lacks a nodePort or health check port it should have: a
+/// Service stored before skiff gave them, which its next update fills in.
+pub fn lacks_node_ports(spec: &v1::ServiceSpec) -> bool {
+    (wants_node_ports(spec) && spec.ports.iter().any(|p| p.node_port == 0))
+        || (needs_health_check(spec) && spec.health_check_node_port == 0)
+}
+
 /// The allocator: the range, the ports chosen for writes not yet applied,
 /// and where the next search starts.
 #[derive(Debug)]
@@ -180,11 +224,11 @@ impl NodePorts {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Fills in (or checks) the nodePorts of `service`, being created
-    /// (`old` is `None`) or updated from `old`, given the ports the cache
-    /// says Services hold; keep the reservation until the write has been
-    /// applied. On error `service` may be half filled in: the caller
-    /// stores nothing then.
+    /// Fills in (or checks) the nodePorts and the health check port of
+    /// `service`, being created (`old` is `None`) or updated from `old`,
+    /// given the ports the cache says Services hold; keep the reservation
+    /// until the write has been applied. On error `service` may be half
+    /// filled in: the caller stores nothing then.
     pub fn assign(
         &self,
         cache: &ObjectCache,
@@ -199,6 +243,20 @@ impl NodePorts {
             ports: self,
             held: Vec::new(),
         };
+        self.assign_ports(cache, &own, spec, &old_spec, &mut reservation)?;
+        self.assign_health_check(cache, &own, spec, &old_spec, &mut reservation)?;
+        Ok(reservation)
+    }
+
+    /// The nodePorts of `spec.ports` (see [`NodePorts::assign`]).
+    fn assign_ports(
+        &self,
+        cache: &ObjectCache,
+        own: &Key,
+        spec: &mut v1::ServiceSpec,
+        old_spec: &v1::ServiceSpec,
+        reservation: &mut NodePortReservation<'_>,
+    ) -> Result<(), NodePortError> {
         if !wants_node_ports(spec) {
             // A LoadBalancer that opted out of nodePorts still gets those
             // it names (as in Kubernetes); other types may not have any,
@@ -212,9 +270,13 @@ impl NodePorts {
                 let had = old_spec.ports.iter().any(|o| o.node_port == asked);
                 match (opted_out, had) {
                     (true, true) => {}
-                    (true, false) => {
-                        self.check_and_reserve(cache, &own, index, asked, &mut reservation)?
-                    }
+                    (true, false) => self.check_and_reserve(
+                        cache,
+                        own,
+                        NodePortField::Port(index),
+                        asked,
+                        reservation,
+                    )?,
                     (false, true) => spec.ports[index].node_port = 0,
                     (false, false) => {
                         return Err(NodePortError::Forbidden {
@@ -224,7 +286,7 @@ impl NodePorts {
                     }
                 }
             }
-            return Ok(reservation);
+            return Ok(());
         }
         // Same number twice: only for different protocols.
         for (index, port) in spec.ports.iter().enumerate() {
@@ -270,7 +332,8 @@ impl NodePorts {
                 mine.extend(u16::try_from(asked).ok());
                 continue;
             }
-            self.check_and_reserve(cache, &own, index, asked, &mut reservation)?;
+            let field = NodePortField::Port(index);
+            self.check_and_reserve(cache, own, field, asked, reservation)?;
             mine.extend(u16::try_from(asked).ok());
         }
         // Then the ones left to choose: a port number used under the
@@ -289,28 +352,104 @@ impl NodePorts {
                 spec.ports[index].node_port = shared;
                 continue;
             }
-            let mut pending = self.pending();
-            let port = self
-                .next_free(&mut pending, |port| {
-                    mine.contains(&port) || cache.node_port_holder(port).is_some_and(|k| k != own)
-                })
-                .ok_or(NodePortError::Exhausted { range: self.range })?;
-            pending.reserved.insert(port);
-            drop(pending);
-            reservation.held.push(port);
+            let port = self.choose(cache, own, &mine, NodePortField::Port(index), reservation)?;
             mine.push(port);
             spec.ports[index].node_port = i32::from(port);
         }
-        Ok(reservation)
+        Ok(())
     }
 
-    /// Checks that `asked`, for port `index`, is in range and held by no
+    /// The `healthCheckNodePort` of `spec` (see [`NodePorts::assign`]),
+    /// after its nodePorts: never one of them.
+    fn assign_health_check(
+        &self,
+        cache: &ObjectCache,
+        own: &Key,
+        spec: &mut v1::ServiceSpec,
+        old_spec: &v1::ServiceSpec,
+        reservation: &mut NodePortReservation<'_>,
+    ) -> Result<(), NodePortError> {
+        let had = needs_health_check(old_spec).then_some(old_spec.health_check_node_port);
+        let had = had.filter(|port| *port != 0);
+        let field = NodePortField::HealthCheck;
+        if !needs_health_check(spec) {
+            let asked = spec.health_check_node_port;
+            if asked == 0 {
+                return Ok(());
+            }
+            // Left as it was by a change that no longer needs it (a
+            // manifest applied with another type or policy): dropped, as
+            // Kubernetes drops it; named anew, refused.
+            if had == Some(asked) {
+                spec.health_check_node_port = 0;
+                return Ok(());
+            }
+            return Err(NodePortError::HealthCheckForbidden { port: asked });
+        }
+        // Left out: the one it had.
+        if spec.health_check_node_port == 0 {
+            spec.health_check_node_port = had.unwrap_or(0);
+        }
+        let mine: Vec<u16> = spec
+            .ports
+            .iter()
+            .filter_map(|p| u16::try_from(p.node_port).ok())
+            .filter(|p| *p != 0)
+            .collect();
+        let asked = spec.health_check_node_port;
+        if asked == 0 {
+            let port = self.choose(cache, own, &mine, field, reservation)?;
+            spec.health_check_node_port = i32::from(port);
+            return Ok(());
+        }
+        if let Some(index) = spec.ports.iter().position(|p| p.node_port == asked) {
+            return Err(NodePortError::InUse {
+                field,
+                port: u16::try_from(asked).unwrap_or(0),
+                owner: format!("{}/{}, its own spec.ports[{index}].nodePort", own.0, own.1),
+            });
+        }
+        if had == Some(asked) {
+            // Held already; a narrower range since does not take it away.
+            return Ok(());
+        }
+        self.check_and_reserve(cache, own, field, asked, reservation)
+    }
+
+    /// A free port for `field` of the Service `own`, which holds `mine`
+    /// already, reserved.
+    fn choose(
+        &self,
+        cache: &ObjectCache,
+        own: &Key,
+        mine: &[u16],
+        field: NodePortField,
+        reservation: &mut NodePortReservation<'_>,
+    ) -> Result<u16, NodePortError> {
+        let mut pending = self.pending();
+        let port = self
+            .next_free(&mut pending, |port| {
+                mine.contains(&port)
+                    || reservation.held.contains(&port)
+                    || cache.node_port_holder(port).is_some_and(|k| &k != own)
+            })
+            .ok_or(NodePortError::Exhausted {
+                field,
+                range: self.range,
+            })?;
+        pending.reserved.insert(port);
+        drop(pending);
+        reservation.held.push(port);
+        Ok(port)
+    }
+
+    /// Checks that `asked`, for `field`, is in range and held by no
     /// other Service nor reserved for another write, and reserves it.
     fn check_and_reserve(
         &self,
         cache: &ObjectCache,
         own: &Key,
-        index: usize,
+        field: NodePortField,
         asked: i32,
         reservation: &mut NodePortReservation<'_>,
     ) -> Result<(), NodePortError> {
@@ -318,7 +457,7 @@ impl NodePorts {
             Ok(port) if self.range.contains(asked) => port,
             _ => {
                 return Err(NodePortError::OutOfRange {
-                    index,
+                    field,
                     port: asked,
                     range: self.range,
                 })
@@ -327,7 +466,7 @@ impl NodePorts {
         if let Some((namespace, name)) = cache.node_port_holder(port) {
             if (&namespace, &name) != (&own.0, &own.1) {
                 return Err(NodePortError::InUse {
-                    index,
+                    field,
                     port,
                     owner: format!("{namespace}/{name}"),
                 });
@@ -340,7 +479,7 @@ impl NodePorts {
         let mut pending = self.pending();
         if !pending.reserved.insert(port) {
             return Err(NodePortError::InUse {
-                index,
+                field,
                 port,
                 owner: "being created at this moment".to_owned(),
             });
@@ -587,6 +726,135 @@ mod tests {
         assert_eq!(cache.node_port_holder(u16::try_from(had).unwrap()), None);
     }
 
+    fn local_lb(name: &str, ports: &[(i32, &str, i32)], health_check: i32) -> v1::Service {
+        let mut s = service(name, "LoadBalancer", ports);
+        let spec = s.spec.as_mut().unwrap();
+        spec.external_traffic_policy = "Local".into();
+        spec.health_check_node_port = health_check;
+        s
+    }
+
+    fn health_check_of(service: &v1::Service) -> i32 {
+        service.spec.as_ref().unwrap().health_check_node_port
+    }
+
+    #[test]
+    fn a_local_load_balancer_gets_a_health_check_port_of_its_own() {
+        let ports = NodePorts::new(NodePortRange::default());
+        let cache = ObjectCache::default();
+        let mut lb = local_lb("lb", &[(80, "TCP", 0)], 0);
+        drop(ports.assign(&cache, &mut lb, None).unwrap());
+        let (node_port, health) = (node_ports_of(&lb)[0], health_check_of(&lb));
+        assert!(NodePortRange::default().contains(health), "{health}");
+        assert_ne!(health, node_port);
+        store(&cache, &lb, 1);
+        // The index holds it: nobody else gets it.
+        let held = u16::try_from(health).unwrap();
+        assert_eq!(
+            cache.node_port_holder(held),
+            Some(("default".to_owned(), "lb".to_owned()))
+        );
+        let e = ports
+            .assign(
+                &cache,
+                &mut service("x", "NodePort", &[(80, "TCP", health)]),
+                None,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("already allocated"), "{e}");
+        // Even without nodePorts, a Local load balancer has one; Cluster
+        // policy or a NodePort Service none.
+        let mut bare = local_lb("bare", &[(80, "TCP", 0)], 0);
+        bare.spec
+            .as_mut()
+            .unwrap()
+            .allocate_load_balancer_node_ports = Some(false);
+        ports.assign(&cache, &mut bare, None).unwrap();
+        assert_eq!(node_ports_of(&bare), [0]);
+        assert_ne!(health_check_of(&bare), 0);
+        let mut cluster = service("cluster", "LoadBalancer", &[(80, "TCP", 0)]);
+        ports.assign(&cache, &mut cluster, None).unwrap();
+        assert_eq!(health_check_of(&cluster), 0);
+        let mut node_port = service("np", "NodePort", &[(80, "TCP", 0)]);
+        node_port.spec.as_mut().unwrap().external_traffic_policy = "Local".into();
+        ports.assign(&cache, &mut node_port, None).unwrap();
+        assert_eq!(health_check_of(&node_port), 0);
+    }
+
+    #[test]
+    fn the_health_check_port_is_kept_checked_and_dropped_as_kubernetes_does() {
+        let ports = NodePorts::new(NodePortRange::default());
+        let cache = ObjectCache::default();
+        let mut stored = local_lb("lb", &[(80, "TCP", 0)], 31999);
+        drop(ports.assign(&cache, &mut stored, None).unwrap());
+        assert_eq!(health_check_of(&stored), 31999);
+        store(&cache, &stored, 1);
+        // Applied again without it: kept.
+        let mut again = local_lb("lb", &[(80, "TCP", 0)], 0);
+        drop(ports.assign(&cache, &mut again, Some(&stored)).unwrap());
+        assert_eq!(health_check_of(&again), 31999);
+        // To Cluster policy with the stored one left in: dropped.
+        let mut cluster = local_lb("lb", &[(80, "TCP", 0)], 31999);
+        cluster.spec.as_mut().unwrap().external_traffic_policy = "Cluster".into();
+        drop(ports.assign(&cache, &mut cluster, Some(&stored)).unwrap());
+        assert_eq!(health_check_of(&cluster), 0);
+        // Named on a Service that does not need one: refused.
+        let mut named = service("other", "LoadBalancer", &[(80, "TCP", 0)]);
+        named.spec.as_mut().unwrap().health_check_node_port = 31000;
+        let e = ports.assign(&cache, &mut named, None).unwrap_err();
+        assert_eq!(e, NodePortError::HealthCheckForbidden { port: 31000 });
+        assert!(
+            e.to_string().starts_with("spec.healthCheckNodePort: Invalid value: 31000: may only be set when `type` is 'LoadBalancer'"),
+            "{e}"
+        );
+        // Out of range, held by another Service, or one of its own
+        // nodePorts: refused with the field named.
+        let e = ports
+            .assign(&cache, &mut local_lb("x", &[(80, "TCP", 0)], 8080), None)
+            .unwrap_err();
+        assert!(
+            e.to_string().starts_with("spec.healthCheckNodePort: Invalid value: 8080: provided port is not in the valid range"),
+            "{e}"
+        );
+        let e = ports
+            .assign(&cache, &mut local_lb("x", &[(80, "TCP", 0)], 31999), None)
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.healthCheckNodePort: Invalid value: 31999: provided port is already allocated (to Service default/lb); leave it out to be given a free one"
+        );
+        let e = ports
+            .assign(
+                &cache,
+                &mut local_lb("x", &[(80, "TCP", 31500)], 31500),
+                None,
+            )
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                NodePortError::InUse {
+                    field: NodePortField::HealthCheck,
+                    port: 31500,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn services_stored_without_their_ports_are_told_apart() {
+        let mut lb = local_lb("lb", &[(80, "TCP", 30100)], 0);
+        assert!(lacks_node_ports(lb.spec.as_ref().unwrap()));
+        lb.spec.as_mut().unwrap().health_check_node_port = 30101;
+        assert!(!lacks_node_ports(lb.spec.as_ref().unwrap()));
+        let np = service("np", "NodePort", &[(80, "TCP", 30102), (81, "TCP", 0)]);
+        assert!(lacks_node_ports(np.spec.as_ref().unwrap()));
+        let plain = service("plain", "ClusterIP", &[(80, "TCP", 0)]);
+        assert!(!lacks_node_ports(plain.spec.as_ref().unwrap()));
+    }
+
     #[test]
     fn the_cursor_wraps_and_a_full_range_is_exhausted() {
         let range: NodePortRange = "30000-30003".parse().unwrap();
@@ -608,6 +876,12 @@ mod tests {
                 None,
             )
             .unwrap_err();
-        assert_eq!(e, NodePortError::Exhausted { range });
+        assert_eq!(
+            e,
+            NodePortError::Exhausted {
+                field: NodePortField::Port(0),
+                range
+            }
+        );
     }
 }

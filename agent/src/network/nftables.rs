@@ -4,7 +4,10 @@
 //! address (`crate::dns`), and Services' clusterIPs
 //! (kube-proxy's job): traffic to a clusterIP and port goes to one of the
 //! Service's ready endpoints, picked at random per connection (and is
-//! refused when it has none); a pod that
+//! refused when it has none); with `internalTrafficPolicy: Local`, only to
+//! this node's ready endpoints, and dropped when this node has none (as
+//! kube-proxy does: the policy holds for pods and for the node itself,
+//! each node deciding for the connections it starts); a pod that
 //! reaches a pod on the same bridge through a clusterIP is masqueraded, so
 //! the reply comes back through the host and is translated back.
 //!
@@ -64,8 +67,9 @@ pub struct ServiceRule {
     pub exposure: Exposure,
 }
 
-/// How a Service port is reached from outside the cluster, and who stays
-/// on which endpoint.
+/// How a Service port is reached from outside the cluster, which
+/// endpoints traffic from inside it goes to, and who stays on which
+/// endpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Exposure {
     /// The nodePort, answered on every local address but loopback.
@@ -82,6 +86,18 @@ pub struct Exposure {
     /// `sessionAffinity: ClientIP`: how long a client stays with its
     /// endpoint, in seconds.
     pub affinity_seconds: Option<u32>,
+    /// `internalTrafficPolicy: Local`: clusterIP traffic started on this
+    /// node (by its pods or itself) goes only to this node's endpoints.
+    pub internal_local: bool,
+}
+
+impl Exposure {
+    /// Whether the port is reached from outside at all.
+    fn is_external(&self) -> bool {
+        self.node_port.is_some()
+            || !self.load_balancer_ips.is_empty()
+            || !self.external_ips.is_empty()
+    }
 }
 
 /// The packet mark bit that says "masquerade this connection on the way
@@ -185,8 +201,40 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             protocol: &service.protocol,
             affinity_seconds: exposure.affinity_seconds,
         };
-        let cluster_verdict = chains.pick(&format!("svc{i}"), &service.endpoints);
-        if let Some(verdict) = &cluster_verdict {
+        // Any endpoint: for clusterIP traffic under Cluster policy and for
+        // external traffic (Cluster policy, or pods and the node itself
+        // under Local).
+        let cluster_verdict = if !exposure.internal_local || exposure.is_external() {
+            chains.pick(&format!("svc{i}"), &service.endpoints)
+        } else {
+            None
+        };
+        // This node's endpoints, for the policies that keep traffic here;
+        // none here (but some elsewhere): dropped. No endpoint anywhere is
+        // left to the refusal below.
+        let wants_local =
+            exposure.internal_local || (exposure.local_only && exposure.is_external());
+        let local_verdict = if wants_local && !service.endpoints.is_empty() {
+            let local: Vec<(Ipv4Addr, u16)> = service
+                .endpoints
+                .iter()
+                .filter(|(ip, _)| scope.local.contains(*ip))
+                .copied()
+                .collect();
+            Some(
+                chains
+                    .pick(&format!("svc{i}-local"), &local)
+                    .unwrap_or_else(|| json!({"drop": null})),
+            )
+        } else {
+            None
+        };
+        let internal_verdict = if exposure.internal_local {
+            &local_verdict
+        } else {
+            &cluster_verdict
+        };
+        if let Some(verdict) = internal_verdict {
             let expr = vec![
                 json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
                 json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
@@ -195,7 +243,8 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             batch.push(rule("prerouting", expr.clone()));
             batch.push(rule("output", expr));
         }
-        external_rules(&mut batch, scope, i, service, cluster_verdict);
+        let external_local = local_verdict.filter(|_| exposure.local_only);
+        external_rules(&mut batch, scope, service, cluster_verdict, external_local);
     }
     let refuse = vec![
         json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.services)}}),
@@ -298,14 +347,15 @@ impl EndpointChains<'_> {
 }
 
 /// The rules for a Service port's nodePort, load balancer and external
-/// addresses (Service `i` of the batch), given the verdict its clusterIP
-/// traffic gets (`None`: no endpoints).
+/// addresses, given the verdict that picks any of its endpoints (`None`:
+/// no endpoints) and, under `externalTrafficPolicy: Local`, the one that
+/// picks this node's (or drops).
 fn external_rules(
     batch: &mut Vec<Value>,
     scope: TableScope<'_>,
-    i: usize,
     service: &ServiceRule,
     cluster_verdict: Option<Value>,
+    local_verdict: Option<Value>,
 ) {
     let exposure = &service.exposure;
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
@@ -356,26 +406,6 @@ fn external_rules(
         return;
     };
     let mark = json!({"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}});
-    let local_verdict = if exposure.local_only {
-        let local: Vec<(Ipv4Addr, u16)> = service
-            .endpoints
-            .iter()
-            .filter(|(ip, _)| scope.local.contains(*ip))
-            .copied()
-            .collect();
-        let mut chains = EndpointChains {
-            batch: &mut *batch,
-            protocol: &service.protocol,
-            affinity_seconds: exposure.affinity_seconds,
-        };
-        Some(
-            chains
-                .pick(&format!("svc{i}-local"), &local)
-                .unwrap_or_else(|| json!({"drop": null})),
-        )
-    } else {
-        None
-    };
     for destination in destinations {
         let to_cluster = |extra: Vec<Value>, batch: &mut Vec<Value>| {
             let mut expr = destination.clone();
@@ -751,6 +781,53 @@ mod tests {
         let dropped = rules_with(&rules, &[r#""right":30081"#, r#""drop":null"#]);
         assert_eq!(dropped.len(), 1, "{dropped:?}");
         assert!(!dropped[0].2.contains("mangle"));
+    }
+
+    #[test]
+    fn internal_local_policy_keeps_cluster_ip_traffic_on_this_nodes_endpoints() {
+        let exposure = Exposure {
+            internal_local: true,
+            ..Default::default()
+        };
+        // 10.42.3.0/24 is this node's subnet: 10.42.3.5 is local.
+        let both = exposed(exposure.clone(), &["10.42.3.5", "10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[both]);
+        let to_vip = rules_with(&rules, &[r#""right":"10.43.0.20""#]);
+        let chains: Vec<&str> = to_vip.iter().map(|(_, c, _)| c.as_str()).collect();
+        // From this node's pods (prerouting) and from the node (output).
+        assert_eq!(chains, ["prerouting", "output"], "{to_vip:?}");
+        for (_, _, text) in &to_vip {
+            assert!(
+                text.contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#),
+                "{text}"
+            );
+        }
+        // The other node's endpoint is not reachable through it at all.
+        let text = rules.to_string();
+        assert!(!text.contains("10.42.4.7"), "{text}");
+        // Endpoints only on other nodes: dropped here, not refused (as
+        // kube-proxy does).
+        let remote = exposed(exposure.clone(), &["10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[remote]);
+        let dropped = rules_with(&rules, &[r#""right":"10.43.0.20""#, r#""drop":null"#]);
+        assert_eq!(dropped.len(), 2, "{dropped:?}");
+        assert!(!rules.to_string().contains("10.42.4.7"));
+        // No endpoint anywhere: no rule, so the service CIDR's refusal.
+        let none = exposed(exposure.clone(), &[]);
+        let rules = ruleset(scope(), &[], &[none]);
+        assert!(rules_with(&rules, &[r#""right":"10.43.0.20""#]).is_empty());
+        // A nodePort under Cluster external policy still reaches every
+        // endpoint.
+        let exposed_too = Exposure {
+            node_port: Some(30082),
+            ..exposure
+        };
+        let service = exposed(exposed_too, &["10.42.3.5", "10.42.4.7"]);
+        let rules = ruleset(scope(), &[], &[service]);
+        let node_port = rules_with(&rules, &[r#""right":30082"#, r#""mod":2"#]);
+        assert_eq!(node_port.len(), 2, "{node_port:?}");
+        let to_vip = rules_with(&rules, &[r#""right":"10.43.0.20""#]);
+        assert!(to_vip.iter().all(|(_, _, t)| t.contains("10.42.3.5")));
     }
 
     #[test]

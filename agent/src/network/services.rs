@@ -1,7 +1,8 @@
 //! Services' clusterIPs on this node (kube-proxy's job, in nftables): the
 //! agent follows Services and Endpoints through the masters and keeps one
 //! rule per Service port leading to the port's ready endpoints
-//! ([`super::nftables`]). The last lists are kept on disk
+//! ([`super::nftables`]; only this node's under `internalTrafficPolicy:
+//! Local`). The last lists are kept on disk
 //! ([`KnownServices`]), so an agent restarted while no master answers
 //! routes (and names) Services as before.
 
@@ -126,6 +127,7 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
                     local_only: spec.external_traffic_policy == "Local",
                     source_ranges: source_ranges.clone(),
                     affinity_seconds,
+                    internal_local: spec.internal_traffic_policy == "Local",
                 },
             });
         }
@@ -405,6 +407,7 @@ mod tests {
         spec.r#type = "LoadBalancer".into();
         spec.ports[0].node_port = 30080;
         spec.external_traffic_policy = "Local".into();
+        spec.internal_traffic_policy = "Local".into();
         spec.session_affinity = "ClientIP".into();
         spec.load_balancer_source_ranges = vec!["192.168.7.9/24".into()];
         spec.external_ips = vec!["198.51.100.7".into(), "not-an-ip".into()];
@@ -432,6 +435,7 @@ mod tests {
             ["198.51.100.7".parse::<Ipv4Addr>().unwrap()]
         );
         assert!(exposure.local_only);
+        assert!(exposure.internal_local);
         assert_eq!(exposure.source_ranges[0].to_string(), "192.168.7.0/24");
         assert_eq!(exposure.affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));
         assert_eq!(rules[1].exposure, Exposure::default());

@@ -5,6 +5,7 @@ pub mod common;
 pub mod cron;
 pub mod daemonset;
 pub mod disk_idle;
+pub mod dns;
 pub mod exec;
 pub mod failover;
 pub mod footprint;

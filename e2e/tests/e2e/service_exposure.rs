@@ -6,13 +6,18 @@
 //!
 //! - A NodePort Service answers on both nodes' addresses (node B forwards
 //!   over the overlay), masqueraded (Cluster policy); `skiff ctl get svc`
-//!   shows `80:30080/TCP`.
+//!   shows `80:30080/TCP`; `kubectl get endpointslices -l
+//!   kubernetes.io/service-name=web-np` lists the pod's address.
+//! - With `internalTrafficPolicy: Local`, the clusterIP answers on node A
+//!   (the endpoint's) and not on node B.
 //! - A nodePort already taken, or out of range, is refused with the field
 //!   named.
 //! - With `externalTrafficPolicy: Local` only node A answers, and the pod
 //!   sees the LAN host's own address.
 //! - A LoadBalancer Service gets both nodes' addresses as its ingress and
-//!   answers on them at its port; one with Local policy only node A's; a
+//!   answers on them at its port; one with Local policy only node A's,
+//!   and its `healthCheckNodePort` answers 200 with one local endpoint on
+//!   node A and 503 on node B; a
 //!   second LoadBalancer on a port already taken stays Pending;
 //!   `loadBalancerSourceRanges` keeps out a source it does not name until
 //!   it names it.
@@ -21,6 +26,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_e2e::agent::start_host_nodes;
+use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
@@ -80,6 +86,47 @@ fn fetch_from(host: &TestHost, address: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What busybox wget prints (both streams, progress included) fetching
+/// `http://<address>/` from `host` within 4 s: the page, or the error
+/// (`server returned error: HTTP/1.1 503 Service Unavailable`).
+fn wget_from(host: &TestHost, address: &str) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.netns,
+            "timeout",
+            "4",
+            "busybox",
+            "wget",
+            "-O",
+            "-",
+        ])
+        .arg(format!("http://{address}/"))
+        .output();
+    match out {
+        Ok(o) => format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+        Err(e) => format!("cannot run wget: {e}"),
+    }
+}
+
+async fn pod_ip(master: &MasterProcess, name: &str) -> Option<String> {
+    match master
+        .client()
+        .get(Kind::Pod, "default", name)
+        .await
+        .ok()?
+        .kind
+    {
+        Some(Body::Pod(p)) => p.status.map(|s| s.pod_ip).filter(|ip| !ip.is_empty()),
+        _ => None,
+    }
 }
 
 async fn get_service(master: &MasterProcess, name: &str) -> Option<v1::Service> {
@@ -198,6 +245,61 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     let table = String::from_utf8_lossy(&ctl(&api, &["get", "svc", "web-np"]).stdout).into_owned();
     assert!(table.contains("80:30080/TCP"), "{table}");
 
+    // EndpointSlices beside the Endpoints, as kubectl reads them.
+    let web_ip = pod_ip(&master, "web").await.context("web's address")?;
+    if let Some(binary) = kube_clients::kubectl(KubectlVersion::V1_35) {
+        let kubectl = Kubectl::new(binary, &api)?;
+        let args = [
+            "get",
+            "endpointslices",
+            "-l",
+            "kubernetes.io/service-name=web-np",
+        ];
+        let listed = wait_for("web-np's EndpointSlice", SETTLE, || async {
+            let out = kubectl.run(&args);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains(&web_ip) {
+                return Some(text);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            None
+        })
+        .await
+        .with_context(logs)?;
+        assert!(listed.contains("IPv4"), "{listed}");
+        assert!(
+            listed.contains("8080"),
+            "the resolved target port: {listed}"
+        );
+    }
+
+    // internalTrafficPolicy: Local: clients on node A (here the node
+    // itself) reach the endpoint there; node B has none, so its clients'
+    // connections are dropped rather than sent to node A.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-internal",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web-internal}\nspec:\n  selector: {app: web}\n  internalTrafficPolicy: Local\n  ports: [{port: 80, targetPort: 8080}]\n",
+    )?;
+    let internal_ip = get_service(&master, "web-internal")
+        .await
+        .and_then(|s| s.spec)
+        .map(|s| s.cluster_ip)
+        .context("web-internal")?;
+    wait_for("web-internal from node A", SETTLE, || async {
+        fetch_from(&hosts[0], &internal_ip).filter(|page| page.contains("page-web"))
+    })
+    .await
+    .with_context(logs)?;
+    // Node B has had the same lists as long.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        fetch_from(&hosts[1], &internal_ip),
+        None,
+        "node B has no endpoint of an internalTrafficPolicy: Local Service"
+    );
+
     // A nodePort another Service holds, or out of the range: refused, the
     // field named, nothing stored.
     for (name, port, words) in [
@@ -311,6 +413,31 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     wait_for("web-lb-local's ingress", SETTLE, || async {
         let s = get_service(&master, "web-lb-local").await?;
         (ingress_of(&s) == [node_a.clone()]).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    // Its health check port, for load balancers in front of the nodes:
+    // 200 and one local endpoint on node A, 503 on node B.
+    let health = get_service(&master, "web-lb-local")
+        .await
+        .and_then(|s| s.spec)
+        .map(|s| s.health_check_node_port)
+        .context("web-lb-local")?;
+    assert!((30000..=32767).contains(&health), "{health}");
+    let on_a = format!("{node_a}:{health}");
+    let answer = wait_for("node A's health check answer", SETTLE, || async {
+        fetch_from(&lan, &on_a).filter(|body| body.contains(r#""localEndpoints":1"#))
+    })
+    .await
+    .with_context(logs)?;
+    assert!(
+        answer.contains(r#""service":{"namespace":"default","name":"web-lb-local"}"#),
+        "{answer}"
+    );
+    let on_b = format!("{node_b}:{health}");
+    wait_for("node B's health check answer", SETTLE, || async {
+        let answer = wget_from(&lan, &on_b);
+        answer.contains("503").then_some(answer)
     })
     .await
     .with_context(logs)?;

@@ -196,8 +196,9 @@ impl Reconciler for EndpointsController {
     }
 }
 
-/// The pod port a Service port sends to: a number, or a named container port.
-fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
+/// The pod port a Service port sends to: a number, or a named container
+/// port (shared with the EndpointSlice controller).
+pub fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
     let target = if port.target_port.is_empty() {
         port.port.to_string()
     } else {

@@ -19,6 +19,8 @@
 //!   StatefulSets on their pods' CPU and memory usage
 //!   (HorizontalPodAutoscalers).
 //! - [`endpoints`]: lists the ready pods each Service selects.
+//! - [`endpoint_slices`]: the same pods as EndpointSlices (with their
+//!   conditions), at most 100 to a slice.
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`pod_gc`]: deletes the pods of nodes that are gone, and finished pods
 //!   beyond a threshold (Kubernetes' PodGC).
@@ -33,6 +35,8 @@
 //! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
 //!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
 //!   Raft membership.
+//! - [`node_port_backfill`]: nodePorts and health check ports for Services
+//!   stored before skiff gave them, once per leadership.
 //!
 //! What the workload controllers share: [`pod_claims`] (which pods a
 //! ReplicaSet, DaemonSet or StatefulSet counts as its own: adoption and
@@ -46,12 +50,14 @@ pub mod daemonset;
 pub mod default_storage_class;
 pub mod deployment;
 pub mod disruption;
+pub mod endpoint_slices;
 pub mod endpoints;
 pub mod garbage_collector;
 pub mod horizontal_autoscaler;
 pub mod job;
 pub mod kubernetes_service;
 pub mod node_ipam;
+pub mod node_port_backfill;
 pub mod persistent_volumes;
 pub mod pod_claims;
 pub mod pod_gc;

@@ -1,7 +1,8 @@
 //! Fields skiff accepts and stores but does not act on yet (hostNetwork,
-//! shareProcessNamespace, Localhost seccomp profiles, Services'
-//! `internalTrafficPolicy: Local`, Jobs' per-index back-off
-//! and success policies). Writes that use them are answered with a warning
+//! shareProcessNamespace, Localhost seccomp profiles, Jobs' per-index
+//! back-off and success policies). Services have none left: their types,
+//! traffic policies (`internalTrafficPolicy: Local` included) and health
+//! check ports are acted on by the agents and the masters. Writes that use them are answered with a warning
 //! per field (the REST API's `Warning` header, which kubectl prints), so
 //! nothing is silently ignored.
 
@@ -32,17 +33,6 @@ pub fn warnings(object: &Object) -> Vec<String> {
                 "spec.template.spec",
                 &mut out,
             );
-        }
-        Some(Body::Service(service)) => {
-            if let Some(spec) = &service.spec {
-                // NodePort and LoadBalancer are acted on (agents' nftables
-                // rules, the service_lb controller).
-                if spec.internal_traffic_policy == "Local" {
-                    out.push(
-                        "spec.internalTrafficPolicy: Local is stored but skiff does not act on it yet; in-cluster clients reach every ready endpoint (Cluster)".to_owned(),
-                    );
-                }
-            }
         }
         Some(body @ Body::Generic(generic)) => {
             let content = super::generic::content(generic);
@@ -173,15 +163,18 @@ mod tests {
                 ..Default::default()
             })),
         };
-        // NodePort and LoadBalancer Services are acted on: no warning.
+        // NodePort and LoadBalancer Services and both traffic policies are
+        // acted on: no warning.
         assert!(warnings(&service("NodePort")).is_empty());
         assert!(warnings(&service("LoadBalancer")).is_empty());
         assert!(warnings(&service("ClusterIP")).is_empty());
         let mut local = service("ClusterIP");
         if let Some(Body::Service(s)) = &mut local.kind {
-            s.spec.as_mut().unwrap().internal_traffic_policy = "Local".into();
+            let spec = s.spec.as_mut().unwrap();
+            spec.internal_traffic_policy = "Local".into();
+            spec.external_traffic_policy = "Local".into();
         }
-        assert_eq!(warnings(&local).len(), 1);
+        assert!(warnings(&local).is_empty());
 
         let plain = Object {
             kind: Some(Body::Pod(v1::Pod::default())),

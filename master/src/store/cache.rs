@@ -96,15 +96,17 @@ pub enum HeldAddress {
     ClusterIp(Ipv4Addr),
     /// A Node's `spec.podCIDR`.
     PodCidr(Ipv4Net),
-    /// A port on every node, a Service's `spec.ports[].nodePort`. One
-    /// Service at a time holds a number, whatever the protocol (as in
-    /// Kubernetes' allocator); the same Service may use it for TCP and UDP.
+    /// A port on every node, a Service's `spec.ports[].nodePort` or its
+    /// `spec.healthCheckNodePort`. One Service at a time holds a number,
+    /// whatever the protocol (as in Kubernetes' allocator); the same
+    /// Service may use it for TCP and UDP.
     NodePort(u16),
 }
 
 impl HeldAddress {
-    /// The addresses `object` holds, each once: the clusterIP and the
-    /// nodePorts of a Service that has them, the pod subnet of a Node that
+    /// The addresses `object` holds, each once: the clusterIP, the
+    /// nodePorts and the health check port of a Service that has them, the
+    /// pod subnet of a Node that
     /// has one. A value that does not parse (or a nodePort out of 1..=65535)
     /// holds nothing.
     pub fn of(object: &Object) -> Vec<HeldAddress> {
@@ -117,8 +119,9 @@ impl HeldAddress {
                 if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
                     held.push(HeldAddress::ClusterIp(ip));
                 }
-                for port in &spec.ports {
-                    if let Ok(number) = u16::try_from(port.node_port) {
+                let node_ports = spec.ports.iter().map(|p| p.node_port);
+                for port in node_ports.chain([spec.health_check_node_port]) {
+                    if let Ok(number) = u16::try_from(port) {
                         let address = HeldAddress::NodePort(number);
                         if number != 0 && !held.contains(&address) {
                             held.push(address);
@@ -1124,6 +1127,15 @@ mod tests {
         assert_eq!(cache.node_port_holder(30080), None);
         cache.apply(&[change(Kind::Service, EventType::Deleted, fewer)], 3);
         assert_eq!(cache.node_ports_held(), 0);
+        // A health check port is held like a nodePort.
+        let mut object = Arc::unwrap_or_clone(with_ports("lb", &[(80, "TCP", 30090)]));
+        if let Some(Body::Service(s)) = &mut object.kind {
+            s.spec.as_mut().unwrap().health_check_node_port = 30091;
+        }
+        assert_eq!(
+            HeldAddress::of(&object)[1..],
+            [HeldAddress::NodePort(30090), HeldAddress::NodePort(30091)]
+        );
     }
 
     fn node(name: &str, pod_cidr: &str) -> Arc<Object> {

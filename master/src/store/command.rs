@@ -109,6 +109,8 @@ pub enum AddressField {
     PodCidr,
     /// One of a Service's `spec.ports[].nodePort`.
     NodePort,
+    /// A Service's `spec.healthCheckNodePort` (a number from the nodePorts').
+    HealthCheckNodePort,
 }
 
 impl std::fmt::Display for AddressField {
@@ -117,6 +119,7 @@ impl std::fmt::Display for AddressField {
             AddressField::ClusterIp => "spec.clusterIP",
             AddressField::PodCidr => "spec.podCIDR",
             AddressField::NodePort => "spec.ports[].nodePort",
+            AddressField::HealthCheckNodePort => "spec.healthCheckNodePort",
         })
     }
 }

@@ -380,6 +380,9 @@ fn address_free(
         let field = match address {
             HeldAddress::ClusterIp(_) => AddressField::ClusterIp,
             HeldAddress::PodCidr(_) => AddressField::PodCidr,
+            HeldAddress::NodePort(port) if health_check_port(object) == Some(port) => {
+                AddressField::HealthCheckNodePort
+            }
             HeldAddress::NodePort(_) => AddressField::NodePort,
         };
         let holder = if namespace.is_empty() {
@@ -395,6 +398,20 @@ fn address_free(
         });
     }
     Ok(())
+}
+
+/// A Service's `healthCheckNodePort` when it is not one of its nodePorts
+/// too (then the refusal names the nodePort).
+fn health_check_port(object: &Object) -> Option<u16> {
+    let Some(skiff_proto::api::object::Kind::Service(service)) = &object.kind else {
+        return None;
+    };
+    let spec = service.spec.as_ref()?;
+    let port = spec.health_check_node_port;
+    if port == 0 || spec.ports.iter().any(|p| p.node_port == port) {
+        return None;
+    }
+    u16::try_from(port).ok()
 }
 
 /// Refuses a command whose object cannot be stored as sent.
@@ -957,6 +974,18 @@ mod tests {
         assert!(apply(&store, fewer).is_ok());
         let freed = create(&node_port_service("d", "10.43.0.33", &[30081]));
         assert!(apply(&store, freed).is_ok());
+        // A health check port is held as a nodePort, and named as itself.
+        let mut checked = node_port_service("e", "10.43.0.34", &[30100]);
+        if let Some(Body::Service(s)) = &mut checked.kind {
+            s.spec.as_mut().unwrap().health_check_node_port = 30081;
+        }
+        let held_by_d = taken(
+            AddressField::HealthCheckNodePort,
+            "30081",
+            "30081",
+            "Service default/d",
+        );
+        assert_eq!(apply(&store, create(&checked)), Err(held_by_d));
     }
 
     #[test]
