@@ -288,9 +288,17 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     };
     let registries = Registries::load(&config.registry_config)?;
     let images = Arc::new(ImageStore::new(containerd.clone(), registries));
-    let runtime = Arc::new(Runtime::new(containerd.clone(), images.clone()));
-
     let layout = Arc::new(PodLayout::new(&config.data_dir));
+    let runtime = Arc::new(Runtime::new(
+        containerd.clone(),
+        images.clone(),
+        layout.container_io_dir(),
+    ));
+    // Containers started with stdin or a terminal kept running while the
+    // agent was away: their output is copied on from here.
+    if let Err(e) = runtime.recover_container_io().await {
+        tracing::warn!(error = %e, "reopening containers' own stdio: their output is not copied to their logs until the agent starts again");
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(io(format!("listening on {}", config.listen)))?;

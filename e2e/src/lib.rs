@@ -14,6 +14,7 @@ pub mod hollow;
 pub mod host_fixture;
 pub mod kube_clients;
 pub mod master;
+pub mod pseudo_terminal;
 pub mod registry;
 pub mod server;
 pub mod test_hosts;

@@ -296,6 +296,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::runtime::container_io::Attachable;
     use crate::runtime::containers::ContainerRecord;
     use crate::runtime::exec::{ExecIo, FifoHolders};
 
@@ -387,6 +388,18 @@ mod tests {
         async fn exec_remove(&self, _c: &str, exec_id: &str, _d: &Path) {
             self.record(format!("remove {exec_id}"));
             self.removed.notify_one();
+        }
+        fn attachable(&self, _c: &str) -> Option<Arc<Attachable>> {
+            None
+        }
+        async fn container_resize(&self, _c: &str, _w: u32, _h: u32) -> crate::runtime::Result<()> {
+            Ok(())
+        }
+        async fn container_close_stdin(&self, _c: &str) -> crate::runtime::Result<()> {
+            Ok(())
+        }
+        async fn container_running(&self, _c: &str) -> crate::runtime::Result<bool> {
+            Ok(true)
         }
     }
 

@@ -1,13 +1,16 @@
 //! Sessions inside pods, served to masters over the agent's mutual-TLS
 //! endpoint (the one `AgentLogs` is on; no other port is opened): exec in a
-//! running container ([`exec`]) and TCP port-forward into a pod's network
-//! namespace ([`port_forward`]). Each is a bidirectional gRPC stream; the
-//! master relays what kubectl or `skiff ctl` sends and receives, as
-//! kube-apiserver relays to the kubelet.
+//! running container ([`exec`]), attach to a container's own process
+//! ([`attach`]) and TCP port-forward into a pod's network namespace
+//! ([`port_forward`]). Each is a bidirectional gRPC stream; the master
+//! relays what kubectl or `skiff ctl` sends and receives, as kube-apiserver
+//! relays to the kubelet.
 //!
 //! Only masters may call these: they have already authorized the user as
-//! `create` on `pods/exec` or `pods/portforward` and logged the session.
+//! `create` on `pods/exec`, `pods/attach` or `pods/portforward` and logged
+//! the session; the agent logs it too.
 
+pub mod attach;
 pub mod exec;
 pub mod port_forward;
 
@@ -23,7 +26,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::pods::layout::PodLayout;
 use crate::runtime::containers::{
-    ContainerRecord, TaskState, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    ContainerRecord, TaskState, LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+    LABEL_POD_UID, LABEL_RESTARTS,
 };
 use crate::runtime::exec::ExecRuntime;
 
@@ -154,6 +158,22 @@ pub fn running_pod_uid(
         })
 }
 
+/// The log file of container record `id`'s current run, from its labels.
+fn run_log(layout: &PodLayout, records: &[ContainerRecord], id: &str) -> Option<PathBuf> {
+    let record = records.iter().find(|r| r.id == id)?;
+    let label = |name: &str| record.labels.get(name).map(String::as_str);
+    let restarts = label(LABEL_RESTARTS)
+        .and_then(|r| r.parse::<i32>().ok())
+        .unwrap_or(0);
+    Some(layout.log_file_for(
+        label(LABEL_POD_NAMESPACE)?,
+        label(LABEL_POD_NAME)?,
+        label(LABEL_POD_UID)?,
+        label(LABEL_CONTAINER)?,
+        restarts,
+    ))
+}
+
 fn runtime_error(e: crate::runtime::Error) -> Status {
     Status::unavailable(format!("container runtime: {e}"))
 }
@@ -196,6 +216,46 @@ impl<R: ExecRuntime> AgentSessions for SessionService<R> {
         };
         let output = session.start(&start, input).await?;
         Ok(Response::new(output))
+    }
+
+    type AttachStream = ReceiverStream<Result<ExecOutput, Status>>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        PeerInfo::require(&request, is_master, "attach to this node's containers")?;
+        let who = caller(&request);
+        let mut input = request.into_inner();
+        let start = attach::read_start(&mut input).await?;
+        let records = self.runtime.containers().await.map_err(runtime_error)?;
+        let namespace = if start.namespace.is_empty() {
+            "default"
+        } else {
+            start.namespace.as_str()
+        };
+        let container_id = running_container(&records, namespace, &start.name, &start.container)?;
+        let log_path = run_log(&self.layout, &records, &container_id).ok_or_else(|| {
+            Status::internal(format!(
+                "container {container_id} has no pod labels; it is not one of skiff's"
+            ))
+        })?;
+        tracing::info!(
+            caller = %who,
+            pod = %format!("{namespace}/{}", start.name),
+            container = %start.container,
+            container_id = %container_id,
+            stdin = start.stdin,
+            tty = start.tty,
+            "attach session"
+        );
+        let session = attach::AttachSession {
+            runtime: self.runtime.clone(),
+            container_id,
+            log_path,
+            shutdown: self.shutdown.clone(),
+        };
+        Ok(Response::new(session.start(&start, input).await))
     }
 
     type PortForwardStream = ReceiverStream<Result<PortForwardOutput, Status>>;
@@ -279,6 +339,18 @@ mod tests {
             "web-1"
         );
         assert_eq!(running_pod_uid(&records, "default", "db").unwrap(), "uid-1");
+    }
+
+    #[test]
+    fn an_attached_containers_log_is_its_current_runs() {
+        let mut running = record("web-1", "web", "main", true);
+        running.labels.insert(LABEL_RESTARTS.into(), "2".into());
+        let layout = PodLayout::new(std::path::Path::new("/data"));
+        assert_eq!(
+            run_log(&layout, &[running], "web-1").unwrap(),
+            std::path::Path::new("/data/pods/default_web_uid-1/main/2.log")
+        );
+        assert!(run_log(&layout, &[], "web-1").is_none());
     }
 
     #[test]

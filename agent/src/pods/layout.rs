@@ -8,6 +8,7 @@
 //! netns/<uid>                                              the pod's network namespace
 //! state/pods/<uid>.json                                    the last pod spec the master sent
 //! exec/<exec-id>/{stdin,stdout,stderr}                     FIFOs of a running exec session
+//! container-io/<container-id>/{stdin,stdout,stderr,io.json} a stdin/tty container's own stdio
 //! ```
 //!
 //! The cached specs let a restarted agent keep applying restart policies
@@ -72,6 +73,12 @@ impl PodLayout {
         self.data_dir.join("exec")
     }
 
+    /// Where containers started with `stdin` or `tty` have their FIFOs,
+    /// one directory per container (`runtime::container_io`).
+    pub fn container_io_dir(&self) -> PathBuf {
+        self.data_dir.join("container-io")
+    }
+
     /// Where every pod's network namespace file is.
     pub fn netns_dir(&self) -> PathBuf {
         self.data_dir.join("netns")
@@ -82,7 +89,21 @@ impl PodLayout {
     }
 
     pub fn log_file(&self, pod: &v1::Pod, container: &str, restarts: i32) -> PathBuf {
-        self.pod_dir(pod)
+        let m = meta(pod);
+        self.log_file_for(&m.namespace, &m.name, &m.uid, container, restarts)
+    }
+
+    /// [`PodLayout::log_file`] from the pod's namespace, name and UID (as
+    /// a container's labels carry them).
+    pub fn log_file_for(
+        &self,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+        container: &str,
+        restarts: i32,
+    ) -> PathBuf {
+        self.pod_dir_for(namespace, name, uid)
             .join(container)
             .join(format!("{restarts}.log"))
     }

@@ -2,7 +2,9 @@
 //! spec, labels naming its pod, a snapshot holding its root filesystem)
 //! plus a runc task (the running process). Its stdout and stderr go to a
 //! log file that the runc shim writes directly, so logs need no reader in
-//! the agent and keep flowing while the agent restarts.
+//! the agent and keep flowing while the agent restarts. A container with
+//! `stdin: true` or `tty: true` gets FIFOs instead, which the agent copies
+//! into that log file and to attached sessions ([`super::container_io`]).
 //!
 //! [`ContainerRuntime`] is the narrow interface the pod workers use; the
 //! containerd implementation is [`Runtime`]. What a pod needs from the
@@ -10,7 +12,7 @@
 //! OOM counters) is not containerd's and sits behind the pods' own
 //! sandbox trait.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use containerd_client::types::v1::Status as ProcessStatus;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use super::container_io::{ContainerIo, StdioMode};
 use super::image_accounts::ImageAccounts;
 use super::images::{ImageInventory, ImageRecord, ImageStore, PullPolicy};
 use super::oci::ImageInfo;
@@ -49,6 +52,8 @@ pub struct StartRequest {
     pub image: ImageInfo,
     pub spec: serde_json::Value,
     pub log_path: PathBuf,
+    /// Its own stdin and terminal, as the container spec asks.
+    pub stdio: StdioMode,
 }
 
 /// The state of a container's task.
@@ -138,6 +143,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 pub struct Runtime {
     containerd: Containerd,
     images: Arc<ImageStore>,
+    io: Arc<ContainerIo>,
 }
 
 /// The most of `/etc/passwd` or `/etc/group` read from an image.
@@ -171,8 +177,14 @@ fn task_state(process: Option<containerd_client::types::v1::Process>) -> TaskSta
 }
 
 impl Runtime {
-    pub fn new(containerd: Containerd, images: Arc<ImageStore>) -> Runtime {
-        Runtime { containerd, images }
+    /// The runtime; containers started with their own stdio keep its FIFOs
+    /// under `io_dir`.
+    pub fn new(containerd: Containerd, images: Arc<ImageStore>, io_dir: PathBuf) -> Runtime {
+        Runtime {
+            containerd,
+            images,
+            io: Arc::new(ContainerIo::new(io_dir)),
+        }
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {
@@ -181,6 +193,32 @@ impl Runtime {
 
     pub(crate) fn containerd(&self) -> &Containerd {
         &self.containerd
+    }
+
+    /// The own stdio of the containers started with stdin or a terminal.
+    pub(crate) fn container_io(&self) -> &ContainerIo {
+        &self.io
+    }
+
+    /// Whether container `id`'s task is running.
+    pub(crate) async fn task_running(&self, id: &str) -> Result<bool> {
+        Ok(matches!(
+            task_state(self.task(id).await?),
+            TaskState::Running { .. }
+        ))
+    }
+
+    /// After an agent restart: copying resumes for the running containers
+    /// started with their own stdio; the FIFOs of any other are removed.
+    pub async fn recover_container_io(&self) -> Result<()> {
+        let running: HashSet<String> = ContainerRuntime::list(self)
+            .await?
+            .into_iter()
+            .filter(|c| matches!(c.state, TaskState::Running { .. }))
+            .map(|c| c.id)
+            .collect();
+        self.io.recover(&running);
+        Ok(())
     }
 
     async fn task(&self, id: &str) -> Result<Option<containerd_client::types::v1::Process>> {
@@ -419,22 +457,39 @@ impl ContainerRuntime for Runtime {
         let created = self.create_container(&request, &lease.id).await;
         c.delete_lease(lease).await;
         let mounts = created?;
-        let log = format!("file://{}", request.log_path.display());
         let started = async {
+            // Its own stdio as FIFOs the agent holds, or the log file the
+            // shim writes.
+            let prepared = if request.stdio.attachable() {
+                Some(self.io.prepare(&id, request.stdio, &request.log_path)?)
+            } else {
+                None
+            };
+            let (stdin, stdout, stderr) = match &prepared {
+                Some(p) => p.task_paths(),
+                None => {
+                    let log = format!("file://{}", request.log_path.display());
+                    (String::new(), log.clone(), log)
+                }
+            };
             c.tasks()
                 .create(c.request(CreateTaskRequest {
                     container_id: id.clone(),
                     rootfs: mounts,
-                    stdin: String::new(),
-                    stdout: log.clone(),
-                    stderr: log,
-                    terminal: false,
+                    stdin,
+                    stdout,
+                    stderr,
+                    terminal: request.stdio.tty,
                     checkpoint: None,
                     options: None,
                     runtime_path: String::new(),
                 }))
                 .await
                 .map_err(call("tasks.create"))?;
+            // The shim has its ends of the FIFOs open now.
+            if let Some(prepared) = prepared {
+                self.io.started(prepared);
+            }
             let r = c
                 .tasks()
                 .start(c.request(TaskStartRequest {
@@ -545,6 +600,7 @@ impl ContainerRuntime for Runtime {
     async fn remove(&self, id: &str) -> Result<()> {
         let c = &self.containerd;
         self.delete_task(id).await?;
+        self.io.forget(id);
         match c
             .containers()
             .delete(c.request(DeleteContainerRequest { id: id.to_string() }))

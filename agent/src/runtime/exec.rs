@@ -12,10 +12,13 @@
 //! exited and containerd has deleted it (which waits for the shim's copies),
 //! so the readers see end of file exactly when everything is read.
 //!
-//! The pod sessions see this only through the narrow [`ExecRuntime`] trait.
+//! The pod sessions see this only through the narrow [`ExecRuntime`] trait,
+//! which also has what attach needs of a container's own process: its
+//! stdio ([`super::container_io`]), terminal resizes, closing its stdin.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use containerd_client::services::v1::{
     CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
@@ -23,6 +26,7 @@ use containerd_client::services::v1::{
 };
 use tokio::net::unix::pipe;
 
+use super::container_io::Attachable;
 use super::containers::{ContainerRecord, ContainerRuntime, Runtime};
 use super::{call, io, Error, Result};
 
@@ -109,6 +113,27 @@ pub trait ExecRuntime: Send + Sync + 'static {
         exec_id: &str,
         fifo_dir: &Path,
     ) -> impl std::future::Future<Output = ()> + Send;
+    /// The own stdio of container `container_id`, if it was started with
+    /// stdin or a terminal (attach to others follows their log).
+    fn attachable(&self, container_id: &str) -> Option<Arc<Attachable>>;
+    /// Resizes the terminal of the container's own process.
+    fn container_resize(
+        &self,
+        container_id: &str,
+        width: u32,
+        height: u32,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Closes the container's stdin for good (`stdinOnce`): the agent's
+    /// end, then the shim's, so the process reads end of file.
+    fn container_close_stdin(
+        &self,
+        container_id: &str,
+    ) -> impl std::future::Future<Output = Result<()>> + Send;
+    /// Whether the container's process still runs.
+    fn container_running(
+        &self,
+        container_id: &str,
+    ) -> impl std::future::Future<Output = Result<bool>> + Send;
 }
 
 /// The process spec of an exec: the container's own `process` with `args`
@@ -371,6 +396,29 @@ impl ExecRuntime for Runtime {
                 tracing::warn!(dir = %fifo_dir.display(), error = %e, "removing exec FIFOs")
             }
         }
+    }
+
+    fn attachable(&self, container_id: &str) -> Option<Arc<Attachable>> {
+        self.container_io().get(container_id)
+    }
+
+    async fn container_resize(&self, container_id: &str, width: u32, height: u32) -> Result<()> {
+        // The container's own process is the task's, named by no exec ID.
+        self.exec_resize(container_id, "", width, height).await
+    }
+
+    async fn container_close_stdin(&self, container_id: &str) -> Result<()> {
+        let Some(attachable) = self.attachable(container_id) else {
+            return Ok(());
+        };
+        if attachable.close_stdin().await {
+            self.exec_close_stdin(container_id, "").await?;
+        }
+        Ok(())
+    }
+
+    async fn container_running(&self, container_id: &str) -> Result<bool> {
+        self.task_running(container_id).await
     }
 }
 

@@ -3,14 +3,16 @@
 //! in one containerd namespace. Images are pulled or imported into the
 //! content store and unpacked into overlay snapshots; containers get an OCI
 //! runtime spec built from the pod spec and run as runc tasks whose stdout
-//! and stderr the shim writes straight into log files.
+//! and stderr the shim writes straight into log files (or, for containers
+//! with `stdin` or `tty`, FIFOs the agent copies from: [`container_io`]).
 //!
 //! The pod workers see the runtime only through the narrow
 //! [`ContainerRuntime`] trait, so their restart and status logic can be
-//! tested against a recording fake. Interactive exec ([`exec`]) is behind
-//! its own narrow trait, [`exec::ExecRuntime`]. Image garbage collection
+//! tested against a recording fake. Interactive exec and attach ([`exec`])
+//! are behind their own narrow trait, [`exec::ExecRuntime`]. Image garbage collection
 //! ([`image_gc`]) sees it through that and [`images::ImageInventory`].
 
+pub mod container_io;
 pub mod containers;
 pub mod content;
 pub mod exec;

@@ -311,7 +311,11 @@ fn bind(destination: &str, source: &str, options: [&str; 3]) -> Value {
 /// The runtime spec as JSON, ready for containerd.
 pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     let args = process_args(input.container, input.image)?;
-    let env = process_env(input.env, input.image, input.hostname, input.service_env);
+    let mut env = process_env(input.env, input.image, input.hostname, input.service_env);
+    // As containerd's CRI plugin does for `tty: true`.
+    if input.container.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".to_owned());
+    }
     let cwd = if !input.container.working_dir.is_empty() {
         input.container.working_dir.clone()
     } else {
@@ -363,7 +367,7 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": false,
+            "terminal": input.container.tty,
             "user": user,
             "args": args,
             "env": env,
@@ -540,6 +544,48 @@ mod tests {
         assert_eq!(spec["linux"]["resources"]["cpu"]["quota"], 25_000);
         assert_eq!(spec["process"]["cwd"], "/work");
         assert_eq!(spec["linux"]["namespaces"][4]["path"], "/run/netns/x");
+    }
+
+    #[test]
+    fn a_tty_container_runs_on_a_terminal_with_term_set() {
+        let spec_of = |c: &v1::Container, env: &[(String, String)]| {
+            build(&SpecInput {
+                container: c,
+                image: &image(),
+                hostname: "p",
+                netns_path: "/run/netns/x",
+                cgroups_path: "/skiff/p/c",
+                etc_files: &[],
+                env,
+                service_env: &[],
+                mounts: &[],
+                security: &ProcessSecurity::default(),
+                host_devices: &[],
+            })
+            .unwrap()
+        };
+        let plain = spec_of(&container(&["sh"], &[]), &[]);
+        assert_eq!(plain["process"]["terminal"], false);
+        assert!(!plain["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+        let tty = v1::Container {
+            tty: true,
+            stdin: true,
+            ..container(&["sh"], &[])
+        };
+        let spec = spec_of(&tty, &[]);
+        assert_eq!(spec["process"]["terminal"], true);
+        assert!(spec["process"]["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("TERM=xterm")));
+        // The container's own TERM wins.
+        let own = spec_of(&tty, &[("TERM".into(), "vt100".into())]);
+        let env = own["process"]["env"].as_array().unwrap();
+        assert!(env.contains(&json!("TERM=vt100")));
+        assert!(!env.contains(&json!("TERM=xterm")));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod rollout;
 pub mod selector;
 pub mod table;
 pub mod targets;
+pub mod terminal;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};

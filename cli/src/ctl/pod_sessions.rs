@@ -6,7 +6,9 @@
 //! - exec: the local stdin (with `-i`) goes to the process; its stdout and
 //!   stderr come back to ours; the command's exit code becomes
 //!   [`CtlError::CommandExited`], which `skiff` exits with, as kubectl does.
-//!   With `-t` the local terminal is put in raw mode for the session.
+//!   With `-t` the local terminal is put in raw mode for the session, and
+//!   its size goes to the remote terminal at the start and on every
+//!   `SIGWINCH` ([`super::terminal`]).
 //! - port-forward: listens on `127.0.0.1:LOCAL` (or `--address`) and opens
 //!   one forwarded connection per accepted one, until interrupted.
 
@@ -22,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use super::terminal::{RawTerminal, ResizeWatch};
 use super::{CtlError, Result};
 
 /// Messages buffered toward the master.
@@ -38,40 +41,6 @@ pub struct ExecOptions {
     pub command: Vec<String>,
     pub stdin: bool,
     pub tty: bool,
-}
-
-/// Puts the terminal on stdin in raw mode until dropped.
-struct RawTerminal {
-    saved: Option<nix::sys::termios::Termios>,
-}
-
-impl RawTerminal {
-    fn enter() -> RawTerminal {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        let Ok(saved) = tcgetattr(&stdin) else {
-            // Not a terminal: nothing to restore.
-            return RawTerminal { saved: None };
-        };
-        let mut raw = saved.clone();
-        cfmakeraw(&mut raw);
-        if tcsetattr(&stdin, SetArg::TCSANOW, &raw).is_err() {
-            return RawTerminal { saved: None };
-        }
-        RawTerminal { saved: Some(saved) }
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(saved) = &self.saved {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                saved,
-            );
-        }
-    }
 }
 
 /// Reads the local stdin on a thread of its own (a blocking read cannot
@@ -123,6 +92,7 @@ pub async fn exec(client: &Client, options: ExecOptions, out: &mut dyn Write) ->
             source,
         })?;
     let _raw = options.tty.then(RawTerminal::enter);
+    let _resizes = options.tty.then(|| ResizeWatch::start(to_master.clone()));
     if options.stdin {
         feed_stdin(to_master);
     } else {

@@ -533,13 +533,17 @@ fn with_stdin(k: &Kubectl, args: &[&str], input: &[u8]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn assert_has(text: &str, needle: &str) {
+pub(crate) fn assert_has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
 }
 
 /// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
 /// panics after `timeout` with what it last saw.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
+pub(crate) fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         match probe() {

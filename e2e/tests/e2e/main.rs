@@ -18,6 +18,7 @@ mod disk_hygiene;
 mod ha;
 mod jobs;
 mod kubectl;
+mod kubectl_attach;
 mod kubectl_delete;
 mod kubectl_events;
 mod kubectl_exec;

@@ -1,14 +1,15 @@
-//! `PodSessions`: exec and port-forward into pods, which run on the pod's
-//! node. As with logs ([`super::logs`]), the master authorizes the caller
-//! (`create` on `pods/exec` or `pods/portforward`, as Kubernetes names
-//! them: admins yes, node identities no), logs the session with who asked,
-//! the pod, the container and the command, then dials the agent of the
-//! pod's node over mutual TLS and relays both directions of the stream.
+//! `PodSessions`: exec, attach and port-forward into pods, which run on
+//! the pod's node. As with logs ([`super::logs`]), the master authorizes
+//! the caller (`create` on `pods/exec`, `pods/attach` or `pods/portforward`,
+//! as Kubernetes names them: admins yes, node identities no), logs the
+//! session with who asked, the pod, the container and the command, then
+//! dials the agent of the pod's node over mutual TLS and relays both
+//! directions of the stream.
 //!
 //! The REST API (kubectl's WebSocket and SPDY streams) opens the same
-//! sessions through [`ApiService::open_exec`] and
-//! [`ApiService::open_port_forward`], so both paths share authorization,
-//! logging and relaying.
+//! sessions through [`ApiService::open_exec`], [`ApiService::open_attach`]
+//! and [`ApiService::open_port_forward`], so both paths share
+//! authorization, logging and relaying.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -124,6 +125,59 @@ impl ApiService {
         agent
             .relay(first, input, |mut client, messages| async move {
                 client.exec(messages).await
+            })
+            .await
+    }
+
+    /// Opens an attach session for `identity` to the container's own
+    /// process: `start` says which container and which of its streams
+    /// (its `command` is ignored), `input` carries stdin and resizes.
+    pub async fn open_attach<S>(
+        &self,
+        identity: &Identity,
+        mut start: ExecStart,
+        input: S,
+    ) -> Result<SessionOutput<ExecOutput>, Status>
+    where
+        S: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
+    {
+        start.namespace = Self::namespace_of(&start.namespace);
+        let access = Access::new(
+            Verb::Create,
+            Kind::Pod,
+            &start.namespace,
+            Some(start.name.as_str()),
+        )
+        .with_subresource("attach");
+        authz::authorize(&self.cluster.store, identity, &access)?;
+        start.command.clear();
+        if !start.stdin && !start.stdout && !start.stderr {
+            return Err(Status::invalid_argument(
+                "you must specify at least 1 of stdin, stdout, stderr",
+            ));
+        }
+        let (node, address) =
+            pod_agent_address(&self.cluster.store, &start.namespace, &start.name)?;
+        tracing::info!(
+            %identity,
+            pod = %format!("{}/{}", start.namespace, start.name),
+            container = %start.container,
+            tty = start.tty,
+            stdin = start.stdin,
+            node = %node,
+            "attach session"
+        );
+        let first = ExecInput {
+            input: Some(ExecIn::Start(start)),
+        };
+        let agent = AgentSession {
+            transport: &self.transport,
+            node: &node,
+            address: &address,
+        };
+        agent
+            .relay(first, input, |mut client, messages| async move {
+                client.attach(messages).await
             })
             .await
     }
@@ -344,6 +398,27 @@ impl PodSessions for ApiService {
         };
         Ok(Response::new(
             self.open_exec(&identity, start, input).await?,
+        ))
+    }
+
+    type AttachStream = SessionOutput<ExecOutput>;
+
+    async fn attach(
+        &self,
+        request: Request<Streaming<ExecInput>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let identity = authz::identity(&request)?;
+        let mut input = request.into_inner();
+        let start = match first(&mut input, "attach").await?.input {
+            Some(ExecIn::Start(start)) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an attach session must begin with where to attach (ExecStart)",
+                ))
+            }
+        };
+        Ok(Response::new(
+            self.open_attach(&identity, start, input).await?,
         ))
     }
 

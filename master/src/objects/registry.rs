@@ -26,6 +26,9 @@ pub enum Subresource {
     /// `exec`: a command run in a pod's container, over a WebSocket
     /// (`rest/pod_streams.rs`).
     Exec,
+    /// `attach`: a pod's container's own process, its stdio joined over a
+    /// WebSocket or SPDY (`rest/pod_streams.rs`).
+    Attach,
     /// `portforward`: TCP into a pod's network namespace, over a WebSocket.
     PortForward,
 }
@@ -40,6 +43,7 @@ impl Subresource {
             Subresource::Proxy => "proxy",
             Subresource::Eviction => "eviction",
             Subresource::Exec => "exec",
+            Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
         }
     }
@@ -52,7 +56,9 @@ impl Subresource {
             Subresource::Log => &["get"],
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
             Subresource::Eviction => &["create"],
-            Subresource::Exec | Subresource::PortForward => &["create", "get"],
+            Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
+                &["create", "get"]
+            }
         }
     }
 }
@@ -124,6 +130,7 @@ const REVIEW_VERBS: &[&str] = &["create"];
 /// The verbs of the metrics API (metrics-server's): readings are read.
 const METRICS_VERBS: &[&str] = &["get", "list"];
 const POD: &[Subresource] = &[
+    Subresource::Attach,
     Subresource::Eviction,
     Subresource::Exec,
     Subresource::Log,
@@ -559,6 +566,8 @@ mod tests {
         assert!(pods.has(Subresource::Proxy));
         assert!(pods.has(Subresource::Eviction));
         assert!(pods.has(Subresource::Exec) && pods.has(Subresource::PortForward));
+        assert!(pods.has(Subresource::Attach));
+        assert_eq!(Subresource::Attach.name(), "attach");
         assert!(!info(Kind::Deployment).has(Subresource::Exec));
         assert_eq!(Subresource::PortForward.name(), "portforward");
         assert_eq!(Subresource::Eviction.verbs(), ["create"]);

@@ -388,9 +388,9 @@ mod tests {
             ),
             (
                 json!({"resourceAttributes": {
-                    "verb": "create", "resource": "pods", "subresource": "attach",
+                    "verb": "create", "resource": "pods", "subresource": "ephemeralcontainers",
                 }}),
-                r#"skiff serves no resource "pods/attach" in the core API group"#,
+                r#"skiff serves no resource "pods/ephemeralcontainers" in the core API group"#,
             ),
             (
                 can_i("impersonate", "", "pods"),

@@ -109,6 +109,7 @@ fn subresource_kind(
         Subresource::Status | Subresource::Log => (info.group, info.version, info.kind.name()),
         Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
         Subresource::Exec => (info.group, info.version, "PodExecOptions"),
+        Subresource::Attach => (info.group, info.version, "PodAttachOptions"),
         Subresource::PortForward => (info.group, info.version, "PodPortForwardOptions"),
     }
 }
@@ -348,6 +349,9 @@ mod tests {
         assert_eq!(exec["kind"], "PodExecOptions");
         assert_eq!(exec["verbs"], json!(["create", "get"]));
         assert_eq!(entry("pods/portforward")["kind"], "PodPortForwardOptions");
+        let attach = entry("pods/attach");
+        assert_eq!(attach["kind"], "PodAttachOptions");
+        assert_eq!(attach["verbs"], json!(["create", "get"]));
         let proxy = entry("pods/proxy");
         assert_eq!(proxy["kind"], "PodProxyOptions");
         assert_eq!(
@@ -378,18 +382,27 @@ mod tests {
             .collect();
         assert_eq!(
             subresources,
-            ["eviction", "exec", "log", "portforward", "proxy", "status"]
+            [
+                "attach",
+                "eviction",
+                "exec",
+                "log",
+                "portforward",
+                "proxy",
+                "status"
+            ]
         );
         assert_eq!(
-            pods["subresources"][0]["responseKind"],
+            pods["subresources"][1]["responseKind"],
             json!({"group": "policy", "version": "v1", "kind": "Eviction"})
         );
-        // exec and portforward: create (WebSocket clients) and get.
-        assert_eq!(pods["subresources"][1]["verbs"], json!(["create", "get"]));
-        assert_eq!(pods["subresources"][2]["verbs"], json!(["get"]));
-        assert_eq!(pods["subresources"][3]["verbs"], json!(["create", "get"]));
+        // attach, exec and portforward: create (WebSocket clients) and get.
+        assert_eq!(pods["subresources"][0]["verbs"], json!(["create", "get"]));
+        assert_eq!(pods["subresources"][2]["verbs"], json!(["create", "get"]));
+        assert_eq!(pods["subresources"][3]["verbs"], json!(["get"]));
+        assert_eq!(pods["subresources"][4]["verbs"], json!(["create", "get"]));
         assert_eq!(
-            pods["subresources"][4]["responseKind"],
+            pods["subresources"][5]["responseKind"],
             json!({"group": "", "version": "v1", "kind": "PodProxyOptions"})
         );
     }

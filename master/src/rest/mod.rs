@@ -9,7 +9,7 @@
 //! their answers into Kubernetes JSON, Tables, watch streams and `Status`
 //! errors; two subresources answer something else: a pod's log as text
 //! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]);
-//! `exec` and `portforward` upgrade the connection to a WebSocket
+//! `exec`, `attach` and `portforward` upgrade the connection to a WebSocket
 //! ([`pod_streams`], [`websocket`]) or to SPDY/3.1 ([`spdy_streams`],
 //! [`spdy`]). The
 //! access reviews, never stored, are answered from the same authorization

@@ -1,14 +1,18 @@
-//! `pods/NAME/exec` and `pods/NAME/portforward` over WebSocket, as kubectl
-//! 1.30 and later, the Python client and k9s open them: a `GET` (or
-//! `POST`) with `Upgrade: websocket`, answered `101 Switching Protocols`
-//! with one of the `channel.k8s.io` subprotocols. Every WebSocket message
-//! then starts with a channel byte:
+//! `pods/NAME/exec`, `pods/NAME/attach` and `pods/NAME/portforward` over
+//! WebSocket, as kubectl 1.30 and later, the Python client and k9s open
+//! them: a `GET` (or `POST`) with `Upgrade: websocket`, answered `101
+//! Switching Protocols` with one of the `channel.k8s.io` subprotocols.
+//! Every WebSocket message then starts with a channel byte:
 //!
 //! - exec: 0 stdin, 1 stdout, 2 stderr, 3 the error channel (a `Status`:
 //!   `Success`, or `Failure` with reason `NonZeroExitCode` and the exit code
 //!   as a cause, which kubectl exits with), 4 terminal resizes (JSON
 //!   `{"Width":..,"Height":..}`); `v5.channel.k8s.io` adds 255, "close
 //!   channel N" (stdin's end of file).
+//! - attach: the same channels, joined to the container's own process
+//!   (`container`, `stdin`, `stdout`, `stderr`, `tty` in the query, no
+//!   `command`); its end is `Success` on the error channel, as the
+//!   kubelet writes it.
 //! - port-forward: for the i-th port of `ports=`, channel 2i carries its
 //!   data and 2i+1 its errors; the first message on each is the port
 //!   (16 bits, little-endian), as the kubelet sends it.
@@ -18,14 +22,14 @@
 //! answer; what fails later (an unknown container, a command that does not
 //! exist, a port nothing listens on) arrives on the error channel. The
 //! sessions themselves are the API service's ([`ApiService::open_exec`],
-//! [`ApiService::open_port_forward`]), relayed to the pod's agent.
+//! [`ApiService::open_attach`], [`ApiService::open_port_forward`]), relayed
+//! to the pod's agent.
 //!
 //! The same endpoints also answer SPDY/3.1 (`Upgrade: SPDY/3.1` with
 //! `X-Stream-Protocol-Version`: kubectl 1.29 and older), and port-forward
 //! answers the WebSocket subprotocol `SPDY/3.1+portforward.k8s.io`, SPDY
 //! tunnelled in binary messages (kubectl 1.31 and later); those sessions
-//! are [`super::spdy_streams`]'s. Not served yet: `attach`, refused with a
-//! message saying so.
+//! are [`super::spdy_streams`]'s.
 
 use std::sync::Arc;
 
@@ -48,7 +52,7 @@ use tonic::Status;
 use super::path::ResourcePath;
 use super::spdy_streams;
 use super::status::RestError;
-use super::stream_session::{exit_status, failure_status, header_words, write_frames};
+use super::stream_session::{failure_status, header_words, write_frames, CommandSession};
 use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
 use crate::api::ApiService;
 use crate::objects::registry::info;
@@ -94,7 +98,8 @@ pub(super) struct StreamRequest<'a> {
 
 /// What the upgraded connection will carry.
 enum Session {
-    Exec(ExecStart),
+    /// exec or attach, and where.
+    Command(CommandSession, ExecStart),
     PortForward(Vec<u16>),
 }
 
@@ -134,6 +139,16 @@ fn exec_start(pairs: &[(String, String)]) -> Result<ExecStart, RestError> {
             "you must specify at least 1 command",
         ));
     }
+    command_start(pairs, command)
+}
+
+/// The attach the query asks for (the container still to be chosen).
+fn attach_start(pairs: &[(String, String)]) -> Result<ExecStart, RestError> {
+    command_start(pairs, Vec::new())
+}
+
+/// The container and streams of an exec or attach, from the query.
+fn command_start(pairs: &[(String, String)], command: Vec<String>) -> Result<ExecStart, RestError> {
     let start = ExecStart {
         namespace: String::new(),
         name: String::new(),
@@ -237,7 +252,8 @@ enum Transport {
 
 /// What the upgrade asks for, or why it cannot be served.
 fn transport(headers: &HeaderMap, subresource: &str) -> Result<Transport, RestError> {
-    let exec = subresource == "exec";
+    // exec and attach speak the same stream protocols.
+    let exec = subresource != "portforward";
     if spdy_streams::is_spdy_upgrade(headers) {
         let served = if exec {
             spdy_streams::EXEC_PROTOCOLS
@@ -271,18 +287,14 @@ pub(super) async fn serve(
             &format!("pods/{}", request.subresource),
         ));
     }
-    if request.subresource == "attach" {
-        return Err(RestError::bad_request(
-            "attach is not served by skiff yet; use exec (kubectl exec -it POD -- sh)",
-        ));
-    }
     let Some(identity) = request.peer.identity.clone() else {
         return Err(RestError::unauthorized());
     };
     let pairs = query_pairs(parts.uri.query());
     let pods = info(Kind::Pod);
-    let mut exec = match request.subresource {
-        "exec" => Some(exec_start(&pairs)?),
+    let mut command = match request.subresource {
+        "exec" => Some((CommandSession::Exec, exec_start(&pairs)?)),
+        "attach" => Some((CommandSession::Attach, attach_start(&pairs)?)),
         _ => None,
     };
     let pod = request
@@ -294,11 +306,15 @@ pub(super) async fn serve(
             request.subresource,
         )
         .map_err(|s| RestError::from_grpc(&s, pods, request.name))?;
-    if let Some(start) = &mut exec {
+    if let Some((kind, start)) = &mut command {
         let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
         if matches!(phase, "Succeeded" | "Failed") {
+            let doing = match kind {
+                CommandSession::Exec => "exec into",
+                CommandSession::Attach => "attach to",
+            };
             return Err(RestError::bad_request(format!(
-                "cannot exec into a container in a completed pod; current phase is {phase}"
+                "cannot {doing} a container in a completed pod; current phase is {phase}"
             )));
         }
         start.container = super::pod_logs::choose_container(&pod, request.name, &start.container)?;
@@ -306,8 +322,8 @@ pub(super) async fn serve(
         start.name = request.name.to_owned();
     }
     let transport = transport(&parts.headers, request.subresource)?;
-    let session = match exec {
-        Some(start) => Session::Exec(start),
+    let session = match command {
+        Some((kind, start)) => Session::Command(kind, start),
         // Over SPDY the client names each connection's port in its
         // streams; `ports=` is the WebSocket channels' list.
         None => match transport {
@@ -361,10 +377,16 @@ pub(super) async fn serve(
             name: name.clone(),
         };
         match (transport, session) {
-            (Transport::Spdy { protocol }, Session::Exec(start)) => {
+            (Transport::Spdy { protocol }, Session::Command(kind, start)) => {
                 let protocol = spdy_streams::ExecProtocol::named(protocol);
-                spdy_streams::run_exec(&api, &identity, start, protocol, read, write, shutdown)
-                    .await
+                let session = spdy_streams::CommandStreams {
+                    api: &api,
+                    identity: &identity,
+                    kind,
+                    start,
+                    protocol,
+                };
+                spdy_streams::run_exec(session, read, write, shutdown).await
             }
             (Transport::Spdy { .. }, Session::PortForward(_)) => {
                 spdy_streams::run_port_forward(forward_target, read, write, shutdown).await
@@ -378,9 +400,16 @@ pub(super) async fn serve(
                 let (frames, frames_rx) = mpsc::channel(QUEUED_FRAMES);
                 let writer = tokio::spawn(write_frames(write, frames_rx));
                 match session {
-                    Session::Exec(start) => {
+                    Session::Command(kind, start) => {
                         let v5 = protocol == V5;
-                        run_exec(&api, &identity, start, v5, read, frames, shutdown).await
+                        let command = CommandChannels {
+                            api: &api,
+                            identity: &identity,
+                            kind,
+                            start,
+                            v5,
+                        };
+                        run_exec(command, read, frames, shutdown).await
                     }
                     Session::PortForward(ports) => {
                         let target = ForwardTarget {
@@ -424,22 +453,36 @@ fn exec_input(message: &[u8], v5: bool) -> Option<ExecInput> {
     Some(ExecInput { input: Some(input) })
 }
 
-/// Runs an exec on the upgraded connection: client messages become the
-/// session's input; its output, then its exit status, go back. A client
-/// that closes ends the session (and so the process).
-async fn run_exec<R: AsyncRead + Unpin>(
-    api: &Arc<ApiService>,
-    identity: &Identity,
+/// An exec or attach over WebSocket channels.
+struct CommandChannels<'a> {
+    api: &'a Arc<ApiService>,
+    identity: &'a Identity,
+    kind: CommandSession,
     start: ExecStart,
+    /// `v5.channel.k8s.io`: the client can close stdin.
     v5: bool,
+}
+
+/// Runs an exec or attach on the upgraded connection: client messages
+/// become the session's input; its output, then its final status, go
+/// back. A client that closes ends the session (and an exec's process).
+async fn run_exec<R: AsyncRead + Unpin>(
+    session: CommandChannels<'_>,
     read: R,
     frames: mpsc::Sender<Vec<u8>>,
     shutdown: CancellationToken,
 ) {
+    let CommandChannels {
+        api,
+        identity,
+        kind,
+        start,
+        v5,
+    } = session;
     let command = start.command.clone();
     let (input, input_rx) = mpsc::channel(QUEUED_FRAMES);
-    let mut output = match api
-        .open_exec(identity, start, ReceiverStream::new(input_rx))
+    let mut output = match kind
+        .open(api, identity, start, ReceiverStream::new(input_rx))
         .await
     {
         Ok(output) => output,
@@ -478,7 +521,7 @@ async fn run_exec<R: AsyncRead + Unpin>(
                 Ok(out) => match out.output {
                     Some(ExecOut::Stdout(data)) => on_channel(STDOUT, &data),
                     Some(ExecOut::Stderr(data)) => on_channel(STDERR, &data),
-                    Some(ExecOut::ExitCode(code)) => return exit_status(code, &command),
+                    Some(ExecOut::ExitCode(code)) => return kind.final_status(code, &command),
                     None => continue,
                 },
                 Err(status) => return failure_status(&status),
@@ -487,9 +530,10 @@ async fn run_exec<R: AsyncRead + Unpin>(
                 return Value::Null;
             }
         }
-        failure_status(&Status::unavailable(
-            "the exec session ended without an exit status (the agent went away?)",
-        ))
+        failure_status(&Status::unavailable(format!(
+            "the {} session ended without an exit status (the agent went away?)",
+            kind.name()
+        )))
     };
     tokio::select! {
         () = reading => {}
@@ -612,6 +656,7 @@ async fn run_port_forward<R: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::stream_session::exit_status;
     use super::*;
 
     fn pairs(query: &str) -> Vec<(String, String)> {
@@ -644,6 +689,56 @@ mod tests {
         );
         let e = exec_start(&pairs("command=ls&stdout=maybe")).unwrap_err();
         assert!(e.message.contains("stdout"), "{}", e.message);
+    }
+
+    #[test]
+    fn kubectls_attach_query_names_the_container_and_streams_and_no_command() {
+        let start = attach_start(&pairs(
+            "container=main&stdin=true&stdout=true&stderr=false&tty=true",
+        ))
+        .unwrap();
+        assert!(start.command.is_empty());
+        assert_eq!(start.container, "main");
+        assert!(start.stdin && start.stdout && !start.stderr && start.tty);
+        let e = attach_start(&pairs("container=main")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "you must specify at least 1 of stdin, stdout, stderr"
+        );
+    }
+
+    #[test]
+    fn attach_speaks_execs_stream_protocols() {
+        let spdy = headers(&[
+            ("connection", "Upgrade"),
+            ("upgrade", "SPDY/3.1"),
+            ("x-stream-protocol-version", "v4.channel.k8s.io"),
+        ]);
+        assert!(matches!(
+            transport(&spdy, "attach").unwrap(),
+            Transport::Spdy {
+                protocol: "v4.channel.k8s.io"
+            }
+        ));
+        let ws = headers(&[
+            ("upgrade", "websocket"),
+            ("connection", "Upgrade"),
+            ("sec-websocket-version", "13"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-protocol", "v5.channel.k8s.io"),
+        ]);
+        assert!(matches!(
+            transport(&ws, "attach").unwrap(),
+            Transport::Channels {
+                protocol: "v5.channel.k8s.io",
+                ..
+            }
+        ));
+        // An attach that ends is a success whatever the process's code.
+        let end = CommandSession::Attach.final_status(3, &[]);
+        assert_eq!(end["status"], "Success");
+        let exec = CommandSession::Exec.final_status(3, &["false".into()]);
+        assert_eq!(exec["reason"], "NonZeroExitCode");
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! `pods/NAME/exec` and `pods/NAME/portforward` over SPDY/3.1 ([`super::spdy`]),
-//! as kubectl 1.29 and older open them, and as kubectl 1.31 and later still
-//! open port-forwards inside a WebSocket:
+//! `pods/NAME/exec`, `pods/NAME/attach` and `pods/NAME/portforward` over
+//! SPDY/3.1 ([`super::spdy`]), as kubectl 1.29 and older open them, and as
+//! kubectl 1.31 and later still open port-forwards inside a WebSocket:
 //!
 //! - The upgrade: `Connection: Upgrade`, `Upgrade: SPDY/3.1`, and the
 //!   stream protocols the client speaks in `X-Stream-Protocol-Version`
@@ -16,6 +16,9 @@
 //!   cause, as over WebSocket; v1 to v3: the failure's message, nothing on
 //!   success), then every stream is ended and the connection said goodbye
 //!   to. The client's end of `stdin` is the process's end of file.
+//! - attach: the same streams, as the kubelet opens them for both, joined
+//!   to the container's own process; its end is a success on the error
+//!   stream (v4 a `Status`, older protocols nothing).
 //! - port-forward: each forwarded connection is a pair of streams, `data`
 //!   and `error`, with the same `port` and `requestID` headers; each pair
 //!   is one connection into the pod ([`ApiService::open_port_forward`]).
@@ -47,7 +50,7 @@ use tonic::Status;
 use super::spdy::connection::{Connection, FrameSender, IncomingStream, Streams};
 use super::spdy::frame::{HeaderBlock, CANCEL, REFUSED_STREAM};
 use super::status::RestError;
-use super::stream_session::{exit_status, failure_status, header_words, write_frames};
+use super::stream_session::{failure_status, header_words, write_frames, CommandSession};
 use super::websocket::{MessageWriter, PayloadReader};
 use crate::api::ApiService;
 
@@ -284,8 +287,8 @@ async fn pump_resizes(mut resize: IncomingStream, input: mpsc::Sender<Result<Exe
 }
 
 /// What the error stream carries for `status` (a `Status` as
-/// [`exit_status`] and [`failure_status`] make it): v4 the JSON, older
-/// protocols a failure's message and nothing on success.
+/// [`CommandSession::final_status`] and [`failure_status`] make it): v4
+/// the JSON, older protocols a failure's message and nothing on success.
 fn error_stream_bytes(status: &Value, protocol: ExecProtocol) -> Vec<u8> {
     if protocol >= ExecProtocol::V4 {
         return status.to_string().into_bytes();
@@ -308,12 +311,18 @@ async fn refuse_further_streams(streams: &mut Streams, sender: &FrameSender) {
     }
 }
 
-/// Serves an exec on a SPDY connection over `read` and `write`.
+/// An exec or attach over SPDY streams.
+pub(super) struct CommandStreams<'a> {
+    pub api: &'a Arc<ApiService>,
+    pub identity: &'a Identity,
+    pub kind: CommandSession,
+    pub start: ExecStart,
+    pub protocol: ExecProtocol,
+}
+
+/// Serves an exec or attach on a SPDY connection over `read` and `write`.
 pub(super) async fn run_exec<R, W>(
-    api: &Arc<ApiService>,
-    identity: &Identity,
-    start: ExecStart,
-    protocol: ExecProtocol,
+    session: CommandStreams<'_>,
     read: R,
     write: W,
     shutdown: CancellationToken,
@@ -321,6 +330,13 @@ pub(super) async fn run_exec<R, W>(
     R: AsyncRead + Unpin + Send + 'static,
     W: AsyncWrite + Unpin + Send + 'static,
 {
+    let CommandStreams {
+        api,
+        identity,
+        kind,
+        start,
+        protocol,
+    } = session;
     let (connection, mut streams) = Connection::start(read, write, exec_stream_check);
     let sender = connection.sender().clone();
     let expected = expected_streams(&start, protocol);
@@ -338,7 +354,8 @@ pub(super) async fn run_exec<R, W>(
         }
         Err(_) => {
             tracing::debug!(
-                "an exec client did not open its {expected} streams within {STREAM_CREATION_TIMEOUT:?}"
+                "an {} client did not open its {expected} streams within {STREAM_CREATION_TIMEOUT:?}",
+                kind.name()
             );
             drop(streams);
             drop(sender);
@@ -368,8 +385,8 @@ pub(super) async fn run_exec<R, W>(
         pumps.spawn(pump_resizes(resize, input.clone()));
     }
     drop(input);
-    let status = match api
-        .open_exec(identity, start, ReceiverStream::new(input_rx))
+    let status = match kind
+        .open(api, identity, start, ReceiverStream::new(input_rx))
         .await
     {
         Err(status) => Some(failure_status(&status)),
@@ -381,7 +398,7 @@ pub(super) async fn run_exec<R, W>(
                             Some(ExecOut::Stdout(data)) => (stdout_id, data),
                             Some(ExecOut::Stderr(data)) => (stderr_id, data),
                             Some(ExecOut::ExitCode(code)) => {
-                                return Some(exit_status(code, &command))
+                                return Some(kind.final_status(code, &command))
                             }
                             None => continue,
                         },
@@ -393,9 +410,10 @@ pub(super) async fn run_exec<R, W>(
                         }
                     }
                 }
-                Some(failure_status(&Status::unavailable(
-                    "the exec session ended without an exit status (the agent went away?)",
-                )))
+                Some(failure_status(&Status::unavailable(format!(
+                    "the {} session ended without an exit status (the agent went away?)",
+                    kind.name()
+                ))))
             };
             tokio::select! {
                 status = relaying => status,
@@ -626,6 +644,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::super::spdy::frame::{Frame, FrameEncoder, FrameReader, FLAG_FIN};
+    use super::super::stream_session::exit_status;
     use super::super::websocket::{self, OPCODE_BINARY, OPCODE_PONG};
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

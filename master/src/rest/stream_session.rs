@@ -1,16 +1,71 @@
-//! What exec and port-forward sessions share whatever carries them
+//! What exec, attach and port-forward sessions share whatever carries them
 //! (WebSocket channels in `pod_streams`, SPDY streams in `spdy_streams`):
-//! the `Status` written on the error channel or stream as the kubelet
-//! writes it, the words of a listed header, and the queued WebSocket frame
-//! writer (small frames queued together go out in one write).
+//! which of exec and attach a command stream is ([`CommandSession`]: the
+//! same streams, the same client protocol), the `Status` written on the
+//! error channel or stream as the kubelet writes it, the words of a listed
+//! header, and the queued WebSocket frame writer (small frames queued
+//! together go out in one write).
 
 use http::HeaderMap;
 use serde_json::{json, Value};
+use skiff_proto::api::{ExecInput, ExecOutput, ExecStart};
+use skiff_security::Identity;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
+use tokio_stream::Stream;
 use tonic::{Code, Status};
 
 use super::websocket;
+use crate::api::pod_sessions::SessionOutput;
+use crate::api::ApiService;
+
+/// The two sessions kubectl runs over the same streams (stdin, stdout,
+/// stderr, the error channel, resizes): exec runs a command; attach joins
+/// the container's own process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CommandSession {
+    Exec,
+    Attach,
+}
+
+impl CommandSession {
+    /// The subresource's name.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            CommandSession::Exec => "exec",
+            CommandSession::Attach => "attach",
+        }
+    }
+
+    /// Opens the session through the API service (authorization, the
+    /// session log, the relay to the agent).
+    pub(super) async fn open<S>(
+        self,
+        api: &ApiService,
+        identity: &Identity,
+        start: ExecStart,
+        input: S,
+    ) -> Result<SessionOutput<ExecOutput>, Status>
+    where
+        S: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
+    {
+        match self {
+            CommandSession::Exec => api.open_exec(identity, start, input).await,
+            CommandSession::Attach => api.open_attach(identity, start, input).await,
+        }
+    }
+
+    /// The error channel's `Status` for the session's last message: exec's
+    /// exit code as the kubelet writes it; an attach that ends is a
+    /// success, as the kubelet's (kubectl reads the container's exit code
+    /// from the pod).
+    pub(super) fn final_status(self, code: i32, command: &[String]) -> Value {
+        match self {
+            CommandSession::Exec => exit_status(code, command),
+            CommandSession::Attach => exit_status(0, command),
+        }
+    }
+}
 
 /// Header values of `name`, split at commas, trimmed.
 pub(super) fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {

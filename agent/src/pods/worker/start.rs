@@ -37,6 +37,7 @@ use crate::pods::security_context;
 use crate::pods::service_env::service_env;
 use crate::pods::status::CState;
 use crate::pods::volumes::MountError;
+use crate::runtime::container_io::StdioMode;
 use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_IMAGE_ID, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
     LABEL_RESTARTS, LABEL_STARTED_AT,
@@ -307,6 +308,11 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
         image: image.clone(),
         spec: runtime_spec,
         log_path,
+        stdio: StdioMode {
+            stdin: container.stdin,
+            stdin_once: container.stdin_once,
+            tty: container.tty,
+        },
     };
     match ctx.runtime.start(request).await {
         Ok(pid) => {
