@@ -30,6 +30,8 @@ const RENAMES: &[(&str, &str)] = &[
     ("SessionAffinityConfig.client_ip", "clientIP"),
     ("Volume.downward_api", "downwardAPI"),
     ("VolumeProjection.downward_api", "downwardAPI"),
+    ("PodSpec.host_pid", "hostPID"),
+    ("PodSpec.host_ipc", "hostIPC"),
 ];
 
 /// Kubernetes `IntOrString` fields.

@@ -13,8 +13,8 @@ use crate::node_ports::{NodePortError, NodePorts};
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
-use crate::objects::storage;
 use crate::objects::validation::{validate, ValidationError};
+use crate::objects::{pods, storage};
 use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
 use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
@@ -158,6 +158,21 @@ impl ObjectWriter {
                 storage::admit_claim(claim, default.as_deref());
             }
             (Kind::PersistentVolume, Some(Body::Generic(volume))) => storage::admit_volume(volume),
+            // Registry credentials from the pod's service account, as
+            // Kubernetes' ServiceAccount admission plugin adds them.
+            (Kind::Pod, Some(Body::Pod(pod))) => {
+                let namespace = pod
+                    .metadata
+                    .as_ref()
+                    .map(|m| m.namespace.clone())
+                    .unwrap_or_default();
+                if let Some(spec) = pod.spec.as_mut() {
+                    let name = pods::service_account(spec).to_owned();
+                    let cache = self.cluster.store.cache();
+                    let account = cache.get(Kind::ServiceAccount, &namespace, &name);
+                    pods::admit_pull_secrets(spec, account.as_deref());
+                }
+            }
             _ => {}
         }
         validate(&object)?;

@@ -6,7 +6,7 @@
 //! join it by that path, and the pod network ([`super::netlink`]) wires
 //! `eth0` inside it.
 //!
-//! Probes reach a pod's ports from inside its namespace: a short-lived
+//! Probes and lifecycle hooks reach a pod's ports from inside its namespace: a short-lived
 //! thread enters the namespace with `setns` and opens the connection there.
 //! Only ever threads the agent spawns for this, which exit afterwards, so
 //! no tokio worker changes namespace.
@@ -114,9 +114,9 @@ pub enum PortCheckError {
         #[source]
         source: std::io::Error,
     },
-    #[error("http connect to port {port}: {source}")]
+    #[error("http connect to {addr}: {source}")]
     HttpConnect {
-        port: u16,
+        addr: SocketAddr,
         #[source]
         source: std::io::Error,
     },
@@ -304,10 +304,22 @@ pub async fn http_get(
     headers: Vec<(String, String)>,
     timeout: Duration,
 ) -> Result<u16, PortCheckError> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    http_get_to(netns, addr, path, headers, timeout).await
+}
+
+/// An HTTP GET to `addr` from inside the namespace at `netns` (a
+/// lifecycle hook's host, or the pod's loopback); returns the status code.
+pub async fn http_get_to(
+    netns: PathBuf,
+    addr: SocketAddr,
+    path: String,
+    headers: Vec<(String, String)>,
+    timeout: Duration,
+) -> Result<u16, PortCheckError> {
     run_in(netns, move || -> Result<u16, PortCheckError> {
-        let mut stream =
-            TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
-                .map_err(|source| PortCheckError::HttpConnect { port, source })?;
+        let mut stream = TcpStream::connect_timeout(&addr, timeout)
+            .map_err(|source| PortCheckError::HttpConnect { addr, source })?;
         stream
             .set_read_timeout(Some(timeout))
             .map_err(PortCheckError::HttpTimeout)?;
@@ -316,7 +328,7 @@ pub async fn http_get(
             .map_err(PortCheckError::HttpTimeout)?;
         let path = if path.is_empty() { "/".to_string() } else { path };
         let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: skiff-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
+            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: skiff-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
         );
         for (n, v) in headers {
             request.push_str(&format!("{n}: {v}\r\n"));

@@ -11,6 +11,10 @@
 //! container-io/<container-id>/{stdin,stdout,stderr,io.json} a stdin/tty container's own stdio
 //! ```
 //!
+//! A pod in the host's network gets the node's names instead of its own:
+//! the node's hostname and a copy of its `/etc/hosts` ([`NodeNames`]), as
+//! the kubelet gives it.
+//!
 //! The cached specs let a restarted agent keep applying restart policies
 //! while no master is reachable. Of a container's logs the two newest runs
 //! are kept, what `logs` and `logs -p` read ([`stale_logs`]); each is
@@ -30,6 +34,32 @@ pub struct PodLayout {
 
 /// Largest a container log grows before it is rotated.
 pub const LOG_MAX_BYTES: u64 = 10 << 20;
+
+/// The node's own names, which a pod in the host's network shares: its
+/// hostname (the node's UTS namespace) and its `/etc/hosts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNames {
+    pub hostname: String,
+    pub hosts: String,
+}
+
+impl NodeNames {
+    /// This machine's: `gethostname`, and `/etc/hosts` (loopback lines
+    /// alone when it cannot be read).
+    pub fn read() -> NodeNames {
+        let hostname = nix::unistd::gethostname()
+            .map(|h| h.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read the node's /etc/hosts");
+            String::from(LOOPBACK_HOSTS)
+        });
+        NodeNames { hostname, hosts }
+    }
+}
+
+/// The loopback lines every pod's `/etc/hosts` starts with.
+const LOOPBACK_HOSTS: &str = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
 
 fn meta(pod: &v1::Pod) -> v1::ObjectMeta {
     pod.metadata.clone().unwrap_or_default()
@@ -145,22 +175,31 @@ impl PodLayout {
     /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (with
     /// `resolv_conf` in it) for the pod; `/etc/hosts` names the pod as the
     /// kubelet's does, by its host name and, with a subdomain, its FQDN.
+    /// A pod in the host's network gets the `node`'s names instead.
     pub async fn write_etc_files(
         &self,
         pod: &v1::Pod,
         resolv_conf: &str,
+        node: Option<&NodeNames>,
     ) -> std::io::Result<Vec<(String, String)>> {
         let dir = self.pod_dir(pod).join("etc");
         tokio::fs::create_dir_all(&dir).await?;
-        let (hostname, domain) = pod_hostname(pod);
-        let ip = pod.status.as_ref().map(|s| s.pod_ip.as_str()).unwrap_or("");
-        let ip = if ip.is_empty() { "127.0.1.1" } else { ip };
-        let mut hosts =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
-        match domain {
-            Some(domain) => hosts.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n")),
-            None => hosts.push_str(&format!("{ip}\t{hostname}\n")),
-        }
+        let (hostname, hosts) = match node {
+            Some(node) => (node.hostname.clone(), node.hosts.clone()),
+            None => {
+                let (hostname, domain) = pod_hostname(pod);
+                let ip = pod.status.as_ref().map(|s| s.pod_ip.as_str()).unwrap_or("");
+                let ip = if ip.is_empty() { "127.0.1.1" } else { ip };
+                let mut hosts = String::from(LOOPBACK_HOSTS);
+                match domain {
+                    Some(domain) => {
+                        hosts.push_str(&format!("{ip}\t{hostname}.{domain}\t{hostname}\n"))
+                    }
+                    None => hosts.push_str(&format!("{ip}\t{hostname}\n")),
+                }
+                (hostname, hosts)
+            }
+        };
         let files = [
             ("hosts", hosts),
             ("hostname", format!("{hostname}\n")),
@@ -303,7 +342,7 @@ mod tests {
             ..Default::default()
         });
         let files = layout
-            .write_etc_files(&p, "nameserver 10.43.0.10\n")
+            .write_etc_files(&p, "nameserver 10.43.0.10\n", None)
             .await
             .unwrap();
         let read = |name: &str| {
@@ -318,6 +357,23 @@ mod tests {
         );
         assert_eq!(read("hostname"), "db-0\n");
         assert_eq!(read("resolv.conf"), "nameserver 10.43.0.10\n");
+
+        // In the host's network: the node's names.
+        let node = NodeNames {
+            hostname: "pi-1".into(),
+            hosts: "127.0.0.1\tlocalhost\n192.168.1.20\tpi-1\n".into(),
+        };
+        let files = layout
+            .write_etc_files(&p, "nameserver 10.43.0.10\n", Some(&node))
+            .await
+            .unwrap();
+        let read = |name: &str| {
+            let path = format!("/etc/{name}");
+            let (_, file) = files.iter().find(|(inside, _)| *inside == path).unwrap();
+            std::fs::read_to_string(file).unwrap()
+        };
+        assert_eq!(read("hosts"), node.hosts);
+        assert_eq!(read("hostname"), "pi-1\n");
     }
 
     #[tokio::test]

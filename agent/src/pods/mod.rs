@@ -9,8 +9,8 @@
 //! every 30 s. Workers reach containerd through
 //! [`crate::runtime::ContainerRuntime`], the kernel side of a pod through
 //! [`sandbox::PodSandbox`], and the ConfigMaps and Secrets of its
-//! environment ([`env`]) and volumes ([`volumes`]) through
-//! [`crate::master_link::ConfigSource`]. The images the pods name are what
+//! environment ([`env`]), volumes ([`volumes`]) and image pulls
+//! ([`pull_secrets`]) through [`crate::master_link::ConfigSource`]. The images the pods name are what
 //! image garbage collection must keep ([`wanted_images`]). What a pod's
 //! containers find Services by, its resolv.conf ([`dns_policy`]) and its
 //! Service variables ([`service_env`]), comes from this node's cluster DNS
@@ -22,8 +22,10 @@ pub mod downward_api;
 pub mod env;
 pub mod layout;
 pub mod leftovers;
+pub mod lifecycle_hooks;
 pub mod pod_config;
 pub mod probes;
+pub mod pull_secrets;
 pub mod sandbox;
 pub mod security_context;
 pub mod service_env;

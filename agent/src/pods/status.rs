@@ -71,6 +71,12 @@ pub struct ContainerView {
     /// Terminated now but restarting under the restart policy.
     pub will_restart: bool,
     pub ever_started: bool,
+    /// The kubelet's `started`: running, its postStart hook done and its
+    /// startup probe passed.
+    pub started: bool,
+    /// Some run of it has `started`: what a sidecar must have done before
+    /// the next init container runs.
+    pub started_up: bool,
 }
 
 fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
@@ -110,11 +116,11 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
 }
 
 /// Whether an init container has done its part: succeeded, or (a sidecar)
-/// started.
+/// started (its postStart hook done, its startup probe passed).
 fn init_done(v: &ContainerView) -> bool {
     match v.role {
         Role::Init => matches!(v.state, CState::Terminated { code: 0, .. }),
-        Role::Sidecar => v.ever_started,
+        Role::Sidecar => v.started_up,
         Role::App => true,
     }
 }
@@ -275,7 +281,7 @@ pub fn pod_status(
                 } else {
                     String::new()
                 },
-                started: Some(matches!(v.state, CState::Running { .. })),
+                started: Some(v.started && matches!(v.state, CState::Running { .. })),
             })
             .collect()
     };
@@ -332,6 +338,8 @@ mod tests {
             restarts: 0,
             will_restart,
             ever_started: true,
+            started: false,
+            started_up: true,
         }
     }
 
@@ -361,11 +369,14 @@ mod tests {
     /// A container `name` of `role` in `state`, ever started unless it waits.
     fn of(name: &str, role: Role, state: CState, will_restart: bool) -> ContainerView {
         let ever_started = !matches!(state, CState::Waiting { .. }) || will_restart;
+        let running = matches!(state, CState::Running { .. });
         ContainerView {
             name: name.into(),
             role,
             ever_started,
-            ready: matches!(state, CState::Running { .. }),
+            started: running,
+            started_up: ever_started,
+            ready: running,
             ..view(state, will_restart)
         }
     }
@@ -490,6 +501,32 @@ mod tests {
             s.conditions[3].message,
             "containers with unready status: [proxy]"
         );
+    }
+
+    #[test]
+    fn a_sidecar_counts_once_started_and_started_is_shown() {
+        let pod = v1::Pod::default();
+        // Running, its startup probe not passed yet: not started.
+        let mut proxy = of("proxy", Role::Sidecar, running(), false);
+        proxy.started = false;
+        proxy.started_up = false;
+        proxy.ready = false;
+        let app = of("app", Role::App, waiting("PodInitializing"), false);
+        let views = [proxy.clone(), app.clone()];
+        assert_eq!(incomplete_inits(&views), ["proxy"]);
+        let s = pod_status(&pod, &views, "10.0.0.1", "", "t0", None);
+        assert_eq!(s.init_container_statuses[0].started, Some(false));
+        assert_eq!(s.phase, "Pending");
+        // Started: the init step is done, and shown.
+        proxy.started = true;
+        proxy.started_up = true;
+        let views = [proxy.clone(), app];
+        assert!(incomplete_inits(&views).is_empty());
+        let s = pod_status(&pod, &views, "10.0.0.1", "", "t0", None);
+        assert_eq!(s.init_container_statuses[0].started, Some(true));
+        // Restarted since, and not started again yet: still done.
+        proxy.started = false;
+        assert!(incomplete_inits(&[proxy]).is_empty());
     }
 
     #[test]

@@ -30,6 +30,7 @@ use prost::Message;
 use tokio::sync::mpsc;
 
 use super::container_io::{ContainerIo, StdioMode};
+use super::docker_config::PullKeyring;
 use super::image_accounts::ImageAccounts;
 use super::images::{ImageInventory, ImageRecord, ImageStore, PullPolicy};
 use super::oci::ImageInfo;
@@ -96,11 +97,13 @@ pub struct ExitInfo {
 
 /// The operations pod workers need from a container runtime.
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// The image, pulled as `policy` says and unpacked.
+    /// The image, pulled as `policy` says (with the credentials `keyring`,
+    /// the pod's pull Secrets, has for its registry) and unpacked.
     fn ensure_image(
         &self,
         image: &str,
         policy: PullPolicy,
+        keyring: &PullKeyring,
     ) -> impl std::future::Future<Output = Result<ImageInfo>> + Send;
     /// Whether the image is on the node already (so that `IfNotPresent`
     /// will not pull it).
@@ -128,7 +131,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn list(&self) -> impl std::future::Future<Output = Result<Vec<ContainerRecord>>> + Send;
     /// Removes the task (killing it if needed), the container and its snapshot.
     fn remove(&self, id: &str) -> impl std::future::Future<Output = Result<()>> + Send;
-    /// Runs `args` inside the container; returns the exit code, or an
+    /// Runs `args` inside the container as its own process runs (user,
+    /// environment, working directory); returns the exit code, or an
     /// error if it did not finish within `timeout`.
     fn exec(
         &self,
@@ -185,6 +189,26 @@ impl Runtime {
             images,
             io: Arc::new(ContainerIo::new(io_dir)),
         }
+    }
+
+    /// The OCI spec container `container_id` was created with (null when
+    /// it has none).
+    pub(super) async fn container_spec(&self, container_id: &str) -> Result<serde_json::Value> {
+        let c = &self.containerd;
+        let container = c
+            .containers()
+            .get(c.request(GetContainerRequest {
+                id: container_id.to_string(),
+            }))
+            .await
+            .map_err(call("containers.get"))?
+            .into_inner()
+            .container;
+        let spec = container
+            .and_then(|c| c.spec)
+            .map(|any| serde_json::from_slice(&any.value).unwrap_or(serde_json::Value::Null))
+            .unwrap_or(serde_json::Value::Null);
+        Ok(spec)
     }
 
     pub fn images(&self) -> &Arc<ImageStore> {
@@ -410,8 +434,13 @@ impl ImageInventory for Runtime {
 }
 
 impl ContainerRuntime for Runtime {
-    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
-        self.images.ensure(image, policy).await
+    async fn ensure_image(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        keyring: &PullKeyring,
+    ) -> Result<ImageInfo> {
+        self.images.ensure(image, policy, keyring).await
     }
 
     async fn image_present(&self, image: &str) -> Result<bool> {
@@ -622,13 +651,10 @@ impl ContainerRuntime for Runtime {
     async fn exec(&self, id: &str, args: Vec<String>, timeout: Duration) -> Result<u32> {
         let c = &self.containerd;
         let exec_id = format!("probe-{:08x}", rand::random::<u32>());
-        let process = serde_json::json!({
-            "terminal": false,
-            "user": {"uid": 0, "gid": 0},
-            "args": args,
-            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-            "cwd": "/",
-        });
+        // As the container's own process runs (user, environment, working
+        // directory, capabilities), with these arguments: what the kubelet
+        // gives exec probes and hooks.
+        let process = super::spec::exec_process(&self.container_spec(id).await?, &args, false);
         c.tasks()
             .exec(c.request(ExecProcessRequest {
                 container_id: id.to_string(),

@@ -21,8 +21,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use containerd_client::services::v1::{
-    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, GetContainerRequest, KillRequest,
-    ResizePtyRequest, StartRequest as TaskStartRequest, WaitRequest,
+    CloseIoRequest, DeleteProcessRequest, ExecProcessRequest, KillRequest, ResizePtyRequest,
+    StartRequest as TaskStartRequest, WaitRequest,
 };
 use tokio::net::unix::pipe;
 
@@ -137,25 +137,9 @@ pub trait ExecRuntime: Send + Sync + 'static {
 }
 
 /// The process spec of an exec: the container's own `process` with `args`
-/// and `terminal` replaced.
+/// and `terminal` replaced ([`super::spec::exec_process`]).
 pub fn exec_process(container_spec: &serde_json::Value, spec: &ExecSpec) -> serde_json::Value {
-    let mut process = container_spec
-        .get("process")
-        .cloned()
-        .filter(serde_json::Value::is_object)
-        .unwrap_or_else(|| {
-            serde_json::json!({
-                "user": {"uid": 0, "gid": 0},
-                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
-                "cwd": "/",
-            })
-        });
-    if let Some(p) = process.as_object_mut() {
-        p.insert("args".into(), serde_json::json!(spec.args));
-        p.insert("terminal".into(), serde_json::json!(spec.tty));
-        p.remove("consoleSize");
-    }
-    process
+    super::spec::exec_process(container_spec, &spec.args, spec.tty)
 }
 
 fn make_fifo(path: &Path) -> Result<()> {
@@ -185,24 +169,6 @@ fn output_fifo(path: &Path, holders: &mut Vec<pipe::Sender>) -> Result<ExecReade
 }
 
 impl Runtime {
-    async fn container_spec(&self, container_id: &str) -> Result<serde_json::Value> {
-        let c = self.containerd();
-        let container = c
-            .containers()
-            .get(c.request(GetContainerRequest {
-                id: container_id.to_string(),
-            }))
-            .await
-            .map_err(call("containers.get"))?
-            .into_inner()
-            .container;
-        let spec = container
-            .and_then(|c| c.spec)
-            .map(|any| serde_json::from_slice(&any.value).unwrap_or(serde_json::Value::Null))
-            .unwrap_or(serde_json::Value::Null);
-        Ok(spec)
-    }
-
     /// Creates the FIFOs and registers the process with containerd.
     async fn exec_create(
         &self,

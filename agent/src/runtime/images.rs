@@ -29,6 +29,7 @@ use containerd_client::services::v1::{
 use containerd_client::types::{Descriptor, Mount};
 
 use super::content::{sha256_digest, BlobStream};
+use super::docker_config::PullKeyring;
 use super::oci::{
     choose_platform, platform_arch, BlobSource, ImageConfigFile, ImageInfo, ManifestOrIndex,
     OciDescriptor,
@@ -167,8 +168,15 @@ impl ImageStore {
         &self.containerd
     }
 
-    /// The image a container needs, pulled as `policy` says and unpacked.
-    pub async fn ensure(&self, image: &str, policy: PullPolicy) -> Result<ImageInfo> {
+    /// The image a container needs, pulled as `policy` says (with the
+    /// credentials `keyring` has for its registry, else those of
+    /// `registries.yaml`) and unpacked.
+    pub async fn ensure(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        keyring: &PullKeyring,
+    ) -> Result<ImageInfo> {
         let name = normalize(image)?;
         let lock = {
             let mut pulls = self.pulls.lock().await;
@@ -185,7 +193,7 @@ impl ImageStore {
                 self.prepare(&name, &target).await
             }
             (PullPolicy::Always, _) | (PullPolicy::IfNotPresent, None) => {
-                let pulled = self.registries.fetch_manifest(&name).await?;
+                let pulled = self.registries.fetch_manifest(&name, keyring).await?;
                 let target = self
                     .store(
                         std::slice::from_ref(&name),

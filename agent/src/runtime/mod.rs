@@ -15,6 +15,7 @@
 pub mod container_io;
 pub mod containers;
 pub mod content;
+pub mod docker_config;
 pub mod exec;
 pub mod host_devices;
 pub mod image_accounts;

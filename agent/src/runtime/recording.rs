@@ -2,8 +2,9 @@
 //! unit-testing the pod workers, the leftover sweep and image garbage
 //! collection: containers and stored images live in maps, every call is
 //! recorded (and the spec of each container's last start kept), tests make
-//! containers exit, image pulls or starts can be made to fail, and images
-//! given a `USER` and accounts. Passed in explicitly where the real
+//! containers exit, image pulls or starts can be made to fail, images
+//! given a `USER` and accounts, and execs (probes, hooks) scripted with
+//! an exit code and a duration. Passed in explicitly where the real
 //! runtime would be.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,9 +16,11 @@ use containerd_client::types::Descriptor;
 use super::containers::{
     ContainerRecord, ContainerRuntime, StartRequest, TaskState, LABEL_RESTARTS,
 };
+use super::docker_config::PullKeyring;
 use super::image_accounts::ImageAccounts;
 use super::images::{ImageInventory, ImageRecord, PullPolicy};
 use super::oci::{ImageInfo, RunConfig};
+use super::reference::ImageRef;
 use super::{Error, Result};
 
 /// One call made to the runtime.
@@ -55,6 +58,16 @@ struct Inner {
     image_user: Option<String>,
     /// The `/etc/passwd` and `/etc/group` of every image.
     accounts: ImageAccounts,
+    /// Each exec's container and command, in order.
+    execs: Vec<(String, Vec<String>)>,
+    /// What an exec of a command (its arguments joined by spaces) does:
+    /// its exit code, after how long; others exit with `exec_exit` at once.
+    scripted_execs: BTreeMap<String, (u32, Duration)>,
+    exec_exit: u32,
+    /// Images a registry serves only with these user and password.
+    private_images: BTreeMap<String, (String, String)>,
+    /// Each pull's image and the user name it was made with.
+    pulls: Vec<(String, Option<String>)>,
 }
 
 /// The fake runtime.
@@ -176,6 +189,38 @@ impl RecordingRuntime {
         self.lock().failing_starts = n;
     }
 
+    /// Pulls of `image` succeed only with `user` and `password` from the
+    /// pod's pull Secrets, and fail as a registry's 401 otherwise.
+    pub fn require_credentials(&self, image: &str, user: &str, password: &str) {
+        self.lock()
+            .private_images
+            .insert(image.to_string(), (user.to_string(), password.to_string()));
+    }
+
+    /// Each pull so far: the image and the user name of the credentials
+    /// the pod's pull Secrets gave it.
+    pub fn pulls(&self) -> Vec<(String, Option<String>)> {
+        self.lock().pulls.clone()
+    }
+
+    /// From now on, execs exit with `code` unless scripted otherwise.
+    pub fn set_exec_exit(&self, code: u32) {
+        self.lock().exec_exit = code;
+    }
+
+    /// From now on, an exec of `command` (its arguments joined by spaces)
+    /// takes `after`, then exits with `code`.
+    pub fn script_exec(&self, command: &str, code: u32, after: Duration) {
+        self.lock()
+            .scripted_execs
+            .insert(command.to_string(), (code, after));
+    }
+
+    /// Each exec so far: the container and the command.
+    pub fn exec_commands(&self) -> Vec<(String, Vec<String>)> {
+        self.lock().execs.clone()
+    }
+
     /// From now on, images say they run as `user` (their `USER`).
     pub fn set_image_user(&self, user: &str) {
         self.lock().image_user = Some(user.to_string());
@@ -191,9 +236,34 @@ impl RecordingRuntime {
 }
 
 impl ContainerRuntime for RecordingRuntime {
-    async fn ensure_image(&self, image: &str, _policy: PullPolicy) -> Result<ImageInfo> {
+    async fn ensure_image(
+        &self,
+        image: &str,
+        _policy: PullPolicy,
+        keyring: &PullKeyring,
+    ) -> Result<ImageInfo> {
         let mut inner = self.lock();
         inner.calls.push(Call::EnsureImage(image.to_string()));
+        let credentials = ImageRef::parse(image)
+            .ok()
+            .and_then(|r| keyring.lookup(&r.registry, &r.repository).cloned());
+        let user = credentials.as_ref().map(|c| c.username.clone());
+        inner.pulls.push((image.to_string(), user));
+        if let Some((user, password)) = inner.private_images.get(image) {
+            let accepted = credentials
+                .as_ref()
+                .is_some_and(|c| &c.username == user && &c.password == password);
+            if !accepted {
+                let hint = match &credentials {
+                    Some(c) => format!("refused with the credentials from {}", c.origin),
+                    None => "no credentials for this registry".to_string(),
+                };
+                return Err(Error::Image {
+                    image: image.to_string(),
+                    message: format!("401 Unauthorized ({hint})"),
+                });
+            }
+        }
         if inner.missing_images.contains(image) {
             return Err(Error::Image {
                 image: image.to_string(),
@@ -293,9 +363,26 @@ impl ContainerRuntime for RecordingRuntime {
         Ok(())
     }
 
-    async fn exec(&self, id: &str, _args: Vec<String>, _timeout: Duration) -> Result<u32> {
-        self.lock().calls.push(Call::Exec(id.to_string()));
-        Ok(0)
+    async fn exec(&self, id: &str, args: Vec<String>, timeout: Duration) -> Result<u32> {
+        let (code, after) = {
+            let mut inner = self.lock();
+            inner.calls.push(Call::Exec(id.to_string()));
+            inner.execs.push((id.to_string(), args.clone()));
+            let default = (inner.exec_exit, Duration::ZERO);
+            let scripted = inner.scripted_execs.get(&args.join(" ")).copied();
+            scripted.unwrap_or(default)
+        };
+        if after > timeout {
+            tokio::time::sleep(timeout).await;
+            return Err(Error::Timeout {
+                what: format!("exec in {id}"),
+                after: timeout,
+            });
+        }
+        if !after.is_zero() {
+            tokio::time::sleep(after).await;
+        }
+        Ok(code)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Pulling from OCI and Docker registries. The agent's registry config
 //! (`registries.yaml`, in the manner of k3s) gives credentials per registry
 //! host and marks hosts that speak plain HTTP, such as a registry on
-//! loopback. A multi-arch index resolves to this node's platform; a
+//! loopback; a pull's own credentials, from the pod's image pull Secrets
+//! ([`super::docker_config::PullKeyring`]), take precedence over them. A multi-arch index resolves to this node's platform; a
 //! manifest named by digest is checked against it; every blob is streamed
 //! into containerd's content store, which verifies it. The HTTP side is
 //! skiff's own distribution client (`registry_client`).
@@ -12,12 +13,13 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::content::{sha256_digest, BlobStream};
+use super::docker_config::PullKeyring;
 use super::oci::{
     choose_platform, platform_arch, BlobSource, ManifestOrIndex, OciDescriptor, MEDIA_DOCKER_LIST,
     MEDIA_DOCKER_MANIFEST, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST,
 };
 use super::reference::ImageRef;
-use super::registry_auth::Credentials;
+use super::registry_auth::{CredentialOrigin, Credentials};
 use super::registry_client::{api_host, RegistryClient, RegistryError, Repository};
 use super::{Error, Result};
 
@@ -91,17 +93,23 @@ impl Registries {
 
     /// Where `image`'s repository is and how to reach it: the settings
     /// under the registry's name (`docker.io`), else under the host its
-    /// API is on (`registry-1.docker.io`).
-    fn repository(&self, image: &ImageRef) -> Repository {
+    /// API is on (`registry-1.docker.io`); the credentials `keyring` has
+    /// for it, else those settings'.
+    fn repository(&self, image: &ImageRef, keyring: &PullKeyring) -> Repository {
         let host = self
             .file
             .configs
             .get(&image.registry)
             .or_else(|| self.file.configs.get(api_host(&image.registry)));
-        let credentials = host.and_then(|h| h.auth.as_ref()).map(|a| Credentials {
+        let configured = host.and_then(|h| h.auth.as_ref()).map(|a| Credentials {
             username: a.username.clone(),
             password: a.password.clone(),
+            origin: CredentialOrigin::RegistriesFile,
         });
+        let credentials = keyring
+            .lookup(&image.registry, &image.repository)
+            .cloned()
+            .or(configured);
         Repository::new(
             &image.registry,
             &image.repository,
@@ -111,13 +119,19 @@ impl Registries {
     }
 
     /// Fetches the manifest of `name` (already normalised) for this
-    /// node's platform; its blobs are read from the returned source.
-    pub async fn fetch_manifest(&self, name: &str) -> Result<PulledManifest<'_>> {
+    /// node's platform, with the credentials `keyring` has for its
+    /// registry (else `registries.yaml`'s); its blobs are read from the
+    /// returned source.
+    pub async fn fetch_manifest(
+        &self,
+        name: &str,
+        keyring: &PullKeyring,
+    ) -> Result<PulledManifest<'_>> {
         let image = ImageRef::parse(name).map_err(|source| Error::Reference {
             image: name.to_string(),
             source,
         })?;
-        let repository = self.repository(&image);
+        let repository = self.repository(&image, keyring);
         let failed = |source: RegistryError| Error::Registry {
             image: name.to_string(),
             source: Box::new(source),
@@ -262,14 +276,15 @@ mod tests {
         )
         .unwrap();
         let registries = Registries::new(file);
-        let hub = registries.repository(&ImageRef::parse("busybox").unwrap());
+        let none = PullKeyring::empty();
+        let hub = registries.repository(&ImageRef::parse("busybox").unwrap(), &none);
         assert_eq!(
             hub.manifest_url("latest"),
             "https://registry-1.docker.io/v2/library/busybox/manifests/latest"
         );
         assert!(format!("{hub:?}").contains("hub-user"), "{hub:?}");
         assert!(!format!("{hub:?}").contains("\"p\""), "{hub:?}");
-        let local = registries.repository(&ImageRef::parse("127.0.0.1:5000/app:1").unwrap());
+        let local = registries.repository(&ImageRef::parse("127.0.0.1:5000/app:1").unwrap(), &none);
         assert_eq!(
             local.manifest_url("1"),
             "http://127.0.0.1:5000/v2/app/manifests/1"
@@ -278,10 +293,30 @@ mod tests {
             format!("{local:?}").contains("credentials: None"),
             "{local:?}"
         );
-        let other = registries.repository(&ImageRef::parse("ghcr.io/o/app").unwrap());
+        let other = registries.repository(&ImageRef::parse("ghcr.io/o/app").unwrap(), &none);
         assert_eq!(
             other.blob_url("sha256:ab"),
             "https://ghcr.io/v2/o/app/blobs/sha256:ab"
+        );
+
+        // A pod's pull secret takes precedence over registries.yaml, and
+        // applies where registries.yaml has nothing; the host's settings
+        // (plain HTTP) stay.
+        let mut keyring = PullKeyring::empty();
+        let config = br#"{"auths": {"docker.io": {"username": "pod-user", "password": "x"},
+                                     "127.0.0.1:5000": {"username": "local", "password": "y"}}}"#;
+        let data = [(".dockerconfigjson".to_owned(), config.to_vec())].into();
+        keyring.add_secret("regcred", &data).unwrap();
+        let hub = registries.repository(&ImageRef::parse("busybox").unwrap(), &keyring);
+        assert!(format!("{hub:?}").contains("pod-user"), "{hub:?}");
+        assert!(!format!("{hub:?}").contains("hub-user"), "{hub:?}");
+        let local =
+            registries.repository(&ImageRef::parse("127.0.0.1:5000/app:1").unwrap(), &keyring);
+        assert!(format!("{local:?}").contains("local"), "{local:?}");
+        assert!(format!("{local:?}").contains("regcred"), "{local:?}");
+        assert_eq!(
+            local.manifest_url("1"),
+            "http://127.0.0.1:5000/v2/app/manifests/1"
         );
     }
 

@@ -7,8 +7,9 @@
 //! `Authorization: Bearer` until it expires. This module parses the
 //! challenges and the token service's answer and keeps what was learned
 //! ([`AuthCache`]): which registries want Basic credentials, and a token per
-//! repository until its `expires_in`. The HTTP exchanges themselves are in
-//! `registry_client`.
+//! repository and credentials until its `expires_in` (a token fetched with
+//! one pod's pull secret is never sent for a pull without it). The HTTP
+//! exchanges themselves are in `registry_client`.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -24,11 +25,30 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
 /// so a request does not carry one that runs out on the way.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 
-/// A registry user and password (`registries.yaml`'s `auth`).
+/// A registry user and password, and where they come from.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
     pub username: String,
     pub password: String,
+    pub origin: CredentialOrigin,
+}
+
+/// Where a pull's credentials come from, as refusals name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialOrigin {
+    /// The agent's `registries.yaml` (`auth`).
+    RegistriesFile,
+    /// A pod's image pull Secret, by name.
+    PullSecret(String),
+}
+
+impl std::fmt::Display for CredentialOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CredentialOrigin::RegistriesFile => f.write_str("registries.yaml"),
+            CredentialOrigin::PullSecret(name) => write!(f, "imagePullSecret {name:?}"),
+        }
+    }
 }
 
 impl std::fmt::Debug for Credentials {
@@ -36,11 +56,24 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("username", &self.username)
             .field("password", &"<redacted>")
+            .field("origin", &self.origin)
             .finish()
     }
 }
 
 impl Credentials {
+    /// A digest of the user and password: what a cached token is kept
+    /// under, so that it goes only with the credentials it was fetched
+    /// with (the password itself is not kept twice).
+    fn fingerprint(&self) -> String {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.username.as_bytes());
+        hasher.update([0u8]);
+        hasher.update(self.password.as_bytes());
+        format!("{:x}", hasher.finalize())
+    }
+
     /// `Basic base64(user:password)`, marked sensitive (never logged).
     pub fn basic_header(&self) -> Option<HeaderValue> {
         let pair = format!("{}:{}", self.username, self.password);
@@ -281,17 +314,28 @@ struct CachedToken {
 
 /// What this agent has learned about registries' authentication: the
 /// registries (by base URL) that want Basic credentials, and a token per
-/// (registry, repository) until shortly before it expires.
+/// (registry, repository, credentials) until shortly before it expires.
 #[derive(Debug, Default)]
 pub struct AuthCache {
     basic: HashSet<String>,
-    tokens: HashMap<(String, String), CachedToken>,
+    tokens: HashMap<TokenKey, CachedToken>,
+}
+
+/// Registry base URL, repository, and the credentials' fingerprint (empty
+/// for anonymous).
+type TokenKey = (String, String, String);
+
+fn token_key(base: &str, repository: &str, credentials: Option<&Credentials>) -> TokenKey {
+    let who = credentials
+        .map(Credentials::fingerprint)
+        .unwrap_or_default();
+    (base.to_owned(), repository.to_owned(), who)
 }
 
 impl AuthCache {
-    /// The `Authorization` to send to `base` for `repository` at `now`: a
-    /// live token, else Basic credentials to a registry known to want
-    /// them, else none.
+    /// The `Authorization` to send to `base` for `repository` with
+    /// `credentials` at `now`: a live token fetched with them, else Basic
+    /// credentials to a registry known to want them, else none.
     pub fn authorization(
         &mut self,
         base: &str,
@@ -299,7 +343,7 @@ impl AuthCache {
         credentials: Option<&Credentials>,
         now: Instant,
     ) -> Option<HeaderValue> {
-        let key = (base.to_owned(), repository.to_owned());
+        let key = token_key(base, repository, credentials);
         match self.tokens.get(&key) {
             Some(cached) if cached.until > now => return Some(cached.authorization.clone()),
             Some(_) => {
@@ -313,16 +357,24 @@ impl AuthCache {
         None
     }
 
-    /// Keeps `token` for `base` and `repository`; expired tokens of other
-    /// repositories are dropped on the way.
-    pub fn store_token(&mut self, base: &str, repository: &str, token: &BearerToken, now: Instant) {
+    /// Keeps `token`, fetched with `credentials`, for `base` and
+    /// `repository`; expired tokens of other repositories are dropped on
+    /// the way.
+    pub fn store_token(
+        &mut self,
+        base: &str,
+        repository: &str,
+        credentials: Option<&Credentials>,
+        token: &BearerToken,
+        now: Instant,
+    ) {
         self.tokens.retain(|_, cached| cached.until > now);
         let Some(authorization) = sensitive(&format!("Bearer {}", token.token)) else {
             return;
         };
         let margin = EXPIRY_MARGIN.min(token.lifetime / 2);
         self.tokens.insert(
-            (base.to_owned(), repository.to_owned()),
+            token_key(base, repository, credentials),
             CachedToken {
                 authorization,
                 until: now + token.lifetime - margin,
@@ -460,6 +512,7 @@ mod tests {
         let creds = Credentials {
             username: "u".into(),
             password: "p".into(),
+            origin: CredentialOrigin::RegistriesFile,
         };
         assert_eq!(
             cache.authorization("https://r", "a", Some(&creds), now),
@@ -469,7 +522,7 @@ mod tests {
             token: "t1".into(),
             lifetime: Duration::from_secs(300),
         };
-        cache.store_token("https://r", "a", &token, now);
+        cache.store_token("https://r", "a", None, &token, now);
         let header = cache.authorization("https://r", "a", None, now).unwrap();
         assert_eq!(header.to_str().unwrap(), "Bearer t1");
         assert!(header.is_sensitive());
@@ -484,7 +537,7 @@ mod tests {
             token: "t2".into(),
             lifetime: Duration::from_secs(4),
         };
-        cache.store_token("https://r", "a", &short, now);
+        cache.store_token("https://r", "a", None, &short, now);
         assert!(cache
             .authorization("https://r", "a", None, now + Duration::from_secs(1))
             .is_some());
@@ -499,5 +552,26 @@ mod tests {
         assert_eq!(basic.to_str().unwrap(), "Basic dTpw");
         assert_eq!(cache.authorization("http://h:5000", "x", None, now), None);
         assert!(!format!("{creds:?}").contains("\"p\""), "{creds:?}");
+
+        // A token fetched with credentials goes with them only: not to an
+        // anonymous pull, nor to one with other credentials.
+        let with = BearerToken {
+            token: "t3".into(),
+            lifetime: Duration::from_secs(300),
+        };
+        cache.store_token("https://r", "c", Some(&creds), &with, now);
+        let header = cache.authorization("https://r", "c", Some(&creds), now);
+        assert_eq!(header.unwrap().to_str().unwrap(), "Bearer t3");
+        assert_eq!(cache.authorization("https://r", "c", None, now), None);
+        let other = Credentials {
+            password: "q".into(),
+            origin: CredentialOrigin::PullSecret("regcred".into()),
+            ..creds.clone()
+        };
+        assert_eq!(
+            cache.authorization("https://r", "c", Some(&other), now),
+            None
+        );
+        assert_eq!(other.origin.to_string(), r#"imagePullSecret "regcred""#);
     }
 }

@@ -86,7 +86,7 @@ pub enum Problem {
     #[error("{status}{hint}{}", excerpt_suffix(.body))]
     Status {
         status: StatusCode,
-        hint: &'static str,
+        hint: String,
         /// The start of the registry's answer, on one line.
         body: String,
     },
@@ -368,7 +368,7 @@ impl RegistryClient {
         let hint = status_hint(
             response.status(),
             same_origin,
-            repository.credentials.is_some(),
+            repository.credentials.as_ref(),
         );
         repository.error(
             what,
@@ -406,7 +406,7 @@ impl RegistryClient {
             .map_err(|p| failed(p.to_string()))?;
         let status = response.status();
         if !status.is_success() {
-            let hint = status_hint(status, true, repository.credentials.is_some());
+            let hint = status_hint(status, true, repository.credentials.as_ref());
             let problem = status_problem(response, hint, self.timeouts.read).await;
             return Err(failed(problem.to_string()));
         }
@@ -415,8 +415,13 @@ impl RegistryClient {
             .await
             .map_err(|p| failed(p.to_string()))?;
         let token = registry_auth::parse_token_response(&body).map_err(failed)?;
-        self.lock_auth()
-            .store_token(&repository.base, &repository.name, &token, Instant::now());
+        self.lock_auth().store_token(
+            &repository.base,
+            &repository.name,
+            repository.credentials.as_ref(),
+            &token,
+            Instant::now(),
+        );
         Ok(())
     }
 
@@ -513,24 +518,26 @@ impl RegistryClient {
 }
 
 /// What a failed status most likely means, for the error message.
-fn status_hint(status: StatusCode, same_origin: bool, has_credentials: bool) -> &'static str {
-    match status {
-        StatusCode::UNAUTHORIZED if !same_origin => "",
-        StatusCode::UNAUTHORIZED if has_credentials => {
-            " (refused with the credentials from registries.yaml)"
+fn status_hint(status: StatusCode, same_origin: bool, credentials: Option<&Credentials>) -> String {
+    match (status, credentials) {
+        (StatusCode::UNAUTHORIZED, _) if !same_origin => String::new(),
+        (StatusCode::UNAUTHORIZED, Some(credentials)) => {
+            format!(
+                " (refused with the credentials from {})",
+                credentials.origin
+            )
         }
-        StatusCode::UNAUTHORIZED => " (no credentials for this registry in registries.yaml)",
-        StatusCode::NOT_FOUND => " (no such repository, tag or digest)",
-        _ => "",
+        (StatusCode::UNAUTHORIZED, None) => {
+            " (no credentials for this registry in registries.yaml or the pod's imagePullSecrets)"
+                .to_owned()
+        }
+        (StatusCode::NOT_FOUND, _) => " (no such repository, tag or digest)".to_owned(),
+        _ => String::new(),
     }
 }
 
 /// [`Problem::Status`] with the start of the answer's body.
-async fn status_problem(
-    response: Response<Incoming>,
-    hint: &'static str,
-    read: Duration,
-) -> Problem {
+async fn status_problem(response: Response<Incoming>, hint: String, read: Duration) -> Problem {
     let status = response.status();
     let mut body = BodyStream::new(response.into_body(), read, None);
     let mut bytes = Vec::new();
@@ -1110,6 +1117,7 @@ mod tests {
         Some(Credentials {
             username: username.into(),
             password: password.into(),
+            origin: super::registry_auth::CredentialOrigin::RegistriesFile,
         })
     }
 

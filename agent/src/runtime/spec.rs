@@ -10,7 +10,12 @@
 //! bind mounts ([`ContainerMount`]: read-only or not, `rslave` for
 //! HostToContainer propagation), the shallowest destinations first. The
 //! container joins the pod's network namespace; everything else it gets on
-//! its own.
+//! its own, unless the pod shares the host's ([`HostNamespaces`]): in the
+//! host's network (`hostNetwork`) it joins the node's network namespace
+//! and keeps the node's hostname (no UTS namespace of its own, as
+//! containerd's CRI plugin does it); with `hostPID` it sees the node's
+//! processes; with `hostIPC` it shares the node's System V IPC and
+//! `/dev/shm`.
 //!
 //! How the process is confined comes resolved from the pod's and the
 //! container's securityContext ([`ProcessSecurity`]): its user, group and
@@ -40,7 +45,10 @@ pub struct SpecInput<'a> {
     pub container: &'a v1::Container,
     pub image: &'a RunConfig,
     pub hostname: &'a str,
+    /// The network namespace it joins: the pod's, or the node's.
     pub netns_path: &'a str,
+    /// The host namespaces the pod shares.
+    pub host: HostNamespaces,
     pub cgroups_path: &'a str,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: &'a [(String, String)],
@@ -55,6 +63,27 @@ pub struct SpecInput<'a> {
     pub security: &'a ProcessSecurity,
     /// The host's devices, given to a privileged container.
     pub host_devices: &'a [HostDevice],
+}
+
+/// Which of the node's namespaces a pod's containers share
+/// (`hostNetwork`, `hostPID`, `hostIPC`); the network one is joined by
+/// [`SpecInput::netns_path`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostNamespaces {
+    pub network: bool,
+    pub pid: bool,
+    pub ipc: bool,
+}
+
+impl HostNamespaces {
+    /// What `spec` asks for.
+    pub fn of(spec: &v1::PodSpec) -> HostNamespaces {
+        HostNamespaces {
+            network: spec.host_network,
+            pid: spec.host_pid,
+            ipc: spec.host_ipc,
+        }
+    }
 }
 
 /// The capabilities a container has unless its securityContext adds or
@@ -248,6 +277,31 @@ pub fn process_env(
     env.into_iter().map(|(n, v)| format!("{n}={v}")).collect()
 }
 
+/// The process spec of an exec in a container (probes, lifecycle hooks,
+/// `kubectl exec`): the container's own `process` from `container_spec`
+/// (user, environment, working directory, capabilities) with `args` and
+/// `terminal` replaced, as containerd's CRI plugin runs one; root with a
+/// default `PATH` when the container has no spec.
+pub fn exec_process(container_spec: &Value, args: &[String], terminal: bool) -> Value {
+    let mut process = container_spec
+        .get("process")
+        .cloned()
+        .filter(Value::is_object)
+        .unwrap_or_else(|| {
+            json!({
+                "user": {"uid": 0, "gid": 0},
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "cwd": "/",
+            })
+        });
+    if let Some(p) = process.as_object_mut() {
+        p.insert("args".into(), json!(args));
+        p.insert("terminal".into(), json!(terminal));
+        p.remove("consoleSize");
+    }
+    process
+}
+
 /// The smallest memory limit a container can start with.
 const MEMORY_MIN: i64 = 4 << 20;
 
@@ -327,12 +381,19 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             .unwrap_or_else(|| "/".into())
     };
     let security = input.security;
+    let host = input.host;
     let sys_access = if security.privileged { "rw" } else { "ro" };
+    // The node's shared memory with its IPC namespace, else one's own.
+    let shm = if host.ipc {
+        bind("/dev/shm", "/dev/shm", ["rbind", "rprivate", "rw"])
+    } else {
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]})
+    };
     let mut mounts = vec![
         json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        shm,
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
         json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", sys_access]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", sys_access]}),
@@ -360,6 +421,20 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     binds.sort_by_key(|(dest, _)| Path::new(dest).components().count());
     mounts.extend(binds.into_iter().map(|(_, mount)| mount));
     let caps = &security.capabilities;
+    // A namespace of its own for each the pod does not share with the
+    // node; the network one always by path (the pod's or the node's).
+    let mut namespaces = Vec::new();
+    if !host.pid {
+        namespaces.push(json!({"type": "pid"}));
+    }
+    if !host.ipc {
+        namespaces.push(json!({"type": "ipc"}));
+    }
+    if !host.network {
+        namespaces.push(json!({"type": "uts"}));
+    }
+    namespaces.push(json!({"type": "mount"}));
+    namespaces.push(json!({"type": "network", "path": input.netns_path}));
     let mut user = json!({"uid": security.uid, "gid": security.gid});
     if !security.additional_gids.is_empty() {
         user["additionalGids"] = json!(security.additional_gids);
@@ -376,20 +451,18 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
             "noNewPrivileges": security.no_new_privileges,
         },
         "root": {"path": "rootfs", "readonly": security.read_only_root},
-        "hostname": input.hostname,
         "mounts": mounts,
         "linux": {
             "cgroupsPath": input.cgroups_path,
             "resources": resources(input.container, security.privileged)?,
-            "namespaces": [
-                {"type": "pid"},
-                {"type": "ipc"},
-                {"type": "uts"},
-                {"type": "mount"},
-                {"type": "network", "path": input.netns_path},
-            ],
+            "namespaces": namespaces,
         },
     });
+    // Without a UTS namespace of its own the hostname is the node's; runc
+    // refuses to set one.
+    if !host.network {
+        spec["hostname"] = json!(input.hostname);
+    }
     if security.privileged {
         let devices: Vec<Value> = input
             .host_devices
@@ -531,6 +604,7 @@ mod tests {
             image: &img,
             hostname: "p",
             netns_path: "/run/netns/x",
+            host: HostNamespaces::default(),
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
             env: &[],
@@ -615,6 +689,7 @@ mod tests {
             image: &img,
             hostname: "p",
             netns_path: "/run/netns/x",
+            host: HostNamespaces::default(),
             cgroups_path: "/skiff/p/c",
             etc_files: &etc_files,
             env: &[],
@@ -679,6 +754,7 @@ mod tests {
             image: &img,
             hostname: "p",
             netns_path: "/run/netns/x",
+            host: HostNamespaces::default(),
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
             env: &[],
@@ -688,6 +764,73 @@ mod tests {
             host_devices: &devices,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_pod_sharing_the_hosts_namespaces_gets_none_of_its_own_for_them() {
+        let c = container(&["sh"], &[]);
+        let img = image();
+        let spec_with = |host: HostNamespaces, netns: &str| {
+            build(&SpecInput {
+                container: &c,
+                image: &img,
+                hostname: "node-a",
+                netns_path: netns,
+                host,
+                cgroups_path: "/skiff/p/c",
+                etc_files: &[],
+                env: &[],
+                service_env: &[],
+                mounts: &[],
+                security: &ProcessSecurity::default(),
+                host_devices: &[],
+            })
+            .unwrap()
+        };
+        let kinds = |spec: &Value| -> Vec<String> {
+            let list = spec["linux"]["namespaces"].as_array().unwrap();
+            list.iter()
+                .map(|n| n["type"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        let own = spec_with(HostNamespaces::default(), "/run/netns/x");
+        assert_eq!(kinds(&own), ["pid", "ipc", "uts", "mount", "network"]);
+        assert_eq!(own["hostname"], "node-a");
+        assert_eq!(own["linux"]["namespaces"][4]["path"], "/run/netns/x");
+        let shm = |spec: &Value| {
+            let mounts = spec["mounts"].as_array().unwrap().clone();
+            mounts
+                .into_iter()
+                .find(|m| m["destination"] == "/dev/shm")
+                .unwrap()
+        };
+        assert_eq!(shm(&own)["type"], "tmpfs");
+
+        let all = HostNamespaces {
+            network: true,
+            pid: true,
+            ipc: true,
+        };
+        let shared = spec_with(all, "/proc/42/ns/net");
+        // The node's network joined by path; its hostname kept (runc may
+        // not set one without a UTS namespace of its own).
+        assert_eq!(kinds(&shared), ["mount", "network"]);
+        assert_eq!(shared["linux"]["namespaces"][1]["path"], "/proc/42/ns/net");
+        assert!(shared.get("hostname").is_none(), "{shared}");
+        // The node's /dev/shm with its IPC namespace.
+        assert_eq!(shm(&shared)["source"], "/dev/shm");
+        assert_eq!(shm(&shared)["type"], "bind");
+
+        let pid_only = HostNamespaces {
+            pid: true,
+            ..Default::default()
+        };
+        let spec = spec_with(pid_only, "/run/netns/x");
+        assert_eq!(kinds(&spec), ["ipc", "uts", "mount", "network"]);
+        assert_eq!(
+            HostNamespaces::of(&v1::PodSpec::default()),
+            HostNamespaces::default()
+        );
     }
 
     /// The options of the mount at `destination`.

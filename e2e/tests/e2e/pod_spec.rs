@@ -10,7 +10,16 @@
 //! fails), no capabilities, no new privileges and the RuntimeDefault
 //! seccomp filter (`/proc/self/status`); `runAsNonRoot` refusing a root
 //! image with the kubelet's message, and a user name from the image's
-//! `/etc/passwd`.
+//! `/etc/passwd`. Then the container lifecycle: a startup probe holding
+//! back the liveness probe until it passes (and restarting a container
+//! that never starts), a postStart hook the container waits for (and one
+//! that fails, killing it), a preStop hook that runs before SIGTERM (seen
+//! in a hostPath file); a pod in the host's network, PID and IPC
+//! namespaces (compared with the test's own, and reached on the node's
+//! loopback); and `imagePullSecrets` pulling from a password-protected
+//! loopback registry (`docker-registry` with htpasswd), with the pull
+//! refused, saying why, without them, with wrong ones or a missing one,
+//! and the pull secrets of a pod's service account.
 
 use std::time::Duration;
 
@@ -18,9 +27,10 @@ use anyhow::Context;
 use skiff_e2e::agent::{is_running_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
-use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
+use skiff_e2e::registry::LoopbackRegistry;
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, free_port, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_master::objects::{generic, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
@@ -400,5 +410,546 @@ async fn security_contexts_are_seen_from_inside_the_container() -> anyhow::Resul
     })
     .await
     .with_context(|| node.log_tail())?;
+    Ok(())
+}
+
+/// The Events about pod `name`, as (reason, message).
+async fn pod_events(client: &Client, name: &str) -> Vec<(String, String)> {
+    let Ok(list) = client.list(Kind::Event, "default").await else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(Body::Generic(g)) => Some(generic::to_json(g)),
+            _ => None,
+        })
+        .filter(|e| e["involvedObject"]["kind"] == "Pod" && e["involvedObject"]["name"] == name)
+        .map(|e| {
+            let text = |field: &str| e[field].as_str().unwrap_or_default().to_owned();
+            (text("reason"), text("message"))
+        })
+        .collect()
+}
+
+/// The status of the first app container of `pod`.
+fn main_status(pod: &v1::Pod) -> Option<&v1::ContainerStatus> {
+    pod.status.as_ref()?.container_statuses.first()
+}
+
+/// A container that becomes ready to serve 3 s after it starts; its
+/// liveness probe fails until then, so only a startup probe holding it
+/// back keeps the container from being restarted.
+const SLOW_STARTER: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: slow-starter}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 3; echo up > /tmp/up; sleep 3600"]
+    startupProbe:
+      exec: {command: [sh, -c, "[ -f /tmp/up ]"]}
+      periodSeconds: 1
+      failureThreshold: 30
+    livenessProbe:
+      exec: {command: [sh, -c, "[ -f /tmp/up ]"]}
+      periodSeconds: 1
+      failureThreshold: 1
+"#;
+
+/// A container whose startup probe never passes.
+const NEVER_STARTS: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: never-starts}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 3600"]
+    startupProbe:
+      exec: {command: [sh, -c, "[ -f /tmp/never ]"]}
+      periodSeconds: 1
+      failureThreshold: 2
+"#;
+
+/// A postStart hook that takes 5 s to write the file the container waits
+/// for; a preStop hook and a SIGTERM trap that append to `order` in the
+/// host directory `{dir}`.
+fn hooked_pod(dir: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: hooked}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c"]
+    args:
+    - |
+      trap 'echo sigterm >> /out/order; exit 0' TERM
+      while [ ! -f /tmp/warm ]; do sleep 1; done
+      echo "saw $$(cat /tmp/warm)"
+      while true; do sleep 1; done
+    lifecycle:
+      postStart:
+        exec: {{command: [sh, -c, "sleep 5; echo post-start > /tmp/warm"]}}
+      preStop:
+        exec: {{command: [sh, -c, "echo pre-stop >> /out/order"]}}
+    volumeMounts: [{{name: out, mountPath: /out}}]
+  volumes:
+  - {{name: out, hostPath: {{path: {dir}, type: Directory}}}}
+"#
+    )
+}
+
+/// A pod whose postStart hook fails.
+const FAILING_HOOK: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: failing-hook}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c", "sleep 3600"]
+    lifecycle:
+      postStart:
+        exec: {command: [sh, -c, "exit 3"]}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_probes_and_lifecycle_hooks_run_as_the_kubelet_runs_them() -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let client = master.client();
+    let node = node_with_images(&master.api_addr, &client).await?;
+    let api = master.api_addr.clone();
+
+    // The startup probe holds the liveness probe back: the container is
+    // not restarted, and is started (then ready) once it passes.
+    apply_yaml(&api, dir.path(), "slow-starter", SLOW_STARTER)?;
+    let pod = wait_for("slow-starter running, not started", SETTLE, || async {
+        let pod = get_pod(&client, "slow-starter").await?;
+        let main = main_status(&pod)?;
+        let running = main.state.as_ref()?.running.is_some();
+        (running && main.started == Some(false)).then_some(pod)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    assert!(!main_status(&pod).unwrap().ready);
+    let pod = wait_for("slow-starter ready", SETTLE, || async {
+        get_pod(&client, "slow-starter")
+            .await
+            .filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let main = main_status(&pod).context("main's status")?;
+    assert_eq!(main.started, Some(true));
+    assert_eq!(main.restart_count, 0, "liveness waited for startup");
+
+    // One that never starts is restarted, as a failed liveness probe is.
+    apply_yaml(&api, dir.path(), "never-starts", NEVER_STARTS)?;
+    wait_for("never-starts restarted", SETTLE, || async {
+        let pod = get_pod(&client, "never-starts").await?;
+        (main_status(&pod)?.restart_count >= 1).then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let events = wait_for("the Killing Event", SETTLE, || async {
+        let events = pod_events(&client, "never-starts").await;
+        events.iter().any(|(r, _)| r == "Killing").then_some(events)
+    })
+    .await?;
+    assert!(
+        events
+            .iter()
+            .any(|(r, m)| r == "Killing" && m.contains("failed startup probe")),
+        "{events:?}"
+    );
+    assert!(events.iter().any(|(r, _)| r == "Unhealthy"), "{events:?}");
+
+    // postStart: the container shows waiting while its hook runs, then
+    // runs with what the hook made.
+    let out = tempfile::Builder::new().prefix("skiff-hooks-").tempdir()?;
+    let out_dir = out.path().display().to_string();
+    apply_yaml(&api, dir.path(), "hooked", &hooked_pod(&out_dir))?;
+    let pod = wait_for("hooked created, its hook running", SETTLE, || async {
+        let pod = get_pod(&client, "hooked").await?;
+        let main = main_status(&pod)?;
+        let waiting = main.state.as_ref()?.waiting.as_ref()?;
+        (waiting.reason == "ContainerCreating" && !main.container_id.is_empty()).then_some(pod)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    assert!(!main_status(&pod).unwrap().ready);
+    wait_for("hooked ready", SETTLE, || async {
+        get_pod(&client, "hooked").await.filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    wait_for("the container saw the hook's file", SETTLE, || async {
+        logs(&api, "hooked", "main")
+            .contains("saw post-start")
+            .then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+
+    // preStop: before the SIGTERM, within the grace period.
+    client.delete(Kind::Pod, "default", "hooked", "").await?;
+    wait_for("hooked gone", SETTLE, || async {
+        get_pod(&client, "hooked").await.is_none().then_some(())
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let order = std::fs::read_to_string(out.path().join("order"))?;
+    assert_eq!(order, "pre-stop\nsigterm\n");
+
+    // A failing postStart hook kills the container, saying why.
+    apply_yaml(&api, dir.path(), "failing-hook", FAILING_HOOK)?;
+    let pod = wait_for("failing-hook Failed", SETTLE, || async {
+        let pod = get_pod(&client, "failing-hook").await?;
+        (pod.status.as_ref()?.phase == "Failed").then_some(pod)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let main = main_status(&pod).context("main's status")?;
+    assert!(main
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref())
+        .is_some());
+    let events = wait_for("FailedPostStartHook", SETTLE, || async {
+        let events = pod_events(&client, "failing-hook").await;
+        events
+            .iter()
+            .any(|(r, _)| r == "FailedPostStartHook")
+            .then_some(events)
+    })
+    .await?;
+    let (_, message) = events
+        .iter()
+        .find(|(r, _)| r == "FailedPostStartHook")
+        .unwrap();
+    assert!(
+        message.starts_with("Exec lifecycle hook ([sh -c exit 3]) for Container \"main\" in Pod \"failing-hook_default("),
+        "{message}"
+    );
+    assert!(message.ends_with("exited with 3"), "{message}");
+    Ok(())
+}
+
+/// A pod in the node's network, PID and IPC namespaces that prints its
+/// namespaces and hostname, then serves HTTP on `port` of the node.
+fn host_pod(port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: host-ns}}
+spec:
+  hostNetwork: true
+  hostPID: true
+  hostIPC: true
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c"]
+    args:
+    - |
+      for ns in net pid ipc; do echo "$$ns=$$(busybox readlink /proc/self/ns/$$ns)"; done
+      echo "hostname=$$(busybox hostname)"
+      echo done
+      echo host-network > /www/index.html
+      exec httpd -f -p {port} -h /www
+    ports: [{{containerPort: {port}}}]
+"#
+    )
+}
+
+/// The same report from a pod with namespaces of its own.
+const OWN_NS_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: own-ns}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: e2e/busybox:1
+    imagePullPolicy: Never
+    command: ["sh", "-c"]
+    args:
+    - |
+      for ns in net pid ipc; do echo "$$ns=$$(busybox readlink /proc/self/ns/$$ns)"; done
+      echo done
+      sleep 3600
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_in_the_hosts_namespaces_shares_the_nodes_network_processes_and_ipc(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let client = master.client();
+    let node = node_with_images(&master.api_addr, &client).await?;
+    let api = master.api_addr.clone();
+    let port = free_port();
+    apply_yaml(&api, dir.path(), "host-ns", &host_pod(port))?;
+    apply_yaml(&api, dir.path(), "own-ns", OWN_NS_POD)?;
+    for name in ["host-ns", "own-ns"] {
+        wait_for("the pod running", SETTLE, || async {
+            get_pod(&client, name).await.filter(is_running_ready)
+        })
+        .await
+        .with_context(|| node.log_tail())?;
+    }
+    let report = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            wait_for("the pod's report", SETTLE, || async {
+                let text = logs(&api, name, "main");
+                text.contains("done").then_some(text)
+            })
+            .await
+        }
+    };
+    let shared = report("host-ns").await.with_context(|| node.log_tail())?;
+    let own = report("own-ns").await.with_context(|| node.log_tail())?;
+    // The agent runs in the test's namespaces (and so does containerd).
+    for ns in ["net", "pid", "ipc"] {
+        let mine = std::fs::read_link(format!("/proc/self/ns/{ns}"))?;
+        let line = format!("{ns}={}", mine.display());
+        assert!(shared.lines().any(|l| l == line), "{line} in {shared}");
+        assert!(!own.lines().any(|l| l == line), "{line} not in {own}");
+    }
+    let hostname = nix::unistd::gethostname()?;
+    let line = format!("hostname={}", hostname.to_string_lossy());
+    assert!(shared.lines().any(|l| l == line), "{line} in {shared}");
+    // Its address is the node's, and it serves on the node's port.
+    let pod = get_pod(&client, "host-ns").await.context("host-ns")?;
+    let status = pod.status.context("a status")?;
+    assert_eq!(status.pod_ip, status.host_ip);
+    let (code, body) = wait_for("the node's port answering", SETTLE, || async {
+        skiff_e2e::http_get(&format!("127.0.0.1:{port}"), "/").ok()
+    })
+    .await?;
+    assert_eq!((code, body.trim()), (200, "host-network"));
+    Ok(())
+}
+
+/// A `kubernetes.io/dockerconfigjson` Secret for `registry`.
+fn pull_secret(name: &str, registry: &str, user: &str, password: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Secret
+metadata: {{name: {name}}}
+type: kubernetes.io/dockerconfigjson
+stringData:
+  .dockerconfigjson: '{{"auths": {{"{registry}": {{"username": "{user}", "password": "{password}"}}}}}}'
+"#
+    )
+}
+
+/// A pod pulling `image` every time it starts; `extra` goes into its spec.
+fn pulling_pod(name: &str, image: &str, extra: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 1
+{extra}  containers:
+  - name: main
+    image: {image}
+    imagePullPolicy: Always
+    command: ["sh", "-c", "echo pulled; sleep 3600"]
+"#
+    )
+}
+
+/// The waiting state of pod `name`'s container once it is an image pull
+/// failure.
+async fn pull_refusal(client: &Client, name: &str) -> anyhow::Result<v1::ContainerStateWaiting> {
+    wait_for("the pull refused", SETTLE, || async {
+        let pod = get_pod(client, name).await?;
+        let waiting = main_status(&pod)?.state.clone()?.waiting?;
+        waiting.reason.contains("ImagePull").then_some(waiting)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_pull_from_a_password_protected_registry() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&[TOOLS, &["docker-registry", "skopeo", "perl"]].concat()) {
+        return Ok(());
+    }
+    let (dir, master) = ready_master().await?;
+    let client = master.client();
+    let registry = LoopbackRegistry::start_with_auth("skiff", "s3cret")?;
+    let image = BusyboxImage::build()?;
+    let archive = dir.path().join("busybox.oci.tar");
+    image.write_oci_archive(&archive, "docker.io/library/busybox:e2e")?;
+    registry.push_oci_archive(&archive, "team/busybox:1")?;
+    let addr = registry.addr();
+    // The agent's registries.yaml only says the registry speaks plain
+    // HTTP: the credentials come from the pods' Secrets.
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-a",
+        |data| {
+            let config = format!("configs:\n  \"{addr}\":\n    plainHTTP: true\n");
+            std::fs::write(data.join("registries.yaml"), config)?;
+            Ok(())
+        },
+        &[],
+    )?;
+    wait_node_ready(&client, "node-a", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+    let api = master.api_addr.clone();
+    let image_ref = registry.image_ref("team/busybox:1");
+    let secrets = [
+        pull_secret("regcred", &addr, "skiff", "s3cret"),
+        pull_secret("wrongcred", &addr, "skiff", "nope"),
+    ]
+    .join("---\n");
+    apply_yaml(&api, dir.path(), "secrets", &secrets)?;
+
+    // With the Secret: pulled, and running.
+    let with = "  imagePullSecrets: [{name: regcred}]\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "with-secret",
+        &pulling_pod("with-secret", &image_ref, with),
+    )?;
+    wait_for("with-secret running", SETTLE, || async {
+        get_pod(&client, "with-secret")
+            .await
+            .filter(is_running_ready)
+    })
+    .await
+    .with_context(|| format!("{}\n{}", node.log_tail(), registry.log_tail()))?;
+    wait_for("with-secret's log", SETTLE, || async {
+        logs(&api, "with-secret", "main")
+            .contains("pulled")
+            .then_some(())
+    })
+    .await?;
+
+    // Without: refused, saying there were no credentials.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "without",
+        &pulling_pod("without", &image_ref, ""),
+    )?;
+    let waiting = pull_refusal(&client, "without")
+        .await
+        .with_context(|| node.log_tail())?;
+    for part in [
+        addr.as_str(),
+        "401 Unauthorized",
+        "no credentials for this registry in registries.yaml or the pod's imagePullSecrets",
+    ] {
+        assert!(waiting.message.contains(part), "{part:?} in {waiting:?}");
+    }
+
+    // Wrong ones: the registry's 401, naming the Secret.
+    let wrong = "  imagePullSecrets: [{name: wrongcred}]\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "wrong",
+        &pulling_pod("wrong", &image_ref, wrong),
+    )?;
+    let waiting = pull_refusal(&client, "wrong")
+        .await
+        .with_context(|| node.log_tail())?;
+    assert!(waiting.message.contains("401 Unauthorized"), "{waiting:?}");
+    assert!(
+        waiting
+            .message
+            .contains(r#"refused with the credentials from imagePullSecret "wrongcred""#),
+        "{waiting:?}"
+    );
+
+    // A Secret that does not exist: named.
+    let missing = "  imagePullSecrets: [{name: absent}]\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "missing",
+        &pulling_pod("missing", &image_ref, missing),
+    )?;
+    let waiting = pull_refusal(&client, "missing")
+        .await
+        .with_context(|| node.log_tail())?;
+    assert!(
+        waiting
+            .message
+            .ends_with(r#"(imagePullSecrets: secret "absent" not found)"#),
+        "{waiting:?}"
+    );
+    let events = wait_for("FailedToRetrieveImagePullSecret", SETTLE, || async {
+        let events = pod_events(&client, "missing").await;
+        events
+            .iter()
+            .any(|(r, _)| r == "FailedToRetrieveImagePullSecret")
+            .then_some(events)
+    })
+    .await?;
+    assert!(
+        events
+            .iter()
+            .any(|(_, m)| m.contains(r#"secret "absent" not found"#)),
+        "{events:?}"
+    );
+
+    // The pull secrets of the pod's service account, given at creation.
+    let account = r#"apiVersion: v1
+kind: ServiceAccount
+metadata: {name: puller}
+imagePullSecrets: [{name: regcred}]
+"#;
+    apply_yaml(&api, dir.path(), "puller", account)?;
+    let by_account = "  serviceAccountName: puller\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "from-account",
+        &pulling_pod("from-account", &image_ref, by_account),
+    )?;
+    let pod = wait_for("from-account running", SETTLE, || async {
+        get_pod(&client, "from-account")
+            .await
+            .filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let names: Vec<String> = pod
+        .spec
+        .context("a spec")?
+        .image_pull_secrets
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, ["regcred"]);
     Ok(())
 }

@@ -12,7 +12,8 @@
 //!   have already authorized.
 //! - A node may read Nodes (for the overlay), Services and Endpoints, its
 //!   own pods, and the ConfigMaps, Secrets and PersistentVolumeClaims
-//!   those pods read (env, envFrom, volumes) and the PersistentVolumes
+//!   those pods read (env, envFrom, volumes, imagePullSecrets) and the
+//!   PersistentVolumes
 //!   bound to those claims or pinned to the node, one by one, as
 //!   Kubernetes' NodeRestriction lets a kubelet (a volume that does not
 //!   exist is answered NotFound, so that an agent can remove the directory
@@ -1391,7 +1392,8 @@ mod tests {
     }
 
     /// A pod in `default` bound to `node` that reads ConfigMap `config`
-    /// (through a volume) and Secret `secret` (through env).
+    /// (through a volume), Secret `secret` (through env) and Secret
+    /// `<secret>-pull` (its imagePullSecrets).
     fn pod_reading(name: &str, node: &str, config: &str, secret: &str) -> Object {
         let password = v1::EnvVar {
             name: "PASSWORD".into(),
@@ -1423,6 +1425,9 @@ mod tests {
                     ..Default::default()
                 }],
                 volumes: vec![volume],
+                image_pull_secrets: vec![v1::LocalObjectReference {
+                    name: format!("{secret}-pull"),
+                }],
                 ..Default::default()
             }),
             ..Default::default()
@@ -1531,6 +1536,7 @@ mod tests {
         let cases = [
             (Kind::ConfigMap, "default", "app-config", Ok(())),
             (Kind::Secret, "default", "app-secret", Ok(())),
+            (Kind::Secret, "default", "app-secret-pull", Ok(())),
             (Kind::ConfigMap, "", "app-config", Ok(())),
             // A ConfigMap's name is not a Secret's, nor the other way round.
             (
@@ -1557,6 +1563,12 @@ mod tests {
                 "default",
                 "other-secret",
                 Err(r#"read Secret "other-secret""#),
+            ),
+            (
+                Kind::Secret,
+                "default",
+                "other-secret-pull",
+                Err(r#"read Secret "other-secret-pull""#),
             ),
             // The same name in another namespace.
             (

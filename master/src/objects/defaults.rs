@@ -141,12 +141,22 @@ pub fn pod_spec(spec: &mut v1::PodSpec) {
     if spec.scheduler_name.is_empty() {
         spec.scheduler_name = "default-scheduler".to_owned();
     }
+    let host_network = spec.host_network;
     for c in spec
         .containers
         .iter_mut()
         .chain(spec.init_containers.iter_mut())
     {
         container(c);
+        // A pod in the host's network listens on the node's ports
+        // themselves: Kubernetes writes each as a host port.
+        if host_network {
+            for p in &mut c.ports {
+                if p.host_port == 0 {
+                    p.host_port = p.container_port;
+                }
+            }
+        }
     }
     for t in &mut spec.tolerations {
         if t.operator.is_empty() {
@@ -232,13 +242,27 @@ fn container(c: &mut v1::Container) {
         if probe.failure_threshold == 0 {
             probe.failure_threshold = 3;
         }
-        if let Some(h) = probe.http_get.as_mut() {
-            if h.path.is_empty() {
-                h.path = "/".to_owned();
-            }
-            if h.scheme.is_empty() {
-                h.scheme = "HTTP".to_owned();
-            }
+        http_get(probe.http_get.as_mut());
+    }
+    if let Some(lifecycle) = c.lifecycle.as_mut() {
+        for hook in [lifecycle.post_start.as_mut(), lifecycle.pre_stop.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            http_get(hook.http_get.as_mut());
+        }
+    }
+}
+
+/// An httpGet action (of a probe or a lifecycle hook) asks for `/` over
+/// HTTP unless it says otherwise.
+fn http_get(action: Option<&mut v1::HttpGetAction>) {
+    if let Some(h) = action {
+        if h.path.is_empty() {
+            h.path = "/".to_owned();
+        }
+        if h.scheme.is_empty() {
+            h.scheme = "HTTP".to_owned();
         }
     }
 }
@@ -347,6 +371,48 @@ spec:
         assert_eq!(volumes[5]["emptyDir"], serde_json::json!({}));
         let env = &json["spec"]["containers"][0]["env"][0];
         assert_eq!(env["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+        let once = o.clone();
+        apply_defaults(&mut o);
+        assert_eq!(o, once);
+    }
+
+    #[test]
+    fn host_network_ports_and_lifecycle_hooks_get_kubernetes_defaults() {
+        let text = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  hostNetwork: true
+  hostPID: true
+  imagePullSecrets: [{name: regcred}]
+  containers:
+  - name: c
+    image: busybox:1.36
+    ports: [{containerPort: 8080}, {containerPort: 9090, hostPort: 9090}]
+    lifecycle:
+      postStart: {httpGet: {port: 8080}}
+      preStop: {sleep: {seconds: 3}}
+"#;
+        let mut o = crate::objects::manifest::parse_manifest("p.yaml", text, true)
+            .unwrap()
+            .objects
+            .remove(0);
+        apply_defaults(&mut o);
+        let json = crate::objects::manifest::to_json_value(&o);
+        let spec = &json["spec"];
+        assert_eq!(spec["hostNetwork"], true);
+        assert_eq!(spec["hostPID"], true, "{spec}");
+        assert_eq!(spec["imagePullSecrets"][0]["name"], "regcred");
+        let c = &spec["containers"][0];
+        assert_eq!(c["ports"][0]["hostPort"], 8080, "the container's port");
+        assert_eq!(c["ports"][1]["hostPort"], 9090);
+        let post_start = &c["lifecycle"]["postStart"]["httpGet"];
+        assert_eq!(
+            (post_start["path"].as_str(), post_start["scheme"].as_str()),
+            (Some("/"), Some("HTTP"))
+        );
+        assert_eq!(c["lifecycle"]["preStop"]["sleep"]["seconds"], 3);
         let once = o.clone();
         apply_defaults(&mut o);
         assert_eq!(o, once);

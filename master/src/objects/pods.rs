@@ -1,9 +1,11 @@
 //! What a pod's status says about it, as the scheduler, the controllers and
 //! node lifecycle all ask: is it Ready, is it still wanted, is it
 //! terminating or finished, where is it bound; which ConfigMaps and
-//! Secrets its spec reads (env, envFrom, volumes, projected volumes: what
-//! its node may read, as Kubernetes' NodeRestriction allows); and the
-//! image pull policy a container gets by default.
+//! Secrets its spec reads (env, envFrom, volumes, projected volumes,
+//! imagePullSecrets: what its node may read, as Kubernetes'
+//! NodeRestriction allows); the pull secrets a created pod gets from its
+//! service account ([`admit_pull_secrets`]); and the image pull policy a
+//! container gets by default.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -101,12 +103,52 @@ pub fn config_references(spec: &v1::PodSpec) -> (Vec<String>, Vec<String>) {
             }
         }
     }
+    for reference in &spec.image_pull_secrets {
+        secrets.insert(reference.name.clone());
+    }
     config_maps.remove("");
     secrets.remove("");
     (
         config_maps.into_iter().collect(),
         secrets.into_iter().collect(),
     )
+}
+
+/// The service account a pod runs as: the one it names, else `default`.
+pub fn service_account(spec: &v1::PodSpec) -> &str {
+    if spec.service_account_name.is_empty() {
+        "default"
+    } else {
+        &spec.service_account_name
+    }
+}
+
+/// Admission as Kubernetes' ServiceAccount plugin does it for registry
+/// credentials: a pod created without `imagePullSecrets` gets those of
+/// its service account (`account`, the object, when it exists). A pod
+/// that names its own keeps them.
+pub fn admit_pull_secrets(spec: &mut v1::PodSpec, account: Option<&Object>) {
+    if !spec.image_pull_secrets.is_empty() {
+        return;
+    }
+    let Some(Body::Generic(account)) = account.and_then(|a| a.kind.as_ref()) else {
+        return;
+    };
+    // The account's fields besides its metadata, as JSON.
+    let Ok(content) = serde_json::from_slice::<serde_json::Value>(&account.content) else {
+        return;
+    };
+    let Some(listed) = content.get("imagePullSecrets").and_then(|v| v.as_array()) else {
+        return;
+    };
+    spec.image_pull_secrets = listed
+        .iter()
+        .filter_map(|r| r.get("name").and_then(|n| n.as_str()))
+        .filter(|name| !name.is_empty())
+        .map(|name| v1::LocalObjectReference {
+            name: name.to_owned(),
+        })
+        .collect();
 }
 
 fn containers(spec: &v1::PodSpec) -> impl Iterator<Item = &v1::Container> {
@@ -236,5 +278,59 @@ mod tests {
         let (config_maps, secrets) = config_references(&spec);
         assert_eq!(config_maps, ["env-cm", "from-cm", "proj-cm", "vol-cm"]);
         assert_eq!(secrets, ["env-s", "from-s", "proj-s", "vol-s"]);
+        // A pull secret is read by the node that pulls the pod's images.
+        let mut pulling = spec.clone();
+        pulling.image_pull_secrets = vec![v1::LocalObjectReference {
+            name: "regcred".into(),
+        }];
+        assert!(reads_secret(&pulling, "regcred"));
+        assert!(!reads_config_map(&pulling, "regcred"));
+    }
+
+    fn service_account(pull_secrets: serde_json::Value) -> Object {
+        let content = serde_json::json!({
+            "imagePullSecrets": pull_secrets,
+        });
+        Object {
+            kind: Some(Body::Generic(v1::GenericObject {
+                api_version: "v1".into(),
+                kind: "ServiceAccount".into(),
+                metadata: Some(v1::ObjectMeta {
+                    name: "default".into(),
+                    namespace: "shop".into(),
+                    ..Default::default()
+                }),
+                content: serde_json::to_vec(&content).unwrap(),
+            })),
+        }
+    }
+
+    #[test]
+    fn pods_without_pull_secrets_get_their_service_accounts() {
+        let account = service_account(serde_json::json!([{"name": "regcred"}, {"name": ""}]));
+        let mut spec = v1::PodSpec::default();
+        assert_eq!(super::service_account(&spec), "default");
+        admit_pull_secrets(&mut spec, Some(&account));
+        let names: Vec<&str> = spec
+            .image_pull_secrets
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ["regcred"]);
+        // The pod's own are kept.
+        let mut own = v1::PodSpec {
+            image_pull_secrets: vec![v1::LocalObjectReference {
+                name: "mine".into(),
+            }],
+            ..Default::default()
+        };
+        admit_pull_secrets(&mut own, Some(&account));
+        assert_eq!(own.image_pull_secrets.len(), 1);
+        assert_eq!(own.image_pull_secrets[0].name, "mine");
+        // No account, or one without pull secrets: nothing.
+        let mut plain = v1::PodSpec::default();
+        admit_pull_secrets(&mut plain, None);
+        admit_pull_secrets(&mut plain, Some(&service_account(serde_json::json!(null))));
+        assert!(plain.image_pull_secrets.is_empty());
     }
 }

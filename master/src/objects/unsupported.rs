@@ -1,10 +1,12 @@
-//! Fields skiff accepts and stores but does not act on yet (hostNetwork,
-//! shareProcessNamespace, Localhost seccomp profiles, Jobs' per-index
-//! back-off and success policies). Services have none left: their types,
-//! traffic policies (`internalTrafficPolicy: Local` included) and health
-//! check ports are acted on by the agents and the masters. Writes that use them are answered with a warning
-//! per field (the REST API's `Warning` header, which kubectl prints), so
-//! nothing is silently ignored.
+//! Fields skiff accepts and stores but does not act on yet
+//! (shareProcessNamespace, Localhost seccomp profiles, Jobs' per-index
+//! back-off and success policies), and the deprecated `tcpSocket`
+//! lifecycle hook, which Kubernetes accepts and the kubelet does not run.
+//! Services have none left: their types, traffic policies
+//! (`internalTrafficPolicy: Local` included) and health check ports are
+//! acted on by the agents and the masters. Writes that use them are
+//! answered with a warning per field (the REST API's `Warning` header,
+//! which kubectl prints), so nothing is silently ignored.
 
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
@@ -67,15 +69,30 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
     let Some(spec) = spec else {
         return;
     };
-    if spec.host_network {
-        out.push(format!(
-            "{path}.hostNetwork: skiff does not run pods in the host's network yet; the pod gets a network namespace of its own"
-        ));
-    }
     if spec.share_process_namespace == Some(true) {
         out.push(format!(
             "{path}.shareProcessNamespace: skiff does not share a process namespace between containers yet; each container has its own"
         ));
+    }
+    for (group, list) in [
+        ("containers", &spec.containers),
+        ("initContainers", &spec.init_containers),
+    ] {
+        for (i, c) in list.iter().enumerate() {
+            let Some(lifecycle) = &c.lifecycle else {
+                continue;
+            };
+            for (hook, handler) in [
+                ("postStart", &lifecycle.post_start),
+                ("preStop", &lifecycle.pre_stop),
+            ] {
+                if handler.as_ref().is_some_and(|h| h.tcp_socket.is_some()) {
+                    out.push(format!(
+                        "{path}.{group}.{i}.lifecycle.{hook}.tcpSocket: deprecated; like the kubelet, skiff does not run tcpSocket hooks and counts the hook as failed; use exec, httpGet or sleep"
+                    ));
+                }
+            }
+        }
     }
     let pod_seccomp = spec
         .security_context
@@ -114,6 +131,16 @@ mod tests {
                 spec: Some(v1::PodSpec {
                     host_network: true,
                     share_process_namespace: Some(true),
+                    containers: vec![v1::Container {
+                        lifecycle: Some(v1::Lifecycle {
+                            pre_stop: Some(v1::LifecycleHandler {
+                                tcp_socket: Some(v1::TcpSocketAction::default()),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }],
                     init_containers: vec![v1::Container {
                         security_context: Some(v1::SecurityContext {
                             seccomp_profile: Some(v1::SeccompProfile {
@@ -146,8 +173,10 @@ mod tests {
         };
         let w = warnings(&pod);
         assert_eq!(w.len(), 3, "{w:?}");
-        assert!(w[0].starts_with("spec.hostNetwork:"), "{w:?}");
-        assert!(w[1].starts_with("spec.shareProcessNamespace:"), "{w:?}");
+        // hostNetwork is acted on: no warning.
+        assert!(w[0].starts_with("spec.shareProcessNamespace:"), "{w:?}");
+        let tcp_hook = "spec.containers.0.lifecycle.preStop.tcpSocket: deprecated";
+        assert!(w[1].starts_with(tcp_hook), "{w:?}");
         // Init containers run: only the profile skiff cannot load is named.
         let localhost = "spec.initContainers.0.securityContext.seccompProfile:";
         assert!(w[2].starts_with(localhost), "{w:?}");

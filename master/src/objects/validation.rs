@@ -543,6 +543,45 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                             "must have exactly one of exec, httpGet or tcpSocket",
                         );
                     }
+                    // Liveness and startup verdicts restart the container
+                    // on one failure streak; one success is all they count.
+                    if probe_name != "readinessProbe" && p.success_threshold > 1 {
+                        errors.add(
+                            format!("{cpath}.{probe_name}.successThreshold"),
+                            "must be 1",
+                        );
+                    }
+                }
+            }
+            if let Some(lifecycle) = &c.lifecycle {
+                if init && !sidecar {
+                    errors.add(
+                        format!("{cpath}.lifecycle"),
+                        "may not be set for init containers without restartPolicy: Always",
+                    );
+                }
+                let grace = spec.termination_grace_period_seconds;
+                for (hook_name, hook) in [
+                    ("postStart", &lifecycle.post_start),
+                    ("preStop", &lifecycle.pre_stop),
+                ] {
+                    if let Some(hook) = hook {
+                        let hpath = format!("{cpath}.lifecycle.{hook_name}");
+                        lifecycle_handler(errors, &hpath, hook, grace);
+                    }
+                }
+            }
+            if spec.host_network {
+                for (j, p) in c.ports.iter().enumerate() {
+                    if p.host_port != 0 && p.host_port != p.container_port {
+                        errors.add(
+                            format!("{cpath}.ports.{j}.hostPort"),
+                            format!(
+                                "must match containerPort {} when hostNetwork is true",
+                                p.container_port
+                            ),
+                        );
+                    }
                 }
             }
             if let Some(sc) = &c.security_context {
@@ -575,6 +614,54 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
         }
     }
     pod_dns(errors, path, spec);
+}
+
+/// A lifecycle hook: exactly one action, an exec with a command, an
+/// httpGet with a port, a sleep no longer than the grace period.
+fn lifecycle_handler(
+    errors: &mut Errors,
+    path: &str,
+    hook: &v1::LifecycleHandler,
+    grace: Option<i64>,
+) {
+    let actions = usize::from(hook.exec.is_some())
+        + usize::from(hook.http_get.is_some())
+        + usize::from(hook.tcp_socket.is_some())
+        + usize::from(hook.sleep.is_some());
+    if actions != 1 {
+        errors.add(
+            path,
+            "must have exactly one of exec, httpGet, sleep or tcpSocket",
+        );
+    }
+    if let Some(exec) = &hook.exec {
+        if exec.command.is_empty() {
+            errors.add(format!("{path}.exec.command"), "is required");
+        }
+    }
+    if let Some(http) = &hook.http_get {
+        if http.port.is_empty() {
+            errors.add(format!("{path}.httpGet.port"), "is required");
+        }
+        if !http.scheme.is_empty() && http.scheme != "HTTP" && http.scheme != "HTTPS" {
+            errors.add(
+                format!("{path}.httpGet.scheme"),
+                format!("{:?}: must be HTTP or HTTPS", http.scheme),
+            );
+        }
+    }
+    if let Some(sleep) = &hook.sleep {
+        let grace = grace.unwrap_or(30);
+        if sleep.seconds < 0 || sleep.seconds > grace {
+            errors.add(
+                format!("{path}.sleep.seconds"),
+                format!(
+                    "{}: must be non-negative and no more than terminationGracePeriodSeconds ({grace})",
+                    sleep.seconds
+                ),
+            );
+        }
+    }
 }
 
 /// Most nameservers a pod's resolv.conf may list (glibc reads three).
@@ -1694,6 +1781,77 @@ spec:
       allowPrivilegeEscalation: false
       capabilities: {add: [NET_BIND_SERVICE], drop: [ALL]}
 "#;
+
+    const POD_WITH_HOOKS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  hostNetwork: true
+  hostPID: true
+  hostIPC: true
+  terminationGracePeriodSeconds: 10
+  imagePullSecrets: [{name: regcred}]
+  containers:
+  - name: c
+    image: busybox
+    ports: [{containerPort: 8080}]
+    startupProbe: {httpGet: {port: 8080}, failureThreshold: 30, periodSeconds: 1}
+    lifecycle:
+      postStart: {exec: {command: [sh, -c, "echo started"]}}
+      preStop: {sleep: {seconds: 5}}
+"#;
+
+    #[test]
+    fn lifecycle_hooks_startup_probes_and_host_namespaces_are_checked() {
+        check(POD_WITH_HOOKS).unwrap();
+        let cases = [
+            (
+                "postStart: {exec: {command: [sh, -c, \"echo started\"]}}",
+                "postStart: {exec: {command: [sh]}, sleep: {seconds: 1}}",
+                "spec.containers.0.lifecycle.postStart: must have exactly one of exec, httpGet, sleep or tcpSocket",
+            ),
+            (
+                "postStart: {exec: {command: [sh, -c, \"echo started\"]}}",
+                "postStart: {exec: {command: []}}",
+                "spec.containers.0.lifecycle.postStart.exec.command: is required",
+            ),
+            (
+                "preStop: {sleep: {seconds: 5}}",
+                "preStop: {sleep: {seconds: 11}}",
+                "spec.containers.0.lifecycle.preStop.sleep.seconds: 11: must be non-negative and no more than terminationGracePeriodSeconds (10)",
+            ),
+            (
+                "preStop: {sleep: {seconds: 5}}",
+                "preStop: {httpGet: {path: /quit, port: 8080, scheme: FTP}}",
+                r#"spec.containers.0.lifecycle.preStop.httpGet.scheme: "FTP": must be HTTP or HTTPS"#,
+            ),
+            (
+                "failureThreshold: 30",
+                "failureThreshold: 30, successThreshold: 2",
+                "spec.containers.0.startupProbe.successThreshold: must be 1",
+            ),
+            (
+                "[{containerPort: 8080}]",
+                "[{containerPort: 8080, hostPort: 80}]",
+                "spec.containers.0.ports.0.hostPort: must match containerPort 8080 when hostNetwork is true",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(POD_WITH_HOOKS.contains(from), "{from}");
+            let e = reasons(&POD_WITH_HOOKS.replace(from, to));
+            assert!(e.contains(expected), "{to}: {e}");
+        }
+        let init = POD_WITH_INIT_AND_SECURITY.replace(
+            "{name: migrate, image: busybox}",
+            "{name: migrate, image: busybox, lifecycle: {preStop: {sleep: {seconds: 1}}}}",
+        );
+        let e = reasons(&init);
+        assert!(
+            e.contains("spec.initContainers.0.lifecycle: may not be set for init containers without restartPolicy: Always"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn a_pod_with_init_containers_a_sidecar_and_security_contexts_passes() {

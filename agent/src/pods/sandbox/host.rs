@@ -4,7 +4,7 @@
 //! volumes' tmpfs mounts.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use skiff_proto::v1;
@@ -37,6 +37,12 @@ impl PodSandbox for HostSandbox {
 
     fn remove_netns(&self, path: &Path) -> Result<()> {
         netns::remove(path).map_err(SandboxError::Netns)
+    }
+
+    /// The agent's own: the node's network, also when the containers'
+    /// runtime runs elsewhere (runc joins it by this path).
+    fn host_netns(&self) -> PathBuf {
+        PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
     }
 
     async fn attach(&self, pod: &v1::Pod, path: &Path) -> Result<Option<Ipv4Addr>> {

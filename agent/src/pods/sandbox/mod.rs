@@ -1,6 +1,7 @@
 //! The pod sandbox: what a pod needs from the kernel around its
 //! containers, as CRI's sandbox is to the kubelet. That is its network
-//! namespace ([`crate::network::netns`]), its place in the pod network
+//! namespace ([`crate::network::netns`]; the node's own for a pod in the
+//! host's network), its place in the pod network
 //! ([`crate::network::PodNetwork`] attach and detach), its cgroups, read
 //! for OOM kills, and the tmpfs mounts of its memory-backed volumes
 //! ([`tmpfs`]). It sits with the pods rather than in
@@ -19,7 +20,7 @@ pub mod tmpfs;
 
 use std::future::Future;
 use std::net::Ipv4Addr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use skiff_proto::v1;
 
@@ -53,6 +54,10 @@ pub trait PodSandbox: Send + Sync + 'static {
     fn ensure_netns(&self, netns: &Path) -> impl Future<Output = Result<()>> + Send;
     /// Removes the pod's network namespace; a missing one is fine.
     fn remove_netns(&self, netns: &Path) -> Result<()>;
+    /// The node's own network namespace, which the containers of a pod in
+    /// the host's network (`hostNetwork`) join, and its probes and hooks
+    /// connect from.
+    fn host_netns(&self) -> PathBuf;
     /// Wires the pod, whose namespace is at `netns`, into the pod network
     /// (idempotent). Its address, or `None` on a node that runs pods with
     /// loopback only.

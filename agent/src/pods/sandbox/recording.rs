@@ -18,6 +18,9 @@ use crate::network::netlink::LinkError;
 use crate::network::netns::NetnsError;
 use crate::network::{veth_name, NetworkError};
 
+/// The node's network namespace as the fake gives it.
+pub const HOST_NETNS: &str = "/proc/1/ns/net";
+
 /// One call made to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SandboxCall {
@@ -140,6 +143,10 @@ impl PodSandbox for RecordingSandbox {
             }));
         }
         Ok(())
+    }
+
+    fn host_netns(&self) -> PathBuf {
+        PathBuf::from(HOST_NETNS)
     }
 
     async fn attach(&self, pod: &v1::Pod, netns: &Path) -> Result<Option<Ipv4Addr>> {

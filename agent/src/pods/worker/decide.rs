@@ -1,6 +1,6 @@
 //! The restart policy as one pure decision per container. From what
 //! containerd reports of the container's task (running, with its liveness
-//! verdict; exited with a code; absent; or containerd did not answer) and
+//! and startup verdicts; exited with a code; absent; or containerd did not answer) and
 //! what the worker remembers (whether it ever ran, whether its exit is
 //! recorded, when the crash back-off and the start-retry pacing allow the
 //! next attempt), [`decide`] says what comes next: keep it running, kill
@@ -80,8 +80,9 @@ pub fn should_restart(policy: &str, code: u32) -> bool {
 pub enum Task {
     /// containerd did not answer.
     Unknown,
-    /// The task runs; its due probes have just run.
-    Running { liveness_failed: bool },
+    /// The task runs; its due probes have just run, and `probe_failed`
+    /// says whether its liveness or startup probe has failed for good.
+    Running { probe_failed: bool },
     /// The task ended with `code`.
     Exited { code: u32 },
     /// No task: never created, or lost (a host reboot, containerd lost it).
@@ -123,8 +124,8 @@ pub enum Next {
     LookAgain(Duration),
     /// It runs and is alive: nothing to do before its next probe.
     KeepRunning,
-    /// The liveness probe failed: stop it; its exit is then handled like
-    /// any other.
+    /// The liveness (or startup) probe failed: stop it; its exit is then
+    /// handled like any other.
     Kill,
     /// It ended (or vanished) and that is not recorded yet: record the
     /// exit with `code`, then decide again.
@@ -144,11 +145,9 @@ pub enum Next {
 pub fn decide(o: &Observed) -> Next {
     match o.task {
         Task::Unknown => Next::LookAgain(INSPECT_RETRY),
+        Task::Running { probe_failed: true } => Next::Kill,
         Task::Running {
-            liveness_failed: true,
-        } => Next::Kill,
-        Task::Running {
-            liveness_failed: false,
+            probe_failed: false,
         } => Next::KeepRunning,
         Task::Exited { code } => after_exit(o, code),
         // A vanished task is an exit with the code already recorded, else
@@ -241,11 +240,9 @@ mod tests {
         let now = earlier + Duration::from_secs(1);
         let later = now + Duration::from_secs(10);
         let live = Task::Running {
-            liveness_failed: false,
+            probe_failed: false,
         };
-        let dead = Task::Running {
-            liveness_failed: true,
-        };
+        let dead = Task::Running { probe_failed: true };
         let restart = Next::Start { run: Run::Restart };
         let first = Next::Start { run: Run::First };
         let rows: Vec<(&str, Observed, Next)> = vec![

@@ -178,6 +178,16 @@ impl Harness {
             .collect()
     }
 
+    /// The Events the worker sent so far, oldest first, as (reason,
+    /// message).
+    pub(super) fn events_sent(&mut self) -> Vec<(String, String)> {
+        let mut events = Vec::new();
+        while let Ok(event) = self.node_events.try_recv() {
+            events.push((event.reason, event.message));
+        }
+        events
+    }
+
     /// The reasons of the Events the worker sent so far, oldest first.
     pub(super) fn event_reasons(&mut self) -> Vec<String> {
         let mut reasons = Vec::new();

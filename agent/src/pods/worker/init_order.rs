@@ -2,8 +2,9 @@
 //! on each pass. Init containers run one at a time, in the spec's order:
 //! each starts once every one before it has done its part, which for an
 //! init container is to exit 0 and for a sidecar (`restartPolicy: Always`)
-//! to have started; the app containers start once all have. A failing init
-//! container is restarted under its own policy ([`super::decide`]) and
+//! to have started (its postStart hook done, its startup probe passed);
+//! the app containers start once all have. A failing init container is
+//! restarted under its own policy ([`super::decide`]) and
 //! holds everything after it meanwhile; one that failed for good (a pod
 //! with `restartPolicy: Never`) fails the pod.
 //!
@@ -49,16 +50,12 @@ pub fn step(role: Role, initialized: bool, earlier_done: bool) -> InitStep {
 }
 
 /// Where an init container of `role` stands, its state shown as `state`:
-/// `ever_started` whether it ever ran, `will_restart` whether a failure
-/// shown is to be run again.
-pub fn progress(
-    role: Role,
-    state: &CState,
-    ever_started: bool,
-    will_restart: bool,
-) -> InitProgress {
+/// `started_up` whether it ever started (ran, its postStart hook done, its
+/// startup probe passed: what a sidecar must have done), `will_restart`
+/// whether a failure shown is to be run again.
+pub fn progress(role: Role, state: &CState, started_up: bool, will_restart: bool) -> InitProgress {
     match (role, state) {
-        (Role::Sidecar, _) if ever_started => InitProgress::Done,
+        (Role::Sidecar, _) if started_up => InitProgress::Done,
         (Role::Sidecar, _) => InitProgress::Pending,
         (_, CState::Terminated { code: 0, .. }) => InitProgress::Done,
         (_, CState::Terminated { .. }) if !will_restart => InitProgress::Failed,

@@ -1,8 +1,9 @@
 //! One pod worker per pod: it alone touches that pod's containers, one
 //! pass at a time. A pass runs when the pod changes, when containerd
 //! reports an exit or OOM kill of one of its containers, when a new image
-//! arrives, when a back-off, retry or probe falls due, and at least every
-//! 10 s; after each, the worker reports the pod's status if it changed.
+//! arrives, when a postStart hook ends, when a back-off, retry or probe
+//! falls due, and at least every 10 s; after each, the worker reports the
+//! pod's status if it changed.
 //! The worker ends when the pod is to go, after tearing it down
 //! (`teardown.rs`: for a pod the masters are deleting, within the grace
 //! period its deletion gave, then telling them it is torn down, which
@@ -21,7 +22,7 @@
 //! and once they are done the app containers; until then those wait as
 //! `PodInitializing`. Once the pod has finished, its sidecars are stopped,
 //! the last one first. For each container it observes containerd and runs
-//! the due probes, asks
+//! the due probes (a startup probe first, until it passes), asks
 //! the pure `decide.rs` what comes next under the restart policy
 //! (restarting at once the first time, then after 10 s, 20 s, … up to 5
 //! minutes, shown as CrashLoopBackOff), and does it, starting containers
@@ -29,6 +30,10 @@
 //! its ConfigMaps and Secrets again; one missing waits as
 //! `CreateContainerConfigError` and is tried again every 10 s), and reads
 //! what an ended run left as its termination message (`termination.rs`).
+//! A container's postStart hook runs beside the worker (`start.rs`); one
+//! that fails gets the container killed (`FailedPostStartHook`). Every
+//! stop of a running container, for a failed probe or hook or the pod's
+//! end, runs its preStop hook first (`teardown.rs` `stop_with_hook`).
 //! What it
 //! remembers of each container between passes is in `track.rs`; what it
 //! remembers of the pod is [`PodState`]. What
@@ -51,7 +56,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto::v1;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +72,8 @@ use super::status::{self, CState, ContainerView, Role};
 use self::decide::{Next, RestartPolicy, Run, Task};
 use self::init_order::{InitProgress, InitStep};
 use self::sandbox_setup::{PreparedSandbox, VolumeState};
-use self::track::Track;
+use self::teardown::{hook_target, stop_with_hook};
+use self::track::{ProbeKind, Track};
 use skiff_values::now_rfc3339;
 
 pub use self::decide::should_restart;
@@ -150,6 +156,8 @@ struct PodState {
     volumes: VolumeState,
     /// The ConfigMaps and Secrets the pod reads, as last read.
     config: PodConfig,
+    /// Notified when a postStart hook of the pod ends.
+    hooks: Arc<Notify>,
 }
 
 impl PodState {
@@ -266,8 +274,10 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
             // while containerd restarted must not go unnoticed for long.
             None => tokio::time::sleep(RESYNC),
         };
+        let hooks = state.hooks.clone();
         tokio::select! {
             _ = shutdown.cancelled() => return,
+            _ = hooks.notified() => {}
             changed = desired.changed() => {
                 if changed.is_err() {
                     return;
@@ -336,6 +346,7 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
     let mut wake: Option<Instant> = None;
     let mut earlier_done = true;
     let config = &mut state.config;
+    let hooks = &state.hooks;
     for (container, track) in spec
         .init_containers
         .iter()
@@ -347,19 +358,15 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
             // A finished pod's sidecars are stopped, not started.
             let may_start = step == InitStep::Run && !(finished && track.role == Role::Sidecar);
             let next = reconcile_container(
-                ctx, &sandbox, container, track, own_policy, may_start, config,
+                ctx, &sandbox, container, track, own_policy, may_start, config, hooks,
             );
             if let Some(at) = next.await {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
         }
         let view = track.view(container, own_policy);
-        let progress = init_order::progress(
-            track.role,
-            &view.state,
-            view.ever_started,
-            view.will_restart,
-        );
+        let progress =
+            init_order::progress(track.role, &view.state, view.started_up, view.will_restart);
         if progress != InitProgress::Done {
             earlier_done = false;
         }
@@ -369,7 +376,8 @@ async fn reconcile<R: ContainerRuntime, S: PodSandbox>(
     }
     if state.initialized {
         for (container, track) in spec.containers.iter().zip(state.tracks.iter_mut()) {
-            let next = reconcile_container(ctx, &sandbox, container, track, policy, true, config);
+            let next =
+                reconcile_container(ctx, &sandbox, container, track, policy, true, config, hooks);
             if let Some(at) = next.await {
                 wake = Some(wake.map_or(at, |w| w.min(at)));
             }
@@ -402,8 +410,8 @@ async fn adopt<R: ContainerRuntime, S: PodSandbox>(
 }
 
 /// Stops the running sidecars of a pod that has finished, the last one
-/// first, each with SIGTERM, then SIGKILL after the pod's grace period;
-/// returns when to look again.
+/// first, each with its preStop hook and SIGTERM, then SIGKILL once the
+/// pod's grace period is over; returns when to look again.
 async fn stop_sidecars<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
@@ -415,35 +423,45 @@ async fn stop_sidecars<R: ContainerRuntime, S: PodSandbox>(
         .unwrap_or(DEFAULT_GRACE_SECONDS);
     let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
     let now = Instant::now();
-    let running =
-        |t: &&mut Track| t.role == Role::Sidecar && matches!(t.shown.state, CState::Running { .. });
+    let running = |t: &&mut Track| {
+        t.role == Role::Sidecar
+            && (matches!(t.shown.state, CState::Running { .. }) || t.post_start_pending())
+    };
     // The last one started goes first; the one before it once it is gone.
     let track = tracks.iter_mut().rev().find(running)?;
-    match track.run.stop_sent {
+    match track.run.kill_at {
         None => {
             let meta = pod.metadata.clone().unwrap_or_default();
             let message = format!("Stopping container {}", track.name);
             ctx.events
                 .pod(&meta, &track.name, EventKind::Normal, "Killing", message);
+            let mut left = grace;
+            if let Some(c) = spec.init_containers.iter().find(|c| c.name == track.name) {
+                let target = hook_target(sandbox_setup::netns_of(ctx, pod), pod, c);
+                let runtime = ctx.runtime.as_ref();
+                left = teardown::run_pre_stop(runtime, &ctx.events, &meta, &target, grace).await;
+            }
             if let Err(e) = ctx.runtime.signal(&track.id, 15).await {
                 tracing::warn!(container = %track.id, error = %e, "cannot stop sidecar");
             }
-            track.run.stop_sent = Some(now);
-            Some(now + grace)
+            let at = Instant::now() + left;
+            track.run.kill_at = Some(at);
+            Some(at)
         }
-        Some(at) if now >= at + grace => {
+        Some(at) if now >= at => {
             if let Err(e) = ctx.runtime.signal(&track.id, 9).await {
                 tracing::warn!(container = %track.id, error = %e, "cannot kill sidecar");
             }
             Some(now + SIDECAR_KILL_RECHECK)
         }
-        Some(at) => Some(at + grace),
+        Some(at) => Some(at),
     }
 }
 
-/// One container: observe it (running probes that are due), decide what
-/// comes next under `policy`, do it (starting nothing unless `may_start`);
-/// returns when to look again.
+/// One container: observe it (the outcome of its postStart hook, the
+/// probes that are due), decide what comes next under `policy`, do it
+/// (starting nothing unless `may_start`); returns when to look again.
+#[allow(clippy::too_many_arguments)]
 async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     sandbox: &PreparedSandbox,
@@ -452,6 +470,7 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
     policy: RestartPolicy,
     may_start: bool,
     config: &mut PodConfig,
+    hooks: &Arc<Notify>,
 ) -> Option<Instant> {
     let pod = &sandbox.pod;
     let spec = pod.spec.as_ref();
@@ -462,10 +481,14 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
             track.sync(record.as_ref(), container, now);
             match record.map(|r| r.state) {
                 Some(TaskState::Running { .. }) => {
+                    if let Some(Err(message)) = track.post_start_outcome() {
+                        fail_post_start(ctx, sandbox, container, track, message).await;
+                        return Some(Instant::now());
+                    }
                     track.note_running(now);
                     let runtime = ctx.runtime.as_ref();
-                    let liveness_failed =
-                        track.probe(runtime, container, &sandbox.netns, now).await;
+                    let probe = track.probe(runtime, container, &sandbox.netns, now);
+                    let probe_failed = probe.await.is_some();
                     let failures = track.take_probe_failures();
                     if !failures.is_empty() {
                         let meta = pod.metadata.clone().unwrap_or_default();
@@ -475,7 +498,7 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                                 .pod(&meta, &container.name, kind, "Unhealthy", failure);
                         }
                     }
-                    Task::Running { liveness_failed }
+                    Task::Running { probe_failed }
                 }
                 Some(TaskState::Exited {
                     code,
@@ -502,9 +525,11 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
             Next::KeepRunning => return track.next_probe(),
             Next::Kill => {
                 let meta = pod.metadata.clone().unwrap_or_default();
+                let probe = track.run.failed_probe.unwrap_or(ProbeKind::Liveness);
                 let message = format!(
-                    "Container {} failed liveness probe, will be restarted",
-                    container.name
+                    "Container {} failed {} probe, will be restarted",
+                    container.name,
+                    probe.name()
                 );
                 ctx.events.pod(
                     &meta,
@@ -515,7 +540,8 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                 );
                 let pod_grace = spec.and_then(|s| s.termination_grace_period_seconds);
                 let grace = track.kill_grace(pod_grace);
-                stop_container(ctx.runtime.as_ref(), &track.id, grace).await;
+                let target = hook_target(sandbox.netns.clone(), pod, container);
+                stop_with_hook(ctx.runtime.as_ref(), &ctx.events, &meta, &target, grace).await;
                 track.disarm_probes();
                 return Some(Instant::now());
             }
@@ -563,10 +589,46 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                         track.shown.restarts + 1
                     }
                 };
-                return start::start(ctx, sandbox, container, track, restarts, config).await;
+                return start::start(ctx, sandbox, container, track, restarts, config, hooks).await;
             }
         }
     }
+}
+
+/// A postStart hook failed: told as the kubelet tells it
+/// (`FailedPostStartHook`), and the container stopped as the kubelet's
+/// killContainer does (its preStop hook, then the pod's grace period);
+/// its exit is then handled like any other.
+async fn fail_post_start<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    sandbox: &PreparedSandbox,
+    container: &v1::Container,
+    track: &mut Track,
+    message: String,
+) {
+    let pod = &sandbox.pod;
+    let meta = pod.metadata.clone().unwrap_or_default();
+    tracing::info!(container = %track.id, %message, "postStart hook failed; stopping container");
+    let name = &container.name;
+    ctx.events.pod(
+        &meta,
+        name,
+        EventKind::Warning,
+        "FailedPostStartHook",
+        message,
+    );
+    let stopping = format!("Stopping container {name}: its postStart hook failed");
+    ctx.events
+        .pod(&meta, name, EventKind::Normal, "Killing", stopping);
+    let grace = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let grace = Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+    let target = hook_target(sandbox.netns.clone(), pod, container);
+    stop_with_hook(ctx.runtime.as_ref(), &ctx.events, &meta, &target, grace).await;
+    track.disarm_probes();
 }
 
 /// The exit code the master last heard for the container, if it had ended.
@@ -959,6 +1021,85 @@ mod tests {
             "2026-01-01T00:00:00Z"
         );
         assert!(h.starts().is_empty(), "adopted, not started again");
+    }
+
+    /// An exec probe running `command` every second, failing after
+    /// `failures` failures in a row.
+    fn exec_probe(command: &str, failures: i32) -> Option<v1::Probe> {
+        Some(v1::Probe {
+            exec: Some(v1::ExecAction {
+                command: vec![command.into()],
+            }),
+            period_seconds: 1,
+            timeout_seconds: 1,
+            success_threshold: 1,
+            failure_threshold: failures,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_startup_probe_holds_the_other_probes_and_restarts_a_container_that_never_starts() {
+        let runtime = RecordingRuntime::default();
+        runtime.script_exec("started?", 1, Duration::ZERO);
+        let mut pod = pod("Always");
+        let main = &mut pod.spec.as_mut().unwrap().containers[0];
+        main.startup_probe = exec_probe("started?", 3);
+        main.liveness_probe = exec_probe("alive?", 1);
+        main.readiness_probe = exec_probe("ready?", 1);
+        let mut h = spawn_worker(pod, runtime);
+        let s = h.until("Running", running).await;
+        assert_eq!(container(&s).started, Some(false));
+        assert!(!container(&s).ready);
+        // Three failures in a row: killed and restarted, as a failed
+        // liveness probe does it.
+        h.until("restart 1", |s| container(s).restart_count == 1)
+            .await;
+        let probed: Vec<Vec<String>> = h
+            .runtime
+            .exec_commands()
+            .into_iter()
+            .map(|(_, command)| command)
+            .collect();
+        assert!(probed.len() >= 3, "{probed:?}");
+        assert!(
+            probed.iter().all(|c| c == &["started?"]),
+            "neither liveness nor readiness before startup: {probed:?}"
+        );
+        let events = h.events_sent();
+        let unhealthy = events.iter().filter(|(r, _)| r == "Unhealthy").count();
+        assert!(unhealthy >= 3, "{events:?}");
+        let killing = events
+            .iter()
+            .find(|(r, _)| r == "Killing")
+            .expect("Killing");
+        assert_eq!(
+            killing.1,
+            "Container main failed startup probe, will be restarted"
+        );
+        // It starts: started, then probed for readiness and liveness.
+        h.runtime.script_exec("started?", 0, Duration::ZERO);
+        let s = h
+            .until("started and ready", |s| {
+                container(s).started == Some(true) && container(s).ready
+            })
+            .await;
+        assert_eq!(container(&s).restart_count, 1);
+        let probed: Vec<Vec<String>> = h
+            .runtime
+            .exec_commands()
+            .into_iter()
+            .map(|(_, command)| command)
+            .collect();
+        assert!(probed.iter().any(|c| c == &["ready?"]), "{probed:?}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let probed = h.runtime.exec_commands();
+        assert!(probed.iter().any(|(_, c)| c == &["alive?"]), "{probed:?}");
+        let started = probed.iter().filter(|(_, c)| c == &["started?"]).count();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let again = h.runtime.exec_commands();
+        let started_again = again.iter().filter(|(_, c)| c == &["started?"]).count();
+        assert_eq!(started, started_again, "no startup probe once started");
     }
 
     #[tokio::test(start_paused = true)]

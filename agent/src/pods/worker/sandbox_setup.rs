@@ -1,7 +1,10 @@
 //! The sandbox part of starting a pod, done before any of its containers
 //! on every pass: its network namespace, then its place in the pod network,
-//! which gives it its address; the `/etc` files its containers
-//! bind-mount, which carry that address; and its volumes
+//! which gives it its address (a pod in the host's network, `hostNetwork`,
+//! gets neither: its containers join the node's namespace, its address is
+//! the node's, and its `/etc` files carry the node's names); the `/etc`
+//! files its containers bind-mount, which carry that address; and its
+//! volumes
 //! ([`crate::pods::volumes`]), made the first time and, every
 //! [`VOLUME_REFRESH`] after, their files brought in line with the
 //! ConfigMaps and Secrets they project. The kernel steps are idempotent,
@@ -16,9 +19,10 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::EventKind;
+use crate::pods::dns_policy::pod_hostname;
 use crate::pods::dns_policy::ServiceDiscovery;
 use crate::pods::downward_api::PodFacts;
-use crate::pods::layout::PodLayout;
+use crate::pods::layout::{NodeNames, PodLayout};
 use crate::pods::pod_config::PodConfig;
 use crate::pods::sandbox::{PodSandbox, SandboxError};
 use crate::pods::volumes::{PreparedVolumes, VolumeError, VolumeSetup};
@@ -39,6 +43,8 @@ pub(super) struct PreparedSandbox {
     pub(super) pod: v1::Pod,
     /// The pod's volumes, ready to mount.
     pub(super) volumes: PreparedVolumes,
+    /// For a pod in the host's network, the node's names, which it shares.
+    pub(super) node: Option<NodeNames>,
 }
 
 /// What a worker remembers of its pod's volumes between passes.
@@ -62,18 +68,51 @@ impl PreparedSandbox {
         discovery: &ServiceDiscovery,
     ) -> std::io::Result<Vec<(String, String)>> {
         let resolv_conf = discovery.resolv_conf_for(&self.pod);
-        layout.write_etc_files(&self.pod, &resolv_conf).await
+        let node = self.node.as_ref();
+        layout.write_etc_files(&self.pod, &resolv_conf, node).await
     }
+
+    /// The containers' hostname: the pod's, or the node's for a pod in the
+    /// host's network.
+    pub(super) fn hostname(&self) -> String {
+        match &self.node {
+            Some(node) => node.hostname.clone(),
+            None => pod_hostname(&self.pod).0,
+        }
+    }
+}
+
+/// The network namespace `pod`'s containers are in: its own, or the
+/// node's for a pod in the host's network.
+pub(super) fn netns_of<R, S: PodSandbox>(ctx: &WorkerContext<R, S>, pod: &v1::Pod) -> PathBuf {
+    if pod.spec.as_ref().is_some_and(|s| s.host_network) {
+        return ctx.sandbox.host_netns();
+    }
+    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
+    ctx.layout.netns(uid)
 }
 
 /// Makes sure of the pod's network namespace and its place in the pod
 /// network. `pod_ip` keeps the pod's address from pass to pass; a node
-/// without a pod network gives none (loopback only).
+/// without a pod network gives none (loopback only). A pod in the host's
+/// network has the node's namespace and address (its host ports are the
+/// node's ports themselves: nothing forwards them).
 pub(super) async fn prepare<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     pod: &v1::Pod,
     pod_ip: &mut String,
 ) -> Result<PreparedSandbox, SandboxError> {
+    if pod.spec.as_ref().is_some_and(|s| s.host_network) {
+        pod_ip.clone_from(&ctx.host_ip);
+        let mut pod = pod.clone();
+        pod.status.get_or_insert_with(Default::default).pod_ip = pod_ip.clone();
+        return Ok(PreparedSandbox {
+            netns: ctx.sandbox.host_netns(),
+            pod,
+            volumes: PreparedVolumes::default(),
+            node: Some(NodeNames::read()),
+        });
+    }
     let meta = pod.metadata.clone().unwrap_or_default();
     let netns = ctx.layout.netns(&meta.uid);
     ctx.sandbox.ensure_netns(&netns).await?;
@@ -93,6 +132,7 @@ pub(super) async fn prepare<R: ContainerRuntime, S: PodSandbox>(
         netns,
         pod,
         volumes: PreparedVolumes::default(),
+        node: None,
     })
 }
 

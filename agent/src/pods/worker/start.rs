@@ -1,5 +1,8 @@
 //! Starting one container of a pod: its image (pulled as its pull policy
-//! says), the pod's `/etc` files, its environment (`env`, `envFrom`, read
+//! says, with the credentials of the pod's image pull Secrets:
+//! `pods/pull_secrets.rs`; one missing is told as the kubelet's
+//! `FailedToRetrieveImagePullSecret` and named in a failed pull's status),
+//! the pod's `/etc` files, its environment (`env`, `envFrom`, read
 //! from its ConfigMaps and Secrets as they are now) and volume mounts, its
 //! termination message file (`termination.rs`), who it runs as and what it
 //! may do (`pods/security_context.rs`, user names looked up in the image's
@@ -18,20 +21,29 @@
 //! are what a restarted agent adopts the container by. Each step is told
 //! as the kubelet's Events: `Pulling` and `Pulled` (or already present),
 //! `Failed` and `BackOff` for pulls, `Created` and `Started`, `Failed` for
-//! a container that could not be made or started.
+//! a container that could not be made or started. A container with a
+//! postStart hook gets it run right after it started, on a task of its own
+//! (`pods/lifecycle_hooks.rs`) whose end wakes the worker; until then the
+//! container shows waiting (`ContainerCreating`). The spec puts the
+//! container in the pod's namespaces, or the node's where the pod shares
+//! them (`hostNetwork`, `hostPID`, `hostIPC`).
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto::v1;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::master_link::{EventKind, FetchError};
-use crate::pods::dns_policy::pod_hostname;
 use crate::pods::downward_api::PodFacts;
 use crate::pods::env::{self, EnvError};
+use crate::pods::lifecycle_hooks;
 use crate::pods::pod_config::PodConfig;
+use crate::pods::pull_secrets::{self, PullSecrets};
 use crate::pods::sandbox::PodSandbox;
 use crate::pods::security_context;
 use crate::pods::service_env::service_env;
@@ -44,12 +56,13 @@ use crate::runtime::containers::{
 };
 use crate::runtime::host_devices::host_devices;
 use crate::runtime::images::PullPolicy;
-use crate::runtime::spec::{self, ContainerMount, SpecInput};
+use crate::runtime::spec::{self, ContainerMount, HostNamespaces, SpecInput};
 use crate::runtime::{ContainerRuntime, StartRequest};
 
 use super::sandbox_setup::PreparedSandbox;
+use super::teardown::hook_target;
 use super::termination;
-use super::track::Track;
+use super::track::{HookRun, Track};
 use super::WorkerContext;
 use skiff_values::now_rfc3339;
 
@@ -95,6 +108,36 @@ async fn container_config<R: ContainerRuntime, S: PodSandbox>(
     Ok((env_vars, mounts))
 }
 
+/// Runs `container`'s postStart hook, if it has one, on a task of its own
+/// that notifies `hook_done` when it ends, with the kubelet's message on
+/// failure. It has no time limit (Kubernetes sets none); the task is
+/// aborted when the worker drops it (the container ended or is stopped).
+fn post_start<R: ContainerRuntime, S: PodSandbox>(
+    ctx: &WorkerContext<R, S>,
+    sandbox: &PreparedSandbox,
+    container: &v1::Container,
+    hook_done: &Arc<Notify>,
+) -> Option<HookRun> {
+    let hook = container.lifecycle.as_ref()?.post_start.clone()?;
+    let pod = &sandbox.pod;
+    let target = hook_target(sandbox.netns.clone(), pod, container);
+    let runtime = ctx.runtime.clone();
+    let meta = pod.metadata.clone().unwrap_or_default();
+    let done = hook_done.clone();
+    let (send, outcome) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        let ran = lifecycle_hooks::run(runtime.as_ref(), &target, &hook, Duration::MAX).await;
+        let name = &target.container.name;
+        let _ =
+            send.send(ran.map_err(|e| lifecycle_hooks::failure_message(&hook, name, &meta, &e)));
+        done.notify_one();
+    });
+    Some(HookRun {
+        task: AbortOnDropHandle::new(task),
+        outcome,
+    })
+}
+
 /// The cgroup of a pod's container (the spec's `cgroupsPath`), read back
 /// by `oom_killed` when the container exits with SIGKILL, and by the
 /// resource usage sampler (`crate::resource_usage`).
@@ -103,7 +146,8 @@ pub fn cgroups_path(pod_uid: &str, container: &str) -> String {
 }
 
 /// Starts `container` of the sandboxed pod as run number `restarts`;
-/// returns when to look at it again.
+/// returns when to look at it again. Its postStart hook, if any, runs on
+/// a task that notifies `hook_done` when it ends.
 pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     ctx: &WorkerContext<R, S>,
     sandbox: &PreparedSandbox,
@@ -111,6 +155,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
     track: &mut Track,
     restarts: i32,
     config: &mut PodConfig,
+    hook_done: &Arc<Notify>,
 ) -> Option<Instant> {
     let pod = &sandbox.pod;
     let meta = pod.metadata.clone().unwrap_or_default();
@@ -129,12 +174,31 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             .await
             .unwrap_or(false),
     };
+    // The pod's registry credentials, read only for a pull.
+    let secrets = if pulls {
+        let read = pull_secrets::read(config, ctx.config.as_ref(), pod).await;
+        if !read.problems.is_empty() {
+            let message = read.event_message();
+            tell(
+                EventKind::Warning,
+                "FailedToRetrieveImagePullSecret",
+                message,
+            );
+        }
+        read
+    } else {
+        PullSecrets::default()
+    };
     if pulls {
         let message = format!("Pulling image {:?}", container.image);
         tell(EventKind::Normal, "Pulling", message);
     }
     let pull_started = Instant::now();
-    let image = match ctx.runtime.ensure_image(&container.image, policy).await {
+    let ensured = ctx
+        .runtime
+        .ensure_image(&container.image, policy, &secrets.keyring)
+        .await;
+    let image = match ensured {
         Ok(i) => {
             ctx.metrics.image_pulls.inc(&["ok"]);
             let message = if pulls {
@@ -169,7 +233,8 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
                     tell(EventKind::Warning, "ErrImageNeverPull", message);
                 }
                 (_, "ErrImagePull") => {
-                    let message = format!("Failed to pull image {image:?}: {e}");
+                    let why = secrets.explain(&e.to_string());
+                    let message = format!("Failed to pull image {image:?}: {why}");
                     tell(EventKind::Warning, "Failed", message);
                 }
                 _ => {
@@ -184,13 +249,13 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
                     } else {
                         reason.into()
                     },
-                    message: e.to_string(),
+                    message: secrets.explain(&e.to_string()),
                 };
             }
             return Some(track.retry_later(now));
         }
     };
-    let (hostname, _) = pod_hostname(pod);
+    let hostname = sandbox.hostname();
     let etc_files = match sandbox.etc_files(&ctx.layout, &ctx.discovery).await {
         Ok(f) => f,
         Err(e) => {
@@ -269,6 +334,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
         image: &image.config,
         hostname: &hostname,
         netns_path: &netns_str,
+        host: HostNamespaces::of(pod.spec.as_ref().unwrap_or(&v1::PodSpec::default())),
         cgroups_path: &cgroup,
         etc_files: &etc_files,
         env: &env_vars,
@@ -336,7 +402,8 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
             if restarts > track.shown.restarts || (restarts > 0 && !track.shown.ever_started) {
                 ctx.metrics.container_restarts.inc(&labels);
             }
-            track.begin_run(restarts, started_at, image.id, container, now);
+            let post_start = post_start(ctx, sandbox, container, hook_done);
+            track.begin_run(restarts, started_at, image.id, container, post_start, now);
             ctx.layout.prune_logs(pod, &container.name).await;
             track.next_probe()
         }
@@ -360,10 +427,10 @@ mod tests {
     use skiff_proto::v1;
 
     use crate::master_link::{ConfigData, ConfigKind, StaticConfigSource};
-    use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall};
+    use crate::pods::sandbox::recording::{RecordingSandbox, SandboxCall, HOST_NETNS};
     use crate::pods::worker::harness::{
-        container, pod, running, spawn_worker, spawn_worker_reading, waiting_message,
-        waiting_reason,
+        container, pod, running, spawn_worker, spawn_worker_reading, spawn_worker_with,
+        waiting_message, waiting_reason,
     };
     use crate::runtime::recording::{Call, RecordingRuntime};
 
@@ -571,5 +638,208 @@ mod tests {
         );
         assert!(h.sandbox.mounted().is_empty());
         assert!(!h.pod_dir().exists());
+    }
+
+    /// The test pod, its container `main` with this postStart hook.
+    fn pod_with_post_start(policy: &str, command: &str) -> v1::Pod {
+        let mut pod = pod(policy);
+        pod.spec.as_mut().unwrap().containers[0].lifecycle = Some(v1::Lifecycle {
+            post_start: Some(v1::LifecycleHandler {
+                exec: Some(v1::ExecAction {
+                    command: vec![command.into()],
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        pod
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_post_start_hook_holds_the_container_until_it_has_run() {
+        let runtime = RecordingRuntime::default();
+        runtime.script_exec("warm-up", 0, Duration::from_secs(30));
+        let mut h = spawn_worker(pod_with_post_start("Always", "warm-up"), runtime);
+        let s = h
+            .until("started, its hook running", |s| {
+                waiting_reason(s) == "ContainerCreating" && !container(s).container_id.is_empty()
+            })
+            .await;
+        let begun = tokio::time::Instant::now();
+        assert!(!container(&s).ready);
+        assert_eq!(container(&s).started, Some(false));
+        assert_eq!(h.starts(), ["0"], "the container runs while its hook does");
+        let s = h.until("Running", running).await;
+        assert_eq!(
+            h.runtime.exec_commands(),
+            [("uid1_main".to_owned(), vec!["warm-up".to_owned()])]
+        );
+        assert!(
+            begun.elapsed() >= Duration::from_secs(30),
+            "{:?}",
+            begun.elapsed()
+        );
+        assert!(container(&s).ready);
+        assert_eq!(container(&s).started, Some(true));
+        let reasons = h.event_reasons();
+        assert!(
+            !reasons.contains(&"FailedPostStartHook".to_owned()),
+            "{reasons:?}"
+        );
+        assert_eq!(h.starts(), ["0"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_post_start_hook_kills_the_container_saying_why() {
+        let runtime = RecordingRuntime::default();
+        runtime.script_exec("warm-up", 2, Duration::ZERO);
+        let mut h = spawn_worker(pod_with_post_start("Never", "warm-up"), runtime);
+        let s = h.until("Failed", |s| s.phase == "Failed").await;
+        let terminated = container(&s)
+            .state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .expect("ended");
+        assert_eq!(terminated.exit_code, Some(143), "stopped with SIGTERM");
+        let stop = Call::Signal {
+            id: "uid1_main".into(),
+            signal: 15,
+        };
+        assert!(h.runtime.calls().contains(&stop));
+        let events = h.events_sent();
+        let failed = events
+            .iter()
+            .find(|(reason, _)| reason == "FailedPostStartHook")
+            .expect("FailedPostStartHook");
+        assert_eq!(
+            failed.1,
+            r#"Exec lifecycle hook ([warm-up]) for Container "main" in Pod "web_default(uid1)" failed - error: command ["warm-up"] exited with 2"#
+        );
+        assert!(
+            events.iter().any(|(reason, _)| reason == "Killing"),
+            "{events:?}"
+        );
+        assert_eq!(h.starts(), ["0"], "Never: not started again");
+    }
+
+    /// A `.dockerconfigjson` Secret for `registry` with `user`/`password`.
+    fn docker_config(registry: &str, user: &str, password: &str) -> ConfigData {
+        let json = format!(
+            r#"{{"auths": {{"{registry}": {{"username": "{user}", "password": "{password}"}}}}}}"#
+        );
+        ConfigData {
+            data: [(".dockerconfigjson".to_owned(), json.into_bytes())].into(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn image_pull_secrets_give_the_pull_its_credentials_and_a_missing_one_is_named() {
+        const IMAGE: &str = "127.0.0.1:5000/team/app:1";
+        let runtime = RecordingRuntime::default();
+        runtime.require_credentials(IMAGE, "skiff", "s3cret");
+        let mut pod = pod("Always");
+        let spec = pod.spec.as_mut().unwrap();
+        spec.containers[0].image = IMAGE.into();
+        spec.containers[0].image_pull_policy = "Always".into();
+        spec.image_pull_secrets = vec![v1::LocalObjectReference {
+            name: "regcred".into(),
+        }];
+        let config = StaticConfigSource::default();
+        let mut h = spawn_worker_reading(pod, runtime, RecordingSandbox::default(), config);
+        // The Secret is not there: pulled without it, refused, and the
+        // status names the Secret.
+        let s = h
+            .until("ErrImagePull", |s| waiting_reason(s) == "ErrImagePull")
+            .await;
+        let message = waiting_message(&s);
+        assert!(message.contains("401 Unauthorized"), "{message}");
+        assert!(
+            message.ends_with(r#"(imagePullSecrets: secret "regcred" not found)"#),
+            "{message}"
+        );
+        let events = h.events_sent();
+        let missing = events
+            .iter()
+            .find(|(reason, _)| reason == "FailedToRetrieveImagePullSecret")
+            .expect("the kubelet's Event");
+        assert!(
+            missing.1.contains(r#"secret "regcred" not found"#),
+            "{missing:?}"
+        );
+        // Wrong credentials: the registry's refusal, naming the Secret.
+        let wrong = docker_config("127.0.0.1:5000", "skiff", "nope");
+        h.config
+            .put(ConfigKind::Secret, "default", "regcred", wrong);
+        let s = h
+            .until("refused with the Secret's credentials", |s| {
+                waiting_message(s).contains("refused with the credentials")
+            })
+            .await;
+        assert_eq!(waiting_reason(&s), "ImagePullBackOff");
+        let message = waiting_message(&s);
+        assert!(
+            message.contains(r#"imagePullSecret "regcred""#),
+            "{message}"
+        );
+        // The right ones: pulled with them.
+        let right = docker_config("127.0.0.1:5000", "skiff", "s3cret");
+        h.config
+            .put(ConfigKind::Secret, "default", "regcred", right);
+        h.until("Running", running).await;
+        let pulls = h.runtime.pulls();
+        assert_eq!(
+            pulls.last(),
+            Some(&(IMAGE.to_owned(), Some("skiff".to_owned())))
+        );
+        assert_eq!(pulls.first(), Some(&(IMAGE.to_owned(), None)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pod_in_the_hosts_namespaces_gets_the_nodes_network_address_and_names() {
+        let mut pod = pod("Always");
+        let spec = pod.spec.as_mut().unwrap();
+        spec.host_network = true;
+        spec.host_pid = true;
+        let sandbox = RecordingSandbox::with_pod_ip(std::net::Ipv4Addr::new(10, 42, 0, 5));
+        let mut h = spawn_worker_with(pod, RecordingRuntime::default(), sandbox);
+        let s = h.until("Running", running).await;
+        // The node's address; no namespace or pod network of its own.
+        assert_eq!(s.pod_ip, "10.0.0.1");
+        assert_eq!(s.host_ip, "10.0.0.1");
+        let calls = h.sandbox.calls();
+        assert!(
+            !calls
+                .iter()
+                .any(|c| matches!(c, SandboxCall::EnsureNetns(_) | SandboxCall::Attach { .. })),
+            "{calls:?}"
+        );
+        let spec = h.runtime.started_spec("uid1_main").expect("a spec");
+        let namespaces = spec["linux"]["namespaces"].as_array().unwrap();
+        let kinds: Vec<&str> = namespaces
+            .iter()
+            .filter_map(|n| n["type"].as_str())
+            .collect();
+        assert_eq!(kinds, ["ipc", "mount", "network"]);
+        assert_eq!(namespaces[2]["path"], HOST_NETNS);
+        assert!(
+            spec.get("hostname").is_none(),
+            "the node's hostname: {spec}"
+        );
+        // The node's names in its /etc files.
+        let hostname = nix::unistd::gethostname().unwrap();
+        let file = h.pod_dir().join("etc").join("hostname");
+        assert_eq!(
+            std::fs::read_to_string(file).unwrap(),
+            format!("{}\n", hostname.to_string_lossy())
+        );
+        let env: Vec<&str> = spec["process"]["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        let hostname_var = format!("HOSTNAME={}", hostname.to_string_lossy());
+        assert!(env.contains(&hostname_var.as_str()), "{env:?}");
     }
 }

@@ -1,18 +1,27 @@
 //! What a pod worker remembers of one container between passes, split by
 //! purpose: its role (init container, sidecar or app container), what the
 //! pod's status shows of it ([`Shown`]), its current run ([`CurrentRun`]:
-//! since when, whether its exit is recorded, OOM, probes, a sidecar's
-//! stop) and when the next attempt may come ([`Pacing`]: the crash back-off and
-//! the retry pace of failed pulls and starts). The methods here change
-//! that state as the worker observes and acts; what to do next is
-//! [`super::decide`]'s alone.
+//! since when, whether its exit is recorded, OOM, probes, its postStart
+//! hook, a sidecar's stop) and when the next attempt may come ([`Pacing`]:
+//! the crash back-off and the retry pace of failed pulls and starts). The
+//! methods here change that state as the worker observes and acts; what to
+//! do next is [`super::decide`]'s alone.
+//!
+//! Probes keep the kubelet's order: while a startup probe has not passed,
+//! neither liveness nor readiness runs and the container has not
+//! `started`; `failureThreshold` startup failures in a row restart it as a
+//! failed liveness probe does. While its postStart hook runs, a container
+//! shows waiting (`ContainerCreating`), is neither started nor ready, and
+//! is not probed.
 
 use std::path::Path;
 use std::time::Duration;
 
 use skiff_proto::v1;
 use skiff_values::now_rfc3339;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::pods::backoff::Backoff;
 use crate::pods::probes::{self, ProbeState};
@@ -54,7 +63,47 @@ pub(super) struct Shown {
     pub(super) last: Option<CState>,
     pub(super) restarts: i32,
     pub(super) ever_started: bool,
+    /// The kubelet's `started`: this run's postStart hook is done and its
+    /// startup probe has passed.
+    pub(super) started: bool,
+    /// Some run was ever `started`: a sidecar has done its part.
+    pub(super) ever_started_up: bool,
     pub(super) image_id: String,
+}
+
+/// A probe whose failure restarts the container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ProbeKind {
+    Liveness,
+    Startup,
+}
+
+impl ProbeKind {
+    /// As the kubelet's messages name it (`failed liveness probe`).
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Startup => "startup",
+        }
+    }
+}
+
+/// A lifecycle hook running on a task of its own (aborted when this is
+/// dropped), and where its outcome arrives: success, or the kubelet's
+/// failure message. The outcome is sent before the worker is woken, so a
+/// woken worker finds it.
+#[derive(Debug)]
+pub(super) struct HookRun {
+    pub(super) task: AbortOnDropHandle<()>,
+    pub(super) outcome: oneshot::Receiver<Result<(), String>>,
+}
+
+/// A postStart hook that has not finished, and the start time the
+/// container shows once it has succeeded.
+#[derive(Debug)]
+pub(super) struct PostStart {
+    pub(super) hook: HookRun,
+    pub(super) started_at: String,
 }
 
 /// The container's current run, or the one that just ended.
@@ -67,9 +116,15 @@ pub(super) struct CurrentRun {
     pub(super) oom: bool,
     pub(super) liveness: Option<ProbeState>,
     pub(super) readiness: Option<ProbeState>,
+    pub(super) startup: Option<ProbeState>,
+    /// The probe whose failure is killing the container.
+    pub(super) failed_probe: Option<ProbeKind>,
     pub(super) ready: bool,
-    /// When a finished pod's worker sent this sidecar its SIGTERM.
-    pub(super) stop_sent: Option<Instant>,
+    /// The postStart hook, while it runs.
+    pub(super) post_start: Option<PostStart>,
+    /// When a finished pod's worker, having sent this sidecar its SIGTERM,
+    /// sends it SIGKILL.
+    pub(super) kill_at: Option<Instant>,
 }
 
 /// When the next attempt may come.
@@ -101,6 +156,8 @@ impl Track {
                 last: None,
                 restarts: 0,
                 ever_started: false,
+                started: false,
+                ever_started_up: false,
                 image_id: String::new(),
             },
             run: CurrentRun {
@@ -109,8 +166,11 @@ impl Track {
                 oom: false,
                 liveness: None,
                 readiness: None,
+                startup: None,
+                failed_probe: None,
                 ready: false,
-                stop_sent: None,
+                post_start: None,
+                kill_at: None,
             },
             pacing: Pacing {
                 crash: Backoff::crash_loop(),
@@ -138,6 +198,8 @@ impl Track {
             will_restart: matches!(state, CState::Terminated { code, .. } if policy.restarts_after(*code))
                 || matches!(state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff"),
             ever_started: self.shown.ever_started,
+            started: self.shown.started,
+            started_up: self.shown.ever_started_up,
         }
     }
 
@@ -195,6 +257,9 @@ impl Track {
                     started_at: r.labels.get(LABEL_STARTED_AT).cloned().unwrap_or_default(),
                 };
                 self.run.started = Some(now);
+                // It had started as far as a sidecar's successors go; its
+                // startup probe, if any, is asked again.
+                self.shown.ever_started_up = true;
                 self.arm_probes(container, now);
             }
         }
@@ -204,6 +269,10 @@ impl Track {
     /// The task runs: shown as running (since now, unless it already shows
     /// its start time), and a long enough run forgives past crashes.
     pub(super) fn note_running(&mut self, now: Instant) {
+        // A postStart hook still running: it shows waiting until it ends.
+        if self.run.post_start.is_some() {
+            return;
+        }
         if !matches!(self.shown.state, CState::Running { .. }) {
             self.shown.state = CState::Running {
                 started_at: now_rfc3339(),
@@ -222,38 +291,117 @@ impl Track {
         }
     }
 
-    /// Probes for a new run: none due before their initial delays, and
-    /// ready at once when there is no readiness probe.
+    /// Probes for a new run: none due before their initial delays. The
+    /// run has started at once when there is no startup probe and no
+    /// postStart hook running, and is ready then when there is no
+    /// readiness probe.
     pub(super) fn arm_probes(&mut self, container: &v1::Container, now: Instant) {
-        self.run.liveness = container
-            .liveness_probe
-            .as_ref()
-            .map(|p| ProbeState::new(p, now));
-        self.run.readiness = container
-            .readiness_probe
-            .as_ref()
-            .map(|p| ProbeState::new(p, now));
-        self.run.ready = self.run.readiness.is_none();
+        let arm = |probe: &Option<v1::Probe>| probe.as_ref().map(|p| ProbeState::new(p, now));
+        self.run.liveness = arm(&container.liveness_probe);
+        self.run.readiness = arm(&container.readiness_probe);
+        self.run.startup = arm(&container.startup_probe);
+        self.run.failed_probe = None;
+        self.run.ready = false;
+        self.shown.started = false;
+        if self.run.startup.is_none() && self.run.post_start.is_none() {
+            self.mark_started();
+        }
     }
 
-    /// A run that ended or is being killed: not ready, and no probes until
-    /// the next run.
+    /// The run has started (postStart done, startup probe passed): ready
+    /// now unless a readiness probe is to say so.
+    fn mark_started(&mut self) {
+        self.shown.started = true;
+        self.shown.ever_started_up = true;
+        if self.run.readiness.is_none() {
+            self.run.ready = true;
+        }
+    }
+
+    /// A run that ended or is being killed: not started, not ready, no
+    /// probes until the next run, and its postStart hook, if it still
+    /// runs, stopped.
     pub(super) fn disarm_probes(&mut self) {
         self.run.liveness = None;
         self.run.readiness = None;
+        self.run.startup = None;
         self.run.ready = false;
+        self.run.post_start = None;
+        self.shown.started = false;
     }
 
-    /// Runs the probes that are due (readiness first); true when the
-    /// liveness probe has just failed.
+    /// Whether the run's postStart hook is still running.
+    pub(super) fn post_start_pending(&self) -> bool {
+        self.run.post_start.is_some()
+    }
+
+    /// The postStart hook's outcome once it has ended (`None` while it
+    /// runs, or when there is none): on success the container shows
+    /// running from its start, and has started unless a startup probe is
+    /// to say so; on failure, the kubelet's message.
+    pub(super) fn post_start_outcome(&mut self) -> Option<Result<(), String>> {
+        let outcome = match self.run.post_start.as_mut()?.hook.outcome.try_recv() {
+            Ok(outcome) => outcome,
+            Err(oneshot::error::TryRecvError::Empty) => return None,
+            Err(oneshot::error::TryRecvError::Closed) => {
+                Err("the postStart hook's task ended without an outcome".to_owned())
+            }
+        };
+        let post_start = self.run.post_start.take()?;
+        if outcome.is_ok() {
+            tracing::info!(container = %self.id, "postStart hook done");
+            self.shown.state = CState::Running {
+                started_at: post_start.started_at,
+            };
+            if self.run.startup.is_none() {
+                self.mark_started();
+            }
+        }
+        Some(outcome)
+    }
+
+    /// Runs the probes that are due: the startup probe until it passes,
+    /// then readiness and liveness; the probe whose failure is to restart
+    /// the container, when one just failed for good. Nothing is probed
+    /// while the postStart hook runs.
     pub(super) async fn probe<R: ContainerRuntime>(
         &mut self,
         runtime: &R,
         container: &v1::Container,
         netns: &Path,
         now: Instant,
-    ) -> bool {
+    ) -> Option<ProbeKind> {
+        if self.run.post_start.is_some() {
+            return None;
+        }
         let id = self.id.clone();
+        if let Some(probe) = self
+            .run
+            .startup
+            .as_mut()
+            .filter(|p| p.passing != Some(true))
+        {
+            let due = probe.next_at <= now;
+            let verdict = probes::run_if_due(runtime, &id, container, netns, probe, now).await;
+            if due && probe.failed_last() {
+                let failure = format!("Startup probe failed: {}", probe.last_error);
+                self.probe_failures.push(failure);
+            }
+            match verdict {
+                Some(true) => {
+                    tracing::info!(container = %id, "startup probe passed");
+                    self.mark_started();
+                }
+                Some(false) => {
+                    let reason = probe.last_error.clone();
+                    tracing::info!(container = %id, %reason, "startup probe failed; restarting container");
+                    self.run.failed_probe = Some(ProbeKind::Startup);
+                    return Some(ProbeKind::Startup);
+                }
+                // Liveness and readiness wait for it.
+                None => return None,
+            }
+        }
         if let Some(probe) = self.run.readiness.as_mut() {
             let due = probe.next_at <= now;
             if let Some(verdict) =
@@ -276,10 +424,11 @@ impl Track {
             }
             if verdict == Some(false) {
                 tracing::info!(container = %id, reason = %probe.last_error, "liveness probe failed; restarting container");
-                return true;
+                self.run.failed_probe = Some(ProbeKind::Liveness);
+                return Some(ProbeKind::Liveness);
             }
         }
-        false
+        None
     }
 
     /// The probe attempts that failed since the last call, oldest first.
@@ -287,8 +436,21 @@ impl Track {
         std::mem::take(&mut self.probe_failures)
     }
 
-    /// When the next probe is due, if any.
+    /// When the next probe is due, if any: the startup probe's until it
+    /// has passed; none while the postStart hook runs (its end wakes the
+    /// worker).
     pub(super) fn next_probe(&self) -> Option<Instant> {
+        if self.run.post_start.is_some() {
+            return None;
+        }
+        if let Some(startup) = self
+            .run
+            .startup
+            .as_ref()
+            .filter(|p| p.passing != Some(true))
+        {
+            return Some(startup.next_at);
+        }
         self.run
             .liveness
             .as_ref()
@@ -298,13 +460,14 @@ impl Track {
             .min()
     }
 
-    /// How long a liveness kill waits between SIGTERM and SIGKILL: the
-    /// probe's own grace period, else the pod's.
+    /// How long a kill for a failed probe waits between SIGTERM and
+    /// SIGKILL: the failed probe's own grace period, else the pod's.
     pub(super) fn kill_grace(&self, pod_grace: Option<i64>) -> Duration {
-        let grace = self
-            .run
-            .liveness
-            .as_ref()
+        let probe = match self.run.failed_probe {
+            Some(ProbeKind::Startup) => self.run.startup.as_ref(),
+            _ => self.run.liveness.as_ref(),
+        };
+        let grace = probe
             .and_then(|p| p.probe.termination_grace_period_seconds)
             .or(pod_grace)
             .unwrap_or(DEFAULT_GRACE_SECONDS);
@@ -392,23 +555,36 @@ impl Track {
         retry
     }
 
-    /// A new run began: restart count, state and image as started, and
-    /// every trace of the last run and its pacing cleared.
+    /// A new run began: restart count, state and image as started (still
+    /// waiting while its postStart hook, `post_start`, runs), and every
+    /// trace of the last run and its pacing cleared.
     pub(super) fn begin_run(
         &mut self,
         restarts: i32,
         started_at: String,
         image_id: String,
         container: &v1::Container,
+        post_start: Option<HookRun>,
         now: Instant,
     ) {
         self.shown.ever_started = true;
         self.shown.restarts = restarts;
-        self.shown.state = CState::Running { started_at };
+        self.run.post_start = post_start.map(|hook| PostStart {
+            hook,
+            started_at: started_at.clone(),
+        });
+        self.shown.state = if self.run.post_start.is_some() {
+            CState::Waiting {
+                reason: "ContainerCreating".into(),
+                message: String::new(),
+            }
+        } else {
+            CState::Running { started_at }
+        };
         self.shown.image_id = image_id;
         self.run.exit_recorded = false;
         self.run.oom = false;
-        self.run.stop_sent = None;
+        self.run.kill_at = None;
         self.run.started = Some(now);
         self.pacing.restart_at = None;
         self.pacing.retry_at = None;
