@@ -635,6 +635,7 @@ mod tests {
                 mounts: &[],
                 security: &ProcessSecurity::default(),
                 host_devices: &[],
+                host: HostNamespaces::default(),
             })
             .unwrap()
         };

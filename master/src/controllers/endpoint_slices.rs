@@ -786,7 +786,7 @@ spec:
         let slice = |name: &str, p: i32, ips: &[&str]| Slice {
             name: name.to_owned(),
             ports: vec![port(p)],
-            endpoints: ips.iter().map(|ip| endpoint(*ip)).collect(),
+            endpoints: ips.iter().map(|ip| endpoint(ip)).collect(),
         };
         let existing = vec![
             slice("a", 80, &["10.0.0.1", "10.0.0.2"]),

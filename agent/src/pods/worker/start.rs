@@ -133,7 +133,7 @@ fn post_start<R: ContainerRuntime, S: PodSandbox>(
         done.notify_one();
     });
     Some(HookRun {
-        task: AbortOnDropHandle::new(task),
+        _task: AbortOnDropHandle::new(task),
         outcome,
     })
 }

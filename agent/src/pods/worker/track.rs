@@ -94,7 +94,8 @@ impl ProbeKind {
 /// woken worker finds it.
 #[derive(Debug)]
 pub(super) struct HookRun {
-    pub(super) task: AbortOnDropHandle<()>,
+    /// Held, never read: dropping it aborts the hook.
+    pub(super) _task: AbortOnDropHandle<()>,
     pub(super) outcome: oneshot::Receiver<Result<(), String>>,
 }
 
