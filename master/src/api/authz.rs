@@ -1614,10 +1614,11 @@ mod tests {
             resources.contains(&get("configmaps", "app-config")),
             "{resources:?}"
         );
-        assert!(
-            resources.contains(&get("secrets", "app-secret")),
-            "{resources:?}"
-        );
+        let secrets = ResourceRule {
+            resource_names: vec!["app-secret".to_owned(), "app-secret-pull".to_owned()],
+            ..get("secrets", "")
+        };
+        assert!(resources.contains(&secrets), "{resources:?}");
     }
 
     #[test]

@@ -411,15 +411,15 @@ mod tests {
     #[test]
     fn empty_fields_skiff_does_not_know_are_ignored_in_protobuf_bodies_only() {
         let pods = info(Kind::Pod);
-        let body = |tty: Value| {
+        let body = |fqdn: Value| {
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "selfLink": ""},
-                   "spec": {"containers": [{"name": "c", "image": "i", "tty": tty}]}})
+                   "spec": {"containers": [{"name": "c", "image": "i"}], "setHostnameAsFQDN": fqdn}})
         };
         let strict = FieldValidation::Strict;
         let (_, warnings) = decode(pods, body(json!(false)), strict, BodyOrigin::Protobuf).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let e = decode(pods, body(json!(true)), strict, BodyOrigin::Protobuf).unwrap_err();
-        assert!(e.message.contains("tty"), "{}", e.message);
+        assert!(e.message.contains("setHostnameAsFQDN"), "{}", e.message);
         let e = decode(pods, body(json!(false)), strict, BodyOrigin::Text).unwrap_err();
         assert!(e.message.contains("selfLink"), "{}", e.message);
     }
