@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::controllers::cron_job::CronJobController;
+use crate::controllers::custom_resources::CustomResourceDefinitionController;
 use crate::controllers::daemonset::DaemonSetController;
 use crate::controllers::deployment::DeploymentController;
 use crate::controllers::disruption::DisruptionController;
@@ -205,6 +206,11 @@ pub async fn run(
                 ctx.clone(),
                 Arc::new(ctx.resource_metrics.clone()),
             ),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            CustomResourceDefinitionController::new(ctx.clone()),
             ctx.store.clone(),
             term.clone(),
         ));

@@ -1,6 +1,16 @@
 //! The one path every object change takes, from the API or from the
 //! controllers on the leader: place in a namespace, default, validate,
 //! check size, then propose through Raft and wait for it to be applied.
+//!
+//! Objects of custom kinds are written as their served definition says
+//! (`admit_custom`): refused while it is being deleted (creates) or not
+//! served, pruned, defaulted and validated by the schema of their version,
+//! stored at the storage version; a create drops the status when the
+//! version has a `status` subresource, and an update of a kind without
+//! one writes the status too (`Command::UpdateWhole`). A created
+//! CustomResourceDefinition gets the finalizer that holds it until its
+//! objects are deleted (`custom_resources::CLEANUP_FINALIZER`), kept on
+//! updates until it is being deleted; its scope and kind cannot change.
 
 use prost::Message;
 use skiff_proto::api::object::Kind as Body;
@@ -10,12 +20,13 @@ use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::node_ports::{NodePortError, NodePorts};
+use crate::objects::custom_resources::{self, Definition, CLEANUP_FINALIZER};
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
-use crate::objects::validation::{validate, ValidationError};
-use crate::objects::{pods, storage};
-use crate::objects::{EmptyObject, Kind, ObjectExt, UnknownKind};
+use crate::objects::registry::custom::served_definition;
+use crate::objects::validation::{validate, FieldError, ValidationError};
+use crate::objects::{generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind};
 use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
 use crate::store::{Command, WriteError};
@@ -131,6 +142,9 @@ impl ObjectWriter {
     pub async fn create(&self, mut object: Object) -> Result<Object> {
         let kind = object.kind()?;
         not_ephemeral(kind)?;
+        if let Kind::Custom(custom) = kind {
+            admit_custom(custom, &mut object, Write::Create)?;
+        }
         place_in_namespace(&mut object, kind)?;
         {
             let meta = object.meta_mut()?;
@@ -173,9 +187,18 @@ impl ObjectWriter {
                     pods::admit_pull_secrets(spec, account.as_deref());
                 }
             }
+            (Kind::CustomResourceDefinition, Some(Body::Generic(crd))) => {
+                let meta = crd.metadata.get_or_insert_with(Default::default);
+                if !meta.finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
+                    meta.finalizers.push(CLEANUP_FINALIZER.to_owned());
+                }
+            }
             _ => {}
         }
         validate(&object)?;
+        if let Kind::Custom(custom) = kind {
+            to_storage_version(custom, &mut object);
+        }
         // A Service's address and nodePorts stay reserved until the create
         // is applied (then the cache holds them) or fails, so concurrent
         // creates never get the same one and none waits for another.
@@ -213,6 +236,30 @@ impl ObjectWriter {
         place_in_namespace(&mut object, kind)?;
         if object.meta().name.is_empty() {
             return Err(Error::Invalid("metadata.name is required".to_owned()));
+        }
+        if let Kind::Custom(custom) = kind {
+            let write = if status_only {
+                Write::Status
+            } else {
+                Write::Update
+            };
+            let whole = admit_custom(custom, &mut object, write)?;
+            apply_defaults(&mut object);
+            validate(&object)?;
+            to_storage_version(custom, &mut object);
+            let object = encode_checked(&object)?;
+            let command = if whole {
+                Command::UpdateWhole { object }
+            } else {
+                Command::Update {
+                    object,
+                    status_only,
+                }
+            };
+            return decode_object(&self.cluster.propose(command).await?.object);
+        }
+        if kind == Kind::CustomResourceDefinition && !status_only {
+            self.admit_definition_update(&mut object)?;
         }
         // New nodePorts stay reserved until the update is applied or fails.
         let _reserved = if status_only {
@@ -280,6 +327,145 @@ impl ObjectWriter {
             now: now_rfc3339(),
         };
         decode_object(&self.cluster.propose(command).await?.object)
+    }
+}
+
+impl ObjectWriter {
+    /// What a CustomResourceDefinition's update may not change (its scope;
+    /// its kind, which its objects are stored by), and the cleanup
+    /// finalizer it keeps until it is being deleted.
+    fn admit_definition_update(&self, object: &mut Object) -> Result<()> {
+        let Some(Body::Generic(sent)) = object.kind.as_mut() else {
+            return Ok(());
+        };
+        let meta = sent.metadata.clone().unwrap_or_default();
+        let cache = self.cluster.store.cache();
+        let Some(stored) = cache.get(Kind::CustomResourceDefinition, "", &meta.name) else {
+            return Ok(());
+        };
+        let Some(Body::Generic(stored)) = &stored.kind else {
+            return Ok(());
+        };
+        let none = |_: &str| false;
+        let (before, _) = Definition::examine(stored, &none);
+        let (after, _) = Definition::examine(sent, &none);
+        let mut errors = Vec::new();
+        if before.scope != after.scope {
+            errors.push(FieldError {
+                path: "spec.scope".to_owned(),
+                reason: format!(
+                    "Invalid value: {:?}: field is immutable",
+                    scope_name(&after)
+                ),
+            });
+        }
+        if !before.names.kind.is_empty() && before.names.kind != after.names.kind {
+            errors.push(FieldError {
+                path: "spec.names.kind".to_owned(),
+                reason: format!(
+                    "Invalid value: {:?}: field is immutable (objects of the kind are stored by it)",
+                    after.names.kind
+                ),
+            });
+        }
+        if !errors.is_empty() {
+            return Err(Error::Validation(ValidationError {
+                kind: Kind::CustomResourceDefinition.name().to_owned(),
+                name: meta.name,
+                errors,
+            }));
+        }
+        let stored_meta = stored.metadata.clone().unwrap_or_default();
+        let held = stored_meta
+            .finalizers
+            .iter()
+            .any(|f| f == CLEANUP_FINALIZER);
+        if held && stored_meta.deletion_timestamp.is_empty() {
+            let sent_meta = sent.metadata.get_or_insert_with(Default::default);
+            if !sent_meta.finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
+                sent_meta.finalizers.push(CLEANUP_FINALIZER.to_owned());
+            }
+        }
+        Ok(())
+    }
+}
+
+fn scope_name(definition: &Definition) -> &'static str {
+    if definition.namespaced() {
+        "Namespaced"
+    } else {
+        "Cluster"
+    }
+}
+
+/// A write of an object of a custom kind.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Write {
+    Create,
+    Update,
+    Status,
+}
+
+/// What writing an object of a custom kind needs of its definition: that
+/// it is served (and not being deleted, for a create), in a served
+/// version, which has a `status` subresource for a status write. A create
+/// of a version with a `status` subresource drops the status, as
+/// kube-apiserver does. Answers whether an update writes the whole object
+/// (the version has no `status` subresource, so status is like any
+/// field).
+fn admit_custom(kind: CustomKind, object: &mut Object, write: Write) -> Result<bool> {
+    let served = served_definition(kind).ok_or_else(|| {
+        Error::Invalid(format!(
+            "no CustomResourceDefinition serves {} (it was deleted, or its names are not accepted)",
+            kind.qualified()
+        ))
+    })?;
+    let definition = &served.definition;
+    if write == Write::Create && definition.deleting {
+        return Err(Error::Invalid(format!(
+            "create not allowed while custom resource definition {} is terminating",
+            definition.name
+        )));
+    }
+    let Some(Body::Generic(g)) = object.kind.as_mut() else {
+        return Err(Error::Invalid(format!(
+            "{} objects are held as generic objects",
+            kind.qualified()
+        )));
+    };
+    let version = custom_resources::version_of(definition, &g.api_version)
+        .filter(|v| v.served)
+        .ok_or_else(|| {
+            Error::Invalid(format!(
+                "apiVersion {:?} is not a served version of {}",
+                g.api_version, definition.name
+            ))
+        })?;
+    match write {
+        Write::Status if !version.status => Err(Error::Invalid(format!(
+            "{} {} has no status subresource",
+            definition.name, version.name
+        ))),
+        Write::Create if version.status => {
+            let mut content = generic::content(g);
+            if content.remove("status").is_some() {
+                generic::set_content(g, &content);
+            }
+            Ok(false)
+        }
+        Write::Update => Ok(!version.status),
+        _ => Ok(false),
+    }
+}
+
+/// Stores an object of a custom kind at its definition's storage version
+/// (conversion `None`: only `apiVersion` changes).
+fn to_storage_version(kind: CustomKind, object: &mut Object) {
+    let Some(served) = served_definition(kind) else {
+        return;
+    };
+    if let Some(Body::Generic(g)) = object.kind.as_mut() {
+        g.api_version = served.storage.api_version.to_owned();
     }
 }
 

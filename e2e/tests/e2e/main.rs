@@ -12,6 +12,7 @@ mod cluster_dns;
 mod compaction;
 mod controllers;
 mod ctl;
+mod custom_resources;
 mod daemonsets;
 mod datastore;
 mod disk_hygiene;

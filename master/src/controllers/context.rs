@@ -124,6 +124,11 @@ pub trait ObjectReads: Send + Sync {
     ) -> Vec<Arc<Object>>;
     /// The store's current revision.
     fn revision(&self) -> u64;
+    /// The custom kinds the store holds objects of, served or not (none
+    /// unless the store says).
+    fn custom_kinds(&self) -> Vec<Kind> {
+        Vec::new()
+    }
     /// Live change notifications.
     fn subscribe(&self) -> broadcast::Receiver<Notification>;
 }
@@ -243,6 +248,10 @@ impl ObjectReads for ObjectStore {
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
         self.cache().budgets_selecting(namespace, labels)
+    }
+
+    fn custom_kinds(&self) -> Vec<Kind> {
+        self.cache().custom_kinds()
     }
 
     fn revision(&self) -> u64 {

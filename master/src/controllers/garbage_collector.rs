@@ -10,6 +10,10 @@
 //! - Orphan: an owner marked with the `orphan` finalizer is taken out of
 //!   its dependents' ownerReferences, then the finalizer is removed.
 //!
+//! Objects of custom kinds are collected like the others (the store's
+//! custom kinds, served or not, with their namespace; custom owners by
+//! their `apiVersion` and kind).
+//!
 //! An owner is finalized when it is marked, and again when one of its
 //! dependents goes. A full scan when the collector starts and once a
 //! minute catches whatever a missed notification or a lost race left
@@ -98,7 +102,9 @@ fn namespaced_kinds() -> impl Iterator<Item = Kind> {
 async fn collect_dependents_of(ctx: &Context, owner: &Object) -> Result<(), ReconcileError> {
     let meta = owner.meta();
     if owner.kind().ok() == Some(Kind::Namespace) {
-        for kind in namespaced_kinds() {
+        // Custom kinds too: a cluster-scoped one has no object in any
+        // namespace.
+        for kind in namespaced_kinds().chain(ctx.store.custom_kinds()) {
             let (objects, _) = ctx.store.list(kind, Some(&meta.name))?;
             delete_all(ctx, background(objects)).await?;
         }
@@ -127,11 +133,19 @@ async fn full_scan(ctx: &Context) -> Result<(), ReconcileError> {
     let mut uids = HashSet::new();
     let mut all = Vec::new();
     let mut waiting = Vec::new();
-    for kind in Kind::ALL.into_iter().filter(|k| k.is_stored()) {
+    let stored = Kind::ALL.into_iter().filter(|k| k.is_stored());
+    for kind in stored.chain(ctx.store.custom_kinds()) {
         let (objects, _) = ctx.store.list(kind, None)?;
         uids.extend(objects.iter().map(|o| o.meta().uid.clone()));
         waiting.extend(objects.iter().filter(|o| waits_for_collector(o)).cloned());
-        if kind.namespaced() {
+        if let Kind::Custom(_) = kind {
+            // Whatever its definition says now: the objects in a namespace.
+            all.extend(
+                objects
+                    .into_iter()
+                    .filter(|o| !o.meta().namespace.is_empty()),
+            );
+        } else if kind.namespaced() {
             all.extend(objects);
         }
     }
@@ -177,7 +191,11 @@ fn owner_of(
     dependent: &Object,
     reference: &OwnerReference,
 ) -> Result<Option<Arc<Object>>, ReconcileError> {
-    let Ok(kind) = Kind::from_name(&reference.kind) else {
+    // By apiVersion and kind (a custom owner's kind is its group's), else
+    // by kind alone (an owner written at an apiVersion not served).
+    let kind = Kind::from_type(&reference.api_version, &reference.kind)
+        .or_else(|_| Kind::from_name(&reference.kind));
+    let Ok(kind) = kind else {
         return Ok(None);
     };
     let namespace = if kind.namespaced() {

@@ -24,6 +24,8 @@
 //! - [`garbage_collector`]: deletes what lost its owner or its namespace.
 //! - [`pod_gc`]: deletes the pods of nodes that are gone, and finished pods
 //!   beyond a threshold (Kubernetes' PodGC).
+//! - [`custom_resources`]: CustomResourceDefinitions' status
+//!   (Established, NamesAccepted), and their objects deleted with them.
 //! - [`node_ipam`]: gives every node its pod subnet.
 //! - [`service_lb`]: the built-in load balancer (k3s' ServiceLB, without
 //!   pods): LoadBalancer Services' ingress is their eligible nodes.
@@ -46,6 +48,7 @@
 
 pub mod context;
 pub mod cron_job;
+pub mod custom_resources;
 pub mod daemonset;
 pub mod default_storage_class;
 pub mod deployment;

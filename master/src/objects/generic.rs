@@ -18,13 +18,22 @@
 //!   `objects::autoscaling`);
 //! - `status` is kept apart from the rest for status updates and for
 //!   `generation`.
+//!
+//! Custom kinds (`Kind::Custom`) are generic objects too, read by their
+//! definition instead of Kubernetes' schema: fields the version's
+//! structural schema does not specify are pruned (and reported as
+//! unknown), its defaults set, its constraints checked
+//! (`objects::custom_resources`). CustomResourceDefinitions themselves
+//! are checked by `custom_resources::definition`.
 
 use serde_json::{Map, Value};
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
 use super::cron_schedule::{time_zone, CronSchedule};
+use super::custom_resources::{self, Definition, Version};
 use super::pods::default_pull_policy;
-use super::Kind;
+use super::registry::custom::{served_definition, ServedDefinition};
+use super::{CustomKind, Kind};
 
 pub use super::schema_check::SchemaError;
 
@@ -184,10 +193,19 @@ pub fn to_json(object: &GenericObject) -> Value {
 /// object; the caller decides whether to refuse them).
 pub fn from_json(
     kind: Kind,
-    value: Value,
+    mut value: Value,
     unknown: &mut Vec<String>,
 ) -> Result<GenericObject, SchemaError> {
-    schema_check(kind, &value, unknown)?;
+    match kind {
+        Kind::Custom(custom) => {
+            let served = served(custom)?;
+            let version = version_at(&served, value["apiVersion"].as_str().unwrap_or(""))?;
+            if let Some(schema) = &version.schema {
+                schema.prune(&mut value, "", unknown);
+            }
+        }
+        _ => schema_check(kind, &value, unknown)?,
+    }
     let Value::Object(mut map) = value else {
         return Err(SchemaError {
             path: String::new(),
@@ -229,12 +247,97 @@ fn schema_check(kind: Kind, value: &Value, unknown: &mut Vec<String>) -> Result<
             message: format!("{kind} is not held as a generic object"),
         });
     }
+    if kind == Kind::CustomResourceDefinition {
+        // The generated schema has no apiextensions types: a CRD is
+        // checked whole by `custom_resources::definition` in `validate`.
+        return if value.is_object() {
+            Ok(())
+        } else {
+            Err(SchemaError {
+                path: String::new(),
+                message: "expected an object".to_owned(),
+            })
+        };
+    }
     let info = super::registry::info(kind);
     super::schema_check::check(info.group, info.version, info.name, value, unknown)
 }
 
+/// The served definition of a custom kind.
+fn served(kind: CustomKind) -> Result<std::sync::Arc<ServedDefinition>, SchemaError> {
+    served_definition(kind).ok_or_else(|| SchemaError {
+        path: "kind".to_owned(),
+        message: format!(
+            "no CustomResourceDefinition serves {} (it was deleted, or its names are not accepted)",
+            kind.qualified()
+        ),
+    })
+}
+
+/// The served version of `served` that `api_version` names.
+fn version_at<'s>(
+    served: &'s ServedDefinition,
+    api_version: &str,
+) -> Result<&'s Version, SchemaError> {
+    custom_resources::version_of(&served.definition, api_version)
+        .filter(|v| v.served)
+        .ok_or_else(|| SchemaError {
+            path: "apiVersion".to_owned(),
+            message: format!(
+                "{api_version:?} is not a served version of {}",
+                served.definition.name
+            ),
+        })
+}
+
+/// A custom kind's object pruned and defaulted by the schema of its
+/// version (left as it is when its definition or version is not served:
+/// validation refuses it).
+fn custom_defaults(kind: CustomKind, object: &mut GenericObject) {
+    let Ok(served) = served(kind) else {
+        return;
+    };
+    let Ok(version) = version_at(&served, &object.api_version) else {
+        return;
+    };
+    let mut value = to_json(object);
+    custom_resources::prune_and_default(version, &mut value);
+    if let Value::Object(mut map) = value {
+        for envelope in ["apiVersion", "kind", "metadata"] {
+            map.remove(envelope);
+        }
+        set_content(object, &map);
+    }
+}
+
+/// Kubernetes' defaults of a CustomResourceDefinition's spec: its singular
+/// and list kind from its kind, conversion `None`.
+fn definition_defaults(map: &mut Map<String, Value>) {
+    let Some(spec) = map.get_mut("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+    let kind = spec["names"]["kind"].as_str().unwrap_or("").to_owned();
+    if let Some(names) = spec.get_mut("names").filter(|n| n.is_object()) {
+        if !kind.is_empty() {
+            default(names, "singular", kind.to_ascii_lowercase());
+            default(names, "listKind", format!("{kind}List"));
+        }
+    }
+    default(spec, "conversion", serde_json::json!({"strategy": "None"}));
+}
+
 /// Kubernetes' defaults for `kind`'s fields.
 pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
+    if let Kind::Custom(custom) = kind {
+        custom_defaults(custom, object);
+        return;
+    }
+    if kind == Kind::CustomResourceDefinition {
+        let mut map = content(object);
+        definition_defaults(&mut map);
+        set_content(object, &map);
+        return;
+    }
     let mut map = content(object);
     let spec = map
         .entry("spec")
@@ -410,6 +513,19 @@ fn pod_spec(pod: &mut Value, restart_policy: Option<&str>) {
 /// What Kubernetes refuses that the schema allows: `(field, reason)` for
 /// each problem.
 pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
+    if let Kind::Custom(custom) = kind {
+        return match served(custom) {
+            Ok(served) => match version_at(&served, &object.api_version) {
+                Ok(version) => custom_resources::validate(version, &to_json(object)),
+                Err(e) => vec![(e.path, e.message)],
+            },
+            Err(e) => vec![(e.path, e.message)],
+        };
+    }
+    if kind == Kind::CustomResourceDefinition {
+        let builtin = |group: &str| super::registry::is_builtin_group(group);
+        return Definition::examine(object, &builtin).1;
+    }
     let map = content(object);
     let spec = map.get("spec").cloned().unwrap_or(Value::Null);
     let mut problems = Vec::new();

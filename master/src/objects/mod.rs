@@ -4,10 +4,18 @@
 //!
 //! The wire types themselves are generated in `skiff-proto`; an object of
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
+//!
+//! Custom kinds (CustomResourceDefinitions') are [`Kind::Custom`], an
+//! interned group and name (`registry::custom::CustomKind`), held as
+//! generic objects: stored under `Widget.example.com/namespace/name`,
+//! named so in the API service's requests, and known to the store from
+//! the object alone ([`stored_kind`]), whether or not a definition serves
+//! them, so that every replica applies the same log the same way.
 
 pub(crate) mod api_schema;
 pub mod autoscaling;
 pub mod cron_schedule;
+pub mod custom_resources;
 pub mod defaults;
 pub mod deletion;
 pub mod disruption_budget;
@@ -31,6 +39,8 @@ use std::fmt;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::ObjectMeta;
+
+pub use registry::custom::CustomKind;
 
 /// A supported kind, as written in `kind:`.
 #[derive(
@@ -87,6 +97,10 @@ pub enum Kind {
     // `metrics.k8s.io/v1beta1`, as metrics-server serves it.
     NodeMetrics,
     PodMetrics,
+    // `apiextensions.k8s.io/v1`, a generic kind.
+    CustomResourceDefinition,
+    /// A kind a CustomResourceDefinition defines (`registry::Model::Custom`).
+    Custom(CustomKind),
 }
 
 /// A kind name that skiff does not know.
@@ -111,34 +125,40 @@ impl Kind {
         all
     };
 
-    /// The name as written in `kind:`.
+    /// The name as written in `kind:` for built-in kinds; for a custom
+    /// kind, the name qualified by its group (`Widget.example.com`), what
+    /// the store and the API service know it by (its `kind:` is
+    /// `registry::info(kind).name`).
     pub fn name(self) -> &'static str {
-        registry::info(self).name
+        match self {
+            Kind::Custom(custom) => custom.qualified(),
+            kind => registry::info(kind).name,
+        }
     }
 
     /// Whether skiff holds this kind as a `GenericObject` (stored, or kept
     /// in memory like Events).
     pub fn is_generic(self) -> bool {
-        registry::info(self).model != registry::Model::Typed
+        matches!(self, Kind::Custom(_)) || registry::info(self).model != registry::Model::Typed
     }
 
     /// Whether this kind is kept in the leader's memory instead of the
     /// replicated store (Events).
     pub fn is_ephemeral(self) -> bool {
-        registry::info(self).model == registry::Model::Ephemeral
+        !matches!(self, Kind::Custom(_)) && registry::info(self).model == registry::Model::Ephemeral
     }
 
     /// Whether this kind is answered from the nodes' resource usage
     /// readings in the leader's memory (`metrics.k8s.io`), read-only.
     pub fn is_metrics(self) -> bool {
-        registry::info(self).model == registry::Model::Metrics
+        !matches!(self, Kind::Custom(_)) && registry::info(self).model == registry::Model::Metrics
     }
 
     /// Whether objects of this kind are stored (every kind but the access
     /// reviews, which the REST API answers and forgets, and the metrics
     /// API's, answered from readings).
     pub fn is_stored(self) -> bool {
-        registry::info(self).is_stored()
+        matches!(self, Kind::Custom(_)) || registry::info(self).is_stored()
     }
 
     /// The `apiVersion` Kubernetes uses for this kind.
@@ -161,11 +181,13 @@ impl Kind {
         registry::info(self).short_names
     }
 
-    /// Exact `kind:` name, as in manifests and the API.
+    /// Exact `kind:` name, as in manifests and the API; a custom kind by
+    /// its qualified name (`Widget.example.com`), once known.
     pub fn from_name(name: &str) -> Result<Kind, UnknownKind> {
         Kind::ALL
             .into_iter()
             .find(|k| k.name() == name)
+            .or_else(|| CustomKind::from_qualified(name).map(Kind::Custom))
             .ok_or_else(|| UnknownKind {
                 given: name.to_owned(),
             })
@@ -173,9 +195,18 @@ impl Kind {
 
     /// The kind that objects of `apiVersion` and `kind:` `name` are: two
     /// groups serve a kind named `Event` (`v1` and `events.k8s.io/v1`).
-    /// An `apiVersion` no kind of that name is served as gives the first
-    /// kind of the name, as [`Kind::from_name`] does.
+    /// An `apiVersion` of a group no built-in kind is served in names a
+    /// custom kind (known once a definition served it or the store held
+    /// it); another `apiVersion` no kind of that name is served as gives
+    /// the first kind of the name, as [`Kind::from_name`] does.
     pub fn from_type(api_version: &str, name: &str) -> Result<Kind, UnknownKind> {
+        if let Some(group) = custom_group(api_version) {
+            return CustomKind::find(group, name)
+                .map(Kind::Custom)
+                .ok_or_else(|| UnknownKind {
+                    given: format!("{name}.{group}"),
+                });
+        }
         match Kind::ALL
             .into_iter()
             .find(|k| k.name() == name && k.api_version() == api_version)
@@ -238,8 +269,34 @@ macro_rules! with_body {
 }
 pub(crate) use with_body;
 
+/// The group of an `apiVersion` that only custom kinds can be served in
+/// (a group, not one of the built-in kinds').
+fn custom_group(api_version: &str) -> Option<&str> {
+    let (group, _) = api_version.split_once('/')?;
+    (!group.is_empty() && !registry::is_builtin_group(group)).then_some(group)
+}
+
+/// The kind of an object the store holds or applies: [`body_kind`], and
+/// for a generic object of a custom group its custom kind, interned if
+/// this process has not met it yet. Only the store calls this: what it
+/// applies was checked by the leader's writer, and every replica must
+/// know the kind whatever definitions it serves at that moment.
+pub fn stored_kind(object: &Object) -> Result<Kind, EmptyObject> {
+    let body = object.body()?;
+    if let Some(kind) = body_kind(body) {
+        return Ok(kind);
+    }
+    match body {
+        Body::Generic(g) if !g.kind.is_empty() => custom_group(&g.api_version)
+            .map(|group| Kind::Custom(CustomKind::intern(group, &g.kind)))
+            .ok_or(EmptyObject),
+        _ => Err(EmptyObject),
+    }
+}
+
 /// The kind of a [`Body`]; `None` for a generic object whose kind skiff
-/// does not serve (never stored: validation refuses it).
+/// does not serve (never stored: validation refuses it), or of a custom
+/// kind this process never met.
 pub fn body_kind(body: &Body) -> Option<Kind> {
     Some(match body {
         Body::Namespace(_) => Kind::Namespace,
@@ -251,6 +308,9 @@ pub fn body_kind(body: &Body) -> Option<Kind> {
         Body::ReplicaSet(_) => Kind::ReplicaSet,
         Body::Secret(_) => Kind::Secret,
         Body::Generic(g) => {
+            if let Some(group) = custom_group(&g.api_version) {
+                return CustomKind::find(group, &g.kind).map(Kind::Custom);
+            }
             return Kind::from_type(&g.api_version, &g.kind)
                 .ok()
                 .filter(|k| k.is_generic());
@@ -313,7 +373,9 @@ impl ObjectExt for Object {
 
     fn set_type_meta(&mut self) {
         if let Some(body) = self.kind.as_mut() {
-            let Some(kind) = body_kind(body) else {
+            // A custom kind's objects keep the apiVersion they were written
+            // at (the writer chose its definition's storage version).
+            let Some(kind) = body_kind(body).filter(|k| !matches!(k, Kind::Custom(_))) else {
                 return;
             };
             with_body!(body, o => {
@@ -369,6 +431,50 @@ impl ObjectExt for Object {
 /// unconditional status write made from an older read (a node's pod
 /// status) never puts back older ones.
 pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object {
+    let part = if status_only {
+        Part::Status
+    } else {
+        Part::Main
+    };
+    merge(stored, sent, part)
+}
+
+/// What an update of the whole object stores, status included as sent:
+/// an object of a custom kind whose definition has no `status`
+/// subresource, where status is a field like any other. The rest as
+/// [`merge_update`]'s full update, `generation` bumped by any change
+/// besides metadata.
+pub fn merge_whole_update(stored: &Object, sent: Object) -> Object {
+    merge(stored, sent, Part::Whole)
+}
+
+/// Which part of an object an update writes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Part {
+    /// Everything but the status.
+    Main,
+    /// The status only.
+    Status,
+    /// Everything.
+    Whole,
+}
+
+/// Whether two objects hold the same besides metadata (spec and status).
+fn same_content(a: &Object, b: &Object) -> bool {
+    match (&a.kind, &b.kind) {
+        (Some(Body::Generic(a)), Some(Body::Generic(b))) => {
+            generic::content(a) == generic::content(b)
+        }
+        _ => {
+            let mut with_status = a.clone();
+            with_status.copy_status_from(b);
+            a.same_spec(b) && with_status == *a
+        }
+    }
+}
+
+fn merge(stored: &Object, sent: Object, part: Part) -> Object {
+    let status_only = part == Part::Status;
     let mut merged = if status_only {
         let mut m = stored.clone();
         m.copy_status_from(&sent);
@@ -381,9 +487,13 @@ pub fn merge_update(stored: &Object, sent: Object, status_only: bool) -> Object 
         m
     } else {
         let mut m = sent;
-        m.copy_status_from(stored);
+        let spec_changed = if part == Part::Whole {
+            !same_content(&m, stored)
+        } else {
+            m.copy_status_from(stored);
+            !m.same_spec(stored)
+        };
         let old = stored.meta();
-        let spec_changed = !m.same_spec(stored);
         if let Ok(meta) = m.meta_mut() {
             meta.uid = old.uid.clone();
             meta.creation_timestamp = old.creation_timestamp.clone();
@@ -497,6 +607,45 @@ mod tests {
             body_kind(&generic("events.k8s.io/v1")),
             Some(Kind::EventsK8sIoEvent)
         );
+    }
+
+    #[test]
+    fn custom_kinds_are_known_by_group_and_interned_only_by_the_store() {
+        let object = |kind: &str| Object {
+            kind: Some(Body::Generic(skiff_proto::v1::GenericObject {
+                api_version: "kind-test.example.com/v1".into(),
+                kind: kind.into(),
+                ..Default::default()
+            })),
+        };
+        let sprocket = object("Sprocket");
+        // Client input only looks kinds up.
+        assert_eq!(sprocket.kind().ok(), None);
+        assert!(Kind::from_type("kind-test.example.com/v1", "Sprocket").is_err());
+        // A built-in kind's name in another group is not the built-in kind.
+        assert!(Kind::from_type("kind-test.example.com/v1", "ConfigMap").is_err());
+        let stored = stored_kind(&sprocket).unwrap();
+        assert_eq!(stored.name(), "Sprocket.kind-test.example.com");
+        assert_eq!(sprocket.kind().ok(), Some(stored));
+        assert_eq!(
+            Kind::from_name("Sprocket.kind-test.example.com").ok(),
+            Some(stored)
+        );
+        assert!(stored.is_stored() && stored.is_generic() && !stored.is_ephemeral());
+        assert_eq!(
+            object_key(stored, "ns", "s"),
+            "Sprocket.kind-test.example.com/ns/s"
+        );
+        // Built-in kinds are as before.
+        let config_map = Object {
+            kind: Some(Body::Generic(skiff_proto::v1::GenericObject {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                ..Default::default()
+            })),
+        };
+        assert_eq!(stored_kind(&config_map).ok(), Some(Kind::ConfigMap));
+        assert!(stored_kind(&object("")).is_err());
     }
 
     #[test]

@@ -5,7 +5,11 @@
 //! generic, or never stored: the access reviews, and the metrics API's
 //! readings). Discovery, the REST
 //! router and `skiff ctl` read this table; nothing else carries a list of
-//! kinds.
+//! kinds. Built-in kinds are the static [`KINDS`]; custom kinds, defined by
+//! CustomResourceDefinitions, are [`custom`]'s, and every lookup here
+//! (`info`, `by_resource`, `groups`, `kinds_in`, `all`) answers for both.
+
+pub mod custom;
 
 use super::Kind;
 
@@ -87,6 +91,11 @@ pub enum Model {
     /// metrics-server answers `metrics.k8s.io`: `get` and `list` only,
     /// by the leader (`api::resource_metrics`).
     Metrics,
+    /// A custom kind (`Kind::Custom`): a `GenericObject` checked against
+    /// the structural schema of its CustomResourceDefinition
+    /// (`objects::custom_resources`), served while the definition is
+    /// ([`custom`]).
+    Custom,
 }
 
 /// Everything the API says about one kind.
@@ -189,6 +198,8 @@ const AUTHORIZATION: (&str, &str, &str) = ("authorization.k8s.io", "v1", "author
 const AUTHENTICATION: (&str, &str, &str) =
     ("authentication.k8s.io", "v1", "authentication.k8s.io/v1");
 
+const APIEXTENSIONS: (&str, &str, &str) = ("apiextensions.k8s.io", "v1", "apiextensions.k8s.io/v1");
+
 const EVENTS: (&str, &str, &str) = ("events.k8s.io", "v1", "events.k8s.io/v1");
 const METRICS: (&str, &str, &str) = ("metrics.k8s.io", "v1beta1", "metrics.k8s.io/v1beta1");
 
@@ -198,7 +209,7 @@ use Model::{Ephemeral, Generic, Metrics, Review, Typed};
 /// kinds with one name (`Event`), the first is the one a name alone means
 /// (`Kind::from_name`).
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 40] = [
+pub const KINDS: [KindInfo; 41] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -233,6 +244,7 @@ pub const KINDS: [KindInfo; 40] = [
     entry(Kind::Lease, "Lease", COORDINATION, ("leases", "lease"), true, &[], &[], &[], Generic),
     entry(Kind::EndpointSlice, "EndpointSlice", DISCOVERY, ("endpointslices", "endpointslice"), true, &[], &[], &[], Generic),
     entry(Kind::PriorityClass, "PriorityClass", SCHEDULING, ("priorityclasses", "priorityclass"), false, &["pc"], &[], &[], Generic),
+    entry(Kind::CustomResourceDefinition, "CustomResourceDefinition", APIEXTENSIONS, ("customresourcedefinitions", "customresourcedefinition"), false, &["crd", "crds"], &["api-extensions"], STATUS, Generic),
     entry(Kind::SelfSubjectAccessReview, "SelfSubjectAccessReview", AUTHORIZATION, ("selfsubjectaccessreviews", "selfsubjectaccessreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectRulesReview, "SelfSubjectRulesReview", AUTHORIZATION, ("selfsubjectrulesreviews", "selfsubjectrulesreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectReview, "SelfSubjectReview", AUTHENTICATION, ("selfsubjectreviews", "selfsubjectreview"), false, &[], &[], &[], Review),
@@ -278,13 +290,16 @@ impl KindInfo {
     /// (metrics-server does, through API aggregation) and skiff's
     /// generated schema does not hold.
     pub fn in_openapi(&self) -> bool {
-        self.model != Model::Metrics
+        // Nor CustomResourceDefinitions, nor custom kinds: the generated
+        // schema has neither.
+        !matches!(self.model, Model::Metrics | Model::Custom)
+            && self.kind != Kind::CustomResourceDefinition
     }
 
     /// The verbs discovery lists for the kind's collection and objects.
     pub fn verbs(&self) -> &'static [&'static str] {
         match self.model {
-            Model::Typed | Model::Generic | Model::Ephemeral => &VERBS,
+            Model::Typed | Model::Generic | Model::Ephemeral | Model::Custom => &VERBS,
             Model::Review => REVIEW_VERBS,
             Model::Metrics => METRICS_VERBS,
         }
@@ -300,10 +315,13 @@ pub fn group_version(group: &str, version: &str) -> String {
     }
 }
 
-/// The registry entry of `kind`.
+/// The registry entry of `kind` (a custom kind's: its storage version's).
 pub fn info(kind: Kind) -> &'static KindInfo {
-    // Every Kind has exactly one entry (tested below); the fallback is
-    // never taken.
+    if let Kind::Custom(custom) = kind {
+        return custom::info(custom);
+    }
+    // Every built-in Kind has exactly one entry (tested below); the
+    // fallback is never taken.
     KINDS.iter().find(|i| i.kind == kind).unwrap_or(&KINDS[0])
 }
 
@@ -312,10 +330,19 @@ pub fn by_resource(group: &str, version: &str, resource: &str) -> Option<&'stati
     KINDS
         .iter()
         .find(|i| i.group == group && i.version == version && i.resource == resource)
+        .or_else(|| custom::by_resource(group, version, resource))
+}
+
+/// Whether a built-in kind is served in `group` (a CustomResourceDefinition
+/// may not add kinds to those groups).
+pub fn is_builtin_group(group: &str) -> bool {
+    static GROUPS: std::sync::LazyLock<std::collections::HashSet<&'static str>> =
+        std::sync::LazyLock::new(|| KINDS.iter().map(|i| i.group).collect());
+    GROUPS.contains(group)
 }
 
 /// The API groups served (besides the core group), each with its
-/// versions, in discovery order.
+/// versions, in discovery order: the built-in ones, then custom ones.
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
     for info in KINDS.iter().filter(|i| !i.group.is_empty()) {
@@ -325,6 +352,7 @@ pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
             None => groups.push((info.group, vec![info.version])),
         }
     }
+    groups.extend(custom::groups());
     groups
 }
 
@@ -336,6 +364,14 @@ pub fn kinds_in<'a>(
     KINDS
         .iter()
         .filter(move |i| i.group == group && i.version == version)
+        .chain(custom::kinds_in(group, version))
+}
+
+/// Every kind served, built-in and custom (each version of a custom kind).
+pub fn all() -> Vec<&'static KindInfo> {
+    let mut all: Vec<&'static KindInfo> = KINDS.iter().collect();
+    all.extend(custom::all());
+    all
 }
 
 #[cfg(test)]
@@ -387,6 +423,7 @@ mod tests {
             EventsK8sIoEvent,
             NodeMetrics,
             PodMetrics,
+            CustomResourceDefinition,
         ];
         for kind in &all {
             match kind {
@@ -429,7 +466,10 @@ mod tests {
                 | Event
                 | EventsK8sIoEvent
                 | NodeMetrics
-                | PodMetrics => {}
+                | PodMetrics
+                | CustomResourceDefinition => {}
+                // Custom kinds are the dynamic registry's, not in KINDS.
+                Custom(_) => {}
             }
         }
         all
@@ -557,6 +597,22 @@ mod tests {
         );
         assert!(Kind::parse_cli("podmetrics").is_err());
         assert!(info(Kind::Pod).in_openapi() && !Kind::Pod.is_metrics());
+    }
+
+    #[test]
+    fn custom_resource_definitions_are_a_cluster_scoped_generic_kind() {
+        let crds =
+            by_resource("apiextensions.k8s.io", "v1", "customresourcedefinitions").expect("served");
+        assert_eq!(crds.kind, Kind::CustomResourceDefinition);
+        assert_eq!((crds.model, crds.namespaced), (Model::Generic, false));
+        assert_eq!(crds.short_names, ["crd", "crds"]);
+        assert!(crds.has(Subresource::Status) && !crds.in_openapi());
+        assert!(is_builtin_group("apps") && is_builtin_group("apiextensions.k8s.io"));
+        assert!(is_builtin_group("") && !is_builtin_group("example.com"));
+        assert_eq!(
+            Kind::parse_cli("crd").ok(),
+            Some(Kind::CustomResourceDefinition)
+        );
     }
 
     #[test]

@@ -178,8 +178,8 @@ fn resource_answer(attributes: &Value, decide: &impl Fn(&Access<'_>) -> Decision
     let serves_part = |info: &KindInfo| {
         subresource.is_empty() || info.subresources.iter().any(|s| s.name() == subresource)
     };
-    let kinds: Vec<&'static KindInfo> = registry::KINDS
-        .iter()
+    let kinds: Vec<&'static KindInfo> = registry::all()
+        .into_iter()
         .filter(|i| group == "*" || i.group == group)
         .filter(|i| matches!(version, "" | "*") || i.version == version)
         .filter(|i| resource == "*" || i.resource == resource)

@@ -106,7 +106,7 @@ fn subresource_kind(
     match subresource {
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
         Subresource::Eviction => ("policy", "v1", "Eviction"),
-        Subresource::Status | Subresource::Log => (info.group, info.version, info.kind.name()),
+        Subresource::Status | Subresource::Log => (info.group, info.version, info.name),
         Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
         Subresource::Exec => (info.group, info.version, "PodExecOptions"),
         Subresource::Attach => (info.group, info.version, "PodAttachOptions"),
@@ -141,7 +141,7 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             "name": info.resource,
             "singularName": info.singular,
             "namespaced": info.namespaced,
-            "kind": info.kind.name(),
+            "kind": info.name,
             "verbs": info.verbs(),
             "storageVersionHash": "",
         });
@@ -195,7 +195,7 @@ fn aggregated_version(group: &str, version: &str) -> Value {
                 .collect();
             let mut resource = json!({
                 "resource": info.resource,
-                "responseKind": {"group": info.group, "version": info.version, "kind": info.kind.name()},
+                "responseKind": {"group": info.group, "version": info.version, "kind": info.name},
                 "scope": if info.namespaced { "Namespaced" } else { "Cluster" },
                 "singularResource": info.singular,
                 "verbs": info.verbs(),

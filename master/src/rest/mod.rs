@@ -15,12 +15,15 @@
 //! access reviews, never stored, are answered from the same authorization
 //! rules ([`access_review`]); the
 //! OpenAPI documents `kubectl explain` and kubectl's validation read
-//! are made from the generated API schema ([`openapi`]).
+//! are made from the generated API schema ([`openapi`]). Custom kinds
+//! (CustomResourceDefinitions') are served like the others, with their
+//! own Tables and Scale ([`custom_kinds`]).
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
 //! signed by the cluster CA.
 
 mod access_review;
+mod custom_kinds;
 pub mod discovery;
 mod openapi;
 pub mod patch;

@@ -30,6 +30,7 @@ use skiff_values::now_rfc3339;
 use tokio_util::sync::CancellationToken;
 
 use super::access_review::ReviewRequest;
+use super::custom_kinds;
 use super::path::ResourcePath;
 use super::pod_logs::{LogQuery, LogRequest};
 use super::proxy::ProxyRequest;
@@ -258,7 +259,7 @@ impl<'a> Call<'a> {
                 .as_str()
                 .unwrap_or("")
                 .to_owned();
-            let table = table::table(info.kind.name(), &[&value], &rv, true, now());
+            let table = custom_kinds::table(info, &[&value], &rv, true, now());
             return json_response(code, &table);
         }
         json_response(code, &value)
@@ -355,7 +356,7 @@ impl<'a> Call<'a> {
         let mut response = if self.wants_table() {
             let mut out = Vec::with_capacity(256 + items.len() * 384);
             let objects = items.iter().map(|o| wire::encode(info, o));
-            table::write_table(&mut out, info.kind.name(), objects, &metadata, now());
+            custom_kinds::write_table(&mut out, info, objects, &metadata, now());
             json_bytes_response(out)
         } else {
             list_response(info, &metadata, &items)
@@ -565,6 +566,14 @@ impl<'a> Call<'a> {
                 "application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml",
             )
         })?;
+        // Custom kinds have no strategic merge keys: kube-apiserver refuses
+        // that patch type for them.
+        if info.model == Model::Custom && patch_type == patch::PatchType::StrategicMerge {
+            return Err(RestError::unsupported_media_type(
+                &content_type,
+                "application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+            ));
+        }
         let validation =
             FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
         let manager = self.field_manager("PatchOptions")?;
@@ -586,7 +595,7 @@ impl<'a> Call<'a> {
                 }
                 View::Object | View::Status => {
                     let value = wire::encode(info, &current);
-                    let mut patched = patch::apply(info.kind.name(), &value, patch_type, body)
+                    let mut patched = patch::apply(info.name, &value, patch_type, body)
                         .map_err(|e| patch_error(info, name, e))?;
                     wire::check_against_url(&mut patched, info, self.path.namespace.as_deref())?;
                     if patched["metadata"]["name"].as_str() != Some(name) {
@@ -858,7 +867,7 @@ impl<'a> Call<'a> {
             }
         }
         let list = json!({
-            "kind": format!("{}List", info.kind.name()),
+            "kind": format!("{}List", info.name),
             "apiVersion": info.api_version,
             "metadata": {"resourceVersion": revision.to_string()},
             "items": deleted,
@@ -1058,7 +1067,7 @@ fn patch_error(info: &'static KindInfo, name: &str, e: patch::PatchError) -> Res
         ),
     );
     error.details.name = name.to_owned();
-    error.details.kind = info.kind.name().to_owned();
+    error.details.kind = info.name.to_owned();
     error.details.group = info.group.to_owned();
     error
 }
@@ -1250,7 +1259,7 @@ fn item_key(object: &Object) -> String {
 fn list_response(info: &KindInfo, metadata: &Value, items: &[Arc<Object>]) -> Response<Body> {
     let mut out = Vec::with_capacity(256 + items.len() * 640);
     out.extend_from_slice(b"{\"kind\":");
-    let _ = serde_json::to_writer(&mut out, &format!("{}List", info.kind.name()));
+    let _ = serde_json::to_writer(&mut out, &format!("{}List", info.name));
     out.extend_from_slice(b",\"apiVersion\":");
     let _ = serde_json::to_writer(&mut out, info.api_version);
     out.extend_from_slice(b",\"metadata\":");
@@ -1296,9 +1305,13 @@ fn decode_continue(token: &str) -> Result<(String, String), RestError> {
     }
 }
 
-/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet.
+/// The `autoscaling/v1` Scale of a Deployment, ReplicaSet or StatefulSet,
+/// or of a custom kind by its definition's paths.
 fn scale_of(info: &'static KindInfo, object: &Object) -> Value {
     let value = wire::encode(info, object);
+    if let Some(paths) = custom_kinds::scale_paths(info) {
+        return custom_kinds::scale_of(&paths, &value);
+    }
     let meta = &value["metadata"];
     let selector = table::label_selector(&value["spec"]["selector"]).unwrap_or_default();
     json!({
@@ -1351,8 +1364,22 @@ fn with_replicas(
         .as_str()
         .unwrap_or("")
         .to_owned();
-    crate::objects::scale::set_replicas(&mut object, replicas)
-        .map_err(|e| RestError::internal(format!("{}: {e}", info.resource)))?;
+    match custom_kinds::scale_paths(info) {
+        Some(paths) => {
+            if !custom_kinds::set_replicas(&paths, &mut object, replicas) {
+                return Err(RestError::invalid(
+                    info,
+                    &name,
+                    vec![(
+                        paths.spec_replicas.join("."),
+                        "Invalid value: the path to it holds something other than an object".into(),
+                    )],
+                ));
+            }
+        }
+        None => crate::objects::scale::set_replicas(&mut object, replicas)
+            .map_err(|e| RestError::internal(format!("{}: {e}", info.resource)))?,
+    }
     if let Ok(meta) = object.meta_mut() {
         if !rv.is_empty() {
             meta.resource_version = rv;

@@ -224,6 +224,9 @@ fn kind_fields(kind: &str) -> &'static [&'static str] {
 pub fn selector_kind(info: &KindInfo) -> &'static str {
     match info.kind {
         Kind::EventsK8sIoEvent => EVENTS_K8S_IO_EVENT,
+        // `metadata.name` and `metadata.namespace` only, whatever the
+        // custom kind is called.
+        Kind::Custom(_) => "",
         kind => kind.name(),
     }
 }

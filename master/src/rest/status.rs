@@ -117,7 +117,7 @@ impl RestError {
         );
         e.details.name = name.to_owned();
         e.details.group = info.group.to_owned();
-        e.details.kind = info.kind.name().to_owned();
+        e.details.kind = info.name.to_owned();
         e.details.causes = causes;
         e
     }

@@ -141,7 +141,7 @@ pub fn human_duration(d: Duration) -> String {
 
 /// `HumanDuration` of a signed number of whole seconds: up to a second in
 /// the future is clock skew ("0s"), further is "<invalid>".
-fn human_seconds(seconds: i64) -> String {
+pub(super) fn human_seconds(seconds: i64) -> String {
     if seconds < -1 {
         return "<invalid>".to_owned();
     }
@@ -191,10 +191,12 @@ fn human_seconds(seconds: i64) -> String {
     format!("{years}y")
 }
 
-const NAME_DOC: &str = "Name must be unique within a namespace. Is required when creating \
+pub(super) const NAME_DOC: &str =
+    "Name must be unique within a namespace. Is required when creating \
     resources, although some resources may allow a client to request the generation of an \
     appropriate name automatically. Cannot be updated.";
-const CREATED_DOC: &str = "CreationTimestamp is a timestamp representing the server time when \
+pub(super) const CREATED_DOC: &str =
+    "CreationTimestamp is a timestamp representing the server time when \
     this object was created. It is represented in RFC3339 form and is in UTC.";
 const RESTARTS_DOC: &str = "The number of times the containers in this pod have been restarted \
     and when the last container in this pod has restarted.";
@@ -2784,6 +2786,13 @@ mod tests {
         })
     }
 
+    fn custom_resource_definition() -> Value {
+        json!({
+            "metadata": {"name": "widgets.example.com", "creationTimestamp": "2026-11-30T12:00:00Z"},
+            "spec": {"group": "example.com", "names": {"plural": "widgets", "kind": "Widget"}}
+        })
+    }
+
     fn limit_range() -> Value {
         json!({
             "metadata": {"name": "defaults", "creationTimestamp": "2026-11-30T11:00:00Z"},
@@ -3250,6 +3259,7 @@ mod tests {
             ("Role", role()),
             ("ClusterRole", role()),
             ("LimitRange", limit_range()),
+            ("CustomResourceDefinition", custom_resource_definition()),
         ]
     }
 
@@ -3451,7 +3461,15 @@ mod tests {
             }
         }
         // The kinds Kubernetes has no printer for either.
-        assert_eq!(defaulted, ["LimitRange", "Role", "ClusterRole"]);
+        assert_eq!(
+            defaulted,
+            [
+                "LimitRange",
+                "Role",
+                "ClusterRole",
+                "CustomResourceDefinition"
+            ]
+        );
         let realistic = examples();
         for info in stored() {
             let shown = realistic.iter().any(|(kind, _)| *kind == info.name);

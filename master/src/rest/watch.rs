@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
-use super::{table, wire, Query};
+use super::{custom_kinds, wire, Query};
 use crate::api::ApiService;
 use crate::objects::registry::KindInfo;
 
@@ -60,8 +60,8 @@ impl Encoder {
                 .to_owned();
             let with_columns = !self.columns_sent;
             self.columns_sent = true;
-            table::table(
-                self.info.kind.name(),
+            custom_kinds::table(
+                self.info,
                 &[&object],
                 &rv,
                 with_columns,
@@ -86,7 +86,7 @@ impl Encoder {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
         let object = json!({
-            "kind": self.info.kind.name(),
+            "kind": self.info.name,
             "apiVersion": self.info.api_version,
             "metadata": metadata,
         });

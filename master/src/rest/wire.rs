@@ -75,24 +75,22 @@ pub fn check_against_url(
     let Some(object) = value.as_object_mut() else {
         return Err(RestError::bad_request(format!(
             "the request body must be a {} object, not {}",
-            info.kind.name(),
+            info.name,
             json_type(value)
         )));
     };
     match object.get("kind") {
         None | Some(Value::Null) => {
-            object.insert("kind".into(), json!(info.kind.name()));
+            object.insert("kind".into(), json!(info.name));
         }
         Some(Value::String(k)) if k.is_empty() => {
-            object.insert("kind".into(), json!(info.kind.name()));
+            object.insert("kind".into(), json!(info.name));
         }
-        Some(Value::String(k)) if k == info.kind.name() => {}
+        Some(Value::String(k)) if k == info.name => {}
         Some(other) => {
             return Err(RestError::bad_request(format!(
                 "the kind {} of the body does not match the URL's resource {} (kind {})",
-                other,
-                info.resource,
-                info.kind.name()
+                other, info.resource, info.name
             )))
         }
     }
@@ -257,7 +255,7 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
             convert::to_events_v1(map);
         }
         map.insert("apiVersion".into(), json!(info.api_version));
-        map.insert("kind".into(), json!(info.kind.name()));
+        map.insert("kind".into(), json!(info.name));
         map.entry("metadata").or_insert_with(|| json!({}));
         if info.kind == Kind::Event {
             // The Python client's V1Event requires it.
@@ -286,7 +284,7 @@ pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
     out.extend_from_slice(b"{\"apiVersion\":");
     let _ = serde_json::to_writer(&mut *out, info.api_version);
     out.extend_from_slice(b",\"kind\":");
-    let _ = serde_json::to_writer(&mut *out, info.kind.name());
+    let _ = serde_json::to_writer(&mut *out, info.name);
     let fields = out.len();
     let written = crate::objects::with_body!(body, o => serde_json::to_writer(&mut *out, o));
     if written.is_err() || out.get(fields) != Some(&b'{') {

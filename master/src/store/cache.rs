@@ -18,7 +18,10 @@
 //! notified of them, and replaces it wholesale from redb when the replica
 //! starts or installs a snapshot ([`ObjectCache::reset`]). A list is
 //! consistent at the revision it reports, because applies and reads take the
-//! same lock.
+//! same lock. When its CustomResourceDefinitions change, it publishes them
+//! to the registry of kinds (`objects::registry::custom`), before anyone is
+//! notified: discovery and the REST router serve a new CRD's kind as soon
+//! as its write is applied.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -29,8 +32,9 @@ use skiff_proto::api::{EventType, Object};
 use skiff_values::Ipv4Net;
 
 use crate::objects::disruption_budget::Budget;
+use crate::objects::registry::custom::DefinitionSource;
 use crate::objects::storage::{claim_names, ClaimView, VolumeView};
-use crate::objects::{selector, Kind, ObjectExt};
+use crate::objects::{selector, stored_kind, Kind, ObjectExt};
 
 /// An object's place within its kind: (namespace, name).
 pub type Key = (String, String);
@@ -270,6 +274,8 @@ impl AddressIndex {
 #[derive(Default)]
 pub struct ObjectCache {
     state: RwLock<Cached>,
+    /// Where its CustomResourceDefinitions are published to the registry.
+    definitions: DefinitionSource,
 }
 
 /// What the cache holds, for `/metrics` and the scale benchmark.
@@ -296,11 +302,29 @@ impl ObjectCache {
             ..Cached::default()
         };
         for (object, encoded_len) in objects {
-            if let Ok(kind) = object.kind() {
+            if let Ok(kind) = stored_kind(&object) {
                 fresh.put(kind, object, encoded_len);
             }
         }
         *self.write() = fresh;
+        self.publish_definitions();
+    }
+
+    /// Serves the CustomResourceDefinitions held now.
+    fn publish_definitions(&self) {
+        let (crds, _) = self.list(Kind::CustomResourceDefinition, None);
+        self.definitions.publish(&crds);
+    }
+
+    /// The custom kinds that objects are held of (served or not).
+    pub fn custom_kinds(&self) -> Vec<Kind> {
+        let cached = self.read();
+        cached
+            .objects
+            .iter()
+            .filter(|(kind, table)| matches!(kind, Kind::Custom(_)) && !table.is_empty())
+            .map(|(kind, _)| *kind)
+            .collect()
     }
 
     /// Applies committed changes; `revision` is the store's revision after
@@ -316,6 +340,13 @@ impl ObjectCache {
             }
         }
         cached.revision = revision;
+        drop(cached);
+        if changes
+            .iter()
+            .any(|c| c.kind == Kind::CustomResourceDefinition)
+        {
+            self.publish_definitions();
+        }
     }
 
     /// The revision the cache reflects.

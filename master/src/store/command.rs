@@ -42,6 +42,11 @@ pub enum Command {
         options: DeleteOptions,
         now: String,
     },
+    /// Replace everything but what the store owns, status included (an
+    /// object of a custom kind whose definition has no `status`
+    /// subresource: its status is written like its spec). Conditional as
+    /// `Update` is.
+    UpdateWhole { object: Vec<u8> },
 }
 
 /// What a committed write did.

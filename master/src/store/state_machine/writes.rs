@@ -37,7 +37,7 @@ use skiff_proto::api::{EventType, Object};
 
 use super::{Committed, StoredEvent};
 use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
-use crate::objects::{merge_update, object_key, Kind, ObjectExt};
+use crate::objects::{merge_update, merge_whole_update, object_key, stored_kind, Kind, ObjectExt};
 use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCache};
 use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
 
@@ -146,7 +146,8 @@ pub(super) fn execute(
         Command::Update {
             object,
             status_only,
-        } => update(objects, &object, status_only),
+        } => update(objects, &object, status_only, false),
+        Command::UpdateWhole { object } => update(objects, &object, false, true),
         Command::Delete {
             kind,
             namespace,
@@ -174,7 +175,7 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
         Ok(o) => o,
         Err(e) => return invalid(&e),
     };
-    let kind = match object.kind() {
+    let kind = match stored_kind(&object) {
         Ok(k) => k,
         Err(e) => return invalid(&e),
     };
@@ -192,7 +193,13 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
             name,
         });
     }
-    if kind.namespaced() && objects.get(Kind::Namespace, "", &namespace).is_none() {
+    // A custom kind's scope is its definition's, which the leader checked;
+    // every replica decides from the object alone.
+    let namespaced = match kind {
+        Kind::Custom(_) => !namespace.is_empty(),
+        kind => kind.namespaced(),
+    };
+    if namespaced && objects.get(Kind::Namespace, "", &namespace).is_none() {
         return Err(WriteError::NamespaceNotFound(namespace));
     }
     if let Ok(meta) = object.meta_mut() {
@@ -217,18 +224,19 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
 }
 
 /// `Command::Update`: replaces an object's metadata and spec, or with
-/// `status_only` only its status. Refused when it cannot be decoded, by the
+/// `status_only` only its status; `Command::UpdateWhole` (`whole`): all of
+/// it, status included. Refused when it cannot be decoded, by the
 /// precondition, when it claims an address another object holds, or when
 /// it adds finalizers to an object being deleted. A full update cannot
 /// change what the store owns (uid, creation timestamp, the deletion mark,
 /// generateName, status), and counts spec changes in the generation; one
 /// that removes the last finalizer of an object being deleted removes it.
-fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
+fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool, whole: bool) -> Decision {
     let sent = match Object::decode(bytes) {
         Ok(o) => o,
         Err(e) => return invalid(&e),
     };
-    let kind = match sent.kind() {
+    let kind = match stored_kind(&sent) {
         Ok(k) => k,
         Err(e) => return invalid(&e),
     };
@@ -242,7 +250,11 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool) -> Decision {
     };
     let (slot, stored) = existing_matching(objects, kind, namespace, name, expected)?;
     let current = stored.meta().resource_version.clone();
-    let mut merged = merge_update(&stored, sent, status_only);
+    let mut merged = if whole {
+        merge_whole_update(&stored, sent)
+    } else {
+        merge_update(&stored, sent, status_only)
+    };
     if let Ok(meta) = merged.meta_mut() {
         // The stored version, so that an update that changes nothing else
         // compares equal to what is stored.
@@ -1183,5 +1195,70 @@ mod tests {
         assert_eq!(get_pod(&store, "a"), None, "forced");
         let event = event_at(&store, forced.revision);
         assert_eq!(event.event_type, EventType::Deleted as i32);
+    }
+
+    /// A custom kind's object: a generic object of a group no built-in kind
+    /// is served in.
+    fn gadget(name: &str, namespace: &str, content: serde_json::Value) -> Object {
+        v1::GenericObject {
+            api_version: "store-test.example.com/v1".into(),
+            kind: "Gadget".into(),
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: namespace.into(),
+                ..Default::default()
+            }),
+            content: serde_json::to_vec(&content).unwrap(),
+        }
+        .into_object()
+    }
+
+    fn content_of(applied: &Applied) -> serde_json::Value {
+        match decoded(applied).kind {
+            Some(skiff_proto::api::object::Kind::Generic(g)) => {
+                serde_json::Value::Object(crate::objects::generic::content(&g))
+            }
+            other => panic!("not generic: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn custom_objects_are_stored_by_their_kind_whatever_is_served() {
+        let (_dir, store) = store_with_pod();
+        let spec = serde_json::json!({"spec": {"n": 1}, "status": {"ok": false}});
+        let created = apply(&store, create(&gadget("g", "default", spec))).unwrap();
+        let kind = crate::objects::stored_kind(&decoded(&created)).unwrap();
+        assert!(matches!(kind, Kind::Custom(_)));
+        assert_eq!(kind.name(), "Gadget.store-test.example.com");
+        assert!(store.get(kind, "default", "g").unwrap().is_some());
+        assert_eq!(event_at(&store, created.revision).kind, kind);
+        // A namespace that does not exist refuses it, as any namespaced
+        // object; one without a namespace is cluster-scoped.
+        let nowhere = gadget("g", "nowhere", serde_json::json!({}));
+        let refused = apply(&store, create(&nowhere));
+        assert_eq!(
+            refused,
+            Err(WriteError::NamespaceNotFound("nowhere".into()))
+        );
+        apply(&store, create(&gadget("c", "", serde_json::json!({})))).unwrap();
+
+        // An update keeps the status; a whole update writes it too, and
+        // either counts a spec change in the generation.
+        let changed = serde_json::json!({"spec": {"n": 2}, "status": {"ok": true}});
+        let kept = apply(
+            &store,
+            update(&gadget("g", "default", changed.clone()), false),
+        );
+        let kept = kept.unwrap();
+        assert_eq!(content_of(&kept)["status"]["ok"], false);
+        assert_eq!(content_of(&kept)["spec"]["n"], 2);
+        assert_eq!(decoded(&kept).meta().generation, 2);
+        let whole = Command::UpdateWhole {
+            object: gadget("g", "default", changed).encode_to_vec(),
+        };
+        let written = apply(&store, whole).unwrap();
+        assert_eq!(content_of(&written)["status"]["ok"], true);
+        assert_eq!(decoded(&written).meta().generation, 3);
+        assert_eq!(decoded(&written).meta().uid, "uid-g");
     }
 }
