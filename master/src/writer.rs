@@ -26,7 +26,9 @@ use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
 use crate::objects::registry::custom::served_definition;
 use crate::objects::validation::{validate, FieldError, ValidationError};
-use crate::objects::{generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind};
+use crate::objects::{
+    generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
+};
 use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
 use crate::store::{Command, WriteError};

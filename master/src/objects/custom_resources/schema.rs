@@ -514,7 +514,7 @@ impl Schema {
         if !self.any_of.is_empty() && !self.any_of.iter().any(passes) {
             problems.push(invalid("must validate at least one schema (anyOf)"));
         }
-        if !self.one_of.is_empty() && self.one_of.iter().filter(|s| passes(*s)).count() != 1 {
+        if !self.one_of.is_empty() && self.one_of.iter().filter(|s| passes(s)).count() != 1 {
             problems.push(invalid("must validate one and only one schema (oneOf)"));
         }
         if let Some(not) = &self.not {

@@ -220,7 +220,7 @@ const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
 fn interned_info(key: InfoKey) -> &'static KindInfo {
     let mut infos = INFOS.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(info) = infos.get(&key) {
-        return *info;
+        return info;
     }
     let group = key.kind.group();
     let info: &'static KindInfo = Box::leak(Box::new(KindInfo {
@@ -460,7 +460,7 @@ pub fn info(kind: CustomKind) -> &'static KindInfo {
         .unwrap_or_else(|p| p.into_inner())
         .get(&kind)
     {
-        return *info;
+        return info;
     }
     let lower = kind.name().to_ascii_lowercase();
     let made_up = interned_info(InfoKey {
