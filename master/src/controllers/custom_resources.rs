@@ -271,7 +271,9 @@ mod tests {
         assert_eq!(widgets["conditions"][1]["status"], "True");
         assert_eq!(widgets["acceptedNames"]["plural"], "widgets");
         let others = status_of(&objects, &format!("others.{group}"));
-        assert_eq!(others["conditions"][0]["reason"], "KindConflict");
+        // Both singulars default to the lowercased kind, "widget", and
+        // Kubernetes checks the singular before the kind.
+        assert_eq!(others["conditions"][0]["reason"], "SingularConflict");
         assert_eq!(others["conditions"][1]["status"], "False");
         // Nothing changed: nothing written.
         let writes = objects.writes().len();
