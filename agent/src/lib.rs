@@ -316,12 +316,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         shutdown.clone(),
     );
     let server = tokio::spawn(async move {
-        // Exec and port-forward sessions are bulk streams from the master:
-        // the same flow-control windows and frame size as its channels.
         let result = tonic::transport::Server::builder()
-            .initial_stream_window_size(skiff_security::channel::STREAM_WINDOW)
-            .initial_connection_window_size(skiff_security::channel::CONNECTION_WINDOW)
-            .max_frame_size(skiff_security::channel::MAX_FRAME)
             .add_service(skiff_proto::node::agent_logs_server::AgentLogsServer::new(
                 log_service,
             ))

@@ -48,14 +48,7 @@ where
     // As tonic sets them: hyper enforces its HTTP/1 header read timeout
     // (30 s) and HTTP/2 timeouts only with a timer.
     builder.http1().timer(TokioTimer::new());
-    // `skiff ctl exec` and `port-forward` sessions come over HTTP/2: the
-    // same flow-control windows and frame size as skiff's gRPC channels.
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .initial_stream_window_size(skiff_security::channel::STREAM_WINDOW)
-        .initial_connection_window_size(skiff_security::channel::CONNECTION_WINDOW)
-        .max_frame_size(skiff_security::channel::MAX_FRAME);
+    builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
     let mut incoming = std::pin::pin!(incoming);
     loop {

@@ -1,7 +1,6 @@
 //! gRPC channels over TLS: a tonic channel whose connector dials TCP and
 //! runs a rustls handshake with skiff's own configuration (CA pinning,
-//! client certificate from a swappable store), and the HTTP/2 settings
-//! that both ends of skiff's connections use.
+//! client certificate from a swappable store).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,7 +11,6 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::BufReader;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -23,35 +21,6 @@ use crate::tls::CertStore;
 use crate::{Result, SecurityError};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// HTTP/2 flow control for one stream, set on both ends of skiff's gRPC
-/// connections (clients here, the agent's server): how much a sender may
-/// have in flight before the reader grants more. Exec and port-forward
-/// sessions between a master and an agent are bulk streams; hyper's
-/// defaults (1 MiB on a server, 2 MiB on a client) are enough for a fast
-/// local link, these leave room for a slower or longer one, and say so
-/// here rather than by default (tonic documents 64 KiB).
-pub const STREAM_WINDOW: u32 = 4 << 20;
-/// HTTP/2 flow control for a whole connection (every stream on it).
-pub const CONNECTION_WINDOW: u32 = 8 << 20;
-/// The largest HTTP/2 frame each end accepts (the protocol's default is
-/// 16 KiB): a session's 32 KiB chunk, with its gRPC framing, crosses as
-/// one frame rather than three.
-pub const MAX_FRAME: u32 = 64 << 10;
-/// The read buffer under TLS: rustls reads at most 4 KiB from its socket
-/// at a time, so a bulk stream would cost a system call per 4 KiB;
-/// through this buffer it costs one per up to 32 KiB (and an idle
-/// connection holds 32 KiB more).
-pub const READ_BUFFER: usize = 32 << 10;
-
-/// A TCP connection with [`READ_BUFFER`] under its TLS layer.
-pub type BufferedTcp = BufReader<TcpStream>;
-
-/// `tcp` with [`READ_BUFFER`] in front of its reads (writes go straight
-/// through).
-pub fn buffered(tcp: TcpStream) -> BufferedTcp {
-    BufReader::with_capacity(READ_BUFFER, tcp)
-}
 
 /// How a client reaches a TLS server: what it trusts, which name it
 /// expects in the server's certificate, and which certificate it shows.
@@ -108,10 +77,7 @@ impl ClientTransport {
             .unwrap_or(addr);
         Ok(Endpoint::from_shared(format!("http://{addr}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .max_frame_size(MAX_FRAME))
+            .tcp_nodelay(true))
     }
 
     /// A lazily connecting channel over a tuned endpoint.
@@ -155,10 +121,10 @@ struct TlsConnect {
 }
 
 type Connecting =
-    Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TlsStream<BufferedTcp>>>> + Send>>;
+    Pin<Box<dyn Future<Output = std::io::Result<TokioIo<TlsStream<TcpStream>>>> + Send>>;
 
 impl tower::Service<Uri> for TlsConnect {
-    type Response = TokioIo<TlsStream<BufferedTcp>>;
+    type Response = TokioIo<TlsStream<TcpStream>>;
     type Error = std::io::Error;
     type Future = Connecting;
 
@@ -179,14 +145,11 @@ impl tower::Service<Uri> for TlsConnect {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
             tcp.set_nodelay(true)?;
-            let tls = tokio::time::timeout(
-                CONNECT_TIMEOUT,
-                connector.connect(server_name, buffered(tcp)),
-            )
-            .await
-            .map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
-            })??;
+            let tls = tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(server_name, tcp))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
             Ok(TokioIo::new(tls))
         })
     }

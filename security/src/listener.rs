@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::server::Connected;
 
-use crate::channel::{buffered, BufferedTcp};
 use crate::identity::{CertInfo, Identity};
 
 /// How long a client may take to finish its TLS handshake.
@@ -66,7 +65,7 @@ impl PeerInfo {
 
 /// One accepted, handshaken connection.
 pub struct TlsConnection {
-    stream: TlsStream<BufferedTcp>,
+    stream: TlsStream<TcpStream>,
     peer: PeerInfo,
 }
 
@@ -150,8 +149,7 @@ pub fn incoming(
             let tx = tx.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(buffered(tcp))).await
-                {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let identity = stream
                             .get_ref()
