@@ -48,6 +48,22 @@ impl ApiService {
         }
     }
 
+    /// Whether `identity` may `create` on pod `namespace/name`'s
+    /// `subresource` (`exec`, `attach`, `portforward`): every session's
+    /// authorization, before the REST upgrade and again when it opens.
+    fn authorize_session(
+        &self,
+        identity: &Identity,
+        namespace: &str,
+        name: &str,
+        subresource: &str,
+    ) -> Result<(), Status> {
+        let access = Access::new(Verb::Create, Kind::Pod, namespace, Some(name))
+            .with_subresource(subresource);
+        authz::authorize(&self.cluster.store, identity, &access)?;
+        Ok(())
+    }
+
     /// Whether `identity` may open a `subresource` (`exec`, `attach`,
     /// `portforward`) session into pod `namespace/name`, and the pod as
     /// this master's replica has it; what the REST API checks before it
@@ -60,9 +76,7 @@ impl ApiService {
         subresource: &str,
     ) -> Result<skiff_proto::v1::Pod, Status> {
         let namespace = Self::namespace_of(namespace);
-        let access = Access::new(Verb::Create, Kind::Pod, &namespace, Some(name))
-            .with_subresource(subresource);
-        authz::authorize(&self.cluster.store, identity, &access)?;
+        self.authorize_session(identity, &namespace, name, subresource)?;
         match self
             .cluster
             .store
@@ -89,14 +103,7 @@ impl ApiService {
         S: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
     {
         start.namespace = Self::namespace_of(&start.namespace);
-        let access = Access::new(
-            Verb::Create,
-            Kind::Pod,
-            &start.namespace,
-            Some(start.name.as_str()),
-        )
-        .with_subresource("exec");
-        authz::authorize(&self.cluster.store, identity, &access)?;
+        self.authorize_session(identity, &start.namespace, &start.name, "exec")?;
         if start.command.is_empty() {
             return Err(Status::invalid_argument(
                 "exec needs a command to run (after --)",
@@ -142,14 +149,7 @@ impl ApiService {
         S: Stream<Item = Result<ExecInput, Status>> + Send + Unpin + 'static,
     {
         start.namespace = Self::namespace_of(&start.namespace);
-        let access = Access::new(
-            Verb::Create,
-            Kind::Pod,
-            &start.namespace,
-            Some(start.name.as_str()),
-        )
-        .with_subresource("attach");
-        authz::authorize(&self.cluster.store, identity, &access)?;
+        self.authorize_session(identity, &start.namespace, &start.name, "attach")?;
         start.command.clear();
         if !start.stdin && !start.stdout && !start.stderr {
             return Err(Status::invalid_argument(
@@ -194,14 +194,7 @@ impl ApiService {
         S: Stream<Item = Result<PortForwardInput, Status>> + Send + Unpin + 'static,
     {
         start.namespace = Self::namespace_of(&start.namespace);
-        let access = Access::new(
-            Verb::Create,
-            Kind::Pod,
-            &start.namespace,
-            Some(start.name.as_str()),
-        )
-        .with_subresource("portforward");
-        authz::authorize(&self.cluster.store, identity, &access)?;
+        self.authorize_session(identity, &start.namespace, &start.name, "portforward")?;
         if start.port == 0 || start.port > u32::from(u16::MAX) {
             return Err(Status::invalid_argument(format!(
                 "port {} is not a TCP port (1-65535)",

@@ -448,17 +448,18 @@ impl Reconciler for EndpointSliceController {
             .store
             .get(Kind::Service, &key.namespace, &key.name)?;
         let service = match service_object.as_deref().and_then(|o| o.kind.as_ref()) {
-            Some(Body::Service(s)) => Some(s.clone()),
+            Some(Body::Service(s)) => Some(s),
             _ => None,
         };
-        let Some((service_object, service)) = service_object.zip(service) else {
+        let Some((service_object, service)) = service_object.as_deref().zip(service) else {
             // Service gone: its slices go too.
             for slice in &stored {
                 self.delete_slice(&key.namespace, &name_of(slice)).await?;
             }
             return Ok(Action::Done);
         };
-        let spec = service.spec.clone().unwrap_or_default();
+        let default_spec = v1::ServiceSpec::default();
+        let spec = service.spec.as_ref().unwrap_or(&default_spec);
         if spec.r#type == "ExternalName" {
             for slice in &stored {
                 self.delete_slice(&key.namespace, &name_of(slice)).await?;
@@ -472,7 +473,7 @@ impl Reconciler for EndpointSliceController {
             .ctx
             .store
             .select(Kind::Pod, &key.namespace, &spec.selector);
-        let wanted = desired(&service, &pods);
+        let wanted = desired(service, &pods);
         let mut by_name: BTreeMap<String, v1::GenericObject> = BTreeMap::new();
         let mut existing = Vec::new();
         let mut foreign = Vec::new();
@@ -485,15 +486,18 @@ impl Reconciler for EndpointSliceController {
             by_name.insert(name, object);
         }
         let plan = plan(existing, wanted);
-        let labels = slice_labels(&service);
+        let labels = slice_labels(service);
         let owners: Vec<v1::OwnerReference> =
-            controller_reference(&service_object).into_iter().collect();
+            controller_reference(service_object).into_iter().collect();
         for (slice, changed) in &plan.keep {
             let Some(object) = by_name.get(&slice.name) else {
                 continue;
             };
-            let meta = object.metadata.clone().unwrap_or_default();
-            if !changed && meta.labels == labels && meta.owner_references == owners {
+            let unchanged_meta = object
+                .metadata
+                .as_ref()
+                .is_some_and(|m| m.labels == labels && m.owner_references == owners);
+            if !changed && unchanged_meta {
                 continue;
             }
             let mut object = object.clone();
@@ -504,7 +508,7 @@ impl Reconciler for EndpointSliceController {
             self.ctx.writer.update(object.into_object()).await?;
         }
         for slice in &plan.create {
-            let object = new_slice(&service_object, &service, slice);
+            let object = new_slice(service_object, service, slice);
             self.ctx.writer.create(object.into_object()).await?;
         }
         for name in plan.delete.iter().chain(&foreign) {
