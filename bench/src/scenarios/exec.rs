@@ -11,15 +11,20 @@
 //!   container (containerd's own path: no master, no agent). Both are Go
 //!   programs started afresh, so process start-up weighs on both sides.
 //!   Target: kubectl's p50 ≤ 2 × ctr's.
-//! - TCP throughput of one iperf3 stream into the pod: straight to the
-//!   pod's address from its node's network namespace, and from this host
-//!   through `kubectl port-forward` (1.35: SPDY tunnelled in a WebSocket;
-//!   1.20: SPDY/3.1), which relays local port → master → agent (mutual
-//!   TLS) → the pod's `localhost`. As in `overlay`, iperf3's server runs in
-//!   the pod's network namespace, so the image needs no iperf3. Each round
-//!   runs its own `kubectl port-forward`, stopped after it, so that a
-//!   connection the pod reset (iperf3's server does at a test's end, which
-//!   ends kubectl 1.28+'s whole port-forward) cannot break the next round.
+//! - TCP throughput of one iperf3 stream out of the pod (`iperf3 -R`: the
+//!   server in the pod sends): straight from the pod's address to its
+//!   node's network namespace, and to this host through `kubectl
+//!   port-forward` (1.35: SPDY tunnelled in a WebSocket; 1.20: SPDY/3.1),
+//!   which relays the pod's `localhost` → agent (mutual TLS) → master →
+//!   local port. As in `overlay`, iperf3's server runs in the pod's network
+//!   namespace, so the image needs no iperf3. The pod sends because iperf3's
+//!   server closes its data socket the moment a test ends: as the receiver,
+//!   with data still on the way through the relay, that close is a reset,
+//!   which the agent reports on the error stream (as containerd's CRI does)
+//!   and which ends kubectl 1.28+'s whole port-forward, the control
+//!   connection and its results with it; as the sender its close is an
+//!   orderly end of file. Each round still runs its own `kubectl
+//!   port-forward`, stopped after it, so rounds are independent.
 //!   Target: port-forward ≥ 0.5 × direct.
 
 use std::path::PathBuf;
@@ -37,7 +42,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
 use super::common::round;
-use super::overlay::{iperf_through, sleeper};
+use super::overlay::{iperf_through, sleeper, Flow};
 use crate::latency::Latencies;
 
 #[derive(Debug, clap::Args)]
@@ -316,12 +321,10 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
     }
 
     // Each round starts its own `kubectl port-forward` on a new local port
-    // and stops it after its iperf3 run, so rounds are independent: iperf3's
-    // server resets its data socket at the end of a test, the agent reports
-    // the broken pod connection on the error stream (as containerd's CRI
-    // does), and kubectl 1.28 and later then end that whole port-forward.
+    // and stops it after its iperf3 run, so rounds are independent (see the
+    // module's header for why the pod is the sender).
     eprintln!(
-        "port-forward: {} rounds of {} s of one iperf3 stream, direct and through each kubectl (a new port-forward each round)",
+        "port-forward: {} rounds of {} s of one iperf3 stream out of the pod, direct and through each kubectl (a new port-forward each round)",
         args.rounds, args.seconds
     );
     let mut direct = Vec::new();
@@ -333,10 +336,11 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
             &pod_ip,
             IPERF_PORT,
             args.seconds,
+            Flow::ServerToClient,
         )
-        .context("iperf3 straight to the pod")?;
+        .context("iperf3 straight from the pod")?;
         direct.push(d);
-        let mut line = format!("round {}: direct to the pod {d:.2} Gbit/s", round_no + 1);
+        let mut line = format!("round {}: direct from the pod {d:.2} Gbit/s", round_no + 1);
         for k in std::iter::once(&mut websocket).chain(spdy.as_mut()) {
             let label = k.label();
             let local = skiff_e2e::free_port();
@@ -350,6 +354,7 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
                 "127.0.0.1",
                 local,
                 args.seconds,
+                Flow::ServerToClient,
             )
             .with_context(|| {
                 format!(

@@ -20,7 +20,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
 use super::common::round;
-use super::overlay::{iperf_through, sleeper};
+use super::overlay::{iperf_through, sleeper, Flow};
 
 #[derive(Debug, clap::Args)]
 pub struct NodeportArgs {
@@ -145,7 +145,15 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
     // the nodePort carries a (short) measurement.
     let mut last_error = None;
     for _ in 0..20 {
-        match iperf_through(&server_ns, IPERF_PORT, &lan_ns, &hosts[0].ip, node_port, 1) {
+        match iperf_through(
+            &server_ns,
+            IPERF_PORT,
+            &lan_ns,
+            &hosts[0].ip,
+            node_port,
+            1,
+            Flow::ClientToServer,
+        ) {
             Ok(_) => {
                 last_error = None;
                 break;
@@ -167,6 +175,7 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
             &pod_ip,
             IPERF_PORT,
             args.seconds,
+            Flow::ClientToServer,
         )?;
         let n = iperf_through(
             &server_ns,
@@ -175,6 +184,7 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
             &hosts[0].ip,
             node_port,
             args.seconds,
+            Flow::ClientToServer,
         )?;
         eprintln!(
             "round {}: straight to the pod {d:.2} Gbit/s, through the nodePort {n:.2} Gbit/s",

@@ -59,7 +59,28 @@ pub(super) fn sleeper(name: &str, node: &str) -> v1::Pod {
 /// `server_ns` listening on `server_ip`.
 fn iperf(server_ns: &str, client_ns: &str, server_ip: &str, seconds: u32) -> anyhow::Result<f64> {
     let port = skiff_e2e::free_port();
-    iperf_through(server_ns, port, client_ns, server_ip, port, seconds)
+    iperf_through(
+        server_ns,
+        port,
+        client_ns,
+        server_ip,
+        port,
+        seconds,
+        Flow::ClientToServer,
+    )
+}
+
+/// Which way iperf3's data flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Flow {
+    /// The client sends (iperf3's default).
+    ClientToServer,
+    /// The server sends (`-R`). At a test's end iperf3's server closes its
+    /// data socket at once; when it is the receiver and a relay still holds
+    /// data for it, that close is a reset, which a relay must report (as
+    /// `kubectl port-forward` does, ending the whole forward). As the
+    /// sender its close is an orderly end of file.
+    ServerToClient,
 }
 
 /// Gbit/s from `iperf3 -c` run in `client_ns` against
@@ -72,8 +93,14 @@ pub(super) fn iperf_through(
     target_ip: &str,
     target_port: u16,
     seconds: u32,
+    flow: Flow,
 ) -> anyhow::Result<f64> {
     let (listen, port) = (listen_port.to_string(), target_port.to_string());
+    let seconds = seconds.to_string();
+    let mut client_args = vec!["iperf3", "-J", "-c", target_ip, "-p", &port, "-t", &seconds];
+    if flow == Flow::ServerToClient {
+        client_args.push("-R");
+    }
     let mut server = Command::new("nsenter")
         .arg(format!("--net={server_ns}"))
         .args(["iperf3", "-s", "-1", "-p", &listen])
@@ -83,16 +110,7 @@ pub(super) fn iperf_through(
     std::thread::sleep(Duration::from_millis(500));
     let out = Command::new("nsenter")
         .arg(format!("--net={client_ns}"))
-        .args([
-            "iperf3",
-            "-J",
-            "-c",
-            target_ip,
-            "-p",
-            &port,
-            "-t",
-            &seconds.to_string(),
-        ])
+        .args(&client_args)
         .output()
         .context("run iperf3 client");
     let _ = server.kill();
