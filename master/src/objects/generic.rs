@@ -11,7 +11,8 @@
 //!   field is reported for `fieldValidation`;
 //! - [`apply_defaults`] sets Kubernetes' defaults (Job, CronJob,
 //!   DaemonSet, StatefulSet and their pod templates, volumes and claims,
-//!   HorizontalPodAutoscalers through `objects::autoscaling`, ...);
+//!   HorizontalPodAutoscalers through `objects::autoscaling`, their
+//!   `autoscaling/v1` round-trip annotations dropped, ...);
 //! - [`validate`] checks what the schema cannot (required fields, selectors
 //!   matching templates, allowed values; HorizontalPodAutoscalers'
 //!   replica bounds, metric targets and behavior in
@@ -337,6 +338,14 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
         definition_defaults(&mut map);
         set_content(object, &map);
         return;
+    }
+    if kind == Kind::HorizontalPodAutoscaler {
+        // The annotations `autoscaling/v1` carries v2's fields in are
+        // never stored, as kube-apiserver drops them whatever the version
+        // written.
+        if let Some(meta) = object.metadata.as_mut() {
+            super::autoscaling_v1::drop_round_trip_annotations(&mut meta.annotations);
+        }
     }
     let mut map = content(object);
     let spec = map
@@ -963,6 +972,24 @@ mod tests {
         let c = content(&sc);
         assert_eq!(c["reclaimPolicy"], "Delete");
         assert!(c.get("spec").is_none(), "{c:?}");
+    }
+
+    #[test]
+    fn an_autoscaler_is_defaulted_and_never_keeps_v1s_round_trip_annotations() {
+        let (mut hpa, _) = read(
+            Kind::HorizontalPodAutoscaler,
+            json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                   "metadata": {"name": "web", "annotations": {
+                       "team": "shop",
+                       "autoscaling.alpha.kubernetes.io/metrics": "[]",
+                       "autoscaling.alpha.kubernetes.io/conditions": "[]"}},
+                   "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"},
+                            "maxReplicas": 3}}),
+        );
+        apply_defaults(Kind::HorizontalPodAutoscaler, &mut hpa);
+        let annotations = &hpa.metadata.as_ref().unwrap().annotations;
+        assert_eq!(annotations.keys().collect::<Vec<_>>(), ["team"]);
+        assert_eq!(content(&hpa)["spec"]["minReplicas"], 1);
     }
 
     #[test]

@@ -14,6 +14,7 @@
 
 pub(crate) mod api_schema;
 pub mod autoscaling;
+pub mod autoscaling_v1;
 pub mod cron_schedule;
 pub mod custom_resources;
 pub mod defaults;

@@ -5,12 +5,21 @@
 //! generic, or never stored: the access reviews, and the metrics API's
 //! readings). Discovery, the REST
 //! router and `skiff ctl` read this table; nothing else carries a list of
-//! kinds. Built-in kinds are the static [`KINDS`]; custom kinds, defined by
+//! kinds. Built-in kinds are the static [`KINDS`], one entry each, at the
+//! version the store holds; a built-in kind also served at another version
+//! has an entry of [`OTHER_VERSIONS`] for it, whose objects are the same
+//! stored ones converted on the way out and in ([`Conversion`]), as
+//! kube-apiserver serves `autoscaling/v1` HorizontalPodAutoscalers from its
+//! `autoscaling/v2` store. Custom kinds, defined by
 //! CustomResourceDefinitions, are [`custom`]'s, and every lookup here
-//! (`info`, `by_resource`, `groups`, `kinds_in`, `all`) answers for both.
+//! (`info`, `by_resource`, `groups`, `kinds_in`, `all`) answers for all
+//! of them (`info`: a kind's stored version).
 
 pub mod custom;
 
+use serde_json::Value;
+
+use super::autoscaling_v1::{self, AnnotationError};
 use super::Kind;
 
 /// A subresource served under `<resource>/<name>/<subresource>`.
@@ -98,7 +107,63 @@ pub enum Model {
     Custom,
 }
 
-/// Everything the API says about one kind.
+/// How the objects of a served version are read and written: as the store
+/// holds them, or converted to and from the stored version (kubernetes
+/// `pkg/apis/<group>/<version>/conversion.go`). The REST API converts on
+/// the way out ([`Conversion::to_served`]) and in
+/// ([`Conversion::to_stored`]); everything behind it (the API service, the
+/// writer, the store, controllers, watches) sees stored objects only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conversion {
+    /// As the store holds them: every [`KINDS`] entry, and each version of
+    /// a custom kind (whose versions differ only in `apiVersion`).
+    AsStored,
+    /// `autoscaling/v1` HorizontalPodAutoscalers, held as `autoscaling/v2`
+    /// (`objects/autoscaling_v1.rs`).
+    AutoscalingV1,
+}
+
+impl Conversion {
+    /// A stored object (Kubernetes JSON) as this version serves it; its
+    /// `apiVersion` is the caller's to set.
+    pub fn to_served(self, stored: Value) -> Value {
+        match self {
+            Conversion::AsStored => stored,
+            Conversion::AutoscalingV1 => autoscaling_v1::to_v1(stored),
+        }
+    }
+
+    /// An object written at this version (Kubernetes JSON, checked against
+    /// this version's schema) as the store holds it, `apiVersion`
+    /// included; what cannot be converted is refused, naming its field.
+    pub fn to_stored(self, served: Value) -> Result<Value, AnnotationError> {
+        match self {
+            Conversion::AsStored => Ok(served),
+            Conversion::AutoscalingV1 => autoscaling_v1::to_v2(served),
+        }
+    }
+
+    /// Problems `(field, reason)` of an object written at this version in
+    /// fields of its own, which the stored version's validation would name
+    /// by its own fields.
+    pub fn check(self, served: &Value) -> Vec<(String, String)> {
+        match self {
+            Conversion::AsStored => Vec::new(),
+            Conversion::AutoscalingV1 => autoscaling_v1::check(served),
+        }
+    }
+
+    /// A problem found in the stored version (its field and message) as
+    /// this version names it.
+    pub fn served_cause(self, field: &str, message: &str) -> (String, String) {
+        match self {
+            Conversion::AsStored => (field.to_owned(), message.to_owned()),
+            Conversion::AutoscalingV1 => autoscaling_v1::served_cause(field, message),
+        }
+    }
+}
+
+/// Everything the API says about one kind at one version.
 #[derive(Debug, Clone, Copy)]
 pub struct KindInfo {
     pub kind: Kind,
@@ -118,6 +183,8 @@ pub struct KindInfo {
     pub categories: &'static [&'static str],
     pub subresources: &'static [Subresource],
     pub model: Model,
+    /// How this version's objects relate to the stored ones.
+    pub conversion: Conversion,
 }
 
 /// The verbs every kind's collection and objects serve.
@@ -176,6 +243,23 @@ const fn entry(
         categories,
         subresources,
         model,
+        conversion: Conversion::AsStored,
+    }
+}
+
+/// `stored`'s kind also served at `(group, version, api_version)`, its
+/// objects converted by `conversion`.
+const fn also_served_as(
+    stored: KindInfo,
+    (group, version, api_version): (&'static str, &'static str, &'static str),
+    conversion: Conversion,
+) -> KindInfo {
+    KindInfo {
+        group,
+        version,
+        api_version,
+        conversion,
+        ..stored
     }
 }
 
@@ -190,6 +274,7 @@ const RBAC: (&str, &str, &str) = (
 );
 const POLICY: (&str, &str, &str) = ("policy", "v1", "policy/v1");
 const AUTOSCALING: (&str, &str, &str) = ("autoscaling", "v2", "autoscaling/v2");
+const AUTOSCALING_V1: (&str, &str, &str) = ("autoscaling", "v1", "autoscaling/v1");
 const STORAGE: (&str, &str, &str) = ("storage.k8s.io", "v1", "storage.k8s.io/v1");
 const COORDINATION: (&str, &str, &str) = ("coordination.k8s.io", "v1", "coordination.k8s.io/v1");
 const DISCOVERY: (&str, &str, &str) = ("discovery.k8s.io", "v1", "discovery.k8s.io/v1");
@@ -204,6 +289,20 @@ const EVENTS: (&str, &str, &str) = ("events.k8s.io", "v1", "events.k8s.io/v1");
 const METRICS: (&str, &str, &str) = ("metrics.k8s.io", "v1beta1", "metrics.k8s.io/v1beta1");
 
 use Model::{Ephemeral, Generic, Metrics, Review, Typed};
+
+/// HorizontalPodAutoscalers, stored at `autoscaling/v2` ([`KINDS`]) and
+/// also served at `autoscaling/v1` ([`OTHER_VERSIONS`]).
+const HORIZONTAL_POD_AUTOSCALER: KindInfo = entry(
+    Kind::HorizontalPodAutoscaler,
+    "HorizontalPodAutoscaler",
+    AUTOSCALING,
+    ("horizontalpodautoscalers", "horizontalpodautoscaler"),
+    true,
+    &["hpa"],
+    ALL,
+    STATUS,
+    Generic,
+);
 
 /// Every kind skiff serves, in the order discovery lists them. Of two
 /// kinds with one name (`Event`), the first is the one a name alone means
@@ -238,7 +337,7 @@ pub const KINDS: [KindInfo; 41] = [
     entry(Kind::ClusterRole, "ClusterRole", RBAC, ("clusterroles", "clusterrole"), false, &[], &[], &[], Generic),
     entry(Kind::ClusterRoleBinding, "ClusterRoleBinding", RBAC, ("clusterrolebindings", "clusterrolebinding"), false, &[], &[], &[], Generic),
     entry(Kind::PodDisruptionBudget, "PodDisruptionBudget", POLICY, ("poddisruptionbudgets", "poddisruptionbudget"), true, &["pdb"], &[], STATUS, Generic),
-    entry(Kind::HorizontalPodAutoscaler, "HorizontalPodAutoscaler", AUTOSCALING, ("horizontalpodautoscalers", "horizontalpodautoscaler"), true, &["hpa"], ALL, STATUS, Generic),
+    HORIZONTAL_POD_AUTOSCALER,
     entry(Kind::StorageClass, "StorageClass", STORAGE, ("storageclasses", "storageclass"), false, &["sc"], &[], &[], Generic),
     entry(Kind::CsiDriver, "CSIDriver", STORAGE, ("csidrivers", "csidriver"), false, &[], &[], &[], Generic),
     entry(Kind::Lease, "Lease", COORDINATION, ("leases", "lease"), true, &[], &[], &[], Generic),
@@ -252,6 +351,15 @@ pub const KINDS: [KindInfo; 41] = [
     entry(Kind::NodeMetrics, "NodeMetrics", METRICS, ("nodes", "nodemetrics"), false, &[], &[], &[], Metrics),
     entry(Kind::PodMetrics, "PodMetrics", METRICS, ("pods", "podmetrics"), true, &[], &[], &[], Metrics),
 ];
+
+/// The other versions built-in kinds are served at, each converted to and
+/// from the stored version (the kind's [`KINDS`] entry), after it in
+/// discovery: a group's first version is its preferred one.
+pub const OTHER_VERSIONS: [KindInfo; 1] = [also_served_as(
+    HORIZONTAL_POD_AUTOSCALER,
+    AUTOSCALING_V1,
+    Conversion::AutoscalingV1,
+)];
 
 impl KindInfo {
     /// The resource with its group, as Kubernetes names it in messages:
@@ -327,8 +435,7 @@ pub fn info(kind: Kind) -> &'static KindInfo {
 
 /// The kind served as `resource` in `group`/`version`.
 pub fn by_resource(group: &str, version: &str, resource: &str) -> Option<&'static KindInfo> {
-    KINDS
-        .iter()
+    built_in()
         .find(|i| i.group == group && i.version == version && i.resource == resource)
         .or_else(|| custom::by_resource(group, version, resource))
 }
@@ -345,7 +452,7 @@ pub fn is_builtin_group(group: &str) -> bool {
 /// versions, in discovery order: the built-in ones, then custom ones.
 pub fn groups() -> Vec<(&'static str, Vec<&'static str>)> {
     let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
-    for info in KINDS.iter().filter(|i| !i.group.is_empty()) {
+    for info in built_in().filter(|i| !i.group.is_empty()) {
         match groups.iter_mut().find(|(g, _)| *g == info.group) {
             Some((_, versions)) if !versions.contains(&info.version) => versions.push(info.version),
             Some(_) => {}
@@ -361,17 +468,23 @@ pub fn kinds_in<'a>(
     group: &'a str,
     version: &'a str,
 ) -> impl Iterator<Item = &'static KindInfo> + 'a {
-    KINDS
-        .iter()
+    built_in()
         .filter(move |i| i.group == group && i.version == version)
         .chain(custom::kinds_in(group, version))
 }
 
-/// Every kind served, built-in and custom (each version of a custom kind).
+/// Every kind served, built-in and custom, at each version it is served
+/// at.
 pub fn all() -> Vec<&'static KindInfo> {
-    let mut all: Vec<&'static KindInfo> = KINDS.iter().collect();
+    let mut all: Vec<&'static KindInfo> = built_in().collect();
     all.extend(custom::all());
     all
+}
+
+/// Every built-in kind at each version it is served at: [`KINDS`], then
+/// [`OTHER_VERSIONS`].
+pub fn built_in() -> impl Iterator<Item = &'static KindInfo> {
+    KINDS.iter().chain(OTHER_VERSIONS.iter())
 }
 
 #[cfg(test)]
@@ -542,6 +655,59 @@ mod tests {
         assert!(groups().contains(&("events.k8s.io", vec!["v1"])));
         // A name alone means the core Event.
         assert_eq!(Kind::from_name("Event").ok(), Some(Kind::Event));
+    }
+
+    #[test]
+    fn autoscalers_are_stored_at_v2_and_also_served_at_v1() {
+        let v2 = by_resource("autoscaling", "v2", "horizontalpodautoscalers").expect("v2");
+        let v1 = by_resource("autoscaling", "v1", "horizontalpodautoscalers").expect("v1");
+        assert_eq!(v2.kind, Kind::HorizontalPodAutoscaler);
+        assert_eq!(v1.kind, Kind::HorizontalPodAutoscaler);
+        assert_eq!(v2.conversion, Conversion::AsStored);
+        assert_eq!(v1.conversion, Conversion::AutoscalingV1);
+        assert_eq!(v1.api_version, "autoscaling/v1");
+        assert_eq!(
+            (v1.short_names, v1.categories),
+            (v2.short_names, v2.categories)
+        );
+        assert!(v1.has(Subresource::Status) && v1.in_openapi() && v1.is_stored());
+        // The kind is the store's version.
+        assert_eq!(info(Kind::HorizontalPodAutoscaler).version, "v2");
+        assert_eq!(
+            Kind::HorizontalPodAutoscaler.api_version(),
+            "autoscaling/v2"
+        );
+        // v2 first: the group's preferred version.
+        assert!(groups().contains(&("autoscaling", vec!["v2", "v1"])));
+        let at_v1: Vec<Conversion> = kinds_in("autoscaling", "v1")
+            .map(|i| i.conversion)
+            .collect();
+        assert_eq!(at_v1, [Conversion::AutoscalingV1]);
+        assert!(all()
+            .iter()
+            .any(|i| i.kind == Kind::HorizontalPodAutoscaler && i.version == "v1"));
+        // Still one kind, held once.
+        let held = Kind::ALL
+            .iter()
+            .filter(|k| **k == Kind::HorizontalPodAutoscaler)
+            .count();
+        assert_eq!(held, 1);
+        for other in &OTHER_VERSIONS {
+            let stored = info(other.kind);
+            assert_eq!(stored.conversion, Conversion::AsStored);
+            assert_ne!(other.conversion, Conversion::AsStored);
+            assert_eq!(
+                (other.group, other.resource, other.name, other.namespaced),
+                (
+                    stored.group,
+                    stored.resource,
+                    stored.name,
+                    stored.namespaced
+                )
+            );
+            assert_ne!(other.version, stored.version);
+            assert_eq!(other.api_version, group_version(other.group, other.version));
+        }
     }
 
     #[test]

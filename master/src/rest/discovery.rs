@@ -300,6 +300,63 @@ mod tests {
     }
 
     #[test]
+    fn autoscalers_are_listed_at_v2_preferred_and_at_v1() {
+        let group = group("autoscaling").unwrap();
+        assert_eq!(group["preferredVersion"]["groupVersion"], "autoscaling/v2");
+        let versions: Vec<&str> = group["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["groupVersion"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["autoscaling/v2", "autoscaling/v1"]);
+        for version in ["v2", "v1"] {
+            let list = resources("autoscaling", version).unwrap();
+            assert_eq!(list["groupVersion"], format!("autoscaling/{version}"));
+            let names: Vec<&str> = list["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["name"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                names,
+                [
+                    "horizontalpodautoscalers",
+                    "horizontalpodautoscalers/status"
+                ],
+                "{version}"
+            );
+            let hpa = &list["resources"][0];
+            assert_eq!(hpa["kind"], "HorizontalPodAutoscaler");
+            assert_eq!(hpa["shortNames"], json!(["hpa"]));
+            assert_eq!(hpa["categories"], json!(["all"]));
+            assert_eq!(hpa["verbs"], json!(crate::objects::registry::VERBS));
+        }
+        let aggregated = aggregated(false);
+        let autoscaling = aggregated["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "autoscaling")
+            .unwrap();
+        let versions: Vec<&str> = autoscaling["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["v2", "v1"]);
+        let v1 = &autoscaling["versions"][1]["resources"][0];
+        assert_eq!(v1["resource"], "horizontalpodautoscalers");
+        assert_eq!(
+            v1["responseKind"],
+            json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"})
+        );
+        assert_eq!(v1["subresources"][0]["responseKind"]["version"], "v1");
+    }
+
+    #[test]
     fn events_are_listed_in_both_groups_with_every_verb() {
         for group in ["", "events.k8s.io"] {
             let list = resources(group, "v1").unwrap();

@@ -36,7 +36,7 @@ use super::pod_logs::{LogQuery, LogRequest};
 use super::proxy::ProxyRequest;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
-use super::watch::{WatchPlan, WatchTarget};
+use super::watch::{self, WatchPlan, WatchTarget};
 use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::ApiService;
@@ -192,7 +192,12 @@ impl<'a> Call<'a> {
         let (labels, fields) = self.selectors(info)?;
         let plan = WatchPlan::from_query(info, self.query, self.wants_table())?;
         let listed = if plan.starts_with_list() {
-            Some(self.list_values(info, &labels, &fields).await?)
+            let (items, revision) = self.list_objects(info, &labels, &fields).await?;
+            let values = items
+                .iter()
+                .map(|o| watch::encode(info, o, self.wants_table()))
+                .collect();
+            Some((values, revision))
         } else {
             None
         };
@@ -250,11 +255,8 @@ impl<'a> Call<'a> {
         view: View,
         code: StatusCode,
     ) -> Response<Body> {
-        let value = match view {
-            View::Scale => scale_of(info, object),
-            View::Object | View::Status => wire::encode(info, object),
-        };
         if self.wants_table() && view != View::Scale {
+            let value = wire::encode_for_table(info, object);
             let rv = value["metadata"]["resourceVersion"]
                 .as_str()
                 .unwrap_or("")
@@ -262,6 +264,10 @@ impl<'a> Call<'a> {
             let table = custom_kinds::table(info, &[&value], &rv, true, now());
             return json_response(code, &table);
         }
+        let value = match view {
+            View::Scale => scale_of(info, object),
+            View::Object | View::Status => wire::encode(info, object),
+        };
         json_response(code, &value)
     }
 
@@ -355,7 +361,7 @@ impl<'a> Call<'a> {
         }
         let mut response = if self.wants_table() {
             let mut out = Vec::with_capacity(256 + items.len() * 384);
-            let objects = items.iter().map(|o| wire::encode(info, o));
+            let objects = items.iter().map(|o| wire::encode_for_table(info, o));
             custom_kinds::write_table(&mut out, info, objects, &metadata, now());
             json_bytes_response(out)
         } else {

@@ -97,8 +97,14 @@ impl RestError {
         RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
 
-    /// A 422 for `kind`'s object `name`, with one cause per field.
+    /// A 422 for `kind`'s object `name`, with one cause per field; a field
+    /// of the stored version is named as `info`'s version names it (an
+    /// `autoscaling/v1` autoscaler's extra metrics by their annotation).
     pub fn invalid(info: &KindInfo, name: &str, causes: Vec<(String, String)>) -> RestError {
+        let causes: Vec<(String, String)> = causes
+            .iter()
+            .map(|(field, message)| info.conversion.served_cause(field, message))
+            .collect();
         let detail = causes
             .iter()
             .map(|(field, message)| {

@@ -170,6 +170,16 @@ pub(super) struct WatchTarget<'a> {
     pub shutdown: CancellationToken,
 }
 
+/// An object as a watch event carries it: as the API answers it, or as a
+/// Table's row reads it.
+pub(super) fn encode(info: &KindInfo, object: &skiff_proto::api::Object, table: bool) -> Value {
+    if table {
+        wire::encode_for_table(info, object)
+    } else {
+        wire::encode(info, object)
+    }
+}
+
 /// Starts a watch and answers with its stream. `listed` holds the current
 /// objects and their revision when [`WatchPlan::starts_with_list`].
 pub(super) async fn serve(
@@ -266,7 +276,7 @@ pub(super) async fn serve(
                     Some(Ok(event)) => {
                         last_revision = event.revision;
                         let Some(object) = event.object.as_ref() else { continue };
-                        let mut value = wire::encode(encoder.info, object);
+                        let mut value = encode(encoder.info, object, encoder.table);
                         value["metadata"]["resourceVersion"] = json!(event.revision.to_string());
                         if !encoder.selects(&value) {
                             continue;

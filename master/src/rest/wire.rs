@@ -4,7 +4,11 @@
 //! answers encoded as Kubernetes JSON with `apiVersion` and `kind` set and
 //! the fields that client libraries require always present. Events are
 //! held as core v1 Events and answered as the URL's group has them
-//! (`events::convert`).
+//! (`events::convert`). A version the store does not hold (the registry's
+//! `OTHER_VERSIONS`: `autoscaling/v1` HorizontalPodAutoscalers) is read
+//! against its own schema, its unknown fields and problems named by its
+//! own paths, then converted to the stored version; answers are converted
+//! back (`registry::Conversion`).
 
 use serde_json::{json, Value};
 use skiff_proto::api::Object;
@@ -12,8 +16,8 @@ use skiff_proto::api::Object;
 use super::status::RestError;
 use crate::events::convert;
 use crate::objects::manifest::{object_from_json, to_json_value};
-use crate::objects::registry::KindInfo;
-use crate::objects::Kind;
+use crate::objects::registry::{self, Conversion, KindInfo};
+use crate::objects::{schema_check, Kind};
 
 /// What to do with fields skiff does not know (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +169,12 @@ pub fn decode(
     strip_nulls(&mut value);
     let name = value["metadata"]["name"].as_str().unwrap_or("").to_owned();
     let kept = (origin == BodyOrigin::Protobuf).then(|| value.clone());
-    let (object, mut unknown) = object_from_json(info.kind, value)
-        .map_err(|e| RestError::invalid(info, &name, vec![(e.path.clone(), e.message.clone())]))?;
+    let (object, mut unknown) = match info.conversion {
+        Conversion::AsStored => object_from_json(info.kind, value).map_err(|e| {
+            RestError::invalid(info, &name, vec![(e.path.clone(), e.message.clone())])
+        })?,
+        _ => decode_converted(info, value, &name)?,
+    };
     if let Some(sent) = kept {
         // Go writes every field that is not a pointer, set or not: an empty
         // one that skiff does not know was not asked for.
@@ -191,6 +199,35 @@ pub fn decode(
     };
     warnings.extend(crate::objects::unsupported::warnings(&object));
     Ok((object, warnings))
+}
+
+/// A body of a version the store does not hold: checked against its own
+/// version's schema (so that its unknown fields and wrong types are named
+/// by its own paths) and in the fields only it has, converted to the
+/// stored version and decoded as that. Whatever the stored version's
+/// decoding finds is named as the body's version names it (in
+/// `RestError::invalid`); the unknown fields are the body's.
+fn decode_converted(
+    info: &KindInfo,
+    value: Value,
+    name: &str,
+) -> Result<(Object, Vec<String>), RestError> {
+    let mut unknown = Vec::new();
+    schema_check::check(info.group, info.version, info.name, &value, &mut unknown)
+        .map_err(|e| RestError::invalid(info, name, vec![(e.path, e.message)]))?;
+    let problems = info.conversion.check(&value);
+    if !problems.is_empty() {
+        return Err(RestError::invalid(info, name, problems));
+    }
+    let stored = info
+        .conversion
+        .to_stored(value)
+        .map_err(|e| RestError::invalid(info, name, vec![(e.field(), e.message())]))?;
+    // What the stored version does not know came from annotations, which
+    // Kubernetes reads leniently: left out, not reported.
+    let (object, _) = object_from_json(info.kind, stored)
+        .map_err(|e| RestError::invalid(info, name, vec![(e.path, e.message)]))?;
+    Ok((object, unknown))
 }
 
 /// Where a request body came from.
@@ -249,7 +286,7 @@ pub fn strip_nulls(value: &mut Value) {
 
 /// An object as the API answers it.
 pub fn encode(info: &KindInfo, object: &Object) -> Value {
-    let mut value = to_json_value(object);
+    let mut value = info.conversion.to_served(to_json_value(object));
     if let Some(map) = value.as_object_mut() {
         if info.kind == Kind::EventsK8sIoEvent {
             convert::to_events_v1(map);
@@ -264,6 +301,18 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
     }
     fill_required(info.kind.name(), &mut value);
     value
+}
+
+/// `object` as a Table's row reads it: at the version the store holds,
+/// as kube-apiserver prints every version from its one internal object
+/// (an `autoscaling/v1` autoscaler's metrics, and their current values,
+/// in the order they are stored; v1's JSON has them in annotations, the
+/// CPU target moved last).
+pub fn encode_for_table(info: &KindInfo, object: &Object) -> Value {
+    match info.conversion {
+        Conversion::AsStored => encode(info, object),
+        _ => encode(registry::info(info.kind), object),
+    }
 }
 
 /// Appends `object` as the API answers it (what [`encode`] makes) as JSON
@@ -503,6 +552,139 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sent.kind().unwrap(), Kind::EventsK8sIoEvent);
+    }
+
+    /// The `autoscaling/v1` entry of the registry.
+    fn autoscaling_v1() -> &'static KindInfo {
+        registry::by_resource("autoscaling", "v1", "horizontalpodautoscalers").unwrap()
+    }
+
+    /// What kubectl 1.20's `autoscale deployment web --cpu-percent=50
+    /// --min=1 --max=3` posts.
+    fn v1_autoscaler() -> Value {
+        json!({
+            "apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {
+                "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                "minReplicas": 1, "maxReplicas": 3, "targetCPUUtilizationPercentage": 50,
+            },
+        })
+    }
+
+    #[test]
+    fn autoscalers_written_at_v1_are_held_at_v2_and_answered_at_either() {
+        let v1 = autoscaling_v1();
+        let (object, warnings) = decode(
+            v1,
+            v1_autoscaler(),
+            FieldValidation::Strict,
+            BodyOrigin::Text,
+        )
+        .unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(object.kind().unwrap(), Kind::HorizontalPodAutoscaler);
+        let held = to_json_value(&object);
+        assert_eq!(held["apiVersion"], "autoscaling/v2");
+        assert_eq!(
+            held["spec"]["metrics"][0]["resource"]["target"],
+            json!({"type": "Utilization", "averageUtilization": 50})
+        );
+
+        let at_v2 = encode(info(Kind::HorizontalPodAutoscaler), &object);
+        assert_eq!(at_v2["apiVersion"], "autoscaling/v2");
+        assert!(at_v2["spec"]
+            .get("targetCPUUtilizationPercentage")
+            .is_none());
+        let at_v1 = encode(v1, &object);
+        assert_eq!(at_v1["apiVersion"], "autoscaling/v1");
+        assert_eq!(at_v1["kind"], "HorizontalPodAutoscaler");
+        assert_eq!(at_v1["spec"], v1_autoscaler()["spec"]);
+        assert!(at_v1["spec"].get("metrics").is_none());
+        // Lists are written as the URL's version too.
+        let mut out = Vec::new();
+        write_json(&mut out, v1, &object);
+        let written: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(written, at_v1);
+        // Tables are made from the stored version, as kube-apiserver
+        // prints every version from one object.
+        assert_eq!(encode_for_table(v1, &object), at_v2);
+    }
+
+    #[test]
+    fn a_v1_write_is_checked_by_v1s_schema_and_named_by_v1s_fields() {
+        let v1 = autoscaling_v1();
+        let mut body = v1_autoscaler();
+        body["spec"]["metrics"] = json!([]);
+        let e = decode(v1, body.clone(), FieldValidation::Strict, BodyOrigin::Text).unwrap_err();
+        assert!(
+            e.message.contains("unknown field \"spec.metrics\""),
+            "{}",
+            e.message
+        );
+        let (object, warnings) = decode(v1, body, FieldValidation::Warn, BodyOrigin::Text).unwrap();
+        assert_eq!(warnings, ["unknown field \"spec.metrics\""]);
+        // v1's own target survives; the unknown field does not.
+        let held = to_json_value(&object);
+        assert_eq!(held["spec"]["metrics"].as_array().unwrap().len(), 1);
+
+        let mut body = v1_autoscaler();
+        body["spec"]["targetCPUUtilizationPercentage"] = json!("fifty");
+        let e = decode(v1, body, FieldValidation::Warn, BodyOrigin::Text).unwrap_err();
+        assert_eq!(e.code, http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.details.causes[0].0, "spec.targetCPUUtilizationPercentage");
+
+        let mut body = v1_autoscaler();
+        body["spec"]["targetCPUUtilizationPercentage"] = json!(0);
+        let e = decode(v1, body, FieldValidation::Warn, BodyOrigin::Text).unwrap_err();
+        assert_eq!(
+            e.message,
+            "HorizontalPodAutoscaler.autoscaling \"web\" is invalid: spec.targetCPUUtilizationPercentage: Invalid value: 0: must be greater than 0"
+        );
+
+        let mut body = v1_autoscaler();
+        body["metadata"]["annotations"] =
+            json!({"autoscaling.alpha.kubernetes.io/metrics": "{oops"});
+        let e = decode(v1, body, FieldValidation::Warn, BodyOrigin::Text).unwrap_err();
+        assert_eq!(e.code, http::StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            e.details.causes[0].0,
+            "metadata.annotations[autoscaling.alpha.kubernetes.io/metrics]"
+        );
+
+        // What v2's validation finds in a metric v1 carries in the
+        // annotation is named by the annotation (the writer's refusal
+        // reaches the REST API as these causes).
+        let mut body = v1_autoscaler();
+        body["metadata"]["annotations"] = json!({"autoscaling.alpha.kubernetes.io/metrics":
+            r#"[{"type": "Pods", "pods": {"targetAverageValue": "10"}}]"#});
+        let (mut object, _) = decode(v1, body, FieldValidation::Strict, BodyOrigin::Text).unwrap();
+        crate::objects::defaults::apply_defaults(&mut object);
+        let problems = crate::objects::validation::validate(&object).unwrap_err();
+        let causes: Vec<(String, String)> = problems
+            .errors
+            .iter()
+            .map(|f| (f.path.clone(), f.reason.clone()))
+            .collect();
+        assert_eq!(
+            causes[0].0, "spec.metrics[0].pods.metric.name",
+            "{causes:?}"
+        );
+        let e = RestError::invalid(v1, "web", causes.clone());
+        assert_eq!(
+            e.details.causes[0].0,
+            "metadata.annotations[autoscaling.alpha.kubernetes.io/metrics]"
+        );
+        assert!(
+            e.details.causes[0]
+                .1
+                .starts_with("spec.metrics[0].pods.metric.name: Required value"),
+            "{:?}",
+            e.details.causes
+        );
+        // At v2 the same problem keeps v2's field.
+        let e = RestError::invalid(info(Kind::HorizontalPodAutoscaler), "web", causes);
+        assert_eq!(e.details.causes[0].0, "spec.metrics[0].pods.metric.name");
     }
 
     #[test]

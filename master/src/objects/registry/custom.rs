@@ -28,7 +28,7 @@ use std::sync::{Arc, LazyLock, Mutex, RwLock};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
-use super::{KindInfo, Model, Subresource};
+use super::{Conversion, KindInfo, Model, Subresource};
 use crate::objects::custom_resources::definition::{version_priority, Definition};
 use crate::objects::custom_resources::naming;
 use crate::objects::Kind;
@@ -241,6 +241,7 @@ fn interned_info(key: InfoKey) -> &'static KindInfo {
             (true, true) => STATUS_SCALE,
         },
         model: Model::Custom,
+        conversion: Conversion::AsStored,
     }));
     infos.insert(key, info);
     info

@@ -272,8 +272,7 @@ mod tests {
         let index: Value = serde_json::from_slice(&openapi.index().body).unwrap();
         let paths = index["paths"].as_object().unwrap();
         let listed: BTreeSet<&str> = paths.keys().map(String::as_str).collect();
-        let served: BTreeSet<String> = registry::KINDS
-            .iter()
+        let served: BTreeSet<String> = registry::built_in()
             .filter(|k| k.in_openapi())
             .map(|k| match k.group {
                 "" => format!("api/{}", k.version),
@@ -283,6 +282,8 @@ mod tests {
         let expected: BTreeSet<&str> = served.iter().map(String::as_str).collect();
         assert_eq!(listed, expected);
         assert!(listed.contains("api/v1") && listed.contains("apis/apps/v1"));
+        // A version served by conversion has its document too.
+        assert!(listed.contains("apis/autoscaling/v1") && listed.contains("apis/autoscaling/v2"));
         // The hashes are those of the documents as served (built anew).
         for document in &openapi.group_versions {
             let url = format!(

@@ -58,7 +58,7 @@ impl GroupVersion {
 /// core first, in discovery order.
 pub(super) fn group_versions() -> Vec<GroupVersion> {
     let mut all: Vec<GroupVersion> = Vec::new();
-    for info in registry::KINDS.iter().filter(|i| i.in_openapi()) {
+    for info in registry::built_in().filter(|i| i.in_openapi()) {
         let gv = GroupVersion {
             group: info.group,
             version: info.version,
