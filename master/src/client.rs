@@ -266,6 +266,7 @@ impl Client {
             kind: kind.name().to_owned(),
             namespace: namespace.to_owned(),
             from_revision,
+            with_previous: false,
         };
         let mut api = self.api.clone();
         let stream = api

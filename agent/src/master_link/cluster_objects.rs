@@ -166,6 +166,7 @@ async fn first_change(api: &ApiClient<Channel>, kinds: &[String], revisions: &[u
             kind: kind.clone(),
             namespace: String::new(),
             from_revision: *revision,
+            with_previous: false,
         };
         watches.spawn(async move {
             let Ok(stream) = api.watch(request).await else {

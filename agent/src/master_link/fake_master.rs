@@ -263,6 +263,7 @@ impl FakeMaster {
             r#type: EventType::Modified as i32,
             object: None,
             revision: state.revision,
+            previous: None,
         };
         for watch in &state.watches {
             // A watch the agent has left is simply closed.

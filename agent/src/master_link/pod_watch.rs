@@ -153,6 +153,7 @@ mod tests {
                 kind: Some(Body::Pod(pod(name))),
             }),
             revision,
+            previous: None,
         })
     }
 
@@ -161,6 +162,7 @@ mod tests {
             r#type: EventType::Bookmark as i32,
             object: None,
             revision,
+            previous: None,
         })
     }
 

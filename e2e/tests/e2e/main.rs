@@ -24,6 +24,7 @@ mod kubectl_delete;
 mod kubectl_events;
 mod kubectl_exec;
 mod kubectl_pods;
+mod kubectl_watch;
 mod lan_defaults;
 mod metrics;
 mod persistent_volumes;

@@ -159,6 +159,7 @@ impl Watcher {
             r#type: event_type as i32,
             object: Some(Object::clone(&change.object)),
             revision: change.revision,
+            previous: None,
         };
         self.out.send(Ok(message)).await.map_err(|_| Gone)
     }

@@ -615,13 +615,13 @@ impl Api for ApiService {
         if kind.is_ephemeral() {
             return self.watch_events(request, namespace, forwarded).await;
         }
-        let stream = watch::start(
-            self.cluster.store.clone(),
+        let scope = watch::WatchScope {
             kind,
             namespace,
-            request.from_revision,
-            self.shutdown.clone(),
-        )?;
+            from_revision: request.from_revision,
+            with_previous: request.with_previous,
+        };
+        let stream = watch::start(self.cluster.store.clone(), scope, self.shutdown.clone())?;
         Ok(Response::new(stream))
     }
 

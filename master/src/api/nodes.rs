@@ -428,6 +428,7 @@ impl Nodes for NodeService {
                     r#type: EventType::Added as i32,
                     revision,
                     object: Some(Object::clone(&pod)),
+                    previous: None,
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return;
@@ -437,6 +438,7 @@ impl Nodes for NodeService {
                 r#type: EventType::Bookmark as i32,
                 revision,
                 object: None,
+                previous: None,
             };
             if tx.send(Ok(listed)).await.is_err() {
                 return;
@@ -465,6 +467,7 @@ impl Nodes for NodeService {
                     r#type: event.event_type,
                     object: Some(object),
                     revision: event.revision,
+                    previous: None,
                 };
                 if tx.send(Ok(message)).await.is_err() {
                     return;

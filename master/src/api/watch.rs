@@ -6,6 +6,10 @@
 //! live channel it reads the history again from where it was. A revision
 //! older than the kept history, or a snapshot that replaced the state, ends
 //! the stream with OUT_OF_RANGE so the client re-lists.
+//!
+//! A watch that asks `with_previous` (the REST API's, when it has label or
+//! field selectors) also gets the object before a change whenever the
+//! store kept it ([`StoredEvent::previous`]); it alone decodes it.
 
 use std::sync::Arc;
 
@@ -27,29 +31,39 @@ struct Watcher {
     store: Arc<ObjectStore>,
     kind: Kind,
     namespace: Option<String>,
+    /// Whether events carry the object before the change, when kept.
+    with_previous: bool,
     last: u64,
     out: EventSender,
+}
+
+/// What a watch asks for.
+pub(super) struct WatchScope {
+    pub kind: Kind,
+    /// `None` watches every namespace.
+    pub namespace: Option<String>,
+    pub from_revision: u64,
+    pub with_previous: bool,
 }
 
 /// Starts a watch and returns its stream.
 pub(super) fn start(
     store: Arc<ObjectStore>,
-    kind: Kind,
-    namespace: Option<String>,
-    from_revision: u64,
+    scope: WatchScope,
     shutdown: CancellationToken,
 ) -> Result<EventStream, ApiError> {
     let live = store.subscribe();
     let (out, rx) = event_stream::channel(256);
     let mut watcher = Watcher {
         store,
-        kind,
-        namespace,
-        last: from_revision,
+        kind: scope.kind,
+        namespace: scope.namespace,
+        with_previous: scope.with_previous,
+        last: scope.from_revision,
         out,
     };
     // Fail fast, before the stream starts, when the revision is gone.
-    if let Err(compacted) = watcher.store.events_after(from_revision, 0)? {
+    if let Err(compacted) = watcher.store.events_after(scope.from_revision, 0)? {
         return Err(compacted.into());
     }
     let out = watcher.out.clone();
@@ -148,11 +162,101 @@ impl Watcher {
                 return Ok(());
             }
         };
+        let previous = if self.with_previous && !event.previous.is_empty() {
+            match Object::decode(event.previous.as_slice()) {
+                Ok(o) => Some(o),
+                Err(e) => {
+                    // The change itself still goes out, judged as if
+                    // selectors read both versions alike.
+                    tracing::error!(revision = event.revision, error = %e, "undecodable previous object in history");
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let message = WatchEvent {
             r#type: event.event_type,
             object: Some(object),
             revision: event.revision,
+            previous,
         };
         self.out.send(Ok(message)).await.map_err(|_| Gone)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_proto::v1;
+    use tokio_stream::StreamExt;
+
+    use super::*;
+    use crate::objects::{IntoObject, ObjectExt};
+    use crate::store::Command;
+
+    fn create(object: Object) -> Command {
+        Command::Create {
+            object: object.encode_to_vec(),
+            uid: format!("uid-{}", object.meta().name),
+            now: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn meta(name: &str, namespace: &str) -> Option<v1::ObjectMeta> {
+        Some(v1::ObjectMeta {
+            name: name.into(),
+            namespace: namespace.into(),
+            labels: [("app".to_owned(), "web".to_owned())].into(),
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn a_watch_gets_the_pod_before_its_relabelling_only_when_it_asks() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let namespace = v1::Namespace {
+            metadata: meta("default", ""),
+            ..Default::default()
+        };
+        let pod = v1::Pod {
+            metadata: meta("web", "default"),
+            ..Default::default()
+        };
+        store.apply_commands(vec![
+            create(namespace.into_object()),
+            create(pod.into_object()),
+        ]);
+        let mut relabelled = store.get(Kind::Pod, "default", "web").unwrap().unwrap();
+        relabelled
+            .meta_mut()
+            .unwrap()
+            .labels
+            .insert("app".into(), "db".into());
+        let update = Command::Update {
+            object: relabelled.encode_to_vec(),
+            status_only: false,
+        };
+        store.apply_commands(vec![update]);
+        assert_eq!(store.revision(), 3);
+        for with_previous in [false, true] {
+            let scope = WatchScope {
+                kind: Kind::Pod,
+                namespace: None,
+                from_revision: 2,
+                with_previous,
+            };
+            let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
+            let event = stream.next().await.unwrap().unwrap();
+            assert_eq!(event.revision, 3);
+            let app = |object: &Object| object.meta().labels["app"].clone();
+            assert_eq!(event.object.as_ref().map(app).as_deref(), Some("db"));
+            let before = event.previous.as_ref().map(app);
+            assert_eq!(
+                before.as_deref(),
+                with_previous.then_some("web"),
+                "with_previous: {with_previous}"
+            );
+        }
     }
 }

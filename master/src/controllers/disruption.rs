@@ -334,6 +334,7 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         };
         assert_eq!(controller.keys_for(&event, &changed), [key()]);
         controller.reconcile(&key()).await.unwrap();
@@ -391,6 +392,7 @@ spec:
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         };
         assert_eq!(controller.keys_for(&event, &web_0), [expr, key()]);
     }
@@ -406,6 +408,7 @@ spec:
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         };
         assert_eq!(controller.keys_for(&event, &web_0), [key()]);
         let other = objects.seed_yaml(

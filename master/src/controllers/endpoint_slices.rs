@@ -878,6 +878,7 @@ spec:
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         };
         let pod = objects
             .get(Kind::Pod, "default", "web-3")

@@ -476,6 +476,7 @@ spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         };
         assert_eq!(
             controller.keys_for(&event, &pod),

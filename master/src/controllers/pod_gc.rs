@@ -372,6 +372,7 @@ status: {phase: Running}
             event_type: event_type as i32,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         }
     }
 

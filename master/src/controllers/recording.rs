@@ -245,6 +245,7 @@ impl RecordingObjects {
             event_type: event_type as i32,
             node,
             object: object.encode_to_vec(),
+            previous: Vec::new(),
         });
         let _ = self
             .notify

@@ -30,6 +30,7 @@ pub mod pods;
 pub mod registry;
 pub mod scale;
 pub mod schema_check;
+pub mod selectable;
 pub mod selector;
 pub mod storage;
 pub mod unsupported;

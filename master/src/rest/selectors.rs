@@ -6,17 +6,16 @@
 //! are selected by the fields kube-apiserver selects them by
 //! (`involvedObject.*`, `reason`, `source`, ...; `kubectl describe` lists
 //! an object's Events with them), events.k8s.io's by its own names for
-//! the same fields (`regarding.*`, `reportingController`).
+//! the same fields (`regarding.*`, `reportingController`). Which fields
+//! each kind has: `objects/selectable.rs`.
 
 use std::collections::BTreeMap;
 
 use serde_json::Value;
 
 use crate::objects::registry::KindInfo;
+use crate::objects::selectable::{kind_fields, COMMON_FIELDS, EVENTS_K8S_IO_EVENT};
 use crate::objects::Kind;
-
-/// The name field selectors know events.k8s.io's Events by.
-const EVENTS_K8S_IO_EVENT: &str = "Event.events.k8s.io";
 
 /// A selector that does not parse, or names a field that is not supported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,22 +69,6 @@ impl LabelSelector {
             LabelRequirement::Exists(k) => labels.contains_key(k),
             LabelRequirement::DoesNotExist(k) => !labels.contains_key(k),
         })
-    }
-
-    /// Whether the labels of an object given as JSON satisfy it.
-    pub fn matches_json(&self, object: &Value) -> bool {
-        if self.0.is_empty() {
-            return true;
-        }
-        let labels = object["metadata"]["labels"]
-            .as_object()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.matches(&labels)
     }
 }
 
@@ -167,56 +150,6 @@ fn label_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
 /// A parsed `fieldSelector`; empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
-
-/// Fields every kind may be selected by.
-const COMMON_FIELDS: &[&str] = &["metadata.name", "metadata.namespace"];
-
-/// The further fields `kind` may be selected by, as kube-apiserver allows.
-fn kind_fields(kind: &str) -> &'static [&'static str] {
-    match kind {
-        "Pod" => &[
-            "spec.nodeName",
-            "spec.restartPolicy",
-            "spec.schedulerName",
-            "spec.serviceAccountName",
-            "spec.hostNetwork",
-            "status.phase",
-            "status.podIP",
-            "status.nominatedNodeName",
-        ],
-        "Node" => &["spec.unschedulable"],
-        "Namespace" => &["status.phase"],
-        "Secret" => &["type"],
-        "ReplicaSet" => &["status.replicas"],
-        "Event" => &[
-            "involvedObject.kind",
-            "involvedObject.namespace",
-            "involvedObject.name",
-            "involvedObject.uid",
-            "involvedObject.apiVersion",
-            "involvedObject.resourceVersion",
-            "involvedObject.fieldPath",
-            "reason",
-            "reportingComponent",
-            "source",
-            "type",
-        ],
-        // kubernetes pkg/apis/events/v1 AddFieldLabelConversionsForEvent.
-        EVENTS_K8S_IO_EVENT => &[
-            "regarding.kind",
-            "regarding.namespace",
-            "regarding.name",
-            "regarding.uid",
-            "regarding.apiVersion",
-            "regarding.resourceVersion",
-            "regarding.fieldPath",
-            "reason",
-            "reportingController",
-            "type",
-        ],
-        _ => &[],
-    }
-}
 
 /// The kind name [`FieldSelector::parse`] takes for objects of `info`'s
 /// kind: its name, qualified by its group where two groups serve one name

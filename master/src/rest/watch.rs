@@ -12,8 +12,18 @@
 //! - `allowWatchBookmarks`: a `BOOKMARK` with the newest revision every
 //!   [`BOOKMARK_EVERY`].
 //!
-//! Label and field selectors filter the events. With a Table `Accept`,
-//! each object is a one-row Table (the first with its columns).
+//! Label and field selectors filter the events as kube-apiserver's watch
+//! cache does (`cacheWatcher.convertToWatchEvent`), judging the object
+//! before and after each change: a change that makes an object match is
+//! sent as `ADDED`, one that makes it stop matching as `DELETED` (carrying
+//! the object as it was, at the change's resourceVersion), one that leaves
+//! it matching as `MODIFIED`; a deletion only if the object matched. The
+//! object before comes from the store only when selectors may read it
+//! differently (`WatchEvent.previous`, asked for by watches with
+//! selectors alone); otherwise both versions are judged alike. Labels are
+//! matched on the typed object; an object is made JSON for a field
+//! selector or to be sent, at most once. With a Table `Accept`, each
+//! object is a one-row Table (the first with its columns).
 
 use std::time::Duration;
 
@@ -21,7 +31,7 @@ use axum::body::Body;
 use http::{header, Response, StatusCode};
 use serde_json::{json, Value};
 use skiff_proto::api::api_server::Api;
-use skiff_proto::api::{EventType, WatchRequest};
+use skiff_proto::api::{EventType, Object, WatchEvent, WatchRequest};
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -33,6 +43,7 @@ use super::status::RestError;
 use super::{custom_kinds, wire, Query};
 use crate::api::ApiService;
 use crate::objects::registry::KindInfo;
+use crate::objects::ObjectExt;
 
 /// How often a watch that allows bookmarks gets one.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -76,8 +87,56 @@ impl Encoder {
         bytes::Bytes::from(line)
     }
 
-    fn selects(&self, object: &Value) -> bool {
-        self.labels.matches_json(object) && self.fields.matches_json(object)
+    /// What this watch sends for `event`, if anything: its type and the
+    /// object, as JSON at the event's resourceVersion.
+    fn selected(&self, event: &WatchEvent) -> Option<(&'static str, Value)> {
+        let object = event.object.as_ref()?;
+        let change = EventType::try_from(event.r#type).unwrap_or(EventType::Modified);
+        let mut after = Version::new(object);
+        if self.labels.is_empty() && self.fields.is_empty() {
+            return Some((type_name(change), self.json(after, event.revision)));
+        }
+        let mut before = event.previous.as_ref().map(Version::new);
+        let after_matches = change != EventType::Deleted && self.matches(&mut after);
+        let before_matches = match (change, before.as_mut()) {
+            (EventType::Added, _) => false,
+            (_, Some(before)) => self.matches(before),
+            // A deletion's object is the object as it was.
+            (EventType::Deleted, None) => self.matches(&mut after),
+            // Not kept: selectors read both versions alike.
+            (_, None) => after_matches,
+        };
+        let (sent, shown) = selected_change(change, before_matches, after_matches)?;
+        let version = match (shown, before) {
+            (Shown::Previous, Some(before)) => before,
+            _ => after,
+        };
+        Some((type_name(sent), self.json(version, event.revision)))
+    }
+
+    /// Whether the selectors select `version`: labels on the typed object,
+    /// fields (when there are any) on its JSON.
+    fn matches(&self, version: &mut Version<'_>) -> bool {
+        if !self.labels.matches(&version.object.meta().labels) {
+            return false;
+        }
+        if self.fields.is_empty() {
+            return true;
+        }
+        let (info, object, table) = (self.info, version.object, self.table);
+        let json = version
+            .json
+            .get_or_insert_with(|| encode(info, object, table));
+        self.fields.matches_json(json)
+    }
+
+    /// `version` as sent: JSON, at `revision`.
+    fn json(&self, version: Version<'_>, revision: u64) -> Value {
+        let mut value = version
+            .json
+            .unwrap_or_else(|| encode(self.info, version.object, self.table));
+        value["metadata"]["resourceVersion"] = json!(revision.to_string());
+        value
     }
 
     fn bookmark(&mut self, revision: u64, initial_events_end: bool) -> bytes::Bytes {
@@ -91,6 +150,52 @@ impl Encoder {
             "metadata": metadata,
         });
         self.line("BOOKMARK", object)
+    }
+}
+
+/// One version of a changed object, made JSON at most once.
+struct Version<'a> {
+    object: &'a Object,
+    json: Option<Value>,
+}
+
+impl<'a> Version<'a> {
+    fn new(object: &'a Object) -> Version<'a> {
+        Version { object, json: None }
+    }
+}
+
+/// Which version of the object a selected watch's event carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shown {
+    /// The one the change left (for a deletion: the object as it was).
+    Changed,
+    /// The one before the change: an object that stopped matching.
+    Previous,
+}
+
+/// What a watch with selectors sends for a change of type `change`, as
+/// kube-apiserver's cacher decides: `before`, whether the object before
+/// the change matched (not asked for a creation); `after`, whether the
+/// one it leaves matches (not asked for a deletion).
+fn selected_change(change: EventType, before: bool, after: bool) -> Option<(EventType, Shown)> {
+    match change {
+        EventType::Added => after.then_some((EventType::Added, Shown::Changed)),
+        EventType::Deleted => before.then_some((EventType::Deleted, Shown::Changed)),
+        _ => match (before, after) {
+            (true, true) => Some((EventType::Modified, Shown::Changed)),
+            (false, true) => Some((EventType::Added, Shown::Changed)),
+            (true, false) => Some((EventType::Deleted, Shown::Previous)),
+            (false, false) => None,
+        },
+    }
+}
+
+fn type_name(event_type: EventType) -> &'static str {
+    match event_type {
+        EventType::Added => "ADDED",
+        EventType::Deleted => "DELETED",
+        _ => "MODIFIED",
     }
 }
 
@@ -224,6 +329,7 @@ pub(super) async fn serve(
             kind: info.kind.name().to_owned(),
             namespace: target.namespace.unwrap_or_default(),
             from_revision,
+            with_previous: !encoder.labels.is_empty() || !encoder.fields.is_empty(),
         },
     );
     let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(BUFFERED_EVENTS);
@@ -275,17 +381,7 @@ pub(super) async fn serve(
                     }
                     Some(Ok(event)) => {
                         last_revision = event.revision;
-                        let Some(object) = event.object.as_ref() else { continue };
-                        let mut value = encode(encoder.info, object, encoder.table);
-                        value["metadata"]["resourceVersion"] = json!(event.revision.to_string());
-                        if !encoder.selects(&value) {
-                            continue;
-                        }
-                        let kind = match EventType::try_from(event.r#type) {
-                            Ok(EventType::Added) => "ADDED",
-                            Ok(EventType::Deleted) => "DELETED",
-                            _ => "MODIFIED",
-                        };
+                        let Some((kind, value)) = encoder.selected(&event) else { continue };
                         encoder.line(kind, value)
                     }
                 },
@@ -303,4 +399,190 @@ pub(super) async fn serve(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         ))
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use skiff_proto::v1;
+
+    use super::*;
+    use crate::objects::registry::info;
+    use crate::objects::{IntoObject, Kind};
+
+    /// A watch of pods with these selectors.
+    fn encoder(labels: &str, fields: &str) -> Encoder {
+        Encoder {
+            info: info(Kind::Pod),
+            table: false,
+            columns_sent: false,
+            labels: LabelSelector::parse(labels).unwrap(),
+            fields: FieldSelector::parse("Pod", fields).unwrap(),
+        }
+    }
+
+    fn pod(app: &str, node: &str, phase: &str) -> Object {
+        v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: "web-1".into(),
+                namespace: "default".into(),
+                labels: [("app".to_owned(), app.to_owned())].into(),
+                resource_version: "6".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                node_name: node.into(),
+                ..Default::default()
+            }),
+            status: Some(v1::PodStatus {
+                phase: phase.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    /// A change at revision 7.
+    fn change(change: EventType, object: Object, previous: Option<Object>) -> WatchEvent {
+        WatchEvent {
+            r#type: change as i32,
+            object: Some(object),
+            revision: 7,
+            previous,
+        }
+    }
+
+    /// The type sent, and the sent object's `app` label, `spec.nodeName`
+    /// and resourceVersion.
+    fn sent(
+        encoder: &Encoder,
+        event: &WatchEvent,
+    ) -> Option<(&'static str, String, String, String)> {
+        let (kind, value) = encoder.selected(event)?;
+        let text = |v: &Value| v.as_str().unwrap_or("").to_owned();
+        Some((
+            kind,
+            text(&value["metadata"]["labels"]["app"]),
+            text(&value["spec"]["nodeName"]),
+            text(&value["metadata"]["resourceVersion"]),
+        ))
+    }
+
+    fn expect(
+        kind: &'static str,
+        app: &str,
+        node: &str,
+    ) -> Option<(&'static str, String, String, String)> {
+        Some((kind, app.to_owned(), node.to_owned(), "7".to_owned()))
+    }
+
+    #[test]
+    fn the_two_versions_decide_the_event_as_kube_apiserver_decides_it() {
+        use EventType::{Added, Deleted, Modified};
+        let cases = [
+            // A creation: sent if it matches.
+            (Added, false, true, Some((Added, Shown::Changed))),
+            (Added, false, false, None),
+            // An update: by what matched before and after.
+            (Modified, true, true, Some((Modified, Shown::Changed))),
+            (Modified, false, true, Some((Added, Shown::Changed))),
+            (Modified, true, false, Some((Deleted, Shown::Previous))),
+            (Modified, false, false, None),
+            // A deletion: sent if the object matched.
+            (Deleted, true, false, Some((Deleted, Shown::Changed))),
+            (Deleted, false, false, None),
+        ];
+        for (change, before, after, expected) in cases {
+            assert_eq!(
+                selected_change(change, before, after),
+                expected,
+                "{change:?}, matched before: {before}, after: {after}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_label_selected_watch_sees_objects_arrive_and_leave_as_their_labels_change() {
+        let watch = encoder("app=web", "");
+        let web = || pod("web", "n1", "Running");
+        let db = || pod("db", "n1", "Running");
+        // Creations and deletions: only of matching objects.
+        assert_eq!(
+            sent(&watch, &change(EventType::Added, web(), None)),
+            expect("ADDED", "web", "n1")
+        );
+        assert_eq!(sent(&watch, &change(EventType::Added, db(), None)), None);
+        assert_eq!(
+            sent(&watch, &change(EventType::Deleted, web(), None)),
+            expect("DELETED", "web", "n1")
+        );
+        assert_eq!(sent(&watch, &change(EventType::Deleted, db(), None)), None);
+        // Relabelled away: DELETED, carrying the pod as it was.
+        let away = change(EventType::Modified, db(), Some(web()));
+        assert_eq!(sent(&watch, &away), expect("DELETED", "web", "n1"));
+        // Relabelled back: ADDED.
+        let back = change(EventType::Modified, web(), Some(db()));
+        assert_eq!(sent(&watch, &back), expect("ADDED", "web", "n1"));
+        // Changes that keep the labels (no version before kept).
+        assert_eq!(
+            sent(&watch, &change(EventType::Modified, web(), None)),
+            expect("MODIFIED", "web", "n1")
+        );
+        assert_eq!(sent(&watch, &change(EventType::Modified, db(), None)), None);
+        // An update that removed a matching object (its last finalizer,
+        // and its label with it): DELETED.
+        let removed = change(EventType::Deleted, db(), Some(web()));
+        assert_eq!(sent(&watch, &removed), expect("DELETED", "db", "n1"));
+        let never_seen = change(EventType::Deleted, web(), Some(db()));
+        assert_eq!(sent(&watch, &never_seen), None);
+    }
+
+    #[test]
+    fn a_field_selected_watch_sees_objects_arrive_and_leave_as_their_fields_change() {
+        let on_n1 = encoder("", "spec.nodeName=n1");
+        let bound = change(
+            EventType::Modified,
+            pod("web", "n1", "Pending"),
+            Some(pod("web", "", "Pending")),
+        );
+        assert_eq!(sent(&on_n1, &bound), expect("ADDED", "web", "n1"));
+        let running = encoder("app=web", "status.phase=Running");
+        let finished = change(
+            EventType::Modified,
+            pod("web", "n1", "Succeeded"),
+            Some(pod("web", "n1", "Running")),
+        );
+        let (kind, before) = running.selected(&finished).unwrap();
+        assert_eq!(kind, "DELETED");
+        assert_eq!(before["status"]["phase"], "Running");
+        assert_eq!(before["metadata"]["resourceVersion"], "7");
+        let started = change(
+            EventType::Modified,
+            pod("web", "n1", "Running"),
+            Some(pod("web", "n1", "Pending")),
+        );
+        assert_eq!(running.selected(&started).unwrap().0, "ADDED");
+        // Both selectors must hold, before as after.
+        let relabelled = change(
+            EventType::Modified,
+            pod("db", "n1", "Running"),
+            Some(pod("web", "n1", "Running")),
+        );
+        assert_eq!(running.selected(&relabelled).unwrap().0, "DELETED");
+        let deleted = change(EventType::Deleted, pod("web", "n1", "Failed"), None);
+        assert_eq!(running.selected(&deleted), None);
+    }
+
+    #[test]
+    fn a_watch_without_selectors_sends_every_change_as_it_is() {
+        let everything = encoder("", "");
+        let away = change(
+            EventType::Modified,
+            pod("db", "n1", "Running"),
+            Some(pod("web", "n1", "Running")),
+        );
+        assert_eq!(sent(&everything, &away), expect("MODIFIED", "db", "n1"));
+        let deleted = change(EventType::Deleted, pod("db", "n1", "Running"), None);
+        assert_eq!(sent(&everything, &deleted), expect("DELETED", "db", "n1"));
+    }
 }

@@ -13,7 +13,9 @@
 //!
 //! Watch history lives in memory: the last [`EVENT_RETENTION`] changes, or
 //! fewer when they hold more than [`EVENT_RETENTION_BYTES`] of encoded
-//! objects (never fewer than [`EVENT_RETENTION_MIN`]). A restarted master starts its history at its current revision; a watcher
+//! objects, counting the versions before changes kept for selected
+//! watches ([`StoredEvent::previous`]) (never fewer than
+//! [`EVENT_RETENTION_MIN`]). A restarted master starts its history at its current revision; a watcher
 //! asking for anything older is told to re-list, as with etcd compaction.
 
 mod checkpoint;
@@ -84,6 +86,13 @@ pub struct StoredEvent {
     pub node: String,
     /// The prost-encoded `Object`.
     pub object: Vec<u8>,
+    /// The prost-encoded object before the change, kept only when the
+    /// change altered what label or field selectors read of it
+    /// (`objects::selectable::selected_alike`): a MODIFIED event, or a
+    /// DELETED one made by an update. Watches with a selector read it to
+    /// send DELETED when an object stops matching and ADDED when it starts
+    /// to. Empty otherwise, as it is for most changes (status updates).
+    pub previous: Vec<u8>,
 }
 
 /// What the apply path tells live watchers.
@@ -125,11 +134,12 @@ struct History {
 }
 
 impl StoredEvent {
-    /// Memory this event holds beyond its `Arc`: the encoded object and
-    /// the names.
+    /// Memory this event holds beyond its `Arc`: the encoded object (and
+    /// the one before, when kept) and the names.
     fn held_bytes(&self) -> usize {
         std::mem::size_of::<StoredEvent>()
             + self.object.capacity()
+            + self.previous.capacity()
             + self.namespace.capacity()
             + self.node.capacity()
     }
@@ -794,6 +804,7 @@ mod tests {
                 event_type: skiff_proto::api::EventType::Added as i32,
                 node: String::new(),
                 object: vec![0; size],
+                previous: Vec::new(),
             })
         };
         let each = event(1, 1000).held_bytes();

@@ -698,6 +698,7 @@ spec:
             event_type: 0,
             node: String::new(),
             object: Vec::new(),
+            previous: Vec::new(),
         }
     }
 

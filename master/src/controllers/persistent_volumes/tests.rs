@@ -349,6 +349,7 @@ fn event(kind: Kind, namespace: &str) -> StoredEvent {
         event_type: 0,
         node: String::new(),
         object: Vec::new(),
+        previous: Vec::new(),
     }
 }
 

@@ -437,6 +437,7 @@ async fn pods_and_revisions_map_to_their_statefulset() {
         event_type: 0,
         node: String::new(),
         object: Vec::new(),
+        previous: Vec::new(),
     };
     assert_eq!(controller.keys_for(&event, &web_0), [key()]);
 }

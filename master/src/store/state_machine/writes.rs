@@ -37,7 +37,9 @@ use skiff_proto::api::{EventType, Object};
 
 use super::{Committed, StoredEvent};
 use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
-use crate::objects::{merge_update, merge_whole_update, object_key, stored_kind, Kind, ObjectExt};
+use crate::objects::{
+    merge_update, merge_whole_update, object_key, selectable, stored_kind, Kind, ObjectExt,
+};
 use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCache};
 use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
 
@@ -119,14 +121,22 @@ struct Slot {
 
 /// What an accepted command does to the objects table.
 enum Change {
-    /// Store `object` at the next revision (a create or an update).
+    /// Store `object` at the next revision (a create or an update of
+    /// `previous`, the object stored until now).
     Put {
         slot: Slot,
         object: Box<Object>,
         event_type: EventType,
+        previous: Option<Arc<Object>>,
     },
-    /// Remove the object at the next revision; `object` is what was stored.
-    Remove { slot: Slot, object: Arc<Object> },
+    /// Remove the object at the next revision; `object` is what was stored,
+    /// or, for an update that removes it, the update (and `previous` what
+    /// was stored).
+    Remove {
+        slot: Slot,
+        object: Arc<Object>,
+        previous: Option<Arc<Object>>,
+    },
     /// Nothing to write: an update that leaves the object as stored keeps its
     /// revision and tells watchers nothing.
     Unchanged(Arc<Object>),
@@ -220,6 +230,7 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
         slot,
         object: Box::new(object),
         event_type: EventType::Added,
+        previous: None,
     })
 }
 
@@ -272,13 +283,19 @@ fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool, whole: bool) -
     }
     if deletion::removed_by_update(stored.meta(), merged.meta()) {
         let object = Arc::new(merged);
-        return Ok(Change::Remove { slot, object });
+        let previous = Some(stored);
+        return Ok(Change::Remove {
+            slot,
+            object,
+            previous,
+        });
     }
     address_free(objects, &slot, &merged, Some(&*stored))?;
     Ok(Change::Put {
         slot,
         object: Box::new(merged),
         event_type: EventType::Modified,
+        previous: Some(stored),
     })
 }
 
@@ -309,12 +326,18 @@ fn delete(
         Ok(now) => now,
         Err(e) => return invalid(&format!("the delete's time {now:?}: {e}")),
     };
-    Ok(match deletion::decide_delete(&object, options, now) {
-        DeleteOutcome::Remove => Change::Remove { slot, object },
+    let outcome = deletion::decide_delete(&object, options, now);
+    Ok(match outcome {
+        DeleteOutcome::Remove => Change::Remove {
+            slot,
+            object,
+            previous: None,
+        },
         DeleteOutcome::Mark(marked) => Change::Put {
             slot,
             object: marked,
             event_type: EventType::Modified,
+            previous: Some(object),
         },
         DeleteOutcome::Unchanged => Change::Unchanged(object),
     })
@@ -330,7 +353,11 @@ fn remove_now(
     resource_version: String,
 ) -> Decision {
     let (slot, object) = existing_matching(objects, kind, namespace, name, resource_version)?;
-    Ok(Change::Remove { slot, object })
+    Ok(Change::Remove {
+        slot,
+        object,
+        previous: None,
+    })
 }
 
 /// The precondition of updates and deletes: the object `name` of `kind` in
@@ -447,36 +474,69 @@ fn commit(
             slot,
             object,
             event_type,
+            previous,
         } => {
-            let (applied, stored) = record(events, revision, &slot, *object, event_type);
+            let change = Recorded {
+                object: *object,
+                event_type,
+                previous: previous.as_deref(),
+            };
+            let (applied, stored) = record(events, revision, &slot, change);
             objects.set(&slot, Some(stored));
             applied
         }
-        Change::Remove { slot, object } => {
+        Change::Remove {
+            slot,
+            object,
+            previous,
+        } => {
             objects.set(&slot, None);
-            let object = Arc::unwrap_or_clone(object);
-            record(events, revision, &slot, object, EventType::Deleted).0
+            let change = Recorded {
+                object: Arc::unwrap_or_clone(object),
+                event_type: EventType::Deleted,
+                previous: previous.as_deref(),
+            };
+            record(events, revision, &slot, change).0
         }
     }
 }
 
-/// Gives `object` the next revision and records the change for watchers,
-/// the cache and the next checkpoint; a pod's event names the node it is
-/// bound to, so node watches can route it without decoding it. Answers what
-/// the command returns, and the object as stored.
+/// A change as [`record`] takes it.
+struct Recorded<'a> {
+    /// The object it leaves (for a delete: the object as it was).
+    object: Object,
+    event_type: EventType,
+    /// The object stored before it (none for a create or a plain delete).
+    previous: Option<&'a Object>,
+}
+
+/// Gives the change's object the next revision and records the change for
+/// watchers, the cache and the next checkpoint; a pod's event names the
+/// node it is bound to, so node watches can route it without decoding it,
+/// and the version before is kept, encoded, only when selectors may read
+/// the two versions differently. Answers what the command returns, and the
+/// object as stored.
 fn record(
     events: &mut Vec<Committed>,
     revision: &mut u64,
     slot: &Slot,
-    mut object: Object,
-    event_type: EventType,
+    change: Recorded<'_>,
 ) -> (Applied, Arc<Object>) {
+    let Recorded {
+        mut object,
+        event_type,
+        previous,
+    } = change;
     *revision += 1;
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
     let node = crate::objects::pods::bound_node(&object).to_owned();
     let bytes = object.encode_to_vec();
+    let previous = previous
+        .filter(|before| !selectable::selected_alike(slot.kind, before, &object))
+        .map(|before| before.encode_to_vec())
+        .unwrap_or_default();
     let object = Arc::new(object);
     events.push(Committed {
         key: object_key(slot.kind, &slot.namespace, &slot.name),
@@ -487,6 +547,7 @@ fn record(
             event_type: event_type as i32,
             node,
             object: bytes.clone(),
+            previous,
         }),
         cached: CachedChange {
             kind: slot.kind,
@@ -1260,5 +1321,49 @@ mod tests {
         assert_eq!(content_of(&written)["status"]["ok"], true);
         assert_eq!(decoded(&written).meta().generation, 3);
         assert_eq!(decoded(&written).meta().uid, "uid-g");
+    }
+
+    /// `object` (a pod) with its status changed by `change`.
+    fn with_status(mut object: Object, change: impl FnOnce(&mut v1::PodStatus)) -> Object {
+        if let Some(Body::Pod(pod)) = object.kind.as_mut() {
+            change(pod.status.get_or_insert_with(Default::default));
+        }
+        object
+    }
+
+    #[test]
+    fn the_version_before_is_kept_only_when_selectors_may_read_the_two_differently() {
+        let (_dir, store) = store_with_pod();
+        let stored = get_pod(&store, "a").unwrap();
+        // A label changed (revision 3): the pod as it was is kept.
+        apply(&store, update(&labelled(stored.clone()), false)).unwrap();
+        let relabelled = event_at(&store, 3);
+        assert_eq!(relabelled.event_type, EventType::Modified as i32);
+        let before = Object::decode(relabelled.previous.as_slice()).unwrap();
+        assert_eq!(before, stored);
+        // A condition, which no selector reads (revision 4): nothing kept.
+        let ready = with_status(get_pod(&store, "a").unwrap(), |status| {
+            status.conditions.push(v1::PodCondition {
+                r#type: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
+        });
+        apply(&store, update(&ready, true)).unwrap();
+        assert!(event_at(&store, 4).previous.is_empty());
+        // The phase, which `status.phase=` selects by (revision 5): kept.
+        let running = with_status(get_pod(&store, "a").unwrap(), |status| {
+            status.phase = "Running".into();
+        });
+        apply(&store, update(&running, true)).unwrap();
+        let started = event_at(&store, 5);
+        let before = Object::decode(started.previous.as_slice()).unwrap();
+        assert_eq!(phase(&before), "Pending");
+        assert_eq!(before.meta().resource_version, "4");
+        // A delete's event is the pod as it was: nothing more kept.
+        apply(&store, delete("a", "")).unwrap();
+        let deleted = event_at(&store, 6);
+        assert_eq!(deleted.event_type, EventType::Deleted as i32);
+        assert!(deleted.previous.is_empty());
     }
 }
