@@ -2,8 +2,9 @@
 //! private containerd ([`crate::containerd`]) in its own containerd
 //! namespace, with its data dir in a temp dir. [`RuntimeNode`] bundles the
 //! three so a test gets a working node in one call; dropping it kills the
-//! agent (by its PID), removes the containers through containerd, and
-//! unmounts the pod network namespaces under the data dir.
+//! agent (by its PID) and the pods' pause processes it left (by their pid
+//! files), removes the containers through containerd, and unmounts the pod
+//! network namespaces under the data dir.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -334,9 +335,26 @@ impl RuntimeNode {
     }
 }
 
+/// Kills the pause processes of the pods (`shareProcessNamespace`) that
+/// the agent with data dir `data_dir` left running: like containers, they
+/// outlive the agent.
+pub fn kill_pause_processes(data_dir: &Path) {
+    let layout = skiff_agent::pods::layout::PodLayout::new(data_dir);
+    let Ok(entries) = std::fs::read_dir(layout.pause_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let uid = entry.file_name().to_string_lossy().into_owned();
+        if let Err(e) = skiff_agent::pods::sandbox::pause::stop(&uid, &entry.path()) {
+            eprintln!("cannot stop the pause process of pod {uid}: {e}");
+        }
+    }
+}
+
 impl Drop for RuntimeNode {
     fn drop(&mut self) {
         self.agent.kill();
+        kill_pause_processes(&self.agent.data_dir);
         // containerd's own Drop runs after this: it force-deletes tasks.
         // The pod network namespaces are ours to unmount.
         unmount_all_under(self.dir.path());

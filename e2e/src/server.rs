@@ -143,6 +143,8 @@ impl Drop for ServerProcess {
             }
         }
         self.stop();
+        // The server's agent keeps its files under `agent/`.
+        crate::agent::kill_pause_processes(&self.data_dir.join("agent"));
         crate::containerd::unmount_all_under(&self.data_dir);
         crate::agent::remove_runc_state("skiff");
     }

@@ -6,6 +6,7 @@
 //! pods/<namespace>_<name>_<uid>/<container>/termination-log  its termination message
 //! pods/<namespace>_<name>_<uid>/volumes/<plugin>/<volume>   emptyDir, configMap, secret, ...
 //! netns/<uid>                                              the pod's network namespace
+//! pause/<uid>                                              the PID of its pause process (shareProcessNamespace)
 //! state/pods/<uid>.json                                    the last pod spec the master sent
 //! exec/<exec-id>/{stdin,stdout,stderr}                     FIFOs of a running exec session
 //! container-io/<container-id>/{stdin,stdout,stderr,io.json} a stdin/tty container's own stdio
@@ -96,6 +97,17 @@ impl PodLayout {
 
     pub fn netns(&self, uid: &str) -> PathBuf {
         self.netns_dir().join(uid)
+    }
+
+    /// The file holding the PID of the pod's pause process, PID 1 of the
+    /// PID namespace its containers share (`shareProcessNamespace`).
+    pub fn pause_file(&self, uid: &str) -> PathBuf {
+        self.pause_dir().join(uid)
+    }
+
+    /// Where every pod's pause process file is.
+    pub fn pause_dir(&self) -> PathBuf {
+        self.data_dir.join("pause")
     }
 
     /// Where the FIFOs of exec sessions are, one directory per session.

@@ -8,8 +8,9 @@
 //! ([`remove`]):
 //!
 //! - every container of a pod the node no longer runs, and that pod's
-//!   address, network namespace, tmpfs volumes (unmounted), files, logs
-//!   and cached spec, whichever of these are left;
+//!   pause process, address, network namespace, tmpfs volumes
+//!   (unmounted), files, logs and cached spec, whichever of these are
+//!   left;
 //! - exited containers of a pod beyond the last one per container name,
 //!   which the kubelet keeps for `logs -p`. skiff reuses one containerd
 //!   container per pod container (`<pod-uid>_<name>`), so only leftovers of
@@ -39,13 +40,15 @@ use super::worker::{container_id, stop_container, WorkerContext};
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What is on the node: containers in this agent's containerd namespace,
-/// pod directories and network namespace files.
+/// pod directories, network namespace files and pause process files.
 #[derive(Debug, Clone, Default)]
 pub struct Found {
     pub containers: Vec<ContainerRecord>,
     pub pod_dirs: Vec<PodDir>,
     /// UIDs of the pods with a network namespace file.
     pub netns: Vec<String>,
+    /// UIDs of the pods with a pause process file.
+    pub pauses: Vec<String>,
 }
 
 /// A pod's directory under `pods/`, with its containers' log dirs.
@@ -75,7 +78,8 @@ pub struct GonePod {
 pub struct Plan {
     /// Containers to stop, if they run, and remove with their snapshots.
     pub containers: Vec<String>,
-    /// Pods to unwire, with their network namespaces, files and cached specs.
+    /// Pods to unwire, with their pause processes, network namespaces,
+    /// files and cached specs.
     pub pods: Vec<GonePod>,
     /// Log files of past runs.
     pub logs: Vec<PathBuf>,
@@ -122,14 +126,13 @@ pub async fn find<R: ContainerRuntime>(
             logs,
         });
     }
-    let netns = entries(&layout.netns_dir())
-        .into_iter()
-        .map(|(uid, _)| uid)
-        .collect();
+    let uids_in =
+        |dir: PathBuf| -> Vec<String> { entries(&dir).into_iter().map(|(uid, _)| uid).collect() };
     Ok(Found {
         containers,
         pod_dirs,
-        netns,
+        netns: uids_in(layout.netns_dir()),
+        pauses: uids_in(layout.pause_dir()),
     })
 }
 
@@ -166,7 +169,7 @@ pub fn plan(wanted: &HashSet<String>, found: &Found) -> Plan {
                 .extend(stale.into_iter().map(|f| logs.path.join(f)));
         }
     }
-    for uid in &found.netns {
+    for uid in found.netns.iter().chain(&found.pauses) {
         if !wanted.contains(uid) {
             gone.entry(uid.clone()).or_default();
         }
@@ -214,6 +217,10 @@ pub async fn remove<R: ContainerRuntime, S: PodSandbox>(ctx: WorkerContext<R, S>
     }
     for pod in &plan.pods {
         tracing::info!(pod_uid = %pod.uid, "removing what is left of a pod gone from this node");
+        let pause_file = ctx.layout.pause_file(&pod.uid);
+        if let Err(e) = ctx.sandbox.remove_pid_namespace(&pod.uid, &pause_file) {
+            tracing::warn!(error = %e, "cannot stop the pod's pause process");
+        }
         if let Err(e) = ctx.sandbox.detach(&pod.uid).await {
             // Each failed step was logged where it failed.
             tracing::debug!(error = %e, "pod not fully unwired from the network");
@@ -300,6 +307,7 @@ mod tests {
                 },
             ],
             netns: vec!["u1".into(), "u2".into(), "u3".into()],
+            pauses: vec!["u1".into(), "u4".into()],
         };
         let plan = plan(&wanted(&["u1"]), &found);
         assert_eq!(plan.containers, ["u2_main", "u2_side"]);
@@ -312,6 +320,11 @@ mod tests {
                 },
                 GonePod {
                     uid: "u3".into(),
+                    dir: None
+                },
+                // Nothing left of it but its pause process.
+                GonePod {
+                    uid: "u4".into(),
                     dir: None
                 },
             ]
@@ -383,6 +396,8 @@ mod tests {
         }
         std::fs::create_dir_all(layout.netns_dir()).unwrap();
         std::fs::write(layout.netns("gone"), "").unwrap();
+        std::fs::create_dir_all(layout.pause_dir()).unwrap();
+        std::fs::write(layout.pause_file("gone"), "4000\n").unwrap();
 
         let found = find(runtime.as_ref(), &layout).await.unwrap();
         let to_remove = plan(&wanted(&["kept"]), &found);
@@ -419,6 +434,10 @@ mod tests {
         assert_eq!(
             sandbox.calls(),
             [
+                SandboxCall::RemovePidNamespace {
+                    uid: "gone".into(),
+                    pause_file: layout.pause_file("gone"),
+                },
                 SandboxCall::Detach("gone".into()),
                 SandboxCall::RemoveNetns(layout.netns("gone")),
             ]
@@ -430,7 +449,11 @@ mod tests {
         // Nothing else is left to do.
         let found = find(runtime.as_ref(), &layout).await.unwrap();
         let again = plan(&wanted(&["kept"]), &found);
-        assert_eq!(again.pods.len(), 1, "the fake leaves the netns file");
+        assert_eq!(
+            again.pods.len(),
+            1,
+            "the fake leaves the netns and pause files"
+        );
         assert!(again.containers.is_empty() && again.logs.is_empty());
     }
 }

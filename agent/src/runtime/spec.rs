@@ -13,9 +13,11 @@
 //! its own, unless the pod shares the host's ([`HostNamespaces`]): in the
 //! host's network (`hostNetwork`) it joins the node's network namespace
 //! and keeps the node's hostname (no UTS namespace of its own, as
-//! containerd's CRI plugin does it); with `hostPID` it sees the node's
-//! processes; with `hostIPC` it shares the node's System V IPC and
-//! `/dev/shm`.
+//! containerd's CRI plugin does it); with `hostIPC` it shares the node's
+//! System V IPC and `/dev/shm`. Its PID namespace is one of Kubernetes'
+//! three ([`PidNamespace`]): its own, the pod's (`shareProcessNamespace`:
+//! joined by path, that of the pod's pause process, as containerd's CRI
+//! plugin joins a sandbox's) or the node's (`hostPID`).
 //!
 //! How the process is confined comes resolved from the pod's and the
 //! container's securityContext ([`ProcessSecurity`]): its user, group and
@@ -47,8 +49,10 @@ pub struct SpecInput<'a> {
     pub hostname: &'a str,
     /// The network namespace it joins: the pod's, or the node's.
     pub netns_path: &'a str,
-    /// The host namespaces the pod shares.
+    /// The host namespaces the pod shares (its PID namespace apart).
     pub host: HostNamespaces,
+    /// The PID namespace it is in.
+    pub pid_namespace: &'a PidNamespace,
     pub cgroups_path: &'a str,
     /// Files bind-mounted over `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`.
     pub etc_files: &'a [(String, String)],
@@ -65,13 +69,13 @@ pub struct SpecInput<'a> {
     pub host_devices: &'a [HostDevice],
 }
 
-/// Which of the node's namespaces a pod's containers share
-/// (`hostNetwork`, `hostPID`, `hostIPC`); the network one is joined by
-/// [`SpecInput::netns_path`].
+/// Which of the node's network and IPC namespaces a pod's containers
+/// share (`hostNetwork`, `hostIPC`); the network one is joined by
+/// [`SpecInput::netns_path`]. The node's PID namespace (`hostPID`) is
+/// [`PidNamespace::Node`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HostNamespaces {
     pub network: bool,
-    pub pid: bool,
     pub ipc: bool,
 }
 
@@ -80,10 +84,25 @@ impl HostNamespaces {
     pub fn of(spec: &v1::PodSpec) -> HostNamespaces {
         HostNamespaces {
             network: spec.host_network,
-            pid: spec.host_pid,
             ipc: spec.host_ipc,
         }
     }
+}
+
+/// The PID namespace a container is in: Kubernetes' three modes (CRI's
+/// `NamespaceMode` CONTAINER, POD and NODE), picked as the kubelet picks
+/// them: `hostPID` first, then `shareProcessNamespace`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PidNamespace {
+    /// A new one of its own, where its command is PID 1.
+    #[default]
+    Container,
+    /// The pod's (`shareProcessNamespace`), joined by this path (its pause
+    /// process's, `/proc/<pid>/ns/pid`): the pod's containers see each
+    /// other's processes, and PID 1 is the pause process.
+    Pod(String),
+    /// The node's (`hostPID`).
+    Node,
 }
 
 /// The capabilities a container has unless its securityContext adds or
@@ -424,8 +443,10 @@ pub fn build(input: &SpecInput<'_>) -> Result<Value, SpecError> {
     // A namespace of its own for each the pod does not share with the
     // node; the network one always by path (the pod's or the node's).
     let mut namespaces = Vec::new();
-    if !host.pid {
-        namespaces.push(json!({"type": "pid"}));
+    match input.pid_namespace {
+        PidNamespace::Container => namespaces.push(json!({"type": "pid"})),
+        PidNamespace::Pod(path) => namespaces.push(json!({"type": "pid", "path": path})),
+        PidNamespace::Node => {}
     }
     if !host.ipc {
         namespaces.push(json!({"type": "ipc"}));
@@ -605,6 +626,7 @@ mod tests {
             hostname: "p",
             netns_path: "/run/netns/x",
             host: HostNamespaces::default(),
+            pid_namespace: &PidNamespace::Container,
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
             env: &[],
@@ -636,6 +658,7 @@ mod tests {
                 security: &ProcessSecurity::default(),
                 host_devices: &[],
                 host: HostNamespaces::default(),
+                pid_namespace: &PidNamespace::Container,
             })
             .unwrap()
         };
@@ -691,6 +714,7 @@ mod tests {
             hostname: "p",
             netns_path: "/run/netns/x",
             host: HostNamespaces::default(),
+            pid_namespace: &PidNamespace::Container,
             cgroups_path: "/skiff/p/c",
             etc_files: &etc_files,
             env: &[],
@@ -756,6 +780,7 @@ mod tests {
             hostname: "p",
             netns_path: "/run/netns/x",
             host: HostNamespaces::default(),
+            pid_namespace: &PidNamespace::Container,
             cgroups_path: "/skiff/p/c",
             etc_files: &[],
             env: &[],
@@ -771,13 +796,14 @@ mod tests {
     fn a_pod_sharing_the_hosts_namespaces_gets_none_of_its_own_for_them() {
         let c = container(&["sh"], &[]);
         let img = image();
-        let spec_with = |host: HostNamespaces, netns: &str| {
+        let spec_with = |host: HostNamespaces, pid: &PidNamespace, netns: &str| {
             build(&SpecInput {
                 container: &c,
                 image: &img,
                 hostname: "node-a",
                 netns_path: netns,
                 host,
+                pid_namespace: pid,
                 cgroups_path: "/skiff/p/c",
                 etc_files: &[],
                 env: &[],
@@ -794,7 +820,11 @@ mod tests {
                 .map(|n| n["type"].as_str().unwrap().to_owned())
                 .collect()
         };
-        let own = spec_with(HostNamespaces::default(), "/run/netns/x");
+        let own = spec_with(
+            HostNamespaces::default(),
+            &PidNamespace::Container,
+            "/run/netns/x",
+        );
         assert_eq!(kinds(&own), ["pid", "ipc", "uts", "mount", "network"]);
         assert_eq!(own["hostname"], "node-a");
         assert_eq!(own["linux"]["namespaces"][4]["path"], "/run/netns/x");
@@ -809,10 +839,9 @@ mod tests {
 
         let all = HostNamespaces {
             network: true,
-            pid: true,
             ipc: true,
         };
-        let shared = spec_with(all, "/proc/42/ns/net");
+        let shared = spec_with(all, &PidNamespace::Node, "/proc/42/ns/net");
         // The node's network joined by path; its hostname kept (runc may
         // not set one without a UTS namespace of its own).
         assert_eq!(kinds(&shared), ["mount", "network"]);
@@ -822,16 +851,55 @@ mod tests {
         assert_eq!(shm(&shared)["source"], "/dev/shm");
         assert_eq!(shm(&shared)["type"], "bind");
 
-        let pid_only = HostNamespaces {
-            pid: true,
-            ..Default::default()
-        };
-        let spec = spec_with(pid_only, "/run/netns/x");
+        let none = HostNamespaces::default();
+        let spec = spec_with(none, &PidNamespace::Node, "/run/netns/x");
         assert_eq!(kinds(&spec), ["ipc", "uts", "mount", "network"]);
         assert_eq!(
             HostNamespaces::of(&v1::PodSpec::default()),
             HostNamespaces::default()
         );
+    }
+
+    #[test]
+    fn the_pid_namespace_is_the_containers_own_the_pods_or_the_nodes() {
+        let c = container(&["sh"], &[]);
+        let img = image();
+        let pid_entries = |pid: &PidNamespace| -> Vec<Value> {
+            let spec = build(&SpecInput {
+                container: &c,
+                image: &img,
+                hostname: "p",
+                netns_path: "/run/netns/x",
+                host: HostNamespaces::default(),
+                pid_namespace: pid,
+                cgroups_path: "/skiff/p/c",
+                etc_files: &[],
+                env: &[],
+                service_env: &[],
+                mounts: &[],
+                security: &ProcessSecurity::default(),
+                host_devices: &[],
+            })
+            .unwrap();
+            let namespaces = spec["linux"]["namespaces"].as_array().unwrap().clone();
+            namespaces
+                .into_iter()
+                .filter(|n| n["type"] == "pid")
+                .collect()
+        };
+        // Its own: a new namespace, no path.
+        assert_eq!(
+            pid_entries(&PidNamespace::Container),
+            [json!({"type": "pid"})]
+        );
+        // The pod's: its pause process's, joined by path.
+        let pod = PidNamespace::Pod("/proc/4000/ns/pid".into());
+        assert_eq!(
+            pid_entries(&pod),
+            [json!({"type": "pid", "path": "/proc/4000/ns/pid"})]
+        );
+        // The node's: none of its own, so runc leaves it in the node's.
+        assert!(pid_entries(&PidNamespace::Node).is_empty());
     }
 
     /// The options of the mount at `destination`.

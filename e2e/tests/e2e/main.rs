@@ -32,6 +32,7 @@ mod pod_config;
 mod pod_gc;
 mod pod_network;
 mod pod_spec;
+mod process_namespace;
 mod python_client;
 mod resource_metrics;
 mod scheduling;

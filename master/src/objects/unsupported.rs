@@ -1,7 +1,7 @@
-//! Fields skiff accepts and stores but does not act on yet
-//! (shareProcessNamespace, Localhost seccomp profiles, Jobs' per-index
-//! back-off and success policies), and the deprecated `tcpSocket`
-//! lifecycle hook, which Kubernetes accepts and the kubelet does not run.
+//! Fields skiff accepts and stores but does not act on yet (Localhost
+//! seccomp profiles, Jobs' per-index back-off and success policies), and
+//! the deprecated `tcpSocket` lifecycle hook, which Kubernetes accepts and
+//! the kubelet does not run.
 //! Services have none left: their types, traffic policies
 //! (`internalTrafficPolicy: Local` included) and health check ports are
 //! acted on by the agents and the masters. Writes that use them are
@@ -69,11 +69,6 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
     let Some(spec) = spec else {
         return;
     };
-    if spec.share_process_namespace == Some(true) {
-        out.push(format!(
-            "{path}.shareProcessNamespace: skiff does not share a process namespace between containers yet; each container has its own"
-        ));
-    }
     for (group, list) in [
         ("containers", &spec.containers),
         ("initContainers", &spec.init_containers),
@@ -172,14 +167,17 @@ mod tests {
             })),
         };
         let w = warnings(&pod);
-        assert_eq!(w.len(), 3, "{w:?}");
-        // hostNetwork is acted on: no warning.
-        assert!(w[0].starts_with("spec.shareProcessNamespace:"), "{w:?}");
+        assert_eq!(w.len(), 2, "{w:?}");
+        // hostNetwork and shareProcessNamespace are acted on: no warning.
+        assert!(
+            !w.iter().any(|w| w.contains("shareProcessNamespace")),
+            "{w:?}"
+        );
         let tcp_hook = "spec.containers.0.lifecycle.preStop.tcpSocket: deprecated";
-        assert!(w[1].starts_with(tcp_hook), "{w:?}");
+        assert!(w[0].starts_with(tcp_hook), "{w:?}");
         // Init containers run: only the profile skiff cannot load is named.
         let localhost = "spec.initContainers.0.securityContext.seccompProfile:";
-        assert!(w[2].starts_with(localhost), "{w:?}");
+        assert!(w[1].starts_with(localhost), "{w:?}");
         // Volumes skiff mounts (persistentVolumeClaim ones too) are not
         // warned about.
 

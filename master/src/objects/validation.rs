@@ -447,6 +447,12 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
         }
     }
     labels(errors, &format!("{path}.nodeSelector"), &spec.node_selector);
+    if spec.share_process_namespace == Some(true) && spec.host_pid {
+        errors.add(
+            format!("{path}.shareProcessNamespace"),
+            "Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled",
+        );
+    }
     let container_names: BTreeSet<&str> = spec
         .containers
         .iter()
@@ -1849,6 +1855,39 @@ spec:
         let e = reasons(&init);
         assert!(
             e.contains("spec.initContainers.0.lifecycle: may not be set for init containers without restartPolicy: Always"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_shared_process_namespace_and_the_hosts_are_refused_together() {
+        let conflict = "spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled";
+        // Either alone is fine.
+        check(POD_WITH_HOOKS).unwrap();
+        let shared = POD_WITH_HOOKS.replace("  hostPID: true\n", "  shareProcessNamespace: true\n");
+        assert!(shared.contains("shareProcessNamespace: true"), "{shared}");
+        check(&shared).unwrap();
+        let both = POD_WITH_HOOKS.replace(
+            "  hostPID: true\n",
+            "  hostPID: true\n  shareProcessNamespace: true\n",
+        );
+        let e = reasons(&both);
+        assert_eq!(e, format!("Pod \"p\" is invalid: {conflict}"));
+        // Explicitly not shared: no conflict.
+        let unshared = POD_WITH_HOOKS.replace(
+            "  hostPID: true\n",
+            "  hostPID: true\n  shareProcessNamespace: false\n",
+        );
+        check(&unshared).unwrap();
+        // In a template, under its own path.
+        let deployment = DEPLOYMENT.replace(
+            "    spec:\n      containers:",
+            "    spec:\n      hostPID: true\n      shareProcessNamespace: true\n      containers:",
+        );
+        assert_ne!(deployment, DEPLOYMENT);
+        let e = reasons(&deployment);
+        assert!(
+            e.contains("spec.template.spec.shareProcessNamespace: Invalid value: true: ShareProcessNamespace and HostPID cannot both be enabled"),
             "{e}"
         );
     }

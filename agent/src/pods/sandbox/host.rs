@@ -1,7 +1,7 @@
 //! The real pod sandbox on this host: network namespace files under the
 //! data dir, the node's pod network (when it has one), the cgroup files
-//! under `/sys/fs/cgroup` that count a container's OOM kills, and the
-//! volumes' tmpfs mounts.
+//! under `/sys/fs/cgroup` that count a container's OOM kills, the
+//! volumes' tmpfs mounts, and the pods' pause processes.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use skiff_proto::v1;
 
-use super::{tmpfs, PodSandbox, Result, SandboxError};
+use super::{pause, tmpfs, PodSandbox, Result, SandboxError};
 use crate::network::{netns, PodNetwork};
 
 /// Where the cgroup filesystem (v2, or the v1 hierarchies) is mounted.
@@ -73,6 +73,21 @@ impl PodSandbox for HostSandbox {
 
     fn unmount(&self, path: &Path) -> Result<()> {
         tmpfs::unmount_at(path).map_err(SandboxError::Tmpfs)
+    }
+
+    async fn ensure_pid_namespace(
+        &self,
+        uid: &str,
+        pause_file: &Path,
+        netns: &Path,
+    ) -> Result<PathBuf> {
+        pause::ensure(uid, pause_file, netns)
+            .await
+            .map_err(SandboxError::Pause)
+    }
+
+    fn remove_pid_namespace(&self, uid: &str, pause_file: &Path) -> Result<()> {
+        pause::stop(uid, pause_file).map_err(SandboxError::Pause)
     }
 }
 

@@ -3,8 +3,10 @@
 //! namespace ([`crate::network::netns`]; the node's own for a pod in the
 //! host's network), its place in the pod network
 //! ([`crate::network::PodNetwork`] attach and detach), its cgroups, read
-//! for OOM kills, and the tmpfs mounts of its memory-backed volumes
-//! ([`tmpfs`]). It sits with the pods rather than in
+//! for OOM kills, the tmpfs mounts of its memory-backed volumes
+//! ([`tmpfs`]), and, for a pod that shares one PID namespace among its
+//! containers (`shareProcessNamespace`), the pause process that is PID 1
+//! there ([`pause`]). It sits with the pods rather than in
 //! [`crate::runtime`] or [`crate::network`] because it joins those for one
 //! pod's lifecycle: the runtime stays containerd's side only, and the
 //! network knows nothing of when a pod starts or goes.
@@ -15,6 +17,7 @@
 //! the real one would be, so the workers' failure paths are unit-tested.
 
 pub mod host;
+pub mod pause;
 pub mod recording;
 pub mod tmpfs;
 
@@ -28,6 +31,7 @@ use crate::network::netns::NetnsError;
 use crate::network::NetworkError;
 
 pub use host::HostSandbox;
+pub use pause::PauseError;
 pub use tmpfs::TmpfsError;
 
 /// Errors setting up or tearing down a pod's sandbox. The messages are
@@ -44,6 +48,9 @@ pub enum SandboxError {
     /// A volume's tmpfs could not be mounted or unmounted.
     #[error(transparent)]
     Tmpfs(#[from] TmpfsError),
+    /// The pod's pause process could not be started or stopped.
+    #[error(transparent)]
+    Pause(#[from] PauseError),
 }
 
 pub type Result<T> = std::result::Result<T, SandboxError>;
@@ -78,4 +85,19 @@ pub trait PodSandbox: Send + Sync + 'static {
     fn mount_tmpfs(&self, path: &Path, size_bytes: Option<u64>) -> Result<()>;
     /// Unmounts a volume's tmpfs at `path`; nothing mounted there is fine.
     fn unmount(&self, path: &Path) -> Result<()>;
+    /// Makes sure pod `uid` has a PID namespace its containers share
+    /// (`shareProcessNamespace`): the one of its pause process, PID 1
+    /// there, whose PID is kept in `pause_file`, started in the pod's
+    /// network namespace `netns` when none runs (idempotent: a running one
+    /// is kept, so a restarted agent's pods keep their namespace; one that
+    /// ended is replaced). Returns the path the containers join it by.
+    fn ensure_pid_namespace(
+        &self,
+        uid: &str,
+        pause_file: &Path,
+        netns: &Path,
+    ) -> impl Future<Output = Result<PathBuf>> + Send;
+    /// Stops pod `uid`'s pause process, which ends its PID namespace and
+    /// whatever is left in it, and removes `pause_file`; none is fine.
+    fn remove_pid_namespace(&self, uid: &str, pause_file: &Path) -> Result<()>;
 }

@@ -1,9 +1,11 @@
 //! A recording fake of [`PodSandbox`] for unit-testing the pod workers:
 //! every call is recorded, each operation can be made to fail a number of
 //! times with the error the real sandbox would give, attached pods get an
-//! address when one is set, cgroups can be marked OOM-killed, and tmpfs
-//! mounts are remembered (the directory stays a plain one). Passed in
-//! explicitly where the real sandbox would be.
+//! address when one is set, cgroups can be marked OOM-killed, tmpfs
+//! mounts are remembered (the directory stays a plain one), and so are
+//! the pods' pause processes (PIDs from [`FIRST_PAUSE_PID`] on; one can be
+//! ended, so the next ensure starts another). Passed in explicitly where
+//! the real sandbox would be.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -13,13 +15,17 @@ use std::sync::Mutex;
 use nix::errno::Errno;
 use skiff_proto::v1;
 
-use super::{PodSandbox, Result, SandboxError, TmpfsError};
+use super::{PauseError, PodSandbox, Result, SandboxError, TmpfsError};
 use crate::network::netlink::LinkError;
 use crate::network::netns::NetnsError;
 use crate::network::{veth_name, NetworkError};
 
 /// The node's network namespace as the fake gives it.
 pub const HOST_NETNS: &str = "/proc/1/ns/net";
+
+/// The PID of the first pause process the fake starts; each one after
+/// gets the next.
+pub const FIRST_PAUSE_PID: u32 = 4000;
 
 /// One call made to the sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +42,15 @@ pub enum SandboxCall {
         size_bytes: Option<u64>,
     },
     Unmount(PathBuf),
+    EnsurePidNamespace {
+        uid: String,
+        pause_file: PathBuf,
+        netns: PathBuf,
+    },
+    RemovePidNamespace {
+        uid: String,
+        pause_file: PathBuf,
+    },
 }
 
 /// The operations a test can make fail.
@@ -47,6 +62,8 @@ pub enum SandboxOp {
     Detach,
     MountTmpfs,
     Unmount,
+    EnsurePidNamespace,
+    RemovePidNamespace,
 }
 
 #[derive(Debug, Default)]
@@ -58,6 +75,10 @@ struct Inner {
     oom_killed: BTreeSet<String>,
     /// Where a tmpfs is mounted now.
     mounted: BTreeSet<PathBuf>,
+    /// The running pause processes: pod UID → PID.
+    pauses: BTreeMap<String, u32>,
+    /// How many pause processes were started.
+    pauses_started: u32,
 }
 
 /// The fake sandbox. By default pods get no address, as on a node that
@@ -92,6 +113,16 @@ impl RecordingSandbox {
     /// Where a tmpfs is mounted now.
     pub fn mounted(&self) -> Vec<PathBuf> {
         self.lock().mounted.iter().cloned().collect()
+    }
+
+    /// The running pause processes: pod UID → PID.
+    pub fn pauses(&self) -> BTreeMap<String, u32> {
+        self.lock().pauses.clone()
+    }
+
+    /// Pod `uid`'s pause process ends (killed from inside the pod, say).
+    pub fn end_pause(&self, uid: &str) {
+        self.lock().pauses.remove(uid);
     }
 
     /// The cgroup at `cgroups_path` has had a process OOM-killed.
@@ -199,6 +230,57 @@ impl PodSandbox for RecordingSandbox {
             }));
         }
         self.lock().mounted.remove(path);
+        Ok(())
+    }
+
+    async fn ensure_pid_namespace(
+        &self,
+        uid: &str,
+        pause_file: &Path,
+        netns: &Path,
+    ) -> Result<PathBuf> {
+        let call = SandboxCall::EnsurePidNamespace {
+            uid: uid.to_string(),
+            pause_file: pause_file.into(),
+            netns: netns.into(),
+        };
+        if self.record(SandboxOp::EnsurePidNamespace, call) {
+            return Err(SandboxError::Pause(PauseError::Start {
+                message: "unshare of a PID namespace: EPERM: Operation not permitted; the agent needs CAP_SYS_ADMIN".into(),
+            }));
+        }
+        let mut inner = self.lock();
+        let running = inner.pauses.get(uid).copied();
+        let pid = match running {
+            Some(pid) => pid,
+            None => {
+                let pid = FIRST_PAUSE_PID + inner.pauses_started;
+                inner.pauses_started += 1;
+                inner.pauses.insert(uid.to_string(), pid);
+                pid
+            }
+        };
+        Ok(PathBuf::from(format!("/proc/{pid}/ns/pid")))
+    }
+
+    fn remove_pid_namespace(&self, uid: &str, pause_file: &Path) -> Result<()> {
+        let call = SandboxCall::RemovePidNamespace {
+            uid: uid.to_string(),
+            pause_file: pause_file.into(),
+        };
+        if self.record(SandboxOp::RemovePidNamespace, call) {
+            let pid = self
+                .lock()
+                .pauses
+                .get(uid)
+                .copied()
+                .unwrap_or(FIRST_PAUSE_PID);
+            return Err(SandboxError::Pause(PauseError::Kill {
+                pid: i32::try_from(pid).unwrap_or(i32::MAX),
+                source: Errno::EPERM,
+            }));
+        }
+        self.lock().pauses.remove(uid);
         Ok(())
     }
 }

@@ -26,7 +26,9 @@
 //! (`pods/lifecycle_hooks.rs`) whose end wakes the worker; until then the
 //! container shows waiting (`ContainerCreating`). The spec puts the
 //! container in the pod's namespaces, or the node's where the pod shares
-//! them (`hostNetwork`, `hostPID`, `hostIPC`).
+//! them (`hostNetwork`, `hostPID`, `hostIPC`); its PID namespace is its
+//! own unless the pod shares the node's or its own
+//! (`shareProcessNamespace`: its pause process's, from the sandbox).
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -335,6 +337,7 @@ pub(super) async fn start<R: ContainerRuntime, S: PodSandbox>(
         hostname: &hostname,
         netns_path: &netns_str,
         host: HostNamespaces::of(pod.spec.as_ref().unwrap_or(&v1::PodSpec::default())),
+        pid_namespace: &sandbox.pid,
         cgroups_path: &cgroup,
         etc_files: &etc_files,
         env: &env_vars,

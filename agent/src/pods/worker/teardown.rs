@@ -4,6 +4,7 @@
 //! SIGKILL: [`stop_with_hook`], as the kubelet's killContainer does it),
 //! then the sidecars, the last one first, within what is left of the grace
 //! period (as Kubernetes stops them), each removed with its snapshot; then
+//! its pause process, if it has one (`shareProcessNamespace`), is killed,
 //! the pod is unwired from the network, its network namespace is
 //! removed, its tmpfs volumes are unmounted and its files (volumes among
 //! them) removed. A
@@ -207,6 +208,12 @@ pub(super) async fn teardown<R: ContainerRuntime, S: PodSandbox>(
         let left = deadline.map_or(grace, |d| d.saturating_duration_since(Instant::now()));
         let target = hook_target(netns.clone(), pod, c);
         stop_and_remove(ctx.runtime.as_ref(), &ctx.events, &meta, &target, left).await;
+    }
+    // Its containers are gone: its pause process (and PID namespace), if
+    // it has one, goes with nothing left in it to kill.
+    let pause_file = ctx.layout.pause_file(&meta.uid);
+    if let Err(e) = ctx.sandbox.remove_pid_namespace(&meta.uid, &pause_file) {
+        tracing::warn!(pod = %meta.name, error = %e, "cannot stop the pod's pause process");
     }
     // Also for a pod in the host's network: both steps are idempotent,
     // and an earlier agent may have given it a namespace of its own.
