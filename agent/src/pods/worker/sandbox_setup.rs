@@ -171,7 +171,8 @@ async fn pid_namespace<R: ContainerRuntime, S: PodSandbox>(
     if spec.is_some_and(|s| s.host_pid) {
         return Ok(PidNamespace::Node);
     }
-    if !spec.is_some_and(|s| s.share_process_namespace == Some(true)) {
+    let shares = spec.is_some_and(|s| s.share_process_namespace == Some(true));
+    if !shares {
         return Ok(PidNamespace::Container);
     }
     let meta = pod.metadata.clone().unwrap_or_default();
