@@ -63,13 +63,17 @@ fn processes(api: &str, pod: &str, container: &str) -> Vec<(u32, String)> {
         "ps in {pod}/{container}: {}{text}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // busybox: PID USER TIME COMMAND.
-    text.lines()
-        .skip(1)
+    // busybox: `PID USER COMMAND` (with `TIME` in some builds): the
+    // command is what stands from the header's COMMAND column on.
+    let mut lines = text.lines();
+    let at = lines
+        .next()
+        .and_then(|header| header.find("COMMAND"))
+        .unwrap_or_else(|| panic!("ps in {pod}/{container} without a COMMAND column: {text}"));
+    lines
         .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let pid = fields.first()?.parse().ok()?;
-            Some((pid, fields.get(3..)?.join(" ")))
+            let pid = line.split_whitespace().next()?.parse().ok()?;
+            Some((pid, line.get(at..)?.trim().to_owned()))
         })
         .collect()
 }
@@ -163,7 +167,7 @@ async fn a_pod_sharing_its_process_namespace_sees_its_containers_processes() -> 
     assert!(lists(&seen, "sleep 3602"), "{seen:?}");
     let pause_command = format!("skiff-pause {shared_uid}");
     assert_eq!(pid_1(&api, "shared", "b"), pause_command, "{seen:?}");
-    // busybox's ps shows it as well (cut at 80 columns).
+    // busybox's ps shows it as well (cut at 80 columns), by its name.
     let init = seen.iter().find(|(pid, _)| *pid == 1);
     assert!(
         init.is_some_and(|(_, command)| command.starts_with("skiff-pause ")),

@@ -376,6 +376,9 @@ fn hold() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    // Its name as `ps` shows it, instead of `exe` (it was started through
+    // /proc/self/exe). Cosmetic: a failure changes nothing else.
+    let _ = nix::sys::prctl::set_name(c"skiff-pause");
     let mut signals = SigSet::empty();
     for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
         signals.add(signal);
