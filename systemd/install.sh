@@ -222,8 +222,9 @@ killall_script() {
 #!/bin/sh
 # Stops skiff and everything it runs on this machine, as k3s-killall.sh
 # does: the units, the containers of skiff's containerd namespace (by the
-# PIDs of their runc shims), the private containerd, the pods' network
-# namespaces, the pod network's devices and nftables table.
+# PIDs of their runc shims), the pods' pause processes, the private
+# containerd, the pods' network namespaces, the pod network's devices and
+# nftables table.
 set -u
 [ "$(id -u)" -eq 0 ] || { echo "skiff-killall.sh: run as root" >&2; exit 1; }
 DATA="${SKIFF_DATA_DIR:-/var/lib/skiff}"
@@ -238,11 +239,13 @@ for procs in $(find /sys/fs/cgroup -path '*/skiff/*' -name cgroup.procs 2>/dev/n
     kill -9 "$pid" 2>/dev/null || true
   done < "$procs"
 done
-# runc shims of skiff's namespace ("-namespace skiff" on their command line).
+# runc shims of skiff's namespace ("-namespace skiff" on their command line),
+# and the pause processes of pods sharing a PID namespace ("skiff-pause UID").
 for dir in /proc/[0-9]*; do
   cmd="$(tr '\0' ' ' < "$dir/cmdline" 2>/dev/null)" || continue
   case "$cmd" in
     *containerd-shim-runc-v2*" -namespace skiff "*) kill -9 "${dir#/proc/}" 2>/dev/null || true ;;
+    "skiff-pause "*) kill -9 "${dir#/proc/}" 2>/dev/null || true ;;
   esac
 done
 # The private containerd the agent started.
