@@ -485,18 +485,18 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let config_source = Arc::new(master_link::MasterConfigSource::new(masters.clone()));
     let volume_cleaner = tokio::spawn(local_volumes::clean_loop(
         config_source.clone(),
-        storage_dir,
+        storage_dir.clone(),
         shutdown.clone(),
     ));
     let (desired_tx, desired_rx) = mpsc::channel(256);
     let (reports_tx, reports_rx) = mpsc::unbounded_channel();
     let (events_tx, events_rx) = master_link::event_channel(metrics.events_dropped.clone());
     // The node's resource usage, read every ten seconds, for the
-    // heartbeats to carry.
+    // heartbeats to carry, with how full its storage dir's filesystem is.
     let (usage_tx, usage_rx) = tokio::sync::watch::channel(None);
     let usage_sampler = tokio::spawn(resource_usage::run(
         runtime.clone(),
-        resource_usage::host::HostUsage::default(),
+        resource_usage::host::HostUsage::default().with_storage_dir(storage_dir),
         resource_usage::SAMPLE_EVERY,
         usage_tx,
         shutdown.clone(),

@@ -17,6 +17,11 @@
 //! CPU arrives in nanocores (the agent's rate over its window) and is
 //! answered in millicores rounded up, as `Quantity::MilliValue` rounds
 //! what metrics-server serves: any use at all shows as at least `1m`.
+//!
+//! A reading also says how big the filesystem holding the node's
+//! `local-path` volumes is and how much of it is free
+//! ([`StorageUsage`]), when the agent could measure it: the provisioner
+//! warns of a claim larger than that (`controllers::persistent_volumes`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -49,6 +54,14 @@ pub struct PodUsage {
     pub containers: Vec<ContainerUsage>,
 }
 
+/// The filesystem holding a node's `local-path` volumes, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StorageUsage {
+    pub capacity_bytes: u64,
+    /// Free to unprivileged users (statvfs' `f_bavail`).
+    pub available_bytes: u64,
+}
+
 /// One node's usage, the whole machine's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeUsage {
@@ -56,6 +69,8 @@ pub struct NodeUsage {
     pub window: Duration,
     pub cpu_millis: u64,
     pub memory_bytes: u64,
+    /// Its storage filesystem, when the agent measured it.
+    pub storage: Option<StorageUsage>,
 }
 
 /// A pod's usage with the pod it is of: what the metrics API joins with
@@ -79,6 +94,7 @@ pub struct NodeReport {
     pub cpu_nanocores: u64,
     pub memory_bytes: u64,
     pub pods: Vec<PodReport>,
+    pub storage: Option<StorageUsage>,
 }
 
 /// One pod of a [`NodeReport`].
@@ -123,6 +139,10 @@ impl From<&NodeResourceUsage> for NodeReport {
                         .collect(),
                 })
                 .collect(),
+            storage: usage.storage.as_ref().map(|s| StorageUsage {
+                capacity_bytes: s.capacity_bytes,
+                available_bytes: s.available_bytes,
+            }),
         }
     }
 }
@@ -172,6 +192,7 @@ struct NodeEntry {
     taken: Taken,
     cpu_millis: u64,
     memory_bytes: u64,
+    storage: Option<StorageUsage>,
     /// The pods this reading reported, as keys of [`Table::pods`].
     pods: Vec<(String, String)>,
 }
@@ -272,6 +293,7 @@ impl ResourceMetrics {
                 taken,
                 cpu_millis: millicores(report.cpu_nanocores),
                 memory_bytes: report.memory_bytes,
+                storage: report.storage,
                 pods: keys,
             },
         );
@@ -420,6 +442,7 @@ fn node_usage(entry: &NodeEntry) -> NodeUsage {
         window: entry.taken.window,
         cpu_millis: entry.cpu_millis,
         memory_bytes: entry.memory_bytes,
+        storage: entry.storage,
     }
 }
 
@@ -427,7 +450,7 @@ fn node_usage(entry: &NodeEntry) -> NodeUsage {
 mod tests {
     use std::time::UNIX_EPOCH;
 
-    use skiff_proto::node::{ContainerResourceUsage, PodResourceUsage};
+    use skiff_proto::node::{ContainerResourceUsage, FilesystemUsage, PodResourceUsage};
 
     use super::*;
 
@@ -457,6 +480,7 @@ mod tests {
             cpu_nanocores: 1_500_000_001,
             memory_bytes: 512 << 20,
             pods,
+            storage: None,
         }
     }
 
@@ -657,6 +681,10 @@ mod tests {
                     memory_working_set_bytes: 4,
                 }],
             }],
+            storage: Some(FilesystemUsage {
+                capacity_bytes: 64 << 30,
+                available_bytes: 5 << 30,
+            }),
         };
         let report = NodeReport::from(&wire);
         assert_eq!(report.window, Duration::from_millis(10_250));
@@ -666,5 +694,17 @@ mod tests {
             report.pods,
             [pod("shop", "web", "u1", vec![container("app", 3, 4)])]
         );
+        let storage = StorageUsage {
+            capacity_bytes: 64 << 30,
+            available_bytes: 5 << 30,
+        };
+        assert_eq!(report.storage, Some(storage));
+        // What the node answers with.
+        let metrics = ResourceMetrics::default();
+        let now = Instant::now();
+        metrics.record_at("n1", report, now, wall(0));
+        assert_eq!(metrics.node_at("n1", now).unwrap().storage, Some(storage));
+        let without = NodeReport::from(&NodeResourceUsage::default());
+        assert_eq!(without.storage, None, "not measured: nothing to say");
     }
 }

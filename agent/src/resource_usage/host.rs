@@ -12,11 +12,16 @@
 //!   Linux architecture skiff runs on), memory from `/proc/meminfo` as
 //!   runc reads the root cgroup on v2: `MemTotal - MemFree -
 //!   Inactive(file)`.
+//! - The filesystem holding the node's `local-path` volumes (when given
+//!   its storage dir): statvfs(2) on the dir, or on its nearest existing
+//!   parent before the first volume makes it, as image collection
+//!   measures containerd's root.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use super::{Sample, UsageError, UsageSource};
+use crate::runtime::image_gc::{FilesystemUsage, FsUsage, Statvfs};
 
 /// The kernel's clock ticks a second in `/proc/stat` (`USER_HZ`).
 const TICKS_PER_SECOND: u64 = 100;
@@ -26,6 +31,8 @@ const NANOS_PER_TICK: u64 = 1_000_000_000 / TICKS_PER_SECOND;
 #[derive(Debug, Clone)]
 pub struct HostUsage {
     root: PathBuf,
+    /// The node's storage dir (an absolute path on the node), if measured.
+    storage_dir: Option<PathBuf>,
 }
 
 impl Default for HostUsage {
@@ -37,7 +44,19 @@ impl Default for HostUsage {
 impl HostUsage {
     /// The counters of the machine whose filesystem root is `root`.
     pub fn at(root: impl Into<PathBuf>) -> HostUsage {
-        HostUsage { root: root.into() }
+        HostUsage {
+            root: root.into(),
+            storage_dir: None,
+        }
+    }
+
+    /// The same counters, and the filesystem holding `dir` (the node's
+    /// storage dir, an absolute path under the root).
+    pub fn with_storage_dir(self, dir: impl Into<PathBuf>) -> HostUsage {
+        HostUsage {
+            storage_dir: Some(dir.into()),
+            ..self
+        }
     }
 
     fn path(&self, path: &str) -> PathBuf {
@@ -112,6 +131,17 @@ impl UsageSource for HostUsage {
                 stat_field(&memory_stat, "total_inactive_file"),
             ),
         }))
+    }
+
+    fn storage(&self) -> Result<Option<FsUsage>, UsageError> {
+        let Some(dir) = &self.storage_dir else {
+            return Ok(None);
+        };
+        let path = self.root.join(dir.strip_prefix("/").unwrap_or(dir));
+        Statvfs
+            .usage(&path)
+            .map(Some)
+            .map_err(|source| UsageError::Read { path, source })
     }
 }
 
@@ -334,6 +364,20 @@ inactive_file 4194304
             .unwrap();
         assert_eq!(sample.cpu_nanos, 5_000_000_000);
         assert_eq!(sample.memory_bytes, 8388608 - 2097152);
+    }
+
+    #[test]
+    fn the_storage_filesystem_is_measured_even_before_its_dir_is_made() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert_eq!(HostUsage::at(tmp.path()).storage().unwrap(), None);
+        // `<root>/var/lib/skiff/storage` does not exist: its nearest
+        // existing parent, the root, is on the same filesystem.
+        let host = HostUsage::at(tmp.path()).with_storage_dir("/var/lib/skiff/storage");
+        let measured = host.storage().unwrap().expect("measured");
+        let root = Statvfs.usage(tmp.path()).unwrap();
+        assert!(measured.capacity > 0, "{measured:?}");
+        assert_eq!(measured.capacity, root.capacity);
+        assert!(measured.available <= measured.capacity, "{measured:?}");
     }
 
     #[test]

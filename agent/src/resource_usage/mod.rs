@@ -6,7 +6,10 @@
 //! working set) and the machine's counters, turns CPU time into a rate
 //! over the time since the previous pass (the reading's window), and
 //! publishes the reading for the heartbeats to carry
-//! ([`crate::master_link::UsageFeed`]). Nothing is written to disk.
+//! ([`crate::master_link::UsageFeed`]). Each reading also says how big the
+//! filesystem holding the node's `local-path` volumes is and how much of
+//! it is free (statvfs(2)), for the provisioner's warning about a claim
+//! larger than that. Nothing is written to disk.
 //!
 //! A container has no rate on the pass it is first seen, after it
 //! restarted (a new run, a new cgroup) or when its counter went back; a
@@ -26,7 +29,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use skiff_proto::node::{ContainerResourceUsage, NodeResourceUsage, PodResourceUsage};
+use skiff_proto::node::{
+    ContainerResourceUsage, FilesystemUsage, NodeResourceUsage, PodResourceUsage,
+};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -35,6 +40,7 @@ use crate::pods::worker::cgroups_path;
 use crate::runtime::containers::{
     LABEL_CONTAINER, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID, LABEL_RESTARTS,
 };
+use crate::runtime::image_gc::FsUsage;
 use crate::runtime::{ContainerRecord, ContainerRuntime, TaskState};
 
 /// How often the sampler reads the counters: the window of each reading
@@ -81,6 +87,9 @@ pub trait UsageSource: Send + Sync + 'static {
     /// A container's cgroup (its runtime spec's `cgroupsPath`); `None`
     /// when there is none (a container that just stopped).
     fn cgroup(&self, cgroups_path: &str) -> Result<Option<Sample>, UsageError>;
+    /// The filesystem holding the node's `local-path` volumes; `None` when
+    /// this source is not given one to measure.
+    fn storage(&self) -> Result<Option<FsUsage>, UsageError>;
 }
 
 impl<T: UsageSource> UsageSource for Arc<T> {
@@ -90,6 +99,10 @@ impl<T: UsageSource> UsageSource for Arc<T> {
 
     fn cgroup(&self, cgroups_path: &str) -> Result<Option<Sample>, UsageError> {
         T::cgroup(self, cgroups_path)
+    }
+
+    fn storage(&self) -> Result<Option<FsUsage>, UsageError> {
+        T::storage(self)
     }
 }
 
@@ -144,6 +157,9 @@ pub struct Sampler<S> {
     previous: Option<Pass>,
     /// Whether the machine's counters failed on the last pass (warned once).
     machine_failing: bool,
+    /// Whether measuring the storage filesystem failed on the last pass
+    /// (warned once).
+    storage_failing: bool,
 }
 
 impl<S: UsageSource> Sampler<S> {
@@ -152,6 +168,28 @@ impl<S: UsageSource> Sampler<S> {
             source,
             previous: None,
             machine_failing: false,
+            storage_failing: false,
+        }
+    }
+
+    /// The storage filesystem now, as the wire carries it; `None` when it
+    /// is not measured or cannot be (then the masters warn of nothing).
+    fn storage(&mut self) -> Option<FilesystemUsage> {
+        match self.source.storage() {
+            Ok(usage) => {
+                self.storage_failing = false;
+                usage.map(|u| FilesystemUsage {
+                    capacity_bytes: u.capacity,
+                    available_bytes: u.available,
+                })
+            }
+            Err(e) => {
+                if !self.storage_failing {
+                    tracing::warn!(error = %e, "cannot measure the filesystem of local-path volumes; claims larger than its free space will not be warned of");
+                }
+                self.storage_failing = true;
+                None
+            }
         }
     }
 
@@ -215,6 +253,7 @@ impl<S: UsageSource> Sampler<S> {
             cpu_nanocores: rate(before.cpu_nanos, machine.cpu_nanos, window).unwrap_or(0),
             memory_working_set_bytes: machine.memory_bytes,
             pods: Vec::new(),
+            storage: self.storage(),
         };
         for ((namespace, name, uid), measured) in pods {
             let containers: Option<Vec<ContainerResourceUsage>> = measured
@@ -441,6 +480,33 @@ mod tests {
         let reading = sampler.sample(t0 + 30 * SECOND, &containers).unwrap();
         assert_eq!(reading.cpu_nanocores, 0);
         assert_eq!(reading.pods.len(), 1, "the containers kept their counters");
+    }
+
+    #[test]
+    fn a_reading_says_how_full_the_storage_filesystem_is_when_it_is_measured() {
+        let (usage, containers) = started();
+        let mut sampler = Sampler::new(usage.clone());
+        let t0 = Instant::now();
+        sampler.sample(t0, &containers);
+        let reading = sampler.sample(t0 + 10 * SECOND, &containers).unwrap();
+        assert_eq!(reading.storage, None, "no storage dir to measure");
+        usage.set_storage(FsUsage {
+            capacity: 64 << 30,
+            available: 20 << 30,
+        });
+        let reading = sampler.sample(t0 + 20 * SECOND, &containers).unwrap();
+        assert_eq!(
+            reading.storage,
+            Some(FilesystemUsage {
+                capacity_bytes: 64 << 30,
+                available_bytes: 20 << 30,
+            })
+        );
+        // Unmeasurable: the reading goes without it, never with a guess.
+        usage.fail_storage();
+        let reading = sampler.sample(t0 + 30 * SECOND, &containers).unwrap();
+        assert_eq!(reading.storage, None);
+        assert_eq!(reading.pods.len(), 1, "the rest of the reading stands");
     }
 
     #[test]

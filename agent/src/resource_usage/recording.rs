@@ -1,7 +1,8 @@
 //! A recording fake of [`UsageSource`] for the sampler's tests: the
-//! machine's and each cgroup's counters are what the test sets (a cgroup
-//! not set does not exist), either can be made to fail, and every cgroup
-//! read is recorded. Passed in explicitly where [`super::host::HostUsage`]
+//! machine's and each cgroup's counters, and the storage filesystem's
+//! size, are what the test sets (a cgroup not set does not exist, nor a
+//! storage filesystem), each can be made to fail, and every cgroup read is
+//! recorded. Passed in explicitly where [`super::host::HostUsage`]
 //! would be.
 
 use std::collections::{HashMap, HashSet};
@@ -9,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Sample, UsageError, UsageSource};
+use crate::runtime::image_gc::FsUsage;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -17,6 +19,8 @@ struct Inner {
     cgroups: HashMap<String, Sample>,
     failing: HashSet<String>,
     reads: Vec<String>,
+    storage: Option<FsUsage>,
+    storage_failing: bool,
 }
 
 /// The fake counters.
@@ -57,6 +61,18 @@ impl RecordingUsage {
         self.lock().failing.insert(cgroups_path.to_owned());
     }
 
+    /// The storage filesystem measures this from now on.
+    pub fn set_storage(&self, usage: FsUsage) {
+        let mut inner = self.lock();
+        inner.storage_failing = false;
+        inner.storage = Some(usage);
+    }
+
+    /// Measuring the storage filesystem fails from now on.
+    pub fn fail_storage(&self) {
+        self.lock().storage_failing = true;
+    }
+
     /// Every cgroup read so far, in order.
     pub fn reads(&self) -> Vec<String> {
         self.lock().reads.clone()
@@ -81,5 +97,16 @@ impl UsageSource for RecordingUsage {
             });
         }
         Ok(inner.cgroups.get(cgroups_path).copied())
+    }
+
+    fn storage(&self) -> Result<Option<FsUsage>, UsageError> {
+        let inner = self.lock();
+        if inner.storage_failing {
+            return Err(UsageError::Read {
+                path: PathBuf::from("/var/lib/skiff/storage"),
+                source: std::io::Error::other("made to fail"),
+            });
+        }
+        Ok(inner.storage)
     }
 }

@@ -7,6 +7,12 @@
 //! deleted while a pod uses it, stays Terminating until the pod goes;
 //! then its volume is deleted (reclaim Delete) and the agent removes the
 //! directory.
+//!
+//! A pod bound by `nodeName` (skipping the scheduler, as a DaemonSet's
+//! pods do) with a claim of 100Ti: the claim is given the pod's node, its
+//! volume made there, the pod runs; the size is far more than the node's
+//! disk has free (its agent's reading says how much), which `kubectl
+//! describe pvc` shows as a warning.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -14,10 +20,13 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_e2e::agent::{is_running_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::storage::{ClaimView, VolumeView, LOCAL_PATH_CLASS};
+use skiff_master::objects::storage::{
+    ClaimView, VolumeView, LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION,
+};
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
@@ -29,6 +38,9 @@ const IMAGE: &str = "e2e/busybox:1";
 
 /// How long a pod may take to start, or a change to show.
 const SETTLE: Duration = Duration::from_secs(60);
+/// How long the first resource usage reading may take: two ten-second
+/// samples, then a heartbeat, with room for a loaded machine.
+const READINGS_WITHIN: Duration = Duration::from_secs(120);
 
 /// A claim that names no class: the default, `local-path`, is given.
 const CLAIM: &str = r#"apiVersion: v1
@@ -89,8 +101,12 @@ async fn get_pod(client: &Client, name: &str) -> Option<v1::Pod> {
 }
 
 async fn get_claim(client: &Client) -> Option<ClaimView> {
+    get_claim_named(client, "data").await
+}
+
+async fn get_claim_named(client: &Client, name: &str) -> Option<ClaimView> {
     let object = client
-        .get(Kind::PersistentVolumeClaim, "default", "data")
+        .get(Kind::PersistentVolumeClaim, "default", name)
         .await
         .ok()?;
     ClaimView::read(&object)
@@ -254,5 +270,130 @@ async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> a
     .await
     .with_context(|| tails(&nodes))?;
     delete_pod(&client, "filler").await?;
+    Ok(())
+}
+
+/// A claim of far more than any test machine's disk.
+const HUGE_CLAIM: &str = r#"apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: huge}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 100Ti}}
+"#;
+
+/// A pod bound to `node` when made, as a DaemonSet's are, using `huge`.
+fn pod_on_node(node: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata: {{name: pinned}}
+spec:
+  terminationGracePeriodSeconds: 1
+  nodeName: {node}
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "echo here > /data/file; sleep 3600"]
+    volumeMounts:
+    - {{name: data, mountPath: /data}}
+  volumes:
+  - {{name: data, persistentVolumeClaim: {{claimName: huge}}}}
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_bound_by_node_name_gets_its_claims_volume_there_with_a_size_warning(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let Some(kubectl) = kube_clients::kubectl(KubectlVersion::V1_32) else {
+        return Ok(());
+    };
+    let (dir, master) = ready_master().await?;
+    let image = BusyboxImage::build()?;
+    let node = RuntimeNode::start(
+        &master.api_addr,
+        "node-a",
+        |data| image.write_docker_archive(&data.join("images/busybox.tar"), IMAGE),
+        &[],
+    )?;
+    let client = master.client();
+    wait_node_ready(&client, "node-a", Duration::from_secs(30))
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_for("the local-path StorageClass", SETTLE, || async {
+        client
+            .get(Kind::StorageClass, "", LOCAL_PATH_CLASS)
+            .await
+            .ok()
+    })
+    .await?;
+    // The node's free storage is known once its first reading is in.
+    wait_for(
+        "node-a's first resource usage reading",
+        READINGS_WITHIN,
+        || async { client.get(Kind::NodeMetrics, "", "node-a").await.ok() },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
+
+    apply_yaml(&master.api_addr, dir.path(), "huge", HUGE_CLAIM)?;
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "pinned",
+        &pod_on_node("node-a"),
+    )?;
+    wait_for("the pinned pod Running", SETTLE, || async {
+        get_pod(&client, "pinned").await.filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    let claim = wait_for("the claim Bound", SETTLE, || async {
+        get_claim_named(&client, "huge")
+            .await
+            .filter(|c| c.phase == "Bound")
+    })
+    .await?;
+    assert_eq!(
+        claim.meta.annotations.get(SELECTED_NODE_ANNOTATION),
+        Some(&"node-a".to_owned()),
+        "the pod's node is the claim's"
+    );
+    let volume = get_volume(&client, &claim.spec.volume_name)
+        .await
+        .context("the provisioned volume")?;
+    assert!(volume.pinned_to("node-a"), "{volume:?}");
+    let file = node
+        .data_dir()
+        .join("storage")
+        .join(&claim.spec.volume_name)
+        .join("file");
+    wait_for("the pod's file in its volume on node-a", SETTLE, || async {
+        std::fs::read_to_string(&file)
+            .ok()
+            .filter(|t| t.trim() == "here")
+    })
+    .await?;
+
+    // Provisioned, and said to be larger than the node has free.
+    let k = Kubectl::new(kubectl, &master.api_addr)?;
+    let described = k.ok(&["describe", "pvc", "huge"]);
+    let warning = described
+        .lines()
+        .find(|l| l.contains("ProvisioningWarning"))
+        .with_context(|| format!("no ProvisioningWarning in:\n{described}"))?;
+    assert!(warning.trim_start().starts_with("Warning"), "{described}");
+    assert!(
+        warning.contains("requested 100Ti of storage, more than the")
+            && warning.contains("free on node \"node-a\""),
+        "{described}"
+    );
+    assert!(described.contains("ProvisioningSucceeded"), "{described}");
+    delete_pod(&client, "pinned").await?;
     Ok(())
 }

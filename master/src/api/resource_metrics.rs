@@ -343,6 +343,7 @@ mod tests {
                 pod("elsewhere", "u-else", vec![container("app", 1, 1)]),
                 pod("deleted", "u-gone", vec![container("app", 1, 1)]),
             ],
+            storage: None,
         };
         metrics.record_at("n1", n1, now, wall(12));
         let n2 = NodeReport {

@@ -12,7 +12,18 @@
 //!   scheduler has placed a pod using the claim (the claim's
 //!   `volume.kubernetes.io/selected-node`), among volumes that node may
 //!   use, and else provisions a `local-path` volume there
-//!   ([`provisioning`]);
+//!   ([`provisioning`]), warning when the claim asks for more than the
+//!   node has free; a selected node that is gone or long not Ready is
+//!   removed from the claim for the scheduler to choose again (a
+//!   `ProvisioningFailed` Event says why), one briefly not Ready waited
+//!   for;
+//! - gives such a claim the node of a pod using it that skipped the
+//!   scheduler (its `spec.nodeName` set when made: a DaemonSet's pods, or
+//!   a pod written so), for its volume to be made where the pod already
+//!   is. Kubernetes leaves such a claim Pending (kubernetes#89953, and its
+//!   docs warn against `nodeName` with WaitForFirstConsumer); skiff's
+//!   DaemonSet controller binds its pods itself, so their claims would
+//!   never bind;
 //! - says why a claim stays `Pending` (Events as Kubernetes words them),
 //!   and marks it `Lost` when its volume is gone or bound elsewhere;
 //! - keeps `kubernetes.io/pvc-protection` on claims and removes it from a
@@ -30,6 +41,7 @@
 pub mod provisioning;
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use serde_json::{Map, Value};
 use skiff_proto::api::object::Kind as Body;
@@ -38,14 +50,16 @@ use skiff_proto::v1::{self, GenericObject};
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::generic;
-use crate::objects::pods::pod_is_finished;
+use crate::objects::pods::{pod_is_finished, pod_is_terminating};
 use crate::objects::storage::{
     best_volume, claim_names, volume_fits_claim, ClaimView, ClassView, VolumeView,
     BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
-    PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, STORAGE_PROVISIONER_ANNOTATION,
+    PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, SELECTED_NODE_ANNOTATION,
+    STORAGE_PROVISIONER_ANNOTATION,
 };
 use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use provisioning::NodeVerdict;
 
 /// The component its Events are recorded as (Kubernetes' name).
 const COMPONENT: &str = "persistentvolume-controller";
@@ -89,6 +103,24 @@ fn status_has(object: &GenericObject, fields: &[(&str, Value)]) -> bool {
         Value::Null => status.get(*key).is_none(),
         value => status.get(*key) == Some(value),
     })
+}
+
+/// `object` with the annotation `key` set to `value`, or removed (`None`).
+fn with_annotation(object: &GenericObject, key: &str, value: Option<&str>) -> GenericObject {
+    let mut updated = object.clone();
+    let annotations = &mut updated
+        .metadata
+        .get_or_insert_with(Default::default)
+        .annotations;
+    match value {
+        Some(value) => {
+            annotations.insert(key.to_owned(), value.to_owned());
+        }
+        None => {
+            annotations.remove(key);
+        }
+    }
+    updated
 }
 
 fn has_finalizer(meta: &v1::ObjectMeta, finalizer: &str) -> bool {
@@ -168,6 +200,8 @@ impl Reconciler for ClaimController {
             },
             // Only the claims asking for the class read it.
             Kind::StorageClass => self.unbound_claims(&object.meta().name),
+            // A selected node that went, or whose readiness changed.
+            Kind::Node => self.claims_selecting(&object.meta().name),
             _ => Vec::new(),
         }
     }
@@ -222,6 +256,73 @@ impl ClaimController {
             .filter(|c| c.spec.volume_name.is_empty())
             .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &c.meta.namespace, &c.meta.name))
             .collect()
+    }
+
+    /// The unbound claims that a `local-path` class would provision on
+    /// `node` (their selected node): what waits on that node.
+    fn claims_selecting(&self, node: &str) -> Vec<ObjectKey> {
+        let Ok((classes, _)) = self.ctx.store.list(Kind::StorageClass, None) else {
+            return Vec::new();
+        };
+        classes
+            .iter()
+            .filter_map(|o| ClassView::read(o))
+            .filter(|c| c.provisioner == LOCAL_PATH_PROVISIONER)
+            .flat_map(|c| self.ctx.store.unbound_claims(&c.name))
+            .filter_map(|o| ClaimView::read(&o))
+            .filter(|c| c.spec.volume_name.is_empty() && c.selected_node() == Some(node))
+            .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &c.meta.namespace, &c.meta.name))
+            .collect()
+    }
+
+    /// The node of a pod using `claim` that is bound without the
+    /// scheduler having given the claim a node (it skipped the scheduler:
+    /// `spec.nodeName` set when made), the oldest such pod's, if that node
+    /// may have the volume (not gone, not long unready).
+    fn node_of_unscheduled_consumer(
+        &self,
+        claim: &ClaimView,
+    ) -> Result<Option<String>, ReconcileError> {
+        let meta = &claim.meta;
+        let objects = self.ctx.store.pods_using_claim(&meta.namespace, &meta.name);
+        let mut consumers: Vec<(&str, &str, &str)> = objects
+            .iter()
+            .filter_map(|o| match &o.kind {
+                Some(Body::Pod(pod)) => Some(pod),
+                _ => None,
+            })
+            .filter(|pod| !pod_is_finished(pod) && !pod_is_terminating(pod))
+            .filter_map(|pod| {
+                let spec = pod.spec.as_ref()?;
+                let uses = claim_names(spec).iter().any(|c| *c == meta.name);
+                let pod_meta = pod.metadata.as_ref()?;
+                (uses && !spec.node_name.is_empty()).then_some((
+                    pod_meta.creation_timestamp.as_str(),
+                    pod_meta.name.as_str(),
+                    spec.node_name.as_str(),
+                ))
+            })
+            .collect();
+        // Oldest first (RFC 3339 sorts as text), then by name.
+        consumers.sort();
+        let now = SystemTime::now();
+        for (_, _, node) in consumers {
+            let stored = self
+                .ctx
+                .store
+                .get(Kind::Node, "", node)?
+                .and_then(|o| match &o.kind {
+                    Some(Body::Node(n)) => Some(n.clone()),
+                    _ => None,
+                });
+            if !matches!(
+                provisioning::node_verdict(node, stored.as_ref(), now),
+                NodeVerdict::Reschedule(_)
+            ) {
+                return Ok(Some(node.to_owned()));
+            }
+        }
+        Ok(None)
     }
 
     /// Writes the claim's phase (and, once bound, the volume's size and
@@ -341,6 +442,21 @@ impl ClaimController {
             .is_some_and(ClassView::waits_for_first_consumer);
         let node = claim.selected_node();
         if waits && node.is_none() {
+            if let Some(consumer_node) = self.node_of_unscheduled_consumer(claim)? {
+                tracing::info!(
+                    claim = %format!("{}/{}", claim.meta.namespace, claim.meta.name),
+                    node = %consumer_node,
+                    "a pod using the claim is bound to a node without the scheduler: that node is its selected node"
+                );
+                let selected = with_annotation(
+                    &stored,
+                    SELECTED_NODE_ANNOTATION,
+                    Some(consumer_node.as_str()),
+                );
+                // The update is a change: the claim is looked at again.
+                self.ctx.writer.update(selected.into_object()).await?;
+                return Ok(Action::Done);
+            }
             self.events().normal(
                 object,
                 "WaitForFirstConsumer",
@@ -397,8 +513,26 @@ impl ClaimController {
         }
         match (&class, node) {
             (Some(class), Some(node)) if class.provisioner == LOCAL_PATH_PROVISIONER => {
-                self.provision(object, stored, claim, class, node, node_object.as_ref())
-                    .await?;
+                let verdict =
+                    provisioning::node_verdict(node, node_object.as_ref(), SystemTime::now());
+                match verdict {
+                    NodeVerdict::Provision => {
+                        self.provision(object, stored, claim, class, node, node_object.as_ref())
+                            .await?;
+                    }
+                    NodeVerdict::Wait { node, after } => {
+                        let message = format!(
+                            "node {node:?} is not Ready: waiting for it (for up to {}s, then the claim's node is chosen again)",
+                            provisioning::NOT_READY_RESCHEDULE_AFTER.as_secs()
+                        );
+                        self.events().warning(object, "ProvisioningFailed", message);
+                        self.set_phase(&stored, "Pending", None).await?;
+                        return Ok(Action::RequeueAfter(after));
+                    }
+                    NodeVerdict::Reschedule(why) => {
+                        self.reschedule(object, stored, &why).await?;
+                    }
+                }
             }
             (Some(class), None) if class.provisioner == LOCAL_PATH_PROVISIONER => {
                 let message = format!(
@@ -427,6 +561,33 @@ impl ClaimController {
             }
         }
         Ok(Action::Done)
+    }
+
+    /// Gives the claim back to the scheduler, as external-provisioner does
+    /// after a final error on the selected node: removes
+    /// `volume.kubernetes.io/selected-node`, so that the next pod using
+    /// the claim is placed afresh (and gives it a node again), saying why.
+    async fn reschedule(
+        &self,
+        object: &Object,
+        stored: GenericObject,
+        why: &str,
+    ) -> Result<(), ReconcileError> {
+        tracing::info!(
+            claim = %format!("{}/{}", object.meta().namespace, object.meta().name),
+            reason = %why,
+            "cannot provision on the claim's selected node: clearing it for the scheduler"
+        );
+        let message = format!(
+            "{why}: removed the claim's {SELECTED_NODE_ANNOTATION} annotation for the scheduler to choose a node again"
+        );
+        self.events().warning(object, "ProvisioningFailed", message);
+        let cleared = with_annotation(&stored, SELECTED_NODE_ANNOTATION, None);
+        let cleared = written(
+            self.ctx.writer.update(cleared.into_object()).await?,
+            "PersistentVolumeClaim",
+        )?;
+        self.set_phase(&cleared, "Pending", None).await
     }
 
     /// Makes a `local-path` volume for `claim` on `node`, then binds it.
@@ -464,7 +625,14 @@ impl ClaimController {
         let volume = provisioning::local_path_volume(claim, class, node, &dir);
         let name = provisioning::volume_name(&claim.meta.uid);
         let created = match self.ctx.writer.create(volume.into_object()).await {
-            Ok(created) => created,
+            Ok(created) => {
+                // Said once, when the volume is made.
+                if let Some(warning) = self.capacity_warning(claim, node, &dir) {
+                    self.events()
+                        .warning(object, provisioning::CAPACITY_WARNING_REASON, warning);
+                }
+                created
+            }
             // Made by an earlier try that failed later on.
             Err(e) if e.is_already_exists() => {
                 match self.ctx.store.get(Kind::PersistentVolume, "", &name)? {
@@ -485,6 +653,19 @@ impl ClaimController {
             format!("Successfully provisioned volume {name} on node {node}"),
         );
         self.complete(stored, claim, &volume).await
+    }
+
+    /// The warning for `claim`, provisioned on `node` under `dir`, if it
+    /// asks for more than the node's newest reading has free there.
+    fn capacity_warning(&self, claim: &ClaimView, node: &str, dir: &str) -> Option<String> {
+        let readings: Vec<_> = self
+            .ctx
+            .resource_metrics
+            .nodes()
+            .into_iter()
+            .filter_map(|(name, usage)| usage.storage.map(|s| (name, s)))
+            .collect();
+        provisioning::capacity_warning(claim, node, dir, &readings)
     }
 
     /// Points the volume at the claim (`claimRef` with its uid) and marks

@@ -7,7 +7,20 @@
 //! `kubernetes.io/hostname`, reserved for the claim (`claimRef`), with the
 //! class's reclaim policy and the claim's size and access modes. The size
 //! is recorded, not enforced (k3s does not either), and the volume's
-//! status says so.
+//! status says so; a claim asking for more than the node's storage
+//! filesystem has free (by the node's newest resource usage reading) is
+//! still provisioned, with a warning naming the sizes
+//! ([`capacity_warning`]), and with none while the node's free space is
+//! not known.
+//!
+//! Before making a volume, the provisioner looks at the selected node
+//! ([`node_verdict`]), as external-provisioner's "reschedule" does: a node
+//! that no longer exists, or that has not been Ready for
+//! [`NOT_READY_RESCHEDULE_AFTER`], is given back to the scheduler (the
+//! claim's `volume.kubernetes.io/selected-node` removed, so that the next
+//! pod using it is placed afresh); one not Ready for less is waited for.
+
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 use skiff_proto::v1::{self, GenericObject};
@@ -17,6 +30,7 @@ use crate::objects::storage::{
     ClaimRef, ClaimView, ClassView, DEFAULT_STORAGE_DIR, HOSTNAME_LABEL, LOCAL_PATH_PROVISIONER,
     PROVISIONED_BY_ANNOTATION, PV_PROTECTION_FINALIZER, STORAGE_DIR_ANNOTATION,
 };
+use crate::resource_metrics::StorageUsage;
 
 /// The annotation on provisioned volumes naming their node, as
 /// local-path-provisioner sets it.
@@ -24,6 +38,122 @@ pub const LOCAL_PATH_NODE_ANNOTATION: &str = "local.path.provisioner/selected-no
 /// What a provisioned volume's status says of its size.
 pub const CAPACITY_NOT_ENFORCED: &str =
     "capacity is recorded, not enforced: the directory may grow past it (as with k3s's local-path)";
+/// The reason of the Warning recorded on a claim provisioned although its
+/// node's storage filesystem has less free than it asks.
+pub const CAPACITY_WARNING_REASON: &str = "ProvisioningWarning";
+/// How long the selected node may go without being Ready before its claim
+/// is given back to the scheduler. Nothing is lost by choosing again:
+/// the volume is not made yet. Long enough for a small board to reboot.
+pub const NOT_READY_RESCHEDULE_AFTER: Duration = Duration::from_secs(60);
+
+/// What the provisioner does about a claim's selected node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeVerdict {
+    /// Make the volume there: the node exists and is Ready (or says
+    /// nothing of its readiness yet, as a node just registered).
+    Provision,
+    /// Not Ready for a while: look again after this long.
+    Wait { node: String, after: Duration },
+    /// The node cannot host it (this says why): the claim's selected node
+    /// is removed for the scheduler to choose again.
+    Reschedule(String),
+}
+
+/// What to do about `name`, the claim's selected node, stored as `node`
+/// (`None`: no such Node), at `now`.
+pub fn node_verdict(name: &str, node: Option<&v1::Node>, now: SystemTime) -> NodeVerdict {
+    let Some(node) = node else {
+        // As external-provisioner words a node not found.
+        return NodeVerdict::Reschedule(format!("node {name:?} not found"));
+    };
+    let ready = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"));
+    let Some(ready) = ready.filter(|c| c.status != "True") else {
+        return NodeVerdict::Provision;
+    };
+    // A time that cannot be read: not Ready for as long as can be told.
+    let not_ready_for = humantime::parse_rfc3339_weak(&ready.last_transition_time)
+        .ok()
+        .map_or(Duration::MAX, |since| {
+            now.duration_since(since).unwrap_or(Duration::ZERO)
+        });
+    if not_ready_for >= NOT_READY_RESCHEDULE_AFTER {
+        return NodeVerdict::Reschedule(format!(
+            "node {name:?} has not been Ready for {}s or more (Ready is {:?} since {})",
+            NOT_READY_RESCHEDULE_AFTER.as_secs(),
+            ready.status,
+            ready.last_transition_time
+        ));
+    }
+    NodeVerdict::Wait {
+        node: name.to_owned(),
+        after: NOT_READY_RESCHEDULE_AFTER - not_ready_for,
+    }
+}
+
+/// `bytes` as a binary quantity for people: exact when whole (`100Ti`),
+/// else to one decimal (`37.2Gi`).
+pub fn binary_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["Ki", "Mi", "Gi", "Ti", "Pi", "Ei"];
+    let Some((power, unit)) = UNITS
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, unit)| (1u64 << (10 * (i + 1)), *unit))
+        .find(|(power, _)| bytes >= *power)
+    else {
+        return bytes.to_string();
+    };
+    if bytes % power == 0 {
+        format!("{}{unit}", bytes / power)
+    } else {
+        format!("{:.1}{unit}", bytes as f64 / power as f64)
+    }
+}
+
+/// The Warning to record on `claim`, provisioned on `node` under
+/// `storage_dir`, when it asks for more than that node's storage
+/// filesystem has free; `None` when it fits, or when no reading of the
+/// node's free space is known (no false warnings). `readings` are the
+/// storage filesystems of the nodes that reported one lately.
+pub fn capacity_warning(
+    claim: &ClaimView,
+    node: &str,
+    storage_dir: &str,
+    readings: &[(String, StorageUsage)],
+) -> Option<String> {
+    let (_, storage) = readings.iter().find(|(n, _)| n == node)?;
+    let requested = u64::try_from(claim.request().units_ceil()).unwrap_or(0);
+    if requested <= storage.available_bytes {
+        return None;
+    }
+    let asked = claim
+        .spec
+        .resources
+        .requests
+        .get("storage")
+        .cloned()
+        .unwrap_or_else(|| binary_size(requested));
+    let mut message = format!(
+        "requested {asked} of storage, more than the {} free on node {node:?} ({storage_dir}, a filesystem of {}); provisioned anyway: local-path does not enforce capacity",
+        binary_size(storage.available_bytes),
+        binary_size(storage.capacity_bytes),
+    );
+    let roomiest = readings
+        .iter()
+        .filter(|(n, _)| n != node)
+        .max_by_key(|(n, s)| (s.available_bytes, std::cmp::Reverse(n.clone())));
+    match roomiest {
+        Some((other, s)) if s.available_bytes >= requested => message.push_str(&format!(
+            "; node {other:?} has {} free",
+            binary_size(s.available_bytes)
+        )),
+        _ => message.push_str("; no node reporting its free storage has that much"),
+    }
+    Some(message)
+}
 
 /// The name of the volume provisioned for the claim with `uid`.
 pub fn volume_name(claim_uid: &str) -> String {
@@ -168,6 +298,127 @@ mod tests {
             LOCAL_PATH_PROVISIONER
         );
         assert_eq!(view.meta.finalizers, [PV_PROTECTION_FINALIZER]);
+    }
+
+    fn claim_of(size: &str) -> ClaimView {
+        let mut claim = claim();
+        claim
+            .spec
+            .resources
+            .requests
+            .insert("storage".into(), size.into());
+        claim
+    }
+
+    fn storage(available_bytes: u64) -> StorageUsage {
+        StorageUsage {
+            capacity_bytes: 64 << 30,
+            available_bytes,
+        }
+    }
+
+    #[test]
+    fn a_claim_larger_than_its_nodes_free_storage_is_warned_of_with_the_sizes() {
+        let dir = "/data/pi-1/storage";
+        let readings = vec![
+            ("pi-1".to_owned(), storage(10 << 30)),
+            ("pi-2".to_owned(), storage(40 << 30)),
+        ];
+        // Fits: nothing to say.
+        assert_eq!(
+            capacity_warning(&claim_of("10Gi"), "pi-1", dir, &readings),
+            None
+        );
+        // Another node has room.
+        let warning = capacity_warning(&claim_of("20Gi"), "pi-1", dir, &readings).unwrap();
+        assert_eq!(
+            warning,
+            "requested 20Gi of storage, more than the 10Gi free on node \"pi-1\" \
+             (/data/pi-1/storage, a filesystem of 64Gi); provisioned anyway: local-path \
+             does not enforce capacity; node \"pi-2\" has 40Gi free"
+        );
+        // No node has that much.
+        let warning = capacity_warning(&claim_of("100Ti"), "pi-1", dir, &readings).unwrap();
+        assert!(
+            warning.starts_with(
+                "requested 100Ti of storage, more than the 10Gi free on node \"pi-1\""
+            ),
+            "{warning}"
+        );
+        assert!(
+            warning.ends_with("; no node reporting its free storage has that much"),
+            "{warning}"
+        );
+    }
+
+    #[test]
+    fn without_a_reading_of_the_nodes_free_storage_nothing_is_said() {
+        let readings = vec![("pi-2".to_owned(), storage(0))];
+        let huge = claim_of("100Ti");
+        assert_eq!(capacity_warning(&huge, "pi-1", "/d", &readings), None);
+        assert_eq!(capacity_warning(&huge, "pi-1", "/d", &[]), None);
+    }
+
+    #[test]
+    fn sizes_read_as_binary_quantities() {
+        assert_eq!(binary_size(0), "0");
+        assert_eq!(binary_size(1000), "1000");
+        assert_eq!(binary_size(1024), "1Ki");
+        assert_eq!(binary_size(100 << 40), "100Ti");
+        assert_eq!(binary_size((37 << 30) + 214_748_365), "37.2Gi");
+        assert_eq!(binary_size(u64::MAX), "16.0Ei");
+    }
+
+    fn node_ready(status: &str, since: &str) -> v1::Node {
+        v1::Node {
+            status: Some(v1::NodeStatus {
+                conditions: vec![v1::NodeCondition {
+                    r#type: "Ready".into(),
+                    status: status.into(),
+                    last_transition_time: since.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_gone_or_long_unready_node_is_given_back_to_the_scheduler() {
+        let now = humantime::parse_rfc3339("2026-03-01T12:00:00Z").unwrap();
+        assert_eq!(
+            node_verdict("pi-3", None, now),
+            NodeVerdict::Reschedule("node \"pi-3\" not found".into())
+        );
+        let ready = node_ready("True", "2026-03-01T00:00:00Z");
+        assert_eq!(
+            node_verdict("pi-1", Some(&ready), now),
+            NodeVerdict::Provision
+        );
+        assert_eq!(
+            node_verdict("pi-1", Some(&v1::Node::default()), now),
+            NodeVerdict::Provision,
+            "a node that says nothing of its readiness yet"
+        );
+        let lately = node_ready("Unknown", "2026-03-01T11:59:40Z");
+        assert_eq!(
+            node_verdict("pi-1", Some(&lately), now),
+            NodeVerdict::Wait {
+                node: "pi-1".into(),
+                after: NOT_READY_RESCHEDULE_AFTER - Duration::from_secs(20)
+            }
+        );
+        let long = node_ready("Unknown", "2026-03-01T11:59:00Z");
+        let NodeVerdict::Reschedule(why) = node_verdict("pi-1", Some(&long), now) else {
+            panic!("a minute not Ready");
+        };
+        assert!(why.contains("has not been Ready for 60s"), "{why}");
+        let unreadable = node_ready("False", "yesterday");
+        assert!(matches!(
+            node_verdict("pi-1", Some(&unreadable), now),
+            NodeVerdict::Reschedule(_)
+        ));
     }
 
     #[test]

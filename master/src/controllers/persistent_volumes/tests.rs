@@ -8,10 +8,15 @@ use crate::controllers::recording::{context, RecordingObjects};
 use crate::controllers::{ObjectReads, Reconciler};
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
+use crate::resource_metrics::{NodeReport, ResourceMetrics, StorageUsage};
 
 /// Reconciles every claim and volume until a round writes nothing.
 async fn settle(objects: &Arc<RecordingObjects>) {
-    let ctx = context(objects);
+    settle_with(objects, context(objects)).await;
+}
+
+/// [`settle`], the controllers reading through `ctx`.
+async fn settle_with(objects: &Arc<RecordingObjects>, ctx: Context) {
     let claims = ClaimController { ctx: ctx.clone() };
     let volumes = VolumeController { ctx };
     for _ in 0..20 {
@@ -178,8 +183,13 @@ spec:
 /// Gives the claim the node its first pod was placed on, as the
 /// scheduler does.
 fn select_node(objects: &RecordingObjects, node: &str) {
+    select_node_of(objects, "data", node);
+}
+
+/// Gives the claim `name` the node its first pod was placed on.
+fn select_node_of(objects: &RecordingObjects, name: &str, node: &str) {
     let object = objects
-        .get(Kind::PersistentVolumeClaim, "shop", "data")
+        .get(Kind::PersistentVolumeClaim, "shop", name)
         .unwrap()
         .unwrap();
     let mut g = generic_of(&object).unwrap();
@@ -233,6 +243,11 @@ async fn a_local_path_claim_waits_for_its_first_pod_then_gets_a_volume_on_its_no
 }
 
 fn pod_using(name: &str, claim: &str) -> Object {
+    pod_on(name, claim, "pi-2")
+}
+
+/// A pod using `claim`, bound to `node` (`""`: not yet).
+fn pod_on(name: &str, claim: &str, node: &str) -> Object {
     v1::Pod {
         metadata: Some(v1::ObjectMeta {
             name: name.into(),
@@ -240,7 +255,7 @@ fn pod_using(name: &str, claim: &str) -> Object {
             ..Default::default()
         }),
         spec: Some(v1::PodSpec {
-            node_name: "pi-2".into(),
+            node_name: node.into(),
             volumes: vec![v1::Volume {
                 name: "data".into(),
                 persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
@@ -428,4 +443,256 @@ spec:
         "held"
     );
     assert_eq!(claim(&objects, "data").unwrap().spec.volume_name, "small");
+}
+
+/// A claim of `local-path` asking for `size`.
+fn seed_claim(objects: &RecordingObjects, name: &str, size: &str) {
+    objects.seed_yaml(&format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: local-path
+  resources: {{requests: {{storage: {size}}}}}
+"#
+    ));
+}
+
+/// A node's reading with its storage filesystem (`None`: not measured).
+fn reading(available_gib: Option<u64>) -> NodeReport {
+    NodeReport {
+        storage: available_gib.map(|gib| StorageUsage {
+            capacity_bytes: 64 << 30,
+            available_bytes: gib << 30,
+        }),
+        ..Default::default()
+    }
+}
+
+/// The Events recorded about the claim `name` with `reason`: their messages.
+fn messages(objects: &RecordingObjects, name: &str, reason: &str) -> Vec<String> {
+    objects
+        .events()
+        .into_iter()
+        .filter(|e| e.involved.name == name && e.reason == reason)
+        .map(|e| e.message)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_claim_larger_than_its_nodes_free_storage_is_provisioned_with_a_warning() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    seed_claim(&objects, "big", "100Ti");
+    select_node_of(&objects, "big", "pi-2");
+    select_node(&objects, "pi-2");
+    let metrics = ResourceMetrics::default();
+    metrics.record("pi-1", reading(Some(30)));
+    metrics.record("pi-2", reading(Some(20)));
+    settle_with(&objects, context(&objects).with_resource_metrics(metrics)).await;
+
+    // Provisioned all the same: k3s does not enforce the size.
+    let big = claim(&objects, "big").unwrap();
+    assert_eq!(big.phase, "Bound");
+    assert!(volume(&objects, &big.spec.volume_name)
+        .unwrap()
+        .pinned_to("pi-2"));
+    let warnings = messages(&objects, "big", provisioning::CAPACITY_WARNING_REASON);
+    assert_eq!(warnings.len(), 1, "said once: {warnings:?}");
+    let warning = &warnings[0];
+    assert!(
+        warning.starts_with(
+            "requested 100Ti of storage, more than the 20Gi free on node \"pi-2\" (/data/pi-2/storage, a filesystem of 64Gi)"
+        ),
+        "{warning}"
+    );
+    assert!(
+        warning.ends_with("no node reporting its free storage has that much"),
+        "{warning}"
+    );
+    let warned = objects
+        .events()
+        .into_iter()
+        .find(|e| e.involved.name == "big" && e.reason == provisioning::CAPACITY_WARNING_REASON)
+        .unwrap();
+    assert_eq!(warned.event_type, crate::events::EventType::Warning);
+    // A claim that fits is not warned of.
+    assert_eq!(claim(&objects, "data").unwrap().phase, "Bound");
+    assert!(messages(&objects, "data", provisioning::CAPACITY_WARNING_REASON).is_empty());
+}
+
+#[tokio::test]
+async fn without_a_reading_of_the_nodes_free_storage_nothing_is_said() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    seed_claim(&objects, "big", "100Ti");
+    select_node_of(&objects, "big", "pi-2");
+    // pi-2 reports, but could not measure its storage; pi-1 is roomy but
+    // is not where the claim goes.
+    let metrics = ResourceMetrics::default();
+    metrics.record("pi-1", reading(Some(1)));
+    metrics.record("pi-2", reading(None));
+    settle_with(&objects, context(&objects).with_resource_metrics(metrics)).await;
+    let big = claim(&objects, "big").unwrap();
+    assert_eq!(big.phase, "Bound");
+    assert!(
+        messages(&objects, "big", provisioning::CAPACITY_WARNING_REASON).is_empty(),
+        "{:?}",
+        objects.events()
+    );
+    assert!(objects
+        .event_reasons()
+        .iter()
+        .any(|r| r == "ProvisioningSucceeded"));
+}
+
+/// Sets the node's Ready condition to `status`, since `since`.
+fn set_ready(objects: &RecordingObjects, node: &str, status: &str, since: &str) {
+    let object = objects.get(Kind::Node, "", node).unwrap().unwrap();
+    let Some(Body::Node(mut stored)) = Arc::unwrap_or_clone(object).kind else {
+        panic!("a Node");
+    };
+    stored.status = Some(v1::NodeStatus {
+        conditions: vec![v1::NodeCondition {
+            r#type: "Ready".into(),
+            status: status.into(),
+            last_transition_time: since.into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    objects
+        .write(
+            crate::controllers::recording::WriteOp::Update,
+            stored.into_object(),
+        )
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_selected_node_that_is_gone_is_cleared_for_the_scheduler_to_choose_again() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    select_node(&objects, "pi-3");
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    assert_eq!(data.selected_node(), None, "{:?}", data.meta.annotations);
+    assert_eq!(data.phase, "Pending");
+    assert!(objects.objects(Kind::PersistentVolume).is_empty());
+    let failed = messages(&objects, "data", "ProvisioningFailed");
+    assert_eq!(
+        failed,
+        [format!(
+            "node \"pi-3\" not found: removed the claim's {SELECTED_NODE_ANNOTATION} annotation for the scheduler to choose a node again"
+        )]
+    );
+    let warned = objects
+        .events()
+        .into_iter()
+        .find(|e| e.reason == "ProvisioningFailed")
+        .unwrap();
+    assert_eq!(warned.event_type, crate::events::EventType::Warning);
+
+    // Chosen again (a Ready node): provisioned there.
+    select_node(&objects, "pi-1");
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    assert_eq!(data.phase, "Bound");
+    assert!(volume(&objects, &data.spec.volume_name)
+        .unwrap()
+        .pinned_to("pi-1"));
+}
+
+#[tokio::test]
+async fn a_selected_node_long_unready_is_cleared_and_one_briefly_unready_waited_for() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    let claims = ClaimController {
+        ctx: context(&objects),
+    };
+    let key = ObjectKey::new(Kind::PersistentVolumeClaim, "shop", "data");
+    // Protected first (a reconcile of its own).
+    claims.reconcile(&key).await.unwrap();
+
+    // Not Ready since just now: waited for, no volume, the node kept.
+    set_ready(&objects, "pi-2", "Unknown", &skiff_values::now_rfc3339());
+    select_node(&objects, "pi-2");
+    let action = claims.reconcile(&key).await.unwrap();
+    let Action::RequeueAfter(after) = action else {
+        panic!("waits for the node: {action:?}");
+    };
+    assert!(
+        after <= provisioning::NOT_READY_RESCHEDULE_AFTER && after > std::time::Duration::ZERO,
+        "{after:?}"
+    );
+    assert_eq!(
+        claim(&objects, "data").unwrap().selected_node(),
+        Some("pi-2")
+    );
+    assert!(objects.objects(Kind::PersistentVolume).is_empty());
+    assert!(objects
+        .event_reasons()
+        .iter()
+        .any(|r| r == "ProvisioningFailed"));
+
+    // A change to the node wakes the claims waiting on it.
+    let node = objects.get(Kind::Node, "", "pi-2").unwrap().unwrap();
+    assert_eq!(
+        claims.keys_for(&event(Kind::Node, ""), &node),
+        [key.clone()]
+    );
+    let other = objects.get(Kind::Node, "", "pi-1").unwrap().unwrap();
+    assert!(claims.keys_for(&event(Kind::Node, ""), &other).is_empty());
+
+    // Not Ready for long: given back to the scheduler.
+    set_ready(&objects, "pi-2", "Unknown", "2020-01-01T00:00:00Z");
+    claims.reconcile(&key).await.unwrap();
+    assert_eq!(claim(&objects, "data").unwrap().selected_node(), None);
+    let cleared = messages(&objects, "data", "ProvisioningFailed");
+    assert!(
+        cleared
+            .last()
+            .is_some_and(|m| m.starts_with("node \"pi-2\" has not been Ready for 60s or more")),
+        "{cleared:?}"
+    );
+    assert!(objects.objects(Kind::PersistentVolume).is_empty());
+}
+
+#[tokio::test]
+async fn a_claim_of_a_pod_bound_without_the_scheduler_gets_the_pods_node() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    // As a DaemonSet's pod: bound when made.
+    objects.seed(pod_on("agent-x7k2p", "data", "pi-1"));
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    assert_eq!(data.selected_node(), Some("pi-1"));
+    assert_eq!(data.phase, "Bound");
+    let pv = volume(&objects, &data.spec.volume_name).unwrap();
+    assert!(pv.pinned_to("pi-1"));
+    assert_eq!(
+        pv.spec.host_path.as_ref().unwrap().path,
+        format!("/data/pi-1/storage/{}", data.spec.volume_name)
+    );
+}
+
+#[tokio::test]
+async fn a_pod_on_a_node_that_is_gone_or_not_bound_gives_its_claim_no_node() {
+    let objects = RecordingObjects::new();
+    local_path_setup(&objects);
+    objects.seed(pod_on("unscheduled", "data", ""));
+    objects.seed(pod_on("orphan", "data", "pi-9"));
+    set_ready(&objects, "pi-2", "Unknown", "2020-01-01T00:00:00Z");
+    objects.seed(pod_on("stranded", "data", "pi-2"));
+    settle(&objects).await;
+    let data = claim(&objects, "data").unwrap();
+    assert_eq!(data.selected_node(), None);
+    assert_eq!(data.phase, "Pending");
+    assert!(objects.objects(Kind::PersistentVolume).is_empty());
+    assert!(objects
+        .event_reasons()
+        .iter()
+        .any(|r| r == "WaitForFirstConsumer"));
 }
