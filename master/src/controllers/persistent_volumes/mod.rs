@@ -294,7 +294,7 @@ impl ClaimController {
             .filter(|pod| !pod_is_finished(pod) && !pod_is_terminating(pod))
             .filter_map(|pod| {
                 let spec = pod.spec.as_ref()?;
-                let uses = claim_names(spec).iter().any(|c| *c == meta.name);
+                let uses = claim_names(spec).contains(&meta.name);
                 let pod_meta = pod.metadata.as_ref()?;
                 (uses && !spec.node_name.is_empty()).then_some((
                     pod_meta.creation_timestamp.as_str(),

@@ -565,7 +565,7 @@ fn set_ready(objects: &RecordingObjects, node: &str, status: &str, since: &str) 
     });
     objects
         .write(
-            crate::controllers::recording::WriteOp::Update,
+            crate::controllers::recording::WriteOp::UpdateStatus,
             stored.into_object(),
         )
         .unwrap();
@@ -641,7 +641,7 @@ async fn a_selected_node_long_unready_is_cleared_and_one_briefly_unready_waited_
     let node = objects.get(Kind::Node, "", "pi-2").unwrap().unwrap();
     assert_eq!(
         claims.keys_for(&event(Kind::Node, ""), &node),
-        [key.clone()]
+        std::slice::from_ref(&key)
     );
     let other = objects.get(Kind::Node, "", "pi-1").unwrap().unwrap();
     assert!(claims.keys_for(&event(Kind::Node, ""), &other).is_empty());
