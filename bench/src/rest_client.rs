@@ -21,6 +21,8 @@ use tokio_rustls::TlsConnector;
 
 /// How much of a refusal's body an error quotes when it is no `Status`.
 const QUOTED_BODY_CHARS: usize = 300;
+/// The Content-Type of a body given as JSON.
+const JSON_CONTENT_TYPE: &str = "application/json";
 
 /// Why a REST request could not be made, or what the master answered
 /// instead of what the caller expected.
@@ -130,14 +132,28 @@ impl RestConnection {
         body: Option<Vec<u8>>,
         expected: StatusCode,
     ) -> Result<Response<Incoming>, RestClientError> {
+        let body = body.map(|json| (JSON_CONTENT_TYPE, json));
+        self.open_typed(method, path, accept, body, expected).await
+    }
+
+    /// Like [`RestConnection::open`], with the body's Content-Type given
+    /// (a server-side apply's `application/apply-patch+yaml`).
+    pub async fn open_typed(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: Option<(&str, Vec<u8>)>,
+        expected: StatusCode,
+    ) -> Result<Response<Incoming>, RestClientError> {
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(format!("https://{}{path}", self.address))
             .header(header::ACCEPT, accept);
         let body = match body {
-            Some(json) => {
-                builder = builder.header(header::CONTENT_TYPE, "application/json");
-                Full::new(Bytes::from(json))
+            Some((content_type, bytes)) => {
+                builder = builder.header(header::CONTENT_TYPE, content_type);
+                Full::new(Bytes::from(bytes))
             }
             None => Full::new(Bytes::new()),
         };
@@ -183,8 +199,21 @@ impl RestConnection {
         body: Option<Vec<u8>>,
         expected: StatusCode,
     ) -> Result<Bytes, RestClientError> {
+        let body = body.map(|json| (JSON_CONTENT_TYPE, json));
+        self.call_typed(method, path, accept, body, expected).await
+    }
+
+    /// Like [`RestConnection::open_typed`], and reads the whole answer.
+    pub async fn call_typed(
+        &self,
+        method: Method,
+        path: &str,
+        accept: &str,
+        body: Option<(&str, Vec<u8>)>,
+        expected: StatusCode,
+    ) -> Result<Bytes, RestClientError> {
         let response = self
-            .open(method.clone(), path, accept, body, expected)
+            .open_typed(method.clone(), path, accept, body, expected)
             .await?;
         let collected =
             response

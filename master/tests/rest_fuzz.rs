@@ -584,6 +584,7 @@ fn resource_url() -> impl Strategy<Value = (ResourcePath, String)> {
                 name,
                 subresource,
                 tail: tail.join("/"),
+                watch: false,
             };
             (expected, url)
         },

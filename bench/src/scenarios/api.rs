@@ -16,10 +16,24 @@
 //!    watcher must see every acknowledged change; the delay from sending to
 //!    a watcher reading the event is the lag. The masters' memory is read
 //!    before, while watching and after.
+//! 4. Server-side apply: a manifest of `--apply-objects` objects (three
+//!    ConfigMaps to a Service and a Deployment of no replicas, as a chart
+//!    has them; 0 skips the phase) created by server-side apply (`PATCH`
+//!    with `application/apply-patch+yaml`, `fieldManager=skiff-bench`),
+//!    then, once the store has settled (the controllers' own writes:
+//!    ReplicaSets, Endpoints, statuses), `--apply-rounds` rounds of
+//!    re-applying every object unchanged, then GETting every object, one
+//!    request at a time. Each round's time (and each request's) as p50 and
+//!    p99, and re-applying's over GETting's (the target: at most 2 ×). An
+//!    unchanged re-apply stores nothing: every object's resourceVersion,
+//!    as the applies and GETs answer it, and the store's revision (a
+//!    list's `metadata.resourceVersion`) must be what they were before the
+//!    rounds.
 //!
-//! A watcher missing a change, a write failing, or (with
-//! `--min-rest-ratio`) REST creating too slowly fails the run after its
-//! figures are printed.
+//! A watcher missing a change, a write failing, an unchanged re-apply
+//! storing something, or (with `--min-rest-ratio`, `--max-apply-ratio`)
+//! REST creating too slowly or re-applying too slowly fails the run after
+//! its figures are printed.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -69,6 +83,17 @@ const CHANGE_ANNOTATION: &str = "bench.skiff.io/change";
 /// When it was sent: nanoseconds since the watch phase began.
 const SENT_ANNOTATION: &str = "bench.skiff.io/sent-ns";
 
+/// Phase 4's namespace, and who applies there (`fieldManager`).
+const APPLY_NAMESPACE: &str = "bench-apply";
+const APPLY_MANAGER: &str = "skiff-bench";
+/// Server-side apply's Content-Type (a JSON body is YAML too).
+const APPLY_CONTENT_TYPE: &str = "application/apply-patch+yaml";
+/// How long the store may take to settle after the manifest is created
+/// (its controllers' writes), and how often its revision is read
+/// meanwhile; it has settled when two reads in a row find it unchanged.
+const APPLY_SETTLE_WITHIN: Duration = Duration::from_secs(30);
+const APPLY_SETTLE_POLL: Duration = Duration::from_millis(500);
+
 const JSON_ACCEPT: &str = "application/json";
 /// What `kubectl get` asks for.
 const TABLE_ACCEPT: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
@@ -104,6 +129,18 @@ pub struct ApiArgs {
     /// reports the ratio.
     #[arg(long, default_value_t = 0.0)]
     pub min_rest_ratio: f64,
+    /// Objects in the server-side applied manifest (ConfigMaps, Services
+    /// and Deployments, three to one to one); 0 skips the apply phase.
+    #[arg(long, default_value_t = 50)]
+    pub apply_objects: usize,
+    /// Rounds of re-applying the unchanged manifest, each followed by a
+    /// GET of every object in it.
+    #[arg(long, default_value_t = 20)]
+    pub apply_rounds: usize,
+    /// Fail when a round of re-applying takes more than this many times a
+    /// round of GETs (p50 over p50); 0 only reports the ratio.
+    #[arg(long, default_value_t = 0.0)]
+    pub max_apply_ratio: f64,
     /// Keep the temp dir (data and master logs) for inspection.
     #[arg(long)]
     pub keep: bool,
@@ -121,6 +158,18 @@ fn validate(args: &ApiArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.min_rest_ratio.is_finite() && args.min_rest_ratio >= 0.0,
         "--min-rest-ratio must be a number, 0 or more"
+    );
+    anyhow::ensure!(
+        args.apply_objects == 0 || args.apply_rounds >= 1,
+        "--apply-rounds must be at least 1 when --apply-objects is not 0"
+    );
+    anyhow::ensure!(
+        args.max_apply_ratio.is_finite() && args.max_apply_ratio >= 0.0,
+        "--max-apply-ratio must be a number, 0 or more"
+    );
+    anyhow::ensure!(
+        args.max_apply_ratio <= 0.0 || args.apply_objects > 0,
+        "--max-apply-ratio needs the apply phase (--apply-objects above 0)"
     );
     Ok(())
 }
@@ -967,6 +1016,337 @@ async fn measure_watches(
     Ok(figures)
 }
 
+/// What an object of the applied manifest is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ManifestKind {
+    ConfigMap,
+    Service,
+    Deployment,
+}
+
+impl ManifestKind {
+    /// The `i`-th object's: three ConfigMaps to a Service and a Deployment.
+    fn of(i: usize) -> ManifestKind {
+        match i % 5 {
+            3 => ManifestKind::Service,
+            4 => ManifestKind::Deployment,
+            _ => ManifestKind::ConfigMap,
+        }
+    }
+
+    /// The URL of its kind in the phase's namespace.
+    fn collection(self) -> String {
+        match self {
+            ManifestKind::ConfigMap => format!("/api/v1/namespaces/{APPLY_NAMESPACE}/configmaps"),
+            ManifestKind::Service => format!("/api/v1/namespaces/{APPLY_NAMESPACE}/services"),
+            ManifestKind::Deployment => {
+                format!("/apis/apps/v1/namespaces/{APPLY_NAMESPACE}/deployments")
+            }
+        }
+    }
+}
+
+/// One object of the applied manifest.
+#[derive(Debug, Clone)]
+struct ManifestObject {
+    kind: ManifestKind,
+    name: String,
+    /// Its URL.
+    path: String,
+    /// What is applied: the object as Kubernetes JSON.
+    body: Vec<u8>,
+}
+
+impl ManifestObject {
+    /// The `i`-th object of the manifest, as a chart writes it: labels,
+    /// a Service selecting a Deployment's pods, a Deployment of no
+    /// replicas (nothing to schedule) whose fields the server defaults.
+    fn numbered(i: usize) -> ManifestObject {
+        let kind = ManifestKind::of(i);
+        let name = format!("bench-{i}");
+        let selector = serde_json::json!({"app.kubernetes.io/name": name});
+        let metadata = serde_json::json!({
+            "name": name,
+            "namespace": APPLY_NAMESPACE,
+            "labels": {
+                "app.kubernetes.io/name": name,
+                "app.kubernetes.io/managed-by": APPLY_MANAGER,
+            },
+        });
+        let value = match kind {
+            ManifestKind::ConfigMap => serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": metadata,
+                "data": {
+                    "index": i.to_string(),
+                    "settings.yaml": format!(
+                        "instance: {i}\nlogLevel: info\nfeatures:\n  - metrics\n  - tracing\n"
+                    ),
+                },
+            }),
+            ManifestKind::Service => serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": metadata,
+                "spec": {
+                    "selector": selector,
+                    "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+                },
+            }),
+            ManifestKind::Deployment => serde_json::json!({
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": metadata,
+                "spec": {
+                    "replicas": 0,
+                    "selector": {"matchLabels": selector},
+                    "template": {
+                        "metadata": {"labels": selector},
+                        "spec": {
+                            "schedulerName": NO_SCHEDULER,
+                            "containers": [{
+                                "name": "app",
+                                "image": "registry.invalid/bench:1",
+                                "ports": [{"name": "http", "containerPort": 8080}],
+                                "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}},
+                            }],
+                        },
+                    },
+                },
+            }),
+        };
+        ManifestObject {
+            kind,
+            path: format!("{}/{name}", kind.collection()),
+            name,
+            body: serde_json::to_vec(&value).unwrap_or_default(),
+        }
+    }
+
+    /// Where it is applied.
+    fn apply_path(&self) -> String {
+        format!("{}?fieldManager={APPLY_MANAGER}", self.path)
+    }
+
+    /// The resourceVersion of `answer`, which must be this object.
+    fn resource_version_in(&self, answer: &[u8]) -> anyhow::Result<String> {
+        let head: ObjectHead = serde_json::from_slice(answer)
+            .with_context(|| format!("the answer for {:?} {} is not JSON", self.kind, self.name))?;
+        anyhow::ensure!(
+            head.metadata.name == self.name && !head.metadata.resource_version.is_empty(),
+            "the answer for {:?} {} is not that object with a resourceVersion: {head:?}",
+            self.kind,
+            self.name
+        );
+        Ok(head.metadata.resource_version)
+    }
+}
+
+/// What the phase reads of an object answer.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default)]
+struct ObjectHead {
+    metadata: ObjectHeadMeta,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(default, rename_all = "camelCase")]
+struct ObjectHeadMeta {
+    name: String,
+    resource_version: String,
+}
+
+/// Server-side applies every object of `manifest`, one at a time, each
+/// answered `expected`: their resourceVersions as answered. Each
+/// request's time goes to `latencies`.
+async fn apply_all(
+    rest: &RestConnection,
+    manifest: &[ManifestObject],
+    expected: StatusCode,
+    latencies: &mut Latencies,
+) -> anyhow::Result<Vec<String>> {
+    let mut versions = Vec::with_capacity(manifest.len());
+    for object in manifest {
+        let (path, body) = (object.apply_path(), object.body.clone());
+        let t = Instant::now();
+        let answer = rest
+            .call_typed(
+                Method::PATCH,
+                &path,
+                JSON_ACCEPT,
+                Some((APPLY_CONTENT_TYPE, body)),
+                expected,
+            )
+            .await?;
+        latencies.push(t.elapsed());
+        versions.push(object.resource_version_in(&answer)?);
+    }
+    Ok(versions)
+}
+
+/// GETs every object of `manifest`, one at a time: their resourceVersions.
+/// Each request's time goes to `latencies`.
+async fn get_all(
+    rest: &RestConnection,
+    manifest: &[ManifestObject],
+    latencies: &mut Latencies,
+) -> anyhow::Result<Vec<String>> {
+    let mut versions = Vec::with_capacity(manifest.len());
+    for object in manifest {
+        let t = Instant::now();
+        let answer = rest
+            .call(Method::GET, &object.path, JSON_ACCEPT, None, StatusCode::OK)
+            .await?;
+        latencies.push(t.elapsed());
+        versions.push(object.resource_version_in(&answer)?);
+    }
+    Ok(versions)
+}
+
+/// The store's revision: a list's resourceVersion (the phase's
+/// ConfigMaps', a short list).
+async fn store_revision(rest: &RestConnection) -> anyhow::Result<u64> {
+    let path = ManifestKind::ConfigMap.collection();
+    let listed = rest
+        .call(Method::GET, &path, JSON_ACCEPT, None, StatusCode::OK)
+        .await?;
+    let list: ListHead = serde_json::from_slice(&listed).context("a ConfigMap list is not JSON")?;
+    let revision = list.metadata.resource_version;
+    revision
+        .parse::<u64>()
+        .with_context(|| format!("the list's resourceVersion {revision:?} is not a revision"))
+}
+
+/// Waits until the store's revision holds still (two reads in a row
+/// [`APPLY_SETTLE_POLL`] apart find it unchanged): the revision, and how
+/// long that took.
+async fn settled_revision(rest: &RestConnection) -> anyhow::Result<(u64, Duration)> {
+    let started = Instant::now();
+    let mut revision = store_revision(rest).await?;
+    let mut unchanged = 0;
+    while unchanged < 2 {
+        anyhow::ensure!(
+            started.elapsed() < APPLY_SETTLE_WITHIN,
+            "the store was still changing {APPLY_SETTLE_WITHIN:?} after the manifest was \
+             applied (revision {revision}): something writes on its own, so whether a \
+             re-apply stores nothing cannot be told"
+        );
+        tokio::time::sleep(APPLY_SETTLE_POLL).await;
+        let now = store_revision(rest).await?;
+        if now == revision {
+            unchanged += 1;
+        } else {
+            (revision, unchanged) = (now, 0);
+        }
+    }
+    Ok((revision, started.elapsed()))
+}
+
+/// The indexes of the objects whose answered resourceVersion is not the
+/// one kept.
+fn moved(kept: &[String], answered: &[String]) -> Vec<usize> {
+    kept.iter()
+        .zip(answered)
+        .enumerate()
+        .filter(|(_, (was, is))| was != is)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Phase 4's figures.
+#[derive(Debug, Default)]
+struct ApplyFigures {
+    /// One sample a round: every object re-applied, then every one read.
+    apply_rounds: Latencies,
+    get_rounds: Latencies,
+    /// One sample a request.
+    apply_requests: Latencies,
+    get_requests: Latencies,
+    /// The objects whose resourceVersion a re-apply moved, by name.
+    changed: Vec<String>,
+    revision_before: u64,
+    revision_after: u64,
+    settle: Duration,
+}
+
+impl ApplyFigures {
+    /// A round of re-applies over a round of GETs, at the `p`-th
+    /// percentile of each; none without GET rounds.
+    fn ratio(&self, p: f64) -> Option<f64> {
+        let get = self.get_rounds.percentile_ms(p);
+        (get > 0.0).then(|| self.apply_rounds.percentile_ms(p) / get)
+    }
+
+    fn stored_nothing(&self) -> bool {
+        self.changed.is_empty() && self.revision_before == self.revision_after
+    }
+}
+
+/// Phase 4: the manifest created by server-side apply, then rounds of
+/// re-applying it unchanged and GETting it.
+async fn measure_applies(
+    connections: &Connections,
+    args: &ApiArgs,
+) -> anyhow::Result<ApplyFigures> {
+    let rest = nth(&connections.rest, 0)?;
+    let manifest: Vec<ManifestObject> = (0..args.apply_objects)
+        .map(ManifestObject::numbered)
+        .collect();
+    apply_all(
+        &rest,
+        &manifest,
+        StatusCode::CREATED,
+        &mut Latencies::default(),
+    )
+    .await
+    .context("creating the manifest by server-side apply")?;
+    let (revision_before, settle) = settled_revision(&rest).await?;
+    let kept = get_all(&rest, &manifest, &mut Latencies::default()).await?;
+    eprintln!(
+        "{} objects applied; the store settled at revision {revision_before} in {:.1}s; \
+         {} rounds of re-applying and GETting them",
+        manifest.len(),
+        settle.as_secs_f64(),
+        args.apply_rounds
+    );
+    let mut figures = ApplyFigures {
+        revision_before,
+        settle,
+        ..Default::default()
+    };
+    let mut changed = vec![false; manifest.len()];
+    for _ in 0..args.apply_rounds {
+        let started = Instant::now();
+        let applied = apply_all(
+            &rest,
+            &manifest,
+            StatusCode::OK,
+            &mut figures.apply_requests,
+        )
+        .await
+        .context("re-applying the unchanged manifest")?;
+        figures.apply_rounds.push(started.elapsed());
+        let started = Instant::now();
+        let read = get_all(&rest, &manifest, &mut figures.get_requests).await?;
+        figures.get_rounds.push(started.elapsed());
+        for i in moved(&kept, &applied)
+            .into_iter()
+            .chain(moved(&kept, &read))
+        {
+            changed[i] = true;
+        }
+    }
+    figures.revision_after = store_revision(&rest).await?;
+    figures.changed = manifest
+        .iter()
+        .zip(&changed)
+        .filter(|(_, changed)| **changed)
+        .map(|(object, _)| format!("{:?} {}", object.kind, object.name))
+        .collect();
+    Ok(figures)
+}
+
 /// What decides whether the run passes.
 #[derive(Debug)]
 struct Gates {
@@ -976,6 +1356,13 @@ struct Gates {
     change_errors: usize,
     watchers: usize,
     complete_watchers: usize,
+    /// The objects an unchanged re-apply changed, and the store's
+    /// revision before and after the re-applies (equal when the phase is
+    /// skipped).
+    apply_changed: Vec<String>,
+    apply_revisions: (u64, u64),
+    apply_ratio: Option<f64>,
+    max_apply_ratio: f64,
 }
 
 /// Why the run fails; empty when it passes.
@@ -1003,6 +1390,40 @@ fn failures(gates: &Gates) -> Vec<String> {
             gates.watchers - gates.complete_watchers,
             gates.watchers
         ));
+    }
+    if !gates.apply_changed.is_empty() {
+        let shown: Vec<&str> = gates
+            .apply_changed
+            .iter()
+            .take(3)
+            .map(String::as_str)
+            .collect();
+        failures.push(format!(
+            "re-applying the unchanged manifest changed {} objects ({}{})",
+            gates.apply_changed.len(),
+            shown.join(", "),
+            if gates.apply_changed.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        ));
+    }
+    let (before, after) = gates.apply_revisions;
+    if before != after {
+        failures.push(format!(
+            "re-applying the unchanged manifest moved the store from revision {before} to {after}"
+        ));
+    }
+    if gates.max_apply_ratio > 0.0 {
+        match gates.apply_ratio {
+            Some(r) if r <= gates.max_apply_ratio => {}
+            Some(r) => failures.push(format!(
+                "re-applying takes {r:.2} x GETting the same objects, over --max-apply-ratio {}",
+                gates.max_apply_ratio
+            )),
+            None => failures.push("no GET round was timed, so there is no apply ratio".to_owned()),
+        }
     }
     failures
 }
@@ -1084,7 +1505,12 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
     let pids: Vec<u32> = cluster.masters.iter().filter_map(|m| m.pid()).collect();
     let tls = rest_tls(&leader_addr)?;
     let admin = skiff_e2e::credentials::admin_client(&leader_addr)?;
-    for namespace in [CREATE_NAMESPACE, LIST_NAMESPACE, WATCH_NAMESPACE] {
+    for namespace in [
+        CREATE_NAMESPACE,
+        LIST_NAMESPACE,
+        WATCH_NAMESPACE,
+        APPLY_NAMESPACE,
+    ] {
         create_namespace(&admin, namespace).await?;
     }
     let connections = connect_both(&leader_addr, &tls, args.clients).await?;
@@ -1114,6 +1540,34 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
         lists.table_bytes
     );
     let watches = measure_watches(&connections, &masters, &pids, &tls, &args).await?;
+    let applies = if args.apply_objects > 0 {
+        let applies = measure_applies(&connections, &args).await?;
+        eprintln!(
+            "re-applying {} unchanged objects: round p50 {:.1} ms, p99 {:.1} ms; GETting them: \
+             p50 {:.1} ms, p99 {:.1} ms; ratio {}; {}",
+            args.apply_objects,
+            applies.apply_rounds.percentile_ms(50.0),
+            applies.apply_rounds.percentile_ms(99.0),
+            applies.get_rounds.percentile_ms(50.0),
+            applies.get_rounds.percentile_ms(99.0),
+            applies
+                .ratio(50.0)
+                .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
+            if applies.stored_nothing() {
+                "nothing stored".to_owned()
+            } else {
+                format!(
+                    "{} objects changed, store revision {} -> {}",
+                    applies.changed.len(),
+                    applies.revision_before,
+                    applies.revision_after
+                )
+            }
+        );
+        applies
+    } else {
+        ApplyFigures::default()
+    };
 
     let verdict = failures(&Gates {
         ratio: create_ratio,
@@ -1122,12 +1576,21 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
         change_errors: watches.change_errors,
         watchers: args.watchers,
         complete_watchers: watches.complete,
+        apply_changed: applies.changed.clone(),
+        apply_revisions: (applies.revision_before, applies.revision_after),
+        apply_ratio: applies.ratio(50.0),
+        max_apply_ratio: args.max_apply_ratio,
     });
     let failure = (!verdict.is_empty()).then(|| format!("api: {}", verdict.join("; ")));
+    let apply_rounds = if args.apply_objects > 0 {
+        args.apply_rounds
+    } else {
+        0
+    };
     eprintln!(
         "api: rest/grpc create {:.0}/{:.0} per s, ratio {}, list json p99 {:.1} ms, \
          table p99 {:.1} ms, watch lag p99 {:.1} ms ({}/{} watchers saw every change), \
-         rss {:.1} MiB",
+         rss {:.1} MiB, re-apply/get {}",
         rest.per_sec(),
         grpc.per_sec(),
         create_ratio.map_or_else(|| "-".to_owned(), |r| format!("{r:.2}")),
@@ -1136,7 +1599,10 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
         watches.lags.percentile_ms(99.0),
         watches.complete,
         args.watchers,
-        watches.rss_after_mib
+        watches.rss_after_mib,
+        applies
+            .ratio(50.0)
+            .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
     );
     let report = serde_json::json!({
         "scenario": "api",
@@ -1185,6 +1651,24 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
         "master_rss_mib_before_watchers": round(watches.rss_before_mib),
         "master_rss_mib_watching": round(watches.rss_watching_mib),
         "master_rss_mib": round(watches.rss_after_mib),
+        "apply_objects": args.apply_objects,
+        "apply_rounds": apply_rounds,
+        "apply_round_p50_ms": round(applies.apply_rounds.percentile_ms(50.0)),
+        "apply_round_p99_ms": round(applies.apply_rounds.percentile_ms(99.0)),
+        "get_round_p50_ms": round(applies.get_rounds.percentile_ms(50.0)),
+        "get_round_p99_ms": round(applies.get_rounds.percentile_ms(99.0)),
+        "apply_request_p50_ms": round(applies.apply_requests.percentile_ms(50.0)),
+        "apply_request_p99_ms": round(applies.apply_requests.percentile_ms(99.0)),
+        "get_request_p50_ms": round(applies.get_requests.percentile_ms(50.0)),
+        "get_request_p99_ms": round(applies.get_requests.percentile_ms(99.0)),
+        "apply_get_ratio_p50": applies.ratio(50.0).map(round),
+        "apply_get_ratio_p99": applies.ratio(99.0).map(round),
+        "max_apply_ratio": args.max_apply_ratio,
+        "apply_settle_seconds": round(applies.settle.as_secs_f64()),
+        "apply_changed_objects": applies.changed.len(),
+        "apply_revision_before": applies.revision_before,
+        "apply_revision_after": applies.revision_after,
+        "apply_stored_nothing": applies.stored_nothing(),
         "pass": failure.is_none(),
         "failure": failure,
     });
@@ -1226,14 +1710,17 @@ mod tests {
         assert_eq!(args.changes, 1000);
         assert_eq!(args.change_rate, 100);
         assert!(args.min_rest_ratio.abs() < f64::EPSILON);
+        assert_eq!((args.apply_objects, args.apply_rounds), (50, 20));
+        assert!(args.max_apply_ratio.abs() < f64::EPSILON);
         let smoke = parse(
             "--creates 200 --clients 8 --list-pods 300 --lists 5 --watchers 20 --changes 50 \
-             --min-rest-ratio 0.5",
+             --apply-rounds 3 --min-rest-ratio 0.5",
         );
         assert_eq!(smoke.creates, 200);
         assert_eq!(smoke.list_pods, 300);
         assert_eq!(smoke.watchers, 20);
         assert!((smoke.min_rest_ratio - 0.5).abs() < f64::EPSILON);
+        assert_eq!((smoke.apply_objects, smoke.apply_rounds), (50, 3));
         assert!(validate(&smoke).is_ok());
     }
 
@@ -1247,6 +1734,11 @@ mod tests {
         assert!(validate(&parse("--lists 0")).is_err());
         assert!(validate(&parse("--min-rest-ratio=-1")).is_err());
         assert!(validate(&parse("--min-rest-ratio NaN")).is_err());
+        assert!(validate(&parse("--apply-rounds 0")).is_err());
+        assert!(validate(&parse("--apply-objects 0 --apply-rounds 0")).is_ok());
+        assert!(validate(&parse("--max-apply-ratio 2")).is_ok());
+        assert!(validate(&parse("--max-apply-ratio=-1")).is_err());
+        assert!(validate(&parse("--max-apply-ratio 2 --apply-objects 0")).is_err());
     }
 
     #[test]
@@ -1397,7 +1889,123 @@ mod tests {
             change_errors: 0,
             watchers: 500,
             complete_watchers: 500,
+            apply_changed: Vec::new(),
+            apply_revisions: (70, 70),
+            apply_ratio: Some(1.4),
+            max_apply_ratio: 0.0,
         }
+    }
+
+    #[test]
+    fn the_run_fails_when_an_unchanged_re_apply_stores_something_or_is_too_slow_when_asked() {
+        let changed = Gates {
+            apply_changed: vec!["ConfigMap bench-0".to_owned()],
+            ..gates()
+        };
+        assert_eq!(
+            failures(&changed),
+            ["re-applying the unchanged manifest changed 1 objects (ConfigMap bench-0)"]
+        );
+        let many = Gates {
+            apply_changed: (0..5).map(|i| format!("ConfigMap bench-{i}")).collect(),
+            ..gates()
+        };
+        assert!(
+            failures(&many)[0].ends_with("bench-2, ...)"),
+            "{:?}",
+            failures(&many)
+        );
+        let moved = Gates {
+            apply_revisions: (70, 71),
+            ..gates()
+        };
+        assert_eq!(
+            failures(&moved),
+            ["re-applying the unchanged manifest moved the store from revision 70 to 71"]
+        );
+        let slow = Gates {
+            apply_ratio: Some(2.5),
+            ..gates()
+        };
+        assert!(failures(&slow).is_empty(), "0 only reports the ratio");
+        let bounded = Gates {
+            max_apply_ratio: 2.0,
+            ..slow
+        };
+        assert_eq!(failures(&bounded).len(), 1);
+        let within = Gates {
+            max_apply_ratio: 2.0,
+            ..gates()
+        };
+        assert!(failures(&within).is_empty());
+    }
+
+    #[test]
+    fn the_manifest_mixes_kinds_as_a_chart_does_and_applies_as_skiff_bench() {
+        let manifest: Vec<ManifestObject> = (0..50).map(ManifestObject::numbered).collect();
+        let count = |kind: ManifestKind| manifest.iter().filter(|o| o.kind == kind).count();
+        assert_eq!(
+            (
+                count(ManifestKind::ConfigMap),
+                count(ManifestKind::Service),
+                count(ManifestKind::Deployment)
+            ),
+            (30, 10, 10)
+        );
+        let deployment = &manifest[4];
+        assert_eq!(
+            deployment.apply_path(),
+            "/apis/apps/v1/namespaces/bench-apply/deployments/bench-4?fieldManager=skiff-bench"
+        );
+        let body: serde_json::Value = serde_json::from_slice(&deployment.body).unwrap();
+        assert_eq!(body["apiVersion"], "apps/v1");
+        assert_eq!(body["kind"], "Deployment");
+        assert_eq!(body["metadata"]["namespace"], APPLY_NAMESPACE);
+        assert_eq!(body["spec"]["replicas"], 0);
+        let selector = &body["spec"]["selector"]["matchLabels"];
+        assert_eq!(&body["spec"]["template"]["metadata"]["labels"], selector);
+        let service: serde_json::Value = serde_json::from_slice(&manifest[3].body).unwrap();
+        assert_eq!(
+            manifest[3].path,
+            "/api/v1/namespaces/bench-apply/services/bench-3"
+        );
+        assert_eq!(
+            service["spec"]["selector"]["app.kubernetes.io/name"],
+            "bench-3"
+        );
+        let config: serde_json::Value = serde_json::from_slice(&manifest[0].body).unwrap();
+        assert_eq!(config["kind"], "ConfigMap");
+        assert_eq!(config["data"]["index"], "0");
+    }
+
+    #[test]
+    fn answers_give_their_objects_resource_version_and_moves_are_found() {
+        let object = ManifestObject::numbered(0);
+        let answer =
+            br#"{"kind":"ConfigMap","metadata":{"name":"bench-0","resourceVersion":"41"}}"#;
+        assert_eq!(object.resource_version_in(answer).unwrap(), "41");
+        let other = br#"{"kind":"ConfigMap","metadata":{"name":"bench-1","resourceVersion":"41"}}"#;
+        assert!(object.resource_version_in(other).is_err());
+        assert!(object
+            .resource_version_in(b"{\"metadata\":{\"name\":\"bench-0\"}}")
+            .is_err());
+        assert!(object.resource_version_in(b"not json").is_err());
+        let kept = ["5", "6", "7"].map(String::from);
+        assert!(moved(&kept, &kept).is_empty());
+        assert_eq!(moved(&kept, &["5", "9", "8"].map(String::from)), [1, 2]);
+    }
+
+    #[test]
+    fn the_apply_ratio_is_a_re_apply_round_over_a_get_round() {
+        let mut figures = ApplyFigures::default();
+        assert_eq!(figures.ratio(50.0), None);
+        assert!(figures.stored_nothing());
+        figures.apply_rounds.push(Duration::from_millis(30));
+        figures.get_rounds.push(Duration::from_millis(20));
+        let ratio = figures.ratio(50.0).unwrap();
+        assert!((ratio - 1.5).abs() < 1e-9, "{ratio}");
+        figures.revision_after = 1;
+        assert!(!figures.stored_nothing());
     }
 
     #[test]

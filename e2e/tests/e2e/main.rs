@@ -45,3 +45,4 @@ mod statefulsets;
 mod store;
 mod systemd_units;
 mod upgrade;
+mod watch_websocket;

@@ -11,7 +11,7 @@
 //! ([`pod_logs`]) and HTTP relayed to a pod or a service ([`proxy`]);
 //! `exec`, `attach` and `portforward` upgrade the connection to a WebSocket
 //! ([`pod_streams`], [`websocket`]) or to SPDY/3.1 ([`spdy_streams`],
-//! [`spdy`]). The
+//! [`spdy`]), and so may a watch ([`watch_websocket`]). The
 //! access reviews, never stored, are answered from the same authorization
 //! rules ([`access_review`]); the
 //! OpenAPI documents `kubectl explain` and kubectl's validation read
@@ -40,6 +40,7 @@ pub mod status;
 mod stream_session;
 pub mod table;
 mod watch;
+mod watch_websocket;
 pub mod websocket;
 pub mod wire;
 
@@ -198,6 +199,7 @@ impl RestApi {
             }
             Target::Resource(resource) => {
                 let body = read_body(body).await?;
+                let upgrade = watch_websocket::Upgrade::of(&mut parts);
                 let call = resources::Call {
                     api: &self.api,
                     peer: &peer,
@@ -206,6 +208,7 @@ impl RestApi {
                     path: &resource,
                     query: &query,
                     headers: &parts.headers,
+                    upgrade: upgrade.as_ref(),
                     shutdown: &self.shutdown,
                 };
                 call.run(body).await

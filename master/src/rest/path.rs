@@ -1,7 +1,9 @@
 //! What a REST URL names: `/version`, health, discovery, OpenAPI, or a
 //! resource path `/api/v1/[namespaces/{ns}/]{resource}[/{name}[/{sub}]]`
-//! (and the same under `/apis/{group}/{version}`). A trailing `/` is
-//! accepted, as the Python client sends one.
+//! (and the same under `/apis/{group}/{version}`), or a watch of one
+//! through the deprecated watch paths kube-apiserver still serves
+//! (`/api/v1/watch/[namespaces/{ns}/]{resource}[/{name}]`). A trailing `/`
+//! is accepted, as the Python client sends one.
 
 /// A resource path, parsed but not yet looked up in the registry.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -15,6 +17,9 @@ pub struct ResourcePath {
     pub subresource: Option<String>,
     /// What follows the subresource (a proxy's path), without its `/`.
     pub tail: String,
+    /// Under `/watch/`: a watch whatever the query says (of the named
+    /// object alone when there is a name).
+    pub watch: bool,
 }
 
 /// What a request's path names.
@@ -69,6 +74,10 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Target {
     if rest.iter().any(|s| s.is_empty()) {
         return Target::Unknown;
     }
+    let (watch, rest) = match rest {
+        ["watch", watched @ ..] if !watched.is_empty() => (true, watched),
+        _ => (false, rest),
+    };
     let namespaced = rest[0] == "namespaces"
         && rest.len() >= 3
         && !(rest.len() == 3 && matches!(rest[2], "status" | "finalize"));
@@ -85,6 +94,7 @@ fn resource_path(group: &str, version: &str, rest: &[&str]) -> Target {
         name: rest.get(1).map(|s| (*s).to_owned()),
         subresource: rest.get(2).map(|s| (*s).to_owned()),
         tail: rest.get(3..).map(|t| t.join("/")).unwrap_or_default(),
+        watch,
     })
 }
 
@@ -163,5 +173,26 @@ mod tests {
         let r = resource("/api/v1/namespaces/ns/pods/p:8080/proxy/a/b");
         assert_eq!(r.subresource.as_deref(), Some("proxy"));
         assert_eq!(r.tail, "a/b");
+        assert!(!r.watch);
+    }
+
+    #[test]
+    fn watch_paths_name_what_they_watch() {
+        let r = resource("/api/v1/watch/namespaces/default/configmaps");
+        assert!(r.watch);
+        assert_eq!(
+            (r.namespace.as_deref(), r.resource.as_str(), r.name),
+            (Some("default"), "configmaps", None)
+        );
+        let r = resource("/apis/apps/v1/watch/namespaces/ns/deployments/web/");
+        assert!(r.watch);
+        assert_eq!((r.group.as_str(), r.name.as_deref()), ("apps", Some("web")));
+        let r = resource("/api/v1/watch/nodes");
+        assert!(r.watch);
+        assert_eq!((r.namespace, r.resource.as_str()), (None, "nodes"));
+        // `watch` alone is a resource's name, which none has.
+        let r = resource("/api/v1/watch");
+        assert!(!r.watch);
+        assert_eq!(r.resource, "watch");
     }
 }

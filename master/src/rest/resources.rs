@@ -37,6 +37,7 @@ use super::proxy::ProxyRequest;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
 use super::watch::{self, WatchPlan, WatchTarget};
+use super::watch_websocket::Upgrade;
 use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::ApiService;
@@ -64,6 +65,10 @@ pub(super) struct Call<'a> {
     pub path: &'a ResourcePath,
     pub query: &'a Query,
     pub headers: &'a HeaderMap,
+    /// The WebSocket upgrade the request asks for, if any (a watch takes
+    /// it; other requests are answered as if it were not there, as
+    /// kube-apiserver answers them).
+    pub upgrade: Option<&'a Upgrade>,
     pub shutdown: &'a CancellationToken,
 }
 
@@ -87,6 +92,20 @@ impl<'a> Call<'a> {
             || (info.namespaced && path.namespace.is_none() && !across_namespaces)
         {
             return Err(not_found_resource(path));
+        }
+        // `/watch/` paths watch, nothing else (metrics-server serves no
+        // watch).
+        if path.watch {
+            if path.subresource.is_some() || !info.is_stored() {
+                return Err(not_found_resource(path));
+            }
+            if *self.method != Method::GET || info.model == Model::Metrics {
+                return Err(RestError::method_not_allowed(
+                    self.method,
+                    &format!("{} (watch)", info.resource),
+                ));
+            }
+            return self.watch(info).await;
         }
         // The metrics API's readings are read, nothing else: get and list
         // (metrics-server serves no watch).
@@ -188,9 +207,20 @@ impl<'a> Call<'a> {
         super::proxy::serve(info, request, body).await
     }
 
+    /// A watch, answered as a chunked stream of JSON lines, or over a
+    /// WebSocket when the request asks for one (its handshake checked
+    /// before the watch starts).
     async fn watch(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
-        let (labels, fields) = self.selectors(info)?;
+        let (labels, mut fields) = self.selectors(info)?;
+        // `/watch/.../NAME`: that object alone.
+        if let Some(name) = self.path.name.as_deref().filter(|_| self.path.watch) {
+            fields = one_object_selector(info, fields, name)?;
+        }
         let plan = WatchPlan::from_query(info, self.query, self.wants_table())?;
+        let websocket = self
+            .upgrade
+            .map(|upgrade| upgrade.accept(self.headers))
+            .transpose()?;
         let listed = if plan.starts_with_list() {
             let (items, revision) = self.list_objects(info, &labels, &fields).await?;
             let values = items
@@ -210,7 +240,11 @@ impl<'a> Call<'a> {
             fields,
             shutdown: self.shutdown.clone(),
         };
-        super::watch::serve(target, plan, listed).await
+        let lines = watch::start(target, plan, listed).await?;
+        match websocket {
+            Some(websocket) => websocket.serve(lines),
+            None => Ok(watch::chunked(lines)),
+        }
     }
 
     fn namespace(&self) -> &str {
@@ -1055,6 +1089,29 @@ fn not_found_resource(path: &ResourcePath) -> RestError {
     RestError::not_found_path(&what)
 }
 
+/// The field selector of a watch of one object (`/watch/.../NAME`):
+/// `metadata.name=NAME`, or the query's own when it asks for exactly that
+/// name; any other is refused, as kube-apiserver's `ListResource` refuses
+/// it.
+fn one_object_selector(
+    info: &KindInfo,
+    fields: FieldSelector,
+    name: &str,
+) -> Result<FieldSelector, RestError> {
+    if fields.is_empty() {
+        let kind = super::selectors::selector_kind(info);
+        return FieldSelector::parse(kind, &format!("metadata.name={name}"))
+            .map_err(|e| RestError::bad_request(e.to_string()));
+    }
+    if fields.exact_match("metadata.name") == Some(name) {
+        Ok(fields)
+    } else {
+        Err(RestError::bad_request(format!(
+            "fieldSelector metadata.name doesn't match requested name {name:?}"
+        )))
+    }
+}
+
 fn is_true(value: Option<&String>) -> bool {
     value.is_some_and(|v| v == "true" || v == "1")
 }
@@ -1532,6 +1589,27 @@ fn propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_watch_of_one_object_selects_it_by_name() {
+        let maps = registry::info(Kind::ConfigMap);
+        let parse = |text: &str| FieldSelector::parse("ConfigMap", text).unwrap();
+        let named = |object: &str| json!({"metadata": {"name": object, "namespace": "ns"}});
+        let alone = one_object_selector(maps, FieldSelector::default(), "web").unwrap();
+        assert!(alone.matches_json(&named("web")));
+        assert!(!alone.matches_json(&named("db")));
+        // The query may name the same object, with more requirements.
+        let same = parse("metadata.name=web,metadata.namespace=ns");
+        assert_eq!(
+            one_object_selector(maps, same.clone(), "web").unwrap(),
+            same
+        );
+        let other = one_object_selector(maps, parse("metadata.name=db"), "web").unwrap_err();
+        assert_eq!(other.code, StatusCode::BAD_REQUEST);
+        assert!(other.message.contains("doesn't match"), "{}", other.message);
+        let unnamed = parse("metadata.namespace=ns");
+        assert!(one_object_selector(maps, unnamed, "web").is_err());
+    }
 
     #[test]
     fn a_statefulsets_scale_reads_and_sets_its_replicas() {

@@ -208,6 +208,16 @@ impl FieldSelector {
         }
     }
 
+    /// The value `field` must equal, if the selector requires one
+    /// (`field=value` or `field==value`; apimachinery's
+    /// `RequiresExactMatch`).
+    pub fn exact_match(&self, field: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(f, equal, _)| *equal && f == field)
+            .map(|(_, _, value)| value.as_str())
+    }
+
     /// Whether the object (as JSON) satisfies every requirement. A missing
     /// field reads as `""` (or `false` for booleans, as Kubernetes does).
     /// An Event's `source` is its source's component, else its reporting

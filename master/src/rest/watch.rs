@@ -24,6 +24,11 @@
 //! matched on the typed object; an object is made JSON for a field
 //! selector or to be sent, at most once. With a Table `Accept`, each
 //! object is a one-row Table (the first with its columns).
+//!
+//! [`start`] makes the events, each one JSON line ([`EventLines`]);
+//! [`chunked`] answers them as a chunked HTTP body, and
+//! [`super::watch_websocket`] as WebSocket text messages when the request
+//! asks for an upgrade: the same watch either way, framed differently.
 
 use std::time::Duration;
 
@@ -285,13 +290,21 @@ pub(super) fn encode(info: &KindInfo, object: &skiff_proto::api::Object, table: 
     }
 }
 
-/// Starts a watch and answers with its stream. `listed` holds the current
-/// objects and their revision when [`WatchPlan::starts_with_list`].
-pub(super) async fn serve(
+/// A started watch's events, each one JSON line (`{"type":...,"object":...}`
+/// and a newline), as they happen. It ends when the watch does (its
+/// timeout, the server's shutdown, after an `ERROR` event); dropping it
+/// ends the watch and frees its subscription to the store.
+pub(super) type EventLines = mpsc::Receiver<bytes::Bytes>;
+
+/// Starts a watch: authorized and its revision checked (a refusal is the
+/// error, before anything is sent), its events on the way. `listed` holds
+/// the current objects and their revision when
+/// [`WatchPlan::starts_with_list`].
+pub(super) async fn start(
     target: WatchTarget<'_>,
     plan: WatchPlan,
     listed: Option<(Vec<Value>, u64)>,
-) -> Result<Response<Body>, RestError> {
+) -> Result<EventLines, RestError> {
     let info = target.info;
     let bookmarks = plan.bookmarks;
     let timeout = plan.timeout;
@@ -332,7 +345,7 @@ pub(super) async fn serve(
             with_previous: !encoder.labels.is_empty() || !encoder.fields.is_empty(),
         },
     );
-    let (tx, rx) = mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(BUFFERED_EVENTS);
+    let (tx, rx) = mpsc::channel::<bytes::Bytes>(BUFFERED_EVENTS);
     let mut events = match target.api.watch(request).await {
         Ok(stream) => Some(stream.into_inner()),
         Err(status) if status.code() == tonic::Code::OutOfRange => {
@@ -352,7 +365,7 @@ pub(super) async fn serve(
     let shutdown = target.shutdown;
     tokio::spawn(async move {
         for line in initial {
-            if tx.send(Ok(line)).await.is_err() {
+            if tx.send(line).await.is_err() {
                 return;
             }
         }
@@ -376,7 +389,7 @@ pub(super) async fn serve(
                         let code = if status.code() == tonic::Code::OutOfRange { StatusCode::GONE } else { StatusCode::INTERNAL_SERVER_ERROR };
                         let reason = if code == StatusCode::GONE { "Expired" } else { "InternalError" };
                         let e = RestError::new(code, reason, status.message().to_owned());
-                        let _ = tx.send(Ok(encoder.line("ERROR", e.to_json()))).await;
+                        let _ = tx.send(encoder.line("ERROR", e.to_json())).await;
                         return;
                     }
                     Some(Ok(event)) => {
@@ -386,19 +399,23 @@ pub(super) async fn serve(
                     }
                 },
             };
-            if tx.send(Ok(line)).await.is_err() {
+            if tx.send(line).await.is_err() {
                 return;
             }
         }
     });
-    Ok(Response::builder()
+    Ok(rx)
+}
+
+/// A watch's events as a chunked HTTP answer, one line a chunk.
+pub(super) fn chunked(lines: EventLines) -> Response<Body> {
+    let chunks = tokio_stream::wrappers::ReceiverStream::new(lines).map(Ok::<_, std::io::Error>);
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .header(header::CACHE_CONTROL, "no-cache, private")
-        .body(Body::from_stream(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        ))
-        .unwrap_or_default())
+        .body(Body::from_stream(chunks))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
