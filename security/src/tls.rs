@@ -182,14 +182,25 @@ pub fn unverified_client_config() -> Result<Arc<ClientConfig>> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer(provider())))
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyServer::default()))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
+/// Accepts any server certificate, as Go's `InsecureSkipVerify`: neither
+/// its chain nor its name is checked, but the handshake's signatures still
+/// are, with the certificate's key (ring's algorithms). For the join's CA
+/// fetch, and for the agent's HTTPS probes and hooks of pods, whose
+/// certificates the kubelet does not verify either.
 #[derive(Debug)]
-struct AcceptAnyServer(Arc<CryptoProvider>);
+pub struct AcceptAnyServer(Arc<CryptoProvider>);
+
+impl Default for AcceptAnyServer {
+    fn default() -> AcceptAnyServer {
+        AcceptAnyServer(provider())
+    }
+}
 
 impl ServerCertVerifier for AcceptAnyServer {
     fn verify_server_cert(

@@ -6,12 +6,13 @@
 //! join it by that path, and the pod network ([`super::netlink`]) wires
 //! `eth0` inside it.
 //!
-//! Probes and lifecycle hooks reach a pod's ports from inside its namespace: a short-lived
-//! thread enters the namespace with `setns` and opens the connection there.
+//! Probes, lifecycle hooks and port-forwards reach a pod's ports from
+//! inside its namespace ([`run_in`]; the HTTP side is
+//! `pods/http_get.rs`): a short-lived thread enters the namespace with
+//! `setns` and opens the connection there.
 //! Only ever threads the agent spawns for this, which exit afterwards, so
 //! no tokio worker changes namespace.
 
-use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,8 +103,8 @@ pub enum LoopbackError {
     Up(#[source] rtnetlink::Error),
 }
 
-/// Why a TCP or HTTP check of a pod's port, made from inside its
-/// namespace, failed.
+/// Why a TCP check of a pod's port (or a connection to it), made from
+/// inside its namespace, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PortCheckError {
     #[error(transparent)]
@@ -114,20 +115,6 @@ pub enum PortCheckError {
         #[source]
         source: std::io::Error,
     },
-    #[error("http connect to {addr}: {source}")]
-    HttpConnect {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("http socket timeout: {0}")]
-    HttpTimeout(#[source] std::io::Error),
-    #[error("http write: {0}")]
-    HttpWrite(#[source] std::io::Error),
-    #[error("http read: {0}")]
-    HttpRead(#[source] std::io::Error),
-    #[error("not an HTTP response")]
-    NotHttp,
 }
 
 /// Creates the namespace file at `path` unless it is already a namespace.
@@ -294,72 +281,4 @@ pub async fn tcp_check(netns: PathBuf, port: u16, timeout: Duration) -> Result<(
             .map_err(|source| PortCheckError::TcpConnect { port, source })
     })
     .await
-}
-
-/// An HTTP GET to the pod's loopback; returns the status code.
-pub async fn http_get(
-    netns: PathBuf,
-    port: u16,
-    path: String,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-) -> Result<u16, PortCheckError> {
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    http_get_to(netns, addr, path, headers, timeout).await
-}
-
-/// An HTTP GET to `addr` from inside the namespace at `netns` (a
-/// lifecycle hook's host, or the pod's loopback); returns the status code.
-pub async fn http_get_to(
-    netns: PathBuf,
-    addr: SocketAddr,
-    path: String,
-    headers: Vec<(String, String)>,
-    timeout: Duration,
-) -> Result<u16, PortCheckError> {
-    run_in(netns, move || -> Result<u16, PortCheckError> {
-        let mut stream = TcpStream::connect_timeout(&addr, timeout)
-            .map_err(|source| PortCheckError::HttpConnect { addr, source })?;
-        stream
-            .set_read_timeout(Some(timeout))
-            .map_err(PortCheckError::HttpTimeout)?;
-        stream
-            .set_write_timeout(Some(timeout))
-            .map_err(PortCheckError::HttpTimeout)?;
-        let path = if path.is_empty() { "/".to_string() } else { path };
-        let mut request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: skiff-probe/1.0\r\nAccept: */*\r\nConnection: close\r\n"
-        );
-        for (n, v) in headers {
-            request.push_str(&format!("{n}: {v}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream
-            .write_all(request.as_bytes())
-            .map_err(PortCheckError::HttpWrite)?;
-        let mut head = [0u8; 64];
-        let n = stream.read(&mut head).map_err(PortCheckError::HttpRead)?;
-        parse_status(&head[..n]).ok_or(PortCheckError::NotHttp)
-    })
-    .await
-}
-
-/// The status code of an HTTP/1.x status line.
-pub fn parse_status(head: &[u8]) -> Option<u16> {
-    let text = std::str::from_utf8(head).ok()?;
-    let mut parts = text.split(' ');
-    if !parts.next()?.starts_with("HTTP/1.") {
-        return None;
-    }
-    parts.next()?.parse().ok()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn status_lines_parse() {
-        assert_eq!(super::parse_status(b"HTTP/1.1 200 OK\r\n"), Some(200));
-        assert_eq!(super::parse_status(b"HTTP/1.0 404 Not Found"), Some(404));
-        assert_eq!(super::parse_status(b"SSH-2.0"), None);
-    }
 }

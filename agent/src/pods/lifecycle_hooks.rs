@@ -1,30 +1,30 @@
 //! Containers' lifecycle hooks (`lifecycle.postStart`, `lifecycle.preStop`)
 //! as the kubelet runs them: an `exec` runs the command in the container
 //! (through containerd, with the container's own process settings) and
-//! fails on a non-zero exit; an `httpGet` sends a GET to the hook's host
-//! (the pod's address unless it names one) from inside the pod's network
-//! namespace and fails only when no answer comes, whatever its status, as
-//! the kubelet's does; a `sleep` waits (a failure when cut short). The deprecated `tcpSocket` hook is
-//! not run: like the kubelet, skiff counts it as failed. When each runs,
-//! and what a failure does (a failed postStart kills the container, a
-//! failed preStop is told and the stop goes on), is the pod worker's; here
-//! is running one hook and saying what went wrong in the kubelet's words
-//! ([`failure_message`]).
+//! fails on a non-zero exit; an `httpGet` is the action probes send too
+//! ([`super::http_get`]: the pod's address or the hook's `host`, HTTP or
+//! HTTPS without verifying the certificate, its headers) and fails only
+//! when no answer comes, whatever its status, as the kubelet's does; a
+//! `sleep` waits (a failure when cut short). The deprecated `tcpSocket`
+//! hook is not run: like the kubelet, skiff counts it as failed. When each
+//! runs, and what a failure does (a failed postStart kills the container,
+//! a failed preStop is told and the stop goes on), is the pod worker's;
+//! here is running one hook and saying what went wrong in the kubelet's
+//! words ([`failure_message`]).
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_proto::v1;
 
-use crate::network::netns::{self, PortCheckError};
 use crate::runtime::ContainerRuntime;
 
+use super::http_get::{HttpGet, HttpGetError, PodAddress, Purpose};
 use super::probes::resolve_port;
 
 /// The longest an httpGet hook waits to connect and for its answer: the
-/// request runs on an OS thread inside the pod's namespace, which nothing
-/// can cancel, so it is bounded even where Kubernetes sets no bound.
+/// request runs on an OS thread of its own (inside the pod's namespace
+/// for the pod's address), which nothing can cancel, so it is bounded
+/// even where Kubernetes sets no bound.
 pub const HTTP_HOOK_LIMIT: Duration = Duration::from_secs(30);
 
 /// Why a hook failed.
@@ -36,14 +36,8 @@ pub enum HookError {
     ExecExit { command: Vec<String>, code: u32 },
     #[error("port {port:?} is not a port of the container")]
     UnknownPort { port: String },
-    #[error(
-        "host {host:?} is not an IPv4 address; skiff's httpGet hooks reach addresses, not names"
-    )]
-    BadHost { host: String },
-    #[error("scheme HTTPS is not supported for httpGet hooks yet; use HTTP or an exec hook")]
-    Https,
     #[error(transparent)]
-    Http(#[from] PortCheckError),
+    Http(#[from] HttpGetError),
     #[error("tcpSocket hooks are deprecated and not run; use exec, httpGet or sleep")]
     TcpSocket,
     #[error("the hook has no action (exec, httpGet or sleep)")]
@@ -59,12 +53,9 @@ pub struct HookTarget {
     pub container_id: String,
     /// The container's spec: its named ports.
     pub container: v1::Container,
-    /// The network namespace an httpGet hook connects from: the pod's, or
-    /// the node's for a pod in the host's network.
-    pub netns: PathBuf,
-    /// The pod's address, an httpGet hook's host unless it names one;
-    /// loopback inside the namespace when the pod has none yet.
-    pub pod_ip: Option<Ipv4Addr>,
+    /// The pod's address, an httpGet hook's host unless it names one, and
+    /// the namespace it is reached from.
+    pub pod: PodAddress,
 }
 
 /// Runs `hook` for `target`, an exec or sleep for at most `limit`.
@@ -88,15 +79,14 @@ pub async fn run<R: ContainerRuntime>(
         };
     }
     if let Some(http) = &hook.http_get {
-        let addr = http_target(target, http)?;
-        let headers = http
-            .http_headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
+        let port =
+            resolve_port(&http.port, &target.container).ok_or_else(|| HookError::UnknownPort {
+                port: http.port.clone(),
+            })?;
         let timeout = limit.min(HTTP_HOOK_LIMIT).max(Duration::from_secs(1));
-        let path = http.path.clone();
-        let status = netns::http_get_to(target.netns.clone(), addr, path, headers, timeout).await?;
+        let status = HttpGet::new(http, port)?
+            .send(&target.pod, Purpose::Lifecycle, timeout)
+            .await?;
         tracing::debug!(container = %target.container_id, status, "httpGet hook answered");
         return Ok(());
     }
@@ -113,28 +103,6 @@ pub async fn run<R: ContainerRuntime>(
         return Err(HookError::TcpSocket);
     }
     Err(HookError::NoAction)
-}
-
-/// Where an httpGet hook connects: its host (an IPv4 address) or the
-/// pod's address, at its port (a number or a named container port).
-fn http_target(target: &HookTarget, http: &v1::HttpGetAction) -> Result<SocketAddr, HookError> {
-    if http.scheme.eq_ignore_ascii_case("HTTPS") {
-        return Err(HookError::Https);
-    }
-    let port =
-        resolve_port(&http.port, &target.container).ok_or_else(|| HookError::UnknownPort {
-            port: http.port.clone(),
-        })?;
-    let ip = if http.host.is_empty() {
-        target.pod_ip.unwrap_or(Ipv4Addr::LOCALHOST)
-    } else {
-        http.host
-            .parse::<Ipv4Addr>()
-            .map_err(|_| HookError::BadHost {
-                host: http.host.clone(),
-            })?
-    };
-    Ok(SocketAddr::new(IpAddr::V4(ip), port))
 }
 
 /// What failed, in the kubelet's words: `Exec lifecycle hook ([sh -c
@@ -164,6 +132,7 @@ pub fn failure_message(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pods::test_http_server::TestHttpServer;
     use crate::runtime::recording::{Call, RecordingRuntime};
 
     fn target() -> HookTarget {
@@ -178,8 +147,12 @@ mod tests {
                 }],
                 ..Default::default()
             },
-            netns: PathBuf::from("/proc/self/ns/net"),
-            pod_ip: Some(Ipv4Addr::new(10, 42, 0, 7)),
+            // Never entered: these tests name a host, which is reached
+            // from the node's namespace, this process's own.
+            pod: PodAddress {
+                netns: "/nonexistent/netns".into(),
+                ip: Some(std::net::Ipv4Addr::new(10, 42, 0, 7)),
+            },
         }
     }
 
@@ -257,40 +230,86 @@ mod tests {
         assert!(runtime.calls().is_empty(), "nothing exec'd");
     }
 
-    #[test]
-    fn http_hooks_go_to_the_pod_or_their_host_at_a_named_or_numbered_port() {
-        let http = |host: &str, port: &str, scheme: &str| v1::HttpGetAction {
-            host: host.into(),
-            port: port.into(),
-            scheme: scheme.into(),
-            path: "/quit".into(),
+    fn http_hook(scheme: &str, port: u16) -> v1::LifecycleHandler {
+        v1::LifecycleHandler {
+            http_get: Some(v1::HttpGetAction {
+                host: "127.0.0.1".into(),
+                port: port.to_string(),
+                scheme: scheme.into(),
+                path: "/quit".into(),
+                http_headers: vec![v1::HttpHeader {
+                    name: "X-Reason".into(),
+                    value: "shutdown".into(),
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn http_hooks_succeed_on_any_answer_over_http_or_unverified_https() {
+        let runtime = RecordingRuntime::default();
+        let http = TestHttpServer::http(500).await;
+        run(
+            &runtime,
+            &target(),
+            &http_hook("HTTP", http.port),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("any answer will do");
+        let head = &http.heads()[0];
+        assert!(head.starts_with("GET /quit HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Reason: shutdown\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nUser-Agent: kube-lifecycle/1.34\r\n"),
+            "{head}"
+        );
+        // A self-signed certificate is no obstacle, as for the kubelet.
+        let https = TestHttpServer::https(200).await;
+        run(
+            &runtime,
+            &target(),
+            &http_hook("HTTPS", https.port),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("HTTPS without verification");
+        assert_eq!(https.heads().len(), 1);
+        assert!(runtime.calls().is_empty(), "nothing exec'd");
+    }
+
+    #[tokio::test]
+    async fn http_hooks_fail_without_an_answer_or_a_port_and_say_so() {
+        let runtime = RecordingRuntime::default();
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = closed.local_addr().unwrap().port();
+        drop(closed);
+        let hook = http_hook("HTTP", port);
+        let error = run(&runtime, &target(), &hook, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        let meta = v1::ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            uid: "uid1".into(),
             ..Default::default()
         };
-        let t = target();
-        assert_eq!(
-            http_target(&t, &http("", "http", "HTTP")).unwrap(),
-            "10.42.0.7:8080".parse::<SocketAddr>().unwrap()
+        let message = failure_message(&hook, "main", &meta, &error);
+        assert!(
+            message.starts_with(&format!(
+                r#"HTTP lifecycle hook (/quit) for Container "main" in Pod "web_default(uid1)" failed - error: Get "http://127.0.0.1:{port}/quit": dial tcp 127.0.0.1:{port}: "#
+            )),
+            "{message}"
         );
+        let mut named = http_hook("HTTP", 80);
+        named.http_get.as_mut().unwrap().port = "admin".into();
+        let error = run(&runtime, &target(), &named, Duration::from_secs(5))
+            .await
+            .unwrap_err();
         assert_eq!(
-            http_target(&t, &http("192.168.1.9", "81", "")).unwrap(),
-            "192.168.1.9:81".parse::<SocketAddr>().unwrap()
-        );
-        let no_ip = HookTarget {
-            pod_ip: None,
-            ..target()
-        };
-        assert_eq!(
-            http_target(&no_ip, &http("", "8080", "HTTP")).unwrap(),
-            "127.0.0.1:8080".parse::<SocketAddr>().unwrap()
-        );
-        let e = http_target(&t, &http("", "admin", "HTTP")).unwrap_err();
-        assert_eq!(
-            e.to_string(),
+            error.to_string(),
             r#"port "admin" is not a port of the container"#
         );
-        let e = http_target(&t, &http("db.local", "80", "HTTP")).unwrap_err();
-        assert!(matches!(e, HookError::BadHost { .. }), "{e}");
-        let e = http_target(&t, &http("", "80", "HTTPS")).unwrap_err();
-        assert!(matches!(e, HookError::Https), "{e}");
     }
 }

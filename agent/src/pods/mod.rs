@@ -20,6 +20,7 @@ pub mod backoff;
 pub mod dns_policy;
 pub mod downward_api;
 pub mod env;
+pub mod http_get;
 pub mod layout;
 pub mod leftovers;
 pub mod lifecycle_hooks;
@@ -30,6 +31,8 @@ pub mod sandbox;
 pub mod security_context;
 pub mod service_env;
 pub mod status;
+#[cfg(test)]
+pub(crate) mod test_http_server;
 pub mod volumes;
 pub mod worker;
 

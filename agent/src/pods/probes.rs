@@ -2,10 +2,11 @@
 //! every `periodSeconds` after `initialDelaySeconds`; `failureThreshold`
 //! failures in a row flip it to failed and `successThreshold` successes in a
 //! row flip it back. Exec probes run in the container through containerd;
-//! TCP and HTTP probes connect to the port from inside the pod's network
-//! namespace.
+//! TCP probes connect to the port on the pod's loopback from inside its
+//! network namespace; HTTP probes are the `httpGet` action hooks send too
+//! ([`super::http_get`]: the pod's address or the probe's `host`, HTTP or
+//! HTTPS unverified, its headers), passing on 2xx and 3xx.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use skiff_proto::v1;
@@ -13,6 +14,8 @@ use tokio::time::Instant;
 
 use crate::network::netns::{self, PortCheckError};
 use crate::runtime::ContainerRuntime;
+
+use super::http_get::{HttpGet, HttpGetError, PodAddress, Purpose};
 
 /// Why one run of a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,7 +28,9 @@ pub enum ProbeError {
     UnknownPort { kind: &'static str, port: String },
     #[error(transparent)]
     Port(#[from] PortCheckError),
-    #[error("http probe got status {0}")]
+    #[error(transparent)]
+    Http(#[from] HttpGetError),
+    #[error("HTTP probe failed with statuscode: {0}")]
     HttpStatus(u16),
     #[error("probe has no handler")]
     NoHandler,
@@ -108,14 +113,14 @@ pub async fn run_if_due<R: ContainerRuntime>(
     runtime: &R,
     container_id: &str,
     container: &v1::Container,
-    netns: &std::path::Path,
+    pod: &PodAddress,
     state: &mut ProbeState,
     now: Instant,
 ) -> Option<bool> {
     if state.next_at > now {
         return None;
     }
-    let result = run(runtime, container_id, container, netns.to_path_buf(), state).await;
+    let result = run(runtime, container_id, container, pod, state).await;
     if let Err(e) = &result {
         state.last_error = e.to_string();
     }
@@ -127,7 +132,7 @@ pub async fn run<R: ContainerRuntime>(
     runtime: &R,
     container_id: &str,
     container: &v1::Container,
-    netns_path: PathBuf,
+    pod: &PodAddress,
     state: &ProbeState,
 ) -> Result<(), ProbeError> {
     let probe = &state.probe;
@@ -152,7 +157,7 @@ pub async fn run<R: ContainerRuntime>(
                 port: tcp.port.clone(),
             });
         };
-        return netns::tcp_check(netns_path, port, timeout)
+        return netns::tcp_check(pod.netns.clone(), port, timeout)
             .await
             .map_err(ProbeError::Port);
     }
@@ -163,12 +168,9 @@ pub async fn run<R: ContainerRuntime>(
                 port: http.port.clone(),
             });
         };
-        let headers = http
-            .http_headers
-            .iter()
-            .map(|h| (h.name.clone(), h.value.clone()))
-            .collect();
-        let code = netns::http_get(netns_path, port, http.path.clone(), headers, timeout).await?;
+        let code = HttpGet::new(http, port)?
+            .send(pod, Purpose::Probe, timeout)
+            .await?;
         return if (200..400).contains(&code) {
             Ok(())
         } else {
@@ -181,6 +183,7 @@ pub async fn run<R: ContainerRuntime>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pods::test_http_server::TestHttpServer;
 
     #[test]
     fn thresholds_flip_the_verdict() {
@@ -199,6 +202,61 @@ mod tests {
         assert_eq!(s.record(false, now), None);
         assert_eq!(s.record(true, now), Some(true));
         assert_eq!(s.next_at, now + Duration::from_secs(1));
+    }
+
+    /// Runs an httpGet probe of `scheme` to the server on `port`.
+    async fn probe_http(scheme: &str, port: u16) -> Result<(), ProbeError> {
+        let probe = v1::Probe {
+            http_get: Some(v1::HttpGetAction {
+                host: "127.0.0.1".into(),
+                port: "web".into(),
+                scheme: scheme.into(),
+                path: "/healthz".into(),
+                http_headers: vec![v1::HttpHeader {
+                    name: "X-Probe".into(),
+                    value: "yes".into(),
+                }],
+            }),
+            timeout_seconds: 2,
+            ..Default::default()
+        };
+        let container = v1::Container {
+            ports: vec![v1::ContainerPort {
+                name: "web".into(),
+                container_port: i32::from(port),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        // A probe with a host goes from the node's namespace: this one.
+        let pod = PodAddress {
+            netns: "/nonexistent/netns".into(),
+            ip: None,
+        };
+        let state = ProbeState::new(&probe, Instant::now());
+        let runtime = crate::runtime::recording::RecordingRuntime::default();
+        run(&runtime, "uid1_main", &container, &pod, &state).await
+    }
+
+    #[tokio::test]
+    async fn http_probes_pass_on_2xx_and_3xx_over_http_and_unverified_https() {
+        let redirect = TestHttpServer::http(302).await;
+        probe_http("HTTP", redirect.port).await.expect("302 passes");
+        let head = &redirect.heads()[0];
+        assert!(head.starts_with("GET /healthz HTTP/1.1\r\n"), "{head}");
+        assert!(head.contains("\r\nX-Probe: yes\r\n"), "{head}");
+        assert!(
+            head.contains("\r\nUser-Agent: kube-probe/1.34\r\n"),
+            "{head}"
+        );
+        let failing = TestHttpServer::http(500).await;
+        let error = probe_http("HTTP", failing.port).await.unwrap_err();
+        assert_eq!(error.to_string(), "HTTP probe failed with statuscode: 500");
+        let https = TestHttpServer::https(204).await;
+        probe_http("HTTPS", https.port)
+            .await
+            .expect("a self-signed certificate passes, as for the kubelet");
+        assert_eq!(https.heads().len(), 1);
     }
 
     #[test]

@@ -97,8 +97,9 @@ pub struct ExitInfo {
 
 /// The operations pod workers need from a container runtime.
 pub trait ContainerRuntime: Send + Sync + 'static {
-    /// The image, pulled as `policy` says (with the credentials `keyring`,
-    /// the pod's pull Secrets, has for its registry) and unpacked.
+    /// The image, pulled as `policy` says (trying in turn the credentials
+    /// `keyring`, the pod's pull Secrets, has for its registry) and
+    /// unpacked.
     fn ensure_image(
         &self,
         image: &str,

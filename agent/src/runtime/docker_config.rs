@@ -4,18 +4,24 @@
 //! the legacy `.dockercfg` (`{KEY: ENTRY}`, `kubernetes.io/dockercfg`);
 //! like the kubelet, the key the Secret has decides, not its type. An
 //! ENTRY has `username` and `password`, or `auth` (base64 of
-//! `user:password`). A KEY names a registry: a host with its port,
-//! optionally a scheme (ignored), a path (a repository prefix) and `*` for
-//! one DNS label of the host; Docker Hub's names (`https://index.docker.io/v1/`,
-//! `registry-1.docker.io`, `docker.io`) are all Docker Hub, and a `/v1/` or
-//! `/v2/` path names the registry's API, not a repository.
+//! `user:password`).
+//!
+//! A KEY is read as the kubelet's keyring (`pkg/credentialprovider`) reads
+//! it: a host with its port, optionally a scheme (ignored) and a path; a
+//! path starting `/v1/` or `/v2/` loses that part (Docker's API prefix),
+//! and `/` alone is no path. Docker Hub's names (`https://index.docker.io/v1/`,
+//! `registry-1.docker.io`, `docker.io`) are all Docker Hub. A key matches an
+//! image when the ports are the same, the hosts have as many DNS labels and
+//! each label matches (a label may be a glob: `*` any run of characters,
+//! `?` one, so `*.example.com` or `app*.k8s.io`), and the key's path is a
+//! prefix of the image's `/repository` (a plain string prefix, as the
+//! kubelet's: `host/team` also matches `host/teamwork/app`).
 //!
 //! [`PullKeyring`] holds the entries of a pod's pull Secrets and gives an
-//! image the most specific match (a longer path first, an exact host
-//! before a wildcard, the Secrets' order last), as the kubelet's keyring
-//! does; the pull then uses those credentials rather than the agent's
-//! `registries.yaml`. Unlike the kubelet, which tries every match and then
-//! no credentials, one match is tried.
+//! image every entry that matches, in the kubelet's order: the keys sorted
+//! in reverse (so `quay.io/coreos` before `quay.io`, and `r.example.com`
+//! before `*.example.com`), the entries under one key in the Secrets'
+//! order. The pull tries them in turn (`registry.rs`).
 
 use std::collections::BTreeMap;
 
@@ -68,12 +74,13 @@ struct Entry {
     auth: String,
 }
 
-/// One registry's credentials from a pull Secret.
+/// One registry's credentials from a pull Secret, under the kubelet's
+/// key: host and path.
 #[derive(Debug, Clone)]
 struct KeyringEntry {
-    /// Lowercase, with its port; a label may be `*`.
+    /// Lowercase, with its port; a label may be a glob.
     host: String,
-    /// A repository prefix (no slashes at either end); empty for any.
+    /// A prefix of the image's `/repository` (`/team`); empty for any.
     path: String,
     credentials: Credentials,
     /// The order it was added in.
@@ -143,52 +150,52 @@ impl PullKeyring {
             });
             added += 1;
         }
-        // Most specific first: a longer path, an exact host, then the
-        // order the Secrets name them in.
-        self.entries.sort_by_key(|e| {
-            let wildcards = e.host.split('.').filter(|l| *l == "*").count();
-            (std::cmp::Reverse(e.path.len()), wildcards, e.order)
-        });
+        // The kubelet's index: keys in reverse order, so that a longer
+        // key comes before its prefix and a label before a `*` in its
+        // place; under one key, the order the Secrets name them in.
+        self.entries
+            .sort_by_cached_key(|e| (std::cmp::Reverse(format!("{}{}", e.host, e.path)), e.order));
         Ok(added)
     }
 
-    /// The credentials for repository `repository` on `registry` (as
-    /// image references name them: `docker.io`, `127.0.0.1:5000`).
-    pub fn lookup(&self, registry: &str, repository: &str) -> Option<&Credentials> {
+    /// Every credential for repository `repository` on `registry` (as
+    /// image references name them: `docker.io`, `127.0.0.1:5000`), in the
+    /// order a pull tries them.
+    pub fn lookup(&self, registry: &str, repository: &str) -> Vec<&Credentials> {
         let registry = canonical_host(&registry.to_ascii_lowercase());
+        let path = format!("/{repository}");
         self.entries
             .iter()
-            .find(|e| host_matches(&e.host, &registry) && path_matches(&e.path, repository))
+            .filter(|e| host_matches(&e.host, &registry) && path.starts_with(&e.path))
             .map(|e| &e.credentials)
+            .collect()
     }
 }
 
-/// A Docker config key as (host, path): scheme dropped, host lowercased
-/// and Docker Hub's names made one, a `v1`/`v2` API path dropped.
+/// A Docker config key as the kubelet's (host, path): scheme dropped,
+/// host lowercased and Docker Hub's names made one, a leading `/v1` or
+/// `/v2` of a longer path dropped, `/` alone no path.
 fn parse_key(key: &str) -> Option<(String, String)> {
     let key = key.trim();
     let rest = key
         .strip_prefix("https://")
         .or_else(|| key.strip_prefix("http://"))
         .unwrap_or(key);
-    let (host, path) = match rest.split_once('/') {
-        Some((host, path)) => (host, path),
+    let rest = rest.split(['?', '#']).next().unwrap_or(rest);
+    let (host, path) = match rest.find('/') {
+        Some(slash) => rest.split_at(slash),
         None => (rest, ""),
     };
     if host.is_empty() {
         return None;
     }
     let host = canonical_host(&host.to_ascii_lowercase());
-    let mut path = path.trim_matches('/');
-    for api in ["v1", "v2"] {
-        if path == api {
-            path = "";
-        } else if let Some(rest) = path.strip_prefix(&format!("{api}/")) {
-            if host == DOCKER_HUB {
-                path = rest;
-            }
-        }
-    }
+    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") {
+        &path[3..]
+    } else {
+        path
+    };
+    let path = if path == "/" { "" } else { path };
     Some((host, path.to_owned()))
 }
 
@@ -214,8 +221,8 @@ fn user_and_password(entry: &Entry) -> Option<(String, String)> {
     (!user.is_empty()).then(|| (user.to_owned(), password.to_owned()))
 }
 
-/// Whether pattern `pattern` (labels may be `*`, the port must be the
-/// same) matches `host`.
+/// Whether pattern `pattern` (its labels may be globs, its port must be
+/// the same) matches `host`, label by label.
 fn host_matches(pattern: &str, host: &str) -> bool {
     let split = |h: &str| -> (String, String) {
         match h.rsplit_once(':') {
@@ -236,17 +243,36 @@ fn host_matches(pattern: &str, host: &str) -> bool {
         && labels
             .iter()
             .zip(&pattern_labels)
-            .all(|(label, want)| *want == "*" || label == want)
+            .all(|(label, glob)| label_matches(glob, label))
 }
 
-/// Whether repository `repository` is under path `prefix` (whole path
-/// segments).
-fn path_matches(prefix: &str, repository: &str) -> bool {
-    prefix.is_empty()
-        || repository == prefix
-        || repository
-            .strip_prefix(prefix)
-            .is_some_and(|rest| rest.starts_with('/'))
+/// Whether DNS label `label` matches glob `glob`: `*` any run of
+/// characters, `?` any one, anything else itself (the kubelet's
+/// `filepath.Match` also knows `[...]` classes, which no registry name
+/// needs).
+fn label_matches(glob: &str, label: &str) -> bool {
+    let glob: Vec<char> = glob.chars().collect();
+    let label: Vec<char> = label.chars().collect();
+    let (mut g, mut l) = (0, 0);
+    // Where the last `*` was, and where in the label it now ends.
+    let mut star: Option<(usize, usize)> = None;
+    while l < label.len() {
+        if g < glob.len() && (glob[g] == '?' || glob[g] == label[l]) {
+            g += 1;
+            l += 1;
+        } else if g < glob.len() && glob[g] == '*' {
+            star = Some((g, l));
+            g += 1;
+        } else if let Some((star_at, matched_to)) = star {
+            // Let the `*` take one more character.
+            g = star_at + 1;
+            l = matched_to + 1;
+            star = Some((star_at, matched_to + 1));
+        } else {
+            return false;
+        }
+    }
+    glob[g..].iter().all(|c| *c == '*')
 }
 
 #[cfg(test)]
@@ -257,8 +283,23 @@ mod tests {
         [(key.to_owned(), json.as_bytes().to_vec())].into()
     }
 
-    fn user(found: Option<&Credentials>) -> Option<(&str, String)> {
-        found.map(|c| (c.username.as_str(), c.origin.to_string()))
+    /// The user names `keyring` gives, in order.
+    fn users(keyring: &PullKeyring, registry: &str, repository: &str) -> Vec<String> {
+        keyring
+            .lookup(registry, repository)
+            .into_iter()
+            .map(|c| c.username.clone())
+            .collect()
+    }
+
+    fn keyring_of(secrets: &[(&str, &str)]) -> PullKeyring {
+        let mut keyring = PullKeyring::empty();
+        for (name, json) in secrets {
+            keyring
+                .add_secret(name, &secret(DOCKER_CONFIG_JSON_KEY, json))
+                .unwrap();
+        }
+        keyring
     }
 
     #[test]
@@ -282,35 +323,106 @@ mod tests {
             .add_secret("old", &secret(DOCKER_CFG_KEY, legacy))
             .unwrap();
 
-        let found = keyring.lookup("127.0.0.1:5000", "team/busybox").unwrap();
+        let found = keyring.lookup("127.0.0.1:5000", "team/busybox");
+        assert_eq!(found.len(), 1);
         assert_eq!(
-            (found.username.as_str(), found.password.as_str()),
+            (found[0].username.as_str(), found[0].password.as_str()),
             ("skiff", "s3cret")
         );
-        assert_eq!(found.origin.to_string(), r#"imagePullSecret "regcred""#);
+        assert_eq!(found[0].origin.to_string(), r#"imagePullSecret "regcred""#);
         // Docker Hub by any of its names; the password from `auth`.
-        let hub = keyring.lookup("docker.io", "library/busybox").unwrap();
+        let hub = keyring.lookup("docker.io", "library/busybox");
         assert_eq!(
-            (hub.username.as_str(), hub.password.as_str()),
+            (hub[0].username.as_str(), hub[0].password.as_str()),
             ("hub", "hubpw")
         );
-        // The longer path wins; other repositories get the host's entry.
+        // The path's entry first, then the host's, each from its Secret.
+        let lan = keyring.lookup("registry.lan", "team/app");
+        let origins: Vec<(&str, String)> = lan
+            .iter()
+            .map(|c| (c.username.as_str(), c.origin.to_string()))
+            .collect();
         assert_eq!(
-            user(keyring.lookup("registry.lan", "team/app")),
-            Some(("team", r#"imagePullSecret "regcred""#.to_owned()))
+            origins,
+            [
+                ("team", r#"imagePullSecret "regcred""#.to_owned()),
+                ("lan", r#"imagePullSecret "old""#.to_owned())
+            ]
+        );
+        assert_eq!(users(&keyring, "registry.lan", "other/app"), ["lan"]);
+        assert_eq!(users(&keyring, "r.example.com", "a"), ["wild"]);
+        // Nothing for another port or registry.
+        assert!(keyring.lookup("127.0.0.1:5001", "team/busybox").is_empty());
+        assert!(keyring.lookup("ghcr.io", "o/app").is_empty());
+    }
+
+    #[test]
+    fn every_match_comes_in_the_kubelets_order() {
+        let first = r#"{"auths": {
+            "registry.lan": {"username": "host-1", "password": "p"},
+            "registry.lan/team": {"username": "team-1", "password": "p"},
+            "registry.lan/team/app": {"username": "app-1", "password": "p"},
+            "*.lan": {"username": "glob-1", "password": "p"},
+            "registry.lan:5000": {"username": "port", "password": "p"}
+        }}"#;
+        let second = r#"{"auths": {
+            "https://registry.lan/v2/": {"username": "host-2", "password": "p"},
+            "http://registry.lan/team": {"username": "team-2", "password": "p"}
+        }}"#;
+        let keyring = keyring_of(&[("first", first), ("second", second)]);
+        // The longest path first; under one key, the Secrets' order (the
+        // scheme and the `/v2/` of the API are not part of the key); the
+        // exact host before the glob; the other port not at all.
+        assert_eq!(
+            users(&keyring, "registry.lan", "team/app"),
+            ["app-1", "team-1", "team-2", "host-1", "host-2", "glob-1"]
+        );
+        // A path is a string prefix, as the kubelet's.
+        assert_eq!(
+            users(&keyring, "registry.lan", "teamwork"),
+            ["team-1", "team-2", "host-1", "host-2", "glob-1"]
         );
         assert_eq!(
-            user(keyring.lookup("registry.lan", "teamwork/app")),
-            Some(("lan", r#"imagePullSecret "old""#.to_owned()))
+            users(&keyring, "Registry.LAN", "x"),
+            ["host-1", "host-2", "glob-1"]
         );
-        // One label per `*`; the port must match.
-        assert_eq!(
-            user(keyring.lookup("r.example.com", "a")).unwrap().0,
-            "wild"
-        );
-        assert!(keyring.lookup("a.r.example.com", "a").is_none());
-        assert!(keyring.lookup("127.0.0.1:5001", "team/busybox").is_none());
-        assert!(keyring.lookup("ghcr.io", "o/app").is_none());
+        assert_eq!(users(&keyring, "registry.lan:5000", "team/app"), ["port"]);
+        assert_eq!(users(&keyring, "other.lan", "team/app"), ["glob-1"]);
+        assert!(users(&keyring, "a.registry.lan", "x").is_empty());
+    }
+
+    #[test]
+    fn host_globs_match_one_label_each_and_ports_must_be_the_same() {
+        let json = r#"{"auths": {
+            "*.example.com": {"username": "sub", "password": "p"},
+            "app*.k8s.io": {"username": "prefix", "password": "p"},
+            "k8s.*": {"username": "tld", "password": "p"},
+            "r?.example.com": {"username": "one", "password": "p"},
+            "*.example.com:5000": {"username": "sub-5000", "password": "p"}
+        }}"#;
+        let keyring = keyring_of(&[("globs", json)]);
+        assert_eq!(users(&keyring, "r.example.com", "a"), ["sub"]);
+        assert_eq!(users(&keyring, "r1.example.com", "a"), ["one", "sub"]);
+        assert!(users(&keyring, "a.b.example.com", "a").is_empty());
+        assert!(users(&keyring, "example.com", "a").is_empty());
+        assert_eq!(users(&keyring, "app-east.k8s.io", "a"), ["prefix"]);
+        assert!(users(&keyring, "web.k8s.io", "a").is_empty());
+        assert_eq!(users(&keyring, "k8s.io", "a"), ["tld"]);
+        assert_eq!(users(&keyring, "r.example.com:5000", "a"), ["sub-5000"]);
+        assert!(users(&keyring, "r.example.com:443", "a").is_empty());
+
+        for (glob, label, matches) in [
+            ("*", "", true),
+            ("*", "abc", true),
+            ("a*c", "abbbc", true),
+            ("a*c", "abcd", false),
+            ("*b*", "abc", true),
+            ("??", "ab", true),
+            ("??", "abc", false),
+            ("a", "b", false),
+        ] {
+            assert_eq!(label_matches(glob, label), matches, "{glob:?} {label:?}");
+        }
     }
 
     #[test]
@@ -355,7 +467,12 @@ mod tests {
             key("Registry.LAN:443/v2/").as_deref(),
             Some("registry.lan:443|")
         );
-        assert_eq!(key("ghcr.io/owner/").as_deref(), Some("ghcr.io|owner"));
+        assert_eq!(
+            key("registry.lan/v2/team").as_deref(),
+            Some("registry.lan|/team")
+        );
+        assert_eq!(key("ghcr.io/owner/").as_deref(), Some("ghcr.io|/owner/"));
+        assert_eq!(key("ghcr.io/").as_deref(), Some("ghcr.io|"));
         assert_eq!(key("https://").as_deref(), None);
     }
 }

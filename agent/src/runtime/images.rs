@@ -168,9 +168,9 @@ impl ImageStore {
         &self.containerd
     }
 
-    /// The image a container needs, pulled as `policy` says (with the
-    /// credentials `keyring` has for its registry, else those of
-    /// `registries.yaml`) and unpacked.
+    /// The image a container needs, pulled as `policy` says (trying in
+    /// turn the credentials `keyring` has for its registry, then those of
+    /// `registries.yaml`: [`Registries::fetch_manifest`]) and unpacked.
     pub async fn ensure(
         &self,
         image: &str,

@@ -32,6 +32,8 @@ pub mod rootfs_files;
 pub mod seccomp;
 pub mod spec;
 pub mod supervisor;
+#[cfg(test)]
+pub(crate) mod test_registry;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -72,6 +74,19 @@ pub enum Error {
         image: String,
         #[source]
         source: Box<registry_client::RegistryError>,
+    },
+    /// Every credential for the image's registry was tried, in the
+    /// kubelet's order, and none worked; the secrets themselves are never
+    /// shown, only whose they were.
+    #[error("image {image}: none of the {tried} credentials for registry {registry} worked (tried in this order: {origins}); the last attempt: {last}")]
+    CredentialsExhausted {
+        image: String,
+        registry: String,
+        tried: usize,
+        /// Where each came from, in the order tried.
+        origins: String,
+        #[source]
+        last: Box<registry_client::RegistryError>,
     },
     #[error("image {image}: not a valid image reference: {source}")]
     Reference {

@@ -198,7 +198,8 @@ impl RecordingRuntime {
     }
 
     /// Each pull so far: the image and the user name of the credentials
-    /// the pod's pull Secrets gave it.
+    /// from the pod's pull Secrets it was made with (the accepted ones,
+    /// else the last tried).
     pub fn pulls(&self) -> Vec<(String, Option<String>)> {
         self.lock().pulls.clone()
     }
@@ -244,25 +245,32 @@ impl ContainerRuntime for RecordingRuntime {
     ) -> Result<ImageInfo> {
         let mut inner = self.lock();
         inner.calls.push(Call::EnsureImage(image.to_string()));
-        let credentials = ImageRef::parse(image)
-            .ok()
-            .and_then(|r| keyring.lookup(&r.registry, &r.repository).cloned());
-        let user = credentials.as_ref().map(|c| c.username.clone());
-        inner.pulls.push((image.to_string(), user));
-        if let Some((user, password)) = inner.private_images.get(image) {
-            let accepted = credentials
-                .as_ref()
-                .is_some_and(|c| &c.username == user && &c.password == password);
-            if !accepted {
-                let hint = match &credentials {
-                    Some(c) => format!("refused with the credentials from {}", c.origin),
-                    None => "no credentials for this registry".to_string(),
-                };
-                return Err(Error::Image {
-                    image: image.to_string(),
-                    message: format!("401 Unauthorized ({hint})"),
-                });
-            }
+        // Every matching credential in turn, as the real pull: the user
+        // of the one accepted is recorded, else of the last tried.
+        let candidates: Vec<_> = ImageRef::parse(image)
+            .map(|r| keyring.lookup(&r.registry, &r.repository))
+            .unwrap_or_default();
+        let required = inner.private_images.get(image).cloned();
+        let accepted = match &required {
+            None => candidates.first().copied(),
+            Some((user, password)) => candidates
+                .iter()
+                .copied()
+                .find(|c| &c.username == user && &c.password == password),
+        };
+        let used = accepted.or(candidates.last().copied());
+        inner
+            .pulls
+            .push((image.to_string(), used.map(|c| c.username.clone())));
+        if required.is_some() && accepted.is_none() {
+            let hint = match used {
+                Some(c) => format!("refused with the credentials from {}", c.origin),
+                None => "no credentials for this registry".to_string(),
+            };
+            return Err(Error::Image {
+                image: image.to_string(),
+                message: format!("401 Unauthorized ({hint})"),
+            });
         }
         if inner.missing_images.contains(image) {
             return Err(Error::Image {

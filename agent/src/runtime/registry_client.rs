@@ -170,6 +170,11 @@ impl Repository {
         &self.registry
     }
 
+    /// The credentials requests to it are made with, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
     /// `<base>/v2/<name>/manifests/<tag or digest>`.
     pub fn manifest_url(&self, reference: &str) -> String {
         format!("{}/v2/{}/manifests/{reference}", self.base, self.name)
@@ -949,9 +954,10 @@ mod tests {
     use super::*;
     use std::net::SocketAddr;
 
-    use hyper::service::service_fn;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
+
+    use crate::runtime::test_registry::{answer, TestServer};
 
     const MANIFEST: &str =
         r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
@@ -1046,71 +1052,6 @@ mod tests {
         assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
         assert!(cut.ends_with('…'));
         assert_eq!(excerpt(&[0xff, b'a']), "\u{fffd}a");
-    }
-
-    /// Answers `(own address, path and query, Authorization)`.
-    type Handler = dyn Fn(SocketAddr, &str, Option<&str>) -> Response<String> + Send + Sync;
-
-    /// Each request's path and query, and its `Authorization`.
-    type SeenRequests = Arc<Mutex<Vec<(String, Option<String>)>>>;
-
-    /// A registry on loopback: hyper's HTTP/1.1 server with `handler`,
-    /// recording each request's path and query and `Authorization`.
-    struct TestServer {
-        addr: SocketAddr,
-        seen: SeenRequests,
-    }
-
-    impl TestServer {
-        async fn start(handler: Arc<Handler>) -> TestServer {
-            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let addr = listener.local_addr().unwrap();
-            let seen: SeenRequests = Arc::default();
-            let log = seen.clone();
-            tokio::spawn(async move {
-                while let Ok((stream, _)) = listener.accept().await {
-                    let handler = handler.clone();
-                    let log = log.clone();
-                    tokio::spawn(async move {
-                        let service = service_fn(move |request: Request<Incoming>| {
-                            let path = request
-                                .uri()
-                                .path_and_query()
-                                .map(|p| p.to_string())
-                                .unwrap_or_default();
-                            let auth = request
-                                .headers()
-                                .get(AUTHORIZATION)
-                                .and_then(|v| v.to_str().ok())
-                                .map(str::to_owned);
-                            log.lock().unwrap().push((path.clone(), auth.clone()));
-                            let response = handler(addr, &path, auth.as_deref());
-                            async move { Ok::<_, std::convert::Infallible>(response) }
-                        });
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
-                    });
-                }
-            });
-            TestServer { addr, seen }
-        }
-
-        fn seen(&self) -> Vec<(String, Option<String>)> {
-            self.seen.lock().unwrap().clone()
-        }
-
-        fn repository(&self, credentials: Option<Credentials>) -> Repository {
-            Repository::new(&self.addr.to_string(), "app", true, credentials)
-        }
-    }
-
-    fn answer(status: u16, headers: &[(&str, String)], body: &str) -> Response<String> {
-        let mut response = Response::builder().status(status);
-        for (name, value) in headers {
-            response = response.header(*name, value.as_str());
-        }
-        response.body(body.to_owned()).unwrap()
     }
 
     fn credentials(username: &str, password: &str) -> Option<Credentials> {

@@ -19,7 +19,8 @@
 //! loopback); and `imagePullSecrets` pulling from a password-protected
 //! loopback registry (`docker-registry` with htpasswd), with the pull
 //! refused, saying why, without them, with wrong ones or a missing one,
-//! and the pull secrets of a pod's service account.
+//! a wrong Secret listed before the right one (each tried in turn), and
+//! the pull secrets of a pod's service account.
 
 use std::time::Duration;
 
@@ -827,6 +828,7 @@ async fn image_pull_secrets_pull_from_a_password_protected_registry() -> anyhow:
     let secrets = [
         pull_secret("regcred", &addr, "skiff", "s3cret"),
         pull_secret("wrongcred", &addr, "skiff", "nope"),
+        pull_secret("othercred", &addr, "other", "nope"),
     ]
     .join("---\n");
     apply_yaml(&api, dir.path(), "secrets", &secrets)?;
@@ -889,6 +891,42 @@ async fn image_pull_secrets_pull_from_a_password_protected_registry() -> anyhow:
             .contains(r#"refused with the credentials from imagePullSecret "wrongcred""#),
         "{waiting:?}"
     );
+
+    // A wrong Secret listed before the right one: each matching
+    // credential is tried in turn, as the kubelet does, and the pod runs.
+    let wrong_first = "  imagePullSecrets: [{name: wrongcred}, {name: regcred}]\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "wrong-first",
+        &pulling_pod("wrong-first", &image_ref, wrong_first),
+    )?;
+    wait_for("wrong-first running", SETTLE, || async {
+        get_pod(&client, "wrong-first")
+            .await
+            .filter(is_running_ready)
+    })
+    .await
+    .with_context(|| format!("{}\n{}", node.log_tail(), registry.log_tail()))?;
+
+    // Only wrong ones: refused, counting them and naming whose they were.
+    let all_wrong = "  imagePullSecrets: [{name: wrongcred}, {name: othercred}]\n";
+    apply_yaml(
+        &api,
+        dir.path(),
+        "all-wrong",
+        &pulling_pod("all-wrong", &image_ref, all_wrong),
+    )?;
+    let waiting = pull_refusal(&client, "all-wrong")
+        .await
+        .with_context(|| node.log_tail())?;
+    for part in [
+        format!("none of the 2 credentials for registry {addr} worked"),
+        r#"imagePullSecret "wrongcred", imagePullSecret "othercred""#.to_owned(),
+        "401 Unauthorized".to_owned(),
+    ] {
+        assert!(waiting.message.contains(&part), "{part:?} in {waiting:?}");
+    }
 
     // A Secret that does not exist: named.
     let missing = "  imagePullSecrets: [{name: absent}]\n";

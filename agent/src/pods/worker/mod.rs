@@ -64,6 +64,7 @@ use crate::master_link::{ConfigSource, EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
 use super::dns_policy::ServiceDiscovery;
+use super::http_get::PodAddress;
 use super::layout::PodLayout;
 use super::pod_config::PodConfig;
 use super::sandbox::PodSandbox;
@@ -487,7 +488,8 @@ async fn reconcile_container<R: ContainerRuntime, S: PodSandbox>(
                     }
                     track.note_running(now);
                     let runtime = ctx.runtime.as_ref();
-                    let probe = track.probe(runtime, container, &sandbox.netns, now);
+                    let address = PodAddress::of(sandbox.netns.clone(), pod);
+                    let probe = track.probe(runtime, container, &address, now);
                     let probe_failed = probe.await.is_some();
                     let failures = track.take_probe_failures();
                     if !failures.is_empty() {

@@ -25,6 +25,7 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::{EventKind, EventSender, StatusReport};
+use crate::pods::http_get::PodAddress;
 use crate::pods::lifecycle_hooks::{self, HookTarget};
 use crate::pods::sandbox::PodSandbox;
 use crate::pods::status::Role;
@@ -46,15 +47,10 @@ const MIN_GRACE_AFTER_HOOK: Duration = Duration::from_secs(2);
 /// are in the network namespace `netns`.
 pub(super) fn hook_target(netns: PathBuf, pod: &v1::Pod, container: &v1::Container) -> HookTarget {
     let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
-    let pod_ip = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.pod_ip.parse::<std::net::Ipv4Addr>().ok());
     HookTarget {
         container_id: container_id(uid, &container.name),
         container: container.clone(),
-        netns,
-        pod_ip,
+        pod: PodAddress::of(netns, pod),
     }
 }
 

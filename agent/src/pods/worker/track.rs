@@ -14,7 +14,6 @@
 //! shows waiting (`ContainerCreating`), is neither started nor ready, and
 //! is not probed.
 
-use std::path::Path;
 use std::time::Duration;
 
 use skiff_proto::v1;
@@ -24,6 +23,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::pods::backoff::Backoff;
+use crate::pods::http_get::PodAddress;
 use crate::pods::probes::{self, ProbeState};
 use crate::pods::status::{CState, ContainerView, Role};
 use crate::runtime::containers::{LABEL_IMAGE_ID, LABEL_RESTARTS, LABEL_STARTED_AT};
@@ -369,7 +369,7 @@ impl Track {
         &mut self,
         runtime: &R,
         container: &v1::Container,
-        netns: &Path,
+        pod: &PodAddress,
         now: Instant,
     ) -> Option<ProbeKind> {
         if self.run.post_start.is_some() {
@@ -383,7 +383,7 @@ impl Track {
             .filter(|p| p.passing != Some(true))
         {
             let due = probe.next_at <= now;
-            let verdict = probes::run_if_due(runtime, &id, container, netns, probe, now).await;
+            let verdict = probes::run_if_due(runtime, &id, container, pod, probe, now).await;
             if due && probe.failed_last() {
                 let failure = format!("Startup probe failed: {}", probe.last_error);
                 self.probe_failures.push(failure);
@@ -406,7 +406,7 @@ impl Track {
         if let Some(probe) = self.run.readiness.as_mut() {
             let due = probe.next_at <= now;
             if let Some(verdict) =
-                probes::run_if_due(runtime, &id, container, netns, probe, now).await
+                probes::run_if_due(runtime, &id, container, pod, probe, now).await
             {
                 tracing::info!(container = %id, ready = verdict, "readiness changed");
                 self.run.ready = verdict;
@@ -418,7 +418,7 @@ impl Track {
         }
         if let Some(probe) = self.run.liveness.as_mut() {
             let due = probe.next_at <= now;
-            let verdict = probes::run_if_due(runtime, &id, container, netns, probe, now).await;
+            let verdict = probes::run_if_due(runtime, &id, container, pod, probe, now).await;
             if due && probe.failed_last() {
                 let failure = format!("Liveness probe failed: {}", probe.last_error);
                 self.probe_failures.push(failure);
