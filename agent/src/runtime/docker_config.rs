@@ -397,12 +397,15 @@ mod tests {
             "*.example.com": {"username": "sub", "password": "p"},
             "app*.k8s.io": {"username": "prefix", "password": "p"},
             "k8s.*": {"username": "tld", "password": "p"},
-            "r?.example.com": {"username": "one", "password": "p"},
+            "r?.example.com": {"username": "query", "password": "p"},
             "*.example.com:5000": {"username": "sub-5000", "password": "p"}
         }}"#;
         let keyring = keyring_of(&[("globs", json)]);
         assert_eq!(users(&keyring, "r.example.com", "a"), ["sub"]);
-        assert_eq!(users(&keyring, "r1.example.com", "a"), ["one", "sub"]);
+        // A `?` in a key starts its query, as in the kubelet's url.Parse:
+        // that key is host `r`, not a glob.
+        assert_eq!(users(&keyring, "r1.example.com", "a"), ["sub"]);
+        assert_eq!(users(&keyring, "r", "a"), ["query"]);
         assert!(users(&keyring, "a.b.example.com", "a").is_empty());
         assert!(users(&keyring, "example.com", "a").is_empty());
         assert_eq!(users(&keyring, "app-east.k8s.io", "a"), ["prefix"]);

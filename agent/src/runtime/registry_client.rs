@@ -959,6 +959,11 @@ mod tests {
 
     use crate::runtime::test_registry::{answer, TestServer};
 
+    /// Repository `app` on `registry`, over plain HTTP.
+    fn repository_on(registry: &TestServer, credentials: Option<Credentials>) -> Repository {
+        Repository::new(&registry.addr.to_string(), "app", true, credentials)
+    }
+
     const MANIFEST: &str =
         r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json"}"#;
     const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -1111,7 +1116,7 @@ mod tests {
         }))
         .await;
         let client = RegistryClient::default();
-        let repository = registry.repository(credentials("u", "p"));
+        let repository = repository_on(&registry, credentials("u", "p"));
         let manifest = client
             .manifest(&repository, "1", &[OCI_MANIFEST])
             .await
@@ -1137,7 +1142,7 @@ mod tests {
         );
 
         // Wrong credentials: the token service's refusal, named.
-        let wrong = registry.repository(credentials("u", "nope"));
+        let wrong = repository_on(&registry, credentials("u", "nope"));
         let err = RegistryClient::default()
             .manifest(&wrong, "1", &[OCI_MANIFEST])
             .await
@@ -1169,7 +1174,7 @@ mod tests {
         ))
         .await;
         let client = RegistryClient::default();
-        let repository = registry.repository(credentials("u", "p"));
+        let repository = repository_on(&registry, credentials("u", "p"));
         for _ in 0..2 {
             let manifest = client.manifest(&repository, "1", &[]).await.unwrap();
             assert_eq!(manifest.bytes, MANIFEST.as_bytes());
@@ -1181,7 +1186,7 @@ mod tests {
             vec![None, Some("Basic dTpw".into()), Some("Basic dTpw".into())]
         );
 
-        let anonymous = registry.repository(None);
+        let anonymous = repository_on(&registry, None);
         let err = client
             .manifest(&anonymous, "1", &[])
             .await
@@ -1196,7 +1201,7 @@ mod tests {
         ] {
             assert!(err.contains(&part), "{part:?} in {err}");
         }
-        let wrong = registry.repository(credentials("u", "x"));
+        let wrong = repository_on(&registry, credentials("u", "x"));
         let err = RegistryClient::default()
             .manifest(&wrong, "1", &[])
             .await
@@ -1232,7 +1237,7 @@ mod tests {
         ))
         .await;
         let client = RegistryClient::default();
-        let repository = registry.repository(None);
+        let repository = repository_on(&registry, None);
         let err = manifest_error(&client, &repository, "missing").await;
         assert!(
             err.contains("404 Not Found (no such repository, tag or digest)"),

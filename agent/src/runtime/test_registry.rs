@@ -14,9 +14,6 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use super::registry_auth::Credentials;
-use super::registry_client::Repository;
-
 /// Answers `(own address, path and query, Authorization)`.
 pub(crate) type Handler = dyn Fn(SocketAddr, &str, Option<&str>) -> Response<String> + Send + Sync;
 
@@ -67,11 +64,6 @@ impl TestServer {
     /// Every request so far: its path and query, and its `Authorization`.
     pub(crate) fn seen(&self) -> Vec<(String, Option<String>)> {
         self.seen.lock().unwrap().clone()
-    }
-
-    /// Repository `app` on this registry, over plain HTTP.
-    pub(crate) fn repository(&self, credentials: Option<Credentials>) -> Repository {
-        Repository::new(&self.addr.to_string(), "app", true, credentials)
     }
 }
 

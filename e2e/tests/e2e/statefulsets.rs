@@ -159,7 +159,7 @@ async fn status_of(client: &Client) -> Option<StatefulSetStatus> {
     }
 }
 
-/// Samples the members every 20 ms while `watching`, recording every
+/// Samples the members every 5 ms while `watching`, recording every
 /// moment the OrderedReady rule was broken: a member present while one
 /// below it is missing or not Ready.
 fn watch_order(
@@ -185,7 +185,7 @@ fn watch_order(
                     }
                 }
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         samples
     })
