@@ -157,9 +157,10 @@ async fn a_token_authenticates_its_service_account_without_a_client_certificate_
     assert!(jwks_uri.ends_with("/openid/v1/jwks"), "{configuration}");
 
     // With the token and the CA alone: authenticated, not authorized.
-    let (code, body) = bare_https::get(api, "/api/v1/namespaces/default/pods", Some(&token))
-        .await
-        .unwrap_or_else(|e| panic!("{e:#}\n{}", m.log_tail()));
+    let (code, body) =
+        bare_https::get(api, "/api/v1/namespaces/default/pods", Some(token.as_str()))
+            .await
+            .unwrap_or_else(|e| panic!("{e:#}\n{}", m.log_tail()));
     assert_eq!(code, 403, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["reason"], "Forbidden", "{body}");
@@ -167,10 +168,10 @@ async fn a_token_authenticates_its_service_account_without_a_client_certificate_
         body.contains("system:serviceaccount:default:default may not list pods"),
         "{body}"
     );
-    answered(api, "/apis", Some(&token), 200).await;
-    answered(api, "/openid/v1/jwks", Some(&token), 200).await;
+    answered(api, "/apis", Some(token.as_str()), 200).await;
+    answered(api, "/openid/v1/jwks", Some(token.as_str()), 200).await;
     let review = "/apis/authentication.k8s.io/v1/selfsubjectreviews";
-    let (code, body) = bare_https::request(api, "POST", review, Some(&token), Some(WHOAMI))
+    let (code, body) = bare_https::request(api, "POST", review, Some(token.as_str()), Some(WHOAMI))
         .await
         .unwrap();
     assert_eq!(code, 201, "{body}");
@@ -215,17 +216,17 @@ async fn a_token_authenticates_its_service_account_without_a_client_certificate_
         jwt_part(&bound, 1)["kubernetes.io"]["pod"]["name"],
         "holder"
     );
-    answered(api, "/apis", Some(&bound), 200).await;
+    answered(api, "/apis", Some(bound.as_str()), 200).await;
     k.ok(&["delete", "pod", "holder", "--grace-period=0", "--force"]);
-    answered(api, "/apis", Some(&bound), 401).await;
+    answered(api, "/apis", Some(bound.as_str()), 401).await;
 
     // The account deleted: made again, another account; the token refused.
     k.ok(&["delete", "sa", "default"]);
     let second_uid = default_account_uid(&k, &first_uid).await;
     assert_ne!(second_uid, first_uid);
-    answered(api, "/apis", Some(&token), 401).await;
+    answered(api, "/apis", Some(token.as_str()), 401).await;
     let fresh = create_token(&k, &["default"]).await;
-    answered(api, "/apis", Some(&fresh), 200).await;
+    answered(api, "/apis", Some(fresh.as_str()), 200).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,8 +250,8 @@ async fn every_master_signs_and_accepts_with_the_one_key_the_cluster_keeps_acros
     assert_eq!(published_kids(&k1), kids);
     assert_eq!(kids.len(), 1, "{kids:?}");
     // Each master accepts the other's token.
-    answered(&second, "/apis", Some(&from_first), 200).await;
-    answered(&first, "/apis", Some(&from_second), 200).await;
+    answered(&second, "/apis", Some(from_first.as_str()), 200).await;
+    answered(&first, "/apis", Some(from_second.as_str()), 200).await;
 
     // Restarted, a master still has the key, and the token still holds.
     let restarted = &mut cluster.masters[1];
@@ -260,6 +261,6 @@ async fn every_master_signs_and_accepts_with_the_one_key_the_cluster_keeps_acros
         .wait_ready(SETTLE)
         .await
         .unwrap_or_else(|e| panic!("{e:#}"));
-    answered(&second, "/apis", Some(&from_first), 200).await;
+    answered(&second, "/apis", Some(from_first.as_str()), 200).await;
     assert_eq!(published_kids(&k1), kids);
 }
