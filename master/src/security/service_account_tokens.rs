@@ -884,7 +884,7 @@ mod tests {
             })
         ));
         // No pod.
-        objects.remove(&(Kind::Pod, "web-0".into()));
+        objects.remove(&(Kind::Pod, "web-0".to_owned()));
         assert!(matches!(
             valid(&claims, &objects),
             Err(TokenError::Invalidated {
