@@ -6,6 +6,7 @@
 //! and are killed when their handle is dropped, also when a test fails.
 
 pub mod agent;
+pub mod bare_https;
 pub mod busybox_image;
 pub mod containerd;
 pub mod cpu_load;

@@ -8,7 +8,10 @@
 //!
 //! As tonic does, every request carries the connection's `ConnectInfo` (the
 //! TLS peer, [`skiff_security::PeerInfo`]) in its extensions, which is
-//! where identity comes from. On shutdown no new connection is accepted,
+//! where identity comes from (on the REST API, a service account token
+//! too: `rest::authentication`). A client may connect without a
+//! certificate: gRPC then answers only the join exchange, REST only a
+//! token. On shutdown no new connection is accepted,
 //! open ones are asked to finish (HTTP/2 GOAWAY, HTTP/1 close after the
 //! current answer), and those still open after [`DRAIN`] are dropped.
 

@@ -2,7 +2,8 @@
 //! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, one
 //! pass giving nodePorts to Services stored without them, the built-in
 //! `kubernetes` and `kube-dns` Services and the built-in `local-path`
-//! StorageClass, recording Events into
+//! StorageClass, every namespace's `default` ServiceAccount and the
+//! cluster's service account signing key, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
@@ -38,10 +39,12 @@ use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::persistent_volumes::{ClaimController, VolumeController};
 use crate::controllers::pod_gc::{self, PodGcConfig};
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::service_accounts::DefaultServiceAccountController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::{
-    self, default_storage_class, garbage_collector, node_port_backfill, Context,
+    self, default_storage_class, garbage_collector, node_port_backfill, service_account_key,
+    Context,
 };
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
@@ -50,6 +53,7 @@ use crate::objects::metadata::new_uid;
 use crate::objects::{IntoObject, Kind};
 use crate::resource_metrics::ResourceMetrics;
 use crate::scheduler;
+use crate::security::service_account_key::SealingKey;
 use crate::store::Command;
 use crate::writer::{ObjectWriter, DEFAULT_NAMESPACE};
 use skiff_values::now_rfc3339;
@@ -83,6 +87,9 @@ pub struct DutiesConfig {
     pub snapshots: ScheduledSnapshots,
     /// The addresses of `default/kubernetes` and `kube-system/kube-dns`.
     pub built_in_services: BuiltInServices,
+    /// What the service account signing key is sealed under in the store
+    /// (derived from the cluster CA's key).
+    pub service_account_key: Arc<SealingKey>,
 }
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
@@ -104,6 +111,7 @@ pub async fn run(
         manifests_dir,
         snapshots,
         built_in_services,
+        service_account_key: sealing,
     } = duties;
     let cluster = writer.cluster().clone();
     let mut metrics = cluster.raft.metrics();
@@ -211,6 +219,17 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             CustomResourceDefinitionController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        // The signing key TokenRequests need, made once per cluster.
+        tasks.spawn(service_account_key::run(
+            ctx.clone(),
+            sealing.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            DefaultServiceAccountController { ctx: ctx.clone() },
             ctx.store.clone(),
             term.clone(),
         ));

@@ -1,5 +1,6 @@
 //! Running one master: prepare its PKI (create the cluster CA, or fetch it
-//! with a server token), open the stores, start Raft and the two gRPC
+//! with a server token; the key that seals the service account signing key
+//! in the store is derived from the CA's), open the stores, start Raft and the two gRPC
 //! servers over mutual TLS (public API with the open join exchange, peer
 //! Raft traffic), bootstrap or join the cluster, and stop cleanly when the
 //! shutdown token fires.
@@ -38,6 +39,8 @@ use crate::leader::DutiesConfig;
 use crate::node_lifecycle::{HeartbeatTable, LifecycleConfig};
 use crate::resource_metrics::ResourceMetrics;
 use crate::security::join_service::{JoinService, JOIN_PATH};
+use crate::security::service_account_key::{SealingKey, ServiceAccountKeys, SigningKeyError};
+use crate::security::service_account_tokens::TokenAuthority;
 use crate::security::{MasterPki, PkiConfig};
 use crate::store::log_store::{LogStore, LogStoreError};
 use crate::store::network::PeerNetwork;
@@ -124,6 +127,8 @@ pub enum MasterError {
     Join { addr: String, message: String },
     #[error("certificates: {0}")]
     Pki(#[from] crate::security::PkiError),
+    #[error(transparent)]
+    ServiceAccountKey(#[from] SigningKeyError),
     #[error(transparent)]
     DataFormat(#[from] DataFormatError),
     #[error("cluster reset: {0}")]
@@ -228,12 +233,20 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     // nodes' resource usage readings (crate::resource_metrics).
     let events = Arc::new(EventStore::new(Arc::new(SystemClock)));
     let resource_metrics = ResourceMetrics::default();
+    // Service account tokens: the signing key is the store's, sealed under
+    // a key every master derives from the CA's (security::service_account_key).
+    let sealing = Arc::new(SealingKey::from_ca_key(pki.ca.key_pem())?);
+    let tokens = Arc::new(TokenAuthority::new(
+        store.clone(),
+        ServiceAccountKeys::new(sealing.clone()),
+    ));
     let api = Arc::new(ApiService::new(
         writer.clone(),
         transport.clone(),
         me.clone(),
         events.clone(),
         resource_metrics.clone(),
+        tokens,
         shutdown.clone(),
     ));
     let rest =
@@ -331,6 +344,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             api_service_ip: crate::service_ips::api_service_ip(config.service_cidr),
             cluster_dns: config.cluster_dns,
         },
+        service_account_key: sealing,
     };
     let duties = tokio::spawn(crate::leader::run(
         writer,

@@ -1,7 +1,10 @@
-//! Who a certificate speaks for. The identity is the certificate's common
-//! name: `admin`, `node:<name>` or `master:<id>`. What else skiff reads
-//! from a certificate (serial, expiry, the names and addresses it is valid
-//! for) is [`CertInfo`].
+//! Who a request speaks for. A certificate's identity is its common name:
+//! `admin`, `node:<name>` or `master:<id>`. A service account
+//! (`system:serviceaccount:<namespace>:<name>`) is never read from a
+//! certificate: only the master's REST API makes one, from a service
+//! account token it verified. What else skiff reads from a certificate
+//! (serial, expiry, the names and addresses it is valid for) is
+//! [`CertInfo`].
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -19,19 +22,32 @@ pub enum Identity {
     Node(String),
     /// A master, by Raft node id.
     Master(String),
+    /// A Kubernetes service account, authenticated by a token the cluster
+    /// signed (bound to the account's `uid`); never from a certificate.
+    ServiceAccount {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
 }
 
 impl Identity {
-    /// The certificate common name for this identity.
+    /// The certificate common name for this identity; for a service
+    /// account, which has no certificate, its Kubernetes user name (which
+    /// [`Identity::from_common_name`] never reads back).
     pub fn common_name(&self) -> String {
         match self {
             Identity::Admin => "admin".to_owned(),
             Identity::Node(n) => format!("node:{n}"),
             Identity::Master(id) => format!("master:{id}"),
+            Identity::ServiceAccount {
+                namespace, name, ..
+            } => service_account_user(namespace, name),
         }
     }
 
-    /// Reads an identity from a common name; `None` for anything else.
+    /// Reads an identity from a common name; `None` for anything else
+    /// (a service account's name among them: no certificate makes one).
     pub fn from_common_name(cn: &str) -> Option<Identity> {
         if cn == "admin" {
             return Some(Identity::Admin);
@@ -49,6 +65,12 @@ impl Identity {
     pub fn is_privileged(&self) -> bool {
         matches!(self, Identity::Admin | Identity::Master(_))
     }
+}
+
+/// The Kubernetes user name of service account `name` in `namespace`:
+/// `system:serviceaccount:<namespace>:<name>`.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
 }
 
 impl std::fmt::Display for Identity {
@@ -145,6 +167,22 @@ mod tests {
         assert_eq!(Identity::from_common_name("node:"), None);
         assert_eq!(Identity::from_common_name("root"), None);
         assert_eq!(Identity::from_common_name("Admin"), None);
+    }
+
+    #[test]
+    fn a_service_account_is_named_as_kubernetes_names_it_and_never_read_from_a_certificate() {
+        let account = Identity::ServiceAccount {
+            namespace: "shop".into(),
+            name: "builder".into(),
+            uid: "6f1c".into(),
+        };
+        assert_eq!(account.to_string(), "system:serviceaccount:shop:builder");
+        assert_eq!(Identity::from_common_name(&account.common_name()), None);
+        assert_eq!(
+            Identity::from_common_name("system:serviceaccount:shop:builder"),
+            None
+        );
+        assert!(!account.is_privileged());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! the admin credential file (a kubeconfig), and gRPC over mutual TLS
 //! (rustls, ring) for both ends of every connection.
 //!
-//! Identity comes only from a verified certificate: [`Identity`] is read
+//! Identity comes only from verified credentials: [`Identity`] is read
 //! from the client certificate during the TLS handshake
-//! ([`listener::PeerInfo`]) and never from a request field.
+//! ([`listener::PeerInfo`]) and never from a request field; the one other
+//! source is the master's REST API, which makes a service account identity
+//! from a service account token whose signature it verified.
 
 pub mod ca;
 pub mod channel;

@@ -12,11 +12,8 @@
 //! and the Kubernetes `Status` errors they get.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use skiff_e2e::credentials::admin_conf;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{free_port, http_get};
@@ -661,7 +658,7 @@ async fn bad_requests_are_answered_with_kubernetes_status_errors() {
     let err = fails(&k, "get pod misplaced -n default");
     assert_has(&err, "(NotFound)");
 
-    let answer = get_without_client_certificate(&m.api_addr, "/api/v1/namespaces").await;
+    let answer = skiff_e2e::bare_https::get(&m.api_addr, "/api/v1/namespaces", None).await;
     let (code, body) = answer.unwrap_or_else(|e| panic!("{e:#}\n{}", m.log_tail()));
     assert_eq!(code, 401, "{body}");
     let status: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -928,73 +925,5 @@ fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Resul
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
-    }
-}
-
-/// One HTTP/1.1 GET over TLS to the master at `api_addr`, trusting its CA
-/// (from admin.conf) but showing no client certificate; the status code
-/// and the (de-chunked) body.
-async fn get_without_client_certificate(
-    api_addr: &str,
-    path: &str,
-) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    skiff_security::install_crypto_provider();
-    let credentials = skiff_security::Credentials::load(&admin_conf(api_addr)?)?;
-    let trusting_ca = skiff_security::tls::client_config(&credentials.ca_pem, None)?;
-    let mut config = (*trusting_ca).clone();
-    // No ALPN at all: the server then speaks HTTP/1.1, whatever it offers.
-    config.alpn_protocols.clear();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = rustls::pki_types::ServerName::try_from(skiff_security::MASTER_SERVER_NAME)?;
-    let tcp = tokio::net::TcpStream::connect(api_addr).await?;
-    let mut tls = connector.connect(name, tcp).await?;
-    let get = format!("GET {path} HTTP/1.1\r\nHost: {api_addr}\r\nConnection: close\r\n\r\n");
-    tls.write_all(get.as_bytes()).await?;
-    let mut raw = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut raw));
-    let read = read.await.context("no answer within 10 s")?;
-    match read {
-        Ok(_) => {}
-        // A server may close without close_notify: what came is the answer.
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => {}
-        Err(e) => return Err(e).context("read the answer"),
-    }
-    parse_response(&String::from_utf8_lossy(&raw))
-}
-
-/// Status code and body of an HTTP/1.1 response, chunked or not.
-fn parse_response(text: &str) -> anyhow::Result<(u16, String)> {
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        anyhow::bail!("no end of headers in {text:?}");
-    };
-    let Some(code) = head.split(' ').nth(1).and_then(|c| c.parse().ok()) else {
-        anyhow::bail!("no status code in {head:?}");
-    };
-    let head = head.to_ascii_lowercase();
-    if head.contains("transfer-encoding: chunked") {
-        Ok((code, dechunk(body)?))
-    } else {
-        Ok((code, body.to_owned()))
-    }
-}
-
-/// The body of a chunked transfer encoding.
-fn dechunk(mut rest: &str) -> anyhow::Result<String> {
-    let mut body = String::new();
-    loop {
-        let Some((line, after)) = rest.split_once("\r\n") else {
-            anyhow::bail!("no chunk size line");
-        };
-        let hex = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(hex, 16).context("chunk size")?;
-        if size == 0 {
-            return Ok(body);
-        }
-        let chunk = after.get(..size).context("short chunk")?;
-        body.push_str(chunk);
-        let next = after.get(size..).and_then(|r| r.strip_prefix("\r\n"));
-        rest = next.context("chunk not ended by CRLF")?;
     }
 }

@@ -39,6 +39,7 @@ mod scheduling;
 mod security;
 mod server;
 mod server_side_apply;
+mod service_accounts;
 mod service_exposure;
 mod settings;
 mod statefulsets;

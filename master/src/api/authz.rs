@@ -1,5 +1,7 @@
 //! Who may do what. Identity comes only from the client certificate the
-//! TLS handshake verified ([`PeerInfo`]); no request field can claim one.
+//! TLS handshake verified ([`PeerInfo`]), or, on the REST API, from a
+//! service account token whose signature it verified; no request field
+//! can claim one.
 //!
 //! The rules are data ([`Rule`], [`PathRule`]) read by one function,
 //! [`decide`]: may this identity make this [`Access`], a verb on a kind's
@@ -22,9 +24,14 @@
 //!   ([`may_record_event`]), and confirm that it has torn down a pod bound
 //!   to it that is being deleted ([`may_confirm_pod_deletion`]). Its Node's spec (podCIDR, taints, unschedulable) is the
 //!   cluster's: that is checked on the write itself ([`may_update`]), as
-//!   Kubernetes' NodeRestriction admission does, not by the rules.
+//!   Kubernetes' NodeRestriction admission does, not by the rules. It may
+//!   request tokens for the service accounts of the pods bound to it, each
+//!   bound to such a pod ([`may_request_token`], NodeRestriction again).
+//! - A service account (an identity only the REST API makes, from a
+//!   token) may do what everyone may, until RBAC grants it more.
 //! - Everyone authenticated may review its own access and read discovery,
-//!   the version and health.
+//!   the version, health and the service account issuer's documents
+//!   (`/.well-known/openid-configuration`, `/openid/v1/jwks`).
 //!
 //! Calls that are not about objects (cluster membership, the datastore's
 //! snapshots) are for admins and masters alone ([`privileged`]), and the
@@ -37,6 +44,7 @@ use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
 use crate::objects::{pods, registry, storage, Kind, ObjectExt};
+use crate::security::service_account_tokens::BoundObjectRef;
 use crate::store::state_machine::ObjectStore;
 
 /// A verb of the Kubernetes API, as authorization names it.
@@ -181,6 +189,9 @@ pub enum Scope {
     /// The PersistentVolumes bound to a claim a pod bound to the caller's
     /// node uses, or pinned to that node, or that do not exist.
     NodeVolumes,
+    /// The ServiceAccounts a pod bound to the caller's node runs as (in the
+    /// pod's namespace), as stored.
+    AccountsOfBoundPods,
 }
 
 /// One grant: these verbs on these parts (the object itself, or
@@ -301,6 +312,13 @@ const NODE: &[Rule] = &[
         scope: Scope::BoundPods,
         reason: "a node reports the status of the pods bound to it",
     },
+    Rule {
+        verbs: Verbs::Only(&[Verb::Create]),
+        kinds: Kinds::Only(&[Kind::ServiceAccount]),
+        parts: Some(&["token"]),
+        scope: Scope::AccountsOfBoundPods,
+        reason: "a node requests tokens for the service accounts of the pods bound to it",
+    },
 ];
 
 /// What everyone authenticated may do.
@@ -324,26 +342,41 @@ const PRIVILEGED_PATHS: &[PathRule] = &[PathRule {
 }];
 
 /// The paths everyone authenticated may read (Kubernetes' `system:discovery`
-/// and `system:public-info-viewer`).
-const EVERYONE_PATHS: &[PathRule] = &[PathRule {
-    verbs: &["get"],
-    paths: &[
-        "/api",
-        "/api/*",
-        "/apis",
-        "/apis/*",
-        "/healthz",
-        "/livez",
-        "/readyz",
-        "/openapi",
-        "/openapi/*",
-        "/version",
-        "/version/",
-    ],
-    reason: "everyone may read discovery, the version and health",
-}];
+/// and `system:public-info-viewer`; and the service account issuer's
+/// documents, which kube-apiserver grants service accounts in
+/// `system:service-account-issuer-discovery`).
+const EVERYONE_PATHS: &[PathRule] = &[
+    PathRule {
+        verbs: &["get"],
+        paths: &[
+            "/api",
+            "/api/*",
+            "/apis",
+            "/apis/*",
+            "/healthz",
+            "/livez",
+            "/readyz",
+            "/openapi",
+            "/openapi/*",
+            "/version",
+            "/version/",
+        ],
+        reason: "everyone may read discovery, the version and health",
+    },
+    PathRule {
+        verbs: &["get"],
+        paths: &[
+            "/.well-known/openid-configuration",
+            "/.well-known/openid-configuration/",
+            "/openid/v1/jwks",
+            "/openid/v1/jwks/",
+        ],
+        reason: "everyone may read the service account issuer's discovery documents",
+    },
+];
 
-/// The rules that apply to `identity`, its own first.
+/// The rules that apply to `identity`, its own first. A service account
+/// has none of its own (what RBAC grants it is not read yet).
 fn rules(identity: &Identity) -> impl Iterator<Item = &'static Rule> {
     let own: &'static [Rule] = match identity {
         i if i.is_privileged() => PRIVILEGED,
@@ -376,6 +409,15 @@ fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Acc
         }
         (Scope::NodeVolumes, Identity::Node(node), Some(name)) => {
             volume_readable_by_node(store, name, node)
+        }
+        (Scope::AccountsOfBoundPods, Identity::Node(node), Some(name)) => {
+            let namespace = match access.namespace {
+                "" => crate::writer::DEFAULT_NAMESPACE,
+                namespace => namespace,
+            };
+            accounts_of_bound_pods(store, node, namespace)
+                .iter()
+                .any(|a| a == name)
         }
         _ => false,
     }
@@ -583,6 +625,88 @@ pub fn may_confirm_pod_deletion(
     }
 }
 
+/// The service accounts the pods bound to `node` in `namespace` (every
+/// namespace for `""`; `default` when the pod names none) run as, sorted.
+fn accounts_of_bound_pods(store: &ObjectStore, node: &str, namespace: &str) -> Vec<String> {
+    let namespace = match namespace {
+        "" => None,
+        namespace => Some(namespace),
+    };
+    let mut names: Vec<String> = store
+        .cache()
+        .pods_on_node(node)
+        .iter()
+        .filter(|object| namespace.is_none_or(|ns| object.meta().namespace == ns))
+        .filter_map(|object| match &object.kind {
+            Some(Body::Pod(pod)) => pod.spec.as_ref().map(pods::service_account),
+            _ => None,
+        })
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// A TokenRequest for service account `account` in `namespace`, bound to
+/// `bound`, by `identity`, beyond the rules ([`decide`] on the `token`
+/// subresource): what Kubernetes' NodeRestriction admission asks of a
+/// node's, a token bound to a pod of the account that is bound to the node,
+/// named with its uid.
+pub fn may_request_token(
+    store: &ObjectStore,
+    identity: &Identity,
+    namespace: &str,
+    account: &str,
+    bound: Option<&BoundObjectRef>,
+) -> Result<(), Status> {
+    let Identity::Node(node) = identity else {
+        return Ok(());
+    };
+    let pod = match bound {
+        Some(r) if r.kind == "Pod" && r.api_version == "v1" && !r.name.is_empty() => r,
+        _ => return Err(denied(identity, "request a token not bound to a pod")),
+    };
+    if pod.uid.is_empty() {
+        let action = "request a token bound to a pod without naming the pod's uid";
+        return Err(denied(identity, action));
+    }
+    let stored = store.cache().get(Kind::Pod, namespace, &pod.name);
+    let Some(Body::Pod(stored)) = stored.as_ref().and_then(|o| o.kind.as_ref()) else {
+        let action = format!(
+            "request a token bound to pod {namespace}/{}, which does not exist",
+            pod.name
+        );
+        return Err(denied(identity, &action));
+    };
+    let meta = stored.metadata.as_ref();
+    if meta.is_none_or(|m| m.uid != pod.uid) {
+        let action = format!(
+            "request a token bound to pod {namespace}/{} with uid {}: the UID in the bound \
+             object reference does not match the UID in record (the pod might have been deleted \
+             and then recreated)",
+            pod.name, pod.uid
+        );
+        return Err(denied(identity, &action));
+    }
+    let spec = stored.spec.as_ref();
+    if spec.is_none_or(|s| s.node_name != *node) {
+        let action = format!(
+            "request a token bound to pod {namespace}/{}, scheduled on another node",
+            pod.name
+        );
+        return Err(denied(identity, &action));
+    }
+    if spec.is_none_or(|s| pods::service_account(s) != account) {
+        let action = format!(
+            "request a token for service account {namespace}/{account} bound to pod {namespace}/{}, which runs as another",
+            pod.name
+        );
+        return Err(denied(identity, &action));
+    }
+    Ok(())
+}
+
 /// Calls about the cluster rather than its objects (membership, the
 /// datastore's snapshots), which only admins and masters may make. Masters
 /// make them only to relay a call they have authorized already.
@@ -637,6 +761,9 @@ pub fn rules_for(
             (Scope::BoundPods, Identity::Node(node)) => bound_pod_names(store, node, namespace),
             (Scope::ReadByBoundPods, Identity::Node(node)) => {
                 names_read_by_bound_pods(store, node, namespace, rule.kinds)
+            }
+            (Scope::AccountsOfBoundPods, Identity::Node(node)) => {
+                accounts_of_bound_pods(store, node, namespace)
             }
             _ => continue,
         };
@@ -764,21 +891,37 @@ fn names_read_by_bound_pods(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesUser {
     pub username: String,
-    pub groups: Vec<&'static str>,
+    pub groups: Vec<String>,
 }
 
 /// `identity` as a Kubernetes user: admins are `system:admin` in
-/// `system:masters`, nodes `system:node:<name>` in `system:nodes`.
+/// `system:masters`, nodes `system:node:<name>` in `system:nodes`, service
+/// accounts `system:serviceaccount:<namespace>:<name>` in
+/// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`; every
+/// one in `system:authenticated`.
 pub fn kubernetes_user(identity: &Identity) -> KubernetesUser {
-    let (username, group) = match identity {
-        Identity::Admin => ("system:admin".to_owned(), "system:masters"),
-        Identity::Node(name) => (format!("system:node:{name}"), "system:nodes"),
-        Identity::Master(id) => (format!("system:skiff-master:{id}"), "system:masters"),
+    let (username, mut groups) = match identity {
+        Identity::Admin => ("system:admin".to_owned(), vec!["system:masters".to_owned()]),
+        Identity::Node(name) => (
+            format!("system:node:{name}"),
+            vec!["system:nodes".to_owned()],
+        ),
+        Identity::Master(id) => (
+            format!("system:skiff-master:{id}"),
+            vec!["system:masters".to_owned()],
+        ),
+        Identity::ServiceAccount {
+            namespace, name, ..
+        } => (
+            skiff_security::identity::service_account_user(namespace, name),
+            vec![
+                "system:serviceaccounts".to_owned(),
+                format!("system:serviceaccounts:{namespace}"),
+            ],
+        ),
     };
-    KubernetesUser {
-        username,
-        groups: vec![group, "system:authenticated"],
-    }
+    groups.push("system:authenticated".to_owned());
+    KubernetesUser { username, groups }
 }
 
 /// Whether `object` (a Node) keeps the spec the stored Node `name` has.
@@ -1320,11 +1463,16 @@ mod tests {
         ]
     }
 
-    fn discovery_paths() -> NonResourceRule {
-        NonResourceRule {
-            verbs: vec!["get"],
-            paths: EVERYONE_PATHS[0].paths.to_vec(),
-        }
+    /// The path rules every identity has: discovery, and the service
+    /// account issuer's documents.
+    fn everyone_paths() -> Vec<NonResourceRule> {
+        EVERYONE_PATHS
+            .iter()
+            .map(|rule| NonResourceRule {
+                verbs: vec!["get"],
+                paths: rule.paths.to_vec(),
+            })
+            .collect()
     }
 
     #[test]
@@ -1343,7 +1491,9 @@ mod tests {
             verbs: vec!["*"],
             paths: vec!["*"],
         };
-        assert_eq!(paths, [all_paths, discovery_paths()]);
+        let mut expected = vec![all_paths];
+        expected.extend(everyone_paths());
+        assert_eq!(paths, expected);
     }
 
     #[test]
@@ -1376,11 +1526,13 @@ mod tests {
             core(&["get"], &["pods", "pods/status"], &["mine"]),
             own_node.clone(),
             core(&["update", "patch"], &["pods/status"], &["mine"]),
+            // Pod `mine` names no service account: it runs as `default`.
+            core(&["create"], &["serviceaccounts/token"], &["default"]),
             access.clone(),
             whoami.clone(),
         ];
         assert_eq!(resources, expected);
-        assert_eq!(paths, [discovery_paths()]);
+        assert_eq!(paths, everyone_paths());
         // No pod of n1's in kube-system: no rules about pods there.
         let (resources, _) = rules_for(&store, &n1, "kube-system");
         assert_eq!(resources, [reads, own_node, access, whoami]);
@@ -1623,24 +1775,236 @@ mod tests {
 
     #[test]
     fn identities_are_the_users_k3s_names() {
-        let user = |username: &str, groups: [&'static str; 2]| KubernetesUser {
+        let user = |username: &str, groups: &[&str]| KubernetesUser {
             username: username.to_owned(),
-            groups: groups.to_vec(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
         };
         assert_eq!(
             kubernetes_user(&Identity::Admin),
-            user("system:admin", ["system:masters", "system:authenticated"])
+            user("system:admin", &["system:masters", "system:authenticated"])
         );
         assert_eq!(
             kubernetes_user(&Identity::Node("pi-1".into())),
-            user("system:node:pi-1", ["system:nodes", "system:authenticated"])
+            user(
+                "system:node:pi-1",
+                &["system:nodes", "system:authenticated"]
+            )
         );
         assert_eq!(
             kubernetes_user(&Identity::Master("3".into())),
             user(
                 "system:skiff-master:3",
-                ["system:masters", "system:authenticated"]
+                &["system:masters", "system:authenticated"]
             )
         );
+        let builder = Identity::ServiceAccount {
+            namespace: "shop".into(),
+            name: "builder".into(),
+            uid: "6f1c".into(),
+        };
+        assert_eq!(
+            kubernetes_user(&builder),
+            user(
+                "system:serviceaccount:shop:builder",
+                &[
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:shop",
+                    "system:authenticated",
+                ]
+            )
+        );
+    }
+
+    fn default_account() -> Identity {
+        Identity::ServiceAccount {
+            namespace: "default".into(),
+            name: "default".into(),
+            uid: "sa-1".into(),
+        }
+    }
+
+    #[test]
+    fn a_service_account_may_do_what_everyone_may_and_nothing_more() {
+        let (_dir, store) = cluster();
+        let account = default_account();
+        let cases = [
+            (Verb::List, Kind::Pod, None, "list pods"),
+            (Verb::Get, Kind::Pod, Some("mine"), r#"read Pod "mine""#),
+            (
+                Verb::Get,
+                Kind::Secret,
+                Some("token"),
+                r#"read Secret "token""#,
+            ),
+            (Verb::Create, Kind::Deployment, None, "create deployments"),
+            (
+                Verb::List,
+                Kind::ServiceAccount,
+                None,
+                "list serviceaccounts",
+            ),
+        ];
+        for (verb, kind, name, refusal) in cases {
+            let answer = call(&store, &account, verb, kind, name);
+            assert_answer(answer, &account, Err(refusal), refusal);
+        }
+        // Not even a token of its own.
+        let token = Access::new(
+            Verb::Create,
+            Kind::ServiceAccount,
+            "default",
+            Some("default"),
+        )
+        .with_subresource("token");
+        let answer = authorize(&store, &account, &token);
+        let refusal = r#"create the token of ServiceAccount "default""#;
+        assert_answer(answer, &account, Err(refusal), "its own token");
+        for kind in REVIEWS {
+            assert!(decide(&store, &account, &Access::new(Verb::Create, kind, "", None)).allowed);
+        }
+        for path in [
+            "/apis",
+            "/version",
+            "/.well-known/openid-configuration",
+            "/openid/v1/jwks",
+        ] {
+            assert!(decide_path(&account, "get", path).allowed, "{path}");
+        }
+        assert_eq!(
+            decide_path(&account, "get", "/metrics").reason,
+            "system:serviceaccount:default:default may not get /metrics"
+        );
+        let (resources, paths) = rules_for(&store, &account, "default");
+        assert_eq!(resources, review_rules());
+        assert_eq!(paths, everyone_paths());
+    }
+
+    /// A pod in `namespace` bound to `node` running as `account`.
+    fn pod_running_as(namespace: &str, name: &str, node: &str, account: &str) -> Object {
+        v1::Pod {
+            metadata: meta(namespace, name),
+            spec: Some(v1::PodSpec {
+                node_name: node.into(),
+                service_account_name: account.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object()
+    }
+
+    #[test]
+    fn a_node_requests_tokens_only_for_the_accounts_of_its_own_pods() {
+        let (_dir, store) = cluster();
+        let more = [
+            pod_running_as("default", "builder-0", "n1", "builder"),
+            pod_running_as("default", "deployer-0", "n2", "deployer"),
+        ];
+        for result in store.apply_commands(more.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let n1 = Identity::Node("n1".into());
+        let token = |namespace: &'static str, account: &'static str| {
+            Access::new(Verb::Create, Kind::ServiceAccount, namespace, Some(account))
+                .with_subresource("token")
+        };
+        // `mine` runs as default, `builder-0` as builder: both bound to n1.
+        for account in ["default", "builder"] {
+            assert!(
+                authorize(&store, &n1, &token("default", account)).is_ok(),
+                "{account}"
+            );
+        }
+        assert!(
+            authorize(&store, &n1, &token("", "builder")).is_ok(),
+            "the default namespace"
+        );
+        let refusals = [
+            (
+                token("default", "deployer"),
+                r#"create the token of ServiceAccount "deployer""#,
+            ),
+            (
+                token("kube-system", "default"),
+                r#"create the token of ServiceAccount "default""#,
+            ),
+        ];
+        for (access, refusal) in refusals {
+            assert_answer(authorize(&store, &n1, &access), &n1, Err(refusal), refusal);
+        }
+        // Reading or changing the accounts is another matter.
+        let read = Access::new(Verb::Get, Kind::ServiceAccount, "default", Some("builder"));
+        assert!(authorize(&store, &n1, &read).is_err());
+        let (resources, _) = rules_for(&store, &n1, "default");
+        let tokens = ResourceRule {
+            verbs: vec!["create"],
+            api_groups: vec![""],
+            resources: vec!["serviceaccounts/token".into()],
+            resource_names: vec!["builder".into(), "default".into()],
+        };
+        assert!(resources.contains(&tokens), "{resources:?}");
+    }
+
+    #[test]
+    fn a_node_s_token_is_bound_to_a_pod_of_its_own_by_name_and_uid_as_node_restriction_asks() {
+        let (_dir, store) = cluster();
+        let more = [pod_running_as("default", "builder-0", "n1", "builder")];
+        for result in store.apply_commands(more.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let n1 = Identity::Node("n1".into());
+        let bound = |name: &str, uid: &str| BoundObjectRef {
+            kind: "Pod".into(),
+            api_version: "v1".into(),
+            name: name.into(),
+            uid: uid.into(),
+        };
+        let ask = |account: &str, reference: Option<BoundObjectRef>| {
+            may_request_token(&store, &n1, "default", account, reference.as_ref())
+        };
+        // The `create` helper gives each object the uid `uid-<name>`.
+        assert!(ask("builder", Some(bound("builder-0", "uid-builder-0"))).is_ok());
+        assert!(ask("default", Some(bound("mine", "uid-mine"))).is_ok());
+        let not_bound = "request a token not bound to a pod";
+        let secret = BoundObjectRef {
+            kind: "Secret".into(),
+            ..bound("builder-0", "uid-builder-0")
+        };
+        let refusals = [
+            (ask("builder", None), not_bound.to_owned()),
+            (ask("builder", Some(secret)), not_bound.to_owned()),
+            (
+                ask("builder", Some(bound("builder-0", ""))),
+                "request a token bound to a pod without naming the pod's uid".to_owned(),
+            ),
+            (
+                ask("builder", Some(bound("gone", "uid-gone"))),
+                "request a token bound to pod default/gone, which does not exist".to_owned(),
+            ),
+            (
+                ask("default", Some(bound("theirs", "uid-theirs"))),
+                "request a token bound to pod default/theirs, scheduled on another node".to_owned(),
+            ),
+            (
+                ask("default", Some(bound("builder-0", "uid-builder-0"))),
+                "request a token for service account default/default bound to pod \
+                 default/builder-0, which runs as another"
+                    .to_owned(),
+            ),
+        ];
+        for (answer, refusal) in refusals {
+            assert_answer(answer, &n1, Err(refusal.as_str()), &refusal);
+        }
+        let replaced = ask("builder", Some(bound("builder-0", "uid-old")));
+        let refused = replaced.expect_err("another uid");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert!(
+            refused
+                .message()
+                .contains("does not match the UID in record"),
+            "{refused:?}"
+        );
+        // Admins are not held to it.
+        assert!(may_request_token(&store, &Identity::Admin, "default", "builder", None).is_ok());
     }
 }

@@ -12,7 +12,8 @@
 //! from its memory ([`events`]). Nor is the metrics API
 //! (`metrics.k8s.io` NodeMetrics and PodMetrics, get and list only): the
 //! leader answers it from the readings its heartbeats bring
-//! ([`resource_metrics`]).
+//! ([`resource_metrics`]). Nor are TokenRequests: a service account token
+//! is signed here and answered, never stored ([`token_requests`]).
 
 pub mod authz;
 pub mod datastore;
@@ -25,6 +26,7 @@ pub mod nodes;
 pub mod pod_sessions;
 mod resource_metrics;
 pub mod routing;
+pub mod token_requests;
 pub mod transport;
 mod watch;
 
@@ -52,6 +54,7 @@ use crate::events::EventStore;
 use crate::objects::deletion::{DeleteOptions, Propagation};
 use crate::objects::{Kind, ObjectExt};
 use crate::resource_metrics::ResourceMetrics;
+use crate::security::service_account_tokens::TokenAuthority;
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
@@ -135,6 +138,8 @@ pub struct ApiService {
     /// The nodes' resource usage readings, in use while this master leads
     /// (heartbeats bring them to the leader).
     resource_metrics: ResourceMetrics,
+    /// Signs service account tokens and checks those shown.
+    tokens: Arc<TokenAuthority>,
     shutdown: CancellationToken,
 }
 
@@ -145,6 +150,7 @@ impl ApiService {
         advertised: MemberNode,
         events: Arc<EventStore>,
         resource_metrics: ResourceMetrics,
+        tokens: Arc<TokenAuthority>,
         shutdown: CancellationToken,
     ) -> ApiService {
         let cluster = writer.cluster().clone();
@@ -156,6 +162,7 @@ impl ApiService {
             advertised,
             events,
             resource_metrics,
+            tokens,
             shutdown,
         }
     }

@@ -39,6 +39,9 @@
 //!   Raft membership.
 //! - [`node_port_backfill`]: nodePorts and health check ports for Services
 //!   stored before skiff gave them, once per leadership.
+//! - [`service_accounts`]: every namespace's `default` ServiceAccount.
+//! - [`service_account_key`]: the cluster's service account signing key
+//!   (one, sealed, in a Secret), not a reconciler: a periodic loop.
 //!
 //! What the workload controllers share: [`pod_claims`] (which pods a
 //! ReplicaSet, DaemonSet or StatefulSet counts as its own: adoption and
@@ -68,6 +71,8 @@ pub mod queue;
 pub mod recording;
 pub mod replicaset;
 pub mod revisions;
+pub mod service_account_key;
+pub mod service_accounts;
 pub mod service_lb;
 pub mod statefulset;
 pub mod workload_spec;
@@ -141,6 +146,9 @@ pub enum ReconcileError {
     /// The store answered a write with an object of another kind.
     #[error("the store answered a {kind} write with another kind of object")]
     WrongKind { kind: &'static str },
+    /// The service account signing key could not be made.
+    #[error(transparent)]
+    SigningKey(#[from] crate::security::service_account_key::SigningKeyError),
 }
 
 impl ReconcileError {

@@ -44,6 +44,9 @@ pub enum Subresource {
     Attach,
     /// `portforward`: TCP into a pod's network namespace, over a WebSocket.
     PortForward,
+    /// `token`: an `authentication.k8s.io/v1` TokenRequest, answered with a
+    /// token of the ServiceAccount (`rest/token_request.rs`).
+    Token,
 }
 
 impl Subresource {
@@ -58,6 +61,7 @@ impl Subresource {
             Subresource::Exec => "exec",
             Subresource::Attach => "attach",
             Subresource::PortForward => "portforward",
+            Subresource::Token => "token",
         }
     }
 
@@ -68,7 +72,7 @@ impl Subresource {
             Subresource::Status | Subresource::Scale => &["get", "patch", "update"],
             Subresource::Log => &["get"],
             Subresource::Proxy => &["create", "delete", "get", "patch", "update"],
-            Subresource::Eviction => &["create"],
+            Subresource::Eviction | Subresource::Token => &["create"],
             Subresource::Exec | Subresource::Attach | Subresource::PortForward => {
                 &["create", "get"]
             }
@@ -215,6 +219,7 @@ const POD: &[Subresource] = &[
     Subresource::Status,
 ];
 const SERVICE: &[Subresource] = &[Subresource::Proxy, Subresource::Status];
+const SERVICE_ACCOUNT: &[Subresource] = &[Subresource::Token];
 const ALL: &[&str] = &["all"];
 
 /// One registry entry; `api_version` must be `group/version` (tested).
@@ -316,7 +321,7 @@ pub const KINDS: [KindInfo; 41] = [
     entry(Kind::Endpoints, "Endpoints", CORE, ("endpoints", "endpoints"), true, &["ep"], &[], &[], Typed),
     entry(Kind::Secret, "Secret", CORE, ("secrets", "secret"), true, &[], &[], &[], Typed),
     entry(Kind::ConfigMap, "ConfigMap", CORE, ("configmaps", "configmap"), true, &["cm"], &[], &[], Generic),
-    entry(Kind::ServiceAccount, "ServiceAccount", CORE, ("serviceaccounts", "serviceaccount"), true, &["sa"], &[], &[], Generic),
+    entry(Kind::ServiceAccount, "ServiceAccount", CORE, ("serviceaccounts", "serviceaccount"), true, &["sa"], &[], SERVICE_ACCOUNT, Generic),
     entry(Kind::LimitRange, "LimitRange", CORE, ("limitranges", "limitrange"), true, &["limits"], &[], &[], Generic),
     entry(Kind::ResourceQuota, "ResourceQuota", CORE, ("resourcequotas", "resourcequota"), true, &["quota"], &[], STATUS, Generic),
     entry(Kind::PersistentVolume, "PersistentVolume", CORE, ("persistentvolumes", "persistentvolume"), false, &["pv"], &[], STATUS, Generic),
@@ -794,6 +799,11 @@ mod tests {
         assert_eq!(Subresource::PortForward.name(), "portforward");
         assert_eq!(Subresource::Eviction.verbs(), ["create"]);
         assert!(!info(Kind::Deployment).has(Subresource::Eviction));
+        assert!(info(Kind::ServiceAccount).has(Subresource::Token));
+        assert_eq!(
+            (Subresource::Token.name(), Subresource::Token.verbs()),
+            ("token", &["create"][..])
+        );
         let services = info(Kind::Service);
         assert!(services.has(Subresource::Proxy));
         assert!(!services.has(Subresource::Log));

@@ -252,10 +252,15 @@ fn rules_status(resources: &[ResourceRule], paths: &[NonResourceRule]) -> Value 
     })
 }
 
-/// A SelfSubjectReview's status: who the caller is.
+/// A SelfSubjectReview's status: who the caller is (a service account's
+/// uid too, as kube-apiserver tells it).
 fn user_status(identity: &Identity) -> Value {
     let user = authz::kubernetes_user(identity);
-    json!({"userInfo": {"username": user.username, "groups": user.groups}})
+    let mut info = json!({"username": user.username, "groups": user.groups});
+    if let Identity::ServiceAccount { uid, .. } = identity {
+        info["uid"] = json!(uid);
+    }
+    json!({ "userInfo": info })
 }
 
 /// A string attribute; `""` when missing or not a string.
@@ -456,6 +461,23 @@ mod tests {
             json!({"userInfo": {
                 "username": "system:admin",
                 "groups": ["system:masters", "system:authenticated"],
+            }})
+        );
+        let account = Identity::ServiceAccount {
+            namespace: "default".into(),
+            name: "default".into(),
+            uid: "6f1c".into(),
+        };
+        assert_eq!(
+            user_status(&account),
+            json!({"userInfo": {
+                "username": "system:serviceaccount:default:default",
+                "uid": "6f1c",
+                "groups": [
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:default",
+                    "system:authenticated",
+                ],
             }})
         );
     }

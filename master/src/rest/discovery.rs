@@ -106,6 +106,7 @@ fn subresource_kind(
     match subresource {
         Subresource::Scale => ("autoscaling", "v1", "Scale"),
         Subresource::Eviction => ("policy", "v1", "Eviction"),
+        Subresource::Token => ("authentication.k8s.io", "v1", "TokenRequest"),
         Subresource::Status | Subresource::Log => (info.group, info.version, info.name),
         Subresource::Proxy => (info.group, info.version, proxy_options_kind(info)),
         Subresource::Exec => (info.group, info.version, "PodExecOptions"),
@@ -163,7 +164,10 @@ pub fn resources(group: &str, version: &str) -> Option<Value> {
             });
             // Only where the subresource's kind is of another group (kubectl
             // drain finds the Eviction's version here).
-            if matches!(sub, Subresource::Scale | Subresource::Eviction) {
+            if matches!(
+                sub,
+                Subresource::Scale | Subresource::Eviction | Subresource::Token
+            ) {
                 entry["group"] = json!(sub_group);
                 entry["version"] = json!(sub_version);
             }
@@ -402,6 +406,20 @@ mod tests {
         assert_eq!(eviction["group"], "policy");
         assert_eq!(eviction["version"], "v1");
         assert_eq!(eviction["verbs"], json!(["create"]));
+        // What kubectl create token posts to, as kube-apiserver lists it.
+        let token = entry("serviceaccounts/token");
+        assert_eq!(
+            token,
+            json!({
+                "name": "serviceaccounts/token",
+                "singularName": "",
+                "namespaced": true,
+                "group": "authentication.k8s.io",
+                "version": "v1",
+                "kind": "TokenRequest",
+                "verbs": ["create"],
+            })
+        );
         let exec = entry("pods/exec");
         assert_eq!(exec["kind"], "PodExecOptions");
         assert_eq!(exec["verbs"], json!(["create", "get"]));

@@ -17,14 +17,20 @@
 //! OpenAPI documents `kubectl explain` and kubectl's validation read
 //! are made from the generated API schema ([`openapi`]). Custom kinds
 //! (CustomResourceDefinitions') are served like the others, with their
-//! own Tables and Scale ([`custom_kinds`]).
+//! own Tables and Scale ([`custom_kinds`]). A TokenRequest
+//! (`serviceaccounts/token`) is answered with a service account token
+//! ([`token_request`]), and the issuer's OIDC discovery documents are
+//! served ([`issuer_discovery`]).
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
-//! signed by the cluster CA.
+//! signed by the cluster CA or a service account token
+//! ([`authentication`]).
 
 mod access_review;
+mod authentication;
 mod custom_kinds;
 pub mod discovery;
+mod issuer_discovery;
 mod openapi;
 pub mod patch;
 pub mod path;
@@ -39,6 +45,7 @@ mod spdy_streams;
 pub mod status;
 mod stream_session;
 pub mod table;
+mod token_request;
 mod watch;
 mod watch_websocket;
 pub mod websocket;
@@ -48,6 +55,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::SystemTime;
 
 use axum::body::Body;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
@@ -124,7 +132,10 @@ impl RestApi {
             }
             _ => {}
         }
-        let Some(peer) = peer.filter(|p| p.identity.is_some()) else {
+        let tokens = self.api.service_account_tokens();
+        let peer =
+            authentication::authenticate(tokens, peer, &mut parts.headers, SystemTime::now())?;
+        let Some(identity) = peer.identity.clone() else {
             return Err(RestError::unauthorized());
         };
         let accept = header_text(&parts.headers, header::ACCEPT);
@@ -176,6 +187,18 @@ impl RestApi {
             Target::OpenApiV3(path) => {
                 only_get(&parts.method)?;
                 self.openapi.v3(&path, &query, &accept, &parts.headers)
+            }
+            Target::OpenIdConfiguration => {
+                only_get(&parts.method)?;
+                let document = issuer_discovery::Document::OpenIdConfiguration;
+                let (address, path) = (&self.server_address, parts.uri.path());
+                issuer_discovery::serve(document, tokens, &identity, address, path)
+            }
+            Target::Jwks => {
+                only_get(&parts.method)?;
+                let document = issuer_discovery::Document::Jwks;
+                let (address, path) = (&self.server_address, parts.uri.path());
+                issuer_discovery::serve(document, tokens, &identity, address, path)
             }
             Target::Unknown => Err(RestError::not_found_path(parts.uri.path())),
             Target::Version | Target::Health => Err(RestError::internal("unreachable route")),

@@ -1,7 +1,8 @@
-//! What a REST URL names: `/version`, health, discovery, OpenAPI, or a
-//! resource path `/api/v1/[namespaces/{ns}/]{resource}[/{name}[/{sub}]]`
-//! (and the same under `/apis/{group}/{version}`), or a watch of one
-//! through the deprecated watch paths kube-apiserver still serves
+//! What a REST URL names: `/version`, health, discovery, OpenAPI, the
+//! service account issuer's documents, or a resource path
+//! `/api/v1/[namespaces/{ns}/]{resource}[/{name}[/{sub}]]` (and the same
+//! under `/apis/{group}/{version}`), or a watch of one through the
+//! deprecated watch paths kube-apiserver still serves
 //! (`/api/v1/watch/[namespaces/{ns}/]{resource}[/{name}]`). A trailing `/`
 //! is accepted, as the Python client sends one.
 
@@ -42,6 +43,11 @@ pub enum Target {
     OpenApiV2,
     /// `/openapi/v3` and below.
     OpenApiV3(String),
+    /// `/.well-known/openid-configuration`: the service account issuer's
+    /// OpenID provider configuration.
+    OpenIdConfiguration,
+    /// `/openid/v1/jwks`: the keys its tokens are signed with.
+    Jwks,
     Resource(ResourcePath),
     Unknown,
 }
@@ -57,6 +63,8 @@ pub fn parse(path: &str) -> Target {
         ["apis"] => Target::Groups,
         ["openapi", "v2"] | ["swagger-2.0.0.pb-v1"] => Target::OpenApiV2,
         ["openapi", "v3", rest @ ..] => Target::OpenApiV3(rest.join("/")),
+        [".well-known", "openid-configuration"] => Target::OpenIdConfiguration,
+        ["openid", "v1", "jwks"] => Target::Jwks,
         ["api", version, rest @ ..] => resource_path("", version, rest),
         ["apis", group] => Target::Group((*group).to_owned()),
         ["apis", group, version, rest @ ..] => resource_path(group, version, rest),
@@ -115,6 +123,13 @@ mod tests {
         assert_eq!(parse("/version/"), Target::Version);
         assert_eq!(parse("/readyz/ping"), Target::Health);
         assert_eq!(parse("/api"), Target::CoreVersions);
+        assert_eq!(
+            parse("/.well-known/openid-configuration"),
+            Target::OpenIdConfiguration
+        );
+        assert_eq!(parse("/openid/v1/jwks"), Target::Jwks);
+        assert_eq!(parse("/openid/v1/jwks/"), Target::Jwks);
+        assert_eq!(parse("/openid/v1"), Target::Unknown);
         assert_eq!(parse("/apis/"), Target::Groups);
         assert_eq!(
             parse("/api/v1/"),

@@ -9,7 +9,8 @@
 //! PodDisruptionBudget forbids it: `objects::disruption_budget`). Each is
 //! one or more calls of the gRPC API service with the caller's identity.
 //! The `log` and `proxy` subresources are handed to [`super::pod_logs`]
-//! and [`super::proxy`], the kinds never stored (the access reviews) to
+//! and [`super::proxy`], a ServiceAccount's `token` to
+//! [`super::token_request`], the kinds never stored (the access reviews) to
 //! [`super::access_review`]; the metrics API's kinds (`metrics.k8s.io`,
 //! made from the leader's readings by `api::resource_metrics`) are only
 //! read, with get and list.
@@ -36,6 +37,7 @@ use super::pod_logs::{LogQuery, LogRequest};
 use super::proxy::ProxyRequest;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
+use super::token_request::TokenRequestCall;
 use super::watch::{self, WatchPlan, WatchTarget};
 use super::watch_websocket::Upgrade;
 use super::wire::{self, BodyOrigin, FieldValidation};
@@ -145,6 +147,17 @@ impl<'a> Call<'a> {
             }
             (Some("eviction"), Some(name)) if info.has(Subresource::Eviction) => {
                 return self.evict(info, name, &body).await;
+            }
+            (Some("token"), Some(name)) if info.has(Subresource::Token) => {
+                let request = TokenRequestCall {
+                    api: self.api,
+                    peer: self.peer,
+                    method: self.method,
+                    headers: self.headers,
+                    namespace: self.namespace(),
+                    name,
+                };
+                return request.serve(&body).await;
             }
             _ => {}
         }

@@ -85,11 +85,13 @@ impl RestError {
         )
     }
 
+    /// No credentials, or none that hold: 401 `Unauthorized`, whatever was
+    /// wrong (a refused token's reason is logged, not told).
     pub fn unauthorized() -> RestError {
         RestError::new(
             StatusCode::UNAUTHORIZED,
             "Unauthorized",
-            "Unauthorized: a client certificate signed by the cluster CA is required (admin.conf holds one)",
+            "Unauthorized: a client certificate signed by the cluster CA (admin.conf holds one) or a valid service account token is required",
         )
     }
 
