@@ -1,8 +1,8 @@
 //! What runs while this master leads: the controllers, the scheduler, node
 //! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, one
 //! pass giving nodePorts to Services stored without them, the built-in
-//! `kubernetes` and `kube-dns` Services and the built-in `local-path`
-//! StorageClass, recording Events into
+//! `kubernetes` and `kube-dns` Services, the built-in `local-path`
+//! StorageClass and the default RBAC roles and bindings, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
@@ -24,6 +24,7 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::cluster_role_aggregation::ClusterRoleAggregationController;
 use crate::controllers::cron_job::CronJobController;
 use crate::controllers::custom_resources::CustomResourceDefinitionController;
 use crate::controllers::daemonset::DaemonSetController;
@@ -41,7 +42,8 @@ use crate::controllers::replicaset::ReplicaSetController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::{
-    self, default_storage_class, garbage_collector, node_port_backfill, Context,
+    self, default_rbac_policy, default_storage_class, garbage_collector, node_port_backfill,
+    Context,
 };
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
@@ -214,7 +216,13 @@ pub async fn run(
             ctx.store.clone(),
             term.clone(),
         ));
+        tasks.spawn(controllers::run(
+            ClusterRoleAggregationController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
         tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
+        tasks.spawn(default_rbac_policy::run(ctx.clone(), term.clone()));
         tasks.spawn(node_port_backfill::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
         tasks.spawn(pod_gc::run(ctx.clone(), pod_gc_config, term.clone()));

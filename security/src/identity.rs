@@ -1,7 +1,8 @@
-//! Who a certificate speaks for. The identity is the certificate's common
-//! name: `admin`, `node:<name>` or `master:<id>`. What else skiff reads
-//! from a certificate (serial, expiry, the names and addresses it is valid
-//! for) is [`CertInfo`].
+//! Who a request speaks for. A certificate's identity is its common name:
+//! `admin`, `node:<name>` or `master:<id>`. A service account
+//! ([`Identity::ServiceAccount`]) is never a certificate's: it comes from
+//! the account's token. What else skiff reads from a certificate (serial,
+//! expiry, the names and addresses it is valid for) is [`CertInfo`].
 
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
@@ -19,15 +20,29 @@ pub enum Identity {
     Node(String),
     /// A master, by Raft node id.
     Master(String),
+    /// A Kubernetes service account, known by its token (never by a
+    /// certificate): what RBAC authorizes as the user
+    /// `system:serviceaccount:<namespace>:<name>`.
+    ServiceAccount {
+        namespace: String,
+        name: String,
+        uid: String,
+    },
 }
 
 impl Identity {
-    /// The certificate common name for this identity.
+    /// The certificate common name for this identity; a service account's
+    /// user name (`system:serviceaccount:<namespace>:<name>`), which
+    /// [`Identity::from_common_name`] does not read back: no certificate
+    /// speaks for a service account.
     pub fn common_name(&self) -> String {
         match self {
             Identity::Admin => "admin".to_owned(),
             Identity::Node(n) => format!("node:{n}"),
             Identity::Master(id) => format!("master:{id}"),
+            Identity::ServiceAccount {
+                namespace, name, ..
+            } => format!("system:serviceaccount:{namespace}:{name}"),
         }
     }
 
@@ -145,6 +160,15 @@ mod tests {
         assert_eq!(Identity::from_common_name("node:"), None);
         assert_eq!(Identity::from_common_name("root"), None);
         assert_eq!(Identity::from_common_name("Admin"), None);
+        // A certificate never speaks for a service account.
+        let robot = Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "robot".into(),
+            uid: "u-1".into(),
+        };
+        assert_eq!(robot.common_name(), "system:serviceaccount:team:robot");
+        assert_eq!(Identity::from_common_name(&robot.common_name()), None);
+        assert!(!robot.is_privileged());
     }
 
     #[test]

@@ -478,7 +478,8 @@ mod tests {
             listed,
             [
                 ("selfsubjectaccessreviews", &create),
-                ("selfsubjectrulesreviews", &create)
+                ("selfsubjectrulesreviews", &create),
+                ("subjectaccessreviews", &create)
             ]
         );
         assert_eq!(
