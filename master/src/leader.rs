@@ -1,9 +1,10 @@
 //! What runs while this master leads: the controllers, the scheduler, node
 //! lifecycle, pod garbage collection, auto-deploy, scheduled snapshots, one
 //! pass giving nodePorts to Services stored without them, the built-in
-//! `kubernetes` and `kube-dns` Services and the built-in `local-path`
-//! StorageClass, every namespace's `default` ServiceAccount and the
-//! cluster's service account signing key, recording Events into
+//! `kubernetes` and `kube-dns` Services, the built-in `local-path`
+//! StorageClass, every namespace's `default` ServiceAccount, the
+//! cluster's service account signing key and the default RBAC roles and
+//! bindings, recording Events into
 //! this master's `EventStore`, which starts over (empty, new
 //! resourceVersions) each time leadership is taken up or given up. They
 //! start when this master becomes leader and stop when it stops being
@@ -25,6 +26,7 @@ use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
+use crate::controllers::cluster_role_aggregation::ClusterRoleAggregationController;
 use crate::controllers::cron_job::CronJobController;
 use crate::controllers::custom_resources::CustomResourceDefinitionController;
 use crate::controllers::daemonset::DaemonSetController;
@@ -43,7 +45,8 @@ use crate::controllers::service_accounts::DefaultServiceAccountController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::{
-    self, default_storage_class, garbage_collector, node_port_backfill, service_account_key,
+    self, default_rbac_policy, default_storage_class, garbage_collector, node_port_backfill,
+    service_account_key,
     Context,
 };
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
@@ -233,7 +236,13 @@ pub async fn run(
             ctx.store.clone(),
             term.clone(),
         ));
+        tasks.spawn(controllers::run(
+            ClusterRoleAggregationController::new(ctx.clone()),
+            ctx.store.clone(),
+            term.clone(),
+        ));
         tasks.spawn(default_storage_class::run(ctx.clone(), term.clone()));
+        tasks.spawn(default_rbac_policy::run(ctx.clone(), term.clone()));
         tasks.spawn(node_port_backfill::run(ctx.clone(), term.clone()));
         tasks.spawn(garbage_collector::run(ctx.clone(), term.clone()));
         tasks.spawn(pod_gc::run(ctx.clone(), pod_gc_config, term.clone()));

@@ -167,6 +167,15 @@ mod tests {
         assert_eq!(Identity::from_common_name("node:"), None);
         assert_eq!(Identity::from_common_name("root"), None);
         assert_eq!(Identity::from_common_name("Admin"), None);
+        // A certificate never speaks for a service account.
+        let robot = Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "robot".into(),
+            uid: "u-1".into(),
+        };
+        assert_eq!(robot.common_name(), "system:serviceaccount:team:robot");
+        assert_eq!(Identity::from_common_name(&robot.common_name()), None);
+        assert!(!robot.is_privileged());
     }
 
     #[test]

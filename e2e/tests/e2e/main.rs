@@ -34,6 +34,7 @@ mod pod_network;
 mod pod_spec;
 mod process_namespace;
 mod python_client;
+mod rbac;
 mod resource_metrics;
 mod scheduling;
 mod security;

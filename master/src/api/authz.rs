@@ -27,11 +27,16 @@
 //!   Kubernetes' NodeRestriction admission does, not by the rules. It may
 //!   request tokens for the service accounts of the pods bound to it, each
 //!   bound to such a pod ([`may_request_token`], NodeRestriction again).
-//! - A service account (an identity only the REST API makes, from a
-//!   token) may do what everyone may, until RBAC grants it more.
 //! - Everyone authenticated may review its own access and read discovery,
 //!   the version, health and the service account issuer's documents
 //!   (`/.well-known/openid-configuration`, `/openid/v1/jwks`).
+//! - Any other identity (a service account) may do what Kubernetes' RBAC
+//!   grants its user ([`kubernetes_user`]) through the stored RoleBindings
+//!   and ClusterRoleBindings (`api::rbac`), besides what everyone may; and
+//!   may write roles and bindings only granting what it holds
+//!   ([`may_write_rbac`]). The access reviews answer for it from the same
+//!   bindings, and so does a SubjectAccessReview for any user
+//!   ([`decide_for_user`]).
 //!
 //! Calls that are not about objects (cluster membership, the datastore's
 //! snapshots) are for admins and masters alone ([`privileged`]), and the
@@ -43,6 +48,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
+use super::rbac::{self, escalation};
+use crate::objects::rbac as rbac_objects;
 use crate::objects::{pods, registry, storage, Kind, ObjectExt};
 use crate::security::service_account_tokens::BoundObjectRef;
 use crate::store::state_machine::ObjectStore;
@@ -375,42 +382,85 @@ const EVERYONE_PATHS: &[PathRule] = &[
     },
 ];
 
-/// The rules that apply to `identity`, its own first. A service account
-/// has none of its own (what RBAC grants it is not read yet).
-fn rules(identity: &Identity) -> impl Iterator<Item = &'static Rule> {
-    let own: &'static [Rule] = match identity {
-        i if i.is_privileged() => PRIVILEGED,
-        Identity::Node(_) => NODE,
-        _ => &[],
-    };
-    own.iter().chain(EVERYONE)
+/// Whose rules decide a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Principal {
+    /// Admins and masters, and any user in `system:masters`: everything.
+    Privileged,
+    /// A node's agent (`system:node:<name>` in `system:nodes`): its own
+    /// rules, as Kubernetes' Node authorizer and NodeRestriction.
+    Node(String),
+    /// Anyone else (service accounts first): RBAC, as this user.
+    Rbac(KubernetesUser),
 }
 
-/// The path rules that apply to `identity`, its own first.
-fn path_rules(identity: &Identity) -> impl Iterator<Item = &'static PathRule> {
-    let own: &'static [PathRule] = if identity.is_privileged() {
-        PRIVILEGED_PATHS
-    } else {
-        &[]
-    };
-    own.iter().chain(EVERYONE_PATHS)
+impl Principal {
+    /// Whose `identity`'s rules are: admins, masters and nodes keep theirs,
+    /// every other identity is RBAC's.
+    fn of(identity: &Identity) -> Principal {
+        match identity {
+            i if i.is_privileged() => Principal::Privileged,
+            Identity::Node(node) => Principal::Node(node.clone()),
+            other => Principal::Rbac(kubernetes_user(other)),
+        }
+    }
+
+    /// Whose a user's rules are (a SubjectAccessReview's user, maybe no
+    /// identity of skiff's): `system:masters` may do everything, a node's
+    /// user in `system:nodes` has the node's rules, anyone else RBAC's.
+    fn of_user(user: &KubernetesUser) -> Principal {
+        let in_group = |group: &str| user.groups.iter().any(|g| g == group);
+        if in_group(rbac_objects::MASTERS_GROUP) {
+            return Principal::Privileged;
+        }
+        match user.username.strip_prefix(NODE_USER_PREFIX) {
+            Some(node) if !node.is_empty() && in_group(NODES_GROUP) => {
+                Principal::Node(node.to_owned())
+            }
+            _ => Principal::Rbac(user.clone()),
+        }
+    }
+
+    /// Its static rules, its own first; RBAC's come after them.
+    fn rules(&self) -> impl Iterator<Item = &'static Rule> {
+        let own: &'static [Rule] = match self {
+            Principal::Privileged => PRIVILEGED,
+            Principal::Node(_) => NODE,
+            Principal::Rbac(_) => &[],
+        };
+        own.iter().chain(EVERYONE)
+    }
+
+    /// Its static path rules, its own first; RBAC's come after them.
+    fn path_rules(&self) -> impl Iterator<Item = &'static PathRule> {
+        let own: &'static [PathRule] = match self {
+            Principal::Privileged => PRIVILEGED_PATHS,
+            Principal::Node(_) | Principal::Rbac(_) => &[],
+        };
+        own.iter().chain(EVERYONE_PATHS)
+    }
 }
 
-/// Whether `access` is within `scope` for `identity`.
-fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Access<'_>) -> bool {
-    match (scope, identity, access.name) {
+/// How Kubernetes names a node's user: `system:node:<name>`.
+const NODE_USER_PREFIX: &str = "system:node:";
+/// The group of nodes' users.
+const NODES_GROUP: &str = "system:nodes";
+
+/// Whether `access` is within `scope` for `principal`.
+fn in_scope(store: &ObjectStore, principal: &Principal, scope: Scope, access: &Access<'_>) -> bool {
+    match (scope, principal, access.name) {
         (Scope::Any, _, _) => true,
-        (Scope::OwnNode, Identity::Node(node), Some(name)) => name == node,
-        (Scope::BoundPods, Identity::Node(node), Some(pod)) => {
+        (Scope::OwnNode, Principal::Node(node), Some(name)) => name == node,
+        (Scope::BoundPods, Principal::Node(node), Some(pod)) => {
             pod_bound_to(store, access.namespace, pod, node)
         }
-        (Scope::ReadByBoundPods, Identity::Node(node), Some(name)) => {
+        (Scope::ReadByBoundPods, Principal::Node(node), Some(name)) => {
             read_by_bound_pod(store, access.kind, access.namespace, name, node)
         }
-        (Scope::NodeVolumes, Identity::Node(node), Some(name)) => {
+        (Scope::NodeVolumes, Principal::Node(node), Some(name)) => {
             volume_readable_by_node(store, name, node)
         }
-        (Scope::AccountsOfBoundPods, Identity::Node(node), Some(name)) => {
+        (Scope::AccountsOfBoundPods, Principal::Node(node), Some(name)) => {
             let namespace = match access.namespace {
                 "" => crate::writer::DEFAULT_NAMESPACE,
                 namespace => namespace,
@@ -423,36 +473,121 @@ fn in_scope(store: &ObjectStore, identity: &Identity, scope: Scope, access: &Acc
     }
 }
 
-/// May `identity` make `access`? The one answer to that question: calls on
-/// objects are authorized with it, and the access reviews answer with it.
-pub fn decide(store: &ObjectStore, identity: &Identity, access: &Access<'_>) -> Decision {
-    let granted = rules(identity)
-        .find(|rule| rule.covers(access) && in_scope(store, identity, rule.scope, access));
-    match granted {
-        Some(rule) => Decision {
+/// `access` as RBAC reads it: the verb's name, the kind's group and
+/// resource.
+fn rbac_request<'a>(access: &Access<'a>) -> rbac::Request<'a> {
+    let info = registry::info(access.kind);
+    rbac::Request::Resource(rbac::ResourceRequest {
+        verb: access.verb.name(),
+        api_group: info.group,
+        resource: info.resource,
+        subresource: access.subresource,
+        namespace: access.namespace,
+        name: access.name.unwrap_or(""),
+    })
+}
+
+/// May `principal` make `access`? Its static rules, then RBAC's for an
+/// RBAC principal; a refusal of another names it as `who`.
+fn decide_for(
+    store: &ObjectStore,
+    principal: &Principal,
+    who: &dyn std::fmt::Display,
+    access: &Access<'_>,
+) -> Decision {
+    let granted = principal
+        .rules()
+        .find(|rule| rule.covers(access) && in_scope(store, principal, rule.scope, access));
+    if let Some(rule) = granted {
+        return Decision {
             allowed: true,
             reason: rule.reason.to_owned(),
-        },
-        None => Decision {
+        };
+    }
+    match principal {
+        Principal::Rbac(user) => {
+            let answer = rbac::authorize(
+                store.cache(),
+                &user.username,
+                &user.groups,
+                &rbac_request(access),
+            );
+            Decision {
+                allowed: answer.allowed,
+                reason: answer.reason,
+            }
+        }
+        Principal::Privileged | Principal::Node(_) => Decision {
             allowed: false,
-            reason: format!("{identity} may not {}", access.describe()),
+            reason: format!("{who} may not {}", access.describe()),
         },
     }
 }
 
-/// May `identity` use `verb` (lowercase HTTP, `get`) on `path`, which names
-/// no object?
-pub fn decide_path(identity: &Identity, verb: &str, path: &str) -> Decision {
-    match path_rules(identity).find(|rule| rule.covers(verb, path)) {
-        Some(rule) => Decision {
+/// May `principal` use `verb` on `path`, which names no object?
+fn decide_path_for(
+    store: &ObjectStore,
+    principal: &Principal,
+    who: &dyn std::fmt::Display,
+    verb: &str,
+    path: &str,
+) -> Decision {
+    if let Some(rule) = principal.path_rules().find(|rule| rule.covers(verb, path)) {
+        return Decision {
             allowed: true,
             reason: rule.reason.to_owned(),
-        },
-        None => Decision {
+        };
+    }
+    match principal {
+        Principal::Rbac(user) => {
+            let request = rbac::Request::NonResource { verb, path };
+            let answer = rbac::authorize(store.cache(), &user.username, &user.groups, &request);
+            Decision {
+                allowed: answer.allowed,
+                reason: answer.reason,
+            }
+        }
+        Principal::Privileged | Principal::Node(_) => Decision {
             allowed: false,
-            reason: format!("{identity} may not {verb} {path}"),
+            reason: format!("{who} may not {verb} {path}"),
         },
     }
+}
+
+/// May `identity` make `access`? The one answer to that question: calls on
+/// objects are authorized with it, and the access reviews answer with it.
+/// Admins and masters may do everything, nodes what their rules say; any
+/// other identity what RBAC grants its user (after what everyone may).
+pub fn decide(store: &ObjectStore, identity: &Identity, access: &Access<'_>) -> Decision {
+    decide_for(store, &Principal::of(identity), identity, access)
+}
+
+/// May `identity` use `verb` (lowercase HTTP, `get`) on `path`, which names
+/// no object? The same principals as [`decide`].
+pub fn decide_path(store: &ObjectStore, identity: &Identity, verb: &str, path: &str) -> Decision {
+    decide_path_for(store, &Principal::of(identity), identity, verb, path)
+}
+
+/// May the user `user` (a name and groups, as a SubjectAccessReview asks)
+/// make `access`? As [`decide`] answers for the identity that user is:
+/// `system:masters` everything, a node's user in `system:nodes` the node's
+/// rules, anyone else RBAC's.
+pub fn decide_for_user(
+    store: &ObjectStore,
+    user: &KubernetesUser,
+    access: &Access<'_>,
+) -> Decision {
+    decide_for(store, &Principal::of_user(user), &user.username, access)
+}
+
+/// [`decide_path`] for the user `user`.
+pub fn decide_path_for_user(
+    store: &ObjectStore,
+    user: &KubernetesUser,
+    verb: &str,
+    path: &str,
+) -> Decision {
+    decide_path_for(store, &Principal::of_user(user), &user.username, verb, path)
 }
 
 /// [`decide`] for a call: refused with PermissionDenied (and logged).
@@ -730,8 +865,8 @@ pub fn is_self(identity: &Identity, node: &str, action: &str) -> Result<(), Stat
 /// One grant as a rules review lists it (Kubernetes' `ResourceRule`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResourceRule {
-    pub verbs: Vec<&'static str>,
-    pub api_groups: Vec<&'static str>,
+    pub verbs: Vec<String>,
+    pub api_groups: Vec<String>,
     /// Resources, and subresources as `pods/status`; `*` for all.
     pub resources: Vec<String>,
     /// Empty for every object.
@@ -741,28 +876,35 @@ pub struct ResourceRule {
 /// One path grant as a rules review lists it (`NonResourceRule`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NonResourceRule {
-    pub verbs: Vec<&'static str>,
-    pub paths: Vec<&'static str>,
+    pub verbs: Vec<String>,
+    pub paths: Vec<String>,
+}
+
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|i| (*i).to_owned()).collect()
 }
 
 /// Everything `identity` may do in `namespace` (`""`: cluster-wide rules
 /// only), from the rules [`decide`] reads: what `kubectl auth can-i --list`
-/// shows. The pods bound to a node are named as they are bound now.
+/// shows. The pods bound to a node are named as they are bound now; an
+/// RBAC identity's rules are its bindings' roles' (ClusterRoleBindings',
+/// and the namespace's RoleBindings').
 pub fn rules_for(
     store: &ObjectStore,
     identity: &Identity,
     namespace: &str,
 ) -> (Vec<ResourceRule>, Vec<NonResourceRule>) {
+    let principal = Principal::of(identity);
     let mut resource_rules = Vec::new();
-    for rule in rules(identity) {
-        let names = match (rule.scope, identity) {
+    for rule in principal.rules() {
+        let names = match (rule.scope, &principal) {
             (Scope::Any, _) => Vec::new(),
-            (Scope::OwnNode, Identity::Node(node)) => vec![node.clone()],
-            (Scope::BoundPods, Identity::Node(node)) => bound_pod_names(store, node, namespace),
-            (Scope::ReadByBoundPods, Identity::Node(node)) => {
+            (Scope::OwnNode, Principal::Node(node)) => vec![node.clone()],
+            (Scope::BoundPods, Principal::Node(node)) => bound_pod_names(store, node, namespace),
+            (Scope::ReadByBoundPods, Principal::Node(node)) => {
                 names_read_by_bound_pods(store, node, namespace, rule.kinds)
             }
-            (Scope::AccountsOfBoundPods, Identity::Node(node)) => {
+            (Scope::AccountsOfBoundPods, Principal::Node(node)) => {
                 accounts_of_bound_pods(store, node, namespace)
             }
             _ => continue,
@@ -771,13 +913,13 @@ pub fn rules_for(
             continue;
         }
         let verbs = match rule.verbs {
-            Verbs::All => vec!["*"],
-            Verbs::Only(verbs) => verbs.iter().map(|v| v.name()).collect(),
+            Verbs::All => vec!["*".to_owned()],
+            Verbs::Only(verbs) => verbs.iter().map(|v| v.name().to_owned()).collect(),
         };
         let Kinds::Only(kinds) = rule.kinds else {
             resource_rules.push(ResourceRule {
                 verbs,
-                api_groups: vec!["*"],
+                api_groups: vec!["*".to_owned()],
                 resources: vec!["*".to_owned()],
                 resource_names: names,
             });
@@ -801,18 +943,41 @@ pub fn rules_for(
                 .collect();
             resource_rules.push(ResourceRule {
                 verbs: verbs.clone(),
-                api_groups: vec![group],
+                api_groups: vec![group.to_owned()],
                 resources,
                 resource_names: names.clone(),
             });
         }
     }
-    let non_resource_rules = path_rules(identity)
+    let mut non_resource_rules: Vec<NonResourceRule> = principal
+        .path_rules()
         .map(|rule| NonResourceRule {
-            verbs: rule.verbs.to_vec(),
-            paths: rule.paths.to_vec(),
+            verbs: owned(rule.verbs),
+            paths: owned(rule.paths),
         })
         .collect();
+    if let Principal::Rbac(user) = &principal {
+        // Roles that cannot be found grant nothing; `authorize` names them
+        // in its refusals.
+        let (granted, _missing_roles) =
+            rbac::rules_for(store.cache(), &user.username, &user.groups, namespace);
+        for rule in granted {
+            if !rule.resources.is_empty() {
+                resource_rules.push(ResourceRule {
+                    verbs: rule.verbs.clone(),
+                    api_groups: rule.api_groups.clone(),
+                    resources: rule.resources.clone(),
+                    resource_names: rule.resource_names.clone(),
+                });
+            }
+            if !rule.non_resource_urls.is_empty() {
+                non_resource_rules.push(NonResourceRule {
+                    verbs: rule.verbs,
+                    paths: rule.non_resource_urls,
+                });
+            }
+        }
+    }
     (resource_rules, non_resource_rules)
 }
 
@@ -887,7 +1052,7 @@ fn names_read_by_bound_pods(
 }
 
 /// Who an identity is in Kubernetes' terms, named as k3s names its users:
-/// what `kubectl auth whoami` shows.
+/// what `kubectl auth whoami` shows, and the user RBAC authorizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KubernetesUser {
     pub username: String,
@@ -922,6 +1087,62 @@ pub fn kubernetes_user(identity: &Identity) -> KubernetesUser {
     };
     groups.push("system:authenticated".to_owned());
     KubernetesUser { username, groups }
+}
+
+/// A create or update (`verb`) of `object`, of RBAC's own kinds (`kind`:
+/// Role, ClusterRole, RoleBinding, ClusterRoleBinding) in `namespace`, by
+/// `identity`, who may write it: no one grants what they do not hold
+/// (`api::rbac::escalation`). Admins and masters (`system:masters`) pass;
+/// any other kind passes. A refusal is PermissionDenied in Kubernetes'
+/// words, logged.
+pub fn may_write_rbac(
+    store: &ObjectStore,
+    identity: &Identity,
+    verb: Verb,
+    kind: Kind,
+    namespace: &str,
+    object: &skiff_proto::api::Object,
+) -> Result<(), Status> {
+    let is_rbac = matches!(
+        kind,
+        Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding
+    );
+    if !is_rbac || identity.is_privileged() {
+        return Ok(());
+    }
+    let user = kubernetes_user(identity);
+    let namespace = crate::writer::namespace_for(kind, namespace);
+    let cache = store.cache();
+    let answer = match kind {
+        Kind::Role | Kind::ClusterRole => {
+            let previous = match verb {
+                Verb::Update | Verb::Patch => cache.get(kind, &namespace, &object.meta().name),
+                _ => None,
+            };
+            escalation::check_role_write(
+                cache,
+                &user.username,
+                &user.groups,
+                kind,
+                &namespace,
+                object,
+                previous.as_deref(),
+            )
+        }
+        _ => {
+            escalation::check_binding_write(cache, &user.username, &user.groups, &namespace, object)
+        }
+    };
+    answer.map_err(|refusal| {
+        let action = format!(
+            "{} {} {:?}: grant RBAC permissions not held",
+            verb.name(),
+            kind.plural(),
+            object.meta().name
+        );
+        tracing::warn!(%identity, action, "permission denied");
+        Status::permission_denied(refusal.to_string())
+    })
 }
 
 /// Whether `object` (a Node) keeps the spec the stored Node `name` has.
@@ -1413,6 +1634,7 @@ mod tests {
 
     #[test]
     fn paths_that_name_no_object_are_discovery_for_everyone_and_all_for_admins() {
+        let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
         for path in [
             "/version",
@@ -1421,7 +1643,7 @@ mod tests {
             "/healthz",
             "/openapi/v2",
         ] {
-            let decision = decide_path(&n1, "get", path);
+            let decision = decide_path(&store, &n1, "get", path);
             assert!(decision.allowed, "{path}: {decision:?}");
             let reason = "everyone may read discovery, the version and health";
             assert_eq!(decision.reason, reason);
@@ -1432,13 +1654,19 @@ mod tests {
             ("post", "/api", "node:n1 may not post /api"),
         ];
         for (verb, path, refusal) in refusals {
-            let decision = decide_path(&n1, verb, path);
+            let decision = decide_path(&store, &n1, verb, path);
             assert!(!decision.allowed, "{verb} {path}");
             assert_eq!(decision.reason, refusal);
         }
         for who in [Identity::Admin, Identity::Master("2".into())] {
-            assert!(decide_path(&who, "post", "/metrics").allowed, "{who}");
-            assert!(decide_path(&who, "get", "/version").allowed, "{who}");
+            assert!(
+                decide_path(&store, &who, "post", "/metrics").allowed,
+                "{who}"
+            );
+            assert!(
+                decide_path(&store, &who, "get", "/version").allowed,
+                "{who}"
+            );
         }
     }
 
@@ -1446,8 +1674,8 @@ mod tests {
     fn review_rules() -> [ResourceRule; 2] {
         [
             ResourceRule {
-                verbs: vec!["create"],
-                api_groups: vec!["authorization.k8s.io"],
+                verbs: vec!["create".into()],
+                api_groups: vec!["authorization.k8s.io".into()],
                 resources: vec![
                     "selfsubjectaccessreviews".into(),
                     "selfsubjectrulesreviews".into(),
@@ -1455,8 +1683,8 @@ mod tests {
                 resource_names: vec![],
             },
             ResourceRule {
-                verbs: vec!["create"],
-                api_groups: vec!["authentication.k8s.io"],
+                verbs: vec!["create".into()],
+                api_groups: vec!["authentication.k8s.io".into()],
                 resources: vec!["selfsubjectreviews".into()],
                 resource_names: vec![],
             },
@@ -1469,10 +1697,17 @@ mod tests {
         EVERYONE_PATHS
             .iter()
             .map(|rule| NonResourceRule {
-                verbs: vec!["get"],
-                paths: rule.paths.to_vec(),
+                verbs: vec!["get".into()],
+                paths: owned(rule.paths),
             })
             .collect()
+    }
+
+    fn discovery_paths() -> NonResourceRule {
+        NonResourceRule {
+            verbs: vec!["get".into()],
+            paths: owned(EVERYONE_PATHS[0].paths),
+        }
     }
 
     #[test]
@@ -1480,16 +1715,16 @@ mod tests {
         let (_dir, store) = cluster();
         let (resources, paths) = rules_for(&store, &Identity::Admin, "default");
         let everything = ResourceRule {
-            verbs: vec!["*"],
-            api_groups: vec!["*"],
+            verbs: vec!["*".into()],
+            api_groups: vec!["*".into()],
             resources: vec!["*".into()],
             resource_names: vec![],
         };
         let [access, whoami] = review_rules();
         assert_eq!(resources, [everything, access, whoami]);
         let all_paths = NonResourceRule {
-            verbs: vec!["*"],
-            paths: vec!["*"],
+            verbs: vec!["*".into()],
+            paths: vec!["*".into()],
         };
         let mut expected = vec![all_paths];
         expected.extend(everyone_paths());
@@ -1500,9 +1735,9 @@ mod tests {
     fn a_node_is_listed_its_reads_its_own_node_and_the_pods_bound_to_it() {
         let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
-        let core = |verbs: &[&'static str], resources: &[&str], names: &[&str]| ResourceRule {
-            verbs: verbs.to_vec(),
-            api_groups: vec![""],
+        let core = |verbs: &[&str], resources: &[&str], names: &[&str]| ResourceRule {
+            verbs: owned(verbs),
+            api_groups: vec![String::new()],
             resources: resources.iter().map(|r| (*r).to_owned()).collect(),
             resource_names: names.iter().map(|n| (*n).to_owned()).collect(),
         };
@@ -1757,8 +1992,8 @@ mod tests {
         // `can-i --list` names them.
         let (resources, _) = rules_for(&store, &n1, "default");
         let get = |resource: &str, name: &str| ResourceRule {
-            verbs: vec!["get"],
-            api_groups: vec![""],
+            verbs: vec!["get".into()],
+            api_groups: vec![String::new()],
             resources: vec![resource.to_owned()],
             resource_names: vec![name.to_owned()],
         };
@@ -1777,7 +2012,7 @@ mod tests {
     fn identities_are_the_users_k3s_names() {
         let user = |username: &str, groups: &[&str]| KubernetesUser {
             username: username.to_owned(),
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            groups: owned(groups),
         };
         assert_eq!(
             kubernetes_user(&Identity::Admin),
@@ -2006,5 +2241,219 @@ mod tests {
         );
         // Admins are not held to it.
         assert!(may_request_token(&store, &Identity::Admin, "default", "builder", None).is_ok());
+    const ROBOT_USER: &str = "system:serviceaccount:team:robot";
+
+    fn robot() -> Identity {
+        Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "robot".into(),
+            uid: "u-1".into(),
+        }
+    }
+
+    /// `cluster()` with RBAC: Role `pod-reader` in `team` (read pods)
+    /// bound to the service account `robot`, and the default
+    /// `system:discovery` ClusterRole and binding.
+    fn cluster_with_rbac() -> (tempfile::TempDir, Arc<ObjectStore>) {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        let (dir, store) = cluster();
+        let reader = rbac_object(
+            "Role",
+            "team",
+            "pod-reader",
+            serde_json::json!({"rules": [
+                {"apiGroups": [""], "resources": ["pods", "pods/log"], "verbs": ["get", "list", "watch"]},
+            ]}),
+        );
+        let bound = binding(
+            "RoleBinding",
+            "team",
+            "robot-pods",
+            ("Role", "pod-reader"),
+            serde_json::json!([{"kind": "ServiceAccount", "name": "robot"}]),
+        );
+        let defaults = crate::objects::rbac::bootstrap_policy::cluster_roles()
+            .into_iter()
+            .chain(crate::objects::rbac::bootstrap_policy::cluster_role_bindings())
+            .filter(|o| o.meta().name == "system:discovery");
+        let team = v1::Namespace {
+            metadata: meta("", "team"),
+            ..Default::default()
+        }
+        .into_object();
+        let objects: Vec<Object> = [team, reader, bound].into_iter().chain(defaults).collect();
+        for result in store.apply_commands(objects.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn a_service_account_may_do_what_its_bindings_grant_and_no_more() {
+        let (_dir, store) = cluster_with_rbac();
+        let robot = robot();
+        let list = Access::new(Verb::List, Kind::Pod, "team", None);
+        assert_eq!(
+            decide(&store, &robot, &list),
+            Decision {
+                allowed: true,
+                reason: r#"RBAC: allowed by RoleBinding "robot-pods/team" of Role "pod-reader" to ServiceAccount "robot/team""#.into(),
+            }
+        );
+        let log = Access::new(Verb::Get, Kind::Pod, "team", Some("web")).with_subresource("log");
+        assert!(decide(&store, &robot, &log).allowed);
+        let refused = [
+            Access::new(Verb::List, Kind::Pod, "default", None),
+            Access::new(Verb::Delete, Kind::Pod, "team", Some("web")),
+            Access::new(Verb::Get, Kind::Secret, "team", Some("token")),
+            Access::new(Verb::Get, Kind::Pod, "team", Some("web")).with_subresource("exec"),
+        ];
+        for access in refused {
+            let decision = decide(&store, &robot, &access);
+            assert!(!decision.allowed, "{access:?}");
+            assert!(
+                decision.reason.starts_with(&format!(
+                    "RBAC: no rules authorize user {ROBOT_USER:?} with groups"
+                )),
+                "{}",
+                decision.reason
+            );
+            let answer = authorize(&store, &robot, &access);
+            assert_answer(answer, &robot, Err(access.describe().as_str()), "refused");
+        }
+        // Everyone's own rules come first: the self reviews.
+        let review = Access::new(Verb::Create, Kind::SelfSubjectAccessReview, "", None);
+        assert_eq!(
+            decide(&store, &robot, &review).reason,
+            "everyone may review its own access"
+        );
+        // Paths: everyone's, then RBAC's (system:discovery to
+        // system:authenticated); nothing else.
+        assert!(decide_path(&store, &robot, "get", "/version").allowed);
+        let metrics = decide_path(&store, &robot, "get", "/metrics");
+        assert!(!metrics.allowed);
+        assert!(metrics
+            .reason
+            .contains(r#"to "get" nonResourceURL "/metrics" cluster-wide"#));
+    }
+
+    #[test]
+    fn a_service_account_is_listed_its_rbac_rules() {
+        let (_dir, store) = cluster_with_rbac();
+        let (resources, paths) = rules_for(&store, &robot(), "team");
+        let [access, whoami] = review_rules();
+        let pods = ResourceRule {
+            verbs: owned(&["get", "list", "watch"]),
+            api_groups: vec![String::new()],
+            resources: owned(&["pods", "pods/log"]),
+            resource_names: vec![],
+        };
+        assert_eq!(resources, [access.clone(), whoami.clone(), pods]);
+        assert_eq!(paths[0], discovery_paths());
+        // system:discovery's paths, granted through RBAC.
+        assert!(paths[1..]
+            .iter()
+            .any(|p| p.paths.contains(&"/openapi/*".to_owned())));
+        // Elsewhere, only what everyone may.
+        let (resources, _) = rules_for(&store, &robot(), "default");
+        assert_eq!(resources, [access, whoami]);
+    }
+
+    #[test]
+    fn a_subject_access_review_answers_for_any_user_as_for_its_identity() {
+        let (_dir, store) = cluster_with_rbac();
+        let user = |name: &str, groups: &[&str]| KubernetesUser {
+            username: name.to_owned(),
+            groups: owned(groups),
+        };
+        let list = Access::new(Verb::List, Kind::Pod, "team", None);
+        // The robot, with or without its groups.
+        let robot = kubernetes_user(&robot());
+        assert_eq!(
+            decide_for_user(&store, &robot, &list),
+            decide(&store, &self::robot(), &list)
+        );
+        assert!(decide_for_user(&store, &user(ROBOT_USER, &[]), &list).allowed);
+        let elsewhere = Access::new(Verb::List, Kind::Pod, "default", None);
+        assert!(!decide_for_user(&store, &robot, &elsewhere).allowed);
+        // system:masters may do everything, whoever it is.
+        let admin = user("someone", &["system:masters"]);
+        let delete = Access::new(Verb::Delete, Kind::Node, "", Some("n1"));
+        assert_eq!(
+            decide_for_user(&store, &admin, &delete).reason,
+            "admins and masters may do everything"
+        );
+        // A node's user has the node's rules, in system:nodes only.
+        let n1 = user("system:node:n1", &["system:nodes"]);
+        let mine = Access::new(Verb::Get, Kind::Pod, "default", Some("mine"));
+        assert!(decide_for_user(&store, &n1, &mine).allowed);
+        let theirs = Access::new(Verb::Get, Kind::Pod, "default", Some("theirs"));
+        let refused = decide_for_user(&store, &n1, &theirs);
+        assert_eq!(
+            refused.reason,
+            r#"system:node:n1 may not read Pod "theirs""#
+        );
+        let pretender = user("system:node:n1", &[]);
+        assert!(!decide_for_user(&store, &pretender, &mine).allowed);
+        // Paths likewise.
+        assert!(decide_path_for_user(&store, &admin, "get", "/metrics").allowed);
+        assert!(!decide_path_for_user(&store, &robot, "get", "/metrics").allowed);
+    }
+
+    #[test]
+    fn a_service_account_writes_roles_and_bindings_granting_only_what_it_holds() {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        let (_dir, store) = cluster_with_rbac();
+        let robot = robot();
+        let role = |verbs: serde_json::Value| {
+            rbac_object(
+                "Role",
+                "team",
+                "granted",
+                serde_json::json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": verbs}]}),
+            )
+        };
+        let held = role(serde_json::json!(["list"]));
+        assert!(may_write_rbac(&store, &robot, Verb::Create, Kind::Role, "team", &held).is_ok());
+        let more = role(serde_json::json!(["list", "delete"]));
+        let refused = may_write_rbac(&store, &robot, Verb::Create, Kind::Role, "team", &more)
+            .expect_err("an escalation");
+        assert_eq!(refused.code(), Code::PermissionDenied);
+        assert_eq!(
+            refused.message(),
+            concat!(
+                r#"user "system:serviceaccount:team:robot" (groups=["system:serviceaccounts" "system:serviceaccounts:team" "system:authenticated"]) "#,
+                "is attempting to grant RBAC permissions not currently held:\n",
+                r#"{APIGroups:[""], Resources:["pods"], Verbs:["delete"]}"#,
+            )
+        );
+        let bind_admin = binding(
+            "RoleBinding",
+            "team",
+            "granted",
+            ("ClusterRole", "system:discovery"),
+            serde_json::json!([{"kind": "User", "name": "jane"}]),
+        );
+        // It holds system:discovery's paths cluster-wide, so in team too.
+        assert!(may_write_rbac(
+            &store,
+            &robot,
+            Verb::Create,
+            Kind::RoleBinding,
+            "team",
+            &bind_admin
+        )
+        .is_ok());
+        // Admins and masters pass; other kinds are not checked.
+        assert!(may_write_rbac(
+            &store,
+            &Identity::Admin,
+            Verb::Create,
+            Kind::Role,
+            "team",
+            &more
+        )
+        .is_ok());
+        assert!(may_write_rbac(&store, &robot, Verb::Create, Kind::Pod, "team", &more).is_ok());
     }
 }

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod node_pods;
 pub mod nodes;
 pub mod pod_sessions;
+pub mod rbac;
 mod resource_metrics;
 pub mod routing;
 pub mod token_requests;
@@ -399,7 +400,14 @@ impl ApiService {
         // An unknown kind is refused by the call itself, naming the kind.
         match Kind::from_name(kind) {
             Ok(kind) => {
-                let access = Access::new(verb, kind, namespace, name);
+                // One object is in the namespace the call reads it from
+                // (`default` when none is named); a collection in the one
+                // named, or in all.
+                let namespace = match name {
+                    Some(_) => namespace_for(kind, namespace),
+                    None => namespace.to_owned(),
+                };
+                let access = Access::new(verb, kind, &namespace, name);
                 authz::authorize(&self.cluster.store, &identity, &access)
             }
             Err(_) => Ok(()),
@@ -417,14 +425,44 @@ impl ApiService {
         let Ok(kind) = object.kind() else {
             return Ok(());
         };
-        let access = Access::new(Verb::Create, kind, &object.meta().namespace, None);
-        authz::authorize(&self.cluster.store, &identity, &access)
+        // Where the writer will put it.
+        let namespace = namespace_for(kind, &object.meta().namespace);
+        let access = Access::new(Verb::Create, kind, &namespace, None);
+        let store = &self.cluster.store;
+        authz::authorize(store, &identity, &access)?;
+        authz::may_write_rbac(store, &identity, Verb::Create, kind, &namespace, object)
     }
 
     /// May `identity` make `access`? What the REST API's access reviews
     /// answer: the rules every call here is authorized with.
     pub fn review_access(&self, identity: &Identity, access: &Access<'_>) -> authz::Decision {
         authz::decide(&self.cluster.store, identity, access)
+    }
+
+    /// May `identity` use `verb` on `path`, which names no object? What a
+    /// SelfSubjectAccessReview's `nonResourceAttributes` ask.
+    pub fn review_path(&self, identity: &Identity, verb: &str, path: &str) -> authz::Decision {
+        authz::decide_path(&self.cluster.store, identity, verb, path)
+    }
+
+    /// May the user `user` make `access`? What a SubjectAccessReview
+    /// answers, by the same rules.
+    pub fn review_access_of(
+        &self,
+        user: &authz::KubernetesUser,
+        access: &Access<'_>,
+    ) -> authz::Decision {
+        authz::decide_for_user(&self.cluster.store, user, access)
+    }
+
+    /// May the user `user` use `verb` on `path`?
+    pub fn review_path_of(
+        &self,
+        user: &authz::KubernetesUser,
+        verb: &str,
+        path: &str,
+    ) -> authz::Decision {
+        authz::decide_path_for_user(&self.cluster.store, user, verb, path)
     }
 
     /// Everything `identity` may do in `namespace`, for the REST API's
@@ -451,15 +489,21 @@ impl ApiService {
             return Ok(());
         };
         let meta = object.meta();
+        let namespace = namespace_for(kind, &meta.namespace);
+        let store = &self.cluster.store;
         authz::may_update(
-            &self.cluster.store,
+            store,
             &identity,
             object,
             kind,
-            &meta.namespace,
+            &namespace,
             &meta.name,
             status_only,
-        )
+        )?;
+        if status_only {
+            return Ok(());
+        }
+        authz::may_write_rbac(store, &identity, Verb::Update, kind, &namespace, object)
     }
 
     /// A watch of Events: on the leader's store, relayed from a follower
@@ -640,7 +684,8 @@ impl Api for ApiService {
     ) -> Result<Response<Self::PodLogsStream>, Status> {
         let identity = authz::identity(&request)?;
         let r = request.get_ref();
-        let pod = Access::new(Verb::Get, Kind::Pod, &r.namespace, Some(&r.name));
+        let namespace = namespace_for(Kind::Pod, &r.namespace);
+        let pod = Access::new(Verb::Get, Kind::Pod, &namespace, Some(&r.name));
         authz::authorize(&self.cluster.store, &identity, &pod.with_subresource("log"))?;
         let request = request.into_inner();
         let (node, address) = logs::agent_address(&self.cluster.store, &request)?;

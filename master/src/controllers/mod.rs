@@ -34,6 +34,12 @@
 //!   released ones, and protects claims and volumes in use.
 //! - [`default_storage_class`]: the built-in `local-path` StorageClass, not
 //!   a reconciler: a periodic loop.
+//! - [`cluster_role_aggregation`]: the `rules` of ClusterRoles with an
+//!   `aggregationRule` (`admin`, `edit`, `view`) from the ClusterRoles it
+//!   selects.
+//! - [`default_rbac_policy`]: kube-apiserver's default ClusterRoles and
+//!   ClusterRoleBindings, created when missing and restored, not a
+//!   reconciler: a periodic loop.
 //! - [`kubernetes_service`]: `default/kubernetes` (its Endpoints are the
 //!   masters) and `kube-system/kube-dns`, not a reconciler: a loop on the
 //!   Raft membership.
@@ -49,10 +55,12 @@
 //! StatefulSets' ControllerRevisions) and [`workload_spec`] (their specs
 //! and statuses as generic objects).
 
+pub mod cluster_role_aggregation;
 pub mod context;
 pub mod cron_job;
 pub mod custom_resources;
 pub mod daemonset;
+pub mod default_rbac_policy;
 pub mod default_storage_class;
 pub mod deployment;
 pub mod disruption;

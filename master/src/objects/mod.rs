@@ -27,6 +27,7 @@ pub mod metadata;
 pub mod owners;
 pub mod placement;
 pub mod pods;
+pub mod rbac;
 pub mod registry;
 pub mod scale;
 pub mod schema_check;
@@ -103,6 +104,9 @@ pub enum Kind {
     CustomResourceDefinition,
     /// A kind a CustomResourceDefinition defines (`registry::Model::Custom`).
     Custom(CustomKind),
+    // Never stored (`registry::Model::Review`), like the self reviews: at
+    // the end, as commands carry the variant's index.
+    SubjectAccessReview,
 }
 
 /// A kind name that skiff does not know.

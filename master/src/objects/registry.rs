@@ -90,10 +90,11 @@ pub enum Model {
     /// stored, listed and watched, acted on by later work.
     Generic,
     /// Never stored: a create-only review (`authorization.k8s.io`'s
-    /// SelfSubjectAccessReview and SelfSubjectRulesReview,
-    /// `authentication.k8s.io`'s SelfSubjectReview) that the REST API
-    /// answers itself, from the caller's identity and the rules every call
-    /// is authorized with (`rest/access_review.rs` over `api/authz.rs`).
+    /// SelfSubjectAccessReview, SelfSubjectRulesReview and
+    /// SubjectAccessReview, `authentication.k8s.io`'s SelfSubjectReview)
+    /// that the REST API answers itself, from the caller's identity (or the
+    /// user a SubjectAccessReview names) and the rules every call is
+    /// authorized with (`rest/access_review.rs` over `api/authz.rs`).
     Review,
     /// A `GenericObject` kept in the leader's memory, bounded, never in
     /// the replicated store (`crate::events`: Events); served with every
@@ -313,7 +314,7 @@ const HORIZONTAL_POD_AUTOSCALER: KindInfo = entry(
 /// kinds with one name (`Event`), the first is the one a name alone means
 /// (`Kind::from_name`).
 #[rustfmt::skip]
-pub const KINDS: [KindInfo; 41] = [
+pub const KINDS: [KindInfo; 42] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
@@ -352,6 +353,7 @@ pub const KINDS: [KindInfo; 41] = [
     entry(Kind::SelfSubjectAccessReview, "SelfSubjectAccessReview", AUTHORIZATION, ("selfsubjectaccessreviews", "selfsubjectaccessreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectRulesReview, "SelfSubjectRulesReview", AUTHORIZATION, ("selfsubjectrulesreviews", "selfsubjectrulesreview"), false, &[], &[], &[], Review),
     entry(Kind::SelfSubjectReview, "SelfSubjectReview", AUTHENTICATION, ("selfsubjectreviews", "selfsubjectreview"), false, &[], &[], &[], Review),
+    entry(Kind::SubjectAccessReview, "SubjectAccessReview", AUTHORIZATION, ("subjectaccessreviews", "subjectaccessreview"), false, &[], &[], &[], Review),
     entry(Kind::EventsK8sIoEvent, "Event", EVENTS, ("events", "event"), true, &["ev"], &[], &[], Ephemeral),
     entry(Kind::NodeMetrics, "NodeMetrics", METRICS, ("nodes", "nodemetrics"), false, &[], &[], &[], Metrics),
     entry(Kind::PodMetrics, "PodMetrics", METRICS, ("pods", "podmetrics"), true, &[], &[], &[], Metrics),
@@ -542,6 +544,7 @@ mod tests {
             NodeMetrics,
             PodMetrics,
             CustomResourceDefinition,
+            SubjectAccessReview,
         ];
         for kind in &all {
             match kind {
@@ -585,7 +588,8 @@ mod tests {
                 | EventsK8sIoEvent
                 | NodeMetrics
                 | PodMetrics
-                | CustomResourceDefinition => {}
+                | CustomResourceDefinition
+                | SubjectAccessReview => {}
                 // Custom kinds are the dynamic registry's, not in KINDS.
                 Custom(_) => {}
             }
@@ -721,6 +725,7 @@ mod tests {
             ("authorization.k8s.io", "selfsubjectaccessreviews"),
             ("authorization.k8s.io", "selfsubjectrulesreviews"),
             ("authentication.k8s.io", "selfsubjectreviews"),
+            ("authorization.k8s.io", "subjectaccessreviews"),
         ];
         for (group, resource) in reviews {
             let info = by_resource(group, "v1", resource).expect(resource);

@@ -1,13 +1,16 @@
 //! The access reviews: `authorization.k8s.io/v1` SelfSubjectAccessReview
 //! (`kubectl auth can-i VERB RESOURCE [NAME]`; k9s asks one before every
-//! list and watch) and SelfSubjectRulesReview (`kubectl auth can-i
-//! --list`), and `authentication.k8s.io/v1` SelfSubjectReview (`kubectl
-//! auth whoami`). They are created and never stored
-//! (`registry::Model::Review`): the answer is the request with its `status`
-//! filled in from the caller's verified identity and the rules every call
-//! is authorized with (`api::authz`, through [`ApiService::review_access`]
-//! and [`ApiService::review_rules`]), so a review never says yes to what a
-//! call would refuse, nor no to what it would allow.
+//! list and watch), SelfSubjectRulesReview (`kubectl auth can-i --list`)
+//! and SubjectAccessReview (the same question about any user and groups,
+//! for whoever may create them: admins, or what RBAC grants), and
+//! `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`).
+//! They are created and never stored (`registry::Model::Review`): the
+//! answer is the request with its `status` filled in from the caller's
+//! verified identity (or the review's user) and the rules every call is
+//! authorized with (`api::authz`, through [`ApiService::review_access`],
+//! [`ApiService::review_access_of`] and [`ApiService::review_rules`]), so
+//! a review never says yes to what a call would refuse, nor no to what it
+//! would allow.
 //!
 //! Resources are looked up in the registry of kinds. `*` stands for every
 //! verb, group or resource, and is allowed only when every access it stands
@@ -25,7 +28,9 @@ use skiff_security::{Identity, PeerInfo};
 use super::path::ResourcePath;
 use super::status::RestError;
 use super::{json_response, wire};
-use crate::api::authz::{self, Access, Decision, NonResourceRule, ResourceRule, Verb};
+use crate::api::authz::{
+    self, Access, Decision, KubernetesUser, NonResourceRule, ResourceRule, Verb,
+};
 use crate::api::ApiService;
 use crate::objects::registry::{self, KindInfo};
 use crate::objects::Kind;
@@ -116,7 +121,16 @@ pub(super) fn serve(
     let status = match info.kind {
         Kind::SelfSubjectAccessReview => {
             let decide = |access: &Access<'_>| request.api.review_access(identity, access);
-            access_status(info, &review["spec"], identity, decide)?
+            let decide_path =
+                |verb: &str, path: &str| request.api.review_path(identity, verb, path);
+            access_status(info, &review["spec"], decide, decide_path)?
+        }
+        Kind::SubjectAccessReview => {
+            let user = reviewed_user(info, &review["spec"])?;
+            let decide = |access: &Access<'_>| request.api.review_access_of(&user, access);
+            let decide_path =
+                |verb: &str, path: &str| request.api.review_path_of(&user, verb, path);
+            access_status(info, &review["spec"], decide, decide_path)?
         }
         Kind::SelfSubjectRulesReview => {
             let namespace = review["spec"]["namespace"].as_str().unwrap_or("");
@@ -130,13 +144,39 @@ pub(super) fn serve(
     Ok(json_response(StatusCode::CREATED, &review))
 }
 
-/// The status of a SelfSubjectAccessReview's `spec`, with `decide` deciding
-/// each access it asks about.
+/// The user a SubjectAccessReview's `spec` asks about: `user` and
+/// `groups`, at least one of them (as Kubernetes validates it).
+fn reviewed_user(info: &KindInfo, spec: &Value) -> Result<KubernetesUser, RestError> {
+    let username = text(spec, "user").to_owned();
+    let groups: Vec<String> = spec["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if username.is_empty() && groups.is_empty() {
+        let cause = "Invalid value: \"\": at least one of user or group must be specified";
+        return Err(RestError::invalid(
+            info,
+            "",
+            vec![("spec.user".to_owned(), cause.to_owned())],
+        ));
+    }
+    Ok(KubernetesUser { username, groups })
+}
+
+/// The status of an access review's `spec` (a SelfSubjectAccessReview's,
+/// or a SubjectAccessReview's), with `decide` deciding each access it asks
+/// about and `decide_path` a path.
 fn access_status(
     info: &KindInfo,
     spec: &Value,
-    identity: &Identity,
     decide: impl Fn(&Access<'_>) -> Decision,
+    decide_path: impl Fn(&str, &str) -> Decision,
 ) -> Result<Value, RestError> {
     let resource = spec.get("resourceAttributes").filter(|a| a.is_object());
     let path = spec.get("nonResourceAttributes").filter(|a| a.is_object());
@@ -145,7 +185,7 @@ fn access_status(
         (None, Some(attributes)) => {
             let verb = text(attributes, "verb");
             let path = text(attributes, "path");
-            Answer::of(authz::decide_path(identity, verb, path))
+            Answer::of(decide_path(verb, path))
         }
         _ => {
             let cause = "Invalid value: \"null\": exactly one of nonResourceAttributes or \
@@ -288,7 +328,18 @@ mod tests {
     /// What a SelfSubjectAccessReview of `spec` answers `who`.
     fn review(store: &ObjectStore, who: &Identity, spec: Value) -> Result<Value, RestError> {
         let decide = |access: &Access<'_>| authz::decide(store, who, access);
-        access_status(access_review(), &spec, who, decide)
+        let decide_path = |verb: &str, path: &str| authz::decide_path(store, who, verb, path);
+        access_status(access_review(), &spec, decide, decide_path)
+    }
+
+    /// What a SubjectAccessReview of `spec` answers.
+    fn subject_review(store: &ObjectStore, spec: Value) -> Result<Value, RestError> {
+        let info = registry::info(Kind::SubjectAccessReview);
+        let user = reviewed_user(info, &spec)?;
+        let decide = |access: &Access<'_>| authz::decide_for_user(store, &user, access);
+        let decide_path =
+            |verb: &str, path: &str| authz::decide_path_for_user(store, &user, verb, path);
+        access_status(info, &spec, decide, decide_path)
     }
 
     /// `kubectl auth can-i VERB RESOURCE` as kubectl sends it.
@@ -429,14 +480,14 @@ mod tests {
     #[test]
     fn rules_and_users_are_written_as_kubernetes_writes_them() {
         let resources = [ResourceRule {
-            verbs: vec!["update", "patch"],
-            api_groups: vec![""],
+            verbs: vec!["update".into(), "patch".into()],
+            api_groups: vec![String::new()],
             resources: vec!["nodes".into(), "nodes/status".into()],
             resource_names: vec!["n1".into()],
         }];
         let paths = [NonResourceRule {
-            verbs: vec!["get"],
-            paths: vec!["/version"],
+            verbs: vec!["get".into()],
+            paths: vec!["/version".into()],
         }];
         assert_eq!(
             rules_status(&resources, &paths),
@@ -480,5 +531,105 @@ mod tests {
                 ],
             }})
         );
+    }
+
+    /// A store holding namespace `team`, Role `pod-reader` there (list
+    /// pods) and its RoleBinding `robot-pods` to the service account
+    /// `robot`.
+    fn team() -> (tempfile::TempDir, Arc<ObjectStore>) {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        use crate::objects::{IntoObject, ObjectExt};
+        use crate::store::Command;
+        use prost::Message;
+        let (dir, store) = store();
+        let namespace = skiff_proto::v1::Namespace {
+            metadata: Some(skiff_proto::v1::ObjectMeta {
+                name: "team".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object();
+        let role = rbac_object(
+            "Role",
+            "team",
+            "pod-reader",
+            json!({"rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]}),
+        );
+        let bound = binding(
+            "RoleBinding",
+            "team",
+            "robot-pods",
+            ("Role", "pod-reader"),
+            json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "team"}]),
+        );
+        let commands = [namespace, role, bound]
+            .iter()
+            .map(|o| Command::Create {
+                object: o.encode_to_vec(),
+                uid: format!("uid-{}", o.meta().name),
+                now: "2026-01-01T00:00:00Z".into(),
+            })
+            .collect();
+        for result in store.apply_commands(commands) {
+            result.expect("created");
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn a_subject_access_review_answers_for_the_user_it_names() {
+        let (_dir, store) = team();
+        let robot = "system:serviceaccount:team:robot";
+        let asked = |namespace: &str| {
+            json!({
+                "user": robot,
+                "resourceAttributes": {"namespace": namespace, "verb": "list", "resource": "pods"},
+            })
+        };
+        assert_eq!(
+            subject_review(&store, asked("team")).unwrap(),
+            json!({
+                "allowed": true,
+                "reason": r#"RBAC: allowed by RoleBinding "robot-pods/team" of Role "pod-reader" to ServiceAccount "robot/team""#,
+            })
+        );
+        let refused = subject_review(&store, asked("default")).unwrap();
+        assert_eq!(refused["allowed"], false);
+        assert_eq!(
+            refused["reason"],
+            r#"RBAC: no rules authorize user "system:serviceaccount:team:robot" with groups [] to "list" resource "pods" in namespace "default""#
+        );
+        // Groups alone, and system:masters.
+        let masters = json!({
+            "groups": ["system:masters"],
+            "resourceAttributes": {"verb": "delete", "resource": "nodes", "name": "n1"},
+        });
+        assert_eq!(subject_review(&store, masters).unwrap()["allowed"], true);
+        let path = json!({
+            "user": robot,
+            "nonResourceAttributes": {"verb": "get", "path": "/version"},
+        });
+        assert_eq!(subject_review(&store, path).unwrap()["allowed"], true);
+        // Nobody at all is refused as Kubernetes refuses it.
+        let nobody = json!({"resourceAttributes": {"verb": "list", "resource": "pods"}});
+        let e = subject_review(&store, nobody).unwrap_err();
+        assert_eq!(e.code, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(e.details.causes[0].0, "spec.user");
+    }
+
+    #[test]
+    fn a_service_account_reviews_its_own_access_through_rbac() {
+        let (_dir, store) = team();
+        let robot = Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "robot".into(),
+            uid: "u-1".into(),
+        };
+        let mut list = can_i("list", "", "pods");
+        list["resourceAttributes"]["namespace"] = json!("team");
+        assert_eq!(review(&store, &robot, list).unwrap()["allowed"], true);
+        let refused = review(&store, &robot, can_i("list", "", "pods")).unwrap();
+        assert_eq!(refused["allowed"], false, "not in shop");
     }
 }

@@ -496,7 +496,8 @@ mod tests {
             listed,
             [
                 ("selfsubjectaccessreviews", &create),
-                ("selfsubjectrulesreviews", &create)
+                ("selfsubjectrulesreviews", &create),
+                ("subjectaccessreviews", &create)
             ]
         );
         assert_eq!(

@@ -6,7 +6,9 @@
 //! garbage collection), by owner UID, by label, by the
 //! claims a pod's volumes use, by what binds claims to volumes
 //! (PersistentVolumes by `spec.claimRef`, free ones by class; unbound
-//! claims by class), by the labels PodDisruptionBudgets select, and by the
+//! claims by class), by the labels PodDisruptionBudgets select, RBAC's
+//! bindings by the subjects they name with every role's rules read
+//! ([`RbacIndex`], what each request's authorization looks up), and by the
 //! addresses the cluster gives to one object at a time ([`HeldAddress`]):
 //! a Service's clusterIP and nodePorts, and a Node's pod subnet
 //! (`spec.podCIDR`, ordered so that the subnets overlapping one are found
@@ -31,7 +33,9 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
 use skiff_values::Ipv4Net;
 
+use super::rbac_index::{Grant, RbacIndex};
 use crate::objects::disruption_budget::Budget;
+use crate::objects::rbac::SubjectKey;
 use crate::objects::registry::custom::DefinitionSource;
 use crate::objects::storage::{claim_names, ClaimView, VolumeView};
 use crate::objects::{selector, stored_kind, Kind, ObjectExt};
@@ -85,6 +89,8 @@ struct Cached {
     /// namespace → PodDisruptionBudgets whose selector has no matchLabels
     /// (expressions only, or empty: every pod), checked against each pod.
     budgets_without_labels: HashMap<String, BTreeSet<String>>,
+    /// RoleBindings and ClusterRoleBindings by subject; roles' rules.
+    rbac: RbacIndex,
     encoded_bytes: usize,
 }
 
@@ -592,6 +598,14 @@ impl ObjectCache {
             .collect()
     }
 
+    /// The RoleBindings and ClusterRoleBindings that name any of
+    /// `subjects` and apply in `namespace` (`""`: cluster-wide, the
+    /// ClusterRoleBindings only), each with its role's rules: what RBAC
+    /// authorizes a request with (`api::rbac`).
+    pub fn rbac_grants(&self, subjects: &[SubjectKey], namespace: &str) -> Vec<Grant> {
+        self.read().rbac.grants(subjects, namespace)
+    }
+
     /// The Service holding `ip` as its clusterIP, if any.
     pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
         let holders = self.address_holders(HeldAddress::ClusterIp(ip));
@@ -779,6 +793,9 @@ impl Cached {
                     let class = claim.class().to_owned();
                     edit(&mut self.unbound_claims_by_class, class, key.clone(), add);
                 }
+            }
+            Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding => {
+                self.rbac.edit(kind, key, object, add);
             }
             Kind::PodDisruptionBudget => {
                 // A budget without a selector selects no pod: not indexed.
@@ -1748,5 +1765,48 @@ mod tests {
             ["all"]
         );
         assert_eq!(cache.revision(), 9);
+    }
+
+    #[test]
+    fn rbac_bindings_are_found_by_subject_through_updates_deletes_and_resets() {
+        use crate::objects::rbac::user_keys;
+        let binding = |subject: &str| {
+            let content = serde_json::json!({
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+                "subjects": [{"kind": "User", "name": subject}],
+            });
+            Arc::new(
+                v1::GenericObject {
+                    api_version: "rbac.authorization.k8s.io/v1".into(),
+                    kind: "RoleBinding".into(),
+                    metadata: Some(v1::ObjectMeta {
+                        name: "b".into(),
+                        namespace: "team".into(),
+                        ..Default::default()
+                    }),
+                    content: serde_json::to_vec(&content).unwrap(),
+                }
+                .into_object(),
+            )
+        };
+        let found = |cache: &ObjectCache, user: &str| -> Vec<String> {
+            let grants = cache.rbac_grants(&user_keys(user, &[]), "team");
+            grants.into_iter().map(|g| g.binding_name).collect()
+        };
+        let cache = ObjectCache::default();
+        let added = change(Kind::RoleBinding, EventType::Added, binding("jane"));
+        cache.apply(&[added], 1);
+        assert_eq!(found(&cache, "jane"), ["b"]);
+        assert!(found(&cache, "john").is_empty());
+        // Its subject changed: found by the new one only.
+        let modified = change(Kind::RoleBinding, EventType::Modified, binding("john"));
+        cache.apply(&[modified], 2);
+        assert!(found(&cache, "jane").is_empty());
+        assert_eq!(found(&cache, "john"), ["b"]);
+        let deleted = change(Kind::RoleBinding, EventType::Deleted, binding("john"));
+        cache.apply(&[deleted], 3);
+        assert!(found(&cache, "john").is_empty());
+        cache.reset(vec![(binding("jane"), 100)], 4);
+        assert_eq!(found(&cache, "jane"), ["b"]);
     }
 }

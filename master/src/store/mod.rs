@@ -11,6 +11,8 @@
 //! - [`state_machine`]: objects, revisions, watch history, snapshots.
 //! - [`network`] / [`peer_service`]: Raft RPCs between masters over gRPC.
 //! - [`command`]: what a log entry asks the state machine to do.
+//! - [`cache`]: the decoded, indexed objects every replica keeps, with
+//!   RBAC's bindings by subject ([`rbac_index`]).
 
 pub mod cache;
 pub mod command;
@@ -18,6 +20,7 @@ pub mod log_store;
 pub mod network;
 pub mod peer_service;
 pub mod proposer;
+pub mod rbac_index;
 pub mod state_machine;
 
 use std::fmt;
