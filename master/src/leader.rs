@@ -46,8 +46,7 @@ use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
 use crate::controllers::{
     self, default_rbac_policy, default_storage_class, garbage_collector, node_port_backfill,
-    service_account_key,
-    Context,
+    service_account_key, Context,
 };
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};

@@ -138,7 +138,7 @@ async fn a_token_authenticates_its_service_account_without_a_client_certificate_
     let header = jwt_part(&token, 0);
     assert_eq!(header["alg"], "ES256", "{header}");
     let kid = header["kid"].as_str().expect("a kid").to_owned();
-    assert_eq!(published_kids(&k), [kid.clone()]);
+    assert_eq!(published_kids(&k), std::slice::from_ref(&kid));
     let claims = jwt_part(&token, 1);
     assert_eq!(claims["iss"], ISSUER, "{claims}");
     assert_eq!(claims["sub"], "system:serviceaccount:default:default");

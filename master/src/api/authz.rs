@@ -2103,10 +2103,10 @@ mod tests {
             "/.well-known/openid-configuration",
             "/openid/v1/jwks",
         ] {
-            assert!(decide_path(&account, "get", path).allowed, "{path}");
+            assert!(decide_path(&store, &account, "get", path).allowed, "{path}");
         }
         assert_eq!(
-            decide_path(&account, "get", "/metrics").reason,
+            decide_path(&store, &account, "get", "/metrics").reason,
             "system:serviceaccount:default:default may not get /metrics"
         );
         let (resources, paths) = rules_for(&store, &account, "default");
@@ -2172,8 +2172,8 @@ mod tests {
         assert!(authorize(&store, &n1, &read).is_err());
         let (resources, _) = rules_for(&store, &n1, "default");
         let tokens = ResourceRule {
-            verbs: vec!["create"],
-            api_groups: vec![""],
+            verbs: vec!["create".into()],
+            api_groups: vec!["".into()],
             resources: vec!["serviceaccounts/token".into()],
             resource_names: vec!["builder".into(), "default".into()],
         };
@@ -2241,6 +2241,8 @@ mod tests {
         );
         // Admins are not held to it.
         assert!(may_request_token(&store, &Identity::Admin, "default", "builder", None).is_ok());
+    }
+
     const ROBOT_USER: &str = "system:serviceaccount:team:robot";
 
     fn robot() -> Identity {

@@ -10,7 +10,6 @@
 use axum::body::Body;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::Value;
-use skiff_security::Identity;
 
 use super::json_response;
 use super::status::RestError;
@@ -40,15 +39,14 @@ pub(super) fn jwks_uri(server_address: &str) -> String {
     format!("https://{host}{JWKS_PATH}")
 }
 
-/// `document` for `identity`, which asked for it at `path`.
+/// `document` for a caller the authorizer decided on (`decision`: may it
+/// `get` the document's path?).
 pub(super) fn serve(
     document: Document,
     tokens: &TokenAuthority,
-    identity: &Identity,
+    decision: authz::Decision,
     server_address: &str,
-    path: &str,
 ) -> Result<Response<Body>, RestError> {
-    let decision = authz::decide_path(identity, "get", path);
     if !decision.allowed {
         let message = format!("forbidden: {}", decision.reason);
         return Err(RestError::new(StatusCode::FORBIDDEN, "Forbidden", message));
@@ -97,19 +95,21 @@ mod tests {
 
     #[test]
     fn every_authenticated_caller_reads_both_documents() {
-        let (_dir, _store, tokens) = fixtures::authority();
+        use skiff_security::Identity;
+        let (_dir, store, tokens) = fixtures::authority();
         let account = Identity::ServiceAccount {
             namespace: "shop".into(),
             name: "builder".into(),
             uid: fixtures::ACCOUNT_UID.into(),
         };
         for who in [account, Identity::Node("pi-1".into()), Identity::Admin] {
+            let may = |path| authz::decide_path(&store, &who, "get", path);
             let path = "/.well-known/openid-configuration";
             let document = Document::OpenIdConfiguration;
-            let answer = serve(document, &tokens, &who, "10.0.0.1:6443", path).unwrap();
+            let answer = serve(document, &tokens, may(path), "10.0.0.1:6443").unwrap();
             assert_eq!(answer.status(), StatusCode::OK, "{who}");
             assert_eq!(answer.headers()[header::CONTENT_TYPE], "application/json");
-            let answer = serve(Document::Jwks, &tokens, &who, "10.0.0.1:6443", JWKS_PATH).unwrap();
+            let answer = serve(Document::Jwks, &tokens, may(JWKS_PATH), "10.0.0.1:6443").unwrap();
             assert_eq!(answer.status(), StatusCode::OK, "{who}");
             assert_eq!(answer.headers()[header::CONTENT_TYPE], JWKS_CONTENT_TYPE);
             assert_eq!(answer.headers()[header::CACHE_CONTROL], CACHE_CONTROL);

@@ -232,7 +232,7 @@ pub(crate) mod tests {
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
     use super::*;
-    use crate::objects::{IntoObject, Kind, ObjectExt};
+    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::cache::CachedChange;
 
     /// An RBAC object of `kind` with `content`.

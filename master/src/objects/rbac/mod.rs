@@ -252,7 +252,7 @@ impl Subject {
     pub fn applies_to(&self, user: &str, groups: &[String], binding_namespace: &str) -> bool {
         match self.kind.as_str() {
             "User" => user == self.name,
-            "Group" => groups.iter().any(|g| *g == self.name),
+            "Group" => groups.contains(&self.name),
             "ServiceAccount" => {
                 let namespace = self.service_account_namespace(binding_namespace);
                 !namespace.is_empty() && is_service_account_user(user, namespace, &self.name)

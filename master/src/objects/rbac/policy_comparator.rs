@@ -211,7 +211,7 @@ mod tests {
         ];
         for (wanted, missing) in uncovered {
             assert_eq!(
-                covers(&held, &[wanted.clone()]),
+                covers(&held, std::slice::from_ref(&wanted)),
                 (false, vec![missing]),
                 "{wanted:?}"
             );
