@@ -2059,7 +2059,7 @@ mod tests {
     }
 
     #[test]
-    fn a_service_account_may_do_what_everyone_may_and_nothing_more() {
+    fn a_service_account_without_bindings_may_do_what_everyone_may_and_nothing_more() {
         let (_dir, store) = cluster();
         let account = default_account();
         let cases = [
@@ -2107,7 +2107,9 @@ mod tests {
         }
         assert_eq!(
             decide_path(&store, &account, "get", "/metrics").reason,
-            "system:serviceaccount:default:default may not get /metrics"
+            "RBAC: no rules authorize user \"system:serviceaccount:default:default\" with groups \
+             [\"system:serviceaccounts\" \"system:serviceaccounts:default\" \"system:authenticated\"] \
+             to \"get\" nonResourceURL \"/metrics\" cluster-wide"
         );
         let (resources, paths) = rules_for(&store, &account, "default");
         assert_eq!(resources, review_rules());
