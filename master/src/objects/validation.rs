@@ -61,6 +61,11 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
     match kind {
         Some(Kind::Namespace) => dns_label(&mut errors, "metadata.name", &meta.name),
         Some(Kind::Service) => dns_1035_label(&mut errors, "metadata.name", &meta.name),
+        // RBAC's names are path segments (`system:aggregate-to-admin`), as
+        // kube-apiserver's ValidateRBACName has them.
+        Some(Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding) => {
+            path_segment_name(&mut errors, "metadata.name", &meta.name)
+        }
         _ => dns_subdomain(&mut errors, "metadata.name", &meta.name),
     }
     if kind.is_some_and(Kind::namespaced) {
@@ -225,6 +230,22 @@ fn dns_1035_label(errors: &mut Errors, path: &str, value: &str) {
             format!("{value:?} must start with a lowercase letter"),
         ),
         Ok(()) => {}
+    }
+}
+
+/// A name that is one URL path segment (kube-apiserver's
+/// `IsValidPathSegmentName`), in its words.
+fn path_segment_name(errors: &mut Errors, path: &str, value: &str) {
+    let problem = match value {
+        "" => Some("Required value".to_owned()),
+        "." | ".." => Some(format!("{value:?}: may not be '{value}'")),
+        _ => ["/", "%"]
+            .iter()
+            .find(|c| value.contains(**c))
+            .map(|c| format!("{value:?}: may not contain '{c}'")),
+    };
+    if let Some(problem) = problem {
+        errors.add(path, problem);
     }
 }
 
@@ -1583,6 +1604,24 @@ mod tests {
         assert!(e.contains("data[a]: is not base64"), "{e}");
         let e = reasons(&yaml.replace("{b: hello}", "{\"b/c\": hello}"));
         assert!(e.contains("data[b/c]"), "{e}");
+    }
+
+    #[test]
+    fn rbac_names_are_path_segments() {
+        let role = |name: &str| {
+            format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: {name:?}}}\nrules: []\n")
+        };
+        check(&role("system:aggregate-to-admin")).unwrap();
+        let e = reasons(&role("a/b"));
+        assert!(
+            e.contains("metadata.name: \"a/b\": may not contain '/'"),
+            "{e}"
+        );
+        let e = reasons(&role(".."));
+        assert!(e.contains("metadata.name: \"..\": may not be '..'"), "{e}");
+        // Other kinds keep DNS subdomains.
+        let e = reasons(&DEPLOYMENT.replace("name: web}", "name: \"a:b\"}"));
+        assert!(e.contains("is not a DNS subdomain"), "{e}");
     }
 
     #[test]
