@@ -41,6 +41,7 @@ use crate::controllers::node_ipam::{NodeIpamController, PodCidrConfig};
 use crate::controllers::persistent_volumes::{ClaimController, VolumeController};
 use crate::controllers::pod_gc::{self, PodGcConfig};
 use crate::controllers::replicaset::ReplicaSetController;
+use crate::controllers::root_ca_publisher::RootCaPublisher;
 use crate::controllers::service_accounts::DefaultServiceAccountController;
 use crate::controllers::service_lb::ServiceLbController;
 use crate::controllers::statefulset::StatefulSetController;
@@ -92,6 +93,9 @@ pub struct DutiesConfig {
     /// What the service account signing key is sealed under in the store
     /// (derived from the cluster CA's key).
     pub service_account_key: Arc<SealingKey>,
+    /// The cluster CA's certificate (PEM), published in every namespace
+    /// as the `kube-root-ca.crt` ConfigMap.
+    pub cluster_ca_pem: String,
 }
 
 /// Runs until `shutdown`, keeping controllers running exactly while this
@@ -114,6 +118,7 @@ pub async fn run(
         snapshots,
         built_in_services,
         service_account_key: sealing,
+        cluster_ca_pem,
     } = duties;
     let cluster = writer.cluster().clone();
     let mut metrics = cluster.raft.metrics();
@@ -232,6 +237,14 @@ pub async fn run(
         ));
         tasks.spawn(controllers::run(
             DefaultServiceAccountController { ctx: ctx.clone() },
+            ctx.store.clone(),
+            term.clone(),
+        ));
+        tasks.spawn(controllers::run(
+            RootCaPublisher {
+                ctx: ctx.clone(),
+                ca_pem: cluster_ca_pem.clone(),
+            },
             ctx.store.clone(),
             term.clone(),
         ));

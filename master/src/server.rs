@@ -345,6 +345,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
             cluster_dns: config.cluster_dns,
         },
         service_account_key: sealing,
+        cluster_ca_pem: pki.ca.cert_pem().to_owned(),
     };
     let duties = tokio::spawn(crate::leader::run(
         writer,

@@ -174,8 +174,8 @@ impl ObjectWriter {
                 storage::admit_claim(claim, default.as_deref());
             }
             (Kind::PersistentVolume, Some(Body::Generic(volume))) => storage::admit_volume(volume),
-            // Registry credentials from the pod's service account, as
-            // Kubernetes' ServiceAccount admission plugin adds them.
+            // Registry and API credentials from the pod's service account,
+            // as Kubernetes' ServiceAccount admission plugin adds them.
             (Kind::Pod, Some(Body::Pod(pod))) => {
                 let namespace = pod
                     .metadata
@@ -187,6 +187,7 @@ impl ObjectWriter {
                     let cache = self.cluster.store.cache();
                     let account = cache.get(Kind::ServiceAccount, &namespace, &name);
                     pods::admit_pull_secrets(spec, account.as_deref());
+                    pods::admit_service_account_token(spec, account.as_deref(), random_suffix);
                 }
             }
             (Kind::CustomResourceDefinition, Some(Body::Generic(crd))) => {

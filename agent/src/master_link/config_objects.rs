@@ -14,6 +14,10 @@
 //! claims and volumes come as a [`StorageObject`], read from the leader
 //! rather than a replica (a volume a lagging replica does not know yet
 //! must not look deleted).
+//! Service account tokens for projected volumes come from `Api.RequestToken`
+//! ([`ConfigSource::request_token`]): a token of the pod's account, bound
+//! to the pod by name and uid, which the masters issue only to the node the
+//! pod is bound to.
 //! The pod workers see the masters only through the narrow
 //! [`ConfigSource`] trait; [`MasterConfigSource`] is the real one and
 //! [`StaticConfigSource`] a fake for their tests.
@@ -24,11 +28,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::{GetRequest, Object};
+use skiff_proto::api::{BoundObjectReference, GetRequest, Object, RequestTokenRequest};
 use skiff_proto::v1;
 use tonic::Code;
 
@@ -122,7 +126,46 @@ pub enum FetchError {
         name: String,
         message: String,
     },
+    /// No token of the pod's service account could be had.
+    #[error("failed to fetch token for serviceaccount {namespace}/{service_account}: {message}")]
+    Token {
+        namespace: String,
+        service_account: String,
+        message: String,
+    },
 }
+
+/// A service account token a projected volume asks for: its audience
+/// (empty: the API's own) and lifetime in seconds.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TokenWanted {
+    pub audience: String,
+    pub expiration_seconds: i64,
+}
+
+/// A TokenRequest as the agent makes it: a token of a pod's service
+/// account, bound to the pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenFor {
+    pub namespace: String,
+    pub service_account: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub wanted: TokenWanted,
+}
+
+/// A token the masters issued, and its lifetime.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceAccountToken {
+    /// The signed JWT.
+    pub token: String,
+    pub issued_at: SystemTime,
+    pub expires_at: SystemTime,
+}
+
+/// What a token request gives.
+pub type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<ServiceAccountToken, FetchError>> + Send + 'a>>;
 
 /// What a fetch gives: the object's values, or `None` when it does not
 /// exist.
@@ -154,6 +197,9 @@ pub trait ConfigSource: Send + Sync + 'static {
         namespace: &'a str,
         name: &'a str,
     ) -> StorageFuture<'a>;
+    /// A token of a pod's service account, bound to the pod
+    /// (TokenRequest).
+    fn request_token<'a>(&'a self, request: &'a TokenFor) -> TokenFuture<'a>;
 }
 
 /// The real source: the masters.
@@ -208,6 +254,66 @@ impl MasterConfigSource {
                 name: name.to_owned(),
                 message,
             })
+    }
+
+    /// A token from the first master that issues one. A master that has
+    /// not seen the pod yet refuses, so the next is asked; what the leader
+    /// says is wrong with the request (no such account or pod, a lifetime
+    /// out of bounds) is the answer.
+    async fn token(&self, request: &TokenFor) -> Result<ServiceAccountToken, FetchError> {
+        let tries = self.masters.known().len().max(1);
+        let first = self.first.load(Ordering::Relaxed);
+        let mut failure = String::from("no master is known");
+        for i in first..first + tries {
+            let Some(mut api) = self.masters.api(i) else {
+                continue;
+            };
+            let call = RequestTokenRequest {
+                namespace: request.namespace.clone(),
+                service_account: request.service_account.clone(),
+                audiences: if request.wanted.audience.is_empty() {
+                    Vec::new()
+                } else {
+                    vec![request.wanted.audience.clone()]
+                },
+                expiration_seconds: Some(request.wanted.expiration_seconds),
+                bound_object: Some(BoundObjectReference {
+                    kind: "Pod".to_owned(),
+                    api_version: "v1".to_owned(),
+                    name: request.pod_name.clone(),
+                    uid: request.pod_uid.clone(),
+                }),
+            };
+            let status = match tokio::time::timeout(GET_TIMEOUT, api.request_token(call)).await {
+                Ok(Ok(answer)) => {
+                    self.first.store(i, Ordering::Relaxed);
+                    let answer = answer.into_inner();
+                    let at = |s: i64| UNIX_EPOCH + Duration::from_secs(s.max(0) as u64);
+                    return Ok(ServiceAccountToken {
+                        token: answer.token,
+                        issued_at: at(answer.issued_at_unix),
+                        expires_at: at(answer.expires_at_unix),
+                    });
+                }
+                Ok(Err(status)) => status,
+                Err(_) => {
+                    failure = format!("no answer within {GET_TIMEOUT:?}");
+                    continue;
+                }
+            };
+            failure = status.message().to_owned();
+            if matches!(
+                status.code(),
+                Code::NotFound | Code::InvalidArgument | Code::Aborted
+            ) {
+                break;
+            }
+        }
+        Err(FetchError::Token {
+            namespace: request.namespace.clone(),
+            service_account: request.service_account.clone(),
+            message: failure,
+        })
     }
 
     /// One object from the first master that answers: from its replica
@@ -285,6 +391,10 @@ impl ConfigSource for MasterConfigSource {
         name: &'a str,
     ) -> StorageFuture<'a> {
         Box::pin(self.get_storage(kind, namespace, name))
+    }
+
+    fn request_token<'a>(&'a self, request: &'a TokenFor) -> TokenFuture<'a> {
+        Box::pin(self.token(request))
     }
 }
 
@@ -371,6 +481,12 @@ struct StaticObjects {
     storage: BTreeMap<(ConfigKind, String, String), StorageObject>,
     fetches: Vec<(ConfigKind, String, String)>,
     failing: u32,
+    /// Every token request, in order.
+    token_requests: Vec<TokenFor>,
+    /// The next this many token requests fail.
+    failing_tokens: u32,
+    /// When tokens are issued; `None`: now.
+    token_clock: Option<SystemTime>,
 }
 
 impl StaticConfigSource {
@@ -411,6 +527,21 @@ impl StaticConfigSource {
     /// The next `n` fetches fail as if no master answered.
     pub fn fail_next(&self, n: u32) {
         self.lock().failing = n;
+    }
+
+    /// The next `n` token requests fail as if no master issued one.
+    pub fn fail_next_tokens(&self, n: u32) {
+        self.lock().failing_tokens = n;
+    }
+
+    /// Tokens are issued at `at` from now on.
+    pub fn set_token_clock(&self, at: SystemTime) {
+        self.lock().token_clock = Some(at);
+    }
+
+    /// Every token request so far, in order.
+    pub fn token_requests(&self) -> Vec<TokenFor> {
+        self.lock().token_requests.clone()
     }
 
     /// How many fetches there have been of `name`.
@@ -461,6 +592,30 @@ impl ConfigSource for StaticConfigSource {
             })
         } else {
             Ok(inner.storage.get(&key).cloned())
+        };
+        Box::pin(std::future::ready(answer))
+    }
+
+    /// Issues `token-<n>-<pod>` (the n-th request) for the lifetime asked,
+    /// at the token clock.
+    fn request_token<'a>(&'a self, request: &'a TokenFor) -> TokenFuture<'a> {
+        let mut inner = self.lock();
+        inner.token_requests.push(request.clone());
+        let answer = if inner.failing_tokens > 0 {
+            inner.failing_tokens -= 1;
+            Err(FetchError::Token {
+                namespace: request.namespace.clone(),
+                service_account: request.service_account.clone(),
+                message: "injected failure".to_owned(),
+            })
+        } else {
+            let issued_at = inner.token_clock.unwrap_or_else(SystemTime::now);
+            let lifetime = Duration::from_secs(request.wanted.expiration_seconds.max(0) as u64);
+            Ok(ServiceAccountToken {
+                token: format!("token-{}-{}", inner.token_requests.len(), request.pod_name),
+                issued_at,
+                expires_at: issued_at + lifetime,
+            })
         };
         Box::pin(std::future::ready(answer))
     }
@@ -571,6 +726,62 @@ mod tests {
         assert!(
             error.to_string().contains("Secret default/creds"),
             "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn tokens_are_requested_bound_to_the_pod_over_grpc() {
+        let pki = TestPki::new("pi-1");
+        let refusing = pki.serve().await;
+        let master = pki.serve().await;
+        // A master that has not seen the pod yet refuses: the next is asked.
+        refusing.with(|s| {
+            s.token_refusals
+                .push_back(tonic::Status::permission_denied("not yet"))
+        });
+        let source = MasterConfigSource::new(pki.masters(&[&refusing, &master]));
+        let request = TokenFor {
+            namespace: "shop".into(),
+            service_account: "default".into(),
+            pod_name: "web".into(),
+            pod_uid: "uid-1".into(),
+            wanted: TokenWanted {
+                audience: String::new(),
+                expiration_seconds: 3607,
+            },
+        };
+        let token = source.request_token(&request).await.expect("a token");
+        assert_eq!(token.token, "token-1");
+        assert_eq!(token.issued_at, UNIX_EPOCH + Duration::from_secs(1000));
+        assert_eq!(token.expires_at, UNIX_EPOCH + Duration::from_secs(4607));
+        let asked = master.with(|s| s.token_requests.clone());
+        assert_eq!(asked.len(), 1);
+        let asked = &asked[0];
+        assert_eq!(
+            (asked.namespace.as_str(), asked.service_account.as_str()),
+            ("shop", "default")
+        );
+        // No audience named: the API's own (none sent).
+        assert!(asked.audiences.is_empty());
+        assert_eq!(asked.expiration_seconds, Some(3607));
+        let bound = asked.bound_object.clone().expect("bound to the pod");
+        assert_eq!(
+            (bound.kind.as_str(), bound.api_version.as_str()),
+            ("Pod", "v1")
+        );
+        assert_eq!((bound.name.as_str(), bound.uid.as_str()), ("web", "uid-1"));
+
+        // Refused by every master: an error naming the account and why.
+        let refuse = |s: &mut crate::master_link::fake_master::State| {
+            s.token_refusals
+                .push_back(tonic::Status::permission_denied("no pod"))
+        };
+        refusing.with(refuse);
+        master.with(refuse);
+        let error = source.request_token(&request).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "failed to fetch token for serviceaccount shop/default: no pod"
         );
     }
 

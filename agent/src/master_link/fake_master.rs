@@ -16,7 +16,8 @@ use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, EventType,
     GetRequest, JoinRequest, JoinResponse, ListRequest, ListResponse, LogChunk, Member, Object,
-    PodLogsRequest, UpdateRequest, WatchEvent, WatchRequest,
+    PodLogsRequest, RequestTokenRequest, RequestTokenResponse, UpdateRequest, WatchEvent,
+    WatchRequest,
 };
 use skiff_proto::node::nodes_server::{Nodes, NodesServer};
 use skiff_proto::node::{
@@ -166,6 +167,11 @@ pub(crate) struct State {
     pub(crate) watch_requests: Vec<WatchRequest>,
     /// The `Watch` streams still open.
     pub(crate) watches: Vec<ScriptedStream>,
+    /// Each `RequestToken` call's request; each is answered
+    /// `token-<n>`, issued at 1000 for the lifetime asked.
+    pub(crate) token_requests: Vec<RequestTokenRequest>,
+    /// Refusals for the next `RequestToken` calls, in order.
+    pub(crate) token_refusals: VecDeque<Status>,
 }
 
 /// A running fake master; dropping it stops it.
@@ -507,6 +513,26 @@ impl Api for FakeService {
         Ok(Response::new(ClusterStatusResponse {
             members,
             ..ClusterStatusResponse::default()
+        }))
+    }
+
+    async fn request_token(
+        &self,
+        request: Request<RequestTokenRequest>,
+    ) -> Result<Response<RequestTokenResponse>, Status> {
+        let request = request.into_inner();
+        let mut state = self.lock();
+        state.token_requests.push(request.clone());
+        if let Some(refusal) = state.token_refusals.pop_front() {
+            return Err(refusal);
+        }
+        let lifetime = request.expiration_seconds.unwrap_or(3600);
+        Ok(Response::new(RequestTokenResponse {
+            token: format!("token-{}", state.token_requests.len()),
+            audiences: request.audiences,
+            expiration_seconds: lifetime,
+            issued_at_unix: 1000,
+            expires_at_unix: 1000 + lifetime,
         }))
     }
 }

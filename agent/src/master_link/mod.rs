@@ -52,8 +52,8 @@ use skiff_proto::v1;
 
 pub use cluster_objects::{follow_kinds, KindsSnapshot};
 pub use config_objects::{
-    ConfigData, ConfigKind, ConfigSource, FetchError, MasterConfigSource, StaticConfigSource,
-    StorageObject,
+    ConfigData, ConfigKind, ConfigSource, FetchError, MasterConfigSource, ServiceAccountToken,
+    StaticConfigSource, StorageObject, TokenFor, TokenWanted,
 };
 pub use events::{event_channel, event_loop, EventKind, EventSender};
 pub use heartbeat::{heartbeat_loop, send_heartbeats, EveryBeat, HeartbeatTap};

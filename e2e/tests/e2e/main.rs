@@ -40,6 +40,7 @@ mod scheduling;
 mod security;
 mod server;
 mod server_side_apply;
+mod service_account_volume;
 mod service_accounts;
 mod service_exposure;
 mod settings;

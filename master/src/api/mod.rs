@@ -39,7 +39,7 @@ use skiff_proto::api::api_server::{Api, ApiServer};
 use skiff_proto::api::{
     ClusterStatusRequest, ClusterStatusResponse, CreateRequest, DeleteRequest, GetRequest,
     JoinRequest, JoinResponse, ListRequest, ListResponse, LogChunk, Member, Object, PodLogsRequest,
-    UpdateRequest, WatchRequest,
+    RequestTokenRequest, RequestTokenResponse, UpdateRequest, WatchRequest,
 };
 use skiff_security::Identity;
 use tokio_util::sync::CancellationToken;
@@ -727,6 +727,16 @@ impl Api for ApiService {
             advertise_api: self.advertised.api_addr.clone(),
             advertise_raft: self.advertised.raft_addr.clone(),
         }))
+    }
+
+    async fn request_token(
+        &self,
+        request: Request<RequestTokenRequest>,
+    ) -> Result<Response<RequestTokenResponse>, Status> {
+        let identity = authz::identity(&request)?;
+        self.token_over_grpc(&identity, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

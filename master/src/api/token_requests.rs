@@ -9,16 +9,17 @@
 //! at most 2^32 seconds, as kube-apiserver validates it) is asked, and
 //! bound, when asked, to a Pod of the account (and so to the pod's node)
 //! or a Secret, which must exist (with the uid given, if one is). Nothing
-//! is stored: the REST API answers the token (`rest/token_request.rs`).
+//! is stored: the REST API answers the token (`rest/token_request.rs`), and
+//! so does the gRPC `Api.RequestToken` agents call ([`ApiService::token_over_grpc`]).
 //! Like kube-apiserver without `--service-account-max-token-expiration`,
 //! no shorter maximum is imposed.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::{GetRequest, Object};
+use skiff_proto::api::{GetRequest, Object, RequestTokenRequest, RequestTokenResponse};
 use skiff_security::Identity;
-use tonic::{Code, Request};
+use tonic::{Code, Request, Status};
 
 use super::authz::{self, Access, Verb};
 use super::{api_client, ApiService, READ_CONFIRM_WITHIN};
@@ -92,6 +93,27 @@ pub enum TokenRequestError {
     Read(tonic::Status),
     #[error(transparent)]
     Key(#[from] SigningKeyError),
+}
+
+impl TokenRequestError {
+    /// The gRPC status of this refusal: the codes the REST statuses map to
+    /// (403, 422/400, 404, 409, and a missing signing key: 503).
+    pub fn into_status(self) -> Status {
+        let message = self.to_string();
+        match self {
+            TokenRequestError::Forbidden(_) => Status::permission_denied(message),
+            TokenRequestError::Invalid { .. } | TokenRequestError::BadRequest(_) => {
+                Status::invalid_argument(message)
+            }
+            TokenRequestError::AccountNotFound { .. } | TokenRequestError::BoundNotFound { .. } => {
+                Status::not_found(message)
+            }
+            TokenRequestError::UidConflict { .. } => Status::aborted(message),
+            TokenRequestError::Read(status) => status,
+            TokenRequestError::Key(SigningKeyError::Missing) => Status::unavailable(message),
+            TokenRequestError::Key(_) => Status::internal(message),
+        }
+    }
 }
 
 /// Checks a requested lifetime as kube-apiserver's `ValidateTokenRequest`.
@@ -222,6 +244,40 @@ impl ApiService {
         }
     }
 
+    /// `Api.RequestToken`: [`ApiService::request_token`] for a gRPC request.
+    pub async fn token_over_grpc(
+        &self,
+        identity: &Identity,
+        request: RequestTokenRequest,
+    ) -> Result<RequestTokenResponse, Status> {
+        let spec = TokenRequestSpec {
+            audiences: request.audiences,
+            expiration_seconds: request.expiration_seconds,
+            bound_object: request.bound_object.map(|b| BoundObjectRef {
+                kind: b.kind,
+                api_version: b.api_version,
+                name: b.name,
+                uid: b.uid,
+            }),
+        };
+        let issued = ApiService::request_token(
+            self,
+            identity,
+            &request.namespace,
+            &request.service_account,
+            spec,
+        )
+        .await
+        .map_err(TokenRequestError::into_status)?;
+        Ok(RequestTokenResponse {
+            token: issued.token,
+            audiences: issued.audiences,
+            expiration_seconds: issued.expiration_seconds,
+            issued_at_unix: unix_seconds(issued.issued_at),
+            expires_at_unix: unix_seconds(issued.expires_at),
+        })
+    }
+
     /// A token of service account `namespace/name` for `identity`, as the
     /// module's description says.
     pub async fn request_token(
@@ -314,6 +370,29 @@ mod tests {
 
     use super::*;
     use crate::objects::IntoObject;
+
+    #[test]
+    fn refusals_map_to_the_grpc_codes_of_their_rest_statuses() {
+        let code = |e: TokenRequestError| e.into_status().code();
+        assert_eq!(
+            code(TokenRequestError::Forbidden("no".into())),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            code(check_expiration(60).unwrap_err()),
+            Code::InvalidArgument
+        );
+        assert_eq!(
+            code(TokenRequestError::AccountNotFound { name: "a".into() }),
+            Code::NotFound
+        );
+        assert_eq!(
+            code(TokenRequestError::Key(SigningKeyError::Missing)),
+            Code::Unavailable
+        );
+        let forbidden = TokenRequestError::Forbidden("node \"n1\" may not".into()).into_status();
+        assert_eq!(forbidden.message(), "node \"n1\" may not");
+    }
 
     #[test]
     fn lifetimes_are_checked_as_kube_apiserver_checks_them() {

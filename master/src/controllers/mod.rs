@@ -46,6 +46,7 @@
 //! - [`node_port_backfill`]: nodePorts and health check ports for Services
 //!   stored before skiff gave them, once per leadership.
 //! - [`service_accounts`]: every namespace's `default` ServiceAccount.
+//! - [`root_ca_publisher`]: every namespace's `kube-root-ca.crt` ConfigMap.
 //! - [`service_account_key`]: the cluster's service account signing key
 //!   (one, sealed, in a Secret), not a reconciler: a periodic loop.
 //!
@@ -79,6 +80,7 @@ pub mod queue;
 pub mod recording;
 pub mod replicaset;
 pub mod revisions;
+pub mod root_ca_publisher;
 pub mod service_account_key;
 pub mod service_accounts;
 pub mod service_lb;

@@ -187,6 +187,10 @@ fn volume(v: &mut v1::Volume) {
             for item in source.downward_api.iter_mut().flat_map(|d| &mut d.items) {
                 field_ref(item.field_ref.as_mut());
             }
+            // As Kubernetes defaults a serviceAccountToken source: an hour.
+            if let Some(t) = source.service_account_token.as_mut() {
+                t.expiration_seconds.get_or_insert(3600);
+            }
         }
     }
     if let Some(h) = v.host_path.as_mut() {

@@ -4,8 +4,9 @@
 //! Secrets its spec reads (env, envFrom, volumes, projected volumes,
 //! imagePullSecrets: what its node may read, as Kubernetes'
 //! NodeRestriction allows); the pull secrets a created pod gets from its
-//! service account ([`admit_pull_secrets`]); and the image pull policy a
-//! container gets by default.
+//! service account ([`admit_pull_secrets`]) and its API credentials
+//! ([`admit_service_account_token`]: the `kube-api-access-*` projected
+//! volume); and the image pull policy a container gets by default.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -149,6 +150,129 @@ pub fn admit_pull_secrets(spec: &mut v1::PodSpec, account: Option<&Object>) {
             name: name.to_owned(),
         })
         .collect();
+}
+
+/// Where every container finds its service account's credentials.
+pub const SERVICE_ACCOUNT_MOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The prefix of the volume holding them (`kube-api-access-xxxxx`).
+pub const API_ACCESS_VOLUME_PREFIX: &str = "kube-api-access-";
+/// The ConfigMap in every namespace holding the cluster CA's certificate.
+pub const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
+/// Its key.
+pub const ROOT_CA_KEY: &str = "ca.crt";
+/// The lifetime asked for the token of the `kube-api-access-*` volume:
+/// kube-apiserver's, an hour and a few seconds so that the kubelet can
+/// tell its own tokens apart.
+pub const API_ACCESS_TOKEN_SECONDS: i64 = 3607;
+
+/// Whether the `automountServiceAccountToken` of a ServiceAccount object
+/// (its JSON content) says so; `None`: it does not say.
+fn account_automounts(account: Option<&Object>) -> Option<bool> {
+    let Some(Body::Generic(account)) = account.and_then(|a| a.kind.as_ref()) else {
+        return None;
+    };
+    let content = serde_json::from_slice::<serde_json::Value>(&account.content).ok()?;
+    content.get("automountServiceAccountToken")?.as_bool()
+}
+
+/// The projected source of the `kube-api-access-*` volume, exactly as
+/// kube-apiserver's ServiceAccount admission makes it.
+pub fn api_access_volume_source() -> v1::ProjectedVolumeSource {
+    v1::ProjectedVolumeSource {
+        sources: vec![
+            v1::VolumeProjection {
+                service_account_token: Some(v1::ServiceAccountTokenProjection {
+                    audience: String::new(),
+                    expiration_seconds: Some(API_ACCESS_TOKEN_SECONDS),
+                    path: "token".into(),
+                }),
+                ..Default::default()
+            },
+            v1::VolumeProjection {
+                config_map: Some(v1::ConfigMapProjection {
+                    name: ROOT_CA_CONFIG_MAP.into(),
+                    items: vec![v1::KeyToPath {
+                        key: ROOT_CA_KEY.into(),
+                        path: ROOT_CA_KEY.into(),
+                        mode: None,
+                    }],
+                    optional: None,
+                }),
+                ..Default::default()
+            },
+            v1::VolumeProjection {
+                downward_api: Some(v1::DownwardApiProjection {
+                    items: vec![v1::DownwardApiVolumeFile {
+                        path: "namespace".into(),
+                        field_ref: Some(v1::ObjectFieldSelector {
+                            api_version: "v1".into(),
+                            field_path: "metadata.namespace".into(),
+                        }),
+                        ..Default::default()
+                    }],
+                }),
+                ..Default::default()
+            },
+        ],
+        default_mode: Some(0o644),
+    }
+}
+
+/// Admission as Kubernetes' ServiceAccount plugin does it for API
+/// credentials, on create: `serviceAccountName` defaults to `default`;
+/// unless `automountServiceAccountToken` is false (the pod's, else its
+/// service account's: `account`, the object, when it exists), every
+/// container and init container that mounts nothing at
+/// [`SERVICE_ACCOUNT_MOUNT_PATH`] gets a read-only mount there of a
+/// `kube-api-access-<suffix>` volume ([`api_access_volume_source`]),
+/// added when some container needs it and the pod has none yet (a pod
+/// admitted twice keeps the one it has). `suffix` makes the name.
+pub fn admit_service_account_token(
+    spec: &mut v1::PodSpec,
+    account: Option<&Object>,
+    suffix: impl FnOnce() -> String,
+) {
+    if spec.service_account_name.is_empty() {
+        spec.service_account_name = "default".into();
+    }
+    let automount = spec
+        .automount_service_account_token
+        .or_else(|| account_automounts(account))
+        .unwrap_or(true);
+    if !automount {
+        return;
+    }
+    let existing = spec
+        .volumes
+        .iter()
+        .find(|v| v.name.starts_with(API_ACCESS_VOLUME_PREFIX))
+        .map(|v| v.name.clone());
+    let has_volume = existing.is_some();
+    let name = existing.unwrap_or_else(|| format!("{API_ACCESS_VOLUME_PREFIX}{}", suffix()));
+    let mut needs_volume = false;
+    for container in spec.init_containers.iter_mut().chain(&mut spec.containers) {
+        if container
+            .volume_mounts
+            .iter()
+            .any(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT_PATH)
+        {
+            continue;
+        }
+        container.volume_mounts.push(v1::VolumeMount {
+            name: name.clone(),
+            read_only: true,
+            mount_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
+            ..Default::default()
+        });
+        needs_volume = true;
+    }
+    if needs_volume && !has_volume {
+        spec.volumes.push(v1::Volume {
+            name,
+            projected: Some(api_access_volume_source()),
+            ..Default::default()
+        });
+    }
 }
 
 fn containers(spec: &v1::PodSpec) -> impl Iterator<Item = &v1::Container> {
@@ -332,5 +456,118 @@ mod tests {
         admit_pull_secrets(&mut plain, None);
         admit_pull_secrets(&mut plain, Some(&service_account(serde_json::json!(null))));
         assert!(plain.image_pull_secrets.is_empty());
+    }
+
+    fn account_automounting(automount: serde_json::Value) -> Object {
+        let mut account = service_account(serde_json::json!(null));
+        if let Some(Body::Generic(g)) = account.kind.as_mut() {
+            g.content = serde_json::to_vec(&serde_json::json!({
+                "automountServiceAccountToken": automount,
+            }))
+            .unwrap();
+        }
+        account
+    }
+
+    fn two_containers() -> v1::PodSpec {
+        v1::PodSpec {
+            containers: vec![v1::Container {
+                name: "app".into(),
+                ..Default::default()
+            }],
+            init_containers: vec![v1::Container {
+                name: "init".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pods_get_kubernetes_api_access_volume_and_mounts() {
+        let mut spec = two_containers();
+        admit_service_account_token(&mut spec, None, || "abcde".into());
+        assert_eq!(spec.service_account_name, "default");
+        assert_eq!(spec.volumes.len(), 1);
+        let volume = &spec.volumes[0];
+        assert_eq!(volume.name, "kube-api-access-abcde");
+        let projected = volume.projected.as_ref().unwrap();
+        assert_eq!(projected.default_mode, Some(0o644));
+        // The three sources, as kube-apiserver writes them, in JSON.
+        let json = serde_json::to_value(projected).unwrap();
+        assert_eq!(
+            json["sources"],
+            serde_json::json!([
+                {"serviceAccountToken": {"expirationSeconds": 3607, "path": "token"}},
+                {"configMap": {"name": "kube-root-ca.crt",
+                               "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                {"downwardAPI": {"items": [{"path": "namespace",
+                    "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+            ])
+        );
+        for c in spec.containers.iter().chain(&spec.init_containers) {
+            assert_eq!(c.volume_mounts.len(), 1, "{}", c.name);
+            let mount = &c.volume_mounts[0];
+            assert_eq!(mount.name, "kube-api-access-abcde");
+            assert_eq!(mount.mount_path, SERVICE_ACCOUNT_MOUNT_PATH);
+            assert!(mount.read_only);
+        }
+        // Admitted again (the same pod): nothing doubles.
+        let before = spec.clone();
+        admit_service_account_token(&mut spec, None, || "zzzzz".into());
+        assert_eq!(spec, before);
+    }
+
+    #[test]
+    fn automount_false_on_the_pod_or_its_account_adds_nothing() {
+        let mut off = two_containers();
+        off.automount_service_account_token = Some(false);
+        admit_service_account_token(&mut off, None, || "abcde".into());
+        assert!(off.volumes.is_empty());
+        assert!(off.containers[0].volume_mounts.is_empty());
+
+        let account_off = account_automounting(serde_json::json!(false));
+        let mut by_account = two_containers();
+        admit_service_account_token(&mut by_account, Some(&account_off), || "abcde".into());
+        assert!(by_account.volumes.is_empty());
+        assert!(by_account.init_containers[0].volume_mounts.is_empty());
+
+        // The pod's own true wins over its account's false.
+        let mut pod_on = two_containers();
+        pod_on.automount_service_account_token = Some(true);
+        admit_service_account_token(&mut pod_on, Some(&account_off), || "abcde".into());
+        assert_eq!(pod_on.volumes.len(), 1);
+
+        // An account saying true, or nothing, mounts.
+        let mut account_on = two_containers();
+        let on = account_automounting(serde_json::json!(true));
+        admit_service_account_token(&mut account_on, Some(&on), || "abcde".into());
+        assert_eq!(account_on.volumes.len(), 1);
+    }
+
+    #[test]
+    fn a_container_mounting_the_path_itself_keeps_its_mount() {
+        let mut spec = two_containers();
+        spec.containers[0].volume_mounts.push(v1::VolumeMount {
+            name: "mine".into(),
+            mount_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
+            ..Default::default()
+        });
+        admit_service_account_token(&mut spec, None, || "abcde".into());
+        assert_eq!(spec.containers[0].volume_mounts.len(), 1);
+        assert_eq!(spec.containers[0].volume_mounts[0].name, "mine");
+        // The init container still needs it, so the volume is added.
+        assert_eq!(
+            spec.init_containers[0].volume_mounts[0].name,
+            "kube-api-access-abcde"
+        );
+        assert_eq!(spec.volumes.len(), 1);
+        // When no container needs it, no volume.
+        let mut all_own = v1::PodSpec {
+            containers: vec![spec.containers[0].clone()],
+            ..Default::default()
+        };
+        admit_service_account_token(&mut all_own, None, || "abcde".into());
+        assert!(all_own.volumes.is_empty());
     }
 }

@@ -992,12 +992,32 @@ fn projected(
         let spath = format!("{path}.sources.{i}");
         let kinds = usize::from(source.secret.is_some())
             + usize::from(source.config_map.is_some())
-            + usize::from(source.downward_api.is_some());
+            + usize::from(source.downward_api.is_some())
+            + usize::from(source.service_account_token.is_some());
         if kinds != 1 {
             errors.add(
                 spath.as_str(),
-                "must have exactly one of secret, configMap or downwardAPI",
+                "must have exactly one of secret, configMap, downwardAPI or serviceAccountToken",
             );
+        }
+        if let Some(t) = &source.service_account_token {
+            let tpath = format!("{spath}.serviceAccountToken");
+            // As kube-apiserver bounds a TokenRequest's lifetime.
+            match t.expiration_seconds {
+                Some(s) if s < 600 => errors.add(
+                    format!("{tpath}.expirationSeconds"),
+                    format!("Invalid value: {s}: may not specify a duration less than 10 minutes"),
+                ),
+                Some(s) if s > 1 << 32 => errors.add(
+                    format!("{tpath}.expirationSeconds"),
+                    format!(
+                        "Invalid value: {s}: may not specify a duration larger than 2^32 seconds"
+                    ),
+                ),
+                _ => {}
+            }
+            volume_file_path(errors, &format!("{tpath}.path"), &t.path);
+            unique_path(errors, &format!("{tpath}.path"), &t.path, &mut paths);
         }
         if let Some(c) = &source.config_map {
             object_name(errors, &format!("{spath}.configMap.name"), &c.name);
@@ -1795,6 +1815,59 @@ spec:
         for (from, to, expected) in cases {
             assert!(POD_WITH_VOLUMES.contains(from), "{from}");
             let e = reasons(&POD_WITH_VOLUMES.replace(from, to));
+            assert!(e.contains(expected), "{to}: {e}");
+        }
+    }
+
+    const POD_WITH_API_ACCESS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    volumeMounts:
+    - {name: kube-api-access-abcde, mountPath: /var/run/secrets/kubernetes.io/serviceaccount, readOnly: true}
+  volumes:
+  - name: kube-api-access-abcde
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken: {expirationSeconds: 3607, path: token}
+      - configMap: {name: kube-root-ca.crt, items: [{key: ca.crt, path: ca.crt}]}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {apiVersion: v1, fieldPath: metadata.namespace}}]}
+"#;
+
+    #[test]
+    fn service_account_token_sources_are_checked() {
+        check(POD_WITH_API_ACCESS).unwrap();
+        let cases = [
+            (
+                "expirationSeconds: 3607",
+                "expirationSeconds: 60",
+                "spec.volumes.0.projected.sources.0.serviceAccountToken.expirationSeconds: \
+                 Invalid value: 60: may not specify a duration less than 10 minutes",
+            ),
+            (
+                "path: token}",
+                "path: ca.crt}",
+                r#"spec.volumes.0.projected.sources.1.configMap.items.0.path: "ca.crt" is written by two sources"#,
+            ),
+            (
+                "path: token}",
+                "path: /token}",
+                "spec.volumes.0.projected.sources.0.serviceAccountToken.path",
+            ),
+            (
+                "- serviceAccountToken: {expirationSeconds: 3607, path: token}",
+                "- {serviceAccountToken: {path: token}, secret: {name: s}}",
+                "spec.volumes.0.projected.sources.0: must have exactly one of",
+            ),
+        ];
+        for (from, to, expected) in cases {
+            assert!(POD_WITH_API_ACCESS.contains(from), "{from}");
+            let e = reasons(&POD_WITH_API_ACCESS.replace(from, to));
             assert!(e.contains(expected), "{to}: {e}");
         }
     }

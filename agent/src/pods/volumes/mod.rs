@@ -12,7 +12,10 @@
 //! - `configMap`, `secret`, `downwardAPI`, `projected`: files
 //!   ([`projection`]) written by the kubelet's atomic writer
 //!   ([`atomic_writer`]), secret and projected ones on a tmpfs so they never
-//!   touch the node's disk. They are written again when what they hold
+//!   touch the node's disk. A projected `serviceAccountToken` is a token
+//!   of the pod's service account bound to the pod, from the masters
+//!   (`Api.RequestToken`), replaced after 80% of its lifetime or a day
+//!   (`pod_config::needs_refresh`). They are written again when what they hold
 //!   changes, which the worker checks every half minute; when their source
 //!   cannot be read (no master, the object deleted) the files already
 //!   there stay;
@@ -369,7 +372,14 @@ impl<S: PodSandbox> VolumeSetup<'_, S> {
         let pod = self.facts.pod;
         let namespace = pod.metadata.as_ref().map_or("", |m| m.namespace.as_str());
         let wanted = projection::references(v);
-        let objects = config.read(self.source, namespace, &wanted).await?;
+        let mut objects = config.read(self.source, namespace, &wanted).await?;
+        let tokens = projection::tokens(v);
+        if !tokens.is_empty() {
+            let now = std::time::SystemTime::now();
+            config
+                .read_tokens(self.source, pod, &tokens, now, &mut objects)
+                .await?;
+        }
         Ok(projection::payload(v, &objects, &self.facts)?)
     }
 }

@@ -5,13 +5,16 @@
 //! resources for downwardAPI items; the sources of a projected volume
 //! together in one directory. Each file gets its item's `mode`, else the
 //! volume's `defaultMode`. A missing object is an error unless `optional`
-//! (then it gives no files), and so is a listed key it lacks.
+//! (then it gives no files), and so is a listed key it lacks. A projected
+//! `serviceAccountToken` source is the pod's token ([`tokens`] says which
+//! are asked for; the pod's `PodConfig` holds and refreshes them) at its
+//! `path`, with the volume's mode.
 
 use std::collections::BTreeSet;
 
 use skiff_proto::v1;
 
-use crate::master_link::{ConfigData, ConfigKind};
+use crate::master_link::{ConfigData, ConfigKind, TokenWanted};
 use crate::pods::downward_api::{self, DownwardApiError, PodFacts};
 use crate::pods::pod_config::ConfigObjects;
 
@@ -34,6 +37,9 @@ pub enum ProjectionError {
         name: String,
         key: String,
     },
+    /// A token the volume asks for was not read (a defect of the caller).
+    #[error("no service account token was read for {path:?}")]
+    NoToken { path: String },
     #[error("item {path}: {source}")]
     DownwardApi {
         path: String,
@@ -60,6 +66,29 @@ pub fn references(volume: &v1::Volume) -> BTreeSet<(ConfigKind, String)> {
         }
     }
     out
+}
+
+/// A token's lifetime when its source names none (as Kubernetes defaults
+/// `expirationSeconds`).
+pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+
+/// What the `serviceAccountToken` source `source` asks for.
+pub fn token_wanted(source: &v1::ServiceAccountTokenProjection) -> TokenWanted {
+    TokenWanted {
+        audience: source.audience.clone(),
+        expiration_seconds: source.expiration_seconds.unwrap_or(DEFAULT_TOKEN_SECONDS),
+    }
+}
+
+/// The service account tokens `volume` projects.
+pub fn tokens(volume: &v1::Volume) -> BTreeSet<TokenWanted> {
+    volume
+        .projected
+        .iter()
+        .flat_map(|p| &p.sources)
+        .filter_map(|s| s.service_account_token.as_ref())
+        .map(token_wanted)
+        .collect()
 }
 
 /// The files of `volume` (configMap, secret, downwardAPI or projected),
@@ -114,6 +143,18 @@ pub fn payload(
             }
             if let Some(d) = &source.downward_api {
                 downward_files(facts, &d.items, default_mode, &mut out)?;
+            }
+            if let Some(t) = &source.service_account_token {
+                let Some(token) = objects.token(&token_wanted(t)) else {
+                    return Err(ProjectionError::NoToken {
+                        path: t.path.clone(),
+                    });
+                };
+                let entry = FileEntry {
+                    data: token.as_bytes().to_vec(),
+                    mode: default_mode,
+                };
+                out.insert(t.path.clone(), entry);
             }
         }
     }
@@ -423,5 +464,88 @@ mod tests {
             (ConfigKind::Secret, "creds".to_owned()),
         ];
         assert_eq!(named, expected);
+    }
+
+    #[test]
+    fn the_api_access_volume_holds_token_ca_and_namespace() {
+        let volume = v1::Volume {
+            name: "kube-api-access-abcde".into(),
+            projected: Some(v1::ProjectedVolumeSource {
+                sources: vec![
+                    v1::VolumeProjection {
+                        service_account_token: Some(v1::ServiceAccountTokenProjection {
+                            audience: String::new(),
+                            expiration_seconds: Some(3607),
+                            path: "token".into(),
+                        }),
+                        ..Default::default()
+                    },
+                    v1::VolumeProjection {
+                        config_map: Some(v1::ConfigMapProjection {
+                            name: "kube-root-ca.crt".into(),
+                            items: vec![item("ca.crt", "ca.crt", None)],
+                            optional: None,
+                        }),
+                        ..Default::default()
+                    },
+                    v1::VolumeProjection {
+                        downward_api: Some(v1::DownwardApiProjection {
+                            items: vec![v1::DownwardApiVolumeFile {
+                                path: "namespace".into(),
+                                field_ref: Some(v1::ObjectFieldSelector {
+                                    api_version: "v1".into(),
+                                    field_path: "metadata.namespace".into(),
+                                }),
+                                resource_field_ref: None,
+                                mode: None,
+                            }],
+                        }),
+                        ..Default::default()
+                    },
+                ],
+                default_mode: Some(0o644),
+            }),
+            ..Default::default()
+        };
+        let wanted: Vec<TokenWanted> = tokens(&volume).into_iter().collect();
+        let token = TokenWanted {
+            audience: String::new(),
+            expiration_seconds: 3607,
+        };
+        assert_eq!(wanted, [token.clone()]);
+        let mut objects = ConfigObjects::default();
+        objects.insert(
+            ConfigKind::ConfigMap,
+            "kube-root-ca.crt",
+            Some(ConfigData::text(&[("ca.crt", "PEM")])),
+        );
+        let pod = pod();
+        let allocatable = BTreeMap::new();
+        let facts = PodFacts {
+            pod: &pod,
+            host_ip: "",
+            pod_ip: "",
+            node_allocatable: &allocatable,
+        };
+        // The token not read: an error, not a volume without it.
+        let missing = payload(&volume, &objects, &facts).unwrap_err();
+        assert_eq!(
+            missing,
+            ProjectionError::NoToken {
+                path: "token".into()
+            }
+        );
+        objects.insert_token(token, "header.claims.signature".into());
+        let files: BTreeMap<String, (String, u32)> = payload(&volume, &objects, &facts)
+            .unwrap()
+            .into_iter()
+            .map(|(p, f)| (p, (String::from_utf8_lossy(&f.data).into_owned(), f.mode)))
+            .collect();
+        let expected = entries(&[
+            ("token", "header.claims.signature", 0o644),
+            ("ca.crt", "PEM", 0o644),
+            ("namespace", "shop", 0o644),
+        ]);
+        assert_eq!(files, expected);
     }
 }
