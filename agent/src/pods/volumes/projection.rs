@@ -512,7 +512,7 @@ mod tests {
             audience: String::new(),
             expiration_seconds: 3607,
         };
-        assert_eq!(wanted, [token.clone()]);
+        assert_eq!(wanted, std::slice::from_ref(&token));
         let mut objects = ConfigObjects::default();
         objects.insert(
             ConfigKind::ConfigMap,
