@@ -68,7 +68,9 @@ pub fn find_log(layout: &PodLayout, req: &PodLogsRequest) -> Result<(PathBuf, Pa
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|e| e.path().is_dir() && e.file_name() != "etc")
+        .filter(|e| {
+            e.path().is_dir() && PodLayout::is_container_dir(&e.file_name().to_string_lossy())
+        })
         .map(|e| e.file_name().to_string_lossy().to_string())
         .collect();
     let container = if req.container.is_empty() {

@@ -28,6 +28,10 @@ use skiff_proto::v1;
 use super::dns_policy::pod_hostname;
 use crate::log_rotation;
 
+/// The pod directory's own subdirectories, beside one per container.
+const ETC_DIR: &str = "etc";
+const VOLUMES_DIR: &str = "volumes";
+
 #[derive(Debug, Clone)]
 pub struct PodLayout {
     data_dir: PathBuf,
@@ -181,7 +185,14 @@ impl PodLayout {
 
     /// The volumes directory of the pod whose directory is `pod_dir`.
     pub fn volumes_dir_in(pod_dir: &Path) -> PathBuf {
-        pod_dir.join("volumes")
+        pod_dir.join(VOLUMES_DIR)
+    }
+
+    /// Whether `name`, a directory in a pod's directory, is a container's
+    /// (its logs, its termination message) rather than the pod's own
+    /// (`etc`, `volumes`).
+    pub fn is_container_dir(name: &str) -> bool {
+        name != ETC_DIR && name != VOLUMES_DIR
     }
 
     /// `/etc/hosts`, `/etc/hostname` and `/etc/resolv.conf` (with
@@ -194,7 +205,7 @@ impl PodLayout {
         resolv_conf: &str,
         node: Option<&NodeNames>,
     ) -> std::io::Result<Vec<(String, String)>> {
-        let dir = self.pod_dir(pod).join("etc");
+        let dir = self.pod_dir(pod).join(ETC_DIR);
         tokio::fs::create_dir_all(&dir).await?;
         let (hostname, hosts) = match node {
             Some(node) => (node.hostname.clone(), node.hosts.clone()),
