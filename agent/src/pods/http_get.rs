@@ -21,7 +21,7 @@
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rustls::pki_types::ServerName;
@@ -437,18 +437,25 @@ fn is_timeout(error: &io::Error) -> bool {
 
 /// TLS 1.2 and 1.3 accepting any server certificate, as the kubelet's
 /// probe and hook clients (`InsecureSkipVerify`); no ALPN, HTTP/1.1 only.
+/// Built once and shared by every HTTPS probe and hook.
 fn tls_config(url: &str) -> Result<Arc<ClientConfig>, HttpGetError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+    static CONFIG: OnceLock<Result<Arc<ClientConfig>, rustls::Error>> = OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let verifier = Arc::new(skiff_security::tls::AcceptAnyServer::default());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .dangerous()
+                .with_custom_certificate_verifier(verifier)
+                .with_no_client_auth();
+            Ok(Arc::new(config))
+        })
+        .clone()
         .map_err(|source| HttpGetError::Tls {
             url: url.to_owned(),
             source,
-        })?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(skiff_security::tls::AcceptAnyServer::default()))
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+        })
 }
 
 /// The status code of an HTTP/1.x status line.

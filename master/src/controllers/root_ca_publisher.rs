@@ -12,7 +12,7 @@ use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::objects::pods::{ROOT_CA_CONFIG_MAP, ROOT_CA_KEY};
-use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::objects::{deletion, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 
 /// The annotation kube-controller-manager puts on the ConfigMap.
@@ -61,15 +61,6 @@ fn holds(stored: &Object, ca_pem: &str) -> bool {
         && fields.get("binaryData").is_none()
 }
 
-/// Whether a stored Namespace is being deleted.
-fn terminating(namespace: &Object) -> bool {
-    let phase = match &namespace.kind {
-        Some(Body::Namespace(ns)) => ns.status.as_ref().map(|s| s.phase.as_str()),
-        _ => None,
-    };
-    !namespace.meta().deletion_timestamp.is_empty() || phase == Some("Terminating")
-}
-
 impl Reconciler for RootCaPublisher {
     const NAME: &'static str = "root-ca-cert-publisher";
     const KIND: Kind = Kind::Namespace;
@@ -89,7 +80,7 @@ impl Reconciler for RootCaPublisher {
         let Some(stored) = self.ctx.store.get(Kind::Namespace, "", namespace)? else {
             return Ok(Action::Done);
         };
-        if terminating(&stored) {
+        if deletion::namespace_terminating(&stored) {
             return Ok(Action::Done);
         }
         let existing = self

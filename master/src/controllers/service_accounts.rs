@@ -5,12 +5,11 @@
 //! deleted. An existing account is left as it is (its `imagePullSecrets`
 //! are its owner's).
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::{IntoObject, Kind, ObjectExt};
+use crate::objects::{deletion, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 
 /// The account every namespace has, and pods run as when they name none.
@@ -34,15 +33,6 @@ pub fn default_account(namespace: &str) -> v1::GenericObject {
     }
 }
 
-/// Whether a stored Namespace is being deleted.
-fn terminating(namespace: &Object) -> bool {
-    let phase = match &namespace.kind {
-        Some(Body::Namespace(ns)) => ns.status.as_ref().map(|s| s.phase.as_str()),
-        _ => None,
-    };
-    !namespace.meta().deletion_timestamp.is_empty() || phase == Some("Terminating")
-}
-
 impl Reconciler for DefaultServiceAccountController {
     const NAME: &'static str = "service-accounts";
     const KIND: Kind = Kind::Namespace;
@@ -62,7 +52,7 @@ impl Reconciler for DefaultServiceAccountController {
         let Some(stored) = self.ctx.store.get(Kind::Namespace, "", namespace)? else {
             return Ok(Action::Done);
         };
-        if terminating(&stored) {
+        if deletion::namespace_terminating(&stored) {
             return Ok(Action::Done);
         }
         let account = self

@@ -145,6 +145,16 @@ pub enum DeleteOutcome {
     Unchanged,
 }
 
+/// Whether a stored Namespace is being deleted (marked, or in phase
+/// `Terminating`): nothing new is made in it.
+pub fn namespace_terminating(namespace: &Object) -> bool {
+    let phase = match &namespace.kind {
+        Some(Body::Namespace(ns)) => ns.status.as_ref().map(|s| s.phase.as_str()),
+        _ => None,
+    };
+    !namespace.meta().deletion_timestamp.is_empty() || phase == Some("Terminating")
+}
+
 /// Decides what deleting `stored` with `options` at `now` does (the
 /// preconditions are the caller's to check first).
 pub fn decide_delete(stored: &Object, options: &DeleteOptions, now: SystemTime) -> DeleteOutcome {
