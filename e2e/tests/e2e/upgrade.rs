@@ -111,9 +111,38 @@ async fn scale(client: &Client, namespace: &str, name: &str, replicas: i32) -> a
     .await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_data_dir_of_an_earlier_build_keeps_every_object_and_takes_writes() -> anyhow::Result<()>
-{
+/// Moves this thread into a network namespace of its own, loopback up,
+/// so the fixture's fixed ports are free whatever else runs: a sibling
+/// test's ephemeral port (a connection's, or a listener's on port 0) can
+/// be 36444 on the host's loopback. Threads and processes started from
+/// this thread afterwards (the runtime's workers, the master) inherit the
+/// namespace; it goes when they do.
+fn own_network_namespace() -> anyhow::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET).context(
+        "unshare a network namespace for the fixture's fixed ports: this test needs root",
+    )?;
+    let status = std::process::Command::new("ip")
+        .args(["link", "set", "lo", "up"])
+        .status()
+        .context("run `ip link set lo up` in the test's network namespace")?;
+    anyhow::ensure!(status.success(), "`ip link set lo up` exited with {status}");
+    Ok(())
+}
+
+#[test]
+fn a_data_dir_of_an_earlier_build_keeps_every_object_and_takes_writes() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["ip"]) {
+        return Ok(());
+    }
+    own_network_namespace()?;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?
+        .block_on(earlier_data_dir_in_own_namespace())
+}
+
+async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
     ensure_free(FIXTURE_API)?;
     ensure_free(FIXTURE_RAFT)?;
     let dir = tempfile::Builder::new().prefix("skiff-upg-").tempdir()?;
