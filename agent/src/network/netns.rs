@@ -7,15 +7,13 @@
 //! `eth0` inside it.
 //!
 //! Probes, lifecycle hooks and port-forwards reach a pod's ports from
-//! inside its namespace ([`run_in`]; the HTTP side is
-//! `pods/http_get.rs`): a short-lived thread enters the namespace with
+//! inside its namespace ([`run_in`]; the TCP and HTTP sides are
+//! `pods/tcp_socket.rs` and `pods/http_get.rs`): a short-lived thread enters the namespace with
 //! `setns` and opens the connection there.
 //! Only ever threads the agent spawns for this, which exit afterwards, so
 //! no tokio worker changes namespace.
 
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use nix::errno::Errno;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
@@ -103,8 +101,8 @@ pub enum LoopbackError {
     Up(#[source] rtnetlink::Error),
 }
 
-/// Why a TCP check of a pod's port (or a connection to it), made from
-/// inside its namespace, failed.
+/// Why a connection to a pod's port made from inside its namespace (a
+/// port-forward's), failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PortCheckError {
     #[error(transparent)]
@@ -271,14 +269,4 @@ where
         path,
         thread_name: "netns-probe",
     })?
-}
-
-/// Opens a TCP connection to `port` on the pod's loopback.
-pub async fn tcp_check(netns: PathBuf, port: u16, timeout: Duration) -> Result<(), PortCheckError> {
-    run_in(netns, move || -> Result<(), PortCheckError> {
-        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
-            .map(|_| ())
-            .map_err(|source| PortCheckError::TcpConnect { port, source })
-    })
-    .await
 }

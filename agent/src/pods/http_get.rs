@@ -8,19 +8,22 @@
 //! (`kube-probe/1.34`, `kube-lifecycle/1.34`) and `Accept: */*` unless
 //! given (an empty `Accept` leaves it out); one request per connection.
 //! Only the answer's status is read: probes pass on 2xx and 3xx, hooks on
-//! any answer.
+//! any answer. A plain HTTP answer to the TLS handshake (its first bytes
+//! `HTTP/`) is told apart, in the words of the kubelet's Go client
+//! (`http: server gave HTTP response to HTTPS client`): a hook retries
+//! such a request as HTTP ([`HttpGet::plain_http`]), a probe fails.
 //!
 //! Where it is sent from: the pod's own address from inside the pod's
 //! network namespace (the node's for a pod in the host's network), loopback
 //! there while the pod has no address; an action's `host` (an address, or a
 //! name the node's resolver answers) from the node's namespace, the
-//! agent's own, as the kubelet sends it from the node. Each request runs on
-//! a thread of its own with blocking sockets, bounded by its timeout: a
+//! agent's own, as the kubelet sends it from the node; either is dialed as
+//! a `tcpSocket` probe is (`super::tcp_socket::dial`). Each request runs
+//! on a thread of its own with blocking sockets, bounded by its timeout: a
 //! thread in a pod's namespace is one nothing else uses.
 
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::path::PathBuf;
+use std::net::{IpAddr, TcpStream};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -29,6 +32,9 @@ use rustls::{ClientConfig, ClientConnection, StreamOwned};
 use skiff_proto::v1;
 
 use crate::network::netns::{self, NetnsError};
+
+use super::pod_address::PodAddress;
+use super::tcp_socket::{dial, host_port, DialError};
 
 /// The Kubernetes version skiff's API reports (`master/src/rest/discovery.rs`
 /// `KUBERNETES_MINOR`), in the User-Agent as the kubelet puts its own.
@@ -46,21 +52,11 @@ pub enum HttpGetError {
     Header { name: String },
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("Get {url:?}: resolving {host:?}: {source}")]
-    Resolve {
+    #[error("Get {url:?}: {source}")]
+    Dial {
         url: String,
-        host: String,
         #[source]
-        source: io::Error,
-    },
-    #[error("Get {url:?}: {host:?} resolves to no address")]
-    NoAddress { url: String, host: String },
-    #[error("Get {url:?}: dial tcp {addr}: {source}")]
-    Connect {
-        url: String,
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
+        source: DialError,
     },
     #[error("Get {url:?}: {host:?} is not a TLS server name")]
     ServerName { url: String, host: String },
@@ -70,6 +66,8 @@ pub enum HttpGetError {
         #[source]
         source: rustls::Error,
     },
+    #[error("Get {url:?}: http: server gave HTTP response to HTTPS client")]
+    HttpAnswerToHttps { url: String },
     #[error("Get {url:?}: sending the request: {source}")]
     Write {
         url: String,
@@ -103,27 +101,6 @@ impl Purpose {
             Purpose::Probe => format!("kube-probe/{KUBERNETES_VERSION}"),
             Purpose::Lifecycle => format!("kube-lifecycle/{KUBERNETES_VERSION}"),
         }
-    }
-}
-
-/// A pod's own address, the host of an action that names none, and the
-/// network namespace it is reached from.
-#[derive(Debug, Clone)]
-pub struct PodAddress {
-    /// The pod's namespace, or the node's for a pod in the host's network.
-    pub netns: PathBuf,
-    /// The pod's address; loopback inside `netns` when it has none yet.
-    pub ip: Option<Ipv4Addr>,
-}
-
-impl PodAddress {
-    /// `pod`'s address (its status's `podIP`), reached from `netns`.
-    pub fn of(netns: PathBuf, pod: &v1::Pod) -> PodAddress {
-        let ip = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.pod_ip.parse::<Ipv4Addr>().ok());
-        PodAddress { netns, ip }
     }
 }
 
@@ -187,10 +164,7 @@ impl HttpGet {
         purpose: Purpose,
         timeout: Duration,
     ) -> Result<u16, HttpGetError> {
-        let host = match &self.host {
-            Some(host) => host.clone(),
-            None => pod.ip.unwrap_or(Ipv4Addr::LOCALHOST).to_string(),
-        };
+        let host = self.host_for(pod);
         let exchange = Exchange {
             url: self.url(&host),
             text: self.request_text(&host, purpose),
@@ -207,6 +181,37 @@ impl HttpGet {
                 .map_err(|_| HttpGetError::ThreadLost { url })?;
         }
         netns::run_in(pod.netns.clone(), move || exchange.run()).await
+    }
+
+    /// The same request as plain HTTP, its `Authorization` headers left
+    /// out: the kubelet's retry of an HTTPS hook answered in plain HTTP,
+    /// which does not send credentials meant for TLS in the clear.
+    pub fn plain_http(&self) -> HttpGet {
+        HttpGet {
+            scheme: Scheme::Http,
+            headers: self
+                .headers
+                .iter()
+                .filter(|(name, _)| !name.eq_ignore_ascii_case("Authorization"))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// `host:port` the request is sent to (`10.42.0.7:8080`, `[fd00::1]:80`;
+    /// the URL's host, not a `Host` header's), for messages.
+    pub fn authority(&self, pod: &PodAddress) -> String {
+        host_port(&self.host_for(pod), self.port)
+    }
+
+    /// The action's `host`, else the pod's address (loopback while it
+    /// has none).
+    fn host_for(&self, pod: &PodAddress) -> String {
+        match &self.host {
+            Some(host) => host.clone(),
+            None => pod.host(),
+        }
     }
 
     /// `http://10.42.0.7:8080/healthz`, for messages.
@@ -257,15 +262,6 @@ fn first_header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a s
         .map(|(_, v)| v.as_str())
 }
 
-/// `host:port`, an IPv6 address in brackets.
-fn host_port(host: &str, port: u16) -> String {
-    if host.contains(':') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    }
-}
-
 /// An action's path as a request target: `/` when empty, a leading `/`
 /// added, spaces, controls and non-ASCII bytes percent-encoded.
 fn request_target(path: &str) -> String {
@@ -309,7 +305,15 @@ impl Exchange {
                     url: self.url.clone(),
                     source,
                 })?;
-            self.talk(StreamOwned::new(connection, tcp), &control, deadline)
+            let mut stream = StreamOwned::new(connection, FirstBytes::new(tcp));
+            let talked = self.talk(&mut stream, &control, deadline);
+            match talked {
+                // Whatever failed first, TLS cannot have got through.
+                Err(_) if stream.sock.are_http() => Err(HttpGetError::HttpAnswerToHttps {
+                    url: self.url.clone(),
+                }),
+                result => result,
+            }
         } else {
             self.talk(tcp, &control, deadline)
         }
@@ -317,32 +321,13 @@ impl Exchange {
 
     /// A connection to the first of the host's addresses that answers.
     fn connect(&self, deadline: Instant) -> Result<TcpStream, HttpGetError> {
-        let addrs: Vec<SocketAddr> = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|source| HttpGetError::Resolve {
+        dial(&self.host, self.port, deadline).map_err(|source| match source {
+            DialError::Timeout { .. } => self.timed_out(),
+            source => HttpGetError::Dial {
                 url: self.url.clone(),
-                host: self.host.clone(),
                 source,
-            })?
-            .collect();
-        let mut failed = None;
-        for addr in addrs {
-            match TcpStream::connect_timeout(&addr, self.remaining(deadline)?) {
-                Ok(tcp) => return Ok(tcp),
-                Err(e) if is_timeout(&e) => return Err(self.timed_out()),
-                Err(source) => {
-                    failed = Some(HttpGetError::Connect {
-                        url: self.url.clone(),
-                        addr,
-                        source,
-                    })
-                }
-            }
-        }
-        Err(failed.unwrap_or_else(|| HttpGetError::NoAddress {
-            url: self.url.clone(),
-            host: self.host.clone(),
-        }))
+            },
+        })
     }
 
     /// The name TLS is spoken to: no SNI for an address.
@@ -428,6 +413,50 @@ impl Exchange {
     }
 }
 
+/// The connection under TLS, keeping the first bytes the server sends:
+/// the kubelet's Go client tells a plain HTTP answer to its handshake by
+/// them (a record header reading `HTTP/`).
+struct FirstBytes {
+    tcp: TcpStream,
+    first: [u8; 5],
+    kept: usize,
+}
+
+impl FirstBytes {
+    fn new(tcp: TcpStream) -> FirstBytes {
+        FirstBytes {
+            tcp,
+            first: [0; 5],
+            kept: 0,
+        }
+    }
+
+    /// Whether the server's first five bytes were `HTTP/`.
+    fn are_http(&self) -> bool {
+        self.kept == self.first.len() && &self.first == b"HTTP/"
+    }
+}
+
+impl Read for FirstBytes {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        let take = n.min(self.first.len() - self.kept);
+        self.first[self.kept..self.kept + take].copy_from_slice(&buf[..take]);
+        self.kept += take;
+        Ok(n)
+    }
+}
+
+impl Write for FirstBytes {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.tcp.write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.tcp.flush()
+    }
+}
+
 fn is_timeout(error: &io::Error) -> bool {
     matches!(
         error.kind(),
@@ -471,6 +500,8 @@ fn parse_status(head: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
     use crate::pods::test_http_server::TestHttpServer;
 
@@ -611,7 +642,16 @@ mod tests {
             .send(&elsewhere(), Purpose::Probe, Duration::from_secs(2))
             .await
             .unwrap_err();
-        assert!(matches!(error, HttpGetError::Connect { .. }), "{error}");
+        assert!(
+            matches!(
+                error,
+                HttpGetError::Dial {
+                    source: DialError::Connect { .. },
+                    ..
+                }
+            ),
+            "{error}"
+        );
         assert!(
             error.to_string().starts_with(&format!(
                 r#"Get "http://127.0.0.1:{port}/": dial tcp 127.0.0.1:{port}: "#

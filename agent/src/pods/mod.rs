@@ -24,6 +24,7 @@ pub mod http_get;
 pub mod layout;
 pub mod leftovers;
 pub mod lifecycle_hooks;
+pub mod pod_address;
 pub mod pod_config;
 pub mod probes;
 pub mod pull_secrets;
@@ -31,6 +32,7 @@ pub mod sandbox;
 pub mod security_context;
 pub mod service_env;
 pub mod status;
+pub mod tcp_socket;
 #[cfg(test)]
 pub(crate) mod test_http_server;
 pub mod volumes;

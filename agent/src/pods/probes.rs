@@ -2,20 +2,23 @@
 //! every `periodSeconds` after `initialDelaySeconds`; `failureThreshold`
 //! failures in a row flip it to failed and `successThreshold` successes in a
 //! row flip it back. Exec probes run in the container through containerd;
-//! TCP probes connect to the port on the pod's loopback from inside its
-//! network namespace; HTTP probes are the `httpGet` action hooks send too
-//! ([`super::http_get`]: the pod's address or the probe's `host`, HTTP or
-//! HTTPS unverified, its headers), passing on 2xx and 3xx.
+//! TCP probes open a connection ([`super::tcp_socket`]: to the pod's
+//! address from inside its network namespace, or to the probe's `host`
+//! from the node's, as the kubelet dials); HTTP probes are the `httpGet`
+//! action hooks send too ([`super::http_get`]: the pod's address or the
+//! probe's `host`, HTTP or HTTPS unverified, its headers), passing on 2xx
+//! and 3xx.
 
 use std::time::Duration;
 
 use skiff_proto::v1;
 use tokio::time::Instant;
 
-use crate::network::netns::{self, PortCheckError};
 use crate::runtime::ContainerRuntime;
 
-use super::http_get::{HttpGet, HttpGetError, PodAddress, Purpose};
+use super::http_get::{HttpGet, HttpGetError, Purpose};
+use super::pod_address::PodAddress;
+use super::tcp_socket::{TcpSocket, TcpSocketError};
 
 /// Why one run of a probe failed.
 #[derive(Debug, thiserror::Error)]
@@ -27,7 +30,7 @@ pub enum ProbeError {
     #[error("{kind} probe port {port:?} is not a port of the container")]
     UnknownPort { kind: &'static str, port: String },
     #[error(transparent)]
-    Port(#[from] PortCheckError),
+    Tcp(#[from] TcpSocketError),
     #[error(transparent)]
     Http(#[from] HttpGetError),
     #[error("HTTP probe failed with statuscode: {0}")]
@@ -157,9 +160,10 @@ pub async fn run<R: ContainerRuntime>(
                 port: tcp.port.clone(),
             });
         };
-        return netns::tcp_check(pod.netns.clone(), port, timeout)
+        return TcpSocket::new(tcp, port)
+            .dial(pod, timeout)
             .await
-            .map_err(ProbeError::Port);
+            .map_err(ProbeError::Tcp);
     }
     if let Some(http) = &probe.http_get {
         let Some(port) = resolve_port(&http.port, container) else {
@@ -257,6 +261,78 @@ mod tests {
             .await
             .expect("a self-signed certificate passes, as for the kubelet");
         assert_eq!(https.heads().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_https_probe_answered_in_plain_http_fails_without_falling_back() {
+        let plain = TestHttpServer::http(200).await;
+        let error = probe_http("HTTPS", plain.port).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            format!(
+                r#"Get "https://127.0.0.1:{}/healthz": http: server gave HTTP response to HTTPS client"#,
+                plain.port
+            )
+        );
+        assert!(plain.heads().is_empty(), "no retry: {:?}", plain.heads());
+    }
+
+    /// Runs a tcpSocket probe to `host` (none: the pod's address) on
+    /// the container's port `web`, `port`, for a pod in `netns`.
+    async fn probe_tcp(host: &str, port: u16, netns: &str) -> Result<(), ProbeError> {
+        let probe = v1::Probe {
+            tcp_socket: Some(v1::TcpSocketAction {
+                port: "web".into(),
+                host: host.into(),
+            }),
+            timeout_seconds: 2,
+            ..Default::default()
+        };
+        let container = v1::Container {
+            ports: vec![v1::ContainerPort {
+                name: "web".into(),
+                container_port: i32::from(port),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let pod = PodAddress {
+            netns: netns.into(),
+            ip: Some(std::net::Ipv4Addr::new(10, 42, 0, 7)),
+        };
+        let state = ProbeState::new(&probe, Instant::now());
+        let runtime = crate::runtime::recording::RecordingRuntime::default();
+        run(&runtime, "uid1_main", &container, &pod, &state).await
+    }
+
+    #[tokio::test]
+    async fn tcp_probes_dial_their_host_from_the_node_else_the_pod_from_its_namespace() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        // The host, from this process's namespace: the pod's is never
+        // entered (it does not exist).
+        for host in ["127.0.0.1", "localhost"] {
+            probe_tcp(host, port, "/nonexistent/netns")
+                .await
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
+        }
+        // Without a host, the pod's namespace is entered to reach it.
+        let error = probe_tcp("", port, "/nonexistent/netns").await.unwrap_err();
+        assert!(
+            matches!(error, ProbeError::Tcp(TcpSocketError::Netns(_))),
+            "{error:?}"
+        );
+        // Nothing listening: the dial is refused, in Go's words.
+        drop(listener);
+        let error = probe_tcp("127.0.0.1", port, "/nonexistent/netns")
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("dial tcp 127.0.0.1:{port}: ")),
+            "{error}"
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! status and keeps the request heads it read, so a test can assert what
 //! was sent (the Host header, custom headers, the User-Agent). The HTTPS
 //! one presents a fresh self-signed certificate (rcgen), which no trust
-//! store knows.
+//! store knows. The plain one answers what is not an HTTP request (a TLS
+//! handshake) with `400 Bad Request`, as nginx and Go's server do.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::ServerConfig;
@@ -72,7 +74,9 @@ impl TestHttpServer {
     }
 }
 
-/// Reads one request's head, keeps it, answers `status` and closes.
+/// Reads one request's head, keeps it, answers `status` and closes;
+/// answers `400` at once to what does not start as a request line does
+/// (an HTTP method is upper-case letters).
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
     status: u16,
@@ -84,6 +88,17 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         match stream.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&chunk[..n]),
+        }
+        if !head[0].is_ascii_uppercase() {
+            let reply =
+                "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+            let _ = stream.write_all(reply.as_bytes()).await;
+            let _ = stream.shutdown().await;
+            // Closed once the client is done, lest unread bytes turn the
+            // close into a reset that loses the answer.
+            let drain = async { while matches!(stream.read(&mut chunk).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+            return;
         }
     }
     log.lock()

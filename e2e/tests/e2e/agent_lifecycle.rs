@@ -1,6 +1,7 @@
 //! Keeping containers alive: restart policies and CrashLoopBackOff, OOM
-//! kills under a memory limit, probes, and static stability (an agent
-//! restart adopts running containers; a master outage leaves them alone).
+//! kills under a memory limit, probes (a tcpSocket one with `host` dialed
+//! from the node), and static stability (an agent restart adopts running
+//! containers; a master outage leaves them alone).
 //! Real master, private containerd, real agent, busybox image imported
 //! from an archive.
 
@@ -285,6 +286,23 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() -> anyhow::Res
             liveness,
         ),
     )?;
+    // A tcpSocket probe with a `host` is dialed from the node, as the
+    // kubelet dials it: the master's API port is open on the node's
+    // loopback, and nothing listens on the pod's.
+    let api_port = master
+        .api_addr
+        .rsplit(':')
+        .next()
+        .context("the master's API port")?;
+    let outside = format!(
+        "    readinessProbe:\n      tcpSocket: {{host: localhost, port: {api_port}}}\n      periodSeconds: 1\n"
+    );
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "outside",
+        &pod("outside", "sleep 3600", "Always", &outside),
+    )?;
     // Running but not Ready until httpd answers.
     wait_for(
         "slow Running but not ready",
@@ -300,6 +318,11 @@ async fn probes_gate_readiness_and_restart_unhealthy_containers() -> anyhow::Res
     .with_context(|| node.log_tail())?;
     wait_for("slow Ready", Duration::from_secs(30), || async {
         get_pod(&master, "slow").await.filter(is_running_ready)
+    })
+    .await
+    .with_context(|| node.log_tail())?;
+    wait_for("outside Ready", Duration::from_secs(30), || async {
+        get_pod(&master, "outside").await.filter(is_running_ready)
     })
     .await
     .with_context(|| node.log_tail())?;

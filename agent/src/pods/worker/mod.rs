@@ -64,8 +64,8 @@ use crate::master_link::{ConfigSource, EventKind, EventSender, StatusReport};
 use crate::runtime::{ContainerRuntime, RuntimeEvent, TaskState};
 
 use super::dns_policy::ServiceDiscovery;
-use super::http_get::PodAddress;
 use super::layout::PodLayout;
+use super::pod_address::PodAddress;
 use super::pod_config::PodConfig;
 use super::sandbox::PodSandbox;
 use super::status::{self, CState, ContainerView, Role};

@@ -124,11 +124,20 @@ fn post_start<R: ContainerRuntime, S: PodSandbox>(
     let pod = &sandbox.pod;
     let target = hook_target(sandbox.netns.clone(), pod, container);
     let runtime = ctx.runtime.clone();
+    let events = ctx.events.clone();
     let meta = pod.metadata.clone().unwrap_or_default();
     let done = hook_done.clone();
     let (send, outcome) = oneshot::channel();
     let task = tokio::spawn(async move {
-        let ran = lifecycle_hooks::run(runtime.as_ref(), &target, &hook, Duration::MAX).await;
+        let ran = lifecycle_hooks::run(
+            runtime.as_ref(),
+            &events,
+            &meta,
+            &target,
+            &hook,
+            Duration::MAX,
+        )
+        .await;
         let name = &target.container.name;
         let _ =
             send.send(ran.map_err(|e| lifecycle_hooks::failure_message(&hook, name, &meta, &e)));

@@ -25,8 +25,8 @@ use skiff_proto::v1;
 use tokio::time::Instant;
 
 use crate::master_link::{EventKind, EventSender, StatusReport};
-use crate::pods::http_get::PodAddress;
 use crate::pods::lifecycle_hooks::{self, HookTarget};
+use crate::pods::pod_address::PodAddress;
 use crate::pods::sandbox::PodSandbox;
 use crate::pods::status::Role;
 use crate::pods::volumes;
@@ -93,8 +93,8 @@ pub(super) async fn run_pre_stop<R: ContainerRuntime>(
         if running {
             let begun = Instant::now();
             let name = &target.container.name;
-            let ran =
-                tokio::time::timeout(grace, lifecycle_hooks::run(runtime, target, hook, grace));
+            let hooked = lifecycle_hooks::run(runtime, events, pod, target, hook, grace);
+            let ran = tokio::time::timeout(grace, hooked);
             let failure = match ran.await {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(lifecycle_hooks::failure_message(hook, name, pod, &e)),

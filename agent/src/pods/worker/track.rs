@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;
 
 use crate::pods::backoff::Backoff;
-use crate::pods::http_get::PodAddress;
+use crate::pods::pod_address::PodAddress;
 use crate::pods::probes::{self, ProbeState};
 use crate::pods::status::{CState, ContainerView, Role};
 use crate::runtime::containers::{LABEL_IMAGE_ID, LABEL_RESTARTS, LABEL_STARTED_AT};
