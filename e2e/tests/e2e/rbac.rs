@@ -8,13 +8,24 @@
 //! in `default` (no, naming the user and the request), and whether
 //! `system:masters` may delete nodes (yes).
 //!
-//! skiff has no impersonation (`kubectl --as`), and service accounts'
-//! tokens are not this test's: escalation refusals, which need a caller
-//! that is not an admin, are unit-tested (`api::rbac::escalation`,
-//! `api::authz`).
+//! Then service accounts acting with their own tokens (kubectl with a
+//! kubeconfig holding the token and the CA alone, as a pod calls the API),
+//! each allowed one verb, which is all Kubernetes asks for its request: an
+//! account that may `get,list` pods is refused (403) an eviction until it
+//! may `create` `pods/eviction`, and then evicts a Running, Ready pod (on a
+//! hollow node) whose PodDisruptionBudget allows it (201, and the pod
+//! goes) though it may neither write the budget's status nor delete pods;
+//! one that may only `patch` ConfigMaps patches one (it may not even read
+//! it); one that may only `deletecollection` ConfigMaps deletes the
+//! labelled ones with a collection's DELETE (it may neither list nor
+//! delete one).
+//!
+//! skiff has no impersonation (`kubectl --as`): escalation refusals are
+//! unit-tested (`api::rbac::escalation`, `api::authz`).
 
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 
@@ -104,6 +115,339 @@ fn scenario(k: &Kubectl) {
     assert_has(&out, "kind: SubjectAccessReview");
     assert_has(&out, "allowed: true");
     assert_has(&out, "robot-pods/team");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_accounts_need_only_the_verb_kubernetes_authorizes_a_request_as() {
+    kube_clients::on_hollow_cluster(KubectlVersion::V1_35, &["hollow-1"], narrow_grants).await;
+}
+
+/// The accounts of [`narrow_grants`] in `narrow`, their Roles (each one
+/// verb, besides reading pods for the evictor), and all but the evictor's
+/// eviction bound.
+const NARROW: &str = "\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: evictor, namespace: narrow}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: patcher, namespace: narrow}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: sweeper, namespace: narrow}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [pods], verbs: [get, list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: evict, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [pods/eviction], verbs: [create]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: patch-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: sweep-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [deletecollection]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: evictor-reads, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects: [{kind: ServiceAccount, name: evictor, namespace: narrow}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: patcher, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: patch-configmaps}
+subjects: [{kind: ServiceAccount, name: patcher, namespace: narrow}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: sweeper, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sweep-configmaps}
+subjects: [{kind: ServiceAccount, name: sweeper, namespace: narrow}]
+";
+
+/// A budget that lets the `victim` pod go: none of it need stay.
+const VICTIM_BUDGET: &str = "\
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: victim, namespace: narrow}
+spec:
+  minAvailable: 0
+  selector:
+    matchLabels: {app: victim}
+";
+
+/// The ConfigMaps the patcher and the sweeper work on.
+const CONFIG_MAPS: &str = "\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: narrow}
+data: {mode: slow}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: old-1, namespace: narrow, labels: {batch: old}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: old-2, namespace: narrow, labels: {batch: old}}
+";
+
+/// The accounts of [`NARROW`], each doing what its one verb allows and
+/// refused what it does not.
+fn narrow_grants(k: &Kubectl, api_addr: &str) {
+    k.ok(&["create", "namespace", "narrow"]);
+    apply(k, "narrow", NARROW);
+    let evictor = Account::new(k, api_addr, "evictor");
+    let patcher = Account::new(k, api_addr, "patcher");
+    let sweeper = Account::new(k, api_addr, "sweeper");
+    evictions(k, &evictor);
+    apply(k, "config-maps", CONFIG_MAPS);
+    patches(k, &patcher, &sweeper);
+    collection_deletes(k, &patcher, &sweeper);
+}
+
+/// The evictor, reading pods, is refused an eviction; allowed `create`
+/// of `pods/eviction`, it evicts a pod whose budget takes the disruption.
+fn evictions(k: &Kubectl, evictor: &Account) {
+    let ran = k.ok(&[
+        "run",
+        "victim",
+        "--image=busybox",
+        "--labels=app=victim",
+        "-n",
+        "narrow",
+    ]);
+    assert_has(&ran, "pod/victim created");
+    let ready = r#"jsonpath={.status.phase} {.status.conditions[?(@.type=="Ready")].status}"#;
+    eventually("victim Running and Ready", || {
+        let seen = k.ok(&["get", "pod", "victim", "-n", "narrow", "-o", ready]);
+        if seen == "Running True" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    apply(k, "victim-budget", VICTIM_BUDGET);
+    // The budget counted with the pod healthy: the eviction takes one of
+    // its disruptions (a write of its status), not merely deletes a pod
+    // no budget counts.
+    let counted = "jsonpath={.status.disruptionsAllowed} {.status.currentHealthy}";
+    eventually("the victim's budget counted", || {
+        let seen = k.ok(&["get", "pdb", "victim", "-n", "narrow", "-o", counted]);
+        if seen == "1 1" {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+    let eviction = k.home().join("eviction.json");
+    let body = r#"{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "victim", "namespace": "narrow"}}"#;
+    std::fs::write(&eviction, body).unwrap();
+    let eviction = eviction.to_string_lossy().into_owned();
+    let url = "/api/v1/namespaces/narrow/pods/victim/eviction";
+    let evict = ["create", "--raw", url, "-f", eviction.as_str()];
+
+    let err = evictor.fails(&evict);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"system:serviceaccount:narrow:evictor may not create the eviction of Pod "victim""#,
+    );
+    k.ok(&["get", "pod", "victim", "-n", "narrow"]);
+    // Nor may it write what the eviction does.
+    let err = evictor.fails(&["delete", "pod", "victim", "--wait=false"]);
+    assert_has(&err, "(Forbidden)");
+
+    let bound = k.ok(&[
+        "create",
+        "rolebinding",
+        "evictor-evicts",
+        "--role=evict",
+        "--serviceaccount=narrow:evictor",
+        "-n",
+        "narrow",
+    ]);
+    assert_has(
+        &bound,
+        "rolebinding.rbac.authorization.k8s.io/evictor-evicts created",
+    );
+    let out = evictor.ok(&evict);
+    assert_has(&out, r#""status":"Success""#);
+    assert_has(&out, r#""code":201"#);
+    eventually("the victim gone", || {
+        let out = k.run(&["get", "pod", "victim", "-n", "narrow"]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if !out.status.success() && err.contains("(NotFound)") {
+            Ok(())
+        } else {
+            Err(format!("{}{err}", String::from_utf8_lossy(&out.stdout)))
+        }
+    });
+}
+
+/// The patcher patches `settings`, which it may not read; the sweeper may
+/// not patch it.
+fn patches(k: &Kubectl, patcher: &Account, sweeper: &Account) {
+    let patch = [
+        "patch",
+        "configmap",
+        "settings",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"mode":"fast"}}"#,
+    ];
+    let out = patcher.ok(&patch);
+    assert_has(&out, "configmap/settings patched");
+    let mode = k.ok(&[
+        "get",
+        "configmap",
+        "settings",
+        "-n",
+        "narrow",
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
+    assert_eq!(mode, "fast");
+    assert_has(
+        &patcher.fails(&["get", "configmap", "settings"]),
+        "(Forbidden)",
+    );
+    let err = sweeper.fails(&patch);
+    assert_has(&err, "(Forbidden)");
+    assert_has(&err, r#"may not patch ConfigMap "settings""#);
+}
+
+/// The sweeper deletes the ConfigMaps labelled `batch=old` with one
+/// collection's DELETE, and nothing else; it may neither list them nor
+/// delete one, and the patcher may not delete the collection.
+fn collection_deletes(k: &Kubectl, patcher: &Account, sweeper: &Account) {
+    let url = "/api/v1/namespaces/narrow/configmaps?labelSelector=batch%3Dold";
+    let err = patcher.fails(&["delete", "--raw", url]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(&err, "may not delete all configmaps");
+    assert_eq!(old_config_maps(k).len(), 2);
+    assert_has(
+        &sweeper.fails(&["get", "configmaps", "-l", "batch=old"]),
+        "(Forbidden)",
+    );
+    assert_has(
+        &sweeper.fails(&["delete", "configmap", "old-1", "--wait=false"]),
+        "(Forbidden)",
+    );
+    let out = sweeper.ok(&["delete", "--raw", url]);
+    assert_has(&out, "ConfigMapList");
+    assert_eq!(old_config_maps(k), Vec::<String>::new());
+    // The others stay.
+    k.ok(&["get", "configmap", "settings", "-n", "narrow"]);
+}
+
+/// The names of the ConfigMaps labelled `batch=old`, as the admin lists
+/// them.
+fn old_config_maps(k: &Kubectl) -> Vec<String> {
+    let out = k.ok(&[
+        "get",
+        "configmaps",
+        "-n",
+        "narrow",
+        "-l",
+        "batch=old",
+        "-o",
+        "name",
+    ]);
+    out.lines().map(str::to_owned).collect()
+}
+
+/// `kubectl apply -f` of `manifest`, written as `<name>.yaml`.
+fn apply(k: &Kubectl, name: &str, manifest: &str) {
+    let path = k.home().join(format!("{name}.yaml"));
+    std::fs::write(&path, manifest).unwrap();
+    let path = path.to_string_lossy().into_owned();
+    k.ok(&["apply", "-f", path.as_str()]);
+}
+
+/// kubectl acting as a service account of `narrow`: a kubeconfig holding
+/// the cluster's CA and the account's token, and no client certificate
+/// (which would win over the token), as a pod calls the API.
+struct Account<'k> {
+    kubectl: &'k Kubectl,
+    kubeconfig: String,
+}
+
+impl<'k> Account<'k> {
+    /// A token of `name` (`kubectl create token`, tried until the leader
+    /// has made its signing key) in a kubeconfig of its own.
+    fn new(k: &'k Kubectl, api_addr: &str, name: &str) -> Account<'k> {
+        let mut token = String::new();
+        eventually(&format!("a token of {name}"), || {
+            let out = k.run(&["create", "token", name, "-n", "narrow"]);
+            if out.status.success() {
+                token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                Ok(())
+            } else {
+                Err(String::from_utf8_lossy(&out.stderr).into_owned())
+            }
+        });
+        let admin = skiff_security::Credentials::load(k.kubeconfig()).expect("admin.conf");
+        let ca = base64::engine::general_purpose::STANDARD.encode(&admin.ca_pem);
+        let kubeconfig = format!(
+            "apiVersion: v1\n\
+             kind: Config\n\
+             clusters:\n\
+             - name: skiff\n\
+             \x20 cluster:\n\
+             \x20   server: https://{api_addr}\n\
+             \x20   certificate-authority-data: {ca}\n\
+             users:\n\
+             - name: {name}\n\
+             \x20 user:\n\
+             \x20   token: {token}\n\
+             contexts:\n\
+             - name: {name}\n\
+             \x20 context:\n\
+             \x20   cluster: skiff\n\
+             \x20   user: {name}\n\
+             \x20   namespace: narrow\n\
+             current-context: {name}\n"
+        );
+        let path = k.home().join(format!("{name}.kubeconfig"));
+        std::fs::write(&path, kubeconfig).unwrap();
+        Account {
+            kubectl: k,
+            kubeconfig: path.to_string_lossy().into_owned(),
+        }
+    }
+
+    fn args<'a>(&'a self, args: &[&'a str]) -> Vec<&'a str> {
+        let mut all = vec!["--kubeconfig", self.kubeconfig.as_str()];
+        all.extend_from_slice(args);
+        all
+    }
+
+    /// `kubectl <args>` as the account, which must succeed; its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.kubectl.ok(&self.args(args))
+    }
+
+    /// `kubectl <args>` as the account, which must fail; its stderr.
+    fn fails(&self, args: &[&str]) -> String {
+        self.kubectl.fails(&self.args(args))
+    }
 }
 
 /// The defaults the leader makes: bound ClusterRoles, and `view` holding

@@ -158,6 +158,45 @@ impl<'a> Access<'a> {
     }
 }
 
+/// How a REST request that comes to an Update or UpdateStatus of the API
+/// service was asked, when that is not an `update` of the part written: a
+/// PATCH is authorized as `patch` (of the object, its `status` or its
+/// `scale`) and a PUT of a `scale` as `update` of `scale`, as
+/// kube-apiserver authorizes the request rather than the write it comes
+/// to (a patch is neither a get nor an update). A request extension, set by
+/// the REST API in this process alone (no client can send one); it
+/// changes only the verb and part the rules are asked about: what the
+/// write itself must keep is checked for the caller all the same
+/// ([`may_update`]'s Node spec, [`may_write_rbac`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedAs {
+    pub verb: Verb,
+    /// The request was on the `scale` subresource (its write is of the
+    /// whole object, changed in `spec.replicas` alone).
+    pub scale: bool,
+}
+
+impl RequestedAs {
+    /// The access a write of `kind`'s object `name` (its status alone when
+    /// `status_only`) is authorized as: this, or without one an `update`
+    /// of the part written.
+    pub fn access<'a>(
+        requested: Option<RequestedAs>,
+        kind: Kind,
+        namespace: &'a str,
+        name: &'a str,
+        status_only: bool,
+    ) -> Access<'a> {
+        let verb = requested.map_or(Verb::Update, |r| r.verb);
+        let part = match requested {
+            _ if status_only => "status",
+            Some(RequestedAs { scale: true, .. }) => "scale",
+            _ => "",
+        };
+        Access::new(verb, kind, namespace, Some(name)).with_subresource(part)
+    }
+}
+
 /// The answer to "may this identity make this access?".
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -717,8 +756,11 @@ pub fn may_record_event(
 }
 
 /// Update or UpdateStatus of `object` (of `kind`, named `name`): the rules
-/// ([`decide`]), then what the write itself must keep: a node's Node spec
+/// ([`decide`]) on an `update` of the part written, or on what the REST
+/// request it comes from was asked as (`requested`: a `patch`, an update
+/// of `scale`), then what the write itself must keep: a node's Node spec
 /// is the cluster's.
+#[allow(clippy::too_many_arguments)]
 pub fn may_update(
     store: &ObjectStore,
     identity: &Identity,
@@ -727,9 +769,9 @@ pub fn may_update(
     namespace: &str,
     name: &str,
     status_only: bool,
+    requested: Option<RequestedAs>,
 ) -> Result<(), Status> {
-    let part = if status_only { "status" } else { "" };
-    let access = Access::new(Verb::Update, kind, namespace, Some(name)).with_subresource(part);
+    let access = RequestedAs::access(requested, kind, namespace, name, status_only);
     authorize(store, identity, &access)?;
     let a_node = matches!(identity, Identity::Node(_));
     if a_node && kind == Kind::Node && !status_only && !same_node_spec(store, object, name) {
@@ -1283,6 +1325,7 @@ mod tests {
             &meta.namespace,
             &meta.name,
             status_only,
+            None,
         )
     }
 
@@ -2459,5 +2502,178 @@ mod tests {
         )
         .is_ok());
         assert!(may_write_rbac(&store, &robot, Verb::Create, Kind::Pod, "team", &more).is_ok());
+    }
+
+    /// `cluster_with_rbac()` where the robot may besides, in `team`, only
+    /// `patch` Deployments, `update` their `scale`, `deletecollection`
+    /// Secrets and `create` `pods/eviction`.
+    fn cluster_with_narrow_grants() -> (tempfile::TempDir, Arc<ObjectStore>) {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        let (dir, store) = cluster_with_rbac();
+        let narrow = rbac_object(
+            "Role",
+            "team",
+            "narrow",
+            serde_json::json!({"rules": [
+                {"apiGroups": ["apps"], "resources": ["deployments"], "verbs": ["patch"]},
+                {"apiGroups": ["apps"], "resources": ["deployments/scale"], "verbs": ["update"]},
+                {"apiGroups": [""], "resources": ["secrets"], "verbs": ["deletecollection"]},
+                {"apiGroups": [""], "resources": ["pods/eviction"], "verbs": ["create"]},
+            ]}),
+        );
+        let bound = binding(
+            "RoleBinding",
+            "team",
+            "robot-narrow",
+            ("Role", "narrow"),
+            serde_json::json!([{"kind": "ServiceAccount", "name": "robot"}]),
+        );
+        for result in store.apply_commands([narrow, bound].iter().map(create).collect()) {
+            result.expect("created");
+        }
+        (dir, store)
+    }
+
+    #[test]
+    fn a_write_is_authorized_as_the_request_it_comes_from_was_asked() {
+        let access = |requested, status_only| {
+            RequestedAs::access(requested, Kind::Deployment, "team", "web", status_only)
+        };
+        let update = Access::new(Verb::Update, Kind::Deployment, "team", Some("web"));
+        let patch = Access::new(Verb::Patch, Kind::Deployment, "team", Some("web"));
+        // No request said otherwise: an update of the part written.
+        assert_eq!(access(None, false), update);
+        assert_eq!(access(None, true), update.with_subresource("status"));
+        // A PATCH: a patch of the object or its status.
+        let patched = RequestedAs {
+            verb: Verb::Patch,
+            scale: false,
+        };
+        assert_eq!(access(Some(patched), false), patch);
+        assert_eq!(
+            access(Some(patched), true),
+            patch.with_subresource("status")
+        );
+        // Through `scale` (a write of the whole object): of `scale`.
+        let scaled = RequestedAs {
+            verb: Verb::Patch,
+            scale: true,
+        };
+        assert_eq!(access(Some(scaled), false), patch.with_subresource("scale"));
+        let put_scale = RequestedAs {
+            verb: Verb::Update,
+            scale: true,
+        };
+        assert_eq!(
+            access(Some(put_scale), false),
+            update.with_subresource("scale")
+        );
+    }
+
+    #[test]
+    fn a_patch_needs_patch_alone_not_a_get_and_an_update() {
+        let (_dir, store) = cluster_with_narrow_grants();
+        let robot = robot();
+        let web = v1::Deployment {
+            metadata: meta("team", "web"),
+            ..Default::default()
+        }
+        .into_object();
+        let on_web = |verb| Access::new(verb, Kind::Deployment, "team", Some("web"));
+        // The REST API authorizes the PATCH as a whole...
+        assert!(decide(&store, &robot, &on_web(Verb::Patch)).allowed);
+        for verb in [Verb::Get, Verb::Update] {
+            assert!(!decide(&store, &robot, &on_web(verb)).allowed, "{verb:?}");
+        }
+        // ...and its write as the patch it was asked as.
+        let write = |requested, status_only| {
+            let (kind, namespace) = (Kind::Deployment, "team");
+            may_update(
+                &store,
+                &robot,
+                &web,
+                kind,
+                namespace,
+                "web",
+                status_only,
+                requested,
+            )
+        };
+        let patched = RequestedAs {
+            verb: Verb::Patch,
+            scale: false,
+        };
+        assert!(write(Some(patched), false).is_ok());
+        // The same write taken for an update is refused, naming it.
+        let update = r#"update Deployment "web""#;
+        assert_answer(write(None, false), &robot, Err(update), "an update");
+        // A patch of the status is another grant, which it lacks.
+        let status = r#"patch the status of Deployment "web""#;
+        assert_answer(write(Some(patched), true), &robot, Err(status), "status");
+        // Through `scale`: a patch of it is refused, an update allowed.
+        let scale = r#"patch the scale of Deployment "web""#;
+        let patch_scale = RequestedAs {
+            verb: Verb::Patch,
+            scale: true,
+        };
+        assert_answer(write(Some(patch_scale), false), &robot, Err(scale), "scale");
+        let put_scale = RequestedAs {
+            verb: Verb::Update,
+            scale: true,
+        };
+        assert!(write(Some(put_scale), false).is_ok());
+        // Elsewhere, nothing.
+        let elsewhere = Access::new(Verb::Patch, Kind::Deployment, "default", Some("web"));
+        assert!(!decide(&store, &robot, &elsewhere).allowed);
+    }
+
+    #[test]
+    fn a_deletecollection_needs_deletecollection_alone_not_a_list_and_deletes() {
+        let (_dir, store) = cluster_with_narrow_grants();
+        let robot = robot();
+        let all = Access::new(Verb::DeleteCollection, Kind::Secret, "team", None);
+        assert!(decide(&store, &robot, &all).allowed);
+        let parts = [
+            Access::new(Verb::List, Kind::Secret, "team", None),
+            Access::new(Verb::Delete, Kind::Secret, "team", Some("token")),
+        ];
+        for access in parts {
+            assert!(!decide(&store, &robot, &access).allowed, "{access:?}");
+        }
+        let refused = authorize(
+            &store,
+            &robot,
+            &Access::new(Verb::DeleteCollection, Kind::Secret, "default", None),
+        );
+        assert_answer(refused, &robot, Err("delete all secrets"), "elsewhere");
+    }
+
+    #[test]
+    fn an_eviction_needs_create_of_pods_eviction_and_its_writes_are_the_masters() {
+        let (_dir, store) = cluster_with_narrow_grants();
+        let robot = robot();
+        let evict =
+            Access::new(Verb::Create, Kind::Pod, "team", Some("web")).with_subresource("eviction");
+        assert!(decide(&store, &robot, &evict).allowed);
+        // What an eviction comes to: this master may make it, the robot
+        // may not (its Role reads pods, but writes neither budgets nor
+        // pods).
+        let master = Identity::Master("1".into());
+        let comes_to = [
+            Access::new(Verb::List, Kind::PodDisruptionBudget, "team", None),
+            Access::new(Verb::Update, Kind::PodDisruptionBudget, "team", Some("web"))
+                .with_subresource("status"),
+            Access::new(Verb::Delete, Kind::Pod, "team", Some("web")),
+        ];
+        for access in comes_to {
+            assert!(!decide(&store, &robot, &access).allowed, "{access:?}");
+            assert!(decide(&store, &master, &access).allowed, "{access:?}");
+        }
+        // Refused elsewhere, naming the eviction.
+        let elsewhere = Access::new(Verb::Create, Kind::Pod, "default", Some("web"))
+            .with_subresource("eviction");
+        let refusal = r#"create the eviction of Pod "web""#;
+        let answer = authorize(&store, &robot, &elsewhere);
+        assert_answer(answer, &robot, Err(refusal), "elsewhere");
     }
 }

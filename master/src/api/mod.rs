@@ -433,6 +433,26 @@ impl ApiService {
         authz::may_write_rbac(store, &identity, Verb::Create, kind, &namespace, object)
     }
 
+    /// `access` by `identity`, refused with PermissionDenied (and logged)
+    /// as every call here is: for the REST API, which authorizes some
+    /// requests as a whole, as kube-apiserver does (a PATCH as `patch`, a
+    /// collection's DELETE as `deletecollection`, an eviction as `create`
+    /// of `pods/eviction`), before the calls they come to.
+    pub fn authorize(&self, identity: &Identity, access: &Access<'_>) -> Result<(), Status> {
+        authz::authorize(&self.cluster.store, identity, access)
+    }
+
+    /// This master's own identity, as its certificate names it: what it
+    /// makes the calls of a REST request it has authorized as a whole as
+    /// (an eviction's read of the pod and its PodDisruptionBudgets, the
+    /// write of the budget's status and the pod's delete, as
+    /// kube-apiserver's eviction storage makes them itself; a
+    /// deletecollection's list and deletes). Relayed to the leader, such a
+    /// call arrives as this master's there too.
+    pub fn own_identity(&self) -> Identity {
+        Identity::Master(self.cluster.id.to_string())
+    }
+
     /// May `identity` make `access`? What the REST API's access reviews
     /// answer: the rules every call here is authorized with.
     pub fn review_access(&self, identity: &Identity, access: &Access<'_>) -> authz::Decision {
@@ -475,13 +495,16 @@ impl ApiService {
         authz::rules_for(&self.cluster.store, identity, namespace)
     }
 
-    /// Update or UpdateStatus by the caller of `request`.
+    /// Update or UpdateStatus by the caller of `request`: an `update` of
+    /// the part written, or what the REST request it comes from was asked
+    /// as (the extension [`authz::RequestedAs`]: a PATCH is a `patch`).
     fn authorize_update(
         &self,
         request: &Request<UpdateRequest>,
         status_only: bool,
     ) -> Result<(), Status> {
         let identity = authz::identity(request)?;
+        let requested = request.extensions().get::<authz::RequestedAs>().copied();
         let Some(object) = request.get_ref().object.as_ref() else {
             return Ok(()); // refused as invalid by the call itself
         };
@@ -499,11 +522,13 @@ impl ApiService {
             &namespace,
             &meta.name,
             status_only,
+            requested,
         )?;
         if status_only {
             return Ok(());
         }
-        authz::may_write_rbac(store, &identity, Verb::Update, kind, &namespace, object)
+        let verb = requested.map_or(Verb::Update, |r| r.verb);
+        authz::may_write_rbac(store, &identity, verb, kind, &namespace, object)
     }
 
     /// A watch of Events: on the leader's store, relayed from a follower

@@ -7,7 +7,21 @@
 //! `objects::deletion`), deletecollection, and the `status`, `scale` and
 //! `eviction` subresources (an eviction deletes a pod unless a
 //! PodDisruptionBudget forbids it: `objects::disruption_budget`). Each is
-//! one or more calls of the gRPC API service with the caller's identity.
+//! one or more calls of the gRPC API service with the caller's identity,
+//! authorized call by call, except where kube-apiserver authorizes the
+//! request as a whole and not the reads and writes it comes to: a PATCH
+//! (server-side apply too) as `patch` of the part it names (and `create`
+//! when an apply makes the object), a PUT as `update` (of `scale` for a
+//! scale), a DELETE as `delete`, a collection's DELETE as
+//! `deletecollection`, an eviction as `create` of `pods/eviction`. Those
+//! are authorized first ([`Call::authorize`]); their reads, a
+//! deletecollection's deletes and an eviction's write of the
+//! PodDisruptionBudget's status and delete of the pod are then made as
+//! this master ([`Acting::Master`], as kube-apiserver's storage makes them
+//! itself), and a patch's write as the caller, authorized as the `patch`
+//! it was asked as (`authz::RequestedAs`), so that what a write must keep
+//! (roles and bindings granting only what the writer holds) is still
+//! checked for the caller.
 //! The `log` and `proxy` subresources are handed to [`super::pod_logs`]
 //! and [`super::proxy`], a ServiceAccount's `token` to
 //! [`super::token_request`], the kinds never stored (the access reviews) to
@@ -26,7 +40,7 @@ use skiff_proto::api::{
     CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, UpdateRequest,
 };
 use skiff_proto::v1::ObjectMeta;
-use skiff_security::PeerInfo;
+use skiff_security::{Identity, PeerInfo};
 use skiff_values::now_rfc3339;
 use tokio_util::sync::CancellationToken;
 
@@ -42,6 +56,7 @@ use super::watch::{self, WatchPlan, WatchTarget};
 use super::watch_websocket::Upgrade;
 use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
+use crate::api::authz::{Access, RequestedAs, Verb};
 use crate::api::ApiService;
 use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::Propagation;
@@ -49,6 +64,7 @@ use crate::objects::disruption_budget::{self, Budget, EvictionDecision};
 use crate::objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
 use crate::objects::registry::{self, KindInfo, Model, Subresource};
 use crate::objects::{Kind, ObjectExt};
+use crate::writer::namespace_for;
 
 /// How many times a patch (or an apply, or a replace without a
 /// resourceVersion) is retried after losing a race with another write.
@@ -75,11 +91,53 @@ pub(super) struct Call<'a> {
 }
 
 /// What a request on an object answers: the object, or the Scale of it.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum View {
     Object,
     Status,
     Scale,
+}
+
+impl View {
+    /// The subresource it is, as authorization names it (`""`: the object).
+    fn part(self) -> &'static str {
+        match self {
+            View::Object => "",
+            View::Status => "status",
+            View::Scale => "scale",
+        }
+    }
+
+    /// What the write of a `verb` request on this view (`patch`, or
+    /// `update` for a PUT) is authorized as, when it is not the update of
+    /// the part written that the API service would take it for: a patch,
+    /// or any write through `scale` (which writes the whole object).
+    fn requested_as(self, verb: Verb) -> Option<RequestedAs> {
+        let scale = self == View::Scale;
+        (verb != Verb::Update || scale).then_some(RequestedAs { verb, scale })
+    }
+}
+
+/// Whom a call on the API service is made as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acting {
+    /// The REST caller, the call authorized as what it is.
+    Caller,
+    /// The REST caller, a write authorized as the request was asked
+    /// (`authz::RequestedAs`: a PATCH's write as `patch`).
+    CallerAsRequested(RequestedAs),
+    /// This master itself, for a request the caller was authorized for as
+    /// a whole already ([`Call::authorize`]): the reads it comes to, a
+    /// deletecollection's deletes, an eviction's writes.
+    Master,
+}
+
+impl Acting {
+    /// A write of a `verb` request on `view` by the caller.
+    fn writing(view: View, verb: Verb) -> Acting {
+        view.requested_as(verb)
+            .map_or(Acting::Caller, Acting::CallerAsRequested)
+    }
 }
 
 impl<'a> Call<'a> {
@@ -235,7 +293,9 @@ impl<'a> Call<'a> {
             .map(|upgrade| upgrade.accept(self.headers))
             .transpose()?;
         let listed = if plan.starts_with_list() {
-            let (items, revision) = self.list_objects(info, &labels, &fields).await?;
+            let (items, revision) = self
+                .list_objects(info, &labels, &fields, Acting::Caller)
+                .await?;
             let values = items
                 .iter()
                 .map(|o| watch::encode(info, o, self.wants_table()))
@@ -268,6 +328,61 @@ impl<'a> Call<'a> {
         super::as_caller(self.peer, message)
     }
 
+    /// A call on the API service for this request, made as `acting`.
+    fn request_as<T>(&self, message: T, acting: Acting) -> tonic::Request<T> {
+        match acting {
+            Acting::Caller => self.request(message),
+            Acting::CallerAsRequested(requested) => {
+                let mut request = self.request(message);
+                request.extensions_mut().insert(requested);
+                request
+            }
+            Acting::Master => {
+                let master = PeerInfo {
+                    remote: self.peer.remote,
+                    identity: Some(self.api.own_identity()),
+                };
+                super::as_caller(&master, message)
+            }
+        }
+    }
+
+    /// The caller, as authentication found it.
+    fn caller(&self) -> Result<&Identity, RestError> {
+        self.peer
+            .identity
+            .as_ref()
+            .ok_or_else(RestError::unauthorized)
+    }
+
+    /// Authorizes the request as a whole as `access` for its caller, as
+    /// kube-apiserver's authorization filter does, before anything is
+    /// read; refused, it is a 403 (logged by `authz` with the caller and
+    /// what it may not do).
+    fn authorize(&self, info: &KindInfo, access: &Access<'_>) -> Result<(), RestError> {
+        self.authorize_naming(info, access, access.name.unwrap_or(""))
+    }
+
+    /// [`Self::authorize`], a refusal naming the object `name` (a create
+    /// is authorized on the collection, but makes one object).
+    fn authorize_naming(
+        &self,
+        info: &KindInfo,
+        access: &Access<'_>,
+        name: &str,
+    ) -> Result<(), RestError> {
+        let caller = self.caller()?;
+        self.api
+            .authorize(caller, access)
+            .map_err(|s| RestError::from_grpc(&s, info, name))
+    }
+
+    /// The namespace of an object of `info`'s kind named in the path (`""`
+    /// for a cluster-scoped kind), as the API service reads it from.
+    fn object_namespace(&self, info: &KindInfo) -> String {
+        namespace_for(info.kind, self.namespace())
+    }
+
     fn wants_table(&self) -> bool {
         self.headers
             .get_all(header::ACCEPT)
@@ -280,13 +395,20 @@ impl<'a> Call<'a> {
         self.query.get("dryRun").is_some_and(|v| v == "All")
     }
 
-    async fn get_object(&self, info: &'static KindInfo, name: &str) -> Result<Object, RestError> {
-        let request = self.request(GetRequest {
+    /// The object `name`, read on the leader as `acting`.
+    async fn get_object(
+        &self,
+        info: &'static KindInfo,
+        name: &str,
+        acting: Acting,
+    ) -> Result<Object, RestError> {
+        let message = GetRequest {
             kind: info.kind.name().to_owned(),
             namespace: self.namespace().to_owned(),
             name: name.to_owned(),
             serializable: false,
-        });
+        };
+        let request = self.request_as(message, acting);
         self.api
             .get(request)
             .await
@@ -324,28 +446,31 @@ impl<'a> Call<'a> {
         name: &str,
         view: View,
     ) -> Result<Response<Body>, RestError> {
-        let object = self.get_object(info, name).await?;
+        let object = self.get_object(info, name, Acting::Caller).await?;
         Ok(self.object_answer(info, &object, view, StatusCode::OK))
     }
 
     /// The objects of the collection that the selectors select, as the
-    /// cache shares them, and the revision they were read at.
+    /// cache shares them, and the revision they were read at; listed as
+    /// `acting`.
     async fn list_objects(
         &self,
         info: &'static KindInfo,
         labels: &LabelSelector,
         fields: &FieldSelector,
+        acting: Acting,
     ) -> Result<(Vec<Arc<Object>>, u64), RestError> {
         let serializable = self
             .query
             .get("resourceVersion")
             .is_some_and(|rv| !rv.is_empty());
-        let request = self.request(ListRequest {
+        let message = ListRequest {
             kind: info.kind.name().to_owned(),
             namespace: self.namespace().to_owned(),
             serializable,
             selecting: None,
-        });
+        };
+        let request = self.request_as(message, acting);
         let list = self
             .api
             .list_shared(request)
@@ -365,8 +490,9 @@ impl<'a> Call<'a> {
         info: &'static KindInfo,
         labels: &LabelSelector,
         fields: &FieldSelector,
+        acting: Acting,
     ) -> Result<(Vec<Value>, u64), RestError> {
-        let (items, revision) = self.list_objects(info, labels, fields).await?;
+        let (items, revision) = self.list_objects(info, labels, fields, acting).await?;
         let values = items.iter().map(|o| wire::encode(info, o)).collect();
         Ok((values, revision))
     }
@@ -384,7 +510,9 @@ impl<'a> Call<'a> {
 
     async fn list(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
         let (labels, fields) = self.selectors(info)?;
-        let (mut items, revision) = self.list_objects(info, &labels, &fields).await?;
+        let (mut items, revision) = self
+            .list_objects(info, &labels, &fields, Acting::Caller)
+            .await?;
         let mut rv = revision.to_string();
         // `continue` resumes after the last key of the previous page.
         if let Some(token) = self.query.get("continue").filter(|t| !t.is_empty()) {
@@ -453,6 +581,11 @@ impl<'a> Call<'a> {
         record_update(info, &manager, Scope::Object, None, &mut object);
         let name = object.meta().name.clone();
         if self.dry_run() {
+            // Nothing reaches the API service: authorized here, as the
+            // create would be.
+            let namespace = self.object_namespace(info);
+            let access = Access::new(Verb::Create, info.kind, &namespace, None);
+            self.authorize_naming(info, &access, &name)?;
             let meta = object
                 .meta_mut()
                 .map_err(|e| RestError::bad_request(e.to_string()))?;
@@ -491,17 +624,19 @@ impl<'a> Call<'a> {
         Ok(response)
     }
 
-    /// Writes `object` (the whole object, or its status).
+    /// Writes `object` (the whole object, or its status) as `acting`.
     async fn write(
         &self,
         info: &'static KindInfo,
         name: &str,
         object: Object,
         status_only: bool,
+        acting: Acting,
     ) -> Result<Object, RestError> {
-        let request = self.request(UpdateRequest {
+        let message = UpdateRequest {
             object: Some(object),
-        });
+        };
+        let request = self.request_as(message, acting);
         let answer = if status_only {
             self.api.update_status(request).await
         } else {
@@ -519,11 +654,16 @@ impl<'a> Call<'a> {
         view: View,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        // An `update` (of the part), whatever it reads first.
+        let namespace = self.object_namespace(info);
+        let access = Access::new(Verb::Update, info.kind, &namespace, Some(name));
+        self.authorize(info, &access.with_subresource(view.part()))?;
         let manager = self.field_manager("UpdateOptions")?;
+        let writing = Acting::writing(view, Verb::Update);
         if view == View::Scale {
             let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
             let scale = wire::parse_body(body, &content_type)?;
-            let current = self.get_object(info, name).await?;
+            let current = self.get_object(info, name, Acting::Master).await?;
             let live = (current.meta().clone(), wire::encode(info, &current));
             let mut object = with_replicas(info, current, &scale)?;
             let replaced = Some((&live.0, &live.1));
@@ -531,7 +671,7 @@ impl<'a> Call<'a> {
             let written = if self.dry_run() {
                 object
             } else {
-                self.write(info, name, object, false).await?
+                self.write(info, name, object, false, writing).await?
             };
             return Ok(self.object_answer(info, &written, View::Scale, StatusCode::OK));
         }
@@ -546,24 +686,27 @@ impl<'a> Call<'a> {
         let written = if self.dry_run() {
             object
         } else if !keeps_managed_fields(info) {
-            self.write(info, name, object, status_only).await?
+            self.write(info, name, object, status_only, writing).await?
         } else {
             let scope = if status_only {
                 Scope::Status
             } else {
                 Scope::Object
             };
-            self.replace(info, name, object, scope, &manager).await?
+            self.replace(info, name, object, scope, &manager, writing)
+                .await?
         };
         let mut response = self.object_answer(info, &written, view, StatusCode::OK);
         add_warnings(&mut response, &warnings);
         Ok(response)
     }
 
-    /// Writes `object` over the stored one (a `PUT`), its managed fields
-    /// recorded against what it replaces. Without a resourceVersion the
-    /// write is made conditional on the object read, and made again when
-    /// another write came first; with one, it is the client's condition.
+    /// Writes `object` over the stored one (a `PUT`, authorized as its
+    /// `update` already; the write as `writing`), its managed fields
+    /// recorded against what it replaces, read as this master. Without a
+    /// resourceVersion the write is made conditional on the object read,
+    /// and made again when another write came first; with one, it is the
+    /// client's condition.
     async fn replace(
         &self,
         info: &'static KindInfo,
@@ -571,12 +714,13 @@ impl<'a> Call<'a> {
         object: Object,
         scope: Scope,
         manager: &str,
+        writing: Acting,
     ) -> Result<Object, RestError> {
         let conditional = !object.meta().resource_version.is_empty();
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get_object(info, name).await?;
+            let current = self.get_object(info, name, Acting::Master).await?;
             let live = wire::encode(info, &current);
             let mut written = object.clone();
             if !conditional {
@@ -587,7 +731,7 @@ impl<'a> Call<'a> {
             let replaced = Some((current.meta(), &live));
             record_update(info, manager, scope, replaced, &mut written);
             let status_only = scope == Scope::Status;
-            match self.write(info, name, written, status_only).await {
+            match self.write(info, name, written, status_only, writing).await {
                 Err(e) if e.reason == "Conflict" && !conditional && attempt < PATCH_ATTEMPTS => {}
                 answer => return answer,
             }
@@ -601,6 +745,12 @@ impl<'a> Call<'a> {
         view: View,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        // A `patch` of the part it names, and nothing else: not a get and
+        // an update (server-side apply too; `create` as well when it makes
+        // the object).
+        let namespace = self.object_namespace(info);
+        let access = Access::new(Verb::Patch, info.kind, &namespace, Some(name));
+        self.authorize(info, &access.with_subresource(view.part()))?;
         let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
         if is_apply(&content_type) {
             return self.apply(info, name, view, body).await;
@@ -630,10 +780,11 @@ impl<'a> Call<'a> {
         let validation =
             FieldValidation::parse(self.query.get("fieldValidation").map(String::as_str))?;
         let manager = self.field_manager("PatchOptions")?;
+        let writing = Acting::writing(view, Verb::Patch);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let current = self.get_object(info, name).await?;
+            let current = self.get_object(info, name, Acting::Master).await?;
             let current_rv = current.meta().resource_version.clone();
             let (object, warnings) = match view {
                 View::Scale => {
@@ -685,7 +836,10 @@ impl<'a> Call<'a> {
                 add_warnings(&mut response, &warnings);
                 return Ok(response);
             }
-            match self.write(info, name, object, view == View::Status).await {
+            match self
+                .write(info, name, object, view == View::Status, writing)
+                .await
+            {
                 Ok(written) => {
                     let mut response = self.object_answer(info, &written, view, StatusCode::OK);
                     add_warnings(&mut response, &warnings);
@@ -704,7 +858,11 @@ impl<'a> Call<'a> {
     /// (201); refuses to change fields another manager owns unless forced
     /// (409 with each conflict). An apply that changes nothing writes
     /// nothing: the object keeps its resourceVersion. Retried, like any
-    /// patch, when another write comes first.
+    /// patch, when another write comes first. Authorized as a `patch`
+    /// already ([`Call::patch`]); the object is read as this master, and
+    /// one it makes is a `create` the caller must be allowed as well, as
+    /// kube-apiserver asks (its patch handler's `withAuthorization` of the
+    /// create).
     async fn apply(
         &self,
         info: &'static KindInfo,
@@ -764,14 +922,22 @@ impl<'a> Call<'a> {
             force,
             now: &now,
         };
+        let writing = Acting::writing(view, Verb::Patch);
+        let namespace = self.object_namespace(info);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let live = match self.get_object(info, name).await {
+            let live = match self.get_object(info, name, Acting::Master).await {
                 Ok(object) => Some(object),
                 Err(e) if e.code == StatusCode::NOT_FOUND && scope == Scope::Object => None,
                 Err(e) => return Err(e),
             };
+            if live.is_none() {
+                // Checked here for a dry run too; the create itself is
+                // authorized again, with what it writes.
+                let create = Access::new(Verb::Create, info.kind, &namespace, None);
+                self.authorize_naming(info, &create, name)?;
+            }
             let live_rv = live.as_ref().map(|o| o.meta().resource_version.clone());
             if !wanted_rv.is_empty() && live_rv.as_deref() != Some(wanted_rv.as_str()) {
                 return Err(modified(info, name));
@@ -818,7 +984,10 @@ impl<'a> Call<'a> {
                     .await
                     .map(tonic::Response::into_inner)
                     .map_err(|s| RestError::from_grpc(&s, info, name)),
-                Some(_) => self.write(info, name, object, scope == Scope::Status).await,
+                Some(_) => {
+                    let status_only = scope == Scope::Status;
+                    self.write(info, name, object, status_only, writing).await
+                }
             };
             match written {
                 Ok(written) => {
@@ -856,53 +1025,70 @@ impl<'a> Call<'a> {
         name: &str,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        // A `delete`, whatever it reads first.
+        let namespace = self.object_namespace(info);
+        let access = Access::new(Verb::Delete, info.kind, &namespace, Some(name));
+        self.authorize(info, &access)?;
         let params = DeleteParams::read(
             body,
             &super::header_text(self.headers, header::CONTENT_TYPE),
             self.query,
         )?;
         if self.dry_run() || params.dry_run {
-            let object = self.get_object(info, name).await?;
+            let object = self.get_object(info, name, Acting::Master).await?;
             return Ok(self.object_answer(info, &object, View::Object, StatusCode::OK));
         }
         if let Some(uid) = &params.uid {
             // The store checks it too, with the delete; this answers with
             // kube-apiserver's words.
-            let object = self.get_object(info, name).await?;
+            let object = self.get_object(info, name, Acting::Master).await?;
             check_uid(info, name, uid, &object)?;
         }
         let request = params.request(info, self.namespace(), name);
-        let deleted = self.delete_object(info, name, request).await?;
+        let deleted = self
+            .delete_object(info, name, request, Acting::Caller)
+            .await?;
         // 200 with the object, whether it went or was only marked
         // (`metadata.deletionTimestamp`), as kube-apiserver answers.
         Ok(self.object_answer(info, &deleted, View::Object, StatusCode::OK))
     }
 
+    /// Deletes as `acting`.
     async fn delete_object(
         &self,
         info: &'static KindInfo,
         name: &str,
         request: DeleteRequest,
+        acting: Acting,
     ) -> Result<Object, RestError> {
         self.api
-            .delete(self.request(request))
+            .delete(self.request_as(request, acting))
             .await
             .map(tonic::Response::into_inner)
             .map_err(|s| RestError::from_grpc(&s, info, name))
     }
 
+    /// `DELETE` of a collection: authorized as `deletecollection` of the
+    /// collection (the path's namespace) alone, not as a list and a delete
+    /// of each object, as kube-apiserver authorizes it; the objects the
+    /// selectors select are then listed and deleted by this master, as
+    /// kube-apiserver's storage deletes them itself.
     async fn delete_collection(
         &self,
         info: &'static KindInfo,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        let access = Access::new(Verb::DeleteCollection, info.kind, self.namespace(), None);
+        self.authorize(info, &access)?;
         let params = DeleteParams::read(
             body,
             &super::header_text(self.headers, header::CONTENT_TYPE),
             self.query,
         )?;
         let (labels, fields) = self.selectors(info)?;
-        let (items, revision) = self.list_values(info, &labels, &fields).await?;
+        let (items, revision) = self
+            .list_values(info, &labels, &fields, Acting::Master)
+            .await?;
         let mut deleted = Vec::new();
         for item in &items {
             let name = item["metadata"]["name"].as_str().unwrap_or_default();
@@ -912,7 +1098,11 @@ impl<'a> Call<'a> {
                 continue;
             }
             let request = params.request(info, namespace, name);
-            match self.api.delete(self.request(request)).await {
+            match self
+                .api
+                .delete(self.request_as(request, Acting::Master))
+                .await
+            {
                 Ok(object) => deleted.push(wire::encode(info, object.get_ref())),
                 // Gone already: someone else deleted it meanwhile.
                 Err(s) if s.code() == tonic::Code::NotFound => {}
@@ -935,6 +1125,15 @@ impl<'a> Call<'a> {
     /// ([`Call::take_disruption`]); when the budget allows none: 429
     /// TooManyRequests, with kube-apiserver's message, for the client to
     /// retry later. Answers 201 with a Success `Status`.
+    ///
+    /// The caller is authorized for `create` of `pods/eviction` alone, as
+    /// kube-apiserver authorizes an eviction: the pod and its budgets are
+    /// read, the budget's status written and the pod deleted by this
+    /// master ([`Acting::Master`]), as kube-apiserver's eviction storage
+    /// does them itself, so that a caller allowed to evict needs no right
+    /// to write budgets or delete pods. A refusal is logged with the
+    /// caller (by `authz`), an eviction with the caller and the budget it
+    /// took a disruption from.
     async fn evict(
         &self,
         info: &'static KindInfo,
@@ -944,6 +1143,9 @@ impl<'a> Call<'a> {
         if *self.method != Method::POST {
             return Err(RestError::method_not_allowed(self.method, "pods/eviction"));
         }
+        let namespace = self.object_namespace(info);
+        let access = Access::new(Verb::Create, info.kind, &namespace, Some(name));
+        self.authorize(info, &access.with_subresource("eviction"))?;
         let content_type = super::header_text(self.headers, header::CONTENT_TYPE);
         let eviction = wire::parse_body(body, &content_type)?;
         if !eviction.is_object() {
@@ -961,12 +1163,12 @@ impl<'a> Call<'a> {
             Some(options) if options.is_object() => DeleteParams::from_json(options)?,
             _ => DeleteParams::default(),
         };
-        let object = self.get_object(info, name).await?;
+        let object = self.get_object(info, name, Acting::Master).await?;
         let Some(skiff_proto::api::object::Kind::Pod(pod)) = &object.kind else {
             return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
         };
         let dry_run = self.dry_run() || params.dry_run;
-        self.take_disruption(pod, name, dry_run).await?;
+        let budget = self.take_disruption(pod, name, dry_run).await?;
         if !dry_run {
             // The pod the budgets were counted for, not a new one of its
             // name.
@@ -974,7 +1176,15 @@ impl<'a> Call<'a> {
                 params.uid = Some(object.meta().uid.clone());
             }
             let request = params.request(info, self.namespace(), name);
-            self.delete_object(info, name, request).await?;
+            self.delete_object(info, name, request, Acting::Master)
+                .await?;
+            let caller = self.caller()?;
+            tracing::info!(
+                %caller,
+                pod = %format!("{namespace}/{name}"),
+                budget = budget.as_deref().unwrap_or(""),
+                "evicted a pod"
+            );
         }
         let status = json!({
             "kind": "Status",
@@ -995,13 +1205,15 @@ impl<'a> Call<'a> {
     /// both take the last disruption). A dry run decides without writing.
     /// Refusals are 429 TooManyRequests with kube-apiserver's message and
     /// cause, for the client to retry later; a pod under two budgets is a
-    /// 500, as in Kubernetes.
+    /// 500, as in Kubernetes. Read and written as this master (the caller
+    /// was authorized for the eviction); answers the budget a disruption
+    /// was taken from, if any.
     async fn take_disruption(
         &self,
         pod: &skiff_proto::v1::Pod,
         name: &str,
         dry_run: bool,
-    ) -> Result<(), RestError> {
+    ) -> Result<Option<String>, RestError> {
         let too_many = |cause: String| {
             let mut error = RestError::new(
                 StatusCode::TOO_MANY_REQUESTS,
@@ -1017,7 +1229,7 @@ impl<'a> Call<'a> {
             let stored = self.budgets_covering(pod).await?;
             let budgets: Vec<Budget> = stored.iter().filter_map(|o| Budget::of(o)).collect();
             let budget = match disruption_budget::decide_eviction(pod, &budgets) {
-                EvictionDecision::Allowed => return Ok(()),
+                EvictionDecision::Allowed => return Ok(None),
                 EvictionDecision::Disrupt { budget } => budget,
                 EvictionDecision::Refused {
                     budget,
@@ -1040,7 +1252,7 @@ impl<'a> Call<'a> {
                 }
             };
             if dry_run {
-                return Ok(());
+                return Ok(Some(budget));
             }
             let object = stored.iter().find(|o| o.meta().name == budget);
             let counted = budgets.iter().find(|b| b.name == budget);
@@ -1058,8 +1270,11 @@ impl<'a> Call<'a> {
             let written = skiff_proto::api::Object {
                 kind: Some(skiff_proto::api::object::Kind::Generic(written)),
             };
-            match self.write(budget_info, &budget, written, true).await {
-                Ok(_) => return Ok(()),
+            match self
+                .write(budget_info, &budget, written, true, Acting::Master)
+                .await
+            {
+                Ok(_) => return Ok(Some(budget)),
                 Err(e) if e.reason == "Conflict" => continue,
                 Err(e) => return Err(e),
             }
@@ -1073,19 +1288,21 @@ impl<'a> Call<'a> {
     /// selects `pod`, from the leader's index of budgets by the labels
     /// they select (a linearizable read); a leader that lists the whole
     /// namespace instead is fine, `decide_eviction` matches them again.
+    /// Listed as this master.
     async fn budgets_covering(
         &self,
         pod: &skiff_proto::v1::Pod,
     ) -> Result<Vec<Arc<Object>>, RestError> {
         let labels = pod.metadata.as_ref().map(|m| m.labels.clone());
-        let request = self.request(ListRequest {
+        let message = ListRequest {
             kind: Kind::PodDisruptionBudget.name().to_owned(),
             namespace: self.namespace().to_owned(),
             serializable: false,
             selecting: Some(skiff_proto::api::Labels {
                 labels: labels.unwrap_or_default(),
             }),
-        });
+        };
+        let request = self.request_as(message, Acting::Master);
         let info = registry::info(Kind::PodDisruptionBudget);
         let list = self.api.list_shared(request).await;
         Ok(list.map_err(|s| RestError::from_grpc(&s, info, ""))?.items)
@@ -1602,6 +1819,43 @@ fn propagation(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_for_a_request_is_authorized_as_the_request_was_asked() {
+        assert_eq!(
+            [View::Object, View::Status, View::Scale].map(View::part),
+            ["", "status", "scale"]
+        );
+        // A PUT of the object or its status is the update the API service
+        // takes its write for.
+        assert_eq!(Acting::writing(View::Object, Verb::Update), Acting::Caller);
+        assert_eq!(Acting::writing(View::Status, Verb::Update), Acting::Caller);
+        // A PUT of the scale writes the whole object: an update of `scale`.
+        let put_scale = RequestedAs {
+            verb: Verb::Update,
+            scale: true,
+        };
+        assert_eq!(
+            Acting::writing(View::Scale, Verb::Update),
+            Acting::CallerAsRequested(put_scale)
+        );
+        // A PATCH is a patch of the part it names, whatever it writes.
+        for (view, scale) in [
+            (View::Object, false),
+            (View::Status, false),
+            (View::Scale, true),
+        ] {
+            let patch = RequestedAs {
+                verb: Verb::Patch,
+                scale,
+            };
+            assert_eq!(
+                Acting::writing(view, Verb::Patch),
+                Acting::CallerAsRequested(patch),
+                "{view:?}"
+            );
+        }
+    }
 
     #[test]
     fn a_watch_of_one_object_selects_it_by_name() {
