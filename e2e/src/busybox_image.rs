@@ -3,7 +3,8 @@
 //! `/bin/busybox` and symlinks to the applets the tests use, the usual
 //! top-level dirs, `/etc/passwd` and `/etc/group`, and `/www/index.html`
 //! (`hello from skiff\n`) for `httpd -f -h /www`. The image runs `sh` with
-//! `PATH=/bin`, as root unless [`BusyboxImage::with_user`] names a `USER`.
+//! `PATH=/bin` (another command with [`BusyboxImage::with_command`]), as
+//! root unless [`BusyboxImage::with_user`] names a `USER`.
 //!
 //! Every entry has mtime 0 and owner 0:0 and all JSON has sorted keys, so
 //! the digests only change when `/bin/busybox` does. The image can be
@@ -125,6 +126,16 @@ impl BusyboxImage {
     pub fn with_user(&self, user: &str) -> anyhow::Result<BusyboxImage> {
         let mut config: Value = serde_json::from_slice(&self.config)?;
         config["config"]["User"] = json!(user);
+        let config = serde_json::to_vec(&config)?;
+        BusyboxImage::assemble(self.layer.clone(), self.layer_digest.clone(), config)
+    }
+
+    /// The same image, its config running `command` (its `Cmd`) in a
+    /// container that names no command of its own.
+    pub fn with_command(&self, command: &[&str]) -> anyhow::Result<BusyboxImage> {
+        anyhow::ensure!(!command.is_empty(), "an image command needs a program");
+        let mut config: Value = serde_json::from_slice(&self.config)?;
+        config["config"]["Cmd"] = json!(command);
         let config = serde_json::to_vec(&config)?;
         BusyboxImage::assemble(self.layer.clone(), self.layer_digest.clone(), config)
     }
@@ -381,5 +392,23 @@ mod tests {
         let config: Value = serde_json::from_slice(&a.config).unwrap();
         assert_eq!(config["rootfs"]["diff_ids"][0], a.layer_digest.as_str());
         assert_eq!(config["architecture"], arch());
+    }
+
+    #[test]
+    fn with_command_changes_only_the_configs_cmd() {
+        if !Path::new(BUSYBOX).is_file() {
+            eprintln!("skipping: no {BUSYBOX}");
+            return;
+        }
+        let plain = BusyboxImage::build().unwrap();
+        let web = plain.with_command(&["httpd", "-f"]).unwrap();
+        let config: Value = serde_json::from_slice(&web.config).unwrap();
+        assert_eq!(config["config"]["Cmd"], json!(["httpd", "-f"]));
+        assert_eq!(config["config"]["Env"], json!(["PATH=/bin"]));
+        assert_eq!(web.layer_digest, plain.layer_digest);
+        assert_ne!(web.config_digest, plain.config_digest);
+        let manifest: Value = serde_json::from_slice(&web.manifest).unwrap();
+        assert_eq!(manifest["config"]["digest"], web.config_digest.as_str());
+        assert!(plain.with_command(&[]).is_err());
     }
 }

@@ -17,6 +17,7 @@ mod daemonsets;
 mod datastore;
 mod disk_hygiene;
 mod ha;
+mod helm;
 mod jobs;
 mod kubectl;
 mod kubectl_attach;
