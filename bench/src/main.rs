@@ -1,9 +1,10 @@
 //! `skiff-bench`: benchmark scenarios run against real `skiff` processes it
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the figures (see shared/BENCH.md). A
-//! scenario that gates its own figures (`scale`, `api`, and `jobs` on its
-//! completion counts) reports `"pass": false` and why (`"failure"`); the
-//! process then exits non-zero after printing them, so CI fails loudly.
+//! scenario that gates its own figures (`scale`, `api`, `rbac`, and `jobs`
+//! on its completion counts) reports `"pass": false` and why
+//! (`"failure"`); the process then exits non-zero after printing them, so
+//! CI fails loudly.
 
 // The `api` scenario's report is one `serde_json::json!` with many fields.
 #![recursion_limit = "256"]
@@ -64,6 +65,10 @@ enum Scenario {
     /// The Kubernetes REST API beside gRPC on the same masters: creates,
     /// lists of many pods as JSON and as a Table, many watchers.
     Api(scenarios::api::ApiArgs),
+    /// What RBAC authorization adds to a service account's REST requests
+    /// with many RoleBindings of others stored, against the same requests
+    /// without them, in alternating blocks.
+    Rbac(scenarios::rbac::RbacArgs),
     /// Cluster DNS: skiff's DNS server against dnsmasq serving the same
     /// names, queries per second and latency with dnsperf.
     Dns(scenarios::dns::DnsArgs),
@@ -103,6 +108,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Scale(args) => scenarios::scale::run(args).await,
             Scenario::Exec(args) => scenarios::exec::run(args).await,
             Scenario::Api(args) => scenarios::api::run(args).await,
+            Scenario::Rbac(args) => scenarios::rbac::run(args).await,
             Scenario::Dns(args) => scenarios::dns::run(args).await,
             Scenario::DnsServer(args) => scenarios::dns::serve(args).await,
         }

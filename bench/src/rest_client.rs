@@ -1,11 +1,14 @@
-//! An HTTP/2 client of a master's Kubernetes REST API, for the `api`
-//! scenario. One [`RestConnection`] is one TCP connection with the same
-//! mutual TLS as the gRPC API (the cluster CA pinned, the admin certificate
-//! from admin.conf, ALPN `h2`), on which many requests multiplex as gRPC
-//! calls do on a channel. Requests carry no gRPC content type, so the
-//! master hands them to its REST API. A watch answers one JSON event per
-//! line, in frames that need not end at a line's end: [`LineSplitter`]
-//! cuts the lines out.
+//! An HTTP/2 client of a master's Kubernetes REST API, for the `api` and
+//! `rbac` scenarios. One [`RestConnection`] is one TCP connection with the
+//! same mutual TLS as the gRPC API (the cluster CA pinned, the admin
+//! certificate from admin.conf, ALPN `h2`), on which many requests
+//! multiplex as gRPC calls do on a channel; or, as a pod calls the API,
+//! TLS with the CA alone and a service account token sent as
+//! `Authorization: Bearer` on every request
+//! ([`RestConnection::with_bearer`]). Requests carry no gRPC content type,
+//! so the master hands them to its REST API. A watch answers one JSON
+//! event per line, in frames that need not end at a line's end:
+//! [`LineSplitter`] cuts the lines out.
 
 use std::sync::Arc;
 
@@ -73,6 +76,8 @@ pub enum RestClientError {
 pub struct RestConnection {
     sender: SendRequest<Full<Bytes>>,
     address: String,
+    /// The service account token every request carries, if any.
+    bearer: Option<Arc<str>>,
 }
 
 impl RestConnection {
@@ -118,7 +123,19 @@ impl RestConnection {
         Ok(RestConnection {
             sender,
             address: address.to_owned(),
+            bearer: None,
         })
+    }
+
+    /// The same connection, every request on it carrying `token` as
+    /// `Authorization: Bearer`: a service account's calls, made without a
+    /// client certificate (connect with TLS that presents none, or the
+    /// master takes the certificate's identity and ignores the token).
+    pub fn with_bearer(self, token: &str) -> RestConnection {
+        RestConnection {
+            bearer: Some(Arc::from(token)),
+            ..self
+        }
     }
 
     /// Sends a request (`body`, when given, as JSON) and answers once the
@@ -150,6 +167,9 @@ impl RestConnection {
             .method(method.clone())
             .uri(format!("https://{}{path}", self.address))
             .header(header::ACCEPT, accept);
+        if let Some(token) = &self.bearer {
+            builder = builder.header(header::AUTHORIZATION, format!("Bearer {token}"));
+        }
         let body = match body {
             Some((content_type, bytes)) => {
                 builder = builder.header(header::CONTENT_TYPE, content_type);

@@ -50,11 +50,10 @@ use skiff_master::objects::manifest::to_json_value;
 use skiff_master::objects::{IntoObject, Kind};
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-use skiff_security::{CertStore, Credentials};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::common::{round, small_container};
+use super::common::{admin_rest_tls, round, small_container};
 use crate::latency::Latencies;
 use crate::proc_stats;
 use crate::rest_client::{LineSplitter, RestConnection};
@@ -1443,19 +1442,6 @@ async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
     }
 }
 
-/// The TLS the REST API is reached with: the cluster CA and the admin
-/// certificate of `api_addr`'s admin.conf, ALPN h2.
-fn rest_tls(api_addr: &str) -> anyhow::Result<Arc<ClientConfig>> {
-    skiff_security::install_crypto_provider();
-    let path = skiff_e2e::credentials::admin_conf(api_addr)?;
-    let credentials = Credentials::load(&path)?;
-    let store = CertStore::new(&credentials.cert_pem, &credentials.key_pem)?;
-    Ok(skiff_security::tls::client_config(
-        &credentials.ca_pem,
-        Some(store),
-    )?)
-}
-
 /// `connections_for(clients)` connections of each API to `leader`, each
 /// used once so that none is made during a timed round.
 async fn connect_both(
@@ -1503,7 +1489,7 @@ pub async fn run(args: ApiArgs) -> anyhow::Result<serde_json::Value> {
         .map(|master| master.api_addr.clone())
         .collect();
     let pids: Vec<u32> = cluster.masters.iter().filter_map(|m| m.pid()).collect();
-    let tls = rest_tls(&leader_addr)?;
+    let tls = admin_rest_tls(&leader_addr)?;
     let admin = skiff_e2e::credentials::admin_client(&leader_addr)?;
     for namespace in [
         CREATE_NAMESPACE,

@@ -1,16 +1,19 @@
 //! What the control-plane scenarios share: a master in a temp dir, a fleet
-//! of hollow nodes, waiting for nodes and pods, and reading the master's
-//! CPU and memory.
+//! of hollow nodes, waiting for nodes and pods, reading the master's CPU
+//! and memory, and the TLS a REST client of the master uses.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rustls::ClientConfig;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::MasterProcess;
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
+use skiff_security::{CertStore, Credentials};
 
 use crate::proc_stats;
 
@@ -194,6 +197,30 @@ pub async fn wait_pods_running(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The TLS the REST API is reached with as the cluster admin: the cluster
+/// CA and the admin certificate of `api_addr`'s admin.conf, ALPN h2.
+pub fn admin_rest_tls(api_addr: &str) -> anyhow::Result<Arc<ClientConfig>> {
+    skiff_security::install_crypto_provider();
+    let credentials = Credentials::load(&skiff_e2e::credentials::admin_conf(api_addr)?)?;
+    let store = CertStore::new(&credentials.cert_pem, &credentials.key_pem)?;
+    Ok(skiff_security::tls::client_config(
+        &credentials.ca_pem,
+        Some(store),
+    )?)
+}
+
+/// The TLS a pod reaches the REST API with: the cluster CA of `api_addr`'s
+/// admin.conf and no client certificate, ALPN h2. The caller is then who
+/// its service account token says.
+pub fn token_rest_tls(api_addr: &str) -> anyhow::Result<Arc<ClientConfig>> {
+    skiff_security::install_crypto_provider();
+    let credentials = Credentials::load(&skiff_e2e::credentials::admin_conf(api_addr)?)?;
+    Ok(skiff_security::tls::client_config(
+        &credentials.ca_pem,
+        None,
+    )?)
 }
 
 pub fn round(x: f64) -> f64 {

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod nodeport;
 pub mod overlay;
 pub mod podstart;
+pub mod rbac;
 pub mod scale;
 pub mod schedule;
 pub mod store;
