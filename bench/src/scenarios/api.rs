@@ -50,11 +50,10 @@ use skiff_master::objects::manifest::to_json_value;
 use skiff_master::objects::{IntoObject, Kind};
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-use skiff_security::{CertStore, Credentials};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use super::common::{round, small_container};
+use super::common::{rest_tls, round, small_container};
 use crate::latency::Latencies;
 use crate::proc_stats;
 use crate::rest_client::{LineSplitter, RestConnection};
@@ -1441,19 +1440,6 @@ async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
         Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
     }
-}
-
-/// The TLS the REST API is reached with: the cluster CA and the admin
-/// certificate of `api_addr`'s admin.conf, ALPN h2.
-fn rest_tls(api_addr: &str) -> anyhow::Result<Arc<ClientConfig>> {
-    skiff_security::install_crypto_provider();
-    let path = skiff_e2e::credentials::admin_conf(api_addr)?;
-    let credentials = Credentials::load(&path)?;
-    let store = CertStore::new(&credentials.cert_pem, &credentials.key_pem)?;
-    Ok(skiff_security::tls::client_config(
-        &credentials.ca_pem,
-        Some(store),
-    )?)
 }
 
 /// `connections_for(clients)` connections of each API to `leader`, each

@@ -1,8 +1,9 @@
 //! What the control-plane scenarios share: a master in a temp dir, a fleet
-//! of hollow nodes, waiting for nodes and pods, and reading the master's
-//! CPU and memory.
+//! of hollow nodes, waiting for nodes and pods, reading the master's CPU
+//! and memory, and the TLS its REST API is reached with.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
@@ -11,6 +12,7 @@ use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
+use skiff_security::{CertStore, Credentials};
 
 use crate::proc_stats;
 
@@ -43,7 +45,25 @@ impl BenchMaster {
     }
 }
 
-/// Starts `count` hollow nodes named `hollow-<i>`, a few at a time.
+/// The TLS the REST API is reached with: the cluster CA and the admin
+/// certificate of `api_addr`'s admin.conf, ALPN h2.
+pub fn rest_tls(api_addr: &str) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    skiff_security::install_crypto_provider();
+    let path = skiff_e2e::credentials::admin_conf(api_addr)?;
+    let credentials = Credentials::load(&path)?;
+    let store = CertStore::new(&credentials.cert_pem, &credentials.key_pem)?;
+    Ok(skiff_security::tls::client_config(
+        &credentials.ca_pem,
+        Some(store),
+    )?)
+}
+
+/// The name [`start_fleet`] gives hollow node number `i`.
+pub fn hollow_name(i: usize) -> String {
+    format!("hollow-{i:05}")
+}
+
+/// Starts `count` hollow nodes named by [`hollow_name`], a few at a time.
 pub async fn start_fleet(
     fleet: &HollowFleet,
     count: usize,
@@ -55,7 +75,7 @@ pub async fn start_fleet(
         let mut starting = tokio::task::JoinSet::new();
         for &i in chunk {
             let (fleet, config) = (fleet.clone(), config.clone());
-            starting.spawn(async move { fleet.start(&format!("hollow-{i:05}"), i, config).await });
+            starting.spawn(async move { fleet.start(&hollow_name(i), i, config).await });
         }
         while let Some(done) = starting.join_next().await {
             nodes.push(done??);
