@@ -86,6 +86,10 @@ use crate::startup::{Stage, Startup};
 
 pub use startup::DEFAULT_JOIN_TIMEOUT;
 
+/// How often an agent heartbeats unless told otherwise
+/// (`--heartbeat-interval`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Errors that stop the agent from starting.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -174,7 +178,7 @@ impl AgentConfig {
             token: None,
             listen: SocketAddr::from(([0, 0, 0, 0], 10250)),
             registry_config: PathBuf::from("/etc/skiff/registries.yaml"),
-            heartbeat_interval: Duration::from_secs(1),
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),

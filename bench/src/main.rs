@@ -1,8 +1,8 @@
 //! `skiff-bench`: benchmark scenarios run against real `skiff` processes it
 //! starts itself in a temp dir. Progress goes to stderr; the last line of
 //! stdout is one JSON object with the figures (see shared/BENCH.md). A
-//! scenario that gates its own figures (`scale`, `api`, `rbac`, and `jobs`
-//! on its completion counts) reports `"pass": false` and why
+//! scenario that gates its own figures (`scale`, `api`, `rbac`, `metrics`,
+//! and `jobs` on its completion counts) reports `"pass": false` and why
 //! (`"failure"`); the process then exits non-zero after printing them, so
 //! CI fails loudly.
 
@@ -41,6 +41,9 @@ enum Scenario {
     Cron(scenarios::cron::CronArgs),
     /// Master CPU and memory with many heartbeating nodes.
     Heartbeat(scenarios::heartbeat::HeartbeatArgs),
+    /// What the nodes' resource usage readings and the metrics API
+    /// (`kubectl top`) cost the master: its CPU with and without them.
+    Metrics(scenarios::metrics::MetricsArgs),
     /// Failure detection, rescheduling, and false evictions on lossy links.
     Failover(scenarios::failover::FailoverArgs),
     /// Disk writes and CPU of an idle cluster.
@@ -98,6 +101,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Jobs(args) => scenarios::jobs::run(args).await,
             Scenario::Cron(args) => scenarios::cron::run(args).await,
             Scenario::Heartbeat(args) => scenarios::heartbeat::run(args).await,
+            Scenario::Metrics(args) => scenarios::metrics::run(args).await,
             Scenario::Failover(args) => scenarios::failover::run(args).await,
             Scenario::Idle(args) => scenarios::idle::run(args).await,
             Scenario::DiskIdle(args) => scenarios::disk_idle::run(args).await,

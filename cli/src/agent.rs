@@ -29,7 +29,7 @@ pub const DEFAULT_REGISTRY_CONFIG: &str = "/etc/skiff/registries.yaml";
 /// Default containerd namespace of the agent's containers.
 pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "skiff";
 /// Default interval between heartbeats.
-pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = skiff_agent::DEFAULT_HEARTBEAT_INTERVAL;
 /// `--pod-network vxlan`: bridge + VXLAN overlay + nftables (the default).
 pub const POD_NETWORK_VXLAN: &str = "vxlan";
 /// `--pod-network none`: pods get loopback only.

@@ -11,21 +11,37 @@
 //! were reported Running; a finished pod is never reported Running again.
 //! Killing one stops all of that at once, like pulling a Pi's plug.
 //!
+//! With [`HollowConfig::usage`], a hollow node also reports resource usage
+//! as the agent does: every [`SAMPLE_EVERY`] (the agent's sampling) a
+//! `NodeResourceUsage` of the pods it runs (each reported Running and not
+//! yet gone, with each of its containers) is published on the heartbeats'
+//! [`UsageFeed`], and `master_link::send_heartbeats` carries it to the
+//! leader as it carries the agent's. The figures are made up (there are no
+//! cgroups to read): the message, its size and its cadence are the agent's.
+//! The [`UsageSwitch`] turns the readings on and off while the nodes run
+//! (off, the heartbeats go without, as before a first reading).
+//!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
 //! runs thousands of them over a few shared connections, so the benchmarks
 //! measure the real client. They speak with the admin credential of the
 //! masters (admins may act for any node), so thousands of them need no
 //! thousands of joins.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use skiff_agent::master_link::{self, Desired, HeartbeatTap, Masters, StatusReport};
+use skiff_agent::master_link::{
+    self, Desired, HeartbeatTap, Masters, StatusReport, UsageFeed, UsageReading,
+};
+use skiff_agent::resource_usage::SAMPLE_EVERY;
+use skiff_proto::node::{
+    ContainerResourceUsage, FilesystemUsage, NodeResourceUsage, PodResourceUsage,
+};
 use skiff_proto::v1;
 use skiff_security::ChannelCache;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
@@ -55,10 +71,30 @@ impl Default for HollowConfig {
             cpu: "4".into(),
             memory: "8Gi".into(),
             max_pods: 110,
-            heartbeat: Duration::from_secs(1),
+            heartbeat: skiff_agent::DEFAULT_HEARTBEAT_INTERVAL,
             heartbeat_loss: 0.0,
             complete_after: None,
+            usage: None,
         }
+    }
+}
+
+/// Whether the hollow nodes started with it publish resource usage
+/// readings; shared, flipped while they run. Starts off.
+#[derive(Debug, Clone, Default)]
+pub struct UsageSwitch(Arc<AtomicBool>);
+
+impl UsageSwitch {
+    pub fn turn_on(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn turn_off(&self) {
+        self.0.store(false, Ordering::Relaxed);
+    }
+
+    pub fn is_on(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -74,6 +110,9 @@ pub struct HollowFleet {
     pub heartbeats_sent: Arc<AtomicU64>,
     /// Pod status reports sent, across the fleet.
     pub pods_reported: Arc<AtomicU64>,
+    /// Resource usage readings published for the heartbeats to carry,
+    /// across the fleet.
+    pub readings_published: Arc<AtomicU64>,
 }
 
 impl HollowFleet {
@@ -89,6 +128,7 @@ impl HollowFleet {
             connections: Default::default(),
             heartbeats_sent: Default::default(),
             pods_reported: Default::default(),
+            readings_published: Default::default(),
         }
     }
 
@@ -139,14 +179,29 @@ impl HollowFleet {
         let (desired_tx, desired_rx) = mpsc::channel(64);
         let (reports_tx, reports_rx) = mpsc::unbounded_channel();
         let reported = self.pods_reported.clone();
-        let tasks = vec![
+        let running = RunningPods::default();
+        let mut tasks = Vec::new();
+        let usage_feed: Option<UsageFeed> = match &config.usage {
+            Some(switch) => {
+                let (readings_tx, readings_rx) = watch::channel(None);
+                tasks.push(tokio::spawn(sample_usage(
+                    running.clone(),
+                    switch.clone(),
+                    readings_tx,
+                    self.readings_published.clone(),
+                    token.clone(),
+                )));
+                Some(readings_rx)
+            }
+            None => None,
+        };
+        tasks.extend([
             tokio::spawn(master_link::send_heartbeats(
                 masters.clone(),
                 node,
                 config.heartbeat,
                 beats,
-                // Hollow nodes run nothing: no resource usage to report.
-                None,
+                usage_feed,
                 token.clone(),
             )),
             tokio::spawn(master_link::watch_loop(
@@ -159,6 +214,7 @@ impl HollowFleet {
                 name.to_owned(),
                 slot,
                 config.complete_after,
+                running,
                 desired_rx,
                 reports_tx,
             )),
@@ -170,7 +226,7 @@ impl HollowFleet {
                 },
                 token.clone(),
             )),
-        ];
+        ]);
         Ok(HollowNode {
             name: name.to_owned(),
             token,
@@ -363,12 +419,15 @@ fn runs_to_completion(pod: &v1::Pod) -> bool {
 /// that runs to completion is reported Succeeded that long later (once:
 /// its uid is remembered until the pod goes); a finished pod is left
 /// alone; a pod being deleted is confirmed torn down at once, as nothing
-/// runs to stop. Ends when the pod watch does; the completions still
-/// waiting end with it.
+/// runs to stop. `running` follows which pods run here (from the first
+/// Upsert of a pod that is not finished to its end, deletion or absence
+/// from a resync), for the usage readings. Ends when the pod watch does;
+/// the completions still waiting end with it.
 async fn run_pods(
     node: String,
     slot: usize,
     complete_after: Option<Duration>,
+    running: RunningPods,
     mut desired: mpsc::Receiver<Desired>,
     reports: mpsc::UnboundedSender<StatusReport>,
 ) {
@@ -387,6 +446,7 @@ async fn run_pods(
             },
             Some(done) = finishing.join_next(), if !finishing.is_empty() => {
                 if let Ok(report) = done {
+                    running.remove(&report.uid);
                     if reports.send(report).is_err() {
                         return;
                     }
@@ -397,12 +457,14 @@ async fn run_pods(
         let pod = match change {
             Desired::Upsert(pod) => pod,
             Desired::Delete(uid) => {
+                running.remove(&uid);
                 if let Some(run) = completing.remove(&uid) {
                     run.abort();
                 }
                 continue;
             }
             Desired::Synced(uids) => {
+                running.retain(|uid| uids.contains(uid));
                 completing.retain(|uid, run| {
                     let wanted = uids.contains(uid);
                     if !wanted {
@@ -416,6 +478,7 @@ async fn run_pods(
         let meta = pod.metadata.clone().unwrap_or_default();
         let being_deleted = !meta.deletion_timestamp.is_empty();
         if being_deleted {
+            running.remove(&meta.uid);
             if let Some(run) = completing.remove(&meta.uid) {
                 run.abort();
             }
@@ -431,9 +494,14 @@ async fn run_pods(
             }
             continue;
         }
-        if is_finished(&pod) || completing.contains_key(&meta.uid) {
+        if is_finished(&pod) {
+            running.remove(&meta.uid);
             continue;
         }
+        if completing.contains_key(&meta.uid) {
+            continue;
+        }
+        running.insert(&meta.uid, RunningPod::of(&pod));
         let completes_after = complete_after.filter(|_| runs_to_completion(&pod));
         if is_running_and_ready(&pod) && completes_after.is_none() {
             continue;
@@ -473,5 +541,275 @@ async fn run_pods(
             });
             completing.insert(uid, run);
         }
+    }
+}
+
+/// One pod a hollow node runs, as its usage readings name it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RunningPod {
+    namespace: String,
+    name: String,
+    uid: String,
+    containers: Vec<String>,
+}
+
+impl RunningPod {
+    fn of(pod: &v1::Pod) -> RunningPod {
+        let meta = pod.metadata.clone().unwrap_or_default();
+        RunningPod {
+            namespace: meta.namespace,
+            name: meta.name,
+            uid: meta.uid,
+            containers: pod
+                .spec
+                .as_ref()
+                .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// The pods a hollow node runs, by UID: written by its pod manager, read
+/// by its usage sampler.
+#[derive(Debug, Clone, Default)]
+struct RunningPods(Arc<Mutex<BTreeMap<String, RunningPod>>>);
+
+impl RunningPods {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, RunningPod>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn insert(&self, uid: &str, pod: RunningPod) {
+        self.lock().insert(uid.to_owned(), pod);
+    }
+
+    fn remove(&self, uid: &str) {
+        self.lock().remove(uid);
+    }
+
+    fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().retain(|uid, _| keep(uid.as_str()));
+    }
+
+    fn snapshot(&self) -> Vec<RunningPod> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// The hollow node's usage sampler: a pass every [`SAMPLE_EVERY`], as the
+/// agent's (`skiff_agent::resource_usage::run`), the first at a random
+/// point of the first period (agents do not start in step); while
+/// `switch` is on, each pass publishes a reading of the pods running now
+/// over the time since the previous pass. Turned off, the last reading is
+/// withdrawn, so a new heartbeat stream does not send it again. Ends with
+/// `shutdown`.
+async fn sample_usage(
+    running: RunningPods,
+    switch: UsageSwitch,
+    readings: watch::Sender<Option<UsageReading>>,
+    published: Arc<AtomicU64>,
+    shutdown: CancellationToken,
+) {
+    let offset = SAMPLE_EVERY.mul_f64(rand::random::<f64>());
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + offset, SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The previous pass, by tokio's clock (which tests can pause).
+    let mut previous: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let now = tokio::time::Instant::now();
+        let window = previous.map_or(SAMPLE_EVERY, |p| now.duration_since(p));
+        previous = Some(now);
+        if !switch.is_on() {
+            if readings.borrow().is_some() {
+                readings.send_replace(None);
+            }
+            continue;
+        }
+        let usage = usage_reading(&running.snapshot(), window);
+        let taken = Instant::now();
+        readings.send_replace(Some(UsageReading { taken, usage }));
+        published.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Made-up CPU of one container, in nanocores: 1 to 20 millicores.
+fn container_cpu() -> u64 {
+    rand::random_range(1_000_000..=20_000_000)
+}
+
+/// Made-up working set of one container: 8 to 64 MiB.
+fn container_memory() -> u64 {
+    rand::random_range(8 << 20..=64 << 20)
+}
+
+/// What the machine itself uses besides its pods: 150 millicores, 600 MiB.
+const SYSTEM_CPU_NANOCORES: u64 = 150_000_000;
+const SYSTEM_MEMORY_BYTES: u64 = 600 << 20;
+/// The hollow storage filesystem: 64 GiB, 40 GiB free.
+const STORAGE_CAPACITY_BYTES: u64 = 64 << 30;
+const STORAGE_AVAILABLE_BYTES: u64 = 40 << 30;
+
+/// A reading of `pods` over `window` in the shape the agent's sampler
+/// makes: every pod with each of its containers, the machine's totals
+/// (its pods' and the system's), the storage filesystem; `age_millis` is
+/// filled in by the heartbeat that carries it.
+fn usage_reading(pods: &[RunningPod], window: Duration) -> NodeResourceUsage {
+    let pods: Vec<PodResourceUsage> = pods
+        .iter()
+        .map(|pod| PodResourceUsage {
+            namespace: pod.namespace.clone(),
+            name: pod.name.clone(),
+            uid: pod.uid.clone(),
+            containers: pod
+                .containers
+                .iter()
+                .map(|name| ContainerResourceUsage {
+                    name: name.clone(),
+                    cpu_nanocores: container_cpu(),
+                    memory_working_set_bytes: container_memory(),
+                })
+                .collect(),
+        })
+        .collect();
+    let containers = || pods.iter().flat_map(|p| p.containers.iter());
+    let cpu_nanocores: u64 = containers().map(|c| c.cpu_nanocores).sum();
+    let memory_bytes: u64 = containers().map(|c| c.memory_working_set_bytes).sum();
+    NodeResourceUsage {
+        window_millis: millis(window),
+        age_millis: 0,
+        cpu_nanocores: SYSTEM_CPU_NANOCORES + cpu_nanocores,
+        memory_working_set_bytes: SYSTEM_MEMORY_BYTES + memory_bytes,
+        pods,
+        storage: Some(FilesystemUsage {
+            capacity_bytes: STORAGE_CAPACITY_BYTES,
+            available_bytes: STORAGE_AVAILABLE_BYTES,
+        }),
+    }
+}
+
+/// A window in milliseconds, as the message carries it.
+fn millis(window: Duration) -> u32 {
+    u32::try_from(window.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, uid: &str, containers: &[&str]) -> RunningPod {
+        RunningPod {
+            namespace: "default".into(),
+            name: name.into(),
+            uid: uid.into(),
+            containers: containers.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_reading_names_every_pod_and_container_and_adds_them_up_for_the_node() {
+        let pods = [
+            pod("web", "u1", &["app", "sidecar"]),
+            pod("db", "u2", &["db"]),
+        ];
+        let reading = usage_reading(&pods, Duration::from_millis(10_012));
+        assert_eq!(reading.window_millis, 10_012);
+        assert_eq!(reading.age_millis, 0);
+        let named: Vec<(&str, &str, Vec<&str>)> = reading
+            .pods
+            .iter()
+            .map(|p| {
+                assert_eq!(p.namespace, "default");
+                let containers = p.containers.iter().map(|c| c.name.as_str()).collect();
+                (p.name.as_str(), p.uid.as_str(), containers)
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("web", "u1", vec!["app", "sidecar"]),
+                ("db", "u2", vec!["db"])
+            ]
+        );
+        let containers: Vec<&ContainerResourceUsage> =
+            reading.pods.iter().flat_map(|p| &p.containers).collect();
+        for c in &containers {
+            assert!((1_000_000..=20_000_000).contains(&c.cpu_nanocores), "{c:?}");
+            assert!(
+                (8 << 20..=64 << 20).contains(&c.memory_working_set_bytes),
+                "{c:?}"
+            );
+        }
+        let cpu: u64 = containers.iter().map(|c| c.cpu_nanocores).sum();
+        let memory: u64 = containers.iter().map(|c| c.memory_working_set_bytes).sum();
+        assert_eq!(reading.cpu_nanocores, SYSTEM_CPU_NANOCORES + cpu);
+        assert_eq!(
+            reading.memory_working_set_bytes,
+            SYSTEM_MEMORY_BYTES + memory
+        );
+        let storage = reading.storage.expect("the storage filesystem");
+        assert!(storage.available_bytes < storage.capacity_bytes);
+    }
+
+    #[test]
+    fn a_node_running_nothing_reports_the_machine_alone() {
+        let reading = usage_reading(&[], SAMPLE_EVERY);
+        assert!(reading.pods.is_empty());
+        assert_eq!(reading.window_millis, millis(SAMPLE_EVERY));
+        assert_eq!(reading.cpu_nanocores, SYSTEM_CPU_NANOCORES);
+        assert_eq!(reading.memory_working_set_bytes, SYSTEM_MEMORY_BYTES);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn readings_are_published_every_sample_period_only_while_switched_on() {
+        let running = RunningPods::default();
+        running.insert("u1", pod("web", "u1", &["app"]));
+        let switch = UsageSwitch::default();
+        let (readings_tx, mut readings) = watch::channel(None);
+        let published = Arc::new(AtomicU64::new(0));
+        let shutdown = CancellationToken::new();
+        let sampler = tokio::spawn(sample_usage(
+            running.clone(),
+            switch.clone(),
+            readings_tx,
+            published.clone(),
+            shutdown.clone(),
+        ));
+        // Off: whole periods pass and nothing is published.
+        tokio::time::sleep(SAMPLE_EVERY * 3).await;
+        assert_eq!(published.load(Ordering::Relaxed), 0);
+        assert!(readings.borrow_and_update().is_none());
+
+        switch.turn_on();
+        tokio::time::sleep(SAMPLE_EVERY * 3).await;
+        assert_eq!(published.load(Ordering::Relaxed), 3);
+        let reading = readings.borrow_and_update().clone().expect("a reading");
+        assert_eq!(reading.usage.pods.len(), 1);
+        assert_eq!(reading.usage.pods[0].uid, "u1");
+        // The time since the previous pass (the timer's millisecond steps
+        // aside).
+        let period = millis(SAMPLE_EVERY);
+        let window = reading.usage.window_millis;
+        assert!((period - 1..=period + 1).contains(&window), "{window} ms");
+
+        // A pod that is gone is no longer reported.
+        running.remove("u1");
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        let reading = readings.borrow_and_update().clone().expect("a reading");
+        assert!(reading.usage.pods.is_empty());
+
+        // Off again: the last reading is withdrawn, no new one comes.
+        switch.turn_off();
+        tokio::time::sleep(SAMPLE_EVERY).await;
+        assert!(readings.borrow_and_update().is_none());
+        let count = published.load(Ordering::Relaxed);
+        tokio::time::sleep(SAMPLE_EVERY * 2).await;
+        assert_eq!(published.load(Ordering::Relaxed), count);
+
+        shutdown.cancel();
+        sampler.await.unwrap();
     }
 }

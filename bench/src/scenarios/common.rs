@@ -46,7 +46,12 @@ impl BenchMaster {
     }
 }
 
-/// Starts `count` hollow nodes named `hollow-<i>`, a few at a time.
+/// The name [`start_fleet`] gives hollow node number `i`.
+pub fn hollow_name(i: usize) -> String {
+    format!("hollow-{i:05}")
+}
+
+/// Starts `count` hollow nodes named by [`hollow_name`], a few at a time.
 pub async fn start_fleet(
     fleet: &HollowFleet,
     count: usize,
@@ -58,7 +63,7 @@ pub async fn start_fleet(
         let mut starting = tokio::task::JoinSet::new();
         for &i in chunk {
             let (fleet, config) = (fleet.clone(), config.clone());
-            starting.spawn(async move { fleet.start(&format!("hollow-{i:05}"), i, config).await });
+            starting.spawn(async move { fleet.start(&hollow_name(i), i, config).await });
         }
         while let Some(done) = starting.join_next().await {
             nodes.push(done??);

@@ -12,6 +12,7 @@ pub mod footprint;
 pub mod heartbeat;
 pub mod idle;
 pub mod jobs;
+pub mod metrics;
 pub mod nodeport;
 pub mod overlay;
 pub mod podstart;
