@@ -63,6 +63,10 @@ pub struct HollowConfig {
     /// OnFailure) run: reported Succeeded (exit code 0) this long after
     /// they are reported Running. `None`: every pod runs for ever.
     pub complete_after: Option<Duration>,
+    /// Resource usage readings of the pods each node runs, every
+    /// `SAMPLE_EVERY` on its heartbeats, while the switch is on. `None`:
+    /// heartbeats carry no readings.
+    pub usage: Option<UsageSwitch>,
 }
 
 impl Default for HollowConfig {

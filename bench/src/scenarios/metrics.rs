@@ -43,7 +43,7 @@ use skiff_master::resource_metrics::MAX_AGE;
 use skiff_proto::v1;
 
 use super::common::{
-    hollow_name, admin_rest_tls, round, round_fine, small_container, start_fleet, wait_nodes_ready,
+    admin_rest_tls, hollow_name, round, round_fine, small_container, start_fleet, wait_nodes_ready,
     wait_pods_running, BenchMaster,
 };
 use crate::proc_stats;

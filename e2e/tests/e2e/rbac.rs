@@ -224,7 +224,7 @@ fn narrow_grants(k: &Kubectl, api_addr: &str) {
 
 /// The evictor, reading pods, is refused an eviction; allowed `create`
 /// of `pods/eviction`, it evicts a pod whose budget takes the disruption.
-fn evictions(k: &Kubectl, evictor: &Account) {
+fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     let ran = k.ok(&[
         "run",
         "victim",
@@ -303,7 +303,7 @@ fn evictions(k: &Kubectl, evictor: &Account) {
 
 /// The patcher patches `settings`, which it may not read; the sweeper may
 /// not patch it.
-fn patches(k: &Kubectl, patcher: &Account, sweeper: &Account) {
+fn patches(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>) {
     let patch = [
         "patch",
         "configmap",
@@ -336,7 +336,7 @@ fn patches(k: &Kubectl, patcher: &Account, sweeper: &Account) {
 /// The sweeper deletes the ConfigMaps labelled `batch=old` with one
 /// collection's DELETE, and nothing else; it may neither list them nor
 /// delete one, and the patcher may not delete the collection.
-fn collection_deletes(k: &Kubectl, patcher: &Account, sweeper: &Account) {
+fn collection_deletes(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>) {
     let url = "/api/v1/namespaces/narrow/configmaps?labelSelector=batch%3Dold";
     let err = patcher.fails(&["delete", "--raw", url]);
     assert_has(&err, "(Forbidden)");
