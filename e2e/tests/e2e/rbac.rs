@@ -154,13 +154,13 @@ apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: patch-configmaps, namespace: narrow}
 rules:
-- {apiGroups: [\"\"], resources: [configmaps], verbs: [patch]}
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [get, patch]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: sweep-configmaps, namespace: narrow}
 rules:
-- {apiGroups: [\"\"], resources: [configmaps], verbs: [deletecollection]}
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [get, deletecollection]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
@@ -301,8 +301,9 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     });
 }
 
-/// The patcher patches `settings`, which it may not read; the sweeper may
-/// not patch it.
+/// The patcher patches `settings`, which it may read (kubectl reads what
+/// it patches first, as its builder's `RetrieveLazily` does) but not
+/// update; the sweeper may not patch it.
 fn patches(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>) {
     let patch = [
         "patch",
@@ -324,10 +325,23 @@ fn patches(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>) {
         "jsonpath={.data.mode}",
     ]);
     assert_eq!(mode, "fast");
-    assert_has(
-        &patcher.fails(&["get", "configmap", "settings"]),
-        "(Forbidden)",
-    );
+    // What it may not do is update: the PUT a patch used to be authorized
+    // as is refused.
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let replacement = dir.path().join("settings.json");
+    std::fs::write(
+        &replacement,
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"settings","namespace":"narrow"},"data":{"mode":"put"}}"#,
+    )
+    .expect("write the replacement");
+    let err = patcher.fails(&[
+        "replace",
+        "--raw",
+        "/api/v1/namespaces/narrow/configmaps/settings",
+        "-f",
+        replacement.to_str().expect("a UTF-8 path"),
+    ]);
+    assert_has(&err, "(Forbidden)");
     let err = sweeper.fails(&patch);
     assert_has(&err, "(Forbidden)");
     assert_has(&err, r#"may not patch ConfigMap "settings""#);
