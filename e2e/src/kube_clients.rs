@@ -412,6 +412,11 @@ pub struct KubectlProcess {
 }
 
 impl KubectlProcess {
+    /// The PID it was started with.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What it has printed so far, stdout and stderr interleaved.
     pub fn output(&self) -> String {
         std::fs::read(self.log.path())

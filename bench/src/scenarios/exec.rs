@@ -27,7 +27,7 @@
 //!   port-forward`, stopped after it, so rounds are independent.
 //!   Target: port-forward ≥ 0.5 × direct.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -44,6 +44,7 @@ use skiff_proto::v1;
 use super::common::round;
 use super::overlay::{iperf_through, sleeper, Flow};
 use crate::latency::Latencies;
+use crate::proc_stats;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
@@ -77,12 +78,38 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
 /// plain SPDY and its figure would not be the WebSocket's.
 const TUNNEL_NEGOTIATED: &str = "negotiated protocol: portforward.k8s.io";
 
+/// The CPU the processes relaying a port-forward spent, and the bytes they
+/// carried, over one kubectl's forwarded runs: what a forwarded gigabyte
+/// costs each of them, to tell where the throughput goes on this machine.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct RelayCpu {
+    master_seconds: f64,
+    agent_seconds: f64,
+    kubectl_seconds: f64,
+    gigabytes: f64,
+}
+
+impl RelayCpu {
+    /// CPU seconds per gigabyte forwarded (0 before anything was).
+    fn per_gigabyte(&self, seconds: f64) -> f64 {
+        ratio(seconds, self.gigabytes)
+    }
+}
+
+/// The CPU seconds (user and system) of `pid` so far.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    Ok(proc_stats::sample(Path::new("/proc"), pid)
+        .with_context(|| format!("read the CPU time of process {pid}"))?
+        .cpu_seconds)
+}
+
 /// One kubectl under test and what it measured.
 struct KubectlUnderTest {
     version: KubectlVersion,
     kubectl: Kubectl,
     exec: Latencies,
     forwarded_gbps: Vec<f64>,
+    relay_cpu: RelayCpu,
 }
 
 impl KubectlUnderTest {
@@ -92,6 +119,7 @@ impl KubectlUnderTest {
             kubectl: Kubectl::new(binary, api_addr)?,
             exec: Latencies::default(),
             forwarded_gbps: Vec::new(),
+            relay_cpu: RelayCpu::default(),
         })
     }
 
@@ -246,6 +274,8 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
     master.wait_ready(Duration::from_secs(30)).await?;
     let nodes = start_host_nodes(&master.api_addr, std::slice::from_ref(&host), IMAGE).await?;
     let node = nodes.first().context("the node did not start")?;
+    let master_pid = master.pid().context("the master is not running")?;
+    let agent_pid = node.agent.pid().context("the agent is not running")?;
     let client = master.client();
     client
         .create(sleeper(POD, &node.agent.node_name).into_object())
@@ -347,6 +377,8 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
             let forward = k
                 .forward(local)
                 .with_context(|| format!("{label} port-forward, round {}", round_no + 1))?;
+            let relays = [master_pid, agent_pid, forward.pid()];
+            let before = relays.map(cpu_seconds);
             let f = iperf_through(
                 &pod_ns,
                 IPERF_PORT,
@@ -362,6 +394,18 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
                     forward.output()
                 )
             })?;
+            let after = relays.map(cpu_seconds);
+            let spent = |i: usize| -> anyhow::Result<f64> {
+                let (b, a) = (&before[i], &after[i]);
+                match (b, a) {
+                    (Ok(b), Ok(a)) => Ok(a - b),
+                    (Err(e), _) | (_, Err(e)) => anyhow::bail!("{e:#}"),
+                }
+            };
+            k.relay_cpu.master_seconds += spent(0)?;
+            k.relay_cpu.agent_seconds += spent(1)?;
+            k.relay_cpu.kubectl_seconds += spent(2)?;
+            k.relay_cpu.gigabytes += f * f64::from(args.seconds) / 8.0;
             // Stopped by the PID it was started with, and waited for.
             drop(forward);
             k.forwarded_gbps.push(f);
@@ -386,6 +430,14 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
             k.forwarded_mean_gbps(),
             ratio(k.forwarded_mean_gbps(), direct_gbps)
         );
+        let cpu = &k.relay_cpu;
+        eprintln!(
+            "{}: CPU per forwarded GB: master {:.2} s, agent {:.2} s, kubectl {:.2} s",
+            k.label(),
+            cpu.per_gigabyte(cpu.master_seconds),
+            cpu.per_gigabyte(cpu.agent_seconds),
+            cpu.per_gigabyte(cpu.kubectl_seconds),
+        );
     }
     let spdy = spdy.as_ref();
     Ok(serde_json::json!({
@@ -408,14 +460,40 @@ pub async fn run(args: ExecArgs) -> anyhow::Result<serde_json::Value> {
         "pf_ratio": round(ratio(websocket.forwarded_mean_gbps(), direct_gbps)),
         "spdy_pf_gbps": spdy.map(|k| round(k.forwarded_mean_gbps())),
         "spdy_pf_ratio": spdy.map(|k| round(ratio(k.forwarded_mean_gbps(), direct_gbps))),
+        "pf_cpu_s_per_gb": relay_cpu_json(&websocket.relay_cpu),
+        "spdy_pf_cpu_s_per_gb": spdy.map(|k| relay_cpu_json(&k.relay_cpu)),
         "target_exec_ratio": 2.0,
         "target_pf_ratio": 0.5,
     }))
 }
 
+/// CPU seconds per forwarded gigabyte of each relaying process.
+fn relay_cpu_json(cpu: &RelayCpu) -> serde_json::Value {
+    serde_json::json!({
+        "master": round(cpu.per_gigabyte(cpu.master_seconds)),
+        "agent": round(cpu.per_gigabyte(cpu.agent_seconds)),
+        "kubectl": round(cpu.per_gigabyte(cpu.kubectl_seconds)),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relay_cpu_is_per_forwarded_gigabyte() {
+        let cpu = RelayCpu {
+            master_seconds: 3.0,
+            agent_seconds: 1.5,
+            kubectl_seconds: 6.0,
+            gigabytes: 6.0,
+        };
+        assert_eq!(cpu.per_gigabyte(cpu.master_seconds), 0.5);
+        assert_eq!(cpu.per_gigabyte(cpu.kubectl_seconds), 1.0);
+        assert_eq!(RelayCpu::default().per_gigabyte(2.0), 0.0);
+        let json = relay_cpu_json(&cpu);
+        assert_eq!(json["agent"], 0.25);
+    }
 
     #[test]
     fn ratios_and_means_of_nothing_are_zero() {
