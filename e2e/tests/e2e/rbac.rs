@@ -16,9 +16,14 @@
 //! hollow node) whose PodDisruptionBudget allows it (201, and the pod
 //! goes) though it may neither write the budget's status nor delete pods;
 //! one that may only `patch` ConfigMaps patches one (it may not even read
-//! it); one that may only `deletecollection` ConfigMaps deletes the
-//! labelled ones with a collection's DELETE (it may neither list nor
-//! delete one).
+//! it); one that may only `watch` ConfigMaps watches them from the start
+//! (their `ADDED` events, though it may not list them) and one that may
+//! only `list` them may not watch; one that may only `deletecollection`
+//! ConfigMaps deletes the labelled ones with a collection's DELETE (it may
+//! neither list nor delete one). Each refusal is kube-apiserver's sentence
+//! (`configmaps is forbidden: User "system:serviceaccount:narrow:sweeper"
+//! cannot list resource "configmaps" in API group "" in the namespace
+//! "narrow"`).
 //!
 //! skiff has no impersonation (`kubectl --as`): escalation refusals are
 //! unit-tested (`api::rbac::escalation`, `api::authz`).
@@ -138,6 +143,14 @@ apiVersion: v1
 kind: ServiceAccount
 metadata: {name: sweeper, namespace: narrow}
 ---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: watcher, namespace: narrow}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: lister, namespace: narrow}
+---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {name: pod-reader, namespace: narrow}
@@ -163,6 +176,18 @@ rules:
 - {apiGroups: [\"\"], resources: [configmaps], verbs: [get, deletecollection]}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: watch-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [watch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: list-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {name: evictor-reads, namespace: narrow}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
@@ -179,6 +204,18 @@ kind: RoleBinding
 metadata: {name: sweeper, namespace: narrow}
 roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: sweep-configmaps}
 subjects: [{kind: ServiceAccount, name: sweeper, namespace: narrow}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: watcher, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: watch-configmaps}
+subjects: [{kind: ServiceAccount, name: watcher, namespace: narrow}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: lister, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: list-configmaps}
+subjects: [{kind: ServiceAccount, name: lister, namespace: narrow}]
 ";
 
 /// A budget that lets the `victim` pod go: none of it need stay.
@@ -216,8 +253,11 @@ fn narrow_grants(k: &Kubectl, api_addr: &str) {
     let evictor = Account::new(k, api_addr, "evictor");
     let patcher = Account::new(k, api_addr, "patcher");
     let sweeper = Account::new(k, api_addr, "sweeper");
+    let watcher = Account::new(k, api_addr, "watcher");
+    let lister = Account::new(k, api_addr, "lister");
     evictions(k, &evictor);
     apply(k, "config-maps", CONFIG_MAPS);
+    watches(&watcher, &lister);
     patches(k, &patcher, &sweeper);
     collection_deletes(k, &patcher, &sweeper);
 }
@@ -267,7 +307,7 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     assert_has(&err, "(Forbidden)");
     assert_has(
         &err,
-        r#"system:serviceaccount:narrow:evictor may not create the eviction of Pod "victim""#,
+        r#"pods "victim" is forbidden: User "system:serviceaccount:narrow:evictor" cannot create resource "pods/eviction" in API group "" in the namespace "narrow""#,
     );
     k.ok(&["get", "pod", "victim", "-n", "narrow"]);
     // Nor may it write what the eviction does.
@@ -344,7 +384,52 @@ fn patches(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>) {
     assert_has(&err, "(Forbidden)");
     let err = sweeper.fails(&patch);
     assert_has(&err, "(Forbidden)");
-    assert_has(&err, r#"may not patch ConfigMap "settings""#);
+    assert_has(
+        &err,
+        r#"configmaps "settings" is forbidden: User "system:serviceaccount:narrow:sweeper" cannot patch resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+}
+
+/// The watcher, which may only `watch` ConfigMaps, watches them from the
+/// start: a watch without a resourceVersion begins with every one as
+/// `ADDED`, and is authorized as the `watch` it is, not as a list too (its
+/// list is refused). The lister, which may only `list` them, lists them
+/// but may not watch. (`kubectl get --watch` lists first, so the watch is
+/// asked for raw.)
+fn watches(watcher: &Account<'_>, lister: &Account<'_>) {
+    let url = "/api/v1/namespaces/narrow/configmaps?watch=true&timeoutSeconds=2";
+    let out = watcher.ok(&["get", "--raw", url]);
+    let added: Vec<String> = out
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .filter_map(|line| {
+            let event: serde_json::Value = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("a watch event ({e}): {line}"));
+            assert_eq!(event["object"]["kind"], "ConfigMap", "{line}");
+            let name = event["object"]["metadata"]["name"].as_str();
+            (event["type"] == "ADDED").then(|| name.unwrap_or_default().to_owned())
+        })
+        .collect();
+    // Those applied (and kube-root-ca.crt, which every namespace gets),
+    // each ADDED as the watch begins.
+    for name in ["old-1", "old-2", "settings"] {
+        assert!(added.iter().any(|a| a == name), "{name} not ADDED:\n{out}");
+    }
+    let err = watcher.fails(&["get", "configmaps"]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"configmaps is forbidden: User "system:serviceaccount:narrow:watcher" cannot list resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+
+    let listed = lister.ok(&["get", "configmaps", "-o", "name"]);
+    assert_has(&listed, "configmap/settings");
+    let err = lister.fails(&["get", "--raw", url]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"configmaps is forbidden: User "system:serviceaccount:narrow:lister" cannot watch resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
 }
 
 /// The sweeper deletes the ConfigMaps labelled `batch=old` with one
@@ -354,11 +439,16 @@ fn collection_deletes(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>)
     let url = "/api/v1/namespaces/narrow/configmaps?labelSelector=batch%3Dold";
     let err = patcher.fails(&["delete", "--raw", url]);
     assert_has(&err, "(Forbidden)");
-    assert_has(&err, "may not delete all configmaps");
-    assert_eq!(old_config_maps(k).len(), 2);
     assert_has(
-        &sweeper.fails(&["get", "configmaps", "-l", "batch=old"]),
-        "(Forbidden)",
+        &err,
+        r#"configmaps is forbidden: User "system:serviceaccount:narrow:patcher" cannot deletecollection resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+    assert_eq!(old_config_maps(k).len(), 2);
+    let err = sweeper.fails(&["get", "configmaps", "-l", "batch=old"]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"configmaps is forbidden: User "system:serviceaccount:narrow:sweeper" cannot list resource "configmaps" in API group "" in the namespace "narrow""#,
     );
     assert_has(
         &sweeper.fails(&["delete", "configmap", "old-1", "--wait=false"]),

@@ -164,8 +164,14 @@ async fn a_token_authenticates_its_service_account_without_a_client_certificate_
     assert_eq!(code, 403, "{body}");
     let status: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(status["reason"], "Forbidden", "{body}");
-    assert!(
-        body.contains("system:serviceaccount:default:default may not list pods"),
+    assert_eq!(
+        status["message"],
+        r#"pods is forbidden: User "system:serviceaccount:default:default" cannot list resource "pods" in API group "" in the namespace "default""#,
+        "{body}"
+    );
+    assert_eq!(
+        status["details"],
+        serde_json::json!({"kind": "pods"}),
         "{body}"
     );
     answered(api, "/apis", Some(token.as_str()), 200).await;

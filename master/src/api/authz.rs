@@ -42,7 +42,12 @@
 //! snapshots) are for admins and masters alone ([`privileged`]), and the
 //! agents' own protocol for a node about itself ([`is_self`]).
 //!
-//! Anything else is refused with PermissionDenied and logged.
+//! Anything else is refused with PermissionDenied and logged. A refusal
+//! by the rules says so in kube-apiserver's words ([`refusal_message`]:
+//! `User "system:serviceaccount:ns:sa" cannot list resource "pods" in API
+//! group "" in the namespace "ns"`), which the REST API's 403s carry; the
+//! checks beyond them (what a node's writes must keep, NodeRestriction's
+//! on tokens) say `<identity> may not <what>` ([`denied`]).
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Identity, PeerInfo};
@@ -629,17 +634,124 @@ pub fn decide_path_for_user(
     decide_path_for(store, &Principal::of_user(user), &user.username, verb, path)
 }
 
-/// [`decide`] for a call: refused with PermissionDenied (and logged).
+/// [`decide`] for a call: refused with PermissionDenied in Kubernetes'
+/// words ([`refusal_message`]), and logged as every refusal is (the
+/// identity and what it may not do).
 pub fn authorize(
     store: &ObjectStore,
     identity: &Identity,
     access: &Access<'_>,
 ) -> Result<(), Status> {
     if decide(store, identity, access).allowed {
-        Ok(())
-    } else {
-        Err(denied(identity, &access.describe()))
+        return Ok(());
     }
+    let action = access.describe();
+    tracing::warn!(%identity, action = action.as_str(), "permission denied");
+    Err(Status::permission_denied(refusal_message(
+        store, identity, access,
+    )))
+}
+
+/// [`decide_path`] for a request on a path that names no object: refused
+/// with PermissionDenied in Kubernetes' words (`User "X" cannot get path
+/// "/metrics"`), and logged.
+pub fn authorize_path(
+    store: &ObjectStore,
+    identity: &Identity,
+    verb: &str,
+    path: &str,
+) -> Result<(), Status> {
+    let principal = Principal::of(identity);
+    if decide_path_for(store, &principal, identity, verb, path).allowed {
+        return Ok(());
+    }
+    let action = format!("{verb} {path}");
+    tracing::warn!(%identity, action = action.as_str(), "permission denied");
+    let username = kubernetes_user(identity).username;
+    let sentence = forbidden_path_message(&username, verb, path);
+    let reason = authorizer_reason(store, &principal, "");
+    Err(Status::permission_denied(with_reason(sentence, &reason)))
+}
+
+/// What kube-apiserver says when `identity` is refused `access`: its
+/// sentence for the request ([`forbidden_message`]) and, after a colon,
+/// what the authorizers said of it, when they said anything (RBAC names
+/// the roles its bindings name that do not exist: `RBAC:
+/// role.rbac.authorization.k8s.io "gone" not found`). The REST API puts
+/// `<resource> "<name>" is forbidden: ` before it, as `NewForbidden` does.
+pub fn refusal_message(store: &ObjectStore, identity: &Identity, access: &Access<'_>) -> String {
+    let username = kubernetes_user(identity).username;
+    let sentence = forbidden_message(&username, access);
+    let reason = authorizer_reason(store, &Principal::of(identity), access.namespace);
+    with_reason(sentence, &reason)
+}
+
+/// What Kubernetes' authorizers add to a refusal of `principal` in
+/// `namespace`: RBAC's missing roles, or nothing (the static rules of
+/// nodes and admins say nothing more than the sentence).
+fn authorizer_reason(store: &ObjectStore, principal: &Principal, namespace: &str) -> String {
+    match principal {
+        Principal::Rbac(user) => {
+            rbac::refusal_reason(store.cache(), &user.username, &user.groups, namespace)
+        }
+        Principal::Privileged | Principal::Node(_) => String::new(),
+    }
+}
+
+/// `sentence`, and `: reason` when there is one (kube-apiserver's
+/// `Forbidden`).
+fn with_reason(sentence: String, reason: &str) -> String {
+    if reason.is_empty() {
+        sentence
+    } else {
+        format!("{sentence}: {reason}")
+    }
+}
+
+/// kube-apiserver's sentence refusing the user `username` `access`
+/// (`forbiddenMessage` in its `responsewriters`): `User
+/// "system:serviceaccount:ns:sa" cannot list resource "pods" in API group
+/// "" in the namespace "ns"`; a subresource is named after its resource
+/// (`"pods/eviction"`), and a request outside namespaces is `at the
+/// cluster scope`.
+pub fn forbidden_message(username: &str, access: &Access<'_>) -> String {
+    let info = registry::info(access.kind);
+    let resource = match access.subresource {
+        "" => info.resource.to_owned(),
+        part => format!("{}/{part}", info.resource),
+    };
+    let (verb, group) = (access.verb.name(), info.group);
+    let sentence = match access.namespace {
+        "" => format!(
+            "User {username:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope"
+        ),
+        namespace => format!(
+            "User {username:?} cannot {verb} resource {resource:?} in API group {group:?} in the namespace {namespace:?}"
+        ),
+    };
+    html_escaped(&sentence)
+}
+
+/// kube-apiserver's sentence refusing the user `username` `verb` (`get`)
+/// on `path`, which names no object: `User "X" cannot get path
+/// "/metrics"`.
+pub fn forbidden_path_message(username: &str, verb: &str, path: &str) -> String {
+    html_escaped(&format!("User {username:?} cannot {verb} path {path:?}"))
+}
+
+/// `text` with `&`, `<` and `>` escaped, as kube-apiserver escapes its
+/// refusals' sentences so that they never read as HTML.
+fn html_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
 }
 
 /// The verified identity behind a request.
@@ -1330,23 +1442,33 @@ mod tests {
     }
 
     /// Checks one answer: allowed, or refused with PermissionDenied saying
-    /// exactly that `who` may not `action`.
-    fn assert_answer(
-        answer: Result<(), Status>,
-        who: &Identity,
-        expected: Result<(), &str>,
-        case: &str,
-    ) {
+    /// exactly the refusal expected.
+    fn assert_answer(answer: Result<(), Status>, expected: Result<(), String>, case: &str) {
         match (answer, expected) {
             (Ok(()), Ok(())) => {}
-            (Err(status), Err(action)) => {
+            (Err(status), Err(refusal)) => {
                 assert_eq!(status.code(), Code::PermissionDenied, "{case}");
-                let refusal = format!("{who} may not {action}");
                 assert_eq!(status.message(), refusal, "{case}");
             }
             (answer, expected) => panic!("{case}: answered {answer:?}, expected {expected:?}"),
         }
     }
+
+    /// A refusal beyond the rules: `<who> may not <action>`.
+    fn may_not(who: &Identity, action: &str) -> String {
+        format!("{who} may not {action}")
+    }
+
+    /// kube-apiserver's refusal of the user `user` to `verb` the
+    /// `resource` of API group `group` in `namespace`.
+    fn cannot(user: &str, verb: &str, resource: &str, group: &str, namespace: &str) -> String {
+        format!(
+            r#"User "{user}" cannot {verb} resource "{resource}" in API group "{group}" in the namespace "{namespace}""#
+        )
+    }
+
+    /// Node n1's user.
+    const N1_USER: &str = "system:node:n1";
 
     #[test]
     fn the_identity_comes_only_from_the_verified_client_certificate() {
@@ -1375,8 +1497,8 @@ mod tests {
         assert_eq!(identity(&request).expect("an identity"), n1);
     }
 
-    /// `verb` on `kind` in `default` (on `name` when given), as a call
-    /// is authorized.
+    /// `verb` on `kind` in `default` (outside namespaces for a
+    /// cluster-scoped kind; on `name` when given), as a call is authorized.
     fn call(
         store: &ObjectStore,
         who: &Identity,
@@ -1384,7 +1506,8 @@ mod tests {
         kind: Kind,
         name: Option<&str>,
     ) -> Result<(), Status> {
-        authorize(store, who, &Access::new(verb, kind, "default", name))
+        let namespace = if kind.namespaced() { "default" } else { "" };
+        authorize(store, who, &Access::new(verb, kind, namespace, name))
     }
 
     #[test]
@@ -1424,6 +1547,9 @@ mod tests {
     fn a_node_reads_nodes_services_endpoints_and_only_its_own_pods() {
         let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
+        let core = |verb: &str, resource: &str| Err(cannot(N1_USER, verb, resource, "", "default"));
+        let apps =
+            |verb: &str, resource: &str| Err(cannot(N1_USER, verb, resource, "apps", "default"));
         let cases = [
             // What the overlay and the Service rules need.
             (Verb::List, Kind::Node, None, Ok(())),
@@ -1436,41 +1562,26 @@ mod tests {
             (Verb::Get, Kind::Endpoints, Some("web"), Ok(())),
             // Pods bound to it, one by one.
             (Verb::Get, Kind::Pod, Some("mine"), Ok(())),
-            (
-                Verb::Get,
-                Kind::Pod,
-                Some("theirs"),
-                Err(r#"read Pod "theirs""#),
-            ),
-            (
-                Verb::Get,
-                Kind::Pod,
-                Some("loose"),
-                Err(r#"read Pod "loose""#),
-            ),
-            (
-                Verb::Get,
-                Kind::Pod,
-                Some("gone"),
-                Err(r#"read Pod "gone""#),
-            ),
-            (Verb::List, Kind::Pod, None, Err("list pods")),
-            (Verb::Watch, Kind::Pod, None, Err("watch pods")),
+            (Verb::Get, Kind::Pod, Some("theirs"), core("get", "pods")),
+            (Verb::Get, Kind::Pod, Some("loose"), core("get", "pods")),
+            (Verb::Get, Kind::Pod, Some("gone"), core("get", "pods")),
+            (Verb::List, Kind::Pod, None, core("list", "pods")),
+            (Verb::Watch, Kind::Pod, None, core("watch", "pods")),
             // Nothing else.
+            (Verb::Get, Kind::Secret, Some("token"), core("get", "secrets")),
+            (Verb::List, Kind::Secret, None, core("list", "secrets")),
             (
-                Verb::Get,
-                Kind::Secret,
-                Some("token"),
-                Err(r#"read Secret "token""#),
+                Verb::Watch,
+                Kind::Namespace,
+                None,
+                Err(r#"User "system:node:n1" cannot watch resource "namespaces" in API group "" at the cluster scope"#.to_owned()),
             ),
-            (Verb::List, Kind::Secret, None, Err("list secrets")),
-            (Verb::Watch, Kind::Namespace, None, Err("watch namespaces")),
-            (Verb::List, Kind::Deployment, None, Err("list deployments")),
-            (Verb::List, Kind::ReplicaSet, None, Err("list replicasets")),
+            (Verb::List, Kind::Deployment, None, apps("list", "deployments")),
+            (Verb::List, Kind::ReplicaSet, None, apps("list", "replicasets")),
         ];
         for (verb, kind, name, expected) in cases {
             let answer = call(&store, &n1, verb, kind, name);
-            assert_answer(answer, &n1, expected, &format!("{verb:?} {kind} {name:?}"));
+            assert_answer(answer, expected, &format!("{verb:?} {kind} {name:?}"));
         }
     }
 
@@ -1478,26 +1589,34 @@ mod tests {
     fn a_node_creates_and_deletes_nothing_and_reads_no_logs() {
         let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
+        let pods = |verb: &str| cannot(N1_USER, verb, "pods", "", "default");
+        let nodes = |verb: &str| {
+            format!(
+                r#"User "system:node:n1" cannot {verb} resource "nodes" in API group "" at the cluster scope"#
+            )
+        };
         let cases = [
-            (Verb::Create, Kind::Pod, None, "create pods"),
-            (Verb::Create, Kind::Node, None, "create nodes"),
+            (Verb::Create, Kind::Pod, None, pods("create")),
+            (Verb::Create, Kind::Node, None, nodes("create")),
+            (Verb::Delete, Kind::Pod, Some("mine"), pods("delete")),
+            (Verb::Delete, Kind::Node, Some("n1"), nodes("delete")),
             (
-                Verb::Delete,
+                Verb::DeleteCollection,
                 Kind::Pod,
-                Some("mine"),
-                r#"delete Pod "mine""#,
+                None,
+                pods("deletecollection"),
             ),
-            (Verb::Delete, Kind::Node, Some("n1"), r#"delete Node "n1""#),
-            (Verb::DeleteCollection, Kind::Pod, None, "delete all pods"),
         ];
         for (verb, kind, name, refusal) in cases {
             let answer = call(&store, &n1, verb, kind, name);
-            assert_answer(answer, &n1, Err(refusal), refusal);
+            let case = format!("{verb:?} {kind} {name:?}");
+            assert_answer(answer, Err(refusal), &case);
         }
         // Not even of the pods bound to it.
         let log = Access::new(Verb::Get, Kind::Pod, "default", Some("mine"));
         let answer = authorize(&store, &n1, &log.with_subresource("log"));
-        assert_answer(answer, &n1, Err(r#"read the log of Pod "mine""#), "log");
+        let refusal = cannot(N1_USER, "get", "pods/log", "", "default");
+        assert_answer(answer, Err(refusal), "log");
     }
 
     #[test]
@@ -1513,56 +1632,59 @@ mod tests {
             );
             // Not even into the pods bound to it.
             let answer = authorize(&store, &n1, &session);
-            let refusal = format!(r#"create the {part} of Pod "mine""#);
-            assert_answer(answer, &n1, Err(refusal.as_str()), part);
+            let refusal = cannot(N1_USER, "create", &format!("pods/{part}"), "", "default");
+            assert_answer(answer, Err(refusal), part);
         }
     }
-
-    const STATUS_OF_N2: &str = r#"update the status of Node "n2""#;
-    const STATUS_OF_THEIRS: &str = r#"update the status of Pod "theirs""#;
-    const STATUS_OF_LOOSE: &str = r#"update the status of Pod "loose""#;
-    const STATUS_OF_GONE: &str = r#"update the status of Pod "gone""#;
-    const STATUS_OF_WEB: &str = r#"update the status of Deployment "web""#;
 
     #[test]
     fn a_node_updates_only_its_own_node_and_the_status_of_its_own_pods() {
         let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
+        let own_spec: Result<(), String> = Err(may_not(&n1, OWN_SPEC));
+        let nodes = |resource: &str| {
+            Err(format!(
+                r#"User "system:node:n1" cannot update resource "{resource}" in API group "" at the cluster scope"#
+            ))
+        };
+        let pods = |resource: &str| Err(cannot(N1_USER, "update", resource, "", "default"));
+        let deployments =
+            |resource: &str| Err(cannot(N1_USER, "update", resource, "apps", "default"));
         let cases = [
             // Its own Node, but not the Node's spec.
             (node("n1", N1_CIDR, ""), false, Ok(())),
             (node("n1", N1_CIDR, "2"), false, Ok(())),
-            (node("n1", OTHER_CIDR, ""), false, Err(OWN_SPEC)),
-            (node("n1", OTHER_CIDR, "2"), false, Err(OWN_SPEC)),
+            (node("n1", OTHER_CIDR, ""), false, own_spec.clone()),
+            (node("n1", OTHER_CIDR, "2"), false, own_spec),
             (node("n1", OTHER_CIDR, ""), true, Ok(())),
             // Based on an older version: let through for the store to
             // refuse as a conflict, which says more.
             (node("n1", OTHER_CIDR, "1"), false, Ok(())),
             // Another node's Node.
-            (node("n2", N2_CIDR, ""), false, Err(r#"update Node "n2""#)),
-            (node("n2", N2_CIDR, ""), true, Err(STATUS_OF_N2)),
+            (node("n2", N2_CIDR, ""), false, nodes("nodes")),
+            (node("n2", N2_CIDR, ""), true, nodes("nodes/status")),
             // The status of pods bound to it, and nothing more of them. The
             // stored binding counts, not the one the node sends.
             (pod("mine", "n1"), true, Ok(())),
-            (pod("mine", "n1"), false, Err(r#"update Pod "mine""#)),
-            (pod("theirs", "n1"), true, Err(STATUS_OF_THEIRS)),
-            (pod("loose", "n1"), true, Err(STATUS_OF_LOOSE)),
-            (pod("gone", "n1"), true, Err(STATUS_OF_GONE)),
+            (pod("mine", "n1"), false, pods("pods")),
+            (pod("theirs", "n1"), true, pods("pods/status")),
+            (pod("loose", "n1"), true, pods("pods/status")),
+            (pod("gone", "n1"), true, pods("pods/status")),
             // Nothing else.
-            (deployment("web"), false, Err(r#"update Deployment "web""#)),
-            (deployment("web"), true, Err(STATUS_OF_WEB)),
+            (deployment("web"), false, deployments("deployments")),
+            (deployment("web"), true, deployments("deployments/status")),
         ];
         for (object, status_only, expected) in cases {
             let answer = may_update_object(&store, &n1, &object, status_only);
             let case = format!("{} (status only: {status_only})", object.display_name());
-            assert_answer(answer, &n1, expected, &case);
+            assert_answer(answer, expected, &case);
         }
         // A Node it has not registered has no spec to keep, so any spec is
         // a change (the store would refuse the update as NotFound anyway).
         let n3 = Identity::Node("n3".into());
         let unregistered = node("n3", OTHER_CIDR, "");
         let answer = may_update_object(&store, &n3, &unregistered, false);
-        assert_answer(answer, &n3, Err(OWN_SPEC), "unregistered Node");
+        assert_answer(answer, Err(may_not(&n3, OWN_SPEC)), "unregistered Node");
     }
 
     #[test]
@@ -1574,7 +1696,7 @@ mod tests {
             "remove cluster members",
         ];
         for action in actions {
-            assert_answer(privileged(&n1, action), &n1, Err(action), action);
+            assert_answer(privileged(&n1, action), Err(may_not(&n1, action)), action);
             assert!(privileged(&Identity::Admin, action).is_ok());
             assert!(privileged(&Identity::Master("1".into()), action).is_ok());
         }
@@ -1584,10 +1706,10 @@ mod tests {
     fn a_node_makes_calls_only_about_itself() {
         let n1 = Identity::Node("n1".into());
         let answer = is_self(&n1, "n1", "send heartbeats");
-        assert_answer(answer, &n1, Ok(()), "its own heartbeats");
+        assert_answer(answer, Ok(()), "its own heartbeats");
         let answer = is_self(&n1, "n2", "send heartbeats");
-        let expected = Err(r#"send heartbeats for node "n2""#);
-        assert_answer(answer, &n1, expected, "another node's heartbeats");
+        let expected = Err(may_not(&n1, r#"send heartbeats for node "n2""#));
+        assert_answer(answer, expected, "another node's heartbeats");
     }
 
     #[test]
@@ -1615,12 +1737,12 @@ mod tests {
         let (_dir, store) = cluster();
         let n1 = Identity::Node("n1".into());
         let answer = may_confirm_pod_deletion(&store, &n1, "default", "mine");
-        assert_answer(answer, &n1, Ok(()), "mine");
+        assert_answer(answer, Ok(()), "mine");
         // Another node's, an unbound one, one that is not there.
         for name in ["theirs", "loose", "gone"] {
             let answer = may_confirm_pod_deletion(&store, &n1, "default", name);
             let refused = format!("confirm deleting pod default/{name}, not bound to it");
-            assert_answer(answer, &n1, Err(refused.as_str()), name);
+            assert_answer(answer, Err(may_not(&n1, &refused)), name);
         }
         for who in [Identity::Admin, Identity::Master("1".into())] {
             let answer = may_confirm_pod_deletion(&store, &who, "default", "theirs");
@@ -1963,6 +2085,8 @@ mod tests {
             result.expect("created");
         }
         let n1 = Identity::Node("n1".into());
+        let get =
+            |resource: &str, namespace: &str| Err(cannot(N1_USER, "get", resource, "", namespace));
         let cases = [
             (Kind::ConfigMap, "default", "app-config", Ok(())),
             (Kind::Secret, "default", "app-secret", Ok(())),
@@ -1973,64 +2097,57 @@ mod tests {
                 Kind::Secret,
                 "default",
                 "app-config",
-                Err(r#"read Secret "app-config""#),
+                get("secrets", "default"),
             ),
             (
                 Kind::ConfigMap,
                 "default",
                 "app-secret",
-                Err(r#"read ConfigMap "app-secret""#),
+                get("configmaps", "default"),
             ),
             // Those of another node's pods.
             (
                 Kind::ConfigMap,
                 "default",
                 "other-config",
-                Err(r#"read ConfigMap "other-config""#),
+                get("configmaps", "default"),
             ),
             (
                 Kind::Secret,
                 "default",
                 "other-secret",
-                Err(r#"read Secret "other-secret""#),
+                get("secrets", "default"),
             ),
             (
                 Kind::Secret,
                 "default",
                 "other-secret-pull",
-                Err(r#"read Secret "other-secret-pull""#),
+                get("secrets", "default"),
             ),
             // The same name in another namespace.
             (
                 Kind::ConfigMap,
                 "kube-system",
                 "app-config",
-                Err(r#"read ConfigMap "app-config""#),
+                get("configmaps", "kube-system"),
             ),
         ];
         for (kind, namespace, name, expected) in cases {
             let access = Access::new(Verb::Get, kind, namespace, Some(name));
             let answer = authorize(&store, &n1, &access);
-            assert_answer(answer, &n1, expected, &format!("{kind} {namespace}/{name}"));
+            assert_answer(answer, expected, &format!("{kind} {namespace}/{name}"));
         }
         // One by one only, and never written.
         let refusals = [
-            (Verb::List, None, "list configmaps"),
-            (Verb::Watch, None, "watch configmaps"),
-            (
-                Verb::Update,
-                Some("app-config"),
-                r#"update ConfigMap "app-config""#,
-            ),
-            (
-                Verb::Delete,
-                Some("app-config"),
-                r#"delete ConfigMap "app-config""#,
-            ),
+            (Verb::List, None),
+            (Verb::Watch, None),
+            (Verb::Update, Some("app-config")),
+            (Verb::Delete, Some("app-config")),
         ];
-        for (verb, name, refusal) in refusals {
+        for (verb, name) in refusals {
             let answer = call(&store, &n1, verb, Kind::ConfigMap, name);
-            assert_answer(answer, &n1, Err(refusal), refusal);
+            let refusal = cannot(N1_USER, verb.name(), "configmaps", "", "default");
+            assert_answer(answer, Err(refusal), verb.name());
         }
         // `can-i --list` names them.
         let (resources, _) = rules_for(&store, &n1, "default");
@@ -2105,26 +2222,24 @@ mod tests {
     fn a_service_account_without_bindings_may_do_what_everyone_may_and_nothing_more() {
         let (_dir, store) = cluster();
         let account = default_account();
+        let user = "system:serviceaccount:default:default";
         let cases = [
-            (Verb::List, Kind::Pod, None, "list pods"),
-            (Verb::Get, Kind::Pod, Some("mine"), r#"read Pod "mine""#),
-            (
-                Verb::Get,
-                Kind::Secret,
-                Some("token"),
-                r#"read Secret "token""#,
-            ),
-            (Verb::Create, Kind::Deployment, None, "create deployments"),
+            (Verb::List, Kind::Pod, None, "pods", ""),
+            (Verb::Get, Kind::Pod, Some("mine"), "pods", ""),
+            (Verb::Get, Kind::Secret, Some("token"), "secrets", ""),
+            (Verb::Create, Kind::Deployment, None, "deployments", "apps"),
             (
                 Verb::List,
                 Kind::ServiceAccount,
                 None,
-                "list serviceaccounts",
+                "serviceaccounts",
+                "",
             ),
         ];
-        for (verb, kind, name, refusal) in cases {
+        for (verb, kind, name, resource, group) in cases {
             let answer = call(&store, &account, verb, kind, name);
-            assert_answer(answer, &account, Err(refusal), refusal);
+            let refusal = cannot(user, verb.name(), resource, group, "default");
+            assert_answer(answer, Err(refusal), &format!("{verb:?} {kind} {name:?}"));
         }
         // Not even a token of its own.
         let token = Access::new(
@@ -2135,8 +2250,8 @@ mod tests {
         )
         .with_subresource("token");
         let answer = authorize(&store, &account, &token);
-        let refusal = r#"create the token of ServiceAccount "default""#;
-        assert_answer(answer, &account, Err(refusal), "its own token");
+        let refusal = cannot(user, "create", "serviceaccounts/token", "", "default");
+        assert_answer(answer, Err(refusal), "its own token");
         for kind in REVIEWS {
             assert!(decide(&store, &account, &Access::new(Verb::Create, kind, "", None)).allowed);
         }
@@ -2199,18 +2314,15 @@ mod tests {
             authorize(&store, &n1, &token("", "builder")).is_ok(),
             "the default namespace"
         );
+        let tokens_in =
+            |namespace: &str| cannot(N1_USER, "create", "serviceaccounts/token", "", namespace);
         let refusals = [
-            (
-                token("default", "deployer"),
-                r#"create the token of ServiceAccount "deployer""#,
-            ),
-            (
-                token("kube-system", "default"),
-                r#"create the token of ServiceAccount "default""#,
-            ),
+            (token("default", "deployer"), tokens_in("default")),
+            (token("kube-system", "default"), tokens_in("kube-system")),
         ];
         for (access, refusal) in refusals {
-            assert_answer(authorize(&store, &n1, &access), &n1, Err(refusal), refusal);
+            let case = format!("{access:?}");
+            assert_answer(authorize(&store, &n1, &access), Err(refusal), &case);
         }
         // Reading or changing the accounts is another matter.
         let read = Access::new(Verb::Get, Kind::ServiceAccount, "default", Some("builder"));
@@ -2273,7 +2385,7 @@ mod tests {
             ),
         ];
         for (answer, refusal) in refusals {
-            assert_answer(answer, &n1, Err(refusal.as_str()), &refusal);
+            assert_answer(answer, Err(may_not(&n1, &refusal)), &refusal);
         }
         let replaced = ask("builder", Some(bound("builder-0", "uid-old")));
         let refused = replaced.expect_err("another uid");
@@ -2350,12 +2462,24 @@ mod tests {
         let log = Access::new(Verb::Get, Kind::Pod, "team", Some("web")).with_subresource("log");
         assert!(decide(&store, &robot, &log).allowed);
         let refused = [
-            Access::new(Verb::List, Kind::Pod, "default", None),
-            Access::new(Verb::Delete, Kind::Pod, "team", Some("web")),
-            Access::new(Verb::Get, Kind::Secret, "team", Some("token")),
-            Access::new(Verb::Get, Kind::Pod, "team", Some("web")).with_subresource("exec"),
+            (
+                Access::new(Verb::List, Kind::Pod, "default", None),
+                cannot(ROBOT_USER, "list", "pods", "", "default"),
+            ),
+            (
+                Access::new(Verb::Delete, Kind::Pod, "team", Some("web")),
+                cannot(ROBOT_USER, "delete", "pods", "", "team"),
+            ),
+            (
+                Access::new(Verb::Get, Kind::Secret, "team", Some("token")),
+                cannot(ROBOT_USER, "get", "secrets", "", "team"),
+            ),
+            (
+                Access::new(Verb::Get, Kind::Pod, "team", Some("web")).with_subresource("exec"),
+                cannot(ROBOT_USER, "get", "pods/exec", "", "team"),
+            ),
         ];
-        for access in refused {
+        for (access, refusal) in refused {
             let decision = decide(&store, &robot, &access);
             assert!(!decision.allowed, "{access:?}");
             assert!(
@@ -2366,7 +2490,7 @@ mod tests {
                 decision.reason
             );
             let answer = authorize(&store, &robot, &access);
-            assert_answer(answer, &robot, Err(access.describe().as_str()), "refused");
+            assert_answer(answer, Err(refusal), &format!("{access:?}"));
         }
         // Everyone's own rules come first: the self reviews.
         let review = Access::new(Verb::Create, Kind::SelfSubjectAccessReview, "", None);
@@ -2605,18 +2729,20 @@ mod tests {
         };
         assert!(write(Some(patched), false).is_ok());
         // The same write taken for an update is refused, naming it.
-        let update = r#"update Deployment "web""#;
-        assert_answer(write(None, false), &robot, Err(update), "an update");
+        let refusal =
+            |verb: &str, resource: &str| Err(cannot(ROBOT_USER, verb, resource, "apps", "team"));
+        let update = refusal("update", "deployments");
+        assert_answer(write(None, false), update, "an update");
         // A patch of the status is another grant, which it lacks.
-        let status = r#"patch the status of Deployment "web""#;
-        assert_answer(write(Some(patched), true), &robot, Err(status), "status");
+        let status = refusal("patch", "deployments/status");
+        assert_answer(write(Some(patched), true), status, "status");
         // Through `scale`: a patch of it is refused, an update allowed.
-        let scale = r#"patch the scale of Deployment "web""#;
+        let scale = refusal("patch", "deployments/scale");
         let patch_scale = RequestedAs {
             verb: Verb::Patch,
             scale: true,
         };
-        assert_answer(write(Some(patch_scale), false), &robot, Err(scale), "scale");
+        assert_answer(write(Some(patch_scale), false), scale, "scale");
         let put_scale = RequestedAs {
             verb: Verb::Update,
             scale: true,
@@ -2645,7 +2771,8 @@ mod tests {
             &robot,
             &Access::new(Verb::DeleteCollection, Kind::Secret, "default", None),
         );
-        assert_answer(refused, &robot, Err("delete all secrets"), "elsewhere");
+        let refusal = cannot(ROBOT_USER, "deletecollection", "secrets", "", "default");
+        assert_answer(refused, Err(refusal), "elsewhere");
     }
 
     #[test]
@@ -2672,8 +2799,146 @@ mod tests {
         // Refused elsewhere, naming the eviction.
         let elsewhere = Access::new(Verb::Create, Kind::Pod, "default", Some("web"))
             .with_subresource("eviction");
-        let refusal = r#"create the eviction of Pod "web""#;
+        let refusal = cannot(ROBOT_USER, "create", "pods/eviction", "", "default");
         let answer = authorize(&store, &robot, &elsewhere);
-        assert_answer(answer, &robot, Err(refusal), "elsewhere");
+        assert_answer(answer, Err(refusal), "elsewhere");
+    }
+
+    #[test]
+    fn refusals_are_worded_as_kube_apiserver_words_them() {
+        let sweeper = "system:serviceaccount:narrow:sweeper";
+        let cases = [
+            (
+                Access::new(Verb::List, Kind::ConfigMap, "narrow", None),
+                r#"User "system:serviceaccount:narrow:sweeper" cannot list resource "configmaps" in API group "" in the namespace "narrow""#,
+            ),
+            (
+                Access::new(Verb::Create, Kind::Pod, "narrow", Some("web"))
+                    .with_subresource("eviction"),
+                r#"User "system:serviceaccount:narrow:sweeper" cannot create resource "pods/eviction" in API group "" in the namespace "narrow""#,
+            ),
+            (
+                Access::new(Verb::Get, Kind::Deployment, "narrow", Some("web"))
+                    .with_subresource("scale"),
+                r#"User "system:serviceaccount:narrow:sweeper" cannot get resource "deployments/scale" in API group "apps" in the namespace "narrow""#,
+            ),
+            // Outside namespaces: a cluster-scoped kind, or all namespaces.
+            (
+                Access::new(Verb::Delete, Kind::Node, "", Some("n1")),
+                r#"User "system:serviceaccount:narrow:sweeper" cannot delete resource "nodes" in API group "" at the cluster scope"#,
+            ),
+            (
+                Access::new(Verb::Watch, Kind::Pod, "", None),
+                r#"User "system:serviceaccount:narrow:sweeper" cannot watch resource "pods" in API group "" at the cluster scope"#,
+            ),
+        ];
+        for (access, sentence) in cases {
+            assert_eq!(forbidden_message(sweeper, &access), sentence, "{access:?}");
+        }
+        assert_eq!(
+            forbidden_path_message("system:node:n1", "get", "/metrics"),
+            r#"User "system:node:n1" cannot get path "/metrics""#
+        );
+        // Nothing in it reads as HTML.
+        assert_eq!(
+            forbidden_path_message("x", "get", "/<b>&"),
+            r#"User "x" cannot get path "/&lt;b&gt;&amp;""#
+        );
+    }
+
+    #[test]
+    fn a_refusal_adds_the_missing_roles_rbac_met_as_kube_apiserver_does() {
+        use crate::api::rbac::tests::binding;
+        let (_dir, store) = cluster_with_rbac();
+        let dangling = binding(
+            "RoleBinding",
+            "team",
+            "robot-gone",
+            ("Role", "gone"),
+            serde_json::json!([{"kind": "ServiceAccount", "name": "robot"}]),
+        );
+        for result in store.apply_commands(vec![create(&dangling)]) {
+            result.expect("created");
+        }
+        let robot = robot();
+        let in_team = Access::new(Verb::List, Kind::Secret, "team", None);
+        let refusal = format!(
+            r#"{}: RBAC: role.rbac.authorization.k8s.io "gone" not found"#,
+            cannot(ROBOT_USER, "list", "secrets", "", "team")
+        );
+        assert_answer(authorize(&store, &robot, &in_team), Err(refusal), "in team");
+        // Elsewhere no binding names the missing role: the sentence alone.
+        let elsewhere = Access::new(Verb::List, Kind::Secret, "default", None);
+        let refusal = cannot(ROBOT_USER, "list", "secrets", "", "default");
+        assert_answer(
+            authorize(&store, &robot, &elsewhere),
+            Err(refusal),
+            "elsewhere",
+        );
+        // A path.
+        let refusal = r#"User "system:serviceaccount:team:robot" cannot get path "/metrics""#;
+        let answer = authorize_path(&store, &robot, "get", "/metrics");
+        assert_answer(answer, Err(refusal.to_owned()), "/metrics");
+        assert!(authorize_path(&store, &robot, "get", "/version").is_ok());
+    }
+
+    #[test]
+    fn a_watch_is_its_own_grant_whatever_a_list_grants() {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        let (_dir, store) = cluster_with_rbac();
+        let mut objects = Vec::new();
+        for (account, verb) in [("watcher", "watch"), ("lister", "list")] {
+            objects.push(rbac_object(
+                "Role",
+                "team",
+                account,
+                serde_json::json!({"rules": [
+                    {"apiGroups": [""], "resources": ["configmaps"], "verbs": [verb]},
+                ]}),
+            ));
+            objects.push(binding(
+                "RoleBinding",
+                "team",
+                account,
+                ("Role", account),
+                serde_json::json!([{"kind": "ServiceAccount", "name": account}]),
+            ));
+        }
+        for result in store.apply_commands(objects.iter().map(create).collect()) {
+            result.expect("created");
+        }
+        let account = |name: &str| Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: name.into(),
+            uid: format!("uid-{name}"),
+        };
+        let (watcher, lister) = (account("watcher"), account("lister"));
+        let on = |verb| Access::new(verb, Kind::ConfigMap, "team", None);
+        assert!(authorize(&store, &watcher, &on(Verb::Watch)).is_ok());
+        assert!(authorize(&store, &lister, &on(Verb::List)).is_ok());
+        let refusal = cannot(
+            "system:serviceaccount:team:watcher",
+            "list",
+            "configmaps",
+            "",
+            "team",
+        );
+        assert_answer(
+            authorize(&store, &watcher, &on(Verb::List)),
+            Err(refusal),
+            "watcher lists",
+        );
+        let refusal = cannot(
+            "system:serviceaccount:team:lister",
+            "watch",
+            "configmaps",
+            "",
+            "team",
+        );
+        assert_answer(
+            authorize(&store, &lister, &on(Verb::Watch)),
+            Err(refusal),
+            "lister watches",
+        );
     }
 }

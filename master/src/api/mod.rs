@@ -442,6 +442,17 @@ impl ApiService {
         authz::authorize(&self.cluster.store, identity, access)
     }
 
+    /// `verb` on `path`, which names no object, by `identity`: refused
+    /// with PermissionDenied in kube-apiserver's words (and logged).
+    pub fn authorize_path(
+        &self,
+        identity: &Identity,
+        verb: &str,
+        path: &str,
+    ) -> Result<(), Status> {
+        authz::authorize_path(&self.cluster.store, identity, verb, path)
+    }
+
     /// This master's own identity, as its certificate names it: what it
     /// makes the calls of a REST request it has authorized as a whole as
     /// (an eviction's read of the pod and its PodDisruptionBudgets, the

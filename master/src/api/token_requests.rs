@@ -59,7 +59,9 @@ pub struct IssuedToken {
 /// Why no token was issued.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenRequestError {
-    /// `<identity> may not <what>`.
+    /// Refused by the rules, in kube-apiserver's words (`User "X" cannot
+    /// create resource "serviceaccounts/token" ...`), or beyond them as
+    /// NodeRestriction refuses a node (`<identity> may not <what>`).
     #[error("{0}")]
     Forbidden(String),
     /// A field of the request, with kube-apiserver's wording.
@@ -290,10 +292,10 @@ impl ApiService {
         let store = &self.cluster.store;
         let access = Access::new(Verb::Create, Kind::ServiceAccount, namespace, Some(name))
             .with_subresource("token");
-        let decision = authz::decide(store, identity, &access);
-        if !decision.allowed {
+        if !authz::decide(store, identity, &access).allowed {
             tracing::warn!(%identity, action = %access.describe(), "permission denied");
-            return Err(TokenRequestError::Forbidden(decision.reason));
+            let refusal = authz::refusal_message(store, identity, &access);
+            return Err(TokenRequestError::Forbidden(refusal));
         }
         authz::may_request_token(store, identity, namespace, name, spec.bound_object.as_ref())
             .map_err(|refused| TokenRequestError::Forbidden(refused.message().to_owned()))?;

@@ -101,20 +101,14 @@ pub(super) fn serve(
         .identity
         .as_ref()
         .ok_or_else(RestError::unauthorized)?;
-    // Reviewing is itself an access, allowed by the same rules.
+    // Reviewing is itself an access, allowed by the same rules, and
+    // refused as any other (`subjectaccessreviews.authorization.k8s.io is
+    // forbidden: User "X" cannot create resource ...`).
     let create = Access::new(Verb::Create, info.kind, "", None);
-    let decision = request.api.review_access(identity, &create);
-    if !decision.allowed {
-        return Err(RestError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!(
-                "{} is forbidden: {}",
-                info.qualified_resource(),
-                decision.reason
-            ),
-        ));
-    }
+    request
+        .api
+        .authorize(identity, &create)
+        .map_err(|refused| RestError::from_grpc(&refused, info, ""))?;
     let content_type = super::header_text(request.headers, header::CONTENT_TYPE);
     let mut review = wire::parse_body(body, &content_type)?;
     wire::check_against_url(&mut review, info, None)?;

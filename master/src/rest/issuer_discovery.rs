@@ -13,7 +13,6 @@ use serde_json::Value;
 
 use super::json_response;
 use super::status::RestError;
-use crate::api::authz;
 use crate::security::service_account_key::SigningKeyError;
 use crate::security::service_account_tokens::TokenAuthority;
 
@@ -39,18 +38,16 @@ pub(super) fn jwks_uri(server_address: &str) -> String {
     format!("https://{host}{JWKS_PATH}")
 }
 
-/// `document` for a caller the authorizer decided on (`decision`: may it
-/// `get` the document's path?).
+/// `document` for a caller the authorizer answered (`authorized`: may it
+/// `get` the document's path? `authz::authorize_path`'s answer, its
+/// refusal a 403 about no resource).
 pub(super) fn serve(
     document: Document,
     tokens: &TokenAuthority,
-    decision: authz::Decision,
+    authorized: Result<(), tonic::Status>,
     server_address: &str,
 ) -> Result<Response<Body>, RestError> {
-    if !decision.allowed {
-        let message = format!("forbidden: {}", decision.reason);
-        return Err(RestError::new(StatusCode::FORBIDDEN, "Forbidden", message));
-    }
+    authorized.map_err(|refused| RestError::forbidden_path(refused.message()))?;
     let (value, content_type): (Value, &'static str) = match document {
         Document::OpenIdConfiguration => (
             tokens.openid_configuration(&jwks_uri(server_address)),
@@ -79,6 +76,7 @@ pub(super) fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::authz;
     use crate::security::service_account_tokens::fixtures;
 
     #[test]
@@ -103,7 +101,7 @@ mod tests {
             uid: fixtures::ACCOUNT_UID.into(),
         };
         for who in [account, Identity::Node("pi-1".into()), Identity::Admin] {
-            let may = |path| authz::decide_path(&store, &who, "get", path);
+            let may = |path| authz::authorize_path(&store, &who, "get", path);
             let path = "/.well-known/openid-configuration";
             let document = Document::OpenIdConfiguration;
             let answer = serve(document, &tokens, may(path), "10.0.0.1:6443").unwrap();
@@ -114,5 +112,23 @@ mod tests {
             assert_eq!(answer.headers()[header::CONTENT_TYPE], JWKS_CONTENT_TYPE);
             assert_eq!(answer.headers()[header::CACHE_CONTROL], CACHE_CONTROL);
         }
+    }
+
+    #[test]
+    fn a_refused_caller_is_answered_as_kube_apiserver_refuses_a_path() {
+        let (_dir, _store, tokens) = fixtures::authority();
+        let sentence =
+            r#"User "system:serviceaccount:shop:builder" cannot get path "/openid/v1/jwks""#;
+        let refused = Err(tonic::Status::permission_denied(sentence));
+        let e = serve(Document::Jwks, &tokens, refused, "10.0.0.1:6443")
+            .err()
+            .expect("refused");
+        assert_eq!(e.code, StatusCode::FORBIDDEN);
+        assert_eq!(e.reason, "Forbidden");
+        assert_eq!(
+            e.message,
+            r#"forbidden: User "system:serviceaccount:shop:builder" cannot get path "/openid/v1/jwks""#
+        );
+        assert!(e.to_json().get("details").is_none());
     }
 }

@@ -191,14 +191,14 @@ impl RestApi {
             Target::OpenIdConfiguration => {
                 only_get(&parts.method)?;
                 let document = issuer_discovery::Document::OpenIdConfiguration;
-                let decision = self.api.review_path(&identity, "get", parts.uri.path());
-                issuer_discovery::serve(document, tokens, decision, &self.server_address)
+                let authorized = self.api.authorize_path(&identity, "get", parts.uri.path());
+                issuer_discovery::serve(document, tokens, authorized, &self.server_address)
             }
             Target::Jwks => {
                 only_get(&parts.method)?;
                 let document = issuer_discovery::Document::Jwks;
-                let decision = self.api.review_path(&identity, "get", parts.uri.path());
-                issuer_discovery::serve(document, tokens, decision, &self.server_address)
+                let authorized = self.api.authorize_path(&identity, "get", parts.uri.path());
+                issuer_discovery::serve(document, tokens, authorized, &self.server_address)
             }
             Target::Unknown => Err(RestError::not_found_path(parts.uri.path())),
             Target::Version | Target::Health => Err(RestError::internal("unreachable route")),

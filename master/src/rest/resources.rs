@@ -9,19 +9,25 @@
 //! PodDisruptionBudget forbids it: `objects::disruption_budget`). Each is
 //! one or more calls of the gRPC API service with the caller's identity,
 //! authorized call by call, except where kube-apiserver authorizes the
-//! request as a whole and not the reads and writes it comes to: a PATCH
+//! request as a whole and not the reads and writes it comes to: a GET of
+//! `status` or `scale` as `get` of that part, a watch as `watch` alone
+//! (though it begins with a list of the objects), a POST as `create` (a
+//! refusal naming no object), a PATCH
 //! (server-side apply too) as `patch` of the part it names (and `create`
 //! when an apply makes the object), a PUT as `update` (of `scale` for a
 //! scale), a DELETE as `delete`, a collection's DELETE as
 //! `deletecollection`, an eviction as `create` of `pods/eviction`. Those
-//! are authorized first ([`Call::authorize`]); their reads, a
+//! are authorized first ([`Call::authorize`]); their reads, a watch's
+//! list and watch, a
 //! deletecollection's deletes and an eviction's write of the
 //! PodDisruptionBudget's status and delete of the pod are then made as
 //! this master ([`Acting::Master`], as kube-apiserver's storage makes them
 //! itself), and a patch's write as the caller, authorized as the `patch`
 //! it was asked as (`authz::RequestedAs`), so that what a write must keep
 //! (roles and bindings granting only what the writer holds) is still
-//! checked for the caller.
+//! checked for the caller. A refusal is kube-apiserver's 403 (`pods "web"
+//! is forbidden: User "..." cannot get resource "pods/status" in API
+//! group "" in the namespace "ns"`, `super::status`).
 //! The `log` and `proxy` subresources are handed to [`super::pod_logs`]
 //! and [`super::proxy`], a ServiceAccount's `token` to
 //! [`super::token_request`], the kinds never stored (the access reviews) to
@@ -105,6 +111,20 @@ impl View {
             View::Object => "",
             View::Status => "status",
             View::Scale => "scale",
+        }
+    }
+
+    /// What a `GET` of this view of `kind`'s object `name` is authorized
+    /// as before it reads, when that is not the API service's `get` of the
+    /// object as the caller: `get` of the part it names (`pods/status`,
+    /// `deployments/scale`), as kube-apiserver authorizes it; the read
+    /// itself is then this master's.
+    fn get_access<'a>(self, kind: Kind, namespace: &'a str, name: &'a str) -> Option<Access<'a>> {
+        match self {
+            View::Object => None,
+            View::Status | View::Scale => Some(
+                Access::new(Verb::Get, kind, namespace, Some(name)).with_subresource(self.part()),
+            ),
         }
     }
 
@@ -280,11 +300,25 @@ impl<'a> Call<'a> {
 
     /// A watch, answered as a chunked stream of JSON lines, or over a
     /// WebSocket when the request asks for one (its handshake checked
-    /// before the watch starts).
+    /// before the watch starts). Authorized first as `watch` alone
+    /// ([`watch_access`]), however it begins: its list of the current
+    /// objects and its watch are then this master's, as kube-apiserver's
+    /// storage serves a watch it has authorized.
     async fn watch(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
-        let (labels, mut fields) = self.selectors(info)?;
+        let selected = self.selectors(info);
+        let path_name = self.path.name.as_deref().filter(|_| self.path.watch);
+        // A `/watch/` path names its object or none; kube-apiserver reads
+        // the name a field selector asks for only from `?watch=true`.
+        let fields = if self.path.watch {
+            None
+        } else {
+            selected.as_ref().ok().map(|(_, fields)| fields)
+        };
+        let access = watch_access(info.kind, self.namespace(), path_name, fields);
+        self.authorize(info, &access)?;
+        let (labels, mut fields) = selected?;
         // `/watch/.../NAME`: that object alone.
-        if let Some(name) = self.path.name.as_deref().filter(|_| self.path.watch) {
+        if let Some(name) = path_name {
             fields = one_object_selector(info, fields, name)?;
         }
         let plan = WatchPlan::from_query(info, self.query, self.wants_table())?;
@@ -294,7 +328,7 @@ impl<'a> Call<'a> {
             .transpose()?;
         let listed = if plan.starts_with_list() {
             let (items, revision) = self
-                .list_objects(info, &labels, &fields, Acting::Caller)
+                .list_objects(info, &labels, &fields, Acting::Master)
                 .await?;
             let values = items
                 .iter()
@@ -304,9 +338,10 @@ impl<'a> Call<'a> {
         } else {
             None
         };
+        let master = self.master_peer();
         let target = WatchTarget {
             api: self.api,
-            peer: self.peer,
+            peer: &master,
             info,
             namespace: self.path.namespace.clone(),
             labels,
@@ -337,13 +372,16 @@ impl<'a> Call<'a> {
                 request.extensions_mut().insert(requested);
                 request
             }
-            Acting::Master => {
-                let master = PeerInfo {
-                    remote: self.peer.remote,
-                    identity: Some(self.api.own_identity()),
-                };
-                super::as_caller(&master, message)
-            }
+            Acting::Master => super::as_caller(&self.master_peer(), message),
+        }
+    }
+
+    /// This master, as the peer of the calls a request it has authorized
+    /// as a whole comes to ([`Acting::Master`]).
+    fn master_peer(&self) -> PeerInfo {
+        PeerInfo {
+            remote: self.peer.remote,
+            identity: Some(self.api.own_identity()),
         }
     }
 
@@ -363,8 +401,9 @@ impl<'a> Call<'a> {
         self.authorize_naming(info, access, access.name.unwrap_or(""))
     }
 
-    /// [`Self::authorize`], a refusal naming the object `name` (a create
-    /// is authorized on the collection, but makes one object).
+    /// [`Self::authorize`], a refusal naming the object `name` (an apply
+    /// that makes its object is authorized as a `create` of the
+    /// collection, but is a request on that object).
     fn authorize_naming(
         &self,
         info: &KindInfo,
@@ -440,13 +479,24 @@ impl<'a> Call<'a> {
         json_response(code, &value)
     }
 
+    /// `GET` of an object, or of its `status` or `scale`: the object read
+    /// as the caller, a part authorized as its `get` ([`View::get_access`])
+    /// and then read as this master.
     async fn get(
         &self,
         info: &'static KindInfo,
         name: &str,
         view: View,
     ) -> Result<Response<Body>, RestError> {
-        let object = self.get_object(info, name, Acting::Caller).await?;
+        let namespace = self.object_namespace(info);
+        let acting = match view.get_access(info.kind, &namespace, name) {
+            Some(access) => {
+                self.authorize(info, &access)?;
+                Acting::Master
+            }
+            None => Acting::Caller,
+        };
+        let object = self.get_object(info, name, acting).await?;
         Ok(self.object_answer(info, &object, view, StatusCode::OK))
     }
 
@@ -576,16 +626,22 @@ impl<'a> Call<'a> {
         info: &'static KindInfo,
         body: &[u8],
     ) -> Result<Response<Body>, RestError> {
+        // A `create` of the collection, before the body is read, as
+        // kube-apiserver authorizes a POST: its refusal names no object.
+        // What the write itself must keep (roles granting only what their
+        // writer holds) is the API service's to check, and to refuse
+        // naming the object.
+        let namespace = self.object_namespace(info);
+        self.authorize(
+            info,
+            &Access::new(Verb::Create, info.kind, &namespace, None),
+        )?;
         let manager = self.field_manager("CreateOptions")?;
         let (mut object, warnings) = self.decode_body(info, body)?;
         record_update(info, &manager, Scope::Object, None, &mut object);
         let name = object.meta().name.clone();
         if self.dry_run() {
-            // Nothing reaches the API service: authorized here, as the
-            // create would be.
-            let namespace = self.object_namespace(info);
-            let access = Access::new(Verb::Create, info.kind, &namespace, None);
-            self.authorize_naming(info, &access, &name)?;
+            // Nothing reaches the API service.
             let meta = object
                 .meta_mut()
                 .map_err(|e| RestError::bad_request(e.to_string()))?;
@@ -1319,6 +1375,28 @@ fn not_found_resource(path: &ResourcePath) -> RestError {
     RestError::not_found_path(&what)
 }
 
+/// The access a watch request is authorized as, however it begins (with
+/// the current objects or not): `watch` alone, as kube-apiserver's request
+/// info makes every watch, of `kind` in `namespace` (`""`: every
+/// namespace, or a cluster-scoped kind); of one object when the request
+/// names it, by a `/watch/` path's name (`path_name`) or by the name the
+/// field selector of a `?watch=true` request (`fields`) asks for exactly
+/// (one a path could hold, as kube-apiserver takes it), else of the
+/// collection.
+fn watch_access<'a>(
+    kind: Kind,
+    namespace: &'a str,
+    path_name: Option<&'a str>,
+    fields: Option<&'a FieldSelector>,
+) -> Access<'a> {
+    let selected = fields
+        .and_then(|fields| fields.exact_match("metadata.name"))
+        .filter(|name| {
+            !name.is_empty() && !matches!(*name, "." | "..") && !name.contains(['/', '%'])
+        });
+    Access::new(Verb::Watch, kind, namespace, path_name.or(selected))
+}
+
 /// The field selector of a watch of one object (`/watch/.../NAME`):
 /// `metadata.name=NAME`, or the query's own when it asks for exactly that
 /// name; any other is refused, as kube-apiserver's `ListResource` refuses
@@ -1853,6 +1931,74 @@ mod tests {
                 Acting::writing(view, Verb::Patch),
                 Acting::CallerAsRequested(patch),
                 "{view:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_get_of_a_subresource_is_authorized_as_a_get_of_it() {
+        // The object itself: the API service's `get`, as the caller.
+        assert_eq!(View::Object.get_access(Kind::Pod, "ns", "web"), None);
+        // `status` and `scale`: their own `get`, not the object's.
+        let get = |kind| Access::new(Verb::Get, kind, "ns", Some("web"));
+        assert_eq!(
+            View::Status.get_access(Kind::Pod, "ns", "web"),
+            Some(get(Kind::Pod).with_subresource("status"))
+        );
+        assert_eq!(
+            View::Scale.get_access(Kind::Deployment, "ns", "web"),
+            Some(get(Kind::Deployment).with_subresource("scale"))
+        );
+    }
+
+    #[test]
+    fn a_watch_is_authorized_as_watch_alone_of_what_it_names() {
+        let parse = |text: &str| FieldSelector::parse("ConfigMap", text).unwrap();
+        let watch = |namespace, name| Access::new(Verb::Watch, Kind::ConfigMap, namespace, name);
+        // Beginning with the current objects or not (the plan is not
+        // asked): `watch` of the collection, never `list`.
+        assert_eq!(
+            watch_access(Kind::ConfigMap, "narrow", None, None),
+            watch("narrow", None)
+        );
+        assert_eq!(
+            watch_access(Kind::ConfigMap, "", None, None),
+            watch("", None)
+        );
+        let labels_only = parse("metadata.namespace=narrow");
+        assert_eq!(
+            watch_access(Kind::ConfigMap, "narrow", None, Some(&labels_only)),
+            watch("narrow", None)
+        );
+        // One object: a `/watch/` path's, or the one its field selector
+        // asks for exactly.
+        assert_eq!(
+            watch_access(Kind::ConfigMap, "narrow", Some("web"), None),
+            watch("narrow", Some("web"))
+        );
+        for selector in [
+            "metadata.name=web",
+            "metadata.name==web,metadata.namespace=narrow",
+        ] {
+            let fields = parse(selector);
+            assert_eq!(
+                watch_access(Kind::ConfigMap, "narrow", None, Some(&fields)),
+                watch("narrow", Some("web")),
+                "{selector}"
+            );
+        }
+        // Not one it excludes, nor one no path could hold.
+        for selector in [
+            "metadata.name!=web",
+            "metadata.name=a/b",
+            "metadata.name=..",
+            "metadata.name=",
+        ] {
+            let fields = parse(selector);
+            assert_eq!(
+                watch_access(Kind::ConfigMap, "narrow", None, Some(&fields)),
+                watch("narrow", None),
+                "{selector}"
             );
         }
     }

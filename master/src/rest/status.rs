@@ -95,6 +95,17 @@ impl RestError {
         )
     }
 
+    /// A refusal of a request on a path that names no object
+    /// (`/metrics`): `forbidden: <message>`, about no resource, as
+    /// apimachinery's `NewForbidden` words it for no resource.
+    pub fn forbidden_path(message: &str) -> RestError {
+        RestError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("forbidden: {message}"),
+        )
+    }
+
     pub fn internal(message: impl Into<String>) -> RestError {
         RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", message)
     }
@@ -177,6 +188,13 @@ impl RestError {
             Code::InvalidArgument => {
                 return RestError::invalid(info, name, causes_of(message));
             }
+            // As apimachinery's `NewForbidden` words it: the object's
+            // name only when the request names one.
+            Code::PermissionDenied if name.is_empty() => RestError::new(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                format!("{resource} is forbidden: {message}"),
+            ),
             Code::PermissionDenied => RestError::new(
                 StatusCode::FORBIDDEN,
                 "Forbidden",
@@ -318,6 +336,40 @@ mod tests {
         assert_eq!(
             e.to_json()["details"]["causes"][1]["field"],
             "spec.selector"
+        );
+    }
+
+    #[test]
+    fn refusals_are_worded_as_apimachinerys_new_forbidden() {
+        // A list: about the collection, naming no object.
+        let sentence = r#"User "system:serviceaccount:ns:sa" cannot list resource "pods" in API group "" in the namespace "ns""#;
+        let refused = tonic::Status::permission_denied(sentence);
+        let e = RestError::from_grpc(&refused, info(Kind::Pod), "");
+        assert_eq!(e.code, StatusCode::FORBIDDEN);
+        assert_eq!(e.message, format!("pods is forbidden: {sentence}"));
+        let v = e.to_json();
+        assert_eq!(v["reason"], "Forbidden");
+        assert_eq!(v["code"], 403);
+        assert_eq!(v["details"], serde_json::json!({"kind": "pods"}));
+        // One object, of a group.
+        let sentence = r#"User "system:serviceaccount:ns:sa" cannot get resource "deployments/scale" in API group "apps" in the namespace "ns""#;
+        let refused = tonic::Status::permission_denied(sentence);
+        let e = RestError::from_grpc(&refused, info(Kind::Deployment), "web");
+        assert_eq!(
+            e.message,
+            format!(r#"deployments.apps "web" is forbidden: {sentence}"#)
+        );
+        assert_eq!(
+            e.to_json()["details"],
+            serde_json::json!({"name": "web", "group": "apps", "kind": "deployments"})
+        );
+        // A path that names no object.
+        let e = RestError::forbidden_path(r#"User "X" cannot get path "/metrics""#);
+        assert_eq!(e.code, StatusCode::FORBIDDEN);
+        assert_eq!(e.reason, "Forbidden");
+        assert_eq!(
+            e.message,
+            r#"forbidden: User "X" cannot get path "/metrics""#
         );
     }
 

@@ -384,13 +384,13 @@ mod tests {
             )
         );
         let forbidden = TokenRequestError::Forbidden(
-            r#"node:n1 may not create the token of ServiceAccount "x""#.into(),
+            r#"User "system:node:n1" cannot create resource "serviceaccounts/token" in API group "" in the namespace "default""#.into(),
         );
         let e = refusal(forbidden, "x");
         assert_eq!(e.code, StatusCode::FORBIDDEN);
         assert_eq!(
             e.message,
-            r#"serviceaccounts "x" is forbidden: node:n1 may not create the token of ServiceAccount "x""#
+            r#"serviceaccounts "x" is forbidden: User "system:node:n1" cannot create resource "serviceaccounts/token" in API group "" in the namespace "default""#
         );
         let gone = TokenRequestError::BoundNotFound {
             resource: "pods",

@@ -269,9 +269,12 @@ impl WatchPlan {
     }
 }
 
-/// Who watches what: the caller, the kind and namespace, the selectors.
+/// Who watches what: the peer the API service's watch is made as, the
+/// kind and namespace, the selectors.
 pub(super) struct WatchTarget<'a> {
     pub api: &'a ApiService,
+    /// This master, for a REST watch its caller was authorized for as a
+    /// `watch` already (`resources::Call::watch`).
     pub peer: &'a PeerInfo,
     pub info: &'static KindInfo,
     pub namespace: Option<String>,
@@ -296,8 +299,9 @@ pub(super) fn encode(info: &KindInfo, object: &skiff_proto::api::Object, table: 
 /// ends the watch and frees its subscription to the store.
 pub(super) type EventLines = mpsc::Receiver<bytes::Bytes>;
 
-/// Starts a watch: authorized and its revision checked (a refusal is the
-/// error, before anything is sent), its events on the way. `listed` holds
+/// Starts a watch: its revision checked and the API service's watch
+/// begun as `target.peer` (a refusal is the error, before anything is
+/// sent), its events on the way. `listed` holds
 /// the current objects and their revision when
 /// [`WatchPlan::starts_with_list`].
 pub(super) async fn start(

@@ -7,7 +7,8 @@
 //! (that is the `channel.k8s.io` protocols' of exec, attach and
 //! port-forward, [`super::pod_streams`]).
 //!
-//! The watch itself is [`super::watch::start`]'s, so authorization,
+//! The watch itself is the REST call's (authorized as `watch`, then
+//! [`super::watch::start`]), so authorization,
 //! selectors, the resourceVersion rules, bookmarks, 410 `Expired` as an
 //! `ERROR` event, WatchList's initial-events-end bookmark and the timeout
 //! are the chunked watch's; a refusal comes before the upgrade, as a plain

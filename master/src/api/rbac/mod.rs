@@ -115,10 +115,17 @@ fn quoted(groups: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-/// Errors as Kubernetes aggregates them: one alone, several in brackets.
+/// Errors as Kubernetes aggregates them: one alone, several (each said
+/// once) in brackets.
 fn aggregate(errors: &[String]) -> String {
-    match errors {
-        [one] => one.clone(),
+    let mut distinct: Vec<&str> = Vec::with_capacity(errors.len());
+    for error in errors {
+        if !distinct.contains(&error.as_str()) {
+            distinct.push(error);
+        }
+    }
+    match distinct.as_slice() {
+        [one] => (*one).to_owned(),
         many => format!("[{}]", many.join(", ")),
     }
 }
@@ -193,6 +200,26 @@ pub fn authorize(
     Decision {
         allowed: false,
         reason,
+    }
+}
+
+/// What Kubernetes' RBAC authorizer says of a request of `user` in
+/// `groups` in `namespace` (`""`: outside namespaces) that it does not
+/// allow, which kube-apiserver adds to its 403's message: the roles that
+/// the bindings applying to the user name but that cannot be found (`RBAC:
+/// role.rbac.authorization.k8s.io "gone" not found`), or nothing (its
+/// search for a rule it only logs).
+pub fn refusal_reason(
+    cache: &ObjectCache,
+    user: &str,
+    groups: &[String],
+    namespace: &str,
+) -> String {
+    let (_, errors) = rules_for(cache, user, groups, namespace);
+    if errors.is_empty() {
+        String::new()
+    } else {
+        format!("RBAC: {}", aggregate(&errors))
     }
 }
 
@@ -554,6 +581,13 @@ pub(crate) mod tests {
                 .into(),
             }
         );
+        // What kube-apiserver adds to its 403: the missing role alone, in
+        // the namespace whose bindings name it; nothing elsewhere.
+        assert_eq!(
+            refusal_reason(&cache, ROBOT, &groups, "team"),
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "gone" not found"#
+        );
+        assert_eq!(refusal_reason(&cache, ROBOT, &groups, "default"), "");
         let metrics = Request::NonResource {
             verb: "get",
             path: "/metrics",
@@ -561,6 +595,26 @@ pub(crate) mod tests {
         assert_eq!(
             authorize(&cache, "jane", &[], &metrics).reason,
             r#"RBAC: no rules authorize user "jane" with groups [] to "get" nonResourceURL "/metrics" cluster-wide"#
+        );
+    }
+
+    #[test]
+    fn missing_roles_are_each_named_once_as_kubernetes_aggregates_them() {
+        let mut objects = team();
+        for (name, role) in [("gone-1", "gone"), ("gone-2", "gone"), ("lost", "lost")] {
+            objects.push(binding(
+                "RoleBinding",
+                "team",
+                name,
+                ("Role", role),
+                serde_json::json!([{"kind": "ServiceAccount", "name": "robot"}]),
+            ));
+        }
+        let cache = cache_of(&objects);
+        let reason = refusal_reason(&cache, ROBOT, &robot_groups(), "team");
+        assert_eq!(
+            reason,
+            r#"RBAC: [role.rbac.authorization.k8s.io "gone" not found, role.rbac.authorization.k8s.io "lost" not found]"#
         );
     }
 
