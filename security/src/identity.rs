@@ -2,10 +2,13 @@
 //! `admin`, `node:<name>` or `master:<id>`. A service account
 //! (`system:serviceaccount:<namespace>:<name>`) is never read from a
 //! certificate: only the master's REST API makes one, from a service
-//! account token it verified. What else skiff reads from a certificate
-//! (serial, expiry, the names and addresses it is valid for) is
-//! [`CertInfo`].
+//! account token it verified, with what that token says beyond the
+//! account ([`TokenCredential`]: its id and, for a token bound to a pod,
+//! the pod and its node), which Kubernetes hands on as the user's extras.
+//! What else skiff reads from a certificate (serial, expiry, the names and
+//! addresses it is valid for) is [`CertInfo`].
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -28,7 +31,62 @@ pub enum Identity {
         namespace: String,
         name: String,
         uid: String,
+        /// What the token said beyond the account.
+        credential: TokenCredential,
     },
+}
+
+/// The user extra naming the pod a service account's token is bound to
+/// (kube-apiserver's `serviceaccount.PodNameKey`).
+pub const POD_NAME_EXTRA: &str = "authentication.kubernetes.io/pod-name";
+/// The user extra holding that pod's uid.
+pub const POD_UID_EXTRA: &str = "authentication.kubernetes.io/pod-uid";
+/// The user extra naming the node that pod is bound to.
+pub const NODE_NAME_EXTRA: &str = "authentication.kubernetes.io/node-name";
+/// The user extra holding that node's uid.
+pub const NODE_UID_EXTRA: &str = "authentication.kubernetes.io/node-uid";
+/// The user extra identifying the credential a user authenticated with
+/// (`user.CredentialIDKey`); for a token, `JTI=<jti>`.
+pub const CREDENTIAL_ID_EXTRA: &str = "authentication.kubernetes.io/credential-id";
+
+/// What the token a service account authenticated with says beyond the
+/// account (kube-apiserver's `ServiceAccountInfo`; never the token
+/// itself): its `jti` and, for a token bound to a pod, the pod and the
+/// node it is bound to. An empty string is what the token does not carry.
+/// It is shown as the user's extras ([`TokenCredential::extra`]), as
+/// `kubectl auth whoami` shows them; authorization never reads it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct TokenCredential {
+    /// The token's `jti` claim.
+    pub token_id: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub node_name: String,
+    pub node_uid: String,
+}
+
+impl TokenCredential {
+    /// The user's extras, by kube-apiserver's rules: the pod's name and
+    /// uid only together, the node's name alone or with its uid (never
+    /// the uid alone), the credential id when the token has a `jti`.
+    /// Empty for a token that carries none of them.
+    pub fn extra(&self) -> BTreeMap<&'static str, Vec<String>> {
+        let mut extra = BTreeMap::new();
+        if !self.pod_name.is_empty() && !self.pod_uid.is_empty() {
+            extra.insert(POD_NAME_EXTRA, vec![self.pod_name.clone()]);
+            extra.insert(POD_UID_EXTRA, vec![self.pod_uid.clone()]);
+        }
+        if !self.token_id.is_empty() {
+            extra.insert(CREDENTIAL_ID_EXTRA, vec![format!("JTI={}", self.token_id)]);
+        }
+        if !self.node_name.is_empty() {
+            extra.insert(NODE_NAME_EXTRA, vec![self.node_name.clone()]);
+            if !self.node_uid.is_empty() {
+                extra.insert(NODE_UID_EXTRA, vec![self.node_uid.clone()]);
+            }
+        }
+        extra
+    }
 }
 
 impl Identity {
@@ -172,6 +230,7 @@ mod tests {
             namespace: "team".into(),
             name: "robot".into(),
             uid: "u-1".into(),
+            credential: TokenCredential::default(),
         };
         assert_eq!(robot.common_name(), "system:serviceaccount:team:robot");
         assert_eq!(Identity::from_common_name(&robot.common_name()), None);
@@ -184,6 +243,12 @@ mod tests {
             namespace: "shop".into(),
             name: "builder".into(),
             uid: "6f1c".into(),
+            credential: TokenCredential {
+                token_id: "j-1".into(),
+                pod_name: "web-0".into(),
+                pod_uid: "p-1".into(),
+                ..Default::default()
+            },
         };
         assert_eq!(account.to_string(), "system:serviceaccount:shop:builder");
         assert_eq!(Identity::from_common_name(&account.common_name()), None);
@@ -192,6 +257,69 @@ mod tests {
             None
         );
         assert!(!account.is_privileged());
+    }
+
+    #[test]
+    fn a_tokens_pod_node_and_id_are_the_extras_kube_apiserver_gives() {
+        let extra = |credential: TokenCredential| -> Vec<(String, Vec<String>)> {
+            credential
+                .extra()
+                .into_iter()
+                .map(|(key, values)| (key.to_owned(), values))
+                .collect()
+        };
+        let pair = |key: &str, value: &str| (key.to_owned(), vec![value.to_owned()]);
+        // A pod-bound token on a node, with a jti: all five.
+        let bound = TokenCredential {
+            token_id: "2f1b7d4a".into(),
+            pod_name: "web-0".into(),
+            pod_uid: "p-1".into(),
+            node_name: "pi-1".into(),
+            node_uid: "n-1".into(),
+        };
+        assert_eq!(
+            extra(bound.clone()),
+            [
+                pair("authentication.kubernetes.io/credential-id", "JTI=2f1b7d4a"),
+                pair("authentication.kubernetes.io/node-name", "pi-1"),
+                pair("authentication.kubernetes.io/node-uid", "n-1"),
+                pair("authentication.kubernetes.io/pod-name", "web-0"),
+                pair("authentication.kubernetes.io/pod-uid", "p-1"),
+            ]
+        );
+        // A node whose uid is unknown: its name alone; a uid alone: nothing.
+        let unknown_node_uid = TokenCredential {
+            node_uid: String::new(),
+            ..bound.clone()
+        };
+        let given = unknown_node_uid.extra();
+        assert_eq!(given[NODE_NAME_EXTRA], ["pi-1"]);
+        assert!(!given.contains_key(NODE_UID_EXTRA), "{given:?}");
+        assert_eq!(given.len(), 4);
+        let uid_only = TokenCredential {
+            node_uid: "n-1".into(),
+            ..Default::default()
+        };
+        assert!(extra(uid_only).is_empty());
+        // A pod's name without its uid is not given.
+        let half_pod = TokenCredential {
+            pod_name: "web-0".into(),
+            ..Default::default()
+        };
+        assert!(extra(half_pod).is_empty());
+        // An unbound token: its id only; a token without a jti: nothing.
+        let unbound = TokenCredential {
+            token_id: "j-1".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            extra(unbound),
+            [pair(
+                "authentication.kubernetes.io/credential-id",
+                "JTI=j-1"
+            )]
+        );
+        assert!(extra(TokenCredential::default()).is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod token;
 pub use ca::{ClusterCa, IssuedCert};
 pub use channel::{ChannelCache, ClientTransport};
 pub use credentials::{CredentialLayout, Credentials};
-pub use identity::{CertInfo, Identity};
+pub use identity::{CertInfo, Identity, TokenCredential};
 pub use listener::PeerInfo;
 pub use tls::CertStore;
 pub use token::{JoinToken, TokenUsage};

@@ -979,7 +979,7 @@ mod tests {
     use clap::Parser;
     use skiff_master::api::authz::kubernetes_user;
     use skiff_master::objects::rbac::Subject;
-    use skiff_security::Identity;
+    use skiff_security::{Identity, TokenCredential};
 
     use super::*;
 
@@ -1038,6 +1038,7 @@ mod tests {
             namespace: MEASURED_NAMESPACE.into(),
             name: ACCOUNT.into(),
             uid: "u-1".into(),
+            credential: TokenCredential::default(),
         });
         (user.username, user.groups)
     }

@@ -302,7 +302,9 @@ fn helm_args<'a>(r: &'a Release, command: &[&'a str], extra: &[&'a str]) -> Vec<
 }
 
 /// The service account volume seen from inside `pod`, and its token
-/// presented to the API with the pod's own CA: who it is, what it may do.
+/// presented to the API with the pod's own CA: who it is (with the pod,
+/// node and token id `kubectl auth whoami` shows as extras), what it may
+/// do.
 fn token_works_as_the_account(k: &Kubectl, api: &str, r: &Release, pod: &str) {
     let exec = |args: &[&str]| {
         let mut all = vec!["exec", "-n", r.namespace, pod, "--"];
@@ -350,6 +352,26 @@ fn token_works_as_the_account(k: &Kubectl, api: &str, r: &Release, pod: &str) {
     let groups = user["groups"].to_string();
     let own_group = format!("\"system:serviceaccounts:{}\"", r.namespace);
     assert!(groups.contains(&own_group), "{groups}");
+    // The token's pod, its node and its id, as kube-apiserver gives them
+    // (kubectl shows them as `Extra: authentication.kubernetes.io/...`).
+    let pod_uid = get(k, r, &format!("pod/{pod}"), "{.metadata.uid}");
+    let node_uid = k.ok(&["get", "node", NODE, "-o", "jsonpath={.metadata.uid}"]);
+    assert!(
+        !pod_uid.is_empty() && !node_uid.is_empty(),
+        "{pod_uid:?} {node_uid:?}"
+    );
+    let jti = claims["jti"].as_str().expect("the token has a jti");
+    assert_eq!(
+        user["extra"],
+        serde_json::json!({
+            "authentication.kubernetes.io/credential-id": [format!("JTI={jti}")],
+            "authentication.kubernetes.io/node-name": [NODE],
+            "authentication.kubernetes.io/node-uid": [node_uid],
+            "authentication.kubernetes.io/pod-name": [pod],
+            "authentication.kubernetes.io/pod-uid": [pod_uid],
+        }),
+        "{review}"
+    );
 
     // Authenticated, not authorized: refused as the account (403, not 401).
     let list = as_account(&["get", "pods", "-n", r.namespace, "-o", "name"]);

@@ -1326,6 +1326,7 @@ mod tests {
     use prost::Message;
     use skiff_proto::api::Object;
     use skiff_proto::v1;
+    use skiff_security::TokenCredential;
     use tonic::Code;
 
     use super::*;
@@ -2196,6 +2197,7 @@ mod tests {
             namespace: "shop".into(),
             name: "builder".into(),
             uid: "6f1c".into(),
+            credential: TokenCredential::default(),
         };
         assert_eq!(
             kubernetes_user(&builder),
@@ -2215,6 +2217,7 @@ mod tests {
             namespace: "default".into(),
             name: "default".into(),
             uid: "sa-1".into(),
+            credential: TokenCredential::default(),
         }
     }
 
@@ -2407,6 +2410,7 @@ mod tests {
             namespace: "team".into(),
             name: "robot".into(),
             uid: "u-1".into(),
+            credential: TokenCredential::default(),
         }
     }
 

@@ -3,14 +3,18 @@
 //! list and watch), SelfSubjectRulesReview (`kubectl auth can-i --list`)
 //! and SubjectAccessReview (the same question about any user and groups,
 //! for whoever may create them: admins, or what RBAC grants), and
-//! `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`).
+//! `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`,
+//! which shows a service account token's extras: its id, and the pod and
+//! node it is bound to).
 //! They are created and never stored (`registry::Model::Review`): the
 //! answer is the request with its `status` filled in from the caller's
 //! verified identity (or the review's user) and the rules every call is
 //! authorized with (`api::authz`, through [`ApiService::review_access`],
 //! [`ApiService::review_access_of`] and [`ApiService::review_rules`]), so
 //! a review never says yes to what a call would refuse, nor no to what it
-//! would allow.
+//! would allow. As in Kubernetes, a user's extras never change an answer
+//! (RBAC does not read them): a SubjectAccessReview's `spec.extra` is
+//! answered back as sent.
 //!
 //! Resources are looked up in the registry of kinds. `*` stands for every
 //! verb, group or resource, and is allowed only when every access it stands
@@ -287,12 +291,20 @@ fn rules_status(resources: &[ResourceRule], paths: &[NonResourceRule]) -> Value 
 }
 
 /// A SelfSubjectReview's status: who the caller is (a service account's
-/// uid too, as kube-apiserver tells it).
+/// uid too, and the extras of the token it came with: its id, and the pod
+/// and node of a pod-bound token, as kube-apiserver tells them).
 fn user_status(identity: &Identity) -> Value {
     let user = authz::kubernetes_user(identity);
     let mut info = json!({"username": user.username, "groups": user.groups});
-    if let Identity::ServiceAccount { uid, .. } = identity {
+    if let Identity::ServiceAccount {
+        uid, credential, ..
+    } = identity
+    {
         info["uid"] = json!(uid);
+        let extra = credential.extra();
+        if !extra.is_empty() {
+            info["extra"] = json!(extra);
+        }
     }
     json!({ "userInfo": info })
 }
@@ -305,6 +317,8 @@ fn text<'v>(attributes: &'v Value, field: &str) -> &'v str {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use skiff_security::TokenCredential;
 
     use super::*;
     use crate::store::state_machine::ObjectStore;
@@ -512,6 +526,7 @@ mod tests {
             namespace: "default".into(),
             name: "default".into(),
             uid: "6f1c".into(),
+            credential: TokenCredential::default(),
         };
         assert_eq!(
             user_status(&account),
@@ -525,6 +540,59 @@ mod tests {
                 ],
             }})
         );
+    }
+
+    #[test]
+    fn whoami_with_a_pod_bound_token_shows_its_pod_node_and_id_as_extras() {
+        let pod_bound = Identity::ServiceAccount {
+            namespace: "shop".into(),
+            name: "builder".into(),
+            uid: "sa-1".into(),
+            credential: TokenCredential {
+                token_id: "2f1b7d4a-0a11-4c2e-9f0b-6d7c8e9a0b1c".into(),
+                pod_name: "web-0".into(),
+                pod_uid: "pod-1".into(),
+                node_name: "pi-1".into(),
+                node_uid: "node-1".into(),
+            },
+        };
+        assert_eq!(
+            user_status(&pod_bound),
+            json!({"userInfo": {
+                "username": "system:serviceaccount:shop:builder",
+                "uid": "sa-1",
+                "groups": [
+                    "system:serviceaccounts",
+                    "system:serviceaccounts:shop",
+                    "system:authenticated",
+                ],
+                "extra": {
+                    "authentication.kubernetes.io/credential-id":
+                        ["JTI=2f1b7d4a-0a11-4c2e-9f0b-6d7c8e9a0b1c"],
+                    "authentication.kubernetes.io/node-name": ["pi-1"],
+                    "authentication.kubernetes.io/node-uid": ["node-1"],
+                    "authentication.kubernetes.io/pod-name": ["web-0"],
+                    "authentication.kubernetes.io/pod-uid": ["pod-1"],
+                },
+            }})
+        );
+        // An unbound token: its id alone.
+        let unbound = Identity::ServiceAccount {
+            namespace: "shop".into(),
+            name: "builder".into(),
+            uid: "sa-1".into(),
+            credential: TokenCredential {
+                token_id: "j-1".into(),
+                ..TokenCredential::default()
+            },
+        };
+        assert_eq!(
+            user_status(&unbound)["userInfo"]["extra"],
+            json!({"authentication.kubernetes.io/credential-id": ["JTI=j-1"]})
+        );
+        // Certificates carry none.
+        let node = user_status(&Identity::Node("pi-1".into()));
+        assert!(node["userInfo"].get("extra").is_none(), "{node}");
     }
 
     /// A store holding namespace `team`, Role `pod-reader` there (list
@@ -605,6 +673,19 @@ mod tests {
             "nonResourceAttributes": {"verb": "get", "path": "/version"},
         });
         assert_eq!(subject_review(&store, path).unwrap()["allowed"], true);
+        // A pod-bound token's uid and extras, as a webhook would pass them
+        // on: RBAC reads neither, the answer is the user's.
+        let mut with_extra = asked("team");
+        with_extra["uid"] = json!("u-1");
+        with_extra["extra"] = json!({
+            "authentication.kubernetes.io/pod-name": ["robot-0"],
+            "authentication.kubernetes.io/pod-uid": ["p-1"],
+            "authentication.kubernetes.io/credential-id": ["JTI=j-1"],
+        });
+        assert_eq!(
+            subject_review(&store, with_extra).unwrap(),
+            subject_review(&store, asked("team")).unwrap()
+        );
         // Nobody at all is refused as Kubernetes refuses it.
         let nobody = json!({"resourceAttributes": {"verb": "list", "resource": "pods"}});
         let e = subject_review(&store, nobody).unwrap_err();
@@ -619,11 +700,35 @@ mod tests {
             namespace: "team".into(),
             name: "robot".into(),
             uid: "u-1".into(),
+            credential: TokenCredential::default(),
         };
         let mut list = can_i("list", "", "pods");
         list["resourceAttributes"]["namespace"] = json!("team");
-        assert_eq!(review(&store, &robot, list).unwrap()["allowed"], true);
+        assert_eq!(
+            review(&store, &robot, list.clone()).unwrap()["allowed"],
+            true
+        );
         let refused = review(&store, &robot, can_i("list", "", "pods")).unwrap();
         assert_eq!(refused["allowed"], false, "not in shop");
+        // With a pod-bound token: the same answers, word for word.
+        let from_pod = Identity::ServiceAccount {
+            namespace: "team".into(),
+            name: "robot".into(),
+            uid: "u-1".into(),
+            credential: TokenCredential {
+                token_id: "j-1".into(),
+                pod_name: "robot-0".into(),
+                pod_uid: "p-1".into(),
+                node_name: "pi-1".into(),
+                node_uid: "n-1".into(),
+            },
+        };
+        for question in [list, can_i("list", "", "pods")] {
+            assert_eq!(
+                review(&store, &from_pod, question.clone()).unwrap(),
+                review(&store, &robot, question.clone()).unwrap(),
+                "{question}"
+            );
+        }
     }
 }

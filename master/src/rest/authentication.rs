@@ -3,7 +3,8 @@
 //! Bearer` (how a pod calls the API: its token and the cluster's CA, no
 //! certificate) is checked by the cluster's [`TokenAuthority`] (signature,
 //! lifetime, issuer, audience, and that its account and bound object still
-//! exist) and its service account is the caller; anything else is
+//! exist) and its service account is the caller (with the token's id and
+//! a pod-bound token's pod and node, the user's extras); anything else is
 //! answered 401 `Unauthorized`, as kube-apiserver answers it, whatever was
 //! wrong. A refused token is logged with the reason and the caller's
 //! address, never itself. The header is dropped once read, as
@@ -71,7 +72,7 @@ mod tests {
     use std::time::Duration;
 
     use http::HeaderValue;
-    use skiff_security::Identity;
+    use skiff_security::{Identity, TokenCredential};
 
     use super::*;
     use crate::objects::Kind;
@@ -131,7 +132,7 @@ mod tests {
     #[test]
     fn a_valid_token_makes_its_service_account_the_caller_and_is_not_passed_on() {
         let (_dir, _store, tokens) = fixtures::authority();
-        let (token, _) = tokens
+        let (token, claims) = tokens
             .issue(grant(&[ISSUER], Binding::Unbound), NOW)
             .unwrap();
         let mut sent = headers(&format!("Bearer {token}"));
@@ -142,6 +143,10 @@ mod tests {
                 namespace: "shop".into(),
                 name: "builder".into(),
                 uid: fixtures::ACCOUNT_UID.into(),
+                credential: TokenCredential {
+                    token_id: claims.jti,
+                    ..TokenCredential::default()
+                },
             })
         );
         assert!(sent.get(header::AUTHORIZATION).is_none(), "dropped");

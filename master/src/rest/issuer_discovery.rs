@@ -93,12 +93,13 @@ mod tests {
 
     #[test]
     fn every_authenticated_caller_reads_both_documents() {
-        use skiff_security::Identity;
+        use skiff_security::{Identity, TokenCredential};
         let (_dir, store, tokens) = fixtures::authority();
         let account = Identity::ServiceAccount {
             namespace: "shop".into(),
             name: "builder".into(),
             uid: fixtures::ACCOUNT_UID.into(),
+            credential: TokenCredential::default(),
         };
         for who in [account, Identity::Node("pi-1".into()), Identity::Admin] {
             let may = |path| authz::authorize_path(&store, &who, "get", path);

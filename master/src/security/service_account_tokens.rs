@@ -17,7 +17,10 @@
 //! is bound to, neither deleted longer than the leeway ago. A service
 //! account deleted (even if made again, with another uid) or a bound pod
 //! deleted revokes its tokens. Each refusal is a [`TokenError`], which the
-//! REST API answers with 401 and logs; no token is ever logged.
+//! REST API answers with 401 and logs; no token is ever logged. An
+//! accepted token's identity carries what it says beyond its account
+//! ([`credential_of`]: its `jti`, and the pod and node of a pod-bound
+//! token), which kube-apiserver gives as the user's extras.
 
 use std::sync::Arc;
 
@@ -25,7 +28,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 use skiff_proto::api::Object;
 use skiff_security::identity::service_account_user;
-use skiff_security::Identity;
+use skiff_security::{Identity, TokenCredential};
 
 use super::service_account_key::{
     base64url, PublicKey, ServiceAccountKeys, SigningKey, SigningKeyError,
@@ -392,7 +395,29 @@ pub fn still_valid(claims: &Claims, lookup: Lookup<'_>, now: i64) -> Result<Iden
         namespace: k.namespace.clone(),
         name: k.serviceaccount.name.clone(),
         uid: k.serviceaccount.uid.clone(),
+        credential: credential_of(claims),
     })
+}
+
+/// What accepted `claims` say beyond the account, as kube-apiserver's
+/// validator reads them: the `jti`, the pod a token is bound to and, for
+/// a pod-bound token only, the node (a node claim without a pod is not
+/// one skiff issues, and is not shown).
+pub fn credential_of(claims: &Claims) -> TokenCredential {
+    let k = &claims.kubernetes;
+    let mut credential = TokenCredential {
+        token_id: claims.jti.clone(),
+        ..TokenCredential::default()
+    };
+    if let Some(pod) = &k.pod {
+        credential.pod_name = pod.name.clone();
+        credential.pod_uid = pod.uid.clone();
+        if let Some(node) = &k.node {
+            credential.node_name = node.name.clone();
+            credential.node_uid = node.uid.clone();
+        }
+    }
+    credential
 }
 
 /// Issues and accepts this cluster's service account tokens, with the
@@ -854,6 +879,13 @@ mod tests {
                 namespace: "shop".into(),
                 name: "builder".into(),
                 uid: "sa-1".into(),
+                credential: TokenCredential {
+                    token_id: claims.jti.clone(),
+                    pod_name: "web-0".into(),
+                    pod_uid: "pod-1".into(),
+                    node_name: "pi-1".into(),
+                    node_uid: "node-1".into(),
+                },
             }
         );
 
@@ -916,6 +948,71 @@ mod tests {
             valid(&unbound, &objects),
             Err(TokenError::AccountMissing { .. })
         ));
+    }
+
+    #[test]
+    fn a_tokens_jti_and_its_bound_pod_and_node_are_its_credential() {
+        let credential = |binding: Binding| {
+            let claims = Claims::new(ISSUER, grant(binding), NOW);
+            (credential_of(&claims), claims.jti)
+        };
+        let (bound, jti) = credential(pod_binding());
+        assert_eq!(
+            bound,
+            TokenCredential {
+                token_id: jti.clone(),
+                pod_name: "web-0".into(),
+                pod_uid: "pod-1".into(),
+                node_name: "pi-1".into(),
+                node_uid: "node-1".into(),
+            }
+        );
+        let extra = bound.extra();
+        assert_eq!(extra["authentication.kubernetes.io/pod-name"], ["web-0"]);
+        assert_eq!(extra["authentication.kubernetes.io/pod-uid"], ["pod-1"]);
+        assert_eq!(extra["authentication.kubernetes.io/node-name"], ["pi-1"]);
+        assert_eq!(extra["authentication.kubernetes.io/node-uid"], ["node-1"]);
+        assert_eq!(
+            extra["authentication.kubernetes.io/credential-id"],
+            [format!("JTI={jti}")]
+        );
+
+        // A pod on no node: the pod, no node.
+        let (unscheduled, _) = credential(Binding::Pod {
+            pod: ObjectRef {
+                name: "web-0".into(),
+                uid: "pod-1".into(),
+            },
+            node: None,
+        });
+        assert_eq!(unscheduled.pod_name, "web-0");
+        assert!(unscheduled.node_name.is_empty() && unscheduled.node_uid.is_empty());
+        // Unbound, or bound to a Secret: the token's id alone.
+        let secret = ObjectRef {
+            name: "ci".into(),
+            uid: "s-1".into(),
+        };
+        for binding in [Binding::Unbound, Binding::Secret(secret)] {
+            let (given, jti) = credential(binding.clone());
+            let only_id = TokenCredential {
+                token_id: jti,
+                ..TokenCredential::default()
+            };
+            assert_eq!(given, only_id, "{binding:?}");
+        }
+        // Claims read from a token without a jti, and with a node but no
+        // pod: no id, and the node is not taken.
+        let mut payload =
+            serde_json::to_value(Claims::new(ISSUER, grant(pod_binding()), NOW)).unwrap();
+        payload.as_object_mut().unwrap().remove("jti");
+        payload["kubernetes.io"]
+            .as_object_mut()
+            .unwrap()
+            .remove("pod");
+        let read: Claims = serde_json::from_value(payload).unwrap();
+        assert!(read.kubernetes.node.is_some());
+        assert_eq!(credential_of(&read), TokenCredential::default());
+        assert!(credential_of(&read).extra().is_empty());
     }
 
     #[test]
@@ -991,8 +1088,22 @@ mod tests {
             },
             node: None,
         };
-        let (token, _) = authority.issue(grant(bound), NOW).unwrap();
-        assert!(authority.authenticate(&token, NOW).is_ok());
+        let (token, claims) = authority.issue(grant(bound), NOW).unwrap();
+        let Identity::ServiceAccount { credential, .. } =
+            authority.authenticate(&token, NOW).unwrap()
+        else {
+            panic!("not a service account");
+        };
+        let extra = credential.extra();
+        assert_eq!(extra["authentication.kubernetes.io/pod-name"], ["web-0"]);
+        assert_eq!(
+            extra["authentication.kubernetes.io/pod-uid"],
+            [fixtures::POD_UID]
+        );
+        assert_eq!(
+            extra["authentication.kubernetes.io/credential-id"],
+            [format!("JTI={}", claims.jti)]
+        );
         fixtures::remove(&store, Kind::Pod, "shop", "web-0");
         assert!(matches!(
             authority.authenticate(&token, NOW),
