@@ -7,12 +7,18 @@
 //! `rbac.authorization.k8s.io/aggregate-to-<role>` (`edit` is itself
 //! labelled to `admin`, `view` to `edit`).
 //!
-//! Which roles an aggregated one depends on is not known ahead, so any
-//! ClusterRole's change looks again at every aggregated one (few, as in
-//! Kubernetes); a chain settles in as many passes as it is long.
+//! A ClusterRole's change looks again at the aggregated roles whose
+//! selectors select it, as labelled now and, when its labels changed, as
+//! labelled before (the object cache's index of aggregation selectors,
+//! `store::rbac_index`), and at itself if it aggregates: an event costs
+//! the roles it concerns, not every ClusterRole (Kubernetes looks at every
+//! aggregated one). The selected roles' rules are read from that index,
+//! decoded when they were stored. A chain settles in as many passes as it
+//! is long.
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
 
+use prost::Message;
 use serde_json::json;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -43,19 +49,23 @@ impl ClusterRoleAggregationController {
             return Ok(rules);
         };
         for selector in &aggregation.cluster_role_selectors {
-            let mut selected: Vec<Arc<Object>> = self
+            let mut selected: Vec<String> = self
                 .ctx
                 .store
                 .selector_candidates(Kind::ClusterRole, "", selector)?
-                .into_iter()
+                .iter()
                 .filter(|o| selector::matches(selector, &o.meta().labels))
-                .filter(|o| o.meta().name != name)
+                .map(|o| o.meta().name.clone())
+                .filter(|other| other != name)
                 .collect();
-            selected.sort_by(|a, b| a.meta().name.cmp(&b.meta().name));
+            selected.sort();
             for other in selected {
-                for rule in RoleView::read(&other).map(|r| r.rules).unwrap_or_default() {
-                    if !rules.contains(&rule) {
-                        rules.push(rule);
+                let Some(view) = self.ctx.store.cluster_role_view(&other)? else {
+                    continue;
+                };
+                for rule in &view.rules {
+                    if !rules.contains(rule) {
+                        rules.push(rule.clone());
                     }
                 }
             }
@@ -68,17 +78,28 @@ impl Reconciler for ClusterRoleAggregationController {
     const NAME: &'static str = "clusterrole-aggregation";
     const KIND: Kind = Kind::ClusterRole;
 
-    fn keys_for(&self, event: &StoredEvent, _object: &Object) -> Vec<ObjectKey> {
+    fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         if event.kind != Kind::ClusterRole {
             return Vec::new();
         }
-        let Ok((roles, _)) = self.ctx.store.list(Kind::ClusterRole, None) else {
-            return Vec::new();
-        };
-        roles
+        let store = &self.ctx.store;
+        let meta = object.meta();
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        // Its own selectors, or rules written over.
+        let view = store.cluster_role_view(&meta.name).ok().flatten();
+        if view.is_some_and(|r| r.aggregation_rule.is_some()) {
+            names.insert(meta.name.clone());
+        }
+        names.extend(store.aggregating_cluster_roles(&meta.labels));
+        // A role relabelled out of a selector leaves what selected it.
+        if !event.previous.is_empty() {
+            if let Ok(before) = Object::decode(event.previous.as_slice()) {
+                names.extend(store.aggregating_cluster_roles(&before.meta().labels));
+            }
+        }
+        names
             .iter()
-            .filter(|o| RoleView::read(o).is_some_and(|r| r.aggregation_rule.is_some()))
-            .filter_map(|o| ObjectKey::of(o))
+            .map(|name| ObjectKey::new(Kind::ClusterRole, "", name))
             .collect()
     }
 
@@ -112,6 +133,8 @@ impl Reconciler for ClusterRoleAggregationController {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
@@ -241,13 +264,19 @@ rules:
         assert!(objects.writes().is_empty());
     }
 
-    #[tokio::test]
-    async fn admin_edit_and_view_hold_kubernetes_rules_once_settled() {
+    /// The default ClusterRoles, and the controller over them.
+    fn with_default_roles() -> (Arc<RecordingObjects>, ClusterRoleAggregationController) {
         let objects = RecordingObjects::new();
         for role in bootstrap_policy::cluster_roles() {
             objects.seed(role);
         }
         let controller = ClusterRoleAggregationController::new(context(&objects));
+        (objects, controller)
+    }
+
+    #[tokio::test]
+    async fn admin_edit_and_view_hold_kubernetes_rules_once_settled() {
+        let (objects, controller) = with_default_roles();
         assert!(settle(&controller, &objects).await >= 1);
         let view = rules_of(&objects, "view");
         let edit = rules_of(&objects, "edit");
@@ -262,26 +291,43 @@ rules:
         let mut expected_admin = edit.clone();
         expected_admin.extend(own("system:aggregate-to-admin"));
         assert_eq!(admin, expected_admin);
-        // Only aggregated roles are looked at again on a change.
-        let event = StoredEvent {
-            revision: 1,
-            kind: Kind::ClusterRole,
-            namespace: String::new(),
-            event_type: 0,
-            node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+    }
+
+    #[tokio::test]
+    async fn a_change_looks_again_at_the_aggregated_roles_selecting_the_role() {
+        let (objects, controller) = with_default_roles();
+        // The names `keys_for` answers for a change of the role `name`, as
+        // stored now, made from `previous` when given.
+        let keys = |name: &str, previous: Option<&Object>| -> Vec<String> {
+            let object = objects.get(Kind::ClusterRole, "", name).unwrap().unwrap();
+            let event = StoredEvent {
+                revision: 1,
+                kind: Kind::ClusterRole,
+                namespace: String::new(),
+                event_type: 0,
+                node: String::new(),
+                object: Vec::new(),
+                previous: previous.map(Message::encode_to_vec).unwrap_or_default(),
+            };
+            let keys = controller.keys_for(&event, &object);
+            keys.into_iter().map(|k| k.name).collect()
         };
-        let any = objects
-            .get(Kind::ClusterRole, "", "cluster-admin")
-            .unwrap()
-            .unwrap();
-        let mut keys: Vec<String> = controller
-            .keys_for(&event, &any)
-            .into_iter()
-            .map(|k| k.name)
-            .collect();
-        keys.sort();
-        assert_eq!(keys, ["admin", "edit", "view"]);
+        // Selected by no aggregated role, aggregating nothing.
+        assert!(keys("cluster-admin", None).is_empty());
+        assert_eq!(keys("system:aggregate-to-view", None), ["view"]);
+        // An aggregated role selected by another: both.
+        assert_eq!(keys("view", None), ["edit", "view"]);
+        assert_eq!(keys("edit", None), ["admin", "edit"]);
+        assert_eq!(keys("admin", None), ["admin"]);
+        // Relabelled out of edit's selector: edit still looks again (and
+        // drops its rules), by the labels before the change.
+        let stored = objects.get(Kind::ClusterRole, "", "system:aggregate-to-edit");
+        let before = Object::clone(&stored.unwrap().unwrap());
+        let mut after = before.clone();
+        let labels = &mut after.meta_mut().unwrap().labels;
+        labels.remove(bootstrap_policy::AGGREGATE_TO_EDIT);
+        objects.write(WriteOp::Update, after).unwrap();
+        assert!(keys("system:aggregate-to-edit", None).is_empty());
+        assert_eq!(keys("system:aggregate-to-edit", Some(&before)), ["edit"]);
     }
 }

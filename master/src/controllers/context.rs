@@ -20,6 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
 use crate::objects::deletion::DeleteOptions;
+use crate::objects::rbac::RoleView;
 use crate::objects::{Kind, ObjectExt};
 use crate::resource_metrics::ResourceMetrics;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
@@ -122,6 +123,12 @@ pub trait ObjectReads: Send + Sync {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>>;
+    /// The ClusterRole `name`'s rules and `aggregationRule`, as read when
+    /// it was stored (none if it does not exist).
+    fn cluster_role_view(&self, name: &str) -> Result<Option<Arc<RoleView>>, StateMachineError>;
+    /// The names of the ClusterRoles with an `aggregationRule` one of whose
+    /// selectors selects a ClusterRole labelled `labels`, in name order.
+    fn aggregating_cluster_roles(&self, labels: &BTreeMap<String, String>) -> Vec<String>;
     /// The store's current revision.
     fn revision(&self) -> u64;
     /// The custom kinds the store holds objects of, served or not (none
@@ -248,6 +255,14 @@ impl ObjectReads for ObjectStore {
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
         self.cache().budgets_selecting(namespace, labels)
+    }
+
+    fn cluster_role_view(&self, name: &str) -> Result<Option<Arc<RoleView>>, StateMachineError> {
+        Ok(self.cache().cluster_role_view(name))
+    }
+
+    fn aggregating_cluster_roles(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        self.cache().aggregating_cluster_roles(labels)
     }
 
     fn custom_kinds(&self) -> Vec<Kind> {

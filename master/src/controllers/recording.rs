@@ -25,6 +25,7 @@ use crate::events::{Clock, EventRecorder, EventSink, NewEvent};
 use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
 use crate::objects::disruption_budget::Budget;
 use crate::objects::metadata::new_uid;
+use crate::objects::rbac::RoleView;
 use crate::objects::{merge_update, selector, storage, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
 use crate::store::WriteError;
@@ -579,6 +580,18 @@ impl ObjectReads for RecordingObjects {
                     .and_then(|b| b.selector)
                     .is_some_and(|s| selector::matches(&s, labels))
         })
+    }
+
+    fn cluster_role_view(&self, name: &str) -> Result<Option<Arc<RoleView>>, StateMachineError> {
+        let role = self.get(Kind::ClusterRole, "", name)?;
+        Ok(role.and_then(|o| RoleView::read(&o)).map(Arc::new))
+    }
+
+    fn aggregating_cluster_roles(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let aggregators = self.filtered(Kind::ClusterRole, |o| {
+            RoleView::read(o).is_some_and(|r| r.aggregates_labels(labels))
+        });
+        aggregators.iter().map(|o| o.meta().name.clone()).collect()
     }
 
     fn revision(&self) -> u64 {

@@ -52,8 +52,10 @@ use tonic::Status;
 use super::path::ResourcePath;
 use super::spdy_streams;
 use super::status::RestError;
-use super::stream_session::{failure_status, header_words, write_frames, CommandSession};
-use super::websocket::{self, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG};
+use super::stream_session::{failure_status, write_frames, CommandSession};
+use super::websocket::{
+    self, header_words, ClientHandshake, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG,
+};
 use crate::api::ApiService;
 use crate::objects::registry::info;
 use crate::objects::Kind;
@@ -211,22 +213,13 @@ fn websocket_handshake(
     served: &[&'static str],
 ) -> Result<(&'static str, String), RestError> {
     let upgrade = header_words(headers, "upgrade");
-    let offered = header_words(headers, "sec-websocket-protocol");
     if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket")) {
         return Err(RestError::bad_request(
             "Upgrade request required: this is a streaming endpoint (WebSocket with one of the channel.k8s.io protocols, or SPDY/3.1)",
         ));
     }
-    let version = header_words(headers, "sec-websocket-version");
-    if !version.iter().any(|v| v == "13") {
-        return Err(RestError::bad_request(
-            "only WebSocket version 13 (RFC 6455) is served",
-        ));
-    }
-    let key = header_words(headers, "sec-websocket-key")
-        .into_iter()
-        .next()
-        .ok_or_else(|| RestError::bad_request("the WebSocket upgrade has no Sec-WebSocket-Key"))?;
+    let ClientHandshake { key, offered } =
+        ClientHandshake::read(headers).map_err(|e| RestError::bad_request(e.to_string()))?;
     let protocol = choose_protocol(&offered, served).ok_or_else(|| {
         RestError::bad_request(format!(
             "none of the offered stream protocols [{}] is served; skiff serves {}",
@@ -342,18 +335,12 @@ pub(super) async fn serve(
             .header(header::CONNECTION, "Upgrade")
             .header(header::UPGRADE, spdy_streams::SPDY_31)
             .header("X-Stream-Protocol-Version", *protocol),
-        Transport::Channels { protocol, key } => Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "Upgrade")
-            .header(header::UPGRADE, "websocket")
-            .header("Sec-WebSocket-Accept", websocket::accept_key(key))
-            .header("Sec-WebSocket-Protocol", *protocol),
-        Transport::SpdyInWebSocket { key } => Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "Upgrade")
-            .header(header::UPGRADE, "websocket")
-            .header("Sec-WebSocket-Accept", websocket::accept_key(key))
-            .header("Sec-WebSocket-Protocol", spdy_streams::PORT_FORWARD_TUNNEL),
+        Transport::Channels { protocol, key } => {
+            websocket::switching_protocols(key, Some(*protocol))
+        }
+        Transport::SpdyInWebSocket { key } => {
+            websocket::switching_protocols(key, Some(spdy_streams::PORT_FORWARD_TUNNEL))
+        }
     }
     .body(Body::empty())
     .map_err(|e| RestError::internal(format!("building the upgrade answer: {e}")))?;

@@ -50,8 +50,8 @@ use tonic::Status;
 use super::spdy::connection::{Connection, FrameSender, IncomingStream, Streams};
 use super::spdy::frame::{HeaderBlock, CANCEL, REFUSED_STREAM};
 use super::status::RestError;
-use super::stream_session::{failure_status, header_words, write_frames, CommandSession};
-use super::websocket::{MessageWriter, PayloadReader};
+use super::stream_session::{failure_status, write_frames, CommandSession};
+use super::websocket::{header_words, MessageWriter, PayloadReader};
 use crate::api::ApiService;
 
 /// exec's stream protocols, newest first.

@@ -2,11 +2,10 @@
 //! (WebSocket channels in `pod_streams`, SPDY streams in `spdy_streams`):
 //! which of exec and attach a command stream is ([`CommandSession`]: the
 //! same streams, the same client protocol), the `Status` written on the
-//! error channel or stream as the kubelet writes it, the words of a listed
-//! header, and the queued WebSocket frame writer (small frames queued
-//! together go out in one write).
+//! error channel or stream as the kubelet writes it, and the queued
+//! WebSocket frame writer (small frames queued together go out in one
+//! write).
 
-use http::HeaderMap;
 use serde_json::{json, Value};
 use skiff_proto::api::{ExecInput, ExecOutput, ExecStart};
 use skiff_security::Identity;
@@ -65,18 +64,6 @@ impl CommandSession {
             CommandSession::Attach => exit_status(0, command),
         }
     }
-}
-
-/// Header values of `name`, split at commas, trimmed.
-pub(super) fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|w| w.trim().to_owned())
-        .filter(|w| !w.is_empty())
-        .collect()
 }
 
 /// Small frames queued behind one are written with it, up to this many

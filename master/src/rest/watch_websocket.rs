@@ -31,16 +31,18 @@
 use std::sync::Mutex;
 
 use axum::body::Body;
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{HeaderMap, Response};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::status::RestError;
-use super::stream_session::{header_words, write_frames};
+use super::stream_session::write_frames;
 use super::watch::EventLines;
-use super::websocket::{self, Message, MessageReader, OPCODE_PONG, OPCODE_TEXT};
+use super::websocket::{
+    self, header_words, ClientHandshake, Message, MessageReader, OPCODE_PONG, OPCODE_TEXT,
+};
 
 /// Frames queued for the client before the watch waits for it.
 const QUEUED_FRAMES: usize = 32;
@@ -73,20 +75,9 @@ struct Handshake {
 /// Reads a WebSocket handshake (RFC 6455 section 4.2.1): version 13, a
 /// key, the subprotocol chosen; or why it cannot be served.
 fn handshake(headers: &HeaderMap) -> Result<Handshake, RestError> {
-    let version = header_words(headers, "sec-websocket-version");
-    if !version.iter().any(|v| v == "13") {
-        return Err(RestError::bad_request(format!(
-            "a WebSocket watch needs Sec-WebSocket-Version 13 (RFC 6455); the request has [{}]",
-            version.join(", ")
-        )));
-    }
-    let key = header_words(headers, "sec-websocket-key")
-        .into_iter()
-        .next()
-        .ok_or_else(|| RestError::bad_request("the WebSocket upgrade has no Sec-WebSocket-Key"))?;
-    let protocol = header_words(headers, "sec-websocket-protocol")
-        .into_iter()
-        .find(|p| !carries_credential(p));
+    let ClientHandshake { key, offered } =
+        ClientHandshake::read(headers).map_err(|e| RestError::bad_request(e.to_string()))?;
+    let protocol = offered.into_iter().find(|p| !carries_credential(p));
     Ok(Handshake { key, protocol })
 }
 
@@ -139,20 +130,12 @@ impl Accepted {
             handshake,
             connection,
         } = self;
-        let mut response = Response::builder()
-            .status(StatusCode::SWITCHING_PROTOCOLS)
-            .header(header::CONNECTION, "Upgrade")
-            .header(header::UPGRADE, "websocket")
-            .header(
-                "Sec-WebSocket-Accept",
-                websocket::accept_key(&handshake.key),
-            );
-        if let Some(protocol) = &handshake.protocol {
-            response = response.header("Sec-WebSocket-Protocol", protocol.as_str());
-        }
-        let response = response.body(Body::empty()).map_err(|e| {
-            RestError::internal(format!("building the WebSocket upgrade answer: {e}"))
-        })?;
+        let response =
+            websocket::switching_protocols(&handshake.key, handshake.protocol.as_deref())
+                .body(Body::empty())
+                .map_err(|e| {
+                    RestError::internal(format!("building the WebSocket upgrade answer: {e}"))
+                })?;
         tokio::spawn(async move {
             let upgraded = match connection.await {
                 Ok(upgraded) => upgraded,
@@ -226,7 +209,7 @@ where
 mod tests {
     use std::time::Duration;
 
-    use http::HeaderValue;
+    use http::{HeaderValue, StatusCode};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     use super::*;

@@ -1,5 +1,8 @@
 //! The server side of RFC 6455 WebSocket, as much as Kubernetes' stream
-//! protocols need: the handshake's accept key, and frames read (client
+//! protocols need: the opening handshake (the client's version and key
+//! checked, [`ClientHandshake`]; the `101 Switching Protocols` answer with
+//! its accept key and the subprotocol each caller negotiates,
+//! [`switching_protocols`]), and frames read (client
 //! frames are masked; fragmented messages are joined; no extensions are
 //! negotiated, so the reserved bits must be clear) and written (unmasked,
 //! one frame per message). Text and binary messages are both handed up as
@@ -17,6 +20,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use base64::Engine;
+use http::{header, HeaderMap, StatusCode};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio_util::sync::PollSender;
@@ -66,11 +70,79 @@ pub enum Message {
     Close(Option<u16>),
 }
 
+/// Why a client's opening handshake cannot be answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HandshakeError {
+    #[error(
+        "a WebSocket upgrade needs Sec-WebSocket-Version 13 (RFC 6455); the request has [{}]",
+        .0.join(", ")
+    )]
+    Version(Vec<String>),
+    #[error("the WebSocket upgrade has no Sec-WebSocket-Key")]
+    NoKey,
+}
+
+/// Header values of `name`, split at commas, trimmed: the handshake's
+/// lists (and the SPDY upgrade's).
+pub fn header_words(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|w| w.trim().to_owned())
+        .filter(|w| !w.is_empty())
+        .collect()
+}
+
+/// A client's opening handshake (RFC 6455 section 4.2.1), checked:
+/// version 13 and a key. Which of the offered subprotocols to answer with
+/// is the caller's protocol's choice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientHandshake {
+    /// `Sec-WebSocket-Key`.
+    pub key: String,
+    /// `Sec-WebSocket-Protocol`: the subprotocols offered, in the client's
+    /// order.
+    pub offered: Vec<String>,
+}
+
+impl ClientHandshake {
+    /// Reads the handshake in `headers`, or says what it lacks.
+    pub fn read(headers: &HeaderMap) -> Result<ClientHandshake, HandshakeError> {
+        let version = header_words(headers, "sec-websocket-version");
+        if !version.iter().any(|v| v == "13") {
+            return Err(HandshakeError::Version(version));
+        }
+        let key = header_words(headers, "sec-websocket-key")
+            .into_iter()
+            .next()
+            .ok_or(HandshakeError::NoKey)?;
+        let offered = header_words(headers, "sec-websocket-protocol");
+        Ok(ClientHandshake { key, offered })
+    }
+}
+
 /// `Sec-WebSocket-Accept` for the client's `Sec-WebSocket-Key`.
 pub fn accept_key(client_key: &str) -> String {
     let input = format!("{}{ACCEPT_GUID}", client_key.trim());
     let digest = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, input.as_bytes());
     base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+}
+
+/// The `101 Switching Protocols` answer to a handshake with the client's
+/// `key`, naming the subprotocol chosen (`protocol`), if any; the caller
+/// gives it its (empty) body.
+pub fn switching_protocols(key: &str, protocol: Option<&str>) -> http::response::Builder {
+    let response = http::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "websocket")
+        .header("Sec-WebSocket-Accept", accept_key(key));
+    match protocol {
+        Some(protocol) => response.header("Sec-WebSocket-Protocol", protocol),
+        None => response,
+    }
 }
 
 /// Reads client messages from a connection.
@@ -593,6 +665,42 @@ mod tests {
             accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
             "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
+    }
+
+    #[test]
+    fn a_handshake_needs_version_13_and_a_key_and_is_answered_101() {
+        let mut headers = HeaderMap::new();
+        headers.append("sec-websocket-version", "8".parse().unwrap());
+        assert_eq!(
+            ClientHandshake::read(&headers),
+            Err(HandshakeError::Version(vec!["8".into()]))
+        );
+        headers.append("sec-websocket-version", "13".parse().unwrap());
+        assert_eq!(ClientHandshake::read(&headers), Err(HandshakeError::NoKey));
+        headers.append(
+            "sec-websocket-key",
+            "dGhlIHNhbXBsZSBub25jZQ==".parse().unwrap(),
+        );
+        headers.append("sec-websocket-protocol", "a, b".parse().unwrap());
+        headers.append("sec-websocket-protocol", "c".parse().unwrap());
+        let client = ClientHandshake::read(&headers).unwrap();
+        assert_eq!(client.key, "dGhlIHNhbXBsZSBub25jZQ==");
+        assert_eq!(client.offered, ["a", "b", "c"]);
+
+        let answer = |protocol| {
+            let response = switching_protocols(&client.key, protocol).body(()).unwrap();
+            assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+            response.headers().clone()
+        };
+        let chosen = answer(Some("b"));
+        assert_eq!(chosen["connection"], "Upgrade");
+        assert_eq!(chosen["upgrade"], "websocket");
+        assert_eq!(
+            chosen["sec-websocket-accept"],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(chosen["sec-websocket-protocol"], "b");
+        assert!(!answer(None).contains_key("sec-websocket-protocol"));
     }
 
     #[tokio::test]

@@ -7,8 +7,10 @@
 //! claims a pod's volumes use, by what binds claims to volumes
 //! (PersistentVolumes by `spec.claimRef`, free ones by class; unbound
 //! claims by class), by the labels PodDisruptionBudgets select, RBAC's
-//! bindings by the subjects they name with every role's rules read
-//! ([`RbacIndex`], what each request's authorization looks up), and by the
+//! bindings by the subjects they name with every role's rules read, and
+//! aggregated ClusterRoles by the labels they select ([`RbacIndex`], what
+//! each request's authorization and the aggregation controller look up),
+//! and by the
 //! addresses the cluster gives to one object at a time ([`HeldAddress`]):
 //! a Service's clusterIP and nodePorts, and a Node's pod subnet
 //! (`spec.podCIDR`, ordered so that the subnets overlapping one are found
@@ -33,9 +35,10 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
 use skiff_values::Ipv4Net;
 
-use super::rbac_index::{Grant, RbacIndex};
+use super::edit_set;
+use super::rbac_index::{Grant, RbacIndex, RoleRefError};
 use crate::objects::disruption_budget::Budget;
-use crate::objects::rbac::SubjectKey;
+use crate::objects::rbac::{RoleRef, RoleView, SubjectKey};
 use crate::objects::registry::custom::DefinitionSource;
 use crate::objects::storage::{claim_names, ClaimView, VolumeView};
 use crate::objects::{selector, stored_kind, Kind, ObjectExt};
@@ -606,6 +609,28 @@ impl ObjectCache {
         self.read().rbac.grants(subjects, namespace)
     }
 
+    /// The role `role_ref` names, for a binding in `namespace` (`""` for a
+    /// ClusterRoleBinding), read when it was stored; or why there is none.
+    pub fn rbac_role_of(
+        &self,
+        role_ref: &RoleRef,
+        namespace: &str,
+    ) -> Result<Arc<RoleView>, RoleRefError> {
+        self.read().rbac.role_of(role_ref, namespace)
+    }
+
+    /// The ClusterRole `name`'s rules and `aggregationRule`, read when it
+    /// was stored.
+    pub fn cluster_role_view(&self, name: &str) -> Option<Arc<RoleView>> {
+        self.read().rbac.cluster_role(name)
+    }
+
+    /// The names of the ClusterRoles with an `aggregationRule` one of whose
+    /// selectors selects a ClusterRole labelled `labels`, in name order.
+    pub fn aggregating_cluster_roles(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        self.read().rbac.aggregating_cluster_roles(labels)
+    }
+
     /// The Service holding `ip` as its clusterIP, if any.
     pub fn cluster_ip_holder(&self, ip: Ipv4Addr) -> Option<Key> {
         let holders = self.address_holders(HeldAddress::ClusterIp(ip));
@@ -700,7 +725,7 @@ impl Cached {
     fn index(&mut self, kind: Kind, key: &Key, object: &Object, add: bool) {
         let meta = object.meta();
         for owner in &meta.owner_references {
-            edit(
+            edit_set(
                 &mut self.by_owner,
                 owner.uid.clone(),
                 (kind, key.clone()),
@@ -708,7 +733,7 @@ impl Cached {
             );
         }
         for (k, v) in &meta.labels {
-            edit(
+            edit_set(
                 &mut self.by_label,
                 (kind, k.clone(), v.clone()),
                 key.clone(),
@@ -718,7 +743,7 @@ impl Cached {
         match &object.kind {
             Some(Body::Pod(pod)) => {
                 let node = crate::objects::pods::bound_node(object).to_owned();
-                edit(&mut self.pods_by_node, node, key.clone(), add);
+                edit_set(&mut self.pods_by_node, node, key.clone(), add);
                 if crate::objects::pods::pod_is_finished(pod) {
                     let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
                     let at = (!evicted, meta.creation_timestamp.clone(), key.clone());
@@ -729,7 +754,7 @@ impl Cached {
                     }
                 }
                 for claim in pod.spec.as_ref().map(claim_names).unwrap_or_default() {
-                    edit(
+                    edit_set(
                         &mut self.pods_by_claim,
                         (key.0.clone(), claim),
                         key.1.clone(),
@@ -740,7 +765,7 @@ impl Cached {
             Some(Body::Service(service)) => {
                 let selector = service.spec.as_ref().map(|s| &s.selector);
                 for (k, v) in selector.into_iter().flatten() {
-                    edit(
+                    edit_set(
                         &mut self.service_selectors,
                         (key.0.clone(), k.clone(), v.clone()),
                         key.1.clone(),
@@ -771,13 +796,13 @@ impl Cached {
                     return;
                 };
                 match volume.claim_ref() {
-                    Some(r) => edit(
+                    Some(r) => edit_set(
                         &mut self.volumes_by_claim,
                         (r.namespace.clone(), r.name.clone()),
                         key.1.clone(),
                         add,
                     ),
-                    None => edit(
+                    None => edit_set(
                         &mut self.free_volumes_by_class,
                         volume.spec.storage_class_name.clone(),
                         key.1.clone(),
@@ -791,7 +816,7 @@ impl Cached {
                 };
                 if claim.spec.volume_name.is_empty() {
                     let class = claim.class().to_owned();
-                    edit(&mut self.unbound_claims_by_class, class, key.clone(), add);
+                    edit_set(&mut self.unbound_claims_by_class, class, key.clone(), add);
                 }
             }
             Kind::Role | Kind::ClusterRole | Kind::RoleBinding | Kind::ClusterRoleBinding => {
@@ -804,32 +829,14 @@ impl Cached {
                 };
                 if selector.match_labels.is_empty() {
                     let at = key.0.clone();
-                    edit(&mut self.budgets_without_labels, at, key.1.clone(), add);
+                    edit_set(&mut self.budgets_without_labels, at, key.1.clone(), add);
                 }
                 for (k, v) in &selector.match_labels {
                     let at = (key.0.clone(), k.clone(), v.clone());
-                    edit(&mut self.budget_selectors, at, key.1.clone(), add);
+                    edit_set(&mut self.budget_selectors, at, key.1.clone(), add);
                 }
             }
             _ => {}
-        }
-    }
-}
-
-/// Adds `value` to the set at `at` (`add`), or removes it, dropping a set
-/// left empty.
-fn edit<K: std::hash::Hash + Eq, V: Ord>(
-    map: &mut HashMap<K, BTreeSet<V>>,
-    at: K,
-    value: V,
-    add: bool,
-) {
-    if add {
-        map.entry(at).or_default().insert(value);
-    } else if let Some(set) = map.get_mut(&at) {
-        set.remove(&value);
-        if set.is_empty() {
-            map.remove(&at);
         }
     }
 }
@@ -1808,5 +1815,66 @@ mod tests {
         assert!(found(&cache, "john").is_empty());
         cache.reset(vec![(binding("jane"), 100)], 4);
         assert_eq!(found(&cache, "jane"), ["b"]);
+    }
+
+    #[test]
+    fn aggregated_cluster_roles_and_their_rules_follow_role_updates() {
+        use crate::store::rbac_index::tests::object;
+        let role = |name: &str, labels: &[(&str, &str)], content: serde_json::Value| {
+            let mut role = object("ClusterRole", "", name, content);
+            role.meta_mut().unwrap().labels = labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect();
+            Arc::new(role)
+        };
+        let selecting = |(key, value): (&str, &str)| {
+            let selector = serde_json::json!({"matchLabels": {key: value}});
+            serde_json::json!({"aggregationRule": {"clusterRoleSelectors": [selector]}})
+        };
+        let rules = |verbs: &[&str]| {
+            let rule =
+                serde_json::json!({"apiGroups": [""], "resources": ["pods"], "verbs": verbs});
+            serde_json::json!({"rules": [rule]})
+        };
+        let to_monitoring = ("aggregate-to-monitoring", "true");
+        let cache = ObjectCache::default();
+        let changes = [
+            role("monitoring", &[], selecting(to_monitoring)),
+            role("pods", &[to_monitoring], rules(&["get"])),
+        ];
+        let added = changes.map(|r| change(Kind::ClusterRole, EventType::Added, r));
+        cache.apply(&added, 1);
+        let labels_of = |name: &str| {
+            let stored = cache.get(Kind::ClusterRole, "", name).unwrap();
+            stored.meta().labels.clone()
+        };
+        assert_eq!(
+            cache.aggregating_cluster_roles(&labels_of("pods")),
+            ["monitoring"]
+        );
+        assert_eq!(cache.cluster_role_view("pods").unwrap().rules.len(), 1);
+        // The selected role's labels and rules change: its new labels
+        // select nothing, its new rules are what is read.
+        let relabelled = role("pods", &[("team", "ops")], rules(&["get", "list"]));
+        cache.apply(
+            &[change(Kind::ClusterRole, EventType::Modified, relabelled)],
+            2,
+        );
+        assert!(cache
+            .aggregating_cluster_roles(&labels_of("pods"))
+            .is_empty());
+        let view = cache.cluster_role_view("pods").unwrap();
+        assert_eq!(view.rules[0].verbs, ["get", "list"]);
+        // The aggregator's selector follows the role: found again.
+        let following = role("monitoring", &[], selecting(("team", "ops")));
+        cache.apply(
+            &[change(Kind::ClusterRole, EventType::Modified, following)],
+            3,
+        );
+        assert_eq!(
+            cache.aggregating_cluster_roles(&labels_of("pods")),
+            ["monitoring"]
+        );
     }
 }

@@ -72,6 +72,24 @@ pub type StorageError = openraft::StorageError<NodeId>;
 pub type StoredMembership = openraft::StoredMembership<NodeId, MemberNode>;
 pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, MemberNode>;
 
+/// Adds `value` to the set at `at` in one of the object cache's indexes
+/// (`add`), or removes it, dropping a set left empty.
+fn edit_set<K: std::hash::Hash + Eq, V: Ord>(
+    map: &mut std::collections::HashMap<K, std::collections::BTreeSet<V>>,
+    at: K,
+    value: V,
+    add: bool,
+) {
+    if add {
+        map.entry(at).or_default().insert(value);
+    } else if let Some(set) = map.get_mut(&at) {
+        set.remove(&value);
+        if set.is_empty() {
+            map.remove(&at);
+        }
+    }
+}
+
 /// A storage failure as openraft wants it reported.
 pub(crate) fn storage_io_error(
     subject: openraft::ErrorSubject<NodeId>,

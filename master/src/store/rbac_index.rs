@@ -1,7 +1,8 @@
 //! RBAC's part of the object cache: RoleBindings and ClusterRoleBindings
 //! indexed by the subjects they name (`objects::rbac::SubjectKey`: a user,
-//! a group, a service account), and every role's and binding's content
-//! read once, when it is applied, not on each request.
+//! a group, a service account), ClusterRoles with an `aggregationRule`
+//! indexed by the labels their selectors select, and every role's and
+//! binding's content read once, when it is applied, not on each request.
 //!
 //! An authorization asks [`RbacIndex::grants`] with the keys of the
 //! request's user and groups: a few hash lookups, then the bindings that
@@ -9,14 +10,17 @@
 //! the bindings of other subjects: a thousand RoleBindings of other
 //! service accounts are never looked at. It holds each role's rules and
 //! each binding's subjects a second time, decoded (a few hundred bytes
-//! each).
+//! each). A ClusterRole's change asks
+//! [`RbacIndex::aggregating_cluster_roles`] which aggregated roles select
+//! it: the aggregators indexed under its labels, not every ClusterRole.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use skiff_proto::api::Object;
 
-use crate::objects::rbac::{BindingView, RoleView, SubjectKey};
+use super::edit_set;
+use crate::objects::rbac::{BindingView, RoleRef, RoleView, SubjectKey};
 use crate::objects::Kind;
 
 /// An object's place: (namespace, name), as the cache keys it.
@@ -39,8 +43,6 @@ pub enum RoleRefError {
 /// One binding that names the user, with what its role grants.
 #[derive(Debug, Clone)]
 pub struct Grant {
-    /// RoleBinding or ClusterRoleBinding.
-    pub binding_kind: Kind,
     /// `""` for a ClusterRoleBinding.
     pub binding_namespace: String,
     pub binding_name: String,
@@ -59,6 +61,13 @@ pub struct RbacIndex {
     bindings: HashMap<(Kind, Key), Arc<BindingView>>,
     /// Every Role and ClusterRole, read.
     roles: HashMap<(Kind, Key), Arc<RoleView>>,
+    /// A `matchLabels` pair of an aggregation selector → the ClusterRoles
+    /// with that selector (a selector with several pairs is under each).
+    aggregators_by_label: HashMap<(String, String), BTreeSet<String>>,
+    /// The ClusterRoles with an aggregation selector without
+    /// `matchLabels` (expressions only, or empty: every role), checked
+    /// against every role's labels.
+    aggregators_without_labels: BTreeSet<String>,
 }
 
 impl RbacIndex {
@@ -67,12 +76,18 @@ impl RbacIndex {
     pub fn edit(&mut self, kind: Kind, key: &Key, object: &Object, add: bool) {
         match kind {
             Kind::Role | Kind::ClusterRole => {
+                let at = (kind, key.clone());
                 if add {
-                    if let Some(role) = RoleView::read(object) {
-                        self.roles.insert((kind, key.clone()), Arc::new(role));
+                    let Some(role) = RoleView::read(object) else {
+                        return;
+                    };
+                    let role = Arc::new(role);
+                    if let Some(old) = self.roles.insert(at, role.clone()) {
+                        self.edit_aggregator(kind, &key.1, &old, false);
                     }
-                } else {
-                    self.roles.remove(&(kind, key.clone()));
+                    self.edit_aggregator(kind, &key.1, &role, true);
+                } else if let Some(old) = self.roles.remove(&at) {
+                    self.edit_aggregator(kind, &key.1, &old, false);
                 }
             }
             Kind::RoleBinding | Kind::ClusterRoleBinding => {
@@ -81,14 +96,7 @@ impl RbacIndex {
                 };
                 for subject in binding.subject_keys(&key.0) {
                     let at = (subject, key.0.clone());
-                    if add {
-                        self.by_subject.entry(at).or_default().insert(key.1.clone());
-                    } else if let Some(names) = self.by_subject.get_mut(&at) {
-                        names.remove(&key.1);
-                        if names.is_empty() {
-                            self.by_subject.remove(&at);
-                        }
-                    }
+                    edit_set(&mut self.by_subject, at, key.1.clone(), add);
                 }
                 if add {
                     self.bindings.insert((kind, key.clone()), Arc::new(binding));
@@ -97,6 +105,30 @@ impl RbacIndex {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Indexes (`add`) or forgets the aggregation selectors of `role`, the
+    /// ClusterRole `name` (a Role aggregates nothing).
+    fn edit_aggregator(&mut self, kind: Kind, name: &str, role: &RoleView, add: bool) {
+        let Some(aggregation) = role.aggregation_rule.as_ref() else {
+            return;
+        };
+        if kind != Kind::ClusterRole {
+            return;
+        }
+        for selector in &aggregation.cluster_role_selectors {
+            if selector.match_labels.is_empty() {
+                if add {
+                    self.aggregators_without_labels.insert(name.to_owned());
+                } else {
+                    self.aggregators_without_labels.remove(name);
+                }
+            }
+            for (k, v) in &selector.match_labels {
+                let at = (k.clone(), v.clone());
+                edit_set(&mut self.aggregators_by_label, at, name.to_owned(), add);
+            }
         }
     }
 
@@ -123,10 +155,9 @@ impl RbacIndex {
                     continue;
                 };
                 found.push(Grant {
-                    binding_kind: kind,
                     binding_namespace: binding_namespace.to_owned(),
                     binding_name: name.clone(),
-                    role: self.role_of(binding, binding_namespace),
+                    role: self.role_of(&binding.role_ref, binding_namespace),
                     binding: binding.clone(),
                 });
             }
@@ -134,14 +165,15 @@ impl RbacIndex {
         found
     }
 
-    /// The role `binding` (of `namespace`, `""` for a ClusterRoleBinding)
-    /// refers to (Kubernetes' `GetRoleReferenceRules`).
-    fn role_of(
+    /// The role `role_ref` refers to, for a binding in `namespace` (`""`
+    /// for a ClusterRoleBinding) (Kubernetes' `GetRoleReferenceRules`):
+    /// what a grant holds, and what the escalation check of a binding's
+    /// write compares with the writer's rules.
+    pub fn role_of(
         &self,
-        binding: &BindingView,
+        role_ref: &RoleRef,
         namespace: &str,
     ) -> Result<Arc<RoleView>, RoleRefError> {
-        let role_ref = &binding.role_ref;
         let (kind, resource, namespace) = match role_ref.kind.as_str() {
             "Role" => (Kind::Role, "role", namespace),
             "ClusterRole" => (Kind::ClusterRole, "clusterrole", ""),
@@ -157,19 +189,48 @@ impl RbacIndex {
             })
     }
 
-    /// How many bindings are indexed.
-    pub fn binding_count(&self) -> usize {
-        self.bindings.len()
+    /// The ClusterRole `name`, read (its rules and `aggregationRule`).
+    pub fn cluster_role(&self, name: &str) -> Option<Arc<RoleView>> {
+        let key = (String::new(), name.to_owned());
+        self.roles.get(&(Kind::ClusterRole, key)).cloned()
+    }
+
+    /// The names of the ClusterRoles with an `aggregationRule` one of whose
+    /// selectors selects a ClusterRole labelled `labels`, in name order:
+    /// those to aggregate again when such a role changes. Looks only at
+    /// the aggregators indexed under `labels`' pairs and those whose
+    /// selectors have no `matchLabels`.
+    pub fn aggregating_cluster_roles(&self, labels: &BTreeMap<String, String>) -> Vec<String> {
+        let mut candidates: BTreeSet<&String> = BTreeSet::new();
+        candidates.extend(&self.aggregators_without_labels);
+        for (k, v) in labels {
+            let at = (k.clone(), v.clone());
+            candidates.extend(self.aggregators_by_label.get(&at).into_iter().flatten());
+        }
+        candidates
+            .into_iter()
+            .filter(|name| {
+                let role = self.cluster_role(name);
+                role.is_some_and(|r| r.aggregates_labels(labels))
+            })
+            .cloned()
+            .collect()
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::objects::IntoObject;
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
-    fn object(kind: &str, namespace: &str, name: &str, content: serde_json::Value) -> Object {
+    /// An RBAC object of `kind` with `content` besides its metadata.
+    pub(crate) fn object(
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        content: serde_json::Value,
+    ) -> Object {
         GenericObject {
             api_version: "rbac.authorization.k8s.io/v1".to_owned(),
             kind: kind.to_owned(),
@@ -290,28 +351,17 @@ mod tests {
             );
             put(&mut index, Kind::RoleBinding, &b, true);
         }
-        assert_eq!(index.binding_count(), 1005);
+        let other = crate::objects::rbac::user_keys("system:serviceaccount:team:sa-999", &[]);
+        assert_eq!(index.grants(&other, "team")[0].binding_name, "other-999");
         let grants = index.grants(&robot(), "team");
-        let found: Vec<(Kind, &str, &str)> = grants
+        // A ClusterRoleBinding's namespace is "".
+        let found: Vec<(&str, &str)> = grants
             .iter()
-            .map(|g| {
-                (
-                    g.binding_kind,
-                    g.binding_namespace.as_str(),
-                    g.binding_name.as_str(),
-                )
-            })
+            .map(|g| (g.binding_namespace.as_str(), g.binding_name.as_str()))
             .collect();
         // The ServiceAccount subject without a namespace is the binding's:
         // "odd" (a ClusterRoleBinding) names no one.
-        assert_eq!(
-            found,
-            [
-                (Kind::ClusterRoleBinding, "", "all"),
-                (Kind::RoleBinding, "team", "a-view"),
-                (Kind::RoleBinding, "team", "b-read"),
-            ]
-        );
+        assert_eq!(found, [("", "all"), ("team", "a-view"), ("team", "b-read")]);
         assert_eq!(
             grants[0].role.as_ref().unwrap_err().to_string(),
             r#"clusterrole.rbac.authorization.k8s.io "view" not found"#
@@ -361,5 +411,96 @@ mod tests {
             grants[0].role.as_ref().unwrap_err().to_string(),
             r#"unsupported role reference kind: "Thing""#
         );
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    /// A ClusterRole aggregating by `selectors`.
+    fn aggregator(name: &str, selectors: serde_json::Value) -> Object {
+        let rule = serde_json::json!({"aggregationRule": {"clusterRoleSelectors": selectors}});
+        object("ClusterRole", "", name, rule)
+    }
+
+    #[test]
+    fn aggregating_cluster_roles_are_found_by_the_labels_their_selectors_select() {
+        let mut index = RbacIndex::default();
+        let to_monitoring = ("aggregate-to-monitoring", "true");
+        let monitoring = aggregator(
+            "monitoring",
+            serde_json::json!([{"matchLabels": {"aggregate-to-monitoring": "true", "tier": "a"}}]),
+        );
+        let ops = aggregator(
+            "ops",
+            serde_json::json!([{"matchExpressions": [{"key": "team", "operator": "In", "values": ["ops"]}]}]),
+        );
+        put(&mut index, Kind::ClusterRole, &monitoring, true);
+        put(&mut index, Kind::ClusterRole, &ops, true);
+        // A Role aggregates nothing, even with a selector of every role.
+        let local = serde_json::json!({"aggregationRule": {"clusterRoleSelectors": [{}]}});
+        put(
+            &mut index,
+            Kind::Role,
+            &object("Role", "team", "local", local),
+            true,
+        );
+        let found = |index: &RbacIndex, pairs: &[(&str, &str)]| {
+            index.aggregating_cluster_roles(&labels(pairs))
+        };
+        assert_eq!(
+            found(&index, &[to_monitoring, ("tier", "a")]),
+            ["monitoring"]
+        );
+        // Every pair of a selector, not one of them.
+        assert!(found(&index, &[to_monitoring]).is_empty());
+        // Expressions are checked against any role's labels.
+        assert_eq!(
+            found(&index, &[("team", "ops"), to_monitoring, ("tier", "a")]),
+            ["monitoring", "ops"]
+        );
+        assert!(found(&index, &[("team", "dev")]).is_empty());
+        assert!(found(&index, &[]).is_empty());
+
+        // The aggregator's selector changes: found by its new labels only,
+        // as the cache applies an update (the old version forgotten first).
+        let relabelled = aggregator(
+            "monitoring",
+            serde_json::json!([{"matchLabels": {"aggregate-to-monitoring": "v2"}}]),
+        );
+        put(&mut index, Kind::ClusterRole, &monitoring, false);
+        put(&mut index, Kind::ClusterRole, &relabelled, true);
+        assert!(found(&index, &[to_monitoring, ("tier", "a")]).is_empty());
+        assert_eq!(
+            found(&index, &[("aggregate-to-monitoring", "v2")]),
+            ["monitoring"]
+        );
+        // Stored again over itself, without the old one forgotten first:
+        // the old selectors still go.
+        put(&mut index, Kind::ClusterRole, &monitoring, true);
+        assert!(found(&index, &[("aggregate-to-monitoring", "v2")]).is_empty());
+        assert_eq!(
+            found(&index, &[to_monitoring, ("tier", "a")]),
+            ["monitoring"]
+        );
+        // Losing its aggregationRule, or being deleted: found no more.
+        let plain = object(
+            "ClusterRole",
+            "",
+            "monitoring",
+            serde_json::json!({"rules": []}),
+        );
+        put(&mut index, Kind::ClusterRole, &monitoring, false);
+        put(&mut index, Kind::ClusterRole, &plain, true);
+        assert!(found(&index, &[to_monitoring, ("tier", "a")]).is_empty());
+        assert!(index.cluster_role("monitoring").is_some());
+        put(&mut index, Kind::ClusterRole, &ops, false);
+        assert!(found(&index, &[("team", "ops")]).is_empty());
+        assert!(index.cluster_role("ops").is_none());
+        assert!(index.aggregators_by_label.is_empty());
+        assert!(index.aggregators_without_labels.is_empty());
     }
 }

@@ -21,9 +21,10 @@
 
 use super::{authorize, rules_for, Request, ResourceRequest};
 use crate::objects::rbac::policy_comparator::{compact_rules, covers};
-use crate::objects::rbac::{BindingView, PolicyRule, RoleRef, RoleView, API_GROUP, MASTERS_GROUP};
+use crate::objects::rbac::{BindingView, PolicyRule, RoleView, API_GROUP, MASTERS_GROUP};
 use crate::objects::{Kind, ObjectExt};
 use crate::store::cache::ObjectCache;
+use crate::store::rbac_index::RoleRefError;
 use skiff_proto::api::Object;
 
 /// Why a write of a role or binding is refused.
@@ -46,8 +47,8 @@ pub enum EscalationError {
     #[error("must have cluster-admin privileges to use the aggregationRule")]
     AggregationRule,
     /// The role a binding names cannot be found or named.
-    #[error("{0}")]
-    RoleRef(String),
+    #[error(transparent)]
+    RoleRef(#[from] RoleRefError),
 }
 
 /// Whether `groups` may grant anything: `system:masters` (Kubernetes'
@@ -158,31 +159,6 @@ pub fn check_role_write(
     Ok(())
 }
 
-/// The rules of the role `role_ref` names, for a binding in `namespace`
-/// (Kubernetes' `GetRoleReferenceRules`).
-fn referenced_rules(
-    cache: &ObjectCache,
-    role_ref: &RoleRef,
-    namespace: &str,
-) -> Result<Vec<PolicyRule>, EscalationError> {
-    let (kind, resource, namespace) = match role_ref.kind.as_str() {
-        "Role" => (Kind::Role, "role", namespace),
-        "ClusterRole" => (Kind::ClusterRole, "clusterrole", ""),
-        other => {
-            let refusal = format!("unsupported role reference kind: {other:?}");
-            return Err(EscalationError::RoleRef(refusal));
-        }
-    };
-    let name = &role_ref.name;
-    cache
-        .get(kind, namespace, name)
-        .and_then(|o| RoleView::read(&o))
-        .map(|r| r.rules)
-        .ok_or_else(|| {
-            EscalationError::RoleRef(format!("{resource}.{API_GROUP} {name:?} not found"))
-        })
-}
-
 /// May `user` in `groups` write `object`, a RoleBinding in `namespace` or
 /// a ClusterRoleBinding (`namespace` `""`)? Kubernetes' policy-based
 /// binding storage: `bind` on the role, or holding its rules.
@@ -217,8 +193,8 @@ pub fn check_binding_write(
             return Ok(());
         }
     }
-    let rules = referenced_rules(cache, role_ref, namespace)?;
-    confirm_no_escalation(cache, user, groups, namespace, &rules)
+    let role = cache.rbac_role_of(role_ref, namespace)?;
+    confirm_no_escalation(cache, user, groups, namespace, &role.rules)
 }
 
 #[cfg(test)]
@@ -496,11 +472,23 @@ mod tests {
         // Nor cluster-wide, where it holds nothing.
         assert!(robot(&role_binding("", ("ClusterRole", "pod-admin")), "").is_err());
         // A role that does not exist.
+        let gone = robot(&role_binding("team", ("Role", "gone")), "team").unwrap_err();
         assert_eq!(
-            robot(&role_binding("team", ("Role", "gone")), "team"),
-            Err(EscalationError::RoleRef(
-                r#"role.rbac.authorization.k8s.io "gone" not found"#.into()
-            ))
+            gone,
+            EscalationError::RoleRef(RoleRefError::NotFound {
+                resource: "role",
+                name: "gone".into()
+            })
+        );
+        assert_eq!(
+            gone.to_string(),
+            r#"role.rbac.authorization.k8s.io "gone" not found"#
+        );
+        // A role reference of another kind.
+        let odd = robot(&role_binding("team", ("Thing", "x")), "team").unwrap_err();
+        assert_eq!(
+            odd.to_string(),
+            r#"unsupported role reference kind: "Thing""#
         );
         // jane may bind pod-admin in team (by name), though she does not
         // hold it; and any Role there.

@@ -15,13 +15,15 @@
 pub mod bootstrap_policy;
 pub mod policy_comparator;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::LabelSelector;
 
-use super::generic;
+use super::{generic, selector};
 
 /// The RBAC API group.
 pub const API_GROUP: &str = "rbac.authorization.k8s.io";
@@ -198,6 +200,17 @@ impl RoleView {
         self.aggregation_rule
             .as_ref()
             .is_some_and(|a| !a.cluster_role_selectors.is_empty())
+    }
+
+    /// Whether one of its `aggregationRule`'s selectors selects a
+    /// ClusterRole labelled `labels`: whether it aggregates that role's
+    /// rules.
+    pub fn aggregates_labels(&self, labels: &BTreeMap<String, String>) -> bool {
+        let mut selectors = self
+            .aggregation_rule
+            .iter()
+            .flat_map(|a| &a.cluster_role_selectors);
+        selectors.any(|s| selector::matches(s, labels))
     }
 }
 
@@ -431,8 +444,12 @@ mod tests {
             ]
         );
         assert!(view.has_aggregation_rule());
+        let labelled = |a: &str| BTreeMap::from([("a".to_owned(), a.to_owned())]);
+        assert!(view.aggregates_labels(&labelled("b")));
+        assert!(!view.aggregates_labels(&labelled("c")));
         let empty = object("Role", "ns", "e", serde_json::json!({"rules": null}));
         assert_eq!(RoleView::read(&empty), Some(RoleView::default()));
+        assert!(!RoleView::default().aggregates_labels(&labelled("b")));
         let binding = object("RoleBinding", "ns", "b", serde_json::json!({}));
         assert_eq!(RoleView::read(&binding), None);
     }
