@@ -2915,6 +2915,7 @@ mod tests {
             namespace: "team".into(),
             name: name.into(),
             uid: format!("uid-{name}"),
+            credential: TokenCredential::default(),
         };
         let (watcher, lister) = (account("watcher"), account("lister"));
         let on = |verb| Access::new(verb, Kind::ConfigMap, "team", None);

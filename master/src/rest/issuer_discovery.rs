@@ -121,9 +121,9 @@ mod tests {
         let sentence =
             r#"User "system:serviceaccount:shop:builder" cannot get path "/openid/v1/jwks""#;
         let refused = Err(tonic::Status::permission_denied(sentence));
-        let e = serve(Document::Jwks, &tokens, refused, "10.0.0.1:6443")
-            .err()
-            .expect("refused");
+        let Err(e) = serve(Document::Jwks, &tokens, refused, "10.0.0.1:6443") else {
+            panic!("a refused caller was served");
+        };
         assert_eq!(e.code, StatusCode::FORBIDDEN);
         assert_eq!(e.reason, "Forbidden");
         assert_eq!(
