@@ -18,9 +18,11 @@
 //! one that may only `patch` ConfigMaps patches one (it may not even read
 //! it); one that may only `watch` ConfigMaps watches them from the start
 //! (their `ADDED` events, though it may not list them) and one that may
-//! only `list` them may not watch; one that may only `deletecollection`
-//! ConfigMaps deletes the labelled ones with a collection's DELETE (it may
-//! neither list nor delete one). Each refusal is kube-apiserver's sentence
+//! only `list` them may not watch; one that may `list` only the ConfigMap
+//! `settings` (`resourceNames`) lists it with the field selector
+//! `metadata.name=settings`, and no other way; one that may only
+//! `deletecollection` ConfigMaps deletes the labelled ones with a
+//! collection's DELETE (it may neither list nor delete one). Each refusal is kube-apiserver's sentence
 //! (`configmaps is forbidden: User "system:serviceaccount:narrow:sweeper"
 //! cannot list resource "configmaps" in API group "" in the namespace
 //! "narrow"`).
@@ -187,6 +189,22 @@ metadata: {name: list-configmaps, namespace: narrow}
 rules:
 - {apiGroups: [\"\"], resources: [configmaps], verbs: [list]}
 ---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: picker, namespace: narrow}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: list-settings, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], resourceNames: [settings], verbs: [list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: picker, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: list-settings}
+subjects: [{kind: ServiceAccount, name: picker, namespace: narrow}]
+---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: RoleBinding
 metadata: {name: evictor-reads, namespace: narrow}
@@ -255,9 +273,11 @@ fn narrow_grants(k: &Kubectl, api_addr: &str) {
     let sweeper = Account::new(k, api_addr, "sweeper");
     let watcher = Account::new(k, api_addr, "watcher");
     let lister = Account::new(k, api_addr, "lister");
+    let picker = Account::new(k, api_addr, "picker");
     evictions(k, &evictor);
     apply(k, "config-maps", CONFIG_MAPS);
     watches(&watcher, &lister);
+    named_lists(&picker);
     patches(k, &patcher, &sweeper);
     collection_deletes(k, &patcher, &sweeper);
 }
@@ -429,6 +449,40 @@ fn watches(watcher: &Account<'_>, lister: &Account<'_>) {
     assert_has(
         &err,
         r#"configmaps is forbidden: User "system:serviceaccount:narrow:lister" cannot watch resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+}
+
+/// The picker, which may `list` only the ConfigMap `settings`
+/// (`resourceNames`), lists it with a field selector naming it exactly,
+/// which kube-apiserver takes as the list's name; without one, or naming
+/// another, its list is refused.
+fn named_lists(picker: &Account<'_>) {
+    let url = |name: &str| {
+        format!("/api/v1/namespaces/narrow/configmaps?fieldSelector=metadata.name%3D{name}")
+    };
+    let out = picker.ok(&["get", "--raw", &url("settings")]);
+    let list: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("a ConfigMapList ({e}): {out}"));
+    assert_eq!(list["kind"], "ConfigMapList", "{out}");
+    let names: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("items in {out}"))
+        .iter()
+        .filter_map(|item| item["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["settings"], "{out}");
+
+    let err = picker.fails(&["get", "configmaps"]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"configmaps is forbidden: User "system:serviceaccount:narrow:picker" cannot list resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+    let err = picker.fails(&["get", "--raw", &url("old-1")]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(
+        &err,
+        r#"configmaps "old-1" is forbidden: User "system:serviceaccount:narrow:picker" cannot list resource "configmaps""#,
     );
 }
 

@@ -1,7 +1,10 @@
 //! `GET .../pods/NAME/log`, what `kubectl logs [-f]` reads: the container
 //! log as `text/plain`, streamed chunk by chunk as the API service's
-//! `PodLogs` call relays it from the pod's node agent (so the same
-//! authorization applies). Query parameters: `container` (the pod's only
+//! `PodLogs` call relays it from the pod's node agent. The request is
+//! authorized as kube-apiserver authorizes it, as `get` of `pods/log`
+//! alone ([`log_access`], by `super::resources` before it comes here): a
+//! caller need not read the pod, whose read and the log's relay are then
+//! this master's. Query parameters: `container` (the pod's only
 //! container when not given; kube-apiserver's `400`s otherwise), `follow`,
 //! `tailLines`, `previous`, `limitBytes` (the answer ends after that many
 //! bytes). The agent's log files hold what the container wrote and no
@@ -28,6 +31,7 @@ use tonic::{Code, Status};
 
 use super::status::RestError;
 use super::{add_warnings, as_caller, Query};
+use crate::api::authz::{Access, Verb};
 use crate::api::ApiService;
 use crate::objects::registry::info;
 use crate::objects::Kind;
@@ -132,9 +136,18 @@ fn positive(query: &Query, name: &str) -> Result<Option<u64>, RestError> {
         .transpose()
 }
 
-/// Who asks for which pod's log.
+/// What a log request on `pods/NAME/log` is authorized as: `get` of the
+/// pod's `log` subresource, and nothing else (kube-apiserver's request
+/// info for a GET of a subresource).
+pub(super) fn log_access<'a>(namespace: &'a str, name: &'a str) -> Access<'a> {
+    Access::new(Verb::Get, Kind::Pod, namespace, Some(name)).with_subresource("log")
+}
+
+/// Which pod's log is read, once the request is authorized.
 pub(super) struct LogRequest<'a> {
     pub api: &'a ApiService,
+    /// Whom the pod's read and the log's relay are made as: this master,
+    /// the request authorized as [`log_access`] already.
     pub peer: &'a PeerInfo,
     pub namespace: &'a str,
     pub name: &'a str,
@@ -350,6 +363,18 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_log_is_authorized_as_a_get_of_pods_log_alone() {
+        let access = log_access("ns", "web");
+        assert_eq!(access.verb, Verb::Get);
+        assert_eq!(access.kind, Kind::Pod);
+        assert_eq!((access.namespace, access.name), ("ns", Some("web")));
+        // The log, not the pod: an account allowed `get pods/log` alone
+        // may read it, one allowed `get pods` alone may not.
+        assert_eq!(access.subresource, "log");
+        assert_ne!(access, Access::new(Verb::Get, Kind::Pod, "ns", Some("web")));
     }
 
     #[test]

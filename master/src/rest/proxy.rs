@@ -20,8 +20,13 @@
 //!   [`CONNECT_TIMEOUT`]); the answer's status, end-to-end headers and body
 //!   are streamed back.
 //!
-//! Only the reads of the Pod, Service and Endpoints go through the API
-//! service, so its authorization decides who may proxy. The master dials
+//! A proxy request is authorized as kube-apiserver authorizes it, before
+//! anything is read (by `super::resources`): the verb of its method
+//! ([`proxy_verb`]: `get` for GET, HEAD and OPTIONS, `create` for POST,
+//! `update`, `patch`, `delete`) on the `proxy` subresource of the name
+//! segment as the path holds it ([`requested_name`]: `web:8080` for
+//! `pods/web:8080/proxy`), not a `get` of the pod or service. The reads of
+//! the Pod, Service and Endpoints are then this master's. The master dials
 //! the pod IP itself: it reaches the pod network over the overlay when it
 //! runs beside an agent (`skiff server`); a master without a route to the
 //! pod network answers 503 (`error trying to reach service`).
@@ -50,6 +55,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::as_caller;
 use super::status::RestError;
+use crate::api::authz::Verb;
 use crate::api::ApiService;
 use crate::objects::registry::{self, KindInfo};
 use crate::objects::Kind;
@@ -203,9 +209,35 @@ fn percent_decoded(segment: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// A proxy request: who asks, for which object, and what to relay.
+/// The verb a proxy request of `method` is authorized as on the `proxy`
+/// subresource: kube-apiserver's request info (`create` for POST, `get`
+/// for GET and HEAD, `update` for PUT, `patch`, `delete`); OPTIONS as
+/// `get`, a read. Any other method is not relayed (`None`).
+pub(super) fn proxy_verb(method: &Method) -> Option<Verb> {
+    match *method {
+        Method::GET | Method::HEAD | Method::OPTIONS => Some(Verb::Get),
+        Method::POST => Some(Verb::Create),
+        Method::PUT => Some(Verb::Update),
+        Method::PATCH => Some(Verb::Patch),
+        Method::DELETE => Some(Verb::Delete),
+        _ => None,
+    }
+}
+
+/// The name a proxy request is authorized on: its name segment as
+/// kube-apiserver's request info takes it from the (decoded) path, port
+/// and scheme included (`web:8080`), so that a rule's `resourceNames`
+/// match it as they would there.
+pub(super) fn requested_name(segment: &str) -> String {
+    percent_decoded(segment)
+}
+
+/// A proxy request, authorized already: for which object, and what to
+/// relay.
 pub(super) struct ProxyRequest<'a> {
     pub api: &'a ApiService,
+    /// Whom the reads are made as (this master, the request authorized as
+    /// a whole), with the caller's address (`X-Forwarded-For`).
     pub peer: &'a PeerInfo,
     pub method: &'a Method,
     pub uri: &'a Uri,
@@ -281,7 +313,8 @@ pub(super) async fn serve(
     .await
 }
 
-/// One object, read through the API service as the caller.
+/// One object, read through the API service as the request's peer (this
+/// master).
 async fn read(request: &ProxyRequest<'_>, kind: Kind, name: &str) -> Result<Object, RestError> {
     let get = GetRequest {
         kind: kind.name().to_owned(),
@@ -583,6 +616,34 @@ mod tests {
 
     fn port_of(segment: &str) -> PortChoice {
         target(segment).unwrap().port
+    }
+
+    #[test]
+    fn a_proxy_is_authorized_as_the_verb_of_its_method() {
+        for (method, verb) in [
+            (Method::GET, Verb::Get),
+            (Method::HEAD, Verb::Get),
+            (Method::OPTIONS, Verb::Get),
+            (Method::POST, Verb::Create),
+            (Method::PUT, Verb::Update),
+            (Method::PATCH, Verb::Patch),
+            (Method::DELETE, Verb::Delete),
+        ] {
+            assert_eq!(proxy_verb(&method), Some(verb), "{method}");
+        }
+        for method in [Method::CONNECT, Method::TRACE] {
+            assert_eq!(proxy_verb(&method), None, "{method}");
+        }
+    }
+
+    #[test]
+    fn a_proxy_is_authorized_on_its_name_segment_as_the_path_holds_it() {
+        assert_eq!(requested_name("web"), "web");
+        // The port and scheme are part of the name kube-apiserver
+        // authorizes, decoded as Go decodes the path.
+        assert_eq!(requested_name("web:8080"), "web:8080");
+        assert_eq!(requested_name("web%3A8080"), "web:8080");
+        assert_eq!(requested_name("http:web:http"), "http:web:http");
     }
 
     fn container(name: &str, ports: &[(&str, i32)]) -> v1::Container {

@@ -10,15 +10,18 @@
 //! one or more calls of the gRPC API service with the caller's identity,
 //! authorized call by call, except where kube-apiserver authorizes the
 //! request as a whole and not the reads and writes it comes to: a GET of
-//! `status` or `scale` as `get` of that part, a watch as `watch` alone
-//! (though it begins with a list of the objects), a POST as `create` (a
+//! `status` or `scale` as `get` of that part, a list as `list` and a watch
+//! as `watch` alone (though it begins with a list of the objects), each of
+//! the one object an exact `metadata.name` field selector names, a GET of
+//! `log` as `get` of `pods/log`, a proxy request as its method's verb on
+//! `proxy`, a POST as `create` (a
 //! refusal naming no object), a PATCH
 //! (server-side apply too) as `patch` of the part it names (and `create`
 //! when an apply makes the object), a PUT as `update` (of `scale` for a
 //! scale), a DELETE as `delete`, a collection's DELETE as
 //! `deletecollection`, an eviction as `create` of `pods/eviction`. Those
-//! are authorized first ([`Call::authorize`]); their reads, a watch's
-//! list and watch, a
+//! are authorized first ([`Call::authorize`]); their reads, a list, a
+//! watch's list and watch, a log's or proxy's reads, a
 //! deletecollection's deletes and an eviction's write of the
 //! PodDisruptionBudget's status and delete of the pod are then made as
 //! this master ([`Acting::Master`], as kube-apiserver's storage makes them
@@ -260,15 +263,21 @@ impl<'a> Call<'a> {
         }
     }
 
-    /// `GET pods/NAME/log`.
+    /// `GET pods/NAME/log`: authorized as `get` of `pods/log` alone, as
+    /// kube-apiserver authorizes it (not a `get` of the pod); the pod's
+    /// read and the log's relay are then this master's.
     async fn log(&self, name: &str) -> Result<Response<Body>, RestError> {
         if *self.method != Method::GET {
             return Err(RestError::method_not_allowed(self.method, "pods/log"));
         }
+        let pods = registry::info(Kind::Pod);
+        let namespace = self.object_namespace(pods);
+        self.authorize(pods, &super::pod_logs::log_access(&namespace, name))?;
         let query = LogQuery::parse(self.query)?;
+        let master = self.master_peer();
         let request = LogRequest {
             api: self.api,
-            peer: self.peer,
+            peer: &master,
             namespace: self.namespace(),
             name,
             shutdown: self.shutdown.clone(),
@@ -277,16 +286,31 @@ impl<'a> Call<'a> {
     }
 
     /// Any method on `pods/NAME[:PORT]/proxy/...` or
-    /// `services/NAME[:PORT]/proxy/...`.
+    /// `services/NAME[:PORT]/proxy/...`: authorized as the verb of its
+    /// method on the `proxy` subresource of the name segment
+    /// ([`super::proxy::proxy_verb`], [`super::proxy::requested_name`]), as
+    /// kube-apiserver authorizes it (not a `get` of the pod or service);
+    /// the reads of the pod, or the service and its endpoints, are then
+    /// this master's.
     async fn proxy(
         &self,
         info: &'static KindInfo,
         name: &str,
         body: bytes::Bytes,
     ) -> Result<Response<Body>, RestError> {
+        let Some(verb) = super::proxy::proxy_verb(self.method) else {
+            let what = format!("{}/proxy", info.resource);
+            return Err(RestError::method_not_allowed(self.method, &what));
+        };
+        let namespace = self.object_namespace(info);
+        let requested = super::proxy::requested_name(name);
+        let access = Access::new(verb, info.kind, &namespace, Some(requested.as_str()))
+            .with_subresource("proxy");
+        self.authorize(info, &access)?;
+        let master = self.master_peer();
         let request = ProxyRequest {
             api: self.api,
-            peer: self.peer,
+            peer: &master,
             method: self.method,
             uri: self.uri,
             headers: self.headers,
@@ -558,10 +582,20 @@ impl<'a> Call<'a> {
         Ok((labels, fields))
     }
 
+    /// A list, authorized first as `list` ([`list_access`]: of the one
+    /// object an exact `metadata.name` field selector names, else of the
+    /// collection), as kube-apiserver's request info makes it; the list is
+    /// then this master's.
     async fn list(&self, info: &'static KindInfo) -> Result<Response<Body>, RestError> {
-        let (labels, fields) = self.selectors(info)?;
+        let selected = self.selectors(info);
+        // A malformed selector names nothing: authorized as a list of the
+        // collection, then refused as the 400 it is.
+        let fields = selected.as_ref().ok().map(|(_, fields)| fields);
+        let access = list_access(info.kind, self.namespace(), fields);
+        self.authorize(info, &access)?;
+        let (labels, fields) = selected?;
         let (mut items, revision) = self
-            .list_objects(info, &labels, &fields, Acting::Caller)
+            .list_objects(info, &labels, &fields, Acting::Master)
             .await?;
         let mut rv = revision.to_string();
         // `continue` resumes after the last key of the previous page.
@@ -1389,12 +1423,35 @@ fn watch_access<'a>(
     path_name: Option<&'a str>,
     fields: Option<&'a FieldSelector>,
 ) -> Access<'a> {
-    let selected = fields
+    let name = path_name.or_else(|| name_selected(fields));
+    Access::new(Verb::Watch, kind, namespace, name)
+}
+
+/// The access a list request is authorized as: `list` of `kind` in
+/// `namespace` (`""`: every namespace, or a cluster-scoped kind), of the
+/// one object the field selector (`fields`) asks for exactly, as
+/// kube-apiserver's request info takes it ([`name_selected`]), else of the
+/// collection.
+fn list_access<'a>(
+    kind: Kind,
+    namespace: &'a str,
+    fields: Option<&'a FieldSelector>,
+) -> Access<'a> {
+    Access::new(Verb::List, kind, namespace, name_selected(fields))
+}
+
+/// The name a list's or watch's field selector asks for exactly
+/// (`metadata.name=X` or `==X`), when a path could hold it: what
+/// kube-apiserver's request info takes as the request's name for a list
+/// or a watch (`RequiresExactMatch("metadata.name")`, kept when
+/// `IsValidPathSegmentName`), so that a rule limited to `resourceNames`
+/// allows it.
+fn name_selected(fields: Option<&FieldSelector>) -> Option<&str> {
+    fields
         .and_then(|fields| fields.exact_match("metadata.name"))
         .filter(|name| {
             !name.is_empty() && !matches!(*name, "." | "..") && !name.contains(['/', '%'])
-        });
-    Access::new(Verb::Watch, kind, namespace, path_name.or(selected))
+        })
 }
 
 /// The field selector of a watch of one object (`/watch/.../NAME`):
@@ -1998,6 +2055,57 @@ mod tests {
             assert_eq!(
                 watch_access(Kind::ConfigMap, "narrow", None, Some(&fields)),
                 watch("narrow", None),
+                "{selector}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_list_is_authorized_as_a_list_of_what_its_field_selector_names() {
+        let parse = |text: &str| FieldSelector::parse("ConfigMap", text).unwrap();
+        let list = |namespace, name| Access::new(Verb::List, Kind::ConfigMap, namespace, name);
+        // No selector, or one naming no object: the collection.
+        assert_eq!(
+            list_access(Kind::ConfigMap, "narrow", None),
+            list("narrow", None)
+        );
+        assert_eq!(list_access(Kind::ConfigMap, "", None), list("", None));
+        let namespace_only = parse("metadata.namespace=narrow");
+        assert_eq!(
+            list_access(Kind::ConfigMap, "narrow", Some(&namespace_only)),
+            list("narrow", None)
+        );
+        // The one object its field selector asks for exactly, so that a
+        // rule's `resourceNames` allow it, as kube-apiserver's request
+        // info takes the name for a list.
+        for selector in [
+            "metadata.name=settings",
+            "metadata.name==settings,metadata.namespace=narrow",
+        ] {
+            let fields = parse(selector);
+            assert_eq!(
+                list_access(Kind::ConfigMap, "narrow", Some(&fields)),
+                list("narrow", Some("settings")),
+                "{selector}"
+            );
+        }
+        // Not one it excludes, nor one no path could hold (the same rule
+        // as a watch's).
+        for selector in [
+            "metadata.name!=settings",
+            "metadata.name=a/b",
+            "metadata.name=.",
+            "metadata.name=",
+        ] {
+            let fields = parse(selector);
+            assert_eq!(
+                list_access(Kind::ConfigMap, "narrow", Some(&fields)),
+                list("narrow", None),
+                "{selector}"
+            );
+            assert_eq!(
+                watch_access(Kind::ConfigMap, "narrow", None, Some(&fields)).name,
+                None,
                 "{selector}"
             );
         }
