@@ -1,6 +1,8 @@
 //! helm 4 with the chart `helm create` makes, unchanged but for its image
-//! (the static-busybox image, imported by a real `skiff agent` with a
-//! private containerd, whose command serves `/www` on port 80, so the
+//! (the static-busybox image, imported by the agent of a real `skiff
+//! server` (master and agent in one process, with a private containerd,
+//! in a network-namespace test host), whose command serves `/www` on port
+//! 80, so the
 //! chart's own `httpGet` probes on port `http` pass), once with helm 4's
 //! default server-side apply and once with `--server-side=false`, one
 //! release each in a namespace of its own: installed with `--wait`, the
@@ -27,13 +29,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use base64::Engine;
 use serde_json::Value;
-use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
+use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
-use skiff_e2e::e2e_prerequisites;
 use skiff_e2e::kube_clients::{self, Helm, Kubectl, KubectlVersion};
-use skiff_e2e::master::ready_master;
+use skiff_e2e::server::ServerProcess;
+use skiff_e2e::test_hosts::Underlay;
+use skiff_e2e::{e2e_prerequisites, free_port};
 
-const TOOLS: &[&str] = &["containerd", "runc", "ctr"];
+const TOOLS: &[&str] = &["containerd", "runc", "ctr", "ip", "nsenter", "nft"];
 /// The node the chart's pods run on.
 const NODE: &str = "node-a";
 /// The chart `helm create` makes, and so the suffix of its full names.
@@ -118,29 +121,49 @@ async fn helm_create_chart_runs_on_an_agent_with_its_service_account_token() -> 
     let Some(kubectl) = kube_clients::kubectl(KubectlVersion::V1_35) else {
         return Ok(());
     };
-    let (_dir, master) = ready_master().await?;
-    let image = BusyboxImage::build()?.with_command(&["sh", "-c", SERVE])?;
-    let node = RuntimeNode::start(
-        &master.api_addr,
-        NODE,
-        |data| image.write_docker_archive(&data.join("images/web.tar"), IMAGE),
-        &[],
+    let mut underlay = Underlay::new()?;
+    let host = underlay.add_host(2)?;
+    let dir = tempfile::Builder::new().prefix("skiff-helm-").tempdir()?;
+    let data = dir.path().join("d");
+    std::fs::create_dir_all(data.join("agent/images"))?;
+    BusyboxImage::build()?
+        .with_command(&["sh", "-c", SERVE])?
+        .write_docker_archive(&data.join("agent/images/web.tar"), IMAGE)?;
+    let api = format!("{}:{}", host.ip, free_port());
+    let raft = format!("{}:{}", host.ip, free_port());
+    let server = ServerProcess::start_in_host(
+        &host,
+        &data,
+        &[
+            "--listen",
+            &api,
+            "--raft-listen",
+            &raft,
+            "--node-name",
+            NODE,
+            "--node-ip",
+            &host.ip,
+            "--pod-network",
+            "none",
+        ],
     )?;
-    wait_node_ready(&master.client(), NODE, Duration::from_secs(30))
+    skiff_e2e::credentials::register_master(&api, &server.master_dir());
+    let client = skiff_e2e::credentials::admin_client(&api)?;
+    wait_node_ready(&client, NODE, Duration::from_secs(30))
         .await
-        .with_context(|| node.log_tail())?;
-    let helm = Helm::new(helm, &master.api_addr)?;
-    let kubectl = Kubectl::new(kubectl, &master.api_addr)?;
-    let api = master.api_addr.clone();
+        .with_context(|| server.log_tail())?;
+    let helm = Helm::new(helm, &api)?;
+    let kubectl = Kubectl::new(kubectl, &api)?;
+    let api_addr = api.clone();
     let task = tokio::task::spawn_blocking(move || {
         let chart = helm.home().join(CHART);
         helm.ok(&["create", path(&chart)]);
         for release in &RELEASES {
-            lifecycle(&helm, &kubectl, &api, path(&chart), release);
+            lifecycle(&helm, &kubectl, &api_addr, path(&chart), release);
         }
     });
     if let Err(e) = task.await {
-        eprintln!("master: {}\nagent: {}", master.log_tail(), node.log_tail());
+        eprintln!("server: {}", server.log_tail());
         if e.is_panic() {
             std::panic::resume_unwind(e.into_panic());
         }
