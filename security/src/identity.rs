@@ -5,8 +5,11 @@
 //! account token it verified, with what that token says beyond the
 //! account ([`TokenCredential`]: its id and, for a token bound to a pod,
 //! the pod and its node), which Kubernetes hands on as the user's extras.
-//! What else skiff reads from a certificate (serial, expiry, the names and
-//! addresses it is valid for) is [`CertInfo`].
+//! Nor is a [`Identity::User`]: the REST API makes one when a caller it
+//! authenticated asks to act as another user (Kubernetes' impersonation,
+//! `kubectl --as`) and may. What else skiff reads from a certificate
+//! (serial, expiry, the names and addresses it is valid for) is
+//! [`CertInfo`].
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,6 +36,18 @@ pub enum Identity {
         uid: String,
         /// What the token said beyond the account.
         credential: TokenCredential,
+    },
+    /// Any Kubernetes user, as another identity acts as it
+    /// (impersonation): its name, uid (`""`: none), groups (complete:
+    /// `system:authenticated` among them when it is in it) and extras, as
+    /// kube-apiserver's `user.Info`; never from a certificate or a token.
+    User {
+        name: String,
+        uid: String,
+        groups: Vec<String>,
+        extra: BTreeMap<String, Vec<String>>,
+        /// Who acts as it, as it authenticated.
+        impersonator: Box<Identity>,
     },
 }
 
@@ -91,8 +106,8 @@ impl TokenCredential {
 
 impl Identity {
     /// The certificate common name for this identity; for a service
-    /// account, which has no certificate, its Kubernetes user name (which
-    /// [`Identity::from_common_name`] never reads back).
+    /// account or a user, which have no certificate, its Kubernetes user
+    /// name (which [`Identity::from_common_name`] never reads back).
     pub fn common_name(&self) -> String {
         match self {
             Identity::Admin => "admin".to_owned(),
@@ -101,6 +116,7 @@ impl Identity {
             Identity::ServiceAccount {
                 namespace, name, ..
             } => service_account_user(namespace, name),
+            Identity::User { name, .. } => name.clone(),
         }
     }
 
@@ -119,7 +135,8 @@ impl Identity {
     }
 
     /// Admins and masters (which relay requests they already authorized)
-    /// may do everything.
+    /// may do everything; a user acted as never is (what its groups grant
+    /// is for authorization to say).
     pub fn is_privileged(&self) -> bool {
         matches!(self, Identity::Admin | Identity::Master(_))
     }
@@ -131,9 +148,17 @@ pub fn service_account_user(namespace: &str, name: &str) -> String {
     format!("system:serviceaccount:{namespace}:{name}")
 }
 
+/// Its common name; a user acted as says who acts as it too (`jane
+/// (impersonated by admin)`), so that every log line naming the caller
+/// names both.
 impl std::fmt::Display for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.common_name())
+        match self {
+            Identity::User {
+                name, impersonator, ..
+            } => write!(f, "{name} (impersonated by {impersonator})"),
+            other => f.write_str(&other.common_name()),
+        }
     }
 }
 
@@ -327,6 +352,35 @@ mod tests {
         assert!(Identity::Admin.is_privileged());
         assert!(Identity::Master("1".into()).is_privileged());
         assert!(!Identity::Node("a".into()).is_privileged());
+        let acted_as = Identity::User {
+            name: "root".into(),
+            uid: String::new(),
+            groups: vec!["system:masters".into()],
+            extra: BTreeMap::new(),
+            impersonator: Box::new(Identity::Admin),
+        };
+        assert!(!acted_as.is_privileged());
+    }
+
+    #[test]
+    fn a_user_acted_as_is_named_by_its_name_and_shown_with_who_acts_as_it() {
+        let jane = Identity::User {
+            name: "jane".into(),
+            uid: "u-7".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+            extra: BTreeMap::new(),
+            impersonator: Box::new(Identity::Admin),
+        };
+        assert_eq!(jane.common_name(), "jane");
+        assert_eq!(jane.to_string(), "jane (impersonated by admin)");
+        // Whatever its name, no certificate speaks for it.
+        assert_eq!(Identity::from_common_name(&jane.common_name()), None);
+        let as_admin = Identity::User {
+            name: "admin".into(),
+            ..jane
+        };
+        assert_eq!(Identity::from_common_name("admin"), Some(Identity::Admin));
+        assert_ne!(Identity::from_common_name("admin"), Some(as_admin));
     }
 
     #[test]

@@ -27,8 +27,17 @@
 //! cannot list resource "configmaps" in API group "" in the namespace
 //! "narrow"`).
 //!
-//! skiff has no impersonation (`kubectl --as`): escalation refusals are
-//! unit-tested (`api::rbac::escalation`, `api::authz`).
+//! Then impersonation (`kubectl --as`): the admin acting as the service
+//! account `narrow/patcher` is allowed and refused exactly what that
+//! account is with its own token; `kubectl --as=jane --as-group=devs auth
+//! whoami` shows jane in devs (and `system:authenticated`); a service
+//! account without `impersonate` is refused in kube-apiserver's words
+//! (`users "jane" is forbidden: User "system:serviceaccount:narrow:impostor"
+//! cannot impersonate resource "users" in API group "" at the cluster
+//! scope`) and, granted `impersonate` on the user `jane` alone by a
+//! ClusterRole, acts as jane (with jane's rights, not its own) but not as
+//! bob nor in a group. Escalation refusals are unit-tested
+//! (`api::rbac::escalation`, `api::authz`).
 
 use std::time::{Duration, Instant};
 
@@ -280,6 +289,160 @@ fn narrow_grants(k: &Kubectl, api_addr: &str) {
     named_lists(&picker);
     patches(k, &patcher, &sweeper);
     collection_deletes(k, &patcher, &sweeper);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn impersonation_acts_exactly_as_the_user_it_is_allowed_to_be() {
+    kube_clients::on_hollow_cluster(KubectlVersion::V1_35, &[], impersonations).await;
+}
+
+/// The accounts of [`impersonations`] in `narrow`: `patcher` may get and
+/// patch ConfigMaps, `impostor` nothing; the user jane may list them.
+const IMPERSONATION: &str = "\
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: patcher, namespace: narrow}
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: impostor, namespace: narrow}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: patch-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [get, patch]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: patcher, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: patch-configmaps}
+subjects: [{kind: ServiceAccount, name: patcher, namespace: narrow}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: list-configmaps, namespace: narrow}
+rules:
+- {apiGroups: [\"\"], resources: [configmaps], verbs: [list]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: jane, namespace: narrow}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: list-configmaps}
+subjects: [{apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: narrow}
+data: {mode: slow}
+";
+
+/// `impersonate` on the user `jane` alone, bound to `impostor`.
+const IMPERSONATE_JANE: &str = "\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: impersonate-jane}
+rules:
+- {apiGroups: [\"\"], resources: [users], resourceNames: [jane], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: impostor-as-jane}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: impersonate-jane}
+subjects: [{kind: ServiceAccount, name: impostor, namespace: narrow}]
+";
+
+/// The admin acting as an account, a user shown by whoami, and a service
+/// account refused and then allowed to act as jane alone.
+fn impersonations(k: &Kubectl, api_addr: &str) {
+    k.ok(&["create", "namespace", "narrow"]);
+    apply(k, "impersonation", IMPERSONATION);
+    let patcher = Account::new(k, api_addr, "patcher");
+    let impostor = Account::new(k, api_addr, "impostor");
+
+    // The admin as patcher: what patcher may (get), and refused what it
+    // may not (list), in the same words as patcher itself.
+    let as_patcher = "--as=system:serviceaccount:narrow:patcher";
+    let mode = [
+        "get",
+        "configmap",
+        "settings",
+        "-o",
+        "jsonpath={.data.mode}",
+    ];
+    let admin_mode: Vec<&str> = [as_patcher, "-n", "narrow"]
+        .into_iter()
+        .chain(mode)
+        .collect();
+    assert_eq!(k.ok(&admin_mode), "slow");
+    assert_eq!(patcher.ok(&mode), "slow");
+    let refused = r#"configmaps is forbidden: User "system:serviceaccount:narrow:patcher" cannot list resource "configmaps" in API group "" in the namespace "narrow""#;
+    let err = k.fails(&[as_patcher, "get", "configmaps", "-n", "narrow"]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(&err, refused);
+    let err = patcher.fails(&["get", "configmaps"]);
+    assert_has(&err, refused);
+    // Without --as, the admin lists them.
+    assert_has(
+        &k.ok(&["get", "configmaps", "-n", "narrow", "-o", "name"]),
+        "configmap/settings",
+    );
+
+    // whoami shows the user acted as, its group and system:authenticated.
+    let whoami = k.ok(&[
+        "--as=jane",
+        "--as-group=devs",
+        "auth",
+        "whoami",
+        "-o",
+        "json",
+    ]);
+    let review: serde_json::Value = serde_json::from_str(&whoami).expect("whoami's JSON");
+    let user = &review["status"]["userInfo"];
+    assert_eq!(user["username"], "jane", "{whoami}");
+    assert_eq!(
+        user["groups"],
+        serde_json::json!(["devs", "system:authenticated"]),
+        "{whoami}"
+    );
+    let whoami = k.ok(&[as_patcher, "auth", "whoami", "-o", "json"]);
+    let review: serde_json::Value = serde_json::from_str(&whoami).expect("whoami's JSON");
+    assert_eq!(
+        review["status"]["userInfo"]["groups"],
+        serde_json::json!([
+            "system:serviceaccounts",
+            "system:serviceaccounts:narrow",
+            "system:authenticated"
+        ]),
+        "{whoami}"
+    );
+
+    // A service account without `impersonate`: 403 in Kubernetes' words.
+    let refused_as = |user: &str, resource: &str| {
+        format!(
+            r#"{resource} "{user}" is forbidden: User "system:serviceaccount:narrow:impostor" cannot impersonate resource "{resource}" in API group "" at the cluster scope"#
+        )
+    };
+    let err = impostor.fails(&["--as=jane", "get", "configmaps"]);
+    assert_has(&err, "(Forbidden)");
+    assert_has(&err, &refused_as("jane", "users"));
+    // Its own rights list no ConfigMaps either.
+    assert_has(&impostor.fails(&["get", "configmaps"]), "(Forbidden)");
+
+    // Granted `impersonate` on jane alone: jane's rights as jane; not bob,
+    // nor jane in a group it may not add.
+    apply(k, "impersonate-jane", IMPERSONATE_JANE);
+    let listed = impostor.ok(&["--as=jane", "get", "configmaps", "-o", "name"]);
+    assert_has(&listed, "configmap/settings");
+    let err = impostor.fails(&["--as=jane", "get", "configmap", "settings"]);
+    assert_has(
+        &err,
+        r#"configmaps "settings" is forbidden: User "jane" cannot get resource "configmaps" in API group "" in the namespace "narrow""#,
+    );
+    let err = impostor.fails(&["--as=bob", "get", "configmaps"]);
+    assert_has(&err, &refused_as("bob", "users"));
+    let err = impostor.fails(&["--as=jane", "--as-group=devs", "get", "configmaps"]);
+    assert_has(&err, &refused_as("devs", "groups"));
 }
 
 /// The evictor, reading pods, is refused an eviction; allowed `create`

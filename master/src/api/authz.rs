@@ -1,7 +1,11 @@
 //! Who may do what. Identity comes only from the client certificate the
 //! TLS handshake verified ([`PeerInfo`]), or, on the REST API, from a
 //! service account token whose signature it verified; no request field
-//! can claim one.
+//! can claim one, except that the REST API's impersonation headers make a
+//! caller act as another user when it is allowed `impersonate` on it
+//! ([`authorize_request`]); that user ([`Identity::User`]) is then
+//! authorized as its name and groups say, as a SubjectAccessReview's
+//! ([`decide_for_user`]).
 //!
 //! The rules are data ([`Rule`], [`PathRule`]) read by one function,
 //! [`decide`]: may this identity make this [`Access`], a verb on a kind's
@@ -440,11 +444,13 @@ enum Principal {
 
 impl Principal {
     /// Whose `identity`'s rules are: admins, masters and nodes keep theirs,
-    /// every other identity is RBAC's.
+    /// a user acted as (impersonation) is whose its name and groups say
+    /// ([`Principal::of_user`]), every other identity is RBAC's.
     fn of(identity: &Identity) -> Principal {
         match identity {
             i if i.is_privileged() => Principal::Privileged,
             Identity::Node(node) => Principal::Node(node.clone()),
+            Identity::User { .. } => Principal::of_user(&kubernetes_user(identity)),
             other => Principal::Rbac(kubernetes_user(other)),
         }
     }
@@ -716,12 +722,26 @@ fn with_reason(sentence: String, reason: &str) -> String {
 /// cluster scope`.
 pub fn forbidden_message(username: &str, access: &Access<'_>) -> String {
     let info = registry::info(access.kind);
-    let resource = match access.subresource {
-        "" => info.resource.to_owned(),
-        part => format!("{}/{part}", info.resource),
+    let request = rbac::ResourceRequest {
+        verb: access.verb.name(),
+        api_group: info.group,
+        resource: info.resource,
+        subresource: access.subresource,
+        namespace: access.namespace,
+        name: access.name.unwrap_or(""),
     };
-    let (verb, group) = (access.verb.name(), info.group);
-    let sentence = match access.namespace {
+    forbidden_request_message(username, &request)
+}
+
+/// [`forbidden_message`] for any request on a resource, of a verb or a
+/// resource skiff has no [`Kind`] for (`impersonate` on `users`).
+pub fn forbidden_request_message(username: &str, request: &rbac::ResourceRequest<'_>) -> String {
+    let resource = match request.subresource {
+        "" => request.resource.to_owned(),
+        part => format!("{}/{part}", request.resource),
+    };
+    let (verb, group) = (request.verb, request.api_group);
+    let sentence = match request.namespace {
         "" => format!(
             "User {username:?} cannot {verb} resource {resource:?} in API group {group:?} at the cluster scope"
         ),
@@ -752,6 +772,47 @@ fn html_escaped(text: &str) -> String {
         }
     }
     escaped
+}
+
+/// May `identity` make `request` (the verb `impersonate` on `users`,
+/// `groups`, `serviceaccounts`, `uids` or `userextras`, as the REST API's
+/// impersonation asks before it acts as another user)? Admins, masters
+/// and `system:masters` may do everything (RBAC's `cluster-admin`); nodes
+/// have no such rule; anyone else what RBAC grants its user. Refused:
+/// PermissionDenied in kube-apiserver's words ([`refusal_message`]'s,
+/// `User "X" cannot impersonate resource "users" in API group "" at the
+/// cluster scope`), logged.
+pub fn authorize_request(
+    store: &ObjectStore,
+    identity: &Identity,
+    request: &rbac::ResourceRequest<'_>,
+) -> Result<(), Status> {
+    let principal = Principal::of(identity);
+    let allowed = match &principal {
+        Principal::Privileged => true,
+        Principal::Node(_) => false,
+        Principal::Rbac(user) => {
+            let asked = rbac::Request::Resource(*request);
+            rbac::authorize(store.cache(), &user.username, &user.groups, &asked).allowed
+        }
+    };
+    if allowed {
+        return Ok(());
+    }
+    let action = format!(
+        "{} {} {:?}",
+        request.verb,
+        match request.subresource {
+            "" => request.resource.to_owned(),
+            part => format!("{}/{part}", request.resource),
+        },
+        request.name
+    );
+    tracing::warn!(%identity, action = action.as_str(), "permission denied");
+    let username = kubernetes_user(identity).username;
+    let sentence = forbidden_request_message(&username, request);
+    let reason = authorizer_reason(store, &principal, request.namespace);
+    Err(Status::permission_denied(with_reason(sentence, &reason)))
 }
 
 /// The verified identity behind a request.
@@ -885,7 +946,7 @@ pub fn may_update(
 ) -> Result<(), Status> {
     let access = RequestedAs::access(requested, kind, namespace, name, status_only);
     authorize(store, identity, &access)?;
-    let a_node = matches!(identity, Identity::Node(_));
+    let a_node = acting_node(identity).is_some();
     if a_node && kind == Kind::Node && !status_only && !same_node_spec(store, object, name) {
         return Err(denied(identity, OWN_NODE_SPEC));
     }
@@ -911,6 +972,16 @@ pub fn may_confirm_pod_deletion(
     } else {
         let action = format!("confirm deleting pod {namespace}/{name}, not bound to it");
         Err(denied(identity, &action))
+    }
+}
+
+/// The node whose rules `identity` has, if any: a node's agent, or a user
+/// acted as that is a node's (`system:node:<name>` in `system:nodes`), to
+/// whom NodeRestriction's checks beyond the rules apply all the same.
+fn acting_node(identity: &Identity) -> Option<String> {
+    match Principal::of(identity) {
+        Principal::Node(node) => Some(node),
+        Principal::Privileged | Principal::Rbac(_) => None,
     }
 }
 
@@ -949,7 +1020,7 @@ pub fn may_request_token(
     account: &str,
     bound: Option<&BoundObjectRef>,
 ) -> Result<(), Status> {
-    let Identity::Node(node) = identity else {
+    let Some(node) = acting_node(identity) else {
         return Ok(());
     };
     let pod = match bound {
@@ -979,7 +1050,7 @@ pub fn may_request_token(
         return Err(denied(identity, &action));
     }
     let spec = stored.spec.as_ref();
-    if spec.is_none_or(|s| s.node_name != *node) {
+    if spec.is_none_or(|s| s.node_name != node) {
         let action = format!(
             "request a token bound to pod {namespace}/{}, scheduled on another node",
             pod.name
@@ -1217,7 +1288,8 @@ pub struct KubernetesUser {
 /// `system:masters`, nodes `system:node:<name>` in `system:nodes`, service
 /// accounts `system:serviceaccount:<namespace>:<name>` in
 /// `system:serviceaccounts` and `system:serviceaccounts:<namespace>`; every
-/// one in `system:authenticated`.
+/// one in `system:authenticated`. A user acted as is its name and the
+/// groups impersonation gave it, as they are.
 pub fn kubernetes_user(identity: &Identity) -> KubernetesUser {
     let (username, mut groups) = match identity {
         Identity::Admin => ("system:admin".to_owned(), vec!["system:masters".to_owned()]),
@@ -1238,6 +1310,12 @@ pub fn kubernetes_user(identity: &Identity) -> KubernetesUser {
                 format!("system:serviceaccounts:{namespace}"),
             ],
         ),
+        Identity::User { name, groups, .. } => {
+            return KubernetesUser {
+                username: name.clone(),
+                groups: groups.clone(),
+            };
+        }
     };
     groups.push("system:authenticated".to_owned());
     KubernetesUser { username, groups }
@@ -2944,6 +3022,174 @@ mod tests {
             authorize(&store, &lister, &on(Verb::Watch)),
             Err(refusal),
             "lister watches",
+        );
+    }
+
+    /// The user `name` in `groups`, acted as by an admin (impersonation).
+    fn acted_as(name: &str, groups: &[&str]) -> Identity {
+        Identity::User {
+            name: name.into(),
+            uid: String::new(),
+            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+            extra: Default::default(),
+            impersonator: Box::new(Identity::Admin),
+        }
+    }
+
+    #[test]
+    fn impersonating_is_authorized_as_rbac_grants_it_and_always_for_admins() {
+        use crate::api::rbac::tests::{binding, rbac_object};
+        let (_dir, store) = cluster_with_rbac();
+        let impersonate = |group: &'static str,
+                           resource: &'static str,
+                           subresource: &'static str,
+                           namespace: &'static str,
+                           name: &'static str| rbac::ResourceRequest {
+            verb: "impersonate",
+            api_group: group,
+            resource,
+            subresource,
+            namespace,
+            name,
+        };
+        let as_jane = impersonate("", "users", "", "", "jane");
+        let as_bob = impersonate("", "users", "", "", "bob");
+        let refused = |user: &str, resource: &str, group: &str| {
+            format!(
+                r#"User "{user}" cannot impersonate resource "{resource}" in API group "{group}" at the cluster scope"#
+            )
+        };
+        let robot = robot();
+        assert_answer(
+            authorize_request(&store, &robot, &as_jane),
+            Err(refused(ROBOT_USER, "users", "")),
+            "no grant",
+        );
+        // Admins and masters may (`cluster-admin`'s `*`); nodes never.
+        for who in [Identity::Admin, Identity::Master("1".into())] {
+            assert!(authorize_request(&store, &who, &as_bob).is_ok(), "{who}");
+        }
+        let n1 = Identity::Node("n1".into());
+        assert_answer(
+            authorize_request(&store, &n1, &as_jane),
+            Err(refused(N1_USER, "users", "")),
+            "a node",
+        );
+        // A ClusterRole granting `impersonate` on the user jane, and on
+        // every service account.
+        let role = rbac_object(
+            "ClusterRole",
+            "",
+            "jane-impersonator",
+            serde_json::json!({"rules": [
+                {"apiGroups": [""], "resources": ["users"], "verbs": ["impersonate"], "resourceNames": ["jane"]},
+                {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"]},
+            ]}),
+        );
+        let bound = binding(
+            "ClusterRoleBinding",
+            "",
+            "robot-impersonates",
+            ("ClusterRole", "jane-impersonator"),
+            serde_json::json!([{"kind": "ServiceAccount", "name": "robot", "namespace": "team"}]),
+        );
+        for result in store.apply_commands([role, bound].iter().map(create).collect()) {
+            result.expect("created");
+        }
+        assert!(authorize_request(&store, &robot, &as_jane).is_ok());
+        assert_answer(
+            authorize_request(&store, &robot, &as_bob),
+            Err(refused(ROBOT_USER, "users", "")),
+            "bob",
+        );
+        let account = impersonate("", "serviceaccounts", "", "narrow", "patcher");
+        assert!(authorize_request(&store, &robot, &account).is_ok());
+        assert_answer(
+            authorize_request(&store, &robot, &impersonate("", "groups", "", "", "devs")),
+            Err(refused(ROBOT_USER, "groups", "")),
+            "a group",
+        );
+        let uid = impersonate("authentication.k8s.io", "uids", "", "", "u-1");
+        assert_answer(
+            authorize_request(&store, &robot, &uid),
+            Err(refused(ROBOT_USER, "uids", "authentication.k8s.io")),
+            "a uid",
+        );
+        let extra = impersonate("authentication.k8s.io", "userextras", "scopes", "", "view");
+        assert_answer(
+            authorize_request(&store, &robot, &extra),
+            Err(refused(
+                ROBOT_USER,
+                "userextras/scopes",
+                "authentication.k8s.io",
+            )),
+            "an extra",
+        );
+        // Refused in a namespace, the sentence names it.
+        let elsewhere = impersonate("", "pods", "", "narrow", "x");
+        assert_answer(
+            authorize_request(&store, &robot, &elsewhere),
+            Err(format!(
+                r#"User "{ROBOT_USER}" cannot impersonate resource "pods" in API group "" in the namespace "narrow""#
+            )),
+            "in a namespace",
+        );
+    }
+
+    #[test]
+    fn a_user_acted_as_is_authorized_as_its_name_and_groups_say() {
+        let (_dir, store) = cluster_with_rbac();
+        // A service account's user, with its groups: what the account may.
+        let groups = [
+            "system:serviceaccounts",
+            "system:serviceaccounts:team",
+            "system:authenticated",
+        ];
+        let as_robot = acted_as(ROBOT_USER, &groups);
+        let pods = Access::new(Verb::List, Kind::Pod, "team", None);
+        assert!(authorize(&store, &as_robot, &pods).is_ok());
+        let secrets = Access::new(Verb::Get, Kind::Secret, "team", Some("token"));
+        assert_answer(
+            authorize(&store, &as_robot, &secrets),
+            Err(cannot(ROBOT_USER, "get", "secrets", "", "team")),
+            "as robot",
+        );
+        assert_eq!(
+            decide(&store, &as_robot, &secrets).allowed,
+            decide(&store, &robot(), &secrets).allowed
+        );
+        // Another user without bindings: what everyone may, no more.
+        let jane = acted_as("jane", &["devs", "system:authenticated"]);
+        assert_answer(
+            authorize(&store, &jane, &pods),
+            Err(cannot("jane", "list", "pods", "", "team")),
+            "as jane",
+        );
+        let review = Access::new(Verb::Create, Kind::SelfSubjectAccessReview, "", None);
+        assert!(authorize(&store, &jane, &review).is_ok());
+        // `system:masters`: everything, as RBAC's cluster-admin.
+        let master = acted_as("root", &["system:masters", "system:authenticated"]);
+        assert!(authorize(&store, &master, &secrets).is_ok());
+        // A node's user in `system:nodes`: the node's rules, and
+        // NodeRestriction's checks beyond them.
+        let node = acted_as(N1_USER, &["system:nodes", "system:authenticated"]);
+        let mine = Access::new(Verb::Get, Kind::Pod, "default", Some("mine"));
+        let theirs = Access::new(Verb::Get, Kind::Pod, "default", Some("theirs"));
+        assert!(authorize(&store, &node, &mine).is_ok());
+        assert!(authorize(&store, &node, &theirs).is_err());
+        assert_answer(
+            may_request_token(&store, &node, "default", "default", None),
+            Err(may_not(&node, "request a token not bound to a pod")),
+            "a node's token",
+        );
+        assert!(may_request_token(&store, &jane, "default", "default", None).is_ok());
+        // Without `system:nodes`, a node's name is a user like any other.
+        let named_like_a_node = acted_as(N1_USER, &["system:authenticated"]);
+        assert!(authorize(&store, &named_like_a_node, &mine).is_err());
+        // Refusals are logged (and beyond the rules worded) with both.
+        assert_eq!(
+            may_not(&node, "x"),
+            "system:node:n1 (impersonated by admin) may not x"
         );
     }
 }

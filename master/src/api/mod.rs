@@ -453,6 +453,18 @@ impl ApiService {
         authz::authorize_path(&self.cluster.store, identity, verb, path)
     }
 
+    /// `request`, on a resource skiff has no kind for, by `identity`
+    /// (what the REST API's impersonation asks: `impersonate` on `users`,
+    /// `groups`, ...): refused with PermissionDenied in kube-apiserver's
+    /// words (and logged).
+    pub fn authorize_request(
+        &self,
+        identity: &Identity,
+        request: &rbac::ResourceRequest<'_>,
+    ) -> Result<(), Status> {
+        authz::authorize_request(&self.cluster.store, identity, request)
+    }
+
     /// This master's own identity, as its certificate names it: what it
     /// makes the calls of a REST request it has authorized as a whole as
     /// (an eviction's read of the pod and its PodDisruptionBudgets, the

@@ -292,19 +292,30 @@ fn rules_status(resources: &[ResourceRule], paths: &[NonResourceRule]) -> Value 
 
 /// A SelfSubjectReview's status: who the caller is (a service account's
 /// uid too, and the extras of the token it came with: its id, and the pod
-/// and node of a pod-bound token, as kube-apiserver tells them).
+/// and node of a pod-bound token, as kube-apiserver tells them; a user
+/// acted as, its uid and extras as asked for, and never who acts as it).
 fn user_status(identity: &Identity) -> Value {
     let user = authz::kubernetes_user(identity);
     let mut info = json!({"username": user.username, "groups": user.groups});
-    if let Identity::ServiceAccount {
-        uid, credential, ..
-    } = identity
-    {
-        info["uid"] = json!(uid);
-        let extra = credential.extra();
-        if !extra.is_empty() {
-            info["extra"] = json!(extra);
+    match identity {
+        Identity::ServiceAccount {
+            uid, credential, ..
+        } => {
+            info["uid"] = json!(uid);
+            let extra = credential.extra();
+            if !extra.is_empty() {
+                info["extra"] = json!(extra);
+            }
         }
+        Identity::User { uid, extra, .. } => {
+            if !uid.is_empty() {
+                info["uid"] = json!(uid);
+            }
+            if !extra.is_empty() {
+                info["extra"] = json!(extra);
+            }
+        }
+        Identity::Admin | Identity::Node(_) | Identity::Master(_) => {}
     }
     json!({ "userInfo": info })
 }
@@ -593,6 +604,37 @@ mod tests {
         // Certificates carry none.
         let node = user_status(&Identity::Node("pi-1".into()));
         assert!(node["userInfo"].get("extra").is_none(), "{node}");
+    }
+
+    #[test]
+    fn whoami_as_another_user_shows_that_user_and_never_who_acts_as_it() {
+        let jane = Identity::User {
+            name: "jane".into(),
+            uid: "u-7".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+            extra: [("scopes".to_owned(), vec!["view".to_owned()])].into(),
+            impersonator: Box::new(Identity::Admin),
+        };
+        assert_eq!(
+            user_status(&jane),
+            json!({"userInfo": {
+                "username": "jane",
+                "uid": "u-7",
+                "groups": ["devs", "system:authenticated"],
+                "extra": {"scopes": ["view"]},
+            }})
+        );
+        let bare = Identity::User {
+            name: "bob".into(),
+            uid: String::new(),
+            groups: vec!["system:authenticated".into()],
+            extra: Default::default(),
+            impersonator: Box::new(Identity::Admin),
+        };
+        assert_eq!(
+            user_status(&bare),
+            json!({"userInfo": {"username": "bob", "groups": ["system:authenticated"]}})
+        );
     }
 
     /// A store holding namespace `team`, Role `pod-reader` there (list

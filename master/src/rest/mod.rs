@@ -24,11 +24,13 @@
 //! `/version` and the health checks are open, as kube-apiserver keeps them
 //! for anonymous callers; everything else needs a client certificate
 //! signed by the cluster CA or a service account token
-//! ([`authentication`]).
+//! ([`authentication`]); a caller may then act as another user, if it is
+//! allowed to impersonate it (`kubectl --as`, [`impersonation`]).
 
 mod access_review;
 mod authentication;
 mod custom_kinds;
+mod impersonation;
 pub mod discovery;
 mod issuer_discovery;
 mod openapi;
@@ -135,6 +137,7 @@ impl RestApi {
         let tokens = self.api.service_account_tokens();
         let peer =
             authentication::authenticate(tokens, peer, &mut parts.headers, SystemTime::now())?;
+        let peer = impersonation::impersonate(&self.api, peer, &mut parts.headers)?;
         let Some(identity) = peer.identity.clone() else {
             return Err(RestError::unauthorized());
         };
