@@ -377,7 +377,10 @@ mod tests {
         assert_eq!(Identity::from_common_name(&jane.common_name()), None);
         let as_admin = Identity::User {
             name: "admin".into(),
-            ..jane
+            uid: "u-7".into(),
+            groups: vec!["devs".into(), "system:authenticated".into()],
+            extra: BTreeMap::new(),
+            impersonator: Box::new(Identity::Admin),
         };
         assert_eq!(Identity::from_common_name("admin"), Some(Identity::Admin));
         assert_ne!(Identity::from_common_name("admin"), Some(as_admin));

@@ -30,8 +30,8 @@
 mod access_review;
 mod authentication;
 mod custom_kinds;
-mod impersonation;
 pub mod discovery;
+mod impersonation;
 mod issuer_discovery;
 mod openapi;
 pub mod patch;
