@@ -510,6 +510,28 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
         &bound,
         "rolebinding.rbac.authorization.k8s.io/evictor-evicts created",
     );
+    // A precondition naming another uid is a conflict, and the budget
+    // keeps its disruption.
+    let wrong_uid = k.home().join("eviction-wrong-uid.json");
+    std::fs::write(
+        &wrong_uid,
+        r#"{"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "victim", "namespace": "narrow"}, "deleteOptions": {"preconditions": {"uid": "not-the-victims"}}}"#,
+    )
+    .unwrap();
+    let wrong_uid = wrong_uid.to_string_lossy().into_owned();
+    let err = evictor.fails(&["create", "--raw", url, "-f", wrong_uid.as_str()]);
+    assert_has(&err, "(Conflict)");
+    assert_has(&err, "UID in precondition: not-the-victims");
+    let allowed = k.ok(&[
+        "get",
+        "pdb",
+        "victim",
+        "-n",
+        "narrow",
+        "-o",
+        "jsonpath={.status.disruptionsAllowed}",
+    ]);
+    assert_eq!(allowed, "1", "the refused eviction took no disruption");
     let out = evictor.ok(&evict);
     assert_has(&out, r#""status":"Success""#);
     assert_has(&out, r#""code":201"#);
@@ -676,6 +698,11 @@ fn collection_deletes(k: &Kubectl, patcher: &Account<'_>, sweeper: &Account<'_>)
     assert_eq!(old_config_maps(k), Vec::<String>::new());
     // The others stay.
     k.ok(&["get", "configmap", "settings", "-n", "narrow"]);
+    // Namespaces have no deletecollection, not even for the admin, as in
+    // kube-apiserver.
+    let err = k.fails(&["delete", "--raw", "/api/v1/namespaces"]);
+    assert_has(&err, "(MethodNotAllowed)");
+    k.ok(&["get", "namespace", "narrow", "kube-system"]);
 }
 
 /// The names of the ConfigMaps labelled `batch=old`, as the admin lists

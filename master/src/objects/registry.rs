@@ -206,6 +206,12 @@ pub const VERBS: [&str; 8] = [
 
 const STATUS: &[Subresource] = &[Subresource::Status];
 const STATUS_SCALE: &[Subresource] = &[Subresource::Status, Subresource::Scale];
+/// Namespaces' verbs: no `deletecollection` (kube-apiserver answers a
+/// DELETE of the collection 405: every namespace, `kube-system` too, is not
+/// a thing one request deletes).
+const NAMESPACE_VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 /// The only verb of a review: it is created, answered and forgotten.
 const REVIEW_VERBS: &[&str] = &["create"];
 /// The verbs of the metrics API (metrics-server's): readings are read.
@@ -414,6 +420,7 @@ impl KindInfo {
     /// The verbs discovery lists for the kind's collection and objects.
     pub fn verbs(&self) -> &'static [&'static str] {
         match self.model {
+            _ if self.kind == Kind::Namespace => NAMESPACE_VERBS,
             Model::Typed | Model::Generic | Model::Ephemeral | Model::Custom => &VERBS,
             Model::Review => REVIEW_VERBS,
             Model::Metrics => METRICS_VERBS,
@@ -739,6 +746,8 @@ mod tests {
         let metrics = KINDS.iter().filter(|i| i.model == Model::Metrics).count();
         assert_eq!(stored, KINDS.len() - reviews.len() - metrics);
         assert_eq!(info(Kind::Pod).verbs(), VERBS);
+        assert!(!info(Kind::Namespace).verbs().contains(&"deletecollection"));
+        assert!(info(Kind::Namespace).verbs().contains(&"delete"));
         assert!(groups().contains(&("authorization.k8s.io", vec!["v1"])));
         assert!(groups().contains(&("authentication.k8s.io", vec!["v1"])));
         // Not a kind `skiff ctl` lists.

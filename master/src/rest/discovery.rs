@@ -539,7 +539,21 @@ mod tests {
         assert_eq!(review["verbs"], json!(["create"]));
         assert_eq!(review["scope"], "Cluster");
         let core = resources("", "v1").unwrap();
-        assert_eq!(core["resources"][0]["verbs"].as_array().unwrap().len(), 8);
+        let verbs = |name: &str| {
+            core["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|r| r["name"] == name)
+                .map(|r| r["verbs"].clone())
+                .unwrap()
+        };
+        assert_eq!(verbs("pods").as_array().unwrap().len(), 8);
+        // As kube-apiserver: a namespace is deleted one at a time.
+        assert_eq!(
+            verbs("namespaces"),
+            json!(["create", "delete", "get", "list", "patch", "update", "watch"])
+        );
     }
 
     #[test]

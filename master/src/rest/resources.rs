@@ -252,6 +252,9 @@ impl<'a> Call<'a> {
             (Method::GET, None) if is_true(self.query.get("watch")) => self.watch(info).await,
             (Method::GET, None) => self.list(info).await,
             (Method::POST, None) => self.create(info, &body).await,
+            (Method::DELETE, None) if !info.verbs().contains(&"deletecollection") => {
+                Err(RestError::method_not_allowed(self.method, info.resource))
+            }
             (Method::DELETE, None) => self.delete_collection(info, &body).await,
             (Method::GET, Some(name)) => self.get(info, name, view).await,
             (Method::PUT, Some(name)) => self.update(info, name, view, &body).await,
@@ -1257,6 +1260,18 @@ impl<'a> Call<'a> {
         let Some(skiff_proto::api::object::Kind::Pod(pod)) = &object.kind else {
             return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
         };
+        // A precondition naming another pod's uid fails before a disruption
+        // is taken for this one (kube-apiserver's wording).
+        if let Some(uid) = params.uid.as_deref().filter(|u| *u != object.meta().uid) {
+            return Err(RestError::new(
+                StatusCode::CONFLICT,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on pods {name:?}: Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object.meta().uid
+                ),
+            ));
+        }
         let dry_run = self.dry_run() || params.dry_run;
         let budget = self.take_disruption(pod, name, dry_run).await?;
         if !dry_run {
