@@ -35,6 +35,7 @@ mod pod_network;
 mod pod_spec;
 mod process_namespace;
 mod python_client;
+mod python_token;
 mod rbac;
 mod resource_metrics;
 mod scheduling;
