@@ -27,6 +27,26 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
+/// panics after `timeout` with what it last saw. For tests that wait on a
+/// cluster from a blocking thread (kubectl, helm, the Python client).
+pub fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    }
+}
+
 /// The `skiff` binary under test: `$SKIFF_BIN`, or the one built next to
 /// the running executable (target/<profile>/skiff).
 pub fn skiff_bin() -> PathBuf {

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use skiff_master::client::Client;
 
 use crate::terminate;
 use crate::test_hosts::TestHost;
@@ -30,6 +31,16 @@ pub struct ServerProcess {
     args: Vec<String>,
 }
 
+/// A `skiff server` started by [`ServerProcess::start_node_in_host`]: its
+/// node Ready, its admin credentials registered.
+pub struct NodeServer {
+    pub process: ServerProcess,
+    /// Where its API listens: the test host's address and a free port.
+    pub api: String,
+    /// The admin's client of that API.
+    pub client: Client,
+}
+
 impl ServerProcess {
     /// Starts `skiff server --data-dir <data_dir> <args>` inside `host`'s
     /// network namespace (its mounts stay the machine's), logging to
@@ -41,6 +52,44 @@ impl ServerProcess {
         args: &[&str],
     ) -> anyhow::Result<ServerProcess> {
         ServerProcess::start_with(Some(host.netns.clone()), data_dir, args)
+    }
+
+    /// Starts `skiff server` in `host` as node `node`: its API and Raft on
+    /// free ports of the host's address, `--node-ip` that address, then
+    /// `extra`. Registers its admin credentials and waits up to
+    /// `ready_within` for the node to be Ready (the server's log tail in the
+    /// error if it is not).
+    pub async fn start_node_in_host(
+        host: &TestHost,
+        data_dir: &Path,
+        node: &str,
+        extra: &[&str],
+        ready_within: Duration,
+    ) -> anyhow::Result<NodeServer> {
+        let api = format!("{}:{}", host.ip, crate::free_port());
+        let raft = format!("{}:{}", host.ip, crate::free_port());
+        let mut args = vec![
+            "--listen",
+            &api,
+            "--raft-listen",
+            &raft,
+            "--node-name",
+            node,
+            "--node-ip",
+            &host.ip,
+        ];
+        args.extend_from_slice(extra);
+        let process = ServerProcess::start_in_host(host, data_dir, &args)?;
+        crate::credentials::register_master(&api, &process.master_dir());
+        let client = crate::credentials::admin_client(&api)?;
+        crate::agent::wait_node_ready(&client, node, ready_within)
+            .await
+            .with_context(|| process.log_tail())?;
+        Ok(NodeServer {
+            process,
+            api,
+            client,
+        })
     }
 
     /// Starts `skiff server --data-dir <data_dir> <args>` in this host's

@@ -20,11 +20,10 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, free_port, wait_for};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
@@ -235,30 +234,19 @@ async fn pods_find_services_by_name_through_their_nodes_dns() -> anyhow::Result<
     let data = dir.path().join("d");
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?.write_docker_archive(&data.join("agent/images/busybox.tar"), IMAGE)?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
     let resolv_conf = resolv_conf.display().to_string();
-    let server = ServerProcess::start_in_host(
+    let NodeServer {
+        process: server,
+        api,
+        client,
+    } = ServerProcess::start_node_in_host(
         &host,
         &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            "solo",
-            "--node-ip",
-            &host.ip,
-            "--resolv-conf",
-            &resolv_conf,
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, "solo", SETTLE)
-        .await
-        .with_context(|| server.log_tail())?;
+        "solo",
+        &["--resolv-conf", &resolv_conf],
+        SETTLE,
+    )
+    .await?;
 
     // The built-in Services: the API at the range's first address, DNS at
     // its tenth.

@@ -14,8 +14,9 @@
 
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 
 /// The hollow node the master gets (nothing here runs pods).
@@ -552,19 +553,4 @@ fn header_of(table: &str) -> Vec<&str> {
         .unwrap_or_default()
         .split_whitespace()
         .collect()
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`; panics after
-/// `timeout` with what it last saw.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

@@ -24,17 +24,16 @@
 //! method the release was installed with (`managedFields`: helm's `Apply`
 //! or its `Update`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use base64::Engine;
 use serde_json::Value;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::e2e_prerequisites;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Helm, Kubectl, KubectlVersion};
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_e2e::{e2e_prerequisites, free_port};
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr", "ip", "nsenter", "nft"];
 /// The node the chart's pods run on.
@@ -129,29 +128,18 @@ async fn helm_create_chart_runs_on_an_agent_with_its_service_account_token() -> 
     BusyboxImage::build()?
         .with_command(&["sh", "-c", SERVE])?
         .write_docker_archive(&data.join("agent/images/web.tar"), IMAGE)?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
+    let NodeServer {
+        process: server,
+        api,
+        client: _,
+    } = ServerProcess::start_node_in_host(
         &host,
         &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            NODE,
-            "--node-ip",
-            &host.ip,
-            "--pod-network",
-            "none",
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, NODE, Duration::from_secs(30))
-        .await
-        .with_context(|| server.log_tail())?;
+        NODE,
+        &["--pod-network", "none"],
+        Duration::from_secs(30),
+    )
+    .await?;
     let helm = Helm::new(helm, &api)?;
     let kubectl = Kubectl::new(kubectl, &api)?;
     let api_addr = api.clone();
@@ -293,7 +281,7 @@ fn lifecycle(h: &Helm, k: &Kubectl, api: &str, chart: &str, r: &Release) {
         "{listed}"
     );
     // Their ReplicaSets and pods, collected after the Deployment.
-    eventually("the release's ReplicaSets and pods to go", || {
+    eventually("the release's ReplicaSets and pods to go", SETTLE, || {
         let pods = pod_names(k, r);
         let sets = k.ok(&["get", "replicasets", "-n", r.namespace, "-o", "name"]);
         if pods.is_empty() && !sets.contains(&full) {
@@ -424,7 +412,7 @@ fn token_works_as_the_account(k: &Kubectl, api: &str, r: &Release, pod: &str) {
         r.namespace,
     ]);
     let own = format!("pod/{pod}");
-    eventually("the account to list pods", || {
+    eventually("the account to list pods", SETTLE, || {
         let out = k.run(&list);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && text.lines().any(|l| l == own) {
@@ -510,19 +498,4 @@ fn path(file: &std::path::Path) -> &str {
 /// Asserts that `text` contains `needle`, showing `text` if not.
 fn assert_has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`; panics after
-/// [`SETTLE`] with what it last saw.
-fn eventually(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {SETTLE:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

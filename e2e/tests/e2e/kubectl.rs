@@ -12,8 +12,9 @@
 //! and the Kubernetes `Status` errors they get.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{free_port, http_get};
@@ -911,19 +912,4 @@ fn header_of(table: &str) -> Vec<&str> {
 fn names_of(out: &str) -> BTreeSet<String> {
     let names = out.lines().filter_map(|l| l.strip_prefix("pod/"));
     names.map(str::to_owned).collect()
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
-/// panics after `timeout` with what it last saw.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

@@ -28,7 +28,8 @@ use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::pseudo_terminal::OnTerminal;
 use skiff_e2e::{ctl_command, e2e_prerequisites, free_port, http_get};
 
-use super::kubectl_exec::{assert_has, eventually};
+use super::kubectl_exec::assert_has;
+use skiff_e2e::eventually;
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr"];
 /// The busybox image, imported by the agent from its images dir.

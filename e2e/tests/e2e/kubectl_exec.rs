@@ -19,11 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlProcess, KubectlVersion};
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{ctl_command, e2e_prerequisites, free_port, http_get};
 
@@ -74,27 +73,11 @@ async fn kubectl_and_skiff_ctl_exec_copy_and_forward_into_real_pods() -> anyhow:
     let data = dir.path().join("d");
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?.write_docker_archive(&data.join("agent/images/busybox.tar"), IMAGE)?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
-        &host,
-        &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            "solo",
-            "--node-ip",
-            &host.ip,
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, "solo", SETTLE)
-        .await
-        .with_context(|| server.log_tail())?;
+    let NodeServer {
+        process: server,
+        api,
+        client: _,
+    } = ServerProcess::start_node_in_host(&host, &data, "solo", &[], SETTLE).await?;
 
     let kubectl = Kubectl::new(binary, &api)?;
     // kubectl 1.20 speaks SPDY/3.1 only.
@@ -535,23 +518,4 @@ fn with_stdin(k: &Kubectl, args: &[&str], input: &[u8]) -> String {
 
 pub(crate) fn assert_has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
-/// panics after `timeout` with what it last saw.
-pub(crate) fn eventually<T>(
-    what: &str,
-    timeout: Duration,
-    mut probe: impl FnMut() -> Result<T, String>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

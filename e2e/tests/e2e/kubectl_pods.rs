@@ -16,11 +16,10 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{e2e_prerequisites, free_port, http_get};
 
@@ -59,27 +58,11 @@ async fn kubectl_reads_logs_and_proxies_to_real_pods() -> anyhow::Result<()> {
     let data = dir.path().join("d");
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?.write_docker_archive(&data.join("agent/images/busybox.tar"), IMAGE)?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
-        &host,
-        &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            "solo",
-            "--node-ip",
-            &host.ip,
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, "solo", SETTLE)
-        .await
-        .with_context(|| server.log_tail())?;
+    let NodeServer {
+        process: server,
+        api,
+        client: _,
+    } = ServerProcess::start_node_in_host(&host, &data, "solo", &[], SETTLE).await?;
 
     let mut last = None;
     for (version, binary) in kubectls {
@@ -340,19 +323,4 @@ fn number_of(line: &str) -> Option<u64> {
 
 fn assert_has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`, and returns that;
-/// panics after `timeout` with what it last saw.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

@@ -20,13 +20,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::e2e_prerequisites;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_e2e::{e2e_prerequisites, free_port};
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr", "ip", "nsenter", "nft"];
 /// The node the pod runs on.
@@ -94,34 +93,25 @@ async fn a_pods_token_lists_its_namespaces_pods_with_the_python_client_once_a_ro
     let data = dir.path().join("d");
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?.write_docker_archive(&data.join("agent/images/busybox.tar"), IMAGE)?;
-    let port = free_port();
-    let api = format!("{}:{port}", host.ip);
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
+    let NodeServer {
+        process: server,
+        api,
+        client: _,
+    } = ServerProcess::start_node_in_host(
         &host,
         &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            NODE,
-            "--node-ip",
-            &host.ip,
-            "--pod-network",
-            "none",
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, NODE, Duration::from_secs(30))
-        .await
-        .with_context(|| server.log_tail())?;
+        NODE,
+        &["--pod-network", "none"],
+        Duration::from_secs(30),
+    )
+    .await?;
     let kubectl = Kubectl::new(kubectl, &api)?;
     let service = ServiceAddress {
         host: host.ip.clone(),
-        port: port.to_string(),
+        port: api
+            .rsplit_once(':')
+            .map(|(_, port)| port.to_owned())
+            .expect("host:port"),
     };
     let task = tokio::task::spawn_blocking(move || scenario(&kubectl, &python, &service));
     if let Err(e) = task.await {
@@ -148,6 +138,7 @@ fn scenario(k: &Kubectl, python: &Path, service: &ServiceAddress) {
     // leader's controllers, before the pod that mounts them.
     eventually(
         "py-token's default ServiceAccount and kube-root-ca.crt",
+        SETTLE,
         || {
             let account = k.run(&["get", "serviceaccount", ACCOUNT, "-n", NAMESPACE]);
             let ca = k.run(&["get", "configmap", "kube-root-ca.crt", "-n", NAMESPACE]);
@@ -167,7 +158,7 @@ fn scenario(k: &Kubectl, python: &Path, service: &ServiceAddress) {
     k.ok(&["apply", "-f", path(&manifest)]);
     let pod_ref = format!("pod/{POD}");
     let ready = "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}";
-    eventually("the pod to be ready", || {
+    eventually("the pod to be ready", SETTLE, || {
         let out = k.run(&["get", pod_ref.as_str(), "-n", NAMESPACE, "-o", ready]);
         let said = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && said == "True" {
@@ -313,19 +304,4 @@ fn assert_line(text: &str, line: &str) {
 
 fn path(file: &Path) -> &str {
     file.to_str().expect("temp paths are UTF-8")
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`; panics after
-/// [`SETTLE`] with what it last saw.
-fn eventually(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {SETTLE:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

@@ -39,9 +39,10 @@
 //! bob nor in a group. Escalation refusals are unit-tested
 //! (`api::rbac::escalation`, `api::authz`).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 
@@ -458,7 +459,7 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     ]);
     assert_has(&ran, "pod/victim created");
     let ready = r#"jsonpath={.status.phase} {.status.conditions[?(@.type=="Ready")].status}"#;
-    eventually("victim Running and Ready", || {
+    eventually("victim Running and Ready", SETTLE, || {
         let seen = k.ok(&["get", "pod", "victim", "-n", "narrow", "-o", ready]);
         if seen == "Running True" {
             Ok(())
@@ -471,7 +472,7 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     // its disruptions (a write of its status), not merely deletes a pod
     // no budget counts.
     let counted = "jsonpath={.status.disruptionsAllowed} {.status.currentHealthy}";
-    eventually("the victim's budget counted", || {
+    eventually("the victim's budget counted", SETTLE, || {
         let seen = k.ok(&["get", "pdb", "victim", "-n", "narrow", "-o", counted]);
         if seen == "1 1" {
             Ok(())
@@ -535,7 +536,7 @@ fn evictions(k: &Kubectl, evictor: &Account<'_>) {
     let out = evictor.ok(&evict);
     assert_has(&out, r#""status":"Success""#);
     assert_has(&out, r#""code":201"#);
-    eventually("the victim gone", || {
+    eventually("the victim gone", SETTLE, || {
         let out = k.run(&["get", "pod", "victim", "-n", "narrow"]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         if !out.status.success() && err.contains("(NotFound)") {
@@ -742,7 +743,7 @@ impl<'k> Account<'k> {
     /// has made its signing key) in a kubeconfig of its own.
     fn new(k: &'k Kubectl, api_addr: &str, name: &str) -> Account<'k> {
         let mut token = String::new();
-        eventually(&format!("a token of {name}"), || {
+        eventually(&format!("a token of {name}"), SETTLE, || {
             let out = k.run(&["create", "token", name, "-n", "narrow"]);
             if out.status.success() {
                 token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
@@ -801,7 +802,7 @@ impl<'k> Account<'k> {
 /// The defaults the leader makes: bound ClusterRoles, and `view` holding
 /// the rules aggregated from `system:aggregate-to-view`.
 fn default_policy(k: &Kubectl) {
-    eventually("the default ClusterRoleBindings", || {
+    eventually("the default ClusterRoleBindings", SETTLE, || {
         let out = k.run(&[
             "get",
             "clusterrolebinding",
@@ -835,7 +836,7 @@ fn default_policy(k: &Kubectl) {
         "jsonpath={.metadata.labels.kubernetes\\.io/bootstrapping}",
     ]);
     assert_eq!(label, "rbac-defaults");
-    eventually("view aggregated", || {
+    eventually("view aggregated", SETTLE, || {
         let out = k.ok(&[
             "get",
             "clusterrole",
@@ -900,17 +901,4 @@ fn review(
 
 fn assert_has(text: &str, part: &str) {
     assert!(text.contains(part), "{part:?} not in:\n{text}");
-}
-
-fn eventually(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {SETTLE:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }

@@ -10,16 +10,15 @@
 //! metrics-server answers it.
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::Context;
 use serde_json::Value;
-use skiff_e2e::agent::wait_node_ready;
 use skiff_e2e::busybox_image::BusyboxImage;
+use skiff_e2e::e2e_prerequisites;
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_e2e::{e2e_prerequisites, free_port};
 use skiff_values::Quantity;
 
 /// The busybox image, imported by the agent from its images dir.
@@ -58,27 +57,11 @@ async fn kubectl_top_shows_what_real_containers_use() -> anyhow::Result<()> {
     let data = dir.path().join("d");
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?.write_docker_archive(&data.join("agent/images/busybox.tar"), IMAGE)?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
-        &host,
-        &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            "solo",
-            "--node-ip",
-            &host.ip,
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, "solo", SETTLE)
-        .await
-        .with_context(|| server.log_tail())?;
+    let NodeServer {
+        process: server,
+        api,
+        client: _,
+    } = ServerProcess::start_node_in_host(&host, &data, "solo", &[], SETTLE).await?;
 
     let runners = kubectls
         .into_iter()
@@ -282,19 +265,4 @@ fn millicores(text: &str) -> i64 {
 /// A memory quantity (`12Mi`, `300Ki`) in bytes; 0 when it is not one.
 fn bytes(text: &str) -> i64 {
     Quantity::parse(text).map(|q| q.units_ceil()).unwrap_or(0)
-}
-
-/// Calls `probe` every second until it answers `Ok`, and returns that;
-/// panics after `timeout` with what it last saw.
-fn eventually<T>(what: &str, timeout: Duration, mut probe: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match probe() {
-            Ok(v) => return v,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {timeout:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_secs(1)),
-        }
-    }
 }

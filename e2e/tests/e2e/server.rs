@@ -9,9 +9,9 @@ use anyhow::Context;
 use skiff_e2e::agent::{wait_app_ready, wait_node_ready};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::credentials::served_certificate;
-use skiff_e2e::server::ServerProcess;
+use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_e2e::{ctl, e2e_prerequisites, free_port, skiff_bin, wait_for};
+use skiff_e2e::{ctl, e2e_prerequisites, skiff_bin, wait_for};
 use skiff_security::Identity;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,27 +26,12 @@ async fn skiff_server_is_a_one_node_cluster() -> anyhow::Result<()> {
     std::fs::create_dir_all(data.join("agent/images"))?;
     BusyboxImage::build()?
         .write_docker_archive(&data.join("agent/images/busybox.tar"), "srv/busybox:1")?;
-    let api = format!("{}:{}", host.ip, free_port());
-    let raft = format!("{}:{}", host.ip, free_port());
-    let server = ServerProcess::start_in_host(
-        &host,
-        &data,
-        &[
-            "--listen",
-            &api,
-            "--raft-listen",
-            &raft,
-            "--node-name",
-            "solo",
-            "--node-ip",
-            &host.ip,
-        ],
-    )?;
-    skiff_e2e::credentials::register_master(&api, &server.master_dir());
-    let client = skiff_e2e::credentials::admin_client(&api)?;
-    wait_node_ready(&client, "solo", Duration::from_secs(60))
-        .await
-        .with_context(|| server.log_tail())?;
+    let NodeServer {
+        process: server,
+        api,
+        client,
+    } = ServerProcess::start_node_in_host(&host, &data, "solo", &[], Duration::from_secs(60))
+        .await?;
     let manifest = dir.path().join("web.yaml");
     std::fs::write(
         &manifest,

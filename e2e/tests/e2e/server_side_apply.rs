@@ -8,8 +8,9 @@
 //! chart written here (a ConfigMap, a Deployment, a Service) installed,
 //! upgraded with changed values, listed and uninstalled.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Helm, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 
@@ -231,7 +232,7 @@ fn helm_scenario(h: &Helm, k: &Kubectl) {
 
     let uninstalled = h.ok(&in_namespace(&["uninstall", "shop"]));
     assert_has(&uninstalled, "release \"shop\" uninstalled");
-    eventually("the chart's objects to go", || {
+    eventually("the chart's objects to go", SETTLE, || {
         let left = k.ok(&[
             "get",
             "configmaps,deployments,services,secrets",
@@ -393,19 +394,4 @@ fn jsonpath(k: &Kubectl, what: &str, path: &str) -> String {
 /// Asserts that `text` contains `needle`, showing `text` if not.
 fn assert_has(text: &str, needle: &str) {
     assert!(text.contains(needle), "{needle:?} not in:\n{text}");
-}
-
-/// Calls `probe` every 200 ms until it answers `Ok`; panics after
-/// [`SETTLE`] with what it last saw.
-fn eventually(what: &str, mut probe: impl FnMut() -> Result<(), String>) {
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        match probe() {
-            Ok(()) => return,
-            Err(seen) if Instant::now() >= deadline => {
-                panic!("timed out after {SETTLE:?} waiting for {what}; last seen:\n{seen}")
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
-        }
-    }
 }
