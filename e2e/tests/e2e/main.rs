@@ -18,6 +18,7 @@ mod datastore;
 mod disk_hygiene;
 mod ha;
 mod helm;
+mod helm_hooks;
 mod jobs;
 mod kubectl;
 mod kubectl_attach;
