@@ -4,6 +4,9 @@
 //! as the release's one resource, and Jobs and Pods of the static-busybox
 //! image as hooks.
 //!
+//! - A LoadBalancer Service: `helm install --wait` returns with its
+//!   ingress set (ServiceLB's: the node's address), as helm's readiness
+//!   asks.
 //! - `pre-install` Job (kept, `before-hook-creation`): it completes before
 //!   helm creates the ConfigMap (its completion time is no later than the
 //!   ConfigMap's creation).
@@ -99,6 +102,22 @@ data:
             .to_owned(),
         ),
         (
+            "templates/service.yaml",
+            "apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Release.Name }}-lb
+spec:
+  type: LoadBalancer
+  selector:
+    app: none
+  ports:
+  - port: 8080
+    targetPort: 8080
+"
+            .to_owned(),
+        ),
+        (
             "templates/pre-install.yaml",
             hook_job(
                 "pre-install",
@@ -180,7 +199,8 @@ async fn helm_runs_hook_jobs_and_test_pods_and_fails_on_a_failed_hook() -> anyho
     .await?;
     let helm = Helm::new(helm, &api)?;
     let kubectl = Kubectl::new(kubectl, &api)?;
-    let task = tokio::task::spawn_blocking(move || scenario(&helm, &kubectl));
+    let node_ip = host.ip.clone();
+    let task = tokio::task::spawn_blocking(move || scenario(&helm, &kubectl, &node_ip));
     if let Err(e) = task.await {
         eprintln!("server: {}", server.log_tail());
         if e.is_panic() {
@@ -191,7 +211,7 @@ async fn helm_runs_hook_jobs_and_test_pods_and_fails_on_a_failed_hook() -> anyho
     Ok(())
 }
 
-fn scenario(h: &Helm, k: &Kubectl) {
+fn scenario(h: &Helm, k: &Kubectl, node_ip: &str) {
     let chart = h.home().join("hooks");
     for (file, text) in chart_files() {
         let at = chart.join(file);
@@ -237,6 +257,16 @@ fn scenario(h: &Helm, k: &Kubectl) {
         ),
         "True"
     );
+    let ingress = k.ok(&[
+        "get",
+        "service",
+        &format!("{RELEASE}-lb"),
+        "-n",
+        NAMESPACE,
+        "-o",
+        "jsonpath={.status.loadBalancer.ingress[*].ip}",
+    ]);
+    assert_eq!(ingress, node_ip);
     let completed = job(&pre_install, "{.status.completionTime}");
     let created = k.ok(&[
         "get",
