@@ -186,6 +186,7 @@ impl Client {
             namespace: namespace.to_owned(),
             serializable: false,
             selecting: None,
+            exact_revision: 0,
         };
         let mut api = self.api.clone();
         api.list(request)
@@ -202,6 +203,7 @@ impl Client {
             namespace: namespace.to_owned(),
             serializable: true,
             selecting: None,
+            exact_revision: 0,
         };
         let mut api = self.api.clone();
         api.list(request)

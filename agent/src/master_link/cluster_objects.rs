@@ -147,6 +147,7 @@ async fn list_all(
                 namespace: String::new(),
                 serializable: true,
                 selecting: None,
+                exact_revision: 0,
             })
             .await?
             .into_inner();

@@ -36,6 +36,7 @@ mod pod_network;
 mod pod_spec;
 mod process_namespace;
 mod python_client;
+mod python_lists;
 mod python_token;
 mod rbac;
 mod resource_metrics;

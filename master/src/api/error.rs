@@ -12,7 +12,7 @@ use crate::datastore::snapshots::SnapshotsError;
 use crate::events::EventStoreError;
 use crate::objects::validation::ValidationError;
 use crate::objects::{EmptyObject, UnknownKind};
-use crate::store::state_machine::{Compacted, StateMachineError};
+use crate::store::state_machine::{Compacted, ListAtError, StateMachineError};
 use crate::store::WriteError;
 
 /// Why an API call failed.
@@ -28,6 +28,9 @@ pub enum ApiError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Compacted(#[from] Compacted),
+    /// A list at a revision this master has not applied yet.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooNew { requested: u64, current: u64 },
     #[error(transparent)]
     Storage(#[from] StateMachineError),
     #[error("no leader is elected yet; retry shortly")]
@@ -85,6 +88,15 @@ impl From<crate::writer::Error> for ApiError {
     }
 }
 
+impl From<ListAtError> for ApiError {
+    fn from(e: ListAtError) -> Self {
+        match e {
+            ListAtError::Compacted(c) => ApiError::Compacted(c),
+            ListAtError::TooNew { requested, current } => ApiError::TooNew { requested, current },
+        }
+    }
+}
+
 impl From<MembershipRefused> for ApiError {
     fn from(refused: MembershipRefused) -> Self {
         ApiError::Cluster(refused.into())
@@ -121,6 +133,7 @@ impl From<ApiError> for Status {
             | ApiError::LeaderUnreachable { .. } => Code::Unavailable,
             ApiError::Cluster(_) => Code::Unavailable,
             ApiError::Compacted(_) => Code::OutOfRange,
+            ApiError::TooNew { .. } => Code::DeadlineExceeded,
             ApiError::NotBeingDeleted { .. } => Code::FailedPrecondition,
             ApiError::Storage(_) => Code::Internal,
             ApiError::Snapshots(e) => match e {

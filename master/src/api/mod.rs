@@ -69,6 +69,11 @@ pub const MAX_API_RESPONSE: usize = 64 * 1024 * 1024;
 /// leadership when the client gave no deadline (or a longer one).
 pub const READ_CONFIRM_WITHIN: Duration = Duration::from_secs(10);
 
+/// How long a list at an exact revision waits for this master to apply
+/// it, as kube-apiserver's watch cache waits (3 s) before answering "Too
+/// large resource version".
+const TOO_NEW_WAIT: Duration = Duration::from_secs(3);
+
 /// How long a linearizable read may spend confirming leadership: nine
 /// tenths of the client's `grpc-timeout` (leaving time for the answer),
 /// at most [`READ_CONFIRM_WITHIN`].
@@ -340,8 +345,25 @@ impl ApiService {
         }
         let namespace = (kind.namespaced() && !request.namespace.is_empty())
             .then_some(request.namespace.as_str());
+        if request.exact_revision > 0 {
+            let revision = request.exact_revision;
+            self.caught_up_to(revision, within).await;
+            let items = self.cluster.store.list_at(kind, namespace, revision)?;
+            return Ok(SharedList { items, revision });
+        }
         let (items, revision) = cache.list(kind, namespace);
         Ok(SharedList { items, revision })
+    }
+
+    /// Waits until this master has applied `revision`, for at most
+    /// [`TOO_NEW_WAIT`] (and `within`), as kube-apiserver's watch cache
+    /// waits for a revision it has not seen yet; answers either way.
+    async fn caught_up_to(&self, revision: u64, within: Duration) {
+        let deadline = Instant::now() + within.min(TOO_NEW_WAIT);
+        let store = &self.cluster.store;
+        while store.revision() < revision && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// List, as the gRPC call does it (the caller's authorization, the

@@ -308,6 +308,7 @@ rules:
                 node: String::new(),
                 object: Vec::new(),
                 previous: previous.map(Message::encode_to_vec).unwrap_or_default(),
+                previous_revision: 0,
             };
             let keys = controller.keys_for(&event, &object);
             keys.into_iter().map(|k| k.name).collect()

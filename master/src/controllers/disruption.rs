@@ -335,6 +335,7 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &changed), [key()]);
         controller.reconcile(&key()).await.unwrap();
@@ -393,6 +394,7 @@ spec:
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &web_0), [expr, key()]);
     }
@@ -409,6 +411,7 @@ spec:
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &web_0), [key()]);
         let other = objects.seed_yaml(

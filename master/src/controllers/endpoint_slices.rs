@@ -879,6 +879,7 @@ spec:
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         let pod = objects
             .get(Kind::Pod, "default", "web-3")

@@ -477,6 +477,7 @@ spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         assert_eq!(
             controller.keys_for(&event, &pod),

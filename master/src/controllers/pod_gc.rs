@@ -373,6 +373,7 @@ status: {phase: Running}
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         }
     }
 

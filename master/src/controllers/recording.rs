@@ -247,6 +247,7 @@ impl RecordingObjects {
             node,
             object: object.encode_to_vec(),
             previous: Vec::new(),
+            previous_revision: 0,
         });
         let _ = self
             .notify

@@ -167,6 +167,7 @@ mod tests {
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         };
         let account = default_account("shop").into_object();
         assert_eq!(

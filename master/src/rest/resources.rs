@@ -537,6 +537,18 @@ impl<'a> Call<'a> {
         fields: &FieldSelector,
         acting: Acting,
     ) -> Result<(Vec<Arc<Object>>, u64), RestError> {
+        self.list_objects_at(info, labels, fields, acting, 0).await
+    }
+
+    /// [`Self::list_objects`] exactly at revision `at` (0: the newest).
+    async fn list_objects_at(
+        &self,
+        info: &'static KindInfo,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+        acting: Acting,
+        at: u64,
+    ) -> Result<(Vec<Arc<Object>>, u64), RestError> {
         let serializable = self
             .query
             .get("resourceVersion")
@@ -546,6 +558,7 @@ impl<'a> Call<'a> {
             namespace: self.namespace().to_owned(),
             serializable,
             selecting: None,
+            exact_revision: at,
         };
         let request = self.request_as(message, acting);
         let list = self
@@ -597,15 +610,16 @@ impl<'a> Call<'a> {
         let access = list_access(info.kind, self.namespace(), fields);
         self.authorize(info, &access)?;
         let (labels, fields) = selected?;
+        let at = self.list_at(info)?;
         let (mut items, revision) = self
-            .list_objects(info, &labels, &fields, Acting::Master)
-            .await?;
-        let mut rv = revision.to_string();
-        // `continue` resumes after the last key of the previous page.
-        if let Some(token) = self.query.get("continue").filter(|t| !t.is_empty()) {
-            let (token_rv, after) = decode_continue(token)?;
-            items.retain(|item| item_key(item) > after);
-            rv = token_rv;
+            .list_objects_at(info, &labels, &fields, Acting::Master, at.revision())
+            .await
+            .map_err(|e| at.explain(e))?;
+        let rv = revision.to_string();
+        // `continue` resumes after the last key of the previous page, at
+        // the first page's revision.
+        if let ListAt::Continue { after, .. } = &at {
+            items.retain(|item| item_key(item) > *after);
         }
         let mut metadata = json!({"resourceVersion": rv});
         let limit = match self.query.get("limit").filter(|l| !l.is_empty()) {
@@ -619,7 +633,10 @@ impl<'a> Call<'a> {
             items.truncate(limit);
             let last = items.last().map(|o| item_key(o)).unwrap_or_default();
             metadata["continue"] = json!(encode_continue(&rv, &last));
-            metadata["remainingItemCount"] = json!(remaining);
+            // As kube-apiserver: not counted for a selected list.
+            if labels.is_empty() && fields.is_empty() {
+                metadata["remainingItemCount"] = json!(remaining);
+            }
         }
         let mut response = if self.wants_table() {
             let mut out = Vec::with_capacity(256 + items.len() * 384);
@@ -629,18 +646,97 @@ impl<'a> Call<'a> {
         } else {
             list_response(info, &metadata, &items)
         };
-        add_warnings(&mut response, &self.list_warnings());
+        add_warnings(&mut response, &self.list_warnings(info));
         Ok(response)
     }
 
-    /// Lists are served at the newest revision: an exact older one asked
-    /// for is answered with a warning saying so.
-    fn list_warnings(&self) -> Vec<String> {
-        match self.query.get("resourceVersionMatch").map(String::as_str) {
-            Some("Exact") => vec![
-                "resourceVersionMatch=Exact is not supported yet: the list is at the newest revision (metadata.resourceVersion)".to_owned(),
-            ],
-            _ => Vec::new(),
+    /// Lists of Events and of the metrics API's readings are served at
+    /// the newest revision: an exact one asked for is answered with a
+    /// warning saying so.
+    fn list_warnings(&self, info: &KindInfo) -> Vec<String> {
+        let exact = self.query.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
+        if exact && !revisioned(info.kind) {
+            vec![format!(
+                "resourceVersionMatch=Exact is not served for {}: the list is at the newest revision (metadata.resourceVersion)",
+                info.resource
+            )]
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// The revision a list is read at, from its `resourceVersion`,
+    /// `resourceVersionMatch` and `continue`, checked as kube-apiserver
+    /// checks them (`ValidateListOptions`).
+    fn list_at(&self, info: &KindInfo) -> Result<ListAt, RestError> {
+        let given = |name: &str| self.query.get(name).filter(|v| !v.is_empty());
+        let (rv, matching, token) = (
+            given("resourceVersion"),
+            given("resourceVersionMatch"),
+            given("continue"),
+        );
+        let mut causes = Vec::new();
+        if let Some(matching) = matching {
+            let forbidden = |why: &str| {
+                (
+                    "resourceVersionMatch".to_owned(),
+                    format!("Forbidden: {why}"),
+                )
+            };
+            if rv.is_none() {
+                causes.push(forbidden(
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if token.is_some() {
+                causes.push(forbidden(
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if matching != "Exact" && matching != "NotOlderThan" {
+                causes.push((
+                    "resourceVersionMatch".to_owned(),
+                    format!("Unsupported value: {matching:?}: supported values: \"Exact\", \"NotOlderThan\", \"\""),
+                ));
+            }
+            if matching == "Exact" && rv.is_some_and(|rv| rv == "0") {
+                causes.push(forbidden(
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(RestError::invalid_list_options(causes));
+        }
+        if let Some(token) = token {
+            if rv.is_some() {
+                return Err(RestError::bad_request(
+                    "specifying resource version is not allowed when using continue",
+                ));
+            }
+            let (token_rv, after) = decode_continue(token)?;
+            let revision = parse_revision(&token_rv).ok_or_else(|| {
+                RestError::bad_request(format!(
+                    "continue token {token:?} is not one this server gave"
+                ))
+            })?;
+            if !revisioned(info.kind) {
+                // Events and readings have no history: the next page is
+                // read from the newest list.
+                return Ok(ListAt::Continue { revision: 0, after });
+            }
+            return Ok(ListAt::Continue { revision, after });
+        }
+        match (matching.map(String::as_str), rv) {
+            (Some("Exact"), Some(rv)) if revisioned(info.kind) => {
+                let revision = parse_revision(rv).ok_or_else(|| {
+                    RestError::bad_request(format!(
+                        "invalid resource version {rv:?}: not a revision"
+                    ))
+                })?;
+                Ok(ListAt::Exact(revision))
+            }
+            _ => Ok(ListAt::Newest),
         }
     }
 
@@ -1406,6 +1502,7 @@ impl<'a> Call<'a> {
             selecting: Some(skiff_proto::api::Labels {
                 labels: labels.unwrap_or_default(),
             }),
+            exact_revision: 0,
         };
         let request = self.request_as(message, Acting::Master);
         let info = registry::info(Kind::PodDisruptionBudget);
@@ -1725,6 +1822,50 @@ fn json_bytes_response(json: Vec<u8>) -> Response<Body> {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(json))
         .unwrap_or_default()
+}
+
+/// Which revision a list is read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum ListAt {
+    /// The newest (or, with `resourceVersion`, one at least as new).
+    Newest,
+    /// `resourceVersionMatch=Exact`.
+    Exact(u64),
+    /// A page after the first: the first page's revision (0 for kinds
+    /// without history), after the last key it gave.
+    Continue { revision: u64, after: String },
+}
+
+impl ListAt {
+    /// The exact revision asked for (0: the newest).
+    fn revision(&self) -> u64 {
+        match self {
+            ListAt::Newest => 0,
+            ListAt::Exact(revision) | ListAt::Continue { revision, .. } => *revision,
+        }
+    }
+
+    /// A list's 410, in kube-apiserver's words for what was asked.
+    fn explain(&self, mut e: RestError) -> RestError {
+        if e.code == StatusCode::GONE {
+            e.message = match self {
+                ListAt::Newest => return e,
+                ListAt::Exact(_) => "The resourceVersion for the provided list is too old.".to_owned(),
+                ListAt::Continue { .. } => "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.".to_owned(),
+            };
+        }
+        e
+    }
+}
+
+/// Whether lists of `kind` can be read at an earlier revision: stored
+/// kinds can; Events and the metrics API's readings cannot.
+fn revisioned(kind: Kind) -> bool {
+    !kind.is_ephemeral() && !kind.is_metrics()
+}
+
+fn parse_revision(rv: &str) -> Option<u64> {
+    rv.parse().ok().filter(|r| *r > 0)
 }
 
 fn encode_continue(rv: &str, after: &str) -> String {

@@ -141,6 +141,25 @@ impl RestError {
         e
     }
 
+    /// A list's options that break kube-apiserver's rules
+    /// (`ValidateListOptions`): `causes` as (field, "Reason: why").
+    pub fn invalid_list_options(causes: Vec<(String, String)>) -> RestError {
+        let each: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        let detail = match each.as_slice() {
+            [one] => one.clone(),
+            _ => format!("[{}]", each.join(", ")),
+        };
+        let mut e = RestError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            format!("ListOptions.meta.k8s.io \"\" is invalid: {detail}"),
+        );
+        e.details.group = "meta.k8s.io".to_owned();
+        e.details.kind = "ListOptions".to_owned();
+        e.details.causes = causes;
+        e
+    }
+
     /// The object `name` of `info` does not exist.
     pub fn not_found(info: &KindInfo, name: &str) -> RestError {
         let mut e = RestError::new(

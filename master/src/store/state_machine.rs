@@ -21,6 +21,7 @@
 mod checkpoint;
 mod writes;
 
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -36,7 +37,7 @@ use super::{
     storage_io_error, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::objects::Kind;
+use crate::objects::{Kind, ObjectExt};
 
 pub use checkpoint::{CHECKPOINT_CHANGES, CHECKPOINT_EVERY};
 
@@ -92,7 +93,12 @@ pub struct StoredEvent {
     /// DELETED one made by an update. Watches with a selector read it to
     /// send DELETED when an object stops matching and ADDED when it starts
     /// to. Empty otherwise, as it is for most changes (status updates).
+    /// Always kept for a DELETED event made by an update (its last
+    /// finalizer removed), whose object differs from the version before.
     pub previous: Vec<u8>,
+    /// The revision of the version this change replaced (0 for a create):
+    /// what [`ObjectStore::list_at`] rebuilds an earlier list from.
+    pub previous_revision: u64,
 }
 
 /// What the apply path tells live watchers.
@@ -105,6 +111,18 @@ pub enum Notification {
     /// The state was replaced by a snapshot: history before `revision` is
     /// gone, and watchers must re-list.
     Reset { revision: u64 },
+}
+
+/// Why a list at an exact revision ([`ObjectStore::list_at`]) cannot be
+/// answered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ListAtError {
+    /// The history no longer holds what the list at that revision needs.
+    #[error(transparent)]
+    Compacted(#[from] Compacted),
+    /// The revision is newer than this master has applied.
+    #[error("Too large resource version: {requested}, current: {current}")]
+    TooNew { requested: u64, current: u64 },
 }
 
 /// A watch asked for history that is no longer kept.
@@ -163,6 +181,77 @@ impl History {
             self.compacted = old.revision;
         }
     }
+}
+
+/// `items`, the list of `kind` (in `namespace`) at `current`, as it was
+/// at the earlier `revision`, from `history`'s changes in
+/// (`revision`, `current`].
+fn rewind(
+    items: Vec<Arc<Object>>,
+    history: &History,
+    kind: Kind,
+    namespace: Option<&str>,
+    revision: u64,
+    current: u64,
+) -> std::result::Result<Vec<Arc<Object>>, ListAtError> {
+    use skiff_proto::api::EventType;
+    let compacted = Compacted {
+        requested: revision,
+        oldest: history.compacted,
+    };
+    if revision < history.compacted {
+        return Err(compacted.into());
+    }
+    let ours = |e: &StoredEvent| e.kind == kind && namespace.is_none_or(|ns| e.namespace == ns);
+    let key_of = |object: &Object| (object.meta().namespace.clone(), object.meta().name.clone());
+    let decode = |bytes: &[u8]| decode_object(bytes).map_err(|_| compacted.clone());
+    // Per object changed after `revision`: its first change after it, and
+    // its last change up to it (if still kept).
+    let mut first_after: BTreeMap<(String, String), &StoredEvent> = BTreeMap::new();
+    let mut last_upto: HashMap<(String, String), &StoredEvent> = HashMap::new();
+    for event in history
+        .events
+        .iter()
+        .filter(|e| e.revision <= current && ours(e))
+    {
+        let key = key_of(&decode(&event.object)?);
+        if event.revision > revision {
+            first_after.entry(key).or_insert(event);
+        } else {
+            last_upto.insert(key, event);
+        }
+    }
+    let mut listed: BTreeMap<(String, String), Arc<Object>> =
+        items.into_iter().map(|o| (key_of(&o), o)).collect();
+    for (key, first) in first_after {
+        listed.remove(&key);
+        if first.event_type == EventType::Added as i32 {
+            // Made after `revision`: not in the list then.
+            continue;
+        }
+        let then = if let Some(last) = last_upto.get(&key) {
+            // Its version at `revision` is a change still kept. (A delete
+            // there would make the first change after it an ADDED.)
+            if last.event_type == EventType::Deleted as i32 {
+                continue;
+            }
+            decode(&last.object)?
+        } else if !first.previous.is_empty() {
+            decode(&first.previous)?
+        } else if first.event_type == EventType::Deleted as i32 && first.previous_revision > 0 {
+            // A plain delete records the object as it was, at the delete's
+            // revision: as it was stored, at its own.
+            let mut object = decode(&first.object)?;
+            if let Ok(meta) = object.meta_mut() {
+                meta.resource_version = first.previous_revision.to_string();
+            }
+            object
+        } else {
+            return Err(compacted.into());
+        };
+        listed.insert(key, Arc::new(then));
+    }
+    Ok(listed.into_values().collect())
 }
 
 /// The snapshot's contents.
@@ -342,6 +431,51 @@ impl ObjectStore {
             .take(limit)
             .cloned()
             .collect()))
+    }
+
+    /// Every object of `kind` (in one namespace, or all) as it was at
+    /// `revision`, in key order: the cache's list, with each object
+    /// changed since put back as it was then, from the history. Refused
+    /// when `revision` is newer than this master's, and as compacted when
+    /// a version it needs is no longer kept (its change, or the one that
+    /// replaced it, older than the history).
+    pub fn list_at(
+        &self,
+        kind: Kind,
+        namespace: Option<&str>,
+        revision: u64,
+    ) -> std::result::Result<Vec<Arc<Object>>, ListAtError> {
+        // The cache is updated before the history, under another lock: a
+        // list newer than the history is read again once the history has
+        // caught up (a few instructions later on the applying thread).
+        let mut attempts = 0;
+        loop {
+            let (items, current) = self.cache.list(kind, namespace);
+            if revision == current {
+                return Ok(items);
+            }
+            if revision > current {
+                return Err(ListAtError::TooNew {
+                    requested: revision,
+                    current,
+                });
+            }
+            let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            let newest = history.compacted + history.events.len() as u64;
+            if newest < current {
+                drop(history);
+                attempts += 1;
+                if attempts > 1000 {
+                    return Err(ListAtError::TooNew {
+                        requested: revision,
+                        current: newest,
+                    });
+                }
+                std::thread::yield_now();
+                continue;
+            }
+            return rewind(items, &history, kind, namespace, revision, current);
+        }
     }
 
     /// Applies committed log entries: what openraft does through
@@ -805,6 +939,7 @@ mod tests {
                 node: String::new(),
                 object: vec![0; size],
                 previous: Vec::new(),
+                previous_revision: 0,
             })
         };
         let each = event(1, 1000).held_bytes();
@@ -1189,6 +1324,129 @@ mod cache_tests {
             names(store.cache().select(Kind::Pod, "default", &web)),
             ["b", "c"]
         );
+    }
+
+    /// Applies `command` alone; answers the pods' list and its revision.
+    fn step(store: &ObjectStore, command: Command) -> (u64, Vec<Vec<u8>>) {
+        let results = store.apply_commands(vec![command]);
+        assert!(results[0].is_ok(), "{:?}", results[0]);
+        let (listed, at) = store.list(Kind::Pod, None).unwrap();
+        (at, listed.iter().map(|o| o.encode_to_vec()).collect())
+    }
+
+    fn pod_now(store: &ObjectStore, name: &str) -> Object {
+        store.get(Kind::Pod, "default", name).unwrap().unwrap()
+    }
+
+    fn update(object: &Object) -> Command {
+        Command::Update {
+            object: object.encode_to_vec(),
+            status_only: false,
+        }
+    }
+
+    fn delete(name: &str) -> Command {
+        Command::Delete {
+            kind: Kind::Pod,
+            namespace: "default".into(),
+            name: name.into(),
+            resource_version: String::new(),
+        }
+    }
+
+    fn encoded_at(store: &ObjectStore, namespace: Option<&str>, revision: u64) -> Vec<Vec<u8>> {
+        let listed = store.list_at(Kind::Pod, namespace, revision).unwrap();
+        listed.iter().map(|o| o.encode_to_vec()).collect()
+    }
+
+    #[test]
+    fn a_list_at_any_kept_revision_is_the_list_as_it_was_then() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        store.apply_commands(vec![create(namespace())]);
+        let mut lists = vec![step(&store, create(pod("a", "")))];
+        lists.push(step(&store, create(pod("b", "n1"))));
+        // A change selectors read alike (an annotation), one they do not
+        // (the node), a plain delete and a create of the same name.
+        let mut a = pod_now(&store, "a");
+        a.meta_mut()
+            .unwrap()
+            .annotations
+            .insert("note".into(), "1".into());
+        lists.push(step(&store, update(&a)));
+        let mut b = pod_now(&store, "b");
+        if let Some(skiff_proto::api::object::Kind::Pod(p)) = &mut b.kind {
+            p.spec.as_mut().unwrap().node_name = "n2".into();
+        }
+        lists.push(step(&store, update(&b)));
+        lists.push(step(&store, delete("a")));
+        lists.push(step(&store, create(pod("a", "n1"))));
+        lists.push(step(&store, create(pod("c", ""))));
+        // A finalizer: the delete marks it, the update that removes the
+        // finalizer deletes it.
+        let mut c = pod_now(&store, "c");
+        c.meta_mut().unwrap().finalizers = vec!["example.com/keep".into()];
+        lists.push(step(&store, update(&c)));
+        lists.push(step(
+            &store,
+            Command::DeleteWithOptions {
+                kind: Kind::Pod,
+                namespace: "default".into(),
+                name: "c".into(),
+                options: Default::default(),
+                now: "2026-01-01T00:00:01Z".into(),
+            },
+        ));
+        let mut c = pod_now(&store, "c");
+        assert!(!c.meta().deletion_timestamp.is_empty());
+        c.meta_mut().unwrap().finalizers.clear();
+        lists.push(step(&store, update(&c)));
+        assert_eq!(store.get(Kind::Pod, "default", "c").unwrap(), None);
+        lists.push(step(&store, create(pod("d", "n1"))));
+
+        for (revision, list) in &lists {
+            assert_eq!(&encoded_at(&store, None, *revision), list, "at {revision}");
+            assert_eq!(
+                &encoded_at(&store, Some("default"), *revision),
+                list,
+                "at {revision} in default"
+            );
+            assert!(encoded_at(&store, Some("other"), *revision).is_empty());
+        }
+        let newest = store.revision();
+        let too_new = store.list_at(Kind::Pod, None, newest + 1).unwrap_err();
+        assert!(
+            matches!(too_new, ListAtError::TooNew { requested, current } if requested == newest + 1 && current == newest),
+            "{too_new}"
+        );
+    }
+
+    #[test]
+    fn a_list_at_a_revision_the_history_no_longer_covers_is_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open_with_retention(dir.path(), 3).unwrap();
+        store.apply_commands(vec![create(namespace()), create(pod("a", ""))]);
+        for i in 0..5 {
+            store.apply_commands(vec![create(pod(&format!("p{i}"), ""))]);
+        }
+        // a's version before this update (revision 2) is no longer kept.
+        let mut a = pod_now(&store, "a");
+        a.meta_mut()
+            .unwrap()
+            .annotations
+            .insert("note".into(), "1".into());
+        store.apply_commands(vec![update(&a)]);
+        assert_eq!(store.revision(), 8);
+        let needs_a = store.list_at(Kind::Pod, None, 7).unwrap_err();
+        assert!(
+            matches!(&needs_a, ListAtError::Compacted(c) if c.requested == 7 && c.oldest == 5),
+            "{needs_a}"
+        );
+        let too_old = store.list_at(Kind::Pod, None, 4).unwrap_err();
+        assert!(matches!(too_old, ListAtError::Compacted(_)), "{too_old}");
+        // At 6 a's version is needed as well; at 8 nothing is rebuilt.
+        assert!(store.list_at(Kind::Pod, None, 6).is_err());
+        assert_eq!(store.list_at(Kind::Pod, None, 8).unwrap().len(), 6);
     }
 
     #[test]

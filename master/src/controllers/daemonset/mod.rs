@@ -699,6 +699,7 @@ spec:
             node: String::new(),
             object: Vec::new(),
             previous: Vec::new(),
+            previous_revision: 0,
         }
     }
 

@@ -365,6 +365,7 @@ fn event(kind: Kind, namespace: &str) -> StoredEvent {
         node: String::new(),
         object: Vec::new(),
         previous: Vec::new(),
+        previous_revision: 0,
     }
 }
 

@@ -438,6 +438,7 @@ async fn pods_and_revisions_map_to_their_statefulset() {
         node: String::new(),
         object: Vec::new(),
         previous: Vec::new(),
+        previous_revision: 0,
     };
     assert_eq!(controller.keys_for(&event, &web_0), [key()]);
 }

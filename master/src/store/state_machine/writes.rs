@@ -510,6 +510,11 @@ struct Recorded<'a> {
     previous: Option<&'a Object>,
 }
 
+/// The revision an object was stored at (its `resourceVersion`).
+fn stored_revision(object: &Object) -> u64 {
+    object.meta().resource_version.parse().unwrap_or(0)
+}
+
 /// Gives the change's object the next revision and records the change for
 /// watchers, the cache and the next checkpoint; a pod's event names the
 /// node it is bound to, so node watches can route it without decoding it,
@@ -527,14 +532,27 @@ fn record(
         event_type,
         previous,
     } = change;
+    // The revision of the version this change replaces: the one before,
+    // or, for a plain delete, the object's own as it was stored.
+    let previous_revision = match (previous, event_type) {
+        (Some(before), _) => stored_revision(before),
+        (None, EventType::Deleted) => stored_revision(&object),
+        (None, _) => 0,
+    };
     *revision += 1;
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
     let node = crate::objects::pods::bound_node(&object).to_owned();
     let bytes = object.encode_to_vec();
+    // A delete made by an update (the last finalizer removed) leaves an
+    // object unlike the one it replaces: that one is kept too, so that a
+    // list at an earlier revision can be rebuilt.
     let previous = previous
-        .filter(|before| !selectable::selected_alike(slot.kind, before, &object))
+        .filter(|before| {
+            event_type == EventType::Deleted
+                || !selectable::selected_alike(slot.kind, before, &object)
+        })
         .map(|before| before.encode_to_vec())
         .unwrap_or_default();
     let object = Arc::new(object);
@@ -548,6 +566,7 @@ fn record(
             node,
             object: bytes.clone(),
             previous,
+            previous_revision,
         }),
         cached: CachedChange {
             kind: slot.kind,
