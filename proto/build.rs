@@ -165,6 +165,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("a field of EMPTY_OBJECT_WHEN_UNSET is not in skiff.v1".into());
     }
     config.btree_map(["."]);
+    // Large optional parts, boxed so that objects without them (most) do
+    // not carry their size inline (Container is 1.6 KB unboxed; the
+    // decoded cache holds every pod).
+    config.boxed(format!("{OBJECTS}.Container.liveness_probe"));
+    config.boxed(format!("{OBJECTS}.Container.readiness_probe"));
+    config.boxed(format!("{OBJECTS}.Container.startup_probe"));
+    config.boxed(format!("{OBJECTS}.Container.lifecycle"));
+    config.boxed(format!("{OBJECTS}.Container.security_context"));
     config.type_attribute(
         OBJECTS,
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]",

@@ -208,7 +208,7 @@ mod tests {
                 security_context: pod_sc,
                 containers: vec![v1::Container {
                     name: "main".into(),
-                    security_context: sc,
+                    security_context: sc.map(Box::new),
                     ..Default::default()
                 }],
                 ..Default::default()

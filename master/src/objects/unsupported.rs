@@ -127,23 +127,23 @@ mod tests {
                     host_network: true,
                     share_process_namespace: Some(true),
                     containers: vec![v1::Container {
-                        lifecycle: Some(v1::Lifecycle {
+                        lifecycle: Some(Box::new(v1::Lifecycle {
                             pre_stop: Some(v1::LifecycleHandler {
                                 tcp_socket: Some(v1::TcpSocketAction::default()),
                                 ..Default::default()
                             }),
                             ..Default::default()
-                        }),
+                        })),
                         ..Default::default()
                     }],
                     init_containers: vec![v1::Container {
-                        security_context: Some(v1::SecurityContext {
+                        security_context: Some(Box::new(v1::SecurityContext {
                             seccomp_profile: Some(v1::SeccompProfile {
                                 r#type: "Localhost".into(),
                                 localhost_profile: "audit.json".into(),
                             }),
                             ..Default::default()
-                        }),
+                        })),
                         ..Default::default()
                     }],
                     volumes: vec![

@@ -852,7 +852,7 @@ mod tests {
             supplemental_groups: vec![4000],
             ..Default::default()
         });
-        spec.containers[0].security_context = Some(v1::SecurityContext {
+        spec.containers[0].security_context = Some(Box::new(v1::SecurityContext {
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             capabilities: Some(v1::Capabilities {
@@ -860,7 +860,7 @@ mod tests {
                 drop: vec!["ALL".into()],
             }),
             ..Default::default()
-        });
+        }));
         let mut h = spawn_worker(pod, runtime);
         h.until("Running", running).await;
         let spec = h.runtime.started_spec("uid1_main").expect("a spec");
@@ -1027,8 +1027,8 @@ mod tests {
 
     /// An exec probe running `command` every second, failing after
     /// `failures` failures in a row.
-    fn exec_probe(command: &str, failures: i32) -> Option<v1::Probe> {
-        Some(v1::Probe {
+    fn exec_probe(command: &str, failures: i32) -> Option<Box<v1::Probe>> {
+        Some(Box::new(v1::Probe {
             exec: Some(v1::ExecAction {
                 command: vec![command.into()],
             }),
@@ -1037,7 +1037,7 @@ mod tests {
             success_threshold: 1,
             failure_threshold: failures,
             ..Default::default()
-        })
+        }))
     }
 
     #[tokio::test(start_paused = true)]

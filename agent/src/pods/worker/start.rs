@@ -655,7 +655,7 @@ mod tests {
     /// The test pod, its container `main` with this postStart hook.
     fn pod_with_post_start(policy: &str, command: &str) -> v1::Pod {
         let mut pod = pod(policy);
-        pod.spec.as_mut().unwrap().containers[0].lifecycle = Some(v1::Lifecycle {
+        pod.spec.as_mut().unwrap().containers[0].lifecycle = Some(Box::new(v1::Lifecycle {
             post_start: Some(v1::LifecycleHandler {
                 exec: Some(v1::ExecAction {
                     command: vec![command.into()],
@@ -663,7 +663,7 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
         pod
     }
 

@@ -372,10 +372,10 @@ mod tests {
     /// preStop hook `hook`.
     fn deleting_with_pre_stop(hook: v1::LifecycleHandler, grace: i64) -> v1::Pod {
         let mut pod = pod("Always");
-        pod.spec.as_mut().unwrap().containers[0].lifecycle = Some(v1::Lifecycle {
+        pod.spec.as_mut().unwrap().containers[0].lifecycle = Some(Box::new(v1::Lifecycle {
             pre_stop: Some(hook),
             ..Default::default()
-        });
+        }));
         let meta = pod.metadata.as_mut().unwrap();
         meta.deletion_timestamp = "2026-01-01T00:00:30Z".into();
         meta.deletion_grace_period_seconds = grace;
@@ -410,10 +410,11 @@ mod tests {
         runtime.script_exec("drain", 0, Duration::from_secs(3));
         let hook = exec_hook("drain");
         let mut pod_with_hook = pod("Always");
-        pod_with_hook.spec.as_mut().unwrap().containers[0].lifecycle = Some(v1::Lifecycle {
-            pre_stop: Some(hook.clone()),
-            ..Default::default()
-        });
+        pod_with_hook.spec.as_mut().unwrap().containers[0].lifecycle =
+            Some(Box::new(v1::Lifecycle {
+                pre_stop: Some(hook.clone()),
+                ..Default::default()
+            }));
         let mut h = spawn_worker(pod_with_hook, runtime);
         h.until("Running", running).await;
         let took = delete(&mut h, deleting_with_pre_stop(hook, 10)).await;

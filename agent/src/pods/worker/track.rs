@@ -297,7 +297,8 @@ impl Track {
     /// postStart hook running, and is ready then when there is no
     /// readiness probe.
     pub(super) fn arm_probes(&mut self, container: &v1::Container, now: Instant) {
-        let arm = |probe: &Option<v1::Probe>| probe.as_ref().map(|p| ProbeState::new(p, now));
+        let arm =
+            |probe: &Option<Box<v1::Probe>>| probe.as_deref().map(|p| ProbeState::new(p, now));
         self.run.liveness = arm(&container.liveness_probe);
         self.run.readiness = arm(&container.readiness_probe);
         self.run.startup = arm(&container.startup_probe);
