@@ -82,26 +82,26 @@ fn pod_with_volumes(name: &str, claim_name: &str) -> v1::Pod {
     };
     spec.volumes = vec![
         volume("config", |v| {
-            v.config_map = Some(v1::ConfigMapVolumeSource {
+            v.config_map = Some(Box::new(v1::ConfigMapVolumeSource {
                 name: "podstart-config".into(),
                 ..Default::default()
-            })
+            }))
         }),
         volume("secret", |v| {
-            v.secret = Some(v1::SecretVolumeSource {
+            v.secret = Some(Box::new(v1::SecretVolumeSource {
                 secret_name: "podstart-secret".into(),
                 ..Default::default()
-            })
+            }))
         }),
         volume("scratch", |v| {
-            v.empty_dir = Some(v1::EmptyDirVolumeSource::default())
+            v.empty_dir = Some(Box::new(v1::EmptyDirVolumeSource::default()))
         }),
         v1::Volume {
             name: "data".into(),
-            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+            persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
                 claim_name: claim_name.into(),
                 read_only: false,
-            }),
+            })),
             ..Default::default()
         },
     ];

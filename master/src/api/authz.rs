@@ -2040,10 +2040,10 @@ mod tests {
         };
         let volume = v1::Volume {
             name: "config".into(),
-            config_map: Some(v1::ConfigMapVolumeSource {
+            config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                 name: config.into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         v1::Pod {
@@ -2091,10 +2091,12 @@ mod tests {
                 node_name: "n1".into(),
                 volumes: vec![v1::Volume {
                     name: "data".into(),
-                    persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
-                        claim_name: "data".into(),
-                        read_only: false,
-                    }),
+                    persistent_volume_claim: Some(Box::new(
+                        v1::PersistentVolumeClaimVolumeSource {
+                            claim_name: "data".into(),
+                            read_only: false,
+                        },
+                    )),
                     ..Default::default()
                 }],
                 ..Default::default()

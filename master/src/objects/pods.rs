@@ -181,15 +181,15 @@ pub fn api_access_volume_source() -> v1::ProjectedVolumeSource {
     v1::ProjectedVolumeSource {
         sources: vec![
             v1::VolumeProjection {
-                service_account_token: Some(v1::ServiceAccountTokenProjection {
+                service_account_token: Some(Box::new(v1::ServiceAccountTokenProjection {
                     audience: String::new(),
                     expiration_seconds: Some(API_ACCESS_TOKEN_SECONDS),
                     path: "token".into(),
-                }),
+                })),
                 ..Default::default()
             },
             v1::VolumeProjection {
-                config_map: Some(v1::ConfigMapProjection {
+                config_map: Some(Box::new(v1::ConfigMapProjection {
                     name: ROOT_CA_CONFIG_MAP.into(),
                     items: vec![v1::KeyToPath {
                         key: ROOT_CA_KEY.into(),
@@ -197,11 +197,11 @@ pub fn api_access_volume_source() -> v1::ProjectedVolumeSource {
                         mode: None,
                     }],
                     optional: None,
-                }),
+                })),
                 ..Default::default()
             },
             v1::VolumeProjection {
-                downward_api: Some(v1::DownwardApiProjection {
+                downward_api: Some(Box::new(v1::DownwardApiProjection {
                     items: vec![v1::DownwardApiVolumeFile {
                         path: "namespace".into(),
                         field_ref: Some(v1::ObjectFieldSelector {
@@ -210,7 +210,7 @@ pub fn api_access_volume_source() -> v1::ProjectedVolumeSource {
                         }),
                         ..Default::default()
                     }],
-                }),
+                })),
                 ..Default::default()
             },
         ],
@@ -269,7 +269,7 @@ pub fn admit_service_account_token(
     if needs_volume && !has_volume {
         spec.volumes.push(v1::Volume {
             name,
-            projected: Some(api_access_volume_source()),
+            projected: Some(Box::new(api_access_volume_source())),
             ..Default::default()
         });
     }
@@ -344,41 +344,41 @@ mod tests {
             volumes: vec![
                 v1::Volume {
                     name: "a".into(),
-                    config_map: Some(v1::ConfigMapVolumeSource {
+                    config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                         name: "vol-cm".into(),
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
                 },
                 v1::Volume {
                     name: "b".into(),
-                    secret: Some(v1::SecretVolumeSource {
+                    secret: Some(Box::new(v1::SecretVolumeSource {
                         secret_name: "vol-s".into(),
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
                 },
                 v1::Volume {
                     name: "c".into(),
-                    projected: Some(v1::ProjectedVolumeSource {
+                    projected: Some(Box::new(v1::ProjectedVolumeSource {
                         sources: vec![
                             v1::VolumeProjection {
-                                config_map: Some(v1::ConfigMapProjection {
+                                config_map: Some(Box::new(v1::ConfigMapProjection {
                                     name: "proj-cm".into(),
                                     ..Default::default()
-                                }),
+                                })),
                                 ..Default::default()
                             },
                             v1::VolumeProjection {
-                                secret: Some(v1::SecretProjection {
+                                secret: Some(Box::new(v1::SecretProjection {
                                     name: "proj-s".into(),
                                     ..Default::default()
-                                }),
+                                })),
                                 ..Default::default()
                             },
                         ],
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
                 },
             ],

@@ -149,15 +149,17 @@ mod tests {
                     volumes: vec![
                         v1::Volume {
                             name: "scratch".into(),
-                            empty_dir: Some(v1::EmptyDirVolumeSource::default()),
+                            empty_dir: Some(Box::new(v1::EmptyDirVolumeSource::default())),
                             ..Default::default()
                         },
                         v1::Volume {
                             name: "data".into(),
-                            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
-                                claim_name: "data".into(),
-                                read_only: false,
-                            }),
+                            persistent_volume_claim: Some(Box::new(
+                                v1::PersistentVolumeClaimVolumeSource {
+                                    claim_name: "data".into(),
+                                    read_only: false,
+                                },
+                            )),
                             ..Default::default()
                         },
                     ],

@@ -125,10 +125,12 @@ mod tests {
                 .iter()
                 .map(|c| v1::Volume {
                     name: (*c).into(),
-                    persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
-                        claim_name: (*c).into(),
-                        read_only: false,
-                    }),
+                    persistent_volume_claim: Some(Box::new(
+                        v1::PersistentVolumeClaimVolumeSource {
+                            claim_name: (*c).into(),
+                            read_only: false,
+                        },
+                    )),
                     ..Default::default()
                 })
                 .collect(),

@@ -1587,10 +1587,10 @@ mod tests {
             .iter()
             .map(|claim| v1::Volume {
                 name: format!("v-{claim}"),
-                persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
                     claim_name: (*claim).into(),
                     read_only: false,
-                }),
+                })),
                 ..Default::default()
             })
             .collect();

@@ -685,29 +685,29 @@ mod tests {
             ..Default::default()
         };
         let mut scratch = volume("scratch");
-        scratch.empty_dir = Some(v1::EmptyDirVolumeSource::default());
+        scratch.empty_dir = Some(Box::new(v1::EmptyDirVolumeSource::default()));
         let mut memory = volume("memory");
-        memory.empty_dir = Some(v1::EmptyDirVolumeSource {
+        memory.empty_dir = Some(Box::new(v1::EmptyDirVolumeSource {
             medium: "Memory".into(),
             size_limit: "16Mi".into(),
-        });
+        }));
         let mut host_dir = volume("host");
-        host_dir.host_path = Some(v1::HostPathVolumeSource {
+        host_dir.host_path = Some(Box::new(v1::HostPathVolumeSource {
             path: host.display().to_string(),
             r#type: Some("DirectoryOrCreate".into()),
-        });
+        }));
         let mut config = volume("config");
-        config.config_map = Some(v1::ConfigMapVolumeSource {
+        config.config_map = Some(Box::new(v1::ConfigMapVolumeSource {
             name: "app".into(),
             default_mode: Some(0o644),
             ..Default::default()
-        });
+        }));
         let mut secret = volume("creds");
-        secret.secret = Some(v1::SecretVolumeSource {
+        secret.secret = Some(Box::new(v1::SecretVolumeSource {
             secret_name: "creds".into(),
             default_mode: Some(0o400),
             ..Default::default()
-        });
+        }));
         let volumes = vec![scratch, memory, host_dir, config, secret];
         let pod = pod(vec![limited("main", Some("64Mi"))], volumes);
         let allocatable = BTreeMap::new();
@@ -780,16 +780,16 @@ mod tests {
         let gid = std::fs::metadata(tmp.path()).unwrap().gid();
         let scratch = v1::Volume {
             name: "scratch".into(),
-            empty_dir: Some(v1::EmptyDirVolumeSource::default()),
+            empty_dir: Some(Box::new(v1::EmptyDirVolumeSource::default())),
             ..Default::default()
         };
         let config = v1::Volume {
             name: "config".into(),
-            config_map: Some(v1::ConfigMapVolumeSource {
+            config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                 name: "app".into(),
                 default_mode: Some(0o600),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let mut pod = pod(vec![limited("main", None)], vec![scratch, config]);
@@ -839,10 +839,10 @@ mod tests {
         let dir = tmp.path().join("data/storage/pvc-c-1");
         let claimed = |name: &str, read_only: bool| v1::Volume {
             name: name.into(),
-            persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+            persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
                 claim_name: "data".into(),
                 read_only,
-            }),
+            })),
             ..Default::default()
         };
         let mut main = limited("main", None);
@@ -936,10 +936,10 @@ mod tests {
         let layout = PodLayout::new(tmp.path());
         let volume = v1::Volume {
             name: "config".into(),
-            config_map: Some(v1::ConfigMapVolumeSource {
+            config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                 name: "app".into(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let pod = pod(vec![limited("main", None)], vec![volume]);

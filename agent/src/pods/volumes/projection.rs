@@ -86,7 +86,7 @@ pub fn tokens(volume: &v1::Volume) -> BTreeSet<TokenWanted> {
         .projected
         .iter()
         .flat_map(|p| &p.sources)
-        .filter_map(|s| s.service_account_token.as_ref())
+        .filter_map(|s| s.service_account_token.as_deref())
         .map(token_wanted)
         .collect()
 }
@@ -329,12 +329,12 @@ mod tests {
     fn config_map(name: &str, items: Vec<v1::KeyToPath>, optional: Option<bool>) -> v1::Volume {
         v1::Volume {
             name: "v".into(),
-            config_map: Some(v1::ConfigMapVolumeSource {
+            config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                 name: name.into(),
                 items,
                 default_mode: Some(0o640),
                 optional,
-            }),
+            })),
             ..Default::default()
         }
     }
@@ -364,12 +364,12 @@ mod tests {
         assert_eq!(some, expected);
         let secret = v1::Volume {
             name: "s".into(),
-            secret: Some(v1::SecretVolumeSource {
+            secret: Some(Box::new(v1::SecretVolumeSource {
                 secret_name: "creds".into(),
                 items: vec![item("password", "pw", None)],
                 default_mode: None,
                 optional: None,
-            }),
+            })),
             ..Default::default()
         };
         let expected = entries(&[("pw", "hunter2", 0o644)]);
@@ -421,33 +421,33 @@ mod tests {
         };
         let volume = v1::Volume {
             name: "all".into(),
-            projected: Some(v1::ProjectedVolumeSource {
+            projected: Some(Box::new(v1::ProjectedVolumeSource {
                 sources: vec![
                     v1::VolumeProjection {
-                        config_map: Some(v1::ConfigMapProjection {
+                        config_map: Some(Box::new(v1::ConfigMapProjection {
                             name: "app".into(),
                             items: vec![item("a", "a", None)],
                             optional: None,
-                        }),
+                        })),
                         ..Default::default()
                     },
                     v1::VolumeProjection {
-                        secret: Some(v1::SecretProjection {
+                        secret: Some(Box::new(v1::SecretProjection {
                             name: "creds".into(),
                             items: vec![],
                             optional: None,
-                        }),
+                        })),
                         ..Default::default()
                     },
                     v1::VolumeProjection {
-                        downward_api: Some(v1::DownwardApiProjection {
+                        downward_api: Some(Box::new(v1::DownwardApiProjection {
                             items: vec![labels, name],
-                        }),
+                        })),
                         ..Default::default()
                     },
                 ],
                 default_mode: Some(0o444),
-            }),
+            })),
             ..Default::default()
         };
         let expected = entries(&[
@@ -470,26 +470,26 @@ mod tests {
     fn the_api_access_volume_holds_token_ca_and_namespace() {
         let volume = v1::Volume {
             name: "kube-api-access-abcde".into(),
-            projected: Some(v1::ProjectedVolumeSource {
+            projected: Some(Box::new(v1::ProjectedVolumeSource {
                 sources: vec![
                     v1::VolumeProjection {
-                        service_account_token: Some(v1::ServiceAccountTokenProjection {
+                        service_account_token: Some(Box::new(v1::ServiceAccountTokenProjection {
                             audience: String::new(),
                             expiration_seconds: Some(3607),
                             path: "token".into(),
-                        }),
+                        })),
                         ..Default::default()
                     },
                     v1::VolumeProjection {
-                        config_map: Some(v1::ConfigMapProjection {
+                        config_map: Some(Box::new(v1::ConfigMapProjection {
                             name: "kube-root-ca.crt".into(),
                             items: vec![item("ca.crt", "ca.crt", None)],
                             optional: None,
-                        }),
+                        })),
                         ..Default::default()
                     },
                     v1::VolumeProjection {
-                        downward_api: Some(v1::DownwardApiProjection {
+                        downward_api: Some(Box::new(v1::DownwardApiProjection {
                             items: vec![v1::DownwardApiVolumeFile {
                                 path: "namespace".into(),
                                 field_ref: Some(v1::ObjectFieldSelector {
@@ -499,12 +499,12 @@ mod tests {
                                 resource_field_ref: None,
                                 mode: None,
                             }],
-                        }),
+                        })),
                         ..Default::default()
                     },
                 ],
                 default_mode: Some(0o644),
-            }),
+            })),
             ..Default::default()
         };
         let wanted: Vec<TokenWanted> = tokens(&volume).into_iter().collect();

@@ -574,20 +574,20 @@ mod tests {
         let spec = pod.spec.as_mut().unwrap();
         let config = v1::Volume {
             name: "config".into(),
-            config_map: Some(v1::ConfigMapVolumeSource {
+            config_map: Some(Box::new(v1::ConfigMapVolumeSource {
                 name: "app".into(),
                 default_mode: Some(0o644),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         let creds = v1::Volume {
             name: "creds".into(),
-            secret: Some(v1::SecretVolumeSource {
+            secret: Some(Box::new(v1::SecretVolumeSource {
                 secret_name: "creds".into(),
                 optional: Some(true),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         };
         spec.volumes = vec![config, creds];

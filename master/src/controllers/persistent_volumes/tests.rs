@@ -258,10 +258,10 @@ fn pod_on(name: &str, claim: &str, node: &str) -> Object {
             node_name: node.into(),
             volumes: vec![v1::Volume {
                 name: "data".into(),
-                persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
                     claim_name: claim.into(),
                     read_only: false,
-                }),
+                })),
                 ..Default::default()
             }],
             ..Default::default()

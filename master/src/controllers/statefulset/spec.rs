@@ -210,10 +210,10 @@ impl StatefulSetSpec {
         for claim in &self.claims {
             let volume = v1::Volume {
                 name: claim.name.clone(),
-                persistent_volume_claim: Some(v1::PersistentVolumeClaimVolumeSource {
+                persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
                     claim_name: claim_name(&claim.name, set, ordinal),
                     read_only: false,
-                }),
+                })),
                 ..Default::default()
             };
             match spec.volumes.iter_mut().find(|v| v.name == claim.name) {
