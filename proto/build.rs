@@ -194,6 +194,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     ] {
         config.boxed(format!("{OBJECTS}.VolumeProjection.{source}"));
     }
+    // A container's last state (set after a restart only) and a
+    // terminated state; workloads' pod templates, which made every
+    // object (an enum of the kinds) as large as a Deployment.
+    config.boxed(format!("{OBJECTS}.ContainerStatus.last_state"));
+    config.boxed(format!("{OBJECTS}.ContainerState.terminated"));
+    config.boxed(format!("{OBJECTS}.DeploymentSpec.template"));
+    config.boxed(format!("{OBJECTS}.ReplicaSetSpec.template"));
     config.type_attribute(
         OBJECTS,
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]",

@@ -380,13 +380,13 @@ fn succeeded_status(pod: &v1::Pod, node: &str, pod_ip: String, started: &str) ->
         container.ready = false;
         container.started = Some(false);
         container.state = Some(v1::ContainerState {
-            terminated: Some(v1::ContainerStateTerminated {
+            terminated: Some(Box::new(v1::ContainerStateTerminated {
                 exit_code: Some(0),
                 reason: "Completed".into(),
                 started_at: started.to_owned(),
                 finished_at: now.clone(),
                 ..Default::default()
-            }),
+            })),
             ..Default::default()
         });
     }

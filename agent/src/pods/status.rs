@@ -101,7 +101,7 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
             started_at,
             finished_at,
         } => v1::ContainerState {
-            terminated: Some(v1::ContainerStateTerminated {
+            terminated: Some(Box::new(v1::ContainerStateTerminated {
                 exit_code: Some(*code as i32),
                 signal: 0,
                 reason: reason.clone(),
@@ -109,7 +109,7 @@ fn to_state(s: &CState, container_id: &str) -> v1::ContainerState {
                 started_at: started_at.clone(),
                 finished_at: finished_at.clone(),
                 container_id: format!("containerd://{container_id}"),
-            }),
+            })),
             ..Default::default()
         },
     }
@@ -271,7 +271,7 @@ pub fn pod_status(
             .map(|v| v1::ContainerStatus {
                 name: v.name.clone(),
                 state: Some(to_state(&v.state, &v.id)),
-                last_state: v.last.as_ref().map(|l| to_state(l, &v.id)),
+                last_state: v.last.as_ref().map(|l| Box::new(to_state(l, &v.id))),
                 ready: v.ready,
                 restart_count: v.restarts,
                 image: v.image.clone(),

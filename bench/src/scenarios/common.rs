@@ -167,7 +167,7 @@ pub fn deployment(name: &str, replicas: i32) -> v1::Deployment {
                 match_labels: labels.clone(),
                 ..Default::default()
             }),
-            template: Some(v1::PodTemplateSpec {
+            template: Some(Box::new(v1::PodTemplateSpec {
                 metadata: Some(v1::ObjectMeta {
                     labels,
                     ..Default::default()
@@ -176,7 +176,7 @@ pub fn deployment(name: &str, replicas: i32) -> v1::Deployment {
                     containers: vec![small_container()],
                     ..Default::default()
                 }),
-            }),
+            })),
             ..Default::default()
         }),
         ..Default::default()

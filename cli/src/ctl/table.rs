@@ -230,7 +230,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             ];
             if wide {
                 row.extend(template_columns(
-                    spec.template.as_ref(),
+                    spec.template.as_deref(),
                     spec.selector.as_ref(),
                 ));
             }
@@ -248,7 +248,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             ];
             if wide {
                 row.extend(template_columns(
-                    spec.template.as_ref(),
+                    spec.template.as_deref(),
                     spec.selector.as_ref(),
                 ));
             }

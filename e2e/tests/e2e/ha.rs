@@ -53,7 +53,7 @@ fn web(replicas: i32) -> v1::Deployment {
                 match_labels: labels.clone(),
                 ..Default::default()
             }),
-            template: Some(v1::PodTemplateSpec {
+            template: Some(Box::new(v1::PodTemplateSpec {
                 metadata: Some(v1::ObjectMeta {
                     labels,
                     ..Default::default()
@@ -66,7 +66,7 @@ fn web(replicas: i32) -> v1::Deployment {
                     }],
                     ..Default::default()
                 }),
-            }),
+            })),
             ..Default::default()
         }),
         ..Default::default()

@@ -82,7 +82,7 @@ impl Reconciler for DeploymentController {
         // Deployment has, not every ReplicaSet of the namespace.
         let dependents = self.ctx.store.dependents_of(&uid);
         let mut owned = owned_replicasets(dependents.iter().map(|o| &**o), &uid);
-        let hash = template_hash(spec.template.as_ref());
+        let hash = template_hash(spec.template.as_deref());
         let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
         let new_index = owned
             .iter()

@@ -51,12 +51,12 @@ pub fn apply_defaults(object: &mut Object) {
                     rolling.max_unavailable = DEFAULT_ROLLING_PERCENT.to_owned();
                 }
             }
-            template(spec.template.as_mut());
+            template(spec.template.as_deref_mut());
         }
         Some(Body::ReplicaSet(r)) => {
             let spec = r.spec.get_or_insert_with(Default::default);
             spec.replicas.get_or_insert(1);
-            template(spec.template.as_mut());
+            template(spec.template.as_deref_mut());
         }
         Some(Body::Service(s)) => {
             let spec = s.spec.get_or_insert_with(Default::default);
@@ -290,7 +290,7 @@ mod tests {
     fn deployment_gets_kubernetes_defaults() {
         let mut o = v1::Deployment {
             spec: Some(v1::DeploymentSpec {
-                template: Some(v1::PodTemplateSpec {
+                template: Some(Box::new(v1::PodTemplateSpec {
                     spec: Some(v1::PodSpec {
                         containers: vec![v1::Container {
                             name: "c".into(),
@@ -304,7 +304,7 @@ mod tests {
                         ..Default::default()
                     }),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             ..Default::default()

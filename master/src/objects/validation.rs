@@ -80,7 +80,11 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         Some(Body::Deployment(d)) => {
             let spec = d.spec.clone().unwrap_or_default();
             replicas(&mut errors, "spec.replicas", spec.replicas);
-            selector_and_template(&mut errors, spec.selector.as_ref(), spec.template.as_ref());
+            selector_and_template(
+                &mut errors,
+                spec.selector.as_ref(),
+                spec.template.as_deref(),
+            );
             if let Some(limit) = spec.revision_history_limit {
                 if limit < 0 {
                     errors.add(
@@ -127,7 +131,11 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         Some(Body::ReplicaSet(r)) => {
             let spec = r.spec.clone().unwrap_or_default();
             replicas(&mut errors, "spec.replicas", spec.replicas);
-            selector_and_template(&mut errors, spec.selector.as_ref(), spec.template.as_ref());
+            selector_and_template(
+                &mut errors,
+                spec.selector.as_ref(),
+                spec.template.as_deref(),
+            );
         }
         Some(Body::Service(s)) => service(&mut errors, s.spec.as_ref()),
         Some(Body::Node(n)) => {

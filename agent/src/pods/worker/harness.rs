@@ -241,7 +241,7 @@ pub(super) fn init_terminated(
 ) -> Option<v1::ContainerStateTerminated> {
     init_status(s, name)
         .and_then(|c| c.state.as_ref())
-        .and_then(|st| st.terminated.clone())
+        .and_then(|st| st.terminated.as_deref().cloned())
 }
 
 /// A busybox container `name`; a sidecar when `sidecar`.

@@ -1203,11 +1203,11 @@ mod tests {
         status.container_statuses = vec![v1::ContainerStatus {
             name: "main".into(),
             state: Some(v1::ContainerState {
-                terminated: Some(v1::ContainerStateTerminated {
+                terminated: Some(Box::new(v1::ContainerStateTerminated {
                     exit_code: Some(exit_code),
                     finished_at: stamp(seconds),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             ..Default::default()
