@@ -201,6 +201,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.boxed(format!("{OBJECTS}.ContainerState.terminated"));
     config.boxed(format!("{OBJECTS}.DeploymentSpec.template"));
     config.boxed(format!("{OBJECTS}.ReplicaSetSpec.template"));
+    // A pod's security context and DNS config, set by few pods: every
+    // object (an enum of the kinds, a Pod the largest) carried them.
+    config.boxed(format!("{OBJECTS}.PodSpec.security_context"));
+    config.boxed(format!("{OBJECTS}.PodSpec.dns_config"));
     config.type_attribute(
         OBJECTS,
         "#[derive(serde::Serialize, serde::Deserialize)] #[serde(rename_all = \"camelCase\", default)]",

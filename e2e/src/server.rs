@@ -2,7 +2,8 @@
 //! inside a netns test host ([`crate::test_hosts`]), or on this host's
 //! loopback with the pod network off, each with the agent's own supervised
 //! containerd under its data dir, as a machine running `skiff server` has.
-//! Dropping one removes what is left of its containers, stops it (SIGTERM,
+//! Dropping one removes what is left of its containers (the server frozen
+//! meanwhile, so that it does not restart them), stops it (SIGTERM,
 //! so it stops its containerd too; SIGKILL after a grace) and unmounts
 //! what it left mounted under the data dir.
 
@@ -11,6 +12,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use skiff_master::client::Client;
 
 use crate::terminate;
@@ -186,9 +189,17 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        if self.child.is_some() {
+        if let Some(child) = &self.child {
+            // The server is frozen while its containers go, so that its
+            // agent does not start them again (restartPolicy Always) before
+            // it stops; containerd, a process of its own, still answers.
+            let pid = Pid::from_raw(child.id() as i32);
+            let frozen = kill(pid, Signal::SIGSTOP).is_ok();
             for task in self.ctr(&["tasks", "list", "-q"]).lines() {
                 self.ctr(&["tasks", "delete", "--force", task]);
+            }
+            if frozen {
+                let _ = kill(pid, Signal::SIGCONT);
             }
         }
         self.stop();

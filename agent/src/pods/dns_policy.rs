@@ -264,7 +264,7 @@ mod tests {
     #[test]
     fn dns_config_is_merged_last_and_none_is_only_dns_config() {
         let mut p = pod("shop", "ClusterFirst", false);
-        p.spec.as_mut().unwrap().dns_config = Some(v1::PodDnsConfig {
+        p.spec.as_mut().unwrap().dns_config = Some(Box::new(v1::PodDnsConfig {
             nameservers: vec!["1.1.1.1".into(), "10.43.0.10".into()],
             searches: vec!["lan".into(), "extra.example".into()],
             options: vec![
@@ -277,7 +277,7 @@ mod tests {
                     value: None,
                 },
             ],
-        });
+        }));
         let conf = pod_resolv_conf(&p, DNS, &node());
         assert_eq!(
             conf.nameservers,
@@ -311,11 +311,11 @@ mod tests {
     fn the_kubelets_limits_hold() {
         let mut p = pod("shop", "None", false);
         let long = "a".repeat(60);
-        p.spec.as_mut().unwrap().dns_config = Some(v1::PodDnsConfig {
+        p.spec.as_mut().unwrap().dns_config = Some(Box::new(v1::PodDnsConfig {
             nameservers: (1..=5).map(|i| format!("10.0.0.{i}")).collect(),
             searches: (0..40).map(|i| format!("{long}{i}.example")).collect(),
             options: vec![],
-        });
+        }));
         let conf = pod_resolv_conf(&p, DNS, &node());
         assert_eq!(conf.nameservers.len(), 3);
         assert!(conf.searches.len() <= 32);

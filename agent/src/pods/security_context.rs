@@ -205,7 +205,7 @@ mod tests {
                 ..Default::default()
             }),
             spec: Some(v1::PodSpec {
-                security_context: pod_sc,
+                security_context: pod_sc.map(Box::new),
                 containers: vec![v1::Container {
                     name: "main".into(),
                     security_context: sc.map(Box::new),

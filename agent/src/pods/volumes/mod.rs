@@ -793,10 +793,10 @@ mod tests {
             ..Default::default()
         };
         let mut pod = pod(vec![limited("main", None)], vec![scratch, config]);
-        pod.spec.as_mut().unwrap().security_context = Some(v1::PodSecurityContext {
+        pod.spec.as_mut().unwrap().security_context = Some(Box::new(v1::PodSecurityContext {
             fs_group: Some(i64::from(gid)),
             ..Default::default()
-        });
+        }));
         let allocatable = BTreeMap::new();
         let sandbox = RecordingSandbox::default();
         let source = StaticConfigSource::default();

@@ -819,10 +819,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn run_as_non_root_keeps_a_root_image_from_starting() {
         let mut pod = pod("Always");
-        pod.spec.as_mut().unwrap().security_context = Some(v1::PodSecurityContext {
+        pod.spec.as_mut().unwrap().security_context = Some(Box::new(v1::PodSecurityContext {
             run_as_non_root: Some(true),
             ..Default::default()
-        });
+        }));
         let mut h = spawn_worker(pod, RecordingRuntime::default());
         let s = h
             .until("CreateContainerConfigError", |s| {
@@ -846,12 +846,12 @@ mod tests {
         );
         let mut pod = pod("Always");
         let spec = pod.spec.as_mut().unwrap();
-        spec.security_context = Some(v1::PodSecurityContext {
+        spec.security_context = Some(Box::new(v1::PodSecurityContext {
             run_as_non_root: Some(true),
             fs_group: Some(2000),
             supplemental_groups: vec![4000],
             ..Default::default()
-        });
+        }));
         spec.containers[0].security_context = Some(Box::new(v1::SecurityContext {
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
