@@ -20,7 +20,10 @@ cm-0 .. cm-4, then:
   an exact revision the server has not reached (504 "Too large resource
   version", after the server's wait);
 - pages a field-selected list: continued, with no remainingItemCount, as
-  kube-apiserver does not count a selected list's remaining items.
+  kube-apiserver does not count a selected list's remaining items;
+- pages every namespace's ConfigMaps, NAMESPACE's and NAMESPACE-b's among
+  them (names that sort one way as text and the other as (namespace,
+  name)), at limits 1, 2 and 3: each ConfigMap once, in order.
 
 It prints a line per step and, on the first check that fails, what it
 saw; then it exits 1. PASSED at the end.
@@ -70,6 +73,15 @@ def summary(items):
     return {cm.metadata.name: (cm.data or {}).get("n") for cm in items if cm.metadata.name != ROOT_CA}
 
 
+def wait_for_root_ca(core, namespace):
+    """Waits (30 s at most) for the root CA ConfigMap a controller makes in
+    every namespace."""
+    deadline = time.monotonic() + 30
+    while ROOT_CA not in [cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items]:
+        check(time.monotonic() < deadline, f"no {ROOT_CA} in {namespace} after 30 s")
+        time.sleep(0.2)
+
+
 def main():
     if len(sys.argv) != 3:
         fail(f"usage: list_scenario.py ADMIN_CONF NAMESPACE (got {sys.argv[1:]})")
@@ -83,10 +95,7 @@ def main():
 
     # The namespace's root CA ConfigMap, made by a controller: there
     # before the pages, so that they hold six ConfigMaps.
-    deadline = time.monotonic() + 30
-    while ROOT_CA not in [cm.metadata.name for cm in core.list_namespaced_config_map(namespace).items]:
-        check(time.monotonic() < deadline, f"no {ROOT_CA} in {namespace} after 30 s")
-        time.sleep(0.2)
+    wait_for_root_ca(core, namespace)
     for i in range(5):
         core.create_namespaced_config_map(namespace, configmap(f"cm-{i}", "old"))
     before = {f"cm-{i}": "old" for i in range(5)}
@@ -171,6 +180,11 @@ def main():
         ),
         'Unsupported value: "Sometimes": supported values: "Exact", "NotOlderThan", ""',
     )
+    # "0" with a continue token is taken, as kube-apiserver takes it.
+    again = core.list_namespaced_config_map(
+        namespace, limit=2, _continue=first.metadata._continue, resource_version="0"
+    )
+    check(again.metadata.resource_version == revision, f"continue with 0 at {again.metadata.resource_version}")
     status = refused(
         lambda: core.list_namespaced_config_map(
             namespace, limit=2, _continue=first.metadata._continue, resource_version=revision
@@ -193,7 +207,16 @@ def main():
     )
     waited = time.monotonic() - started
     check(status.get("reason") == "Timeout", f"a revision ahead: {status}")
-    check("Too large resource version" in status.get("message", ""), f"a revision ahead: {status}")
+    check(
+        status.get("message", "").startswith(f"Timeout: Too large resource version: {ahead}, current: "),
+        f"a revision ahead: {status}",
+    )
+    details = status.get("details") or {}
+    check(details.get("retryAfterSeconds") == 1, f"a revision ahead: details {details}")
+    check(
+        details.get("causes") == [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+        f"a revision ahead: causes {details.get('causes')}",
+    )
     check(2.5 <= waited <= 10, f"answered after {waited:.1f} s, not after the server's 3 s wait")
     step(f"a revision the server has not reached: 504 after {waited:.1f} s")
 
@@ -208,6 +231,32 @@ def main():
     )
     step("a selected page: continued, its remaining items not counted (as kube-apiserver)")
 
+    # Pages across namespaces whose names sort differently as text and
+    # as (namespace, name): NAMESPACE and NAMESPACE-b ('-' sorts before
+    # '/'). Every ConfigMap of the cluster, once, at the first page's
+    # revision.
+    other = f"{namespace}-b"
+    core.create_namespace({"metadata": {"name": other}})
+    for i in range(3):
+        core.create_namespaced_config_map(other, configmap(f"cm-{i}", "b"))
+    wait_for_root_ca(core, other)
+    whole = core.list_config_map_for_all_namespaces()
+    expected = sorted((cm.metadata.namespace, cm.metadata.name) for cm in whole.items)
+    for limit in (1, 2, 3):
+        seen = []
+        page = core.list_config_map_for_all_namespaces(limit=limit)
+        at = page.metadata.resource_version
+        while True:
+            check(page.metadata.resource_version == at, f"limit {limit}: a page at {page.metadata.resource_version}, not {at}")
+            seen.extend((cm.metadata.namespace, cm.metadata.name) for cm in page.items)
+            if not page.metadata._continue:
+                break
+            check(len(seen) <= len(expected), f"limit {limit}: more items than the list has: {seen}")
+            page = core.list_config_map_for_all_namespaces(limit=limit, _continue=page.metadata._continue)
+        check(seen == expected, f"limit {limit}: pages gave {seen}, the list {expected}")
+    step(f"pages of every namespace's ConfigMaps ({len(expected)}, with {namespace} and {other}) at limits 1, 2, 3: each once, in order")
+
+    core.delete_namespace(other)
     core.delete_namespace(namespace)
     print("PASSED", flush=True)
 

@@ -619,7 +619,7 @@ impl<'a> Call<'a> {
         // `continue` resumes after the last key of the previous page, at
         // the first page's revision.
         if let ListAt::Continue { after, .. } = &at {
-            items.retain(|item| item_key(item) > *after);
+            items.retain(|item| comes_after(info.kind, item, after));
         }
         let mut metadata = json!({"resourceVersion": rv});
         let limit = match self.query.get("limit").filter(|l| !l.is_empty()) {
@@ -709,7 +709,9 @@ impl<'a> Call<'a> {
             return Err(RestError::invalid_list_options(causes));
         }
         if let Some(token) = token {
-            if rv.is_some() {
+            // kube-apiserver takes "0" with a continue token (older pagers
+            // send it); any other version is refused.
+            if rv.is_some_and(|rv| rv != "0") {
                 return Err(RestError::bad_request(
                     "specifying resource version is not allowed when using continue",
                 ));
@@ -1788,7 +1790,21 @@ fn modified(info: &KindInfo, name: &str) -> RestError {
     )
 }
 
-/// `namespace/name` of an object, the order lists come in.
+/// Whether `item` comes after `after` (a continue token's last
+/// `namespace/name`) in the order its list is in: stored kinds and the
+/// metrics API's readings by (namespace, name), as the cache and the
+/// readings keep them; Events by that text, as their store sorts them.
+/// (As text, `team-a/x` would come before `team/y`.)
+fn comes_after(kind: Kind, item: &Object, after: &str) -> bool {
+    if kind.is_ephemeral() {
+        return item_key(item).as_str() > after;
+    }
+    let meta = item.meta();
+    let (namespace, name) = after.split_once('/').unwrap_or(("", after));
+    (meta.namespace.as_str(), meta.name.as_str()) > (namespace, name)
+}
+
+/// `namespace/name` of an object: a continue token's last key.
 fn item_key(object: &Object) -> String {
     let meta = object.meta();
     format!("{}/{}", meta.namespace, meta.name)

@@ -35,6 +35,8 @@ pub struct Details {
     /// The causes' `reason`; `""` is `FieldValueInvalid`
     /// (`FieldManagerConflict` for an apply's conflicts).
     pub cause_reason: &'static str,
+    /// `details.retryAfterSeconds`; 0: none.
+    pub retry_after_seconds: u32,
 }
 
 impl RestError {
@@ -224,6 +226,19 @@ impl RestError {
             Code::Unavailable => {
                 RestError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
             }
+            // A list at a revision this master has not reached, in
+            // kube-apiserver's form (`NewTooLargeResourceVersionError`).
+            Code::DeadlineExceeded if message.starts_with("Too large resource version") => {
+                let mut e = RestError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "Timeout",
+                    format!("Timeout: {message}"),
+                );
+                e.details.cause_reason = "ResourceVersionTooLarge";
+                e.details.causes = vec![(String::new(), "Too large resource version".to_owned())];
+                e.details.retry_after_seconds = 1;
+                return e;
+            }
             Code::DeadlineExceeded => {
                 RestError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
             }
@@ -259,7 +274,11 @@ impl RestError {
                 .causes
                 .iter()
                 .map(|(field, message)| {
-                    json!({"reason": reason, "message": message, "field": field})
+                    let mut cause = json!({"reason": reason, "message": message});
+                    if !field.is_empty() {
+                        cause["field"] = json!(field);
+                    }
+                    cause
                 })
                 .collect::<Vec<_>>();
             details.insert("causes".into(), Value::Array(causes));
@@ -273,6 +292,9 @@ impl RestError {
             "reason": self.reason,
             "code": self.code.as_u16(),
         });
+        if d.retry_after_seconds > 0 {
+            details.insert("retryAfterSeconds".into(), json!(d.retry_after_seconds));
+        }
         if !details.is_empty() {
             status["details"] = Value::Object(details);
         }

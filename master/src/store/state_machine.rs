@@ -183,36 +183,34 @@ impl History {
     }
 }
 
-/// `items`, the list of `kind` (in `namespace`) at `current`, as it was
-/// at the earlier `revision`, from `history`'s changes in
-/// (`revision`, `current`].
+/// `items`, a list at `current`, as it was at the earlier `revision`,
+/// from `changes`: the kept changes of the list's kind (and namespace)
+/// up to `current`, the history holding everything after `oldest`.
 fn rewind(
     items: Vec<Arc<Object>>,
-    history: &History,
-    kind: Kind,
-    namespace: Option<&str>,
+    changes: &[Arc<StoredEvent>],
+    oldest: u64,
     revision: u64,
     current: u64,
 ) -> std::result::Result<Vec<Arc<Object>>, ListAtError> {
     use skiff_proto::api::EventType;
     let compacted = Compacted {
         requested: revision,
-        oldest: history.compacted,
+        oldest,
     };
-    if revision < history.compacted {
+    if revision < oldest {
         return Err(compacted.into());
     }
-    let ours = |e: &StoredEvent| e.kind == kind && namespace.is_none_or(|ns| e.namespace == ns);
     let key_of = |object: &Object| (object.meta().namespace.clone(), object.meta().name.clone());
     let decode = |bytes: &[u8]| decode_object(bytes).map_err(|_| compacted.clone());
     // Per object changed after `revision`: its first change after it, and
     // its last change up to it (if still kept).
     let mut first_after: BTreeMap<(String, String), &StoredEvent> = BTreeMap::new();
     let mut last_upto: HashMap<(String, String), &StoredEvent> = HashMap::new();
-    for event in history
-        .events
+    for event in changes
         .iter()
-        .filter(|e| e.revision <= current && ours(e))
+        .map(Arc::as_ref)
+        .filter(|e| e.revision <= current)
     {
         let key = key_of(&decode(&event.object)?);
         if event.revision > revision {
@@ -445,37 +443,34 @@ impl ObjectStore {
         namespace: Option<&str>,
         revision: u64,
     ) -> std::result::Result<Vec<Arc<Object>>, ListAtError> {
-        // The cache is updated before the history, under another lock: a
-        // list newer than the history is read again once the history has
-        // caught up (a few instructions later on the applying thread).
-        let mut attempts = 0;
-        loop {
-            let (items, current) = self.cache.list(kind, namespace);
-            if revision == current {
-                return Ok(items);
-            }
-            if revision > current {
-                return Err(ListAtError::TooNew {
-                    requested: revision,
-                    current,
-                });
-            }
+        // Under the history's lock the cache and the history are at the
+        // same revision (`apply_entries` changes both under it). Only the
+        // list and the changes it needs are taken under it; they are read
+        // after it is released, so that applying is not held up.
+        let (items, current, compacted, changes) = {
             let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            let newest = history.compacted + history.events.len() as u64;
-            if newest < current {
+            let (items, current) = self.cache.list(kind, namespace);
+            if revision >= current {
                 drop(history);
-                attempts += 1;
-                if attempts > 1000 {
-                    return Err(ListAtError::TooNew {
+                return if revision == current {
+                    Ok(items)
+                } else {
+                    Err(ListAtError::TooNew {
                         requested: revision,
-                        current: newest,
-                    });
-                }
-                std::thread::yield_now();
-                continue;
+                        current,
+                    })
+                };
             }
-            return rewind(items, &history, kind, namespace, revision, current);
-        }
+            let ours = |e: &&Arc<StoredEvent>| {
+                e.revision <= current
+                    && e.kind == kind
+                    && namespace.is_none_or(|ns| e.namespace == ns)
+            };
+            let changes: Vec<Arc<StoredEvent>> =
+                history.events.iter().filter(ours).cloned().collect();
+            (items, current, history.compacted, changes)
+        };
+        rewind(items, &changes, compacted, revision, current)
     }
 
     /// Applies committed log entries: what openraft does through
@@ -516,12 +511,16 @@ impl ObjectStore {
             events.into_iter().map(|c| (c.event, c.cached)).unzip();
         let objects: Vec<Arc<Object>> = cached.iter().map(|c| c.object.clone()).collect();
         // The cache first: whoever is notified of a change can read it.
-        self.cache.apply(&cached, state.revision);
-        *self.state() = state;
-        if !events.is_empty() {
+        // The history's lock is held across both, so that a list at an
+        // earlier revision (`list_at`) sees them at the same revision.
+        {
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-            history.extend(&events, self.retention, self.retention_bytes);
+            self.cache.apply(&cached, state.revision);
+            if !events.is_empty() {
+                history.extend(&events, self.retention, self.retention_bytes);
+            }
         }
+        *self.state() = state;
         for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
             let _ = self.notify.send(Notification::Event(event, object));
@@ -611,15 +610,16 @@ impl ObjectStore {
             revision: snapshot.revision,
         };
         self.checkpoints.replace_all(&snapshot.objects, &state)?;
-        self.cache
-            .reset(decode_all(&snapshot.objects)?, snapshot.revision);
-        *self.state() = state;
+        let objects = decode_all(&snapshot.objects)?;
         {
+            // As in `apply_entries`: cache and history change together.
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            self.cache.reset(objects, snapshot.revision);
             history.events.clear();
             history.bytes = 0;
             history.compacted = snapshot.revision;
         }
+        *self.state() = state;
         self.save_snapshot_file(meta, data)?;
         let _ = self.notify.send(Notification::Reset {
             revision: snapshot.revision,
