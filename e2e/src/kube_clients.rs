@@ -428,6 +428,11 @@ impl KubectlProcess {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Whether it has ended with exit status 0 (false while it runs).
+    pub fn succeeded(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(status)) if status.success())
+    }
 }
 
 impl Drop for KubectlProcess {

@@ -71,6 +71,17 @@ impl ClientError {
         }
     }
 
+    /// Whether a precondition of the call did not hold (a delete's uid).
+    pub fn is_failed_precondition(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Other {
+                code: Code::FailedPrecondition,
+                ..
+            }
+        )
+    }
+
     /// Whether retrying the same call later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, ClientError::Unavailable { .. })
@@ -253,6 +264,31 @@ impl Client {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             resource_version: resource_version.to_owned(),
+            ..DeleteRequest::default()
+        };
+        let mut api = self.api.clone();
+        api.delete(request)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| self.status(s))
+    }
+
+    /// Deletes an object with the default options, only while it has
+    /// `uid`: one recreated under its name in between fails with
+    /// `FailedPrecondition` (`ClientError::is_failed_precondition`), as an eviction's
+    /// delete does in Kubernetes.
+    pub async fn delete_with_uid(
+        &self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        uid: &str,
+    ) -> Result<Object> {
+        let request = DeleteRequest {
+            kind: kind.name().to_owned(),
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            uid: uid.to_owned(),
             ..DeleteRequest::default()
         };
         let mut api = self.api.clone();

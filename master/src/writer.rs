@@ -25,7 +25,7 @@ use crate::objects::defaults::apply_defaults;
 use crate::objects::deletion::DeleteOptions;
 use crate::objects::metadata::{new_uid, random_suffix};
 use crate::objects::registry::custom::served_definition;
-use crate::objects::validation::{validate, FieldError, ValidationError};
+use crate::objects::validation::{validate, validate_update, FieldError, ValidationError};
 use crate::objects::{
     generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
 };
@@ -270,6 +270,7 @@ impl ObjectWriter {
         } else {
             apply_defaults(&mut object);
             validate(&object)?;
+            self.admit_update(&object)?;
             match &mut object.kind {
                 Some(Body::Service(service)) => {
                     let meta = service.metadata.clone().unwrap_or_default();
@@ -334,6 +335,26 @@ impl ObjectWriter {
 }
 
 impl ObjectWriter {
+    /// What Kubernetes does not let an update change
+    /// (`validation::validate_update`), against the stored object. An
+    /// update at another resourceVersion than the stored one is left to
+    /// the store, which refuses it as a conflict, as kube-apiserver does
+    /// before validating.
+    fn admit_update(&self, object: &Object) -> Result<()> {
+        let kind = object.kind()?;
+        let meta = object.meta();
+        let cache = self.cluster.store.cache();
+        let Some(stored) = cache.get(kind, &meta.namespace, &meta.name) else {
+            return Ok(());
+        };
+        let asked = &meta.resource_version;
+        if !asked.is_empty() && *asked != stored.meta().resource_version {
+            return Ok(());
+        }
+        validate_update(&stored, object)?;
+        Ok(())
+    }
+
     /// What a CustomResourceDefinition's update may not change (its scope;
     /// its kind, which its objects are stored by), and the cleanup
     /// finalizer it keeps until it is being deleted.

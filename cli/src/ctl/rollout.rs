@@ -506,7 +506,8 @@ const EVICTION_RETRY: Duration = Duration::from_secs(5);
 /// Evicts `object` (a pod) as `pods/eviction` does: once the
 /// PodDisruptionBudget that covers it allows a disruption, it takes one
 /// (the budget's status, written conditionally on its resourceVersion, so
-/// two drains cannot both take the last one), then deletes the pod. While
+/// two drains cannot both take the last one), then deletes the pod (only
+/// while it has the uid it was counted with). While
 /// the budget allows none it waits, telling so once, until `deadline`.
 async fn evict(
     client: &Client,
@@ -576,8 +577,14 @@ async fn evict(
             Err(e) => return Err(api(format!("updating poddisruptionbudget {budget:?}"))(e)),
         }
     }
-    match client.delete(Kind::Pod, namespace, name, "").await {
+    // Only the pod the budget was counted for: one recreated under its
+    // name meanwhile (a StatefulSet member) is not this eviction's.
+    match client
+        .delete_with_uid(Kind::Pod, namespace, name, &meta.uid)
+        .await
+    {
         Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
+        Err(e) if e.is_failed_precondition() => Ok(()),
         Err(e) => Err(api(format!("evicting pod {name:?}"))(e)),
     }
 }

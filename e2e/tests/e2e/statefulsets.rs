@@ -1,13 +1,16 @@
 //! StatefulSets and PodDisruptionBudgets end to end. On a real node (a
 //! private containerd, busybox imported from an archive, `local-path`
 //! claims): a member deleted comes back under its name on its claim with
-//! its data, and one scaled away and back too. On hollow nodes (they
+//! its data, and one scaled away and back too; a new template held by a
+//! partition replaces only the members at or above it, then the rest when
+//! it is lowered, each on its claim with its data. On hollow nodes (they
 //! report pods Running and Ready at once and confirm deletions at once, so
 //! the order the controller keeps is what the pods show). With skiff's client: members created one
 //! at a time in ordinal order with their claims first, scaled down highest
 //! first, a deleted member back under its name with its claim, `skiff ctl
 //! scale` and `rollout status`; a member on a node that dies is marked,
-//! not replaced, until the node confirms it stopped; `skiff ctl drain`
+//! not replaced, until the node confirms it stopped or the member is
+//! force-deleted (then it runs on a live node); `skiff ctl drain`
 //! waiting on a PodDisruptionBudget counted from the StatefulSet's scale.
 //! With kubectl: a rolling update held by a
 //! partition, then completed, `rollout status`, `scale` through the scale
@@ -211,8 +214,9 @@ const REAL_SETTLE: Duration = Duration::from_secs(60);
 
 /// `db` for a real node: each run of a member adds a line to `/data/runs`
 /// on its claim, then logs how many runs the claim has seen and its host
-/// name.
-fn counting_db(replicas: u32) -> String {
+/// name, then its template's `version`. Rolling updates leave members
+/// below `partition` alone.
+fn counting_db(replicas: u32, version: u32, partition: u32) -> String {
     format!(
         r#"apiVersion: v1
 kind: Service
@@ -230,6 +234,9 @@ metadata:
 spec:
   serviceName: db
   replicas: {replicas}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {{partition: {partition}}}
   selector:
     matchLabels: {{app: db}}
   template:
@@ -241,7 +248,8 @@ spec:
       - name: db
         image: {IMAGE}
         imagePullPolicy: Never
-        command: ["sh", "-c", "echo run >> /data/runs; echo runs=$(grep -c run /data/runs) host=$HOSTNAME; sleep 3600"]
+        env: [{{name: VERSION, value: "{version}"}}]
+        command: ["sh", "-c", "echo run >> /data/runs; echo runs=$(grep -c run /data/runs) host=$HOSTNAME; echo version=$VERSION; sleep 3600"]
         volumeMounts: [{{name: data, mountPath: /data}}]
   volumeClaimTemplates:
   - metadata: {{name: data}}
@@ -284,7 +292,7 @@ async fn on_a_real_node_a_member_comes_back_with_its_name_and_its_data() -> anyh
     })
     .await?;
     let api = master.api_addr.clone();
-    apply_yaml(&api, dir.path(), "db", &counting_db(2))?;
+    apply_yaml(&api, dir.path(), "db", &counting_db(2, 1, 0))?;
     let first = wait_members_within(&client, &[0, 1], REAL_SETTLE)
         .await
         .with_context(|| node.log_tail())?;
@@ -333,6 +341,35 @@ async fn on_a_real_node_a_member_comes_back_with_its_name_and_its_data() -> anyh
     wait_log(&api, "db-1", "runs=2 host=db-1")
         .await
         .with_context(|| node.log_tail())?;
+
+    // A new template held by partition 1: db-1 is replaced, on its claim
+    // with its data; db-0 keeps running the old one.
+    let before = members(&client).await;
+    apply_yaml(&api, dir.path(), "db", &counting_db(2, 2, 1))?;
+    wait_log(&api, "db-1", "version=2")
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_log(&api, "db-1", "runs=3 host=db-1")
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_members_within(&client, &[0, 1], REAL_SETTLE).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let held = members(&client).await;
+    assert_eq!(
+        uid_of(&held[&0]),
+        uid_of(&before[&0]),
+        "db-0, below the partition, is not replaced"
+    );
+    wait_log(&api, "db-0", "version=1").await?;
+    // The partition lowered to 0: db-0 is replaced too, with its data.
+    apply_yaml(&api, dir.path(), "db", &counting_db(2, 2, 0))?;
+    wait_log(&api, "db-0", "version=2")
+        .await
+        .with_context(|| node.log_tail())?;
+    wait_log(&api, "db-0", "runs=3 host=db-0")
+        .await
+        .with_context(|| node.log_tail())?;
+    assert_eq!(claims(&client).await?, kept, "the same claims throughout");
     let _ = ctl(&api, &["delete", "statefulset", "db"]);
     drop(node);
     Ok(())
@@ -489,6 +526,76 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
     .map_err(|e| e.context(master.log_tail()))?;
     let made = claims(&client).await?;
     assert!(made.contains_key("data-db-0"), "{made:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_on_a_dead_node_is_replaced_elsewhere_once_it_is_force_deleted(
+) -> anyhow::Result<()> {
+    let Some(kubectl) = kube_clients::kubectl(KubectlVersion::V1_35) else {
+        return Ok(());
+    };
+    let (dir, master) = ready_master().await?;
+    let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
+    let names = ["forced-1", "forced-2"];
+    let mut nodes = Vec::new();
+    for (slot, name) in names.iter().enumerate() {
+        nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
+    }
+    let client = master.client();
+    apply_yaml(&master.api_addr, dir.path(), "db", &db_without_claims(2))?;
+    let before = wait_members(&client, &[0, 1]).await?;
+    let node_of = |pod: &v1::Pod| {
+        pod.spec
+            .as_ref()
+            .map_or(String::new(), |s| s.node_name.clone())
+    };
+    let dead = node_of(&before[&0]);
+    let slot = names
+        .iter()
+        .position(|n| *n == dead)
+        .expect("db-0 on a hollow node");
+    let old = uid_of(&before[&0]);
+
+    // Its node dies: db-0 is marked, and kept, as in the test above.
+    nodes[slot].kill();
+    wait_for("db-0 marked for deletion", SETTLE, || async {
+        let now = members(&client).await;
+        let pod = now.get(&0)?;
+        let marked = pod
+            .metadata
+            .as_ref()
+            .is_some_and(|m| !m.deletion_timestamp.is_empty());
+        (marked && uid_of(pod) == old).then_some(())
+    })
+    .await
+    .map_err(|e| e.context(master.log_tail()))?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = members(&client).await;
+    assert_eq!(
+        now.get(&0).map(uid_of).as_deref(),
+        Some(old.as_str()),
+        "no second db-0 while its node may still run the first"
+    );
+
+    // An operator who knows the node is gone force-deletes it: a new db-0
+    // runs on the live node.
+    let k = Kubectl::new(kubectl, &master.api_addr)?;
+    let forced = tokio::task::spawn_blocking(move || {
+        k.ok(&["delete", "pod", "db-0", "--grace-period=0", "--force"])
+    })
+    .await?;
+    assert!(forced.contains(r#"pod "db-0" force deleted"#), "{forced}");
+    let replaced = wait_for("a new db-0 on the live node", SETTLE, || async {
+        let now = members(&client).await;
+        now.get(&0)
+            .filter(|p| uid_of(p) != old && is_running_ready(p))
+            .cloned()
+    })
+    .await
+    .map_err(|e| e.context(master.log_tail()))?;
+    assert_ne!(node_of(&replaced), dead, "not on the dead node");
+    drop(nodes);
     Ok(())
 }
 

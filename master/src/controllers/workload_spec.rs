@@ -74,18 +74,7 @@ pub fn int_or_string(value: &Value, default: &str) -> String {
     }
 }
 
-/// Removes every `null` member of every object in `value`: unset, to the
-/// typed models as to Kubernetes.
-pub fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            fields.retain(|_, v| !v.is_null());
-            fields.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
-}
+pub use crate::objects::generic::strip_nulls;
 
 /// The workload's `status` (the default, all zero, when it has none or
 /// one that does not read).

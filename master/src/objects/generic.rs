@@ -27,8 +27,10 @@
 //! (`objects::custom_resources`). CustomResourceDefinitions themselves
 //! are checked by `custom_resources::definition`.
 
+use std::collections::BTreeMap;
+
 use serde_json::{Map, Value};
-use skiff_proto::v1::{GenericObject, ObjectMeta};
+use skiff_proto::v1::{GenericObject, LabelSelector, ObjectMeta};
 
 use super::cron_schedule::{time_zone, CronSchedule};
 use super::custom_resources::{self, Definition, Version};
@@ -552,6 +554,17 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "a pod template is required",
             );
             job_checks(&spec, "spec", &mut problems);
+            // The selector is generated on create unless `manualSelector`
+            // is set; either way it must select the Job's pods.
+            require(
+                &mut problems,
+                spec["selector"].is_object(),
+                "spec.selector",
+                "a selector is required",
+            );
+            if spec["selector"].is_object() {
+                selector_matches_template(&spec, &mut problems);
+            }
         }
         Kind::CronJob => {
             let schedule = spec["schedule"].as_str().unwrap_or("");
@@ -589,15 +602,23 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "spec.template",
                 "a pod template is required",
             );
-            if let (Some(wanted), Some(labels)) = (
-                spec["selector"]["matchLabels"].as_object(),
-                spec["template"]["metadata"]["labels"].as_object(),
-            ) {
-                if wanted.iter().any(|(k, v)| labels.get(k) != Some(v)) {
+            if spec["selector"].is_object() {
+                let empty = ["matchLabels", "matchExpressions"].iter().all(|f| {
+                    spec["selector"][f].as_object().is_none_or(|m| m.is_empty())
+                        && spec["selector"][f].as_array().is_none_or(|a| a.is_empty())
+                });
+                if empty {
+                    let what = if kind == Kind::DaemonSet {
+                        "daemonset"
+                    } else {
+                        "statefulset"
+                    };
                     problems.push((
-                        "spec.template.metadata.labels".to_owned(),
-                        "Invalid value: `selector` does not match template `labels`".to_owned(),
+                        "spec.selector".to_owned(),
+                        format!("Invalid value: {{}}: empty selector is invalid for {what}"),
                     ));
+                } else {
+                    selector_matches_template(&spec, &mut problems);
                 }
             }
             if spec["template"].is_object()
@@ -666,6 +687,165 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         _ => {}
     }
     problems
+}
+
+/// What Kubernetes refuses in an update of `kind` from `old` to `new`
+/// (both with defaults applied) that `validate` of `new` alone allows:
+/// `(field, reason)` for each field that may not change. A Job's
+/// selector, completion mode, failure policy and pod template (a
+/// suspended Job that never started may change its template's scheduling
+/// directives, labels and annotations), and its completions unless it is
+/// an Indexed Job kept at completions = parallelism; a StatefulSet's spec
+/// beyond the fields it may change; a DaemonSet's selector.
+pub fn validate_update(
+    kind: Kind,
+    old: &GenericObject,
+    new: &GenericObject,
+) -> Vec<(String, String)> {
+    let spec_of = |object: &GenericObject| {
+        let mut spec = content(object).remove("spec").unwrap_or(Value::Null);
+        strip_nulls(&mut spec);
+        spec
+    };
+    let (before, after) = (spec_of(old), spec_of(new));
+    let mut problems = Vec::new();
+    let immutable = |field: &str, problems: &mut Vec<(String, String)>| {
+        if before[field] != after[field] {
+            problems.push((format!("spec.{field}"), immutable_reason(&after[field])));
+        }
+    };
+    match kind {
+        Kind::Job => {
+            for field in [
+                "selector",
+                "completionMode",
+                "podFailurePolicy",
+                "backoffLimitPerIndex",
+                "managedBy",
+            ] {
+                immutable(field, &mut problems);
+            }
+            let elastic = after["completionMode"] == "Indexed"
+                && after["completions"] == after["parallelism"];
+            if before["completions"] != after["completions"] && !elastic {
+                problems.push((
+                    "spec.completions".to_owned(),
+                    immutable_reason(&after["completions"]),
+                ));
+            }
+            let never_started = before["suspend"] == true
+                && content(old)
+                    .get("status")
+                    .is_none_or(|s| s["startTime"].is_null());
+            let template = |spec: &Value| {
+                let mut template = spec["template"].clone();
+                if never_started {
+                    for field in ["labels", "annotations"] {
+                        if let Some(meta) = template["metadata"].as_object_mut() {
+                            meta.remove(field);
+                        }
+                    }
+                    if let Some(pod) = template["spec"].as_object_mut() {
+                        for field in ["nodeSelector", "tolerations", "affinity", "schedulingGates"]
+                        {
+                            pod.remove(field);
+                        }
+                    }
+                }
+                template
+            };
+            if template(&before) != template(&after) {
+                problems.push((
+                    "spec.template".to_owned(),
+                    immutable_reason(&after["template"]),
+                ));
+            }
+        }
+        Kind::StatefulSet => {
+            let fixed = |spec: &Value| {
+                let mut spec = spec.clone();
+                if let Some(map) = spec.as_object_mut() {
+                    for field in [
+                        "replicas",
+                        "ordinals",
+                        "template",
+                        "updateStrategy",
+                        "revisionHistoryLimit",
+                        "persistentVolumeClaimRetentionPolicy",
+                        "minReadySeconds",
+                    ] {
+                        map.remove(field);
+                    }
+                }
+                spec
+            };
+            if fixed(&before) != fixed(&after) {
+                problems.push((
+                    "spec".to_owned(),
+                    "Forbidden: updates to statefulset spec for fields other than 'replicas', \
+                     'ordinals', 'template', 'updateStrategy', 'revisionHistoryLimit', \
+                     'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"
+                        .to_owned(),
+                ));
+            }
+        }
+        Kind::DaemonSet => immutable("selector", &mut problems),
+        _ => {}
+    }
+    problems
+}
+
+/// Kubernetes' reason for a changed immutable field, showing the value
+/// asked for (shortened when long).
+pub fn immutable_reason(value: &Value) -> String {
+    const LONGEST: usize = 120;
+    let mut shown = value.to_string();
+    if shown.len() > LONGEST {
+        let mut end = LONGEST;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push('…');
+    }
+    format!("Invalid value: {shown}: field is immutable")
+}
+
+/// Removes every `null` member of every object in `value`: unset, to
+/// Kubernetes as to the typed models.
+pub fn strip_nulls(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.retain(|_, v| !v.is_null());
+            fields.values_mut().for_each(strip_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Whether `spec.selector` selects `spec.template`'s labels (`matchLabels`
+/// and `matchExpressions`); if not, the problem as Kubernetes names it.
+/// A selector that does not read is left to the schema.
+fn selector_matches_template(spec: &Value, problems: &mut Vec<(String, String)>) {
+    let Ok(selector) = serde_json::from_value::<LabelSelector>(spec["selector"].clone()) else {
+        return;
+    };
+    let labels: BTreeMap<String, String> = spec["template"]["metadata"]["labels"]
+        .as_object()
+        .map(|labels| {
+            labels
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                .collect()
+        })
+        .unwrap_or_default();
+    if !super::selector::matches(&selector, &labels) {
+        problems.push((
+            "spec.template.metadata.labels".to_owned(),
+            "Invalid value: `selector` does not match template `labels`".to_owned(),
+        ));
+    }
 }
 
 /// A DaemonSet's `updateStrategy`, as Kubernetes validates it: a known
@@ -1138,11 +1318,12 @@ mod tests {
         );
 
         let job_problems = |spec: Value| -> Vec<String> {
-            let (job, _) = read(
+            let (mut job, _) = read(
                 Kind::Job,
                 json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j"},
                        "spec": spec}),
             );
+            generate_job_selector(&mut job, "u-1");
             validate(Kind::Job, &job)
                 .into_iter()
                 .map(|(field, _)| field)
@@ -1221,6 +1402,195 @@ mod tests {
                 "spec.volumeClaimTemplates[2].metadata.name",
                 "spec.volumeClaimTemplates[2].spec.accessModes",
             ]
+        );
+    }
+    /// `kind` named `name` with `spec`, defaults applied.
+    fn defaulted(kind: Kind, api_version: &str, spec: Value) -> GenericObject {
+        let (mut object, _) = read(
+            kind,
+            json!({"apiVersion": api_version, "kind": kind.name(),
+                   "metadata": {"name": "x", "namespace": "default"}, "spec": spec}),
+        );
+        apply_defaults(kind, &mut object);
+        object
+    }
+
+    fn fields(problems: Vec<(String, String)>) -> Vec<String> {
+        problems.into_iter().map(|(field, _)| field).collect()
+    }
+
+    #[test]
+    fn a_selector_must_select_the_template_by_its_expressions_too() {
+        let set = |selector: Value, labels: Value| {
+            defaulted(
+                Kind::DaemonSet,
+                "apps/v1",
+                json!({"selector": selector,
+                       "template": {"metadata": {"labels": labels},
+                                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}),
+            )
+        };
+        let matching = set(
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["a", "b"]}]}),
+            json!({"app": "b"}),
+        );
+        assert!(fields(validate(Kind::DaemonSet, &matching)).is_empty());
+        let missed = set(
+            json!({"matchLabels": {"app": "b"},
+                   "matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+            json!({"app": "b"}),
+        );
+        let problems = validate(Kind::DaemonSet, &missed);
+        assert_eq!(fields(problems.clone()), ["spec.template.metadata.labels"]);
+        assert!(problems[0]
+            .1
+            .contains("`selector` does not match template `labels`"));
+        let empty = set(json!({}), json!({"app": "b"}));
+        let problems = validate(Kind::DaemonSet, &empty);
+        assert_eq!(fields(problems.clone()), ["spec.selector"]);
+        assert!(problems[0]
+            .1
+            .contains("empty selector is invalid for daemonset"));
+    }
+
+    #[test]
+    fn a_manual_job_selector_must_select_its_template() {
+        let job = |selector: Value| {
+            let mut job = defaulted(
+                Kind::Job,
+                "batch/v1",
+                json!({"manualSelector": true, "selector": selector,
+                       "template": {"metadata": {"labels": {"app": "batch"}},
+                                    "spec": {"restartPolicy": "Never",
+                                             "containers": [{"name": "c", "image": "i"}]}}}),
+            );
+            generate_job_selector(&mut job, "u-1");
+            validate(Kind::Job, &job)
+        };
+        assert!(job(json!({"matchLabels": {"app": "batch"}})).is_empty());
+        assert_eq!(
+            fields(job(json!({"matchLabels": {"app": "other"}}))),
+            ["spec.template.metadata.labels"]
+        );
+        assert_eq!(fields(job(Value::Null)), ["spec.selector"]);
+    }
+
+    #[test]
+    fn a_jobs_template_selector_and_completions_are_immutable() {
+        let spec = |completions: i64, image: &str| {
+            json!({"completions": completions, "parallelism": 1,
+                   "selector": {"matchLabels": {JOB_CONTROLLER_UID_LABEL: "u-1"}},
+                   "template": {"metadata": {"labels": {JOB_CONTROLLER_UID_LABEL: "u-1"}},
+                                "spec": {"restartPolicy": "Never",
+                                         "containers": [{"name": "c", "image": image}]}}})
+        };
+        let old = defaulted(Kind::Job, "batch/v1", spec(3, "a"));
+        let same = defaulted(Kind::Job, "batch/v1", spec(3, "a"));
+        assert!(validate_update(Kind::Job, &old, &same).is_empty());
+        let changed = defaulted(Kind::Job, "batch/v1", spec(4, "b"));
+        let problems = validate_update(Kind::Job, &old, &changed);
+        assert_eq!(
+            fields(problems.clone()),
+            ["spec.completions", "spec.template"]
+        );
+        assert_eq!(problems[0].1, "Invalid value: 4: field is immutable");
+        assert!(
+            problems[1].1.ends_with(": field is immutable"),
+            "{problems:?}"
+        );
+        // What may change: parallelism, suspend, deadlines.
+        let mut scaled = spec(3, "a");
+        scaled["parallelism"] = json!(3);
+        scaled["suspend"] = json!(true);
+        scaled["activeDeadlineSeconds"] = json!(60);
+        let scaled = defaulted(Kind::Job, "batch/v1", scaled);
+        assert!(validate_update(Kind::Job, &old, &scaled).is_empty());
+        // An Indexed Job kept at completions = parallelism is elastic.
+        let indexed = |n: i64| {
+            let mut s = spec(n, "a");
+            s["completionMode"] = json!("Indexed");
+            s["parallelism"] = json!(n);
+            defaulted(Kind::Job, "batch/v1", s)
+        };
+        assert!(validate_update(Kind::Job, &indexed(3), &indexed(5)).is_empty());
+    }
+
+    #[test]
+    fn a_suspended_job_that_never_started_may_change_where_its_pods_go() {
+        let spec = |node: &str, image: &str| {
+            json!({"suspend": true,
+                   "selector": {"matchLabels": {"a": "b"}},
+                   "template": {"metadata": {"labels": {"a": "b"}},
+                                "spec": {"restartPolicy": "Never", "nodeSelector": {"zone": node},
+                                         "containers": [{"name": "c", "image": image}]}}})
+        };
+        let old = defaulted(Kind::Job, "batch/v1", spec("east", "i"));
+        let moved = defaulted(Kind::Job, "batch/v1", spec("west", "i"));
+        assert!(validate_update(Kind::Job, &old, &moved).is_empty());
+        let reimaged = defaulted(Kind::Job, "batch/v1", spec("east", "j"));
+        assert_eq!(
+            fields(validate_update(Kind::Job, &old, &reimaged)),
+            ["spec.template"]
+        );
+        // Once started, not even that.
+        let mut started = old.clone();
+        let mut map = content(&started);
+        map.insert(
+            "status".into(),
+            json!({"startTime": "2026-12-01T00:00:00Z"}),
+        );
+        set_content(&mut started, &map);
+        assert_eq!(
+            fields(validate_update(Kind::Job, &started, &moved)),
+            ["spec.template"]
+        );
+    }
+
+    #[test]
+    fn a_statefulset_may_change_only_its_replicas_template_and_strategy() {
+        let spec = |replicas: i64, image: &str, service: &str, storage: &str| {
+            json!({"replicas": replicas, "serviceName": service,
+                   "selector": {"matchLabels": {"app": "db"}},
+                   "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 1}},
+                   "template": {"metadata": {"labels": {"app": "db"}},
+                                "spec": {"containers": [{"name": "c", "image": image}]}},
+                   "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": storage}}}}]})
+        };
+        let set = |s: Value| defaulted(Kind::StatefulSet, "apps/v1", s);
+        let old = set(spec(2, "a", "db", "1Gi"));
+        assert!(
+            validate_update(Kind::StatefulSet, &old, &set(spec(5, "b", "db", "1Gi"))).is_empty()
+        );
+        for changed in [spec(2, "a", "other", "1Gi"), spec(2, "a", "db", "2Gi")] {
+            let problems = validate_update(Kind::StatefulSet, &old, &set(changed));
+            assert_eq!(fields(problems.clone()), ["spec"]);
+            assert!(problems[0]
+                .1
+                .starts_with("Forbidden: updates to statefulset spec"));
+        }
+    }
+
+    #[test]
+    fn a_daemonsets_selector_is_immutable() {
+        let spec = |app: &str| {
+            json!({"selector": {"matchLabels": {"app": app}},
+                   "template": {"metadata": {"labels": {"app": "a", "tier": "b"}},
+                                "spec": {"containers": [{"name": "c", "image": "i"}]}}})
+        };
+        let old = defaulted(Kind::DaemonSet, "apps/v1", spec("a"));
+        let problems = validate_update(
+            Kind::DaemonSet,
+            &old,
+            &defaulted(Kind::DaemonSet, "apps/v1", spec("b")),
+        );
+        assert_eq!(
+            problems,
+            [(
+                "spec.selector".to_owned(),
+                r#"Invalid value: {"matchLabels":{"app":"b"}}: field is immutable"#.to_owned()
+            )]
         );
     }
 }

@@ -187,6 +187,52 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
     }
 }
 
+/// Checks an update from the stored `old` to `new` (both with defaults
+/// applied) for what Kubernetes does not let an update change: an
+/// apps/v1 Deployment's, ReplicaSet's or DaemonSet's selector, a Job's
+/// template, selector and completions, a StatefulSet's spec beyond what
+/// it may change (`generic::validate_update`). `Err` lists each field.
+pub fn validate_update(old: &Object, new: &Object) -> Result<(), ValidationError> {
+    let mut errors = Errors::default();
+    let kind = new.kind().ok();
+    let selector_kept =
+        |errors: &mut Errors, old: Option<&v1::LabelSelector>, new: Option<&v1::LabelSelector>| {
+            if old != new {
+                let asked = serde_json::to_value(new).unwrap_or_default();
+                errors.add("spec.selector", super::generic::immutable_reason(&asked));
+            }
+        };
+    match (&old.kind, &new.kind) {
+        (Some(Body::Deployment(old)), Some(Body::Deployment(new))) => selector_kept(
+            &mut errors,
+            old.spec.as_ref().and_then(|s| s.selector.as_ref()),
+            new.spec.as_ref().and_then(|s| s.selector.as_ref()),
+        ),
+        (Some(Body::ReplicaSet(old)), Some(Body::ReplicaSet(new))) => selector_kept(
+            &mut errors,
+            old.spec.as_ref().and_then(|s| s.selector.as_ref()),
+            new.spec.as_ref().and_then(|s| s.selector.as_ref()),
+        ),
+        (Some(Body::Generic(old)), Some(Body::Generic(new))) => {
+            if let Some(kind) = kind {
+                for (path, reason) in super::generic::validate_update(kind, old, new) {
+                    errors.add(path, reason);
+                }
+            }
+        }
+        _ => {}
+    }
+    if errors.0.is_empty() {
+        Ok(())
+    } else {
+        Err(ValidationError {
+            kind: kind.map(|k| k.name().to_owned()).unwrap_or_default(),
+            name: new.meta().name.clone(),
+            errors: errors.0,
+        })
+    }
+}
+
 /// Why a value is not a DNS name; the field path is the caller's.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DnsNameError {
@@ -1655,6 +1701,35 @@ mod tests {
     #[test]
     fn a_good_deployment_passes() {
         check(DEPLOYMENT).unwrap();
+    }
+
+    #[test]
+    fn a_deployments_selector_may_not_change_and_its_replicas_may() {
+        let read = |yaml: &str| {
+            let mut o = parse_manifest("d.yaml", yaml, true)
+                .unwrap()
+                .objects
+                .remove(0);
+            o.meta_mut().unwrap().namespace = "default".into();
+            apply_defaults(&mut o);
+            o
+        };
+        let old = read(DEPLOYMENT);
+        validate_update(
+            &old,
+            &read(&DEPLOYMENT.replace("replicas: 2", "replicas: 5")),
+        )
+        .unwrap();
+        let relabelled = DEPLOYMENT
+            .replace(
+                "matchLabels: {app: web}",
+                "matchLabels: {app: web, tier: a}",
+            )
+            .replace("labels: {app: web}}", "labels: {app: web, tier: a}}");
+        let e = validate_update(&old, &read(&relabelled)).unwrap_err();
+        assert_eq!(e.errors.len(), 1, "{e}");
+        assert_eq!(e.errors[0].path, "spec.selector");
+        assert!(e.errors[0].reason.ends_with("field is immutable"), "{e}");
     }
 
     fn reasons(yaml: &str) -> String {

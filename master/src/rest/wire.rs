@@ -272,17 +272,7 @@ fn is_zero(value: &Value) -> bool {
     }
 }
 
-/// Removes every `null` member of every object in `value`.
-pub fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
-}
+pub use crate::objects::generic::strip_nulls;
 
 /// An object as the API answers it.
 pub fn encode(info: &KindInfo, object: &Object) -> Value {

@@ -36,6 +36,7 @@ use skiff_proto::v1::{ManagedFieldsEntry, ObjectMeta};
 
 pub use field_set::{display, FieldSet, Path, PathElement};
 
+use super::generic::strip_nulls;
 use super::registry::KindInfo;
 use merge::Keys;
 use schema::Shape;
@@ -360,18 +361,6 @@ impl ManagedFields {
 /// The shape of objects of `info`'s kind.
 fn root(info: &KindInfo) -> Shape {
     schema::root(info.group, info.version, info.name)
-}
-
-/// Removes every `null` member of every object in `value`.
-fn strip_nulls(value: &mut Value) {
-    match value {
-        Value::Object(map) => {
-            map.retain(|_, v| !v.is_null());
-            map.values_mut().for_each(strip_nulls);
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_nulls),
-        _ => {}
-    }
 }
 
 /// A server-side apply (`PATCH` with `application/apply-patch+yaml`): who
