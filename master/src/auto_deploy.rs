@@ -12,10 +12,12 @@ use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::Context;
+use crate::objects::generic;
 use crate::objects::manifest::{parse_manifest, ManifestError};
 use crate::objects::{Kind, ObjectExt};
 use crate::writer::{self, DEFAULT_NAMESPACE};
@@ -94,6 +96,11 @@ async fn apply(ctx: &Context, mut object: Object) -> writer::Result<()> {
         let mut desired = object.clone();
         if let Ok(m) = desired.meta_mut() {
             m.resource_version = current.meta().resource_version.clone();
+        }
+        if let (Some(Body::Generic(stored)), Some(Body::Generic(sent))) =
+            (&current.kind, &mut desired.kind)
+        {
+            generic::keep_generated(kind, stored, sent);
         }
         match ctx.writer.update(desired).await {
             Ok(_) => return Ok(()),

@@ -71,14 +71,16 @@ impl ClientError {
         }
     }
 
-    /// Whether a precondition of the call did not hold (a delete's uid).
-    pub fn is_failed_precondition(&self) -> bool {
+    /// Whether a delete's uid precondition did not hold: the object was
+    /// replaced by another of its name.
+    pub fn is_uid_mismatch(&self) -> bool {
         matches!(
             self,
             ClientError::Other {
                 code: Code::FailedPrecondition,
+                message,
                 ..
-            }
+            } if message.contains("UID in precondition")
         )
     }
 
@@ -275,7 +277,7 @@ impl Client {
 
     /// Deletes an object with the default options, only while it has
     /// `uid`: one recreated under its name in between fails with
-    /// `FailedPrecondition` (`ClientError::is_failed_precondition`), as an eviction's
+    /// `ClientError::is_uid_mismatch`, as an eviction's
     /// delete does in Kubernetes.
     pub async fn delete_with_uid(
         &self,

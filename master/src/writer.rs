@@ -336,10 +336,12 @@ impl ObjectWriter {
 
 impl ObjectWriter {
     /// What Kubernetes does not let an update change
-    /// (`validation::validate_update`), against the stored object. An
-    /// update at another resourceVersion than the stored one is left to
-    /// the store, which refuses it as a conflict, as kube-apiserver does
-    /// before validating.
+    /// (`validation::validate_update`), against the stored object with
+    /// today's defaults. An update at another resourceVersion than the
+    /// cached one is left to the store, which refuses it as a conflict
+    /// (as kube-apiserver checks the precondition before validating); one
+    /// newer than this master has applied, just after a leader change, is
+    /// not checked.
     fn admit_update(&self, object: &Object) -> Result<()> {
         let kind = object.kind()?;
         let meta = object.meta();
@@ -351,6 +353,9 @@ impl ObjectWriter {
         if !asked.is_empty() && *asked != stored.meta().resource_version {
             return Ok(());
         }
+        // Defaults added since it was stored are not changes.
+        let mut stored = Object::clone(&stored);
+        apply_defaults(&mut stored);
         validate_update(&stored, object)?;
         Ok(())
     }

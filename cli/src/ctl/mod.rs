@@ -769,6 +769,11 @@ async fn apply_one(
             m.resource_version = before.clone();
             keep_system_annotations(&mut m.annotations, &current.meta().annotations);
         }
+        if let (Some(Body::Generic(stored)), Some(Body::Generic(sent))) =
+            (&current.kind, &mut desired.kind)
+        {
+            skiff_master::objects::generic::keep_generated(kind, stored, sent);
+        }
         match client.update(desired).await {
             Ok(updated) if updated.meta().resource_version == before => return Ok("unchanged"),
             Ok(_) => return Ok("configured"),

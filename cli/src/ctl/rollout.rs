@@ -522,6 +522,14 @@ async fn evict(
     let (namespace, name) = (meta.namespace.as_str(), meta.name.as_str());
     let mut told = false;
     loop {
+        // The pod listed may be gone, or replaced under its name (a
+        // StatefulSet member): then there is nothing to evict, and no
+        // disruption to take from its budget.
+        match client.get(Kind::Pod, namespace, name).await {
+            Ok(now) if now.meta().uid == meta.uid => {}
+            Ok(_) | Err(ClientError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(api(format!("reading pod {name:?}"))(e)),
+        }
         let listed = client
             .list(Kind::PodDisruptionBudget, namespace)
             .await
@@ -584,7 +592,7 @@ async fn evict(
         .await
     {
         Ok(_) | Err(ClientError::NotFound(_)) => Ok(()),
-        Err(e) if e.is_failed_precondition() => Ok(()),
+        Err(e) if e.is_uid_mismatch() => Ok(()),
         Err(e) => Err(api(format!("evicting pod {name:?}"))(e)),
     }
 }

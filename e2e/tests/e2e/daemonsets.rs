@@ -250,6 +250,32 @@ async fn a_daemonset_runs_on_every_node_and_on_one_that_joins_later() -> anyhow:
     );
     assert_eq!(counts, (3, 3, 3, 3, 0));
     eprintln!("node-c had its pod {placed_in:?} after it was Ready");
+    // skiff ctl's table has kubectl's columns and these counts.
+    let table = ctl_ok(&master.api_addr, &["get", "daemonsets"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows[0],
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE",
+            "SELECTOR",
+            "AGE"
+        ],
+        "{table}"
+    );
+    assert_eq!(
+        rows[1][..7],
+        [APP, "3", "3", "3", "3", "3", "<none>"],
+        "{table}"
+    );
 
     // Deleting the DaemonSet takes its pods and revisions with it.
     ctl_ok(&master.api_addr, &["delete", "ds", APP]);

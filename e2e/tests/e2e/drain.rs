@@ -136,12 +136,15 @@ async fn kubectl_drain_on_real_nodes_waits_for_a_disruption_budget() -> anyhow::
     // Count the healthy pods for as long as the drain runs.
     let watching = Arc::new(AtomicBool::new(true));
     let fewest = Arc::new(AtomicUsize::new(usize::MAX));
+    let samples = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (watching, fewest, client) = (watching.clone(), fewest.clone(), master.client());
+        let (watching, fewest, samples) = (watching.clone(), fewest.clone(), samples.clone());
+        let client = master.client();
         tokio::spawn(async move {
             while watching.load(Ordering::SeqCst) {
                 if let Ok(pods) = pods_with_app(&client, "default", "guarded").await {
                     fewest.fetch_min(healthy(&pods).len(), Ordering::SeqCst);
+                    samples.fetch_add(1, Ordering::SeqCst);
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -207,6 +210,11 @@ async fn kubectl_drain_on_real_nodes_waits_for_a_disruption_budget() -> anyhow::
     assert!(
         settled.is_disjoint(&first),
         "both of drain-a's pods were replaced"
+    );
+    let samples = samples.load(Ordering::SeqCst);
+    assert!(
+        samples >= 50,
+        "only {samples} samples of the pods during the drain"
     );
     let fewest = fewest.load(Ordering::SeqCst);
     assert!(

@@ -7,6 +7,10 @@
 //! - A LoadBalancer Service: `helm install --wait` returns with its
 //!   ingress set (ServiceLB's: the node's address), as helm's readiness
 //!   asks.
+//! - A DaemonSet and a StatefulSet of two whose pods are Ready two seconds
+//!   after they start: `helm install --wait` and `helm upgrade --wait`
+//!   (a new greeting in their pods' environment) return only once every
+//!   pod is Ready with the current template.
 //! - `pre-install` Job (kept, `before-hook-creation`): it completes before
 //!   helm creates the ConfigMap (its completion time is no later than the
 //!   ConfigMap's creation).
@@ -85,6 +89,21 @@ spec:
     )
 }
 
+/// The pod spec of the chart's DaemonSet and StatefulSet: the greeting in
+/// its environment (an upgrade changing it rolls them), Ready only two
+/// seconds after it starts, so that helm's `--wait` has to wait.
+const WORKLOAD_POD: &str = "      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: e2e/busybox:1
+        imagePullPolicy: Never
+        env: [{name: GREETING, value: {{ .Values.greeting | quote }}}]
+        command: [sh, -c, 'sleep 2; touch /tmp/ready; sleep 3600']
+        readinessProbe:
+          exec: {command: [sh, -c, 'test -f /tmp/ready']}
+          periodSeconds: 1
+";
+
 /// The chart's files, relative to its directory.
 fn chart_files() -> Vec<(&'static str, String)> {
     vec![
@@ -116,6 +135,37 @@ spec:
     targetPort: 8080
 "
             .to_owned(),
+        ),
+        (
+            "templates/workloads.yaml",
+            format!(
+                "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: {{{{ .Release.Name }}}}-agent
+spec:
+  selector:
+    matchLabels: {{app: {{{{ .Release.Name }}}}-agent}}
+  template:
+    metadata:
+      labels: {{app: {{{{ .Release.Name }}}}-agent}}
+    spec:
+{WORKLOAD_POD}---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {{{{ .Release.Name }}}}-db
+spec:
+  serviceName: {{{{ .Release.Name }}}}-db
+  replicas: 2
+  selector:
+    matchLabels: {{app: {{{{ .Release.Name }}}}-db}}
+  template:
+    metadata:
+      labels: {{app: {{{{ .Release.Name }}}}-db}}
+    spec:
+{WORKLOAD_POD}"
+            ),
         ),
         (
             "templates/pre-install.yaml",
@@ -257,6 +307,8 @@ fn scenario(h: &Helm, k: &Kubectl, node_ip: &str) {
         ),
         "True"
     );
+    // --wait returned with the DaemonSet's and StatefulSet's pods Ready.
+    rolled_out(k, "hello");
     let ingress = k.ok(&[
         "get",
         "service",
@@ -325,6 +377,8 @@ fn scenario(h: &Helm, k: &Kubectl, node_ip: &str) {
         WAIT,
     ]);
     assert_eq!(job(&pre_upgrade, "{.status.succeeded}"), "1");
+    // --wait returned with both rolled to the new greeting.
+    rolled_out(k, "again");
     let out = h.run(&["test", RELEASE, "--namespace", NAMESPACE, "--timeout", WAIT]);
     let said = format!(
         "{}{}",
@@ -397,6 +451,64 @@ fn scenario(h: &Helm, k: &Kubectl, node_ip: &str) {
         !jobs.contains("pre-delete") && jobs.contains(&pre_install),
         "{jobs}"
     );
+}
+
+/// Asserts, without waiting (helm's `--wait` has returned), that the
+/// chart's DaemonSet (one pod: one node) and StatefulSet (two) are rolled
+/// out with `greeting`: each has observed its generation and counts every
+/// pod updated and Ready, and every pod not being deleted is of the
+/// current template and Ready. (Pods being replaced may still be going,
+/// for a second's grace.)
+fn rolled_out(k: &Kubectl, greeting: &str) {
+    let get = |what: &str| -> serde_json::Value {
+        let mut args = vec!["get", "-n", NAMESPACE, "-o", "json"];
+        args.extend(what.split_whitespace());
+        let out = k.ok(&args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+    };
+    let agent = get(&format!("daemonset {RELEASE}-agent"));
+    let db = get(&format!("statefulset {RELEASE}-db"));
+    for (what, object) in [("agent", &agent), ("db", &db)] {
+        assert_eq!(
+            object["status"]["observedGeneration"], object["metadata"]["generation"],
+            "{what}: {object}"
+        );
+    }
+    let status = &agent["status"];
+    assert_eq!(status["numberReady"], 1, "{status}");
+    assert_eq!(status["updatedNumberScheduled"], 1, "{status}");
+    let status = &db["status"];
+    assert_eq!(status["readyReplicas"], 2, "{status}");
+    assert_eq!(status["updatedReplicas"], 2, "{status}");
+    assert_eq!(
+        status["currentRevision"], status["updateRevision"],
+        "{status}"
+    );
+    for (app, count) in [
+        (format!("{RELEASE}-agent"), 1),
+        (format!("{RELEASE}-db"), 2),
+    ] {
+        let pods = get(&format!("pods -l app={app}"));
+        let staying: Vec<&serde_json::Value> = pods["items"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert_eq!(staying.len(), count, "{app}: {pods}");
+        for pod in staying {
+            let env = &pod["spec"]["containers"][0]["env"][0]["value"];
+            assert_eq!(env, greeting, "{app}: {pod}");
+            let ready = pod["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            });
+            assert!(ready, "{app}: not Ready: {pod}");
+        }
+    }
 }
 
 /// The release's status as `helm status` reports it.

@@ -305,6 +305,17 @@ async fn on_a_real_node_a_member_comes_back_with_its_name_and_its_data() -> anyh
     let kept = claims(&client).await?;
     let names: Vec<&str> = kept.keys().map(String::as_str).collect();
     assert_eq!(names, ["data-db-0", "data-db-1"]);
+    wait_for("the status to count 2 ready", REAL_SETTLE, || async {
+        status_of(&client).await.filter(|s| s.ready_replicas == 2)
+    })
+    .await?;
+    let table = ctl_ok(&api, &["get", "statefulsets"]);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(rows[0], ["NAME", "READY", "AGE"], "{table}");
+    assert_eq!(rows[1][..2], ["db", "2/2"], "{table}");
 
     // db-0 deleted: a new pod under its name, on its claim, with its data.
     client.delete(Kind::Pod, "default", "db-0", "").await?;

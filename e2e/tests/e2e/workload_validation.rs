@@ -5,9 +5,14 @@
 //! change: a Job's pod template and completions, a StatefulSet's spec
 //! beyond replicas, template and strategy, a Deployment's and a
 //! DaemonSet's selector. What may change (a Job's parallelism, a
-//! StatefulSet's replicas and image) still does.
+//! StatefulSet's replicas and image) still does. With `skiff ctl apply`,
+//! which replaces the object with the manifest: a Job applied again is
+//! unchanged (its generated selector and labels kept), a changed template
+//! refused.
 
+use skiff_e2e::ctl;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
+use skiff_e2e::master::ready_master;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_1_35_is_refused_invalid_workloads_and_immutable_changes() {
@@ -235,4 +240,35 @@ fn refusals(k: &Kubectl) {
     );
     let selector = jsonpath(k, "daemonset agent", "{.spec.selector.matchLabels}");
     assert!(!selector.contains("tier"), "unchanged: {selector}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_ctl_applies_a_job_again_unchanged_and_is_refused_a_new_template(
+) -> anyhow::Result<()> {
+    let (dir, master) = ready_master().await?;
+    let api = master.api_addr.clone();
+    let apply = |name: &str, manifest: &str| {
+        let path = dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&path, manifest).unwrap();
+        let out = ctl(&api, &["apply", "-f", path.to_str().unwrap_or_default()]);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, out) = apply("job", &job("", 2, 1, "busybox"));
+    assert!(ok && out.contains("created"), "{out}");
+    let (ok, out) = apply("job", &job("", 2, 1, "busybox"));
+    assert!(ok && out.contains("unchanged"), "applied again: {out}");
+    let (ok, out) = apply("job", &job("", 2, 1, "busybox:2"));
+    assert!(!ok, "a new template was taken: {out}");
+    assert!(
+        out.contains("spec.template") && out.contains("field is immutable"),
+        "{out}"
+    );
+    let (ok, out) = apply("job", &job("", 2, 2, "busybox"));
+    assert!(ok && out.contains("configured"), "parallelism: {out}");
+    Ok(())
 }

@@ -702,9 +702,11 @@ pub fn validate_update(
     old: &GenericObject,
     new: &GenericObject,
 ) -> Vec<(String, String)> {
+    // Compared as Kubernetes' semantic equality compares Go values: an
+    // unset field, an empty list or map and a zero value are the same.
     let spec_of = |object: &GenericObject| {
         let mut spec = content(object).remove("spec").unwrap_or(Value::Null);
-        strip_nulls(&mut spec);
+        strip_zeros(&mut spec);
         spec
     };
     let (before, after) = (spec_of(old), spec_of(new));
@@ -720,18 +722,26 @@ pub fn validate_update(
                 "selector",
                 "completionMode",
                 "podFailurePolicy",
+                "successPolicy",
                 "backoffLimitPerIndex",
                 "managedBy",
             ] {
                 immutable(field, &mut problems);
             }
-            let elastic = after["completionMode"] == "Indexed"
-                && after["completions"] == after["parallelism"];
-            if before["completions"] != after["completions"] && !elastic {
-                problems.push((
-                    "spec.completions".to_owned(),
-                    immutable_reason(&after["completions"]),
-                ));
+            // An Indexed Job's completions change with its parallelism
+            // (elastic Indexed Jobs); other Jobs' never.
+            let completions = &after["completions"];
+            if before["completions"] != *completions {
+                if after["completionMode"] != "Indexed" {
+                    problems.push(("spec.completions".to_owned(), immutable_reason(completions)));
+                } else if !completions.is_null() && *completions != after["parallelism"] {
+                    problems.push((
+                        "spec.completions".to_owned(),
+                        format!(
+                            "Invalid value: {completions}: can only be modified in tandem with spec.parallelism"
+                        ),
+                    ));
+                }
             }
             let never_started = before["suspend"] == true
                 && content(old)
@@ -746,11 +756,16 @@ pub fn validate_update(
                         }
                     }
                     if let Some(pod) = template["spec"].as_object_mut() {
-                        for field in ["nodeSelector", "tolerations", "affinity", "schedulingGates"]
-                        {
+                        for field in ["nodeSelector", "tolerations", "schedulingGates"] {
                             pod.remove(field);
                         }
+                        if let Some(affinity) =
+                            pod.get_mut("affinity").and_then(Value::as_object_mut)
+                        {
+                            affinity.remove("nodeAffinity");
+                        }
                     }
+                    strip_zeros(&mut template);
                 }
                 template
             };
@@ -824,10 +839,118 @@ pub fn strip_nulls(value: &mut Value) {
     }
 }
 
+/// Removes, at every depth, what Kubernetes' semantic equality does not
+/// tell from an unset field: `null`, `false`, `0`, `""`, and lists and
+/// maps left empty.
+fn strip_zeros(value: &mut Value) {
+    fn zero(value: &Value) -> bool {
+        match value {
+            Value::Null => true,
+            Value::Bool(b) => !b,
+            Value::Number(n) => n.as_f64() == Some(0.0),
+            Value::String(s) => s.is_empty(),
+            Value::Array(items) => items.is_empty(),
+            Value::Object(fields) => fields.is_empty(),
+        }
+    }
+    match value {
+        Value::Object(fields) => {
+            fields.values_mut().for_each(strip_zeros);
+            fields.retain(|_, v| !zero(v));
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_zeros),
+        _ => {}
+    }
+}
+
+/// Generated fields a replace from a manifest (`skiff ctl apply`, the
+/// auto-deploy directory) carries over from the stored object, as
+/// kubectl's apply keeps what it did not set: a Job's generated selector
+/// and the labels it selects in the pod template, when the manifest sets
+/// no selector of its own.
+pub fn keep_generated(kind: Kind, stored: &GenericObject, sent: &mut GenericObject) {
+    if kind != Kind::Job {
+        return;
+    }
+    let stored = content(stored);
+    let mut map = content(sent);
+    let Some(spec) = map.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let manual = spec.get("manualSelector").and_then(Value::as_bool) == Some(true);
+    if manual || spec.get("selector").is_some_and(|s| !s.is_null()) {
+        return;
+    }
+    let Some(selector) = stored
+        .get("spec")
+        .and_then(|spec| spec.get("selector"))
+        .filter(|s| !s.is_null())
+    else {
+        return;
+    };
+    spec.insert("selector".to_owned(), selector.clone());
+    let generated = &stored["spec"]["template"]["metadata"]["labels"];
+    let labels = spec
+        .get_mut("template")
+        .and_then(Value::as_object_mut)
+        .map(|template| object_at(template, "metadata"))
+        .and_then(Value::as_object_mut)
+        .map(|metadata| object_at(metadata, "labels"))
+        .and_then(Value::as_object_mut);
+    if let Some(labels) = labels {
+        for key in [
+            JOB_CONTROLLER_UID_LABEL,
+            JOB_NAME_LABEL,
+            LEGACY_CONTROLLER_UID_LABEL,
+            LEGACY_JOB_NAME_LABEL,
+        ] {
+            if let Some(value) = generated.get(key) {
+                labels.entry(key).or_insert_with(|| value.clone());
+            }
+        }
+    }
+    set_content(sent, &map);
+}
+
+/// The problems of a label selector's expressions, as Kubernetes'
+/// `ValidateLabelSelector` names them (`at`: the selector's path).
+fn selector_checks(selector: &Value, at: &str, problems: &mut Vec<(String, String)>) {
+    let Some(expressions) = selector["matchExpressions"].as_array() else {
+        return;
+    };
+    for (i, expression) in expressions.iter().enumerate() {
+        let path = format!("{at}.matchExpressions[{i}]");
+        let values = expression["values"].as_array().map_or(0, Vec::len);
+        match expression["operator"].as_str().unwrap_or("") {
+            "In" | "NotIn" if values == 0 => problems.push((
+                format!("{path}.values"),
+                "Required value: must be specified when `operator` is 'In' or 'NotIn'".to_owned(),
+            )),
+            "Exists" | "DoesNotExist" if values > 0 => problems.push((
+                format!("{path}.values"),
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'"
+                    .to_owned(),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => problems.push((
+                format!("{path}.operator"),
+                format!("Invalid value: {other:?}: not a valid selector operator"),
+            )),
+        }
+    }
+}
+
 /// Whether `spec.selector` selects `spec.template`'s labels (`matchLabels`
 /// and `matchExpressions`); if not, the problem as Kubernetes names it.
-/// A selector that does not read is left to the schema.
+/// An expression Kubernetes refuses is named instead; a selector that
+/// does not read is left to the schema.
 fn selector_matches_template(spec: &Value, problems: &mut Vec<(String, String)>) {
+    let before = problems.len();
+    selector_checks(&spec["selector"], "spec.selector", problems);
+    if problems.len() > before {
+        // A selector that does not parse is not matched (Kubernetes').
+        return;
+    }
     let Ok(selector) = serde_json::from_value::<LabelSelector>(spec["selector"].clone()) else {
         return;
     };
@@ -1592,5 +1715,139 @@ mod tests {
                 r#"Invalid value: {"matchLabels":{"app":"b"}}: field is immutable"#.to_owned()
             )]
         );
+    }
+    #[test]
+    fn updates_are_compared_as_kubernetes_compares_go_values() {
+        let spec = |extra: Value| {
+            let mut spec = json!({"replicas": 1, "serviceName": "db",
+                   "selector": {"matchLabels": {"app": "db"}},
+                   "template": {"metadata": {"labels": {"app": "db"}},
+                                "spec": {"containers": [{"name": "c", "image": "i"}]}},
+                   "volumeClaimTemplates": [{"metadata": {"name": "data"},
+                     "spec": {"accessModes": ["ReadWriteOnce"],
+                              "resources": {"requests": {"storage": "1Gi"}}}}]});
+            if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+                spec.extend(extra.clone());
+            }
+            defaulted(Kind::StatefulSet, "apps/v1", spec)
+        };
+        let old = spec(json!({}));
+        // What a Go client's typed update sends: empty structs and lists.
+        let go = spec(json!({
+            "replicas": 3,
+            "selector": {"matchLabels": {"app": "db"}, "matchExpressions": []},
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "status": {},
+              "spec": {"accessModes": ["ReadWriteOnce"], "volumeName": "",
+                       "resources": {"requests": {"storage": "1Gi"}}}}]
+        }));
+        assert!(validate_update(Kind::StatefulSet, &old, &go).is_empty());
+    }
+
+    #[test]
+    fn an_indexed_jobs_completions_change_only_with_its_parallelism() {
+        let indexed = |completions: i64, parallelism: i64| {
+            defaulted(
+                Kind::Job,
+                "batch/v1",
+                json!({"completionMode": "Indexed", "completions": completions,
+                       "parallelism": parallelism, "selector": {"matchLabels": {"a": "b"}},
+                       "template": {"metadata": {"labels": {"a": "b"}},
+                                    "spec": {"restartPolicy": "Never",
+                                             "containers": [{"name": "c", "image": "i"}]}}}),
+            )
+        };
+        let problems = validate_update(Kind::Job, &indexed(3, 3), &indexed(5, 3));
+        assert_eq!(
+            problems,
+            [(
+                "spec.completions".to_owned(),
+                "Invalid value: 5: can only be modified in tandem with spec.parallelism".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_suspended_jobs_pod_affinity_stays_fixed() {
+        let spec = |affinity: Value| {
+            json!({"suspend": true, "selector": {"matchLabels": {"a": "b"}},
+                   "template": {"metadata": {"labels": {"a": "b"}},
+                                "spec": {"restartPolicy": "Never", "affinity": affinity,
+                                         "containers": [{"name": "c", "image": "i"}]}}})
+        };
+        let node = |zone: &str| {
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": [
+                    {"key": "zone", "operator": "In", "values": [zone]}]}]}}})
+        };
+        let old = defaulted(Kind::Job, "batch/v1", spec(node("a")));
+        let moved = defaulted(Kind::Job, "batch/v1", spec(node("b")));
+        assert!(validate_update(Kind::Job, &old, &moved).is_empty());
+        let mut spread = node("a");
+        spread["podAntiAffinity"] = json!({"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": 1, "podAffinityTerm": {"topologyKey": "zone"}}]});
+        let spread = defaulted(Kind::Job, "batch/v1", spec(spread));
+        assert_eq!(
+            fields(validate_update(Kind::Job, &old, &spread)),
+            ["spec.template"]
+        );
+    }
+
+    #[test]
+    fn selector_expressions_kubernetes_refuses_are_named_not_matched() {
+        let set = |expression: Value| {
+            defaulted(
+                Kind::DaemonSet,
+                "apps/v1",
+                json!({"selector": {"matchExpressions": [expression]},
+                       "template": {"metadata": {"labels": {"app": "a"}},
+                                    "spec": {"containers": [{"name": "c", "image": "i"}]}}}),
+            )
+        };
+        let problems = |expression: Value| validate(Kind::DaemonSet, &set(expression));
+        let empty_in = problems(json!({"key": "app", "operator": "In", "values": []}));
+        assert_eq!(
+            fields(empty_in),
+            ["spec.selector.matchExpressions[0].values"]
+        );
+        let valued_exists = problems(json!({"key": "app", "operator": "Exists", "values": ["a"]}));
+        assert_eq!(
+            fields(valued_exists),
+            ["spec.selector.matchExpressions[0].values"]
+        );
+        let unknown = problems(json!({"key": "app", "operator": "Near", "values": ["a"]}));
+        assert_eq!(
+            unknown,
+            [(
+                "spec.selector.matchExpressions[0].operator".to_owned(),
+                r#"Invalid value: "Near": not a valid selector operator"#.to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_replace_from_a_manifest_keeps_a_jobs_generated_selector_and_labels() {
+        let manifest = json!({"template": {"metadata": {"labels": {"app": "batch"}},
+                              "spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "c", "image": "i"}]}}});
+        let mut stored = defaulted(Kind::Job, "batch/v1", manifest.clone());
+        generate_job_selector(&mut stored, "u-1");
+        let mut sent = defaulted(Kind::Job, "batch/v1", manifest.clone());
+        keep_generated(Kind::Job, &stored, &mut sent);
+        assert!(
+            validate(Kind::Job, &sent).is_empty(),
+            "{:?}",
+            validate(Kind::Job, &sent)
+        );
+        assert!(validate_update(Kind::Job, &stored, &sent).is_empty());
+        let spec = &content(&sent)["spec"];
+        assert_eq!(spec["selector"], content(&stored)["spec"]["selector"]);
+        assert_eq!(spec["template"]["metadata"]["labels"]["app"], "batch");
+        // A manifest with a selector of its own keeps it.
+        let mut own = manifest;
+        own["manualSelector"] = json!(true);
+        own["selector"] = json!({"matchLabels": {"app": "batch"}});
+        let mut sent = defaulted(Kind::Job, "batch/v1", own.clone());
+        keep_generated(Kind::Job, &stored, &mut sent);
+        assert_eq!(content(&sent)["spec"]["selector"], own["selector"]);
     }
 }
