@@ -20,6 +20,12 @@ pub fn write_bytes(proc_root: &Path, pid: u32) -> std::io::Result<u64> {
 pub struct ProcSample {
     pub cpu_seconds: f64,
     pub rss_bytes: u64,
+    /// The part of `rss_bytes` that is anonymous memory (heap, stacks,
+    /// pages written after mapping, relocations included): `RssAnon`.
+    pub rss_anon_bytes: u64,
+    /// The part mapped from files (the binary's code and read-only
+    /// data, shared with other processes running it): `RssFile`.
+    pub rss_file_bytes: u64,
 }
 
 /// Reads a sample of `pid` from the proc filesystem rooted at `proc_root`.
@@ -41,15 +47,20 @@ pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
     };
     let clock = clock_ticks_per_second();
     let cpu_seconds = (ticks(11)? + ticks(12)?) as f64 / clock;
-    let rss_kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| bad("status: no VmRSS"))?;
+    let kib = |field: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+    };
+    let rss_kib = kib("VmRSS:").ok_or_else(|| bad("status: no VmRSS"))?;
     Ok(ProcSample {
         cpu_seconds,
         rss_bytes: rss_kib * 1024,
+        // Linux 4.5 and later; 0 before.
+        rss_anon_bytes: kib("RssAnon:").unwrap_or(0) * 1024,
+        rss_file_bytes: kib("RssFile:").unwrap_or(0) * 1024,
     })
 }
 
@@ -145,13 +156,17 @@ mod tests {
         .unwrap();
         std::fs::write(
             dir.join("status"),
-            "Name:\tskiff\nVmPeak:\t  50000 kB\nVmRSS:\t   12288 kB\nThreads:\t9\n",
+            "Name:\tskiff\nVmPeak:\t  50000 kB\nVmRSS:\t   12288 kB\nRssAnon:\t    2048 kB\nRssFile:\t   10240 kB\nThreads:\t9\n",
         )
         .unwrap();
         let s = sample(root.path(), 4242).unwrap();
         let clock = clock_ticks_per_second();
         assert!((s.cpu_seconds - 400.0 / clock).abs() < 1e-9);
         assert_eq!(s.rss_bytes, 12288 * 1024);
+        assert_eq!(
+            (s.rss_anon_bytes, s.rss_file_bytes),
+            (2048 * 1024, 10240 * 1024)
+        );
         assert!(sample(root.path(), 1).is_err());
         std::fs::write(
             dir.join("io"),

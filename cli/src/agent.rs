@@ -262,7 +262,7 @@ impl AgentArgs {
 pub fn run(args: AgentArgs) -> ExitCode {
     let config = args.to_config();
     // Before the runtime starts any thread; see malloc_arenas.
-    malloc_arenas::limit(1);
+    malloc_arenas::for_agent();
     daemon::serve(config, &args.daemon.log_format, skiff_agent::run)
 }
 

@@ -119,6 +119,13 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "master_ready_ms": round(master_ready_ms),
         "master_rss_mib": mib(master_sample.rss_bytes),
         "agent_rss_mib": mib(agent_sample.rss_bytes),
+        // What the RSS is made of: anonymous memory (the process's own)
+        // and pages of files (mostly the binary, shared with the master
+        // when both run on one machine).
+        "master_rss_anon_mib": mib(master_sample.rss_anon_bytes),
+        "master_rss_file_mib": mib(master_sample.rss_file_bytes),
+        "agent_rss_anon_mib": mib(agent_sample.rss_anon_bytes),
+        "agent_rss_file_mib": mib(agent_sample.rss_file_bytes),
         "containerd_rss_mib": mib(containerd_sample.rss_bytes),
         "pods": args.pods,
         "pod_network": if args.pod_network { "vxlan" } else { "none" },
