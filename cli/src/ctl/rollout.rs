@@ -507,7 +507,8 @@ const EVICTION_RETRY: Duration = Duration::from_secs(5);
 /// PodDisruptionBudget that covers it allows a disruption, it takes one
 /// (the budget's status, written conditionally on its resourceVersion, so
 /// two drains cannot both take the last one), then deletes the pod (only
-/// while it has the uid it was counted with). While
+/// while it has the uid it was counted with; one already gone or replaced
+/// under its name counts as evicted). While
 /// the budget allows none it waits, telling so once, until `deadline`.
 async fn evict(
     client: &Client,
@@ -515,21 +516,24 @@ async fn evict(
     deadline: Option<tokio::time::Instant>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    let Some(Body::Pod(pod)) = &object.kind else {
+    if !matches!(object.kind, Some(Body::Pod(_))) {
         return Ok(());
-    };
+    }
     let meta = object.meta();
     let (namespace, name) = (meta.namespace.as_str(), meta.name.as_str());
     let mut told = false;
     loop {
-        // The pod listed may be gone, or replaced under its name (a
-        // StatefulSet member): then there is nothing to evict, and no
-        // disruption to take from its budget.
-        match client.get(Kind::Pod, namespace, name).await {
-            Ok(now) if now.meta().uid == meta.uid => {}
+        // Decided on the pod as it is now, not as listed (it may have
+        // become Ready meanwhile). Gone, or replaced under its name (a
+        // StatefulSet member): nothing to evict, no disruption to take.
+        let now = match client.get(Kind::Pod, namespace, name).await {
+            Ok(now) if now.meta().uid == meta.uid => now,
             Ok(_) | Err(ClientError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(api(format!("reading pod {name:?}"))(e)),
-        }
+        };
+        let Some(Body::Pod(pod)) = &now.kind else {
+            return Ok(());
+        };
         let listed = client
             .list(Kind::PodDisruptionBudget, namespace)
             .await

@@ -180,6 +180,7 @@ async fn kubectl_drain_on_real_nodes_waits_for_a_disruption_budget() -> anyhow::
     );
 
     // A third pod, on the other node, lets one eviction through at a time.
+    let held_samples = samples.load(Ordering::SeqCst);
     k.ok(&["scale", "deployment", "guarded", "--replicas", "3"]);
     let deadline = Instant::now() + Duration::from_secs(150);
     while drain.is_running() && Instant::now() < deadline {
@@ -211,10 +212,10 @@ async fn kubectl_drain_on_real_nodes_waits_for_a_disruption_budget() -> anyhow::
         settled.is_disjoint(&first),
         "both of drain-a's pods were replaced"
     );
-    let samples = samples.load(Ordering::SeqCst);
+    let evicting = samples.load(Ordering::SeqCst) - held_samples;
     assert!(
-        samples >= 50,
-        "only {samples} samples of the pods during the drain"
+        evicting >= 10,
+        "only {evicting} samples of the pods while the drain evicted"
     );
     let fewest = fewest.load(Ordering::SeqCst);
     assert!(

@@ -17,6 +17,12 @@
 //!   matching templates, allowed values; HorizontalPodAutoscalers'
 //!   replica bounds, metric targets and behavior in
 //!   `objects::autoscaling`);
+//! - [`validate_update`] refuses, with kube-apiserver's rules and words,
+//!   what an update of a Job, StatefulSet or DaemonSet may not change,
+//!   compared as Kubernetes' semantic equality compares (unset, empty and
+//!   zero alike; quantities by value); [`keep_generated`] carries a Job's
+//!   generated selector, labels and defaulted completions into a replace
+//!   from a manifest;
 //! - `status` is kept apart from the rest for status updates and for
 //!   `generation`.
 //!
@@ -690,9 +696,11 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
 }
 
 /// What Kubernetes refuses in an update of `kind` from `old` to `new`
-/// (both with defaults applied) that `validate` of `new` alone allows:
+/// (both with defaults applied, compared as Kubernetes' semantic equality
+/// compares: `strip_zeros`) that `validate` of `new` alone allows:
 /// `(field, reason)` for each field that may not change. A Job's
-/// selector, completion mode, failure policy and pod template (a
+/// selector, completion mode, success and failure policies,
+/// backoffLimitPerIndex, managedBy and pod template (a
 /// suspended Job that never started may change its template's scheduling
 /// directives, labels and annotations), and its completions unless it is
 /// an Indexed Job kept at completions = parallelism; a StatefulSet's spec
@@ -750,12 +758,19 @@ pub fn validate_update(
             let template = |spec: &Value| {
                 let mut template = spec["template"].clone();
                 if never_started {
-                    for field in ["labels", "annotations"] {
-                        if let Some(meta) = template["metadata"].as_object_mut() {
-                            meta.remove(field);
-                        }
+                    if let Some(meta) = template
+                        .as_object_mut()
+                        .and_then(|t| t.get_mut("metadata"))
+                        .and_then(Value::as_object_mut)
+                    {
+                        meta.remove("labels");
+                        meta.remove("annotations");
                     }
-                    if let Some(pod) = template["spec"].as_object_mut() {
+                    if let Some(pod) = template
+                        .as_object_mut()
+                        .and_then(|t| t.get_mut("spec"))
+                        .and_then(Value::as_object_mut)
+                    {
                         for field in ["nodeSelector", "tolerations", "schedulingGates"] {
                             pod.remove(field);
                         }
@@ -841,8 +856,34 @@ pub fn strip_nulls(value: &mut Value) {
 
 /// Removes, at every depth, what Kubernetes' semantic equality does not
 /// tell from an unset field: `null`, `false`, `0`, `""`, and lists and
-/// maps left empty.
+/// maps left empty; and writes each quantity of resources (`requests`,
+/// `limits`, `overhead`, `capacity`, `sizeLimit`) as its value, as
+/// Kubernetes compares them (`cpu: 1`, `"1"` and `"1000m"` alike; `1Gi`
+/// and `1024Mi`), which a Go client sends back in canonical form.
 fn strip_zeros(value: &mut Value) {
+    fn quantity_value(value: &mut Value) {
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Number(n) => n.to_string(),
+            _ => return,
+        };
+        if let Ok(q) = skiff_values::Quantity::parse(&text) {
+            *value = Value::String(format!("{}m", q.milli()));
+        }
+    }
+    if let Value::Object(fields) = value {
+        for (key, field) in fields.iter_mut() {
+            match key.as_str() {
+                "requests" | "limits" | "overhead" | "capacity" => {
+                    if let Some(quantities) = field.as_object_mut() {
+                        quantities.values_mut().for_each(quantity_value);
+                    }
+                }
+                "sizeLimit" => quantity_value(field),
+                _ => {}
+            }
+        }
+    }
     fn zero(value: &Value) -> bool {
         match value {
             Value::Null => true,
@@ -865,9 +906,10 @@ fn strip_zeros(value: &mut Value) {
 
 /// Generated fields a replace from a manifest (`skiff ctl apply`, the
 /// auto-deploy directory) carries over from the stored object, as
-/// kubectl's apply keeps what it did not set: a Job's generated selector
-/// and the labels it selects in the pod template, when the manifest sets
-/// no selector of its own.
+/// kubectl's apply keeps what it did not set: a Job's completions when
+/// the manifest sets none, and its generated selector and the labels it
+/// selects in the pod template, when the manifest sets no selector of its
+/// own.
 pub fn keep_generated(kind: Kind, stored: &GenericObject, sent: &mut GenericObject) {
     if kind != Kind::Job {
         return;
@@ -881,15 +923,23 @@ pub fn keep_generated(kind: Kind, stored: &GenericObject, sent: &mut GenericObje
     if manual || spec.get("selector").is_some_and(|s| !s.is_null()) {
         return;
     }
-    let Some(selector) = stored
-        .get("spec")
-        .and_then(|spec| spec.get("selector"))
-        .filter(|s| !s.is_null())
-    else {
+    let Some(stored_spec) = stored.get("spec") else {
+        return;
+    };
+    // Completions defaulted at create (a Job created with neither
+    // completions nor parallelism has 1) stay: a manifest that now sets
+    // parallelism alone would otherwise ask to unset them.
+    if spec.get("completions").is_none_or(Value::is_null) {
+        if let Some(completions) = stored_spec.get("completions").filter(|c| !c.is_null()) {
+            spec.insert("completions".to_owned(), completions.clone());
+        }
+    }
+    let Some(selector) = stored_spec.get("selector").filter(|s| !s.is_null()) else {
+        set_content(sent, &map);
         return;
     };
     spec.insert("selector".to_owned(), selector.clone());
-    let generated = &stored["spec"]["template"]["metadata"]["labels"];
+    let generated = &stored_spec["template"]["metadata"]["labels"];
     let labels = spec
         .get_mut("template")
         .and_then(Value::as_object_mut)
@@ -1849,5 +1899,49 @@ mod tests {
         let mut sent = defaulted(Kind::Job, "batch/v1", own.clone());
         keep_generated(Kind::Job, &stored, &mut sent);
         assert_eq!(content(&sent)["spec"]["selector"], own["selector"]);
+    }
+    #[test]
+    fn quantities_are_compared_by_value_as_a_go_client_sends_them_back() {
+        let job = |cpu: Value, memory: &str, size: &str| {
+            defaulted(
+                Kind::Job,
+                "batch/v1",
+                json!({"selector": {"matchLabels": {"a": "b"}},
+                       "template": {"metadata": {"labels": {"a": "b"}},
+                                    "spec": {"restartPolicy": "Never",
+                                             "volumes": [{"name": "scratch",
+                                                          "emptyDir": {"sizeLimit": size}}],
+                                             "containers": [{"name": "c", "image": "i",
+                                               "resources": {"requests": {"cpu": cpu, "memory": memory}}}]}}}),
+            )
+        };
+        let written = job(json!(1), "1024Mi", "0.5Gi");
+        let canonical = job(json!("1"), "1Gi", "512Mi");
+        assert!(validate_update(Kind::Job, &written, &canonical).is_empty());
+        let milli = job(json!("1000m"), "1Gi", "512Mi");
+        assert!(validate_update(Kind::Job, &written, &milli).is_empty());
+        let more = job(json!("2"), "1Gi", "512Mi");
+        assert_eq!(
+            fields(validate_update(Kind::Job, &written, &more)),
+            ["spec.template"]
+        );
+    }
+
+    #[test]
+    fn a_replace_from_a_manifest_keeps_a_jobs_defaulted_completions() {
+        let template = json!({"metadata": {"labels": {"app": "batch"}},
+                              "spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "c", "image": "i"}]}});
+        let mut stored = defaulted(Kind::Job, "batch/v1", json!({"template": template.clone()}));
+        generate_job_selector(&mut stored, "u-1");
+        assert_eq!(content(&stored)["spec"]["completions"], 1);
+        let mut sent = defaulted(
+            Kind::Job,
+            "batch/v1",
+            json!({"parallelism": 2, "template": template}),
+        );
+        keep_generated(Kind::Job, &stored, &mut sent);
+        assert_eq!(content(&sent)["spec"]["completions"], 1);
+        assert!(validate_update(Kind::Job, &stored, &sent).is_empty());
     }
 }
