@@ -268,6 +268,10 @@ impl Client {
             resource_version: resource_version.to_owned(),
             ..DeleteRequest::default()
         };
+        self.send_delete(request).await
+    }
+
+    async fn send_delete(&self, request: DeleteRequest) -> Result<Object> {
         let mut api = self.api.clone();
         api.delete(request)
             .await
@@ -293,11 +297,7 @@ impl Client {
             uid: uid.to_owned(),
             ..DeleteRequest::default()
         };
-        let mut api = self.api.clone();
-        api.delete(request)
-            .await
-            .map(|r| r.into_inner())
-            .map_err(|s| self.status(s))
+        self.send_delete(request).await
     }
 
     /// Streams every change of `kind` after `from_revision`.

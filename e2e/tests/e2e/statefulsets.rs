@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::agent::{is_running_ready, pods_with_app, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
-use skiff_e2e::hollow::{HollowConfig, HollowFleet};
+use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
-use skiff_e2e::master::ready_master;
+use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus};
@@ -485,34 +485,69 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
     Ok(())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopped(
-) -> anyhow::Result<()> {
+/// A master, two hollow nodes named `names` and `db` (`manifest`) with
+/// both members running, db-0's node killed: where the dead-node tests
+/// start. Field order is drop order: the nodes go before their master.
+struct DeadNode {
+    _nodes: Vec<HollowNode>,
+    fleet: HollowFleet,
+    master: MasterProcess,
+    _dir: tempfile::TempDir,
+    /// The members before the node died.
+    before: BTreeMap<i32, v1::Pod>,
+    /// db-0's node, killed, and its fleet slot.
+    dead: String,
+    slot: usize,
+}
+
+async fn db_0s_node_killed(names: [&str; 2], manifest: &str) -> anyhow::Result<DeadNode> {
     let (dir, master) = ready_master().await?;
     let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
-    let names = ["dead-1", "dead-2"];
     let mut nodes = Vec::new();
     for (slot, name) in names.iter().enumerate() {
         nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
     }
-    let client = master.client();
-    apply_yaml(&master.api_addr, dir.path(), "db", &db(2))?;
-    let before = wait_members(&client, &[0, 1]).await?;
-    let node_of = |pod: &v1::Pod| {
-        pod.spec
-            .as_ref()
-            .map_or(String::new(), |s| s.node_name.clone())
-    };
+    apply_yaml(&master.api_addr, dir.path(), "db", manifest)?;
+    let before = wait_members(&master.client(), &[0, 1]).await?;
     let dead = node_of(&before[&0]);
     let slot = names
         .iter()
         .position(|n| *n == dead)
         .expect("db-0 on a hollow node");
+    nodes[slot].kill();
+    Ok(DeadNode {
+        _nodes: nodes,
+        fleet,
+        master,
+        _dir: dir,
+        before,
+        dead,
+        slot,
+    })
+}
 
+fn node_of(pod: &v1::Pod) -> String {
+    pod.spec
+        .as_ref()
+        .map_or(String::new(), |s| s.node_name.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopped(
+) -> anyhow::Result<()> {
     // Its node dies: past the grace and the eviction delay, db-0 is marked
     // for deletion, but not forced out, so no second db-0 can start while
     // the node may still run the first.
-    nodes[slot].kill();
+    let cluster = db_0s_node_killed(["dead-1", "dead-2"], &db(2)).await?;
+    let DeadNode {
+        fleet,
+        master,
+        before,
+        dead,
+        slot,
+        ..
+    } = &cluster;
+    let client = master.client();
     tokio::time::sleep(Duration::from_secs(15)).await;
     let now = members(&client).await;
     let kept = now.get(&0).expect("db-0 is kept while its node is silent");
@@ -525,7 +560,7 @@ async fn a_member_on_a_dead_node_comes_back_only_once_its_node_confirms_it_stopp
 
     // The node comes back and confirms the pod stopped: db-0 comes back,
     // under its name, with its claim.
-    let _revived = fleet.start(&dead, slot, HollowConfig::default()).await?;
+    let _revived = fleet.start(dead, *slot, HollowConfig::default()).await?;
     let old = uid_of(&before[&0]);
     wait_for("a new db-0", SETTLE, || async {
         let now = members(&client).await;
@@ -546,30 +581,16 @@ async fn a_member_on_a_dead_node_is_replaced_elsewhere_once_it_is_force_deleted(
     let Some(kubectl) = kube_clients::kubectl(KubectlVersion::V1_35) else {
         return Ok(());
     };
-    let (dir, master) = ready_master().await?;
-    let fleet = HollowFleet::new(vec![master.api_addr.clone()]);
-    let names = ["forced-1", "forced-2"];
-    let mut nodes = Vec::new();
-    for (slot, name) in names.iter().enumerate() {
-        nodes.push(fleet.start(name, slot, HollowConfig::default()).await?);
-    }
-    let client = master.client();
-    apply_yaml(&master.api_addr, dir.path(), "db", &db_without_claims(2))?;
-    let before = wait_members(&client, &[0, 1]).await?;
-    let node_of = |pod: &v1::Pod| {
-        pod.spec
-            .as_ref()
-            .map_or(String::new(), |s| s.node_name.clone())
-    };
-    let dead = node_of(&before[&0]);
-    let slot = names
-        .iter()
-        .position(|n| *n == dead)
-        .expect("db-0 on a hollow node");
-    let old = uid_of(&before[&0]);
-
     // Its node dies: db-0 is marked, and kept, as in the test above.
-    nodes[slot].kill();
+    let cluster = db_0s_node_killed(["forced-1", "forced-2"], &db_without_claims(2)).await?;
+    let DeadNode {
+        master,
+        before,
+        dead,
+        ..
+    } = &cluster;
+    let client = master.client();
+    let old = uid_of(&before[&0]);
     wait_for("db-0 marked for deletion", SETTLE, || async {
         let now = members(&client).await;
         let pod = now.get(&0)?;
@@ -605,8 +626,8 @@ async fn a_member_on_a_dead_node_is_replaced_elsewhere_once_it_is_force_deleted(
     })
     .await
     .map_err(|e| e.context(master.log_tail()))?;
-    assert_ne!(node_of(&replaced), dead, "not on the dead node");
-    drop(nodes);
+    assert_ne!(node_of(&replaced), *dead, "not on the dead node");
+    drop(cluster);
     Ok(())
 }
 

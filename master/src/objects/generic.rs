@@ -87,19 +87,24 @@ pub fn generate_job_selector(object: &mut GenericObject, uid: &str) {
         "selector".to_owned(),
         serde_json::json!({"matchLabels": {JOB_CONTROLLER_UID_LABEL: uid}}),
     );
-    let labels = spec
-        .get_mut("template")
-        .and_then(Value::as_object_mut)
-        .map(|template| object_at(template, "metadata"))
-        .and_then(Value::as_object_mut)
-        .map(|metadata| object_at(metadata, "labels"))
-        .and_then(Value::as_object_mut);
+    let labels = template_labels_mut(spec);
     if let Some(labels) = labels {
         for (key, value) in job_pod_labels(&name, uid) {
             labels.insert(key.to_owned(), Value::from(value));
         }
     }
     set_content(object, &map);
+}
+
+/// A spec's `template.metadata.labels`, made (empty) when missing; `None`
+/// when the spec has no template object.
+fn template_labels_mut(spec: &mut Map<String, Value>) -> Option<&mut Map<String, Value>> {
+    spec.get_mut("template")
+        .and_then(Value::as_object_mut)
+        .map(|template| object_at(template, "metadata"))
+        .and_then(Value::as_object_mut)
+        .map(|metadata| object_at(metadata, "labels"))
+        .and_then(Value::as_object_mut)
 }
 
 /// The field `key` of `map`, an empty object when it is missing or null.
@@ -940,20 +945,9 @@ pub fn keep_generated(kind: Kind, stored: &GenericObject, sent: &mut GenericObje
     };
     spec.insert("selector".to_owned(), selector.clone());
     let generated = &stored_spec["template"]["metadata"]["labels"];
-    let labels = spec
-        .get_mut("template")
-        .and_then(Value::as_object_mut)
-        .map(|template| object_at(template, "metadata"))
-        .and_then(Value::as_object_mut)
-        .map(|metadata| object_at(metadata, "labels"))
-        .and_then(Value::as_object_mut);
+    let labels = template_labels_mut(spec);
     if let Some(labels) = labels {
-        for key in [
-            JOB_CONTROLLER_UID_LABEL,
-            JOB_NAME_LABEL,
-            LEGACY_CONTROLLER_UID_LABEL,
-            LEGACY_JOB_NAME_LABEL,
-        ] {
+        for (key, _) in job_pod_labels("", "") {
             if let Some(value) = generated.get(key) {
                 labels.entry(key).or_insert_with(|| value.clone());
             }
