@@ -1,31 +1,47 @@
-//! The request handler hickory-server's [`Server`] calls for every query
-//! on the agent's DNS listeners (UDP and TCP): refused unless it comes
+//! How the agent's DNS listeners answer: refused unless a query comes
 //! from an allowed source (the pod network, loopback, the node itself:
-//! never an open resolver), one
-//! question per message, the cluster's zones answered from the index
-//! ([`super::cluster_zone`]), an ExternalName's target looked up further,
-//! and everything else forwarded ([`super::forwarder`]). Malformed
-//! messages never reach it: the server answers them FORMERR, or drops
-//! what has no header.
+//! never an open resolver), one question per message, the cluster's
+//! zones answered from the index ([`super::cluster_zone`]), an
+//! ExternalName's target looked up further, and everything else
+//! forwarded ([`super::forwarder`]).
+//!
+//! - UDP, where pods ask, is read, answered and sent on a thread of its
+//!   own that sleeps in `recvfrom` ([`serve_udp`]): a name of the
+//!   cluster's is answered before the next datagram is read, with no
+//!   poller, task or channel in between (through hickory-server's
+//!   [`Server`], each query was a task of its own and its answer went
+//!   through a channel to the socket's task); a question asked before
+//!   is answered from the thread's [`AnswerCache`]; what must go upstream
+//!   gets a task of its own on the DNS runtime. Messages are read and written
+//!   with hickory's types. What cannot be read past its header is
+//!   answered FORMERR; what has no header, or is an answer, is dropped.
+//! - TCP (answers too big for UDP, tools that ask over TCP) is
+//!   hickory-server's [`Server`], calling [`TcpAnswers`].
 
+use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{
-    Edns, Header, HeaderCounts, LowerQuery, Message, Metadata, OpCode, ResponseCode,
+    Edns, Header, HeaderCounts, LowerQuery, Message, MessageType, Metadata, OpCode, ResponseCode,
 };
 use hickory_proto::rr::{DNSClass, Name, Record, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncoder};
+use hickory_proto::ProtoError;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use hickory_server::Server;
 use skiff_values::Ipv4Net;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use super::answer_cache::AnswerCache;
 use super::cluster_zone::{ClusterZone, Outcome, ZoneAnswer};
 use super::forwarder::Forwarder;
-use super::index::{ClusterIndex, SharedIndex};
+use super::index::SharedIndex;
 use super::DnsError;
 
 /// A TCP client idle this long is hung up on.
@@ -110,94 +126,157 @@ impl ClusterDnsHandler {
         }
     }
 
-    /// The answers for `target` (an ExternalName's), from the zones or
-    /// upstream; none when it cannot be found.
-    async fn follow(
-        &self,
-        index: &ClusterIndex,
-        target: &Name,
-        qtype: RecordType,
-        qclass: DNSClass,
-    ) -> Vec<Record> {
-        if let Outcome::Answer(further) = self.zone.answer(index, target, qtype) {
-            return further.answers;
-        }
-        match self.forwarder.resolve(target, qtype, qclass).await {
-            Ok(message) => message.answers,
-            Err(e) => {
-                tracing::debug!(name = %target, error = %e, "cannot follow an ExternalName");
-                Vec::new()
-            }
-        }
-    }
-
-    /// The reply to a message from `source` with `op_code` and `queries`.
-    pub async fn reply(&self, source: IpAddr, op_code: OpCode, queries: &[LowerQuery]) -> Reply {
+    /// The reply to a message from `source` with `op_code` and `queries`,
+    /// when it can be given at once (the cluster's zones); otherwise what
+    /// must be asked upstream first ([`ClusterDnsHandler::resolve`]).
+    pub fn answer(&self, source: IpAddr, op_code: OpCode, queries: &[LowerQuery]) -> Answer {
         if !self.allows(source) {
-            return Reply::error(ResponseCode::Refused);
+            return Answer::Ready(Reply::error(ResponseCode::Refused));
         }
         if op_code != OpCode::Query {
-            return Reply::error(ResponseCode::NotImp);
+            return Answer::Ready(Reply::error(ResponseCode::NotImp));
         }
         let [query] = queries else {
-            return Reply::error(ResponseCode::FormErr);
+            return Answer::Ready(Reply::error(ResponseCode::FormErr));
         };
         let name = query.original().name();
         let qtype = query.query_type();
         let qclass = query.query_class();
         let index = self.index.current();
         match self.zone.answer(&index, name, qtype) {
-            Outcome::Answer(_) if qclass != DNSClass::IN => Reply::error(ResponseCode::Refused),
+            Outcome::Answer(_) if qclass != DNSClass::IN => {
+                Answer::Ready(Reply::error(ResponseCode::Refused))
+            }
             Outcome::Answer(answer) => {
                 let alias_of = answer.alias_of.clone();
                 let mut reply = Reply::from_zone(answer);
-                if let Some(target) = alias_of {
-                    // An ExternalName: what its CNAME names, one step (the
-                    // upstream resolves any chain after that).
-                    let further = self.follow(&index, &target, qtype, qclass).await;
-                    reply.answers.extend(further);
+                let Some(target) = alias_of else {
+                    return Answer::Ready(reply);
+                };
+                // An ExternalName: what its CNAME names, one step (the
+                // upstream resolves any chain after that).
+                match self.zone.answer(&index, &target, qtype) {
+                    Outcome::Answer(further) => {
+                        reply.answers.extend(further.answers);
+                        Answer::Ready(reply)
+                    }
+                    Outcome::Forward => Answer::Upstream(Upstream {
+                        name: target,
+                        qtype,
+                        qclass,
+                        alias: Some(reply),
+                    }),
                 }
+            }
+            Outcome::Forward => Answer::Upstream(Upstream {
+                name: name.clone(),
+                qtype,
+                qclass,
+                alias: None,
+            }),
+        }
+    }
+
+    /// The reply to what [`ClusterDnsHandler::answer`] sent upstream.
+    pub async fn resolve(&self, upstream: Upstream) -> Reply {
+        let Upstream {
+            name,
+            qtype,
+            qclass,
+            alias,
+        } = upstream;
+        let resolved = self.forwarder.resolve(&name, qtype, qclass).await;
+        match (alias, resolved) {
+            (None, Ok(message)) => Reply::from_upstream(message),
+            (None, Err(e)) => {
+                tracing::debug!(name = %name, error = %e, "not forwarded");
+                Reply::error(ResponseCode::ServFail)
+            }
+            (Some(mut reply), Ok(message)) => {
+                reply.answers.extend(message.answers);
                 reply
             }
-            Outcome::Forward => match self.forwarder.resolve(name, qtype, qclass).await {
-                Ok(message) => Reply::from_upstream(message),
-                Err(e) => {
-                    tracing::debug!(name = %name, error = %e, "not forwarded");
-                    Reply::error(ResponseCode::ServFail)
-                }
-            },
+            (Some(reply), Err(e)) => {
+                tracing::debug!(name = %name, error = %e, "cannot follow an ExternalName");
+                reply
+            }
+        }
+    }
+
+    /// The reply to a message from `source` with `op_code` and `queries`.
+    pub async fn reply(&self, source: IpAddr, op_code: OpCode, queries: &[LowerQuery]) -> Reply {
+        match self.answer(source, op_code, queries) {
+            Answer::Ready(reply) => reply,
+            Answer::Upstream(upstream) => self.resolve(upstream).await,
         }
     }
 }
 
+/// What a message needs, as [`ClusterDnsHandler::answer`] finds it.
+#[derive(Debug)]
+pub enum Answer {
+    /// Its reply, answered here.
+    Ready(Reply),
+    /// A question for the upstream resolvers first.
+    Upstream(Upstream),
+}
+
+/// A question for the upstream resolvers: a name outside the cluster's
+/// zones, or the target of an ExternalName Service.
+#[derive(Debug)]
+pub struct Upstream {
+    name: Name,
+    qtype: RecordType,
+    qclass: DNSClass,
+    /// An ExternalName's CNAME answer, which what its target resolves to
+    /// is added to (or which is given alone if the target is not found).
+    alias: Option<Reply>,
+}
+
+/// The EDNS of an answer to `request`: the client's payload size (at
+/// least 512) bounds a UDP answer; a bigger one is sent truncated and
+/// asked again over TCP.
+fn answer_edns(request: &Request) -> Option<Edns> {
+    request.edns.as_ref().map(|asked| {
+        let mut edns = Edns::new();
+        edns.set_max_payload(asked.max_payload().max(512));
+        edns
+    })
+}
+
+/// The header of `reply`, an answer to a message with `asked`.
+fn answer_metadata(asked: &Metadata, reply: &Reply) -> Metadata {
+    let mut metadata = Metadata::response_from_request(asked);
+    metadata.response_code = reply.code;
+    metadata.authoritative = reply.authoritative;
+    metadata.recursion_available = true;
+    metadata
+}
+
+/// TCP, through hickory-server's [`Server`], which calls this for every
+/// message read off a connection. (UDP is answered by [`serve_udp`].)
+#[derive(Debug, Clone)]
+struct TcpAnswers(Arc<ClusterDnsHandler>);
+
 #[async_trait::async_trait]
-impl RequestHandler for ClusterDnsHandler {
+impl RequestHandler for TcpAnswers {
     async fn handle_request<R: ResponseHandler, T: Time>(
         &self,
         request: &Request,
         mut response_handle: R,
     ) -> ResponseInfo {
         let reply = self
+            .0
             .reply(
                 request.src().ip(),
                 request.metadata.op_code,
                 request.queries.queries(),
             )
             .await;
-        // The client's payload size (at least 512) bounds a UDP answer;
-        // a bigger one is sent truncated and asked again over TCP.
-        let edns = request.edns.as_ref().map(|asked| {
-            let mut edns = Edns::new();
-            edns.set_max_payload(asked.max_payload().max(512));
-            edns
-        });
-        let mut metadata = Metadata::response_from_request(&request.metadata);
-        metadata.response_code = reply.code;
-        metadata.authoritative = reply.authoritative;
-        metadata.recursion_available = true;
+        let edns = answer_edns(request);
         let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
         let response = builder.build(
-            metadata,
+            answer_metadata(&request.metadata, &reply),
             reply.answers.iter(),
             reply.authorities.iter(),
             std::iter::empty::<&Record>(),
@@ -218,6 +297,242 @@ impl RequestHandler for ClusterDnsHandler {
     }
 }
 
+/// The largest UDP message read; a bigger one is cut there and answered
+/// FORMERR.
+const UDP_MAX: usize = 4096;
+
+/// `reply` to `request`, encoded for UDP: no bigger than the client's
+/// payload size (512 without EDNS), cut at a whole record with the TC bit
+/// set when it does not fit, so that the client asks again over TCP.
+fn encode_udp(request: &Request, reply: &Reply) -> Vec<u8> {
+    let edns = answer_edns(request);
+    let builder = MessageResponseBuilder::new(&request.queries, edns.as_ref());
+    let response = builder.build(
+        answer_metadata(&request.metadata, reply),
+        reply.answers.iter(),
+        reply.authorities.iter(),
+        std::iter::empty::<&Record>(),
+        reply.additionals.iter(),
+    );
+    let limit = edns.as_ref().map_or(512, Edns::max_payload);
+    match encode(limit, |encoder| response.destructive_emit(encoder)) {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!(client = %request.src(), error = %e, "cannot encode a DNS answer");
+            error_message(&request.metadata, &request.queries, ResponseCode::ServFail)
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// What `emit` writes, at most `limit` bytes.
+fn encode(
+    limit: u16,
+    emit: impl FnOnce(&mut BinEncoder<'_>) -> Result<ResponseInfo, ProtoError>,
+) -> Result<Vec<u8>, ProtoError> {
+    let mut bytes = Vec::with_capacity(512);
+    let mut encoder = BinEncoder::new(&mut bytes);
+    encoder.set_max_size(limit);
+    emit(&mut encoder)?;
+    Ok(bytes)
+}
+
+/// An answer with only a header, `code` and the asked `queries`.
+fn error_message(
+    asked: &Metadata,
+    queries: &Queries,
+    code: ResponseCode,
+) -> Result<Vec<u8>, ProtoError> {
+    let response = MessageResponseBuilder::new(queries, None).error_msg(asked, code);
+    encode(512, |encoder| response.destructive_emit(encoder))
+}
+
+/// What a UDP datagram from `source` is: a request, or (when it cannot be
+/// read past its header) the bytes of its FORMERR answer (REFUSED for a
+/// source that is not answered); `None` for what gets no answer at all
+/// (no whole header, or an answer itself: never reflected).
+fn read_udp(
+    handler: &ClusterDnsHandler,
+    bytes: &[u8],
+    source: SocketAddr,
+) -> Option<Result<Request, Vec<u8>>> {
+    match Request::from_bytes(bytes.to_vec(), source, Protocol::Udp) {
+        Ok(request) if request.metadata.message_type == MessageType::Response => None,
+        Ok(request) => Some(Ok(request)),
+        Err(_) => {
+            let header = Header::read(&mut BinDecoder::new(bytes)).ok()?;
+            if header.metadata.message_type == MessageType::Response {
+                return None;
+            }
+            let code = if handler.allows(source.ip()) {
+                ResponseCode::FormErr
+            } else {
+                ResponseCode::Refused
+            };
+            let none = Queries::read(&mut BinDecoder::new(&[]), 0).ok()?;
+            error_message(&header.metadata, &none, code).ok().map(Err)
+        }
+    }
+}
+
+/// Answers UDP on `socket` (in blocking mode) on the calling thread until
+/// `stop`: each datagram is read, answered and sent here when the
+/// cluster's zones answer it (no task, channel or poller between the
+/// socket and the answer: the thread sleeps in `recvfrom` itself, as
+/// dnsmasq sleeps in `poll`); what must go upstream is answered from a
+/// task on `upstream`, so that a slow upstream never holds up the
+/// cluster's names. [`UdpThread`] wakes it to stop.
+fn serve_udp(
+    socket: &Arc<std::net::UdpSocket>,
+    handler: &Arc<ClusterDnsHandler>,
+    upstream: &tokio::runtime::Handle,
+    stop: &CancellationToken,
+) -> Result<(), DnsError> {
+    let mut buffer = vec![0u8; UDP_MAX];
+    let mut cache = AnswerCache::default();
+    let mut answer = Vec::with_capacity(512);
+    loop {
+        let received = socket.recv_from(&mut buffer);
+        if stop.is_cancelled() {
+            return Ok(());
+        }
+        let (length, source) = match received {
+            Ok(received) => received,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::NotConnected | ErrorKind::ConnectionAborted
+                ) =>
+            {
+                return Err(DnsError::Stopped(format!("its UDP socket failed: {e}")));
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot read a DNS query");
+                continue;
+            }
+        };
+        match take_datagram(handler, &mut cache, &buffer[..length], source, &mut answer) {
+            Datagram::Ignored => {}
+            Datagram::Answered => send_udp(socket, &answer, source),
+            Datagram::Upstream(request, question) => {
+                let (handler, socket) = (handler.clone(), socket.clone());
+                upstream.spawn(async move {
+                    let reply = handler.resolve(question).await;
+                    // A UDP send does not wait (a full send buffer drops).
+                    send_udp(&socket, &encode_udp(&request, &reply), source);
+                });
+            }
+        }
+    }
+}
+
+/// What one datagram needs, as [`take_datagram`] finds it.
+#[derive(Debug)]
+enum Datagram {
+    /// No answer: no whole header, an answer itself, or from port 0.
+    Ignored,
+    /// Its answer is written out, to be sent.
+    Answered,
+    /// A question for the upstream resolvers first.
+    Upstream(Box<Request>, Upstream),
+}
+
+/// Reads `query` from `source` and, unless it must go upstream, writes
+/// its answer to `out`: from `cache` when the same bytes asked before
+/// (from an allowed source, with the index unchanged), else from the
+/// zones (then kept in `cache`); FORMERR for what cannot be read past its
+/// header, REFUSED for a source that is not answered.
+fn take_datagram(
+    handler: &ClusterDnsHandler,
+    cache: &mut AnswerCache,
+    query: &[u8],
+    source: SocketAddr,
+    out: &mut Vec<u8>,
+) -> Datagram {
+    if source.port() == 0 || source.ip().is_unspecified() {
+        return Datagram::Ignored;
+    }
+    let allowed = handler.allows(source.ip());
+    let generation = handler.index.generation();
+    if allowed && cache.answer(generation, query, out) {
+        return Datagram::Answered;
+    }
+    let request = match read_udp(handler, query, source) {
+        None => return Datagram::Ignored,
+        Some(Err(error_answer)) => {
+            *out = error_answer;
+            return Datagram::Answered;
+        }
+        Some(Ok(request)) => request,
+    };
+    let answer = handler.answer(
+        source.ip(),
+        request.metadata.op_code,
+        request.queries.queries(),
+    );
+    match answer {
+        Answer::Ready(reply) => {
+            *out = encode_udp(&request, &reply);
+            // The zones' answer, from the index of `generation`.
+            if allowed && reply.authoritative && handler.index.generation() == generation {
+                cache.insert(generation, query, out);
+            }
+            Datagram::Answered
+        }
+        Answer::Upstream(question) => Datagram::Upstream(Box::new(request), question),
+    }
+}
+
+/// Sends `bytes` to `client`; a failure is the client's loss (it asks
+/// again), logged.
+fn send_udp(socket: &std::net::UdpSocket, bytes: &[u8], client: SocketAddr) {
+    if let Err(e) = socket.send_to(bytes, client) {
+        tracing::debug!(client = %client, error = %e, "cannot send a DNS answer");
+    }
+}
+
+/// The thread answering UDP ([`serve_udp`]); dropping it stops the thread
+/// (shutting its socket down for reading wakes the `recvfrom` it sleeps
+/// in), whatever ended the server.
+struct UdpThread {
+    socket: Arc<std::net::UdpSocket>,
+    stop: CancellationToken,
+    ended: tokio::sync::oneshot::Receiver<Result<(), DnsError>>,
+}
+
+impl UdpThread {
+    fn start(
+        socket: std::net::UdpSocket,
+        handler: Arc<ClusterDnsHandler>,
+    ) -> Result<UdpThread, DnsError> {
+        let socket = Arc::new(socket);
+        let stop = CancellationToken::new();
+        let (done, ended) = tokio::sync::oneshot::channel();
+        let upstream = tokio::runtime::Handle::current();
+        let (thread_socket, thread_stop) = (socket.clone(), stop.clone());
+        std::thread::Builder::new()
+            .name("cluster-dns-udp".into())
+            .spawn(move || {
+                let _ = done.send(serve_udp(&thread_socket, &handler, &upstream, &thread_stop));
+            })
+            .map_err(|e| DnsError::Stopped(format!("no thread for UDP: {e}")))?;
+        Ok(UdpThread {
+            socket,
+            stop,
+            ended,
+        })
+    }
+}
+
+impl Drop for UdpThread {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        // Linux wakes a reader of a UDP socket shut down for reading (the
+        // call itself answers ENOTCONN for an unconnected one).
+        let _ = socket2::SockRef::from(&*self.socket).shutdown(std::net::Shutdown::Read);
+    }
+}
+
 /// Answers on `listen` (UDP and TCP) with `handler` until `shutdown`; an
 /// error when a socket cannot be bound or the server stops by itself.
 pub async fn serve(
@@ -229,21 +544,29 @@ pub async fn serve(
         address: listen,
         source,
     };
-    let udp = UdpSocket::bind(listen).await.map_err(bind)?;
+    let udp = std::net::UdpSocket::bind(listen).map_err(bind)?;
     let tcp = TcpListener::bind(listen).await.map_err(bind)?;
-    let mut server = Server::new(handler);
-    server.register_socket(udp);
+    let handler = Arc::new(handler);
+    let mut udp = UdpThread::start(udp, handler.clone())?;
+    let mut server = Server::new(TcpAnswers(handler));
     server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
     tracing::info!(address = %listen, "cluster DNS answering");
     tokio::select! {
         _ = shutdown.cancelled() => {}
+        done = &mut udp.ended => {
+            return Err(match done {
+                Ok(Err(e)) => e,
+                _ => DnsError::Stopped("its UDP thread ended".to_owned()),
+            });
+        }
         done = server.block_until_done() => {
             return Err(DnsError::Stopped(match done {
-                Ok(()) => "its listeners ended".to_owned(),
+                Ok(()) => "its TCP listener ended".to_owned(),
                 Err(e) => e.to_string(),
             }));
         }
     }
+    drop(udp);
     server
         .shutdown_gracefully()
         .await
@@ -257,14 +580,15 @@ mod tests {
     use std::sync::Arc;
 
     use hickory_proto::op::Query;
-    use hickory_server::net::xfer::Protocol;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UdpSocket;
 
     use super::*;
     use crate::dns::cache::ResponseCache;
     use crate::dns::forwarder::question;
     use crate::dns::forwarder::tests::{resolv_conf, upstream};
     use crate::dns::index::tests::{endpoints, service};
+    use crate::dns::index::ClusterIndex;
 
     fn zone() -> ClusterZone {
         ClusterZone {
@@ -409,6 +733,7 @@ mod tests {
         let web = Name::from_ascii("_http._tcp.web.default.svc.cluster.local.").unwrap();
         let good = question(1, &web, RecordType::SRV, DNSClass::IN).unwrap();
         let source: SocketAddr = "10.42.3.4:5353".parse().unwrap();
+        let mut cache = AnswerCache::default();
         let mut answered = 0;
         for round in 0..4000usize {
             let bytes: Vec<u8> = if round % 2 == 0 {
@@ -422,16 +747,36 @@ mod tests {
             } else {
                 (0..round % 600).map(|_| rand::random::<u8>()).collect()
             };
-            let Ok(request) = Request::from_bytes(bytes, source, Protocol::Udp) else {
+            // As the UDP thread takes it, twice: the second time the same
+            // bytes may be answered from the cache, and must be answered
+            // the same.
+            let mut answers = Vec::new();
+            for _ in 0..2 {
+                let mut out = Vec::new();
+                match take_datagram(&h, &mut cache, &bytes, source, &mut out) {
+                    Datagram::Ignored => {}
+                    Datagram::Answered => answers.push(out),
+                    Datagram::Upstream(request, question) => {
+                        let reply = h.resolve(question).await;
+                        assert_eq!(reply.code, ResponseCode::ServFail, "no upstream");
+                        answers.push(encode_udp(&request, &reply));
+                    }
+                }
+            }
+            let [first, second] = answers.as_slice() else {
+                assert!(answers.is_empty(), "answered once of twice");
                 continue;
             };
-            let queries = request.queries.queries();
-            let reply = h
-                .reply(source.ip(), request.metadata.op_code, queries)
-                .await;
+            assert_eq!(first, second, "the same bytes, answered otherwise");
+            let answer = Message::from_vec(first).expect("an answer that reads back");
+            assert_eq!(answer.metadata.id.to_be_bytes(), bytes[..2]);
+            assert!(first.len() <= 4096, "{} bytes", first.len());
             answered += 1;
-            if reply.code == ResponseCode::NoError && queries.len() == 1 {
-                assert!(reply.authoritative, "nothing was forwarded: {reply:?}");
+            if answer.metadata.response_code == ResponseCode::NoError && answer.queries.len() == 1 {
+                assert!(
+                    answer.metadata.authoritative,
+                    "nothing was forwarded: {answer:?}"
+                );
             }
         }
         assert!(answered > 100, "only {answered} messages were readable");
@@ -487,6 +832,214 @@ mod tests {
         let reply = Message::from_vec(&reply).unwrap();
         assert_eq!(reply.metadata.id, 78);
         assert_eq!(reply.answers[0].data.to_string(), "10.43.0.11");
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    /// Sends `message` to `server` over UDP and waits a second for an
+    /// answer with its id.
+    async fn ask_udp(server: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(message, server).await.unwrap();
+        let mut buffer = vec![0u8; 65536];
+        let wait = Duration::from_secs(1);
+        match tokio::time::timeout(wait, client.recv(&mut buffer)).await {
+            Ok(Ok(n)) => Some(buffer[..n].to_vec()),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_asked_again_follows_the_index_and_is_never_given_to_a_refused_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = SharedIndex::default();
+        let web_at = |ip: &str| {
+            ClusterIndex::build(
+                &[service("default", "web", ip, &[("http", "TCP", 80)])],
+                &[],
+                1,
+            )
+        };
+        index.replace(web_at("10.43.0.11"));
+        let forwarder = Forwarder::new(
+            resolv_conf(dir.path(), &[]),
+            vec![],
+            ResponseCache::default(),
+        );
+        let allowed = vec!["127.0.0.0/8".parse().unwrap()];
+        let h = ClusterDnsHandler::new(zone(), index.clone(), forwarder, allowed);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = probe.local_addr().unwrap();
+        drop(probe);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
+        let asked = question(9, &web, RecordType::A, DNSClass::IN).unwrap();
+        let address = |answer: Vec<u8>| {
+            let answer = Message::from_vec(&answer).unwrap();
+            assert_eq!(answer.metadata.id, 9);
+            answer.answers[0].data.to_string()
+        };
+        let mut first = None;
+        for _ in 0..10 {
+            first = ask_udp(listen, &asked).await;
+            if first.is_some() {
+                break;
+            }
+        }
+        assert_eq!(address(first.expect("an answer")), "10.43.0.11");
+        // The same bytes again: the kept answer, the same address.
+        let again = ask_udp(listen, &asked).await.expect("an answer");
+        assert_eq!(address(again), "10.43.0.11");
+        // The Service moved: the next answer says where it is now.
+        index.replace(web_at("10.43.0.99"));
+        let moved = ask_udp(listen, &asked).await.expect("an answer");
+        assert_eq!(address(moved), "10.43.0.99");
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        // The UDP thread let go of its socket: the address is free again.
+        let mut rebound = None;
+        for _ in 0..50 {
+            rebound = std::net::UdpSocket::bind(listen).ok();
+            if rebound.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(
+            rebound.is_some(),
+            "{listen} is still bound after the server stopped"
+        );
+
+        // An answer kept for one source is never given to a source that is
+        // not answered.
+        let index = SharedIndex::default();
+        index.replace(web_at("10.43.0.11"));
+        let forwarder = Forwarder::new(
+            resolv_conf(dir.path(), &[]),
+            vec![],
+            ResponseCache::default(),
+        );
+        let only_one = vec!["127.0.0.1/32".parse().unwrap()];
+        let h = ClusterDnsHandler::new(zone(), index, forwarder, only_one);
+        drop(rebound);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let mut kept = None;
+        for _ in 0..10 {
+            kept = ask_udp(listen, &asked).await;
+            if kept.is_some() {
+                break;
+            }
+        }
+        assert_eq!(address(kept.expect("an answer")), "10.43.0.11");
+        assert_eq!(
+            address(ask_udp(listen, &asked).await.expect("an answer")),
+            "10.43.0.11"
+        );
+        let other = UdpSocket::bind("127.0.0.2:0").await.unwrap();
+        other.send_to(&asked, listen).await.unwrap();
+        let mut buffer = vec![0u8; 4096];
+        let wait = Duration::from_secs(2);
+        let n = tokio::time::timeout(wait, other.recv(&mut buffer))
+            .await
+            .expect("an answer to 127.0.0.2")
+            .unwrap();
+        let refused = Message::from_vec(&buffer[..n]).unwrap();
+        assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
+        assert!(refused.answers.is_empty());
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn udp_answers_fit_the_client_forwarded_ones_too_and_answers_are_never_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (upstream, asked) = upstream().await;
+        // A headless Service with more addresses than 512 bytes hold.
+        let addresses: Vec<String> = (1..=60).map(|i| format!("10.42.2.{i}")).collect();
+        let endpoint_list: Vec<(&str, &str)> = addresses.iter().map(|a| (a.as_str(), "")).collect();
+        let index = SharedIndex::default();
+        index.replace(ClusterIndex::build(
+            &[service("default", "many", "None", &[("http", "TCP", 80)])],
+            &[endpoints(
+                "default",
+                "many",
+                &endpoint_list,
+                &[("http", "TCP", 80)],
+            )],
+            1,
+        ));
+        let forwarder = Forwarder::with_upstreams(
+            resolv_conf(dir.path(), &[]),
+            vec![upstream],
+            ResponseCache::default(),
+        );
+        let allowed = vec!["127.0.0.0/8".parse().unwrap()];
+        let h = ClusterDnsHandler::new(zone(), index, forwarder, allowed);
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = probe.local_addr().unwrap();
+        drop(probe);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let many = Name::from_ascii("many.default.svc.cluster.local.").unwrap();
+
+        // Without EDNS: at most 512 bytes, cut, and marked so.
+        let mut plain =
+            Message::from_vec(&question(1, &many, RecordType::A, DNSClass::IN).unwrap()).unwrap();
+        plain.edns = None;
+        let plain = plain.to_vec().unwrap();
+        let mut cut = None;
+        for _ in 0..10 {
+            cut = ask_udp(listen, &plain).await;
+            if cut.is_some() {
+                break;
+            }
+        }
+        let cut = cut.expect("an answer over UDP");
+        assert!(cut.len() <= 512, "{} bytes", cut.len());
+        let cut = Message::from_vec(&cut).unwrap();
+        assert!(cut.metadata.truncation, "the TC bit is set");
+        assert!(cut.answers.len() < 60, "{} answers", cut.answers.len());
+
+        // With EDNS and 4096 bytes: all 60.
+        let mut big = Message::from_vec(&plain).unwrap();
+        big.metadata.id = 2;
+        let mut edns = Edns::new();
+        edns.set_max_payload(4096);
+        big.edns = Some(edns);
+        let whole = ask_udp(listen, &big.to_vec().unwrap())
+            .await
+            .expect("an answer");
+        let whole = Message::from_vec(&whole).unwrap();
+        assert!(!whole.metadata.truncation);
+        assert_eq!(whole.answers.len(), 60);
+
+        // A name outside the cluster, answered from upstream on its own task.
+        let outside = Name::from_ascii("example.com.").unwrap();
+        let forwarded = question(3, &outside, RecordType::A, DNSClass::IN).unwrap();
+        let forwarded = ask_udp(listen, &forwarded)
+            .await
+            .expect("a forwarded answer");
+        let forwarded = Message::from_vec(&forwarded).unwrap();
+        assert_eq!(forwarded.metadata.id, 3);
+        assert_eq!(forwarded.answers[0].data.to_string(), "192.0.2.1");
+        assert_eq!(asked.load(Ordering::SeqCst), 1);
+
+        // A message that is itself an answer gets nothing back (no
+        // reflection), and one cut after its header gets FORMERR.
+        let mut reflected = Message::from_vec(&plain).unwrap();
+        reflected.metadata.message_type = MessageType::Response;
+        assert_eq!(ask_udp(listen, &reflected.to_vec().unwrap()).await, None);
+        let header_only = ask_udp(listen, &plain[..14]).await.expect("FORMERR");
+        let header_only = Message::from_vec(&header_only).unwrap();
+        assert_eq!(header_only.metadata.response_code, ResponseCode::FormErr);
+        assert_eq!(header_only.metadata.id, 1);
 
         shutdown.cancel();
         server.await.unwrap().unwrap();

@@ -253,17 +253,36 @@ impl ClusterIndex {
 /// The current index, shared by the DNS server, the pod workers (for the
 /// Service variables) and the loop that replaces it. Cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct SharedIndex(Arc<RwLock<Arc<ClusterIndex>>>);
+pub struct SharedIndex(Arc<RwLock<Current>>);
+
+/// The index in place, and how many have been put in place before it.
+#[derive(Debug, Default)]
+struct Current {
+    generation: u64,
+    index: Arc<ClusterIndex>,
+}
 
 impl SharedIndex {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Current> {
+        self.0.read().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The index as it is now; it stays whole while it is being used.
     pub fn current(&self) -> Arc<ClusterIndex> {
-        self.0.read().unwrap_or_else(|p| p.into_inner()).clone()
+        self.read().index.clone()
+    }
+
+    /// Which index is in place: it grows with each [`SharedIndex::replace`]
+    /// (what was answered from one index is not kept for the next).
+    pub fn generation(&self) -> u64 {
+        self.read().generation
     }
 
     /// Puts `index` in place of the current one.
     pub fn replace(&self, index: ClusterIndex) {
-        *self.0.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(index);
+        let mut current = self.0.write().unwrap_or_else(|p| p.into_inner());
+        current.generation += 1;
+        current.index = Arc::new(index);
     }
 }
 

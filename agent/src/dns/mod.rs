@@ -17,9 +17,14 @@
 //! - Queries from anywhere but the pod network, loopback and the node's
 //!   own address are refused ([`handler`]): never an open resolver.
 //!
-//! Memory: the server is two sockets and two tasks; the cache starts
-//! empty; the index holds only what names need.
+//! - The zones' encoded answers are kept by the bytes that asked
+//!   ([`answer_cache`]), so a name asked again is answered by a copy.
+//!
+//! Memory: the server is two sockets, a thread for UDP and a task for
+//! TCP; the caches start empty and are bounded; the index holds only
+//! what names need.
 
+pub mod answer_cache;
 pub mod cache;
 pub mod cluster_zone;
 pub mod forwarder;
