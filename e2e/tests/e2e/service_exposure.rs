@@ -21,6 +21,8 @@
 //!   second LoadBalancer on a port already taken stays Pending;
 //!   `loadBalancerSourceRanges` keeps out a source it does not name until
 //!   it names it.
+//! - With the master killed, both nodes still answer the nodePort, node
+//!   A the load balancer, and cluster DNS still answers the web pod.
 
 use std::time::Duration;
 
@@ -181,7 +183,7 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     let hosts = [underlay.add_host(2)?, underlay.add_host(3)?];
     let lan = underlay.add_host(100)?;
     let dir = tempfile::Builder::new().prefix("skiff-expose-").tempdir()?;
-    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    let mut master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
     master.wait_ready(Duration::from_secs(30)).await?;
     let nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
     let (node_a, node_b) = (&hosts[0].ip, &hosts[1].ip);
@@ -506,5 +508,54 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     })
     .await
     .with_context(logs)?;
+
+    // A master outage: the nodes keep answering the nodePort, the load
+    // balancer and cluster DNS from what they last knew.
+    let web_np = get_service(&master, "web-np")
+        .await
+        .context("web-np")?;
+    let cluster_ip = web_np.spec.map(|s| s.cluster_ip).unwrap_or_default();
+    let web_uid = match master.client().get(Kind::Pod, "default", "web").await?.kind {
+        Some(Body::Pod(p)) => p.metadata.map(|m| m.uid).unwrap_or_default(),
+        _ => String::new(),
+    };
+    anyhow::ensure!(!cluster_ip.is_empty() && !web_uid.is_empty());
+    let web_netns = nodes[0].data_dir().join("netns").join(&web_uid);
+    let master_log = master.log_tail();
+    master.kill();
+    // Long enough for the agents to have seen their watches end.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for address in [
+        format!("{node_a}:30080"),
+        format!("{node_b}:30080"),
+        format!("{node_a}:8090"),
+    ] {
+        let page = fetch_from(&lan, &address);
+        assert!(
+            page.as_deref().is_some_and(|p| p.contains("page-web")),
+            "{address} stopped answering with the master down: {page:?}\n{master_log}\n{}",
+            nodes[0].log_tail()
+        );
+    }
+    // From the web pod's own network, at the cluster DNS address, as its
+    // resolv.conf says.
+    let lookup = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", web_netns.display()))
+        .args([
+            "timeout",
+            "4",
+            "busybox",
+            "nslookup",
+            "web-np.default.svc.cluster.local",
+            "10.43.0.10",
+        ])
+        .output()?;
+    let answer = String::from_utf8_lossy(&lookup.stdout).into_owned();
+    assert!(
+        lookup.status.success() && answer.contains(&cluster_ip),
+        "cluster DNS with the master down: {answer}{}\n{}",
+        String::from_utf8_lossy(&lookup.stderr),
+        nodes[0].log_tail()
+    );
     Ok(())
 }
