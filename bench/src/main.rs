@@ -57,6 +57,9 @@ enum Scenario {
     /// Throughput through a NodePort vs straight to the pod, from a LAN
     /// host.
     Nodeport(scenarios::nodeport::NodeportArgs),
+    /// How long one Service change takes to reach an agent's nftables
+    /// table with many Services in it.
+    Rulesync(scenarios::rulesync::RulesyncArgs),
     /// Pod start latency on a real node (containerd), local image.
     Podstart(scenarios::podstart::PodstartArgs),
     /// Whether hot paths grow with the number of objects: the same probes
@@ -108,6 +111,7 @@ fn main() -> std::process::ExitCode {
             Scenario::Podstart(args) => scenarios::podstart::run(args).await,
             Scenario::Overlay(args) => scenarios::overlay::run(args).await,
             Scenario::Nodeport(args) => scenarios::nodeport::run(args).await,
+            Scenario::Rulesync(args) => scenarios::rulesync::run(args).await,
             Scenario::Footprint(args) => scenarios::footprint::run(args).await,
             Scenario::Scale(args) => scenarios::scale::run(args).await,
             Scenario::Exec(args) => scenarios::exec::run(args).await,

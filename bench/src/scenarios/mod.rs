@@ -17,6 +17,7 @@ pub mod nodeport;
 pub mod overlay;
 pub mod podstart;
 pub mod rbac;
+pub mod rulesync;
 pub mod scale;
 pub mod schedule;
 pub mod store;

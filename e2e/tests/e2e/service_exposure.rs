@@ -511,9 +511,7 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
 
     // A master outage: the nodes keep answering the nodePort, the load
     // balancer and cluster DNS from what they last knew.
-    let web_np = get_service(&master, "web-np")
-        .await
-        .context("web-np")?;
+    let web_np = get_service(&master, "web-np").await.context("web-np")?;
     let cluster_ip = web_np.spec.map(|s| s.cluster_ip).unwrap_or_default();
     let web_uid = match master.client().get(Kind::Pod, "default", "web").await?.kind {
         Some(Body::Pod(p)) => p.metadata.map(|m| m.uid).unwrap_or_default(),

@@ -1,0 +1,167 @@
+//! `rulesync`: how long an agent takes to put one Service change into its
+//! nftables table with many Services present (issue 18: p99 ≤ 50 ms with
+//! 1,000 Services).
+//!
+//! - The path timed is the agent's own ([`skiff_agent::network`]): its
+//!   rules for every Service port sorted, the table built from them
+//!   (`nftables::ruleset`) and handed to `nft` in one transaction
+//!   (`nftables::apply`), as `PodNetwork::set_services` does on every
+//!   change of the Services or Endpoints it is told.
+//! - Each change moves one Service's endpoint (its pod replaced), a
+//!   different Service each time. Every fourth Service is a NodePort and
+//!   every tenth has ClientIP affinity, so that the table has the chains
+//!   and sets those bring. The first apply (the table made) is reported
+//!   apart, and so is the part of each change spent building the table
+//!   (`build_p50_ms`; the rest is `nft` and the kernel).
+//! - It runs in a network namespace of its own: its thread unshares one,
+//!   and `nft`, started from that thread, works there; the namespace goes
+//!   with the thread. No table of the host is touched. Needs root and
+//!   `nft`.
+//! - At the end, the table as the kernel holds it (`nft list`) must have
+//!   the last change: the run fails otherwise.
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use skiff_agent::network::nftables::{self, DnsRedirect, Exposure, ServiceRule, TableScope};
+use skiff_agent::network::subnet::Subnet;
+
+use super::common::round;
+use crate::latency::Latencies;
+
+#[derive(Debug, clap::Args)]
+pub struct RulesyncArgs {
+    /// Services in the table, one port each.
+    #[arg(long, default_value_t = 1000)]
+    pub services: usize,
+    /// Changes timed.
+    #[arg(long, default_value_t = 100)]
+    pub changes: usize,
+}
+
+/// Service `i`'s clusterIP: inside the service CIDR, past its first
+/// addresses.
+fn cluster_ip(i: usize) -> Ipv4Addr {
+    let octet = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
+    Ipv4Addr::new(10, 43, octet(1 + i / 250), octet(1 + i % 250))
+}
+
+/// The address of Service `i`'s pod in its `generation`: a replaced pod
+/// gets another address.
+fn pod_ip(i: usize, generation: usize) -> Ipv4Addr {
+    let octet = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
+    Ipv4Addr::new(10, 42, octet(generation % 200), octet(1 + i % 250))
+}
+
+fn rule(i: usize, generation: usize) -> ServiceRule {
+    ServiceRule {
+        cluster_ip: cluster_ip(i),
+        protocol: "tcp".into(),
+        port: 80,
+        endpoints: vec![
+            (pod_ip(i, generation), 8080),
+            (pod_ip(i, generation + 100), 8080),
+        ],
+        exposure: Exposure {
+            node_port: (i % 4 == 0).then(|| 30000 + u16::try_from(i % 2700).unwrap_or(0)),
+            affinity_seconds: (i % 10 == 0).then_some(10_800),
+            ..Exposure::default()
+        },
+    }
+}
+
+/// The node's table with `rules`, as the agent builds and applies it;
+/// how long building it (sorted, as nft's JSON) took.
+async fn sync(scope: TableScope<'_>, rules: &[ServiceRule]) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let mut sorted = rules.to_vec();
+    sorted.sort();
+    let table = nftables::ruleset(scope, &[], &sorted);
+    let built = started.elapsed();
+    nftables::apply(&table)
+        .await
+        .context("nft refused the agent's table")?;
+    Ok(built)
+}
+
+pub async fn run(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
+    anyhow::ensure!(
+        nix::unistd::geteuid().is_root(),
+        "rulesync makes a network namespace and an nftables table in it: run it as root with nft installed"
+    );
+    anyhow::ensure!(
+        args.services > 0 && args.services <= 62_500,
+        "--services: 1 to 62500"
+    );
+    anyhow::ensure!(args.changes > 0, "--changes: at least 1");
+    // Its own thread and runtime: the thread's network namespace is the
+    // one nft runs in.
+    let measured = std::thread::Builder::new()
+        .name("rulesync".into())
+        .spawn(move || -> anyhow::Result<serde_json::Value> {
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+                .context("unsharing a network namespace")?;
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?
+                .block_on(measure(args))
+        })?
+        .join()
+        .map_err(|_| anyhow::anyhow!("the rulesync thread panicked"))??;
+    Ok(measured)
+}
+
+async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
+    let subnet = |s: &str| s.parse::<Subnet>().context("a bench subnet");
+    let scope = TableScope {
+        cluster: subnet("10.42.0.0/16")?,
+        services: subnet("10.43.0.0/16")?,
+        local: subnet("10.42.7.0/24")?,
+        bridge: "skiff0",
+        dns: Some(DnsRedirect {
+            cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            listener: Ipv4Addr::new(10, 42, 7, 1),
+        }),
+    };
+    let mut rules: Vec<ServiceRule> = (0..args.services).map(|i| rule(i, 0)).collect();
+    let started = Instant::now();
+    sync(scope, &rules).await?;
+    let first = started.elapsed();
+    let mut latencies = Latencies::default();
+    let mut building = Latencies::default();
+    let mut last = (0, 0);
+    for change in 0..args.changes {
+        let i = (change * 7919) % args.services;
+        let generation = 1 + change;
+        rules[i] = rule(i, generation);
+        let started = Instant::now();
+        building.push(sync(scope, &rules).await?);
+        latencies.push(started.elapsed());
+        last = (i, generation);
+    }
+    let listed = std::process::Command::new("nft")
+        .args(["list", "table", "ip", nftables::TABLE])
+        .output()
+        .context("listing the table")?;
+    let table = String::from_utf8_lossy(&listed.stdout);
+    let (i, generation) = last;
+    let moved_to = pod_ip(i, generation).to_string();
+    let lines = table.lines().count();
+    let pass = listed.status.success() && table.contains(&moved_to);
+    let ms = |d: Duration| round(d.as_secs_f64() * 1000.0);
+    Ok(serde_json::json!({
+        "scenario": "rulesync",
+        "services": args.services,
+        "changes": args.changes,
+        "first_apply_ms": ms(first),
+        "p50_ms": round(latencies.percentile_ms(50.0)),
+        "p99_ms": round(latencies.percentile_ms(99.0)),
+        "max_ms": round(latencies.percentile_ms(100.0)),
+        "build_p50_ms": round(building.percentile_ms(50.0)),
+        "table_lines": lines,
+        "target_p99_ms": 50,
+        "pass": pass,
+        "failure": (!pass).then(|| format!("the table does not have the last change (service {i}'s endpoint {moved_to})")),
+    }))
+}
