@@ -90,6 +90,10 @@ pub struct PodNetwork {
     ipam: tokio::sync::Mutex<Ipam>,
     host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
     services: tokio::sync::Mutex<Vec<ServiceRule>>,
+    /// The Services the table in the kernel was last written with; `None`
+    /// when not known (not yet written, or a write failed). Its lock is
+    /// held across every write of the table.
+    applied_services: tokio::sync::Mutex<Option<Vec<ServiceRule>>>,
 }
 
 /// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
@@ -149,6 +153,7 @@ impl PodNetwork {
             ipam: tokio::sync::Mutex::new(ipam),
             host_ports: Default::default(),
             services: Default::default(),
+            applied_services: Default::default(),
         };
         network.apply_rules().await?;
         tracing::info!(
@@ -176,7 +181,35 @@ impl PodNetwork {
             .unwrap_or_default()
     }
 
+    /// What the node's table holds besides host ports and Services.
+    fn table_scope(&self) -> nftables::TableScope<'_> {
+        let listener = self.subnet.gateway();
+        let dns = self
+            .config
+            .cluster_dns
+            .map(|cluster_dns| nftables::DnsRedirect {
+                cluster_dns,
+                listener,
+            });
+        nftables::TableScope {
+            cluster: self.config.cluster_cidr,
+            services: self.config.service_cidr,
+            local: self.subnet,
+            bridge: &self.config.bridge,
+            dns,
+        }
+    }
+
+    /// Builds the whole table from the host ports and Services wanted now.
     async fn apply_rules(&self) -> Result<(), NetworkError> {
+        let mut applied = self.applied_services.lock().await;
+        self.apply_whole(&mut applied).await
+    }
+
+    async fn apply_whole(
+        &self,
+        applied: &mut Option<Vec<ServiceRule>>,
+    ) -> Result<(), NetworkError> {
         let ports: Vec<HostPort> = self
             .host_ports
             .lock()
@@ -186,27 +219,18 @@ impl PodNetwork {
             .cloned()
             .collect();
         let services = self.services.lock().await.clone();
-        let listener = self.subnet.gateway();
-        let dns = self
-            .config
-            .cluster_dns
-            .map(|cluster_dns| nftables::DnsRedirect {
-                cluster_dns,
-                listener,
-            });
-        let scope = nftables::TableScope {
-            cluster: self.config.cluster_cidr,
-            services: self.config.service_cidr,
-            local: self.subnet,
-            bridge: &self.config.bridge,
-            dns,
-        };
-        nftables::apply(&nftables::ruleset(scope, &ports, &services))
+        let result = nftables::apply(&nftables::ruleset(self.table_scope(), &ports, &services))
             .await
-            .map_err(NetworkError::Nftables)
+            .map_err(NetworkError::Nftables);
+        *applied = result.is_ok().then_some(services);
+        result
     }
 
     /// Routes Services' clusterIPs to `rules`; true if anything changed.
+    /// Only the Service ports that changed are rewritten
+    /// ([`nftables::service_changes`]); the whole table when what it
+    /// holds is not known (a failed write) or the change cannot be made
+    /// alone.
     pub async fn set_services(&self, mut rules: Vec<ServiceRule>) -> Result<bool, NetworkError> {
         rules.sort();
         {
@@ -216,7 +240,27 @@ impl PodNetwork {
             }
             *current = rules;
         }
-        self.apply_rules().await?;
+        // One writer at a time, going from what the table holds to what is
+        // wanted now (a later call's rules, if one came meanwhile).
+        let mut applied = self.applied_services.lock().await;
+        let wanted = self.services.lock().await.clone();
+        if let Some(held) = applied.as_ref() {
+            if *held == wanted {
+                return Ok(true);
+            }
+            if let Some(changes) = nftables::service_changes(self.table_scope(), held, &wanted) {
+                match nftables::apply(&changes).await {
+                    Ok(()) => {
+                        *applied = Some(wanted);
+                        return Ok(true);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the Service rules' change was refused; rewriting the whole table");
+                    }
+                }
+            }
+        }
+        self.apply_whole(&mut applied).await?;
         Ok(true)
     }
 

@@ -22,11 +22,20 @@
 //! except that traffic from pods and from the node itself still goes to
 //! any endpoint. `loadBalancerSourceRanges` drops other sources on the
 //! load balancer addresses. `sessionAffinity: ClientIP` keeps a client on
-//! its endpoint through one timed set per endpoint (which starts empty
-//! whenever the table is rewritten). The whole table is
-//! replaced in one `nft -j -f -` transaction (atomic in the kernel), so
-//! the rules are always exactly what the agent wants, and rules of other
-//! tables on the host are never touched.
+//! its endpoint through one timed set per endpoint.
+//!
+//! As in kube-proxy's nftables mode, each Service port has chains of its
+//! own, named after it ([`service_chain`]), and verdict maps lead a packet
+//! there by its destination address, protocol and port (or, on a local
+//! address, by protocol and nodePort): one lookup, however many Services.
+//! The table is built whole ([`ruleset`]) when the agent starts or a host
+//! port changes; a change of Services or endpoints touches only the
+//! Service ports that changed ([`service_changes`]: their map elements,
+//! their chains flushed and filled again, their affinity sets made anew),
+//! so that one change with 1,000 Services present is a small transaction.
+//! Either way it is one `nft -j -f -` transaction (atomic in the kernel),
+//! so the rules are always exactly what the agent wants, and rules of
+//! other tables on the host are never touched.
 
 use std::net::Ipv4Addr;
 
@@ -194,57 +203,48 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             json!({"masquerade": null}),
         ],
     ));
-    for (i, service) in services.iter().enumerate() {
-        let exposure = &service.exposure;
-        let mut chains = EndpointChains {
-            batch: &mut batch,
-            protocol: &service.protocol,
-            affinity_seconds: exposure.affinity_seconds,
-        };
-        // Any endpoint: for clusterIP traffic under Cluster policy and for
-        // external traffic (Cluster policy, or pods and the node itself
-        // under Local).
-        let cluster_verdict = if !exposure.internal_local || exposure.is_external() {
-            chains.pick(&format!("svc{i}"), &service.endpoints)
-        } else {
-            None
-        };
-        // This node's endpoints, for the policies that keep traffic here;
-        // none here (but some elsewhere): dropped. No endpoint anywhere is
-        // left to the refusal below.
-        let wants_local =
-            exposure.internal_local || (exposure.local_only && exposure.is_external());
-        let local_verdict = if wants_local && !service.endpoints.is_empty() {
-            let local: Vec<(Ipv4Addr, u16)> = service
-                .endpoints
-                .iter()
-                .filter(|(ip, _)| scope.local.contains(*ip))
-                .copied()
-                .collect();
-            Some(
-                chains
-                    .pick(&format!("svc{i}-local"), &local)
-                    .unwrap_or_else(|| json!({"drop": null})),
-            )
-        } else {
-            None
-        };
-        let internal_verdict = if exposure.internal_local {
-            &local_verdict
-        } else {
-            &cluster_verdict
-        };
-        if let Some(verdict) = internal_verdict {
-            let expr = vec![
-                json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
-                json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
-                verdict.clone(),
-            ];
-            batch.push(rule("prerouting", expr.clone()));
-            batch.push(rule("output", expr));
+    // Service ports: the maps lead a packet to its port's own chains.
+    for (map, key) in [
+        (
+            SERVICE_IPS,
+            json!(["ipv4_addr", "inet_proto", "inet_service"]),
+        ),
+        (
+            SERVICE_IPS_OUT,
+            json!(["ipv4_addr", "inet_proto", "inet_service"]),
+        ),
+        (NODE_PORTS, json!(["inet_proto", "inet_service"])),
+        (NODE_PORTS_OUT, json!(["inet_proto", "inet_service"])),
+    ] {
+        batch.push(json!({"add": {"map": {"family": "ip", "table": TABLE, "name": map, "type": key, "map": "verdict"}}}));
+    }
+    let address_key = json!({"concat": [field("ip", "daddr"), {"meta": {"key": "l4proto"}}, field("th", "dport")]});
+    let port_key = json!({"concat": [{"meta": {"key": "l4proto"}}, field("th", "dport")]});
+    // A nodePort is answered on every local address but loopback.
+    let node_local = [
+        json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}}),
+        json!({"match": {"op": "!=", "left": field("ip", "daddr"), "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}),
+    ];
+    for (chain, addresses, ports) in [
+        ("prerouting", SERVICE_IPS, NODE_PORTS),
+        ("output", SERVICE_IPS_OUT, NODE_PORTS_OUT),
+    ] {
+        batch.push(rule(
+            chain,
+            vec![json!({"vmap": {"key": address_key.clone(), "data": format!("@{addresses}")}})],
+        ));
+        let mut expr = node_local.to_vec();
+        expr.push(json!({"vmap": {"key": port_key.clone(), "data": format!("@{ports}")}}));
+        batch.push(rule(chain, expr));
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for service in services {
+        if seen.insert(service_chain(service)) {
+            batch.extend(service_block(scope, service).commands);
         }
-        let external_local = local_verdict.filter(|_| exposure.local_only);
-        external_rules(&mut batch, scope, service, cluster_verdict, external_local);
+    }
+    for (key, chain) in map_elements(services) {
+        batch.extend(key.add(&chain));
     }
     let refuse = vec![
         json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.services)}}),
@@ -271,6 +271,267 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         batch.push(rule("output", expr));
     }
     json!({"nftables": batch})
+}
+
+/// The maps from a packet to its Service port's chains: by destination
+/// address, protocol and port (clusterIPs, load balancer and external
+/// addresses), and by protocol and port on local addresses (nodePorts),
+/// one of each for prerouting and one for output.
+const SERVICE_IPS: &str = "service-ips";
+const SERVICE_IPS_OUT: &str = "service-ips-out";
+const NODE_PORTS: &str = "node-ports";
+const NODE_PORTS_OUT: &str = "node-ports-out";
+
+/// The name of a Service port's prerouting chain (its output chain adds
+/// `-out`; its endpoint chains and sets start with it): named after the
+/// port, not its place among the others, so that a change of one Service
+/// touches its chains alone.
+fn service_chain(service: &ServiceRule) -> String {
+    format!(
+        "svc-{}-{}-{}",
+        service.cluster_ip, service.protocol, service.port
+    )
+}
+
+/// What leads a packet to a Service port's chains: an element of the
+/// address maps or of the nodePort maps.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum MapKey {
+    Address(Ipv4Addr, String, u16),
+    NodePort(String, u16),
+}
+
+impl MapKey {
+    /// The maps the key is in (prerouting's, output's) and its elements'
+    /// key.
+    fn maps(&self) -> ([&'static str; 2], Value) {
+        match self {
+            MapKey::Address(ip, protocol, port) => (
+                [SERVICE_IPS, SERVICE_IPS_OUT],
+                json!({"concat": [ip.to_string(), protocol, port]}),
+            ),
+            MapKey::NodePort(protocol, port) => (
+                [NODE_PORTS, NODE_PORTS_OUT],
+                json!({"concat": [protocol, port]}),
+            ),
+        }
+    }
+
+    /// Adds the key to its maps, leading to `chain` (prerouting) and
+    /// `chain`-out (output).
+    fn add(&self, chain: &str) -> [Value; 2] {
+        let ([pre, out], key) = self.maps();
+        let element = |map: &str, target: String| json!({"add": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [[key, {"jump": {"target": target}}]]}}});
+        [
+            element(pre, chain.to_owned()),
+            element(out, format!("{chain}-out")),
+        ]
+    }
+
+    fn delete(&self) -> [Value; 2] {
+        let ([pre, out], key) = self.maps();
+        let element = |map: &str| json!({"delete": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [key]}}});
+        [element(pre), element(out)]
+    }
+}
+
+/// Every map element for `services` (sorted) and the chain it leads to:
+/// a key two Service ports claim (two Services given one external
+/// address and port) leads to the first.
+fn map_elements(services: &[ServiceRule]) -> std::collections::BTreeMap<MapKey, String> {
+    let mut elements = std::collections::BTreeMap::new();
+    for service in services {
+        let chain = service_chain(service);
+        let protocol = service.protocol.clone();
+        let exposure = &service.exposure;
+        let mut keys = vec![MapKey::Address(
+            service.cluster_ip,
+            protocol.clone(),
+            service.port,
+        )];
+        for ip in exposure
+            .load_balancer_ips
+            .iter()
+            .chain(&exposure.external_ips)
+        {
+            keys.push(MapKey::Address(*ip, protocol.clone(), service.port));
+        }
+        if let Some(node_port) = exposure.node_port {
+            keys.push(MapKey::NodePort(protocol.clone(), node_port));
+        }
+        for key in keys {
+            elements.entry(key).or_insert_with(|| chain.clone());
+        }
+    }
+    elements
+}
+
+/// A Service port's chains, sets and rules.
+struct ServiceBlock {
+    /// Its prerouting and output chains first, then its endpoint chains.
+    chains: Vec<String>,
+    sets: Vec<String>,
+    /// The commands that add them.
+    commands: Vec<Value>,
+}
+
+/// The chains a Service port's map elements lead to: its prerouting chain
+/// holds what used to be its rules in prerouting (the clusterIP's, the
+/// load balancer's source ranges, its external addresses'), its output
+/// chain those for connections the node starts; each rule still matches
+/// its own destination, and a packet no rule takes goes on in the base
+/// chain, as before.
+fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
+    let base = service_chain(service);
+    let out = format!("{base}-out");
+    let mut batch = Vec::new();
+    for chain in [&base, &out] {
+        batch.push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
+    }
+    let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
+    let exposure = &service.exposure;
+    let mut chains = EndpointChains {
+        batch: &mut batch,
+        protocol: &service.protocol,
+        affinity_seconds: exposure.affinity_seconds,
+    };
+    // Any endpoint: for clusterIP traffic under Cluster policy and for
+    // external traffic (Cluster policy, or pods and the node itself under
+    // Local).
+    let cluster_verdict = if !exposure.internal_local || exposure.is_external() {
+        chains.pick(&base, &service.endpoints)
+    } else {
+        None
+    };
+    // This node's endpoints, for the policies that keep traffic here;
+    // none here (but some elsewhere): dropped. No endpoint anywhere is
+    // left to the refusal in the filter chains.
+    let wants_local = exposure.internal_local || (exposure.local_only && exposure.is_external());
+    let local_verdict = if wants_local && !service.endpoints.is_empty() {
+        let local: Vec<(Ipv4Addr, u16)> = service
+            .endpoints
+            .iter()
+            .filter(|(ip, _)| scope.local.contains(*ip))
+            .copied()
+            .collect();
+        Some(
+            chains
+                .pick(&format!("{base}-local"), &local)
+                .unwrap_or_else(|| json!({"drop": null})),
+        )
+    } else {
+        None
+    };
+    let internal_verdict = if exposure.internal_local {
+        &local_verdict
+    } else {
+        &cluster_verdict
+    };
+    if let Some(verdict) = internal_verdict {
+        let expr = vec![
+            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
+            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+            verdict.clone(),
+        ];
+        batch.push(rule(&base, expr.clone()));
+        batch.push(rule(&out, expr));
+    }
+    let external_local = local_verdict.filter(|_| exposure.local_only);
+    let chain_names = [base.as_str(), out.as_str()];
+    external_rules(
+        &mut batch,
+        scope,
+        service,
+        chain_names,
+        cluster_verdict,
+        external_local,
+    );
+    let named = |what: &str| -> Vec<String> {
+        batch
+            .iter()
+            .filter_map(|c| c["add"][what]["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (chains, sets) = (named("chain"), named("set"));
+    ServiceBlock {
+        chains,
+        sets,
+        commands: batch,
+    }
+}
+
+/// The commands that turn the Service ports of a table built from `old`
+/// into those of `new` (both sorted), touching only the Service ports
+/// that changed: their map elements, and their chains flushed and filled
+/// again (their endpoint chains and affinity sets made anew); a port that
+/// went is removed whole. `None` when the table should rather be built
+/// whole (two Service ports with one name).
+pub fn service_changes(
+    scope: TableScope<'_>,
+    old: &[ServiceRule],
+    new: &[ServiceRule],
+) -> Option<Value> {
+    let by_name = |rules: &[ServiceRule]| {
+        let mut named = std::collections::BTreeMap::new();
+        for rule in rules {
+            if named.insert(service_chain(rule), rule.clone()).is_some() {
+                return None;
+            }
+        }
+        Some(named)
+    };
+    let (old_named, new_named) = (by_name(old)?, by_name(new)?);
+    let (old_elements, new_elements) = (map_elements(old), map_elements(new));
+    let mut batch = Vec::new();
+    // Elements that go or lead elsewhere, before any chain they lead to.
+    for (key, chain) in &old_elements {
+        if new_elements.get(key) != Some(chain) {
+            batch.extend(key.delete());
+        }
+    }
+    let mut added = Vec::new();
+    let mut sets_gone = Vec::new();
+    for (name, old_rule) in &old_named {
+        let stays = match new_named.get(name) {
+            Some(new_rule) if new_rule == old_rule => continue,
+            Some(new_rule) => {
+                added.push(new_rule.clone());
+                true
+            }
+            None => false,
+        };
+        let block = service_block(scope, old_rule);
+        for chain in &block.chains {
+            batch
+                .push(json!({"flush": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
+        }
+        // Its prerouting and output chains stay while the port does (map
+        // elements lead to them); its endpoint chains are made anew.
+        let skip = if stays { 2 } else { 0 };
+        for chain in block.chains.iter().skip(skip) {
+            batch.push(
+                json!({"delete": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}),
+            );
+        }
+        sets_gone.extend(block.sets);
+    }
+    for set in sets_gone {
+        batch.push(json!({"delete": {"set": {"family": "ip", "table": TABLE, "name": set}}}));
+    }
+    for (name, new_rule) in &new_named {
+        if !old_named.contains_key(name) {
+            added.push(new_rule.clone());
+        }
+    }
+    for rule in &added {
+        batch.extend(service_block(scope, rule).commands);
+    }
+    for (key, chain) in &new_elements {
+        if old_elements.get(key) != Some(chain) {
+            batch.extend(key.add(chain));
+        }
+    }
+    Some(json!({"nftables": batch}))
 }
 
 /// Adds the chains that pick one of a Service port's endpoints to a batch.
@@ -354,6 +615,7 @@ fn external_rules(
     batch: &mut Vec<Value>,
     scope: TableScope<'_>,
     service: &ServiceRule,
+    [pre, out]: [&str; 2],
     cluster_verdict: Option<Value>,
     local_verdict: Option<Value>,
 ) {
@@ -391,7 +653,7 @@ fn external_rules(
             .collect();
         for ip in &exposure.load_balancer_ips {
             batch.push(rule(
-                "prerouting",
+                pre,
                 vec![
                     daddr(ip),
                     dport(service.port),
@@ -412,8 +674,8 @@ fn external_rules(
             expr.extend(extra);
             expr.push(mark.clone());
             expr.push(cluster_verdict.clone());
-            batch.push(rule("prerouting", expr.clone()));
-            batch.push(rule("output", expr));
+            batch.push(rule(pre, expr.clone()));
+            batch.push(rule(out, expr));
         };
         match &local_verdict {
             None => to_cluster(Vec::new(), &mut *batch),
@@ -426,7 +688,7 @@ fn external_rules(
                 to_cluster(vec![from_node], &mut *batch);
                 let mut expr = destination.clone();
                 expr.push(local_verdict.clone());
-                batch.push(rule("prerouting", expr));
+                batch.push(rule(pre, expr));
             }
         }
     }
@@ -622,7 +884,10 @@ mod tests {
             text.contains(r#""numgen":{"mod":2,"mode":"random","offset":0}"#),
             "{text}"
         );
-        assert!(text.contains(r#"{"goto":{"target":"svc0-ep1"}}"#), "{text}");
+        assert!(
+            text.contains(r#"{"goto":{"target":"svc-10.43.0.11-tcp-80-ep1"}}"#),
+            "{text}"
+        );
         assert!(text.contains(r#""dnat":{"addr":"10.42.4.7","port":8080}"#));
         // One endpoint: DNAT straight away, in prerouting and output.
         assert_eq!(
@@ -636,7 +901,8 @@ mod tests {
         );
         // No endpoints: never translated; the whole service CIDR that
         // is not translated is refused (forwarded and local traffic).
-        assert!(!text.contains("10.43.0.13"));
+        let untranslated = rules_with(&rules, &["10.43.0.13"]);
+        assert!(untranslated.is_empty(), "{untranslated:?}");
         let batch = rules["nftables"].as_array().unwrap();
         let refusals: Vec<&Value> = batch
             .iter()
@@ -704,7 +970,11 @@ mod tests {
         // random pick as the clusterIP.
         let node_port = rules_with(&rules, &[r#""right":30080"#, mark, r#""mod":2"#]);
         let chains: Vec<&str> = node_port.iter().map(|(_, c, _)| c.as_str()).collect();
-        assert_eq!(chains, ["prerouting", "output"], "{node_port:?}");
+        assert_eq!(
+            chains,
+            ["svc-10.43.0.20-tcp-80", "svc-10.43.0.20-tcp-80-out"],
+            "{node_port:?}"
+        );
         assert!(node_port[0].2.contains(r#""flags":["daddr"]"#));
         assert!(node_port[0].2.contains(r#""addr":"127.0.0.0","len":8"#));
         // The load balancer and external addresses at the Service's port.
@@ -756,7 +1026,7 @@ mod tests {
             .filter(|(_, _, t)| !t.contains("mangle"))
             .collect();
         assert_eq!(outside.len(), 1, "{outside:?}");
-        assert_eq!(outside[0].1, "prerouting");
+        assert_eq!(outside[0].1, "svc-10.43.0.20-tcp-80");
         assert!(outside[0]
             .2
             .contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#));
@@ -795,7 +1065,11 @@ mod tests {
         let to_vip = rules_with(&rules, &[r#""right":"10.43.0.20""#]);
         let chains: Vec<&str> = to_vip.iter().map(|(_, c, _)| c.as_str()).collect();
         // From this node's pods (prerouting) and from the node (output).
-        assert_eq!(chains, ["prerouting", "output"], "{to_vip:?}");
+        assert_eq!(
+            chains,
+            ["svc-10.43.0.20-tcp-80", "svc-10.43.0.20-tcp-80-out"],
+            "{to_vip:?}"
+        );
         for (_, _, text) in &to_vip {
             assert!(
                 text.contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#),
@@ -840,22 +1114,195 @@ mod tests {
         let rules = ruleset(scope(), &[], &[service]);
         let text = rules.to_string();
         // One timed set per endpoint, updated before the DNAT.
-        assert!(text.contains(r#""name":"svc0-ep0-affinity""#), "{text}");
+        assert!(
+            text.contains(r#""name":"svc-10.43.0.20-tcp-80-ep0-affinity""#),
+            "{text}"
+        );
         assert!(text.contains(r#""timeout":60"#), "{text}");
-        let update = rules_with(&rules, &[r#""op":"update""#, "@svc0-ep0-affinity"]);
-        assert_eq!(update[0].1, "svc0-ep0");
+        let update = rules_with(
+            &rules,
+            &[r#""op":"update""#, "@svc-10.43.0.20-tcp-80-ep0-affinity"],
+        );
+        assert_eq!(update[0].1, "svc-10.43.0.20-tcp-80-ep0");
         // The clusterIP goes to a pick chain that looks the client up first.
-        let sticky = rules_with(&rules, &[r#""right":"@svc0-ep0-affinity""#]);
-        assert_eq!(sticky[0].1, "svc0-pick");
+        let sticky = rules_with(
+            &rules,
+            &[r#""right":"@svc-10.43.0.20-tcp-80-ep0-affinity""#],
+        );
+        assert_eq!(sticky[0].1, "svc-10.43.0.20-tcp-80-pick");
         let pick = rules_with(
             &rules,
             &[
                 r#""right":"10.43.0.20""#,
-                r#""goto":{"target":"svc0-pick"}"#,
+                r#""goto":{"target":"svc-10.43.0.20-tcp-80-pick"}"#,
             ],
         );
         assert_eq!(pick.len(), 2);
         // Without exposure, nothing is marked for masquerade.
         assert!(!text.contains(r#""|":[{"meta":{"key":"mark"}}"#), "{text}");
+    }
+
+    fn named(rules: &Value, what: &str, verb: &str) -> Vec<String> {
+        rules["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c[verb][what]["name"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    #[test]
+    fn one_changed_service_touches_its_own_chains_and_elements_only() {
+        let many: Vec<ServiceRule> = (1..=50u8)
+            .map(|i| ServiceRule {
+                cluster_ip: Ipv4Addr::new(10, 43, 1, i),
+                protocol: "tcp".into(),
+                port: 80,
+                endpoints: vec![
+                    (Ipv4Addr::new(10, 42, 4, i), 8080),
+                    (Ipv4Addr::new(10, 42, 5, i), 8080),
+                ],
+                exposure: Exposure {
+                    node_port: (i % 5 == 0).then_some(30000 + u16::from(i)),
+                    affinity_seconds: (i == 7).then_some(60),
+                    ..Exposure::default()
+                },
+            })
+            .collect();
+        let mut moved = many.clone();
+        moved[6].endpoints[1].0 = "10.42.6.7".parse().unwrap();
+        let changes = service_changes(scope(), &many, &moved).unwrap();
+        let text = changes.to_string();
+        assert!(
+            !text.contains(r#""table":{"#),
+            "never the whole table: {text}"
+        );
+        // Service 7 (affinity): its chains flushed, its endpoint chains and
+        // sets made anew; its prerouting and output chains kept, as are its
+        // map elements.
+        let flushed = named(&changes, "chain", "flush");
+        assert!(
+            flushed
+                .iter()
+                .all(|c| c.starts_with("svc-10.43.1.7-tcp-80")),
+            "{flushed:?}"
+        );
+        assert!(flushed.contains(&"svc-10.43.1.7-tcp-80".to_owned()));
+        let deleted = named(&changes, "chain", "delete");
+        assert!(!deleted.contains(&"svc-10.43.1.7-tcp-80".to_owned()));
+        assert!(
+            deleted.contains(&"svc-10.43.1.7-tcp-80-ep1".to_owned()),
+            "{deleted:?}"
+        );
+        assert_eq!(
+            named(&changes, "set", "delete"),
+            [
+                "svc-10.43.1.7-tcp-80-ep0-affinity",
+                "svc-10.43.1.7-tcp-80-ep1-affinity"
+            ]
+        );
+        assert!(text.contains("10.42.6.7"));
+        assert!(!text.contains(r#""element""#), "{text}");
+        assert!(
+            !text.contains("10.43.1.8"),
+            "another Service was touched: {text}"
+        );
+
+        // One goes (with its nodePort), one comes: their elements and chains.
+        let mut replaced = moved.clone();
+        replaced.remove(9);
+        replaced.push(ServiceRule {
+            cluster_ip: "10.43.2.1".parse().unwrap(),
+            protocol: "udp".into(),
+            port: 53,
+            endpoints: vec![("10.42.4.1".parse().unwrap(), 5353)],
+            exposure: Exposure {
+                load_balancer_ips: vec!["192.168.1.2".parse().unwrap()],
+                ..Exposure::default()
+            },
+        });
+        replaced.sort();
+        let changes = service_changes(scope(), &moved, &replaced).unwrap();
+        let text = changes.to_string();
+        let gone = named(&changes, "chain", "delete");
+        assert_eq!(
+            gone,
+            [
+                "svc-10.43.1.10-tcp-80",
+                "svc-10.43.1.10-tcp-80-out",
+                "svc-10.43.1.10-tcp-80-ep0",
+                "svc-10.43.1.10-tcp-80-ep1"
+            ]
+        );
+        let deletions: Vec<&Value> = changes["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| !c["delete"]["element"].is_null())
+            .collect();
+        assert_eq!(
+            deletions.len(),
+            4,
+            "clusterIP and nodePort, prerouting and output: {deletions:?}"
+        );
+        assert!(text.contains(r#"{"concat":["tcp",30010]}"#), "{text}");
+        let added = named(&changes, "chain", "add");
+        assert!(
+            added.contains(&"svc-10.43.2.1-udp-53".to_owned())
+                && added.contains(&"svc-10.43.2.1-udp-53-out".to_owned()),
+            "{added:?}"
+        );
+        assert!(
+            text.contains(r#"{"concat":["192.168.1.2","udp",53]}"#),
+            "{text}"
+        );
+        // Element deletions come before any chain is deleted.
+        let batch = changes["nftables"].as_array().unwrap();
+        let last_element_delete = batch
+            .iter()
+            .rposition(|c| !c["delete"]["element"].is_null())
+            .unwrap();
+        let first_chain_delete = batch
+            .iter()
+            .position(|c| !c["delete"]["chain"].is_null())
+            .unwrap();
+        assert!(last_element_delete < first_chain_delete);
+        // Nothing changed: nothing to do.
+        let none = service_changes(scope(), &replaced, &replaced).unwrap();
+        assert_eq!(none["nftables"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn a_key_two_services_claim_leads_to_the_first_and_moves_when_it_goes() {
+        let claim = |ip: [u8; 4], node_port: u16| ServiceRule {
+            cluster_ip: Ipv4Addr::from(ip),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: vec![("10.42.4.1".parse().unwrap(), 8080)],
+            exposure: Exposure {
+                external_ips: vec!["192.168.1.9".parse().unwrap()],
+                node_port: Some(node_port),
+                ..Exposure::default()
+            },
+        };
+        let both = vec![claim([10, 43, 0, 30], 30001), claim([10, 43, 0, 31], 30002)];
+        let whole = ruleset(scope(), &[], &both).to_string();
+        assert_eq!(
+            whole
+                .matches(r#"{"concat":["192.168.1.9","tcp",80]}"#)
+                .count(),
+            2,
+            "one element per map: {whole}"
+        );
+        assert!(whole.contains(r#""target":"svc-10.43.0.30-tcp-80""#));
+        let second_only = vec![both[1].clone()];
+        let changes = service_changes(scope(), &both, &second_only)
+            .unwrap()
+            .to_string();
+        // The external address's elements now lead to the second Service.
+        assert!(changes.contains(r#""elem":[[{"concat":["192.168.1.9","tcp",80]},{"jump":{"target":"svc-10.43.0.31-tcp-80"}}]]"#), "{changes}");
+        // Two Service ports with one name: built whole instead.
+        let twice = vec![both[0].clone(), both[0].clone()];
+        assert!(service_changes(scope(), &both, &twice).is_none());
     }
 }

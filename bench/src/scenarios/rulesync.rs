@@ -3,16 +3,18 @@
 //! 1,000 Services).
 //!
 //! - The path timed is the agent's own ([`skiff_agent::network`]): its
-//!   rules for every Service port sorted, the table built from them
-//!   (`nftables::ruleset`) and handed to `nft` in one transaction
-//!   (`nftables::apply`), as `PodNetwork::set_services` does on every
-//!   change of the Services or Endpoints it is told.
+//!   rules for every Service port sorted, the commands for the Service
+//!   ports that changed built (`nftables::service_changes`) and handed to
+//!   `nft` in one transaction (`nftables::apply`), as
+//!   `PodNetwork::set_services` does on every change of the Services or
+//!   Endpoints it is told. The table is first built whole
+//!   (`nftables::ruleset`), as at the agent's start: `first_apply_ms`.
 //! - Each change moves one Service's endpoint (its pod replaced), a
 //!   different Service each time. Every fourth Service is a NodePort and
 //!   every tenth has ClientIP affinity, so that the table has the chains
-//!   and sets those bring. The first apply (the table made) is reported
-//!   apart, and so is the part of each change spent building the table
-//!   (`build_p50_ms`; the rest is `nft` and the kernel).
+//!   and sets those bring. The part of each change spent building its
+//!   commands is reported apart (`build_p50_ms`; the rest is `nft` and
+//!   the kernel).
 //! - It runs in a network namespace of its own: its thread unshares one,
 //!   and `nft`, started from that thread, works there; the namespace goes
 //!   with the thread. No table of the host is touched. Needs root and
@@ -71,17 +73,24 @@ fn rule(i: usize, generation: usize) -> ServiceRule {
     }
 }
 
-/// The node's table with `rules`, as the agent builds and applies it;
-/// how long building it (sorted, as nft's JSON) took.
-async fn sync(scope: TableScope<'_>, rules: &[ServiceRule]) -> anyhow::Result<Duration> {
+/// The node's table taken from `held` to `rules` as the agent does it
+/// (`PodNetwork::set_services`): the rules sorted, the changed Service
+/// ports' commands built (`nftables::service_changes`) and applied in one
+/// transaction; how long building them took.
+async fn sync(
+    scope: TableScope<'_>,
+    held: &[ServiceRule],
+    rules: &[ServiceRule],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut sorted = rules.to_vec();
     sorted.sort();
-    let table = nftables::ruleset(scope, &[], &sorted);
+    let changes = nftables::service_changes(scope, held, &sorted)
+        .context("the change cannot be made in place")?;
     let built = started.elapsed();
-    nftables::apply(&table)
+    nftables::apply(&changes)
         .await
-        .context("nft refused the agent's table")?;
+        .context("nft refused the agent's change")?;
     Ok(built)
 }
 
@@ -125,8 +134,12 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
         }),
     };
     let mut rules: Vec<ServiceRule> = (0..args.services).map(|i| rule(i, 0)).collect();
+    rules.sort();
+    // The whole table, as the agent builds it at start.
     let started = Instant::now();
-    sync(scope, &rules).await?;
+    nftables::apply(&nftables::ruleset(scope, &[], &rules))
+        .await
+        .context("nft refused the agent's table")?;
     let first = started.elapsed();
     let mut latencies = Latencies::default();
     let mut building = Latencies::default();
@@ -134,10 +147,17 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     for change in 0..args.changes {
         let i = (change * 7919) % args.services;
         let generation = 1 + change;
-        rules[i] = rule(i, generation);
+        let mut next = rules.clone();
+        let at = next
+            .iter()
+            .position(|r| r.cluster_ip == cluster_ip(i))
+            .context("the Service to change")?;
+        next[at] = rule(i, generation);
         let started = Instant::now();
-        building.push(sync(scope, &rules).await?);
+        building.push(sync(scope, &rules, &next).await?);
         latencies.push(started.elapsed());
+        next.sort();
+        rules = next;
         last = (i, generation);
     }
     let listed = std::process::Command::new("nft")

@@ -30,6 +30,7 @@ mod kubectl_pods;
 mod kubectl_watch;
 mod lan_defaults;
 mod metrics;
+mod nftables_changes;
 mod persistent_volumes;
 mod pod_config;
 mod pod_gc;

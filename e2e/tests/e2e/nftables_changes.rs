@@ -1,0 +1,204 @@
+//! The agent's Service rules changed in place, against the kernel: in a
+//! network namespace of its own, a table of 60 Service ports of every
+//! kind (nodePorts, load balancer and external addresses, both traffic
+//! policies, internal Local, ClientIP affinity, none or several
+//! endpoints) is built whole, then taken through 40 random changes (a
+//! Service's endpoints, its exposure, one gone, one new), each made with
+//! `nftables::service_changes`. After every change the kernel's table
+//! (`nft -j list table`) must be exactly the table built whole from the
+//! same Services, which is then put in place for the next change.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use anyhow::Context;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+use skiff_agent::network::nftables::{self, DnsRedirect, Exposure, ServiceRule, TableScope};
+use skiff_e2e::e2e_prerequisites;
+
+fn scope() -> TableScope<'static> {
+    TableScope {
+        cluster: "10.42.0.0/16".parse().unwrap(),
+        services: "10.43.0.0/16".parse().unwrap(),
+        local: "10.42.3.0/24".parse().unwrap(),
+        bridge: "skiff0",
+        dns: Some(DnsRedirect {
+            cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
+            listener: Ipv4Addr::new(10, 42, 3, 1),
+        }),
+    }
+}
+
+/// Service port `i` as `rng` draws it.
+fn service(i: u8, rng: &mut impl Rng) -> ServiceRule {
+    let endpoints = (0..rng.random_range(0..4u8))
+        .map(|j| {
+            (
+                Ipv4Addr::new(10, 42, 3 + rng.random_range(0..2u8), 10 + j),
+                8080,
+            )
+        })
+        .collect();
+    let exposed = rng.random_bool(0.5);
+    ServiceRule {
+        cluster_ip: Ipv4Addr::new(10, 43, 1, i),
+        protocol: if i % 3 == 0 { "udp" } else { "tcp" }.into(),
+        port: 80,
+        endpoints,
+        exposure: Exposure {
+            node_port: exposed.then(|| 30000 + u16::from(i)),
+            load_balancer_ips: if exposed && rng.random_bool(0.5) {
+                vec![Ipv4Addr::new(192, 168, 1, 2)]
+            } else {
+                vec![]
+            },
+            external_ips: if rng.random_bool(0.2) {
+                vec![Ipv4Addr::new(192, 168, 1, rng.random_range(3..6))]
+            } else {
+                vec![]
+            },
+            local_only: exposed && rng.random_bool(0.3),
+            source_ranges: if rng.random_bool(0.2) {
+                vec!["192.168.0.0/16".parse().unwrap()]
+            } else {
+                vec![]
+            },
+            affinity_seconds: rng.random_bool(0.2).then_some(60),
+            internal_local: rng.random_bool(0.15),
+        },
+    }
+}
+
+fn nft(args: &[&str], input: Option<&Value>) -> anyhow::Result<String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .context("running nft")?;
+    let mut stdin = child.stdin.take().context("nft's stdin")?;
+    if let Some(input) = input {
+        stdin.write_all(input.to_string().as_bytes())?;
+    }
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "nft {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn apply(batch: &Value) -> anyhow::Result<()> {
+    nft(&["-j", "-f", "-"], Some(batch)).map(|_| ())
+}
+
+/// The table as the kernel holds it, without handles and in an order of
+/// its own: each chain with its rules in order, each set and map with
+/// its elements sorted.
+fn listed() -> anyhow::Result<BTreeMap<String, String>> {
+    let text = nft(&["-j", "list", "table", "ip", nftables::TABLE], None)?;
+    let listing: Value = serde_json::from_str(&text)?;
+    let mut objects: BTreeMap<String, String> = BTreeMap::new();
+    for item in listing["nftables"].as_array().context("a listing")? {
+        let mut item = item.clone();
+        for kind in ["table", "chain", "rule", "set", "map"] {
+            if let Some(object) = item.get_mut(kind).and_then(Value::as_object_mut) {
+                object.remove("handle");
+                if let Some(elements) = object.get_mut("elem").and_then(Value::as_array_mut) {
+                    elements.sort_by_key(|e| e.to_string());
+                }
+            }
+        }
+        let key = if let Some(rule) = item.get("rule") {
+            let chain = rule["chain"].as_str().unwrap_or_default();
+            let rules_before = objects
+                .keys()
+                .filter(|k| k.starts_with(&format!("rule {chain} #")))
+                .count();
+            format!("rule {chain} #{rules_before:04}")
+        } else if let Some((kind, object)) = ["chain", "set", "map", "table"]
+            .iter()
+            .find_map(|kind| item.get(*kind).map(|o| (kind, o)))
+        {
+            format!("{kind} {}", object["name"].as_str().unwrap_or_default())
+        } else {
+            continue;
+        };
+        objects.insert(key, item.to_string());
+    }
+    Ok(objects)
+}
+
+/// What differs between two listings, for the failure message.
+fn difference(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> String {
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .take(6)
+        .map(|k| {
+            format!(
+                "{k}:\n  in place: {:?}\n  built whole: {:?}",
+                a.get(k),
+                b.get(k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["nft"]) {
+        return Ok(());
+    }
+    // A thread in a network namespace of its own: nft, started from it,
+    // works there, and the namespace goes with the thread.
+    std::thread::spawn(|| -> anyhow::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("unsharing a network namespace")?;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(18);
+        let mut services: Vec<ServiceRule> = (1..=60).map(|i| service(i, &mut rng)).collect();
+        services.sort();
+        apply(&nftables::ruleset(scope(), &[], &services))?;
+        for step in 0..40 {
+            let mut next = services.clone();
+            let at = rng.random_range(0..next.len());
+            match step % 4 {
+                0 | 1 => {
+                    let i = next[at].cluster_ip.octets()[3];
+                    next[at] = service(i, &mut rng);
+                }
+                2 => {
+                    next.remove(at);
+                }
+                _ => {
+                    let free = (61..=250u8)
+                        .find(|i| !next.iter().any(|s| s.cluster_ip.octets()[3] == *i))
+                        .context("a free address")?;
+                    next.push(service(free, &mut rng));
+                }
+            }
+            next.sort();
+            let changes = nftables::service_changes(scope(), &services, &next)
+                .context("a change to make in place")?;
+            apply(&changes).with_context(|| format!("step {step}: {changes}"))?;
+            let in_place = listed()?;
+            apply(&nftables::ruleset(scope(), &[], &next))?;
+            let whole = listed()?;
+            anyhow::ensure!(
+                in_place == whole,
+                "step {step}: the table changed in place is not the one built whole:\n{}",
+                difference(&in_place, &whole)
+            );
+            services = next;
+        }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the test's thread panicked"))?
+}
