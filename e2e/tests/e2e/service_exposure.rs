@@ -21,6 +21,8 @@
 //!   second LoadBalancer on a port already taken stays Pending;
 //!   `loadBalancerSourceRanges` keeps out a source it does not name until
 //!   it names it.
+//! - `spec.externalIPs` answer at the Service's port; with
+//!   `sessionAffinity: ClientIP` the LAN host stays on one of two pods.
 //! - With the master killed, both nodes still answer the nodePort, node
 //!   A the load balancer, and cluster DNS still answers the web pod.
 
@@ -508,6 +510,74 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     })
     .await
     .with_context(logs)?;
+
+    // spec.externalIPs: node A's address, at the Service's own port.
+    apply_yaml(
+        &api,
+        dir.path(),
+        "web-ext",
+        &service(
+            "web-ext",
+            "ClusterIP",
+            "{port: 8091, targetPort: 8080}",
+            &format!("  externalIPs: [\"{node_a}\"]\n"),
+        ),
+    )?;
+    let address = format!("{node_a}:8091");
+    wait_for("web-ext on its external address", SETTLE, || async {
+        fetch_from(&lan, &address).filter(|page| page.contains("page-web"))
+    })
+    .await
+    .with_context(logs)?;
+
+    // sessionAffinity: ClientIP: two pods, one per node, each answering its
+    // own name; every fetch of the LAN host lands on the same one (without
+    // affinity, ten in a row on one of two would happen once in 500).
+    for (name, node) in [("sticky-a", 0), ("sticky-b", 1)] {
+        let pod = format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: sticky}}
+spec:
+  nodeSelector: {{kubernetes.io/hostname: {node_name}}}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /w && echo page-{name} > /w/index.html && exec httpd -f -p 8080 -h /w"]
+"#,
+            node_name = nodes[node].agent.node_name
+        );
+        apply_yaml(&api, dir.path(), name, &pod)?;
+    }
+    apply_yaml(
+        &api,
+        dir.path(),
+        "sticky",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: sticky}\nspec:\n  type: NodePort\n  selector: {app: sticky}\n  sessionAffinity: ClientIP\n  ports: [{port: 80, targetPort: 8080, nodePort: 30081}]\n",
+    )?;
+    wait_for("sticky's two endpoints", SETTLE, || async {
+        (ready_endpoints(&master, "sticky").await == 2).then_some(())
+    })
+    .await
+    .with_context(logs)?;
+    let address = format!("{node_a}:30081");
+    let first = wait_for("sticky's nodePort", SETTLE, || async {
+        fetch_from(&lan, &address).filter(|page| page.contains("page-sticky-"))
+    })
+    .await
+    .with_context(logs)?;
+    for _ in 0..10 {
+        let page = fetch_from(&lan, &address);
+        assert_eq!(
+            page.as_deref(),
+            Some(first.as_str()),
+            "ClientIP affinity moved the LAN host to another pod"
+        );
+    }
 
     // A master outage: the nodes keep answering the nodePort, the load
     // balancer and cluster DNS from what they last knew.
