@@ -4,7 +4,8 @@
 //! `spec.clusterIP` gets a free address above the first ten (kept for
 //! cluster services, as k3s keeps .1 and .10); one that names an address
 //! gets it if it is in the range and free; `None` makes a headless Service;
-//! an ExternalName Service (a DNS alias) gets none.
+//! an ExternalName Service (a DNS alias) gets none (and loses its own when
+//! turned into one; one turned back gets one as a create does).
 //! An address is free again once its Service is deleted; `spec.clusterIP`
 //! cannot change.
 //!
@@ -70,8 +71,6 @@ pub enum ServiceIpError {
     InUse { ip: Ipv4Addr, owner: String },
     #[error("spec.clusterIP: field is immutable (is {old:?}, asked {asked:?}); delete and recreate the Service to change it")]
     Immutable { old: String, asked: String },
-    #[error("spec.type: changing a Service from {old:?} to {asked:?} is not supported yet (an ExternalName Service has no clusterIP); delete and recreate the Service")]
-    TypeChange { old: String, asked: String },
 }
 
 /// The allocator: the range, the addresses chosen for creates not yet
@@ -226,16 +225,38 @@ impl ServiceIps {
     }
 }
 
+/// What kube-apiserver drops from an updated Service whose type no longer
+/// has it, when the update sent it back unchanged (a GET-modify-PUT, or
+/// `kubectl apply` of a manifest without it): a Service turned
+/// ExternalName loses its clusterIP (and its address is free once the
+/// update is applied). A clusterIP asked anew stays, for validation to
+/// refuse.
+pub fn drop_type_dependent_fields(old: &v1::Service, new: &mut v1::Service) {
+    let Some(old_spec) = old.spec.as_ref() else {
+        return;
+    };
+    let Some(spec) = new.spec.as_mut() else {
+        return;
+    };
+    if spec.r#type == EXTERNAL_NAME && old_spec.r#type != EXTERNAL_NAME {
+        if spec.cluster_ip == old_spec.cluster_ip {
+            spec.cluster_ip.clear();
+        }
+        if spec.cluster_ips == old_spec.cluster_ips {
+            spec.cluster_ips.clear();
+        }
+    }
+}
+
 /// Keeps an updated Service's clusterIP: empty means "unchanged", another
-/// address is refused (the field is immutable, as in Kubernetes).
+/// address is refused (the field is immutable, as in Kubernetes). A
+/// Service turned ExternalName has none; one that was ExternalName gets
+/// one as a new Service does ([`needs_address`], then [`ServiceIps::assign`]).
 pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), ServiceIpError> {
     let old_spec = old.spec.clone().unwrap_or_default();
     let spec = new.spec.get_or_insert_with(Default::default);
-    if (old_spec.r#type == EXTERNAL_NAME) != (spec.r#type == EXTERNAL_NAME) {
-        return Err(ServiceIpError::TypeChange {
-            old: old_spec.r#type,
-            asked: spec.r#type.clone(),
-        });
+    if spec.r#type == EXTERNAL_NAME || old_spec.r#type == EXTERNAL_NAME {
+        return Ok(());
     }
     if spec.cluster_ip.is_empty() {
         spec.cluster_ip = old_spec.cluster_ip;
@@ -250,6 +271,18 @@ pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), Se
     }
     spec.cluster_ips = old_spec.cluster_ips;
     Ok(())
+}
+
+/// Whether an update from `old` to `new` needs a clusterIP chosen, as a
+/// create does: an ExternalName Service turned into another type.
+pub fn needs_address(old: &v1::Service, new: &v1::Service) -> bool {
+    let type_of = |s: &v1::Service| {
+        s.spec
+            .as_ref()
+            .map(|s| s.r#type.clone())
+            .unwrap_or_default()
+    };
+    type_of(old) == EXTERNAL_NAME && type_of(new) != EXTERNAL_NAME
 }
 
 #[cfg(test)]
@@ -398,8 +431,31 @@ mod tests {
             }),
             ..Default::default()
         };
-        let e = keep_on_update(&old, &mut alias).unwrap_err().to_string();
-        assert!(e.contains("delete and recreate"), "{e}");
+        // Turned ExternalName with its old address sent back (as kubectl
+        // apply sends it): the address is dropped, as kube-apiserver does.
+        alias.spec.as_mut().unwrap().cluster_ip = "10.43.0.11".into();
+        alias.spec.as_mut().unwrap().cluster_ips = vec!["10.43.0.11".into()];
+        drop_type_dependent_fields(&old, &mut alias);
+        keep_on_update(&old, &mut alias).unwrap();
+        let spec = alias.spec.clone().unwrap();
+        assert_eq!((spec.cluster_ip.as_str(), spec.cluster_ips.len()), ("", 0));
+        assert!(!needs_address(&old, &alias));
+        // A new address asked with the change is left for validation.
+        let mut asked = alias.clone();
+        asked.spec.as_mut().unwrap().cluster_ip = "10.43.0.12".into();
+        drop_type_dependent_fields(&old, &mut asked);
+        assert_eq!(asked.spec.unwrap().cluster_ip, "10.43.0.12");
+        // Back from ExternalName: an address is chosen as for a create.
+        let mut back = v1::Service {
+            spec: Some(v1::ServiceSpec {
+                r#type: "ClusterIP".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        keep_on_update(&alias, &mut back).unwrap();
+        assert!(needs_address(&alias, &back));
+        assert_eq!(back.spec.unwrap().cluster_ip, "");
     }
 
     #[test]

@@ -264,29 +264,45 @@ impl ObjectWriter {
         if kind == Kind::CustomResourceDefinition && !status_only {
             self.admit_definition_update(&mut object)?;
         }
-        // New nodePorts stay reserved until the update is applied or fails.
+        // New nodePorts (and the address of a Service that was
+        // ExternalName) stay reserved until the update is applied or fails.
         let _reserved = if status_only {
             None
         } else {
             apply_defaults(&mut object);
-            validate(&object)?;
-            self.admit_update(&object)?;
-            match &mut object.kind {
+            let old_service = match &object.kind {
                 Some(Body::Service(service)) => {
                     let meta = service.metadata.clone().unwrap_or_default();
                     let old = self
                         .cluster
                         .store
                         .get(Kind::Service, &meta.namespace, &meta.name)?;
-                    let old = match old.and_then(|o| o.kind) {
+                    match old.and_then(|o| o.kind) {
                         Some(Body::Service(old)) => Some(old),
                         _ => None,
-                    };
-                    if let Some(old) = &old {
-                        crate::service_ips::keep_on_update(old, service)?;
                     }
+                }
+                _ => None,
+            };
+            if let (Some(old), Some(Body::Service(service))) = (&old_service, &mut object.kind) {
+                crate::service_ips::drop_type_dependent_fields(old, service);
+            }
+            validate(&object)?;
+            self.admit_update(&object)?;
+            match &mut object.kind {
+                Some(Body::Service(service)) => {
                     let cache = self.cluster.store.cache();
-                    Some(self.node_ports.assign(cache, service, old.as_ref())?)
+                    let mut address = None;
+                    if let Some(old) = &old_service {
+                        crate::service_ips::keep_on_update(old, service)?;
+                        if crate::service_ips::needs_address(old, service) {
+                            address = Some(self.service_ips.assign(cache, service)?);
+                        }
+                    }
+                    let ports = self
+                        .node_ports
+                        .assign(cache, service, old_service.as_ref())?;
+                    Some((address, ports))
                 }
                 _ => None,
             }

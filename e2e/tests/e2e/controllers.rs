@@ -589,6 +589,62 @@ fn cluster_ip(o: &Object) -> String {
     }
 }
 
+/// A Service turned into an ExternalName and back by `kubectl apply`, as
+/// kube-apiserver allows it: the clusterIP kubectl sends back unchanged is
+/// dropped (an ExternalName has none) and the address is free again; turned
+/// back, the Service gets a new address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_apply_turns_a_service_into_an_external_name_and_back() {
+    use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
+    let Some(binary) = kube_clients::kubectl(KubectlVersion::V1_35) else {
+        return;
+    };
+    let (dir, master) = ready_master().await.unwrap();
+    let kubectl = Kubectl::new(binary, &master.api_addr).unwrap();
+    let manifest = dir.path().join("alias.yaml");
+    let apply = |spec: &str| {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: alias}}\nspec:\n{spec}  ports:\n  - {{port: 80, targetPort: 8080}}\n"
+        );
+        std::fs::write(&manifest, yaml).unwrap();
+        kubectl.ok(&["apply", "-f", manifest.to_str().unwrap()]);
+    };
+    let field =
+        |path: &str| kubectl.ok(&["get", "svc", "alias", "-o", &format!("jsonpath={{{path}}}")]);
+    apply("  selector: {app: alias}\n");
+    let first = field(".spec.clusterIP");
+    assert!(first.starts_with("10.43."), "{first}");
+
+    apply("  type: ExternalName\n  externalName: db.example.com\n");
+    assert_eq!(field(".spec.type"), "ExternalName");
+    assert_eq!(
+        field(".spec.clusterIP"),
+        "",
+        "an ExternalName has no clusterIP"
+    );
+    // Its old address can be had again.
+    let taker = dir.path().join("taker.yaml");
+    std::fs::write(&taker, service_yaml("taker", Some(&first))).unwrap();
+    kubectl.ok(&["apply", "-f", taker.to_str().unwrap()]);
+
+    apply("  selector: {app: alias}\n");
+    assert_eq!(field(".spec.type"), "ClusterIP");
+    let second = field(".spec.clusterIP");
+    assert!(
+        second.starts_with("10.43.") && second != first,
+        "{second} (first {first})"
+    );
+    // Still immutable once it is a ClusterIP again.
+    let moved = kubectl.fails(&[
+        "patch",
+        "svc",
+        "alias",
+        "-p",
+        r#"{"spec":{"clusterIP":"10.43.9.9"}}"#,
+    ]);
+    assert!(moved.contains("immutable"), "{moved}");
+}
+
 /// Services get addresses from the service CIDR as Kubernetes gives them:
 /// unique, the asked one if it is free and in range, none for headless,
 /// kept across updates and immutable, free again after a delete.
