@@ -486,6 +486,10 @@ fn take_datagram(
 /// Sends `bytes` to `client`; a failure is the client's loss (it asks
 /// again), logged.
 fn send_udp(socket: &std::net::UdpSocket, bytes: &[u8], client: SocketAddr) {
+    // Nothing could be encoded (not even SERVFAIL): no empty datagram.
+    if bytes.is_empty() {
+        return;
+    }
     if let Err(e) = socket.send_to(bytes, client) {
         tracing::debug!(client = %client, error = %e, "cannot send a DNS answer");
     }

@@ -79,6 +79,14 @@ pub enum NetworkError {
     Nftables(#[from] nftables::NftablesError),
 }
 
+/// The Services the node's table was last written with, and the chains
+/// and sets that write emptied (deleted by the next).
+#[derive(Debug)]
+struct AppliedServices {
+    services: Vec<ServiceRule>,
+    leftovers: nftables::Leftovers,
+}
+
 /// The node's pod network, set up.
 #[derive(Debug)]
 pub struct PodNetwork {
@@ -90,10 +98,10 @@ pub struct PodNetwork {
     ipam: tokio::sync::Mutex<Ipam>,
     host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
     services: tokio::sync::Mutex<Vec<ServiceRule>>,
-    /// The Services the table in the kernel was last written with; `None`
-    /// when not known (not yet written, or a write failed). Its lock is
-    /// held across every write of the table.
-    applied_services: tokio::sync::Mutex<Option<Vec<ServiceRule>>>,
+    /// What the table in the kernel was last written with; `None` when not
+    /// known (not yet written, or a write failed). Its lock is held across
+    /// every write of the table.
+    applied_services: tokio::sync::Mutex<Option<AppliedServices>>,
 }
 
 /// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
@@ -206,10 +214,7 @@ impl PodNetwork {
         self.apply_whole(&mut applied).await
     }
 
-    async fn apply_whole(
-        &self,
-        applied: &mut Option<Vec<ServiceRule>>,
-    ) -> Result<(), NetworkError> {
+    async fn apply_whole(&self, applied: &mut Option<AppliedServices>) -> Result<(), NetworkError> {
         let ports: Vec<HostPort> = self
             .host_ports
             .lock()
@@ -222,36 +227,49 @@ impl PodNetwork {
         let result = nftables::apply(&nftables::ruleset(self.table_scope(), &ports, &services))
             .await
             .map_err(NetworkError::Nftables);
-        *applied = result.is_ok().then_some(services);
+        *applied = result.is_ok().then(|| AppliedServices {
+            services,
+            leftovers: nftables::Leftovers::default(),
+        });
         result
     }
 
-    /// Routes Services' clusterIPs to `rules`; true if anything changed.
-    /// Only the Service ports that changed are rewritten
+    /// Routes Services' clusterIPs to `rules`; true if the table was
+    /// written. Only the Service ports that changed are rewritten
     /// ([`nftables::service_changes`]); the whole table when what it
-    /// holds is not known (a failed write) or the change cannot be made
-    /// alone.
+    /// holds is not known (not yet written, or a write failed: the same
+    /// rules asked again are then written, not taken as done) or the
+    /// change cannot be made alone.
     pub async fn set_services(&self, mut rules: Vec<ServiceRule>) -> Result<bool, NetworkError> {
         rules.sort();
-        {
-            let mut current = self.services.lock().await;
-            if *current == rules {
-                return Ok(false);
-            }
-            *current = rules;
-        }
-        // One writer at a time, going from what the table holds to what is
-        // wanted now (a later call's rules, if one came meanwhile).
+        let unchanged = *self.services.lock().await == rules;
+        // One writer at a time (this lock is held across every write),
+        // going from what the table holds to what is wanted now (a later
+        // call's rules, if one came meanwhile).
         let mut applied = self.applied_services.lock().await;
+        let done = |a: &AppliedServices| a.services == rules && a.leftovers.is_empty();
+        if unchanged && applied.as_ref().is_some_and(done) {
+            return Ok(false);
+        }
+        *self.services.lock().await = rules;
         let wanted = self.services.lock().await.clone();
         if let Some(held) = applied.as_ref() {
-            if *held == wanted {
+            if held.services == wanted && held.leftovers.is_empty() {
                 return Ok(true);
             }
-            if let Some(changes) = nftables::service_changes(self.table_scope(), held, &wanted) {
-                match nftables::apply(&changes).await {
+            let changes = nftables::service_changes(
+                self.table_scope(),
+                &held.services,
+                &wanted,
+                &held.leftovers,
+            );
+            if let Some(changes) = changes {
+                match nftables::apply(&changes.commands).await {
                     Ok(()) => {
-                        *applied = Some(wanted);
+                        *applied = Some(AppliedServices {
+                            services: wanted,
+                            leftovers: changes.leftovers,
+                        });
                         return Ok(true);
                     }
                     Err(e) => {

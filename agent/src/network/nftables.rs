@@ -460,17 +460,45 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     }
 }
 
+/// Chains and sets a change emptied and no longer uses, for the next
+/// change to delete: before Linux 6.2 a chain that a rule or element
+/// removed in the same transaction pointed to cannot be deleted in it (as
+/// kube-proxy's nftables mode found), so nothing is deleted in the
+/// transaction that stops using it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Leftovers {
+    pub chains: Vec<String>,
+    pub sets: Vec<String>,
+}
+
+impl Leftovers {
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty()
+    }
+}
+
+/// One change of the Service ports in place ([`service_changes`]).
+#[derive(Debug, Clone)]
+pub struct ServiceChanges {
+    /// The transaction.
+    pub commands: Value,
+    /// What it emptied, for the next change to delete.
+    pub leftovers: Leftovers,
+}
+
 /// The commands that turn the Service ports of a table built from `old`
 /// into those of `new` (both sorted), touching only the Service ports
 /// that changed: their map elements, and their chains flushed and filled
-/// again (their endpoint chains and affinity sets made anew); a port that
-/// went is removed whole. `None` when the table should rather be built
-/// whole (two Service ports with one name).
+/// again; chains and sets they no longer use (a port gone, an endpoint
+/// gone) are emptied and left for the next change, which deletes them
+/// first (`leftovers`, from the change before). `None` when the table
+/// should rather be built whole (two Service ports with one name).
 pub fn service_changes(
     scope: TableScope<'_>,
     old: &[ServiceRule],
     new: &[ServiceRule],
-) -> Option<Value> {
+    leftovers: &Leftovers,
+) -> Option<ServiceChanges> {
     let by_name = |rules: &[ServiceRule]| {
         let mut named = std::collections::BTreeMap::new();
         for rule in rules {
@@ -482,47 +510,63 @@ pub fn service_changes(
     };
     let (old_named, new_named) = (by_name(old)?, by_name(new)?);
     let (old_elements, new_elements) = (map_elements(old), map_elements(new));
+    let object =
+        |kind: &str, name: &str| json!({kind: {"family": "ip", "table": TABLE, "name": name}});
     let mut batch = Vec::new();
-    // Elements that go or lead elsewhere, before any chain they lead to.
+    // What the change before emptied: unused since it was committed.
+    for chain in &leftovers.chains {
+        batch.push(json!({"delete": object("chain", chain)}));
+    }
+    for set in &leftovers.sets {
+        batch.push(json!({"delete": object("set", set)}));
+    }
+    // Elements that go or lead elsewhere.
     for (key, chain) in &old_elements {
         if new_elements.get(key) != Some(chain) {
             batch.extend(key.delete());
         }
     }
     let mut added = Vec::new();
-    let mut sets_gone = Vec::new();
+    let mut emptied = Leftovers::default();
     for (name, old_rule) in &old_named {
-        let stays = match new_named.get(name) {
+        let new_block = match new_named.get(name) {
             Some(new_rule) if new_rule == old_rule => continue,
             Some(new_rule) => {
                 added.push(new_rule.clone());
-                true
+                Some(service_block(scope, new_rule))
             }
-            None => false,
+            None => None,
         };
-        let block = service_block(scope, old_rule);
-        for chain in &block.chains {
-            batch
-                .push(json!({"flush": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
+        let old_block = service_block(scope, old_rule);
+        for chain in &old_block.chains {
+            batch.push(json!({"flush": object("chain", chain)}));
         }
-        // Its prerouting and output chains stay while the port does (map
-        // elements lead to them); its endpoint chains are made anew.
-        let skip = if stays { 2 } else { 0 };
-        for chain in block.chains.iter().skip(skip) {
-            batch.push(
-                json!({"delete": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}),
-            );
-        }
-        sets_gone.extend(block.sets);
-    }
-    for set in sets_gone {
-        batch.push(json!({"delete": {"set": {"family": "ip", "table": TABLE, "name": set}}}));
+        let kept = |name: &String, of: fn(&ServiceBlock) -> &Vec<String>| {
+            new_block.as_ref().is_some_and(|b| of(b).contains(name))
+        };
+        emptied.chains.extend(
+            old_block
+                .chains
+                .iter()
+                .filter(|c| !kept(c, |b| &b.chains))
+                .cloned(),
+        );
+        emptied.sets.extend(
+            old_block
+                .sets
+                .iter()
+                .filter(|s| !kept(s, |b| &b.sets))
+                .cloned(),
+        );
     }
     for (name, new_rule) in &new_named {
         if !old_named.contains_key(name) {
             added.push(new_rule.clone());
         }
     }
+    // New Service ports, and changed ones filled again (adding a chain or
+    // set that is there already leaves it, with an affinity set's
+    // clients).
     for rule in &added {
         batch.extend(service_block(scope, rule).commands);
     }
@@ -531,7 +575,21 @@ pub fn service_changes(
             batch.extend(key.add(chain));
         }
     }
-    Some(json!({"nftables": batch}))
+    // A leftover name used again (a port back, an endpoint back) is no
+    // longer left over.
+    let made: std::collections::BTreeSet<String> = added
+        .iter()
+        .flat_map(|rule| {
+            let block = service_block(scope, rule);
+            block.chains.into_iter().chain(block.sets)
+        })
+        .collect();
+    emptied.chains.retain(|c| !made.contains(c));
+    emptied.sets.retain(|s| !made.contains(s));
+    Some(ServiceChanges {
+        commands: json!({"nftables": batch}),
+        leftovers: emptied,
+    })
 }
 
 /// Adds the chains that pick one of a Service port's endpoints to a batch.
@@ -568,14 +626,18 @@ impl EndpointChains<'_> {
         let mut targets = Vec::new();
         let mut sticky = Vec::new();
         for (j, endpoint) in endpoints.iter().enumerate() {
-            let chain = format!("{name}-ep{j}");
+            // Named after the endpoint: it keeps its chain (and its
+            // clients' affinity) when others come and go.
+            let chain = format!("{name}-ep-{}-{}", endpoint.0, endpoint.1);
             self.add_chain(&chain);
             // A port mapping needs its protocol matched in the same rule.
             let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": self.protocol}});
             // nft makes a set that rules update dynamic by itself (nft
             // 1.0.6's JSON parser refuses the "dynamic" flag).
             if let Some(timeout) = self.affinity_seconds {
-                let set = format!("{chain}-affinity");
+                // The timeout in the name: a set changes only by being
+                // replaced.
+                let set = format!("{chain}-affinity-{timeout}");
                 self.batch.push(json!({"add": {"set": {"family": "ip", "table": TABLE, "name": set, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}}}));
                 self.add_rule(
                     &chain,
@@ -885,7 +947,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"{"goto":{"target":"svc-10.43.0.11-tcp-80-ep1"}}"#),
+            text.contains(r#"{"goto":{"target":"svc-10.43.0.11-tcp-80-ep-10.42.4.7-8080"}}"#),
             "{text}"
         );
         assert!(text.contains(r#""dnat":{"addr":"10.42.4.7","port":8080}"#));
@@ -1115,19 +1177,22 @@ mod tests {
         let text = rules.to_string();
         // One timed set per endpoint, updated before the DNAT.
         assert!(
-            text.contains(r#""name":"svc-10.43.0.20-tcp-80-ep0-affinity""#),
+            text.contains(r#""name":"svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60""#),
             "{text}"
         );
         assert!(text.contains(r#""timeout":60"#), "{text}");
         let update = rules_with(
             &rules,
-            &[r#""op":"update""#, "@svc-10.43.0.20-tcp-80-ep0-affinity"],
+            &[
+                r#""op":"update""#,
+                "@svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60",
+            ],
         );
-        assert_eq!(update[0].1, "svc-10.43.0.20-tcp-80-ep0");
+        assert_eq!(update[0].1, "svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080");
         // The clusterIP goes to a pick chain that looks the client up first.
         let sticky = rules_with(
             &rules,
-            &[r#""right":"@svc-10.43.0.20-tcp-80-ep0-affinity""#],
+            &[r#""right":"@svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60""#],
         );
         assert_eq!(sticky[0].1, "svc-10.43.0.20-tcp-80-pick");
         let pick = rules_with(
@@ -1171,15 +1236,17 @@ mod tests {
             .collect();
         let mut moved = many.clone();
         moved[6].endpoints[1].0 = "10.42.6.7".parse().unwrap();
-        let changes = service_changes(scope(), &many, &moved).unwrap();
+        let changes = service_changes(scope(), &many, &moved, &Leftovers::default()).unwrap();
+        let left = changes.leftovers.clone();
+        let changes = changes.commands;
         let text = changes.to_string();
         assert!(
             !text.contains(r#""table":{"#),
             "never the whole table: {text}"
         );
-        // Service 7 (affinity): its chains flushed, its endpoint chains and
-        // sets made anew; its prerouting and output chains kept, as are its
-        // map elements.
+        // Service 7 (affinity): its chains flushed and filled again; the
+        // chain and affinity set of the endpoint that went emptied and
+        // left for the next change; nothing deleted in this one.
         let flushed = named(&changes, "chain", "flush");
         assert!(
             flushed
@@ -1188,18 +1255,11 @@ mod tests {
             "{flushed:?}"
         );
         assert!(flushed.contains(&"svc-10.43.1.7-tcp-80".to_owned()));
-        let deleted = named(&changes, "chain", "delete");
-        assert!(!deleted.contains(&"svc-10.43.1.7-tcp-80".to_owned()));
-        assert!(
-            deleted.contains(&"svc-10.43.1.7-tcp-80-ep1".to_owned()),
-            "{deleted:?}"
-        );
+        assert!(!text.contains(r#""delete""#), "{text}");
+        assert_eq!(left.chains, ["svc-10.43.1.7-tcp-80-ep-10.42.5.7-8080"]);
         assert_eq!(
-            named(&changes, "set", "delete"),
-            [
-                "svc-10.43.1.7-tcp-80-ep0-affinity",
-                "svc-10.43.1.7-tcp-80-ep1-affinity"
-            ]
+            left.sets,
+            ["svc-10.43.1.7-tcp-80-ep-10.42.5.7-8080-affinity-60"]
         );
         assert!(text.contains("10.42.6.7"));
         assert!(!text.contains(r#""element""#), "{text}");
@@ -1207,6 +1267,11 @@ mod tests {
             !text.contains("10.43.1.8"),
             "another Service was touched: {text}"
         );
+        // The next change deletes them first.
+        let next = service_changes(scope(), &moved, &moved, &left).unwrap();
+        assert_eq!(named(&next.commands, "chain", "delete"), left.chains);
+        assert_eq!(named(&next.commands, "set", "delete"), left.sets);
+        assert!(next.leftovers.is_empty());
 
         // One goes (with its nodePort), one comes: their elements and chains.
         let mut replaced = moved.clone();
@@ -1222,16 +1287,17 @@ mod tests {
             },
         });
         replaced.sort();
-        let changes = service_changes(scope(), &moved, &replaced).unwrap();
+        let changes = service_changes(scope(), &moved, &replaced, &Leftovers::default()).unwrap();
+        let left = changes.leftovers.clone();
+        let changes = changes.commands;
         let text = changes.to_string();
-        let gone = named(&changes, "chain", "delete");
         assert_eq!(
-            gone,
+            left.chains,
             [
                 "svc-10.43.1.10-tcp-80",
                 "svc-10.43.1.10-tcp-80-out",
-                "svc-10.43.1.10-tcp-80-ep0",
-                "svc-10.43.1.10-tcp-80-ep1"
+                "svc-10.43.1.10-tcp-80-ep-10.42.4.10-8080",
+                "svc-10.43.1.10-tcp-80-ep-10.42.5.10-8080"
             ]
         );
         let deletions: Vec<&Value> = changes["nftables"]
@@ -1256,20 +1322,10 @@ mod tests {
             text.contains(r#"{"concat":["192.168.1.2","udp",53]}"#),
             "{text}"
         );
-        // Element deletions come before any chain is deleted.
-        let batch = changes["nftables"].as_array().unwrap();
-        let last_element_delete = batch
-            .iter()
-            .rposition(|c| !c["delete"]["element"].is_null())
-            .unwrap();
-        let first_chain_delete = batch
-            .iter()
-            .position(|c| !c["delete"]["chain"].is_null())
-            .unwrap();
-        assert!(last_element_delete < first_chain_delete);
+        assert!(named(&changes, "chain", "delete").is_empty());
         // Nothing changed: nothing to do.
-        let none = service_changes(scope(), &replaced, &replaced).unwrap();
-        assert_eq!(none["nftables"].as_array().unwrap().len(), 0);
+        let none = service_changes(scope(), &replaced, &replaced, &Leftovers::default()).unwrap();
+        assert_eq!(none.commands["nftables"].as_array().unwrap().len(), 0);
     }
 
     #[test]
@@ -1296,13 +1352,14 @@ mod tests {
         );
         assert!(whole.contains(r#""target":"svc-10.43.0.30-tcp-80""#));
         let second_only = vec![both[1].clone()];
-        let changes = service_changes(scope(), &both, &second_only)
+        let changes = service_changes(scope(), &both, &second_only, &Leftovers::default())
             .unwrap()
+            .commands
             .to_string();
         // The external address's elements now lead to the second Service.
         assert!(changes.contains(r#""elem":[[{"concat":["192.168.1.9","tcp",80]},{"jump":{"target":"svc-10.43.0.31-tcp-80"}}]]"#), "{changes}");
         // Two Service ports with one name: built whole instead.
         let twice = vec![both[0].clone(), both[0].clone()];
-        assert!(service_changes(scope(), &both, &twice).is_none());
+        assert!(service_changes(scope(), &both, &twice, &Leftovers::default()).is_none());
     }
 }

@@ -26,7 +26,9 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use skiff_agent::network::nftables::{self, DnsRedirect, Exposure, ServiceRule, TableScope};
+use skiff_agent::network::nftables::{
+    self, DnsRedirect, Exposure, Leftovers, ServiceRule, TableScope,
+};
 use skiff_agent::network::subnet::Subnet;
 
 use super::common::round;
@@ -76,22 +78,24 @@ fn rule(i: usize, generation: usize) -> ServiceRule {
 /// The node's table taken from `held` to `rules` as the agent does it
 /// (`PodNetwork::set_services`): the rules sorted, the changed Service
 /// ports' commands built (`nftables::service_changes`) and applied in one
-/// transaction; how long building them took.
+/// transaction; how long building them took, and what the change left
+/// for the next to delete.
 async fn sync(
     scope: TableScope<'_>,
     held: &[ServiceRule],
     rules: &[ServiceRule],
-) -> anyhow::Result<Duration> {
+    leftovers: &Leftovers,
+) -> anyhow::Result<(Duration, Leftovers)> {
     let started = Instant::now();
     let mut sorted = rules.to_vec();
     sorted.sort();
-    let changes = nftables::service_changes(scope, held, &sorted)
+    let changes = nftables::service_changes(scope, held, &sorted, leftovers)
         .context("the change cannot be made in place")?;
     let built = started.elapsed();
-    nftables::apply(&changes)
+    nftables::apply(&changes.commands)
         .await
         .context("nft refused the agent's change")?;
-    Ok(built)
+    Ok((built, changes.leftovers))
 }
 
 pub async fn run(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
@@ -144,6 +148,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     let mut latencies = Latencies::default();
     let mut building = Latencies::default();
     let mut last = (0, 0);
+    let mut leftovers = Leftovers::default();
     for change in 0..args.changes {
         let i = (change * 7919) % args.services;
         let generation = 1 + change;
@@ -154,7 +159,9 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
             .context("the Service to change")?;
         next[at] = rule(i, generation);
         let started = Instant::now();
-        building.push(sync(scope, &rules, &next).await?);
+        let (built, left) = sync(scope, &rules, &next, &leftovers).await?;
+        building.push(built);
+        leftovers = left;
         latencies.push(started.elapsed());
         next.sort();
         rules = next;

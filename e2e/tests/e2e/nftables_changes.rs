@@ -4,9 +4,12 @@
 //! policies, internal Local, ClientIP affinity, none or several
 //! endpoints) is built whole, then taken through 40 random changes (a
 //! Service's endpoints, its exposure, one gone, one new), each made with
-//! `nftables::service_changes`. After every change the kernel's table
-//! (`nft -j list table`) must be exactly the table built whole from the
-//! same Services, which is then put in place for the next change.
+//! `nftables::service_changes`, the chains and sets it emptied deleted by
+//! the next (every other step, a change with nothing else in it). Then the
+//! kernel's table (`nft -j list table`) must be exactly the table built
+//! whole from the same Services, which is put in place for the next
+//! change. No change deletes a chain it stops pointing to (refused before
+//! Linux 6.2).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -165,6 +168,7 @@ fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Resu
         let mut services: Vec<ServiceRule> = (1..=60).map(|i| service(i, &mut rng)).collect();
         services.sort();
         apply(&nftables::ruleset(scope(), &[], &services))?;
+        let mut leftovers = nftables::Leftovers::default();
         for step in 0..40 {
             let mut next = services.clone();
             let at = rng.random_range(0..next.len());
@@ -184,9 +188,26 @@ fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Resu
                 }
             }
             next.sort();
-            let changes = nftables::service_changes(scope(), &services, &next)
+            let changes = nftables::service_changes(scope(), &services, &next, &leftovers)
                 .context("a change to make in place")?;
-            apply(&changes).with_context(|| format!("step {step}: {changes}"))?;
+            let commands = &changes.commands;
+            apply(commands).with_context(|| format!("step {step}: {commands}"))?;
+            if step % 2 == 0 {
+                // What it emptied goes with the next change.
+                leftovers = changes.leftovers;
+                services = next;
+                continue;
+            }
+            // Here, a change with nothing else in it deletes it.
+            let cleanup = nftables::service_changes(scope(), &next, &next, &changes.leftovers)
+                .context("a clean-up to make in place")?;
+            apply(&cleanup.commands).with_context(|| format!("step {step}: clean-up"))?;
+            anyhow::ensure!(
+                cleanup.leftovers.is_empty(),
+                "a clean-up left {:?}",
+                cleanup.leftovers
+            );
+            leftovers = nftables::Leftovers::default();
             let in_place = listed()?;
             apply(&nftables::ruleset(scope(), &[], &next))?;
             let whole = listed()?;

@@ -1549,6 +1549,12 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
                 ),
             );
         }
+        if !spec.cluster_ips.is_empty() {
+            errors.add(
+                "spec.clusterIPs",
+                "may not be set for ExternalName services".to_owned(),
+            );
+        }
     }
     let mut names = BTreeSet::new();
     for (i, p) in spec.ports.iter().enumerate() {
@@ -2253,6 +2259,13 @@ spec:
         ));
         assert!(
             e.contains("spec.clusterIP: \"10.43.0.99\": may not be set"),
+            "{e}"
+        );
+        let e = reasons(&format!(
+            "{svc}  externalName: db.example.com\n  clusterIPs: [10.43.0.99]\n"
+        ));
+        assert!(
+            e.contains("spec.clusterIPs: may not be set for ExternalName services"),
             "{e}"
         );
     }
