@@ -854,6 +854,17 @@ mod tests {
         }
     }
 
+    /// [`ask_udp`] until the server (just started) answers, ten times at
+    /// most.
+    async fn first_answer(server: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {
+        for _ in 0..10 {
+            if let Some(answer) = ask_udp(server, message).await {
+                return Some(answer);
+            }
+        }
+        None
+    }
+
     #[tokio::test]
     async fn a_name_asked_again_follows_the_index_and_is_never_given_to_a_refused_source() {
         let dir = tempfile::tempdir().unwrap();
@@ -886,13 +897,7 @@ mod tests {
             assert_eq!(answer.metadata.id, 9);
             answer.answers[0].data.to_string()
         };
-        let mut first = None;
-        for _ in 0..10 {
-            first = ask_udp(listen, &asked).await;
-            if first.is_some() {
-                break;
-            }
-        }
+        let first = first_answer(listen, &asked).await;
         assert_eq!(address(first.expect("an answer")), "10.43.0.11");
         // The same bytes again: the kept answer, the same address.
         let again = ask_udp(listen, &asked).await.expect("an answer");
@@ -933,13 +938,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         let server = tokio::spawn(async move { serve(listen, h, &stop).await });
-        let mut kept = None;
-        for _ in 0..10 {
-            kept = ask_udp(listen, &asked).await;
-            if kept.is_some() {
-                break;
-            }
-        }
+        let kept = first_answer(listen, &asked).await;
         assert_eq!(address(kept.expect("an answer")), "10.43.0.11");
         assert_eq!(
             address(ask_udp(listen, &asked).await.expect("an answer")),
@@ -998,13 +997,7 @@ mod tests {
             Message::from_vec(&question(1, &many, RecordType::A, DNSClass::IN).unwrap()).unwrap();
         plain.edns = None;
         let plain = plain.to_vec().unwrap();
-        let mut cut = None;
-        for _ in 0..10 {
-            cut = ask_udp(listen, &plain).await;
-            if cut.is_some() {
-                break;
-            }
-        }
+        let cut = first_answer(listen, &plain).await;
         let cut = cut.expect("an answer over UDP");
         assert!(cut.len() <= 512, "{} bytes", cut.len());
         let cut = Message::from_vec(&cut).unwrap();

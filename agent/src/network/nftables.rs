@@ -526,14 +526,15 @@ pub fn service_changes(
             batch.extend(key.delete());
         }
     }
-    let mut added = Vec::new();
+    // The blocks of new Service ports and of changed ones, built once.
+    let mut added: Vec<ServiceBlock> = Vec::new();
     let mut emptied = Leftovers::default();
     for (name, old_rule) in &old_named {
         let new_block = match new_named.get(name) {
             Some(new_rule) if new_rule == old_rule => continue,
             Some(new_rule) => {
-                added.push(new_rule.clone());
-                Some(service_block(scope, new_rule))
+                added.push(service_block(scope, new_rule));
+                added.last()
             }
             None => None,
         };
@@ -542,7 +543,7 @@ pub fn service_changes(
             batch.push(json!({"flush": object("chain", chain)}));
         }
         let kept = |name: &String, of: fn(&ServiceBlock) -> &Vec<String>| {
-            new_block.as_ref().is_some_and(|b| of(b).contains(name))
+            new_block.is_some_and(|b| of(b).contains(name))
         };
         emptied.chains.extend(
             old_block
@@ -561,31 +562,28 @@ pub fn service_changes(
     }
     for (name, new_rule) in &new_named {
         if !old_named.contains_key(name) {
-            added.push(new_rule.clone());
+            added.push(service_block(scope, new_rule));
         }
     }
+    // A leftover name used again (a port back, an endpoint back) is no
+    // longer left over.
+    let made: std::collections::BTreeSet<&String> = added
+        .iter()
+        .flat_map(|block| block.chains.iter().chain(&block.sets))
+        .collect();
+    emptied.chains.retain(|c| !made.contains(c));
+    emptied.sets.retain(|s| !made.contains(s));
     // New Service ports, and changed ones filled again (adding a chain or
     // set that is there already leaves it, with an affinity set's
     // clients).
-    for rule in &added {
-        batch.extend(service_block(scope, rule).commands);
+    for block in added {
+        batch.extend(block.commands);
     }
     for (key, chain) in &new_elements {
         if old_elements.get(key) != Some(chain) {
             batch.extend(key.add(chain));
         }
     }
-    // A leftover name used again (a port back, an endpoint back) is no
-    // longer left over.
-    let made: std::collections::BTreeSet<String> = added
-        .iter()
-        .flat_map(|rule| {
-            let block = service_block(scope, rule);
-            block.chains.into_iter().chain(block.sets)
-        })
-        .collect();
-    emptied.chains.retain(|c| !made.contains(c));
-    emptied.sets.retain(|s| !made.contains(s));
     Some(ServiceChanges {
         commands: json!({"nftables": batch}),
         leftovers: emptied,
