@@ -151,9 +151,10 @@ pub struct AgentConfig {
     pub labels: BTreeMap<String, String>,
     /// Where `/metrics`, `/healthz` and `/readyz` are served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
-    /// Whether pods get the pod network (bridge, VXLAN, nftables on this
-    /// host); without it they get loopback only.
-    pub pod_network: bool,
+    /// The pod network (bridge, routes or VXLAN to other nodes, nftables
+    /// on this host) and how it reaches other nodes; `None`: pods get
+    /// loopback only.
+    pub pod_network: Option<network::overlay::Mode>,
     /// The cluster ranges and DNS address to use instead of the masters'.
     pub network_overrides: cluster_network::Overrides,
     /// How long a start that needs the masters waits for them; `None`: as
@@ -182,7 +183,7 @@ impl AgentConfig {
             image_poll_interval: Duration::from_secs(2),
             labels: BTreeMap::new(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
-            pod_network: true,
+            pod_network: Some(network::overlay::Mode::Vxlan),
             network_overrides: cluster_network::Overrides::default(),
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
             image_gc: image_gc::ImageGcConfig::default(),
@@ -371,7 +372,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let network_file = cluster_network::file(&config.data_dir);
     let subnet_file = network::subnet_file(&config.data_dir);
     let mut masters_network = ClusterNetwork::load(&network_file)?;
-    let needs_subnet = config.pod_network && !subnet_file.exists();
+    let needs_subnet = config.pod_network.is_some() && !subnet_file.exists();
     if masters_network.is_none() || needs_subnet {
         let name = &config.node_name;
         startup.status(&format!("waiting for the master to register {name}"));
@@ -406,7 +407,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
     let mut dns_server = None;
     // What DNS answers from and pods' Service variables are made of.
     let services_index = SharedIndex::default();
-    let pod_network = if config.pod_network {
+    let pod_network = if let Some(mode) = config.pod_network {
         let Ok(node_ipv4) = node_ip.parse::<Ipv4Addr>() else {
             return Err(Error::NodeIpNotIpv4 { node_ip });
         };
@@ -437,6 +438,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
         let mut network_config =
             network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4);
         network_config.cluster_dns = Some(cluster_dns);
+        network_config.mode = mode;
         let net = network::PodNetwork::setup(network_config, subnet, &config.data_dir)
             .await
             .map_err(Error::PodNetwork)?;

@@ -53,7 +53,7 @@ pub enum AgentFlagsError {
     },
     #[error(transparent)]
     Address(#[from] AddressError),
-    #[error("--pod-network {0:?}: use vxlan or none")]
+    #[error("--pod-network {0:?}: use vxlan, host-gw, auto or none")]
     PodNetwork(String),
     #[error(transparent)]
     ClusterNetwork(#[from] ClusterNetworkError),
@@ -81,8 +81,10 @@ pub struct AgentFlags {
     /// Registry settings: credentials and plain-HTTP hosts.
     #[arg(long, default_value = DEFAULT_REGISTRY_CONFIG)]
     pub registry_config: PathBuf,
-    /// Pod network: vxlan (bridge + VXLAN overlay + nftables) or none
-    /// (pods get loopback only).
+    /// Pod network: vxlan (bridge + VXLAN overlay + nftables), host-gw
+    /// (plain routes via other nodes' IPs; every node on one L2 segment),
+    /// auto (host-gw for nodes on this node's segment, VXLAN for the
+    /// rest), or none (pods get loopback only).
     #[arg(long, default_value = POD_NETWORK_VXLAN)]
     pub pod_network: String,
     /// Extra node labels, key=value; repeat or comma-separate.
@@ -176,9 +178,12 @@ impl AgentFlags {
         config.containerd_socket = self.containerd_socket.clone();
         config.registry_config = self.registry_config.clone();
         config.pod_network = match self.pod_network.as_str() {
-            POD_NETWORK_NONE => false,
-            POD_NETWORK_VXLAN => true,
-            other => return Err(AgentFlagsError::PodNetwork(other.to_owned())),
+            POD_NETWORK_NONE => None,
+            other => Some(
+                other
+                    .parse()
+                    .map_err(|_| AgentFlagsError::PodNetwork(other.to_owned()))?,
+            ),
         };
         let join_timeout: Duration = self.join_timeout.into();
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
@@ -303,5 +308,28 @@ mod tests {
         let never = agent(&["--image-gc-interval", "0s"]);
         let err = never.to_config().unwrap_err();
         assert!(matches!(err, AgentFlagsError::ImageGcInterval), "{err}");
+    }
+
+    #[test]
+    fn the_pod_network_flag_takes_each_mode_and_names_them_when_wrong() {
+        use skiff_agent::network::overlay::Mode;
+        let mode = |flag: &str| {
+            agent(&["--pod-network", flag])
+                .to_config()
+                .map(|c| c.pod_network)
+        };
+        assert_eq!(
+            agent(&[]).to_config().unwrap().pod_network,
+            Some(Mode::Vxlan)
+        );
+        assert_eq!(mode("host-gw").unwrap(), Some(Mode::HostGw));
+        assert_eq!(mode("auto").unwrap(), Some(Mode::Auto));
+        assert_eq!(mode("vxlan").unwrap(), Some(Mode::Vxlan));
+        assert_eq!(mode("none").unwrap(), None);
+        let err = mode("host_gw").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "--pod-network \"host_gw\": use vxlan, host-gw, auto or none"
+        );
     }
 }

@@ -96,12 +96,24 @@ impl AgentProcess {
     }
 
     /// Starts an agent inside a test host's network namespace only (its
-    /// mounts stay shared with containerd), with the pod network on.
+    /// mounts stay shared with containerd), with the VXLAN pod network.
     pub fn start_in_host(
         master: &str,
         host: &crate::test_hosts::TestHost,
         data_dir: &Path,
         containerd_socket: &Path,
+    ) -> anyhow::Result<AgentProcess> {
+        Self::start_in_host_with(master, host, data_dir, containerd_socket, "vxlan")
+    }
+
+    /// As [`AgentProcess::start_in_host`], with `--pod-network
+    /// <pod_network>` (`vxlan`, `host-gw` or `auto`).
+    pub fn start_in_host_with(
+        master: &str,
+        host: &crate::test_hosts::TestHost,
+        data_dir: &Path,
+        containerd_socket: &Path,
+        pod_network: &str,
     ) -> anyhow::Result<AgentProcess> {
         std::fs::create_dir_all(data_dir)?;
         let name = format!("node-{}", host.ip.rsplit('.').next().unwrap_or("x"));
@@ -135,7 +147,7 @@ impl AgentProcess {
             "--registry-config".into(),
             data_dir.join("registries.yaml").display().to_string(),
             "--pod-network".into(),
-            "vxlan".into(),
+            pod_network.into(),
         ];
         agent.args.extend(token_args(master));
         agent.spawn()?;
@@ -178,6 +190,17 @@ impl AgentProcess {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "still running");
         self.spawn()
+    }
+
+    /// Starts the stopped agent again with `--pod-network <pod_network>`.
+    pub fn restart_with_pod_network(&mut self, pod_network: &str) -> anyhow::Result<()> {
+        let flag = self
+            .args
+            .iter()
+            .position(|a| a == "--pod-network")
+            .context("the agent was started without --pod-network")?;
+        self.args[flag + 1] = pod_network.into();
+        self.restart()
     }
 
     pub fn log(&self) -> String {
@@ -248,18 +271,36 @@ impl RuntimeNode {
         })
     }
 
-    /// A node whose agent runs inside test host `host`, pod network on.
+    /// A node whose agent runs inside test host `host`, VXLAN pod network
+    /// on.
     pub fn start_in_host(
         master: &str,
         host: &crate::test_hosts::TestHost,
         before_start: impl FnOnce(&Path) -> anyhow::Result<()>,
+    ) -> anyhow::Result<RuntimeNode> {
+        Self::start_in_host_with(master, host, before_start, "vxlan")
+    }
+
+    /// As [`RuntimeNode::start_in_host`], with `--pod-network
+    /// <pod_network>`.
+    pub fn start_in_host_with(
+        master: &str,
+        host: &crate::test_hosts::TestHost,
+        before_start: impl FnOnce(&Path) -> anyhow::Result<()>,
+        pod_network: &str,
     ) -> anyhow::Result<RuntimeNode> {
         let containerd = PrivateContainerd::start()?;
         let dir = tempfile::Builder::new().prefix("skiff-agent-").tempdir()?;
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(data_dir.join("images"))?;
         before_start(&data_dir)?;
-        let agent = AgentProcess::start_in_host(master, host, &data_dir, &containerd.socket())?;
+        let agent = AgentProcess::start_in_host_with(
+            master,
+            host,
+            &data_dir,
+            &containerd.socket(),
+            pod_network,
+        )?;
         let namespace = agent.namespace.clone();
         Ok(RuntimeNode {
             agent,
@@ -373,18 +414,31 @@ struct PrivateContainerdCleanup {
 }
 
 /// One node per test host, the busybox image imported as `image_name`,
-/// started and waited for until every one is Ready.
+/// started and waited for until every one is Ready; VXLAN pod network.
 pub async fn start_host_nodes(
     master: &str,
     hosts: &[crate::test_hosts::TestHost],
     image_name: &str,
 ) -> anyhow::Result<Vec<RuntimeNode>> {
+    start_host_nodes_with(master, hosts, image_name, "vxlan").await
+}
+
+/// As [`start_host_nodes`], with `--pod-network <pod_network>`.
+pub async fn start_host_nodes_with(
+    master: &str,
+    hosts: &[crate::test_hosts::TestHost],
+    image_name: &str,
+    pod_network: &str,
+) -> anyhow::Result<Vec<RuntimeNode>> {
     let image = crate::busybox_image::BusyboxImage::build()?;
     let mut nodes = Vec::new();
     for h in hosts {
-        nodes.push(RuntimeNode::start_in_host(master, h, |data| {
-            image.write_docker_archive(&data.join("images/busybox.tar"), image_name)
-        })?);
+        nodes.push(RuntimeNode::start_in_host_with(
+            master,
+            h,
+            |data| image.write_docker_archive(&data.join("images/busybox.tar"), image_name),
+            pod_network,
+        )?);
     }
     let client = crate::credentials::admin_client(master)?;
     for n in &nodes {

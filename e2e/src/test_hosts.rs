@@ -2,6 +2,9 @@
 //! the underlay switch (with the first address of a test subnet, where a
 //! master can listen), and each host is a namespace joined to it by a veth
 //! pair, with its own address, loopback and default route via the switch.
+//! A host can also be put on a second subnet behind a router (a namespace
+//! of its own that forwards between the two), for what differs between
+//! nodes on one segment and nodes a router away.
 //! Names carry a random tag so parallel tests never collide; dropping
 //! [`Underlay`] deletes the namespaces and the bridge, also when a test
 //! fails. Commands here are the test's own (`ip` from iproute2); the agent
@@ -18,6 +21,8 @@ pub struct Underlay {
     /// The first three octets of the underlay subnet, e.g. `10.201.7`.
     pub prefix: String,
     hosts: Vec<String>,
+    /// The second subnet's first three octets, once a router made it.
+    beyond: Option<String>,
 }
 
 /// One test host.
@@ -50,6 +55,7 @@ impl Underlay {
             bridge: bridge.clone(),
             prefix,
             hosts: Vec::new(),
+            beyond: None,
         };
         ip(&["link", "add", &bridge, "type", "bridge"])?;
         ip(&[
@@ -100,6 +106,111 @@ impl Underlay {
             &self.gateway(),
         ])?;
         Ok(TestHost { netns, ip: host_ip })
+    }
+
+    /// The router's address on the first subnet.
+    fn router_ip(&self) -> String {
+        format!("{}.254", self.prefix)
+    }
+
+    /// Adds host number `n` (2..=250) as namespace `sk<tag><n>` on a second
+    /// /24, one router away from the first: a namespace `sk<tag>r` on the
+    /// same switch with `.254` of both subnets, forwarding between them
+    /// (made with the first such host). Hosts of the first subnet added
+    /// before it, and the root namespace, route the second subnet via the
+    /// router; add those hosts first.
+    pub fn add_host_beyond_router(&mut self, n: u8) -> anyhow::Result<TestHost> {
+        let beyond = match &self.beyond {
+            Some(b) => b.clone(),
+            None => self.add_router()?,
+        };
+        let netns = format!("sk{}h{n}", self.tag);
+        let veth = format!("sk{}v{n}", self.tag);
+        ip(&["netns", "add", &netns])?;
+        self.hosts.push(netns.clone());
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
+        ip(&["link", "set", &veth, "master", &self.bridge, "up"])?;
+        let host_ip = format!("{beyond}.{n}");
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{host_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&[
+            "-n",
+            &netns,
+            "route",
+            "add",
+            "default",
+            "via",
+            &format!("{beyond}.254"),
+        ])?;
+        Ok(TestHost { netns, ip: host_ip })
+    }
+
+    /// The router between the two subnets; returns the second's prefix.
+    fn add_router(&mut self) -> anyhow::Result<String> {
+        let octets: Vec<u8> = self
+            .prefix
+            .split('.')
+            .map(|o| o.parse().unwrap_or(0))
+            .collect();
+        let beyond = format!(
+            "{}.{}.{}",
+            octets[0],
+            octets[1],
+            octets[2].wrapping_add(128)
+        );
+        let netns = format!("sk{}r", self.tag);
+        let veth = format!("sk{}vr", self.tag);
+        ip(&["netns", "add", &netns])?;
+        self.hosts.push(netns.clone());
+        ip(&[
+            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
+        ip(&["link", "set", &veth, "master", &self.bridge, "up"])?;
+        for addr in [
+            format!("{}/24", self.router_ip()),
+            format!("{beyond}.254/24"),
+        ] {
+            ip(&["-n", &netns, "addr", "add", &addr, "dev", "eth0"])?;
+        }
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        // A router on one port: it forwards, and sends no redirects (the
+        // hosts of each subnet must keep going through it).
+        for (key, value) in [
+            ("ipv4/ip_forward", "1"),
+            ("ipv4/conf/all/send_redirects", "0"),
+            ("ipv4/conf/eth0/send_redirects", "0"),
+        ] {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &netns, "sh", "-c"])
+                .arg(format!("echo {value} > /proc/sys/net/{key}"))
+                .output()
+                .context("run sh")?;
+            anyhow::ensure!(
+                out.status.success(),
+                "setting net/{key} in {netns}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        let second = format!("{beyond}.0/24");
+        let router = self.router_ip();
+        ip(&["route", "add", &second, "via", &router, "dev", &self.bridge])?;
+        for h in self.hosts.iter().filter(|h| **h != netns) {
+            ip(&["-n", h, "route", "add", &second, "via", &router])?;
+        }
+        self.beyond = Some(beyond.clone());
+        Ok(beyond)
     }
 
     /// Gives `host` address number `n` (2..=250) instead of its own, as a

@@ -1,9 +1,11 @@
 //! The pod network, flannel-style: the master gives the node a pod subnet;
 //! local pods hang off a bridge whose address is the subnet's gateway,
 //! each through a veth pair into its own namespace with an address from a
-//! persisted IPAM table; a VXLAN device (VNI 1, UDP 8472, learning off,
-//! MTU = uplink − 50) carries traffic to other nodes' subnets, programmed
-//! from the Node objects ([`overlay`]); traffic leaving the cluster CIDR is
+//! persisted IPAM table; other nodes' subnets are reached by plain routes
+//! via their node IPs on the uplink's segment (host-gw) or through a VXLAN
+//! device (VNI 1, UDP 8472, learning off, MTU = uplink − 50), as the
+//! node's [`overlay::Mode`] says, programmed from the Node objects
+//! ([`overlay`]); traffic leaving the cluster CIDR is
 //! masqueraded, host ports are forwarded, the cluster DNS address leads to
 //! this node's own DNS server on the bridge address, and Services'
 //! clusterIPs lead to their endpoints ([`nftables`], [`services`]).
@@ -43,6 +45,8 @@ pub struct NetworkConfig {
     /// bridge address; `None`: no DNS server runs here.
     pub cluster_dns: Option<Ipv4Addr>,
     pub node_ip: Ipv4Addr,
+    /// How other nodes' subnets are reached.
+    pub mode: overlay::Mode,
     pub bridge: String,
     pub vxlan: String,
     pub vni: u32,
@@ -56,6 +60,7 @@ impl NetworkConfig {
             service_cidr,
             cluster_dns: None,
             node_ip,
+            mode: overlay::Mode::Vxlan,
             bridge: "skiff0".into(),
             vxlan: "skiff.1".into(),
             vni: 1,
@@ -94,7 +99,15 @@ pub struct PodNetwork {
     netlink: Netlink,
     subnet: Subnet,
     bridge: LinkInfo,
-    vxlan: LinkInfo,
+    /// The link holding the node IP; direct routes go on it.
+    uplink: LinkInfo,
+    /// `None` in host-gw mode.
+    vxlan: Option<LinkInfo>,
+    /// The MTU of pods' interfaces: the VXLAN device's when there is one
+    /// (any peer may be behind it), the uplink's otherwise.
+    pod_mtu: u32,
+    /// The peers last found unreachable, logged when they change.
+    unreachable: std::sync::Mutex<Vec<overlay::Peer>>,
     ipam: tokio::sync::Mutex<Ipam>,
     host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
     services: tokio::sync::Mutex<Vec<ServiceRule>>,
@@ -115,7 +128,9 @@ pub fn veth_name(uid: &str) -> String {
 }
 
 impl PodNetwork {
-    /// Creates (or finds) the bridge and the VXLAN device for `subnet`.
+    /// Creates (or finds) the bridge and, unless in host-gw mode, the VXLAN
+    /// device for `subnet` (in host-gw mode one left by an earlier run is
+    /// deleted, and its entries with it).
     pub async fn setup(
         config: NetworkConfig,
         subnet: Subnet,
@@ -132,18 +147,25 @@ impl PodNetwork {
             source,
         })?;
         let uplink = netlink.link_with_address(config.node_ip).await?;
-        let vxlan = netlink
-            .ensure_vxlan(
-                &config.vxlan,
-                config.vni,
-                config.port,
-                config.node_ip,
-                &uplink,
-                subnet,
-            )
-            .await?;
+        let vxlan = if config.mode.has_vxlan() {
+            let vxlan = netlink
+                .ensure_vxlan(
+                    &config.vxlan,
+                    config.vni,
+                    config.port,
+                    config.node_ip,
+                    &uplink,
+                    subnet,
+                )
+                .await?;
+            Some(vxlan)
+        } else {
+            netlink.delete_link(&config.vxlan).await?;
+            None
+        };
+        let pod_mtu = vxlan.as_ref().map_or(uplink.mtu, |v| v.mtu);
         let bridge = netlink
-            .ensure_bridge(&config.bridge, subnet, vxlan.mtu)
+            .ensure_bridge(&config.bridge, subnet, pod_mtu)
             .await?;
         let ipam =
             Ipam::load(&data_dir.join("network").join("ipam.json"), subnet).map_err(|source| {
@@ -157,7 +179,10 @@ impl PodNetwork {
             netlink,
             subnet,
             bridge,
+            uplink,
             vxlan,
+            pod_mtu,
+            unreachable: Default::default(),
             ipam: tokio::sync::Mutex::new(ipam),
             host_ports: Default::default(),
             services: Default::default(),
@@ -166,8 +191,9 @@ impl PodNetwork {
         network.apply_rules().await?;
         tracing::info!(
             subnet = %subnet,
+            mode = %network.config.mode,
             vtep_mac = %network.vtep_mac(),
-            mtu = network.vxlan.mtu,
+            mtu = network.pod_mtu,
             "pod network ready"
         );
         Ok(network)
@@ -183,8 +209,12 @@ impl PodNetwork {
         self.subnet.gateway()
     }
 
+    /// The VXLAN device's MAC, as published on the Node; empty in host-gw
+    /// mode (peers then route to this node directly or not at all).
     pub fn vtep_mac(&self) -> String {
-        <[u8; 6]>::try_from(self.vxlan.mac.as_slice())
+        self.vxlan
+            .as_ref()
+            .and_then(|v| <[u8; 6]>::try_from(v.mac.as_slice()).ok())
             .map(|m| overlay::format_mac(&m))
             .unwrap_or_default()
     }
@@ -305,7 +335,7 @@ impl PodNetwork {
                 netns,
                 ip,
                 self.subnet,
-                self.vxlan.mtu,
+                self.pod_mtu,
             )
             .await?;
         let ports: Vec<HostPort> = pod
@@ -368,14 +398,49 @@ impl PodNetwork {
         }
     }
 
-    /// Programs the overlay entries for `nodes`.
+    /// Programs the routes and overlay entries for `nodes`. Peers that
+    /// cannot be reached in this mode are logged whenever they change.
     pub async fn sync_overlay(
         &self,
         nodes: &[v1::Node],
         me: &str,
     ) -> Result<overlay::Changes, overlay::NetError> {
         let peers = overlay::peers_from_nodes(nodes, me);
-        overlay::reconcile(&self.netlink, self.vxlan.index, &peers).await
+        let connected = self
+            .netlink
+            .connected_prefixes(self.uplink.index)
+            .await
+            .map_err(|e| overlay::NetError {
+                op: "list",
+                entry: "the uplink's prefixes".into(),
+                message: e.to_string(),
+            })?;
+        let devices = overlay::Devices {
+            vxlan: self.vxlan.as_ref().map(|v| v.index),
+            uplink: self.uplink.index,
+        };
+        let changes =
+            overlay::reconcile(&self.netlink, devices, self.config.mode, &connected, &peers)
+                .await?;
+        let mut last = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
+        if *last != changes.unreachable {
+            for p in &changes.unreachable {
+                tracing::warn!(
+                    node_ip = %p.node_ip,
+                    subnet = %p.subnet.net(),
+                    mode = %self.config.mode,
+                    "a node's pods cannot be reached: it is not on this node's segment ({}), and {}",
+                    connected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+                    if self.config.mode.has_vxlan() {
+                        "it has no VXLAN device (host-gw mode); run it with --pod-network auto"
+                    } else {
+                        "host-gw mode routes only on one segment; use --pod-network auto"
+                    }
+                );
+            }
+            *last = changes.unreachable.clone();
+        }
+        Ok(changes)
     }
 }
 

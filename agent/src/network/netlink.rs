@@ -1,6 +1,6 @@
 //! The real kernel side of the pod network, over rtnetlink: the bridge,
 //! the VXLAN device, pod veth pairs, and the [`NetOps`] entries of the
-//! overlay. Nothing here shells out to `ip`.
+//! overlay and of direct routing. Nothing here shells out to `ip`.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
@@ -11,7 +11,9 @@ use netlink_packet_route::link::{LinkAttribute, LinkFlags};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteFlags, RouteMessage};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
+};
 use netlink_packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
@@ -20,7 +22,7 @@ use skiff_values::Ipv4Net;
 use tokio_stream::StreamExt;
 
 use super::netns::NetnsError;
-use super::overlay::{Entry, NetError, NetOps};
+use super::overlay::{Devices, Entry, NetError, NetOps, ROUTE_PROTOCOL};
 use super::subnet::Subnet;
 
 /// Errors setting up links.
@@ -133,6 +135,35 @@ impl Netlink {
             message: "no interface of this host has that address; pass --node-ip with one it has"
                 .into(),
         })
+    }
+
+    /// The IPv4 prefixes link `index`'s addresses are on: the segment
+    /// whose hosts are reached without a router.
+    pub async fn connected_prefixes(&self, index: u32) -> Result<Vec<Ipv4Net>, LinkError> {
+        let mut addrs = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        let mut out = Vec::new();
+        while let Some(msg) = addrs.next().await {
+            let msg = msg.map_err(link_err(format!("listing the addresses of link {index}")))?;
+            if msg.header.index != index {
+                continue;
+            }
+            let len = msg.header.prefix_len;
+            for a in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V4(ip)) = a {
+                    if len < 32 {
+                        out.push(Ipv4Net::new(*ip, len));
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     async fn add_address(&self, index: u32, ip: Ipv4Addr, len: u8) -> Result<(), LinkError> {
@@ -491,29 +522,59 @@ fn neighbour_message(dev: u32, entry: &Entry) -> Option<NeighbourMessage> {
                     *dst,
                 )));
         }
-        Entry::Route { .. } => return None,
+        Entry::Route { .. } | Entry::Direct { .. } => return None,
     }
     Some(m)
 }
 
-fn route_message(dev: u32, net: Ipv4Net, via: Ipv4Addr) -> RouteMessage {
-    RouteMessageBuilder::<Ipv4Addr>::new()
-        .destination_prefix(net.addr, net.len)
-        .gateway(via)
-        .output_interface(dev)
-        .onlink()
-        .build()
+/// A VXLAN onlink route (`Entry::Route`) or a direct route on the uplink
+/// (`Entry::Direct`, with skiff's protocol); `None` for other entries or
+/// a VXLAN route without a VXLAN device.
+fn route_message(devices: Devices, entry: &Entry) -> Option<RouteMessage> {
+    match *entry {
+        Entry::Route { subnet, via } => Some(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(subnet.addr, subnet.len)
+                .gateway(via)
+                .output_interface(devices.vxlan?)
+                .onlink()
+                .build(),
+        ),
+        Entry::Direct { subnet, via } => Some(
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(subnet.addr, subnet.len)
+                .gateway(via)
+                .output_interface(devices.uplink)
+                .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
+                .build(),
+        ),
+        _ => None,
+    }
+}
+
+/// An entry that needs the VXLAN device, asked for without one.
+fn no_vxlan(op: &'static str, entry: &Entry) -> NetError {
+    NetError {
+        op,
+        entry: entry.to_string(),
+        message: "this node has no VXLAN device (host-gw mode)".into(),
+    }
 }
 
 impl NetOps for Netlink {
-    async fn list(&self, dev: u32) -> Result<Vec<Entry>, NetError> {
+    async fn list(&self, devices: Devices) -> Result<Vec<Entry>, NetError> {
         let list_err = |e: rtnetlink::Error| NetError {
             op: "list",
-            entry: format!("device {dev}"),
+            entry: format!("{devices:?}"),
             message: e.to_string(),
         };
         let mut out = Vec::new();
-        for family in [AddressFamily::Inet, AddressFamily::Bridge] {
+        let families = match devices.vxlan {
+            Some(_) => &[AddressFamily::Inet, AddressFamily::Bridge][..],
+            None => &[],
+        };
+        let dev = devices.vxlan.unwrap_or(0);
+        for &family in families {
             let mut neighbours = self
                 .handle
                 .neighbours()
@@ -574,34 +635,37 @@ impl NetOps for Netlink {
                     _ => {}
                 }
             }
-            if oif != Some(dev) || !r.header.flags.contains(RouteFlags::Onlink) {
+            let (Some(addr), Some(via), Some(oif)) = (dst, gateway, oif) else {
                 continue;
-            }
-            if let (Some(addr), Some(via)) = (dst, gateway) {
-                // As the kernel has it, so that deleting it matches.
-                out.push(Entry::Route {
-                    subnet: Ipv4Net {
-                        addr,
-                        len: r.header.destination_prefix_length,
-                    },
-                    via,
-                });
+            };
+            // As the kernel has it, so that deleting it matches.
+            let subnet = Ipv4Net {
+                addr,
+                len: r.header.destination_prefix_length,
+            };
+            if devices.vxlan == Some(oif) && r.header.flags.contains(RouteFlags::Onlink) {
+                out.push(Entry::Route { subnet, via });
+            } else if oif == devices.uplink
+                && r.header.protocol == RouteProtocol::Other(ROUTE_PROTOCOL)
+            {
+                out.push(Entry::Direct { subnet, via });
             }
         }
         Ok(out)
     }
 
-    async fn add(&self, dev: u32, entry: &Entry) -> Result<(), NetError> {
+    async fn add(&self, devices: Devices, entry: &Entry) -> Result<(), NetError> {
         match entry {
-            Entry::Route { subnet, via } => self
+            Entry::Route { .. } | Entry::Direct { .. } => self
                 .handle
                 .route()
-                .add(route_message(dev, *subnet, *via))
+                .add(route_message(devices, entry).ok_or_else(|| no_vxlan("add", entry))?)
                 .replace()
                 .execute()
                 .await
                 .map_err(net_err("add", entry)),
             _ => {
+                let dev = devices.vxlan.ok_or_else(|| no_vxlan("add", entry))?;
                 let message = neighbour_message(dev, entry).expect("a neighbour entry");
                 let mut request = self
                     .handle
@@ -614,16 +678,19 @@ impl NetOps for Netlink {
         }
     }
 
-    async fn del(&self, dev: u32, entry: &Entry) -> Result<(), NetError> {
+    async fn del(&self, devices: Devices, entry: &Entry) -> Result<(), NetError> {
         let result = match entry {
-            Entry::Route { subnet, via } => {
-                self.handle
-                    .route()
-                    .del(route_message(dev, *subnet, *via))
-                    .execute()
-                    .await
+            Entry::Route { .. } | Entry::Direct { .. } => {
+                // Without a VXLAN device its routes went with it.
+                let Some(message) = route_message(devices, entry) else {
+                    return Ok(());
+                };
+                self.handle.route().del(message).execute().await
             }
             _ => {
+                let Some(dev) = devices.vxlan else {
+                    return Ok(());
+                };
                 let message = neighbour_message(dev, entry).expect("a neighbour entry");
                 self.handle.neighbours().del(message).execute().await
             }

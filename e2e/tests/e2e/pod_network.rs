@@ -13,9 +13,9 @@ use skiff_master::objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
-const IMAGE: &str = "net/busybox:1";
+pub(crate) const IMAGE: &str = "net/busybox:1";
 
-fn pod_yaml(name: &str, node: &str, script: &str, extra: &str) -> String {
+pub(crate) fn pod_yaml(name: &str, node: &str, script: &str, extra: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: Pod
@@ -46,7 +46,7 @@ async fn pod(master: &MasterProcess, name: &str) -> Option<v1::Pod> {
     }
 }
 
-async fn running_ip(master: &MasterProcess, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn running_ip(master: &MasterProcess, name: &str) -> anyhow::Result<String> {
     wait_for(
         &format!("{name} Running with an IP"),
         Duration::from_secs(60),
@@ -59,7 +59,7 @@ async fn running_ip(master: &MasterProcess, name: &str) -> anyhow::Result<String
     .await
 }
 
-async fn logs_contain(
+pub(crate) async fn logs_contain(
     master: &MasterProcess,
     name: &str,
     text: &str,

@@ -1,0 +1,347 @@
+//! Direct routing between nodes (`--pod-network host-gw|auto`): two test
+//! hosts on one segment and a third a router away, real agents, a real
+//! master and real busybox pods. With `auto`, the two on one segment route
+//! each other's pod subnets via their node IPs and reach the third over
+//! VXLAN; a restart in `host-gw` drops the VXLAN device and what only it
+//! could reach; a restart in `vxlan` removes every direct route.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use skiff_e2e::agent::{start_host_nodes_with, RuntimeNode};
+use skiff_e2e::master::MasterProcess;
+use skiff_e2e::test_hosts::{TestHost, Underlay};
+use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
+use skiff_master::objects::Kind;
+use skiff_proto::api::object::Kind as Body;
+
+use crate::pod_network::{logs_contain, pod_yaml, running_ip, IMAGE};
+
+/// skiff's route protocol (`skiff_agent::network::overlay::ROUTE_PROTOCOL`).
+const PROTO: &str = "115";
+
+/// `<dst> via <gateway> dev <dev>` of each route `ip route show <args>`
+/// lists in `host`, sorted.
+fn routes(host: &TestHost, args: &[&str]) -> anyhow::Result<Vec<String>> {
+    let mut cmd = vec!["route", "show"];
+    cmd.extend_from_slice(args);
+    let json = Underlay::ip_json(host, &cmd)?;
+    let mut out: Vec<String> = json
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            format!(
+                "{} via {} dev {}",
+                r["dst"].as_str().unwrap_or(""),
+                r["gateway"].as_str().unwrap_or(""),
+                r["dev"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// The direct routes skiff made in `host`.
+fn direct_routes(host: &TestHost) -> Vec<String> {
+    routes(host, &["proto", PROTO]).unwrap_or_else(|e| vec![format!("error: {e}")])
+}
+
+/// The routes on `host`'s VXLAN device; `None` when it has none.
+fn vxlan_routes(host: &TestHost) -> Option<Vec<String>> {
+    let has_device = std::process::Command::new("ip")
+        .args(["-n", &host.netns, "link", "show", "skiff.1"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // `ip route show dev X` leaves `dev` out of what it prints: list all.
+    has_device.then(|| {
+        routes(host, &[])
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|r| r.ends_with(" dev skiff.1"))
+            .collect()
+    })
+}
+
+/// The FDB destinations (node IPs) on `host`'s VXLAN device.
+fn fdb_destinations(host: &TestHost) -> Vec<String> {
+    let fdb = Underlay::bridge_json(host, &["fdb", "show", "dev", "skiff.1"]).unwrap_or_default();
+    let mut out: Vec<String> = fdb
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["mac"].as_str() != Some("00:00:00:00:00:00"))
+        .filter_map(|e| e["dst"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+/// How many times `text` is in pod `name`'s log.
+fn log_count(master: &MasterProcess, name: &str, text: &str) -> usize {
+    let out = ctl(&master.api_addr, &["logs", name]);
+    String::from_utf8_lossy(&out.stdout).matches(text).count()
+}
+
+/// Waits until `text` is in `name`'s log `more` times beyond `since`.
+async fn logs_grow(
+    master: &MasterProcess,
+    name: &str,
+    text: &str,
+    since: usize,
+    more: usize,
+) -> anyhow::Result<()> {
+    wait_for(
+        &format!("{more} more {text:?} in the log of {name}"),
+        Duration::from_secs(40),
+        || async { (log_count(master, name, text) >= since + more).then_some(()) },
+    )
+    .await
+}
+
+/// Waits until `now()` is `want`, or fails saying what it was.
+async fn settles<T: std::fmt::Debug + PartialEq>(
+    what: &str,
+    want: T,
+    now: impl Fn() -> T,
+    node: &RuntimeNode,
+) -> anyhow::Result<()> {
+    let wanted = &want;
+    let now = &now;
+    wait_for(what, Duration::from_secs(30), || async move {
+        (now() == *wanted).then_some(())
+    })
+    .await
+    .with_context(|| format!("{what}: {:?}, want {want:?}\n{}", now(), node.log_tail()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() -> anyhow::Result<()>
+{
+    if !e2e_prerequisites(&[
+        "containerd",
+        "runc",
+        "ctr",
+        "ip",
+        "bridge",
+        "nsenter",
+        "nft",
+    ]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let hosts = [
+        underlay.add_host(2)?,
+        underlay.add_host(3)?,
+        underlay.add_host_beyond_router(4)?,
+    ];
+    let dir = tempfile::Builder::new().prefix("skiff-hostgw-").tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let mut nodes = start_host_nodes_with(&master.api_addr, &hosts, IMAGE, "auto").await?;
+    let client = master.client();
+    let mut cidrs = Vec::new();
+    for n in &nodes {
+        let Some(Body::Node(node)) = client.get(Kind::Node, "", &n.agent.node_name).await?.kind
+        else {
+            anyhow::bail!("not a node")
+        };
+        cidrs.push(node.spec.unwrap().pod_cidr);
+    }
+    let vtep = |i: usize| cidrs[i].split('/').next().unwrap_or("").to_string();
+    let (ha, hb, hc) = (&hosts[0], &hosts[1], &hosts[2]);
+    let direct = |i: usize| format!("{} via {} dev eth0", cidrs[i], hosts[i].ip);
+    let over_vxlan = |i: usize| format!("{} via {} dev skiff.1", cidrs[i], vtep(i));
+
+    // A web server on every node; a client on A fetching from B and C, one
+    // on C fetching from A.
+    let names: Vec<String> = nodes.iter().map(|n| n.agent.node_name.clone()).collect();
+    let mut web = Vec::new();
+    for (i, node) in names.iter().enumerate() {
+        let name = format!("web-{i}");
+        apply_yaml(
+            &master.api_addr,
+            dir.path(),
+            &name,
+            &pod_yaml(&name, node, "exec httpd -f -p 8080 -h /www", ""),
+        )?;
+        web.push(
+            running_ip(&master, &name)
+                .await
+                .with_context(|| nodes[i].log_tail())?,
+        );
+    }
+    let fetch =
+        |ip: &str, tag: &str| format!("wget -q -O - http://{ip}:8080/ >/dev/null && echo {tag}");
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "client-a",
+        &pod_yaml(
+            "client-a",
+            &names[0],
+            // Two loops, so a fetch from C hanging (unreachable) never
+            // holds up the one from B.
+            &format!(
+                "(while true; do {}; sleep 1; done) & while true; do {}; sleep 1; done",
+                fetch(&web[1], "reached-b"),
+                fetch(&web[2], "reached-c")
+            ),
+            "",
+        ),
+    )?;
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "client-c",
+        &pod_yaml(
+            "client-c",
+            &names[2],
+            &format!(
+                "while true; do {}; sleep 1; done",
+                fetch(&web[0], "reached-a")
+            ),
+            "",
+        ),
+    )?;
+
+    // A and B route each other directly; both reach C over VXLAN.
+    settles(
+        "A's direct routes",
+        vec![direct(1)],
+        || direct_routes(ha),
+        &nodes[0],
+    )
+    .await?;
+    settles(
+        "B's direct routes",
+        vec![direct(0)],
+        || direct_routes(hb),
+        &nodes[1],
+    )
+    .await?;
+    settles(
+        "A's VXLAN routes",
+        Some(vec![over_vxlan(2)]),
+        || vxlan_routes(ha),
+        &nodes[0],
+    )
+    .await?;
+    assert_eq!(fdb_destinations(ha), vec![hc.ip.clone()], "A's FDB: C only");
+    // C is on no one's segment: VXLAN to both, no direct route.
+    settles(
+        "C's VXLAN routes",
+        Some(vec![over_vxlan(0), over_vxlan(1)]),
+        || vxlan_routes(hc),
+        &nodes[2],
+    )
+    .await?;
+    assert_eq!(
+        direct_routes(hc),
+        Vec::<String>::new(),
+        "C routes nothing directly"
+    );
+    let get = std::process::Command::new("ip")
+        .args(["-n", &ha.netns, "route", "get", &web[1]])
+        .output()?;
+    assert!(
+        String::from_utf8_lossy(&get.stdout).contains(&format!("via {} dev eth0", hb.ip)),
+        "A sends to B's pod unencapsulated: {}",
+        String::from_utf8_lossy(&get.stdout)
+    );
+    for (pod, text) in [
+        ("client-a", "reached-b"),
+        ("client-a", "reached-c"),
+        ("client-c", "reached-a"),
+    ] {
+        logs_contain(&master, pod, text, Duration::from_secs(40))
+            .await
+            .with_context(|| {
+                format!(
+                    "{}\n{}\n{}",
+                    nodes[0].log_tail(),
+                    nodes[1].log_tail(),
+                    nodes[2].log_tail()
+                )
+            })?;
+    }
+
+    // A in host-gw mode: no VXLAN device, B still routed directly, C
+    // unreachable (and said so); C drops its VXLAN entries for A.
+    nodes[0].agent.kill();
+    nodes[0].agent.restart_with_pod_network("host-gw")?;
+    settles(
+        "A's VXLAN device gone",
+        None,
+        || vxlan_routes(ha),
+        &nodes[0],
+    )
+    .await?;
+    settles(
+        "A's direct routes in host-gw mode",
+        vec![direct(1)],
+        || direct_routes(ha),
+        &nodes[0],
+    )
+    .await?;
+    wait_for(
+        "A reporting C unreachable",
+        Duration::from_secs(30),
+        || async {
+            let log = nodes[0].agent.log();
+            (log.contains("cannot be reached") && log.contains(&hc.ip)).then_some(())
+        },
+    )
+    .await
+    .with_context(|| nodes[0].log_tail())?;
+    settles(
+        "C's VXLAN routes without A",
+        Some(vec![over_vxlan(1)]),
+        || vxlan_routes(hc),
+        &nodes[2],
+    )
+    .await?;
+    let b_before = log_count(&master, "client-a", "reached-b");
+    logs_grow(&master, "client-a", "reached-b", b_before, 3)
+        .await
+        .with_context(|| nodes[0].log_tail())?;
+
+    // A in vxlan mode: every direct route of A's gone, B and C over VXLAN
+    // (B, still auto, answers A's pods directly), C routes to A again.
+    nodes[0].agent.kill();
+    nodes[0].agent.restart_with_pod_network("vxlan")?;
+    settles(
+        "A's VXLAN routes in vxlan mode",
+        Some(vec![over_vxlan(1), over_vxlan(2)]),
+        || vxlan_routes(ha),
+        &nodes[0],
+    )
+    .await?;
+    assert_eq!(
+        direct_routes(ha),
+        Vec::<String>::new(),
+        "A's direct routes removed"
+    );
+    let mut both = vec![hb.ip.clone(), hc.ip.clone()];
+    both.sort();
+    assert_eq!(fdb_destinations(ha), both);
+    settles(
+        "C's VXLAN routes with A back",
+        Some(vec![over_vxlan(0), over_vxlan(1)]),
+        || vxlan_routes(hc),
+        &nodes[2],
+    )
+    .await?;
+    for (pod, text) in [
+        ("client-a", "reached-b"),
+        ("client-a", "reached-c"),
+        ("client-c", "reached-a"),
+    ] {
+        let before = log_count(&master, pod, text);
+        logs_grow(&master, pod, text, before, 2)
+            .await
+            .with_context(|| format!("{}\n{}", nodes[0].log_tail(), nodes[2].log_tail()))?;
+    }
+    Ok(())
+}
