@@ -213,6 +213,61 @@ impl Underlay {
         Ok(beyond)
     }
 
+    /// A stand-in pod on `host` wired with plain `ip` commands, no skiff:
+    /// a bridge `ref0` with `10.99.<n>.1/24` in the host, a namespace
+    /// `sk<tag>p<n>` joined to it by a veth pair with `10.99.<n>.2/24` and a
+    /// default route via the bridge, and forwarding on in the host. It is
+    /// the kernel's own routed pod path, next to which skiff's is measured.
+    /// Returns the stand-in pod as a host (its namespace and address).
+    pub fn add_bare_pod(&mut self, host: &TestHost, n: u8) -> anyhow::Result<TestHost> {
+        let netns = format!("sk{}p{n}", self.tag);
+        let veth = format!("skp{n}");
+        let gateway = format!("10.99.{n}.1");
+        ip(&["netns", "add", &netns])?;
+        self.hosts.push(netns.clone());
+        let h = host.netns.as_str();
+        ip(&["-n", h, "link", "add", "ref0", "type", "bridge"])?;
+        ip(&[
+            "-n",
+            h,
+            "addr",
+            "add",
+            &format!("{gateway}/24"),
+            "dev",
+            "ref0",
+        ])?;
+        ip(&["-n", h, "link", "set", "ref0", "up"])?;
+        ip(&[
+            "-n", h, "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ])?;
+        ip(&["-n", h, "link", "set", &veth, "master", "ref0", "up"])?;
+        let pod_ip = format!("10.99.{n}.2");
+        ip(&[
+            "-n",
+            &netns,
+            "addr",
+            "add",
+            &format!("{pod_ip}/24"),
+            "dev",
+            "eth0",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        ip(&["-n", &netns, "route", "add", "default", "via", &gateway])?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", h, "sh", "-c"])
+            .arg("echo 1 > /proc/sys/net/ipv4/ip_forward")
+            .output()
+            .context("run sh")?;
+        anyhow::ensure!(out.status.success(), "enabling forwarding in {h}");
+        Ok(TestHost { netns, ip: pod_ip })
+    }
+
+    /// Routes `dst` (a CIDR) via `via` in `host`.
+    pub fn add_route(host: &TestHost, dst: &str, via: &str) -> anyhow::Result<()> {
+        ip(&["-n", &host.netns, "route", "add", dst, "via", via])
+    }
+
     /// Gives `host` address number `n` (2..=250) instead of its own, as a
     /// new DHCP lease would: the old address goes, the new one and the
     /// default route come. Returns the host as it is now.

@@ -5,7 +5,10 @@
 //! bridge → routed to the peer's node IP → bridge → veth); the agents run
 //! with that `--pod-network`. iperf3 runs inside the pods' network
 //! namespaces (the path under test), so the pods need no iperf3 in their
-//! image.
+//! image. In host-gw (and auto) mode the same run also measures the
+//! kernel's own routed pod path with no skiff on it (flannel's host-gw is
+//! exactly that): a stand-in pod behind a plain bridge on each host,
+//! routed via the other host's address ([`Underlay::add_bare_pod`]).
 
 use std::process::Command;
 use std::time::Duration;
@@ -198,28 +201,61 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
         );
     }
 
-    let (mut underlay_runs, mut overlay_runs) = (Vec::new(), Vec::new());
+    // The kernel's own routed pod path beside skiff's, in host-gw mode.
+    let bare = if args.mode == "vxlan" {
+        None
+    } else {
+        let pods = [
+            underlay.add_bare_pod(&hosts[0], 1)?,
+            underlay.add_bare_pod(&hosts[1], 2)?,
+        ];
+        Underlay::add_route(&hosts[0], "10.99.2.0/24", &hosts[1].ip)?;
+        Underlay::add_route(&hosts[1], "10.99.1.0/24", &hosts[0].ip)?;
+        Some(pods)
+    };
+
+    let (mut underlay_runs, mut overlay_runs, mut bare_runs) = (Vec::new(), Vec::new(), Vec::new());
     for round_no in 0..args.rounds {
         let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
         let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
+        let b = match &bare {
+            Some([server, client]) => Some(iperf(
+                &format!("/run/netns/{}", server.netns),
+                &format!("/run/netns/{}", client.netns),
+                &server.ip,
+                args.seconds,
+            )?),
+            None => None,
+        };
         eprintln!(
-            "round {}: host-to-host {u:.2} Gbit/s, pod-to-pod {o:.2} Gbit/s",
-            round_no + 1
+            "round {}: host-to-host {u:.2} Gbit/s, pod-to-pod {o:.2} Gbit/s{}",
+            round_no + 1,
+            b.map(|b| format!(", bare routed pod-to-pod {b:.2} Gbit/s"))
+                .unwrap_or_default()
         );
         underlay_runs.push(u);
         overlay_runs.push(o);
+        bare_runs.extend(b);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let ratio = |a: f64, b: f64| round(if b > 0.0 { a / b } else { 0.0 });
     let (u, o) = (mean(&underlay_runs), mean(&overlay_runs));
     let target = if args.mode == "vxlan" { 0.8 } else { 0.95 };
-    Ok(serde_json::json!({
+    let mut report = serde_json::json!({
         "scenario": "overlay",
         "mode": args.mode,
         "underlay_gbps": round(u),
         "overlay_gbps": round(o),
-        "ratio": round(if u > 0.0 { o / u } else { 0.0 }),
+        "ratio": ratio(o, u),
         "rounds": args.rounds,
         "seconds": args.seconds,
         "target_ratio": target,
-    }))
+    });
+    if !bare_runs.is_empty() {
+        let b = mean(&bare_runs);
+        report["bare_routed_gbps"] = serde_json::json!(round(b));
+        report["bare_ratio"] = serde_json::json!(ratio(b, u));
+        report["ratio_to_bare"] = serde_json::json!(ratio(o, b));
+    }
+    Ok(report)
 }
