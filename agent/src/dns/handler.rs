@@ -841,6 +841,133 @@ mod tests {
         server.await.unwrap().unwrap();
     }
 
+    /// Writes `frames` on a new TCP connection to `server`, shuts the
+    /// writing side, and reads what comes back until the server closes
+    /// (or 3 s pass): the answers, each checked to be a readable DNS
+    /// message of at most 65,535 bytes.
+    async fn tcp_exchange(server: SocketAddr, frames: &[u8]) -> Vec<Message> {
+        let mut tcp = tokio::net::TcpStream::connect(server).await.unwrap();
+        // The server may hang up before reading all (a frame it cannot
+        // take): a failed write is part of what is tested.
+        let _ = tcp.write_all(frames).await;
+        let _ = tcp.shutdown().await;
+        let mut answers = Vec::new();
+        let read_all = async {
+            loop {
+                let mut length = [0u8; 2];
+                if tcp.read_exact(&mut length).await.is_err() {
+                    break;
+                }
+                let mut answer = vec![0u8; usize::from(u16::from_be_bytes(length))];
+                if tcp.read_exact(&mut answer).await.is_err() {
+                    panic!("an answer cut short");
+                }
+                answers.push(Message::from_vec(&answer).expect("an answer that reads back"));
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), read_all).await;
+        answers
+    }
+
+    fn framed(message: &[u8]) -> Vec<u8> {
+        let mut out = u16::try_from(message.len()).unwrap().to_be_bytes().to_vec();
+        out.extend_from_slice(message);
+        out
+    }
+
+    #[tokio::test]
+    async fn tcp_survives_mangled_truncated_oversized_and_idle_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, _) = handler(dir.path()).await;
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = probe.local_addr().unwrap();
+        drop(probe);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
+        let good = |id| question(id, &web, RecordType::A, DNSClass::IN).unwrap();
+        // The server is up once UDP answers.
+        assert!(first_answer(listen, &good(1)).await.is_some());
+        // Idle connections held open all along (each a task on the
+        // server) do not stop others being answered.
+        let mut idle = Vec::new();
+        for _ in 0..64 {
+            idle.push(tokio::net::TcpStream::connect(listen).await.unwrap());
+        }
+        let mut answered = 0;
+        for round in 0..600usize {
+            let id = (round % 60_000) as u16 + 2;
+            let bytes: Vec<u8> = match round % 6 {
+                // A real question with a few bytes changed, framed.
+                0 => {
+                    let mut q = good(id);
+                    for _ in 0..1 + round % 4 {
+                        let at = rand::random_range(2..q.len());
+                        q[at] = rand::random();
+                    }
+                    framed(&q)
+                }
+                // Random bytes, framed.
+                1 => framed(
+                    &(0..round % 700)
+                        .map(|_| rand::random::<u8>())
+                        .collect::<Vec<_>>(),
+                ),
+                // A frame that says more than it carries.
+                2 => {
+                    let q = good(id);
+                    let mut f = framed(&q);
+                    f.truncate(2 + rand::random_range(0..q.len()));
+                    f[..2].copy_from_slice(&u16::try_from(q.len() + 40).unwrap().to_be_bytes());
+                    f
+                }
+                // The largest frame, of random bytes.
+                3 => framed(
+                    &(0..65_535)
+                        .map(|_| rand::random::<u8>())
+                        .collect::<Vec<_>>(),
+                ),
+                // An empty frame, or half a length.
+                4 => {
+                    if round % 12 == 4 {
+                        vec![0, 0]
+                    } else {
+                        vec![0x01]
+                    }
+                }
+                // Junk frames, then a good one on the same connection.
+                _ => {
+                    let mut f = framed(&[0xff; 30]);
+                    f.extend(framed(&[0u8; 12]));
+                    f.extend(framed(&good(id)));
+                    f
+                }
+            };
+            let answers = tcp_exchange(listen, &bytes).await;
+            for answer in &answers {
+                assert!(answer.metadata.message_type == MessageType::Response);
+            }
+            if round % 6 == 5 {
+                let ours = answers.iter().find(|a| a.metadata.id == id);
+                let ours = ours.unwrap_or_else(|| {
+                    panic!("no answer to the good frame after junk: {answers:?}")
+                });
+                assert_eq!(ours.answers[0].data.to_string(), "10.43.0.11");
+            }
+            answered += answers.len();
+        }
+        assert!(answered > 100, "only {answered} answers");
+        // Still answering, over both transports.
+        let answers = tcp_exchange(listen, &framed(&good(9))).await;
+        assert_eq!(answers.len(), 1);
+        assert_eq!(answers[0].answers[0].data.to_string(), "10.43.0.11");
+        assert!(ask_udp(listen, &good(10)).await.is_some());
+        drop(idle);
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+    }
+
     /// Sends `message` to `server` over UDP and waits a second for an
     /// answer with its id.
     async fn ask_udp(server: SocketAddr, message: &[u8]) -> Option<Vec<u8>> {

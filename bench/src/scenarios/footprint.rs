@@ -3,7 +3,10 @@
 //! agent's memory once a one-node cluster with a few pods has settled
 //! (containerd and the containers are not counted), and the size of the
 //! binary under test. With `--pod-network` the node runs in a network
-//! namespace test host with its VXLAN pod network, as a real node does.
+//! namespace test host with its VXLAN pod network, as a real node does;
+//! with `--services N` as well, N Services selecting the idle pods exist
+//! before memory is read, and the agent has programmed them (its rules
+//! and its cluster DNS index).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +33,10 @@ pub struct FootprintArgs {
     /// network (as a real node runs) instead of with the pod network off.
     #[arg(long)]
     pub pod_network: bool,
+    /// Services selecting the idle pods, made before idling (needs
+    /// `--pod-network`).
+    #[arg(long, default_value_t = 0)]
+    pub services: usize,
 }
 
 const IMAGE: &str = "bench/busybox:1";
@@ -42,6 +49,10 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
         "footprint runs an agent with containers: run it as root with containerd installed"
+    );
+    anyhow::ensure!(
+        args.services == 0 || args.pod_network,
+        "--services needs --pod-network: Services are programmed by the pod network"
     );
     let binary = skiff_e2e::skiff_bin();
     let binary_bytes = std::fs::metadata(&binary)?.len();
@@ -105,6 +116,25 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     wait_app_ready(&client, "idle", args.pods, Duration::from_secs(60))
         .await
         .with_context(|| node.log_tail())?;
+    if args.services > 0 {
+        for i in 0..args.services {
+            client.create(idle_service(i).into_object()).await?;
+        }
+        // Each Service's port programmed, besides the API's and DNS's.
+        let programmed = |log: &str| {
+            log.lines()
+                .filter_map(|l| l.split("service rules updated ports=").nth(1))
+                .filter_map(|n| n.split_whitespace().next()?.parse::<usize>().ok())
+                .any(|n| n >= args.services)
+        };
+        skiff_e2e::wait_for(
+            &format!("the agent programming {} Services", args.services),
+            Duration::from_secs(120),
+            || async { programmed(&node.agent.log()).then_some(()) },
+        )
+        .await
+        .with_context(|| node.log_tail())?;
+    }
     eprintln!("{} pods running; idling {}s", args.pods, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
 
@@ -128,7 +158,32 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "agent_rss_file_mib": mib(agent_sample.rss_file_bytes),
         "containerd_rss_mib": mib(containerd_sample.rss_bytes),
         "pods": args.pods,
+        "services": args.services,
         "pod_network": if args.pod_network { "vxlan" } else { "none" },
         "targets": {"master_rss_mib": 30, "agent_rss_mib": 15, "master_ready_ms": 1000, "binary_bytes": 25_000_000},
     }))
+}
+
+/// Service `idle-<i>`, port 80 to the idle pods' 8080.
+fn idle_service(i: usize) -> skiff_proto::v1::Service {
+    use skiff_proto::v1;
+    v1::Service {
+        metadata: Some(v1::ObjectMeta {
+            name: format!("idle-{i}"),
+            namespace: "default".into(),
+            ..Default::default()
+        }),
+        spec: Some(v1::ServiceSpec {
+            selector: [("app".to_owned(), "idle".to_owned())].into(),
+            ports: vec![v1::ServicePort {
+                name: "http".into(),
+                port: 80,
+                target_port: "8080".to_owned(),
+                protocol: "TCP".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }
