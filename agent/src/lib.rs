@@ -631,10 +631,9 @@ async fn overlay_loop(
     shutdown: CancellationToken,
 ) {
     let (mut nodes, follower) = master_link::follow_kinds(masters, &["Node"], shutdown);
-    // Ends when the follower does (on shutdown): the sender is gone.
-    while nodes.changed().await.is_ok() {
-        let listed = nodes.borrow_and_update().objects("Node").to_vec();
-        reconcile_overlay(&net, listed, &me).await;
+    // Ends when the follower does (on shutdown).
+    while let Some(mut snapshot) = nodes.next().await {
+        reconcile_overlay(&net, snapshot.take("Node"), &me).await;
     }
     let _ = follower.await;
 }
@@ -671,8 +670,7 @@ async fn service_loop(
     }
     let kinds = ["Service", "Endpoints"];
     let (mut cluster, follower) = master_link::follow_kinds(masters, &kinds, shutdown);
-    while cluster.changed().await.is_ok() {
-        let mut snapshot = cluster.borrow_and_update().clone();
+    while let Some(mut snapshot) = cluster.next().await {
         let (services, endpoints) =
             services::typed(snapshot.take("Service"), snapshot.take("Endpoints"));
         index.replace(ClusterIndex::build(&services, &endpoints, index_serial()));

@@ -1,6 +1,8 @@
 //! Following whole kinds of cluster objects (Nodes for the overlay;
-//! Services and Endpoints for the Service rules) into a
-//! `tokio::sync::watch` receiver. A background task lists every object of
+//! Services and Endpoints for the Service rules) into a [`KindsReceiver`],
+//! which hands each snapshot over once: the latest when several came while
+//! its consumer was busy, moved out so that no copy of thousands of objects
+//! stays behind it. A background task lists every object of
 //! the kinds from a master's local replica (`Api.List`, serializable),
 //! publishes them as one [`KindsSnapshot`], then watches the kinds from the
 //! listed revisions (`Api.Watch`) and lists again after the first change
@@ -9,6 +11,7 @@
 //! too. When a list or watch fails it moves to the next master after a
 //! backoff. It ends on shutdown or once every receiver is dropped.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
@@ -59,30 +62,50 @@ impl KindsSnapshot {
     }
 }
 
+/// The latest snapshot, held until a receiver takes it.
+type Slot = Arc<Mutex<Option<KindsSnapshot>>>;
+
+/// The consuming end of [`follow_kinds`]. A clone competes for the same
+/// snapshots: each goes to whichever takes it first.
+#[derive(Debug, Clone)]
+pub struct KindsReceiver(watch::Receiver<Slot>);
+
+impl KindsReceiver {
+    /// The next snapshot, moved out; the latest when several came since
+    /// the last call. `None` once the follower has ended.
+    pub async fn next(&mut self) -> Option<KindsSnapshot> {
+        loop {
+            self.0.changed().await.ok()?;
+            let slot = self.0.borrow_and_update().clone();
+            let taken = slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if taken.is_some() {
+                return taken;
+            }
+        }
+    }
+}
+
 /// Starts following `kinds` through `masters`. The receiver's first
-/// change is the first complete list; every later list (after a change,
-/// a reconnect, or a minute) is a change again, even when nothing
-/// differs. The task behind it ends on `shutdown` (the receiver then sees
-/// the channel closed) or once every receiver is dropped; its handle is
-/// returned for the caller to await.
+/// snapshot is the first complete list; every later list (after a change,
+/// a reconnect, or a minute) is a snapshot again, even when nothing
+/// differs. The task behind it ends on `shutdown` (the receiver then gets
+/// `None`) or once every receiver is dropped; its handle is returned for
+/// the caller to await.
 pub fn follow_kinds(
     masters: Masters,
     kinds: &[&str],
     shutdown: CancellationToken,
-) -> (watch::Receiver<KindsSnapshot>, JoinHandle<()>) {
+) -> (KindsReceiver, JoinHandle<()>) {
     let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
-    let (snapshots, receiver) = watch::channel(KindsSnapshot {
-        kinds: kinds.clone(),
-        ..KindsSnapshot::default()
-    });
+    let (snapshots, receiver) = watch::channel(Slot::default());
     let task = tokio::spawn(follow(masters, kinds, snapshots, shutdown));
-    (receiver, task)
+    (KindsReceiver(receiver), task)
 }
 
 async fn follow(
     masters: Masters,
     kinds: Vec<String>,
-    snapshots: watch::Sender<KindsSnapshot>,
+    snapshots: watch::Sender<Slot>,
     shutdown: CancellationToken,
 ) {
     let mut i = 0usize;
@@ -100,7 +123,11 @@ async fn follow(
         let changed = match listed {
             Ok(snapshot) => {
                 let revisions = snapshot.revisions.clone();
-                if snapshots.send(snapshot).is_err() {
+                // A snapshot not taken yet is replaced (dropped) here.
+                if snapshots
+                    .send(Arc::new(Mutex::new(Some(snapshot))))
+                    .is_err()
+                {
                     return;
                 }
                 tokio::select! {
@@ -187,11 +214,10 @@ mod tests {
     use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::Object;
     use skiff_proto::v1;
-    use tokio::sync::watch;
     use tokio_util::sync::CancellationToken;
     use tonic::Status;
 
-    use super::{follow_kinds, KindsSnapshot};
+    use super::{follow_kinds, KindsReceiver, KindsSnapshot};
     use crate::master_link::fake_master::{name_of, node, within, TestPki};
 
     fn node_object(name: &str) -> Object {
@@ -218,11 +244,10 @@ mod tests {
         snapshot.objects(kind).iter().map(name_of).collect()
     }
 
-    async fn next(receiver: &mut watch::Receiver<KindsSnapshot>) -> KindsSnapshot {
-        within("a snapshot", receiver.changed())
+    async fn next(receiver: &mut KindsReceiver) -> KindsSnapshot {
+        within("a snapshot", receiver.next())
             .await
-            .expect("the follower is running");
-        receiver.borrow_and_update().clone()
+            .expect("the follower is running")
     }
 
     #[tokio::test]
@@ -260,8 +285,8 @@ mod tests {
         assert_eq!(changed.revisions, [3, 3]);
         shutdown.cancel();
         within("the follower to stop", task).await.unwrap();
-        let closed = within("the receiver to see the end", receiver.changed()).await;
-        assert!(closed.is_err());
+        let closed = within("the receiver to see the end", receiver.next()).await;
+        assert!(closed.is_none());
     }
 
     #[tokio::test]

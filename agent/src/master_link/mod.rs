@@ -50,7 +50,7 @@ use std::time::Instant;
 use skiff_proto::node::NodeResourceUsage;
 use skiff_proto::v1;
 
-pub use cluster_objects::{follow_kinds, KindsSnapshot};
+pub use cluster_objects::{follow_kinds, KindsReceiver, KindsSnapshot};
 pub use config_objects::{
     ConfigData, ConfigKind, ConfigSource, FetchError, MasterConfigSource, ServiceAccountToken,
     StaticConfigSource, StorageObject, TokenFor, TokenWanted,

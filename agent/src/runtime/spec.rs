@@ -271,10 +271,13 @@ pub fn process_env(
     service_env: &[(String, String)],
 ) -> Vec<String> {
     let mut env: Vec<(String, String)> = Vec::new();
-    let mut set = |name: &str, value: &str| {
-        if let Some(slot) = env.iter_mut().find(|(n, _)| n == name) {
-            slot.1 = value.to_string();
-        } else {
+    // Where each name is in `env`: a namespace's thousand Services make
+    // seven thousand variables, too many to search one by one.
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut set = |name: &str, value: &str| match at.get(name) {
+        Some(&i) => env[i].1 = value.to_string(),
+        None => {
+            at.insert(name.to_string(), env.len());
             env.push((name.to_string(), value.to_string()));
         }
     };
