@@ -165,6 +165,10 @@ pub struct AgentConfig {
     /// The node's resolver settings: where cluster DNS forwards what is
     /// not the cluster's, and what pods with `dnsPolicy: Default` get.
     pub resolv_conf: PathBuf,
+    /// Gives the allocator's free memory back to the kernel; called after
+    /// each burst of work on the Service lists. The binary sets it (glibc's
+    /// `malloc_trim`); `None`: nothing is given back.
+    pub trim_heap: Option<fn()>,
 }
 
 impl AgentConfig {
@@ -188,6 +192,7 @@ impl AgentConfig {
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
             image_gc: image_gc::ImageGcConfig::default(),
             resolv_conf: PathBuf::from(dns::resolv_conf::DEFAULT_PATH),
+            trim_heap: None,
         }
     }
 }
@@ -461,6 +466,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             net.clone(),
             services_index.clone(),
             KnownServices::new(&config.data_dir),
+            config.trim_heap,
             shutdown.clone(),
         )));
         let dns_config = DnsConfig {
@@ -657,6 +663,7 @@ async fn service_loop(
     net: Arc<PodNetwork>,
     index: SharedIndex,
     mut known: KnownServices,
+    trim_heap: Option<fn()>,
     shutdown: CancellationToken,
 ) {
     let local = net.subnet().net();
@@ -679,6 +686,12 @@ async fn service_loop(
             .update(service_health::wanted(&services, &endpoints, local))
             .await;
         known.save(&services, &endpoints);
+        // The lists, their copies and the rules' commands are freed now,
+        // mostly below what stays.
+        drop((services, endpoints, snapshot));
+        if let Some(trim) = trim_heap {
+            trim();
+        }
     }
     drop(health);
     let _ = follower.await;

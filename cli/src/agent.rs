@@ -189,6 +189,7 @@ impl AgentFlags {
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
         config.image_gc = self.image_gc.to_config()?;
         config.resolv_conf = self.resolv_conf.clone();
+        config.trim_heap = Some(crate::malloc_arenas::trim);
         for label in &self.node_labels {
             let (key, value) = label
                 .split_once('=')

@@ -11,7 +11,8 @@
 //! later large blocks come from the heap and stay there when freed. The
 //! master fixes the thresholds instead ([`fixed_thresholds`]): blocks of
 //! 256 KiB and more are mapped and unmapped, and heap tops above 1 MiB are
-//! given back; the agent, lower still ([`for_agent`]).
+//! given back; the agent, lower still ([`for_agent`]), and it gives back
+//! what a burst leaves free inside its heap as well ([`trim`]).
 
 /// Limits the process to `arenas` malloc arenas; true if the allocator
 /// took it. Call before any thread is started. Not glibc: nothing to do.
@@ -66,6 +67,24 @@ pub fn for_agent() {
         unsafe {
             nix::libc::mallopt(nix::libc::M_MMAP_THRESHOLD, 128 * 1024);
             nix::libc::mallopt(nix::libc::M_TRIM_THRESHOLD, 256 * 1024);
+        }
+    }
+}
+
+/// Gives the free memory inside the heap back to the kernel (glibc's
+/// `malloc_trim(0)`; not glibc: nothing to do). The trim threshold only
+/// returns free space at the heap's top; after a burst (an agent's lists
+/// of a thousand Services and the rules built from them) most of what was
+/// freed is below live blocks, and stays in the process's RSS until
+/// this.
+#[allow(unsafe_code)]
+pub fn trim() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: malloc_trim only releases free pages of glibc's heap and
+        // may be called from any thread at any time.
+        unsafe {
+            nix::libc::malloc_trim(0);
         }
     }
 }
