@@ -454,6 +454,10 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             network::overlay::ANNOTATION_PUBLIC_IP.into(),
             node_ipv4.to_string(),
         );
+        meta.annotations.insert(
+            network::overlay::ANNOTATION_MODE.into(),
+            mode.as_str().into(),
+        );
         let net = Arc::new(net);
         overlay = Some(tokio::spawn(overlay_loop(
             masters.clone(),

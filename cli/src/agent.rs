@@ -189,7 +189,6 @@ impl AgentFlags {
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
         config.image_gc = self.image_gc.to_config()?;
         config.resolv_conf = self.resolv_conf.clone();
-        config.trim_heap = Some(crate::malloc_arenas::trim);
         for label in &self.node_labels {
             let (key, value) = label
                 .split_once('=')
@@ -260,6 +259,9 @@ impl AgentArgs {
         config.containerd_namespace = self.containerd_namespace.clone();
         config.token = self.token.clone();
         config.heartbeat_interval = self.heartbeat_interval.into();
+        // The agent's heap alone (one arena): under `skiff server` the
+        // master's arenas would be walked and locked each time too.
+        config.trim_heap = Some(malloc_arenas::trim);
         Ok(config)
     }
 }

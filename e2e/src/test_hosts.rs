@@ -163,12 +163,8 @@ impl Underlay {
             .split('.')
             .map(|o| o.parse().unwrap_or(0))
             .collect();
-        let beyond = format!(
-            "{}.{}.{}",
-            octets[0],
-            octets[1],
-            octets[2].wrapping_add(128)
-        );
+        // 10.250–254.x: apart from every first subnet (10.200–249.x).
+        let beyond = format!("10.{}.{}", 250 + octets[1] % 5, octets[2]);
         let netns = format!("sk{}r", self.tag);
         let veth = format!("sk{}vr", self.tag);
         ip(&["netns", "add", &netns])?;

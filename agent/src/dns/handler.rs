@@ -842,9 +842,9 @@ mod tests {
     }
 
     /// Writes `frames` on a new TCP connection to `server`, shuts the
-    /// writing side, and reads what comes back until the server closes
-    /// (or 3 s pass): the answers, each checked to be a readable DNS
-    /// message of at most 65,535 bytes.
+    /// writing side, and reads what comes back until the server closes,
+    /// which must be within 3 s: the answers, each checked to be a
+    /// readable DNS message.
     async fn tcp_exchange(server: SocketAddr, frames: &[u8]) -> Vec<Message> {
         let mut tcp = tokio::net::TcpStream::connect(server).await.unwrap();
         // The server may hang up before reading all (a frame it cannot
@@ -865,7 +865,9 @@ mod tests {
                 answers.push(Message::from_vec(&answer).expect("an answer that reads back"));
             }
         };
-        let _ = tokio::time::timeout(Duration::from_secs(3), read_all).await;
+        tokio::time::timeout(Duration::from_secs(3), read_all)
+            .await
+            .expect("the server hangs up once the client has sent all");
         answers
     }
 
@@ -963,6 +965,15 @@ mod tests {
         assert_eq!(answers.len(), 1);
         assert_eq!(answers[0].answers[0].data.to_string(), "10.43.0.11");
         assert!(ask_udp(listen, &good(10)).await.is_some());
+        // The idle ones were open all along (hung up only after TCP_IDLE).
+        for connection in &idle {
+            let mut byte = [0u8; 1];
+            let read = connection.try_read(&mut byte);
+            assert!(
+                matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+                "an idle connection was closed or sent something: {read:?}"
+            );
+        }
         drop(idle);
         shutdown.cancel();
         server.await.unwrap().unwrap();

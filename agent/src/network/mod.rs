@@ -107,7 +107,7 @@ pub struct PodNetwork {
     /// (any peer may be behind it), the uplink's otherwise.
     pod_mtu: u32,
     /// The peers last found unreachable, logged when they change.
-    unreachable: std::sync::Mutex<Vec<overlay::Peer>>,
+    unreachable: std::sync::Mutex<Vec<(overlay::Peer, overlay::Unreachable)>>,
     ipam: tokio::sync::Mutex<Ipam>,
     host_ports: tokio::sync::Mutex<BTreeMap<String, Vec<HostPort>>>,
     services: tokio::sync::Mutex<Vec<ServiceRule>>,
@@ -424,21 +424,26 @@ impl PodNetwork {
                 .await?;
         let mut last = self.unreachable.lock().unwrap_or_else(|p| p.into_inner());
         if *last != changes.unreachable {
-            for p in &changes.unreachable {
+            let segment = if connected.is_empty() {
+                "none".to_owned()
+            } else {
+                connected
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            for (p, why) in &changes.unreachable {
                 tracing::warn!(
+                    node = %p.name,
                     node_ip = %p.node_ip,
                     subnet = %p.subnet.net(),
                     mode = %self.config.mode,
-                    "a node's pods cannot be reached: it is not on this node's segment ({}), and {}",
-                    connected.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-                    if self.config.mode.has_vxlan() {
-                        "it has no VXLAN device (host-gw mode); run it with --pod-network auto"
-                    } else {
-                        "host-gw mode routes only on one segment; use --pod-network auto"
-                    }
+                    segment = %segment,
+                    "a node's pods cannot be reached: {why}"
                 );
             }
-            *last = changes.unreachable.clone();
+            last.clone_from(&changes.unreachable);
         }
         Ok(changes)
     }

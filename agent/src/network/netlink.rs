@@ -49,6 +49,9 @@ fn is_missing(e: &rtnetlink::Error) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -2 || m.raw_code() == -19 || m.raw_code() == -3)
 }
 
+/// The kernel's main routing table.
+const RT_TABLE_MAIN: u32 = 254;
+
 const fn libc_eexist() -> i32 {
     17
 }
@@ -627,17 +630,23 @@ impl NetOps for Netlink {
             let mut oif = None;
             let mut dst = None;
             let mut gateway = None;
+            // The kernel dumps every table; only the main one is ours.
+            let mut table = u32::from(r.header.table);
             for a in &r.attributes {
                 match a {
                     RouteAttribute::Oif(i) => oif = Some(*i),
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(*ip),
                     RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+                    RouteAttribute::Table(t) => table = *t,
                     _ => {}
                 }
             }
             let (Some(addr), Some(via), Some(oif)) = (dst, gateway, oif) else {
                 continue;
             };
+            if table != RT_TABLE_MAIN {
+                continue;
+            }
             // As the kernel has it, so that deleting it matches.
             let subnet = Ipv4Net {
                 addr,

@@ -34,6 +34,9 @@ use super::subnet::Subnet;
 pub const ANNOTATION_VTEP_MAC: &str = "skiff.io/vtep-mac";
 /// Annotation carrying the node IP its VXLAN traffic uses.
 pub const ANNOTATION_PUBLIC_IP: &str = "skiff.io/public-ip";
+/// Annotation carrying the node's [`Mode`]; a node without it (an older
+/// agent) runs VXLAN only.
+pub const ANNOTATION_MODE: &str = "skiff.io/pod-network";
 
 /// The route protocol number skiff's direct routes carry (`proto 115` in
 /// `ip route`; unassigned in iproute2's `rt_protos`).
@@ -98,6 +101,12 @@ pub struct Peer {
     /// `None` for a node without a VXLAN device (host-gw).
     pub vtep_mac: Option<[u8; 6]>,
     pub node_ip: Ipv4Addr,
+    /// Whether the peer routes to its segment's nodes directly (host-gw
+    /// or auto). A direct route to a peer that answers over VXLAN would
+    /// make each direction take another path, which strict reverse-path
+    /// filtering drops.
+    pub routes_directly: bool,
+    pub name: String,
 }
 
 /// The devices entries live on.
@@ -193,9 +202,32 @@ pub trait NetOps: Send + Sync {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Plan {
     pub entries: BTreeSet<Entry>,
-    /// Peers off the uplink's segment in host-gw mode, or (in vxlan or
-    /// auto mode) off it and without a VXLAN device.
-    pub unreachable: Vec<Peer>,
+    /// Peers this mode has no way to: with their reason.
+    pub unreachable: Vec<(Peer, Unreachable)>,
+}
+
+/// Why a peer cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreachable {
+    /// This node runs host-gw; the peer is off its segment, or on it but
+    /// reaching this node over VXLAN (it runs vxlan).
+    HostGwOnly,
+    /// The peer has no VXLAN device (it runs host-gw) and this node does
+    /// not route to it directly (vxlan mode, or the peer off the segment).
+    NoVxlanThere,
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Unreachable::HostGwOnly => {
+                "this node runs host-gw, which reaches only nodes on its segment that route directly too (host-gw or auto); run this node with --pod-network auto"
+            }
+            Unreachable::NoVxlanThere => {
+                "that node runs host-gw (no VXLAN device) and this node cannot route to it directly (it runs vxlan, or that node is off its segment); run both with --pod-network auto"
+            }
+        })
+    }
 }
 
 /// The entries wanted for `peers` in `mode`, where `connected` are the
@@ -204,7 +236,7 @@ pub fn desired(peers: &[Peer], mode: Mode, connected: &[Ipv4Net]) -> Plan {
     let mut plan = Plan::default();
     for p in peers {
         let on_segment = connected.iter().any(|n| n.contains_addr(p.node_ip));
-        if mode.routes_directly() && on_segment {
+        if mode.routes_directly() && on_segment && p.routes_directly {
             plan.entries.insert(Entry::Direct {
                 subnet: p.subnet.net(),
                 via: p.node_ip,
@@ -226,7 +258,10 @@ pub fn desired(peers: &[Peer], mode: Mode, connected: &[Ipv4Net]) -> Plan {
                     via: p.subnet.vtep(),
                 },
             ]),
-            _ => plan.unreachable.push(p.clone()),
+            _ if !mode.has_vxlan() => plan.unreachable.push((p.clone(), Unreachable::HostGwOnly)),
+            _ => plan
+                .unreachable
+                .push((p.clone(), Unreachable::NoVxlanThere)),
         }
     }
     plan
@@ -237,7 +272,7 @@ pub fn desired(peers: &[Peer], mode: Mode, connected: &[Ipv4Net]) -> Plan {
 pub struct Changes {
     pub added: Vec<Entry>,
     pub removed: Vec<Entry>,
-    pub unreachable: Vec<Peer>,
+    pub unreachable: Vec<(Peer, Unreachable)>,
 }
 
 /// Brings the devices in line with `peers`. Stale entries go first, so a
@@ -305,10 +340,16 @@ pub fn peers_from_nodes(nodes: &[v1::Node], me: &str) -> Vec<Peer> {
                             .flatten()
                     })
                 })?;
+            let routes_directly = matches!(
+                meta.annotations.get(ANNOTATION_MODE).map(String::as_str),
+                Some("host-gw" | "auto")
+            );
             Some(Peer {
                 subnet,
                 vtep_mac,
                 node_ip,
+                routes_directly,
+                name: meta.name.clone(),
             })
         })
         .collect();
@@ -381,11 +422,14 @@ impl NetOps for RecordingNetOps {
 mod tests {
     use super::*;
 
+    /// Peer `n`, in auto mode.
     fn peer(n: u8, ip: &str) -> Peer {
         Peer {
             subnet: format!("10.42.{n}.0/24").parse().unwrap(),
             vtep_mac: Some([0x02, 0, 0, 0, 0, n]),
             node_ip: ip.parse().unwrap(),
+            routes_directly: true,
+            name: format!("node-{n}"),
         }
     }
 
@@ -519,16 +563,41 @@ mod tests {
         assert!(auto
             .entries
             .is_superset(&entries_of(std::slice::from_ref(&far))));
-        assert_eq!(auto.unreachable, std::slice::from_ref(&far_host_gw));
+        assert_eq!(
+            auto.unreachable,
+            [(far_host_gw.clone(), Unreachable::NoVxlanThere)]
+        );
 
         let host_gw = desired(&peers, Mode::HostGw, &lan());
         assert_eq!(host_gw.entries, [direct.clone()].into());
-        assert_eq!(host_gw.unreachable, [far, far_host_gw.clone()]);
+        assert_eq!(
+            host_gw.unreachable,
+            [
+                (far.clone(), Unreachable::HostGwOnly),
+                (far_host_gw.clone(), Unreachable::HostGwOnly)
+            ]
+        );
 
         let vxlan = desired(&peers, Mode::Vxlan, &lan());
         assert!(!vxlan.entries.contains(&direct));
         assert_eq!(vxlan.entries.len(), 6);
-        assert_eq!(vxlan.unreachable, [far_host_gw]);
+        assert_eq!(
+            vxlan.unreachable,
+            [(far_host_gw, Unreachable::NoVxlanThere)]
+        );
+
+        // A peer on the segment running vxlan answers over VXLAN, so it is
+        // reached over VXLAN too (in auto), or not at all (in host-gw).
+        let near_vxlan = Peer {
+            routes_directly: false,
+            ..near.clone()
+        };
+        let auto = desired(std::slice::from_ref(&near_vxlan), Mode::Auto, &lan());
+        assert!(!auto.entries.contains(&direct));
+        assert_eq!(auto.entries, entries_of(std::slice::from_ref(&near_vxlan)));
+        let host_gw = desired(std::slice::from_ref(&near_vxlan), Mode::HostGw, &lan());
+        assert!(host_gw.entries.is_empty());
+        assert_eq!(host_gw.unreachable, [(near_vxlan, Unreachable::HostGwOnly)]);
 
         // A prefix the uplink is on decides, not the address's class.
         let none = desired(&[near], Mode::HostGw, &["192.168.1.0/24".parse().unwrap()]);
@@ -618,10 +687,21 @@ mod tests {
             node("no-subnet-yet", "", Some("02:00:00:00:00:03")),
             node("host-gw", "10.42.4.0/24", Some("")),
         ];
+        let mut nodes = nodes;
+        if let Some(meta) = nodes[4].metadata.as_mut() {
+            meta.annotations
+                .insert(ANNOTATION_MODE.into(), "host-gw".into());
+        }
         let peers = peers_from_nodes(&nodes, "me");
         assert_eq!(peers.len(), 2, "{peers:?}");
         assert_eq!(peers[1].subnet.net().to_string(), "10.42.4.0/24");
         assert_eq!(peers[1].vtep_mac, None, "a host-gw node has no VTEP");
+        assert!(
+            !peers[0].routes_directly,
+            "no mode published: an older agent, VXLAN only"
+        );
+        assert!(peers[1].routes_directly);
+        assert_eq!(peers[1].name, "host-gw");
         assert_eq!(
             peers[0].vtep_mac,
             Some([0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0xee])

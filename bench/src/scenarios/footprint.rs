@@ -117,16 +117,19 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         .await
         .with_context(|| node.log_tail())?;
     if args.services > 0 {
-        for i in 0..args.services {
-            client.create(idle_service(i).into_object()).await?;
-        }
-        // Each Service's port programmed, besides the API's and DNS's.
-        let programmed = |log: &str| {
+        // The Service ports the agent programs: the built-in Services'
+        // (the API's, DNS's) before, each new one's besides after.
+        let ports = |log: &str| {
             log.lines()
                 .filter_map(|l| l.split("service rules updated ports=").nth(1))
                 .filter_map(|n| n.split_whitespace().next()?.parse::<usize>().ok())
-                .any(|n| n >= args.services)
+                .collect::<Vec<_>>()
         };
+        let before = ports(&node.agent.log()).last().copied().unwrap_or(0);
+        for i in 0..args.services {
+            client.create(idle_service(i).into_object()).await?;
+        }
+        let programmed = |log: &str| ports(log).iter().any(|&n| n >= before + args.services);
         skiff_e2e::wait_for(
             &format!("the agent programming {} Services", args.services),
             Duration::from_secs(120),

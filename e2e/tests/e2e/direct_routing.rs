@@ -136,6 +136,17 @@ async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() ->
         underlay.add_host(3)?,
         underlay.add_host_beyond_router(4)?,
     ];
+    // Strict reverse-path filtering, as RHEL-family hosts have it: a
+    // packet that comes in on another link than its answer would leave
+    // by is dropped, so one-way routes (a direct route one way, VXLAN the
+    // other) fail here.
+    for h in &hosts {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &h.netns, "sh", "-c"])
+            .arg("echo 1 > /proc/sys/net/ipv4/conf/all/rp_filter")
+            .output()?;
+        anyhow::ensure!(out.status.success(), "rp_filter in {}", h.netns);
+    }
     let dir = tempfile::Builder::new().prefix("skiff-hostgw-").tempdir()?;
     let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
     master.wait_ready(Duration::from_secs(30)).await?;
@@ -270,6 +281,12 @@ async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() ->
     // A in host-gw mode: no VXLAN device, B still routed directly, C
     // unreachable (and said so); C drops its VXLAN entries for A.
     nodes[0].agent.kill();
+    // What auto made goes, so that host-gw is seen making its own.
+    let flush = std::process::Command::new("ip")
+        .args(["-n", &ha.netns, "route", "flush", "proto", PROTO])
+        .output()?;
+    anyhow::ensure!(flush.status.success(), "flushing A's direct routes");
+    assert_eq!(direct_routes(ha), Vec::<String>::new());
     nodes[0].agent.restart_with_pod_network("host-gw")?;
     settles(
         "A's VXLAN device gone",
@@ -307,8 +324,9 @@ async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() ->
         .await
         .with_context(|| nodes[0].log_tail())?;
 
-    // A in vxlan mode: every direct route of A's gone, B and C over VXLAN
-    // (B, still auto, answers A's pods directly), C routes to A again.
+    // A in vxlan mode: every direct route of A's gone, B and C over VXLAN;
+    // B, still auto, reaches A over VXLAN too (A publishes its mode), so
+    // both directions take one path; C routes to A again.
     nodes[0].agent.kill();
     nodes[0].agent.restart_with_pod_network("vxlan")?;
     settles(
@@ -326,6 +344,18 @@ async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() ->
     let mut both = vec![hb.ip.clone(), hc.ip.clone()];
     both.sort();
     assert_eq!(fdb_destinations(ha), both);
+    settles(
+        "B's VXLAN routes with A in vxlan mode",
+        Some(vec![over_vxlan(0), over_vxlan(2)]),
+        || vxlan_routes(hb),
+        &nodes[1],
+    )
+    .await?;
+    assert_eq!(
+        direct_routes(hb),
+        Vec::<String>::new(),
+        "B routes nothing directly to a vxlan node"
+    );
     settles(
         "C's VXLAN routes with A back",
         Some(vec![over_vxlan(0), over_vxlan(1)]),
