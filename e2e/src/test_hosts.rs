@@ -76,6 +76,13 @@ impl Underlay {
 
     /// Adds host number `n` (2..=250) as namespace `sk<tag><n>`.
     pub fn add_host(&mut self, n: u8) -> anyhow::Result<TestHost> {
+        let (address, gateway) = (format!("{}.{n}", self.prefix), self.gateway());
+        self.join_host(n, address, &gateway)
+    }
+
+    /// Namespace `sk<tag><n>` joined to the switch by a veth pair, with
+    /// `address`/24 on its `eth0` and a default route via `gateway`.
+    fn join_host(&mut self, n: u8, address: String, gateway: &str) -> anyhow::Result<TestHost> {
         let netns = format!("sk{}h{n}", self.tag);
         let veth = format!("sk{}v{n}", self.tag);
         ip(&["netns", "add", &netns])?;
@@ -84,28 +91,19 @@ impl Underlay {
             "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
         ])?;
         ip(&["link", "set", &veth, "master", &self.bridge, "up"])?;
-        let host_ip = format!("{}.{n}", self.prefix);
         ip(&[
             "-n",
             &netns,
             "addr",
             "add",
-            &format!("{host_ip}/24"),
+            &format!("{address}/24"),
             "dev",
             "eth0",
         ])?;
         ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
         ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &netns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &self.gateway(),
-        ])?;
-        Ok(TestHost { netns, ip: host_ip })
+        ip(&["-n", &netns, "route", "add", "default", "via", gateway])?;
+        Ok(TestHost { netns, ip: address })
     }
 
     /// The router's address on the first subnet.
@@ -124,36 +122,7 @@ impl Underlay {
             Some(b) => b.clone(),
             None => self.add_router()?,
         };
-        let netns = format!("sk{}h{n}", self.tag);
-        let veth = format!("sk{}v{n}", self.tag);
-        ip(&["netns", "add", &netns])?;
-        self.hosts.push(netns.clone());
-        ip(&[
-            "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ])?;
-        ip(&["link", "set", &veth, "master", &self.bridge, "up"])?;
-        let host_ip = format!("{beyond}.{n}");
-        ip(&[
-            "-n",
-            &netns,
-            "addr",
-            "add",
-            &format!("{host_ip}/24"),
-            "dev",
-            "eth0",
-        ])?;
-        ip(&["-n", &netns, "link", "set", "eth0", "up"])?;
-        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
-        ip(&[
-            "-n",
-            &netns,
-            "route",
-            "add",
-            "default",
-            "via",
-            &format!("{beyond}.254"),
-        ])?;
-        Ok(TestHost { netns, ip: host_ip })
+        self.join_host(n, format!("{beyond}.{n}"), &format!("{beyond}.254"))
     }
 
     /// The router between the two subnets; returns the second's prefix.

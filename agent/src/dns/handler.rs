@@ -790,13 +790,7 @@ mod tests {
     async fn the_server_answers_over_udp_and_tcp_and_survives_garbage() {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = handler(dir.path()).await;
-        // A free port on loopback for both transports.
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let listen = probe.local_addr().unwrap();
-        drop(probe);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let (listen, shutdown, server) = serve_on_loopback(h);
         let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         client.connect(listen).await.unwrap();
         let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
@@ -825,10 +819,7 @@ mod tests {
         assert!(answer.metadata.authoritative);
 
         let mut tcp = tokio::net::TcpStream::connect(listen).await.unwrap();
-        let q = web_question(78);
-        let mut framed = u16::try_from(q.len()).unwrap().to_be_bytes().to_vec();
-        framed.extend_from_slice(&q);
-        tcp.write_all(&framed).await.unwrap();
+        tcp.write_all(&framed(&web_question(78))).await.unwrap();
         let mut length = [0u8; 2];
         tcp.read_exact(&mut length).await.unwrap();
         let mut reply = vec![0u8; usize::from(u16::from_be_bytes(length))];
@@ -839,6 +830,24 @@ mod tests {
 
         shutdown.cancel();
         server.await.unwrap().unwrap();
+    }
+
+    /// Serves `h` on a free loopback port (UDP and TCP) until the token is
+    /// cancelled; the port, the token and the server's task.
+    fn serve_on_loopback(
+        h: ClusterDnsHandler,
+    ) -> (
+        SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), DnsError>>,
+    ) {
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let listen = probe.local_addr().unwrap();
+        drop(probe);
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        (listen, shutdown, server)
     }
 
     /// Writes `frames` on a new TCP connection to `server`, shuts the
@@ -881,12 +890,7 @@ mod tests {
     async fn tcp_survives_mangled_truncated_oversized_and_idle_connections() {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = handler(dir.path()).await;
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let listen = probe.local_addr().unwrap();
-        drop(probe);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let (listen, shutdown, server) = serve_on_loopback(h);
         let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
         let good = |id| question(id, &web, RecordType::A, DNSClass::IN).unwrap();
         // The server is up once UDP answers.
@@ -1022,12 +1026,7 @@ mod tests {
         );
         let allowed = vec!["127.0.0.0/8".parse().unwrap()];
         let h = ClusterDnsHandler::new(zone(), index.clone(), forwarder, allowed);
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let listen = probe.local_addr().unwrap();
-        drop(probe);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let (listen, shutdown, server) = serve_on_loopback(h);
         let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
         let asked = question(9, &web, RecordType::A, DNSClass::IN).unwrap();
         let address = |answer: Vec<u8>| {
@@ -1122,12 +1121,7 @@ mod tests {
         );
         let allowed = vec!["127.0.0.0/8".parse().unwrap()];
         let h = ClusterDnsHandler::new(zone(), index, forwarder, allowed);
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let listen = probe.local_addr().unwrap();
-        drop(probe);
-        let shutdown = CancellationToken::new();
-        let stop = shutdown.clone();
-        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let (listen, shutdown, server) = serve_on_loopback(h);
         let many = Name::from_ascii("many.default.svc.cluster.local.").unwrap();
 
         // Without EDNS: at most 512 bytes, cut, and marked so.
