@@ -128,7 +128,7 @@ spec:
       echo "data=$$(busybox stat -c '%g %a' /data)"
       echo hello > /data/file && echo "file=$$(busybox stat -c '%g' /data/file)"
       echo "config=$$(busybox stat -L -c '%g' /config/key)"
-      if echo x > /written 2>/dev/null; then echo root=writable; else echo root=read-only; fi
+      if { echo x > /written; } 2>/dev/null; then echo root=writable; else echo root=read-only; fi
       busybox awk '/^(NoNewPrivs|Seccomp|CapEff):/ {print $1 $2}' /proc/self/status
       echo done
       sleep 3600
