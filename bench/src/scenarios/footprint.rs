@@ -6,7 +6,10 @@
 //! namespace test host with its VXLAN pod network, as a real node does;
 //! with `--services N` as well, N Services selecting the idle pods exist
 //! before memory is read, and the agent has programmed them (its rules
-//! and its cluster DNS index).
+//! and its cluster DNS index). With `--volumes`, each pod mounts the one
+//! ConfigMap and Secret, an emptyDir and a PersistentVolumeClaim of its
+//! own (`podstart --volumes`' pods), so the agent keeps their volumes
+//! current while idle.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -18,7 +21,10 @@ use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_master::objects::{IntoObject, Kind};
 
+use skiff_master::objects::manifest::parse_manifest;
+
 use super::common::{deployment, round};
+use super::podstart::{claim_yaml, one_object, pod_with_volumes, SHARED_CONFIG};
 use crate::proc_stats;
 
 #[derive(Debug, clap::Args)]
@@ -37,6 +43,10 @@ pub struct FootprintArgs {
     /// `--pod-network`).
     #[arg(long, default_value_t = 0)]
     pub services: usize,
+    /// Give each pod a ConfigMap, a Secret, an emptyDir and a claim of its
+    /// own instead of no volumes.
+    #[arg(long)]
+    pub volumes: bool,
 }
 
 const IMAGE: &str = "bench/busybox:1";
@@ -100,19 +110,10 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     wait_node_ready(&client, &node.agent.node_name, Duration::from_secs(60))
         .await
         .with_context(|| node.log_tail())?;
-    let mut d = deployment("idle", args.pods as i32);
-    if let Some(c) = d
-        .spec
-        .as_mut()
-        .and_then(|s| s.template.as_mut())
-        .and_then(|t| t.spec.as_mut())
-        .and_then(|s| s.containers.first_mut())
-    {
-        c.image = IMAGE.into();
-        c.image_pull_policy = "Never".into();
-        c.command = vec!["sleep".into(), "3600".into()];
+    match args.volumes {
+        true => create_pods_with_volumes(&client, args.pods).await?,
+        false => create_plain_pods(&client, args.pods).await?,
     }
-    client.create(d.into_object()).await?;
     wait_app_ready(&client, "idle", args.pods, Duration::from_secs(60))
         .await
         .with_context(|| node.log_tail())?;
@@ -162,9 +163,55 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "containerd_rss_mib": mib(containerd_sample.rss_bytes),
         "pods": args.pods,
         "services": args.services,
+        "volumes": args.volumes,
         "pod_network": if args.pod_network { "vxlan" } else { "none" },
         "targets": {"master_rss_mib": 30, "agent_rss_mib": 15, "master_ready_ms": 1000, "binary_bytes": 25_000_000},
     }))
+}
+
+/// The idle Deployment's `pods` pods, with no volumes.
+async fn create_plain_pods(
+    client: &skiff_master::client::Client,
+    pods: usize,
+) -> anyhow::Result<()> {
+    let mut d = deployment("idle", pods as i32);
+    if let Some(c) = d
+        .spec
+        .as_mut()
+        .and_then(|s| s.template.as_mut())
+        .and_then(|t| t.spec.as_mut())
+        .and_then(|s| s.containers.first_mut())
+    {
+        c.image = IMAGE.into();
+        c.image_pull_policy = "Never".into();
+        c.command = vec!["sleep".into(), "3600".into()];
+    }
+    client.create(d.into_object()).await?;
+    Ok(())
+}
+
+/// `pods` pods labelled `app: idle`, each with the shared ConfigMap and
+/// Secret, an emptyDir and its own claim (made just before it).
+async fn create_pods_with_volumes(
+    client: &skiff_master::client::Client,
+    pods: usize,
+) -> anyhow::Result<()> {
+    for shared in parse_manifest("footprint-config.yaml", SHARED_CONFIG, true)?.objects {
+        client.create(shared).await?;
+    }
+    for i in 0..pods {
+        let name = format!("idle-{i:03}");
+        let claim_name = format!("{name}-data");
+        client
+            .create(one_object("claim.yaml", &claim_yaml(&claim_name))?)
+            .await?;
+        let mut pod = pod_with_volumes(&name, &claim_name);
+        if let Some(meta) = pod.metadata.as_mut() {
+            meta.labels = [("app".to_owned(), "idle".to_owned())].into();
+        }
+        client.create(pod.into_object()).await?;
+    }
+    Ok(())
 }
 
 /// Service `idle-<i>`, port 80 to the idle pods' 8080.

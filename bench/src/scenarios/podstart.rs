@@ -43,7 +43,7 @@ pub struct PodstartArgs {
 const VOLUMES_TARGET_RATIO: f64 = 1.5;
 
 /// The ConfigMap and Secret every pod with volumes mounts.
-const SHARED_CONFIG: &str = r#"apiVersion: v1
+pub(crate) const SHARED_CONFIG: &str = r#"apiVersion: v1
 kind: ConfigMap
 metadata: {name: podstart-config}
 data: {app.conf: "port=8080"}
@@ -55,7 +55,7 @@ stringData: {password: s3cret}
 "#;
 
 /// Claim `name` of the default class (`local-path`).
-fn claim_yaml(name: &str) -> String {
+pub(crate) fn claim_yaml(name: &str) -> String {
     format!(
         r#"apiVersion: v1
 kind: PersistentVolumeClaim
@@ -69,7 +69,7 @@ spec:
 
 /// The plain pod `name` with the shared ConfigMap and Secret, an emptyDir
 /// and claim `claim_name` mounted.
-fn pod_with_volumes(name: &str, claim_name: &str) -> v1::Pod {
+pub(crate) fn pod_with_volumes(name: &str, claim_name: &str) -> v1::Pod {
     let mut pod = pod(name);
     let spec = pod.spec.as_mut().expect("a spec");
     let volume = |name: &str, build: fn(&mut v1::Volume)| {
@@ -120,7 +120,7 @@ fn pod_with_volumes(name: &str, claim_name: &str) -> v1::Pod {
 }
 
 /// The one object in YAML document `text`.
-fn one_object(file: &str, text: &str) -> anyhow::Result<skiff_proto::api::Object> {
+pub(crate) fn one_object(file: &str, text: &str) -> anyhow::Result<skiff_proto::api::Object> {
     let mut manifest = parse_manifest(file, text, true)?;
     manifest.objects.pop().context("an object in the manifest")
 }
