@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use skiff_proto::api::{EventType as WatchEventType, ListResponse, Object, WatchEvent};
+use skiff_proto::api::{EventType as WatchEventType, ListResponse, WatchEvent};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -26,10 +26,7 @@ const BUFFERED_EVENTS: usize = 256;
 pub(super) fn list(store: &EventStore, namespace: &str) -> ListResponse {
     let namespace = (!namespace.is_empty()).then_some(namespace);
     let (items, revision) = store.list(namespace);
-    ListResponse {
-        items: items.into_iter().map(Arc::unwrap_or_clone).collect(),
-        revision,
-    }
+    ListResponse { items, revision }
 }
 
 /// Starts a watch of the Events of `namespace` (or all) after
@@ -157,7 +154,7 @@ impl Watcher {
         };
         let message = WatchEvent {
             r#type: event_type as i32,
-            object: Some(Object::clone(&change.object)),
+            object: Some(change.object()),
             revision: change.revision,
             previous: None,
         };

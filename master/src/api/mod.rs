@@ -275,8 +275,7 @@ impl ApiService {
         }
         if kind.is_ephemeral() {
             let namespace = namespace_for(kind, &request.namespace);
-            let event = self.events.get(&namespace, &request.name)?;
-            return Ok(Arc::unwrap_or_clone(event));
+            return Ok(self.events.get(&namespace, &request.name)?);
         }
         if !request.serializable {
             self.cluster.linearize(within).await?;

@@ -15,6 +15,9 @@
 //!   correlation key), its `count`, `lastTimestamp` and `series`, for as
 //!   long as that Event is kept, instead of adding one (Events written
 //!   through the API are stored as sent, as kube-apiserver stores them);
+//! - compact: each Event and each kept change is held encoded (protobuf,
+//!   shared between the two), and decoded when read; a recorded Event's
+//!   correlation key is held once;
 //! - watchable: each change takes the next resourceVersion, and the last
 //!   [`MAX_HISTORY`] changes are kept for watches from a resourceVersion;
 //!   one older than those, or one this store did not issue, is
@@ -54,10 +57,11 @@ pub use recorder::{
     CorrelationKey, EventRecorder, EventSink, EventSource, EventType, InvolvedObject, NewEvent,
 };
 
-/// Most Events kept; the least recently seen go first. Each costs the
-/// master about 4.5 KB (`skiff-bench schedule --nodes 1000 --pods 10000`,
-/// one `Scheduled` Event per pod: 173 MiB at the end with 10,000 kept,
-/// against 128 MiB before Events), so 2,000 bound them to about 9 MiB.
+/// Most Events kept; the least recently seen go first. Held decoded, each
+/// cost the master about 4.5 KB (`skiff-bench schedule --nodes 1000
+/// --pods 10000`, one `Scheduled` Event per pod: 173 MiB at the end with
+/// 10,000 kept, against 128 MiB before Events); held encoded, with their
+/// changes, about 2 KB (BENCHMARKS.md, ninth session).
 pub const MAX_EVENTS: usize = 2_000;
 /// How many changes are kept for watches from a resourceVersion.
 pub const MAX_HISTORY: usize = 2_048;
@@ -155,7 +159,35 @@ pub struct Change {
     pub namespace: String,
     /// The Event after the change; for a deletion, as it was (its
     /// resourceVersion the deletion's).
-    pub object: Arc<Object>,
+    encoded: Encoded,
+}
+
+impl Change {
+    /// The Event after the change (for a deletion, as it was).
+    pub fn object(&self) -> Object {
+        self.encoded.decode()
+    }
+}
+
+/// An Event as the store holds it: its protobuf encoding, shared by the
+/// Event and the change that made it.
+#[derive(Debug, Clone)]
+struct Encoded(Arc<[u8]>);
+
+impl Encoded {
+    fn new(object: &Object) -> Encoded {
+        Encoded(object.encode_to_vec().into())
+    }
+
+    /// The Event. Only bytes this store encoded are decoded, so this
+    /// cannot fail unless memory is corrupt; then the error is logged and
+    /// an empty object stands in.
+    fn decode(&self) -> Object {
+        Object::decode(&*self.0).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "an Event the store encoded does not decode");
+            Object::default()
+        })
+    }
 }
 
 /// What live watchers are told.
@@ -171,17 +203,18 @@ pub enum Notice {
 type EventName = (String, String);
 
 struct Stored {
-    object: Arc<Object>,
+    encoded: Encoded,
     /// When it was last seen, in microseconds since the Unix epoch.
     seen: u64,
+    /// Its resourceVersion.
     revision: u64,
-    /// The correlation key of a recorded Event.
-    key: Option<CorrelationKey>,
+    /// The correlation key of a recorded Event (the one `correlated` has).
+    key: Option<Arc<CorrelationKey>>,
 }
 
 struct Inner {
     events: HashMap<EventName, Stored>,
-    correlated: HashMap<CorrelationKey, EventName>,
+    correlated: HashMap<Arc<CorrelationKey>, EventName>,
     /// Every Event by (last seen, resourceVersion): the next to expire
     /// first.
     by_age: BTreeMap<(u64, u64), EventName>,
@@ -281,13 +314,13 @@ impl EventStore {
     }
 
     /// One Event.
-    pub fn get(&self, namespace: &str, name: &str) -> Result<Arc<Object>> {
+    pub fn get(&self, namespace: &str, name: &str) -> Result<Object> {
         let now = self.clock.now();
         let mut inner = self.lock();
         self.trim(&mut inner, now);
         let key = event_name(namespace, name);
         match inner.events.get(&key) {
-            Some(stored) => Ok(stored.object.clone()),
+            Some(stored) => Ok(stored.encoded.decode()),
             None => Err(not_found(key)),
         }
     }
@@ -295,7 +328,7 @@ impl EventStore {
     /// The Events of `namespace` (or all), in the order of their
     /// `namespace/name` (the order REST lists page in), and the
     /// resourceVersion to watch from after them.
-    pub fn list(&self, namespace: Option<&str>) -> (Vec<Arc<Object>>, u64) {
+    pub fn list(&self, namespace: Option<&str>) -> (Vec<Object>, u64) {
         let now = self.clock.now();
         let mut inner = self.lock();
         self.trim(&mut inner, now);
@@ -305,7 +338,7 @@ impl EventStore {
             .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns.as_str()))
             .collect();
         items.sort_by_cached_key(|((namespace, name), _)| format!("{namespace}/{name}"));
-        let objects = items.into_iter().map(|(_, s)| s.object.clone()).collect();
+        let objects = items.into_iter().map(|(_, s)| s.encoded.decode()).collect();
         (objects, inner.revision)
     }
 
@@ -342,7 +375,7 @@ impl EventStore {
         }
         let stored = self.put(&mut inner, ChangeType::Added, object, seen, None);
         self.trim(&mut inner, now);
-        Ok(Object::clone(&stored))
+        Ok(stored)
     }
 
     /// Replaces an Event (conditional on `metadata.resourceVersion` when
@@ -366,7 +399,8 @@ impl EventStore {
         let Some(stored) = inner.events.get(&name) else {
             return Err(not_found(name));
         };
-        let current = stored.object.meta();
+        let current = stored.encoded.decode();
+        let current = current.meta();
         let meta = event.metadata.get_or_insert_with(ObjectMeta::default);
         if !meta.resource_version.is_empty() && meta.resource_version != current.resource_version {
             let (namespace, name) = name;
@@ -385,7 +419,7 @@ impl EventStore {
         check(&object)?;
         let stored = self.put(&mut inner, ChangeType::Modified, object, seen, None);
         self.trim(&mut inner, now);
-        Ok(Object::clone(&stored))
+        Ok(stored)
     }
 
     /// Deletes an Event; with a non-empty `resource_version`, only at it.
@@ -395,7 +429,7 @@ impl EventStore {
         let mut inner = self.lock();
         self.trim(&mut inner, now);
         let current = match inner.events.get(&key) {
-            Some(stored) => stored.object.meta().resource_version.clone(),
+            Some(stored) => stored.revision.to_string(),
             None => return Err(not_found(key)),
         };
         if !resource_version.is_empty() && resource_version != current {
@@ -408,7 +442,7 @@ impl EventStore {
             });
         }
         match self.remove(&mut inner, &key) {
-            Some(deleted) => Ok(Object::clone(&deleted)),
+            Some(deleted) => Ok(deleted),
             None => Err(not_found(key)),
         }
     }
@@ -423,7 +457,7 @@ impl EventStore {
     /// Records that something happened: a new Event, or one more
     /// occurrence counted on the Event of the same thing (its `count`,
     /// `lastTimestamp` and `series`). Returns the Event as kept.
-    pub fn record_event(&self, mut event: NewEvent) -> Arc<Object> {
+    pub fn record_event(&self, mut event: NewEvent) -> Object {
         let now = self.clock.now();
         cut(&mut event.message, MAX_MESSAGE_BYTES);
         let count = event.count.max(1);
@@ -433,10 +467,9 @@ impl EventStore {
         self.trim(&mut inner, now);
         let earlier = inner
             .correlated
-            .get(&key)
-            .and_then(|name| inner.events.get(name))
-            .map(|stored| Object::clone(&stored.object));
-        if let Some(mut object) = earlier {
+            .get_key_value(&key)
+            .and_then(|(key, name)| Some((key.clone(), inner.events.get(name)?.encoded.decode())));
+        if let Some((key, mut object)) = earlier {
             repeat(&mut object, count, now);
             return self.put(&mut inner, ChangeType::Modified, object, seen, Some(key));
         }
@@ -453,33 +486,39 @@ impl EventStore {
             name = format!("{base}.{nanos:x}");
         }
         let object = new_event(&event, &namespace, &name, count, now);
-        let stored = self.put(&mut inner, ChangeType::Added, object, seen, Some(key));
+        let stored = self.put(
+            &mut inner,
+            ChangeType::Added,
+            object,
+            seen,
+            Some(Arc::new(key)),
+        );
         self.trim(&mut inner, now);
         stored
     }
 
     /// Stores `object` (replacing the Event of its name) at the next
-    /// resourceVersion.
+    /// resourceVersion; returns it as stored.
     fn put(
         &self,
         inner: &mut Inner,
         change_type: ChangeType,
         object: Object,
         seen: u64,
-        key: Option<CorrelationKey>,
-    ) -> Arc<Object> {
+        key: Option<Arc<CorrelationKey>>,
+    ) -> Object {
         let name = name_of(&object);
         if let Some(old) = inner.events.remove(&name) {
             forget(inner, &name, &old);
         }
-        let object = self.change(inner, change_type, object);
+        let (object, encoded) = self.change(inner, change_type, object);
         let revision = inner.revision;
         inner.by_age.insert((seen, revision), name.clone());
         if let Some(key) = &key {
             inner.correlated.insert(key.clone(), name.clone());
         }
         let stored = Stored {
-            object: object.clone(),
+            encoded,
             seen,
             revision,
             key,
@@ -488,33 +527,35 @@ impl EventStore {
         object
     }
 
-    /// Removes the Event `name` at the next resourceVersion.
-    fn remove(&self, inner: &mut Inner, name: &EventName) -> Option<Arc<Object>> {
+    /// Removes the Event `name` at the next resourceVersion; returns it as
+    /// it was, with the deletion's resourceVersion.
+    fn remove(&self, inner: &mut Inner, name: &EventName) -> Option<Object> {
         let old = inner.events.remove(name)?;
         forget(inner, name, &old);
-        Some(self.change(inner, ChangeType::Deleted, Object::clone(&old.object)))
+        let (object, _) = self.change(inner, ChangeType::Deleted, old.encoded.decode());
+        Some(object)
     }
 
     /// Gives `object` the next resourceVersion, keeps the change and tells
-    /// the watchers.
+    /// the watchers. Returns the object and its encoding.
     fn change(
         &self,
         inner: &mut Inner,
         change_type: ChangeType,
         mut object: Object,
-    ) -> Arc<Object> {
+    ) -> (Object, Encoded) {
         inner.revision += 1;
         let revision = inner.revision;
         if let Ok(meta) = object.meta_mut() {
             meta.resource_version = revision.to_string();
         }
         let namespace = object.meta().namespace.clone();
-        let object = Arc::new(object);
+        let encoded = Encoded::new(&object);
         let change = Arc::new(Change {
             revision,
             change_type,
             namespace,
-            object: object.clone(),
+            encoded: encoded.clone(),
         });
         inner.history.push_back(change.clone());
         while inner.history.len() > self.limits.max_history {
@@ -522,7 +563,7 @@ impl EventStore {
         }
         // No receivers is fine: nobody watches.
         let _ = self.notices.send(Notice::Changed(change));
-        object
+        (object, encoded)
     }
 
     /// Drops the Events last seen [`Limits::ttl`] or longer before `now`,
@@ -562,8 +603,8 @@ pub async fn expire_periodically(store: Arc<EventStore>, shutdown: CancellationT
 fn forget(inner: &mut Inner, name: &EventName, old: &Stored) {
     inner.by_age.remove(&(old.seen, old.revision));
     if let Some(key) = &old.key {
-        if inner.correlated.get(key) == Some(name) {
-            inner.correlated.remove(key);
+        if inner.correlated.get(&**key) == Some(name) {
+            inner.correlated.remove(&**key);
         }
     }
 }
@@ -926,7 +967,7 @@ mod tests {
         let changes = store.changes_after(revision).unwrap();
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].change_type, ChangeType::Deleted);
-        assert!(changes[0].object.meta().name.starts_with("old."));
+        assert!(changes[0].object().meta().name.starts_with("old."));
         // A repeat keeps an Event: it was seen again.
         clock.advance(Duration::from_secs(20 * 60));
         store.record_event(pod_event("recent", "Pulled", "x"));
@@ -1017,9 +1058,9 @@ mod tests {
             ]
         );
         for change in &changes {
-            assert_eq!(change.object.meta().name, gone);
+            assert_eq!(change.object().meta().name, gone);
             assert_eq!(
-                change.object.meta().resource_version,
+                change.object().meta().resource_version,
                 change.revision.to_string()
             );
         }
