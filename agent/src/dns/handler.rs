@@ -791,10 +791,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (h, _) = handler(dir.path()).await;
         let (listen, shutdown, server) = serve_on_loopback(h);
-        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        client.connect(listen).await.unwrap();
         let web = Name::from_ascii("web.default.svc.cluster.local.").unwrap();
         let web_question = |id| question(id, &web, RecordType::A, DNSClass::IN).unwrap();
+        // The server is up once UDP answers: before, the port is closed,
+        // and a connected socket's next send fails with the ICMP error.
+        assert!(first_answer(listen, &web_question(76)).await.is_some());
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(listen).await.unwrap();
         // Garbage first: too short for a header, then a header with
         // nothing after it, then random bytes.
         for junk in [&b"\x01"[..], &[0u8; 12][..], &[0xff; 300][..]] {
