@@ -242,20 +242,19 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
     let mut state = PodState::default();
     let mut images = ctx.runtime.images_changed();
     loop {
-        let pod = desired.borrow_and_update().clone();
-        if pod.is_some() {
-            state.last_pod = pod.clone();
-        }
-        let Some(pod) = pod else {
+        let Some(pod) = desired.borrow_and_update().clone() else {
             // Gone from the masters (removed at once, or missing from their
             // list): nothing to tell them.
             if let Some(last) = &state.last_pod {
-                teardown::teardown(&ctx, last).await;
+                Box::pin(teardown::teardown(&ctx, last)).await;
             }
             return;
         };
+        // One copy of the spec is kept between passes (`last_pod`), not
+        // two: this one goes there once the pass is over.
+        state.last_pod = None;
         if teardown::is_being_deleted(&pod) {
-            teardown::teardown(&ctx, &pod).await;
+            Box::pin(teardown::teardown(&ctx, &pod)).await;
             teardown::confirm(&ctx, &pod);
             return;
         }
@@ -267,8 +266,12 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
                 .filter(|t| !t.is_empty())
                 .unwrap_or_else(now_rfc3339);
         }
-        let wake = reconcile(&ctx, &pod, &mut state).await;
+        // Boxed, as the teardowns are: what a pass holds is allocated while
+        // it runs, not kept in every idle worker (a pass's state was most
+        // of a worker's 13.8 KB).
+        let wake = Box::pin(reconcile(&ctx, &pod, &mut state)).await;
         state.report(&ctx, &pod);
+        state.last_pod = Some(pod);
         let sleep = match wake {
             Some(at) => tokio::time::sleep_until(at.min(Instant::now() + RESYNC)),
             // Look again now and then even without events: an exit missed
