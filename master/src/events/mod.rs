@@ -338,8 +338,11 @@ impl EventStore {
             .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns.as_str()))
             .collect();
         items.sort_by_cached_key(|((namespace, name), _)| format!("{namespace}/{name}"));
-        let objects = items.into_iter().map(|(_, s)| s.encoded.decode()).collect();
-        (objects, inner.revision)
+        let encoded: Vec<Encoded> = items.into_iter().map(|(_, s)| s.encoded.clone()).collect();
+        let revision = inner.revision;
+        // Decoded after the lock is let go: recording waits for none of it.
+        drop(inner);
+        (encoded.iter().map(Encoded::decode).collect(), revision)
     }
 
     /// Creates an Event as sent (core v1 or events.k8s.io/v1), named, or
