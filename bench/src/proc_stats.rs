@@ -28,11 +28,15 @@ pub struct ProcSample {
     pub rss_file_bytes: u64,
 }
 
-/// Reads a sample of `pid` from the proc filesystem rooted at `proc_root`.
-pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
-    let dir = proc_root.join(pid.to_string());
-    let stat = std::fs::read_to_string(dir.join("stat"))?;
-    let status = std::fs::read_to_string(dir.join("status"))?;
+/// CPU seconds (user + system) `pid` has used, from `/proc/<pid>/stat`
+/// alone: also for a process that has ended and not yet been waited for
+/// (a zombie keeps its times but has no memory to report).
+pub fn cpu_seconds(proc_root: &Path, pid: u32) -> std::io::Result<f64> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))?;
+    cpu_seconds_of(&stat)
+}
+
+fn cpu_seconds_of(stat: &str) -> std::io::Result<f64> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     // The command name may contain spaces; fields start after the last ')'.
     let after = stat.rsplit_once(')').ok_or_else(|| bad("stat: no ')'"))?.1;
@@ -45,8 +49,16 @@ pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
             .and_then(|f| f.parse().ok())
             .ok_or_else(|| bad("stat: missing utime/stime"))
     };
-    let clock = clock_ticks_per_second();
-    let cpu_seconds = (ticks(11)? + ticks(12)?) as f64 / clock;
+    Ok((ticks(11)? + ticks(12)?) as f64 / clock_ticks_per_second())
+}
+
+/// Reads a sample of `pid` from the proc filesystem rooted at `proc_root`.
+pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
+    let dir = proc_root.join(pid.to_string());
+    let stat = std::fs::read_to_string(dir.join("stat"))?;
+    let status = std::fs::read_to_string(dir.join("status"))?;
+    let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let cpu_seconds = cpu_seconds_of(&stat)?;
     let kib = |field: &str| -> Option<u64> {
         status
             .lines()

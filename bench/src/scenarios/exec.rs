@@ -97,10 +97,11 @@ impl RelayCpu {
 }
 
 /// The CPU seconds (user and system) of `pid` so far.
+/// A relay's CPU seconds; also once it has ended (kubectl port-forward
+/// may exit as its last stream closes, before it is stopped).
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    Ok(proc_stats::sample(Path::new("/proc"), pid)
-        .with_context(|| format!("read the CPU time of process {pid}"))?
-        .cpu_seconds)
+    proc_stats::cpu_seconds(Path::new("/proc"), pid)
+        .with_context(|| format!("read the CPU time of process {pid}"))
 }
 
 /// One kubectl under test and what it measured.
