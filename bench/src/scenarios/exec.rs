@@ -96,9 +96,9 @@ impl RelayCpu {
     }
 }
 
-/// The CPU seconds (user and system) of `pid` so far.
-/// A relay's CPU seconds; also once it has ended (kubectl port-forward
-/// may exit as its last stream closes, before it is stopped).
+/// A relay's CPU seconds (user and system) so far; also once it has
+/// ended (kubectl port-forward may exit as its last stream closes,
+/// before it is stopped).
 fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     proc_stats::cpu_seconds(Path::new("/proc"), pid)
         .with_context(|| format!("read the CPU time of process {pid}"))
