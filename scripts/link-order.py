@@ -31,16 +31,21 @@ def symbol_names(files, demangle):
     return run.stdout.splitlines()
 
 
-def resolve(order_path, files):
-    """(symbols in order, names listed, names found)."""
+def demangled_names(files):
+    """(mangled, demangled) for every symbol the files define; also used by
+    scripts/profile-link-order."""
     mangled = symbol_names(files, demangle=False)
     demangled = symbol_names(files, demangle=True)
     if len(mangled) != len(demangled):
         raise RuntimeError(f"{NM} listed the symbols differently with and without --demangle")
+    return [(m, d) for m, d in zip(mangled, demangled) if m]
+
+
+def resolve(order_path, files):
+    """(symbols in order, names listed, names found)."""
     by_name = {}
-    for m, d in zip(mangled, demangled):
-        if m:
-            by_name.setdefault(d, []).append(m)
+    for m, d in demangled_names(files):
+        by_name.setdefault(d, []).append(m)
     with open(order_path, errors="replace") as f:
         wanted = [line.rstrip("\n") for line in f if line.strip()]
     symbols, seen, found = [], set(), 0
