@@ -19,8 +19,9 @@ use crate::master_link::{ConfigKind, ConfigSource};
 use crate::pods::volumes::claim::{retain_marker, RETAIN_SUFFIX};
 
 /// The Node annotation naming the directory of this node's `local-path`
-/// volumes (the master's `objects::storage::STORAGE_DIR_ANNOTATION`).
-pub const STORAGE_DIR_ANNOTATION: &str = "skiff.io/storage-dir";
+/// volumes: the object model's, which the master's provisioner reads.
+pub use skiff_objects::storage::STORAGE_DIR_ANNOTATION;
+
 /// How often deleted volumes' directories are looked for.
 pub const CLEAN_INTERVAL: Duration = Duration::from_secs(10);
 

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
+use skiff_objects::storage;
 use skiff_proto::v1;
 
 /// Memory held back from pods (the kubelet's default hard eviction threshold).
@@ -246,7 +247,7 @@ pub fn node_object(root: &Path, facts: &NodeFacts<'_>) -> v1::Node {
         format!("{}Ki", memory.saturating_sub(MEMORY_RESERVE) / 1024),
     );
     let mut labels: BTreeMap<String, String> = [
-        ("kubernetes.io/hostname".to_string(), facts.name.to_string()),
+        (storage::HOSTNAME_LABEL.to_string(), facts.name.to_string()),
         ("kubernetes.io/os".to_string(), "linux".to_string()),
         ("kubernetes.io/arch".to_string(), arch().to_string()),
     ]

@@ -24,8 +24,8 @@ use std::time::Duration;
 
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use skiff_objects::Ipv4Net;
 use skiff_proto::v1;
-use skiff_values::Ipv4Net;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -112,7 +112,7 @@ pub fn run(args: CertificateArgs, out: &mut dyn Write) -> Result<(), Certificate
             if !request.exists() && now != before {
                 let text = std::fs::read_to_string(tls.join(file)).unwrap_or_default();
                 let until = CertInfo::from_pem(&text)
-                    .map(|i| skiff_values::rfc3339(i.not_after))
+                    .map(|i| skiff_objects::rfc3339(i.not_after))
                     .unwrap_or_default();
                 writeln!(
                     out,

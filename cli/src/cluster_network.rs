@@ -20,7 +20,7 @@ use skiff_agent::network::subnet::Subnet;
 use skiff_master::controllers::node_ipam::PodCidrConfig;
 use skiff_master::node_ports::{NodePortRange, DEFAULT_NODE_PORT_RANGE};
 use skiff_master::service_ips::{default_cluster_dns, ServiceIps, DEFAULT_SERVICE_CIDR};
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 
 /// A cluster range flag that cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -80,7 +80,7 @@ fn api(context: &str) -> impl FnOnce(skiff_master::client::ClientError) -> CtlEr
 
 /// When a snapshot was taken, as RFC 3339.
 fn taken_at(snapshot: &StoredSnapshot) -> String {
-    skiff_values::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(snapshot.created_unix))
+    skiff_objects::rfc3339(SystemTime::UNIX_EPOCH + Duration::from_secs(snapshot.created_unix))
 }
 
 async fn save(client: &Client, name: &str, out: &mut dyn Write) -> Result<(), CtlError> {

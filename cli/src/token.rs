@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use skiff_master::client::Client;
-use skiff_master::objects::{IntoObject, Kind};
 use skiff_master::security::tokens::{self, TOKEN_NAMESPACE};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_security::{Credentials, JoinToken, TokenUsage};
 
@@ -155,7 +155,7 @@ async fn list(client: &Client, out: &mut dyn Write) -> Result<(), CtlError> {
         let expires = match r.expires {
             None => "never".to_owned(),
             Some(at) if at <= now => "expired".to_owned(),
-            Some(at) => skiff_values::rfc3339(at),
+            Some(at) => skiff_objects::rfc3339(at),
         };
         rows.push(vec![
             r.id,

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 use crate::containerd::{unmount_all_under, PrivateContainerd};

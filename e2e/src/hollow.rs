@@ -319,7 +319,7 @@ fn node_object(name: &str, slot: usize, config: &HollowConfig) -> v1::Node {
 }
 
 fn running_status(pod: &v1::Pod, node: &str, pod_ip: String) -> v1::PodStatus {
-    let now = skiff_values::now_rfc3339();
+    let now = skiff_objects::now_rfc3339();
     let condition = |kind: &str| v1::PodCondition {
         r#type: kind.into(),
         status: "True".into(),
@@ -367,7 +367,7 @@ fn running_status(pod: &v1::Pod, node: &str, pod_ip: String) -> v1::PodStatus {
 /// now, not Ready (`PodCompleted`), as the kubelet reports one.
 fn succeeded_status(pod: &v1::Pod, node: &str, pod_ip: String, started: &str) -> v1::PodStatus {
     let mut status = running_status(pod, node, pod_ip);
-    let now = skiff_values::now_rfc3339();
+    let now = skiff_objects::now_rfc3339();
     status.phase = "Succeeded".into();
     status.start_time = started.to_owned();
     for condition in &mut status.conditions {
@@ -531,7 +531,7 @@ async fn run_pods(
         }
         if let Some(after) = completes_after {
             let uid = meta.uid.clone();
-            let started = skiff_values::now_rfc3339();
+            let started = skiff_objects::now_rfc3339();
             let node = node.clone();
             let run = finishing.spawn(async move {
                 tokio::time::sleep(after).await;

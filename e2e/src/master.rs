@@ -8,7 +8,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skiff_master::client::Client;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 

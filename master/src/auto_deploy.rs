@@ -17,10 +17,10 @@ use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::Context;
-use crate::objects::generic;
-use crate::objects::manifest::{parse_manifest, ManifestError};
-use crate::objects::{Kind, ObjectExt};
 use crate::writer::{self, DEFAULT_NAMESPACE};
+use skiff_objects::generic;
+use skiff_objects::manifest::{parse_manifest, ManifestError};
+use skiff_objects::{Kind, ObjectExt};
 
 /// How often the directory is looked at.
 const POLL: Duration = Duration::from_secs(3);

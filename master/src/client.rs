@@ -19,7 +19,7 @@ use tonic::{Code, Status};
 
 use crate::api::transport::ClientTransport;
 use crate::api::{MAX_API_REQUEST, MAX_API_RESPONSE};
-use crate::objects::Kind;
+use skiff_objects::Kind;
 
 /// Why a call failed, in the terms of the API.
 #[derive(Debug, Clone, thiserror::Error)]

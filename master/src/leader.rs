@@ -52,14 +52,14 @@ use crate::controllers::{
 use crate::datastore::schedule::{self as snapshot_schedule, ScheduledSnapshots};
 use crate::events::{self, EventRecorder, EventStore};
 use crate::node_lifecycle::{self, HeartbeatTable, LifecycleConfig};
-use crate::objects::metadata::new_uid;
-use crate::objects::{IntoObject, Kind};
 use crate::resource_metrics::ResourceMetrics;
 use crate::scheduler;
 use crate::security::service_account_key::SealingKey;
 use crate::store::Command;
 use crate::writer::{ObjectWriter, DEFAULT_NAMESPACE};
-use skiff_values::now_rfc3339;
+use skiff_objects::metadata::new_uid;
+use skiff_objects::now_rfc3339;
+use skiff_objects::{IntoObject, Kind};
 
 /// How long the new leader's controllers' start may wait for a quorum to
 /// confirm its leadership, per attempt.

@@ -1,7 +1,7 @@
 //! The skiff master: keeps the cluster's desired state in a Raft-replicated
-//! object store and serves it over gRPC.
+//! object store and serves it over gRPC and the Kubernetes REST API. The
+//! object model (kinds, validation, defaults, manifests) is `skiff-objects`.
 //!
-//! - [`objects`]: kinds, uniform object access, YAML/JSON manifests.
 //! - [`events`]: Kubernetes Events, bounded in the leader's memory.
 //! - [`resource_metrics`]: the nodes' and pods' resource usage readings,
 //!   in the leader's memory (the metrics API, autoscaling).
@@ -29,7 +29,6 @@ pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod node_ports;
-pub mod objects;
 pub mod resource_metrics;
 pub mod rest;
 pub mod scheduler;

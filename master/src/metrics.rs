@@ -32,8 +32,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_telemetry::{CounterVec, HistogramVec, Registry};
 
 use crate::node_lifecycle::HeartbeatTable;
-use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::Kind;
 
 /// Handles to the master's metric families.
 #[derive(Clone)]

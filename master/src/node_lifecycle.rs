@@ -35,14 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventType, InvolvedObject};
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::pods::{pod_is_active, pod_is_finished, pod_is_terminating};
-use crate::objects::{IntoObject, Kind};
 use crate::writer;
-use skiff_values::now_rfc3339;
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::now_rfc3339;
+use skiff_objects::pods::{pod_is_active, pod_is_finished, pod_is_terminating};
+use skiff_objects::{owners, IntoObject, Kind};
 
 /// The taint a silent node gets, as in Kubernetes.
-pub const UNREACHABLE_TAINT: &str = crate::objects::placement::TAINT_UNREACHABLE;
+pub const UNREACHABLE_TAINT: &str = skiff_objects::placement::TAINT_UNREACHABLE;
 /// The components its Events are recorded as (Kubernetes' names).
 const NODE_CONTROLLER: &str = "node-controller";
 const EVICTION_CONTROLLER: &str = "taint-eviction-controller";
@@ -286,22 +286,21 @@ async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> writer::Re
 /// pod an unlimited toleration of the unreachable taint too; this holds
 /// even for one that lost it).
 fn stays_on_its_node(pod: &v1::Pod) -> bool {
-    let daemon = pod.metadata.as_ref().is_some_and(|m| {
-        m.owner_references
-            .iter()
-            .any(|r| r.controller == Some(true) && r.kind == Kind::DaemonSet.name())
-    });
+    let daemon = pod
+        .metadata
+        .as_ref()
+        .and_then(owners::controller)
+        .is_some_and(|r| r.kind == Kind::DaemonSet.name());
     daemon || tolerates_unreachable(pod)
 }
 
 /// Whether a pod is a StatefulSet's member: one identity, never two pods
 /// of it, so a silent node's copy is never forced out.
 fn has_an_identity(pod: &v1::Pod) -> bool {
-    pod.metadata.as_ref().is_some_and(|m| {
-        m.owner_references
-            .iter()
-            .any(|r| r.controller == Some(true) && r.kind == Kind::StatefulSet.name())
-    })
+    pod.metadata
+        .as_ref()
+        .and_then(owners::controller)
+        .is_some_and(|r| r.kind == Kind::StatefulSet.name())
 }
 
 /// Whether a pod tolerates being on an unreachable node forever.
@@ -386,7 +385,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects};
     use crate::controllers::ObjectReads;
-    use crate::objects::ObjectExt;
+    use skiff_objects::ObjectExt;
     use skiff_proto::api::Object;
 
     const CLUSTER: &str = r#"

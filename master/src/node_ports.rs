@@ -513,8 +513,8 @@ mod tests {
 
     use skiff_proto::api::EventType;
 
-    use crate::objects::{IntoObject, Kind};
     use crate::store::cache::CachedChange;
+    use skiff_objects::{IntoObject, Kind};
 
     fn service(name: &str, kind: &str, ports: &[(i32, &str, i32)]) -> v1::Service {
         v1::Service {

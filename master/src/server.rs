@@ -87,7 +87,7 @@ pub struct MasterConfig {
     /// The cluster CIDR nodes get their pod subnets from.
     pub pod_cidrs: crate::controllers::node_ipam::PodCidrConfig,
     /// Where Services' clusterIPs come from.
-    pub service_cidr: skiff_values::Ipv4Net,
+    pub service_cidr: skiff_objects::Ipv4Net,
     /// Where Services' nodePorts come from (`--service-node-port-range`).
     pub service_node_ports: crate::node_ports::NodePortRange,
     /// The cluster DNS Service's address, told to every node.

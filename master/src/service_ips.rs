@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use skiff_proto::v1;
 
 use crate::store::cache::ObjectCache;
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 
 /// The default service CIDR (k3s' default).
 pub const DEFAULT_SERVICE_CIDR: &str = "10.43.0.0/16";
@@ -294,8 +294,8 @@ mod tests {
 
     use skiff_proto::api::EventType;
 
-    use crate::objects::{IntoObject, Kind};
     use crate::store::cache::CachedChange;
+    use skiff_objects::{IntoObject, Kind};
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 43, 0, last)

@@ -20,19 +20,19 @@ use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::node_ports::{NodePortError, NodePorts};
-use crate::objects::custom_resources::{self, Definition, CLEANUP_FINALIZER};
-use crate::objects::defaults::apply_defaults;
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::metadata::{new_uid, random_suffix};
-use crate::objects::registry::custom::served_definition;
-use crate::objects::validation::{validate, validate_update, FieldError, ValidationError};
-use crate::objects::{
-    generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
-};
 use crate::service_ips::{ServiceIpError, ServiceIps};
 use crate::store::state_machine::StateMachineError;
 use crate::store::{Command, WriteError};
-use skiff_values::now_rfc3339;
+use skiff_objects::custom_resources::{self, Definition, CLEANUP_FINALIZER};
+use skiff_objects::defaults::apply_defaults;
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::metadata::{new_uid, random_suffix};
+use skiff_objects::now_rfc3339;
+use skiff_objects::registry::custom::served_definition;
+use skiff_objects::validation::{validate, validate_update, FieldError, ValidationError};
+use skiff_objects::{
+    generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
+};
 
 /// The namespace objects go to when a manifest names none.
 pub const DEFAULT_NAMESPACE: &str = "default";
@@ -164,7 +164,7 @@ impl ObjectWriter {
         let uid = new_uid();
         match (kind, object.kind.as_mut()) {
             (Kind::Job, Some(Body::Generic(job))) => {
-                crate::objects::generic::generate_job_selector(job, &uid);
+                skiff_objects::generic::generate_job_selector(job, &uid);
             }
             // Admission as Kubernetes' DefaultStorageClass and
             // StorageObjectInUseProtection plugins do it.
@@ -575,8 +575,8 @@ mod tests {
     use tempfile::TempDir;
 
     use super::*;
-    use crate::objects::IntoObject;
     use crate::store::MemberNode;
+    use skiff_objects::IntoObject;
 
     /// A real one-member Raft cluster in a temp dir, leading, with the
     /// `default` namespace, and a writer over it.

@@ -2,8 +2,8 @@
 //! here as fixtures) read unchanged: strictly, with no field dropped,
 //! renamed or added on the way back out.
 
-use skiff_master::objects::manifest::{parse_manifest, to_json_value};
-use skiff_master::objects::ObjectExt;
+use skiff_objects::manifest::{parse_manifest, to_json_value};
+use skiff_objects::ObjectExt;
 
 fn fixtures() -> Vec<(String, String)> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");

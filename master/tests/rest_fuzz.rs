@@ -18,12 +18,12 @@ use proptest::prelude::*;
 use proptest::sample::{select, Index};
 use proptest::test_runner::FileFailurePersistence;
 use serde_json::{json, Map, Value};
-use skiff_master::objects::registry;
-use skiff_master::objects::ObjectExt;
 use skiff_master::rest::patch::{self, PatchType};
 use skiff_master::rest::path::{self, ResourcePath, Target};
 use skiff_master::rest::selectors::{FieldSelector, LabelSelector};
 use skiff_master::rest::wire::{self, FieldValidation};
+use skiff_objects::registry;
+use skiff_objects::ObjectExt;
 
 /// Cases per property when `SKIFF_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 256;

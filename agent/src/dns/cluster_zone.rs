@@ -24,7 +24,7 @@ use std::net::Ipv4Addr;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 
 use super::index::{ClusterIndex, ServiceAddress, ServiceEntry};
 

@@ -34,7 +34,7 @@ use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 use hickory_server::Server;
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 

@@ -36,7 +36,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
 pub use self::cluster_zone::{ClusterZone, CLUSTER_DOMAIN};

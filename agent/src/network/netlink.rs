@@ -18,7 +18,7 @@ use netlink_packet_route::AddressFamily;
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
 };
-use skiff_values::Ipv4Net;
+use skiff_objects::Ipv4Net;
 use tokio_stream::StreamExt;
 
 use super::netns::NetnsError;

@@ -91,7 +91,7 @@ pub struct Exposure {
     /// `externalTrafficPolicy: Local`.
     pub local_only: bool,
     /// `loadBalancerSourceRanges`; empty: any source.
-    pub source_ranges: Vec<skiff_values::Ipv4Net>,
+    pub source_ranges: Vec<skiff_objects::Ipv4Net>,
     /// `sessionAffinity: ClientIP`: how long a client stays with its
     /// endpoint, in seconds.
     pub affinity_seconds: Option<u32>,

@@ -25,8 +25,8 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use skiff_objects::Ipv4Net;
 use skiff_proto::v1;
-use skiff_values::Ipv4Net;
 
 use super::subnet::Subnet;
 

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use sha2::Digest;
+use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-use skiff_values::Ipv4Net;
 
 use super::nftables::{Exposure, ServiceRule};
 use super::PodNetwork;

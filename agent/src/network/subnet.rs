@@ -2,13 +2,13 @@
 //! addresses inside it: `.0` is the node's VTEP address on the VXLAN device
 //! (as flannel does), `.1` the local bridge's gateway, and `.2` up to the
 //! last address before broadcast go to pods. The CIDR itself (parsing, host
-//! bits, containment) is `skiff_values::Ipv4Net`, the one the masters use;
+//! bits, containment) is `skiff_objects::Ipv4Net`, the one the masters use;
 //! a subnet adds the prefix lengths the pod network can work with.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
 
-use skiff_values::{CidrError, Ipv4Net};
+use skiff_objects::{CidrError, Ipv4Net};
 
 /// Prefix lengths the pod network takes: a `/30` still leaves one address
 /// for a pod; wider than a `/8` is not a pod network anyone means.

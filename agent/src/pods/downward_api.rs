@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 
+use skiff_objects::{pods, Quantity, QuantityError};
 use skiff_proto::v1;
-use skiff_values::{Quantity, QuantityError};
 
 /// Why a downward API value could not be made. Validation keeps these out
 /// of stored pods; a pod cached by an older build may still have them.
@@ -68,10 +68,7 @@ pub fn field_value(facts: &PodFacts<'_>, field_path: &str) -> Result<String, Dow
         "metadata.uid" => meta.uid,
         "spec.nodeName" => spec.map(|s| s.node_name.clone()).unwrap_or_default(),
         // Kubernetes' admission gives every pod a service account.
-        "spec.serviceAccountName" => spec
-            .map(|s| s.service_account_name.clone())
-            .filter(|name| !name.is_empty())
-            .unwrap_or_else(|| "default".to_owned()),
+        "spec.serviceAccountName" => spec.map_or("default", pods::service_account).to_owned(),
         "status.hostIP" | "status.hostIPs" => facts.host_ip.to_owned(),
         "status.podIP" | "status.podIPs" => facts.pod_ip.to_owned(),
         other => return Err(DownwardApiError::UnsupportedField(other.to_owned())),

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime};
 
+use skiff_objects::pods;
 use skiff_proto::v1;
 
 use crate::master_link::{
@@ -156,12 +157,7 @@ impl PodConfig {
 /// when it names none), bound to it by name and uid.
 fn token_for(pod: &v1::Pod, wanted: &TokenWanted) -> TokenFor {
     let meta = pod.metadata.clone().unwrap_or_default();
-    let account = pod
-        .spec
-        .as_ref()
-        .map(|s| s.service_account_name.as_str())
-        .filter(|n| !n.is_empty())
-        .unwrap_or("default");
+    let account = pod.spec.as_ref().map_or("default", pods::service_account);
     TokenFor {
         namespace: meta.namespace,
         service_account: account.to_owned(),

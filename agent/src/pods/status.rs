@@ -240,7 +240,7 @@ pub fn pod_status(
         .collect();
     let all_ready = views.iter().any(|v| v.role == Role::App) && unready.is_empty();
     let incomplete = incomplete_inits(views);
-    let now = skiff_values::now_rfc3339();
+    let now = skiff_objects::now_rfc3339();
     let condition = |kind: &str, ok: bool, reason: &str, message: String| {
         let status = if ok { "True" } else { "False" };
         let since = previous

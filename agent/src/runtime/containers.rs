@@ -164,7 +164,7 @@ fn timestamp(t: Option<prost_types::Timestamp>) -> String {
         return String::new();
     }
     let time = std::time::UNIX_EPOCH + Duration::new(t.seconds as u64, t.nanos.max(0) as u32);
-    skiff_values::rfc3339(time)
+    skiff_objects::rfc3339(time)
 }
 
 fn task_state(process: Option<containerd_client::types::v1::Process>) -> TaskState {

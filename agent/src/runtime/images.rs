@@ -27,6 +27,7 @@ use containerd_client::services::v1::{
     ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::{Descriptor, Mount};
+use skiff_objects::pods;
 
 use super::content::{sha256_digest, BlobStream};
 use super::docker_config::PullKeyring;
@@ -127,24 +128,18 @@ pub enum PullPolicy {
 }
 
 impl PullPolicy {
-    /// Kubernetes' rule: the given policy, else Always for `:latest` or no
-    /// tag, IfNotPresent otherwise.
+    /// Kubernetes' rule: the given policy, else the default the master's
+    /// defaulting gives a created pod (`pods::default_pull_policy`: Always
+    /// for `:latest` or no tag, IfNotPresent otherwise).
     pub fn for_container(policy: &str, image: &str) -> PullPolicy {
+        let policy = match policy {
+            "Always" | "Never" | "IfNotPresent" => policy,
+            _ => pods::default_pull_policy(image),
+        };
         match policy {
             "Always" => PullPolicy::Always,
             "Never" => PullPolicy::Never,
-            "IfNotPresent" => PullPolicy::IfNotPresent,
-            _ => {
-                let last = image.rsplit('/').next().unwrap_or(image);
-                if image.contains('@') {
-                    PullPolicy::IfNotPresent
-                } else {
-                    match last.split_once(':') {
-                        Some((_, "latest")) | None => PullPolicy::Always,
-                        Some(_) => PullPolicy::IfNotPresent,
-                    }
-                }
-            }
+            _ => PullPolicy::IfNotPresent,
         }
     }
 }

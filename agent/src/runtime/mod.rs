@@ -276,5 +276,5 @@ impl Containerd {
 
 /// Now plus `secs`, as RFC 3339 (what containerd's gc.expire label wants).
 fn rfc3339_in(secs: u64) -> String {
-    skiff_values::rfc3339(SystemTime::now() + Duration::from_secs(secs))
+    skiff_objects::rfc3339(SystemTime::now() + Duration::from_secs(secs))
 }

@@ -31,8 +31,8 @@
 use std::path::Path;
 
 use serde_json::{json, Value};
+use skiff_objects::{Quantity, QuantityError};
 use skiff_proto::v1;
-use skiff_values::{Quantity, QuantityError};
 
 use super::host_devices::HostDevice;
 use super::oci::RunConfig;

@@ -10,7 +10,7 @@ use rustls::ClientConfig;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::MasterProcess;
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 use skiff_security::{CertStore, Credentials};

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_master::controllers::cron_job::model::SCHEDULED_TIMESTAMP_ANNOTATION;
-use skiff_master::objects::manifest::parse_manifest;
-use skiff_master::objects::Kind;
+use skiff_objects::manifest::parse_manifest;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 

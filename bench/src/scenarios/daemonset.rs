@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
-use skiff_master::objects::manifest::parse_manifest;
-use skiff_master::objects::Kind;
+use skiff_objects::manifest::parse_manifest;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 use super::common::{round, start_fleet, wait_nodes_ready, BenchMaster};

@@ -26,7 +26,7 @@ use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::free_port;
 use skiff_e2e::registry::LoopbackRegistry;
 use skiff_e2e::server::ServerProcess;
-use skiff_master::objects::IntoObject;
+use skiff_objects::IntoObject;
 use skiff_proto::v1;
 
 use super::common::round;

@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_agent::dns::{ClusterIndex, DnsConfig, SharedIndex};
+use skiff_objects::Ipv4Net;
 use skiff_proto::v1;
-use skiff_values::Ipv4Net;
 use tokio_util::sync::CancellationToken;
 
 use super::common::round;

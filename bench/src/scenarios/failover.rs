@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use skiff_e2e::cpu_load::CpuLoad;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::master::MasterCluster;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 

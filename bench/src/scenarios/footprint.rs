@@ -19,8 +19,8 @@ use skiff_e2e::agent::{wait_app_ready, wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::Underlay;
-use skiff_master::objects::manifest::parse_manifest;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::manifest::parse_manifest;
+use skiff_objects::{IntoObject, Kind};
 
 use super::common::{deployment, round};
 use super::podstart::{claim_yaml, one_object, pod_with_volumes, SHARED_CONFIG};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
-use skiff_master::objects::IntoObject;
+use skiff_objects::IntoObject;
 
 use super::common::{
     deployment, round, round_fine, start_fleet, wait_nodes_ready, wait_pods_running, BenchMaster,

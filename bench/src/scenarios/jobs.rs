@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_master::controllers::job::model::{JobView, TRACKING_FINALIZER};
-use skiff_master::objects::generic::JOB_NAME_LABEL;
-use skiff_master::objects::manifest::parse_manifest;
-use skiff_master::objects::Kind;
+use skiff_objects::generic::JOB_NAME_LABEL;
+use skiff_objects::manifest::parse_manifest;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 

@@ -38,8 +38,8 @@ use skiff_agent::resource_usage::SAMPLE_EVERY;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet, UsageSwitch};
 use skiff_master::client::Client;
 use skiff_master::controllers::horizontal_autoscaler::SYNC_PERIOD;
-use skiff_master::objects::{IntoObject, Kind};
 use skiff_master::resource_metrics::MAX_AGE;
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::v1;
 
 use super::common::{

@@ -18,7 +18,7 @@ use skiff_e2e::agent::{start_host_nodes_with, RuntimeNode};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::wait_for;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::agent::{wait_node_ready, RuntimeNode};
 use skiff_e2e::busybox_image::BusyboxImage;
-use skiff_master::objects::manifest::parse_manifest;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::manifest::parse_manifest;
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

@@ -978,7 +978,7 @@ pub async fn run(args: RbacArgs) -> anyhow::Result<serde_json::Value> {
 mod tests {
     use clap::Parser;
     use skiff_master::api::authz::kubernetes_user;
-    use skiff_master::objects::rbac::Subject;
+    use skiff_objects::rbac::Subject;
     use skiff_security::{Identity, TokenCredential};
 
     use super::*;

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_master::client::{Client, ClientError, Watch};
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object, WatchEvent};
 use skiff_proto::v1;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 use skiff_proto::v1;

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prost::Message;
 use skiff_e2e::master::MasterCluster;
-use skiff_master::objects::{IntoObject, Kind};
+use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio::task::JoinHandle;

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use skiff_master::objects::ObjectExt;
+use skiff_objects::{owners, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -51,11 +51,7 @@ pub fn describe(object: &Object) -> String {
     line(&mut out, "Labels", map(&meta.labels));
     line(&mut out, "Annotations", map(&meta.annotations));
     line(&mut out, "Created", &meta.creation_timestamp);
-    if let Some(owner) = meta
-        .owner_references
-        .iter()
-        .find(|r| r.controller == Some(true))
-    {
+    if let Some(owner) = owners::controller(meta) {
         line(
             &mut out,
             "Controlled By",

@@ -16,12 +16,12 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use skiff_master::client::{Client, ClientError};
-use skiff_master::objects::manifest::{
+use skiff_objects::manifest::{
     list_to_json_value, parse_manifest, to_json_value, to_yaml, ManifestError,
 };
-use skiff_master::objects::pods::pod_is_ready;
-use skiff_master::objects::selector as object_selector;
-use skiff_master::objects::{Kind, ObjectExt, UnknownKind};
+use skiff_objects::pods::pod_is_ready;
+use skiff_objects::selector as object_selector;
+use skiff_objects::{Kind, ObjectExt, UnknownKind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{ListResponse, Object};
 use skiff_security::Credentials;
@@ -772,7 +772,7 @@ async fn apply_one(
         if let (Some(Body::Generic(stored)), Some(Body::Generic(sent))) =
             (&current.kind, &mut desired.kind)
         {
-            skiff_master::objects::generic::keep_generated(kind, stored, sent);
+            skiff_objects::generic::keep_generated(kind, stored, sent);
         }
         match client.update(desired).await {
             Ok(updated) if updated.meta().resource_version == before => return Ok("unchanged"),

@@ -11,16 +11,17 @@ use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
 use skiff_master::controllers::revisions::Revision;
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
-use skiff_master::objects::disruption_budget::{
+use skiff_objects::disruption_budget::{
     decide_eviction, Budget, EvictionDecision, VIOLATION_MESSAGE,
 };
-use skiff_master::objects::generic;
-use skiff_master::objects::owners::controller_of;
+use skiff_objects::generic;
+use skiff_objects::owners::{self, controller_of};
+use skiff_objects::pods;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use super::{resource_ref, CtlError, Result};
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 fn api(context: String) -> impl FnOnce(ClientError) -> CtlError {
     move |source| CtlError::Api { context, source }
@@ -464,10 +465,7 @@ pub async fn drain(
     let (daemons, on_node): (Vec<Object>, Vec<Object>) = list
         .items
         .into_iter()
-        .filter(|o| match &o.kind {
-            Some(Body::Pod(p)) => p.spec.as_ref().is_some_and(|s| s.node_name == node),
-            _ => false,
-        })
+        .filter(|o| pods::bound_node(o) == node)
         .partition(|o| controller_of(o, Kind::DaemonSet).is_some());
     if !daemons.is_empty() {
         let names: Vec<String> = daemons.iter().map(ObjectExt::display_name).collect();
@@ -476,12 +474,7 @@ pub async fn drain(
     }
     let unmanaged: Vec<String> = on_node
         .iter()
-        .filter(|o| {
-            !o.meta()
-                .owner_references
-                .iter()
-                .any(|r| r.controller == Some(true))
-        })
+        .filter(|o| owners::controller(o.meta()).is_none())
         .map(|o| o.display_name())
         .collect();
     if !unmanaged.is_empty() && !force {
@@ -604,7 +597,7 @@ async fn evict(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_master::objects::manifest::parse_manifest;
+    use skiff_objects::manifest::parse_manifest;
 
     fn daemon_set(strategy: &str, generation: i64, status: &str) -> Object {
         let yaml = format!(

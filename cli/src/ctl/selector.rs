@@ -6,9 +6,9 @@
 //! Deployment's selector means. The API lists whole kinds, so the client
 //! does the filtering.
 
-use skiff_master::objects::selector;
-use skiff_master::objects::validation::{is_label_key, is_label_name};
-use skiff_master::objects::ObjectExt;
+use skiff_objects::selector;
+use skiff_objects::validation::{is_label_key, is_label_name};
+use skiff_objects::ObjectExt;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{LabelSelector, LabelSelectorRequirement};
 
@@ -275,7 +275,7 @@ fn check_value(value: &str) -> std::result::Result<String, String> {
 mod tests {
     use std::collections::BTreeMap;
 
-    use skiff_master::objects::IntoObject;
+    use skiff_objects::IntoObject;
     use skiff_proto::v1::{ObjectMeta, Pod};
 
     use super::*;

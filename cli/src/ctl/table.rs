@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -119,7 +119,7 @@ fn render_generic(
     }
     let mut rows = vec![header];
     for object in objects {
-        let value = skiff_master::objects::manifest::to_json_value(object);
+        let value = skiff_objects::manifest::to_json_value(object);
         let cells = table::cells(kind.name(), &value, now);
         let mut row: Vec<String> = shown
             .iter()
@@ -399,7 +399,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
 /// READY, STATUS and RESTARTS as the masters' Tables give them to kubectl
 /// (`Init:1/2`, `Init:CrashLoopBackOff`, sidecars counted as containers).
 fn pod_row(object: &Object, name: String, age: String, now: SystemTime) -> Vec<String> {
-    let pod = skiff_master::objects::manifest::to_json_value(object);
+    let pod = skiff_objects::manifest::to_json_value(object);
     let now = time::OffsetDateTime::from(now);
     let [ready, status, restarts] = skiff_master::rest::table::pod_summary(&pod, now);
     vec![name, ready, status, restarts, age]
@@ -443,7 +443,7 @@ fn labels(map: &std::collections::BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_master::objects::IntoObject;
+    use skiff_objects::IntoObject;
 
     fn at(secs: u64) -> SystemTime {
         humantime::parse_rfc3339("2026-01-01T00:00:00Z").unwrap() + Duration::from_secs(secs)

@@ -3,7 +3,7 @@
 //! by `Kind::parse_cli` (name, plural or short name), so every command
 //! knows the same aliases.
 
-use skiff_master::objects::{Kind, UnknownKind};
+use skiff_objects::{Kind, UnknownKind};
 
 /// Why the command line does not name objects the way a command takes them.
 #[derive(Debug, thiserror::Error)]

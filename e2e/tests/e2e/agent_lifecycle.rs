@@ -14,7 +14,7 @@ use skiff_e2e::agent::{
 use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::v1;
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr"];

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::wait_for;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 fn deployment(replicas: u32) -> String {

@@ -25,7 +25,7 @@ use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::horizontal_autoscaler::model::AutoscalerView;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 const TOOLS: &[&str] = &["containerd", "runc", "ctr"];

@@ -25,7 +25,7 @@ use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
 /// The busybox image, imported by the agent from its images dir.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use skiff_e2e::master::{selectorless_service, MasterCluster};
 use skiff_e2e::wait_for;
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 fn file_size(path: &std::path::Path) -> u64 {
     std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -90,7 +90,7 @@ fn report_pods_ready(
                         ..Default::default()
                     }];
                     let _ = client
-                        .update_status(skiff_master::objects::IntoObject::into_object(pod))
+                        .update_status(skiff_objects::IntoObject::into_object(pod))
                         .await;
                 }
             }
@@ -655,7 +655,7 @@ async fn services_get_unique_cluster_ips_that_never_change() {
     let create = |yaml: String| {
         let client = client.clone();
         async move {
-            let object = skiff_master::objects::manifest::parse_manifest("svc.yaml", &yaml, true)
+            let object = skiff_objects::manifest::parse_manifest("svc.yaml", &yaml, true)
                 .unwrap()
                 .objects
                 .remove(0);

@@ -22,8 +22,8 @@ use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
 use skiff_master::controllers::revisions::{Revision, REVISION_HASH_LABEL};
-use skiff_master::objects::owners::controller_of;
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::owners::controller_of;
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use skiff_e2e::master::{ready_master, selectorless_service, MasterCluster, MasterProcess};
 use skiff_e2e::{admin_command, wait_for};
 use skiff_master::client::ClientError;
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -15,7 +15,7 @@ use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::MasterCluster;
 use skiff_e2e::{metric_sample as metric, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;

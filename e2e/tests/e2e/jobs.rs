@@ -20,8 +20,8 @@ use skiff_e2e::master::{ready_master, MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::job::model::{JobView, TRACKING_FINALIZER};
-use skiff_master::objects::generic::{self, JOB_NAME_LABEL};
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::generic::{self, JOB_NAME_LABEL};
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

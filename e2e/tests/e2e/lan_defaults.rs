@@ -17,7 +17,7 @@ use skiff_e2e::server::ServerProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{e2e_prerequisites, free_port, skiff_bin, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_security::Credentials;
 

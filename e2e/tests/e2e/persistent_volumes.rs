@@ -24,10 +24,8 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::storage::{
-    ClaimView, VolumeView, LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION,
-};
-use skiff_master::objects::Kind;
+use skiff_objects::storage::{ClaimView, VolumeView, LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION};
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

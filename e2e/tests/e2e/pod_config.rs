@@ -18,7 +18,7 @@ use skiff_e2e::busybox_image::BusyboxImage;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

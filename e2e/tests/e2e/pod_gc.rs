@@ -14,7 +14,7 @@ use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{apply_yaml, ctl, wait_for};
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 use skiff_proto::v1;

@@ -9,7 +9,7 @@ use skiff_e2e::agent::{start_host_nodes, wait_node_ready};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

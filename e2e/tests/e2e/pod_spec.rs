@@ -31,7 +31,7 @@ use skiff_e2e::master::ready_master;
 use skiff_e2e::registry::LoopbackRegistry;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, free_port, wait_for};
 use skiff_master::client::Client;
-use skiff_master::objects::{generic, Kind};
+use skiff_objects::{generic, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

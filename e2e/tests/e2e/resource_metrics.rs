@@ -19,7 +19,7 @@ use skiff_e2e::eventually;
 use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
-use skiff_values::Quantity;
+use skiff_objects::Quantity;
 
 /// The busybox image, imported by the agent from its images dir.
 const IMAGE: &str = "srv/busybox:1";

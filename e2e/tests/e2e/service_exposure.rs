@@ -34,7 +34,7 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_master::objects::Kind;
+use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

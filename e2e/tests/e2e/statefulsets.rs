@@ -31,8 +31,8 @@ use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus};
-use skiff_master::objects::disruption_budget::Budget;
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::disruption_budget::Budget;
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use skiff_e2e::master::{ready_master, selectorless_service, MasterCluster};
 use skiff_e2e::wait_for;
 use skiff_master::client::{Client, ClientError};
-use skiff_master::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::{EventType, Object};
 
 /// A Service with no selector, labelled `app=e2e`: an object no controller

@@ -19,7 +19,7 @@ use skiff_e2e::master::{MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, e2e_prerequisites, wait_for};
 use skiff_master::client::{Client, ClientError};
 use skiff_master::datastore::{data_format, this_skiff};
-use skiff_master::objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;

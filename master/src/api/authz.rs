@@ -58,10 +58,10 @@ use skiff_security::{Identity, PeerInfo};
 use tonic::{Request, Status};
 
 use super::rbac::{self, escalation};
-use crate::objects::rbac as rbac_objects;
-use crate::objects::{pods, registry, storage, Kind, ObjectExt};
 use crate::security::service_account_tokens::BoundObjectRef;
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::rbac as rbac_objects;
+use skiff_objects::{pods, registry, storage, Kind, ObjectExt};
 
 /// A verb of the Kubernetes API, as authorization names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1408,8 +1408,8 @@ mod tests {
     use tonic::Code;
 
     use super::*;
-    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::Command;
+    use skiff_objects::{IntoObject, ObjectExt};
 
     const N1_CIDR: &str = "10.42.1.0/24";
     const N2_CIDR: &str = "10.42.2.0/24";
@@ -2515,9 +2515,9 @@ mod tests {
             ("Role", "pod-reader"),
             serde_json::json!([{"kind": "ServiceAccount", "name": "robot"}]),
         );
-        let defaults = crate::objects::rbac::bootstrap_policy::cluster_roles()
+        let defaults = skiff_objects::rbac::bootstrap_policy::cluster_roles()
             .into_iter()
-            .chain(crate::objects::rbac::bootstrap_policy::cluster_role_bindings())
+            .chain(skiff_objects::rbac::bootstrap_policy::cluster_role_bindings())
             .filter(|o| o.meta().name == "system:discovery");
         let team = v1::Namespace {
             metadata: meta("", "team"),

@@ -10,10 +10,10 @@ use tonic::{Code, Status};
 use crate::cluster::{ClusterError, MembershipRefused};
 use crate::datastore::snapshots::SnapshotsError;
 use crate::events::EventStoreError;
-use crate::objects::validation::ValidationError;
-use crate::objects::{EmptyObject, UnknownKind};
 use crate::store::state_machine::{Compacted, ListAtError, StateMachineError};
 use crate::store::WriteError;
+use skiff_objects::validation::ValidationError;
+use skiff_objects::{EmptyObject, UnknownKind};
 
 /// Why an API call failed.
 #[derive(Debug, thiserror::Error)]
@@ -162,8 +162,8 @@ impl From<ApiError> for Status {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::Kind;
     use crate::store::AddressField;
+    use skiff_objects::Kind;
 
     fn refused(e: WriteError) -> ApiError {
         ApiError::Cluster(ClusterError::Refused(e))

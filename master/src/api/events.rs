@@ -172,7 +172,7 @@ mod tests {
 
     use super::*;
     use crate::events::{EventSource, EventType, InvolvedObject, NewEvent, SystemClock};
-    use crate::objects::{generic, IntoObject, ObjectExt};
+    use skiff_objects::{generic, IntoObject, ObjectExt};
 
     fn recorded(namespace: &str, pod: &str) -> NewEvent {
         NewEvent {

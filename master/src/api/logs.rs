@@ -11,8 +11,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::transport::ClientTransport;
-use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::Kind;
 
 /// The node of `request`'s pod and its agent's address.
 pub fn agent_address(

@@ -52,13 +52,13 @@ use transport::ClientTransport;
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::events::EventStore;
-use crate::objects::deletion::{DeleteOptions, Propagation};
-use crate::objects::{Kind, ObjectExt};
 use crate::resource_metrics::ResourceMetrics;
 use crate::security::service_account_tokens::TokenAuthority;
 use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
+use skiff_objects::deletion::{DeleteOptions, Propagation};
+use skiff_objects::{Kind, ObjectExt};
 
 /// Largest API request a master accepts.
 pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
@@ -437,7 +437,7 @@ impl ApiService {
 
     /// Create by the caller of `request`.
     fn authorize_create(&self, request: &Request<CreateRequest>) -> Result<(), Status> {
-        use crate::objects::ObjectExt;
+        use skiff_objects::ObjectExt;
         let identity = authz::identity(request)?;
         // An object without a kind skiff serves is refused by the call.
         let Some(object) = request.get_ref().object.as_ref() else {

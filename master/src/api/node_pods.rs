@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::objects::Kind;
 use crate::store::state_machine::{Notification, ObjectStore, StoredEvent};
+use skiff_objects::Kind;
 
 /// Events buffered per watcher before it is considered too slow.
 const BUFFER: usize = 1024;

@@ -37,12 +37,12 @@ use crate::events::{
     EventSource, EventStore, EventType as KubeEventType, InvolvedObject, NewEvent,
 };
 use crate::node_lifecycle::HeartbeatTable;
-use crate::objects::deletion::{is_being_deleted, DeleteOptions};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::resource_metrics::{NodeReport, ResourceMetrics};
 use crate::store::WriteError;
 use crate::writer::ObjectWriter;
-use skiff_values::now_rfc3339;
+use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
+use skiff_objects::now_rfc3339;
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 pub use skiff_proto::LEADER_METADATA;
 

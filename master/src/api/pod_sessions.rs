@@ -32,7 +32,7 @@ use super::authz::{self, Access, Verb};
 use super::logs::pod_agent_address;
 use super::transport::ClientTransport;
 use super::ApiService;
-use crate::objects::Kind;
+use skiff_objects::Kind;
 
 impl ApiService {
     /// The gRPC service, sharing this API service.

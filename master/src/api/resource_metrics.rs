@@ -19,13 +19,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
+use skiff_objects::rfc3339;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{GenericObject, ObjectMeta};
-use skiff_values::rfc3339;
 
-use crate::objects::{generic, IntoObject, Kind, ObjectExt};
 use crate::resource_metrics::{NodeUsage, PodReading, ResourceMetrics};
+use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
 
 /// A stored object by kind, namespace ("" for cluster-scoped kinds) and
 /// name: the leader's cache.
@@ -364,7 +364,7 @@ mod tests {
     }
 
     fn json_of(object: &Object) -> Value {
-        crate::objects::manifest::to_json_value(object)
+        skiff_objects::manifest::to_json_value(object)
     }
 
     #[test]

@@ -23,11 +23,11 @@ use tonic::{Code, Request, Status};
 
 use super::authz::{self, Access, Verb};
 use super::{api_client, ApiService, READ_CONFIRM_WITHIN};
-use crate::objects::{pods, Kind, ObjectExt};
 use crate::security::service_account_key::SigningKeyError;
 use crate::security::service_account_tokens::{
     Binding, BoundObjectRef, Grant, ObjectRef, TokenAuthority,
 };
+use skiff_objects::{pods, Kind, ObjectExt};
 
 /// A token's lifetime when the request asks for none.
 pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
@@ -371,7 +371,7 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
 
     #[test]
     fn refusals_map_to_the_grpc_codes_of_their_rest_statuses() {

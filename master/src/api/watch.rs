@@ -21,8 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
 use super::ApiError;
-use crate::objects::Kind;
 use crate::store::state_machine::{Compacted, Notification, ObjectStore, StoredEvent};
+use skiff_objects::Kind;
 
 /// History is read in pages of this many events.
 const PAGE: usize = 1024;
@@ -191,8 +191,8 @@ mod tests {
     use tokio_stream::StreamExt;
 
     use super::*;
-    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::Command;
+    use skiff_objects::{IntoObject, ObjectExt};
 
     fn create(object: Object) -> Command {
         Command::Create {

@@ -24,9 +24,9 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::rbac::{PolicyRule, RoleView};
-use crate::objects::{generic, selector, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::rbac::{PolicyRule, RoleView};
+use skiff_objects::{generic, selector, Kind, ObjectExt};
 
 pub struct ClusterRoleAggregationController {
     ctx: Context,
@@ -138,7 +138,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::rbac::bootstrap_policy;
+    use skiff_objects::rbac::bootstrap_policy;
 
     fn rules_of(objects: &RecordingObjects, name: &str) -> Vec<PolicyRule> {
         let role = objects

@@ -13,18 +13,18 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use skiff_objects::Ipv4Net;
 use skiff_proto::api::Object;
 use skiff_proto::v1::LabelSelector;
-use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::rbac::RoleView;
-use crate::objects::{Kind, ObjectExt};
 use crate::resource_metrics::ResourceMetrics;
 use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::rbac::RoleView;
+use skiff_objects::{Kind, ObjectExt};
 
 /// Reads of the (complete, local) object store. Objects are shared, not
 /// copied: clone one only to change it.

@@ -18,17 +18,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use skiff_objects::now_rfc3339;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
-use skiff_values::now_rfc3339;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::custom_resources::naming::{self, holds_cleanup};
-use crate::objects::custom_resources::{Definition, CLEANUP_FINALIZER};
-use crate::objects::deletion::{is_being_deleted, DeleteOptions};
-use crate::objects::registry::custom::served_definition;
-use crate::objects::{generic, CustomKind, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::custom_resources::naming::{self, holds_cleanup};
+use skiff_objects::custom_resources::{Definition, CLEANUP_FINALIZER};
+use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
+use skiff_objects::registry::custom::served_definition;
+use skiff_objects::{generic, CustomKind, Kind, ObjectExt};
 
 /// How often a CRD being deleted is looked at while its objects remain.
 const CLEANUP_EVERY: Duration = Duration::from_secs(1);
@@ -205,8 +205,8 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::IntoObject;
     use serde_json::json;
+    use skiff_objects::IntoObject;
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
     fn crd(name: &str, group: &str, plural: &str, kind: &str, created: &str) -> Object {

@@ -17,11 +17,11 @@ use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::rbac::bootstrap_policy::{
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::rbac::bootstrap_policy::{
     self, reconcile_binding, reconcile_role, BindingReconcile,
 };
-use crate::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 /// Looks again this often.
 const RESYNC: Duration = Duration::from_secs(60);
@@ -113,9 +113,9 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::generic;
-    use crate::objects::rbac::bootstrap_policy::AUTOUPDATE_ANNOTATION;
-    use crate::objects::rbac::{BindingView, RoleView};
+    use skiff_objects::generic;
+    use skiff_objects::rbac::bootstrap_policy::AUTOUPDATE_ANNOTATION;
+    use skiff_objects::rbac::{BindingView, RoleView};
 
     fn stored(objects: &RecordingObjects, kind: Kind, name: &str) -> Object {
         objects

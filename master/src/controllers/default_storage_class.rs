@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::objects::storage::{local_path_class, LOCAL_PATH_CLASS};
-use crate::objects::{IntoObject, Kind};
+use skiff_objects::storage::{local_path_class, LOCAL_PATH_CLASS};
+use skiff_objects::{IntoObject, Kind};
 
 /// Looks again this often.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -60,7 +60,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::storage::ClassView;
+    use skiff_objects::storage::ClassView;
 
     #[tokio::test]
     async fn the_local_path_class_is_made_once_and_a_changed_one_left_alone() {

@@ -20,11 +20,11 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::deletion::is_being_deleted;
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
-use skiff_values::now_rfc3339;
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::now_rfc3339;
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label that ties a ReplicaSet and its pods to one template.
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";

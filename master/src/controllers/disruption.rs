@@ -21,11 +21,11 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::deletion::is_being_deleted;
-use crate::objects::disruption_budget::{compute_status, Budget};
-use crate::objects::owners::controller_of;
-use crate::objects::{generic, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::disruption_budget::{compute_status, Budget};
+use skiff_objects::owners::{self, controller_of};
+use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
 const COMPONENT: &str = "controllermanager";
@@ -59,11 +59,7 @@ impl DisruptionController {
     /// StatefulSets.
     fn scale_of(&self, namespace: &str, pod: &v1::Pod) -> Result<(String, i64), String> {
         let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
-        let owner = pod.metadata.as_ref().and_then(|m| {
-            m.owner_references
-                .iter()
-                .find(|r| r.controller == Some(true))
-        });
+        let owner = pod.metadata.as_ref().and_then(owners::controller);
         let Some(owner) = owner else {
             return Err(format!("found no controller ref for pod {name:?}"));
         };
@@ -213,7 +209,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::disruption_budget::BudgetStatus;
+    use skiff_objects::disruption_budget::BudgetStatus;
 
     /// A Deployment of 3 whose ReplicaSet runs `web-0..2`, and a budget
     /// that lets one of them go.

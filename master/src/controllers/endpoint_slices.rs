@@ -35,11 +35,11 @@ use skiff_proto::v1;
 
 use super::endpoints::resolve_port;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::generic;
-use crate::objects::owners::controller_reference;
-use crate::objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::generic;
+use skiff_objects::owners::controller_reference;
+use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";

@@ -15,9 +15,9 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::pods::{pod_is_active, pod_is_ready};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 pub struct EndpointsController {
     pub ctx: Context,

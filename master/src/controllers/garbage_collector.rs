@@ -29,11 +29,11 @@ use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::objects::deletion::{
+use crate::store::state_machine::Notification;
+use skiff_objects::deletion::{
     is_being_deleted, DeleteOptions, Propagation, FOREGROUND_DELETION, ORPHAN_DEPENDENTS,
 };
-use crate::objects::{Kind, ObjectExt};
-use crate::store::state_machine::Notification;
+use skiff_objects::{Kind, ObjectExt};
 
 /// How many times the collector writes a dependent's ownerReferences,
 /// reading it again after each lost race, before it leaves it to the next
@@ -93,7 +93,7 @@ async fn follow(ctx: &Context, object: &Object, deleted: bool) -> Result<(), Rec
 /// Stored kinds that live in namespaces (from the registry of kinds),
 /// deleted with their namespace.
 fn namespaced_kinds() -> impl Iterator<Item = Kind> {
-    crate::objects::registry::KINDS
+    skiff_objects::registry::KINDS
         .iter()
         .filter(|i| i.namespaced && i.is_stored())
         .map(|i| i.kind)
@@ -396,8 +396,8 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::owners::controller_reference;
-    use crate::objects::IntoObject;
+    use skiff_objects::owners::controller_reference;
+    use skiff_objects::IntoObject;
     use skiff_proto::v1;
     use std::sync::Arc;
 

@@ -28,8 +28,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::cluster::Cluster;
-use crate::objects::{IntoObject, Kind};
 use crate::writer::DEFAULT_NAMESPACE;
+use skiff_objects::{IntoObject, Kind};
 
 /// The API's Service, in `default`.
 pub const API_SERVICE: &str = "kubernetes";

@@ -98,10 +98,10 @@ use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
 use crate::writer;
 use queue::WorkQueue;
+use skiff_objects::{Kind, ObjectExt};
 
 /// Names one object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -314,7 +314,7 @@ fn resync<R: Reconciler>(store: &dyn ObjectReads, queue: &mut WorkQueue) {
 mod tests {
     use super::*;
     use crate::controllers::recording::RecordingObjects;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
     use std::collections::HashMap;
     use std::sync::Mutex;
     use tokio::sync::{mpsc, oneshot};

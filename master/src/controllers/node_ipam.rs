@@ -20,13 +20,13 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
+use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_values::Ipv4Net;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::{IntoObject, Kind};
 
 /// The cluster CIDR and the size of each node's share of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::node_ports::lacks_node_ports;
-use crate::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 /// How many times a Service changed under the pass is read again.
 const CONFLICT_RETRIES: usize = 3;
@@ -88,8 +88,8 @@ mod tests {
     use crate::controllers::recording::{Failure, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
     use crate::node_ports::NodePorts;
-    use crate::objects::deletion::DeleteOptions;
     use crate::store::cache::ObjectCache;
+    use skiff_objects::deletion::DeleteOptions;
 
     /// The write path as this pass meets it: Service updates get their
     /// nodePorts from the real allocator (as `ObjectWriter::update` gives

@@ -17,9 +17,9 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Context, ReconcileError};
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::pods::pod_is_terminating;
-use crate::objects::{selector, IntoObject, Kind, ObjectExt};
+use skiff_objects::owners::{self, controller_of, controller_reference};
+use skiff_objects::pods::pod_is_terminating;
+use skiff_objects::{selector, IntoObject, Kind, ObjectExt};
 
 /// What, beyond its selector, decides which pods a controller claims.
 pub struct ClaimRules<'a> {
@@ -86,10 +86,7 @@ pub async fn claim_pods(
             continue;
         }
         let matching = selector::matches(selector, &pod_meta.labels) && (rules.matches)(pod_meta);
-        let controller = pod_meta
-            .owner_references
-            .iter()
-            .find(|r| r.controller == Some(true));
+        let controller = owners::controller(pod_meta);
         let mut pod = pod.clone();
         match controller {
             Some(r) if r.uid == meta.uid && matching => owned.push(pod),
@@ -183,11 +180,7 @@ spec:
     fn controller_uid(objects: &RecordingObjects, name: &str) -> Option<String> {
         let object = objects.get(Kind::Pod, "default", name).unwrap().unwrap();
         let meta = object.meta();
-        let found = meta
-            .owner_references
-            .iter()
-            .find(|r| r.controller == Some(true));
-        found.map(|r| r.uid.clone())
+        owners::controller(meta).map(|r| r.uid.clone())
     }
 
     fn setup() -> (Arc<RecordingObjects>, Object, v1::LabelSelector) {

@@ -37,11 +37,11 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::pods::{bound_node, pod_is_finished, pod_is_terminating};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StoredEvent};
-use skiff_values::now_rfc3339;
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::now_rfc3339;
+use skiff_objects::pods::{bound_node, pod_is_finished, pod_is_terminating};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// How long a node must be missing before the pods bound to it go
 /// (Kubernetes' `quarantineTime`).

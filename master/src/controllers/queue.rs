@@ -88,7 +88,7 @@ impl WorkQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::Kind;
+    use skiff_objects::Kind;
 
     fn key(name: &str) -> ObjectKey {
         ObjectKey::new(Kind::Pod, "default", name)

@@ -15,21 +15,21 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use prost::Message;
+use skiff_objects::Ipv4Net;
 use skiff_proto::api::{EventType, Object};
-use skiff_values::Ipv4Net;
 use tokio::sync::broadcast;
 
 use super::context::{ObjectReads, ObjectWrites, WriteFuture};
 use crate::cluster::ClusterError;
 use crate::events::{Clock, EventRecorder, EventSink, NewEvent};
-use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
-use crate::objects::disruption_budget::Budget;
-use crate::objects::metadata::new_uid;
-use crate::objects::rbac::RoleView;
-use crate::objects::{merge_update, selector, storage, Kind, ObjectExt};
 use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
 use crate::store::WriteError;
 use crate::writer;
+use skiff_objects::deletion::{self, DeleteOptions, DeleteOutcome};
+use skiff_objects::disruption_budget::Budget;
+use skiff_objects::metadata::new_uid;
+use skiff_objects::rbac::RoleView;
+use skiff_objects::{merge_update, selector, storage, Kind, ObjectExt};
 
 /// Which write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,7 +115,7 @@ impl RecordingObjects {
     /// would (namespace `default` when none is named); returns them as
     /// stored. Panics on a manifest that does not parse: test input.
     pub fn seed_yaml(&self, yaml: &str) -> Vec<Object> {
-        let manifest = crate::objects::manifest::parse_manifest("test.yaml", yaml, true)
+        let manifest = skiff_objects::manifest::parse_manifest("test.yaml", yaml, true)
             .unwrap_or_else(|e| panic!("test manifest: {e}"));
         manifest
             .objects
@@ -126,7 +126,7 @@ impl RecordingObjects {
                         meta.namespace = crate::writer::namespace_for(kind, &meta.namespace);
                     }
                 }
-                crate::objects::defaults::apply_defaults(&mut object);
+                skiff_objects::defaults::apply_defaults(&mut object);
                 self.seed(object)
             })
             .collect()
@@ -231,7 +231,7 @@ impl RecordingObjects {
         } else {
             state.objects.insert(key.clone(), object.clone());
         }
-        let node = crate::objects::pods::bound_node(&object).to_owned();
+        let node = skiff_objects::pods::bound_node(&object).to_owned();
         state.writes.push(RecordedWrite {
             op,
             kind: key.0,
@@ -262,7 +262,7 @@ impl RecordingObjects {
                 meta.name = format!(
                     "{}{}",
                     meta.generate_name,
-                    crate::objects::metadata::random_suffix()
+                    skiff_objects::metadata::random_suffix()
                 );
             }
             meta.uid = new_uid();
@@ -437,14 +437,14 @@ impl ObjectReads for RecordingObjects {
     // The indexed queries filter everything: the fake is for correctness,
     // the cache's own tests cover the indexes.
     fn pods_on_node(&self, node: &str) -> Vec<Arc<Object>> {
-        self.filtered(Kind::Pod, |o| crate::objects::pods::bound_node(o) == node)
+        self.filtered(Kind::Pod, |o| skiff_objects::pods::bound_node(o) == node)
     }
 
     fn pod_nodes(&self) -> Vec<String> {
         let pods = self.filtered(Kind::Pod, |_| true);
         let nodes: std::collections::BTreeSet<String> = pods
             .iter()
-            .map(|o| crate::objects::pods::bound_node(o).to_owned())
+            .map(|o| skiff_objects::pods::bound_node(o).to_owned())
             .filter(|n| !n.is_empty())
             .collect();
         nodes.into_iter().collect()
@@ -462,7 +462,7 @@ impl ObjectReads for RecordingObjects {
                 let Some(skiff_proto::api::object::Kind::Pod(pod)) = &o.kind else {
                     return None;
                 };
-                if !crate::objects::pods::pod_is_finished(pod) {
+                if !skiff_objects::pods::pod_is_finished(pod) {
                     return None;
                 }
                 let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");

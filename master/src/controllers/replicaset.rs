@@ -13,12 +13,12 @@ use skiff_proto::v1;
 
 use super::pod_claims::{self, ClaimRules};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::deletion::is_being_deleted;
-use crate::objects::metadata::random_suffix;
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::pods::{pod_is_active, pod_is_ready};
-use crate::objects::{selector, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::metadata::random_suffix;
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::{selector, IntoObject, Kind, ObjectExt};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the
 /// next round, so one huge scale-up cannot monopolise the leader.
@@ -297,7 +297,7 @@ mod reconcile_tests {
     use super::*;
     use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::deletion::{DeleteOptions, Propagation};
+    use skiff_objects::deletion::{DeleteOptions, Propagation};
     use std::sync::Arc;
 
     fn replicaset(replicas: i32) -> String {

@@ -18,9 +18,9 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::Context;
-use crate::objects::generic;
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::generic;
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label that ties a revision and its pods to one template.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";

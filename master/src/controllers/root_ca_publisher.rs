@@ -11,9 +11,9 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::pods::{ROOT_CA_CONFIG_MAP, ROOT_CA_KEY};
-use crate::objects::{deletion, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::pods::{ROOT_CA_CONFIG_MAP, ROOT_CA_KEY};
+use skiff_objects::{deletion, IntoObject, Kind, ObjectExt};
 
 /// The annotation kube-controller-manager puts on the ConfigMap.
 const DESCRIPTION_ANNOTATION: &str = "kubernetes.io/description";

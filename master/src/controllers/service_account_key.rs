@@ -15,8 +15,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::objects::{IntoObject, Kind};
 use crate::security::service_account_key::{SealingKey, KEY_NAMESPACE, KEY_SECRET};
+use skiff_objects::{IntoObject, Kind};
 
 /// Looks again this often.
 const RESYNC: Duration = Duration::from_secs(30);

@@ -9,8 +9,8 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::{deletion, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::{deletion, IntoObject, Kind, ObjectExt};
 
 /// The account every namespace has, and pods run as when they name none.
 pub const DEFAULT_ACCOUNT: &str = "default";

@@ -33,8 +33,8 @@ use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label by which nodes opt in to (`true`) or out of (`false`) the
 /// load balancer, as in k3s.

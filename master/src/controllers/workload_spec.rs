@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use skiff_proto::v1;
 
-use crate::objects::{generic, selector};
+use skiff_objects::{generic, selector};
 
 /// A workload its controller cannot act on: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +74,7 @@ pub fn int_or_string(value: &Value, default: &str) -> String {
     }
 }
 
-pub use crate::objects::generic::strip_nulls;
+pub use skiff_objects::generic::strip_nulls;
 
 /// The workload's `status` (the default, all zero, when it has none or
 /// one that does not read).

@@ -389,8 +389,8 @@ mod tests {
 
     use super::*;
     use crate::datastore::snapshots::{Origin, SnapshotDir};
-    use crate::objects::{IntoObject, Kind, ObjectExt};
     use crate::store::{Command, Entry, Proposal};
+    use skiff_objects::{IntoObject, Kind, ObjectExt};
 
     fn node(host: &str) -> MemberNode {
         MemberNode {

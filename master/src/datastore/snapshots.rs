@@ -358,8 +358,8 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::{IntoObject, Kind};
     use crate::store::Command;
+    use skiff_objects::{IntoObject, Kind};
 
     fn at(unix: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(unix)

@@ -49,9 +49,9 @@ use skiff_proto::v1::{GenericObject, ObjectMeta};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::objects::metadata::{new_uid, random_suffix};
-use crate::objects::validation::{validate, ValidationError};
-use crate::objects::{generic, IntoObject, Kind, ObjectExt};
+use skiff_objects::metadata::{new_uid, random_suffix};
+use skiff_objects::validation::{validate, ValidationError};
+use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
 
 pub use recorder::{
     CorrelationKey, EventRecorder, EventSink, EventSource, EventType, InvolvedObject, NewEvent,

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use skiff_proto::api::Object;
 use skiff_proto::v1::ObjectMeta;
 
-use crate::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 /// What an Event is about: core v1's `involvedObject`, events.k8s.io's
 /// `regarding` (an `ObjectReference`).
@@ -256,7 +256,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
 
     #[derive(Default)]
     struct Collected(Mutex<Vec<NewEvent>>);

@@ -36,8 +36,8 @@ use crate::api::authz::{
     self, Access, Decision, KubernetesUser, NonResourceRule, ResourceRule, Verb,
 };
 use crate::api::ApiService;
-use crate::objects::registry::{self, KindInfo};
-use crate::objects::Kind;
+use skiff_objects::registry::{self, KindInfo};
+use skiff_objects::Kind;
 
 /// A request on a review's resource path.
 pub(super) struct ReviewRequest<'a> {
@@ -642,9 +642,9 @@ mod tests {
     /// `robot`.
     fn team() -> (tempfile::TempDir, Arc<ObjectStore>) {
         use crate::api::rbac::tests::{binding, rbac_object};
-        use crate::objects::{IntoObject, ObjectExt};
         use crate::store::Command;
         use prost::Message;
+        use skiff_objects::{IntoObject, ObjectExt};
         let (dir, store) = store();
         let namespace = skiff_proto::v1::Namespace {
             metadata: Some(skiff_proto::v1::ObjectMeta {

@@ -75,11 +75,11 @@ mod tests {
     use skiff_security::{Identity, TokenCredential};
 
     use super::*;
-    use crate::objects::Kind;
     use crate::security::service_account_key::SigningKey;
     use crate::security::service_account_tokens::{
         encode, fixtures, Binding, Claims, Grant, ObjectRef, ISSUER,
     };
+    use skiff_objects::Kind;
 
     /// 2026-01-01T00:00:00Z.
     const NOW: i64 = 1_767_225_600;

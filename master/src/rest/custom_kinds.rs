@@ -18,11 +18,11 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::table;
-use crate::objects::custom_resources::definition::{PrinterColumn, ScalePaths};
-use crate::objects::generic;
-use crate::objects::registry::custom::served_definition;
-use crate::objects::registry::{KindInfo, Model};
-use crate::objects::Kind;
+use skiff_objects::custom_resources::definition::{PrinterColumn, ScalePaths};
+use skiff_objects::generic;
+use skiff_objects::registry::custom::served_definition;
+use skiff_objects::registry::{KindInfo, Model};
+use skiff_objects::Kind;
 
 /// The printer columns of `info`'s version, when it is a served custom
 /// kind (`None` for the built-in printers).
@@ -273,7 +273,7 @@ pub fn set_replicas(paths: &ScalePaths, object: &mut Object, replicas: i32) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::custom_resources::json_path::JsonPath;
+    use skiff_objects::custom_resources::json_path::JsonPath;
 
     fn column(name: &str, value_type: &str, path: &str) -> PrinterColumn {
         PrinterColumn {

@@ -5,8 +5,8 @@
 
 use serde_json::{json, Value};
 
-use crate::objects::registry::{self, KindInfo, Subresource};
-use crate::objects::Kind;
+use skiff_objects::registry::{self, KindInfo, Subresource};
+use skiff_objects::Kind;
 
 /// The Kubernetes version skiff's API corresponds to. Charts and clients
 /// compare against it.
@@ -335,7 +335,7 @@ mod tests {
             assert_eq!(hpa["kind"], "HorizontalPodAutoscaler");
             assert_eq!(hpa["shortNames"], json!(["hpa"]));
             assert_eq!(hpa["categories"], json!(["all"]));
-            assert_eq!(hpa["verbs"], json!(crate::objects::registry::VERBS));
+            assert_eq!(hpa["verbs"], json!(skiff_objects::registry::VERBS));
         }
         let aggregated = aggregated(false);
         let autoscaling = aggregated["items"]
@@ -374,7 +374,7 @@ mod tests {
             assert_eq!(events["kind"], "Event");
             assert_eq!(events["namespaced"], true);
             assert_eq!(events["shortNames"], json!(["ev"]));
-            assert_eq!(events["verbs"], json!(crate::objects::registry::VERBS));
+            assert_eq!(events["verbs"], json!(skiff_objects::registry::VERBS));
         }
         let names: Vec<Value> = groups()["groups"]
             .as_array()

@@ -33,8 +33,8 @@ use super::status::RestError;
 use super::{add_warnings, as_caller, Query};
 use crate::api::authz::{Access, Verb};
 use crate::api::ApiService;
-use crate::objects::registry::info;
-use crate::objects::Kind;
+use skiff_objects::registry::info;
+use skiff_objects::Kind;
 
 /// Chunks buffered for a slow client before the relay waits for it.
 const RELAYED_CHUNKS: usize = 16;

@@ -57,8 +57,8 @@ use super::websocket::{
     self, header_words, ClientHandshake, Message, MessageReader, OPCODE_BINARY, OPCODE_PONG,
 };
 use crate::api::ApiService;
-use crate::objects::registry::info;
-use crate::objects::Kind;
+use skiff_objects::registry::info;
+use skiff_objects::Kind;
 
 /// The channel protocols served, most preferred first.
 const EXEC_PROTOCOLS: &[&str] = &["v5.channel.k8s.io", "v4.channel.k8s.io"];

@@ -23,7 +23,7 @@
 use base64::Engine;
 use serde_json::{Map, Value};
 
-use crate::objects::api_schema::{FieldKind, FieldSchema, MessageSchema, KINDS, MESSAGES};
+use skiff_objects::api_schema::{FieldKind, FieldSchema, MessageSchema, KINDS, MESSAGES};
 
 /// The media type of Kubernetes' protobuf encoding.
 pub const CONTENT_TYPE: &str = "application/vnd.kubernetes.protobuf";

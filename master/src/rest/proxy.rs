@@ -57,8 +57,8 @@ use super::as_caller;
 use super::status::RestError;
 use crate::api::authz::Verb;
 use crate::api::ApiService;
-use crate::objects::registry::{self, KindInfo};
-use crate::objects::Kind;
+use skiff_objects::registry::{self, KindInfo};
+use skiff_objects::Kind;
 
 /// How long the master waits for a pod to accept the connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

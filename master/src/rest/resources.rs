@@ -44,13 +44,13 @@ use axum::body::Body;
 use base64::Engine;
 use http::{header, HeaderMap, Method, Response, StatusCode, Uri};
 use serde_json::{json, Value};
+use skiff_objects::now_rfc3339;
 use skiff_proto::api::api_server::Api;
 use skiff_proto::api::{
     CreateRequest, DeleteRequest, GetRequest, ListRequest, Object, UpdateRequest,
 };
 use skiff_proto::v1::ObjectMeta;
 use skiff_security::{Identity, PeerInfo};
-use skiff_values::now_rfc3339;
 use tokio_util::sync::CancellationToken;
 
 use super::access_review::ReviewRequest;
@@ -67,13 +67,13 @@ use super::wire::{self, BodyOrigin, FieldValidation};
 use super::{add_warnings, json_response, patch, table, Query};
 use crate::api::authz::{Access, RequestedAs, Verb};
 use crate::api::ApiService;
-use crate::objects::defaults::apply_defaults;
-use crate::objects::deletion::Propagation;
-use crate::objects::disruption_budget::{self, Budget, EvictionDecision};
-use crate::objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
-use crate::objects::registry::{self, KindInfo, Model, Subresource};
-use crate::objects::{Kind, ObjectExt};
 use crate::writer::namespace_for;
+use skiff_objects::defaults::apply_defaults;
+use skiff_objects::deletion::Propagation;
+use skiff_objects::disruption_budget::{self, Budget, EvictionDecision};
+use skiff_objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
+use skiff_objects::registry::{self, KindInfo, Model, Subresource};
+use skiff_objects::{Kind, ObjectExt};
 
 /// How many times a patch (or an apply, or a replace without a
 /// resourceVersion) is retried after losing a race with another write.
@@ -784,11 +784,11 @@ impl<'a> Call<'a> {
                 meta.name = format!(
                     "{}{}",
                     meta.generate_name,
-                    crate::objects::metadata::random_suffix()
+                    skiff_objects::metadata::random_suffix()
                 );
             }
-            crate::objects::defaults::apply_defaults(&mut object);
-            crate::objects::validation::validate(&object).map_err(|e| {
+            skiff_objects::defaults::apply_defaults(&mut object);
+            skiff_objects::validation::validate(&object).map_err(|e| {
                 RestError::invalid(
                     info,
                     &e.name,
@@ -1977,7 +1977,7 @@ fn with_replicas(
                 ));
             }
         }
-        None => crate::objects::scale::set_replicas(&mut object, replicas)
+        None => skiff_objects::scale::set_replicas(&mut object, replicas)
             .map_err(|e| RestError::internal(format!("{}: {e}", info.resource)))?,
     }
     if let Ok(meta) = object.meta_mut() {
@@ -2336,7 +2336,7 @@ mod tests {
         let Some(skiff_proto::api::object::Kind::Generic(g)) = &scaled.kind else {
             panic!("not generic: {scaled:?}");
         };
-        let content = crate::objects::generic::content(g);
+        let content = skiff_objects::generic::content(g);
         assert_eq!(content["spec"]["replicas"], 5);
         assert_eq!(content["spec"]["serviceName"], "db", "the rest kept");
         let negative = json!({"spec": {"replicas": -1}});

@@ -13,9 +13,9 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::objects::registry::KindInfo;
-use crate::objects::selectable::{kind_fields, COMMON_FIELDS, EVENTS_K8S_IO_EVENT};
-use crate::objects::Kind;
+use skiff_objects::registry::KindInfo;
+use skiff_objects::selectable::{kind_fields, COMMON_FIELDS, EVENTS_K8S_IO_EVENT};
+use skiff_objects::Kind;
 
 /// A selector that does not parse, or names a field that is not supported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,14 +98,14 @@ fn label_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
     };
     let key = |k: &str| -> Result<String, SelectorError> {
         let k = k.trim();
-        if k.is_empty() || !crate::objects::validation::is_label_key(k) {
+        if k.is_empty() || !skiff_objects::validation::is_label_key(k) {
             return Err(fail("invalid label key"));
         }
         Ok(k.to_owned())
     };
     let value = |v: &str| -> Result<String, SelectorError> {
         let v = v.trim();
-        if !v.is_empty() && !crate::objects::validation::is_label_name(v) {
+        if !v.is_empty() && !skiff_objects::validation::is_label_name(v) {
             return Err(fail("invalid label value"));
         }
         Ok(v.to_owned())
@@ -368,7 +368,7 @@ mod tests {
 
     #[test]
     fn events_k8s_io_events_are_selected_by_their_own_field_names() {
-        use crate::objects::registry::info;
+        use skiff_objects::registry::info;
         assert_eq!(selector_kind(info(Kind::Event)), "Event");
         assert_eq!(selector_kind(info(Kind::Pod)), "Pod");
         let kind = selector_kind(info(Kind::EventsK8sIoEvent));

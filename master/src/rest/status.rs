@@ -11,7 +11,7 @@ use http::StatusCode;
 use serde_json::{json, Value};
 use tonic::Code;
 
-use crate::objects::registry::KindInfo;
+use skiff_objects::registry::KindInfo;
 
 /// A REST failure: the HTTP code, Kubernetes' reason, a message, and the
 /// details kubectl builds its messages from.
@@ -331,8 +331,8 @@ fn causes_of(message: &str) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::registry::info;
-    use crate::objects::Kind;
+    use skiff_objects::registry::info;
+    use skiff_objects::Kind;
 
     #[test]
     fn grpc_answers_become_the_statuses_kubectl_words_its_messages_from() {

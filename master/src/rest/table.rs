@@ -2438,7 +2438,7 @@ fn or_unknown(text: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::registry::KINDS;
+    use skiff_objects::registry::KINDS;
 
     const NOW: &str = "2026-11-30T12:00:00Z";
     const HOUR: u64 = 3600;

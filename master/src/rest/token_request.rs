@@ -21,10 +21,10 @@ use super::status::RestError;
 use super::{json_response, wire};
 use crate::api::token_requests::{TokenRequestError, TokenRequestSpec};
 use crate::api::ApiService;
-use crate::objects::registry;
-use crate::objects::Kind;
 use crate::security::service_account_key::SigningKeyError;
 use crate::security::service_account_tokens::BoundObjectRef;
+use skiff_objects::registry;
+use skiff_objects::Kind;
 
 /// The kind and version a TokenRequest is read and answered as.
 const KIND: &str = "TokenRequest";
@@ -247,12 +247,12 @@ impl TokenRequestCall<'_> {
             "metadata": {
                 "name": self.name,
                 "namespace": self.namespace,
-                "creationTimestamp": skiff_values::rfc3339(issued.issued_at),
+                "creationTimestamp": skiff_objects::rfc3339(issued.issued_at),
             },
             "spec": answer_spec,
             "status": {
                 "token": issued.token,
-                "expirationTimestamp": skiff_values::rfc3339(issued.expires_at),
+                "expirationTimestamp": skiff_objects::rfc3339(issued.expires_at),
             },
         });
         Ok(json_response(StatusCode::CREATED, &answer))

@@ -47,8 +47,8 @@ use super::selectors::{FieldSelector, LabelSelector};
 use super::status::RestError;
 use super::{custom_kinds, wire, Query};
 use crate::api::ApiService;
-use crate::objects::registry::KindInfo;
-use crate::objects::ObjectExt;
+use skiff_objects::registry::KindInfo;
+use skiff_objects::ObjectExt;
 
 /// How often a watch that allows bookmarks gets one.
 pub const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
@@ -427,8 +427,8 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::registry::info;
-    use crate::objects::{IntoObject, Kind};
+    use skiff_objects::registry::info;
+    use skiff_objects::{IntoObject, Kind};
 
     /// A watch of pods with these selectors.
     fn encoder(labels: &str, fields: &str) -> Encoder {

@@ -15,9 +15,9 @@ use skiff_proto::api::Object;
 
 use super::status::RestError;
 use crate::events::convert;
-use crate::objects::manifest::{object_from_json, to_json_value};
-use crate::objects::registry::{self, Conversion, KindInfo};
-use crate::objects::{schema_check, Kind};
+use skiff_objects::manifest::{object_from_json, to_json_value};
+use skiff_objects::registry::{self, Conversion, KindInfo};
+use skiff_objects::{schema_check, Kind};
 
 /// What to do with fields skiff does not know (`fieldValidation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +197,7 @@ pub fn decode(
             .collect(),
         _ => Vec::new(),
     };
-    warnings.extend(crate::objects::unsupported::warnings(&object));
+    warnings.extend(skiff_objects::unsupported::warnings(&object));
     Ok((object, warnings))
 }
 
@@ -272,7 +272,7 @@ fn is_zero(value: &Value) -> bool {
     }
 }
 
-pub use crate::objects::generic::strip_nulls;
+pub use skiff_objects::generic::strip_nulls;
 
 /// An object as the API answers it.
 pub fn encode(info: &KindInfo, object: &Object) -> Value {
@@ -325,7 +325,7 @@ pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
     out.extend_from_slice(b",\"kind\":");
     let _ = serde_json::to_writer(&mut *out, info.name);
     let fields = out.len();
-    let written = crate::objects::with_body!(body, o => serde_json::to_writer(&mut *out, o));
+    let written = skiff_objects::with_body!(body, o => serde_json::to_writer(&mut *out, o));
     if written.is_err() || out.get(fields) != Some(&b'{') {
         out.truncate(start);
         let _ = serde_json::to_writer(&mut *out, &encode(info, object));
@@ -392,8 +392,8 @@ fn default_field(object: &mut Value, field: &str, default: Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::registry::info;
-    use crate::objects::ObjectExt;
+    use skiff_objects::registry::info;
+    use skiff_objects::ObjectExt;
 
     #[test]
     fn bodies_must_agree_with_the_url_and_get_what_they_left_out() {
@@ -649,8 +649,8 @@ mod tests {
         body["metadata"]["annotations"] = json!({"autoscaling.alpha.kubernetes.io/metrics":
             r#"[{"type": "Pods", "pods": {"targetAverageValue": "10"}}]"#});
         let (mut object, _) = decode(v1, body, FieldValidation::Strict, BodyOrigin::Text).unwrap();
-        crate::objects::defaults::apply_defaults(&mut object);
-        let problems = crate::objects::validation::validate(&object).unwrap_err();
+        skiff_objects::defaults::apply_defaults(&mut object);
+        let problems = skiff_objects::validation::validate(&object).unwrap_err();
         let causes: Vec<(String, String)> = problems
             .errors
             .iter()

@@ -35,14 +35,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
-use crate::objects::placement::{node_selector_matches, untolerated};
-use crate::objects::pods::{pod_is_active, pod_is_finished};
-use crate::objects::storage::SELECTED_NODE_ANNOTATION;
-use crate::objects::{IntoObject, Kind};
 use crate::store::state_machine::Notification;
 use crate::writer;
-use skiff_values::now_rfc3339;
-use skiff_values::Quantity;
+use skiff_objects::placement::{node_selector_matches, untolerated};
+use skiff_objects::pods::{pod_is_active, pod_is_finished};
+use skiff_objects::storage::SELECTED_NODE_ANNOTATION;
+use skiff_objects::Quantity;
+use skiff_objects::{now_rfc3339, owners};
+use skiff_objects::{IntoObject, Kind};
 use volumes::{volume_demand, VolumeDemand};
 
 /// Pods a node takes when it does not say (Kubernetes' default).
@@ -525,12 +525,7 @@ pub fn choose_with_volumes(
 }
 
 fn owner_uid(pod: &v1::Pod) -> Option<String> {
-    pod.metadata
-        .as_ref()?
-        .owner_references
-        .iter()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone())
+    owners::controller(pod.metadata.as_ref()?).map(|r| r.uid.clone())
 }
 
 /// One scheduling pass over every pending pod, with what each node already
@@ -843,7 +838,7 @@ mod tests {
             n.labels.insert("kubernetes.io/hostname".into(), name);
         }
         nodes[1].add(&pod("3", "6Gi"), None);
-        let volume = crate::objects::storage::VolumeView {
+        let volume = skiff_objects::storage::VolumeView {
             spec: serde_json::from_value(serde_json::json!({
                 "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                     {"key": "kubernetes.io/hostname", "operator": "In", "values": ["pinned"]}

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use skiff_proto::v1;
 
 use crate::controllers::ObjectReads;
-use crate::objects::storage::{claim_names, ClaimView, ClassView, VolumeView};
-use crate::objects::Kind;
+use skiff_objects::storage::{claim_names, ClaimView, ClassView, VolumeView};
+use skiff_objects::Kind;
 
 /// Why a pod's claims keep it from every node.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -18,8 +18,8 @@ use skiff_security::{node_password, ClusterCa, Identity, JoinToken, PeerInfo, To
 use tonic::{Request, Response, Status};
 
 use super::tokens;
-use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::Kind;
 use skiff_security::join_client::MAX_JOIN_MESSAGE;
 
 /// The gRPC path prefix of the join exchange (left open by the gate).
@@ -223,7 +223,7 @@ impl Join for JoinService {
     ) -> Result<Response<JoinNodeResponse>, Status> {
         let remote = self.admit(&request)?;
         let r = request.into_inner();
-        crate::objects::validation::check_dns_subdomain(&r.node_name)
+        skiff_objects::validation::check_dns_subdomain(&r.node_name)
             .map_err(|e| Status::invalid_argument(format!("node name {:?}: {e}", r.node_name)))?;
         self.check_token(&remote, &r.token_id, &r.token_secret, TokenUsage::Agent)?;
         self.check_node_password(&remote, &r.node_name, &r.node_password)?;

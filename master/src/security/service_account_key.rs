@@ -36,8 +36,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::{Kind, ObjectExt};
 
 /// Where the key's Secret lives.
 pub const KEY_NAMESPACE: &str = "kube-system";
@@ -379,8 +379,8 @@ mod tests {
     use prost::Message;
 
     use super::*;
-    use crate::objects::IntoObject;
     use crate::store::Command;
+    use skiff_objects::IntoObject;
 
     /// RFC 7515 A.3's P-256 key (its public half).
     const RFC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";

@@ -33,8 +33,8 @@ use skiff_security::{Identity, TokenCredential};
 use super::service_account_key::{
     base64url, PublicKey, ServiceAccountKeys, SigningKey, SigningKeyError,
 };
-use crate::objects::{Kind, ObjectExt};
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::{Kind, ObjectExt};
 
 /// The issuer of this cluster's tokens (k3s's default
 /// `--service-account-issuer`), also the API's one audience.
@@ -198,7 +198,7 @@ impl Claims {
             exp: now.saturating_add(grant.expiration_seconds),
             iat: now,
             nbf: now,
-            jti: crate::objects::metadata::new_uid(),
+            jti: skiff_objects::metadata::new_uid(),
             kubernetes: KubernetesClaims {
                 namespace: grant.namespace,
                 serviceaccount: grant.account,
@@ -511,9 +511,9 @@ pub(crate) mod fixtures {
 
     use super::super::service_account_key::{SealingKey, ServiceAccountKeys};
     use super::TokenAuthority;
-    use crate::objects::{IntoObject, Kind};
     use crate::store::state_machine::ObjectStore;
     use crate::store::Command;
+    use skiff_objects::{IntoObject, Kind};
 
     /// The service account's uid in [`authority`]'s store.
     pub const ACCOUNT_UID: &str = "sa-1";
@@ -588,7 +588,7 @@ pub(crate) mod fixtures {
             kind,
             namespace: namespace.into(),
             name: name.into(),
-            options: crate::objects::deletion::DeleteOptions {
+            options: skiff_objects::deletion::DeleteOptions {
                 grace_period_seconds: Some(0),
                 ..Default::default()
             },
@@ -607,7 +607,7 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
 
     /// 2026-01-01T00:00:00Z.
     const NOW: i64 = 1_767_225_600;

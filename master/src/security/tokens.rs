@@ -13,8 +13,8 @@ use skiff_proto::v1;
 use skiff_security::token::secret_matches;
 use skiff_security::{JoinToken, TokenUsage};
 
-use crate::objects::Kind;
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::Kind;
 
 /// Where token Secrets live.
 pub const TOKEN_NAMESPACE: &str = "kube-system";
@@ -70,7 +70,7 @@ pub fn token_secret(
     data.insert("token-secret-sha256".to_owned(), b64(&token.secret_hash()));
     data.insert("usage".to_owned(), b64(usage.name()));
     if let Some(at) = expires {
-        data.insert("expiration".to_owned(), b64(&skiff_values::rfc3339(at)));
+        data.insert("expiration".to_owned(), b64(&skiff_objects::rfc3339(at)));
     }
     if !description.is_empty() {
         data.insert("description".to_owned(), b64(description));
@@ -141,7 +141,7 @@ pub fn check(
         if at <= now {
             return Err(TokenRefusal::Expired {
                 id: id.to_owned(),
-                at: skiff_values::rfc3339(at),
+                at: skiff_objects::rfc3339(at),
             });
         }
     }

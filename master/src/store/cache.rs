@@ -31,17 +31,17 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
-use skiff_values::Ipv4Net;
 
 use super::edit_set;
 use super::rbac_index::{Grant, RbacIndex, RoleRefError};
-use crate::objects::disruption_budget::Budget;
-use crate::objects::rbac::{RoleRef, RoleView, SubjectKey};
-use crate::objects::registry::custom::DefinitionSource;
-use crate::objects::storage::{claim_names, ClaimView, VolumeView};
-use crate::objects::{selector, stored_kind, Kind, ObjectExt};
+use skiff_objects::disruption_budget::Budget;
+use skiff_objects::rbac::{RoleRef, RoleView, SubjectKey};
+use skiff_objects::registry::custom::DefinitionSource;
+use skiff_objects::storage::{claim_names, ClaimView, VolumeView};
+use skiff_objects::{selector, stored_kind, Kind, ObjectExt};
 
 /// An object's place within its kind: (namespace, name).
 pub type Key = (String, String);
@@ -742,9 +742,9 @@ impl Cached {
         }
         match &object.kind {
             Some(Body::Pod(pod)) => {
-                let node = crate::objects::pods::bound_node(object).to_owned();
+                let node = skiff_objects::pods::bound_node(object).to_owned();
                 edit_set(&mut self.pods_by_node, node, key.clone(), add);
-                if crate::objects::pods::pod_is_finished(pod) {
+                if skiff_objects::pods::pod_is_finished(pod) {
                     let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
                     let at = (!evicted, meta.creation_timestamp.clone(), key.clone());
                     if add {
@@ -844,7 +844,7 @@ impl Cached {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
     use skiff_proto::v1;
 
     fn pod(ns: &str, name: &str, node: &str, labels: &[(&str, &str)], owner: &str) -> Arc<Object> {
@@ -1434,7 +1434,7 @@ mod tests {
             content: Vec::new(),
         };
         if let serde_json::Value::Object(map) = content {
-            crate::objects::generic::set_content(&mut object, &map);
+            skiff_objects::generic::set_content(&mut object, &map);
         }
         Arc::new(object.into_object())
     }
@@ -1776,7 +1776,7 @@ mod tests {
 
     #[test]
     fn rbac_bindings_are_found_by_subject_through_updates_deletes_and_resets() {
-        use crate::objects::rbac::user_keys;
+        use skiff_objects::rbac::user_keys;
         let binding = |subject: &str| {
             let content = serde_json::json!({
                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},

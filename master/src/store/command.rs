@@ -6,8 +6,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::Kind;
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::Kind;
 
 /// A change to the object store.
 #[derive(Debug, Clone, Serialize, Deserialize)]

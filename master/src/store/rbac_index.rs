@@ -20,8 +20,8 @@ use std::sync::Arc;
 use skiff_proto::api::Object;
 
 use super::edit_set;
-use crate::objects::rbac::{BindingView, RoleRef, RoleView, SubjectKey};
-use crate::objects::Kind;
+use skiff_objects::rbac::{BindingView, RoleRef, RoleView, SubjectKey};
+use skiff_objects::Kind;
 
 /// An object's place: (namespace, name), as the cache keys it.
 type Key = (String, String);
@@ -221,7 +221,7 @@ impl RbacIndex {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use skiff_objects::IntoObject;
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
     /// An RBAC object of `kind` with `content` besides its metadata.
@@ -245,7 +245,7 @@ pub(crate) mod tests {
     }
 
     fn put(index: &mut RbacIndex, kind: Kind, object: &Object, add: bool) {
-        use crate::objects::ObjectExt;
+        use skiff_objects::ObjectExt;
         let meta = object.meta();
         let key = (meta.namespace.clone(), meta.name.clone());
         index.edit(kind, &key, object, add);
@@ -270,7 +270,7 @@ pub(crate) mod tests {
     }
 
     fn robot() -> Vec<SubjectKey> {
-        crate::objects::rbac::user_keys(
+        skiff_objects::rbac::user_keys(
             "system:serviceaccount:team:robot",
             &["system:serviceaccounts".to_owned()],
         )
@@ -351,7 +351,7 @@ pub(crate) mod tests {
             );
             put(&mut index, Kind::RoleBinding, &b, true);
         }
-        let other = crate::objects::rbac::user_keys("system:serviceaccount:team:sa-999", &[]);
+        let other = skiff_objects::rbac::user_keys("system:serviceaccount:team:sa-999", &[]);
         assert_eq!(index.grants(&other, "team")[0].binding_name, "other-999");
         let grants = index.grants(&robot(), "team");
         // A ClusterRoleBinding's namespace is "".
@@ -382,7 +382,7 @@ pub(crate) mod tests {
             ("Role", "reader"),
             serde_json::json!({"kind": "ServiceAccount", "name": "sa-1"}),
         );
-        let keys = crate::objects::rbac::user_keys("system:serviceaccount:team:sa-1", &[]);
+        let keys = skiff_objects::rbac::user_keys("system:serviceaccount:team:sa-1", &[]);
         assert_eq!(
             index.grants(&keys, "team")[0]
                 .role

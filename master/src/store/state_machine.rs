@@ -37,7 +37,7 @@ use super::{
     storage_io_error, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use crate::objects::{Kind, ObjectExt};
+use skiff_objects::{Kind, ObjectExt};
 
 pub use checkpoint::{CHECKPOINT_CHANGES, CHECKPOINT_EVERY};
 
@@ -754,8 +754,8 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::{ApplyResult, Command, Proposal, WriteError};
+    use skiff_objects::{IntoObject, ObjectExt};
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
@@ -1216,8 +1216,8 @@ mod cache_tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::Command;
+    use skiff_objects::{IntoObject, ObjectExt};
 
     fn create(object: Object) -> Command {
         Command::Create {

@@ -204,7 +204,7 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<(), WriteError> {
 /// A new `..<timestamp>` directory in `dir`, 0755.
 fn new_timestamp_dir(dir: &Path) -> Result<PathBuf, WriteError> {
     let now = SystemTime::now();
-    let stamp: String = skiff_values::rfc3339(now)
+    let stamp: String = skiff_objects::rfc3339(now)
         .trim_end_matches('Z')
         .chars()
         .map(|c| if c.is_ascii_digit() { c } else { '_' })

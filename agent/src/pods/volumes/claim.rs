@@ -23,10 +23,9 @@ use serde_json::Value;
 use super::host_path::{self, HostPathError};
 use crate::master_link::{ConfigKind, ConfigSource, FetchError};
 
-/// The provisioner of the volumes this node makes the directories of.
-pub const LOCAL_PATH_PROVISIONER: &str = "rancher.io/local-path";
-/// The volume annotation naming its provisioner.
-pub const PROVISIONED_BY_ANNOTATION: &str = "pv.kubernetes.io/provisioned-by";
+/// The provisioner of the volumes this node makes the directories of, and
+/// the volume annotation naming its provisioner: the object model's.
+pub use skiff_objects::storage::{LOCAL_PATH_PROVISIONER, PROVISIONED_BY_ANNOTATION};
 /// Beside a `local-path` volume's directory: its data outlives the volume.
 pub const RETAIN_SUFFIX: &str = ".retain";
 

@@ -49,8 +49,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
 
+use skiff_objects::Quantity;
 use skiff_proto::v1;
-use skiff_values::Quantity;
 
 use crate::master_link::{ConfigSource, FetchError};
 use crate::pods::downward_api::PodFacts;

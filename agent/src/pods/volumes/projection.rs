@@ -20,9 +20,9 @@ use crate::pods::pod_config::ConfigObjects;
 
 use super::atomic_writer::{FileEntry, Payload};
 
-/// The mode of a volume's files when neither the item nor the volume
-/// sets one (0644).
-const DEFAULT_MODE: i32 = 0o644;
+// The mode of a volume's files when neither the item nor the volume sets
+// one (0644): what the master's defaulting writes too.
+use skiff_objects::defaults::DEFAULT_VOLUME_FILE_MODE as DEFAULT_MODE;
 
 /// Why a volume's files could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -75,7 +75,8 @@ use self::init_order::{InitProgress, InitStep};
 use self::sandbox_setup::{PreparedSandbox, VolumeState};
 use self::teardown::{hook_target, stop_with_hook};
 use self::track::{ProbeKind, Track};
-use skiff_values::now_rfc3339;
+use skiff_objects::deletion::DEFAULT_POD_GRACE_SECONDS as DEFAULT_GRACE_SECONDS;
+use skiff_objects::{now_rfc3339, pods};
 
 pub use self::decide::should_restart;
 pub use self::start::cgroups_path;
@@ -127,10 +128,6 @@ const SANDBOX_RETRY: Duration = Duration::from_secs(5);
 
 /// How soon a pass is retried while the pod's volumes cannot be made.
 const VOLUME_RETRY: Duration = Duration::from_secs(10);
-
-/// Time between SIGTERM and SIGKILL when neither the pod nor the liveness
-/// probe sets one (the Kubernetes default).
-const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// How soon a sidecar sent SIGKILL is looked at again.
 const SIDECAR_KILL_RECHECK: Duration = Duration::from_secs(1);
@@ -253,7 +250,7 @@ pub async fn run<R: ContainerRuntime, S: PodSandbox>(
         // One copy of the spec is kept between passes (`last_pod`), not
         // two: this one goes there once the pass is over.
         state.last_pod = None;
-        if teardown::is_being_deleted(&pod) {
+        if pods::pod_is_terminating(&pod) {
             Box::pin(teardown::teardown(&ctx, &pod)).await;
             teardown::confirm(&ctx, &pod);
             return;

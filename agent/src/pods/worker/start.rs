@@ -66,7 +66,7 @@ use super::teardown::hook_target;
 use super::termination;
 use super::track::{HookRun, Track};
 use super::WorkerContext;
-use skiff_values::now_rfc3339;
+use skiff_objects::now_rfc3339;
 
 /// How soon a container whose `/etc` files could not be written tries again.
 const ETC_FILES_RETRY: Duration = Duration::from_secs(10);

@@ -152,13 +152,6 @@ async fn stop_and_remove<R: ContainerRuntime>(
     }
 }
 
-/// Whether the masters are deleting `pod` (it has a `deletionTimestamp`).
-pub(super) fn is_being_deleted(pod: &v1::Pod) -> bool {
-    pod.metadata
-        .as_ref()
-        .is_some_and(|m| !m.deletion_timestamp.is_empty())
-}
-
 /// How long `pod`'s containers get between SIGTERM and SIGKILL: what its
 /// deletion gave, when it is being deleted; else its spec's grace period,
 /// or Kubernetes' default.

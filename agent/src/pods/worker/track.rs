@@ -16,8 +16,8 @@
 
 use std::time::Duration;
 
+use skiff_objects::now_rfc3339;
 use skiff_proto::v1;
-use skiff_values::now_rfc3339;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::task::AbortOnDropHandle;

@@ -20,11 +20,11 @@
 //! missing permission, compacted, on a line.
 
 use super::{authorize, rules_for, Request, ResourceRequest};
-use crate::objects::rbac::policy_comparator::{compact_rules, covers};
-use crate::objects::rbac::{BindingView, PolicyRule, RoleView, API_GROUP, MASTERS_GROUP};
-use crate::objects::{Kind, ObjectExt};
 use crate::store::cache::ObjectCache;
 use crate::store::rbac_index::RoleRefError;
+use skiff_objects::rbac::policy_comparator::{compact_rules, covers};
+use skiff_objects::rbac::{BindingView, PolicyRule, RoleView, API_GROUP, MASTERS_GROUP};
+use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::Object;
 
 /// Why a write of a role or binding is refused.
@@ -390,12 +390,12 @@ mod tests {
         let cache = cluster();
         let mut aggregated = role("ClusterRole", "", serde_json::json!([]));
         if let Some(skiff_proto::api::object::Kind::Generic(g)) = aggregated.kind.as_mut() {
-            let mut content = crate::objects::generic::content(g);
+            let mut content = skiff_objects::generic::content(g);
             content.insert(
                 "aggregationRule".into(),
                 serde_json::json!({"clusterRoleSelectors": [{"matchLabels": {"a": "b"}}]}),
             );
-            crate::objects::generic::set_content(g, &content);
+            skiff_objects::generic::set_content(g, &content);
         }
         // The robot holds nothing cluster-wide; nothing granted is still
         // refused for the aggregation rule.

@@ -30,9 +30,9 @@
 pub mod escalation;
 pub mod rule_match;
 
-use crate::objects::rbac::{user_keys, PolicyRule};
 use crate::store::cache::ObjectCache;
 use crate::store::rbac_index::Grant;
+use skiff_objects::rbac::{user_keys, PolicyRule};
 
 pub use rule_match::rule_allows;
 
@@ -259,8 +259,8 @@ pub(crate) mod tests {
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
     use super::*;
-    use crate::objects::{IntoObject, ObjectExt};
     use crate::store::cache::CachedChange;
+    use skiff_objects::{IntoObject, ObjectExt};
 
     /// An RBAC object of `kind` with `content`.
     pub(crate) fn rbac_object(

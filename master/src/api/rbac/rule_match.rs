@@ -7,7 +7,7 @@
 //! prefix ending in `*`.
 
 use super::Request;
-use crate::objects::rbac::{PolicyRule, ALL};
+use skiff_objects::rbac::{PolicyRule, ALL};
 
 /// Whether `rule` allows `request`.
 pub fn rule_allows(request: &Request<'_>, rule: &PolicyRule) -> bool {

@@ -34,9 +34,9 @@ use super::model::{
     ChildJob, CronJobStatus, CronJobView, JobOutcome, JobReference, SCHEDULED_TIMESTAMP_ANNOTATION,
 };
 use crate::controllers::job::decide::PlannedEvent;
-use crate::objects::cron_schedule::{rfc3339_in, CronSchedule, UnknownTimeZone};
-use crate::objects::generic;
-use crate::objects::Kind;
+use skiff_objects::cron_schedule::{rfc3339_in, CronSchedule, UnknownTimeZone};
+use skiff_objects::generic;
+use skiff_objects::Kind;
 
 /// How long after a scheduled time the controller looks (Kubernetes'
 /// `nextScheduleDelta`), so a clock a little behind still finds it due.
@@ -161,7 +161,7 @@ pub fn plan(
         }
     }
     let job_name = job_name(&cron_job.name, scheduled);
-    let scheduled_text = skiff_values::rfc3339(at(scheduled));
+    let scheduled_text = skiff_objects::rfc3339(at(scheduled));
     let processed = plan.status.active.iter().any(|r| r.name == job_name)
         || plan.status.last_schedule_time.as_deref() == Some(scheduled_text.as_str());
     if processed {
@@ -193,7 +193,7 @@ pub fn record_run(status: &mut CronJobStatus, job: JobReference, scheduled: i64)
     if !status.active.iter().any(|r| r.uid == job.uid) {
         status.active.push(job);
     }
-    status.last_schedule_time = Some(skiff_values::rfc3339(at(scheduled)));
+    status.last_schedule_time = Some(skiff_objects::rfc3339(at(scheduled)));
 }
 
 /// The Job for `run`, from the CronJob's `jobTemplate`, controlled by

@@ -26,13 +26,13 @@ use skiff_proto::v1;
 use super::job::model::JobView;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::events::{Clock, SystemClock};
-use crate::objects::cron_schedule::time_zone;
-use crate::objects::deletion::{DeleteOptions, Propagation};
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::{body_kind, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use decide::CronPlan;
 use model::{with_status, ChildJob, CronJobView, JobReference};
+use skiff_objects::cron_schedule::time_zone;
+use skiff_objects::deletion::{DeleteOptions, Propagation};
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::{body_kind, IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
 const COMPONENT: &str = "cronjob-controller";
@@ -315,14 +315,14 @@ spec:
         let mut job =
             Arc::unwrap_or_clone(objects.get(Kind::Job, "default", name).unwrap().unwrap());
         if let Some(Body::Generic(g)) = &mut job.kind {
-            let mut content = crate::objects::generic::content(g);
+            let mut content = skiff_objects::generic::content(g);
             content.insert(
                 "status".into(),
                 serde_json::json!({"startTime": now, "completionTime": now, "succeeded": 1,
                     "conditions": [{"type": "Complete", "status": "True",
                                     "lastTransitionTime": now}]}),
             );
-            crate::objects::generic::set_content(g, &content);
+            skiff_objects::generic::set_content(g, &content);
         }
         objects.write(WriteOp::UpdateStatus, job).unwrap();
     }

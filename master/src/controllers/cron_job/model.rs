@@ -7,7 +7,7 @@ use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
 use crate::controllers::job::model::{finished_condition, JobView};
-use crate::objects::generic;
+use skiff_objects::generic;
 
 /// The annotation with the time a CronJob's Job was scheduled for.
 pub const SCHEDULED_TIMESTAMP_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
@@ -194,7 +194,7 @@ mod tests {
     fn a_cron_job_is_read_with_its_status_and_written_back_without_empty_fields() {
         let mut unknown = Vec::new();
         let object = generic::from_json(
-            crate::objects::Kind::CronJob,
+            skiff_objects::Kind::CronJob,
             json!({
                 "apiVersion": "batch/v1", "kind": "CronJob",
                 "metadata": {"name": "nightly", "namespace": "default", "uid": "c1",

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use skiff_proto::v1;
 
-use crate::objects::placement::{
+use skiff_objects::placement::{
     self, node_matches_terms, node_selector_matches, untolerated, NodeSelectorTerm,
 };
 
@@ -133,7 +133,7 @@ pub fn add_daemon_tolerations(spec: &mut v1::PodSpec) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::placement::NodeSelectorRequirement;
+    use skiff_objects::placement::NodeSelectorRequirement;
 
     fn node(name: &str, labels: &[(&str, &str)], taints: &[(&str, &str)]) -> v1::Node {
         v1::Node {

@@ -42,12 +42,12 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::deletion::{is_being_deleted, DeleteOptions};
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::pods::{pod_is_ready, pod_is_terminating};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use plan::{DaemonPod, NodeFit, Plan, Why};
+use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::pods::{pod_is_ready, pod_is_terminating};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 use spec::{DaemonSetSpec, DaemonSetStatus, UpdateStrategy};
 
 /// The component its Events are recorded as.
@@ -499,10 +499,10 @@ mod reconcile_tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::deletion::Propagation;
-    use crate::objects::generic;
-    use crate::objects::placement::TAINT_UNREACHABLE;
     use serde_json::Value;
+    use skiff_objects::deletion::Propagation;
+    use skiff_objects::generic;
+    use skiff_objects::placement::TAINT_UNREACHABLE;
     use std::sync::Arc;
 
     /// n1 fits; n2's taint, n3's labels and n4's silence keep pods off.

@@ -16,8 +16,8 @@ use crate::controllers::revisions::REVISION_HASH_LABEL;
 use crate::controllers::workload_spec::{
     int_or_string, read_status, selector_of, spec_of, template_of, with_status,
 };
-use crate::objects::metadata::random_suffix;
-use crate::objects::placement::required_node_affinity;
+use skiff_objects::metadata::random_suffix;
+use skiff_objects::placement::required_node_affinity;
 
 pub use crate::controllers::workload_spec::SpecError;
 
@@ -198,8 +198,8 @@ impl DaemonSetStatus {
 mod tests {
     use super::*;
     use crate::controllers::recording::RecordingObjects;
-    use crate::objects::generic;
-    use crate::objects::placement::TAINT_UNREACHABLE;
+    use skiff_objects::generic;
+    use skiff_objects::placement::TAINT_UNREACHABLE;
     use skiff_proto::api::object::Kind as Body;
 
     fn read(yaml: &str) -> Result<DaemonSetSpec, SpecError> {

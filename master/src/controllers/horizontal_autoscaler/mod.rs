@@ -34,14 +34,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
+use skiff_objects::{rfc3339, Quantity};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
-use skiff_values::{rfc3339, Quantity};
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler, Retry};
 use crate::events::{Clock, SystemClock};
-use crate::objects::{autoscaling, registry, scale, selector, IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::{StateMachineError, StoredEvent};
 use crate::writer;
 use calculator::{
@@ -53,6 +52,7 @@ use model::{
     ResourceSource,
 };
 use normalization::History;
+use skiff_objects::{autoscaling, registry, scale, selector, IntoObject, Kind, ObjectExt};
 
 /// How often each autoscaler is looked at.
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);

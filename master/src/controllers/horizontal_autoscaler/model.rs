@@ -17,10 +17,10 @@ use super::calculator::{Tolerances, DEFAULT_TOLERANCE};
 use super::normalization::{
     Behavior, Policy, PolicyKind, Rules, SelectPolicy, DOWNSCALE_STABILIZATION_WINDOW,
 };
-use crate::objects::autoscaling::{
+use skiff_objects::autoscaling::{
     self, default_scale_down_rules, default_scale_up_rules, DEFAULT_CPU_UTILIZATION,
 };
-use crate::objects::generic;
+use skiff_objects::generic;
 
 /// `spec.scaleTargetRef`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
@@ -436,7 +436,7 @@ pub fn unmeasured_status() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::Kind;
+    use skiff_objects::Kind;
 
     fn autoscaler(body: Value) -> GenericObject {
         let mut unknown = Vec::new();

@@ -43,8 +43,8 @@ use super::model::{
     JobCondition, JobStatus, JobView, UncountedTerminatedPods, COMPLETION_INDEX_ANNOTATION,
     COMPLETION_INDEX_ENV, TRACKING_FINALIZER,
 };
-use crate::objects::generic::job_pod_labels;
-use crate::objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::generic::job_pod_labels;
+use skiff_objects::pods::{pod_is_active, pod_is_ready};
 
 /// The first wait before a failed pod is replaced.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
@@ -139,7 +139,7 @@ enum Finish {
 /// The round for a Job that has not finished (no `Complete` or `Failed`
 /// condition) with `pods`, the pods it controls, at `now`.
 pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
-    let now_text = skiff_values::rfc3339(now);
+    let now_text = skiff_objects::rfc3339(now);
     let mut status = job.status.clone();
     let mut events = Vec::new();
     let mut requeue_after = None;
@@ -1067,7 +1067,7 @@ mod tests {
     }
 
     fn stamp(seconds: u64) -> String {
-        skiff_values::rfc3339(at(seconds))
+        skiff_objects::rfc3339(at(seconds))
     }
 
     fn job(spec: serde_json::Value) -> JobView {

@@ -26,13 +26,13 @@ use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::events::{Clock, SystemClock};
-use crate::objects::deletion::{DeleteOptions, Propagation};
-use crate::objects::generic::JOB_NAME_LABEL;
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use decide::{has_tracking_finalizer, pod_ref, JobPlan, PodDeletion, PodRef};
 use model::{with_status, JobView, TRACKING_FINALIZER};
+use skiff_objects::deletion::{DeleteOptions, Propagation};
+use skiff_objects::generic::JOB_NAME_LABEL;
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
 const COMPONENT: &str = "job-controller";
@@ -347,7 +347,7 @@ mod reconcile_tests {
     use super::*;
     use crate::controllers::recording::{context, Failure, ManualClock, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use crate::objects::deletion::FOREGROUND_DELETION;
+    use skiff_objects::deletion::FOREGROUND_DELETION;
     use std::time::UNIX_EPOCH;
 
     /// 2026-01-01T00:00:00Z.
@@ -436,7 +436,7 @@ spec:
                 state: Some(v1::ContainerState {
                     terminated: Some(Box::new(v1::ContainerStateTerminated {
                         exit_code: Some(exit_code),
-                        finished_at: skiff_values::rfc3339(now),
+                        finished_at: skiff_objects::rfc3339(now),
                         ..Default::default()
                     })),
                     ..Default::default()
@@ -485,7 +485,7 @@ spec:
         assert_eq!(running.status.active, 2);
         assert_eq!(
             running.status.start_time.as_deref(),
-            Some(skiff_values::rfc3339(at(0)).as_str())
+            Some(skiff_objects::rfc3339(at(0)).as_str())
         );
 
         s.clock.set(at(5));
@@ -592,13 +592,13 @@ spec:
         let s = setup(&job_yaml(1, finished));
         let mut stored = s.objects.objects(Kind::Job).remove(0);
         if let Some(Body::Generic(g)) = &mut stored.kind {
-            let mut content = crate::objects::generic::content(g);
+            let mut content = skiff_objects::generic::content(g);
             content.insert(
                 "status".into(),
                 serde_json::json!({"conditions": [{"type": "Complete", "status": "True",
-                    "lastTransitionTime": skiff_values::rfc3339(at(100))}]}),
+                    "lastTransitionTime": skiff_objects::rfc3339(at(100))}]}),
             );
-            crate::objects::generic::set_content(g, &content);
+            skiff_objects::generic::set_content(g, &content);
         }
         s.objects.write(WriteOp::UpdateStatus, stored).unwrap();
         s.clock.set(at(130));

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
-use crate::objects::generic;
+use skiff_objects::generic;
 
 /// The finalizer that holds a Job's pod until the Job controller has
 /// counted it in the Job's status (`batch.kubernetes.io/job-tracking`).
@@ -293,7 +293,7 @@ mod tests {
 
     fn job(body: Value) -> GenericObject {
         let mut unknown = Vec::new();
-        generic::from_json(crate::objects::Kind::Job, body, &mut unknown).unwrap()
+        generic::from_json(skiff_objects::Kind::Job, body, &mut unknown).unwrap()
     }
 
     #[test]

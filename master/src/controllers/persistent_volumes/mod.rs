@@ -49,17 +49,17 @@ use skiff_proto::api::Object;
 use skiff_proto::v1::{self, GenericObject};
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::generic;
-use crate::objects::pods::{pod_is_finished, pod_is_terminating};
-use crate::objects::storage::{
+use crate::store::state_machine::StoredEvent;
+use provisioning::NodeVerdict;
+use skiff_objects::generic;
+use skiff_objects::pods::{pod_is_finished, pod_is_terminating};
+use skiff_objects::storage::{
     best_volume, claim_names, volume_fits_claim, ClaimView, ClassView, VolumeView,
     BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
     PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, SELECTED_NODE_ANNOTATION,
     STORAGE_PROVISIONER_ANNOTATION,
 };
-use crate::objects::{IntoObject, Kind, ObjectExt};
-use crate::store::state_machine::StoredEvent;
-use provisioning::NodeVerdict;
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as (Kubernetes' name).
 const COMPONENT: &str = "persistentvolume-controller";

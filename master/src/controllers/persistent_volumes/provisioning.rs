@@ -25,12 +25,12 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Map, Value};
 use skiff_proto::v1::{self, GenericObject};
 
-use crate::objects::generic;
-use crate::objects::storage::{
+use crate::resource_metrics::StorageUsage;
+use skiff_objects::generic;
+use skiff_objects::storage::{
     ClaimRef, ClaimView, ClassView, DEFAULT_STORAGE_DIR, HOSTNAME_LABEL, LOCAL_PATH_PROVISIONER,
     PROVISIONED_BY_ANNOTATION, PV_PROTECTION_FINALIZER, STORAGE_DIR_ANNOTATION,
 };
-use crate::resource_metrics::StorageUsage;
 
 /// The annotation on provisioned volumes naming their node, as
 /// local-path-provisioner sets it.
@@ -243,8 +243,8 @@ pub fn local_path_volume(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::storage::VolumeView;
-    use crate::objects::IntoObject;
+    use skiff_objects::storage::VolumeView;
+    use skiff_objects::IntoObject;
 
     fn claim() -> ClaimView {
         let mut object = GenericObject {
@@ -272,7 +272,7 @@ mod tests {
     #[test]
     fn a_provisioned_volume_is_pinned_to_its_node_and_reserved_for_its_claim() {
         let class =
-            ClassView::read(&crate::objects::storage::local_path_class().into_object()).unwrap();
+            ClassView::read(&skiff_objects::storage::local_path_class().into_object()).unwrap();
         let pv = local_path_volume(&claim(), &class, "pi-2", "/data/pi-2/storage");
         let view = VolumeView::read(&pv.into_object()).unwrap();
         assert_eq!(view.meta.name, "pvc-1234");
@@ -291,7 +291,7 @@ mod tests {
         assert_eq!(view.spec.storage_class_name, "local-path");
         assert_eq!(
             view.capacity(),
-            skiff_values::Quantity::parse("2Gi").unwrap()
+            skiff_objects::Quantity::parse("2Gi").unwrap()
         );
         assert_eq!(
             view.meta.annotations[PROVISIONED_BY_ANNOTATION],

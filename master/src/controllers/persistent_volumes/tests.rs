@@ -6,9 +6,9 @@ use std::sync::Arc;
 use super::*;
 use crate::controllers::recording::{context, RecordingObjects};
 use crate::controllers::{ObjectReads, Reconciler};
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
 use crate::resource_metrics::{NodeReport, ResourceMetrics, StorageUsage};
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
 
 /// Reconciles every claim and volume until a round writes nothing.
 async fn settle(objects: &Arc<RecordingObjects>) {
@@ -148,7 +148,7 @@ spec:
 }
 
 fn local_path_setup(objects: &Arc<RecordingObjects>) {
-    objects.seed(crate::objects::storage::local_path_class().into_object());
+    objects.seed(skiff_objects::storage::local_path_class().into_object());
     for node in ["pi-1", "pi-2"] {
         objects.seed(
             v1::Node {
@@ -618,7 +618,7 @@ async fn a_selected_node_long_unready_is_cleared_and_one_briefly_unready_waited_
     claims.reconcile(&key).await.unwrap();
 
     // Not Ready since just now: waited for, no volume, the node kept.
-    set_ready(&objects, "pi-2", "Unknown", &skiff_values::now_rfc3339());
+    set_ready(&objects, "pi-2", "Unknown", &skiff_objects::now_rfc3339());
     select_node(&objects, "pi-2");
     let action = claims.reconcile(&key).await.unwrap();
     let Action::RequeueAfter(after) = action else {

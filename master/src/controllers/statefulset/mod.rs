@@ -49,12 +49,12 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::objects::deletion::is_being_deleted;
-use crate::objects::owners::{controller_of, controller_reference};
-use crate::objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
-use crate::objects::{IntoObject, Kind, ObjectExt};
 use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::{IntoObject, Kind, ObjectExt};
 use spec::{ordinal_of, StatefulSetSpec, StatefulSetStatus};
 
 /// The component its Events are recorded as.

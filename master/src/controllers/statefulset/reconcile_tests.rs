@@ -10,8 +10,8 @@ use super::spec::{POD_INDEX_LABEL, POD_NAME_LABEL};
 use super::*;
 use crate::controllers::recording::{context, RecordingObjects, WriteOp};
 use crate::controllers::ObjectReads;
-use crate::objects::deletion::DeleteOptions;
-use crate::objects::generic;
+use skiff_objects::deletion::DeleteOptions;
+use skiff_objects::generic;
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -388,7 +388,7 @@ fn ready_since(objects: &RecordingObjects, at: SystemTime) {
         };
         for condition in &mut status.conditions {
             if condition.r#type == "Ready" {
-                condition.last_transition_time = skiff_values::rfc3339(at);
+                condition.last_transition_time = skiff_objects::rfc3339(at);
             }
         }
         objects

@@ -20,8 +20,8 @@ use crate::controllers::revisions::REVISION_HASH_LABEL;
 use crate::controllers::workload_spec::{
     int_or_string, read_status, selector_of, spec_of, strip_nulls, template_of, with_status,
 };
-use crate::objects::generic;
-use crate::objects::selector;
+use skiff_objects::generic;
+use skiff_objects::selector;
 
 pub use crate::controllers::workload_spec::SpecError;
 

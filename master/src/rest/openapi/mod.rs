@@ -249,7 +249,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::objects::registry;
+    use skiff_objects::registry;
 
     fn query(pairs: &[(&str, &str)]) -> Query {
         pairs

@@ -22,7 +22,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Map, Value};
 
-use crate::objects::api_schema::{
+use skiff_objects::api_schema::{
     FieldKind, FieldSchema, MessageSchema, PatchMeta, KINDS, MESSAGES, PATCH_META, WITH_TYPE_META,
 };
 

@@ -22,7 +22,7 @@ use prost::Message;
 use serde_json::{json, Map, Value};
 
 use super::schemas::{self, Dialect};
-use crate::objects::api_schema::MESSAGES;
+use skiff_objects::api_schema::MESSAGES;
 
 /// gnostic `openapi_v2.Document`.
 #[derive(Clone, PartialEq, prost::Message)]

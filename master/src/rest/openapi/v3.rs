@@ -16,8 +16,8 @@
 use serde_json::{json, Map, Value};
 
 use super::schemas::{self, Dialect, GROUP_VERSION_KIND};
-use crate::objects::api_schema::MESSAGES;
-use crate::objects::registry::{self, KindInfo};
+use skiff_objects::api_schema::MESSAGES;
+use skiff_objects::registry::{self, KindInfo};
 
 /// The request body of every PATCH (Kubernetes' name for it).
 const PATCH: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Patch";

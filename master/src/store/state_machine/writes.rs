@@ -14,7 +14,7 @@
 //! still be at that version (optimistic concurrency, as in Kubernetes).
 //!
 //! Deletes and updates follow Kubernetes' delete semantics
-//! ([`crate::objects::deletion`]): a delete removes the object, or keeps it
+//! ([`skiff_objects::deletion`]): a delete removes the object, or keeps it
 //! marked (`deletionTimestamp`, a MODIFIED event) while finalizers, a
 //! Foreground or Orphan propagation or a pod's grace period hold it; an
 //! update of a marked object cannot add finalizers, and one that removes
@@ -36,12 +36,12 @@ use prost::Message;
 use skiff_proto::api::{EventType, Object};
 
 use super::{Committed, StoredEvent};
-use crate::objects::deletion::{self, DeleteOptions, DeleteOutcome};
-use crate::objects::{
-    merge_update, merge_whole_update, object_key, selectable, stored_kind, Kind, ObjectExt,
-};
 use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCache};
 use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
+use skiff_objects::deletion::{self, DeleteOptions, DeleteOutcome};
+use skiff_objects::{
+    merge_update, merge_whole_update, object_key, selectable, stored_kind, Kind, ObjectExt,
+};
 
 /// The objects as the batch being applied has left them so far: the cache,
 /// plus what earlier commands of the batch stored or removed.
@@ -543,7 +543,7 @@ fn record(
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
-    let node = crate::objects::pods::bound_node(&object).to_owned();
+    let node = skiff_objects::pods::bound_node(&object).to_owned();
     let bytes = object.encode_to_vec();
     // A delete made by an update (the last finalizer removed) leaves an
     // object unlike the one it replaces: that one is kept too, so that a
@@ -591,13 +591,13 @@ mod tests {
     use skiff_proto::api::{EventType, Object};
     use skiff_proto::v1;
 
-    use crate::objects::deletion::{
-        DeleteOptions, Propagation, FOREGROUND_DELETION, ORPHAN_DEPENDENTS,
-    };
-    use crate::objects::{IntoObject, Kind, ObjectExt};
     use crate::store::cache::HeldAddress;
     use crate::store::state_machine::{ObjectStore, StoredEvent};
     use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
+    use skiff_objects::deletion::{
+        DeleteOptions, Propagation, FOREGROUND_DELETION, ORPHAN_DEPENDENTS,
+    };
+    use skiff_objects::{IntoObject, Kind, ObjectExt};
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 
@@ -1296,7 +1296,7 @@ mod tests {
     fn content_of(applied: &Applied) -> serde_json::Value {
         match decoded(applied).kind {
             Some(skiff_proto::api::object::Kind::Generic(g)) => {
-                serde_json::Value::Object(crate::objects::generic::content(&g))
+                serde_json::Value::Object(skiff_objects::generic::content(&g))
             }
             other => panic!("not generic: {other:?}"),
         }
@@ -1307,7 +1307,7 @@ mod tests {
         let (_dir, store) = store_with_pod();
         let spec = serde_json::json!({"spec": {"n": 1}, "status": {"ok": false}});
         let created = apply(&store, create(&gadget("g", "default", spec))).unwrap();
-        let kind = crate::objects::stored_kind(&decoded(&created)).unwrap();
+        let kind = skiff_objects::stored_kind(&decoded(&created)).unwrap();
         assert!(matches!(kind, Kind::Custom(_)));
         assert_eq!(kind.name(), "Gadget.store-test.example.com");
         assert!(store.get(kind, "default", "g").unwrap().is_some());

@@ -142,7 +142,7 @@ pub fn set_replicas(object: &mut Object, replicas: i32) -> Result<(), ScaleError
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
     use serde_json::json;
     use skiff_proto::v1;
 

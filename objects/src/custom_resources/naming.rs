@@ -177,7 +177,7 @@ pub fn holds_cleanup(finalizers: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::custom_resources::definition::{Names, Version};
+    use crate::custom_resources::definition::{Names, Version};
 
     fn definition(name: &str, created: &str, group: &str, plural: &str, kind: &str) -> Definition {
         Definition {

@@ -136,7 +136,7 @@ mod tests {
     use skiff_proto::v1;
 
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
 
     fn pod(labels: &[(&str, &str)], node: &str, phase: &str) -> Object {
         v1::Pod {

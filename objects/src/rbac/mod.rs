@@ -404,7 +404,7 @@ impl BindingView {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
     use skiff_proto::v1::{GenericObject, ObjectMeta};
 
     fn object(kind: &str, namespace: &str, name: &str, content: Value) -> Object {

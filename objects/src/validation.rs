@@ -11,7 +11,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{selector, Kind, ObjectExt};
-use skiff_values::Quantity;
+use crate::Quantity;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1629,7 +1629,7 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
         );
     }
     for (i, range) in spec.load_balancer_source_ranges.iter().enumerate() {
-        if let Err(e) = skiff_values::Ipv4Net::parse_lenient(range) {
+        if let Err(e) = crate::Ipv4Net::parse_lenient(range) {
             errors.add(
                 format!("spec.loadBalancerSourceRanges.{i}"),
                 format!("is not an IPv4 CIDR: {e}"),
@@ -1649,8 +1649,8 @@ fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::defaults::apply_defaults;
-    use crate::objects::manifest::parse_manifest;
+    use crate::defaults::apply_defaults;
+    use crate::manifest::parse_manifest;
 
     fn check(yaml: &str) -> Result<(), ValidationError> {
         let mut o = parse_manifest("t.yaml", yaml, true)

@@ -591,8 +591,8 @@ impl Update<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::registry::info;
-    use crate::objects::Kind;
+    use crate::registry::info;
+    use crate::Kind;
     use serde_json::json;
 
     const EARLIER: &str = "2026-12-01T10:00:00Z";

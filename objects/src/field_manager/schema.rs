@@ -11,7 +11,7 @@
 //! Places the schema does not describe are read as structured-merge-diff's
 //! "deduced" type: objects field by field, anything else a leaf.
 
-use crate::objects::api_schema::{FieldKind, FieldSchema, PatchMeta, KINDS, MESSAGES, PATCH_META};
+use crate::api_schema::{FieldKind, FieldSchema, PatchMeta, KINDS, MESSAGES, PATCH_META};
 
 /// The shape of the value at one place in an object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

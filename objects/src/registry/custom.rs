@@ -29,9 +29,9 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use super::{Conversion, KindInfo, Model, Subresource};
-use crate::objects::custom_resources::definition::{version_priority, Definition};
-use crate::objects::custom_resources::naming;
-use crate::objects::Kind;
+use crate::custom_resources::definition::{version_priority, Definition};
+use crate::custom_resources::naming;
+use crate::Kind;
 
 /// A custom kind: an API group and a kind name, interned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -266,7 +266,7 @@ fn build(sources: &BTreeMap<u64, BTreeMap<String, Arc<Definition>>>) -> Served {
         };
         let kind = CustomKind::intern(&definition.group, &definition.names.kind);
         let names = &definition.names;
-        let entry = |version: &crate::objects::custom_resources::Version| {
+        let entry = |version: &crate::custom_resources::Version| {
             interned_info(InfoKey {
                 kind,
                 version: version.name.clone(),

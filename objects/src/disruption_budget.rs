@@ -233,7 +233,7 @@ impl BudgetStatus {
             .map(|i| &self.conditions[i])
             .filter(|c| c["status"] == status)
             .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| skiff_values::rfc3339(now));
+            .unwrap_or_else(|| crate::rfc3339(now));
         let condition = serde_json::json!({
             "type": DISRUPTION_ALLOWED,
             "status": status,
@@ -252,7 +252,7 @@ impl BudgetStatus {
     pub fn take_disruption(&mut self, pod: &str, now: SystemTime) {
         self.disruptions_allowed -= 1;
         self.disrupted_pods
-            .insert(pod.to_owned(), skiff_values::rfc3339(now));
+            .insert(pod.to_owned(), crate::rfc3339(now));
     }
 }
 
@@ -424,7 +424,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
 
     const NOW: Duration = Duration::from_secs(1_800_000_000);
 
@@ -609,7 +609,7 @@ mod tests {
         // new one is not the one evicted.
         let mut replaced = web(&[true, true, true]);
         let meta = replaced[0].metadata.as_mut().unwrap();
-        meta.creation_timestamp = skiff_values::rfc3339(now());
+        meta.creation_timestamp = crate::rfc3339(now());
         let (status, _) = compute_status(&budget, &replaced, scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 3, 1));
         assert!(status.disrupted_pods.is_empty());
@@ -749,7 +749,7 @@ mod tests {
         let written = status.write_into(&stored);
         let json = generic::content(&written)["status"].clone();
         assert_eq!(json["disruptionsAllowed"], 1);
-        assert_eq!(json["disruptedPods"]["web-0"], skiff_values::rfc3339(now()));
+        assert_eq!(json["disruptedPods"]["web-0"], crate::rfc3339(now()));
         assert_eq!(json["expectedPods"], 0);
         let again = Budget::of(&written.into_object()).unwrap();
         assert_eq!(again.status, status);

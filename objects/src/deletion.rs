@@ -284,13 +284,13 @@ fn timestamp(at: SystemTime, plus: i64) -> String {
     let second = since_epoch
         .saturating_add(seconds(plus))
         .min(LAST_WRITABLE_SECOND);
-    skiff_values::rfc3339(UNIX_EPOCH + Duration::from_secs(second))
+    crate::rfc3339(UNIX_EPOCH + Duration::from_secs(second))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 

@@ -16,12 +16,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::Quantity;
 use serde::Deserialize;
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{self, GenericObject};
-use skiff_values::Quantity;
 
 use super::generic;
 use super::placement::{node_matches_terms, NodeSelectorTerm};
@@ -522,7 +522,7 @@ pub fn claim_names(spec: &v1::PodSpec) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
 
     fn generic(kind: &str, name: &str, namespace: &str, fields: Value) -> Object {
         let mut object = GenericObject {

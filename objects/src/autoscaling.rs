@@ -7,8 +7,8 @@
 //! of Kubernetes' default behaviour are here too, for the controller
 //! (`controllers/horizontal_autoscaler`) to fall back on.
 
+use crate::{Quantity, QuantityError};
 use serde_json::{json, Map, Value};
-use skiff_values::{Quantity, QuantityError};
 
 /// The CPU utilization target of an autoscaler given no metrics (`80`).
 pub const DEFAULT_CPU_UTILIZATION: i32 = 80;

@@ -872,7 +872,7 @@ fn strip_zeros(value: &mut Value) {
             Value::Number(n) => n.to_string(),
             _ => return,
         };
-        if let Ok(q) = skiff_values::Quantity::parse(&text) {
+        if let Ok(q) = crate::Quantity::parse(&text) {
             *value = Value::String(format!("{}m", q.milli()));
         }
     }

@@ -33,7 +33,7 @@ use skiff_proto::v1::{GenericObject, LabelSelector, ObjectMeta};
 
 use super::policy_comparator::covers;
 use super::{AggregationRule, BindingView, PolicyRule, RoleView, Subject, API_VERSION};
-use crate::objects::{generic, IntoObject, ObjectExt};
+use crate::{generic, IntoObject, ObjectExt};
 
 /// The label of every default object.
 pub const BOOTSTRAPPING_LABEL: &str = "kubernetes.io/bootstrapping";
@@ -602,7 +602,7 @@ pub fn reconcile_binding(existing: &Object, expected: &Object) -> BindingReconci
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::Kind;
+    use crate::Kind;
 
     fn named<'a>(objects: &'a [Object], name: &str) -> &'a Object {
         objects

@@ -274,7 +274,7 @@ fn http_get(action: Option<&mut v1::HttpGetAction>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::IntoObject;
+    use crate::IntoObject;
 
     #[test]
     fn pull_policy_follows_the_tag() {
@@ -355,12 +355,12 @@ spec:
   - {name: e, projected: {sources: [{configMap: {name: cm}}]}}
   - {name: f, emptyDir: {}}
 "#;
-        let mut o = crate::objects::manifest::parse_manifest("p.yaml", text, true)
+        let mut o = crate::manifest::parse_manifest("p.yaml", text, true)
             .unwrap()
             .objects
             .remove(0);
         apply_defaults(&mut o);
-        let json = crate::objects::manifest::to_json_value(&o);
+        let json = crate::manifest::to_json_value(&o);
         let volumes = &json["spec"]["volumes"];
         assert_eq!(volumes[0]["configMap"]["defaultMode"], 420);
         assert_eq!(
@@ -398,12 +398,12 @@ spec:
       postStart: {httpGet: {port: 8080}}
       preStop: {sleep: {seconds: 3}}
 "#;
-        let mut o = crate::objects::manifest::parse_manifest("p.yaml", text, true)
+        let mut o = crate::manifest::parse_manifest("p.yaml", text, true)
             .unwrap()
             .objects
             .remove(0);
         apply_defaults(&mut o);
-        let json = crate::objects::manifest::to_json_value(&o);
+        let json = crate::manifest::to_json_value(&o);
         let spec = &json["spec"];
         assert_eq!(spec["hostNetwork"], true);
         assert_eq!(spec["hostPID"], true, "{spec}");

@@ -471,7 +471,7 @@ pub(super) fn compare(before: &Paths<'_>, after: &Paths<'_>) -> Comparison {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::field_manager::schema;
+    use crate::field_manager::schema;
     use serde_json::json;
 
     fn deployment() -> Shape {

@@ -1,6 +1,15 @@
-//! The object model's behaviour: which kinds exist, how they are named on
-//! the command line, and uniform access to the metadata, spec and status of
-//! any object, whatever its kind.
+//! skiff's object model, shared by the master, the agent and the CLI:
+//! which kinds exist and how they are named, uniform access to the
+//! metadata, spec and status of any object whatever its kind, and what
+//! Kubernetes decides about objects (validation, defaulting, selectors,
+//! owners, deletion, server-side apply's field ownership, the registry of
+//! kinds that discovery and the REST API serve), plus the value formats
+//! both sides read, defined once so that they can never disagree:
+//!
+//! - [`quantity`]: resource quantities (`500m`, `128Mi`), exact, in
+//!   thousandths of a unit;
+//! - [`cidr`]: IPv4 networks (`10.42.0.0/16`), host bits refused;
+//! - [`time`]: RFC 3339 timestamps as Kubernetes writes them.
 //!
 //! The wire types themselves are generated in `skiff-proto`; an object of
 //! any kind travels as [`Object`], a protobuf `oneof` over the kinds.
@@ -12,9 +21,10 @@
 //! the object alone ([`stored_kind`]), whether or not a definition serves
 //! them, so that every replica applies the same log the same way.
 
-pub(crate) mod api_schema;
+pub mod api_schema;
 pub mod autoscaling;
 pub mod autoscaling_v1;
+pub mod cidr;
 pub mod cron_schedule;
 pub mod custom_resources;
 pub mod defaults;
@@ -27,6 +37,7 @@ pub mod metadata;
 pub mod owners;
 pub mod placement;
 pub mod pods;
+pub mod quantity;
 pub mod rbac;
 pub mod registry;
 pub mod scale;
@@ -34,16 +45,21 @@ pub mod schema_check;
 pub mod selectable;
 pub mod selector;
 pub mod storage;
+pub mod time;
 pub mod unsupported;
 pub mod validation;
 
 use std::fmt;
 
-use skiff_proto::api::object::Kind as Body;
+/// The typed body of an [`Object`]: a protobuf `oneof` over the kinds.
+pub use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::ObjectMeta;
 
+pub use cidr::{CidrError, Ipv4Net};
+pub use quantity::{Quantity, QuantityError};
 pub use registry::custom::CustomKind;
+pub use time::{now_rfc3339, rfc3339};
 
 /// A supported kind, as written in `kind:`.
 #[derive(
@@ -258,22 +274,22 @@ impl fmt::Display for Kind {
 }
 
 /// Runs `$body` with `$v` bound to the typed object inside any [`Body`].
+#[macro_export]
 macro_rules! with_body {
     ($body:expr, $v:ident => $e:expr) => {
         match $body {
-            Body::Namespace($v) => $e,
-            Body::Node($v) => $e,
-            Body::Pod($v) => $e,
-            Body::Service($v) => $e,
-            Body::Endpoints($v) => $e,
-            Body::Deployment($v) => $e,
-            Body::ReplicaSet($v) => $e,
-            Body::Secret($v) => $e,
-            Body::Generic($v) => $e,
+            $crate::Body::Namespace($v) => $e,
+            $crate::Body::Node($v) => $e,
+            $crate::Body::Pod($v) => $e,
+            $crate::Body::Service($v) => $e,
+            $crate::Body::Endpoints($v) => $e,
+            $crate::Body::Deployment($v) => $e,
+            $crate::Body::ReplicaSet($v) => $e,
+            $crate::Body::Secret($v) => $e,
+            $crate::Body::Generic($v) => $e,
         }
     };
 }
-pub(crate) use with_body;
 
 /// The group of an `apiVersion` that only custom kinds can be served in
 /// (a group, not one of the built-in kinds').

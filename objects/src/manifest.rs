@@ -11,7 +11,8 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::{with_body, Kind};
+use super::Kind;
+use crate::with_body;
 
 /// Why a manifest could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -413,7 +414,7 @@ pub fn to_yaml(value: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::objects::ObjectExt;
+    use crate::ObjectExt;
 
     const NGINX_DEPLOYMENT: &str = r#"
 apiVersion: apps/v1

@@ -26,27 +26,27 @@
 use FieldKind as K;
 
 /// One protobuf message: its full protobuf name and its fields by tag.
-pub(crate) struct MessageSchema {
-    pub(crate) name: &'static str,
+pub struct MessageSchema {
+    pub name: &'static str,
     /// Sorted by tag.
-    pub(crate) fields: &'static [FieldSchema],
+    pub fields: &'static [FieldSchema],
 }
 
 /// One field of a message.
-pub(crate) struct FieldSchema {
-    pub(crate) tag: u16,
+pub struct FieldSchema {
+    pub tag: u16,
     /// The field's name in Kubernetes JSON (for `Inline`, only for error
     /// messages: its members go into the enclosing object).
-    pub(crate) json: &'static str,
-    pub(crate) kind: FieldKind,
+    pub json: &'static str,
+    pub kind: FieldKind,
     /// A protobuf `repeated` field: a JSON array.
-    pub(crate) repeated: bool,
+    pub repeated: bool,
 }
 
 /// What a field holds on the wire and how Kubernetes JSON writes it. A
 /// `u16` is an index into [`MESSAGES`].
 #[derive(Clone, Copy)]
-pub(crate) enum FieldKind {
+pub enum FieldKind {
     String,
     /// A JSON string of the bytes in standard base64.
     Bytes,
@@ -89,24 +89,24 @@ pub(crate) enum FieldKind {
 }
 
 /// A top-level kind and the message its objects are.
-pub(crate) struct KindSchema {
+pub struct KindSchema {
     /// "" for the core group.
-    pub(crate) group: &'static str,
-    pub(crate) version: &'static str,
-    pub(crate) kind: &'static str,
-    pub(crate) message: u16,
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub message: u16,
 }
 
 /// How strategic merge patch treats one field (Go's `patchStrategy` and
 /// `patchMergeKey` struct tags), as the OpenAPI documents publish it.
-pub(crate) struct PatchMeta {
+pub struct PatchMeta {
     /// An index into [`MESSAGES`].
-    pub(crate) message: u16,
-    pub(crate) tag: u16,
+    pub message: u16,
+    pub tag: u16,
     /// `merge`, `retainKeys`, `merge,retainKeys`, ...; "" for none.
-    pub(crate) strategy: &'static str,
+    pub strategy: &'static str,
     /// The key list items merge on; "" for none.
-    pub(crate) merge_key: &'static str,
+    pub merge_key: &'static str,
 }
 
 const fn one(tag: u16, json: &'static str, kind: FieldKind) -> FieldSchema {
@@ -129,7 +129,7 @@ const fn many(tag: u16, json: &'static str, kind: FieldKind) -> FieldSchema {
 
 /// Every message, in the order `FieldKind`'s indexes count.
 #[rustfmt::skip]
-pub(crate) static MESSAGES: &[MessageSchema] = &[
+pub static MESSAGES: &[MessageSchema] = &[
     // 0
     MessageSchema { name: "k8s.io.api.apps.v1.ControllerRevision", fields: &[
         one(1, "metadata", K::Message(451)), // k8s.io.apimachinery.pkg.apis.meta.v1.ObjectMeta
@@ -3229,7 +3229,7 @@ pub(crate) static MESSAGES: &[MessageSchema] = &[
 
 /// Every top-level kind, sorted by group, version and kind.
 #[rustfmt::skip]
-pub(crate) static KINDS: &[KindSchema] = &[
+pub static KINDS: &[KindSchema] = &[
     KindSchema { group: "", version: "v1", kind: "Binding", message: 128 },
     KindSchema { group: "", version: "v1", kind: "ComponentStatus", message: 139 },
     KindSchema { group: "", version: "v1", kind: "ConfigMap", message: 141 },
@@ -3289,7 +3289,7 @@ pub(crate) static KINDS: &[KindSchema] = &[
 
 /// The fields strategic merge patch treats specially, sorted by message and tag.
 #[rustfmt::skip]
-pub(crate) static PATCH_META: &[PatchMeta] = &[
+pub static PATCH_META: &[PatchMeta] = &[
     PatchMeta { message: 6, tag: 10, strategy: "merge", merge_key: "type" }, // k8s.io.api.apps.v1.DaemonSetStatus
     PatchMeta { message: 11, tag: 4, strategy: "retainKeys", merge_key: "" }, // k8s.io.api.apps.v1.DeploymentSpec
     PatchMeta { message: 12, tag: 6, strategy: "merge", merge_key: "type" }, // k8s.io.api.apps.v1.DeploymentStatus
@@ -3341,7 +3341,7 @@ pub(crate) static PATCH_META: &[PatchMeta] = &[
 /// The messages whose JSON also carries `apiVersion` and `kind` (Go's embedded
 /// `TypeMeta`, which protobuf leaves out), sorted.
 #[rustfmt::skip]
-pub(crate) static WITH_TYPE_META: &[u16] = &[
+pub static WITH_TYPE_META: &[u16] = &[
     0, // k8s.io.api.apps.v1.ControllerRevision
     1, // k8s.io.api.apps.v1.ControllerRevisionList
     2, // k8s.io.api.apps.v1.DaemonSet

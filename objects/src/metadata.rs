@@ -1,6 +1,6 @@
 //! Values Kubernetes puts into object metadata: version-4 UUIDs
 //! for `metadata.uid` and the random suffix of `generateName`, for the write
-//! path and the controllers alike (timestamps: `skiff_values::time`).
+//! path and the controllers alike (timestamps: `crate::time`).
 
 /// A random RFC 4122 version-4 UUID, as Kubernetes uses for `metadata.uid`.
 pub fn new_uid() -> String {
