@@ -1,13 +1,14 @@
 //! `labelSelector` and `fieldSelector` query parameters as Kubernetes
 //! parses them: labels with `=`, `==`, `!=`, `in (...)`, `notin (...)`,
-//! `key` and `!key`, comma-separated (all must hold); fields with `=`,
+//! `key` and `!key`, comma-separated (all must hold; read by the object
+//! model's `selector::parse`, which `skiff ctl -l` uses too); fields with `=`,
 //! `==` and `!=` on the fields each kind supports (`metadata.name` and
 //! `metadata.namespace` everywhere), anything else refused by name. Events
 //! are selected by the fields kube-apiserver selects them by
 //! (`involvedObject.*`, `reason`, `source`, ...; `kubectl describe` lists
 //! an object's Events with them), events.k8s.io's by its own names for
 //! the same fields (`regarding.*`, `reportingController`). Which fields
-//! each kind has: `objects/selectable.rs`.
+//! each kind has: `skiff_objects::selectable`.
 
 use std::collections::BTreeMap;
 
@@ -15,136 +16,43 @@ use serde_json::Value;
 
 use skiff_objects::registry::KindInfo;
 use skiff_objects::selectable::{kind_fields, COMMON_FIELDS, EVENTS_K8S_IO_EVENT};
-use skiff_objects::Kind;
+use skiff_objects::{selector, Kind};
+use skiff_proto::v1;
 
 /// A selector that does not parse, or names a field that is not supported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SelectorError {
-    #[error("unable to parse requirement {requirement:?} of labelSelector: {why}")]
-    Label { requirement: String, why: String },
+    #[error("unable to parse labelSelector {selector:?}: {why}")]
+    Label { selector: String, why: String },
     #[error("invalid fieldSelector requirement {requirement:?}: expected field=value, field==value or field!=value")]
     Field { requirement: String },
     #[error("field label not supported: {field}")]
     UnsupportedField { field: String },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum LabelRequirement {
-    Equals(String, String),
-    NotEquals(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
-
-/// A parsed `labelSelector`; empty matches everything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct LabelSelector(Vec<LabelRequirement>);
+/// A parsed `labelSelector` (`skiff_objects::selector::parse`, the parser
+/// `skiff ctl -l` uses too); empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelSelector(v1::LabelSelector);
 
 impl LabelSelector {
     pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
-        let mut requirements = Vec::new();
-        for part in split_outside_parentheses(text) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            requirements.push(label_requirement(part)?);
-        }
-        Ok(LabelSelector(requirements))
+        selector::parse(text)
+            .map(LabelSelector)
+            .map_err(|e| SelectorError::Label {
+                selector: text.to_owned(),
+                why: e.reason,
+            })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        selector::is_empty(&self.0)
     }
 
     /// Whether `labels` satisfy every requirement.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|r| match r {
-            LabelRequirement::Equals(k, v) => labels.get(k) == Some(v),
-            LabelRequirement::NotEquals(k, v) => labels.get(k) != Some(v),
-            LabelRequirement::In(k, vs) => labels.get(k).is_some_and(|l| vs.contains(l)),
-            LabelRequirement::NotIn(k, vs) => !labels.get(k).is_some_and(|l| vs.contains(l)),
-            LabelRequirement::Exists(k) => labels.contains_key(k),
-            LabelRequirement::DoesNotExist(k) => !labels.contains_key(k),
-        })
+        selector::matches(&self.0, labels)
     }
-}
-
-/// Splits on commas that are not inside `(...)`.
-fn split_outside_parentheses(text: &str) -> Vec<&str> {
-    let mut parts = Vec::new();
-    let (mut depth, mut start) = (0usize, 0usize);
-    for (i, c) in text.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth = depth.saturating_sub(1),
-            ',' if depth == 0 => {
-                parts.push(&text[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&text[start..]);
-    parts
-}
-
-fn label_requirement(part: &str) -> Result<LabelRequirement, SelectorError> {
-    let fail = |why: &str| SelectorError::Label {
-        requirement: part.to_owned(),
-        why: why.to_owned(),
-    };
-    let key = |k: &str| -> Result<String, SelectorError> {
-        let k = k.trim();
-        if k.is_empty() || !skiff_objects::validation::is_label_key(k) {
-            return Err(fail("invalid label key"));
-        }
-        Ok(k.to_owned())
-    };
-    let value = |v: &str| -> Result<String, SelectorError> {
-        let v = v.trim();
-        if !v.is_empty() && !skiff_objects::validation::is_label_name(v) {
-            return Err(fail("invalid label value"));
-        }
-        Ok(v.to_owned())
-    };
-    if let Some(rest) = part.strip_prefix('!') {
-        return Ok(LabelRequirement::DoesNotExist(key(rest)?));
-    }
-    if let Some((k, v)) = part.split_once("!=") {
-        return Ok(LabelRequirement::NotEquals(key(k)?, value(v)?));
-    }
-    if let Some((k, v)) = part.split_once("==") {
-        return Ok(LabelRequirement::Equals(key(k)?, value(v)?));
-    }
-    if let Some((k, v)) = part.split_once('=') {
-        return Ok(LabelRequirement::Equals(key(k)?, value(v)?));
-    }
-    let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
-    if let [k, rest] = words.as_slice() {
-        let rest = rest.trim_start();
-        let (operator, list) = if let Some(l) = rest.strip_prefix("notin") {
-            ("notin", l)
-        } else if let Some(l) = rest.strip_prefix("in") {
-            ("in", l)
-        } else {
-            return Err(fail("expected =, ==, !=, in or notin after the key"));
-        };
-        let list = list.trim();
-        let inner = list
-            .strip_prefix('(')
-            .and_then(|l| l.strip_suffix(')'))
-            .ok_or_else(|| fail("expected a list of values in parentheses"))?;
-        let values = inner.split(',').map(value).collect::<Result<Vec<_>, _>>()?;
-        return Ok(if operator == "in" {
-            LabelRequirement::In(key(k)?, values)
-        } else {
-            LabelRequirement::NotIn(key(k)?, values)
-        });
-    }
-    Ok(LabelRequirement::Exists(key(part)?))
 }
 
 /// A parsed `fieldSelector`; empty matches everything.
@@ -285,10 +193,20 @@ mod tests {
     }
 
     #[test]
-    fn bad_label_selectors_are_refused_naming_the_requirement() {
-        for text in ["app in web", "=x", "app=in valid", "a b c", "app in (x"] {
+    fn bad_label_selectors_are_refused_naming_the_selector_and_why() {
+        for (text, why) in [
+            ("app in web", "expected \"(\""),
+            ("=x", "expected a label key"),
+            ("app=in valid", "expected \",\" or the end"),
+            ("a b c", "after \"a\""),
+            ("app in (x", "not closed"),
+            ("app=web,,tier=a", "expected a label key"),
+        ] {
             let e = LabelSelector::parse(text).unwrap_err();
             assert!(matches!(e, SelectorError::Label { .. }), "{text}: {e}");
+            let message = e.to_string();
+            assert!(message.contains(&format!("{text:?}")), "{message}");
+            assert!(message.contains(why), "{text}: {why:?} not in {message}");
         }
     }
 
