@@ -15,6 +15,10 @@ pub const DEFAULT_ROLLING_PERCENT: &str = "25%";
 /// volumes when the volume sets none (0644, written `420`).
 pub const DEFAULT_VOLUME_FILE_MODE: i32 = 0o644;
 
+/// A `serviceAccountToken` volume source's lifetime when it names none
+/// (`expirationSeconds`, an hour, as Kubernetes defaults it).
+pub const DEFAULT_TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
 /// Fills in defaults, in place.
 pub fn apply_defaults(object: &mut Object) {
     match object.kind.as_mut() {
@@ -187,9 +191,9 @@ fn volume(v: &mut v1::Volume) {
             for item in source.downward_api.iter_mut().flat_map(|d| &mut d.items) {
                 field_ref(item.field_ref.as_mut());
             }
-            // As Kubernetes defaults a serviceAccountToken source: an hour.
             if let Some(t) = source.service_account_token.as_mut() {
-                t.expiration_seconds.get_or_insert(3600);
+                t.expiration_seconds
+                    .get_or_insert(DEFAULT_TOKEN_EXPIRATION_SECONDS);
             }
         }
     }

@@ -63,55 +63,82 @@ pub fn reads_secret(spec: &v1::PodSpec, name: &str) -> bool {
     secrets.iter().any(|n| n == name)
 }
 
-/// The ConfigMaps and Secrets `spec` reads, each name once, sorted.
+/// A ConfigMap or Secret a pod reads, by name, in the pod's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConfigReference<'a> {
+    ConfigMap(&'a str),
+    Secret(&'a str),
+}
+
+/// The ConfigMaps and Secrets `container`'s environment reads (`env`'s
+/// `valueFrom` and `envFrom`), in the order written, names as written
+/// (empty ones too). What a node may read for the pod (`config_references`)
+/// and what its agent fetches to start the container are both this.
+pub fn container_config_references(container: &v1::Container) -> Vec<ConfigReference<'_>> {
+    let mut out = Vec::new();
+    for e in &container.env_from {
+        if let Some(r) = &e.config_map_ref {
+            out.push(ConfigReference::ConfigMap(&r.name));
+        }
+        if let Some(r) = &e.secret_ref {
+            out.push(ConfigReference::Secret(&r.name));
+        }
+    }
+    for from in container.env.iter().filter_map(|e| e.value_from.as_ref()) {
+        if let Some(r) = &from.config_map_key_ref {
+            out.push(ConfigReference::ConfigMap(&r.name));
+        }
+        if let Some(r) = &from.secret_key_ref {
+            out.push(ConfigReference::Secret(&r.name));
+        }
+    }
+    out
+}
+
+/// The ConfigMaps and Secrets `volume` projects (a `configMap` or `secret`
+/// volume, a `projected` volume's sources), names as written.
+pub fn volume_config_references(volume: &v1::Volume) -> Vec<ConfigReference<'_>> {
+    let mut out = Vec::new();
+    if let Some(c) = &volume.config_map {
+        out.push(ConfigReference::ConfigMap(&c.name));
+    }
+    if let Some(s) = &volume.secret {
+        out.push(ConfigReference::Secret(&s.secret_name));
+    }
+    for source in volume.projected.iter().flat_map(|p| &p.sources) {
+        if let Some(c) = &source.config_map {
+            out.push(ConfigReference::ConfigMap(&c.name));
+        }
+        if let Some(s) = &source.secret {
+            out.push(ConfigReference::Secret(&s.name));
+        }
+    }
+    out
+}
+
+/// The ConfigMaps and Secrets `spec` reads (its containers' environment,
+/// its volumes, its `imagePullSecrets`), each name once, sorted, empty
+/// names left out.
 pub fn config_references(spec: &v1::PodSpec) -> (Vec<String>, Vec<String>) {
     let mut config_maps = std::collections::BTreeSet::new();
     let mut secrets = std::collections::BTreeSet::new();
-    for c in containers(spec) {
-        for e in &c.env {
-            let Some(from) = &e.value_from else {
-                continue;
-            };
-            if let Some(r) = &from.config_map_key_ref {
-                config_maps.insert(r.name.clone());
-            }
-            if let Some(r) = &from.secret_key_ref {
-                secrets.insert(r.name.clone());
-            }
-        }
-        for e in &c.env_from {
-            if let Some(r) = &e.config_map_ref {
-                config_maps.insert(r.name.clone());
-            }
-            if let Some(r) = &e.secret_ref {
-                secrets.insert(r.name.clone());
-            }
-        }
-    }
-    for v in &spec.volumes {
-        if let Some(c) = &v.config_map {
-            config_maps.insert(c.name.clone());
-        }
-        if let Some(s) = &v.secret {
-            secrets.insert(s.secret_name.clone());
-        }
-        for source in v.projected.iter().flat_map(|p| &p.sources) {
-            if let Some(c) = &source.config_map {
-                config_maps.insert(c.name.clone());
-            }
-            if let Some(s) = &source.secret {
-                secrets.insert(s.name.clone());
-            }
-        }
-    }
-    for reference in &spec.image_pull_secrets {
-        secrets.insert(reference.name.clone());
+    let from_containers = containers(spec).flat_map(container_config_references);
+    let from_volumes = spec.volumes.iter().flat_map(volume_config_references);
+    let pull_secrets = spec
+        .image_pull_secrets
+        .iter()
+        .map(|r| ConfigReference::Secret(&r.name));
+    for reference in from_containers.chain(from_volumes).chain(pull_secrets) {
+        match reference {
+            ConfigReference::ConfigMap(name) => config_maps.insert(name),
+            ConfigReference::Secret(name) => secrets.insert(name),
+        };
     }
     config_maps.remove("");
     secrets.remove("");
     (
-        config_maps.into_iter().collect(),
-        secrets.into_iter().collect(),
+        config_maps.into_iter().map(str::to_owned).collect(),
+        secrets.into_iter().map(str::to_owned).collect(),
     )
 }
 

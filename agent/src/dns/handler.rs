@@ -550,11 +550,25 @@ pub async fn serve(
     };
     let udp = std::net::UdpSocket::bind(listen).map_err(bind)?;
     let tcp = TcpListener::bind(listen).await.map_err(bind)?;
+    serve_bound(udp, tcp, handler, shutdown).await
+}
+
+/// [`serve`] on sockets already bound to one address (a test's, bound to
+/// a free port of its own).
+pub async fn serve_bound(
+    udp: std::net::UdpSocket,
+    tcp: TcpListener,
+    handler: ClusterDnsHandler,
+    shutdown: &CancellationToken,
+) -> Result<(), DnsError> {
+    let listen = tcp.local_addr().ok();
     let handler = Arc::new(handler);
     let mut udp = UdpThread::start(udp, handler.clone())?;
     let mut server = Server::new(TcpAnswers(handler));
     server.register_listener(tcp, TCP_IDLE, TCP_QUEUE);
-    tracing::info!(address = %listen, "cluster DNS answering");
+    if let Some(listen) = listen {
+        tracing::info!(address = %listen, "cluster DNS answering");
+    }
     tokio::select! {
         _ = shutdown.cancelled() => {}
         done = &mut udp.ended => {
@@ -844,12 +858,22 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<Result<(), DnsError>>,
     ) {
-        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let listen = probe.local_addr().unwrap();
-        drop(probe);
+        // Both sockets bound here, on one free port: a port probed and let
+        // go could be taken (by another test's connection) before the
+        // server bound it, and the server would never answer.
+        let (udp, tcp) = loop {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let listen = udp.local_addr().unwrap();
+            if let Ok(tcp) = std::net::TcpListener::bind(listen) {
+                break (udp, tcp);
+            }
+        };
+        let listen = udp.local_addr().unwrap();
+        tcp.set_nonblocking(true).unwrap();
+        let tcp = TcpListener::from_std(tcp).unwrap();
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
-        let server = tokio::spawn(async move { serve(listen, h, &stop).await });
+        let server = tokio::spawn(async move { serve_bound(udp, tcp, h, &stop).await });
         (listen, shutdown, server)
     }
 

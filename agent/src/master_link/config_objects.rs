@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use skiff_objects::pods::ConfigReference;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{BoundObjectReference, GetRequest, Object, RequestTokenRequest};
 use skiff_proto::v1;
@@ -51,6 +52,15 @@ pub enum ConfigKind {
 }
 
 impl ConfigKind {
+    /// A pod's reference to a ConfigMap or Secret, as the kind and name
+    /// this node fetches.
+    pub fn of_reference(reference: ConfigReference<'_>) -> (ConfigKind, String) {
+        match reference {
+            ConfigReference::ConfigMap(name) => (ConfigKind::ConfigMap, name.to_owned()),
+            ConfigReference::Secret(name) => (ConfigKind::Secret, name.to_owned()),
+        }
+    }
+
     /// The kind as the API names it (`ConfigMap`).
     pub fn name(self) -> &'static str {
         match self {

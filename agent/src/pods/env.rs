@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use skiff_objects::pods::container_config_references;
 use skiff_proto::v1;
 
 use crate::master_link::{ConfigData, ConfigKind};
@@ -44,29 +45,14 @@ pub enum EnvError {
     },
 }
 
-/// The ConfigMaps and Secrets `container`'s environment reads.
+/// The ConfigMaps and Secrets `container`'s environment reads: the object
+/// model's `container_config_references`, which is also what the masters
+/// let this node read for the pod.
 pub fn references(container: &v1::Container) -> BTreeSet<(ConfigKind, String)> {
-    let mut out = BTreeSet::new();
-    for e in &container.env_from {
-        if let Some(r) = &e.config_map_ref {
-            out.insert((ConfigKind::ConfigMap, r.name.clone()));
-        }
-        if let Some(r) = &e.secret_ref {
-            out.insert((ConfigKind::Secret, r.name.clone()));
-        }
-    }
-    for e in &container.env {
-        let Some(from) = &e.value_from else {
-            continue;
-        };
-        if let Some(r) = &from.config_map_key_ref {
-            out.insert((ConfigKind::ConfigMap, r.name.clone()));
-        }
-        if let Some(r) = &from.secret_key_ref {
-            out.insert((ConfigKind::Secret, r.name.clone()));
-        }
-    }
-    out
+    container_config_references(container)
+        .into_iter()
+        .map(ConfigKind::of_reference)
+        .collect()
 }
 
 /// Variables in the order they were first set; setting one again

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeSet;
 
+use skiff_objects::pods::volume_config_references;
 use skiff_proto::v1;
 
 use crate::master_link::{ConfigData, ConfigKind, TokenWanted};
@@ -48,29 +49,19 @@ pub enum ProjectionError {
     },
 }
 
-/// The ConfigMaps and Secrets `volume` projects.
+/// The ConfigMaps and Secrets `volume` projects: the object model's
+/// `volume_config_references`, which is also what the masters let this
+/// node read for the pod.
 pub fn references(volume: &v1::Volume) -> BTreeSet<(ConfigKind, String)> {
-    let mut out = BTreeSet::new();
-    if let Some(c) = &volume.config_map {
-        out.insert((ConfigKind::ConfigMap, c.name.clone()));
-    }
-    if let Some(s) = &volume.secret {
-        out.insert((ConfigKind::Secret, s.secret_name.clone()));
-    }
-    for source in volume.projected.iter().flat_map(|p| &p.sources) {
-        if let Some(c) = &source.config_map {
-            out.insert((ConfigKind::ConfigMap, c.name.clone()));
-        }
-        if let Some(s) = &source.secret {
-            out.insert((ConfigKind::Secret, s.name.clone()));
-        }
-    }
-    out
+    volume_config_references(volume)
+        .into_iter()
+        .map(ConfigKind::of_reference)
+        .collect()
 }
 
-/// A token's lifetime when its source names none (as Kubernetes defaults
-/// `expirationSeconds`).
-pub const DEFAULT_TOKEN_SECONDS: i64 = 3600;
+/// A token's lifetime when its source names none: what the masters'
+/// defaulting writes into a stored pod's source too.
+pub use skiff_objects::defaults::DEFAULT_TOKEN_EXPIRATION_SECONDS as DEFAULT_TOKEN_SECONDS;
 
 /// What the `serviceAccountToken` source `source` asks for.
 pub fn token_wanted(source: &v1::ServiceAccountTokenProjection) -> TokenWanted {
@@ -468,43 +459,10 @@ mod tests {
 
     #[test]
     fn the_api_access_volume_holds_token_ca_and_namespace() {
+        // Exactly what the masters' ServiceAccount admission gives a pod.
         let volume = v1::Volume {
             name: "kube-api-access-abcde".into(),
-            projected: Some(Box::new(v1::ProjectedVolumeSource {
-                sources: vec![
-                    v1::VolumeProjection {
-                        service_account_token: Some(Box::new(v1::ServiceAccountTokenProjection {
-                            audience: String::new(),
-                            expiration_seconds: Some(3607),
-                            path: "token".into(),
-                        })),
-                        ..Default::default()
-                    },
-                    v1::VolumeProjection {
-                        config_map: Some(Box::new(v1::ConfigMapProjection {
-                            name: "kube-root-ca.crt".into(),
-                            items: vec![item("ca.crt", "ca.crt", None)],
-                            optional: None,
-                        })),
-                        ..Default::default()
-                    },
-                    v1::VolumeProjection {
-                        downward_api: Some(Box::new(v1::DownwardApiProjection {
-                            items: vec![v1::DownwardApiVolumeFile {
-                                path: "namespace".into(),
-                                field_ref: Some(v1::ObjectFieldSelector {
-                                    api_version: "v1".into(),
-                                    field_path: "metadata.namespace".into(),
-                                }),
-                                resource_field_ref: None,
-                                mode: None,
-                            }],
-                        })),
-                        ..Default::default()
-                    },
-                ],
-                default_mode: Some(0o644),
-            })),
+            projected: Some(Box::new(skiff_objects::pods::api_access_volume_source())),
             ..Default::default()
         };
         let wanted: Vec<TokenWanted> = tokens(&volume).into_iter().collect();
