@@ -289,8 +289,8 @@ fn stays_on_its_node(pod: &v1::Pod) -> bool {
     let daemon = pod
         .metadata
         .as_ref()
-        .and_then(owners::controller)
-        .is_some_and(|r| r.kind == Kind::DaemonSet.name());
+        .and_then(|m| owners::controlled_by(m, Kind::DaemonSet))
+        .is_some();
     daemon || tolerates_unreachable(pod)
 }
 
@@ -299,8 +299,8 @@ fn stays_on_its_node(pod: &v1::Pod) -> bool {
 fn has_an_identity(pod: &v1::Pod) -> bool {
     pod.metadata
         .as_ref()
-        .and_then(owners::controller)
-        .is_some_and(|r| r.kind == Kind::StatefulSet.name())
+        .and_then(|m| owners::controlled_by(m, Kind::StatefulSet))
+        .is_some()
 }
 
 /// Whether a pod tolerates being on an unreachable node forever.

@@ -34,6 +34,7 @@ pub mod field_manager;
 pub mod generic;
 pub mod manifest;
 pub mod metadata;
+pub mod names;
 pub mod owners;
 pub mod placement;
 pub mod pods;

@@ -15,9 +15,18 @@ pub fn controller(meta: &v1::ObjectMeta) -> Option<&v1::OwnerReference> {
         .find(|r| r.controller == Some(true))
 }
 
-/// The controlling owner of an object, if it is of `kind`.
+/// The controlling owner of an object, if it is of `kind`: a reference of
+/// that kind marked `controller` (among several marked, which Kubernetes
+/// would refuse, that one still counts).
 pub fn controller_of(object: &Object, kind: Kind) -> Option<&v1::OwnerReference> {
-    controller(object.meta()).filter(|r| r.kind == kind.name())
+    controlled_by(object.meta(), kind)
+}
+
+/// [`controller_of`] on an object's metadata.
+pub fn controlled_by(meta: &v1::ObjectMeta, kind: Kind) -> Option<&v1::OwnerReference> {
+    meta.owner_references
+        .iter()
+        .find(|r| r.controller == Some(true) && r.kind == kind.name())
 }
 
 /// An owner reference that makes `owner` the controller of a dependent.
@@ -75,6 +84,19 @@ mod tests {
             Some("c")
         );
         assert_eq!(controller_of(&pod, Kind::ReplicaSet), None);
+    }
+
+    #[test]
+    fn a_controller_of_a_kind_is_found_among_several_marked_controller() {
+        let pod = pod_owned_by(vec![
+            reference("ReplicaSet", "a", Some(true)),
+            reference("DaemonSet", "b", Some(true)),
+        ]);
+        assert_eq!(controller(pod.meta()).map(|r| r.uid.as_str()), Some("a"));
+        assert_eq!(
+            controller_of(&pod, Kind::DaemonSet).map(|r| r.uid.as_str()),
+            Some("b")
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use skiff_proto::v1::{LabelSelector, LabelSelectorRequirement};
 
-use crate::validation::{is_label_key, is_label_name};
+use crate::names::{is_label_key, is_label_name};
 
 /// Why a selector's text could not be read (what is wrong, and where).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -4,7 +4,7 @@
 //! again when deleted, and its `ca.crt` put back when it differs (other
 //! keys are dropped, as Kubernetes rewrites `data` whole). Not in a
 //! namespace being deleted. Pods read it through their `kube-api-access-*`
-//! volume (`objects/pods.rs`, `admit_service_account_token`).
+//! volume (`objects/src/pods.rs`, `admit_service_account_token`).
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
