@@ -317,11 +317,14 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).unwrap_or_default()
 }
 
+/// An object for the cache, decoded with no spare room in its lists.
 fn decode_object(bytes: &[u8]) -> Result<Object> {
-    Object::decode(bytes).map_err(|e| StateMachineError::Decode {
+    let mut object = Object::decode(bytes).map_err(|e| StateMachineError::Decode {
         what: "object",
         reason: e.to_string(),
-    })
+    })?;
+    object.shrink_to_fit();
+    Ok(object)
 }
 
 impl ObjectStore {
