@@ -499,13 +499,16 @@ fn same_content(a: &Object, b: &Object) -> bool {
 fn merge(stored: &Object, sent: Object, part: Part) -> Object {
     let status_only = part == Part::Status;
     let mut merged = if status_only {
-        let mut m = stored.clone();
-        m.copy_status_from(&sent);
-        let given = sent.meta();
-        if !given.resource_version.is_empty() && !given.managed_fields.is_empty() {
-            if let Ok(meta) = m.meta_mut() {
-                meta.managed_fields = given.managed_fields.clone();
+        let mut sent = sent;
+        let managed = match sent.meta_mut() {
+            Ok(given) if !given.resource_version.is_empty() && !given.managed_fields.is_empty() => {
+                Some(std::mem::take(&mut given.managed_fields))
             }
+            _ => None,
+        };
+        let mut m = with_status_of(stored, sent);
+        if let (Some(managed), Ok(meta)) = (managed, m.meta_mut()) {
+            meta.managed_fields = managed;
         }
         m
     } else {
@@ -532,6 +535,37 @@ fn merge(stored: &Object, sent: Object, part: Part) -> Object {
     };
     merged.set_type_meta();
     merged
+}
+
+/// `stored` with `sent`'s status: the status is moved, and the rest cloned
+/// without the stored status (a pod's status update would otherwise clone
+/// both statuses, about 30 of the 90 allocations of the merge).
+fn with_status_of(stored: &Object, sent: Object) -> Object {
+    macro_rules! rebuilt {
+        ($a:expr, $b:expr, $ty:ident) => {
+            Body::$ty(skiff_proto::v1::$ty {
+                api_version: $a.api_version.clone(),
+                kind: $a.kind.clone(),
+                metadata: $a.metadata.clone(),
+                spec: $a.spec.clone(),
+                status: $b.status,
+            })
+        };
+    }
+    let body = match (&stored.kind, sent.kind) {
+        (Some(Body::Namespace(a)), Some(Body::Namespace(b))) => rebuilt!(a, b, Namespace),
+        (Some(Body::Node(a)), Some(Body::Node(b))) => rebuilt!(a, b, Node),
+        (Some(Body::Pod(a)), Some(Body::Pod(b))) => rebuilt!(a, b, Pod),
+        (Some(Body::Service(a)), Some(Body::Service(b))) => rebuilt!(a, b, Service),
+        (Some(Body::Deployment(a)), Some(Body::Deployment(b))) => rebuilt!(a, b, Deployment),
+        (Some(Body::ReplicaSet(a)), Some(Body::ReplicaSet(b))) => rebuilt!(a, b, ReplicaSet),
+        (_, kind) => {
+            let mut m = stored.clone();
+            m.copy_status_from(&Object { kind });
+            return m;
+        }
+    };
+    Object { kind: Some(body) }
 }
 
 /// Wraps a typed object into an [`Object`].
@@ -730,5 +764,55 @@ mod tests {
         assert_eq!(merged.meta().managed_fields, vec![entry("kubectl")]);
         let merged = merge_update(&stored, pod(vec![entry("helm")], "5"), true);
         assert_eq!(merged.meta().managed_fields, vec![entry("helm")]);
+    }
+
+    /// A status update stores the stored object with the sent status,
+    /// whatever else the sender changed; an object of another kind than the
+    /// stored one changes nothing.
+    #[test]
+    fn a_status_update_takes_only_the_sent_status() {
+        use skiff_proto::v1::{Node, NodeSpec, NodeStatus, Pod, PodSpec, PodStatus};
+        let pod = |node: &str, phase: &str, label: &str| {
+            Pod {
+                metadata: Some(ObjectMeta {
+                    name: "p".into(),
+                    labels: [("l".to_owned(), label.to_owned())].into(),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    node_name: node.into(),
+                    ..Default::default()
+                }),
+                status: Some(PodStatus {
+                    phase: phase.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .into_object()
+        };
+        let stored = pod("n1", "Pending", "a");
+        let merged = merge_update(&stored, pod("n2", "Running", "b"), true);
+        assert_eq!(merged, {
+            let mut want = pod("n1", "Running", "a");
+            want.set_type_meta();
+            want
+        });
+        let node = Node {
+            metadata: Some(ObjectMeta {
+                name: "p".into(),
+                ..Default::default()
+            }),
+            spec: Some(NodeSpec {
+                unschedulable: true,
+                ..Default::default()
+            }),
+            status: Some(NodeStatus::default()),
+            ..Default::default()
+        }
+        .into_object();
+        let mut unchanged = stored.clone();
+        unchanged.set_type_meta();
+        assert_eq!(merge_update(&stored, node, true), unchanged);
     }
 }
