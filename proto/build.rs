@@ -256,7 +256,7 @@ const RAW_IDENTIFIERS: &[&str] = &[
     "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
     "return", "static", "struct", "trait", "true", "type", "unsafe", "use", "where", "while",
     "abstract", "become", "box", "do", "final", "macro", "override", "priv", "typeof", "unsized",
-    "virtual", "yield", "try",
+    "virtual", "yield", "try", "gen",
 ];
 
 /// An inherent `shrink_to_fit` for every `skiff.v1` message: it gives

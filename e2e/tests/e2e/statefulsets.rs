@@ -667,11 +667,17 @@ async fn skiff_ctl_drain_waits_for_a_disruption_budget() -> anyhow::Result<()> {
     apply_yaml(&master.api_addr, dir.path(), "db", &db_without_claims(2))?;
     apply_yaml(&master.api_addr, dir.path(), "db-pdb", &db_budget(0))?;
     let before = wait_members(&client, &[0, 1]).await?;
-    let counted = wait_for("db-pdb counted", SETTLE, || async {
-        budget_of(&client)
-            .await
-            .filter(|b| b.status.expected_pods == 2)
-    })
+    // The budget is counted again after each pod change: one count may
+    // still see db-1 before it was Ready.
+    let counted = wait_for(
+        "db-pdb counted with both members healthy",
+        SETTLE,
+        || async {
+            budget_of(&client)
+                .await
+                .filter(|b| b.status.expected_pods == 2 && b.status.current_healthy == 2)
+        },
+    )
     .await?;
     let status = &counted.status;
     let counts = (

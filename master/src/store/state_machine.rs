@@ -202,7 +202,8 @@ fn rewind(
         return Err(compacted.into());
     }
     let key_of = |object: &Object| (object.meta().namespace.clone(), object.meta().name.clone());
-    let decode = |bytes: &[u8]| decode_object(bytes).map_err(|_| compacted.clone());
+    // Read for a list and dropped: not shrunk as the cache's objects are.
+    let decode = |bytes: &[u8]| Object::decode(bytes).map_err(|_| compacted.clone());
     // Per object changed after `revision`: its first change after it, and
     // its last change up to it (if still kept).
     let mut first_after: BTreeMap<(String, String), &StoredEvent> = BTreeMap::new();
