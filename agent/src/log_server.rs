@@ -143,6 +143,117 @@ pub fn tail_offset(data: &[u8], n: usize) -> usize {
     0
 }
 
+/// One request's read of a log file.
+struct LogReader {
+    dir: PathBuf,
+    path: PathBuf,
+    file: tokio::fs::File,
+    /// Where reading the file goes on from.
+    offset: u64,
+    /// With a tail, the last lines as read when the request came: lines
+    /// written while they are sent are not added to a `--tail=2` (they are
+    /// to a followed one, after it).
+    tail: Option<Vec<u8>>,
+    follow: bool,
+}
+
+impl LogReader {
+    async fn open(
+        dir: PathBuf,
+        path: PathBuf,
+        tail_lines: Option<i64>,
+        follow: bool,
+    ) -> Result<LogReader, Status> {
+        let mut file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
+        let mut offset = 0u64;
+        let mut tail = None;
+        if let Some(n) = tail_lines.filter(|n| *n >= 0) {
+            let mut data = Vec::new();
+            file.read_to_end(&mut data)
+                .await
+                .map_err(|e| Status::internal(format!("reading {}: {e}", path.display())))?;
+            offset = data.len() as u64;
+            let start = tail_offset(&data, usize::try_from(n).unwrap_or(usize::MAX));
+            tail = Some(data.split_off(start));
+        }
+        Ok(LogReader {
+            dir,
+            path,
+            file,
+            offset,
+            tail,
+            follow,
+        })
+    }
+
+    /// Sends the log; when following, keeps sending what is appended until
+    /// the container restarts, the pod goes, the caller leaves or the agent
+    /// stops.
+    async fn send(
+        mut self,
+        tx: mpsc::Sender<Result<LogChunk, Status>>,
+        shutdown: CancellationToken,
+    ) {
+        let run_count = runs(&self.dir).len();
+        if let Some(tail) = self.tail.take() {
+            for chunk in tail.chunks(64 << 10) {
+                let chunk = LogChunk {
+                    data: chunk.to_vec(),
+                };
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+            }
+            if !self.follow {
+                return;
+            }
+        }
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let len = tokio::fs::metadata(&self.path)
+                .await
+                .map(|m| m.len())
+                .unwrap_or(0);
+            if len < self.offset {
+                // Rotated: the file was truncated under us.
+                self.offset = 0;
+            }
+            if self.file.seek(SeekFrom::Start(self.offset)).await.is_err() {
+                return;
+            }
+            loop {
+                match self.file.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        self.offset += n as u64;
+                        let chunk = LogChunk {
+                            data: buf[..n].to_vec(),
+                        };
+                        if tx.send(Ok(chunk)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                }
+            }
+            // Following ends when the container restarts or the pod goes.
+            if !self.follow || !self.dir.exists() || runs(&self.dir).len() != run_count {
+                return;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tx.closed() => return,
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl AgentLogs for LogService {
     type LogsStream = ReceiverStream<Result<LogChunk, Status>>;
@@ -159,68 +270,9 @@ impl AgentLogs for LogService {
         )?;
         let req = request.into_inner();
         let (dir, path) = find_log(&self.layout, &req)?;
-        let mut file = tokio::fs::File::open(&path)
-            .await
-            .map_err(|e| Status::internal(format!("opening {}: {e}", path.display())))?;
-        let mut start = 0u64;
-        if let Some(n) = req.tail_lines.filter(|n| *n >= 0) {
-            let mut data = Vec::new();
-            file.read_to_end(&mut data)
-                .await
-                .map_err(|e| Status::internal(e.to_string()))?;
-            start = tail_offset(&data, n as usize) as u64;
-        }
+        let reader = LogReader::open(dir, path, req.tail_lines, req.follow).await?;
         let (tx, rx) = mpsc::channel(16);
-        let shutdown = self.shutdown.clone();
-        let follow = req.follow;
-        tokio::spawn(async move {
-            let mut offset = start;
-            let run_count = runs(&dir).len();
-            let mut buf = vec![0u8; 64 << 10];
-            loop {
-                let len = tokio::fs::metadata(&path)
-                    .await
-                    .map(|m| m.len())
-                    .unwrap_or(0);
-                if len < offset {
-                    // Rotated: the file was truncated under us.
-                    offset = 0;
-                }
-                if file.seek(SeekFrom::Start(offset)).await.is_err() {
-                    return;
-                }
-                loop {
-                    match file.read(&mut buf).await {
-                        Ok(0) => break,
-                        Ok(n) => {
-                            offset += n as u64;
-                            if tx
-                                .send(Ok(LogChunk {
-                                    data: buf[..n].to_vec(),
-                                }))
-                                .await
-                                .is_err()
-                            {
-                                return;
-                            }
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
-                            return;
-                        }
-                    }
-                }
-                // Following ends when the container restarts or the pod goes.
-                if !follow || !dir.exists() || runs(&dir).len() != run_count {
-                    return;
-                }
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tx.closed() => return,
-                    _ = tokio::time::sleep(Duration::from_millis(250)) => {}
-                }
-            }
-        });
+        tokio::spawn(reader.send(tx, self.shutdown.clone()));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -228,6 +280,74 @@ impl AgentLogs for LogService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything a reader sends, as text.
+    async fn read_all(reader: LogReader) -> String {
+        let (tx, mut rx) = mpsc::channel(16);
+        let sending = tokio::spawn(reader.send(tx, CancellationToken::new()));
+        let mut out = Vec::new();
+        while let Some(chunk) = rx.recv().await {
+            out.extend(chunk.unwrap().data);
+        }
+        sending.await.unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_tail_is_the_last_lines_when_asked_and_nothing_written_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("0.log");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        let dir = tmp.path().to_path_buf();
+        let tail = LogReader::open(dir.clone(), path.clone(), Some(2), false)
+            .await
+            .unwrap();
+        let whole = LogReader::open(dir.clone(), path.clone(), None, false)
+            .await
+            .unwrap();
+        // A line the container writes while the answers are on their way.
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut log, b"d\n").unwrap();
+        assert_eq!(read_all(tail).await, "b\nc\n");
+        assert_eq!(read_all(whole).await, "a\nb\nc\nd\n");
+    }
+
+    #[tokio::test]
+    async fn a_followed_tail_goes_on_with_what_is_written_after() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("0.log");
+        std::fs::write(&path, "a\nb\nc\n").unwrap();
+        let reader = LogReader::open(tmp.path().to_path_buf(), path.clone(), Some(1), true)
+            .await
+            .unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut log, b"d\n").unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let shutdown = CancellationToken::new();
+        let sending = tokio::spawn(reader.send(tx, shutdown.clone()));
+        let mut got = Vec::new();
+        while got != b"c\nd\n" {
+            let chunk = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+                .await
+                .expect("the appended line within 10 s")
+                .expect("the reader still sending")
+                .unwrap();
+            got.extend(chunk.data);
+            assert!(
+                b"c\nd\n".starts_with(&got),
+                "{:?}",
+                String::from_utf8_lossy(&got)
+            );
+        }
+        shutdown.cancel();
+        sending.await.unwrap();
+    }
 
     #[test]
     fn tail_finds_the_last_lines() {
