@@ -607,19 +607,33 @@ impl EndpointChains<'_> {
             .push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
     }
 
-    /// The verdict that sends a new connection to one of `endpoints`
-    /// (chains named after `name`), or `None` when there are none. One
-    /// endpoint without affinity: DNAT straight away; else a chain per
-    /// endpoint and a random pick among them, after the client's own
-    /// endpoint when affinity holds one.
+    /// The statement that sends a new connection to one of `endpoints`,
+    /// or `None` when there are none. Without affinity: DNAT straight
+    /// away, to the one endpoint or to a random pick among them from a map
+    /// of address and port, with no chain of their own (every chain in the
+    /// table is one more that `nft` lists before each change and the
+    /// kernel walks when it checks the table for loops). With affinity: a
+    /// chain per endpoint (named after `name`), which records the client,
+    /// and a random pick among them after the client's own endpoint.
     fn pick(&mut self, name: &str, endpoints: &[(Ipv4Addr, u16)]) -> Option<Value> {
         let dnat =
             |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
         if endpoints.is_empty() {
             return None;
         }
-        if endpoints.len() == 1 && self.affinity_seconds.is_none() {
-            return Some(dnat(&endpoints[0]));
+        if self.affinity_seconds.is_none() {
+            if let [endpoint] = endpoints {
+                return Some(dnat(endpoint));
+            }
+            let targets: Vec<Value> = endpoints
+                .iter()
+                .enumerate()
+                .map(|(j, (ip, port))| json!([j, {"concat": [ip.to_string(), port]}]))
+                .collect();
+            return Some(json!({"dnat": {"family": "ip", "addr": {"map": {
+                "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
+                "data": {"set": targets},
+            }}}}));
         }
         let mut targets = Vec::new();
         let mut sticky = Vec::new();
@@ -939,16 +953,27 @@ mod tests {
         };
         let rules = ruleset(scope(), &[], &[web, single, empty]);
         let text = rules.to_string();
-        // Two endpoints: a random pick between two chains, each a DNAT.
-        assert!(
-            text.contains(r#""numgen":{"mod":2,"mode":"random","offset":0}"#),
+        // Two endpoints: one DNAT to a random pick from a map of address
+        // and port, with no chain per endpoint.
+        let picks = rules_with(
+            &rules,
+            &[
+                r#""numgen":{"mod":2,"mode":"random","offset":0}"#,
+                r#"[0,{"concat":["10.42.3.5",8080]}]"#,
+                r#"[1,{"concat":["10.42.4.7",8080]}]"#,
+            ],
+        );
+        let chains: Vec<&str> = picks.iter().map(|(_, chain, _)| chain.as_str()).collect();
+        assert_eq!(
+            chains,
+            ["svc-10.43.0.11-tcp-80", "svc-10.43.0.11-tcp-80-out"],
             "{text}"
         );
-        assert!(
-            text.contains(r#"{"goto":{"target":"svc-10.43.0.11-tcp-80-ep-10.42.4.7-8080"}}"#),
-            "{text}"
-        );
-        assert!(text.contains(r#""dnat":{"addr":"10.42.4.7","port":8080}"#));
+        assert!(picks
+            .iter()
+            .all(|(_, _, rule)| rule.contains(r#""dnat":{"addr":{"map""#)
+                && rule.contains(r#""field":"dport""#)));
+        assert!(!text.contains("-ep-"), "{text}");
         // One endpoint: DNAT straight away, in prerouting and output.
         assert_eq!(
             text.matches(r#""dnat":{"addr":"10.42.4.9","port":5353}"#)
@@ -1291,12 +1316,7 @@ mod tests {
         let text = changes.to_string();
         assert_eq!(
             left.chains,
-            [
-                "svc-10.43.1.10-tcp-80",
-                "svc-10.43.1.10-tcp-80-out",
-                "svc-10.43.1.10-tcp-80-ep-10.42.4.10-8080",
-                "svc-10.43.1.10-tcp-80-ep-10.42.5.10-8080"
-            ]
+            ["svc-10.43.1.10-tcp-80", "svc-10.43.1.10-tcp-80-out"]
         );
         let deletions: Vec<&Value> = changes["nftables"]
             .as_array()
