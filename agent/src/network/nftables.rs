@@ -24,10 +24,15 @@
 //! load balancer addresses. `sessionAffinity: ClientIP` keeps a client on
 //! its endpoint through one timed set per endpoint.
 //!
-//! As in kube-proxy's nftables mode, each Service port has chains of its
+//! As in kube-proxy's nftables mode, each Service port has a chain of its
 //! own, named after it ([`service_chain`]), and verdict maps lead a packet
-//! there by its destination address, protocol and port (or, on a local
-//! address, by protocol and nodePort): one lookup, however many Services.
+//! there, from prerouting and output alike, by its destination address,
+//! protocol and port (or, on a local address, by protocol and nodePort):
+//! one lookup, however many Services. Unlike kube-proxy, endpoints have no
+//! chains of their own unless the Service has affinity: a pick among a
+//! few is rules that draw a random number, among more a map lookup
+//! ([`EndpointChains::pick`]). `nft` lists every chain and set of the
+//! table before each change, so their number is what a change costs.
 //! The table is built whole ([`ruleset`]) when the agent starts or a host
 //! port changes; a change of Services or endpoints touches only the
 //! Service ports that changed ([`service_changes`]: their map elements,
@@ -203,18 +208,14 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             json!({"masquerade": null}),
         ],
     ));
-    // Service ports: the maps lead a packet to its port's own chains.
+    // Service ports: the maps lead a packet to its port's own chain,
+    // from prerouting and from output alike.
     for (map, key) in [
         (
             SERVICE_IPS,
             json!(["ipv4_addr", "inet_proto", "inet_service"]),
         ),
-        (
-            SERVICE_IPS_OUT,
-            json!(["ipv4_addr", "inet_proto", "inet_service"]),
-        ),
         (NODE_PORTS, json!(["inet_proto", "inet_service"])),
-        (NODE_PORTS_OUT, json!(["inet_proto", "inet_service"])),
     ] {
         batch.push(json!({"add": {"map": {"family": "ip", "table": TABLE, "name": map, "type": key, "map": "verdict"}}}));
     }
@@ -225,16 +226,13 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["daddr"]}}, "right": "local"}}),
         json!({"match": {"op": "!=", "left": field("ip", "daddr"), "right": {"prefix": {"addr": "127.0.0.0", "len": 8}}}}),
     ];
-    for (chain, addresses, ports) in [
-        ("prerouting", SERVICE_IPS, NODE_PORTS),
-        ("output", SERVICE_IPS_OUT, NODE_PORTS_OUT),
-    ] {
+    for chain in ["prerouting", "output"] {
         batch.push(rule(
             chain,
-            vec![json!({"vmap": {"key": address_key.clone(), "data": format!("@{addresses}")}})],
+            vec![json!({"vmap": {"key": address_key.clone(), "data": format!("@{SERVICE_IPS}")}})],
         ));
         let mut expr = node_local.to_vec();
-        expr.push(json!({"vmap": {"key": port_key.clone(), "data": format!("@{ports}")}}));
+        expr.push(json!({"vmap": {"key": port_key.clone(), "data": format!("@{NODE_PORTS}")}}));
         batch.push(rule(chain, expr));
     }
     let mut seen = std::collections::BTreeSet::new();
@@ -244,7 +242,7 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
         }
     }
     for (key, chain) in map_elements(services) {
-        batch.extend(key.add(&chain));
+        batch.push(key.add(&chain));
     }
     let refuse = vec![
         json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.services)}}),
@@ -273,19 +271,17 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
     json!({"nftables": batch})
 }
 
-/// The maps from a packet to its Service port's chains: by destination
+/// The maps from a packet to its Service port's chain: by destination
 /// address, protocol and port (clusterIPs, load balancer and external
-/// addresses), and by protocol and port on local addresses (nodePorts),
-/// one of each for prerouting and one for output.
+/// addresses), and by protocol and port on local addresses (nodePorts).
+/// Prerouting (pods, other hosts) and output (the node itself) look up
+/// the same ones.
 const SERVICE_IPS: &str = "service-ips";
-const SERVICE_IPS_OUT: &str = "service-ips-out";
 const NODE_PORTS: &str = "node-ports";
-const NODE_PORTS_OUT: &str = "node-ports-out";
 
-/// The name of a Service port's prerouting chain (its output chain adds
-/// `-out`; its endpoint chains and sets start with it): named after the
-/// port, not its place among the others, so that a change of one Service
-/// touches its chains alone.
+/// The name of a Service port's chain (its endpoint chains and sets start
+/// with it): named after the port, not its place among the others, so
+/// that a change of one Service touches its chains alone.
 fn service_chain(service: &ServiceRule) -> String {
     format!(
         "svc-{}-{}-{}",
@@ -302,36 +298,26 @@ enum MapKey {
 }
 
 impl MapKey {
-    /// The maps the key is in (prerouting's, output's) and its elements'
-    /// key.
-    fn maps(&self) -> ([&'static str; 2], Value) {
+    /// The map the key is in and its element's key.
+    fn map(&self) -> (&'static str, Value) {
         match self {
             MapKey::Address(ip, protocol, port) => (
-                [SERVICE_IPS, SERVICE_IPS_OUT],
+                SERVICE_IPS,
                 json!({"concat": [ip.to_string(), protocol, port]}),
             ),
-            MapKey::NodePort(protocol, port) => (
-                [NODE_PORTS, NODE_PORTS_OUT],
-                json!({"concat": [protocol, port]}),
-            ),
+            MapKey::NodePort(protocol, port) => (NODE_PORTS, json!({"concat": [protocol, port]})),
         }
     }
 
-    /// Adds the key to its maps, leading to `chain` (prerouting) and
-    /// `chain`-out (output).
-    fn add(&self, chain: &str) -> [Value; 2] {
-        let ([pre, out], key) = self.maps();
-        let element = |map: &str, target: String| json!({"add": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [[key, {"jump": {"target": target}}]]}}});
-        [
-            element(pre, chain.to_owned()),
-            element(out, format!("{chain}-out")),
-        ]
+    /// Adds the key to its map, leading to `chain`.
+    fn add(&self, chain: &str) -> Value {
+        let (map, key) = self.map();
+        json!({"add": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [[key, {"jump": {"target": chain}}]]}}})
     }
 
-    fn delete(&self) -> [Value; 2] {
-        let ([pre, out], key) = self.maps();
-        let element = |map: &str| json!({"delete": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [key]}}});
-        [element(pre), element(out)]
+    fn delete(&self) -> Value {
+        let (map, key) = self.map();
+        json!({"delete": {"element": {"family": "ip", "table": TABLE, "name": map, "elem": [key]}}})
     }
 }
 
@@ -368,26 +354,23 @@ fn map_elements(services: &[ServiceRule]) -> std::collections::BTreeMap<MapKey, 
 
 /// A Service port's chains, sets and rules.
 struct ServiceBlock {
-    /// Its prerouting and output chains first, then its endpoint chains.
+    /// Its own chain first, then its endpoint chains.
     chains: Vec<String>,
     sets: Vec<String>,
     /// The commands that add them.
     commands: Vec<Value>,
 }
 
-/// The chains a Service port's map elements lead to: its prerouting chain
-/// holds what used to be its rules in prerouting (the clusterIP's, the
-/// load balancer's source ranges, its external addresses'), its output
-/// chain those for connections the node starts; each rule still matches
-/// its own destination, and a packet no rule takes goes on in the base
-/// chain, as before.
+/// The chain a Service port's map elements lead to, from prerouting and
+/// output alike (one chain per port: every chain in the table is one more
+/// that `nft` lists before each change and the kernel walks when it checks
+/// the table for loops), holding the clusterIP's rules, the load
+/// balancer's source ranges and its external addresses' rules; each rule
+/// still matches its own destination, and a packet no rule takes goes on
+/// in the base chain.
 fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     let base = service_chain(service);
-    let out = format!("{base}-out");
-    let mut batch = Vec::new();
-    for chain in [&base, &out] {
-        batch.push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
-    }
+    let mut batch = vec![json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": base}}})];
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
     let exposure = &service.exposure;
     let mut chains = EndpointChains {
@@ -417,7 +400,7 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
         Some(
             chains
                 .pick(&format!("{base}-local"), &local)
-                .unwrap_or_else(|| json!({"drop": null})),
+                .unwrap_or_else(|| Pick::always(json!({"drop": null}))),
         )
     } else {
         None
@@ -427,22 +410,21 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     } else {
         &cluster_verdict
     };
-    if let Some(verdict) = internal_verdict {
-        let expr = vec![
+    if let Some(pick) = internal_verdict {
+        let to_cluster_ip = [
             json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
             json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
-            verdict.clone(),
         ];
-        batch.push(rule(&base, expr.clone()));
-        batch.push(rule(&out, expr));
+        for expr in pick.rules(&to_cluster_ip, None) {
+            batch.push(rule(&base, expr));
+        }
     }
     let external_local = local_verdict.filter(|_| exposure.local_only);
-    let chain_names = [base.as_str(), out.as_str()];
     external_rules(
         &mut batch,
         scope,
         service,
-        chain_names,
+        &base,
         cluster_verdict,
         external_local,
     );
@@ -523,7 +505,7 @@ pub fn service_changes(
     // Elements that go or lead elsewhere.
     for (key, chain) in &old_elements {
         if new_elements.get(key) != Some(chain) {
-            batch.extend(key.delete());
+            batch.push(key.delete());
         }
     }
     // The blocks of new Service ports and of changed ones, built once.
@@ -581,7 +563,7 @@ pub fn service_changes(
     }
     for (key, chain) in &new_elements {
         if old_elements.get(key) != Some(chain) {
-            batch.extend(key.add(chain));
+            batch.push(key.add(chain));
         }
     }
     Some(ServiceChanges {
@@ -607,33 +589,47 @@ impl EndpointChains<'_> {
             .push(json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": chain}}}));
     }
 
-    /// The statement that sends a new connection to one of `endpoints`,
-    /// or `None` when there are none. Without affinity: DNAT straight
-    /// away, to the one endpoint or to a random pick among them from a map
-    /// of address and port, with no chain of their own (every chain in the
-    /// table is one more that `nft` lists before each change and the
-    /// kernel walks when it checks the table for loops). With affinity: a
+    /// How a new connection goes to one of `endpoints`, or `None` when
+    /// there are none. Without affinity: DNAT straight away, to the one
+    /// endpoint; among a few, through rules that each draw a random number
+    /// (the first takes 1 in n, the next 1 in n - 1 of the rest, ..., as
+    /// kube-proxy's iptables mode does); among more, from an anonymous map
+    /// of address and port, which is one more set for `nft` to list before
+    /// each change. No chain of their own either way. With affinity: a
     /// chain per endpoint (named after `name`), which records the client,
     /// and a random pick among them after the client's own endpoint.
-    fn pick(&mut self, name: &str, endpoints: &[(Ipv4Addr, u16)]) -> Option<Value> {
+    fn pick(&mut self, name: &str, endpoints: &[(Ipv4Addr, u16)]) -> Option<Pick> {
         let dnat =
             |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
         if endpoints.is_empty() {
             return None;
         }
         if self.affinity_seconds.is_none() {
-            if let [endpoint] = endpoints {
-                return Some(dnat(endpoint));
+            if endpoints.len() > DRAWN_AT_MOST {
+                let targets: Vec<Value> = endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(j, (ip, port))| json!([j, {"concat": [ip.to_string(), port]}]))
+                    .collect();
+                return Some(Pick::always(
+                    json!({"dnat": {"family": "ip", "addr": {"map": {
+                        "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
+                        "data": {"set": targets},
+                    }}}}),
+                ));
             }
-            let targets: Vec<Value> = endpoints
+            let choices = endpoints
                 .iter()
                 .enumerate()
-                .map(|(j, (ip, port))| json!([j, {"concat": [ip.to_string(), port]}]))
+                .map(|(j, endpoint)| {
+                    let left = endpoints.len() - j;
+                    let draw = (left > 1).then(|| {
+                        json!({"match": {"op": "==", "left": {"numgen": {"mode": "random", "mod": left, "offset": 0}}, "right": 0}})
+                    });
+                    (draw, dnat(endpoint))
+                })
                 .collect();
-            return Some(json!({"dnat": {"family": "ip", "addr": {"map": {
-                "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
-                "data": {"set": targets},
-            }}}}));
+            return Some(Pick { choices });
         }
         let mut targets = Vec::new();
         let mut sticky = Vec::new();
@@ -667,9 +663,6 @@ impl EndpointChains<'_> {
             "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
             "data": {"set": targets},
         }});
-        if sticky.is_empty() {
-            return Some(random);
-        }
         // With affinity: a chain that tries each endpoint's set first.
         let chain = format!("{name}-pick");
         self.add_chain(&chain);
@@ -677,7 +670,43 @@ impl EndpointChains<'_> {
             self.add_rule(&chain, expr);
         }
         self.add_rule(&chain, vec![random]);
-        Some(json!({"goto": {"target": chain}}))
+        Some(Pick::always(json!({"goto": {"target": chain}})))
+    }
+}
+
+/// Up to how many endpoints a pick is rules that each draw a random number
+/// rather than a map: a new connection is checked against at most this
+/// many rules per destination.
+const DRAWN_AT_MOST: usize = 8;
+
+/// Where new connections to a Service port go: the choices, tried in
+/// order, each a draw that must come out (none: always) and the verdict.
+#[derive(Debug, Clone)]
+struct Pick {
+    choices: Vec<(Option<Value>, Value)>,
+}
+
+impl Pick {
+    fn always(verdict: Value) -> Pick {
+        Pick {
+            choices: vec![(None, verdict)],
+        }
+    }
+
+    /// The rules that send packets matching `matches` to the pick: each
+    /// draw after the matches, then `then` (the masquerade mark), then
+    /// the verdict, so that a rule whose draw fails changes nothing.
+    fn rules(&self, matches: &[Value], then: Option<&Value>) -> Vec<Vec<Value>> {
+        self.choices
+            .iter()
+            .map(|(draw, verdict)| {
+                let mut expr = matches.to_vec();
+                expr.extend(draw.iter().cloned());
+                expr.extend(then.cloned());
+                expr.push(verdict.clone());
+                expr
+            })
+            .collect()
     }
 }
 
@@ -689,9 +718,9 @@ fn external_rules(
     batch: &mut Vec<Value>,
     scope: TableScope<'_>,
     service: &ServiceRule,
-    [pre, out]: [&str; 2],
-    cluster_verdict: Option<Value>,
-    local_verdict: Option<Value>,
+    chain: &str,
+    cluster_verdict: Option<Pick>,
+    local_verdict: Option<Pick>,
 ) {
     let exposure = &service.exposure;
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
@@ -718,7 +747,8 @@ fn external_rules(
         return;
     }
     // Sources outside loadBalancerSourceRanges never reach the load
-    // balancer addresses.
+    // balancer addresses (the node's own connections included, as with
+    // kube-proxy's firewall check in output).
     if !exposure.source_ranges.is_empty() {
         let allowed: Vec<Value> = exposure
             .source_ranges
@@ -727,7 +757,7 @@ fn external_rules(
             .collect();
         for ip in &exposure.load_balancer_ips {
             batch.push(rule(
-                pre,
+                chain,
                 vec![
                     daddr(ip),
                     dport(service.port),
@@ -744,12 +774,11 @@ fn external_rules(
     let mark = json!({"mangle": {"key": {"meta": {"key": "mark"}}, "value": {"|": [{"meta": {"key": "mark"}}, MASQUERADE_MARK]}}});
     for destination in destinations {
         let to_cluster = |extra: Vec<Value>, batch: &mut Vec<Value>| {
-            let mut expr = destination.clone();
-            expr.extend(extra);
-            expr.push(mark.clone());
-            expr.push(cluster_verdict.clone());
-            batch.push(rule(pre, expr.clone()));
-            batch.push(rule(out, expr));
+            let mut matches = destination.clone();
+            matches.extend(extra);
+            for expr in cluster_verdict.rules(&matches, Some(&mark)) {
+                batch.push(rule(chain, expr));
+            }
         };
         match &local_verdict {
             None => to_cluster(Vec::new(), &mut *batch),
@@ -760,9 +789,11 @@ fn external_rules(
                 let from_node = json!({"match": {"op": "==", "left": {"fib": {"result": "type", "flags": ["saddr"]}}, "right": "local"}});
                 to_cluster(vec![from_pods], &mut *batch);
                 to_cluster(vec![from_node], &mut *batch);
-                let mut expr = destination.clone();
-                expr.push(local_verdict.clone());
-                batch.push(rule(pre, expr));
+                // Only traffic from elsewhere is left (in output, the
+                // node's own matched above).
+                for expr in local_verdict.rules(&destination, None) {
+                    batch.push(rule(chain, expr));
+                }
             }
         }
     }
@@ -934,7 +965,17 @@ mod tests {
             endpoints: vec![
                 ("10.42.3.5".parse().unwrap(), 8080),
                 ("10.42.4.7".parse().unwrap(), 8080),
+                ("10.42.5.2".parse().unwrap(), 8080),
             ],
+            exposure: Exposure::default(),
+        };
+        let many = ServiceRule {
+            cluster_ip: "10.43.0.14".parse().unwrap(),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: (1..=9)
+                .map(|i| (Ipv4Addr::new(10, 42, 6, i), 8080))
+                .collect(),
             exposure: Exposure::default(),
         };
         let single = ServiceRule {
@@ -951,34 +992,53 @@ mod tests {
             endpoints: vec![],
             exposure: Exposure::default(),
         };
-        let rules = ruleset(scope(), &[], &[web, single, empty]);
+        let rules = ruleset(scope(), &[], &[web, many, single, empty]);
         let text = rules.to_string();
-        // Two endpoints: one DNAT to a random pick from a map of address
-        // and port, with no chain per endpoint.
-        let picks = rules_with(
-            &rules,
-            &[
-                r#""numgen":{"mod":2,"mode":"random","offset":0}"#,
-                r#"[0,{"concat":["10.42.3.5",8080]}]"#,
-                r#"[1,{"concat":["10.42.4.7",8080]}]"#,
-            ],
-        );
-        let chains: Vec<&str> = picks.iter().map(|(_, chain, _)| chain.as_str()).collect();
-        assert_eq!(
-            chains,
-            ["svc-10.43.0.11-tcp-80", "svc-10.43.0.11-tcp-80-out"],
-            "{text}"
-        );
-        assert!(picks
-            .iter()
-            .all(|(_, _, rule)| rule.contains(r#""dnat":{"addr":{"map""#)
-                && rule.contains(r#""field":"dport""#)));
+        // Three endpoints: three rules in the Service port's one chain,
+        // the first taking 1 in 3 new connections, the next 1 in 2 of the
+        // rest, the last the others; no chain per endpoint.
+        let web = rules_with(&rules, &[r#""right":"10.43.0.11""#]);
+        let chains: Vec<&str> = web.iter().map(|(_, chain, _)| chain.as_str()).collect();
+        assert_eq!(chains, ["svc-10.43.0.11-tcp-80"; 3], "{text}");
+        let draw = |n: usize| {
+            format!(
+                r#"{{"match":{{"left":{{"numgen":{{"mod":{n},"mode":"random","offset":0}}}},"op":"==","right":0}}}}"#
+            )
+        };
+        for ((_, _, rule), (endpoint, mod_n)) in web.iter().zip([
+            ("10.42.3.5", Some(3)),
+            ("10.42.4.7", Some(2)),
+            ("10.42.5.2", None),
+        ]) {
+            let to = format!(r#"{{"dnat":{{"addr":"{endpoint}","port":8080}}}}"#);
+            assert!(rule.contains(&to), "{endpoint}: {rule}");
+            assert!(rule.contains(r#""field":"dport""#), "{rule}");
+            match mod_n {
+                Some(n) => assert!(rule.contains(&draw(n)), "{rule}"),
+                None => assert!(!rule.contains("numgen"), "{rule}"),
+            }
+        }
         assert!(!text.contains("-ep-"), "{text}");
-        // One endpoint: DNAT straight away, in prerouting and output.
+        // Nine endpoints: one DNAT to a random pick from a map of address
+        // and port.
+        let many = rules_with(&rules, &[r#""right":"10.43.0.14""#]);
+        assert_eq!(many.len(), 1, "{many:?}");
+        assert!(
+            many[0].2.contains(r#""dnat":{"addr":{"map""#),
+            "{}",
+            many[0].2
+        );
+        assert!(many[0].2.contains(r#""numgen":{"mod":9"#), "{}", many[0].2);
+        for j in 0..9 {
+            let target = format!(r#"[{j},{{"concat":["10.42.6.{}",8080]}}]"#, j + 1);
+            assert!(many[0].2.contains(&target), "{target}: {}", many[0].2);
+        }
+        // One endpoint: DNAT straight away, in the one chain prerouting
+        // and output both lead to.
         assert_eq!(
             text.matches(r#""dnat":{"addr":"10.42.4.9","port":5353}"#)
                 .count(),
-            2
+            1
         );
         assert!(
             text.contains(r#""protocol":"udp","field":"dport""#)
@@ -1050,19 +1110,22 @@ mod tests {
         let service = exposed(exposure, &["10.42.3.5", "10.42.4.7"]);
         let rules = ruleset(scope(), &[], &[service]);
         let mark = r#""mangle":{"key":{"meta":{"key":"mark"}}"#;
-        // The nodePort on any local address but loopback, from outside
-        // (prerouting) and from the node (output), marked, to the same
-        // random pick as the clusterIP.
-        let node_port = rules_with(&rules, &[r#""right":30080"#, mark, r#""mod":2"#]);
+        // The nodePort on any local address but loopback, marked, to the
+        // same random pick as the clusterIP (the mark set only once the
+        // draw has come out).
+        let node_port = rules_with(&rules, &[r#""right":30080"#, mark]);
         let chains: Vec<&str> = node_port.iter().map(|(_, c, _)| c.as_str()).collect();
-        assert_eq!(
-            chains,
-            ["svc-10.43.0.20-tcp-80", "svc-10.43.0.20-tcp-80-out"],
-            "{node_port:?}"
-        );
+        assert_eq!(chains, ["svc-10.43.0.20-tcp-80"; 2], "{node_port:?}");
         assert!(node_port[0].2.contains(r#""flags":["daddr"]"#));
         assert!(node_port[0].2.contains(r#""addr":"127.0.0.0","len":8"#));
-        // The load balancer and external addresses at the Service's port.
+        let first = &node_port[0].2;
+        assert!(first.contains("10.42.3.5") && node_port[1].2.contains("10.42.4.7"));
+        assert!(
+            first.find(r#""mod":2"#).unwrap() < first.find(mark).unwrap(),
+            "{first}"
+        );
+        // The load balancer and external addresses at the Service's port,
+        // to either endpoint.
         for ip in ["192.168.5.1", "198.51.100.7"] {
             let to = format!(r#""right":"{ip}""#);
             let rules = rules_with(&rules, &[&to, r#""right":80"#, mark]);
@@ -1103,6 +1166,8 @@ mod tests {
         // 10.42.3.0/24 is this node's subnet: 10.42.3.5 is local.
         let service = exposed(exposure.clone(), &["10.42.3.5", "10.42.4.7"]);
         let rules = ruleset(scope(), &[], &[service]);
+        // From pods and from the node, a rule per endpoint each; from
+        // elsewhere, one.
         let all = rules_with(&rules, &[r#""right":30081"#]);
         assert_eq!(all.len(), 5, "{all:?}");
         // From outside: only the local endpoint, unmarked.
@@ -1115,7 +1180,7 @@ mod tests {
         assert!(outside[0]
             .2
             .contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#));
-        // Pods and the node itself still reach any endpoint, marked.
+        // Pods and the node itself still reach either endpoint, marked.
         let from_pods = rules_with(
             &rules,
             &[
@@ -1149,12 +1214,8 @@ mod tests {
         let rules = ruleset(scope(), &[], &[both]);
         let to_vip = rules_with(&rules, &[r#""right":"10.43.0.20""#]);
         let chains: Vec<&str> = to_vip.iter().map(|(_, c, _)| c.as_str()).collect();
-        // From this node's pods (prerouting) and from the node (output).
-        assert_eq!(
-            chains,
-            ["svc-10.43.0.20-tcp-80", "svc-10.43.0.20-tcp-80-out"],
-            "{to_vip:?}"
-        );
+        // From this node's pods and from the node: one chain.
+        assert_eq!(chains, ["svc-10.43.0.20-tcp-80"], "{to_vip:?}");
         for (_, _, text) in &to_vip {
             assert!(
                 text.contains(r#""dnat":{"addr":"10.42.3.5","port":8080}"#),
@@ -1169,7 +1230,7 @@ mod tests {
         let remote = exposed(exposure.clone(), &["10.42.4.7"]);
         let rules = ruleset(scope(), &[], &[remote]);
         let dropped = rules_with(&rules, &[r#""right":"10.43.0.20""#, r#""drop":null"#]);
-        assert_eq!(dropped.len(), 2, "{dropped:?}");
+        assert_eq!(dropped.len(), 1, "{dropped:?}");
         assert!(!rules.to_string().contains("10.42.4.7"));
         // No endpoint anywhere: no rule, so the service CIDR's refusal.
         let none = exposed(exposure.clone(), &[]);
@@ -1183,8 +1244,10 @@ mod tests {
         };
         let service = exposed(exposed_too, &["10.42.3.5", "10.42.4.7"]);
         let rules = ruleset(scope(), &[], &[service]);
-        let node_port = rules_with(&rules, &[r#""right":30082"#, r#""mod":2"#]);
+        let node_port = rules_with(&rules, &[r#""right":30082"#]);
         assert_eq!(node_port.len(), 2, "{node_port:?}");
+        assert!(node_port[0].2.contains(r#""mod":2"#) && node_port[0].2.contains("10.42.3.5"));
+        assert!(node_port[1].2.contains("10.42.4.7"), "{node_port:?}");
         let to_vip = rules_with(&rules, &[r#""right":"10.43.0.20""#]);
         assert!(to_vip.iter().all(|(_, _, t)| t.contains("10.42.3.5")));
     }
@@ -1225,7 +1288,7 @@ mod tests {
                 r#""goto":{"target":"svc-10.43.0.20-tcp-80-pick"}"#,
             ],
         );
-        assert_eq!(pick.len(), 2);
+        assert_eq!(pick.len(), 1);
         // Without exposure, nothing is marked for masquerade.
         assert!(!text.contains(r#""|":[{"meta":{"key":"mark"}}"#), "{text}");
     }
@@ -1314,28 +1377,17 @@ mod tests {
         let left = changes.leftovers.clone();
         let changes = changes.commands;
         let text = changes.to_string();
-        assert_eq!(
-            left.chains,
-            ["svc-10.43.1.10-tcp-80", "svc-10.43.1.10-tcp-80-out"]
-        );
+        assert_eq!(left.chains, ["svc-10.43.1.10-tcp-80"]);
         let deletions: Vec<&Value> = changes["nftables"]
             .as_array()
             .unwrap()
             .iter()
             .filter(|c| !c["delete"]["element"].is_null())
             .collect();
-        assert_eq!(
-            deletions.len(),
-            4,
-            "clusterIP and nodePort, prerouting and output: {deletions:?}"
-        );
+        assert_eq!(deletions.len(), 2, "clusterIP and nodePort: {deletions:?}");
         assert!(text.contains(r#"{"concat":["tcp",30010]}"#), "{text}");
         let added = named(&changes, "chain", "add");
-        assert!(
-            added.contains(&"svc-10.43.2.1-udp-53".to_owned())
-                && added.contains(&"svc-10.43.2.1-udp-53-out".to_owned()),
-            "{added:?}"
-        );
+        assert_eq!(added, ["svc-10.43.2.1-udp-53"], "{added:?}");
         assert!(
             text.contains(r#"{"concat":["192.168.1.2","udp",53]}"#),
             "{text}"
@@ -1365,8 +1417,8 @@ mod tests {
             whole
                 .matches(r#"{"concat":["192.168.1.9","tcp",80]}"#)
                 .count(),
-            2,
-            "one element per map: {whole}"
+            1,
+            "one element: {whole}"
         );
         assert!(whole.contains(r#""target":"svc-10.43.0.30-tcp-80""#));
         let second_only = vec![both[1].clone()];
