@@ -1019,6 +1019,13 @@ mod tests {
             }
         }
         assert!(!text.contains("-ep-"), "{text}");
+        // Pods and other hosts (prerouting) and the node (output) look up
+        // the same maps.
+        for map in ["@service-ips", "@node-ports"] {
+            let lookups = rules_with(&rules, &[&format!(r#""data":"{map}""#)]);
+            let chains: Vec<&str> = lookups.iter().map(|(_, c, _)| c.as_str()).collect();
+            assert_eq!(chains, ["prerouting", "output"], "{map}");
+        }
         // Nine endpoints: one DNAT to a random pick from a map of address
         // and port.
         let many = rules_with(&rules, &[r#""right":"10.43.0.14""#]);

@@ -35,7 +35,14 @@ fn scope() -> TableScope<'static> {
 
 /// Service port `i` as `rng` draws it.
 fn service(i: u8, rng: &mut impl Rng) -> ServiceRule {
-    let endpoints = (0..rng.random_range(0..4u8))
+    // Now and then more endpoints than the agent picks among with rules
+    // (a map instead), so that a change also crosses between the two.
+    let count = if rng.random_bool(0.15) {
+        rng.random_range(9..12u8)
+    } else {
+        rng.random_range(0..4u8)
+    };
+    let endpoints = (0..count)
         .map(|j| {
             (
                 Ipv4Addr::new(10, 42, 3 + rng.random_range(0..2u8), 10 + j),
