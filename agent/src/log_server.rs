@@ -281,6 +281,12 @@ impl AgentLogs for LogService {
 mod tests {
     use super::*;
 
+    /// Writes `line` at the end of the log, as the container would.
+    fn append(path: &Path, line: &str) {
+        let mut log = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        std::io::Write::write_all(&mut log, line.as_bytes()).unwrap();
+    }
+
     /// Everything a reader sends, as text.
     async fn read_all(reader: LogReader) -> String {
         let (tx, mut rx) = mpsc::channel(16);
@@ -306,11 +312,7 @@ mod tests {
             .await
             .unwrap();
         // A line the container writes while the answers are on their way.
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        std::io::Write::write_all(&mut log, b"d\n").unwrap();
+        append(&path, "d\n");
         assert_eq!(read_all(tail).await, "b\nc\n");
         assert_eq!(read_all(whole).await, "a\nb\nc\nd\n");
     }
@@ -323,11 +325,7 @@ mod tests {
         let reader = LogReader::open(tmp.path().to_path_buf(), path.clone(), Some(1), true)
             .await
             .unwrap();
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap();
-        std::io::Write::write_all(&mut log, b"d\n").unwrap();
+        append(&path, "d\n");
         let (tx, mut rx) = mpsc::channel(16);
         let shutdown = CancellationToken::new();
         let sending = tokio::spawn(reader.send(tx, shutdown.clone()));

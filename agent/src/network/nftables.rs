@@ -604,7 +604,7 @@ impl EndpointChains<'_> {
         if endpoints.is_empty() {
             return None;
         }
-        if self.affinity_seconds.is_none() {
+        let Some(timeout) = self.affinity_seconds else {
             if endpoints.len() > DRAWN_AT_MOST {
                 let targets: Vec<Value> = endpoints
                     .iter()
@@ -630,7 +630,7 @@ impl EndpointChains<'_> {
                 })
                 .collect();
             return Some(Pick { choices });
-        }
+        };
         let mut targets = Vec::new();
         let mut sticky = Vec::new();
         for (j, endpoint) in endpoints.iter().enumerate() {
@@ -641,21 +641,18 @@ impl EndpointChains<'_> {
             // A port mapping needs its protocol matched in the same rule.
             let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": self.protocol}});
             // nft makes a set that rules update dynamic by itself (nft
-            // 1.0.6's JSON parser refuses the "dynamic" flag).
-            if let Some(timeout) = self.affinity_seconds {
-                // The timeout in the name: a set changes only by being
-                // replaced.
-                let set = format!("{chain}-affinity-{timeout}");
-                self.batch.push(json!({"add": {"set": {"family": "ip", "table": TABLE, "name": set, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}}}));
-                self.add_rule(
-                    &chain,
-                    vec![json!({"set": {"op": "update", "elem": field("ip", "saddr"), "set": format!("@{set}")}})],
-                );
-                sticky.push(vec![
-                    json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": format!("@{set}")}}),
-                    json!({"goto": {"target": chain}}),
-                ]);
-            }
+            // 1.0.6's JSON parser refuses the "dynamic" flag). The timeout
+            // in the name: a set changes only by being replaced.
+            let set = format!("{chain}-affinity-{timeout}");
+            self.batch.push(json!({"add": {"set": {"family": "ip", "table": TABLE, "name": set, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}}}));
+            self.add_rule(
+                &chain,
+                vec![json!({"set": {"op": "update", "elem": field("ip", "saddr"), "set": format!("@{set}")}})],
+            );
+            sticky.push(vec![
+                json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": format!("@{set}")}}),
+                json!({"goto": {"target": chain}}),
+            ]);
             self.add_rule(&chain, vec![l4, dnat(endpoint)]);
             targets.push(json!([j, {"goto": {"target": chain}}]));
         }
@@ -663,7 +660,7 @@ impl EndpointChains<'_> {
             "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
             "data": {"set": targets},
         }});
-        // With affinity: a chain that tries each endpoint's set first.
+        // A chain that tries each endpoint's set first.
         let chain = format!("{name}-pick");
         self.add_chain(&chain);
         for expr in sticky {
