@@ -272,11 +272,14 @@ impl PodNetwork {
     /// change cannot be made alone.
     pub async fn set_services(&self, mut rules: Vec<ServiceRule>) -> Result<bool, NetworkError> {
         rules.sort();
-        let unchanged = *self.services.lock().await == rules;
         // One writer at a time (this lock is held across every write),
         // going from what the table holds to what is wanted now (a later
         // call's rules, if one came meanwhile).
         let mut applied = self.applied_services.lock().await;
+        if let Some(held) = applied.as_ref() {
+            nftables::keep_endpoint_places(&held.services, &mut rules);
+        }
+        let unchanged = *self.services.lock().await == rules;
         let done = |a: &AppliedServices| a.services == rules && a.leftovers.is_empty();
         if unchanged && applied.as_ref().is_some_and(done) {
             return Ok(false);

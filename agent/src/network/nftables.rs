@@ -22,7 +22,7 @@
 //! except that traffic from pods and from the node itself still goes to
 //! any endpoint. `loadBalancerSourceRanges` drops other sources on the
 //! load balancer addresses. `sessionAffinity: ClientIP` keeps a client on
-//! its endpoint through one timed set per endpoint.
+//! its endpoint through one timed set per endpoint ([`keep_endpoint_places`]).
 //!
 //! As in kube-proxy's nftables mode, each Service port has a chain of its
 //! own, named after it ([`service_chain`]), and verdict maps lead a packet
@@ -36,8 +36,10 @@
 //! The table is built whole ([`ruleset`]) when the agent starts or a host
 //! port changes; a change of Services or endpoints touches only the
 //! Service ports that changed ([`service_changes`]: their map elements,
-//! their chains flushed and filled again, their affinity sets made anew),
-//! so that one change with 1,000 Services present is a small transaction.
+//! their chains flushed and filled again; a replaced endpoint's affinity
+//! chain and set, named after its place, taken over by its successor, the
+//! set emptied), so that one change with 1,000 Services present is a
+//! small transaction.
 //! Either way it is one `nft -j -f -` transaction (atomic in the kernel),
 //! so the rules are always exactly what the agent wants, and rules of
 //! other tables on the host are never touched.
@@ -357,6 +359,8 @@ struct ServiceBlock {
     /// Its own chain first, then its endpoint chains.
     chains: Vec<String>,
     sets: Vec<String>,
+    /// Each affinity set and the endpoint whose clients it holds.
+    affinity_sets: Vec<(String, (Ipv4Addr, u16))>,
     /// The commands that add them.
     commands: Vec<Value>,
 }
@@ -377,12 +381,15 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
         batch: &mut batch,
         protocol: &service.protocol,
         affinity_seconds: exposure.affinity_seconds,
+        affinity_sets: Vec::new(),
     };
     // Any endpoint: for clusterIP traffic under Cluster policy and for
     // external traffic (Cluster policy, or pods and the node itself under
     // Local).
+    let placed: Vec<(usize, (Ipv4Addr, u16))> =
+        service.endpoints.iter().copied().enumerate().collect();
     let cluster_verdict = if !exposure.internal_local || exposure.is_external() {
-        chains.pick(&base, &service.endpoints)
+        chains.pick(&base, &placed)
     } else {
         None
     };
@@ -391,10 +398,9 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     // left to the refusal in the filter chains.
     let wants_local = exposure.internal_local || (exposure.local_only && exposure.is_external());
     let local_verdict = if wants_local && !service.endpoints.is_empty() {
-        let local: Vec<(Ipv4Addr, u16)> = service
-            .endpoints
+        let local: Vec<(usize, (Ipv4Addr, u16))> = placed
             .iter()
-            .filter(|(ip, _)| scope.local.contains(*ip))
+            .filter(|(_, (ip, _))| scope.local.contains(*ip))
             .copied()
             .collect();
         Some(
@@ -405,6 +411,7 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     } else {
         None
     };
+    let affinity_sets = std::mem::take(&mut chains.affinity_sets);
     let internal_verdict = if exposure.internal_local {
         &local_verdict
     } else {
@@ -438,6 +445,7 @@ fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
     ServiceBlock {
         chains,
         sets,
+        affinity_sets,
         commands: batch,
     }
 }
@@ -511,6 +519,8 @@ pub fn service_changes(
     // The blocks of new Service ports and of changed ones, built once.
     let mut added: Vec<ServiceBlock> = Vec::new();
     let mut emptied = Leftovers::default();
+    // The sets of changed Service ports, there already.
+    let mut there = std::collections::BTreeSet::new();
     for (name, old_rule) in &old_named {
         let new_block = match new_named.get(name) {
             Some(new_rule) if new_rule == old_rule => continue,
@@ -523,6 +533,15 @@ pub fn service_changes(
         let old_block = service_block(scope, old_rule);
         for chain in &old_block.chains {
             batch.push(json!({"flush": object("chain", chain)}));
+        }
+        there.extend(old_block.sets.iter().cloned());
+        // An affinity set kept for another endpoint (a pod replaced in
+        // its place) forgets the clients of the one gone.
+        for (set, endpoint) in new_block.iter().flat_map(|b| &b.affinity_sets) {
+            let had = old_block.affinity_sets.iter().find(|(s, _)| s == set);
+            if had.is_some_and(|(_, before)| before != endpoint) {
+                batch.push(json!({"flush": object("set", set)}));
+            }
         }
         let kept = |name: &String, of: fn(&ServiceBlock) -> &Vec<String>| {
             new_block.is_some_and(|b| of(b).contains(name))
@@ -555,11 +574,17 @@ pub fn service_changes(
         .collect();
     emptied.chains.retain(|c| !made.contains(c));
     emptied.sets.retain(|s| !made.contains(s));
-    // New Service ports, and changed ones filled again (adding a chain or
-    // set that is there already leaves it, with an affinity set's
-    // clients).
+    // New Service ports, and changed ones filled again (adding a chain
+    // that is there already leaves it). A set kept is not added again: the
+    // kernel refuses that ("File exists"), since `nft` made it dynamic
+    // when its update rule came and the set asked for now is not (nft
+    // 1.0.6's JSON refuses the flag); its name holds everything it is
+    // made with, so it is already what is wanted, with its clients.
     for block in added {
-        batch.extend(block.commands);
+        batch.extend(block.commands.into_iter().filter(|command| {
+            let set = command["add"]["set"]["name"].as_str();
+            !set.is_some_and(|name| there.contains(name))
+        }));
     }
     for (key, chain) in &new_elements {
         if old_elements.get(key) != Some(chain) {
@@ -572,11 +597,53 @@ pub fn service_changes(
     })
 }
 
+/// Orders the endpoints of each Service port with affinity in `wanted` so
+/// that those it had in `held` (the rules the table holds) keep their
+/// places, and new ones take the places of those gone: an endpoint's
+/// affinity chain and set are named after its place
+/// ([`EndpointChains::pick`]), so a pod replaced reuses its predecessor's
+/// instead of making new ones. When there are fewer endpoints than
+/// before, those past the new count move into the places freed (their
+/// clients pick again, as a gone endpoint's do). Ports without affinity
+/// are left as they are. Call it on the rules wanted before comparing
+/// them with those held or handing both to [`service_changes`].
+pub fn keep_endpoint_places(held: &[ServiceRule], wanted: &mut [ServiceRule]) {
+    let held: std::collections::BTreeMap<String, &ServiceRule> = held
+        .iter()
+        .map(|rule| (service_chain(rule), rule))
+        .collect();
+    for rule in wanted.iter_mut() {
+        if rule.exposure.affinity_seconds.is_none() {
+            continue;
+        }
+        let Some(before) = held.get(&service_chain(rule)) else {
+            continue;
+        };
+        let count = rule.endpoints.len();
+        let mut places: Vec<Option<(Ipv4Addr, u16)>> = vec![None; count];
+        let mut others = Vec::new();
+        for endpoint in std::mem::take(&mut rule.endpoints) {
+            match before.endpoints.iter().position(|e| *e == endpoint) {
+                Some(at) if at < count && places[at].is_none() => places[at] = Some(endpoint),
+                _ => others.push(endpoint),
+            }
+        }
+        let mut others = others.into_iter();
+        rule.endpoints = places
+            .into_iter()
+            .filter_map(|place| place.or_else(|| others.next()))
+            .collect();
+    }
+}
+
 /// Adds the chains that pick one of a Service port's endpoints to a batch.
 struct EndpointChains<'a> {
     batch: &'a mut Vec<Value>,
     protocol: &'a str,
     affinity_seconds: Option<u32>,
+    /// The affinity sets made so far, each with the endpoint whose
+    /// clients it holds.
+    affinity_sets: Vec<(String, (Ipv4Addr, u16))>,
 }
 
 impl EndpointChains<'_> {
@@ -596,15 +663,18 @@ impl EndpointChains<'_> {
     /// kube-proxy's iptables mode does); among more, from an anonymous map
     /// of address and port, which is one more set for `nft` to list before
     /// each change. No chain of their own either way. With affinity: a
-    /// chain per endpoint (named after `name`), which records the client,
-    /// and a random pick among them after the client's own endpoint.
-    fn pick(&mut self, name: &str, endpoints: &[(Ipv4Addr, u16)]) -> Option<Pick> {
+    /// chain and a timed set per endpoint, named after `name` and the
+    /// endpoint's place in the Service's list (`placed`), which record
+    /// the client, and a random pick among them after the client's own
+    /// endpoint.
+    fn pick(&mut self, name: &str, placed: &[(usize, (Ipv4Addr, u16))]) -> Option<Pick> {
         let dnat =
             |(ip, port): &(Ipv4Addr, u16)| json!({"dnat": {"addr": ip.to_string(), "port": port}});
-        if endpoints.is_empty() {
+        if placed.is_empty() {
             return None;
         }
         let Some(timeout) = self.affinity_seconds else {
+            let endpoints: Vec<(Ipv4Addr, u16)> = placed.iter().map(|(_, e)| *e).collect();
             if endpoints.len() > DRAWN_AT_MOST {
                 let targets: Vec<Value> = endpoints
                     .iter()
@@ -633,10 +703,15 @@ impl EndpointChains<'_> {
         };
         let mut targets = Vec::new();
         let mut sticky = Vec::new();
-        for (j, endpoint) in endpoints.iter().enumerate() {
-            // Named after the endpoint: it keeps its chain (and its
-            // clients' affinity) when others come and go.
-            let chain = format!("{name}-ep-{}-{}", endpoint.0, endpoint.1);
+        for (j, (place, endpoint)) in placed.iter().enumerate() {
+            // Named after the endpoint's place, not its address: a pod
+            // replaced takes its predecessor's chain and set (emptied of
+            // the old clients, [`service_changes`]) rather than making
+            // new ones and leaving the old to delete (each chain and set
+            // is one more for `nft` to list before a change); the places
+            // of the endpoints that stay are kept
+            // ([`keep_endpoint_places`]).
+            let chain = format!("{name}-ep{place}");
             self.add_chain(&chain);
             // A port mapping needs its protocol matched in the same rule.
             let l4 = json!({"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": self.protocol}});
@@ -644,6 +719,7 @@ impl EndpointChains<'_> {
             // 1.0.6's JSON parser refuses the "dynamic" flag). The timeout
             // in the name: a set changes only by being replaced.
             let set = format!("{chain}-affinity-{timeout}");
+            self.affinity_sets.push((set.clone(), *endpoint));
             self.batch.push(json!({"add": {"set": {"family": "ip", "table": TABLE, "name": set, "type": "ipv4_addr", "flags": ["timeout"], "timeout": timeout}}}));
             self.add_rule(
                 &chain,
@@ -657,7 +733,7 @@ impl EndpointChains<'_> {
             targets.push(json!([j, {"goto": {"target": chain}}]));
         }
         let random = json!({"vmap": {
-            "key": {"numgen": {"mode": "random", "mod": endpoints.len(), "offset": 0}},
+            "key": {"numgen": {"mode": "random", "mod": placed.len(), "offset": 0}},
             "data": {"set": targets},
         }});
         // A chain that tries each endpoint's set first.
@@ -1015,7 +1091,7 @@ mod tests {
                 None => assert!(!rule.contains("numgen"), "{rule}"),
             }
         }
-        assert!(!text.contains("-ep-"), "{text}");
+        assert!(!text.contains("-ep"), "{text}");
         // Pods and other hosts (prerouting) and the node (output) look up
         // the same maps.
         for map in ["@service-ips", "@node-ports"] {
@@ -1265,24 +1341,22 @@ mod tests {
         let service = exposed(exposure, &["10.42.3.5"]);
         let rules = ruleset(scope(), &[], &[service]);
         let text = rules.to_string();
-        // One timed set per endpoint, updated before the DNAT.
+        // One timed set per endpoint, named after its place, updated
+        // before the DNAT.
         assert!(
-            text.contains(r#""name":"svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60""#),
+            text.contains(r#""name":"svc-10.43.0.20-tcp-80-ep0-affinity-60""#),
             "{text}"
         );
         assert!(text.contains(r#""timeout":60"#), "{text}");
         let update = rules_with(
             &rules,
-            &[
-                r#""op":"update""#,
-                "@svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60",
-            ],
+            &[r#""op":"update""#, "@svc-10.43.0.20-tcp-80-ep0-affinity-60"],
         );
-        assert_eq!(update[0].1, "svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080");
+        assert_eq!(update[0].1, "svc-10.43.0.20-tcp-80-ep0");
         // The clusterIP goes to a pick chain that looks the client up first.
         let sticky = rules_with(
             &rules,
-            &[r#""right":"@svc-10.43.0.20-tcp-80-ep-10.42.3.5-8080-affinity-60""#],
+            &[r#""right":"@svc-10.43.0.20-tcp-80-ep0-affinity-60""#],
         );
         assert_eq!(sticky[0].1, "svc-10.43.0.20-tcp-80-pick");
         let pick = rules_with(
@@ -1335,8 +1409,10 @@ mod tests {
             "never the whole table: {text}"
         );
         // Service 7 (affinity): its chains flushed and filled again; the
-        // chain and affinity set of the endpoint that went emptied and
-        // left for the next change; nothing deleted in this one.
+        // new endpoint takes the chain and affinity set of the one it
+        // replaced (in its place), the set emptied of the old one's
+        // clients; the other endpoint's set keeps its clients; nothing
+        // made, left over or deleted.
         let flushed = named(&changes, "chain", "flush");
         assert!(
             flushed
@@ -1345,20 +1421,38 @@ mod tests {
             "{flushed:?}"
         );
         assert!(flushed.contains(&"svc-10.43.1.7-tcp-80".to_owned()));
-        assert!(!text.contains(r#""delete""#), "{text}");
-        assert_eq!(left.chains, ["svc-10.43.1.7-tcp-80-ep-10.42.5.7-8080"]);
+        assert!(flushed.contains(&"svc-10.43.1.7-tcp-80-ep1".to_owned()));
         assert_eq!(
-            left.sets,
-            ["svc-10.43.1.7-tcp-80-ep-10.42.5.7-8080-affinity-60"]
+            named(&changes, "set", "flush"),
+            ["svc-10.43.1.7-tcp-80-ep1-affinity-60"]
         );
+        let before = ruleset(scope(), &[], &many);
+        let made_before = |what: &str| named(&before, what, "add");
+        for what in ["chain", "set"] {
+            let made = named(&changes, what, "add");
+            assert!(
+                made.iter().all(|m| made_before(what).contains(m)),
+                "a new {what}: {made:?}"
+            );
+        }
+        assert!(!text.contains(r#""delete""#), "{text}");
+        assert!(left.is_empty(), "{left:?}");
         assert!(text.contains("10.42.6.7"));
         assert!(!text.contains(r#""element""#), "{text}");
         assert!(
             !text.contains("10.43.1.8"),
             "another Service was touched: {text}"
         );
-        // The next change deletes them first.
-        let next = service_changes(scope(), &moved, &moved, &left).unwrap();
+        // One endpoint fewer: the last place's chain and set are emptied
+        // and left for the next change, which deletes them first.
+        let mut shrunk = moved.clone();
+        shrunk[6].endpoints.truncate(1);
+        let changes = service_changes(scope(), &moved, &shrunk, &Leftovers::default()).unwrap();
+        let left = changes.leftovers.clone();
+        assert!(!changes.commands.to_string().contains(r#""delete""#));
+        assert_eq!(left.chains, ["svc-10.43.1.7-tcp-80-ep1"]);
+        assert_eq!(left.sets, ["svc-10.43.1.7-tcp-80-ep1-affinity-60"]);
+        let next = service_changes(scope(), &shrunk, &shrunk, &left).unwrap();
         assert_eq!(named(&next.commands, "chain", "delete"), left.chains);
         assert_eq!(named(&next.commands, "set", "delete"), left.sets);
         assert!(next.leftovers.is_empty());
@@ -1400,6 +1494,58 @@ mod tests {
         // Nothing changed: nothing to do.
         let none = service_changes(scope(), &replaced, &replaced, &Leftovers::default()).unwrap();
         assert_eq!(none.commands["nftables"].as_array().unwrap().len(), 0);
+    }
+
+    #[test]
+    fn endpoints_with_affinity_keep_their_places_and_new_ones_fill_those_freed() {
+        let ep = |last: u8| (Ipv4Addr::new(10, 42, 4, last), 8080);
+        let rule = |ip: u8, affinity: Option<u32>, endpoints: &[u8]| ServiceRule {
+            cluster_ip: Ipv4Addr::new(10, 43, 1, ip),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints: endpoints.iter().map(|e| ep(*e)).collect(),
+            exposure: Exposure {
+                affinity_seconds: affinity,
+                ..Exposure::default()
+            },
+        };
+        let held = [
+            rule(1, Some(60), &[1, 2, 3]),
+            rule(2, None, &[3, 2, 1]),
+            rule(3, Some(60), &[1, 2, 3]),
+            rule(4, Some(60), &[1, 2, 3]),
+        ];
+        let mut wanted = [
+            // 2 replaced by 4 (sorted, as the agent's rules come).
+            rule(1, Some(60), &[1, 3, 4]),
+            // No affinity: left as it comes.
+            rule(2, None, &[1, 2, 4]),
+            // One fewer: 3 moves into the place 1 left.
+            rule(3, Some(60), &[2, 3]),
+            // One more: after those it had.
+            rule(4, Some(60), &[0, 1, 2, 3]),
+            // New: as it comes.
+            rule(5, Some(60), &[2, 1]),
+        ];
+        keep_endpoint_places(&held, &mut wanted);
+        let places: Vec<Vec<u8>> = wanted
+            .iter()
+            .map(|r| r.endpoints.iter().map(|(ip, _)| ip.octets()[3]).collect())
+            .collect();
+        assert_eq!(
+            places,
+            [
+                vec![1, 4, 3],
+                vec![1, 2, 4],
+                vec![3, 2],
+                vec![1, 2, 3, 0],
+                vec![2, 1]
+            ]
+        );
+        // Already in place: unchanged.
+        let again = wanted.clone();
+        keep_endpoint_places(&again, &mut wanted);
+        assert_eq!(wanted, again);
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //!   `PodNetwork::set_services` does on every change of the Services or
 //!   Endpoints it is told. The table is first built whole
 //!   (`nftables::ruleset`), as at the agent's start: `first_apply_ms`.
-//! - Each change moves one Service's endpoint (its pod replaced), a
-//!   different Service each time. Every fourth Service is a NodePort and
+//! - Each change moves both of one Service's endpoints (its two pods
+//!   replaced), a different Service each time. Every fourth Service is a NodePort and
 //!   every tenth has ClientIP affinity, so that the table has the chains
 //!   and sets those bring. The part of each change spent building its
 //!   commands is reported apart (`build_p50_ms`; the rest is `nft` and
@@ -76,7 +76,9 @@ fn rule(i: usize, generation: usize) -> ServiceRule {
 }
 
 /// The node's table taken from `held` to `rules` as the agent does it
-/// (`PodNetwork::set_services`): the rules sorted, the changed Service
+/// (`PodNetwork::set_services`): the rules sorted, the endpoints of those
+/// with affinity kept in their places (`nftables::keep_endpoint_places`),
+/// the changed Service
 /// ports' commands built (`nftables::service_changes`) and applied in one
 /// transaction; how long building them took, and what the change left
 /// for the next to delete.
@@ -89,6 +91,7 @@ async fn sync(
     let started = Instant::now();
     let mut sorted = rules.to_vec();
     sorted.sort();
+    nftables::keep_endpoint_places(held, &mut sorted);
     let changes = nftables::service_changes(scope, held, &sorted, leftovers)
         .context("the change cannot be made in place")?;
     let built = started.elapsed();

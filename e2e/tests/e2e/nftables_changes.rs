@@ -3,13 +3,16 @@
 //! kind (nodePorts, load balancer and external addresses, both traffic
 //! policies, internal Local, ClientIP affinity, none or several
 //! endpoints) is built whole, then taken through 40 random changes (a
-//! Service's endpoints, its exposure, one gone, one new), each made with
+//! Service's endpoints, its exposure, one gone, one new, one pod behind a
+//! Service with affinity replaced), each made with
 //! `nftables::service_changes`, the chains and sets it emptied deleted by
 //! the next (every other step, a change with nothing else in it). Then the
 //! kernel's table (`nft -j list table`) must be exactly the table built
 //! whole from the same Services, which is put in place for the next
 //! change. No change deletes a chain it stops pointing to (refused before
-//! Linux 6.2).
+//! Linux 6.2). And a pod replaced behind a Service with affinity: its
+//! successor takes its chain and timed set, which forgets the old pod's
+//! clients while the other endpoint's keeps its own.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -179,7 +182,22 @@ fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Resu
         for step in 0..40 {
             let mut next = services.clone();
             let at = rng.random_range(0..next.len());
+            // A pod replaced behind a Service with affinity, when one has
+            // endpoints: its other endpoints' chains and sets are kept.
+            let sticky: Vec<usize> = (0..next.len())
+                .filter(|j| {
+                    next[*j].exposure.affinity_seconds.is_some() && !next[*j].endpoints.is_empty()
+                })
+                .collect();
             match step % 4 {
+                1 if !sticky.is_empty() => {
+                    let at = sticky[rng.random_range(0..sticky.len())];
+                    let endpoints = &mut next[at].endpoints;
+                    let gone = rng.random_range(0..endpoints.len());
+                    endpoints.remove(gone);
+                    endpoints.push((Ipv4Addr::new(10, 42, 5, 100 + step), 8080));
+                    endpoints.sort();
+                }
                 0 | 1 => {
                     let i = next[at].cluster_ip.octets()[3];
                     next[at] = service(i, &mut rng);
@@ -195,6 +213,7 @@ fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Resu
                 }
             }
             next.sort();
+            nftables::keep_endpoint_places(&services, &mut next);
             let changes = nftables::service_changes(scope(), &services, &next, &leftovers)
                 .context("a change to make in place")?;
             let commands = &changes.commands;
@@ -225,6 +244,128 @@ fn service_changes_leave_the_table_the_agent_would_build_whole() -> anyhow::Resu
             );
             services = next;
         }
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the test's thread panicked"))?
+}
+
+/// The clients an affinity set holds, as the kernel lists them.
+fn clients(set: &str) -> anyhow::Result<Vec<String>> {
+    let text = nft(&["-j", "list", "set", "ip", nftables::TABLE, set], None)?;
+    let listing: Value = serde_json::from_str(&text)?;
+    let mut found = Vec::new();
+    for item in listing["nftables"].as_array().context("a listing")? {
+        for element in item["set"]["elem"].as_array().into_iter().flatten() {
+            // A timed element is listed as {"elem": {"val": ..., ...}}.
+            let value = element["elem"]["val"].as_str().or(element.as_str());
+            found.extend(value.map(str::to_owned));
+        }
+    }
+    Ok(found)
+}
+
+#[test]
+fn a_replaced_endpoint_takes_its_places_chain_and_set_without_the_old_clients() -> anyhow::Result<()>
+{
+    if !e2e_prerequisites(&["nft"]) {
+        return Ok(());
+    }
+    std::thread::spawn(|| -> anyhow::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("unsharing a network namespace")?;
+        let endpoint = |last: u8| (Ipv4Addr::new(10, 42, 3, last), 8080);
+        let service = |endpoints: Vec<(Ipv4Addr, u16)>| ServiceRule {
+            cluster_ip: Ipv4Addr::new(10, 43, 1, 1),
+            protocol: "tcp".into(),
+            port: 80,
+            endpoints,
+            exposure: Exposure {
+                affinity_seconds: Some(600),
+                ..Exposure::default()
+            },
+        };
+        let held = vec![service(vec![endpoint(10), endpoint(20)])];
+        apply(&nftables::ruleset(scope(), &[], &held)).context("building the table")?;
+        let set = |place: usize| format!("svc-10.43.1.1-tcp-80-ep{place}-affinity-600");
+        // A client each endpoint has had, as the rules would record them.
+        for (place, client) in [(0, "10.42.9.1"), (1, "10.42.9.2")] {
+            nft(
+                &[
+                    "add",
+                    "element",
+                    "ip",
+                    nftables::TABLE,
+                    &set(place),
+                    &format!("{{ {client} }}"),
+                ],
+                None,
+            )?;
+        }
+        let before = listed()?;
+        // The pod at 10 replaced by one at 30 (sorted first, as the
+        // agent's rules come).
+        let mut wanted = vec![service(vec![endpoint(20), endpoint(30)])];
+        nftables::keep_endpoint_places(&held, &mut wanted);
+        assert_eq!(wanted[0].endpoints, [endpoint(30), endpoint(20)]);
+        let changes =
+            nftables::service_changes(scope(), &held, &wanted, &nftables::Leftovers::default())
+                .context("a change to make in place")?;
+        let commands = &changes.commands;
+        apply(commands).with_context(|| format!("the change: {commands}"))?;
+        anyhow::ensure!(
+            changes.leftovers.is_empty(),
+            "left over: {:?}",
+            changes.leftovers
+        );
+        let after = listed()?;
+        let names = |l: &BTreeMap<String, String>| -> BTreeSet<String> {
+            l.keys()
+                .filter(|k| k.starts_with("chain ") || k.starts_with("set "))
+                .cloned()
+                .collect()
+        };
+        anyhow::ensure!(
+            names(&before) == names(&after),
+            "chains or sets made or gone: {:?} -> {:?}",
+            names(&before),
+            names(&after)
+        );
+        anyhow::ensure!(
+            clients(&set(0))?.is_empty(),
+            "the replaced endpoint's client is still in its place's set: {:?}",
+            clients(&set(0))?
+        );
+        anyhow::ensure!(
+            clients(&set(1))? == ["10.42.9.2"],
+            "the kept endpoint lost its client: {:?}",
+            clients(&set(1))?
+        );
+        let chain = nft(
+            &[
+                "list",
+                "chain",
+                "ip",
+                nftables::TABLE,
+                "svc-10.43.1.1-tcp-80-ep0",
+            ],
+            None,
+        )?;
+        anyhow::ensure!(
+            chain.contains("10.42.3.30:8080") && !chain.contains("10.42.3.10"),
+            "the place's chain does not lead to the new endpoint:\n{chain}"
+        );
+        // The whole table built from the same rules is the same (with
+        // the kept client, which only traffic puts there).
+        nft(&["flush", "set", "ip", nftables::TABLE, &set(1)], None)?;
+        let in_place = listed()?;
+        apply(&nftables::ruleset(scope(), &[], &wanted)).context("building the table again")?;
+        let whole = listed()?;
+        anyhow::ensure!(
+            in_place == whole,
+            "the table changed in place is not the one built whole:\n{}",
+            difference(&in_place, &whole)
+        );
         Ok(())
     })
     .join()
