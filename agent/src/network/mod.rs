@@ -9,14 +9,15 @@
 //! masqueraded, host ports are forwarded, the cluster DNS address leads to
 //! this node's own DNS server on the bridge address, and Services'
 //! clusterIPs lead to their endpoints ([`nftables`], [`services`]).
-//! Everything goes through netlink ([`netlink`]); nothing shells out to
-//! `ip`. Each pod's network namespace is made here too ([`netns`]).
+//! Everything goes through netlink ([`netlink`]; the nftables table
+//! through libnftables, [`libnftables`]); nothing shells out to `ip`. Each pod's network namespace is made here too ([`netns`]).
 //!
 //! Nothing here talks to the masters: the agent's root follows Nodes,
 //! Services and Endpoints through them and hands the lists to
 //! [`reconcile_overlay`] and [`services::reconcile_services`].
 
 pub mod ipam;
+pub mod libnftables;
 pub mod netlink;
 pub mod netns;
 pub mod nftables;
@@ -115,6 +116,8 @@ pub struct PodNetwork {
     /// known (not yet written, or a write failed). Its lock is held across
     /// every write of the table.
     applied_services: tokio::sync::Mutex<Option<AppliedServices>>,
+    /// Where the table's batches go.
+    nftables: nftables::Nftables,
 }
 
 /// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
@@ -187,6 +190,7 @@ impl PodNetwork {
             host_ports: Default::default(),
             services: Default::default(),
             applied_services: Default::default(),
+            nftables: nftables::Nftables::open(),
         };
         network.apply_rules().await?;
         tracing::info!(
@@ -254,7 +258,9 @@ impl PodNetwork {
             .cloned()
             .collect();
         let services = self.services.lock().await.clone();
-        let result = nftables::apply(&nftables::ruleset(self.table_scope(), &ports, &services))
+        let result = self
+            .nftables
+            .apply(&nftables::ruleset(self.table_scope(), &ports, &services))
             .await
             .map_err(NetworkError::Nftables);
         *applied = result.is_ok().then(|| AppliedServices {
@@ -297,7 +303,7 @@ impl PodNetwork {
                 &held.leftovers,
             );
             if let Some(changes) = changes {
-                match nftables::apply(&changes.commands).await {
+                match self.nftables.apply(&changes.commands).await {
                     Ok(()) => {
                         *applied = Some(AppliedServices {
                             services: wanted,

@@ -3,22 +3,28 @@
 //! 1,000 Services).
 //!
 //! - The path timed is the agent's own ([`skiff_agent::network`]): its
-//!   rules for every Service port sorted, the commands for the Service
-//!   ports that changed built (`nftables::service_changes`) and handed to
-//!   `nft` in one transaction (`nftables::apply`), as
-//!   `PodNetwork::set_services` does on every change of the Services or
-//!   Endpoints it is told. The table is first built whole
-//!   (`nftables::ruleset`), as at the agent's start: `first_apply_ms`.
+//!   rules for every Service port sorted, the endpoints of those with
+//!   affinity kept in their places, the commands for the Service ports
+//!   that changed built (`nftables::service_changes`) and applied in one
+//!   transaction through the agent's libnftables session
+//!   (`nftables::Nftables`), as `PodNetwork::set_services` does on every
+//!   change of the Services or Endpoints it is told. The table is first
+//!   built whole (`nftables::ruleset`), as at the agent's start:
+//!   `first_apply_ms`.
+//! - Then as many changes again, each through an `nft -j -f -` process
+//!   (`Nftables::with_nft_command`: the agent's way before, and its way
+//!   when the library is missing), in the same run: `nft_process_*` and
+//!   the ratio of the p99s.
 //! - Each change moves both of one Service's endpoints (its two pods
-//!   replaced), a different Service each time. Every fourth Service is a NodePort and
-//!   every tenth has ClientIP affinity, so that the table has the chains
-//!   and sets those bring. The part of each change spent building its
-//!   commands is reported apart (`build_p50_ms`; the rest is `nft` and
-//!   the kernel).
+//!   replaced), a different Service each time. Every fourth Service is a
+//!   NodePort and every tenth has ClientIP affinity, so that the table has
+//!   the chains and sets those bring. The part of each change spent
+//!   building its commands is reported apart (`build_p50_ms`; the rest is
+//!   libnftables and the kernel).
 //! - It runs in a network namespace of its own: its thread unshares one,
-//!   and `nft`, started from that thread, works there; the namespace goes
-//!   with the thread. No table of the host is touched. Needs root and
-//!   `nft`.
+//!   and the session (its socket opened from that thread) and `nft`,
+//!   started from it, work there; the namespace goes with the thread. No
+//!   table of the host is touched. Needs root, libnftables and `nft`.
 //! - At the end, the table as the kernel holds it (`nft list`) must have
 //!   the last change: the run fails otherwise.
 
@@ -27,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use skiff_agent::network::nftables::{
-    self, DnsRedirect, Exposure, Leftovers, ServiceRule, TableScope,
+    self, DnsRedirect, Exposure, Leftovers, Nftables, ServiceRule, TableScope,
 };
 use skiff_agent::network::subnet::Subnet;
 
@@ -78,16 +84,17 @@ fn rule(i: usize, generation: usize) -> ServiceRule {
 /// The node's table taken from `held` to `rules` as the agent does it
 /// (`PodNetwork::set_services`): the rules sorted, the endpoints of those
 /// with affinity kept in their places (`nftables::keep_endpoint_places`),
-/// the changed Service
-/// ports' commands built (`nftables::service_changes`) and applied in one
-/// transaction; how long building them took, and what the change left
-/// for the next to delete.
+/// the changed Service ports' commands built
+/// (`nftables::service_changes`) and applied in one transaction through
+/// `session`; how long building them took, the rules the table now holds
+/// and what the change left for the next to delete.
 async fn sync(
+    session: &Nftables,
     scope: TableScope<'_>,
     held: &[ServiceRule],
     rules: &[ServiceRule],
     leftovers: &Leftovers,
-) -> anyhow::Result<(Duration, Leftovers)> {
+) -> anyhow::Result<(Duration, Vec<ServiceRule>, Leftovers)> {
     let started = Instant::now();
     let mut sorted = rules.to_vec();
     sorted.sort();
@@ -95,10 +102,56 @@ async fn sync(
     let changes = nftables::service_changes(scope, held, &sorted, leftovers)
         .context("the change cannot be made in place")?;
     let built = started.elapsed();
-    nftables::apply(&changes.commands)
+    session
+        .apply(&changes.commands)
         .await
         .context("nft refused the agent's change")?;
-    Ok((built, changes.leftovers))
+    Ok((built, sorted, changes.leftovers))
+}
+
+/// Changes timed through one session.
+#[derive(Default)]
+struct Timed {
+    latencies: Latencies,
+    building: Latencies,
+}
+
+/// What the table holds, between changes.
+struct Table {
+    rules: Vec<ServiceRule>,
+    leftovers: Leftovers,
+    /// The last change: the Service and its pods' generation.
+    last: (usize, usize),
+}
+
+/// Changes `changes` (numbered from `first`) made through `session`.
+async fn time_changes(
+    session: &Nftables,
+    scope: TableScope<'_>,
+    table: &mut Table,
+    services: usize,
+    changes: std::ops::Range<usize>,
+) -> anyhow::Result<Timed> {
+    let mut timed = Timed::default();
+    for change in changes {
+        let i = (change * 7919) % services;
+        let generation = 1 + change;
+        let mut next = table.rules.clone();
+        let at = next
+            .iter()
+            .position(|r| r.cluster_ip == cluster_ip(i))
+            .context("the Service to change")?;
+        next[at] = rule(i, generation);
+        let started = Instant::now();
+        let (built, held, left) =
+            sync(session, scope, &table.rules, &next, &table.leftovers).await?;
+        timed.latencies.push(started.elapsed());
+        timed.building.push(built);
+        table.rules = held;
+        table.leftovers = left;
+        table.last = (i, generation);
+    }
+    Ok(timed)
 }
 
 pub async fn run(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
@@ -142,56 +195,68 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     };
     let mut rules: Vec<ServiceRule> = (0..args.services).map(|i| rule(i, 0)).collect();
     rules.sort();
+    // The agent's session (libnftables), opened from this thread: in its
+    // network namespace.
+    let session = Nftables::open();
+    anyhow::ensure!(
+        session.uses_library(),
+        "libnftables.so.1 cannot be loaded (apt-get install libnftables1): the agent would run nft for each change"
+    );
     // The whole table, as the agent builds it at start.
     let started = Instant::now();
-    nftables::apply(&nftables::ruleset(scope, &[], &rules))
+    session
+        .apply(&nftables::ruleset(scope, &[], &rules))
         .await
         .context("nft refused the agent's table")?;
     let first = started.elapsed();
-    let mut latencies = Latencies::default();
-    let mut building = Latencies::default();
-    let mut last = (0, 0);
-    let mut leftovers = Leftovers::default();
-    for change in 0..args.changes {
-        let i = (change * 7919) % args.services;
-        let generation = 1 + change;
-        let mut next = rules.clone();
-        let at = next
-            .iter()
-            .position(|r| r.cluster_ip == cluster_ip(i))
-            .context("the Service to change")?;
-        next[at] = rule(i, generation);
-        let started = Instant::now();
-        let (built, left) = sync(scope, &rules, &next, &leftovers).await?;
-        building.push(built);
-        leftovers = left;
-        latencies.push(started.elapsed());
-        next.sort();
-        rules = next;
-        last = (i, generation);
-    }
+    let mut table = Table {
+        rules,
+        leftovers: Leftovers::default(),
+        last: (0, 0),
+    };
+    let agent = time_changes(&session, scope, &mut table, args.services, 0..args.changes).await?;
+    let agent_last = table.last;
+    // Then as many changes through an `nft` process each (the agent's way
+    // until 2026-12-03, and its way without the library), for the ratio.
+    let nft = time_changes(
+        &Nftables::with_nft_command(),
+        scope,
+        &mut table,
+        args.services,
+        args.changes..2 * args.changes,
+    )
+    .await?;
     let listed = std::process::Command::new("nft")
         .args(["list", "table", "ip", nftables::TABLE])
         .output()
         .context("listing the table")?;
-    let table = String::from_utf8_lossy(&listed.stdout);
-    let (i, generation) = last;
-    let moved_to = pod_ip(i, generation).to_string();
-    let lines = table.lines().count();
-    let pass = listed.status.success() && table.contains(&moved_to);
+    let listing = String::from_utf8_lossy(&listed.stdout);
+    let lines = listing.lines().count();
+    // The last change of each session.
+    let missing = [agent_last, table.last]
+        .into_iter()
+        .map(|(i, generation)| (i, pod_ip(i, generation).to_string()))
+        .find(|(_, moved_to)| !listing.contains(moved_to));
+    let pass = listed.status.success() && missing.is_none();
     let ms = |d: Duration| round(d.as_secs_f64() * 1000.0);
     Ok(serde_json::json!({
         "scenario": "rulesync",
         "services": args.services,
         "changes": args.changes,
         "first_apply_ms": ms(first),
-        "p50_ms": round(latencies.percentile_ms(50.0)),
-        "p99_ms": round(latencies.percentile_ms(99.0)),
-        "max_ms": round(latencies.percentile_ms(100.0)),
-        "build_p50_ms": round(building.percentile_ms(50.0)),
+        "p50_ms": round(agent.latencies.percentile_ms(50.0)),
+        "p99_ms": round(agent.latencies.percentile_ms(99.0)),
+        "max_ms": round(agent.latencies.percentile_ms(100.0)),
+        "build_p50_ms": round(agent.building.percentile_ms(50.0)),
+        "nft_process_p50_ms": round(nft.latencies.percentile_ms(50.0)),
+        "nft_process_p99_ms": round(nft.latencies.percentile_ms(99.0)),
+        "p99_vs_nft_process": round(agent.latencies.percentile_ms(99.0) / nft.latencies.percentile_ms(99.0).max(0.001)),
         "table_lines": lines,
         "target_p99_ms": 50,
         "pass": pass,
-        "failure": (!pass).then(|| format!("the table does not have the last change (service {i}'s endpoint {moved_to})")),
+        "failure": (!pass).then(|| match missing {
+            Some((i, moved_to)) => format!("the table does not have a session's last change (service {i}'s endpoint {moved_to})"),
+            None => format!("nft list failed: {}", String::from_utf8_lossy(&listed.stderr).trim()),
+        }),
     }))
 }

@@ -371,3 +371,49 @@ fn a_replaced_endpoint_takes_its_places_chain_and_set_without_the_old_clients() 
     .join()
     .map_err(|_| anyhow::anyhow!("the test's thread panicked"))?
 }
+
+#[test]
+fn the_agents_session_writes_through_libnftables_in_its_namespace_and_a_refused_batch_changes_nothing(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["nft"]) {
+        return Ok(());
+    }
+    std::thread::spawn(|| -> anyhow::Result<()> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
+            .context("unsharing a network namespace")?;
+        let session = nftables::Nftables::open();
+        anyhow::ensure!(
+            session.uses_library(),
+            "libnftables.so.1 cannot be loaded: install libnftables1"
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let services = vec![service(1, &mut rand::rngs::StdRng::seed_from_u64(1))];
+        runtime.block_on(session.apply(&nftables::ruleset(scope(), &[], &services)))?;
+        // Here, in this thread's namespace: what nft lists is the table.
+        let built = listed()?;
+        apply(&nftables::ruleset(scope(), &[], &services))?;
+        anyhow::ensure!(
+            built == listed()?,
+            "the session's table is not the one nft builds"
+        );
+        // A batch whose last command the kernel refuses: nothing of it
+        // stays, and the error says what was refused.
+        let refused = serde_json::json!({"nftables": [
+            {"add": {"chain": {"family": "ip", "table": nftables::TABLE, "name": "half"}}},
+            {"add": {"rule": {"family": "ip", "table": nftables::TABLE, "chain": "no-such-chain", "expr": [{"accept": null}]}}},
+        ]});
+        let error = runtime
+            .block_on(session.apply(&refused))
+            .expect_err("a rule in a missing chain is refused");
+        anyhow::ensure!(
+            error.to_string().contains("No such file or directory"),
+            "the error does not say why: {error}"
+        );
+        anyhow::ensure!(built == listed()?, "a refused batch left part of itself");
+        Ok(())
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the test's thread panicked"))?
+}

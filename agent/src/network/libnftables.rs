@@ -1,0 +1,221 @@
+//! libnftables, the library the `nft` command is built on (Debian's
+//! `libnftables1`, which `nftables` depends on), loaded at run time
+//! (`dlopen`): the binary does not need it to start, and a master never
+//! loads it.
+//!
+//! Why not run `nft`: closing a netfilter netlink socket waits for the
+//! kernel to free what the last transactions removed (an RCU grace period,
+//! 8–15 ms here), and `nft` closes its socket before it exits, so every
+//! change that flushes a chain cost that wait on top of a process start.
+//! A [`Context`] keeps its socket open for as long as it lives
+//! (`nftables::Nftables` keeps one per agent), so a change costs what
+//! `nft` spends parsing and the kernel committing.
+//!
+//! The unsafe code of the agent is here, and only here: five functions of
+//! the library's stable API (`libnftables.h`), called with pointers this
+//! module owns.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
+use std::ptr::NonNull;
+use std::sync::OnceLock;
+
+use nix::libc;
+
+/// The library's soname.
+const LIBRARY: &CStr = c"libnftables.so.1";
+
+/// `NFT_CTX_DEFAULT`.
+const CTX_DEFAULT: u32 = 0;
+/// `NFT_CTX_OUTPUT_JSON`: commands are read, and output written, as JSON
+/// (what `nft -j` sets).
+const OUTPUT_JSON: c_uint = 1 << 4;
+
+type CtxNew = unsafe extern "C" fn(u32) -> *mut c_void;
+type CtxFree = unsafe extern "C" fn(*mut c_void);
+type CtxSetFlags = unsafe extern "C" fn(*mut c_void, c_uint);
+type CtxBuffer = unsafe extern "C" fn(*mut c_void) -> c_int;
+type CtxGetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
+type RunCommand = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
+
+/// The functions used, found in the loaded library.
+struct Functions {
+    ctx_new: CtxNew,
+    ctx_free: CtxFree,
+    output_set_flags: CtxSetFlags,
+    buffer_output: CtxBuffer,
+    buffer_error: CtxBuffer,
+    get_error_buffer: CtxGetBuffer,
+    run_cmd_from_buffer: RunCommand,
+}
+
+/// Why the library cannot be used.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot load libnftables.so.1: {0}")]
+    Open(String),
+    #[error("libnftables.so.1 has no {0}")]
+    Missing(&'static str),
+    #[error("libnftables could not make a context (nft_ctx_new)")]
+    Context,
+}
+
+/// The last `dlerror`, as text.
+fn dl_error() -> String {
+    // SAFETY: dlerror returns null or a NUL-terminated string that stays
+    // valid until the next dl call on this thread; it is copied at once.
+    let message = unsafe { libc::dlerror() };
+    if message.is_null() {
+        return "unknown error".into();
+    }
+    // SAFETY: non-null, NUL-terminated (above).
+    unsafe { CStr::from_ptr(message) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn load() -> Result<Functions, LoadError> {
+    // SAFETY: a NUL-terminated name; the handle is never closed, so the
+    // functions found in it stay valid for the life of the process.
+    let handle = unsafe { libc::dlopen(LIBRARY.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+    if handle.is_null() {
+        return Err(LoadError::Open(dl_error()));
+    }
+    let symbol = |name: &'static CStr| -> Result<*mut c_void, LoadError> {
+        // SAFETY: a live handle and a NUL-terminated name.
+        let found = unsafe { libc::dlsym(handle, name.as_ptr()) };
+        if found.is_null() {
+            Err(LoadError::Missing(
+                name.to_str().unwrap_or("a function it should have"),
+            ))
+        } else {
+            Ok(found)
+        }
+    };
+    // SAFETY (each transmute): the symbol is the function of that name in
+    // libnftables.h, whose signature the type spells.
+    unsafe {
+        Ok(Functions {
+            ctx_new: std::mem::transmute::<*mut c_void, CtxNew>(symbol(c"nft_ctx_new")?),
+            ctx_free: std::mem::transmute::<*mut c_void, CtxFree>(symbol(c"nft_ctx_free")?),
+            output_set_flags: std::mem::transmute::<*mut c_void, CtxSetFlags>(symbol(
+                c"nft_ctx_output_set_flags",
+            )?),
+            buffer_output: std::mem::transmute::<*mut c_void, CtxBuffer>(symbol(
+                c"nft_ctx_buffer_output",
+            )?),
+            buffer_error: std::mem::transmute::<*mut c_void, CtxBuffer>(symbol(
+                c"nft_ctx_buffer_error",
+            )?),
+            get_error_buffer: std::mem::transmute::<*mut c_void, CtxGetBuffer>(symbol(
+                c"nft_ctx_get_error_buffer",
+            )?),
+            run_cmd_from_buffer: std::mem::transmute::<*mut c_void, RunCommand>(symbol(
+                c"nft_run_cmd_from_buffer",
+            )?),
+        })
+    }
+}
+
+/// The library, loaded once per process.
+fn functions() -> Result<&'static Functions, LoadError> {
+    static LOADED: OnceLock<Result<Functions, LoadError>> = OnceLock::new();
+    LOADED.get_or_init(load).as_ref().map_err(Clone::clone)
+}
+
+/// One libnftables context: its netlink socket, opened in the network
+/// namespace of the thread that made it, stays open until it is dropped.
+/// Not `Send`: it lives and dies on the thread that made it.
+pub struct Context {
+    functions: &'static Functions,
+    ctx: NonNull<c_void>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    /// A context that reads JSON commands, with its output and errors
+    /// kept rather than printed.
+    pub fn new() -> Result<Context, LoadError> {
+        let functions = functions()?;
+        // SAFETY: nft_ctx_new takes flags and returns an owned context or
+        // null.
+        let ctx =
+            NonNull::new(unsafe { (functions.ctx_new)(CTX_DEFAULT) }).ok_or(LoadError::Context)?;
+        let context = Context { functions, ctx };
+        // SAFETY: a live context, owned here.
+        unsafe {
+            (functions.output_set_flags)(ctx.as_ptr(), OUTPUT_JSON);
+            (functions.buffer_output)(ctx.as_ptr());
+            (functions.buffer_error)(ctx.as_ptr());
+        }
+        Ok(context)
+    }
+
+    /// Runs `commands` (a JSON batch: one transaction), or says why the
+    /// library or the kernel refused it, in `nft`'s words.
+    pub fn run(&mut self, commands: &str) -> Result<(), String> {
+        let commands = CString::new(commands).map_err(|_| "the commands hold a NUL byte")?;
+        let ptr = self.ctx.as_ptr();
+        // SAFETY: a live context used from one thread (`&mut self`), and a
+        // NUL-terminated buffer that outlives the call.
+        let status = unsafe { (self.functions.run_cmd_from_buffer)(ptr, commands.as_ptr()) };
+        if status == 0 {
+            return Ok(());
+        }
+        // SAFETY: the context's error buffer: null or NUL-terminated,
+        // valid until the next call on the context; copied at once.
+        let error = unsafe { (self.functions.get_error_buffer)(ptr) };
+        let message = if error.is_null() {
+            String::new()
+        } else {
+            // SAFETY: as above.
+            unsafe { CStr::from_ptr(error) }
+                .to_string_lossy()
+                .trim()
+                .to_owned()
+        };
+        Err(if message.is_empty() {
+            format!("libnftables refused the commands (status {status})")
+        } else {
+            message
+        })
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        // SAFETY: the context is owned here and freed once.
+        unsafe { (self.functions.ctx_free)(self.ctx.as_ptr()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_malformed_batch_is_refused_in_nfts_words() {
+        // No root needed: the batch fails to parse before anything is
+        // sent to the kernel.
+        let Ok(mut context) = Context::new() else {
+            // The library is part of nftables, which the agent needs; CI
+            // has it.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "libnftables.so.1 is missing (apt-get install libnftables1)"
+            );
+            return;
+        };
+        let error = context
+            .run(r#"{"nftables":[{"add":{"bogus":1}}]}"#)
+            .unwrap_err();
+        assert!(error.contains("Unknown object"), "{error}");
+        let error = context.run("{\"nftables\":[\0]}").unwrap_err();
+        assert!(error.contains("NUL"), "{error}");
+    }
+}
