@@ -4,8 +4,10 @@
 //! as k3s does, whether or not another containerd runs on the machine.
 //! `containerd-shim-runc-v2` and `runc`: containerd runs every container
 //! through them. `nft`: the agent writes its nftables table (pod network,
-//! host ports, Services) with `nft -j -f -`. Each is looked for on `PATH`
-//! and in systemd's default `PATH`, which the units run with.
+//! host ports, Services) through libnftables, which the `nftables` package
+//! brings with `nft`, and with `nft -j -f -` when the library cannot be
+//! loaded. Each is looked for on `PATH` and in systemd's default `PATH`,
+//! which the units run with.
 
 use std::path::Path;
 
