@@ -911,58 +911,60 @@ pub enum NftablesError {
     Refused { stderr: String },
     #[error("the thread that applies nftables batches is gone")]
     Gone,
+    #[error("libnftables: {0}")]
+    Library(String),
 }
 
 /// A batch to apply and where its outcome goes.
-type Job = (String, tokio::sync::oneshot::Sender<Result<(), String>>);
+type Job = (
+    String,
+    tokio::sync::oneshot::Sender<Result<(), NftablesError>>,
+);
 
-/// Where the agent's batches go: one libnftables context
-/// ([`super::libnftables`]), kept for the life of the session on a thread
-/// of its own, so that its netlink socket stays open and no change waits
-/// for one to close (8–15 ms each) or for a process to start. When the
-/// library cannot be loaded, each batch goes to an `nft -j -f -` process,
-/// as before.
+/// How long the agent keeps libnftables loaded after a change: changes
+/// come in bursts (a rollout replaces its pods one after another), and an
+/// idle agent should not carry the library's 4 MiB.
+pub const LIBRARY_IDLE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Where the agent's batches go: a libnftables context
+/// ([`super::libnftables`]) on a thread of its own, kept (and its netlink
+/// socket open) from a change until the session has been idle for a
+/// while, then closed and the library unloaded. So no change in a burst
+/// waits for a socket to close (8–15 ms each after a change that flushed
+/// a chain) or for a process to start. When the library cannot be
+/// loaded, each batch goes to an `nft -j -f -` process, as before.
 #[derive(Debug)]
 pub struct Nftables {
     /// The context's thread; `None`: batches go to `nft` processes.
-    library: Option<tokio::sync::mpsc::UnboundedSender<Job>>,
+    library: Option<std::sync::mpsc::Sender<Job>>,
 }
 
 impl Nftables {
-    /// A session in the calling thread's network namespace (its thread
-    /// is started from the calling one, and the context's socket is bound
-    /// to the namespace it is opened in). Blocks for as long as loading
-    /// the library and opening its socket take, once.
+    /// A session in the calling thread's network namespace (its thread is
+    /// started from the calling one, and a context's socket is bound to
+    /// the namespace it is opened in), unloading the library after
+    /// [`LIBRARY_IDLE`].
     pub fn open() -> Nftables {
-        let (ready, started) = std::sync::mpsc::sync_channel(1);
-        let (jobs, mut queue) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        Nftables::open_unloading_after(LIBRARY_IDLE)
+    }
+
+    /// [`Nftables::open`], unloading the library once no batch has come
+    /// for `idle`.
+    pub fn open_unloading_after(idle: std::time::Duration) -> Nftables {
+        if let Err(e) = super::libnftables::Library::open() {
+            tracing::warn!(error = %e, "libnftables cannot be used; running nft for each change of the table");
+            return Nftables::with_nft_command();
+        }
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("nftables".into())
-            .spawn(move || {
-                let mut context = match super::libnftables::Context::new() {
-                    Ok(context) => context,
-                    Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                let _ = ready.send(Ok(()));
-                while let Some((commands, outcome)) = queue.blocking_recv() {
-                    let _ = outcome.send(context.run(&commands));
-                }
-            });
-        let opened = match thread {
-            Ok(_) => started
-                .recv()
-                .unwrap_or_else(|_| Err("its thread ended".into())),
-            Err(e) => Err(format!("starting its thread: {e}")),
-        };
-        match opened {
-            Ok(()) => Nftables {
+            .spawn(move || serve(&queue, idle));
+        match thread {
+            Ok(_) => Nftables {
                 library: Some(jobs),
             },
-            Err(reason) => {
-                tracing::warn!(%reason, "libnftables cannot be used; running nft for each change of the table");
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the nftables thread; running nft for each change of the table");
                 Nftables::with_nft_command()
             }
         }
@@ -987,10 +989,38 @@ impl Nftables {
         let (outcome, answer) = tokio::sync::oneshot::channel();
         jobs.send((batch.to_string(), outcome))
             .map_err(|_| NftablesError::Gone)?;
-        answer
-            .await
-            .map_err(|_| NftablesError::Gone)?
-            .map_err(|stderr| NftablesError::Refused { stderr })
+        answer.await.map_err(|_| NftablesError::Gone)?
+    }
+}
+
+/// The session's thread: loads the library and opens a context for the
+/// first batch, keeps them while batches come at least every `idle`,
+/// then closes the context (which waits for the kernel, here and not in
+/// a change) and unloads the library; until the session is dropped.
+fn serve(queue: &std::sync::mpsc::Receiver<Job>, idle: std::time::Duration) {
+    while let Ok(first) = queue.recv() {
+        let library = match super::libnftables::Library::open() {
+            Ok(library) => library,
+            Err(e) => {
+                let _ = first.1.send(Err(NftablesError::Library(e.to_string())));
+                continue;
+            }
+        };
+        let mut context = match library.context() {
+            Ok(context) => context,
+            Err(e) => {
+                let _ = first.1.send(Err(NftablesError::Library(e.to_string())));
+                continue;
+            }
+        };
+        let mut next = Some(first);
+        while let Some((commands, outcome)) = next.take() {
+            let done = context
+                .run(&commands)
+                .map_err(|stderr| NftablesError::Refused { stderr });
+            let _ = outcome.send(done);
+            next = queue.recv_timeout(idle).ok();
+        }
     }
 }
 

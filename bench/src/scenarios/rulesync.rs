@@ -14,7 +14,9 @@
 //! - Then as many changes again, each through an `nft -j -f -` process
 //!   (`Nftables::with_nft_command`: the agent's way before, and its way
 //!   when the library is missing), in the same run: `nft_process_*` and
-//!   the ratio of the p99s.
+//!   the ratio of the p99s. Then `--cold` changes, each after the session
+//!   has unloaded the library, so that it loads it and opens a context
+//!   first (`cold_*`): the first change after a quiet spell.
 //! - Each change moves both of one Service's endpoints (its two pods
 //!   replaced), a different Service each time. Every fourth Service is a
 //!   NodePort and every tenth has ClientIP affinity, so that the table has
@@ -48,7 +50,16 @@ pub struct RulesyncArgs {
     /// Changes timed.
     #[arg(long, default_value_t = 100)]
     pub changes: usize,
+    /// Changes timed each after the session has unloaded libnftables
+    /// (idle), so that each loads it again first.
+    #[arg(long, default_value_t = 5)]
+    pub cold: usize,
 }
+
+/// How long the session for the cold changes waits before unloading the
+/// library (the agent waits `nftables::LIBRARY_IDLE`; what a cold change
+/// costs does not depend on how long it was idle).
+const COLD_IDLE: Duration = Duration::from_millis(100);
 
 /// Service `i`'s clusterIP: inside the service CIDR, past its first
 /// addresses.
@@ -226,6 +237,22 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
         args.changes..2 * args.changes,
     )
     .await?;
+    let nft_last = table.last;
+    // Last, changes that each find the library unloaded.
+    let cold_session = Nftables::open_unloading_after(COLD_IDLE);
+    let mut cold = Timed::default();
+    for change in 2 * args.changes..2 * args.changes + args.cold {
+        tokio::time::sleep(COLD_IDLE * 3).await;
+        let one = time_changes(
+            &cold_session,
+            scope,
+            &mut table,
+            args.services,
+            change..change + 1,
+        )
+        .await?;
+        cold.latencies.extend(one.latencies);
+    }
     let listed = std::process::Command::new("nft")
         .args(["list", "table", "ip", nftables::TABLE])
         .output()
@@ -233,7 +260,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     let listing = String::from_utf8_lossy(&listed.stdout);
     let lines = listing.lines().count();
     // The last change of each session.
-    let missing = [agent_last, table.last]
+    let missing = [agent_last, nft_last, table.last]
         .into_iter()
         .map(|(i, generation)| (i, pod_ip(i, generation).to_string()))
         .find(|(_, moved_to)| !listing.contains(moved_to));
@@ -248,6 +275,9 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
         "p99_ms": round(agent.latencies.percentile_ms(99.0)),
         "max_ms": round(agent.latencies.percentile_ms(100.0)),
         "build_p50_ms": round(agent.building.percentile_ms(50.0)),
+        "cold_changes": args.cold,
+        "cold_p50_ms": round(cold.latencies.percentile_ms(50.0)),
+        "cold_max_ms": round(cold.latencies.percentile_ms(100.0)),
         "nft_process_p50_ms": round(nft.latencies.percentile_ms(50.0)),
         "nft_process_p99_ms": round(nft.latencies.percentile_ms(99.0)),
         "p99_vs_nft_process": round(agent.latencies.percentile_ms(99.0) / nft.latencies.percentile_ms(99.0).max(0.001)),

@@ -373,7 +373,7 @@ fn a_replaced_endpoint_takes_its_places_chain_and_set_without_the_old_clients() 
 }
 
 #[test]
-fn the_agents_session_writes_through_libnftables_in_its_namespace_and_a_refused_batch_changes_nothing(
+fn the_agents_session_writes_through_libnftables_in_its_namespace_unloads_it_when_idle_and_a_refused_batch_changes_nothing(
 ) -> anyhow::Result<()> {
     if !e2e_prerequisites(&["nft"]) {
         return Ok(());
@@ -381,7 +381,12 @@ fn the_agents_session_writes_through_libnftables_in_its_namespace_and_a_refused_
     std::thread::spawn(|| -> anyhow::Result<()> {
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .context("unsharing a network namespace")?;
-        let session = nftables::Nftables::open();
+        let idle = std::time::Duration::from_millis(300);
+        let session = nftables::Nftables::open_unloading_after(idle);
+        let loaded = || -> anyhow::Result<bool> {
+            Ok(std::fs::read_to_string("/proc/self/maps")?.contains("libnftables.so"))
+        };
+        anyhow::ensure!(!loaded()?, "libnftables is loaded before any change");
         anyhow::ensure!(
             session.uses_library(),
             "libnftables.so.1 cannot be loaded: install libnftables1"
@@ -412,6 +417,20 @@ fn the_agents_session_writes_through_libnftables_in_its_namespace_and_a_refused_
             "the error does not say why: {error}"
         );
         anyhow::ensure!(built == listed()?, "a refused batch left part of itself");
+        // Loaded for the changes, unloaded once idle; loaded again for the
+        // next.
+        anyhow::ensure!(loaded()?, "libnftables is not what applied the batches");
+        std::thread::sleep(idle * 4);
+        anyhow::ensure!(!loaded()?, "libnftables is still loaded after {idle:?} idle");
+        let mut next = services.clone();
+        next[0].endpoints = vec![(Ipv4Addr::new(10, 42, 3, 77), 8080)];
+        let changes = nftables::service_changes(scope(), &services, &next, &nftables::Leftovers::default())
+            .context("a change to make in place")?;
+        runtime.block_on(session.apply(&changes.commands))?;
+        anyhow::ensure!(
+            nft(&["list", "table", "ip", nftables::TABLE], None)?.contains("10.42.3.77"),
+            "the change after the library was loaded again is not in the table"
+        );
         Ok(())
     })
     .join()
