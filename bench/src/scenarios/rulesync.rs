@@ -227,6 +227,9 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     };
     let agent = time_changes(&session, scope, &mut table, args.services, 0..args.changes).await?;
     let agent_last = table.last;
+    // Its thread unloads the library when it ends: the cold changes below
+    // must not find it loaded.
+    drop(session);
     // Then as many changes through an `nft` process each (the agent's way
     // until 2026-12-03, and its way without the library), for the ratio.
     let nft = time_changes(
