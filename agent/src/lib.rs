@@ -444,6 +444,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4);
         network_config.cluster_dns = Some(cluster_dns);
         network_config.mode = mode;
+        network_config.trim_heap = config.trim_heap;
         let net = network::PodNetwork::setup(network_config, subnet, &config.data_dir)
             .await
             .map_err(Error::PodNetwork)?;

@@ -52,6 +52,10 @@ pub struct NetworkConfig {
     pub vxlan: String,
     pub vni: u32,
     pub port: u16,
+    /// Gives the allocator's free memory back to the kernel
+    /// (`AgentConfig::trim_heap`); called once libnftables is unloaded,
+    /// whose context held the table's chains and sets.
+    pub trim_heap: Option<fn()>,
 }
 
 impl NetworkConfig {
@@ -66,6 +70,7 @@ impl NetworkConfig {
             vxlan: "skiff.1".into(),
             vni: 1,
             port: 8472,
+            trim_heap: None,
         }
     }
 }
@@ -177,6 +182,7 @@ impl PodNetwork {
                     source,
                 }
             })?;
+        let nftables = nftables::Nftables::open(config.trim_heap);
         let network = PodNetwork {
             config,
             netlink,
@@ -190,7 +196,7 @@ impl PodNetwork {
             host_ports: Default::default(),
             services: Default::default(),
             applied_services: Default::default(),
-            nftables: nftables::Nftables::open(),
+            nftables,
         };
         network.apply_rules().await?;
         tracing::info!(

@@ -943,14 +943,15 @@ impl Nftables {
     /// A session in the calling thread's network namespace (its thread is
     /// started from the calling one, and a context's socket is bound to
     /// the namespace it is opened in), unloading the library after
-    /// [`LIBRARY_IDLE`].
-    pub fn open() -> Nftables {
-        Nftables::open_unloading_after(LIBRARY_IDLE)
+    /// [`LIBRARY_IDLE`], then calling `trim_heap` (if any) to give back
+    /// what the context held.
+    pub fn open(trim_heap: Option<fn()>) -> Nftables {
+        Nftables::open_unloading_after(LIBRARY_IDLE, trim_heap)
     }
 
     /// [`Nftables::open`], unloading the library once no batch has come
     /// for `idle`.
-    pub fn open_unloading_after(idle: std::time::Duration) -> Nftables {
+    pub fn open_unloading_after(idle: std::time::Duration, trim_heap: Option<fn()>) -> Nftables {
         if let Err(e) = super::libnftables::Library::open() {
             tracing::warn!(error = %e, "libnftables cannot be used; running nft for each change of the table");
             return Nftables::with_nft_command();
@@ -958,7 +959,7 @@ impl Nftables {
         let (jobs, queue) = std::sync::mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("nftables".into())
-            .spawn(move || serve(&queue, idle));
+            .spawn(move || serve(&queue, idle, trim_heap));
         match thread {
             Ok(_) => Nftables {
                 library: Some(jobs),
@@ -996,8 +997,14 @@ impl Nftables {
 /// The session's thread: loads the library and opens a context for the
 /// first batch, keeps them while batches come at least every `idle`,
 /// then closes the context (which waits for the kernel, here and not in
-/// a change) and unloads the library; until the session is dropped.
-fn serve(queue: &std::sync::mpsc::Receiver<Job>, idle: std::time::Duration) {
+/// a change), unloads the library and gives the heap back
+/// (`trim_heap`: the context held the table's chains and sets, freed in
+/// this thread's malloc arena); until the session is dropped.
+fn serve(
+    queue: &std::sync::mpsc::Receiver<Job>,
+    idle: std::time::Duration,
+    trim_heap: Option<fn()>,
+) {
     while let Ok(first) = queue.recv() {
         let library = match super::libnftables::Library::open() {
             Ok(library) => library,
@@ -1020,6 +1027,11 @@ fn serve(queue: &std::sync::mpsc::Receiver<Job>, idle: std::time::Duration) {
                 .map_err(|stderr| NftablesError::Refused { stderr });
             let _ = outcome.send(done);
             next = queue.recv_timeout(idle).ok();
+        }
+        drop(context);
+        drop(library);
+        if let Some(trim) = trim_heap {
+            trim();
         }
     }
 }

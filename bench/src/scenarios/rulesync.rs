@@ -208,7 +208,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     rules.sort();
     // The agent's session (libnftables), opened from this thread: in its
     // network namespace.
-    let session = Nftables::open();
+    let session = Nftables::open(None);
     anyhow::ensure!(
         session.uses_library(),
         "libnftables.so.1 cannot be loaded (apt-get install libnftables1): the agent would run nft for each change"
@@ -242,7 +242,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     .await?;
     let nft_last = table.last;
     // Last, changes that each find the library unloaded.
-    let cold_session = Nftables::open_unloading_after(COLD_IDLE);
+    let cold_session = Nftables::open_unloading_after(COLD_IDLE, None);
     let mut cold = Timed::default();
     for change in 2 * args.changes..2 * args.changes + args.cold {
         tokio::time::sleep(COLD_IDLE * 3).await;

@@ -382,7 +382,7 @@ fn the_agents_session_writes_through_libnftables_in_its_namespace_unloads_it_whe
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNET)
             .context("unsharing a network namespace")?;
         let idle = std::time::Duration::from_millis(300);
-        let session = nftables::Nftables::open_unloading_after(idle);
+        let session = nftables::Nftables::open_unloading_after(idle, None);
         let loaded = || -> anyhow::Result<bool> {
             Ok(std::fs::read_to_string("/proc/self/maps")?.contains("libnftables.so"))
         };
