@@ -13,9 +13,21 @@
 //! (`nftables::Nftables` keeps one per agent), so a change costs what
 //! `nft` spends parsing and the kernel committing.
 //!
-//! The unsafe code of the agent is here, and only here: five functions of
+//! The unsafe code of the agent is here, and only here: a few functions of
 //! the library's stable API (`libnftables.h`), called with pointers this
 //! module owns.
+//!
+//! What the library does that `nft` did in a process of its own, and so
+//! now happens in the agent's: it ends the process (`exit`) when it cannot
+//! open its netlink socket, when memory runs out, and on a netlink protocol
+//! error. The first is checked for before each context is made
+//! ([`Library::context`] opens and closes a netfilter socket first, so a
+//! process out of descriptors or without nfnetlink gets an error, not an
+//! exit); the others are left. It also keeps process-wide state (its
+//! initialisation, libgmp's allocation hooks, pointed at its own
+//! functions): one `Library` is loaded at a time in a process (a lock held
+//! while it is), so two threads never use it at once and nothing of it is
+//! called once unloaded.
 #![allow(unsafe_code)]
 
 use std::ffi::{c_char, c_int, c_uint, c_void, CStr, CString};
@@ -39,6 +51,9 @@ type CtxBuffer = unsafe extern "C" fn(*mut c_void) -> c_int;
 type CtxGetBuffer = unsafe extern "C" fn(*mut c_void) -> *const c_char;
 type RunCommand = unsafe extern "C" fn(*mut c_void, *const c_char) -> c_int;
 
+/// `NETLINK_NETFILTER`, the socket protocol libnftables opens.
+const NETLINK_NETFILTER: i32 = 12;
+
 /// The functions used, found in the loaded library.
 struct Functions {
     ctx_new: CtxNew,
@@ -46,6 +61,7 @@ struct Functions {
     output_set_flags: CtxSetFlags,
     buffer_output: CtxBuffer,
     buffer_error: CtxBuffer,
+    get_output_buffer: CtxGetBuffer,
     get_error_buffer: CtxGetBuffer,
     run_cmd_from_buffer: RunCommand,
 }
@@ -59,6 +75,10 @@ pub enum LoadError {
     Missing(&'static str),
     #[error("libnftables could not make a context (nft_ctx_new)")]
     Context,
+    #[error("libnftables cannot keep its output and errors (nft_ctx_buffer_*)")]
+    Buffers,
+    #[error("cannot open a netfilter netlink socket, which libnftables needs (it would end the agent): {0}")]
+    Socket(String),
 }
 
 /// The last `dlerror`, as text.
@@ -81,6 +101,8 @@ fn dl_error() -> String {
 pub struct Library {
     handle: NonNull<c_void>,
     functions: Functions,
+    /// Held while loaded: one `Library` at a time in the process.
+    _only: std::sync::MutexGuard<'static, ()>,
 }
 
 impl std::fmt::Debug for Library {
@@ -92,6 +114,10 @@ impl std::fmt::Debug for Library {
 impl Library {
     /// Loads the library and finds the functions used.
     pub fn open() -> Result<Library, LoadError> {
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let only = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         // SAFETY: a NUL-terminated name; the handle is closed only when
         // the `Library` (and every `Context` borrowing it) is dropped.
         let handle = NonNull::new(unsafe {
@@ -99,7 +125,11 @@ impl Library {
         })
         .ok_or_else(|| LoadError::Open(dl_error()))?;
         match Library::find(handle) {
-            Ok(functions) => Ok(Library { handle, functions }),
+            Ok(functions) => Ok(Library {
+                handle,
+                functions,
+                _only: only,
+            }),
             Err(e) => {
                 // SAFETY: a live handle, closed once, with nothing from it
                 // in use.
@@ -138,6 +168,9 @@ impl Library {
                 buffer_error: std::mem::transmute::<*mut c_void, CtxBuffer>(symbol(
                     c"nft_ctx_buffer_error",
                 )?),
+                get_output_buffer: std::mem::transmute::<*mut c_void, CtxGetBuffer>(symbol(
+                    c"nft_ctx_get_output_buffer",
+                )?),
                 get_error_buffer: std::mem::transmute::<*mut c_void, CtxGetBuffer>(symbol(
                     c"nft_ctx_get_error_buffer",
                 )?),
@@ -152,6 +185,14 @@ impl Library {
     /// kept rather than printed. Its netlink socket is opened in the
     /// network namespace of the calling thread.
     pub fn context(&self) -> Result<Context<'_>, LoadError> {
+        // nft_ctx_new ends the process when it cannot open its socket:
+        // open one first (and close it) to find out.
+        socket2::Socket::new(
+            socket2::Domain::from(libc::AF_NETLINK),
+            socket2::Type::RAW,
+            Some(socket2::Protocol::from(NETLINK_NETFILTER)),
+        )
+        .map_err(|e| LoadError::Socket(e.to_string()))?;
         let functions = &self.functions;
         // SAFETY: nft_ctx_new takes flags and returns an owned context or
         // null.
@@ -159,10 +200,13 @@ impl Library {
             NonNull::new(unsafe { (functions.ctx_new)(CTX_DEFAULT) }).ok_or(LoadError::Context)?;
         let context = Context { functions, ctx };
         // SAFETY: a live context, owned here.
-        unsafe {
+        let buffered = unsafe {
             (functions.output_set_flags)(ctx.as_ptr(), OUTPUT_JSON);
-            (functions.buffer_output)(ctx.as_ptr());
-            (functions.buffer_error)(ctx.as_ptr());
+            (functions.buffer_output)(ctx.as_ptr()) == 0
+                && (functions.buffer_error)(ctx.as_ptr()) == 0
+        };
+        if !buffered {
+            return Err(LoadError::Buffers);
         }
         Ok(context)
     }
@@ -199,12 +243,20 @@ impl Context<'_> {
         // SAFETY: a live context used from one thread (`&mut self`), and a
         // NUL-terminated buffer that outlives the call.
         let status = unsafe { (self.functions.run_cmd_from_buffer)(ptr, commands.as_ptr()) };
+        // Reading a buffer empties it: the output (none is wanted) every
+        // time, so it does not grow while the context lives, and the
+        // errors too, so that warnings of a batch that went through do not
+        // come before the next one's errors.
+        // SAFETY: the context's buffers: null or NUL-terminated, valid
+        // until the next call on the context; the error text is copied at
+        // once.
+        let error = unsafe {
+            (self.functions.get_output_buffer)(ptr);
+            (self.functions.get_error_buffer)(ptr)
+        };
         if status == 0 {
             return Ok(());
         }
-        // SAFETY: the context's error buffer: null or NUL-terminated,
-        // valid until the next call on the context; copied at once.
-        let error = unsafe { (self.functions.get_error_buffer)(ptr) };
         let message = if error.is_null() {
             String::new()
         } else {

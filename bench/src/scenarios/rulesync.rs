@@ -68,22 +68,31 @@ fn cluster_ip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 43, octet(1 + i / 250), octet(1 + i % 250))
 }
 
-/// The address of Service `i`'s pod in its `generation`: a replaced pod
-/// gets another address.
-fn pod_ip(i: usize, generation: usize) -> Ipv4Addr {
+/// The addresses of Service `i`'s two pods: at the start (`change`
+/// `None`, in 10.42.0.x and 10.42.100.x), or those that replace them in
+/// change `change`, which no other pod has (10.42.101-199.x, for up to
+/// 12,375 changes), so that the table shows whether it has that change.
+fn pod_ips(i: usize, change: Option<usize>) -> [Ipv4Addr; 2] {
     let octet = |n: usize| u8::try_from(n).unwrap_or(u8::MAX);
-    Ipv4Addr::new(10, 42, octet(generation % 200), octet(1 + i % 250))
+    match change {
+        None => [0, 100].map(|third| Ipv4Addr::new(10, 42, third, octet(1 + i % 250))),
+        Some(change) => {
+            let n = change % 12_375;
+            let (third, fourth) = (octet(101 + n / 125), octet(1 + 2 * (n % 125)));
+            [
+                Ipv4Addr::new(10, 42, third, fourth),
+                Ipv4Addr::new(10, 42, third, fourth + 1),
+            ]
+        }
+    }
 }
 
-fn rule(i: usize, generation: usize) -> ServiceRule {
+fn rule(i: usize, change: Option<usize>) -> ServiceRule {
     ServiceRule {
         cluster_ip: cluster_ip(i),
         protocol: "tcp".into(),
         port: 80,
-        endpoints: vec![
-            (pod_ip(i, generation), 8080),
-            (pod_ip(i, generation + 100), 8080),
-        ],
+        endpoints: pod_ips(i, change).map(|ip| (ip, 8080)).to_vec(),
         exposure: Exposure {
             node_port: (i % 4 == 0).then(|| 30000 + u16::try_from(i % 2700).unwrap_or(0)),
             affinity_seconds: (i % 10 == 0).then_some(10_800),
@@ -131,7 +140,7 @@ struct Timed {
 struct Table {
     rules: Vec<ServiceRule>,
     leftovers: Leftovers,
-    /// The last change: the Service and its pods' generation.
+    /// The last change: the Service and the change's number.
     last: (usize, usize),
 }
 
@@ -146,13 +155,12 @@ async fn time_changes(
     let mut timed = Timed::default();
     for change in changes {
         let i = (change * 7919) % services;
-        let generation = 1 + change;
         let mut next = table.rules.clone();
         let at = next
             .iter()
             .position(|r| r.cluster_ip == cluster_ip(i))
             .context("the Service to change")?;
-        next[at] = rule(i, generation);
+        next[at] = rule(i, Some(change));
         let started = Instant::now();
         let (built, held, left) =
             sync(session, scope, &table.rules, &next, &table.leftovers).await?;
@@ -160,7 +168,7 @@ async fn time_changes(
         timed.building.push(built);
         table.rules = held;
         table.leftovers = left;
-        table.last = (i, generation);
+        table.last = (i, change);
     }
     Ok(timed)
 }
@@ -204,7 +212,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
             listener: Ipv4Addr::new(10, 42, 7, 1),
         }),
     };
-    let mut rules: Vec<ServiceRule> = (0..args.services).map(|i| rule(i, 0)).collect();
+    let mut rules: Vec<ServiceRule> = (0..args.services).map(|i| rule(i, None)).collect();
     rules.sort();
     // The agent's session (libnftables), opened from this thread: in its
     // network namespace.
@@ -244,8 +252,13 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     // Last, changes that each find the library unloaded.
     let cold_session = Nftables::open_unloading_after(COLD_IDLE, None);
     let mut cold = Timed::default();
+    let mut found_loaded = 0;
     for change in 2 * args.changes..2 * args.changes + args.cold {
         tokio::time::sleep(COLD_IDLE * 3).await;
+        let maps = std::fs::read_to_string("/proc/self/maps").context("reading /proc/self/maps")?;
+        if maps.contains("libnftables.so") {
+            found_loaded += 1;
+        }
         let one = time_changes(
             &cold_session,
             scope,
@@ -265,9 +278,9 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
     // The last change of each session.
     let missing = [agent_last, nft_last, table.last]
         .into_iter()
-        .map(|(i, generation)| (i, pod_ip(i, generation).to_string()))
-        .find(|(_, moved_to)| !listing.contains(moved_to));
-    let pass = listed.status.success() && missing.is_none();
+        .flat_map(|(i, change)| pod_ips(i, Some(change)).map(|ip| (i, format!("{ip}:8080"))))
+        .find(|(_, moved_to)| !listing.contains(moved_to.as_str()));
+    let pass = listed.status.success() && missing.is_none() && found_loaded == 0;
     let ms = |d: Duration| round(d.as_secs_f64() * 1000.0);
     Ok(serde_json::json!({
         "scenario": "rulesync",
@@ -289,6 +302,7 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
         "pass": pass,
         "failure": (!pass).then(|| match missing {
             Some((i, moved_to)) => format!("the table does not have a session's last change (service {i}'s endpoint {moved_to})"),
+            None if found_loaded > 0 => format!("{found_loaded} of {} cold changes found libnftables still loaded", args.cold),
             None => format!("nft list failed: {}", String::from_utf8_lossy(&listed.stderr).trim()),
         }),
     }))

@@ -427,6 +427,7 @@ fn the_agents_session_writes_through_libnftables_in_its_namespace_unloads_it_whe
         let changes = nftables::service_changes(scope(), &services, &next, &nftables::Leftovers::default())
             .context("a change to make in place")?;
         runtime.block_on(session.apply(&changes.commands))?;
+        anyhow::ensure!(loaded()?, "libnftables did not come back for the change");
         anyhow::ensure!(
             nft(&["list", "table", "ip", nftables::TABLE], None)?.contains("10.42.3.77"),
             "the change after the library was loaded again is not in the table"
