@@ -1,7 +1,8 @@
-//! The pod network, flannel-style: the master gives the node a pod subnet;
-//! local pods hang off a bridge whose address is the subnet's gateway,
-//! each through a veth pair into its own namespace with an address from a
-//! persisted IPAM table; other nodes' subnets are reached by plain routes
+//! The pod network: the master gives the node a pod subnet (as flannel
+//! does); each local pod has a veth pair into its own namespace with an
+//! address from a persisted IPAM table, routed (a /32 route to the host's
+//! end, proxy ARP on it, as Calico wires pods), with the subnet's gateway
+//! address on a bridge that carries no pod; other nodes' subnets are reached by plain routes
 //! via their node IPs on the uplink's segment (host-gw) or through a VXLAN
 //! device (VNI 1, UDP 8472, learning off, MTU = uplink − 50), as the
 //! node's [`overlay::Mode`] says, programmed from the Node objects
@@ -104,7 +105,6 @@ pub struct PodNetwork {
     config: NetworkConfig,
     netlink: Netlink,
     subnet: Subnet,
-    bridge: LinkInfo,
     /// The link holding the node IP; direct routes go on it.
     uplink: LinkInfo,
     /// `None` in host-gw mode.
@@ -172,9 +172,12 @@ impl PodNetwork {
             None
         };
         let pod_mtu = vxlan.as_ref().map_or(uplink.mtu, |v| v.mtu);
-        let bridge = netlink
+        netlink
             .ensure_bridge(&config.bridge, subnet, pod_mtu)
             .await?;
+        // Pods an older agent made are still the bridge's ports, and ARP
+        // there for the routed ones.
+        answer_arp_for_routed_pods(&config.bridge)?;
         let ipam =
             Ipam::load(&data_dir.join("network").join("ipam.json"), subnet).map_err(|source| {
                 NetworkError::Io {
@@ -187,7 +190,6 @@ impl PodNetwork {
             config,
             netlink,
             subnet,
-            bridge,
             uplink,
             vxlan,
             pod_mtu,
@@ -230,7 +232,7 @@ impl PodNetwork {
     }
 
     /// What the node's table holds besides host ports and Services.
-    fn table_scope(&self) -> nftables::TableScope<'_> {
+    fn table_scope(&self) -> nftables::TableScope {
         let listener = self.subnet.gateway();
         let dns = self
             .config
@@ -243,7 +245,6 @@ impl PodNetwork {
             cluster: self.config.cluster_cidr,
             services: self.config.service_cidr,
             local: self.subnet,
-            bridge: &self.config.bridge,
             dns,
         }
     }
@@ -343,16 +344,11 @@ impl PodNetwork {
                 context: format!("allocating an address for pod {uid}"),
                 source,
             })?;
+        let veth = veth_name(&uid);
         self.netlink
-            .attach_pod(
-                &veth_name(&uid),
-                self.bridge.index,
-                netns,
-                ip,
-                self.subnet,
-                self.pod_mtu,
-            )
+            .attach_pod(&veth, netns, ip, self.subnet, self.pod_mtu)
             .await?;
+        answer_arp_for_routed_pods(&veth)?;
         let ports: Vec<HostPort> = pod
             .spec
             .iter()
@@ -462,6 +458,31 @@ impl PodNetwork {
         }
         Ok(changes)
     }
+}
+
+/// Turns proxy ARP on for `interface`, answering at once: a pod asking
+/// there for a neighbour in its subnet gets this host's MAC, since the
+/// neighbour is routed through another interface (its own veth). The
+/// kernel's default delays a proxy answer to a broadcast request by up
+/// to 0.8 s (`proxy_delay`): a pod's first packet to a neighbour would
+/// wait for it.
+fn answer_arp_for_routed_pods(interface: &str) -> Result<(), NetworkError> {
+    for (path, value) in [
+        (
+            format!("/proc/sys/net/ipv4/conf/{interface}/proxy_arp"),
+            "1",
+        ),
+        (
+            format!("/proc/sys/net/ipv4/neigh/{interface}/proxy_delay"),
+            "0",
+        ),
+    ] {
+        std::fs::write(&path, value).map_err(|source| NetworkError::Io {
+            context: format!("writing {value} to {path}"),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 /// Where the node's subnet is remembered between runs, so a restarted

@@ -1,5 +1,6 @@
-//! The real kernel side of the pod network, over rtnetlink: the bridge,
-//! the VXLAN device, pod veth pairs, and the [`NetOps`] entries of the
+//! The real kernel side of the pod network, over rtnetlink: the bridge
+//! holding the pods' gateway address, the VXLAN device, pods' routed veth
+//! pairs, and the [`NetOps`] entries of the
 //! overlay and of direct routing. Nothing here shells out to `ip`.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -12,12 +13,10 @@ use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol,
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
 };
 use netlink_packet_route::AddressFamily;
-use rtnetlink::{
-    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
-};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 use skiff_objects::Ipv4Net;
 use tokio_stream::StreamExt;
 
@@ -196,7 +195,9 @@ impl Netlink {
             .map_err(link_err(what.to_string()))
     }
 
-    /// The bridge local pods attach to, with the subnet's gateway address.
+    /// The bridge holding the subnet's gateway address: the pods' gateway
+    /// and this node's DNS listener. Pods are routed to, not its ports
+    /// (pods an older agent wired may still be).
     pub async fn ensure_bridge(
         &self,
         name: &str,
@@ -317,12 +318,19 @@ impl Netlink {
         Some((link?, local?))
     }
 
-    /// A veth pair from the bridge into the pod's namespace, with `ip` on
-    /// the pod's `eth0` and a default route via the gateway. Idempotent.
+    /// A veth pair into the pod's namespace, routed: the host's end is in
+    /// no bridge, and a /32 route to `ip` goes through it (as Calico's
+    /// pods are wired). The pod's `eth0` gets `ip` in `subnet`, a default
+    /// route via the gateway and a permanent neighbour entry for the
+    /// gateway (the host end's MAC), so it never needs an ARP answer for
+    /// it. The caller turns proxy ARP on for the host end
+    /// ([`super::PodNetwork::attach`]), which answers the pod's ARP for
+    /// its neighbours in `subnet`. A pod's packet is received once on the
+    /// host, not twice (veth, then bridge). Idempotent; a veth left in the
+    /// bridge by an older agent is taken out of it.
     pub async fn attach_pod(
         &self,
         host_name: &str,
-        bridge: u32,
         netns: &Path,
         ip: Ipv4Addr,
         subnet: Subnet,
@@ -362,26 +370,33 @@ impl Netlink {
             message: "veth missing".into(),
         })?;
         self.set(
-            LinkUnspec::new_with_index(host.index)
-                .controller(bridge)
-                .up()
-                .build(),
-            &format!("attaching {host_name} to the bridge"),
+            LinkUnspec::new_with_index(host.index).up().build(),
+            &format!("bringing {host_name} up"),
         )
         .await?;
-        // Hairpin: a pod reaching a Service whose chosen endpoint is the pod
-        // itself sends a frame that must leave by the port it came in on.
-        // (Port settings go in RTM_NEWLINK, as `ip link set` sends them;
-        // RTM_SETLINK ignores them.)
+        self.set(
+            LinkUnspec::new_with_index(host.index)
+                .nocontroller()
+                .build(),
+            &format!("taking {host_name} out of any bridge"),
+        )
+        .await?;
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(ip, 32)
+            .output_interface(host.index)
+            .scope(RouteScope::Link)
+            .build();
         self.handle
-            .link()
-            .change(LinkBridgePort::new(host.index).hairpin(true).build())
+            .route()
+            .add(route)
+            .replace()
             .execute()
             .await
-            .map_err(link_err(format!("turning hairpin on for {host_name}")))?;
+            .map_err(link_err(format!("routing {ip} to {host_name}")))?;
         let netns = netns.to_path_buf();
         let gateway = subnet.gateway();
         let len = subnet.prefix_len();
+        let gateway_mac = host.mac.clone();
         // Netlink requests act on the namespace of the thread that opens the
         // socket, so `eth0` is configured from a thread inside the pod's.
         super::netns::run_in(netns, move || -> Result<(), PodInterfaceError> {
@@ -389,7 +404,13 @@ impl Netlink {
                 .enable_all()
                 .build()
                 .map_err(PodInterfaceError::Runtime)?;
-            runtime.block_on(configure_pod_interface(peer_name, ip, len, gateway))
+            runtime.block_on(configure_pod_interface(
+                peer_name,
+                ip,
+                len,
+                gateway,
+                gateway_mac,
+            ))
         })
         .await
         .map_err(|e| LinkError {
@@ -438,6 +459,12 @@ pub enum PodInterfaceError {
     PeerMissing(String),
     #[error("eth0 missing after the rename")]
     Eth0MissingAfterRename,
+    #[error("the gateway {gateway}'s neighbour entry: {source}")]
+    GatewayNeighbour {
+        gateway: Ipv4Addr,
+        #[source]
+        source: rtnetlink::Error,
+    },
     #[error("default route via {gateway}: {source}")]
     DefaultRoute {
         gateway: Ipv4Addr,
@@ -447,13 +474,15 @@ pub enum PodInterfaceError {
 }
 
 /// Names the pod's end of the pair `eth0` (unless an earlier attempt did),
-/// gives it `ip/len`, brings it up and routes everything via `gateway`.
-/// Runs in the calling thread's network namespace: the pod's.
+/// gives it `ip/len`, brings it up, knows `gateway` at `gateway_mac` and
+/// routes everything via `gateway`. Runs in the calling thread's network
+/// namespace: the pod's.
 async fn configure_pod_interface(
     peer_name: String,
     ip: Ipv4Addr,
     len: u8,
     gateway: Ipv4Addr,
+    gateway_mac: Vec<u8>,
 ) -> Result<(), PodInterfaceError> {
     let nl = Netlink::connect().map_err(PodInterfaceError::Socket)?;
     let eth0 = match nl.link("eth0").await? {
@@ -481,6 +510,15 @@ async fn configure_pod_interface(
         "eth0 up",
     )
     .await?;
+    nl.handle
+        .neighbours()
+        .add(eth0.index, IpAddr::V4(gateway))
+        .link_layer_address(&gateway_mac)
+        .state(NeighbourState::Permanent)
+        .replace()
+        .execute()
+        .await
+        .map_err(|source| PodInterfaceError::GatewayNeighbour { gateway, source })?;
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .gateway(gateway)
         .output_interface(eth0.index)

@@ -1,15 +1,16 @@
 //! The agent's nftables table (`ip skiff`): masquerade for pod traffic
 //! leaving the cluster CIDR, DNAT for host ports, the cluster DNS address
-//! (port 53, UDP and TCP) to this node's own DNS listener on its bridge
-//! address (`crate::dns`), and Services' clusterIPs
+//! (port 53, UDP and TCP) to this node's own DNS listener on the pods'
+//! gateway address (`crate::dns`), and Services' clusterIPs
 //! (kube-proxy's job): traffic to a clusterIP and port goes to one of the
 //! Service's ready endpoints, picked at random per connection (and is
 //! refused when it has none); with `internalTrafficPolicy: Local`, only to
 //! this node's ready endpoints, and dropped when this node has none (as
 //! kube-proxy does: the policy holds for pods and for the node itself,
 //! each node deciding for the connections it starts); a pod that
-//! reaches a pod on the same bridge through a clusterIP is masqueraded, so
-//! the reply comes back through the host and is translated back.
+//! reaches a pod of this node (itself, above all) through a clusterIP is
+//! masqueraded, so the reply comes back through the host and is
+//! translated back.
 //!
 //! NodePort, LoadBalancer and externalIPs traffic, as kube-proxy's nftables
 //! mode does it ([`Exposure`]): a Service's nodePort on any local address
@@ -134,20 +135,19 @@ const DNS_PORT: u16 = 53;
 
 /// What the node's table holds besides the host ports.
 #[derive(Debug, Clone, Copy)]
-pub struct TableScope<'a> {
+pub struct TableScope {
     pub cluster: Subnet,
     /// The service CIDR: what no Service rule translates is refused.
     pub services: Subnet,
-    /// This node's pod subnet and the bridge its pods hang off.
+    /// This node's pod subnet.
     pub local: Subnet,
-    pub bridge: &'a str,
     /// The cluster DNS address to send to this node's DNS server, if it
     /// runs.
     pub dns: Option<DnsRedirect>,
 }
 
 /// The table's full contents as an nft JSON batch.
-pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRule]) -> Value {
+pub fn ruleset(scope: TableScope, ports: &[HostPort], services: &[ServiceRule]) -> Value {
     let cluster = scope.cluster;
     let table = json!({"family": "ip", "name": TABLE});
     let chain = |name: &str, kind: &str, hook: &str, prio: i32| json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": name, "type": kind, "hook": hook, "prio": prio, "policy": "accept"}}});
@@ -173,14 +173,15 @@ pub fn ruleset(scope: TableScope<'_>, ports: &[HostPort], services: &[ServiceRul
             ],
         ),
     ];
-    // Pod → clusterIP → a pod on this same bridge: the reply would go
-    // straight back over the bridge, untranslated; masquerading sends it
-    // through the host.
+    // Pod → clusterIP → a pod on this node, above all the pod itself: the
+    // reply from itself to itself would never leave it, untranslated;
+    // masquerading sends it through the host. (A pod an older agent put
+    // on the bridge would also answer another such pod over the bridge.)
     batch.push(rule(
         "postrouting",
         vec![
             json!({"match": {"op": "==", "left": field("ip", "saddr"), "right": prefix(&scope.local)}}),
-            json!({"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": scope.bridge}}),
+            json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": prefix(&scope.local)}}),
             json!({"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}),
             json!({"masquerade": null}),
         ],
@@ -393,7 +394,7 @@ struct ServiceBlock {
 /// balancer's source ranges and its external addresses' rules; each rule
 /// still matches its own destination, and a packet no rule takes goes on
 /// in the base chain.
-fn service_block(scope: TableScope<'_>, service: &ServiceRule) -> ServiceBlock {
+fn service_block(scope: TableScope, service: &ServiceRule) -> ServiceBlock {
     let base = service_chain(service);
     let mut batch = vec![json!({"add": {"chain": {"family": "ip", "table": TABLE, "name": base}}})];
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
@@ -505,7 +506,7 @@ pub struct ServiceChanges {
 /// first (`leftovers`, from the change before). `None` when the table
 /// should rather be built whole (two Service ports with one name).
 pub fn service_changes(
-    scope: TableScope<'_>,
+    scope: TableScope,
     old: &[ServiceRule],
     new: &[ServiceRule],
     leftovers: &Leftovers,
@@ -813,7 +814,7 @@ impl Pick {
 /// picks this node's (or drops).
 fn external_rules(
     batch: &mut Vec<Value>,
-    scope: TableScope<'_>,
+    scope: TableScope,
     service: &ServiceRule,
     chain: &str,
     cluster_verdict: Option<Pick>,
@@ -1104,12 +1105,11 @@ mod tests {
         assert_eq!(text.matches(r#""dnat":{"#).count(), 2);
     }
 
-    fn scope() -> TableScope<'static> {
+    fn scope() -> TableScope {
         TableScope {
             cluster: "10.42.0.0/16".parse().unwrap(),
             services: "10.43.0.0/16".parse().unwrap(),
             local: "10.42.3.0/24".parse().unwrap(),
-            bridge: "skiff0",
             dns: None,
         }
     }
@@ -1294,9 +1294,19 @@ mod tests {
                 "{c}"
             );
         }
-        // Hairpin: from this node's pods, out of its bridge, after DNAT.
-        assert!(text.contains(r#""right":"skiff0""#));
-        assert!(text.contains(r#""addr":"10.42.3.0","len":24"#));
+        // Hairpin: from this node's pods to this node's pods, after DNAT.
+        let hairpin = batch
+            .iter()
+            .map(|c| &c["add"]["rule"])
+            .find(|r| r["chain"] == "postrouting" && r.to_string().contains(r#""right":"dnat""#))
+            .expect("the hairpin masquerade rule");
+        let local = json!({"prefix": {"addr": "10.42.3.0", "len": 24}});
+        for field in ["saddr", "daddr"] {
+            let matched = hairpin["expr"].as_array().unwrap().iter().any(|e| {
+                e["match"]["left"]["payload"]["field"] == field && e["match"]["right"] == local
+            });
+            assert!(matched, "{field}: {hairpin}");
+        }
     }
 
     fn exposed(exposure: Exposure, endpoints: &[&str]) -> ServiceRule {

@@ -1,13 +1,14 @@
 //! `overlay`: TCP throughput pod-to-pod across two network-namespace test
 //! hosts on one segment, next to host-to-host on the same underlay, both
-//! measured with iperf3 in the same run. `--mode vxlan` (veth → bridge →
-//! VXLAN → underlay → VXLAN → bridge → veth) or `--mode host-gw` (veth →
-//! bridge → routed to the peer's node IP → bridge → veth); the agents run
+//! measured with iperf3 in the same run. `--mode vxlan` (veth → routed →
+//! VXLAN → underlay → VXLAN → routed → veth) or `--mode host-gw` (veth →
+//! routed to the peer's node IP → routed → veth); the agents run
 //! with that `--pod-network`. iperf3 runs inside the pods' network
 //! namespaces (the path under test), so the pods need no iperf3 in their
 //! image. In host-gw (and auto) mode the same run also measures the
-//! kernel's own routed pod path with no skiff on it (flannel's host-gw is
-//! exactly that): a stand-in pod behind a plain bridge on each host,
+//! kernel's own routed pod path with no skiff on it, laid out as flannel's
+//! host-gw is (and skiff's was): a stand-in pod behind a plain bridge on
+//! each host,
 //! routed via the other host's address ([`Underlay::add_bare_pod`]).
 
 use std::process::Command;

@@ -110,7 +110,7 @@ fn rule(i: usize, change: Option<usize>) -> ServiceRule {
 /// and what the change left for the next to delete.
 async fn sync(
     session: &Nftables,
-    scope: TableScope<'_>,
+    scope: TableScope,
     held: &[ServiceRule],
     rules: &[ServiceRule],
     leftovers: &Leftovers,
@@ -147,7 +147,7 @@ struct Table {
 /// Changes `changes` (numbered from `first`) made through `session`.
 async fn time_changes(
     session: &Nftables,
-    scope: TableScope<'_>,
+    scope: TableScope,
     table: &mut Table,
     services: usize,
     changes: std::ops::Range<usize>,
@@ -206,7 +206,6 @@ async fn measure(args: RulesyncArgs) -> anyhow::Result<serde_json::Value> {
         cluster: subnet("10.42.0.0/16")?,
         services: subnet("10.43.0.0/16")?,
         local: subnet("10.42.7.0/24")?,
-        bridge: "skiff0",
         dns: Some(DnsRedirect {
             cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
             listener: Ipv4Addr::new(10, 42, 7, 1),

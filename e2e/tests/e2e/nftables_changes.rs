@@ -23,12 +23,11 @@ use serde_json::Value;
 use skiff_agent::network::nftables::{self, DnsRedirect, Exposure, ServiceRule, TableScope};
 use skiff_e2e::e2e_prerequisites;
 
-fn scope() -> TableScope<'static> {
+fn scope() -> TableScope {
     TableScope {
         cluster: "10.42.0.0/16".parse().unwrap(),
         services: "10.43.0.0/16".parse().unwrap(),
         local: "10.42.3.0/24".parse().unwrap(),
-        bridge: "skiff0",
         dns: Some(DnsRedirect {
             cluster_dns: Ipv4Addr::new(10, 43, 0, 10),
             listener: Ipv4Addr::new(10, 42, 3, 1),

@@ -241,6 +241,38 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     )
     .await
     .with_context(|| format!("{}\n{}", nodes[0].log_tail(), nodes[1].log_tail()))?;
+    // The web pod is routed, not bridged: a /32 route through its veth,
+    // which is in no bridge and answers ARP for the pod's neighbours at
+    // once; and a pod beside it on host A reaches it through the host.
+    let web_uid = pod(&master, "web")
+        .await
+        .and_then(|p| p.metadata)
+        .map(|m| m.uid)
+        .context("the web pod's uid")?;
+    assert_routed(
+        &hosts[0],
+        &web_ip,
+        &skiff_agent::network::veth_name(&web_uid),
+    )?;
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "beside",
+        &pod_yaml(
+            "beside",
+            a,
+            &format!("while true; do wget -q -O - http://{web_ip}:8080/ && echo beside-ok; sleep 1; done"),
+            "",
+        ),
+    )?;
+    logs_contain(
+        &master,
+        "beside",
+        "hello from skiff",
+        Duration::from_secs(30),
+    )
+    .await
+    .with_context(|| nodes[0].log_tail())?;
     let wide = ctl(&master.api_addr, &["get", "pods", "-o", "wide"]);
     assert!(
         String::from_utf8_lossy(&wide.stdout).contains(&web_ip),
@@ -374,6 +406,45 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
     Ok(())
 }
 
+/// The pod at `ip` is wired to `host` as a routed veth `veth`.
+fn assert_routed(host: &TestHost, ip: &str, veth: &str) -> anyhow::Result<()> {
+    let ip_json = |args: &[&str]| -> anyhow::Result<serde_json::Value> {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &host.netns, "-j"])
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "ip {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let routes = ip_json(&["route", "show", "exact", &format!("{ip}/32")])?;
+    anyhow::ensure!(
+        routes
+            .as_array()
+            .is_some_and(|r| r.len() == 1 && r[0]["dev"] == veth),
+        "one /32 route to {ip} through {veth}: {routes}"
+    );
+    let link = ip_json(&["link", "show", "dev", veth])?;
+    anyhow::ensure!(
+        link[0].get("master").is_none(),
+        "{veth} is in a bridge: {link}"
+    );
+    for (path, want) in [
+        (format!("/proc/sys/net/ipv4/conf/{veth}/proxy_arp"), "1"),
+        (format!("/proc/sys/net/ipv4/neigh/{veth}/proxy_delay"), "0"),
+    ] {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", &host.netns, "cat", &path])
+            .output()?;
+        let got = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(got.trim() == want, "{path} is {got:?}, not {want}");
+    }
+    Ok(())
+}
+
 fn labelled_pod_yaml(name: &str, app: &str, node: &str, script: &str) -> String {
     format!(
         r#"apiVersion: v1
@@ -475,7 +546,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
     assert!(cluster_ip.starts_with("10.43."), "{cluster_ip}");
     // One web pod per node, each serving its own name, and each fetching
     // the Service itself: when the pick is the pod itself, the packet must
-    // go back out of the bridge port it came in by (hairpin).
+    // go back out of the veth it came in by, masqueraded (hairpin).
     let serve = format!(
         "(while true; do timeout 2 wget -q -O - http://{cluster_ip}/ | sed s/^/via-service-/; sleep 0.3; done) & \
          mkdir -p /w && echo page-$(hostname) > /w/index.html && exec httpd -f -p 8080 -h /w"
