@@ -30,7 +30,7 @@ pub const DEFAULT_REGISTRY_CONFIG: &str = "/etc/skiff/registries.yaml";
 pub const DEFAULT_CONTAINERD_NAMESPACE: &str = "skiff";
 /// Default interval between heartbeats.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = skiff_agent::DEFAULT_HEARTBEAT_INTERVAL;
-/// `--pod-network vxlan`: bridge + VXLAN overlay + nftables (the default).
+/// `--pod-network vxlan`: routed veths + VXLAN overlay + nftables (the default).
 pub const POD_NETWORK_VXLAN: &str = "vxlan";
 /// `--pod-network none`: pods get loopback only.
 pub const POD_NETWORK_NONE: &str = "none";
@@ -81,7 +81,7 @@ pub struct AgentFlags {
     /// Registry settings: credentials and plain-HTTP hosts.
     #[arg(long, default_value = DEFAULT_REGISTRY_CONFIG)]
     pub registry_config: PathBuf,
-    /// Pod network: vxlan (bridge + VXLAN overlay + nftables), host-gw
+    /// Pod network: vxlan (routed veths + VXLAN overlay + nftables), host-gw
     /// (plain routes via other nodes' IPs; every node on one L2 segment),
     /// auto (host-gw for nodes on this node's segment, VXLAN for the
     /// rest), or none (pods get loopback only).

@@ -2,8 +2,8 @@
 //! DNS pods, nothing to schedule, and a node cut off from the masters
 //! keeps answering from what it last knew).
 //!
-//! - The server is hickory-server's, listening on the node's pod-bridge
-//!   address, port 53, UDP and TCP (never on 0.0.0.0, where the host's own
+//! - The server is hickory-server's, listening on the pods' gateway
+//!   address (on the `skiff0` bridge), port 53, UDP and TCP (never on 0.0.0.0, where the host's own
 //!   resolver may be); the node's nftables table sends the cluster DNS
 //!   address (`10.43.0.10:53`, `--cluster-dns`) there
 //!   ([`crate::network::nftables`]), so every pod asks its own node.
@@ -65,7 +65,7 @@ pub enum DnsError {
 /// How this node's cluster DNS is set up.
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
-    /// Where it listens: the pod bridge's address, port 53.
+    /// Where it listens: the pods' gateway address, port 53.
     pub listen: SocketAddr,
     /// The cluster DNS Service address pods are given, which the node's
     /// nftables rules send to `listen`.

@@ -8,7 +8,7 @@
 //! node's [`overlay::Mode`] says, programmed from the Node objects
 //! ([`overlay`]); traffic leaving the cluster CIDR is
 //! masqueraded, host ports are forwarded, the cluster DNS address leads to
-//! this node's own DNS server on the bridge address, and Services'
+//! this node's own DNS server on the gateway address, and Services'
 //! clusterIPs lead to their endpoints ([`nftables`], [`services`]).
 //! Everything goes through netlink ([`netlink`]; the nftables table
 //! through libnftables, [`libnftables`]); nothing shells out to `ip`. Each pod's network namespace is made here too ([`netns`]).
@@ -44,7 +44,7 @@ pub struct NetworkConfig {
     pub cluster_cidr: Subnet,
     pub service_cidr: Subnet,
     /// The cluster DNS address, answered by this node's DNS server on the
-    /// bridge address; `None`: no DNS server runs here.
+    /// gateway address; `None`: no DNS server runs here.
     pub cluster_dns: Option<Ipv4Addr>,
     pub node_ip: Ipv4Addr,
     /// How other nodes' subnets are reached.
@@ -175,7 +175,8 @@ impl PodNetwork {
         netlink
             .ensure_bridge(&config.bridge, subnet, pod_mtu)
             .await?;
-        // Pods an older agent made are still the bridge's ports, and ARP
+        // Pods an older agent made are the bridge's ports until `attach`
+        // routes them (its next pass over each pod): meanwhile they ARP
         // there for the routed ones.
         answer_arp_for_routed_pods(&config.bridge)?;
         let ipam =

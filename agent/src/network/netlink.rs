@@ -67,6 +67,8 @@ pub struct LinkInfo {
     pub index: u32,
     pub mtu: u32,
     pub mac: Vec<u8>,
+    /// The bridge (or other controller) it is a port of.
+    pub controller: Option<u32>,
 }
 
 fn link_info(msg: netlink_packet_route::link::LinkMessage) -> LinkInfo {
@@ -74,11 +76,13 @@ fn link_info(msg: netlink_packet_route::link::LinkMessage) -> LinkInfo {
         index: msg.header.index,
         mtu: 0,
         mac: Vec::new(),
+        controller: None,
     };
     for a in msg.attributes {
         match a {
             LinkAttribute::Mtu(m) => info.mtu = m,
             LinkAttribute::Address(mac) => info.mac = mac,
+            LinkAttribute::Controller(c) if c != 0 => info.controller = Some(c),
             _ => {}
         }
     }
@@ -327,7 +331,8 @@ impl Netlink {
     /// ([`super::PodNetwork::attach`]), which answers the pod's ARP for
     /// its neighbours in `subnet`. A pod's packet is received once on the
     /// host, not twice (veth, then bridge). Idempotent; a veth left in the
-    /// bridge by an older agent is taken out of it.
+    /// bridge by an older agent is taken out of it, and its pod forgets
+    /// the neighbours' MACs it learned there.
     pub async fn attach_pod(
         &self,
         host_name: &str,
@@ -374,17 +379,25 @@ impl Netlink {
             &format!("bringing {host_name} up"),
         )
         .await?;
-        self.set(
-            LinkUnspec::new_with_index(host.index)
-                .nocontroller()
-                .build(),
-            &format!("taking {host_name} out of any bridge"),
-        )
-        .await?;
+        // A pod an older agent put on the bridge: out of it, and the pod
+        // forgets the MACs it learned there (its neighbours' own, which
+        // the routed veth would now drop).
+        let was_bridged = host.controller.is_some();
+        if was_bridged {
+            self.set(
+                LinkUnspec::new_with_index(host.index)
+                    .nocontroller()
+                    .build(),
+                &format!("taking {host_name} out of the bridge"),
+            )
+            .await?;
+        }
+        // From the gateway address, as the host spoke to bridged pods.
         let route = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(ip, 32)
             .output_interface(host.index)
             .scope(RouteScope::Link)
+            .pref_source(subnet.gateway())
             .build();
         self.handle
             .route()
@@ -410,6 +423,7 @@ impl Netlink {
                 len,
                 gateway,
                 gateway_mac,
+                was_bridged,
             ))
         })
         .await
@@ -459,6 +473,8 @@ pub enum PodInterfaceError {
     PeerMissing(String),
     #[error("eth0 missing after the rename")]
     Eth0MissingAfterRename,
+    #[error("forgetting the neighbours learned on the bridge: {0}")]
+    Neighbours(#[source] rtnetlink::Error),
     #[error("the gateway {gateway}'s neighbour entry: {source}")]
     GatewayNeighbour {
         gateway: Ipv4Addr,
@@ -475,14 +491,16 @@ pub enum PodInterfaceError {
 
 /// Names the pod's end of the pair `eth0` (unless an earlier attempt did),
 /// gives it `ip/len`, brings it up, knows `gateway` at `gateway_mac` and
-/// routes everything via `gateway`. Runs in the calling thread's network
-/// namespace: the pod's.
+/// routes everything via `gateway`; with `forget_neighbours`, first drops
+/// every neighbour entry on `eth0` it learned. Runs in the calling
+/// thread's network namespace: the pod's.
 async fn configure_pod_interface(
     peer_name: String,
     ip: Ipv4Addr,
     len: u8,
     gateway: Ipv4Addr,
     gateway_mac: Vec<u8>,
+    forget_neighbours: bool,
 ) -> Result<(), PodInterfaceError> {
     let nl = Netlink::connect().map_err(PodInterfaceError::Socket)?;
     let eth0 = match nl.link("eth0").await? {
@@ -510,6 +528,29 @@ async fn configure_pod_interface(
         "eth0 up",
     )
     .await?;
+    if forget_neighbours {
+        let mut learned = Vec::new();
+        let mut entries = nl
+            .handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(entry) = entries.next().await {
+            let entry = entry.map_err(PodInterfaceError::Neighbours)?;
+            if entry.header.ifindex == eth0.index && entry.header.state != NeighbourState::Permanent
+            {
+                learned.push(entry);
+            }
+        }
+        for entry in learned {
+            match nl.handle.neighbours().del(entry).execute().await {
+                Ok(()) => {}
+                Err(e) if is_missing(&e) => {}
+                Err(e) => return Err(PodInterfaceError::Neighbours(e)),
+            }
+        }
+    }
     nl.handle
         .neighbours()
         .add(eth0.index, IpAddr::V4(gateway))

@@ -126,7 +126,7 @@ pub const MASQUERADE_MARK: u32 = 0x4000;
 pub struct DnsRedirect {
     /// What pods ask (`--cluster-dns`, the kube-dns Service's clusterIP).
     pub cluster_dns: Ipv4Addr,
-    /// Where this node's DNS server listens (its bridge address).
+    /// Where this node's DNS server listens (the pods' gateway address).
     pub listener: Ipv4Addr,
 }
 
@@ -175,8 +175,9 @@ pub fn ruleset(scope: TableScope, ports: &[HostPort], services: &[ServiceRule]) 
     ];
     // Pod → clusterIP → a pod on this node, above all the pod itself: the
     // reply from itself to itself would never leave it, untranslated;
-    // masquerading sends it through the host. (A pod an older agent put
-    // on the bridge would also answer another such pod over the bridge.)
+    // masquerading sends it through the host. (Other pods of this node
+    // would not need it now that each is routed; they are masqueraded as
+    // when they shared a bridge.)
     batch.push(rule(
         "postrouting",
         vec![

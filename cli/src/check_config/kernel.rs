@@ -1,11 +1,11 @@
 //! The kernel features the agent uses, and whether this kernel has them:
-//! the devices of the pod network (the bridge `skiff0`, a veth pair per
-//! pod, the VXLAN device `skiff.1`), overlayfs for containerd's `overlayfs`
+//! the devices of the pod network (the bridge `skiff0` holding the pods'
+//! gateway address, a routed veth pair per pod, the VXLAN device
+//! `skiff.1`), overlayfs for containerd's `overlayfs`
 //! snapshotter, and nf_tables with the expressions of the agent's `ip
 //! skiff` table (NAT, masquerade, conntrack, random numbers, reject, fib).
-//! `br_netfilter` is not among them: a pod reaching a pod on its own bridge
-//! through a clusterIP sends to the bridge's address (its gateway), so the
-//! packet is routed and meets the `ip` hooks without bridge netfilter.
+//! `br_netfilter` is not among them: pods are routed, not bridged, so
+//! every packet between two pods of a node meets the `ip` hooks.
 //!
 //! A feature is there when its module is loaded (`/proc/modules`), it is a
 //! registered filesystem (`/proc/filesystems`), built in
@@ -47,7 +47,7 @@ pub const FEATURES: [Feature; 11] = [
         module: "bridge",
         config: "CONFIG_BRIDGE",
         filesystem: false,
-        used_for: "the pods' bridge (skiff0)",
+        used_for: "the bridge holding the pods' gateway (skiff0)",
     },
     Feature {
         module: "veth",

@@ -352,9 +352,108 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
         .with_context(|| format!("host {}: {:?} want {:?}", h.netns, overlay_entries(h), want))?;
     }
 
-    // An agent restart keeps pod IPs and leaves the tables exactly right.
-    nodes[0].agent.kill();
+    // Host A as an older agent left it: the web and beside pods ports of
+    // the bridge, with no /32 routes, and beside knowing web by web's own
+    // MAC (learned over the bridge).
+    let beside_uid = pod(&master, "beside")
+        .await
+        .and_then(|p| p.metadata)
+        .map(|m| m.uid)
+        .context("the beside pod's uid")?;
+    let netns_dir = nodes[0].agent.data_dir.join("netns");
+    let pod_netns = |uid: &str| netns_dir.join(uid);
+    let in_pod = |uid: &str, args: &[&str]| -> anyhow::Result<String> {
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", pod_netns(uid).display()))
+            .args(args)
+            .output()?;
+        anyhow::ensure!(
+            out.status.success(),
+            "{args:?} in pod {uid}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let web_mac = serde_json::from_str::<serde_json::Value>(&in_pod(
+        &web_uid,
+        &["ip", "-j", "link", "show", "eth0"],
+    )?)?[0]["address"]
+        .as_str()
+        .context("web's MAC")?
+        .to_owned();
+    let beside_ip = running_ip(&master, "beside").await?;
+    let (web_veth, beside_veth) = (
+        skiff_agent::network::veth_name(&web_uid),
+        skiff_agent::network::veth_name(&beside_uid),
+    );
+    kill_agent_and_bridge(
+        &mut nodes[0].agent,
+        &hosts[0],
+        &[(&web_veth, &web_ip), (&beside_veth, &beside_ip)],
+    )?;
+    in_pod(
+        &beside_uid,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            &web_ip,
+            "lladdr",
+            &web_mac,
+            "dev",
+            "eth0",
+            "nud",
+            "reachable",
+        ],
+    )?;
+    // An agent restart keeps pod IPs and leaves the tables exactly right;
+    // it routes the bridged pods, and beside forgets web's MAC at once (it
+    // would keep it, unanswered, for 15 s or more).
     nodes[0].agent.restart()?;
+    let forgotten = wait_for(
+        "the bridged pods routed again",
+        Duration::from_secs(10),
+        || async {
+            let routed = assert_routed(&hosts[0], &web_ip, &web_veth).is_ok()
+                && assert_routed(&hosts[0], &beside_ip, &beside_veth).is_ok();
+            let neighbour = in_pod(
+                &beside_uid,
+                &["ip", "neigh", "show", &web_ip, "dev", "eth0"],
+            )
+            .ok()?;
+            (routed && !neighbour.contains(&web_mac)).then_some(())
+        },
+    )
+    .await;
+    forgotten.with_context(|| {
+        format!(
+            "beside's neighbours: {:?}\n{}",
+            in_pod(&beside_uid, &["ip", "neigh", "show", "dev", "eth0"]),
+            nodes[0].agent.log_tail()
+        )
+    })?;
+    wait_for(
+        "beside fetching web through the host",
+        Duration::from_secs(10),
+        || async {
+            let page = in_pod(
+                &beside_uid,
+                &[
+                    "timeout",
+                    "3",
+                    "busybox",
+                    "wget",
+                    "-q",
+                    "-O",
+                    "-",
+                    &format!("http://{web_ip}:8080/"),
+                ],
+            )
+            .ok()?;
+            page.contains("hello from skiff").then_some(())
+        },
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
     wait_node_ready(&client, a, Duration::from_secs(30)).await?;
     assert_eq!(
@@ -402,6 +501,34 @@ async fn pods_reach_each_other_across_hosts_and_the_outside_through_masquerade(
         })?;
         let want = expected_entries(&master, &n.agent.node_name).await?;
         assert_eq!(overlay_entries(h)?, want);
+    }
+    Ok(())
+}
+
+/// Kills `agent` and puts each of `pods` (host veth, pod IP) on `host`'s
+/// bridge with no /32 route: the layout an agent before routed veths made.
+fn kill_agent_and_bridge(
+    agent: &mut skiff_e2e::agent::AgentProcess,
+    host: &TestHost,
+    pods: &[(&str, &str)],
+) -> anyhow::Result<()> {
+    agent.kill();
+    for &(veth, ip) in pods {
+        let route = format!("{ip}/32");
+        for args in [
+            ["link", "set", veth, "master", "skiff0"].as_slice(),
+            ["route", "del", &route].as_slice(),
+        ] {
+            let out = std::process::Command::new("ip")
+                .args(["-n", &host.netns])
+                .args(args)
+                .output()?;
+            anyhow::ensure!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
     }
     Ok(())
 }
@@ -489,7 +616,7 @@ async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
 
 /// Services, as kube-proxy makes them work: a clusterIP leads to the
 /// Service's ready pods on every node, from pods on either node (one of
-/// them reaching a pod on its own bridge) and from a host, and follows the
+/// them reaching a pod on its own node) and from a host, and follows the
 /// Endpoints when a pod goes away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Result<()> {
