@@ -515,38 +515,15 @@ fn kill_agent_and_bridge(
     agent.kill();
     for &(veth, ip) in pods {
         let route = format!("{ip}/32");
-        for args in [
-            ["link", "set", veth, "master", "skiff0"].as_slice(),
-            ["route", "del", &route].as_slice(),
-        ] {
-            let out = std::process::Command::new("ip")
-                .args(["-n", &host.netns])
-                .args(args)
-                .output()?;
-            anyhow::ensure!(
-                out.status.success(),
-                "ip {args:?}: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
+        Underlay::ip_json(host, &["link", "set", veth, "master", "skiff0"])?;
+        Underlay::ip_json(host, &["route", "del", &route])?;
     }
     Ok(())
 }
 
 /// The pod at `ip` is wired to `host` as a routed veth `veth`.
 fn assert_routed(host: &TestHost, ip: &str, veth: &str) -> anyhow::Result<()> {
-    let ip_json = |args: &[&str]| -> anyhow::Result<serde_json::Value> {
-        let out = std::process::Command::new("ip")
-            .args(["-n", &host.netns, "-j"])
-            .args(args)
-            .output()?;
-        anyhow::ensure!(
-            out.status.success(),
-            "ip {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Ok(serde_json::from_slice(&out.stdout)?)
-    };
+    let ip_json = |args: &[&str]| Underlay::ip_json(host, args);
     let routes = ip_json(&["route", "show", "exact", &format!("{ip}/32")])?;
     anyhow::ensure!(
         routes
