@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 use skiff_e2e::agent::{start_host_nodes_with, RuntimeNode};
 use skiff_e2e::master::MasterProcess;
-use skiff_e2e::test_hosts::Underlay;
+use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::wait_for;
 use skiff_objects::{IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
@@ -139,6 +139,18 @@ pub(super) fn iperf_through(
     Ok(bps / 1e9)
 }
 
+/// The middle value (the mean of the two middle ones for an even count).
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    let middle = match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    };
+    round(middle)
+}
+
 pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         nix::unistd::geteuid().is_root(),
@@ -216,17 +228,29 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
     };
 
     let (mut underlay_runs, mut overlay_runs, mut bare_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let bare_path = |bare: &[TestHost; 2]| {
+        let [server, client] = bare;
+        iperf(
+            &format!("/run/netns/{}", server.netns),
+            &format!("/run/netns/{}", client.netns),
+            &server.ip,
+            args.seconds,
+        )
+    };
     for round_no in 0..args.rounds {
-        let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
-        let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
-        let b = match &bare {
-            Some([server, client]) => Some(iperf(
-                &format!("/run/netns/{}", server.netns),
-                &format!("/run/netns/{}", client.netns),
-                &server.ip,
-                args.seconds,
-            )?),
-            None => None,
+        // Every other round runs the paths in the opposite order, so that
+        // whatever favours the first (or last) measurement of a round
+        // favours each path alike.
+        let (u, o, b) = if round_no % 2 == 0 {
+            let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
+            let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
+            let b = bare.as_ref().map(bare_path).transpose()?;
+            (u, o, b)
+        } else {
+            let b = bare.as_ref().map(bare_path).transpose()?;
+            let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
+            let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
+            (u, o, b)
         };
         eprintln!(
             "round {}: host-to-host {u:.2} Gbit/s, pod-to-pod {o:.2} Gbit/s{}",
@@ -248,6 +272,11 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
         "underlay_gbps": round(u),
         "overlay_gbps": round(o),
         "ratio": ratio(o, u),
+        // Each round's own pod/host ratio (the two measured seconds
+        // apart) and their median: on a shared machine whose rate drifts
+        // from minute to minute, these show how much of a gap is noise.
+        "round_ratios": underlay_runs.iter().zip(&overlay_runs).map(|(u, o)| ratio(*o, *u)).collect::<Vec<_>>(),
+        "median_round_ratio": median(underlay_runs.iter().zip(&overlay_runs).map(|(u, o)| if *u > 0.0 { o / u } else { 0.0 }).collect()),
         "rounds": args.rounds,
         "seconds": args.seconds,
         "target_ratio": target,
