@@ -78,6 +78,7 @@ where
         Ok(config) => config,
         Err(code) => return code,
     };
+    tracing::info!(allocator = crate::allocator::name(), "memory allocator");
     let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {

@@ -20,6 +20,7 @@
 //! `shutdown`.
 
 pub mod agent;
+pub mod allocator;
 pub mod certificate;
 pub mod check_config;
 pub mod cluster;

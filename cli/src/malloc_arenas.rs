@@ -89,7 +89,10 @@ pub fn trim() {
     }
 }
 
-/// A master's allocator settings: an arena per core, fixed thresholds.
+/// A master's settings for glibc's allocator: an arena per core, fixed
+/// thresholds. A master's Rust code allocates through mimalloc
+/// ([`crate::allocator`]); these reach what C code allocates (libnftables,
+/// which the agent half of `skiff server` loads).
 pub fn for_master() {
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     limit(i32::try_from(cores).unwrap_or(i32::MAX));

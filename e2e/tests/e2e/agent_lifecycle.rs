@@ -449,3 +449,29 @@ spec:
     assert_eq!(node.containers()?.len(), 3);
     Ok(())
 }
+
+/// A master allocates through mimalloc and an agent through the system
+/// allocator (`cli/src/allocator.rs`): each process says which when it
+/// starts, and the choice is made from the subcommand before `main`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_allocates_through_mimalloc_and_an_agent_through_the_system_allocator(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(TOOLS) {
+        return Ok(());
+    }
+    let (_dir, master, node) = cluster().await?;
+    let allocator_line = |log: &str| {
+        log.lines()
+            .find(|l| l.contains("memory allocator"))
+            .map(str::to_owned)
+    };
+    let master_log = std::fs::read_to_string(&master.log_path)?;
+    let line = allocator_line(&master_log).context("the master did not log its allocator")?;
+    assert!(line.contains("mimalloc"), "master: {line}");
+    let line = allocator_line(&node.agent.log()).context("the agent did not log its allocator")?;
+    assert!(
+        line.contains("system") && !line.contains("mimalloc"),
+        "agent: {line}"
+    );
+    Ok(())
+}
