@@ -21,6 +21,10 @@ static CHOOSE_ALLOCATOR: unsafe extern "C" fn(
 ) = skiff_cli::allocator::choose_from_arguments;
 
 fn main() -> std::process::ExitCode {
+    if let Err(e) = skiff_cli::allocator::check_environment() {
+        eprintln!("skiff: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(code) = skiff_agent::pods::sandbox::pause::main_if_pause(&args) {
         return code;

@@ -4,7 +4,10 @@
 //! TLS connections on a few threads at start keeps megabytes of free
 //! arena space for good. The agent allocates little and rarely, so it
 //! uses one arena; the master, which serves many clients at once, one per
-//! core.
+//! core. (A master's Rust code allocates through mimalloc,
+//! [`crate::allocator`], so there these settings reach only what C code
+//! allocates; they govern a master's whole heap under
+//! `SKIFF_ALLOCATOR=system`.)
 //!
 //! glibc also raises its mmap threshold each time a large block is freed,
 //! so that after a burst (a snapshot, a large list, a batch of writes)
