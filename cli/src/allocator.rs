@@ -171,9 +171,10 @@ pub unsafe extern "C" fn choose_from_arguments(
     // NULL-terminated `envp`, each a NUL-terminated string (glibc's,
     // living as long as the process).
     let (first, override_value) = unsafe {
-        let first = match argc >= 2 && !argv.is_null() && !(*argv.add(1)).is_null() {
-            true => std::ffi::CStr::from_ptr(*argv.add(1)).to_bytes(),
-            false => b"",
+        let first: &[u8] = if argc >= 2 && !argv.is_null() && !(*argv.add(1)).is_null() {
+            std::ffi::CStr::from_ptr(*argv.add(1)).to_bytes()
+        } else {
+            b""
         };
         let mut override_value = None;
         let mut var = envp;

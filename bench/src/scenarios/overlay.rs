@@ -228,6 +228,8 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
     };
 
     let (mut underlay_runs, mut overlay_runs, mut bare_runs) = (Vec::new(), Vec::new(), Vec::new());
+    let host_path = || iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds);
+    let pod_path = || iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds);
     let bare_path = |bare: &[TestHost; 2]| {
         let [server, client] = bare;
         iperf(
@@ -242,15 +244,12 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
         // whatever favours the first (or last) measurement of a round
         // favours each path alike.
         let (u, o, b) = if round_no % 2 == 0 {
-            let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
-            let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
-            let b = bare.as_ref().map(bare_path).transpose()?;
-            (u, o, b)
+            let (u, o) = (host_path()?, pod_path()?);
+            (u, o, bare.as_ref().map(bare_path).transpose()?)
         } else {
             let b = bare.as_ref().map(bare_path).transpose()?;
-            let o = iperf(&server_pod_ns, &client_pod_ns, &server_pod_ip, args.seconds)?;
-            let u = iperf(&host_ns(0), &host_ns(1), &hosts[0].ip, args.seconds)?;
-            (u, o, b)
+            let o = pod_path()?;
+            (host_path()?, o, b)
         };
         eprintln!(
             "round {}: host-to-host {u:.2} Gbit/s, pod-to-pod {o:.2} Gbit/s{}",
@@ -263,7 +262,13 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
         bare_runs.extend(b);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let ratio = |a: f64, b: f64| round(if b > 0.0 { a / b } else { 0.0 });
+    let unrounded_ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let ratio = |a: f64, b: f64| round(unrounded_ratio(a, b));
+    let round_ratios: Vec<f64> = underlay_runs
+        .iter()
+        .zip(&overlay_runs)
+        .map(|(u, o)| unrounded_ratio(*o, *u))
+        .collect();
     let (u, o) = (mean(&underlay_runs), mean(&overlay_runs));
     let target = if args.mode == "vxlan" { 0.8 } else { 0.95 };
     let mut report = serde_json::json!({
@@ -275,8 +280,8 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
         // Each round's own pod/host ratio (the two measured seconds
         // apart) and their median: on a shared machine whose rate drifts
         // from minute to minute, these show how much of a gap is noise.
-        "round_ratios": underlay_runs.iter().zip(&overlay_runs).map(|(u, o)| ratio(*o, *u)).collect::<Vec<_>>(),
-        "median_round_ratio": median(underlay_runs.iter().zip(&overlay_runs).map(|(u, o)| if *u > 0.0 { o / u } else { 0.0 }).collect()),
+        "round_ratios": round_ratios.iter().map(|r| round(*r)).collect::<Vec<_>>(),
+        "median_round_ratio": median(round_ratios),
         "rounds": args.rounds,
         "seconds": args.seconds,
         "target_ratio": target,
