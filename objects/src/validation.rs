@@ -77,7 +77,7 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         dns_label(&mut errors, "metadata.namespace", &meta.namespace);
     }
     labels(&mut errors, "metadata.labels", &meta.labels);
-    for key in meta.annotations.keys() {
+    for key in meta.annotations.keys().filter(|k| !is_label_key(k)) {
         label_key(&mut errors, &format!("metadata.annotations[{key}]"), key);
     }
     match &object.kind {
@@ -288,7 +288,10 @@ fn label_key(errors: &mut Errors, path: &str, key: &str) {
 
 fn labels(errors: &mut Errors, path: &str, map: &BTreeMap<String, String>) {
     for (k, v) in map {
-        label_key(errors, &format!("{path}[{k}]"), k);
+        // The path is only made for an error: most labels have none.
+        if !is_label_key(k) {
+            label_key(errors, &format!("{path}[{k}]"), k);
+        }
         if !v.is_empty() && !is_label_name(v) {
             errors.add(
                 format!("{path}[{k}]"),

@@ -8,7 +8,6 @@
 //! hand-written Endpoints.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -59,14 +58,11 @@ impl Reconciler for EndpointsController {
             .ctx
             .store
             .get(Kind::Endpoints, &key.namespace, &key.name)?;
-        let service = self
+        let service_object = self
             .ctx
             .store
-            .get(Kind::Service, &key.namespace, &key.name)?
-            .map(Arc::unwrap_or_clone);
-        let Some(Object {
-            kind: Some(Body::Service(service)),
-        }) = service
+            .get(Kind::Service, &key.namespace, &key.name)?;
+        let Some(Body::Service(service)) = service_object.as_deref().and_then(|o| o.kind.as_ref())
         else {
             // Service gone: its Endpoints go too.
             if existing.is_some() {
@@ -83,7 +79,8 @@ impl Reconciler for EndpointsController {
             }
             return Ok(Action::Done);
         };
-        let spec = service.spec.clone().unwrap_or_default();
+        let default_spec = v1::ServiceSpec::default();
+        let spec = service.spec.as_ref().unwrap_or(&default_spec);
         if spec.selector.is_empty() || spec.r#type == "ExternalName" {
             return Ok(Action::Done);
         }
@@ -164,7 +161,11 @@ impl Reconciler for EndpointsController {
             s.addresses.sort_by(|a, b| a.ip.cmp(&b.ip));
             s.not_ready_addresses.sort_by(|a, b| a.ip.cmp(&b.ip));
         }
-        let service_meta = service.metadata.clone().unwrap_or_default();
+        let service_labels = service
+            .metadata
+            .as_ref()
+            .map(|m| m.labels.clone())
+            .unwrap_or_default();
         match existing.and_then(|o| match &o.kind {
             Some(Body::Endpoints(e)) => Some(e.clone()),
             _ => None,
@@ -179,7 +180,7 @@ impl Reconciler for EndpointsController {
                     metadata: Some(v1::ObjectMeta {
                         name: key.name.clone(),
                         namespace: key.namespace.clone(),
-                        labels: service_meta.labels,
+                        labels: service_labels,
                         ..Default::default()
                     }),
                     subsets,

@@ -229,20 +229,33 @@ pub async fn run<R: Reconciler>(
     let mut running_keys: HashMap<tokio::task::Id, ObjectKey> = HashMap::new();
     let mut busy: HashSet<ObjectKey> = HashSet::new();
     let mut changed_while_busy: HashSet<ObjectKey> = HashSet::new();
-    loop {
+    'serving: loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            notification = live.recv() => match notification {
-                Ok(Notification::Event(event, object)) => {
-                    for key in reconciler.keys_for(&event, &object) {
-                        queue.add(key);
+            notification = live.recv() => {
+                // A write batch applies as a burst of notifications: take
+                // what has already arrived in this wake-up rather than one
+                // per pass through the select.
+                let mut next = Some(notification);
+                let mut taken = 0;
+                while let Some(notification) = next.take() {
+                    match notification {
+                        Ok(Notification::Event(event, object)) => {
+                            for key in reconciler.keys_for(&event, &object) {
+                                queue.add(key);
+                            }
+                        }
+                        Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                            resync::<R>(&*store, &mut queue);
+                        }
+                        Err(broadcast::error::RecvError::Closed) => break 'serving,
+                    }
+                    taken += 1;
+                    if taken < NOTIFICATIONS_PER_WAKE {
+                        next = already_arrived(&mut live);
                     }
                 }
-                Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    resync::<R>(&*store, &mut queue);
-                }
-                Err(broadcast::error::RecvError::Closed) => break,
-            },
+            }
             _ = periodic.tick() => resync::<R>(&*store, &mut queue),
             key = queue.next(), if running.len() < R::CONCURRENCY.max(1) => {
                 if busy.contains(&key) {
@@ -295,6 +308,27 @@ pub async fn run<R: Reconciler>(
     }
     running.shutdown().await;
     tracing::info!(controller = R::NAME, "controller stopped");
+}
+
+/// Most notifications one controller takes from the store in one wake-up
+/// before it looks at its other work again.
+const NOTIFICATIONS_PER_WAKE: usize = 256;
+
+/// The next notification if it has already arrived, as `recv` would
+/// answer it; `None` when there is none yet.
+fn already_arrived(
+    live: &mut broadcast::Receiver<Notification>,
+) -> Option<Result<Notification, broadcast::error::RecvError>> {
+    match live.try_recv() {
+        Ok(notification) => Some(Ok(notification)),
+        Err(broadcast::error::TryRecvError::Empty) => None,
+        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+            Some(Err(broadcast::error::RecvError::Lagged(n)))
+        }
+        Err(broadcast::error::TryRecvError::Closed) => {
+            Some(Err(broadcast::error::RecvError::Closed))
+        }
+    }
 }
 
 /// Queues every object of the reconciler's kind: the level-triggered safety
@@ -452,6 +486,28 @@ mod tests {
         // Once it finishes, the change is looked at.
         open_a.send(()).unwrap();
         assert_eq!(next_start(&mut h).await, "a");
+        h.shutdown.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_longer_than_one_wake_up_reconciles_every_object() {
+        let mut h = start(&[], vec![], vec![]);
+        // Written at once, without yielding: the controller finds them all
+        // waiting, more than it takes in one wake-up.
+        let count = NOTIFICATIONS_PER_WAKE * 3 + 7;
+        for i in 0..count {
+            h.objects
+                .write(
+                    crate::controllers::recording::WriteOp::Create,
+                    pod(&format!("p{i}"), "1"),
+                )
+                .unwrap();
+        }
+        let mut seen = HashSet::new();
+        while seen.len() < count {
+            seen.insert(next_start(&mut h).await);
+        }
+        assert!((0..count).all(|i| seen.contains(&format!("p{i}"))));
         h.shutdown.cancel();
     }
 

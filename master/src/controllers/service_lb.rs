@@ -165,6 +165,15 @@ fn service_of(object: &Object) -> Option<&v1::Service> {
     }
 }
 
+/// Whether a Service's status lists any load balancer ingress.
+fn has_ingress(service: &v1::Service) -> bool {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .is_some_and(|l| !l.ingress.is_empty())
+}
+
 impl ServiceLbController {
     pub fn new(ctx: Context) -> ServiceLbController {
         ServiceLbController {
@@ -345,19 +354,26 @@ impl Reconciler for ServiceLbController {
             self.note(key, false);
             return Ok(Action::Done);
         };
-        let Some(service) = service_of(&object).cloned() else {
+        let Some(stored) = service_of(&object) else {
             return Ok(Action::Done);
         };
-        let spec = service.spec.clone().unwrap_or_default();
-        self.note(key, handled(&spec));
-        if !handled(&spec) {
+        let is_ours = stored.spec.as_ref().is_some_and(handled);
+        self.note(key, is_ours);
+        if !is_ours {
             // Another class's, or no longer a LoadBalancer: no ingress of
-            // ours stays (another class's controller writes its own).
-            if spec.r#type != LOAD_BALANCER {
-                self.set_ingress(service, Vec::new()).await?;
+            // ours stays (another class's controller writes its own). Most
+            // Services never had one, and are not copied to find that out.
+            let is_load_balancer = stored
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.r#type == LOAD_BALANCER);
+            if !is_load_balancer && has_ingress(stored) {
+                self.set_ingress(stored.clone(), Vec::new()).await?;
             }
             return Ok(Action::Done);
         }
+        let service = stored.clone();
+        let spec = service.spec.clone().unwrap_or_default();
         if let Some((port, protocol, what)) = node_listener(&spec) {
             self.ctx.events.for_component(COMPONENT).warning(
                 &object,
@@ -401,11 +417,7 @@ impl Reconciler for ServiceLbController {
             None
         };
         let addresses = ingress_addresses(nodes, local_to.as_ref());
-        let had_none = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .is_none_or(|l| l.ingress.is_empty());
+        let had_none = !has_ingress(&service);
         if had_none && !addresses.is_empty() {
             self.ctx.events.for_component(COMPONENT).normal(
                 &object,

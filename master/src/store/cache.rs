@@ -46,6 +46,51 @@ use skiff_objects::{selector, stored_kind, Kind, ObjectExt};
 /// An object's place within its kind: (namespace, name).
 pub type Key = (String, String);
 
+/// A [`Key`] as a lookup sees it: borrowed parts, so that finding one
+/// object copies neither its namespace nor its name. Ordered and compared
+/// exactly as the tuple is (namespace, then name).
+trait KeyView {
+    fn parts(&self) -> (&str, &str);
+}
+
+impl KeyView for Key {
+    fn parts(&self) -> (&str, &str) {
+        (&self.0, &self.1)
+    }
+}
+
+impl KeyView for (&str, &str) {
+    fn parts(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyView + 'a> for Key {
+    fn borrow(&self) -> &(dyn KeyView + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn KeyView + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyView + '_ {}
+
+impl PartialOrd for dyn KeyView + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn KeyView + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
 /// A finished pod's place in [`ObjectCache::oldest_finished_pods`]: not
 /// evicted (evicted ones first), creation timestamp, key.
 type FinishedPod = (bool, String, Key);
@@ -366,11 +411,10 @@ impl ObjectCache {
     /// One object.
     pub fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<Arc<Object>> {
         let cached = self.read();
-        let key = (namespace.to_owned(), name.to_owned());
         cached
             .objects
             .get(&kind)?
-            .get(&key)
+            .get(&(namespace, name) as &dyn KeyView)
             .map(|e| e.object.clone())
     }
 
@@ -905,6 +949,55 @@ mod tests {
 
     fn names(objects: &[Arc<Object>]) -> Vec<String> {
         objects.iter().map(|o| o.meta().name.clone()).collect()
+    }
+
+    #[test]
+    fn borrowed_keys_order_as_the_tuples_do() {
+        let mut keys: Vec<Key> = [("a", "z"), ("ab", "a"), ("", "b"), ("a", ""), ("b", "a")]
+            .iter()
+            .map(|(n, m)| (n.to_string(), m.to_string()))
+            .collect();
+        keys.sort();
+        for pair in keys.windows(2) {
+            let (x, y) = (&pair[0] as &dyn KeyView, &pair[1] as &dyn KeyView);
+            assert_eq!(x.cmp(y), std::cmp::Ordering::Less, "{pair:?}");
+            let borrowed = (pair[0].0.as_str(), pair[0].1.as_str());
+            assert!(&borrowed as &dyn KeyView == x, "{pair:?}");
+            assert_eq!(
+                (&borrowed as &dyn KeyView).cmp(y),
+                std::cmp::Ordering::Less,
+                "{pair:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn get_finds_each_object_among_namespaces_and_names_sharing_prefixes() {
+        let cache = ObjectCache::default();
+        let placed = [
+            ("a", "web"),
+            ("ab", "web"),
+            ("a", "web-1"),
+            ("a", "we"),
+            ("b", "a"),
+            ("", "web"),
+        ];
+        let changes: Vec<CachedChange> = placed
+            .iter()
+            .map(|(ns, name)| change(Kind::Pod, EventType::Added, pod(ns, name, "", &[], "")))
+            .collect();
+        cache.apply(&changes, 1);
+        for (ns, name) in placed {
+            let found = cache.get(Kind::Pod, ns, name).expect("cached");
+            assert_eq!(
+                (found.meta().namespace.as_str(), found.meta().name.as_str()),
+                (ns, name)
+            );
+        }
+        for (ns, name) in [("a", "w"), ("ab", "web-1"), ("c", "web"), ("a", "web-2")] {
+            assert!(cache.get(Kind::Pod, ns, name).is_none(), "{ns}/{name}");
+        }
+        assert!(cache.get(Kind::Service, "a", "web").is_none());
     }
 
     #[test]
