@@ -77,8 +77,8 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         dns_label(&mut errors, "metadata.namespace", &meta.namespace);
     }
     labels(&mut errors, "metadata.labels", &meta.labels);
-    for key in meta.annotations.keys().filter(|k| !is_label_key(k)) {
-        label_key(&mut errors, &format!("metadata.annotations[{key}]"), key);
+    for key in meta.annotations.keys() {
+        label_key(&mut errors, key, || format!("metadata.annotations[{key}]"));
     }
     match &object.kind {
         Some(Body::Pod(p)) => pod_spec(&mut errors, "spec", p.spec.as_ref(), false),
@@ -146,7 +146,7 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         Some(Body::Node(n)) => {
             for (i, t) in n.spec.clone().unwrap_or_default().taints.iter().enumerate() {
                 let path = format!("spec.taints.{i}");
-                label_key(&mut errors, &format!("{path}.key"), &t.key);
+                label_key(&mut errors, &t.key, || format!("{path}.key"));
                 one_of(
                     &mut errors,
                     &format!("{path}.effect"),
@@ -277,10 +277,12 @@ fn dns_subdomain(errors: &mut Errors, path: &str, value: &str) {
     }
 }
 
-fn label_key(errors: &mut Errors, path: &str, key: &str) {
+/// Checks a label key; its field path is made only for an error, since
+/// nearly every key is valid.
+fn label_key(errors: &mut Errors, key: &str, path: impl FnOnce() -> String) {
     if !is_label_key(key) {
         errors.add(
-            path,
+            path(),
             format!("{key:?} is not a valid key: an optional DNS prefix and '/', then up to 63 letters, digits, '-', '_' or '.'"),
         );
     }
@@ -288,10 +290,7 @@ fn label_key(errors: &mut Errors, path: &str, key: &str) {
 
 fn labels(errors: &mut Errors, path: &str, map: &BTreeMap<String, String>) {
     for (k, v) in map {
-        // The path is only made for an error: most labels have none.
-        if !is_label_key(k) {
-            label_key(errors, &format!("{path}[{k}]"), k);
-        }
+        label_key(errors, k, || format!("{path}[{k}]"));
         if !v.is_empty() && !is_label_name(v) {
             errors.add(
                 format!("{path}[{k}]"),
@@ -375,7 +374,7 @@ fn selector_and_template(
     }
     for (i, e) in selector.match_expressions.iter().enumerate() {
         let path = format!("spec.selector.matchExpressions.{i}");
-        label_key(errors, &format!("{path}.key"), &e.key);
+        label_key(errors, &e.key, || format!("{path}.key"));
         match e.operator.as_str() {
             "In" | "NotIn" if e.values.is_empty() => errors.add(
                 format!("{path}.values"),
@@ -2093,6 +2092,21 @@ spec:
             let e = reasons(&POD_WITH_INIT_AND_SECURITY.replace(from, to));
             assert!(e.contains(expected), "{to}: {e}");
         }
+    }
+
+    #[test]
+    fn bad_label_and_annotation_keys_are_named_by_their_paths() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\n  labels: {\"bad key\": x, good: y}\n  annotations: {\"-x\": z}\nspec:\n  containers: [{name: a, image: x}]\n";
+        let e = reasons(pod);
+        assert!(
+            e.contains("metadata.labels[bad key]: \"bad key\" is not a valid key"),
+            "{e}"
+        );
+        assert!(
+            e.contains("metadata.annotations[-x]: \"-x\" is not a valid key"),
+            "{e}"
+        );
+        assert!(!e.contains("metadata.labels[good]"), "{e}");
     }
 
     #[test]
