@@ -30,7 +30,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::Object;
+use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::endpoints::resolve_port;
@@ -417,7 +417,14 @@ impl Reconciler for EndpointSliceController {
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
-            Kind::Service => ObjectKey::of(object).into_iter().collect(),
+            // A deletion takes the slices with it; otherwise a Service
+            // without a selector reconciles to nothing and is not queued.
+            Kind::Service
+                if event.event_type == EventType::Deleted as i32 || self.may_act_on(object) =>
+            {
+                ObjectKey::of(object).into_iter().collect()
+            }
+            Kind::Service => Vec::new(),
             Kind::EndpointSlice => {
                 let labels = &object.meta().labels;
                 if labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY) {
@@ -438,6 +445,18 @@ impl Reconciler for EndpointSliceController {
                 .filter_map(|s| ObjectKey::of(s))
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    /// A Service with a selector, or an ExternalName one (the slices it
+    /// had go); others write the slices of any other Service without one.
+    fn may_act_on(&self, object: &Object) -> bool {
+        match &object.kind {
+            Some(Body::Service(service)) => service
+                .spec
+                .as_ref()
+                .is_some_and(|spec| !spec.selector.is_empty() || spec.r#type == "ExternalName"),
+            _ => true,
         }
     }
 
@@ -910,5 +929,58 @@ spec:
             [web()]
         );
         assert!(controller.keys_for(&slice_event, &slice("me")).is_empty());
+    }
+
+    #[test]
+    fn services_without_a_selector_are_queued_only_when_their_slices_may_go() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: manual}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec: {type: ExternalName, externalName: example.test}
+"#,
+        );
+        let controller = EndpointSliceController {
+            ctx: context(&objects),
+        };
+        let queued = |name: &str, event_type: EventType| {
+            let service = objects
+                .get(Kind::Service, "default", name)
+                .unwrap()
+                .map(Arc::unwrap_or_clone)
+                .unwrap();
+            let event = StoredEvent {
+                revision: 1,
+                kind: Kind::Service,
+                namespace: "default".into(),
+                event_type: event_type as i32,
+                node: String::new(),
+                object: Vec::new(),
+                previous: Vec::new(),
+                previous_revision: 0,
+            };
+            controller.keys_for(&event, &service)
+        };
+        let key = |name: &str| [ObjectKey::new(Kind::Service, "default", name)];
+        assert_eq!(queued("web", EventType::Added), key("web"));
+        assert_eq!(queued("web", EventType::Modified), key("web"));
+        // Others write its slices: nothing to do until it is deleted.
+        assert!(queued("manual", EventType::Added).is_empty());
+        assert!(queued("manual", EventType::Modified).is_empty());
+        assert_eq!(queued("manual", EventType::Deleted), key("manual"));
+        // The slices it had before it became an ExternalName go.
+        assert_eq!(queued("outside", EventType::Modified), key("outside"));
     }
 }

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::Object;
+use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
@@ -20,6 +20,12 @@ use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 pub struct EndpointsController {
     pub ctx: Context,
+}
+
+/// Whether a Service's Endpoints are this controller's to write: it has a
+/// selector and is not an ExternalName.
+fn endpoints_are_managed(spec: &v1::ServiceSpec) -> bool {
+    !spec.selector.is_empty() && spec.r#type != "ExternalName"
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -32,7 +38,14 @@ impl Reconciler for EndpointsController {
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
-            Kind::Service => ObjectKey::of(object).into_iter().collect(),
+            // A deletion takes the Endpoints with it; otherwise a Service
+            // without a selector reconciles to nothing and is not queued.
+            Kind::Service
+                if event.event_type == EventType::Deleted as i32 || self.may_act_on(object) =>
+            {
+                ObjectKey::of(object).into_iter().collect()
+            }
+            Kind::Service => Vec::new(),
             Kind::Endpoints => {
                 vec![ObjectKey::new(
                     Kind::Service,
@@ -50,6 +63,15 @@ impl Reconciler for EndpointsController {
                 .filter_map(|s| ObjectKey::of(s))
                 .collect(),
             _ => Vec::new(),
+        }
+    }
+
+    fn may_act_on(&self, object: &Object) -> bool {
+        match &object.kind {
+            Some(Body::Service(service)) => {
+                service.spec.as_ref().is_some_and(endpoints_are_managed)
+            }
+            _ => true,
         }
     }
 
@@ -81,7 +103,7 @@ impl Reconciler for EndpointsController {
         };
         let default_spec = v1::ServiceSpec::default();
         let spec = service.spec.as_ref().unwrap_or(&default_spec);
-        if spec.selector.is_empty() || spec.r#type == "ExternalName" {
+        if !endpoints_are_managed(spec) {
             return Ok(Action::Done);
         }
         let pods = self
@@ -460,6 +482,76 @@ spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]
         // The retry succeeds.
         controller.reconcile(&key).await.unwrap();
         assert!(endpoints(&objects).is_some());
+    }
+
+    /// A Service event of `event_type` for the seeded Service `name`.
+    fn service_event(
+        objects: &RecordingObjects,
+        name: &str,
+        event_type: EventType,
+    ) -> (StoredEvent, Object) {
+        let service = objects
+            .get(Kind::Service, "default", name)
+            .unwrap()
+            .map(Arc::unwrap_or_clone)
+            .unwrap();
+        let event = StoredEvent {
+            revision: 1,
+            kind: Kind::Service,
+            namespace: "default".into(),
+            event_type: event_type as i32,
+            node: String::new(),
+            object: Vec::new(),
+            previous: Vec::new(),
+            previous_revision: 0,
+        };
+        (event, service)
+    }
+
+    #[test]
+    fn only_services_whose_endpoints_it_writes_or_deletions_are_queued() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: manual}
+spec: {ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: outside}
+spec: {type: ExternalName, externalName: example.test, selector: {app: web}}
+"#,
+        );
+        let controller = EndpointsController {
+            ctx: context(&objects),
+        };
+        let queued = |name: &str, event_type: EventType| {
+            let (event, service) = service_event(&objects, name, event_type);
+            controller.keys_for(&event, &service)
+        };
+        let web = [ObjectKey::new(Kind::Service, "default", "web")];
+        assert_eq!(queued("web", EventType::Added), web);
+        assert_eq!(queued("web", EventType::Modified), web);
+        // Nothing to reconcile for these until they are deleted.
+        assert!(queued("manual", EventType::Added).is_empty());
+        assert!(queued("manual", EventType::Modified).is_empty());
+        assert!(queued("outside", EventType::Modified).is_empty());
+        // A deletion takes the Endpoints of any Service with it.
+        assert_eq!(
+            queued("manual", EventType::Deleted),
+            [ObjectKey::new(Kind::Service, "default", "manual")]
+        );
+        assert_eq!(
+            queued("outside", EventType::Deleted),
+            [ObjectKey::new(Kind::Service, "default", "outside")]
+        );
     }
 
     #[test]

@@ -190,6 +190,13 @@ pub trait Reconciler: Send + Sync + 'static {
     const CONCURRENCY: usize = CONCURRENT_RECONCILES;
     /// The keys to look at after a change to `object`.
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey>;
+    /// Whether `object`, of [`Reconciler::KIND`] and as it is now, can need
+    /// a reconcile; the periodic resync queues only those. True unless the
+    /// reconciler knows that such an object reconciles to nothing (a
+    /// Service without a selector, to the Endpoints controller).
+    fn may_act_on(&self, _object: &Object) -> bool {
+        true
+    }
     /// Brings the world in line with one object. Idempotent.
     fn reconcile(
         &self,
@@ -217,7 +224,7 @@ pub async fn run<R: Reconciler>(
     let reconciler = Arc::new(reconciler);
     let mut live = store.subscribe();
     let mut queue = WorkQueue::default();
-    resync::<R>(&*store, &mut queue);
+    resync(&*reconciler, &*store, &mut queue);
     tracing::info!(
         controller = R::NAME,
         queued = queue.len(),
@@ -246,7 +253,7 @@ pub async fn run<R: Reconciler>(
                             }
                         }
                         Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                            resync::<R>(&*store, &mut queue);
+                            resync(&*reconciler, &*store, &mut queue);
                         }
                         Err(broadcast::error::RecvError::Closed) => break 'serving,
                     }
@@ -256,7 +263,7 @@ pub async fn run<R: Reconciler>(
                     }
                 }
             }
-            _ = periodic.tick() => resync::<R>(&*store, &mut queue),
+            _ = periodic.tick() => resync(&*reconciler, &*store, &mut queue),
             key = queue.next(), if running.len() < R::CONCURRENCY.max(1) => {
                 if busy.contains(&key) {
                     changed_while_busy.insert(key);
@@ -331,12 +338,16 @@ fn already_arrived(
     }
 }
 
-/// Queues every object of the reconciler's kind: the level-triggered safety
-/// net behind the change notifications.
-fn resync<R: Reconciler>(store: &dyn ObjectReads, queue: &mut WorkQueue) {
+/// Queues every object of the reconciler's kind that it may act on: the
+/// level-triggered safety net behind the change notifications.
+fn resync<R: Reconciler>(reconciler: &R, store: &dyn ObjectReads, queue: &mut WorkQueue) {
     match store.list(R::KIND, None) {
         Ok((objects, _)) => {
-            for key in objects.iter().filter_map(|o| ObjectKey::of(o)) {
+            let keys = objects
+                .iter()
+                .filter(|o| reconciler.may_act_on(o))
+                .filter_map(|o| ObjectKey::of(o));
+            for key in keys {
                 queue.add(key);
             }
         }
@@ -449,6 +460,44 @@ mod tests {
         if let Ok(Some(name)) = tokio::time::timeout(wait, h.started.recv()).await {
             panic!("unexpected reconcile of {name}");
         }
+    }
+
+    /// Acts only on pods whose names start with "keep".
+    struct Picky;
+
+    impl Reconciler for Picky {
+        const NAME: &'static str = "picky";
+        const KIND: Kind = Kind::Pod;
+
+        fn keys_for(&self, _event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
+            ObjectKey::of(object).into_iter().collect()
+        }
+
+        fn may_act_on(&self, object: &Object) -> bool {
+            object.meta().name.starts_with("keep")
+        }
+
+        async fn reconcile(&self, _key: &ObjectKey) -> Result<Action, ReconcileError> {
+            Ok(Action::Done)
+        }
+    }
+
+    #[tokio::test]
+    async fn resync_queues_only_the_objects_the_reconciler_may_act_on() {
+        let objects = RecordingObjects::new();
+        for name in ["keep-a", "skip-b", "keep-c", "skip-d"] {
+            objects.seed_yaml(&format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: c, image: busybox}}]}}\n"
+            ));
+        }
+        let mut queue = WorkQueue::default();
+        resync(&Picky, &*objects, &mut queue);
+        let mut queued = Vec::new();
+        while !queue.is_empty() {
+            queued.push(queue.next().await.name);
+        }
+        queued.sort();
+        assert_eq!(queued, ["keep-a", "keep-c"]);
     }
 
     #[tokio::test]

@@ -328,21 +328,35 @@ impl Reconciler for ServiceLbController {
                 } else {
                     Vec::new()
                 };
-                keys.push(key);
+                // Any other Service reconciles to nothing unless it has an
+                // ingress to clear: most Services are not queued at all.
+                if deleted || changed || self.may_act_on(object) {
+                    keys.push(key);
+                }
                 keys.sort();
                 keys.dedup();
                 keys
             }
-            Kind::Endpoints => vec![ObjectKey::new(
-                Kind::Service,
-                &event.namespace,
-                &object.meta().name,
-            )],
+            // Endpoints count only for a load balancer's
+            // `externalTrafficPolicy: Local` (which nodes answer).
+            Kind::Endpoints => {
+                let key = ObjectKey::new(Kind::Service, &event.namespace, &object.meta().name);
+                if self.with_known(|known| known.contains(&key)) {
+                    vec![key]
+                } else {
+                    Vec::new()
+                }
+            }
             // Node writes are rare (heartbeats stay in memory): readiness,
             // addresses, labels.
             Kind::Node => self.load_balancer_keys(),
             _ => Vec::new(),
         }
+    }
+
+    /// A load balancer of ours, or a Service with an ingress to clear.
+    fn may_act_on(&self, object: &Object) -> bool {
+        service_of(object).is_none_or(|s| s.spec.as_ref().is_some_and(handled) || has_ingress(s))
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
@@ -652,5 +666,118 @@ spec:
         controller.reconcile(&key("web")).await.unwrap();
         assert!(ingress(&objects, "aaa").is_empty());
         assert_eq!(ingress(&objects, "web").len(), 2);
+    }
+
+    /// `keys_for` of a `kind` event of `event_type` for `object`.
+    fn queued(
+        controller: &ServiceLbController,
+        kind: Kind,
+        event_type: EventType,
+        object: &Object,
+    ) -> Vec<ObjectKey> {
+        let event = StoredEvent {
+            revision: 1,
+            kind,
+            namespace: "default".into(),
+            event_type: event_type as i32,
+            node: String::new(),
+            object: Vec::new(),
+            previous: Vec::new(),
+            previous_revision: 0,
+        };
+        controller.keys_for(&event, object)
+    }
+
+    #[test]
+    fn only_load_balancers_and_services_with_an_ingress_to_clear_are_queued() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: plain}
+spec: {ports: [{port: 81}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: plain}
+subsets: [{addresses: [{ip: 10.42.1.7}], ports: [{port: 81}]}]
+"#,
+        );
+        let plain = service(&objects, "plain");
+        let web = service(&objects, "web");
+        let endpoints = |name: &str| {
+            objects
+                .get(Kind::Endpoints, "default", name)
+                .unwrap()
+                .map(Arc::unwrap_or_clone)
+                .unwrap()
+        };
+        // A Service that is not a load balancer and has no ingress: no
+        // reconcile, for its own changes or its Endpoints'.
+        for event_type in [EventType::Added, EventType::Modified] {
+            let object = plain.clone().into_object();
+            assert!(queued(&controller, Kind::Service, event_type, &object).is_empty());
+        }
+        assert!(queued(
+            &controller,
+            Kind::Endpoints,
+            EventType::Modified,
+            &endpoints("plain")
+        )
+        .is_empty());
+        // The load balancer is queued for both.
+        let object = web.clone().into_object();
+        assert_eq!(
+            queued(&controller, Kind::Service, EventType::Modified, &object),
+            [key("web")]
+        );
+        assert_eq!(
+            queued(
+                &controller,
+                Kind::Endpoints,
+                EventType::Modified,
+                &endpoints("web")
+            ),
+            [key("web")]
+        );
+        // One with an ingress left over is queued, to clear it.
+        let mut stale = plain.clone();
+        stale.status = Some(v1::ServiceStatus {
+            load_balancer: Some(v1::LoadBalancerStatus {
+                ingress: vec![v1::LoadBalancerIngress {
+                    ip: "192.168.5.1".into(),
+                    ..Default::default()
+                }],
+            }),
+        });
+        let object = stale.into_object();
+        assert_eq!(
+            queued(&controller, Kind::Service, EventType::Modified, &object),
+            [key("plain")]
+        );
+        // A deletion is always looked at.
+        let object = plain.into_object();
+        assert_eq!(
+            queued(&controller, Kind::Service, EventType::Deleted, &object),
+            [key("plain")]
+        );
+        // The load balancer stops being one: it is queued to clear its
+        // ingress, with every other load balancer (its ports are free),
+        // and its Endpoints no longer are.
+        let mut former = web;
+        former.spec.as_mut().unwrap().r#type = "ClusterIP".into();
+        let object = former.into_object();
+        assert_eq!(
+            queued(&controller, Kind::Service, EventType::Modified, &object),
+            [key("web")]
+        );
+        assert!(queued(
+            &controller,
+            Kind::Endpoints,
+            EventType::Modified,
+            &endpoints("web")
+        )
+        .is_empty());
     }
 }
