@@ -14,13 +14,18 @@ use skiff_objects::Kind;
 pub enum Command {
     /// Store a new object (prost-encoded `Object`).
     Create {
+        #[serde(with = "serde_bytes")]
         object: Vec<u8>,
         uid: String,
         now: String,
     },
     /// Replace metadata and spec (or only status). Conditional when the
     /// object's `metadata.resourceVersion` is set.
-    Update { object: Vec<u8>, status_only: bool },
+    Update {
+        #[serde(with = "serde_bytes")]
+        object: Vec<u8>,
+        status_only: bool,
+    },
     /// Remove an object at once, whatever its finalizers, optionally only
     /// at a given resourceVersion: what earlier builds proposed for every
     /// delete, kept so that their log entries apply as they did. Nothing
@@ -46,13 +51,17 @@ pub enum Command {
     /// object of a custom kind whose definition has no `status`
     /// subresource: its status is written like its spec). Conditional as
     /// `Update` is.
-    UpdateWhole { object: Vec<u8> },
+    UpdateWhole {
+        #[serde(with = "serde_bytes")]
+        object: Vec<u8>,
+    },
 }
 
 /// What a committed write did.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Applied {
     /// The object as stored (for Delete: as it was when deleted).
+    #[serde(with = "serde_bytes")]
     pub object: Vec<u8>,
     /// The store revision after this write.
     pub revision: u64,
@@ -151,3 +160,148 @@ pub struct Proposal {
 /// One result per command of a [`Proposal`], in order. Entries that carry
 /// no proposal (blank and membership entries) answer with none.
 pub type ProposalResult = Vec<ApplyResult>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commands as earlier builds declared them, with the objects as
+    /// plain `Vec<u8>` (a sequence to serde, written a byte at a time).
+    #[derive(Debug, Serialize, Deserialize)]
+    enum LegacyCommand {
+        Create {
+            object: Vec<u8>,
+            uid: String,
+            now: String,
+        },
+        Update {
+            object: Vec<u8>,
+            status_only: bool,
+        },
+        Delete {
+            kind: Kind,
+            namespace: String,
+            name: String,
+            resource_version: String,
+        },
+        DeleteWithOptions {
+            kind: Kind,
+            namespace: String,
+            name: String,
+            options: DeleteOptions,
+            now: String,
+        },
+        UpdateWhole {
+            object: Vec<u8>,
+        },
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct LegacyApplied {
+        object: Vec<u8>,
+        revision: u64,
+    }
+
+    /// Bytes of every value 0..=255 and then some, as an object would be.
+    fn object_bytes() -> Vec<u8> {
+        (0..=255u8).chain([7, 0, 255]).collect()
+    }
+
+    #[test]
+    fn entries_are_the_same_bytes_as_earlier_builds_wrote_and_read_back() {
+        let object = object_bytes();
+        let pairs = [
+            (
+                LegacyCommand::Create {
+                    object: object.clone(),
+                    uid: "u-1".into(),
+                    now: "2026-12-04T00:00:00Z".into(),
+                },
+                Command::Create {
+                    object: object.clone(),
+                    uid: "u-1".into(),
+                    now: "2026-12-04T00:00:00Z".into(),
+                },
+            ),
+            (
+                LegacyCommand::Update {
+                    object: object.clone(),
+                    status_only: true,
+                },
+                Command::Update {
+                    object: object.clone(),
+                    status_only: true,
+                },
+            ),
+            (
+                LegacyCommand::UpdateWhole { object: Vec::new() },
+                Command::UpdateWhole { object: Vec::new() },
+            ),
+            (
+                LegacyCommand::Delete {
+                    kind: Kind::Pod,
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    resource_version: "7".into(),
+                },
+                Command::Delete {
+                    kind: Kind::Pod,
+                    namespace: "default".into(),
+                    name: "web".into(),
+                    resource_version: "7".into(),
+                },
+            ),
+        ];
+        for (legacy, command) in pairs {
+            let written = bincode::serialize(&legacy).unwrap();
+            assert_eq!(
+                bincode::serialize(&command).unwrap(),
+                written,
+                "{command:?}"
+            );
+            let read: Command = bincode::deserialize(&written).unwrap();
+            assert_eq!(format!("{read:?}"), format!("{command:?}"));
+        }
+        // A batch of them, as one log entry carries.
+        let proposal = Proposal {
+            commands: vec![
+                Command::Create {
+                    object: object.clone(),
+                    uid: "u-2".into(),
+                    now: String::new(),
+                },
+                Command::UpdateWhole {
+                    object: object.clone(),
+                },
+            ],
+        };
+        let read: Proposal = bincode::deserialize(&bincode::serialize(&proposal).unwrap()).unwrap();
+        assert_eq!(format!("{read:?}"), format!("{proposal:?}"));
+        let applied = Applied {
+            object: object.clone(),
+            revision: 42,
+        };
+        let legacy = LegacyApplied {
+            object,
+            revision: 42,
+        };
+        let written = bincode::serialize(&legacy).unwrap();
+        assert_eq!(bincode::serialize(&applied).unwrap(), written);
+        assert_eq!(bincode::deserialize::<Applied>(&written).unwrap(), applied);
+    }
+
+    #[test]
+    fn a_truncated_entry_is_an_error_not_a_short_object() {
+        let written = bincode::serialize(&Command::Update {
+            object: object_bytes(),
+            status_only: false,
+        })
+        .unwrap();
+        for cut in [written.len() - 1, written.len() - 100, 6] {
+            assert!(
+                bincode::deserialize::<Command>(&written[..cut]).is_err(),
+                "cut at {cut}"
+            );
+        }
+    }
+}

@@ -257,7 +257,38 @@ fn rewind(
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SnapshotData {
     revision: u64,
+    #[serde(with = "keyed_bytes")]
     objects: Vec<(String, Vec<u8>)>,
+}
+
+/// (key, encoded object) pairs with each object's bytes written as one
+/// run (`serde_bytes`) rather than as a sequence of single bytes: the same
+/// bincode bytes, without a call per byte.
+mod keyed_bytes {
+    use serde::ser::SerializeSeq;
+    use serde::{Deserialize, Deserializer, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(
+        pairs: &[(String, Vec<u8>)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let mut seq = serializer.serialize_seq(Some(pairs.len()))?;
+        for (key, bytes) in pairs {
+            seq.serialize_element(&(key, Bytes::new(bytes)))?;
+        }
+        seq.end()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let pairs: Vec<(String, ByteBuf)> = Vec::deserialize(deserializer)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(key, bytes)| (key, bytes.into_vec()))
+            .collect())
+    }
 }
 
 /// A consistent copy of the state machine: everything applied when it was
@@ -760,6 +791,34 @@ mod tests {
     use super::*;
     use crate::store::{ApplyResult, Command, Proposal, WriteError};
     use skiff_objects::{IntoObject, ObjectExt};
+
+    /// The snapshot's contents as earlier builds declared them.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct LegacySnapshotData {
+        revision: u64,
+        objects: Vec<(String, Vec<u8>)>,
+    }
+
+    #[test]
+    fn snapshot_data_is_the_same_bytes_as_earlier_builds_wrote_and_reads_back() {
+        let objects: Vec<(String, Vec<u8>)> = vec![
+            ("Pod/default/a".into(), (0..=255u8).collect()),
+            ("Pod/default/b".into(), Vec::new()),
+            ("Service/kube-system/dns".into(), vec![1, 2, 3]),
+        ];
+        let legacy = encode(&LegacySnapshotData {
+            revision: 9,
+            objects: objects.clone(),
+        });
+        let current = encode(&SnapshotData {
+            revision: 9,
+            objects: objects.clone(),
+        });
+        assert_eq!(current, legacy);
+        let read: SnapshotData = decode("snapshot", &legacy).unwrap();
+        assert_eq!((read.revision, read.objects), (9, objects));
+        assert!(decode::<SnapshotData>("snapshot", &legacy[..legacy.len() - 1]).is_err());
+    }
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
