@@ -540,7 +540,9 @@ impl Reconciler for EndpointSliceController {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
+    use crate::controllers::recording::{
+        context, stored_event, Failure, RecordingObjects, WriteOp,
+    };
     use crate::controllers::ObjectReads;
 
     const SERVICE_AND_PODS: &str = r#"
@@ -961,17 +963,10 @@ spec: {type: ExternalName, externalName: example.test}
                 .unwrap()
                 .map(Arc::unwrap_or_clone)
                 .unwrap();
-            let event = StoredEvent {
-                revision: 1,
-                kind: Kind::Service,
-                namespace: "default".into(),
-                event_type: event_type as i32,
-                node: String::new(),
-                object: Vec::new(),
-                previous: Vec::new(),
-                previous_revision: 0,
-            };
-            controller.keys_for(&event, &service)
+            controller.keys_for(
+                &stored_event(Kind::Service, "default", event_type),
+                &service,
+            )
         };
         let key = |name: &str| [ObjectKey::new(Kind::Service, "default", name)];
         assert_eq!(queued("web", EventType::Added), key("web"));

@@ -242,7 +242,9 @@ pub fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::recording::{context, Failure, RecordingObjects, WriteOp};
+    use crate::controllers::recording::{
+        context, stored_event, Failure, RecordingObjects, WriteOp,
+    };
     use crate::controllers::ObjectReads;
     use std::sync::Arc;
 
@@ -495,17 +497,7 @@ spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]
             .unwrap()
             .map(Arc::unwrap_or_clone)
             .unwrap();
-        let event = StoredEvent {
-            revision: 1,
-            kind: Kind::Service,
-            namespace: "default".into(),
-            event_type: event_type as i32,
-            node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
-            previous_revision: 0,
-        };
-        (event, service)
+        (stored_event(Kind::Service, "default", event_type), service)
     }
 
     #[test]

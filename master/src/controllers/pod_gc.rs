@@ -365,16 +365,7 @@ status: {phase: Running}
     }
 
     fn stored_event(kind: Kind, event_type: EventType) -> StoredEvent {
-        StoredEvent {
-            revision: 1,
-            kind,
-            namespace: String::new(),
-            event_type: event_type as i32,
-            node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
-            previous_revision: 0,
-        }
+        crate::controllers::recording::stored_event(kind, "", event_type)
     }
 
     #[tokio::test]

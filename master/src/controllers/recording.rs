@@ -660,6 +660,22 @@ impl Clock for ManualClock {
     }
 }
 
+/// The notification of a `kind` change of `event_type` in `namespace`, as
+/// a controller's `keys_for` reads it beside the object (no bytes of the
+/// object, no previous state).
+pub fn stored_event(kind: Kind, namespace: &str, event_type: EventType) -> StoredEvent {
+    StoredEvent {
+        revision: 1,
+        kind,
+        namespace: namespace.to_owned(),
+        event_type: event_type as i32,
+        node: String::new(),
+        object: Vec::new(),
+        previous: Vec::new(),
+        previous_revision: 0,
+    }
+}
+
 /// A context whose reads, writes and Events all go to `objects`.
 pub fn context(objects: &Arc<RecordingObjects>) -> super::Context {
     let registry = skiff_telemetry::Registry::new();

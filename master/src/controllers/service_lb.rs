@@ -452,7 +452,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::controllers::recording::{context, RecordingObjects, WriteOp};
+    use crate::controllers::recording::{context, stored_event, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
 
     const CLUSTER: &str = r#"
@@ -675,17 +675,7 @@ spec:
         event_type: EventType,
         object: &Object,
     ) -> Vec<ObjectKey> {
-        let event = StoredEvent {
-            revision: 1,
-            kind,
-            namespace: "default".into(),
-            event_type: event_type as i32,
-            node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
-            previous_revision: 0,
-        };
-        controller.keys_for(&event, object)
+        controller.keys_for(&stored_event(kind, "default", event_type), object)
     }
 
     #[test]
