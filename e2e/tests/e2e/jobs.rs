@@ -506,21 +506,41 @@ async fn a_cron_job_fires_every_minute_and_forbid_waits_for_the_running_job() ->
         runs.sort_by_key(|run| run.scheduled);
         (runs[0].clone(), runs[1].clone())
     };
-    let completed = first_done
-        .job
-        .as_ref()
-        .and_then(|j| j.status.completion_time.clone())
-        .map(|t| time(&t));
-    let completed = match completed {
-        Some(t) => t,
-        None => {
-            // Read again: the Job's status may have been listed a moment
-            // before its Complete condition.
-            let name = format!("every-minute-{}", unix_minutes(first_done.scheduled));
-            let view = job(&c.client, &name).await.context("the first run's Job")?;
-            time(view.status.completion_time.as_deref().unwrap_or_default())
-        }
+    // The first run completed: a run that failed (its pod evicted, say)
+    // would also let the second start, but would leave no
+    // lastSuccessfulTime; say which it was, and why.
+    let first_name = format!("every-minute-{}", unix_minutes(first_done.scheduled));
+    let view = match first_done.job.clone().filter(|j| holds(j, "Complete")) {
+        Some(view) => view,
+        // Read again: the Job may have been listed a moment before its
+        // Complete condition.
+        None => job(&c.client, &first_name)
+            .await
+            .context("the first run's Job")?,
     };
+    if !holds(&view, "Complete") {
+        let pods: Vec<String> = job_pods(&c.client, &first_name)
+            .await?
+            .iter()
+            .map(|p| format!("{} {} {:?}", name_of(p), phase(p), p.status))
+            .collect();
+        let pod_events = {
+            let mut reasons = Vec::new();
+            for pod in job_pods(&c.client, &first_name).await? {
+                reasons.extend(event_reasons(&c.client, "Pod", name_of(&pod)).await);
+            }
+            reasons
+        };
+        anyhow::bail!(
+            "the first run did not complete: conditions {:?}; Job events {:?}; pods {pods:?}; \
+             pod events {pod_events:?}\n{}\n{}",
+            view.status.conditions,
+            event_reasons(&c.client, "Job", &first_name).await,
+            c.master.log_tail(),
+            c.node.log_tail()
+        );
+    }
+    let completed = time(view.status.completion_time.as_deref().unwrap_or_default());
     assert!(
         second.created >= completed,
         "the second run started before the first finished"
