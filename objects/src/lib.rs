@@ -49,6 +49,7 @@ pub mod storage;
 pub mod time;
 pub mod unsupported;
 pub mod validation;
+mod yaml_location;
 
 use std::fmt;
 

@@ -76,12 +76,10 @@ pub fn parse_manifest(file: &str, text: &str, strict: bool) -> Result<Manifest, 
         values.push(value);
     }
     let mut out = Manifest::default();
-    // Second pass: decode each document straight from the text into its typed
-    // object, so type errors carry line numbers.
-    for (index, (doc, value)) in serde_yaml::Deserializer::from_str(text)
-        .zip(values)
-        .enumerate()
-    {
+    // Second pass: each document's objects, decoded from JSON values as the
+    // API decodes request bodies (one decoder for both); a field of the wrong
+    // type is found in the text again for its line.
+    for (index, value) in values.into_iter().enumerate() {
         let document = index + 1;
         if value.is_null() {
             continue;
@@ -104,8 +102,11 @@ pub fn parse_manifest(file: &str, text: &str, strict: bool) -> Result<Manifest, 
                 let kind = check_kind(file, document, &api_version, &kind_name)?;
                 let name = object_name(&item);
                 let mut unknown = Vec::new();
-                let object = decode(kind, item, &mut unknown)
-                    .map_err(|e| invalid_field(file, document, kind, &format!("items.{i}."), e))?;
+                let object = decode_yaml_value(kind, &item, &mut unknown).map_err(|e| {
+                    let mut e = e.within(&["items".to_owned(), i.to_string()]);
+                    e.locate_in(text, index);
+                    invalid_field(file, document, kind, e)
+                })?;
                 report_unknown(file, document, kind, &name, unknown, strict, &mut out)?;
                 out.objects.push(object);
             }
@@ -114,12 +115,30 @@ pub fn parse_manifest(file: &str, text: &str, strict: bool) -> Result<Manifest, 
         let kind = check_kind(file, document, &api_version, &kind_name)?;
         let name = object_name(&value);
         let mut unknown = Vec::new();
-        let object = decode(kind, doc, &mut unknown)
-            .map_err(|e| invalid_field(file, document, kind, "", e))?;
+        let object = decode_yaml_value(kind, &value, &mut unknown).map_err(|mut e| {
+            e.locate_in(text, index);
+            invalid_field(file, document, kind, e)
+        })?;
         report_unknown(file, document, kind, &name, unknown, strict, &mut out)?;
         out.objects.push(object);
     }
     Ok(out)
+}
+
+/// Decodes a YAML document's object through its JSON value.
+fn decode_yaml_value(
+    kind: Kind,
+    value: &serde_yaml::Value,
+    unknown: &mut Vec<String>,
+) -> Result<Object, DecodeError> {
+    let json = serde_json::to_value(value).map_err(|e| DecodeError {
+        path: String::new(),
+        segments: Vec::new(),
+        line: None,
+        column: None,
+        message: format!("not a JSON object: {e}"),
+    })?;
+    decode(kind, json, unknown)
 }
 
 fn syntax_error(file: &str, e: &serde_yaml::Error) -> ManifestError {
@@ -231,74 +250,75 @@ fn report_unknown(
 /// A typed decoding failure: where in the object, and why.
 struct DecodeError {
     path: String,
+    /// The path's map keys and sequence indices, to find it in the text.
+    segments: Vec<String>,
     line: Option<usize>,
     column: Option<usize>,
     message: String,
 }
 
-fn invalid_field(
-    file: &str,
-    document: usize,
-    kind: Kind,
-    prefix: &str,
-    e: DecodeError,
-) -> ManifestError {
+impl DecodeError {
+    /// The error of an object found at `prefix` (a List's item).
+    fn within(mut self, prefix: &[String]) -> DecodeError {
+        let mut segments = prefix.to_vec();
+        segments.append(&mut self.segments);
+        self.segments = segments;
+        self.path = format!("{}.{}", prefix.join("."), self.path)
+            .trim_end_matches('.')
+            .to_owned();
+        self
+    }
+
+    /// Sets the line and column of the field this error names, found in
+    /// the `document`th (from 0) document of `text`.
+    fn locate_in(&mut self, text: &str, document: usize) {
+        if self.line.is_some() {
+            return;
+        }
+        if let Some(doc) = serde_yaml::Deserializer::from_str(text).nth(document) {
+            if let Some((line, column)) = crate::yaml_location::locate(doc, &self.segments) {
+                self.line = Some(line);
+                self.column = Some(column);
+            }
+        }
+    }
+}
+
+fn invalid_field(file: &str, document: usize, kind: Kind, e: DecodeError) -> ManifestError {
     ManifestError::InvalidField {
         file: file.to_owned(),
         document,
         kind,
-        path: format!("{prefix}{}", e.path),
+        path: e.path,
         line: e.line,
         column: e.column,
         message: e.message,
     }
 }
 
-/// A deserializer that can say where in the input an error happened.
-trait Located: serde::de::Error {
-    fn line_column(&self) -> (Option<usize>, Option<usize>);
-}
-
-impl Located for serde_yaml::Error {
-    fn line_column(&self) -> (Option<usize>, Option<usize>) {
-        match self.location() {
-            Some(l) => (Some(l.line()), Some(l.column())),
-            None => (None, None),
-        }
-    }
-}
-
-impl Located for serde_json::Error {
-    fn line_column(&self) -> (Option<usize>, Option<usize>) {
-        match self.line() {
-            0 => (None, None),
-            line => (Some(line), Some(self.column())),
-        }
-    }
-}
-
-fn decode_typed<'de, T, D>(de: D, unknown: &mut Vec<String>) -> Result<T, DecodeError>
-where
-    T: DeserializeOwned,
-    D: serde::Deserializer<'de>,
-    D::Error: Located,
-{
+fn decode_typed<T: DeserializeOwned>(
+    value: serde_json::Value,
+    unknown: &mut Vec<String>,
+) -> Result<T, DecodeError> {
     let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(field_path(&path));
-    let ignoring = serde_ignored::Deserializer::new(de, &mut on_unknown);
+    let ignoring = serde_ignored::Deserializer::new(value, &mut on_unknown);
     serde_path_to_error::deserialize(ignoring).map_err(|e| {
-        let path = e.path().to_string();
-        let (line, column) = e.inner().line_column();
-        let message = strip_location(&e.inner().to_string());
-        // serde_yaml may start its message with the path this error names too.
-        let message = match message.strip_prefix(&format!("{path}: ")) {
-            Some(rest) => rest.to_owned(),
-            None => message,
-        };
+        let segments = e
+            .path()
+            .iter()
+            .filter_map(|segment| match segment {
+                serde_path_to_error::Segment::Seq { index } => Some(index.to_string()),
+                serde_path_to_error::Segment::Map { key } => Some(key.clone()),
+                serde_path_to_error::Segment::Enum { variant } => Some(variant.clone()),
+                serde_path_to_error::Segment::Unknown => None,
+            })
+            .collect();
         DecodeError {
-            path,
-            line,
-            column,
-            message,
+            path: e.path().to_string(),
+            segments,
+            line: None,
+            column: None,
+            message: e.inner().to_string(),
         }
     })
 }
@@ -325,32 +345,24 @@ fn field_path(path: &serde_ignored::Path<'_>) -> String {
     }
 }
 
-fn decode<'de, D>(kind: Kind, de: D, unknown: &mut Vec<String>) -> Result<Object, DecodeError>
-where
-    D: serde::Deserializer<'de>,
-    D::Error: Located,
-{
+fn decode(
+    kind: Kind,
+    value: serde_json::Value,
+    unknown: &mut Vec<String>,
+) -> Result<Object, DecodeError> {
     let body = match kind {
-        Kind::Namespace => Body::Namespace(decode_typed::<v1::Namespace, _>(de, unknown)?),
-        Kind::Node => Body::Node(decode_typed::<v1::Node, _>(de, unknown)?),
-        Kind::Pod => Body::Pod(decode_typed::<v1::Pod, _>(de, unknown)?),
-        Kind::Service => Body::Service(decode_typed::<v1::Service, _>(de, unknown)?),
-        Kind::Endpoints => Body::Endpoints(decode_typed::<v1::Endpoints, _>(de, unknown)?),
-        Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment, _>(de, unknown)?),
-        Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet, _>(de, unknown)?),
-        Kind::Secret => Body::Secret(decode_typed::<v1::Secret, _>(de, unknown)?),
+        Kind::Namespace => Body::Namespace(decode_typed::<v1::Namespace>(value, unknown)?),
+        Kind::Node => Body::Node(decode_typed::<v1::Node>(value, unknown)?),
+        Kind::Pod => Body::Pod(decode_typed::<v1::Pod>(value, unknown)?),
+        Kind::Service => Body::Service(decode_typed::<v1::Service>(value, unknown)?),
+        Kind::Endpoints => Body::Endpoints(decode_typed::<v1::Endpoints>(value, unknown)?),
+        Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment>(value, unknown)?),
+        Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet>(value, unknown)?),
+        Kind::Secret => Body::Secret(decode_typed::<v1::Secret>(value, unknown)?),
         generic => {
-            let value = serde_json::Value::deserialize(de).map_err(|e| {
-                let (line, column) = e.line_column();
-                DecodeError {
-                    path: String::new(),
-                    line,
-                    column,
-                    message: strip_location(&e.to_string()),
-                }
-            })?;
             let object =
                 super::generic::from_json(generic, value, unknown).map_err(|e| DecodeError {
+                    segments: e.path.split('.').map(str::to_owned).collect(),
                     path: e.path,
                     line: None,
                     column: None,
@@ -639,6 +651,53 @@ spec:
             other => panic!("wrong error: {other:?}"),
         }
         assert!(err.to_string().contains("spec.replicas"), "{err}");
+    }
+
+    #[test]
+    fn a_list_items_wrong_type_names_its_item_and_line() {
+        let text = "\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Namespace
+  metadata: {name: a}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: web}
+  spec:
+    replicas: [3]
+";
+        let err = parse(text).unwrap_err();
+        match &err {
+            ManifestError::InvalidField {
+                path, line, column, ..
+            } => {
+                assert_eq!(path, "items.1.spec.replicas");
+                assert_eq!((*line, *column), (Some(11), Some(15)));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_number_for_a_label_is_refused_as_the_api_refuses_it() {
+        // kubectl refuses it too: labels are strings.
+        let text = NGINX_DEPLOYMENT.replace("    app: nginx\nspec", "    version: 2\nspec");
+        let err = parse(&text).unwrap_err();
+        match &err {
+            ManifestError::InvalidField {
+                path,
+                line,
+                message,
+                ..
+            } => {
+                assert_eq!(path, "metadata.labels.version");
+                assert_eq!(*line, Some(7));
+                assert!(message.contains("expected a string"), "{message}");
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
     }
 
     #[test]
