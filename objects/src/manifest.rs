@@ -272,9 +272,6 @@ impl DecodeError {
     /// Sets the line and column of the field this error names, found in
     /// the `document`th (from 0) document of `text`.
     fn locate_in(&mut self, text: &str, document: usize) {
-        if self.line.is_some() {
-            return;
-        }
         if let Some(doc) = serde_yaml::Deserializer::from_str(text).nth(document) {
             if let Some((line, column)) = crate::yaml_location::locate(doc, &self.segments) {
                 self.line = Some(line);

@@ -519,18 +519,17 @@ async fn a_cron_job_fires_every_minute_and_forbid_waits_for_the_running_job() ->
             .context("the first run's Job")?,
     };
     if !holds(&view, "Complete") {
-        let pods: Vec<String> = job_pods(&c.client, &first_name)
-            .await?
-            .iter()
-            .map(|p| format!("{} {} {:?}", name_of(p), phase(p), p.status))
-            .collect();
-        let pod_events = {
-            let mut reasons = Vec::new();
-            for pod in job_pods(&c.client, &first_name).await? {
-                reasons.extend(event_reasons(&c.client, "Pod", name_of(&pod)).await);
-            }
-            reasons
-        };
+        let mut pods = Vec::new();
+        let mut pod_events = Vec::new();
+        for pod in job_pods(&c.client, &first_name).await? {
+            pods.push(format!(
+                "{} {} {:?}",
+                name_of(&pod),
+                phase(&pod),
+                pod.status
+            ));
+            pod_events.extend(event_reasons(&c.client, "Pod", name_of(&pod)).await);
+        }
         anyhow::bail!(
             "the first run did not complete: conditions {:?}; Job events {:?}; pods {pods:?}; \
              pod events {pod_events:?}\n{}\n{}",
