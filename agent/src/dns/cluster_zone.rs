@@ -429,7 +429,7 @@ fn targets(entry: &ServiceEntry, query: &ServiceQuery<'_>) -> Vec<Target> {
                 }
                 for port in &subset.ports {
                     if port_matches(query.port, &port.name)
-                        && port_matches(query.protocol, &port.protocol)
+                        && port_matches(query.protocol, port.protocol)
                     {
                         out.push(Target {
                             ip: address.ip,
@@ -453,7 +453,7 @@ fn targets(entry: &ServiceEntry, query: &ServiceQuery<'_>) -> Vec<Target> {
         });
     }
     for port in &entry.ports {
-        if port_matches(query.port, &port.name) && port_matches(query.protocol, &port.protocol) {
+        if port_matches(query.port, &port.name) && port_matches(query.protocol, port.protocol) {
             out.push(Target {
                 ip: *ip,
                 port: Some(port.port),

@@ -6,6 +6,12 @@
 //! per query ([`super::cluster_zone`]), so a thousand Services cost a
 //! few hundred kilobytes, not a zone.
 //!
+//! The index is laid out for an agent's memory: Services and reverse
+//! names are each one sorted `Vec` (binary search, no hash table's empty
+//! buckets), every list is allocated at its exact length, and a
+//! namespace's, a Service's and an endpoint's names are shared (`Arc<str>`)
+//! by every entry that names them, instead of a `String` each.
+//!
 //! The index is replaced whole on every list ([`SharedIndex`]); while no
 //! master answers, the last one stays, and DNS keeps answering from it.
 
@@ -21,7 +27,7 @@ pub struct NamedPort {
     /// `""` for an unnamed port.
     pub name: String,
     /// As Kubernetes writes it: `TCP`, `UDP` or `SCTP`.
-    pub protocol: String,
+    pub protocol: &'static str,
     pub port: u16,
 }
 
@@ -83,36 +89,77 @@ pub struct ServiceEntry {
 /// or an endpoint of a Service.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ReverseEntry {
-    pub namespace: String,
-    pub service: String,
+    pub namespace: Arc<str>,
+    pub service: Arc<str>,
     /// The endpoint's label under the Service ([`EndpointAddress::label`]);
     /// `None` for the Service's own address.
-    pub endpoint: Option<String>,
+    pub endpoint: Option<Arc<str>>,
 }
 
 /// Every Service by namespace and name, and the names of the addresses.
 #[derive(Debug, Default)]
 pub struct ClusterIndex {
-    namespaces: HashMap<String, HashMap<String, ServiceEntry>>,
-    reverse: HashMap<Ipv4Addr, Vec<ReverseEntry>>,
+    /// Sorted by (namespace, name), each once.
+    services: Vec<(Arc<str>, Arc<str>, ServiceEntry)>,
+    /// Sorted by address, then entry; each entry's address is at the same
+    /// place in `reverse_ips`.
+    reverse_ips: Vec<Ipv4Addr>,
+    reverse_entries: Vec<ReverseEntry>,
     serial: u32,
 }
 
 fn named_port(name: &str, protocol: &str, port: i32) -> Option<NamedPort> {
+    let protocol = match protocol {
+        "" => "TCP",
+        p if p.eq_ignore_ascii_case("TCP") => "TCP",
+        p if p.eq_ignore_ascii_case("UDP") => "UDP",
+        p if p.eq_ignore_ascii_case("SCTP") => "SCTP",
+        // Not a protocol the API lets through: no name to give it.
+        _ => return None,
+    };
     Some(NamedPort {
         name: name.to_ascii_lowercase(),
-        protocol: if protocol.is_empty() {
-            "TCP".to_owned()
-        } else {
-            protocol.to_ascii_uppercase()
-        },
+        protocol,
         port: u16::try_from(port).ok().filter(|p| *p > 0)?,
     })
+}
+
+/// `items` through `f`, into a `Vec` of exactly the kept ones' length.
+fn exact<T, U>(items: &[T], f: impl FnMut(&T) -> Option<U>) -> Vec<U> {
+    fitted(items.iter().filter_map(f).collect())
+}
+
+/// `v` in an allocation of exactly its length (`collect` from a filter
+/// starts at four places and doubles), moved rather than shrunk in place,
+/// which would leave the rest of the old block as a hole in the heap.
+fn fitted<T>(mut v: Vec<T>) -> Vec<T> {
+    if v.capacity() == v.len() {
+        return v;
+    }
+    let mut out = Vec::with_capacity(v.len());
+    out.append(&mut v);
+    out
+}
+
+/// One `Arc<str>` per distinct string, shared by whatever names it.
+#[derive(Default)]
+struct Names(HashMap<String, Arc<str>>);
+
+impl Names {
+    fn get(&mut self, name: String) -> Arc<str> {
+        if let Some(shared) = self.0.get(&name) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(name.as_str());
+        self.0.insert(name, shared.clone());
+        shared
+    }
 }
 
 impl ClusterIndex {
     /// The index of `services` with the ready addresses of `endpoints`;
     /// `serial` is what the zone's SOA says (it grows with each index).
+    /// Of two Services with the same namespace and name, the later counts.
     pub fn build(
         services: &[v1::Service],
         endpoints: &[v1::Endpoints],
@@ -125,10 +172,8 @@ impl ClusterIndex {
                 subsets_by_name.insert(key, e.subsets.as_slice());
             }
         }
-        let mut index = ClusterIndex {
-            serial,
-            ..ClusterIndex::default()
-        };
+        let mut namespaces = Names::default();
+        let mut entries = Vec::with_capacity(services.len());
         for service in services {
             let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
                 continue;
@@ -149,90 +194,109 @@ impl ClusterIndex {
                     Err(_) => continue,
                 }
             };
-            let ports = spec
-                .ports
-                .iter()
-                .filter_map(|p| named_port(&p.name, &p.protocol, p.port))
-                .collect();
-            let subsets: Vec<Subset> = subsets_by_name
-                .get(&(meta.namespace.as_str(), meta.name.as_str()))
-                .copied()
-                .unwrap_or_default()
-                .iter()
-                .map(|s| Subset {
-                    addresses: s
-                        .addresses
-                        .iter()
-                        .filter_map(|a| {
-                            Some(EndpointAddress {
-                                ip: a.ip.parse().ok()?,
-                                hostname: a.hostname.to_ascii_lowercase(),
-                            })
+            let ports = exact(&spec.ports, |p| named_port(&p.name, &p.protocol, p.port));
+            let subsets = exact(
+                subsets_by_name
+                    .get(&(meta.namespace.as_str(), meta.name.as_str()))
+                    .copied()
+                    .unwrap_or_default(),
+                |s| {
+                    let addresses = exact(&s.addresses, |a| {
+                        Some(EndpointAddress {
+                            ip: a.ip.parse().ok()?,
+                            hostname: a.hostname.to_ascii_lowercase(),
                         })
-                        .collect(),
-                    ports: s
-                        .ports
-                        .iter()
-                        .filter_map(|p| named_port(&p.name, &p.protocol, p.port))
-                        .collect(),
-                })
-                .filter(|s| !s.addresses.is_empty())
-                .collect();
-            let namespace = meta.namespace.to_ascii_lowercase();
-            let name = meta.name.to_ascii_lowercase();
-            let names = |endpoint| ReverseEntry {
-                namespace: namespace.clone(),
-                service: name.clone(),
-                endpoint,
-            };
-            if let ServiceAddress::ClusterIp(ip) = &address {
-                index.reverse.entry(*ip).or_default().push(names(None));
-            }
-            for endpoint in subsets.iter().flat_map(|s| &s.addresses) {
-                let reverse = names(Some(endpoint.label()));
-                index.reverse.entry(endpoint.ip).or_default().push(reverse);
-            }
+                    });
+                    let ports = exact(&s.ports, |p| named_port(&p.name, &p.protocol, p.port));
+                    (!addresses.is_empty()).then_some(Subset { addresses, ports })
+                },
+            );
+            let namespace = namespaces.get(meta.namespace.to_ascii_lowercase());
+            let name: Arc<str> = Arc::from(meta.name.to_ascii_lowercase());
             let entry = ServiceEntry {
                 address,
                 ports,
                 subsets,
             };
-            let in_namespace = index.namespaces.entry(namespace).or_default();
-            in_namespace.insert(name, entry);
+            entries.push((namespace, name, entry));
         }
-        for names in index.reverse.values_mut() {
-            names.sort();
-            names.dedup();
+        // A stable sort keeps a name's Services in list order; the last
+        // of each is the one kept.
+        entries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+        let mut services: Vec<(Arc<str>, Arc<str>, ServiceEntry)> =
+            Vec::with_capacity(entries.len());
+        for entry in entries {
+            match services.last_mut() {
+                Some(last) if (&last.0, &last.1) == (&entry.0, &entry.1) => *last = entry,
+                _ => services.push(entry),
+            }
         }
-        index
+        let services = fitted(services);
+        let mut labels: HashMap<(Ipv4Addr, &str), Arc<str>> = HashMap::new();
+        let mut reverse: Vec<(Ipv4Addr, ReverseEntry)> = Vec::new();
+        for (namespace, name, entry) in &services {
+            let names = |endpoint| ReverseEntry {
+                namespace: namespace.clone(),
+                service: name.clone(),
+                endpoint,
+            };
+            if let ServiceAddress::ClusterIp(ip) = &entry.address {
+                reverse.push((*ip, names(None)));
+            }
+            for endpoint in entry.subsets.iter().flat_map(|s| &s.addresses) {
+                let label = labels
+                    .entry((endpoint.ip, endpoint.hostname.as_str()))
+                    .or_insert_with(|| Arc::from(endpoint.label()))
+                    .clone();
+                reverse.push((endpoint.ip, names(Some(label))));
+            }
+        }
+        drop(labels);
+        reverse.sort();
+        reverse.dedup();
+        let (reverse_ips, reverse_entries) = reverse.into_iter().unzip();
+        ClusterIndex {
+            services,
+            reverse_ips,
+            reverse_entries,
+            serial,
+        }
+    }
+
+    /// Where the Services of `namespace` are in `services`.
+    fn namespace_range(&self, namespace: &str) -> std::ops::Range<usize> {
+        let start = self.services.partition_point(|s| &*s.0 < namespace);
+        let end = self.services.partition_point(|s| &*s.0 <= namespace);
+        start..end
     }
 
     /// The Service `namespace/name` (both lowercase).
     pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceEntry> {
-        self.namespaces.get(namespace)?.get(name)
+        let at = self
+            .services
+            .binary_search_by(|s| (&*s.0, &*s.1).cmp(&(namespace, name)))
+            .ok()?;
+        Some(&self.services[at].2)
     }
 
     /// Whether any Service lives in `namespace`.
     pub fn has_namespace(&self, namespace: &str) -> bool {
-        self.namespaces.contains_key(namespace)
+        !self.namespace_range(namespace).is_empty()
     }
 
     /// The Services of `namespace`, by name.
     pub fn services_in(&self, namespace: &str) -> Vec<(&str, &ServiceEntry)> {
-        let mut out: Vec<(&str, &ServiceEntry)> = self
-            .namespaces
-            .get(namespace)
-            .into_iter()
-            .flatten()
-            .map(|(name, entry)| (name.as_str(), entry))
-            .collect();
-        out.sort_by_key(|(name, _)| *name);
-        out
+        self.services[self.namespace_range(namespace)]
+            .iter()
+            .map(|(_, name, entry)| (&**name, entry))
+            .collect()
     }
 
     /// What points at `ip`.
     pub fn reverse(&self, ip: Ipv4Addr) -> &[ReverseEntry] {
-        self.reverse.get(&ip).map(Vec::as_slice).unwrap_or_default()
+        let start = self.reverse_ips.partition_point(|x| *x < ip);
+        let end = self.reverse_ips.partition_point(|x| *x <= ip);
+        &self.reverse_entries[start..end]
     }
 
     /// The zone's SOA serial for this index.
@@ -242,11 +306,11 @@ impl ClusterIndex {
 
     /// How many Services it holds.
     pub fn len(&self) -> usize {
-        self.namespaces.values().map(HashMap::len).sum()
+        self.services.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.namespaces.is_empty()
+        self.services.is_empty()
     }
 }
 
@@ -428,6 +492,48 @@ pub(crate) mod tests {
         assert_eq!(names, ["ext", "pg"]);
         assert!(index.has_namespace("db"));
         assert!(!index.has_namespace("nowhere"));
+    }
+
+    #[test]
+    fn names_are_shared_lists_are_exact_and_the_later_of_two_services_counts() {
+        let services = [
+            service("default", "web", "10.43.0.11", &[("http", "tcp", 80)]),
+            service("default", "api", "10.43.0.12", &[("grpc", "quic", 81)]),
+            service("default", "web", "10.43.0.13", &[("http", "UDP", 80)]),
+        ];
+        let eps = [
+            endpoints("default", "web", &[("10.42.1.5", "")], &[]),
+            endpoints("default", "api", &[("10.42.1.5", "")], &[]),
+        ];
+        let index = ClusterIndex::build(&services, &eps, 1);
+        assert_eq!(index.len(), 2);
+        let web = index.service("default", "web").unwrap();
+        assert_eq!(
+            web.address,
+            ServiceAddress::ClusterIp(Ipv4Addr::new(10, 43, 0, 13)),
+            "the later of two Services with one name counts"
+        );
+        assert_eq!(web.ports[0].protocol, "UDP");
+        assert_eq!(web.ports.capacity(), 1, "a list is allocated at its length");
+        assert_eq!(web.subsets.capacity(), 1);
+        assert_eq!(web.subsets[0].addresses.capacity(), 1);
+        let api = index.service("default", "api").unwrap();
+        assert!(
+            api.ports.is_empty(),
+            "a protocol the API refuses has no name"
+        );
+        // Both Services name the one pod: one label, one namespace, shared.
+        let [first, second] = index.reverse(Ipv4Addr::new(10, 42, 1, 5)) else {
+            panic!("two names for the pod");
+        };
+        assert_eq!((&*first.service, &*second.service), ("api", "web"));
+        assert!(Arc::ptr_eq(&first.namespace, &second.namespace));
+        let (a, b) = (first.endpoint.as_ref(), second.endpoint.as_ref());
+        assert!(Arc::ptr_eq(a.unwrap(), b.unwrap()));
+        assert_eq!(a.map(|l| &**l), Some("10-42-1-5"));
+        // The replaced address names nothing.
+        assert!(index.reverse(Ipv4Addr::new(10, 43, 0, 11)).is_empty());
+        assert_eq!(index.reverse(Ipv4Addr::new(10, 43, 0, 13)).len(), 1);
     }
 
     #[test]

@@ -75,8 +75,9 @@ fn field(protocol: &str, name: &str) -> Value {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceRule {
     pub cluster_ip: Ipv4Addr,
-    /// "tcp" or "udp".
-    pub protocol: String,
+    /// "tcp" or "udp" (static: a thousand Services' rules are held
+    /// twice, as wanted and as applied).
+    pub protocol: &'static str,
     pub port: u16,
     /// Ready endpoints: pod address and port.
     pub endpoints: Vec<(Ipv4Addr, u16)>,
@@ -304,7 +305,7 @@ impl<'a> PortKey<'a> {
     fn of(service: &'a ServiceRule) -> PortKey<'a> {
         PortKey {
             ip: service.cluster_ip,
-            protocol: &service.protocol,
+            protocol: service.protocol,
             port: service.port,
         }
     }
@@ -354,7 +355,7 @@ fn map_elements(services: &[ServiceRule]) -> std::collections::BTreeMap<MapKey<'
     let mut elements = std::collections::BTreeMap::new();
     for service in services {
         let to = PortKey::of(service);
-        let protocol = service.protocol.as_str();
+        let protocol = service.protocol;
         let exposure = &service.exposure;
         elements
             .entry(MapKey::Address(service.cluster_ip, protocol, service.port))
@@ -402,7 +403,7 @@ fn service_block(scope: TableScope, service: &ServiceRule) -> ServiceBlock {
     let exposure = &service.exposure;
     let mut chains = EndpointChains {
         batch: &mut batch,
-        protocol: &service.protocol,
+        protocol: service.protocol,
         affinity_seconds: exposure.affinity_seconds,
         affinity_sets: Vec::new(),
     };
@@ -443,7 +444,7 @@ fn service_block(scope: TableScope, service: &ServiceRule) -> ServiceBlock {
     if let Some(pick) = internal_verdict {
         let to_cluster_ip = [
             json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": service.cluster_ip.to_string()}}),
-            json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": service.port}}),
+            json!({"match": {"op": "==", "left": field(service.protocol, "dport"), "right": service.port}}),
         ];
         for expr in pick.rules(&to_cluster_ip, None) {
             batch.push(rule(&base, expr));
@@ -823,7 +824,7 @@ fn external_rules(
 ) {
     let exposure = &service.exposure;
     let rule = |chain: &str, expr: Vec<Value>| json!({"add": {"rule": {"family": "ip", "table": TABLE, "chain": chain, "expr": expr}}});
-    let dport = |port: u16| json!({"match": {"op": "==", "left": field(&service.protocol, "dport"), "right": port}});
+    let dport = |port: u16| json!({"match": {"op": "==", "left": field(service.protocol, "dport"), "right": port}});
     let daddr = |ip: &Ipv4Addr| json!({"match": {"op": "==", "left": field("ip", "daddr"), "right": ip.to_string()}});
     // Which packets are "external traffic to this port": one match list
     // per destination.
@@ -1124,7 +1125,7 @@ mod tests {
         // A kube-dns Service with an endpoint somewhere must not win.
         let kube_dns = ServiceRule {
             cluster_ip: "10.43.0.10".parse().unwrap(),
-            protocol: "udp".into(),
+            protocol: "udp",
             port: 53,
             endpoints: vec![("10.42.9.9".parse().unwrap(), 53)],
             exposure: Exposure::default(),
@@ -1184,7 +1185,7 @@ mod tests {
     fn a_service_spreads_over_its_endpoints_and_one_without_any_is_refused() {
         let web = ServiceRule {
             cluster_ip: "10.43.0.11".parse().unwrap(),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: vec![
                 ("10.42.3.5".parse().unwrap(), 8080),
@@ -1195,7 +1196,7 @@ mod tests {
         };
         let many = ServiceRule {
             cluster_ip: "10.43.0.14".parse().unwrap(),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: (1..=9)
                 .map(|i| (Ipv4Addr::new(10, 42, 6, i), 8080))
@@ -1204,14 +1205,14 @@ mod tests {
         };
         let single = ServiceRule {
             cluster_ip: "10.43.0.12".parse().unwrap(),
-            protocol: "udp".into(),
+            protocol: "udp",
             port: 53,
             endpoints: vec![("10.42.4.9".parse().unwrap(), 5353)],
             exposure: Exposure::default(),
         };
         let empty = ServiceRule {
             cluster_ip: "10.43.0.13".parse().unwrap(),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: vec![],
             exposure: Exposure::default(),
@@ -1313,7 +1314,7 @@ mod tests {
     fn exposed(exposure: Exposure, endpoints: &[&str]) -> ServiceRule {
         ServiceRule {
             cluster_ip: "10.43.0.20".parse().unwrap(),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: endpoints
                 .iter()
@@ -1546,7 +1547,7 @@ mod tests {
         let many: Vec<ServiceRule> = (1..=50u8)
             .map(|i| ServiceRule {
                 cluster_ip: Ipv4Addr::new(10, 43, 1, i),
-                protocol: "tcp".into(),
+                protocol: "tcp",
                 port: 80,
                 endpoints: vec![
                     (Ipv4Addr::new(10, 42, 4, i), 8080),
@@ -1623,7 +1624,7 @@ mod tests {
         replaced.remove(9);
         replaced.push(ServiceRule {
             cluster_ip: "10.43.2.1".parse().unwrap(),
-            protocol: "udp".into(),
+            protocol: "udp",
             port: 53,
             endpoints: vec![("10.42.4.1".parse().unwrap(), 5353)],
             exposure: Exposure {
@@ -1662,7 +1663,7 @@ mod tests {
         let ep = |last: u8| (Ipv4Addr::new(10, 42, 4, last), 8080);
         let rule = |ip: u8, affinity: Option<u32>, endpoints: &[u8]| ServiceRule {
             cluster_ip: Ipv4Addr::new(10, 43, 1, ip),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: endpoints.iter().map(|e| ep(*e)).collect(),
             exposure: Exposure {
@@ -1713,7 +1714,7 @@ mod tests {
     fn a_key_two_services_claim_leads_to_the_first_and_moves_when_it_goes() {
         let claim = |ip: [u8; 4], node_port: u16| ServiceRule {
             cluster_ip: Ipv4Addr::from(ip),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints: vec![("10.42.4.1".parse().unwrap(), 8080)],
             exposure: Exposure {

@@ -85,11 +85,12 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
                 .unwrap_or(DEFAULT_AFFINITY_SECONDS)
         });
         for port in &spec.ports {
-            let protocol = port.protocol.to_lowercase();
-            let (Ok(number), true) = (
-                u16::try_from(port.port),
-                protocol == "tcp" || protocol == "udp",
-            ) else {
+            let protocol = match port.protocol.as_str() {
+                p if p.eq_ignore_ascii_case("tcp") => "tcp",
+                p if p.eq_ignore_ascii_case("udp") => "udp",
+                _ => continue,
+            };
+            let Ok(number) = u16::try_from(port.port) else {
                 continue;
             };
             let mut targets = Vec::new();
@@ -112,6 +113,8 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
             }
             targets.sort();
             targets.dedup();
+            // Exactly as long as it is: held twice, for every port.
+            let targets = targets.into_boxed_slice().into_vec();
             let node_port = u16::try_from(port.node_port)
                 .ok()
                 .filter(|p| exposed && *p != 0);
@@ -380,7 +383,7 @@ mod tests {
         let rules = rules(&services, &eps);
         assert_eq!(rules.len(), 3, "{rules:?}");
         let http = &rules[0];
-        assert_eq!((http.protocol.as_str(), http.port), ("tcp", 80));
+        assert_eq!((http.protocol, http.port), ("tcp", 80));
         assert_eq!(
             http.endpoints,
             vec![
@@ -389,7 +392,7 @@ mod tests {
             ],
             "ready addresses only, sorted"
         );
-        assert_eq!((rules[1].protocol.as_str(), rules[1].port), ("udp", 53));
+        assert_eq!((rules[1].protocol, rules[1].port), ("udp", 53));
         assert_eq!(rules[1].endpoints[0].1, 5353);
         // A Service without Endpoints gets a rule with nowhere to go (and
         // so no nftables rule); a headless one gets none.

@@ -90,7 +90,7 @@ fn pod_ips(i: usize, change: Option<usize>) -> [Ipv4Addr; 2] {
 fn rule(i: usize, change: Option<usize>) -> ServiceRule {
     ServiceRule {
         cluster_ip: cluster_ip(i),
-        protocol: "tcp".into(),
+        protocol: "tcp",
         port: 80,
         endpoints: pod_ips(i, change).map(|ip| (ip, 8080)).to_vec(),
         exposure: Exposure {

@@ -55,7 +55,7 @@ fn service(i: u8, rng: &mut impl Rng) -> ServiceRule {
     let exposed = rng.random_bool(0.5);
     ServiceRule {
         cluster_ip: Ipv4Addr::new(10, 43, 1, i),
-        protocol: if i % 3 == 0 { "udp" } else { "tcp" }.into(),
+        protocol: if i % 3 == 0 { "udp" } else { "tcp" },
         port: 80,
         endpoints,
         exposure: Exposure {
@@ -276,7 +276,7 @@ fn a_replaced_endpoint_takes_its_places_chain_and_set_without_the_old_clients() 
         let endpoint = |last: u8| (Ipv4Addr::new(10, 42, 3, last), 8080);
         let service = |endpoints: Vec<(Ipv4Addr, u16)>| ServiceRule {
             cluster_ip: Ipv4Addr::new(10, 43, 1, 1),
-            protocol: "tcp".into(),
+            protocol: "tcp",
             port: 80,
             endpoints,
             exposure: Exposure {
