@@ -5,8 +5,12 @@
 //!
 //! Dropping the handle force-deletes the tasks it still runs (through its
 //! own API, with `ctr`), stops it by the PID this harness started (SIGTERM,
-//! SIGKILL after 5 s), detaches whatever is still mounted under its dir and
-//! removes the dir, also when a test fails.
+//! SIGKILL after 5 s), kills any shim of its own that outlived that (one
+//! whose task was still being made when the agent went away, so `ctr` never
+//! listed it: found by this containerd's socket in the shim's arguments,
+//! with the shim's descendants, such as a `runc init`), detaches whatever
+//! is still mounted under its dir and removes the dir, also when a test
+//! fails.
 
 use std::ffi::OsString;
 use std::io::Read;
@@ -221,8 +225,79 @@ impl Drop for PrivateContainerd {
             self.delete_tasks();
         }
         terminate(&mut self.child, STOP_GRACE);
+        for shim in shims_of(Path::new("/proc"), &self.socket) {
+            kill_with_descendants(Path::new("/proc"), shim);
+        }
         unmount_all_under(self.dir.path());
         // `self.dir` is removed when the fields drop, right after this.
+    }
+}
+
+/// The shim processes serving the containerd whose socket is `socket`:
+/// each is started with `-address <socket>`, and this harness gives every
+/// containerd a socket of its own, so no other containerd's shim matches.
+fn shims_of(proc_root: &Path, socket: &Path) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir(proc_root) else {
+        return Vec::new();
+    };
+    let socket = socket.as_os_str().as_encoded_bytes();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_shim = args.first().is_some_and(|a| {
+                let name = a.rsplit(|b| *b == b'/').next().unwrap_or(a);
+                name.starts_with(b"containerd-shim")
+            });
+            is_shim
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"-address" && w[1] == socket)
+        })
+        .collect()
+}
+
+/// SIGKILLs `pid`'s descendants, deepest first, then `pid`: a shim whose
+/// containerd is gone has nobody left to stop its container.
+fn kill_with_descendants(proc_root: &Path, pid: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let parents: Vec<(i32, i32)> = std::fs::read_dir(proc_root)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child = e.file_name().to_str()?.parse::<i32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // After the command name's ')': state, then the parent's PID.
+            let parent = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut order = vec![pid];
+    let mut i = 0;
+    while i < order.len() {
+        let parent = order[i];
+        order.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| *p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    for victim in order.iter().rev() {
+        let _ = kill(Pid::from_raw(*victim), Signal::SIGKILL);
     }
 }
 
@@ -325,5 +400,72 @@ mod tests {
         assert_eq!(unescape_mountinfo("/a\\040b"), OsString::from("/a b"));
         assert_eq!(unescape_mountinfo("/plain"), OsString::from("/plain"));
         assert_eq!(unescape_mountinfo("/end\\04"), OsString::from("/end\\04"));
+    }
+
+    /// A fake `/proc` entry: `pid` with these arguments.
+    fn process(root: &Path, pid: i32, args: &[&str]) {
+        let dir = root.join(pid.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cmdline = args.join("\0");
+        cmdline.push('\0');
+        std::fs::write(dir.join("cmdline"), cmdline).unwrap();
+    }
+
+    #[test]
+    fn only_the_shims_of_this_containerds_socket_are_found() {
+        let root = tempfile::tempdir().unwrap();
+        let ours = "/tmp/skiff-containerd-a/containerd.sock";
+        let shim = "/usr/bin/containerd-shim-runc-v2";
+        process(
+            root.path(),
+            10,
+            &[shim, "-namespace", "x", "-address", ours],
+        );
+        process(
+            root.path(),
+            11,
+            &[shim, "-address", "/tmp/other/containerd.sock"],
+        );
+        // Not a shim, though it names the socket.
+        process(root.path(), 12, &["/usr/bin/ctr", "-address", ours]);
+        // The socket as a prefix of another path is not it.
+        process(root.path(), 13, &[shim, "-address", &format!("{ours}.2")]);
+        std::fs::create_dir_all(root.path().join("self")).unwrap();
+        assert_eq!(shims_of(root.path(), Path::new(ours)), [10]);
+    }
+
+    #[test]
+    fn a_process_and_its_descendants_are_killed() {
+        let mut child = Command::new("sh")
+            .args(["-c", "sleep 60 & sleep 60 & wait"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let children = |pid: i32| -> Vec<i32> {
+            let path = format!("/proc/{pid}/task/{pid}/children");
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect()
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while children(pid).len() < 2 {
+            assert!(Instant::now() < deadline, "the two sleeps never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let sleeps = children(pid);
+        kill_with_descendants(Path::new("/proc"), pid);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "the shell was killed");
+        for sleep in sleeps {
+            // Reparented and reaped, or a zombie: either way not running.
+            let state = std::fs::read_to_string(format!("/proc/{sleep}/stat")).unwrap_or_default();
+            let running = state
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|s| s != "Z");
+            assert!(!running, "sleep {sleep} was killed: {state}");
+        }
     }
 }
