@@ -21,7 +21,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio::task::JoinHandle;
 
-use super::common::round;
+use super::common::{round, round_fine};
 use crate::etcd_api::kv_client::KvClient;
 use crate::etcd_api::PutRequest;
 use crate::etcd_cluster::{self, EtcdCluster};
@@ -216,6 +216,9 @@ struct Load {
     run: ClientRun,
     elapsed: Duration,
     cpu_seconds: f64,
+    /// What this process (the clients) used meanwhile: on a small
+    /// machine the load generator shares the cores with the servers.
+    client_cpu_seconds: f64,
     max_rss_bytes: u64,
 }
 
@@ -235,6 +238,21 @@ impl Load {
     fn cpu_cores(&self) -> f64 {
         self.cpu_seconds / self.elapsed.as_secs_f64()
     }
+
+    fn client_cpu_cores(&self) -> f64 {
+        self.client_cpu_seconds / self.elapsed.as_secs_f64()
+    }
+
+    /// The servers' CPU milliseconds per acknowledged write.
+    fn cpu_ms_per_write(&self) -> Option<f64> {
+        let writes = self.acknowledged();
+        (writes > 0).then(|| self.cpu_seconds * 1000.0 / writes as f64)
+    }
+}
+
+/// The CPU seconds this process (the bench's clients) has used.
+fn own_cpu_seconds() -> std::io::Result<f64> {
+    proc_stats::cpu_seconds(Path::new("/proc"), std::process::id())
 }
 
 /// A sample of each server process.
@@ -283,6 +301,7 @@ async fn measure_skiff(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
     );
 
     let before = sample_all(&pids).context("reading master CPU time")?;
+    let client_before = own_cpu_seconds()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
@@ -303,6 +322,7 @@ async fn measure_skiff(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
     }
     let run = join_clients(tasks).await?;
     let elapsed = started.elapsed();
+    let client_cpu_seconds = own_cpu_seconds()? - client_before;
     let after = sample_all(&pids).context("reading master CPU time")?;
     let (cpu_seconds, max_rss_bytes) = usage(&before, &after);
     drop(cluster);
@@ -311,6 +331,7 @@ async fn measure_skiff(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
         run,
         elapsed,
         cpu_seconds,
+        client_cpu_seconds,
         max_rss_bytes,
     })
 }
@@ -341,6 +362,7 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
     );
 
     let before = sample_all(&pids).context("reading etcd CPU time")?;
+    let client_before = own_cpu_seconds()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for c in 0..args.clients {
@@ -362,6 +384,7 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
     }
     let run = join_clients(tasks).await?;
     let elapsed = started.elapsed();
+    let client_cpu_seconds = own_cpu_seconds()? - client_before;
     let after = sample_all(&pids).context("reading etcd CPU time")?;
     let (cpu_seconds, max_rss_bytes) = usage(&before, &after);
     drop(cluster);
@@ -369,6 +392,7 @@ async fn measure_etcd(args: &StoreArgs, dir: &Path) -> anyhow::Result<Load> {
         run,
         elapsed,
         cpu_seconds,
+        client_cpu_seconds,
         max_rss_bytes,
     })
 }
@@ -391,6 +415,8 @@ fn etcd_figures(
         "etcd_p99_ms": round(etcd.percentile_ms(99.0)),
         "etcd_max_ms": round(etcd.percentile_ms(100.0)),
         "etcd_cpu_cores": round(etcd.cpu_cores()),
+        "etcd_cpu_ms_per_write": etcd.cpu_ms_per_write().map(round_fine),
+        "etcd_client_cpu_cores": round(etcd.client_cpu_cores()),
         "max_etcd_rss_mib": round(mib(etcd.max_rss_bytes)),
         "ratio": ratio(skiff.writes_per_sec(), etcd.writes_per_sec()).map(round),
     })
@@ -424,6 +450,8 @@ pub async fn run(args: StoreArgs) -> anyhow::Result<serde_json::Value> {
         "p99_ms": round(skiff.percentile_ms(99.0)),
         "max_ms": round(skiff.percentile_ms(100.0)),
         "masters_cpu_cores": round(skiff.cpu_cores()),
+        "masters_cpu_ms_per_write": skiff.cpu_ms_per_write().map(round_fine),
+        "client_cpu_cores": round(skiff.client_cpu_cores()),
         "max_master_rss_mib": round(mib(skiff.max_rss_bytes)),
         "fsync_before_ack": true,
     });
