@@ -261,12 +261,9 @@ fn shims_of(proc_root: &Path, socket: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// SIGKILLs `pid`'s descendants, deepest first, then `pid`: a shim whose
-/// containerd is gone has nobody left to stop its container.
-fn kill_with_descendants(proc_root: &Path, pid: i32) {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    let parents: Vec<(i32, i32)> = std::fs::read_dir(proc_root)
+/// Every process's parent, from one pass over `proc_root`.
+fn parent_pids(proc_root: &Path) -> Vec<(i32, i32)> {
+    std::fs::read_dir(proc_root)
         .into_iter()
         .flatten()
         .flatten()
@@ -283,18 +280,45 @@ fn kill_with_descendants(proc_root: &Path, pid: i32) {
                 .ok()?;
             Some((child, parent))
         })
-        .collect();
+        .collect()
+}
+
+/// SIGKILLs `pid`'s descendants, deepest first, then `pid`: a shim whose
+/// containerd is gone has nobody left to stop its container. Each process
+/// is stopped (SIGSTOP) as it is found, so that none forks or reaps while
+/// the tree is read (a stopped parent's exited child stays a zombie and
+/// keeps its PID, which therefore cannot pass to another process), and the
+/// tree is read again until no new descendant shows. PID 1 and below, and
+/// this process, are never signalled.
+fn kill_with_descendants(proc_root: &Path, pid: i32) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let ours = i32::try_from(std::process::id()).unwrap_or(0);
+    let signallable = |p: i32| p > 1 && p != ours;
+    if !signallable(pid) {
+        return;
+    }
     let mut order = vec![pid];
-    let mut i = 0;
-    while i < order.len() {
-        let parent = order[i];
-        order.extend(
-            parents
-                .iter()
-                .filter(|(_, p)| *p == parent)
-                .map(|(c, _)| *c),
-        );
-        i += 1;
+    let mut found: std::collections::HashSet<i32> = [pid].into();
+    let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
+    loop {
+        let parents = parent_pids(proc_root);
+        let mut new = false;
+        let mut i = 0;
+        while i < order.len() {
+            let parent = order[i];
+            for (child, _) in parents.iter().filter(|(_, p)| *p == parent) {
+                if signallable(*child) && found.insert(*child) {
+                    let _ = kill(Pid::from_raw(*child), Signal::SIGSTOP);
+                    order.push(*child);
+                    new = true;
+                }
+            }
+            i += 1;
+        }
+        if !new {
+            break;
+        }
     }
     for victim in order.iter().rev() {
         let _ = kill(Pid::from_raw(*victim), Signal::SIGKILL);
@@ -442,11 +466,10 @@ mod tests {
             .unwrap();
         let pid = i32::try_from(child.id()).unwrap();
         let children = |pid: i32| -> Vec<i32> {
-            let path = format!("/proc/{pid}/task/{pid}/children");
-            std::fs::read_to_string(path)
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter_map(|c| c.parse().ok())
+            parent_pids(Path::new("/proc"))
+                .into_iter()
+                .filter(|(_, parent)| *parent == pid)
+                .map(|(child, _)| child)
                 .collect()
         };
         let deadline = Instant::now() + Duration::from_secs(10);

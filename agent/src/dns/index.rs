@@ -114,7 +114,8 @@ fn named_port(name: &str, protocol: &str, port: i32) -> Option<NamedPort> {
         p if p.eq_ignore_ascii_case("TCP") => "TCP",
         p if p.eq_ignore_ascii_case("UDP") => "UDP",
         p if p.eq_ignore_ascii_case("SCTP") => "SCTP",
-        // Not a protocol the API lets through: no name to give it.
+        // Not one Kubernetes allows (the API refuses it on a Service's
+        // ports): no record to give it.
         _ => return None,
     };
     Some(NamedPort {
@@ -254,11 +255,11 @@ impl ClusterIndex {
         drop(labels);
         reverse.sort();
         reverse.dedup();
-        let (reverse_ips, reverse_entries) = reverse.into_iter().unzip();
+        let (reverse_ips, reverse_entries): (Vec<_>, Vec<_>) = reverse.into_iter().unzip();
         ClusterIndex {
             services,
-            reverse_ips,
-            reverse_entries,
+            reverse_ips: fitted(reverse_ips),
+            reverse_entries: fitted(reverse_entries),
             serial,
         }
     }

@@ -85,7 +85,9 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
                 .unwrap_or(DEFAULT_AFFINITY_SECONDS)
         });
         for port in &spec.ports {
+            // Empty is TCP, as Kubernetes defaults it.
             let protocol = match port.protocol.as_str() {
+                "" => "tcp",
                 p if p.eq_ignore_ascii_case("tcp") => "tcp",
                 p if p.eq_ignore_ascii_case("udp") => "udp",
                 _ => continue,
@@ -401,6 +403,24 @@ mod tests {
             "10.43.0.12".parse::<Ipv4Addr>().unwrap()
         );
         assert!(rules[2].endpoints.is_empty());
+    }
+
+    #[test]
+    fn a_port_without_a_protocol_is_tcp_and_one_nftables_cannot_match_has_no_rule() {
+        let services = [service(
+            "web",
+            "10.43.0.11",
+            &[("a", 80, ""), ("b", 81, "sctp"), ("c", 82, "udp")],
+        )];
+        let eps = [endpoints(
+            "web",
+            &["10.42.1.5"],
+            &[("a", 8080, ""), ("b", 8081, "SCTP"), ("c", 8082, "UDP")],
+        )];
+        let rules = rules(&services, &eps);
+        let ports: Vec<(&str, u16)> = rules.iter().map(|r| (r.protocol, r.port)).collect();
+        assert_eq!(ports, [("tcp", 80), ("udp", 82)]);
+        assert_eq!(rules[0].endpoints, [("10.42.1.5".parse().unwrap(), 8080)]);
     }
 
     #[test]
