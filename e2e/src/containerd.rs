@@ -482,13 +482,27 @@ mod tests {
         let status = child.wait().unwrap();
         assert!(!status.success(), "the shell was killed");
         for sleep in sleeps {
-            // Reparented and reaped, or a zombie: either way not running.
-            let state = std::fs::read_to_string(format!("/proc/{sleep}/stat")).unwrap_or_default();
-            let running = state
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .is_some_and(|s| s != "Z");
-            assert!(!running, "sleep {sleep} was killed: {state}");
+            // Reparented and reaped, or a zombie: either way gone. A
+            // process killed while stopped takes a moment to wake and
+            // exit, so it is given a few seconds (a sleep spared would
+            // still be there after 60).
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                let state =
+                    std::fs::read_to_string(format!("/proc/{sleep}/stat")).unwrap_or_default();
+                let gone = state
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .is_none_or(|s| s == "Z");
+                if gone {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "sleep {sleep} was not killed: {state}"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
