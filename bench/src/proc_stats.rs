@@ -76,31 +76,6 @@ pub fn sample(proc_root: &Path, pid: u32) -> std::io::Result<ProcSample> {
     })
 }
 
-/// `pid`'s descendants: the children of each of its threads
-/// (`/proc/<pid>/task/<tid>/children`), theirs, and so on.
-pub fn descendants(proc_root: &Path, pid: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    let mut parents = vec![pid];
-    while let Some(parent) = parents.pop() {
-        let tasks = proc_root.join(parent.to_string()).join("task");
-        let Ok(threads) = std::fs::read_dir(tasks) else {
-            continue;
-        };
-        for thread in threads.flatten() {
-            let children = std::fs::read_to_string(thread.path().join("children"));
-            for child in children.unwrap_or_default().split_whitespace() {
-                if let Ok(child) = child.parse::<u32>() {
-                    if !found.contains(&child) {
-                        found.push(child);
-                        parents.push(child);
-                    }
-                }
-            }
-        }
-    }
-    found
-}
-
 /// The processes with an argument containing `needle`
 /// (`/proc/<pid>/cmdline`).
 pub fn pids_with_argument(proc_root: &Path, needle: &str) -> Vec<u32> {
@@ -189,23 +164,13 @@ mod tests {
     }
 
     #[test]
-    fn finds_descendants_arguments_and_device_writes() {
+    fn finds_arguments_and_device_writes() {
         let root = tempfile::tempdir().unwrap();
         let proc_file = |path: &str, text: &str| {
             let path = root.path().join(path);
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();
             std::fs::write(path, text).unwrap();
         };
-        // 100 has two threads; 101 and 102 are its children, 103 is 101's.
-        proc_file("100/task/100/children", "101 ");
-        proc_file("100/task/107/children", "102");
-        proc_file("101/task/101/children", "103");
-        proc_file("102/task/102/children", "");
-        let mut found = descendants(root.path(), 100);
-        found.sort_unstable();
-        assert_eq!(found, [101, 102, 103]);
-        assert!(descendants(root.path(), 103).is_empty());
-
         let socket = "/var/tmp/x/agent/containerd/containerd.sock";
         let shim = format!("containerd-shim-runc-v2\0-namespace\0skiff\0-address\0{socket}\0");
         proc_file("200/cmdline", &shim);

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use nix::mount::{umount2, MntFlags};
 
-use crate::{file_tail, find_in_path, terminate};
+use crate::{descendants, file_tail, find_in_path, terminate};
 
 /// How long [`PrivateContainerd::start`] waits for the socket.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -236,14 +236,14 @@ impl Drop for PrivateContainerd {
 /// The shim processes serving the containerd whose socket is `socket`:
 /// each is started with `-address <socket>`, and this harness gives every
 /// containerd a socket of its own, so no other containerd's shim matches.
-fn shims_of(proc_root: &Path, socket: &Path) -> Vec<i32> {
+fn shims_of(proc_root: &Path, socket: &Path) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(proc_root) else {
         return Vec::new();
     };
     let socket = socket.as_os_str().as_encoded_bytes();
     entries
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let Ok(cmdline) = std::fs::read(proc_root.join(pid.to_string()).join("cmdline")) else {
                 return false;
@@ -261,28 +261,6 @@ fn shims_of(proc_root: &Path, socket: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// Every process's parent, from one pass over `proc_root`.
-fn parent_pids(proc_root: &Path) -> Vec<(i32, i32)> {
-    std::fs::read_dir(proc_root)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let child = e.file_name().to_str()?.parse::<i32>().ok()?;
-            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
-            // After the command name's ')': state, then the parent's PID.
-            let parent = stat
-                .rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(1)?
-                .parse()
-                .ok()?;
-            Some((child, parent))
-        })
-        .collect()
-}
-
 /// SIGKILLs `pid`'s descendants, deepest first, then `pid`: a shim whose
 /// containerd is gone has nobody left to stop its container. Each process
 /// is stopped (SIGSTOP) as it is found, so that none forks or reaps while
@@ -290,38 +268,36 @@ fn parent_pids(proc_root: &Path) -> Vec<(i32, i32)> {
 /// keeps its PID, which therefore cannot pass to another process), and the
 /// tree is read again until no new descendant shows. PID 1 and below, and
 /// this process, are never signalled.
-fn kill_with_descendants(proc_root: &Path, pid: i32) {
+fn kill_with_descendants(proc_root: &Path, pid: u32) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;
-    let ours = i32::try_from(std::process::id()).unwrap_or(0);
-    let signallable = |p: i32| p > 1 && p != ours;
+    let ours = std::process::id();
+    let signallable = |p: u32| p > 1 && p != ours;
+    let signal = |p: u32, signal: Signal| {
+        if let Ok(p) = i32::try_from(p) {
+            let _ = kill(Pid::from_raw(p), signal);
+        }
+    };
     if !signallable(pid) {
         return;
     }
+    signal(pid, Signal::SIGSTOP);
     let mut order = vec![pid];
-    let mut found: std::collections::HashSet<i32> = [pid].into();
-    let _ = kill(Pid::from_raw(pid), Signal::SIGSTOP);
     loop {
-        let parents = parent_pids(proc_root);
-        let mut new = false;
-        let mut i = 0;
-        while i < order.len() {
-            let parent = order[i];
-            for (child, _) in parents.iter().filter(|(_, p)| *p == parent) {
-                if signallable(*child) && found.insert(*child) {
-                    let _ = kill(Pid::from_raw(*child), Signal::SIGSTOP);
-                    order.push(*child);
-                    new = true;
-                }
-            }
-            i += 1;
-        }
-        if !new {
+        let new: Vec<u32> = descendants(proc_root, pid)
+            .into_iter()
+            .filter(|p| signallable(*p) && !order.contains(p))
+            .collect();
+        if new.is_empty() {
             break;
+        }
+        for p in new {
+            signal(p, Signal::SIGSTOP);
+            order.push(p);
         }
     }
     for victim in order.iter().rev() {
-        let _ = kill(Pid::from_raw(*victim), Signal::SIGKILL);
+        signal(*victim, Signal::SIGKILL);
     }
 }
 
@@ -464,14 +440,8 @@ mod tests {
             .args(["-c", "sleep 60 & sleep 60 & wait"])
             .spawn()
             .unwrap();
-        let pid = i32::try_from(child.id()).unwrap();
-        let children = |pid: i32| -> Vec<i32> {
-            parent_pids(Path::new("/proc"))
-                .into_iter()
-                .filter(|(_, parent)| *parent == pid)
-                .map(|(child, _)| child)
-                .collect()
-        };
+        let pid = child.id();
+        let children = |pid: u32| descendants(Path::new("/proc"), pid);
         let deadline = Instant::now() + Duration::from_secs(10);
         while children(pid).len() < 2 {
             assert!(Instant::now() < deadline, "the two sleeps never started");

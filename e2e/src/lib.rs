@@ -2,8 +2,10 @@
 //! on loopback ports, and helpers to wait for them, kill them and restart
 //! them. Used by the tests in `e2e/tests/` and by `skiff-bench`.
 //!
-//! Processes are only ever signalled through the PIDs this harness started,
-//! and are killed when their handle is dropped, also when a test fails.
+//! Processes are only ever signalled through the PIDs this harness started
+//! (and the shims a private containerd of its own left behind, found by
+//! that containerd's socket), and are killed when their handle is dropped,
+//! also when a test fails.
 
 pub mod agent;
 pub mod bare_https;
@@ -308,6 +310,31 @@ pub(crate) fn terminate(child: &mut Child, grace: Duration) {
     let _ = child.wait();
 }
 
+/// `pid`'s descendants: the children of each of its threads
+/// (`/proc/<pid>/task/<tid>/children`), theirs, and so on.
+pub fn descendants(proc_root: &Path, pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut parents = vec![pid];
+    while let Some(parent) = parents.pop() {
+        let tasks = proc_root.join(parent.to_string()).join("task");
+        let Ok(threads) = std::fs::read_dir(tasks) else {
+            continue;
+        };
+        for thread in threads.flatten() {
+            let children = std::fs::read_to_string(thread.path().join("children"));
+            for child in children.unwrap_or_default().split_whitespace() {
+                if let Ok(child) = child.parse::<u32>() {
+                    if !found.contains(&child) {
+                        found.push(child);
+                        parents.push(child);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 /// The last `lines` lines of a log file, for failure messages.
 pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -318,4 +345,28 @@ pub(crate) fn file_tail(path: &Path, lines: usize) -> String {
         path.display(),
         all[start..].join("\n")
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_descendants() {
+        let root = tempfile::tempdir().unwrap();
+        let proc_file = |path: &str, text: &str| {
+            let path = root.path().join(path);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        };
+        // 100 has two threads; 101 and 102 are its children, 103 is 101's.
+        proc_file("100/task/100/children", "101 ");
+        proc_file("100/task/107/children", "102");
+        proc_file("101/task/101/children", "103");
+        proc_file("102/task/102/children", "");
+        let mut found = descendants(root.path(), 100);
+        found.sort_unstable();
+        assert_eq!(found, [101, 102, 103]);
+        assert!(descendants(root.path(), 103).is_empty());
+    }
 }

@@ -221,18 +221,12 @@ impl ClusterIndex {
             };
             entries.push((namespace, name, entry));
         }
-        // A stable sort keeps a name's Services in list order; the last
-        // of each is the one kept.
+        // Reversed, then a stable sort: a name's Services come latest
+        // first, and the first of each is the one kept.
+        entries.reverse();
         entries.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-        let mut services: Vec<(Arc<str>, Arc<str>, ServiceEntry)> =
-            Vec::with_capacity(entries.len());
-        for entry in entries {
-            match services.last_mut() {
-                Some(last) if (&last.0, &last.1) == (&entry.0, &entry.1) => *last = entry,
-                _ => services.push(entry),
-            }
-        }
-        let services = fitted(services);
+        entries.dedup_by(|later, kept| (&later.0, &later.1) == (&kept.0, &kept.1));
+        let services = fitted(entries);
         let mut labels: HashMap<(Ipv4Addr, &str), Arc<str>> = HashMap::new();
         let mut reverse: Vec<(Ipv4Addr, ReverseEntry)> = Vec::new();
         for (namespace, name, entry) in &services {

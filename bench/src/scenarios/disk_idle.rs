@@ -73,7 +73,7 @@ impl Role {
 fn measured(server_pid: u32, containerd_socket: &Path) -> BTreeMap<u32, Role> {
     let proc_root = Path::new("/proc");
     let mut pids = BTreeMap::from([(server_pid, Role::Skiff)]);
-    for pid in proc_stats::descendants(proc_root, server_pid) {
+    for pid in skiff_e2e::descendants(proc_root, server_pid) {
         let comm = proc_root.join(pid.to_string()).join("comm");
         let role = match std::fs::read_to_string(comm).unwrap_or_default().trim() {
             "containerd" => Role::Containerd,
