@@ -1,33 +1,60 @@
 //! Following whole kinds of cluster objects (Nodes for the overlay;
 //! Services and Endpoints for the Service rules) into a [`KindsReceiver`],
-//! which hands each snapshot over once: the latest when several came while
-//! its consumer was busy, moved out so that no copy of thousands of objects
-//! stays behind it. A background task lists every object of
-//! the kinds from a master's local replica (`Api.List`, serializable),
-//! publishes them as one [`KindsSnapshot`], then watches the kinds from the
-//! listed revisions (`Api.Watch`) and lists again after the first change
-//! (a burst of changes settles for 100 ms into one list), and at least
-//! every minute, so consumers that reconcile on each snapshot repair drift
-//! too. When a list or watch fails it moves to the next master after a
-//! backoff. It ends on shutdown or once every receiver is dropped.
+//! as client-go's informers do: list once, then apply each watch event to
+//! a local copy. The receiver hands each snapshot over once: the latest
+//! when several came while its consumer was busy, moved out so that no
+//! decoded copy of thousands of objects stays behind it.
+//!
+//! A background task lists every object of the kinds from a master's local
+//! replica (`Api.List`, serializable), publishes them as one
+//! [`KindsSnapshot`], and keeps each object encoded ([`KindsCache`]: a few
+//! hundred bytes each, in one buffer per kind, not its decoded form). It
+//! then watches the kinds from the listed revisions (`Api.Watch`) and
+//! applies every event to that copy; a burst of changes settles for 100 ms into one snapshot, decoded
+//! from the copy. So a change costs the masters one event per agent, not a
+//! list of every object of the kinds. At least every minute the copy is
+//! published again, changes or not, so consumers that reconcile on each
+//! snapshot repair drift too. Only when a list or watch fails (a master
+//! going away, or a watch too far behind: `OUT_OF_RANGE`) does it list
+//! again, from the next master after a backoff; what was applied before
+//! the failure is published first. It ends on shutdown or once every
+//! receiver is dropped.
 
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use skiff_proto::api::api_client::ApiClient;
-use skiff_proto::api::{ListRequest, Object, WatchRequest};
+use skiff_proto::api::{EventType, ListRequest, Object, WatchEvent, WatchRequest};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_stream::{Stream, StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
+use tonic::Status;
 
+use super::encoded_objects::EncodedObjects;
 use super::masters::Masters;
 use super::reconnect::Reconnect;
 
-/// Lists again at least this often, changes or not.
-const RESYNC: Duration = Duration::from_secs(60);
-/// A burst of changes settles this long into one list.
-const SETTLE: Duration = Duration::from_millis(100);
+/// How often the follower publishes, and how long it gathers changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FollowTiming {
+    /// The copy is published again at least this often, changes or not.
+    pub resync: Duration,
+    /// A burst of changes settles this long into one snapshot.
+    pub settle: Duration,
+}
+
+impl Default for FollowTiming {
+    fn default() -> FollowTiming {
+        FollowTiming {
+            resync: Duration::from_secs(60),
+            settle: Duration::from_millis(100),
+        }
+    }
+}
 
 /// Every object of the followed kinds (all namespaces), as one master's
 /// local replica had them.
@@ -62,6 +89,73 @@ impl KindsSnapshot {
     }
 }
 
+/// The follower's own copy of the followed kinds: each kind's objects
+/// encoded (as the master sent them) in one buffer, by namespace and name
+/// ([`EncodedObjects`]), and the revision each kind's copy reflects.
+#[derive(Debug)]
+pub struct KindsCache {
+    kinds: Vec<String>,
+    objects: Vec<EncodedObjects>,
+    revisions: Vec<u64>,
+}
+
+impl KindsCache {
+    /// An empty copy of `kinds`, at revision 0.
+    pub fn new(kinds: &[String]) -> KindsCache {
+        KindsCache {
+            kinds: kinds.to_vec(),
+            objects: kinds.iter().map(|_| EncodedObjects::default()).collect(),
+            revisions: vec![0; kinds.len()],
+        }
+    }
+
+    /// Replaces the copy with a complete `snapshot` of the same kinds.
+    pub fn replace(&mut self, snapshot: &KindsSnapshot) {
+        for (i, copy) in self.objects.iter_mut().enumerate() {
+            copy.replace(snapshot.lists.get(i).map(Vec::as_slice).unwrap_or_default());
+            self.revisions[i] = snapshot.revisions.get(i).copied().unwrap_or_default();
+        }
+    }
+
+    /// Applies one watch event of the `k`th kind: ADDED and MODIFIED put
+    /// the object in (replacing the one of its namespace and name), DELETED
+    /// takes it out; an event with no object (a bookmark) only moves the
+    /// revision.
+    pub fn apply(&mut self, k: usize, event: WatchEvent) {
+        let (Some(copy), Some(revision)) = (self.objects.get_mut(k), self.revisions.get_mut(k))
+        else {
+            return;
+        };
+        *revision = (*revision).max(event.revision);
+        let Some(object) = event.object else {
+            return;
+        };
+        match EventType::try_from(event.r#type) {
+            Ok(EventType::Added | EventType::Modified) => copy.put(&object),
+            Ok(EventType::Deleted) => copy.remove(&object),
+            Ok(EventType::Bookmark | EventType::Unspecified) | Err(_) => {}
+        }
+    }
+
+    /// The copy, decoded: each kind's objects by namespace and name.
+    pub fn snapshot(&self) -> KindsSnapshot {
+        KindsSnapshot {
+            kinds: self.kinds.clone(),
+            lists: self
+                .objects
+                .iter()
+                .map(EncodedObjects::decode_all)
+                .collect(),
+            revisions: self.revisions.clone(),
+        }
+    }
+
+    /// The revision the `k`th kind's copy reflects.
+    pub fn revision(&self, k: usize) -> u64 {
+        self.revisions.get(k).copied().unwrap_or_default()
+    }
+}
+
 /// The latest snapshot, held until a receiver takes it.
 type Slot = Arc<Mutex<Option<KindsSnapshot>>>;
 
@@ -85,29 +179,47 @@ impl KindsReceiver {
     }
 }
 
-/// Starts following `kinds` through `masters`. The receiver's first
-/// snapshot is the first complete list; every later list (after a change,
-/// a reconnect, or a minute) is a snapshot again, even when nothing
-/// differs. The task behind it ends on `shutdown` (the receiver then gets
-/// `None`) or once every receiver is dropped; its handle is returned for
-/// the caller to await.
+/// Starts following `kinds` through `masters`, with the default timing.
+/// The receiver's first snapshot is the first complete list; later ones
+/// come after each (settled) burst of changes, after a relist, and every
+/// minute, even when nothing differs. The task behind it ends on
+/// `shutdown` (the receiver then gets `None`) or once every receiver is
+/// dropped; its handle is returned for the caller to await.
 pub fn follow_kinds(
     masters: Masters,
     kinds: &[&str],
     shutdown: CancellationToken,
 ) -> (KindsReceiver, JoinHandle<()>) {
+    follow_kinds_timed(masters, kinds, FollowTiming::default(), shutdown)
+}
+
+/// [`follow_kinds`] with the given timing.
+pub fn follow_kinds_timed(
+    masters: Masters,
+    kinds: &[&str],
+    timing: FollowTiming,
+    shutdown: CancellationToken,
+) -> (KindsReceiver, JoinHandle<()>) {
     let kinds: Vec<String> = kinds.iter().map(|k| (*k).to_owned()).collect();
     let (snapshots, receiver) = watch::channel(Slot::default());
-    let task = tokio::spawn(follow(masters, kinds, snapshots, shutdown));
+    let task = tokio::spawn(follow(masters, kinds, timing, snapshots, shutdown));
     (KindsReceiver(receiver), task)
+}
+
+/// Hands `snapshot` to the receivers, replacing (dropping) one not taken
+/// yet; `false` once every receiver is gone.
+fn publish(snapshots: &watch::Sender<Slot>, snapshot: KindsSnapshot) -> bool {
+    snapshots.send(Arc::new(Mutex::new(Some(snapshot)))).is_ok()
 }
 
 async fn follow(
     masters: Masters,
     kinds: Vec<String>,
+    timing: FollowTiming,
     snapshots: watch::Sender<Slot>,
     shutdown: CancellationToken,
 ) {
+    let mut cache = KindsCache::new(&kinds);
     let mut i = 0usize;
     let mut backoff = Reconnect::new();
     loop {
@@ -120,49 +232,37 @@ async fn follow(
             _ = snapshots.closed() => return,
             listed = list_all(api.clone(), &kinds) => listed,
         };
-        let changed = match listed {
+        match listed {
             Ok(snapshot) => {
-                let revisions = snapshot.revisions.clone();
-                // A snapshot not taken yet is replaced (dropped) here.
-                if snapshots
-                    .send(Arc::new(Mutex::new(Some(snapshot))))
-                    .is_err()
-                {
+                cache.replace(&snapshot);
+                if !publish(&snapshots, snapshot) {
                     return;
                 }
-                tokio::select! {
+                let failed = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = snapshots.closed() => return,
-                    changed = first_change(&api, &kinds, &revisions) => changed,
-                    _ = tokio::time::sleep(RESYNC) => true,
+                    ended = keep_up(&api, &mut cache, &snapshots, timing, &mut backoff) => ended,
+                };
+                match failed {
+                    Some(status) => {
+                        tracing::debug!(master = %masters.nth(i), error = %status, "watch ended")
+                    }
+                    None => return,
                 }
             }
             Err(status) => {
                 tracing::debug!(master = %masters.nth(i), error = %status, "cannot list");
-                false
             }
-        };
-        if changed {
-            // The watches work: the next failure starts from a short pause.
-            backoff.reset();
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(SETTLE) => {}
-            }
-        } else {
-            i += 1;
-            if !backoff.wait(&shutdown).await {
-                return;
-            }
+        }
+        i += 1;
+        if !backoff.wait(&shutdown).await {
+            return;
         }
     }
 }
 
 /// Every object of each of `kinds`, in order; the first failure ends it.
-async fn list_all(
-    mut api: ApiClient<Channel>,
-    kinds: &[String],
-) -> Result<KindsSnapshot, tonic::Status> {
+async fn list_all(mut api: ApiClient<Channel>, kinds: &[String]) -> Result<KindsSnapshot, Status> {
     let mut snapshot = KindsSnapshot {
         kinds: kinds.to_vec(),
         ..KindsSnapshot::default()
@@ -184,40 +284,91 @@ async fn list_all(
     Ok(snapshot)
 }
 
-/// Whether any of `kinds` changed after its listed revision: `true` on the
-/// first event of any watch, `false` when a watch fails or ends first.
-async fn first_change(api: &ApiClient<Channel>, kinds: &[String], revisions: &[u64]) -> bool {
-    let mut watches = JoinSet::new();
-    for (kind, revision) in kinds.iter().zip(revisions) {
-        let mut api = api.clone();
+/// One kind's watch events, ended by `None` when the master ends the
+/// stream (so that the end of one of several is seen).
+type KindEvents = Pin<Box<dyn Stream<Item = Option<Result<WatchEvent, Status>>> + Send>>;
+
+/// Watches every kind of `cache` from the revision its copy reflects and
+/// applies each event to it, publishing the copy once a burst of changes
+/// has settled and at least every `timing.resync`. Ends with why when a
+/// watch fails or ends (what was applied is published first), or with
+/// `None` once every receiver is gone.
+async fn keep_up(
+    api: &ApiClient<Channel>,
+    cache: &mut KindsCache,
+    snapshots: &watch::Sender<Slot>,
+    timing: FollowTiming,
+    backoff: &mut Reconnect,
+) -> Option<Status> {
+    let mut events: StreamMap<usize, KindEvents> = StreamMap::new();
+    for (k, kind) in cache.kinds.iter().enumerate() {
         let request = WatchRequest {
             kind: kind.clone(),
             namespace: String::new(),
-            from_revision: *revision,
+            from_revision: cache.revision(k),
             with_previous: false,
         };
-        watches.spawn(async move {
-            let Ok(stream) = api.watch(request).await else {
-                return false;
-            };
-            matches!(stream.into_inner().message().await, Ok(Some(_)))
-        });
+        let stream = match api.clone().watch(request).await {
+            Ok(response) => response.into_inner(),
+            Err(status) => return Some(status),
+        };
+        events.insert(
+            k,
+            Box::pin(stream.map(Some).chain(tokio_stream::once(None))),
+        );
     }
-    // Dropping the set stops the other watches.
-    matches!(watches.join_next().await, Some(Ok(true)))
+    // When the changes applied so far are to be published.
+    let mut due: Option<Instant> = None;
+    let mut resync_at = Instant::now() + timing.resync;
+    loop {
+        let deadline = due.map_or(resync_at, |d| d.min(resync_at));
+        let failed = tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                if !publish(snapshots, cache.snapshot()) {
+                    return None;
+                }
+                due = None;
+                resync_at = Instant::now() + timing.resync;
+                continue;
+            }
+            event = events.next() => match event {
+                Some((k, Some(Ok(event)))) => {
+                    cache.apply(k, event);
+                    // The watches work: the next failure starts from a
+                    // short pause.
+                    backoff.reset();
+                    due.get_or_insert_with(|| Instant::now() + timing.settle);
+                    continue;
+                }
+                Some((_, Some(Err(status)))) => status,
+                Some((k, None)) => Status::unavailable(format!(
+                    "the master ended the watch of {}",
+                    cache.kinds.get(k).map(String::as_str).unwrap_or_default()
+                )),
+                None => Status::unavailable("no kind to watch"),
+            },
+        };
+        if due.is_some() && !publish(snapshots, cache.snapshot()) {
+            return None;
+        }
+        return Some(failed);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
 
+    use prost::Message;
     use skiff_proto::api::object::Kind as Body;
-    use skiff_proto::api::Object;
+    use skiff_proto::api::{EventType, Object, WatchEvent};
     use skiff_proto::v1;
     use tokio_util::sync::CancellationToken;
     use tonic::Status;
 
-    use super::{follow_kinds, KindsReceiver, KindsSnapshot};
+    use super::{
+        follow_kinds, follow_kinds_timed, FollowTiming, KindsCache, KindsReceiver, KindsSnapshot,
+    };
     use crate::master_link::fake_master::{name_of, node, within, TestPki};
 
     fn node_object(name: &str) -> Object {
@@ -226,12 +377,16 @@ mod tests {
         }
     }
 
-    fn service_object(name: &str) -> Object {
+    fn service_object(namespace: &str, name: &str, cluster_ip: &str) -> Object {
         let service = v1::Service {
             metadata: Some(v1::ObjectMeta {
                 name: name.to_owned(),
-                namespace: "default".to_owned(),
+                namespace: namespace.to_owned(),
                 ..v1::ObjectMeta::default()
+            }),
+            spec: Some(v1::ServiceSpec {
+                cluster_ip: cluster_ip.to_owned(),
+                ..v1::ServiceSpec::default()
             }),
             ..v1::Service::default()
         };
@@ -240,8 +395,29 @@ mod tests {
         }
     }
 
+    fn cluster_ips(snapshot: &KindsSnapshot) -> Vec<(String, String)> {
+        let ip = |o: &Object| match &o.kind {
+            Some(Body::Service(s)) => s.spec.as_ref().map(|s| s.cluster_ip.clone()),
+            _ => None,
+        };
+        snapshot
+            .objects("Service")
+            .iter()
+            .map(|o| (name_of(o), ip(o).unwrap_or_default()))
+            .collect()
+    }
+
     fn names(snapshot: &KindsSnapshot, kind: &str) -> Vec<String> {
         snapshot.objects(kind).iter().map(name_of).collect()
+    }
+
+    fn event(kind: EventType, object: Option<Object>, revision: u64) -> WatchEvent {
+        WatchEvent {
+            r#type: kind as i32,
+            object,
+            revision,
+            previous: None,
+        }
     }
 
     async fn next(receiver: &mut KindsReceiver) -> KindsSnapshot {
@@ -250,16 +426,100 @@ mod tests {
             .expect("the follower is running")
     }
 
+    /// Timing that keeps the default resync out of a test's way and gives
+    /// a burst plenty of time to settle on a busy machine.
+    fn slow_resync() -> FollowTiming {
+        FollowTiming {
+            resync: Duration::from_secs(600),
+            settle: Duration::from_millis(300),
+        }
+    }
+
+    #[test]
+    fn the_cache_applies_added_modified_and_deleted_by_namespace_and_name() {
+        let kinds = ["Service".to_owned(), "Node".to_owned()];
+        let mut cache = KindsCache::new(&kinds);
+        let listed = KindsSnapshot {
+            kinds: kinds.to_vec(),
+            lists: vec![
+                vec![service_object("b", "web", "10.43.0.5")],
+                vec![node_object("pi-1")],
+            ],
+            revisions: vec![7, 8],
+        };
+        cache.replace(&listed);
+        assert_eq!(cache.snapshot().revisions, [7, 8]);
+
+        // A Service of the same name in another namespace is another one;
+        // one of the same namespace and name replaces it.
+        let added = service_object("a", "web", "10.43.0.9");
+        cache.apply(0, event(EventType::Added, Some(added), 9));
+        let modified = service_object("b", "web", "10.43.0.6");
+        cache.apply(0, event(EventType::Modified, Some(modified), 10));
+        let snapshot = cache.snapshot();
+        let expected = [("web", "10.43.0.9"), ("web", "10.43.0.6")]
+            .map(|(n, ip)| (n.to_owned(), ip.to_owned()));
+        assert_eq!(cluster_ips(&snapshot), expected);
+        let namespaces: Vec<String> = snapshot
+            .objects("Service")
+            .iter()
+            .map(|o| match &o.kind {
+                Some(Body::Service(s)) => s.metadata.clone().unwrap_or_default().namespace,
+                _ => String::new(),
+            })
+            .collect();
+        assert_eq!(namespaces, ["a", "b"]);
+        assert_eq!(snapshot.revisions, [10, 8]);
+
+        // DELETED carries the object as it was; a bookmark moves only the
+        // revision; a deletion of something unknown changes nothing.
+        let deleted = service_object("b", "web", "10.43.0.6");
+        cache.apply(0, event(EventType::Deleted, Some(deleted), 11));
+        cache.apply(1, event(EventType::Bookmark, None, 12));
+        let unknown = node_object("pi-9");
+        cache.apply(1, event(EventType::Deleted, Some(unknown), 13));
+        // An event of a kind not followed is dropped.
+        cache.apply(2, event(EventType::Added, Some(node_object("x")), 14));
+        let snapshot = cache.snapshot();
+        let left = [("web".to_owned(), "10.43.0.9".to_owned())];
+        assert_eq!(cluster_ips(&snapshot), left);
+        assert_eq!(names(&snapshot, "Node"), ["pi-1"]);
+        assert_eq!(snapshot.revisions, [11, 13]);
+
+        // A new list replaces everything, revisions included.
+        cache.replace(&listed);
+        let snapshot = cache.snapshot();
+        let relisted = [("web".to_owned(), "10.43.0.5".to_owned())];
+        assert_eq!(cluster_ips(&snapshot), relisted);
+        assert_eq!(snapshot.revisions, [7, 8]);
+    }
+
+    #[test]
+    fn the_cache_keeps_each_object_encoded_as_it_came() {
+        let kinds = ["Node".to_owned()];
+        let mut cache = KindsCache::new(&kinds);
+        let object = node_object("pi-1");
+        cache.apply(0, event(EventType::Added, Some(object.clone()), 3));
+        let snapshot = cache.snapshot();
+        assert_eq!(snapshot.objects("Node"), std::slice::from_ref(&object));
+        let kept: Vec<&[u8]> = cache.objects[0].encoded().collect();
+        assert_eq!(kept, [object.encode_to_vec().as_slice()]);
+    }
+
     #[tokio::test]
-    async fn the_receiver_sees_every_object_of_the_kinds_then_each_change() {
+    async fn each_change_is_applied_from_its_watch_event_without_listing_again() {
         let pki = TestPki::new("pi-1");
         let master = pki.serve().await;
-        master.set_objects("Service", vec![service_object("web")]);
+        master.set_objects(
+            "Service",
+            vec![service_object("default", "web", "10.43.0.5")],
+        );
         master.set_objects("Node", vec![node_object("pi-1")]);
         let shutdown = CancellationToken::new();
         let kinds = ["Service", "Node"];
         let masters = pki.masters(&[&master]);
-        let (mut receiver, task) = follow_kinds(masters, &kinds, shutdown.clone());
+        let timing = slow_resync();
+        let (mut receiver, task) = follow_kinds_timed(masters, &kinds, timing, shutdown.clone());
         let first = next(&mut receiver).await;
         assert_eq!(first.kinds, kinds);
         assert_eq!(names(&first, "Service"), ["web"]);
@@ -277,16 +537,88 @@ mod tests {
         let expected = [("Node".to_owned(), 2), ("Service".to_owned(), 2)];
         assert_eq!(watched, expected);
 
-        master.set_objects("Node", vec![node_object("pi-1"), node_object("pi-2")]);
-        master.notify_watches();
-        let changed = next(&mut receiver).await;
-        assert_eq!(names(&changed, "Node"), ["pi-1", "pi-2"]);
-        assert_eq!(names(&changed, "Service"), ["web"]);
-        assert_eq!(changed.revisions, [3, 3]);
+        master.watch_event("Node", EventType::Added, node_object("pi-2"));
+        let added = next(&mut receiver).await;
+        assert_eq!(names(&added, "Node"), ["pi-1", "pi-2"]);
+        assert_eq!(names(&added, "Service"), ["web"]);
+        assert_eq!(added.revisions, [2, 3]);
+
+        let moved = service_object("default", "web", "10.43.0.6");
+        master.watch_event("Service", EventType::Modified, moved);
+        let modified = next(&mut receiver).await;
+        let expected = [("web".to_owned(), "10.43.0.6".to_owned())];
+        assert_eq!(cluster_ips(&modified), expected);
+        assert_eq!(names(&modified, "Node"), ["pi-1", "pi-2"]);
+
+        master.watch_event("Node", EventType::Deleted, node_object("pi-1"));
+        let deleted = next(&mut receiver).await;
+        assert_eq!(names(&deleted, "Node"), ["pi-2"]);
+        assert_eq!(deleted.revisions, [4, 5]);
+
+        // The one list of each kind was all: the rest came as events.
+        let lists = master.with(|s| s.list_calls.len());
+        assert_eq!(lists, kinds.len());
         shutdown.cancel();
         within("the follower to stop", task).await.unwrap();
         let closed = within("the receiver to see the end", receiver.next()).await;
         assert!(closed.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_changes_settles_into_one_snapshot() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&master]);
+        let timing = slow_resync();
+        let (mut receiver, task) = follow_kinds_timed(masters, &["Node"], timing, shutdown.clone());
+        assert!(names(&next(&mut receiver).await, "Node").is_empty());
+        master.until_watches(1).await;
+
+        for n in 0..5 {
+            master.watch_event("Node", EventType::Added, node_object(&format!("pi-{n}")));
+        }
+        let settled = next(&mut receiver).await;
+        assert_eq!(
+            names(&settled, "Node"),
+            ["pi-0", "pi-1", "pi-2", "pi-3", "pi-4"]
+        );
+        // Nothing more comes after it: no change, and the resync is far.
+        let more = tokio::time::timeout(timing.settle * 3, receiver.next()).await;
+        assert!(more.is_err(), "a snapshot after the burst's: {more:?}");
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_copy_is_published_again_at_each_resync_without_a_list() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        master.set_objects("Node", vec![node_object("pi-1")]);
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&master]);
+        let timing = FollowTiming {
+            resync: Duration::from_millis(300),
+            settle: Duration::from_millis(50),
+        };
+        let (mut receiver, task) = follow_kinds_timed(masters, &["Node"], timing, shutdown.clone());
+        let first = next(&mut receiver).await;
+        master.until_watches(1).await;
+        let started = Instant::now();
+        for _ in 0..2 {
+            let again = next(&mut receiver).await;
+            assert_eq!(names(&again, "Node"), ["pi-1"]);
+            assert_eq!(again.revisions, first.revisions);
+        }
+        assert!(
+            started.elapsed() >= timing.resync,
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(master.with(|s| s.list_calls.len()), 1);
+        assert_eq!(master.with(|s| s.watch_requests.len()), 1);
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
     }
 
     #[tokio::test]
@@ -301,8 +633,8 @@ mod tests {
         assert_eq!(names(&first, "Node"), ["pi-1"]);
         master.until_watches(1).await;
 
-        // While the stream is down a node joins, and the master cannot list
-        // for the next two tries.
+        // While the stream is down a node joins (no event tells of it), and
+        // the master cannot list for the next two tries.
         master.set_objects("Node", vec![node_object("pi-1"), node_object("pi-2")]);
         master.with(|s| s.failing_lists = 2);
         let broken = Instant::now();
@@ -320,6 +652,60 @@ mod tests {
         for (pause, floor) in pauses.iter().zip(floors) {
             assert!(*pause >= floor, "pauses before each list: {pauses:?}");
         }
+
+        // The new watch starts from the new list's revision, and its
+        // events apply on top of that list.
+        let requests = master.until_watches(2).await;
+        assert_eq!(requests[1].from_revision, after.revisions[0]);
+        master.watch_event("Node", EventType::Deleted, node_object("pi-1"));
+        assert_eq!(names(&next(&mut receiver).await, "Node"), ["pi-2"]);
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn changes_applied_before_a_watch_fails_are_published_before_the_relist() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        master.set_objects("Node", vec![node_object("pi-1")]);
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&master]);
+        let timing = slow_resync();
+        let (mut receiver, task) = follow_kinds_timed(masters, &["Node"], timing, shutdown.clone());
+        next(&mut receiver).await;
+        master.until_watches(1).await;
+
+        // The event arrives, then the master goes away before the burst
+        // settles, and no list works from then on: what the receiver gets
+        // is the follower's copy.
+        master.with(|s| s.failing_lists = 1000);
+        master.watch_event("Node", EventType::Added, node_object("pi-2"));
+        master.break_watches(Status::unavailable("master going away"));
+        let published = next(&mut receiver).await;
+        assert_eq!(names(&published, "Node"), ["pi-1", "pi-2"]);
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_watch_the_master_ends_is_noticed_among_several() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&master]);
+        let timing = slow_resync();
+        let kinds = ["Service", "Node"];
+        let (mut receiver, task) = follow_kinds_timed(masters, &kinds, timing, shutdown.clone());
+        next(&mut receiver).await;
+        master.until_watches(2).await;
+
+        // The Node watch ends cleanly, the Service one stays open: the
+        // follower lists again rather than miss the Nodes' changes.
+        master.set_objects("Node", vec![node_object("pi-3")]);
+        master.end_watches("Node");
+        let relisted = next(&mut receiver).await;
+        assert_eq!(names(&relisted, "Node"), ["pi-3"]);
+        assert_eq!(master.with(|s| s.list_calls.len()), 2 * kinds.len());
         shutdown.cancel();
         within("the follower to stop", task).await.unwrap();
     }

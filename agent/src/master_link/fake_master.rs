@@ -165,8 +165,8 @@ pub(crate) struct State {
     pub(crate) failing_gets: usize,
     /// Each `Watch` call's request.
     pub(crate) watch_requests: Vec<WatchRequest>,
-    /// The `Watch` streams still open.
-    pub(crate) watches: Vec<ScriptedStream>,
+    /// The `Watch` streams still open, with the kind each watches.
+    pub(crate) watches: Vec<(String, ScriptedStream)>,
     /// Each `RequestToken` call's request; each is answered
     /// `token-<n>`, issued at 1000 for the lifetime asked.
     pub(crate) token_requests: Vec<RequestTokenRequest>,
@@ -262,25 +262,45 @@ impl FakeMaster {
         state.revision += 1;
     }
 
-    /// Tells every open `Watch` that something changed.
-    pub(crate) fn notify_watches(&self) {
-        let state = self.lock();
+    /// Makes one change to the objects of `kind`, as the store would (an
+    /// ADDED or MODIFIED object put in place of the one of its namespace
+    /// and name, a DELETED one taken out), moves the revision on, and
+    /// sends the event to every open `Watch` of `kind`.
+    pub(crate) fn watch_event(&self, kind: &str, change: EventType, object: Object) {
+        use skiff_objects::ObjectExt;
+        let mut state = self.lock();
+        let objects = state.objects.entry(kind.to_owned()).or_default();
+        let same = |o: &Object| {
+            o.meta().namespace == object.meta().namespace && o.meta().name == object.meta().name
+        };
+        objects.retain(|o| !same(o));
+        if change != EventType::Deleted {
+            objects.push(object.clone());
+        }
+        state.revision += 1;
         let event = WatchEvent {
-            r#type: EventType::Modified as i32,
-            object: None,
+            r#type: change as i32,
+            object: Some(object),
             revision: state.revision,
             previous: None,
         };
-        for watch in &state.watches {
-            // A watch the agent has left is simply closed.
-            let _ = watch.try_send(Ok(event.clone()));
+        for (watched, watch) in &state.watches {
+            if watched == kind {
+                // A watch the agent has left is simply closed.
+                let _ = watch.try_send(Ok(event.clone()));
+            }
         }
+    }
+
+    /// Ends every open `Watch` of `kind` cleanly, as a master may.
+    pub(crate) fn end_watches(&self, kind: &str) {
+        self.lock().watches.retain(|(watched, _)| watched != kind);
     }
 
     /// Ends every open `Watch` with `status`, as a master going away does.
     pub(crate) fn break_watches(&self, status: Status) {
         let watches = std::mem::take(&mut self.lock().watches);
-        for watch in watches {
+        for (_, watch) in watches {
             let _ = watch.try_send(Err(status.clone()));
         }
     }
@@ -476,8 +496,9 @@ impl Api for FakeService {
     ) -> Result<Response<Self::WatchStream>, Status> {
         let (tx, rx) = mpsc::channel(16);
         let mut state = self.lock();
-        state.watch_requests.push(request.into_inner());
-        state.watches.push(tx);
+        let request = request.into_inner();
+        state.watches.push((request.kind.clone(), tx));
+        state.watch_requests.push(request);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -562,12 +583,6 @@ fn namespace_and_name(object: &Object) -> (&str, &str) {
 }
 
 pub(crate) fn name_of(object: &Object) -> String {
-    use skiff_proto::api::object::Kind as Body;
-    let meta = match &object.kind {
-        Some(Body::Node(n)) => n.metadata.as_ref(),
-        Some(Body::Pod(p)) => p.metadata.as_ref(),
-        Some(Body::Service(s)) => s.metadata.as_ref(),
-        _ => None,
-    };
-    meta.map(|m| m.name.clone()).unwrap_or_default()
+    use skiff_objects::ObjectExt;
+    object.meta().name.clone()
 }

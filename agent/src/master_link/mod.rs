@@ -17,7 +17,8 @@
 //!   best effort (dropped and counted when no master takes them);
 //! - [`cluster_objects`]: every object of some kinds (Nodes; Services and
 //!   Endpoints) as a `tokio::sync::watch` receiver, which the agent follows
-//!   into the overlay and the Service rules;
+//!   into the overlay and the Service rules, kept current from watch
+//!   events in a copy of its own ([`encoded_objects`]);
 //! - [`config_objects`]: the ConfigMaps, Secrets, PersistentVolumeClaims
 //!   and PersistentVolumes the pods use, read one by one when a pod worker
 //!   (or the local volume clean-up) asks ([`ConfigSource`]), not a stream.
@@ -33,6 +34,7 @@
 
 pub mod cluster_objects;
 pub mod config_objects;
+pub mod encoded_objects;
 pub mod events;
 pub mod heartbeat;
 pub mod masters;

@@ -116,6 +116,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     wait_app_ready(&client, "idle", args.pods, Duration::from_secs(60))
         .await
         .with_context(|| node.log_tail())?;
+    let mut services_setup = None;
     if args.services > 0 {
         // The Service ports the agent programs: the built-in Services'
         // (the API's, DNS's) before, each new one's besides after.
@@ -126,6 +127,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
                 .collect::<Vec<_>>()
         };
         let before = ports(&node.agent.log()).last().copied().unwrap_or(0);
+        let setup = SetupCost::start(&master, &node)?;
         for i in 0..args.services {
             client.create(idle_service(i).into_object()).await?;
         }
@@ -137,6 +139,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         )
         .await
         .with_context(|| node.log_tail())?;
+        services_setup = Some(setup.finish(&master, &node)?);
     }
     eprintln!("{} pods running; idling {}s", args.pods, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -162,10 +165,60 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "containerd_rss_mib": mib(containerd_sample.rss_bytes),
         "pods": args.pods,
         "services": args.services,
+        // From the first Service's create to the agent's rules having
+        // them all: the CPU the master and the agent spent, and the List
+        // calls the master answered (the agent's among them).
+        "services_setup": services_setup,
         "volumes": args.volumes,
         "pod_network": if args.pod_network { "vxlan" } else { "none" },
         "targets": {"master_rss_mib": 30, "agent_rss_mib": 15, "master_ready_ms": 1000, "binary_bytes": 25_000_000},
     }))
+}
+
+/// The List calls a master has answered, from its /metrics.
+fn lists_answered(master: &MasterProcess) -> f64 {
+    let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
+    skiff_e2e::metric_sample(&master.metrics_addr, name).unwrap_or(0.0)
+}
+
+/// What the master and the agent spend while the Services are made and
+/// programmed: readings at the start, then the differences.
+struct SetupCost {
+    started: Instant,
+    master_cpu_s: f64,
+    agent_cpu_s: f64,
+    lists: f64,
+}
+
+impl SetupCost {
+    fn start(master: &MasterProcess, node: &RuntimeNode) -> anyhow::Result<SetupCost> {
+        let proc_root = Path::new("/proc");
+        Ok(SetupCost {
+            started: Instant::now(),
+            master_cpu_s: proc_stats::cpu_seconds(proc_root, master.pid().context("master pid")?)?,
+            agent_cpu_s: proc_stats::cpu_seconds(
+                proc_root,
+                node.agent.pid().context("agent pid")?,
+            )?,
+            lists: lists_answered(master),
+        })
+    }
+
+    fn finish(
+        self,
+        master: &MasterProcess,
+        node: &RuntimeNode,
+    ) -> anyhow::Result<serde_json::Value> {
+        let proc_root = Path::new("/proc");
+        let master_cpu = proc_stats::cpu_seconds(proc_root, master.pid().context("master pid")?)?;
+        let agent_cpu = proc_stats::cpu_seconds(proc_root, node.agent.pid().context("agent pid")?)?;
+        Ok(serde_json::json!({
+            "seconds": round(self.started.elapsed().as_secs_f64()),
+            "master_cpu_s": round(master_cpu - self.master_cpu_s),
+            "agent_cpu_s": round(agent_cpu - self.agent_cpu_s),
+            "master_lists": lists_answered(master) - self.lists,
+        }))
+    }
 }
 
 /// The idle Deployment's `pods` pods, with no volumes.
