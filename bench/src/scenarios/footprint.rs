@@ -139,7 +139,9 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         )
         .await
         .with_context(|| node.log_tail())?;
-        services_setup = Some(setup.finish(&master, &node)?);
+        let mut cost = setup.finish(&master, &node)?;
+        cost["master_cpu_ms_per_relist"] = relist_cost(&client, &master).await?.into();
+        services_setup = Some(cost);
     }
     eprintln!("{} pods running; idling {}s", args.pods, args.seconds);
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
@@ -167,7 +169,10 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "services": args.services,
         // From the first Service's create to the agent's rules having
         // them all: the CPU the master and the agent spent, and the List
-        // calls the master answered (the agent's among them).
+        // calls the master answered (the agent's among them). Then the
+        // master's CPU for one list of every Service and Endpoints from
+        // its replica: what each agent cost it after every change, and
+        // every minute, when agents listed instead of following watches.
         "services_setup": services_setup,
         "volumes": args.volumes,
         "pod_network": if args.pod_network { "vxlan" } else { "none" },
@@ -180,6 +185,27 @@ fn lists_answered(master: &MasterProcess) -> f64 {
     let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
     skiff_e2e::metric_sample(&master.metrics_addr, name).unwrap_or(0.0)
 }
+
+/// The master's CPU, in milliseconds, for one list of every Service and
+/// every Endpoints from its local replica (as agents list them), over
+/// [`RELISTS`] of them.
+async fn relist_cost(
+    client: &skiff_master::client::Client,
+    master: &MasterProcess,
+) -> anyhow::Result<f64> {
+    let pid = master.pid().context("master pid")?;
+    let proc_root = Path::new("/proc");
+    let before = proc_stats::cpu_seconds(proc_root, pid)?;
+    for _ in 0..RELISTS {
+        client.list_local(Kind::Service, "").await?;
+        client.list_local(Kind::Endpoints, "").await?;
+    }
+    let spent = proc_stats::cpu_seconds(proc_root, pid)? - before;
+    Ok(round(spent * 1000.0 / RELISTS as f64))
+}
+
+/// Lists timed by [`relist_cost`].
+const RELISTS: usize = 50;
 
 /// What the master and the agent spend while the Services are made and
 /// programmed: readings at the start, then the differences.
