@@ -17,7 +17,11 @@
 //! snapshot repair drift too. Only when a list or watch fails (a master
 //! going away, or a watch too far behind: `OUT_OF_RANGE`) does it list
 //! again, from the next master after a backoff; what was applied before
-//! the failure is published first. It ends on shutdown or once every
+//! the failure is published first. A list older than the copy (a replica
+//! behind the one watched before) is passed over for the next master,
+//! until every master has been asked. A connection gone silent fails the
+//! watches through the channel's HTTP/2 keepalive ([`Masters`]: a ping
+//! every 10 s, answered within 5). It ends on shutdown or once every
 //! receiver is dropped.
 
 use std::pin::Pin;
@@ -90,7 +94,8 @@ impl KindsSnapshot {
 }
 
 /// The follower's own copy of the followed kinds: each kind's objects
-/// encoded (as the master sent them) in one buffer, by namespace and name
+/// encoded again from what the master sent (prost keeps no field it does
+/// not know) in one buffer, by namespace and name
 /// ([`EncodedObjects`]), and the revision each kind's copy reflects.
 #[derive(Debug)]
 pub struct KindsCache {
@@ -148,6 +153,13 @@ impl KindsCache {
                 .collect(),
             revisions: self.revisions.clone(),
         }
+    }
+
+    /// Whether the copy of some kind reflects a later revision than
+    /// `snapshot`'s list of it.
+    pub fn is_newer_than(&self, snapshot: &KindsSnapshot) -> bool {
+        let listed = |k: usize| snapshot.revisions.get(k).copied().unwrap_or_default();
+        (0..self.revisions.len()).any(|k| self.revisions[k] > listed(k))
     }
 
     /// The revision the `k`th kind's copy reflects.
@@ -222,6 +234,8 @@ async fn follow(
     let mut cache = KindsCache::new(&kinds);
     let mut i = 0usize;
     let mut backoff = Reconnect::new();
+    // Lists refused in a row for being older than the copy.
+    let mut behind = 0usize;
     loop {
         let Some(api) = masters.api(i) else {
             tracing::warn!(master = %masters.nth(i), "not a usable master address");
@@ -233,22 +247,31 @@ async fn follow(
             listed = list_all(api.clone(), &kinds) => listed,
         };
         match listed {
+            // A replica behind the copy would take the consumers back in
+            // time: try the others first. Once every master has been asked
+            // (a cluster restored to an older revision), take it.
+            Ok(snapshot) if cache.is_newer_than(&snapshot) && behind < masters.known().len() => {
+                behind += 1;
+                tracing::debug!(master = %masters.nth(i), "its replica is behind what this node has");
+            }
             Ok(snapshot) => {
+                behind = 0;
                 cache.replace(&snapshot);
                 if !publish(&snapshots, snapshot) {
                     return;
                 }
-                let failed = tokio::select! {
+                let ended = tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = snapshots.closed() => return,
-                    ended = keep_up(&api, &mut cache, &snapshots, timing, &mut backoff) => ended,
+                    ended = keep_up(&api, &mut cache, &snapshots, timing) => ended,
                 };
-                match failed {
-                    Some(status) => {
-                        tracing::debug!(master = %masters.nth(i), error = %status, "watch ended")
-                    }
-                    None => return,
+                let Some(ended) = ended else {
+                    return;
+                };
+                if ended.proven {
+                    backoff.reset();
                 }
+                tracing::debug!(master = %masters.nth(i), error = %ended.status, "watch ended");
             }
             Err(status) => {
                 tracing::debug!(master = %masters.nth(i), error = %status, "cannot list");
@@ -284,6 +307,19 @@ async fn list_all(mut api: ApiClient<Channel>, kinds: &[String]) -> Result<Kinds
     Ok(snapshot)
 }
 
+/// Watches that stayed open this long have proved the master: the pause
+/// before the next list starts short again (not on the first event, so a
+/// master whose watches keep failing soon after opening is not listed
+/// from every 200 ms).
+const PROVEN: Duration = Duration::from_secs(10);
+
+/// Why the watches of [`keep_up`] ended, and whether they had proved
+/// themselves ([`PROVEN`]).
+struct WatchEnded {
+    status: Status,
+    proven: bool,
+}
+
 /// One kind's watch events, ended by `None` when the master ends the
 /// stream (so that the end of one of several is seen).
 type KindEvents = Pin<Box<dyn Stream<Item = Option<Result<WatchEvent, Status>>> + Send>>;
@@ -298,8 +334,12 @@ async fn keep_up(
     cache: &mut KindsCache,
     snapshots: &watch::Sender<Slot>,
     timing: FollowTiming,
-    backoff: &mut Reconnect,
-) -> Option<Status> {
+) -> Option<WatchEnded> {
+    let opened = Instant::now();
+    let ended = |status| WatchEnded {
+        status,
+        proven: opened.elapsed() >= PROVEN,
+    };
     let mut events: StreamMap<usize, KindEvents> = StreamMap::new();
     for (k, kind) in cache.kinds.iter().enumerate() {
         let request = WatchRequest {
@@ -310,7 +350,7 @@ async fn keep_up(
         };
         let stream = match api.clone().watch(request).await {
             Ok(response) => response.into_inner(),
-            Err(status) => return Some(status),
+            Err(status) => return Some(ended(status)),
         };
         events.insert(
             k,
@@ -334,9 +374,6 @@ async fn keep_up(
             event = events.next() => match event {
                 Some((k, Some(Ok(event)))) => {
                     cache.apply(k, event);
-                    // The watches work: the next failure starts from a
-                    // short pause.
-                    backoff.reset();
                     due.get_or_insert_with(|| Instant::now() + timing.settle);
                     continue;
                 }
@@ -351,7 +388,7 @@ async fn keep_up(
         if due.is_some() && !publish(snapshots, cache.snapshot()) {
             return None;
         }
-        return Some(failed);
+        return Some(ended(failed));
     }
 }
 
@@ -495,7 +532,7 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_keeps_each_object_encoded_as_it_came() {
+    fn the_cache_keeps_each_object_encoded_again_as_it_decoded() {
         let kinds = ["Node".to_owned()];
         let mut cache = KindsCache::new(&kinds);
         let object = node_object("pi-1");
@@ -570,22 +607,92 @@ mod tests {
         let master = pki.serve().await;
         let shutdown = CancellationToken::new();
         let masters = pki.masters(&[&master]);
-        let timing = slow_resync();
+        let timing = FollowTiming {
+            resync: Duration::from_secs(600),
+            settle: Duration::from_secs(1),
+        };
         let (mut receiver, task) = follow_kinds_timed(masters, &["Node"], timing, shutdown.clone());
         assert!(names(&next(&mut receiver).await, "Node").is_empty());
         master.until_watches(1).await;
 
+        // A receiver already waiting takes the first snapshot published
+        // after the burst begins: one per event would give it `pi-0` alone.
+        let waiting = tokio::spawn(async move {
+            let first = next(&mut receiver).await;
+            (first, receiver)
+        });
         for n in 0..5 {
             master.watch_event("Node", EventType::Added, node_object(&format!("pi-{n}")));
+            tokio::time::sleep(Duration::from_millis(30)).await;
         }
-        let settled = next(&mut receiver).await;
+        let (settled, mut receiver) = within("the settled snapshot", waiting).await.unwrap();
         assert_eq!(
             names(&settled, "Node"),
             ["pi-0", "pi-1", "pi-2", "pi-3", "pi-4"]
         );
         // Nothing more comes after it: no change, and the resync is far.
-        let more = tokio::time::timeout(timing.settle * 3, receiver.next()).await;
+        let more = tokio::time::timeout(Duration::from_millis(500), receiver.next()).await;
         assert!(more.is_err(), "a snapshot after the burst's: {more:?}");
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_list_older_than_the_copy_is_passed_over_for_another_master() {
+        let pki = TestPki::new("pi-1");
+        let ahead = pki.serve().await;
+        let behind = pki.serve().await;
+        ahead.set_objects("Node", vec![node_object("pi-1")]);
+        ahead.set_objects("Node", vec![node_object("pi-1")]);
+        behind.set_objects("Node", vec![]);
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&ahead, &behind]);
+        let (mut receiver, task) = follow_kinds(masters, &["Node"], shutdown.clone());
+        assert_eq!(names(&next(&mut receiver).await, "Node"), ["pi-1"]);
+        ahead.until_watches(1).await;
+
+        // The watched master goes away; the other's replica is behind it
+        // (revision 1 against 3 after the event), so its list is not
+        // taken, and the first master's, when it answers again, is.
+        ahead.watch_event("Node", EventType::Added, node_object("pi-2"));
+        ahead.break_watches(Status::unavailable("master going away"));
+        assert_eq!(names(&next(&mut receiver).await, "Node"), ["pi-1", "pi-2"]);
+        let relisted = next(&mut receiver).await;
+        assert_eq!(names(&relisted, "Node"), ["pi-1", "pi-2"]);
+        assert_eq!(relisted.revisions, [3]);
+        assert_eq!(behind.with(|s| s.list_calls.len()), 1);
+        assert_eq!(behind.with(|s| s.watch_requests.len()), 0);
+        shutdown.cancel();
+        within("the follower to stop", task).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn when_every_master_is_behind_the_copy_the_list_is_taken() {
+        let pki = TestPki::new("pi-1");
+        let master = pki.serve().await;
+        master.set_objects("Node", vec![node_object("pi-1")]);
+        master.set_objects("Node", vec![node_object("pi-1")]);
+        let shutdown = CancellationToken::new();
+        let masters = pki.masters(&[&master]);
+        let (mut receiver, task) = follow_kinds(masters, &["Node"], shutdown.clone());
+        assert_eq!(next(&mut receiver).await.revisions, [2]);
+        master.until_watches(1).await;
+
+        // The cluster is restored to an older state at a lower revision.
+        master.with(|s| {
+            s.objects
+                .insert("Node".to_owned(), vec![node_object("pi-0")]);
+            s.revision = 1;
+        });
+        master.break_watches(Status::out_of_range("restored"));
+        let restored = next(&mut receiver).await;
+        assert_eq!(names(&restored, "Node"), ["pi-0"]);
+        assert_eq!(restored.revisions, [1]);
+        assert_eq!(
+            master.with(|s| s.list_calls.len()),
+            3,
+            "one refused, one taken"
+        );
         shutdown.cancel();
         within("the follower to stop", task).await.unwrap();
     }

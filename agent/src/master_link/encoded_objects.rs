@@ -13,9 +13,10 @@
 //!
 //! A change appends a record and moves the place; the old record's bytes
 //! become garbage, and the buffer is rewritten with only the live records
-//! once garbage passes a quarter of them (each byte copied about four
-//! times over its life: O(1) amortised per change). The buffer grows by an
-//! eighth at a time, so its spare room stays small.
+//! (and an eighth of room) once garbage passes a quarter of them, so a
+//! rewrite copies the live bytes once for every quarter of them changed:
+//! O(1) amortised per changed byte. The buffer grows by an eighth at a
+//! time, so its spare room stays small.
 
 use prost::Message;
 use skiff_objects::ObjectExt;
@@ -164,10 +165,11 @@ impl EncodedObjects {
         }
     }
 
-    /// Rewrites the buffer with only the live records, at its exact size.
+    /// Rewrites the buffer with only the live records, and an eighth of
+    /// room for the changes to come.
     fn compact(&mut self) {
         let size: usize = self.live.iter().map(|(start, end)| end - start).sum();
-        let mut records = Vec::with_capacity(size);
+        let mut records = Vec::with_capacity(size + size / 8);
         for place in &mut self.live {
             let start = records.len();
             records.extend_from_slice(&self.records[place.0..place.1]);

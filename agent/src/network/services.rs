@@ -173,10 +173,10 @@ pub async fn reconcile_services(
     }
 }
 
-/// The Services and Endpoints last listed, kept in
+/// The Services and Endpoints last known, kept in
 /// `<data-dir>/network/services.bin` (each object length-delimited after
-/// a tag byte) and written only when they change, since the lists come
-/// again every minute and flash wears.
+/// a tag byte) and written only when they change, since the follower
+/// hands them over again every minute and flash wears.
 #[derive(Debug)]
 pub struct KnownServices {
     path: PathBuf,

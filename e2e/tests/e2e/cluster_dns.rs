@@ -277,8 +277,9 @@ async fn pods_find_services_by_name_through_their_nodes_dns() -> anyhow::Result<
     let db_ip = running_ip(&client, "db-0")
         .await
         .with_context(|| server.log_tail())?;
-    // The agent learns of the Services within a moment (a list 100 ms
-    // after a change); the client's variables are made when it starts.
+    // The agent learns of the Services within a moment (from its watch
+    // events, 100 ms after a change); the client's variables are made
+    // when it starts.
     tokio::time::sleep(Duration::from_secs(2)).await;
     apply_yaml(&api, dir.path(), "client", &image(CLIENT))?;
 

@@ -581,6 +581,30 @@ async fn cluster_ip_of(master: &MasterProcess, name: &str) -> anyhow::Result<Str
     }
 }
 
+/// The List calls the master has answered, from its /metrics.
+fn lists_answered(master: &MasterProcess) -> f64 {
+    let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
+    skiff_e2e::metric_sample(&master.metrics_addr, name).unwrap_or(0.0)
+}
+
+/// The `ip skiff` table as `host`'s kernel holds it.
+fn skiff_table(host: &TestHost) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &host.netns,
+            "nft",
+            "list",
+            "table",
+            "ip",
+            "skiff",
+        ])
+        .output();
+    out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+        .unwrap_or_default()
+}
+
 async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
         Ok(o) => match o.kind {
@@ -737,14 +761,38 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
     .await
     .with_context(logs)?;
     // And a Service nothing backs: refused at once, not left to time out.
-    apply_yaml(
-        &master.api_addr,
-        dir.path(),
-        "nobody",
-        "apiVersion: v1\nkind: Service\nmetadata: {name: nobody}\nspec:\n  selector: {app: nobody}\n  ports:\n  - {port: 80}\n",
-    )?;
+    // The agents learn of it (and of its Endpoints) from their watches:
+    // the master answers no List from its making to both nodes' rules
+    // having it (nothing else here lists while that goes on).
+    let lists = lists_answered(&master);
+    // (Each agent listed its kinds once when it started.)
+    assert!(lists >= 4.0, "the agents' first lists not counted: {lists}");
+    let nobody = skiff_objects::manifest::parse_manifest(
+        "nobody.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: nobody, namespace: default}\nspec:\n  selector: {app: nobody}\n  ports:\n  - {port: 80}\n",
+        true,
+    )?
+    .objects;
+    for object in nobody {
+        master.client().create(object).await?;
+    }
     let nobody_ip = cluster_ip_of(&master, "nobody").await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Its element in the verdict map of Service ports.
+    let element = format!("{nobody_ip} . tcp . 80 ");
+    for host in &hosts {
+        wait_for(
+            "the new Service in both nodes' rules",
+            Duration::from_secs(20),
+            || async { skiff_table(host).contains(&element).then_some(()) },
+        )
+        .await
+        .with_context(logs)?;
+    }
+    assert_eq!(
+        lists_answered(&master),
+        lists,
+        "Lists answered while the agents took in a new Service"
+    );
     apply_yaml(
         &master.api_addr,
         dir.path(),

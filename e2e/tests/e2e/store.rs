@@ -317,6 +317,9 @@ async fn five_masters_serve_reads_and_writes_through_every_member() {
     assert_eq!(status.members.iter().filter(|m| m.voter).count(), 5);
 }
 
+/// How long a call of `oversized_objects_...` may go unanswered.
+const ANSWER_WITHIN: Duration = Duration::from_secs(30);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
     let (_dir, master) = ready_master().await.unwrap();
@@ -329,8 +332,18 @@ async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
             .insert("blob".into(), "x".repeat(bytes));
         o
     };
+    // Each call is answered within a bound: a call left unanswered fails
+    // naming the step (a CI run once hung for minutes after the refusals).
+    let unanswered = |step: &str| {
+        let log = master.log_tail();
+        format!("no answer within {ANSWER_WITHIN:?} to {step}; master's log:\n{log}")
+    };
     // Over the object limit, under the request limit.
-    match client.create(big(2 * 1024 * 1024)).await {
+    let create_big = tokio::time::timeout(ANSWER_WITHIN, client.create(big(2 * 1024 * 1024)));
+    match create_big
+        .await
+        .unwrap_or_else(|_| panic!("{}", unanswered("the 2 MiB create")))
+    {
         Err(ClientError::Invalid(message)) => {
             assert!(message.contains("objects are limited to"), "{message}")
         }
@@ -349,16 +362,22 @@ async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
             .await
             .unwrap()
             .max_encoding_message_size(64 * 1024 * 1024);
-    let refused = raw
-        .create(skiff_proto::api::CreateRequest {
-            object: Some(big(5 * 1024 * 1024)),
-        })
-        .await;
+    let refused = raw.create(skiff_proto::api::CreateRequest {
+        object: Some(big(5 * 1024 * 1024)),
+    });
+    let refused = tokio::time::timeout(ANSWER_WITHIN, refused)
+        .await
+        .unwrap_or_else(|_| panic!("{}", unanswered("the raw 5 MiB create")));
     assert!(refused.is_err(), "a 5 MiB request was accepted");
-    assert!(matches!(
-        client.get(Kind::Service, "default", "big").await,
-        Err(ClientError::NotFound(_))
-    ));
+    let get = tokio::time::timeout(ANSWER_WITHIN, client.get(Kind::Service, "default", "big"));
+    let got = get
+        .await
+        .unwrap_or_else(|_| panic!("{}", unanswered("the Get after the refusals")));
+    assert!(matches!(got, Err(ClientError::NotFound(_))), "{got:?}");
     // The master is still fine.
-    client.create(service("small")).await.unwrap();
+    let small = tokio::time::timeout(ANSWER_WITHIN, client.create(service("small")));
+    small
+        .await
+        .unwrap_or_else(|_| panic!("{}", unanswered("the small create")))
+        .unwrap();
 }
