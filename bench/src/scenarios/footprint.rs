@@ -12,6 +12,8 @@
 //! current while idle.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -42,6 +44,12 @@ pub struct FootprintArgs {
     /// `--pod-network`).
     #[arg(long, default_value_t = 0)]
     pub services: usize,
+    /// Watches of the Services and of the Endpoints (each a pair, as an
+    /// agent keeps) opened before the Services are made, so that the
+    /// setup's master CPU includes sending each change to as many nodes
+    /// (needs `--services`).
+    #[arg(long, default_value_t = 0)]
+    pub watchers: usize,
     /// Give each pod a ConfigMap, a Secret, an emptyDir and a claim of its
     /// own instead of no volumes.
     #[arg(long)]
@@ -62,6 +70,10 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     anyhow::ensure!(
         args.services == 0 || args.pod_network,
         "--services needs --pod-network: Services are programmed by the pod network"
+    );
+    anyhow::ensure!(
+        args.watchers == 0 || args.services > 0,
+        "--watchers needs --services: they watch the Services being made"
     );
     let binary = skiff_e2e::skiff_bin();
     let binary_bytes = std::fs::metadata(&binary)?.len();
@@ -127,6 +139,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
                 .collect::<Vec<_>>()
         };
         let before = ports(&node.agent.log()).last().copied().unwrap_or(0);
+        let watchers = Watchers::open(&master, args.watchers).await?;
         let setup = SetupCost::start(&master, &node)?;
         for i in 0..args.services {
             client.create(idle_service(i).into_object()).await?;
@@ -139,7 +152,11 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         )
         .await
         .with_context(|| node.log_tail())?;
+        watchers.settled(Duration::from_secs(60)).await;
         let mut cost = setup.finish(&master, &node)?;
+        cost["watchers"] = args.watchers.into();
+        cost["watch_events"] = watchers.events().into();
+        drop(watchers);
         cost["master_cpu_ms_per_relist"] = relist_cost(&client, &master).await?.into();
         services_setup = Some(cost);
     }
@@ -169,7 +186,9 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         "services": args.services,
         // From the first Service's create to the agent's rules having
         // them all: the CPU the master and the agent spent, and the List
-        // calls the master answered (the agent's among them). Then the
+        // calls the master answered (the agent's among them); with
+        // `--watchers`, until every watcher has had every change, and the
+        // events they had. Then the
         // master's CPU for one list of every Service and Endpoints from
         // its replica: what each agent cost it after every change, and
         // every minute, when agents listed instead of following watches.
@@ -202,6 +221,72 @@ async fn relist_cost(
     }
     let spent = proc_stats::cpu_seconds(proc_root, pid)? - before;
     Ok(round(spent * 1000.0 / RELISTS as f64))
+}
+
+/// Watches of the Services and the Endpoints opened on a master, each
+/// pair as an agent keeps them, counting the events they receive; closed
+/// when dropped.
+struct Watchers {
+    events: Arc<AtomicU64>,
+    tasks: tokio::task::JoinSet<()>,
+}
+
+impl Watchers {
+    /// Watches per connection (HTTP/2 servers limit concurrent streams).
+    const PER_CONNECTION: usize = 50;
+
+    async fn open(master: &MasterProcess, pairs: usize) -> anyhow::Result<Watchers> {
+        let events = Arc::new(AtomicU64::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut client = master.client();
+        let revision = client.list_local(Kind::Service, "").await?.revision;
+        for i in 0..pairs * 2 {
+            if i % Self::PER_CONNECTION == 0 {
+                client = master.client();
+            }
+            let kind = if i % 2 == 0 {
+                Kind::Service
+            } else {
+                Kind::Endpoints
+            };
+            let mut watch = client.watch(kind, "", revision).await?;
+            let events = events.clone();
+            tasks.spawn(async move {
+                while let Ok(Some(_)) = watch.next().await {
+                    events.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+        Ok(Watchers { events, tasks })
+    }
+
+    fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Waits until no event has come for half a second (at most `limit`):
+    /// the changes have reached every watcher.
+    async fn settled(&self, limit: Duration) {
+        if self.tasks.is_empty() {
+            return;
+        }
+        let started = Instant::now();
+        let mut seen = self.events();
+        while started.elapsed() < limit {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let now = self.events();
+            if now == seen {
+                return;
+            }
+            seen = now;
+        }
+    }
+}
+
+impl Drop for Watchers {
+    fn drop(&mut self) {
+        self.tasks.abort_all();
+    }
 }
 
 /// Lists timed by [`relist_cost`].
