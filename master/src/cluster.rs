@@ -239,7 +239,19 @@ impl Cluster {
         let deadline = started + within;
         let mut pause = CONFIRM_RETRY_FIRST;
         let read_log_id = loop {
-            match self.raft.get_read_log_id().await {
+            // The Raft core answers within a heartbeat round; the deadline
+            // bounds it too, so a stalled core fails the read, not hangs it.
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100));
+            let Ok(answer) = tokio::time::timeout(left, self.raft.get_read_log_id()).await else {
+                self.read_index.inc(&["failed"]);
+                return Err(ClusterError::LeadershipUnconfirmed {
+                    waited: started.elapsed(),
+                    reason: "the Raft core did not answer the read-index request".to_owned(),
+                });
+            };
+            match answer {
                 Ok((read_log_id, _)) => {
                     self.read_index.inc(&["confirmed"]);
                     break read_log_id;

@@ -336,7 +336,19 @@ async fn oversized_objects_and_requests_are_refused_and_nothing_is_stored() {
     // naming the step (a CI run once hung for minutes after the refusals).
     let unanswered = |step: &str| {
         let log = master.log_tail();
-        format!("no answer within {ANSWER_WITHIN:?} to {step}; master's log:\n{log}")
+        // The master's Raft and API figures: whether it still confirms
+        // reads and answers calls.
+        let metrics = skiff_e2e::http_get(&master.metrics_addr, "/metrics")
+            .map(|(_, body)| {
+                let raft_or_api =
+                    |l: &&str| l.starts_with("skiff_raft") || l.starts_with("skiff_api_requests");
+                body.lines()
+                    .filter(raft_or_api)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_else(|e| format!("no /metrics: {e:#}"));
+        format!("no answer within {ANSWER_WITHIN:?} to {step}; master's log:\n{log}\n{metrics}")
     };
     // Over the object limit, under the request limit.
     let create_big = tokio::time::timeout(ANSWER_WITHIN, client.create(big(2 * 1024 * 1024)));
