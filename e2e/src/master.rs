@@ -216,6 +216,13 @@ impl MasterProcess {
         .with_context(|| self.log_tail())
     }
 
+    /// The List calls this master has answered (gRPC, OK), from its
+    /// /metrics; 0 when it has answered none.
+    pub fn lists_answered(&self) -> f64 {
+        let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
+        crate::metric_sample(&self.metrics_addr, name).unwrap_or(0.0)
+    }
+
     /// The end of this master's log, for failure messages.
     pub fn log_tail(&self) -> String {
         crate::file_tail(&self.log_path, 30)

@@ -237,14 +237,17 @@ impl Cluster {
     pub async fn linearize(&self, within: Duration) -> Result<()> {
         let started = Instant::now();
         let deadline = started + within;
+        // What is left of the deadline, but never less than a moment.
+        let left = || {
+            deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100))
+        };
         let mut pause = CONFIRM_RETRY_FIRST;
         let read_log_id = loop {
             // The Raft core answers within a heartbeat round; the deadline
             // bounds it too, so a stalled core fails the read, not hangs it.
-            let left = deadline
-                .saturating_duration_since(Instant::now())
-                .max(Duration::from_millis(100));
-            let Ok(answer) = tokio::time::timeout(left, self.raft.get_read_log_id()).await else {
+            let Ok(answer) = tokio::time::timeout(left(), self.raft.get_read_log_id()).await else {
                 self.read_index.inc(&["failed"]);
                 return Err(ClusterError::LeadershipUnconfirmed {
                     waited: started.elapsed(),
@@ -281,13 +284,9 @@ impl Cluster {
         let Some(read_log_id) = read_log_id else {
             return Ok(());
         };
-        // Applying is local work; give it what is left of the deadline, but
-        // never less than a moment.
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .max(Duration::from_millis(100));
+        // Applying is local work; give it what is left of the deadline.
         self.raft
-            .wait(Some(left))
+            .wait(Some(left()))
             .applied_index_at_least(Some(read_log_id.index), "linearizable read")
             .await
             .map_err(|e| match e {

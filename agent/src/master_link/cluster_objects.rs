@@ -399,36 +399,17 @@ mod tests {
     use prost::Message;
     use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::{EventType, Object, WatchEvent};
-    use skiff_proto::v1;
     use tokio_util::sync::CancellationToken;
     use tonic::Status;
 
     use super::{
         follow_kinds, follow_kinds_timed, FollowTiming, KindsCache, KindsReceiver, KindsSnapshot,
     };
-    use crate::master_link::fake_master::{name_of, node, within, TestPki};
+    use crate::master_link::fake_master::{name_of, node, service_object, within, TestPki};
 
     fn node_object(name: &str) -> Object {
         Object {
             kind: Some(Body::Node(node(name))),
-        }
-    }
-
-    fn service_object(namespace: &str, name: &str, cluster_ip: &str) -> Object {
-        let service = v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: name.to_owned(),
-                namespace: namespace.to_owned(),
-                ..v1::ObjectMeta::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: cluster_ip.to_owned(),
-                ..v1::ServiceSpec::default()
-            }),
-            ..v1::Service::default()
-        };
-        Object {
-            kind: Some(Body::Service(service)),
         }
     }
 

@@ -206,26 +206,9 @@ mod tests {
     use skiff_objects::ObjectExt;
     use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::Object;
-    use skiff_proto::v1;
 
     use super::EncodedObjects;
-
-    fn service(namespace: &str, name: &str, cluster_ip: &str) -> Object {
-        Object {
-            kind: Some(Body::Service(v1::Service {
-                metadata: Some(v1::ObjectMeta {
-                    name: name.to_owned(),
-                    namespace: namespace.to_owned(),
-                    ..v1::ObjectMeta::default()
-                }),
-                spec: Some(v1::ServiceSpec {
-                    cluster_ip: cluster_ip.to_owned(),
-                    ..v1::ServiceSpec::default()
-                }),
-                ..v1::Service::default()
-            })),
-        }
-    }
+    use crate::master_link::fake_master::service_object as service;
 
     fn listed(objects: &EncodedObjects) -> Vec<(String, String, String)> {
         objects

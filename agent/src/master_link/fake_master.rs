@@ -582,6 +582,26 @@ fn namespace_and_name(object: &Object) -> (&str, &str) {
     meta.map_or(("", ""), |m| (m.namespace.as_str(), m.name.as_str()))
 }
 
+/// A Service object named `namespace`/`name` with `cluster_ip`, and
+/// nothing else.
+pub(crate) fn service_object(namespace: &str, name: &str, cluster_ip: &str) -> Object {
+    let service = v1::Service {
+        metadata: Some(v1::ObjectMeta {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ..v1::ObjectMeta::default()
+        }),
+        spec: Some(v1::ServiceSpec {
+            cluster_ip: cluster_ip.to_owned(),
+            ..v1::ServiceSpec::default()
+        }),
+        ..v1::Service::default()
+    };
+    Object {
+        kind: Some(skiff_proto::api::object::Kind::Service(service)),
+    }
+}
+
 pub(crate) fn name_of(object: &Object) -> String {
     use skiff_objects::ObjectExt;
     object.meta().name.clone()

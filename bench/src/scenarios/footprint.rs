@@ -199,12 +199,6 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// The List calls a master has answered, from its /metrics.
-fn lists_answered(master: &MasterProcess) -> f64 {
-    let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
-    skiff_e2e::metric_sample(&master.metrics_addr, name).unwrap_or(0.0)
-}
-
 /// The master's CPU, in milliseconds, for one list of every Service and
 /// every Endpoints from its local replica (as agents list them), over
 /// [`RELISTS`] of them.
@@ -311,7 +305,7 @@ impl SetupCost {
                 proc_root,
                 node.agent.pid().context("agent pid")?,
             )?,
-            lists: lists_answered(master),
+            lists: master.lists_answered(),
         })
     }
 
@@ -327,7 +321,7 @@ impl SetupCost {
             "seconds": round(self.started.elapsed().as_secs_f64()),
             "master_cpu_s": round(master_cpu - self.master_cpu_s),
             "agent_cpu_s": round(agent_cpu - self.agent_cpu_s),
-            "master_lists": lists_answered(master) - self.lists,
+            "master_lists": master.lists_answered() - self.lists,
         }))
     }
 }

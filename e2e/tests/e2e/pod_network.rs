@@ -581,12 +581,6 @@ async fn cluster_ip_of(master: &MasterProcess, name: &str) -> anyhow::Result<Str
     }
 }
 
-/// The List calls the master has answered, from its /metrics.
-fn lists_answered(master: &MasterProcess) -> f64 {
-    let name = "skiff_api_requests_total{method=\"List\",code=\"Ok\"}";
-    skiff_e2e::metric_sample(&master.metrics_addr, name).unwrap_or(0.0)
-}
-
 /// The `ip skiff` table as `host`'s kernel holds it.
 fn skiff_table(host: &TestHost) -> String {
     let out = std::process::Command::new("ip")
@@ -641,18 +635,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
     let nodes = start_host_nodes(&master.api_addr, &hosts, IMAGE).await?;
     // On failure: the agents' logs and what their tables hold.
     let logs = || {
-        let tables: Vec<String> = hosts
-            .iter()
-            .map(|h| {
-                let out = std::process::Command::new("ip")
-                    .args([
-                        "netns", "exec", &h.netns, "nft", "list", "table", "ip", "skiff",
-                    ])
-                    .output();
-                out.map(|o| String::from_utf8_lossy(&o.stdout).to_string())
-                    .unwrap_or_default()
-            })
-            .collect();
+        let tables: Vec<String> = hosts.iter().map(skiff_table).collect();
         format!(
             "{}\n{}\n{}",
             nodes[0].log_tail(),
@@ -764,7 +747,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
     // The agents learn of it (and of its Endpoints) from their watches:
     // the master answers no List from its making to both nodes' rules
     // having it (nothing else here lists while that goes on).
-    let lists = lists_answered(&master);
+    let lists = master.lists_answered();
     // (Each agent listed its kinds once when it started.)
     assert!(lists >= 4.0, "the agents' first lists not counted: {lists}");
     let nobody = skiff_objects::manifest::parse_manifest(
@@ -789,7 +772,7 @@ async fn a_cluster_ip_leads_to_the_services_pods_on_every_node() -> anyhow::Resu
         .with_context(logs)?;
     }
     assert_eq!(
-        lists_answered(&master),
+        master.lists_answered(),
         lists,
         "Lists answered while the agents took in a new Service"
     );
