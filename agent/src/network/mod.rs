@@ -12,11 +12,15 @@
 //! clusterIPs lead to their endpoints ([`nftables`], [`services`]).
 //! Everything goes through netlink ([`netlink`]; the nftables table
 //! through libnftables, [`libnftables`]); nothing shells out to `ip`. Each pod's network namespace is made here too ([`netns`]).
+//! Pod-to-pod TCP and UDP that the host's stack would pass unchanged
+//! skips it, through a tc-BPF program on the uplink and every pod's veth
+//! ([`fast_path`]), where the kernel can run it.
 //!
 //! Nothing here talks to the masters: the agent's root follows Nodes,
 //! Services and Endpoints through them and hands the lists to
 //! [`reconcile_overlay`] and [`services::reconcile_services`].
 
+pub mod fast_path;
 pub mod ipam;
 pub mod libnftables;
 pub mod netlink;
@@ -123,6 +127,8 @@ pub struct PodNetwork {
     applied_services: tokio::sync::Mutex<Option<AppliedServices>>,
     /// Where the table's batches go.
     nftables: nftables::Nftables,
+    /// `None` where the kernel cannot run it (said once at setup).
+    fast_path: Option<fast_path::FastPath>,
 }
 
 /// The host-side veth name of a pod (at most 15 bytes with its peer's `p`).
@@ -172,9 +178,24 @@ impl PodNetwork {
             None
         };
         let pod_mtu = vxlan.as_ref().map_or(uplink.mtu, |v| v.mtu);
-        netlink
+        let bridge = netlink
             .ensure_bridge(&config.bridge, subnet, pod_mtu)
             .await?;
+        let fast_path = fast_path::FastPath::load(fast_path::Layout {
+            cluster: config.cluster_cidr,
+            local: subnet,
+            uplink: uplink.index,
+            routes_directly: config.mode.routes_directly(),
+            bridge: bridge.index,
+        })
+        .and_then(|f| f.attach_index("the uplink", uplink.index).map(|()| f));
+        let fast_path = match fast_path {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::warn!(error = %e, "pods' traffic goes through the host's stack");
+                None
+            }
+        };
         // Pods an older agent made are the bridge's ports until `attach`
         // routes them (its next pass over each pod): meanwhile they ARP
         // there for the routed ones.
@@ -200,6 +221,7 @@ impl PodNetwork {
             services: Default::default(),
             applied_services: Default::default(),
             nftables,
+            fast_path,
         };
         network.apply_rules().await?;
         tracing::info!(
@@ -207,6 +229,7 @@ impl PodNetwork {
             mode = %network.config.mode,
             vtep_mac = %network.vtep_mac(),
             mtu = network.pod_mtu,
+            fast_path = network.fast_path.is_some(),
             "pod network ready"
         );
         Ok(network)
@@ -350,6 +373,12 @@ impl PodNetwork {
             .attach_pod(&veth, netns, ip, self.subnet, self.pod_mtu)
             .await?;
         answer_arp_for_routed_pods(&veth)?;
+        if let Some(fast_path) = &self.fast_path {
+            // Without it the pod is still reached, through the stack.
+            if let Err(e) = fast_path.attach(&veth) {
+                tracing::warn!(error = %e, "pod {uid} has no fast path");
+            }
+        }
         let ports: Vec<HostPort> = pod
             .spec
             .iter()
@@ -387,6 +416,9 @@ impl PodNetwork {
     /// returned so the caller knows the pod was not fully unwired.
     pub async fn detach(&self, uid: &str) -> Result<(), NetworkError> {
         let mut first = None;
+        if let Some(fast_path) = &self.fast_path {
+            fast_path.detach(&veth_name(uid));
+        }
         if let Err(e) = self.netlink.delete_link(&veth_name(uid)).await {
             tracing::warn!(error = %e, "cannot delete pod veth");
             first = Some(NetworkError::Link(e));

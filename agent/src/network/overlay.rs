@@ -68,7 +68,8 @@ impl Mode {
         self != Mode::HostGw
     }
 
-    fn routes_directly(self) -> bool {
+    /// Whether this mode routes to peers on the uplink's segment.
+    pub fn routes_directly(self) -> bool {
         self != Mode::Vxlan
     }
 }

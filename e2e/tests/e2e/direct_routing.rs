@@ -375,3 +375,128 @@ async fn auto_routes_directly_on_the_segment_and_over_vxlan_beyond_a_router() ->
     }
     Ok(())
 }
+
+/// `Ip: ForwDatagrams` of `host`: the packets its IP stack forwarded.
+fn forwarded(host: &TestHost) -> anyhow::Result<u64> {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &host.netns, "cat", "/proc/net/snmp"])
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines().filter(|l| l.starts_with("Ip: "));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        anyhow::bail!("no Ip lines in {}'s /proc/net/snmp: {text}", host.netns);
+    };
+    let at = names
+        .split_whitespace()
+        .position(|n| n == "ForwDatagrams")
+        .context("no ForwDatagrams")?;
+    Ok(values
+        .split_whitespace()
+        .nth(at)
+        .context("no ForwDatagrams value")?
+        .parse()?)
+}
+
+/// In host-gw mode, pod-to-pod TCP between the two nodes skips both
+/// hosts' IP stacks (the agents' tc-BPF fast path), while a connection
+/// to a clusterIP, translated by the client's host, still has its replies
+/// translated back there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_traffic_skips_the_hosts_stacks_and_cluster_ip_replies_are_translated(
+) -> anyhow::Result<()> {
+    if !e2e_prerequisites(&["containerd", "runc", "ctr", "ip", "nsenter", "nft"]) {
+        return Ok(());
+    }
+    let mut underlay = Underlay::new()?;
+    let hosts = [underlay.add_host(2)?, underlay.add_host(3)?];
+    let dir = tempfile::Builder::new()
+        .prefix("skiff-fastpath-")
+        .tempdir()?;
+    let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
+    master.wait_ready(Duration::from_secs(30)).await?;
+    let nodes = start_host_nodes_with(&master.api_addr, &hosts, IMAGE, "host-gw").await?;
+    let logs = || format!("{}\n{}", nodes[0].log_tail(), nodes[1].log_tail());
+    for node in &nodes {
+        let ready = wait_for("the pod network", Duration::from_secs(30), || async {
+            let log = node.agent.log();
+            let line = log.lines().find(|l| l.contains("pod network ready"))?;
+            Some(line.to_owned())
+        })
+        .await
+        .with_context(|| node.log_tail())?;
+        assert!(
+            ready.contains("fast_path=true"),
+            "the agent runs the fast path: {}",
+            node.log_tail()
+        );
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.agent.node_name.clone()).collect();
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "web",
+        &pod_yaml("web", &names[1], "exec httpd -f -p 8080 -h /www", "")
+            .replace("  name: web\n", "  name: web\n  labels: {app: web}\n"),
+    )?;
+    let web = running_ip(&master, "web").await.with_context(logs)?;
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "svc",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
+    )?;
+    let cluster_ip = match master
+        .client()
+        .get(Kind::Service, "default", "web")
+        .await?
+        .kind
+    {
+        Some(Body::Service(s)) => s.spec.unwrap_or_default().cluster_ip,
+        other => anyhow::bail!("web is not a Service: {other:?}"),
+    };
+    let fetch = |url: &str, tag: &str| format!("wget -q -O - {url} >/dev/null && echo {tag}");
+    apply_yaml(
+        &master.api_addr,
+        dir.path(),
+        "client",
+        &pod_yaml(
+            "client",
+            &names[0],
+            &format!(
+                "while true; do {}; {}; sleep 0.5; done",
+                fetch(&format!("http://{web}:8080/"), "reached-pod"),
+                fetch(&format!("http://{cluster_ip}/"), "reached-svc"),
+            ),
+            "",
+        ),
+    )?;
+    for text in ["reached-pod", "reached-svc"] {
+        logs_contain(&master, "client", text, Duration::from_secs(40))
+            .await
+            .with_context(logs)?;
+    }
+
+    // While both keep succeeding: B's stack forwards nothing (the web
+    // pod's packets in and out go by the fast path, the translation was
+    // A's), A's forwards the clusterIP's connections (translated there,
+    // so kept in its stack) and nothing else needs it.
+    let (a_before, b_before) = (forwarded(&hosts[0])?, forwarded(&hosts[1])?);
+    let pod_before = log_count(&master, "client", "reached-pod");
+    let svc_before = log_count(&master, "client", "reached-svc");
+    logs_grow(&master, "client", "reached-pod", pod_before, 4)
+        .await
+        .with_context(logs)?;
+    logs_grow(&master, "client", "reached-svc", svc_before, 4)
+        .await
+        .with_context(logs)?;
+    let (a_after, b_after) = (forwarded(&hosts[0])?, forwarded(&hosts[1])?);
+    assert_eq!(
+        b_after, b_before,
+        "B's IP stack forwarded packets between the pods"
+    );
+    assert!(
+        a_after >= a_before + 4 * 4,
+        "A's stack forwards the clusterIP's connections (at least a SYN, a request and ACKs each): {a_before} -> {a_after}"
+    );
+    Ok(())
+}
