@@ -9,8 +9,10 @@
 //! router would.
 //!
 //! Only what the host's stack would pass unchanged takes it: IPv4 without
-//! options or fragments, TTL above 1, between addresses of the cluster
-//! CIDR, and of no connection the host's conntrack knows. A connection
+//! options or fragments, TTL above 1, from and to addresses of the
+//! cluster CIDR (the answer to anything else would go through the stack,
+//! which would take it for a new connection leaving the cluster and
+//! masquerade it), and of no connection the host's conntrack knows. A connection
 //! the stack translated (a clusterIP's DNAT, a host port, a masquerade)
 //! or saw first keeps going through it, so its replies are translated
 //! back (`bpf_skb_ct_lookup`, a kfunc found in the kernel's BTF).
@@ -445,6 +447,18 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
         as_loaded(cluster.addr.octets()),
         Label::Pass,
     );
+    // From a pod too: the answer to anything else goes through the stack,
+    // which would take it for a new connection leaving the cluster and
+    // masquerade it.
+    a.op(LDX_W, R4, R2, 26, 0);
+    a.op(AND32_K, R4, 0, 0, as_loaded(cluster.mask().to_be_bytes()));
+    a.jump(
+        JNE32_K,
+        R4,
+        0,
+        as_loaded(cluster.addr.octets()),
+        Label::Pass,
+    );
     if !layout.routes_directly {
         a.op(MOV64_X, R4, DADDR, 0, 0);
         a.op(AND32_K, R4, 0, 0, as_loaded(local.mask().to_be_bytes()));
@@ -687,10 +701,11 @@ mod tests {
         }
         assert_eq!(program.last().unwrap().code, EXIT);
         // The addresses are compared as the packet holds them.
-        let cluster = program
+        let checks = program
             .iter()
-            .find(|i| i.code == JNE32_K && i.imm == as_loaded([10, 42, 0, 0]));
-        assert!(cluster.is_some(), "the cluster CIDR is checked");
+            .filter(|i| i.code == JNE32_K && i.imm == as_loaded([10, 42, 0, 0]))
+            .count();
+        assert_eq!(checks, 2, "source and destination in the cluster CIDR");
         let local = program
             .iter()
             .find(|i| i.code == JEQ32_K && i.imm == as_loaded([10, 42, 3, 0]));

@@ -475,6 +475,29 @@ async fn pod_traffic_skips_the_hosts_stacks_and_cluster_ip_replies_are_translate
             .await
             .with_context(logs)?;
     }
+    // A node reaching another node's pod: the answer leaves the cluster
+    // CIDR, so it goes through B's stack, and so must the request (else
+    // B would take the answer for a new connection and masquerade it).
+    let from_node = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &hosts[0].netns,
+            "curl",
+            "-sS",
+            "-m",
+            "5",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code}", &format!("http://{web}:8080/")])
+        .output()?;
+    assert_eq!(
+        String::from_utf8_lossy(&from_node.stdout),
+        "200",
+        "node A fetches from B's pod: {}",
+        String::from_utf8_lossy(&from_node.stderr)
+    );
 
     // While both keep succeeding: B's stack forwards nothing (the web
     // pod's packets in and out go by the fast path, the translation was
