@@ -155,6 +155,9 @@ pub struct AgentConfig {
     /// on this host) and how it reaches other nodes; `None`: pods get
     /// loopback only.
     pub pod_network: Option<network::overlay::Mode>,
+    /// Whether pods' traffic may skip the host's stack where the kernel
+    /// allows it (`network::fast_path`).
+    pub pod_fast_path: bool,
     /// The cluster ranges and DNS address to use instead of the masters'.
     pub network_overrides: cluster_network::Overrides,
     /// How long a start that needs the masters waits for them; `None`: as
@@ -188,6 +191,7 @@ impl AgentConfig {
             labels: BTreeMap::new(),
             metrics_listen: Some(SocketAddr::from(([127, 0, 0, 1], 10248))),
             pod_network: Some(network::overlay::Mode::Vxlan),
+            pod_fast_path: true,
             network_overrides: cluster_network::Overrides::default(),
             join_timeout: Some(DEFAULT_JOIN_TIMEOUT),
             image_gc: image_gc::ImageGcConfig::default(),
@@ -444,6 +448,7 @@ pub async fn run(config: AgentConfig, shutdown: CancellationToken) -> Result<()>
             network::NetworkConfig::new(cluster.cluster_cidr, cluster.service_cidr, node_ipv4);
         network_config.cluster_dns = Some(cluster_dns);
         network_config.mode = mode;
+        network_config.fast_path = config.pod_fast_path;
         network_config.trim_heap = config.trim_heap;
         let net = network::PodNetwork::setup(network_config, subnet, &config.data_dir)
             .await

@@ -87,6 +87,12 @@ pub struct AgentFlags {
     /// rest), or none (pods get loopback only).
     #[arg(long, default_value = POD_NETWORK_VXLAN)]
     pub pod_network: String,
+    /// Let pods' TCP and UDP to other pods skip the host's IP stack
+    /// (tc-BPF, where the kernel allows it); false keeps every packet on
+    /// the stack's path, for host firewalls that filter forwarded pod
+    /// traffic.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub pod_fast_path: bool,
     /// Extra node labels, key=value; repeat or comma-separate.
     #[arg(long = "node-label", value_delimiter = ',')]
     pub node_labels: Vec<String>,
@@ -185,6 +191,7 @@ impl AgentFlags {
                     .map_err(|_| AgentFlagsError::PodNetwork(other.to_owned()))?,
             ),
         };
+        config.pod_fast_path = self.pod_fast_path;
         let join_timeout: Duration = self.join_timeout.into();
         config.join_timeout = (!join_timeout.is_zero()).then_some(join_timeout);
         config.image_gc = self.image_gc.to_config()?;
@@ -311,6 +318,23 @@ mod tests {
         let never = agent(&["--image-gc-interval", "0s"]);
         let err = never.to_config().unwrap_err();
         assert!(matches!(err, AgentFlagsError::ImageGcInterval), "{err}");
+    }
+
+    #[test]
+    fn the_pod_fast_path_is_on_unless_turned_off() {
+        let fast_path = |args: &[&str]| agent(args).to_config().unwrap().pod_fast_path;
+        assert!(fast_path(&[]));
+        assert!(!fast_path(&["--pod-fast-path=false"]));
+        assert!(fast_path(&["--pod-fast-path", "true"]));
+        let argv = [
+            "skiff",
+            "agent",
+            "--server",
+            "127.0.0.1:6443",
+            "--pod-fast-path=maybe",
+        ];
+        let err = Cli::try_parse_from(argv).unwrap_err().to_string();
+        assert!(err.contains("--pod-fast-path"), "{err}");
     }
 
     #[test]

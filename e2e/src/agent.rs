@@ -203,6 +203,12 @@ impl AgentProcess {
         self.restart()
     }
 
+    /// Starts the stopped agent again with `args` added to its flags.
+    pub fn restart_with(&mut self, args: &[&str]) -> anyhow::Result<()> {
+        self.args.extend(args.iter().map(|a| a.to_string()));
+        self.restart()
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -9,13 +9,16 @@
 //! router would.
 //!
 //! Only what the host's stack would pass unchanged takes it: IPv4 without
-//! options or fragments, TTL above 1, from and to addresses of the
+//! options or fragments, addressed to the host's MAC, TTL above 1, coming
+//! in by the way its source is routed (strict reverse-path filtering, so
+//! no pod passes with another's address), from and to addresses of the
 //! cluster CIDR (the answer to anything else would go through the stack,
 //! which would take it for a new connection leaving the cluster and
 //! masquerade it), and of no connection the host's conntrack knows. A connection
 //! the stack translated (a clusterIP's DNAT, a host port, a masquerade)
 //! or saw first keeps going through it, so its replies are translated
-//! back (`bpf_skb_ct_lookup`, a kfunc found in the kernel's BTF).
+//! back (`bpf_skb_ct_lookup`, a kfunc found in the kernel's BTF, or in
+//! `nf_conntrack`'s where conntrack is a module).
 //! Everything else (ICMP, Services' addresses, traffic over VXLAN or
 //! leaving the cluster) goes through the stack as before.
 //!
@@ -28,7 +31,8 @@
 //! The BPF crates (aya, libbpf-rs) load ELF objects built by a BPF
 //! toolchain (clang or bpf-linker), which the build does not have; a
 //! program this small is assembled here instead, and the two `bpf(2)`
-//! calls are this module's only `unsafe`.
+//! calls (load, link, and finding a module's BTF) are this module's only
+//! `unsafe`.
 #![allow(unsafe_code)]
 
 use std::collections::HashMap;
@@ -41,6 +45,8 @@ use super::subnet::Subnet;
 /// Errors loading or attaching the fast path.
 #[derive(Debug, thiserror::Error)]
 pub enum FastPathError {
+    #[error("turned off (--pod-fast-path=false)")]
+    Off,
     #[error("the kernel cannot run the pods' fast path: {0}")]
     Unsupported(String),
     #[error("the kernel refused the fast path program: {source}; verifier: {log}")]
@@ -82,6 +88,7 @@ pub struct Kfuncs {
 }
 
 const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+const CONNTRACK_BTF: &str = "/sys/kernel/btf/nf_conntrack";
 
 /// The loaded program and the devices it is attached to.
 #[derive(Debug)]
@@ -95,10 +102,30 @@ impl FastPath {
     /// Finds the kfuncs in the kernel's BTF, assembles the program for
     /// `layout` and loads it.
     pub fn load(layout: Layout) -> Result<FastPath, FastPathError> {
-        let file = std::fs::File::open(VMLINUX_BTF)
-            .map_err(|e| FastPathError::Unsupported(format!("{VMLINUX_BTF}: {e}")))?;
-        let kfuncs = find_kfuncs(BufReader::with_capacity(64 * 1024, file))?;
-        let program = load_program(&program(layout, kfuncs))?;
+        let open = |path: &str| {
+            std::fs::File::open(path)
+                .map(|f| BufReader::with_capacity(64 * 1024, f))
+                .map_err(|e| FastPathError::Unsupported(format!("{path}: {e}")))
+        };
+        let (vmlinux, base) = scan_btf(open(VMLINUX_BTF)?, BtfBase::default())?;
+        let program = match vmlinux.kfuncs {
+            Some(kfuncs) => load_program(&program(layout, kfuncs), None)?,
+            None => {
+                // Conntrack as a module (most distributions' kernels):
+                // its BTF continues the kernel's, and the program names
+                // it by a descriptor.
+                let (module, _) = scan_btf(open(CONNTRACK_BTF)?, base)?;
+                let kfuncs = module.kfuncs.ok_or_else(no_kfuncs)?;
+                let btf = module_btf("nf_conntrack")?;
+                let mut code = program(layout, kfuncs);
+                for insn in &mut code {
+                    if insn.code == CALL && insn.regs >> 4 == PSEUDO_KFUNC_CALL {
+                        insn.off = 1; // fd_array[1]
+                    }
+                }
+                load_program(&code, Some(&btf))?
+            }
+        };
         Ok(FastPath {
             program,
             links: Mutex::new(HashMap::new()),
@@ -154,8 +181,61 @@ const BTF_KIND_FUNC: u32 = 12;
 const KFUNC_LOOKUP: &[u8] = b"bpf_skb_ct_lookup";
 const KFUNC_RELEASE: &[u8] = b"bpf_ct_release";
 
-/// The BTF ids of `bpf_skb_ct_lookup` and `bpf_ct_release` in a BTF blob.
-pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> {
+/// What a BTF blob was read to: the kfuncs' ids if it holds them, and
+/// what a split blob (a module's) built on it continues from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BtfScan {
+    pub kfuncs: Option<Kfuncs>,
+    /// The last type id.
+    pub last_type: u32,
+    /// The length of the string section.
+    pub strings: u32,
+}
+
+/// Where a BTF blob's ids and strings start: nothing for the kernel's
+/// own, the kernel's for a module's (split BTF continues its base).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BtfBase {
+    pub last_type: u32,
+    pub strings: u32,
+    /// The names' offsets among the base's strings, if there.
+    lookup_name: Option<u32>,
+    release_name: Option<u32>,
+}
+
+impl BtfBase {
+    fn of(scan: &BtfScan, names: (Option<u32>, Option<u32>)) -> BtfBase {
+        BtfBase {
+            last_type: scan.last_type,
+            strings: scan.strings,
+            lookup_name: names.0,
+            release_name: names.1,
+        }
+    }
+}
+
+/// The BTF ids of `bpf_skb_ct_lookup` and `bpf_ct_release` in the
+/// kernel's BTF (`vmlinux`), where conntrack is built in.
+pub fn find_kfuncs<R: Read + Seek>(btf: R) -> Result<Kfuncs, FastPathError> {
+    scan_btf(btf, BtfBase::default())?
+        .0
+        .kfuncs
+        .ok_or_else(no_kfuncs)
+}
+
+fn no_kfuncs() -> FastPathError {
+    FastPathError::Unsupported(
+        "the kernel's BTF: no conntrack kfuncs (bpf_skb_ct_lookup, bpf_ct_release)".into(),
+    )
+}
+
+/// Reads a BTF blob as a stream (the kernel's is several MB; it is never
+/// held whole): the kfuncs' ids if it has them, and the base a module's
+/// blob continues from.
+pub fn scan_btf<R: Read + Seek>(
+    mut btf: R,
+    base: BtfBase,
+) -> Result<(BtfScan, BtfBase), FastPathError> {
     let bad = |what: String| FastPathError::Unsupported(format!("the kernel's BTF: {what}"));
     let io = |e: std::io::Error| bad(e.to_string());
     let mut header = [0u8; 24];
@@ -168,8 +248,8 @@ pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> 
     let (type_off, type_len) = (u32_at(&header, 8), u32_at(&header, 12));
     let (str_off, str_len) = (u32_at(&header, 16), u32_at(&header, 20));
 
-    // The names' offsets in the string section: each string starts after
-    // a NUL.
+    // The names' offsets in the string section (each string starts after
+    // a NUL), past the base's strings.
     btf.seek(SeekFrom::Start(hdr_len + u64::from(str_off)))
         .map_err(io)?;
     let (mut lookup_name, mut release_name) = (None, None);
@@ -186,9 +266,9 @@ pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> 
         for &byte in &chunk[..n] {
             if byte == 0 {
                 if current == KFUNC_LOOKUP {
-                    lookup_name = Some(start);
+                    lookup_name = Some(base.strings + start);
                 } else if current == KFUNC_RELEASE {
-                    release_name = Some(start);
+                    release_name = Some(base.strings + start);
                 }
                 current.clear();
                 start = at + 1;
@@ -198,21 +278,18 @@ pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> 
             at += 1;
         }
     }
-    let (Some(lookup_name), Some(release_name)) = (lookup_name, release_name) else {
-        return Err(bad(
-            "no conntrack kfuncs (bpf_skb_ct_lookup, bpf_ct_release)".into(),
-        ));
-    };
+    let lookup_name = base.lookup_name.or(lookup_name);
+    let release_name = base.release_name.or(release_name);
 
-    // The types, in id order from 1: a 12-byte head, then what its kind
-    // carries.
+    // The types, in id order after the base's: a 12-byte head, then what
+    // its kind carries.
     btf.seek(SeekFrom::Start(hdr_len + u64::from(type_off)))
         .map_err(io)?;
     let mut types = BufReader::new((&mut btf).take(u64::from(type_len)));
     let (mut ct_lookup, mut ct_release) = (None, None);
-    let mut id = 0u32;
+    let mut id = base.last_type;
     let mut head = [0u8; 12];
-    while ct_lookup.is_none() || ct_release.is_none() {
+    loop {
         match types.read_exact(&mut head) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
@@ -222,9 +299,9 @@ pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> 
         let (name, info) = (u32_at(&head, 0), u32_at(&head, 4));
         let (kind, vlen) = ((info >> 24) & 0x1f, u64::from(info & 0xffff));
         if kind == BTF_KIND_FUNC {
-            if name == lookup_name {
+            if Some(name) == lookup_name {
                 ct_lookup = Some(id);
-            } else if name == release_name {
+            } else if Some(name) == release_name {
                 ct_release = Some(id);
             }
         }
@@ -238,13 +315,19 @@ pub fn find_kfuncs<R: Read + Seek>(mut btf: R) -> Result<Kfuncs, FastPathError> 
         };
         std::io::copy(&mut (&mut types).take(tail), &mut std::io::sink()).map_err(io)?;
     }
-    match (ct_lookup, ct_release) {
-        (Some(ct_lookup), Some(ct_release)) => Ok(Kfuncs {
-            ct_lookup,
-            ct_release,
-        }),
-        _ => Err(bad("the conntrack kfuncs are not functions".into())),
-    }
+    let scan = BtfScan {
+        kfuncs: match (ct_lookup, ct_release) {
+            (Some(ct_lookup), Some(ct_release)) => Some(Kfuncs {
+                ct_lookup,
+                ct_release,
+            }),
+            _ => None,
+        },
+        last_type: id,
+        strings: base.strings + str_len,
+    };
+    let next = BtfBase::of(&scan, (lookup_name, release_name));
+    Ok((scan, next))
 }
 
 // ---------------------------------------------------------------------
@@ -294,6 +377,7 @@ const JA: u8 = 0x05;
 const JEQ_K: u8 = 0x15;
 const JEQ_X: u8 = 0x1d;
 const JNE_K: u8 = 0x55;
+const JNE_X: u8 = 0x5d;
 const JGT_X: u8 = 0x2d;
 const JLT_K: u8 = 0xa5;
 const JLE_K: u8 = 0xb5;
@@ -311,6 +395,7 @@ const REDIRECT_PEER: i32 = 155;
 const FIB_LOOKUP_SKIP_NEIGH: i32 = 4;
 
 // `struct __sk_buff` fields.
+const SKB_PKT_TYPE: i16 = 4;
 const SKB_INGRESS_IFINDEX: i16 = 36;
 const SKB_DATA: i16 = 76;
 const SKB_DATA_END: i16 = 80;
@@ -339,7 +424,9 @@ const FP: u8 = 10;
 // The stack: the conntrack tuple, its options, the FIB lookup.
 const TUPLE: i16 = -16;
 const OPTS: i16 = -32;
-const OPTS_SIZE: i32 = 16;
+/// `NF_BPF_CT_OPTS_OLD_SZ`: what every kernel with these kfuncs takes
+/// (6.11 and later take 16 too, with zone fields that are zero here).
+const OPTS_SIZE: i32 = 12;
 const FIB: i16 = -96;
 
 /// An IPv4 address or mask as a 32-bit load of the packet sees it.
@@ -421,6 +508,9 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
     let cluster = layout.cluster.net();
     let local = layout.local.net();
     a.op(MOV64_X, CTX, R1, 0, 0);
+    // Addressed to this host (ip_forward drops the rest too).
+    a.op(LDX_W, R4, CTX, SKB_PKT_TYPE, 0);
+    a.jump(JNE_K, R4, 0, 0, Label::Pass);
     // Ethernet, IPv4 with no options, and the ports.
     a.packet(14 + 20 + 4);
     a.op(LDX_H, R4, R2, 12, 0);
@@ -514,6 +604,30 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
     a.op(LDX_W, OUT, FP, FIB + 8, 0);
     a.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
     a.jump(JEQ_X, R4, OUT, 0, Label::Pass);
+
+    // The source's own way back must be the way it came in (strict
+    // reverse-path filtering): no pod, and nothing on the uplink, passes
+    // with another's address.
+    for at in (0..64).step_by(8) {
+        a.op(ST_DW, FP, 0, FIB + at, 0);
+    }
+    a.op(ST_B, FP, 0, FIB, 2);
+    a.op(STX_B, FP, PROTO, FIB + 1, 0);
+    a.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
+    a.op(STX_W, FP, R4, FIB + 8, 0);
+    a.op(STX_W, FP, DADDR, FIB + 16, 0);
+    a.op(LDX_W, R4, FP, TUPLE, 0);
+    a.op(STX_W, FP, R4, FIB + 32, 0);
+    a.op(MOV64_X, R1, CTX, 0, 0);
+    a.op(MOV64_X, R2, FP, 0, 0);
+    a.op(ADD64_K, R2, 0, 0, FIB.into());
+    a.op(MOV64_K, R3, 0, 0, 64);
+    a.op(MOV64_K, R4, 0, 0, FIB_LOOKUP_SKIP_NEIGH);
+    a.op(CALL, 0, 0, 0, FIB_LOOKUP);
+    a.jump(JNE_K, R0, 0, 0, Label::Pass);
+    a.op(LDX_W, R4, FP, FIB + 8, 0);
+    a.op(LDX_W, R5, CTX, SKB_INGRESS_IFINDEX, 0);
+    a.jump(JNE_X, R4, R5, 0, Label::Pass);
     a.op(MOV64_X, R4, DADDR, 0, 0);
     a.op(AND32_K, R4, 0, 0, as_loaded(local.mask().to_be_bytes()));
     a.jump(JEQ32_K, R4, 0, as_loaded(local.addr.octets()), Label::Local);
@@ -569,29 +683,124 @@ fn put(attr: &mut [u8], at: usize, bytes: &[u8]) {
     attr[at..at + bytes.len()].copy_from_slice(bytes);
 }
 
-fn load_program(program: &[Insn]) -> Result<OwnedFd, FastPathError> {
+/// Loads `program`; `module` is the BTF its kfunc calls name (as
+/// `fd_array[1]`) when not the kernel's own.
+fn load_program(program: &[Insn], module: Option<&OwnedFd>) -> Result<OwnedFd, FastPathError> {
+    let fds: [i32; 2] = [-1, module.map_or(-1, |m| m.as_raw_fd())];
+    let fds = module.map(|_| &fds);
+    // Without a log first: a long one can make a good program fail
+    // (ENOSPC); asked again with one only to say why it failed.
+    match load_with_log(program, fds, None) {
+        Ok(fd) => Ok(fd),
+        Err(_) => {
+            let mut log = vec![0u8; 64 * 1024];
+            let result = load_with_log(program, fds, Some(&mut log));
+            result.map_err(|source| {
+                let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
+                let text = String::from_utf8_lossy(&log[..end]);
+                // The end says why.
+                let tail: Vec<&str> = text.lines().rev().take(6).collect();
+                FastPathError::Load {
+                    source,
+                    log: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                }
+            })
+        }
+    }
+}
+
+fn load_with_log(
+    program: &[Insn],
+    fd_array: Option<&[i32; 2]>,
+    log: Option<&mut Vec<u8>>,
+) -> std::io::Result<OwnedFd> {
     let code: Vec<u8> = program.iter().flat_map(|i| i.bytes()).collect();
     let license = b"GPL\0";
-    let mut log = vec![0u8; 64 * 1024];
     let mut attr = [0u8; ATTR_SIZE];
     put(&mut attr, 0, &BPF_PROG_TYPE_SCHED_CLS.to_le_bytes());
     put(&mut attr, 4, &(program.len() as u32).to_le_bytes());
     put(&mut attr, 8, &(code.as_ptr() as u64).to_le_bytes());
     put(&mut attr, 16, &(license.as_ptr() as u64).to_le_bytes());
-    put(&mut attr, 24, &1u32.to_le_bytes()); // log level
-    put(&mut attr, 28, &(log.len() as u32).to_le_bytes());
-    put(&mut attr, 32, &(log.as_mut_ptr() as u64).to_le_bytes());
+    if let Some(log) = log {
+        put(&mut attr, 24, &1u32.to_le_bytes()); // log level
+        put(&mut attr, 28, &(log.len() as u32).to_le_bytes());
+        put(&mut attr, 32, &(log.as_mut_ptr() as u64).to_le_bytes());
+    }
     put(&mut attr, 48, b"skiff_fast_path");
-    bpf(BPF_PROG_LOAD, &mut attr).map_err(|source| {
-        let end = log.iter().position(|b| *b == 0).unwrap_or(log.len());
-        let text = String::from_utf8_lossy(&log[..end]);
-        // The end says why.
-        let tail: Vec<&str> = text.lines().rev().take(6).collect();
-        FastPathError::Load {
-            source,
-            log: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+    if let Some(fds) = fd_array {
+        put(&mut attr, 120, &(fds.as_ptr() as u64).to_le_bytes());
+    }
+    bpf(BPF_PROG_LOAD, &mut attr)
+}
+
+const BPF_OBJ_GET_INFO_BY_FD: i32 = 15;
+const BPF_BTF_GET_FD_BY_ID: i32 = 19;
+const BPF_BTF_GET_NEXT_ID: i32 = 23;
+
+/// A descriptor of the kernel's BTF object named `name` (a module's, or
+/// `vmlinux`).
+fn module_btf(name: &str) -> Result<OwnedFd, FastPathError> {
+    let unsupported =
+        |what: String| FastPathError::Unsupported(format!("the BTF of {name}: {what}"));
+    let mut id = 0u32;
+    loop {
+        let mut attr = [0u8; ATTR_SIZE];
+        put(&mut attr, 0, &id.to_le_bytes());
+        // SAFETY: as `bpf`; GET_NEXT_ID writes next_id into the attr.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_BTF_GET_NEXT_ID,
+                attr.as_mut_ptr(),
+                ATTR_SIZE as u32,
+            )
+        };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(unsupported(
+                if e.raw_os_error() == Some(nix::libc::ENOENT) {
+                    "not loaded".into()
+                } else {
+                    e.to_string()
+                },
+            ));
         }
-    })
+        id = u32::from_le_bytes([attr[4], attr[5], attr[6], attr[7]]);
+        let mut attr = [0u8; ATTR_SIZE];
+        put(&mut attr, 0, &id.to_le_bytes());
+        let Ok(btf) = bpf(BPF_BTF_GET_FD_BY_ID, &mut attr) else {
+            continue; // gone meanwhile
+        };
+        let mut object_name = [0u8; 64];
+        let mut info = [0u8; 32];
+        put(
+            &mut info,
+            16,
+            &(object_name.as_mut_ptr() as u64).to_le_bytes(),
+        );
+        put(&mut info, 24, &(object_name.len() as u32).to_le_bytes());
+        let mut attr = [0u8; ATTR_SIZE];
+        put(&mut attr, 0, &(btf.as_raw_fd() as u32).to_le_bytes());
+        put(&mut attr, 4, &(info.len() as u32).to_le_bytes());
+        put(&mut attr, 8, &(info.as_mut_ptr() as u64).to_le_bytes());
+        // SAFETY: as `bpf`; the kernel writes at most `info_len` bytes
+        // into `info` and `name_len` into `object_name`.
+        let r = unsafe {
+            nix::libc::syscall(
+                nix::libc::SYS_bpf,
+                BPF_OBJ_GET_INFO_BY_FD,
+                attr.as_mut_ptr(),
+                ATTR_SIZE as u32,
+            )
+        };
+        if r < 0 {
+            continue;
+        }
+        let end = object_name.iter().position(|b| *b == 0).unwrap_or(0);
+        if &object_name[..end] == name.as_bytes() {
+            return Ok(btf);
+        }
+    }
 }
 
 fn attach_ingress(program: &OwnedFd, ifindex: u32) -> std::io::Result<OwnedFd> {
@@ -620,14 +829,27 @@ mod tests {
         }
     }
 
-    /// A BTF blob with the given types (kind, name, vlen) and strings.
-    fn btf(types: &[(u32, &str, u32)]) -> Vec<u8> {
+    /// A type's name: its own string, or an offset among a base's.
+    enum Name<'a> {
+        Own(&'a str),
+        At(u32),
+    }
+
+    /// A BTF blob with the given types (kind, name, vlen), its strings
+    /// numbered after `base_strings` (a split blob's are).
+    fn split_btf(types: &[(u32, Name<'_>, u32)], base_strings: u32) -> Vec<u8> {
         let mut strings = vec![0u8];
         let mut type_bytes = Vec::new();
         for (kind, name, vlen) in types {
-            let name_off = strings.len() as u32;
-            strings.extend_from_slice(name.as_bytes());
-            strings.push(0);
+            let name_off = match name {
+                Name::Own(name) => {
+                    let at = base_strings + strings.len() as u32;
+                    strings.extend_from_slice(name.as_bytes());
+                    strings.push(0);
+                    at
+                }
+                Name::At(at) => *at,
+            };
             type_bytes.extend_from_slice(&name_off.to_le_bytes());
             type_bytes.extend_from_slice(&((kind << 24) | vlen).to_le_bytes());
             type_bytes.extend_from_slice(&0u32.to_le_bytes());
@@ -649,6 +871,43 @@ mod tests {
         out.extend(type_bytes);
         out.extend(strings);
         out
+    }
+
+    fn btf(types: &[(u32, &str, u32)]) -> Vec<u8> {
+        let types: Vec<(u32, Name<'_>, u32)> = types
+            .iter()
+            .map(|(k, n, v)| (*k, Name::Own(n), *v))
+            .collect();
+        split_btf(&types, 0)
+    }
+
+    #[test]
+    fn a_modules_split_btf_continues_the_kernels_ids_and_strings() {
+        // The kernel's: no such functions, but one of the names (a
+        // struct's), which the module's types may point back at.
+        let vmlinux = btf(&[(1, "int", 0), (4, "bpf_ct_release", 2), (13, "", 1)]);
+        let (scan, base) =
+            scan_btf(std::io::Cursor::new(vmlinux.clone()), BtfBase::default()).unwrap();
+        assert_eq!(scan.kfuncs, None);
+        assert_eq!(scan.last_type, 3);
+        assert!(find_kfuncs(std::io::Cursor::new(vmlinux)).is_err());
+        let release_in_base = 5; // after "\0int\0"
+        let module = split_btf(
+            &[
+                (13, Name::Own(""), 2),
+                (12, Name::Own("bpf_skb_ct_lookup"), 0),
+                (12, Name::At(release_in_base), 0),
+            ],
+            scan.strings,
+        );
+        let (module, _) = scan_btf(std::io::Cursor::new(module), base).unwrap();
+        assert_eq!(
+            module.kfuncs,
+            Some(Kfuncs {
+                ct_lookup: 5,
+                ct_release: 6
+            })
+        );
     }
 
     #[test]
@@ -706,6 +965,17 @@ mod tests {
             .filter(|i| i.code == JNE32_K && i.imm == as_loaded([10, 42, 0, 0]))
             .count();
         assert_eq!(checks, 2, "source and destination in the cluster CIDR");
+        let lookups = program
+            .iter()
+            .filter(|i| i.code == CALL && i.imm == FIB_LOOKUP)
+            .count();
+        assert_eq!(lookups, 2, "the destination's route and the source's");
+        assert!(
+            program
+                .iter()
+                .any(|i| i.code == LDX_W && i.off == SKB_PKT_TYPE),
+            "only frames addressed to the host"
+        );
         let local = program
             .iter()
             .find(|i| i.code == JEQ32_K && i.imm == as_loaded([10, 42, 3, 0]));
@@ -756,6 +1026,10 @@ mod tests {
                 ..layout()
             };
             FastPath::load(vxlan_only).unwrap();
+            // What a module's BTF is found by, tried on the kernel's own.
+            module_btf("vmlinux").unwrap();
+            let err = module_btf("skiff_no_such_module").unwrap_err();
+            assert!(err.to_string().contains("not loaded"), "{err}");
             let fast_path = FastPath::load(layout()).unwrap();
             fast_path.attach("lo").unwrap();
             fast_path.attach("lo").unwrap();

@@ -57,6 +57,8 @@ pub struct NetworkConfig {
     pub vxlan: String,
     pub vni: u32,
     pub port: u16,
+    /// Whether pods' traffic may skip the host's stack ([`fast_path`]).
+    pub fast_path: bool,
     /// Gives the allocator's free memory back to the kernel
     /// (`AgentConfig::trim_heap`); called once libnftables is unloaded,
     /// whose context held the table's chains and sets.
@@ -75,6 +77,7 @@ impl NetworkConfig {
             vxlan: "skiff.1".into(),
             vni: 1,
             port: 8472,
+            fast_path: true,
             trim_heap: None,
         }
     }
@@ -181,21 +184,6 @@ impl PodNetwork {
         let bridge = netlink
             .ensure_bridge(&config.bridge, subnet, pod_mtu)
             .await?;
-        let fast_path = fast_path::FastPath::load(fast_path::Layout {
-            cluster: config.cluster_cidr,
-            local: subnet,
-            uplink: uplink.index,
-            routes_directly: config.mode.routes_directly(),
-            bridge: bridge.index,
-        })
-        .and_then(|f| f.attach_index("the uplink", uplink.index).map(|()| f));
-        let fast_path = match fast_path {
-            Ok(f) => Some(f),
-            Err(e) => {
-                tracing::warn!(error = %e, "pods' traffic goes through the host's stack");
-                None
-            }
-        };
         // Pods an older agent made are the bridge's ports until `attach`
         // routes them (its next pass over each pod): meanwhile they ARP
         // there for the routed ones.
@@ -208,7 +196,7 @@ impl PodNetwork {
                 }
             })?;
         let nftables = nftables::Nftables::open(config.trim_heap);
-        let network = PodNetwork {
+        let mut network = PodNetwork {
             config,
             netlink,
             subnet,
@@ -221,9 +209,34 @@ impl PodNetwork {
             services: Default::default(),
             applied_services: Default::default(),
             nftables,
-            fast_path,
+            fast_path: None,
         };
         network.apply_rules().await?;
+        // After the table: with conntrack a module, that loads it, and
+        // with it the kfuncs the program calls.
+        let fast_path = if !network.config.fast_path {
+            Err(fast_path::FastPathError::Off)
+        } else {
+            fast_path::FastPath::load(fast_path::Layout {
+                cluster: network.config.cluster_cidr,
+                local: subnet,
+                uplink: network.uplink.index,
+                routes_directly: network.config.mode.routes_directly(),
+                bridge: bridge.index,
+            })
+            .and_then(|f| {
+                f.attach_index("the uplink", network.uplink.index)
+                    .map(|()| f)
+            })
+        };
+        network.fast_path = match fast_path {
+            Ok(f) => Some(f),
+            Err(fast_path::FastPathError::Off) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "pods' traffic goes through the host's stack");
+                None
+            }
+        };
         tracing::info!(
             subnet = %subnet,
             mode = %network.config.mode,

@@ -414,7 +414,7 @@ async fn pod_traffic_skips_the_hosts_stacks_and_cluster_ip_replies_are_translate
         .tempdir()?;
     let master = MasterProcess::start_on(&dir.path().join("master"), &underlay.gateway(), &[])?;
     master.wait_ready(Duration::from_secs(30)).await?;
-    let nodes = start_host_nodes_with(&master.api_addr, &hosts, IMAGE, "host-gw").await?;
+    let mut nodes = start_host_nodes_with(&master.api_addr, &hosts, IMAGE, "host-gw").await?;
     let logs = || format!("{}\n{}", nodes[0].log_tail(), nodes[1].log_tail());
     for node in &nodes {
         let ready = wait_for("the pod network", Duration::from_secs(30), || async {
@@ -521,5 +521,39 @@ async fn pod_traffic_skips_the_hosts_stacks_and_cluster_ip_replies_are_translate
         a_after >= a_before + 4 * 4,
         "A's stack forwards the clusterIP's connections (at least a SYN, a request and ACKs each): {a_before} -> {a_after}"
     );
+
+    // The program goes with the agent: with B's stopped, B's stack
+    // carries the pods' traffic, which goes on; so it does with B's
+    // agent back with the fast path turned off.
+    for restart in [false, true] {
+        if restart {
+            nodes[1].agent.restart_with(&["--pod-fast-path=false"])?;
+            let agent = &nodes[1].agent;
+            wait_for("B's pod network again", Duration::from_secs(30), || async {
+                (agent.log().matches("pod network ready").count() >= 2).then_some(())
+            })
+            .await
+            .with_context(|| nodes[1].log_tail())?;
+            let log = nodes[1].agent.log();
+            let ready = log.lines().rfind(|l| l.contains("pod network ready"));
+            assert!(
+                ready.is_some_and(|l| l.contains("fast_path=false")),
+                "{}",
+                nodes[1].log_tail()
+            );
+        } else {
+            nodes[1].agent.kill();
+        }
+        let b_before = forwarded(&hosts[1])?;
+        let pod_before = log_count(&master, "client", "reached-pod");
+        logs_grow(&master, "client", "reached-pod", pod_before, 3)
+            .await
+            .with_context(|| nodes[1].log_tail())?;
+        let b_after = forwarded(&hosts[1])?;
+        assert!(
+            b_after >= b_before + 3 * 4,
+            "B's stack forwards the pods' traffic (restarted: {restart}): {b_before} -> {b_after}"
+        );
+    }
     Ok(())
 }
