@@ -239,6 +239,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[serde(with = \"crate::json_mapping::quantity\")]",
         );
     }
+    // Sent by masters as the bytes their store holds (`src/watch_event.rs`).
+    config.extern_path(".skiff.api.v1.WatchEvent", "crate::watch_event::WatchEvent");
     tonic_prost_build::configure()
         .codec_path("crate::grpc_codec::CompactCodec")
         .compile_with_config(config, PROTOS, &["proto"])?;

@@ -11,6 +11,7 @@
 
 pub mod grpc_codec;
 pub mod json_mapping;
+pub mod watch_event;
 
 /// The generated modules, nested as the proto packages are (`skiff.v1`,
 /// `skiff.api.v1`, `skiff.raft.v1`) so cross-package paths resolve.
@@ -23,6 +24,8 @@ mod skiff {
     pub mod api {
         pub mod v1 {
             tonic::include_proto!("skiff.api.v1");
+            /// Written by hand: see [`crate::watch_event`].
+            pub use crate::watch_event::WatchEvent;
         }
     }
     pub mod raft {

@@ -435,6 +435,7 @@ mod tests {
             object,
             revision,
             previous: None,
+            ..Default::default()
         }
     }
 

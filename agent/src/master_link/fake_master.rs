@@ -283,6 +283,7 @@ impl FakeMaster {
             object: Some(object),
             revision: state.revision,
             previous: None,
+            ..Default::default()
         };
         for (watched, watch) in &state.watches {
             if watched == kind {

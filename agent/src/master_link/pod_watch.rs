@@ -154,6 +154,7 @@ mod tests {
             }),
             revision,
             previous: None,
+            ..Default::default()
         })
     }
 
@@ -163,6 +164,7 @@ mod tests {
             object: None,
             revision,
             previous: None,
+            ..Default::default()
         })
     }
 

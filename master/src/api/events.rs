@@ -157,6 +157,7 @@ impl Watcher {
             object: Some(change.object()),
             revision: change.revision,
             previous: None,
+            ..Default::default()
         };
         self.out.send(Ok(message)).await.map_err(|_| Gone)
     }

@@ -429,6 +429,7 @@ impl Nodes for NodeService {
                     revision,
                     object: Some(Object::clone(&pod)),
                     previous: None,
+                    ..Default::default()
                 };
                 if tx.send(Ok(event)).await.is_err() {
                     return;
@@ -439,6 +440,7 @@ impl Nodes for NodeService {
                 revision,
                 object: None,
                 previous: None,
+                ..Default::default()
             };
             if tx.send(Ok(listed)).await.is_err() {
                 return;
@@ -468,6 +470,7 @@ impl Nodes for NodeService {
                     object: Some(object),
                     revision: event.revision,
                     previous: None,
+                    ..Default::default()
                 };
                 if tx.send(Ok(message)).await.is_err() {
                     return;

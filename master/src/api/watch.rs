@@ -9,13 +9,18 @@
 //!
 //! A watch that asks `with_previous` (the REST API's, when it has label or
 //! field selectors) also gets the object before a change whenever the
-//! store kept it ([`StoredEvent::previous`]); it alone decodes it.
+//! store kept it ([`StoredEvent::previous`]).
+//!
+//! Objects go out as the bytes the store holds
+//! ([`WatchEvent::encoded_object`]): a change reaches every watcher of its
+//! kind, and none decodes or encodes it again; in-process readers (the
+//! REST API) decode what they read ([`WatchEvent::decoded`]).
 
 use std::sync::Arc;
 
 use super::event_stream::{self, EventSender, EventStream};
-use prost::Message;
-use skiff_proto::api::{Object, WatchEvent};
+use prost::bytes::Bytes;
+use skiff_proto::api::WatchEvent;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -155,31 +160,15 @@ impl Watcher {
                 return Ok(());
             }
         }
-        let object = match Object::decode(event.object.as_slice()) {
-            Ok(o) => o,
-            Err(e) => {
-                tracing::error!(revision = event.revision, error = %e, "undecodable event in history");
-                return Ok(());
-            }
-        };
-        let previous = if self.with_previous && !event.previous.is_empty() {
-            match Object::decode(event.previous.as_slice()) {
-                Ok(o) => Some(o),
-                Err(e) => {
-                    // The change itself still goes out, judged as if
-                    // selectors read both versions alike.
-                    tracing::error!(revision = event.revision, error = %e, "undecodable previous object in history");
-                    None
-                }
-            }
-        } else {
-            None
-        };
+        // The stored bytes as they are: no decode and encode per watcher.
+        let previous = (self.with_previous && !event.previous.is_empty())
+            .then(|| Bytes::copy_from_slice(&event.previous));
         let message = WatchEvent {
             r#type: event.event_type,
-            object: Some(object),
             revision: event.revision,
-            previous,
+            encoded_object: Some(Bytes::copy_from_slice(&event.object)),
+            encoded_previous: previous,
+            ..Default::default()
         };
         self.out.send(Ok(message)).await.map_err(|_| Gone)
     }
@@ -187,6 +176,8 @@ impl Watcher {
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+    use skiff_proto::api::Object;
     use skiff_proto::v1;
     use tokio_stream::StreamExt;
 
@@ -248,6 +239,9 @@ mod tests {
             };
             let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
             let event = stream.next().await.unwrap().unwrap();
+            // Sent as the store's bytes, decoded by a reader.
+            assert!(event.object.is_none() && event.encoded_object.is_some());
+            let event = event.decoded().unwrap();
             assert_eq!(event.revision, 3);
             let app = |object: &Object| object.meta().labels["app"].clone();
             assert_eq!(event.object.as_ref().map(app).as_deref(), Some("db"));

@@ -398,6 +398,16 @@ pub(super) async fn start(
                     }
                     Some(Ok(event)) => {
                         last_revision = event.revision;
+                        // The watch sends the stored bytes; this reader
+                        // wants the objects.
+                        let event = match event.decoded() {
+                            Ok(event) => event,
+                            Err(e) => {
+                                let e = RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("an undecodable object at revision {last_revision}: {e}"));
+                                let _ = tx.send(encoder.line("ERROR", e.to_json())).await;
+                                return;
+                            }
+                        };
                         let Some((kind, value)) = encoder.selected(&event) else { continue };
                         encoder.line(kind, value)
                     }
@@ -470,6 +480,7 @@ mod tests {
             object: Some(object),
             revision: 7,
             previous,
+            ..Default::default()
         }
     }
 
