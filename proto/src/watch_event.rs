@@ -44,12 +44,6 @@ impl WatchEvent {
         }
         Ok(self)
     }
-
-    /// The `EventType` of the event (unknown numbers read as the default,
-    /// as prost's accessors do).
-    pub fn r#type(&self) -> crate::api::EventType {
-        crate::api::EventType::try_from(self.r#type).unwrap_or_default()
-    }
 }
 
 /// An object field from its message, or from the bytes it encodes to.

@@ -40,13 +40,13 @@ use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::Mutex;
 
+use skiff_objects::Ipv4Net;
+
 use super::subnet::Subnet;
 
 /// Errors loading or attaching the fast path.
 #[derive(Debug, thiserror::Error)]
 pub enum FastPathError {
-    #[error("turned off (--pod-fast-path=false)")]
-    Off,
     #[error("the kernel cannot run the pods' fast path: {0}")]
     Unsupported(String),
     #[error("the kernel refused the fast path program: {source}; verifier: {log}")]
@@ -212,15 +212,6 @@ impl BtfBase {
             release_name: names.1,
         }
     }
-}
-
-/// The BTF ids of `bpf_skb_ct_lookup` and `bpf_ct_release` in the
-/// kernel's BTF (`vmlinux`), where conntrack is built in.
-pub fn find_kfuncs<R: Read + Seek>(btf: R) -> Result<Kfuncs, FastPathError> {
-    scan_btf(btf, BtfBase::default())?
-        .0
-        .kfuncs
-        .ok_or_else(no_kfuncs)
 }
 
 fn no_kfuncs() -> FastPathError {
@@ -485,6 +476,37 @@ impl Asm {
         self.jump(JGT_X, R4, R3, 0, Label::Pass);
     }
 
+    /// Jumps to `to` by `code` (`JEQ32_K` or `JNE32_K`) as r4, an address
+    /// as loaded, is or is not in `net`.
+    fn in_net(&mut self, code: u8, net: Ipv4Net, to: Label) {
+        self.op(AND32_K, R4, 0, 0, as_loaded(net.mask().to_be_bytes()));
+        self.jump(code, R4, 0, as_loaded(net.addr.octets()), to);
+    }
+
+    /// Looks the packet's route up into the FIB struct on the stack
+    /// (`reverse`: the route back to its source, as it came in) and leaves
+    /// for the stack unless one forwards it.
+    fn fib_lookup(&mut self, reverse: bool) {
+        for at in (0..64).step_by(8) {
+            self.op(ST_DW, FP, 0, FIB + at, 0);
+        }
+        self.op(ST_B, FP, 0, FIB, 2); // AF_INET
+        self.op(STX_B, FP, PROTO, FIB + 1, 0);
+        self.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
+        self.op(STX_W, FP, R4, FIB + 8, 0);
+        let (source, destination) = if reverse { (32, 16) } else { (16, 32) };
+        self.op(LDX_W, R4, FP, TUPLE, 0);
+        self.op(STX_W, FP, R4, FIB + source, 0);
+        self.op(STX_W, FP, DADDR, FIB + destination, 0);
+        self.op(MOV64_X, R1, CTX, 0, 0);
+        self.op(MOV64_X, R2, FP, 0, 0);
+        self.op(ADD64_K, R2, 0, 0, FIB.into());
+        self.op(MOV64_K, R3, 0, 0, 64);
+        self.op(MOV64_K, R4, 0, 0, FIB_LOOKUP_SKIP_NEIGH);
+        self.op(CALL, 0, 0, 0, FIB_LOOKUP);
+        self.jump(JNE_K, R0, 0, 0, Label::Pass);
+    }
+
     /// Decrements the TTL and mends the header checksum as the kernel's
     /// `ip_decrease_ttl` does (packet pointers read again: a call before
     /// may have moved the data).
@@ -529,30 +551,15 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
     a.label(Label::L4);
     a.op(LDX_W, DADDR, R2, 30, 0);
     a.op(MOV64_X, R4, DADDR, 0, 0);
-    a.op(AND32_K, R4, 0, 0, as_loaded(cluster.mask().to_be_bytes()));
-    a.jump(
-        JNE32_K,
-        R4,
-        0,
-        as_loaded(cluster.addr.octets()),
-        Label::Pass,
-    );
+    a.in_net(JNE32_K, cluster, Label::Pass);
     // From a pod too: the answer to anything else goes through the stack,
     // which would take it for a new connection leaving the cluster and
     // masquerade it.
     a.op(LDX_W, R4, R2, 26, 0);
-    a.op(AND32_K, R4, 0, 0, as_loaded(cluster.mask().to_be_bytes()));
-    a.jump(
-        JNE32_K,
-        R4,
-        0,
-        as_loaded(cluster.addr.octets()),
-        Label::Pass,
-    );
+    a.in_net(JNE32_K, cluster, Label::Pass);
     if !layout.routes_directly {
         a.op(MOV64_X, R4, DADDR, 0, 0);
-        a.op(AND32_K, R4, 0, 0, as_loaded(local.mask().to_be_bytes()));
-        a.jump(JNE32_K, R4, 0, as_loaded(local.addr.octets()), Label::Pass);
+        a.in_net(JNE32_K, local, Label::Pass);
     }
 
     // Known to conntrack? Then the stack has it (and may translate it).
@@ -584,23 +591,7 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
     a.jump(JNE32_K, R4, 0, -ENOENT, Label::Pass);
 
     // Where the kernel's route sends it.
-    for at in (0..64).step_by(8) {
-        a.op(ST_DW, FP, 0, FIB + at, 0);
-    }
-    a.op(ST_B, FP, 0, FIB, 2); // AF_INET
-    a.op(STX_B, FP, PROTO, FIB + 1, 0);
-    a.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
-    a.op(STX_W, FP, R4, FIB + 8, 0);
-    a.op(LDX_W, R4, FP, TUPLE, 0);
-    a.op(STX_W, FP, R4, FIB + 16, 0);
-    a.op(STX_W, FP, DADDR, FIB + 32, 0);
-    a.op(MOV64_X, R1, CTX, 0, 0);
-    a.op(MOV64_X, R2, FP, 0, 0);
-    a.op(ADD64_K, R2, 0, 0, FIB.into());
-    a.op(MOV64_K, R3, 0, 0, 64);
-    a.op(MOV64_K, R4, 0, 0, FIB_LOOKUP_SKIP_NEIGH);
-    a.op(CALL, 0, 0, 0, FIB_LOOKUP);
-    a.jump(JNE_K, R0, 0, 0, Label::Pass);
+    a.fib_lookup(false);
     a.op(LDX_W, OUT, FP, FIB + 8, 0);
     a.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
     a.jump(JEQ_X, R4, OUT, 0, Label::Pass);
@@ -608,29 +599,12 @@ pub fn program(layout: Layout, kfuncs: Kfuncs) -> Vec<Insn> {
     // The source's own way back must be the way it came in (strict
     // reverse-path filtering): no pod, and nothing on the uplink, passes
     // with another's address.
-    for at in (0..64).step_by(8) {
-        a.op(ST_DW, FP, 0, FIB + at, 0);
-    }
-    a.op(ST_B, FP, 0, FIB, 2);
-    a.op(STX_B, FP, PROTO, FIB + 1, 0);
-    a.op(LDX_W, R4, CTX, SKB_INGRESS_IFINDEX, 0);
-    a.op(STX_W, FP, R4, FIB + 8, 0);
-    a.op(STX_W, FP, DADDR, FIB + 16, 0);
-    a.op(LDX_W, R4, FP, TUPLE, 0);
-    a.op(STX_W, FP, R4, FIB + 32, 0);
-    a.op(MOV64_X, R1, CTX, 0, 0);
-    a.op(MOV64_X, R2, FP, 0, 0);
-    a.op(ADD64_K, R2, 0, 0, FIB.into());
-    a.op(MOV64_K, R3, 0, 0, 64);
-    a.op(MOV64_K, R4, 0, 0, FIB_LOOKUP_SKIP_NEIGH);
-    a.op(CALL, 0, 0, 0, FIB_LOOKUP);
-    a.jump(JNE_K, R0, 0, 0, Label::Pass);
+    a.fib_lookup(true);
     a.op(LDX_W, R4, FP, FIB + 8, 0);
     a.op(LDX_W, R5, CTX, SKB_INGRESS_IFINDEX, 0);
     a.jump(JNE_X, R4, R5, 0, Label::Pass);
     a.op(MOV64_X, R4, DADDR, 0, 0);
-    a.op(AND32_K, R4, 0, 0, as_loaded(local.mask().to_be_bytes()));
-    a.jump(JEQ32_K, R4, 0, as_loaded(local.addr.octets()), Label::Local);
+    a.in_net(JEQ32_K, local, Label::Local);
 
     // Another node's pod: out of the uplink only (not over VXLAN).
     a.jump(JNE32_K, OUT, 0, layout.uplink as i32, Label::Pass);
@@ -667,14 +641,22 @@ const BPF_TCX_INGRESS: u32 = 46;
 /// Room for every `union bpf_attr` member used here; the rest is zero.
 const ATTR_SIZE: usize = 128;
 
-fn bpf(cmd: i32, attr: &mut [u8; ATTR_SIZE]) -> std::io::Result<OwnedFd> {
+/// `bpf(cmd, attr)`: what it returns, or the error.
+fn bpf_call(cmd: i32, attr: &mut [u8; ATTR_SIZE]) -> std::io::Result<i64> {
     // SAFETY: `attr` is a zeroed `union bpf_attr` of ATTR_SIZE bytes whose
-    // pointers (set by the callers) point at buffers alive for the call.
-    let fd =
+    // pointers (set by the callers) point at buffers alive for the call,
+    // of the sizes the attr gives.
+    let r =
         unsafe { nix::libc::syscall(nix::libc::SYS_bpf, cmd, attr.as_mut_ptr(), ATTR_SIZE as u32) };
-    if fd < 0 {
+    if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(r)
+}
+
+/// A `bpf` command that makes a descriptor.
+fn bpf(cmd: i32, attr: &mut [u8; ATTR_SIZE]) -> std::io::Result<OwnedFd> {
+    let fd = bpf_call(cmd, attr)?;
     // SAFETY: a successful call returned a new descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
@@ -746,17 +728,7 @@ fn module_btf(name: &str) -> Result<OwnedFd, FastPathError> {
     loop {
         let mut attr = [0u8; ATTR_SIZE];
         put(&mut attr, 0, &id.to_le_bytes());
-        // SAFETY: as `bpf`; GET_NEXT_ID writes next_id into the attr.
-        let r = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_bpf,
-                BPF_BTF_GET_NEXT_ID,
-                attr.as_mut_ptr(),
-                ATTR_SIZE as u32,
-            )
-        };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = bpf_call(BPF_BTF_GET_NEXT_ID, &mut attr) {
             return Err(unsupported(
                 if e.raw_os_error() == Some(nix::libc::ENOENT) {
                     "not loaded".into()
@@ -783,17 +755,9 @@ fn module_btf(name: &str) -> Result<OwnedFd, FastPathError> {
         put(&mut attr, 0, &(btf.as_raw_fd() as u32).to_le_bytes());
         put(&mut attr, 4, &(info.len() as u32).to_le_bytes());
         put(&mut attr, 8, &(info.as_mut_ptr() as u64).to_le_bytes());
-        // SAFETY: as `bpf`; the kernel writes at most `info_len` bytes
-        // into `info` and `name_len` into `object_name`.
-        let r = unsafe {
-            nix::libc::syscall(
-                nix::libc::SYS_bpf,
-                BPF_OBJ_GET_INFO_BY_FD,
-                attr.as_mut_ptr(),
-                ATTR_SIZE as u32,
-            )
-        };
-        if r < 0 {
+        // The kernel writes at most `info_len` bytes into `info` and
+        // `name_len` into `object_name`.
+        if bpf_call(BPF_OBJ_GET_INFO_BY_FD, &mut attr).is_err() {
             continue;
         }
         let end = object_name.iter().position(|b| *b == 0).unwrap_or(0);
@@ -814,6 +778,15 @@ fn attach_ingress(program: &OwnedFd, ifindex: u32) -> std::io::Result<OwnedFd> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The BTF ids of `bpf_skb_ct_lookup` and `bpf_ct_release` in the
+    /// kernel's BTF (`vmlinux`), where conntrack is built in.
+    pub fn find_kfuncs<R: Read + Seek>(btf: R) -> Result<Kfuncs, FastPathError> {
+        scan_btf(btf, BtfBase::default())?
+            .0
+            .kfuncs
+            .ok_or_else(no_kfuncs)
+    }
 
     fn subnet(s: &str) -> Subnet {
         Subnet::new(s.parse().unwrap()).unwrap()

@@ -214,9 +214,7 @@ impl PodNetwork {
         network.apply_rules().await?;
         // After the table: with conntrack a module, that loads it, and
         // with it the kfuncs the program calls.
-        let fast_path = if !network.config.fast_path {
-            Err(fast_path::FastPathError::Off)
-        } else {
+        let fast_path = network.config.fast_path.then(|| {
             fast_path::FastPath::load(fast_path::Layout {
                 cluster: network.config.cluster_cidr,
                 local: subnet,
@@ -228,11 +226,11 @@ impl PodNetwork {
                 f.attach_index("the uplink", network.uplink.index)
                     .map(|()| f)
             })
-        };
+        });
         network.fast_path = match fast_path {
-            Ok(f) => Some(f),
-            Err(fast_path::FastPathError::Off) => None,
-            Err(e) => {
+            None => None, // --pod-fast-path=false
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
                 tracing::warn!(error = %e, "pods' traffic goes through the host's stack");
                 None
             }
