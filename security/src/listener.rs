@@ -2,6 +2,15 @@
 //! bounded in time, a bounded number at once, so a flood of half-open
 //! connections cannot exhaust the master), and hands tonic connections that
 //! carry the peer's verified identity.
+//!
+//! Every accepted connection is checked for a dead peer by the kernel
+//! ([`DEAD_PEER_AFTER`]): TCP keepalive probes once it has been silent,
+//! and a bound on data left unacknowledged. A node whose plug is pulled
+//! never closes its connections; without these, its watches (which send
+//! nothing while nothing changes) would stay open on the masters for ever,
+//! each holding its buffers and its place in every fan-out, and one more
+//! would pile up with every power cut of every node. The probes cost the
+//! process nothing: the kernel sends and answers them.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,6 +33,18 @@ use crate::identity::{CertInfo, Identity};
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; further connections wait to be accepted.
 pub const MAX_HANDSHAKES: usize = 128;
+/// How long a connection may be silent before the kernel probes its peer.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(20);
+/// Between unanswered probes.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+/// Unanswered probes after which the connection is closed.
+pub const KEEPALIVE_PROBES: u32 = 4;
+/// How long after its peer stops answering a connection is closed, whether
+/// it was silent (the probes above) or had data unacknowledged
+/// (`TCP_USER_TIMEOUT`; without it, the kernel retransmits for about 15
+/// minutes). kube-apiserver's listener probes after 15 s of silence, 9
+/// times 15 s apart.
+pub const DEAD_PEER_AFTER: Duration = Duration::from_secs(40);
 
 /// Who is on the other end of a connection. Tonic puts it in every
 /// request's extensions.
@@ -117,6 +138,19 @@ impl AsyncWrite for TlsConnection {
     }
 }
 
+/// Has the kernel close `tcp` once its peer has not answered for
+/// [`DEAD_PEER_AFTER`].
+fn detect_dead_peer(tcp: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    socket.set_tcp_keepalive(
+        &socket2::TcpKeepalive::new()
+            .with_time(KEEPALIVE_IDLE)
+            .with_interval(KEEPALIVE_INTERVAL)
+            .with_retries(KEEPALIVE_PROBES),
+    )?;
+    socket.set_tcp_user_timeout(Some(DEAD_PEER_AFTER))
+}
+
 /// Accepts TLS connections on `listener` until `shutdown`, as a stream for
 /// tonic's `serve_with_incoming_shutdown`.
 pub fn incoming(
@@ -145,6 +179,9 @@ pub fn incoming(
                 },
             };
             let _ = tcp.set_nodelay(true);
+            if let Err(e) = detect_dead_peer(&tcp) {
+                tracing::debug!(%remote, error = %e, "setting TCP keepalive");
+            }
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
@@ -170,4 +207,31 @@ pub fn incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_are_probed_and_let_go_when_the_peer_is_dead() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let socket = socket2::SockRef::from(&server);
+        assert!(!socket.keepalive().unwrap(), "off until it is set");
+        detect_dead_peer(&server).unwrap();
+        assert!(socket.keepalive().unwrap());
+        assert_eq!(socket.tcp_keepalive_time().unwrap(), KEEPALIVE_IDLE);
+        assert_eq!(socket.tcp_keepalive_interval().unwrap(), KEEPALIVE_INTERVAL);
+        assert_eq!(socket.tcp_keepalive_retries().unwrap(), KEEPALIVE_PROBES);
+        assert_eq!(socket.tcp_user_timeout().unwrap(), Some(DEAD_PEER_AFTER));
+        // The probes give up when the bound does, not before or long after.
+        assert_eq!(
+            KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_PROBES,
+            DEAD_PEER_AFTER
+        );
+    }
 }

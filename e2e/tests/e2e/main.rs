@@ -15,6 +15,7 @@ mod ctl;
 mod custom_resources;
 mod daemonsets;
 mod datastore;
+mod dead_peers;
 mod direct_routing;
 mod disk_hygiene;
 mod drain;
