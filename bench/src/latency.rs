@@ -21,6 +21,10 @@ impl Latencies {
         self.samples.len()
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
     /// The `p`-th percentile (nearest rank) in milliseconds; 0 when empty.
     pub fn percentile_ms(&self, p: f64) -> f64 {
         if self.samples.is_empty() {

@@ -21,6 +21,17 @@
 //! The [`UsageSwitch`] turns the readings on and off while the nodes run
 //! (off, the heartbeats go without, as before a first reading).
 //!
+//! With [`HollowConfig::follow_cluster`], each node also asks the masters
+//! what an agent's followers of whole kinds ask (`master_link`'s
+//! `follow_kinds`: Nodes for the overlay; Services and Endpoints for the
+//! Service rules and cluster DNS): a serializable List of each kind, then
+//! a Watch of each from the listed revision, listed again from the next
+//! master when a watch fails or ends. Each event is received and decoded,
+//! and its revision noted in the fleet's [`Followed`], so a benchmark can
+//! tell when every node has seen a change; the agent's copy of the objects
+//! is not kept, so the benchmark's process stays small while the masters
+//! serve every node's watches as they would serve real agents'.
+//!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
 //! runs thousands of them over a few shared connections, so the benchmarks
 //! measure the real client. They speak with the admin credential of the
@@ -36,6 +47,7 @@ use skiff_agent::master_link::{
     self, Desired, HeartbeatTap, Masters, StatusReport, UsageFeed, UsageReading,
 };
 use skiff_agent::resource_usage::SAMPLE_EVERY;
+use skiff_proto::api::{ListRequest, WatchEvent, WatchRequest};
 use skiff_proto::node::{
     ContainerResourceUsage, FilesystemUsage, NodeResourceUsage, PodResourceUsage,
 };
@@ -43,12 +55,26 @@ use skiff_proto::v1;
 use skiff_security::ChannelCache;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle, JoinSet};
+use tokio_stream::{StreamExt, StreamMap};
 use tokio_util::sync::CancellationToken;
 
-/// Nodes sharing one connection (HTTP/2 servers limit concurrent streams).
+/// Nodes sharing one connection (HTTP/2 servers limit concurrent streams:
+/// hyper's to 200): each holds two long-lived streams (heartbeats, its
+/// pods' watch) and a report now and then.
 const NODES_PER_CONNECTION: usize = 50;
+/// The same for nodes that also follow the cluster (three watches more).
+const FOLLOWING_NODES_PER_CONNECTION: usize = 25;
 /// How long a hollow node may take to register before `start` gives up.
 const REGISTER_WITHIN: Duration = Duration::from_secs(30);
+/// The kinds an agent follows whole, each group over watches of its own
+/// (`skiff_agent`'s overlay loop, and its Service loop).
+const FOLLOWED_GROUPS: [&[FollowedKind]; 2] = [
+    &[FollowedKind::Node],
+    &[FollowedKind::Service, FollowedKind::Endpoints],
+];
+/// How long a follower waits before listing again after a failed list or
+/// watch.
+const FOLLOW_RETRY: Duration = Duration::from_millis(500);
 
 /// What a hollow node reports and how it behaves.
 #[derive(Debug, Clone)]
@@ -67,6 +93,9 @@ pub struct HollowConfig {
     /// `SAMPLE_EVERY` on its heartbeats, while the switch is on. `None`:
     /// heartbeats carry no readings.
     pub usage: Option<UsageSwitch>,
+    /// Follow Nodes, Services and Endpoints as an agent does (see the
+    /// module's doc), noting what arrives in [`HollowFleet::followed`].
+    pub follow_cluster: bool,
 }
 
 impl Default for HollowConfig {
@@ -79,7 +108,114 @@ impl Default for HollowConfig {
             heartbeat_loss: 0.0,
             complete_after: None,
             usage: None,
+            follow_cluster: false,
         }
+    }
+}
+
+/// A kind every agent follows whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FollowedKind {
+    Node = 0,
+    Service = 1,
+    Endpoints = 2,
+}
+
+impl FollowedKind {
+    fn name(self) -> &'static str {
+        match self {
+            FollowedKind::Node => "Node",
+            FollowedKind::Service => "Service",
+            FollowedKind::Endpoints => "Endpoints",
+        }
+    }
+}
+
+/// Arrivals a following node remembers of each kind.
+const ARRIVALS_KEPT: usize = 16;
+
+/// What a following node has received of each [`FollowedKind`] (by its
+/// number): the store revision of its last list or watch event, and when
+/// its latest ones arrived.
+#[derive(Default)]
+struct Received {
+    revisions: [AtomicU64; 3],
+    arrivals: [Mutex<std::collections::VecDeque<(u64, Instant)>>; 3],
+}
+
+impl Received {
+    fn note(&self, kind: usize, revision: u64) {
+        self.revisions[kind].fetch_max(revision, Ordering::Relaxed);
+        let mut arrivals = self.arrivals[kind]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if arrivals.len() == ARRIVALS_KEPT {
+            arrivals.pop_front();
+        }
+        arrivals.push_back((revision, Instant::now()));
+    }
+
+    /// When this node first had `revision` of `kind` or later, as far as
+    /// it remembers (the oldest arrival it keeps, if all are later).
+    fn reached(&self, kind: usize, revision: u64) -> Option<Instant> {
+        if self.revisions[kind].load(Ordering::Relaxed) < revision {
+            return None;
+        }
+        let arrivals = self.arrivals[kind]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        arrivals
+            .iter()
+            .find(|(r, _)| *r >= revision)
+            .map(|(_, at)| *at)
+    }
+}
+
+/// What the fleet's following nodes have received (nodes that stopped
+/// are left out).
+#[derive(Clone, Default)]
+pub struct Followed {
+    nodes: Arc<Mutex<Vec<std::sync::Weak<Received>>>>,
+    /// Lists the followers asked for, across the fleet.
+    pub lists: Arc<AtomicU64>,
+    /// Watch events they received, across the fleet.
+    pub events: Arc<AtomicU64>,
+}
+
+impl Followed {
+    fn add_node(&self) -> Arc<Received> {
+        let received = Arc::new(Received::default());
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.retain(|n| n.strong_count() > 0);
+        nodes.push(Arc::downgrade(&received));
+        received
+    }
+
+    fn running(&self) -> Vec<Arc<Received>> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes.iter().filter_map(std::sync::Weak::upgrade).collect()
+    }
+
+    /// The revision of `kind` that every running following node has
+    /// received; `None` when none follows.
+    pub fn everywhere(&self, kind: FollowedKind) -> Option<u64> {
+        self.running()
+            .iter()
+            .map(|r| r.revisions[kind as usize].load(Ordering::Relaxed))
+            .min()
+    }
+
+    /// When the last of the running following nodes received `revision`
+    /// of `kind` (or a later one); `None` while one has not, or when none
+    /// follows.
+    pub fn everywhere_at(&self, kind: FollowedKind, revision: u64) -> Option<Instant> {
+        let running = self.running();
+        let mut last: Option<Instant> = None;
+        for node in &running {
+            let at = node.reached(kind as usize, revision)?;
+            last = Some(last.map_or(at, |l| l.max(at)));
+        }
+        last
     }
 }
 
@@ -108,8 +244,8 @@ pub struct HollowFleet {
     masters: Arc<Vec<String>>,
     transport: skiff_security::ClientTransport,
     /// One set of connections (one per master) for each group of
-    /// [`NODES_PER_CONNECTION`] nodes.
-    connections: Arc<std::sync::Mutex<HashMap<usize, ChannelCache>>>,
+    /// [`NODES_PER_CONNECTION`] nodes (by group size and number).
+    connections: Arc<std::sync::Mutex<HashMap<(usize, usize), ChannelCache>>>,
     /// Heartbeats actually sent, across the fleet.
     pub heartbeats_sent: Arc<AtomicU64>,
     /// Pod status reports sent, across the fleet.
@@ -117,6 +253,8 @@ pub struct HollowFleet {
     /// Resource usage readings published for the heartbeats to carry,
     /// across the fleet.
     pub readings_published: Arc<AtomicU64>,
+    /// What the nodes that follow the cluster have received.
+    pub followed: Followed,
 }
 
 impl HollowFleet {
@@ -133,14 +271,15 @@ impl HollowFleet {
             heartbeats_sent: Default::default(),
             pods_reported: Default::default(),
             readings_published: Default::default(),
+            followed: Followed::default(),
         }
     }
 
     /// The masters as node number `slot` sees them: starting at its own
     /// (so the fleet's pod watches spread over the masters), over the
-    /// connections of its group.
-    fn masters_for(&self, slot: usize) -> Masters {
-        let group = slot / NODES_PER_CONNECTION;
+    /// connections of its group (of `per_connection` nodes).
+    fn masters_for(&self, slot: usize, per_connection: usize) -> Masters {
+        let group = (per_connection, slot / per_connection);
         let channels = self
             .connections
             .lock()
@@ -163,7 +302,12 @@ impl HollowFleet {
         config: HollowConfig,
     ) -> anyhow::Result<HollowNode> {
         let token = CancellationToken::new();
-        let masters = self.masters_for(slot);
+        let per_connection = if config.follow_cluster {
+            FOLLOWING_NODES_PER_CONNECTION
+        } else {
+            NODES_PER_CONNECTION
+        };
+        let masters = self.masters_for(slot, per_connection);
         let node = node_object(name, slot, &config);
         let registered = tokio::time::timeout(
             REGISTER_WITHIN,
@@ -199,6 +343,18 @@ impl HollowFleet {
             }
             None => None,
         };
+        if config.follow_cluster {
+            let received = self.followed.add_node();
+            for kinds in FOLLOWED_GROUPS {
+                tasks.push(tokio::spawn(follow_cluster(
+                    masters.clone(),
+                    kinds,
+                    received.clone(),
+                    self.followed.clone(),
+                    token.clone(),
+                )));
+            }
+        }
         tasks.extend([
             tokio::spawn(master_link::send_heartbeats(
                 masters.clone(),
@@ -260,6 +416,95 @@ impl Drop for HollowNode {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Follows `kinds` as an agent's follower does (see the module's doc)
+/// until `shutdown`, starting with the first master and going on to the
+/// next whenever a list or watch fails or a watch ends.
+async fn follow_cluster(
+    masters: Masters,
+    kinds: &'static [FollowedKind],
+    received: Arc<Received>,
+    followed: Followed,
+    shutdown: CancellationToken,
+) {
+    for i in 0.. {
+        let Some(api) = masters.api(i) else {
+            return;
+        };
+        // Why it ended shows in the fleet's count of lists.
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = follow_from(api, kinds, &received, &followed) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(FOLLOW_RETRY) => {}
+        }
+    }
+}
+
+/// One kind's watch events, ended by `None`.
+type EventStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Option<Result<WatchEvent, tonic::Status>>> + Send>,
+>;
+
+/// One list of each of `kinds`, then their watches until one fails or
+/// ends: why.
+async fn follow_from(
+    mut api: skiff_proto::api::api_client::ApiClient<tonic::transport::Channel>,
+    kinds: &[FollowedKind],
+    received: &Received,
+    followed: &Followed,
+) -> tonic::Status {
+    let mut from = Vec::with_capacity(kinds.len());
+    for &kind in kinds {
+        let request = ListRequest {
+            kind: kind.name().to_owned(),
+            namespace: String::new(),
+            serializable: true,
+            selecting: None,
+            exact_revision: 0,
+        };
+        let list = match api.list(request).await {
+            Ok(list) => list.into_inner(),
+            Err(status) => return status,
+        };
+        followed.lists.fetch_add(1, Ordering::Relaxed);
+        received.note(kind as usize, list.revision);
+        from.push(list.revision);
+    }
+    let mut events: StreamMap<usize, EventStream> = StreamMap::new();
+    for (k, &kind) in kinds.iter().enumerate() {
+        let request = WatchRequest {
+            kind: kind.name().to_owned(),
+            namespace: String::new(),
+            from_revision: from[k],
+            with_previous: false,
+        };
+        match api.watch(request).await {
+            // Ended by `None`, so that a clean end of one is seen.
+            Ok(stream) => {
+                let stream = stream
+                    .into_inner()
+                    .map(Some)
+                    .chain(tokio_stream::once(None));
+                events.insert(kind as usize, Box::pin(stream));
+            }
+            Err(status) => return status,
+        }
+    }
+    while let Some((k, event)) = events.next().await {
+        match event {
+            Some(Ok(event)) => {
+                followed.events.fetch_add(1, Ordering::Relaxed);
+                received.note(k, event.revision);
+            }
+            Some(Err(status)) => return status,
+            None => break,
+        }
+    }
+    tonic::Status::unavailable("the master ended a watch")
 }
 
 /// Drops each heartbeat with probability `loss` (a flaky network, for the
@@ -703,6 +948,33 @@ fn millis(window: Duration) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_is_everywhere_once_the_slowest_node_has_it() {
+        let endpoints = FollowedKind::Endpoints as usize;
+        let followed = Followed::default();
+        assert_eq!(followed.everywhere(FollowedKind::Endpoints), None);
+        let (a, b) = (followed.add_node(), followed.add_node());
+        a.note(endpoints, 12);
+        let a_at = Instant::now();
+        b.note(endpoints, 9);
+        b.note(FollowedKind::Service as usize, 30);
+        assert_eq!(followed.everywhere(FollowedKind::Endpoints), Some(9));
+        assert_eq!(followed.everywhere(FollowedKind::Service), Some(0));
+        assert_eq!(followed.everywhere_at(FollowedKind::Endpoints, 12), None);
+        std::thread::sleep(Duration::from_millis(2));
+        b.note(endpoints, 14);
+        let b_at = Instant::now();
+        assert_eq!(followed.everywhere(FollowedKind::Endpoints), Some(12));
+        // When the later of the two had it: b, after a.
+        let at = followed.everywhere_at(FollowedKind::Endpoints, 12).unwrap();
+        assert!(at > a_at && at <= b_at, "{at:?} not b's arrival");
+        // A node that stopped no longer holds the others back.
+        let c = followed.add_node();
+        assert_eq!(followed.everywhere(FollowedKind::Endpoints), Some(0));
+        drop(c);
+        assert_eq!(followed.everywhere(FollowedKind::Endpoints), Some(12));
+    }
 
     fn pod(name: &str, uid: &str, containers: &[&str]) -> RunningPod {
         RunningPod {

@@ -19,14 +19,22 @@
 //! Running and Ready, so the Endpoints list real addresses. Probe objects
 //! are deleted after their probe, so each stage holds its load and nothing
 //! else.
+//!
+//! Unless `--follow-cluster false`, every hollow node also lists and
+//! watches Nodes, Services and Endpoints as an agent does, so the master
+//! sends every change of those to every node, as it would in a real
+//! cluster; the Endpoints probe then also times how long until every node
+//! has received the change (what kube-proxy's network programming latency
+//! starts from).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use skiff_e2e::hollow::{HollowConfig, HollowFleet};
+use skiff_e2e::hollow::{Followed, FollowedKind, HollowConfig, HollowFleet};
 use skiff_master::client::{Client, ClientError, Watch};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
@@ -102,6 +110,10 @@ pub struct ScaleArgs {
     /// Longest wait, in seconds, for a stage to settle.
     #[arg(long, default_value_t = 1800)]
     pub stage_timeout: u64,
+    /// Whether each hollow node lists and watches Nodes, Services and
+    /// Endpoints, as every agent does.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub follow_cluster: bool,
 }
 
 pub async fn run(args: ScaleArgs) -> anyhow::Result<serde_json::Value> {
@@ -109,11 +121,34 @@ pub async fn run(args: ScaleArgs) -> anyhow::Result<serde_json::Value> {
     let [small, full] = stage_sizes(args.deployments, args.services, args.fraction);
     let master = BenchMaster::start(&[]).await?;
     let fleet = HollowFleet::new(vec![master.process.api_addr.clone()]);
-    let _nodes = start_fleet(&fleet, args.nodes, HollowConfig::default()).await?;
+    let config = HollowConfig {
+        follow_cluster: args.follow_cluster,
+        ..HollowConfig::default()
+    };
+    let _nodes = start_fleet(&fleet, args.nodes, config).await?;
     wait_nodes_ready(&master.client, args.nodes, Duration::from_secs(300)).await?;
     let empty = count_objects(&master.client).await?;
-    let small_figures = run_stage(&master, &args, 1, StageSize::default(), small, &empty).await?;
-    let full_figures = run_stage(&master, &args, 2, small, full, &small_figures.objects).await?;
+    let followed = &fleet.followed;
+    let small_figures = run_stage(
+        &master,
+        &args,
+        followed,
+        1,
+        StageSize::default(),
+        small,
+        &empty,
+    )
+    .await?;
+    let full_figures = run_stage(
+        &master,
+        &args,
+        followed,
+        2,
+        small,
+        full,
+        &small_figures.objects,
+    )
+    .await?;
     Ok(report(&args, &small_figures, &full_figures))
 }
 
@@ -278,6 +313,13 @@ struct StageFigures {
     endpoints: Latencies,
     /// From the new pod's IP to the Endpoints listing it.
     endpoints_controller: Latencies,
+    /// From the scale-up to every hollow node having received the
+    /// Endpoints listing the new pod (none unless they follow).
+    endpoints_everywhere: Latencies,
+    /// Lists the nodes' followers asked for, and watch events they
+    /// received, since the fleet started (at the end of the stage).
+    follower_lists: u64,
+    follower_events: u64,
 }
 
 impl StageFigures {
@@ -287,10 +329,16 @@ impl StageFigures {
         let schedule = rate(&self.schedule);
         let scale_up = p50(&self.scale_up);
         let endpoints = p50(&self.endpoints);
+        let everywhere = if self.endpoints_everywhere.is_empty() {
+            String::new()
+        } else {
+            let p50 = p50(&self.endpoints_everywhere);
+            format!(" (at every node {p50:.1} ms)")
+        };
         let rss = self.rss_bytes as f64 / MIB;
         format!(
             "{create:.0} creates/s, {schedule:.0} pods bound/s, scale-up p50 {scale_up:.1} ms, \
-             Endpoints p50 {endpoints:.1} ms, master {rss:.1} MiB"
+             Endpoints p50 {endpoints:.1} ms{everywhere}, master {rss:.1} MiB"
         )
     }
 }
@@ -328,6 +376,7 @@ fn median(values: &[f64]) -> f64 {
 async fn run_stage(
     master: &BenchMaster,
     args: &ScaleArgs,
+    followed: &Followed,
     stage: usize,
     from: StageSize,
     to: StageSize,
@@ -351,6 +400,7 @@ async fn run_stage(
     let mut run = StageRun {
         client,
         args,
+        followed: args.follow_cluster.then_some(followed),
         stage,
         unsettled: 0,
     };
@@ -366,7 +416,7 @@ async fn run_stage(
     let create = run.create_probe().await?;
     let schedule = run.schedule_probe().await?;
     let scale_up = run.scale_up_probe().await?;
-    let (endpoints, endpoints_controller) = run.endpoints_probe().await?;
+    let (endpoints, endpoints_controller, endpoints_everywhere) = run.endpoints_probe().await?;
     let probe_seconds = probes_started.elapsed().as_secs_f64();
     let probed = master.sample()?;
     run.remove_fixtures().await?;
@@ -386,6 +436,9 @@ async fn run_stage(
         scale_up,
         endpoints,
         endpoints_controller,
+        endpoints_everywhere,
+        follower_lists: followed.lists.load(Ordering::Relaxed),
+        follower_events: followed.events.load(Ordering::Relaxed),
     };
     eprintln!("stage {stage}: {}", figures.summary());
     Ok(figures)
@@ -395,6 +448,8 @@ async fn run_stage(
 struct StageRun<'a> {
     client: &'a Client,
     args: &'a ScaleArgs,
+    /// What the hollow nodes received, when they follow the cluster.
+    followed: Option<&'a Followed>,
     stage: usize,
     /// Waits for a still store that gave up (see [`wait_quiet`]).
     unsettled: usize,
@@ -492,10 +547,13 @@ impl StageRun<'_> {
     /// Probe 4: each round adds one pod to the stage's Endpoints-probe
     /// Deployment, timed until its Service's Endpoints list the new pod.
     /// Also timed from the moment the new pod had its IP (when the
-    /// Endpoints controller could first list it): the controller's share.
-    async fn endpoints_probe(&mut self) -> anyhow::Result<(Latencies, Latencies)> {
+    /// Endpoints controller could first list it): the controller's share;
+    /// and, when the nodes follow the cluster, until every node has
+    /// received that change.
+    async fn endpoints_probe(&mut self) -> anyhow::Result<(Latencies, Latencies, Latencies)> {
         let name = endpoints_probe_name(self.stage);
         let (mut total, mut controller) = (Latencies::default(), Latencies::default());
+        let mut everywhere = Latencies::default();
         for round in 0..self.args.endpoint_rounds {
             // The Deployment starts with one pod and gains one per round.
             let want = round + 2;
@@ -509,9 +567,13 @@ impl StageRun<'_> {
             drop(endpoints);
             total.push(seen.listed.saturating_duration_since(started));
             controller.push(seen.listed.saturating_duration_since(seen.pod_ip));
+            if let Some(followed) = self.followed {
+                let at = received_everywhere(followed, seen.revision, &name).await?;
+                everywhere.push(at.saturating_duration_since(started));
+            }
             self.quiet().await?;
         }
-        Ok((total, controller))
+        Ok((total, controller, everywhere))
     }
 
     /// Deletes the stage's probe fixtures, so that the next stage holds
@@ -747,10 +809,38 @@ async fn follow_new_pods(
     Ok(times)
 }
 
+/// How often [`received_everywhere`] looks.
+const EVERYWHERE_POLL: Duration = Duration::from_millis(5);
+
+/// Waits until every hollow node has received the Endpoints at
+/// `revision` (or later): when the last of them did, as it noted the
+/// arrival.
+async fn received_everywhere(
+    followed: &Followed,
+    revision: u64,
+    name: &str,
+) -> anyhow::Result<Instant> {
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    loop {
+        if let Some(at) = followed.everywhere_at(FollowedKind::Endpoints, revision) {
+            return Ok(at);
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "Endpoints {name} at revision {revision}: not at every node within \
+             {PROBE_TIMEOUT:?} (every node has revision {:?})",
+            followed.everywhere(FollowedKind::Endpoints)
+        );
+        tokio::time::sleep(EVERYWHERE_POLL).await;
+    }
+}
+
 /// When the Endpoints probe saw what it waits for.
 struct EndpointsSeen {
     /// The Endpoints listed the wanted number of addresses.
     listed: Instant,
+    /// The store revision of that change.
+    revision: u64,
     /// The new pod had its IP.
     pod_ip: Instant,
 }
@@ -767,6 +857,7 @@ async fn follow_endpoints(
     let mut new_pods = NewPods::new(name, Milestone::HasIp);
     let mut listed = None;
     let mut pod_ip = None;
+    let mut revision = 0;
     while listed.is_none() || pod_ip.is_none() {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => {
@@ -786,6 +877,7 @@ async fn follow_endpoints(
                 };
                 if lists(&event, name, want) {
                     listed = Some(Instant::now());
+                    revision = event.revision;
                 }
             }
         }
@@ -793,7 +885,11 @@ async fn follow_endpoints(
     let (Some(listed), Some(pod_ip)) = (listed, pod_ip) else {
         anyhow::bail!("Endpoints {name}: the watches stopped early");
     };
-    Ok(EndpointsSeen { listed, pod_ip })
+    Ok(EndpointsSeen {
+        listed,
+        revision,
+        pod_ip,
+    })
 }
 
 /// Whether a watch event shows the Endpoints `name` listing `want`
@@ -1062,17 +1158,25 @@ fn rate_ratio(small_per_sec: f64, full_per_sec: f64) -> f64 {
 
 /// Each probe's ratio, full load against stage 1: p50 latencies for the
 /// scale-up and Endpoints probes, median rates for the throughput ones.
-fn probe_ratios(small: &StageFigures, full: &StageFigures) -> [(&'static str, f64); 4] {
+fn probe_ratios(small: &StageFigures, full: &StageFigures) -> Vec<(&'static str, f64)> {
     let create = rate_ratio(rate(&small.create), rate(&full.create));
     let schedule = rate_ratio(rate(&small.schedule), rate(&full.schedule));
     let scale_up = latency_ratio(p50(&small.scale_up), p50(&full.scale_up));
     let endpoints = latency_ratio(p50(&small.endpoints), p50(&full.endpoints));
-    [
+    let mut ratios = vec![
         ("create", create),
         ("schedule", schedule),
         ("scale_up", scale_up),
         ("endpoints", endpoints),
-    ]
+    ];
+    if !full.endpoints_everywhere.is_empty() {
+        let everywhere = latency_ratio(
+            p50(&small.endpoints_everywhere),
+            p50(&full.endpoints_everywhere),
+        );
+        ratios.push(("endpoints_at_every_node", everywhere));
+    }
+    ratios
 }
 
 /// The probes whose ratio is above `max_ratio`, or not a number at all.
@@ -1136,6 +1240,9 @@ fn stage_json(f: &StageFigures) -> serde_json::Value {
     let controller = &f.endpoints_controller;
     endpoints["controller_p50_ms"] = serde_json::json!(round(controller.percentile_ms(50.0)));
     endpoints["controller_p99_ms"] = serde_json::json!(round(controller.percentile_ms(99.0)));
+    if !f.endpoints_everywhere.is_empty() {
+        endpoints["at_every_node"] = latency_json(&f.endpoints_everywhere);
+    }
     serde_json::json!({
         "deployments": f.size.deployments,
         "services": f.size.services,
@@ -1147,6 +1254,10 @@ fn stage_json(f: &StageFigures) -> serde_json::Value {
         "schedule": throughput_json(&f.schedule),
         "scale_up": latency_json(&f.scale_up),
         "endpoints": endpoints,
+        "followers": {
+            "lists_since_start": f.follower_lists,
+            "events_since_start": f.follower_events,
+        },
     })
 }
 
