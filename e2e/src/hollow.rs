@@ -26,11 +26,14 @@
 //! `follow_kinds`: Nodes for the overlay; Services and Endpoints for the
 //! Service rules and cluster DNS): a serializable List of each kind, then
 //! a Watch of each from the listed revision, listed again from the next
-//! master when a watch fails or ends. Each event is received and decoded,
-//! and its revision noted in the fleet's [`Followed`], so a benchmark can
-//! tell when every node has seen a change; the agent's copy of the objects
-//! is not kept, so the benchmark's process stays small while the masters
-//! serve every node's watches as they would serve real agents'.
+//! master when a watch fails or ends. Each event is received (its object
+//! left encoded: an agent decodes on its own CPU, while a benchmark's
+//! thousands of hollow nodes would decode on the master's cores and fall
+//! behind it) and its revision noted in the fleet's [`Followed`], so a
+//! benchmark can tell when every node has seen a change; the agent's copy
+//! of the objects is not kept, so the benchmark's process stays small
+//! while the masters serve every node's watches as they would serve real
+//! agents'.
 //!
 //! Used by the control-plane tests and by `skiff-bench`, where one process
 //! runs thousands of them over a few shared connections, so the benchmarks
@@ -47,7 +50,7 @@ use skiff_agent::master_link::{
     self, Desired, HeartbeatTap, Masters, StatusReport, UsageFeed, UsageReading,
 };
 use skiff_agent::resource_usage::SAMPLE_EVERY;
-use skiff_proto::api::{ListRequest, WatchEvent, WatchRequest};
+use skiff_proto::api::{ListRequest, WatchRequest};
 use skiff_proto::node::{
     ContainerResourceUsage, FilesystemUsage, NodeResourceUsage, PodResourceUsage,
 };
@@ -429,13 +432,13 @@ async fn follow_cluster(
     shutdown: CancellationToken,
 ) {
     for i in 0.. {
-        let Some(api) = masters.api(i) else {
+        let (Some(api), Some(channel)) = (masters.api(i), masters.api_channel(i)) else {
             return;
         };
         // Why it ended shows in the fleet's count of lists.
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = follow_from(api, kinds, &received, &followed) => {}
+            _ = follow_from(api, channel, kinds, &received, &followed) => {}
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -444,15 +447,42 @@ async fn follow_cluster(
     }
 }
 
+/// A watch event with its objects left as sent: only the revision is
+/// read. An agent decodes the objects on its own CPU; the thousands of
+/// hollow nodes of one benchmark process would decode them all on the
+/// cores the master runs on, and fall behind it.
+#[derive(Clone, PartialEq, prost::Message)]
+struct EncodedWatchEvent {
+    #[prost(uint64, tag = "3")]
+    revision: u64,
+}
+
+/// `Api.Watch` with the objects of its events left encoded.
+async fn watch_encoded(
+    channel: tonic::transport::Channel,
+    request: WatchRequest,
+) -> Result<tonic::Streaming<EncodedWatchEvent>, tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<WatchRequest, EncodedWatchEvent>::default();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/skiff.api.v1.Api/Watch");
+    grpc.server_streaming(tonic::Request::new(request), path, codec)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
 /// One kind's watch events, ended by `None`.
 type EventStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Option<Result<WatchEvent, tonic::Status>>> + Send>,
+    Box<dyn tokio_stream::Stream<Item = Option<Result<EncodedWatchEvent, tonic::Status>>> + Send>,
 >;
 
 /// One list of each of `kinds`, then their watches until one fails or
 /// ends: why.
 async fn follow_from(
     mut api: skiff_proto::api::api_client::ApiClient<tonic::transport::Channel>,
+    channel: tonic::transport::Channel,
     kinds: &[FollowedKind],
     received: &Received,
     followed: &Followed,
@@ -482,13 +512,10 @@ async fn follow_from(
             from_revision: from[k],
             with_previous: false,
         };
-        match api.watch(request).await {
+        match watch_encoded(channel.clone(), request).await {
             // Ended by `None`, so that a clean end of one is seen.
             Ok(stream) => {
-                let stream = stream
-                    .into_inner()
-                    .map(Some)
-                    .chain(tokio_stream::once(None));
+                let stream = stream.map(Some).chain(tokio_stream::once(None));
                 events.insert(kind as usize, Box::pin(stream));
             }
             Err(status) => return status,

@@ -95,7 +95,13 @@ impl Masters {
 
     /// A client of the public API of master `i`.
     pub fn api(&self, i: usize) -> Option<ApiClient<Channel>> {
-        self.channel(&self.nth(i)).map(ApiClient::new)
+        self.api_channel(i).map(ApiClient::new)
+    }
+
+    /// The connection to master `i`, for calls made with a codec of the
+    /// caller's own (a hollow node's watch that leaves objects encoded).
+    pub fn api_channel(&self, i: usize) -> Option<Channel> {
+        self.channel(&self.nth(i))
     }
 
     /// A client of the agent protocol of master `i`.

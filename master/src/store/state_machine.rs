@@ -146,6 +146,13 @@ struct AppliedState {
 struct History {
     /// The newest revision no longer kept.
     compacted: u64,
+    /// The revision the history began at (this master's start, or the
+    /// last snapshot installed): nothing before it was ever kept.
+    began: u64,
+    /// Per kind, the newest of its changes dropped from the history: a
+    /// reader of one kind has missed nothing of it after that
+    /// ([`ObjectStore::kind_events_after`]).
+    dropped: HashMap<Kind, u64>,
     events: std::collections::VecDeque<Arc<StoredEvent>>,
     /// What the kept events hold ([`StoredEvent::held_bytes`]).
     bytes: usize,
@@ -179,7 +186,17 @@ impl History {
             };
             self.bytes = self.bytes.saturating_sub(old.held_bytes());
             self.compacted = old.revision;
+            self.dropped.insert(old.kind, old.revision);
         }
+    }
+
+    /// Begins again at `revision`, keeping nothing.
+    fn begin_at(&mut self, revision: u64) {
+        self.events.clear();
+        self.bytes = 0;
+        self.dropped.clear();
+        self.compacted = revision;
+        self.began = revision;
     }
 }
 
@@ -325,8 +342,16 @@ pub struct ObjectStore {
     retention: usize,
     retention_bytes: usize,
     notify: broadcast::Sender<Notification>,
+    /// The same notifications, a channel for each kind somebody follows
+    /// ([`ObjectStore::subscribe_kind`]), so that a watch of one kind is not
+    /// woken by every change of every other.
+    kind_notify: Mutex<HashMap<Kind, broadcast::Sender<Notification>>>,
     snapshot_path: PathBuf,
 }
+
+/// Notifications a subscriber may fall behind by before it is told it
+/// lagged (and reads the history instead), on each channel.
+const NOTIFY_CAPACITY: usize = 4096;
 
 /// openraft's handle on the state machine.
 pub struct StateMachine {
@@ -377,12 +402,9 @@ impl ObjectStore {
     ) -> Result<Arc<ObjectStore>> {
         let (checkpoints, loaded) = checkpoint::Checkpoints::open(dir, checkpoint_every)?;
         let state = loaded.state;
-        let (notify, _) = broadcast::channel(4096);
-        let history = History {
-            compacted: state.revision,
-            events: Default::default(),
-            bytes: 0,
-        };
+        let (notify, _) = broadcast::channel(NOTIFY_CAPACITY);
+        let mut history = History::default();
+        history.begin_at(state.revision);
         let cache = ObjectCache::default();
         cache.reset(loaded.objects, state.revision);
         Ok(Arc::new(ObjectStore {
@@ -393,8 +415,15 @@ impl ObjectStore {
             retention: retention.max(1),
             retention_bytes: EVENT_RETENTION_BYTES,
             notify,
+            kind_notify: Mutex::new(HashMap::new()),
             snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
         }))
+    }
+
+    fn kind_notify(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<Kind, broadcast::Sender<Notification>>> {
+        self.kind_notify.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, AppliedState> {
@@ -442,6 +471,20 @@ impl ObjectStore {
         self.notify.subscribe()
     }
 
+    /// Live notifications of the changes to objects of `kind` only (and of
+    /// every reset): what a watch of one kind needs, without waking for
+    /// the rest. Revisions come with gaps (the other kinds' changes).
+    /// Subscribe before reading history, as with [`Self::subscribe`].
+    pub fn subscribe_kind(&self, kind: Kind) -> broadcast::Receiver<Notification> {
+        let mut kinds = self.kind_notify();
+        // Kinds nobody follows any more (a custom kind's last watch gone).
+        kinds.retain(|_, sender| sender.receiver_count() > 0);
+        kinds
+            .entry(kind)
+            .or_insert_with(|| broadcast::channel(NOTIFY_CAPACITY).0)
+            .subscribe()
+    }
+
     /// Kept changes with a revision greater than `after`, oldest first, at
     /// most `limit` of them.
     pub fn events_after(
@@ -464,6 +507,38 @@ impl ObjectStore {
             .take(limit)
             .cloned()
             .collect()))
+    }
+
+    /// Kept changes of `kind` with a revision greater than `after`, oldest
+    /// first, at most `limit`. Compacted only when a change of `kind` after
+    /// `after` is no longer kept (or the history began after `after`): a
+    /// watch of a kind that fell behind its live channel
+    /// ([`Self::subscribe_kind`]) catches up from its last change of that
+    /// kind, which may be older than the history while other kinds'
+    /// changes went by.
+    pub fn kind_events_after(
+        &self,
+        kind: Kind,
+        after: u64,
+        limit: usize,
+    ) -> std::result::Result<Vec<Arc<StoredEvent>>, Compacted> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        let dropped = history.dropped.get(&kind).copied().unwrap_or(0);
+        if after < history.began || dropped > after {
+            return Err(Compacted {
+                requested: after,
+                oldest: history.compacted,
+            });
+        }
+        let skip = after.saturating_sub(history.compacted) as usize;
+        Ok(history
+            .events
+            .iter()
+            .skip(skip)
+            .filter(|e| e.kind == kind)
+            .take(limit)
+            .cloned()
+            .collect())
     }
 
     /// Every object of `kind` (in one namespace, or all) as it was at
@@ -556,8 +631,14 @@ impl ObjectStore {
             }
         }
         *self.state() = state;
+        // Held while sending, so that a kind subscribed meanwhile either
+        // gets an event or finds it in the history.
+        let kinds = self.kind_notify();
         for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
+            if let Some(sender) = kinds.get(&event.kind) {
+                let _ = sender.send(Notification::Event(event.clone(), object.clone()));
+            }
             let _ = self.notify.send(Notification::Event(event, object));
         }
         Ok(results)
@@ -650,15 +731,17 @@ impl ObjectStore {
             // As in `apply_entries`: cache and history change together.
             let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
             self.cache.reset(objects, snapshot.revision);
-            history.events.clear();
-            history.bytes = 0;
-            history.compacted = snapshot.revision;
+            history.begin_at(snapshot.revision);
         }
         *self.state() = state;
         self.save_snapshot_file(meta, data)?;
-        let _ = self.notify.send(Notification::Reset {
+        let reset = Notification::Reset {
             revision: snapshot.revision,
-        });
+        };
+        for sender in self.kind_notify().values() {
+            let _ = sender.send(reset.clone());
+        }
+        let _ = self.notify.send(reset);
         Ok(())
     }
 }
@@ -1047,6 +1130,47 @@ mod tests {
     }
 
     #[test]
+    fn a_kinds_history_is_compacted_only_when_a_change_of_that_kind_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();
+        // Namespaces at 1 and 2, then pods at 3..=10: history keeps 6..=10.
+        let mut commands = vec![create(namespace("default")), create(namespace("other"))];
+        for i in 0..8 {
+            commands.push(create(pod(&format!("p{i}"), "img")));
+        }
+        store.apply_entries(vec![entry(1, commands)]).unwrap();
+        let revisions = |events: Vec<Arc<StoredEvent>>| -> Vec<u64> {
+            events.iter().map(|e| e.revision).collect()
+        };
+        // Nothing of Namespaces after 2 was dropped: an empty catch-up,
+        // where the history as a whole is compacted past 2.
+        assert!(store.events_after(2, 100).unwrap().is_err());
+        assert_eq!(
+            revisions(store.kind_events_after(Kind::Namespace, 2, 100).unwrap()),
+            Vec::<u64>::new()
+        );
+        // Namespace 2 itself was dropped: from 1, it is missed.
+        let gone = store
+            .kind_events_after(Kind::Namespace, 1, 100)
+            .unwrap_err();
+        assert_eq!((gone.requested, gone.oldest), (1, 5));
+        // Pods 3..=5 were dropped: only from 5 on is nothing missed.
+        assert!(store.kind_events_after(Kind::Pod, 4, 100).is_err());
+        assert_eq!(
+            revisions(store.kind_events_after(Kind::Pod, 5, 2).unwrap()),
+            [6, 7]
+        );
+        // Before the history began (a restart), nothing is known.
+        drop(store);
+        let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();
+        assert!(store.kind_events_after(Kind::Namespace, 2, 100).is_err());
+        assert_eq!(
+            revisions(store.kind_events_after(Kind::Pod, 10, 100).unwrap()),
+            Vec::<u64>::new()
+        );
+    }
+
+    #[test]
     fn a_watch_from_an_old_revision_replays_exactly_the_missed_changes() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
@@ -1267,6 +1391,54 @@ mod tests {
             .unwrap()
             .is_some());
         assert!(target.events_after(1, 10).unwrap().is_err());
+    }
+
+    #[test]
+    fn a_kinds_subscriber_hears_of_that_kind_and_of_resets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let mut pods = store.subscribe_kind(Kind::Pod);
+        let mut everything = store.subscribe();
+        store
+            .apply_entries(vec![entry(
+                1,
+                vec![
+                    create(namespace("default")),
+                    create(pod("a", "img")),
+                    create(namespace("other")),
+                    create(pod("b", "img")),
+                ],
+            )])
+            .unwrap();
+        let heard = |live: &mut broadcast::Receiver<Notification>| {
+            let mut heard = Vec::new();
+            while let Ok(n) = live.try_recv() {
+                match n {
+                    Notification::Event(e, _) => heard.push((e.kind, e.revision)),
+                    Notification::Reset { revision } => heard.push((Kind::Node, revision)),
+                }
+            }
+            heard
+        };
+        assert_eq!(heard(&mut pods), [(Kind::Pod, 2), (Kind::Pod, 4)]);
+        assert_eq!(heard(&mut everything).len(), 4);
+        // A kind nobody follows any more is let go; one followed is kept.
+        let mut namespaces = store.subscribe_kind(Kind::Namespace);
+        drop(namespaces);
+        namespaces = store.subscribe_kind(Kind::Namespace);
+        assert_eq!(store.kind_notify().len(), 2);
+        drop(namespaces);
+        let _services = store.subscribe_kind(Kind::Service);
+        assert_eq!(store.kind_notify().len(), 2, "Pod and Service");
+
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = ObjectStore::open(source_dir.path()).unwrap();
+        source
+            .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
+            .unwrap();
+        let (meta, data) = source.build_snapshot().unwrap();
+        store.install(&meta, &data).unwrap();
+        assert_eq!(heard(&mut pods), [(Kind::Node, 1)], "the reset");
     }
 }
 
