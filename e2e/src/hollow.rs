@@ -432,9 +432,11 @@ async fn follow_cluster(
     shutdown: CancellationToken,
 ) {
     for i in 0.. {
-        let (Some(api), Some(channel)) = (masters.api(i), masters.api_channel(i)) else {
+        // One connection for the lists and the watches: one master.
+        let Some(channel) = masters.api_channel(i) else {
             return;
         };
+        let api = skiff_proto::api::api_client::ApiClient::new(channel.clone());
         // Why it ended shows in the fleet's count of lists.
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -6,9 +6,10 @@
 //! every other kind, which thousands of nodes' watches would each pay for)
 //! *before* reading the kept history, then drops live events it already
 //! sent. If it falls behind the live channel it reads the history again
-//! from where it was. A revision
-//! older than the kept history, or a snapshot that replaced the state, ends
-//! the stream with OUT_OF_RANGE so the client re-lists.
+//! from where it was. A revision after which a change of the kind is no
+//! longer kept (or older than the history's beginning), or a snapshot that
+//! replaced the state, ends the stream with OUT_OF_RANGE so the client
+//! re-lists.
 //!
 //! A watch that asks `with_previous` (the REST API's, when it has label or
 //! field selectors) also gets the object before a change whenever the
@@ -71,8 +72,14 @@ pub(super) fn start(
         last: scope.from_revision,
         out,
     };
-    // Fail fast, before the stream starts, when the revision is gone.
-    if let Err(compacted) = watcher.store.events_after(scope.from_revision, 0)? {
+    // Fail fast, before the stream starts, when a change of the kind after
+    // the revision is gone. Judged per kind, as kube-apiserver's watch
+    // cache (one per resource) judges it: a quiet kind's watch resumed from
+    // its last change is served while other kinds' changes went by.
+    if let Err(compacted) = watcher
+        .store
+        .kind_events_after(scope.kind, scope.from_revision, 0)
+    {
         return Err(compacted.into());
     }
     let out = watcher.out.clone();
@@ -196,6 +203,46 @@ mod tests {
             labels: [("app".to_owned(), "web".to_owned())].into(),
             ..Default::default()
         })
+    }
+
+    #[tokio::test]
+    async fn a_watch_is_refused_only_when_a_change_of_its_kind_is_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();
+        // Namespaces at 1 and 2, pods at 3..=10; the history keeps 6..=10.
+        let mut commands = Vec::new();
+        for name in ["default", "other"] {
+            let namespace = v1::Namespace {
+                metadata: meta(name, ""),
+                ..Default::default()
+            };
+            commands.push(create(namespace.into_object()));
+        }
+        for i in 0..8 {
+            let pod = v1::Pod {
+                metadata: meta(&format!("p{i}"), "default"),
+                ..Default::default()
+            };
+            commands.push(create(pod.into_object()));
+        }
+        store.apply_commands(commands);
+        let watch = |kind, from_revision| {
+            let scope = WatchScope {
+                kind,
+                namespace: None,
+                from_revision,
+                with_previous: false,
+            };
+            start(store.clone(), scope, CancellationToken::new())
+        };
+        // No namespace changed after 2: served, though older than the history.
+        assert!(watch(Kind::Namespace, 2).is_ok());
+        // The namespace made at 2 is gone: refused, to list again.
+        let refused = watch(Kind::Namespace, 1).err().expect("refused");
+        assert_eq!(tonic::Status::from(refused).code(), tonic::Code::OutOfRange);
+        assert!(watch(Kind::Pod, 4).is_err());
+        let mut pods = watch(Kind::Pod, 5).unwrap();
+        assert_eq!(pods.next().await.unwrap().unwrap().revision, 6);
     }
 
     #[tokio::test]
