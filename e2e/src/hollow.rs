@@ -138,36 +138,44 @@ impl FollowedKind {
 const ARRIVALS_KEPT: usize = 16;
 
 /// What a following node has received of each [`FollowedKind`] (by its
-/// number): the store revision of its last list or watch event, and when
-/// its latest ones arrived.
+/// number): the store revisions of its latest lists and watch events, and
+/// when each arrived.
 #[derive(Default)]
 struct Received {
-    revisions: [AtomicU64; 3],
     arrivals: [Mutex<std::collections::VecDeque<(u64, Instant)>>; 3],
 }
 
 impl Received {
-    fn note(&self, kind: usize, revision: u64) {
-        self.revisions[kind].fetch_max(revision, Ordering::Relaxed);
-        let mut arrivals = self.arrivals[kind]
+    fn arrivals(
+        &self,
+        kind: usize,
+    ) -> std::sync::MutexGuard<'_, std::collections::VecDeque<(u64, Instant)>> {
+        self.arrivals[kind]
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn note(&self, kind: usize, revision: u64) {
+        let mut arrivals = self.arrivals(kind);
         if arrivals.len() == ARRIVALS_KEPT {
             arrivals.pop_front();
         }
         arrivals.push_back((revision, Instant::now()));
     }
 
+    /// The newest revision of `kind` this node has received (0: none).
+    fn revision(&self, kind: usize) -> u64 {
+        self.arrivals(kind)
+            .iter()
+            .map(|(r, _)| *r)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// When this node first had `revision` of `kind` or later, as far as
     /// it remembers (the oldest arrival it keeps, if all are later).
     fn reached(&self, kind: usize, revision: u64) -> Option<Instant> {
-        if self.revisions[kind].load(Ordering::Relaxed) < revision {
-            return None;
-        }
-        let arrivals = self.arrivals[kind]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        arrivals
+        self.arrivals(kind)
             .iter()
             .find(|(r, _)| *r >= revision)
             .map(|(_, at)| *at)
@@ -204,7 +212,7 @@ impl Followed {
     pub fn everywhere(&self, kind: FollowedKind) -> Option<u64> {
         self.running()
             .iter()
-            .map(|r| r.revisions[kind as usize].load(Ordering::Relaxed))
+            .map(|r| r.revision(kind as usize))
             .min()
     }
 

@@ -249,15 +249,9 @@ impl Kubectl {
     /// Starts `kubectl <args>` in the background (`get -w`, `proxy`),
     /// stdout and stderr into one log; it is stopped when the handle drops.
     pub fn spawn(&self, args: &[&str]) -> anyhow::Result<KubectlProcess> {
-        let log = tempfile::NamedTempFile::new_in(self.home.path())?;
-        let child = self
-            .command()
-            .args(args)
-            .stdout(log.as_file().try_clone()?)
-            .stderr(log.as_file().try_clone()?)
-            .spawn()
-            .with_context(|| format!("start {}", self.binary.display()))?;
-        Ok(KubectlProcess { child, log })
+        let mut command = self.command();
+        command.args(args);
+        KubectlProcess::spawn(command, self.home.path())
     }
 
     /// Starts `kubectl port-forward <target> <ports>` (flags may follow the
@@ -412,6 +406,19 @@ pub struct KubectlProcess {
 }
 
 impl KubectlProcess {
+    /// Starts `command` (a kubectl, or another client a test runs the same
+    /// way) in the background, stdout and stderr into one log in
+    /// `log_dir`.
+    pub fn spawn(mut command: Command, log_dir: &Path) -> anyhow::Result<KubectlProcess> {
+        let log = tempfile::NamedTempFile::new_in(log_dir)?;
+        let child = command
+            .stdout(log.as_file().try_clone()?)
+            .stderr(log.as_file().try_clone()?)
+            .spawn()
+            .with_context(|| format!("start {}", command.get_program().to_string_lossy()))?;
+        Ok(KubectlProcess { child, log })
+    }
+
     /// The PID it was started with.
     pub fn pid(&self) -> u32 {
         self.child.id()

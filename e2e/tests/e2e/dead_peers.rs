@@ -7,47 +7,32 @@
 //! a margin), found dead by the kernel's keepalive probes, where before it
 //! held idle watches for ever.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use skiff_e2e::credentials::admin_conf;
-use skiff_e2e::kube_clients::{kubectl, KubectlVersion};
+use skiff_e2e::kube_clients::{kubectl, KubectlProcess, KubectlVersion};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{e2e_prerequisites, skiff_bin};
 use skiff_security::listener::DEAD_PEER_AFTER;
 
-/// A client process in a test host, killed by its own PID when dropped.
-struct Watcher {
-    child: Child,
-    log: tempfile::NamedTempFile,
-}
-
-impl Watcher {
-    fn start(host: &TestHost, program: &std::path::Path, args: &[&str]) -> anyhow::Result<Self> {
-        let log = tempfile::NamedTempFile::new()?;
-        // `ip netns exec` execs the program: the PID is the client's.
-        let child = Command::new("ip")
-            .args(["netns", "exec", &host.netns])
-            .arg(program)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(log.as_file().try_clone()?)
-            .stderr(log.as_file().try_clone()?)
-            .spawn()?;
-        Ok(Watcher { child, log })
-    }
-
-    fn output(&self) -> String {
-        std::fs::read_to_string(self.log.path()).unwrap_or_default()
-    }
-}
-
-impl Drop for Watcher {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts a client in a test host, in the background (stopped by its own
+/// PID when dropped). `ip netns exec` execs the program: the PID is the
+/// client's.
+fn watcher(
+    host: &TestHost,
+    program: &std::path::Path,
+    args: &[&str],
+    log_dir: &std::path::Path,
+) -> anyhow::Result<KubectlProcess> {
+    let mut command = Command::new("ip");
+    command
+        .args(["netns", "exec", &host.netns])
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::null());
+    KubectlProcess::spawn(command, log_dir)
 }
 
 /// The master's established connections from `client_ip` to `server`
@@ -94,14 +79,15 @@ async fn a_cut_off_clients_idle_watches_are_closed_by_the_master() -> anyhow::Re
     let conf = conf.to_str().expect("utf-8 path");
     let cache = dir.path().join("kubectl-cache");
     let watchers = [
-        Watcher::start(
+        watcher(
             &host,
             &skiff_bin(),
             &[
                 "ctl", "--server", &api, "--config", conf, "get", "pods", "-w",
             ],
+            dir.path(),
         )?,
-        Watcher::start(
+        watcher(
             &host,
             &kubectl,
             &[
@@ -113,6 +99,7 @@ async fn a_cut_off_clients_idle_watches_are_closed_by_the_master() -> anyhow::Re
                 "pods",
                 "-w",
             ],
+            dir.path(),
         )?,
     ];
     let outputs = || {

@@ -486,7 +486,9 @@ impl ObjectStore {
     }
 
     /// Kept changes with a revision greater than `after`, oldest first, at
-    /// most `limit` of them.
+    /// most `limit` of them: the whole history, as tests read it (watches
+    /// read their kind's: [`Self::kind_events_after`]).
+    #[cfg(test)]
     pub fn events_after(
         &self,
         after: u64,
