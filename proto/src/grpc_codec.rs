@@ -5,6 +5,14 @@
 //! watch): with 1,000 nodes tonic's default cost 16 MiB of buffers that
 //! mostly carry messages of a few hundred bytes (`skiff-bench schedule`,
 //! heaptrack). A buffer still grows to the largest message it carries.
+//!
+//! A streaming call's encoder also takes every message that is ready into
+//! its buffer until the buffer holds [`YIELD_THRESHOLD`] bytes, and the
+//! buffer keeps what it grew to. At tonic's 32 KiB a burst of changes
+//! (every node's Service watch hearing each of many new Services) grew the
+//! buffers of 1,000 nodes' watches by 27 MB (`skiff-bench scale`,
+//! heaptrack); at 4 KiB a buffer stays within 8 KiB, and each write to the
+//! connection still carries several small messages.
 
 use std::marker::PhantomData;
 
@@ -14,8 +22,8 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 /// Starting size of a call's encode and decode buffers.
 pub const BUFFER_BYTES: usize = 1024;
 /// A streaming encoder yields to the connection after this many bytes
-/// (tonic's default).
-const YIELD_THRESHOLD: usize = 32 * 1024;
+/// (tonic's default is 32 KiB).
+pub const YIELD_THRESHOLD: usize = 4 * 1024;
 
 fn settings() -> BufferSettings {
     BufferSettings::new(BUFFER_BYTES, YIELD_THRESHOLD)

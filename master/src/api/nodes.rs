@@ -462,17 +462,14 @@ impl Nodes for NodeService {
                 if event.revision <= revision {
                     continue;
                 }
-                let Ok(object) = <Object as prost::Message>::decode(event.object.as_slice()) else {
-                    continue;
-                };
-                let message = WatchEvent {
-                    r#type: event.event_type,
-                    object: Some(object),
+                // The store's bytes, shared: not decoded and encoded again.
+                let message = super::event_stream::Encoded {
+                    event_type: event.event_type,
                     revision: event.revision,
+                    object: event.object.clone(),
                     previous: None,
-                    ..Default::default()
                 };
-                if tx.send(Ok(message)).await.is_err() {
+                if tx.send_encoded(message).await.is_err() {
                     return;
                 }
             }

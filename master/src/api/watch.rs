@@ -16,15 +16,16 @@
 //! store kept it ([`StoredEvent::previous`]).
 //!
 //! Objects go out as the bytes the store holds
-//! ([`WatchEvent::encoded_object`]): a change reaches every watcher of its
-//! kind, and none decodes or encodes it again; in-process readers (the
-//! REST API) decode what they read ([`WatchEvent::decoded`]).
+//! ([`WatchEvent::encoded_object`](skiff_proto::api::WatchEvent)), shared
+//! by reference count: a change reaches every watcher of its kind, and
+//! none copies, decodes or encodes it again, and it waits in a watcher's
+//! queue in a tenth of a `WatchEvent`'s memory
+//! ([`event_stream::Encoded`]); in-process readers (the REST API) decode
+//! what they read (`WatchEvent::decoded`).
 
 use std::sync::Arc;
 
-use super::event_stream::{self, EventSender, EventStream};
-use prost::bytes::Bytes;
-use skiff_proto::api::WatchEvent;
+use super::event_stream::{self, Encoded, EventSender, EventStream};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
@@ -163,17 +164,17 @@ impl Watcher {
                 return Ok(());
             }
         }
-        // The stored bytes as they are: no decode and encode per watcher.
-        let previous = (self.with_previous && !event.previous.is_empty())
-            .then(|| Bytes::copy_from_slice(&event.previous));
-        let message = WatchEvent {
-            r#type: event.event_type,
+        // The stored bytes as they are, shared: no copy, decode or encode
+        // per watcher.
+        let previous =
+            (self.with_previous && !event.previous.is_empty()).then(|| event.previous.clone());
+        let message = Encoded {
+            event_type: event.event_type,
             revision: event.revision,
-            encoded_object: Some(Bytes::copy_from_slice(&event.object)),
-            encoded_previous: previous,
-            ..Default::default()
+            object: event.object.clone(),
+            previous,
         };
-        self.out.send(Ok(message)).await.map_err(|_| Gone)
+        self.out.send_encoded(message).await.map_err(|_| Gone)
     }
 }
 

@@ -93,7 +93,7 @@ impl Reconciler for ClusterRoleAggregationController {
         names.extend(store.aggregating_cluster_roles(&meta.labels));
         // A role relabelled out of a selector leaves what selected it.
         if !event.previous.is_empty() {
-            if let Ok(before) = Object::decode(event.previous.as_slice()) {
+            if let Ok(before) = Object::decode(&event.previous[..]) {
                 names.extend(store.aggregating_cluster_roles(&before.meta().labels));
             }
         }
@@ -306,8 +306,10 @@ rules:
                 namespace: String::new(),
                 event_type: 0,
                 node: String::new(),
-                object: Vec::new(),
-                previous: previous.map(Message::encode_to_vec).unwrap_or_default(),
+                object: bytes::Bytes::new(),
+                previous: previous
+                    .map(|p| bytes::Bytes::from(p.encode_to_vec()))
+                    .unwrap_or_default(),
                 previous_revision: 0,
             };
             let keys = controller.keys_for(&event, &object);

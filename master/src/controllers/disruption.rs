@@ -329,8 +329,8 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
             namespace: "default".into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &changed), [key()]);
@@ -388,8 +388,8 @@ spec:
             namespace: "default".into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &web_0), [expr, key()]);
@@ -405,8 +405,8 @@ spec:
             namespace: "default".into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         assert_eq!(controller.keys_for(&event, &web_0), [key()]);

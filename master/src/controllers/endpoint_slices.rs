@@ -898,8 +898,8 @@ spec:
             namespace: "default".into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         let pod = objects

@@ -560,8 +560,8 @@ spec: {type: ExternalName, externalName: example.test, selector: {app: web}}
             namespace: "default".into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         assert_eq!(

@@ -245,8 +245,8 @@ impl RecordingObjects {
             namespace: key.1.clone(),
             event_type: event_type as i32,
             node,
-            object: object.encode_to_vec(),
-            previous: Vec::new(),
+            object: object.encode_to_vec().into(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         });
         let _ = self
@@ -670,8 +670,8 @@ pub fn stored_event(kind: Kind, namespace: &str, event_type: EventType) -> Store
         namespace: namespace.to_owned(),
         event_type: event_type as i32,
         node: String::new(),
-        object: Vec::new(),
-        previous: Vec::new(),
+        object: bytes::Bytes::new(),
+        previous: bytes::Bytes::new(),
         previous_revision: 0,
     }
 }

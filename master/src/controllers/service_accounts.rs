@@ -165,8 +165,8 @@ mod tests {
             namespace: namespace.into(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         };
         let account = default_account("shop").into_object();

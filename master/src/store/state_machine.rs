@@ -26,6 +26,7 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
@@ -85,8 +86,9 @@ pub struct StoredEvent {
     /// For pods: the node they are bound to (empty when unbound), so node
     /// watches can route events without decoding them.
     pub node: String,
-    /// The prost-encoded `Object`.
-    pub object: Vec<u8>,
+    /// The prost-encoded `Object`, shared (reference-counted) with every
+    /// watch that sends it.
+    pub object: Bytes,
     /// The prost-encoded object before the change, kept only when the
     /// change altered what label or field selectors read of it
     /// (`objects::selectable::selected_alike`): a MODIFIED event, or a
@@ -95,7 +97,7 @@ pub struct StoredEvent {
     /// to. Empty otherwise, as it is for most changes (status updates).
     /// Always kept for a DELETED event made by an update (its last
     /// finalizer removed), whose object differs from the version before.
-    pub previous: Vec<u8>,
+    pub previous: Bytes,
     /// The revision of the version this change replaced (0 for a create):
     /// what [`ObjectStore::list_at`] rebuilds an earlier list from.
     pub previous_revision: u64,
@@ -163,8 +165,8 @@ impl StoredEvent {
     /// the one before, when kept) and the names.
     fn held_bytes(&self) -> usize {
         std::mem::size_of::<StoredEvent>()
-            + self.object.capacity()
-            + self.previous.capacity()
+            + self.object.len()
+            + self.previous.len()
             + self.namespace.capacity()
             + self.node.capacity()
     }
@@ -1085,8 +1087,8 @@ mod tests {
                 namespace: "default".into(),
                 event_type: skiff_proto::api::EventType::Added as i32,
                 node: String::new(),
-                object: vec![0; size],
-                previous: Vec::new(),
+                object: vec![0; size].into(),
+                previous: bytes::Bytes::new(),
                 previous_revision: 0,
             })
         };
@@ -1210,7 +1212,7 @@ mod tests {
         let replay: Vec<(u64, i32, String)> = missed
             .iter()
             .map(|e| {
-                let o = Object::decode(e.object.as_slice()).unwrap();
+                let o = Object::decode(&e.object[..]).unwrap();
                 (e.revision, e.event_type, o.meta().name.clone())
             })
             .collect();
@@ -1224,7 +1226,7 @@ mod tests {
             ]
         );
         // The update as stored; nothing after the newest revision.
-        let updated = Object::decode(missed[1].object.as_slice()).unwrap();
+        let updated = Object::decode(&missed[1].object[..]).unwrap();
         let Some(skiff_proto::api::object::Kind::Pod(p)) = &updated.kind else {
             panic!("not a pod");
         };
@@ -1539,7 +1541,7 @@ mod cache_tests {
         assert!(missed.iter().all(|e| e.revision > at));
         let mut replayed = versions(&listed);
         for event in &missed {
-            let object = Object::decode(event.object.as_slice()).unwrap();
+            let object = Object::decode(&event.object[..]).unwrap();
             let name = object.meta().name.clone();
             if event.event_type == EventType::Deleted as i32 {
                 replayed.remove(&name);

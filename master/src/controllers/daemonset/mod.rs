@@ -697,8 +697,8 @@ spec:
             namespace: String::new(),
             event_type: 0,
             node: String::new(),
-            object: Vec::new(),
-            previous: Vec::new(),
+            object: bytes::Bytes::new(),
+            previous: bytes::Bytes::new(),
             previous_revision: 0,
         }
     }

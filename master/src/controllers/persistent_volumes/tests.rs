@@ -363,8 +363,8 @@ fn event(kind: Kind, namespace: &str) -> StoredEvent {
         namespace: namespace.into(),
         event_type: 0,
         node: String::new(),
-        object: Vec::new(),
-        previous: Vec::new(),
+        object: bytes::Bytes::new(),
+        previous: bytes::Bytes::new(),
         previous_revision: 0,
     }
 }

@@ -436,8 +436,8 @@ async fn pods_and_revisions_map_to_their_statefulset() {
         namespace: "default".into(),
         event_type: 0,
         node: String::new(),
-        object: Vec::new(),
-        previous: Vec::new(),
+        object: bytes::Bytes::new(),
+        previous: bytes::Bytes::new(),
         previous_revision: 0,
     };
     assert_eq!(controller.keys_for(&event, &web_0), [key()]);

@@ -266,7 +266,7 @@ impl Shared {
                     table.remove(key.as_str()).map_err(dberr)?;
                 } else {
                     table
-                        .insert(key.as_str(), event.object.as_slice())
+                        .insert(key.as_str(), &event.object[..])
                         .map_err(dberr)?;
                 }
             }

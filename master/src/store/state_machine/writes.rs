@@ -32,6 +32,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use prost::Message;
 use skiff_proto::api::{EventType, Object};
 
@@ -553,7 +554,7 @@ fn record(
             event_type == EventType::Deleted
                 || !selectable::selected_alike(slot.kind, before, &object)
         })
-        .map(|before| before.encode_to_vec())
+        .map(|before| Bytes::from(before.encode_to_vec()))
         .unwrap_or_default();
     // The cache keeps it for as long as it is current: prost's decoding
     // left its lists room for about twice the items (3 KB of a 7 KB pod).
@@ -567,7 +568,7 @@ fn record(
             namespace: slot.namespace.clone(),
             event_type: event_type as i32,
             node,
-            object: bytes.clone(),
+            object: Bytes::from(bytes.clone()),
             previous,
             previous_revision,
         }),
@@ -1372,7 +1373,7 @@ mod tests {
         apply(&store, update(&labelled(stored.clone()), false)).unwrap();
         let relabelled = event_at(&store, 3);
         assert_eq!(relabelled.event_type, EventType::Modified as i32);
-        let before = Object::decode(relabelled.previous.as_slice()).unwrap();
+        let before = Object::decode(&relabelled.previous[..]).unwrap();
         assert_eq!(before, stored);
         // A condition, which no selector reads (revision 4): nothing kept.
         let ready = with_status(get_pod(&store, "a").unwrap(), |status| {
@@ -1390,7 +1391,7 @@ mod tests {
         });
         apply(&store, update(&running, true)).unwrap();
         let started = event_at(&store, 5);
-        let before = Object::decode(started.previous.as_slice()).unwrap();
+        let before = Object::decode(&started.previous[..]).unwrap();
         assert_eq!(phase(&before), "Pending");
         assert_eq!(before.meta().resource_version, "4");
         // A delete's event is the pod as it was: nothing more kept.
