@@ -25,6 +25,7 @@ pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use skiff_proto::api::object::Kind as Body;
@@ -122,7 +123,9 @@ struct NodeLoad {
     memory: i64,
     pods: i64,
     host_ports: HashMap<(i32, String), i64>,
-    by_owner: HashMap<String, i64>,
+    /// Shared with each pass's view of the node ([`NodeInfo::by_owner`]),
+    /// which copies it only for a node it binds a pod to.
+    by_owner: Arc<HashMap<String, i64>>,
 }
 
 /// One pod's charge on the node it is bound to.
@@ -216,7 +219,7 @@ impl NodeUsage {
             count(&mut load.host_ports, port, sign);
         }
         if let Some(owner) = &charge.owner {
-            count(&mut load.by_owner, owner, sign);
+            count(Arc::make_mut(&mut load.by_owner), owner, sign);
         }
         if *load == NodeLoad::default() {
             self.by_node.remove(&charge.node);
@@ -259,7 +262,7 @@ pub struct NodeInfo {
     pub pods: i64,
     pub host_ports: HashSet<(i32, String)>,
     /// Pods per owner uid on this node.
-    pub by_owner: HashMap<String, i64>,
+    pub by_owner: Arc<HashMap<String, i64>>,
 }
 
 /// A pod's resource requests: CPU in millicores, memory in bytes.
@@ -290,11 +293,14 @@ pub fn pod_requests(spec: &v1::PodSpec) -> Requests {
 }
 
 impl NodeInfo {
+    /// The node's view, copying only what a pass reads of it (not its
+    /// status's images and addresses).
     pub fn from_node(node: &v1::Node) -> NodeInfo {
-        let meta = node.metadata.clone().unwrap_or_default();
-        let spec = node.spec.clone().unwrap_or_default();
-        let status = node.status.clone().unwrap_or_default();
+        let meta = node.metadata.as_ref();
+        let spec = node.spec.as_ref();
+        let status = node.status.as_ref();
         let alloc = |name: &str| {
+            let status = status?;
             status
                 .allocatable
                 .get(name)
@@ -302,14 +308,15 @@ impl NodeInfo {
                 .and_then(|v| Quantity::parse(v).ok())
         };
         NodeInfo {
-            name: meta.name,
-            labels: meta.labels,
-            ready: status
-                .conditions
-                .iter()
-                .any(|c| c.r#type == "Ready" && c.status == "True"),
-            unschedulable: spec.unschedulable,
-            taints: spec.taints,
+            name: meta.map(|m| m.name.clone()).unwrap_or_default(),
+            labels: meta.map(|m| m.labels.clone()).unwrap_or_default(),
+            ready: status.is_some_and(|s| {
+                s.conditions
+                    .iter()
+                    .any(|c| c.r#type == "Ready" && c.status == "True")
+            }),
+            unschedulable: spec.is_some_and(|s| s.unschedulable),
+            taints: spec.map(|s| s.taints.clone()).unwrap_or_default(),
             cpu_allocatable: alloc("cpu").map(|q| q.milli()).unwrap_or(0),
             memory_allocatable: alloc("memory").map(|q| q.units_ceil()).unwrap_or(0),
             pods_allocatable: alloc("pods")
@@ -319,7 +326,7 @@ impl NodeInfo {
             memory_requested: 0,
             pods: 0,
             host_ports: HashSet::new(),
-            by_owner: HashMap::new(),
+            by_owner: Arc::default(),
         }
     }
 
@@ -335,7 +342,9 @@ impl NodeInfo {
             }
         }
         if let Some(uid) = owner {
-            *self.by_owner.entry(uid.to_owned()).or_insert(0) += 1;
+            *Arc::make_mut(&mut self.by_owner)
+                .entry(uid.to_owned())
+                .or_insert(0) += 1;
         }
     }
 }
@@ -531,19 +540,9 @@ fn owner_uid(pod: &v1::Pod) -> Option<String> {
 /// One scheduling pass over every pending pod, with what each node already
 /// carries from `usage`.
 pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, ReconcileError> {
-    let (node_objects, _) = ctx.store.list(Kind::Node, None)?;
-    let mut nodes: Vec<NodeInfo> = node_objects
-        .iter()
-        .filter_map(|o| match &o.kind {
-            Some(Body::Node(n)) => {
-                let mut info = NodeInfo::from_node(n);
-                usage.charge(&mut info);
-                Some(info)
-            }
-            _ => None,
-        })
-        .collect();
-    // The unbound pods, from the cache's node index.
+    // The unbound pods, from the cache's node index. Every pod change wakes
+    // the scheduler, and nearly all of them (status reports) leave nothing
+    // to bind: such a pass ends here, before it builds a view of every node.
     let mut pending = Vec::new();
     for object in &ctx.store.pods_on_node("") {
         let Some(Body::Pod(pod)) = &object.kind else {
@@ -558,6 +557,18 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
     if pending.is_empty() {
         return Ok(outcome);
     }
+    let (node_objects, _) = ctx.store.list(Kind::Node, None)?;
+    let mut nodes: Vec<NodeInfo> = node_objects
+        .iter()
+        .filter_map(|o| match &o.kind {
+            Some(Body::Node(n)) => {
+                let mut info = NodeInfo::from_node(n);
+                usage.charge(&mut info);
+                Some(info)
+            }
+            _ => None,
+        })
+        .collect();
     pending.sort_by(|a, b| {
         let key = |p: &v1::Pod| p.metadata.as_ref().map(|m| m.creation_timestamp.clone());
         key(a).cmp(&key(b))
@@ -1011,6 +1022,39 @@ spec:
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
         usage.observe(&big, true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
+    }
+
+    #[test]
+    fn a_passs_view_shares_the_owner_counts_until_it_binds_a_pod_there() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let mut usage = NodeUsage::from_store(&*objects);
+        let mut owned = pod_named(&objects, "big");
+        owned
+            .metadata
+            .get_or_insert_with(Default::default)
+            .owner_references = vec![v1::OwnerReference {
+            uid: "rs-1".into(),
+            controller: Some(true),
+            ..Default::default()
+        }];
+        usage.observe(&owned, false);
+        let node = match objects.get(Kind::Node, "", "n1").unwrap().as_deref() {
+            Some(Object {
+                kind: Some(Body::Node(n)),
+            }) => n.clone(),
+            _ => panic!("no node n1"),
+        };
+        let mut view = NodeInfo::from_node(&node);
+        usage.charge(&mut view);
+        assert_eq!(view.by_owner.get("rs-1"), Some(&1));
+        // Not copied for the view: the same map.
+        assert!(Arc::ptr_eq(&view.by_owner, &usage.by_node["n1"].by_owner));
+        // Binding another replica there counts it in the view only.
+        let spec = owned.spec.clone().unwrap();
+        view.add(&spec, Some("rs-1"));
+        assert_eq!(view.by_owner.get("rs-1"), Some(&2));
+        assert_eq!(usage.by_node["n1"].by_owner.get("rs-1"), Some(&1));
     }
 
     #[tokio::test]
