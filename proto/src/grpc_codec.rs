@@ -11,8 +11,9 @@
 //! buffer keeps what it grew to. At tonic's 32 KiB a burst of changes
 //! (every node's Service watch hearing each of many new Services) grew the
 //! buffers of 1,000 nodes' watches by 27 MB (`skiff-bench scale`,
-//! heaptrack); at 4 KiB a buffer stays within 8 KiB, and each write to the
-//! connection still carries several small messages.
+//! heaptrack); at 4 KiB a buffer holds at most 4 KiB and the message that
+//! passed it, and each write to the connection still carries several small
+//! messages.
 
 use std::marker::PhantomData;
 

@@ -107,7 +107,9 @@ pub struct ScaleArgs {
     /// otherwise), so 9.
     #[arg(long, default_value_t = 9)]
     pub rounds: usize,
-    /// Rounds of the Endpoints probe (one more pod each) in each stage.
+    /// Rounds of the Endpoints probe (one more pod each) in each stage
+    /// (15: its median, like the other latency probes', needs more than a
+    /// handful).
     #[arg(long, default_value_t = 15)]
     pub endpoint_rounds: usize,
     /// Longest wait, in seconds, for a stage to settle.

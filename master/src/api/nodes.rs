@@ -462,7 +462,8 @@ impl Nodes for NodeService {
                 if event.revision <= revision {
                     continue;
                 }
-                // The store's bytes, shared: not decoded and encoded again.
+                // The store's bytes (its own encoding of the pod), shared:
+                // not decoded and encoded again.
                 let message = super::event_stream::Encoded {
                     event_type: event.event_type,
                     revision: event.revision,

@@ -128,6 +128,17 @@ struct NodeLoad {
     by_owner: Arc<HashMap<String, i64>>,
 }
 
+impl NodeLoad {
+    /// Nothing charged: the node's entry can go.
+    fn is_empty(&self) -> bool {
+        self.cpu == 0
+            && self.memory == 0
+            && self.pods == 0
+            && self.host_ports.is_empty()
+            && self.by_owner.is_empty()
+    }
+}
+
 /// One pod's charge on the node it is bound to.
 #[derive(Debug, Clone, PartialEq)]
 struct Charge {
@@ -221,7 +232,7 @@ impl NodeUsage {
         if let Some(owner) = &charge.owner {
             count(Arc::make_mut(&mut load.by_owner), owner, sign);
         }
-        if *load == NodeLoad::default() {
+        if load.is_empty() {
             self.by_node.remove(&charge.node);
         }
     }
@@ -1055,6 +1066,9 @@ spec:
         view.add(&spec, Some("rs-1"));
         assert_eq!(view.by_owner.get("rs-1"), Some(&2));
         assert_eq!(usage.by_node["n1"].by_owner.get("rs-1"), Some(&1));
+        // Its only pod gone, the node carries nothing and is let go.
+        usage.observe(&owned, true);
+        assert!(!usage.by_node.contains_key("n1"), "{:?}", usage.by_node);
     }
 
     #[tokio::test]
