@@ -14,11 +14,19 @@
 //! heaptrack); at 4 KiB a buffer holds at most 4 KiB and the message that
 //! passed it, and each write to the connection still carries several small
 //! messages.
+//!
+//! And a message is written into room made for its whole length at once
+//! ([`CompactEncoder`]), not into a buffer doubled again and again as it
+//! fills: when 1,000 nodes start (or follow a new leader) each lists every
+//! Node at the same moment, and the doubling buffers of those answers
+//! (each up to twice the answer, and copied at every step) were the
+//! largest part of the master's peak heap (`skiff-bench scale`, heaptrack).
 
 use std::marker::PhantomData;
 
-use tonic::codec::{BufferSettings, Codec};
-use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
+use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
+use tonic::Status;
+use tonic_prost::{ProstCodec, ProstDecoder};
 
 /// Starting size of a call's encode and decode buffers.
 pub const BUFFER_BYTES: usize = 1024;
@@ -51,14 +59,37 @@ where
 {
     type Encode = T;
     type Decode = U;
-    type Encoder = ProstEncoder<T>;
+    type Encoder = CompactEncoder<T>;
     type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
-        ProstCodec::<T, U>::raw_encoder(settings())
+        CompactEncoder { _type: PhantomData }
     }
 
     fn decoder(&mut self) -> Self::Decoder {
         ProstCodec::<T, U>::raw_decoder(settings())
+    }
+}
+
+/// prost's encoding, into room reserved for the message's whole length.
+#[derive(Debug)]
+pub struct CompactEncoder<T> {
+    _type: PhantomData<T>,
+}
+
+impl<T: prost::Message> Encoder for CompactEncoder<T> {
+    type Item = T;
+    type Error = Status;
+
+    fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(item.encoded_len());
+        // The length is known and the room made: what `Message::encode`
+        // would check again.
+        item.encode_raw(buf);
+        Ok(())
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        settings()
     }
 }
