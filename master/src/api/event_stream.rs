@@ -9,10 +9,9 @@
 //! slot is one pointer because tokio's channel allocates slots in blocks of
 //! 32 and keeps up to a few blocks per channel: thousands of open watches
 //! (three or four per node) would otherwise hold megabytes of empty slots.
-//! Before [`Encoded`], every
-//! queued change of a burst (a Service created goes to every node's
-//! Service watch) cost a kilobyte on each of them: 59 MB at the peak of
-//! 1,000 nodes' watches (`skiff-bench scale`, heaptrack).
+//! Before [`Encoded`], every queued change of a burst (a Service created
+//! goes to every node's Service watch) cost a kilobyte on each of them: 59
+//! MB at the peak of 1,000 nodes' watches (`skiff-bench scale`, heaptrack).
 
 use std::pin::Pin;
 
@@ -86,8 +85,8 @@ impl EventSender {
             .map_err(|_| Closed)
     }
 
-    /// Queues a change as the store's bytes, in a tenth of the memory a
-    /// [`WatchEvent`] takes while it waits.
+    /// Queues a change as the store's bytes, in a box of about a hundred
+    /// bytes rather than a [`WatchEvent`]'s kilobyte or more.
     pub async fn send_encoded(&self, event: Encoded) -> Result<(), Closed> {
         self.0
             .send(Box::new(Entry::Encoded(event)))

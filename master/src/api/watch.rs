@@ -19,8 +19,8 @@
 //! ([`WatchEvent::encoded_object`](skiff_proto::api::WatchEvent)), shared
 //! by reference count: a change reaches every watcher of its kind, and
 //! none copies, decodes or encodes it again, and it waits in a watcher's
-//! queue in a tenth of a `WatchEvent`'s memory
-//! ([`event_stream::Encoded`]); in-process readers (the REST API) decode
+//! queue as a small [`event_stream::Encoded`], not as a `WatchEvent`;
+//! in-process readers (the REST API) decode
 //! what they read (`WatchEvent::decoded`).
 
 use std::sync::Arc;

@@ -117,7 +117,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
 const FULL_REBUILD_EVERY: Duration = Duration::from_secs(60);
 
 /// What the bound, active pods on one node take.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 struct NodeLoad {
     cpu: i64,
     memory: i64,
