@@ -13,6 +13,7 @@
 //! goes to every node's Service watch) cost a kilobyte on each of them: 59
 //! MB at the peak of 1,000 nodes' watches (`skiff-bench scale`, heaptrack).
 
+use std::future::Future;
 use std::pin::Pin;
 
 use prost::bytes::Bytes;
@@ -78,20 +79,26 @@ pub struct EventSender(mpsc::Sender<Slot>);
 pub struct Closed;
 
 impl EventSender {
-    pub async fn send(&self, item: Item) -> Result<(), Closed> {
-        self.0
-            .send(Box::new(Entry::Item(Box::new(item))))
-            .await
-            .map_err(|_| Closed)
+    /// Queues `item`. It is boxed before the returned future exists, so a
+    /// watch task waiting for room holds a pointer, not the event: an
+    /// `async fn` would keep its argument (a `WatchEvent` holds its
+    /// decoded objects inline, about two kilobytes) in the state of every
+    /// task that sends one, for as long as the task lives.
+    pub fn send(&self, item: Item) -> impl Future<Output = Result<(), Closed>> + Send + '_ {
+        self.queue(Box::new(Entry::Item(Box::new(item))))
     }
 
     /// Queues a change as the store's bytes, in a box of about a hundred
     /// bytes rather than a [`WatchEvent`]'s kilobyte or more.
-    pub async fn send_encoded(&self, event: Encoded) -> Result<(), Closed> {
-        self.0
-            .send(Box::new(Entry::Encoded(event)))
-            .await
-            .map_err(|_| Closed)
+    pub fn send_encoded(
+        &self,
+        event: Encoded,
+    ) -> impl Future<Output = Result<(), Closed>> + Send + '_ {
+        self.queue(Box::new(Entry::Encoded(event)))
+    }
+
+    async fn queue(&self, slot: Slot) -> Result<(), Closed> {
+        self.0.send(slot).await.map_err(|_| Closed)
     }
 
     /// Resolves when the consumer has gone.
@@ -161,5 +168,23 @@ mod tests {
         assert!(entry <= 128, "Entry {entry} B");
         assert!(entry * 4 <= item, "Entry {entry} B, Item {item} B");
         assert_eq!(std::mem::size_of::<Slot>(), std::mem::size_of::<usize>());
+    }
+
+    #[test]
+    fn a_send_waiting_for_room_holds_a_pointer_not_the_event() {
+        let (tx, _rx) = channel(1);
+        let item = std::mem::size_of::<Item>();
+        let sending = tx.send(Ok(WatchEvent::default()));
+        // What every watch task keeps while it waits: the channel's send
+        // (its semaphore's wait and the boxed slot), not a WatchEvent.
+        let held = std::mem::size_of_val(&sending);
+        assert!(held * 4 <= item, "send future {held} B, event {item} B");
+        let encoded = tx.send_encoded(Encoded {
+            event_type: 2,
+            revision: 1,
+            object: Bytes::new(),
+            previous: None,
+        });
+        assert_eq!(std::mem::size_of_val(&encoded), held);
     }
 }

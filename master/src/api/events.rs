@@ -152,14 +152,15 @@ impl Watcher {
             ChangeType::Modified => WatchEventType::Modified,
             ChangeType::Deleted => WatchEventType::Deleted,
         };
-        let message = WatchEvent {
+        // Boxed as it is queued: the watch keeps no event across the wait.
+        let sent = self.out.send(Ok(WatchEvent {
             r#type: event_type as i32,
             object: Some(change.object()),
             revision: change.revision,
             previous: None,
             ..Default::default()
-        };
-        self.out.send(Ok(message)).await.map_err(|_| Gone)
+        }));
+        sent.await.map_err(|_| Gone)
     }
 }
 

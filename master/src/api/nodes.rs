@@ -423,26 +423,28 @@ impl Nodes for NodeService {
         let (tx, rx) = super::event_stream::channel(256);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
+            // Each event is boxed as it is queued, in a statement of its
+            // own: this task (one per node) keeps no event across a wait.
             for pod in pods {
-                let event = WatchEvent {
+                let sent = tx.send(Ok(WatchEvent {
                     r#type: EventType::Added as i32,
                     revision,
                     object: Some(Object::clone(&pod)),
                     previous: None,
                     ..Default::default()
-                };
-                if tx.send(Ok(event)).await.is_err() {
+                }));
+                if sent.await.is_err() {
                     return;
                 }
             }
-            let listed = WatchEvent {
+            let sent = tx.send(Ok(WatchEvent {
                 r#type: EventType::Bookmark as i32,
                 revision,
                 object: None,
                 previous: None,
                 ..Default::default()
-            };
-            if tx.send(Ok(listed)).await.is_err() {
+            }));
+            if sent.await.is_err() {
                 return;
             }
             loop {
