@@ -382,38 +382,45 @@ pub(super) async fn start(
             tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
         let mut last_revision = from_revision;
         loop {
-            let line = tokio::select! {
+            // The next line, or (`Err`) the ERROR line that ends the watch.
+            // Nothing is awaited inside a branch: what a branch holds (an
+            // event and its decoded objects, kilobytes) would be kept in
+            // this task's state for as long as the watch lasts.
+            let next: Result<bytes::Bytes, bytes::Bytes> = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = &mut deadline => return,
                 _ = tx.closed() => return,
-                _ = bookmark.tick(), if bookmarks => encoder.bookmark(last_revision, false),
+                _ = bookmark.tick(), if bookmarks => Ok(encoder.bookmark(last_revision, false)),
                 event = events.next() => match event {
                     None => return,
                     Some(Err(status)) => {
                         let code = if status.code() == tonic::Code::OutOfRange { StatusCode::GONE } else { StatusCode::INTERNAL_SERVER_ERROR };
                         let reason = if code == StatusCode::GONE { "Expired" } else { "InternalError" };
                         let e = RestError::new(code, reason, status.message().to_owned());
-                        let _ = tx.send(encoder.line("ERROR", e.to_json())).await;
-                        return;
+                        Err(encoder.line("ERROR", e.to_json()))
                     }
                     Some(Ok(event)) => {
                         last_revision = event.revision;
                         // The watch sends the stored bytes; this reader
                         // wants the objects.
-                        let event = match event.decoded() {
-                            Ok(event) => event,
+                        match event.decoded() {
+                            Ok(event) => match encoder.selected(&event) {
+                                Some((kind, value)) => Ok(encoder.line(kind, value)),
+                                None => continue,
+                            },
                             Err(e) => {
                                 let e = RestError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", format!("an undecodable object at revision {last_revision}: {e}"));
-                                let _ = tx.send(encoder.line("ERROR", e.to_json())).await;
-                                return;
+                                Err(encoder.line("ERROR", e.to_json()))
                             }
-                        };
-                        let Some((kind, value)) = encoder.selected(&event) else { continue };
-                        encoder.line(kind, value)
+                        }
                     }
                 },
             };
-            if tx.send(line).await.is_err() {
+            let (line, ends) = match next {
+                Ok(line) => (line, false),
+                Err(line) => (line, true),
+            };
+            if tx.send(line).await.is_err() || ends {
                 return;
             }
         }

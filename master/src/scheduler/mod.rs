@@ -143,7 +143,8 @@ impl NodeLoad {
 /// One pod's charge on the node it is bound to: one of these is kept for
 /// every bound pod (30,000 in `skiff-bench scale`), so the node's name and
 /// the owner's uid are the [`NodeUsage`] maps' own keys, shared, not
-/// copies (80 bytes a pod in the map instead of 136, and no strings).
+/// copies (80 bytes a pod in the map instead of 136, and no copied node
+/// or owner strings).
 #[derive(Debug, Clone, PartialEq)]
 struct Charge {
     node: Arc<str>,
@@ -1124,6 +1125,42 @@ spec:
         assert_eq!(usage.by_node["n1"].by_owner["rs-1"], 2);
         usage.observe(&pod("a"), true);
         assert_eq!(usage.by_node["n1"].by_owner["rs-1"], 1);
+        usage.observe(&pod("b"), true);
+        assert!(usage.by_node.is_empty() && usage.charged.is_empty());
+    }
+
+    #[test]
+    fn two_pods_on_one_host_port_hold_it_until_both_are_gone() {
+        let pod = |name: &str| v1::Pod {
+            metadata: Some(v1::ObjectMeta {
+                name: name.into(),
+                namespace: "default".into(),
+                ..Default::default()
+            }),
+            spec: Some(v1::PodSpec {
+                node_name: "n1".into(),
+                containers: vec![v1::Container {
+                    name: "app".into(),
+                    ports: vec![v1::ContainerPort {
+                        container_port: 80,
+                        host_port: 8080,
+                        protocol: "TCP".into(),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let port = (8080, "TCP".to_owned());
+        let mut usage = NodeUsage::default();
+        usage.observe(&pod("a"), false);
+        usage.observe(&pod("b"), false);
+        assert_eq!(usage.by_node["n1"].host_ports[&port], 2);
+        usage.observe(&pod("a"), true);
+        assert_eq!(usage.by_node["n1"].host_ports[&port], 1);
+        assert_eq!(load(&usage, "n1"), (0, 1, 1));
         usage.observe(&pod("b"), true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }
