@@ -211,12 +211,12 @@ impl NodeUsage {
             .filter(|p| p.host_port != 0)
             .map(|p| (p.host_port, p.protocol.clone()))
             .collect();
-        let owner = pod
-            .metadata
-            .as_ref()
-            .and_then(owners::controller)
-            .map(|r| r.uid.as_str());
-        let charge = self.charge_pod(&spec.node_name, pod_requests(spec), host_ports, owner);
+        let charge = self.charge_pod(
+            &spec.node_name,
+            pod_requests(spec),
+            host_ports,
+            owner_uid(pod),
+        );
         self.charged.insert(key.into_boxed_str(), charge);
     }
 
@@ -597,8 +597,8 @@ pub fn choose_with_volumes(
     }
 }
 
-fn owner_uid(pod: &v1::Pod) -> Option<String> {
-    owners::controller(pod.metadata.as_ref()?).map(|r| r.uid.clone())
+fn owner_uid(pod: &v1::Pod) -> Option<&str> {
+    owners::controller(pod.metadata.as_ref()?).map(|r| r.uid.as_str())
 }
 
 /// One scheduling pass over every pending pod, with what each node already
@@ -642,7 +642,7 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
     let mut failure = None;
     for mut pod in pending {
         let spec = pod.spec.clone().unwrap_or_default();
-        let owner = owner_uid(&pod);
+        let owner = owner_uid(&pod).map(str::to_owned);
         let namespace = pod
             .metadata
             .as_ref()
@@ -1088,17 +1088,12 @@ spec:
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }
 
-    #[test]
-    fn charges_hold_the_load_maps_own_node_name_and_owner_uid() {
-        let pod = |name: &str| v1::Pod {
+    /// A pod `default/<name>` bound to `n1`, with no containers.
+    fn bound_to_n1(name: &str) -> v1::Pod {
+        v1::Pod {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
                 namespace: "default".into(),
-                owner_references: vec![v1::OwnerReference {
-                    uid: "rs-1".into(),
-                    controller: Some(true),
-                    ..Default::default()
-                }],
                 ..Default::default()
             }),
             spec: Some(v1::PodSpec {
@@ -1106,6 +1101,19 @@ spec:
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn charges_hold_the_load_maps_own_node_name_and_owner_uid() {
+        let pod = |name: &str| {
+            let mut pod = bound_to_n1(name);
+            pod.metadata.as_mut().unwrap().owner_references = vec![v1::OwnerReference {
+                uid: "rs-1".into(),
+                controller: Some(true),
+                ..Default::default()
+            }];
+            pod
         };
         let mut usage = NodeUsage::default();
         usage.observe(&pod("a"), false);
@@ -1131,27 +1139,19 @@ spec:
 
     #[test]
     fn two_pods_on_one_host_port_hold_it_until_both_are_gone() {
-        let pod = |name: &str| v1::Pod {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            spec: Some(v1::PodSpec {
-                node_name: "n1".into(),
-                containers: vec![v1::Container {
-                    name: "app".into(),
-                    ports: vec![v1::ContainerPort {
-                        container_port: 80,
-                        host_port: 8080,
-                        protocol: "TCP".into(),
-                        ..Default::default()
-                    }],
+        let pod = |name: &str| {
+            let mut pod = bound_to_n1(name);
+            pod.spec.as_mut().unwrap().containers = vec![v1::Container {
+                name: "app".into(),
+                ports: vec![v1::ContainerPort {
+                    container_port: 80,
+                    host_port: 8080,
+                    protocol: "TCP".into(),
                     ..Default::default()
                 }],
                 ..Default::default()
-            }),
-            ..Default::default()
+            }];
+            pod
         };
         let port = (8080, "TCP".to_owned());
         let mut usage = NodeUsage::default();
