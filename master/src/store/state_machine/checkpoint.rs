@@ -258,10 +258,17 @@ impl Shared {
         changes: &HashMap<String, Arc<StoredEvent>>,
         state: &AppliedState,
     ) -> Result<()> {
+        // In key order: each leaf page is then changed by one run of
+        // writes and leaves redb's small write buffer once. In the map's
+        // order, every write landed on another page, and pages pushed out
+        // of the buffer were read back and written again, many times over
+        // (16,000 page reads and writes a second at 7,000 writes/s).
+        let mut ordered: Vec<(&String, &Arc<StoredEvent>)> = changes.iter().collect();
+        ordered.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let txn = self.db.begin_write().map_err(dberr)?;
         {
             let mut table = txn.open_table(OBJECTS).map_err(dberr)?;
-            for (key, event) in changes {
+            for (key, event) in ordered {
                 if event.event_type == EventType::Deleted as i32 {
                     table.remove(key.as_str()).map_err(dberr)?;
                 } else {
