@@ -144,8 +144,14 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         path: data_dir.clone(),
         source,
     })?;
-    if data_format::check(&data_dir)? == data_format::Checked::Marked {
-        tracing::info!(dir = %data_dir.display(), format = data_format::CURRENT, "the data dir had no format marker (a new one, or an earlier build's); marked");
+    match data_format::check(&data_dir)? {
+        data_format::Checked::Marked => {
+            tracing::info!(dir = %data_dir.display(), format = data_format::CURRENT, "the data dir had no format marker (a new one); marked");
+        }
+        data_format::Checked::Upgraded { from } => {
+            tracing::info!(dir = %data_dir.display(), from, to = data_format::CURRENT, "upgraded the data dir's format");
+        }
+        data_format::Checked::Current => {}
     }
     if let Some(previous) = cluster_reset::finish_pending(&data_dir)? {
         tracing::warn!(previous = %previous.display(), "finished an interrupted cluster reset");

@@ -149,6 +149,12 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
     let data = unpack_fixture(dir.path())?;
     let marker = data.join(data_format::FILE);
     assert!(!marker.exists(), "the earlier build wrote no format marker");
+    // Data format 1 kept the Raft log in redb.
+    let (redb_log, log_file) = (data.join("raft-log.redb"), data.join("raft-log.wal"));
+    assert!(
+        redb_log.exists() && !log_file.exists(),
+        "not a format 1 data dir"
+    );
 
     // Listening on the specific addresses it recorded, the master
     // advertises them, so the membership stays valid as it is.
@@ -233,6 +239,11 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
     let format_line = format!("skiff-data-format: {}", data_format::CURRENT);
     assert!(text.lines().any(|l| l == format_line), "{text}");
     assert!(text.contains(&this_skiff()), "{text}");
+    // Its Raft log was rewritten as a log file, and the redb one is gone.
+    assert!(
+        log_file.exists() && !redb_log.exists(),
+        "the Raft log was not upgraded"
+    );
 
     // It takes writes: a scale-up makes a fourth pod, from the same
     // ReplicaSet.

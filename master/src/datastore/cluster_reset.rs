@@ -32,7 +32,7 @@ use std::time::SystemTime;
 use openraft::{CommittedLeaderId, Membership, Vote};
 
 use super::snapshot_file::{self, SnapshotFileError};
-use super::{sync_dir, unix_seconds, write_new_file};
+use super::{sync_dir, unix_seconds, write_new_file, ASIDE};
 use crate::store::log_store::{self, LogStore, LogStoreError};
 use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{
@@ -40,8 +40,6 @@ use crate::store::{
     STATE_FILE,
 };
 
-/// Where the new store is built, in the data dir.
-pub const ASIDE: &str = "cluster-reset.tmp";
 /// Written last into [`ASIDE`]: the new store is whole. It names the
 /// directory the old store files go to.
 const READY: &str = "READY";

@@ -1,25 +1,43 @@
 //! The data dir's format marker, `<data-dir>/format`:
 //!
 //! ```text
-//! skiff-data-format: 1
+//! skiff-data-format: 2
 //! written-by: skiff 0.1.0
 //! ```
 //!
 //! A master reads it before it opens anything in its data dir (also for
-//! `--cluster-reset`). No marker means the current format, since earlier
-//! builds wrote the same files without one: the marker is written (the
-//! upgrade) and the master goes on. The current format is used as it is.
-//! A newer format was written by a newer skiff, whose data this one cannot
-//! read and must not rewrite: it is refused ("downgrade refused"), naming
-//! the skiff that wrote it and what to do. Anything else is refused as
-//! unreadable.
+//! `--cluster-reset`). The current format is used as it is. An older one
+//! is upgraded in place, then marked current:
+//!
+//! - format 1 kept the Raft log in redb (`raft-log.redb`); format 2 keeps
+//!   it in an append-only file (`raft-log.wal`). The upgrade rewrites the
+//!   log (entries, vote, committed and purged positions, entry bytes as
+//!   they were) into the new file, writes the marker, and only then
+//!   removes the old log, so an upgrade that a crash interrupts is done
+//!   again from the start. A cluster reset's new store waiting aside is
+//!   upgraded with it.
+//!
+//! No marker means format 1, since the first builds wrote the same files
+//! without one (or a new, empty data dir). A newer format was written by
+//! a newer skiff, whose data this one cannot read and must not rewrite: it
+//! is refused ("downgrade refused"), naming the skiff that wrote it and
+//! what to do. Anything else is refused as unreadable.
 
 use std::path::{Path, PathBuf};
 
-use super::{sync_dir, this_skiff, write_new_file};
+use super::{sync_dir, this_skiff, write_new_file, ASIDE};
+use crate::store::log_store::{self, LogStoreError, LEGACY_LOG_FILE};
+use crate::store::LOG_FILE;
 
 /// The format this skiff reads and writes.
-pub const CURRENT: u32 = 1;
+pub const CURRENT: u32 = 2;
+/// The format of data dirs without a marker.
+const FIRST: u32 = 1;
+/// The format of the state a snapshot carries (its objects and their
+/// encoding). Data format 2 changed only the Raft log's file, so
+/// snapshots still carry format 1 state, which a skiff of data format 1
+/// can restore.
+pub const SNAPSHOT_STATE: u32 = 1;
 /// The marker's file name in a data dir.
 pub const FILE: &str = "format";
 
@@ -31,9 +49,11 @@ const WRITER_KEY: &str = "written-by";
 pub enum Checked {
     /// The marker names the current format.
     Current,
-    /// There was no marker (a new data dir, or an earlier build's); one
+    /// There was no marker and nothing to upgrade (a new data dir); one
     /// naming the current format was written.
     Marked,
+    /// The data dir was in format `from`; it was upgraded and marked.
+    Upgraded { from: u32 },
 }
 
 /// Why a data dir is not used; nothing in it was changed.
@@ -53,6 +73,13 @@ pub enum DataFormatError {
         file: PathBuf,
         reason: String,
         current: u32,
+    },
+    #[error("data dir {dir}: cannot upgrade it from data format {from} to {CURRENT} (its Raft log {legacy} into {LOG_FILE}): {source}; its marker still says format {from}, so the next start tries again")]
+    Upgrade {
+        dir: PathBuf,
+        from: u32,
+        legacy: PathBuf,
+        source: LogStoreError,
     },
     #[error("data dir {dir}: format marker: {source}")]
     Io {
@@ -115,8 +142,11 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
     let text = match std::fs::read_to_string(&file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            write_marker(dir).map_err(io)?;
-            return Ok(Checked::Marked);
+            return Ok(if upgrade(dir, FIRST)? {
+                Checked::Upgraded { from: FIRST }
+            } else {
+                Checked::Marked
+            });
         }
         Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
             return Err(DataFormatError::Garbled {
@@ -136,7 +166,15 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
     };
     let marker = parse(&text).map_err(garbled)?;
     match marker.format {
-        CURRENT => Ok(Checked::Current),
+        CURRENT => {
+            // An upgrade that stopped after its marker left the old log.
+            remove_legacy_logs(dir);
+            Ok(Checked::Current)
+        }
+        FIRST => {
+            upgrade(dir, FIRST)?;
+            Ok(Checked::Upgraded { from: FIRST })
+        }
         found if found > CURRENT => Err(DataFormatError::Newer {
             dir: dir.to_owned(),
             found,
@@ -149,6 +187,56 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
         found => Err(garbled(format!(
             "{FORMAT_KEY} {found} is older than any format skiff wrote"
         ))),
+    }
+}
+
+/// The directories that may hold a store: the data dir, and a cluster
+/// reset's new store waiting aside.
+fn store_dirs(dir: &Path) -> [PathBuf; 2] {
+    [dir.to_owned(), dir.join(ASIDE)]
+}
+
+/// Upgrades `dir` from format `from` (1) and marks it current; `false` if
+/// there was nothing to rewrite (no Raft log of format 1 in it).
+fn upgrade(dir: &Path, from: u32) -> Result<bool, DataFormatError> {
+    let mut rewrote = false;
+    for store in store_dirs(dir) {
+        let legacy = store.join(LEGACY_LOG_FILE);
+        if !legacy.exists() {
+            continue;
+        }
+        log_store::convert_legacy(&legacy, &store.join(LOG_FILE)).map_err(|source| {
+            DataFormatError::Upgrade {
+                dir: dir.to_owned(),
+                from,
+                legacy: legacy.clone(),
+                source,
+            }
+        })?;
+        rewrote = true;
+    }
+    write_marker(dir).map_err(|source| DataFormatError::Io {
+        dir: dir.to_owned(),
+        source,
+    })?;
+    remove_legacy_logs(dir);
+    Ok(rewrote)
+}
+
+/// Removes the Raft logs of format 1 left in a data dir marked current:
+/// their contents are in the log files already.
+fn remove_legacy_logs(dir: &Path) {
+    for store in store_dirs(dir) {
+        let legacy = store.join(LEGACY_LOG_FILE);
+        match std::fs::remove_file(&legacy) {
+            Ok(()) => {
+                let _ = sync_dir(&store);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(file = %legacy.display(), error = %e, "cannot remove the Raft log of data format 1; it is no longer read");
+            }
+        }
     }
 }
 
@@ -170,39 +258,148 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_data_dir_without_a_marker_is_the_current_format_and_gets_one() {
+    fn a_new_data_dir_gets_the_current_marker() {
         let dir = tempfile::tempdir().unwrap();
-        // As an earlier build left it: store files, no marker.
-        let state = dir.path().join(crate::store::STATE_FILE);
-        std::fs::write(state, b"").unwrap();
         assert_eq!(check(dir.path()).unwrap(), Checked::Marked);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text, current_marker());
-        assert!(text.starts_with("skiff-data-format: 1\n"), "{text}");
+        assert!(text.starts_with("skiff-data-format: 2\n"), "{text}");
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 
     #[test]
     fn the_current_format_is_used_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 1\nwritten-by: skiff 0.0.9\n";
+        let marker = "skiff-data-format: 2\nwritten-by: skiff 0.0.9\n";
         std::fs::write(dir.path().join(FILE), marker).unwrap();
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
         let kept = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(kept, marker);
     }
 
+    fn entry(index: u64) -> crate::store::Entry {
+        use crate::store::{Command, Proposal};
+        crate::store::Entry {
+            log_id: crate::store::LogId::new(openraft::CommittedLeaderId::new(1, 0), index),
+            payload: openraft::EntryPayload::Normal(Proposal {
+                commands: vec![Command::Create {
+                    object: vec![index as u8; 20],
+                    uid: format!("uid-{index}"),
+                    now: "2026-01-01T00:00:00Z".into(),
+                }],
+            }),
+        }
+    }
+
+    /// A store of data format 1 in `dir`: a redb Raft log with entries 3-5
+    /// after a purge at 2, voted in term 4.
+    fn format_1_log(dir: &Path) {
+        let entries: Vec<_> = (3..=5).map(entry).collect();
+        log_store::write_legacy(
+            &dir.join(LEGACY_LOG_FILE),
+            Some(entries[0].log_id).map(|mut l| {
+                l.index = 2;
+                l
+            }),
+            &entries,
+            openraft::Vote::new(4, 1),
+            Some(entries[2].log_id),
+        );
+    }
+
+    fn assert_upgraded_log(dir: &Path) {
+        assert!(!dir.join(LEGACY_LOG_FILE).exists(), "the redb log is left");
+        let log = crate::store::log_store::LogStore::open(&dir.join(LOG_FILE)).unwrap();
+        assert_eq!(log.vote(), Some(openraft::Vote::new(4, 1)));
+        let indexes: Vec<u64> = log
+            .entries_after(None)
+            .unwrap()
+            .iter()
+            .map(|e| e.log_id.index)
+            .collect();
+        assert_eq!(indexes, vec![3, 4, 5]);
+    }
+
+    #[test]
+    fn format_1_is_upgraded_its_raft_log_rewritten_and_the_redb_one_removed() {
+        for marker in [
+            Some("skiff-data-format: 1\nwritten-by: skiff 0.1.0\n"),
+            None,
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            format_1_log(dir.path());
+            // A cluster reset's new store, complete and waiting aside.
+            let aside = dir.path().join(ASIDE);
+            std::fs::create_dir(&aside).unwrap();
+            format_1_log(&aside);
+            if let Some(marker) = marker {
+                std::fs::write(dir.path().join(FILE), marker).unwrap();
+            }
+            assert_eq!(
+                check(dir.path()).unwrap(),
+                Checked::Upgraded { from: 1 },
+                "{marker:?}"
+            );
+            let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+            assert_eq!(text, current_marker());
+            assert_upgraded_log(dir.path());
+            assert_upgraded_log(&aside);
+            assert_eq!(check(dir.path()).unwrap(), Checked::Current);
+        }
+    }
+
+    #[test]
+    fn an_upgrade_cut_short_after_its_marker_is_finished_by_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        format_1_log(dir.path());
+        log_store::convert_legacy(
+            &dir.path().join(LEGACY_LOG_FILE),
+            &dir.path().join(LOG_FILE),
+        )
+        .unwrap();
+        write_marker(dir.path()).unwrap();
+        assert_eq!(check(dir.path()).unwrap(), Checked::Current);
+        assert_upgraded_log(dir.path());
+    }
+
+    #[test]
+    fn a_format_1_log_that_cannot_be_read_is_not_upgraded_and_nothing_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = "skiff-data-format: 1\n";
+        std::fs::write(dir.path().join(FILE), marker).unwrap();
+        std::fs::write(dir.path().join(LEGACY_LOG_FILE), b"garbage").unwrap();
+        let e = check(dir.path()).unwrap_err();
+        assert!(matches!(e, DataFormatError::Upgrade { from: 1, .. }), "{e}");
+        let message = e.to_string();
+        for part in [
+            "cannot upgrade it from data format 1 to 2",
+            "raft-log.redb",
+            "next start tries again",
+        ] {
+            assert!(message.contains(part), "{part:?} missing from: {message}");
+        }
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(FILE)).unwrap(),
+            marker
+        );
+        assert_eq!(
+            std::fs::read(dir.path().join(LEGACY_LOG_FILE)).unwrap(),
+            b"garbage"
+        );
+        assert!(!dir.path().join(LOG_FILE).exists());
+    }
+
     #[test]
     fn a_newer_format_is_refused_naming_its_skiff_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 2\nwritten-by: skiff 0.3.0\n";
+        let marker = "skiff-data-format: 3\nwritten-by: skiff 0.3.0\n";
         std::fs::write(dir.path().join(FILE), marker).unwrap();
         let e = check(dir.path()).unwrap_err();
-        let newer = matches!(e, DataFormatError::Newer { found: 2, .. });
+        let newer = matches!(e, DataFormatError::Newer { found: 3, .. });
         assert!(newer, "{e}");
         let message = e.to_string();
         for part in [
-            "this data dir was written by a newer skiff (skiff 0.3.0, data format 2)",
+            "this data dir was written by a newer skiff (skiff 0.3.0, data format 3)",
             "downgrade refused",
             "cannot read data a newer one wrote",
             "run skiff 0.3.0 or newer",

@@ -24,6 +24,10 @@ use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+/// Where a cluster reset builds its new store, in the data dir
+/// (`cluster_reset`); the data format upgrade upgrades it too.
+pub const ASIDE: &str = "cluster-reset.tmp";
+
 /// Makes the entries of `dir` (files created, renamed or removed in it)
 /// durable.
 pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {

@@ -45,7 +45,8 @@ const MAX_INFO_LEN: u32 = 1 << 20;
 /// a cluster from it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotInfo {
-    /// The data dir format of the data (`data_format::CURRENT` when taken).
+    /// The format of the state it carries (`data_format::SNAPSHOT_STATE`
+    /// when taken).
     pub data_format: u32,
     /// The skiff that took it (`skiff 0.1.0`).
     pub written_by: String,
@@ -274,11 +275,11 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotContents> {
         });
     }
     let info = decode_info(path, info_bytes)?;
-    if info.data_format > data_format::CURRENT {
+    if info.data_format > data_format::SNAPSHOT_STATE {
         return Err(SnapshotFileError::NewerData {
             path: path.to_owned(),
             found: info.data_format,
-            reads: data_format::CURRENT,
+            reads: data_format::SNAPSHOT_STATE,
             written_by: info.written_by,
             this: this_skiff(),
         });
@@ -336,7 +337,7 @@ mod tests {
         };
         let membership = Membership::new(vec![BTreeSet::from([7])], BTreeMap::from([(7, node)]));
         SnapshotInfo {
-            data_format: data_format::CURRENT,
+            data_format: data_format::SNAPSHOT_STATE,
             written_by: this_skiff(),
             node_id: 7,
             created_unix: 1_700_000_000,
@@ -424,7 +425,7 @@ mod tests {
         assert!(e.contains("downgrade refused"), "{e}");
 
         let newer_data = SnapshotInfo {
-            data_format: data_format::CURRENT + 1,
+            data_format: data_format::SNAPSHOT_STATE + 1,
             written_by: "skiff 9.0.0".into(),
             ..info()
         };

@@ -200,7 +200,7 @@ impl SnapshotDir {
         }
         let snapshot = store.snapshot()?;
         let info = SnapshotInfo {
-            data_format: data_format::CURRENT,
+            data_format: data_format::SNAPSHOT_STATE,
             written_by: super::this_skiff(),
             node_id,
             created_unix: taken_at,

@@ -1,44 +1,46 @@
-//! The Raft log, kept in redb with group commit.
+//! The Raft log, in an append-only file with group commit.
 //!
 //! Appends return at once; a dedicated writer thread gathers every append
-//! (and vote, truncate and purge) that is waiting, writes them in one redb
-//! transaction, fsyncs once, and only then tells openraft the entries are
-//! durable. Under load many client writes share one fsync, so durability
-//! costs latency but not throughput.
+//! (and vote, truncate and purge) that is waiting, writes them to the log
+//! file ([`super::log_file`]) in one write, fsyncs once, and only then
+//! tells openraft the entries are durable. Under load many client writes
+//! share one fsync, so durability costs latency but not throughput.
 //!
 //! The newest entries are also kept in memory, so that applying them and
 //! replicating them to followers that keep up never touches the disk: every
 //! entry not yet both durable and committed, and the committed ones up to
-//! [`LOG_MEMORY_BYTES`] in all. Older entries are read back from redb (a
-//! follower catching up). openraft purges the log after each snapshot,
-//! which keeps the file bounded too.
+//! [`LOG_MEMORY_BYTES`] in all. Older entries are read back from the file
+//! (a follower catching up). openraft purges the log after each snapshot,
+//! and the file is compacted once purged bytes outweigh live ones, which
+//! keeps it bounded too.
+//!
+//! Data dirs of data format 1 kept the log in redb ([`LEGACY_LOG_FILE`]);
+//! [`convert_legacy`] rewrites one as a log file when the data dir is
+//! upgraded (`datastore::data_format`).
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogId, Vote};
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{ReadableTable, TableDefinition};
 use tokio::sync::oneshot;
 
+use super::log_file::{self, Contents, Disk, LogFile, LogFileError, Op};
 use super::{storage_io_error, Entry, LogId, NodeId, StorageError, TypeConfig};
 
-const LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
-const VOTE_KEY: &str = "vote";
-const COMMITTED_KEY: &str = "committed";
-const PURGED_KEY: &str = "last_purged";
+pub use super::log_file::LogWriteError;
 
-/// redb page cache for the log database. Entries are read from the
-/// [`LogCache`] while they are new, so redb is read only for older ones (a
-/// follower catching up, a restart); 4 MiB held 3.5 MiB more of a master's
-/// memory after 30,000 writes, with no change in `skiff-bench store`.
-const LOG_CACHE_BYTES: usize = 1024 * 1024;
+/// The Raft log's file name in data dirs of data format 1: a redb
+/// database.
+pub const LEGACY_LOG_FILE: &str = "raft-log.redb";
+const LEGACY_LOG: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("log");
+const LEGACY_META: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("meta");
 
-/// Most operations gathered into one transaction.
+/// Most operations gathered into one batch.
 const MAX_BATCH: usize = 8192;
 
 /// Encoded bytes of durable, committed entries kept in memory besides the
@@ -51,8 +53,10 @@ pub const LOG_MEMORY_BYTES: usize = 1024 * 1024;
 /// Errors of the log store's own making (openraft gets them as StorageError).
 #[derive(Debug, thiserror::Error)]
 pub enum LogStoreError {
-    #[error("raft log database: {0}; check that the data directory is writable and that no other skiff master uses it")]
-    Db(Box<redb::Error>),
+    #[error(transparent)]
+    File(#[from] LogFileError),
+    #[error("raft log (data format 1, redb): {0}; the data dir cannot be upgraded until it can be read: restore it from a backup, or join this master to the cluster again with an empty one")]
+    Legacy(Box<redb::Error>),
     #[error("raft log: cannot decode the stored {what}: {source}; the log is damaged or was written by another skiff version: restore the data directory from a backup, or join this master to the cluster again with an empty one")]
     Decode {
         what: &'static str,
@@ -68,57 +72,9 @@ pub enum LogStoreError {
     Write(#[from] LogWriteError),
 }
 
-/// Why the writer thread could not make a batch of writes durable. A batch
-/// is one redb transaction, so nothing in it was written; every operation in
-/// it is answered with this same error, hence `Clone` (the redb error is
-/// shared). Once the log cannot be written, this master cannot take part in
-/// Raft until it is restarted.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum LogWriteError {
-    #[error("raft log {path}: cannot start a write transaction: {source}; check that the disk holding it is writable and reports no I/O errors, then restart this master")]
-    Begin {
-        path: PathBuf,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot write entry {index}, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    Append {
-        path: PathBuf,
-        index: u64,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot remove the entries from index {index} on, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    Truncate {
-        path: PathBuf,
-        index: u64,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot purge the entries up to index {index}, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    Purge {
-        path: PathBuf,
-        index: u64,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot save the vote, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    SaveVote {
-        path: PathBuf,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot save the committed position, so its whole batch of writes was dropped: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    SaveCommitted {
-        path: PathBuf,
-        source: Arc<redb::Error>,
-    },
-    #[error("raft log {path}: cannot commit (fsync) a batch of {ops} writes: {source}; check that the disk holding it is not full and reports no I/O errors, then restart this master")]
-    Commit {
-        path: PathBuf,
-        ops: usize,
-        source: Arc<redb::Error>,
-    },
-}
-
 impl From<redb::Error> for LogStoreError {
     fn from(e: redb::Error) -> Self {
-        LogStoreError::Db(Box::new(e))
+        LogStoreError::Legacy(Box::new(e))
     }
 }
 
@@ -201,10 +157,10 @@ enum WriteOp {
     SaveCommitted(Option<LogId>),
 }
 
-/// The redb-backed Raft log.
+/// The Raft log.
 pub struct LogStore {
     cache: Arc<Mutex<LogCache>>,
-    db: Arc<Database>,
+    disk: Arc<Mutex<Disk>>,
     writer: mpsc::Sender<WriteOp>,
 }
 
@@ -212,83 +168,40 @@ pub struct LogStore {
 #[derive(Clone)]
 pub struct LogReader {
     cache: Arc<Mutex<LogCache>>,
-    db: Arc<Database>,
+    disk: Arc<Mutex<Disk>>,
+}
+
+fn decode_entry(bytes: &[u8]) -> Result<Entry> {
+    decode("log entry", bytes)
 }
 
 impl LogStore {
     /// Opens (or creates) the log at `path` and loads it.
     pub fn open(path: &Path) -> Result<LogStore> {
-        // The log is read from disk only at start; a small page cache will do.
-        let db = redb::Builder::new()
-            .set_cache_size(LOG_CACHE_BYTES)
-            .create(path)
-            .map_err(redb::Error::from)?;
+        let (file, contents) = LogFile::open(path)?;
         let mut cache = LogCache::default();
-        {
-            let txn = db.begin_write().map_err(redb::Error::from)?;
-            {
-                // Creating the tables here means reads never see them missing.
-                let log = txn.open_table(LOG).map_err(redb::Error::from)?;
-                let meta = txn.open_table(META).map_err(redb::Error::from)?;
-                for item in log.iter().map_err(redb::Error::from)? {
-                    let (k, v) = item.map_err(redb::Error::from)?;
-                    let entry: Entry = bincode::deserialize(v.value()).map_err(|source| {
-                        LogStoreError::Decode {
-                            what: "log entry",
-                            source,
-                        }
-                    })?;
-                    cache.insert(k.value(), entry, v.value().len());
-                }
-                let read_meta = |key: &str| -> Result<Option<Vec<u8>>> {
-                    Ok(meta
-                        .get(key)
-                        .map_err(redb::Error::from)?
-                        .map(|v| v.value().to_vec()))
-                };
-                if let Some(v) = read_meta(VOTE_KEY)? {
-                    cache.vote =
-                        Some(
-                            bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
-                                what: "vote",
-                                source,
-                            })?,
-                        );
-                }
-                if let Some(v) = read_meta(COMMITTED_KEY)? {
-                    cache.committed =
-                        bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
-                            what: "committed",
-                            source,
-                        })?;
-                }
-                if let Some(v) = read_meta(PURGED_KEY)? {
-                    cache.last_purged =
-                        bincode::deserialize(&v).map_err(|source| LogStoreError::Decode {
-                            what: "last purged",
-                            source,
-                        })?;
-                }
-            }
-            txn.commit().map_err(redb::Error::from)?;
+        for (index, bytes) in contents.entries {
+            cache.insert(index, decode_entry(&bytes)?, bytes.len());
         }
+        cache.vote = contents.vote;
+        cache.committed = contents.committed;
+        cache.last_purged = contents.purged;
         // Everything read back is durable.
         cache.flushed = cache.entries.keys().next_back().copied();
         cache.evict();
-        let db = Arc::new(db);
+        let disk = file.disk();
         let cache = Arc::new(Mutex::new(cache));
         let (tx, rx) = mpsc::channel();
-        let log_path = path.to_owned();
         {
-            let (db, cache) = (db.clone(), cache.clone());
+            let cache = cache.clone();
             std::thread::Builder::new()
                 .name("raft-log-writer".to_owned())
-                .spawn(move || write_loop(&db, &cache, log_path, rx))
+                .spawn(move || write_loop(file, &cache, rx))
                 .map_err(LogStoreError::WriterThread)?;
         }
         Ok(LogStore {
             cache,
-            db,
+            disk,
             writer: tx,
         })
     }
@@ -310,7 +223,7 @@ impl LogStore {
     pub fn entries_after(&self, after: Option<u64>) -> Result<Vec<Entry>> {
         entries_in(
             &self.cache,
-            &self.db,
+            &self.disk,
             after.map_or(0, |i| i.saturating_add(1))..,
         )
     }
@@ -324,11 +237,11 @@ impl LogStore {
     }
 }
 
-/// Writes a new Raft log at `path`, where none is yet: `entries` (in
+/// Writes a new Raft log at `path`, replacing any there: `entries` (in
 /// order, following `purged`), everything up to `purged` counted as
-/// purged behind a snapshot, `vote` and `committed`, in one durable
-/// transaction. `--cluster-reset` starts a one-member cluster's log this
-/// way, with no entries.
+/// purged behind a snapshot, `vote` and `committed`, whole or not at all.
+/// `--cluster-reset` starts a one-member cluster's log this way, with no
+/// entries.
 pub fn write_new(
     path: &Path,
     purged: Option<LogId>,
@@ -336,27 +249,61 @@ pub fn write_new(
     vote: Vote<NodeId>,
     committed: Option<LogId>,
 ) -> Result<()> {
-    let db = redb::Builder::new()
-        .set_cache_size(LOG_CACHE_BYTES)
-        .create(path)
-        .map_err(redb::Error::from)?;
-    let txn = db.begin_write().map_err(redb::Error::from)?;
-    {
-        let mut log = txn.open_table(LOG).map_err(redb::Error::from)?;
-        for entry in entries {
-            log.insert(entry.get_log_id().index, encode(entry).as_slice())
-                .map_err(redb::Error::from)?;
+    let contents = Contents {
+        entries: entries
+            .iter()
+            .map(|e| (e.get_log_id().index, encode(e)))
+            .collect(),
+        vote: Some(vote),
+        committed,
+        purged,
+    };
+    Ok(log_file::write_new(path, &contents)?)
+}
+
+/// Rewrites the redb log of data format 1 at `legacy` as a log file at
+/// `path` (replacing any there), entry bytes as they are. `legacy` is left
+/// in place: the caller removes it once the data dir is marked upgraded.
+pub fn convert_legacy(legacy: &Path, path: &Path) -> Result<()> {
+    let db = redb::Database::open(legacy).map_err(redb::Error::from)?;
+    let txn = db.begin_read().map_err(redb::Error::from)?;
+    let mut contents = Contents::default();
+    match txn.open_table(LEGACY_LOG) {
+        Ok(log) => {
+            for item in log.iter().map_err(redb::Error::from)? {
+                let (k, v) = item.map_err(redb::Error::from)?;
+                contents.entries.push((k.value(), v.value().to_vec()));
+            }
         }
-        let mut meta = txn.open_table(META).map_err(redb::Error::from)?;
-        meta.insert(PURGED_KEY, encode(&purged).as_slice())
-            .map_err(redb::Error::from)?;
-        meta.insert(VOTE_KEY, encode(&vote).as_slice())
-            .map_err(redb::Error::from)?;
-        meta.insert(COMMITTED_KEY, encode(&committed).as_slice())
-            .map_err(redb::Error::from)?;
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(redb::Error::from(e).into()),
     }
-    txn.commit().map_err(redb::Error::from)?;
-    Ok(())
+    match txn.open_table(LEGACY_META) {
+        Ok(meta) => {
+            let read = |key: &str| -> Result<Option<Vec<u8>>> {
+                Ok(meta
+                    .get(key)
+                    .map_err(redb::Error::from)?
+                    .map(|v| v.value().to_vec()))
+            };
+            if let Some(v) = read("vote")? {
+                contents.vote = Some(decode("vote", &v)?);
+            }
+            if let Some(v) = read("committed")? {
+                contents.committed = decode("committed", &v)?;
+            }
+            if let Some(v) = read("last_purged")? {
+                contents.purged = decode("last purged", &v)?;
+            }
+        }
+        Err(redb::TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(redb::Error::from(e).into()),
+    }
+    Ok(log_file::write_new(path, &contents)?)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> Result<T> {
+    bincode::deserialize(bytes).map_err(|source| LogStoreError::Decode { what, source })
 }
 
 fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
@@ -365,8 +312,8 @@ fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
     cache.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// The writer thread: one redb transaction and one fsync per batch.
-fn write_loop(db: &Database, cache: &Mutex<LogCache>, path: PathBuf, rx: mpsc::Receiver<WriteOp>) {
+/// The writer thread: one write and one fsync per batch.
+fn write_loop(mut file: LogFile, cache: &Mutex<LogCache>, rx: mpsc::Receiver<WriteOp>) {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -375,7 +322,18 @@ fn write_loop(db: &Database, cache: &Mutex<LogCache>, path: PathBuf, rx: mpsc::R
                 Err(_) => break,
             }
         }
-        let outcome = write_batch(db, &path, &ops);
+        let file_ops: Vec<Op<'_>> = ops
+            .iter()
+            .map(|op| match op {
+                WriteOp::Append(entries, _) => Op::Entries(entries),
+                WriteOp::Truncate(from, _) => Op::Truncate(*from),
+                WriteOp::Purge(upto) => Op::Purge(*upto),
+                WriteOp::SaveVote(vote, _) => Op::Vote(vote),
+                WriteOp::SaveCommitted(committed) => Op::Committed(committed),
+            })
+            .collect();
+        let outcome = file.write(&file_ops);
+        drop(file_ops);
         if outcome.is_ok() {
             // What is on disk now, in the order the batch wrote it: an
             // append makes everything up to its last entry durable, a
@@ -416,77 +374,6 @@ fn write_loop(db: &Database, cache: &Mutex<LogCache>, path: PathBuf, rx: mpsc::R
     }
 }
 
-/// Writes `ops` in one transaction on the log at `path`.
-fn write_batch(db: &Database, path: &Path, ops: &[WriteOp]) -> BatchResult {
-    let begin = |e: redb::Error| LogWriteError::Begin {
-        path: path.to_owned(),
-        source: Arc::new(e),
-    };
-    let txn = db.begin_write().map_err(|e| begin(e.into()))?;
-    {
-        let mut log = txn.open_table(LOG).map_err(|e| begin(e.into()))?;
-        let mut meta = txn.open_table(META).map_err(|e| begin(e.into()))?;
-        for op in ops {
-            match op {
-                WriteOp::Append(entries, _) => {
-                    for (index, bytes) in entries {
-                        log.insert(*index, bytes.as_slice()).map_err(|e| {
-                            LogWriteError::Append {
-                                path: path.to_owned(),
-                                index: *index,
-                                source: shared(e),
-                            }
-                        })?;
-                    }
-                }
-                WriteOp::Truncate(from, _) => {
-                    log.retain_in(*from.., |_, _| false)
-                        .map_err(|e| LogWriteError::Truncate {
-                            path: path.to_owned(),
-                            index: *from,
-                            source: shared(e),
-                        })?;
-                }
-                WriteOp::Purge(upto) => {
-                    let purge_failed = |e: redb::StorageError| LogWriteError::Purge {
-                        path: path.to_owned(),
-                        index: upto.index,
-                        source: shared(e),
-                    };
-                    log.retain_in(..=upto.index, |_, _| false)
-                        .map_err(purge_failed)?;
-                    meta.insert(PURGED_KEY, encode(&Some(*upto)).as_slice())
-                        .map_err(purge_failed)?;
-                }
-                WriteOp::SaveVote(vote, _) => {
-                    meta.insert(VOTE_KEY, encode(vote).as_slice())
-                        .map_err(|e| LogWriteError::SaveVote {
-                            path: path.to_owned(),
-                            source: shared(e),
-                        })?;
-                }
-                WriteOp::SaveCommitted(committed) => {
-                    meta.insert(COMMITTED_KEY, encode(committed).as_slice())
-                        .map_err(|e| LogWriteError::SaveCommitted {
-                            path: path.to_owned(),
-                            source: shared(e),
-                        })?;
-                }
-            }
-        }
-    }
-    txn.commit().map_err(|e| LogWriteError::Commit {
-        path: path.to_owned(),
-        ops: ops.len(),
-        source: shared(e),
-    })
-}
-
-/// A redb error, shared by every operation of the batch it failed.
-fn shared(e: impl Into<redb::Error>) -> Arc<redb::Error> {
-    Arc::new(e.into())
-}
-
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     // Serializing plain structs into a Vec cannot fail.
     bincode::serialize(value).unwrap_or_default()
@@ -497,10 +384,10 @@ fn log_error(verb: ErrorVerb, e: LogStoreError) -> StorageError {
 }
 
 /// The entries in `range`: the ones still in memory from there, the older
-/// ones read back from disk (they were evicted only once durable).
+/// ones read back from the file (they were evicted only once durable).
 fn entries_in<RB: RangeBounds<u64> + Clone>(
     cache: &Mutex<LogCache>,
-    db: &Database,
+    disk: &Mutex<Disk>,
     range: RB,
 ) -> Result<Vec<Entry>> {
     let (first_cached, cached): (Option<u64>, Vec<Entry>) = {
@@ -528,17 +415,9 @@ fn entries_in<RB: RangeBounds<u64> + Clone>(
     if start >= disk_end {
         return Ok(cached);
     }
-    let txn = db.begin_read().map_err(redb::Error::from)?;
-    let log = txn.open_table(LOG).map_err(redb::Error::from)?;
     let mut entries = Vec::new();
-    for item in log.range(start..disk_end).map_err(redb::Error::from)? {
-        let (_, v) = item.map_err(redb::Error::from)?;
-        entries.push(
-            bincode::deserialize(v.value()).map_err(|source| LogStoreError::Decode {
-                what: "log entry",
-                source,
-            })?,
-        );
+    for (_, bytes) in log_file::read_entries(disk, start..disk_end)? {
+        entries.push(decode_entry(&bytes)?);
     }
     entries.extend(cached);
     Ok(entries)
@@ -549,7 +428,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> std::result::Result<Vec<Entry>, StorageError> {
-        entries_in(&self.cache, &self.db, range).map_err(|e| log_error(ErrorVerb::Read, e))
+        entries_in(&self.cache, &self.disk, range).map_err(|e| log_error(ErrorVerb::Read, e))
     }
 }
 
@@ -558,7 +437,7 @@ impl RaftLogReader<TypeConfig> for LogReader {
         &mut self,
         range: RB,
     ) -> std::result::Result<Vec<Entry>, StorageError> {
-        entries_in(&self.cache, &self.db, range).map_err(|e| log_error(ErrorVerb::Read, e))
+        entries_in(&self.cache, &self.disk, range).map_err(|e| log_error(ErrorVerb::Read, e))
     }
 }
 
@@ -577,7 +456,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn get_log_reader(&mut self) -> LogReader {
         LogReader {
             cache: self.cache.clone(),
-            db: self.db.clone(),
+            disk: self.disk.clone(),
         }
     }
 
@@ -662,6 +541,33 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 }
 
+/// Writes a Raft log as data format 1 did (redb), for the upgrade's tests.
+#[cfg(test)]
+pub(crate) fn write_legacy(
+    path: &Path,
+    purged: Option<LogId>,
+    entries: &[Entry],
+    vote: Vote<NodeId>,
+    committed: Option<LogId>,
+) {
+    let db = redb::Database::create(path).unwrap();
+    let txn = db.begin_write().unwrap();
+    {
+        let mut log = txn.open_table(LEGACY_LOG).unwrap();
+        for entry in entries {
+            log.insert(entry.get_log_id().index, encode(entry).as_slice())
+                .unwrap();
+        }
+        let mut meta = txn.open_table(LEGACY_META).unwrap();
+        meta.insert("last_purged", encode(&purged).as_slice())
+            .unwrap();
+        meta.insert("vote", encode(&vote).as_slice()).unwrap();
+        meta.insert("committed", encode(&committed).as_slice())
+            .unwrap();
+    }
+    txn.commit().unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use openraft::{CommittedLeaderId, EntryPayload};
@@ -690,7 +596,7 @@ mod tests {
     #[test]
     fn memory_keeps_the_newest_entries_and_reads_older_ones_back_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("raft-log.redb");
+        let path = dir.path().join(crate::store::LOG_FILE);
         // Ten entries of a quarter of the memory bound after entry 2, all
         // committed.
         let entries: Vec<Entry> = (3..=12).map(|i| entry(i, LOG_MEMORY_BYTES / 4)).collect();
@@ -719,7 +625,7 @@ mod tests {
             indexes(&log.entries_after(Some(4)).unwrap()),
             (5..=12).collect::<Vec<_>>()
         );
-        let middle = entries_in(&log.cache, &log.db, 4..7).unwrap();
+        let middle = entries_in(&log.cache, &log.disk, 4..7).unwrap();
         assert_eq!(indexes(&middle), vec![4, 5, 6]);
         assert_eq!(middle[0].log_id, entries[1].log_id);
         let EntryPayload::Normal(p) = &middle[0].payload else {
@@ -767,5 +673,42 @@ mod tests {
         cache.evict();
         assert_eq!(cache.entries.keys().copied().collect::<Vec<_>>(), vec![9]);
         assert_eq!(cache.last_log_id().map(|l| l.index), Some(9));
+    }
+
+    #[test]
+    fn a_format_1_log_converts_with_its_entries_vote_and_positions() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOG_FILE);
+        let path = dir.path().join(crate::store::LOG_FILE);
+        let entries: Vec<Entry> = (4..=9).map(|i| entry(i, 300)).collect();
+        let purged = Some(LogId::new(CommittedLeaderId::new(1, 0), 3));
+        let committed = Some(*entries[4].get_log_id());
+        write_legacy(&legacy, purged, &entries, Vote::new(2, 1), committed);
+
+        convert_legacy(&legacy, &path).unwrap();
+        let log = LogStore::open(&path).unwrap();
+        assert_eq!(log.vote(), Some(Vote::new(2, 1)));
+        assert_eq!(log.lock().committed, committed);
+        assert_eq!(log.lock().last_purged, purged);
+        let read = log.entries_after(None).unwrap();
+        assert_eq!(indexes(&read), (4..=9).collect::<Vec<_>>());
+        let EntryPayload::Normal(p) = &read[2].payload else {
+            panic!("not a proposal");
+        };
+        assert!(
+            matches!(&p.commands[0], Command::Create { uid, object, .. } if uid == "uid-6" && object.len() == 300)
+        );
+    }
+
+    #[test]
+    fn a_damaged_format_1_log_is_refused_and_no_log_file_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let legacy = dir.path().join(LEGACY_LOG_FILE);
+        let path = dir.path().join(crate::store::LOG_FILE);
+        std::fs::write(&legacy, b"not a redb database at all").unwrap();
+        let e = convert_legacy(&legacy, &path).unwrap_err();
+        assert!(matches!(e, LogStoreError::Legacy(_)), "{e}");
+        assert!(e.to_string().contains("data format 1"), "{e}");
+        assert!(!path.exists());
     }
 }

@@ -1,5 +1,5 @@
-//! The replicated object store: openraft for consensus, redb for the Raft
-//! log and for the state machine.
+//! The replicated object store: openraft for consensus, an append-only
+//! file for the Raft log and redb for the state machine's checkpoints.
 //!
 //! The state machine is a revisioned key-value map of objects. Every
 //! committed write that changes something gets the next cluster-wide
@@ -7,7 +7,8 @@
 //! deletes may be conditional on it. Every change is also kept, for a while,
 //! as a watch event, so watchers can resume from any recent revision.
 //!
-//! - [`log_store`]: the Raft log, with group commit.
+//! - [`log_store`]: the Raft log, with group commit, kept in its file by
+//!   [`log_file`].
 //! - [`state_machine`]: objects, revisions, watch history, snapshots.
 //! - [`network`] / [`peer_service`]: Raft RPCs between masters over gRPC.
 //! - [`command`]: what a log entry asks the state machine to do.
@@ -16,6 +17,7 @@
 
 pub mod cache;
 pub mod command;
+pub mod log_file;
 pub mod log_store;
 pub mod network;
 pub mod peer_service;
@@ -31,8 +33,8 @@ pub use command::{
     AddressField, Applied, ApplyResult, Command, Proposal, ProposalResult, WriteError,
 };
 
-/// The Raft log's database, in a master's data dir.
-pub const LOG_FILE: &str = "raft-log.redb";
+/// The Raft log's file, in a master's data dir.
+pub const LOG_FILE: &str = "raft-log.wal";
 /// The state machine's database (its checkpoints), in a master's data dir.
 pub const STATE_FILE: &str = "state.redb";
 /// The latest Raft snapshot, which openraft sends to members that are far
