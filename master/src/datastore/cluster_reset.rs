@@ -32,7 +32,7 @@ use std::time::SystemTime;
 use openraft::{CommittedLeaderId, Membership, Vote};
 
 use super::snapshot_file::{self, SnapshotFileError};
-use super::{sync_dir, unix_seconds, write_new_file, ASIDE};
+use super::{sync_dir, unix_seconds, write_new_file, ASIDE, READY};
 use crate::store::log_store::{self, LogStore, LogStoreError};
 use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{
@@ -40,9 +40,6 @@ use crate::store::{
     STATE_FILE,
 };
 
-/// Written last into [`ASIDE`]: the new store is whole. It names the
-/// directory the old store files go to.
-const READY: &str = "READY";
 /// The old store files go to `<data-dir>/pre-reset-<unix-time>/`.
 const PREVIOUS_PREFIX: &str = "pre-reset-";
 /// The files of a master's store; everything else in the data dir stays.

@@ -25,7 +25,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{sync_dir, this_skiff, write_new_file, ASIDE};
+use super::{sync_dir, this_skiff, write_new_file, ASIDE, READY};
 use crate::store::log_store::{self, LogStoreError, LEGACY_LOG_FILE};
 use crate::store::LOG_FILE;
 
@@ -190,10 +190,16 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
     }
 }
 
-/// The directories that may hold a store: the data dir, and a cluster
-/// reset's new store waiting aside.
-fn store_dirs(dir: &Path) -> [PathBuf; 2] {
-    [dir.to_owned(), dir.join(ASIDE)]
+/// The directories that hold a store: the data dir, and a cluster reset's
+/// new store waiting aside once it is whole (one that is not is removed
+/// when the master starts, unread).
+fn store_dirs(dir: &Path) -> Vec<PathBuf> {
+    let aside = dir.join(ASIDE);
+    let mut dirs = vec![dir.to_owned()];
+    if aside.join(READY).exists() {
+        dirs.push(aside);
+    }
+    dirs
 }
 
 /// Upgrades `dir` from format `from` (1) and marks it current; `false` if
@@ -332,6 +338,7 @@ mod tests {
             let aside = dir.path().join(ASIDE);
             std::fs::create_dir(&aside).unwrap();
             format_1_log(&aside);
+            std::fs::write(aside.join(READY), "previous-1\n").unwrap();
             if let Some(marker) = marker {
                 std::fs::write(dir.path().join(FILE), marker).unwrap();
             }
@@ -346,6 +353,20 @@ mod tests {
             assert_upgraded_log(&aside);
             assert_eq!(check(dir.path()).unwrap(), Checked::Current);
         }
+    }
+
+    #[test]
+    fn an_unfinished_cluster_reset_aside_does_not_hold_up_the_upgrade() {
+        let dir = tempfile::tempdir().unwrap();
+        format_1_log(dir.path());
+        // A reset of format 1 that crashed while writing its log: no READY,
+        // and a log redb cannot read. The master removes it once started.
+        let aside = dir.path().join(ASIDE);
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join(LEGACY_LOG_FILE), b"half").unwrap();
+        assert_eq!(check(dir.path()).unwrap(), Checked::Upgraded { from: 1 });
+        assert_upgraded_log(dir.path());
+        assert!(!aside.join(LOG_FILE).exists());
     }
 
     #[test]

@@ -27,6 +27,9 @@ use std::path::Path;
 /// Where a cluster reset builds its new store, in the data dir
 /// (`cluster_reset`); the data format upgrade upgrades it too.
 pub const ASIDE: &str = "cluster-reset.tmp";
+/// Written last into [`ASIDE`]: the new store there is whole. It names the
+/// directory the old store files go to.
+pub const READY: &str = "READY";
 
 /// Makes the entries of `dir` (files created, renamed or removed in it)
 /// durable.

@@ -1,10 +1,11 @@
-//! The Raft log's file (`raft-log.wal`): an append-only run of checksummed
-//! records, written by the log store's writer thread (`log_store`) one
-//! batch at a time, with one `pwrite` and one `fdatasync` per batch.
+//! The Raft log's file (`raft-log.wal`): an append-only run of
+//! checksummed batches, written by the log store's writer thread
+//! (`log_store`), one batch per `pwrite` and one `fdatasync` per batch.
 //!
-//! Layout: the 8-byte magic `SKIFFLOG` and a 4-byte format version, then
-//! records, each `[length u32][crc32 u32][kind u8][body]` (little-endian;
-//! the length counts kind and body, the checksum covers them). Kinds:
+//! Layout (little-endian): the 8-byte magic `SKIFFLOG` and a 4-byte format
+//! version, then batches. A batch is `[length u32][crc32 of the length
+//! u32][crc32 of the records u32]` and its records, each `[length
+//! u32][kind u8][body]` (the length counts kind and body). Kinds:
 //!
 //! - an entry: its index (u64), then the entry's bincode bytes;
 //! - a truncation: the entries from an index on are gone;
@@ -15,41 +16,52 @@
 //! Reading applies the records in order, so the newest of each wins.
 //!
 //! A crash can tear only the last batch, and nobody was answered for it
-//! (answers wait for its fsync): reading stops at the first record that is
-//! incomplete or fails its checksum, and the file is cut there. A write or
-//! fsync that fails leaves the file unusable until the master restarts:
-//! after a failed fsync the kernel may have dropped the pages, so nothing
-//! written later could be trusted to follow what is on disk.
+//! (answers wait for its fsync): a batch that is cut short, or fails a
+//! checksum with nothing but zeros after it, is cut off when the log is
+//! opened. A batch that fails a checksum with more of the log after it is
+//! damage in the middle, which would lose answered writes if cut: the log
+//! is refused, naming where. A write or fsync that fails leaves the file
+//! unusable until the master restarts: after a failed fsync the kernel may
+//! have dropped the pages, so nothing written later could be trusted to
+//! follow what is on disk.
 //!
 //! Purged and truncated entries stay in the file until it is compacted:
 //! when the dead bytes outweigh the live ones (and pass [`COMPACT_FLOOR`]),
 //! the vote, the committed and purged positions and the live entries are
-//! written to a new file, fsynced, and renamed over the old one.
+//! written to a new file, fsynced, and renamed over the old one. A failed
+//! compaction is tried again only once as much more is dead.
+//!
+//! One process at a time: opening takes an exclusive `flock` on
+//! `raft-log.wal.lock` beside it, held while the log is open (a second
+//! master on the same data dir, or a cluster reset of a running one, is
+//! refused instead of cutting what the first writes).
 //!
 //! This replaced a redb database, whose every commit rewrote about five
 //! pages (the table's, its parents', the allocator's) and read some back:
-//! a plain append halved the writer thread's CPU (`BENCHMARKS.md`).
+//! the writer thread's CPU fell by about a third (`BENCHMARKS.md`).
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, Read};
 use std::ops::RangeBounds;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use nix::fcntl::{Flock, FlockArg};
 use openraft::Vote;
 
 use super::{LogId, NodeId};
 
 const MAGIC: &[u8; 8] = b"SKIFFLOG";
-/// The record layout this skiff writes and reads.
+/// The layout this skiff writes and reads.
 const VERSION: u32 = 1;
 const HEADER_LEN: u64 = 12;
-/// A record's length and checksum.
-const RECORD_HEAD: usize = 8;
-/// The longest record accepted on reading; a longer length is damage.
-const MAX_RECORD: usize = 1 << 30;
+/// A batch's length, the length's checksum and the records' checksum.
+const BATCH_HEAD: usize = 12;
+/// A record's length and kind.
+const RECORD_HEAD: usize = 5;
+/// What an entry record holds before the entry's bytes: its index.
+const ENTRY_INDEX: usize = 8;
 
 /// Dead bytes below which the file is not compacted, however few live
 /// ones it holds: a rewrite of a small file for a few purged entries is
@@ -70,16 +82,22 @@ pub enum LogFileError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("raft log {path}: another process has it open (a skiff master using this data dir, or a cluster reset of it); stop that one first, or give this one a data dir of its own")]
+    InUse { path: PathBuf },
     #[error("raft log {path}: it is not a skiff Raft log (its first bytes are not the log's header); give skiff a data dir of its own, or restore this one from a backup")]
     NotALog { path: PathBuf },
     #[error("raft log {path}: it is in log format {found}, and this skiff reads format {VERSION}: run the skiff that wrote it")]
     Version { path: PathBuf, found: u32 },
+    #[error("raft log {path}: the batch at byte {offset} fails its checksum and more of the log follows it: the log is damaged in its middle, and cutting it there would lose writes that were answered; restore the data directory from a backup, or join this master to the cluster again with an empty one")]
+    Damaged { path: PathBuf, offset: u64 },
     #[error("raft log {path}: the record at byte {offset} has a good checksum but cannot be read ({reason}); the log was written by another skiff version or damaged: restore the data directory from a backup, or join this master to the cluster again with an empty one")]
     Record {
         path: PathBuf,
         offset: u64,
         reason: String,
     },
+    #[error("raft log {path}: a batch of {bytes} bytes is more than one batch can hold (4 GiB)")]
+    TooLarge { path: PathBuf, bytes: usize },
 }
 
 /// Why a batch was not made durable. Every operation of the batch is
@@ -103,6 +121,12 @@ pub enum LogWriteError {
         path: PathBuf,
         source: Arc<std::io::Error>,
     },
+    #[error("raft log {path}: a batch of {ops} operations is {bytes} bytes, more than one batch can hold (4 GiB); nothing of it was written")]
+    TooLarge {
+        path: PathBuf,
+        ops: usize,
+        bytes: usize,
+    },
 }
 
 /// Where an entry's bytes are in the file.
@@ -115,7 +139,7 @@ struct Span {
 impl Span {
     /// The bytes of the whole record holding the entry.
     fn record_bytes(self) -> u64 {
-        u64::from(self.len) + (RECORD_HEAD + 1 + 8) as u64
+        u64::from(self.len) + (RECORD_HEAD + ENTRY_INDEX) as u64
     }
 }
 
@@ -183,10 +207,15 @@ pub struct LogFile {
     path: PathBuf,
     disk: Arc<Mutex<Disk>>,
     file: Arc<File>,
-    /// Where the next batch is written: the end of the last good record.
+    /// Held while the log is open: one process at a time.
+    _lock: Flock<File>,
+    /// Where the next batch is written: the end of the last good batch.
     end: u64,
     /// Bytes of the entry records still in the index.
     live: u64,
+    /// Dead bytes that make a compaction due (besides outweighing the
+    /// live ones): raised after a failed one.
+    compact_at: u64,
     vote: Option<Vote<NodeId>>,
     committed: Option<LogId>,
     purged: Option<LogId>,
@@ -206,45 +235,64 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).unwrap_or_default()
 }
 
-/// Appends one record of `kind` with `body` to `buf`.
-fn put_record(buf: &mut Vec<u8>, kind: u8, body: &[&[u8]]) {
-    let len: usize = 1 + body.iter().map(|b| b.len()).sum::<usize>();
-    let mut crc = crc32fast::Hasher::new();
-    crc.update(&[kind]);
-    for part in body {
-        crc.update(part);
-    }
-    // A record is at most an entry, far below 4 GiB.
-    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
-    buf.extend_from_slice(&crc.finalize().to_le_bytes());
-    buf.push(kind);
-    for part in body {
-        buf.extend_from_slice(part);
-    }
+/// A batch being put together: its records after room for its head.
+struct Batch {
+    buf: Vec<u8>,
 }
 
-/// Appends an entry record to `buf`; returns where its bytes start in it.
-fn put_entry(buf: &mut Vec<u8>, index: u64, bytes: &[u8]) -> usize {
-    put_record(buf, ENTRY, &[&index.to_le_bytes(), bytes]);
-    buf.len() - bytes.len()
-}
+impl Batch {
+    fn new() -> Batch {
+        Batch {
+            buf: vec![0; BATCH_HEAD],
+        }
+    }
 
-/// The records that carry the vote and the committed and purged
-/// positions, for the head of a new file.
-fn put_state(
-    buf: &mut Vec<u8>,
-    vote: Option<&Vote<NodeId>>,
-    committed: Option<LogId>,
-    purged: Option<LogId>,
-) {
-    if let Some(vote) = vote {
-        put_record(buf, VOTE, &[&encode(vote)]);
+    /// Adds one record of `kind` with `body`.
+    fn record(&mut self, kind: u8, body: &[&[u8]]) {
+        let len: usize = 1 + body.iter().map(|b| b.len()).sum::<usize>();
+        // Larger records make the batch too large, refused in `finish`.
+        self.buf
+            .extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_le_bytes());
+        self.buf.push(kind);
+        for part in body {
+            self.buf.extend_from_slice(part);
+        }
     }
-    if committed.is_some() {
-        put_record(buf, COMMITTED, &[&encode(&committed)]);
+
+    /// Adds an entry record; returns where its bytes start in the batch.
+    fn entry(&mut self, index: u64, bytes: &[u8]) -> usize {
+        self.record(ENTRY, &[&index.to_le_bytes(), bytes]);
+        self.buf.len() - bytes.len()
     }
-    if let Some(purged) = purged {
-        put_record(buf, PURGE, &[&encode(&purged)]);
+
+    /// The records that carry the vote and the committed and purged
+    /// positions, for the head of a new file.
+    fn state(
+        &mut self,
+        vote: Option<&Vote<NodeId>>,
+        committed: Option<LogId>,
+        purged: Option<LogId>,
+    ) {
+        if let Some(vote) = vote {
+            self.record(VOTE, &[&encode(vote)]);
+        }
+        if committed.is_some() {
+            self.record(COMMITTED, &[&encode(&committed)]);
+        }
+        if let Some(purged) = purged {
+            self.record(PURGE, &[&encode(&purged)]);
+        }
+    }
+
+    /// The batch with its head filled in; `None` if it is too large.
+    fn finish(mut self) -> Option<Vec<u8>> {
+        let len = u32::try_from(self.buf.len() - BATCH_HEAD).ok()?;
+        let len_bytes = len.to_le_bytes();
+        let crc = crc32fast::hash(&self.buf[BATCH_HEAD..]);
+        self.buf[0..4].copy_from_slice(&len_bytes);
+        self.buf[4..8].copy_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
+        self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
+        Some(self.buf)
     }
 }
 
@@ -263,17 +311,21 @@ fn sync_parent(path: &Path) -> std::io::Result<()> {
     File::open(parent)?.sync_all()
 }
 
-fn temp_path(path: &Path) -> PathBuf {
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(".tmp");
+    name.push(suffix);
     PathBuf::from(name)
 }
 
-/// Writes `bytes` as the whole file at `path`, by way of a temporary file
+fn temp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+/// Writes `parts` as the whole file at `path`, by way of a temporary file
 /// that is fsynced and renamed over it: the file is whole or as it was.
 /// Returns the new file, open for reading and writing; the rename is
 /// durable once the caller has fsynced the directory ([`sync_parent`]).
-fn replace_with(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
+fn replace_with(path: &Path, parts: &[&[u8]]) -> std::io::Result<File> {
     let tmp = temp_path(path);
     let written = (|| {
         let file = OpenOptions::new()
@@ -282,7 +334,11 @@ fn replace_with(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
             .create(true)
             .truncate(true)
             .open(&tmp)?;
-        file.write_all_at(bytes, 0)?;
+        let mut at = 0;
+        for part in parts {
+            file.write_all_at(part, at)?;
+            at += part.len() as u64;
+        }
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
         Ok(file)
@@ -293,27 +349,45 @@ fn replace_with(path: &Path, bytes: &[u8]) -> std::io::Result<File> {
     written
 }
 
-/// Writes a new log file at `path` holding `entries` (index, bincode
-/// bytes) and the given positions, replacing any there: whole or not at
-/// all.
+/// A new file's one batch: the positions, then `entries`; and where each
+/// entry's bytes start in it.
+fn whole_batch<'a>(
+    vote: Option<&Vote<NodeId>>,
+    committed: Option<LogId>,
+    purged: Option<LogId>,
+    entries: impl Iterator<Item = (u64, &'a [u8])>,
+) -> (Batch, Vec<(u64, usize, u32)>) {
+    let mut batch = Batch::new();
+    batch.state(vote, committed, purged);
+    let mut at = Vec::new();
+    for (index, bytes) in entries {
+        let start = batch.entry(index, bytes);
+        at.push((index, start, bytes.len() as u32));
+    }
+    (batch, at)
+}
+
+/// Writes a new log file at `path` holding `contents`, replacing any
+/// there: whole or not at all.
 pub fn write_new(path: &Path, contents: &Contents) -> Result<(), LogFileError> {
-    let mut buf = header();
-    put_state(
-        &mut buf,
+    let (batch, _) = whole_batch(
         contents.vote.as_ref(),
         contents.committed,
         contents.purged,
+        contents.entries.iter().map(|(i, b)| (*i, b.as_slice())),
     );
-    for (index, bytes) in &contents.entries {
-        put_entry(&mut buf, *index, bytes);
-    }
-    replace_with(path, &buf)
+    let bytes = batch.buf.len();
+    let batch = batch.finish().ok_or_else(|| LogFileError::TooLarge {
+        path: path.to_owned(),
+        bytes,
+    })?;
+    replace_with(path, &[&header(), &batch])
         .and_then(|_| sync_parent(path))
         .map_err(io_error(path))
 }
 
 /// What reading a file found: its contents, where each entry is, and where
-/// its good records end.
+/// its good batches end.
 struct Scanned {
     contents: Contents,
     index: BTreeMap<u64, Span>,
@@ -321,23 +395,53 @@ struct Scanned {
     live: u64,
 }
 
-/// Reads every record of `file` (at `path`) in order, stopping at the
-/// first torn or damaged one.
-fn scan(path: &Path, file: &File) -> Result<Scanned, LogFileError> {
+/// Whether a whole batch (its head's and its records' checksums good)
+/// starts anywhere in `file` from byte `from` to `to`: after a batch that
+/// fails a checksum, none does if that one is the torn last batch, and
+/// one does if the log is damaged in its middle. Read only on that path.
+fn whole_batch_after(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let Ok(len) = usize::try_from(to.saturating_sub(from)) else {
+        return Ok(true);
+    };
+    let mut rest = vec![0u8; len];
+    file.read_exact_at(&mut rest, from)?;
+    for p in 0..rest.len().saturating_sub(BATCH_HEAD - 1) {
+        let head = &rest[p..p + BATCH_HEAD];
+        if crc32fast::hash(&head[0..4]) != le_u32(&head[4..]) {
+            continue;
+        }
+        let body = p + BATCH_HEAD;
+        let records = rest.get(body..body + le_u32(head) as usize);
+        if records.is_some_and(|r| !r.is_empty() && crc32fast::hash(r) == le_u32(&head[8..])) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn le_u32(bytes: &[u8]) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[..4]);
+    u32::from_le_bytes(word)
+}
+
+/// Reads every batch of `file` (at `path`, `length` bytes) in order, up to
+/// a torn last one.
+fn scan(path: &Path, file: &File, length: u64) -> Result<Scanned, LogFileError> {
     let io = io_error(path);
-    let mut reader = BufReader::with_capacity(256 * 1024, file);
     let mut head = [0u8; HEADER_LEN as usize];
-    reader
-        .read_exact(&mut head)
-        .map_err(|_| LogFileError::NotALog {
+    if length < HEADER_LEN {
+        return Err(LogFileError::NotALog {
             path: path.to_owned(),
-        })?;
+        });
+    }
+    file.read_exact_at(&mut head, 0).map_err(&io)?;
     if &head[..8] != MAGIC {
         return Err(LogFileError::NotALog {
             path: path.to_owned(),
         });
     }
-    let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+    let version = le_u32(&head[8..]);
     if version != VERSION {
         return Err(LogFileError::Version {
             path: path.to_owned(),
@@ -347,65 +451,43 @@ fn scan(path: &Path, file: &File) -> Result<Scanned, LogFileError> {
     let mut offset = HEADER_LEN;
     let mut entries: BTreeMap<u64, (Span, Vec<u8>)> = BTreeMap::new();
     let mut contents = Contents::default();
-    let mut record = Vec::new();
-    loop {
-        let mut rhead = [0u8; RECORD_HEAD];
-        if !read_all_or_eof(&mut reader, &mut rhead).map_err(&io)? {
+    let mut payload = Vec::new();
+    // A batch that fails a checksum is the torn last one only if no whole
+    // batch follows it.
+    let torn_or_damaged = |at: u64| -> Result<(), LogFileError> {
+        if whole_batch_after(file, at + 1, length).map_err(&io)? {
+            Err(LogFileError::Damaged {
+                path: path.to_owned(),
+                offset: at,
+            })
+        } else {
+            Ok(())
+        }
+    };
+    while offset < length {
+        let head_end = offset + BATCH_HEAD as u64;
+        if head_end > length {
+            break; // Cut short: torn.
+        }
+        let mut head = [0u8; BATCH_HEAD];
+        file.read_exact_at(&mut head, offset).map_err(&io)?;
+        let len = le_u32(&head[0..]);
+        if head == [0; BATCH_HEAD] || crc32fast::hash(&head[0..4]) != le_u32(&head[4..]) {
+            torn_or_damaged(offset)?;
             break;
         }
-        let len = u32::from_le_bytes([rhead[0], rhead[1], rhead[2], rhead[3]]) as usize;
-        let crc = u32::from_le_bytes([rhead[4], rhead[5], rhead[6], rhead[7]]);
-        if len == 0 || len > MAX_RECORD {
+        let end = head_end + u64::from(len);
+        if end > length {
+            break; // Cut short: torn.
+        }
+        payload.resize(len as usize, 0);
+        file.read_exact_at(&mut payload, head_end).map_err(&io)?;
+        if crc32fast::hash(&payload) != le_u32(&head[8..]) {
+            torn_or_damaged(offset)?;
             break;
         }
-        record.resize(len, 0);
-        if !read_all_or_eof(&mut reader, &mut record).map_err(&io)? {
-            break;
-        }
-        if crc32fast::hash(&record) != crc {
-            break;
-        }
-        let bad = |reason: &str| LogFileError::Record {
-            path: path.to_owned(),
-            offset,
-            reason: reason.to_owned(),
-        };
-        let body = &record[1..];
-        match record[0] {
-            ENTRY => {
-                let (index, bytes) = body
-                    .split_first_chunk::<8>()
-                    .ok_or_else(|| bad("an entry without its index"))?;
-                let index = u64::from_le_bytes(*index);
-                let span = Span {
-                    offset: offset + (RECORD_HEAD + 1 + 8) as u64,
-                    len: u32::try_from(bytes.len()).map_err(|_| bad("an entry over 4 GiB"))?,
-                };
-                entries.insert(index, (span, bytes.to_vec()));
-            }
-            TRUNCATE => {
-                let from = body
-                    .first_chunk::<8>()
-                    .ok_or_else(|| bad("a truncation without its index"))?;
-                entries.split_off(&u64::from_le_bytes(*from));
-            }
-            PURGE => {
-                let upto: LogId =
-                    bincode::deserialize(body).map_err(|e| bad(&format!("a purge: {e}")))?;
-                entries = entries.split_off(&upto.index.saturating_add(1));
-                contents.purged = Some(upto);
-            }
-            VOTE => {
-                contents.vote =
-                    Some(bincode::deserialize(body).map_err(|e| bad(&format!("a vote: {e}")))?);
-            }
-            COMMITTED => {
-                contents.committed = bincode::deserialize(body)
-                    .map_err(|e| bad(&format!("a committed position: {e}")))?;
-            }
-            kind => return Err(bad(&format!("unknown record kind {kind}"))),
-        }
-        offset += (RECORD_HEAD + len) as u64;
+        read_records(path, &payload, head_end, &mut entries, &mut contents)?;
+        offset = end;
     }
     let mut index = BTreeMap::new();
     let mut live = 0;
@@ -422,19 +504,68 @@ fn scan(path: &Path, file: &File) -> Result<Scanned, LogFileError> {
     })
 }
 
-/// Fills `buf` from `reader`; `false` if the reader ended first (at once or
-/// part way: a torn record).
-fn read_all_or_eof(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
-    let mut filled = 0;
-    while filled < buf.len() {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => return Ok(false),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+/// Applies the records of one batch (`payload`, at byte `base` of the
+/// file) in order.
+fn read_records(
+    path: &Path,
+    payload: &[u8],
+    base: u64,
+    entries: &mut BTreeMap<u64, (Span, Vec<u8>)>,
+    contents: &mut Contents,
+) -> Result<(), LogFileError> {
+    let mut at = 0;
+    while at < payload.len() {
+        let bad = |reason: &str| LogFileError::Record {
+            path: path.to_owned(),
+            offset: base + at as u64,
+            reason: reason.to_owned(),
+        };
+        let Some(head) = payload.get(at..at + RECORD_HEAD) else {
+            return Err(bad("a record cut short"));
+        };
+        let len = le_u32(head) as usize;
+        let Some(body) = len
+            .checked_sub(1)
+            .and_then(|n| payload.get(at + RECORD_HEAD..at + RECORD_HEAD + n))
+        else {
+            return Err(bad("a record longer than its batch"));
+        };
+        match head[4] {
+            ENTRY => {
+                let (index, bytes) = body
+                    .split_first_chunk::<ENTRY_INDEX>()
+                    .ok_or_else(|| bad("an entry without its index"))?;
+                let span = Span {
+                    offset: base + (at + RECORD_HEAD + ENTRY_INDEX) as u64,
+                    len: u32::try_from(bytes.len()).map_err(|_| bad("an entry over 4 GiB"))?,
+                };
+                entries.insert(u64::from_le_bytes(*index), (span, bytes.to_vec()));
+            }
+            TRUNCATE => {
+                let from = body
+                    .first_chunk::<8>()
+                    .ok_or_else(|| bad("a truncation without its index"))?;
+                entries.split_off(&u64::from_le_bytes(*from));
+            }
+            PURGE => {
+                let upto: LogId =
+                    bincode::deserialize(body).map_err(|e| bad(&format!("a purge: {e}")))?;
+                *entries = entries.split_off(&upto.index.saturating_add(1));
+                contents.purged = Some(upto);
+            }
+            VOTE => {
+                contents.vote =
+                    Some(bincode::deserialize(body).map_err(|e| bad(&format!("a vote: {e}")))?);
+            }
+            COMMITTED => {
+                contents.committed = bincode::deserialize(body)
+                    .map_err(|e| bad(&format!("a committed position: {e}")))?;
+            }
+            kind => return Err(bad(&format!("unknown record kind {kind}"))),
         }
+        at += RECORD_HEAD + body.len();
     }
-    Ok(true)
+    Ok(())
 }
 
 impl LogFile {
@@ -442,25 +573,43 @@ impl LogFile {
     /// and reads it whole. A torn last batch is cut off (and said so).
     pub fn open(path: &Path) -> Result<(LogFile, Contents), LogFileError> {
         let io = io_error(path);
+        let lock_path = with_suffix(path, ".lock");
+        let lock_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| LogFileError::Io {
+                path: lock_path.clone(),
+                source,
+            })?;
+        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
+            LogFileError::InUse {
+                path: path.to_owned(),
+            }
+        })?;
         // A compaction that did not finish left only its temporary file.
         let _ = std::fs::remove_file(temp_path(path));
         let file = match OpenOptions::new().read(true).write(true).open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let file = replace_with(path, &header()).map_err(&io)?;
+                let file = replace_with(path, &[&header()]).map_err(&io)?;
                 sync_parent(path).map_err(&io)?;
                 file
             }
             Err(e) => return Err(io(e)),
         };
-        let scanned = scan(path, &file)?;
         let length = file.metadata().map_err(&io)?.len();
+        let scanned = scan(path, &file, length)?;
         if length > scanned.end {
+            // Whatever a torn batch left must go: records of it beyond the
+            // next batch written must never be read.
             tracing::warn!(
                 log = %path.display(),
                 at = scanned.end,
                 bytes = length - scanned.end,
-                "cutting off the Raft log's torn or damaged tail (a batch a crash interrupted: nobody had been answered for it)"
+                "cutting off the Raft log's torn last batch (a crash interrupted it: nobody had been answered for it)"
             );
             file.set_len(scanned.end).map_err(&io)?;
             file.sync_all().map_err(&io)?;
@@ -475,8 +624,10 @@ impl LogFile {
                 index: scanned.index,
             })),
             file,
+            _lock: lock,
             end: scanned.end,
             live: scanned.live,
+            compact_at: COMPACT_FLOOR,
             vote: contents.vote,
             committed: contents.committed,
             purged: contents.purged,
@@ -490,13 +641,13 @@ impl LogFile {
         self.disk.clone()
     }
 
-    /// The file's size as last written.
+    /// Where its batches end: the file's size.
     pub fn file_len(&self) -> u64 {
         self.end
     }
 
-    /// Writes `ops` in one write and one fsync, then compacts the file if
-    /// that is due. Nothing of a failed batch counts as written.
+    /// Writes `ops` as one batch: one write and one fsync. Nothing of a
+    /// failed batch counts as written.
     pub fn write(&mut self, ops: &[Op<'_>]) -> Result<(), LogWriteError> {
         if let Some(source) = &self.failed {
             return Err(LogWriteError::Failed {
@@ -504,23 +655,31 @@ impl LogFile {
                 source: source.clone(),
             });
         }
-        let mut buf = Vec::new();
-        // Where each written entry's bytes start in `buf`.
+        let mut batch = Batch::new();
+        // Where each written entry's bytes start in the batch.
         let mut written: Vec<(u64, usize, usize)> = Vec::new();
         for op in ops {
             match op {
                 Op::Entries(entries) => {
                     for (index, bytes) in entries.iter() {
-                        let at = put_entry(&mut buf, *index, bytes);
+                        let at = batch.entry(*index, bytes);
                         written.push((*index, at, bytes.len()));
                     }
                 }
-                Op::Truncate(from) => put_record(&mut buf, TRUNCATE, &[&from.to_le_bytes()]),
-                Op::Purge(upto) => put_record(&mut buf, PURGE, &[&encode(upto)]),
-                Op::Vote(vote) => put_record(&mut buf, VOTE, &[&encode(vote)]),
-                Op::Committed(committed) => put_record(&mut buf, COMMITTED, &[&encode(committed)]),
+                Op::Truncate(from) => batch.record(TRUNCATE, &[&from.to_le_bytes()]),
+                Op::Purge(upto) => batch.record(PURGE, &[&encode(upto)]),
+                Op::Vote(vote) => batch.record(VOTE, &[&encode(vote)]),
+                Op::Committed(committed) => batch.record(COMMITTED, &[&encode(committed)]),
             }
         }
+        let bytes = batch.buf.len();
+        let Some(buf) = batch.finish() else {
+            return Err(LogWriteError::TooLarge {
+                path: self.path.clone(),
+                ops: ops.len(),
+                bytes,
+            });
+        };
         let fail = |this: &mut LogFile, e: std::io::Error| {
             let e = Arc::new(e);
             this.failed = Some(e.clone());
@@ -544,87 +703,101 @@ impl LogFile {
         }
         let base = self.end;
         self.end += buf.len() as u64;
-        {
-            let mut disk = lock(&self.disk);
-            let mut written = written.into_iter();
-            for op in ops {
-                match op {
-                    Op::Entries(entries) => {
-                        for (index, at, len) in written.by_ref().take(entries.len()) {
-                            let span = Span {
-                                offset: base + at as u64,
-                                len: len as u32,
-                            };
-                            if let Some(old) = disk.index.insert(index, span) {
-                                self.live -= old.record_bytes();
-                            }
-                            self.live += span.record_bytes();
+        let mut disk = lock(&self.disk);
+        let mut written = written.into_iter();
+        for op in ops {
+            match op {
+                Op::Entries(entries) => {
+                    for (index, at, len) in written.by_ref().take(entries.len()) {
+                        let span = Span {
+                            offset: base + at as u64,
+                            len: len as u32,
+                        };
+                        if let Some(old) = disk.index.insert(index, span) {
+                            self.live -= old.record_bytes();
                         }
+                        self.live += span.record_bytes();
                     }
-                    Op::Truncate(from) => {
-                        let gone = disk.index.split_off(from);
-                        self.live -= gone.values().map(|s| s.record_bytes()).sum::<u64>();
-                    }
-                    Op::Purge(upto) => {
-                        let keep = disk.index.split_off(&upto.index.saturating_add(1));
-                        let gone = std::mem::replace(&mut disk.index, keep);
-                        self.live -= gone.values().map(|s| s.record_bytes()).sum::<u64>();
-                        self.purged = Some(*upto);
-                    }
-                    Op::Vote(vote) => self.vote = Some(**vote),
-                    Op::Committed(committed) => self.committed = **committed,
                 }
+                Op::Truncate(from) => {
+                    let gone = disk.index.split_off(from);
+                    self.live -= gone.values().map(|s| s.record_bytes()).sum::<u64>();
+                }
+                Op::Purge(upto) => {
+                    let keep = disk.index.split_off(&upto.index.saturating_add(1));
+                    let gone = std::mem::replace(&mut disk.index, keep);
+                    self.live -= gone.values().map(|s| s.record_bytes()).sum::<u64>();
+                    self.purged = Some(*upto);
+                }
+                Op::Vote(vote) => self.vote = Some(**vote),
+                Op::Committed(committed) => self.committed = **committed,
             }
-        }
-        let dead = self.end - HEADER_LEN - self.live;
-        if dead >= COMPACT_FLOOR && dead >= self.live {
-            self.compact();
         }
         Ok(())
     }
 
-    /// Rewrites the file with only what is live. A failure leaves the old
-    /// file in use, whole, and is only logged.
-    fn compact(&mut self) {
+    /// Bytes of the file that hold nothing read any more.
+    fn dead(&self) -> u64 {
+        self.end - HEADER_LEN - self.live
+    }
+
+    /// Rewrites the file with only what is live, when the dead bytes
+    /// outweigh the live ones: run by the writer after a batch is
+    /// answered. A failure leaves the old file in use, whole, is logged,
+    /// and is tried again only once as much more is dead.
+    pub fn compact_if_due(&mut self) {
+        let dead = self.dead();
+        if self.failed.is_some() || dead < self.compact_at || dead < self.live {
+            return;
+        }
+        if let Err(e) = self.compact() {
+            tracing::warn!(log = %self.path.display(), error = %e, "cannot compact the Raft log; it is kept as it is");
+            self.compact_at = dead + self.live.max(COMPACT_FLOOR);
+        } else {
+            self.compact_at = COMPACT_FLOOR;
+        }
+    }
+
+    fn compact(&mut self) -> std::io::Result<()> {
         let mut disk = lock(&self.disk);
-        let mut buf = header();
-        put_state(&mut buf, self.vote.as_ref(), self.committed, self.purged);
-        let mut index = BTreeMap::new();
-        let mut bytes = Vec::new();
+        let mut live = Vec::with_capacity(disk.index.len());
         for (i, span) in &disk.index {
-            bytes.resize(span.len as usize, 0);
-            if let Err(e) = self.file.read_exact_at(&mut bytes, span.offset) {
-                tracing::warn!(log = %self.path.display(), error = %e, "cannot compact the Raft log (reading it); it is kept as it is");
-                return;
-            }
-            let at = put_entry(&mut buf, *i, &bytes);
-            index.insert(
-                *i,
-                Span {
-                    offset: at as u64,
-                    len: span.len,
-                },
-            );
+            let mut bytes = vec![0; span.len as usize];
+            self.file.read_exact_at(&mut bytes, span.offset)?;
+            live.push((*i, bytes));
         }
-        match replace_with(&self.path, &buf) {
-            Ok(file) => {
-                let file = Arc::new(file);
-                disk.file = file.clone();
-                disk.index = index;
-                self.file = file;
-                self.end = buf.len() as u64;
-                if let Err(e) = sync_parent(&self.path) {
-                    // Until the rename is on disk a crash brings back the
-                    // old file, without what is appended to the new one:
-                    // nothing more may be written.
-                    tracing::error!(log = %self.path.display(), error = %e, "compacted the Raft log, but cannot fsync its directory; the log takes no more writes");
-                    self.failed = Some(Arc::new(e));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(log = %self.path.display(), error = %e, "cannot compact the Raft log; it is kept as it is");
-            }
+        let (batch, at) = whole_batch(
+            self.vote.as_ref(),
+            self.committed,
+            self.purged,
+            live.iter().map(|(i, b)| (*i, b.as_slice())),
+        );
+        let bytes = batch.buf.len();
+        let batch = batch
+            .finish()
+            .ok_or_else(|| std::io::Error::other(format!("{bytes} bytes of live entries")))?;
+        let file = Arc::new(replace_with(&self.path, &[&header(), &batch])?);
+        disk.file = file.clone();
+        disk.index = at
+            .into_iter()
+            .map(|(i, start, len)| {
+                let span = Span {
+                    offset: HEADER_LEN + start as u64,
+                    len,
+                };
+                (i, span)
+            })
+            .collect();
+        self.file = file;
+        self.end = HEADER_LEN + batch.len() as u64;
+        if let Err(e) = sync_parent(&self.path) {
+            // Until the rename is on disk a crash brings back the old
+            // file, without what is appended to the new one: nothing more
+            // may be written.
+            tracing::error!(log = %self.path.display(), error = %e, "compacted the Raft log, but cannot fsync its directory; the log takes no more writes");
+            self.failed = Some(Arc::new(e));
         }
+        Ok(())
     }
 }
 
@@ -682,6 +855,15 @@ mod tests {
         assert_eq!(contents.purged, Some(log_id(2)));
     }
 
+    /// A batch of entries `range`, `size` bytes each, as written.
+    fn batch_bytes(range: std::ops::RangeInclusive<u64>, size: usize) -> Vec<u8> {
+        let mut batch = Batch::new();
+        for (i, bytes) in entries(range, size) {
+            batch.entry(i, &bytes);
+        }
+        batch.finish().unwrap()
+    }
+
     #[test]
     fn a_torn_last_batch_is_cut_off_and_the_log_goes_on_after_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -691,35 +873,40 @@ mod tests {
             log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
             log.file_len()
         };
-        // A crash in the middle of the next batch: one whole record, then
-        // half of another; and, separately, a record whose bytes were not
-        // all written (its checksum fails).
-        for (torn, kept) in [
+        let whole = batch_bytes(4..=4, 40);
+        let cases = [
+            // One whole batch, then a crash half way through the next.
             (
-                {
-                    let mut buf = Vec::new();
-                    put_entry(&mut buf, 4, &[4; 40]);
-                    let whole = buf.len();
-                    put_entry(&mut buf, 5, &[5; 40]);
-                    buf.truncate(whole + 20);
-                    buf
-                },
+                [whole.clone(), batch_bytes(5..=6, 40)].concat()[..whole.len() + 30].to_vec(),
                 vec![1, 2, 3, 4],
             ),
+            // The last batch's bytes not all written: its checksum fails.
             (
                 {
-                    let mut buf = Vec::new();
-                    put_entry(&mut buf, 4, &[4; 40]);
-                    let n = buf.len();
-                    buf[n - 1] ^= 0xff;
-                    buf
+                    let mut torn = whole.clone();
+                    let n = torn.len();
+                    torn[n - 1] ^= 0xff;
+                    torn
                 },
                 vec![1, 2, 3],
             ),
-        ] {
+            // Its head not written at all, the rest of it was.
+            (
+                {
+                    let mut torn = whole.clone();
+                    torn[..BATCH_HEAD].fill(0);
+                    torn
+                },
+                vec![1, 2, 3],
+            ),
+            // Only its head was written.
+            (whole[..BATCH_HEAD].to_vec(), vec![1, 2, 3]),
+        ];
+        for (torn, kept) in cases {
             let file = OpenOptions::new().write(true).open(&path).unwrap();
             file.set_len(good_end).unwrap();
             file.write_all_at(&torn, good_end).unwrap();
+            drop(file);
             let (log, contents) = LogFile::open(&path).unwrap();
             assert_eq!(indexes(&contents.entries), kept);
             assert_eq!(std::fs::metadata(&path).unwrap().len(), log.file_len());
@@ -733,6 +920,41 @@ mod tests {
         let (_, contents) = LogFile::open(&path).unwrap();
         assert_eq!(indexes(&contents.entries), vec![1, 2, 3, 4, 5]);
         assert_eq!(contents.entries[4].1, vec![5; 10]);
+    }
+
+    #[test]
+    fn damage_in_the_middle_is_refused_naming_where_and_nothing_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.wal");
+        {
+            let (mut log, _) = LogFile::open(&path).unwrap();
+            log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
+            log.write(&[Op::Entries(&entries(4..=6, 40))]).unwrap();
+        }
+        let mut bytes = std::fs::read(&path).unwrap();
+        // A bit of an entry of the first batch flips.
+        bytes[HEADER_LEN as usize + BATCH_HEAD + 20] ^= 0x10;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = LogFile::open(&path).err().unwrap();
+        assert!(matches!(e, LogFileError::Damaged { offset: 12, .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("would lose writes that were answered"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+
+    #[test]
+    fn a_second_process_cannot_open_a_log_in_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.wal");
+        let (log, _) = LogFile::open(&path).unwrap();
+        let e = LogFile::open(&path).err().unwrap();
+        assert!(matches!(e, LogFileError::InUse { .. }), "{e}");
+        assert!(e.to_string().contains("another process has it open"), "{e}");
+        drop(log);
+        LogFile::open(&path).unwrap();
     }
 
     #[test]
@@ -751,8 +973,11 @@ mod tests {
         }
         let full = log.file_len();
         assert!(full > 1_000_000, "{full}");
-        // A snapshot at 900: the file keeps only the last hundred entries.
+        // A snapshot at 900: once the purge is answered, the file keeps
+        // only the last hundred entries.
         log.write(&[Op::Purge(log_id(900))]).unwrap();
+        assert_eq!(log.file_len(), std::fs::metadata(&path).unwrap().len());
+        log.compact_if_due();
         let compacted = log.file_len();
         assert!(compacted < full / 5, "{full} -> {compacted} bytes");
         assert_eq!(std::fs::metadata(&path).unwrap().len(), compacted);
@@ -787,12 +1012,12 @@ mod tests {
         let e = LogFile::open(&path).err().unwrap();
         assert!(matches!(e, LogFileError::Version { found: 7, .. }), "{e}");
 
-        // A record with a good checksum that this skiff cannot read.
-        let mut unknown = header();
-        put_record(&mut unknown, 99, &[b"?"]);
-        std::fs::write(&path, &unknown).unwrap();
+        // A record with good checksums that this skiff cannot read.
+        let mut batch = Batch::new();
+        batch.record(99, &[b"?"]);
+        std::fs::write(&path, [header(), batch.finish().unwrap()].concat()).unwrap();
         let e = LogFile::open(&path).err().unwrap();
-        assert!(matches!(e, LogFileError::Record { offset: 12, .. }), "{e}");
+        assert!(matches!(e, LogFileError::Record { offset: 24, .. }), "{e}");
         assert!(e.to_string().contains("unknown record kind 99"), "{e}");
     }
 

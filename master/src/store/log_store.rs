@@ -162,6 +162,21 @@ pub struct LogStore {
     cache: Arc<Mutex<LogCache>>,
     disk: Arc<Mutex<Disk>>,
     writer: mpsc::Sender<WriteOp>,
+    /// The writer thread, which holds the file (and its lock) until it
+    /// ends: joined on drop, so the log can be opened again at once.
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for LogStore {
+    fn drop(&mut self) {
+        // The writer ends once its channel is closed and what waits in it
+        // is written.
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 /// A read handle on the log, for openraft's replication tasks.
@@ -192,17 +207,18 @@ impl LogStore {
         let disk = file.disk();
         let cache = Arc::new(Mutex::new(cache));
         let (tx, rx) = mpsc::channel();
-        {
+        let thread = {
             let cache = cache.clone();
             std::thread::Builder::new()
                 .name("raft-log-writer".to_owned())
                 .spawn(move || write_loop(file, &cache, rx))
-                .map_err(LogStoreError::WriterThread)?;
-        }
+                .map_err(LogStoreError::WriterThread)?
+        };
         Ok(LogStore {
             cache,
             disk,
             writer: tx,
+            thread: Some(thread),
         })
     }
 
@@ -371,6 +387,8 @@ fn write_loop(mut file: LogFile, cache: &Mutex<LogCache>, rx: mpsc::Receiver<Wri
                 }
             }
         }
+        // After the answers, so that no batch waits for it.
+        file.compact_if_due();
     }
 }
 
