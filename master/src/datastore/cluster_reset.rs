@@ -136,6 +136,14 @@ struct Source {
 /// docs. Blocking (disk I/O); the master must be stopped.
 pub fn reset(request: &ResetRequest<'_>) -> Result<ResetOutcome> {
     let dir = request.data_dir;
+    // A master running on this data dir holds its log's lock: refused
+    // before anything is read or moved.
+    drop(
+        crate::store::log_file::lock(&dir.join(LOG_FILE)).map_err(|source| ResetError::Log {
+            dir: dir.to_owned(),
+            source: source.into(),
+        })?,
+    );
     finish_pending(dir)?;
     let (source, replayed) = match request.restore {
         Some(file) => {
@@ -474,6 +482,29 @@ mod tests {
         let vote = Vote::new_committed(1, 1);
         let log = dir.join(LOG_FILE);
         log_store::write_new(&log, None, &entries, vote, Some(log_id(1, 1))).unwrap();
+    }
+
+    #[test]
+    fn a_reset_of_a_data_dir_whose_log_is_open_is_refused_and_moves_nothing() {
+        let data = tempfile::tempdir().unwrap();
+        let dir = data.path();
+        crashed_master(dir);
+        // A master running on it holds its log open.
+        let running = LogStore::open(&dir.join(LOG_FILE)).unwrap();
+        let snapshot = dir.join("some.skiffsnap");
+        for restore in [None, Some(snapshot.as_path())] {
+            let request = ResetRequest {
+                data_dir: dir,
+                node_id: 1,
+                me: node("192.168.1.10"),
+                restore,
+            };
+            let e = reset(&request).err().unwrap();
+            assert!(e.to_string().contains("another process has it open"), "{e}");
+            assert!(!dir.join(ASIDE).exists());
+            assert!(dir.join(LOG_FILE).exists() && dir.join(STATE_FILE).exists());
+        }
+        drop(running);
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //!
 //! Layout (little-endian): the 8-byte magic `SKIFFLOG` and a 4-byte format
 //! version, then batches. A batch is `[length u32][crc32 of the length
-//! u32][crc32 of the records u32]` and its records, each `[length
+//! and of the batch's offset in the file u32][crc32 of the records u32]`
+//! and its records, each `[length
 //! u32][kind u8][body]` (the length counts kind and body). Kinds:
 //!
 //! - an entry: its index (u64), then the entry's bincode bytes;
@@ -17,10 +18,12 @@
 //!
 //! A crash can tear only the last batch, and nobody was answered for it
 //! (answers wait for its fsync): a batch that is cut short, or fails a
-//! checksum with nothing but zeros after it, is cut off when the log is
-//! opened. A batch that fails a checksum with more of the log after it is
+//! checksum with no whole batch after it, is cut off when the log is
+//! opened. A batch that fails a checksum with a whole batch after it is
 //! damage in the middle, which would lose answered writes if cut: the log
-//! is refused, naming where. A write or fsync that fails leaves the file
+//! is refused, naming where. (The head's checksum covers the batch's
+//! offset, so bytes that a client stored, copied into a torn batch, never
+//! pass for a batch of their own.) A write or fsync that fails leaves the file
 //! unusable until the master restarts: after a failed fsync the kernel may
 //! have dropped the pages, so nothing written later could be trusted to
 //! follow what is on disk.
@@ -28,13 +31,15 @@
 //! Purged and truncated entries stay in the file until it is compacted:
 //! when the dead bytes outweigh the live ones (and pass [`COMPACT_FLOOR`]),
 //! the vote, the committed and purged positions and the live entries are
-//! written to a new file, fsynced, and renamed over the old one. A failed
-//! compaction is tried again only once as much more is dead.
+//! written to a new file, fsynced, and renamed over the old one, after
+//! the batch that made it due is answered (readers keep the old file
+//! meanwhile). A failed compaction is tried again only once as much more
+//! is dead.
 //!
 //! One process at a time: opening takes an exclusive `flock` on
-//! `raft-log.wal.lock` beside it, held while the log is open (a second
-//! master on the same data dir, or a cluster reset of a running one, is
-//! refused instead of cutting what the first writes).
+//! `raft-log.wal.lock` beside it ([`lock`]), held while the log is open
+//! (a second master on the same data dir, or a cluster reset of a running
+//! one, is refused instead of cutting what the first writes).
 //!
 //! This replaced a redb database, whose every commit rewrote about five
 //! pages (the table's, its parents', the allocator's) and read some back:
@@ -151,7 +156,7 @@ pub struct Disk {
     index: BTreeMap<u64, Span>,
 }
 
-fn lock(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
+fn lock_disk(disk: &Mutex<Disk>) -> MutexGuard<'_, Disk> {
     disk.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -162,7 +167,7 @@ pub fn read_entries(
     range: impl RangeBounds<u64>,
 ) -> Result<Vec<(u64, Vec<u8>)>, LogFileError> {
     let (path, file, spans) = {
-        let disk = lock(disk);
+        let disk = lock_disk(disk);
         let spans: Vec<(u64, Span)> = disk.index.range(range).map(|(i, s)| (*i, *s)).collect();
         (disk.path.clone(), disk.file.clone(), spans)
     };
@@ -284,16 +289,30 @@ impl Batch {
         }
     }
 
-    /// The batch with its head filled in; `None` if it is too large.
-    fn finish(mut self) -> Option<Vec<u8>> {
+    /// Whether it holds no record.
+    fn is_empty(&self) -> bool {
+        self.buf.len() == BATCH_HEAD
+    }
+
+    /// The batch, to be written at byte `offset` of the file, with its
+    /// head filled in; `None` if it is too large.
+    fn finish(mut self, offset: u64) -> Option<Vec<u8>> {
         let len = u32::try_from(self.buf.len() - BATCH_HEAD).ok()?;
         let len_bytes = len.to_le_bytes();
         let crc = crc32fast::hash(&self.buf[BATCH_HEAD..]);
         self.buf[0..4].copy_from_slice(&len_bytes);
-        self.buf[4..8].copy_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
+        self.buf[4..8].copy_from_slice(&head_crc(&len_bytes, offset).to_le_bytes());
         self.buf[8..12].copy_from_slice(&crc.to_le_bytes());
         Some(self.buf)
     }
+}
+
+/// The head's own checksum: of the batch's length and where it starts.
+fn head_crc(len: &[u8], offset: u64) -> u32 {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(len);
+    crc.update(&offset.to_le_bytes());
+    crc.finalize()
 }
 
 fn header() -> Vec<u8> {
@@ -377,10 +396,12 @@ pub fn write_new(path: &Path, contents: &Contents) -> Result<(), LogFileError> {
         contents.entries.iter().map(|(i, b)| (*i, b.as_slice())),
     );
     let bytes = batch.buf.len();
-    let batch = batch.finish().ok_or_else(|| LogFileError::TooLarge {
-        path: path.to_owned(),
-        bytes,
-    })?;
+    let batch = batch
+        .finish(HEADER_LEN)
+        .ok_or_else(|| LogFileError::TooLarge {
+            path: path.to_owned(),
+            bytes,
+        })?;
     replace_with(path, &[&header(), &batch])
         .and_then(|_| sync_parent(path))
         .map_err(io_error(path))
@@ -398,23 +419,35 @@ struct Scanned {
 /// Whether a whole batch (its head's and its records' checksums good)
 /// starts anywhere in `file` from byte `from` to `to`: after a batch that
 /// fails a checksum, none does if that one is the torn last batch, and
-/// one does if the log is damaged in its middle. Read only on that path.
+/// one does if the log is damaged in its middle. Read only on that path,
+/// a window at a time.
 fn whole_batch_after(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
-    let Ok(len) = usize::try_from(to.saturating_sub(from)) else {
-        return Ok(true);
-    };
-    let mut rest = vec![0u8; len];
-    file.read_exact_at(&mut rest, from)?;
-    for p in 0..rest.len().saturating_sub(BATCH_HEAD - 1) {
-        let head = &rest[p..p + BATCH_HEAD];
-        if crc32fast::hash(&head[0..4]) != le_u32(&head[4..]) {
-            continue;
+    const WINDOW: u64 = 1024 * 1024;
+    let mut window = Vec::new();
+    let mut start = from;
+    while start + BATCH_HEAD as u64 <= to {
+        // Heads starting in this window, read whole.
+        let end = (start + WINDOW + BATCH_HEAD as u64 - 1).min(to);
+        window.resize((end - start) as usize, 0);
+        file.read_exact_at(&mut window, start)?;
+        for p in 0..window.len().saturating_sub(BATCH_HEAD - 1) {
+            let head = &window[p..p + BATCH_HEAD];
+            let at = start + p as u64;
+            if head_crc(&head[0..4], at) != le_u32(&head[4..]) {
+                continue;
+            }
+            let len = u64::from(le_u32(head));
+            let body = at + BATCH_HEAD as u64;
+            if len == 0 || body + len > to {
+                continue;
+            }
+            let mut records = vec![0u8; len as usize];
+            file.read_exact_at(&mut records, body)?;
+            if crc32fast::hash(&records) == le_u32(&head[8..]) {
+                return Ok(true);
+            }
         }
-        let body = p + BATCH_HEAD;
-        let records = rest.get(body..body + le_u32(head) as usize);
-        if records.is_some_and(|r| !r.is_empty() && crc32fast::hash(r) == le_u32(&head[8..])) {
-            return Ok(true);
-        }
+        start += WINDOW;
     }
     Ok(false)
 }
@@ -454,8 +487,8 @@ fn scan(path: &Path, file: &File, length: u64) -> Result<Scanned, LogFileError> 
     let mut payload = Vec::new();
     // A batch that fails a checksum is the torn last one only if no whole
     // batch follows it.
-    let torn_or_damaged = |at: u64| -> Result<(), LogFileError> {
-        if whole_batch_after(file, at + 1, length).map_err(&io)? {
+    let torn_or_damaged = |at: u64, after: u64| -> Result<(), LogFileError> {
+        if whole_batch_after(file, after, length).map_err(&io)? {
             Err(LogFileError::Damaged {
                 path: path.to_owned(),
                 offset: at,
@@ -472,8 +505,9 @@ fn scan(path: &Path, file: &File, length: u64) -> Result<Scanned, LogFileError> 
         let mut head = [0u8; BATCH_HEAD];
         file.read_exact_at(&mut head, offset).map_err(&io)?;
         let len = le_u32(&head[0..]);
-        if head == [0; BATCH_HEAD] || crc32fast::hash(&head[0..4]) != le_u32(&head[4..]) {
-            torn_or_damaged(offset)?;
+        if head == [0; BATCH_HEAD] || head_crc(&head[0..4], offset) != le_u32(&head[4..]) {
+            // Its length is not to be trusted: look anywhere after it.
+            torn_or_damaged(offset, offset + 1)?;
             break;
         }
         let end = head_end + u64::from(len);
@@ -483,7 +517,8 @@ fn scan(path: &Path, file: &File, length: u64) -> Result<Scanned, LogFileError> 
         payload.resize(len as usize, 0);
         file.read_exact_at(&mut payload, head_end).map_err(&io)?;
         if crc32fast::hash(&payload) != le_u32(&head[8..]) {
-            torn_or_damaged(offset)?;
+            // Its length is good: the next batch would start at its end.
+            torn_or_damaged(offset, end)?;
             break;
         }
         read_records(path, &payload, head_end, &mut entries, &mut contents)?;
@@ -568,27 +603,41 @@ fn read_records(
     Ok(())
 }
 
+/// Takes the exclusive lock on the log at `path` (on `<path>.lock`), which
+/// [`LogFile::open`] holds while the log is open: `InUse` if another open
+/// file holds it, in this process or another.
+pub fn lock(path: &Path) -> Result<Flock<File>, LogFileError> {
+    let lock_path = with_suffix(path, ".lock");
+    let lock_file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&lock_path)
+        .map_err(|source| LogFileError::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+    Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
+        if errno == nix::errno::Errno::EWOULDBLOCK {
+            LogFileError::InUse {
+                path: path.to_owned(),
+            }
+        } else {
+            LogFileError::Io {
+                path: lock_path,
+                source: errno.into(),
+            }
+        }
+    })
+}
+
 impl LogFile {
     /// Opens the log at `path`, creating an empty one if there is none,
     /// and reads it whole. A torn last batch is cut off (and said so).
     pub fn open(path: &Path) -> Result<(LogFile, Contents), LogFileError> {
         let io = io_error(path);
-        let lock_path = with_suffix(path, ".lock");
-        let lock_file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&lock_path)
-            .map_err(|source| LogFileError::Io {
-                path: lock_path.clone(),
-                source,
-            })?;
-        let lock = Flock::lock(lock_file, FlockArg::LockExclusiveNonblock).map_err(|_| {
-            LogFileError::InUse {
-                path: path.to_owned(),
-            }
-        })?;
+        let lock = lock(path)?;
         // A compaction that did not finish left only its temporary file.
         let _ = std::fs::remove_file(temp_path(path));
         let file = match OpenOptions::new().read(true).write(true).open(path) {
@@ -672,8 +721,11 @@ impl LogFile {
                 Op::Committed(committed) => batch.record(COMMITTED, &[&encode(committed)]),
             }
         }
+        if batch.is_empty() {
+            return Ok(());
+        }
         let bytes = batch.buf.len();
-        let Some(buf) = batch.finish() else {
+        let Some(buf) = batch.finish(self.end) else {
             return Err(LogWriteError::TooLarge {
                 path: self.path.clone(),
                 ops: ops.len(),
@@ -703,7 +755,7 @@ impl LogFile {
         }
         let base = self.end;
         self.end += buf.len() as u64;
-        let mut disk = lock(&self.disk);
+        let mut disk = lock_disk(&self.disk);
         let mut written = written.into_iter();
         for op in ops {
             match op {
@@ -759,12 +811,18 @@ impl LogFile {
     }
 
     fn compact(&mut self) -> std::io::Result<()> {
-        let mut disk = lock(&self.disk);
-        let mut live = Vec::with_capacity(disk.index.len());
-        for (i, span) in &disk.index {
+        // Only this writer changes the index, so a copy stays true while
+        // the new file is written without the readers' lock.
+        let spans: Vec<(u64, Span)> = lock_disk(&self.disk)
+            .index
+            .iter()
+            .map(|(i, s)| (*i, *s))
+            .collect();
+        let mut live = Vec::with_capacity(spans.len());
+        for (i, span) in spans {
             let mut bytes = vec![0; span.len as usize];
             self.file.read_exact_at(&mut bytes, span.offset)?;
-            live.push((*i, bytes));
+            live.push((i, bytes));
         }
         let (batch, at) = whole_batch(
             self.vote.as_ref(),
@@ -774,20 +832,23 @@ impl LogFile {
         );
         let bytes = batch.buf.len();
         let batch = batch
-            .finish()
+            .finish(HEADER_LEN)
             .ok_or_else(|| std::io::Error::other(format!("{bytes} bytes of live entries")))?;
         let file = Arc::new(replace_with(&self.path, &[&header(), &batch])?);
-        disk.file = file.clone();
-        disk.index = at
-            .into_iter()
-            .map(|(i, start, len)| {
-                let span = Span {
-                    offset: HEADER_LEN + start as u64,
-                    len,
-                };
-                (i, span)
-            })
-            .collect();
+        {
+            let mut disk = lock_disk(&self.disk);
+            disk.file = file.clone();
+            disk.index = at
+                .into_iter()
+                .map(|(i, start, len)| {
+                    let span = Span {
+                        offset: HEADER_LEN + start as u64,
+                        len,
+                    };
+                    (i, span)
+                })
+                .collect();
+        }
         self.file = file;
         self.end = HEADER_LEN + batch.len() as u64;
         if let Err(e) = sync_parent(&self.path) {
@@ -855,13 +916,14 @@ mod tests {
         assert_eq!(contents.purged, Some(log_id(2)));
     }
 
-    /// A batch of entries `range`, `size` bytes each, as written.
-    fn batch_bytes(range: std::ops::RangeInclusive<u64>, size: usize) -> Vec<u8> {
+    /// A batch of entries `range`, `size` bytes each, as written at byte
+    /// `offset`.
+    fn batch_bytes(range: std::ops::RangeInclusive<u64>, size: usize, offset: u64) -> Vec<u8> {
         let mut batch = Batch::new();
         for (i, bytes) in entries(range, size) {
             batch.entry(i, &bytes);
         }
-        batch.finish().unwrap()
+        batch.finish(offset).unwrap()
     }
 
     #[test]
@@ -873,11 +935,16 @@ mod tests {
             log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
             log.file_len()
         };
-        let whole = batch_bytes(4..=4, 40);
+        let whole = batch_bytes(4..=4, 40, good_end);
         let cases = [
             // One whole batch, then a crash half way through the next.
             (
-                [whole.clone(), batch_bytes(5..=6, 40)].concat()[..whole.len() + 30].to_vec(),
+                [
+                    whole.clone(),
+                    batch_bytes(5..=6, 40, good_end + whole.len() as u64),
+                ]
+                .concat()[..whole.len() + 30]
+                    .to_vec(),
                 vec![1, 2, 3, 4],
             ),
             // The last batch's bytes not all written: its checksum fails.
@@ -920,6 +987,38 @@ mod tests {
         let (_, contents) = LogFile::open(&path).unwrap();
         assert_eq!(indexes(&contents.entries), vec![1, 2, 3, 4, 5]);
         assert_eq!(contents.entries[4].1, vec![5; 10]);
+    }
+
+    #[test]
+    fn a_batch_a_client_stored_inside_a_torn_one_does_not_pass_for_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("raft-log.wal");
+        let good_end = {
+            let (mut log, _) = LogFile::open(&path).unwrap();
+            log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
+            log.file_len()
+        };
+        let inner_at = good_end + (BATCH_HEAD + RECORD_HEAD + ENTRY_INDEX) as u64;
+        // Entry 4's bytes are a whole batch. Torn twice over: its last byte
+        // not written (its head is good, so only what follows its end is
+        // looked at, and even a batch made for where it lands is not
+        // seen); then its head not written either (a client cannot know
+        // where in the log its bytes land, and a batch made for anywhere
+        // else does not pass).
+        for (tear, made_for) in [(None, inner_at), (Some(0), inner_at + 4096)] {
+            let mut outer = Batch::new();
+            outer.entry(4, &batch_bytes(9..=9, 16, made_for));
+            let mut torn = outer.finish(good_end).unwrap();
+            let at = tear.unwrap_or(torn.len() - 1);
+            torn[at] ^= 0xff;
+            let file = OpenOptions::new().write(true).open(&path).unwrap();
+            file.set_len(good_end).unwrap();
+            file.write_all_at(&torn, good_end).unwrap();
+            drop(file);
+            let (log, contents) = LogFile::open(&path).unwrap();
+            assert_eq!(indexes(&contents.entries), vec![1, 2, 3], "torn at {at}");
+            assert_eq!(log.file_len(), good_end);
+        }
     }
 
     #[test]
@@ -1015,7 +1114,11 @@ mod tests {
         // A record with good checksums that this skiff cannot read.
         let mut batch = Batch::new();
         batch.record(99, &[b"?"]);
-        std::fs::write(&path, [header(), batch.finish().unwrap()].concat()).unwrap();
+        std::fs::write(
+            &path,
+            [header(), batch.finish(HEADER_LEN).unwrap()].concat(),
+        )
+        .unwrap();
         let e = LogFile::open(&path).err().unwrap();
         assert!(matches!(e, LogFileError::Record { offset: 24, .. }), "{e}");
         assert!(e.to_string().contains("unknown record kind 99"), "{e}");
