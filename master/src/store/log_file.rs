@@ -58,8 +58,11 @@ use openraft::Vote;
 use super::{LogId, NodeId};
 
 const MAGIC: &[u8; 8] = b"SKIFFLOG";
-/// The layout this skiff writes and reads.
-const VERSION: u32 = 1;
+/// The layout this skiff writes and reads. 1 was two builds of this
+/// session's development (checksummed records; batches whose head's
+/// checksum did not cover their offset), never released: their files are
+/// refused as another format, not misread as torn.
+const VERSION: u32 = 2;
 const HEADER_LEN: u64 = 12;
 /// A batch's length, the length's checksum and the records' checksum.
 const BATCH_HEAD: usize = 12;
@@ -1110,6 +1113,15 @@ mod tests {
         std::fs::write(&path, &newer).unwrap();
         let e = LogFile::open(&path).err().unwrap();
         assert!(matches!(e, LogFileError::Version { found: 7, .. }), "{e}");
+
+        // A log of the earlier layout is refused whole, not cut as torn.
+        let mut earlier = MAGIC.to_vec();
+        earlier.extend_from_slice(&1u32.to_le_bytes());
+        earlier.extend_from_slice(&[7; 100]);
+        std::fs::write(&path, &earlier).unwrap();
+        let e = LogFile::open(&path).err().unwrap();
+        assert!(matches!(e, LogFileError::Version { found: 1, .. }), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), earlier);
 
         // A record with good checksums that this skiff cannot read.
         let mut batch = Batch::new();
