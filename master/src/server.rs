@@ -153,6 +153,11 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
         }
         data_format::Checked::Current => {}
     }
+    // Another master on this data dir holds its log's lock: refused before
+    // anything in the data dir changes (an interrupted cluster reset
+    // finished, below).
+    let log_lock = crate::store::log_file::lock(&data_dir.join(crate::store::LOG_FILE))
+        .map_err(LogStoreError::from)?;
     if let Some(previous) = cluster_reset::finish_pending(&data_dir)? {
         tracing::warn!(previous = %previous.display(), "finished an interrupted cluster reset");
     }
@@ -165,7 +170,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let id = load_or_create_node_id(&data_dir)?;
     let pki = Arc::new(prepare_pki(&config, id, &shutdown).await?);
     let transport = pki.client()?;
-    let log = LogStore::open(&data_dir.join(crate::store::LOG_FILE))?;
+    let log = LogStore::open_locked(&data_dir.join(crate::store::LOG_FILE), log_lock)?;
     let store = ObjectStore::open(&data_dir)?;
     let raft_settings = raft_config(config.raft_timings, config.snapshot_after_entries)
         .validate()

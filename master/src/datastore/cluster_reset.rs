@@ -26,13 +26,16 @@
 //! tokens, snapshots) stays.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use nix::fcntl::Flock;
 use openraft::{CommittedLeaderId, Membership, Vote};
 
 use super::snapshot_file::{self, SnapshotFileError};
 use super::{sync_dir, unix_seconds, write_new_file, ASIDE, READY};
+use crate::store::log_file;
 use crate::store::log_store::{self, LogStore, LogStoreError};
 use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{
@@ -137,21 +140,18 @@ struct Source {
 pub fn reset(request: &ResetRequest<'_>) -> Result<ResetOutcome> {
     let dir = request.data_dir;
     // A master running on this data dir holds its log's lock: refused
-    // before anything is read or moved.
-    drop(
-        crate::store::log_file::lock(&dir.join(LOG_FILE)).map_err(|source| ResetError::Log {
-            dir: dir.to_owned(),
-            source: source.into(),
-        })?,
-    );
+    // before anything is read or moved. Held to the end, so that no master
+    // starts on the data dir meanwhile.
+    let held = lock_log(dir)?;
     finish_pending(dir)?;
-    let (source, replayed) = match request.restore {
+    let (source, replayed, held) = match request.restore {
         Some(file) => {
             let mut source = from_snapshot(file)?;
-            source.term = source.term.max(old_term(dir));
-            (source, 0)
+            let (term, held) = old_term(dir, held)?;
+            source.term = source.term.max(term);
+            (source, 0, held)
         }
-        None => from_own_data(dir)?,
+        None => from_own_data(dir, held)?,
     };
     let term = source.term + 1;
     let log_id = LogId::new(
@@ -165,6 +165,7 @@ pub fn reset(request: &ResetRequest<'_>) -> Result<ResetOutcome> {
         return Err(e);
     }
     let previous = swap(dir, &previous_name)?;
+    drop(held);
     Ok(ResetOutcome {
         revision: source.revision,
         objects: source.objects,
@@ -181,18 +182,39 @@ fn highest_term(log: &LogStore) -> u64 {
     vote.max(last)
 }
 
+/// The data dir's log lock ([`log_file::lock`]): refused while a master
+/// runs on it.
+fn lock_log(dir: &Path) -> Result<Flock<File>> {
+    log_file::lock(&dir.join(LOG_FILE)).map_err(|source| ResetError::Log {
+        dir: dir.to_owned(),
+        source: source.into(),
+    })
+}
+
+/// Closes `log`, keeping the lock it was opened with (or taking it again,
+/// if its writer did not end well).
+fn close_keeping_lock(dir: &Path, log: LogStore) -> Result<Flock<File>> {
+    match log.close() {
+        Some(held) => Ok(held),
+        None => lock_log(dir),
+    }
+}
+
 /// The highest term of the data dir's old log, when it has one that can
-/// be read (a restore does not need it to be).
-fn old_term(dir: &Path) -> u64 {
+/// be read (a restore does not need it to be); and the lock, still held.
+fn old_term(dir: &Path, held: Flock<File>) -> Result<(u64, Flock<File>)> {
     let path = dir.join(LOG_FILE);
     if !path.exists() {
-        return 0;
+        return Ok((0, held));
     }
-    match LogStore::open(&path) {
-        Ok(log) => highest_term(&log),
+    match LogStore::open_locked(&path, held) {
+        Ok(log) => {
+            let term = highest_term(&log);
+            Ok((term, close_keeping_lock(dir, log)?))
+        }
         Err(e) => {
             tracing::warn!(log = %path.display(), error = %e, "the old Raft log cannot be read; it is replaced anyway");
-            0
+            Ok((0, lock_log(dir)?))
         }
     }
 }
@@ -209,9 +231,9 @@ fn from_snapshot(file: &Path) -> Result<Source> {
     })
 }
 
-/// The last checkpoint with the log after it applied; and how many entries
-/// that was.
-fn from_own_data(dir: &Path) -> Result<(Source, usize)> {
+/// The last checkpoint with the log after it applied; how many entries
+/// that was; and the log's lock, still held.
+fn from_own_data(dir: &Path, held: Flock<File>) -> Result<(Source, usize, Flock<File>)> {
     let log_path = dir.join(LOG_FILE);
     if !log_path.exists() && !dir.join(STATE_FILE).exists() {
         return Err(ResetError::NothingToReset {
@@ -222,7 +244,7 @@ fn from_own_data(dir: &Path) -> Result<(Source, usize)> {
         dir: dir.to_owned(),
         source,
     };
-    let log = LogStore::open(&log_path).map_err(|source| ResetError::Log {
+    let log = LogStore::open_locked(&log_path, held).map_err(|source| ResetError::Log {
         dir: dir.to_owned(),
         source,
     })?;
@@ -251,7 +273,7 @@ fn from_own_data(dir: &Path) -> Result<(Source, usize)> {
     }
     let replayed = entries.len();
     let log_term = highest_term(&log);
-    drop(log);
+    let held = close_keeping_lock(dir, log)?;
     if replayed > 0 {
         store.apply_entries(entries).map_err(state_error)?;
     }
@@ -265,7 +287,7 @@ fn from_own_data(dir: &Path) -> Result<(Source, usize)> {
         last_index: last.map_or(0, |l| l.index).max(log_last.unwrap_or(0)),
         term: log_term.max(last.map_or(0, |l| l.leader_id.term)),
     };
-    Ok((source, replayed))
+    Ok((source, replayed, held))
 }
 
 /// Writes the new store into `aside` (which must not exist), `READY` last.

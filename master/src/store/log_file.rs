@@ -216,7 +216,7 @@ pub struct LogFile {
     disk: Arc<Mutex<Disk>>,
     file: Arc<File>,
     /// Held while the log is open: one process at a time.
-    _lock: Flock<File>,
+    lock: Flock<File>,
     /// Where the next batch is written: the end of the last good batch.
     end: u64,
     /// Bytes of the entry records still in the index.
@@ -639,8 +639,16 @@ impl LogFile {
     /// Opens the log at `path`, creating an empty one if there is none,
     /// and reads it whole. A torn last batch is cut off (and said so).
     pub fn open(path: &Path) -> Result<(LogFile, Contents), LogFileError> {
+        LogFile::open_locked(path, lock(path)?)
+    }
+
+    /// [`LogFile::open`] with the log's lock already taken ([`lock`]), by
+    /// a caller that keeps it across opens ([`LogFile::into_lock`]).
+    pub fn open_locked(
+        path: &Path,
+        lock: Flock<File>,
+    ) -> Result<(LogFile, Contents), LogFileError> {
         let io = io_error(path);
-        let lock = lock(path)?;
         // A compaction that did not finish left only its temporary file.
         let _ = std::fs::remove_file(temp_path(path));
         let file = match OpenOptions::new().read(true).write(true).open(path) {
@@ -676,7 +684,7 @@ impl LogFile {
                 index: scanned.index,
             })),
             file,
-            _lock: lock,
+            lock,
             end: scanned.end,
             live: scanned.live,
             compact_at: COMPACT_FLOOR,
@@ -686,6 +694,11 @@ impl LogFile {
             failed: None,
         };
         Ok((log, contents))
+    }
+
+    /// Closes the file, keeping its lock.
+    pub fn into_lock(self) -> Flock<File> {
+        self.lock
     }
 
     /// The readers' side: the file and where each entry is.

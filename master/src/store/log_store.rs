@@ -20,10 +20,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
+use std::fs::File;
 use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 
+use nix::fcntl::Flock;
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{ErrorSubject, ErrorVerb, RaftLogId, Vote};
 use redb::{ReadableTable, TableDefinition};
@@ -164,18 +166,30 @@ pub struct LogStore {
     writer: mpsc::Sender<WriteOp>,
     /// The writer thread, which holds the file (and its lock) until it
     /// ends: joined on drop, so the log can be opened again at once.
-    thread: Option<std::thread::JoinHandle<()>>,
+    thread: Option<std::thread::JoinHandle<LogFile>>,
+}
+
+impl LogStore {
+    /// Stops the writer once what waits is written; its file, if it ended
+    /// well.
+    fn stop_writer(&mut self) -> Option<LogFile> {
+        let (closed, _) = mpsc::channel();
+        drop(std::mem::replace(&mut self.writer, closed));
+        self.thread.take().and_then(|thread| thread.join().ok())
+    }
+
+    /// Closes the log, keeping its lock: for a caller that goes on using
+    /// the data dir as no master may meanwhile (a cluster reset).
+    pub fn close(mut self) -> Option<Flock<File>> {
+        self.stop_writer().map(LogFile::into_lock)
+    }
 }
 
 impl Drop for LogStore {
     fn drop(&mut self) {
         // The writer ends once its channel is closed and what waits in it
         // is written.
-        let (closed, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.writer, closed));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_writer();
     }
 }
 
@@ -193,7 +207,16 @@ fn decode_entry(bytes: &[u8]) -> Result<Entry> {
 impl LogStore {
     /// Opens (or creates) the log at `path` and loads it.
     pub fn open(path: &Path) -> Result<LogStore> {
-        let (file, contents) = LogFile::open(path)?;
+        LogStore::start(LogFile::open(path)?)
+    }
+
+    /// [`LogStore::open`] with the log's lock already taken
+    /// ([`log_file::lock`]).
+    pub fn open_locked(path: &Path, lock: Flock<File>) -> Result<LogStore> {
+        LogStore::start(LogFile::open_locked(path, lock)?)
+    }
+
+    fn start((file, contents): (LogFile, Contents)) -> Result<LogStore> {
         let mut cache = LogCache::default();
         for (index, bytes) in contents.entries {
             cache.insert(index, decode_entry(&bytes)?, bytes.len());
@@ -329,7 +352,7 @@ fn lock_cache(cache: &Mutex<LogCache>) -> std::sync::MutexGuard<'_, LogCache> {
 }
 
 /// The writer thread: one write and one fsync per batch.
-fn write_loop(mut file: LogFile, cache: &Mutex<LogCache>, rx: mpsc::Receiver<WriteOp>) {
+fn write_loop(mut file: LogFile, cache: &Mutex<LogCache>, rx: mpsc::Receiver<WriteOp>) -> LogFile {
     while let Ok(first) = rx.recv() {
         let mut ops = vec![first];
         while ops.len() < MAX_BATCH {
@@ -390,6 +413,7 @@ fn write_loop(mut file: LogFile, cache: &Mutex<LogCache>, rx: mpsc::Receiver<Wri
         // After the answers, so that no batch waits for it.
         file.compact_if_due();
     }
+    file
 }
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
@@ -728,5 +752,25 @@ mod tests {
         assert!(matches!(e, LogStoreError::Legacy(_)), "{e}");
         assert!(e.to_string().contains("data format 1"), "{e}");
         assert!(!path.exists());
+    }
+
+    #[test]
+    fn a_closed_log_keeps_its_lock_until_the_caller_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::store::LOG_FILE);
+        write_new(&path, None, &[entry(1, 10)], Vote::new(1, 0), None).unwrap();
+        let log = LogStore::open(&path).unwrap();
+        let held = log.close().expect("the writer ended well");
+        // As a master starting meanwhile would find it.
+        let e = LogStore::open(&path).err().unwrap();
+        assert!(
+            matches!(e, LogStoreError::File(LogFileError::InUse { .. })),
+            "{e}"
+        );
+        // Opened again under the same lock, it reads as it was.
+        let log = LogStore::open_locked(&path, held).unwrap();
+        assert_eq!(log.last_log_id().map(|l| l.index), Some(1));
+        drop(log);
+        LogStore::open(&path).unwrap();
     }
 }
