@@ -1,2 +1,0 @@
-web.default.svc.cluster.local A
-nope.default.svc.cluster.local A
