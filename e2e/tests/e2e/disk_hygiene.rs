@@ -130,13 +130,21 @@ async fn unused_images_are_collected_and_images_in_use_stay() -> anyhow::Result<
     )
     .await
     .with_context(|| node.log_tail())?;
-    let log = node.agent.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("removed unused image") && l.contains(&old)),
-        "the removal is logged with the image: {}",
-        node.agent.log_tail()
-    );
+    // The agent logs the removal once it has measured what it freed,
+    // just after containerd has let the image go.
+    let logged = || {
+        node.agent
+            .log()
+            .lines()
+            .any(|l| l.contains("removed unused image") && l.contains(&old))
+    };
+    wait_for(
+        "the removal logged with the image",
+        Duration::from_secs(10),
+        || async { logged().then_some(()) },
+    )
+    .await
+    .with_context(|| node.log_tail())?;
     // A few more collections later, the image in use is still there and
     // its pod still runs.
     tokio::time::sleep(Duration::from_secs(3)).await;
