@@ -31,7 +31,8 @@ impl NodePodHub {
         let hub = Arc::new(NodePodHub {
             subscribers: Mutex::new(HashMap::new()),
         });
-        let mut live = store.subscribe();
+        // Pods only: nothing else is routed to a node.
+        let mut live = store.subscribe_kind(Kind::Pod);
         let routing = hub.clone();
         tokio::spawn(async move {
             loop {

@@ -24,6 +24,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::rbac::{PolicyRule, RoleView};
 use skiff_objects::{generic, selector, Kind, ObjectExt};
@@ -77,6 +78,7 @@ impl ClusterRoleAggregationController {
 impl Reconciler for ClusterRoleAggregationController {
     const NAME: &'static str = "clusterrole-aggregation";
     const KIND: Kind = Kind::ClusterRole;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::ClusterRole]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         if event.kind != Kind::ClusterRole {

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
 use crate::resource_metrics::ResourceMetrics;
-use crate::store::state_machine::{Notification, ObjectStore, StateMachineError};
+use crate::store::state_machine::{KindFilter, Notification, ObjectStore, StateMachineError};
 use crate::writer::{self, ObjectWriter};
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::rbac::RoleView;
@@ -138,6 +138,11 @@ pub trait ObjectReads: Send + Sync {
     }
     /// Live change notifications.
     fn subscribe(&self) -> broadcast::Receiver<Notification>;
+    /// Live notifications of the changes `filter` hears (and of resets);
+    /// every change unless the store says otherwise.
+    fn subscribe_to(&self, _filter: KindFilter) -> broadcast::Receiver<Notification> {
+        self.subscribe()
+    }
 }
 
 /// A write's outcome, boxed so that the trait can be used as an object.
@@ -275,6 +280,10 @@ impl ObjectReads for ObjectStore {
 
     fn subscribe(&self) -> broadcast::Receiver<Notification> {
         ObjectStore::subscribe(self)
+    }
+
+    fn subscribe_to(&self, filter: KindFilter) -> broadcast::Receiver<Notification> {
+        ObjectStore::subscribe_to(self, filter)
     }
 }
 

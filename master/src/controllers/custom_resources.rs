@@ -23,6 +23,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::custom_resources::naming::{self, holds_cleanup};
 use skiff_objects::custom_resources::{Definition, CLEANUP_FINALIZER};
@@ -121,6 +122,11 @@ fn group_of(object: &Object) -> String {
 impl Reconciler for CustomResourceDefinitionController {
     const NAME: &'static str = "customresourcedefinition";
     const KIND: Kind = Kind::CustomResourceDefinition;
+    // The definitions, and the deletions of any custom kind's objects.
+    const WATCHES: KindFilter = KindFilter {
+        kinds: Some(&[Kind::CustomResourceDefinition]),
+        custom: true,
+    };
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -20,6 +20,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::now_rfc3339;
@@ -52,6 +53,7 @@ pub struct DeploymentController {
 impl Reconciler for DeploymentController {
     const NAME: &'static str = "deployment";
     const KIND: Kind = Kind::Deployment;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Deployment, Kind::ReplicaSet]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -21,6 +21,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::disruption_budget::{compute_status, Budget};
@@ -116,6 +117,13 @@ impl DisruptionController {
 impl Reconciler for DisruptionController {
     const NAME: &'static str = "disruption";
     const KIND: Kind = Kind::PodDisruptionBudget;
+    const WATCHES: KindFilter = KindFilter::only(&[
+        Kind::PodDisruptionBudget,
+        Kind::Pod,
+        Kind::ReplicaSet,
+        Kind::Deployment,
+        Kind::StatefulSet,
+    ]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

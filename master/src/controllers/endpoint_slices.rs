@@ -35,6 +35,7 @@ use skiff_proto::v1;
 
 use super::endpoints::resolve_port;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::generic;
 use skiff_objects::owners::controller_reference;
@@ -414,6 +415,7 @@ impl EndpointSliceController {
 impl Reconciler for EndpointSliceController {
     const NAME: &'static str = "endpointslices";
     const KIND: Kind = Kind::Service;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Service, Kind::EndpointSlice, Kind::Pod]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -14,6 +14,7 @@ use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::pods::{pod_is_active, pod_is_ready};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
@@ -35,6 +36,7 @@ fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String
 impl Reconciler for EndpointsController {
     const NAME: &'static str = "endpoints";
     const KIND: Kind = Kind::Service;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Service, Kind::Endpoints, Kind::Pod]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -98,7 +98,7 @@ use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::state_machine::{Notification, StateMachineError, StoredEvent};
+use crate::store::state_machine::{KindFilter, Notification, StateMachineError, StoredEvent};
 use crate::writer;
 use queue::WorkQueue;
 use skiff_objects::{Kind, ObjectExt};
@@ -188,6 +188,10 @@ pub trait Reconciler: Send + Sync + 'static {
     /// reconciles share a decision across objects (node IPAM hands out
     /// subnets from one pool).
     const CONCURRENCY: usize = CONCURRENT_RECONCILES;
+    /// The changes [`Reconciler::keys_for`] is given: those of the kinds
+    /// it can map to keys. Every change unless the reconciler names them,
+    /// so that a controller is not woken by writes it ignores.
+    const WATCHES: KindFilter = KindFilter::ALL;
     /// The keys to look at after a change to `object`.
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey>;
     /// Whether `object`, of [`Reconciler::KIND`] and as it is now, can need
@@ -222,7 +226,7 @@ pub async fn run<R: Reconciler>(
     shutdown: CancellationToken,
 ) {
     let reconciler = Arc::new(reconciler);
-    let mut live = store.subscribe();
+    let mut live = store.subscribe_to(R::WATCHES);
     let mut queue = WorkQueue::default();
     resync(&*reconciler, &*store, &mut queue);
     tracing::info!(

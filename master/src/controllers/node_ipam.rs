@@ -25,6 +25,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::{IntoObject, Kind};
 
@@ -150,6 +151,7 @@ impl NodeIpamController {
 impl Reconciler for NodeIpamController {
     const NAME: &'static str = "node-ipam";
     const KIND: Kind = Kind::Node;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Node]);
     // Two nodes reconciled at once could be handed the same free subnet
     // (the writes are to different Nodes, so neither conflicts; the state
     // machine would refuse the second, but it would have to retry).

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
-use crate::store::state_machine::{Notification, StoredEvent};
+use crate::store::state_machine::{KindFilter, Notification, StoredEvent};
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::now_rfc3339;
 use skiff_objects::pods::{bound_node, pod_is_finished, pod_is_terminating};
@@ -77,7 +77,9 @@ impl Default for PodGcConfig {
 
 /// Runs pod garbage collection until `shutdown`.
 pub async fn run(ctx: Context, config: PodGcConfig, shutdown: CancellationToken) {
-    let mut live = ctx.store.subscribe();
+    let mut live = ctx
+        .store
+        .subscribe_to(KindFilter::only(&[Kind::Pod, Kind::Node]));
     let mut collector = PodGc::new(ctx, config);
     let mut check = tokio::time::interval(CHECK_EVERY);
     tracing::info!(controller = "pod-gc", ?config, "controller started");

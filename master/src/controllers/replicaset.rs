@@ -13,6 +13,7 @@ use skiff_proto::v1;
 
 use super::pod_claims::{self, ClaimRules};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::metadata::random_suffix;
@@ -33,6 +34,7 @@ pub struct ReplicaSetController {
 impl Reconciler for ReplicaSetController {
     const NAME: &'static str = "replicaset";
     const KIND: Kind = Kind::ReplicaSet;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::ReplicaSet, Kind::Pod]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -11,6 +11,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::pods::{ROOT_CA_CONFIG_MAP, ROOT_CA_KEY};
 use skiff_objects::{deletion, IntoObject, Kind, ObjectExt};
@@ -64,6 +65,7 @@ fn holds(stored: &Object, ca_pem: &str) -> bool {
 impl Reconciler for RootCaPublisher {
     const NAME: &'static str = "root-ca-cert-publisher";
     const KIND: Kind = Kind::Namespace;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Namespace, Kind::ConfigMap]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

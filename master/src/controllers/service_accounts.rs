@@ -9,6 +9,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::{deletion, IntoObject, Kind, ObjectExt};
 
@@ -36,6 +37,7 @@ pub fn default_account(namespace: &str) -> v1::GenericObject {
 impl Reconciler for DefaultServiceAccountController {
     const NAME: &'static str = "service-accounts";
     const KIND: Kind = Kind::Namespace;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Namespace, Kind::ServiceAccount]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -33,6 +33,7 @@ use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
@@ -305,6 +306,7 @@ impl ServiceLbController {
 impl Reconciler for ServiceLbController {
     const NAME: &'static str = "service-lb";
     const KIND: Kind = Kind::Service;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Service, Kind::Endpoints, Kind::Node]);
     // Which Service answers on a port is decided across Services (the
     // older one keeps it): one reconcile at a time.
     const CONCURRENCY: usize = 1;

@@ -36,7 +36,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
-use crate::store::state_machine::Notification;
+use crate::store::state_machine::{KindFilter, Notification};
 use crate::writer;
 use skiff_objects::placement::{node_selector_matches, untolerated};
 use skiff_objects::pods::{pod_is_active, pod_is_finished};
@@ -55,7 +55,10 @@ const COMPONENT: &str = "default-scheduler";
 
 /// Runs scheduling passes until `shutdown`.
 pub async fn run(ctx: Context, shutdown: CancellationToken) {
-    let mut live = ctx.store.subscribe();
+    // Pods and nodes: what the node usage follows and what a pass acts on.
+    let mut live = ctx
+        .store
+        .subscribe_to(KindFilter::only(&[Kind::Pod, Kind::Node]));
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let mut rebuild = tokio::time::interval(FULL_REBUILD_EVERY);
     let mut usage = NodeUsage::default();

@@ -115,6 +115,43 @@ pub enum Notification {
     Reset { revision: u64 },
 }
 
+/// Which changes a subscriber hears ([`ObjectStore::subscribe_to`]): those
+/// of the kinds it names, and of every custom kind if it says so. Resets
+/// reach every subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KindFilter {
+    /// The kinds heard, or every kind if `None`.
+    pub kinds: Option<&'static [Kind]>,
+    /// Also every custom kind.
+    pub custom: bool,
+}
+
+impl KindFilter {
+    /// Every change.
+    pub const ALL: KindFilter = KindFilter {
+        kinds: None,
+        custom: true,
+    };
+
+    /// The changes to objects of `kinds` only.
+    pub const fn only(kinds: &'static [Kind]) -> KindFilter {
+        KindFilter {
+            kinds: Some(kinds),
+            custom: false,
+        }
+    }
+
+    /// Whether a change to an object of `kind` is heard.
+    pub fn hears(&self, kind: Kind) -> bool {
+        match self.kinds {
+            None => true,
+            Some(kinds) => {
+                kinds.contains(&kind) || (self.custom && matches!(kind, Kind::Custom(_)))
+            }
+        }
+    }
+}
+
 /// Why a list at an exact revision ([`ObjectStore::list_at`]) cannot be
 /// answered.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -348,6 +385,10 @@ pub struct ObjectStore {
     /// ([`ObjectStore::subscribe_kind`]), so that a watch of one kind is not
     /// woken by every change of every other.
     kind_notify: Mutex<HashMap<Kind, broadcast::Sender<Notification>>>,
+    /// The same notifications, a channel for each filter some controller
+    /// follows ([`ObjectStore::subscribe_to`]): a controller is woken only
+    /// by the kinds it reconciles on, not by every write.
+    filtered_notify: Mutex<Vec<(KindFilter, broadcast::Sender<Notification>)>>,
     snapshot_path: PathBuf,
 }
 
@@ -418,6 +459,7 @@ impl ObjectStore {
             retention_bytes: EVENT_RETENTION_BYTES,
             notify,
             kind_notify: Mutex::new(HashMap::new()),
+            filtered_notify: Mutex::new(Vec::new()),
             snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
         }))
     }
@@ -426,6 +468,14 @@ impl ObjectStore {
         &self,
     ) -> std::sync::MutexGuard<'_, HashMap<Kind, broadcast::Sender<Notification>>> {
         self.kind_notify.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn filtered_notify(
+        &self,
+    ) -> std::sync::MutexGuard<'_, Vec<(KindFilter, broadcast::Sender<Notification>)>> {
+        self.filtered_notify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, AppliedState> {
@@ -485,6 +535,23 @@ impl ObjectStore {
             .entry(kind)
             .or_insert_with(|| broadcast::channel(NOTIFY_CAPACITY).0)
             .subscribe()
+    }
+
+    /// Live notifications of the changes that `filter` hears (and of every
+    /// reset): what a controller needs, without waking for the writes of
+    /// kinds it never looks at. [`KindFilter::ALL`] is [`Self::subscribe`].
+    pub fn subscribe_to(&self, filter: KindFilter) -> broadcast::Receiver<Notification> {
+        if filter.kinds.is_none() {
+            return self.subscribe();
+        }
+        let mut filtered = self.filtered_notify();
+        filtered.retain(|(_, sender)| sender.receiver_count() > 0);
+        if let Some((_, sender)) = filtered.iter().find(|(f, _)| *f == filter) {
+            return sender.subscribe();
+        }
+        let (sender, receiver) = broadcast::channel(NOTIFY_CAPACITY);
+        filtered.push((filter, sender));
+        receiver
     }
 
     /// Kept changes with a revision greater than `after`, oldest first, at
@@ -638,10 +705,16 @@ impl ObjectStore {
         // Held while sending, so that a kind subscribed meanwhile either
         // gets an event or finds it in the history.
         let kinds = self.kind_notify();
+        let filtered = self.filtered_notify();
         for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
             if let Some(sender) = kinds.get(&event.kind) {
                 let _ = sender.send(Notification::Event(event.clone(), object.clone()));
+            }
+            for (filter, sender) in filtered.iter() {
+                if filter.hears(event.kind) {
+                    let _ = sender.send(Notification::Event(event.clone(), object.clone()));
+                }
             }
             let _ = self.notify.send(Notification::Event(event, object));
         }
@@ -743,6 +816,9 @@ impl ObjectStore {
             revision: snapshot.revision,
         };
         for sender in self.kind_notify().values() {
+            let _ = sender.send(reset.clone());
+        }
+        for (_, sender) in self.filtered_notify().iter() {
             let _ = sender.send(reset.clone());
         }
         let _ = self.notify.send(reset);
@@ -1443,6 +1519,97 @@ mod tests {
         let (meta, data) = source.build_snapshot().unwrap();
         store.install(&meta, &data).unwrap();
         assert_eq!(heard(&mut pods), [(Kind::Node, 1)], "the reset");
+    }
+
+    #[test]
+    fn a_filtered_subscriber_hears_its_kinds_and_resets_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        const PODS_AND_NAMESPACES: KindFilter = KindFilter::only(&[Kind::Pod, Kind::Namespace]);
+        let mut filtered = store.subscribe_to(PODS_AND_NAMESPACES);
+        // The same filter shares a channel; another has its own.
+        let mut same = store.subscribe_to(PODS_AND_NAMESPACES);
+        let mut secrets = store.subscribe_to(KindFilter::only(&[Kind::Secret]));
+        assert_eq!(store.filtered_notify().len(), 2);
+        // Every kind: the plain subscription, no channel of its own.
+        let mut everything = store.subscribe_to(KindFilter::ALL);
+        assert_eq!(store.filtered_notify().len(), 2);
+        store
+            .apply_entries(vec![entry(
+                1,
+                vec![
+                    create(namespace("default")),
+                    create(pod("a", "img")),
+                    create(
+                        v1::Secret {
+                            metadata: Some(v1::ObjectMeta {
+                                name: "web".into(),
+                                namespace: "default".into(),
+                                ..Default::default()
+                            }),
+                            ..Default::default()
+                        }
+                        .into_object(),
+                    ),
+                    create(pod("b", "img")),
+                ],
+            )])
+            .unwrap();
+        let heard = |live: &mut broadcast::Receiver<Notification>| {
+            let mut heard = Vec::new();
+            while let Ok(n) = live.try_recv() {
+                match n {
+                    Notification::Event(e, _) => heard.push((Some(e.kind), e.revision)),
+                    Notification::Reset { revision } => heard.push((None, revision)),
+                }
+            }
+            heard
+        };
+        let pods_and_namespaces = [
+            (Some(Kind::Namespace), 1),
+            (Some(Kind::Pod), 2),
+            (Some(Kind::Pod), 4),
+        ];
+        assert_eq!(heard(&mut filtered), pods_and_namespaces);
+        assert_eq!(heard(&mut same), pods_and_namespaces);
+        assert_eq!(heard(&mut secrets), [(Some(Kind::Secret), 3)]);
+        assert_eq!(heard(&mut everything).len(), 4);
+        // A filter nobody follows any more is let go.
+        drop(same);
+        drop(secrets);
+        let _jobs = store.subscribe_to(KindFilter::only(&[Kind::Job]));
+        assert_eq!(
+            store.filtered_notify().len(),
+            2,
+            "pods and namespaces, jobs"
+        );
+
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = ObjectStore::open(source_dir.path()).unwrap();
+        source
+            .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
+            .unwrap();
+        let (meta, data) = source.build_snapshot().unwrap();
+        store.install(&meta, &data).unwrap();
+        assert_eq!(heard(&mut filtered), [(None, 1)], "the reset");
+    }
+
+    #[test]
+    fn a_kind_filter_hears_its_kinds_and_custom_kinds_if_it_says_so() {
+        let custom = Kind::Custom(skiff_objects::CustomKind::intern("example.com", "Widget"));
+        let pods = KindFilter::only(&[Kind::Pod]);
+        assert!(pods.hears(Kind::Pod));
+        assert!(!pods.hears(Kind::Service));
+        assert!(!pods.hears(custom));
+        let definitions = KindFilter {
+            kinds: Some(&[Kind::CustomResourceDefinition]),
+            custom: true,
+        };
+        assert!(definitions.hears(Kind::CustomResourceDefinition));
+        assert!(definitions.hears(custom));
+        assert!(!definitions.hears(Kind::Pod));
+        assert!(KindFilter::ALL.hears(Kind::Secret));
+        assert!(KindFilter::ALL.hears(custom));
     }
 }
 

@@ -26,6 +26,7 @@ use skiff_proto::v1;
 use super::job::model::JobView;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::events::{Clock, SystemClock};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use decide::CronPlan;
 use model::{with_status, ChildJob, CronJobView, JobReference};
@@ -68,6 +69,7 @@ impl CronJobController {
 impl Reconciler for CronJobController {
     const NAME: &'static str = "cronjob";
     const KIND: Kind = Kind::CronJob;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::CronJob, Kind::Job]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

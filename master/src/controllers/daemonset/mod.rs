@@ -42,6 +42,7 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use plan::{DaemonPod, NodeFit, Plan, Why};
 use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
@@ -96,6 +97,12 @@ impl DaemonSetController {
 impl Reconciler for DaemonSetController {
     const NAME: &'static str = "daemonset";
     const KIND: Kind = Kind::DaemonSet;
+    const WATCHES: KindFilter = KindFilter::only(&[
+        Kind::DaemonSet,
+        Kind::Pod,
+        Kind::ControllerRevision,
+        Kind::Node,
+    ]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

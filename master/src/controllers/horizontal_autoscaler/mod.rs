@@ -41,6 +41,7 @@ use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler, Retry};
 use crate::events::{Clock, SystemClock};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::{StateMachineError, StoredEvent};
 use crate::writer;
 use calculator::{
@@ -152,6 +153,7 @@ impl HorizontalAutoscalerController {
 impl Reconciler for HorizontalAutoscalerController {
     const NAME: &'static str = "horizontal-pod-autoscaler";
     const KIND: Kind = Kind::HorizontalPodAutoscaler;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::HorizontalPodAutoscaler]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -26,6 +26,7 @@ use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::events::{Clock, SystemClock};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use decide::{has_tracking_finalizer, pod_ref, JobPlan, PodDeletion, PodRef};
 use model::{with_status, JobView, TRACKING_FINALIZER};
@@ -56,6 +57,7 @@ impl JobController {
 impl Reconciler for JobController {
     const NAME: &'static str = "job";
     const KIND: Kind = Kind::Job;
+    const WATCHES: KindFilter = KindFilter::only(&[Kind::Job, Kind::Pod]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -49,6 +49,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1::{self, GenericObject};
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use provisioning::NodeVerdict;
 use skiff_objects::generic;
@@ -168,6 +169,13 @@ pub struct ClaimController {
 impl Reconciler for ClaimController {
     const NAME: &'static str = "persistentvolume-binder";
     const KIND: Kind = Kind::PersistentVolumeClaim;
+    const WATCHES: KindFilter = KindFilter::only(&[
+        Kind::PersistentVolumeClaim,
+        Kind::PersistentVolume,
+        Kind::Pod,
+        Kind::StorageClass,
+        Kind::Node,
+    ]);
     // Two claims must never take one volume.
     const CONCURRENCY: usize = 1;
 
@@ -767,6 +775,8 @@ pub struct VolumeController {
 impl Reconciler for VolumeController {
     const NAME: &'static str = "persistentvolume";
     const KIND: Kind = Kind::PersistentVolume;
+    const WATCHES: KindFilter =
+        KindFilter::only(&[Kind::PersistentVolume, Kind::PersistentVolumeClaim]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {

@@ -49,6 +49,7 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
 use skiff_objects::deletion::is_being_deleted;
@@ -85,6 +86,12 @@ impl StatefulSetController {
 impl Reconciler for StatefulSetController {
     const NAME: &'static str = "statefulset";
     const KIND: Kind = Kind::StatefulSet;
+    const WATCHES: KindFilter = KindFilter::only(&[
+        Kind::StatefulSet,
+        Kind::Pod,
+        Kind::ControllerRevision,
+        Kind::PersistentVolumeClaim,
+    ]);
 
     fn keys_for(&self, event: &StoredEvent, object: &Object) -> Vec<ObjectKey> {
         match event.kind {
