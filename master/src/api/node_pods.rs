@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::state_machine::{Notification, ObjectStore, StoredEvent};
+use crate::store::state_machine::{KindFilter, Notification, ObjectStore, StoredEvent};
 use skiff_objects::Kind;
 
 /// Events buffered per watcher before it is considered too slow.
@@ -32,7 +32,7 @@ impl NodePodHub {
             subscribers: Mutex::new(HashMap::new()),
         });
         // Pods only: nothing else is routed to a node.
-        let mut live = store.subscribe_kind(Kind::Pod);
+        let mut live = store.subscribe_to(KindFilter::only(&[Kind::Pod]));
         let routing = hub.clone();
         tokio::spawn(async move {
             loop {

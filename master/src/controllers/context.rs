@@ -20,7 +20,9 @@ use tokio::sync::broadcast;
 
 use crate::events::EventRecorder;
 use crate::resource_metrics::ResourceMetrics;
-use crate::store::state_machine::{KindFilter, Notification, ObjectStore, StateMachineError};
+use crate::store::state_machine::{
+    KindFilter, Notification, ObjectStore, StateMachineError, Subscription,
+};
 use crate::writer::{self, ObjectWriter};
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::rbac::RoleView;
@@ -140,8 +142,8 @@ pub trait ObjectReads: Send + Sync {
     fn subscribe(&self) -> broadcast::Receiver<Notification>;
     /// Live notifications of the changes `filter` hears (and of resets);
     /// every change unless the store says otherwise.
-    fn subscribe_to(&self, _filter: KindFilter) -> broadcast::Receiver<Notification> {
-        self.subscribe()
+    fn subscribe_to(&self, _filter: KindFilter) -> Subscription {
+        Subscription::broadcast(self.subscribe())
     }
 }
 
@@ -282,7 +284,7 @@ impl ObjectReads for ObjectStore {
         ObjectStore::subscribe(self)
     }
 
-    fn subscribe_to(&self, filter: KindFilter) -> broadcast::Receiver<Notification> {
+    fn subscribe_to(&self, filter: KindFilter) -> Subscription {
         ObjectStore::subscribe_to(self, filter)
     }
 }

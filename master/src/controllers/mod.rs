@@ -98,7 +98,9 @@ use skiff_proto::api::Object;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
-use crate::store::state_machine::{KindFilter, Notification, StateMachineError, StoredEvent};
+use crate::store::state_machine::{
+    KindFilter, Notification, StateMachineError, StoredEvent, Subscription,
+};
 use crate::writer;
 use queue::WorkQueue;
 use skiff_objects::{Kind, ObjectExt};
@@ -328,7 +330,7 @@ const NOTIFICATIONS_PER_WAKE: usize = 256;
 /// The next notification if it has already arrived, as `recv` would
 /// answer it; `None` when there is none yet.
 fn already_arrived(
-    live: &mut broadcast::Receiver<Notification>,
+    live: &mut Subscription,
 ) -> Option<Result<Notification, broadcast::error::RecvError>> {
     match live.try_recv() {
         Ok(notification) => Some(Ok(notification)),

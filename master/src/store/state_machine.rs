@@ -24,6 +24,7 @@ mod writes;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -31,7 +32,7 @@ use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
 use prost::Message;
 use skiff_proto::api::Object;
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, mpsc};
 
 use super::cache::{CachedChange, ObjectCache};
 use super::{
@@ -148,6 +149,85 @@ impl KindFilter {
             Some(kinds) => {
                 kinds.contains(&kind) || (self.custom && matches!(kind, Kind::Custom(_)))
             }
+        }
+    }
+}
+
+/// A live subscription to the changes a [`KindFilter`] hears
+/// ([`ObjectStore::subscribe_to`]). It answers as a broadcast receiver
+/// does, lagging once [`NOTIFY_CAPACITY`] notifications wait unread, but
+/// holds only what waits in it: a broadcast channel keeps a slot for each
+/// of its capacity from the start (256 KB each), which a channel for each
+/// controller's filter made 4 MiB of a scheduling master's memory.
+pub struct Subscription(Subscribed);
+
+enum Subscribed {
+    /// Everything, from the store's one broadcast channel.
+    Broadcast(broadcast::Receiver<Notification>),
+    /// What the filter hears, with how many were dropped since the last
+    /// receive because the queue was full.
+    Queue {
+        rx: mpsc::Receiver<Notification>,
+        missed: Arc<AtomicU64>,
+    },
+}
+
+impl Subscription {
+    /// Every notification of a broadcast channel.
+    pub fn broadcast(rx: broadcast::Receiver<Notification>) -> Subscription {
+        Subscription(Subscribed::Broadcast(rx))
+    }
+
+    /// The next notification; `Lagged` once some were missed (the
+    /// subscriber then reads the state again), `Closed` once the store is
+    /// gone.
+    pub async fn recv(&mut self) -> std::result::Result<Notification, broadcast::error::RecvError> {
+        match &mut self.0 {
+            Subscribed::Broadcast(rx) => rx.recv().await,
+            Subscribed::Queue { rx, missed } => {
+                let lost = missed.swap(0, Ordering::AcqRel);
+                if lost > 0 {
+                    return Err(broadcast::error::RecvError::Lagged(lost));
+                }
+                rx.recv().await.ok_or(broadcast::error::RecvError::Closed)
+            }
+        }
+    }
+
+    /// The next notification if one waits.
+    pub fn try_recv(
+        &mut self,
+    ) -> std::result::Result<Notification, broadcast::error::TryRecvError> {
+        match &mut self.0 {
+            Subscribed::Broadcast(rx) => rx.try_recv(),
+            Subscribed::Queue { rx, missed } => {
+                let lost = missed.swap(0, Ordering::AcqRel);
+                if lost > 0 {
+                    return Err(broadcast::error::TryRecvError::Lagged(lost));
+                }
+                rx.try_recv().map_err(|e| match e {
+                    mpsc::error::TryRecvError::Empty => broadcast::error::TryRecvError::Empty,
+                    mpsc::error::TryRecvError::Disconnected => {
+                        broadcast::error::TryRecvError::Closed
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// The store's end of a [`Subscription`] with a filter.
+struct FilteredSender {
+    filter: KindFilter,
+    tx: mpsc::Sender<Notification>,
+    missed: Arc<AtomicU64>,
+}
+
+impl FilteredSender {
+    /// Queues `notification`, or counts it missed when the queue is full.
+    fn send(&self, notification: Notification) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(notification) {
+            self.missed.fetch_add(1, Ordering::AcqRel);
         }
     }
 }
@@ -385,10 +465,10 @@ pub struct ObjectStore {
     /// ([`ObjectStore::subscribe_kind`]), so that a watch of one kind is not
     /// woken by every change of every other.
     kind_notify: Mutex<HashMap<Kind, broadcast::Sender<Notification>>>,
-    /// The same notifications, a channel for each filter some controller
-    /// follows ([`ObjectStore::subscribe_to`]): a controller is woken only
-    /// by the kinds it reconciles on, not by every write.
-    filtered_notify: Mutex<Vec<(KindFilter, broadcast::Sender<Notification>)>>,
+    /// The same notifications, a queue for each subscriber with a filter
+    /// ([`ObjectStore::subscribe_to`]): a controller is woken only by the
+    /// kinds it reconciles on, not by every write.
+    filtered_notify: Mutex<Vec<FilteredSender>>,
     snapshot_path: PathBuf,
 }
 
@@ -470,9 +550,7 @@ impl ObjectStore {
         self.kind_notify.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn filtered_notify(
-        &self,
-    ) -> std::sync::MutexGuard<'_, Vec<(KindFilter, broadcast::Sender<Notification>)>> {
+    fn filtered_notify(&self) -> std::sync::MutexGuard<'_, Vec<FilteredSender>> {
         self.filtered_notify
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -540,18 +618,21 @@ impl ObjectStore {
     /// Live notifications of the changes that `filter` hears (and of every
     /// reset): what a controller needs, without waking for the writes of
     /// kinds it never looks at. [`KindFilter::ALL`] is [`Self::subscribe`].
-    pub fn subscribe_to(&self, filter: KindFilter) -> broadcast::Receiver<Notification> {
+    pub fn subscribe_to(&self, filter: KindFilter) -> Subscription {
         if filter.kinds.is_none() {
-            return self.subscribe();
+            return Subscription::broadcast(self.subscribe());
         }
+        let (tx, rx) = mpsc::channel(NOTIFY_CAPACITY);
+        let missed = Arc::new(AtomicU64::new(0));
         let mut filtered = self.filtered_notify();
-        filtered.retain(|(_, sender)| sender.receiver_count() > 0);
-        if let Some((_, sender)) = filtered.iter().find(|(f, _)| *f == filter) {
-            return sender.subscribe();
-        }
-        let (sender, receiver) = broadcast::channel(NOTIFY_CAPACITY);
-        filtered.push((filter, sender));
-        receiver
+        // Subscribers that are gone.
+        filtered.retain(|sender| !sender.tx.is_closed());
+        filtered.push(FilteredSender {
+            filter,
+            tx,
+            missed: missed.clone(),
+        });
+        Subscription(Subscribed::Queue { rx, missed })
     }
 
     /// Kept changes with a revision greater than `after`, oldest first, at
@@ -711,9 +792,9 @@ impl ObjectStore {
             if let Some(sender) = kinds.get(&event.kind) {
                 let _ = sender.send(Notification::Event(event.clone(), object.clone()));
             }
-            for (filter, sender) in filtered.iter() {
-                if filter.hears(event.kind) {
-                    let _ = sender.send(Notification::Event(event.clone(), object.clone()));
+            for sender in filtered.iter() {
+                if sender.filter.hears(event.kind) {
+                    sender.send(Notification::Event(event.clone(), object.clone()));
                 }
             }
             let _ = self.notify.send(Notification::Event(event, object));
@@ -818,8 +899,8 @@ impl ObjectStore {
         for sender in self.kind_notify().values() {
             let _ = sender.send(reset.clone());
         }
-        for (_, sender) in self.filtered_notify().iter() {
-            let _ = sender.send(reset.clone());
+        for sender in self.filtered_notify().iter() {
+            sender.send(reset.clone());
         }
         let _ = self.notify.send(reset);
         Ok(())
@@ -1527,13 +1608,12 @@ mod tests {
         let store = ObjectStore::open(dir.path()).unwrap();
         const PODS_AND_NAMESPACES: KindFilter = KindFilter::only(&[Kind::Pod, Kind::Namespace]);
         let mut filtered = store.subscribe_to(PODS_AND_NAMESPACES);
-        // The same filter shares a channel; another has its own.
         let mut same = store.subscribe_to(PODS_AND_NAMESPACES);
         let mut secrets = store.subscribe_to(KindFilter::only(&[Kind::Secret]));
-        assert_eq!(store.filtered_notify().len(), 2);
-        // Every kind: the plain subscription, no channel of its own.
+        assert_eq!(store.filtered_notify().len(), 3);
+        // Every kind: the plain subscription, no queue of its own.
         let mut everything = store.subscribe_to(KindFilter::ALL);
-        assert_eq!(store.filtered_notify().len(), 2);
+        assert_eq!(store.filtered_notify().len(), 3);
         store
             .apply_entries(vec![entry(
                 1,
@@ -1555,7 +1635,7 @@ mod tests {
                 ],
             )])
             .unwrap();
-        let heard = |live: &mut broadcast::Receiver<Notification>| {
+        let heard = |live: &mut Subscription| {
             let mut heard = Vec::new();
             while let Ok(n) = live.try_recv() {
                 match n {
@@ -1574,7 +1654,7 @@ mod tests {
         assert_eq!(heard(&mut same), pods_and_namespaces);
         assert_eq!(heard(&mut secrets), [(Some(Kind::Secret), 3)]);
         assert_eq!(heard(&mut everything).len(), 4);
-        // A filter nobody follows any more is let go.
+        // The queues of subscribers that are gone are let go.
         drop(same);
         drop(secrets);
         let _jobs = store.subscribe_to(KindFilter::only(&[Kind::Job]));
@@ -1592,6 +1672,37 @@ mod tests {
         let (meta, data) = source.build_snapshot().unwrap();
         store.install(&meta, &data).unwrap();
         assert_eq!(heard(&mut filtered), [(None, 1)], "the reset");
+    }
+
+    #[test]
+    fn a_filtered_subscriber_that_falls_behind_is_told_how_many_it_missed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let mut namespaces = store.subscribe_to(KindFilter::only(&[Kind::Namespace]));
+        let commands: Vec<Command> = (0..NOTIFY_CAPACITY + 3)
+            .map(|i| create(namespace(&format!("ns-{i}"))))
+            .collect();
+        store.apply_entries(vec![entry(1, commands)]).unwrap();
+        assert!(matches!(
+            namespaces.try_recv(),
+            Err(broadcast::error::TryRecvError::Lagged(3))
+        ));
+        // Then what the queue held, oldest first.
+        let mut first = None;
+        let mut count = 0;
+        while let Ok(Notification::Event(e, _)) = namespaces.try_recv() {
+            first.get_or_insert(e.revision);
+            count += 1;
+        }
+        assert_eq!((first, count), (Some(1), NOTIFY_CAPACITY));
+        // Caught up: the next change arrives as it is applied.
+        store
+            .apply_entries(vec![entry(2, vec![create(namespace("late"))])])
+            .unwrap();
+        assert!(matches!(
+            namespaces.try_recv(),
+            Ok(Notification::Event(e, _)) if e.revision == NOTIFY_CAPACITY as u64 + 4
+        ));
     }
 
     #[test]
