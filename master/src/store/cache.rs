@@ -27,7 +27,7 @@
 //! notified: discovery and the REST router serve a new CRD's kind as soon
 //! as its write is applied.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -116,7 +116,11 @@ struct Cached {
     /// `creationTimestamp` (RFC 3339 in UTC, so text order is time order).
     finished_pods: BTreeSet<FinishedPod>,
     by_owner: HashMap<String, BTreeSet<(Kind, Key)>>,
-    by_label: HashMap<(Kind, String, String), BTreeSet<Key>>,
+    /// (kind, label key, label value) → the objects carrying it. Hashed,
+    /// not ordered: a label on most objects of a kind (`app: web` on
+    /// every pod of a big Deployment) made each write a search of a tree of
+    /// them all; [`ObjectCache::select`] sorts what it picks instead.
+    by_label: HashMap<(Kind, String, String), HashSet<Key>>,
     addresses: AddressIndex,
     /// (namespace, selector key, selector value) → Services selecting it.
     service_selectors: HashMap<(String, String, String), BTreeSet<String>>,
@@ -501,7 +505,7 @@ impl ObjectCache {
                 cached
                     .by_label
                     .get(&(kind, k.clone(), v.clone()))
-                    .map_or(0, BTreeSet::len)
+                    .map_or(0, HashSet::len)
             })
             .min()
         else {
@@ -514,12 +518,15 @@ impl ObjectCache {
             let keys = cached.by_label.get(&(kind, k.clone(), v.clone()))?;
             (keys.len() == smallest).then_some(keys)
         });
-        let candidates = rarest
+        // In key order, as a list gives them.
+        let mut candidates: Vec<&Key> = rarest
             .into_iter()
             .flatten()
-            .filter(|(ns, _)| ns == namespace);
+            .filter(|(ns, _)| ns == namespace)
+            .collect();
+        candidates.sort_unstable();
         cached
-            .resolve(kind, candidates)
+            .resolve(kind, candidates.into_iter())
             .into_iter()
             .filter(|o| {
                 let have = &o.meta().labels;
@@ -777,12 +784,15 @@ impl Cached {
             );
         }
         for (k, v) in &meta.labels {
-            edit_set(
-                &mut self.by_label,
-                (kind, k.clone(), v.clone()),
-                key.clone(),
-                add,
-            );
+            let at = (kind, k.clone(), v.clone());
+            if add {
+                self.by_label.entry(at).or_default().insert(key.clone());
+            } else if let Some(set) = self.by_label.get_mut(&at) {
+                set.remove(key);
+                if set.is_empty() {
+                    self.by_label.remove(&at);
+                }
+            }
         }
         match &object.kind {
             Some(Body::Pod(pod)) => {
@@ -1035,6 +1045,23 @@ mod tests {
         .into();
         assert_eq!(names(&cache.select(Kind::Pod, "a", &both)), ["p2"]);
         assert!(cache.select(Kind::Pod, "a", &BTreeMap::new()).is_empty());
+        // A selection comes in key order, however the label's index holds
+        // its objects.
+        let many: Vec<CachedChange> = (0..64)
+            .rev()
+            .map(|i| {
+                let name = format!("m{i:02}");
+                change(
+                    Kind::Pod,
+                    EventType::Added,
+                    pod("c", &name, "", &[("app", "web")], ""),
+                )
+            })
+            .collect();
+        let ordered = ObjectCache::default();
+        ordered.apply(&many, 64);
+        let expected: Vec<String> = (0..64).map(|i| format!("m{i:02}")).collect();
+        assert_eq!(names(&ordered.select(Kind::Pod, "c", &web)), expected);
 
         // p2 gets bound, relabelled and released by its owner.
         cache.apply(
