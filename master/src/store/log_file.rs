@@ -942,15 +942,19 @@ mod tests {
         batch.finish(offset).unwrap()
     }
 
+    /// A new log at `path` holding entries 1 to 3, closed; where its
+    /// batches end.
+    fn three_entries_at(path: &Path) -> u64 {
+        let (mut log, _) = LogFile::open(path).unwrap();
+        log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
+        log.file_len()
+    }
+
     #[test]
     fn a_torn_last_batch_is_cut_off_and_the_log_goes_on_after_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft-log.wal");
-        let good_end = {
-            let (mut log, _) = LogFile::open(&path).unwrap();
-            log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
-            log.file_len()
-        };
+        let good_end = three_entries_at(&path);
         let whole = batch_bytes(4..=4, 40, good_end);
         let cases = [
             // One whole batch, then a crash half way through the next.
@@ -1009,11 +1013,7 @@ mod tests {
     fn a_batch_a_client_stored_inside_a_torn_one_does_not_pass_for_damage() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("raft-log.wal");
-        let good_end = {
-            let (mut log, _) = LogFile::open(&path).unwrap();
-            log.write(&[Op::Entries(&entries(1..=3, 40))]).unwrap();
-            log.file_len()
-        };
+        let good_end = three_entries_at(&path);
         let inner_at = good_end + (BATCH_HEAD + RECORD_HEAD + ENTRY_INDEX) as u64;
         // Entry 4's bytes are a whole batch. Torn twice over: its last byte
         // not written (its head is good, so only what follows its end is

@@ -224,10 +224,16 @@ struct FilteredSender {
 }
 
 impl FilteredSender {
-    /// Queues `notification`, or counts it missed when the queue is full.
-    fn send(&self, notification: Notification) {
-        if let Err(mpsc::error::TrySendError::Full(_)) = self.tx.try_send(notification) {
-            self.missed.fetch_add(1, Ordering::AcqRel);
+    /// Queues `notification`, or counts it missed when the queue is full;
+    /// false once the subscriber is gone.
+    fn send(&self, notification: Notification) -> bool {
+        match self.tx.try_send(notification) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.missed.fetch_add(1, Ordering::AcqRel);
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }
@@ -786,17 +792,18 @@ impl ObjectStore {
         // Held while sending, so that a kind subscribed meanwhile either
         // gets an event or finds it in the history.
         let kinds = self.kind_notify();
-        let filtered = self.filtered_notify();
+        let mut filtered = self.filtered_notify();
         for (event, object) in events.into_iter().zip(objects) {
             // No receivers is fine: nobody is watching.
             if let Some(sender) = kinds.get(&event.kind) {
                 let _ = sender.send(Notification::Event(event.clone(), object.clone()));
             }
-            for sender in filtered.iter() {
-                if sender.filter.hears(event.kind) {
-                    sender.send(Notification::Event(event.clone(), object.clone()));
-                }
-            }
+            // Subscribers that are gone (a leadership's controllers) are let
+            // go as they are found.
+            filtered.retain(|sender| {
+                !sender.filter.hears(event.kind)
+                    || sender.send(Notification::Event(event.clone(), object.clone()))
+            });
             let _ = self.notify.send(Notification::Event(event, object));
         }
         Ok(results)
@@ -899,9 +906,8 @@ impl ObjectStore {
         for sender in self.kind_notify().values() {
             let _ = sender.send(reset.clone());
         }
-        for sender in self.filtered_notify().iter() {
-            sender.send(reset.clone());
-        }
+        self.filtered_notify()
+            .retain(|sender| sender.send(reset.clone()));
         let _ = self.notify.send(reset);
         Ok(())
     }
@@ -1554,6 +1560,18 @@ mod tests {
         assert!(target.events_after(1, 10).unwrap().is_err());
     }
 
+    /// Installs a snapshot of another store holding one namespace, at
+    /// revision 1: what resets every subscriber of `store`.
+    fn install_one_namespace(store: &ObjectStore) {
+        let source_dir = tempfile::tempdir().unwrap();
+        let source = ObjectStore::open(source_dir.path()).unwrap();
+        source
+            .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
+            .unwrap();
+        let (meta, data) = source.build_snapshot().unwrap();
+        store.install(&meta, &data).unwrap();
+    }
+
     #[test]
     fn a_kinds_subscriber_hears_of_that_kind_and_of_resets_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -1592,13 +1610,7 @@ mod tests {
         let _services = store.subscribe_kind(Kind::Service);
         assert_eq!(store.kind_notify().len(), 2, "Pod and Service");
 
-        let source_dir = tempfile::tempdir().unwrap();
-        let source = ObjectStore::open(source_dir.path()).unwrap();
-        source
-            .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
-            .unwrap();
-        let (meta, data) = source.build_snapshot().unwrap();
-        store.install(&meta, &data).unwrap();
+        install_one_namespace(&store);
         assert_eq!(heard(&mut pods), [(Kind::Node, 1)], "the reset");
     }
 
@@ -1664,13 +1676,7 @@ mod tests {
             "pods and namespaces, jobs"
         );
 
-        let source_dir = tempfile::tempdir().unwrap();
-        let source = ObjectStore::open(source_dir.path()).unwrap();
-        source
-            .apply_entries(vec![entry(1, vec![create(namespace("default"))])])
-            .unwrap();
-        let (meta, data) = source.build_snapshot().unwrap();
-        store.install(&meta, &data).unwrap();
+        install_one_namespace(&store);
         assert_eq!(heard(&mut filtered), [(None, 1)], "the reset");
     }
 
