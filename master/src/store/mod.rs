@@ -266,6 +266,45 @@ mod tests {
         );
     }
 
+    /// A leader that stops and starts again leads only after winning a new
+    /// term (see `LogStore::read_vote`), never its old one at once.
+    #[tokio::test]
+    async fn a_restarted_leader_leads_again_only_in_a_new_term() {
+        use openraft::ServerState;
+        use std::collections::BTreeMap;
+        use std::time::Duration;
+
+        let dir = tempfile::tempdir().unwrap();
+        let start = || async {
+            let log = LogStore::open(&dir.path().join(super::LOG_FILE)).unwrap();
+            let store = ObjectStore::open(dir.path()).unwrap();
+            super::test_raft(log, store).await
+        };
+        let leads = |raft: super::Raft| async move {
+            raft.wait(Some(Duration::from_secs(10)))
+                .state(ServerState::Leader, "this member leads")
+                .await
+                .unwrap();
+            let term = raft.metrics().borrow().current_term;
+            raft.shutdown().await.unwrap();
+            term
+        };
+        let raft = start().await;
+        let me = super::MemberNode {
+            raft_addr: "127.0.0.1:1".into(),
+            api_addr: "127.0.0.1:2".into(),
+        };
+        raft.initialize(BTreeMap::from([(1, me)])).await.unwrap();
+        let first = leads(raft).await;
+        let second = leads(start().await).await;
+        assert!(
+            second > first,
+            "led term {first}, then term {second} after a restart"
+        );
+        let third = leads(start().await).await;
+        assert!(third > second, "term {second}, then {third}");
+    }
+
     #[test]
     fn openraft_storage_suite_passes() {
         Suite::test_all(RedbStoreBuilder).expect("openraft storage suite");
