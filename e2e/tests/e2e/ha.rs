@@ -327,15 +327,48 @@ enum Event {
     },
 }
 
-/// The history of every client, in the order things happened.
-#[derive(Default)]
+/// The history of every client, in the order things happened, and a
+/// trace of it for a human: every operation with its time, its master and
+/// its answer or error, and the test's kills and restarts, printed for the
+/// keys that fail the check.
 struct History {
     events: Mutex<Vec<Event>>,
+    trace: Mutex<Vec<(Duration, Option<String>, String)>>,
+    started: Instant,
 }
 
 impl History {
+    fn new() -> History {
+        History {
+            events: Mutex::default(),
+            trace: Mutex::default(),
+            started: Instant::now(),
+        }
+    }
+
     fn push(&self, e: Event) {
         self.events.lock().unwrap().push(e);
+    }
+
+    /// A line of the trace: about `key`, or about the cluster when `None`.
+    fn note(&self, key: Option<&str>, line: String) {
+        let at = self.started.elapsed();
+        self.trace
+            .lock()
+            .unwrap()
+            .push((at, key.map(str::to_owned), line));
+    }
+
+    /// The trace of `keys` and of the cluster, one line each.
+    fn trace_of(&self, keys: &[&String]) -> String {
+        self.trace
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, k, _)| k.as_ref().is_none_or(|k| keys.contains(&k)))
+            .map(|(at, k, line)| format!("{at:>10.3?} {} {line}", k.as_deref().unwrap_or("--")))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -382,6 +415,13 @@ async fn client_loop(
         } else {
             RegisterOp::Read
         };
+        history.note(
+            Some(&key),
+            format!(
+                "thread {thread} via master {} invokes {op:?}",
+                (index - 1) / 2
+            ),
+        );
         history.push(Event::Invoke {
             thread,
             key: key.clone(),
@@ -405,10 +445,12 @@ async fn client_loop(
         };
         match ret {
             Ok(ret) => {
+                history.note(Some(&key), format!("thread {thread} returns {ret:?}"));
                 history.push(Event::Return { thread, key, ret });
                 ok += 1;
             }
-            Err(_) => {
+            Err(e) => {
+                history.note(Some(&key), format!("thread {thread} failed: {e}"));
                 incarnation += 1;
                 failed += 1;
             }
@@ -426,7 +468,7 @@ async fn reads_and_writes_through_every_master_are_linearizable_across_leader_ki
     const KEYS: usize = 8;
     let mut cluster = MasterCluster::start(3).await.unwrap();
     let all = clients(&cluster);
-    let history = Arc::new(History::default());
+    let history = Arc::new(History::new());
     let round = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let initial = "00000000".to_owned();
@@ -477,14 +519,17 @@ async fn reads_and_writes_through_every_master_are_linearizable_across_leader_ki
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let leader = cluster.leader().await.unwrap();
         cluster.masters[leader].kill();
+        history.note(None, format!("master {leader} (the leader) killed"));
         tokio::time::sleep(Duration::from_millis(2500)).await;
         cluster.masters[leader].restart().unwrap();
+        history.note(None, format!("master {leader} restarted"));
         cluster.masters[leader]
             .wait_ready(Duration::from_secs(30))
             .await
             .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
         create_round(r + 1).await;
         round.store(r + 1, Ordering::Relaxed);
+        history.note(None, format!("round {} begins", r + 1));
     }
     tokio::time::sleep(Duration::from_millis(1000)).await;
     stop.store(true, Ordering::Relaxed);
@@ -518,7 +563,12 @@ async fn reads_and_writes_through_every_master_are_linearizable_across_leader_ki
         report.len(),
         violations.len()
     );
-    assert!(violations.is_empty(), "not linearizable: {violations:?}");
+    assert!(
+        violations.is_empty(),
+        "not linearizable: {violations:?}\n{}\n{}",
+        history.trace_of(&violations),
+        cluster.logs()
+    );
     assert_eq!(
         report.len(),
         KEYS * (KILLS + 1),
