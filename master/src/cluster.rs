@@ -31,8 +31,9 @@ pub enum ClusterError {
     /// The state machine refused the write; nothing was stored.
     #[error(transparent)]
     Refused(#[from] WriteError),
-    /// Raft could not take the proposal (it is shutting down or failed);
-    /// the write may be retried on this or another master.
+    /// Raft could not take the proposal (it is shutting down or failed),
+    /// or took it and lost its leadership before the outcome was known
+    /// (`ProposeError::Indeterminate`: the write may have been stored).
     #[error(transparent)]
     Proposal(ProposeError),
     /// Raft failed while confirming leadership (it stopped or its storage

@@ -6,24 +6,49 @@
 //! commands are waiting, proposes them as one [`Proposal`], and hands each
 //! caller its own result. A few proposals may be in flight at once, so the
 //! next batch gathers while the previous one is being replicated.
+//!
+//! A batch refused before it is proposed (this master does not lead) is
+//! answered `NotLeader`, which is safe to send elsewhere. Once proposed,
+//! its outcome is known only when openraft answers: a proposal that lost
+//! its leadership on the way (openraft's `ForwardToLeader` after its entry
+//! was cut from this log) may still be committed by another member, so it
+//! is answered `Indeterminate`, never `NotLeader`, and nobody re-sends it.
+//! A proposal whose master stops leading gives its slot back at once, and
+//! its callers wait at most [`OUTCOME_AFTER_LEADERSHIP`] more: openraft
+//! never answers a proposal whose entry a snapshot from the new leader
+//! replaced, which would otherwise hold a slot, and stop this master's
+//! writes, for good.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::ClientWriteError;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use openraft::{ServerState, Vote};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
-use super::{ApplyResult, Command, MemberNode, Proposal, Raft};
+use super::{ApplyResult, Command, MemberNode, NodeId, Proposal, Raft, TypeConfig};
 
 /// Most commands in one proposal.
 const MAX_BATCH: usize = 1024;
 /// Proposals submitted and not yet answered.
 const IN_FLIGHT: usize = 2;
+/// How long the callers of a proposal still wait for openraft's answer
+/// once this master no longer leads: a truncation or the new leader's
+/// commit answers within a few heartbeats.
+pub const OUTCOME_AFTER_LEADERSHIP: Duration = Duration::from_secs(10);
 
 /// Why a proposal was not applied.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProposeError {
+    /// Nothing was proposed: this master does not lead.
     #[error("not the leader")]
     NotLeader { leader: Option<MemberNode> },
+    /// Proposed, but this master stopped leading before it learnt the
+    /// outcome: the write may or may not be stored, and must not be sent
+    /// again as if it were not.
+    #[error("the write was proposed, but leadership moved before its outcome was known ({0}); it may or may not have been stored: read the object before writing it again")]
+    Indeterminate(String),
     #[error("raft: {0}")]
     Raft(String),
 }
@@ -58,6 +83,7 @@ impl Proposer {
 
 async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+    let server = raft.server_metrics();
     loop {
         // Wait for a free slot first: everything that arrives meanwhile
         // joins the next batch.
@@ -78,15 +104,24 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
                 Err(_) => break,
             }
         }
+        // Refused here, before anything is proposed, when this master
+        // knows it does not lead: the one answer that is safe to retry.
+        let leading = {
+            let m = server.borrow();
+            (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.vote)
+        };
+        let Some(vote) = leading else {
+            let leader = leader_node(&raft);
+            fail_all(replies, ProposeError::NotLeader { leader });
+            continue;
+        };
         // Submitted here, in order; answered in the background.
         let submitted = raft.client_write_ff(Proposal { commands }).await;
+        let server = server.clone();
         tokio::spawn(async move {
-            let _slot = slot;
             let outcome = match submitted {
-                Ok(response) => response
-                    .await
-                    .map_err(|_| ProposeError::Raft("raft dropped the proposal".to_owned())),
-                Err(fatal) => Err(ProposeError::Raft(fatal.to_string())),
+                Ok(response) => outcome_of(response, server, vote, slot).await,
+                Err(fatal) => Err(ProposeError::Indeterminate(fatal.to_string())),
             };
             match outcome {
                 Ok(Ok(written)) if written.data.len() == replies.len() => {
@@ -102,11 +137,13 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
                         written.data.len(),
                     )),
                 ),
-                Ok(Err(ClientWriteError::ForwardToLeader(f))) => fail_all(
+                // Its entry was cut from this log by a newer leader; with
+                // five or more members another may still hold and commit it.
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => fail_all(
                     replies,
-                    ProposeError::NotLeader {
-                        leader: f.leader_node,
-                    },
+                    ProposeError::Indeterminate(
+                        "a newer leader replaced its entry here".to_owned(),
+                    ),
                 ),
                 Ok(Err(e)) => fail_all(replies, ProposeError::Raft(e.to_string())),
                 Err(e) => fail_all(replies, e),
@@ -115,8 +152,137 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
     }
 }
 
+type Written =
+    Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, MemberNode>>;
+
+/// openraft's answer to a proposal made while leading with `vote`. The
+/// slot is held while this master leads with that vote; once it does not,
+/// the slot is given back and the answer waited for at most
+/// [`OUTCOME_AFTER_LEADERSHIP`] more.
+async fn outcome_of<E>(
+    response: impl std::future::Future<Output = Result<Written, E>>,
+    mut server: watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, MemberNode>>,
+    vote: Vote<NodeId>,
+    slot: OwnedSemaphorePermit,
+) -> Result<Written, ProposeError> {
+    tokio::pin!(response);
+    let mut slot = Some(slot);
+    let mut give_up: Option<Instant> = None;
+    loop {
+        let deadline = async {
+            match give_up {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            answer = &mut response => {
+                return answer.map_err(|_| {
+                    ProposeError::Indeterminate("raft dropped the proposal".to_owned())
+                });
+            }
+            changed = server.changed(), if slot.is_some() => {
+                let leads = changed.is_ok() && {
+                    let m = server.borrow();
+                    m.state == ServerState::Leader && m.vote == vote
+                };
+                if !leads {
+                    slot = None;
+                    give_up = Some(Instant::now() + OUTCOME_AFTER_LEADERSHIP);
+                }
+            }
+            () = deadline => {
+                return Err(ProposeError::Indeterminate(format!(
+                    "no answer {OUTCOME_AFTER_LEADERSHIP:?} after this master stopped leading"
+                )));
+            }
+        }
+    }
+}
+
+/// The leader this master knows of, if any.
+fn leader_node(raft: &Raft) -> Option<MemberNode> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let id = m.current_leader?;
+    m.membership_config.membership().get_node(&id).cloned()
+}
+
 fn fail_all(replies: Vec<Reply>, error: ProposeError) {
     for reply in replies {
         let _ = reply.send(Err(error.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(
+        state: ServerState,
+        vote: Vote<NodeId>,
+    ) -> openraft::metrics::RaftServerMetrics<NodeId, MemberNode> {
+        openraft::metrics::RaftServerMetrics {
+            id: 1,
+            vote,
+            state,
+            current_leader: (state == ServerState::Leader).then_some(1),
+            membership_config: Default::default(),
+        }
+    }
+
+    /// A proposal whose answer never comes (openraft drops it when a
+    /// snapshot replaces its entry) gives its slot back as soon as this
+    /// master stops leading, and is answered as of unknown outcome in the
+    /// end, not as "not the leader", which would invite a second copy.
+    #[tokio::test(start_paused = true)]
+    async fn a_proposal_that_outlives_its_leadership_frees_its_slot_and_ends_indeterminate() {
+        let vote = Vote::new_committed(3, 1);
+        let (tx, rx) = watch::channel(server(ServerState::Leader, vote));
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = slots.clone().acquire_owned().await.unwrap();
+        let never = std::future::pending::<Result<Written, ()>>();
+        let started = Instant::now();
+        let outcome = tokio::spawn(outcome_of(never, rx, vote, slot));
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(slots.available_permits(), 0, "held while it leads");
+        tx.send(server(ServerState::Follower, Vote::new(4, 2)))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(slots.available_permits(), 1, "given back once it does not");
+        let outcome = outcome.await.unwrap();
+        assert!(
+            matches!(&outcome, Err(ProposeError::Indeterminate(_))),
+            "{outcome:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(60) + OUTCOME_AFTER_LEADERSHIP
+                && waited < Duration::from_secs(61) + OUTCOME_AFTER_LEADERSHIP,
+            "answered after {waited:?}"
+        );
+    }
+
+    /// A new term, even led by this master again, is not the leadership
+    /// the proposal was made under; an answer that comes in time is used.
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_after_a_new_term_is_still_taken_while_it_comes_in_time() {
+        let vote = Vote::new_committed(3, 1);
+        let (tx, rx) = watch::channel(server(ServerState::Leader, vote));
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = slots.clone().acquire_owned().await.unwrap();
+        let (answer, response) = oneshot::channel::<Written>();
+        let outcome = tokio::spawn(outcome_of(response, rx, vote, slot));
+        tx.send(server(ServerState::Leader, Vote::new_committed(5, 1)))
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(slots.available_permits(), 1);
+        let forward = ClientWriteError::ForwardToLeader(openraft::error::ForwardToLeader::empty());
+        answer.send(Err(forward)).unwrap();
+        let outcome = outcome.await.unwrap();
+        assert!(
+            matches!(outcome, Ok(Err(ClientWriteError::ForwardToLeader(_)))),
+            "{outcome:?}"
+        );
     }
 }
