@@ -305,11 +305,7 @@ impl Cluster {
 
     /// The current leader, if known.
     pub fn leader(&self) -> Option<(NodeId, MemberNode)> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow();
-        let id = m.current_leader?;
-        let node = m.membership_config.membership().get_node(&id)?.clone();
-        Some((id, node))
+        crate::store::known_leader(&self.raft)
     }
 
     /// Whether this master is the leader right now.

@@ -68,6 +68,15 @@ openraft::declare_raft_types!(
 
 pub type NodeId = u64;
 pub type Raft = openraft::Raft<TypeConfig>;
+
+/// The leader `raft` knows of, with its addresses, if any.
+pub fn known_leader(raft: &Raft) -> Option<(NodeId, MemberNode)> {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    let id = m.current_leader?;
+    let node = m.membership_config.membership().get_node(&id)?.clone();
+    Some((id, node))
+}
 pub type LogId = openraft::LogId<NodeId>;
 pub type Entry = openraft::Entry<TypeConfig>;
 pub type StorageError = openraft::StorageError<NodeId>;

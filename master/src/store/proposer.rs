@@ -111,7 +111,7 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
             (m.state == ServerState::Leader && m.current_leader == Some(m.id)).then_some(m.vote)
         };
         let Some(vote) = leading else {
-            let leader = leader_node(&raft);
+            let leader = super::known_leader(&raft).map(|(_, node)| node);
             fail_all(replies, ProposeError::NotLeader { leader });
             continue;
         };
@@ -152,6 +152,9 @@ async fn batch_loop(raft: Raft, mut rx: mpsc::Receiver<(Command, Reply)>) {
     }
 }
 
+/// What openraft says of this master's role (changes only with it).
+type ServerMetrics = openraft::metrics::RaftServerMetrics<NodeId, MemberNode>;
+
 type Written =
     Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, MemberNode>>;
 
@@ -161,7 +164,7 @@ type Written =
 /// [`OUTCOME_AFTER_LEADERSHIP`] more.
 async fn outcome_of<E>(
     response: impl std::future::Future<Output = Result<Written, E>>,
-    mut server: watch::Receiver<openraft::metrics::RaftServerMetrics<NodeId, MemberNode>>,
+    mut server: watch::Receiver<ServerMetrics>,
     vote: Vote<NodeId>,
     slot: OwnedSemaphorePermit,
 ) -> Result<Written, ProposeError> {
@@ -200,14 +203,6 @@ async fn outcome_of<E>(
     }
 }
 
-/// The leader this master knows of, if any.
-fn leader_node(raft: &Raft) -> Option<MemberNode> {
-    let metrics = raft.metrics();
-    let m = metrics.borrow();
-    let id = m.current_leader?;
-    m.membership_config.membership().get_node(&id).cloned()
-}
-
 fn fail_all(replies: Vec<Reply>, error: ProposeError) {
     for reply in replies {
         let _ = reply.send(Err(error.clone()));
@@ -218,17 +213,30 @@ fn fail_all(replies: Vec<Reply>, error: ProposeError) {
 mod tests {
     use super::*;
 
-    fn server(
-        state: ServerState,
-        vote: Vote<NodeId>,
-    ) -> openraft::metrics::RaftServerMetrics<NodeId, MemberNode> {
-        openraft::metrics::RaftServerMetrics {
+    fn server(state: ServerState, vote: Vote<NodeId>) -> ServerMetrics {
+        ServerMetrics {
             id: 1,
             vote,
             state,
             current_leader: (state == ServerState::Leader).then_some(1),
             membership_config: Default::default(),
         }
+    }
+
+    /// This master leading with `vote`, as its metrics say, and one slot
+    /// of one taken.
+    async fn leading_with_a_slot(
+        vote: Vote<NodeId>,
+    ) -> (
+        watch::Sender<ServerMetrics>,
+        watch::Receiver<ServerMetrics>,
+        Arc<Semaphore>,
+        OwnedSemaphorePermit,
+    ) {
+        let (tx, rx) = watch::channel(server(ServerState::Leader, vote));
+        let slots = Arc::new(Semaphore::new(1));
+        let slot = slots.clone().acquire_owned().await.unwrap();
+        (tx, rx, slots, slot)
     }
 
     /// A proposal whose answer never comes (openraft drops it when a
@@ -238,9 +246,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_proposal_that_outlives_its_leadership_frees_its_slot_and_ends_indeterminate() {
         let vote = Vote::new_committed(3, 1);
-        let (tx, rx) = watch::channel(server(ServerState::Leader, vote));
-        let slots = Arc::new(Semaphore::new(1));
-        let slot = slots.clone().acquire_owned().await.unwrap();
+        let (tx, rx, slots, slot) = leading_with_a_slot(vote).await;
         let never = std::future::pending::<Result<Written, ()>>();
         let started = Instant::now();
         let outcome = tokio::spawn(outcome_of(never, rx, vote, slot));
@@ -268,9 +274,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_answer_after_a_new_term_is_still_taken_while_it_comes_in_time() {
         let vote = Vote::new_committed(3, 1);
-        let (tx, rx) = watch::channel(server(ServerState::Leader, vote));
-        let slots = Arc::new(Semaphore::new(1));
-        let slot = slots.clone().acquire_owned().await.unwrap();
+        let (tx, rx, slots, slot) = leading_with_a_slot(vote).await;
         let (answer, response) = oneshot::channel::<Written>();
         let outcome = tokio::spawn(outcome_of(response, rx, vote, slot));
         tx.send(server(ServerState::Leader, Vote::new_committed(5, 1)))
