@@ -47,6 +47,7 @@ pub mod selectable;
 pub mod selector;
 pub mod storage;
 pub mod time;
+pub mod typed;
 pub mod unsupported;
 pub mod validation;
 mod yaml_location;

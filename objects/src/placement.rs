@@ -60,27 +60,15 @@ pub fn node_selector_matches(
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
-/// One term of a required node affinity
-/// (`requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[]`):
-/// every requirement must hold, and a term without any matches no node.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct NodeSelectorTerm {
-    /// On the node's labels.
-    pub match_expressions: Vec<NodeSelectorRequirement>,
-    /// On the node's fields: `metadata.name` is the one Kubernetes allows.
-    pub match_fields: Vec<NodeSelectorRequirement>,
-}
-
 /// `key`, `operator` (`In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt`,
 /// `Lt`) and `values`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct NodeSelectorRequirement {
-    pub key: String,
-    pub operator: String,
-    pub values: Vec<String>,
-}
+pub use crate::typed::api::core::v1::NodeSelectorRequirement;
+/// One term of a required node affinity
+/// (`requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[]`):
+/// every requirement must hold (`matchExpressions` on the node's labels,
+/// `matchFields` on its fields, of which Kubernetes allows
+/// `metadata.name`), and a term without any matches no node.
+pub use crate::typed::api::core::v1::NodeSelectorTerm;
 
 /// The required node affinity of a pod spec given as JSON: `None` when it
 /// has none; terms that do not read as terms count as none at all, so they
@@ -92,7 +80,7 @@ pub fn required_node_affinity(pod_spec: &serde_json::Value) -> Option<Vec<NodeSe
         .get("nodeSelectorTerms")
         .cloned()
         .unwrap_or(serde_json::Value::Array(Vec::new()));
-    Some(serde_json::from_value(terms).unwrap_or_default())
+    Some(crate::typed::decode(terms).unwrap_or_default())
 }
 
 /// Whether the node named `name` with `labels` satisfies one of `terms`
@@ -103,14 +91,14 @@ pub fn node_matches_terms(
     labels: &BTreeMap<String, String>,
 ) -> bool {
     terms.iter().any(|term| {
-        let empty = term.match_expressions.is_empty() && term.match_fields.is_empty();
+        let expressions = term.match_expressions.as_deref().unwrap_or_default();
+        let fields = term.match_fields.as_deref().unwrap_or_default();
+        let empty = expressions.is_empty() && fields.is_empty();
         !empty
-            && term
-                .match_expressions
+            && expressions
                 .iter()
                 .all(|r| requirement_holds(r, labels.get(&r.key).map(String::as_str)))
-            && term
-                .match_fields
+            && fields
                 .iter()
                 .all(|r| r.key == "metadata.name" && requirement_holds(r, Some(name)))
     })
@@ -118,14 +106,15 @@ pub fn node_matches_terms(
 
 /// Whether `value` (`None`: the label is missing) satisfies `r`.
 fn requirement_holds(r: &NodeSelectorRequirement, value: Option<&str>) -> bool {
-    let listed = |v: &str| r.values.iter().any(|x| x == v);
+    let values = r.values.as_deref().unwrap_or_default();
+    let listed = |v: &str| values.iter().any(|x| x == v);
     match r.operator.as_str() {
         "In" => value.is_some_and(listed),
         "NotIn" => value.is_none_or(|v| !listed(v)),
         "Exists" => value.is_some(),
         "DoesNotExist" => value.is_none(),
         "Gt" | "Lt" => {
-            let (Some(value), [bound]) = (value, r.values.as_slice()) else {
+            let (Some(value), [bound]) = (value, values) else {
                 return false;
             };
             match (value.parse::<i64>(), bound.parse::<i64>()) {
@@ -246,11 +235,11 @@ mod tests {
         let empty_term = [NodeSelectorTerm::default()];
         assert!(!node_matches_terms(&empty_term, "n1", &labels(&[])));
         let not_in = [NodeSelectorTerm {
-            match_expressions: vec![NodeSelectorRequirement {
+            match_expressions: Some(vec![NodeSelectorRequirement {
                 key: "spot".into(),
                 operator: "NotIn".into(),
-                values: vec!["true".into()],
-            }],
+                values: Some(vec!["true".into()]),
+            }]),
             ..Default::default()
         }];
         assert!(node_matches_terms(&not_in, "n1", &labels(&[])));

@@ -16,8 +16,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::typed::api::storage::v1::StorageClass;
+use crate::typed::{self, meta::LabelSelector};
 use crate::Quantity;
-use serde::Deserialize;
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -57,67 +58,46 @@ pub const STORAGE_DIR_ANNOTATION: &str = "skiff.io/storage-dir";
 /// Where `local-path` volumes live on a node that does not say.
 pub const DEFAULT_STORAGE_DIR: &str = "/var/lib/skiff/storage";
 
-/// Reads `T` from a JSON value, the type's default when it does not read
-/// (validation keeps stored objects readable; a default matches nothing).
-fn read<T: for<'de> Deserialize<'de> + Default>(value: Option<&Value>) -> T {
-    value
-        .and_then(|v| serde_json::from_value(v.clone()).ok())
-        .unwrap_or_default()
-}
+/// A volume's `spec.claimRef`: Kubernetes' `ObjectReference`.
+pub use crate::typed::api::core::v1::ObjectReference as ClaimRef;
+/// A claim's `spec`: Kubernetes' type.
+pub use crate::typed::api::core::v1::PersistentVolumeClaimSpec as ClaimSpec;
+/// A volume's `spec`: Kubernetes' type.
+pub use crate::typed::api::core::v1::PersistentVolumeSpec as VolumeSpec;
 
-/// A label selector read from JSON.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SelectorSpec {
-    pub match_labels: BTreeMap<String, String>,
-    pub match_expressions: Vec<SelectorRequirement>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct SelectorRequirement {
-    pub key: String,
-    pub operator: String,
-    pub values: Vec<String>,
-}
-
-impl SelectorSpec {
-    fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        let selector = v1::LabelSelector {
-            match_labels: self.match_labels.clone(),
-            match_expressions: self
-                .match_expressions
-                .iter()
-                .map(|r| v1::LabelSelectorRequirement {
-                    key: r.key.clone(),
-                    operator: r.operator.clone(),
-                    values: r.values.clone(),
-                })
-                .collect(),
-        };
-        super::selector::matches(&selector, labels)
+/// A claim reference's namespace, name and uid (`""` for those unset).
+pub fn claim_ref_parts(r: &ClaimRef) -> (&str, &str, &str) {
+    fn part(field: &Option<String>) -> &str {
+        field.as_deref().unwrap_or("")
     }
+    (part(&r.namespace), part(&r.name), part(&r.uid))
 }
 
-/// A claim's `spec.resources`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ResourcesSpec {
-    pub requests: BTreeMap<String, String>,
+/// Whether `r` names `claim`: its namespace and name, and its uid unless
+/// the reference has none yet (a volume reserved for a claim by name).
+pub fn refers_to(r: &ClaimRef, claim: &ClaimView) -> bool {
+    let (namespace, name, uid) = claim_ref_parts(r);
+    namespace == claim.meta.namespace
+        && name == claim.meta.name
+        && (uid.is_empty() || uid == claim.meta.uid)
 }
 
-/// The parts of a claim's `spec` that binding reads.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ClaimSpec {
-    pub access_modes: Vec<String>,
-    pub resources: ResourcesSpec,
-    /// `None`: unset (the default class is given on create); `""`: no
-    /// class, only volumes without one.
-    pub storage_class_name: Option<String>,
-    pub volume_name: String,
-    pub volume_mode: Option<String>,
-    pub selector: Option<SelectorSpec>,
+/// Whether a claim's `selector` matches a volume's `labels`.
+fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let selector = v1::LabelSelector {
+        match_labels: selector.match_labels.clone().unwrap_or_default(),
+        match_expressions: selector
+            .match_expressions
+            .iter()
+            .flatten()
+            .map(|r| v1::LabelSelectorRequirement {
+                key: r.key.clone(),
+                operator: r.operator.clone(),
+                values: r.values.clone().unwrap_or_default(),
+            })
+            .collect(),
+    };
+    super::selector::matches(&selector, labels)
 }
 
 /// A PersistentVolumeClaim as read from its stored object.
@@ -141,7 +121,7 @@ impl ClaimView {
         let content = generic::content(g);
         Some(ClaimView {
             meta: g.metadata.clone().unwrap_or_default(),
-            spec: read(content.get("spec")),
+            spec: typed::decode_or_default(content.get("spec")),
             phase: content
                 .get("status")
                 .and_then(|s| s.get("phase"))
@@ -158,12 +138,28 @@ impl ClaimView {
 
     /// The storage it requests (zero when unset or unreadable).
     pub fn request(&self) -> Quantity {
-        self.spec
+        let requests = self
+            .spec
             .resources
-            .requests
-            .get("storage")
-            .and_then(|q| Quantity::parse(q).ok())
-            .unwrap_or_default()
+            .as_ref()
+            .and_then(|r| r.requests.as_ref());
+        typed::quantity_of(requests, "storage")
+    }
+
+    /// The storage it requests as written (`2Gi`), if it does.
+    pub fn request_text(&self) -> Option<&str> {
+        let requests = self.spec.resources.as_ref()?.requests.as_ref()?;
+        requests.get("storage").map(|q| q.0.as_str())
+    }
+
+    /// The volume it is bound to (`""`: none yet).
+    pub fn volume_name(&self) -> &str {
+        self.spec.volume_name.as_deref().unwrap_or("")
+    }
+
+    /// The access modes it asks for.
+    pub fn access_modes(&self) -> &[String] {
+        self.spec.access_modes.as_deref().unwrap_or_default()
     }
 
     /// The node its first pod was placed on, for WaitForFirstConsumer.
@@ -178,57 +174,6 @@ impl ClaimView {
     pub fn being_deleted(&self) -> bool {
         !self.meta.deletion_timestamp.is_empty()
     }
-}
-
-/// A volume's `spec.claimRef`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ClaimRef {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_version: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub resource_version: String,
-}
-
-/// A path on the node: a volume's `hostPath` or `local`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PathSource {
-    pub path: String,
-}
-
-/// A volume's `spec.nodeAffinity`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct VolumeNodeAffinity {
-    pub required: Option<NodeSelector>,
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct NodeSelector {
-    pub node_selector_terms: Vec<NodeSelectorTerm>,
-}
-
-/// The parts of a volume's `spec` that binding and scheduling read.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct VolumeSpec {
-    pub capacity: BTreeMap<String, String>,
-    pub access_modes: Vec<String>,
-    pub storage_class_name: String,
-    pub persistent_volume_reclaim_policy: String,
-    pub volume_mode: Option<String>,
-    pub claim_ref: Option<ClaimRef>,
-    pub host_path: Option<PathSource>,
-    pub local: Option<PathSource>,
-    pub node_affinity: Option<VolumeNodeAffinity>,
 }
 
 /// A PersistentVolume as read from its stored object.
@@ -252,7 +197,7 @@ impl VolumeView {
         let content = generic::content(g);
         Some(VolumeView {
             meta: g.metadata.clone().unwrap_or_default(),
-            spec: read(content.get("spec")),
+            spec: typed::decode_or_default(content.get("spec")),
             phase: content
                 .get("status")
                 .and_then(|s| s.get("phase"))
@@ -264,16 +209,32 @@ impl VolumeView {
 
     /// Its size (zero when unset or unreadable).
     pub fn capacity(&self) -> Quantity {
-        self.spec
-            .capacity
-            .get("storage")
-            .and_then(|q| Quantity::parse(q).ok())
-            .unwrap_or_default()
+        typed::quantity_of(self.spec.capacity.as_ref(), "storage")
     }
 
     /// The claim it is bound (or reserved) to, if any.
     pub fn claim_ref(&self) -> Option<&ClaimRef> {
-        self.spec.claim_ref.as_ref().filter(|r| !r.name.is_empty())
+        self.spec
+            .claim_ref
+            .as_ref()
+            .filter(|r| r.name.as_deref().is_some_and(|n| !n.is_empty()))
+    }
+
+    /// Its class (`""`: none).
+    pub fn class(&self) -> &str {
+        self.spec.storage_class_name.as_deref().unwrap_or("")
+    }
+
+    /// Its access modes.
+    pub fn access_modes(&self) -> &[String] {
+        self.spec.access_modes.as_deref().unwrap_or_default()
+    }
+
+    /// The directory on the node that holds it: its `hostPath` or `local`
+    /// path.
+    pub fn node_path(&self) -> Option<&str> {
+        let host_path = self.spec.host_path.as_ref().map(|p| p.path.as_str());
+        host_path.or(self.spec.local.as_ref().map(|p| p.path.as_str()))
     }
 
     /// The terms a node must match to use it (`None`: any node).
@@ -303,9 +264,9 @@ impl VolumeView {
     /// The reclaim policy (`Retain` when unset, as Kubernetes defaults a
     /// volume made by hand).
     pub fn reclaim_policy(&self) -> &str {
-        match self.spec.persistent_volume_reclaim_policy.as_str() {
-            "" => "Retain",
-            policy => policy,
+        match self.spec.persistent_volume_reclaim_policy.as_deref() {
+            None | Some("") => "Retain",
+            Some(policy) => policy,
         }
     }
 
@@ -314,14 +275,12 @@ impl VolumeView {
     }
 }
 
-/// The parts of a StorageClass binding and provisioning read (its fields
-/// are top-level).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
+/// A StorageClass as read from its stored object: its name, whether it is
+/// the default, and the fields binding and provisioning read (a
+/// StorageClass has no `spec`; they are top-level).
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClassView {
-    #[serde(skip)]
     pub name: String,
-    #[serde(skip)]
     pub default: bool,
     pub provisioner: String,
     pub reclaim_policy: Option<String>,
@@ -338,13 +297,21 @@ impl ClassView {
             return None;
         }
         let meta = g.metadata.clone().unwrap_or_default();
-        let mut class: ClassView = read(Some(&Value::Object(generic::content(g))));
-        class.default = meta
-            .annotations
-            .get(DEFAULT_CLASS_ANNOTATION)
-            .is_some_and(|v| v == "true");
-        class.name = meta.name;
-        Some(class)
+        let mut content = Value::Object(generic::content(g));
+        // Kubernetes' type checks them; the stored content has neither.
+        content["apiVersion"] = Value::from("storage.k8s.io/v1");
+        content["kind"] = Value::from("StorageClass");
+        let class: StorageClass = typed::decode_or_default(Some(&content));
+        Some(ClassView {
+            default: meta
+                .annotations
+                .get(DEFAULT_CLASS_ANNOTATION)
+                .is_some_and(|v| v == "true"),
+            name: meta.name,
+            provisioner: class.provisioner,
+            reclaim_policy: class.reclaim_policy,
+            volume_binding_mode: class.volume_binding_mode,
+        })
     }
 
     /// Volumes are bound (and provisioned) only once a pod using the claim
@@ -455,27 +422,24 @@ pub fn volume_fits_claim(volume: &VolumeView, claim: &ClaimView) -> Result<(), M
         return Err(Mismatch::BeingDeleted);
     }
     if let Some(r) = volume.claim_ref() {
-        let same = r.namespace == claim.meta.namespace
-            && r.name == claim.meta.name
-            && (r.uid.is_empty() || r.uid == claim.meta.uid);
-        if !same {
+        if !refers_to(r, claim) {
             return Err(Mismatch::Taken);
         }
     } else if volume.phase == "Released" || volume.phase == "Failed" {
         return Err(Mismatch::Taken);
     }
-    if volume.spec.storage_class_name != claim.class() {
+    if volume.class() != claim.class() {
         return Err(Mismatch::Class);
     }
-    let modes = &volume.spec.access_modes;
-    if !claim.spec.access_modes.iter().all(|m| modes.contains(m)) {
+    let modes = volume.access_modes();
+    if !claim.access_modes().iter().all(|m| modes.contains(m)) {
         return Err(Mismatch::AccessModes);
     }
     if volume.capacity() < claim.request() {
         return Err(Mismatch::TooSmall);
     }
     if let Some(selector) = &claim.spec.selector {
-        if !selector.matches(&volume.meta.labels) {
+        if !selector_matches(selector, &volume.meta.labels) {
             return Err(Mismatch::Selector);
         }
     }
@@ -585,20 +549,20 @@ mod tests {
             Err(Mismatch::TooSmall)
         );
         let mut other_class = plain_volume("a", "1Gi");
-        other_class.spec.storage_class_name = "fast".into();
+        other_class.spec.storage_class_name = Some("fast".into());
         assert_eq!(
             volume_fits_claim(&other_class, &claim),
             Err(Mismatch::Class)
         );
         let mut many = plain_claim();
-        many.spec.access_modes = vec!["ReadWriteMany".into()];
+        many.spec.access_modes = Some(vec!["ReadWriteMany".into()]);
         assert_eq!(
             volume_fits_claim(&plain_volume("a", "1Gi"), &many),
             Err(Mismatch::AccessModes)
         );
         let mut selective = plain_claim();
-        selective.spec.selector = Some(SelectorSpec {
-            match_labels: [("tier".to_owned(), "slow".to_owned())].into(),
+        selective.spec.selector = Some(LabelSelector {
+            match_labels: Some([("tier".to_owned(), "slow".to_owned())].into()),
             ..Default::default()
         });
         assert_eq!(
@@ -618,20 +582,20 @@ mod tests {
         let claim = plain_claim();
         let mut taken = plain_volume("a", "1Gi");
         taken.spec.claim_ref = Some(ClaimRef {
-            namespace: "shop".into(),
-            name: "other".into(),
+            namespace: Some("shop".into()),
+            name: Some("other".into()),
             ..Default::default()
         });
         assert_eq!(volume_fits_claim(&taken, &claim), Err(Mismatch::Taken));
         let mut reserved = plain_volume("a", "1Gi");
         reserved.spec.claim_ref = Some(ClaimRef {
-            namespace: "shop".into(),
-            name: "data".into(),
+            namespace: Some("shop".into()),
+            name: Some("data".into()),
             ..Default::default()
         });
         assert_eq!(volume_fits_claim(&reserved, &claim), Ok(()));
         let mut earlier = reserved.clone();
-        earlier.spec.claim_ref.as_mut().unwrap().uid = "an older claim".into();
+        earlier.spec.claim_ref.as_mut().unwrap().uid = Some("an older claim".into());
         assert_eq!(volume_fits_claim(&earlier, &claim), Err(Mismatch::Taken));
         let mut released = plain_volume("a", "1Gi");
         released.phase = "Released".into();
@@ -652,8 +616,8 @@ mod tests {
         assert_eq!(best.meta.name, "big", "what usable rules out is skipped");
         let mut with_reserved = volumes.clone();
         with_reserved[0].spec.claim_ref = Some(ClaimRef {
-            namespace: "shop".into(),
-            name: "data".into(),
+            namespace: Some("shop".into()),
+            name: Some("data".into()),
             ..Default::default()
         });
         let best = best_volume(&with_reserved, &claim, |_| true).unwrap();

@@ -192,7 +192,7 @@ async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> a
         get_claim(&client).await.filter(|c| c.phase == "Bound")
     })
     .await?;
-    let volume_name = claim.spec.volume_name.clone();
+    let volume_name = claim.volume_name().to_owned();
     assert_eq!(volume_name, format!("pvc-{}", claim.meta.uid));
     let volume = get_volume(&client, &volume_name)
         .await
@@ -204,11 +204,7 @@ async fn a_claims_data_outlives_its_pods_on_its_node_until_the_claim_goes() -> a
         .context("the writer's node is one of ours")?;
     let volume_dir: PathBuf = home_node.data_dir().join("storage").join(&volume_name);
     assert_eq!(
-        volume
-            .spec
-            .host_path
-            .as_ref()
-            .map(|h| PathBuf::from(&h.path)),
+        volume.node_path().map(PathBuf::from),
         Some(volume_dir.clone())
     );
     let file = volume_dir.join("file");
@@ -362,14 +358,14 @@ async fn a_pod_bound_by_node_name_gets_its_claims_volume_there_with_a_size_warni
         Some(&"node-a".to_owned()),
         "the pod's node is the claim's"
     );
-    let volume = get_volume(&client, &claim.spec.volume_name)
+    let volume = get_volume(&client, claim.volume_name())
         .await
         .context("the provisioned volume")?;
     assert!(volume.pinned_to("node-a"), "{volume:?}");
     let file = node
         .data_dir()
         .join("storage")
-        .join(&claim.spec.volume_name)
+        .join(claim.volume_name())
         .join("file");
     wait_for("the pod's file in its volume on node-a", SETTLE, || async {
         std::fs::read_to_string(&file)

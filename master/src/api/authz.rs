@@ -902,7 +902,7 @@ pub fn volume_readable_by_node(store: &ObjectStore, name: &str, node: &str) -> b
             cache
                 .get(Kind::PersistentVolumeClaim, namespace, claim)
                 .and_then(|o| storage::ClaimView::read(&o))
-                .is_some_and(|c| c.spec.volume_name == name)
+                .is_some_and(|c| c.volume_name() == name)
         })
     })
 }

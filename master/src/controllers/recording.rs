@@ -551,7 +551,8 @@ impl ObjectReads for RecordingObjects {
         self.filtered(Kind::PersistentVolume, |o| {
             storage::VolumeView::read(o).is_some_and(|v| {
                 v.claim_ref()
-                    .is_some_and(|r| r.namespace == namespace && r.name == name)
+                    .map(storage::claim_ref_parts)
+                    .is_some_and(|(ns, claim, _)| ns == namespace && claim == name)
             })
         })
     }
@@ -559,14 +560,14 @@ impl ObjectReads for RecordingObjects {
     fn free_volumes(&self, class: &str) -> Vec<Arc<Object>> {
         self.filtered(Kind::PersistentVolume, |o| {
             storage::VolumeView::read(o)
-                .is_some_and(|v| v.claim_ref().is_none() && v.spec.storage_class_name == class)
+                .is_some_and(|v| v.claim_ref().is_none() && v.class() == class)
         })
     }
 
     fn unbound_claims(&self, class: &str) -> Vec<Arc<Object>> {
         self.filtered(Kind::PersistentVolumeClaim, |o| {
             storage::ClaimView::read(o)
-                .is_some_and(|c| c.spec.volume_name.is_empty() && c.class() == class)
+                .is_some_and(|c| c.volume_name().is_empty() && c.class() == class)
         })
     }
 

@@ -76,9 +76,9 @@ pub fn volume_demand(
         if claim.being_deleted() {
             return Err(ClaimProblem::BeingDeleted(name));
         }
-        if !claim.spec.volume_name.is_empty() {
+        if !claim.volume_name().is_empty() {
             let volume = store
-                .get(Kind::PersistentVolume, "", &claim.spec.volume_name)
+                .get(Kind::PersistentVolume, "", claim.volume_name())
                 .ok()
                 .flatten()
                 .and_then(|o| VolumeView::read(&o));
@@ -87,7 +87,7 @@ pub fn volume_demand(
                 None => {
                     return Err(ClaimProblem::VolumeMissing {
                         claim: name,
-                        volume: claim.spec.volume_name.clone(),
+                        volume: claim.volume_name().to_owned(),
                     })
                 }
             }

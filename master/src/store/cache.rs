@@ -40,7 +40,7 @@ use super::rbac_index::{Grant, RbacIndex, RoleRefError};
 use skiff_objects::disruption_budget::Budget;
 use skiff_objects::rbac::{RoleRef, RoleView, SubjectKey};
 use skiff_objects::registry::custom::DefinitionSource;
-use skiff_objects::storage::{claim_names, ClaimView, VolumeView};
+use skiff_objects::storage::{self, claim_names, ClaimView, VolumeView};
 use skiff_objects::{selector, stored_kind, Kind, ObjectExt};
 
 /// An object's place within its kind: (namespace, name).
@@ -852,13 +852,16 @@ impl Cached {
                 match volume.claim_ref() {
                     Some(r) => edit_set(
                         &mut self.volumes_by_claim,
-                        (r.namespace.clone(), r.name.clone()),
+                        {
+                            let (namespace, name, _) = storage::claim_ref_parts(r);
+                            (namespace.to_owned(), name.to_owned())
+                        },
                         key.1.clone(),
                         add,
                     ),
                     None => edit_set(
                         &mut self.free_volumes_by_class,
-                        volume.spec.storage_class_name.clone(),
+                        volume.class().to_owned(),
                         key.1.clone(),
                         add,
                     ),
@@ -868,7 +871,7 @@ impl Cached {
                 let Some(claim) = ClaimView::read(object) else {
                     return;
                 };
-                if claim.spec.volume_name.is_empty() {
+                if claim.volume_name().is_empty() {
                     let class = claim.class().to_owned();
                     edit_set(&mut self.unbound_claims_by_class, class, key.clone(), add);
                 }

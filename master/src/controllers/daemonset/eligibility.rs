@@ -253,11 +253,11 @@ mod tests {
         let mut spec = daemon_spec();
         spec.node_selector.insert("role".into(), "edge".into());
         let affinity = vec![NodeSelectorTerm {
-            match_expressions: vec![NodeSelectorRequirement {
+            match_expressions: Some(vec![NodeSelectorRequirement {
                 key: "zone".into(),
                 operator: "In".into(),
-                values: vec!["a".into()],
-            }],
+                values: Some(vec!["a".into()]),
+            }]),
             ..Default::default()
         }];
         let wants = Requirements::new(&spec, Some(affinity));

@@ -55,8 +55,8 @@ use provisioning::NodeVerdict;
 use skiff_objects::generic;
 use skiff_objects::pods::{pod_is_finished, pod_is_terminating};
 use skiff_objects::storage::{
-    best_volume, claim_names, volume_fits_claim, ClaimView, ClassView, VolumeView,
-    BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
+    best_volume, claim_names, claim_ref_parts, refers_to, volume_fits_claim, ClaimView, ClassView,
+    VolumeView, BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
     PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, SELECTED_NODE_ANNOTATION,
     STORAGE_PROVISIONER_ANNOTATION,
 };
@@ -184,14 +184,13 @@ impl Reconciler for ClaimController {
             Kind::PersistentVolumeClaim => ObjectKey::of(object).into_iter().collect(),
             Kind::PersistentVolume => match VolumeView::read(object) {
                 Some(volume) => match volume.claim_ref() {
-                    Some(r) => vec![ObjectKey::new(
-                        Kind::PersistentVolumeClaim,
-                        &r.namespace,
-                        &r.name,
-                    )],
+                    Some(r) => {
+                        let (namespace, name, _) = claim_ref_parts(r);
+                        vec![ObjectKey::new(Kind::PersistentVolumeClaim, namespace, name)]
+                    }
                     // A free volume: every claim of its class still
                     // waiting may take it.
-                    None => self.unbound_claims(&volume.spec.storage_class_name),
+                    None => self.unbound_claims(volume.class()),
                 },
                 None => Vec::new(),
             },
@@ -239,7 +238,7 @@ impl Reconciler for ClaimController {
             // The update is a change: the claim is looked at again.
             return Ok(Action::Done);
         }
-        if claim.spec.volume_name.is_empty() {
+        if claim.volume_name().is_empty() {
             self.sync_unbound(&object, stored, &claim).await
         } else {
             self.sync_bound(&object, stored, &claim).await
@@ -261,7 +260,7 @@ impl ClaimController {
             .unbound_claims(class)
             .iter()
             .filter_map(|o| ClaimView::read(o))
-            .filter(|c| c.spec.volume_name.is_empty())
+            .filter(|c| c.volume_name().is_empty())
             .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &c.meta.namespace, &c.meta.name))
             .collect()
     }
@@ -278,7 +277,7 @@ impl ClaimController {
             .filter(|c| c.provisioner == LOCAL_PATH_PROVISIONER)
             .flat_map(|c| self.ctx.store.unbound_claims(&c.name))
             .filter_map(|o| ClaimView::read(&o))
-            .filter(|c| c.spec.volume_name.is_empty() && c.selected_node() == Some(node))
+            .filter(|c| c.volume_name().is_empty() && c.selected_node() == Some(node))
             .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &c.meta.namespace, &c.meta.name))
             .collect()
     }
@@ -368,7 +367,7 @@ impl ClaimController {
         stored: GenericObject,
         claim: &ClaimView,
     ) -> Result<Action, ReconcileError> {
-        let name = &claim.spec.volume_name;
+        let name = claim.volume_name();
         let volume = self
             .ctx
             .store
@@ -387,12 +386,9 @@ impl ClaimController {
         };
         // Whether the volume points at this claim, and whether without its
         // uid yet (reserved by name).
-        let reference = volume.claim_ref().map(|r| {
-            let this = r.namespace == claim.meta.namespace
-                && r.name == claim.meta.name
-                && (r.uid.is_empty() || r.uid == claim.meta.uid);
-            (this, r.uid.is_empty())
-        });
+        let reference = volume
+            .claim_ref()
+            .map(|r| (refers_to(r, claim), claim_ref_parts(r).2.is_empty()));
         match reference {
             Some((true, by_name)) => {
                 let volume = if by_name {
@@ -740,7 +736,7 @@ impl ClaimController {
             .annotations
             .get(BIND_COMPLETED_ANNOTATION)
             .is_some_and(|v| v == "yes");
-        if claim.spec.volume_name != volume.meta.name || !annotated {
+        if claim.volume_name() != volume.meta.name || !annotated {
             let mut content = generic::content(&current);
             if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
                 spec.insert(
@@ -755,7 +751,7 @@ impl ClaimController {
                 .get_or_insert_with(Default::default)
                 .annotations;
             annotations.insert(BIND_COMPLETED_ANNOTATION.to_owned(), "yes".to_owned());
-            if claim.spec.volume_name.is_empty() {
+            if claim.volume_name().is_empty() {
                 annotations.insert(BOUND_BY_CONTROLLER_ANNOTATION.to_owned(), "yes".to_owned());
             }
             current = written(
@@ -784,11 +780,11 @@ impl Reconciler for VolumeController {
             Kind::PersistentVolumeClaim => {
                 let mut keys = Vec::new();
                 if let Some(claim) = ClaimView::read(object) {
-                    if !claim.spec.volume_name.is_empty() {
+                    if !claim.volume_name().is_empty() {
                         keys.push(ObjectKey::new(
                             Kind::PersistentVolume,
                             "",
-                            &claim.spec.volume_name,
+                            claim.volume_name(),
                         ));
                     }
                 }
@@ -797,9 +793,9 @@ impl Reconciler for VolumeController {
                 let name = &object.meta().name;
                 let held = self.ctx.store.volumes_for_claim(&event.namespace, name);
                 for volume in held.iter().filter_map(|o| VolumeView::read(o)) {
-                    let reserved = volume
-                        .claim_ref()
-                        .is_some_and(|r| r.namespace == event.namespace && r.name == *name);
+                    let reserved = volume.claim_ref().map(claim_ref_parts).is_some_and(
+                        |(namespace, claim, _)| namespace == event.namespace && claim == name,
+                    );
                     if reserved && !keys.iter().any(|k| k.name == volume.meta.name) {
                         keys.push(ObjectKey::new(
                             Kind::PersistentVolume,
@@ -822,17 +818,19 @@ impl Reconciler for VolumeController {
             return Ok(Action::Done);
         };
         let claim = match volume.claim_ref() {
-            Some(r) => self
-                .ctx
-                .store
-                .get(Kind::PersistentVolumeClaim, &r.namespace, &r.name)?
-                .and_then(|o| ClaimView::read(&o))
-                .filter(|c| r.uid.is_empty() || r.uid == c.meta.uid),
+            Some(r) => {
+                let (namespace, name, uid) = claim_ref_parts(r);
+                self.ctx
+                    .store
+                    .get(Kind::PersistentVolumeClaim, namespace, name)?
+                    .and_then(|o| ClaimView::read(&o))
+                    .filter(|c| uid.is_empty() || uid == c.meta.uid)
+            }
             None => None,
         };
         let bound_to_claim = claim
             .as_ref()
-            .is_some_and(|c| c.spec.volume_name == volume.meta.name);
+            .is_some_and(|c| c.volume_name() == volume.meta.name);
         let protected = has_finalizer(&volume.meta, PV_PROTECTION_FINALIZER);
         if volume.being_deleted() {
             if protected && !bound_to_claim {
@@ -855,7 +853,7 @@ impl Reconciler for VolumeController {
                 if volume.reclaim_policy() == "Delete" {
                     tracing::info!(
                         volume = %volume.meta.name,
-                        claim = %format!("{}/{}", r.namespace, r.name),
+                        claim = %format!("{}/{}", claim_ref_parts(r).0, claim_ref_parts(r).1),
                         "deleting a released volume (reclaim policy Delete)"
                     );
                     match self

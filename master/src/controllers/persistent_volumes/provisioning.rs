@@ -26,11 +26,11 @@ use serde_json::{json, Map, Value};
 use skiff_proto::v1::{self, GenericObject};
 
 use crate::resource_metrics::StorageUsage;
-use skiff_objects::generic;
 use skiff_objects::storage::{
     ClaimRef, ClaimView, ClassView, DEFAULT_STORAGE_DIR, HOSTNAME_LABEL, LOCAL_PATH_PROVISIONER,
     PROVISIONED_BY_ANNOTATION, PV_PROTECTION_FINALIZER, STORAGE_DIR_ANNOTATION,
 };
+use skiff_objects::{generic, typed};
 
 /// The annotation on provisioned volumes naming their node, as
 /// local-path-provisioner sets it.
@@ -130,12 +130,8 @@ pub fn capacity_warning(
         return None;
     }
     let asked = claim
-        .spec
-        .resources
-        .requests
-        .get("storage")
-        .cloned()
-        .unwrap_or_else(|| binary_size(requested));
+        .request_text()
+        .map_or_else(|| binary_size(requested), str::to_owned);
     let mut message = format!(
         "requested {asked} of storage, more than the {} free on node {node:?} ({storage_dir}, a filesystem of {}); provisioned anyway: local-path does not enforce capacity",
         binary_size(storage.available_bytes),
@@ -173,13 +169,15 @@ pub fn storage_dir(node: Option<&v1::Node>) -> String {
 
 /// A reference to `claim`, as a volume's `claimRef` holds it.
 pub fn claim_ref(claim: &ClaimView) -> ClaimRef {
+    let set = |field: &str| Some(field.to_owned()).filter(|f| !f.is_empty());
     ClaimRef {
-        api_version: "v1".to_owned(),
-        kind: "PersistentVolumeClaim".to_owned(),
-        namespace: claim.meta.namespace.clone(),
-        name: claim.meta.name.clone(),
-        uid: claim.meta.uid.clone(),
-        resource_version: claim.meta.resource_version.clone(),
+        api_version: set("v1"),
+        kind: set("PersistentVolumeClaim"),
+        namespace: Some(claim.meta.namespace.clone()),
+        name: Some(claim.meta.name.clone()),
+        uid: set(&claim.meta.uid),
+        resource_version: set(&claim.meta.resource_version),
+        field_path: None,
     }
 }
 
@@ -192,17 +190,11 @@ pub fn local_path_volume(
     storage_dir: &str,
 ) -> GenericObject {
     let name = volume_name(&claim.meta.uid);
-    let size = claim
-        .spec
-        .resources
-        .requests
-        .get("storage")
-        .cloned()
-        .unwrap_or_else(|| "0".to_owned());
+    let size = claim.request_text().unwrap_or("0");
     let fields = json!({
         "spec": {
             "capacity": {"storage": size},
-            "accessModes": claim.spec.access_modes,
+            "accessModes": claim.access_modes(),
             "persistentVolumeReclaimPolicy": class.reclaim_policy(),
             "storageClassName": class.name,
             "volumeMode": "Filesystem",
@@ -210,7 +202,7 @@ pub fn local_path_volume(
             "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                 {"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}
             ]}]}},
-            "claimRef": serde_json::to_value(claim_ref(claim)).unwrap_or(Value::Null),
+            "claimRef": typed::encode(&claim_ref(claim)),
         },
         "status": {"phase": "Pending", "message": CAPACITY_NOT_ENFORCED},
     });
@@ -243,7 +235,8 @@ pub fn local_path_volume(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_objects::storage::VolumeView;
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    use skiff_objects::storage::{claim_ref_parts, VolumeView};
     use skiff_objects::IntoObject;
 
     fn claim() -> ClaimView {
@@ -276,19 +269,13 @@ mod tests {
         let pv = local_path_volume(&claim(), &class, "pi-2", "/data/pi-2/storage");
         let view = VolumeView::read(&pv.into_object()).unwrap();
         assert_eq!(view.meta.name, "pvc-1234");
-        assert_eq!(
-            view.spec.host_path.as_ref().unwrap().path,
-            "/data/pi-2/storage/pvc-1234"
-        );
+        assert_eq!(view.node_path().unwrap(), "/data/pi-2/storage/pvc-1234");
         assert!(view.pinned_to("pi-2"));
         assert!(!view.pinned_to("pi-1"));
         let r = view.claim_ref().unwrap();
-        assert_eq!(
-            (r.namespace.as_str(), r.name.as_str(), r.uid.as_str()),
-            ("shop", "data", "1234")
-        );
+        assert_eq!(claim_ref_parts(r), ("shop", "data", "1234"));
         assert_eq!(view.reclaim_policy(), "Delete");
-        assert_eq!(view.spec.storage_class_name, "local-path");
+        assert_eq!(view.class(), "local-path");
         assert_eq!(
             view.capacity(),
             skiff_objects::Quantity::parse("2Gi").unwrap()
@@ -305,8 +292,10 @@ mod tests {
         claim
             .spec
             .resources
+            .get_or_insert_with(Default::default)
             .requests
-            .insert("storage".into(), size.into());
+            .get_or_insert_with(Default::default)
+            .insert("storage".into(), Quantity(size.into()));
         claim
     }
 

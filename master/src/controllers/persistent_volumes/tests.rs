@@ -8,7 +8,9 @@ use crate::controllers::recording::{context, RecordingObjects};
 use crate::controllers::{ObjectReads, Reconciler};
 use crate::resource_metrics::{NodeReport, ResourceMetrics, StorageUsage};
 use skiff_objects::deletion::DeleteOptions;
-use skiff_objects::storage::{LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION};
+use skiff_objects::storage::{
+    claim_ref_parts, LOCAL_PATH_CLASS, SELECTED_NODE_ANNOTATION, STORAGE_DIR_ANNOTATION,
+};
 
 /// Reconciles every claim and volume until a round writes nothing.
 async fn settle(objects: &Arc<RecordingObjects>) {
@@ -99,14 +101,14 @@ async fn a_claim_binds_to_the_smallest_static_volume_that_fits() {
     settle(&objects).await;
     let data = claim(&objects, "data").unwrap();
     assert_eq!(data.phase, "Bound");
-    assert_eq!(data.spec.volume_name, "small");
+    assert_eq!(data.volume_name(), "small");
     assert_eq!(data.meta.annotations[BIND_COMPLETED_ANNOTATION], "yes");
     assert_eq!(data.meta.finalizers, [PVC_PROTECTION_FINALIZER]);
     let small = volume(&objects, "small").unwrap();
     assert_eq!(small.phase, "Bound");
     let r = small.claim_ref().unwrap();
     assert_eq!(
-        (r.name.as_str(), r.uid.as_str()),
+        (claim_ref_parts(r).1, claim_ref_parts(r).2),
         ("data", data.meta.uid.as_str())
     );
     for free in ["big", "tiny"] {
@@ -223,7 +225,7 @@ async fn a_local_path_claim_waits_for_its_first_pod_then_gets_a_volume_on_its_no
     let data = claim(&objects, "data").unwrap();
     let name = format!("pvc-{}", data.meta.uid);
     assert_eq!(data.phase, "Bound");
-    assert_eq!(data.spec.volume_name, name);
+    assert_eq!(data.volume_name(), name);
     assert_eq!(
         data.meta.annotations[STORAGE_PROVISIONER_ANNOTATION],
         LOCAL_PATH_PROVISIONER
@@ -232,10 +234,10 @@ async fn a_local_path_claim_waits_for_its_first_pod_then_gets_a_volume_on_its_no
     assert_eq!(pv.phase, "Bound");
     assert!(pv.pinned_to("pi-2"));
     assert_eq!(
-        pv.spec.host_path.as_ref().unwrap().path,
+        pv.node_path().unwrap(),
         format!("/data/pi-2/storage/{name}")
     );
-    assert_eq!(pv.spec.storage_class_name, LOCAL_PATH_CLASS);
+    assert_eq!(pv.class(), LOCAL_PATH_CLASS);
     assert!(objects
         .event_reasons()
         .iter()
@@ -278,7 +280,7 @@ async fn a_claim_in_use_is_held_and_its_volume_deleted_with_it() {
     select_node(&objects, "pi-2");
     settle(&objects).await;
     let data = claim(&objects, "data").unwrap();
-    let name = data.spec.volume_name.clone();
+    let name = data.volume_name().to_owned();
     objects.seed(pod_using("web", "data"));
 
     objects
@@ -330,7 +332,7 @@ spec:
 "#,
     );
     settle(&objects).await;
-    assert_eq!(claim(&objects, "again").unwrap().spec.volume_name, "big");
+    assert_eq!(claim(&objects, "again").unwrap().volume_name(), "big");
 
     // The bound volume disappears from under the claim (finalizer and
     // all): the claim is Lost.
@@ -439,11 +441,8 @@ spec:
 
     // Binding reads the reserved volume and the free ones of the class.
     settle(&objects).await;
-    assert_eq!(
-        claim(&objects, "fast-data").unwrap().spec.volume_name,
-        "held"
-    );
-    assert_eq!(claim(&objects, "data").unwrap().spec.volume_name, "small");
+    assert_eq!(claim(&objects, "fast-data").unwrap().volume_name(), "held");
+    assert_eq!(claim(&objects, "data").unwrap().volume_name(), "small");
 }
 
 /// A claim of `local-path` asking for `size`.
@@ -497,7 +496,7 @@ async fn a_claim_larger_than_its_nodes_free_storage_is_provisioned_with_a_warnin
     // Provisioned all the same: k3s does not enforce the size.
     let big = claim(&objects, "big").unwrap();
     assert_eq!(big.phase, "Bound");
-    assert!(volume(&objects, &big.spec.volume_name)
+    assert!(volume(&objects, big.volume_name())
         .unwrap()
         .pinned_to("pi-2"));
     let warnings = messages(&objects, "big", provisioning::CAPACITY_WARNING_REASON);
@@ -601,7 +600,7 @@ async fn a_selected_node_that_is_gone_is_cleared_for_the_scheduler_to_choose_aga
     settle(&objects).await;
     let data = claim(&objects, "data").unwrap();
     assert_eq!(data.phase, "Bound");
-    assert!(volume(&objects, &data.spec.volume_name)
+    assert!(volume(&objects, data.volume_name())
         .unwrap()
         .pinned_to("pi-1"));
 }
@@ -671,11 +670,11 @@ async fn a_claim_of_a_pod_bound_without_the_scheduler_gets_the_pods_node() {
     let data = claim(&objects, "data").unwrap();
     assert_eq!(data.selected_node(), Some("pi-1"));
     assert_eq!(data.phase, "Bound");
-    let pv = volume(&objects, &data.spec.volume_name).unwrap();
+    let pv = volume(&objects, data.volume_name()).unwrap();
     assert!(pv.pinned_to("pi-1"));
     assert_eq!(
-        pv.spec.host_path.as_ref().unwrap().path,
-        format!("/data/pi-1/storage/{}", data.spec.volume_name)
+        pv.node_path().unwrap(),
+        format!("/data/pi-1/storage/{}", data.volume_name())
     );
 }
 
