@@ -18,7 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use skiff_e2e::hollow::{HollowConfig, HollowFleet};
-use skiff_master::controllers::job::model::{JobView, TRACKING_FINALIZER};
+use skiff_master::controllers::job::model::{
+    conditions, counter, holds as condition_holds, JobView, TRACKING_FINALIZER,
+};
 use skiff_objects::generic::JOB_NAME_LABEL;
 use skiff_objects::manifest::parse_manifest;
 use skiff_objects::Kind;
@@ -86,10 +88,9 @@ enum Ending {
 
 /// Whether `job` holds the condition `kind`.
 fn holds(job: &JobView, kind: &str) -> bool {
-    job.status
-        .conditions
+    conditions(&job.status)
         .iter()
-        .any(|c| c.r#type == kind && c.holds())
+        .any(|c| c.type_ == kind && condition_holds(c))
 }
 
 pub async fn run(args: JobsArgs) -> anyhow::Result<serde_json::Value> {
@@ -255,16 +256,16 @@ async fn check_counts(master: &BenchMaster, completions: u32) -> anyhow::Result<
         };
         let job = JobView::read(&object)?;
         let (pods, succeeded_pods, tracked) = pods_of.get(&job.name).copied().unwrap_or_default();
-        let status = &job.status;
-        if status.succeeded != want
-            || status.failed != 0
+        let (succeeded, failed) = (counter(job.status.succeeded), counter(job.status.failed));
+        if succeeded != want
+            || failed != 0
             || pods != want
             || succeeded_pods != want
             || tracked != 0
         {
             wrong.push(format!(
                 "{}: succeeded {}, failed {}, {pods} pods ({succeeded_pods} Succeeded, {tracked} tracked)",
-                job.name, status.succeeded, status.failed
+                job.name, succeeded, failed
             ));
         }
     }

@@ -19,7 +19,9 @@ use skiff_e2e::hollow::{HollowConfig, HollowFleet};
 use skiff_e2e::master::{ready_master, MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::controllers::job::model::{JobView, TRACKING_FINALIZER};
+use skiff_master::controllers::job::model::{
+    conditions, counter, time_text, uncounted_is_empty, JobView, TRACKING_FINALIZER,
+};
 use skiff_objects::generic::{self, JOB_NAME_LABEL};
 use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
@@ -89,18 +91,16 @@ async fn job(client: &Client, name: &str) -> Option<JobView> {
 }
 
 fn holds(job: &JobView, kind: &str) -> bool {
-    job.status
-        .conditions
+    conditions(&job.status)
         .iter()
-        .any(|c| c.r#type == kind && c.status == "True")
+        .any(|c| c.type_ == kind && c.status == "True")
 }
 
 fn condition_reason(job: &JobView, kind: &str) -> String {
-    job.status
-        .conditions
+    conditions(&job.status)
         .iter()
-        .find(|c| c.r#type == kind)
-        .map(|c| c.reason.clone())
+        .find(|c| c.type_ == kind)
+        .and_then(|c| c.reason.clone())
         .unwrap_or_default()
 }
 
@@ -194,8 +194,8 @@ async fn a_job_completes_three_of_three_running_two_at_a_time() -> anyhow::Resul
         most_unfinished <= 2,
         "{most_unfinished} pods ran at once with parallelism 2"
     );
-    assert_eq!(done.status.succeeded, 3);
-    assert_eq!(done.status.failed, 0);
+    assert_eq!(counter(done.status.succeeded), 3);
+    assert_eq!(counter(done.status.failed), 0);
     assert!(holds(&done, "SuccessCriteriaMet"));
     assert_eq!(condition_reason(&done, "Complete"), "CompletionsReached");
     assert!(done.status.start_time.is_some() && done.status.completion_time.is_some());
@@ -203,7 +203,7 @@ async fn a_job_completes_three_of_three_running_two_at_a_time() -> anyhow::Resul
         .status
         .uncounted_terminated_pods
         .as_ref()
-        .is_none_or(|u| u.is_empty()));
+        .is_none_or(uncounted_is_empty));
     let pods = job_pods(&c.client, "three").await?;
     assert_eq!(pods.len(), 3, "one pod per completion");
     for pod in &pods {
@@ -256,10 +256,11 @@ async fn a_failing_job_backs_off_and_stops_at_its_backoff_limit() -> anyhow::Res
     .await
     .with_context(|| c.node.log_tail())?;
     assert_eq!(
-        failed.status.failed, 2,
+        counter(failed.status.failed),
+        2,
         "backoffLimit 1: the second failure ends it"
     );
-    assert_eq!(failed.status.succeeded, 0);
+    assert_eq!(counter(failed.status.succeeded), 0);
     assert_eq!(
         condition_reason(&failed, "FailureTarget"),
         "BackoffLimitExceeded"
@@ -329,8 +330,8 @@ async fn an_indexed_job_gives_each_pod_its_completion_index() -> anyhow::Result<
     })
     .await
     .with_context(|| c.node.log_tail())?;
-    assert_eq!(done.status.completed_indexes, "0-2");
-    assert_eq!(done.status.succeeded, 3);
+    assert_eq!(done.status.completed_indexes.as_deref(), Some("0-2"));
+    assert_eq!(counter(done.status.succeeded), 3);
     let pods = job_pods(&c.client, "indexed").await?;
     assert_eq!(pods.len(), 3);
     let mut seen = BTreeSet::new();
@@ -539,7 +540,14 @@ async fn a_cron_job_fires_every_minute_and_forbid_waits_for_the_running_job() ->
             c.node.log_tail()
         );
     }
-    let completed = time(view.status.completion_time.as_deref().unwrap_or_default());
+    let completed = time(
+        &view
+            .status
+            .completion_time
+            .as_ref()
+            .map(time_text)
+            .unwrap_or_default(),
+    );
     assert!(
         second.created >= completed,
         "the second run started before the first finished"
@@ -597,7 +605,9 @@ async fn a_leader_kill_during_jobs_neither_loses_nor_doubles_a_completion() {
     let succeeded = |client: Client| async move {
         let mut total = 0;
         for name in ["batch-a", "batch-b"] {
-            total += job(&client, name).await.map_or(0, |j| j.status.succeeded);
+            total += job(&client, name)
+                .await
+                .map_or(0, |j| counter(j.status.succeeded));
         }
         total
     };
@@ -623,13 +633,17 @@ async fn a_leader_kill_during_jobs_neither_loses_nor_doubles_a_completion() {
         })
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
-        assert_eq!(done.status.succeeded, 8, "{name}: every completion, once");
-        assert_eq!(done.status.failed, 0, "{name}");
+        assert_eq!(
+            counter(done.status.succeeded),
+            8,
+            "{name}: every completion, once"
+        );
+        assert_eq!(counter(done.status.failed), 0, "{name}");
         assert!(
             done.status
                 .uncounted_terminated_pods
                 .as_ref()
-                .is_none_or(|u| u.is_empty()),
+                .is_none_or(uncounted_is_empty),
             "{name}"
         );
         let pods = job_pods(&live[0], name).await.unwrap();

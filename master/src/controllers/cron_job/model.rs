@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
-use crate::controllers::job::model::{finished_condition, JobView};
+use crate::controllers::job::model::{finished_condition, time_text, JobView};
 use skiff_objects::generic;
 
 /// The annotation with the time a CronJob's Job was scheduled for.
@@ -168,7 +168,7 @@ impl ChildJob {
     /// The summary of the Job `job`, stored at `resource_version`.
     pub fn of(job: &JobView, resource_version: &str) -> ChildJob {
         let outcome = finished_condition(&job.status).map(|c| {
-            if c.r#type == "Complete" {
+            if c.type_ == "Complete" {
                 JobOutcome::Complete
             } else {
                 JobOutcome::Failed
@@ -179,8 +179,8 @@ impl ChildJob {
             uid: job.uid.clone(),
             resource_version: resource_version.to_owned(),
             outcome,
-            start_time: job.status.start_time.clone(),
-            completion_time: job.status.completion_time.clone(),
+            start_time: job.status.start_time.as_ref().map(time_text),
+            completion_time: job.status.completion_time.as_ref().map(time_text),
         }
     }
 }

@@ -40,8 +40,9 @@ use std::time::{Duration, SystemTime};
 use skiff_proto::v1;
 
 use super::model::{
-    JobCondition, JobStatus, JobView, UncountedTerminatedPods, COMPLETION_INDEX_ANNOTATION,
-    COMPLETION_INDEX_ENV, TRACKING_FINALIZER,
+    conditions, conditions_mut, counter, holds, new_condition, time, uncounted_is_empty,
+    uncounted_uids, with_kubernetes_omissions, JobCondition, JobStatus, JobView,
+    UncountedTerminatedPods, COMPLETION_INDEX_ANNOTATION, COMPLETION_INDEX_ENV, TRACKING_FINALIZER,
 };
 use skiff_objects::generic::job_pod_labels;
 use skiff_objects::pods::{pod_is_active, pod_is_ready};
@@ -148,29 +149,31 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
 
     // Uids whose pods hold no finalizer any more were counted: into the
     // counters with them.
-    let uncounted = status.uncounted_terminated_pods.take().unwrap_or_default();
+    let (uncounted_succeeded, uncounted_failed) =
+        uncounted_uids(status.uncounted_terminated_pods.take().unwrap_or_default());
     let tracked: HashSet<&str> = pods
         .iter()
         .filter(|p| has_tracking_finalizer(p))
         .map(pod_uid)
         .collect();
-    let (mut uncounted_succeeded, counted): (Vec<String>, Vec<String>) = uncounted
-        .succeeded
+    let (mut uncounted_succeeded, counted): (Vec<String>, Vec<String>) = uncounted_succeeded
         .into_iter()
         .partition(|uid| tracked.contains(uid.as_str()));
-    status.succeeded = status.succeeded.saturating_add(count(counted.len()));
-    let (mut uncounted_failed, counted): (Vec<String>, Vec<String>) = uncounted
-        .failed
+    status.succeeded = Some(counter(status.succeeded).saturating_add(count(counted.len())));
+    let (mut uncounted_failed, counted): (Vec<String>, Vec<String>) = uncounted_failed
         .into_iter()
         .partition(|uid| tracked.contains(uid.as_str()));
-    status.failed = status.failed.saturating_add(count(counted.len()));
+    status.failed = Some(counter(status.failed).saturating_add(count(counted.len())));
 
     // What the pods still holding the finalizer add.
     let valid_index =
         |pod: &v1::Pod| completion_index(pod).filter(|i| completions.is_some_and(|c| *i < c));
     let countable =
         |pod: &&v1::Pod| has_tracking_finalizer(pod) && (!indexed || valid_index(pod).is_some());
-    let mut succeeded_indexes = parse_indexes(&status.completed_indexes, completions.unwrap_or(0));
+    let mut succeeded_indexes = parse_indexes(
+        status.completed_indexes.as_deref().unwrap_or(""),
+        completions.unwrap_or(0),
+    );
     let succeeded_total = if indexed {
         for pod in pods.iter().filter(countable) {
             if phase(pod) == "Succeeded" {
@@ -186,9 +189,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
                 phase(p) == "Succeeded" && !uncounted_succeeded.iter().any(|u| u == pod_uid(p))
             })
             .count();
-        status
-            .succeeded
-            .saturating_add(count(uncounted_succeeded.len() + new))
+        counter(status.succeeded).saturating_add(count(uncounted_succeeded.len() + new))
     };
     let new_failures = pods
         .iter()
@@ -196,12 +197,11 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
         .filter(|p| is_failed(job, p) && !uncounted_failed.iter().any(|u| u == pod_uid(p)))
         .filter(|p| match_failure_policy(job, p).counts)
         .count();
-    let failed_total = status
-        .failed
-        .saturating_add(count(uncounted_failed.len() + new_failures));
+    let failed_total =
+        counter(status.failed).saturating_add(count(uncounted_failed.len() + new_failures));
 
     if status.start_time.is_none() && !job.suspended() {
-        status.start_time = Some(now_text.clone());
+        status.start_time = time(&now_text);
     }
 
     // Has it ended?
@@ -209,8 +209,8 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
         Some(Finish::Success)
     } else if let Some(target) = holding(&status, "FailureTarget") {
         Some(Finish::Failure {
-            reason: target.reason.clone(),
-            message: target.message.clone(),
+            reason: target.reason.clone().unwrap_or_default(),
+            message: target.message.clone().unwrap_or_default(),
             recorded: true,
         })
     } else {
@@ -323,8 +323,8 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
         }
     }
     if indexed {
-        status.succeeded = count(succeeded_indexes.len());
-        status.completed_indexes = format_indexes(&succeeded_indexes);
+        status.succeeded = Some(count(succeeded_indexes.len()));
+        status.completed_indexes = Some(format_indexes(&succeeded_indexes));
     }
 
     // Conditions: the interim one now, the terminal one once every pod is
@@ -334,7 +334,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
             reason,
             message,
             recorded: false,
-        }) => status.conditions.push(JobCondition::new(
+        }) => conditions_mut(&mut status).push(new_condition(
             "FailureTarget",
             true,
             reason,
@@ -342,7 +342,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
             &now_text,
         )),
         Some(Finish::Success) if holding(&status, "SuccessCriteriaMet").is_none() => {
-            status.conditions.push(JobCondition::new(
+            conditions_mut(&mut status).push(new_condition(
                 "SuccessCriteriaMet",
                 true,
                 REASON_COMPLETIONS_REACHED,
@@ -353,23 +353,23 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
         _ => {}
     }
     let uncounted = UncountedTerminatedPods {
-        succeeded: uncounted_succeeded,
-        failed: uncounted_failed,
+        succeeded: Some(uncounted_succeeded),
+        failed: Some(uncounted_failed),
     };
     if let Some(finish) = &finish {
-        if !capped && uncounted.is_empty() && terminating == 0 {
+        if !capped && uncounted_is_empty(&uncounted) && terminating == 0 {
             match finish {
                 Finish::Success => {
                     set_condition(
-                        &mut status.conditions,
+                        conditions_mut(&mut status),
                         "Complete",
                         true,
                         REASON_COMPLETIONS_REACHED,
                         MESSAGE_COMPLETIONS_REACHED,
                         &now_text,
                     );
-                    status.completion_time = Some(now_text.clone());
-                    if completions.is_some_and(|c| status.succeeded > c) {
+                    status.completion_time = time(&now_text);
+                    if completions.is_some_and(|c| counter(status.succeeded) > c) {
                         events.push(PlannedEvent::warning(
                             "TooManySucceededPods",
                             "Too many succeeded pods running after completion count reached",
@@ -381,7 +381,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
                     reason, message, ..
                 } => {
                     set_condition(
-                        &mut status.conditions,
+                        conditions_mut(&mut status),
                         "Failed",
                         true,
                         reason,
@@ -393,14 +393,14 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
             }
         }
     }
-    status.active = count(active_count);
+    status.active = Some(count(active_count));
     status.ready = Some(count(ready));
     status.terminating = Some(count(terminating));
     status.uncounted_terminated_pods = Some(uncounted);
     JobPlan {
         delete,
         create,
-        status,
+        status: with_kubernetes_omissions(status),
         release,
         events,
         requeue_after,
@@ -412,7 +412,10 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
 pub fn ttl_left(job: &JobView, now: SystemTime) -> Option<Duration> {
     let ttl = job.spec.ttl_seconds_after_finished?;
     let finished = job.finished()?;
-    let at = parse_time(&finished.last_transition_time).unwrap_or(now);
+    let at = finished
+        .last_transition_time
+        .as_ref()
+        .map_or(now, |t| SystemTime::from(t.0));
     let expires = at.checked_add(Duration::from_secs(u64::try_from(ttl).unwrap_or(0)))?;
     Some(expires.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -499,7 +502,7 @@ fn manage<'a>(
 fn suspension(job: &JobView, status: &mut JobStatus, events: &mut Vec<PlannedEvent>, now: &str) {
     if job.suspended() {
         let changed = set_condition(
-            &mut status.conditions,
+            conditions_mut(status),
             "Suspended",
             true,
             "JobSuspended",
@@ -511,7 +514,7 @@ fn suspension(job: &JobView, status: &mut JobStatus, events: &mut Vec<PlannedEve
         }
     } else {
         let changed = set_condition(
-            &mut status.conditions,
+            conditions_mut(status),
             "Suspended",
             false,
             "JobResumed",
@@ -520,7 +523,7 @@ fn suspension(job: &JobView, status: &mut JobStatus, events: &mut Vec<PlannedEve
         );
         if changed {
             events.push(PlannedEvent::normal("Resumed", "Job resumed"));
-            status.start_time = Some(now.to_owned());
+            status.start_time = time(now);
         }
     }
 }
@@ -536,8 +539,8 @@ fn set_condition(
     message: &str,
     now: &str,
 ) -> bool {
-    let wanted = JobCondition::new(kind, holds, reason, message, now);
-    match conditions.iter_mut().find(|c| c.r#type == kind) {
+    let wanted = new_condition(kind, holds, reason, message, now);
+    match conditions.iter_mut().find(|c| c.type_ == kind) {
         Some(existing) => {
             let same = existing.status == wanted.status
                 && existing.reason == wanted.reason
@@ -556,10 +559,9 @@ fn set_condition(
 }
 
 fn holding<'a>(status: &'a JobStatus, kind: &str) -> Option<&'a JobCondition> {
-    status
-        .conditions
+    conditions(status)
         .iter()
-        .find(|c| c.r#type == kind && c.holds())
+        .find(|c| c.type_ == kind && holds(c))
 }
 
 fn failure(reason: &str, message: &str) -> Finish {
@@ -585,7 +587,7 @@ fn active_deadline_left(job: &JobView, status: &JobStatus, now: SystemTime) -> O
     if job.suspended() {
         return None;
     }
-    let started = parse_time(status.start_time.as_deref()?)?;
+    let started = SystemTime::from(status.start_time.as_ref()?.0);
     let end = started.checked_add(Duration::from_secs(u64::try_from(seconds).unwrap_or(0)))?;
     Some(end.duration_since(now).unwrap_or(Duration::ZERO))
 }
@@ -766,13 +768,14 @@ pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
             status.conditions.iter().find_map(|condition| {
                 rule.on_pod_conditions
                     .iter()
+                    .flatten()
                     .any(|pattern| {
                         let wanted = if pattern.status.is_empty() {
                             "True"
                         } else {
                             pattern.status.as_str()
                         };
-                        pattern.r#type == condition.r#type && wanted == condition.status
+                        pattern.type_ == condition.r#type && wanted == condition.status
                     })
                     .then(|| {
                         format!(
@@ -1055,7 +1058,7 @@ fn parse_time(text: &str) -> Option<SystemTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controllers::job::model::finished_condition;
+    use crate::controllers::job::model::{finished_condition, time_text};
     use serde_json::json;
     use std::time::UNIX_EPOCH;
 
@@ -1076,7 +1079,8 @@ mod tests {
             namespace: "default".into(),
             uid: "job-uid".into(),
             being_deleted: false,
-            spec: serde_json::from_value(spec).unwrap(),
+            template: spec["template"].clone(),
+            spec: skiff_objects::typed::decode(spec).unwrap(),
             status: JobStatus::default(),
         }
     }
@@ -1163,7 +1167,8 @@ mod tests {
                 .status
                 .conditions
                 .iter()
-                .map(|c| format!("{}={}", c.r#type, c.status))
+                .flatten()
+                .map(|c| format!("{}={}", c.type_, c.status))
                 .collect()
         }
     }
@@ -1229,11 +1234,22 @@ mod tests {
         plan.events.iter().map(|e| e.reason.clone()).collect()
     }
 
-    fn uncounted(plan: &JobPlan) -> UncountedTerminatedPods {
-        plan.status
-            .uncounted_terminated_pods
-            .clone()
-            .unwrap_or_default()
+    /// The uids of a plan's uncounted pods.
+    struct Uncounted {
+        succeeded: Vec<String>,
+        failed: Vec<String>,
+    }
+
+    impl Uncounted {
+        fn is_empty(&self) -> bool {
+            self.succeeded.is_empty() && self.failed.is_empty()
+        }
+    }
+
+    fn uncounted(plan: &JobPlan) -> Uncounted {
+        let listed = plan.status.uncounted_terminated_pods.clone();
+        let (succeeded, failed) = uncounted_uids(listed.unwrap_or_default());
+        Uncounted { succeeded, failed }
     }
 
     #[test]
@@ -1241,21 +1257,25 @@ mod tests {
         let mut w = World::new(json!({"completions": 3, "parallelism": 2, "backoffLimit": 6}));
         let first = w.round(0);
         assert_eq!(first.create, [None, None]);
-        assert_eq!(first.status.active, 2);
-        assert_eq!(first.status.start_time.as_deref(), Some(stamp(0).as_str()));
+        assert_eq!(counter(first.status.active), 2);
+        assert_eq!(
+            first.status.start_time.as_ref().map(time_text).as_deref(),
+            Some(stamp(0).as_str())
+        );
         assert!(w.round(1).create.is_empty(), "two already run");
 
         w.finish("work-1", 0, 5);
         let counted = w.round(6);
         assert_eq!(uncounted(&counted).succeeded, ["uid-work-1"]);
         assert_eq!(
-            counted.status.succeeded, 0,
+            counter(counted.status.succeeded),
+            0,
             "counted once its finalizer is gone"
         );
         assert_eq!(counted.release[0].name, "work-1");
         assert_eq!(counted.create, [None], "the third completion starts");
         let next = w.round(7);
-        assert_eq!(next.status.succeeded, 1);
+        assert_eq!(counter(next.status.succeeded), 1);
         assert!(uncounted(&next).is_empty());
 
         w.finish("work-2", 0, 8);
@@ -1268,15 +1288,19 @@ mod tests {
             "complete only once all are counted"
         );
         let done = w.round(11);
-        assert_eq!(done.status.succeeded, 3);
+        assert_eq!(counter(done.status.succeeded), 3);
         assert_eq!(
             w.condition_types(),
             ["SuccessCriteriaMet=True", "Complete=True"]
         );
-        let complete = &done.status.conditions[1];
-        assert_eq!(complete.reason, REASON_COMPLETIONS_REACHED);
+        let complete = &conditions(&done.status)[1];
+        assert_eq!(complete.reason.as_deref(), Some(REASON_COMPLETIONS_REACHED));
         assert_eq!(
-            done.status.completion_time.as_deref(),
+            done.status
+                .completion_time
+                .as_ref()
+                .map(time_text)
+                .as_deref(),
             Some(stamp(11).as_str())
         );
         assert_eq!(reasons(&done), ["Completed"]);
@@ -1291,44 +1315,44 @@ mod tests {
         // removed: the next leader removes it and counts the pod once.
         let mut w = World::new(spec.clone());
         w.job.status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-            succeeded: vec!["uid-a".into()],
-            failed: Vec::new(),
+            succeeded: Some(vec!["uid-a".into()]),
+            failed: Some(Vec::new()),
         });
         w.pods = vec![finished(pod("a", "Running"), 0, 1)];
         let again = plan(&w.job, &w.pods, at(2));
         assert_eq!(uncounted(&again).succeeded, ["uid-a"], "not added twice");
-        assert_eq!(again.status.succeeded, 0);
+        assert_eq!(counter(again.status.succeeded), 0);
         assert_eq!(again.release[0].uid, "uid-a");
         w.round(2);
-        assert_eq!(w.round(3).status.succeeded, 1);
-        assert_eq!(w.round(4).status.succeeded, 1, "and never again");
+        assert_eq!(counter(w.round(3).status.succeeded), 1);
+        assert_eq!(counter(w.round(4).status.succeeded), 1, "and never again");
 
         // The finalizer went, the counter was not written: counted once.
         let mut w = World::new(spec.clone());
         w.job.status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-            succeeded: vec!["uid-a".into()],
-            failed: Vec::new(),
+            succeeded: Some(vec!["uid-a".into()]),
+            failed: Some(Vec::new()),
         });
         let mut done = finished(pod("a", "Running"), 0, 1);
         done.metadata.as_mut().unwrap().finalizers.clear();
         w.pods = vec![done];
-        assert_eq!(w.round(2).status.succeeded, 1);
-        assert_eq!(w.round(3).status.succeeded, 1);
+        assert_eq!(counter(w.round(2).status.succeeded), 1);
+        assert_eq!(counter(w.round(3).status.succeeded), 1);
 
         // The pod is gone altogether: it was released, so it counts.
         let mut w = World::new(spec.clone());
         w.job.status.uncounted_terminated_pods = Some(UncountedTerminatedPods {
-            succeeded: Vec::new(),
-            failed: vec!["uid-gone".into()],
+            succeeded: Some(Vec::new()),
+            failed: Some(vec!["uid-gone".into()]),
         });
-        assert_eq!(w.round(2).status.failed, 1);
+        assert_eq!(counter(w.round(2).status.failed), 1);
 
         // Nothing was written before the leader died: the pod still holds
         // the finalizer, so the next leader finds and counts it.
         let mut w = World::new(spec);
         w.pods = vec![finished(pod("a", "Running"), 0, 1)];
         assert_eq!(uncounted(&w.round(2)).succeeded, ["uid-a"]);
-        assert_eq!(w.round(3).status.succeeded, 1);
+        assert_eq!(counter(w.round(3).status.succeeded), 1);
         // A finished pod without the finalizer, not in the lists, was
         // counted before: it adds nothing.
         let before = w.job.status.clone();
@@ -1347,18 +1371,24 @@ mod tests {
         assert_eq!(failed_once.requeue_after, Some(Duration::from_secs(9)));
         assert!(w.round(15).create.is_empty());
         let replaced = w.round(21);
-        assert_eq!(replaced.status.failed, 1);
+        assert_eq!(counter(replaced.status.failed), 1);
         assert_eq!(replaced.create, [None], "10 s after the failure");
 
         w.finish("work-2", 3, 30);
         let target = w.round(31);
         assert!(target.create.is_empty());
         assert_eq!(w.condition_types(), ["FailureTarget=True"]);
-        assert_eq!(target.status.conditions[0].reason, REASON_BACKOFF_LIMIT);
+        assert_eq!(
+            conditions(&target.status)[0].reason.as_deref(),
+            Some(REASON_BACKOFF_LIMIT)
+        );
         let failed = w.round(32);
-        assert_eq!(failed.status.failed, 2);
+        assert_eq!(counter(failed.status.failed), 2);
         assert_eq!(w.condition_types(), ["FailureTarget=True", "Failed=True"]);
-        assert_eq!(failed.status.conditions[1].reason, REASON_BACKOFF_LIMIT);
+        assert_eq!(
+            conditions(&failed.status)[1].reason.as_deref(),
+            Some(REASON_BACKOFF_LIMIT)
+        );
         assert_eq!(
             failed.events,
             [PlannedEvent::warning(
@@ -1425,9 +1455,12 @@ mod tests {
             "its pods count as failed"
         );
         assert_eq!(w.condition_types(), ["FailureTarget=True"]);
-        assert_eq!(expired.status.conditions[0].reason, REASON_DEADLINE);
+        assert_eq!(
+            conditions(&expired.status)[0].reason.as_deref(),
+            Some(REASON_DEADLINE)
+        );
         let failed = w.round(31);
-        assert_eq!(failed.status.failed, 2);
+        assert_eq!(counter(failed.status.failed), 2);
         assert_eq!(w.condition_types(), ["FailureTarget=True", "Failed=True"]);
         assert_eq!(reasons(&failed), [REASON_DEADLINE]);
     }
@@ -1435,13 +1468,13 @@ mod tests {
     #[test]
     fn the_failed_condition_waits_until_no_pod_is_terminating() {
         let mut j = job(json!({"completions": 1, "backoffLimit": 0}));
-        j.status.conditions = vec![JobCondition::new(
+        j.status.conditions = Some(vec![new_condition(
             "FailureTarget",
             true,
             REASON_BACKOFF_LIMIT,
             MESSAGE_BACKOFF_LIMIT,
             &stamp(0),
-        )];
+        )]);
         let mut stopping = pod("a", "Running");
         let meta = stopping.metadata.as_mut().unwrap();
         meta.deletion_timestamp = stamp(5);
@@ -1452,7 +1485,7 @@ mod tests {
         assert!(finished_condition(&waiting.status).is_none());
         let done = plan(&j, &[], at(2));
         assert_eq!(
-            finished_condition(&done.status).map(|c| c.r#type.as_str()),
+            finished_condition(&done.status).map(|c| c.type_.as_str()),
             Some("Failed")
         );
     }
@@ -1466,7 +1499,7 @@ mod tests {
         assert_eq!(suspended.delete.len(), 2);
         assert!(suspended.delete.iter().all(|d| d.release_first));
         assert!(uncounted(&suspended).is_empty(), "not failures");
-        assert_eq!(suspended.status.active, 0);
+        assert_eq!(counter(suspended.status.active), 0);
         assert_eq!(w.condition_types(), ["Suspended=True"]);
         assert_eq!(reasons(&suspended), ["Suspended"]);
         assert!(w.pods.is_empty());
@@ -1475,12 +1508,15 @@ mod tests {
         w.job.spec.suspend = Some(false);
         let resumed = w.round(100);
         assert_eq!(resumed.create.len(), 2);
-        assert_eq!(resumed.status.failed, 0);
+        assert_eq!(counter(resumed.status.failed), 0);
         assert_eq!(w.condition_types(), ["Suspended=False"]);
-        assert_eq!(resumed.status.conditions[0].reason, "JobResumed");
+        assert_eq!(
+            conditions(&resumed.status)[0].reason.as_deref(),
+            Some("JobResumed")
+        );
         assert_eq!(reasons(&resumed), ["Resumed"]);
         assert_eq!(
-            resumed.status.start_time.as_deref(),
+            resumed.status.start_time.as_ref().map(time_text).as_deref(),
             Some(stamp(100).as_str()),
             "the deadline counts from the resumption"
         );
@@ -1506,19 +1542,22 @@ mod tests {
         ]));
         let pods = [finished(pod("a", "Running"), 42, 1)];
         let plan = plan(&j, &pods, at(2));
-        let target = &plan.status.conditions[0];
+        let target = &conditions(&plan.status)[0];
         assert_eq!(
-            (target.r#type.as_str(), target.reason.as_str()),
+            (
+                target.type_.as_str(),
+                target.reason.as_deref().unwrap_or_default()
+            ),
             ("FailureTarget", REASON_POD_FAILURE_POLICY)
         );
         assert_eq!(
-            target.message,
-            "Container main for pod default/a failed with exit code 42 matching FailJob rule at index 0"
+            target.message.as_deref(),
+            Some("Container main for pod default/a failed with exit code 42 matching FailJob rule at index 0")
         );
         assert!(plan.create.is_empty());
         // Another exit code is an ordinary failure, replaced.
         let other = [finished(pod("a", "Running"), 1, 1)];
-        assert!(plan_of(&j, &other, 100).status.conditions.is_empty());
+        assert!(plan_of(&j, &other, 100).status.conditions.is_none());
         assert_eq!(plan_of(&j, &other, 100).create, [None]);
     }
 
@@ -1599,10 +1638,13 @@ mod tests {
         assert!(plan_of(&j, std::slice::from_ref(&restarting), 1)
             .status
             .conditions
-            .is_empty());
+            .is_none());
         restarting.status.as_mut().unwrap().container_statuses[0].restart_count = 2;
         let plan = plan_of(&j, &[restarting], 1);
-        assert_eq!(plan.status.conditions[0].reason, REASON_BACKOFF_LIMIT);
+        assert_eq!(
+            conditions(&plan.status)[0].reason.as_deref(),
+            Some(REASON_BACKOFF_LIMIT)
+        );
         assert_eq!(plan.delete.len(), 1);
     }
 
@@ -1613,7 +1655,7 @@ mod tests {
         w.finish("work-1", 0, 5);
         let one_done = w.round(6);
         assert!(one_done.create.is_empty(), "no new pods after a success");
-        assert!(w.job.status.conditions.is_empty(), "work-2 still runs");
+        assert!(w.job.status.conditions.is_none(), "work-2 still runs");
         w.finish("work-2", 0, 7);
         w.round(8);
         w.round(9);
@@ -1621,7 +1663,7 @@ mod tests {
             w.condition_types(),
             ["SuccessCriteriaMet=True", "Complete=True"]
         );
-        assert_eq!(w.job.status.succeeded, 2);
+        assert_eq!(counter(w.job.status.succeeded), 2);
     }
 
     #[test]
@@ -1640,7 +1682,7 @@ mod tests {
                 release_first: true
             }]
         );
-        assert_eq!(plan.status.active, 1);
+        assert_eq!(counter(plan.status.active), 1);
         assert_eq!(plan.status.ready, Some(1));
         assert!(plan.create.is_empty());
     }
@@ -1652,17 +1694,34 @@ mod tests {
         assert_eq!(w.round(0).create, [Some(0), Some(1)]);
         w.finish("work-1", 0, 3);
         let first = w.round(4);
-        assert_eq!(first.status.completed_indexes, "0");
-        assert_eq!(first.status.succeeded, 1);
+        assert_eq!(
+            first
+                .status
+                .completed_indexes
+                .as_deref()
+                .unwrap_or_default(),
+            "0"
+        );
+        assert_eq!(counter(first.status.succeeded), 1);
         assert_eq!(first.create, [Some(2)]);
         assert!(uncounted(&first).is_empty(), "indexes need no uids");
         w.finish("work-2", 0, 5);
         w.finish("work-3", 0, 5);
         let more = w.round(6);
-        assert_eq!(more.status.completed_indexes, "0-2");
+        assert_eq!(
+            more.status.completed_indexes.as_deref().unwrap_or_default(),
+            "0-2"
+        );
         assert_eq!(more.create, [Some(3), Some(4)]);
         w.finish("work-5", 0, 7);
-        assert_eq!(w.round(8).status.completed_indexes, "0-2,4");
+        assert_eq!(
+            w.round(8)
+                .status
+                .completed_indexes
+                .as_deref()
+                .unwrap_or_default(),
+            "0-2,4"
+        );
 
         // A duplicated index keeps its most advanced pod.
         let j = job(json!({"completions": 3, "parallelism": 3, "completionMode": "Indexed"}));
@@ -1770,13 +1829,13 @@ mod tests {
     fn a_finished_job_lives_on_for_its_ttl_from_the_finish() {
         let mut j = job(json!({"ttlSecondsAfterFinished": 60}));
         assert_eq!(ttl_left(&j, at(0)), None, "not finished");
-        j.status.conditions = vec![JobCondition::new(
+        j.status.conditions = Some(vec![new_condition(
             "Complete",
             true,
             REASON_COMPLETIONS_REACHED,
             "",
             &stamp(100),
-        )];
+        )]);
         assert_eq!(ttl_left(&j, at(130)), Some(Duration::from_secs(30)));
         assert_eq!(ttl_left(&j, at(500)), Some(Duration::ZERO));
         j.spec.ttl_seconds_after_finished = None;

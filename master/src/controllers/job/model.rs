@@ -5,7 +5,6 @@
 //! the names Kubernetes gives the labels, annotations and finalizer of Job
 //! pods.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
@@ -22,143 +21,95 @@ pub const COMPLETION_INDEX_ENV: &str = "JOB_COMPLETION_INDEX";
 /// The `spec.managedBy` of Jobs this controller runs (or none).
 pub const JOB_CONTROLLER: &str = "kubernetes.io/job-controller";
 
-/// The parts of a Job's `spec` the controller acts on.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct JobSpec {
-    pub parallelism: Option<i32>,
-    pub completions: Option<i32>,
-    pub active_deadline_seconds: Option<i64>,
-    pub backoff_limit: Option<i32>,
-    pub completion_mode: Option<String>,
-    pub suspend: Option<bool>,
-    pub ttl_seconds_after_finished: Option<i64>,
-    pub pod_failure_policy: Option<PodFailurePolicy>,
-    pub pod_replacement_policy: Option<String>,
-    /// Another controller runs this Job when it names one but
-    /// [`JOB_CONTROLLER`].
-    pub managed_by: Option<String>,
-    /// The pod template, as sent.
-    pub template: Value,
+/// A Job's `spec` and `status`, and their parts: Kubernetes' types.
+pub use k8s_openapi::api::batch::v1::{
+    JobCondition, JobSpec, JobStatus, PodFailurePolicy, PodFailurePolicyRule,
+    UncountedTerminatedPods,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use skiff_objects::typed;
+
+/// A counter of `status` (`active`, `succeeded`, `failed`): 0 when unset.
+pub fn counter(value: Option<i32>) -> i32 {
+    value.unwrap_or(0)
 }
 
-/// `spec.podFailurePolicy`: rules, in order, for what a failed pod means.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PodFailurePolicy {
-    pub rules: Vec<PodFailurePolicyRule>,
+/// A timestamp in RFC 3339 as the Kubernetes `Time` it is (`None` when it
+/// does not read).
+pub fn time(text: &str) -> Option<Time> {
+    text.parse::<k8s_openapi::jiff::Timestamp>().ok().map(Time)
 }
 
-/// One rule: an action (`FailJob`, `Ignore`, `Count`, `FailIndex`) for
-/// failures with these exit codes or pod conditions.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct PodFailurePolicyRule {
-    pub action: String,
-    pub on_exit_codes: Option<OnExitCodes>,
-    pub on_pod_conditions: Vec<OnPodCondition>,
+/// A `Time` as Kubernetes writes it (RFC 3339, whole seconds, UTC).
+pub fn time_text(time: &Time) -> String {
+    skiff_objects::rfc3339(std::time::SystemTime::from(time.0))
 }
 
-/// Exit codes (`In` or `NotIn` the values) of a container (any when no
-/// name is given).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct OnExitCodes {
-    pub container_name: Option<String>,
-    pub operator: String,
-    pub values: Vec<i32>,
-}
-
-/// A pod condition of this type with this status (`True` when none is
-/// given).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct OnPodCondition {
-    pub r#type: String,
-    pub status: String,
-}
-
-/// A Job's `status`, as the controller writes it: Kubernetes' fields and
-/// omissions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct JobStatus {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<JobCondition>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub completion_time: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub active: i32,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub succeeded: i32,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub failed: i32,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub terminating: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ready: Option<i32>,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub completed_indexes: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub uncounted_terminated_pods: Option<UncountedTerminatedPods>,
-}
-
-/// The uids of finished pods counted in neither `succeeded` nor `failed`
-/// yet: they still hold the tracking finalizer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct UncountedTerminatedPods {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub succeeded: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub failed: Vec<String>,
-}
-
-impl UncountedTerminatedPods {
-    pub fn is_empty(&self) -> bool {
-        self.succeeded.is_empty() && self.failed.is_empty()
+/// A condition of `kind` that holds (or not) since `now`.
+pub fn new_condition(
+    kind: &str,
+    holds: bool,
+    reason: &str,
+    message: &str,
+    now: &str,
+) -> JobCondition {
+    let text = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
+    JobCondition {
+        type_: kind.to_owned(),
+        status: String::from(if holds { "True" } else { "False" }),
+        last_probe_time: time(now),
+        last_transition_time: time(now),
+        reason: text(reason),
+        message: text(message),
     }
 }
 
-/// One of a Job's conditions (`Complete`, `Failed`, `SuccessCriteriaMet`,
-/// `FailureTarget`, `Suspended`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct JobCondition {
-    pub r#type: String,
-    pub status: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub last_probe_time: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub last_transition_time: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub message: String,
+/// Whether `condition` holds (`status: "True"`).
+pub fn holds(condition: &JobCondition) -> bool {
+    condition.status == "True"
 }
 
-impl JobCondition {
-    /// A condition that holds (or not) since `now`.
-    pub fn new(kind: &str, holds: bool, reason: &str, message: &str, now: &str) -> JobCondition {
-        JobCondition {
-            r#type: kind.to_owned(),
-            status: String::from(if holds { "True" } else { "False" }),
-            last_probe_time: now.to_owned(),
-            last_transition_time: now.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-        }
-    }
-
-    pub fn holds(&self) -> bool {
-        self.status == "True"
-    }
+/// The conditions of `status` (none when unset).
+pub fn conditions(status: &JobStatus) -> &[JobCondition] {
+    status.conditions.as_deref().unwrap_or_default()
 }
 
-fn is_zero(n: &i32) -> bool {
-    *n == 0
+/// The conditions of `status`, to change.
+pub fn conditions_mut(status: &mut JobStatus) -> &mut Vec<JobCondition> {
+    status.conditions.get_or_insert_with(Vec::new)
+}
+
+/// The uids of `uncounted`'s succeeded and failed pods.
+pub fn uncounted_uids(uncounted: UncountedTerminatedPods) -> (Vec<String>, Vec<String>) {
+    (
+        uncounted.succeeded.unwrap_or_default(),
+        uncounted.failed.unwrap_or_default(),
+    )
+}
+
+/// Whether `uncounted` lists no pod.
+pub fn uncounted_is_empty(uncounted: &UncountedTerminatedPods) -> bool {
+    uncounted.succeeded.as_ref().is_none_or(Vec::is_empty)
+        && uncounted.failed.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// `status` with what Kubernetes leaves out of a Job's status when it
+/// writes it left unset: zero `active`, `succeeded` and `failed` counters,
+/// empty `completedIndexes`, no conditions, an empty list of uncounted
+/// pods (Go's `omitempty`; `ready`, `terminating` and
+/// `uncountedTerminatedPods` are pointers and stay when zero or empty).
+pub fn with_kubernetes_omissions(mut status: JobStatus) -> JobStatus {
+    let nonzero = |n: Option<i32>| n.filter(|n| *n != 0);
+    status.active = nonzero(status.active);
+    status.succeeded = nonzero(status.succeeded);
+    status.failed = nonzero(status.failed);
+    status.completed_indexes = status.completed_indexes.filter(|c| !c.is_empty());
+    status.conditions = status.conditions.filter(|c| !c.is_empty());
+    if let Some(uncounted) = &mut status.uncounted_terminated_pods {
+        uncounted.succeeded = uncounted.succeeded.take().filter(|u| !u.is_empty());
+        uncounted.failed = uncounted.failed.take().filter(|u| !u.is_empty());
+    }
+    status
 }
 
 /// A Job as read from its stored object.
@@ -169,7 +120,11 @@ pub struct JobView {
     pub uid: String,
     /// `metadata.deletionTimestamp` is set.
     pub being_deleted: bool,
+    /// Its spec, but for the template: Kubernetes' type.
     pub spec: JobSpec,
+    /// `spec.template`, as stored (the controller makes pods of it).
+    pub template: Value,
+    /// Its status, with Kubernetes' omissions.
     pub status: JobStatus,
 }
 
@@ -193,13 +148,18 @@ impl JobView {
             name: meta.name.clone(),
             source,
         };
-        let spec = match content.remove("spec") {
-            Some(spec) => serde_json::from_value(spec).map_err(unreadable)?,
-            None => JobSpec::default(),
+        let mut spec = content.remove("spec").unwrap_or(Value::Null);
+        let template = match spec.as_object_mut() {
+            Some(fields) => fields.remove("template").unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let spec = match spec {
+            Value::Null => JobSpec::default(),
+            spec => typed::decode(spec).map_err(unreadable)?,
         };
         let status = match content.remove("status") {
             Some(Value::Null) | None => JobStatus::default(),
-            Some(status) => serde_json::from_value(status).map_err(unreadable)?,
+            Some(status) => typed::decode(status).map_err(unreadable)?,
         };
         Ok(JobView {
             being_deleted: !meta.deletion_timestamp.is_empty(),
@@ -207,7 +167,8 @@ impl JobView {
             namespace: meta.namespace,
             uid: meta.uid,
             spec,
-            status,
+            template,
+            status: with_kubernetes_omissions(status),
         })
     }
 
@@ -250,7 +211,7 @@ impl JobView {
 
     /// The pod template's `restartPolicy`.
     pub fn restart_policy(&self) -> &str {
-        self.spec.template["spec"]["restartPolicy"]
+        self.template["spec"]["restartPolicy"]
             .as_str()
             .unwrap_or("")
     }
@@ -264,24 +225,17 @@ impl JobView {
 
 /// The `Complete` or `Failed` condition of `status` that holds, if any.
 pub fn finished_condition(status: &JobStatus) -> Option<&JobCondition> {
-    status
-        .conditions
+    conditions(status)
         .iter()
-        .find(|c| (c.r#type == "Complete" || c.r#type == "Failed") && c.holds())
+        .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && holds(c))
 }
 
 /// `object` with `status` as its status.
 pub fn with_status(object: &GenericObject, status: &JobStatus) -> GenericObject {
     let mut updated = object.clone();
     let mut content = generic::content(&updated);
-    match serde_json::to_value(status) {
-        Ok(value) => {
-            content.insert("status".to_owned(), value);
-        }
-        Err(_) => {
-            content.remove("status");
-        }
-    }
+    let status = with_kubernetes_omissions(status.clone());
+    content.insert("status".to_owned(), typed::encode(&status));
     generic::set_content(&mut updated, &content);
     updated
 }
@@ -315,20 +269,18 @@ mod tests {
         assert!(!view.managed_elsewhere());
         assert_eq!(view.restart_policy(), "OnFailure");
         let rules = &view.spec.pod_failure_policy.as_ref().unwrap().rules;
-        assert_eq!(rules[0].on_pod_conditions[0].r#type, "DisruptionTarget");
-        assert_eq!(view.status.succeeded, 1);
-        assert_eq!(
-            view.status
-                .uncounted_terminated_pods
-                .as_ref()
-                .unwrap()
-                .failed,
-            ["p1"]
-        );
+        let patterns = rules[0].on_pod_conditions.as_deref().unwrap();
+        assert_eq!(patterns[0].type_, "DisruptionTarget");
+        assert_eq!(view.status.succeeded, Some(1));
+        let uncounted = view.status.uncounted_terminated_pods.as_ref().unwrap();
+        assert_eq!(uncounted.failed.as_deref().unwrap(), ["p1"]);
+        assert_eq!(view.template["spec"]["restartPolicy"], "OnFailure");
+        assert_eq!(view.spec.template, Default::default(), "kept apart as sent");
 
         let mut status = view.status.clone();
         status.ready = Some(0);
-        status.conditions.push(JobCondition::new(
+        status.active = Some(0);
+        conditions_mut(&mut status).push(new_condition(
             "Complete",
             true,
             "CompletionsReached",
@@ -350,7 +302,7 @@ mod tests {
         assert_eq!(content["spec"]["completions"], 3);
         let reread = JobView::read(&written).unwrap();
         assert_eq!(
-            reread.finished().map(|c| c.r#type.as_str()),
+            reread.finished().map(|c| c.type_.as_str()),
             Some("Complete")
         );
     }
