@@ -31,9 +31,11 @@ use serde_json::{Map, Value};
 use skiff_proto::v1;
 
 use super::model::{
-    ChildJob, CronJobStatus, CronJobView, JobOutcome, JobReference, SCHEDULED_TIMESTAMP_ANNOTATION,
+    active, active_mut, name_of, uid_of, ChildJob, CronJobStatus, CronJobView, JobOutcome,
+    JobReference, SCHEDULED_TIMESTAMP_ANNOTATION,
 };
 use crate::controllers::job::decide::PlannedEvent;
+use crate::controllers::job::model::{time, time_text};
 use skiff_objects::cron_schedule::{rfc3339_in, CronSchedule, UnknownTimeZone};
 use skiff_objects::generic;
 use skiff_objects::Kind;
@@ -127,12 +129,10 @@ pub fn plan(
 
     let now_seconds = unix_seconds(now);
     plan.requeue_after = next_look(&schedule, &zone, now);
-    let last = plan
-        .status
-        .last_schedule_time
-        .as_deref()
-        .unwrap_or(&cron_job.creation_timestamp);
-    let last = parse_seconds(last).unwrap_or(now_seconds);
+    let last = match &plan.status.last_schedule_time {
+        Some(time) => time.0.as_second(),
+        None => parse_seconds(&cron_job.creation_timestamp).unwrap_or(now_seconds),
+    };
     let earliest = match cron_job.spec.starting_deadline_seconds {
         Some(deadline) => last.max(now_seconds.saturating_sub(deadline)),
         None => last,
@@ -162,13 +162,13 @@ pub fn plan(
     }
     let job_name = job_name(&cron_job.name, scheduled);
     let scheduled_text = skiff_objects::rfc3339(at(scheduled));
-    let processed = plan.status.active.iter().any(|r| r.name == job_name)
-        || plan.status.last_schedule_time.as_deref() == Some(scheduled_text.as_str());
+    let processed = active(&plan.status).iter().any(|r| name_of(r) == job_name)
+        || plan.status.last_schedule_time.as_ref().map(time_text) == Some(scheduled_text);
     if processed {
         return plan;
     }
     match cron_job.concurrency_policy() {
-        "Forbid" if !plan.status.active.is_empty() => {
+        "Forbid" if !active(&plan.status).is_empty() => {
             plan.events.push(PlannedEvent::normal(
                 "JobAlreadyActive",
                 "Not starting job because prior execution is running and concurrency policy is Forbid",
@@ -176,7 +176,7 @@ pub fn plan(
             return plan;
         }
         "Replace" => {
-            plan.replace = std::mem::take(&mut plan.status.active);
+            plan.replace = plan.status.active.take().unwrap_or_default();
         }
         _ => {}
     }
@@ -190,10 +190,10 @@ pub fn plan(
 
 /// Records the run's Job in the status: active, and the last scheduled.
 pub fn record_run(status: &mut CronJobStatus, job: JobReference, scheduled: i64) {
-    if !status.active.iter().any(|r| r.uid == job.uid) {
-        status.active.push(job);
+    if !active(status).iter().any(|r| r.uid == job.uid) {
+        active_mut(status).push(job);
     }
-    status.last_schedule_time = Some(skiff_objects::rfc3339(at(scheduled)));
+    status.last_schedule_time = time(&skiff_objects::rfc3339(at(scheduled)));
 }
 
 /// The Job for `run`, from the CronJob's `jobTemplate`, controlled by
@@ -204,7 +204,7 @@ pub fn new_job(
     zone: &TimeZone,
     owner: Option<v1::OwnerReference>,
 ) -> v1::GenericObject {
-    let template = &cron_job.spec.job_template;
+    let template = &cron_job.job_template;
     let strings = |value: &Value| -> std::collections::BTreeMap<String, String> {
         value
             .as_object()
@@ -252,7 +252,7 @@ pub fn job_name(cron_job: &str, scheduled: i64) -> String {
 fn sync_active(plan: &mut CronPlan, jobs: &[ChildJob]) {
     let status = &mut plan.status;
     for job in jobs {
-        let listed = status.active.iter().any(|r| r.uid == job.uid);
+        let listed = active(status).iter().any(|r| uid_of(r) == job.uid);
         match job.outcome {
             None if !listed => plan.events.push(PlannedEvent::warning(
                 "UnexpectedJob",
@@ -262,7 +262,7 @@ fn sync_active(plan: &mut CronPlan, jobs: &[ChildJob]) {
                 ),
             )),
             Some(outcome) if listed => {
-                status.active.retain(|r| r.uid != job.uid);
+                active_mut(status).retain(|r| uid_of(r) != job.uid);
                 plan.events.push(PlannedEvent::normal(
                     "SawCompletedJob",
                     &format!(
@@ -278,26 +278,25 @@ fn sync_active(plan: &mut CronPlan, jobs: &[ChildJob]) {
             if let Some(done) = job.completion_time.as_deref() {
                 let later = status
                     .last_successful_time
-                    .as_deref()
-                    .and_then(parse_seconds)
+                    .as_ref()
+                    .map(|last| last.0.as_second())
                     .is_none_or(|last| parse_seconds(done).is_some_and(|d| d > last));
                 if later {
-                    status.last_successful_time = Some(done.to_owned());
+                    status.last_successful_time = time(done);
                 }
             }
         }
     }
-    let gone: Vec<JobReference> = status
-        .active
+    let gone: Vec<JobReference> = active(status)
         .iter()
-        .filter(|r| !jobs.iter().any(|j| j.uid == r.uid))
+        .filter(|r| !jobs.iter().any(|j| j.uid == uid_of(r)))
         .cloned()
         .collect();
     for reference in gone {
-        status.active.retain(|r| r.uid != reference.uid);
+        active_mut(status).retain(|r| r.uid != reference.uid);
         plan.events.push(PlannedEvent::normal(
             "MissingJob",
-            &format!("Active job went missing: {}", reference.name),
+            &format!("Active job went missing: {}", name_of(&reference)),
         ));
     }
 }
@@ -399,7 +398,8 @@ mod tests {
             uid: "cj-uid".into(),
             creation_timestamp: "2026-03-01T10:00:30Z".into(),
             being_deleted: false,
-            spec: serde_json::from_value(spec).unwrap(),
+            job_template: spec["jobTemplate"].clone(),
+            spec: skiff_objects::typed::decode(spec).unwrap(),
             status: CronJobStatus::default(),
         }
     }
@@ -434,12 +434,13 @@ mod tests {
 
     fn reference(job: &ChildJob) -> JobReference {
         JobReference {
-            kind: "Job".into(),
-            namespace: "default".into(),
-            name: job.name.clone(),
-            uid: job.uid.clone(),
-            api_version: "batch/v1".into(),
-            resource_version: job.resource_version.clone(),
+            kind: Some("Job".into()),
+            namespace: Some("default".into()),
+            name: Some(job.name.clone()),
+            uid: Some(job.uid.clone()),
+            api_version: Some("batch/v1".into()),
+            resource_version: Some(job.resource_version.clone()),
+            field_path: None,
         }
     }
 
@@ -467,9 +468,13 @@ mod tests {
 
         let job = child(&run.job_name, None, "", "");
         record_run(&mut cj.status, reference(&job), run.scheduled);
-        assert_eq!(cj.status.active, [reference(&job)]);
+        assert_eq!(active(&cj.status), [reference(&job)]);
         assert_eq!(
-            cj.status.last_schedule_time.as_deref(),
+            cj.status
+                .last_schedule_time
+                .as_ref()
+                .map(time_text)
+                .as_deref(),
             Some("2026-03-01T10:01:00Z")
         );
         // Looked at again within the minute: nothing more.
@@ -501,9 +506,13 @@ mod tests {
         );
         let late = plan_at(&cj, &[done], "2026-03-01T10:02:31Z");
         assert_eq!(reasons(&late), ["SawCompletedJob"]);
-        assert!(late.status.active.is_empty());
+        assert!(active(&late.status).is_empty());
         assert_eq!(
-            late.status.last_successful_time.as_deref(),
+            late.status
+                .last_successful_time
+                .as_ref()
+                .map(time_text)
+                .as_deref(),
             Some("2026-03-01T10:02:30Z")
         );
         assert_eq!(
@@ -519,7 +528,7 @@ mod tests {
             "2026-03-01T10:02:00.100Z",
         );
         assert!(alongside.run.is_some() && alongside.replace.is_empty());
-        assert_eq!(alongside.status.active.len(), 1);
+        assert_eq!(active(&alongside.status).len(), 1);
         cj.spec.concurrency_policy = Some("Replace".into());
         let replacing = plan_at(
             &cj,
@@ -527,7 +536,7 @@ mod tests {
             "2026-03-01T10:02:00.100Z",
         );
         assert_eq!(replacing.replace, [reference(&first)]);
-        assert!(replacing.status.active.is_empty());
+        assert!(active(&replacing.status).is_empty());
         assert_eq!(
             replacing.run.map(|r| r.job_name).as_deref(),
             Some("backup-29539322")
@@ -537,7 +546,7 @@ mod tests {
     #[test]
     fn schedules_missed_while_no_master_led_get_one_run_inside_the_starting_deadline() {
         let mut cj = cron(json!({"schedule": "*/1 * * * *"}));
-        cj.status.last_schedule_time = Some("2026-03-01T10:00:00Z".into());
+        cj.status.last_schedule_time = time("2026-03-01T10:00:00Z");
         // Seven missed: one run, for the latest.
         let catch_up = plan_at(&cj, &[], "2026-03-01T10:07:20Z");
         assert_eq!(catch_up.run.map(|r| r.scheduled), Some(1_772_359_620));
@@ -553,7 +562,7 @@ mod tests {
         assert_eq!(inside.run.map(|r| r.scheduled), Some(1_772_359_620));
         // A day missed is reported, and still only one run.
         cj.spec.starting_deadline_seconds = None;
-        cj.status.last_schedule_time = Some("2026-02-28T10:00:00Z".into());
+        cj.status.last_schedule_time = time("2026-02-28T10:00:00Z");
         let many = plan_at(&cj, &[], "2026-03-01T10:07:20Z");
         assert_eq!(reasons(&many), ["TooManyMissedTimes"]);
         assert_eq!(many.run.map(|r| r.scheduled), Some(1_772_359_620));
@@ -567,7 +576,7 @@ mod tests {
             ..running.clone()
         };
         let listed = |mut cj: CronJobView| {
-            cj.status.active = vec![reference(&running)];
+            cj.status.active = Some(vec![reference(&running)]);
             cj
         };
         let suspended = listed(cron(json!({"schedule": "*/1 * * * *", "suspend": true})));
@@ -578,7 +587,7 @@ mod tests {
         );
         assert_eq!(plan.run, None);
         assert_eq!(reasons(&plan), ["SawCompletedJob"]);
-        assert!(plan.status.active.is_empty());
+        assert!(active(&plan.status).is_empty());
         assert_eq!(plan.requeue_after, None);
 
         let mut deleted = listed(every_minute("Allow"));
@@ -589,7 +598,7 @@ mod tests {
             "2026-03-01T10:05:00Z",
         );
         assert!(plan.run.is_none() && plan.prune.is_empty());
-        assert!(plan.status.active.is_empty());
+        assert!(active(&plan.status).is_empty());
 
         let bad = cron(json!({"schedule": "61 * * * *"}));
         let plan = plan_at(&bad, &[], "2026-03-01T10:05:00Z");
@@ -610,9 +619,9 @@ mod tests {
     #[test]
     fn the_active_list_follows_the_jobs_there_are() {
         let mut cj = every_minute("Allow");
-        cj.status.last_schedule_time = Some("2026-03-01T10:05:00Z".into());
+        cj.status.last_schedule_time = time("2026-03-01T10:05:00Z");
         let gone = child("backup-gone", None, "", "");
-        cj.status.active = vec![reference(&gone)];
+        cj.status.active = Some(vec![reference(&gone)]);
         let stray = child("backup-stray", None, "", "");
         let newer = child(
             "backup-new",
@@ -628,9 +637,13 @@ mod tests {
         );
         let plan = plan_at(&cj, &[stray, newer, older], "2026-03-01T10:05:10Z");
         assert_eq!(reasons(&plan), ["UnexpectedJob", "MissingJob"]);
-        assert!(plan.status.active.is_empty());
+        assert!(active(&plan.status).is_empty());
         assert_eq!(
-            plan.status.last_successful_time.as_deref(),
+            plan.status
+                .last_successful_time
+                .as_ref()
+                .map(time_text)
+                .as_deref(),
             Some("2026-03-01T10:04:00Z"),
             "the latest completion"
         );

@@ -138,7 +138,7 @@ impl CronJobController {
         let namespace = &cron_job.namespace;
         let mut status = plan.status.clone();
         for job in &plan.replace {
-            self.delete_job(object, namespace, &job.name, &job.uid)
+            self.delete_job(object, namespace, model::name_of(job), model::uid_of(job))
                 .await?;
         }
         if let (Some(run), Some(zone)) = (&plan.run, &plan.zone) {
@@ -223,13 +223,15 @@ impl CronJobController {
 /// An `ObjectReference` to the Job `job`, as `status.active` lists it.
 fn reference_to(job: &Object) -> JobReference {
     let meta = job.meta();
+    let set = |field: &str| Some(field.to_owned()).filter(|f| !f.is_empty());
     JobReference {
-        kind: Kind::Job.name().to_owned(),
-        namespace: meta.namespace.clone(),
-        name: meta.name.clone(),
-        uid: meta.uid.clone(),
-        api_version: Kind::Job.api_version().to_owned(),
-        resource_version: meta.resource_version.clone(),
+        kind: set(Kind::Job.name()),
+        namespace: set(&meta.namespace),
+        name: set(&meta.name),
+        uid: set(&meta.uid),
+        api_version: set(Kind::Job.api_version()),
+        resource_version: set(&meta.resource_version),
+        field_path: None,
     }
 }
 
@@ -343,7 +345,7 @@ spec:
         );
         assert!(s.controller.reconcile(&key()).await.is_err());
         assert_eq!(job_names(&s.objects), ["backup-29539321"]);
-        assert!(cron_job(&s.objects).status.active.is_empty());
+        assert!(model::active(&cron_job(&s.objects).status).is_empty());
 
         // Looked at again (by the next leader): the Job is found, not made
         // again, and recorded.
@@ -351,10 +353,17 @@ spec:
         assert_eq!(action, Action::RequeueAfter(Duration::from_millis(59_900)));
         assert_eq!(job_names(&s.objects), ["backup-29539321"]);
         let status = cron_job(&s.objects).status;
-        assert_eq!(status.active.len(), 1);
-        assert_eq!(status.active[0].name, "backup-29539321");
+        assert_eq!(model::active(&status).len(), 1);
         assert_eq!(
-            status.last_schedule_time.as_deref(),
+            model::name_of(&model::active(&status)[0]),
+            "backup-29539321"
+        );
+        assert_eq!(
+            status
+                .last_schedule_time
+                .as_ref()
+                .map(crate::controllers::job::model::time_text)
+                .as_deref(),
             Some("2026-03-01T10:01:00Z")
         );
         let job = s.objects.objects(Kind::Job).remove(0);
@@ -398,9 +407,16 @@ spec:
             "the 10:02 run, late"
         );
         let status = cron_job(&s.objects).status;
-        assert_eq!(status.active[0].name, "backup-29539322");
         assert_eq!(
-            status.last_successful_time.as_deref(),
+            model::name_of(&model::active(&status)[0]),
+            "backup-29539322"
+        );
+        assert_eq!(
+            status
+                .last_successful_time
+                .as_ref()
+                .map(crate::controllers::job::model::time_text)
+                .as_deref(),
             Some("2026-03-01T10:02:20Z")
         );
 

@@ -2,59 +2,44 @@
 //! `spec` and of the `status` the controller writes, read from the JSON of
 //! the stored generic object, and a summary of each Job it made.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
 use crate::controllers::job::model::{finished_condition, time_text, JobView};
-use skiff_objects::generic;
+use skiff_objects::{generic, typed};
 
 /// The annotation with the time a CronJob's Job was scheduled for.
 pub const SCHEDULED_TIMESTAMP_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
-/// A CronJob's `spec` (Kubernetes' defaults are set on every stored one).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct CronJobSpec {
-    pub schedule: String,
-    pub time_zone: Option<String>,
-    pub starting_deadline_seconds: Option<i64>,
-    pub concurrency_policy: Option<String>,
-    pub suspend: Option<bool>,
-    pub successful_jobs_history_limit: Option<i32>,
-    pub failed_jobs_history_limit: Option<i32>,
-    /// The Job template (`metadata` and `spec`), as sent.
-    pub job_template: Value,
-}
-
-/// A CronJob's `status`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct CronJobStatus {
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub active: Vec<JobReference>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_schedule_time: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_successful_time: Option<String>,
-}
-
+/// A CronJob's `spec` and `status`: Kubernetes' types.
+pub use k8s_openapi::api::batch::v1::{CronJobSpec, CronJobStatus};
 /// An entry of `status.active`: an `ObjectReference` to a Job.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct JobReference {
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub uid: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_version: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub resource_version: String,
+pub use k8s_openapi::api::core::v1::ObjectReference as JobReference;
+
+/// The Jobs `status.active` lists (none when unset).
+pub fn active(status: &CronJobStatus) -> &[JobReference] {
+    status.active.as_deref().unwrap_or_default()
+}
+
+/// `status.active`, to change.
+pub fn active_mut(status: &mut CronJobStatus) -> &mut Vec<JobReference> {
+    status.active.get_or_insert_with(Vec::new)
+}
+
+/// A reference's uid (`""` when unset).
+pub fn uid_of(reference: &JobReference) -> &str {
+    reference.uid.as_deref().unwrap_or("")
+}
+
+/// A reference's name (`""` when unset).
+pub fn name_of(reference: &JobReference) -> &str {
+    reference.name.as_deref().unwrap_or("")
+}
+
+/// `status` as Kubernetes writes it: an empty `active` left out.
+pub fn with_kubernetes_omissions(mut status: CronJobStatus) -> CronJobStatus {
+    status.active = status.active.filter(|a| !a.is_empty());
+    status
 }
 
 /// A CronJob as read from its stored object.
@@ -66,7 +51,11 @@ pub struct CronJobView {
     pub creation_timestamp: String,
     /// `metadata.deletionTimestamp` is set.
     pub being_deleted: bool,
+    /// Its spec, but for the Job template: Kubernetes' type.
     pub spec: CronJobSpec,
+    /// `spec.jobTemplate` (`metadata` and `spec`), as stored.
+    pub job_template: Value,
+    /// Its status, with Kubernetes' omissions.
     pub status: CronJobStatus,
 }
 
@@ -90,13 +79,18 @@ impl CronJobView {
             name: meta.name.clone(),
             source,
         };
-        let spec = match content.remove("spec") {
-            Some(spec) => serde_json::from_value(spec).map_err(unreadable)?,
-            None => CronJobSpec::default(),
+        let mut spec = content.remove("spec").unwrap_or(Value::Null);
+        let job_template = match spec.as_object_mut() {
+            Some(fields) => fields.remove("jobTemplate").unwrap_or(Value::Null),
+            None => Value::Null,
+        };
+        let spec = match spec {
+            Value::Null => CronJobSpec::default(),
+            spec => typed::decode(spec).map_err(unreadable)?,
         };
         let status = match content.remove("status") {
             Some(Value::Null) | None => CronJobStatus::default(),
-            Some(status) => serde_json::from_value(status).map_err(unreadable)?,
+            Some(status) => typed::decode(status).map_err(unreadable)?,
         };
         Ok(CronJobView {
             being_deleted: !meta.deletion_timestamp.is_empty(),
@@ -105,7 +99,8 @@ impl CronJobView {
             uid: meta.uid,
             creation_timestamp: meta.creation_timestamp,
             spec,
-            status,
+            job_template,
+            status: with_kubernetes_omissions(status),
         })
     }
 
@@ -124,14 +119,8 @@ impl CronJobView {
 pub fn with_status(object: &GenericObject, status: &CronJobStatus) -> GenericObject {
     let mut updated = object.clone();
     let mut content = generic::content(&updated);
-    match serde_json::to_value(status) {
-        Ok(value) => {
-            content.insert("status".to_owned(), value);
-        }
-        Err(_) => {
-            content.remove("status");
-        }
-    }
+    let status = with_kubernetes_omissions(status.clone());
+    content.insert("status".to_owned(), typed::encode(&status));
     generic::set_content(&mut updated, &content);
     updated
 }
@@ -213,10 +202,10 @@ mod tests {
         assert_eq!(view.creation_timestamp, "2026-01-01T00:00:00Z");
         assert!(!view.suspended());
         let mut status = view.status.clone();
-        status.active.push(JobReference {
-            kind: "Job".into(),
-            name: "nightly-29000000".into(),
-            uid: "j1".into(),
+        active_mut(&mut status).push(JobReference {
+            kind: Some("Job".into()),
+            name: Some("nightly-29000000".into()),
+            uid: Some("j1".into()),
             ..JobReference::default()
         });
         let written = with_status(&object, &status);
