@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
-use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
+use skiff_master::controllers::daemonset::spec::{DaemonSetStatus, StoredStatus};
 use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
 use skiff_master::controllers::revisions::Revision;
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
@@ -193,10 +193,11 @@ pub fn daemon_set_progress(object: &Object, name: &str) -> (String, bool) {
     }
     let status = DaemonSetStatus::read(daemon_set);
     let (updated, desired) = (
-        status.updated_number_scheduled,
+        status.updated_number_scheduled.unwrap_or(0),
         status.desired_number_scheduled,
     );
-    if status.observed_generation < object.meta().generation {
+    let available = status.number_available.unwrap_or(0);
+    if status.observed_generation.unwrap_or(0) < object.meta().generation {
         return (
             "Waiting for daemon set spec update to be observed...".to_owned(),
             false,
@@ -210,11 +211,10 @@ pub fn daemon_set_progress(object: &Object, name: &str) -> (String, bool) {
             false,
         );
     }
-    if status.number_available < desired {
+    if available < desired {
         return (
             format!(
-                "Waiting for daemon set {name:?} rollout to finish: {} of {desired} updated pods are available...",
-                status.number_available
+                "Waiting for daemon set {name:?} rollout to finish: {available} of {desired} updated pods are available..."
             ),
             false,
         );
@@ -240,7 +240,14 @@ pub fn stateful_set_progress(object: &Object, name: &str) -> (String, bool) {
         return (format!("error: {only}"), true);
     }
     let status = StatefulSetStatus::read(set);
-    if status.observed_generation == 0 || status.observed_generation < object.meta().generation {
+    let observed = status.observed_generation.unwrap_or(0);
+    let ready = i64::from(status.ready_replicas.unwrap_or(0));
+    let updated = status.updated_replicas.unwrap_or(0);
+    let (update_revision, current_revision) = (
+        status.update_revision.unwrap_or_default(),
+        status.current_revision.unwrap_or_default(),
+    );
+    if observed == 0 || observed < object.meta().generation {
         return (
             "Waiting for statefulset spec update to be observed...".to_owned(),
             false,
@@ -248,19 +255,19 @@ pub fn stateful_set_progress(object: &Object, name: &str) -> (String, bool) {
     }
     let replicas = spec["replicas"].as_i64();
     if let Some(replicas) = replicas {
-        if i64::from(status.ready_replicas) < replicas {
-            let waiting = replicas - i64::from(status.ready_replicas);
+        if ready < replicas {
+            let waiting = replicas - ready;
             return (format!("Waiting for {waiting} pods to be ready..."), false);
         }
     }
     let rolling = &spec["updateStrategy"]["rollingUpdate"];
     if rolling.is_object() {
         if let (Some(replicas), Some(partition)) = (replicas, rolling["partition"].as_i64()) {
-            if i64::from(status.updated_replicas) < replicas - partition {
+            if i64::from(updated) < replicas - partition {
                 return (
                     format!(
                         "Waiting for partitioned roll out to finish: {} out of {} new pods have been updated...",
-                        status.updated_replicas,
+                        updated,
                         replicas - partition
                     ),
                     false,
@@ -268,26 +275,22 @@ pub fn stateful_set_progress(object: &Object, name: &str) -> (String, bool) {
             }
         }
         return (
-            format!(
-                "partitioned roll out complete: {} new pods have been updated...",
-                status.updated_replicas
-            ),
+            format!("partitioned roll out complete: {updated} new pods have been updated..."),
             true,
         );
     }
-    if status.update_revision != status.current_revision {
+    if update_revision != current_revision {
         return (
             format!(
-                "waiting for statefulset rolling update to complete {} pods at revision {}...",
-                status.updated_replicas, status.update_revision
+                "waiting for statefulset rolling update to complete {updated} pods at revision {update_revision}..."
             ),
             false,
         );
     }
     (
         format!(
-            "statefulset rolling update complete {} pods at revision {}...",
-            status.current_replicas, status.current_revision
+            "statefulset rolling update complete {} pods at revision {current_revision}...",
+            status.current_replicas.unwrap_or(0)
         ),
         true,
     )

@@ -20,7 +20,7 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::controllers::daemonset::spec::DaemonSetStatus;
+use skiff_master::controllers::daemonset::spec::{DaemonSetStatus, StoredStatus};
 use skiff_master::controllers::revisions::{Revision, REVISION_HASH_LABEL};
 use skiff_objects::owners::controller_of;
 use skiff_objects::{Kind, ObjectExt};
@@ -237,7 +237,7 @@ async fn a_daemonset_runs_on_every_node_and_on_one_that_joins_later() -> anyhow:
         || async {
             status_of(&client, APP)
                 .await
-                .filter(|s| s.number_available == 3)
+                .filter(|s| s.number_available == Some(3))
         },
     )
     .await?;
@@ -248,7 +248,7 @@ async fn a_daemonset_runs_on_every_node_and_on_one_that_joins_later() -> anyhow:
         status.updated_number_scheduled,
         status.number_misscheduled,
     );
-    assert_eq!(counts, (3, 3, 3, 3, 0));
+    assert_eq!(counts, (3, 3, 3, Some(3), 0));
     eprintln!("node-c had its pod {placed_in:?} after it was Ready");
     // skiff ctl's table has kubectl's columns and these counts.
     let table = ctl_ok(&master.api_addr, &["get", "daemonsets"]);
@@ -463,7 +463,7 @@ async fn a_dead_node_keeps_its_daemonset_pod_and_no_other_node_gets_one() -> any
         || async {
             status_of(&client, "agent")
                 .await
-                .filter(|s| s.desired_number_scheduled == 3 && s.number_available == 3)
+                .filter(|s| s.desired_number_scheduled == 3 && s.number_available == Some(3))
         },
     )
     .await?;

@@ -30,7 +30,7 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus};
+use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus, StoredStatus};
 use skiff_objects::disruption_budget::Budget;
 use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
@@ -306,7 +306,9 @@ async fn on_a_real_node_a_member_comes_back_with_its_name_and_its_data() -> anyh
     let names: Vec<&str> = kept.keys().map(String::as_str).collect();
     assert_eq!(names, ["data-db-0", "data-db-1"]);
     wait_for("the status to count 2 ready", REAL_SETTLE, || async {
-        status_of(&client).await.filter(|s| s.ready_replicas == 2)
+        status_of(&client)
+            .await
+            .filter(|s| s.ready_replicas == Some(2))
     })
     .await?;
     let table = ctl_ok(&api, &["get", "statefulsets"]);
@@ -440,7 +442,7 @@ async fn members_come_in_order_go_in_reverse_and_keep_their_names_and_claims() -
         status.ready_replicas,
         status.updated_replicas,
     );
-    assert_eq!(counts, (3, 3, 3));
+    assert_eq!(counts, (3, Some(3), Some(3)));
     assert_eq!(status.current_revision, status.update_revision);
 
     // Scaled down highest first; the claims stay (Retain).

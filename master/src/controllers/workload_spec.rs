@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use skiff_proto::v1;
 
-use skiff_objects::{generic, selector};
+use skiff_objects::{generic, selector, typed};
 
 /// A workload its controller cannot act on: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -79,17 +79,37 @@ pub use skiff_objects::generic::strip_nulls;
 /// The workload's `status` (the default, all zero, when it has none or
 /// one that does not read).
 pub fn read_status<T: DeserializeOwned + Default>(object: &v1::GenericObject) -> T {
-    let status = generic::content(object).remove("status");
-    status
-        .and_then(|s| serde_json::from_value(s).ok())
-        .unwrap_or_default()
+    typed::decode_or_default(generic::content(object).get("status"))
+}
+
+/// A workload status kept in its generic object's `status`: Kubernetes'
+/// type, read and written whole.
+pub trait StoredStatus: Serialize + DeserializeOwned + Default {
+    /// The status `object` has (all zero when it has none, or one that
+    /// does not read).
+    fn read(object: &v1::GenericObject) -> Self {
+        read_status(object)
+    }
+
+    /// `object` with this status.
+    fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
+        with_status(object, self)
+    }
+}
+
+/// A count as Kubernetes writes an `omitempty` one: left out when zero.
+pub fn unless_zero<T: Default + PartialEq>(value: T) -> Option<T> {
+    (value != T::default()).then_some(value)
 }
 
 /// `object` with `status` as its `status`.
 pub fn with_status<T: Serialize>(object: &v1::GenericObject, status: &T) -> v1::GenericObject {
     let mut object = object.clone();
     let mut content = generic::content(&object);
-    let status = serde_json::to_value(status).unwrap_or_else(|_| Value::Object(Map::new()));
+    let status = match typed::encode(status) {
+        Value::Null => Value::Object(Map::new()),
+        status => status,
+    };
     content.insert("status".to_owned(), status);
     generic::set_content(&mut object, &content);
     object

@@ -42,6 +42,7 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::controllers::workload_spec::unless_zero;
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use plan::{DaemonPod, NodeFit, Plan, Why};
@@ -49,7 +50,7 @@ use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
 use skiff_objects::owners::{controller_of, controller_reference};
 use skiff_objects::pods::{pod_is_ready, pod_is_terminating};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
-use spec::{DaemonSetSpec, DaemonSetStatus, UpdateStrategy};
+use spec::{DaemonSetSpec, DaemonSetStatus, StoredStatus, UpdateStrategy};
 
 /// The component its Events are recorded as.
 const COMPONENT: &str = "daemonset-controller";
@@ -175,15 +176,17 @@ impl Reconciler for DaemonSetController {
         }
         let (facts, next_available) = pod_facts(&pods, spec.min_ready_seconds, now);
         let counts = plan::count(&nodes, &facts, &hash);
+        // Kubernetes' field names and omissions (`omitempty` counts left
+        // out when zero).
         let current = DaemonSetStatus {
             current_number_scheduled: counts.current,
             number_misscheduled: counts.misscheduled,
             desired_number_scheduled: counts.desired,
             number_ready: counts.ready,
-            observed_generation: object.meta().generation,
-            updated_number_scheduled: counts.updated,
-            number_available: counts.available,
-            number_unavailable: counts.unavailable(),
+            observed_generation: unless_zero(object.meta().generation),
+            updated_number_scheduled: unless_zero(counts.updated),
+            number_available: unless_zero(counts.available),
+            number_unavailable: unless_zero(counts.unavailable()),
             collision_count: status.collision_count,
             conditions: status.conditions.clone(),
         };
@@ -747,8 +750,8 @@ spec:
             status.number_ready,
             status.number_unavailable,
         );
-        assert_eq!(counts, (1, 1, 1, 0, 1));
-        assert_eq!(status.observed_generation, 1);
+        assert_eq!(counts, (1, 1, Some(1), 0, Some(1)));
+        assert_eq!(status.observed_generation, Some(1));
 
         // Level-triggered: a second look writes nothing.
         objects.clear_writes();
@@ -796,7 +799,7 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         report_ready(&objects);
         controller.reconcile(&key()).await.unwrap();
-        assert_eq!(status(&objects).number_available, 2);
+        assert_eq!(status(&objects).number_available, Some(2));
         let first = revisions(&objects)[0].hash.clone();
 
         set_image(&objects, "agent:2");
@@ -828,8 +831,8 @@ spec:
         assert_eq!(placed(&objects), [on("n1"), on("n5")]);
         let status = status(&objects);
         let counts = (status.updated_number_scheduled, status.number_available);
-        assert_eq!(counts, (2, 2));
-        assert_eq!(status.observed_generation, 2);
+        assert_eq!(counts, (Some(2), Some(2)));
+        assert_eq!(status.observed_generation, Some(2));
 
         // Undo: the first template again, whose revision is number 3 now;
         // no new revision, and the pods roll back to it.
@@ -854,7 +857,11 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         let second = revisions(&objects)[1].hash.clone();
         assert!(terminating(&objects).is_empty(), "nothing is deleted");
-        assert_eq!(status(&objects).updated_number_scheduled, 0);
+        assert_eq!(
+            status(&objects).updated_number_scheduled,
+            None,
+            "zero: left out"
+        );
 
         let on_n5 = pods(&objects).into_iter().find(|p| bound_to(p) == "n5");
         let name = on_n5.and_then(|p| p.metadata).unwrap_or_default().name;

@@ -13,13 +13,11 @@ use skiff_proto::v1;
 use super::eligibility::{add_daemon_tolerations, Requirements};
 use crate::controllers::deployment::resolve;
 use crate::controllers::revisions::REVISION_HASH_LABEL;
-use crate::controllers::workload_spec::{
-    int_or_string, read_status, selector_of, spec_of, template_of, with_status,
-};
+use crate::controllers::workload_spec::{int_or_string, selector_of, spec_of, template_of};
 use skiff_objects::metadata::random_suffix;
 use skiff_objects::placement::required_node_affinity;
 
-pub use crate::controllers::workload_spec::SpecError;
+pub use crate::controllers::workload_spec::{SpecError, StoredStatus};
 
 /// Longest base of a generated pod name (`<daemonset>-`), as Kubernetes
 /// cuts `generateName`, so that the name stays a valid label value.
@@ -153,46 +151,10 @@ impl DaemonSetSpec {
     }
 }
 
-/// A DaemonSet's `status`, with Kubernetes' field names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct DaemonSetStatus {
-    /// Nodes that should run a pod and run at least one.
-    pub current_number_scheduled: i32,
-    /// Nodes that run a pod but should not.
-    pub number_misscheduled: i32,
-    /// Nodes that should run a pod.
-    pub desired_number_scheduled: i32,
-    /// Nodes that should run a pod whose pod is Ready.
-    pub number_ready: i32,
-    pub observed_generation: i64,
-    /// Nodes that should run a pod whose pod runs the current template.
-    pub updated_number_scheduled: i32,
-    /// Nodes that should run a pod whose pod has been Ready for
-    /// `minReadySeconds`.
-    pub number_available: i32,
-    /// Nodes that should run a pod without an available one.
-    pub number_unavailable: i32,
-    /// Bumped when a new revision's name is taken by another template.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collision_count: Option<i32>,
-    /// Kept as written (the controller sets none).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Value>,
-}
+/// A DaemonSet's `status`: Kubernetes' type.
+pub use k8s_openapi::api::apps::v1::DaemonSetStatus;
 
-impl DaemonSetStatus {
-    /// The status a DaemonSet has (all zero when it has none, or one that
-    /// does not read).
-    pub fn read(object: &v1::GenericObject) -> DaemonSetStatus {
-        read_status(object)
-    }
-
-    /// `object` (a DaemonSet) with this status.
-    pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
-        with_status(object, self)
-    }
-}
+impl StoredStatus for DaemonSetStatus {}
 
 #[cfg(test)]
 mod tests {
@@ -310,8 +272,8 @@ spec:
     fn the_status_round_trips_with_kubernetes_names() {
         let status = DaemonSetStatus {
             desired_number_scheduled: 3,
-            number_unavailable: 1,
-            observed_generation: 2,
+            number_unavailable: Some(1),
+            observed_generation: Some(2),
             collision_count: Some(1),
             ..Default::default()
         };
@@ -325,7 +287,8 @@ spec:
         assert_eq!(json["desiredNumberScheduled"], 3);
         assert_eq!(json["numberUnavailable"], 1);
         assert_eq!(json["collisionCount"], 1);
-        assert_eq!(json["numberMisscheduled"], 0);
+        assert_eq!(json["numberMisscheduled"], 0, "not omitempty in Kubernetes");
+        assert!(json.get("numberAvailable").is_none(), "unset: left out");
         assert!(json.get("conditions").is_none());
         assert_eq!(DaemonSetStatus::read(&written), status);
         assert_eq!(DaemonSetStatus::read(&object), DaemonSetStatus::default());

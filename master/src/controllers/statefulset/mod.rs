@@ -49,6 +49,7 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::controllers::workload_spec::unless_zero;
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
@@ -56,7 +57,7 @@ use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::owners::{controller_of, controller_reference};
 use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
-use spec::{ordinal_of, StatefulSetSpec, StatefulSetStatus};
+use spec::{ordinal_of, StatefulSetSpec, StatefulSetStatus, StoredStatus};
 
 /// The component its Events are recorded as.
 const COMPONENT: &str = "statefulset-controller";
@@ -158,22 +159,26 @@ impl Reconciler for StatefulSetController {
         let (current_name, update_name) = (&revisions.current.0, &revisions.update.0);
         let (counts, complete) = plan::count(&members, current_name, update_name);
         let rolling = matches!(spec.strategy, spec::UpdateStrategy::RollingUpdate { .. });
-        let mut current = StatefulSetStatus {
-            observed_generation: object.meta().generation,
+        // Kubernetes' field names and omissions (`omitempty` counts and
+        // revisions left out when zero or empty; `availableReplicas` is
+        // not `omitempty`).
+        let (current_count, current_revision) = if rolling && complete {
+            (counts.updated, update_name)
+        } else {
+            (counts.current, current_name)
+        };
+        let current = StatefulSetStatus {
+            observed_generation: unless_zero(object.meta().generation),
             replicas: counts.replicas,
-            ready_replicas: counts.ready,
-            current_replicas: counts.current,
-            updated_replicas: counts.updated,
-            available_replicas: counts.available,
-            current_revision: current_name.clone(),
-            update_revision: update_name.clone(),
+            ready_replicas: unless_zero(counts.ready),
+            current_replicas: unless_zero(current_count),
+            updated_replicas: unless_zero(counts.updated),
+            available_replicas: Some(counts.available),
+            current_revision: unless_zero(current_revision.clone()),
+            update_revision: unless_zero(update_name.clone()),
             collision_count: status.collision_count,
             conditions: status.conditions.clone(),
         };
-        if rolling && complete {
-            current.current_replicas = current.updated_replicas;
-            current.current_revision = update_name.clone();
-        }
         if current != status {
             self.write_status(&object, &current).await?;
         }
@@ -181,7 +186,7 @@ impl Reconciler for StatefulSetController {
         // Old revisions beyond the limit go, but never one a member runs
         // or the current one.
         let mut live: BTreeSet<String> = members.iter().map(|m| m.revision.clone()).collect();
-        live.insert(current.current_revision.clone());
+        live.insert(current.current_revision.clone().unwrap_or_default());
         let live_hashes: BTreeSet<String> = revisions
             .history
             .old
@@ -262,14 +267,19 @@ impl StatefulSetController {
         let update = (update_name.clone(), spec.pod.clone());
         // The members' revision before this update: the status's, while
         // that revision is still kept; else there is no older one.
-        let older = history
-            .old
-            .iter()
-            .find(|r| !status.current_revision.is_empty() && r.name == status.current_revision);
+        let older = history.old.iter().find(|r| {
+            status
+                .current_revision
+                .as_ref()
+                .is_some_and(|c| r.name == *c)
+        });
         let current = match older.map(|r| spec::revision_template(&r.data)) {
-            Some(Ok(template)) => (status.current_revision.clone(), template),
+            Some(Ok(template)) => (
+                status.current_revision.clone().unwrap_or_default(),
+                template,
+            ),
             Some(Err(e)) => {
-                tracing::warn!(statefulset = %meta.name, namespace = %meta.namespace, revision = %status.current_revision, error = %e, "cannot read the current revision; members come back at the update revision");
+                tracing::warn!(statefulset = %meta.name, namespace = %meta.namespace, revision = %status.current_revision.as_deref().unwrap_or(""), error = %e, "cannot read the current revision; members come back at the update revision");
                 update.clone()
             }
             None => update.clone(),

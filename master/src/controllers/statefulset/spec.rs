@@ -18,12 +18,12 @@ use skiff_proto::v1;
 use crate::controllers::deployment::resolve;
 use crate::controllers::revisions::REVISION_HASH_LABEL;
 use crate::controllers::workload_spec::{
-    int_or_string, read_status, selector_of, spec_of, strip_nulls, template_of, with_status,
+    int_or_string, selector_of, spec_of, strip_nulls, template_of,
 };
 use skiff_objects::generic;
 use skiff_objects::selector;
 
-pub use crate::controllers::workload_spec::SpecError;
+pub use crate::controllers::workload_spec::{SpecError, StoredStatus};
 
 /// The label that names a member's pod (Kubernetes' `StatefulSetPodNameLabel`).
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
@@ -362,47 +362,10 @@ fn clamp(value: i64) -> i32 {
     i32::try_from(value).unwrap_or(if value < 0 { i32::MIN } else { i32::MAX })
 }
 
-/// A StatefulSet's `status`, with Kubernetes' field names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct StatefulSetStatus {
-    pub observed_generation: i64,
-    /// Members' pods that exist.
-    pub replicas: i32,
-    /// Of those, Running and Ready.
-    pub ready_replicas: i32,
-    /// Of those, at the current revision (not being deleted).
-    pub current_replicas: i32,
-    /// Of those, at the update revision (not being deleted).
-    pub updated_replicas: i32,
-    /// Ready for `minReadySeconds`.
-    pub available_replicas: i32,
-    /// The revision the members had before the update began.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub current_revision: String,
-    /// The revision of the current template.
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub update_revision: String,
-    /// Bumped when a new revision's name is taken by another template.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub collision_count: Option<i32>,
-    /// Kept as written (the controller sets none).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Value>,
-}
+/// A StatefulSet's `status`: Kubernetes' type.
+pub use k8s_openapi::api::apps::v1::StatefulSetStatus;
 
-impl StatefulSetStatus {
-    /// The status a StatefulSet has (all zero when it has none, or one that
-    /// does not read).
-    pub fn read(object: &v1::GenericObject) -> StatefulSetStatus {
-        read_status(object)
-    }
-
-    /// `object` (a StatefulSet) with this status.
-    pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
-        with_status(object, self)
-    }
-}
+impl StoredStatus for StatefulSetStatus {}
 
 #[cfg(test)]
 mod tests {
@@ -567,10 +530,11 @@ spec:
     fn the_status_round_trips_with_kubernetes_names() {
         let status = StatefulSetStatus {
             replicas: 3,
-            ready_replicas: 2,
-            current_revision: "web-a".into(),
-            update_revision: "web-b".into(),
-            observed_generation: 2,
+            ready_replicas: Some(2),
+            available_replicas: Some(0),
+            current_revision: Some("web-a".into()),
+            update_revision: Some("web-b".into()),
+            observed_generation: Some(2),
             ..Default::default()
         };
         let object = v1::GenericObject {
@@ -583,7 +547,8 @@ spec:
         assert_eq!(json["readyReplicas"], 2);
         assert_eq!(json["currentRevision"], "web-a");
         assert_eq!(json["updateRevision"], "web-b");
-        assert_eq!(json["updatedReplicas"], 0);
+        assert_eq!(json["availableReplicas"], 0, "not omitempty in Kubernetes");
+        assert!(json.get("updatedReplicas").is_none(), "unset: left out");
         assert!(json.get("collisionCount").is_none());
         assert_eq!(StatefulSetStatus::read(&written), status);
     }
