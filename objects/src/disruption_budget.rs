@@ -30,6 +30,7 @@ use skiff_proto::v1::{self, LabelSelector};
 use super::deletion::is_being_deleted;
 use super::pods::pod_is_ready;
 use super::{generic, selector};
+use crate::typed::meta::{Condition, Time};
 
 /// Kubernetes' words for a refused eviction (kubectl drain prints them).
 pub const VIOLATION_MESSAGE: &str =
@@ -111,10 +112,7 @@ impl Budget {
         let spec = content.remove("spec").unwrap_or(Value::Null);
         let mut budget = Budget::from_spec(meta.name, &spec);
         budget.generation = meta.generation;
-        budget.status = content
-            .remove("status")
-            .and_then(|s| serde_json::from_value(s).ok())
-            .unwrap_or_default();
+        budget.status = crate::typed::decode_or_default(content.get("status"));
         Some(budget)
     }
 
@@ -181,79 +179,80 @@ impl Budget {
     }
 }
 
-/// A PodDisruptionBudget's `status`, with Kubernetes' field names.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct BudgetStatus {
-    pub observed_generation: i64,
-    /// Pods evicted a moment ago and not yet being deleted: when.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub disrupted_pods: BTreeMap<String, String>,
-    pub disruptions_allowed: i64,
-    pub current_healthy: i64,
-    pub desired_healthy: i64,
-    pub expected_pods: i64,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub conditions: Vec<Value>,
+/// A PodDisruptionBudget's `status`: Kubernetes' type.
+pub use crate::typed::api::policy::v1::PodDisruptionBudgetStatus as BudgetStatus;
+
+/// What the disruption controller and the eviction do with a budget's
+/// status.
+pub trait BudgetStatusExt {
+    /// `object` (a PodDisruptionBudget) with this status.
+    fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject;
+    /// The `DisruptionAllowed` condition's status and reason, if it has one.
+    fn allowed_condition(&self) -> Option<(&str, &str)>;
+    /// Takes one of the allowed disruptions for evicting `pod` at `now`.
+    fn take_disruption(&mut self, pod: &str, now: SystemTime);
 }
 
-impl BudgetStatus {
-    /// `object` (a PodDisruptionBudget) with this status.
-    pub fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
+impl BudgetStatusExt for BudgetStatus {
+    fn write_into(&self, object: &v1::GenericObject) -> v1::GenericObject {
         let mut object = object.clone();
         let mut content = generic::content(&object);
-        let status =
-            serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Default::default()));
-        content.insert("status".to_owned(), status);
+        content.insert("status".to_owned(), crate::typed::encode(self));
         generic::set_content(&mut object, &content);
         object
     }
 
-    /// The `DisruptionAllowed` condition's status and reason, if it has one.
-    pub fn allowed_condition(&self) -> Option<(&str, &str)> {
-        let condition = self
-            .conditions
-            .iter()
-            .find(|c| c["type"] == DISRUPTION_ALLOWED)?;
-        Some((
-            condition["status"].as_str().unwrap_or(""),
-            condition["reason"].as_str().unwrap_or(""),
-        ))
+    fn allowed_condition(&self) -> Option<(&str, &str)> {
+        let conditions = self.conditions.as_deref().unwrap_or_default();
+        let condition = conditions.iter().find(|c| c.type_ == DISRUPTION_ALLOWED)?;
+        Some((condition.status.as_str(), condition.reason.as_str()))
     }
 
-    /// Sets the `DisruptionAllowed` condition; its transition time moves
-    /// only when its status does.
-    fn set_condition(&mut self, allowed: bool, reason: &str, message: &str, now: SystemTime) {
-        let status = if allowed { "True" } else { "False" };
-        let previous = self
-            .conditions
-            .iter()
-            .position(|c| c["type"] == DISRUPTION_ALLOWED);
-        let since = previous
-            .map(|i| &self.conditions[i])
-            .filter(|c| c["status"] == status)
-            .and_then(|c| c["lastTransitionTime"].as_str().map(str::to_owned))
-            .unwrap_or_else(|| crate::rfc3339(now));
-        let condition = serde_json::json!({
-            "type": DISRUPTION_ALLOWED,
-            "status": status,
-            "reason": reason,
-            "message": message,
-            "observedGeneration": self.observed_generation,
-            "lastTransitionTime": since,
-        });
-        match previous {
-            Some(i) => self.conditions[i] = condition,
-            None => self.conditions.push(condition),
-        }
-    }
-
-    /// Takes one of the allowed disruptions for evicting `pod` at `now`.
-    pub fn take_disruption(&mut self, pod: &str, now: SystemTime) {
+    fn take_disruption(&mut self, pod: &str, now: SystemTime) {
         self.disruptions_allowed -= 1;
         self.disrupted_pods
-            .insert(pod.to_owned(), crate::rfc3339(now));
+            .get_or_insert_with(BTreeMap::new)
+            .insert(pod.to_owned(), Time(now.try_into().unwrap_or_default()));
     }
+}
+
+/// Sets `status`'s `DisruptionAllowed` condition; its transition time
+/// moves only when its status does.
+fn set_condition(
+    status: &mut BudgetStatus,
+    allowed: bool,
+    reason: &str,
+    message: &str,
+    now: SystemTime,
+) {
+    let holds = if allowed { "True" } else { "False" };
+    let observed_generation = status.observed_generation;
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let previous = conditions
+        .iter()
+        .position(|c| c.type_ == DISRUPTION_ALLOWED);
+    let since = previous
+        .map(|i| &conditions[i])
+        .filter(|c| c.status == holds)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(now.try_into().unwrap_or_default()));
+    let condition = Condition {
+        type_: DISRUPTION_ALLOWED.to_owned(),
+        status: holds.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation,
+        last_transition_time: since,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// A count as a status holds it (`int32`).
+fn count(n: i64) -> i32 {
+    i32::try_from(n.max(0)).unwrap_or(i32::MAX)
 }
 
 /// The status Kubernetes' disruption controller gives `budget` (of
@@ -274,7 +273,7 @@ pub fn compute_status(
         Err(why) => {
             // Kubernetes' fail-safe: nothing may be disrupted.
             status.disruptions_allowed = 0;
-            status.set_condition(false, "SyncFailed", &why, now);
+            set_condition(&mut status, false, "SyncFailed", &why, now);
             return (status, None);
         }
     };
@@ -283,15 +282,13 @@ pub fn compute_status(
     let mut recheck: Option<Duration> = None;
     for pod in &selected {
         let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
-        let Some(at) = previous.disrupted_pods.get(name) else {
+        let Some(at) = previous.disrupted_pods.as_ref().and_then(|d| d.get(name)) else {
             continue;
         };
         if being_deleted(pod) {
             continue;
         }
-        let Ok(since) = humantime::parse_rfc3339_weak(at) else {
-            continue;
-        };
+        let since = SystemTime::from(at.0);
         // A pod of the name created since is the evicted one's replacement
         // (a StatefulSet's member comes back under its name).
         let created = pod
@@ -321,16 +318,18 @@ pub fn compute_status(
     if expected <= 0 || allowed <= 0 {
         allowed = 0;
     }
-    status.observed_generation = budget.generation;
-    status.disrupted_pods = disrupted;
-    status.disruptions_allowed = allowed;
-    status.current_healthy = healthy;
-    status.desired_healthy = desired;
-    status.expected_pods = expected;
+    // Kubernetes' omissions: `observedGeneration` and `disruptedPods` are
+    // `omitempty`, the counts are not.
+    status.observed_generation = Some(budget.generation).filter(|g| *g != 0);
+    status.disrupted_pods = Some(disrupted).filter(|d| !d.is_empty());
+    status.disruptions_allowed = count(allowed);
+    status.current_healthy = count(healthy);
+    status.desired_healthy = count(desired);
+    status.expected_pods = count(expected);
     if allowed > 0 {
-        status.set_condition(true, "SufficientPods", "", now);
+        set_condition(&mut status, true, "SufficientPods", "", now);
     } else {
-        status.set_condition(false, "InsufficientPods", "", now);
+        set_condition(&mut status, false, "InsufficientPods", "", now);
     }
     (status, recheck)
 }
@@ -377,7 +376,7 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
         }
     };
     let status = &budget.status;
-    if status.observed_generation < budget.generation {
+    if status.observed_generation.unwrap_or(0) < budget.generation {
         return EvictionDecision::NotYetCounted {
             budget: budget.name.clone(),
         };
@@ -396,8 +395,8 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
     } else {
         EvictionDecision::Refused {
             budget: budget.name.clone(),
-            desired: status.desired_healthy,
-            healthy: status.current_healthy,
+            desired: i64::from(status.desired_healthy),
+            healthy: i64::from(status.current_healthy),
         }
     }
 }
@@ -496,7 +495,7 @@ mod tests {
     }
 
     /// `(expectedPods, desiredHealthy, currentHealthy, disruptionsAllowed)`.
-    fn counts(status: &BudgetStatus) -> (i64, i64, i64, i64) {
+    fn counts(status: &BudgetStatus) -> (i32, i32, i32, i32) {
         (
             status.expected_pods,
             status.desired_healthy,
@@ -575,14 +574,14 @@ mod tests {
         let one = web_budget("minAvailable", json!(1));
         let status = status_of(&one, &pods, 2);
         assert_eq!(status.allowed_condition(), Some(("True", "SufficientPods")));
-        assert_eq!(status.observed_generation, 1);
+        assert_eq!(status.observed_generation, Some(1));
         let strict = web_budget("minAvailable", json!(2));
         let status = status_of(&strict, &pods, 2);
         assert_eq!(
             status.allowed_condition(),
             Some(("False", "InsufficientPods"))
         );
-        assert_eq!(status.conditions[0]["observedGeneration"], 1);
+        assert_eq!(status.conditions.unwrap()[0].observed_generation, Some(1));
         // No pods: nothing to disrupt.
         let status = status_of(&one, &[], 2);
         assert_eq!(counts(&status), (0, 1, 0, 0));
@@ -599,11 +598,11 @@ mod tests {
         let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 2, 0));
         assert_eq!(recheck, Some(DISRUPTED_POD_TIMEOUT));
-        assert!(status.disrupted_pods.contains_key("web-0"));
+        assert!(status.disrupted_pods.unwrap().contains_key("web-0"));
         // Once it is being deleted, the entry goes.
         pods[0].metadata.as_mut().unwrap().deletion_timestamp = "2026-01-01T00:00:00Z".into();
         let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
-        assert!(status.disrupted_pods.is_empty());
+        assert!(status.disrupted_pods.is_none());
         assert_eq!(recheck, None);
         // Replaced by a new pod of the name (a StatefulSet's member): the
         // new one is not the one evicted.
@@ -612,7 +611,7 @@ mod tests {
         meta.creation_timestamp = crate::rfc3339(now());
         let (status, _) = compute_status(&budget, &replaced, scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 3, 1));
-        assert!(status.disrupted_pods.is_empty());
+        assert!(status.disrupted_pods.is_none());
         // Never deleted: healthy again after two minutes.
         let pods = web(&[true, true, true]);
         let later = now() + DISRUPTED_POD_TIMEOUT + Duration::from_secs(1);

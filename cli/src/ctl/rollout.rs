@@ -12,7 +12,7 @@ use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMP
 use skiff_master::controllers::revisions::Revision;
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
 use skiff_objects::disruption_budget::{
-    decide_eviction, Budget, EvictionDecision, VIOLATION_MESSAGE,
+    decide_eviction, Budget, BudgetStatusExt, EvictionDecision, VIOLATION_MESSAGE,
 };
 use skiff_objects::generic;
 use skiff_objects::owners::{self, controller_of};

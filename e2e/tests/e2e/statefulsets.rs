@@ -31,7 +31,7 @@ use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
 use skiff_master::controllers::statefulset::spec::{ordinal_of, StatefulSetStatus, StoredStatus};
-use skiff_objects::disruption_budget::Budget;
+use skiff_objects::disruption_budget::{Budget, BudgetStatusExt};
 use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
@@ -654,7 +654,7 @@ async fn budget_of(client: &Client) -> Option<Budget> {
         .get(Kind::PodDisruptionBudget, "default", "db-pdb")
         .await
         .ok()?;
-    Budget::of(&object).filter(|b| b.status.observed_generation == b.generation)
+    Budget::of(&object).filter(|b| b.status.observed_generation == Some(b.generation))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

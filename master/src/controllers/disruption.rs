@@ -24,7 +24,9 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
-use skiff_objects::disruption_budget::{compute_status, Budget};
+use skiff_objects::disruption_budget::{
+    compute_status, Budget, BudgetStatusExt, DISRUPTION_ALLOWED,
+};
 use skiff_objects::owners::{self, controller_of};
 use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
 
@@ -189,7 +191,11 @@ impl Reconciler for DisruptionController {
             let events = self.ctx.events.for_component(COMPONENT);
             match status.allowed_condition() {
                 Some((_, "SyncFailed")) => {
-                    let message = status.conditions.iter().find_map(|c| c["message"].as_str());
+                    let conditions = status.conditions.as_deref().unwrap_or_default();
+                    let message = conditions
+                        .iter()
+                        .find(|c| c.type_ == DISRUPTION_ALLOWED)
+                        .map(|c| c.message.as_str());
                     let message = format!(
                         "Failed to calculate the number of expected pods: {}",
                         message.unwrap_or("")
@@ -301,7 +307,7 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
         Budget::of(&stored).expect("a budget")
     }
 
-    fn counts(status: &BudgetStatus) -> (i64, i64, i64, i64) {
+    fn counts(status: &BudgetStatus) -> (i32, i32, i32, i32) {
         (
             status.expected_pods,
             status.desired_healthy,
@@ -316,7 +322,7 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
         controller.reconcile(&key()).await.unwrap();
         let status = budget(&objects).status;
         assert_eq!(counts(&status), (3, 2, 3, 1));
-        assert_eq!(status.observed_generation, 1);
+        assert_eq!(status.observed_generation, Some(1));
         assert_eq!(status.allowed_condition(), Some(("True", "SufficientPods")));
 
         // Level-triggered: a second look writes nothing.

@@ -70,7 +70,7 @@ use crate::api::ApiService;
 use crate::writer::namespace_for;
 use skiff_objects::defaults::apply_defaults;
 use skiff_objects::deletion::Propagation;
-use skiff_objects::disruption_budget::{self, Budget, EvictionDecision};
+use skiff_objects::disruption_budget::{self, Budget, BudgetStatusExt, EvictionDecision};
 use skiff_objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
 use skiff_objects::registry::{self, KindInfo, Model, Subresource};
 use skiff_objects::{Kind, ObjectExt};
