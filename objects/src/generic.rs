@@ -218,7 +218,7 @@ pub fn from_json(
                 schema.prune(&mut value, "", unknown);
             }
         }
-        _ => schema_check(kind, &value, unknown)?,
+        _ => schema_check(kind, &mut value, unknown)?,
     }
     let Value::Object(mut map) = value else {
         return Err(SchemaError {
@@ -254,7 +254,11 @@ fn take_string(map: &mut Map<String, Value>, key: &str) -> String {
 
 /// Checks `value` against Kubernetes' schema for `kind`, collecting the
 /// paths of fields it does not know.
-fn schema_check(kind: Kind, value: &Value, unknown: &mut Vec<String>) -> Result<(), SchemaError> {
+fn schema_check(
+    kind: Kind,
+    value: &mut Value,
+    unknown: &mut Vec<String>,
+) -> Result<(), SchemaError> {
     if !kind.is_generic() {
         return Err(SchemaError {
             path: String::new(),

@@ -26,12 +26,15 @@ pub struct SchemaError {
 }
 
 /// Checks `value`, an object of `kind` in `group`/`version`, adding the
-/// paths of fields its type does not have to `unknown`.
+/// paths of fields its type does not have to `unknown`. A quantity given
+/// as a number (`storage: 5`, `averageValue: 0.5`) is rewritten as the
+/// text Kubernetes stores it as (`"5"`, `"500m"`), so that what reads the
+/// stored object (Kubernetes' own types, `crate::typed`) finds text.
 pub fn check(
     group: &str,
     version: &str,
     kind: &str,
-    value: &Value,
+    value: &mut Value,
     unknown: &mut Vec<String>,
 ) -> Result<(), SchemaError> {
     let Some(schema) = KINDS
@@ -52,7 +55,7 @@ pub fn check(
 
 fn check_fields(
     message: &'static MessageSchema,
-    map: &Map<String, Value>,
+    map: &mut Map<String, Value>,
     path: &str,
     unknown: &mut Vec<String>,
     top: bool,
@@ -64,7 +67,7 @@ fn check_fields(
             message: format!("nested more than {MAX_DEPTH} objects deep"),
         });
     }
-    for (key, value) in map {
+    for (key, value) in map.iter_mut() {
         // The type meta is the envelope's, not the message's.
         if top && (key == "apiVersion" || key == "kind") {
             continue;
@@ -93,7 +96,7 @@ fn find_field(message: &'static MessageSchema, key: &str) -> Option<&'static Fie
 
 fn check_field(
     field: &FieldSchema,
-    value: &Value,
+    value: &mut Value,
     path: &str,
     unknown: &mut Vec<String>,
     depth: usize,
@@ -107,7 +110,7 @@ fn check_field(
     let Value::Array(items) = value else {
         return Err(type_error(path, "a list", value));
     };
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.iter_mut().enumerate() {
         if !item.is_null() {
             check_value(field.kind, item, &format!("{path}.{i}"), unknown, depth)?;
         }
@@ -117,7 +120,7 @@ fn check_field(
 
 fn check_value(
     kind: FieldKind,
-    value: &Value,
+    value: &mut Value,
     path: &str,
     unknown: &mut Vec<String>,
     depth: usize,
@@ -152,18 +155,23 @@ fn check_value(
             value.is_string() || value.is_i64(),
             "an integer or a string",
         ),
-        FieldKind::Quantity => (
-            value.is_string() || value.is_number(),
-            "a quantity (a string such as 100m or 1Gi, or a number)",
-        ),
+        FieldKind::Quantity => {
+            quantity_as_text(value);
+            (
+                value.is_string(),
+                "a quantity (a string such as 100m or 1Gi, or a number)",
+            )
+        }
         FieldKind::RawJson => (true, "JSON"),
         FieldKind::MapString => (map_of(value, &Value::is_string), "a map of strings"),
         FieldKind::MapTime => (map_of(value, &Value::is_string), "a map of times"),
         FieldKind::MapBytes => (map_of(value, &is_base64), "a map of base64 texts"),
-        FieldKind::MapQuantity => (
-            map_of(value, &|v: &Value| v.is_string() || v.is_number()),
-            "a map of quantities",
-        ),
+        FieldKind::MapQuantity => {
+            if let Value::Object(map) = value {
+                map.values_mut().for_each(quantity_as_text);
+            }
+            (map_of(value, &Value::is_string), "a map of quantities")
+        }
         FieldKind::MapStringList => (
             map_of(value, &|v: &Value| {
                 v.as_array()
@@ -176,6 +184,17 @@ fn check_value(
         Ok(())
     } else {
         Err(type_error(path, expected, value))
+    }
+}
+
+/// A quantity given as a number, as the text Kubernetes stores it as
+/// (`5` → `"5"`, `0.5` → `"500m"`; one that does not read as a quantity
+/// stays a number, and is refused as one).
+fn quantity_as_text(value: &mut Value) {
+    if let Value::Number(number) = value {
+        if let Ok(quantity) = crate::Quantity::parse(&number.to_string()) {
+            *value = Value::String(quantity.to_string());
+        }
     }
 }
 
@@ -202,7 +221,8 @@ mod tests {
 
     fn run(group: &str, kind: &str, value: Value) -> Result<Vec<String>, SchemaError> {
         let mut unknown = Vec::new();
-        check(group, "v1", kind, &value, &mut unknown).map(|()| unknown)
+        let mut value = value;
+        check(group, "v1", kind, &mut value, &mut unknown).map(|()| unknown)
     }
 
     #[test]
@@ -281,5 +301,34 @@ mod tests {
             assert_eq!(e.path, "status.userInfo.extra", "{wrong}");
             assert!(e.message.contains("lists of strings"), "{}", e.message);
         }
+    }
+
+    #[test]
+    fn a_quantity_given_as_a_number_is_stored_as_kubernetes_text() {
+        let mut claim = json!({"spec": {"resources": {"requests": {"storage": 5, "x": "1Gi"}}}});
+        let mut unknown = Vec::new();
+        check("", "v1", "PersistentVolumeClaim", &mut claim, &mut unknown).unwrap();
+        assert_eq!(
+            claim["spec"]["resources"]["requests"],
+            json!({"storage": "5", "x": "1Gi"})
+        );
+        let mut autoscaler = json!({"spec": {"maxReplicas": 3, "metrics": [{"type": "Pods",
+            "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": 0.5}}}]}});
+        check(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            &mut autoscaler,
+            &mut unknown,
+        )
+        .unwrap();
+        assert_eq!(
+            autoscaler["spec"]["metrics"][0]["pods"]["target"]["averageValue"],
+            "500m"
+        );
+        assert!(unknown.is_empty(), "{unknown:?}");
+        let mut wrong = json!({"spec": {"resources": {"requests": {"storage": true}}}});
+        let e = check("", "v1", "PersistentVolumeClaim", &mut wrong, &mut unknown).unwrap_err();
+        assert_eq!(e.path, "spec.resources.requests");
     }
 }

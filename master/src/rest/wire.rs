@@ -209,12 +209,18 @@ pub fn decode(
 /// `RestError::invalid`); the unknown fields are the body's.
 fn decode_converted(
     info: &KindInfo,
-    value: Value,
+    mut value: Value,
     name: &str,
 ) -> Result<(Object, Vec<String>), RestError> {
     let mut unknown = Vec::new();
-    schema_check::check(info.group, info.version, info.name, &value, &mut unknown)
-        .map_err(|e| RestError::invalid(info, name, vec![(e.path, e.message)]))?;
+    schema_check::check(
+        info.group,
+        info.version,
+        info.name,
+        &mut value,
+        &mut unknown,
+    )
+    .map_err(|e| RestError::invalid(info, name, vec![(e.path, e.message)]))?;
     let problems = info.conversion.check(&value);
     if !problems.is_empty() {
         return Err(RestError::invalid(info, name, problems));
