@@ -24,7 +24,7 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::{ready_master, MasterProcess};
 use skiff_e2e::{e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_master::controllers::horizontal_autoscaler::model::AutoscalerView;
+use skiff_master::controllers::horizontal_autoscaler::model::{AutoscalerView, Conditions};
 use skiff_objects::Kind;
 use skiff_proto::api::object::Kind as Body;
 
@@ -277,7 +277,7 @@ async fn a_busy_deployment_is_scaled_up_by_its_autoscaler_and_down_when_idle() -
     let active = view
         .status
         .condition("ScalingActive")
-        .map(|c| c.reason.clone());
+        .and_then(|c| c.reason.clone());
     assert_eq!(
         active.as_deref(),
         Some("ValidMetricFound"),

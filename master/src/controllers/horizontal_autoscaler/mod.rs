@@ -33,7 +33,6 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use serde_json::Value;
 use skiff_objects::{rfc3339, Quantity};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -49,11 +48,11 @@ use calculator::{
     PodMetric, PodMetrics, ResourceName, Tolerances,
 };
 use model::{
-    resource_status, unmeasured_status, with_status, AutoscalerStatus, AutoscalerView, MetricSpec,
-    ResourceSource,
+    resource_status, unmeasured_status, with_status, AutoscalerStatus, AutoscalerView, Conditions,
+    MetricSpec, MetricStatus, MetricTarget,
 };
 use normalization::History;
-use skiff_objects::{autoscaling, registry, scale, selector, IntoObject, Kind, ObjectExt};
+use skiff_objects::{registry, scale, selector, IntoObject, Kind, ObjectExt};
 
 /// How often each autoscaler is looked at.
 pub const SYNC_PERIOD: Duration = Duration::from_secs(15);
@@ -227,7 +226,7 @@ struct Measured {
     /// The metric that proposed the count.
     metric: String,
     /// `currentMetrics`, one per metric.
-    statuses: Vec<Value>,
+    statuses: Vec<MetricStatus>,
     /// What failed, if anything.
     error: Option<String>,
 }
@@ -237,7 +236,7 @@ struct Proposal {
     replicas: i32,
     /// How the rescale reason names the metric.
     name: String,
-    status: Value,
+    status: MetricStatus,
 }
 
 /// Why a metric proposed nothing: the Event's and condition's reason, and
@@ -303,8 +302,8 @@ impl HorizontalAutoscalerController {
             let measured = self.measure(object, view, &target, &mut status, &now_text, now)?;
             statuses = measured.statuses;
             let Some(proposed) = measured.replicas else {
-                status.current_replicas = current;
-                status.current_metrics = statuses;
+                status.current_replicas = Some(current);
+                status.current_metrics = Some(statuses);
                 let written = self.write_status(object, stored, view, &status).await;
                 if let Some(error) = measured.error {
                     events.warning(object, "FailedComputeMetricsReplicas", error);
@@ -356,8 +355,8 @@ impl HorizontalAutoscalerController {
                     &message,
                     &now_text,
                 );
-                status.current_replicas = current;
-                status.current_metrics = statuses;
+                status.current_replicas = Some(current);
+                status.current_metrics = Some(statuses);
                 if let Err(status_error) = self.write_status(object, stored, view, &status).await {
                     tracing::debug!(autoscaler = %key.name, error = %status_error, "status not written");
                 }
@@ -378,13 +377,13 @@ impl HorizontalAutoscalerController {
                 autoscaler = %key.name, namespace = %key.namespace, from = current, to = desired,
                 %reason, "rescaled"
             );
-            status.last_scale_time = Some(now_text.clone());
+            status.last_scale_time = model::time_of(&now_text);
         } else {
             desired = current;
         }
-        status.current_replicas = current;
+        status.current_replicas = Some(current);
         status.desired_replicas = desired;
-        status.current_metrics = statuses;
+        status.current_metrics = Some(statuses);
         self.write_status(object, stored, view, &status).await
     }
 
@@ -393,7 +392,8 @@ impl HorizontalAutoscalerController {
         let reference = &view.spec.scale_target_ref;
         let group = reference
             .api_version
-            .rsplit_once('/')
+            .as_deref()
+            .and_then(|v| v.rsplit_once('/'))
             .map_or("", |(group, _)| group);
         let kind = Kind::ALL
             .into_iter()
@@ -596,14 +596,15 @@ impl Round<'_> {
                 format!("unable to get {what} {name}: skiff serves no {what}s API"),
             )
         };
-        match metric.kind.as_str() {
+        match metric.type_.as_str() {
             "Resource" => {
                 let reason = "FailedGetResourceMetric";
                 let source = metric
                     .resource
                     .as_ref()
                     .ok_or_else(|| missing(reason, "resource"))?;
-                self.resource(source, None).map_err(|e| (reason, e))
+                self.resource(&source.name, &source.target, None)
+                    .map_err(|e| (reason, e))
             }
             "ContainerResource" => {
                 let reason = "FailedGetContainerResourceMetric";
@@ -611,7 +612,7 @@ impl Round<'_> {
                     .container_resource
                     .as_ref()
                     .ok_or_else(|| missing(reason, "containerResource"))?;
-                self.resource(source, Some(source.container.as_str()))
+                self.resource(&source.name, &source.target, Some(&source.container))
                     .map_err(|e| (reason, e))
             }
             "Pods" => {
@@ -646,11 +647,10 @@ impl Round<'_> {
     /// `computeStatusForResourceMetricGeneric`.
     fn resource(
         &self,
-        source: &ResourceSource,
+        name: &str,
+        target: &MetricTarget,
         container: Option<&str>,
     ) -> Result<Proposal, String> {
-        let name = source.name.as_str();
-        let target = &source.target;
         let Some(resource) = ResourceName::parse(name) else {
             // Resource metrics measure CPU and memory only.
             let what = if target.average_value.is_some() {
@@ -672,11 +672,11 @@ impl Round<'_> {
             now: self.now,
         };
         if let Some(average) = &target.average_value {
-            let goal = autoscaling::quantity(average)
-                .and_then(Result::ok)
+            let goal = skiff_objects::Quantity::parse(&average.0)
+                .ok()
                 .map(|q| q.milli())
                 .filter(|milli| *milli > 0)
-                .ok_or_else(|| format!("invalid average value target {average} for {name}"))?;
+                .ok_or_else(|| format!("invalid average value target {} for {name}", average.0))?;
             let proposal = average_value_replicas(calculation, goal)
                 .map_err(|e| format!("failed to get {name} usage: {e}"))?;
             return Ok(Proposal {

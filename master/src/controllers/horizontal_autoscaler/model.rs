@@ -9,8 +9,7 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::Value;
 use skiff_proto::v1::GenericObject;
 
 use super::calculator::{Tolerances, DEFAULT_TOLERANCE};
@@ -18,199 +17,71 @@ use super::normalization::{
     Behavior, Policy, PolicyKind, Rules, SelectPolicy, DOWNSCALE_STABILIZATION_WINDOW,
 };
 use skiff_objects::autoscaling::{
-    self, default_scale_down_rules, default_scale_up_rules, DEFAULT_CPU_UTILIZATION,
+    default_scale_down_rules, default_scale_up_rules, DEFAULT_CPU_UTILIZATION,
 };
 use skiff_objects::generic;
 
-/// `spec.scaleTargetRef`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct TargetReference {
-    pub api_version: String,
-    pub kind: String,
-    pub name: String,
-}
+/// An autoscaler's `spec`, `status` and their parts: Kubernetes' types.
+pub use k8s_openapi::api::autoscaling::v2::{
+    ContainerResourceMetricStatus, HPAScalingRules as ScalingRules,
+    HorizontalPodAutoscalerCondition as AutoscalerCondition,
+    HorizontalPodAutoscalerSpec as AutoscalerSpec,
+    HorizontalPodAutoscalerStatus as AutoscalerStatus, MetricSpec, MetricStatus, MetricTarget,
+    MetricValueStatus, ResourceMetricSource, ResourceMetricStatus,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use skiff_objects::typed;
 
-/// A metric's target.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MetricTarget {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub average_utilization: Option<i32>,
-    /// A quantity (string or number).
-    pub average_value: Option<Value>,
-    pub value: Option<Value>,
-}
+use crate::controllers::job::model::time;
+/// A timestamp in RFC 3339 as a Kubernetes `Time`.
+pub use crate::controllers::job::model::time as time_of;
 
-/// A `resource` or `containerResource` source.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ResourceSource {
-    pub name: String,
-    /// `containerResource` only.
-    pub container: String,
-    pub target: MetricTarget,
-}
-
-/// The name of a custom or external metric.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MetricIdentifier {
-    pub name: String,
-}
-
-/// A `pods`, `object` or `external` source: skiff serves no metrics API
-/// for them; only their name is read, for the condition that says so.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct NamedSource {
-    pub metric: MetricIdentifier,
-}
-
-/// One of `spec.metrics`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct MetricSpec {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub resource: Option<ResourceSource>,
-    pub container_resource: Option<ResourceSource>,
-    pub pods: Option<NamedSource>,
-    pub object: Option<NamedSource>,
-    pub external: Option<NamedSource>,
-}
-
-/// One of a direction's `policies`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ScalingPolicy {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub value: i32,
-    pub period_seconds: i32,
-}
-
-/// `behavior.scaleUp` or `behavior.scaleDown`, as given.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct ScalingRules {
-    pub stabilization_window_seconds: Option<i32>,
-    pub select_policy: Option<String>,
-    pub policies: Option<Vec<ScalingPolicy>>,
-    /// A quantity (`0.05`).
-    pub tolerance: Option<Value>,
-}
-
-/// `spec.behavior`, as given.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct BehaviorSpec {
-    pub scale_up: Option<ScalingRules>,
-    pub scale_down: Option<ScalingRules>,
-}
-
-/// The parts of the `spec` the controller acts on.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AutoscalerSpec {
-    pub scale_target_ref: TargetReference,
-    pub min_replicas: Option<i32>,
-    pub max_replicas: i32,
-    #[serde(deserialize_with = "null_as_empty")]
-    pub metrics: Vec<MetricSpec>,
-    pub behavior: Option<BehaviorSpec>,
-}
-
-/// One of `status.conditions`: `AbleToScale`, `ScalingActive`,
-/// `ScalingLimited`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AutoscalerCondition {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub status: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub last_transition_time: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub reason: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub message: String,
-}
-
-/// The `status` the controller writes, with Kubernetes' omissions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AutoscalerStatus {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub observed_generation: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub last_scale_time: Option<String>,
-    #[serde(skip_serializing_if = "is_zero")]
-    pub current_replicas: i32,
-    pub desired_replicas: i32,
-    /// One per metric of the spec, in its order (`{"type": ""}` for one
-    /// that could not be measured), as `kubectl get hpa` pairs them.
-    #[serde(
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
-    )]
-    pub current_metrics: Vec<Value>,
-    #[serde(
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "null_as_empty"
-    )]
-    pub conditions: Vec<AutoscalerCondition>,
-}
-
-fn is_zero(n: &i32) -> bool {
-    *n == 0
-}
-
-/// A list Go clients may write as `null`: empty.
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
-}
-
-impl AutoscalerStatus {
+/// The conditions of an autoscaler's status, as the controller keeps them.
+pub trait Conditions {
     /// `setCondition`: the condition of `kind` now says this; its
     /// transition time moves only when whether it holds changes.
-    pub fn set_condition(
-        &mut self,
-        kind: &str,
-        holds: bool,
-        reason: &str,
-        message: &str,
-        now: &str,
-    ) {
-        let status = if holds { "True" } else { "False" };
-        let position = match self.conditions.iter().position(|c| c.kind == kind) {
+    fn set_condition(&mut self, kind: &str, holds: bool, reason: &str, message: &str, now: &str);
+    /// The condition of `kind`, if set.
+    fn condition(&self, kind: &str) -> Option<&AutoscalerCondition>;
+}
+
+impl Conditions for AutoscalerStatus {
+    fn set_condition(&mut self, kind: &str, holds: bool, reason: &str, message: &str, now: &str) {
+        let holds = if holds { "True" } else { "False" };
+        let conditions = self.conditions.get_or_insert_with(Vec::new);
+        let position = match conditions.iter().position(|c| c.type_ == kind) {
             Some(position) => position,
             None => {
-                self.conditions.push(AutoscalerCondition {
-                    kind: kind.to_owned(),
+                conditions.push(AutoscalerCondition {
+                    type_: kind.to_owned(),
                     ..AutoscalerCondition::default()
                 });
-                self.conditions.len() - 1
+                conditions.len() - 1
             }
         };
-        let condition = &mut self.conditions[position];
-        if condition.status != status {
-            condition.last_transition_time = now.to_owned();
+        let condition = &mut conditions[position];
+        if condition.status != holds {
+            condition.last_transition_time = time(now);
         }
-        condition.status = status.to_owned();
-        condition.reason = reason.to_owned();
-        condition.message = message.to_owned();
+        let text = |t: &str| Some(t.to_owned()).filter(|t| !t.is_empty());
+        condition.status = holds.to_owned();
+        condition.reason = text(reason);
+        condition.message = text(message);
     }
 
-    /// The condition of `kind`, if set.
-    pub fn condition(&self, kind: &str) -> Option<&AutoscalerCondition> {
-        self.conditions.iter().find(|c| c.kind == kind)
+    fn condition(&self, kind: &str) -> Option<&AutoscalerCondition> {
+        let conditions = self.conditions.as_deref().unwrap_or_default();
+        conditions.iter().find(|c| c.type_ == kind)
     }
+}
+
+/// `status` as Kubernetes writes it: a zero `currentReplicas`, and empty
+/// `currentMetrics` and `conditions`, left out (`omitempty`).
+pub fn with_kubernetes_omissions(mut status: AutoscalerStatus) -> AutoscalerStatus {
+    status.current_replicas = status.current_replicas.filter(|n| *n != 0);
+    status.current_metrics = status.current_metrics.filter(|m| !m.is_empty());
+    status.conditions = status.conditions.filter(|c| !c.is_empty());
+    status
 }
 
 /// An autoscaler as read from its stored object.
@@ -245,19 +116,16 @@ impl AutoscalerView {
         };
         let spec = match content.remove("spec") {
             Some(Value::Null) | None => AutoscalerSpec::default(),
-            Some(spec) => serde_json::from_value(spec).map_err(unreadable)?,
+            Some(spec) => typed::decode(spec).map_err(unreadable)?,
         };
         // The controller owns the status: one it cannot read is replaced.
-        let status = content
-            .remove("status")
-            .and_then(|status| serde_json::from_value(status).ok())
-            .unwrap_or_default();
+        let status = typed::decode_or_default(content.get("status"));
         Ok(AutoscalerView {
             name: meta.name,
             namespace: meta.namespace,
             generation: meta.generation,
             spec,
-            status,
+            status: with_kubernetes_omissions(status),
         })
     }
 
@@ -269,16 +137,15 @@ impl AutoscalerView {
     /// The metrics, or Kubernetes' default (CPU at 80%) when none are
     /// given (as the API server's defaults would have it).
     pub fn metrics(&self) -> Vec<MetricSpec> {
-        if !self.spec.metrics.is_empty() {
-            return self.spec.metrics.clone();
+        if let Some(metrics) = self.spec.metrics.as_ref().filter(|m| !m.is_empty()) {
+            return metrics.clone();
         }
         vec![MetricSpec {
-            kind: "Resource".to_owned(),
-            resource: Some(ResourceSource {
+            type_: "Resource".to_owned(),
+            resource: Some(ResourceMetricSource {
                 name: "cpu".to_owned(),
-                container: String::new(),
                 target: MetricTarget {
-                    kind: "Utilization".to_owned(),
+                    type_: "Utilization".to_owned(),
                     average_utilization: Some(DEFAULT_CPU_UTILIZATION),
                     ..MetricTarget::default()
                 },
@@ -314,7 +181,7 @@ impl AutoscalerView {
         let given = |rules: Option<&ScalingRules>| -> f64 {
             rules
                 .and_then(|r| r.tolerance.as_ref())
-                .and_then(|t| autoscaling::quantity(t)?.ok())
+                .and_then(|t| skiff_objects::Quantity::parse(&t.0).ok())
                 .map_or(DEFAULT_TOLERANCE, |q| q.milli() as f64 / 1000.0)
         };
         let behavior = self.spec.behavior.as_ref();
@@ -328,7 +195,7 @@ impl AutoscalerView {
 /// One direction's rules: what is given, else the defaults (`defaults`,
 /// JSON from `objects::autoscaling`), with `window` for an unset window.
 fn complete(given: Option<&ScalingRules>, defaults: Value, window: Duration) -> Rules {
-    let defaults: ScalingRules = serde_json::from_value(defaults).unwrap_or_default();
+    let defaults: ScalingRules = typed::decode(defaults).unwrap_or_default();
     let window = given
         .and_then(|g| g.stabilization_window_seconds)
         .or(defaults.stabilization_window_seconds)
@@ -350,7 +217,7 @@ fn complete(given: Option<&ScalingRules>, defaults: Value, window: Duration) -> 
         .unwrap_or(&[])
         .iter()
         .filter_map(|p| {
-            let kind = match p.kind.as_str() {
+            let kind = match p.type_.as_str() {
                 "Pods" => PolicyKind::Pods,
                 "Percent" => PolicyKind::Percent,
                 _ => return None,
@@ -373,14 +240,8 @@ fn complete(given: Option<&ScalingRules>, defaults: Value, window: Duration) -> 
 pub fn with_status(object: &GenericObject, status: &AutoscalerStatus) -> GenericObject {
     let mut updated = object.clone();
     let mut content = generic::content(&updated);
-    match serde_json::to_value(status) {
-        Ok(value) => {
-            content.insert("status".to_owned(), value);
-        }
-        Err(_) => {
-            content.remove("status");
-        }
-    }
+    let status = with_kubernetes_omissions(status.clone());
+    content.insert("status".to_owned(), typed::encode(&status));
     generic::set_content(&mut updated, &content);
     updated
 }
@@ -413,29 +274,43 @@ pub fn resource_status(
     container: Option<&str>,
     utilization: Option<i32>,
     average: i64,
-) -> Value {
-    let mut current = json!({"averageValue": milli_quantity(average)});
-    if let Some(utilization) = utilization {
-        current["averageUtilization"] = Value::from(utilization);
-    }
+) -> MetricStatus {
+    let current = MetricValueStatus {
+        average_utilization: utilization,
+        average_value: Some(Quantity(milli_quantity(average))),
+        value: None,
+    };
     match container {
-        None => json!({"type": "Resource", "resource": {"name": name, "current": current}}),
-        Some(container) => json!({
-            "type": "ContainerResource",
-            "containerResource": {"name": name, "container": container, "current": current},
-        }),
+        None => MetricStatus {
+            type_: "Resource".to_owned(),
+            resource: Some(ResourceMetricStatus {
+                name: name.to_owned(),
+                current,
+            }),
+            ..MetricStatus::default()
+        },
+        Some(container) => MetricStatus {
+            type_: "ContainerResource".to_owned(),
+            container_resource: Some(ContainerResourceMetricStatus {
+                name: name.to_owned(),
+                container: container.to_owned(),
+                current,
+            }),
+            ..MetricStatus::default()
+        },
     }
 }
 
 /// The entry of `status.currentMetrics` of a metric that could not be
-/// measured, as Kubernetes leaves it.
-pub fn unmeasured_status() -> Value {
-    json!({"type": ""})
+/// measured, as Kubernetes leaves it (`{"type": ""}`).
+pub fn unmeasured_status() -> MetricStatus {
+    MetricStatus::default()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use skiff_objects::Kind;
 
     fn autoscaler(body: Value) -> GenericObject {
@@ -468,8 +343,8 @@ mod tests {
 
         let mut status = view.status.clone();
         status.desired_replicas = 2;
-        status.current_replicas = 1;
-        status.current_metrics = vec![resource_status("cpu", None, Some(65), 130)];
+        status.current_replicas = Some(1);
+        status.current_metrics = Some(vec![resource_status("cpu", None, Some(65), 130)]);
         status.set_condition(
             "AbleToScale",
             true,
@@ -505,7 +380,7 @@ mod tests {
         );
         generic::set_content(&mut object, &content);
         let view = AutoscalerView::read(&object).unwrap();
-        assert!(view.status.current_metrics.is_empty());
+        assert!(view.status.current_metrics.is_none());
         assert_eq!(view.status.desired_replicas, 1);
         content.insert("status".into(), json!({"desiredReplicas": "many"}));
         generic::set_content(&mut object, &content);
@@ -520,13 +395,23 @@ mod tests {
     #[test]
     fn a_condition_moves_its_transition_time_only_when_it_flips() {
         let mut status = AutoscalerStatus::default();
-        status.set_condition("ScalingActive", true, "ValidMetricFound", "a", "t1");
-        status.set_condition("ScalingActive", true, "ValidMetricFound", "b", "t2");
-        assert_eq!(status.conditions[0].last_transition_time, "t1");
-        assert_eq!(status.conditions[0].message, "b");
-        status.set_condition("ScalingActive", false, "FailedGetResourceMetric", "c", "t3");
-        assert_eq!(status.conditions[0].last_transition_time, "t3");
-        assert_eq!(status.conditions.len(), 1);
+        const T1: &str = "2026-01-01T00:00:01Z";
+        const T3: &str = "2026-01-01T00:00:03Z";
+        status.set_condition("ScalingActive", true, "ValidMetricFound", "a", T1);
+        status.set_condition(
+            "ScalingActive",
+            true,
+            "ValidMetricFound",
+            "b",
+            "2026-01-01T00:00:02Z",
+        );
+        let conditions = status.conditions.clone().unwrap();
+        assert_eq!(conditions[0].last_transition_time, time(T1));
+        assert_eq!(conditions[0].message.as_deref(), Some("b"));
+        status.set_condition("ScalingActive", false, "FailedGetResourceMetric", "c", T3);
+        let conditions = status.conditions.clone().unwrap();
+        assert_eq!(conditions[0].last_transition_time, time(T3));
+        assert_eq!(conditions.len(), 1);
     }
 
     #[test]
