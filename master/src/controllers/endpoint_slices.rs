@@ -27,7 +27,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
@@ -37,9 +36,9 @@ use super::endpoints::resolve_port;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::generic;
 use skiff_objects::owners::controller_reference;
 use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::{generic, typed};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label naming a slice's Service.
@@ -59,81 +58,72 @@ pub struct EndpointSliceController {
     pub ctx: Context,
 }
 
-/// One port of a slice.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SlicePort {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(default)]
-    pub port: i32,
-    #[serde(default)]
-    pub protocol: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub app_protocol: String,
+/// One port of a slice, one endpoint (one pod) of a slice, its
+/// conditions, and the pod behind it: Kubernetes' types.
+pub use k8s_openapi::api::core::v1::ObjectReference as TargetRef;
+pub use k8s_openapi::api::discovery::v1::{
+    Endpoint as SliceEndpoint, EndpointConditions as Conditions, EndpointPort as SlicePort,
+};
+
+/// What tells endpoints apart: the address.
+fn endpoint_key(endpoint: &SliceEndpoint) -> &str {
+    endpoint.addresses.first().map_or("", String::as_str)
 }
 
-/// An endpoint's conditions.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Conditions {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ready: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub serving: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub terminating: Option<bool>,
+/// The ports a slice lists, as the planner groups endpoints by them:
+/// ordered by name, port, protocol and app protocol (Kubernetes' type has
+/// no order of its own).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ports(pub Vec<SlicePort>);
+
+impl Ports {
+    fn key(&self) -> Vec<(&str, i32, &str, &str)> {
+        fn text(field: &Option<String>) -> &str {
+            field.as_deref().unwrap_or("")
+        }
+        self.0
+            .iter()
+            .map(|p| {
+                let port = p.port.unwrap_or(0);
+                (
+                    text(&p.name),
+                    port,
+                    text(&p.protocol),
+                    text(&p.app_protocol),
+                )
+            })
+            .collect()
+    }
 }
 
-/// The pod behind an endpoint.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TargetRef {
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub uid: String,
+impl Eq for Ports {}
+
+impl PartialOrd for Ports {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
 }
 
-/// One endpoint (one pod) of a slice.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct SliceEndpoint {
-    #[serde(default)]
-    pub addresses: Vec<String>,
-    #[serde(default)]
-    pub conditions: Conditions,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub hostname: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node_name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target_ref: Option<TargetRef>,
-}
-
-impl SliceEndpoint {
-    /// What tells endpoints apart: the address.
-    fn key(&self) -> &str {
-        self.addresses.first().map_or("", String::as_str)
+impl Ord for Ports {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.key().cmp(&other.key())
     }
 }
 
 /// What a slice lists: its name (`""` for one to create), ports and
 /// endpoints.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Slice {
     pub name: String,
-    pub ports: Vec<SlicePort>,
+    pub ports: Ports,
     pub endpoints: Vec<SliceEndpoint>,
 }
 
 /// The endpoints wanted, grouped by the ports they serve.
-pub type Desired = BTreeMap<Vec<SlicePort>, Vec<SliceEndpoint>>;
+pub type Desired = BTreeMap<Ports, Vec<SliceEndpoint>>;
 
 /// What to do with a Service's slices.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq)]
 pub struct Plan {
     /// Existing slices with what they list next, and whether that differs
     /// from what they list now.
@@ -149,9 +139,9 @@ pub struct Plan {
 /// means one slice without ports or endpoints.
 pub fn plan(existing: Vec<Slice>, mut desired: Desired) -> Plan {
     if desired.is_empty() {
-        desired.insert(Vec::new(), Vec::new());
+        desired.insert(Ports::default(), Vec::new());
     }
-    let mut by_ports: BTreeMap<Vec<SlicePort>, Vec<Slice>> = BTreeMap::new();
+    let mut by_ports: BTreeMap<Ports, Vec<Slice>> = BTreeMap::new();
     for slice in existing {
         by_ports.entry(slice.ports.clone()).or_default().push(slice);
     }
@@ -182,7 +172,7 @@ pub fn plan(existing: Vec<Slice>, mut desired: Desired) -> Plan {
         }
         let mut wanted: BTreeMap<String, SliceEndpoint> = endpoints
             .into_iter()
-            .map(|e| (e.key().to_owned(), e))
+            .map(|e| (endpoint_key(&e).to_owned(), e))
             .collect();
         // Endpoints stay where they are (up to the limit a slice holds).
         let mut next: Vec<Vec<SliceEndpoint>> = Vec::with_capacity(slices.len());
@@ -192,7 +182,7 @@ pub fn plan(existing: Vec<Slice>, mut desired: Desired) -> Plan {
                 if kept.len() >= MAX_ENDPOINTS_PER_SLICE {
                     break;
                 }
-                if let Some(now) = wanted.remove(endpoint.key()) {
+                if let Some(now) = wanted.remove(endpoint_key(endpoint)) {
                     kept.push(now);
                 }
             }
@@ -221,7 +211,7 @@ pub fn plan(existing: Vec<Slice>, mut desired: Desired) -> Plan {
                 out.delete.push(slice.name);
                 continue;
             }
-            endpoints.sort_by(|a, b| a.key().cmp(b.key()));
+            endpoints.sort_by(|a, b| endpoint_key(a).cmp(endpoint_key(b)));
             let changed = endpoints != slice.endpoints;
             out.keep.push((Slice { endpoints, ..slice }, changed));
         }
@@ -254,47 +244,46 @@ pub fn desired(service: &v1::Service, pods: &[Arc<Object>]) -> Desired {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
             continue;
         }
+        let set = |text: &str| Some(text.to_owned()).filter(|t| !t.is_empty());
         let ports: Vec<SlicePort> = spec
             .ports
             .iter()
             .filter_map(|p| {
                 Some(SlicePort {
-                    name: p.name.clone(),
-                    port: resolve_port(p, pod)?,
-                    protocol: if p.protocol.is_empty() {
-                        "TCP".to_owned()
-                    } else {
-                        p.protocol.clone()
-                    },
-                    app_protocol: p.app_protocol.clone(),
+                    name: set(&p.name),
+                    port: Some(resolve_port(p, pod)?),
+                    protocol: set(&p.protocol).or_else(|| set("TCP")),
+                    app_protocol: set(&p.app_protocol),
                 })
             })
             .collect();
         let pod_spec = pod.spec.clone().unwrap_or_default();
         let serving = pod_is_ready(pod);
         let terminating = pod_is_terminating(pod);
-        let hostname = if !pod_spec.hostname.is_empty() && pod_spec.subdomain == meta.name {
-            pod_spec.hostname.clone()
+        let hostname = if pod_spec.subdomain == meta.name {
+            set(&pod_spec.hostname)
         } else {
-            String::new()
+            None
         };
         let endpoint = SliceEndpoint {
             addresses: vec![ip.to_owned()],
-            conditions: Conditions {
+            conditions: Some(Conditions {
                 ready: Some(serving && !terminating),
                 serving: Some(serving),
                 terminating: Some(terminating),
-            },
-            hostname,
-            node_name: pod_spec.node_name.clone(),
-            target_ref: Some(TargetRef {
-                kind: "Pod".to_owned(),
-                namespace: pod_meta.namespace.clone(),
-                name: pod_meta.name.clone(),
-                uid: pod_meta.uid.clone(),
             }),
+            hostname,
+            node_name: set(&pod_spec.node_name),
+            target_ref: Some(TargetRef {
+                kind: set("Pod"),
+                namespace: set(&pod_meta.namespace),
+                name: set(&pod_meta.name),
+                uid: set(&pod_meta.uid),
+                ..TargetRef::default()
+            }),
+            ..SliceEndpoint::default()
         };
-        groups.entry(ports).or_default().push(endpoint);
+        groups.entry(Ports(ports)).or_default().push(endpoint);
     }
     groups
 }
@@ -338,8 +327,8 @@ fn read_slice(object: &v1::GenericObject) -> Option<Slice> {
     Some(Slice {
         name: name_of(object),
         // Unreadable lists read as empty: rewritten.
-        ports: serde_json::from_value(list("ports")).unwrap_or_default(),
-        endpoints: serde_json::from_value(list("endpoints")).unwrap_or_default(),
+        ports: Ports(typed::decode(list("ports")).unwrap_or_default()),
+        endpoints: typed::decode(list("endpoints")).unwrap_or_default(),
     })
 }
 
@@ -347,13 +336,11 @@ fn read_slice(object: &v1::GenericObject) -> Option<Slice> {
 fn write_slice(object: &mut v1::GenericObject, slice: &Slice) {
     let mut content = generic::content(object);
     content.insert("addressType".to_owned(), Value::from(ADDRESS_TYPE));
-    let endpoints = serde_json::to_value(&slice.endpoints).unwrap_or(Value::Array(Vec::new()));
-    content.insert("endpoints".to_owned(), endpoints);
-    if slice.ports.is_empty() {
+    content.insert("endpoints".to_owned(), typed::encode(&slice.endpoints));
+    if slice.ports.0.is_empty() {
         content.remove("ports");
     } else {
-        let ports = serde_json::to_value(&slice.ports).unwrap_or(Value::Null);
-        content.insert("ports".to_owned(), ports);
+        content.insert("ports".to_owned(), typed::encode(&slice.ports.0));
     }
     generic::set_content(object, &content);
 }
@@ -645,7 +632,7 @@ spec:
             .unwrap()
             .endpoints
             .iter()
-            .map(|e| e.key().to_owned())
+            .map(|e| endpoint_key(e).to_owned())
             .collect()
     }
 
@@ -684,17 +671,21 @@ spec:
         let read = read_slice(slice).unwrap();
         assert_eq!(addresses(slice), ["10.42.1.5", "10.42.2.6"]);
         let first = &read.endpoints[0];
-        assert_eq!(first.node_name, "n1");
-        assert_eq!(first.target_ref.as_ref().unwrap().name, "web-1");
+        assert_eq!(first.node_name.as_deref(), Some("n1"));
+        let target = first.target_ref.as_ref().unwrap();
+        assert_eq!(target.name.as_deref(), Some("web-1"));
         assert_eq!(
             first.conditions,
-            Conditions {
+            Some(Conditions {
                 ready: Some(true),
                 serving: Some(true),
                 terminating: Some(false)
-            }
+            })
         );
-        assert_eq!(read.endpoints[1].conditions.ready, Some(false));
+        assert_eq!(
+            read.endpoints[1].conditions.as_ref().unwrap().ready,
+            Some(false)
+        );
         assert_eq!(
             content["endpoints"][0]["conditions"],
             serde_json::json!({"ready": true, "serving": true, "terminating": false})
@@ -722,11 +713,11 @@ spec:
         assert_eq!(read.endpoints.len(), 1);
         assert_eq!(
             read.endpoints[0].conditions,
-            Conditions {
+            Some(Conditions {
                 ready: Some(false),
                 serving: Some(true),
                 terminating: Some(true)
-            }
+            })
         );
     }
 
@@ -802,8 +793,8 @@ spec:
     #[test]
     fn the_plan_moves_little_and_drops_stale_slices() {
         let port = |n: i32| SlicePort {
-            port: n,
-            protocol: "TCP".into(),
+            port: Some(n),
+            protocol: Some("TCP".into()),
             ..Default::default()
         };
         let endpoint = |ip: &str| SliceEndpoint {
@@ -812,7 +803,7 @@ spec:
         };
         let slice = |name: &str, p: i32, ips: &[&str]| Slice {
             name: name.to_owned(),
-            ports: vec![port(p)],
+            ports: Ports(vec![port(p)]),
             endpoints: ips.iter().map(|ip| endpoint(ip)).collect(),
         };
         let existing = vec![
@@ -823,7 +814,7 @@ spec:
         ];
         // 10.0.0.3 gone, 10.0.0.4 new: b empties, 10.0.0.4 goes into a.
         let desired = Desired::from([(
-            vec![port(80)],
+            Ports(vec![port(80)]),
             vec![
                 endpoint("10.0.0.4"),
                 endpoint("10.0.0.2"),
@@ -836,7 +827,7 @@ spec:
         let (kept, changed) = &plan.keep[0];
         assert!(changed);
         assert_eq!(kept.name, "a");
-        let ips: Vec<&str> = kept.endpoints.iter().map(|e| e.key()).collect();
+        let ips: Vec<&str> = kept.endpoints.iter().map(endpoint_key).collect();
         assert_eq!(ips, ["10.0.0.1", "10.0.0.2", "10.0.0.4"]);
         assert_eq!(plan.delete, ["b", "old"]);
         // Nothing wanted: one placeholder, without ports, the rest deleted.
