@@ -35,6 +35,38 @@ impl Quantity {
         units.clamp(i64::MIN as i128, i64::MAX as i128) as i64
     }
 
+    /// `milli` thousandths of the unit.
+    pub fn from_milli(milli: i64) -> Quantity {
+        Quantity {
+            milli: i128::from(milli),
+        }
+    }
+
+    /// The quantity as Kubernetes writes a DecimalSI one (what a number
+    /// given for a quantity becomes): thousandths as `130m`, else whole
+    /// units with the largest SI suffix that keeps them whole (`2`,
+    /// `1500`, `1k`, `100M`).
+    pub fn decimal_si(&self) -> String {
+        let sign = if self.milli < 0 { "-" } else { "" };
+        let milli = self.milli.unsigned_abs();
+        if milli % 1000 != 0 {
+            return format!("{sign}{milli}m");
+        }
+        let mut units = milli / 1000;
+        if units == 0 {
+            return "0".to_owned();
+        }
+        let mut suffix = "";
+        for next in ["k", "M", "G", "T", "P", "E"] {
+            if units % 1000 != 0 {
+                break;
+            }
+            units /= 1000;
+            suffix = next;
+        }
+        format!("{sign}{units}{suffix}")
+    }
+
     /// Parses a Kubernetes quantity string.
     pub fn parse(given: &str) -> Result<Quantity, QuantityError> {
         let fail = |reason| QuantityError {
@@ -153,6 +185,21 @@ mod tests {
 
     fn milli(s: &str) -> i64 {
         Quantity::parse(s).unwrap().milli()
+    }
+
+    #[test]
+    fn decimal_si_text_is_kubernetes_canonical_form() {
+        let text = |milli: i64| Quantity::from_milli(milli).decimal_si();
+        assert_eq!(text(130), "130m");
+        assert_eq!(text(2000), "2");
+        assert_eq!(text(1_500_000), "1500");
+        assert_eq!(text(1_000_000), "1k");
+        assert_eq!(text(52_428_800_000), "52428800");
+        assert_eq!(text(100_000_000_000), "100M");
+        assert_eq!(text(5_000_000_000_000), "5G");
+        assert_eq!(text(0), "0");
+        assert_eq!(text(-1_000_000), "-1k");
+        assert_eq!(Quantity::parse("0.5").unwrap().decimal_si(), "500m");
     }
 
     #[test]

@@ -142,7 +142,10 @@ fn check_value(
             return check_fields(message, map, path, unknown, false, depth + 1);
         }
         FieldKind::String => (value.is_string(), "a string"),
-        FieldKind::Time | FieldKind::MicroTime => (value.is_string(), "an RFC 3339 time"),
+        FieldKind::Time | FieldKind::MicroTime => {
+            empty_time_as_unset(value);
+            (value.is_null() || is_time(value), "an RFC 3339 time")
+        }
         FieldKind::Duration => (value.is_string(), "a duration"),
         FieldKind::Bytes => (is_base64(value), "base64 text"),
         FieldKind::Bool => (value.is_boolean(), "true or false"),
@@ -164,7 +167,12 @@ fn check_value(
         }
         FieldKind::RawJson => (true, "JSON"),
         FieldKind::MapString => (map_of(value, &Value::is_string), "a map of strings"),
-        FieldKind::MapTime => (map_of(value, &Value::is_string), "a map of times"),
+        FieldKind::MapTime => {
+            if let Value::Object(map) = value {
+                map.values_mut().for_each(empty_time_as_unset);
+            }
+            (map_of(value, &is_time), "a map of RFC 3339 times")
+        }
         FieldKind::MapBytes => (map_of(value, &is_base64), "a map of base64 texts"),
         FieldKind::MapQuantity => {
             if let Value::Object(map) = value {
@@ -187,13 +195,31 @@ fn check_value(
     }
 }
 
-/// A quantity given as a number, as the text Kubernetes stores it as
-/// (`5` → `"5"`, `0.5` → `"500m"`; one that does not read as a quantity
-/// stays a number, and is refused as one).
+/// Whether `value` is a time as Kubernetes' `Time` and `MicroTime` read
+/// one (RFC 3339: `2026-12-05T17:00:00Z`, an offset, a fraction): what
+/// Kubernetes' own types (`crate::typed`) read a stored object with.
+fn is_time(value: &Value) -> bool {
+    value
+        .as_str()
+        .is_some_and(|text| text.parse::<jiff::Timestamp>().is_ok())
+}
+
+/// An empty string given for a time: unset (`null`), as a protobuf body's
+/// zero time is.
+fn empty_time_as_unset(value: &mut Value) {
+    if value.as_str() == Some("") {
+        *value = Value::Null;
+    }
+}
+
+/// A quantity given as a number, as the text Kubernetes stores it as: its
+/// DecimalSI form (`5` → `"5"`, `0.5` → `"500m"`, `1000` → `"1k"`; below a
+/// thousandth rounded up, as skiff keeps quantities). One that does not
+/// read as a quantity stays a number, and is refused as one.
 fn quantity_as_text(value: &mut Value) {
     if let Value::Number(number) = value {
         if let Ok(quantity) = crate::Quantity::parse(&number.to_string()) {
-            *value = Value::String(quantity.to_string());
+            *value = Value::String(quantity.decimal_si());
         }
     }
 }
@@ -305,12 +331,13 @@ mod tests {
 
     #[test]
     fn a_quantity_given_as_a_number_is_stored_as_kubernetes_text() {
-        let mut claim = json!({"spec": {"resources": {"requests": {"storage": 5, "x": "1Gi"}}}});
+        let mut claim =
+            json!({"spec": {"resources": {"requests": {"storage": 5, "big": 5e9, "x": "1Gi"}}}});
         let mut unknown = Vec::new();
         check("", "v1", "PersistentVolumeClaim", &mut claim, &mut unknown).unwrap();
         assert_eq!(
             claim["spec"]["resources"]["requests"],
-            json!({"storage": "5", "x": "1Gi"})
+            json!({"storage": "5", "big": "5G", "x": "1Gi"})
         );
         let mut autoscaler = json!({"spec": {"maxReplicas": 3, "metrics": [{"type": "Pods",
             "pods": {"metric": {"name": "qps"}, "target": {"type": "AverageValue", "averageValue": 0.5}}}]}});
@@ -330,5 +357,30 @@ mod tests {
         let mut wrong = json!({"spec": {"resources": {"requests": {"storage": true}}}});
         let e = check("", "v1", "PersistentVolumeClaim", &mut wrong, &mut unknown).unwrap_err();
         assert_eq!(e.path, "spec.resources.requests");
+    }
+
+    #[test]
+    fn times_are_rfc_3339_and_an_empty_one_is_unset() {
+        let mut unknown = Vec::new();
+        let mut job = json!({"status": {"startTime": "2026-12-05T17:00:00Z",
+            "completionTime": "", "conditions": [{"type": "Complete", "status": "True",
+            "lastTransitionTime": "2026-12-05T17:00:00.5+01:00"}]}});
+        check("batch", "v1", "Job", &mut job, &mut unknown).unwrap();
+        assert_eq!(job["status"]["completionTime"], Value::Null);
+        for bad in ["yesterday", "2026-12-05", "2026-12-05T17:00:00"] {
+            let mut job = json!({"status": {"startTime": bad}});
+            let e = check("batch", "v1", "Job", &mut job, &mut unknown).unwrap_err();
+            assert_eq!(e.path, "status.startTime", "{bad}");
+            assert!(e.message.contains("RFC 3339"), "{}", e.message);
+        }
+        let mut budget = json!({"status": {"disruptedPods": {"web-0": "soon"}}});
+        let e = check(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            &mut budget,
+            &mut unknown,
+        );
+        assert_eq!(e.unwrap_err().path, "status.disruptedPods");
     }
 }

@@ -437,10 +437,13 @@ impl HorizontalAutoscalerController {
         view: &AutoscalerView,
         status: &AutoscalerStatus,
     ) -> Result<(), ReconcileError> {
-        if *status == view.status {
+        // Compared as stored: with what Kubernetes leaves out left out, as
+        // the view read it (a zero `currentReplicas`, empty lists).
+        let status = model::with_kubernetes_omissions(status.clone());
+        if status == view.status {
             return Ok(());
         }
-        let updated = with_status(stored, status).into_object();
+        let updated = with_status(stored, &status).into_object();
         match self.ctx.writer.update_status(updated).await {
             Ok(_) => Ok(()),
             Err(e) => {

@@ -246,28 +246,6 @@ pub fn with_status(object: &GenericObject, status: &AutoscalerStatus) -> Generic
     updated
 }
 
-/// A quantity of `milli` thousandths as Kubernetes writes a DecimalSI
-/// milli-quantity: `130m`, or whole units with the largest SI suffix that
-/// keeps them whole (`2`, `1500`, `100M`).
-pub fn milli_quantity(milli: i64) -> String {
-    if milli % 1000 != 0 {
-        return format!("{milli}m");
-    }
-    let mut units = milli / 1000;
-    if units == 0 {
-        return "0".to_owned();
-    }
-    let mut suffix = "";
-    for next in ["k", "M", "G", "T", "P", "E"] {
-        if units % 1000 != 0 {
-            break;
-        }
-        units /= 1000;
-        suffix = next;
-    }
-    format!("{units}{suffix}")
-}
-
 /// A measured resource metric's entry of `status.currentMetrics`.
 pub fn resource_status(
     name: &str,
@@ -277,7 +255,9 @@ pub fn resource_status(
 ) -> MetricStatus {
     let current = MetricValueStatus {
         average_utilization: utilization,
-        average_value: Some(Quantity(milli_quantity(average))),
+        average_value: Some(Quantity(
+            skiff_objects::Quantity::from_milli(average).decimal_si(),
+        )),
         value: None,
     };
     match container {
@@ -438,15 +418,5 @@ mod tests {
         );
         let tolerances = view.tolerances();
         assert_eq!((tolerances.scale_down, tolerances.scale_up), (0.05, 0.1));
-    }
-
-    #[test]
-    fn quantities_are_written_as_kubernetes_writes_them() {
-        assert_eq!(milli_quantity(130), "130m");
-        assert_eq!(milli_quantity(2000), "2");
-        assert_eq!(milli_quantity(1_500_000), "1500");
-        assert_eq!(milli_quantity(52_428_800_000), "52428800");
-        assert_eq!(milli_quantity(100_000_000_000), "100M");
-        assert_eq!(milli_quantity(0), "0");
     }
 }

@@ -214,6 +214,27 @@ async fn a_busy_deployment_is_scaled_up_within_max_replicas_with_kubernetes_stat
 }
 
 #[tokio::test]
+async fn a_target_scaled_to_zero_gets_its_status_once_and_then_no_writes() {
+    let s = setup(&[deployment(0), autoscaler("Deployment/web", "")]);
+    s.controller.reconcile(&key()).await.unwrap();
+    let (_, reason, _) = condition(&view(&s.objects), "ScalingActive");
+    assert_eq!(reason, "ScalingDisabled");
+    // Zero replicas and no metrics: left out, as Kubernetes writes them.
+    let status = view(&s.objects).status;
+    assert_eq!(
+        (status.current_replicas, status.desired_replicas),
+        (None, 0)
+    );
+    assert!(status.current_metrics.is_none());
+    s.objects.clear_writes();
+    for _ in 0..2 {
+        s.clock.advance(SYNC_PERIOD);
+        s.controller.reconcile(&key()).await.unwrap();
+    }
+    assert!(s.objects.writes().is_empty(), "{:?}", s.objects.writes());
+}
+
+#[tokio::test]
 async fn a_second_look_waits_for_the_sync_period() {
     let s = setup(&[
         deployment(1),
