@@ -31,6 +31,15 @@ pub fn decode_or_default<T: DeserializeOwned + Default>(value: Option<&Value>) -
         .unwrap_or_default()
 }
 
+/// Takes the member `name` out of the object `value` (`null` when it has
+/// none): a large part the caller keeps as stored instead of decoding.
+pub fn take_member(value: &mut Value, name: &str) -> Value {
+    match value.as_object_mut() {
+        Some(fields) => fields.remove(name).unwrap_or(Value::Null),
+        None => Value::Null,
+    }
+}
+
 /// `value` as JSON, with Kubernetes' omissions (unset fields left out).
 pub fn encode<T: Serialize>(value: &T) -> Value {
     serde_json::to_value(value).unwrap_or(Value::Null)

@@ -80,10 +80,7 @@ impl CronJobView {
             source,
         };
         let mut spec = content.remove("spec").unwrap_or(Value::Null);
-        let job_template = match spec.as_object_mut() {
-            Some(fields) => fields.remove("jobTemplate").unwrap_or(Value::Null),
-            None => Value::Null,
-        };
+        let job_template = typed::take_member(&mut spec, "jobTemplate");
         let spec = match spec {
             Value::Null => CronJobSpec::default(),
             spec => typed::decode(spec).map_err(unreadable)?,

@@ -377,7 +377,7 @@ impl HorizontalAutoscalerController {
                 autoscaler = %key.name, namespace = %key.namespace, from = current, to = desired,
                 %reason, "rescaled"
             );
-            status.last_scale_time = model::time_of(&now_text);
+            status.last_scale_time = crate::controllers::job::model::time(&now_text);
         } else {
             desired = current;
         }

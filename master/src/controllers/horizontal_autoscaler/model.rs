@@ -33,8 +33,6 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use skiff_objects::typed;
 
 use crate::controllers::job::model::time;
-/// A timestamp in RFC 3339 as a Kubernetes `Time`.
-pub use crate::controllers::job::model::time as time_of;
 
 /// The conditions of an autoscaler's status, as the controller keeps them.
 pub trait Conditions {

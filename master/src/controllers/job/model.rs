@@ -149,10 +149,7 @@ impl JobView {
             source,
         };
         let mut spec = content.remove("spec").unwrap_or(Value::Null);
-        let template = match spec.as_object_mut() {
-            Some(fields) => fields.remove("template").unwrap_or(Value::Null),
-            None => Value::Null,
-        };
+        let template = typed::take_member(&mut spec, "template");
         let spec = match spec {
             Value::Null => JobSpec::default(),
             spec => typed::decode(spec).map_err(unreadable)?,
