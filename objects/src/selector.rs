@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use skiff_proto::v1::{LabelSelector, LabelSelectorRequirement};
 
 use crate::names::{is_label_key, is_label_name};
+use crate::typed::meta;
 
 /// Why a selector's text could not be read (what is wrong, and where).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,16 +44,41 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
         .match_labels
         .iter()
         .all(|(k, v)| labels.get(k) == Some(v))
-        && selector.match_expressions.iter().all(|e| {
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| e.values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !e.values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
+        && selector
+            .match_expressions
+            .iter()
+            .all(|e| requirement_holds(&e.key, &e.operator, &e.values, labels))
+}
+
+/// [`matches`] for Kubernetes' own `LabelSelector` type (the selectors of
+/// the kinds read through [`crate::typed`]).
+pub fn matches_typed(selector: &meta::LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v))
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            requirement_holds(&e.key, &e.operator, values, labels)
         })
+}
+
+/// Whether one `matchExpressions` requirement holds for `labels`.
+fn requirement_holds(
+    key: &str,
+    operator: &str,
+    values: &[String],
+    labels: &BTreeMap<String, String>,
+) -> bool {
+    let value = labels.get(key);
+    match operator {
+        "In" => value.is_some_and(|v| values.contains(v)),
+        "NotIn" => value.is_none_or(|v| !values.contains(v)),
+        "Exists" => value.is_some(),
+        "DoesNotExist" => value.is_none(),
+        _ => false,
+    }
 }
 
 /// Whether a selector selects nothing in particular (no terms at all).
@@ -284,6 +310,55 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn kubernetes_own_selectors_match_as_ours_do() {
+        let labels = BTreeMap::from([
+            ("app".to_owned(), "web".to_owned()),
+            ("tier".to_owned(), "front".to_owned()),
+        ]);
+        let requirement =
+            |key: &str, operator: &str, values: Option<&[&str]>| meta::LabelSelectorRequirement {
+                key: key.to_owned(),
+                operator: operator.to_owned(),
+                values: values.map(|v| v.iter().map(|s| (*s).to_owned()).collect()),
+            };
+        let selector = |labels: Option<&[(&str, &str)]>, expressions| meta::LabelSelector {
+            match_labels: labels.map(|l| {
+                l.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect()
+            }),
+            match_expressions: expressions,
+        };
+        assert!(matches_typed(&selector(None, None), &labels), "empty: all");
+        assert!(matches_typed(
+            &selector(Some(&[("app", "web")]), None),
+            &labels
+        ));
+        assert!(!matches_typed(
+            &selector(Some(&[("app", "db")]), None),
+            &labels
+        ));
+        let tier_in = |values: &[&str]| Some(vec![requirement("tier", "In", Some(values))]);
+        assert!(matches_typed(
+            &selector(None, tier_in(&["front", "back"])),
+            &labels
+        ));
+        assert!(!matches_typed(&selector(None, tier_in(&["back"])), &labels));
+        let absent = Some(vec![requirement("gone", "DoesNotExist", None)]);
+        assert!(matches_typed(
+            &selector(Some(&[("app", "web")]), absent),
+            &labels
+        ));
+        let not_in = Some(vec![requirement("app", "NotIn", None)]);
+        assert!(
+            matches_typed(&selector(None, not_in), &labels),
+            "NotIn of none"
+        );
+        let unknown = Some(vec![requirement("app", "Near", Some(&["web"]))]);
+        assert!(!matches_typed(&selector(None, unknown), &labels));
     }
 
     #[test]

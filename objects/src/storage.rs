@@ -16,8 +16,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::typed;
 use crate::typed::api::storage::v1::StorageClass;
-use crate::typed::{self, meta::LabelSelector};
 use crate::Quantity;
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
@@ -80,24 +80,6 @@ pub fn refers_to(r: &ClaimRef, claim: &ClaimView) -> bool {
     namespace == claim.meta.namespace
         && name == claim.meta.name
         && (uid.is_empty() || uid == claim.meta.uid)
-}
-
-/// Whether a claim's `selector` matches a volume's `labels`.
-fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let selector = v1::LabelSelector {
-        match_labels: selector.match_labels.clone().unwrap_or_default(),
-        match_expressions: selector
-            .match_expressions
-            .iter()
-            .flatten()
-            .map(|r| v1::LabelSelectorRequirement {
-                key: r.key.clone(),
-                operator: r.operator.clone(),
-                values: r.values.clone().unwrap_or_default(),
-            })
-            .collect(),
-    };
-    super::selector::matches(&selector, labels)
 }
 
 /// A PersistentVolumeClaim as read from its stored object.
@@ -439,7 +421,7 @@ pub fn volume_fits_claim(volume: &VolumeView, claim: &ClaimView) -> Result<(), M
         return Err(Mismatch::TooSmall);
     }
     if let Some(selector) = &claim.spec.selector {
-        if !selector_matches(selector, &volume.meta.labels) {
+        if !super::selector::matches_typed(selector, &volume.meta.labels) {
             return Err(Mismatch::Selector);
         }
     }
@@ -561,7 +543,7 @@ mod tests {
             Err(Mismatch::AccessModes)
         );
         let mut selective = plain_claim();
-        selective.spec.selector = Some(LabelSelector {
+        selective.spec.selector = Some(typed::meta::LabelSelector {
             match_labels: Some([("tier".to_owned(), "slow".to_owned())].into()),
             ..Default::default()
         });

@@ -978,7 +978,7 @@ pub async fn run(args: RbacArgs) -> anyhow::Result<serde_json::Value> {
 mod tests {
     use clap::Parser;
     use skiff_master::api::authz::kubernetes_user;
-    use skiff_objects::rbac::Subject;
+    use skiff_objects::rbac::{Subject, SubjectExt};
     use skiff_security::{Identity, TokenCredential};
 
     use super::*;
@@ -1069,7 +1069,11 @@ mod tests {
                     binding.path
                 );
                 if subject.kind == "ServiceAccount" {
-                    accounts.insert(format!("{}/{}", subject.namespace, subject.name));
+                    accounts.insert(format!(
+                        "{}/{}",
+                        subject.namespace.as_deref().unwrap_or_default(),
+                        subject.name
+                    ));
                 }
             }
         }

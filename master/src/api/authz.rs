@@ -61,6 +61,7 @@ use super::rbac::{self, escalation};
 use crate::security::service_account_tokens::BoundObjectRef;
 use crate::store::state_machine::ObjectStore;
 use skiff_objects::rbac as rbac_objects;
+use skiff_objects::rbac::PolicyRuleExt;
 use skiff_objects::{pods, registry, storage, Kind, ObjectExt};
 
 /// A verb of the Kubernetes API, as authorization names it.
@@ -1187,18 +1188,18 @@ pub fn rules_for(
         let (granted, _missing_roles) =
             rbac::rules_for(store.cache(), &user.username, &user.groups, namespace);
         for rule in granted {
-            if !rule.resources.is_empty() {
+            if !rule.resource_list().is_empty() {
                 resource_rules.push(ResourceRule {
                     verbs: rule.verbs.clone(),
-                    api_groups: rule.api_groups.clone(),
-                    resources: rule.resources.clone(),
-                    resource_names: rule.resource_names.clone(),
+                    api_groups: rule.group_list().to_vec(),
+                    resources: rule.resource_list().to_vec(),
+                    resource_names: rule.name_list().to_vec(),
                 });
             }
-            if !rule.non_resource_urls.is_empty() {
+            if !rule.url_list().is_empty() {
                 non_resource_rules.push(NonResourceRule {
                     verbs: rule.verbs,
-                    paths: rule.non_resource_urls,
+                    paths: rule.non_resource_urls.unwrap_or_default(),
                 });
             }
         }

@@ -26,7 +26,7 @@ use skiff_proto::api::Object;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::rbac::{PolicyRule, RoleView};
+use skiff_objects::rbac::{selectors_of, PolicyRule, RoleView};
 use skiff_objects::{generic, selector, Kind, ObjectExt};
 
 pub struct ClusterRoleAggregationController {
@@ -49,13 +49,18 @@ impl ClusterRoleAggregationController {
         let Some(aggregation) = &role.aggregation_rule else {
             return Ok(rules);
         };
-        for selector in &aggregation.cluster_role_selectors {
-            let mut selected: Vec<String> = self
-                .ctx
-                .store
-                .selector_candidates(Kind::ClusterRole, "", selector)?
+        for selector in selectors_of(aggregation) {
+            // ClusterRoles are few: those with the selector's labels, or
+            // all of them, are looked through.
+            let candidates = match &selector.match_labels {
+                Some(labels) if !labels.is_empty() => {
+                    self.ctx.store.select(Kind::ClusterRole, "", labels)
+                }
+                _ => self.ctx.store.list(Kind::ClusterRole, Some(""))?.0,
+            };
+            let mut selected: Vec<String> = candidates
                 .iter()
-                .filter(|o| selector::matches(selector, &o.meta().labels))
+                .filter(|o| selector::matches_typed(selector, &o.meta().labels))
                 .map(|o| o.meta().name.clone())
                 .filter(|other| other != name)
                 .collect();
@@ -140,7 +145,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use skiff_objects::rbac::bootstrap_policy;
+    use skiff_objects::rbac::{bootstrap_policy, PolicyRuleExt};
 
     fn rules_of(objects: &RecordingObjects, name: &str) -> Vec<PolicyRule> {
         let role = objects

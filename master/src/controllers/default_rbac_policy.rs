@@ -115,7 +115,7 @@ mod tests {
     use crate::controllers::ObjectReads;
     use skiff_objects::generic;
     use skiff_objects::rbac::bootstrap_policy::AUTOUPDATE_ANNOTATION;
-    use skiff_objects::rbac::{BindingView, RoleView};
+    use skiff_objects::rbac::{BindingView, PolicyRuleExt, RoleView};
 
     fn stored(objects: &RecordingObjects, kind: Kind, name: &str) -> Object {
         objects
@@ -212,7 +212,7 @@ mod tests {
             .rules;
         // The added rule kept, the taken ones back (broken down: three).
         assert_eq!(rules.len(), 4, "{rules:?}");
-        assert_eq!(rules[0].resources, ["pods"]);
+        assert_eq!(rules[0].resource_list(), ["pods"]);
         let subjects = BindingView::read(&stored(
             &objects,
             Kind::ClusterRoleBinding,

@@ -20,7 +20,7 @@ use std::sync::Arc;
 use skiff_proto::api::Object;
 
 use super::edit_set;
-use skiff_objects::rbac::{BindingView, RoleRef, RoleView, SubjectKey};
+use skiff_objects::rbac::{selectors_of, BindingView, RoleRef, RoleView, SubjectKey};
 use skiff_objects::Kind;
 
 /// An object's place: (namespace, name), as the cache keys it.
@@ -117,15 +117,16 @@ impl RbacIndex {
         if kind != Kind::ClusterRole {
             return;
         }
-        for selector in &aggregation.cluster_role_selectors {
-            if selector.match_labels.is_empty() {
+        for selector in selectors_of(aggregation) {
+            let labels = selector.match_labels.iter().flatten();
+            if labels.clone().next().is_none() {
                 if add {
                     self.aggregators_without_labels.insert(name.to_owned());
                 } else {
                     self.aggregators_without_labels.remove(name);
                 }
             }
-            for (k, v) in &selector.match_labels {
+            for (k, v) in labels {
                 let at = (k.clone(), v.clone());
                 edit_set(&mut self.aggregators_by_label, at, name.to_owned(), add);
             }

@@ -29,10 +29,14 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, LabelSelector, ObjectMeta};
+use skiff_proto::v1::{GenericObject, ObjectMeta};
 
 use super::policy_comparator::covers;
-use super::{AggregationRule, BindingView, PolicyRule, RoleView, Subject, API_VERSION};
+use super::{
+    aggregation_of_label, selectors_of, AggregationRule, BindingView, PolicyRule, PolicyRuleExt,
+    RoleView, Subject, SubjectExt, API_VERSION,
+};
+use crate::typed::{self, meta::LabelSelector};
 use crate::{generic, IntoObject, ObjectExt};
 
 /// The label of every default object.
@@ -75,17 +79,11 @@ fn cluster_role(
 ) -> Object {
     let mut content = Map::new();
     if !rules.is_empty() {
-        content.insert("rules".to_owned(), json!(rules));
+        content.insert("rules".to_owned(), typed::encode(&rules));
     }
     if let Some(label) = aggregate_from {
-        let selector = LabelSelector {
-            match_labels: [(label.to_owned(), "true".to_owned())].into(),
-            ..Default::default()
-        };
-        let rule = AggregationRule {
-            cluster_role_selectors: vec![selector],
-        };
-        content.insert("aggregationRule".to_owned(), json!(rule));
+        let rule = aggregation_of_label(label);
+        content.insert("aggregationRule".to_owned(), typed::encode(&rule));
     }
     default_object("ClusterRole", name, extra_labels, content)
 }
@@ -99,7 +97,7 @@ fn cluster_role_binding(name: &str, groups: &[&str]) -> Object {
         "roleRef".to_owned(),
         json!({"apiGroup": super::API_GROUP, "kind": "ClusterRole", "name": name}),
     );
-    content.insert("subjects".to_owned(), json!(subjects));
+    content.insert("subjects".to_owned(), typed::encode(&subjects));
     default_object("ClusterRoleBinding", name, &[], content)
 }
 
@@ -512,7 +510,7 @@ pub fn reconcile_role(existing: &Object, expected: &Object) -> Option<Object> {
         let mut rules = have.rules.clone();
         rules.extend(missing);
         edit_content(&mut reconciled, |c| {
-            c.insert("rules".to_owned(), json!(rules));
+            c.insert("rules".to_owned(), typed::encode(&rules));
         });
         changed = true;
     }
@@ -526,10 +524,9 @@ pub fn reconcile_role(existing: &Object, expected: &Object) -> Option<Object> {
         (have_rule, Some(want_rule)) => {
             let mut selectors = have_rule
                 .as_ref()
-                .map(|a| a.cluster_role_selectors.clone())
+                .map(|a| selectors_of(a).to_vec())
                 .unwrap_or_default();
-            let missing: Vec<LabelSelector> = want_rule
-                .cluster_role_selectors
+            let missing: Vec<LabelSelector> = selectors_of(want_rule)
                 .iter()
                 .filter(|s| !selectors.contains(s))
                 .cloned()
@@ -537,10 +534,10 @@ pub fn reconcile_role(existing: &Object, expected: &Object) -> Option<Object> {
             if !missing.is_empty() {
                 selectors.extend(missing);
                 let rule = AggregationRule {
-                    cluster_role_selectors: selectors,
+                    cluster_role_selectors: Some(selectors),
                 };
                 edit_content(&mut reconciled, |c| {
-                    c.insert("aggregationRule".to_owned(), json!(rule));
+                    c.insert("aggregationRule".to_owned(), typed::encode(&rule));
                 });
                 changed = true;
             }
@@ -588,7 +585,7 @@ pub fn reconcile_binding(existing: &Object, expected: &Object) -> BindingReconci
         let mut subjects = have.subjects.clone();
         subjects.extend(missing.into_iter().cloned());
         edit_content(&mut reconciled, |c| {
-            c.insert("subjects".to_owned(), json!(subjects));
+            c.insert("subjects".to_owned(), typed::encode(&subjects));
         });
         changed = true;
     }
@@ -661,8 +658,9 @@ mod tests {
         ] {
             let view = RoleView::read(named(&roles, role)).unwrap();
             assert!(view.rules.is_empty(), "{role}");
-            let selectors = view.aggregation_rule.unwrap().cluster_role_selectors;
-            assert_eq!(selectors[0].match_labels[label], "true", "{role}");
+            let aggregation = view.aggregation_rule.unwrap();
+            let labels = selectors_of(&aggregation)[0].match_labels.as_ref().unwrap();
+            assert_eq!(labels[label], "true", "{role}");
         }
         assert_eq!(
             named(&roles, "edit").meta().labels[AGGREGATE_TO_ADMIN],
@@ -677,7 +675,7 @@ mod tests {
     fn with_rules(object: &Object, rules: Vec<PolicyRule>) -> Object {
         let mut object = object.clone();
         edit_content(&mut object, |c| {
-            c.insert("rules".to_owned(), json!(rules));
+            c.insert("rules".to_owned(), typed::encode(&rules));
         });
         object
     }

@@ -1,9 +1,12 @@
 //! Kubernetes RBAC's objects (`rbac.authorization.k8s.io/v1` Role,
 //! ClusterRole, RoleBinding, ClusterRoleBinding), held as generic objects,
-//! read as typed views: a role's [`PolicyRule`]s and `aggregationRule`
-//! ([`RoleView`]), a binding's `roleRef` and subjects ([`BindingView`]),
-//! and who a subject is ([`Subject::applies_to`], Kubernetes'
-//! `appliesToUser`). [`SubjectKey`] is what bindings are indexed by in the
+//! read as views of Kubernetes' own types: a role's [`PolicyRule`]s and
+//! `aggregationRule` ([`RoleView`]), a binding's `roleRef` and subjects
+//! ([`BindingView`]), and who a subject is ([`SubjectExt::applies_to`],
+//! Kubernetes' `appliesToUser`). Lists and strings that Kubernetes leaves
+//! unset when empty are read that way ([`PolicyRuleExt::normalized`],
+//! [`SubjectExt::normalized`]), so that equal rules and subjects compare
+//! equal. [`SubjectKey`] is what bindings are indexed by in the
 //! object cache (`store::rbac_index`): a request's user and groups look up
 //! only the bindings naming them.
 //!
@@ -17,13 +20,11 @@ pub mod policy_comparator;
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_proto::v1::LabelSelector;
 
-use super::{generic, selector};
+use super::{generic, selector, typed};
 
 /// The RBAC API group.
 pub const API_GROUP: &str = "rbac.authorization.k8s.io";
@@ -44,49 +45,16 @@ pub const SERVICE_ACCOUNTS_GROUP: &str = "system:serviceaccounts";
 /// escalation included.
 pub const MASTERS_GROUP: &str = "system:masters";
 
-/// One grant of a role, as Kubernetes writes it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct PolicyRule {
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub verbs: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "null_as_empty",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub api_groups: Vec<String>,
-    /// Resources, `resource/subresource`, `*/subresource` or `*`.
-    #[serde(
-        default,
-        deserialize_with = "null_as_empty",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub resources: Vec<String>,
-    /// Empty: every object.
-    #[serde(
-        default,
-        deserialize_with = "null_as_empty",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub resource_names: Vec<String>,
-    /// Paths, a trailing `*` a prefix.
-    #[serde(
-        default,
-        rename = "nonResourceURLs",
-        deserialize_with = "null_as_empty",
-        skip_serializing_if = "Vec::is_empty"
-    )]
-    pub non_resource_urls: Vec<String>,
+pub use crate::typed::api::rbac::v1::{AggregationRule, PolicyRule, RoleRef, Subject};
+
+/// A list field of a rule or selector: empty when unset.
+fn items(list: &Option<Vec<String>>) -> &[String] {
+    list.as_deref().unwrap_or_default()
 }
 
-/// A JSON `null` read as the empty value (`resourceNames: null`).
-fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Default + Deserialize<'de>,
-{
-    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+/// `Some(items)`, or `None` for none: how Go's `omitempty` writes a list.
+fn unless_empty(items: Vec<String>) -> Option<Vec<String>> {
+    (!items.is_empty()).then_some(items)
 }
 
 /// `["a" "b"]`, as Go's `%q` prints a string slice.
@@ -95,44 +63,85 @@ fn quoted_list(items: &[String]) -> String {
     format!("[{}]", quoted.join(" "))
 }
 
-impl PolicyRule {
+fn owned(items: &[&str]) -> Vec<String> {
+    items.iter().map(|i| (*i).to_owned()).collect()
+}
+
+/// What skiff does with a [`PolicyRule`] (Kubernetes' type): builds one,
+/// reads its lists (unset ones as empty), and prints it.
+pub trait PolicyRuleExt: Sized {
     /// A rule of `verbs` on `resources` of `api_groups`.
-    pub fn resources(verbs: &[&str], api_groups: &[&str], resources: &[&str]) -> PolicyRule {
-        PolicyRule {
-            verbs: owned(verbs),
-            api_groups: owned(api_groups),
-            resources: owned(resources),
-            ..PolicyRule::default()
-        }
-    }
-
+    fn resources(verbs: &[&str], api_groups: &[&str], resources: &[&str]) -> Self;
     /// A rule of `verbs` on the paths `urls`.
-    pub fn urls(verbs: &[&str], urls: &[&str]) -> PolicyRule {
+    fn urls(verbs: &[&str], urls: &[&str]) -> Self;
+    /// The same rule limited to the objects named `names`.
+    fn named(self, names: &[&str]) -> Self;
+    /// `apiGroups`.
+    fn group_list(&self) -> &[String];
+    /// `resources`: `resource`, `resource/subresource`, `*/subresource` or
+    /// `*`.
+    fn resource_list(&self) -> &[String];
+    /// `resourceNames`; empty: every object.
+    fn name_list(&self) -> &[String];
+    /// `nonResourceURLs`: paths, a trailing `*` a prefix.
+    fn url_list(&self) -> &[String];
+    /// The rule as escalation refusals print it (Kubernetes'
+    /// `CompactString`): `{APIGroups:[""], Resources:["pods"],
+    /// Verbs:["get"]}`, empty fields left out.
+    fn compact_string(&self) -> String;
+    /// The rule with its empty lists unset, as Kubernetes reads and
+    /// writes them, so that equal rules compare equal.
+    fn normalized(self) -> Self;
+}
+
+impl PolicyRuleExt for PolicyRule {
+    fn resources(verbs: &[&str], api_groups: &[&str], resources: &[&str]) -> PolicyRule {
         PolicyRule {
             verbs: owned(verbs),
-            non_resource_urls: owned(urls),
+            api_groups: unless_empty(owned(api_groups)),
+            resources: unless_empty(owned(resources)),
             ..PolicyRule::default()
         }
     }
 
-    /// The same rule limited to the objects named `names`.
-    pub fn named(self, names: &[&str]) -> PolicyRule {
+    fn urls(verbs: &[&str], urls: &[&str]) -> PolicyRule {
         PolicyRule {
-            resource_names: owned(names),
+            verbs: owned(verbs),
+            non_resource_urls: unless_empty(owned(urls)),
+            ..PolicyRule::default()
+        }
+    }
+
+    fn named(self, names: &[&str]) -> PolicyRule {
+        PolicyRule {
+            resource_names: unless_empty(owned(names)),
             ..self
         }
     }
 
-    /// The rule as escalation refusals print it (Kubernetes'
-    /// `CompactString`): `{APIGroups:[""], Resources:["pods"],
-    /// Verbs:["get"]}`, empty fields left out.
-    pub fn compact_string(&self) -> String {
+    fn group_list(&self) -> &[String] {
+        items(&self.api_groups)
+    }
+
+    fn resource_list(&self) -> &[String] {
+        items(&self.resources)
+    }
+
+    fn name_list(&self) -> &[String] {
+        items(&self.resource_names)
+    }
+
+    fn url_list(&self) -> &[String] {
+        items(&self.non_resource_urls)
+    }
+
+    fn compact_string(&self) -> String {
         let fields = [
-            ("APIGroups", &self.api_groups),
-            ("Resources", &self.resources),
-            ("NonResourceURLs", &self.non_resource_urls),
-            ("ResourceNames", &self.resource_names),
-            ("Verbs", &self.verbs),
+            ("APIGroups", self.group_list()),
+            ("Resources", self.resource_list()),
+            ("NonResourceURLs", self.url_list()),
+            ("ResourceNames", self.name_list()),
+            ("Verbs", self.verbs.as_slice()),
         ];
         let parts: Vec<String> = fields
             .iter()
@@ -141,19 +150,33 @@ impl PolicyRule {
             .collect();
         format!("{{{}}}", parts.join(", "))
     }
+
+    fn normalized(self) -> PolicyRule {
+        PolicyRule {
+            api_groups: self.api_groups.and_then(unless_empty),
+            resources: self.resources.and_then(unless_empty),
+            resource_names: self.resource_names.and_then(unless_empty),
+            non_resource_urls: self.non_resource_urls.and_then(unless_empty),
+            verbs: self.verbs,
+        }
+    }
 }
 
-fn owned(items: &[&str]) -> Vec<String> {
-    items.iter().map(|i| (*i).to_owned()).collect()
+/// An `aggregationRule` selecting the ClusterRoles labelled `label: "true"`
+/// (how the default roles aggregate).
+pub fn aggregation_of_label(label: &str) -> AggregationRule {
+    let selector = crate::typed::meta::LabelSelector {
+        match_labels: Some([(label.to_owned(), "true".to_owned())].into()),
+        ..Default::default()
+    };
+    AggregationRule {
+        cluster_role_selectors: Some(vec![selector]),
+    }
 }
 
-/// A ClusterRole's `aggregationRule`: its rules are those of the
-/// ClusterRoles any of these selectors selects.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct AggregationRule {
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub cluster_role_selectors: Vec<LabelSelector>,
+/// An `aggregationRule`'s selectors (none when unset).
+pub fn selectors_of(rule: &AggregationRule) -> &[crate::typed::meta::LabelSelector] {
+    rule.cluster_role_selectors.as_deref().unwrap_or_default()
 }
 
 /// What a Role or ClusterRole grants.
@@ -182,12 +205,15 @@ impl RoleView {
     pub fn from_content(content: &serde_json::Map<String, Value>) -> RoleView {
         let rules = content
             .get("rules")
-            .and_then(|r| serde_json::from_value::<Vec<PolicyRule>>(r.clone()).ok())
-            .unwrap_or_default();
+            .and_then(|r| typed::decode::<Vec<PolicyRule>>(r.clone()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(PolicyRule::normalized)
+            .collect();
         let aggregation_rule = content
             .get("aggregationRule")
             .filter(|a| !a.is_null())
-            .and_then(|a| serde_json::from_value::<AggregationRule>(a.clone()).ok());
+            .and_then(|a| typed::decode::<AggregationRule>(a.clone()).ok());
         RoleView {
             rules,
             aggregation_rule,
@@ -199,70 +225,60 @@ impl RoleView {
     pub fn has_aggregation_rule(&self) -> bool {
         self.aggregation_rule
             .as_ref()
-            .is_some_and(|a| !a.cluster_role_selectors.is_empty())
+            .is_some_and(|a| !selectors_of(a).is_empty())
     }
 
     /// Whether one of its `aggregationRule`'s selectors selects a
     /// ClusterRole labelled `labels`: whether it aggregates that role's
     /// rules.
     pub fn aggregates_labels(&self, labels: &BTreeMap<String, String>) -> bool {
-        let mut selectors = self
-            .aggregation_rule
-            .iter()
-            .flat_map(|a| &a.cluster_role_selectors);
-        selectors.any(|s| selector::matches(s, labels))
+        let mut selectors = self.aggregation_rule.iter().flat_map(selectors_of);
+        selectors.any(|s| selector::matches_typed(s, labels))
     }
 }
 
-/// A binding's `roleRef`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct RoleRef {
-    pub api_group: String,
-    /// `Role` or `ClusterRole`.
-    pub kind: String,
-    pub name: String,
-}
-
-/// One subject of a binding.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct Subject {
-    /// `User`, `Group` or `ServiceAccount`.
-    pub kind: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub api_group: String,
-    pub name: String,
-    /// A ServiceAccount's; the binding's own when empty (a RoleBinding).
-    #[serde(skip_serializing_if = "String::is_empty")]
-    pub namespace: String,
-}
-
-impl Subject {
+/// What skiff does with a binding's [`Subject`] (Kubernetes' type): who
+/// it is, and how it is indexed and named.
+pub trait SubjectExt: Sized {
     /// A `User` or `Group` subject.
-    pub fn named(kind: &str, name: &str) -> Subject {
-        Subject {
-            kind: kind.to_owned(),
-            api_group: API_GROUP.to_owned(),
-            name: name.to_owned(),
-            namespace: String::new(),
-        }
-    }
-
+    fn named(kind: &str, name: &str) -> Self;
     /// The namespace a ServiceAccount subject means: its own, else the
     /// binding's (`""` for a ClusterRoleBinding: no service account).
-    fn service_account_namespace<'a>(&'a self, binding_namespace: &'a str) -> &'a str {
-        if self.namespace.is_empty() {
-            binding_namespace
-        } else {
-            &self.namespace
-        }
-    }
-
+    fn service_account_namespace<'a>(&'a self, binding_namespace: &'a str) -> &'a str;
     /// Whether the subject is the user `user` in `groups`, in a binding of
     /// `binding_namespace` (`""` for a ClusterRoleBinding): Kubernetes'
     /// `appliesToUser`. Another kind of subject is no one.
-    pub fn applies_to(&self, user: &str, groups: &[String], binding_namespace: &str) -> bool {
+    fn applies_to(&self, user: &str, groups: &[String], binding_namespace: &str) -> bool;
+    /// The key it is indexed by; `None` for a subject that is no one (an
+    /// unknown kind, a ServiceAccount without a namespace in a
+    /// ClusterRoleBinding).
+    fn key(&self, binding_namespace: &str) -> Option<SubjectKey>;
+    /// How decisions name it (Kubernetes' `describeSubject`): `User
+    /// "jane"`, `ServiceAccount "robot/team"` (name, then namespace).
+    fn describe(&self, binding_namespace: &str) -> String;
+    /// The subject with an empty `apiGroup` or `namespace` unset, as
+    /// Kubernetes reads it, so that equal subjects compare equal.
+    fn normalized(self) -> Self;
+}
+
+impl SubjectExt for Subject {
+    fn named(kind: &str, name: &str) -> Subject {
+        Subject {
+            kind: kind.to_owned(),
+            api_group: Some(API_GROUP.to_owned()),
+            name: name.to_owned(),
+            namespace: None,
+        }
+    }
+
+    fn service_account_namespace<'a>(&'a self, binding_namespace: &'a str) -> &'a str {
+        match self.namespace.as_deref() {
+            None | Some("") => binding_namespace,
+            Some(own) => own,
+        }
+    }
+
+    fn applies_to(&self, user: &str, groups: &[String], binding_namespace: &str) -> bool {
         match self.kind.as_str() {
             "User" => user == self.name,
             "Group" => groups.contains(&self.name),
@@ -274,10 +290,7 @@ impl Subject {
         }
     }
 
-    /// The key it is indexed by; `None` for a subject that is no one (an
-    /// unknown kind, a ServiceAccount without a namespace in a
-    /// ClusterRoleBinding).
-    pub fn key(&self, binding_namespace: &str) -> Option<SubjectKey> {
+    fn key(&self, binding_namespace: &str) -> Option<SubjectKey> {
         match self.kind.as_str() {
             "User" => Some(SubjectKey::User(self.name.clone())),
             "Group" => Some(SubjectKey::Group(self.name.clone())),
@@ -292,9 +305,7 @@ impl Subject {
         }
     }
 
-    /// How decisions name it (Kubernetes' `describeSubject`): `User
-    /// "jane"`, `ServiceAccount "robot/team"` (name, then namespace).
-    pub fn describe(&self, binding_namespace: &str) -> String {
+    fn describe(&self, binding_namespace: &str) -> String {
         match self.kind.as_str() {
             "ServiceAccount" => {
                 let namespace = self.service_account_namespace(binding_namespace);
@@ -302,6 +313,15 @@ impl Subject {
                 format!("{} {account:?}", self.kind)
             }
             _ => format!("{} {:?}", self.kind, self.name),
+        }
+    }
+
+    fn normalized(self) -> Subject {
+        let set = |text: Option<String>| text.filter(|t| !t.is_empty());
+        Subject {
+            api_group: set(self.api_group),
+            namespace: set(self.namespace),
+            ..self
         }
     }
 }
@@ -365,12 +385,15 @@ impl BindingView {
         let content = generic::content(g);
         let role_ref = content
             .get("roleRef")
-            .and_then(|r| serde_json::from_value(r.clone()).ok())
+            .and_then(|r| typed::decode(r.clone()).ok())
             .unwrap_or_default();
         let subjects = content
             .get("subjects")
-            .and_then(|s| serde_json::from_value(s.clone()).ok())
-            .unwrap_or_default();
+            .and_then(|s| typed::decode::<Vec<Subject>>(s.clone()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .map(Subject::normalized)
+            .collect();
         Some(BindingView { role_ref, subjects })
     }
 
@@ -455,6 +478,51 @@ mod tests {
     }
 
     #[test]
+    fn empty_lists_and_strings_read_as_unset_so_equal_rules_and_subjects_compare_equal() {
+        let role = object(
+            "Role",
+            "ns",
+            "r",
+            serde_json::json!({"rules": [
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"],
+                 "resourceNames": [], "nonResourceURLs": []},
+            ]}),
+        );
+        let view = RoleView::read(&role).expect("a role");
+        assert_eq!(
+            view.rules,
+            [PolicyRule::resources(&["get"], &[""], &["pods"])]
+        );
+        assert_eq!(view.rules[0].resource_names, None);
+        let binding = object(
+            "RoleBinding",
+            "ns",
+            "b",
+            serde_json::json!({
+                "roleRef": {"apiGroup": API_GROUP, "kind": "Role", "name": "r"},
+                "subjects": [
+                    {"kind": "Group", "apiGroup": API_GROUP, "name": "devs", "namespace": ""},
+                    {"kind": "ServiceAccount", "apiGroup": "", "name": "robot"},
+                ],
+            }),
+        );
+        let view = BindingView::read(&binding).expect("a binding");
+        assert_eq!(view.subjects[0], Subject::named("Group", "devs"));
+        assert_eq!(view.subjects[1].api_group, None);
+        assert_eq!(view.subjects[1].namespace, None);
+        assert_eq!(
+            view.subjects[1].describe("ns"),
+            r#"ServiceAccount "robot/ns""#
+        );
+        // Written back, unset lists and strings are left out, as Go's
+        // omitempty leaves them out.
+        assert_eq!(
+            crate::typed::encode(&view.subjects[1]),
+            serde_json::json!({"kind": "ServiceAccount", "name": "robot"})
+        );
+    }
+
+    #[test]
     fn rules_are_written_and_printed_as_kubernetes_writes_them() {
         let rule = PolicyRule::resources(&["get", "list"], &[""], &["pods"]).named(&["web"]);
         assert_eq!(
@@ -495,7 +563,7 @@ mod tests {
         assert!(!sa.applies_to(robot, &[], ""), "no namespace: no one");
         assert_eq!(sa.describe("team"), r#"ServiceAccount "robot/team""#);
         let elsewhere = Subject {
-            namespace: "team".into(),
+            namespace: Some("team".into()),
             ..sa.clone()
         };
         assert!(elsewhere.applies_to(robot, &[], "other"));

@@ -11,7 +11,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{PolicyRule, ALL};
+use super::{PolicyRule, PolicyRuleExt, ALL};
 
 /// Whether `owner` covers every rule of `servant`, and the broken-down
 /// pieces of `servant` it does not cover (Kubernetes' `Covers`).
@@ -28,21 +28,21 @@ pub fn covers(owner: &[PolicyRule], servant: &[PolicyRule]) -> (bool, Vec<Policy
 /// and verb) each (Kubernetes' `BreakdownRule`).
 pub fn breakdown_rule(rule: &PolicyRule) -> Vec<PolicyRule> {
     let mut pieces = Vec::new();
-    for group in &rule.api_groups {
-        for resource in &rule.resources {
+    for group in rule.group_list() {
+        for resource in rule.resource_list() {
             for verb in &rule.verbs {
                 let piece = PolicyRule {
                     verbs: vec![verb.clone()],
-                    api_groups: vec![group.clone()],
-                    resources: vec![resource.clone()],
+                    api_groups: Some(vec![group.clone()]),
+                    resources: Some(vec![resource.clone()]),
                     ..PolicyRule::default()
                 };
-                if rule.resource_names.is_empty() {
+                if rule.name_list().is_empty() {
                     pieces.push(piece);
                 } else {
-                    for name in &rule.resource_names {
+                    for name in rule.name_list() {
                         pieces.push(PolicyRule {
-                            resource_names: vec![name.clone()],
+                            resource_names: Some(vec![name.clone()]),
                             ..piece.clone()
                         });
                     }
@@ -51,11 +51,11 @@ pub fn breakdown_rule(rule: &PolicyRule) -> Vec<PolicyRule> {
         }
     }
     // Paths combine with verbs only.
-    for url in &rule.non_resource_urls {
+    for url in rule.url_list() {
         for verb in &rule.verbs {
             pieces.push(PolicyRule {
                 verbs: vec![verb.clone()],
-                non_resource_urls: vec![url.clone()],
+                non_resource_urls: Some(vec![url.clone()]),
                 ..PolicyRule::default()
             });
         }
@@ -105,13 +105,13 @@ fn non_resource_urls_cover_all(owner: &[String], wanted: &[String]) -> bool {
 /// [`breakdown_rule`]; Kubernetes' `ruleCovers`).
 fn rule_covers(owner: &PolicyRule, piece: &PolicyRule) -> bool {
     let verbs = has(&owner.verbs, ALL) || has_all(&owner.verbs, &piece.verbs);
-    let groups = has(&owner.api_groups, ALL) || has_all(&owner.api_groups, &piece.api_groups);
-    let resources = resource_covers_all(&owner.resources, &piece.resources);
-    let urls = non_resource_urls_cover_all(&owner.non_resource_urls, &piece.non_resource_urls);
-    let names = if piece.resource_names.is_empty() {
-        owner.resource_names.is_empty()
+    let groups = has(owner.group_list(), ALL) || has_all(owner.group_list(), piece.group_list());
+    let resources = resource_covers_all(owner.resource_list(), piece.resource_list());
+    let urls = non_resource_urls_cover_all(owner.url_list(), piece.url_list());
+    let names = if piece.name_list().is_empty() {
+        owner.name_list().is_empty()
     } else {
-        owner.resource_names.is_empty() || has_all(&owner.resource_names, &piece.resource_names)
+        owner.name_list().is_empty() || has_all(owner.name_list(), piece.name_list())
     };
     verbs && groups && resources && urls && names
 }
@@ -123,15 +123,16 @@ pub fn compact_rules(rules: &[PolicyRule]) -> Vec<PolicyRule> {
     let mut compacted = Vec::new();
     let mut simple: BTreeMap<(String, String), PolicyRule> = BTreeMap::new();
     for rule in rules {
-        let is_simple = rule.resource_names.is_empty()
-            && rule.non_resource_urls.is_empty()
-            && rule.api_groups.len() == 1
-            && rule.resources.len() == 1;
+        let (groups, resources) = (rule.group_list(), rule.resource_list());
+        let is_simple = rule.name_list().is_empty()
+            && rule.url_list().is_empty()
+            && groups.len() == 1
+            && resources.len() == 1;
         if !is_simple {
             compacted.push(rule.clone());
             continue;
         }
-        let at = (rule.api_groups[0].clone(), rule.resources[0].clone());
+        let at = (groups[0].clone(), resources[0].clone());
         match simple.get_mut(&at) {
             Some(merged) => merged.verbs.extend(rule.verbs.iter().cloned()),
             None => {

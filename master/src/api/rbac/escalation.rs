@@ -23,7 +23,9 @@ use super::{authorize, rules_for, Request, ResourceRequest};
 use crate::store::cache::ObjectCache;
 use crate::store::rbac_index::RoleRefError;
 use skiff_objects::rbac::policy_comparator::{compact_rules, covers};
-use skiff_objects::rbac::{BindingView, PolicyRule, RoleView, API_GROUP, MASTERS_GROUP};
+use skiff_objects::rbac::{
+    BindingView, PolicyRule, PolicyRuleExt, RoleView, API_GROUP, MASTERS_GROUP,
+};
 use skiff_objects::{Kind, ObjectExt};
 use skiff_proto::api::Object;
 

@@ -32,7 +32,7 @@ pub mod rule_match;
 
 use crate::store::cache::ObjectCache;
 use crate::store::rbac_index::Grant;
-use skiff_objects::rbac::{user_keys, PolicyRule};
+use skiff_objects::rbac::{user_keys, PolicyRule, SubjectExt};
 
 pub use rule_match::rule_allows;
 
@@ -260,6 +260,7 @@ pub(crate) mod tests {
 
     use super::*;
     use crate::store::cache::CachedChange;
+    use skiff_objects::rbac::PolicyRuleExt;
     use skiff_objects::{IntoObject, ObjectExt};
 
     /// An RBAC object of `kind` with `content`.

@@ -7,7 +7,7 @@
 //! prefix ending in `*`.
 
 use super::Request;
-use skiff_objects::rbac::{PolicyRule, ALL};
+use skiff_objects::rbac::{PolicyRule, PolicyRuleExt, ALL};
 
 /// Whether `rule` allows `request`.
 pub fn rule_allows(request: &Request<'_>, rule: &PolicyRule) -> bool {
@@ -29,14 +29,14 @@ pub fn verb_matches(rule: &PolicyRule, verb: &str) -> bool {
 }
 
 pub fn api_group_matches(rule: &PolicyRule, group: &str) -> bool {
-    rule.api_groups.iter().any(|g| g == ALL || g == group)
+    rule.group_list().iter().any(|g| g == ALL || g == group)
 }
 
 /// `resource`, with `subresource` unless it is empty: Kubernetes matches
 /// the rule's resources against `resource/subresource` (written without
 /// making that string on each request here).
 pub fn resource_matches(rule: &PolicyRule, resource: &str, subresource: &str) -> bool {
-    rule.resources.iter().any(|r| {
+    rule.resource_list().iter().any(|r| {
         r == ALL
             || is_combined(r, resource, subresource)
             || (!subresource.is_empty()
@@ -59,11 +59,11 @@ fn is_combined(written: &str, resource: &str, subresource: &str) -> bool {
 }
 
 pub fn resource_name_matches(rule: &PolicyRule, name: &str) -> bool {
-    rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| n == name)
+    rule.name_list().is_empty() || rule.name_list().iter().any(|n| n == name)
 }
 
 pub fn non_resource_url_matches(rule: &PolicyRule, path: &str) -> bool {
-    rule.non_resource_urls.iter().any(|u| {
+    rule.url_list().iter().any(|u| {
         u == ALL
             || u == path
             || u.strip_suffix('*')
