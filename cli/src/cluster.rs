@@ -122,6 +122,13 @@ fn member_row(m: &MemberStatus, leader_id: u64) -> Vec<String> {
         (false, true) => "voter",
         (false, false) => "learner",
     };
+    // A master that named no release answered before this column existed
+    // (an older build), or has not answered yet.
+    let unnamed = if m.last_contact_ms.is_some() {
+        "older"
+    } else {
+        "-"
+    };
     vec![
         m.node_id.to_string(),
         role.to_owned(),
@@ -129,6 +136,9 @@ fn member_row(m: &MemberStatus, leader_id: u64) -> Vec<String> {
         m.api_addr.clone(),
         m.matched_index.map_or("-".to_owned(), |i| i.to_string()),
         contact,
+        m.version.clone().unwrap_or_else(|| unnamed.to_owned()),
+        m.data_format
+            .map_or_else(|| unnamed.to_owned(), |f| f.to_string()),
     ]
 }
 
@@ -140,6 +150,8 @@ fn write_members(members: &MembersResponse, out: &mut dyn Write) -> Result<(), C
         "API ADDRESS",
         "MATCHED",
         "LAST CONTACT",
+        "VERSION",
+        "DATA FORMAT",
     ];
     let mut rows = vec![header.map(String::from).to_vec()];
     for m in &members.members {
@@ -162,7 +174,7 @@ mod tests {
     }
 
     #[test]
-    fn members_show_role_leader_progress_and_last_contact() {
+    fn members_show_role_leader_progress_last_contact_and_release() {
         let member = |id: u64, voter: bool, contact: Option<u64>| MemberStatus {
             node_id: id,
             raft_addr: format!("10.0.0.{id}:6444"),
@@ -171,6 +183,9 @@ mod tests {
             leader: id == 1,
             matched_index: contact.map(|_| 40 + id),
             last_contact_ms: contact,
+            // Member 4 runs an older build, which names no release.
+            version: (id != 4 && contact.is_some()).then(|| "0.1.0".to_owned()),
+            data_format: (id != 4 && contact.is_some()).then_some(2),
         };
         let response = MembersResponse {
             members: vec![
@@ -189,12 +204,21 @@ mod tests {
         assert_eq!(lines[0][0], "ID");
         assert_eq!(
             lines[1],
-            ["1", "leader", "10.0.0.1:6444", "10.0.0.1:6443", "41", "-"]
+            [
+                "1",
+                "leader",
+                "10.0.0.1:6444",
+                "10.0.0.1:6443",
+                "41",
+                "-",
+                "0.1.0",
+                "2"
+            ]
         );
         assert_eq!(lines[2][1..2], ["voter"]);
-        assert_eq!(lines[2][5], "0.1s ago");
-        assert_eq!(lines[3][4..], ["-", "never"]);
+        assert_eq!(lines[2][5..], ["0.1s ago", "0.1.0", "2"]);
+        assert_eq!(lines[3][4..], ["-", "never", "-", "-"]);
         assert_eq!(lines[4][1], "learner");
-        assert_eq!(lines[4][5], "3m 20s ago");
+        assert_eq!(lines[4][5..], ["3m 20s ago", "older", "older"]);
     }
 }

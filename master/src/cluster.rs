@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::{ChangeMembers, ServerState};
 
-use crate::store::network::PeerContacts;
+use crate::store::network::{PeerContacts, PeerRelease};
 use crate::store::proposer::{ProposeError, Proposer};
 use crate::store::state_machine::{ObjectStore, StateMachineError};
 use crate::store::{Applied, Command, MemberNode, NodeId, Raft, WriteError};
@@ -97,6 +97,10 @@ pub struct MemberStatus {
     /// How long ago it last answered this master's Raft traffic (zero for
     /// this master itself; `None` if it has not since this master started).
     pub last_contact: Option<Duration>,
+    /// The release it named in its last answer (this master's own for
+    /// itself; `None` before it answered, or for a build before
+    /// releases were named).
+    pub release: Option<PeerRelease>,
 }
 
 /// How many times a membership change is tried again while another one
@@ -374,6 +378,11 @@ impl Cluster {
                     } else {
                         self.contacts.since(*id)
                     },
+                    release: if me {
+                        Some(self.contacts.own().clone())
+                    } else {
+                        self.contacts.release_of(*id)
+                    },
                 }
             })
             .collect()
@@ -578,7 +587,7 @@ impl Cluster {
             proposer: Proposer::spawn(raft),
             commit_latency: registry.histogram("commit_seconds", "test", &[]),
             read_index: registry.counter("read_index_total", "test", &["result"]),
-            contacts: PeerContacts::default(),
+            contacts: PeerContacts::new(crate::store::network::PeerRelease::this(0)),
         };
         (dir, cluster)
     }

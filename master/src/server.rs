@@ -43,7 +43,7 @@ use crate::security::service_account_key::{SealingKey, ServiceAccountKeys, Signi
 use crate::security::service_account_tokens::TokenAuthority;
 use crate::security::{MasterPki, PkiConfig};
 use crate::store::log_store::{LogStore, LogStoreError};
-use crate::store::network::PeerNetwork;
+use crate::store::network::{PeerNetwork, PeerRelease};
 use crate::store::peer_service::PeerService;
 use crate::store::proposer::Proposer;
 use crate::store::state_machine::{ObjectStore, StateMachine, StateMachineError};
@@ -175,7 +175,8 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let raft_settings = raft_config(config.raft_timings, config.snapshot_after_entries)
         .validate()
         .map_err(|e| MasterError::Raft(e.to_string()))?;
-    let peers = PeerNetwork::new(transport.clone());
+    let release = PeerRelease::this(data_format::CURRENT);
+    let peers = PeerNetwork::new(transport.clone(), release.clone());
     let contacts = peers.contacts();
     let raft = Raft::new(
         id,
@@ -205,7 +206,7 @@ pub async fn run(config: MasterConfig, shutdown: CancellationToken) -> Result<()
     let raft_listener = bind("Raft", config.raft_listen).await?;
     let peer_server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(PeerService::new(raft.clone()).into_server())
+            .add_service(PeerService::new(raft.clone(), release).into_server())
             .serve_with_incoming_shutdown(
                 skiff_security::listener::incoming(
                     raft_listener,

@@ -258,6 +258,17 @@ async fn a_dead_master_is_removed_and_a_new_one_takes_its_place() {
         .collect();
     roles.sort_unstable();
     assert_eq!(roles, ["leader", "voter", "voter"], "{members}");
+    // Each master names its release in its Raft answers: the table shows
+    // this build's version and data format for every member.
+    let format = skiff_master::datastore::data_format::CURRENT.to_string();
+    for line in members.lines().skip(1) {
+        let cells: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cells[cells.len() - 2..],
+            [env!("CARGO_PKG_VERSION"), format.as_str()],
+            "{members}"
+        );
+    }
 }
 
 /// The `scheduled-<unix-time>` snapshots a listing shows, by time.

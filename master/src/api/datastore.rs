@@ -211,6 +211,8 @@ impl DatastoreService {
                 last_contact_ms: m
                     .last_contact
                     .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                version: m.release.as_ref().map(|r| r.version.clone()),
+                data_format: m.release.map(|r| r.data_format),
             })
             .collect();
         MembersResponse {

@@ -209,7 +209,7 @@ pub(crate) async fn test_raft(
     Raft::new(
         1,
         std::sync::Arc::new(config),
-        network::PeerNetwork::new(transport),
+        network::PeerNetwork::new(transport, network::PeerRelease::this(0)),
         log,
         state_machine::StateMachine::new(store),
     )

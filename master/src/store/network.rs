@@ -1,6 +1,9 @@
 //! The client side of Raft traffic: openraft's RPCs to a peer master, sent
 //! over gRPC (`skiff.raft.v1.RaftPeer`) with bincode payloads, and when
-//! each peer last answered them ([`PeerContacts`]).
+//! each peer last answered them and which release it runs
+//! ([`PeerContacts`], [`PeerRelease`]: every answer carries the peer's
+//! skiff version and data format in its headers, which masters of a build
+//! before them do not send).
 
 use openraft::error::{
     InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
@@ -45,35 +48,118 @@ pub struct PeerNetwork {
     contacts: PeerContacts,
 }
 
+/// The header of a Raft answer that names the answering master's skiff
+/// version (`0.1.0`).
+pub const VERSION_HEADER: &str = "skiff-version";
+/// The header of a Raft answer that names the data format the answering
+/// master reads and writes (`datastore::data_format::CURRENT`).
+pub const DATA_FORMAT_HEADER: &str = "skiff-data-format";
+
+/// Which release a master runs: what a rolling upgrade must know of each
+/// before the cluster may write what only a newer release reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRelease {
+    /// skiff's version (`CARGO_PKG_VERSION`).
+    pub version: String,
+    /// The data format it reads and writes.
+    pub data_format: u32,
+}
+
+impl PeerRelease {
+    /// This build, reading and writing `data_format`.
+    pub fn this(data_format: u32) -> PeerRelease {
+        PeerRelease {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            data_format,
+        }
+    }
+
+    /// Puts the release in `headers` (a Raft answer's).
+    pub fn write_to(&self, headers: &mut tonic::metadata::MetadataMap) {
+        for (name, value) in [
+            (VERSION_HEADER, self.version.clone()),
+            (DATA_FORMAT_HEADER, self.data_format.to_string()),
+        ] {
+            if let Ok(value) = value.parse() {
+                headers.insert(name, value);
+            }
+        }
+    }
+
+    /// The release `headers` name; `None` when they name none, or not
+    /// readably (a master of a build before these headers).
+    pub fn read_from(headers: &tonic::metadata::MetadataMap) -> Option<PeerRelease> {
+        let text = |name: &str| headers.get(name)?.to_str().ok().map(str::to_owned);
+        Some(PeerRelease {
+            version: text(VERSION_HEADER).filter(|v| !v.is_empty())?,
+            data_format: text(DATA_FORMAT_HEADER)?.parse().ok()?,
+        })
+    }
+}
+
 /// When each peer last answered a Raft RPC of this master's (a leader's
 /// heartbeats included): how `skiff cluster members` tells a live member
 /// from a dead one, which openraft 0.9's metrics (the replicated position
-/// only) cannot in an idle cluster.
-#[derive(Clone, Default)]
+/// only) cannot in an idle cluster; and the release each named in its
+/// last answer.
+#[derive(Clone)]
 pub struct PeerContacts {
-    last: Arc<Mutex<HashMap<NodeId, Instant>>>,
+    own: PeerRelease,
+    last: Arc<Mutex<HashMap<NodeId, Contact>>>,
+}
+
+/// A peer's last answer.
+#[derive(Debug, Clone)]
+struct Contact {
+    at: Instant,
+    release: Option<PeerRelease>,
 }
 
 impl PeerContacts {
-    fn record(&self, node: NodeId) {
+    /// Contacts of a master running `own`.
+    pub fn new(own: PeerRelease) -> PeerContacts {
+        PeerContacts {
+            own,
+            last: Arc::default(),
+        }
+    }
+
+    fn record(&self, node: NodeId, release: Option<PeerRelease>) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.insert(node, Instant::now());
+        let contact = Contact {
+            at: Instant::now(),
+            release,
+        };
+        last.insert(node, contact);
     }
 
     /// How long ago `node` last answered, if it has since this master
     /// started.
     pub fn since(&self, node: NodeId) -> Option<Duration> {
         let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
-        last.get(&node).map(Instant::elapsed)
+        last.get(&node).map(|c| c.at.elapsed())
+    }
+
+    /// The release this master runs.
+    pub fn own(&self) -> &PeerRelease {
+        &self.own
+    }
+
+    /// The release `node` named in its last answer: `None` before it
+    /// answered, or when it named none (a build before the headers).
+    pub fn release_of(&self, node: NodeId) -> Option<PeerRelease> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        last.get(&node).and_then(|c| c.release.clone())
     }
 }
 
 impl PeerNetwork {
-    pub fn new(transport: skiff_security::ClientTransport) -> PeerNetwork {
+    /// The network of a master running `own`.
+    pub fn new(transport: skiff_security::ClientTransport, own: PeerRelease) -> PeerNetwork {
         PeerNetwork {
             transport,
             channels: Default::default(),
-            contacts: PeerContacts::default(),
+            contacts: PeerContacts::new(own),
         }
     }
 
@@ -169,7 +255,8 @@ impl PeerClient {
         };
         let payload = match response {
             Ok(r) => {
-                self.contacts.record(self.target);
+                let release = PeerRelease::read_from(r.metadata());
+                self.contacts.record(self.target, release);
                 r.into_inner()
             }
             Err(status) => {
@@ -219,5 +306,35 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
         self.call(rpc, &option, PeerMethod::Vote).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_goes_through_headers_and_an_older_builds_answer_names_none() {
+        let release = PeerRelease::this(7);
+        let mut headers = tonic::metadata::MetadataMap::new();
+        release.write_to(&mut headers);
+        assert_eq!(headers.get(DATA_FORMAT_HEADER).unwrap(), "7");
+        assert_eq!(PeerRelease::read_from(&headers), Some(release.clone()));
+        assert_eq!(
+            PeerRelease::read_from(&tonic::metadata::MetadataMap::new()),
+            None
+        );
+        let mut unreadable = headers.clone();
+        unreadable.insert(DATA_FORMAT_HEADER, "two".parse().unwrap());
+        assert_eq!(PeerRelease::read_from(&unreadable), None);
+
+        let contacts = PeerContacts::new(release.clone());
+        assert_eq!(contacts.own(), &release);
+        assert_eq!((contacts.since(2), contacts.release_of(2)), (None, None));
+        contacts.record(2, None);
+        assert!(contacts.since(2).is_some());
+        assert_eq!(contacts.release_of(2), None, "an older build");
+        contacts.record(2, Some(release.clone()));
+        assert_eq!(contacts.release_of(2), Some(release));
     }
 }

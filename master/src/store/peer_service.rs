@@ -1,23 +1,26 @@
 //! The server side of Raft traffic: hands peers' RPCs to the local openraft
 //! instance and returns its answer, `Result` and all, bincode-encoded.
 //! Only masters (identity `master:<id>` in their client certificate) may
-//! call it.
+//! call it. Every answer names this master's release in its headers
+//! ([`PeerRelease`]).
 
 use skiff_proto::raft::raft_peer_server::{RaftPeer, RaftPeerServer};
 use skiff_proto::raft::RaftPayload;
 use tonic::{Request, Response, Status};
 
-use super::network::MAX_PEER_MESSAGE;
+use super::network::{PeerRelease, MAX_PEER_MESSAGE};
 use super::Raft;
 
 /// Serves `skiff.raft.v1.RaftPeer` for one Raft node.
 pub struct PeerService {
     raft: Raft,
+    release: PeerRelease,
 }
 
 impl PeerService {
-    pub fn new(raft: Raft) -> PeerService {
-        PeerService { raft }
+    /// The service of a master running `release`.
+    pub fn new(raft: Raft, release: PeerRelease) -> PeerService {
+        PeerService { raft, release }
     }
 
     /// The tonic service, with message limits sized for Raft batches.
@@ -38,10 +41,15 @@ fn decode<T: serde::de::DeserializeOwned>(request: Request<RaftPayload>) -> Resu
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
-fn encode<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-    bincode::serialize(value)
-        .map(|data| Response::new(RaftPayload { data }))
-        .map_err(|e| Status::internal(format!("cannot encode raft response: {e}")))
+fn encode<T: serde::Serialize>(
+    value: &T,
+    release: &PeerRelease,
+) -> Result<Response<RaftPayload>, Status> {
+    let data = bincode::serialize(value)
+        .map_err(|e| Status::internal(format!("cannot encode raft response: {e}")))?;
+    let mut response = Response::new(RaftPayload { data });
+    release.write_to(response.metadata_mut());
+    Ok(response)
 }
 
 #[tonic::async_trait]
@@ -51,12 +59,12 @@ impl RaftPeer for PeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request)?;
-        encode(&self.raft.append_entries(rpc).await)
+        encode(&self.raft.append_entries(rpc).await, &self.release)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request)?;
-        encode(&self.raft.vote(rpc).await)
+        encode(&self.raft.vote(rpc).await, &self.release)
     }
 
     async fn install_snapshot(
@@ -64,6 +72,6 @@ impl RaftPeer for PeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request)?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        encode(&self.raft.install_snapshot(rpc).await, &self.release)
     }
 }
