@@ -8,8 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use skiff_master::client::Client;
 use skiff_master::security::tokens::{self, TOKEN_NAMESPACE};
-use skiff_objects::{IntoObject, Kind};
-use skiff_proto::api::object::Kind as Body;
+use skiff_objects::Kind;
 use skiff_security::{Credentials, JoinToken, TokenUsage};
 
 use crate::ctl::{self, CtlError};
@@ -126,7 +125,7 @@ async fn create(
     let expires = (!ttl.is_zero()).then(|| SystemTime::now() + ttl);
     let secret = tokens::token_secret(&token, usage, expires, description);
     client
-        .create(secret.into_object())
+        .create(secret)
         .await
         .map_err(api("creating the token"))?;
     writeln!(out, "{token}")?;
@@ -146,10 +145,7 @@ async fn list(client: &Client, out: &mut dyn Write) -> Result<(), CtlError> {
         "DESCRIPTION".to_owned(),
     ]];
     for o in listed.items {
-        let Some(Body::Secret(s)) = o.kind else {
-            continue;
-        };
-        let Some(r) = tokens::record(&s) else {
+        let Some(r) = tokens::record(&o) else {
             continue;
         };
         let expires = match r.expires {

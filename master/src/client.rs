@@ -19,7 +19,7 @@ use tonic::{Code, Status};
 
 use crate::api::transport::ClientTransport;
 use crate::api::{MAX_API_REQUEST, MAX_API_RESPONSE};
-use skiff_objects::Kind;
+use skiff_objects::{legacy_bodies, Kind};
 
 /// Why a call failed, in the terms of the API.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -114,11 +114,40 @@ pub struct Watch {
 impl Watch {
     /// The next change; `Ok(None)` when the server ended the stream.
     pub async fn next(&mut self) -> Result<Option<WatchEvent>> {
-        self.stream
+        let event = self
+            .stream
             .message()
             .await
-            .map_err(|s| ClientError::from_status(&self.addr, s))
+            .map_err(|s| ClientError::from_status(&self.addr, s))?;
+        Ok(event.map(|mut event| {
+            event.object = event.object.map(legacy_bodies::to_document);
+            event.previous = event.previous.map(legacy_bodies::to_document);
+            event
+        }))
     }
+}
+
+/// `message` as a request that names the data format this client reads
+/// (`skiff_objects::legacy_bodies`): a master answers with the kinds held
+/// as documents as documents.
+fn reading_documents<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        legacy_bodies::FORMAT_HEADER,
+        tonic::metadata::MetadataValue::from(legacy_bodies::DOCUMENTS_FORMAT),
+    );
+    request
+}
+
+/// A list's objects as documents, whatever a master of an older release
+/// answered.
+fn documents_of(mut list: ListResponse) -> ListResponse {
+    list.items = list
+        .items
+        .into_iter()
+        .map(legacy_bodies::to_document)
+        .collect();
+    list
 }
 
 impl Client {
@@ -172,9 +201,9 @@ impl Client {
             object: Some(object),
         };
         let mut api = self.api.clone();
-        api.create(request)
+        api.create(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| legacy_bodies::to_document(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -186,9 +215,9 @@ impl Client {
             serializable: false,
         };
         let mut api = self.api.clone();
-        api.get(request)
+        api.get(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| legacy_bodies::to_document(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -202,9 +231,9 @@ impl Client {
             exact_revision: 0,
         };
         let mut api = self.api.clone();
-        api.list(request)
+        api.list(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| documents_of(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -219,9 +248,9 @@ impl Client {
             exact_revision: 0,
         };
         let mut api = self.api.clone();
-        api.list(request)
+        api.list(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| documents_of(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -232,9 +261,9 @@ impl Client {
             object: Some(object),
         };
         let mut api = self.api.clone();
-        api.update(request)
+        api.update(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| legacy_bodies::to_document(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -245,9 +274,9 @@ impl Client {
             object: Some(object),
         };
         let mut api = self.api.clone();
-        api.update_status(request)
+        api.update_status(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| legacy_bodies::to_document(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -273,9 +302,9 @@ impl Client {
 
     async fn send_delete(&self, request: DeleteRequest) -> Result<Object> {
         let mut api = self.api.clone();
-        api.delete(request)
+        api.delete(reading_documents(request))
             .await
-            .map(|r| r.into_inner())
+            .map(|r| legacy_bodies::to_document(r.into_inner()))
             .map_err(|s| self.status(s))
     }
 
@@ -310,7 +339,7 @@ impl Client {
         };
         let mut api = self.api.clone();
         let stream = api
-            .watch(request)
+            .watch(reading_documents(request))
             .await
             .map_err(|s| self.status(s))?
             .into_inner();

@@ -388,6 +388,32 @@ impl Cluster {
             .collect()
     }
 
+    /// Whether every member (voters and learners: all apply the log)
+    /// named a data format that reads the moved kinds as documents in its
+    /// last Raft answer (`skiff_objects::legacy_bodies`). `false` while one
+    /// runs an older release, or has not answered since this master
+    /// started: the leader then writes the protobuf models older releases
+    /// read.
+    pub fn members_read_documents(&self) -> bool {
+        let metrics = self.raft.metrics();
+        let ids: Vec<NodeId> = {
+            let m = metrics.borrow();
+            m.membership_config
+                .membership()
+                .nodes()
+                .map(|(id, _)| *id)
+                .collect()
+        };
+        let releases = ids.iter().map(|id| {
+            if *id == self.id {
+                Some(self.contacts.own().clone())
+            } else {
+                self.contacts.release_of(*id)
+            }
+        });
+        all_read_documents(releases)
+    }
+
     /// `NotLeader` (with a hint) unless this master leads.
     fn require_leader(&self) -> Result<()> {
         if self.is_leader() {
@@ -567,6 +593,14 @@ impl Cluster {
     }
 }
 
+/// Whether every one of `releases` (`None`: one that named none) reads
+/// the moved kinds as documents.
+fn all_read_documents(mut releases: impl Iterator<Item = Option<PeerRelease>>) -> bool {
+    releases.all(|release| {
+        release.is_some_and(|r| r.data_format >= skiff_objects::legacy_bodies::DOCUMENTS_FORMAT)
+    })
+}
+
 #[cfg(test)]
 impl Cluster {
     /// A real one-member Raft cluster (member 1) in a temp dir, recorded at
@@ -587,7 +621,9 @@ impl Cluster {
             proposer: Proposer::spawn(raft),
             commit_latency: registry.histogram("commit_seconds", "test", &[]),
             read_index: registry.counter("read_index_total", "test", &["result"]),
-            contacts: PeerContacts::new(crate::store::network::PeerRelease::this(0)),
+            contacts: PeerContacts::new(crate::store::network::PeerRelease::this(
+                skiff_objects::legacy_bodies::DOCUMENTS_FORMAT,
+            )),
         };
         (dir, cluster)
     }
@@ -596,6 +632,22 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_written_only_once_every_member_names_a_format_that_reads_them() {
+        let release = |format: u32| Some(PeerRelease::this(format));
+        let documents = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT;
+        assert!(all_read_documents(
+            [release(documents), release(documents + 1)].into_iter()
+        ));
+        assert!(!all_read_documents(
+            [release(documents), release(2)].into_iter()
+        ));
+        assert!(
+            !all_read_documents([release(documents), None].into_iter()),
+            "one that named no release: an older build, or not answered yet"
+        );
+    }
 
     fn node(raft: &str, api: &str) -> MemberNode {
         MemberNode {

@@ -31,7 +31,7 @@ use skiff_objects::now_rfc3339;
 use skiff_objects::registry::custom::served_definition;
 use skiff_objects::validation::{validate, validate_update, FieldError, ValidationError};
 use skiff_objects::{
-    generic, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
+    generic, legacy_bodies, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
 };
 
 /// The namespace objects go to when a manifest names none.
@@ -140,8 +140,11 @@ impl ObjectWriter {
         &self.cluster
     }
 
-    /// Creates an object (named, or named from `generateName`).
-    pub async fn create(&self, mut object: Object) -> Result<Object> {
+    /// Creates an object (named, or named from `generateName`). One of a
+    /// kind held as a document, sent in its protobuf model (by a client of
+    /// an older release), is made its document first.
+    pub async fn create(&self, object: Object) -> Result<Object> {
+        let mut object = legacy_bodies::to_document(object);
         let kind = object.kind()?;
         not_ephemeral(kind)?;
         if let Kind::Custom(custom) = kind {
@@ -215,7 +218,7 @@ impl ObjectWriter {
             _ => None,
         };
         let command = Command::Create {
-            object: encode_checked(&object)?,
+            object: self.encode_for_store(&object)?,
             uid,
             now: now_rfc3339(),
         };
@@ -233,7 +236,8 @@ impl ObjectWriter {
         self.write_update(object, true).await
     }
 
-    async fn write_update(&self, mut object: Object, status_only: bool) -> Result<Object> {
+    async fn write_update(&self, object: Object, status_only: bool) -> Result<Object> {
+        let mut object = legacy_bodies::to_document(object);
         let kind = object.kind()?;
         not_ephemeral(kind)?;
         place_in_namespace(&mut object, kind)?;
@@ -250,7 +254,7 @@ impl ObjectWriter {
             apply_defaults(&mut object);
             validate(&object)?;
             to_storage_version(custom, &mut object);
-            let object = encode_checked(&object)?;
+            let object = self.encode_for_store(&object)?;
             let command = if whole {
                 Command::UpdateWhole { object }
             } else {
@@ -308,7 +312,7 @@ impl ObjectWriter {
             }
         };
         let command = Command::Update {
-            object: encode_checked(&object)?,
+            object: self.encode_for_store(&object)?,
             status_only,
         };
         decode_object(&self.cluster.propose(command).await?.object)
@@ -542,6 +546,21 @@ pub fn namespace_for(kind: Kind, given: &str) -> String {
     }
 }
 
+impl ObjectWriter {
+    /// Encodes an object for the store: a moved kind's document in its
+    /// protobuf model while a master of an older release (one that reads
+    /// only that) is in the cluster, as it is otherwise
+    /// (`skiff_objects::legacy_bodies`; every master reads both).
+    fn encode_for_store(&self, object: &Object) -> Result<Vec<u8>> {
+        if legacy_bodies::is_moved_document(object) && !self.cluster.members_read_documents() {
+            let legacy = legacy_bodies::to_legacy(object.clone())
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            return encode_checked(&legacy);
+        }
+        encode_checked(object)
+    }
+}
+
 /// Encodes an object for the store, refusing ones over [`MAX_OBJECT_BYTES`].
 fn encode_checked(object: &Object) -> Result<Vec<u8>> {
     let bytes = object.encode_to_vec();
@@ -558,7 +577,7 @@ fn encode_checked(object: &Object) -> Result<Vec<u8>> {
 }
 
 fn decode_object(bytes: &[u8]) -> Result<Object> {
-    Object::decode(bytes).map_err(|e| {
+    legacy_bodies::decode(bytes).map_err(|e| {
         Error::Storage(StateMachineError::Decode {
             what: "object",
             reason: e.to_string(),
@@ -629,6 +648,56 @@ mod tests {
             ..Default::default()
         }
         .into_object()
+    }
+
+    #[tokio::test]
+    async fn a_secret_is_written_in_its_protobuf_model_while_a_member_may_read_only_that() {
+        let (_dir, writer) = one_member().await;
+        let meta = |name: &str| v1::ObjectMeta {
+            name: name.into(),
+            namespace: DEFAULT_NAMESPACE.into(),
+            ..Default::default()
+        };
+        let secret = |name: &str| {
+            let values = [("k".to_owned(), b"v".to_vec())].into();
+            skiff_objects::secrets::object(meta(name), "Opaque", values)
+        };
+        let encoded_body = |object: &Object| {
+            let bytes = writer.encode_for_store(object).unwrap();
+            Object::decode(&bytes[..]).unwrap().kind
+        };
+        // Every member (this one) reads documents: a document.
+        assert!(writer.cluster.members_read_documents());
+        assert!(matches!(encoded_body(&secret("a")), Some(Body::Generic(_))));
+        // A learner that has never answered may be a master of an older
+        // release: the protobuf model, which it reads.
+        let learner = MemberNode {
+            raft_addr: "127.0.0.1:9".into(),
+            api_addr: "127.0.0.1:9".into(),
+        };
+        writer
+            .cluster
+            .raft
+            .add_learner(2, learner, false)
+            .await
+            .unwrap();
+        assert!(!writer.cluster.members_read_documents());
+        assert!(matches!(encoded_body(&secret("b")), Some(Body::Secret(_))));
+        // Written so, it is a document in the store all the same.
+        let created = writer.create(secret("b")).await.unwrap();
+        let stored = writer
+            .cluster
+            .store
+            .get(Kind::Secret, DEFAULT_NAMESPACE, "b")
+            .unwrap()
+            .unwrap();
+        for object in [&created, &stored] {
+            assert!(legacy_bodies::is_moved_document(object), "{object:?}");
+            let secret = skiff_objects::secrets::read(object).unwrap();
+            assert_eq!(skiff_objects::secrets::value(&secret, "k"), Some(&b"v"[..]));
+        }
+        // Other kinds are never converted.
+        assert!(matches!(encoded_body(&pod("p", "")), Some(Body::Pod(_))));
     }
 
     #[tokio::test]

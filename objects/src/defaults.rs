@@ -108,18 +108,9 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
-        Some(Body::Secret(s)) => {
-            if s.r#type.is_empty() {
-                s.r#type = "Opaque".to_owned();
-            }
-            // stringData is write-only: its values land in data, base64.
-            use base64::Engine;
-            for (key, value) in std::mem::take(&mut s.string_data) {
-                let encoded = base64::engine::general_purpose::STANDARD.encode(value);
-                s.data.insert(key, encoded);
-            }
-        }
-        Some(Body::Node(_)) | None => {}
+        // A Secret is defaulted as its document (`generic`), which what
+        // decodes one makes it (`legacy_bodies`).
+        Some(Body::Node(_) | Body::Secret(_)) | None => {}
     }
 }
 

@@ -459,6 +459,7 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
         map.remove("spec");
     }
     match kind {
+        Kind::Secret => secret_defaults(&mut map),
         Kind::StorageClass => {
             default_in(&mut map, "reclaimPolicy", "Delete");
             default_in(&mut map, "volumeBindingMode", "Immediate");
@@ -561,6 +562,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         }
     }
     match kind {
+        Kind::Secret => secret_checks(&map, &mut problems),
         Kind::Job => {
             require(
                 &mut problems,
@@ -829,9 +831,130 @@ pub fn validate_update(
             }
         }
         Kind::DaemonSet => immutable("selector", &mut problems),
+        Kind::Secret => immutable_data(old, new, "Secret", &["data", "stringData"], &mut problems),
+        Kind::ConfigMap => immutable_data(
+            old,
+            new,
+            "ConfigMap",
+            &["data", "binaryData"],
+            &mut problems,
+        ),
         _ => {}
     }
     problems
+}
+
+/// A Secret's `type` never changes; an `immutable` Secret's or ConfigMap's
+/// values and `immutable` itself never change either (Kubernetes'
+/// `ValidateSecretUpdate`, `ValidateConfigMapUpdate`).
+fn immutable_data(
+    old: &GenericObject,
+    new: &GenericObject,
+    kind: &str,
+    values: &[&str],
+    problems: &mut Vec<(String, String)>,
+) {
+    let (before, after) = (content(old), content(new));
+    let field = |map: &Map<String, Value>, name: &str| {
+        let mut value = map.get(name).cloned().unwrap_or(Value::Null);
+        strip_zeros(&mut value);
+        value
+    };
+    if kind == "Secret" && field(&before, "type") != field(&after, "type") {
+        problems.push(("type".to_owned(), immutable_reason(&after["type"])));
+    }
+    if before.get("immutable") != Some(&Value::Bool(true)) {
+        return;
+    }
+    for name in values {
+        if field(&before, name) != field(&after, name) {
+            problems.push((
+                (*name).to_owned(),
+                "Forbidden: field is immutable when `immutable` is set".to_owned(),
+            ));
+        }
+    }
+    if after.get("immutable") != Some(&Value::Bool(true)) {
+        problems.push((
+            "immutable".to_owned(),
+            "Forbidden: field is immutable when `immutable` is set".to_owned(),
+        ));
+    }
+}
+
+/// Largest total size of a Secret's values, as in Kubernetes.
+const MAX_SECRET_BYTES: usize = 1024 * 1024;
+
+/// A Secret's keys (letters, digits, '-', '_' and '.'; not `.` or `..`)
+/// and the total size of its values (Kubernetes' `ValidateSecret`). The
+/// schema check has read `data`'s values as base64.
+fn secret_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String)>) {
+    use base64::Engine;
+    let mut total = 0;
+    for field in ["data", "stringData"] {
+        let Some(values) = map.get(field).and_then(Value::as_object) else {
+            continue;
+        };
+        for (key, value) in values {
+            let key_ok = !key.is_empty()
+                && key.len() <= 253
+                && key != "."
+                && key != ".."
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+            if !key_ok {
+                problems.push((
+                    format!("{field}[{key}]"),
+                    format!(
+                        "Invalid value: {key:?}: a valid config key must consist of alphanumeric \
+                         characters, '-', '_' or '.'"
+                    ),
+                ));
+            }
+            let text = value.as_str().unwrap_or_default();
+            total += if field == "data" {
+                base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .map_or(text.len(), |bytes| bytes.len())
+            } else {
+                text.len()
+            };
+        }
+    }
+    if total > MAX_SECRET_BYTES {
+        problems.push((
+            "data".to_owned(),
+            format!("Too long: may not be more than {MAX_SECRET_BYTES} bytes ({total} given)"),
+        ));
+    }
+}
+
+/// A Secret's `type` is `Opaque` unless set; `stringData` is write-only,
+/// its values written into `data` as base64 over those of the same key
+/// (Kubernetes' Secret strategy).
+fn secret_defaults(map: &mut Map<String, Value>) {
+    use base64::Engine;
+    default_in(map, "type", "Opaque");
+    let Some(plain) = map.remove("stringData") else {
+        return;
+    };
+    let Value::Object(plain) = plain else {
+        return;
+    };
+    let data = map
+        .entry("data")
+        .or_insert_with(|| Value::Object(Map::new()));
+    if !data.is_object() {
+        *data = Value::Object(Map::new());
+    }
+    if let Some(data) = data.as_object_mut() {
+        for (key, value) in plain {
+            let text = value.as_str().unwrap_or_default();
+            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+            data.insert(key, Value::from(encoded));
+        }
+    }
 }
 
 /// Kubernetes' reason for a changed immutable field, showing the value
@@ -1764,6 +1887,103 @@ mod tests {
             )]
         );
     }
+    /// A Secret or ConfigMap of `fields` (besides metadata), read and
+    /// defaulted as a write is.
+    fn config_object(kind: Kind, fields: Value) -> GenericObject {
+        let mut value = json!({"apiVersion": "v1", "kind": kind.name(), "metadata": {"name": "s"}});
+        value
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        let (mut object, unknown) = read(kind, value);
+        assert!(unknown.is_empty(), "{unknown:?}");
+        apply_defaults(kind, &mut object);
+        object
+    }
+
+    #[test]
+    fn a_secrets_string_data_lands_in_data_and_its_keys_and_size_are_checked() {
+        let secret = config_object(
+            Kind::Secret,
+            json!({"data": {"a": "aGk=", "b": "b2xk"}, "stringData": {"b": "new", "c": "x"}}),
+        );
+        assert_eq!(
+            Value::Object(content(&secret)),
+            json!({"type": "Opaque", "data": {"a": "aGk=", "b": "bmV3", "c": "eA=="}})
+        );
+        assert!(validate(Kind::Secret, &secret).is_empty());
+        let typed = config_object(Kind::Secret, json!({"type": "kubernetes.io/tls"}));
+        assert_eq!(content(&typed)["type"], "kubernetes.io/tls");
+
+        let bad_keys = config_object(Kind::Secret, json!({"data": {"a/b": "", "..": ""}}));
+        let paths: Vec<String> = validate(Kind::Secret, &bad_keys)
+            .into_iter()
+            .map(|(path, _)| path)
+            .collect();
+        assert_eq!(paths, ["data[..]", "data[a/b]"]);
+        // 1 MiB of values at most, counted decoded.
+        use base64::Engine;
+        let encode = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![0u8; n]);
+        let at_most = config_object(Kind::Secret, json!({"data": {"k": encode(1 << 20)}}));
+        assert!(validate(Kind::Secret, &at_most).is_empty());
+        let over = config_object(
+            Kind::Secret,
+            json!({"data": {"k": encode(1 << 20)}, "stringData": {"l": "x"}}),
+        );
+        let problems = validate(Kind::Secret, &over);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].1.starts_with("Too long"), "{problems:?}");
+    }
+
+    #[test]
+    fn an_immutable_secrets_or_config_maps_values_and_any_secrets_type_never_change() {
+        let secret = |fields: Value| config_object(Kind::Secret, fields);
+        let paths = |problems: Vec<(String, String)>| -> Vec<String> {
+            problems.into_iter().map(|(path, _)| path).collect()
+        };
+        // Mutable: values change; the type never does.
+        let old = secret(json!({"data": {"a": "YQ=="}}));
+        assert!(
+            validate_update(Kind::Secret, &old, &secret(json!({"data": {"a": "Yg=="}}))).is_empty()
+        );
+        let retyped = secret(json!({"type": "kubernetes.io/tls", "data": {"a": "YQ=="}}));
+        let problems = validate_update(Kind::Secret, &old, &retyped);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "type");
+        assert!(
+            problems[0].1.ends_with("field is immutable"),
+            "{problems:?}"
+        );
+        // Immutable: neither values nor `immutable` change; labels may.
+        let frozen = secret(json!({"data": {"a": "YQ=="}, "immutable": true}));
+        let same = secret(json!({"data": {"a": "YQ=="}, "immutable": true}));
+        assert!(validate_update(Kind::Secret, &frozen, &same).is_empty());
+        let changed = secret(json!({"data": {"a": "Yg=="}, "immutable": true}));
+        assert_eq!(
+            paths(validate_update(Kind::Secret, &frozen, &changed)),
+            ["data"]
+        );
+        let thawed = secret(json!({"data": {"a": "YQ=="}}));
+        assert_eq!(
+            paths(validate_update(Kind::Secret, &frozen, &thawed)),
+            ["immutable"]
+        );
+        let map = |fields: Value| config_object(Kind::ConfigMap, fields);
+        let frozen = map(json!({"data": {"a": "1"}, "immutable": true}));
+        let changed =
+            map(json!({"data": {"a": "2"}, "binaryData": {"b": "YQ=="}, "immutable": true}));
+        let problems = validate_update(Kind::ConfigMap, &frozen, &changed);
+        assert_eq!(paths(problems.clone()), ["data", "binaryData"]);
+        assert!(problems[0]
+            .1
+            .contains("field is immutable when `immutable` is set"));
+        let mutable = map(json!({"data": {"a": "1"}}));
+        assert!(
+            validate_update(Kind::ConfigMap, &mutable, &map(json!({"data": {"a": "2"}})))
+                .is_empty()
+        );
+    }
+
     #[test]
     fn updates_are_compared_as_kubernetes_compares_go_values() {
         let spec = |extra: Value| {

@@ -355,7 +355,6 @@ fn decode(
         Kind::Endpoints => Body::Endpoints(decode_typed::<v1::Endpoints>(value, unknown)?),
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment>(value, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet>(value, unknown)?),
-        Kind::Secret => Body::Secret(decode_typed::<v1::Secret>(value, unknown)?),
         generic => {
             let object =
                 super::generic::from_json(generic, value, unknown).map_err(|e| DecodeError {

@@ -104,7 +104,6 @@ pub fn field_value<'a>(object: &'a Object, field: &str) -> Option<FieldValue<'a>
         Body::Namespace(namespace) if field == "status.phase" => Some(Text(
             namespace.status.as_ref().map_or("", |s| s.phase.as_str()),
         )),
-        Body::Secret(secret) if field == "type" => Some(Text(&secret.r#type)),
         Body::ReplicaSet(set) if field == "status.replicas" => {
             Some(Count(set.status.as_ref().map_or(0, |s| s.replicas)))
         }
@@ -168,9 +167,11 @@ mod tests {
             ("Pod", pod(&[], "", "")),
             ("Node", v1::Node::default().into_object()),
             ("Namespace", v1::Namespace::default().into_object()),
-            ("Secret", v1::Secret::default().into_object()),
             ("ReplicaSet", v1::ReplicaSet::default().into_object()),
         ];
+        // A Secret's `type`, its one selectable field, is a document's
+        // field that never changes (`generic::validate_update` refuses
+        // it), so the store has nothing to compare.
         for (kind, object) in &objects {
             for field in kind_fields(kind) {
                 assert!(

@@ -165,7 +165,9 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                 }
             }
         }
-        Some(Body::Secret(s)) => secret(&mut errors, s),
+        // What decodes a Secret makes it a document (`legacy_bodies`)
+        // before anything validates it.
+        Some(Body::Secret(_)) => errors.add("", "a Secret must be read as its document first"),
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
                 if !serde_json::from_slice::<serde_json::Value>(&g.content)
@@ -1416,40 +1418,6 @@ fn volume_mounts(errors: &mut Errors, cpath: &str, c: &v1::Container, volumes: &
     }
 }
 
-/// Largest total size of a Secret's data, as in Kubernetes.
-const MAX_SECRET_BYTES: usize = 1024 * 1024;
-
-fn secret(errors: &mut Errors, s: &v1::Secret) {
-    use base64::Engine;
-    let mut total = 0;
-    for (key, value) in s.data.iter().chain(&s.string_data) {
-        let path = format!("data[{key}]");
-        let key_ok = !key.is_empty()
-            && key.len() <= 253
-            && key
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
-        if !key_ok {
-            errors.add(
-                &path,
-                "keys must be made of letters, digits, '-', '_' and '.'",
-            );
-        }
-        total += value.len();
-    }
-    for (key, value) in &s.data {
-        if base64::engine::general_purpose::STANDARD
-            .decode(value)
-            .is_err()
-        {
-            errors.add(format!("data[{key}]"), "is not base64");
-        }
-    }
-    if total > MAX_SECRET_BYTES {
-        errors.add("data", format!("{total} bytes; at most {MAX_SECRET_BYTES}"));
-    }
-}
-
 fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
     let spec = spec.cloned().unwrap_or_default();
     one_of(
@@ -1599,16 +1567,25 @@ mod tests {
         o.meta_mut().unwrap().namespace = "default".into();
         apply_defaults(&mut o);
         validate(&o).unwrap();
-        let Some(Body::Secret(s)) = &o.kind else {
-            panic!("not a secret")
+        let Some(Body::Generic(s)) = &o.kind else {
+            panic!("not a document: {o:?}")
         };
-        assert_eq!(s.r#type, "Opaque");
-        assert_eq!(s.data["b"], "aGVsbG8=");
-        assert!(s.string_data.is_empty());
-        let e = reasons(&yaml.replace("aGk=", "not base64!"));
-        assert!(e.contains("data[a]: is not base64"), "{e}");
+        // stringData is written into data over the same key, then dropped.
+        assert_eq!(
+            serde_json::Value::Object(crate::generic::content(s)),
+            serde_json::json!({"type": "Opaque", "data": {"a": "aGk=", "b": "aGVsbG8="}})
+        );
+        let e = parse_manifest("s.yaml", &yaml.replace("aGk=", "not base64!"), true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("field \"data\" at line 4") && e.contains("base64"),
+            "{e}"
+        );
         let e = reasons(&yaml.replace("{b: hello}", "{\"b/c\": hello}"));
         assert!(e.contains("data[b/c]"), "{e}");
+        let e = reasons(&yaml.replace("{b: hello}", "{\"..\": hello}"));
+        assert!(e.contains("data[..]"), "{e}");
     }
 
     #[test]

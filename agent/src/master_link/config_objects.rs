@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
+use skiff_objects::legacy_bodies;
 use skiff_objects::pods::ConfigReference;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{BoundObjectReference, GetRequest, Object, RequestTokenRequest};
@@ -349,6 +350,13 @@ impl MasterConfigSource {
                 name: name.to_owned(),
                 serializable,
             };
+            // Naming the data format it reads, the agent gets the kinds held
+            // as documents (Secrets) as documents.
+            let mut request = tonic::Request::new(request);
+            request.metadata_mut().insert(
+                legacy_bodies::FORMAT_HEADER,
+                tonic::metadata::MetadataValue::from(legacy_bodies::DOCUMENTS_FORMAT),
+            );
             let status = match tokio::time::timeout(GET_TIMEOUT, api.get(request)).await {
                 Ok(Ok(answer)) => {
                     self.first.store(i, Ordering::Relaxed);
@@ -423,14 +431,20 @@ fn decode_storage(kind: ConfigKind, object: Object) -> Result<StorageObject, Str
     }
 }
 
-/// The values of `object`, a `kind` as the masters send it.
+/// The values of `object`, a `kind` as the masters send it (a Secret in
+/// either encoding: a master of an older release sends its protobuf
+/// model).
 fn decode(kind: ConfigKind, object: Object) -> Result<ConfigData, String> {
-    match (kind, object.kind) {
-        (ConfigKind::Secret, Some(Body::Secret(secret))) => Ok(ConfigData {
-            data: base64_values("data", secret.data)?,
-            binary_data: BTreeMap::new(),
-        }),
-        (ConfigKind::ConfigMap, Some(Body::Generic(generic))) => {
+    match (kind, legacy_bodies::to_document(object).kind) {
+        (ConfigKind::Secret, Some(Body::Generic(generic))) if generic.kind == "Secret" => {
+            let fields: serde_json::Value = serde_json::from_slice(&generic.content)
+                .map_err(|e| format!("its fields are not JSON: {e}"))?;
+            Ok(ConfigData {
+                data: base64_values("data", text_values(&fields, "data")?)?,
+                binary_data: BTreeMap::new(),
+            })
+        }
+        (ConfigKind::ConfigMap, Some(Body::Generic(generic))) if generic.kind == "ConfigMap" => {
             let fields: serde_json::Value = serde_json::from_slice(&generic.content)
                 .map_err(|e| format!("its fields are not JSON: {e}"))?;
             let data = text_values(&fields, "data")?
@@ -659,7 +673,26 @@ mod tests {
         }
     }
 
+    /// A Secret as a master of this release sends it: a document.
     fn secret(name: &str, data: &[(&str, &str)]) -> Object {
+        let values: serde_json::Map<String, serde_json::Value> = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+            .collect();
+        Object {
+            kind: Some(Body::Generic(v1::GenericObject {
+                api_version: "v1".to_owned(),
+                kind: "Secret".to_owned(),
+                metadata: meta(name),
+                content: serde_json::to_vec(&serde_json::json!({"type": "Opaque", "data": values}))
+                    .expect("JSON"),
+            })),
+        }
+    }
+
+    /// A Secret as a master of an older release sends it: its protobuf
+    /// model.
+    fn legacy_secret(name: &str, data: &[(&str, &str)]) -> Object {
         Object {
             kind: Some(Body::Secret(v1::Secret {
                 metadata: meta(name),
@@ -797,9 +830,16 @@ mod tests {
 
     #[test]
     fn what_does_not_decode_is_malformed_naming_the_key() {
-        let bad = secret("s", &[("k", "not base64!")]);
-        let error = decode(ConfigKind::Secret, bad).expect_err("not base64");
-        assert!(error.starts_with("data[k] is not base64"), "{error}");
+        for bad in [
+            secret("s", &[("k", "not base64!")]),
+            legacy_secret("s", &[("k", "not base64!")]),
+        ] {
+            let error = decode(ConfigKind::Secret, bad).expect_err("not base64");
+            assert!(error.starts_with("data[k] is not base64"), "{error}");
+        }
+        // A master of an older release sends a Secret's protobuf model.
+        let old = decode(ConfigKind::Secret, legacy_secret("s", &[("k", "dg==")])).unwrap();
+        assert_eq!(old.data, BTreeMap::from([("k".to_owned(), b"v".to_vec())]));
         let fields = serde_json::json!({"data": {"n": 1}});
         let map = config_map("c", fields);
         let error = decode(ConfigKind::ConfigMap, map).expect_err("a number");

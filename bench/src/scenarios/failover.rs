@@ -285,15 +285,13 @@ async fn first_write(
     let deadline = killed + Duration::from_secs(60);
     for attempt in 0usize.. {
         let (client, _) = &survivors[attempt % survivors.len()];
-        let probe = skiff_proto::v1::Secret {
-            metadata: Some(skiff_proto::v1::ObjectMeta {
-                name: format!("failover-probe-{kill}-{attempt}"),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
+        let meta = skiff_proto::v1::ObjectMeta {
+            name: format!("failover-probe-{kill}-{attempt}"),
+            namespace: "default".into(),
             ..Default::default()
         };
-        if client.create(probe.into_object()).await.is_ok() {
+        let probe = skiff_objects::secrets::object(meta, "Opaque", Default::default());
+        if client.create(probe).await.is_ok() {
             return Ok(killed.elapsed());
         }
         anyhow::ensure!(Instant::now() < deadline, "no write accepted within 60 s");

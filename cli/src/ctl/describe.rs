@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use skiff_objects::{owners, ObjectExt};
+use skiff_objects::{owners, secrets, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -178,14 +178,6 @@ pub fn describe(object: &Object) -> String {
                 );
             }
         }
-        Some(Body::Secret(s)) => {
-            // Like kubectl: sizes, never the values.
-            line(&mut out, "Type", s.r#type.clone());
-            for (key, value) in &s.data {
-                let bytes = value.len() / 4 * 3;
-                line(&mut out, key, format!("~{bytes} bytes"));
-            }
-        }
         Some(Body::Endpoints(e)) => {
             for s in &e.subsets {
                 let ips: Vec<&str> = s.addresses.iter().map(|a| a.ip.as_str()).collect();
@@ -205,7 +197,15 @@ pub fn describe(object: &Object) -> String {
                 n.status.clone().unwrap_or_default().phase,
             );
         }
-        Some(Body::Generic(_)) | None => {}
+        Some(Body::Secret(_) | Body::Generic(_)) if secrets::is_secret(object) => {
+            // Like kubectl: sizes, never the values.
+            let secret = secrets::read(object).unwrap_or_default();
+            line(&mut out, "Type", secrets::type_of(&secret));
+            for (key, value) in secrets::values(&secret) {
+                line(&mut out, &key, format!("{} bytes", value.len()));
+            }
+        }
+        Some(Body::Secret(_) | Body::Generic(_)) | None => {}
     }
     out
 }

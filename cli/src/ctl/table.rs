@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_objects::{Kind, ObjectExt};
+use skiff_objects::{secrets, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -309,7 +309,6 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             row
         }
-        Some(Body::Secret(s)) => vec![name, s.r#type.clone(), s.data.len().to_string(), age],
         Some(Body::Endpoints(e)) => {
             let mut endpoints = Vec::new();
             for subset in &e.subsets {
@@ -392,7 +391,13 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 .unwrap_or_else(|| "Active".to_owned());
             vec![name, phase, age]
         }
-        Some(Body::Generic(_)) | None => vec![name],
+        Some(Body::Secret(_) | Body::Generic(_)) if secrets::is_secret(object) => {
+            let secret = secrets::read(object).unwrap_or_default();
+            let values = secret.data.as_ref().map_or(0, |d| d.len());
+            let type_ = secrets::type_of(&secret).to_owned();
+            vec![name, type_, values.to_string(), age]
+        }
+        Some(Body::Secret(_) | Body::Generic(_)) | None => vec![name],
     }
 }
 

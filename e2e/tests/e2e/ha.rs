@@ -189,16 +189,8 @@ impl AckedWrites {
                 let mut n = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     let name = format!("ack-{n}");
-                    let secret = v1::Secret {
-                        metadata: Some(v1::ObjectMeta {
-                            name: name.clone(),
-                            namespace: "default".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    };
                     let c = &clients[n % clients.len()];
-                    match c.create(secret.into_object()).await {
+                    match c.create(secret(&name, "00000000")).await {
                         Ok(_) => acked.lock().unwrap().push(name),
                         // Unknown outcome: it may or may not exist. Only
                         // acknowledged writes must survive.
@@ -372,17 +364,22 @@ impl History {
     }
 }
 
-fn secret(key: &str, value: &str) -> v1::Secret {
-    v1::Secret {
-        metadata: Some(v1::ObjectMeta {
-            name: key.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        // Eight digits are valid base64, so the value is stored as it is.
-        data: [("v".to_owned(), value.to_owned())].into(),
+fn secret(key: &str, value: &str) -> Object {
+    let meta = v1::ObjectMeta {
+        name: key.into(),
+        namespace: "default".into(),
         ..Default::default()
-    }
+    };
+    // Eight digits are valid base64, so the value is stored as it is.
+    let fields = serde_json::json!({"data": {"v": value}});
+    let mut document = v1::GenericObject {
+        api_version: "v1".into(),
+        kind: "Secret".into(),
+        metadata: Some(meta),
+        content: Vec::new(),
+    };
+    skiff_objects::generic::set_content(&mut document, fields.as_object().unwrap());
+    document.into_object()
 }
 
 /// A client loop: random reads and writes of the current round's keys,
@@ -429,7 +426,7 @@ async fn client_loop(
         });
         let ret = if write {
             client
-                .update(secret(&key, &value).into_object())
+                .update(secret(&key, &value))
                 .await
                 .map(|_| RegisterRet::WriteOk)
         } else {
@@ -437,8 +434,10 @@ async fn client_loop(
                 .get(Kind::Secret, "default", &key)
                 .await
                 .map(|o| match o.kind {
-                    Some(Body::Secret(s)) => {
-                        RegisterRet::ReadOk(s.data.get("v").cloned().unwrap_or_default())
+                    Some(Body::Generic(s)) if s.kind == "Secret" => {
+                        let fields = skiff_objects::generic::content(&s);
+                        let value = fields["data"]["v"].as_str().unwrap_or_default();
+                        RegisterRet::ReadOk(value.to_owned())
                     }
                     other => panic!("a Secret was asked for, got {other:?}"),
                 })
@@ -485,7 +484,7 @@ async fn reads_and_writes_through_every_master_are_linearizable_across_leader_ki
                     let (all, s) = (all.clone(), s.clone());
                     async move {
                         for c in &all {
-                            match c.create(s.clone().into_object()).await {
+                            match c.create(s.clone()).await {
                                 Ok(_) => return Some(()),
                                 Err(e) if e.to_string().contains("already exists") => {
                                     return Some(())
@@ -792,7 +791,7 @@ async fn a_leader_cut_off_from_its_quorum_stops_its_controllers_and_steps_down()
             let all = all.clone();
             async move {
                 for c in &all {
-                    if c.create(secret("after-step-down", "00000001").into_object())
+                    if c.create(secret("after-step-down", "00000001"))
                         .await
                         .is_ok()
                     {

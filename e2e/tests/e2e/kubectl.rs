@@ -497,6 +497,47 @@ fn stored_kinds(k: &Kubectl, version: KubectlVersion) {
         "configmap/settings created",
     );
     assert_eq!(jsonpath(k, "cm/settings", "{.data.mode}"), "fast");
+    // Secrets (JSON documents read through Kubernetes' type): stringData
+    // lands in data as base64, `type` is defaulted and never changes, and
+    // an immutable Secret's data does not change either.
+    assert_has(
+        &ok(
+            k,
+            "create secret generic creds --from-literal=password=hunter2 -n shop",
+        ),
+        "secret/creds created",
+    );
+    assert_eq!(
+        jsonpath(k, "secret/creds", "{.type} {.data.password}"),
+        "Opaque aHVudGVyMg=="
+    );
+    let secrets = ok(k, "get secrets -n shop");
+    let creds = row(&secrets, "creds").expect("a row for creds");
+    assert_eq!(
+        (cell(&creds, 1), cell(&creds, 2)),
+        ("Opaque", "1"),
+        "{secrets}"
+    );
+    let merge = [
+        "patch", "secret", "creds", "-n", "shop", "--type", "merge", "-p",
+    ];
+    let mut add_user = merge.to_vec();
+    add_user.push(r#"{"stringData":{"user":"jane"}}"#);
+    k.ok(&add_user);
+    assert_eq!(jsonpath(k, "secret/creds", "{.data.user}"), "amFuZQ==");
+    let mut retype = merge.to_vec();
+    retype.push(r#"{"type":"kubernetes.io/tls"}"#);
+    assert_has(&k.fails(&retype), "field is immutable");
+    let mut freeze = merge.to_vec();
+    freeze.push(r#"{"immutable":true}"#);
+    k.ok(&freeze);
+    let mut change = merge.to_vec();
+    change.push(r#"{"data":{"user":"am9obg=="}}"#);
+    assert_has(
+        &k.fails(&change),
+        "field is immutable when `immutable` is set",
+    );
+    assert_eq!(jsonpath(k, "secret/creds", "{.data.user}"), "amFuZQ==");
     assert_has(
         &ok(k, "create job hello --image=busybox -n shop -- echo hi"),
         "job.batch/hello created",

@@ -227,12 +227,20 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
     assert_eq!(cluster_ip, Some(CLUSTER_IP));
     get(&client, Kind::Endpoints, NAMESPACE, "web").await?;
 
+    // Written in its protobuf model by that build, the Secret reads as the
+    // JSON document this one holds Secrets as.
     let secret = get(&client, Kind::Secret, NAMESPACE, "creds").await?;
-    let Some(Body::Secret(creds)) = &secret.kind else {
-        anyhow::bail!("fixture/creds is no Secret: {secret:?}");
+    anyhow::ensure!(
+        skiff_objects::legacy_bodies::is_moved_document(&secret),
+        "fixture/creds is no Secret document: {secret:?}"
+    );
+    let Some(creds) = skiff_objects::secrets::read(&secret) else {
+        anyhow::bail!("fixture/creds does not read as a Secret: {secret:?}");
     };
-    let password = creds.data.get("password").map(String::as_str);
-    assert_eq!(password, Some(PASSWORD_BASE64));
+    use base64::Engine;
+    let password = skiff_objects::secrets::value(&creds, "password")
+        .map(|v| base64::engine::general_purpose::STANDARD.encode(v));
+    assert_eq!(password.as_deref(), Some(PASSWORD_BASE64));
 
     // The data dir is marked as this build's format.
     let text = std::fs::read_to_string(&marker).context("no marker")?;
@@ -388,17 +396,15 @@ fn task_pids(nodes: &[RuntimeNode]) -> anyhow::Result<Vec<BTreeMap<String, u32>>
 /// is ready.
 async fn healthy(cluster: &MasterCluster, through: usize, step: &str) -> anyhow::Result<()> {
     let client = cluster.masters[through].client();
-    let probe = v1::Secret {
-        metadata: Some(v1::ObjectMeta {
-            name: format!("{PROBE}{step}"),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
+    let meta = v1::ObjectMeta {
+        name: format!("{PROBE}{step}"),
+        namespace: "default".into(),
         ..Default::default()
     };
+    let probe = skiff_objects::secrets::object(meta, "Opaque", Default::default());
     let what = format!("a write through master {through}");
     wait_for(&what, Duration::from_secs(30), || async {
-        match client.create(probe.clone().into_object()).await {
+        match client.create(probe.clone()).await {
             // A retry of a write that was committed after all.
             Ok(_) | Err(ClientError::AlreadyExists(_)) => Some(()),
             Err(_) => None,

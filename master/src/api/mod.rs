@@ -58,7 +58,7 @@ use crate::store::MemberNode;
 use crate::writer::{namespace_for, ObjectWriter};
 use routing::LeaderRouter;
 use skiff_objects::deletion::{DeleteOptions, Propagation};
-use skiff_objects::{Kind, ObjectExt};
+use skiff_objects::{legacy_bodies, Kind, ObjectExt};
 
 /// Largest API request a master accepts.
 pub const MAX_API_REQUEST: usize = 4 * 1024 * 1024;
@@ -636,6 +636,35 @@ fn read_only(kind: Kind) -> ApiError {
     ))
 }
 
+/// Whether the caller names, in its request's headers, a data format
+/// that reads the kinds now held as documents as documents
+/// (`skiff_objects::legacy_bodies`); an agent or `skiff ctl` of an older
+/// release names none and reads their protobuf models only.
+fn reads_documents(metadata: &tonic::metadata::MetadataMap) -> bool {
+    let format = metadata.get(legacy_bodies::FORMAT_HEADER);
+    legacy_bodies::reads_documents(format.and_then(|v| v.to_str().ok()))
+}
+
+/// `object` as the caller reads it: a moved kind's document in its
+/// protobuf model for a caller that reads only that; for one that reads
+/// documents, a document even when the leader that answered a relayed
+/// request is of an older release.
+fn for_caller(object: Object, documents: bool) -> Result<Object, Status> {
+    if documents {
+        return Ok(legacy_bodies::to_document(object));
+    }
+    legacy_bodies::to_legacy(object).map_err(|e| Status::failed_precondition(e.to_string()))
+}
+
+/// A response's object as the caller reads it ([`for_caller`]).
+fn answer_for_caller(
+    answer: Result<Response<Object>, Status>,
+    documents: bool,
+) -> Result<Response<Object>, Status> {
+    let object = answer?.into_inner();
+    for_caller(object, documents).map(Response::new)
+}
+
 fn api_client(channel: Channel) -> ApiClient<Channel> {
     ApiClient::new(channel)
         .max_decoding_message_size(MAX_API_RESPONSE)
@@ -646,48 +675,61 @@ fn api_client(channel: Channel) -> ApiClient<Channel> {
 impl Api for ApiService {
     async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
         self.authorize_create(&request)?;
-        self.router
+        let documents = reads_documents(request.metadata());
+        let answer = self
+            .router
             .on_leader(
                 request,
                 |r| self.create_local(r),
                 |ch, r| async move { api_client(ch).create(r).await },
             )
-            .await
+            .await;
+        answer_for_caller(answer, documents)
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Get, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
+        let documents = reads_documents(request.metadata());
         let here = r.serializable && !on_leader_alone(&r.kind);
-        self.router
+        let answer = self
+            .router
             .here_or_on_leader(
                 here,
                 request,
                 |r| self.get_local(r, within),
                 |ch, r| async move { api_client(ch).get(r).await },
             )
-            .await
+            .await;
+        answer_for_caller(answer, documents)
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let documents = reads_documents(request.metadata());
         let list = self.list_shared(request).await?;
-        let items = list.items.into_iter().map(std::sync::Arc::unwrap_or_clone);
+        let items = list
+            .items
+            .into_iter()
+            .map(|o| for_caller(std::sync::Arc::unwrap_or_clone(o), documents));
         Ok(Response::new(ListResponse {
-            items: items.collect(),
+            items: items.collect::<Result<_, Status>>()?,
             revision: list.revision,
         }))
     }
 
     async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         self.authorize_update(&request, false)?;
-        self.router
+        let documents = reads_documents(request.metadata());
+        let answer = self
+            .router
             .on_leader(
                 request,
                 |r| self.update_local(r, false),
                 |ch, r| async move { api_client(ch).update(r).await },
             )
-            .await
+            .await;
+        answer_for_caller(answer, documents)
     }
 
     async fn update_status(
@@ -695,25 +737,31 @@ impl Api for ApiService {
         request: Request<UpdateRequest>,
     ) -> Result<Response<Object>, Status> {
         self.authorize_update(&request, true)?;
-        self.router
+        let documents = reads_documents(request.metadata());
+        let answer = self
+            .router
             .on_leader(
                 request,
                 |r| self.update_local(r, true),
                 |ch, r| async move { api_client(ch).update_status(r).await },
             )
-            .await
+            .await;
+        answer_for_caller(answer, documents)
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Delete, &r.kind, &r.namespace, Some(&r.name))?;
-        self.router
+        let documents = reads_documents(request.metadata());
+        let answer = self
+            .router
             .on_leader(
                 request,
                 |r| self.delete_local(r),
                 |ch, r| async move { api_client(ch).delete(r).await },
             )
-            .await
+            .await;
+        answer_for_caller(answer, documents)
     }
 
     type WatchStream = WatchStream;
@@ -725,6 +773,7 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Watch, &r.kind, &r.namespace, None)?;
         let forwarded = request.metadata().contains_key(routing::FORWARDED);
+        let documents = reads_documents(request.metadata());
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         if kind.is_metrics() {
@@ -740,6 +789,7 @@ impl Api for ApiService {
             namespace,
             from_revision: request.from_revision,
             with_previous: request.with_previous,
+            documents,
         };
         let stream = watch::start(self.cluster.store.clone(), scope, self.shutdown.clone())?;
         Ok(Response::new(stream))
@@ -812,6 +862,31 @@ impl Api for ApiService {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_caller_that_names_no_data_format_gets_secrets_in_their_protobuf_model() {
+        let mut headers = tonic::metadata::MetadataMap::new();
+        assert!(
+            !reads_documents(&headers),
+            "an agent or ctl of an older release"
+        );
+        headers.insert(legacy_bodies::FORMAT_HEADER, "3".parse().unwrap());
+        assert!(reads_documents(&headers));
+        let meta = skiff_proto::v1::ObjectMeta {
+            name: "s".into(),
+            ..Default::default()
+        };
+        let values = [("k".to_owned(), b"v".to_vec())].into();
+        let secret = skiff_objects::secrets::object(meta, "Opaque", values);
+        let old = for_caller(secret.clone(), false).unwrap();
+        assert!(matches!(
+            old.kind,
+            Some(skiff_proto::api::object::Kind::Secret(_))
+        ));
+        // A document reader gets a document, even from an older leader.
+        assert_eq!(for_caller(old, true).unwrap(), secret);
+        assert_eq!(for_caller(secret.clone(), true).unwrap(), secret);
+    }
 
     #[test]
     fn grpc_timeouts_are_read_in_every_unit() {

@@ -97,9 +97,17 @@ impl LeaderRouter {
             match self.route(forwarded).await? {
                 Route::Leader(channel) => {
                     let mut relayed = Request::new(message.clone());
-                    relayed
-                        .metadata_mut()
-                        .insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    let headers = relayed.metadata_mut();
+                    headers.insert(FORWARDED, tonic::metadata::MetadataValue::from_static("1"));
+                    // This master answers its caller in the encoding the
+                    // caller reads (`api::for_caller`), whatever the
+                    // leader answers in.
+                    headers.insert(
+                        skiff_objects::legacy_bodies::FORMAT_HEADER,
+                        tonic::metadata::MetadataValue::from(
+                            skiff_objects::legacy_bodies::DOCUMENTS_FORMAT,
+                        ),
+                    );
                     relayed.set_timeout(Duration::from_secs(30));
                     return remote(channel, relayed).await;
                 }

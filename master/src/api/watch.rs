@@ -32,7 +32,7 @@ use tonic::Status;
 
 use super::ApiError;
 use crate::store::state_machine::{Compacted, Notification, ObjectStore, StoredEvent};
-use skiff_objects::Kind;
+use skiff_objects::{legacy_bodies, Kind};
 
 /// History is read in pages of this many events.
 const PAGE: usize = 1024;
@@ -43,6 +43,10 @@ struct Watcher {
     namespace: Option<String>,
     /// Whether events carry the object before the change, when kept.
     with_previous: bool,
+    /// Whether the watcher reads the kinds held as documents as documents
+    /// (`skiff_objects::legacy_bodies`); one of an older release gets them
+    /// in their protobuf models.
+    documents: bool,
     last: u64,
     out: EventSender,
 }
@@ -54,6 +58,8 @@ pub(super) struct WatchScope {
     pub namespace: Option<String>,
     pub from_revision: u64,
     pub with_previous: bool,
+    /// Whether the watcher reads the moved kinds as documents.
+    pub documents: bool,
 }
 
 /// Starts a watch and returns its stream.
@@ -70,6 +76,7 @@ pub(super) fn start(
         kind: scope.kind,
         namespace: scope.namespace,
         with_previous: scope.with_previous,
+        documents: scope.documents || !legacy_bodies::MOVED.contains(&scope.kind.name()),
         last: scope.from_revision,
         out,
     };
@@ -165,16 +172,36 @@ impl Watcher {
             }
         }
         // The stored bytes as they are, shared: no copy, decode or encode
-        // per watcher.
+        // per watcher (but for one of an older release watching a kind
+        // held as a document).
         let previous =
             (self.with_previous && !event.previous.is_empty()).then(|| event.previous.clone());
-        let message = Encoded {
+        let mut message = Encoded {
             event_type: event.event_type,
             revision: event.revision,
             object: event.object.clone(),
             previous,
         };
+        if !self.documents {
+            message.object = in_protobuf_model(&message.object);
+            message.previous = message.previous.as_ref().map(in_protobuf_model);
+        }
         self.out.send_encoded(message).await.map_err(|_| Gone)
+    }
+}
+
+/// An encoded object of a kind held as a document, encoded in its
+/// protobuf model instead (`skiff_objects::legacy_bodies`); as it is when
+/// that cannot be done (what the watcher then reads names the problem no
+/// less than a refusal would).
+fn in_protobuf_model(bytes: &bytes::Bytes) -> bytes::Bytes {
+    use prost::Message;
+    let converted = legacy_bodies::decode(bytes)
+        .ok()
+        .and_then(|object| legacy_bodies::to_legacy(object).ok());
+    match converted {
+        Some(object) => object.encode_to_vec().into(),
+        None => bytes.clone(),
     }
 }
 
@@ -207,6 +234,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_watcher_of_an_older_release_gets_secrets_in_their_protobuf_model() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let namespace = v1::Namespace {
+            metadata: meta("default", ""),
+            ..Default::default()
+        };
+        let secret = skiff_objects::secrets::object(
+            meta("s", "default").unwrap(),
+            "Opaque",
+            [("k".to_owned(), b"v".to_vec())].into(),
+        );
+        store.apply_commands(vec![create(namespace.into_object()), create(secret)]);
+        for documents in [true, false] {
+            let scope = WatchScope {
+                kind: Kind::Secret,
+                namespace: None,
+                from_revision: 0,
+                with_previous: false,
+                documents,
+            };
+            let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
+            let event = stream.next().await.unwrap().unwrap();
+            let bytes = event.encoded_object.expect("the object");
+            let object = Object::decode(&bytes[..]).unwrap();
+            assert_eq!(
+                legacy_bodies::is_moved_document(&object),
+                documents,
+                "{object:?}"
+            );
+            let read = skiff_objects::secrets::read(&object).expect("a Secret");
+            assert_eq!(skiff_objects::secrets::value(&read, "k"), Some(&b"v"[..]));
+        }
+    }
+
+    #[tokio::test]
     async fn a_watch_is_refused_only_when_a_change_of_its_kind_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();
@@ -233,6 +296,7 @@ mod tests {
                 namespace: None,
                 from_revision,
                 with_previous: false,
+                documents: true,
             };
             start(store.clone(), scope, CancellationToken::new())
         };
@@ -280,6 +344,7 @@ mod tests {
                 namespace: None,
                 from_revision: 2,
                 with_previous,
+                documents: true,
             };
             let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
             let event = stream.next().await.unwrap().unwrap();

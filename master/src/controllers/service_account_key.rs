@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::security::service_account_key::{SealingKey, KEY_NAMESPACE, KEY_SECRET};
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::Kind;
 
 /// Looks again this often.
 const RESYNC: Duration = Duration::from_secs(30);
@@ -31,7 +31,7 @@ pub async fn reconcile(ctx: &Context, sealing: &SealingKey) -> Result<(), Reconc
         return Ok(());
     }
     let (secret, key) = sealing.new_key_secret()?;
-    match ctx.writer.create(secret.into_object()).await {
+    match ctx.writer.create(secret).await {
         Ok(_) => {
             tracing::info!(kid = %key.kid(), "made the cluster's service account signing key");
             Ok(())
@@ -57,8 +57,6 @@ pub async fn run(ctx: Context, sealing: Arc<SealingKey>, shutdown: CancellationT
 
 #[cfg(test)]
 mod tests {
-    use skiff_proto::api::object::Kind as Body;
-
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
@@ -75,7 +73,8 @@ mod tests {
             .get(Kind::Secret, KEY_NAMESPACE, KEY_SECRET)
             .unwrap()
             .expect("the key's Secret");
-        assert!(matches!(stored.kind, Some(Body::Secret(_))));
+        // A document, as this release writes Secrets.
+        assert!(skiff_objects::legacy_bodies::is_moved_document(&stored));
         sealing.open_object(&stored).unwrap().kid().to_owned()
     }
 
@@ -114,7 +113,7 @@ mod tests {
         let objects = RecordingObjects::new();
         let ctx = context(&objects);
         let (foreign, _) = sealing().new_key_secret().unwrap();
-        objects.seed(foreign.into_object());
+        objects.seed(foreign);
         reconcile(&ctx, &sealing()).await.unwrap();
         assert!(objects.writes().is_empty(), "{:?}", objects.writes());
     }

@@ -1,7 +1,7 @@
 //! The data dir's format marker, `<data-dir>/format`:
 //!
 //! ```text
-//! skiff-data-format: 2
+//! skiff-data-format: 3
 //! written-by: skiff 0.1.0
 //! ```
 //!
@@ -16,6 +16,13 @@
 //!   removes the old log, so an upgrade that a crash interrupts is done
 //!   again from the start. A cluster reset's new store waiting aside is
 //!   upgraded with it.
+//! - format 3 holds Secrets as JSON documents, not in their protobuf model
+//!   (`skiff_objects::legacy_bodies`). What format 2 wrote is read as
+//!   documents as it is loaded and rewritten only when written again, so
+//!   the upgrade from 2 only marks the data dir. The leader writes
+//!   documents only once every master names format 3 or later in its Raft
+//!   answers (`Cluster::members_read_documents`); until then, during a
+//!   rolling upgrade, it writes the protobuf model that format 2 reads.
 //!
 //! No marker means format 1, since the first builds wrote the same files
 //! without one (or a new, empty data dir). A newer format was written by
@@ -30,14 +37,18 @@ use crate::store::log_store::{self, LogStoreError, LEGACY_LOG_FILE};
 use crate::store::LOG_FILE;
 
 /// The format this skiff reads and writes.
-pub const CURRENT: u32 = 2;
+pub const CURRENT: u32 = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT;
+/// The format before Secrets were documents.
+const RAFT_LOG_FILE_FORMAT: u32 = 2;
 /// The format of data dirs without a marker.
 const FIRST: u32 = 1;
 /// The format of the state a snapshot carries (its objects and their
-/// encoding). Data format 2 changed only the Raft log's file, so
-/// snapshots still carry format 1 state, which a skiff of data format 1
-/// can restore.
-pub const SNAPSHOT_STATE: u32 = 1;
+/// encoding). Data format 2 changed only the Raft log's file, so its
+/// snapshots carried format 1 state; data format 3's may hold Secrets as
+/// documents, which a skiff of data format 2 cannot read: state format 2.
+/// A snapshot of state format 1 restores here (its Secrets are read as
+/// documents).
+pub const SNAPSHOT_STATE: u32 = 2;
 /// The marker's file name in a data dir.
 pub const FILE: &str = "format";
 
@@ -175,6 +186,13 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
             upgrade(dir, FIRST)?;
             Ok(Checked::Upgraded { from: FIRST })
         }
+        RAFT_LOG_FILE_FORMAT => {
+            // Nothing to rewrite: the objects are read as they are.
+            write_marker(dir).map_err(io)?;
+            Ok(Checked::Upgraded {
+                from: RAFT_LOG_FILE_FORMAT,
+            })
+        }
         found if found > CURRENT => Err(DataFormatError::Newer {
             dir: dir.to_owned(),
             found,
@@ -269,18 +287,32 @@ mod tests {
         assert_eq!(check(dir.path()).unwrap(), Checked::Marked);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text, current_marker());
-        assert!(text.starts_with("skiff-data-format: 2\n"), "{text}");
+        assert!(text.starts_with("skiff-data-format: 3\n"), "{text}");
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 
     #[test]
     fn the_current_format_is_used_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 2\nwritten-by: skiff 0.0.9\n";
+        let marker = "skiff-data-format: 3\nwritten-by: skiff 0.0.9\n";
         std::fs::write(dir.path().join(FILE), marker).unwrap();
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
         let kept = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(kept, marker);
+    }
+
+    #[test]
+    fn format_two_is_only_marked_current_its_log_kept_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = "skiff-data-format: 2\nwritten-by: skiff 0.1.0\n";
+        std::fs::write(dir.path().join(FILE), marker).unwrap();
+        let log = dir.path().join(LOG_FILE);
+        std::fs::write(&log, b"the log's bytes").unwrap();
+        assert_eq!(check(dir.path()).unwrap(), Checked::Upgraded { from: 2 });
+        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+        assert_eq!(text, current_marker());
+        assert_eq!(std::fs::read(&log).unwrap(), b"the log's bytes");
+        assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 
     fn entry(index: u64) -> crate::store::Entry {
@@ -393,7 +425,7 @@ mod tests {
         assert!(matches!(e, DataFormatError::Upgrade { from: 1, .. }), "{e}");
         let message = e.to_string();
         for part in [
-            "cannot upgrade it from data format 1 to 2",
+            "cannot upgrade it from data format 1 to 3",
             "raft-log.redb",
             "next start tries again",
         ] {
@@ -413,14 +445,14 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_naming_its_skiff_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 3\nwritten-by: skiff 0.3.0\n";
+        let marker = "skiff-data-format: 4\nwritten-by: skiff 0.3.0\n";
         std::fs::write(dir.path().join(FILE), marker).unwrap();
         let e = check(dir.path()).unwrap_err();
-        let newer = matches!(e, DataFormatError::Newer { found: 3, .. });
+        let newer = matches!(e, DataFormatError::Newer { found: 4, .. });
         assert!(newer, "{e}");
         let message = e.to_string();
         for part in [
-            "this data dir was written by a newer skiff (skiff 0.3.0, data format 3)",
+            "this data dir was written by a newer skiff (skiff 0.3.0, data format 4)",
             "downgrade refused",
             "cannot read data a newer one wrote",
             "run skiff 0.3.0 or newer",

@@ -260,10 +260,17 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, RestError> {
     }
 }
 
-/// A gRPC request of the API service, made as the REST caller `peer`.
+/// A gRPC request of the API service, made as the REST caller `peer`,
+/// reading the kinds held as documents as documents (as REST serves them).
 pub(crate) fn as_caller<T>(peer: &PeerInfo, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.extensions_mut().insert(peer.clone());
+    let format = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT.to_string();
+    if let Ok(value) = format.parse() {
+        request
+            .metadata_mut()
+            .insert(skiff_objects::legacy_bodies::FORMAT_HEADER, value);
+    }
     request
 }
 

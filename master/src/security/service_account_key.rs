@@ -32,11 +32,11 @@ use ring::signature::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivateKeyDer;
 use serde_json::{json, Value};
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use crate::store::state_machine::ObjectStore;
+use skiff_objects::secrets::{self, Secret};
 use skiff_objects::{Kind, ObjectExt};
 
 /// Where the key's Secret lives.
@@ -267,56 +267,44 @@ impl SealingKey {
 
     /// A new signing key, and the Secret that keeps it, sealed: what the
     /// leader creates when the store holds none.
-    pub fn new_key_secret(&self) -> Result<(v1::Secret, SigningKey), SigningKeyError> {
+    pub fn new_key_secret(&self) -> Result<(Object, SigningKey), SigningKeyError> {
         let (key, pkcs8) = SigningKey::generate()?;
         let sealed = self.seal(&pkcs8)?;
-        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
         let data = BTreeMap::from([
-            (SEALED_KEY.to_owned(), b64(&sealed)),
-            (KEY_ID.to_owned(), b64(key.kid().as_bytes())),
+            (SEALED_KEY.to_owned(), sealed),
+            (KEY_ID.to_owned(), key.kid().as_bytes().to_vec()),
         ]);
-        let secret = v1::Secret {
-            api_version: "v1".to_owned(),
-            kind: "Secret".to_owned(),
-            metadata: Some(v1::ObjectMeta {
-                name: KEY_SECRET.to_owned(),
-                namespace: KEY_NAMESPACE.to_owned(),
-                annotations: BTreeMap::from([(
-                    DESCRIPTION_ANNOTATION.to_owned(),
-                    DESCRIPTION.to_owned(),
-                )]),
-                ..Default::default()
-            }),
-            r#type: KEY_SECRET_TYPE.to_owned(),
-            data,
+        let metadata = v1::ObjectMeta {
+            name: KEY_SECRET.to_owned(),
+            namespace: KEY_NAMESPACE.to_owned(),
+            annotations: BTreeMap::from([(
+                DESCRIPTION_ANNOTATION.to_owned(),
+                DESCRIPTION.to_owned(),
+            )]),
             ..Default::default()
         };
-        Ok((secret, key))
+        Ok((secrets::object(metadata, KEY_SECRET_TYPE, data), key))
     }
 
     /// The signing key a stored Secret keeps.
-    pub fn open_secret(&self, secret: &v1::Secret) -> Result<SigningKey, SigningKeyError> {
-        if secret.r#type != KEY_SECRET_TYPE {
-            let found = &secret.r#type;
+    pub fn open_secret(&self, secret: &Secret) -> Result<SigningKey, SigningKeyError> {
+        let found = secrets::type_of(secret);
+        if found != KEY_SECRET_TYPE {
             return Err(unreadable(format!(
                 "its type is {found:?}, not {KEY_SECRET_TYPE:?}"
             )));
         }
-        let encoded = secret
-            .data
-            .get(SEALED_KEY)
+        let sealed = secrets::value(secret, SEALED_KEY)
             .ok_or_else(|| unreadable(format!("it has no {SEALED_KEY:?}")))?;
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(encoded)
-            .map_err(|e| unreadable(format!("{SEALED_KEY:?} is not base64: {e}")))?;
-        SigningKey::from_pkcs8(&self.open(&sealed)?)
+        SigningKey::from_pkcs8(&self.open(sealed)?)
     }
 
-    /// [`SealingKey::open_secret`] of a stored object.
+    /// [`SealingKey::open_secret`] of a stored object (a Secret in either
+    /// encoding).
     pub fn open_object(&self, object: &Object) -> Result<SigningKey, SigningKeyError> {
-        match &object.kind {
-            Some(Body::Secret(secret)) => self.open_secret(secret),
-            _ => Err(unreadable("it is not a Secret")),
+        match secrets::read(object) {
+            Some(secret) => self.open_secret(&secret),
+            None => Err(unreadable("it is not a Secret")),
         }
     }
 }
@@ -455,18 +443,17 @@ mod tests {
     fn a_sealed_key_opens_only_under_the_same_cluster_ca_key() {
         let ca_key = ca_key_pem();
         let sealing = SealingKey::from_ca_key(&ca_key).unwrap();
-        let (secret, key) = sealing.new_key_secret().unwrap();
-        assert_eq!(secret.r#type, KEY_SECRET_TYPE);
-        let meta = secret.metadata.as_ref().unwrap();
+        let (object, key) = sealing.new_key_secret().unwrap();
+        let secret = secrets::read(&object).expect("a Secret");
+        assert_eq!(secrets::type_of(&secret), KEY_SECRET_TYPE);
+        let meta = object.meta();
         assert_eq!(
             (meta.namespace.as_str(), meta.name.as_str()),
             (KEY_NAMESPACE, KEY_SECRET)
         );
         // Nothing of the key in the clear: the sealed entry is not its
         // PKCS#8 document.
-        let sealed = base64::engine::general_purpose::STANDARD
-            .decode(&secret.data[SEALED_KEY])
-            .unwrap();
+        let sealed = secrets::value(&secret, SEALED_KEY).unwrap().to_vec();
         assert!(SigningKey::from_pkcs8(&sealed).is_err());
 
         // The same CA key (another master's copy) opens it.
@@ -484,13 +471,11 @@ mod tests {
         let mut bytes = sealed.clone();
         let last = bytes.len() - 1;
         bytes[last] ^= 1;
-        changed.data.insert(
-            SEALED_KEY.into(),
-            base64::engine::general_purpose::STANDARD.encode(&bytes),
-        );
+        let data = changed.data.get_or_insert_with(Default::default);
+        data.insert(SEALED_KEY.into(), secrets::ByteString(bytes));
         assert!(again.open_secret(&changed).is_err());
         let mut opaque = secret.clone();
-        opaque.r#type = "Opaque".into();
+        opaque.type_ = Some("Opaque".into());
         let refused = again.open_secret(&opaque).unwrap_err();
         assert!(refused.to_string().contains("\"Opaque\""), "{refused}");
     }
@@ -527,8 +512,8 @@ mod tests {
             .unwrap()
             .new_key_secret()
             .unwrap();
-        let create = |secret: v1::Secret, uid: &str| Command::Create {
-            object: secret.into_object().encode_to_vec(),
+        let create = |secret: Object, uid: &str| Command::Create {
+            object: secret.encode_to_vec(),
             uid: uid.to_owned(),
             now: "2026-01-01T00:00:00Z".to_owned(),
         };

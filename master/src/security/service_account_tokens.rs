@@ -563,7 +563,7 @@ pub(crate) mod fixtures {
         let objects: [(Object, &str); 5] = [
             (namespace("shop"), "ns-1"),
             (namespace("kube-system"), "ns-2"),
-            (secret.into_object(), "key-1"),
+            (secret, "key-1"),
             (account.into_object(), ACCOUNT_UID),
             (pod.into_object(), POD_UID),
         ];

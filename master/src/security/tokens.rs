@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use base64::Engine;
-use skiff_proto::api::object::Kind as Body;
+use skiff_objects::secrets::{self, Secret};
+use skiff_proto::api::Object;
 use skiff_proto::v1;
 use skiff_security::token::secret_matches;
 use skiff_security::{JoinToken, TokenUsage};
@@ -47,63 +47,59 @@ pub enum TokenRefusal {
     WrongUsage { id: String },
 }
 
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s.as_bytes())
+/// The text value of `key`, if it is UTF-8.
+fn text(secret: &Secret, key: &str) -> Option<String> {
+    String::from_utf8(secrets::value(secret, key)?.to_vec()).ok()
 }
 
-fn unb64(map: &BTreeMap<String, String>, key: &str) -> Option<String> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(map.get(key)?)
-        .ok()?;
-    String::from_utf8(bytes).ok()
-}
-
-/// The Secret that stores `token`.
+/// The Secret that stores `token` (a document, as the store keeps it).
 pub fn token_secret(
     token: &JoinToken,
     usage: TokenUsage,
     expires: Option<SystemTime>,
     description: &str,
-) -> v1::Secret {
+) -> Object {
     let mut data = BTreeMap::new();
-    data.insert("token-id".to_owned(), b64(&token.id));
-    data.insert("token-secret-sha256".to_owned(), b64(&token.secret_hash()));
-    data.insert("usage".to_owned(), b64(usage.name()));
+    data.insert("token-id".to_owned(), token.id.clone().into_bytes());
+    data.insert(
+        "token-secret-sha256".to_owned(),
+        token.secret_hash().into_bytes(),
+    );
+    data.insert("usage".to_owned(), usage.name().as_bytes().to_vec());
     if let Some(at) = expires {
-        data.insert("expiration".to_owned(), b64(&skiff_objects::rfc3339(at)));
+        data.insert(
+            "expiration".to_owned(),
+            skiff_objects::rfc3339(at).into_bytes(),
+        );
     }
     if !description.is_empty() {
-        data.insert("description".to_owned(), b64(description));
+        data.insert("description".to_owned(), description.as_bytes().to_vec());
     }
-    v1::Secret {
-        api_version: "v1".to_owned(),
-        kind: "Secret".to_owned(),
-        metadata: Some(v1::ObjectMeta {
-            name: secret_name(&token.id),
-            namespace: TOKEN_NAMESPACE.to_owned(),
-            ..Default::default()
-        }),
-        r#type: TOKEN_SECRET_TYPE.to_owned(),
-        data,
+    let metadata = v1::ObjectMeta {
+        name: secret_name(&token.id),
+        namespace: TOKEN_NAMESPACE.to_owned(),
         ..Default::default()
-    }
+    };
+    secrets::object(metadata, TOKEN_SECRET_TYPE, data)
 }
 
-/// Reads a token Secret; `None` when it is not one.
-pub fn record(secret: &v1::Secret) -> Option<TokenRecord> {
-    if secret.r#type != TOKEN_SECRET_TYPE {
+/// Reads a token Secret (in either encoding); `None` when `object` is not
+/// one.
+pub fn record(object: &Object) -> Option<TokenRecord> {
+    let secret = secrets::read(object)?;
+    if secrets::type_of(&secret) != TOKEN_SECRET_TYPE {
         return None;
     }
-    let expires = match unb64(&secret.data, "expiration") {
+    let expires = match text(&secret, "expiration") {
         Some(text) => Some(humantime::parse_rfc3339(&text).ok()?),
         None => None,
     };
     Some(TokenRecord {
-        id: unb64(&secret.data, "token-id")?,
-        usage: TokenUsage::parse(&unb64(&secret.data, "usage")?)?,
+        id: text(&secret, "token-id")?,
+        usage: TokenUsage::parse(&text(&secret, "usage")?)?,
         expires,
-        description: unb64(&secret.data, "description").unwrap_or_default(),
-        secret_hash: unb64(&secret.data, "token-secret-sha256")?,
+        description: text(&secret, "description").unwrap_or_default(),
+        secret_hash: text(&secret, "token-secret-sha256")?,
     })
 }
 
@@ -128,10 +124,7 @@ pub fn check(
         .get(Kind::Secret, TOKEN_NAMESPACE, &secret_name(id))
         .ok()
         .flatten();
-    let Some(Body::Secret(s)) = stored.and_then(|o| o.kind) else {
-        return Err(TokenRefusal::Unknown);
-    };
-    let Some(record) = record(&s) else {
+    let Some(record) = stored.as_ref().and_then(record) else {
         return Err(TokenRefusal::Unknown);
     };
     if record.id != id || !secret_matches(&record.secret_hash, secret) {
@@ -154,6 +147,7 @@ pub fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
     use std::time::Duration;
 
     #[test]
@@ -166,7 +160,11 @@ mod tests {
         assert_eq!(r.usage, TokenUsage::Agent);
         assert_eq!(r.expires, Some(at));
         assert_eq!(r.description, "for pi-4");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(&token.secret);
         assert!(!format!("{secret:?}").contains(&token.secret));
-        assert!(!format!("{secret:?}").contains(&b64(&token.secret)));
+        assert!(!format!("{secret:?}").contains(&encoded));
+        // As an older release wrote it: the same record.
+        let legacy = skiff_objects::legacy_bodies::to_legacy(secret).unwrap();
+        assert_eq!(record(&legacy), Some(r));
     }
 }

@@ -52,8 +52,9 @@ pub struct PeerNetwork {
 /// version (`0.1.0`).
 pub const VERSION_HEADER: &str = "skiff-version";
 /// The header of a Raft answer that names the data format the answering
-/// master reads and writes (`datastore::data_format::CURRENT`).
-pub const DATA_FORMAT_HEADER: &str = "skiff-data-format";
+/// master reads and writes (`datastore::data_format::CURRENT`); the API's
+/// clients name theirs in the same one.
+pub const DATA_FORMAT_HEADER: &str = skiff_objects::legacy_bodies::FORMAT_HEADER;
 
 /// Which release a master runs: what a rolling upgrade must know of each
 /// before the cluster may write what only a newer release reads.

@@ -30,7 +30,6 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
 use openraft::{EntryPayload, ErrorSubject, ErrorVerb, RaftLogId};
-use prost::Message;
 use skiff_proto::api::Object;
 use tokio::sync::{broadcast, mpsc};
 
@@ -39,7 +38,7 @@ use super::{
     storage_io_error, Entry, LogId, ProposalResult, SnapshotMeta, StorageError, StoredMembership,
     TypeConfig,
 };
-use skiff_objects::{Kind, ObjectExt};
+use skiff_objects::{legacy_bodies, Kind, ObjectExt};
 
 pub use checkpoint::{CHECKPOINT_CHANGES, CHECKPOINT_EVERY};
 
@@ -345,7 +344,7 @@ fn rewind(
     }
     let key_of = |object: &Object| (object.meta().namespace.clone(), object.meta().name.clone());
     // Read for a list and dropped: not shrunk as the cache's objects are.
-    let decode = |bytes: &[u8]| Object::decode(bytes).map_err(|_| compacted.clone());
+    let decode = |bytes: &[u8]| legacy_bodies::decode(bytes).map_err(|_| compacted.clone());
     // Per object changed after `revision`: its first change after it, and
     // its last change up to it (if still kept).
     let mut first_after: BTreeMap<(String, String), &StoredEvent> = BTreeMap::new();
@@ -503,9 +502,11 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).unwrap_or_default()
 }
 
-/// An object for the cache, decoded with no spare room in its lists.
+/// An object for the cache, decoded with no spare room in its lists; one
+/// of a kind now held as a document, written in its protobuf model by an
+/// older release, made its document (`legacy_bodies`).
 fn decode_object(bytes: &[u8]) -> Result<Object> {
-    let mut object = Object::decode(bytes).map_err(|e| StateMachineError::Decode {
+    let mut object = legacy_bodies::decode(bytes).map_err(|e| StateMachineError::Decode {
         what: "object",
         reason: e.to_string(),
     })?;

@@ -41,7 +41,8 @@ use crate::store::cache::{AddressIndex, CachedChange, HeldAddress, Key, ObjectCa
 use crate::store::{AddressField, Applied, ApplyResult, Command, WriteError};
 use skiff_objects::deletion::{self, DeleteOptions, DeleteOutcome};
 use skiff_objects::{
-    merge_update, merge_whole_update, object_key, selectable, stored_kind, Kind, ObjectExt,
+    legacy_bodies, merge_update, merge_whole_update, object_key, selectable, stored_kind, Kind,
+    ObjectExt,
 };
 
 /// The objects as the batch being applied has left them so far: the cache,
@@ -182,7 +183,7 @@ pub(super) fn execute(
 /// chose the uid and the time, because every replica must apply the same
 /// thing; a new object starts at generation 1, not being deleted.
 fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Decision {
-    let mut object = match Object::decode(bytes) {
+    let mut object = match legacy_bodies::decode(bytes) {
         Ok(o) => o,
         Err(e) => return invalid(&e),
     };
@@ -244,7 +245,7 @@ fn create(objects: &Objects<'_>, bytes: &[u8], uid: String, now: String) -> Deci
 /// generateName, status), and counts spec changes in the generation; one
 /// that removes the last finalizer of an object being deleted removes it.
 fn update(objects: &Objects<'_>, bytes: &[u8], status_only: bool, whole: bool) -> Decision {
-    let sent = match Object::decode(bytes) {
+    let sent = match legacy_bodies::decode(bytes) {
         Ok(o) => o,
         Err(e) => return invalid(&e),
     };
