@@ -198,7 +198,7 @@ impl Client {
     pub async fn create(&self, object: Object) -> Result<Object> {
         Self::check_size(&object)?;
         let request = CreateRequest {
-            object: Some(object),
+            object: Some(legacy_bodies::for_any_reader(object)),
         };
         let mut api = self.api.clone();
         api.create(reading_documents(request))
@@ -258,7 +258,7 @@ impl Client {
     pub async fn update(&self, object: Object) -> Result<Object> {
         Self::check_size(&object)?;
         let request = UpdateRequest {
-            object: Some(object),
+            object: Some(legacy_bodies::for_any_reader(object)),
         };
         let mut api = self.api.clone();
         api.update(reading_documents(request))
@@ -271,7 +271,7 @@ impl Client {
     pub async fn update_status(&self, object: Object) -> Result<Object> {
         Self::check_size(&object)?;
         let request = UpdateRequest {
-            object: Some(object),
+            object: Some(legacy_bodies::for_any_reader(object)),
         };
         let mut api = self.api.clone();
         api.update_status(reading_documents(request))

@@ -551,13 +551,19 @@ impl ObjectWriter {
     /// protobuf model while a master of an older release (one that reads
     /// only that) is in the cluster, as it is otherwise
     /// (`skiff_objects::legacy_bodies`; every master reads both).
+    /// The same answer lets snapshots carry documents, or not.
     fn encode_for_store(&self, object: &Object) -> Result<Vec<u8>> {
-        if legacy_bodies::is_moved_document(object) && !self.cluster.members_read_documents() {
-            let legacy = legacy_bodies::to_legacy(object.clone())
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            return encode_checked(&legacy);
+        if !legacy_bodies::is_moved_document(object) {
+            return encode_checked(object);
         }
-        encode_checked(object)
+        let documents = self.cluster.members_read_documents();
+        self.cluster.store.set_documents_in_snapshots(documents);
+        if documents {
+            return encode_checked(object);
+        }
+        let legacy =
+            legacy_bodies::to_legacy(object.clone()).map_err(|e| Error::Invalid(e.to_string()))?;
+        encode_checked(&legacy)
     }
 }
 

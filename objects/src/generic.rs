@@ -885,9 +885,9 @@ fn immutable_data(
 /// Largest total size of a Secret's values, as in Kubernetes.
 const MAX_SECRET_BYTES: usize = 1024 * 1024;
 
-/// A Secret's keys (letters, digits, '-', '_' and '.'; not `.` or `..`)
-/// and the total size of its values (Kubernetes' `ValidateSecret`). The
-/// schema check has read `data`'s values as base64.
+/// A Secret's keys (letters, digits, '-', '_' and '.'; not `.` or `..`),
+/// its values (text; `data`'s base64) and their total size (Kubernetes'
+/// `ValidateSecret`).
 fn secret_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String)>) {
     use base64::Engine;
     let mut total = 0;
@@ -912,14 +912,27 @@ fn secret_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String)>)
                     ),
                 ));
             }
-            let text = value.as_str().unwrap_or_default();
-            total += if field == "data" {
-                base64::engine::general_purpose::STANDARD
-                    .decode(text)
-                    .map_or(text.len(), |bytes| bytes.len())
-            } else {
-                text.len()
+            let Some(text) = value.as_str() else {
+                problems.push((
+                    format!("{field}[{key}]"),
+                    format!("Invalid value: {value}: must be a string"),
+                ));
+                continue;
             };
+            if field == "stringData" {
+                total += text.len();
+                continue;
+            }
+            // The schema check refuses bad base64 in what REST and
+            // manifests send; a protobuf Secret from an older client made a
+            // document is checked here.
+            match base64::engine::general_purpose::STANDARD.decode(text) {
+                Ok(bytes) => total += bytes.len(),
+                Err(_) => problems.push((
+                    format!("data[{key}]"),
+                    "Invalid value: illegal base64 data".to_owned(),
+                )),
+            }
         }
     }
     if total > MAX_SECRET_BYTES {
@@ -1915,6 +1928,27 @@ mod tests {
         let typed = config_object(Kind::Secret, json!({"type": "kubernetes.io/tls"}));
         assert_eq!(content(&typed)["type"], "kubernetes.io/tls");
 
+        // What the schema check does not see (a protobuf Secret of an older
+        // client, made a document: `legacy_bodies`' tests) is checked here.
+        let mut bad = config_object(Kind::Secret, json!({}));
+        set_content(
+            &mut bad,
+            json!({"data": {"k": "not base64!"}}).as_object().unwrap(),
+        );
+        assert_eq!(
+            validate(Kind::Secret, &bad),
+            [(
+                "data[k]".to_owned(),
+                "Invalid value: illegal base64 data".to_owned()
+            )]
+        );
+        let mut not_text = config_object(Kind::Secret, json!({}));
+        set_content(
+            &mut not_text,
+            json!({"data": {"k": 1}}).as_object().unwrap(),
+        );
+        let problems = validate(Kind::Secret, &not_text);
+        assert_eq!(problems[0].0, "data[k]", "{problems:?}");
         let bad_keys = config_object(Kind::Secret, json!({"data": {"a/b": "", "..": ""}}));
         let paths: Vec<String> = validate(Kind::Secret, &bad_keys)
             .into_iter()

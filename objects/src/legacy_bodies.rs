@@ -122,6 +122,18 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
     })
 }
 
+/// `object` as masters of every release read it, for a write sent to a
+/// master whose release is not known (a client's, a follower's relay to
+/// its leader): a moved kind's document in its protobuf model, which this
+/// release's writer makes a document again; as it is when it has a field
+/// the model lacks (only this release can take it then).
+pub fn for_any_reader(object: Object) -> Object {
+    if !is_moved_document(&object) {
+        return object;
+    }
+    to_legacy(object.clone()).unwrap_or(object)
+}
+
 /// A protobuf Secret as its document: the same `apiVersion`, `kind` and
 /// metadata, its other fields as Kubernetes' JSON writes them.
 fn secret_document(secret: Secret) -> GenericObject {
@@ -210,6 +222,26 @@ mod tests {
     }
 
     #[test]
+    fn a_write_for_any_reader_is_in_the_protobuf_model_when_it_can_be() {
+        let legacy = Object {
+            kind: Some(Body::Secret(legacy_secret())),
+        };
+        let document = to_document(legacy.clone());
+        assert_eq!(for_any_reader(document.clone()), legacy);
+        assert_eq!(for_any_reader(legacy.clone()), legacy);
+        let Some(Body::Generic(mut extra)) = document.kind else {
+            unreachable!()
+        };
+        let mut content = generic::content(&extra);
+        content.insert("extra".into(), Value::from(1));
+        generic::set_content(&mut extra, &content);
+        let only_documents = Object {
+            kind: Some(Body::Generic(extra)),
+        };
+        assert_eq!(for_any_reader(only_documents.clone()), only_documents);
+    }
+
+    #[test]
     fn other_objects_pass_through_both_ways() {
         let config_map = Object {
             kind: Some(Body::Generic(GenericObject {
@@ -226,6 +258,27 @@ mod tests {
         };
         let document = to_document(unnamed);
         assert!(is_moved_document(&document), "{document:?}");
+    }
+
+    #[test]
+    fn an_older_clients_secret_with_bad_base64_is_refused_as_a_document() {
+        let legacy = Object {
+            kind: Some(Body::Secret(Secret {
+                data: [("k".to_owned(), "not base64!".to_owned())].into(),
+                ..Default::default()
+            })),
+        };
+        let Some(Body::Generic(document)) = to_document(legacy).kind else {
+            panic!("not a document");
+        };
+        let problems = generic::validate(crate::Kind::Secret, &document);
+        assert_eq!(
+            problems,
+            [(
+                "data[k]".to_owned(),
+                "Invalid value: illegal base64 data".to_owned()
+            )]
+        );
     }
 
     #[test]

@@ -63,7 +63,8 @@ pub enum Objects {
     /// the allocator (on the leader, one at a time) and wakes the Endpoints
     /// controller.
     Services,
-    /// Secrets with one small value: nothing but the store touches them.
+    /// Secrets without values (JSON documents): nothing but the store
+    /// touches them.
     Plain,
 }
 

@@ -646,14 +646,16 @@ fn reads_documents(metadata: &tonic::metadata::MetadataMap) -> bool {
 }
 
 /// `object` as the caller reads it: a moved kind's document in its
-/// protobuf model for a caller that reads only that; for one that reads
+/// protobuf model for a caller that reads only that (as it is in the rare
+/// case that it cannot be: a field the model lacks); for one that reads
 /// documents, a document even when the leader that answered a relayed
 /// request is of an older release.
-fn for_caller(object: Object, documents: bool) -> Result<Object, Status> {
+fn for_caller(object: Object, documents: bool) -> Object {
     if documents {
-        return Ok(legacy_bodies::to_document(object));
+        legacy_bodies::to_document(object)
+    } else {
+        legacy_bodies::for_any_reader(object)
     }
-    legacy_bodies::to_legacy(object).map_err(|e| Status::failed_precondition(e.to_string()))
 }
 
 /// A response's object as the caller reads it ([`for_caller`]).
@@ -661,8 +663,7 @@ fn answer_for_caller(
     answer: Result<Response<Object>, Status>,
     documents: bool,
 ) -> Result<Response<Object>, Status> {
-    let object = answer?.into_inner();
-    for_caller(object, documents).map(Response::new)
+    Ok(Response::new(for_caller(answer?.into_inner(), documents)))
 }
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
@@ -681,7 +682,11 @@ impl Api for ApiService {
             .on_leader(
                 request,
                 |r| self.create_local(r),
-                |ch, r| async move { api_client(ch).create(r).await },
+                |ch, mut r| async move {
+                    let object = &mut r.get_mut().object;
+                    *object = object.take().map(legacy_bodies::for_any_reader);
+                    api_client(ch).create(r).await
+                },
             )
             .await;
         answer_for_caller(answer, documents)
@@ -713,7 +718,7 @@ impl Api for ApiService {
             .into_iter()
             .map(|o| for_caller(std::sync::Arc::unwrap_or_clone(o), documents));
         Ok(Response::new(ListResponse {
-            items: items.collect::<Result<_, Status>>()?,
+            items: items.collect(),
             revision: list.revision,
         }))
     }
@@ -726,7 +731,11 @@ impl Api for ApiService {
             .on_leader(
                 request,
                 |r| self.update_local(r, false),
-                |ch, r| async move { api_client(ch).update(r).await },
+                |ch, mut r| async move {
+                    let object = &mut r.get_mut().object;
+                    *object = object.take().map(legacy_bodies::for_any_reader);
+                    api_client(ch).update(r).await
+                },
             )
             .await;
         answer_for_caller(answer, documents)
@@ -743,7 +752,11 @@ impl Api for ApiService {
             .on_leader(
                 request,
                 |r| self.update_local(r, true),
-                |ch, r| async move { api_client(ch).update_status(r).await },
+                |ch, mut r| async move {
+                    let object = &mut r.get_mut().object;
+                    *object = object.take().map(legacy_bodies::for_any_reader);
+                    api_client(ch).update_status(r).await
+                },
             )
             .await;
         answer_for_caller(answer, documents)
@@ -878,14 +891,14 @@ mod tests {
         };
         let values = [("k".to_owned(), b"v".to_vec())].into();
         let secret = skiff_objects::secrets::object(meta, "Opaque", values);
-        let old = for_caller(secret.clone(), false).unwrap();
+        let old = for_caller(secret.clone(), false);
         assert!(matches!(
             old.kind,
             Some(skiff_proto::api::object::Kind::Secret(_))
         ));
         // A document reader gets a document, even from an older leader.
-        assert_eq!(for_caller(old, true).unwrap(), secret);
-        assert_eq!(for_caller(secret.clone(), true).unwrap(), secret);
+        assert_eq!(for_caller(old, true), secret);
+        assert_eq!(for_caller(secret.clone(), true), secret);
     }
 
     #[test]

@@ -196,12 +196,9 @@ impl Watcher {
 /// less than a refusal would).
 fn in_protobuf_model(bytes: &bytes::Bytes) -> bytes::Bytes {
     use prost::Message;
-    let converted = legacy_bodies::decode(bytes)
-        .ok()
-        .and_then(|object| legacy_bodies::to_legacy(object).ok());
-    match converted {
-        Some(object) => object.encode_to_vec().into(),
-        None => bytes.clone(),
+    match legacy_bodies::decode(bytes) {
+        Ok(object) => legacy_bodies::for_any_reader(object).encode_to_vec().into(),
+        Err(_) => bytes.clone(),
     }
 }
 

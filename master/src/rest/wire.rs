@@ -723,9 +723,7 @@ mod tests {
                 ..Default::default()
             })),
         };
-        let bare = Object {
-            kind: Some(Body::Secret(v1::Secret::default())),
-        };
+        let bare = skiff_objects::secrets::of(Default::default(), &Default::default());
         let replicaset = Object {
             kind: Some(Body::ReplicaSet(v1::ReplicaSet::default())),
         };

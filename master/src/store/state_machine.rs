@@ -24,7 +24,7 @@ mod writes;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -475,6 +475,12 @@ pub struct ObjectStore {
     /// kinds it reconciles on, not by every write.
     filtered_notify: Mutex<Vec<FilteredSender>>,
     snapshot_path: PathBuf,
+    /// Whether snapshots may carry the kinds held as documents as
+    /// documents: set by the leader's writer once every member reads them
+    /// (`Cluster::members_read_documents`); until then (and on every
+    /// follower) snapshots carry their protobuf models, which a master of
+    /// an older release that falls behind the log can install.
+    documents_in_snapshots: AtomicBool,
 }
 
 /// Notifications a subscriber may fall behind by before it is told it
@@ -500,6 +506,31 @@ fn decode<T: serde::de::DeserializeOwned>(what: &'static str, bytes: &[u8]) -> R
 
 fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).unwrap_or_default()
+}
+
+/// Snapshot objects with those of the kinds held as documents (keyed
+/// `Secret/...`) encoded in their protobuf models, which every release
+/// reads; an object that cannot be is kept as it is.
+fn in_protobuf_models(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+    use prost::Message;
+    let moved = |key: &str| {
+        legacy_bodies::MOVED.iter().any(|kind| {
+            key.strip_prefix(kind)
+                .is_some_and(|rest| rest.starts_with('/'))
+        })
+    };
+    objects
+        .into_iter()
+        .map(|(key, bytes)| {
+            if !moved(&key) {
+                return (key, bytes);
+            }
+            match legacy_bodies::decode(&bytes) {
+                Ok(object) => (key, legacy_bodies::for_any_reader(object).encode_to_vec()),
+                Err(_) => (key, bytes),
+            }
+        })
+        .collect()
 }
 
 /// An object for the cache, decoded with no spare room in its lists; one
@@ -548,6 +579,7 @@ impl ObjectStore {
             kind_notify: Mutex::new(HashMap::new()),
             filtered_notify: Mutex::new(Vec::new()),
             snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
+            documents_in_snapshots: AtomicBool::new(false),
         }))
     }
 
@@ -825,6 +857,11 @@ impl ObjectStore {
             objects,
         ) = self.checkpoints.read()?;
         let count = objects.len() as u64;
+        let objects = if self.documents_in_snapshots.load(Ordering::Relaxed) {
+            objects
+        } else {
+            in_protobuf_models(objects)
+        };
         let data = encode(&SnapshotData { revision, objects });
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, revision),
@@ -841,6 +878,12 @@ impl ObjectStore {
             objects: count,
             data,
         })
+    }
+
+    /// Lets snapshots carry the kinds held as documents as documents
+    /// (`on`: every member reads them), or not.
+    pub fn set_documents_in_snapshots(&self, on: bool) {
+        self.documents_in_snapshots.store(on, Ordering::Relaxed);
     }
 
     /// openraft's snapshot: [`ObjectStore::snapshot`], kept as the
@@ -1069,6 +1112,44 @@ mod tests {
         let read: SnapshotData = decode("snapshot", &legacy).unwrap();
         assert_eq!((read.revision, read.objects), (9, objects));
         assert!(decode::<SnapshotData>("snapshot", &legacy[..legacy.len() - 1]).is_err());
+    }
+
+    #[test]
+    fn snapshots_carry_secrets_in_their_protobuf_model_until_every_member_reads_documents() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let meta = v1::ObjectMeta {
+            name: "s".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        let values = [("k".to_owned(), b"v".to_vec())].into();
+        let secret = skiff_objects::secrets::object(meta, "Opaque", values);
+        for result in store.apply_commands(vec![create(namespace("default")), create(secret)]) {
+            result.unwrap();
+        }
+        let snapshot_secret = |store: &ObjectStore| {
+            let data = store.snapshot().unwrap().data;
+            let read: SnapshotData = decode("snapshot", &data).unwrap();
+            let (_, bytes) = read
+                .objects
+                .into_iter()
+                .find(|(key, _)| key == "Secret/default/s")
+                .expect("the Secret");
+            Object::decode(&bytes[..]).unwrap()
+        };
+        // What a master of an older release installs: the protobuf model.
+        let legacy = snapshot_secret(&store);
+        assert!(
+            matches!(legacy.kind, Some(skiff_objects::Body::Secret(_))),
+            "{legacy:?}"
+        );
+        assert!(skiff_objects::secrets::read(&legacy).is_some());
+        store.set_documents_in_snapshots(true);
+        let document = snapshot_secret(&store);
+        assert!(legacy_bodies::is_moved_document(&document), "{document:?}");
+        // Either way the same Secret.
+        assert_eq!(legacy_bodies::to_document(legacy), document);
     }
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
