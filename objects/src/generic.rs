@@ -955,13 +955,7 @@ fn secret_defaults(map: &mut Map<String, Value>) {
     let Value::Object(plain) = plain else {
         return;
     };
-    let data = map
-        .entry("data")
-        .or_insert_with(|| Value::Object(Map::new()));
-    if !data.is_object() {
-        *data = Value::Object(Map::new());
-    }
-    if let Some(data) = data.as_object_mut() {
+    if let Some(data) = object_at(map, "data").as_object_mut() {
         for (key, value) in plain {
             let text = value.as_str().unwrap_or_default();
             let encoded = base64::engine::general_purpose::STANDARD.encode(text);

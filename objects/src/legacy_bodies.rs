@@ -134,6 +134,14 @@ pub fn for_any_reader(object: Object) -> Object {
     to_legacy(object.clone()).unwrap_or(object)
 }
 
+/// Encoded `bytes` (an [`Object`]) as [`for_any_reader`] makes it; `None`
+/// when they do not decode (the caller keeps them as they are).
+pub fn encoded_for_any_reader(bytes: &[u8]) -> Option<Vec<u8>> {
+    decode(bytes)
+        .ok()
+        .map(|object| for_any_reader(object).encode_to_vec())
+}
+
 /// A protobuf Secret as its document: the same `apiVersion`, `kind` and
 /// metadata, its other fields as Kubernetes' JSON writes them.
 fn secret_document(secret: Secret) -> GenericObject {

@@ -195,11 +195,7 @@ impl Watcher {
 /// that cannot be done (what the watcher then reads names the problem no
 /// less than a refusal would).
 fn in_protobuf_model(bytes: &bytes::Bytes) -> bytes::Bytes {
-    use prost::Message;
-    match legacy_bodies::decode(bytes) {
-        Ok(object) => legacy_bodies::for_any_reader(object).encode_to_vec().into(),
-        Err(_) => bytes.clone(),
-    }
+    legacy_bodies::encoded_for_any_reader(bytes).map_or_else(|| bytes.clone(), Into::into)
 }
 
 #[cfg(test)]

@@ -512,7 +512,6 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
 /// `Secret/...`) encoded in their protobuf models, which every release
 /// reads; an object that cannot be is kept as it is.
 fn in_protobuf_models(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
-    use prost::Message;
     let moved = |key: &str| {
         legacy_bodies::MOVED.iter().any(|kind| {
             key.strip_prefix(kind)
@@ -525,9 +524,9 @@ fn in_protobuf_models(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>
             if !moved(&key) {
                 return (key, bytes);
             }
-            match legacy_bodies::decode(&bytes) {
-                Ok(object) => (key, legacy_bodies::for_any_reader(object).encode_to_vec()),
-                Err(_) => (key, bytes),
+            match legacy_bodies::encoded_for_any_reader(&bytes) {
+                Some(converted) => (key, converted),
+                None => (key, bytes),
             }
         })
         .collect()
