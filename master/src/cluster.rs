@@ -395,23 +395,7 @@ impl Cluster {
     /// started: the leader then writes the protobuf models older releases
     /// read.
     pub fn members_read_documents(&self) -> bool {
-        let metrics = self.raft.metrics();
-        let ids: Vec<NodeId> = {
-            let m = metrics.borrow();
-            m.membership_config
-                .membership()
-                .nodes()
-                .map(|(id, _)| *id)
-                .collect()
-        };
-        let releases = ids.iter().map(|id| {
-            if *id == self.id {
-                Some(self.contacts.own().clone())
-            } else {
-                self.contacts.release_of(*id)
-            }
-        });
-        all_read_documents(releases)
+        all_read_documents(self.member_statuses().into_iter().map(|m| m.release))
     }
 
     /// `NotLeader` (with a hint) unless this master leads.
