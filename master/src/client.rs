@@ -134,7 +134,7 @@ fn reading_documents<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(
         legacy_bodies::FORMAT_HEADER,
-        tonic::metadata::MetadataValue::from(legacy_bodies::DOCUMENTS_FORMAT),
+        tonic::metadata::MetadataValue::from(legacy_bodies::LATEST_FORMAT),
     );
     request
 }

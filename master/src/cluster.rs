@@ -388,14 +388,14 @@ impl Cluster {
             .collect()
     }
 
-    /// Whether every member (voters and learners: all apply the log)
-    /// named a data format that reads the moved kinds as documents in its
-    /// last Raft answer (`skiff_objects::legacy_bodies`). `false` while one
-    /// runs an older release, or has not answered since this master
-    /// started: the leader then writes the protobuf models older releases
-    /// read.
-    pub fn members_read_documents(&self) -> bool {
-        all_read_documents(self.member_statuses().into_iter().map(|m| m.release))
+    /// The lowest data format every member (voters and learners: all
+    /// apply the log) reads, as named in its last Raft answer: the leader
+    /// writes each moved kind as a document only from the format it moved
+    /// at (`skiff_objects::legacy_bodies`), in the protobuf model older
+    /// releases read before. `0` while a member runs a release before the
+    /// formats were named, or has not answered since this master started.
+    pub fn members_data_format(&self) -> u32 {
+        lowest_format(self.member_statuses().into_iter().map(|m| m.release))
     }
 
     /// `NotLeader` (with a hint) unless this master leads.
@@ -577,12 +577,13 @@ impl Cluster {
     }
 }
 
-/// Whether every one of `releases` (`None`: one that named none) reads
-/// the moved kinds as documents.
-fn all_read_documents(mut releases: impl Iterator<Item = Option<PeerRelease>>) -> bool {
-    releases.all(|release| {
-        release.is_some_and(|r| r.data_format >= skiff_objects::legacy_bodies::DOCUMENTS_FORMAT)
-    })
+/// The lowest data format among `releases` (`None`: one that named none,
+/// read as `0`).
+fn lowest_format(releases: impl Iterator<Item = Option<PeerRelease>>) -> u32 {
+    releases
+        .map(|release| release.map_or(0, |r| r.data_format))
+        .min()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -606,7 +607,7 @@ impl Cluster {
             commit_latency: registry.histogram("commit_seconds", "test", &[]),
             read_index: registry.counter("read_index_total", "test", &["result"]),
             contacts: PeerContacts::new(crate::store::network::PeerRelease::this(
-                skiff_objects::legacy_bodies::DOCUMENTS_FORMAT,
+                skiff_objects::legacy_bodies::LATEST_FORMAT,
             )),
         };
         (dir, cluster)
@@ -618,17 +619,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn documents_are_written_only_once_every_member_names_a_format_that_reads_them() {
+    fn the_members_format_is_the_lowest_one_named() {
         let release = |format: u32| Some(PeerRelease::this(format));
-        let documents = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT;
-        assert!(all_read_documents(
-            [release(documents), release(documents + 1)].into_iter()
-        ));
-        assert!(!all_read_documents(
-            [release(documents), release(2)].into_iter()
-        ));
-        assert!(
-            !all_read_documents([release(documents), None].into_iter()),
+        assert_eq!(lowest_format([release(4), release(5)].into_iter()), 4);
+        assert_eq!(lowest_format([release(4), release(3)].into_iter()), 3);
+        assert_eq!(
+            lowest_format([release(4), None].into_iter()),
+            0,
             "one that named no release: an older build, or not answered yet"
         );
     }

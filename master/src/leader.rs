@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::{Cluster, ClusterError};
@@ -59,7 +58,7 @@ use crate::store::Command;
 use crate::writer::{ObjectWriter, DEFAULT_NAMESPACE};
 use skiff_objects::metadata::new_uid;
 use skiff_objects::now_rfc3339;
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::Kind;
 
 /// How long the new leader's controllers' start may wait for a quorum to
 /// confirm its leadership, per attempt.
@@ -435,18 +434,14 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<(), ClusterEr
     if cluster.store.get(Kind::Namespace, "", name)?.is_some() {
         return Ok(());
     }
-    let namespace = v1::Namespace {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        status: Some(v1::NamespaceStatus {
-            phase: "Active".to_owned(),
-        }),
-        ..Default::default()
-    };
+    // In the protobuf model while a member may read only that, as the
+    // writer stores moved kinds (`ObjectWriter::encode_for_store`).
+    let namespace = skiff_objects::legacy_bodies::for_reader(
+        skiff_objects::namespaces::named(name, "Active"),
+        cluster.members_data_format(),
+    );
     let command = Command::Create {
-        object: namespace.into_object().encode_to_vec(),
+        object: namespace.encode_to_vec(),
         uid: new_uid(),
         now: now_rfc3339(),
     };

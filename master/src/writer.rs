@@ -548,17 +548,17 @@ pub fn namespace_for(kind: Kind, given: &str) -> String {
 
 impl ObjectWriter {
     /// Encodes an object for the store: a moved kind's document in its
-    /// protobuf model while a master of an older release (one that reads
-    /// only that) is in the cluster, as it is otherwise
-    /// (`skiff_objects::legacy_bodies`; every master reads both).
-    /// The same answer lets snapshots carry documents, or not.
+    /// protobuf model while a master of an older release (one whose data
+    /// format is before the kind moved: it reads only that) is in the
+    /// cluster, as it is otherwise (`skiff_objects::legacy_bodies`; every
+    /// master reads both). The same format decides what snapshots carry.
     fn encode_for_store(&self, object: &Object) -> Result<Vec<u8>> {
-        if !legacy_bodies::is_moved_document(object) {
+        let Some(moved_at) = legacy_bodies::moved_document_at(object) else {
             return encode_checked(object);
-        }
-        let documents = self.cluster.members_read_documents();
-        self.cluster.store.set_documents_in_snapshots(documents);
-        if documents {
+        };
+        let format = self.cluster.members_data_format();
+        self.cluster.store.set_snapshot_reader_format(format);
+        if format >= moved_at {
             return encode_checked(object);
         }
         let legacy =
@@ -621,16 +621,7 @@ mod tests {
         let node_ports = NodePorts::new(Default::default());
         let writer = ObjectWriter::new(cluster, Arc::new(ips), Arc::new(node_ports));
         writer
-            .create(
-                v1::Namespace {
-                    metadata: Some(v1::ObjectMeta {
-                        name: DEFAULT_NAMESPACE.into(),
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }
-                .into_object(),
-            )
+            .create(skiff_objects::namespaces::named(DEFAULT_NAMESPACE, ""))
             .await
             .unwrap();
         (dir, writer)
@@ -657,7 +648,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_secret_is_written_in_its_protobuf_model_while_a_member_may_read_only_that() {
+    async fn a_moved_kind_is_written_in_its_protobuf_model_while_a_member_may_read_only_that() {
         let (_dir, writer) = one_member().await;
         let meta = |name: &str| v1::ObjectMeta {
             name: name.into(),
@@ -673,7 +664,10 @@ mod tests {
             Object::decode(&bytes[..]).unwrap().kind
         };
         // Every member (this one) reads documents: a document.
-        assert!(writer.cluster.members_read_documents());
+        assert_eq!(
+            writer.cluster.members_data_format(),
+            legacy_bodies::LATEST_FORMAT
+        );
         assert!(matches!(encoded_body(&secret("a")), Some(Body::Generic(_))));
         // A learner that has never answered may be a master of an older
         // release: the protobuf model, which it reads.
@@ -687,7 +681,7 @@ mod tests {
             .add_learner(2, learner, false)
             .await
             .unwrap();
-        assert!(!writer.cluster.members_read_documents());
+        assert_eq!(writer.cluster.members_data_format(), 0);
         assert!(matches!(encoded_body(&secret("b")), Some(Body::Secret(_))));
         // Written so, it is a document in the store all the same.
         let created = writer.create(secret("b")).await.unwrap();
@@ -704,6 +698,41 @@ mod tests {
         }
         // Other kinds are never converted.
         assert!(matches!(encoded_body(&pod("p", "")), Some(Body::Pod(_))));
+        // The learner names data format 3: Secrets as documents, which it
+        // reads, Namespaces still in their protobuf model.
+        let format_three = crate::store::network::PeerRelease::this(3);
+        writer.cluster.contacts.record(2, Some(format_three));
+        assert_eq!(writer.cluster.members_data_format(), 3);
+        assert!(matches!(encoded_body(&secret("c")), Some(Body::Generic(_))));
+        let team = skiff_objects::namespaces::named("team", "Active");
+        assert!(matches!(encoded_body(&team), Some(Body::Namespace(_))));
+        // Written so, it is a document in the store all the same.
+        writer.create(team).await.unwrap();
+        let stored = writer.cluster.store.get(Kind::Namespace, "", "team");
+        let stored = stored.unwrap().unwrap();
+        assert!(legacy_bodies::is_moved_document(&stored), "{stored:?}");
+        assert_eq!(
+            skiff_objects::namespaces::phase(&stored).as_deref(),
+            Some("Active")
+        );
+        // One with a field the protobuf model lacks cannot be written for
+        // it: refused, naming the field, not stored without it.
+        let mut conditions = skiff_objects::namespaces::named("odd", "Active");
+        if let Some(Body::Generic(g)) = conditions.kind.as_mut() {
+            let content = serde_json::json!({
+                "status": {"phase": "Active", "conditions": [{"type": "X", "status": "True"}]},
+            });
+            skiff_objects::generic::set_content(g, content.as_object().unwrap());
+        }
+        let refused = writer.create(conditions).await.unwrap_err().to_string();
+        assert!(refused.contains("status.conditions"), "{refused}");
+        assert!(refused.contains("for an older release"), "{refused}");
+        let odd = writer
+            .cluster
+            .store
+            .get(Kind::Namespace, "", "odd")
+            .unwrap();
+        assert!(odd.is_none());
     }
 
     #[tokio::test]

@@ -93,12 +93,6 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
-        Some(Body::Namespace(n)) => {
-            let status = n.status.get_or_insert_with(Default::default);
-            if status.phase.is_empty() {
-                status.phase = "Active".to_owned();
-            }
-        }
         Some(Body::Endpoints(e)) => {
             for subset in &mut e.subsets {
                 for port in &mut subset.ports {
@@ -108,9 +102,9 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
-        // A Secret is defaulted as its document (`generic`), which what
+        // A Secret or Namespace is defaulted as its document (`generic`), which what
         // decodes one makes it (`legacy_bodies`).
-        Some(Body::Node(_) | Body::Secret(_)) | None => {}
+        Some(Body::Node(_) | Body::Secret(_) | Body::Namespace(_)) | None => {}
     }
 }
 

@@ -148,11 +148,8 @@ pub enum DeleteOutcome {
 /// Whether a stored Namespace is being deleted (marked, or in phase
 /// `Terminating`): nothing new is made in it.
 pub fn namespace_terminating(namespace: &Object) -> bool {
-    let phase = match &namespace.kind {
-        Some(Body::Namespace(ns)) => ns.status.as_ref().map(|s| s.phase.as_str()),
-        _ => None,
-    };
-    !namespace.meta().deletion_timestamp.is_empty() || phase == Some("Terminating")
+    !namespace.meta().deletion_timestamp.is_empty()
+        || crate::namespaces::phase(namespace).as_deref() == Some("Terminating")
 }
 
 /// Decides what deleting `stored` with `options` at `now` does (the

@@ -418,6 +418,12 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
             );
             template_pod_spec(spec);
         }
+        Kind::Namespace => {
+            let status = map
+                .entry("status")
+                .or_insert_with(|| Value::Object(Map::new()));
+            default(status, "phase", "Active");
+        }
         Kind::PersistentVolumeClaim => {
             default(spec, "volumeMode", "Filesystem");
             let status = map
@@ -999,7 +1005,7 @@ pub fn strip_nulls(value: &mut Value) {
 /// `limits`, `overhead`, `capacity`, `sizeLimit`) as its value, as
 /// Kubernetes compares them (`cpu: 1`, `"1"` and `"1000m"` alike; `1Gi`
 /// and `1024Mi`), which a Go client sends back in canonical form.
-fn strip_zeros(value: &mut Value) {
+pub(crate) fn strip_zeros(value: &mut Value) {
     fn quantity_value(value: &mut Value) {
         let text = match value {
             Value::String(s) => s.clone(),

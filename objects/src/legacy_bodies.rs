@@ -9,45 +9,90 @@
 //!   and the Raft log, the API from a client, a client from the API) calls
 //!   [`decode`] or [`to_document`], so that every object of a moved kind in
 //!   memory is a document, whatever its bytes were;
-//! - **write the old one to whoever reads only it**: a master of an older
-//!   release in the Raft group, while a rolling upgrade has not replaced it
-//!   (the leader writes with [`to_legacy`] until every voter names a data
-//!   format that reads documents), and a client that does not name one
-//!   (an agent or `skiff ctl` of an older release).
+//! - **write the old one to whoever reads only it**: each kind moved at a
+//!   data format ([`MOVED`]), and a reader that names an earlier one (or
+//!   none: a release before [`FORMAT_HEADER`]) gets that kind in its
+//!   protobuf model ([`for_reader`]). Such readers are a master of an
+//!   older release in the Raft group, while a rolling upgrade has not
+//!   replaced it (the leader writes what the lowest format among the
+//!   members reads), and a client of the API of an older release (an
+//!   agent, `skiff ctl`).
 //!
 //! The conversion goes through Kubernetes' JSON, which both encodings
 //! carry the same way: the protobuf model's JSON mapping (`skiff-proto`'s
-//! serde attributes) is the document's content.
+//! serde attributes) is the document's content. A document with a field
+//! the protobuf model has no place for is refused, never cut down.
 //!
-//! Moved so far: Secret. The protobuf message stays in `objects.proto` for
-//! what older releases wrote and read.
+//! Moved so far: Secret (format 3), Namespace (format 4). The protobuf
+//! messages stay in `objects.proto` for what older releases wrote and read.
 
 use prost::Message;
+use serde::{de::DeserializeOwned, Serialize};
 use serde_json::{Map, Value};
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, Secret};
+use skiff_proto::v1::{GenericObject, ObjectMeta};
 
 use crate::{generic, Body};
 
-/// The kind names whose objects are JSON documents now, and were protobuf
-/// models before.
-pub const MOVED: &[&str] = &["Secret"];
+/// A kind whose objects are JSON documents now, and were protobuf models
+/// before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovedKind {
+    pub api_version: &'static str,
+    pub kind: &'static str,
+    /// The first data format (`datastore::data_format`) whose readers read
+    /// this kind as documents.
+    pub format: u32,
+}
 
-/// The first data format (`datastore::data_format`) whose readers read
-/// the moved kinds as documents.
-pub const DOCUMENTS_FORMAT: u32 = 3;
+/// Every moved kind, in the order they moved.
+pub const MOVED: &[MovedKind] = &[
+    MovedKind {
+        api_version: "v1",
+        kind: "Secret",
+        format: 3,
+    },
+    MovedKind {
+        api_version: "v1",
+        kind: "Namespace",
+        format: 4,
+    },
+];
+
+/// The data format this release reads and names: every moved kind as a
+/// document (the last of [`MOVED`]'s formats).
+pub const LATEST_FORMAT: u32 = 4;
 
 /// The header in which a master (answering Raft traffic) or a client of
 /// the API (with each request) names the data format it reads. Absent: a
-/// release before [`DOCUMENTS_FORMAT`].
+/// release before format 3, which reads every kind in its protobuf model.
 pub const FORMAT_HEADER: &str = "skiff-data-format";
 
-/// Whether a reader naming `format` (the [`FORMAT_HEADER`]'s value, if
-/// any) reads the moved kinds as documents.
-pub fn reads_documents(format: Option<&str>) -> bool {
-    format
+/// The data format a reader names in [`FORMAT_HEADER`] (`header`, if
+/// any); `0` when it names none, or none this release can read (it then
+/// gets every moved kind in its protobuf model).
+pub fn reader_format(header: Option<&str>) -> u32 {
+    header
         .and_then(|f| f.trim().parse::<u32>().ok())
-        .is_some_and(|f| f >= DOCUMENTS_FORMAT)
+        .unwrap_or(0)
+}
+
+/// The format `kind` (a kind's name, of the core group) moved at; `None`
+/// for a kind that never had a protobuf model, or still has.
+pub fn moved_at(kind: &str) -> Option<u32> {
+    MOVED.iter().find(|m| m.kind == kind).map(|m| m.format)
+}
+
+/// The format at which `object`'s kind moved, if it is a moved kind's
+/// document.
+pub fn moved_document_at(object: &Object) -> Option<u32> {
+    match &object.kind {
+        Some(Body::Generic(g)) => MOVED
+            .iter()
+            .find(|m| m.kind == g.kind && m.api_version == g.api_version)
+            .map(|m| m.format),
+        _ => None,
+    }
 }
 
 /// Why bytes or a document could not be read as an object.
@@ -72,19 +117,22 @@ pub fn decode(bytes: &[u8]) -> Result<Object, prost::DecodeError> {
 /// `object` with a moved kind's protobuf body made a document; any other
 /// object as it is.
 pub fn to_document(object: Object) -> Object {
-    match object.kind {
-        Some(Body::Secret(secret)) => Object {
-            kind: Some(Body::Generic(secret_document(secret))),
-        },
-        _ => object,
+    let document = match object.kind {
+        Some(Body::Secret(m)) => document_of(&m, &m.api_version, &m.kind, &m.metadata, "Secret"),
+        Some(Body::Namespace(m)) => {
+            document_of(&m, &m.api_version, &m.kind, &m.metadata, "Namespace")
+        }
+        kind => return Object { kind },
+    };
+    Object {
+        kind: Some(Body::Generic(document)),
     }
 }
 
 /// Whether `object` is a document of a moved kind (what [`to_legacy`]
 /// converts).
 pub fn is_moved_document(object: &Object) -> bool {
-    matches!(&object.kind, Some(Body::Generic(g))
-        if g.api_version == "v1" && MOVED.contains(&g.kind.as_str()))
+    moved_document_at(object).is_some()
 }
 
 /// `object` as a release before the move reads it: a moved kind's
@@ -97,29 +145,46 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
     let Some(Body::Generic(document)) = object.kind else {
         unreachable!("checked by is_moved_document");
     };
-    let name = document
-        .metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default();
     let fail = |reason: String| LegacyError::Unconvertible {
         kind: document.kind.clone(),
-        name: name.clone(),
+        name: document
+            .metadata
+            .as_ref()
+            .map(|m| m.name.clone())
+            .unwrap_or_default(),
         reason,
     };
-    let content = generic::content(&document);
-    let known = ["type", "data", "stringData", "immutable"];
-    if let Some(field) = content.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(fail(format!("field {field:?} has no place in it")));
+    let mut body = match document.kind.as_str() {
+        "Secret" => Body::Secret(model_of(&document).map_err(fail)?),
+        "Namespace" => Body::Namespace(model_of(&document).map_err(fail)?),
+        other => unreachable!("{other} is in MOVED without a protobuf model"),
+    };
+    crate::with_body!(&mut body, o => {
+        o.api_version = document.api_version.clone();
+        o.kind = document.kind.clone();
+        o.metadata = document.metadata.clone();
+    });
+    Ok(Object { kind: Some(body) })
+}
+
+/// `object` as a reader naming data format `format` reads it: a moved
+/// kind's object a document when the reader reads that kind as documents,
+/// in its protobuf model when not (as a document still when it cannot be:
+/// a field the model lacks, which only a reader of documents can take);
+/// any other object as it is.
+pub fn for_reader(object: Object, format: u32) -> Object {
+    let object = to_document(object);
+    match moved_document_at(&object) {
+        Some(at) if format < at => to_legacy(object.clone()).unwrap_or(object),
+        _ => object,
     }
-    let mut secret: Secret =
-        serde_json::from_value(Value::Object(content)).map_err(|e| fail(e.to_string()))?;
-    secret.api_version = document.api_version.clone();
-    secret.kind = document.kind.clone();
-    secret.metadata = document.metadata.clone();
-    Ok(Object {
-        kind: Some(Body::Secret(secret)),
-    })
+}
+
+/// Whether a reader naming `format` reads some object of `kind` (a kind's
+/// name) differently from how this release holds it: what
+/// [`for_reader`] would change.
+pub fn reads_differently(kind: &str, format: u32) -> bool {
+    moved_at(kind).is_some_and(|at| format < at)
 }
 
 /// `object` as masters of every release read it, for a write sent to a
@@ -128,44 +193,42 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
 /// release's writer makes a document again; as it is when it has a field
 /// the model lacks (only this release can take it then).
 pub fn for_any_reader(object: Object) -> Object {
-    if !is_moved_document(&object) {
-        return object;
-    }
-    to_legacy(object.clone()).unwrap_or(object)
+    for_reader(object, 0)
 }
 
-/// Encoded `bytes` (an [`Object`]) as [`for_any_reader`] makes it; `None`
-/// when they do not decode (the caller keeps them as they are).
-pub fn encoded_for_any_reader(bytes: &[u8]) -> Option<Vec<u8>> {
+/// Encoded `bytes` (an [`Object`]) as [`for_reader`] makes it for a
+/// reader naming `format`; `None` when they do not decode (the caller
+/// keeps them as they are).
+pub fn encoded_for_reader(bytes: &[u8], format: u32) -> Option<Vec<u8>> {
     decode(bytes)
         .ok()
-        .map(|object| for_any_reader(object).encode_to_vec())
+        .map(|object| for_reader(object, format).encode_to_vec())
 }
 
-/// A protobuf Secret as its document: the same `apiVersion`, `kind` and
-/// metadata, its other fields as Kubernetes' JSON writes them.
-fn secret_document(secret: Secret) -> GenericObject {
-    let Secret {
-        api_version,
-        kind,
-        metadata,
-        ..
-    } = &secret;
+/// A protobuf model as its document: the same `apiVersion` (`v1` when
+/// unset), `kind` (`kind` when unset) and metadata, its other fields as
+/// Kubernetes' JSON writes them.
+fn document_of<T: Serialize>(
+    model: &T,
+    api_version: &str,
+    own_kind: &str,
+    metadata: &Option<ObjectMeta>,
+    kind: &str,
+) -> GenericObject {
+    let or = |given: &str, unset: &str| {
+        if given.is_empty() {
+            unset.to_owned()
+        } else {
+            given.to_owned()
+        }
+    };
     let mut document = GenericObject {
-        api_version: if api_version.is_empty() {
-            "v1".to_owned()
-        } else {
-            api_version.clone()
-        },
-        kind: if kind.is_empty() {
-            "Secret".to_owned()
-        } else {
-            kind.clone()
-        },
+        api_version: or(api_version, "v1"),
+        kind: or(own_kind, kind),
         metadata: metadata.clone(),
         content: Vec::new(),
     };
-    let mut content = match serde_json::to_value(&secret) {
+    let mut content = match serde_json::to_value(model) {
         Ok(Value::Object(map)) => map,
         _ => Map::new(),
     };
@@ -176,10 +239,59 @@ fn secret_document(secret: Secret) -> GenericObject {
     document
 }
 
+/// A document's content read as its kind's protobuf model (type meta and
+/// metadata left for the caller), refused when the model would lose any
+/// of it: written back as JSON, the model must say what the document says
+/// (unset and empty values alike, as Kubernetes compares them).
+fn model_of<T: DeserializeOwned + Serialize>(document: &GenericObject) -> Result<T, String> {
+    let mut content = Value::Object(generic::content(document));
+    let model: T = serde_json::from_value(content.clone()).map_err(|e| e.to_string())?;
+    let mut again = serde_json::to_value(&model).map_err(|e| e.to_string())?;
+    if let Value::Object(map) = &mut again {
+        for own in ["apiVersion", "kind", "metadata"] {
+            map.remove(own);
+        }
+    }
+    generic::strip_zeros(&mut content);
+    generic::strip_zeros(&mut again);
+    match first_difference(&content, &again, "") {
+        None => Ok(model),
+        Some(field) => Err(format!("field {field:?} has no place in it")),
+    }
+}
+
+/// The path of the first field at which `said` (a document's content) and
+/// `kept` (what its protobuf model writes back) differ.
+fn first_difference(said: &Value, kept: &Value, at: &str) -> Option<String> {
+    let path = |key: &str| {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
+        }
+    };
+    match (said, kept) {
+        (Value::Object(a), Value::Object(b)) => a
+            .iter()
+            .find_map(|(key, value)| match b.get(key) {
+                None => Some(path(key)),
+                Some(other) => first_difference(value, other, &path(key)),
+            })
+            .or_else(|| b.keys().find(|k| !a.contains_key(*k)).map(|k| path(k))),
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => a
+            .iter()
+            .zip(b)
+            .enumerate()
+            .find_map(|(i, (x, y))| first_difference(x, y, &format!("{at}[{i}]"))),
+        _ if said == kept => None,
+        _ => Some(at.to_owned()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_proto::v1::ObjectMeta;
+    use skiff_proto::v1::{Namespace, NamespaceSpec, NamespaceStatus, Secret};
 
     fn legacy_secret() -> Secret {
         Secret {
@@ -221,12 +333,121 @@ mod tests {
     }
 
     #[test]
-    fn only_a_reader_naming_format_three_or_later_reads_documents() {
-        assert!(reads_documents(Some("3")));
-        assert!(reads_documents(Some("4")));
-        assert!(!reads_documents(Some("2")));
-        assert!(!reads_documents(Some("three")));
-        assert!(!reads_documents(None), "a release before the header");
+    fn a_reader_gets_each_kind_as_documents_from_the_format_it_moved_at() {
+        assert_eq!(reader_format(Some("4")), 4);
+        assert_eq!(reader_format(Some(" 3 ")), 3);
+        assert_eq!(reader_format(Some("three")), 0);
+        assert_eq!(reader_format(None), 0, "a release before the header");
+        let secret = to_document(Object {
+            kind: Some(Body::Secret(legacy_secret())),
+        });
+        let namespace = to_document(Object {
+            kind: Some(Body::Namespace(legacy_namespace())),
+        });
+        for (format, secret_document, namespace_document) in [
+            (0, false, false),
+            (2, false, false),
+            (3, true, false),
+            (4, true, true),
+            (9, true, true),
+        ] {
+            let read = |o: &Object| is_moved_document(&for_reader(o.clone(), format));
+            assert_eq!(read(&secret), secret_document, "Secret at format {format}");
+            assert_eq!(
+                read(&namespace),
+                namespace_document,
+                "Namespace at format {format}"
+            );
+            assert_eq!(reads_differently("Secret", format), !secret_document);
+            assert_eq!(reads_differently("Namespace", format), !namespace_document);
+        }
+        assert!(!reads_differently("ConfigMap", 0));
+        assert!(!reads_differently("Pod", 0), "still a protobuf model");
+    }
+
+    #[test]
+    fn the_latest_format_is_the_last_a_kind_moved_at() {
+        assert_eq!(MOVED.iter().map(|m| m.format).max(), Some(LATEST_FORMAT));
+        assert!(MOVED.windows(2).all(|w| w[0].format <= w[1].format));
+    }
+
+    fn legacy_namespace() -> Namespace {
+        Namespace {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            metadata: Some(ObjectMeta {
+                name: "team".into(),
+                uid: "u-2".into(),
+                resource_version: "9".into(),
+                ..Default::default()
+            }),
+            spec: Some(NamespaceSpec {
+                finalizers: vec!["kubernetes".into()],
+            }),
+            status: Some(NamespaceStatus {
+                phase: "Terminating".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_protobuf_namespace_reads_as_its_document_and_writes_back_the_same() {
+        let legacy = Object {
+            kind: Some(Body::Namespace(legacy_namespace())),
+        };
+        let document = decode(&legacy.encode_to_vec()).unwrap();
+        let Some(Body::Generic(g)) = &document.kind else {
+            panic!("not a document: {document:?}");
+        };
+        assert_eq!(
+            (g.api_version.as_str(), g.kind.as_str()),
+            ("v1", "Namespace")
+        );
+        assert_eq!(
+            Value::Object(generic::content(g)),
+            serde_json::json!({
+                "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Terminating"},
+            })
+        );
+        assert_eq!(to_legacy(document).unwrap(), legacy);
+    }
+
+    #[test]
+    fn a_nested_field_the_protobuf_model_lacks_is_refused_by_its_path() {
+        let mut document = GenericObject {
+            api_version: "v1".into(),
+            kind: "Namespace".into(),
+            metadata: Some(ObjectMeta {
+                name: "team".into(),
+                ..Default::default()
+            }),
+            content: Vec::new(),
+        };
+        let content = serde_json::json!({
+            "status": {"phase": "Terminating", "conditions": [{"type": "NamespaceContentRemaining", "status": "True"}]},
+        });
+        generic::set_content(&mut document, content.as_object().unwrap());
+        let object = Object {
+            kind: Some(Body::Generic(document)),
+        };
+        let error = to_legacy(object.clone()).unwrap_err().to_string();
+        assert!(error.contains("\"status.conditions\""), "{error}");
+        assert!(error.contains("Namespace \"team\""), "{error}");
+        assert_eq!(for_reader(object.clone(), 3), object, "kept a document");
+        let unset =
+            serde_json::json!({"status": {"phase": "Active", "conditions": []}, "spec": {}});
+        let Some(Body::Generic(mut document)) = object.kind else {
+            unreachable!()
+        };
+        generic::set_content(&mut document, unset.as_object().unwrap());
+        let legacy = to_legacy(Object {
+            kind: Some(Body::Generic(document)),
+        })
+        .unwrap();
+        assert!(
+            matches!(legacy.kind, Some(Body::Namespace(_))),
+            "empty values are unset: {legacy:?}"
+        );
     }
 
     #[test]

@@ -36,6 +36,7 @@ pub mod legacy_bodies;
 pub mod manifest;
 pub mod metadata;
 pub mod names;
+pub mod namespaces;
 pub mod owners;
 pub mod placement;
 pub mod pods;

@@ -348,7 +348,6 @@ fn decode(
     unknown: &mut Vec<String>,
 ) -> Result<Object, DecodeError> {
     let body = match kind {
-        Kind::Namespace => Body::Namespace(decode_typed::<v1::Namespace>(value, unknown)?),
         Kind::Node => Body::Node(decode_typed::<v1::Node>(value, unknown)?),
         Kind::Pod => Body::Pod(decode_typed::<v1::Pod>(value, unknown)?),
         Kind::Service => Body::Service(decode_typed::<v1::Service>(value, unknown)?),

@@ -321,7 +321,7 @@ const HORIZONTAL_POD_AUTOSCALER: KindInfo = entry(
 /// (`Kind::from_name`).
 #[rustfmt::skip]
 pub const KINDS: [KindInfo; 42] = [
-    entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Typed),
+    entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Generic),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
     entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
     entry(Kind::Service, "Service", CORE, ("services", "service"), true, &["svc"], ALL, SERVICE, Typed),

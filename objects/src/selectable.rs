@@ -67,19 +67,22 @@ pub fn kind_fields(kind: &str) -> &'static [&'static str] {
     }
 }
 
-/// One selectable field's value on a typed object, compared as stored.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One selectable field's value on a stored object, compared as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldValue<'a> {
     Text(&'a str),
     Flag(bool),
     Count(i32),
+    /// A document's field (`Null` when unset).
+    Json(serde_json::Value),
 }
 
-/// The value of `field` (one of [`kind_fields`]) on a stored object of a
-/// typed kind; `None` for a field that is not one of its kind's (and for
-/// Events, which live outside the store).
+/// The value of `field` (one of [`kind_fields`]) on a stored object;
+/// `None` for a field that is not one of its typed kind's (and for
+/// Events, which live outside the store). A document's field is read from
+/// its content, whatever its kind.
 pub fn field_value<'a>(object: &'a Object, field: &str) -> Option<FieldValue<'a>> {
-    use FieldValue::{Count, Flag, Text};
+    use FieldValue::{Count, Flag, Json, Text};
     match object.kind.as_ref()? {
         Body::Pod(pod) => {
             let spec = pod.spec.as_ref();
@@ -101,9 +104,16 @@ pub fn field_value<'a>(object: &'a Object, field: &str) -> Option<FieldValue<'a>
         Body::Node(node) if field == "spec.unschedulable" => {
             Some(Flag(node.spec.as_ref().is_some_and(|s| s.unschedulable)))
         }
-        Body::Namespace(namespace) if field == "status.phase" => Some(Text(
-            namespace.status.as_ref().map_or("", |s| s.phase.as_str()),
-        )),
+        Body::Generic(document) => {
+            let content = serde_json::Value::Object(crate::generic::content(document));
+            let pointer = format!("/{}", field.replace('.', "/"));
+            Some(Json(
+                content
+                    .pointer(&pointer)
+                    .cloned()
+                    .unwrap_or(serde_json::Value::Null),
+            ))
+        }
         Body::ReplicaSet(set) if field == "status.replicas" => {
             Some(Count(set.status.as_ref().map_or(0, |s| s.replicas)))
         }
@@ -162,16 +172,17 @@ mod tests {
     }
 
     #[test]
-    fn every_field_of_a_stored_typed_kind_is_read_from_the_typed_object() {
+    fn every_selectable_field_of_a_stored_kind_is_read() {
         let objects = [
             ("Pod", pod(&[], "", "")),
             ("Node", v1::Node::default().into_object()),
-            ("Namespace", v1::Namespace::default().into_object()),
+            ("Namespace", crate::namespaces::named("a", "")),
+            (
+                "Secret",
+                crate::secrets::object(Default::default(), "", Default::default()),
+            ),
             ("ReplicaSet", v1::ReplicaSet::default().into_object()),
         ];
-        // A Secret's `type`, its one selectable field, is a document's
-        // field that never changes (`generic::validate_update` refuses
-        // it), so the store has nothing to compare.
         for (kind, object) in &objects {
             for field in kind_fields(kind) {
                 assert!(
@@ -215,5 +226,21 @@ mod tests {
         .into_object();
         let node = v1::Node::default().into_object();
         assert!(!selected_alike(Kind::Node, &node, &unschedulable));
+    }
+
+    #[test]
+    fn a_documents_selectable_field_is_compared_from_its_content() {
+        let active = crate::namespaces::named("team", "Active");
+        let terminating = crate::namespaces::named("team", "Terminating");
+        assert!(!selected_alike(Kind::Namespace, &active, &terminating));
+        assert!(selected_alike(Kind::Namespace, &active, &active.clone()));
+        assert_eq!(
+            field_value(&active, "status.phase"),
+            Some(FieldValue::Json("Active".into()))
+        );
+        assert_eq!(
+            field_value(&crate::namespaces::named("new", ""), "status.phase"),
+            Some(FieldValue::Json(serde_json::Value::Null))
+        );
     }
 }

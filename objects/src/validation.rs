@@ -167,7 +167,10 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         }
         // What decodes a Secret makes it a document (`legacy_bodies`)
         // before anything validates it.
-        Some(Body::Secret(_)) => errors.add("", "a Secret must be read as its document first"),
+        Some(Body::Secret(_) | Body::Namespace(_)) => errors.add(
+            "",
+            "a Secret or Namespace must be read as its document first",
+        ),
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
                 if !serde_json::from_slice::<serde_json::Value>(&g.content)
@@ -181,7 +184,7 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
             }
             None => errors.add("kind", format!("{:?} is not a kind skiff serves", g.kind)),
         },
-        Some(Body::Namespace(_)) | None => {}
+        None => {}
     }
     if errors.0.is_empty() {
         Ok(())

@@ -355,7 +355,7 @@ impl MasterConfigSource {
             let mut request = tonic::Request::new(request);
             request.metadata_mut().insert(
                 legacy_bodies::FORMAT_HEADER,
-                tonic::metadata::MetadataValue::from(legacy_bodies::DOCUMENTS_FORMAT),
+                tonic::metadata::MetadataValue::from(legacy_bodies::LATEST_FORMAT),
             );
             let status = match tokio::time::timeout(GET_TIMEOUT, api.get(request)).await {
                 Ok(Ok(answer)) => {

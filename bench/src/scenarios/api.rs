@@ -1429,14 +1429,8 @@ fn failures(gates: &Gates) -> Vec<String> {
 
 /// Makes a namespace, unless it exists.
 async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
-    let namespace = v1::Namespace {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    match client.create(namespace.into_object()).await {
+    let namespace = skiff_objects::namespaces::named(name, "");
+    match client.create(namespace).await {
         Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
         Err(e) => Err(e).with_context(|| format!("creating namespace {name}")),
     }

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use skiff_objects::{owners, secrets, ObjectExt};
+use skiff_objects::{namespaces, owners, secrets, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -190,12 +190,9 @@ pub fn describe(object: &Object) -> String {
                 line(&mut out, "NotReady", not_ready.join(","));
             }
         }
-        Some(Body::Namespace(n)) => {
-            line(
-                &mut out,
-                "Status",
-                n.status.clone().unwrap_or_default().phase,
-            );
+        Some(Body::Namespace(_) | Body::Generic(_)) if namespaces::is_namespace(object) => {
+            let phase = namespaces::phase(object).unwrap_or_default();
+            line(&mut out, "Status", phase);
         }
         Some(Body::Secret(_) | Body::Generic(_)) if secrets::is_secret(object) => {
             // Like kubectl: sizes, never the values.
@@ -205,7 +202,7 @@ pub fn describe(object: &Object) -> String {
                 line(&mut out, &key, format!("{} bytes", value.len()));
             }
         }
-        Some(Body::Secret(_) | Body::Generic(_)) | None => {}
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Generic(_)) | None => {}
     }
     out
 }

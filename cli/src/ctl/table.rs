@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_objects::{secrets, Kind, ObjectExt};
+use skiff_objects::{namespaces, secrets, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -382,11 +382,8 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             row
         }
-        Some(Body::Namespace(ns)) => {
-            let phase = ns
-                .status
-                .as_ref()
-                .map(|s| s.phase.clone())
+        Some(Body::Namespace(_) | Body::Generic(_)) if namespaces::is_namespace(object) => {
+            let phase = namespaces::phase(object)
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| "Active".to_owned());
             vec![name, phase, age]
@@ -397,7 +394,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             let type_ = secrets::type_of(&secret).to_owned();
             vec![name, type_, values.to_string(), age]
         }
-        Some(Body::Secret(_) | Body::Generic(_)) | None => vec![name],
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Generic(_)) | None => vec![name],
     }
 }
 

@@ -159,6 +159,32 @@ fn nodes(k: &Kubectl) {
 fn deployment_and_pods(k: &Kubectl) {
     let out = ok(k, "create namespace shop");
     assert_has(&out, "namespace/shop created");
+    // Namespaces are Kubernetes' own documents: the phase defaulted, the
+    // table, a field selector on the phase, labels.
+    let out = ok(k, "get namespace shop");
+    assert_eq!(header_of(&out), words("NAME STATUS AGE"), "{out}");
+    assert!(row_has(&out, "shop", &["Active"]), "{out}");
+    let phase = ok(k, "get ns shop -o jsonpath={.status.phase}");
+    assert_eq!(phase.trim(), "Active");
+    let active = ok(k, "get ns --field-selector status.phase=Active -o name");
+    for name in [
+        "namespace/default",
+        "namespace/kube-system",
+        "namespace/shop",
+    ] {
+        assert!(active.lines().any(|n| n == name), "{name}: {active}");
+    }
+    let terminating = ok(
+        k,
+        "get ns --field-selector status.phase=Terminating -o name",
+    );
+    assert!(terminating.trim().is_empty(), "{terminating}");
+    assert_has(
+        &ok(k, "label namespace shop team=shop"),
+        "namespace/shop labeled",
+    );
+    let labelled = ok(k, "get ns -l team=shop -o name");
+    assert_eq!(labelled.trim(), "namespace/shop");
     let create = "create deployment web --image=busybox --replicas=2 -n shop";
     assert_has(&ok(k, create), "deployment.apps/web created");
     rollout_status(k);

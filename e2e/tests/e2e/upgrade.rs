@@ -242,6 +242,15 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
         .map(|v| base64::engine::general_purpose::STANDARD.encode(v));
     assert_eq!(password.as_deref(), Some(PASSWORD_BASE64));
 
+    // So does its Namespace, in the phase that build gave it.
+    let namespace = get(&client, Kind::Namespace, "", NAMESPACE).await?;
+    anyhow::ensure!(
+        skiff_objects::legacy_bodies::is_moved_document(&namespace),
+        "namespace {NAMESPACE} is no Namespace document: {namespace:?}"
+    );
+    let phase = skiff_objects::namespaces::phase(&namespace);
+    assert_eq!(phase.as_deref(), Some("Active"), "{namespace:?}");
+
     // The data dir is marked as this build's format.
     let text = std::fs::read_to_string(&marker).context("no marker")?;
     let format_line = format!("skiff-data-format: {}", data_format::CURRENT);

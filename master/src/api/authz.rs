@@ -1480,12 +1480,8 @@ mod tests {
     fn cluster() -> (tempfile::TempDir, Arc<ObjectStore>) {
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = ObjectStore::open(dir.path()).expect("a store");
-        let namespace = v1::Namespace {
-            metadata: meta("", "default"),
-            ..Default::default()
-        };
         let objects = [
-            namespace.into_object(),
+            skiff_objects::namespaces::named("default", ""),
             node("n1", N1_CIDR, ""),
             node("n2", N2_CIDR, ""),
             pod("mine", "n1"),
@@ -2520,11 +2516,7 @@ mod tests {
             .into_iter()
             .chain(skiff_objects::rbac::bootstrap_policy::cluster_role_bindings())
             .filter(|o| o.meta().name == "system:discovery");
-        let team = v1::Namespace {
-            metadata: meta("", "team"),
-            ..Default::default()
-        }
-        .into_object();
+        let team = skiff_objects::namespaces::named("team", "");
         let objects: Vec<Object> = [team, reader, bound].into_iter().chain(defaults).collect();
         for result in store.apply_commands(objects.iter().map(create).collect()) {
             result.expect("created");

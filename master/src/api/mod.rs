@@ -636,34 +636,31 @@ fn read_only(kind: Kind) -> ApiError {
     ))
 }
 
-/// Whether the caller names, in its request's headers, a data format
-/// that reads the kinds now held as documents as documents
-/// (`skiff_objects::legacy_bodies`); an agent or `skiff ctl` of an older
-/// release names none and reads their protobuf models only.
-fn reads_documents(metadata: &tonic::metadata::MetadataMap) -> bool {
+/// The data format the caller names in its request's headers
+/// (`skiff_objects::legacy_bodies`): it reads each kind that moved at
+/// that format or before as documents, the later ones in their protobuf
+/// models; an agent or `skiff ctl` of a release before the header names
+/// none (`0`) and reads every protobuf model only.
+fn reader_format(metadata: &tonic::metadata::MetadataMap) -> u32 {
     let format = metadata.get(legacy_bodies::FORMAT_HEADER);
-    legacy_bodies::reads_documents(format.and_then(|v| v.to_str().ok()))
+    legacy_bodies::reader_format(format.and_then(|v| v.to_str().ok()))
 }
 
-/// `object` as the caller reads it: a moved kind's document in its
-/// protobuf model for a caller that reads only that (as it is in the rare
-/// case that it cannot be: a field the model lacks); for one that reads
-/// documents, a document even when the leader that answered a relayed
-/// request is of an older release.
-fn for_caller(object: Object, documents: bool) -> Object {
-    if documents {
-        legacy_bodies::to_document(object)
-    } else {
-        legacy_bodies::for_any_reader(object)
-    }
+/// `object` as a caller naming `format` reads it: a moved kind's document
+/// in its protobuf model for a caller that reads only that (as it is in
+/// the rare case that it cannot be: a field the model lacks); for one
+/// that reads documents, a document even when the leader that answered a
+/// relayed request is of an older release.
+fn for_caller(object: Object, format: u32) -> Object {
+    legacy_bodies::for_reader(object, format)
 }
 
 /// A response's object as the caller reads it ([`for_caller`]).
 fn answer_for_caller(
     answer: Result<Response<Object>, Status>,
-    documents: bool,
+    format: u32,
 ) -> Result<Response<Object>, Status> {
-    Ok(Response::new(for_caller(answer?.into_inner(), documents)))
+    Ok(Response::new(for_caller(answer?.into_inner(), format)))
 }
 
 fn api_client(channel: Channel) -> ApiClient<Channel> {
@@ -676,7 +673,7 @@ fn api_client(channel: Channel) -> ApiClient<Channel> {
 impl Api for ApiService {
     async fn create(&self, request: Request<CreateRequest>) -> Result<Response<Object>, Status> {
         self.authorize_create(&request)?;
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let answer = self
             .router
             .on_leader(
@@ -689,14 +686,14 @@ impl Api for ApiService {
                 },
             )
             .await;
-        answer_for_caller(answer, documents)
+        answer_for_caller(answer, format)
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Get, &r.kind, &r.namespace, Some(&r.name))?;
         let within = read_deadline(request.metadata());
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let here = r.serializable && !on_leader_alone(&r.kind);
         let answer = self
             .router
@@ -707,16 +704,16 @@ impl Api for ApiService {
                 |ch, r| async move { api_client(ch).get(r).await },
             )
             .await;
-        answer_for_caller(answer, documents)
+        answer_for_caller(answer, format)
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let list = self.list_shared(request).await?;
         let items = list
             .items
             .into_iter()
-            .map(|o| for_caller(std::sync::Arc::unwrap_or_clone(o), documents));
+            .map(|o| for_caller(std::sync::Arc::unwrap_or_clone(o), format));
         Ok(Response::new(ListResponse {
             items: items.collect(),
             revision: list.revision,
@@ -725,7 +722,7 @@ impl Api for ApiService {
 
     async fn update(&self, request: Request<UpdateRequest>) -> Result<Response<Object>, Status> {
         self.authorize_update(&request, false)?;
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let answer = self
             .router
             .on_leader(
@@ -738,7 +735,7 @@ impl Api for ApiService {
                 },
             )
             .await;
-        answer_for_caller(answer, documents)
+        answer_for_caller(answer, format)
     }
 
     async fn update_status(
@@ -746,7 +743,7 @@ impl Api for ApiService {
         request: Request<UpdateRequest>,
     ) -> Result<Response<Object>, Status> {
         self.authorize_update(&request, true)?;
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let answer = self
             .router
             .on_leader(
@@ -759,13 +756,13 @@ impl Api for ApiService {
                 },
             )
             .await;
-        answer_for_caller(answer, documents)
+        answer_for_caller(answer, format)
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Result<Response<Object>, Status> {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Delete, &r.kind, &r.namespace, Some(&r.name))?;
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let answer = self
             .router
             .on_leader(
@@ -774,7 +771,7 @@ impl Api for ApiService {
                 |ch, r| async move { api_client(ch).delete(r).await },
             )
             .await;
-        answer_for_caller(answer, documents)
+        answer_for_caller(answer, format)
     }
 
     type WatchStream = WatchStream;
@@ -786,7 +783,7 @@ impl Api for ApiService {
         let r = request.get_ref();
         self.authorize_call(&request, Verb::Watch, &r.kind, &r.namespace, None)?;
         let forwarded = request.metadata().contains_key(routing::FORWARDED);
-        let documents = reads_documents(request.metadata());
+        let format = reader_format(request.metadata());
         let request = request.into_inner();
         let kind = Kind::from_name(&request.kind).map_err(ApiError::from)?;
         if kind.is_metrics() {
@@ -802,7 +799,7 @@ impl Api for ApiService {
             namespace,
             from_revision: request.from_revision,
             with_previous: request.with_previous,
-            documents,
+            reader_format: format,
         };
         let stream = watch::start(self.cluster.store.clone(), scope, self.shutdown.clone())?;
         Ok(Response::new(stream))
@@ -877,28 +874,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_caller_that_names_no_data_format_gets_secrets_in_their_protobuf_model() {
+    fn a_caller_gets_each_moved_kind_as_the_data_format_it_names_reads_it() {
         let mut headers = tonic::metadata::MetadataMap::new();
-        assert!(
-            !reads_documents(&headers),
+        assert_eq!(
+            reader_format(&headers),
+            0,
             "an agent or ctl of an older release"
         );
         headers.insert(legacy_bodies::FORMAT_HEADER, "3".parse().unwrap());
-        assert!(reads_documents(&headers));
+        assert_eq!(reader_format(&headers), 3);
+        let namespace = skiff_objects::namespaces::named("team", "Active");
+        let at_three = for_caller(namespace.clone(), 3);
+        assert!(
+            matches!(
+                at_three.kind,
+                Some(skiff_proto::api::object::Kind::Namespace(_))
+            ),
+            "format 3 read Namespaces in their protobuf model: {at_three:?}"
+        );
+        assert_eq!(for_caller(at_three, 4), namespace);
         let meta = skiff_proto::v1::ObjectMeta {
             name: "s".into(),
             ..Default::default()
         };
         let values = [("k".to_owned(), b"v".to_vec())].into();
         let secret = skiff_objects::secrets::object(meta, "Opaque", values);
-        let old = for_caller(secret.clone(), false);
+        let old = for_caller(secret.clone(), 0);
         assert!(matches!(
             old.kind,
             Some(skiff_proto::api::object::Kind::Secret(_))
         ));
         // A document reader gets a document, even from an older leader.
-        assert_eq!(for_caller(old, true), secret);
-        assert_eq!(for_caller(secret.clone(), true), secret);
+        assert_eq!(for_caller(old, 3), secret);
+        assert_eq!(for_caller(secret.clone(), 3), secret);
     }
 
     #[test]

@@ -105,7 +105,7 @@ impl LeaderRouter {
                     headers.insert(
                         skiff_objects::legacy_bodies::FORMAT_HEADER,
                         tonic::metadata::MetadataValue::from(
-                            skiff_objects::legacy_bodies::DOCUMENTS_FORMAT,
+                            skiff_objects::legacy_bodies::LATEST_FORMAT,
                         ),
                     );
                     relayed.set_timeout(Duration::from_secs(30));

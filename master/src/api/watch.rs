@@ -43,10 +43,12 @@ struct Watcher {
     namespace: Option<String>,
     /// Whether events carry the object before the change, when kept.
     with_previous: bool,
-    /// Whether the watcher reads the kinds held as documents as documents
-    /// (`skiff_objects::legacy_bodies`); one of an older release gets them
-    /// in their protobuf models.
-    documents: bool,
+    /// Whether the watcher reads the watched kind in its protobuf model
+    /// (`skiff_objects::legacy_bodies`): one of a release from before the
+    /// kind became a document.
+    protobuf_model: bool,
+    /// The data format the watcher named.
+    reader_format: u32,
     last: u64,
     out: EventSender,
 }
@@ -58,8 +60,8 @@ pub(super) struct WatchScope {
     pub namespace: Option<String>,
     pub from_revision: u64,
     pub with_previous: bool,
-    /// Whether the watcher reads the moved kinds as documents.
-    pub documents: bool,
+    /// The data format the watcher named (`0`: none).
+    pub reader_format: u32,
 }
 
 /// Starts a watch and returns its stream.
@@ -76,7 +78,8 @@ pub(super) fn start(
         kind: scope.kind,
         namespace: scope.namespace,
         with_previous: scope.with_previous,
-        documents: scope.documents || !legacy_bodies::MOVED.contains(&scope.kind.name()),
+        protobuf_model: legacy_bodies::reads_differently(scope.kind.name(), scope.reader_format),
+        reader_format: scope.reader_format,
         last: scope.from_revision,
         out,
     };
@@ -182,20 +185,25 @@ impl Watcher {
             object: event.object.clone(),
             previous,
         };
-        if !self.documents {
-            message.object = in_protobuf_model(&message.object);
-            message.previous = message.previous.as_ref().map(in_protobuf_model);
+        if self.protobuf_model {
+            let format = self.reader_format;
+            message.object = in_protobuf_model(&message.object, format);
+            message.previous = message
+                .previous
+                .as_ref()
+                .map(|p| in_protobuf_model(p, format));
         }
         self.out.send_encoded(message).await.map_err(|_| Gone)
     }
 }
 
 /// An encoded object of a kind held as a document, encoded in its
-/// protobuf model instead (`skiff_objects::legacy_bodies`); as it is when
-/// that cannot be done (what the watcher then reads names the problem no
-/// less than a refusal would).
-fn in_protobuf_model(bytes: &bytes::Bytes) -> bytes::Bytes {
-    legacy_bodies::encoded_for_any_reader(bytes).map_or_else(|| bytes.clone(), Into::into)
+/// protobuf model instead for a watcher naming data format `format`
+/// (`skiff_objects::legacy_bodies`); as it is when that cannot be done
+/// (what the watcher then reads names the problem no less than a refusal
+/// would).
+fn in_protobuf_model(bytes: &bytes::Bytes, format: u32) -> bytes::Bytes {
+    legacy_bodies::encoded_for_reader(bytes, format).map_or_else(|| bytes.clone(), Into::into)
 }
 
 #[cfg(test)]
@@ -227,26 +235,31 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_watcher_of_an_older_release_gets_secrets_in_their_protobuf_model() {
+    async fn a_watcher_gets_each_moved_kind_as_the_data_format_it_names_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
-        let namespace = v1::Namespace {
-            metadata: meta("default", ""),
-            ..Default::default()
-        };
+        let namespace = skiff_objects::namespaces::named("default", "Active");
         let secret = skiff_objects::secrets::object(
             meta("s", "default").unwrap(),
             "Opaque",
             [("k".to_owned(), b"v".to_vec())].into(),
         );
-        store.apply_commands(vec![create(namespace.into_object()), create(secret)]);
-        for documents in [true, false] {
+        store.apply_commands(vec![create(namespace), create(secret)]);
+        let cases = [
+            (Kind::Secret, 0, false),
+            (Kind::Secret, 3, true),
+            (Kind::Secret, 4, true),
+            (Kind::Namespace, 0, false),
+            (Kind::Namespace, 3, false),
+            (Kind::Namespace, 4, true),
+        ];
+        for (kind, reader_format, documents) in cases {
             let scope = WatchScope {
-                kind: Kind::Secret,
+                kind,
                 namespace: None,
                 from_revision: 0,
                 with_previous: false,
-                documents,
+                reader_format,
             };
             let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
             let event = stream.next().await.unwrap().unwrap();
@@ -255,10 +268,15 @@ mod tests {
             assert_eq!(
                 legacy_bodies::is_moved_document(&object),
                 documents,
-                "{object:?}"
+                "{kind} at format {reader_format}: {object:?}"
             );
-            let read = skiff_objects::secrets::read(&object).expect("a Secret");
-            assert_eq!(skiff_objects::secrets::value(&read, "k"), Some(&b"v"[..]));
+            if kind == Kind::Secret {
+                let read = skiff_objects::secrets::read(&object).expect("a Secret");
+                assert_eq!(skiff_objects::secrets::value(&read, "k"), Some(&b"v"[..]));
+            } else {
+                let phase = skiff_objects::namespaces::phase(&object);
+                assert_eq!(phase.as_deref(), Some("Active"));
+            }
         }
     }
 
@@ -269,11 +287,7 @@ mod tests {
         // Namespaces at 1 and 2, pods at 3..=10; the history keeps 6..=10.
         let mut commands = Vec::new();
         for name in ["default", "other"] {
-            let namespace = v1::Namespace {
-                metadata: meta(name, ""),
-                ..Default::default()
-            };
-            commands.push(create(namespace.into_object()));
+            commands.push(create(skiff_objects::namespaces::named(name, "")));
         }
         for i in 0..8 {
             let pod = v1::Pod {
@@ -289,7 +303,7 @@ mod tests {
                 namespace: None,
                 from_revision,
                 with_previous: false,
-                documents: true,
+                reader_format: skiff_objects::legacy_bodies::LATEST_FORMAT,
             };
             start(store.clone(), scope, CancellationToken::new())
         };
@@ -307,16 +321,12 @@ mod tests {
     async fn a_watch_gets_the_pod_before_its_relabelling_only_when_it_asks() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
-        let namespace = v1::Namespace {
-            metadata: meta("default", ""),
-            ..Default::default()
-        };
         let pod = v1::Pod {
             metadata: meta("web", "default"),
             ..Default::default()
         };
         store.apply_commands(vec![
-            create(namespace.into_object()),
+            create(skiff_objects::namespaces::named("default", "")),
             create(pod.into_object()),
         ]);
         let mut relabelled = store.get(Kind::Pod, "default", "web").unwrap().unwrap();
@@ -337,7 +347,7 @@ mod tests {
                 namespace: None,
                 from_revision: 2,
                 with_previous,
-                documents: true,
+                reader_format: skiff_objects::legacy_bodies::LATEST_FORMAT,
             };
             let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
             let event = stream.next().await.unwrap().unwrap();

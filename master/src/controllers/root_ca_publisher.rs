@@ -128,17 +128,7 @@ mod tests {
     const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
 
     fn namespace(name: &str, phase: &str) -> Object {
-        v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            status: Some(v1::NamespaceStatus {
-                phase: phase.into(),
-            }),
-            ..Default::default()
-        }
-        .into_object()
+        skiff_objects::namespaces::named(name, phase)
     }
 
     fn data(objects: &RecordingObjects, namespace: &str) -> Option<serde_json::Value> {

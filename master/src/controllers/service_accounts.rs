@@ -90,17 +90,7 @@ mod tests {
     use crate::controllers::ObjectReads;
 
     fn namespace(name: &str, phase: &str) -> Object {
-        v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            status: Some(v1::NamespaceStatus {
-                phase: phase.into(),
-            }),
-            ..Default::default()
-        }
-        .into_object()
+        skiff_objects::namespaces::named(name, phase)
     }
 
     fn uid_of_default(objects: &RecordingObjects, namespace: &str) -> Option<String> {

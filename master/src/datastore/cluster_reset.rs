@@ -437,16 +437,7 @@ mod tests {
     }
 
     fn namespace(name: &str) -> Command {
-        create(
-            v1::Namespace {
-                metadata: Some(v1::ObjectMeta {
-                    name: name.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-            .into_object(),
-        )
+        create(skiff_objects::namespaces::named(name, ""))
     }
 
     fn pod(name: &str) -> Command {

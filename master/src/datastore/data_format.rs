@@ -1,7 +1,7 @@
 //! The data dir's format marker, `<data-dir>/format`:
 //!
 //! ```text
-//! skiff-data-format: 3
+//! skiff-data-format: 4
 //! written-by: skiff 0.1.0
 //! ```
 //!
@@ -21,8 +21,11 @@
 //!   documents as it is loaded and rewritten only when written again, so
 //!   the upgrade from 2 only marks the data dir. The leader writes
 //!   documents only once every master names format 3 or later in its Raft
-//!   answers (`Cluster::members_read_documents`); until then, during a
+//!   answers (`Cluster::members_data_format`); until then, during a
 //!   rolling upgrade, it writes the protobuf model that format 2 reads.
+//! - format 4 holds Namespaces as JSON documents too, the same way: the
+//!   upgrade from 2 or 3 only marks the data dir, and the leader writes
+//!   Namespaces as documents once every master names format 4.
 //!
 //! No marker means format 1, since the first builds wrote the same files
 //! without one (or a new, empty data dir). A newer format was written by
@@ -37,18 +40,21 @@ use crate::store::log_store::{self, LogStoreError, LEGACY_LOG_FILE};
 use crate::store::LOG_FILE;
 
 /// The format this skiff reads and writes.
-pub const CURRENT: u32 = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT;
+pub const CURRENT: u32 = skiff_objects::legacy_bodies::LATEST_FORMAT;
 /// The format before Secrets were documents.
 const RAFT_LOG_FILE_FORMAT: u32 = 2;
+/// The format before Namespaces were documents.
+const SECRET_DOCUMENTS_FORMAT: u32 = 3;
 /// The format of data dirs without a marker.
 const FIRST: u32 = 1;
 /// The format of the state a snapshot carries (its objects and their
 /// encoding). Data format 2 changed only the Raft log's file, so its
 /// snapshots carried format 1 state; data format 3's may hold Secrets as
 /// documents, which a skiff of data format 2 cannot read: state format 2.
-/// A snapshot of state format 1 restores here (its Secrets are read as
-/// documents).
-pub const SNAPSHOT_STATE: u32 = 2;
+/// Data format 4's may hold Namespaces as documents too: state format 3.
+/// A snapshot of an earlier state format restores here (its Secrets and
+/// Namespaces are read as documents).
+pub const SNAPSHOT_STATE: u32 = 3;
 /// The marker's file name in a data dir.
 pub const FILE: &str = "format";
 
@@ -186,12 +192,10 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
             upgrade(dir, FIRST)?;
             Ok(Checked::Upgraded { from: FIRST })
         }
-        RAFT_LOG_FILE_FORMAT => {
+        from @ (RAFT_LOG_FILE_FORMAT | SECRET_DOCUMENTS_FORMAT) => {
             // Nothing to rewrite: the objects are read as they are.
             write_marker(dir).map_err(io)?;
-            Ok(Checked::Upgraded {
-                from: RAFT_LOG_FILE_FORMAT,
-            })
+            Ok(Checked::Upgraded { from })
         }
         found if found > CURRENT => Err(DataFormatError::Newer {
             dir: dir.to_owned(),
@@ -287,14 +291,14 @@ mod tests {
         assert_eq!(check(dir.path()).unwrap(), Checked::Marked);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text, current_marker());
-        assert!(text.starts_with("skiff-data-format: 3\n"), "{text}");
+        assert!(text.starts_with("skiff-data-format: 4\n"), "{text}");
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 
     #[test]
     fn the_current_format_is_used_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 3\nwritten-by: skiff 0.0.9\n";
+        let marker = "skiff-data-format: 4\nwritten-by: skiff 0.0.9\n";
         std::fs::write(dir.path().join(FILE), marker).unwrap();
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
         let kept = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
@@ -302,17 +306,19 @@ mod tests {
     }
 
     #[test]
-    fn format_two_is_only_marked_current_its_log_kept_as_it_is() {
-        let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 2\nwritten-by: skiff 0.1.0\n";
-        std::fs::write(dir.path().join(FILE), marker).unwrap();
-        let log = dir.path().join(LOG_FILE);
-        std::fs::write(&log, b"the log's bytes").unwrap();
-        assert_eq!(check(dir.path()).unwrap(), Checked::Upgraded { from: 2 });
-        let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
-        assert_eq!(text, current_marker());
-        assert_eq!(std::fs::read(&log).unwrap(), b"the log's bytes");
-        assert_eq!(check(dir.path()).unwrap(), Checked::Current);
+    fn formats_two_and_three_are_only_marked_current_their_logs_kept_as_they_are() {
+        for from in [2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let marker = format!("skiff-data-format: {from}\nwritten-by: skiff 0.1.0\n");
+            std::fs::write(dir.path().join(FILE), marker).unwrap();
+            let log = dir.path().join(LOG_FILE);
+            std::fs::write(&log, b"the log's bytes").unwrap();
+            assert_eq!(check(dir.path()).unwrap(), Checked::Upgraded { from });
+            let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
+            assert_eq!(text, current_marker());
+            assert_eq!(std::fs::read(&log).unwrap(), b"the log's bytes");
+            assert_eq!(check(dir.path()).unwrap(), Checked::Current);
+        }
     }
 
     fn entry(index: u64) -> crate::store::Entry {
@@ -425,7 +431,7 @@ mod tests {
         assert!(matches!(e, DataFormatError::Upgrade { from: 1, .. }), "{e}");
         let message = e.to_string();
         for part in [
-            "cannot upgrade it from data format 1 to 3",
+            &format!("cannot upgrade it from data format 1 to {CURRENT}"),
             "raft-log.redb",
             "next start tries again",
         ] {
@@ -445,14 +451,15 @@ mod tests {
     #[test]
     fn a_newer_format_is_refused_naming_its_skiff_and_what_to_do() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 4\nwritten-by: skiff 0.3.0\n";
-        std::fs::write(dir.path().join(FILE), marker).unwrap();
+        let newer_format = CURRENT + 1;
+        let marker = format!("skiff-data-format: {newer_format}\nwritten-by: skiff 0.3.0\n");
+        std::fs::write(dir.path().join(FILE), &marker).unwrap();
         let e = check(dir.path()).unwrap_err();
-        let newer = matches!(e, DataFormatError::Newer { found: 4, .. });
+        let newer = matches!(e, DataFormatError::Newer { found, .. } if found == newer_format);
         assert!(newer, "{e}");
         let message = e.to_string();
         for part in [
-            "this data dir was written by a newer skiff (skiff 0.3.0, data format 4)",
+            &format!("this data dir was written by a newer skiff (skiff 0.3.0, data format {newer_format})"),
             "downgrade refused",
             "cannot read data a newer one wrote",
             "run skiff 0.3.0 or newer",

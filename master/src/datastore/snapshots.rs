@@ -355,26 +355,19 @@ impl SnapshotDir {
 #[cfg(test)]
 mod tests {
     use prost::Message;
-    use skiff_proto::v1;
 
     use super::*;
     use crate::store::Command;
-    use skiff_objects::{IntoObject, Kind};
+    use skiff_objects::Kind;
 
     fn at(unix: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(unix)
     }
 
     fn create_namespace(name: &str) -> Command {
-        let namespace = v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let namespace = skiff_objects::namespaces::named(name, "");
         Command::Create {
-            object: namespace.into_object().encode_to_vec(),
+            object: namespace.encode_to_vec(),
             uid: format!("uid-{name}"),
             now: "2026-01-01T00:00:00Z".into(),
         }

@@ -644,16 +644,9 @@ mod tests {
         use crate::api::rbac::tests::{binding, rbac_object};
         use crate::store::Command;
         use prost::Message;
-        use skiff_objects::{IntoObject, ObjectExt};
+        use skiff_objects::ObjectExt;
         let (dir, store) = store();
-        let namespace = skiff_proto::v1::Namespace {
-            metadata: Some(skiff_proto::v1::ObjectMeta {
-                name: "team".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .into_object();
+        let namespace = skiff_objects::namespaces::named("team", "");
         let role = rbac_object(
             "Role",
             "team",

@@ -265,7 +265,7 @@ async fn read_body(body: Body) -> Result<bytes::Bytes, RestError> {
 pub(crate) fn as_caller<T>(peer: &PeerInfo, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.extensions_mut().insert(peer.clone());
-    let format = skiff_objects::legacy_bodies::DOCUMENTS_FORMAT.to_string();
+    let format = skiff_objects::legacy_bodies::LATEST_FORMAT.to_string();
     if let Ok(value) = format.parse() {
         request
             .metadata_mut()

@@ -368,7 +368,6 @@ mod tests {
 
     use super::*;
     use crate::store::Command;
-    use skiff_objects::IntoObject;
 
     /// RFC 7515 A.3's P-256 key (its public half).
     const RFC_X: &str = "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU";
@@ -485,15 +484,9 @@ mod tests {
         let ca_key = ca_key_pem();
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
-        let system = v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: KEY_NAMESPACE.to_owned(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let system = skiff_objects::namespaces::named(KEY_NAMESPACE, "");
         let namespace = Command::Create {
-            object: system.into_object().encode_to_vec(),
+            object: system.encode_to_vec(),
             uid: "ns-1".to_owned(),
             now: "2026-01-01T00:00:00Z".to_owned(),
         };

@@ -539,13 +539,7 @@ pub(crate) mod fixtures {
         let (secret, _) = sealing.new_key_secret().expect("a signing key");
         let dir = tempfile::tempdir().expect("a temp dir");
         let store = ObjectStore::open(dir.path()).expect("a store");
-        let namespace = |name: &str| {
-            v1::Namespace {
-                metadata: meta("", name),
-                ..Default::default()
-            }
-            .into_object()
-        };
+        let namespace = |name: &str| skiff_objects::namespaces::named(name, "");
         let account = v1::GenericObject {
             api_version: "v1".into(),
             kind: "ServiceAccount".into(),

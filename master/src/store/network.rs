@@ -125,7 +125,7 @@ impl PeerContacts {
         }
     }
 
-    fn record(&self, node: NodeId, release: Option<PeerRelease>) {
+    pub(crate) fn record(&self, node: NodeId, release: Option<PeerRelease>) {
         let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
         let contact = Contact {
             at: Instant::now(),

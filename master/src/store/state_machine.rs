@@ -24,7 +24,7 @@ mod writes;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -475,12 +475,13 @@ pub struct ObjectStore {
     /// kinds it reconciles on, not by every write.
     filtered_notify: Mutex<Vec<FilteredSender>>,
     snapshot_path: PathBuf,
-    /// Whether snapshots may carry the kinds held as documents as
-    /// documents: set by the leader's writer once every member reads them
-    /// (`Cluster::members_read_documents`); until then (and on every
-    /// follower) snapshots carry their protobuf models, which a master of
-    /// an older release that falls behind the log can install.
-    documents_in_snapshots: AtomicBool,
+    /// The data format every member reads, as the leader's writer last
+    /// saw it (`Cluster::members_data_format`): snapshots carry each kind
+    /// held as a document as a document only from the format it moved at
+    /// on. Until then (and on every follower: `0`) snapshots carry its
+    /// protobuf model, which a master of an older release that falls
+    /// behind the log can install.
+    snapshot_reader_format: AtomicU32,
 }
 
 /// Notifications a subscriber may fall behind by before it is told it
@@ -508,15 +509,17 @@ fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).unwrap_or_default()
 }
 
-/// Snapshot objects with those of the kinds held as documents (keyed
-/// `Secret/...`) encoded in their protobuf models, which every release
-/// reads; an object that cannot be is kept as it is.
-fn in_protobuf_models(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)> {
+/// Snapshot objects with those of the kinds held as documents that a
+/// reader of data format `format` reads only in their protobuf models
+/// (keyed `Secret/...`) encoded so; an object that cannot be is kept as it
+/// is.
+fn for_snapshot_reader(objects: Vec<(String, Vec<u8>)>, format: u32) -> Vec<(String, Vec<u8>)> {
+    if format >= legacy_bodies::LATEST_FORMAT {
+        return objects;
+    }
     let moved = |key: &str| {
-        legacy_bodies::MOVED.iter().any(|kind| {
-            key.strip_prefix(kind)
-                .is_some_and(|rest| rest.starts_with('/'))
-        })
+        key.split_once('/')
+            .is_some_and(|(kind, _)| legacy_bodies::reads_differently(kind, format))
     };
     objects
         .into_iter()
@@ -524,7 +527,7 @@ fn in_protobuf_models(objects: Vec<(String, Vec<u8>)>) -> Vec<(String, Vec<u8>)>
             if !moved(&key) {
                 return (key, bytes);
             }
-            match legacy_bodies::encoded_for_any_reader(&bytes) {
+            match legacy_bodies::encoded_for_reader(&bytes, format) {
                 Some(converted) => (key, converted),
                 None => (key, bytes),
             }
@@ -578,7 +581,7 @@ impl ObjectStore {
             kind_notify: Mutex::new(HashMap::new()),
             filtered_notify: Mutex::new(Vec::new()),
             snapshot_path: dir.join(super::RAFT_SNAPSHOT_FILE),
-            documents_in_snapshots: AtomicBool::new(false),
+            snapshot_reader_format: AtomicU32::new(0),
         }))
     }
 
@@ -856,11 +859,8 @@ impl ObjectStore {
             objects,
         ) = self.checkpoints.read()?;
         let count = objects.len() as u64;
-        let objects = if self.documents_in_snapshots.load(Ordering::Relaxed) {
-            objects
-        } else {
-            in_protobuf_models(objects)
-        };
+        let format = self.snapshot_reader_format.load(Ordering::Relaxed);
+        let objects = for_snapshot_reader(objects, format);
         let data = encode(&SnapshotData { revision, objects });
         let snapshot_id = match last_applied {
             Some(id) => format!("{}-{}-{}", id.leader_id, id.index, revision),
@@ -879,10 +879,10 @@ impl ObjectStore {
         })
     }
 
-    /// Lets snapshots carry the kinds held as documents as documents
-    /// (`on`: every member reads them), or not.
-    pub fn set_documents_in_snapshots(&self, on: bool) {
-        self.documents_in_snapshots.store(on, Ordering::Relaxed);
+    /// Snapshots are to carry what a master of data format `format`
+    /// reads (every member's, as the leader's writer last saw it).
+    pub fn set_snapshot_reader_format(&self, format: u32) {
+        self.snapshot_reader_format.store(format, Ordering::Relaxed);
     }
 
     /// openraft's snapshot: [`ObjectStore::snapshot`], kept as the
@@ -1114,7 +1114,7 @@ mod tests {
     }
 
     #[test]
-    fn snapshots_carry_secrets_in_their_protobuf_model_until_every_member_reads_documents() {
+    fn snapshots_carry_each_moved_kind_in_its_protobuf_model_until_every_member_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open(dir.path()).unwrap();
         let meta = v1::ObjectMeta {
@@ -1127,28 +1127,49 @@ mod tests {
         for result in store.apply_commands(vec![create(namespace("default")), create(secret)]) {
             result.unwrap();
         }
-        let snapshot_secret = |store: &ObjectStore| {
+        let snapshot_objects = |store: &ObjectStore| {
             let data = store.snapshot().unwrap().data;
             let read: SnapshotData = decode("snapshot", &data).unwrap();
-            let (_, bytes) = read
-                .objects
-                .into_iter()
-                .find(|(key, _)| key == "Secret/default/s")
-                .expect("the Secret");
-            Object::decode(&bytes[..]).unwrap()
+            let find = |wanted: &str| {
+                let (_, bytes) = read
+                    .objects
+                    .iter()
+                    .find(|(key, _)| key.starts_with(wanted))
+                    .unwrap_or_else(|| panic!("no {wanted}"));
+                Object::decode(&bytes[..]).unwrap()
+            };
+            (find("Secret/default/s"), find("Namespace/"))
         };
-        // What a master of an older release installs: the protobuf model.
-        let legacy = snapshot_secret(&store);
+        // What a master of a release before the formats installs: the
+        // protobuf models.
+        let (legacy_secret, legacy_namespace) = snapshot_objects(&store);
         assert!(
-            matches!(legacy.kind, Some(skiff_objects::Body::Secret(_))),
-            "{legacy:?}"
+            matches!(legacy_secret.kind, Some(skiff_objects::Body::Secret(_))),
+            "{legacy_secret:?}"
         );
-        assert!(skiff_objects::secrets::read(&legacy).is_some());
-        store.set_documents_in_snapshots(true);
-        let document = snapshot_secret(&store);
-        assert!(legacy_bodies::is_moved_document(&document), "{document:?}");
-        // Either way the same Secret.
-        assert_eq!(legacy_bodies::to_document(legacy), document);
+        assert!(
+            matches!(
+                legacy_namespace.kind,
+                Some(skiff_objects::Body::Namespace(_))
+            ),
+            "{legacy_namespace:?}"
+        );
+        assert!(skiff_objects::secrets::read(&legacy_secret).is_some());
+        // Data format 3 read Secrets as documents, not Namespaces yet.
+        store.set_snapshot_reader_format(3);
+        let (secret, namespace) = snapshot_objects(&store);
+        assert!(legacy_bodies::is_moved_document(&secret), "{secret:?}");
+        assert_eq!(namespace, legacy_namespace);
+        store.set_snapshot_reader_format(legacy_bodies::LATEST_FORMAT);
+        let (secret, namespace) = snapshot_objects(&store);
+        assert!(legacy_bodies::is_moved_document(&secret), "{secret:?}");
+        assert!(
+            legacy_bodies::is_moved_document(&namespace),
+            "{namespace:?}"
+        );
+        // Either way the same objects.
+        assert_eq!(legacy_bodies::to_document(legacy_secret), secret);
+        assert_eq!(legacy_bodies::to_document(legacy_namespace), namespace);
     }
 
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
@@ -1167,14 +1188,7 @@ mod tests {
     }
 
     fn namespace(name: &str) -> Object {
-        v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .into_object()
+        skiff_objects::namespaces::named(name, "Active")
     }
 
     fn pod(name: &str, image: &str) -> Object {
@@ -1849,14 +1863,7 @@ mod cache_tests {
     }
 
     fn namespace() -> Object {
-        v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: "default".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .into_object()
+        skiff_objects::namespaces::named("default", "")
     }
 
     /// name -> resourceVersion, for comparing lists.

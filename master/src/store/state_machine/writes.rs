@@ -646,14 +646,7 @@ mod tests {
     }
 
     fn namespace() -> Object {
-        v1::Namespace {
-            metadata: Some(v1::ObjectMeta {
-                name: "default".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .into_object()
+        skiff_objects::namespaces::named("default", "")
     }
 
     fn node(name: &str) -> Object {

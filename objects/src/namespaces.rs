@@ -1,0 +1,109 @@
+//! Namespaces as Kubernetes' own `Namespace` type: how the controllers,
+//! the namespace-deletion checks and `skiff ctl` read one, and how the
+//! master makes the built-in ones. A Namespace is a JSON document (a
+//! generic object); one written in the protobuf model of an older release
+//! reads the same ([`crate::legacy_bodies`]).
+
+use skiff_proto::api::Object;
+use skiff_proto::v1::{GenericObject, ObjectMeta};
+
+pub use crate::typed::api::core::v1::Namespace;
+use crate::{generic, legacy_bodies, typed, Body};
+
+/// The Namespace `object` holds, without its metadata (which stays the
+/// object's); `None` for another kind of object, or a damaged one.
+pub fn read(object: &Object) -> Option<Namespace> {
+    let document;
+    let body = match &object.kind {
+        Some(Body::Namespace(_)) => {
+            document = legacy_bodies::to_document(object.clone());
+            document.kind.as_ref()?
+        }
+        other => other.as_ref()?,
+    };
+    let Body::Generic(g) = body else {
+        return None;
+    };
+    if g.api_version != "v1" || g.kind != "Namespace" {
+        return None;
+    }
+    typed::decode(serde_json::Value::Object(generic::content(g))).ok()
+}
+
+/// Whether `object` is a Namespace, in either encoding.
+pub fn is_namespace(object: &Object) -> bool {
+    match &object.kind {
+        Some(Body::Namespace(_)) => true,
+        Some(Body::Generic(g)) => g.api_version == "v1" && g.kind == "Namespace",
+        _ => false,
+    }
+}
+
+/// `status.phase` (`Active`, `Terminating`); `None` when unset, or for
+/// another kind of object.
+pub fn phase(object: &Object) -> Option<String> {
+    read(object)?.status?.phase
+}
+
+/// A Namespace in `phase` (none when empty: the writer defaults it to
+/// `Active`), with `metadata`, as the store keeps it.
+pub fn object(metadata: ObjectMeta, phase: &str) -> Object {
+    let mut document = GenericObject {
+        api_version: "v1".to_owned(),
+        kind: "Namespace".to_owned(),
+        metadata: Some(metadata),
+        content: Vec::new(),
+    };
+    let mut content = serde_json::Map::new();
+    if !phase.is_empty() {
+        content.insert("status".into(), serde_json::json!({ "phase": phase }));
+    }
+    generic::set_content(&mut document, &content);
+    Object {
+        kind: Some(Body::Generic(document)),
+    }
+}
+
+/// [`object`] named `name`, with nothing else in its metadata.
+pub fn named(name: &str, phase: &str) -> Object {
+    object(
+        ObjectMeta {
+            name: name.to_owned(),
+            ..Default::default()
+        },
+        phase,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_proto::v1;
+
+    #[test]
+    fn a_namespace_made_here_reads_back_in_either_encoding() {
+        let made = named("team", "Terminating");
+        assert!(is_namespace(&made));
+        assert!(legacy_bodies::is_moved_document(&made));
+        assert_eq!(phase(&made).as_deref(), Some("Terminating"));
+        let legacy = legacy_bodies::to_legacy(made.clone()).unwrap();
+        let Some(Body::Namespace(n)) = &legacy.kind else {
+            panic!("not in the protobuf model: {legacy:?}");
+        };
+        assert_eq!(n.status.as_ref().unwrap().phase, "Terminating");
+        assert!(is_namespace(&legacy));
+        assert_eq!(phase(&legacy).as_deref(), Some("Terminating"));
+        assert_eq!(phase(&named("fresh", "")), None);
+    }
+
+    #[test]
+    fn other_objects_are_no_namespaces() {
+        let secret = crate::secrets::object(Default::default(), "Opaque", Default::default());
+        assert!(!is_namespace(&secret));
+        assert_eq!(read(&secret), None);
+        let node = Object {
+            kind: Some(Body::Node(v1::Node::default())),
+        };
+        assert_eq!(phase(&node), None);
+    }
+}
