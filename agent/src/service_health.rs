@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use skiff_objects::endpoints::{self, Endpoints};
 use skiff_objects::Ipv4Net;
 use skiff_proto::v1;
 use tokio::net::TcpListener;
@@ -47,16 +48,11 @@ pub struct HealthCheck {
 /// `healthCheckNodePort`.
 pub fn wanted(
     services: &[v1::Service],
-    endpoints: &[v1::Endpoints],
+    endpoints: &[Endpoints],
     local: Ipv4Net,
 ) -> BTreeMap<u16, HealthCheck> {
-    let by_name: HashMap<(&str, &str), &v1::Endpoints> = endpoints
-        .iter()
-        .filter_map(|e| {
-            let m = e.metadata.as_ref()?;
-            Some(((m.namespace.as_str(), m.name.as_str()), e))
-        })
-        .collect();
+    let by_name: HashMap<(&str, &str), &Endpoints> =
+        endpoints.iter().map(|e| (endpoints::key(e), e)).collect();
     let mut out = BTreeMap::new();
     for service in services {
         let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
@@ -74,8 +70,8 @@ pub fn wanted(
         let local_ips: BTreeSet<Ipv4Addr> = by_name
             .get(&(meta.namespace.as_str(), meta.name.as_str()))
             .into_iter()
-            .flat_map(|e| &e.subsets)
-            .flat_map(|s| &s.addresses)
+            .flat_map(|e| endpoints::subsets(e))
+            .flat_map(endpoints::ready)
             .filter_map(|a| a.ip.parse::<Ipv4Addr>().ok())
             .filter(|ip| local.contains_addr(*ip))
             .collect();
@@ -272,7 +268,7 @@ mod tests {
         }
     }
 
-    fn endpoints(name: &str, ready: &[&str], not_ready: &[&str]) -> v1::Endpoints {
+    fn endpoints(name: &str, ready: &[&str], not_ready: &[&str]) -> Endpoints {
         let addresses = |ips: &[&str]| {
             ips.iter()
                 .map(|ip| v1::EndpointAddress {
@@ -281,7 +277,7 @@ mod tests {
                 })
                 .collect()
         };
-        v1::Endpoints {
+        let legacy = v1::Endpoints {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
                 namespace: "shop".into(),
@@ -300,7 +296,12 @@ mod tests {
                 },
             ],
             ..Default::default()
-        }
+        };
+        // Read as the agent reads what a master sends.
+        let document = skiff_objects::legacy_bodies::to_document(
+            skiff_objects::IntoObject::into_object(legacy),
+        );
+        skiff_objects::endpoints::read(&document).unwrap()
     }
 
     fn local() -> Ipv4Net {

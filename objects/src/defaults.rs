@@ -93,18 +93,9 @@ pub fn apply_defaults(object: &mut Object) {
                 }
             }
         }
-        Some(Body::Endpoints(e)) => {
-            for subset in &mut e.subsets {
-                for port in &mut subset.ports {
-                    if port.protocol.is_empty() {
-                        port.protocol = "TCP".to_owned();
-                    }
-                }
-            }
-        }
-        // A Secret or Namespace is defaulted as its document (`generic`), which what
-        // decodes one makes it (`legacy_bodies`).
-        Some(Body::Node(_) | Body::Secret(_) | Body::Namespace(_)) | None => {}
+        // A Secret, Namespace or Endpoints is defaulted as its document
+        // (`generic`), which what decodes one makes it (`legacy_bodies`).
+        Some(Body::Node(_) | Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_)) | None => {}
     }
 }
 

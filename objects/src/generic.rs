@@ -422,6 +422,9 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
             let status = map
                 .entry("status")
                 .or_insert_with(|| Value::Object(Map::new()));
+            if status.is_null() {
+                *status = Value::Object(Map::new());
+            }
             default(status, "phase", "Active");
         }
         Kind::PersistentVolumeClaim => {
@@ -450,6 +453,15 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
         Kind::EndpointSlice => {
             if let Some(ports) = map.get_mut("ports").and_then(Value::as_array_mut) {
                 for port in ports {
+                    default(port, "protocol", "TCP");
+                }
+            }
+        }
+        Kind::Endpoints => {
+            let subsets = map.get_mut("subsets").and_then(Value::as_array_mut);
+            for subset in subsets.into_iter().flatten() {
+                let ports = subset.get_mut("ports").and_then(Value::as_array_mut);
+                for port in ports.into_iter().flatten() {
                     default(port, "protocol", "TCP");
                 }
             }
@@ -698,6 +710,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
             }
         }
         Kind::HorizontalPodAutoscaler => super::autoscaling::validate(&spec, &mut problems),
+        Kind::Endpoints => endpoints_checks(&map, &mut problems),
         Kind::RoleBinding | Kind::ClusterRoleBinding => {
             require(
                 &mut problems,
@@ -710,6 +723,43 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         _ => {}
     }
     problems
+}
+
+/// Endpoints' addresses and ports, as kube-apiserver checks them: each
+/// address an IP, each port a port number and a protocol it knows.
+fn endpoints_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String)>) {
+    let subsets = map.get("subsets").and_then(Value::as_array);
+    for (i, subset) in subsets.into_iter().flatten().enumerate() {
+        for list in ["addresses", "notReadyAddresses"] {
+            let addresses = subset[list].as_array();
+            for (j, address) in addresses.into_iter().flatten().enumerate() {
+                let ip = address["ip"].as_str().unwrap_or("");
+                if ip.parse::<std::net::IpAddr>().is_err() {
+                    problems.push((
+                        format!("subsets[{i}].{list}[{j}].ip"),
+                        format!("Invalid value: {ip:?}: must be a valid IP address"),
+                    ));
+                }
+            }
+        }
+        let ports = subset["ports"].as_array();
+        for (j, port) in ports.into_iter().flatten().enumerate() {
+            let number = port["port"].as_i64().unwrap_or(0);
+            if !(1..=65535).contains(&number) {
+                problems.push((
+                    format!("subsets[{i}].ports[{j}].port"),
+                    format!("Invalid value: {number}: must be between 1 and 65535, inclusive"),
+                ));
+            }
+            let protocol = port["protocol"].as_str().unwrap_or("TCP");
+            if !["TCP", "UDP", "SCTP"].contains(&protocol) {
+                problems.push((
+                    format!("subsets[{i}].ports[{j}].protocol"),
+                    format!("Unsupported value: {protocol:?}: supported values: \"SCTP\", \"TCP\", \"UDP\""),
+                ));
+            }
+        }
+    }
 }
 
 /// What Kubernetes refuses in an update of `kind` from `old` to `new`

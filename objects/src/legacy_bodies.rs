@@ -23,7 +23,8 @@
 //! serde attributes) is the document's content. A document with a field
 //! the protobuf model has no place for is refused, never cut down.
 //!
-//! Moved so far: Secret (format 3), Namespace (format 4). The protobuf
+//! Moved so far: Secret (format 3), Namespace (format 4), Endpoints
+//! (format 5). The protobuf
 //! messages stay in `objects.proto` for what older releases wrote and read.
 
 use prost::Message;
@@ -57,11 +58,16 @@ pub const MOVED: &[MovedKind] = &[
         kind: "Namespace",
         format: 4,
     },
+    MovedKind {
+        api_version: "v1",
+        kind: "Endpoints",
+        format: 5,
+    },
 ];
 
 /// The data format this release reads and names: every moved kind as a
 /// document (the last of [`MOVED`]'s formats).
-pub const LATEST_FORMAT: u32 = 4;
+pub const LATEST_FORMAT: u32 = 5;
 
 /// The header in which a master (answering Raft traffic) or a client of
 /// the API (with each request) names the data format it reads. Absent: a
@@ -122,6 +128,9 @@ pub fn to_document(object: Object) -> Object {
         Some(Body::Namespace(m)) => {
             document_of(&m, &m.api_version, &m.kind, &m.metadata, "Namespace")
         }
+        Some(Body::Endpoints(m)) => {
+            document_of(&m, &m.api_version, &m.kind, &m.metadata, "Endpoints")
+        }
         kind => return Object { kind },
     };
     Object {
@@ -157,6 +166,7 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
     let mut body = match document.kind.as_str() {
         "Secret" => Body::Secret(model_of(&document).map_err(fail)?),
         "Namespace" => Body::Namespace(model_of(&document).map_err(fail)?),
+        "Endpoints" => Body::Endpoints(model_of(&document).map_err(fail)?),
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {
@@ -245,6 +255,9 @@ fn document_of<T: Serialize>(
 /// (unset and empty values alike, as Kubernetes compares them).
 fn model_of<T: DeserializeOwned + Serialize>(document: &GenericObject) -> Result<T, String> {
     let mut content = Value::Object(generic::content(document));
+    // `null` is unset, to Kubernetes as to the model (whose fields are no
+    // `Option`s).
+    generic::strip_nulls(&mut content);
     let model: T = serde_json::from_value(content.clone()).map_err(|e| e.to_string())?;
     let mut again = serde_json::to_value(&model).map_err(|e| e.to_string())?;
     if let Value::Object(map) = &mut again {
@@ -361,6 +374,8 @@ mod tests {
             assert_eq!(reads_differently("Secret", format), !secret_document);
             assert_eq!(reads_differently("Namespace", format), !namespace_document);
         }
+        assert!(reads_differently("Endpoints", 4));
+        assert!(!reads_differently("Endpoints", 5));
         assert!(!reads_differently("ConfigMap", 0));
         assert!(!reads_differently("Pod", 0), "still a protobuf model");
     }
@@ -434,8 +449,12 @@ mod tests {
         assert!(error.contains("\"status.conditions\""), "{error}");
         assert!(error.contains("Namespace \"team\""), "{error}");
         assert_eq!(for_reader(object.clone(), 3), object, "kept a document");
-        let unset =
-            serde_json::json!({"status": {"phase": "Active", "conditions": []}, "spec": {}});
+        // Empty and null values are unset (Kubernetes' semantic equality):
+        // nothing is lost without them.
+        let unset = serde_json::json!({
+            "status": {"phase": "Active", "conditions": []},
+            "spec": {"finalizers": null},
+        });
         let Some(Body::Generic(mut document)) = object.kind else {
             unreachable!()
         };

@@ -30,6 +30,7 @@ pub mod custom_resources;
 pub mod defaults;
 pub mod deletion;
 pub mod disruption_budget;
+pub mod endpoints;
 pub mod field_manager;
 pub mod generic;
 pub mod legacy_bodies;

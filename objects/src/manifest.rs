@@ -351,7 +351,6 @@ fn decode(
         Kind::Node => Body::Node(decode_typed::<v1::Node>(value, unknown)?),
         Kind::Pod => Body::Pod(decode_typed::<v1::Pod>(value, unknown)?),
         Kind::Service => Body::Service(decode_typed::<v1::Service>(value, unknown)?),
-        Kind::Endpoints => Body::Endpoints(decode_typed::<v1::Endpoints>(value, unknown)?),
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment>(value, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet>(value, unknown)?),
         generic => {

@@ -97,6 +97,25 @@ mod tests {
     }
 
     #[test]
+    fn the_phase_defaults_to_active_even_from_a_null_status() {
+        for status in [serde_json::json!(null), serde_json::json!({})] {
+            let mut object = named("team", "");
+            let Some(Body::Generic(g)) = object.kind.as_mut() else {
+                unreachable!()
+            };
+            let content = serde_json::json!({ "status": status });
+            generic::set_content(g, content.as_object().unwrap());
+            generic::apply_defaults(crate::Kind::Namespace, g);
+            assert_eq!(phase(&object).as_deref(), Some("Active"), "{status}");
+        }
+        let mut leaving = named("team", "Terminating");
+        if let Some(Body::Generic(g)) = leaving.kind.as_mut() {
+            generic::apply_defaults(crate::Kind::Namespace, g);
+        }
+        assert_eq!(phase(&leaving).as_deref(), Some("Terminating"));
+    }
+
+    #[test]
     fn other_objects_are_no_namespaces() {
         let secret = crate::secrets::object(Default::default(), "Opaque", Default::default());
         assert!(!is_namespace(&secret));

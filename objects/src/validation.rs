@@ -158,18 +158,11 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
             quantities(&mut errors, "status.capacity", &status.capacity);
             quantities(&mut errors, "status.allocatable", &status.allocatable);
         }
-        Some(Body::Endpoints(e)) => {
-            for (i, subset) in e.subsets.iter().enumerate() {
-                for (j, p) in subset.ports.iter().enumerate() {
-                    port_number(&mut errors, &format!("subsets.{i}.ports.{j}.port"), p.port);
-                }
-            }
-        }
         // What decodes a Secret makes it a document (`legacy_bodies`)
         // before anything validates it.
-        Some(Body::Secret(_) | Body::Namespace(_)) => errors.add(
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_)) => errors.add(
             "",
-            "a Secret or Namespace must be read as its document first",
+            "a Secret, Namespace or Endpoints must be read as its document first",
         ),
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
+use skiff_objects::endpoints::{self, EndpointSubset, Endpoints};
 use skiff_proto::v1;
 
 /// One port of a Service or of an endpoint subset.
@@ -161,17 +162,10 @@ impl ClusterIndex {
     /// The index of `services` with the ready addresses of `endpoints`;
     /// `serial` is what the zone's SOA says (it grows with each index).
     /// Of two Services with the same namespace and name, the later counts.
-    pub fn build(
-        services: &[v1::Service],
-        endpoints: &[v1::Endpoints],
-        serial: u32,
-    ) -> ClusterIndex {
-        let mut subsets_by_name: HashMap<(&str, &str), &[v1::EndpointSubset]> = HashMap::new();
+    pub fn build(services: &[v1::Service], endpoints: &[Endpoints], serial: u32) -> ClusterIndex {
+        let mut subsets_by_name: HashMap<(&str, &str), &[EndpointSubset]> = HashMap::new();
         for e in endpoints {
-            if let Some(meta) = &e.metadata {
-                let key = (meta.namespace.as_str(), meta.name.as_str());
-                subsets_by_name.insert(key, e.subsets.as_slice());
-            }
+            subsets_by_name.insert(endpoints::key(e), endpoints::subsets(e));
         }
         let mut namespaces = Names::default();
         let mut entries = Vec::with_capacity(services.len());
@@ -202,13 +196,16 @@ impl ClusterIndex {
                     .copied()
                     .unwrap_or_default(),
                 |s| {
-                    let addresses = exact(&s.addresses, |a| {
+                    let addresses = exact(endpoints::ready(s), |a| {
                         Some(EndpointAddress {
                             ip: a.ip.parse().ok()?,
-                            hostname: a.hostname.to_ascii_lowercase(),
+                            hostname: a.hostname.as_deref().unwrap_or("").to_ascii_lowercase(),
                         })
                     });
-                    let ports = exact(&s.ports, |p| named_port(&p.name, &p.protocol, p.port));
+                    let ports = exact(endpoints::ports(s), |p| {
+                        let name = p.name.as_deref().unwrap_or("");
+                        named_port(name, endpoints::protocol(p), p.port)
+                    });
                     (!addresses.is_empty()).then_some(Subset { addresses, ports })
                 },
             );
@@ -393,8 +390,8 @@ pub(crate) mod tests {
         name: &str,
         addresses: &[(&str, &str)],
         ports: &[(&str, &str, i32)],
-    ) -> v1::Endpoints {
-        v1::Endpoints {
+    ) -> skiff_objects::endpoints::Endpoints {
+        let legacy = v1::Endpoints {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
                 namespace: namespace.into(),
@@ -424,7 +421,12 @@ pub(crate) mod tests {
                     .collect(),
             }],
             ..Default::default()
-        }
+        };
+        // Read as the agent reads what a master sends.
+        let document = skiff_objects::legacy_bodies::to_document(
+            skiff_objects::IntoObject::into_object(legacy),
+        );
+        skiff_objects::endpoints::read(&document).unwrap()
     }
 
     #[test]

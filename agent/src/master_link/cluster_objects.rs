@@ -284,6 +284,19 @@ async fn follow(
     }
 }
 
+/// `message` as a request naming the data format this agent reads
+/// (`skiff_objects::legacy_bodies`): a master sends the kinds held as
+/// documents (Endpoints) as they are, not converted for an older agent.
+fn naming_format<T>(message: T) -> tonic::Request<T> {
+    use skiff_objects::legacy_bodies;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        legacy_bodies::FORMAT_HEADER,
+        tonic::metadata::MetadataValue::from(legacy_bodies::LATEST_FORMAT),
+    );
+    request
+}
+
 /// Every object of each of `kinds`, in order; the first failure ends it.
 async fn list_all(mut api: ApiClient<Channel>, kinds: &[String]) -> Result<KindsSnapshot, Status> {
     let mut snapshot = KindsSnapshot {
@@ -292,13 +305,13 @@ async fn list_all(mut api: ApiClient<Channel>, kinds: &[String]) -> Result<Kinds
     };
     for kind in kinds {
         let list = api
-            .list(ListRequest {
+            .list(naming_format(ListRequest {
                 kind: kind.clone(),
                 namespace: String::new(),
                 serializable: true,
                 selecting: None,
                 exact_revision: 0,
-            })
+            }))
             .await?
             .into_inner();
         snapshot.revisions.push(list.revision);
@@ -348,7 +361,7 @@ async fn keep_up(
             from_revision: cache.revision(k),
             with_previous: false,
         };
-        let stream = match api.clone().watch(request).await {
+        let stream = match api.clone().watch(naming_format(request)).await {
             Ok(response) => response.into_inner(),
             Err(status) => return Some(ended(status)),
         };

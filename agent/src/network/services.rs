@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use prost::Message;
 use sha2::Digest;
+use skiff_objects::endpoints::{self, Endpoints};
 use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -27,14 +28,9 @@ const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
 /// port is reached from outside (nodePort, load balancer ingress,
 /// externalIPs). Headless Services and ports with no ready endpoint get
 /// none.
-pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<ServiceRule> {
-    let by_name: BTreeMap<(String, String), &v1::Endpoints> = endpoints
-        .iter()
-        .filter_map(|e| {
-            let m = e.metadata.as_ref()?;
-            Some(((m.namespace.clone(), m.name.clone()), e))
-        })
-        .collect();
+pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRule> {
+    let by_name: BTreeMap<(&str, &str), &Endpoints> =
+        endpoints.iter().map(|e| (endpoints::key(e), e)).collect();
     let mut out = Vec::new();
     for service in services {
         let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
@@ -44,8 +40,8 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
             continue;
         };
         let subsets = by_name
-            .get(&(meta.namespace.clone(), meta.name.clone()))
-            .map(|e| e.subsets.as_slice())
+            .get(&(meta.namespace.as_str(), meta.name.as_str()))
+            .map(|e| endpoints::subsets(e))
             .unwrap_or_default();
         let exposed = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
         let load_balancer_ips: Vec<Ipv4Addr> = if spec.r#type == "LoadBalancer" {
@@ -97,8 +93,9 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
             };
             let mut targets = Vec::new();
             for subset in subsets {
-                let Some(target) = subset.ports.iter().find(|p| {
-                    p.name == port.name && p.protocol.eq_ignore_ascii_case(&port.protocol)
+                let Some(target) = endpoints::ports(subset).iter().find(|p| {
+                    p.name.as_deref().unwrap_or_default() == port.name
+                        && endpoints::protocol(p).eq_ignore_ascii_case(protocol)
                 }) else {
                     continue;
                 };
@@ -106,8 +103,7 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
                     continue;
                 };
                 targets.extend(
-                    subset
-                        .addresses
+                    endpoints::ready(subset)
                         .iter()
                         .filter_map(|a| a.ip.parse::<Ipv4Addr>().ok())
                         .map(|ip| (ip, target_port)),
@@ -142,18 +138,12 @@ pub fn rules(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<Servi
 
 /// The Services of `services` and the Endpoints of `endpoints` (lists
 /// from a master; objects of other kinds are skipped).
-pub fn typed(
-    services: Vec<Object>,
-    endpoints: Vec<Object>,
-) -> (Vec<v1::Service>, Vec<v1::Endpoints>) {
+pub fn typed(services: Vec<Object>, endpoints: Vec<Object>) -> (Vec<v1::Service>, Vec<Endpoints>) {
     let services = bodies(services, |b| match b {
         Body::Service(s) => Some(s),
         _ => None,
     });
-    let endpoints = bodies(endpoints, |b| match b {
-        Body::Endpoints(e) => Some(e),
-        _ => None,
-    });
+    let endpoints = endpoints.iter().filter_map(endpoints::read).collect();
     (services, endpoints)
 }
 
@@ -162,7 +152,7 @@ pub fn typed(
 pub async fn reconcile_services(
     network: &PodNetwork,
     services: &[v1::Service],
-    endpoints: &[v1::Endpoints],
+    endpoints: &[Endpoints],
 ) {
     let wanted = rules(services, endpoints);
     let count = wanted.len();
@@ -175,8 +165,11 @@ pub async fn reconcile_services(
 
 /// The Services and Endpoints last known, kept in
 /// `<data-dir>/network/services.bin` (each object length-delimited after
-/// a tag byte) and written only when they change, since the follower
-/// hands them over again every minute and flash wears.
+/// a tag byte: a Service in its protobuf model, Endpoints as the stored
+/// object, a document; an earlier release's file holds them in their
+/// protobuf model, which reads the same) and written only when they
+/// change, since the follower hands them over again every minute and
+/// flash wears.
 #[derive(Debug)]
 pub struct KnownServices {
     path: PathBuf,
@@ -185,39 +178,54 @@ pub struct KnownServices {
 }
 
 const SERVICE_TAG: u8 = b'S';
-const ENDPOINTS_TAG: u8 = b'E';
+/// Endpoints in their protobuf model (what releases before data format 5
+/// wrote).
+const LEGACY_ENDPOINTS_TAG: u8 = b'E';
+/// Endpoints as an encoded object holding their document.
+const ENDPOINTS_TAG: u8 = b'D';
 
 /// The lists as the file holds them.
-pub fn encode_known(services: &[v1::Service], endpoints: &[v1::Endpoints]) -> Vec<u8> {
+pub fn encode_known(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<u8> {
     let mut out = Vec::new();
     for service in services {
         out.push(SERVICE_TAG);
         out.extend_from_slice(&service.encode_length_delimited_to_vec());
     }
     for e in endpoints {
+        let (namespace, name) = endpoints::key(e);
+        let meta = v1::ObjectMeta {
+            name: name.to_owned(),
+            namespace: namespace.to_owned(),
+            ..Default::default()
+        };
+        let object = endpoints::object(meta, endpoints::subsets(e).to_vec());
         out.push(ENDPOINTS_TAG);
-        out.extend_from_slice(&e.encode_length_delimited_to_vec());
+        out.extend_from_slice(&object.encode_length_delimited_to_vec());
     }
     out
 }
 
 /// The lists in `bytes`; `None` when they are not what
-/// [`encode_known`] writes.
-pub fn decode_known(mut bytes: &[u8]) -> Option<(Vec<v1::Service>, Vec<v1::Endpoints>)> {
+/// [`encode_known`] (or an earlier release) writes.
+pub fn decode_known(mut bytes: &[u8]) -> Option<(Vec<v1::Service>, Vec<Endpoints>)> {
     let (mut services, mut endpoints) = (Vec::new(), Vec::new());
     while let Some((&tag, rest)) = bytes.split_first() {
         bytes = rest;
-        match tag {
+        let object = match tag {
             SERVICE_TAG => {
                 let service = v1::Service::decode_length_delimited(&mut bytes).ok()?;
                 services.push(service);
+                continue;
             }
-            ENDPOINTS_TAG => {
-                let e = v1::Endpoints::decode_length_delimited(&mut bytes).ok()?;
-                endpoints.push(e);
-            }
+            LEGACY_ENDPOINTS_TAG => Object {
+                kind: Some(Body::Endpoints(
+                    v1::Endpoints::decode_length_delimited(&mut bytes).ok()?,
+                )),
+            },
+            ENDPOINTS_TAG => Object::decode_length_delimited(&mut bytes).ok()?,
             _ => return None,
-        }
+        };
+        endpoints.push(endpoints::read(&object)?);
     }
     Some((services, endpoints))
 }
@@ -233,7 +241,7 @@ impl KnownServices {
 
     /// The lists last kept; none when there are none (or they cannot be
     /// read, which is logged).
-    pub fn load(&mut self) -> Option<(Vec<v1::Service>, Vec<v1::Endpoints>)> {
+    pub fn load(&mut self) -> Option<(Vec<v1::Service>, Vec<Endpoints>)> {
         let bytes = std::fs::read(&self.path).ok()?;
         let digest = sha2::Sha256::digest(&bytes).to_vec();
         let Some(lists) = decode_known(&bytes) else {
@@ -246,7 +254,7 @@ impl KnownServices {
 
     /// Keeps `services` and `endpoints` if they differ from what is kept.
     /// A failure is logged; the next lists try again.
-    pub fn save(&mut self, services: &[v1::Service], endpoints: &[v1::Endpoints]) {
+    pub fn save(&mut self, services: &[v1::Service], endpoints: &[Endpoints]) {
         let bytes = encode_known(services, endpoints);
         let digest = sha2::Sha256::digest(&bytes).to_vec();
         if self.written.as_ref() == Some(&digest) {
@@ -303,7 +311,8 @@ mod tests {
         }
     }
 
-    fn endpoints(name: &str, ips: &[&str], ports: &[(&str, i32, &str)]) -> v1::Endpoints {
+    /// Endpoints in their protobuf model, as an earlier release kept them.
+    fn legacy_endpoints(name: &str, ips: &[&str], ports: &[(&str, i32, &str)]) -> v1::Endpoints {
         v1::Endpoints {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
@@ -336,6 +345,16 @@ mod tests {
         }
     }
 
+    /// The same Endpoints as this release reads them from a master.
+    fn endpoints(name: &str, ips: &[&str], ports: &[(&str, i32, &str)]) -> Endpoints {
+        let legacy = Object {
+            kind: Some(Body::Endpoints(legacy_endpoints(name, ips, ports))),
+        };
+        let document = skiff_objects::legacy_bodies::to_document(legacy);
+        assert!(skiff_objects::legacy_bodies::is_moved_document(&document));
+        endpoints::read(&document).unwrap()
+    }
+
     #[test]
     fn the_last_lists_are_kept_and_rewritten_only_when_they_change() {
         let dir = tempfile::tempdir().unwrap();
@@ -357,6 +376,20 @@ mod tests {
         known.save(&services, &[]);
         let (_, kept_endpoints) = KnownServices::new(dir.path()).load().unwrap();
         assert!(kept_endpoints.is_empty());
+        // What an earlier release kept (Endpoints in their protobuf model)
+        // reads the same.
+        let mut earlier = Vec::new();
+        for service in &services {
+            earlier.push(SERVICE_TAG);
+            earlier.extend_from_slice(&service.encode_length_delimited_to_vec());
+        }
+        let legacy = legacy_endpoints("web", &["10.42.1.5"], &[("http", 8080, "TCP")]);
+        earlier.push(LEGACY_ENDPOINTS_TAG);
+        earlier.extend_from_slice(&legacy.encode_length_delimited_to_vec());
+        assert_eq!(
+            decode_known(&earlier),
+            Some((services.to_vec(), eps.to_vec()))
+        );
         // A damaged file is ignored.
         std::fs::write(&path, b"Sgarbage").unwrap();
         assert!(KnownServices::new(dir.path()).load().is_none());

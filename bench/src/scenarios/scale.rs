@@ -36,6 +36,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use skiff_e2e::hollow::{Followed, FollowedKind, HollowConfig, HollowFleet};
 use skiff_master::client::{Client, ClientError, Watch};
+use skiff_objects::endpoints::{self, Endpoints};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object, WatchEvent};
@@ -900,17 +901,17 @@ async fn follow_endpoints(
 /// Whether a watch event shows the Endpoints `name` listing `want`
 /// addresses.
 fn lists(event: &WatchEvent, name: &str, want: usize) -> bool {
-    let Some(Body::Endpoints(e)) = event.object.as_ref().and_then(|o| o.kind.as_ref()) else {
+    let Some(e) = event.object.as_ref().and_then(endpoints::read) else {
         return false;
     };
-    e.metadata.as_ref().is_some_and(|m| m.name == name) && address_count(e) >= want
+    endpoints::key(&e).1 == name && address_count(&e) >= want
 }
 
 /// Pod addresses an Endpoints lists, ready or not.
-fn address_count(e: &v1::Endpoints) -> usize {
-    e.subsets
+fn address_count(e: &Endpoints) -> usize {
+    endpoints::subsets(e)
         .iter()
-        .map(|s| s.addresses.len() + s.not_ready_addresses.len())
+        .map(|s| endpoints::ready(s).len() + endpoints::not_ready(s).len())
         .sum()
 }
 
@@ -988,7 +989,7 @@ impl fmt::Display for Backlog {
 fn backlog(
     deployments: &[v1::Deployment],
     services: &[v1::Service],
-    endpoints: &[v1::Endpoints],
+    endpoints: &[Endpoints],
 ) -> Backlog {
     let mut pods_of_app: HashMap<&str, usize> = HashMap::new();
     for d in deployments {
@@ -998,7 +999,7 @@ fn backlog(
     }
     let addresses: HashMap<&str, usize> = endpoints
         .iter()
-        .map(|e| (name_of(e.metadata.as_ref()), address_count(e)))
+        .map(|e| (endpoints::key(e).1, address_count(e)))
         .collect();
     let not_ready = deployments.iter().filter(|&d| !deployment_ready(d));
     let mut left = Backlog {
@@ -1077,11 +1078,8 @@ fn as_service(body: Body) -> Option<v1::Service> {
     }
 }
 
-fn as_endpoints(body: Body) -> Option<v1::Endpoints> {
-    match body {
-        Body::Endpoints(e) => Some(e),
-        _ => None,
-    }
+fn as_endpoints(body: Body) -> Option<Endpoints> {
+    endpoints::read(&Object { kind: Some(body) })
 }
 
 /// Objects in the cluster, by kind.
@@ -1430,18 +1428,16 @@ mod tests {
         d
     }
 
-    fn endpoints_with(name: &str, addresses: usize) -> v1::Endpoints {
-        v1::Endpoints {
-            metadata: Some(v1::ObjectMeta {
-                name: name.to_owned(),
-                ..Default::default()
-            }),
-            subsets: vec![v1::EndpointSubset {
-                addresses: vec![v1::EndpointAddress::default(); addresses],
-                ..Default::default()
-            }],
+    fn endpoints_with(name: &str, addresses: usize) -> Endpoints {
+        let meta = v1::ObjectMeta {
+            name: name.to_owned(),
             ..Default::default()
-        }
+        };
+        let subset = endpoints::EndpointSubset {
+            addresses: Some(vec![endpoints::EndpointAddress::default(); addresses]),
+            ..Default::default()
+        };
+        endpoints::read(&endpoints::object(meta, vec![subset])).unwrap()
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use skiff_objects::{namespaces, owners, secrets, ObjectExt};
+use skiff_objects::{endpoints, namespaces, owners, secrets, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -178,16 +178,17 @@ pub fn describe(object: &Object) -> String {
                 );
             }
         }
-        Some(Body::Endpoints(e)) => {
-            for s in &e.subsets {
-                let ips: Vec<&str> = s.addresses.iter().map(|a| a.ip.as_str()).collect();
-                let not_ready: Vec<&str> = s
-                    .not_ready_addresses
-                    .iter()
-                    .map(|a| a.ip.as_str())
-                    .collect();
-                line(&mut out, "Addresses", ips.join(","));
-                line(&mut out, "NotReady", not_ready.join(","));
+        Some(Body::Endpoints(_) | Body::Generic(_)) if endpoints::is_endpoints(object) => {
+            let read = endpoints::read(object).unwrap_or_default();
+            for s in endpoints::subsets(&read) {
+                let ips = |list: &[endpoints::EndpointAddress]| {
+                    list.iter()
+                        .map(|a| a.ip.as_str())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                line(&mut out, "Addresses", ips(endpoints::ready(s)));
+                line(&mut out, "NotReady", ips(endpoints::not_ready(s)));
             }
         }
         Some(Body::Namespace(_) | Body::Generic(_)) if namespaces::is_namespace(object) => {
@@ -202,7 +203,8 @@ pub fn describe(object: &Object) -> String {
                 line(&mut out, &key, format!("{} bytes", value.len()));
             }
         }
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Generic(_)) | None => {}
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Generic(_))
+        | None => {}
     }
     out
 }

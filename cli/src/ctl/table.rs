@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_objects::{namespaces, secrets, Kind, ObjectExt};
+use skiff_objects::{endpoints, namespaces, secrets, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -309,24 +309,26 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             row
         }
-        Some(Body::Endpoints(e)) => {
-            let mut endpoints = Vec::new();
-            for subset in &e.subsets {
-                for a in &subset.addresses {
-                    if subset.ports.is_empty() {
-                        endpoints.push(a.ip.clone());
+        Some(Body::Endpoints(_) | Body::Generic(_)) if endpoints::is_endpoints(object) => {
+            let read = endpoints::read(object).unwrap_or_default();
+            let mut shown = Vec::new();
+            for subset in endpoints::subsets(&read) {
+                let ports = endpoints::ports(subset);
+                for a in endpoints::ready(subset) {
+                    if ports.is_empty() {
+                        shown.push(a.ip.clone());
                     }
-                    for p in &subset.ports {
-                        endpoints.push(format!("{}:{}", a.ip, p.port));
+                    for p in ports {
+                        shown.push(format!("{}:{}", a.ip, p.port));
                     }
                 }
             }
             vec![
                 name,
-                if endpoints.is_empty() {
+                if shown.is_empty() {
                     NONE.to_owned()
                 } else {
-                    endpoints.join(",")
+                    shown.join(",")
                 },
                 age,
             ]
@@ -394,7 +396,10 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             let type_ = secrets::type_of(&secret).to_owned();
             vec![name, type_, values.to_string(), age]
         }
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Generic(_)) | None => vec![name],
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Generic(_))
+        | None => {
+            vec![name]
+        }
     }
 }
 

@@ -331,6 +331,36 @@ fn changes(k: &Kubectl) {
     let [a, b, _, _] = ip.map(|ip| ip.octets()).unwrap_or_default();
     assert_eq!((a, b), (10, 43), "not in 10.43.0.0/16:\n{out}");
 
+    // Its Endpoints (Kubernetes' own documents) list the pods' addresses
+    // at the target port.
+    let pod_ips = |k: &Kubectl| {
+        let ips = jsonpath(k, "pods -l app=web", "{.items[*].status.podIP}");
+        let mut ips: Vec<String> = ips.split_whitespace().map(str::to_owned).collect();
+        ips.sort();
+        ips
+    };
+    eventually("the Endpoints of web list its pods", SETTLE, || {
+        let listed = jsonpath(k, "endpoints web", "{.subsets[*].addresses[*].ip}");
+        let mut listed: Vec<String> = listed.split_whitespace().map(str::to_owned).collect();
+        listed.sort();
+        let want = pod_ips(k);
+        if !want.is_empty() && listed == want {
+            Ok(())
+        } else {
+            Err(format!("listed {listed:?}, pods {want:?}"))
+        }
+    });
+    let port = jsonpath(
+        k,
+        "ep web",
+        "{.subsets[0].ports[0].port}/{.subsets[0].ports[0].protocol}",
+    );
+    assert_eq!(port, "80/TCP");
+    let out = ok(k, "get endpoints web -n shop");
+    assert_eq!(header_of(&out), words("NAME ENDPOINTS AGE"), "{out}");
+    let first = pod_ips(k).into_iter().next().unwrap_or_default();
+    assert!(out.contains(&format!("{first}:80")), "{out}");
+
     let out = ok(k, "run solo --image=busybox -n shop");
     assert_has(&out, "pod/solo created");
     eventually("pod solo Running", SETTLE, || {

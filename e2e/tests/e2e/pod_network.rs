@@ -601,10 +601,13 @@ fn skiff_table(host: &TestHost) -> String {
 
 async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
-        Ok(o) => match o.kind {
-            Some(Body::Endpoints(e)) => e.subsets.iter().map(|s| s.addresses.len()).sum(),
-            _ => 0,
-        },
+        Ok(o) => skiff_objects::endpoints::read(&o).map_or(0, |e| {
+            let subsets = skiff_objects::endpoints::subsets(&e);
+            subsets
+                .iter()
+                .map(|s| skiff_objects::endpoints::ready(s).len())
+                .sum()
+        }),
         Err(_) => 0,
     }
 }

@@ -9,7 +9,7 @@ use skiff_e2e::hollow::{HollowConfig, HollowFleet, HollowNode};
 use skiff_e2e::master::{ready_master, MasterCluster};
 use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
-use skiff_objects::Kind;
+use skiff_objects::{endpoints, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
@@ -325,17 +325,12 @@ async fn endpoints_follow_the_ready_pods_a_service_selects() {
         let client = client.clone();
         async move {
             let e = client.get(Kind::Endpoints, "default", "web").await.ok()?;
-            let Some(Body::Endpoints(e)) = e.kind else {
-                return None;
-            };
-            let subset = e.subsets.first()?;
-            (subset.addresses.len() == 3 && subset.ports[0].port == 8080).then(|| {
-                subset
-                    .addresses
-                    .iter()
-                    .map(|a| a.ip.clone())
-                    .collect::<BTreeSet<_>>()
-            })
+            let e = endpoints::read(&e)?;
+            let subset = endpoints::subsets(&e).first()?;
+            let ready = endpoints::ready(subset);
+            let port = endpoints::ports(subset).first()?.port;
+            (ready.len() == 3 && port == 8080)
+                .then(|| ready.iter().map(|a| a.ip.clone()).collect::<BTreeSet<_>>())
         }
     })
     .await
@@ -352,10 +347,8 @@ async fn endpoints_follow_the_ready_pods_a_service_selects() {
         let client = client.clone();
         async move {
             let e = client.get(Kind::Endpoints, "default", "web").await.ok()?;
-            let Some(Body::Endpoints(e)) = e.kind else {
-                return None;
-            };
-            (e.subsets.first()?.addresses.len() == 1).then_some(())
+            let e = endpoints::read(&e)?;
+            (endpoints::ready(endpoints::subsets(&e).first()?).len() == 1).then_some(())
         }
     })
     .await

@@ -159,10 +159,13 @@ fn ingress_of(service: &v1::Service) -> Vec<String> {
 
 async fn ready_endpoints(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
-        Ok(o) => match o.kind {
-            Some(Body::Endpoints(e)) => e.subsets.iter().map(|s| s.addresses.len()).sum(),
-            _ => 0,
-        },
+        Ok(o) => skiff_objects::endpoints::read(&o).map_or(0, |e| {
+            let subsets = skiff_objects::endpoints::subsets(&e);
+            subsets
+                .iter()
+                .map(|s| skiff_objects::endpoints::ready(s).len())
+                .sum()
+        }),
         Err(_) => 0,
     }
 }

@@ -17,7 +17,7 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::pods::{pod_is_active, pod_is_ready};
-use skiff_objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{endpoints, Kind, ObjectExt};
 
 pub struct EndpointsController {
     pub ctx: Context,
@@ -113,7 +113,7 @@ impl Reconciler for EndpointsController {
             .store
             .select(Kind::Pod, &key.namespace, &spec.selector);
         // Pods grouped by the ports they resolve to, as Kubernetes does.
-        let mut subsets: BTreeMap<Vec<(String, i32, String)>, v1::EndpointSubset> = BTreeMap::new();
+        let mut subsets: BTreeMap<Vec<(String, i32, String)>, Subset> = BTreeMap::new();
         for object in pods {
             let Some(Body::Pod(pod)) = &object.kind else {
                 continue;
@@ -144,73 +144,72 @@ impl Reconciler for EndpointsController {
                 .filter(|s| !s.hostname.is_empty() && s.subdomain == key.name)
                 .map(|s| s.hostname.clone())
                 .unwrap_or_default();
-            let address = v1::EndpointAddress {
+            let set = |s: String| (!s.is_empty()).then_some(s);
+            let address = endpoints::EndpointAddress {
                 ip,
-                hostname,
-                node_name: pod
+                hostname: set(hostname),
+                node_name: set(pod
                     .spec
                     .as_ref()
                     .map(|s| s.node_name.clone())
-                    .unwrap_or_default(),
-                target_ref: Some(v1::ObjectReference {
-                    kind: "Pod".into(),
-                    namespace: meta.namespace.clone(),
-                    name: meta.name.clone(),
-                    uid: meta.uid.clone(),
+                    .unwrap_or_default()),
+                target_ref: Some(endpoints::ObjectReference {
+                    kind: Some("Pod".into()),
+                    namespace: set(meta.namespace.clone()),
+                    name: set(meta.name.clone()),
+                    uid: set(meta.uid.clone()),
                     ..Default::default()
                 }),
             };
-            let subset = subsets
-                .entry(ports.clone())
-                .or_insert_with(|| v1::EndpointSubset {
-                    ports: ports
-                        .iter()
-                        .map(|(name, port, protocol)| v1::EndpointPort {
-                            name: name.clone(),
-                            port: *port,
-                            protocol: protocol.clone(),
-                            app_protocol: String::new(),
-                        })
-                        .collect(),
-                    ..Default::default()
-                });
+            let subset = subsets.entry(ports.clone()).or_insert_with(|| Subset {
+                ports: ports
+                    .iter()
+                    .map(|(name, port, protocol)| endpoints::EndpointPort {
+                        name: set(name.clone()),
+                        port: *port,
+                        protocol: Some(
+                            if protocol.is_empty() { "TCP" } else { protocol }.to_owned(),
+                        ),
+                        app_protocol: None,
+                    })
+                    .collect(),
+                ..Default::default()
+            });
             if pod_is_ready(pod) {
-                subset.addresses.push(address);
+                subset.ready.push(address);
             } else {
-                subset.not_ready_addresses.push(address);
+                subset.not_ready.push(address);
             }
         }
-        let mut subsets: Vec<v1::EndpointSubset> = subsets.into_values().collect();
-        for s in &mut subsets {
-            s.addresses.sort_by(|a, b| a.ip.cmp(&b.ip));
-            s.not_ready_addresses.sort_by(|a, b| a.ip.cmp(&b.ip));
-        }
+        let subsets: Vec<endpoints::EndpointSubset> =
+            subsets.into_values().map(Subset::into_subset).collect();
         let service_labels = service
             .metadata
             .as_ref()
             .map(|m| m.labels.clone())
             .unwrap_or_default();
-        match existing.and_then(|o| match &o.kind {
-            Some(Body::Endpoints(e)) => Some(e.clone()),
-            _ => None,
-        }) {
-            Some(current) if current.subsets == subsets => {}
-            Some(mut current) => {
-                current.subsets = subsets;
-                self.ctx.writer.update(current.into_object()).await?;
+        let current = existing
+            .as_deref()
+            .and_then(|o| Some((o, endpoints::read(o)?)));
+        match current {
+            Some((_, current)) if endpoints::subsets(&current) == subsets.as_slice() => {}
+            Some((stored, _)) => {
+                let updated = endpoints::object(stored.meta().clone(), subsets);
+                self.ctx.writer.update(updated).await?;
             }
             None => {
-                let endpoints = v1::Endpoints {
-                    metadata: Some(v1::ObjectMeta {
-                        name: key.name.clone(),
-                        namespace: key.namespace.clone(),
-                        labels: service_labels,
-                        ..Default::default()
-                    }),
-                    subsets,
+                let meta = v1::ObjectMeta {
+                    name: key.name.clone(),
+                    namespace: key.namespace.clone(),
+                    labels: service_labels,
                     ..Default::default()
                 };
-                match self.ctx.writer.create(endpoints.into_object()).await {
+                match self
+                    .ctx
+                    .writer
+                    .create(endpoints::object(meta, subsets))
+                    .await
+                {
                     Ok(_) => {}
                     Err(e) if e.is_already_exists() => {}
                     Err(e) => return Err(e.into()),
@@ -219,6 +218,33 @@ impl Reconciler for EndpointsController {
         }
         Ok(Action::Done)
     }
+}
+
+/// One subset as it is gathered: its ports, and its addresses.
+#[derive(Default)]
+struct Subset {
+    ports: Vec<endpoints::EndpointPort>,
+    ready: Vec<endpoints::EndpointAddress>,
+    not_ready: Vec<endpoints::EndpointAddress>,
+}
+
+impl Subset {
+    /// The subset, its addresses in order of IP (an empty list unset, as
+    /// it reads back from the store).
+    fn into_subset(mut self) -> endpoints::EndpointSubset {
+        self.ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+        self.not_ready.sort_by(|a, b| a.ip.cmp(&b.ip));
+        endpoints::EndpointSubset {
+            addresses: set_list(self.ready),
+            not_ready_addresses: set_list(self.not_ready),
+            ports: set_list(self.ports),
+        }
+    }
+}
+
+/// `list`, or unset when empty.
+fn set_list<T>(list: Vec<T>) -> Option<Vec<T>> {
+    (!list.is_empty()).then_some(list)
 }
 
 /// The pod port a Service port sends to: a number, or a named container
@@ -248,6 +274,9 @@ mod tests {
         context, stored_event, Failure, RecordingObjects, WriteOp,
     };
     use crate::controllers::ObjectReads;
+    use skiff_objects::endpoints::Endpoints;
+    use skiff_objects::legacy_bodies;
+    use skiff_objects::IntoObject;
     use std::sync::Arc;
 
     const SERVICE_AND_PODS: &str = r#"
@@ -325,20 +354,17 @@ spec:
         (objects, controller)
     }
 
-    fn endpoints(objects: &RecordingObjects) -> Option<v1::Endpoints> {
-        match objects
-            .get(Kind::Endpoints, "default", "web")
-            .unwrap()
-            .map(std::sync::Arc::unwrap_or_clone)
-        {
-            Some(Object {
-                kind: Some(Body::Endpoints(e)),
-            }) => Some(e),
-            _ => None,
-        }
+    fn endpoints_named(objects: &RecordingObjects, name: &str) -> Option<Endpoints> {
+        let stored = objects.get(Kind::Endpoints, "default", name).unwrap()?;
+        assert!(legacy_bodies::is_moved_document(&stored), "{stored:?}");
+        endpoints::read(&stored)
     }
 
-    fn ips(addresses: &[v1::EndpointAddress]) -> Vec<&str> {
+    fn endpoints(objects: &RecordingObjects) -> Option<Endpoints> {
+        endpoints_named(objects, "web")
+    }
+
+    fn ips(addresses: &[endpoints::EndpointAddress]) -> Vec<&str> {
         addresses.iter().map(|a| a.ip.as_str()).collect()
     }
 
@@ -348,22 +374,28 @@ spec:
         let key = ObjectKey::new(Kind::Service, "default", "web");
         assert_eq!(controller.reconcile(&key).await.unwrap(), Action::Done);
         let e = endpoints(&objects).expect("Endpoints created");
-        assert_eq!(e.metadata.unwrap().labels.get("tier").unwrap(), "front");
-        assert_eq!(e.subsets.len(), 1);
-        let subset = &e.subsets[0];
+        let stored = objects.get(Kind::Endpoints, "default", "web").unwrap();
+        let stored = stored.expect("stored");
+        assert_eq!(stored.meta().labels.get("tier").unwrap(), "front");
+        assert_eq!(endpoints::subsets(&e).len(), 1);
+        let subset = &endpoints::subsets(&e)[0];
         // web-3 has no IP yet and db-1 is not selected.
-        assert_eq!(ips(&subset.addresses), ["10.42.1.5"]);
-        assert_eq!(ips(&subset.not_ready_addresses), ["10.42.2.6"]);
-        assert_eq!(subset.addresses[0].node_name, "n1");
-        assert_eq!(
-            subset.addresses[0].target_ref.as_ref().unwrap().name,
-            "web-1"
-        );
+        let ready = endpoints::ready(subset);
+        assert_eq!(ips(ready), ["10.42.1.5"]);
+        assert_eq!(ips(endpoints::not_ready(subset)), ["10.42.2.6"]);
+        assert_eq!(ready[0].node_name.as_deref(), Some("n1"));
+        let target = ready[0].target_ref.as_ref().unwrap();
+        assert_eq!(target.name.as_deref(), Some("web-1"));
         // The named target port resolves to the container's port.
-        assert_eq!(subset.ports.len(), 1);
+        let ports = endpoints::ports(subset);
+        assert_eq!(ports.len(), 1);
         assert_eq!(
-            (subset.ports[0].name.as_str(), subset.ports[0].port),
-            ("http", 8080)
+            (
+                ports[0].name.as_deref(),
+                ports[0].port,
+                endpoints::protocol(&ports[0])
+            ),
+            (Some("http"), 8080, "TCP")
         );
         // A second pass with nothing changed writes nothing.
         objects.clear_writes();
@@ -386,8 +418,9 @@ spec:
             (WriteOp::Update, Kind::Endpoints)
         );
         let e = endpoints(&objects).unwrap();
-        assert_eq!(ips(&e.subsets[0].addresses), ["10.42.1.5", "10.42.2.6"]);
-        assert!(e.subsets[0].not_ready_addresses.is_empty());
+        let subset = &endpoints::subsets(&e)[0];
+        assert_eq!(ips(endpoints::ready(subset)), ["10.42.1.5", "10.42.2.6"]);
+        assert!(endpoints::not_ready(subset).is_empty());
     }
 
     #[tokio::test]
@@ -423,8 +456,9 @@ subsets: [{addresses: [{ip: 192.0.2.7}], ports: [{port: 80}]}]
         let key = ObjectKey::new(Kind::Service, "default", "web");
         controller.reconcile(&key).await.unwrap();
         assert!(objects.writes().is_empty());
+        let e = endpoints(&objects).unwrap();
         assert_eq!(
-            ips(&endpoints(&objects).unwrap().subsets[0].addresses),
+            ips(endpoints::ready(&endpoints::subsets(&e)[0])),
             ["192.0.2.7"]
         );
     }
@@ -457,22 +491,13 @@ spec: {hostname: db-x, subdomain: other, containers: [{name: c, image: busybox}]
         };
         let key = ObjectKey::new(Kind::Service, "default", "db");
         controller.reconcile(&key).await.unwrap();
-        let Some(Object {
-            kind: Some(Body::Endpoints(e)),
-        }) = objects
-            .get(Kind::Endpoints, "default", "db")
-            .unwrap()
-            .map(Arc::unwrap_or_clone)
-        else {
-            panic!("no Endpoints for db");
-        };
-        let named: Vec<(&str, &str)> = e.subsets[0]
-            .addresses
+        let e = endpoints_named(&objects, "db").expect("Endpoints for db");
+        let named: Vec<(&str, Option<&str>)> = endpoints::ready(&endpoints::subsets(&e)[0])
             .iter()
-            .map(|a| (a.ip.as_str(), a.hostname.as_str()))
+            .map(|a| (a.ip.as_str(), a.hostname.as_deref()))
             .collect();
         // Only the pod whose subdomain is this Service gets its hostname.
-        assert_eq!(named, [("10.42.1.10", "db-0"), ("10.42.1.11", "")]);
+        assert_eq!(named, [("10.42.1.10", Some("db-0")), ("10.42.1.11", None)]);
     }
 
     #[tokio::test]

@@ -18,18 +18,15 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::sync::Arc;
 use std::time::Duration;
 
-use skiff_proto::api::object::Kind as Body;
-use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::cluster::Cluster;
 use crate::writer::DEFAULT_NAMESPACE;
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::{endpoints, IntoObject, Kind, ObjectExt};
 
 /// The API's Service, in `default`.
 pub const API_SERVICE: &str = "kubernetes";
@@ -129,27 +126,27 @@ fn reachable(api_addresses: &[String]) -> Vec<SocketAddrV4> {
 
 /// The subsets of `default/kubernetes`'s Endpoints: the masters'
 /// addresses, one subset per API port (masters normally share one).
-pub fn api_endpoint_subsets(api_addresses: &[String]) -> Vec<v1::EndpointSubset> {
-    let mut by_port: BTreeMap<u16, Vec<v1::EndpointAddress>> = BTreeMap::new();
+pub fn api_endpoint_subsets(api_addresses: &[String]) -> Vec<endpoints::EndpointSubset> {
+    let mut by_port: BTreeMap<u16, Vec<endpoints::EndpointAddress>> = BTreeMap::new();
     for address in reachable(api_addresses) {
         by_port
             .entry(address.port())
             .or_default()
-            .push(v1::EndpointAddress {
+            .push(endpoints::EndpointAddress {
                 ip: address.ip().to_string(),
                 ..Default::default()
             });
     }
     by_port
         .into_iter()
-        .map(|(port, addresses)| v1::EndpointSubset {
-            addresses,
-            ports: vec![v1::EndpointPort {
-                name: "https".to_owned(),
+        .map(|(port, addresses)| endpoints::EndpointSubset {
+            addresses: Some(addresses),
+            ports: Some(vec![endpoints::EndpointPort {
+                name: Some("https".to_owned()),
                 port: i32::from(port),
-                protocol: "TCP".to_owned(),
+                protocol: Some("TCP".to_owned()),
                 ..Default::default()
-            }],
+            }]),
             ..Default::default()
         })
         .collect()
@@ -193,29 +190,23 @@ pub async fn reconcile(
     let subsets = api_endpoint_subsets(api_addresses);
     let existing = ctx
         .store
-        .get(Kind::Endpoints, DEFAULT_NAMESPACE, API_SERVICE)?
-        .map(Arc::unwrap_or_clone);
-    match existing {
-        Some(Object {
-            kind: Some(Body::Endpoints(current)),
-        }) if current.subsets == subsets => {}
-        Some(Object {
-            kind: Some(Body::Endpoints(mut current)),
-        }) => {
-            current.subsets = subsets;
-            ctx.writer.update(current.into_object()).await?;
+        .get(Kind::Endpoints, DEFAULT_NAMESPACE, API_SERVICE)?;
+    let current = existing
+        .as_deref()
+        .and_then(|o| Some((o, endpoints::read(o)?)));
+    match current {
+        Some((_, current)) if endpoints::subsets(&current) == subsets.as_slice() => {}
+        Some((stored, _)) => {
+            let updated = endpoints::object(stored.meta().clone(), subsets);
+            ctx.writer.update(updated).await?;
         }
-        _ => {
-            let endpoints = v1::Endpoints {
-                metadata: Some(v1::ObjectMeta {
-                    name: API_SERVICE.to_owned(),
-                    namespace: DEFAULT_NAMESPACE.to_owned(),
-                    ..Default::default()
-                }),
-                subsets,
+        None => {
+            let meta = v1::ObjectMeta {
+                name: API_SERVICE.to_owned(),
+                namespace: DEFAULT_NAMESPACE.to_owned(),
                 ..Default::default()
             };
-            match ctx.writer.create(endpoints.into_object()).await {
+            match ctx.writer.create(endpoints::object(meta, subsets)).await {
                 Ok(_) => {}
                 Err(e) if e.is_already_exists() => {}
                 Err(e) => return Err(e.into()),
@@ -278,6 +269,9 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
+    use skiff_proto::api::object::Kind as Body;
+    use skiff_proto::api::Object;
+    use std::sync::Arc;
 
     fn config() -> BuiltInServices {
         BuiltInServices {
@@ -304,20 +298,21 @@ mod tests {
     }
 
     fn api_endpoint_ips(objects: &RecordingObjects) -> Vec<(String, i32)> {
-        match objects
+        let stored = objects
             .get(Kind::Endpoints, DEFAULT_NAMESPACE, API_SERVICE)
-            .unwrap()
-            .map(Arc::unwrap_or_clone)
-        {
-            Some(Object {
-                kind: Some(Body::Endpoints(e)),
-            }) => e
-                .subsets
-                .iter()
-                .flat_map(|s| s.addresses.iter().map(|a| (a.ip.clone(), s.ports[0].port)))
-                .collect(),
-            other => panic!("no Endpoints default/kubernetes: {other:?}"),
-        }
+            .unwrap();
+        let Some(e) = stored.as_deref().and_then(endpoints::read) else {
+            panic!("no Endpoints default/kubernetes: {stored:?}");
+        };
+        endpoints::subsets(&e)
+            .iter()
+            .flat_map(|s| {
+                let port = endpoints::ports(s)[0].port;
+                endpoints::ready(s)
+                    .iter()
+                    .map(move |a| (a.ip.clone(), port))
+            })
+            .collect()
     }
 
     #[tokio::test]

@@ -35,7 +35,7 @@ use skiff_proto::v1;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{endpoints, IntoObject, Kind, ObjectExt};
 
 /// The label by which nodes opt in to (`true`) or out of (`false`) the
 /// load balancer, as in k3s.
@@ -135,12 +135,11 @@ where
 }
 
 /// The nodes running a ready endpoint of the Service (from its Endpoints).
-fn nodes_with_endpoints(endpoints: Option<&v1::Endpoints>) -> BTreeSet<String> {
-    endpoints
-        .into_iter()
-        .flat_map(|e| e.subsets.iter())
-        .flat_map(|s| s.addresses.iter())
-        .map(|a| a.node_name.clone())
+fn nodes_with_endpoints(read: Option<&endpoints::Endpoints>) -> BTreeSet<String> {
+    read.into_iter()
+        .flat_map(endpoints::subsets)
+        .flat_map(endpoints::ready)
+        .filter_map(|a| a.node_name.clone())
         .filter(|n| !n.is_empty())
         .collect()
 }
@@ -424,11 +423,8 @@ impl Reconciler for ServiceLbController {
                 .ctx
                 .store
                 .get(Kind::Endpoints, &key.namespace, &key.name)?;
-            let endpoints = endpoints.as_deref().and_then(|o| match &o.kind {
-                Some(Body::Endpoints(e)) => Some(e.clone()),
-                _ => None,
-            });
-            Some(nodes_with_endpoints(endpoints.as_ref()))
+            let read = endpoints.as_deref().and_then(endpoints::read);
+            Some(nodes_with_endpoints(read.as_ref()))
         } else {
             None
         };

@@ -273,10 +273,10 @@ pub(super) async fn serve(
                 return Err(wrong_kind(Kind::Service, &target.name));
             };
             let endpoints = match read(&request, Kind::Endpoints, &target.name).await {
-                Ok(Object {
-                    kind: Some(ObjectKind::Endpoints(endpoints)),
-                }) => Some(endpoints),
-                Ok(_) => return Err(wrong_kind(Kind::Endpoints, &target.name)),
+                Ok(object) => match skiff_objects::endpoints::read(&object) {
+                    Some(endpoints) => Some(endpoints),
+                    None => return Err(wrong_kind(Kind::Endpoints, &target.name)),
+                },
                 Err(e) if e.code == StatusCode::NOT_FOUND => None,
                 Err(e) => return Err(e),
             };
@@ -408,10 +408,11 @@ fn pod_port(pod: &v1::Pod, name: &str, port: &PortChoice) -> Result<u16, RestErr
 /// does. A 503 when there is none.
 fn service_destination(
     service: &v1::Service,
-    endpoints: Option<&v1::Endpoints>,
+    endpoints: Option<&skiff_objects::endpoints::Endpoints>,
     name: &str,
     port: &PortChoice,
 ) -> Result<(String, u16), RestError> {
+    use skiff_objects::endpoints::{ports, ready, subsets};
     let no_spec = v1::ServiceSpec::default();
     let spec = service.spec.as_ref().unwrap_or(&no_spec);
     let port_name = match port {
@@ -430,16 +431,14 @@ fn service_destination(
         },
     };
     let candidates: Vec<(&str, u16)> = endpoints
-        .iter()
-        .flat_map(|e| &e.subsets)
+        .into_iter()
+        .flat_map(subsets)
         .flat_map(|subset| {
-            let port = subset
-                .ports
+            let port = ports(subset)
                 .iter()
-                .filter(|p| p.name == port_name)
+                .filter(|p| p.name.as_deref().unwrap_or_default() == port_name)
                 .find_map(|p| port_number(p.port));
-            subset
-                .addresses
+            ready(subset)
                 .iter()
                 .filter_map(move |a| port.map(|port| (a.ip.as_str(), port)))
         })
@@ -693,30 +692,38 @@ mod tests {
         }
     }
 
-    fn endpoints(ready: &[&str], not_ready: &[&str], ports: &[(&str, i32)]) -> v1::Endpoints {
-        let addresses = |ips: &[&str]| -> Vec<v1::EndpointAddress> {
+    fn endpoints(
+        ready: &[&str],
+        not_ready: &[&str],
+        ports: &[(&str, i32)],
+    ) -> skiff_objects::endpoints::Endpoints {
+        use skiff_objects::endpoints::{EndpointAddress, EndpointPort, EndpointSubset};
+        let addresses = |ips: &[&str]| -> Vec<EndpointAddress> {
             ips.iter()
-                .map(|ip| v1::EndpointAddress {
+                .map(|ip| EndpointAddress {
                     ip: (*ip).to_owned(),
                     ..Default::default()
                 })
                 .collect()
         };
-        v1::Endpoints {
-            subsets: vec![v1::EndpointSubset {
-                addresses: addresses(ready),
-                not_ready_addresses: addresses(not_ready),
-                ports: ports
+        let subset = EndpointSubset {
+            addresses: Some(addresses(ready)),
+            not_ready_addresses: Some(addresses(not_ready)),
+            ports: Some(
+                ports
                     .iter()
-                    .map(|(name, port)| v1::EndpointPort {
-                        name: (*name).to_owned(),
+                    .map(|(name, port)| EndpointPort {
+                        name: (!name.is_empty()).then(|| (*name).to_owned()),
                         port: *port,
                         ..Default::default()
                     })
                     .collect(),
-            }],
-            ..Default::default()
-        }
+            ),
+        };
+        // Read from the store, as the proxy reads them.
+        let meta = v1::ObjectMeta::default();
+        let stored = skiff_objects::endpoints::object(meta, vec![subset]);
+        skiff_objects::endpoints::read(&stored).unwrap()
     }
 
     #[test]
