@@ -467,6 +467,19 @@ struct EncodedWatchEvent {
     revision: u64,
 }
 
+/// `message` as a request naming the data format this build reads, as a
+/// real agent's do (`agent::master_link::cluster_objects`): the master
+/// sends the kinds held as documents as they are.
+fn naming_format<T>(message: T) -> tonic::Request<T> {
+    use skiff_objects::legacy_bodies;
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        legacy_bodies::FORMAT_HEADER,
+        tonic::metadata::MetadataValue::from(legacy_bodies::LATEST_FORMAT),
+    );
+    request
+}
+
 /// `Api.Watch` with the objects of its events left encoded.
 async fn watch_encoded(
     channel: tonic::transport::Channel,
@@ -478,7 +491,7 @@ async fn watch_encoded(
         .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
     let codec = tonic_prost::ProstCodec::<WatchRequest, EncodedWatchEvent>::default();
     let path = tonic::codegen::http::uri::PathAndQuery::from_static("/skiff.api.v1.Api/Watch");
-    grpc.server_streaming(tonic::Request::new(request), path, codec)
+    grpc.server_streaming(naming_format(request), path, codec)
         .await
         .map(tonic::Response::into_inner)
 }
@@ -506,7 +519,7 @@ async fn follow_from(
             selecting: None,
             exact_revision: 0,
         };
-        let list = match api.list(request).await {
+        let list = match api.list(naming_format(request)).await {
             Ok(list) => list.into_inner(),
             Err(status) => return status,
         };

@@ -192,6 +192,13 @@ mod tests {
             }
         }
         assert_eq!(field_value(&objects[0].1, "spec.unschedulable"), None);
+        // A document's field is its content's value, whatever the kind.
+        let secret =
+            crate::secrets::object(Default::default(), "kubernetes.io/tls", Default::default());
+        assert_eq!(
+            field_value(&secret, "type"),
+            Some(FieldValue::Json("kubernetes.io/tls".into()))
+        );
     }
 
     #[test]
