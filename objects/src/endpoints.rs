@@ -5,47 +5,33 @@
 //! older release reads the same ([`crate::legacy_bodies`]).
 
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, ObjectMeta};
+use skiff_proto::v1::ObjectMeta;
 
 pub use crate::typed::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference,
 };
-use crate::{generic, legacy_bodies, typed, Body};
+use crate::{generic, legacy_bodies, typed, Body, ObjectExt};
 
 /// The Endpoints `object` holds, with only the name and namespace of its
 /// metadata (the rest stays the object's); `None` for another kind of
 /// object, or a damaged one.
 pub fn read(object: &Object) -> Option<Endpoints> {
-    let document;
-    let body = match &object.kind {
-        Some(Body::Endpoints(_)) => {
-            document = legacy_bodies::to_document(object.clone());
-            document.kind.as_ref()?
-        }
-        other => other.as_ref()?,
-    };
-    let Body::Generic(g) = body else {
-        return None;
-    };
-    if g.api_version != "v1" || g.kind != "Endpoints" {
-        return None;
-    }
-    let mut endpoints: Endpoints =
-        typed::decode(serde_json::Value::Object(generic::content(g))).ok()?;
-    let meta = g.metadata.as_ref();
-    let named = |s: Option<&String>| s.filter(|s| !s.is_empty()).cloned();
-    endpoints.metadata.name = named(meta.map(|m| &m.name));
-    endpoints.metadata.namespace = named(meta.map(|m| &m.namespace));
+    let mut endpoints: Endpoints = legacy_bodies::read_core(object, "Endpoints")?;
+    let meta = object.meta();
+    let named = |s: &String| (!s.is_empty()).then(|| s.clone());
+    endpoints.metadata.name = named(&meta.name);
+    endpoints.metadata.namespace = named(&meta.namespace);
     Some(endpoints)
 }
 
 /// Whether `object` is an Endpoints, in either encoding.
 pub fn is_endpoints(object: &Object) -> bool {
-    match &object.kind {
-        Some(Body::Endpoints(_)) => true,
-        Some(Body::Generic(g)) => g.api_version == "v1" && g.kind == "Endpoints",
-        _ => false,
-    }
+    legacy_bodies::is_core_kind(object, "Endpoints")
+}
+
+/// The ready addresses of all subsets.
+pub fn ready_count(endpoints: &Endpoints) -> usize {
+    subsets(endpoints).iter().map(|s| ready(s).len()).sum()
 }
 
 /// `(namespace, name)` of read Endpoints (empty when unset).
@@ -89,20 +75,7 @@ pub fn object(metadata: ObjectMeta, subsets: Vec<EndpointSubset>) -> Object {
         subsets: (!subsets.is_empty()).then_some(subsets),
         ..Endpoints::default()
     };
-    let mut content = match typed::encode(&endpoints) {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    for own in ["apiVersion", "kind", "metadata"] {
-        content.remove(own);
-    }
-    let mut document = GenericObject {
-        api_version: "v1".to_owned(),
-        kind: "Endpoints".to_owned(),
-        metadata: Some(metadata),
-        content: Vec::new(),
-    };
-    generic::set_content(&mut document, &content);
+    let document = generic::document("v1", "Endpoints", Some(metadata), typed::encode(&endpoints));
     Object {
         kind: Some(Body::Generic(document)),
     }

@@ -129,6 +129,32 @@ pub fn set_content(object: &mut GenericObject, content: &Map<String, Value>) {
     object.content = serde_json::to_vec(content).unwrap_or_default();
 }
 
+/// A document of `kind` at `api_version` with `metadata`, holding the
+/// fields of `value` (an object as Kubernetes' JSON writes it) but its
+/// own `apiVersion`, `kind` and `metadata`.
+pub fn document(
+    api_version: &str,
+    kind: &str,
+    metadata: Option<ObjectMeta>,
+    value: Value,
+) -> GenericObject {
+    let mut content = match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    };
+    for own in ["apiVersion", "kind", "metadata"] {
+        content.remove(own);
+    }
+    let mut document = GenericObject {
+        api_version: api_version.to_owned(),
+        kind: kind.to_owned(),
+        metadata,
+        content: Vec::new(),
+    };
+    set_content(&mut document, &content);
+    document
+}
+
 /// Whether two objects want the same: everything but `status` equal.
 pub fn same_spec(a: &GenericObject, b: &GenericObject) -> bool {
     let (mut a, mut b) = (content(a), content(b));

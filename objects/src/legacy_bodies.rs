@@ -29,7 +29,7 @@
 
 use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
@@ -225,28 +225,46 @@ fn document_of<T: Serialize>(
     metadata: &Option<ObjectMeta>,
     kind: &str,
 ) -> GenericObject {
-    let or = |given: &str, unset: &str| {
-        if given.is_empty() {
-            unset.to_owned()
-        } else {
-            given.to_owned()
+    let value = serde_json::to_value(model).unwrap_or(Value::Null);
+    let api_version = if api_version.is_empty() {
+        "v1"
+    } else {
+        api_version
+    };
+    let kind = if own_kind.is_empty() { kind } else { own_kind };
+    generic::document(api_version, kind, metadata.clone(), value)
+}
+
+/// The document of the core (`v1`) kind `kind` that `object` holds, in
+/// either encoding, read as `T` (its metadata left to the object);
+/// `None` for another kind of object, or a damaged one.
+pub fn read_core<T: DeserializeOwned>(object: &Object, kind: &str) -> Option<T> {
+    let document;
+    let body = match &object.kind {
+        Some(Body::Generic(_)) => object.kind.as_ref()?,
+        Some(_) => {
+            document = to_document(object.clone());
+            document.kind.as_ref()?
         }
+        None => return None,
     };
-    let mut document = GenericObject {
-        api_version: or(api_version, "v1"),
-        kind: or(own_kind, kind),
-        metadata: metadata.clone(),
-        content: Vec::new(),
+    let Body::Generic(g) = body else {
+        return None;
     };
-    let mut content = match serde_json::to_value(model) {
-        Ok(Value::Object(map)) => map,
-        _ => Map::new(),
-    };
-    for own in ["apiVersion", "kind", "metadata"] {
-        content.remove(own);
+    if g.api_version != "v1" || g.kind != kind {
+        return None;
     }
-    generic::set_content(&mut document, &content);
-    document
+    crate::typed::decode(Value::Object(generic::content(g))).ok()
+}
+
+/// Whether `object` is of the core (`v1`) kind `kind`, in either
+/// encoding.
+pub fn is_core_kind(object: &Object, kind: &str) -> bool {
+    match &object.kind {
+        Some(Body::Generic(g)) => g.api_version == "v1" && g.kind == kind,
+        Some(body) => crate::body_kind(body).is_some_and(|k| k.name() == kind),
+        None => false,
+    }
 }
 
 /// A document's content read as its kind's protobuf model (type meta and

@@ -5,38 +5,20 @@
 //! reads the same ([`crate::legacy_bodies`]).
 
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, ObjectMeta};
+use skiff_proto::v1::ObjectMeta;
 
 pub use crate::typed::api::core::v1::Namespace;
-use crate::{generic, legacy_bodies, typed, Body};
+use crate::{generic, legacy_bodies, Body};
 
 /// The Namespace `object` holds, without its metadata (which stays the
 /// object's); `None` for another kind of object, or a damaged one.
 pub fn read(object: &Object) -> Option<Namespace> {
-    let document;
-    let body = match &object.kind {
-        Some(Body::Namespace(_)) => {
-            document = legacy_bodies::to_document(object.clone());
-            document.kind.as_ref()?
-        }
-        other => other.as_ref()?,
-    };
-    let Body::Generic(g) = body else {
-        return None;
-    };
-    if g.api_version != "v1" || g.kind != "Namespace" {
-        return None;
-    }
-    typed::decode(serde_json::Value::Object(generic::content(g))).ok()
+    legacy_bodies::read_core(object, "Namespace")
 }
 
 /// Whether `object` is a Namespace, in either encoding.
 pub fn is_namespace(object: &Object) -> bool {
-    match &object.kind {
-        Some(Body::Namespace(_)) => true,
-        Some(Body::Generic(g)) => g.api_version == "v1" && g.kind == "Namespace",
-        _ => false,
-    }
+    legacy_bodies::is_core_kind(object, "Namespace")
 }
 
 /// `status.phase` (`Active`, `Terminating`); `None` when unset, or for
@@ -48,17 +30,12 @@ pub fn phase(object: &Object) -> Option<String> {
 /// A Namespace in `phase` (none when empty: the writer defaults it to
 /// `Active`), with `metadata`, as the store keeps it.
 pub fn object(metadata: ObjectMeta, phase: &str) -> Object {
-    let mut document = GenericObject {
-        api_version: "v1".to_owned(),
-        kind: "Namespace".to_owned(),
-        metadata: Some(metadata),
-        content: Vec::new(),
+    let content = if phase.is_empty() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "status": { "phase": phase } })
     };
-    let mut content = serde_json::Map::new();
-    if !phase.is_empty() {
-        content.insert("status".into(), serde_json::json!({ "phase": phase }));
-    }
-    generic::set_content(&mut document, &content);
+    let document = generic::document("v1", "Namespace", Some(metadata), content);
     Object {
         kind: Some(Body::Generic(document)),
     }

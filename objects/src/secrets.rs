@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, ObjectMeta};
+use skiff_proto::v1::ObjectMeta;
 
 use crate::typed;
 pub use crate::typed::api::core::v1::Secret;
@@ -18,30 +18,12 @@ pub use k8s_openapi::ByteString;
 /// The Secret `object` holds, without its metadata (which stays the
 /// object's); `None` for another kind of object, or a damaged one.
 pub fn read(object: &Object) -> Option<Secret> {
-    let document;
-    let body = match &object.kind {
-        Some(Body::Secret(_)) => {
-            document = legacy_bodies::to_document(object.clone());
-            document.kind.as_ref()?
-        }
-        other => other.as_ref()?,
-    };
-    let Body::Generic(g) = body else {
-        return None;
-    };
-    if g.api_version != "v1" || g.kind != "Secret" {
-        return None;
-    }
-    typed::decode(serde_json::Value::Object(generic::content(g))).ok()
+    legacy_bodies::read_core(object, "Secret")
 }
 
 /// Whether `object` is a Secret, in either encoding.
 pub fn is_secret(object: &Object) -> bool {
-    match &object.kind {
-        Some(Body::Secret(_)) => true,
-        Some(Body::Generic(g)) => g.api_version == "v1" && g.kind == "Secret",
-        _ => false,
-    }
+    legacy_bodies::is_core_kind(object, "Secret")
 }
 
 /// A Secret's values, decoded (an empty map for none).
@@ -83,20 +65,7 @@ pub fn object(metadata: ObjectMeta, type_: &str, values: BTreeMap<String, Vec<u8
 /// `secret` (whose own `metadata` is ignored) with `metadata`, as the
 /// store keeps it.
 pub fn of(metadata: ObjectMeta, secret: &Secret) -> Object {
-    let mut content = match typed::encode(secret) {
-        serde_json::Value::Object(map) => map,
-        _ => serde_json::Map::new(),
-    };
-    for own in ["apiVersion", "kind", "metadata"] {
-        content.remove(own);
-    }
-    let mut document = GenericObject {
-        api_version: "v1".to_owned(),
-        kind: "Secret".to_owned(),
-        metadata: Some(metadata),
-        content: Vec::new(),
-    };
-    generic::set_content(&mut document, &content);
+    let document = generic::document("v1", "Secret", Some(metadata), typed::encode(secret));
     Object {
         kind: Some(Body::Generic(document)),
     }
@@ -132,7 +101,7 @@ mod tests {
         assert!(matches!(legacy.kind, Some(Body::Secret(_))));
         assert!(is_secret(&legacy) && is_secret(&made));
         assert_eq!(read(&legacy), Some(read_back));
-        let config_map = GenericObject {
+        let config_map = skiff_proto::v1::GenericObject {
             api_version: "v1".into(),
             kind: "ConfigMap".into(),
             ..Default::default()

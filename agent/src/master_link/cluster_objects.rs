@@ -287,7 +287,7 @@ async fn follow(
 /// `message` as a request naming the data format this agent reads
 /// (`skiff_objects::legacy_bodies`): a master sends the kinds held as
 /// documents (Endpoints) as they are, not converted for an older agent.
-fn naming_format<T>(message: T) -> tonic::Request<T> {
+pub(crate) fn naming_format<T>(message: T) -> tonic::Request<T> {
     use skiff_objects::legacy_bodies;
     let mut request = tonic::Request::new(message);
     request.metadata_mut().insert(

@@ -352,11 +352,7 @@ impl MasterConfigSource {
             };
             // Naming the data format it reads, the agent gets the kinds held
             // as documents (Secrets) as documents.
-            let mut request = tonic::Request::new(request);
-            request.metadata_mut().insert(
-                legacy_bodies::FORMAT_HEADER,
-                tonic::metadata::MetadataValue::from(legacy_bodies::LATEST_FORMAT),
-            );
+            let request = super::cluster_objects::naming_format(request);
             let status = match tokio::time::timeout(GET_TIMEOUT, api.get(request)).await {
                 Ok(Ok(answer)) => {
                     self.first.store(i, Ordering::Relaxed);

@@ -601,13 +601,8 @@ fn skiff_table(host: &TestHost) -> String {
 
 async fn endpoint_count(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
-        Ok(o) => skiff_objects::endpoints::read(&o).map_or(0, |e| {
-            let subsets = skiff_objects::endpoints::subsets(&e);
-            subsets
-                .iter()
-                .map(|s| skiff_objects::endpoints::ready(s).len())
-                .sum()
-        }),
+        Ok(o) => skiff_objects::endpoints::read(&o)
+            .map_or(0, |e| skiff_objects::endpoints::ready_count(&e)),
         Err(_) => 0,
     }
 }

@@ -159,13 +159,8 @@ fn ingress_of(service: &v1::Service) -> Vec<String> {
 
 async fn ready_endpoints(master: &MasterProcess, name: &str) -> usize {
     match master.client().get(Kind::Endpoints, "default", name).await {
-        Ok(o) => skiff_objects::endpoints::read(&o).map_or(0, |e| {
-            let subsets = skiff_objects::endpoints::subsets(&e);
-            subsets
-                .iter()
-                .map(|s| skiff_objects::endpoints::ready(s).len())
-                .sum()
-        }),
+        Ok(o) => skiff_objects::endpoints::read(&o)
+            .map_or(0, |e| skiff_objects::endpoints::ready_count(&e)),
         Err(_) => 0,
     }
 }

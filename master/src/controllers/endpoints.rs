@@ -188,36 +188,40 @@ impl Reconciler for EndpointsController {
             .as_ref()
             .map(|m| m.labels.clone())
             .unwrap_or_default();
-        let current = existing
-            .as_deref()
-            .and_then(|o| Some((o, endpoints::read(o)?)));
-        match current {
-            Some((_, current)) if endpoints::subsets(&current) == subsets.as_slice() => {}
-            Some((stored, _)) => {
-                let updated = endpoints::object(stored.meta().clone(), subsets);
-                self.ctx.writer.update(updated).await?;
-            }
-            None => {
-                let meta = v1::ObjectMeta {
-                    name: key.name.clone(),
-                    namespace: key.namespace.clone(),
-                    labels: service_labels,
-                    ..Default::default()
-                };
-                match self
-                    .ctx
-                    .writer
-                    .create(endpoints::object(meta, subsets))
-                    .await
-                {
-                    Ok(_) => {}
-                    Err(e) if e.is_already_exists() => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-        }
+        let meta = v1::ObjectMeta {
+            name: key.name.clone(),
+            namespace: key.namespace.clone(),
+            labels: service_labels,
+            ..Default::default()
+        };
+        put_subsets(&self.ctx, existing.as_deref(), meta, subsets).await?;
         Ok(Action::Done)
     }
+}
+
+/// Makes the Endpoints stored as `existing` (made with `meta` when there
+/// are none) list exactly `subsets`; writes nothing when they do already
+/// (shared with the `kubernetes` Service's controller).
+pub async fn put_subsets(
+    ctx: &Context,
+    existing: Option<&Object>,
+    meta: v1::ObjectMeta,
+    subsets: Vec<endpoints::EndpointSubset>,
+) -> Result<(), ReconcileError> {
+    let current = existing.and_then(|o| Some((o, endpoints::read(o)?)));
+    match current {
+        Some((_, current)) if endpoints::subsets(&current) == subsets.as_slice() => {}
+        Some((stored, _)) => {
+            let updated = endpoints::object(stored.meta().clone(), subsets);
+            ctx.writer.update(updated).await?;
+        }
+        None => match ctx.writer.create(endpoints::object(meta, subsets)).await {
+            Ok(_) => {}
+            Err(e) if e.is_already_exists() => {}
+            Err(e) => return Err(e.into()),
+        },
+    }
+    Ok(())
 }
 
 /// One subset as it is gathered: its ports, and its addresses.

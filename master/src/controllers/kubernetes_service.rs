@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::{Context, ReconcileError};
 use crate::cluster::Cluster;
 use crate::writer::DEFAULT_NAMESPACE;
-use skiff_objects::{endpoints, IntoObject, Kind, ObjectExt};
+use skiff_objects::{endpoints, IntoObject, Kind};
 
 /// The API's Service, in `default`.
 pub const API_SERVICE: &str = "kubernetes";
@@ -191,28 +191,12 @@ pub async fn reconcile(
     let existing = ctx
         .store
         .get(Kind::Endpoints, DEFAULT_NAMESPACE, API_SERVICE)?;
-    let current = existing
-        .as_deref()
-        .and_then(|o| Some((o, endpoints::read(o)?)));
-    match current {
-        Some((_, current)) if endpoints::subsets(&current) == subsets.as_slice() => {}
-        Some((stored, _)) => {
-            let updated = endpoints::object(stored.meta().clone(), subsets);
-            ctx.writer.update(updated).await?;
-        }
-        None => {
-            let meta = v1::ObjectMeta {
-                name: API_SERVICE.to_owned(),
-                namespace: DEFAULT_NAMESPACE.to_owned(),
-                ..Default::default()
-            };
-            match ctx.writer.create(endpoints::object(meta, subsets)).await {
-                Ok(_) => {}
-                Err(e) if e.is_already_exists() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
+    let meta = v1::ObjectMeta {
+        name: API_SERVICE.to_owned(),
+        namespace: DEFAULT_NAMESPACE.to_owned(),
+        ..Default::default()
+    };
+    super::endpoints::put_subsets(ctx, existing.as_deref(), meta, subsets).await?;
     Ok(())
 }
 
