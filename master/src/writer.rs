@@ -29,7 +29,9 @@ use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::metadata::{new_uid, random_suffix};
 use skiff_objects::now_rfc3339;
 use skiff_objects::registry::custom::served_definition;
-use skiff_objects::validation::{validate, validate_update, FieldError, ValidationError};
+use skiff_objects::validation::{
+    has_update_rules, validate, validate_update, FieldError, ValidationError,
+};
 use skiff_objects::{
     generic, legacy_bodies, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
 };
@@ -364,6 +366,9 @@ impl ObjectWriter {
     /// not checked.
     fn admit_update(&self, object: &Object) -> Result<()> {
         let kind = object.kind()?;
+        if !has_update_rules(kind) {
+            return Ok(());
+        }
         let meta = object.meta();
         let cache = self.cluster.store.cache();
         let Some(stored) = cache.get(kind, &meta.namespace, &meta.name) else {

@@ -190,6 +190,12 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
     }
 }
 
+/// Whether [`validate_update`] has anything to check for `kind` (the
+/// writer skips reading the stored object again when not).
+pub fn has_update_rules(kind: Kind) -> bool {
+    matches!(kind, Kind::Deployment | Kind::ReplicaSet) || super::generic::has_update_rules(kind)
+}
+
 /// Checks an update from the stored `old` to `new` (both with defaults
 /// applied) for what Kubernetes does not let an update change: an
 /// apps/v1 Deployment's, ReplicaSet's or DaemonSet's selector, a Job's
