@@ -25,8 +25,8 @@ use std::time::Duration;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use skiff_objects::endpoints::{self, Endpoints};
+use skiff_objects::services::{self, Service};
 use skiff_objects::Ipv4Net;
-use skiff_proto::v1;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +47,7 @@ pub struct HealthCheck {
 /// LoadBalancer Service with `externalTrafficPolicy: Local` and a
 /// `healthCheckNodePort`.
 pub fn wanted(
-    services: &[v1::Service],
+    services: &[Service],
     endpoints: &[Endpoints],
     local: Ipv4Net,
 ) -> BTreeMap<u16, HealthCheck> {
@@ -55,20 +55,18 @@ pub fn wanted(
         endpoints.iter().map(|e| (endpoints::key(e), e)).collect();
     let mut out = BTreeMap::new();
     for service in services {
-        let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
-            continue;
-        };
-        if spec.r#type != "LoadBalancer" || spec.external_traffic_policy != "Local" {
+        if services::type_of(service) != "LoadBalancer" || !services::is_external_local(service) {
             continue;
         }
-        let Some(port) = u16::try_from(spec.health_check_node_port)
+        let Some(port) = u16::try_from(services::health_check_node_port(service))
             .ok()
             .filter(|p| *p != 0)
         else {
             continue;
         };
+        let (namespace, name) = services::key(service);
         let local_ips: BTreeSet<Ipv4Addr> = by_name
-            .get(&(meta.namespace.as_str(), meta.name.as_str()))
+            .get(&(namespace, name))
             .into_iter()
             .flat_map(|e| endpoints::subsets(e))
             .flat_map(endpoints::ready)
@@ -78,8 +76,8 @@ pub fn wanted(
         out.insert(
             port,
             HealthCheck {
-                namespace: meta.namespace.clone(),
-                name: meta.name.clone(),
+                namespace: namespace.to_owned(),
+                name: name.to_owned(),
                 local_endpoints: local_ips.len(),
             },
         );
@@ -249,23 +247,22 @@ async fn serve(listener: TcpListener, port: u16, answers: Answers, stop: Cancell
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_proto::v1;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn load_balancer(name: &str, policy: &str, health_check: i32) -> v1::Service {
-        v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                namespace: "shop".into(),
-                ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                r#type: "LoadBalancer".into(),
-                external_traffic_policy: policy.into(),
-                health_check_node_port: health_check,
-                ..Default::default()
-            }),
+    fn load_balancer(name: &str, policy: &str, health_check: i32) -> Service {
+        let meta = v1::ObjectMeta {
+            name: name.into(),
+            namespace: "shop".into(),
             ..Default::default()
-        }
+        };
+        let spec = services::ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            external_traffic_policy: Some(policy.into()),
+            health_check_node_port: (health_check != 0).then_some(health_check),
+            ..Default::default()
+        };
+        services::read(&services::object(meta, spec, None)).unwrap()
     }
 
     fn endpoints(name: &str, ready: &[&str], not_ready: &[&str]) -> Endpoints {

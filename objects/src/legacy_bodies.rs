@@ -123,19 +123,35 @@ pub fn decode(bytes: &[u8]) -> Result<Object, prost::DecodeError> {
 /// `object` with a moved kind's protobuf body made a document; any other
 /// object as it is.
 pub fn to_document(object: Object) -> Object {
-    let document = match object.kind {
-        Some(Body::Secret(m)) => document_of(&m, &m.api_version, &m.kind, &m.metadata, "Secret"),
-        Some(Body::Namespace(m)) => {
-            document_of(&m, &m.api_version, &m.kind, &m.metadata, "Namespace")
-        }
-        Some(Body::Endpoints(m)) => {
-            document_of(&m, &m.api_version, &m.kind, &m.metadata, "Endpoints")
-        }
-        kind => return Object { kind },
-    };
-    Object {
-        kind: Some(Body::Generic(document)),
+    let moved = object
+        .kind
+        .as_ref()
+        .and_then(crate::body_kind)
+        .is_some_and(|k| moved_at(k.name()).is_some());
+    match object
+        .kind
+        .as_ref()
+        .and_then(core_document)
+        .filter(|_| moved)
+    {
+        Some(document) => Object {
+            kind: Some(Body::Generic(document)),
+        },
+        None => object,
     }
+}
+
+/// A core kind's protobuf `body` as its document, for the kinds that are
+/// read through Kubernetes' own types (moved, or moving); `None` for
+/// another body.
+fn core_document(body: &Body) -> Option<GenericObject> {
+    Some(match body {
+        Body::Secret(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Secret"),
+        Body::Namespace(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Namespace"),
+        Body::Endpoints(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Endpoints"),
+        Body::Service(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Service"),
+        _ => return None,
+    })
 }
 
 /// Whether `object` is a document of a moved kind (what [`to_legacy`]
@@ -240,16 +256,12 @@ fn document_of<T: Serialize>(
 /// `None` for another kind of object, or a damaged one.
 pub fn read_core<T: DeserializeOwned>(object: &Object, kind: &str) -> Option<T> {
     let document;
-    let body = match &object.kind {
-        Some(Body::Generic(_)) => object.kind.as_ref()?,
-        Some(_) => {
-            document = to_document(object.clone());
-            document.kind.as_ref()?
+    let g = match object.kind.as_ref()? {
+        Body::Generic(g) => g,
+        body => {
+            document = core_document(body)?;
+            &document
         }
-        None => return None,
-    };
-    let Body::Generic(g) = body else {
-        return None;
     };
     if g.api_version != "v1" || g.kind != kind {
         return None;

@@ -49,6 +49,7 @@ pub mod schema_check;
 pub mod secrets;
 pub mod selectable;
 pub mod selector;
+pub mod services;
 pub mod storage;
 pub mod time;
 pub mod typed;

@@ -20,7 +20,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
 use skiff_objects::endpoints::{self, EndpointSubset, Endpoints};
-use skiff_proto::v1;
+use skiff_objects::services::{self, Service};
 
 /// One port of a Service or of an endpoint subset.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,7 +162,7 @@ impl ClusterIndex {
     /// The index of `services` with the ready addresses of `endpoints`;
     /// `serial` is what the zone's SOA says (it grows with each index).
     /// Of two Services with the same namespace and name, the later counts.
-    pub fn build(services: &[v1::Service], endpoints: &[Endpoints], serial: u32) -> ClusterIndex {
+    pub fn build(services: &[Service], endpoints: &[Endpoints], serial: u32) -> ClusterIndex {
         let mut subsets_by_name: HashMap<(&str, &str), &[EndpointSubset]> = HashMap::new();
         for e in endpoints {
             subsets_by_name.insert(endpoints::key(e), endpoints::subsets(e));
@@ -170,29 +170,29 @@ impl ClusterIndex {
         let mut namespaces = Names::default();
         let mut entries = Vec::with_capacity(services.len());
         for service in services {
-            let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
-                continue;
-            };
-            let address = if spec.r#type == "ExternalName" {
-                let target = spec.external_name.trim_end_matches('.');
+            let (namespace, name) = services::key(service);
+            let address = if services::type_of(service) == "ExternalName" {
+                let target = services::external_name(service).trim_end_matches('.');
                 if target.is_empty() {
                     continue;
                 }
                 ServiceAddress::ExternalName(target.to_ascii_lowercase())
-            } else if spec.cluster_ip == "None" {
+            } else if services::cluster_ip(service) == "None" {
                 ServiceAddress::Headless
             } else {
-                match spec.cluster_ip.parse() {
+                match services::cluster_ip(service).parse() {
                     Ok(ip) => ServiceAddress::ClusterIp(ip),
                     // Not given an address yet (or an IPv6 one): nothing
                     // to answer with.
                     Err(_) => continue,
                 }
             };
-            let ports = exact(&spec.ports, |p| named_port(&p.name, &p.protocol, p.port));
+            let ports = exact(services::ports(service), |p| {
+                named_port(services::port_name(p), services::protocol(p), p.port)
+            });
             let subsets = exact(
                 subsets_by_name
-                    .get(&(meta.namespace.as_str(), meta.name.as_str()))
+                    .get(&(namespace, name))
                     .copied()
                     .unwrap_or_default(),
                 |s| {
@@ -209,8 +209,8 @@ impl ClusterIndex {
                     (!addresses.is_empty()).then_some(Subset { addresses, ports })
                 },
             );
-            let namespace = namespaces.get(meta.namespace.to_ascii_lowercase());
-            let name: Arc<str> = Arc::from(meta.name.to_ascii_lowercase());
+            let namespace = namespaces.get(namespace.to_ascii_lowercase());
+            let name: Arc<str> = Arc::from(name.to_ascii_lowercase());
             let entry = ServiceEntry {
                 address,
                 ports,
@@ -345,6 +345,7 @@ impl SharedIndex {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use skiff_proto::v1;
 
     /// A Service `namespace/name` at `cluster_ip` ("None": headless;
     /// "ext:NAME": ExternalName) with `(name, protocol, port)` ports.
@@ -353,30 +354,32 @@ pub(crate) mod tests {
         name: &str,
         cluster_ip: &str,
         ports: &[(&str, &str, i32)],
-    ) -> v1::Service {
+    ) -> Service {
         let (r#type, cluster_ip, external_name) = match cluster_ip.strip_prefix("ext:") {
-            Some(target) => ("ExternalName", "", target),
-            None => ("ClusterIP", cluster_ip, ""),
+            Some(target) => ("ExternalName", None, Some(target.into())),
+            None => ("ClusterIP", Some(cluster_ip.into()), None),
         };
-        v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                namespace: namespace.into(),
+        Service {
+            metadata: skiff_objects::typed::meta::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some(namespace.into()),
                 ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                r#type: r#type.into(),
-                cluster_ip: cluster_ip.into(),
-                external_name: external_name.into(),
-                ports: ports
-                    .iter()
-                    .map(|(n, proto, p)| v1::ServicePort {
-                        name: (*n).into(),
-                        protocol: (*proto).into(),
-                        port: *p,
-                        ..Default::default()
-                    })
-                    .collect(),
+            },
+            spec: Some(services::ServiceSpec {
+                type_: Some(r#type.into()),
+                cluster_ip,
+                external_name,
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(n, proto, p)| services::ServicePort {
+                            name: Some((*n).into()),
+                            protocol: Some((*proto).into()),
+                            port: *p,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()

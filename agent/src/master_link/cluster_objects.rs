@@ -410,6 +410,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     use prost::Message;
+    use skiff_objects::ObjectExt;
     use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::{EventType, Object, WatchEvent};
     use tokio_util::sync::CancellationToken;
@@ -427,9 +428,9 @@ mod tests {
     }
 
     fn cluster_ips(snapshot: &KindsSnapshot) -> Vec<(String, String)> {
-        let ip = |o: &Object| match &o.kind {
-            Some(Body::Service(s)) => s.spec.as_ref().map(|s| s.cluster_ip.clone()),
-            _ => None,
+        let ip = |o: &Object| {
+            skiff_objects::services::read(o)
+                .map(|s| skiff_objects::services::cluster_ip(&s).to_owned())
         };
         snapshot
             .objects("Service")
@@ -495,10 +496,7 @@ mod tests {
         let namespaces: Vec<String> = snapshot
             .objects("Service")
             .iter()
-            .map(|o| match &o.kind {
-                Some(Body::Service(s)) => s.metadata.clone().unwrap_or_default().namespace,
-                _ => String::new(),
-            })
+            .map(|o| o.meta().namespace.clone())
             .collect();
         assert_eq!(namespaces, ["a", "b"]);
         assert_eq!(snapshot.revisions, [10, 8]);

@@ -204,7 +204,6 @@ fn key(records: &[u8], start: usize) -> (&[u8], &[u8]) {
 mod tests {
     use prost::Message;
     use skiff_objects::ObjectExt;
-    use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::Object;
 
     use super::EncodedObjects;
@@ -215,10 +214,9 @@ mod tests {
             .decode_all()
             .iter()
             .map(|o| {
-                let ip = match &o.kind {
-                    Some(Body::Service(s)) => s.spec.clone().unwrap_or_default().cluster_ip,
-                    _ => String::new(),
-                };
+                let ip = skiff_objects::services::read(o)
+                    .map(|s| skiff_objects::services::cluster_ip(&s).to_owned())
+                    .unwrap_or_default();
                 (o.meta().namespace.clone(), o.meta().name.clone(), ip)
             })
             .collect()

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use prost::Message;
 use sha2::Digest;
 use skiff_objects::endpoints::{self, Endpoints};
+use skiff_objects::services::{self, Service};
 use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -21,69 +22,42 @@ use skiff_proto::v1;
 use super::nftables::{Exposure, ServiceRule};
 use super::PodNetwork;
 
-/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
-const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
-
 /// The rules for `services`, given the cluster's Endpoints, with how each
 /// port is reached from outside (nodePort, load balancer ingress,
 /// externalIPs). Headless Services and ports with no ready endpoint get
 /// none.
-pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRule> {
+pub fn rules(services: &[Service], endpoints: &[Endpoints]) -> Vec<ServiceRule> {
     let by_name: BTreeMap<(&str, &str), &Endpoints> =
         endpoints.iter().map(|e| (endpoints::key(e), e)).collect();
     let mut out = Vec::new();
     for service in services {
-        let (Some(meta), Some(spec)) = (&service.metadata, &service.spec) else {
-            continue;
-        };
-        let Ok(cluster_ip) = spec.cluster_ip.parse::<Ipv4Addr>() else {
+        let Ok(cluster_ip) = services::cluster_ip(service).parse::<Ipv4Addr>() else {
             continue;
         };
         let subsets = by_name
-            .get(&(meta.namespace.as_str(), meta.name.as_str()))
+            .get(&services::key(service))
             .map(|e| endpoints::subsets(e))
             .unwrap_or_default();
-        let exposed = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
-        let load_balancer_ips: Vec<Ipv4Addr> = if spec.r#type == "LoadBalancer" {
-            service
-                .status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .map(|l| {
-                    l.ingress
-                        .iter()
-                        .filter_map(|i| i.ip.parse::<Ipv4Addr>().ok())
-                        .collect()
-                })
-                .unwrap_or_default()
+        let exposed = services::is_exposed(service);
+        let load_balancer_ips: Vec<Ipv4Addr> = if services::type_of(service) == "LoadBalancer" {
+            services::ingress_ips(service)
+                .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
+                .collect()
         } else {
             Vec::new()
         };
-        let external_ips: Vec<Ipv4Addr> = spec
-            .external_ips
+        let external_ips: Vec<Ipv4Addr> = services::external_ips(service)
             .iter()
             .filter_map(|ip| ip.parse::<Ipv4Addr>().ok())
             .collect();
-        let source_ranges: Vec<Ipv4Net> = spec
-            .load_balancer_source_ranges
+        let source_ranges: Vec<Ipv4Net> = services::source_ranges(service)
             .iter()
             .filter_map(|r| Ipv4Net::parse_lenient(r).ok())
             .collect();
-        let affinity_seconds = (spec.session_affinity == "ClientIP").then(|| {
-            let timeout = spec
-                .session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .map_or(0, |c| c.timeout_seconds);
-            u32::try_from(timeout)
-                .ok()
-                .filter(|t| *t > 0)
-                .unwrap_or(DEFAULT_AFFINITY_SECONDS)
-        });
-        for port in &spec.ports {
-            // Empty is TCP, as Kubernetes defaults it.
-            let protocol = match port.protocol.as_str() {
-                "" => "tcp",
+        let affinity_seconds = services::affinity_seconds(service);
+        for port in services::ports(service) {
+            // Unset is TCP, as Kubernetes defaults it.
+            let protocol = match services::protocol(port) {
                 p if p.eq_ignore_ascii_case("tcp") => "tcp",
                 p if p.eq_ignore_ascii_case("udp") => "udp",
                 _ => continue,
@@ -94,7 +68,7 @@ pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRu
             let mut targets = Vec::new();
             for subset in subsets {
                 let Some(target) = endpoints::ports(subset).iter().find(|p| {
-                    p.name.as_deref().unwrap_or_default() == port.name
+                    p.name.as_deref().unwrap_or_default() == services::port_name(port)
                         && endpoints::protocol(p).eq_ignore_ascii_case(protocol)
                 }) else {
                     continue;
@@ -113,7 +87,7 @@ pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRu
             targets.dedup();
             // Exactly as long as it is: held twice, for every port.
             let targets = targets.into_boxed_slice().into_vec();
-            let node_port = u16::try_from(port.node_port)
+            let node_port = u16::try_from(services::node_port(port))
                 .ok()
                 .filter(|p| exposed && *p != 0);
             out.push(ServiceRule {
@@ -125,10 +99,10 @@ pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRu
                     node_port,
                     load_balancer_ips: load_balancer_ips.clone(),
                     external_ips: external_ips.clone(),
-                    local_only: spec.external_traffic_policy == "Local",
+                    local_only: services::is_external_local(service),
                     source_ranges: source_ranges.clone(),
                     affinity_seconds,
-                    internal_local: spec.internal_traffic_policy == "Local",
+                    internal_local: services::is_internal_local(service),
                 },
             });
         }
@@ -137,12 +111,10 @@ pub fn rules(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<ServiceRu
 }
 
 /// The Services of `services` and the Endpoints of `endpoints` (lists
-/// from a master; objects of other kinds are skipped).
-pub fn typed(services: Vec<Object>, endpoints: Vec<Object>) -> (Vec<v1::Service>, Vec<Endpoints>) {
-    let services = bodies(services, |b| match b {
-        Body::Service(s) => Some(s),
-        _ => None,
-    });
+/// from a master, in either encoding; objects of other kinds are
+/// skipped).
+pub fn typed(services: Vec<Object>, endpoints: Vec<Object>) -> (Vec<Service>, Vec<Endpoints>) {
+    let services = services.iter().filter_map(services::read).collect();
     let endpoints = endpoints.iter().filter_map(endpoints::read).collect();
     (services, endpoints)
 }
@@ -151,7 +123,7 @@ pub fn typed(services: Vec<Object>, endpoints: Vec<Object>) -> (Vec<v1::Service>
 /// and `endpoints`. A failure is logged and left to the next call.
 pub async fn reconcile_services(
     network: &PodNetwork,
-    services: &[v1::Service],
+    services: &[Service],
     endpoints: &[Endpoints],
 ) {
     let wanted = rules(services, endpoints);
@@ -165,11 +137,11 @@ pub async fn reconcile_services(
 
 /// The Services and Endpoints last known, kept in
 /// `<data-dir>/network/services.bin` (each object length-delimited after
-/// a tag byte: a Service in its protobuf model, Endpoints as the stored
-/// object, a document; an earlier release's file holds them in their
-/// protobuf model, which reads the same) and written only when they
-/// change, since the follower hands them over again every minute and
-/// flash wears.
+/// a tag byte: an encoded object holding its document, with only its
+/// name and namespace; an earlier release's file holds Services, and
+/// before data format 5 Endpoints, in their protobuf model, which reads
+/// the same) and written only when they change, since the follower hands
+/// them over again every minute and flash wears.
 #[derive(Debug)]
 pub struct KnownServices {
     path: PathBuf,
@@ -177,29 +149,34 @@ pub struct KnownServices {
     written: Option<Vec<u8>>,
 }
 
-const SERVICE_TAG: u8 = b'S';
+/// A Service in its protobuf model (what earlier releases wrote).
+const LEGACY_SERVICE_TAG: u8 = b'S';
 /// Endpoints in their protobuf model (what releases before data format 5
 /// wrote).
 const LEGACY_ENDPOINTS_TAG: u8 = b'E';
-/// Endpoints as an encoded object holding their document.
-const ENDPOINTS_TAG: u8 = b'D';
+/// A Service or Endpoints as an encoded object holding its document.
+const DOCUMENT_TAG: u8 = b'D';
 
 /// The lists as the file holds them.
-pub fn encode_known(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<u8> {
+pub fn encode_known(services: &[Service], endpoints: &[Endpoints]) -> Vec<u8> {
+    let meta = |(namespace, name): (&str, &str)| v1::ObjectMeta {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        ..Default::default()
+    };
     let mut out = Vec::new();
     for service in services {
-        out.push(SERVICE_TAG);
-        out.extend_from_slice(&service.encode_length_delimited_to_vec());
+        let object = services::object(
+            meta(services::key(service)),
+            service.spec.clone().unwrap_or_default(),
+            service.status.clone(),
+        );
+        out.push(DOCUMENT_TAG);
+        out.extend_from_slice(&object.encode_length_delimited_to_vec());
     }
     for e in endpoints {
-        let (namespace, name) = endpoints::key(e);
-        let meta = v1::ObjectMeta {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            ..Default::default()
-        };
-        let object = endpoints::object(meta, endpoints::subsets(e).to_vec());
-        out.push(ENDPOINTS_TAG);
+        let object = endpoints::object(meta(endpoints::key(e)), endpoints::subsets(e).to_vec());
+        out.push(DOCUMENT_TAG);
         out.extend_from_slice(&object.encode_length_delimited_to_vec());
     }
     out
@@ -207,27 +184,31 @@ pub fn encode_known(services: &[v1::Service], endpoints: &[Endpoints]) -> Vec<u8
 
 /// The lists in `bytes`; `None` when they are not what
 /// [`encode_known`] (or an earlier release) writes.
-pub fn decode_known(mut bytes: &[u8]) -> Option<(Vec<v1::Service>, Vec<Endpoints>)> {
-    let (mut services, mut endpoints) = (Vec::new(), Vec::new());
+pub fn decode_known(mut bytes: &[u8]) -> Option<(Vec<Service>, Vec<Endpoints>)> {
+    let (mut kept_services, mut kept_endpoints) = (Vec::new(), Vec::new());
     while let Some((&tag, rest)) = bytes.split_first() {
         bytes = rest;
         let object = match tag {
-            SERVICE_TAG => {
-                let service = v1::Service::decode_length_delimited(&mut bytes).ok()?;
-                services.push(service);
-                continue;
-            }
+            LEGACY_SERVICE_TAG => Object {
+                kind: Some(Body::Service(
+                    v1::Service::decode_length_delimited(&mut bytes).ok()?,
+                )),
+            },
             LEGACY_ENDPOINTS_TAG => Object {
                 kind: Some(Body::Endpoints(
                     v1::Endpoints::decode_length_delimited(&mut bytes).ok()?,
                 )),
             },
-            ENDPOINTS_TAG => Object::decode_length_delimited(&mut bytes).ok()?,
+            DOCUMENT_TAG => Object::decode_length_delimited(&mut bytes).ok()?,
             _ => return None,
         };
-        endpoints.push(endpoints::read(&object)?);
+        if services::is_service(&object) {
+            kept_services.push(services::read(&object)?);
+        } else {
+            kept_endpoints.push(endpoints::read(&object)?);
+        }
     }
-    Some((services, endpoints))
+    Some((kept_services, kept_endpoints))
 }
 
 impl KnownServices {
@@ -241,7 +222,7 @@ impl KnownServices {
 
     /// The lists last kept; none when there are none (or they cannot be
     /// read, which is logged).
-    pub fn load(&mut self) -> Option<(Vec<v1::Service>, Vec<Endpoints>)> {
+    pub fn load(&mut self) -> Option<(Vec<Service>, Vec<Endpoints>)> {
         let bytes = std::fs::read(&self.path).ok()?;
         let digest = sha2::Sha256::digest(&bytes).to_vec();
         let Some(lists) = decode_known(&bytes) else {
@@ -254,7 +235,7 @@ impl KnownServices {
 
     /// Keeps `services` and `endpoints` if they differ from what is kept.
     /// A failure is logged; the next lists try again.
-    pub fn save(&mut self, services: &[v1::Service], endpoints: &[Endpoints]) {
+    pub fn save(&mut self, services: &[Service], endpoints: &[Endpoints]) {
         let bytes = encode_known(services, endpoints);
         let digest = sha2::Sha256::digest(&bytes).to_vec();
         if self.written.as_ref() == Some(&digest) {
@@ -276,18 +257,12 @@ impl KnownServices {
     }
 }
 
-fn bodies<T>(items: Vec<Object>, pick: impl Fn(Body) -> Option<T>) -> Vec<T> {
-    items
-        .into_iter()
-        .filter_map(|o| o.kind.and_then(&pick))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn service(name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> v1::Service {
+    /// A Service in its protobuf model, as an earlier release kept it.
+    fn legacy_service(name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> v1::Service {
         v1::Service {
             metadata: Some(v1::ObjectMeta {
                 name: name.into(),
@@ -309,6 +284,14 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    /// The same Service as this release reads it.
+    fn service(name: &str, ip: &str, ports: &[(&str, i32, &str)]) -> Service {
+        let legacy = Object {
+            kind: Some(Body::Service(legacy_service(name, ip, ports))),
+        };
+        services::read(&legacy).unwrap()
     }
 
     /// Endpoints in their protobuf model, as an earlier release kept them.
@@ -379,10 +362,9 @@ mod tests {
         // What an earlier release kept (Endpoints in their protobuf model)
         // reads the same.
         let mut earlier = Vec::new();
-        for service in &services {
-            earlier.push(SERVICE_TAG);
-            earlier.extend_from_slice(&service.encode_length_delimited_to_vec());
-        }
+        earlier.push(LEGACY_SERVICE_TAG);
+        let legacy = legacy_service("web", "10.43.0.11", &[("http", 80, "TCP")]);
+        earlier.extend_from_slice(&legacy.encode_length_delimited_to_vec());
         let legacy = legacy_endpoints("web", &["10.42.1.5"], &[("http", 8080, "TCP")]);
         earlier.push(LEGACY_ENDPOINTS_TAG);
         earlier.extend_from_slice(&legacy.encode_length_delimited_to_vec());
@@ -460,24 +442,25 @@ mod tests {
     fn node_ports_ingress_and_policies_come_from_the_service() {
         let mut lb = service("lb", "10.43.0.21", &[("http", 80, "TCP")]);
         let spec = lb.spec.as_mut().unwrap();
-        spec.r#type = "LoadBalancer".into();
-        spec.ports[0].node_port = 30080;
-        spec.external_traffic_policy = "Local".into();
-        spec.internal_traffic_policy = "Local".into();
-        spec.session_affinity = "ClientIP".into();
-        spec.load_balancer_source_ranges = vec!["192.168.7.9/24".into()];
-        spec.external_ips = vec!["198.51.100.7".into(), "not-an-ip".into()];
-        lb.status = Some(v1::ServiceStatus {
-            load_balancer: Some(v1::LoadBalancerStatus {
-                ingress: vec![v1::LoadBalancerIngress {
-                    ip: "192.168.5.1".into(),
+        spec.type_ = Some("LoadBalancer".into());
+        spec.ports.as_mut().unwrap()[0].node_port = Some(30080);
+        spec.external_traffic_policy = Some("Local".into());
+        spec.internal_traffic_policy = Some("Local".into());
+        spec.session_affinity = Some("ClientIP".into());
+        spec.load_balancer_source_ranges = Some(vec!["192.168.7.9/24".into()]);
+        spec.external_ips = Some(vec!["198.51.100.7".into(), "not-an-ip".into()]);
+        lb.status = Some(services::ServiceStatus {
+            load_balancer: Some(services::LoadBalancerStatus {
+                ingress: Some(vec![services::LoadBalancerIngress {
+                    ip: Some("192.168.5.1".into()),
                     ..Default::default()
-                }],
+                }]),
             }),
+            ..Default::default()
         });
         // A ClusterIP Service's stray nodePort (or ingress) is not exposed.
         let mut plain = service("plain", "10.43.0.22", &[("", 80, "TCP")]);
-        plain.spec.as_mut().unwrap().ports[0].node_port = 30081;
+        plain.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(30081);
         let eps = [endpoints("lb", &["10.42.1.5"], &[("http", 8080, "TCP")])];
         let rules = rules(&[lb, plain], &eps);
         let exposure = &rules[0].exposure;
@@ -493,7 +476,10 @@ mod tests {
         assert!(exposure.local_only);
         assert!(exposure.internal_local);
         assert_eq!(exposure.source_ranges[0].to_string(), "192.168.7.0/24");
-        assert_eq!(exposure.affinity_seconds, Some(DEFAULT_AFFINITY_SECONDS));
+        assert_eq!(
+            exposure.affinity_seconds,
+            Some(services::DEFAULT_AFFINITY_SECONDS)
+        );
         assert_eq!(rules[1].exposure, Exposure::default());
     }
 }

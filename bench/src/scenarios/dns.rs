@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use skiff_agent::dns::{ClusterIndex, DnsConfig, SharedIndex};
+use skiff_objects::services::{Service, ServicePort, ServiceSpec};
 use skiff_objects::Ipv4Net;
-use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::common::round;
@@ -100,22 +100,22 @@ fn address(i: usize) -> Ipv4Addr {
 }
 
 /// The benchmark's Services, as an agent gets them from the masters.
-fn services(count: usize) -> Vec<v1::Service> {
+fn services(count: usize) -> Vec<Service> {
     (0..count)
-        .map(|i| v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: format!("svc-{i}"),
-                namespace: NAMESPACE.into(),
+        .map(|i| Service {
+            metadata: skiff_objects::typed::meta::ObjectMeta {
+                name: Some(format!("svc-{i}")),
+                namespace: Some(NAMESPACE.into()),
                 ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: address(i).to_string(),
-                ports: vec![v1::ServicePort {
-                    name: "http".into(),
+            },
+            spec: Some(ServiceSpec {
+                cluster_ip: Some(address(i).to_string()),
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
                     port: 80,
-                    protocol: "TCP".into(),
+                    protocol: Some("TCP".into()),
                     ..Default::default()
-                }],
+                }]),
                 ..Default::default()
             }),
             ..Default::default()

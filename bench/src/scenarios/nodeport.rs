@@ -18,7 +18,7 @@ use skiff_e2e::agent::start_host_nodes;
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::wait_for;
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::{services, IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
@@ -86,15 +86,11 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
     }
     client.create(server.into_object()).await?;
     let created = client.create(node_port_service().into_object()).await?;
-    let node_port = match created.kind {
-        Some(Body::Service(s)) => s
-            .spec
-            .and_then(|spec| spec.ports.first().map(|p| p.node_port))
-            .and_then(|p| u16::try_from(p).ok())
-            .filter(|p| *p != 0),
-        _ => None,
-    }
-    .context("the Service was given no nodePort")?;
+    let node_port = services::read(&created)
+        .and_then(|s| services::ports(&s).first().map(services::node_port))
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p != 0)
+        .context("the Service was given no nodePort")?;
     let pod = wait_for("iperf-server running", Duration::from_secs(60), || async {
         match client
             .get(Kind::Pod, "default", "iperf-server")
@@ -176,12 +172,10 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
         "node A in the load balancer's ingress",
         Duration::from_secs(30),
         || async {
-            let Some(Body::Service(s)) = client.get(Kind::Service, "default", APP).await.ok()?.kind
-            else {
-                return None;
-            };
-            let ingress = s.status?.load_balancer?.ingress;
-            ingress.iter().any(|i| i.ip == node_a_ip).then_some(())
+            let object = client.get(Kind::Service, "default", APP).await.ok()?;
+            let s = services::read(&object)?;
+            let mut ingress = services::ingress_ips(&s);
+            ingress.any(|ip| ip == node_a_ip).then_some(())
         },
     )
     .await?;

@@ -37,6 +37,7 @@ use anyhow::Context;
 use skiff_e2e::hollow::{Followed, FollowedKind, HollowConfig, HollowFleet};
 use skiff_master::client::{Client, ClientError, Watch};
 use skiff_objects::endpoints::{self, Endpoints};
+use skiff_objects::services::{self, Service};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object, WatchEvent};
@@ -988,7 +989,7 @@ impl fmt::Display for Backlog {
 /// template carries its `app`.
 fn backlog(
     deployments: &[v1::Deployment],
-    services: &[v1::Service],
+    services: &[Service],
     endpoints: &[Endpoints],
 ) -> Backlog {
     let mut pods_of_app: HashMap<&str, usize> = HashMap::new();
@@ -1007,21 +1008,17 @@ fn backlog(
         ..Default::default()
     };
     for s in services {
-        let Some(app) = s.spec.as_ref().and_then(|spec| spec.selector.get("app")) else {
+        let Some(app) = services::selector(s).get("app") else {
             continue;
         };
         let want = pods_of_app.get(app.as_str()).copied().unwrap_or(0);
-        match addresses.get(name_of(s.metadata.as_ref())) {
+        match addresses.get(services::key(s).1) {
             None => left.endpoints_missing += 1,
             Some(&have) if have != want => left.endpoints_behind += 1,
             Some(_) => {}
         }
     }
     left
-}
-
-fn name_of(meta: Option<&v1::ObjectMeta>) -> &str {
-    meta.map_or("", |m| m.name.as_str())
 }
 
 /// The `app` label of a Deployment's pods.
@@ -1071,11 +1068,8 @@ fn as_replica_set(body: Body) -> Option<v1::ReplicaSet> {
     }
 }
 
-fn as_service(body: Body) -> Option<v1::Service> {
-    match body {
-        Body::Service(s) => Some(s),
-        _ => None,
-    }
+fn as_service(body: Body) -> Option<Service> {
+    services::read(&Object { kind: Some(body) })
 }
 
 fn as_endpoints(body: Body) -> Option<Endpoints> {
@@ -1443,7 +1437,8 @@ mod tests {
     #[test]
     fn a_stage_settles_when_every_service_lists_its_pods() {
         // "c" selects a label no Deployment carries: its Endpoints stay empty.
-        let services = [service("a", "a"), service("b", "b"), service("c", "c")];
+        let services = [service("a", "a"), service("b", "b"), service("c", "c")]
+            .map(|s| services::read(&s.into_object()).expect("a Service"));
         let deployments = [deployment_with("a", 3, 3), deployment_with("b", 2, 1)];
         let listed = [endpoints_with("a", 3), endpoints_with("b", 1)];
         let left = backlog(&deployments, &services, &listed);

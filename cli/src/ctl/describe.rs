@@ -5,7 +5,7 @@
 
 use std::fmt::Write as _;
 
-use skiff_objects::{endpoints, namespaces, owners, secrets, ObjectExt};
+use skiff_objects::{endpoints, namespaces, owners, secrets, services, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -166,15 +166,25 @@ pub fn describe(object: &Object) -> String {
             let _ = writeln!(out, "Capacity:       {}", map(&status.capacity));
             let _ = writeln!(out, "Allocatable:    {}", map(&status.allocatable));
         }
-        Some(Body::Service(s)) => {
-            let spec = s.spec.clone().unwrap_or_default();
-            line(&mut out, "Selector", map(&spec.selector));
-            line(&mut out, "Type", &spec.r#type);
-            for p in &spec.ports {
+        Some(Body::Service(_) | Body::Generic(_)) if services::is_service(object) => {
+            let read = services::read(object).unwrap_or_default();
+            line(&mut out, "Selector", map(services::selector(&read)));
+            line(&mut out, "Type", services::type_of(&read));
+            for p in services::ports(&read) {
+                let target = match services::target_port(p) {
+                    Some(services::IntOrString::Int(n)) => n.to_string(),
+                    Some(services::IntOrString::String(name)) => name.clone(),
+                    None => p.port.to_string(),
+                };
                 line(
                     &mut out,
                     "Port",
-                    format!("{} {}/{} -> {}", p.name, p.port, p.protocol, p.target_port),
+                    format!(
+                        "{} {}/{} -> {target}",
+                        services::port_name(p),
+                        p.port,
+                        services::protocol(p)
+                    ),
                 );
             }
         }
@@ -203,7 +213,13 @@ pub fn describe(object: &Object) -> String {
                 line(&mut out, &key, format!("{} bytes", value.len()));
             }
         }
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Generic(_))
+        Some(
+            Body::Secret(_)
+            | Body::Namespace(_)
+            | Body::Endpoints(_)
+            | Body::Service(_)
+            | Body::Generic(_),
+        )
         | None => {}
     }
     out

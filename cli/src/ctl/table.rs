@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_objects::{endpoints, namespaces, secrets, Kind, ObjectExt};
+use skiff_objects::{endpoints, namespaces, secrets, services, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -254,44 +254,31 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             }
             row
         }
-        Some(Body::Service(s)) => {
-            let spec = s.spec.clone().unwrap_or_default();
-            let ports: Vec<String> = spec
-                .ports
+        Some(Body::Service(_) | Body::Generic(_)) if services::is_service(object) => {
+            let read = services::read(object).unwrap_or_default();
+            let ports: Vec<String> = services::ports(&read)
                 .iter()
                 .map(|p| {
-                    let protocol = if p.protocol.is_empty() {
-                        "TCP"
-                    } else {
-                        &p.protocol
-                    };
-                    if p.node_port != 0 {
-                        format!("{}:{}/{protocol}", p.port, p.node_port)
-                    } else {
-                        format!("{}/{protocol}", p.port)
+                    let protocol = services::protocol(p);
+                    match services::node_port(p) {
+                        0 => format!("{}/{protocol}", p.port),
+                        node_port => format!("{}:{node_port}/{protocol}", p.port),
                     }
                 })
                 .collect();
             // As kubectl: ingress points, then externalIPs; a
             // LoadBalancer with neither is <pending>.
-            let mut external: Vec<String> = s
-                .status
-                .as_ref()
-                .and_then(|st| st.load_balancer.as_ref())
-                .map(|lb| lb.ingress.iter().map(|i| i.ip.clone()).collect())
-                .unwrap_or_default();
-            external.extend(spec.external_ips.iter().cloned());
-            if external.is_empty() && spec.r#type == "LoadBalancer" {
+            let mut external: Vec<String> =
+                services::ingress_ips(&read).map(str::to_owned).collect();
+            external.extend(services::external_ips(&read).iter().cloned());
+            let kind = services::type_of(&read);
+            if external.is_empty() && kind == "LoadBalancer" {
                 external.push("<pending>".to_owned());
             }
             let mut row = vec![
                 name,
-                if spec.r#type.is_empty() {
-                    "ClusterIP".to_owned()
-                } else {
-                    spec.r#type.clone()
-                },
-                or_none(&spec.cluster_ip),
+                kind.to_owned(),
+                or_none(services::cluster_ip(&read)),
                 if external.is_empty() {
                     NONE.to_owned()
                 } else {
@@ -305,7 +292,7 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
                 age,
             ];
             if wide {
-                row.push(labels(&spec.selector));
+                row.push(labels(services::selector(&read)));
             }
             row
         }
@@ -396,7 +383,13 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             let type_ = secrets::type_of(&secret).to_owned();
             vec![name, type_, values.to_string(), age]
         }
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Generic(_))
+        Some(
+            Body::Secret(_)
+            | Body::Namespace(_)
+            | Body::Endpoints(_)
+            | Body::Service(_)
+            | Body::Generic(_),
+        )
         | None => {
             vec![name]
         }

@@ -25,7 +25,7 @@ use skiff_e2e::server::{NodeServer, ServerProcess};
 use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
 use skiff_master::client::Client;
-use skiff_objects::Kind;
+use skiff_objects::{services, Kind};
 use skiff_proto::api::object::Kind as Body;
 
 /// The busybox image, imported by the agent from its images dir.
@@ -200,9 +200,10 @@ fn section_has(log: &str, what: &str, needle: &str) -> bool {
 }
 
 async fn service_ip(client: &Client, namespace: &str, name: &str) -> anyhow::Result<String> {
-    match client.get(Kind::Service, namespace, name).await?.kind {
-        Some(Body::Service(s)) => Ok(s.spec.unwrap_or_default().cluster_ip),
-        other => anyhow::bail!("{namespace}/{name} is not a Service: {other:?}"),
+    let object = client.get(Kind::Service, namespace, name).await?;
+    match services::read(&object) {
+        Some(s) => Ok(services::cluster_ip(&s).to_owned()),
+        None => anyhow::bail!("{namespace}/{name} is not a Service: {object:?}"),
     }
 }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use skiff_e2e::master::ready_master;
 use skiff_e2e::{ctl, wait_for};
 use skiff_master::client::Client;
-use skiff_objects::{Kind, ObjectExt};
+use skiff_objects::{services, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -583,9 +583,9 @@ fn service_yaml(name: &str, cluster_ip: Option<&str>) -> String {
 }
 
 fn cluster_ip(o: &Object) -> String {
-    match &o.kind {
-        Some(Body::Service(s)) => s.spec.clone().unwrap_or_default().cluster_ip,
-        _ => panic!("not a Service: {o:?}"),
+    match services::read(o) {
+        Some(s) => services::cluster_ip(&s).to_owned(),
+        None => panic!("not a Service: {o:?}"),
     }
 }
 

@@ -12,7 +12,7 @@ use skiff_e2e::agent::{start_host_nodes_with, RuntimeNode};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_objects::Kind;
+use skiff_objects::{services, Kind};
 use skiff_proto::api::object::Kind as Body;
 
 use crate::pod_network::{logs_contain, pod_yaml, running_ip, IMAGE};
@@ -445,14 +445,10 @@ async fn pod_traffic_skips_the_hosts_stacks_and_cluster_ip_replies_are_translate
         "svc",
         "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports:\n  - {port: 80, targetPort: 8080}\n",
     )?;
-    let cluster_ip = match master
-        .client()
-        .get(Kind::Service, "default", "web")
-        .await?
-        .kind
-    {
-        Some(Body::Service(s)) => s.spec.unwrap_or_default().cluster_ip,
-        other => anyhow::bail!("web is not a Service: {other:?}"),
+    let object = master.client().get(Kind::Service, "default", "web").await?;
+    let cluster_ip = match services::read(&object) {
+        Some(s) => services::cluster_ip(&s).to_owned(),
+        None => anyhow::bail!("web is not a Service: {object:?}"),
     };
     let fetch = |url: &str, tag: &str| format!("wget -q -O - {url} >/dev/null && echo {tag}");
     apply_yaml(

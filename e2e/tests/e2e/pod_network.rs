@@ -9,7 +9,7 @@ use skiff_e2e::agent::{start_host_nodes, wait_node_ready};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_objects::Kind;
+use skiff_objects::{services, Kind};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::v1;
 
@@ -570,14 +570,10 @@ spec:
 }
 
 async fn cluster_ip_of(master: &MasterProcess, name: &str) -> anyhow::Result<String> {
-    match master
-        .client()
-        .get(Kind::Service, "default", name)
-        .await?
-        .kind
-    {
-        Some(Body::Service(s)) => Ok(s.spec.unwrap_or_default().cluster_ip),
-        other => anyhow::bail!("{name} is not a Service: {other:?}"),
+    let object = master.client().get(Kind::Service, "default", name).await?;
+    match services::read(&object) {
+        Some(s) => Ok(services::cluster_ip(&s).to_owned()),
+        None => anyhow::bail!("{name} is not a Service: {object:?}"),
     }
 }
 

@@ -34,9 +34,8 @@ use skiff_e2e::kube_clients::{self, Kubectl, KubectlVersion};
 use skiff_e2e::master::MasterProcess;
 use skiff_e2e::test_hosts::{TestHost, Underlay};
 use skiff_e2e::{apply_yaml, ctl, e2e_prerequisites, wait_for};
-use skiff_objects::Kind;
+use skiff_objects::{services, Kind};
 use skiff_proto::api::object::Kind as Body;
-use skiff_proto::v1;
 
 const IMAGE: &str = "expose/busybox:1";
 /// How long anything asynchronous (a pod Running, rules in place) may take.
@@ -133,26 +132,17 @@ async fn pod_ip(master: &MasterProcess, name: &str) -> Option<String> {
     }
 }
 
-async fn get_service(master: &MasterProcess, name: &str) -> Option<v1::Service> {
-    match master
+async fn get_service(master: &MasterProcess, name: &str) -> Option<services::Service> {
+    let object = master
         .client()
         .get(Kind::Service, "default", name)
         .await
-        .ok()?
-        .kind
-    {
-        Some(Body::Service(s)) => Some(s),
-        _ => None,
-    }
+        .ok()?;
+    services::read(&object)
 }
 
-fn ingress_of(service: &v1::Service) -> Vec<String> {
-    let mut ips: Vec<String> = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .map(|l| l.ingress.iter().map(|i| i.ip.clone()).collect())
-        .unwrap_or_default();
+fn ingress_of(service: &services::Service) -> Vec<String> {
+    let mut ips: Vec<String> = services::ingress_ips(service).map(str::to_owned).collect();
     ips.sort();
     ips
 }
@@ -286,8 +276,7 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     )?;
     let internal_ip = get_service(&master, "web-internal")
         .await
-        .and_then(|s| s.spec)
-        .map(|s| s.cluster_ip)
+        .map(|s| services::cluster_ip(&s).to_owned())
         .context("web-internal")?;
     wait_for("web-internal from node A", SETTLE, || async {
         fetch_from(&hosts[0], &internal_ip).filter(|page| page.contains("page-web"))
@@ -341,8 +330,7 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     )?;
     let local_port = get_service(&master, "web-local")
         .await
-        .and_then(|s| s.spec)
-        .and_then(|s| s.ports.first().map(|p| p.node_port))
+        .and_then(|s| services::ports(&s).first().map(services::node_port))
         .context("web-local")?;
     assert!((30000..=32767).contains(&local_port), "{local_port}");
     let address = format!("{node_a}:{local_port}");
@@ -422,8 +410,7 @@ async fn node_ports_and_load_balancers_answer_on_node_addresses() -> anyhow::Res
     // 200 and one local endpoint on node A, 503 on node B.
     let health = get_service(&master, "web-lb-local")
         .await
-        .and_then(|s| s.spec)
-        .map(|s| s.health_check_node_port)
+        .map(|s| services::health_check_node_port(&s))
         .context("web-lb-local")?;
     assert!((30000..=32767).contains(&health), "{health}");
     let on_a = format!("{node_a}:{health}");
@@ -580,7 +567,7 @@ spec:
     // A master outage: the nodes keep answering the nodePort, the load
     // balancer and cluster DNS from what they last knew.
     let web_np = get_service(&master, "web-np").await.context("web-np")?;
-    let cluster_ip = web_np.spec.map(|s| s.cluster_ip).unwrap_or_default();
+    let cluster_ip = services::cluster_ip(&web_np).to_owned();
     let web_uid = match master.client().get(Kind::Pod, "default", "web").await?.kind {
         Some(Body::Pod(p)) => p.metadata.map(|m| m.uid).unwrap_or_default(),
         _ => String::new(),

@@ -19,7 +19,7 @@ use skiff_e2e::master::{MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, e2e_prerequisites, wait_for};
 use skiff_master::client::{Client, ClientError};
 use skiff_master::datastore::{data_format, this_skiff};
-use skiff_objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::{services, IntoObject, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -220,11 +220,10 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
     }
 
     let service = get(&client, Kind::Service, NAMESPACE, "web").await?;
-    let Some(Body::Service(web)) = &service.kind else {
+    let Some(web) = services::read(&service) else {
         anyhow::bail!("fixture/web is no Service: {service:?}");
     };
-    let cluster_ip = web.spec.as_ref().map(|s| s.cluster_ip.as_str());
-    assert_eq!(cluster_ip, Some(CLUSTER_IP));
+    assert_eq!(services::cluster_ip(&web), CLUSTER_IP);
     // Its Endpoints, written in their protobuf model, read as Endpoints
     // (none of its pods had an address: no nodes); the endpoints
     // controller, reconciling them below, must find them as it would

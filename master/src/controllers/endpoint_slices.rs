@@ -38,6 +38,7 @@ use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::owners::controller_reference;
 use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::services::{self, Service};
 use skiff_objects::{generic, typed};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
@@ -223,21 +224,20 @@ pub fn plan(existing: Vec<Slice>, mut desired: Desired) -> Plan {
 }
 
 /// The endpoints `service` wants from `pods` (those its selector picked).
-pub fn desired(service: &v1::Service, pods: &[Arc<Object>]) -> Desired {
-    let meta = service.metadata.clone().unwrap_or_default();
-    let spec = service.spec.clone().unwrap_or_default();
+pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
+    let (namespace, name) = services::key(service);
+    let selector = services::selector(service);
     let mut groups = Desired::new();
     for object in pods {
         let Some(Body::Pod(pod)) = &object.kind else {
             continue;
         };
         let pod_meta = pod.metadata.clone().unwrap_or_default();
-        let selected = !spec.selector.is_empty()
-            && spec
-                .selector
+        let selected = !selector.is_empty()
+            && selector
                 .iter()
                 .all(|(k, v)| pod_meta.labels.get(k) == Some(v));
-        if !selected || pod_meta.namespace != meta.namespace || pod_is_finished(pod) {
+        if !selected || pod_meta.namespace != namespace || pod_is_finished(pod) {
             continue;
         }
         let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
@@ -245,22 +245,21 @@ pub fn desired(service: &v1::Service, pods: &[Arc<Object>]) -> Desired {
             continue;
         }
         let set = |text: &str| Some(text.to_owned()).filter(|t| !t.is_empty());
-        let ports: Vec<SlicePort> = spec
-            .ports
+        let ports: Vec<SlicePort> = services::ports(service)
             .iter()
             .filter_map(|p| {
                 Some(SlicePort {
-                    name: set(&p.name),
+                    name: set(services::port_name(p)),
                     port: Some(resolve_port(p, pod)?),
-                    protocol: set(&p.protocol).or_else(|| set("TCP")),
-                    app_protocol: set(&p.app_protocol),
+                    protocol: set(services::protocol(p)),
+                    app_protocol: p.app_protocol.as_deref().and_then(set),
                 })
             })
             .collect();
         let pod_spec = pod.spec.clone().unwrap_or_default();
         let serving = pod_is_ready(pod);
         let terminating = pod_is_terminating(pod);
-        let hostname = if pod_spec.subdomain == meta.name {
+        let hostname = if pod_spec.subdomain == name {
             set(&pod_spec.hostname)
         } else {
             None
@@ -288,21 +287,18 @@ pub fn desired(service: &v1::Service, pods: &[Arc<Object>]) -> Desired {
     groups
 }
 
-/// The labels of `service`'s slices: its own (but the two this controller
-/// sets), the Service's name, the manager, and the headless mark.
-pub fn slice_labels(service: &v1::Service) -> BTreeMap<String, String> {
-    let meta = service.metadata.clone().unwrap_or_default();
-    let mut labels = meta.labels;
+/// The labels of `service`'s slices (`service_object` as stored): its
+/// own (but the two this controller sets), the Service's name, the
+/// manager, and the headless mark.
+pub fn slice_labels(service_object: &Object, service: &Service) -> BTreeMap<String, String> {
+    let meta = service_object.meta();
+    let mut labels = meta.labels.clone();
     labels.remove(SERVICE_NAME_LABEL);
     labels.remove(MANAGED_BY_LABEL);
     labels.remove(HEADLESS_LABEL);
-    labels.insert(SERVICE_NAME_LABEL.to_owned(), meta.name);
+    labels.insert(SERVICE_NAME_LABEL.to_owned(), meta.name.clone());
     labels.insert(MANAGED_BY_LABEL.to_owned(), MANAGED_BY.to_owned());
-    if service
-        .spec
-        .as_ref()
-        .is_some_and(|s| s.cluster_ip == "None")
-    {
+    if services::cluster_ip(service) == "None" {
         labels.insert(HEADLESS_LABEL.to_owned(), String::new());
     }
     labels
@@ -346,8 +342,8 @@ fn write_slice(object: &mut v1::GenericObject, slice: &Slice) {
 }
 
 /// A new slice of `service` (stored as `service_object`) listing `slice`.
-fn new_slice(service_object: &Object, service: &v1::Service, slice: &Slice) -> v1::GenericObject {
-    let meta = service.metadata.clone().unwrap_or_default();
+fn new_slice(service_object: &Object, service: &Service, slice: &Slice) -> v1::GenericObject {
+    let meta = service_object.meta();
     let kind = Kind::EndpointSlice;
     let mut object = v1::GenericObject {
         api_version: kind.api_version().to_owned(),
@@ -355,7 +351,7 @@ fn new_slice(service_object: &Object, service: &v1::Service, slice: &Slice) -> v
         metadata: Some(v1::ObjectMeta {
             generate_name: format!("{}-", meta.name),
             namespace: meta.namespace.clone(),
-            labels: slice_labels(service),
+            labels: slice_labels(service_object, service),
             owner_references: controller_reference(service_object).into_iter().collect(),
             ..Default::default()
         }),
@@ -440,13 +436,12 @@ impl Reconciler for EndpointSliceController {
     /// A Service with a selector, or an ExternalName one (the slices it
     /// had go); others write the slices of any other Service without one.
     fn may_act_on(&self, object: &Object) -> bool {
-        match &object.kind {
-            Some(Body::Service(service)) => service
-                .spec
-                .as_ref()
-                .is_some_and(|spec| !spec.selector.is_empty() || spec.r#type == "ExternalName"),
-            _ => true,
+        if !services::is_service(object) {
+            return true;
         }
+        services::read(object).is_some_and(|s| {
+            !services::selector(&s).is_empty() || services::type_of(&s) == "ExternalName"
+        })
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
@@ -455,32 +450,26 @@ impl Reconciler for EndpointSliceController {
             .ctx
             .store
             .get(Kind::Service, &key.namespace, &key.name)?;
-        let service = match service_object.as_deref().and_then(|o| o.kind.as_ref()) {
-            Some(Body::Service(s)) => Some(s),
-            _ => None,
-        };
-        let Some((service_object, service)) = service_object.as_deref().zip(service) else {
+        let service = service_object.as_deref().and_then(services::read);
+        let Some((service_object, service)) = service_object.as_deref().zip(service.as_ref())
+        else {
             // Service gone: its slices go too.
             for slice in &stored {
                 self.delete_slice(&key.namespace, &name_of(slice)).await?;
             }
             return Ok(Action::Done);
         };
-        let default_spec = v1::ServiceSpec::default();
-        let spec = service.spec.as_ref().unwrap_or(&default_spec);
-        if spec.r#type == "ExternalName" {
+        if services::type_of(service) == "ExternalName" {
             for slice in &stored {
                 self.delete_slice(&key.namespace, &name_of(slice)).await?;
             }
             return Ok(Action::Done);
         }
-        if spec.selector.is_empty() {
+        let selector = services::selector(service);
+        if selector.is_empty() {
             return Ok(Action::Done);
         }
-        let pods = self
-            .ctx
-            .store
-            .select(Kind::Pod, &key.namespace, &spec.selector);
+        let pods = self.ctx.store.select(Kind::Pod, &key.namespace, selector);
         let wanted = desired(service, &pods);
         let mut by_name: BTreeMap<String, v1::GenericObject> = BTreeMap::new();
         let mut existing = Vec::new();
@@ -494,7 +483,7 @@ impl Reconciler for EndpointSliceController {
             by_name.insert(name, object);
         }
         let plan = plan(existing, wanted);
-        let labels = slice_labels(service);
+        let labels = slice_labels(service_object, service);
         let owners: Vec<v1::OwnerReference> =
             controller_reference(service_object).into_iter().collect();
         for (slice, changed) in &plan.keep {

@@ -17,6 +17,7 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::services::{self, Service};
 use skiff_objects::{endpoints, Kind, ObjectExt};
 
 pub struct EndpointsController {
@@ -25,8 +26,8 @@ pub struct EndpointsController {
 
 /// Whether a Service's Endpoints are this controller's to write: it has a
 /// selector and is not an ExternalName.
-fn endpoints_are_managed(spec: &v1::ServiceSpec) -> bool {
-    !spec.selector.is_empty() && spec.r#type != "ExternalName"
+fn endpoints_are_managed(service: &Service) -> bool {
+    !services::selector(service).is_empty() && services::type_of(service) != "ExternalName"
 }
 
 fn selects(selector: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
@@ -69,12 +70,10 @@ impl Reconciler for EndpointsController {
     }
 
     fn may_act_on(&self, object: &Object) -> bool {
-        match &object.kind {
-            Some(Body::Service(service)) => {
-                service.spec.as_ref().is_some_and(endpoints_are_managed)
-            }
-            _ => true,
+        if !services::is_service(object) {
+            return true;
         }
+        services::read(object).is_some_and(|s| endpoints_are_managed(&s))
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
@@ -86,8 +85,7 @@ impl Reconciler for EndpointsController {
             .ctx
             .store
             .get(Kind::Service, &key.namespace, &key.name)?;
-        let Some(Body::Service(service)) = service_object.as_deref().and_then(|o| o.kind.as_ref())
-        else {
+        let Some(service) = service_object.as_deref().and_then(services::read) else {
             // Service gone: its Endpoints go too.
             if existing.is_some() {
                 match self
@@ -103,15 +101,11 @@ impl Reconciler for EndpointsController {
             }
             return Ok(Action::Done);
         };
-        let default_spec = v1::ServiceSpec::default();
-        let spec = service.spec.as_ref().unwrap_or(&default_spec);
-        if !endpoints_are_managed(spec) {
+        if !endpoints_are_managed(&service) {
             return Ok(Action::Done);
         }
-        let pods = self
-            .ctx
-            .store
-            .select(Kind::Pod, &key.namespace, &spec.selector);
+        let selector = services::selector(&service);
+        let pods = self.ctx.store.select(Kind::Pod, &key.namespace, selector);
         // Pods grouped by the ports they resolve to, as Kubernetes does.
         let mut subsets: BTreeMap<Vec<(String, i32, String)>, Subset> = BTreeMap::new();
         for object in pods {
@@ -119,7 +113,7 @@ impl Reconciler for EndpointsController {
                 continue;
             };
             let meta = pod.metadata.clone().unwrap_or_default();
-            if !selects(&spec.selector, &meta.labels) || !pod_is_active(pod) {
+            if !selects(selector, &meta.labels) || !pod_is_active(pod) {
                 continue;
             }
             let ip = pod
@@ -130,11 +124,11 @@ impl Reconciler for EndpointsController {
             if ip.is_empty() {
                 continue;
             }
-            let ports: Vec<(String, i32, String)> = spec
-                .ports
+            let ports: Vec<(String, i32, String)> = services::ports(&service)
                 .iter()
                 .filter_map(|p| {
-                    resolve_port(p, pod).map(|n| (p.name.clone(), n, p.protocol.clone()))
+                    let protocol = services::protocol(p).to_owned();
+                    resolve_port(p, pod).map(|n| (services::port_name(p).to_owned(), n, protocol))
                 })
                 .collect();
             // As Kubernetes names StatefulSet members in DNS.
@@ -167,9 +161,7 @@ impl Reconciler for EndpointsController {
                     .map(|(name, port, protocol)| endpoints::EndpointPort {
                         name: set(name.clone()),
                         port: *port,
-                        protocol: Some(
-                            if protocol.is_empty() { "TCP" } else { protocol }.to_owned(),
-                        ),
+                        protocol: Some(protocol.clone()),
                         app_protocol: None,
                     })
                     .collect(),
@@ -183,10 +175,9 @@ impl Reconciler for EndpointsController {
         }
         let subsets: Vec<endpoints::EndpointSubset> =
             subsets.into_values().map(Subset::into_subset).collect();
-        let service_labels = service
-            .metadata
-            .as_ref()
-            .map(|m| m.labels.clone())
+        let service_labels = service_object
+            .as_deref()
+            .map(|o| o.meta().labels.clone())
             .unwrap_or_default();
         let meta = v1::ObjectMeta {
             name: key.name.clone(),
@@ -253,12 +244,13 @@ fn set_list<T>(list: Vec<T>) -> Option<Vec<T>> {
 
 /// The pod port a Service port sends to: a number, or a named container
 /// port (shared with the EndpointSlice controller).
-pub fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
-    let target = if port.target_port.is_empty() {
-        port.port.to_string()
-    } else {
-        port.target_port.clone()
+pub fn resolve_port(port: &services::ServicePort, pod: &v1::Pod) -> Option<i32> {
+    let target = match services::target_port(port) {
+        None => return Some(port.port),
+        Some(services::IntOrString::Int(n)) => return Some(*n),
+        Some(services::IntOrString::String(name)) => name,
     };
+    // A number written as a string is the number, as before.
     if let Ok(n) = target.parse() {
         return Some(n);
     }
@@ -267,7 +259,7 @@ pub fn resolve_port(port: &v1::ServicePort, pod: &v1::Pod) -> Option<i32> {
         .containers
         .iter()
         .flat_map(|c| c.ports.iter())
-        .find(|p| p.name == target)
+        .find(|p| p.name == *target)
         .map(|p| p.container_port)
 }
 

@@ -508,15 +508,13 @@ impl ObjectReads for RecordingObjects {
         namespace: &str,
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
-        self.filtered(Kind::Service, |o| match &o.kind {
-            Some(skiff_proto::api::object::Kind::Service(s)) => {
-                o.meta().namespace == namespace
-                    && s.spec.as_ref().is_some_and(|spec| {
-                        !spec.selector.is_empty()
-                            && spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-                    })
-            }
-            _ => false,
+        use skiff_objects::services;
+        self.filtered(Kind::Service, |o| {
+            o.meta().namespace == namespace
+                && services::read(o).is_some_and(|s| {
+                    let selector = services::selector(&s);
+                    !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                })
         })
     }
 

@@ -35,7 +35,8 @@ use skiff_proto::v1;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::{endpoints, IntoObject, Kind, ObjectExt};
+use skiff_objects::services::{self, Service};
+use skiff_objects::{endpoints, Kind, ObjectExt};
 
 /// The label by which nodes opt in to (`true`) or out of (`false`) the
 /// load balancer, as in k3s.
@@ -55,11 +56,11 @@ pub const NODE_LISTENERS: &[(i32, &str, &str)] = &[
 
 /// The first of `spec`'s ports that a node listens on itself, and what
 /// listens there.
-fn node_listener(spec: &v1::ServiceSpec) -> Option<(i32, String, &'static str)> {
-    spec.ports.iter().find_map(|p| {
+fn node_listener(service: &Service) -> Option<(i32, String, &'static str)> {
+    services::ports(service).iter().find_map(|p| {
         NODE_LISTENERS
             .iter()
-            .find(|(port, protocol, _)| *port == p.port && *protocol == p.protocol)
+            .find(|(port, protocol, _)| *port == p.port && *protocol == services::protocol(p))
             .map(|(port, protocol, what)| (*port, (*protocol).to_owned(), *what))
     })
 }
@@ -70,16 +71,17 @@ pub struct ServiceLbController {
     load_balancers: Mutex<Option<BTreeSet<ObjectKey>>>,
 }
 
-/// Whether this controller handles `spec`: a LoadBalancer of no class.
-pub fn handled(spec: &v1::ServiceSpec) -> bool {
-    spec.r#type == LOAD_BALANCER && spec.load_balancer_class.is_empty()
+/// Whether this controller handles `service`: a LoadBalancer of no
+/// class.
+pub fn handled(service: &Service) -> bool {
+    services::type_of(service) == LOAD_BALANCER && services::load_balancer_class(service).is_empty()
 }
 
 /// The (port, protocol) pairs a Service answers on at its ingress.
-fn exposed_ports(spec: &v1::ServiceSpec) -> BTreeSet<(i32, String)> {
-    spec.ports
+fn exposed_ports(service: &Service) -> BTreeSet<(i32, String)> {
+    services::ports(service)
         .iter()
-        .map(|p| (p.port, p.protocol.clone()))
+        .map(|p| (p.port, services::protocol(p).to_owned()))
         .collect()
 }
 
@@ -148,30 +150,25 @@ fn nodes_with_endpoints(read: Option<&endpoints::Endpoints>) -> BTreeSet<String>
 /// already serving (it has an ingress) before one that is not, so that a
 /// newcomer never takes a port over; then the older (creation times are
 /// whole seconds, so two made in one second tie), then by namespace and name.
-fn seniority(service: &v1::Service) -> (bool, String, String, String) {
-    let meta = service.metadata.clone().unwrap_or_default();
-    let serving = service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .is_some_and(|lb| !lb.ingress.is_empty());
-    (!serving, meta.creation_timestamp, meta.namespace, meta.name)
+/// (`object` as stored, read as `service`.)
+fn seniority(object: &Object, service: &Service) -> (bool, String, String, String) {
+    let meta = object.meta();
+    (
+        !has_ingress(service),
+        meta.creation_timestamp.clone(),
+        meta.namespace.clone(),
+        meta.name.clone(),
+    )
 }
 
-fn service_of(object: &Object) -> Option<&v1::Service> {
-    match &object.kind {
-        Some(Body::Service(s)) => Some(s),
-        _ => None,
-    }
+/// The Service `object` holds, in either encoding.
+fn service_of(object: &Object) -> Option<Service> {
+    services::read(object)
 }
 
 /// Whether a Service's status lists any load balancer ingress.
-fn has_ingress(service: &v1::Service) -> bool {
-    service
-        .status
-        .as_ref()
-        .and_then(|s| s.load_balancer.as_ref())
-        .is_some_and(|l| !l.ingress.is_empty())
+fn has_ingress(service: &Service) -> bool {
+    !services::ingress(service).is_empty()
 }
 
 impl ServiceLbController {
@@ -197,11 +194,7 @@ impl ServiceLbController {
             });
             services
                 .iter()
-                .filter(|o| {
-                    service_of(o)
-                        .and_then(|s| s.spec.as_ref())
-                        .is_some_and(handled)
-                })
+                .filter(|o| service_of(o).is_some_and(|s| handled(&s)))
                 .filter_map(|o| ObjectKey::of(o))
                 .collect()
         });
@@ -229,10 +222,7 @@ impl ServiceLbController {
                 .store
                 .get(Kind::Service, &key.namespace, &key.name)?
             {
-                if service_of(&object)
-                    .and_then(|s| s.spec.as_ref())
-                    .is_some_and(handled)
-                {
+                if service_of(&object).is_some_and(|s| handled(&s)) {
                     out.push(object);
                 }
             }
@@ -249,21 +239,20 @@ impl ServiceLbController {
     /// ports: its name and the port.
     fn port_taken(
         &self,
-        service: &v1::Service,
+        object: &Object,
+        service: &Service,
     ) -> Result<Option<(String, i32, String)>, ReconcileError> {
-        let spec = service.spec.clone().unwrap_or_default();
-        let mine = exposed_ports(&spec);
-        let me = seniority(service);
-        for object in self.load_balancers()? {
-            let Some(other) = service_of(&object) else {
+        let mine = exposed_ports(service);
+        let me = seniority(object, service);
+        for other_object in self.load_balancers()? {
+            let Some(other) = service_of(&other_object) else {
                 continue;
             };
-            let them = seniority(other);
+            let them = seniority(&other_object, &other);
             if (&them.2, &them.3) == (&me.2, &me.3) || them > me {
                 continue;
             }
-            let other_spec = other.spec.clone().unwrap_or_default();
-            if let Some((port, protocol)) = exposed_ports(&other_spec).intersection(&mine).next() {
+            if let Some((port, protocol)) = exposed_ports(&other).intersection(&mine).next() {
                 return Ok(Some((
                     format!("{}/{}", them.2, them.3),
                     *port,
@@ -274,30 +263,30 @@ impl ServiceLbController {
         Ok(None)
     }
 
+    /// Makes the ingress of `service` (stored as `object`) list exactly
+    /// `addresses`; writes nothing when it does already.
     async fn set_ingress(
         &self,
-        mut service: v1::Service,
+        object: &Object,
+        service: &Service,
         addresses: Vec<String>,
     ) -> Result<(), ReconcileError> {
-        let ingress: Vec<v1::LoadBalancerIngress> = addresses
+        let ingress: Vec<services::LoadBalancerIngress> = addresses
             .into_iter()
-            .map(|ip| v1::LoadBalancerIngress {
-                ip,
+            .map(|ip| services::LoadBalancerIngress {
+                ip: Some(ip),
                 ..Default::default()
             })
             .collect();
-        let current = service
-            .status
-            .as_ref()
-            .and_then(|s| s.load_balancer.as_ref())
-            .map(|l| l.ingress.clone())
-            .unwrap_or_default();
-        if current == ingress {
+        if services::ingress(service) == ingress.as_slice() {
             return Ok(());
         }
-        let status = service.status.get_or_insert_with(Default::default);
-        status.load_balancer = Some(v1::LoadBalancerStatus { ingress });
-        self.ctx.writer.update_status(service.into_object()).await?;
+        let mut status = service.status.clone().unwrap_or_default();
+        status.load_balancer = Some(services::LoadBalancerStatus {
+            ingress: (!ingress.is_empty()).then_some(ingress),
+        });
+        let updated = services::with_status(object, status);
+        self.ctx.writer.update_status(updated).await?;
         Ok(())
     }
 }
@@ -317,10 +306,7 @@ impl Reconciler for ServiceLbController {
                     return Vec::new();
                 };
                 let deleted = event.event_type == EventType::Deleted as i32;
-                let is_load_balancer = !deleted
-                    && service_of(object)
-                        .and_then(|s| s.spec.as_ref())
-                        .is_some_and(handled);
+                let is_load_balancer = !deleted && service_of(object).is_some_and(|s| handled(&s));
                 let changed = self.note(&key, is_load_balancer);
                 // A load balancer that came, went or changed its ports may
                 // free or take a port others wait for.
@@ -357,7 +343,10 @@ impl Reconciler for ServiceLbController {
 
     /// A load balancer of ours, or a Service with an ingress to clear.
     fn may_act_on(&self, object: &Object) -> bool {
-        service_of(object).is_none_or(|s| s.spec.as_ref().is_some_and(handled) || has_ingress(s))
+        if !services::is_service(object) {
+            return true;
+        }
+        service_of(object).is_some_and(|s| handled(&s) || has_ingress(&s))
     }
 
     async fn reconcile(&self, key: &ObjectKey) -> Result<Action, ReconcileError> {
@@ -369,27 +358,22 @@ impl Reconciler for ServiceLbController {
             self.note(key, false);
             return Ok(Action::Done);
         };
-        let Some(stored) = service_of(&object) else {
+        let Some(service) = service_of(&object) else {
             return Ok(Action::Done);
         };
-        let is_ours = stored.spec.as_ref().is_some_and(handled);
+        let is_ours = handled(&service);
         self.note(key, is_ours);
         if !is_ours {
             // Another class's, or no longer a LoadBalancer: no ingress of
             // ours stays (another class's controller writes its own). Most
             // Services never had one, and are not copied to find that out.
-            let is_load_balancer = stored
-                .spec
-                .as_ref()
-                .is_some_and(|s| s.r#type == LOAD_BALANCER);
-            if !is_load_balancer && has_ingress(stored) {
-                self.set_ingress(stored.clone(), Vec::new()).await?;
+            let is_load_balancer = services::type_of(&service) == LOAD_BALANCER;
+            if !is_load_balancer && has_ingress(&service) {
+                self.set_ingress(&object, &service, Vec::new()).await?;
             }
             return Ok(Action::Done);
         }
-        let service = stored.clone();
-        let spec = service.spec.clone().unwrap_or_default();
-        if let Some((port, protocol, what)) = node_listener(&spec) {
+        if let Some((port, protocol, what)) = node_listener(&service) {
             self.ctx.events.for_component(COMPONENT).warning(
                 &object,
                 "PortInUse",
@@ -397,10 +381,10 @@ impl Reconciler for ServiceLbController {
                     "port {port}/{protocol} is where {what} listens on the nodes; a load balancer there would take it over, so this Service stays Pending: use another port"
                 ),
             );
-            self.set_ingress(service, Vec::new()).await?;
+            self.set_ingress(&object, &service, Vec::new()).await?;
             return Ok(Action::Done);
         }
-        if let Some((owner, port, protocol)) = self.port_taken(&service)? {
+        if let Some((owner, port, protocol)) = self.port_taken(&object, &service)? {
             self.ctx.events.for_component(COMPONENT).warning(
                 &object,
                 "PortInUse",
@@ -408,7 +392,7 @@ impl Reconciler for ServiceLbController {
                     "port {port}/{protocol} is already answered by LoadBalancer Service {owner}; this Service stays Pending until it is free"
                 ),
             );
-            self.set_ingress(service, Vec::new()).await?;
+            self.set_ingress(&object, &service, Vec::new()).await?;
             return Ok(Action::Done);
         }
         // Every node, read once from the cache and not copied: the nodes
@@ -418,7 +402,7 @@ impl Reconciler for ServiceLbController {
             Some(Body::Node(n)) => Some(n),
             _ => None,
         });
-        let local_to = if spec.external_traffic_policy == "Local" {
+        let local_to = if services::is_external_local(&service) {
             let endpoints = self
                 .ctx
                 .store
@@ -440,7 +424,7 @@ impl Reconciler for ServiceLbController {
                 ),
             );
         }
-        self.set_ingress(service, addresses).await?;
+        self.set_ingress(&object, &service, addresses).await?;
         Ok(Action::Done)
     }
 }
@@ -491,20 +475,30 @@ subsets:
   ports: [{port: 8080, protocol: TCP}]
 "#;
 
-    fn service(objects: &RecordingObjects, name: &str) -> v1::Service {
-        let object = objects
+    fn stored(objects: &RecordingObjects, name: &str) -> Object {
+        objects
             .get(Kind::Service, "default", name)
             .unwrap()
-            .unwrap();
-        service_of(&object).unwrap().clone()
+            .map(Arc::unwrap_or_clone)
+            .unwrap()
+    }
+
+    /// The stored Service `name` with its spec changed by `change`.
+    fn changed(
+        objects: &RecordingObjects,
+        name: &str,
+        change: impl FnOnce(&mut services::ServiceSpec),
+    ) -> Object {
+        let mut object = stored(objects, name);
+        let mut spec = service_of(&object).unwrap().spec.unwrap_or_default();
+        change(&mut spec);
+        services::set_spec(&mut object, spec);
+        object
     }
 
     fn ingress(objects: &RecordingObjects, name: &str) -> Vec<String> {
-        service(objects, name)
-            .status
-            .and_then(|s| s.load_balancer)
-            .map(|l| l.ingress.into_iter().map(|i| i.ip).collect())
-            .unwrap_or_default()
+        let service = service_of(&stored(objects, name)).unwrap();
+        services::ingress_ips(&service).map(str::to_owned).collect()
     }
 
     fn setup() -> (Arc<RecordingObjects>, ServiceLbController) {
@@ -537,9 +531,10 @@ subsets:
     #[tokio::test]
     async fn local_policy_lists_only_nodes_with_ready_endpoints() {
         let (objects, controller) = setup();
-        let mut web = service(&objects, "web");
-        web.spec.as_mut().unwrap().external_traffic_policy = "Local".into();
-        objects.write(WriteOp::Update, web.into_object()).unwrap();
+        let web = changed(&objects, "web", |spec| {
+            spec.external_traffic_policy = Some("Local".into());
+        });
+        objects.write(WriteOp::Update, web).unwrap();
         controller.reconcile(&key("web")).await.unwrap();
         assert_eq!(ingress(&objects, "web"), ["203.0.113.2"]);
     }
@@ -634,9 +629,10 @@ spec:
         assert!(clash.message.contains("default/web"), "{}", clash.message);
         // A Service of another class is left alone; one turned ClusterIP
         // loses its ingress.
-        let mut web = service(&objects, "web");
-        web.spec.as_mut().unwrap().r#type = "ClusterIP".into();
-        objects.write(WriteOp::Update, web.into_object()).unwrap();
+        let web = changed(&objects, "web", |spec| {
+            spec.type_ = Some("ClusterIP".into())
+        });
+        objects.write(WriteOp::Update, web).unwrap();
         controller.reconcile(&key("web")).await.unwrap();
         assert!(ingress(&objects, "web").is_empty());
         controller.reconcile(&key("clash")).await.unwrap();
@@ -692,8 +688,8 @@ metadata: {name: plain}
 subsets: [{addresses: [{ip: 10.42.1.7}], ports: [{port: 81}]}]
 "#,
         );
-        let plain = service(&objects, "plain");
-        let web = service(&objects, "web");
+        let plain = stored(&objects, "plain");
+        let web = stored(&objects, "web");
         let endpoints = |name: &str| {
             objects
                 .get(Kind::Endpoints, "default", name)
@@ -704,8 +700,7 @@ subsets: [{addresses: [{ip: 10.42.1.7}], ports: [{port: 81}]}]
         // A Service that is not a load balancer and has no ingress: no
         // reconcile, for its own changes or its Endpoints'.
         for event_type in [EventType::Added, EventType::Modified] {
-            let object = plain.clone().into_object();
-            assert!(queued(&controller, Kind::Service, event_type, &object).is_empty());
+            assert!(queued(&controller, Kind::Service, event_type, &plain).is_empty());
         }
         assert!(queued(
             &controller,
@@ -715,9 +710,8 @@ subsets: [{addresses: [{ip: 10.42.1.7}], ports: [{port: 81}]}]
         )
         .is_empty());
         // The load balancer is queued for both.
-        let object = web.clone().into_object();
         assert_eq!(
-            queued(&controller, Kind::Service, EventType::Modified, &object),
+            queued(&controller, Kind::Service, EventType::Modified, &web),
             [key("web")]
         );
         assert_eq!(
@@ -730,32 +724,31 @@ subsets: [{addresses: [{ip: 10.42.1.7}], ports: [{port: 81}]}]
             [key("web")]
         );
         // One with an ingress left over is queued, to clear it.
-        let mut stale = plain.clone();
-        stale.status = Some(v1::ServiceStatus {
-            load_balancer: Some(v1::LoadBalancerStatus {
-                ingress: vec![v1::LoadBalancerIngress {
-                    ip: "192.168.5.1".into(),
+        let status = services::ServiceStatus {
+            load_balancer: Some(services::LoadBalancerStatus {
+                ingress: Some(vec![services::LoadBalancerIngress {
+                    ip: Some("192.168.5.1".into()),
                     ..Default::default()
-                }],
+                }]),
             }),
-        });
-        let object = stale.into_object();
+            ..Default::default()
+        };
+        let object = services::with_status(&plain, status);
         assert_eq!(
             queued(&controller, Kind::Service, EventType::Modified, &object),
             [key("plain")]
         );
         // A deletion is always looked at.
-        let object = plain.into_object();
         assert_eq!(
-            queued(&controller, Kind::Service, EventType::Deleted, &object),
+            queued(&controller, Kind::Service, EventType::Deleted, &plain),
             [key("plain")]
         );
         // The load balancer stops being one: it is queued to clear its
         // ingress, with every other load balancer (its ports are free),
         // and its Endpoints no longer are.
-        let mut former = web;
-        former.spec.as_mut().unwrap().r#type = "ClusterIP".into();
-        let object = former.into_object();
+        let object = changed(&objects, "web", |spec| {
+            spec.type_ = Some("ClusterIP".into())
+        });
         assert_eq!(
             queued(&controller, Kind::Service, EventType::Modified, &object),
             [key("web")]

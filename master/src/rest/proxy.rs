@@ -269,7 +269,7 @@ pub(super) async fn serve(
         }
         Kind::Service => {
             let object = read(&request, Kind::Service, &target.name).await?;
-            let Some(ObjectKind::Service(service)) = object.kind else {
+            let Some(service) = skiff_objects::services::read(&object) else {
                 return Err(wrong_kind(Kind::Service, &target.name));
             };
             let endpoints = match read(&request, Kind::Endpoints, &target.name).await {
@@ -407,26 +407,24 @@ fn pod_port(pod: &v1::Pod, name: &str, port: &PortChoice) -> Result<u16, RestErr
 /// one); picked at random among the ready addresses, as kube-apiserver
 /// does. A 503 when there is none.
 fn service_destination(
-    service: &v1::Service,
+    service: &skiff_objects::services::Service,
     endpoints: Option<&skiff_objects::endpoints::Endpoints>,
     name: &str,
     port: &PortChoice,
 ) -> Result<(String, u16), RestError> {
     use skiff_objects::endpoints::{ports, ready, subsets};
-    let no_spec = v1::ServiceSpec::default();
-    let spec = service.spec.as_ref().unwrap_or(&no_spec);
+    use skiff_objects::services;
     let port_name = match port {
-        PortChoice::Number(n) => spec
-            .ports
+        PortChoice::Number(n) => services::ports(service)
             .iter()
             .find(|p| p.port == i32::from(*n))
-            .map(|p| p.name.as_str())
+            .map(services::port_name)
             .ok_or_else(|| {
                 unavailable(format!("no service port {n} found for service {name:?}"))
             })?,
         PortChoice::Name(wanted) => wanted.as_str(),
-        PortChoice::Default => match spec.ports.as_slice() {
-            [only] => only.name.as_str(),
+        PortChoice::Default => match services::ports(service) {
+            [only] => services::port_name(only),
             _ => "",
         },
     };
@@ -675,17 +673,20 @@ mod tests {
         }
     }
 
-    fn service(ports: &[(&str, i32)]) -> v1::Service {
-        v1::Service {
-            spec: Some(v1::ServiceSpec {
-                ports: ports
-                    .iter()
-                    .map(|(name, port)| v1::ServicePort {
-                        name: (*name).to_owned(),
-                        port: *port,
-                        ..Default::default()
-                    })
-                    .collect(),
+    fn service(ports: &[(&str, i32)]) -> skiff_objects::services::Service {
+        use skiff_objects::services::{Service, ServicePort, ServiceSpec};
+        Service {
+            spec: Some(ServiceSpec {
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(name, port)| ServicePort {
+                            name: Some((*name).to_owned()).filter(|n| !n.is_empty()),
+                            port: *port,
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()

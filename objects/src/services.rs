@@ -1,0 +1,367 @@
+//! Services as Kubernetes' own `Service` type: how the endpoints, slice
+//! and load balancer controllers, the REST proxy, `skiff ctl` and the
+//! agent's Service rules, DNS and health checks read them. A Service
+//! written in the protobuf model of an older release reads the same
+//! ([`crate::legacy_bodies`]).
+
+use std::collections::BTreeMap;
+
+use skiff_proto::api::Object;
+use skiff_proto::v1::ObjectMeta;
+
+pub use crate::typed::api::core::v1::{
+    ClientIPConfig, LoadBalancerIngress, LoadBalancerStatus, Service, ServicePort, ServiceSpec,
+    ServiceStatus, SessionAffinityConfig,
+};
+pub use crate::typed::IntOrString;
+use crate::{generic, legacy_bodies, typed, Body, ObjectExt};
+
+/// Kubernetes' default `sessionAffinityConfig.clientIP.timeoutSeconds`.
+pub const DEFAULT_AFFINITY_SECONDS: u32 = 10800;
+
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+/// The Service `object` holds, with only the name and namespace of its
+/// metadata (the rest stays the object's); `None` for another kind of
+/// object, or a damaged one.
+pub fn read(object: &Object) -> Option<Service> {
+    let mut service: Service = legacy_bodies::read_core(object, "Service")?;
+    let meta = object.meta();
+    let named = |s: &String| (!s.is_empty()).then(|| s.clone());
+    service.metadata.name = named(&meta.name);
+    service.metadata.namespace = named(&meta.namespace);
+    Some(service)
+}
+
+/// Whether `object` is a Service, in either encoding.
+pub fn is_service(object: &Object) -> bool {
+    legacy_bodies::is_core_kind(object, "Service")
+}
+
+/// `(namespace, name)` of a read Service (empty when unset).
+pub fn key(service: &Service) -> (&str, &str) {
+    let meta = &service.metadata;
+    (
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+    )
+}
+
+fn spec_str(service: &Service, field: impl Fn(&ServiceSpec) -> Option<&String>) -> &str {
+    service
+        .spec
+        .as_ref()
+        .and_then(field)
+        .map_or("", String::as_str)
+}
+
+fn spec_list(service: &Service, field: impl Fn(&ServiceSpec) -> Option<&Vec<String>>) -> &[String] {
+    service
+        .spec
+        .as_ref()
+        .and_then(field)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// `spec.type`, `ClusterIP` when unset (as Kubernetes defaults it).
+pub fn type_of(service: &Service) -> &str {
+    match spec_str(service, |s| s.type_.as_ref()) {
+        "" => "ClusterIP",
+        named => named,
+    }
+}
+
+/// Whether the Service is reached on the nodes' ports (NodePort or
+/// LoadBalancer).
+pub fn is_exposed(service: &Service) -> bool {
+    matches!(type_of(service), "NodePort" | "LoadBalancer")
+}
+
+/// `spec.clusterIP` (`None` for a headless Service), empty when unset.
+pub fn cluster_ip(service: &Service) -> &str {
+    spec_str(service, |s| s.cluster_ip.as_ref())
+}
+
+/// `spec.externalName` (an ExternalName Service's alias), empty when
+/// unset.
+pub fn external_name(service: &Service) -> &str {
+    spec_str(service, |s| s.external_name.as_ref())
+}
+
+/// `spec.ports` (none when unset).
+pub fn ports(service: &Service) -> &[ServicePort] {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_deref())
+        .unwrap_or_default()
+}
+
+/// A port's name, empty when unset.
+pub fn port_name(port: &ServicePort) -> &str {
+    port.name.as_deref().unwrap_or_default()
+}
+
+/// A port's protocol, `TCP` when unset.
+pub fn protocol(port: &ServicePort) -> &str {
+    match port.protocol.as_deref() {
+        None | Some("") => "TCP",
+        Some(named) => named,
+    }
+}
+
+/// A port's nodePort, 0 when it has none.
+pub fn node_port(port: &ServicePort) -> i32 {
+    port.node_port.unwrap_or_default()
+}
+
+/// `spec.selector` (empty when unset: the Service selects nothing, its
+/// Endpoints are its own).
+pub fn selector(service: &Service) -> &BTreeMap<String, String> {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .unwrap_or(&NO_LABELS)
+}
+
+/// `spec.externalIPs`.
+pub fn external_ips(service: &Service) -> &[String] {
+    spec_list(service, |s| s.external_ips.as_ref())
+}
+
+/// `spec.loadBalancerSourceRanges`.
+pub fn source_ranges(service: &Service) -> &[String] {
+    spec_list(service, |s| s.load_balancer_source_ranges.as_ref())
+}
+
+/// `spec.loadBalancerClass`, empty when unset (the built-in load
+/// balancer's).
+pub fn load_balancer_class(service: &Service) -> &str {
+    spec_str(service, |s| s.load_balancer_class.as_ref())
+}
+
+/// Whether `spec.externalTrafficPolicy` is `Local`.
+pub fn is_external_local(service: &Service) -> bool {
+    spec_str(service, |s| s.external_traffic_policy.as_ref()) == "Local"
+}
+
+/// Whether `spec.internalTrafficPolicy` is `Local`.
+pub fn is_internal_local(service: &Service) -> bool {
+    spec_str(service, |s| s.internal_traffic_policy.as_ref()) == "Local"
+}
+
+/// `spec.healthCheckNodePort`, 0 when it has none.
+pub fn health_check_node_port(service: &Service) -> i32 {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.health_check_node_port)
+        .unwrap_or_default()
+}
+
+/// How long a client sticks to one endpoint under `sessionAffinity:
+/// ClientIP` (its timeout, Kubernetes' default when unset or not
+/// positive); `None` without affinity.
+pub fn affinity_seconds(service: &Service) -> Option<u32> {
+    let spec = service.spec.as_ref()?;
+    if spec.session_affinity.as_deref() != Some("ClientIP") {
+        return None;
+    }
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds)
+        .unwrap_or_default();
+    Some(
+        u32::try_from(timeout)
+            .ok()
+            .filter(|t| *t > 0)
+            .unwrap_or(DEFAULT_AFFINITY_SECONDS),
+    )
+}
+
+/// `status.loadBalancer.ingress`.
+pub fn ingress(service: &Service) -> &[LoadBalancerIngress] {
+    service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|l| l.ingress.as_deref())
+        .unwrap_or_default()
+}
+
+/// The IPs of `status.loadBalancer.ingress`, in order.
+pub fn ingress_ips(service: &Service) -> impl Iterator<Item = &str> {
+    ingress(service).iter().filter_map(|i| i.ip.as_deref())
+}
+
+/// A port's `targetPort` as written: a number or a container port's
+/// name (`None` when unset: the port itself).
+pub fn target_port(port: &ServicePort) -> Option<&IntOrString> {
+    port.target_port.as_ref()
+}
+
+/// `object` (a Service as stored, in either encoding) with `spec`, for
+/// a write of it; any other object as it is.
+pub fn set_spec(object: &mut Object, spec: ServiceSpec) {
+    let value = typed::encode(&spec);
+    match &mut object.kind {
+        Some(Body::Generic(document)) => {
+            let mut content = generic::content(document);
+            content.insert("spec".to_owned(), value);
+            generic::set_content(document, &content);
+        }
+        Some(Body::Service(model)) => {
+            if let Ok(spec) = serde_json::from_value(value) {
+                model.spec = Some(spec);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A Service with `spec` and `status`, with `metadata`, as a document.
+pub fn object(metadata: ObjectMeta, spec: ServiceSpec, status: Option<ServiceStatus>) -> Object {
+    let service = Service {
+        spec: Some(spec),
+        status,
+        ..Service::default()
+    };
+    let document = generic::document("v1", "Service", Some(metadata), typed::encode(&service));
+    Object {
+        kind: Some(Body::Generic(document)),
+    }
+}
+
+/// `object` (a Service as stored, in either encoding) with `status`, for
+/// a write of its status; any other object as it is.
+pub fn with_status(object: &Object, status: ServiceStatus) -> Object {
+    let mut object = object.clone();
+    let value = typed::encode(&status);
+    match &mut object.kind {
+        Some(Body::Generic(document)) => {
+            let mut content = generic::content(document);
+            content.insert("status".to_owned(), value);
+            generic::set_content(document, &content);
+        }
+        Some(Body::Service(model)) => {
+            // The protobuf model holds every status field this release
+            // writes (load balancer ingress IPs); one it cannot hold
+            // leaves the status as it was.
+            if let Ok(status) = serde_json::from_value(value) {
+                model.status = Some(status);
+            }
+        }
+        _ => {}
+    }
+    object
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> ServiceSpec {
+        ServiceSpec {
+            type_: Some("LoadBalancer".into()),
+            cluster_ip: Some("10.43.0.20".into()),
+            ports: Some(vec![
+                ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    target_port: Some(IntOrString::String("web".into())),
+                    node_port: Some(30080),
+                    ..Default::default()
+                },
+                ServicePort {
+                    name: Some("dns".into()),
+                    port: 53,
+                    protocol: Some("UDP".into()),
+                    ..Default::default()
+                },
+            ]),
+            selector: Some([("app".to_owned(), "web".to_owned())].into()),
+            external_traffic_policy: Some("Local".into()),
+            health_check_node_port: Some(31000),
+            session_affinity: Some("ClientIP".into()),
+            external_ips: Some(vec!["192.0.2.9".into()]),
+            ..Default::default()
+        }
+    }
+
+    fn status() -> ServiceStatus {
+        ServiceStatus {
+            load_balancer: Some(LoadBalancerStatus {
+                ingress: Some(vec![LoadBalancerIngress {
+                    ip: Some("192.0.2.10".into()),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn services_made_here_read_back_in_either_encoding_with_their_defaults() {
+        let meta = ObjectMeta {
+            name: "web".into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        };
+        let made = object(meta, spec(), Some(status()));
+        assert!(is_service(&made));
+        let read_back = read(&made).expect("a Service");
+        assert_eq!(key(&read_back), ("shop", "web"));
+        assert_eq!(type_of(&read_back), "LoadBalancer");
+        assert!(is_exposed(&read_back));
+        assert_eq!(cluster_ip(&read_back), "10.43.0.20");
+        assert_eq!(ports(&read_back).len(), 2);
+        assert_eq!(port_name(&ports(&read_back)[0]), "http");
+        assert_eq!(protocol(&ports(&read_back)[0]), "TCP");
+        assert_eq!(protocol(&ports(&read_back)[1]), "UDP");
+        assert_eq!(node_port(&ports(&read_back)[0]), 30080);
+        assert_eq!(node_port(&ports(&read_back)[1]), 0);
+        assert_eq!(
+            target_port(&ports(&read_back)[0]),
+            Some(&IntOrString::String("web".into()))
+        );
+        assert_eq!(selector(&read_back)["app"], "web");
+        assert!(is_external_local(&read_back));
+        assert!(!is_internal_local(&read_back));
+        assert_eq!(health_check_node_port(&read_back), 31000);
+        assert_eq!(affinity_seconds(&read_back), Some(DEFAULT_AFFINITY_SECONDS));
+        assert_eq!(external_ips(&read_back), ["192.0.2.9"]);
+        assert_eq!(ingress_ips(&read_back).collect::<Vec<_>>(), ["192.0.2.10"]);
+        // In the protobuf model, it reads the same.
+        let Some(Body::Generic(document)) = &made.kind else {
+            panic!("not a document: {made:?}");
+        };
+        let content = serde_json::Value::Object(generic::content(document));
+        let mut model: skiff_proto::v1::Service = serde_json::from_value(content).unwrap();
+        model.metadata = document.metadata.clone();
+        let legacy = Object {
+            kind: Some(Body::Service(model)),
+        };
+        assert!(is_service(&legacy));
+        assert_eq!(read(&legacy), Some(read_back));
+    }
+
+    #[test]
+    fn an_empty_service_reads_as_kubernetes_defaults_it() {
+        let made = object(ObjectMeta::default(), ServiceSpec::default(), None);
+        let read_back = read(&made).expect("a Service");
+        assert_eq!(key(&read_back), ("", ""));
+        assert_eq!(type_of(&read_back), "ClusterIP");
+        assert!(!is_exposed(&read_back));
+        assert_eq!(cluster_ip(&read_back), "");
+        assert!(ports(&read_back).is_empty());
+        assert!(selector(&read_back).is_empty());
+        assert_eq!(affinity_seconds(&read_back), None);
+        assert_eq!(ingress_ips(&read_back).count(), 0);
+        let other = crate::namespaces::object(ObjectMeta::default(), "Active");
+        assert!(!is_service(&other));
+        assert_eq!(read(&other), None);
+    }
+}
