@@ -8,7 +8,7 @@ use anyhow::Context;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use skiff_master::client::Client;
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::Kind;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
@@ -247,21 +247,19 @@ pub async fn ready_master() -> anyhow::Result<(tempfile::TempDir, MasterProcess)
 /// A Service named `name` with port 80 and no selector: an object no
 /// controller changes, so what the store does is all a test sees.
 pub fn selectorless_service(name: &str) -> Object {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            ports: vec![v1::ServicePort {
-                port: 80,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+    use skiff_objects::services::{self, ServicePort, ServiceSpec};
+    let meta = v1::ObjectMeta {
+        name: name.to_owned(),
         ..Default::default()
-    }
-    .into_object()
+    };
+    let spec = ServiceSpec {
+        ports: Some(vec![ServicePort {
+            port: 80,
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    services::object(meta, spec, None)
 }
 
 /// Several masters forming one Raft cluster.

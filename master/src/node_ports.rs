@@ -30,7 +30,7 @@
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use skiff_proto::v1;
+use skiff_objects::services::{self, Service, ServicePort};
 
 use crate::store::cache::{Key, ObjectCache};
 
@@ -152,24 +152,39 @@ impl NodePortRange {
     }
 }
 
-/// Whether the ports of a Service with `spec` get nodePorts.
-pub fn wants_node_ports(spec: &v1::ServiceSpec) -> bool {
-    spec.r#type == NODE_PORT
-        || (spec.r#type == LOAD_BALANCER && spec.allocate_load_balancer_node_ports != Some(false))
+/// Whether the ports of `service` get nodePorts.
+pub fn wants_node_ports(service: &Service) -> bool {
+    let allocate = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.allocate_load_balancer_node_ports);
+    match services::type_of(service) {
+        NODE_PORT => true,
+        LOAD_BALANCER => allocate != Some(false),
+        _ => false,
+    }
 }
 
-/// Whether a Service with `spec` gets a `healthCheckNodePort`: a
-/// LoadBalancer with `externalTrafficPolicy: Local` (Kubernetes'
-/// `NeedsHealthCheck`).
-pub fn needs_health_check(spec: &v1::ServiceSpec) -> bool {
-    spec.r#type == LOAD_BALANCER && spec.external_traffic_policy == "Local"
+/// Whether `service` gets a `healthCheckNodePort`: a LoadBalancer with
+/// `externalTrafficPolicy: Local` (Kubernetes' `NeedsHealthCheck`).
+pub fn needs_health_check(service: &Service) -> bool {
+    services::type_of(service) == LOAD_BALANCER && services::is_external_local(service)
 }
 
-/// Whether `spec` lacks a nodePort or health check port it should have: a
-/// Service stored before skiff gave them, which its next update fills in.
-pub fn lacks_node_ports(spec: &v1::ServiceSpec) -> bool {
-    (wants_node_ports(spec) && spec.ports.iter().any(|p| p.node_port == 0))
-        || (needs_health_check(spec) && spec.health_check_node_port == 0)
+/// Whether `service` lacks a nodePort or health check port it should
+/// have: a Service stored before skiff gave them, which its next update
+/// fills in.
+pub fn lacks_node_ports(service: &Service) -> bool {
+    (wants_node_ports(service)
+        && services::ports(service)
+            .iter()
+            .any(|p| services::node_port(p) == 0))
+        || (needs_health_check(service) && services::health_check_node_port(service) == 0)
+}
+
+/// `port`'s nodePort set to `number` (unset for 0).
+fn set_node_port(port: &mut ServicePort, number: i32) {
+    port.node_port = (number != 0).then_some(number);
 }
 
 /// The allocator: the range, the ports chosen for writes not yet applied,
@@ -232,19 +247,18 @@ impl NodePorts {
     pub fn assign(
         &self,
         cache: &ObjectCache,
-        service: &mut v1::Service,
-        old: Option<&v1::Service>,
+        service: &mut Service,
+        old: Option<&Service>,
     ) -> Result<NodePortReservation<'_>, NodePortError> {
-        let meta = service.metadata.clone().unwrap_or_default();
-        let own: Key = (meta.namespace, meta.name);
-        let old_spec = old.and_then(|o| o.spec.clone()).unwrap_or_default();
-        let spec = service.spec.get_or_insert_with(Default::default);
+        let (namespace, name) = services::key(service);
+        let own: Key = (namespace.to_owned(), name.to_owned());
+        let old = old.cloned().unwrap_or_default();
         let mut reservation = NodePortReservation {
             ports: self,
             held: Vec::new(),
         };
-        self.assign_ports(cache, &own, spec, &old_spec, &mut reservation)?;
-        self.assign_health_check(cache, &own, spec, &old_spec, &mut reservation)?;
+        self.assign_ports(cache, &own, service, &old, &mut reservation)?;
+        self.assign_health_check(cache, &own, service, &old, &mut reservation)?;
         Ok(reservation)
     }
 
@@ -253,21 +267,27 @@ impl NodePorts {
         &self,
         cache: &ObjectCache,
         own: &Key,
-        spec: &mut v1::ServiceSpec,
-        old_spec: &v1::ServiceSpec,
+        service: &mut Service,
+        old: &Service,
         reservation: &mut NodePortReservation<'_>,
     ) -> Result<(), NodePortError> {
-        if !wants_node_ports(spec) {
+        let wanted = wants_node_ports(service);
+        let service_type = services::type_of(service).to_owned();
+        let old_ports = services::ports(old);
+        let Some(ports) = service.spec.as_mut().and_then(|s| s.ports.as_mut()) else {
+            return Ok(());
+        };
+        if !wanted {
             // A LoadBalancer that opted out of nodePorts still gets those
             // it names (as in Kubernetes); other types may not have any,
             // but a type change away from nodePorts drops those it had.
-            let opted_out = spec.r#type == LOAD_BALANCER;
-            for index in 0..spec.ports.len() {
-                let asked = spec.ports[index].node_port;
+            let opted_out = service_type == LOAD_BALANCER;
+            for (index, port) in ports.iter_mut().enumerate() {
+                let asked = services::node_port(port);
                 if asked == 0 {
                     continue;
                 }
-                let had = old_spec.ports.iter().any(|o| o.node_port == asked);
+                let had = old_ports.iter().any(|o| services::node_port(o) == asked);
                 match (opted_out, had) {
                     (true, true) => {}
                     (true, false) => self.check_and_reserve(
@@ -277,11 +297,11 @@ impl NodePorts {
                         asked,
                         reservation,
                     )?,
-                    (false, true) => spec.ports[index].node_port = 0,
+                    (false, true) => set_node_port(port, 0),
                     (false, false) => {
                         return Err(NodePortError::Forbidden {
                             index,
-                            service_type: spec.r#type.clone(),
+                            service_type,
                         })
                     }
                 }
@@ -289,40 +309,43 @@ impl NodePorts {
             return Ok(());
         }
         // Same number twice: only for different protocols.
-        for (index, port) in spec.ports.iter().enumerate() {
-            if port.node_port == 0 {
+        for (index, port) in ports.iter().enumerate() {
+            let number = services::node_port(port);
+            if number == 0 {
                 continue;
             }
-            if let Some(first) = spec.ports[..index]
+            let protocol = services::protocol(port);
+            if let Some(first) = ports[..index]
                 .iter()
-                .position(|p| p.node_port == port.node_port && p.protocol == port.protocol)
+                .position(|p| services::node_port(p) == number && services::protocol(p) == protocol)
             {
                 return Err(NodePortError::Duplicate {
                     index,
                     first,
-                    port: u16::try_from(port.node_port).unwrap_or(0),
-                    protocol: port.protocol.clone(),
+                    port: u16::try_from(number).unwrap_or(0),
+                    protocol: protocol.to_owned(),
                 });
             }
         }
         // Left out: kept from the stored Service's port of the same number
         // and protocol.
-        for port in spec.ports.iter_mut() {
-            if port.node_port != 0 {
+        for port in ports.iter_mut() {
+            if services::node_port(port) != 0 {
                 continue;
             }
-            let kept = old_spec
-                .ports
-                .iter()
-                .find(|o| o.port == port.port && o.protocol == port.protocol && o.node_port != 0);
+            let kept = old_ports.iter().find(|o| {
+                o.port == port.port
+                    && services::protocol(o) == services::protocol(port)
+                    && services::node_port(o) != 0
+            });
             if let Some(kept) = kept {
-                port.node_port = kept.node_port;
+                set_node_port(port, services::node_port(kept));
             }
         }
-        let old_held: HashSet<i32> = old_spec.ports.iter().map(|p| p.node_port).collect();
+        let old_held: HashSet<i32> = old_ports.iter().map(services::node_port).collect();
         let mut mine: Vec<u16> = Vec::new();
-        for index in 0..spec.ports.len() {
-            let asked = spec.ports[index].node_port;
+        for (index, port) in ports.iter().enumerate() {
+            let asked = services::node_port(port);
             if asked == 0 {
                 continue;
             }
@@ -338,42 +361,57 @@ impl NodePorts {
         }
         // Then the ones left to choose: a port number used under the
         // other protocol of this Service shares its nodePort.
-        for index in 0..spec.ports.len() {
-            if spec.ports[index].node_port != 0 {
+        for index in 0..ports.len() {
+            if services::node_port(&ports[index]) != 0 {
                 continue;
             }
-            let (number, protocol) = (spec.ports[index].port, spec.ports[index].protocol.clone());
-            let sibling = spec
-                .ports
+            let number = ports[index].port;
+            let protocol = services::protocol(&ports[index]).to_owned();
+            let sibling = ports
                 .iter()
-                .find(|p| p.port == number && p.protocol != protocol && p.node_port != 0)
-                .map(|p| p.node_port);
+                .find(|p| {
+                    p.port == number
+                        && services::protocol(p) != protocol
+                        && services::node_port(p) != 0
+                })
+                .map(services::node_port);
             if let Some(shared) = sibling {
-                spec.ports[index].node_port = shared;
+                set_node_port(&mut ports[index], shared);
                 continue;
             }
             let port = self.choose(cache, own, &mine, NodePortField::Port(index), reservation)?;
             mine.push(port);
-            spec.ports[index].node_port = i32::from(port);
+            set_node_port(&mut ports[index], i32::from(port));
         }
         Ok(())
     }
 
-    /// The `healthCheckNodePort` of `spec` (see [`NodePorts::assign`]),
+    /// The `healthCheckNodePort` of `service` (see [`NodePorts::assign`]),
     /// after its nodePorts: never one of them.
     fn assign_health_check(
         &self,
         cache: &ObjectCache,
         own: &Key,
-        spec: &mut v1::ServiceSpec,
-        old_spec: &v1::ServiceSpec,
+        service: &mut Service,
+        old: &Service,
         reservation: &mut NodePortReservation<'_>,
     ) -> Result<(), NodePortError> {
-        let had = needs_health_check(old_spec).then_some(old_spec.health_check_node_port);
+        let had = needs_health_check(old).then_some(services::health_check_node_port(old));
         let had = had.filter(|port| *port != 0);
         let field = NodePortField::HealthCheck;
-        if !needs_health_check(spec) {
-            let asked = spec.health_check_node_port;
+        let needed = needs_health_check(service);
+        let mine: Vec<u16> = services::ports(service)
+            .iter()
+            .filter_map(|p| u16::try_from(services::node_port(p)).ok())
+            .filter(|p| *p != 0)
+            .collect();
+        let own_index = |asked: i32| {
+            services::ports(service)
+                .iter()
+                .position(|p| services::node_port(p) == asked)
+        };
+        let mut asked = services::health_check_node_port(service);
+        if !needed {
             if asked == 0 {
                 return Ok(());
             }
@@ -381,39 +419,38 @@ impl NodePorts {
             // manifest applied with another type or policy): dropped, as
             // Kubernetes drops it; named anew, refused.
             if had == Some(asked) {
-                spec.health_check_node_port = 0;
+                if let Some(spec) = service.spec.as_mut() {
+                    spec.health_check_node_port = None;
+                }
                 return Ok(());
             }
             return Err(NodePortError::HealthCheckForbidden { port: asked });
         }
         // Left out: the one it had.
-        if spec.health_check_node_port == 0 {
-            spec.health_check_node_port = had.unwrap_or(0);
-        }
-        let mine: Vec<u16> = spec
-            .ports
-            .iter()
-            .filter_map(|p| u16::try_from(p.node_port).ok())
-            .filter(|p| *p != 0)
-            .collect();
-        let asked = spec.health_check_node_port;
         if asked == 0 {
-            let port = self.choose(cache, own, &mine, field, reservation)?;
-            spec.health_check_node_port = i32::from(port);
-            return Ok(());
+            asked = had.unwrap_or(0);
         }
-        if let Some(index) = spec.ports.iter().position(|p| p.node_port == asked) {
+        let chosen = if asked == 0 {
+            i32::from(self.choose(cache, own, &mine, field, reservation)?)
+        } else if let Some(index) = own_index(asked) {
             return Err(NodePortError::InUse {
                 field,
                 port: u16::try_from(asked).unwrap_or(0),
                 owner: format!("{}/{}, its own spec.ports[{index}].nodePort", own.0, own.1),
             });
-        }
-        if had == Some(asked) {
-            // Held already; a narrower range since does not take it away.
-            return Ok(());
-        }
-        self.check_and_reserve(cache, own, field, asked, reservation)
+        } else {
+            if had != Some(asked) {
+                self.check_and_reserve(cache, own, field, asked, reservation)?;
+            }
+            // Held already when it had it: a narrower range since does
+            // not take it away.
+            asked
+        };
+        service
+            .spec
+            .get_or_insert_with(Default::default)
+            .health_check_node_port = Some(chosen);
+        Ok(())
     }
 
     /// A free port for `field` of the Service `own`, which holds `mine`
@@ -514,50 +551,57 @@ mod tests {
     use skiff_proto::api::EventType;
 
     use crate::store::cache::CachedChange;
-    use skiff_objects::{IntoObject, Kind};
+    use skiff_objects::Kind;
 
-    fn service(name: &str, kind: &str, ports: &[(i32, &str, i32)]) -> v1::Service {
-        v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                namespace: "default".into(),
+    fn service(name: &str, kind: &str, ports: &[(i32, &str, i32)]) -> Service {
+        Service {
+            metadata: skiff_objects::typed::meta::ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
                 ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                r#type: kind.into(),
-                ports: ports
-                    .iter()
-                    .map(|(port, protocol, node_port)| v1::ServicePort {
-                        name: format!("p{port}-{protocol}").to_lowercase(),
-                        port: *port,
-                        protocol: (*protocol).into(),
-                        node_port: *node_port,
-                        ..Default::default()
-                    })
-                    .collect(),
+            },
+            spec: Some(services::ServiceSpec {
+                type_: Some(kind.into()),
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(port, protocol, node_port)| ServicePort {
+                            name: Some(format!("p{port}-{protocol}").to_lowercase()),
+                            port: *port,
+                            protocol: Some((*protocol).into()),
+                            node_port: (*node_port != 0).then_some(*node_port),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             ..Default::default()
         }
     }
 
-    fn node_ports_of(service: &v1::Service) -> Vec<i32> {
-        service
-            .spec
-            .as_ref()
-            .unwrap()
-            .ports
+    fn node_ports_of(service: &Service) -> Vec<i32> {
+        services::ports(service)
             .iter()
-            .map(|p| p.node_port)
+            .map(services::node_port)
             .collect()
     }
 
-    fn store(cache: &ObjectCache, service: &v1::Service, revision: u64) {
+    /// `service` stored: the cache (and its nodePort index) holds it, as
+    /// the state machine stores it.
+    fn store(cache: &ObjectCache, service: &Service, revision: u64) {
+        let (namespace, name) = services::key(service);
+        let meta = skiff_proto::v1::ObjectMeta {
+            name: name.into(),
+            namespace: namespace.into(),
+            ..Default::default()
+        };
+        let object = services::object(meta, service.spec.clone().unwrap(), None);
         cache.apply(
             &[CachedChange {
                 kind: Kind::Service,
                 event_type: EventType::Added,
-                object: Arc::new(service.clone().into_object()),
+                object: Arc::new(object),
                 encoded_len: 10,
             }],
             revision,
@@ -726,16 +770,16 @@ mod tests {
         assert_eq!(cache.node_port_holder(u16::try_from(had).unwrap()), None);
     }
 
-    fn local_lb(name: &str, ports: &[(i32, &str, i32)], health_check: i32) -> v1::Service {
+    fn local_lb(name: &str, ports: &[(i32, &str, i32)], health_check: i32) -> Service {
         let mut s = service(name, "LoadBalancer", ports);
         let spec = s.spec.as_mut().unwrap();
-        spec.external_traffic_policy = "Local".into();
-        spec.health_check_node_port = health_check;
+        spec.external_traffic_policy = Some("Local".into());
+        spec.health_check_node_port = (health_check != 0).then_some(health_check);
         s
     }
 
-    fn health_check_of(service: &v1::Service) -> i32 {
-        service.spec.as_ref().unwrap().health_check_node_port
+    fn health_check_of(service: &Service) -> i32 {
+        services::health_check_node_port(service)
     }
 
     #[test]
@@ -776,7 +820,7 @@ mod tests {
         ports.assign(&cache, &mut cluster, None).unwrap();
         assert_eq!(health_check_of(&cluster), 0);
         let mut node_port = service("np", "NodePort", &[(80, "TCP", 0)]);
-        node_port.spec.as_mut().unwrap().external_traffic_policy = "Local".into();
+        node_port.spec.as_mut().unwrap().external_traffic_policy = Some("Local".into());
         ports.assign(&cache, &mut node_port, None).unwrap();
         assert_eq!(health_check_of(&node_port), 0);
     }
@@ -795,12 +839,12 @@ mod tests {
         assert_eq!(health_check_of(&again), 31999);
         // To Cluster policy with the stored one left in: dropped.
         let mut cluster = local_lb("lb", &[(80, "TCP", 0)], 31999);
-        cluster.spec.as_mut().unwrap().external_traffic_policy = "Cluster".into();
+        cluster.spec.as_mut().unwrap().external_traffic_policy = Some("Cluster".into());
         drop(ports.assign(&cache, &mut cluster, Some(&stored)).unwrap());
         assert_eq!(health_check_of(&cluster), 0);
         // Named on a Service that does not need one: refused.
         let mut named = service("other", "LoadBalancer", &[(80, "TCP", 0)]);
-        named.spec.as_mut().unwrap().health_check_node_port = 31000;
+        named.spec.as_mut().unwrap().health_check_node_port = Some(31000);
         let e = ports.assign(&cache, &mut named, None).unwrap_err();
         assert_eq!(e, NodePortError::HealthCheckForbidden { port: 31000 });
         assert!(
@@ -846,13 +890,13 @@ mod tests {
     #[test]
     fn services_stored_without_their_ports_are_told_apart() {
         let mut lb = local_lb("lb", &[(80, "TCP", 30100)], 0);
-        assert!(lacks_node_ports(lb.spec.as_ref().unwrap()));
-        lb.spec.as_mut().unwrap().health_check_node_port = 30101;
-        assert!(!lacks_node_ports(lb.spec.as_ref().unwrap()));
+        assert!(lacks_node_ports(&lb));
+        lb.spec.as_mut().unwrap().health_check_node_port = Some(30101);
+        assert!(!lacks_node_ports(&lb));
         let np = service("np", "NodePort", &[(80, "TCP", 30102), (81, "TCP", 0)]);
-        assert!(lacks_node_ports(np.spec.as_ref().unwrap()));
+        assert!(lacks_node_ports(&np));
         let plain = service("plain", "ClusterIP", &[(80, "TCP", 0)]);
-        assert!(!lacks_node_ports(plain.spec.as_ref().unwrap()));
+        assert!(!lacks_node_ports(&plain));
     }
 
     #[test]

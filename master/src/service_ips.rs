@@ -24,9 +24,8 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::sync::Mutex;
 
-use skiff_proto::v1;
-
 use crate::store::cache::ObjectCache;
+use skiff_objects::services::{self, Service};
 use skiff_objects::Ipv4Net;
 
 /// The default service CIDR (k3s' default).
@@ -134,33 +133,31 @@ impl ServiceIps {
     pub fn assign(
         &self,
         cache: &ObjectCache,
-        service: &mut v1::Service,
+        service: &mut Service,
     ) -> Result<Reservation<'_>, ServiceIpError> {
-        let spec = service.spec.get_or_insert_with(Default::default);
-        if spec.r#type == EXTERNAL_NAME {
+        if services::type_of(service) == EXTERNAL_NAME {
             return Ok(Reservation {
                 ips: self,
                 ip: None,
             });
         }
-        if spec.cluster_ip == HEADLESS {
-            spec.cluster_ips = vec![HEADLESS.to_owned()];
+        let asked = services::cluster_ip(service).to_owned();
+        let spec = service.spec.get_or_insert_with(Default::default);
+        if asked == HEADLESS {
+            spec.cluster_ips = Some(vec![HEADLESS.to_owned()]);
             return Ok(Reservation {
                 ips: self,
                 ip: None,
             });
         }
         let mut pending = self.pending();
-        let ip = if spec.cluster_ip.is_empty() {
+        let ip = if asked.is_empty() {
             self.next_free(&mut pending, |ip| cache.cluster_ip_holder(ip).is_some())
                 .ok_or(ServiceIpError::Exhausted { range: self.range })?
         } else {
-            let ip: Ipv4Addr =
-                spec.cluster_ip
-                    .parse()
-                    .map_err(|_| ServiceIpError::NotAnAddress {
-                        given: spec.cluster_ip.clone(),
-                    })?;
+            let ip: Ipv4Addr = asked.parse().map_err(|_| ServiceIpError::NotAnAddress {
+                given: asked.clone(),
+            })?;
             if !self.in_range(ip) {
                 return Err(ServiceIpError::OutOfRange {
                     ip,
@@ -182,8 +179,8 @@ impl ServiceIps {
             ip
         };
         pending.reserved.insert(ip);
-        spec.cluster_ip = ip.to_string();
-        spec.cluster_ips = vec![spec.cluster_ip.clone()];
+        spec.cluster_ip = Some(ip.to_string());
+        spec.cluster_ips = Some(vec![ip.to_string()]);
         Ok(Reservation {
             ips: self,
             ip: Some(ip),
@@ -231,20 +228,18 @@ impl ServiceIps {
 /// ExternalName loses its clusterIP (and its address is free once the
 /// update is applied). A clusterIP asked anew stays, for validation to
 /// refuse.
-pub fn drop_type_dependent_fields(old: &v1::Service, new: &mut v1::Service) {
-    let Some(old_spec) = old.spec.as_ref() else {
+pub fn drop_type_dependent_fields(old: &Service, new: &mut Service) {
+    if services::type_of(new) != EXTERNAL_NAME || services::type_of(old) == EXTERNAL_NAME {
+        return;
+    }
+    let (Some(old_spec), Some(spec)) = (old.spec.as_ref(), new.spec.as_mut()) else {
         return;
     };
-    let Some(spec) = new.spec.as_mut() else {
-        return;
-    };
-    if spec.r#type == EXTERNAL_NAME && old_spec.r#type != EXTERNAL_NAME {
-        if spec.cluster_ip == old_spec.cluster_ip {
-            spec.cluster_ip.clear();
-        }
-        if spec.cluster_ips == old_spec.cluster_ips {
-            spec.cluster_ips.clear();
-        }
+    if spec.cluster_ip == old_spec.cluster_ip {
+        spec.cluster_ip = None;
+    }
+    if spec.cluster_ips == old_spec.cluster_ips {
+        spec.cluster_ips = None;
     }
 }
 
@@ -252,37 +247,31 @@ pub fn drop_type_dependent_fields(old: &v1::Service, new: &mut v1::Service) {
 /// address is refused (the field is immutable, as in Kubernetes). A
 /// Service turned ExternalName has none; one that was ExternalName gets
 /// one as a new Service does ([`needs_address`], then [`ServiceIps::assign`]).
-pub fn keep_on_update(old: &v1::Service, new: &mut v1::Service) -> Result<(), ServiceIpError> {
-    let old_spec = old.spec.clone().unwrap_or_default();
-    let spec = new.spec.get_or_insert_with(Default::default);
-    if spec.r#type == EXTERNAL_NAME || old_spec.r#type == EXTERNAL_NAME {
+pub fn keep_on_update(old: &Service, new: &mut Service) -> Result<(), ServiceIpError> {
+    if services::type_of(new) == EXTERNAL_NAME || services::type_of(old) == EXTERNAL_NAME {
         return Ok(());
     }
-    if spec.cluster_ip.is_empty() {
-        spec.cluster_ip = old_spec.cluster_ip;
-        spec.cluster_ips = old_spec.cluster_ips;
-        return Ok(());
-    }
-    if spec.cluster_ip != old_spec.cluster_ip {
+    let (had, asked) = (
+        services::cluster_ip(old),
+        services::cluster_ip(new).to_owned(),
+    );
+    if !asked.is_empty() && asked != had {
         return Err(ServiceIpError::Immutable {
-            old: old_spec.cluster_ip,
-            asked: spec.cluster_ip.clone(),
+            old: had.to_owned(),
+            asked,
         });
     }
+    let old_spec = old.spec.clone().unwrap_or_default();
+    let spec = new.spec.get_or_insert_with(Default::default);
+    spec.cluster_ip = old_spec.cluster_ip;
     spec.cluster_ips = old_spec.cluster_ips;
     Ok(())
 }
 
 /// Whether an update from `old` to `new` needs a clusterIP chosen, as a
 /// create does: an ExternalName Service turned into another type.
-pub fn needs_address(old: &v1::Service, new: &v1::Service) -> bool {
-    let type_of = |s: &v1::Service| {
-        s.spec
-            .as_ref()
-            .map(|s| s.r#type.clone())
-            .unwrap_or_default()
-    };
-    type_of(old) == EXTERNAL_NAME && type_of(new) != EXTERNAL_NAME
+pub fn needs_address(old: &Service, new: &Service) -> bool {
+    services::type_of(old) == EXTERNAL_NAME && services::type_of(new) != EXTERNAL_NAME
 }
 
 #[cfg(test)]
@@ -295,7 +284,7 @@ mod tests {
     use skiff_proto::api::EventType;
 
     use crate::store::cache::CachedChange;
-    use skiff_objects::{IntoObject, Kind};
+    use skiff_objects::Kind;
 
     fn ip(last: u8) -> Ipv4Addr {
         Ipv4Addr::new(10, 43, 0, last)
@@ -344,17 +333,30 @@ mod tests {
         assert!(ServiceIps::new("10.43.0.0/29".parse().unwrap()).is_err());
     }
 
-    fn service(cluster_ip: &str) -> v1::Service {
-        v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: "s".into(),
-                namespace: "default".into(),
+    fn spec(service_type: &str, cluster_ip: &str) -> services::ServiceSpec {
+        let set = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        services::ServiceSpec {
+            type_: set(service_type),
+            cluster_ip: set(cluster_ip),
+            ..Default::default()
+        }
+    }
+
+    fn service(cluster_ip: &str) -> Service {
+        Service {
+            metadata: skiff_objects::typed::meta::ObjectMeta {
+                name: Some("s".into()),
+                namespace: Some("default".into()),
                 ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: cluster_ip.into(),
-                ..Default::default()
-            }),
+            },
+            spec: Some(spec("", cluster_ip)),
+            ..Default::default()
+        }
+    }
+
+    fn with_spec(spec: services::ServiceSpec) -> Service {
+        Service {
+            spec: Some(spec),
             ..Default::default()
         }
     }
@@ -368,21 +370,29 @@ mod tests {
         let first = ips.assign(&cache, &mut a).unwrap();
         let second = ips.assign(&cache, &mut b).unwrap();
         let (a_ip, b_ip) = (
-            a.spec.clone().unwrap().cluster_ip,
-            b.spec.clone().unwrap().cluster_ip,
+            services::cluster_ip(&a).to_owned(),
+            services::cluster_ip(&b).to_owned(),
         );
         assert_ne!(a_ip, b_ip);
+        assert_eq!(
+            a.spec.as_ref().unwrap().cluster_ips,
+            Some(vec![a_ip.clone()])
+        );
         // Asking for an address another create has reserved is refused.
         let e = ips.assign(&cache, &mut service(&a_ip)).unwrap_err();
         assert!(matches!(e, ServiceIpError::InUse { .. }), "{e}");
         // Once applied, the cache holds it; the reservation can go.
-        let mut stored = service(&a_ip);
-        stored.metadata.as_mut().unwrap().name = "a".into();
+        let meta = skiff_proto::v1::ObjectMeta {
+            name: "a".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        let stored = services::object(meta, spec("", &a_ip), None);
         cache.apply(
             &[CachedChange {
                 kind: Kind::Service,
                 event_type: EventType::Added,
-                object: Arc::new(stored.into_object()),
+                object: Arc::new(stored),
                 encoded_len: 10,
             }],
             1,
@@ -398,64 +408,43 @@ mod tests {
         ips.assign(&cache, &mut service(&b_ip)).unwrap();
         let mut headless = service(HEADLESS);
         ips.assign(&cache, &mut headless).unwrap();
-        assert_eq!(headless.spec.unwrap().cluster_ips, [HEADLESS]);
+        assert_eq!(
+            headless.spec.unwrap().cluster_ips,
+            Some(vec![HEADLESS.to_owned()])
+        );
     }
 
     #[test]
     fn the_cluster_ip_is_immutable() {
-        let old = v1::Service {
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: "10.43.0.11".into(),
-                cluster_ips: vec!["10.43.0.11".into()],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let mut same = v1::Service::default();
+        let mut old = with_spec(spec("", "10.43.0.11"));
+        old.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.43.0.11".into()]);
+        let mut same = Service::default();
         keep_on_update(&old, &mut same).unwrap();
-        assert_eq!(same.spec.unwrap().cluster_ip, "10.43.0.11");
-        let mut other = v1::Service {
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: "10.43.0.99".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        assert_eq!(services::cluster_ip(&same), "10.43.0.11");
+        let mut other = with_spec(spec("", "10.43.0.99"));
         let e = keep_on_update(&old, &mut other).unwrap_err().to_string();
         assert!(e.contains("immutable"), "{e}");
-        let mut alias = v1::Service {
-            spec: Some(v1::ServiceSpec {
-                r#type: EXTERNAL_NAME.into(),
-                external_name: "db.example.com".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut alias = with_spec(spec(EXTERNAL_NAME, ""));
+        alias.spec.as_mut().unwrap().external_name = Some("db.example.com".into());
         // Turned ExternalName with its old address sent back (as kubectl
         // apply sends it): the address is dropped, as kube-apiserver does.
-        alias.spec.as_mut().unwrap().cluster_ip = "10.43.0.11".into();
-        alias.spec.as_mut().unwrap().cluster_ips = vec!["10.43.0.11".into()];
+        alias.spec.as_mut().unwrap().cluster_ip = Some("10.43.0.11".into());
+        alias.spec.as_mut().unwrap().cluster_ips = Some(vec!["10.43.0.11".into()]);
         drop_type_dependent_fields(&old, &mut alias);
         keep_on_update(&old, &mut alias).unwrap();
-        let spec = alias.spec.clone().unwrap();
-        assert_eq!((spec.cluster_ip.as_str(), spec.cluster_ips.len()), ("", 0));
+        assert_eq!(services::cluster_ip(&alias), "");
+        assert_eq!(alias.spec.as_ref().unwrap().cluster_ips, None);
         assert!(!needs_address(&old, &alias));
         // A new address asked with the change is left for validation.
         let mut asked = alias.clone();
-        asked.spec.as_mut().unwrap().cluster_ip = "10.43.0.12".into();
+        asked.spec.as_mut().unwrap().cluster_ip = Some("10.43.0.12".into());
         drop_type_dependent_fields(&old, &mut asked);
-        assert_eq!(asked.spec.unwrap().cluster_ip, "10.43.0.12");
+        assert_eq!(services::cluster_ip(&asked), "10.43.0.12");
         // Back from ExternalName: an address is chosen as for a create.
-        let mut back = v1::Service {
-            spec: Some(v1::ServiceSpec {
-                r#type: "ClusterIP".into(),
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let mut back = with_spec(spec("ClusterIP", ""));
         keep_on_update(&alias, &mut back).unwrap();
         assert!(needs_address(&alias, &back));
-        assert_eq!(back.spec.unwrap().cluster_ip, "");
+        assert_eq!(services::cluster_ip(&back), "");
     }
 
     #[test]
@@ -463,12 +452,11 @@ mod tests {
         let range: Ipv4Net = DEFAULT_SERVICE_CIDR.parse().unwrap();
         let ips = ServiceIps::new(range).unwrap();
         let mut alias = service("");
-        alias.spec.as_mut().unwrap().r#type = EXTERNAL_NAME.into();
+        alias.spec.as_mut().unwrap().type_ = Some(EXTERNAL_NAME.into());
         let reservation = ips.assign(&ObjectCache::default(), &mut alias).unwrap();
         assert_eq!(reservation.ip, None);
-        let spec = alias.spec.unwrap();
-        assert_eq!(spec.cluster_ip, "");
-        assert!(spec.cluster_ips.is_empty());
+        assert_eq!(services::cluster_ip(&alias), "");
+        assert_eq!(alias.spec.unwrap().cluster_ips, None);
         assert_eq!(api_service_ip(range), ip(1));
     }
 }

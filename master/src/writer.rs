@@ -33,7 +33,8 @@ use skiff_objects::validation::{
     has_update_rules, validate, validate_update, FieldError, ValidationError,
 };
 use skiff_objects::{
-    generic, legacy_bodies, pods, storage, CustomKind, EmptyObject, Kind, ObjectExt, UnknownKind,
+    generic, legacy_bodies, pods, services, storage, CustomKind, EmptyObject, Kind, ObjectExt,
+    UnknownKind,
 };
 
 /// The namespace objects go to when a manifest names none.
@@ -210,14 +211,15 @@ impl ObjectWriter {
         // A Service's address and nodePorts stay reserved until the create
         // is applied (then the cache holds them) or fails, so concurrent
         // creates never get the same one and none waits for another.
-        let _reserved = match &mut object.kind {
-            Some(Body::Service(service)) => {
+        let _reserved = match read_service(&object)? {
+            Some(mut service) => {
                 let cache = self.cluster.store.cache();
-                let ip = self.service_ips.assign(cache, service)?;
-                let ports = self.node_ports.assign(cache, service, None)?;
+                let ip = self.service_ips.assign(cache, &mut service)?;
+                let ports = self.node_ports.assign(cache, &mut service, None)?;
+                services::set_spec(&mut object, service.spec.unwrap_or_default());
                 Some((ip, ports))
             }
-            _ => None,
+            None => None,
         };
         let command = Command::Create {
             object: self.encode_for_store(&object)?,
@@ -276,41 +278,41 @@ impl ObjectWriter {
             None
         } else {
             apply_defaults(&mut object);
-            let old_service = match &object.kind {
-                Some(Body::Service(service)) => {
-                    let meta = service.metadata.clone().unwrap_or_default();
+            let mut service = read_service(&object)?;
+            let old_service = match &service {
+                Some(_) => {
+                    let meta = object.meta();
                     let old = self
                         .cluster
                         .store
                         .get(Kind::Service, &meta.namespace, &meta.name)?;
-                    match old.and_then(|o| o.kind) {
-                        Some(Body::Service(old)) => Some(old),
-                        _ => None,
-                    }
+                    old.as_ref().and_then(services::read)
                 }
-                _ => None,
+                None => None,
             };
-            if let (Some(old), Some(Body::Service(service))) = (&old_service, &mut object.kind) {
+            if let (Some(old), Some(service)) = (&old_service, &mut service) {
                 crate::service_ips::drop_type_dependent_fields(old, service);
+                services::set_spec(&mut object, service.spec.clone().unwrap_or_default());
             }
             validate(&object)?;
             self.admit_update(&object)?;
-            match &mut object.kind {
-                Some(Body::Service(service)) => {
+            match service {
+                Some(mut service) => {
                     let cache = self.cluster.store.cache();
                     let mut address = None;
                     if let Some(old) = &old_service {
-                        crate::service_ips::keep_on_update(old, service)?;
-                        if crate::service_ips::needs_address(old, service) {
-                            address = Some(self.service_ips.assign(cache, service)?);
+                        crate::service_ips::keep_on_update(old, &mut service)?;
+                        if crate::service_ips::needs_address(old, &service) {
+                            address = Some(self.service_ips.assign(cache, &mut service)?);
                         }
                     }
-                    let ports = self
-                        .node_ports
-                        .assign(cache, service, old_service.as_ref())?;
+                    let ports =
+                        self.node_ports
+                            .assign(cache, &mut service, old_service.as_ref())?;
+                    services::set_spec(&mut object, service.spec.unwrap_or_default());
                     Some((address, ports))
                 }
-                _ => None,
+                None => None,
             }
         };
         let command = Command::Update {
@@ -353,6 +355,22 @@ impl ObjectWriter {
             now: now_rfc3339(),
         };
         decode_object(&self.cluster.propose(command).await?.object)
+    }
+}
+
+/// The Service `object` is (as the allocators read it: its spec and
+/// status, its name and namespace); `None` for another kind. A Service
+/// whose fields do not read as one is refused.
+fn read_service(object: &Object) -> Result<Option<services::Service>> {
+    if !services::is_service(object) {
+        return Ok(None);
+    }
+    match services::read(object) {
+        Some(service) => Ok(Some(service)),
+        None => Err(Error::Invalid(format!(
+            "Service {:?}: its fields do not read as a Service",
+            object.meta().name
+        ))),
     }
 }
 
@@ -738,6 +756,60 @@ mod tests {
             .get(Kind::Namespace, "", "odd")
             .unwrap();
         assert!(odd.is_none());
+        // The learner names data format 5: Endpoints as documents,
+        // Services still in their protobuf model, allocated all the same.
+        let format_five = crate::store::network::PeerRelease::this(5);
+        writer.cluster.contacts.record(2, Some(format_five));
+        assert_eq!(writer.cluster.members_data_format(), 5);
+        let web = service("web", "");
+        assert!(matches!(encoded_body(&web), Some(Body::Service(_))));
+        let created = writer.create(web).await.unwrap();
+        let stored = writer
+            .cluster
+            .store
+            .get(Kind::Service, DEFAULT_NAMESPACE, "web");
+        let stored = stored.unwrap().unwrap();
+        for object in [&created, &stored] {
+            assert!(legacy_bodies::is_moved_document(object), "{object:?}");
+            assert_eq!(cluster_ip(object), "10.43.0.11");
+        }
+        // publishNotReadyAddresses is a field its model lacks: refused for
+        // it, by its path.
+        let mut peers = services::read(&service("peers", "")).unwrap();
+        peers.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+        let meta = v1::ObjectMeta {
+            name: "peers".into(),
+            ..Default::default()
+        };
+        let peers = services::object(meta, peers.spec.unwrap(), None);
+        let refused = writer.create(peers).await.unwrap_err().to_string();
+        assert!(
+            refused.contains("spec.publishNotReadyAddresses"),
+            "{refused}"
+        );
+        let none = writer
+            .cluster
+            .store
+            .get(Kind::Service, DEFAULT_NAMESPACE, "peers");
+        assert!(none.unwrap().is_none());
+        // Once every member reads Services as documents, it is taken.
+        writer
+            .cluster
+            .contacts
+            .record(2, Some(crate::store::network::PeerRelease::this(6)));
+        let mut peers = services::read(&service("peers", "")).unwrap();
+        peers.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+        let meta = v1::ObjectMeta {
+            name: "peers".into(),
+            ..Default::default()
+        };
+        let taken = writer
+            .create(services::object(meta, peers.spec.unwrap(), None))
+            .await
+            .unwrap();
+        assert!(services::publishes_not_ready(
+            &services::read(&taken).unwrap()
+        ));
     }
 
     #[tokio::test]
@@ -783,10 +855,8 @@ mod tests {
     }
 
     fn cluster_ip(object: &Object) -> String {
-        match &object.kind {
-            Some(Body::Service(s)) => s.spec.clone().unwrap_or_default().cluster_ip,
-            _ => panic!("not a Service"),
-        }
+        let service = services::read(object).expect("a Service");
+        services::cluster_ip(&service).to_owned()
     }
 
     #[tokio::test]
@@ -851,6 +921,14 @@ mod tests {
         let b = writer.create(service("b", "")).await.unwrap();
         assert_eq!(cluster_ip(&a), "10.43.0.11");
         assert_eq!(cluster_ip(&b), "10.43.0.12");
+        // Sent in the protobuf model (an older client's), stored as a
+        // document, with the address in both of its fields.
+        assert!(legacy_bodies::is_moved_document(&a), "{a:?}");
+        let read = services::read(&a).unwrap();
+        assert_eq!(
+            read.spec.unwrap().cluster_ips,
+            Some(vec!["10.43.0.11".to_owned()])
+        );
         let taken = writer.create(service("c", "10.43.0.11")).await.unwrap_err();
         assert!(
             matches!(taken, Error::ServiceIp(ServiceIpError::InUse { .. })),

@@ -62,40 +62,17 @@ pub fn apply_defaults(object: &mut Object) {
             spec.replicas.get_or_insert(1);
             template(spec.template.as_deref_mut());
         }
-        Some(Body::Service(s)) => {
-            let spec = s.spec.get_or_insert_with(Default::default);
-            if spec.r#type.is_empty() {
-                spec.r#type = "ClusterIP".to_owned();
-            }
-            if spec.session_affinity.is_empty() {
-                spec.session_affinity = "None".to_owned();
-            }
-            let exposed = spec.r#type == "NodePort" || spec.r#type == "LoadBalancer";
-            if exposed && spec.external_traffic_policy.is_empty() {
-                spec.external_traffic_policy = "Cluster".to_owned();
-            }
-            if spec.session_affinity == "ClientIP" {
-                // Kubernetes' default stickiness: three hours.
-                let config = spec
-                    .session_affinity_config
-                    .get_or_insert_with(Default::default);
-                let client_ip = config.client_ip.get_or_insert_with(Default::default);
-                if client_ip.timeout_seconds == 0 {
-                    client_ip.timeout_seconds = 10800;
-                }
-            }
-            for port in &mut spec.ports {
-                if port.protocol.is_empty() {
-                    port.protocol = "TCP".to_owned();
-                }
-                if port.target_port.is_empty() {
-                    port.target_port = port.port.to_string();
-                }
-            }
-        }
-        // A Secret, Namespace or Endpoints is defaulted as its document
-        // (`generic`), which what decodes one makes it (`legacy_bodies`).
-        Some(Body::Node(_) | Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_)) | None => {}
+        // A Secret, Namespace, Endpoints or Service is defaulted as its
+        // document (`generic`), which what decodes one makes it
+        // (`legacy_bodies`).
+        Some(
+            Body::Node(_)
+            | Body::Secret(_)
+            | Body::Namespace(_)
+            | Body::Endpoints(_)
+            | Body::Service(_),
+        )
+        | None => {}
     }
 }
 

@@ -494,6 +494,7 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
                 }
             }
         }
+        Kind::Service => service_defaults(spec),
         Kind::Endpoints => {
             let subsets = map.get_mut("subsets").and_then(Value::as_array_mut);
             for subset in subsets.into_iter().flatten() {
@@ -542,6 +543,50 @@ fn default_in(map: &mut Map<String, Value>, field: &str, value: impl Into<Value>
 
 fn unset(value: &Value) -> bool {
     value.is_null() || value.as_str() == Some("")
+}
+
+/// A Service's defaults, as Kubernetes sets them: its type, session
+/// affinity (and a ClientIP one's timeout), a NodePort or LoadBalancer's
+/// external traffic policy, and each port's protocol and target port.
+fn service_defaults(spec: &mut Value) {
+    let Some(map) = spec.as_object_mut() else {
+        return;
+    };
+    default_in(map, "type", "ClusterIP");
+    default_in(map, "sessionAffinity", "None");
+    let service_type = map.get("type").and_then(Value::as_str);
+    if matches!(service_type, Some("NodePort" | "LoadBalancer")) {
+        default_in(map, "externalTrafficPolicy", "Cluster");
+    }
+    if map.get("sessionAffinity").and_then(Value::as_str) == Some("ClientIP") {
+        // Kubernetes' default stickiness: three hours.
+        let client_ip = object_member(map, "sessionAffinityConfig")
+            .and_then(|config| object_member(config, "clientIP"));
+        if let Some(client_ip) = client_ip {
+            default_in(client_ip, "timeoutSeconds", 10800);
+        }
+    }
+    let ports = map.get_mut("ports").and_then(Value::as_array_mut);
+    for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+        default_in(port, "protocol", "TCP");
+        let number = port.get("port").filter(|p| p.is_number()).cloned();
+        if let Some(number) = number {
+            default_in(port, "targetPort", number);
+        }
+    }
+}
+
+/// The JSON object `map[name]`, made an empty one when unset; `None`
+/// when it is something else (which validation refuses).
+fn object_member<'a>(
+    map: &'a mut Map<String, Value>,
+    name: &str,
+) -> Option<&'a mut Map<String, Value>> {
+    let member = map.entry(name).or_insert_with(|| Value::Object(Map::new()));
+    if member.is_null() {
+        *member = Value::Object(Map::new());
+    }
+    member.as_object_mut()
 }
 
 fn job_spec(spec: &mut Value) {
@@ -1551,6 +1596,57 @@ mod tests {
         assert!(same_spec(&a, &a.clone()));
         assert!(same_spec(&a, &b));
         assert!(!same_spec(&a, &object(json!({"subsets": [{}]}))));
+    }
+
+    #[test]
+    fn a_service_gets_kubernetes_defaults_and_keeps_what_was_given() {
+        let service = |spec: Value| {
+            let (mut object, _) = read(
+                Kind::Service,
+                json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+                       "spec": spec}),
+            );
+            apply_defaults(Kind::Service, &mut object);
+            content(&object)["spec"].clone()
+        };
+        let plain = service(
+            json!({"ports": [{"port": 80}, {"port": 53, "protocol": "UDP",
+                                                "targetPort": "dns"}]}),
+        );
+        assert_eq!(plain["type"], "ClusterIP");
+        assert_eq!(plain["sessionAffinity"], "None");
+        assert!(plain["externalTrafficPolicy"].is_null(), "{plain}");
+        assert_eq!(
+            plain["ports"][0],
+            json!({"port": 80, "protocol": "TCP", "targetPort": 80})
+        );
+        assert_eq!(
+            plain["ports"][1],
+            json!({"port": 53, "protocol": "UDP", "targetPort": "dns"})
+        );
+        let sticky = service(json!({"type": "LoadBalancer", "sessionAffinity": "ClientIP"}));
+        assert_eq!(sticky["externalTrafficPolicy"], "Cluster");
+        assert_eq!(
+            sticky["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            10800
+        );
+        let timed = service(json!({"sessionAffinity": "ClientIP",
+                                   "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}));
+        assert_eq!(
+            timed["sessionAffinityConfig"]["clientIP"]["timeoutSeconds"],
+            60
+        );
+        // A spec of the wrong shape is left for validation, not defaulted.
+        let mut odd = document(
+            "v1",
+            "Service",
+            None,
+            json!({"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": 5,
+                            "ports": [7]}}),
+        );
+        apply_defaults(Kind::Service, &mut odd);
+        assert_eq!(content(&odd)["spec"]["sessionAffinityConfig"], 5);
+        assert_eq!(content(&odd)["spec"]["ports"], json!([7]));
     }
 
     #[test]

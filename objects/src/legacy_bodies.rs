@@ -63,11 +63,16 @@ pub const MOVED: &[MovedKind] = &[
         kind: "Endpoints",
         format: 5,
     },
+    MovedKind {
+        api_version: "v1",
+        kind: "Service",
+        format: 6,
+    },
 ];
 
 /// The data format this release reads and names: every moved kind as a
 /// document (the last of [`MOVED`]'s formats).
-pub const LATEST_FORMAT: u32 = 5;
+pub const LATEST_FORMAT: u32 = 6;
 
 /// The header in which a master (answering Raft traffic) or a client of
 /// the API (with each request) names the data format it reads. Absent: a
@@ -183,6 +188,7 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
         "Secret" => Body::Secret(model_of(&document).map_err(fail)?),
         "Namespace" => Body::Namespace(model_of(&document).map_err(fail)?),
         "Endpoints" => Body::Endpoints(model_of(&document).map_err(fail)?),
+        "Service" => Body::Service(model_of(&document).map_err(fail)?),
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {

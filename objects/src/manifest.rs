@@ -350,7 +350,6 @@ fn decode(
     let body = match kind {
         Kind::Node => Body::Node(decode_typed::<v1::Node>(value, unknown)?),
         Kind::Pod => Body::Pod(decode_typed::<v1::Pod>(value, unknown)?),
-        Kind::Service => Body::Service(decode_typed::<v1::Service>(value, unknown)?),
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment>(value, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet>(value, unknown)?),
         generic => {
@@ -484,10 +483,11 @@ spec:
         let m = parse(&text).unwrap();
         let kinds: Vec<Kind> = m.objects.iter().map(|o| o.kind().unwrap()).collect();
         assert_eq!(kinds, vec![Kind::Deployment, Kind::Service]);
-        let Some(Body::Service(s)) = &m.objects[1].kind else {
-            panic!()
-        };
-        assert_eq!(s.spec.as_ref().unwrap().ports[0].target_port, "8080");
+        let s = crate::services::read(&m.objects[1]).expect("a Service");
+        assert_eq!(
+            crate::services::target_port(&crate::services::ports(&s)[0]),
+            Some(&crate::services::IntOrString::Int(8080))
+        );
         // Written back as a number, as Kubernetes does.
         let json = to_json_value(&m.objects[1]);
         assert_eq!(json["spec"]["ports"][0]["targetPort"], 8080);

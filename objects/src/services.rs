@@ -151,6 +151,17 @@ pub fn is_internal_local(service: &Service) -> bool {
     spec_str(service, |s| s.internal_traffic_policy.as_ref()) == "Local"
 }
 
+/// Whether `spec.publishNotReadyAddresses` is set: the Service's
+/// endpoints are every selected pod with an address, ready or not (as a
+/// StatefulSet's peers need to find each other before they are ready).
+pub fn publishes_not_ready(service: &Service) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false)
+}
+
 /// `spec.healthCheckNodePort`, 0 when it has none.
 pub fn health_check_node_port(service: &Service) -> i32 {
     service
@@ -334,16 +345,10 @@ mod tests {
         assert_eq!(affinity_seconds(&read_back), Some(DEFAULT_AFFINITY_SECONDS));
         assert_eq!(external_ips(&read_back), ["192.0.2.9"]);
         assert_eq!(ingress_ips(&read_back).collect::<Vec<_>>(), ["192.0.2.10"]);
-        // In the protobuf model, it reads the same.
-        let Some(Body::Generic(document)) = &made.kind else {
-            panic!("not a document: {made:?}");
-        };
-        let content = serde_json::Value::Object(generic::content(document));
-        let mut model: skiff_proto::v1::Service = serde_json::from_value(content).unwrap();
-        model.metadata = document.metadata.clone();
-        let legacy = Object {
-            kind: Some(Body::Service(model)),
-        };
+        // In the protobuf model of an older release, it reads the same.
+        assert!(legacy_bodies::is_moved_document(&made));
+        let legacy = legacy_bodies::to_legacy(made).expect("the model holds it");
+        assert!(matches!(legacy.kind, Some(Body::Service(_))));
         assert!(is_service(&legacy));
         assert_eq!(read(&legacy), Some(read_back));
     }

@@ -1,10 +1,11 @@
 //! Fields skiff accepts and stores but does not act on yet (Localhost
-//! seccomp profiles, Jobs' per-index back-off and success policies), and
-//! the deprecated `tcpSocket` lifecycle hook, which Kubernetes accepts and
-//! the kubelet does not run.
-//! Services have none left: their types, traffic policies
-//! (`internalTrafficPolicy: Local` included) and health check ports are
-//! acted on by the agents and the masters. Writes that use them are
+//! seccomp profiles, Jobs' per-index back-off and success policies, a
+//! Service's requested `loadBalancerIP` and `trafficDistribution` hints),
+//! and the deprecated `tcpSocket` lifecycle hook, which Kubernetes
+//! accepts and the kubelet does not run. A Service's types, traffic
+//! policies (`internalTrafficPolicy: Local` included),
+//! `publishNotReadyAddresses` and health check ports are acted on by the
+//! agents and the masters. Writes that use fields not acted on are
 //! answered with a warning per field (the REST API's `Warning` header,
 //! which kubectl prints), so nothing is silently ignored.
 
@@ -46,12 +47,37 @@ pub fn warnings(object: &Object) -> Vec<String> {
                     "spec.jobTemplate.spec",
                     &mut out,
                 ),
+                Some(Kind::Service) => service_spec(spec, &mut out),
                 _ => {}
             }
         }
         _ => {}
     }
     out
+}
+
+/// Service fields no part of skiff acts on: a requested load balancer
+/// address (deprecated in Kubernetes; the built-in load balancer answers
+/// on the nodes' addresses) and traffic distribution hints (every
+/// endpoint is as near as any to skiff's Service rules).
+fn service_spec(spec: &Value, out: &mut Vec<String>) {
+    let fields = [
+        (
+            "loadBalancerIP",
+            "the built-in load balancer answers on the nodes' addresses",
+        ),
+        (
+            "trafficDistribution",
+            "traffic goes to every ready endpoint alike",
+        ),
+    ];
+    for (field, why) in fields {
+        if !spec[field].is_null() {
+            out.push(format!(
+                "spec.{field}: skiff does not act on this field yet ({why})"
+            ));
+        }
+    }
 }
 
 /// Job fields of per-index back-off and success policies.
@@ -183,27 +209,39 @@ mod tests {
         // Volumes skiff mounts (persistentVolumeClaim ones too) are not
         // warned about.
 
-        let service = |t: &str| Object {
-            kind: Some(Body::Service(v1::Service {
-                spec: Some(v1::ServiceSpec {
-                    r#type: t.to_owned(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })),
+        let service = |spec: Value| {
+            let meta = v1::ObjectMeta::default();
+            let spec = crate::typed::decode(spec).unwrap();
+            crate::services::object(meta, spec, None)
         };
         // NodePort and LoadBalancer Services and both traffic policies are
         // acted on: no warning.
-        assert!(warnings(&service("NodePort")).is_empty());
-        assert!(warnings(&service("LoadBalancer")).is_empty());
-        assert!(warnings(&service("ClusterIP")).is_empty());
-        let mut local = service("ClusterIP");
-        if let Some(Body::Service(s)) = &mut local.kind {
-            let spec = s.spec.as_mut().unwrap();
-            spec.internal_traffic_policy = "Local".into();
-            spec.external_traffic_policy = "Local".into();
+        for t in ["NodePort", "LoadBalancer", "ClusterIP"] {
+            assert!(warnings(&service(serde_json::json!({"type": t}))).is_empty());
         }
+        let local = service(serde_json::json!({
+            "internalTrafficPolicy": "Local",
+            "externalTrafficPolicy": "Local",
+            "publishNotReadyAddresses": true,
+        }));
         assert!(warnings(&local).is_empty());
+        // A requested load balancer address and traffic distribution hints
+        // are not.
+        let hinted = service(serde_json::json!({
+            "type": "LoadBalancer",
+            "loadBalancerIP": "192.0.2.7",
+            "trafficDistribution": "PreferClose",
+        }));
+        let w = warnings(&hinted);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(
+            w[0].starts_with("spec.loadBalancerIP: skiff does not act"),
+            "{w:?}"
+        );
+        assert!(
+            w[1].starts_with("spec.trafficDistribution: skiff does not act"),
+            "{w:?}"
+        );
 
         let plain = Object {
             kind: Some(Body::Pod(v1::Pod::default())),

@@ -142,7 +142,6 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                 spec.template.as_deref(),
             );
         }
-        Some(Body::Service(s)) => service(&mut errors, s.spec.as_ref()),
         Some(Body::Node(n)) => {
             for (i, t) in n.spec.clone().unwrap_or_default().taints.iter().enumerate() {
                 let path = format!("spec.taints.{i}");
@@ -160,10 +159,12 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         }
         // What decodes a Secret makes it a document (`legacy_bodies`)
         // before anything validates it.
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_)) => errors.add(
-            "",
-            "a Secret, Namespace or Endpoints must be read as its document first",
-        ),
+        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Service(_)) => {
+            errors.add(
+                "",
+                "a Secret, Namespace, Endpoints or Service must be read as its document first",
+            )
+        }
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
                 if !serde_json::from_slice::<serde_json::Value>(&g.content)
@@ -173,6 +174,16 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                 }
                 for (path, reason) in super::generic::validate(kind, g) {
                     errors.add(path, reason);
+                }
+                if kind == Kind::Service {
+                    // Read as Kubernetes' own type (the schema checked
+                    // its fields' shapes).
+                    match crate::typed::decode::<crate::services::Service>(
+                        serde_json::Value::Object(super::generic::content(g)),
+                    ) {
+                        Ok(read) => service(&mut errors, read.spec.as_ref()),
+                        Err(e) => errors.add("", format!("does not read as a Service: {e}")),
+                    }
                 }
             }
             None => errors.add("kind", format!("{:?} is not a kind skiff serves", g.kind)),
@@ -1420,121 +1431,136 @@ fn volume_mounts(errors: &mut Errors, cpath: &str, c: &v1::Container, volumes: &
     }
 }
 
-fn service(errors: &mut Errors, spec: Option<&v1::ServiceSpec>) {
+/// A Service's spec, read as Kubernetes' own type, as kube-apiserver
+/// checks it (the clusterIP and nodePorts' ranges and holders are the
+/// allocators').
+fn service(errors: &mut Errors, spec: Option<&crate::services::ServiceSpec>) {
+    use crate::services;
     let spec = spec.cloned().unwrap_or_default();
+    let text = |value: &Option<String>| value.clone().unwrap_or_default();
+    let service_type = text(&spec.type_);
     one_of(
         errors,
         "spec.type",
-        &spec.r#type,
+        &service_type,
         &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"],
     );
-    if spec.r#type == "ExternalName" {
+    if service_type == "ExternalName" {
         // Kubernetes allows a trailing dot (a fully qualified name).
-        let name = spec
-            .external_name
-            .strip_suffix('.')
-            .unwrap_or(&spec.external_name);
+        let external_name = text(&spec.external_name);
+        let name = external_name.strip_suffix('.').unwrap_or(&external_name);
         dns_subdomain(errors, "spec.externalName", name);
-        if !spec.cluster_ip.is_empty() {
+        let cluster_ip = text(&spec.cluster_ip);
+        if !cluster_ip.is_empty() {
             errors.add(
                 "spec.clusterIP",
-                format!(
-                    "{:?}: may not be set for ExternalName services",
-                    spec.cluster_ip
-                ),
+                format!("{cluster_ip:?}: may not be set for ExternalName services"),
             );
         }
-        if !spec.cluster_ips.is_empty() {
+        if spec.cluster_ips.as_ref().is_some_and(|ips| !ips.is_empty()) {
             errors.add(
                 "spec.clusterIPs",
                 "may not be set for ExternalName services".to_owned(),
             );
         }
     }
+    let ports = spec.ports.clone().unwrap_or_default();
     let mut names = BTreeSet::new();
-    for (i, p) in spec.ports.iter().enumerate() {
-        let path = format!("spec.ports.{i}");
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        let name = services::port_name(p);
         port_number(errors, &format!("{path}.port"), p.port);
         one_of(
             errors,
             &format!("{path}.protocol"),
-            &p.protocol,
+            p.protocol.as_deref().unwrap_or_default(),
             &["TCP", "UDP", "SCTP"],
         );
-        if spec.ports.len() > 1 && p.name.is_empty() {
+        if ports.len() > 1 && name.is_empty() {
             errors.add(
                 format!("{path}.name"),
                 "is required when a Service has more than one port",
             );
         }
-        if !p.name.is_empty() && !names.insert(p.name.clone()) {
-            errors.add(
-                format!("{path}.name"),
-                format!("{:?} is used twice", p.name),
-            );
+        if !name.is_empty() && !names.insert(name.to_owned()) {
+            errors.add(format!("{path}.name"), format!("{name:?} is used twice"));
         }
-        if let Ok(n) = p.target_port.parse::<i32>() {
-            port_number(errors, &format!("{path}.targetPort"), n);
-        } else if !p.target_port.is_empty() {
-            let named_ok = p.target_port.len() <= 15
-                && p.target_port.bytes().any(|b| b.is_ascii_lowercase())
-                && check_dns_label(&p.target_port).is_ok();
-            if !named_ok {
-                errors.add(
-                    format!("{path}.targetPort"),
-                    format!(
-                        "{:?} is neither a port number nor a port name",
-                        p.target_port
-                    ),
-                );
+        match services::target_port(p) {
+            Some(services::IntOrString::Int(n)) => {
+                port_number(errors, &format!("{path}.targetPort"), *n)
             }
+            Some(services::IntOrString::String(target)) => {
+                if let Ok(n) = target.parse::<i32>() {
+                    port_number(errors, &format!("{path}.targetPort"), n);
+                } else {
+                    let named_ok = target.len() <= 15
+                        && target.bytes().any(|b| b.is_ascii_lowercase())
+                        && check_dns_label(target).is_ok();
+                    if !named_ok {
+                        errors.add(
+                            format!("{path}.targetPort"),
+                            format!("{target:?} is neither a port number nor a port name"),
+                        );
+                    }
+                }
+            }
+            None => {}
         }
-        if p.node_port != 0 {
-            port_number(errors, &format!("{path}.nodePort"), p.node_port);
+        if let Some(node_port) = p.node_port.filter(|n| *n != 0) {
+            port_number(errors, &format!("{path}.nodePort"), node_port);
         }
     }
-    labels(errors, "spec.selector", &spec.selector);
+    labels(
+        errors,
+        "spec.selector",
+        &spec.selector.clone().unwrap_or_default(),
+    );
     one_of(
         errors,
         "spec.externalTrafficPolicy",
-        &spec.external_traffic_policy,
+        &text(&spec.external_traffic_policy),
         &["Cluster", "Local"],
     );
     one_of(
         errors,
         "spec.internalTrafficPolicy",
-        &spec.internal_traffic_policy,
+        &text(&spec.internal_traffic_policy),
         &["Cluster", "Local"],
     );
     one_of(
         errors,
         "spec.sessionAffinity",
-        &spec.session_affinity,
+        &text(&spec.session_affinity),
         &["None", "ClientIP"],
     );
     let timeout = spec
         .session_affinity_config
         .as_ref()
         .and_then(|c| c.client_ip.as_ref())
-        .map_or(0, |c| c.timeout_seconds);
-    if timeout != 0 && !(1..=86400).contains(&timeout) {
+        .and_then(|c| c.timeout_seconds);
+    if let Some(timeout) = timeout.filter(|t| !(1..=86400).contains(t)) {
         errors.add(
             "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
             format!("{timeout} is not between 1 and 86400 seconds"),
         );
     }
-    for (i, range) in spec.load_balancer_source_ranges.iter().enumerate() {
+    for (i, range) in spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .enumerate()
+    {
         if let Err(e) = crate::Ipv4Net::parse_lenient(range) {
             errors.add(
-                format!("spec.loadBalancerSourceRanges.{i}"),
+                format!("spec.loadBalancerSourceRanges[{i}]"),
                 format!("is not an IPv4 CIDR: {e}"),
             );
         }
     }
-    for (i, ip) in spec.external_ips.iter().enumerate() {
+    for (i, ip) in spec.external_ips.iter().flatten().enumerate() {
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
             errors.add(
-                format!("spec.externalIPs.{i}"),
+                format!("spec.externalIPs[{i}]"),
                 format!("{ip:?} is not an IPv4 address"),
             );
         }
@@ -2093,11 +2119,11 @@ spec:
         let svc = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports:\n  - {port: 80, targetPort: http}\n  - {port: 70000}\n";
         let e = reasons(svc);
         assert!(
-            e.contains("spec.ports.1.port: 70000 is not a port number"),
+            e.contains("spec.ports[1].port: 70000 is not a port number"),
             "{e}"
         );
         assert!(
-            e.contains("spec.ports.0.name: is required when a Service has more than one port"),
+            e.contains("spec.ports[0].name: is required when a Service has more than one port"),
             "{e}"
         );
         let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  restartPolicy: Sometimes\n  containers:\n  - {name: a, image: x, resources: {requests: {memory: 2Gi}, limits: {memory: 1Gi}}}\n  - {name: a, image: y}\n";
@@ -2200,12 +2226,12 @@ spec:
             "{svc}  loadBalancerSourceRanges: [10.0.0.0/8, lan]\n"
         ));
         assert!(
-            e.contains("spec.loadBalancerSourceRanges.1: is not an IPv4 CIDR"),
+            e.contains("spec.loadBalancerSourceRanges[1]: is not an IPv4 CIDR"),
             "{e}"
         );
         let e = reasons(&format!("{svc}  externalIPs: [example.com]\n"));
         assert!(
-            e.contains("spec.externalIPs.0: \"example.com\" is not an IPv4 address"),
+            e.contains("spec.externalIPs[0]: \"example.com\" is not an IPv4 address"),
             "{e}"
         );
         let e = reasons(&format!("{svc}  externalTrafficPolicy: Nearby\n"));

@@ -570,8 +570,8 @@ pub(crate) fn node(name: &str) -> v1::Node {
     }
 }
 
-/// The name of a Node, Pod or Service object.
-/// The namespace and name of a Pod, Secret or generic object.
+/// The namespace and name of a Pod, Secret or generic object (a Service
+/// among them).
 fn namespace_and_name(object: &Object) -> (&str, &str) {
     use skiff_proto::api::object::Kind as Body;
     let meta = match &object.kind {
@@ -584,23 +584,18 @@ fn namespace_and_name(object: &Object) -> (&str, &str) {
 }
 
 /// A Service object named `namespace`/`name` with `cluster_ip`, and
-/// nothing else.
+/// nothing else, as a master stores it (a document).
 pub(crate) fn service_object(namespace: &str, name: &str, cluster_ip: &str) -> Object {
-    let service = v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            ..v1::ObjectMeta::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            cluster_ip: cluster_ip.to_owned(),
-            ..v1::ServiceSpec::default()
-        }),
-        ..v1::Service::default()
+    let meta = v1::ObjectMeta {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        ..v1::ObjectMeta::default()
     };
-    Object {
-        kind: Some(skiff_proto::api::object::Kind::Service(service)),
-    }
+    let spec = skiff_objects::services::ServiceSpec {
+        cluster_ip: Some(cluster_ip.to_owned()),
+        ..Default::default()
+    };
+    skiff_objects::services::object(meta, spec, None)
 }
 
 pub(crate) fn name_of(object: &Object) -> String {

@@ -142,7 +142,7 @@ pub async fn run(args: FootprintArgs) -> anyhow::Result<serde_json::Value> {
         let watchers = Watchers::open(&master, args.watchers).await?;
         let setup = SetupCost::start(&master, &node)?;
         for i in 0..args.services {
-            client.create(idle_service(i).into_object()).await?;
+            client.create(idle_service(i)).await?;
         }
         let programmed = |log: &str| ports(log).iter().any(|&n| n >= before + args.services);
         skiff_e2e::wait_for(
@@ -372,25 +372,23 @@ async fn create_pods_with_volumes(
 }
 
 /// Service `idle-<i>`, port 80 to the idle pods' 8080.
-fn idle_service(i: usize) -> skiff_proto::v1::Service {
-    use skiff_proto::v1;
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: format!("idle-{i}"),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            selector: [("app".to_owned(), "idle".to_owned())].into(),
-            ports: vec![v1::ServicePort {
-                name: "http".into(),
-                port: 80,
-                target_port: "8080".to_owned(),
-                protocol: "TCP".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+fn idle_service(i: usize) -> skiff_proto::api::Object {
+    use skiff_objects::services::{self, IntOrString, ServicePort, ServiceSpec};
+    let meta = skiff_proto::v1::ObjectMeta {
+        name: format!("idle-{i}"),
+        namespace: "default".into(),
         ..Default::default()
-    }
+    };
+    let spec = ServiceSpec {
+        selector: Some([("app".to_owned(), "idle".to_owned())].into()),
+        ports: Some(vec![ServicePort {
+            name: Some("http".into()),
+            port: 80,
+            target_port: Some(IntOrString::Int(8080)),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    services::object(meta, spec, None)
 }

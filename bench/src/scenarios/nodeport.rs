@@ -20,6 +20,7 @@ use skiff_e2e::test_hosts::Underlay;
 use skiff_e2e::wait_for;
 use skiff_objects::{services, IntoObject, Kind};
 use skiff_proto::api::object::Kind as Body;
+use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::common::round;
@@ -44,26 +45,24 @@ const SERVICE_PORT: u16 = 7201;
 /// The server pod's label, which the Service selects.
 const APP: &str = "iperf-nodeport";
 
-fn node_port_service() -> v1::Service {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: APP.into(),
-            namespace: "default".into(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            r#type: "LoadBalancer".into(),
-            selector: [("app".to_owned(), APP.to_owned())].into(),
-            ports: vec![v1::ServicePort {
-                port: i32::from(SERVICE_PORT),
-                target_port: IPERF_PORT.to_string(),
-                protocol: "TCP".into(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+fn node_port_service() -> Object {
+    let meta = v1::ObjectMeta {
+        name: APP.into(),
+        namespace: "default".into(),
         ..Default::default()
-    }
+    };
+    let spec = services::ServiceSpec {
+        type_: Some("LoadBalancer".into()),
+        selector: Some([("app".to_owned(), APP.to_owned())].into()),
+        ports: Some(vec![services::ServicePort {
+            port: i32::from(SERVICE_PORT),
+            target_port: Some(services::IntOrString::Int(i32::from(IPERF_PORT))),
+            protocol: Some("TCP".into()),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    services::object(meta, spec, None)
 }
 
 pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
@@ -85,7 +84,7 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
         meta.labels = [("app".to_owned(), APP.to_owned())].into();
     }
     client.create(server.into_object()).await?;
-    let created = client.create(node_port_service().into_object()).await?;
+    let created = client.create(node_port_service()).await?;
     let node_port = services::read(&created)
         .and_then(|s| services::ports(&s).first().map(services::node_port))
         .and_then(|p| u16::try_from(p).ok())

@@ -248,24 +248,22 @@ fn endpoints_probe_name(stage: usize) -> String {
 }
 
 /// A Service selecting the pods labelled `app`.
-fn service(name: &str, app: &str) -> v1::Service {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            selector: [("app".to_owned(), app.to_owned())].into(),
-            ports: vec![v1::ServicePort {
-                name: "http".to_owned(),
-                port: 80,
-                target_port: "8080".to_owned(),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+fn service(name: &str, app: &str) -> Object {
+    let meta = v1::ObjectMeta {
+        name: name.to_owned(),
         ..Default::default()
-    }
+    };
+    let spec = services::ServiceSpec {
+        selector: Some([("app".to_owned(), app.to_owned())].into()),
+        ports: Some(vec![services::ServicePort {
+            name: Some("http".to_owned()),
+            port: 80,
+            target_port: Some(services::IntOrString::Int(8080)),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    };
+    services::object(meta, spec, None)
 }
 
 /// Deployment `i` of the load.
@@ -275,7 +273,7 @@ fn load_deployment(i: usize, replicas: i32) -> Object {
 
 /// Service `i` of the load (see [`service_target`]).
 fn load_service(i: usize, deployments: usize) -> Object {
-    service(&service_name(i), &service_target(i, deployments)).into_object()
+    service(&service_name(i), &service_target(i, deployments))
 }
 
 /// What the scale-up and Endpoints probes of `stage` start from: created
@@ -286,7 +284,7 @@ fn fixtures(stage: usize, rounds: usize) -> Vec<Object> {
         .map(|round| deployment(&scale_up_name(stage, round), 1).into_object())
         .chain([
             deployment(&endpoints, 1).into_object(),
-            service(&endpoints, &endpoints).into_object(),
+            service(&endpoints, &endpoints),
         ])
         .collect()
 }
@@ -484,10 +482,7 @@ impl StageRun<'_> {
             let names: Vec<String> = (0..count)
                 .map(|i| format!("scale-create-s{stage}-r{round}-{i}"))
                 .collect();
-            let services: Vec<Object> = names
-                .iter()
-                .map(|n| service(n, UNMATCHED).into_object())
-                .collect();
+            let services: Vec<Object> = names.iter().map(|n| service(n, UNMATCHED)).collect();
             let started = Instant::now();
             let latencies = create_all(self.client, services, self.args.clients).await?;
             let seconds = started.elapsed().as_secs_f64().max(1e-9);
@@ -1438,7 +1433,7 @@ mod tests {
     fn a_stage_settles_when_every_service_lists_its_pods() {
         // "c" selects a label no Deployment carries: its Endpoints stay empty.
         let services = [service("a", "a"), service("b", "b"), service("c", "c")]
-            .map(|s| services::read(&s.into_object()).expect("a Service"));
+            .map(|s| services::read(&s).expect("a Service"));
         let deployments = [deployment_with("a", 3, 3), deployment_with("b", 2, 1)];
         let listed = [endpoints_with("a", 3), endpoints_with("b", 1)];
         let left = backlog(&deployments, &services, &listed);

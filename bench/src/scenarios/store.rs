@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use prost::Message;
 use skiff_e2e::master::MasterCluster;
-use skiff_objects::{IntoObject, Kind};
+use skiff_objects::Kind;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio::task::JoinHandle;
@@ -117,20 +117,17 @@ fn bench_meta(name: String) -> Option<v1::ObjectMeta> {
 /// A Service without a selector: a typical small object, but one that the
 /// clusterIP allocator serves on every create.
 fn service(name: String) -> Object {
-    v1::Service {
-        metadata: bench_meta(name),
-        spec: Some(v1::ServiceSpec {
-            ports: vec![v1::ServicePort {
-                name: "http".to_owned(),
-                port: 80,
-                target_port: "8080".to_owned(),
-                ..Default::default()
-            }],
+    use skiff_objects::services::{self, IntOrString, ServicePort, ServiceSpec};
+    let spec = ServiceSpec {
+        ports: Some(vec![ServicePort {
+            name: Some("http".to_owned()),
+            port: 80,
+            target_port: Some(IntOrString::Int(8080)),
             ..Default::default()
-        }),
+        }]),
         ..Default::default()
-    }
-    .into_object()
+    };
+    services::object(bench_meta(name).unwrap_or_default(), spec, None)
 }
 
 /// A Secret within a few bytes of [`service`]'s size, encoded. Secrets
@@ -141,10 +138,16 @@ fn service(name: String) -> Object {
 /// Secret in `default` (join tokens are Secrets in `kube-system`, read by
 /// name).
 fn secret(name: String) -> Object {
-    // No values: a Secret is a JSON document, a few bytes larger than
-    // the protobuf Service for the same fields (the master adds `type`).
+    use skiff_objects::secrets::{self, ByteString, Secret};
+    // One short value: as the client sends it, within a few bytes of the
+    // Service with the same metadata (its port, name and target port).
     let meta = bench_meta(name).unwrap_or_default();
-    skiff_objects::secrets::of(meta, &skiff_objects::secrets::Secret::default())
+    let secret = Secret {
+        string_data: None,
+        data: Some([("port".to_owned(), ByteString(b"8080".to_vec()))].into()),
+        ..Secret::default()
+    };
+    secrets::of(meta, &secret)
 }
 
 /// The etcd `Put` standing for write `n` of client `client`.
@@ -156,11 +159,12 @@ fn put_request(objects: Objects, client: usize, n: usize) -> PutRequest {
     }
 }
 
-/// The value etcd stores for `object`: its protobuf encoding, so exactly as
-/// many bytes as the skiff client sends (kube-apiserver too stores objects
-/// in etcd as protobuf).
+/// The value etcd stores for `object`: its encoding as the skiff client
+/// sends it (a moved kind in its protobuf model, which every master
+/// reads), so exactly as many bytes (kube-apiserver too stores objects in
+/// etcd as protobuf).
 fn etcd_value(object: &Object) -> Vec<u8> {
-    object.encode_to_vec()
+    skiff_objects::legacy_bodies::for_any_reader(object.clone()).encode_to_vec()
 }
 
 /// Refuses settings that cannot make a run.
@@ -519,12 +523,14 @@ mod tests {
 
     #[test]
     fn etcd_values_are_as_large_as_the_skiff_objects() {
+        use skiff_objects::legacy_bodies;
         for objects in [Objects::Services, Objects::Plain] {
             for (client, n) in [(0, 0), (7, 12), (63, 19_999)] {
-                let object = objects.object(client, n);
+                // As the skiff client sends it.
+                let sent = legacy_bodies::for_any_reader(objects.object(client, n));
                 let put = put_request(objects, client, n);
-                assert_eq!(put.value.len(), object.encoded_len());
-                assert_eq!(put.value, object.encode_to_vec());
+                assert_eq!(put.value.len(), sent.encoded_len());
+                assert_eq!(put.value, sent.encode_to_vec());
             }
         }
     }
@@ -543,8 +549,11 @@ mod tests {
 
     #[test]
     fn plain_objects_are_about_as_large_as_services() {
-        let service = Objects::Services.object(5, 5).encoded_len();
-        let secret = Objects::Plain.object(5, 5).encoded_len();
+        use skiff_objects::legacy_bodies;
+        // As the skiff client sends them.
+        let sent = |objects: Objects| legacy_bodies::for_any_reader(objects.object(5, 5));
+        let service = sent(Objects::Services).encoded_len();
+        let secret = sent(Objects::Plain).encoded_len();
         assert!(
             secret.abs_diff(service) * 5 <= service,
             "{secret} vs {service} bytes"

@@ -712,9 +712,9 @@ async fn services_get_unique_cluster_ips_that_never_change() {
     let again = client.get(Kind::Service, "default", "fixed").await.unwrap();
     assert_eq!(cluster_ip(&again), "10.43.7.7");
     let mut moved = again.clone();
-    if let Some(Body::Service(s)) = &mut moved.kind {
-        s.spec.as_mut().unwrap().cluster_ip = "10.43.7.8".into();
-    }
+    let mut spec = services::read(&again).unwrap().spec.unwrap();
+    spec.cluster_ip = Some("10.43.7.8".into());
+    services::set_spec(&mut moved, spec);
     let e = client.update(moved).await.unwrap_err().to_string();
     assert!(e.contains("immutable"), "{e}");
 

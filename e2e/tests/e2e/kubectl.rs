@@ -330,6 +330,17 @@ fn changes(k: &Kubectl) {
     let ip: Option<std::net::Ipv4Addr> = svc.get(2).and_then(|ip| ip.parse().ok());
     let [a, b, _, _] = ip.map(|ip| ip.octets()).unwrap_or_default();
     assert_eq!((a, b), (10, 43), "not in 10.43.0.0/16:\n{out}");
+    // Kubernetes' own document, with its defaults; a field the protobuf
+    // model of earlier releases had no room for is kept.
+    let defaults = "{.spec.sessionAffinity} {.spec.ports[0].targetPort} {.spec.clusterIPs[0]}";
+    let ip = svc.get(2).copied().unwrap_or_default();
+    assert_eq!(jsonpath(k, "svc web", defaults), format!("None 80 {ip}"));
+    let body = r#"{"spec":{"publishNotReadyAddresses":true}}"#;
+    k.ok(&[
+        "patch", "svc", "web", "-n", NAMESPACE, "--type", "merge", "-p", body,
+    ]);
+    let kept = jsonpath(k, "svc web", "{.spec.publishNotReadyAddresses}");
+    assert_eq!(kept, "true");
 
     // Its Endpoints (Kubernetes' own documents) list the pods' addresses
     // at the target port.

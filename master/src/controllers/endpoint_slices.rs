@@ -259,6 +259,9 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
         let pod_spec = pod.spec.clone().unwrap_or_default();
         let serving = pod_is_ready(pod);
         let terminating = pod_is_terminating(pod);
+        // As Kubernetes: ready whatever the pod says when the Service
+        // publishes not-ready addresses.
+        let ready = services::publishes_not_ready(service) || (serving && !terminating);
         let hostname = if pod_spec.subdomain == name {
             set(&pod_spec.hostname)
         } else {
@@ -267,7 +270,7 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
         let endpoint = SliceEndpoint {
             addresses: vec![ip.to_owned()],
             conditions: Some(Conditions {
-                ready: Some(serving && !terminating),
+                ready: Some(ready),
                 serving: Some(serving),
                 terminating: Some(terminating),
             }),
@@ -834,21 +837,16 @@ spec:
         objects.seed_yaml(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {name: web-mine, labels: {kubernetes.io/service-name: web, endpointslice.kubernetes.io/managed-by: me}}\naddressType: IPv4\nendpoints: [{addresses: [192.0.2.1]}]\n",
         );
-        let Some(Object {
-            kind: Some(Body::Service(mut service)),
-        }) = objects
+        let mut stored = objects
             .get(Kind::Service, "default", "web")
             .unwrap()
             .map(Arc::unwrap_or_clone)
-        else {
-            panic!("no web");
-        };
-        let spec = service.spec.as_mut().unwrap();
-        spec.r#type = "ExternalName".into();
-        spec.external_name = "example.com".into();
-        objects
-            .write(WriteOp::Update, service.into_object())
-            .unwrap();
+            .expect("no web");
+        let mut spec = services::read(&stored).unwrap().spec.unwrap();
+        spec.type_ = Some("ExternalName".into());
+        spec.external_name = Some("example.com".into());
+        services::set_spec(&mut stored, spec);
+        objects.write(WriteOp::Update, stored).unwrap();
         controller.reconcile(&web()).await.unwrap();
         let left = slices(&objects, "web");
         assert_eq!(left.len(), 1);

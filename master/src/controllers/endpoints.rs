@@ -167,7 +167,7 @@ impl Reconciler for EndpointsController {
                     .collect(),
                 ..Default::default()
             });
-            if pod_is_ready(pod) {
+            if pod_is_ready(pod) || services::publishes_not_ready(&service) {
                 subset.ready.push(address);
             } else {
                 subset.not_ready.push(address);
@@ -362,6 +362,21 @@ spec:
 
     fn ips(addresses: &[endpoints::EndpointAddress]) -> Vec<&str> {
         addresses.iter().map(|a| a.ip.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn a_service_publishing_not_ready_addresses_lists_every_pod_as_ready() {
+        let (objects, controller) = setup();
+        objects.seed_yaml(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: peers}\nspec:\n  selector: {app: web}\n  publishNotReadyAddresses: true\n  ports: [{name: http, port: 80, targetPort: http}]\n",
+        );
+        let key = ObjectKey::new(Kind::Service, "default", "peers");
+        controller.reconcile(&key).await.unwrap();
+        let e = endpoints_named(&objects, "peers").expect("Endpoints created");
+        let subset = &endpoints::subsets(&e)[0];
+        // web-2 is not Ready, and listed with web-1 all the same.
+        assert_eq!(ips(endpoints::ready(subset)), ["10.42.1.5", "10.42.2.6"]);
+        assert!(endpoints::not_ready(subset).is_empty());
     }
 
     #[tokio::test]

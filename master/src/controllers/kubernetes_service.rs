@@ -20,13 +20,15 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::cluster::Cluster;
 use crate::writer::DEFAULT_NAMESPACE;
-use skiff_objects::{endpoints, IntoObject, Kind};
+use skiff_objects::services;
+use skiff_objects::{endpoints, Kind, ObjectExt};
 
 /// The API's Service, in `default`.
 pub const API_SERVICE: &str = "kubernetes";
@@ -48,12 +50,12 @@ pub struct BuiltInServices {
     pub cluster_dns: Ipv4Addr,
 }
 
-fn port(name: &str, protocol: &str, port: i32, target: u16) -> v1::ServicePort {
-    v1::ServicePort {
-        name: name.to_owned(),
-        protocol: protocol.to_owned(),
+fn port(name: &str, protocol: &str, port: i32, target: u16) -> services::ServicePort {
+    services::ServicePort {
+        name: Some(name.to_owned()),
+        protocol: Some(protocol.to_owned()),
         port,
-        target_port: target.to_string(),
+        target_port: Some(services::IntOrString::Int(i32::from(target))),
         ..Default::default()
     }
 }
@@ -63,30 +65,28 @@ fn service(
     name: &str,
     labels: &[(&str, &str)],
     cluster_ip: Ipv4Addr,
-    ports: Vec<v1::ServicePort>,
-) -> v1::Service {
-    v1::Service {
-        metadata: Some(v1::ObjectMeta {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            labels: labels
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-                .collect(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ServiceSpec {
-            r#type: "ClusterIP".to_owned(),
-            cluster_ip: cluster_ip.to_string(),
-            ports,
-            ..Default::default()
-        }),
+    ports: Vec<services::ServicePort>,
+) -> Object {
+    let meta = v1::ObjectMeta {
+        name: name.to_owned(),
+        namespace: namespace.to_owned(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..Default::default()
-    }
+    };
+    let spec = services::ServiceSpec {
+        type_: Some("ClusterIP".to_owned()),
+        cluster_ip: Some(cluster_ip.to_string()),
+        ports: Some(ports),
+        ..Default::default()
+    };
+    services::object(meta, spec, None)
 }
 
 /// `default/kubernetes` as Kubernetes makes it, sending to `api_port`.
-pub fn api_service(ip: Ipv4Addr, api_port: u16) -> v1::Service {
+pub fn api_service(ip: Ipv4Addr, api_port: u16) -> Object {
     service(
         DEFAULT_NAMESPACE,
         API_SERVICE,
@@ -97,7 +97,7 @@ pub fn api_service(ip: Ipv4Addr, api_port: u16) -> v1::Service {
 }
 
 /// `kube-system/kube-dns` at the cluster DNS address.
-pub fn dns_service(ip: Ipv4Addr) -> v1::Service {
+pub fn dns_service(ip: Ipv4Addr) -> Object {
     service(
         SYSTEM_NAMESPACE,
         DNS_SERVICE,
@@ -169,7 +169,7 @@ pub async fn reconcile(
         dns_service(config.cluster_dns),
     ];
     for service in wanted {
-        let meta = service.metadata.clone().unwrap_or_default();
+        let meta = service.meta().clone();
         if ctx
             .store
             .get(Kind::Service, &meta.namespace, &meta.name)?
@@ -177,7 +177,7 @@ pub async fn reconcile(
         {
             continue;
         }
-        match ctx.writer.create(service.into_object()).await {
+        match ctx.writer.create(service).await {
             Ok(_) => tracing::info!(
                 namespace = %meta.namespace,
                 name = %meta.name,
@@ -253,8 +253,6 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
-    use skiff_proto::api::object::Kind as Body;
-    use skiff_proto::api::Object;
     use std::sync::Arc;
 
     fn config() -> BuiltInServices {
@@ -268,16 +266,11 @@ mod tests {
         list.iter().map(|a| (*a).to_owned()).collect()
     }
 
-    fn get_service(objects: &RecordingObjects, namespace: &str, name: &str) -> v1::Service {
-        match objects
-            .get(Kind::Service, namespace, name)
-            .unwrap()
-            .map(Arc::unwrap_or_clone)
-        {
-            Some(Object {
-                kind: Some(Body::Service(s)),
-            }) => s,
-            other => panic!("no Service {namespace}/{name}: {other:?}"),
+    fn get_service(objects: &RecordingObjects, namespace: &str, name: &str) -> services::Service {
+        let stored = objects.get(Kind::Service, namespace, name).unwrap();
+        match stored.as_deref().and_then(services::read) {
+            Some(s) => s,
+            None => panic!("no Service {namespace}/{name}: {stored:?}"),
         }
     }
 
@@ -307,21 +300,19 @@ mod tests {
         reconcile(&ctx, &config(), &masters).await.unwrap();
 
         let api = get_service(&objects, "default", "kubernetes");
-        let spec = api.spec.unwrap();
-        assert_eq!(spec.cluster_ip, "10.43.0.1");
-        assert!(spec.selector.is_empty(), "it selects no pods");
+        assert_eq!(services::cluster_ip(&api), "10.43.0.1");
+        assert!(services::selector(&api).is_empty(), "it selects no pods");
+        let https = &services::ports(&api)[0];
+        assert_eq!((services::port_name(https), https.port), ("https", 443));
         assert_eq!(
-            (spec.ports[0].name.as_str(), spec.ports[0].port),
-            ("https", 443)
+            services::target_port(https),
+            Some(&services::IntOrString::Int(6443))
         );
-        assert_eq!(spec.ports[0].target_port, "6443");
         let dns = get_service(&objects, "kube-system", "kube-dns");
-        let spec = dns.spec.unwrap();
-        assert_eq!(spec.cluster_ip, "10.43.0.10");
-        let ports: Vec<(&str, &str, i32)> = spec
-            .ports
+        assert_eq!(services::cluster_ip(&dns), "10.43.0.10");
+        let ports: Vec<(&str, &str, i32)> = services::ports(&dns)
             .iter()
-            .map(|p| (p.name.as_str(), p.protocol.as_str(), p.port))
+            .map(|p| (services::port_name(p), services::protocol(p), p.port))
             .collect();
         assert_eq!(ports, [("dns", "UDP", 53), ("dns-tcp", "TCP", 53)]);
         assert_eq!(
@@ -359,13 +350,16 @@ mod tests {
         objects
             .remove(Kind::Service, SYSTEM_NAMESPACE, DNS_SERVICE, "")
             .unwrap();
-        let mut api = get_service(&objects, "default", "kubernetes");
-        api.metadata
-            .as_mut()
+        let mut api = objects
+            .get(Kind::Service, "default", "kubernetes")
+            .unwrap()
+            .map(Arc::unwrap_or_clone)
+            .unwrap();
+        api.meta_mut()
             .unwrap()
             .labels
             .insert("mine".into(), "yes".into());
-        objects.write(WriteOp::Update, api.into_object()).unwrap();
+        objects.write(WriteOp::Update, api).unwrap();
         objects.clear_writes();
 
         reconcile(&ctx, &config(), &masters).await.unwrap();
@@ -375,7 +369,7 @@ mod tests {
             (writes[0].op, writes[0].name.as_str()),
             (WriteOp::Create, DNS_SERVICE)
         );
-        let api = get_service(&objects, "default", "kubernetes");
-        assert_eq!(api.metadata.unwrap().labels["mine"], "yes");
+        let api = objects.get(Kind::Service, "default", "kubernetes");
+        assert_eq!(api.unwrap().unwrap().meta().labels["mine"], "yes");
     }
 }

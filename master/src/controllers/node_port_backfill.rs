@@ -13,22 +13,18 @@
 
 use std::sync::Arc;
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::node_ports::lacks_node_ports;
-use skiff_objects::{Kind, ObjectExt};
+use skiff_objects::{services, Kind, ObjectExt};
 
 /// How many times a Service changed under the pass is read again.
 const CONFLICT_RETRIES: usize = 3;
 
 fn lacks(object: &Object) -> bool {
-    match &object.kind {
-        Some(Body::Service(s)) => s.spec.as_ref().is_some_and(lacks_node_ports),
-        _ => false,
-    }
+    services::read(object).is_some_and(|s| lacks_node_ports(&s))
 }
 
 /// Writes every Service that lacks nodePorts again, once; answers how many
@@ -81,8 +77,6 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
 mod tests {
     use std::sync::Mutex;
 
-    use skiff_proto::v1;
-
     use super::*;
     use crate::controllers::context::{ObjectWrites, WriteFuture};
     use crate::controllers::recording::{Failure, RecordingObjects, WriteOp};
@@ -109,22 +103,17 @@ mod tests {
         fn update(&self, mut object: Object) -> WriteFuture<'_> {
             let meta = object.meta().clone();
             self.updates.lock().unwrap().push(meta.name.clone());
-            let old = match self
+            let old = self
                 .objects
                 .get(Kind::Service, &meta.namespace, &meta.name)
                 .ok()
                 .flatten()
-                .map(Arc::unwrap_or_clone)
-            {
-                Some(Object {
-                    kind: Some(Body::Service(old)),
-                }) => Some(old),
-                _ => None,
-            };
-            if let Some(Body::Service(service)) = &mut object.kind {
-                if let Err(e) = self.ports.assign(&self.cache, service, old.as_ref()) {
+                .and_then(|o| services::read(&o));
+            if let Some(mut service) = services::read(&object) {
+                if let Err(e) = self.ports.assign(&self.cache, &mut service, old.as_ref()) {
                     return Box::pin(std::future::ready(Err(e.into())));
                 }
+                services::set_spec(&mut object, service.spec.unwrap_or_default());
             }
             ObjectWrites::update(&*self.objects, object)
         }
@@ -185,17 +174,16 @@ spec: {ports: [{port: 80}]}
         (objects, writes, ctx)
     }
 
-    fn spec_of(objects: &RecordingObjects, name: &str) -> v1::ServiceSpec {
-        match objects
-            .get(Kind::Service, "default", name)
-            .unwrap()
-            .map(Arc::unwrap_or_clone)
-        {
-            Some(Object {
-                kind: Some(Body::Service(s)),
-            }) => s.spec.unwrap_or_default(),
-            _ => panic!("no Service {name}"),
+    fn service_of(objects: &RecordingObjects, name: &str) -> services::Service {
+        let stored = objects.get(Kind::Service, "default", name).unwrap();
+        match stored.as_deref().and_then(services::read) {
+            Some(s) => s,
+            None => panic!("no Service {name}: {stored:?}"),
         }
+    }
+
+    fn node_port_of(objects: &RecordingObjects, name: &str) -> i32 {
+        services::node_port(&services::ports(&service_of(objects, name))[0])
     }
 
     #[tokio::test]
@@ -210,11 +198,11 @@ spec: {ports: [{port: 80}]}
             .writes()
             .iter()
             .all(|w| w.op == WriteOp::Update && w.kind == Kind::Service));
-        let node_port = spec_of(&objects, "old-np").ports[0].node_port;
+        let node_port = node_port_of(&objects, "old-np");
         assert!((30000..=32767).contains(&node_port), "{node_port}");
-        let lb = spec_of(&objects, "old-lb");
-        assert_eq!(lb.ports[0].node_port, 30080, "kept");
-        assert_ne!(lb.health_check_node_port, 0);
+        assert_eq!(node_port_of(&objects, "old-lb"), 30080, "kept");
+        let lb = service_of(&objects, "old-lb");
+        assert_ne!(services::health_check_node_port(&lb), 0);
         // A second leadership finds nothing to do.
         writes.updates.lock().unwrap().clear();
         assert_eq!(backfill(&ctx).await.unwrap(), 0);
@@ -237,7 +225,8 @@ spec: {ports: [{port: 80}]}
             Failure::Unavailable,
         );
         assert_eq!(backfill(&ctx).await.unwrap(), 1);
-        assert_ne!(spec_of(&objects, "old-np").ports[0].node_port, 0);
-        assert_eq!(spec_of(&objects, "old-lb").health_check_node_port, 0);
+        assert_ne!(node_port_of(&objects, "old-np"), 0);
+        let lb = service_of(&objects, "old-lb");
+        assert_eq!(services::health_check_node_port(&lb), 0);
     }
 }

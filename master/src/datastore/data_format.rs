@@ -1,7 +1,7 @@
 //! The data dir's format marker, `<data-dir>/format`:
 //!
 //! ```text
-//! skiff-data-format: 5
+//! skiff-data-format: 6
 //! written-by: skiff 0.1.0
 //! ```
 //!
@@ -29,6 +29,8 @@
 //! - format 5 holds Endpoints as JSON documents, the same way again (from
 //!   2, 3 or 4 only marked; written as documents once every master names
 //!   format 5).
+//! - format 6 holds Services as JSON documents, the same way (from 2 to 5
+//!   only marked; written as documents once every master names format 6).
 //!
 //! No marker means format 1, since the first builds wrote the same files
 //! without one (or a new, empty data dir). A newer format was written by
@@ -50,6 +52,8 @@ const RAFT_LOG_FILE_FORMAT: u32 = 2;
 const SECRET_DOCUMENTS_FORMAT: u32 = 3;
 /// The format before Endpoints were documents.
 const NAMESPACE_DOCUMENTS_FORMAT: u32 = 4;
+/// The format before Services were documents.
+const ENDPOINTS_DOCUMENTS_FORMAT: u32 = 5;
 /// The format of data dirs without a marker.
 const FIRST: u32 = 1;
 /// The format of the state a snapshot carries (its objects and their
@@ -57,10 +61,11 @@ const FIRST: u32 = 1;
 /// snapshots carried format 1 state; data format 3's may hold Secrets as
 /// documents, which a skiff of data format 2 cannot read: state format 2.
 /// Data format 4's may hold Namespaces as documents too: state format 3;
-/// data format 5's Endpoints: state format 4. A snapshot of an earlier
-/// state format restores here (its Secrets, Namespaces and Endpoints are
-/// read as documents).
-pub const SNAPSHOT_STATE: u32 = 4;
+/// data format 5's Endpoints: state format 4; data format 6's Services:
+/// state format 5. A snapshot of an earlier state format restores here
+/// (its Secrets, Namespaces, Endpoints and Services are read as
+/// documents).
+pub const SNAPSHOT_STATE: u32 = 5;
 /// The marker's file name in a data dir.
 pub const FILE: &str = "format";
 
@@ -198,7 +203,10 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
             upgrade(dir, FIRST)?;
             Ok(Checked::Upgraded { from: FIRST })
         }
-        from @ (RAFT_LOG_FILE_FORMAT | SECRET_DOCUMENTS_FORMAT | NAMESPACE_DOCUMENTS_FORMAT) => {
+        from @ (RAFT_LOG_FILE_FORMAT
+        | SECRET_DOCUMENTS_FORMAT
+        | NAMESPACE_DOCUMENTS_FORMAT
+        | ENDPOINTS_DOCUMENTS_FORMAT) => {
             // Nothing to rewrite: the objects are read as they are.
             write_marker(dir).map_err(io)?;
             Ok(Checked::Upgraded { from })
@@ -297,23 +305,23 @@ mod tests {
         assert_eq!(check(dir.path()).unwrap(), Checked::Marked);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text, current_marker());
-        assert!(text.starts_with("skiff-data-format: 5\n"), "{text}");
+        assert!(text.starts_with("skiff-data-format: 6\n"), "{text}");
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 
     #[test]
     fn the_current_format_is_used_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let marker = "skiff-data-format: 5\nwritten-by: skiff 0.0.9\n";
-        std::fs::write(dir.path().join(FILE), marker).unwrap();
+        let marker = format!("skiff-data-format: {CURRENT}\nwritten-by: skiff 0.0.9\n");
+        std::fs::write(dir.path().join(FILE), &marker).unwrap();
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
         let kept = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(kept, marker);
     }
 
     #[test]
-    fn formats_two_to_four_are_only_marked_current_their_logs_kept_as_they_are() {
-        for from in [2, 3, 4] {
+    fn formats_two_to_five_are_only_marked_current_their_logs_kept_as_they_are() {
+        for from in [2, 3, 4, 5] {
             let dir = tempfile::tempdir().unwrap();
             let marker = format!("skiff-data-format: {from}\nwritten-by: skiff 0.1.0\n");
             std::fs::write(dir.path().join(FILE), marker).unwrap();

@@ -31,6 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use skiff_objects::services::{self, Service};
 use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
@@ -124,6 +125,11 @@ struct Cached {
     addresses: AddressIndex,
     /// (namespace, selector key, selector value) → Services selecting it.
     service_selectors: HashMap<(String, String, String), BTreeSet<String>>,
+    /// What the indexes took from each Service (read once, as it was
+    /// stored): its selector and the addresses it holds, so that taking
+    /// it out reads nothing and a pod's Services are counted from the
+    /// index alone.
+    indexed_services: HashMap<Key, IndexedService>,
     /// (namespace, claim name) → the pods whose volumes use that claim.
     pods_by_claim: HashMap<(String, String), BTreeSet<String>>,
     /// (namespace, name) a PersistentVolume's `spec.claimRef` names → the
@@ -144,6 +150,13 @@ struct Cached {
     /// RoleBindings and ClusterRoleBindings by subject; roles' rules.
     rbac: RbacIndex,
     encoded_bytes: usize,
+}
+
+/// A Service as the indexes took it (`Cached::indexed_services`).
+#[derive(Debug, Clone, Default)]
+struct IndexedService {
+    selector: BTreeMap<String, String>,
+    held: Vec<HeldAddress>,
 }
 
 struct Entry {
@@ -172,32 +185,34 @@ impl HeldAddress {
     /// has one. A value that does not parse (or a nodePort out of 1..=65535)
     /// holds nothing.
     pub fn of(object: &Object) -> Vec<HeldAddress> {
+        if services::is_service(object) {
+            return services::read(object)
+                .map(|s| HeldAddress::of_service(&s))
+                .unwrap_or_default();
+        }
         let mut held = Vec::new();
-        match &object.kind {
-            Some(Body::Service(service)) => {
-                let Some(spec) = service.spec.as_ref() else {
-                    return held;
-                };
-                if let Ok(ip) = spec.cluster_ip.parse::<Ipv4Addr>() {
-                    held.push(HeldAddress::ClusterIp(ip));
-                }
-                let node_ports = spec.ports.iter().map(|p| p.node_port);
-                for port in node_ports.chain([spec.health_check_node_port]) {
-                    if let Ok(number) = u16::try_from(port) {
-                        let address = HeldAddress::NodePort(number);
-                        if number != 0 && !held.contains(&address) {
-                            held.push(address);
-                        }
-                    }
+        if let Some(Body::Node(node)) = &object.kind {
+            if let Some(Ok(subnet)) = node.spec.as_ref().map(|s| s.pod_cidr.parse::<Ipv4Net>()) {
+                held.push(HeldAddress::PodCidr(subnet));
+            }
+        }
+        held
+    }
+
+    /// The addresses a Service holds (see [`HeldAddress::of`]).
+    pub fn of_service(service: &Service) -> Vec<HeldAddress> {
+        let mut held = Vec::new();
+        if let Ok(ip) = services::cluster_ip(service).parse::<Ipv4Addr>() {
+            held.push(HeldAddress::ClusterIp(ip));
+        }
+        let node_ports = services::ports(service).iter().map(services::node_port);
+        for port in node_ports.chain([services::health_check_node_port(service)]) {
+            if let Ok(number) = u16::try_from(port) {
+                let address = HeldAddress::NodePort(number);
+                if number != 0 && !held.contains(&address) {
+                    held.push(address);
                 }
             }
-            Some(Body::Node(node)) => {
-                if let Some(Ok(subnet)) = node.spec.as_ref().map(|s| s.pod_cidr.parse::<Ipv4Net>())
-                {
-                    held.push(HeldAddress::PodCidr(subnet));
-                }
-            }
-            _ => {}
         }
         held
     }
@@ -543,28 +558,28 @@ impl ObjectCache {
         labels: &BTreeMap<String, String>,
     ) -> Vec<Arc<Object>> {
         let cached = self.read();
-        let mut names = BTreeSet::new();
+        // How many of its selector's pairs each Service has in `labels`:
+        // all of them, it selects them.
+        let mut matched: BTreeMap<&str, usize> = BTreeMap::new();
         for (k, v) in labels {
             let at = (namespace.to_owned(), k.clone(), v.clone());
-            if let Some(found) = cached.service_selectors.get(&at) {
-                names.extend(found.iter().cloned());
+            for name in cached.service_selectors.get(&at).into_iter().flatten() {
+                *matched.entry(name).or_default() += 1;
             }
         }
-        let keys: Vec<Key> = names
+        let keys: Vec<Key> = matched
             .into_iter()
-            .map(|name| (namespace.to_owned(), name))
-            .collect();
-        cached
-            .resolve(Kind::Service, keys.iter())
-            .into_iter()
-            .filter(|o| match &o.kind {
-                Some(Body::Service(s)) => s.spec.as_ref().is_some_and(|spec| {
-                    !spec.selector.is_empty()
-                        && spec.selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-                }),
-                _ => false,
+            .map(|(name, count)| (namespace.to_owned(), name.to_owned(), count))
+            .filter(|(namespace, name, count)| {
+                let key = (namespace.clone(), name.clone());
+                cached
+                    .indexed_services
+                    .get(&key)
+                    .is_some_and(|s| s.selector.len() == *count)
             })
-            .collect()
+            .map(|(namespace, name, _)| (namespace, name))
+            .collect();
+        cached.resolve(Kind::Service, keys.iter())
     }
 
     /// The pods of `namespace` whose volumes use the PersistentVolumeClaim
@@ -816,27 +831,48 @@ impl Cached {
                     );
                 }
             }
-            Some(Body::Service(service)) => {
-                let selector = service.spec.as_ref().map(|s| &s.selector);
-                for (k, v) in selector.into_iter().flatten() {
-                    edit_set(
-                        &mut self.service_selectors,
-                        (key.0.clone(), k.clone(), v.clone()),
-                        key.1.clone(),
-                        add,
-                    );
-                }
-            }
+            _ if kind == Kind::Service => {}
             Some(Body::Generic(_)) => self.index_generic(kind, key, object, add),
             _ => {}
         }
-        for address in HeldAddress::of(object) {
+        let held = if kind == Kind::Service {
+            self.index_service(key, object, add)
+        } else {
+            HeldAddress::of(object)
+        };
+        for address in held {
             if add {
                 self.addresses.add(address, key.clone());
             } else {
                 self.addresses.remove(address, key);
             }
         }
+    }
+
+    /// Adds (`add`) or removes a Service's selector entries; the
+    /// addresses it holds, to add or remove.
+    fn index_service(&mut self, key: &Key, object: &Object, add: bool) -> Vec<HeldAddress> {
+        let indexed = if add {
+            let service = services::read(object).unwrap_or_default();
+            let indexed = IndexedService {
+                selector: services::selector(&service).clone(),
+                held: HeldAddress::of_service(&service),
+            };
+            self.indexed_services.insert(key.clone(), indexed.clone());
+            indexed
+        } else {
+            // As it was indexed (the object is the one stored then).
+            self.indexed_services.remove(key).unwrap_or_default()
+        };
+        for (k, v) in indexed.selector {
+            edit_set(
+                &mut self.service_selectors,
+                (key.0.clone(), k, v),
+                key.1.clone(),
+                add,
+            );
+        }
+        indexed.held
     }
 
     /// The index entries of the generic kinds indexed by their content:
@@ -933,22 +969,21 @@ mod tests {
         )
     }
 
+    fn service_with(name: &str, spec: services::ServiceSpec) -> Arc<Object> {
+        let meta = v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        Arc::new(services::object(meta, spec, None))
+    }
+
     fn service(name: &str, ip: &str) -> Arc<Object> {
-        Arc::new(
-            v1::Service {
-                metadata: Some(v1::ObjectMeta {
-                    name: name.into(),
-                    namespace: "default".into(),
-                    ..Default::default()
-                }),
-                spec: Some(v1::ServiceSpec {
-                    cluster_ip: ip.into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }
-            .into_object(),
-        )
+        let spec = services::ServiceSpec {
+            cluster_ip: Some(ip.into()),
+            ..Default::default()
+        };
+        service_with(name, spec)
     }
 
     fn change(kind: Kind, event_type: EventType, object: Arc<Object>) -> CachedChange {
@@ -1262,19 +1297,21 @@ mod tests {
     #[test]
     fn node_ports_are_held_until_their_service_drops_them() {
         let with_ports = |name: &str, ports: &[(i32, &str, i32)]| {
-            let mut object = Arc::unwrap_or_clone(service(name, "10.43.0.20"));
-            if let Some(Body::Service(s)) = &mut object.kind {
-                s.spec.as_mut().unwrap().ports = ports
-                    .iter()
-                    .map(|(port, protocol, node_port)| v1::ServicePort {
-                        port: *port,
-                        protocol: (*protocol).into(),
-                        node_port: *node_port,
-                        ..Default::default()
-                    })
-                    .collect();
-            }
-            Arc::new(object)
+            let ports = ports
+                .iter()
+                .map(|(port, protocol, node_port)| services::ServicePort {
+                    port: *port,
+                    protocol: Some((*protocol).into()),
+                    node_port: (*node_port != 0).then_some(*node_port),
+                    ..Default::default()
+                })
+                .collect();
+            let spec = services::ServiceSpec {
+                cluster_ip: Some("10.43.0.20".into()),
+                ports: Some(ports),
+                ..Default::default()
+            };
+            service_with(name, spec)
         };
         let cache = ObjectCache::default();
         // TCP and UDP of one port share a nodePort: held once.
@@ -1307,9 +1344,9 @@ mod tests {
         assert_eq!(cache.node_ports_held(), 0);
         // A health check port is held like a nodePort.
         let mut object = Arc::unwrap_or_clone(with_ports("lb", &[(80, "TCP", 30090)]));
-        if let Some(Body::Service(s)) = &mut object.kind {
-            s.spec.as_mut().unwrap().health_check_node_port = 30091;
-        }
+        let mut spec = services::read(&object).unwrap().spec.unwrap();
+        spec.health_check_node_port = Some(30091);
+        services::set_spec(&mut object, spec);
         assert_eq!(
             HeldAddress::of(&object)[1..],
             [HeldAddress::NodePort(30090), HeldAddress::NodePort(30091)]
@@ -1465,6 +1502,24 @@ mod tests {
                 .into_object(),
             )
         };
+        // The same as this release stores it, a document.
+        let selecting_document = |name: &str, ns: &str, selector: &[(&str, &str)]| {
+            let meta = v1::ObjectMeta {
+                name: name.into(),
+                namespace: ns.into(),
+                ..Default::default()
+            };
+            let spec = services::ServiceSpec {
+                selector: Some(
+                    selector
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect(),
+                ),
+                ..Default::default()
+            };
+            Arc::new(services::object(meta, spec, None))
+        };
         let cache = ObjectCache::default();
         cache.apply(
             &[
@@ -1476,7 +1531,7 @@ mod tests {
                 change(
                     Kind::Service,
                     EventType::Added,
-                    selecting("web-v2", "a", &[("app", "web"), ("v", "2")]),
+                    selecting_document("web-v2", "a", &[("app", "web"), ("v", "2")]),
                 ),
                 change(
                     Kind::Service,
@@ -1512,12 +1567,28 @@ mod tests {
             &[change(
                 Kind::Service,
                 EventType::Modified,
-                selecting("web", "a", &[("app", "api")]),
+                selecting_document("web", "a", &[("app", "api")]),
             )],
             5,
         );
         assert!(cache
             .services_selecting("a", &labels(&[("app", "web")]))
+            .is_empty());
+        assert_eq!(
+            names(&cache.services_selecting("a", &labels(&[("app", "api"), ("v", "2")]))),
+            ["web"]
+        );
+        // Deleted, it selects nothing.
+        cache.apply(
+            &[change(
+                Kind::Service,
+                EventType::Deleted,
+                selecting_document("web-v2", "a", &[("app", "web"), ("v", "2")]),
+            )],
+            6,
+        );
+        assert!(cache
+            .services_selecting("a", &labels(&[("app", "web"), ("v", "2")]))
             .is_empty());
     }
 

@@ -444,12 +444,14 @@ fn address_free(
 /// A Service's `healthCheckNodePort` when it is not one of its nodePorts
 /// too (then the refusal names the nodePort).
 fn health_check_port(object: &Object) -> Option<u16> {
-    let Some(skiff_proto::api::object::Kind::Service(service)) = &object.kind else {
-        return None;
-    };
-    let spec = service.spec.as_ref()?;
-    let port = spec.health_check_node_port;
-    if port == 0 || spec.ports.iter().any(|p| p.node_port == port) {
+    use skiff_objects::services;
+    let service = services::read(object)?;
+    let port = services::health_check_node_port(&service);
+    if port == 0
+        || services::ports(&service)
+            .iter()
+            .any(|p| services::node_port(p) == port)
+    {
         return None;
     }
     u16::try_from(port).ok()
@@ -602,6 +604,7 @@ mod tests {
     use skiff_objects::deletion::{
         DeleteOptions, Propagation, FOREGROUND_DELETION, ORPHAN_DEPENDENTS,
     };
+    use skiff_objects::services;
     use skiff_objects::{IntoObject, Kind, ObjectExt};
 
     const NOW: &str = "2026-01-01T00:00:00Z";
@@ -677,20 +680,21 @@ mod tests {
     }
 
     /// A Service in `default` with clusterIP `cluster_ip` (none when empty).
-    fn service(name: &str, cluster_ip: &str) -> Object {
-        v1::Service {
-            metadata: Some(v1::ObjectMeta {
-                name: name.into(),
-                namespace: "default".into(),
-                ..Default::default()
-            }),
-            spec: Some(v1::ServiceSpec {
-                cluster_ip: cluster_ip.into(),
-                ..Default::default()
-            }),
+    fn service_with(name: &str, spec: services::ServiceSpec) -> Object {
+        let meta = v1::ObjectMeta {
+            name: name.into(),
+            namespace: "default".into(),
             ..Default::default()
-        }
-        .into_object()
+        };
+        services::object(meta, spec, None)
+    }
+
+    fn service(name: &str, cluster_ip: &str) -> Object {
+        let spec = services::ServiceSpec {
+            cluster_ip: Some(cluster_ip.to_owned()).filter(|ip| !ip.is_empty()),
+            ..Default::default()
+        };
+        service_with(name, spec)
     }
 
     /// `object` with label `tier=web` added: a change that keeps its spec.
@@ -1027,23 +1031,24 @@ mod tests {
 
     /// A NodePort Service in `default` with one port per nodePort.
     fn node_port_service(name: &str, cluster_ip: &str, node_ports: &[i32]) -> Object {
-        let mut object = service(name, cluster_ip);
-        if let Some(Body::Service(s)) = &mut object.kind {
-            let spec = s.spec.as_mut().unwrap();
-            spec.r#type = "NodePort".into();
-            spec.ports = node_ports
-                .iter()
-                .enumerate()
-                .map(|(i, node_port)| v1::ServicePort {
-                    name: format!("p{i}"),
-                    port: 80 + i32::try_from(i).unwrap(),
-                    protocol: "TCP".into(),
-                    node_port: *node_port,
-                    ..Default::default()
-                })
-                .collect();
-        }
-        object
+        let ports = node_ports
+            .iter()
+            .enumerate()
+            .map(|(i, node_port)| services::ServicePort {
+                name: Some(format!("p{i}")),
+                port: 80 + i32::try_from(i).unwrap(),
+                protocol: Some("TCP".into()),
+                node_port: (*node_port != 0).then_some(*node_port),
+                ..Default::default()
+            })
+            .collect();
+        let spec = services::ServiceSpec {
+            type_: Some("NodePort".into()),
+            cluster_ip: Some(cluster_ip.to_owned()).filter(|ip| !ip.is_empty()),
+            ports: Some(ports),
+            ..Default::default()
+        };
+        service_with(name, spec)
     }
 
     #[test]
@@ -1076,10 +1081,9 @@ mod tests {
         let freed = create(&node_port_service("d", "10.43.0.33", &[30081]));
         assert!(apply(&store, freed).is_ok());
         // A health check port is held as a nodePort, and named as itself.
-        let mut checked = node_port_service("e", "10.43.0.34", &[30100]);
-        if let Some(Body::Service(s)) = &mut checked.kind {
-            s.spec.as_mut().unwrap().health_check_node_port = 30081;
-        }
+        let mut read = services::read(&node_port_service("e", "10.43.0.34", &[30100])).unwrap();
+        read.spec.as_mut().unwrap().health_check_node_port = Some(30081);
+        let checked = service_with("e", read.spec.unwrap());
         let held_by_d = taken(
             AddressField::HealthCheckNodePort,
             "30081",
