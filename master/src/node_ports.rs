@@ -259,6 +259,17 @@ impl NodePorts {
         };
         self.assign_ports(cache, &own, service, &old, &mut reservation)?;
         self.assign_health_check(cache, &own, service, &old, &mut reservation)?;
+        // A 0 written is unset, and is stored so (as Kubernetes stores it).
+        if let Some(spec) = service.spec.as_mut() {
+            for port in spec.ports.iter_mut().flatten() {
+                if port.node_port == Some(0) {
+                    port.node_port = None;
+                }
+            }
+            if spec.health_check_node_port == Some(0) {
+                spec.health_check_node_port = None;
+            }
+        }
         Ok(reservation)
     }
 
@@ -638,8 +649,14 @@ mod tests {
         assert_eq!(all, [30086, 30087, 30088]);
         // No nodePorts for a ClusterIP Service, nor for an LB that opts out.
         let mut plain = service("c", "ClusterIP", &[(80, "TCP", 0)]);
+        plain.spec.as_mut().unwrap().ports.as_mut().unwrap()[0].node_port = Some(0);
+        plain.spec.as_mut().unwrap().health_check_node_port = Some(0);
         ports.assign(&cache, &mut plain, None).unwrap();
         assert_eq!(node_ports_of(&plain), [0]);
+        // A 0 written is stored unset.
+        let spec = plain.spec.as_ref().unwrap();
+        assert_eq!(spec.ports.as_ref().unwrap()[0].node_port, None);
+        assert_eq!(spec.health_check_node_port, None);
         let mut lb = service("d", "LoadBalancer", &[(80, "TCP", 0)]);
         lb.spec.as_mut().unwrap().allocate_load_balancer_node_ports = Some(false);
         ports.assign(&cache, &mut lb, None).unwrap();

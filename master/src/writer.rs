@@ -365,13 +365,23 @@ fn read_service(object: &Object) -> Result<Option<services::Service>> {
     if !services::is_service(object) {
         return Ok(None);
     }
-    match services::read(object) {
-        Some(service) => Ok(Some(service)),
-        None => Err(Error::Invalid(format!(
-            "Service {:?}: its fields do not read as a Service",
-            object.meta().name
-        ))),
+    if let Some(service) = services::read(object) {
+        return Ok(Some(service));
     }
+    // Why not, for the answer.
+    let why = match &object.kind {
+        Some(Body::Generic(document)) => skiff_objects::typed::decode::<services::Service>(
+            serde_json::Value::Object(generic::content(document)),
+        )
+        .err()
+        .map(|e| e.to_string()),
+        _ => None,
+    };
+    Err(Error::Invalid(format!(
+        "Service {:?}: its fields do not read as a Service: {}",
+        object.meta().name,
+        why.unwrap_or_else(|| "not a Service's body".to_owned())
+    )))
 }
 
 impl ObjectWriter {

@@ -569,6 +569,16 @@ fn service_defaults(spec: &mut Value) {
     let ports = map.get_mut("ports").and_then(Value::as_array_mut);
     for port in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
         default_in(port, "protocol", "TCP");
+        // A port number written as a string is the number (as earlier
+        // releases stored it, and as their protobuf model reads it); 0 is
+        // unset, as Kubernetes defaults it.
+        let written = port.get("targetPort").and_then(Value::as_str);
+        if let Some(number) = written.and_then(|t| t.parse::<u16>().ok()) {
+            port.insert("targetPort".to_owned(), Value::from(number));
+        }
+        if port.get("targetPort").and_then(Value::as_i64) == Some(0) {
+            port.remove("targetPort");
+        }
         let number = port.get("port").filter(|p| p.is_number()).cloned();
         if let Some(number) = number {
             default_in(port, "targetPort", number);
@@ -1609,10 +1619,12 @@ mod tests {
             apply_defaults(Kind::Service, &mut object);
             content(&object)["spec"].clone()
         };
-        let plain = service(
-            json!({"ports": [{"port": 80}, {"port": 53, "protocol": "UDP",
-                                                "targetPort": "dns"}]}),
-        );
+        let plain = service(json!({"ports": [
+            {"port": 80},
+            {"port": 53, "protocol": "UDP", "targetPort": "dns"},
+            {"name": "a", "port": 81, "targetPort": "8081"},
+            {"name": "b", "port": 82, "targetPort": 0},
+        ]}));
         assert_eq!(plain["type"], "ClusterIP");
         assert_eq!(plain["sessionAffinity"], "None");
         assert!(plain["externalTrafficPolicy"].is_null(), "{plain}");
@@ -1624,6 +1636,9 @@ mod tests {
             plain["ports"][1],
             json!({"port": 53, "protocol": "UDP", "targetPort": "dns"})
         );
+        // A number written as a string is the number; 0 is unset.
+        assert_eq!(plain["ports"][2]["targetPort"], 8081);
+        assert_eq!(plain["ports"][3]["targetPort"], 82);
         let sticky = service(json!({"type": "LoadBalancer", "sessionAffinity": "ClientIP"}));
         assert_eq!(sticky["externalTrafficPolicy"], "Cluster");
         assert_eq!(

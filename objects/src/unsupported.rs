@@ -72,7 +72,7 @@ fn service_spec(spec: &Value, out: &mut Vec<String>) {
         ),
     ];
     for (field, why) in fields {
-        if !spec[field].is_null() {
+        if !spec[field].is_null() && spec[field] != "" {
             out.push(format!(
                 "spec.{field}: skiff does not act on this field yet ({why})"
             ));
@@ -234,6 +234,8 @@ mod tests {
         }));
         let w = warnings(&hinted);
         assert_eq!(w.len(), 2, "{w:?}");
+        let empty = service(serde_json::json!({"loadBalancerIP": ""}));
+        assert!(warnings(&empty).is_empty());
         assert!(
             w[0].starts_with("spec.loadBalancerIP: skiff does not act"),
             "{w:?}"

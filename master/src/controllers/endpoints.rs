@@ -16,7 +16,7 @@ use skiff_proto::v1;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
 use skiff_objects::services::{self, Service};
 use skiff_objects::{endpoints, Kind, ObjectExt};
 
@@ -85,6 +85,14 @@ impl Reconciler for EndpointsController {
             .ctx
             .store
             .get(Kind::Service, &key.namespace, &key.name)?;
+        if let Some(stored) = service_object.as_deref() {
+            if services::read(stored).is_none() {
+                // Damaged (its fields do not read as a Service): its
+                // Endpoints are left as they are, not taken for gone.
+                tracing::warn!(namespace = %key.namespace, name = %key.name, "endpoints: a stored Service does not read as one; its Endpoints are left alone");
+                return Ok(Action::Done);
+            }
+        }
         let Some(service) = service_object.as_deref().and_then(services::read) else {
             // Service gone: its Endpoints go too.
             if existing.is_some() {
@@ -113,7 +121,11 @@ impl Reconciler for EndpointsController {
                 continue;
             };
             let meta = pod.metadata.clone().unwrap_or_default();
-            if !selects(selector, &meta.labels) || !pod_is_active(pod) {
+            // As Kubernetes: finished pods never, terminating ones only
+            // when the Service publishes not-ready addresses.
+            let publish = services::publishes_not_ready(&service);
+            let listed = !pod_is_finished(pod) && (publish || !pod_is_terminating(pod));
+            if !selects(selector, &meta.labels) || !listed {
                 continue;
             }
             let ip = pod
@@ -377,6 +389,27 @@ spec:
         // web-2 is not Ready, and listed with web-1 all the same.
         assert_eq!(ips(endpoints::ready(subset)), ["10.42.1.5", "10.42.2.6"]);
         assert!(endpoints::not_ready(subset).is_empty());
+        // A terminating pod stays listed by it, and leaves web's.
+        let mut web_1 = objects
+            .get(Kind::Pod, "default", "web-1")
+            .unwrap()
+            .map(Arc::unwrap_or_clone)
+            .unwrap();
+        web_1.meta_mut().unwrap().deletion_timestamp = "2026-01-01T00:00:00Z".into();
+        objects.seed(web_1);
+        controller.reconcile(&key).await.unwrap();
+        let e = endpoints_named(&objects, "peers").unwrap();
+        let subset = &endpoints::subsets(&e)[0];
+        assert_eq!(ips(endpoints::ready(subset)), ["10.42.1.5", "10.42.2.6"]);
+        let web = ObjectKey::new(Kind::Service, "default", "web");
+        controller.reconcile(&web).await.unwrap();
+        let e = endpoints(&objects).unwrap();
+        let listed: Vec<&str> = endpoints::subsets(&e)
+            .iter()
+            .flat_map(|s| endpoints::ready(s).iter().chain(endpoints::not_ready(s)))
+            .map(|a| a.ip.as_str())
+            .collect();
+        assert_eq!(listed, ["10.42.2.6"]);
     }
 
     #[tokio::test]
