@@ -217,18 +217,28 @@ pub fn target_port(port: &ServicePort) -> Option<&IntOrString> {
 /// `object` (a Service as stored, in either encoding) with `spec`, for
 /// a write of it; any other object as it is.
 pub fn set_spec(object: &mut Object, spec: ServiceSpec) {
-    let value = typed::encode(&spec);
+    set_member(object, "spec", typed::encode(&spec), |model, value| {
+        if let Ok(spec) = serde_json::from_value(value) {
+            model.spec = Some(spec);
+        }
+    });
+}
+
+/// Sets the top-level member `name` of a Service document to `value`,
+/// or gives it to `legacy` for a Service in its protobuf model.
+fn set_member(
+    object: &mut Object,
+    name: &str,
+    value: serde_json::Value,
+    legacy: impl FnOnce(&mut skiff_proto::v1::Service, serde_json::Value),
+) {
     match &mut object.kind {
         Some(Body::Generic(document)) => {
             let mut content = generic::content(document);
-            content.insert("spec".to_owned(), value);
+            content.insert(name.to_owned(), value);
             generic::set_content(document, &content);
         }
-        Some(Body::Service(model)) => {
-            if let Ok(spec) = serde_json::from_value(value) {
-                model.spec = Some(spec);
-            }
-        }
+        Some(Body::Service(model)) => legacy(model, value),
         _ => {}
     }
 }
@@ -250,23 +260,19 @@ pub fn object(metadata: ObjectMeta, spec: ServiceSpec, status: Option<ServiceSta
 /// a write of its status; any other object as it is.
 pub fn with_status(object: &Object, status: ServiceStatus) -> Object {
     let mut object = object.clone();
-    let value = typed::encode(&status);
-    match &mut object.kind {
-        Some(Body::Generic(document)) => {
-            let mut content = generic::content(document);
-            content.insert("status".to_owned(), value);
-            generic::set_content(document, &content);
-        }
-        Some(Body::Service(model)) => {
-            // The protobuf model holds every status field this release
-            // writes (load balancer ingress IPs); one it cannot hold
-            // leaves the status as it was.
+    set_member(
+        &mut object,
+        "status",
+        typed::encode(&status),
+        |model, value| {
+            // The protobuf model holds every status field this release writes
+            // (load balancer ingress IPs); one it cannot hold leaves the
+            // status as it was.
             if let Ok(status) = serde_json::from_value(value) {
                 model.status = Some(status);
             }
-        }
-        _ => {}
-    }
+        },
+    );
     object
 }
 
