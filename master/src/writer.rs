@@ -214,9 +214,12 @@ impl ObjectWriter {
         let _reserved = match read_service(&object)? {
             Some(mut service) => {
                 let cache = self.cluster.store.cache();
+                let written = service.spec.clone();
                 let ip = self.service_ips.assign(cache, &mut service)?;
                 let ports = self.node_ports.assign(cache, &mut service, None)?;
-                services::set_spec(&mut object, service.spec.unwrap_or_default());
+                if service.spec != written {
+                    services::set_spec(&mut object, service.spec.unwrap_or_default());
+                }
                 Some((ip, ports))
             }
             None => None,
@@ -291,14 +294,18 @@ impl ObjectWriter {
                 None => None,
             };
             if let (Some(old), Some(service)) = (&old_service, &mut service) {
+                let written = service.spec.clone();
                 crate::service_ips::drop_type_dependent_fields(old, service);
-                services::set_spec(&mut object, service.spec.clone().unwrap_or_default());
+                if service.spec != written {
+                    services::set_spec(&mut object, service.spec.clone().unwrap_or_default());
+                }
             }
             validate(&object)?;
             self.admit_update(&object)?;
             match service {
                 Some(mut service) => {
                     let cache = self.cluster.store.cache();
+                    let written = service.spec.clone();
                     let mut address = None;
                     if let Some(old) = &old_service {
                         crate::service_ips::keep_on_update(old, &mut service)?;
@@ -309,7 +316,10 @@ impl ObjectWriter {
                     let ports =
                         self.node_ports
                             .assign(cache, &mut service, old_service.as_ref())?;
-                    services::set_spec(&mut object, service.spec.unwrap_or_default());
+                    // Written back only when the allocators changed it.
+                    if service.spec != written {
+                        services::set_spec(&mut object, service.spec.unwrap_or_default());
+                    }
                     Some((address, ports))
                 }
                 None => None,

@@ -650,6 +650,17 @@ fn pod_spec(pod: &mut Value, restart_policy: Option<&str>) {
 /// What Kubernetes refuses that the schema allows: `(field, reason)` for
 /// each problem.
 pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
+    validate_content(kind, object, &content(object))
+}
+
+/// [`validate`] of an object whose content the caller has read already
+/// (`map`, as [`content`] reads it), so that it is parsed once.
+pub fn validate_content(
+    kind: Kind,
+    object: &GenericObject,
+    map: &Map<String, Value>,
+) -> Vec<(String, String)> {
+    static UNSET: Value = Value::Null;
     if let Kind::Custom(custom) = kind {
         return match served(custom) {
             Ok(served) => match version_at(&served, &object.api_version) {
@@ -663,8 +674,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         let builtin = |group: &str| super::registry::is_builtin_group(group);
         return Definition::examine(object, &builtin).1;
     }
-    let map = content(object);
-    let spec = map.get("spec").cloned().unwrap_or(Value::Null);
+    let spec = map.get("spec").unwrap_or(&UNSET);
     let mut problems = Vec::new();
     fn require(problems: &mut Vec<(String, String)>, present: bool, path: &str, what: &str) {
         if !present {
@@ -672,7 +682,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
         }
     }
     match kind {
-        Kind::Secret => secret_checks(&map, &mut problems),
+        Kind::Secret => secret_checks(map, &mut problems),
         Kind::Job => {
             require(
                 &mut problems,
@@ -680,7 +690,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "spec.template",
                 "a pod template is required",
             );
-            job_checks(&spec, "spec", &mut problems);
+            job_checks(spec, "spec", &mut problems);
             // The selector is generated on create unless `manualSelector`
             // is set; either way it must select the Job's pods.
             require(
@@ -690,7 +700,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "a selector is required",
             );
             if spec["selector"].is_object() {
-                selector_matches_template(&spec, &mut problems);
+                selector_matches_template(spec, &mut problems);
             }
         }
         Kind::CronJob => {
@@ -702,7 +712,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 "a schedule is required",
             );
             if !schedule.is_empty() {
-                cron_job_checks(&spec, schedule, &mut problems);
+                cron_job_checks(spec, schedule, &mut problems);
             }
             require(
                 &mut problems,
@@ -745,7 +755,7 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                         format!("Invalid value: {{}}: empty selector is invalid for {what}"),
                     ));
                 } else {
-                    selector_matches_template(&spec, &mut problems);
+                    selector_matches_template(spec, &mut problems);
                 }
             }
             if spec["template"].is_object()
@@ -801,8 +811,8 @@ pub fn validate(kind: Kind, object: &GenericObject) -> Vec<(String, String)> {
                 }
             }
         }
-        Kind::HorizontalPodAutoscaler => super::autoscaling::validate(&spec, &mut problems),
-        Kind::Endpoints => endpoints_checks(&map, &mut problems),
+        Kind::HorizontalPodAutoscaler => super::autoscaling::validate(spec, &mut problems),
+        Kind::Endpoints => endpoints_checks(map, &mut problems),
         Kind::RoleBinding | Kind::ClusterRoleBinding => {
             require(
                 &mut problems,

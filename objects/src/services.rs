@@ -25,12 +25,106 @@ static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
 /// metadata (the rest stays the object's); `None` for another kind of
 /// object, or a damaged one.
 pub fn read(object: &Object) -> Option<Service> {
-    let mut service: Service = legacy_bodies::read_core(object, "Service")?;
+    let mut service: Service = match &object.kind {
+        // Straight from the stored bytes, with no `serde_json::Value` tree
+        // built first (`crate::typed::decode`): Services are read on each
+        // of their events by several controllers and by every agent. The
+        // cost is a second copy of Service's decoder in the binary.
+        Some(Body::Generic(document)) => {
+            if document.api_version != "v1" || document.kind != "Service" {
+                return None;
+            }
+            if document.content.is_empty() {
+                Service::default()
+            } else {
+                serde_json::from_slice(&document.content).ok()?
+            }
+        }
+        _ => legacy_bodies::read_core(object, "Service")?,
+    };
     let meta = object.meta();
     let named = |s: &String| (!s.is_empty()).then(|| s.clone());
     service.metadata.name = named(&meta.name);
     service.metadata.namespace = named(&meta.namespace);
     Some(service)
+}
+
+/// What the store's indexes keep of a Service: its selector and the
+/// addresses it claims. Read from a document's bytes with
+/// [`claims`], without the rest of the Service, as every member of the
+/// cluster does for each Service it applies.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Claims {
+    /// `spec.selector` (empty when unset).
+    pub selector: BTreeMap<String, String>,
+    /// `spec.clusterIP`, as written (empty when unset).
+    pub cluster_ip: String,
+    /// Each port's `nodePort` (0 when it has none), in order.
+    pub node_ports: Vec<i32>,
+    /// `spec.healthCheckNodePort` (0 when it has none).
+    pub health_check_node_port: i32,
+}
+
+impl Claims {
+    /// What a read Service claims.
+    pub fn of(service: &Service) -> Claims {
+        Claims {
+            selector: selector(service).clone(),
+            cluster_ip: cluster_ip(service).to_owned(),
+            node_ports: ports(service).iter().map(node_port).collect(),
+            health_check_node_port: health_check_node_port(service),
+        }
+    }
+}
+
+/// The fields of a stored Service that [`Claims`] holds, as JSON names
+/// them; the rest of the document is skipped unread.
+#[derive(serde::Deserialize)]
+struct ClaimsContent {
+    #[serde(default)]
+    spec: Option<ClaimsSpec>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ClaimsSpec {
+    #[serde(default)]
+    selector: Option<BTreeMap<String, String>>,
+    #[serde(default, rename = "clusterIP")]
+    cluster_ip: Option<String>,
+    #[serde(default)]
+    ports: Option<Vec<ClaimsPort>>,
+    #[serde(default)]
+    health_check_node_port: Option<i32>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ClaimsPort {
+    #[serde(default)]
+    node_port: Option<i32>,
+}
+
+/// What the Service `object` claims (see [`Claims`]), in either
+/// encoding; `None` for another kind of object, or one whose claimed
+/// fields do not read (a selector, address or port of the wrong type).
+pub fn claims(object: &Object) -> Option<Claims> {
+    let Some(Body::Generic(document)) = &object.kind else {
+        return read(object).map(|service| Claims::of(&service));
+    };
+    if document.api_version != "v1" || document.kind != "Service" {
+        return None;
+    }
+    let content: ClaimsContent = serde_json::from_slice(&document.content).ok()?;
+    let spec = content.spec.unwrap_or_default();
+    Some(Claims {
+        selector: spec.selector.unwrap_or_default(),
+        cluster_ip: spec.cluster_ip.unwrap_or_default(),
+        node_ports: (spec.ports.into_iter().flatten())
+            .map(|port| port.node_port.unwrap_or_default())
+            .collect(),
+        health_check_node_port: spec.health_check_node_port.unwrap_or_default(),
+    })
 }
 
 /// Whether `object` is a Service, in either encoding.
@@ -374,5 +468,72 @@ mod tests {
         let other = crate::namespaces::object(ObjectMeta::default(), "Active");
         assert!(!is_service(&other));
         assert_eq!(read(&other), None);
+    }
+
+    fn with_content(content: &str) -> Object {
+        let mut made = object(ObjectMeta::default(), ServiceSpec::default(), None);
+        if let Some(Body::Generic(document)) = &mut made.kind {
+            document.content = content.as_bytes().to_vec();
+        }
+        made
+    }
+
+    #[test]
+    fn claims_read_from_the_bytes_are_what_the_read_service_claims() {
+        let meta = ObjectMeta {
+            name: "web".into(),
+            ..Default::default()
+        };
+        let made = object(meta, spec(), Some(status()));
+        let claimed = claims(&made).expect("a Service's claims");
+        assert_eq!(claimed, Claims::of(&read(&made).unwrap()));
+        assert_eq!(claimed.selector["app"], "web");
+        assert_eq!(claimed.cluster_ip, "10.43.0.20");
+        assert_eq!(claimed.node_ports, [30080, 0]);
+        assert_eq!(claimed.health_check_node_port, 31000);
+        // In the protobuf model, the same.
+        let legacy = legacy_bodies::to_legacy(made).expect("the model holds it");
+        assert_eq!(claims(&legacy), Some(claimed));
+        // None set: nothing claimed; another kind: none.
+        let empty = object(ObjectMeta::default(), ServiceSpec::default(), None);
+        assert_eq!(claims(&empty), Some(Claims::default()));
+        assert_eq!(claims(&with_content("{}")), Some(Claims::default()));
+        let other = crate::namespaces::object(ObjectMeta::default(), "Active");
+        assert_eq!(claims(&other), None);
+    }
+
+    #[test]
+    fn claims_skip_fields_they_do_not_hold_but_refuse_their_own_of_the_wrong_type() {
+        // A damaged field elsewhere does not hide the addresses held.
+        let elsewhere = with_content(
+            r#"{"spec":{"clusterIP":"10.43.0.7","ports":[{"port":80,"nodePort":30001}],"sessionAffinity":7},"status":"odd"}"#,
+        );
+        assert_eq!(read(&elsewhere), None);
+        let claimed = claims(&elsewhere).expect("its claims read");
+        assert_eq!(claimed.cluster_ip, "10.43.0.7");
+        assert_eq!(claimed.node_ports, [30001]);
+        // Its own fields of the wrong type: not read.
+        for damaged in [
+            r#"{"spec":{"ports":[{"nodePort":"30001"}]}}"#,
+            r#"{"spec":{"clusterIP":7}}"#,
+            r#"{"spec":{"selector":["app"]}}"#,
+            r#"{"spec":"#,
+        ] {
+            assert_eq!(claims(&with_content(damaged)), None, "{damaged}");
+        }
+    }
+
+    #[test]
+    fn a_service_read_from_its_bytes_reads_as_through_a_json_value() {
+        let made = object(ObjectMeta::default(), spec(), Some(status()));
+        let Some(Body::Generic(document)) = &made.kind else {
+            panic!("a document")
+        };
+        let through_value: Service =
+            typed::decode(serde_json::Value::Object(generic::content(document))).unwrap();
+        assert_eq!(read(&made), Some(through_value));
+        // Empty bytes are an empty Service, as an empty content reads.
+        assert_eq!(read(&with_content("")), Some(Service::default()));
+        assert_eq!(read(&with_content("[1]")), None);
     }
 }

@@ -7,7 +7,10 @@
 //! Every decode goes through [`decode`] (a `serde_json::Value`) and every
 //! encode through [`encode`], so each type's serde code is in the binary
 //! once: a `Deserialize` impl is compiled again for every deserializer it
-//! is used with. Stored objects were checked against the API's schema
+//! is used with. The one exception is `services::read`, which decodes a
+//! stored Service straight from its bytes (Services are read on every
+//! event of theirs by several controllers and by every agent; BENCHMARKS
+//! has what it saved and cost). Stored objects were checked against the API's schema
 //! when they were written, so a decode fails only on a damaged object.
 
 use serde::de::DeserializeOwned;

@@ -167,19 +167,22 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         }
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
-                if !serde_json::from_slice::<serde_json::Value>(&g.content)
-                    .is_ok_and(|c| c.is_object())
-                {
-                    errors.add("", "the object's fields are not a JSON object");
-                }
-                for (path, reason) in super::generic::validate(kind, g) {
+                // The content is parsed once, for every check.
+                let content = match serde_json::from_slice(&g.content) {
+                    Ok(serde_json::Value::Object(map)) => map,
+                    _ => {
+                        errors.add("", "the object's fields are not a JSON object");
+                        serde_json::Map::new()
+                    }
+                };
+                for (path, reason) in super::generic::validate_content(kind, g, &content) {
                     errors.add(path, reason);
                 }
                 if kind == Kind::Service {
                     // Read as Kubernetes' own type (the schema checked
                     // its fields' shapes).
                     match crate::typed::decode::<crate::services::Service>(
-                        serde_json::Value::Object(super::generic::content(g)),
+                        serde_json::Value::Object(content),
                     ) {
                         Ok(read) => service(&mut errors, read.spec.as_ref()),
                         Err(e) => errors.add("", format!("does not read as a Service: {e}")),

@@ -31,7 +31,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use skiff_objects::services::{self, Service};
+use skiff_objects::services;
 use skiff_objects::Ipv4Net;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
@@ -186,8 +186,8 @@ impl HeldAddress {
     /// holds nothing.
     pub fn of(object: &Object) -> Vec<HeldAddress> {
         if services::is_service(object) {
-            return services::read(object)
-                .map(|s| HeldAddress::of_service(&s))
+            return services::claims(object)
+                .map(|claims| HeldAddress::of_claims(&claims))
                 .unwrap_or_default();
         }
         let mut held = Vec::new();
@@ -199,14 +199,15 @@ impl HeldAddress {
         held
     }
 
-    /// The addresses a Service holds (see [`HeldAddress::of`]).
-    pub fn of_service(service: &Service) -> Vec<HeldAddress> {
+    /// The addresses a Service holds, from what it claims (see
+    /// [`HeldAddress::of`]).
+    pub fn of_claims(claims: &services::Claims) -> Vec<HeldAddress> {
         let mut held = Vec::new();
-        if let Ok(ip) = services::cluster_ip(service).parse::<Ipv4Addr>() {
+        if let Ok(ip) = claims.cluster_ip.parse::<Ipv4Addr>() {
             held.push(HeldAddress::ClusterIp(ip));
         }
-        let node_ports = services::ports(service).iter().map(services::node_port);
-        for port in node_ports.chain([services::health_check_node_port(service)]) {
+        let node_ports = claims.node_ports.iter().copied();
+        for port in node_ports.chain([claims.health_check_node_port]) {
             if let Ok(number) = u16::try_from(port) {
                 let address = HeldAddress::NodePort(number);
                 if number != 0 && !held.contains(&address) {
@@ -853,10 +854,10 @@ impl Cached {
     /// addresses it holds, to add or remove.
     fn index_service(&mut self, key: &Key, object: &Object, add: bool) -> Vec<HeldAddress> {
         let indexed = if add {
-            let service = services::read(object).unwrap_or_default();
+            let claims = services::claims(object).unwrap_or_default();
             let indexed = IndexedService {
-                selector: services::selector(&service).clone(),
-                held: HeldAddress::of_service(&service),
+                held: HeldAddress::of_claims(&claims),
+                selector: claims.selector,
             };
             self.indexed_services.insert(key.clone(), indexed.clone());
             indexed
