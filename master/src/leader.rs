@@ -436,7 +436,7 @@ async fn ensure_namespace(cluster: &Cluster, name: &str) -> Result<(), ClusterEr
     }
     // In the protobuf model while a member may read only that, as the
     // writer stores moved kinds (`ObjectWriter::encode_for_store`).
-    let namespace = skiff_objects::legacy_bodies::for_reader(
+    let namespace = skiff_objects::legacy_bodies::for_member(
         skiff_objects::namespaces::named(name, "Active"),
         cluster.members_data_format(),
     );

@@ -21,7 +21,17 @@
 //! The conversion goes through Kubernetes' JSON, which both encodings
 //! carry the same way: the protobuf model's JSON mapping (`skiff-proto`'s
 //! serde attributes) is the document's content. A document with a field
-//! the protobuf model has no place for is refused, never cut down.
+//! the protobuf model has no place for is refused, never cut down, for
+//! whatever stores or writes it: a member's snapshot ([`for_member`]), a
+//! write relayed to a master of unknown release ([`for_any_reader`]).
+//! Only a client that reads (an older agent or `skiff ctl`, [`for_reader`])
+//! gets such a document in its model without those fields: it cannot act
+//! on them, and without the object it would act as if it did not exist
+//! (an agent would drop the Service from its rules and DNS). No older
+//! client writes back what it read of a moved kind (`skiff ctl apply`
+//! sends its manifest; agents write pods and nodes only), and an older
+//! master never reads such a copy: the leader stores no document its
+//! model cannot hold while one is a member.
 //!
 //! Moved so far: Secret (format 3), Namespace (format 4), Endpoints
 //! (format 5). The protobuf
@@ -169,6 +179,20 @@ pub fn is_moved_document(object: &Object) -> bool {
 /// document in its protobuf model; any other object as it is. A field the
 /// protobuf model does not have is refused, never dropped.
 pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
+    in_model(object, Fit::Whole)
+}
+
+/// How much of a document its protobuf model must hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fit {
+    /// All of it, or the conversion is refused.
+    Whole,
+    /// What the model has a place for; the rest is left out (a copy for a
+    /// client that only reads it).
+    Cut,
+}
+
+fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
     if !is_moved_document(&object) {
         return Ok(object);
     }
@@ -185,10 +209,10 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
         reason,
     };
     let mut body = match document.kind.as_str() {
-        "Secret" => Body::Secret(model_of(&document).map_err(fail)?),
-        "Namespace" => Body::Namespace(model_of(&document).map_err(fail)?),
-        "Endpoints" => Body::Endpoints(model_of(&document).map_err(fail)?),
-        "Service" => Body::Service(model_of(&document).map_err(fail)?),
+        "Secret" => Body::Secret(model_of(&document, fit).map_err(fail)?),
+        "Namespace" => Body::Namespace(model_of(&document, fit).map_err(fail)?),
+        "Endpoints" => Body::Endpoints(model_of(&document, fit).map_err(fail)?),
+        "Service" => Body::Service(model_of(&document, fit).map_err(fail)?),
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {
@@ -199,15 +223,27 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
     Ok(Object { kind: Some(body) })
 }
 
-/// `object` as a reader naming data format `format` reads it: a moved
-/// kind's object a document when the reader reads that kind as documents,
-/// in its protobuf model when not (as a document still when it cannot be:
-/// a field the model lacks, which only a reader of documents can take);
-/// any other object as it is.
+/// `object` as a client naming data format `format` reads it: a moved
+/// kind's object a document when the client reads that kind as documents,
+/// in its protobuf model when not, without any field the model lacks (see
+/// the module's header: such a client only reads it); any other object as
+/// it is.
 pub fn for_reader(object: Object, format: u32) -> Object {
+    in_format(object, format, Fit::Cut)
+}
+
+/// `object` as a master naming data format `format` stores it: as
+/// [`for_reader`] makes it, but as a document still when its protobuf
+/// model cannot hold all of it (a field the model lacks, which only a
+/// member of a later release can take).
+pub fn for_member(object: Object, format: u32) -> Object {
+    in_format(object, format, Fit::Whole)
+}
+
+fn in_format(object: Object, format: u32, fit: Fit) -> Object {
     let object = to_document(object);
     match moved_document_at(&object) {
-        Some(at) if format < at => to_legacy(object.clone()).unwrap_or(object),
+        Some(at) if format < at => in_model(object.clone(), fit).unwrap_or(object),
         _ => object,
     }
 }
@@ -225,16 +261,24 @@ pub fn reads_differently(kind: &str, format: u32) -> bool {
 /// release's writer makes a document again; as it is when it has a field
 /// the model lacks (only this release can take it then).
 pub fn for_any_reader(object: Object) -> Object {
-    for_reader(object, 0)
+    for_member(object, 0)
 }
 
 /// Encoded `bytes` (an [`Object`]) as [`for_reader`] makes it for a
-/// reader naming `format`; `None` when they do not decode (the caller
+/// client naming `format`; `None` when they do not decode (the caller
 /// keeps them as they are).
 pub fn encoded_for_reader(bytes: &[u8], format: u32) -> Option<Vec<u8>> {
     decode(bytes)
         .ok()
         .map(|object| for_reader(object, format).encode_to_vec())
+}
+
+/// Encoded `bytes` as [`for_member`] makes them for a member naming
+/// `format` (a snapshot's); `None` when they do not decode.
+pub fn encoded_for_member(bytes: &[u8], format: u32) -> Option<Vec<u8>> {
+    decode(bytes)
+        .ok()
+        .map(|object| for_member(object, format).encode_to_vec())
 }
 
 /// A protobuf model as its document: the same `apiVersion` (`v1` when
@@ -286,15 +330,22 @@ pub fn is_core_kind(object: &Object, kind: &str) -> bool {
 }
 
 /// A document's content read as its kind's protobuf model (type meta and
-/// metadata left for the caller), refused when the model would lose any
-/// of it: written back as JSON, the model must say what the document says
-/// (unset and empty values alike, as Kubernetes compares them).
-fn model_of<T: DeserializeOwned + Serialize>(document: &GenericObject) -> Result<T, String> {
+/// metadata left for the caller). For a [`Fit::Whole`] one, refused when
+/// the model would lose any of it: written back as JSON, the model must
+/// say what the document says (unset and empty values alike, as
+/// Kubernetes compares them).
+fn model_of<T: DeserializeOwned + Serialize>(
+    document: &GenericObject,
+    fit: Fit,
+) -> Result<T, String> {
     let mut content = Value::Object(generic::content(document));
     // `null` is unset, to Kubernetes as to the model (whose fields are no
     // `Option`s).
     generic::strip_nulls(&mut content);
     let model: T = serde_json::from_value(content.clone()).map_err(|e| e.to_string())?;
+    if fit == Fit::Cut {
+        return Ok(model);
+    }
     let mut again = serde_json::to_value(&model).map_err(|e| e.to_string())?;
     if let Value::Object(map) = &mut again {
         for own in ["apiVersion", "kind", "metadata"] {
@@ -484,7 +535,14 @@ mod tests {
         let error = to_legacy(object.clone()).unwrap_err().to_string();
         assert!(error.contains("\"status.conditions\""), "{error}");
         assert!(error.contains("Namespace \"team\""), "{error}");
-        assert_eq!(for_reader(object.clone(), 3), object, "kept a document");
+        assert_eq!(for_member(object.clone(), 3), object, "kept a document");
+        // A client that only reads it gets it in the model, without them.
+        let Some(Body::Namespace(cut)) = for_reader(object.clone(), 3).kind else {
+            panic!("in the protobuf model for a reader")
+        };
+        assert_eq!(cut.metadata.as_ref().unwrap().name, "team");
+        let status = cut.status.unwrap_or_default();
+        assert_eq!(status.phase, "Terminating");
         // Empty and null values are unset (Kubernetes' semantic equality):
         // nothing is lost without them.
         let unset = serde_json::json!({

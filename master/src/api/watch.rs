@@ -281,6 +281,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_older_agent_watching_services_gets_one_its_model_cannot_hold_cut_down() {
+        use skiff_objects::services::{self, ServicePort, ServiceSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let namespace = skiff_objects::namespaces::named("default", "Active");
+        // publishNotReadyAddresses has no place in the protobuf model of
+        // format 5: an agent of that release still gets the Service (its
+        // rules and DNS need it), in its model, without that field.
+        let spec = ServiceSpec {
+            cluster_ip: Some("10.43.0.30".into()),
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        };
+        let service = services::object(meta("peers", "default").unwrap(), spec, None);
+        assert!(legacy_bodies::to_legacy(service.clone()).is_err());
+        store.apply_commands(vec![create(namespace), create(service)]);
+        for (reader_format, documents) in [(5, false), (legacy_bodies::LATEST_FORMAT, true)] {
+            let scope = WatchScope {
+                kind: Kind::Service,
+                namespace: None,
+                from_revision: 0,
+                with_previous: false,
+                reader_format,
+            };
+            let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
+            let event = stream.next().await.unwrap().unwrap();
+            let bytes = event.encoded_object.expect("the object");
+            let object = Object::decode(&bytes[..]).unwrap();
+            assert_eq!(
+                legacy_bodies::is_moved_document(&object),
+                documents,
+                "at format {reader_format}: {object:?}"
+            );
+            let read = services::read(&object).expect("a Service");
+            assert_eq!(services::cluster_ip(&read), "10.43.0.30");
+            assert_eq!(services::ports(&read)[0].port, 80);
+            assert_eq!(services::publishes_not_ready(&read), documents);
+        }
+    }
+
+    #[tokio::test]
     async fn a_watch_is_refused_only_when_a_change_of_its_kind_is_gone() {
         let dir = tempfile::tempdir().unwrap();
         let store = ObjectStore::open_with_retention(dir.path(), 5).unwrap();

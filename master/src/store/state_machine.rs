@@ -527,7 +527,7 @@ fn for_snapshot_reader(objects: Vec<(String, Vec<u8>)>, format: u32) -> Vec<(Str
             if !moved(&key) {
                 return (key, bytes);
             }
-            match legacy_bodies::encoded_for_reader(&bytes, format) {
+            match legacy_bodies::encoded_for_member(&bytes, format) {
                 Some(converted) => (key, converted),
                 None => (key, bytes),
             }
