@@ -148,6 +148,7 @@ impl ObjectWriter {
     /// an older release), is made its document first.
     pub async fn create(&self, object: Object) -> Result<Object> {
         let mut object = legacy_bodies::to_document(object);
+        not_cut(&object)?;
         let kind = object.kind()?;
         not_ephemeral(kind)?;
         if let Kind::Custom(custom) = kind {
@@ -214,12 +215,12 @@ impl ObjectWriter {
         let _reserved = match read_service(&object)? {
             Some(mut service) => {
                 let cache = self.cluster.store.cache();
-                let written = service.spec.clone();
                 let ip = self.service_ips.assign(cache, &mut service)?;
                 let ports = self.node_ports.assign(cache, &mut service, None)?;
-                if service.spec != written {
-                    services::set_spec(&mut object, service.spec.unwrap_or_default());
-                }
+                // Written back even when the allocators changed nothing:
+                // through Kubernetes' type, the spec keeps only the fields
+                // it has, as kube-apiserver stores what it decoded.
+                services::set_spec(&mut object, service.spec.unwrap_or_default());
                 Some((ip, ports))
             }
             None => None,
@@ -245,6 +246,7 @@ impl ObjectWriter {
 
     async fn write_update(&self, object: Object, status_only: bool) -> Result<Object> {
         let mut object = legacy_bodies::to_document(object);
+        not_cut(&object)?;
         let kind = object.kind()?;
         not_ephemeral(kind)?;
         place_in_namespace(&mut object, kind)?;
@@ -294,18 +296,14 @@ impl ObjectWriter {
                 None => None,
             };
             if let (Some(old), Some(service)) = (&old_service, &mut service) {
-                let written = service.spec.clone();
                 crate::service_ips::drop_type_dependent_fields(old, service);
-                if service.spec != written {
-                    services::set_spec(&mut object, service.spec.clone().unwrap_or_default());
-                }
+                services::set_spec(&mut object, service.spec.clone().unwrap_or_default());
             }
             validate(&object)?;
             self.admit_update(&object)?;
             match service {
                 Some(mut service) => {
                     let cache = self.cluster.store.cache();
-                    let written = service.spec.clone();
                     let mut address = None;
                     if let Some(old) = &old_service {
                         crate::service_ips::keep_on_update(old, &mut service)?;
@@ -316,10 +314,7 @@ impl ObjectWriter {
                     let ports =
                         self.node_ports
                             .assign(cache, &mut service, old_service.as_ref())?;
-                    // Written back only when the allocators changed it.
-                    if service.spec != written {
-                        services::set_spec(&mut object, service.spec.unwrap_or_default());
-                    }
+                    services::set_spec(&mut object, service.spec.unwrap_or_default());
                     Some((address, ports))
                 }
                 None => None,
@@ -365,6 +360,21 @@ impl ObjectWriter {
             now: now_rfc3339(),
         };
         decode_object(&self.cluster.propose(command).await?.object)
+    }
+}
+
+/// Refuses a copy of an object that was cut down for a client of an older
+/// release (`legacy_bodies::CUT_ANNOTATION`): written back, it would lose
+/// what was left out of it.
+fn not_cut(object: &Object) -> Result<()> {
+    match legacy_bodies::cut_from(object) {
+        Some(left_out) => Err(Error::Invalid(format!(
+            "{} {:?} is a copy cut down for a client of an older release ({left_out}; annotation {}): read it again with a client of this release, and write that",
+            object.kind().map(|k| k.name()).unwrap_or("object"),
+            object.meta().name,
+            legacy_bodies::CUT_ANNOTATION
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -877,6 +887,74 @@ mod tests {
     fn cluster_ip(object: &Object) -> String {
         let service = services::read(object).expect("a Service");
         services::cluster_ip(&service).to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_copy_cut_down_for_an_older_client_is_never_written_back() {
+        use skiff_objects::services::{ServicePort, ServiceSpec};
+        let (_dir, writer) = one_member().await;
+        let spec = ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        };
+        let meta = v1::ObjectMeta {
+            name: "peers".into(),
+            ..Default::default()
+        };
+        let stored = writer
+            .create(services::object(meta, spec, None))
+            .await
+            .unwrap();
+        // What an agent or skiff ctl of format 5 reads: the protobuf model,
+        // without publishNotReadyAddresses, marked.
+        let cut = legacy_bodies::for_reader(stored.clone(), 5);
+        assert!(matches!(cut.kind, Some(Body::Service(_))), "{cut:?}");
+        let left_out = legacy_bodies::cut_from(&cut).expect("marked as cut");
+        assert!(
+            left_out.contains("spec.publishNotReadyAddresses"),
+            "{left_out}"
+        );
+        let before = writer.cluster().store.revision();
+        for attempt in [writer.update(cut.clone()).await, writer.create(cut).await] {
+            let e = attempt.unwrap_err();
+            assert!(matches!(e, Error::Invalid(_)), "{e}");
+            assert!(e.to_string().contains("cut down"), "{e}");
+        }
+        assert_eq!(writer.cluster().store.revision(), before, "nothing stored");
+        let kept = writer
+            .cluster()
+            .store
+            .get(Kind::Service, DEFAULT_NAMESPACE, "peers");
+        let kept = services::read(&kept.unwrap().unwrap()).unwrap();
+        assert!(services::publishes_not_ready(&kept));
+        // A reader of this release gets it whole and unmarked.
+        let whole = legacy_bodies::for_reader(stored, legacy_bodies::LATEST_FORMAT);
+        assert_eq!(legacy_bodies::cut_from(&whole), None);
+    }
+
+    #[tokio::test]
+    async fn a_service_keeps_only_the_fields_kubernetes_type_has_even_when_nothing_is_allocated() {
+        let (_dir, writer) = one_member().await;
+        // Headless: the allocators change nothing.
+        let mut headless = legacy_bodies::to_document(service("db", "None"));
+        if let Some(Body::Generic(document)) = &mut headless.kind {
+            let mut content = skiff_objects::generic::content(document);
+            content["spec"]["madeUp"] = serde_json::Value::from(1);
+            content["spec"]["externalIPs"] = serde_json::Value::Null;
+            skiff_objects::generic::set_content(document, &content);
+        }
+        let stored = writer.create(headless).await.unwrap();
+        let Some(Body::Generic(document)) = &stored.kind else {
+            panic!("a document: {stored:?}")
+        };
+        let spec = &skiff_objects::generic::content(document)["spec"];
+        assert_eq!(spec["clusterIP"], "None");
+        assert!(spec.get("madeUp").is_none(), "{spec}");
+        assert!(spec.get("externalIPs").is_none(), "{spec}");
     }
 
     #[tokio::test]

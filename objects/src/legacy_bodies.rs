@@ -12,11 +12,11 @@
 //! - **write the old one to whoever reads only it**: each kind moved at a
 //!   data format ([`MOVED`]), and a reader that names an earlier one (or
 //!   none: a release before [`FORMAT_HEADER`]) gets that kind in its
-//!   protobuf model ([`for_reader`]). Such readers are a master of an
-//!   older release in the Raft group, while a rolling upgrade has not
-//!   replaced it (the leader writes what the lowest format among the
-//!   members reads), and a client of the API of an older release (an
-//!   agent, `skiff ctl`).
+//!   protobuf model. Such readers are a master of an older release in the
+//!   Raft group, while a rolling upgrade has not replaced it (the leader
+//!   writes what the lowest format among the members reads: [`for_member`]),
+//!   and a client of the API of an older release (an agent, `skiff ctl`:
+//!   [`for_reader`]).
 //!
 //! The conversion goes through Kubernetes' JSON, which both encodings
 //! carry the same way: the protobuf model's JSON mapping (`skiff-proto`'s
@@ -27,14 +27,16 @@
 //! Only a client that reads (an older agent or `skiff ctl`, [`for_reader`])
 //! gets such a document in its model without those fields: it cannot act
 //! on them, and without the object it would act as if it did not exist
-//! (an agent would drop the Service from its rules and DNS). No older
-//! client writes back what it read of a moved kind (`skiff ctl apply`
-//! sends its manifest; agents write pods and nodes only), and an older
-//! master never reads such a copy: the leader stores no document its
-//! model cannot hold while one is a member.
+//! (an agent would drop the Service from its rules and DNS). The copy
+//! carries [`CUT_ANNOTATION`], naming what was left out, and the writer
+//! refuses an object that carries it: no older client writes back what it
+//! read of a moved kind (`skiff ctl apply` sends its manifest; agents
+//! write pods and nodes only), but a user may (`get -o yaml`, edit,
+//! `apply`). An older master never reads such a copy: the leader stores
+//! no document its model cannot hold while one is a member.
 //!
 //! Moved so far: Secret (format 3), Namespace (format 4), Endpoints
-//! (format 5). The protobuf
+//! (format 5), Service (format 6). The protobuf
 //! messages stay in `objects.proto` for what older releases wrote and read.
 
 use prost::Message;
@@ -43,7 +45,7 @@ use serde_json::Value;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
-use crate::{generic, Body};
+use crate::{generic, Body, ObjectExt};
 
 /// A kind whose objects are JSON documents now, and were protobuf models
 /// before.
@@ -243,9 +245,37 @@ pub fn for_member(object: Object, format: u32) -> Object {
 fn in_format(object: Object, format: u32, fit: Fit) -> Object {
     let object = to_document(object);
     match moved_document_at(&object) {
-        Some(at) if format < at => in_model(object.clone(), fit).unwrap_or(object),
+        Some(at) if format < at => match in_model(object.clone(), Fit::Whole) {
+            Ok(whole) => whole,
+            Err(LegacyError::Unconvertible { reason, .. }) if fit == Fit::Cut => {
+                match in_model(object.clone(), Fit::Cut) {
+                    Ok(mut cut) => {
+                        if let Ok(meta) = cut.meta_mut() {
+                            meta.annotations.insert(CUT_ANNOTATION.to_owned(), reason);
+                        }
+                        cut
+                    }
+                    Err(_) => object,
+                }
+            }
+            Err(_) => object,
+        },
         _ => object,
     }
+}
+
+/// The annotation on a copy of an object cut down to its protobuf model
+/// for a client of an older release ([`for_reader`]): what was left out.
+pub const CUT_ANNOTATION: &str = "skiff.io/cut-for-older-release";
+
+/// What was left out of `object`, when it is such a cut-down copy (which
+/// must never be written back: the writer refuses it).
+pub fn cut_from(object: &Object) -> Option<&str> {
+    object
+        .meta()
+        .annotations
+        .get(CUT_ANNOTATION)
+        .map(String::as_str)
 }
 
 /// Whether a reader naming `format` reads some object of `kind` (a kind's

@@ -34,10 +34,11 @@ pub fn read(object: &Object) -> Option<Service> {
             if document.api_version != "v1" || document.kind != "Service" {
                 return None;
             }
-            if document.content.is_empty() {
-                Service::default()
-            } else {
-                serde_json::from_slice(&document.content).ok()?
+            match serde_json::from_slice(&document.content) {
+                Ok(service) => service,
+                // What does not read so (empty bytes, or not a JSON
+                // object) reads as it did through a `Value`.
+                Err(_) => legacy_bodies::read_core(object, "Service")?,
             }
         }
         _ => legacy_bodies::read_core(object, "Service")?,
@@ -115,6 +116,13 @@ pub fn claims(object: &Object) -> Option<Claims> {
     if document.api_version != "v1" || document.kind != "Service" {
         return None;
     }
+    if document.content.is_empty() {
+        // As `read` takes empty content: a Service with no fields.
+        return Some(Claims::default());
+    }
+    // Stored content is always written from a parsed map (defaults,
+    // `generic::set_content`), so it has no duplicate keys, which a
+    // derived decoder refuses.
     let content: ClaimsContent = serde_json::from_slice(&document.content).ok()?;
     let spec = content.spec.unwrap_or_default();
     Some(Claims {
@@ -498,6 +506,7 @@ mod tests {
         let empty = object(ObjectMeta::default(), ServiceSpec::default(), None);
         assert_eq!(claims(&empty), Some(Claims::default()));
         assert_eq!(claims(&with_content("{}")), Some(Claims::default()));
+        assert_eq!(claims(&with_content("")), Some(Claims::default()));
         let other = crate::namespaces::object(ObjectMeta::default(), "Active");
         assert_eq!(claims(&other), None);
     }
@@ -532,8 +541,11 @@ mod tests {
         let through_value: Service =
             typed::decode(serde_json::Value::Object(generic::content(document))).unwrap();
         assert_eq!(read(&made), Some(through_value));
-        // Empty bytes are an empty Service, as an empty content reads.
+        // Empty bytes, or fields that are not a JSON object, read as
+        // through a Value: an empty Service. A field of the wrong type
+        // does not read.
         assert_eq!(read(&with_content("")), Some(Service::default()));
-        assert_eq!(read(&with_content("[1]")), None);
+        assert_eq!(read(&with_content("[1]")), Some(Service::default()));
+        assert_eq!(read(&with_content(r#"{"spec":{"ports":7}}"#)), None);
     }
 }

@@ -647,8 +647,9 @@ fn reader_format(metadata: &tonic::metadata::MetadataMap) -> u32 {
 }
 
 /// `object` as a caller naming `format` reads it: a moved kind's document
-/// in its protobuf model for a caller that reads only that (as it is in
-/// the rare case that it cannot be: a field the model lacks); for one
+/// in its protobuf model for a caller that reads only that (cut down to
+/// what the model holds, and marked so, when it has a field the model
+/// lacks; as it is when a value does not read in the model); for one
 /// that reads documents, a document even when the leader that answered a
 /// relayed request is of an older release.
 fn for_caller(object: Object, format: u32) -> Object {

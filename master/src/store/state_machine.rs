@@ -1172,6 +1172,48 @@ mod tests {
         assert_eq!(legacy_bodies::to_document(legacy_namespace), namespace);
     }
 
+    #[test]
+    fn a_snapshot_keeps_whole_a_document_its_members_model_cannot_hold() {
+        use skiff_objects::services::{self, ServicePort, ServiceSpec};
+        let dir = tempfile::tempdir().unwrap();
+        let store = ObjectStore::open(dir.path()).unwrap();
+        let meta = v1::ObjectMeta {
+            name: "peers".into(),
+            namespace: "default".into(),
+            ..Default::default()
+        };
+        let spec = ServiceSpec {
+            ports: Some(vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }]),
+            publish_not_ready_addresses: Some(true),
+            ..Default::default()
+        };
+        let service = services::object(meta, spec, None);
+        for result in store.apply_commands(vec![create(namespace("default")), create(service)]) {
+            result.unwrap();
+        }
+        // A member naming format 5 stores what it installs: never a copy
+        // cut down to the protobuf model, as a client of that format reads.
+        store.set_snapshot_reader_format(5);
+        let data = store.snapshot().unwrap().data;
+        let read: SnapshotData = decode("snapshot", &data).unwrap();
+        let (_, bytes) = read
+            .objects
+            .iter()
+            .find(|(key, _)| key.starts_with("Service/default/peers"))
+            .expect("the Service");
+        let installed = Object::decode(&bytes[..]).unwrap();
+        assert!(
+            legacy_bodies::is_moved_document(&installed),
+            "{installed:?}"
+        );
+        assert_eq!(legacy_bodies::cut_from(&installed), None);
+        let installed = services::read(&installed).unwrap();
+        assert!(services::publishes_not_ready(&installed));
+    }
+
     fn entry(index: u64, commands: Vec<Command>) -> Entry {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(1, 0), index),

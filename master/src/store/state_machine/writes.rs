@@ -443,15 +443,11 @@ fn address_free(
 
 /// A Service's `healthCheckNodePort` when it is not one of its nodePorts
 /// too (then the refusal names the nodePort).
+/// Read as [`HeldAddress::of`] reads the ports held.
 fn health_check_port(object: &Object) -> Option<u16> {
-    use skiff_objects::services;
-    let service = services::read(object)?;
-    let port = services::health_check_node_port(&service);
-    if port == 0
-        || services::ports(&service)
-            .iter()
-            .any(|p| services::node_port(p) == port)
-    {
+    let claims = skiff_objects::services::claims(object)?;
+    let port = claims.health_check_node_port;
+    if port == 0 || claims.node_ports.contains(&port) {
         return None;
     }
     u16::try_from(port).ok()
