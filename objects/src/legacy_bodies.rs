@@ -28,7 +28,7 @@
 //! gets such a document in its model without those fields: it cannot act
 //! on them, and without the object it would act as if it did not exist
 //! (an agent would drop the Service from its rules and DNS). The copy
-//! carries [`CUT_ANNOTATION`], naming what was left out, and the writer
+//! carries [`CUT_ANNOTATION`], naming the first field left out, and the writer
 //! refuses an object that carries it: no older client writes back what it
 //! read of a moved kind (`skiff ctl apply` sends its manifest; agents
 //! write pods and nodes only), but a user may (`get -o yaml`, edit,
@@ -265,11 +265,12 @@ fn in_format(object: Object, format: u32, fit: Fit) -> Object {
 }
 
 /// The annotation on a copy of an object cut down to its protobuf model
-/// for a client of an older release ([`for_reader`]): what was left out.
+/// for a client of an older release ([`for_reader`]): the first field
+/// left out (there may be more).
 pub const CUT_ANNOTATION: &str = "skiff.io/cut-for-older-release";
 
-/// What was left out of `object`, when it is such a cut-down copy (which
-/// must never be written back: the writer refuses it).
+/// The first field left out of `object`, when it is such a cut-down copy
+/// (which must never be written back: the writer refuses it).
 pub fn cut_from(object: &Object) -> Option<&str> {
     object
         .meta()
@@ -566,8 +567,12 @@ mod tests {
         assert!(error.contains("\"status.conditions\""), "{error}");
         assert!(error.contains("Namespace \"team\""), "{error}");
         assert_eq!(for_member(object.clone(), 3), object, "kept a document");
-        // A client that only reads it gets it in the model, without them.
-        let Some(Body::Namespace(cut)) = for_reader(object.clone(), 3).kind else {
+        // A client that only reads it gets it in the model, without them,
+        // marked with the first field left out.
+        let cut_object = for_reader(object.clone(), 3);
+        let left_out = cut_from(&cut_object).expect("marked as cut");
+        assert!(left_out.contains("\"status.conditions\""), "{left_out}");
+        let Some(Body::Namespace(cut)) = cut_object.kind else {
             panic!("in the protobuf model for a reader")
         };
         assert_eq!(cut.metadata.as_ref().unwrap().name, "team");
@@ -583,14 +588,18 @@ mod tests {
             unreachable!()
         };
         generic::set_content(&mut document, unset.as_object().unwrap());
-        let legacy = to_legacy(Object {
+        let whole = Object {
             kind: Some(Body::Generic(document)),
-        })
-        .unwrap();
+        };
+        let legacy = to_legacy(whole.clone()).unwrap();
         assert!(
             matches!(legacy.kind, Some(Body::Namespace(_))),
             "empty values are unset: {legacy:?}"
         );
+        // Held whole, it is not marked for a reader either.
+        let read = for_reader(whole, 3);
+        assert_eq!(read, legacy);
+        assert_eq!(cut_from(&read), None);
     }
 
     #[test]

@@ -318,6 +318,13 @@ mod tests {
                 documents,
                 "at format {reader_format}: {object:?}"
             );
+            // Marked as cut for the older reader, so it is never written
+            // back.
+            assert_eq!(
+                legacy_bodies::cut_from(&object).is_some(),
+                !documents,
+                "{object:?}"
+            );
             let read = services::read(&object).expect("a Service");
             assert_eq!(services::cluster_ip(&read), "10.43.0.30");
             assert_eq!(services::ports(&read)[0].port, 80);
