@@ -234,6 +234,22 @@ mod tests {
         })
     }
 
+    /// The object of the first event a watcher of `kind` naming
+    /// `reader_format` gets from the start.
+    async fn first_event(store: &Arc<ObjectStore>, kind: Kind, reader_format: u32) -> Object {
+        let scope = WatchScope {
+            kind,
+            namespace: None,
+            from_revision: 0,
+            with_previous: false,
+            reader_format,
+        };
+        let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
+        let event = stream.next().await.unwrap().unwrap();
+        let bytes = event.encoded_object.expect("the object");
+        Object::decode(&bytes[..]).unwrap()
+    }
+
     #[tokio::test]
     async fn a_watcher_gets_each_moved_kind_as_the_data_format_it_names_reads_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -254,17 +270,7 @@ mod tests {
             (Kind::Namespace, 4, true),
         ];
         for (kind, reader_format, documents) in cases {
-            let scope = WatchScope {
-                kind,
-                namespace: None,
-                from_revision: 0,
-                with_previous: false,
-                reader_format,
-            };
-            let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
-            let event = stream.next().await.unwrap().unwrap();
-            let bytes = event.encoded_object.expect("the object");
-            let object = Object::decode(&bytes[..]).unwrap();
+            let object = first_event(&store, kind, reader_format).await;
             assert_eq!(
                 legacy_bodies::is_moved_document(&object),
                 documents,
@@ -302,17 +308,7 @@ mod tests {
         assert!(legacy_bodies::to_legacy(service.clone()).is_err());
         store.apply_commands(vec![create(namespace), create(service)]);
         for (reader_format, documents) in [(5, false), (legacy_bodies::LATEST_FORMAT, true)] {
-            let scope = WatchScope {
-                kind: Kind::Service,
-                namespace: None,
-                from_revision: 0,
-                with_previous: false,
-                reader_format,
-            };
-            let mut stream = start(store.clone(), scope, CancellationToken::new()).unwrap();
-            let event = stream.next().await.unwrap().unwrap();
-            let bytes = event.encoded_object.expect("the object");
-            let object = Object::decode(&bytes[..]).unwrap();
+            let object = first_event(&store, Kind::Service, reader_format).await;
             assert_eq!(
                 legacy_bodies::is_moved_document(&object),
                 documents,
