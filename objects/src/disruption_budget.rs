@@ -28,7 +28,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1::{self, LabelSelector};
 
 use super::deletion::is_being_deleted;
-use super::pods::pod_is_ready;
+use super::pods::{self, StoredPod};
 use super::{generic, selector};
 use crate::typed::meta::{Condition, Time};
 
@@ -135,12 +135,10 @@ impl Budget {
 
     /// Whether the budget covers `pod` (of its namespace: the caller's to
     /// ensure).
-    pub fn selects(&self, pod: &v1::Pod) -> bool {
-        let labels = pod.metadata.as_ref().map(|m| &m.labels);
-        match (&self.selector, labels) {
-            (Some(s), Some(labels)) => selector::matches(s, labels),
-            (Some(s), None) => selector::is_empty(s),
-            (None, _) => false,
+    pub fn selects(&self, pod: &v1::ObjectMeta) -> bool {
+        match &self.selector {
+            Some(s) => selector::matches(s, &pod.labels),
+            None => false,
         }
     }
 
@@ -155,18 +153,21 @@ impl Budget {
     /// and that controller's `spec.replicas`, or says why it has none.
     pub fn expected_and_desired(
         &self,
-        selected: &[&v1::Pod],
-        scale: impl Fn(&v1::Pod) -> Result<(String, i64), String>,
+        selected: &[&StoredPod<'_>],
+        scale: impl Fn(&v1::ObjectMeta) -> Result<(String, i64), String>,
     ) -> Result<(i64, i64), String> {
         if !self.needs_scale() {
-            let active = selected.iter().filter(|p| !finished(p)).count();
+            let active = selected
+                .iter()
+                .filter(|p| !pods::is_finished(&p.pod))
+                .count();
             let expected = i64::try_from(active).unwrap_or(i64::MAX);
             let desired = self.min_available.map_or(0, |min| min.of(expected));
             return Ok((expected, desired));
         }
         let mut controllers: BTreeMap<String, i64> = BTreeMap::new();
         for pod in selected {
-            let (uid, replicas) = scale(pod)?;
+            let (uid, replicas) = scale(pod.meta)?;
             controllers.insert(uid, replicas);
         }
         let expected: i64 = controllers.values().map(|r| (*r).max(0)).sum();
@@ -261,12 +262,12 @@ fn count(n: i64) -> i32 {
 /// disrupted pod's entry runs out.
 pub fn compute_status(
     budget: &Budget,
-    pods: &[v1::Pod],
-    scale: impl Fn(&v1::Pod) -> Result<(String, i64), String>,
+    pods: &[StoredPod<'_>],
+    scale: impl Fn(&v1::ObjectMeta) -> Result<(String, i64), String>,
     now: SystemTime,
 ) -> (BudgetStatus, Option<Duration>) {
     let previous = &budget.status;
-    let selected: Vec<&v1::Pod> = pods.iter().filter(|p| budget.selects(p)).collect();
+    let selected: Vec<&StoredPod<'_>> = pods.iter().filter(|p| budget.selects(p.meta)).collect();
     let mut status = previous.clone();
     let (expected, desired) = match budget.expected_and_desired(&selected, scale) {
         Ok(counts) => counts,
@@ -281,20 +282,17 @@ pub fn compute_status(
     let mut disrupted = BTreeMap::new();
     let mut recheck: Option<Duration> = None;
     for pod in &selected {
-        let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
+        let name = pod.meta.name.as_str();
         let Some(at) = previous.disrupted_pods.as_ref().and_then(|d| d.get(name)) else {
             continue;
         };
-        if being_deleted(pod) {
+        if is_being_deleted(pod.meta) {
             continue;
         }
         let since = SystemTime::from(at.0);
         // A pod of the name created since is the evicted one's replacement
         // (a StatefulSet's member comes back under its name).
-        let created = pod
-            .metadata
-            .as_ref()
-            .map_or("", |m| m.creation_timestamp.as_str());
+        let created = pod.meta.creation_timestamp.as_str();
         if humantime::parse_rfc3339_weak(created).is_ok_and(|c| c >= since) {
             continue;
         }
@@ -308,10 +306,7 @@ pub fn compute_status(
     let healthy = selected
         .iter()
         .filter(|p| counts_as_healthy(p))
-        .filter(|p| {
-            let name = p.metadata.as_ref().map_or("", |m| m.name.as_str());
-            !disrupted.contains_key(name)
-        })
+        .filter(|p| !disrupted.contains_key(&p.meta.name))
         .count();
     let healthy = i64::try_from(healthy).unwrap_or(i64::MAX);
     let mut allowed = healthy - desired;
@@ -362,11 +357,12 @@ pub enum EvictionDecision {
 /// is being deleted already disrupts nothing. A pod that is not Ready may
 /// go while its budget has enough healthy pods without it (or always,
 /// with `unhealthyPodEvictionPolicy: AlwaysAllow`).
-pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
-    if being_deleted(pod) || phase(pod) == "Pending" || finished(pod) {
+pub fn decide_eviction(pod: &StoredPod<'_>, budgets: &[Budget]) -> EvictionDecision {
+    let phase = pods::phase(&pod.pod);
+    if is_being_deleted(pod.meta) || phase == "Pending" || pods::is_finished(&pod.pod) {
         return EvictionDecision::Allowed;
     }
-    let selecting: Vec<&Budget> = budgets.iter().filter(|b| b.selects(pod)).collect();
+    let selecting: Vec<&Budget> = budgets.iter().filter(|b| b.selects(pod.meta)).collect();
     let budget = match selecting.as_slice() {
         [] => return EvictionDecision::Allowed,
         [one] => *one,
@@ -381,7 +377,7 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
             budget: budget.name.clone(),
         };
     }
-    if !pod_is_ready(pod) {
+    if !pods::is_ready(&pod.pod) {
         let has_enough =
             status.current_healthy >= status.desired_healthy && status.desired_healthy > 0;
         if budget.always_allow_unhealthy || has_enough {
@@ -401,21 +397,9 @@ pub fn decide_eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
     }
 }
 
-fn being_deleted(pod: &v1::Pod) -> bool {
-    pod.metadata.as_ref().is_some_and(is_being_deleted)
-}
-
 /// Ready and not being deleted: what a budget counts as healthy.
-fn counts_as_healthy(pod: &v1::Pod) -> bool {
-    pod_is_ready(pod) && !being_deleted(pod)
-}
-
-fn phase(pod: &v1::Pod) -> &str {
-    pod.status.as_ref().map_or("", |s| s.phase.as_str())
-}
-
-fn finished(pod: &v1::Pod) -> bool {
-    matches!(phase(pod), "Succeeded" | "Failed")
+fn counts_as_healthy(pod: &StoredPod<'_>) -> bool {
+    pods::is_ready(&pod.pod) && !is_being_deleted(pod.meta)
 }
 
 #[cfg(test)]
@@ -481,13 +465,13 @@ mod tests {
     }
 
     /// Every pod's controller has `replicas`.
-    fn scaled(replicas: i64) -> impl Fn(&v1::Pod) -> Result<(String, i64), String> {
-        move |pod: &v1::Pod| {
-            let meta = pod.metadata.clone().unwrap_or_default();
+    fn scaled(replicas: i64) -> impl Fn(&v1::ObjectMeta) -> Result<(String, i64), String> {
+        move |meta: &v1::ObjectMeta| {
             let owner = meta
                 .owner_references
-                .into_iter()
-                .find(|r| r.controller == Some(true));
+                .iter()
+                .find(|r| r.controller == Some(true))
+                .cloned();
             owner
                 .map(|r| (r.uid, replicas))
                 .ok_or_else(|| format!("found no controllers for pod {:?}", meta.name))
@@ -504,8 +488,23 @@ mod tests {
         )
     }
 
+    /// `pods` as stored objects, to be read as the controller reads them.
+    fn stored(pods: &[v1::Pod]) -> Vec<Object> {
+        pods.iter().cloned().map(IntoObject::into_object).collect()
+    }
+
+    fn read(objects: &[Object]) -> Vec<StoredPod<'_>> {
+        objects.iter().filter_map(StoredPod::read).collect()
+    }
+
+    /// [`decide_eviction`] for `pod` as stored.
+    fn eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
+        let object = pod.clone().into_object();
+        decide_eviction(&StoredPod::read(&object).expect("a pod"), budgets)
+    }
+
     fn status_of(budget: &Budget, pods: &[v1::Pod], replicas: i64) -> BudgetStatus {
-        compute_status(budget, pods, scaled(replicas), now()).0
+        compute_status(budget, &read(&stored(pods)), scaled(replicas), now()).0
     }
 
     /// `budget` with the status the controller gives it over `pods`.
@@ -595,13 +594,13 @@ mod tests {
         budget.status.take_disruption("web-0", now());
         assert_eq!(budget.status.disruptions_allowed, 0);
         // Recounted before web-0's deletion is seen: still not healthy.
-        let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
+        let (status, recheck) = compute_status(&budget, &read(&stored(&pods)), scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 2, 0));
         assert_eq!(recheck, Some(DISRUPTED_POD_TIMEOUT));
         assert!(status.disrupted_pods.unwrap().contains_key("web-0"));
         // Once it is being deleted, the entry goes.
         pods[0].metadata.as_mut().unwrap().deletion_timestamp = "2026-01-01T00:00:00Z".into();
-        let (status, recheck) = compute_status(&budget, &pods, scaled(3), now());
+        let (status, recheck) = compute_status(&budget, &read(&stored(&pods)), scaled(3), now());
         assert!(status.disrupted_pods.is_none());
         assert_eq!(recheck, None);
         // Replaced by a new pod of the name (a StatefulSet's member): the
@@ -609,13 +608,13 @@ mod tests {
         let mut replaced = web(&[true, true, true]);
         let meta = replaced[0].metadata.as_mut().unwrap();
         meta.creation_timestamp = crate::rfc3339(now());
-        let (status, _) = compute_status(&budget, &replaced, scaled(3), now());
+        let (status, _) = compute_status(&budget, &read(&stored(&replaced)), scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 3, 1));
         assert!(status.disrupted_pods.is_none());
         // Never deleted: healthy again after two minutes.
         let pods = web(&[true, true, true]);
         let later = now() + DISRUPTED_POD_TIMEOUT + Duration::from_secs(1);
-        let (status, _) = compute_status(&budget, &pods, scaled(3), later);
+        let (status, _) = compute_status(&budget, &read(&stored(&pods)), scaled(3), later);
         assert_eq!(counts(&status), (3, 2, 3, 1));
     }
 
@@ -626,10 +625,7 @@ mod tests {
         let disrupt = EvictionDecision::Disrupt {
             budget: "web-pdb".into(),
         };
-        assert_eq!(
-            decide_eviction(&pods[0], std::slice::from_ref(&one)),
-            disrupt
-        );
+        assert_eq!(eviction(&pods[0], std::slice::from_ref(&one)), disrupt);
         let mut taken = one.clone();
         taken.status.take_disruption("web-0", now());
         let refused = EvictionDecision::Refused {
@@ -637,14 +633,14 @@ mod tests {
             desired: 2,
             healthy: 3,
         };
-        assert_eq!(decide_eviction(&pods[1], &[taken]), refused);
+        assert_eq!(eviction(&pods[1], &[taken]), refused);
         // A new spec not yet counted: wait.
         let mut changed = one.clone();
         changed.generation = 2;
         let waiting = EvictionDecision::NotYetCounted {
             budget: "web-pdb".into(),
         };
-        assert_eq!(decide_eviction(&pods[1], &[changed]), waiting);
+        assert_eq!(eviction(&pods[1], &[changed]), waiting);
     }
 
     #[test]
@@ -653,32 +649,29 @@ mod tests {
         let strict = counted(web_budget("minAvailable", json!(1)), &pods, 2);
         let strict = std::slice::from_ref(&strict);
         // Unready, and the budget keeps its one healthy pod without it.
-        assert_eq!(decide_eviction(&pods[1], strict), EvictionDecision::Allowed);
+        assert_eq!(eviction(&pods[1], strict), EvictionDecision::Allowed);
         // The only healthy one may not go.
         let refused = EvictionDecision::Refused {
             budget: "web-pdb".into(),
             desired: 1,
             healthy: 1,
         };
-        assert_eq!(decide_eviction(&pods[0], strict), refused);
+        assert_eq!(eviction(&pods[0], strict), refused);
         // Already being deleted, or not running yet: nothing to protect.
         let gone_soon = pods[0].metadata.as_mut().unwrap();
         gone_soon.deletion_timestamp = "2026-01-01T00:00:00Z".into();
-        assert_eq!(decide_eviction(&pods[0], strict), EvictionDecision::Allowed);
+        assert_eq!(eviction(&pods[0], strict), EvictionDecision::Allowed);
         let mut pending = pod("new", "web", false);
         pending.status.as_mut().unwrap().phase = "Pending".into();
-        assert_eq!(decide_eviction(&pending, strict), EvictionDecision::Allowed);
+        assert_eq!(eviction(&pending, strict), EvictionDecision::Allowed);
         // Another app's budget, and a budget with no selector, cover nothing.
         let db = pod("db-0", "db", true);
-        assert_eq!(decide_eviction(&db, strict), EvictionDecision::Allowed);
+        assert_eq!(eviction(&db, strict), EvictionDecision::Allowed);
         let selectorless = [Budget::from_spec(
             "none".into(),
             &json!({"minAvailable": 1}),
         )];
-        assert_eq!(
-            decide_eviction(&db, &selectorless),
-            EvictionDecision::Allowed
-        );
+        assert_eq!(eviction(&db, &selectorless), EvictionDecision::Allowed);
         // An unready pod under a budget with no healthy pods to spare:
         // only AlwaysAllow lets it go.
         let lone = [pod("web-9", "web", false)];
@@ -689,12 +682,12 @@ mod tests {
             healthy: 0,
         };
         assert_eq!(
-            decide_eviction(&lone[0], std::slice::from_ref(&none_healthy)),
+            eviction(&lone[0], std::slice::from_ref(&none_healthy)),
             refused
         );
         none_healthy.always_allow_unhealthy = true;
         assert_eq!(
-            decide_eviction(&lone[0], &[none_healthy]),
+            eviction(&lone[0], &[none_healthy]),
             EvictionDecision::Allowed
         );
     }
@@ -706,7 +699,7 @@ mod tests {
         let other = json!({"selector": {}, "maxUnavailable": "100%"});
         let two = [web_pdb, Budget::from_spec("other".into(), &other)];
         assert_eq!(
-            decide_eviction(&pods[0], &two),
+            eviction(&pods[0], &two),
             EvictionDecision::SeveralBudgets(vec!["web-pdb".into(), "other".into()])
         );
     }
@@ -738,8 +731,8 @@ mod tests {
             (read.status.disruptions_allowed, read.status.current_healthy),
             (2, 4)
         );
-        assert!(read.selects(&pod("a", "web", true)));
-        assert!(!read.selects(&pod("b", "db", true)));
+        assert!(read.selects(pod("a", "web", true).metadata.as_ref().unwrap()));
+        assert!(!read.selects(pod("b", "db", true).metadata.as_ref().unwrap()));
         let not_a_budget = pod("a", "web", true).into_object();
         assert_eq!(Budget::of(&not_a_budget), None);
 

@@ -12,6 +12,101 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+use crate::deletion::is_being_deleted;
+use crate::{legacy_bodies, ObjectExt};
+
+pub use crate::typed::api::core::v1::Pod;
+
+/// A pod object, in either encoding, read as Kubernetes' own Pod: its spec
+/// and status, and of its metadata its name and namespace (the rest is
+/// the object's: [`ObjectExt::meta`]). `None` for another kind of object,
+/// or a damaged pod.
+pub fn read(object: &Object) -> Option<Pod> {
+    let mut pod: Pod = legacy_bodies::read_core(object, "Pod")?;
+    let meta = object.meta();
+    let named = |s: &String| (!s.is_empty()).then(|| s.clone());
+    pod.metadata.name = named(&meta.name);
+    pod.metadata.namespace = named(&meta.namespace);
+    Some(pod)
+}
+
+/// Whether `object` is a pod, in either encoding.
+pub fn is_pod(object: &Object) -> bool {
+    legacy_bodies::is_core_kind(object, "Pod")
+}
+
+/// A stored pod as its readers see it: its object's metadata, and its spec
+/// and status read as Kubernetes' Pod ([`read`]).
+#[derive(Debug, Clone)]
+pub struct StoredPod<'a> {
+    pub meta: &'a v1::ObjectMeta,
+    pub pod: Pod,
+}
+
+impl<'a> StoredPod<'a> {
+    /// `object` read as a pod; `None` for another kind, or a damaged pod.
+    pub fn read(object: &'a Object) -> Option<StoredPod<'a>> {
+        Some(StoredPod {
+            meta: object.meta(),
+            pod: read(object)?,
+        })
+    }
+}
+
+/// A pod's phase (`""` when it has none yet).
+pub fn phase(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
+}
+
+/// The node a pod is bound to (`""` when unbound).
+pub fn node_name(pod: &Pod) -> &str {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .unwrap_or("")
+}
+
+/// A pod's (first) IP (`""` when it has none yet).
+pub fn ip(pod: &Pod) -> &str {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .unwrap_or("")
+}
+
+/// Whether a pod counts as Ready (its Ready condition is True).
+pub fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Whether a pod has finished (Succeeded or Failed): nothing of it runs.
+pub fn is_finished(pod: &Pod) -> bool {
+    matches!(phase(pod), "Succeeded" | "Failed")
+}
+
+/// Whether a pod (`meta` its object's metadata) is still wanted: not
+/// being deleted (terminating: its node is stopping it) and not finished.
+pub fn is_active(meta: &v1::ObjectMeta, pod: &Pod) -> bool {
+    !is_being_deleted(meta) && !is_finished(pod)
+}
+
+/// The number of the container port named `name` in `pod`'s containers.
+pub fn container_port_named(pod: &Pod, name: &str) -> Option<i32> {
+    pod.spec
+        .as_ref()?
+        .containers
+        .iter()
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some(name))
+        .map(|p| p.container_port)
+}
+
 /// The node a pod object is bound to (`""` when unbound or not a pod).
 pub fn bound_node(object: &Object) -> &str {
     match &object.kind {
@@ -321,6 +416,89 @@ pub fn default_pull_policy(image: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{generic, IntoObject};
+    use serde_json::json;
+
+    /// A Running pod `web-0` bound to `n1`, with a named container port
+    /// and the Ready condition `ready`, as JSON.
+    fn running_pod(ready: &str) -> serde_json::Value {
+        json!({
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "web-0", "namespace": "shop", "labels": {"app": "web"}},
+            "spec": {
+                "nodeName": "n1",
+                "containers": [{"name": "c", "image": "busybox",
+                                "ports": [{"name": "http", "containerPort": 8080}]}],
+            },
+            "status": {
+                "phase": "Running",
+                "podIP": "10.42.0.7",
+                "conditions": [{"type": "Ready", "status": ready}],
+            },
+        })
+    }
+
+    #[test]
+    fn a_pod_reads_the_same_from_its_protobuf_model_and_from_a_document() {
+        let json = running_pod("True");
+        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        assert!(matches!(model.kind, Some(Body::Pod(_))));
+        let metadata = model.meta().clone();
+        let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
+        for object in [&model, &document] {
+            assert!(is_pod(object));
+            let pod = read(object).expect("a pod");
+            assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
+            assert_eq!(pod.metadata.namespace.as_deref(), Some("shop"));
+            assert_eq!(node_name(&pod), "n1");
+            assert_eq!(ip(&pod), "10.42.0.7");
+            assert_eq!(phase(&pod), "Running");
+            assert!(is_ready(&pod));
+            assert!(!is_finished(&pod));
+            assert_eq!(container_port_named(&pod, "http"), Some(8080));
+            assert_eq!(container_port_named(&pod, "https"), None);
+            let stored = StoredPod::read(object).expect("a pod");
+            assert_eq!(stored.meta.labels["app"], "web");
+            assert!(is_active(stored.meta, &stored.pod));
+        }
+        assert_eq!(read(&model), read(&document));
+    }
+
+    #[test]
+    fn readiness_phase_and_deletion_decide_what_a_pod_counts_as() {
+        let read_json = |json: serde_json::Value| {
+            let (object, _) = crate::manifest::object_from_json(crate::Kind::Pod, json).unwrap();
+            object
+        };
+        let not_ready = read_json(running_pod("False"));
+        assert!(!is_ready(&read(&not_ready).unwrap()));
+        let mut done = running_pod("False");
+        done["status"]["phase"] = json!("Succeeded");
+        let done = read_json(done);
+        let pod = read(&done).unwrap();
+        assert!(is_finished(&pod));
+        assert!(!is_active(done.meta(), &pod));
+        let mut leaving = running_pod("True");
+        leaving["metadata"]["deletionTimestamp"] = json!("2026-12-06T09:00:00Z");
+        let leaving = read_json(leaving);
+        let pod = read(&leaving).unwrap();
+        assert!(is_ready(&pod) && !is_finished(&pod));
+        assert!(!is_active(leaving.meta(), &pod), "terminating");
+        // An unbound pod with no status yet.
+        let fresh = read_json(json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "new"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}));
+        let pod = read(&fresh).unwrap();
+        assert_eq!((node_name(&pod), ip(&pod), phase(&pod)), ("", "", ""));
+        assert!(!is_ready(&pod) && is_active(fresh.meta(), &pod));
+    }
+
+    #[test]
+    fn another_kind_is_not_read_as_a_pod() {
+        let secret = generic::document("v1", "Secret", None, json!({"data": {}})).into_object();
+        assert!(read(&secret).is_none() && !is_pod(&secret));
+        assert!(StoredPod::read(&secret).is_none());
+    }
 
     /// A spec reading ConfigMaps `env-cm`, `from-cm`, `vol-cm`, `proj-cm`
     /// and Secrets `env-s`, `from-s`, `vol-s`, `proj-s`, each one way.

@@ -512,7 +512,7 @@ async fn evict(
     deadline: Option<tokio::time::Instant>,
     out: &mut dyn Write,
 ) -> Result<()> {
-    if !matches!(object.kind, Some(Body::Pod(_))) {
+    if !pods::is_pod(object) {
         return Ok(());
     }
     let meta = object.meta();
@@ -527,7 +527,7 @@ async fn evict(
             Ok(_) | Err(ClientError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(api(format!("reading pod {name:?}"))(e)),
         };
-        let Some(Body::Pod(pod)) = &now.kind else {
+        let Some(pod) = pods::StoredPod::read(&now) else {
             return Ok(());
         };
         let listed = client
@@ -535,7 +535,7 @@ async fn evict(
             .await
             .map_err(api("listing poddisruptionbudgets".to_owned()))?;
         let budgets: Vec<Budget> = listed.items.iter().filter_map(Budget::of).collect();
-        let budget = match decide_eviction(pod, &budgets) {
+        let budget = match decide_eviction(&pod, &budgets) {
             EvictionDecision::Allowed => break,
             EvictionDecision::Disrupt { budget } => budget,
             EvictionDecision::SeveralBudgets(names) => {

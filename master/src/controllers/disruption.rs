@@ -28,6 +28,7 @@ use skiff_objects::disruption_budget::{
     compute_status, Budget, BudgetStatusExt, DISRUPTION_ALLOWED,
 };
 use skiff_objects::owners::{self, controller_of};
+use skiff_objects::pods::StoredPod;
 use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
@@ -60,9 +61,9 @@ impl DisruptionController {
     /// The scaled controller of `pod` (its uid) and its `spec.replicas`:
     /// Kubernetes' finders for ReplicaSets (or their Deployment) and
     /// StatefulSets.
-    fn scale_of(&self, namespace: &str, pod: &v1::Pod) -> Result<(String, i64), String> {
-        let name = pod.metadata.as_ref().map_or("", |m| m.name.as_str());
-        let owner = pod.metadata.as_ref().and_then(owners::controller);
+    fn scale_of(&self, namespace: &str, pod: &v1::ObjectMeta) -> Result<(String, i64), String> {
+        let name = pod.name.as_str();
+        let owner = owners::controller(pod);
         let Some(owner) = owner else {
             return Err(format!("found no controller ref for pod {name:?}"));
         };
@@ -132,19 +133,19 @@ impl Reconciler for DisruptionController {
             Kind::PodDisruptionBudget => ObjectKey::of(object).into_iter().collect(),
             // The budgets that select the pod, from the cache's index of
             // budgets by the labels they select.
-            Kind::Pod => match &object.kind {
-                Some(Body::Pod(pod)) => {
-                    let labels = &object.meta().labels;
-                    let budgets = self.ctx.store.budgets_selecting(&event.namespace, labels);
-                    budgets
-                        .iter()
-                        .filter_map(|o| Some((ObjectKey::of(o)?, Budget::of(o)?)))
-                        .filter(|(_, budget)| budget.selects(pod))
-                        .map(|(key, _)| key)
-                        .collect()
-                }
-                _ => Vec::new(),
-            },
+            Kind::Pod => {
+                let meta = object.meta();
+                let budgets = self
+                    .ctx
+                    .store
+                    .budgets_selecting(&event.namespace, &meta.labels);
+                budgets
+                    .iter()
+                    .filter_map(|o| Some((ObjectKey::of(o)?, Budget::of(o)?)))
+                    .filter(|(_, budget)| budget.selects(meta))
+                    .map(|(key, _)| key)
+                    .collect()
+            }
             // A scale changed: the namespace's budgets count again.
             Kind::ReplicaSet | Kind::Deployment | Kind::StatefulSet => self
                 .budgets_in(&event.namespace)
@@ -172,20 +173,18 @@ impl Reconciler for DisruptionController {
         }
         // The pods the selector may select, from the label index
         // (`compute_status` keeps those it selects); none without one.
-        let pods: Vec<v1::Pod> = match &budget.selector {
+        let candidates = match &budget.selector {
             Some(selector) => {
                 let store = &self.ctx.store;
                 store.selector_candidates(Kind::Pod, &key.namespace, selector)?
             }
             None => Vec::new(),
-        }
-        .iter()
-        .filter_map(|o| match &o.kind {
-            Some(Body::Pod(pod)) => Some(pod.clone()),
-            _ => None,
-        })
-        .collect();
-        let scale = |pod: &v1::Pod| self.scale_of(&key.namespace, pod);
+        };
+        let pods: Vec<StoredPod<'_>> = candidates
+            .iter()
+            .filter_map(|o| StoredPod::read(o))
+            .collect();
+        let scale = |pod: &v1::ObjectMeta| self.scale_of(&key.namespace, pod);
         let (status, recheck) = compute_status(&budget, &pods, scale, SystemTime::now());
         if status != budget.status {
             let events = self.ctx.events.for_component(COMPONENT);
@@ -202,7 +201,7 @@ impl Reconciler for DisruptionController {
                     );
                     events.warning(&object, "CalculateExpectedPodCountFailed", message);
                 }
-                _ if !pods.iter().any(|p| budget.selects(p)) => {
+                _ if !pods.iter().any(|p| budget.selects(p.meta)) => {
                     events.normal(&object, "NoPods", "No matching pods found");
                 }
                 _ => {}

@@ -36,8 +36,9 @@ use super::endpoints::resolve_port;
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
+use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::owners::controller_reference;
-use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::pods;
 use skiff_objects::services::{self, Service};
 use skiff_objects::{generic, typed};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
@@ -229,18 +230,21 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
     let selector = services::selector(service);
     let mut groups = Desired::new();
     for object in pods {
-        let Some(Body::Pod(pod)) = &object.kind else {
-            continue;
-        };
-        let pod_meta = pod.metadata.clone().unwrap_or_default();
+        let pod_meta = object.meta();
         let selected = !selector.is_empty()
             && selector
                 .iter()
                 .all(|(k, v)| pod_meta.labels.get(k) == Some(v));
-        if !selected || pod_meta.namespace != namespace || pod_is_finished(pod) {
+        if !selected || pod_meta.namespace != namespace {
             continue;
         }
-        let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
+        let Some(pod) = pods::read(object) else {
+            continue;
+        };
+        if pods::is_finished(&pod) {
+            continue;
+        }
+        let ip = pods::ip(&pod);
         if ip.parse::<std::net::Ipv4Addr>().is_err() {
             continue;
         }
@@ -250,23 +254,22 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
             .filter_map(|p| {
                 Some(SlicePort {
                     name: set(services::port_name(p)),
-                    port: Some(resolve_port(p, pod)?),
+                    port: Some(resolve_port(p, &pod)?),
                     protocol: set(services::protocol(p)),
                     app_protocol: p.app_protocol.as_deref().and_then(set),
                 })
             })
             .collect();
-        let pod_spec = pod.spec.clone().unwrap_or_default();
-        let serving = pod_is_ready(pod);
-        let terminating = pod_is_terminating(pod);
+        let serving = pods::is_ready(&pod);
+        let terminating = is_being_deleted(pod_meta);
         // As Kubernetes: ready whatever the pod says when the Service
         // publishes not-ready addresses.
         let ready = services::publishes_not_ready(service) || (serving && !terminating);
-        let hostname = if pod_spec.subdomain == name {
-            set(&pod_spec.hostname)
-        } else {
-            None
-        };
+        let spec = pod.spec.as_ref();
+        let hostname = spec
+            .filter(|s| s.subdomain.as_deref() == Some(name))
+            .and_then(|s| s.hostname.as_deref())
+            .and_then(set);
         let endpoint = SliceEndpoint {
             addresses: vec![ip.to_owned()],
             conditions: Some(Conditions {
@@ -275,7 +278,7 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
                 terminating: Some(terminating),
             }),
             hostname,
-            node_name: set(&pod_spec.node_name),
+            node_name: set(pods::node_name(&pod)),
             target_ref: Some(TargetRef {
                 kind: set("Pod"),
                 namespace: set(&pod_meta.namespace),

@@ -9,14 +9,14 @@
 
 use std::collections::BTreeMap;
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
-use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::pods::{self, Pod};
 use skiff_objects::services::{self, Service};
 use skiff_objects::{endpoints, Kind, ObjectExt};
 
@@ -117,22 +117,21 @@ impl Reconciler for EndpointsController {
         // Pods grouped by the ports they resolve to, as Kubernetes does.
         let mut subsets: BTreeMap<Vec<(String, i32, String)>, Subset> = BTreeMap::new();
         for object in pods {
-            let Some(Body::Pod(pod)) = &object.kind else {
+            let meta = object.meta();
+            if !selects(selector, &meta.labels) {
+                continue;
+            }
+            let Some(pod) = pods::read(&object) else {
                 continue;
             };
-            let meta = pod.metadata.clone().unwrap_or_default();
             // As Kubernetes: finished pods never, terminating ones only
             // when the Service publishes not-ready addresses.
             let publish = services::publishes_not_ready(&service);
-            let listed = !pod_is_finished(pod) && (publish || !pod_is_terminating(pod));
-            if !selects(selector, &meta.labels) || !listed {
+            let listed = !pods::is_finished(&pod) && (publish || !is_being_deleted(meta));
+            if !listed {
                 continue;
             }
-            let ip = pod
-                .status
-                .as_ref()
-                .map(|s| s.pod_ip.clone())
-                .unwrap_or_default();
+            let ip = pods::ip(&pod).to_owned();
             if ip.is_empty() {
                 continue;
             }
@@ -140,25 +139,20 @@ impl Reconciler for EndpointsController {
                 .iter()
                 .filter_map(|p| {
                     let protocol = services::protocol(p).to_owned();
-                    resolve_port(p, pod).map(|n| (services::port_name(p).to_owned(), n, protocol))
+                    resolve_port(p, &pod).map(|n| (services::port_name(p).to_owned(), n, protocol))
                 })
                 .collect();
             // As Kubernetes names StatefulSet members in DNS.
-            let hostname = pod
-                .spec
-                .as_ref()
-                .filter(|s| !s.hostname.is_empty() && s.subdomain == key.name)
-                .map(|s| s.hostname.clone())
+            let spec = pod.spec.as_ref();
+            let hostname = spec
+                .filter(|s| s.subdomain.as_deref() == Some(key.name.as_str()))
+                .and_then(|s| s.hostname.clone())
                 .unwrap_or_default();
             let set = |s: String| (!s.is_empty()).then_some(s);
             let address = endpoints::EndpointAddress {
                 ip,
                 hostname: set(hostname),
-                node_name: set(pod
-                    .spec
-                    .as_ref()
-                    .map(|s| s.node_name.clone())
-                    .unwrap_or_default()),
+                node_name: set(pods::node_name(&pod).to_owned()),
                 target_ref: Some(endpoints::ObjectReference {
                     kind: Some("Pod".into()),
                     namespace: set(meta.namespace.clone()),
@@ -179,7 +173,7 @@ impl Reconciler for EndpointsController {
                     .collect(),
                 ..Default::default()
             });
-            if pod_is_ready(pod) || services::publishes_not_ready(&service) {
+            if pods::is_ready(&pod) || publish {
                 subset.ready.push(address);
             } else {
                 subset.not_ready.push(address);
@@ -256,7 +250,7 @@ fn set_list<T>(list: Vec<T>) -> Option<Vec<T>> {
 
 /// The pod port a Service port sends to: a number, or a named container
 /// port (shared with the EndpointSlice controller).
-pub fn resolve_port(port: &services::ServicePort, pod: &v1::Pod) -> Option<i32> {
+pub fn resolve_port(port: &services::ServicePort, pod: &Pod) -> Option<i32> {
     let target = match services::target_port(port) {
         None => return Some(port.port),
         Some(services::IntOrString::Int(n)) => return Some(*n),
@@ -266,13 +260,7 @@ pub fn resolve_port(port: &services::ServicePort, pod: &v1::Pod) -> Option<i32> 
     if let Ok(n) = target.parse() {
         return Some(n);
     }
-    pod.spec
-        .as_ref()?
-        .containers
-        .iter()
-        .flat_map(|c| c.ports.iter())
-        .find(|p| p.name == *target)
-        .map(|p| p.container_port)
+    pods::container_port_named(pod, target)
 }
 
 #[cfg(test)]
@@ -285,6 +273,7 @@ mod tests {
     use skiff_objects::endpoints::Endpoints;
     use skiff_objects::legacy_bodies;
     use skiff_objects::IntoObject;
+    use skiff_proto::api::object::Kind as Body;
     use std::sync::Arc;
 
     const SERVICE_AND_PODS: &str = r#"

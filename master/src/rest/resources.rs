@@ -72,6 +72,7 @@ use skiff_objects::defaults::apply_defaults;
 use skiff_objects::deletion::Propagation;
 use skiff_objects::disruption_budget::{self, Budget, BudgetStatusExt, EvictionDecision};
 use skiff_objects::field_manager::{self, Apply, ManagedFields, Scope, Update};
+use skiff_objects::pods::StoredPod;
 use skiff_objects::registry::{self, KindInfo, Model, Subresource};
 use skiff_objects::{Kind, ObjectExt};
 
@@ -1355,7 +1356,7 @@ impl<'a> Call<'a> {
             _ => DeleteParams::default(),
         };
         let object = self.get_object(info, name, Acting::Master).await?;
-        let Some(skiff_proto::api::object::Kind::Pod(pod)) = &object.kind else {
+        let Some(pod) = StoredPod::read(&object) else {
             return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
         };
         // A precondition naming another pod's uid fails before a disruption
@@ -1371,7 +1372,7 @@ impl<'a> Call<'a> {
             ));
         }
         let dry_run = self.dry_run() || params.dry_run;
-        let budget = self.take_disruption(pod, name, dry_run).await?;
+        let budget = self.take_disruption(&pod, name, dry_run).await?;
         if !dry_run {
             // The pod the budgets were counted for, not a new one of its
             // name.
@@ -1413,7 +1414,7 @@ impl<'a> Call<'a> {
     /// was taken from, if any.
     async fn take_disruption(
         &self,
-        pod: &skiff_proto::v1::Pod,
+        pod: &StoredPod<'_>,
         name: &str,
         dry_run: bool,
     ) -> Result<Option<String>, RestError> {
@@ -1492,18 +1493,13 @@ impl<'a> Call<'a> {
     /// they select (a linearizable read); a leader that lists the whole
     /// namespace instead is fine, `decide_eviction` matches them again.
     /// Listed as this master.
-    async fn budgets_covering(
-        &self,
-        pod: &skiff_proto::v1::Pod,
-    ) -> Result<Vec<Arc<Object>>, RestError> {
-        let labels = pod.metadata.as_ref().map(|m| m.labels.clone());
+    async fn budgets_covering(&self, pod: &StoredPod<'_>) -> Result<Vec<Arc<Object>>, RestError> {
+        let labels = pod.meta.labels.clone();
         let message = ListRequest {
             kind: Kind::PodDisruptionBudget.name().to_owned(),
             namespace: self.namespace().to_owned(),
             serializable: false,
-            selecting: Some(skiff_proto::api::Labels {
-                labels: labels.unwrap_or_default(),
-            }),
+            selecting: Some(skiff_proto::api::Labels { labels }),
             exact_revision: 0,
         };
         let request = self.request_as(message, Acting::Master);
