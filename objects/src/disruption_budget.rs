@@ -153,7 +153,7 @@ impl Budget {
     /// and that controller's `spec.replicas`, or says why it has none.
     pub fn expected_and_desired(
         &self,
-        selected: &[&StoredPod<'_>],
+        selected: &[&StoredPod],
         scale: impl Fn(&v1::ObjectMeta) -> Result<(String, i64), String>,
     ) -> Result<(i64, i64), String> {
         if !self.needs_scale() {
@@ -167,7 +167,7 @@ impl Budget {
         }
         let mut controllers: BTreeMap<String, i64> = BTreeMap::new();
         for pod in selected {
-            let (uid, replicas) = scale(pod.meta)?;
+            let (uid, replicas) = scale(pod.meta())?;
             controllers.insert(uid, replicas);
         }
         let expected: i64 = controllers.values().map(|r| (*r).max(0)).sum();
@@ -262,12 +262,12 @@ fn count(n: i64) -> i32 {
 /// disrupted pod's entry runs out.
 pub fn compute_status(
     budget: &Budget,
-    pods: &[StoredPod<'_>],
+    pods: &[StoredPod],
     scale: impl Fn(&v1::ObjectMeta) -> Result<(String, i64), String>,
     now: SystemTime,
 ) -> (BudgetStatus, Option<Duration>) {
     let previous = &budget.status;
-    let selected: Vec<&StoredPod<'_>> = pods.iter().filter(|p| budget.selects(p.meta)).collect();
+    let selected: Vec<&StoredPod> = pods.iter().filter(|p| budget.selects(p.meta())).collect();
     let mut status = previous.clone();
     let (expected, desired) = match budget.expected_and_desired(&selected, scale) {
         Ok(counts) => counts,
@@ -282,17 +282,17 @@ pub fn compute_status(
     let mut disrupted = BTreeMap::new();
     let mut recheck: Option<Duration> = None;
     for pod in &selected {
-        let name = pod.meta.name.as_str();
+        let name = pod.meta().name.as_str();
         let Some(at) = previous.disrupted_pods.as_ref().and_then(|d| d.get(name)) else {
             continue;
         };
-        if is_being_deleted(pod.meta) {
+        if is_being_deleted(pod.meta()) {
             continue;
         }
         let since = SystemTime::from(at.0);
         // A pod of the name created since is the evicted one's replacement
         // (a StatefulSet's member comes back under its name).
-        let created = pod.meta.creation_timestamp.as_str();
+        let created = pod.meta().creation_timestamp.as_str();
         if humantime::parse_rfc3339_weak(created).is_ok_and(|c| c >= since) {
             continue;
         }
@@ -306,7 +306,7 @@ pub fn compute_status(
     let healthy = selected
         .iter()
         .filter(|p| counts_as_healthy(p))
-        .filter(|p| !disrupted.contains_key(&p.meta.name))
+        .filter(|p| !disrupted.contains_key(&p.meta().name))
         .count();
     let healthy = i64::try_from(healthy).unwrap_or(i64::MAX);
     let mut allowed = healthy - desired;
@@ -357,12 +357,12 @@ pub enum EvictionDecision {
 /// is being deleted already disrupts nothing. A pod that is not Ready may
 /// go while its budget has enough healthy pods without it (or always,
 /// with `unhealthyPodEvictionPolicy: AlwaysAllow`).
-pub fn decide_eviction(pod: &StoredPod<'_>, budgets: &[Budget]) -> EvictionDecision {
+pub fn decide_eviction(pod: &StoredPod, budgets: &[Budget]) -> EvictionDecision {
     let phase = pods::phase(&pod.pod);
-    if is_being_deleted(pod.meta) || phase == "Pending" || pods::is_finished(&pod.pod) {
+    if is_being_deleted(pod.meta()) || phase == "Pending" || pods::is_finished(&pod.pod) {
         return EvictionDecision::Allowed;
     }
-    let selecting: Vec<&Budget> = budgets.iter().filter(|b| b.selects(pod.meta)).collect();
+    let selecting: Vec<&Budget> = budgets.iter().filter(|b| b.selects(pod.meta())).collect();
     let budget = match selecting.as_slice() {
         [] => return EvictionDecision::Allowed,
         [one] => *one,
@@ -398,8 +398,8 @@ pub fn decide_eviction(pod: &StoredPod<'_>, budgets: &[Budget]) -> EvictionDecis
 }
 
 /// Ready and not being deleted: what a budget counts as healthy.
-fn counts_as_healthy(pod: &StoredPod<'_>) -> bool {
-    pods::is_ready(&pod.pod) && !is_being_deleted(pod.meta)
+fn counts_as_healthy(pod: &StoredPod) -> bool {
+    pods::is_ready(&pod.pod) && !is_being_deleted(pod.meta())
 }
 
 #[cfg(test)]
@@ -493,18 +493,18 @@ mod tests {
         pods.iter().cloned().map(IntoObject::into_object).collect()
     }
 
-    fn read(objects: &[Object]) -> Vec<StoredPod<'_>> {
-        objects.iter().filter_map(StoredPod::read).collect()
+    fn read(objects: Vec<Object>) -> Vec<StoredPod> {
+        objects.into_iter().filter_map(StoredPod::read).collect()
     }
 
     /// [`decide_eviction`] for `pod` as stored.
     fn eviction(pod: &v1::Pod, budgets: &[Budget]) -> EvictionDecision {
         let object = pod.clone().into_object();
-        decide_eviction(&StoredPod::read(&object).expect("a pod"), budgets)
+        decide_eviction(&StoredPod::read(object).expect("a pod"), budgets)
     }
 
     fn status_of(budget: &Budget, pods: &[v1::Pod], replicas: i64) -> BudgetStatus {
-        compute_status(budget, &read(&stored(pods)), scaled(replicas), now()).0
+        compute_status(budget, &read(stored(pods)), scaled(replicas), now()).0
     }
 
     /// `budget` with the status the controller gives it over `pods`.
@@ -594,13 +594,13 @@ mod tests {
         budget.status.take_disruption("web-0", now());
         assert_eq!(budget.status.disruptions_allowed, 0);
         // Recounted before web-0's deletion is seen: still not healthy.
-        let (status, recheck) = compute_status(&budget, &read(&stored(&pods)), scaled(3), now());
+        let (status, recheck) = compute_status(&budget, &read(stored(&pods)), scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 2, 0));
         assert_eq!(recheck, Some(DISRUPTED_POD_TIMEOUT));
         assert!(status.disrupted_pods.unwrap().contains_key("web-0"));
         // Once it is being deleted, the entry goes.
         pods[0].metadata.as_mut().unwrap().deletion_timestamp = "2026-01-01T00:00:00Z".into();
-        let (status, recheck) = compute_status(&budget, &read(&stored(&pods)), scaled(3), now());
+        let (status, recheck) = compute_status(&budget, &read(stored(&pods)), scaled(3), now());
         assert!(status.disrupted_pods.is_none());
         assert_eq!(recheck, None);
         // Replaced by a new pod of the name (a StatefulSet's member): the
@@ -608,13 +608,13 @@ mod tests {
         let mut replaced = web(&[true, true, true]);
         let meta = replaced[0].metadata.as_mut().unwrap();
         meta.creation_timestamp = crate::rfc3339(now());
-        let (status, _) = compute_status(&budget, &read(&stored(&replaced)), scaled(3), now());
+        let (status, _) = compute_status(&budget, &read(stored(&replaced)), scaled(3), now());
         assert_eq!(counts(&status), (3, 2, 3, 1));
         assert!(status.disrupted_pods.is_none());
         // Never deleted: healthy again after two minutes.
         let pods = web(&[true, true, true]);
         let later = now() + DISRUPTED_POD_TIMEOUT + Duration::from_secs(1);
-        let (status, _) = compute_status(&budget, &read(&stored(&pods)), scaled(3), later);
+        let (status, _) = compute_status(&budget, &read(stored(&pods)), scaled(3), later);
         assert_eq!(counts(&status), (3, 2, 3, 1));
     }
 

@@ -8,6 +8,8 @@
 //! ([`admit_service_account_token`]: the `kube-api-access-*` projected
 //! volume); and the image pull policy a container gets by default.
 
+use std::sync::Arc;
+
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -35,21 +37,26 @@ pub fn is_pod(object: &Object) -> bool {
     legacy_bodies::is_core_kind(object, "Pod")
 }
 
-/// A stored pod as its readers see it: its object's metadata, and its spec
-/// and status read as Kubernetes' Pod ([`read`]).
+/// A stored pod as its readers see it: the object (its metadata is
+/// [`StoredPod::meta`]), and its spec and status read as Kubernetes' Pod
+/// ([`read`]).
 #[derive(Debug, Clone)]
-pub struct StoredPod<'a> {
-    pub meta: &'a v1::ObjectMeta,
+pub struct StoredPod {
+    pub object: Arc<Object>,
     pub pod: Pod,
 }
 
-impl<'a> StoredPod<'a> {
+impl StoredPod {
     /// `object` read as a pod; `None` for another kind, or a damaged pod.
-    pub fn read(object: &'a Object) -> Option<StoredPod<'a>> {
-        Some(StoredPod {
-            meta: object.meta(),
-            pod: read(object)?,
-        })
+    pub fn read(object: impl Into<Arc<Object>>) -> Option<StoredPod> {
+        let object = object.into();
+        let pod = read(&object)?;
+        Some(StoredPod { object, pod })
+    }
+
+    /// The pod's metadata, as stored.
+    pub fn meta(&self) -> &v1::ObjectMeta {
+        self.object.meta()
     }
 }
 
@@ -458,9 +465,9 @@ mod tests {
             assert!(!is_finished(&pod));
             assert_eq!(container_port_named(&pod, "http"), Some(8080));
             assert_eq!(container_port_named(&pod, "https"), None);
-            let stored = StoredPod::read(object).expect("a pod");
-            assert_eq!(stored.meta.labels["app"], "web");
-            assert!(is_active(stored.meta, &stored.pod));
+            let stored = StoredPod::read(object.clone()).expect("a pod");
+            assert_eq!(stored.meta().labels["app"], "web");
+            assert!(is_active(stored.meta(), &stored.pod));
         }
         assert_eq!(read(&model), read(&document));
     }
@@ -493,11 +500,167 @@ mod tests {
         assert!(!is_ready(&pod) && is_active(fresh.meta(), &pod));
     }
 
+    /// A pod using every part of the protobuf model: what an older
+    /// release stored reads whole as Kubernetes' Pod.
+    const EVERY_FIELD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: full, namespace: shop}
+spec:
+  restartPolicy: Always
+  terminationGracePeriodSeconds: 20
+  dnsPolicy: ClusterFirst
+  dnsConfig: {nameservers: [10.0.0.10], searches: [x.local], options: [{name: ndots, value: "2"}]}
+  nodeSelector: {disk: ssd}
+  serviceAccountName: robot
+  automountServiceAccountToken: false
+  nodeName: n1
+  hostNetwork: false
+  hostPID: true
+  hostIPC: true
+  shareProcessNamespace: true
+  enableServiceLinks: false
+  hostname: full
+  subdomain: web
+  schedulerName: default-scheduler
+  priority: 10
+  priorityClassName: high
+  imagePullSecrets: [{name: reg}]
+  tolerations: [{key: k, operator: Equal, value: v, effect: NoExecute, tolerationSeconds: 30}]
+  securityContext:
+    runAsUser: 1000
+    runAsGroup: 1000
+    runAsNonRoot: true
+    fsGroup: 2000
+    supplementalGroups: [3000]
+    seccompProfile: {type: RuntimeDefault}
+  volumes:
+  - {name: scratch, emptyDir: {medium: Memory, sizeLimit: 64Mi}}
+  - {name: host, hostPath: {path: /srv, type: Directory}}
+  - name: cm
+    configMap: {name: cm, items: [{key: a, path: a.txt, mode: 256}], defaultMode: 420, optional: true}
+  - {name: secret, secret: {secretName: s, defaultMode: 384}}
+  - name: info
+    downwardAPI:
+      items:
+      - {path: labels, fieldRef: {apiVersion: v1, fieldPath: metadata.labels}}
+      - {path: cpu, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1m}}
+  - name: projected
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken: {audience: api, expirationSeconds: 3600, path: token}
+      - configMap: {name: root, items: [{key: ca.crt, path: ca.crt}]}
+      - secret: {name: s2}
+      - downwardAPI: {items: [{path: ns, fieldRef: {fieldPath: metadata.namespace}}]}
+  - {name: data, persistentVolumeClaim: {claimName: data, readOnly: true}}
+  initContainers:
+  - {name: sidecar, image: "side:1", restartPolicy: Always}
+  containers:
+  - name: app
+    image: "app:1"
+    command: [/bin/app]
+    args: [--port, "8080"]
+    workingDir: /srv
+    stdin: true
+    stdinOnce: true
+    tty: true
+    imagePullPolicy: IfNotPresent
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: FallbackToLogsOnError
+    ports: [{name: http, containerPort: 8080, protocol: TCP, hostPort: 80, hostIP: 127.0.0.1}]
+    env:
+    - {name: A, value: a}
+    - name: B
+      valueFrom: {configMapKeyRef: {name: cm, key: b, optional: true}}
+    - name: C
+      valueFrom: {secretKeyRef: {name: s, key: c}}
+    - name: D
+      valueFrom: {fieldRef: {fieldPath: status.podIP}}
+    - name: E
+      valueFrom: {resourceFieldRef: {resource: requests.memory, divisor: 1Mi}}
+    envFrom: [{prefix: X_, configMapRef: {name: cm}}, {secretRef: {name: s, optional: true}}]
+    resources: {requests: {cpu: 100m, memory: 64Mi}, limits: {cpu: "1", memory: 128Mi}}
+    volumeMounts:
+    - {name: scratch, mountPath: /tmp, readOnly: false, subPath: x, mountPropagation: None}
+    livenessProbe:
+      httpGet: {path: /healthz, port: 8080, scheme: HTTP, host: 127.0.0.1, httpHeaders: [{name: X, value: y}]}
+      initialDelaySeconds: 1
+      periodSeconds: 2
+      timeoutSeconds: 3
+      successThreshold: 1
+      failureThreshold: 4
+      terminationGracePeriodSeconds: 5
+    readinessProbe: {tcpSocket: {port: http}}
+    startupProbe: {exec: {command: ["true"]}}
+    lifecycle:
+      postStart: {exec: {command: [/bin/start]}}
+      preStop: {sleep: {seconds: 2}}
+    securityContext:
+      privileged: false
+      readOnlyRootFilesystem: true
+      allowPrivilegeEscalation: false
+      runAsUser: 1001
+      capabilities: {add: [NET_ADMIN], drop: [ALL]}
+      seccompProfile: {type: Localhost, localhostProfile: p.json}
+status:
+  phase: Running
+  message: fine
+  reason: Started
+  hostIP: 192.0.2.1
+  podIP: 10.42.0.9
+  podIPs: [{ip: 10.42.0.9}]
+  startTime: "2026-12-06T09:00:00Z"
+  qosClass: Burstable
+  conditions:
+  - {type: Ready, status: "True", lastTransitionTime: "2026-12-06T09:00:05Z", lastProbeTime: "2026-12-06T09:00:05Z", reason: R, message: M}
+  containerStatuses:
+  - name: app
+    ready: true
+    started: true
+    restartCount: 2
+    image: "app:1"
+    imageID: sha256:abc
+    containerID: containerd://abc
+    state: {running: {startedAt: "2026-12-06T09:00:01Z"}}
+    lastState:
+      terminated: {exitCode: 1, signal: 9, reason: Error, message: m, startedAt: "2026-12-06T08:59:00Z", finishedAt: "2026-12-06T09:00:00Z", containerID: containerd://old}
+  initContainerStatuses:
+  - name: sidecar
+    ready: false
+    restartCount: 0
+    image: "side:1"
+    imageID: ""
+    state: {waiting: {reason: PodInitializing, message: w}}
+"#;
+
+    #[test]
+    fn every_field_of_the_protobuf_model_reads_as_kubernetes_pod() {
+        let manifest = crate::manifest::parse_manifest("pod.yaml", EVERY_FIELD, false).unwrap();
+        assert_eq!(
+            manifest.warnings,
+            Vec::<String>::new(),
+            "the model holds all of it"
+        );
+        let model = manifest.objects.into_iter().next().unwrap();
+        assert!(matches!(model.kind, Some(Body::Pod(_))));
+        let pod = read(&model).expect("the whole pod reads");
+        let mut written = crate::typed::encode(&pod);
+        let mut expected = crate::manifest::to_json_value(&model);
+        for value in [&mut written, &mut expected] {
+            let fields = value.as_object_mut().unwrap();
+            for own in ["apiVersion", "kind", "metadata"] {
+                fields.remove(own);
+            }
+        }
+        assert_eq!(written, expected);
+    }
+
     #[test]
     fn another_kind_is_not_read_as_a_pod() {
         let secret = generic::document("v1", "Secret", None, json!({"data": {}})).into_object();
         assert!(read(&secret).is_none() && !is_pod(&secret));
-        assert!(StoredPod::read(&secret).is_none());
+        assert!(StoredPod::read(secret).is_none());
     }
 
     /// A spec reading ConfigMaps `env-cm`, `from-cm`, `vol-cm`, `proj-cm`

@@ -527,7 +527,7 @@ async fn evict(
             Ok(_) | Err(ClientError::NotFound(_)) => return Ok(()),
             Err(e) => return Err(api(format!("reading pod {name:?}"))(e)),
         };
-        let Some(pod) = pods::StoredPod::read(&now) else {
+        let Some(pod) = pods::StoredPod::read(now) else {
             return Ok(());
         };
         let listed = client

@@ -180,10 +180,7 @@ impl Reconciler for DisruptionController {
             }
             None => Vec::new(),
         };
-        let pods: Vec<StoredPod<'_>> = candidates
-            .iter()
-            .filter_map(|o| StoredPod::read(o))
-            .collect();
+        let pods: Vec<StoredPod> = candidates.into_iter().filter_map(StoredPod::read).collect();
         let scale = |pod: &v1::ObjectMeta| self.scale_of(&key.namespace, pod);
         let (status, recheck) = compute_status(&budget, &pods, scale, SystemTime::now());
         if status != budget.status {
@@ -201,7 +198,7 @@ impl Reconciler for DisruptionController {
                     );
                     events.warning(&object, "CalculateExpectedPodCountFailed", message);
                 }
-                _ if !pods.iter().any(|p| budget.selects(p.meta)) => {
+                _ if !pods.iter().any(|p| budget.selects(p.meta())) => {
                     events.normal(&object, "NoPods", "No matching pods found");
                 }
                 _ => {}

@@ -12,27 +12,27 @@
 
 use std::collections::HashSet;
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Context, ReconcileError};
+use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::owners::{self, controller_of, controller_reference};
-use skiff_objects::pods::pod_is_terminating;
-use skiff_objects::{selector, IntoObject, Kind, ObjectExt};
+use skiff_objects::pods::{self, StoredPod};
+use skiff_objects::{selector, Kind, ObjectExt};
 
 /// What, beyond its selector, decides which pods a controller claims.
 pub struct ClaimRules<'a> {
     /// The pods it looks at at all (a ReplicaSet's: active ones); the rest
     /// are neither claimed, adopted nor released.
-    pub considers: &'a (dyn Fn(&v1::Pod) -> bool + Sync),
+    pub considers: &'a (dyn Fn(&StoredPod) -> bool + Sync),
     /// What a pod's metadata needs, besides the selector's labels, to match
     /// (a StatefulSet's: named as a member; a ReplicaSet's: a selector that
     /// is not empty).
     pub matches: &'a (dyn Fn(&v1::ObjectMeta) -> bool + Sync),
     /// What a matching orphan that is not being deleted needs to be
     /// adopted (a DaemonSet's: bound to a node).
-    pub adoptable: &'a (dyn Fn(&v1::Pod) -> bool + Sync),
+    pub adoptable: &'a (dyn Fn(&StoredPod) -> bool + Sync),
 }
 
 impl<'a> ClaimRules<'a> {
@@ -47,7 +47,7 @@ impl<'a> ClaimRules<'a> {
     }
 }
 
-fn any_pod(_: &v1::Pod) -> bool {
+fn any_pod(_: &StoredPod) -> bool {
     true
 }
 
@@ -65,7 +65,7 @@ pub async fn claim_pods(
     owner: &Object,
     selector: &v1::LabelSelector,
     rules: &ClaimRules<'_>,
-) -> Result<Vec<v1::Pod>, ReconcileError> {
+) -> Result<Vec<StoredPod>, ReconcileError> {
     let meta = owner.meta();
     let mut candidates = ctx.store.dependents_of(&meta.uid);
     candidates.extend(
@@ -75,33 +75,32 @@ pub async fn claim_pods(
     let mut seen = HashSet::new();
     let mut owned = Vec::new();
     for candidate in candidates {
-        let Some(Body::Pod(pod)) = &candidate.kind else {
+        // Owned pods are among both; each is read once.
+        if !pods::is_pod(&candidate) || !seen.insert(candidate.meta().name.clone()) {
+            continue;
+        }
+        let Some(pod) = StoredPod::read(candidate) else {
             continue;
         };
-        let pod_meta = candidate.meta();
-        if !seen.insert(pod_meta.name.clone()) {
+        if !(rules.considers)(&pod) {
             continue;
         }
-        if !(rules.considers)(pod) {
-            continue;
-        }
+        let pod_meta = pod.meta();
         let matching = selector::matches(selector, &pod_meta.labels) && (rules.matches)(pod_meta);
-        let controller = owners::controller(pod_meta);
-        let mut pod = pod.clone();
-        match controller {
+        let leaving = is_being_deleted(pod_meta);
+        match owners::controller(pod_meta) {
             Some(r) if r.uid == meta.uid && matching => owned.push(pod),
-            Some(r) if r.uid == meta.uid && !pod_is_terminating(&pod) => {
+            Some(r) if r.uid == meta.uid && !leaving => {
                 // Relabelled out of the selector: let go.
-                if let Some(m) = pod.metadata.as_mut() {
-                    m.owner_references.retain(|r| r.uid != meta.uid);
-                }
-                write_pod(ctx, pod).await?;
+                write_meta(ctx, &pod, |m| {
+                    m.owner_references.retain(|r| r.uid != meta.uid)
+                })
+                .await?;
             }
-            None if matching && !pod_is_terminating(&pod) && (rules.adoptable)(&pod) => {
-                if let Some(m) = pod.metadata.as_mut() {
-                    m.owner_references.extend(controller_reference(owner));
-                }
-                owned.push(write_pod(ctx, pod).await?);
+            None if matching && !leaving && (rules.adoptable)(&pod) => {
+                let reference = controller_reference(owner);
+                let adopted = write_meta(ctx, &pod, |m| m.owner_references.extend(reference));
+                owned.push(adopted.await?);
             }
             _ => {}
         }
@@ -111,25 +110,31 @@ pub async fn claim_pods(
 
 /// The pods `owner` (of `kind`) controls now, from the owner index; no
 /// adoption, no release.
-pub fn owned_pods(ctx: &Context, owner: &Object, kind: Kind) -> Vec<v1::Pod> {
+pub fn owned_pods(ctx: &Context, owner: &Object, kind: Kind) -> Vec<StoredPod> {
     let uid = &owner.meta().uid;
     let dependents = ctx.store.dependents_of(uid);
     dependents
-        .iter()
+        .into_iter()
         .filter(|o| controller_of(o, kind).is_some_and(|r| r.uid == *uid))
-        .filter_map(|o| match &o.kind {
-            Some(Body::Pod(pod)) => Some(pod.clone()),
-            _ => None,
-        })
+        .filter_map(StoredPod::read)
         .collect()
 }
 
-/// Writes a pod's metadata change, conditional on its resourceVersion.
-async fn write_pod(ctx: &Context, pod: v1::Pod) -> Result<v1::Pod, ReconcileError> {
-    match ctx.writer.update(pod.into_object()).await?.kind {
-        Some(Body::Pod(p)) => Ok(p),
-        _ => Err(ReconcileError::WrongKind { kind: "Pod" }),
-    }
+/// Writes `change` to a pod's metadata, conditional on its
+/// resourceVersion; answers the pod as written.
+async fn write_meta(
+    ctx: &Context,
+    pod: &StoredPod,
+    change: impl FnOnce(&mut v1::ObjectMeta),
+) -> Result<StoredPod, ReconcileError> {
+    let mut object = Object::clone(&pod.object);
+    change(
+        object
+            .meta_mut()
+            .map_err(|_| ReconcileError::WrongKind { kind: "Pod" })?,
+    );
+    let written = ctx.writer.update(object).await?;
+    StoredPod::read(written).ok_or(ReconcileError::WrongKind { kind: "Pod" })
 }
 
 #[cfg(test)]
@@ -139,6 +144,7 @@ mod tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects};
     use crate::controllers::ObjectReads;
+    use skiff_objects::IntoObject;
 
     const OWNER: &str = r#"
 apiVersion: apps/v1
@@ -171,10 +177,8 @@ spec:
         .into_object()
     }
 
-    fn names(pods: &[v1::Pod]) -> Vec<String> {
-        pods.iter()
-            .map(|p| p.metadata.as_ref().unwrap().name.clone())
-            .collect()
+    fn names(pods: &[StoredPod]) -> Vec<String> {
+        pods.iter().map(|p| p.meta().name.clone()).collect()
     }
 
     fn controller_uid(objects: &RecordingObjects, name: &str) -> Option<String> {
@@ -234,7 +238,7 @@ spec:
         let ctx = context(&objects);
 
         // A DaemonSet's rule: only bound orphans are adopted.
-        let bound = |pod: &v1::Pod| pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
+        let bound = |pod: &StoredPod| !skiff_objects::pods::node_name(&pod.pod).is_empty();
         let rules = ClaimRules {
             adoptable: &bound,
             ..ClaimRules::selector_only()
@@ -257,7 +261,7 @@ spec:
         assert_eq!(controller_uid(&objects, "unbound"), None);
 
         // A ReplicaSet's rule: only active pods are looked at.
-        let active = |pod: &v1::Pod| !pod_is_terminating(pod);
+        let active = |pod: &StoredPod| !is_being_deleted(pod.meta());
         let rules = ClaimRules {
             considers: &active,
             ..ClaimRules::selector_only()

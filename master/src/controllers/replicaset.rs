@@ -18,7 +18,7 @@ use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::metadata::random_suffix;
 use skiff_objects::owners::{controller_of, controller_reference};
-use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::pods::{self, Pod, StoredPod};
 use skiff_objects::{selector, IntoObject, Kind, ObjectExt};
 
 /// Most pods created or deleted in one reconcile; the rest follow in the
@@ -72,8 +72,9 @@ impl Reconciler for ReplicaSetController {
         // this ReplicaSet has, not the namespace. An empty selector selects
         // nothing.
         let selects = |_: &v1::ObjectMeta| !selector::is_empty(&selector);
+        let active = |p: &StoredPod| pods::is_active(p.meta(), &p.pod);
         let rules = ClaimRules {
-            considers: &pod_is_active,
+            considers: &active,
             matches: &selects,
             ..ClaimRules::selector_only()
         };
@@ -96,9 +97,7 @@ impl Reconciler for ReplicaSetController {
                     Ok(Ok(created)) => {
                         let message = format!("Created pod: {}", created.meta().name);
                         events.normal(&object, "SuccessfulCreate", message);
-                        if let Some(Body::Pod(p)) = created.kind {
-                            owned.push(p);
-                        }
+                        owned.extend(StoredPod::read(created));
                     }
                     // A random name collided; the next round tries another.
                     Ok(Err(e)) if e.is_already_exists() => {}
@@ -123,7 +122,7 @@ impl Reconciler for ReplicaSetController {
             // then the newest.
             owned.sort_by_key(deletion_rank);
             for pod in owned.drain(..excess) {
-                let meta = pod.metadata.clone().unwrap_or_default();
+                let meta = pod.meta();
                 match self
                     .ctx
                     .writer
@@ -143,22 +142,22 @@ impl Reconciler for ReplicaSetController {
             }
         }
 
-        let ready = owned.iter().filter(|p| pod_is_ready(p)).count() as i32;
-        let (available, next_available) =
-            available_pods(&owned, spec.min_ready_seconds, std::time::SystemTime::now());
+        let ready = owned.iter().filter(|p| pods::is_ready(&p.pod)).count() as i32;
+        let (available, next_available) = available_pods(
+            owned.iter().map(|p| &p.pod),
+            spec.min_ready_seconds,
+            std::time::SystemTime::now(),
+        );
+        let template_labels = spec
+            .template
+            .as_ref()
+            .and_then(|t| t.metadata.as_ref())
+            .map(|m| &m.labels);
         let labelled = owned
             .iter()
             .filter(|p| {
-                let labels = p.metadata.as_ref().map(|m| &m.labels);
-                let template = spec
-                    .template
-                    .as_ref()
-                    .and_then(|t| t.metadata.as_ref())
-                    .map(|m| &m.labels);
-                match (labels, template) {
-                    (Some(l), Some(t)) => t.iter().all(|(k, v)| l.get(k) == Some(v)),
-                    _ => true,
-                }
+                let labels = &p.meta().labels;
+                template_labels.is_none_or(|t| t.iter().all(|(k, v)| labels.get(k) == Some(v)))
             })
             .count() as i32;
         let status = v1::ReplicaSetStatus {
@@ -188,20 +187,21 @@ impl Reconciler for ReplicaSetController {
 
 /// Pods that have been Ready for at least `min_ready_seconds`, and how long
 /// until the next ready pod gets there (if one is still waiting).
-pub fn available_pods(
-    pods: &[v1::Pod],
+pub fn available_pods<'a>(
+    pods: impl IntoIterator<Item = &'a Pod>,
     min_ready_seconds: i32,
     now: std::time::SystemTime,
 ) -> (i32, Option<std::time::Duration>) {
     let min_ready = std::time::Duration::from_secs(min_ready_seconds.max(0) as u64);
     let mut available = 0;
     let mut next: Option<std::time::Duration> = None;
-    for pod in pods.iter().filter(|p| pod_is_ready(p)) {
+    for pod in pods.into_iter().filter(|p| pods::is_ready(p)) {
         let since = pod
             .status
             .as_ref()
-            .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"))
-            .and_then(|c| humantime::parse_rfc3339_weak(&c.last_transition_time).ok());
+            .and_then(|s| s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready"))
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map(|t| std::time::SystemTime::from(t.0));
         let ready_for = since
             .and_then(|t| now.duration_since(t).ok())
             // Without a transition time, count it as ready long enough.
@@ -239,38 +239,24 @@ fn pod_from_template(
 }
 
 /// Lower ranks are deleted first.
-fn deletion_rank(pod: &v1::Pod) -> (u8, u8, std::cmp::Reverse<String>) {
-    let scheduled = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
-    let created = pod
-        .metadata
-        .as_ref()
-        .map(|m| m.creation_timestamp.clone())
-        .unwrap_or_default();
+fn deletion_rank(pod: &StoredPod) -> (u8, u8, std::cmp::Reverse<String>) {
+    let scheduled = !pods::node_name(&pod.pod).is_empty();
     (
         u8::from(scheduled),
-        u8::from(pod_is_ready(pod)),
-        std::cmp::Reverse(created),
+        u8::from(pods::is_ready(&pod.pod)),
+        std::cmp::Reverse(pod.meta().creation_timestamp.clone()),
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use std::time::{Duration, SystemTime};
 
-    fn ready_since(at: &str) -> v1::Pod {
-        v1::Pod {
-            status: Some(v1::PodStatus {
-                conditions: vec![v1::PodCondition {
-                    r#type: "Ready".into(),
-                    status: "True".into(),
-                    last_transition_time: at.into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+    fn ready_since(at: &str) -> Pod {
+        let conditions = [json!({"type": "Ready", "status": "True", "lastTransitionTime": at})];
+        serde_json::from_value(json!({"status": {"conditions": conditions}})).unwrap()
     }
 
     #[test]
@@ -279,7 +265,7 @@ mod tests {
         let pods = vec![
             ready_since("2026-01-01T00:00:00Z"),
             ready_since("2026-01-01T00:00:55Z"),
-            v1::Pod::default(),
+            Pod::default(),
         ];
         assert_eq!(available_pods(&pods, 0, now), (2, None));
         assert_eq!(
@@ -457,7 +443,7 @@ spec:
         // The unscheduled one is gone; the one on a node terminates there.
         let left: Vec<String> = pods(&objects)
             .iter()
-            .filter(|p| pod_is_active(p))
+            .filter(|p| skiff_objects::pods::pod_is_active(p))
             .map(|p| p.metadata.as_ref().unwrap().name.clone())
             .collect();
         assert_eq!(left, ["web-ready"]);

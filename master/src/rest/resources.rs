@@ -1356,7 +1356,7 @@ impl<'a> Call<'a> {
             _ => DeleteParams::default(),
         };
         let object = self.get_object(info, name, Acting::Master).await?;
-        let Some(pod) = StoredPod::read(&object) else {
+        let Some(pod) = StoredPod::read(object.clone()) else {
             return Err(RestError::internal(format!("pod {name:?} is not a Pod")));
         };
         // A precondition naming another pod's uid fails before a disruption
@@ -1414,7 +1414,7 @@ impl<'a> Call<'a> {
     /// was taken from, if any.
     async fn take_disruption(
         &self,
-        pod: &StoredPod<'_>,
+        pod: &StoredPod,
         name: &str,
         dry_run: bool,
     ) -> Result<Option<String>, RestError> {
@@ -1493,8 +1493,8 @@ impl<'a> Call<'a> {
     /// they select (a linearizable read); a leader that lists the whole
     /// namespace instead is fine, `decide_eviction` matches them again.
     /// Listed as this master.
-    async fn budgets_covering(&self, pod: &StoredPod<'_>) -> Result<Vec<Arc<Object>>, RestError> {
-        let labels = pod.meta.labels.clone();
+    async fn budgets_covering(&self, pod: &StoredPod) -> Result<Vec<Arc<Object>>, RestError> {
+        let labels = pod.meta().labels.clone();
         let message = ListRequest {
             kind: Kind::PodDisruptionBudget.name().to_owned(),
             namespace: self.namespace().to_owned(),

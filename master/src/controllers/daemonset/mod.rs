@@ -35,7 +35,6 @@ use std::time::{Duration, SystemTime};
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_proto::v1;
 use tokio::time::Instant;
 
 use super::pod_claims::{self, ClaimRules};
@@ -48,7 +47,7 @@ use crate::store::state_machine::StoredEvent;
 use plan::{DaemonPod, NodeFit, Plan, Why};
 use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
 use skiff_objects::owners::{controller_of, controller_reference};
-use skiff_objects::pods::{pod_is_ready, pod_is_terminating};
+use skiff_objects::pods::{self, StoredPod};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 use spec::{DaemonSetSpec, DaemonSetStatus, StoredStatus, UpdateStrategy};
 
@@ -283,8 +282,8 @@ impl DaemonSetController {
         &self,
         object: &Object,
         spec: &DaemonSetSpec,
-    ) -> Result<Vec<v1::Pod>, ReconcileError> {
-        let bound = |pod: &v1::Pod| !bound_to(pod).is_empty();
+    ) -> Result<Vec<StoredPod>, ReconcileError> {
+        let bound = |pod: &StoredPod| !pods::node_name(&pod.pod).is_empty();
         let rules = ClaimRules {
             adoptable: &bound,
             ..ClaimRules::selector_only()
@@ -456,15 +455,9 @@ impl DaemonSetController {
     }
 }
 
-/// The node a pod is bound to (`""`: none).
-fn bound_to(pod: &v1::Pod) -> &str {
-    pod.spec.as_ref().map_or("", |s| s.node_name.as_str())
-}
-
 /// A pod's `controller-revision-hash` label.
-fn hash_label(pod: &v1::Pod) -> Option<String> {
-    let labels = &pod.metadata.as_ref()?.labels;
-    labels.get(REVISION_HASH_LABEL).cloned()
+fn hash_label(pod: &StoredPod) -> Option<String> {
+    pod.meta().labels.get(REVISION_HASH_LABEL).cloned()
 }
 
 /// The earlier of two waits.
@@ -478,26 +471,24 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// What the plans need of each pod, and how long until the next Ready pod
 /// has been Ready for `min_ready_seconds`.
 fn pod_facts(
-    pods: &[v1::Pod],
+    pods: &[StoredPod],
     min_ready_seconds: i32,
     now: SystemTime,
 ) -> (Vec<DaemonPod>, Option<Duration>) {
     let mut next = None;
     let mut facts = Vec::with_capacity(pods.len());
     for pod in pods {
-        let (available, wait) = available_pods(std::slice::from_ref(pod), min_ready_seconds, now);
+        let (available, wait) = available_pods([&pod.pod], min_ready_seconds, now);
         next = sooner(next, wait);
-        let meta = pod.metadata.clone().unwrap_or_default();
-        let hash = hash_label(pod);
-        let phase = pod.status.as_ref().map(|s| s.phase.clone());
+        let meta = pod.meta();
         facts.push(DaemonPod {
-            name: meta.name,
-            node: bound_to(pod).to_owned(),
-            hash: hash.unwrap_or_default(),
-            created: meta.creation_timestamp,
-            terminating: pod_is_terminating(pod),
-            phase: phase.unwrap_or_default(),
-            ready: pod_is_ready(pod),
+            name: meta.name.clone(),
+            node: pods::node_name(&pod.pod).to_owned(),
+            hash: hash_label(pod).unwrap_or_default(),
+            created: meta.creation_timestamp.clone(),
+            terminating: is_being_deleted(meta),
+            phase: pods::phase(&pod.pod).to_owned(),
+            ready: pods::is_ready(&pod.pod),
             available: available > 0,
         });
     }
@@ -513,6 +504,7 @@ mod reconcile_tests {
     use skiff_objects::deletion::Propagation;
     use skiff_objects::generic;
     use skiff_objects::placement::TAINT_UNREACHABLE;
+    use skiff_proto::v1;
     use std::sync::Arc;
 
     /// n1 fits; n2's taint, n3's labels and n4's silence keep pods off.
@@ -592,30 +584,39 @@ spec:
         objects.write(WriteOp::Update, node).unwrap();
     }
 
-    fn pods(objects: &RecordingObjects) -> Vec<v1::Pod> {
-        let mut pods = Vec::new();
-        for object in objects.objects(Kind::Pod) {
-            if let Some(Body::Pod(pod)) = object.kind {
-                pods.push(pod);
-            }
+    fn pods(objects: &RecordingObjects) -> Vec<StoredPod> {
+        let all = objects.objects(Kind::Pod).into_iter();
+        all.filter_map(StoredPod::read).collect()
+    }
+
+    /// Plays a node: writes `status` as `pod`'s.
+    fn write_status(objects: &RecordingObjects, pod: &StoredPod, status: v1::PodStatus) {
+        let mut object = Object::clone(&pod.object);
+        if let Some(Body::Pod(p)) = &mut object.kind {
+            p.status = Some(status);
         }
-        pods
+        objects.write(WriteOp::UpdateStatus, object).unwrap();
     }
 
     /// The pods not being deleted: (node, revision hash), in node order.
     fn placed(objects: &RecordingObjects) -> Vec<(String, String)> {
         let mut placed: Vec<(String, String)> = pods(objects)
             .iter()
-            .filter(|p| !pod_is_terminating(p))
-            .map(|p| (bound_to(p).to_owned(), hash_label(p).unwrap_or_default()))
+            .filter(|p| !is_being_deleted(p.meta()))
+            .map(|p| {
+                (
+                    pods::node_name(&p.pod).to_owned(),
+                    hash_label(p).unwrap_or_default(),
+                )
+            })
             .collect();
         placed.sort();
         placed
     }
 
-    fn terminating(objects: &RecordingObjects) -> Vec<v1::Pod> {
+    fn terminating(objects: &RecordingObjects) -> Vec<StoredPod> {
         let all = pods(objects).into_iter();
-        all.filter(pod_is_terminating).collect()
+        all.filter(|p| is_being_deleted(p.meta())).collect()
     }
 
     /// The revisions, lowest number first.
@@ -658,11 +659,11 @@ spec:
 
     /// Plays the nodes: every pod not yet Ready is Running and Ready.
     fn report_ready(objects: &RecordingObjects) {
-        for mut pod in pods(objects) {
-            if pod_is_ready(&pod) || pod_is_terminating(&pod) {
+        for pod in pods(objects) {
+            if pods::is_ready(&pod.pod) || is_being_deleted(pod.meta()) {
                 continue;
             }
-            pod.status = Some(v1::PodStatus {
+            let status = v1::PodStatus {
                 phase: "Running".into(),
                 conditions: vec![v1::PodCondition {
                     r#type: "Ready".into(),
@@ -670,30 +671,26 @@ spec:
                     ..Default::default()
                 }],
                 ..Default::default()
-            });
-            objects
-                .write(WriteOp::UpdateStatus, pod.into_object())
-                .unwrap();
+            };
+            write_status(objects, &pod, status);
         }
     }
 
     /// Plays the nodes: every pod has failed.
     fn fail_pods(objects: &RecordingObjects) {
-        for mut pod in pods(objects) {
-            pod.status = Some(v1::PodStatus {
+        for pod in pods(objects) {
+            let status = v1::PodStatus {
                 phase: "Failed".into(),
                 ..Default::default()
-            });
-            objects
-                .write(WriteOp::UpdateStatus, pod.into_object())
-                .unwrap();
+            };
+            write_status(objects, &pod, status);
         }
     }
 
     /// Plays the nodes: the pods being deleted have stopped and are gone.
     fn confirm_gone(objects: &RecordingObjects) {
         for pod in terminating(objects) {
-            let name = pod.metadata.unwrap_or_default().name;
+            let name = pod.meta().name.clone();
             let options = DeleteOptions::force();
             let gone = objects.delete_as_kubernetes(Kind::Pod, "default", &name, &options);
             gone.unwrap();
@@ -725,14 +722,17 @@ spec:
         assert_eq!(placed(&objects), [("n1".to_owned(), hash.clone())]);
 
         let pod = pods(&objects).remove(0);
-        let meta = pod.metadata.clone().unwrap_or_default();
+        let meta = pod.meta();
         assert!(meta.name.starts_with("agent-"), "{}", meta.name);
         assert_eq!(meta.owner_references[0].kind, "DaemonSet");
         assert_eq!(meta.owner_references[0].controller, Some(true));
-        let tolerations = pod.spec.unwrap_or_default().tolerations;
-        let unreachable = tolerations.iter().find(|t| t.key == TAINT_UNREACHABLE);
+        let spec = pod.pod.spec.clone().unwrap_or_default();
+        let tolerations = spec.tolerations.unwrap_or_default();
+        let unreachable = tolerations
+            .iter()
+            .find(|t| t.key.as_deref() == Some(TAINT_UNREACHABLE));
         let unreachable = unreachable.expect("the unreachable toleration");
-        assert_eq!(unreachable.effect, "NoExecute");
+        assert_eq!(unreachable.effect.as_deref(), Some("NoExecute"));
         assert_eq!(unreachable.toleration_seconds, None);
 
         let events = objects.events();
@@ -787,7 +787,7 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         let left: Vec<String> = pods(&objects)
             .iter()
-            .map(|p| bound_to(p).to_owned())
+            .map(|p| pods::node_name(&p.pod).to_owned())
             .collect();
         assert_eq!(left, ["n1"], "only n1's terminating pod is left");
     }
@@ -863,8 +863,10 @@ spec:
             "zero: left out"
         );
 
-        let on_n5 = pods(&objects).into_iter().find(|p| bound_to(p) == "n5");
-        let name = on_n5.and_then(|p| p.metadata).unwrap_or_default().name;
+        let on_n5 = pods(&objects)
+            .into_iter()
+            .find(|p| pods::node_name(&p.pod) == "n5");
+        let name = on_n5.map(|p| p.meta().name.clone()).unwrap_or_default();
         let options = DeleteOptions::force();
         let deleted = objects.delete_as_kubernetes(Kind::Pod, "default", &name, &options);
         deleted.unwrap();

@@ -55,7 +55,7 @@ use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::owners::{controller_of, controller_reference};
-use skiff_objects::pods::{pod_is_finished, pod_is_ready, pod_is_terminating};
+use skiff_objects::pods::{self, StoredPod};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 use spec::{ordinal_of, StatefulSetSpec, StatefulSetStatus, StoredStatus};
 
@@ -300,7 +300,7 @@ impl StatefulSetController {
         &self,
         object: &Object,
         spec: &StatefulSetSpec,
-    ) -> Result<Vec<v1::Pod>, ReconcileError> {
+    ) -> Result<Vec<StoredPod>, ReconcileError> {
         let set = &object.meta().name;
         let named = |pod: &v1::ObjectMeta| ordinal_of(set, &pod.name).is_some();
         let rules = ClaimRules {
@@ -545,34 +545,33 @@ impl StatefulSetController {
 /// `min_ready_seconds`.
 fn member_facts(
     set: &str,
-    pods: &[v1::Pod],
+    pods: &[StoredPod],
     min_ready_seconds: i32,
     now: SystemTime,
 ) -> (Vec<Member>, Option<Duration>) {
     let mut next: Option<Duration> = None;
     let mut members = Vec::with_capacity(pods.len());
-    for pod in pods {
-        let meta = pod.metadata.clone().unwrap_or_default();
+    for stored in pods {
+        let (meta, pod) = (stored.meta(), &stored.pod);
         let Some(ordinal) = ordinal_of(set, &meta.name) else {
             continue;
         };
-        let (available, wait) = available_pods(std::slice::from_ref(pod), min_ready_seconds, now);
+        let (available, wait) = available_pods([pod], min_ready_seconds, now);
         next = match (next, wait) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let running = pod.status.as_ref().is_some_and(|s| s.phase == "Running");
-        let ready = running && pod_is_ready(pod);
+        let ready = pods::phase(pod) == "Running" && pods::is_ready(pod);
         members.push(Member {
-            name: meta.name,
+            name: meta.name.clone(),
             ordinal,
             revision: meta
                 .labels
                 .get(REVISION_HASH_LABEL)
                 .cloned()
                 .unwrap_or_default(),
-            terminating: pod_is_terminating(pod),
-            finished: pod_is_finished(pod),
+            terminating: is_being_deleted(meta),
+            finished: pods::is_finished(pod),
             ready,
             available: ready && available > 0,
         });

@@ -12,6 +12,7 @@ use crate::controllers::recording::{context, RecordingObjects, WriteOp};
 use crate::controllers::ObjectReads;
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::generic;
+use skiff_objects::pods::{pod_is_ready, pod_is_terminating};
 
 const WEB: &str = r#"
 apiVersion: apps/v1
