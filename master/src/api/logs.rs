@@ -12,7 +12,7 @@ use tonic::Status;
 
 use super::transport::ClientTransport;
 use crate::store::state_machine::ObjectStore;
-use skiff_objects::Kind;
+use skiff_objects::{pods, Kind};
 
 /// The node of `request`'s pod and its agent's address.
 pub fn agent_address(
@@ -34,24 +34,17 @@ pub fn pod_agent_address(
     } else {
         namespace
     };
-    let pod = match store
+    let pod = store
         .get(Kind::Pod, namespace, name)
         .map_err(|e| Status::internal(e.to_string()))?
-        .and_then(|o| o.kind)
-    {
-        Some(Body::Pod(p)) => p,
-        _ => {
-            return Err(Status::not_found(format!(
-                "pod {namespace}/{} not found",
-                name
-            )))
-        }
+        .filter(pods::is_pod);
+    let Some(pod) = pod else {
+        return Err(Status::not_found(format!(
+            "pod {namespace}/{} not found",
+            name
+        )));
     };
-    let node_name = pod
-        .spec
-        .as_ref()
-        .map(|s| s.node_name.clone())
-        .unwrap_or_default();
+    let node_name = pods::bound_node(&pod).to_owned();
     if node_name.is_empty() {
         return Err(Status::failed_precondition(format!(
             "pod {namespace}/{} is not scheduled to a node yet",

@@ -74,7 +74,7 @@ impl ApiService {
         namespace: &str,
         name: &str,
         subresource: &str,
-    ) -> Result<skiff_proto::v1::Pod, Status> {
+    ) -> Result<skiff_objects::pods::Pod, Status> {
         let namespace = Self::namespace_of(namespace);
         self.authorize_session(identity, &namespace, name, subresource)?;
         match self
@@ -82,9 +82,9 @@ impl ApiService {
             .store
             .get(Kind::Pod, &namespace, name)
             .map_err(|e| Status::internal(e.to_string()))?
-            .and_then(|o| o.kind)
+            .and_then(|o| skiff_objects::pods::read(&o))
         {
-            Some(skiff_proto::api::object::Kind::Pod(pod)) => Ok(pod),
+            Some(pod) => Ok(pod),
             _ => Err(Status::not_found(format!(
                 "pod {namespace}/{name} not found"
             ))),

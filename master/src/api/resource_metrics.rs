@@ -20,12 +20,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Map, Value};
 use skiff_objects::rfc3339;
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1::{GenericObject, ObjectMeta};
 
 use crate::resource_metrics::{NodeUsage, PodReading, ResourceMetrics};
-use skiff_objects::{generic, IntoObject, Kind, ObjectExt};
+use skiff_objects::{generic, pods, IntoObject, Kind, ObjectExt};
 
 /// A stored object by kind, namespace ("" for cluster-scoped kinds) and
 /// name: the leader's cache.
@@ -94,12 +93,11 @@ pub(super) fn list(
 /// Whether `reading` is of the stored `pod`: its UID, reported by the
 /// node it is bound to.
 fn is_of(reading: &PodReading, pod: &Object) -> bool {
-    let Some(Body::Pod(pod)) = &pod.kind else {
+    if !pods::is_pod(pod) {
         return false;
-    };
-    let uid = pod.metadata.as_ref().map_or("", |m| m.uid.as_str());
-    let node = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
-    !uid.is_empty() && uid == reading.uid && node == reading.node
+    }
+    let uid = &pod.meta().uid;
+    !uid.is_empty() && *uid == reading.uid && pods::bound_node(pod) == reading.node
 }
 
 /// The metadata metrics-server gives a reading: the object's name,

@@ -16,10 +16,10 @@ use std::io;
 use axum::body::Body;
 use bytes::Bytes;
 use http::{header, Response, StatusCode};
+use skiff_objects::pods::{self, Pod};
+use skiff_objects::typed::api::core::v1::{Container, PodSpec};
 use skiff_proto::api::api_server::Api;
-use skiff_proto::api::object::Kind as ObjectKind;
 use skiff_proto::api::{GetRequest, LogChunk, PodLogsRequest};
-use skiff_proto::v1;
 use skiff_security::PeerInfo;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -175,7 +175,7 @@ pub(super) async fn serve(
         .await
         .map_err(|s| RestError::from_grpc(&s, pods, request.name))?
         .into_inner();
-    let Some(ObjectKind::Pod(pod)) = object.kind else {
+    let Some(pod) = pods::read(&object) else {
         return Err(RestError::internal(format!(
             "the API answered a read of pod {} with another kind",
             request.name
@@ -211,18 +211,15 @@ pub(super) async fn serve(
 
 /// The container whose log is read: the one asked for, or the pod's only
 /// container; otherwise kube-apiserver's refusals, word for word.
-pub(super) fn choose_container(
-    pod: &v1::Pod,
-    name: &str,
-    asked: &str,
-) -> Result<String, RestError> {
-    let no_spec = v1::PodSpec::default();
+pub(super) fn choose_container(pod: &Pod, name: &str, asked: &str) -> Result<String, RestError> {
+    let no_spec = PodSpec::default();
     let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
     if !asked.is_empty() {
         let known = spec
             .containers
             .iter()
-            .chain(&spec.init_containers)
+            .chain(init_containers)
             .any(|c| c.name == asked);
         return if known {
             Ok(asked.to_owned())
@@ -242,10 +239,10 @@ pub(super) fn choose_container(
                 "a container name must be specified for pod {name}, choose one of: [{}]",
                 names_of(several)
             );
-            if !spec.init_containers.is_empty() {
+            if !init_containers.is_empty() {
                 message.push_str(&format!(
                     " or one of the init containers: [{}]",
-                    names_of(&spec.init_containers)
+                    names_of(init_containers)
                 ));
             }
             Err(RestError::bad_request(message))
@@ -254,7 +251,7 @@ pub(super) fn choose_container(
 }
 
 /// The containers' names, space-separated (as Go prints a `[]string`).
-fn names_of(containers: &[v1::Container]) -> String {
+fn names_of(containers: &[Container]) -> String {
     containers
         .iter()
         .map(|c| c.name.as_str())
@@ -345,20 +342,20 @@ mod tests {
         }
     }
 
-    fn pod(containers: &[&str], init_containers: &[&str]) -> v1::Pod {
-        let named = |names: &[&str]| -> Vec<v1::Container> {
+    fn pod(containers: &[&str], init_containers: &[&str]) -> Pod {
+        let named = |names: &[&str]| -> Vec<Container> {
             names
                 .iter()
-                .map(|n| v1::Container {
+                .map(|n| Container {
                     name: (*n).to_owned(),
                     ..Default::default()
                 })
                 .collect()
         };
-        v1::Pod {
-            spec: Some(v1::PodSpec {
+        Pod {
+            spec: Some(PodSpec {
                 containers: named(containers),
-                init_containers: named(init_containers),
+                init_containers: Some(named(init_containers)).filter(|c| !c.is_empty()),
                 ..Default::default()
             }),
             ..Default::default()

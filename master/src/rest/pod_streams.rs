@@ -300,7 +300,7 @@ pub(super) async fn serve(
         )
         .map_err(|s| RestError::from_grpc(&s, pods, request.name))?;
     if let Some((kind, start)) = &mut command {
-        let phase = pod.status.as_ref().map(|s| s.phase.as_str()).unwrap_or("");
+        let phase = skiff_objects::pods::phase(&pod);
         if matches!(phase, "Succeeded" | "Failed") {
             let doing = match kind {
                 CommandSession::Exec => "exec into",

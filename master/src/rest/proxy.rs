@@ -44,9 +44,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use skiff_proto::api::api_server::Api;
-use skiff_proto::api::object::Kind as ObjectKind;
 use skiff_proto::api::{GetRequest, Object};
-use skiff_proto::v1;
 use skiff_security::PeerInfo;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -57,6 +55,7 @@ use super::as_caller;
 use super::status::RestError;
 use crate::api::authz::Verb;
 use crate::api::ApiService;
+use skiff_objects::pods::{self, Pod};
 use skiff_objects::registry::{self, KindInfo};
 use skiff_objects::Kind;
 
@@ -262,7 +261,7 @@ pub(super) async fn serve(
     let (ip, port) = match info.kind {
         Kind::Pod => {
             let object = read(&request, Kind::Pod, &target.name).await?;
-            let Some(ObjectKind::Pod(pod)) = object.kind else {
+            let Some(pod) = pods::read(&object) else {
                 return Err(wrong_kind(Kind::Pod, &target.name));
             };
             pod_destination(&pod, &target.name, &target.port)?
@@ -355,13 +354,9 @@ fn port_number(port: i32) -> Option<u16> {
 
 /// The pod's IP and the port its proxy goes to; a 503 while it cannot be
 /// reached.
-fn pod_destination(
-    pod: &v1::Pod,
-    name: &str,
-    port: &PortChoice,
-) -> Result<(String, u16), RestError> {
-    let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
-    let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
+fn pod_destination(pod: &Pod, name: &str, port: &PortChoice) -> Result<(String, u16), RestError> {
+    let phase = pods::phase(pod);
+    let ip = pods::ip(pod);
     if phase != "Running" {
         let phase = if phase.is_empty() { "none yet" } else { phase };
         return Err(unavailable(format!(
@@ -379,16 +374,16 @@ fn pod_destination(
 /// The pod port a proxy goes to: the number asked for, or the
 /// containerPort of the name asked for; by default the first declared
 /// containerPort, else 80 (kube-apiserver's ResourceLocation).
-fn pod_port(pod: &v1::Pod, name: &str, port: &PortChoice) -> Result<u16, RestError> {
+fn pod_port(pod: &Pod, name: &str, port: &PortChoice) -> Result<u16, RestError> {
     let mut declared = pod
         .spec
         .iter()
         .flat_map(|s| &s.containers)
-        .flat_map(|c| &c.ports);
+        .flat_map(|c| c.ports.iter().flatten());
     match port {
         PortChoice::Number(n) => Ok(*n),
         PortChoice::Name(wanted) => declared
-            .filter(|p| p.name == *wanted)
+            .filter(|p| p.name.as_deref() == Some(wanted.as_str()))
             .find_map(|p| port_number(p.container_port))
             .ok_or_else(|| {
                 RestError::bad_request(format!(
@@ -606,6 +601,7 @@ fn relay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use skiff_objects::typed::api::core::v1::{Container, ContainerPort, PodSpec, PodStatus};
 
     fn target(segment: &str) -> Result<ProxyTarget, RestError> {
         ProxyTarget::parse(segment, "pod")
@@ -643,30 +639,32 @@ mod tests {
         assert_eq!(requested_name("http:web:http"), "http:web:http");
     }
 
-    fn container(name: &str, ports: &[(&str, i32)]) -> v1::Container {
-        v1::Container {
+    fn container(name: &str, ports: &[(&str, i32)]) -> Container {
+        let ports: Vec<ContainerPort> = ports
+            .iter()
+            .map(|(name, port)| ContainerPort {
+                name: Some((*name).to_owned()),
+                container_port: *port,
+                ..Default::default()
+            })
+            .collect();
+        Container {
             name: name.to_owned(),
-            ports: ports
-                .iter()
-                .map(|(name, port)| v1::ContainerPort {
-                    name: (*name).to_owned(),
-                    container_port: *port,
-                    ..Default::default()
-                })
-                .collect(),
+            ports: Some(ports).filter(|p| !p.is_empty()),
             ..Default::default()
         }
     }
 
-    fn pod(phase: &str, ip: &str, containers: Vec<v1::Container>) -> v1::Pod {
-        v1::Pod {
-            spec: Some(v1::PodSpec {
+    fn pod(phase: &str, ip: &str, containers: Vec<Container>) -> Pod {
+        let set = |s: &str| Some(s.to_owned()).filter(|s| !s.is_empty());
+        Pod {
+            spec: Some(PodSpec {
                 containers,
                 ..Default::default()
             }),
-            status: Some(v1::PodStatus {
-                phase: phase.to_owned(),
-                pod_ip: ip.to_owned(),
+            status: Some(PodStatus {
+                phase: set(phase),
+                pod_ip: set(ip),
                 ..Default::default()
             }),
             ..Default::default()
@@ -722,7 +720,7 @@ mod tests {
             ),
         };
         // Read from the store, as the proxy reads them.
-        let meta = v1::ObjectMeta::default();
+        let meta = skiff_proto::v1::ObjectMeta::default();
         let stored = skiff_objects::endpoints::object(meta, vec![subset]);
         skiff_objects::endpoints::read(&stored).unwrap()
     }
