@@ -37,6 +37,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
+use skiff_objects::typed::api::core::v1::{ContainerStatus, PodStatus};
 use skiff_proto::v1;
 
 use super::model::{
@@ -44,8 +45,9 @@ use super::model::{
     uncounted_uids, with_kubernetes_omissions, JobCondition, JobStatus, JobView,
     UncountedTerminatedPods, COMPLETION_INDEX_ANNOTATION, COMPLETION_INDEX_ENV, TRACKING_FINALIZER,
 };
+use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::generic::job_pod_labels;
-use skiff_objects::pods::{pod_is_active, pod_is_ready};
+use skiff_objects::pods::{self, StoredPod};
 
 /// The first wait before a failed pod is replaced.
 pub const DEFAULT_BACKOFF: Duration = Duration::from_secs(10);
@@ -139,7 +141,7 @@ enum Finish {
 
 /// The round for a Job that has not finished (no `Complete` or `Failed`
 /// condition) with `pods`, the pods it controls, at `now`.
-pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
+pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
     let now_text = skiff_objects::rfc3339(now);
     let mut status = job.status.clone();
     let mut events = Vec::new();
@@ -167,9 +169,9 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
 
     // What the pods still holding the finalizer add.
     let valid_index =
-        |pod: &v1::Pod| completion_index(pod).filter(|i| completions.is_some_and(|c| *i < c));
+        |pod: &StoredPod| completion_index(pod).filter(|i| completions.is_some_and(|c| *i < c));
     let countable =
-        |pod: &&v1::Pod| has_tracking_finalizer(pod) && (!indexed || valid_index(pod).is_some());
+        |pod: &&StoredPod| has_tracking_finalizer(pod) && (!indexed || valid_index(pod).is_some());
     let mut succeeded_indexes = parse_indexes(
         status.completed_indexes.as_deref().unwrap_or(""),
         completions.unwrap_or(0),
@@ -232,9 +234,12 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
         }
     }
 
-    let active: Vec<&v1::Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
+    let active: Vec<&StoredPod> = pods
+        .iter()
+        .filter(|p| pods::is_active(p.meta(), &p.pod))
+        .collect();
     let mut active_count = active.len();
-    let mut ready = active.iter().filter(|p| pod_is_ready(p)).count();
+    let mut ready = active.iter().filter(|p| pods::is_ready(&p.pod)).count();
     let mut terminating = pods.iter().filter(|p| is_terminating(p)).count();
     let mut delete = Vec::new();
     let mut create = Vec::new();
@@ -265,7 +270,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
                     pod: pod_ref(pod),
                     release_first: true,
                 });
-                if pod_is_ready(pod) {
+                if pods::is_ready(&pod.pod) {
                     ready = ready.saturating_sub(1);
                 }
             }
@@ -291,7 +296,7 @@ pub fn plan(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> JobPlan {
     let failing = matches!(finish, Some(Finish::Failure { .. }));
     let mut release = Vec::new();
     let mut capped = false;
-    let mut in_order: Vec<&v1::Pod> = pods.iter().collect();
+    let mut in_order: Vec<&StoredPod> = pods.iter().collect();
     if indexed {
         in_order.sort_by_key(|p| completion_index(p).unwrap_or(i32::MAX));
     }
@@ -423,18 +428,18 @@ pub fn ttl_left(job: &JobView, now: SystemTime) -> Option<Duration> {
 /// What the pods of a running Job need.
 #[derive(Debug, Default)]
 struct Managed<'a> {
-    delete: Vec<&'a v1::Pod>,
+    delete: Vec<&'a StoredPod>,
     create: Vec<Option<i32>>,
     wait: Option<Duration>,
 }
 
 fn manage<'a>(
     job: &JobView,
-    active: &[&'a v1::Pod],
+    active: &[&'a StoredPod],
     terminating: usize,
     succeeded: i32,
     succeeded_indexes: &BTreeSet<i32>,
-    pods: &[v1::Pod],
+    pods: &[StoredPod],
     now: SystemTime,
 ) -> Managed<'a> {
     if job.suspended() {
@@ -594,19 +599,15 @@ fn active_deadline_left(job: &JobView, status: &JobStatus, now: SystemTime) -> O
 
 /// Whether the restarts of a `restartPolicy: OnFailure` Job's running
 /// pods have reached `backoffLimit` (any restart, for a limit of 0).
-fn past_backoff_limit_on_failure(job: &JobView, pods: &[v1::Pod]) -> bool {
+fn past_backoff_limit_on_failure(job: &JobView, pods: &[StoredPod]) -> bool {
     if job.restart_policy() != "OnFailure" {
         return false;
     }
     let restarts: i64 = pods
         .iter()
         .filter(|p| matches!(phase(p), "Running" | "Pending"))
-        .filter_map(|p| p.status.as_ref())
-        .flat_map(|s| {
-            s.container_statuses
-                .iter()
-                .chain(&s.init_container_statuses)
-        })
+        .filter_map(|p| p.pod.status.as_ref())
+        .flat_map(container_statuses)
         .map(|c| i64::from(c.restart_count))
         .sum();
     let limit = i64::from(job.backoff_limit());
@@ -620,7 +621,7 @@ fn past_backoff_limit_on_failure(job: &JobView, pods: &[v1::Pod]) -> bool {
 /// How long until a failed pod may be replaced: [`DEFAULT_BACKOFF`]
 /// doubled for each counted failure since the last success (at most
 /// [`MAX_BACKOFF`]), from the last failure.
-pub fn backoff_left(job: &JobView, pods: &[v1::Pod], now: SystemTime) -> Duration {
+pub fn backoff_left(job: &JobView, pods: &[StoredPod], now: SystemTime) -> Duration {
     let last_success = pods
         .iter()
         .filter(|p| phase(p) == "Succeeded")
@@ -657,18 +658,21 @@ pub fn backoff_delay(failures: usize) -> Duration {
 
 /// When a pod finished: its containers' last finish, else when it stopped
 /// being Ready, else when it was deleted, else when it was created.
-fn finished_at(pod: &v1::Pod) -> Option<SystemTime> {
-    let status = pod.status.as_ref();
-    let containers = status.map_or(&[][..], |s| s.container_statuses.as_slice());
+fn finished_at(pod: &StoredPod) -> Option<SystemTime> {
+    let status = pod.pod.status.as_ref();
+    let containers = status
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
     let from_containers = (!containers.is_empty())
         .then(|| {
             containers
                 .iter()
                 .map(|c| {
-                    c.state
+                    let terminated = c.state.as_ref()?.terminated.as_ref()?;
+                    terminated
+                        .finished_at
                         .as_ref()
-                        .and_then(|s| s.terminated.as_ref())
-                        .and_then(|t| parse_time(&t.finished_at))
+                        .map(|t| SystemTime::from(t.0))
                 })
                 .collect::<Option<Vec<SystemTime>>>()
         })
@@ -678,16 +682,14 @@ fn finished_at(pod: &v1::Pod) -> Option<SystemTime> {
         return from_containers;
     }
     let unready = status
-        .and_then(|s| {
-            s.conditions
-                .iter()
-                .find(|c| c.r#type == "Ready" && c.status == "False")
-        })
-        .and_then(|c| parse_time(&c.last_transition_time));
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready" && c.status == "False"))
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| SystemTime::from(t.0));
     if unready.is_some() {
         return unready;
     }
-    let meta = pod.metadata.as_ref()?;
+    let meta = pod.meta();
     if let Some(deleted) = parse_time(&meta.deletion_timestamp) {
         let grace =
             Duration::from_secs(u64::try_from(meta.deletion_grace_period_seconds).unwrap_or(0));
@@ -698,7 +700,7 @@ fn finished_at(pod: &v1::Pod) -> Option<SystemTime> {
 
 /// A failed pod: `Failed`, or (unless only failed pods are replaced) being
 /// deleted before it succeeded.
-pub fn is_failed(job: &JobView, pod: &v1::Pod) -> bool {
+pub fn is_failed(job: &JobView, pod: &StoredPod) -> bool {
     let phase = phase(pod);
     if phase == "Failed" {
         return true;
@@ -728,7 +730,7 @@ pub struct PolicyMatch {
 /// Matches a failed pod against the Job's pod failure policy: the first
 /// rule whose exit codes (of a container that exited non-zero) or pod
 /// conditions match decides.
-pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
+pub fn match_failure_policy(job: &JobView, pod: &StoredPod) -> PolicyMatch {
     let counted = PolicyMatch {
         fail_job: None,
         counts: true,
@@ -736,20 +738,15 @@ pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
     let Some(policy) = &job.spec.pod_failure_policy else {
         return counted;
     };
-    let no_status = v1::PodStatus::default();
-    let status = pod.status.as_ref().unwrap_or(&no_status);
-    let (namespace, name) = pod
-        .metadata
-        .as_ref()
-        .map_or(("", ""), |m| (m.namespace.as_str(), m.name.as_str()));
+    let no_status = PodStatus::default();
+    let status = pod.pod.status.as_ref().unwrap_or(&no_status);
+    let (namespace, name) = (pod.meta().namespace.as_str(), pod.meta().name.as_str());
+    let conditions = status.conditions.as_deref().unwrap_or_default();
     for (index, rule) in policy.rules.iter().enumerate() {
         let matched = if let Some(codes) = &rule.on_exit_codes {
-            status
-                .container_statuses
-                .iter()
-                .chain(&status.init_container_statuses)
+            container_statuses(status)
                 .find_map(|c| {
-                    let code = c.state.as_ref()?.terminated.as_ref()?.exit_code?;
+                    let code = c.state.as_ref()?.terminated.as_ref()?.exit_code;
                     let named = codes.container_name.as_ref().is_none_or(|n| *n == c.name);
                     let listed = codes.values.contains(&code);
                     let matches = match codes.operator.as_str() {
@@ -765,7 +762,7 @@ pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
                     })
                 })
         } else {
-            status.conditions.iter().find_map(|condition| {
+            conditions.iter().find_map(|condition| {
                 rule.on_pod_conditions
                     .iter()
                     .flatten()
@@ -775,12 +772,12 @@ pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
                         } else {
                             pattern.status.as_str()
                         };
-                        pattern.type_ == condition.r#type && wanted == condition.status
+                        pattern.type_ == condition.type_ && wanted == condition.status
                     })
                     .then(|| {
                         format!(
                             "Pod {}/{} has condition {} matching {} rule at index {index}",
-                            namespace, name, condition.r#type, rule.action
+                            namespace, name, condition.type_, rule.action
                         )
                     })
             })
@@ -811,7 +808,7 @@ pub fn match_failure_policy(job: &JobView, pod: &v1::Pod) -> PolicyMatch {
 }
 
 /// The message of the first `FailJob` rule a failed pod matches.
-fn fail_job_message(job: &JobView, pods: &[v1::Pod]) -> Option<String> {
+fn fail_job_message(job: &JobView, pods: &[StoredPod]) -> Option<String> {
     job.spec.pod_failure_policy.as_ref()?;
     pods.iter()
         .filter(|p| is_failed(job, p))
@@ -823,14 +820,14 @@ fn fail_job_message(job: &JobView, pods: &[v1::Pod]) -> Option<String> {
 /// advanced) or none in range. The least advanced go first.
 fn pods_for_removal<'a>(
     job: &JobView,
-    active: &[&'a v1::Pod],
+    active: &[&'a StoredPod],
     at_least: usize,
-) -> Vec<&'a v1::Pod> {
+) -> Vec<&'a StoredPod> {
     let mut remove = Vec::new();
     let mut left = Vec::new();
     if job.indexed() {
         let completions = job.spec.completions.unwrap_or(0);
-        let mut by_index: BTreeMap<i32, Vec<&'a v1::Pod>> = BTreeMap::new();
+        let mut by_index: BTreeMap<i32, Vec<&'a StoredPod>> = BTreeMap::new();
         for &pod in active {
             match completion_index(pod) {
                 Some(index) if index < completions => by_index.entry(index).or_default().push(pod),
@@ -857,23 +854,18 @@ fn pods_for_removal<'a>(
 
 /// Lower ranks are removed first: unscheduled, then pending, not ready,
 /// and the newest.
-fn removal_rank(pod: &v1::Pod) -> (u8, u8, u8, Reverse<String>) {
-    let scheduled = pod.spec.as_ref().is_some_and(|s| !s.node_name.is_empty());
+fn removal_rank(pod: &StoredPod) -> (u8, u8, u8, Reverse<String>) {
+    let scheduled = !pods::node_name(&pod.pod).is_empty();
     let phase = match phase(pod) {
         "Running" => 2,
         "Unknown" => 1,
         _ => 0,
     };
-    let created = pod
-        .metadata
-        .as_ref()
-        .map(|m| m.creation_timestamp.clone())
-        .unwrap_or_default();
     (
         u8::from(scheduled),
         phase,
-        u8::from(pod_is_ready(pod)),
-        Reverse(created),
+        u8::from(pods::is_ready(&pod.pod)),
+        Reverse(pod.meta().creation_timestamp.clone()),
     )
 }
 
@@ -881,7 +873,7 @@ fn removal_rank(pod: &v1::Pod) -> (u8, u8, u8, Reverse<String>) {
 /// nor have an active pod.
 fn first_pending_indexes(
     succeeded: &BTreeSet<i32>,
-    active: &[&v1::Pod],
+    active: &[&StoredPod],
     wanted: usize,
     completions: i32,
 ) -> Vec<i32> {
@@ -893,8 +885,8 @@ fn first_pending_indexes(
 }
 
 /// An Indexed Job pod's completion index (its annotation, else its label).
-pub fn completion_index(pod: &v1::Pod) -> Option<i32> {
-    let meta = pod.metadata.as_ref()?;
+pub fn completion_index(pod: &StoredPod) -> Option<i32> {
+    let meta = pod.meta();
     meta.annotations
         .get(COMPLETION_INDEX_ANNOTATION)
         .or_else(|| meta.labels.get(COMPLETION_INDEX_ANNOTATION))?
@@ -1015,40 +1007,41 @@ fn generate_name(job: &str, index: Option<i32>) -> String {
     format!("{base}{appendix}")
 }
 
-pub fn has_tracking_finalizer(pod: &v1::Pod) -> bool {
-    pod.metadata
-        .as_ref()
-        .is_some_and(|m| m.finalizers.iter().any(|f| f == TRACKING_FINALIZER))
+pub fn has_tracking_finalizer(pod: &StoredPod) -> bool {
+    pod.meta()
+        .finalizers
+        .iter()
+        .any(|f| f == TRACKING_FINALIZER)
 }
 
-pub fn pod_ref(pod: &v1::Pod) -> PodRef {
+pub fn pod_ref(pod: &StoredPod) -> PodRef {
     PodRef {
-        name: pod
-            .metadata
-            .as_ref()
-            .map(|m| m.name.clone())
-            .unwrap_or_default(),
+        name: pod.meta().name.clone(),
         uid: pod_uid(pod).to_owned(),
     }
 }
 
-fn pod_uid(pod: &v1::Pod) -> &str {
-    pod.metadata.as_ref().map_or("", |m| m.uid.as_str())
+fn pod_uid(pod: &StoredPod) -> &str {
+    &pod.meta().uid
 }
 
-fn phase(pod: &v1::Pod) -> &str {
-    pod.status.as_ref().map_or("", |s| s.phase.as_str())
+fn phase(pod: &StoredPod) -> &str {
+    pods::phase(&pod.pod)
 }
 
-fn being_deleted(pod: &v1::Pod) -> bool {
-    pod.metadata
-        .as_ref()
-        .is_some_and(|m| !m.deletion_timestamp.is_empty())
+fn being_deleted(pod: &StoredPod) -> bool {
+    is_being_deleted(pod.meta())
 }
 
 /// Being deleted, and not finished: its node is still stopping it.
-fn is_terminating(pod: &v1::Pod) -> bool {
-    being_deleted(pod) && !matches!(phase(pod), "Succeeded" | "Failed")
+fn is_terminating(pod: &StoredPod) -> bool {
+    being_deleted(pod) && !pods::is_finished(&pod.pod)
+}
+
+/// A pod's container statuses, its init containers' after its others'.
+fn container_statuses(status: &PodStatus) -> impl Iterator<Item = &ContainerStatus> {
+    let containers = status.container_statuses.iter().flatten();
+    containers.chain(status.init_container_statuses.iter().flatten())
 }
 
 fn parse_time(text: &str) -> Option<SystemTime> {
@@ -1060,6 +1053,7 @@ mod tests {
     use super::*;
     use crate::controllers::job::model::{finished_condition, time_text};
     use serde_json::json;
+    use skiff_objects::IntoObject;
     use std::time::UNIX_EPOCH;
 
     /// 2026-01-01T00:00:00Z.
@@ -1105,7 +1099,7 @@ mod tests {
         /// One round at `seconds`: its plan carried out in full (deleted
         /// pods go at once unless a finalizer holds them).
         fn round(&mut self, seconds: u64) -> JobPlan {
-            let plan = plan(&self.job, &self.pods, at(seconds));
+            let plan = plan(&self.job, &stored(&self.pods), at(seconds));
             for deletion in &plan.delete {
                 if deletion.release_first {
                     self.release(&deletion.pod.uid);
@@ -1136,7 +1130,7 @@ mod tests {
         }
 
         fn pod_mut(&mut self, uid: &str) -> Option<&mut v1::Pod> {
-            self.pods.iter_mut().find(|p| pod_uid(p) == uid)
+            self.pods.iter_mut().find(|p| uid_of(p) == uid)
         }
 
         fn release(&mut self, uid: &str) {
@@ -1149,8 +1143,7 @@ mod tests {
         /// Pods being deleted and held by no finalizer are gone (their
         /// nodes confirmed at once).
         fn drop_unheld(&mut self) {
-            self.pods
-                .retain(|p| !being_deleted(p) || has_tracking_finalizer(p));
+            self.pods.retain(|p| !deleting(p) || held(p));
         }
 
         fn finish(&mut self, name: &str, exit_code: i32, seconds: u64) {
@@ -1171,6 +1164,27 @@ mod tests {
                 .map(|c| format!("{}={}", c.type_, c.status))
                 .collect()
         }
+    }
+
+    /// `pods` as the controller reads them from the store.
+    fn stored(pods: &[v1::Pod]) -> Vec<StoredPod> {
+        pods.iter().map(one).collect()
+    }
+
+    fn one(pod: &v1::Pod) -> StoredPod {
+        StoredPod::read(pod.clone().into_object()).expect("a pod")
+    }
+
+    fn uid_of(pod: &v1::Pod) -> &str {
+        pod.metadata.as_ref().map_or("", |m| m.uid.as_str())
+    }
+
+    fn deleting(pod: &v1::Pod) -> bool {
+        pod.metadata.as_ref().is_some_and(is_being_deleted)
+    }
+
+    fn held(pod: &v1::Pod) -> bool {
+        has_tracking_finalizer(&one(pod))
     }
 
     /// A pod of the Job in `phase`, holding the tracking finalizer.
@@ -1305,7 +1319,7 @@ mod tests {
         );
         assert_eq!(reasons(&done), ["Completed"]);
         assert_eq!(w.created, 3, "no pod more than the completions");
-        assert!(w.pods.iter().all(|p| !has_tracking_finalizer(p)));
+        assert!(w.pods.iter().all(|p| !held(p)));
     }
 
     #[test]
@@ -1319,7 +1333,7 @@ mod tests {
             failed: Some(Vec::new()),
         });
         w.pods = vec![finished(pod("a", "Running"), 0, 1)];
-        let again = plan(&w.job, &w.pods, at(2));
+        let again = plan(&w.job, &stored(&w.pods), at(2));
         assert_eq!(uncounted(&again).succeeded, ["uid-a"], "not added twice");
         assert_eq!(counter(again.status.succeeded), 0);
         assert_eq!(again.release[0].uid, "uid-a");
@@ -1413,16 +1427,22 @@ mod tests {
         let failed = |name: &str, s: u64| finished(pod(name, "Running"), 1, s);
         let pods = vec![failed("a", 100), failed("b", 110)];
         // Two failures in a row: 20 s from the last one.
-        assert_eq!(backoff_left(&j, &pods, at(115)), Duration::from_secs(15));
-        assert_eq!(backoff_left(&j, &pods, at(200)), Duration::ZERO);
+        assert_eq!(
+            backoff_left(&j, &stored(&pods), at(115)),
+            Duration::from_secs(15)
+        );
+        assert_eq!(backoff_left(&j, &stored(&pods), at(200)), Duration::ZERO);
         // A success after them starts over.
         let mut with_success = pods.clone();
         with_success.push(finished(pod("c", "Running"), 0, 120));
-        assert_eq!(backoff_left(&j, &with_success, at(121)), Duration::ZERO);
+        assert_eq!(
+            backoff_left(&j, &stored(&with_success), at(121)),
+            Duration::ZERO
+        );
         // Failures after the success count from it.
         with_success.push(failed("d", 130));
         assert_eq!(
-            backoff_left(&j, &with_success, at(131)),
+            backoff_left(&j, &stored(&with_success), at(131)),
             Duration::from_secs(9)
         );
         // The back-off is read from the pods, released or not, so a new
@@ -1432,7 +1452,7 @@ mod tests {
             pod.metadata.as_mut().unwrap().finalizers.clear();
         }
         assert_eq!(
-            backoff_left(&j, &released, at(115)),
+            backoff_left(&j, &stored(&released), at(115)),
             Duration::from_secs(15)
         );
     }
@@ -1479,7 +1499,7 @@ mod tests {
         let meta = stopping.metadata.as_mut().unwrap();
         meta.deletion_timestamp = stamp(5);
         meta.finalizers.clear();
-        let waiting = plan(&j, &[stopping], at(1));
+        let waiting = plan(&j, &stored(&[stopping]), at(1));
         assert_eq!(waiting.status.terminating, Some(1));
         assert!(waiting.events.is_empty());
         assert!(finished_condition(&waiting.status).is_none());
@@ -1541,7 +1561,7 @@ mod tests {
             {"action": "FailJob", "onExitCodes": {"operator": "In", "values": [42]}}
         ]));
         let pods = [finished(pod("a", "Running"), 42, 1)];
-        let plan = plan(&j, &pods, at(2));
+        let plan = plan(&j, &stored(&pods), at(2));
         let target = &conditions(&plan.status)[0];
         assert_eq!(
             (
@@ -1562,7 +1582,7 @@ mod tests {
     }
 
     fn plan_of(j: &JobView, pods: &[v1::Pod], seconds: u64) -> JobPlan {
-        plan(j, pods, at(seconds))
+        plan(j, &stored(pods), at(seconds))
     }
 
     #[test]
@@ -1583,7 +1603,7 @@ mod tests {
             assert!(uncounted(&plan).is_empty(), "not counted");
             assert_eq!(plan.release.len(), 1, "but released");
             assert_eq!(plan.create, [None], "replaced at once");
-            assert!(!match_failure_policy(&j, &failed).counts);
+            assert!(!match_failure_policy(&j, &one(&failed)).counts);
         }
         // Count counts; rules are tried in order; NotIn and container
         // names narrow what matches.
@@ -1593,7 +1613,7 @@ mod tests {
             {"action": "Ignore", "onExitCodes": {"operator": "NotIn", "values": [1, 2]}},
             {"action": "Count", "onExitCodes": {"operator": "In", "values": [1]}}
         ]));
-        let code = |c: i32| match_failure_policy(&j, &finished(pod("p", "Running"), c, 1));
+        let code = |c: i32| match_failure_policy(&j, &one(&finished(pod("p", "Running"), c, 1)));
         assert_eq!(
             code(1),
             PolicyMatch {

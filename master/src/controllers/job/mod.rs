@@ -33,6 +33,7 @@ use model::{with_status, JobView, TRACKING_FINALIZER};
 use skiff_objects::deletion::{DeleteOptions, Propagation};
 use skiff_objects::generic::JOB_NAME_LABEL;
 use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::pods::StoredPod;
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
@@ -167,19 +168,11 @@ impl JobController {
     }
 
     /// The pods `job` controls.
-    fn pods_of(&self, job: &JobView) -> Vec<v1::Pod> {
-        self.ctx
-            .store
-            .dependents_of(&job.uid)
-            .iter()
-            .filter_map(|o| match &o.kind {
-                Some(Body::Pod(pod))
-                    if controller_of(o, Kind::Job).is_some_and(|r| r.uid == job.uid) =>
-                {
-                    Some(pod.clone())
-                }
-                _ => None,
-            })
+    fn pods_of(&self, job: &JobView) -> Vec<StoredPod> {
+        let dependents = self.ctx.store.dependents_of(&job.uid).into_iter();
+        dependents
+            .filter(|o| controller_of(o, Kind::Job).is_some_and(|r| r.uid == job.uid))
+            .filter_map(StoredPod::read)
             .collect()
     }
 
@@ -294,13 +287,13 @@ impl JobController {
     ) -> Result<(), ReconcileError> {
         let labels = BTreeMap::from([(JOB_NAME_LABEL.to_owned(), key.name.clone())]);
         for pod in self.ctx.store.select(Kind::Pod, &key.namespace, &labels) {
-            let Some(Body::Pod(typed)) = &pod.kind else {
-                continue;
-            };
             let orphaned = controller_of(&pod, Kind::Job)
                 .is_some_and(|o| o.name == key.name && Some(o.uid.as_str()) != current);
-            if orphaned && has_tracking_finalizer(typed) {
-                self.release(&key.namespace, &pod_ref(typed)).await?;
+            let Some(pod) = StoredPod::read(pod).filter(|_| orphaned) else {
+                continue;
+            };
+            if has_tracking_finalizer(&pod) {
+                self.release(&key.namespace, &pod_ref(&pod)).await?;
             }
         }
         Ok(())
@@ -311,7 +304,7 @@ impl JobController {
     async fn after_finish(
         &self,
         job: &JobView,
-        pods: &[v1::Pod],
+        pods: &[StoredPod],
         now: SystemTime,
     ) -> Result<Action, ReconcileError> {
         for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
@@ -410,6 +403,10 @@ spec:
             .collect()
     }
 
+    fn read(pod: &v1::Pod) -> StoredPod {
+        StoredPod::read(pod.clone().into_object()).expect("a pod")
+    }
+
     fn job(objects: &RecordingObjects) -> JobView {
         match objects
             .get(Kind::Job, "default", "work")
@@ -506,7 +503,7 @@ spec:
         assert!(
             pods(&s.objects)
                 .iter()
-                .all(|p| !decide::has_tracking_finalizer(p)),
+                .all(|p| !decide::has_tracking_finalizer(&read(p))),
             "released once the status names them"
         );
 
@@ -546,7 +543,9 @@ spec:
                 .map_or(0, |s| s.len()),
             1
         );
-        assert!(pods(&s.objects).iter().all(decide::has_tracking_finalizer));
+        assert!(pods(&s.objects)
+            .iter()
+            .all(|p| decide::has_tracking_finalizer(&read(p))));
 
         // The next leader's controller picks it up from the store alone.
         let next = JobController::with_clock(context(&s.objects), s.clock.clone());
@@ -584,7 +583,7 @@ spec:
         let now = pods(&s.objects);
         for pod in &now {
             let meta = pod.metadata.as_ref().unwrap();
-            let held = decide::has_tracking_finalizer(pod);
+            let held = decide::has_tracking_finalizer(&read(pod));
             assert_eq!(held, !old.contains(&meta.name), "{}", meta.name);
         }
         assert_eq!(now.len(), 3, "the new Job's pod beside the old two");
@@ -593,7 +592,7 @@ spec:
         s.controller.reconcile(&key()).await.unwrap();
         assert!(pods(&s.objects)
             .iter()
-            .all(|p| !decide::has_tracking_finalizer(p)));
+            .all(|p| !decide::has_tracking_finalizer(&read(p))));
     }
 
     #[tokio::test]
