@@ -36,9 +36,10 @@ use tokio_util::sync::CancellationToken;
 use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventType, InvolvedObject};
 use crate::writer;
+use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::now_rfc3339;
-use skiff_objects::pods::{pod_is_active, pod_is_finished, pod_is_terminating};
+use skiff_objects::pods::{self, StoredPod};
 use skiff_objects::{owners, IntoObject, Kind};
 
 /// The taint a silent node gets, as in Kubernetes.
@@ -199,21 +200,19 @@ fn node_status_event(ctx: &Context, node: &skiff_proto::api::Object, name: &str,
 fn mark_pods_not_ready(ctx: &Context, node: &str) {
     let events = ctx.events.for_component(NODE_CONTROLLER);
     for object in ctx.store.pods_on_node(node) {
-        let Some(Body::Pod(pod)) = &object.kind else {
+        let Some(pod) = StoredPod::read(object) else {
             continue;
         };
-        if !pod_is_active(pod) {
+        if !pods::is_active(pod.meta(), &pod.pod) {
             continue;
         }
-        if let Some(meta) = &pod.metadata {
-            let involved = InvolvedObject::of_meta(Kind::Pod, meta);
-            events.record(
-                involved,
-                EventType::Warning,
-                "NodeNotReady",
-                "Node is not ready",
-            );
-        }
+        let involved = InvolvedObject::of_meta(Kind::Pod, pod.meta());
+        events.record(
+            involved,
+            EventType::Warning,
+            "NodeNotReady",
+            "Node is not ready",
+        );
     }
 }
 
@@ -285,32 +284,26 @@ async fn set_ready(ctx: &Context, mut node: v1::Node, ready: bool) -> writer::Re
 /// to its node and has nowhere else to go (its controller gives every
 /// pod an unlimited toleration of the unreachable taint too; this holds
 /// even for one that lost it).
-fn stays_on_its_node(pod: &v1::Pod) -> bool {
-    let daemon = pod
-        .metadata
-        .as_ref()
-        .and_then(|m| owners::controlled_by(m, Kind::DaemonSet))
-        .is_some();
-    daemon || tolerates_unreachable(pod)
+fn stays_on_its_node(pod: &StoredPod) -> bool {
+    let daemon = owners::controlled_by(pod.meta(), Kind::DaemonSet).is_some();
+    daemon || tolerates_unreachable(&pod.pod)
 }
 
 /// Whether a pod is a StatefulSet's member: one identity, never two pods
 /// of it, so a silent node's copy is never forced out.
-fn has_an_identity(pod: &v1::Pod) -> bool {
-    pod.metadata
-        .as_ref()
-        .and_then(|m| owners::controlled_by(m, Kind::StatefulSet))
-        .is_some()
+fn has_an_identity(pod: &StoredPod) -> bool {
+    owners::controlled_by(pod.meta(), Kind::StatefulSet).is_some()
 }
 
 /// Whether a pod tolerates being on an unreachable node forever.
-fn tolerates_unreachable(pod: &v1::Pod) -> bool {
-    pod.spec.as_ref().is_some_and(|s| {
-        s.tolerations.iter().any(|t| {
-            let key_ok = (t.key.is_empty() && t.operator == "Exists") || t.key == UNREACHABLE_TAINT;
-            let effect_ok = t.effect.is_empty() || t.effect == "NoExecute";
-            key_ok && effect_ok && t.toleration_seconds.is_none()
-        })
+fn tolerates_unreachable(pod: &pods::Pod) -> bool {
+    let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
+    tolerations.into_iter().flatten().any(|t| {
+        let (key, operator) = (t.key.as_deref(), t.operator.as_deref());
+        let key_ok = (key.unwrap_or("").is_empty() && operator == Some("Exists"))
+            || key == Some(UNREACHABLE_TAINT);
+        let effect_ok = matches!(t.effect.as_deref(), None | Some("" | "NoExecute"));
+        key_ok && effect_ok && t.toleration_seconds.is_none()
     })
 }
 
@@ -329,17 +322,17 @@ enum Eviction {
 async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), ReconcileError> {
     let mut deletes = tokio::task::JoinSet::new();
     for object in ctx.store.pods_on_node(node) {
-        let Some(Body::Pod(pod)) = &object.kind else {
+        let Some(pod) = StoredPod::read(object) else {
             continue;
         };
-        let terminating = pod_is_terminating(pod);
-        let identity = has_an_identity(pod);
+        let terminating = is_being_deleted(pod.meta());
+        let identity = has_an_identity(&pod);
         let evicted = match which {
-            Eviction::Everything if identity => !terminating && !stays_on_its_node(pod),
-            Eviction::Everything => terminating || !stays_on_its_node(pod),
+            Eviction::Everything if identity => !terminating && !stays_on_its_node(&pod),
+            Eviction::Everything => terminating || !stays_on_its_node(&pod),
             Eviction::TerminatingOnly => terminating && !identity,
         };
-        if !evicted || pod_is_finished(pod) {
+        if !evicted || pods::is_finished(&pod.pod) {
             continue;
         }
         let options = if identity {
@@ -347,7 +340,7 @@ async fn evict_pods(ctx: &Context, node: &str, which: Eviction) -> Result<(), Re
         } else {
             DeleteOptions::force()
         };
-        let meta = pod.metadata.clone().unwrap_or_default();
+        let meta = pod.meta().clone();
         tracing::info!(node, pod = %meta.name, namespace = %meta.namespace, "evicting pod from unreachable node");
         let message = format!("Marking for deletion Pod {}/{}", meta.namespace, meta.name);
         ctx.events.for_component(EVICTION_CONTROLLER).record(

@@ -494,7 +494,10 @@ mod tests {
     }
 
     fn read(objects: Vec<Object>) -> Vec<StoredPod> {
-        objects.into_iter().filter_map(StoredPod::read).collect()
+        objects
+            .into_iter()
+            .map(|o| StoredPod::read(o).expect("a pod"))
+            .collect()
     }
 
     /// [`decide_eviction`] for `pod` as stored.

@@ -167,7 +167,6 @@ fn core_document(body: &Body) -> Option<GenericObject> {
         Body::Namespace(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Namespace"),
         Body::Endpoints(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Endpoints"),
         Body::Service(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Service"),
-        Body::Pod(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Pod"),
         _ => return None,
     })
 }

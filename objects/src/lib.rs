@@ -67,7 +67,7 @@ use skiff_proto::v1::ObjectMeta;
 pub use cidr::{CidrError, Ipv4Net};
 pub use quantity::{Quantity, QuantityError};
 pub use registry::custom::CustomKind;
-pub use time::{now_rfc3339, rfc3339};
+pub use time::{kube_time, now_rfc3339, rfc3339};
 
 /// A supported kind, as written in `kind:`.
 #[derive(

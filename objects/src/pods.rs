@@ -17,19 +17,55 @@ use skiff_proto::v1;
 use crate::deletion::is_being_deleted;
 use crate::{legacy_bodies, ObjectExt};
 
-pub use crate::typed::api::core::v1::Pod;
+pub use crate::typed::api::core::v1::{Pod, PodCondition, PodStatus};
 
 /// A pod object, in either encoding, read as Kubernetes' own Pod: its spec
 /// and status, and of its metadata its name and namespace (the rest is
-/// the object's: [`ObjectExt::meta`]). `None` for another kind of object,
-/// or a damaged pod.
+/// the object's: [`ObjectExt::meta`]). `None` for another kind of object.
+/// A spec or status that does not read (damaged: a status time without
+/// its offset that a client wrote) is left out, with a warning, so that
+/// the pod itself stays visible to those who count it.
 pub fn read(object: &Object) -> Option<Pod> {
-    let mut pod: Pod = legacy_bodies::read_core(object, "Pod")?;
+    let (spec, status) = match &object.kind {
+        // Each part straight from the model, without the metadata or a
+        // document made first.
+        Some(Body::Pod(model)) => (
+            model.spec.as_ref().map(crate::typed::encode),
+            model.status.as_ref().map(crate::typed::encode),
+        ),
+        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
+            let mut content = crate::generic::content(document);
+            (content.remove("spec"), content.remove("status"))
+        }
+        _ => return None,
+    };
     let meta = object.meta();
     let named = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let mut pod = Pod {
+        spec: spec.and_then(|v| part(v, meta, "spec")),
+        status: status.and_then(|v| part(v, meta, "status")),
+        ..Pod::default()
+    };
     pod.metadata.name = named(&meta.name);
     pod.metadata.namespace = named(&meta.namespace);
     Some(pod)
+}
+
+/// A pod's `part` (`spec` or `status`) read as Kubernetes' type; `None`,
+/// with a warning, when it does not read.
+fn part<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    meta: &v1::ObjectMeta,
+    part: &str,
+) -> Option<T> {
+    match crate::typed::decode(value) {
+        Ok(read) => Some(read),
+        Err(e) => {
+            let pod = format!("{}/{}", meta.namespace, meta.name);
+            tracing::warn!(%pod, part, error = %e, "a stored pod's part cannot be read and is left out");
+            None
+        }
+    }
 }
 
 /// Whether `object` is a pod, in either encoding.
@@ -58,6 +94,29 @@ impl StoredPod {
     pub fn meta(&self) -> &v1::ObjectMeta {
         self.object.meta()
     }
+}
+
+/// `object` (a pod as stored, in either encoding) with `status`, for a
+/// write of its status; any other object as it is. The protobuf model
+/// holds every status field this release writes; a status it cannot hold
+/// leaves the model's as it was.
+pub fn with_status(object: &Object, status: &PodStatus) -> Object {
+    let mut object = object.clone();
+    let value = crate::typed::encode(status);
+    match &mut object.kind {
+        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
+            let mut content = crate::generic::content(document);
+            content.insert("status".to_owned(), value);
+            crate::generic::set_content(document, &content);
+        }
+        Some(Body::Pod(model)) => {
+            if let Ok(status) = serde_json::from_value(value) {
+                model.status = Some(status);
+            }
+        }
+        _ => {}
+    }
+    object
 }
 
 /// A pod's phase (`""` when it has none yet).
@@ -110,7 +169,7 @@ pub fn container_port_named(pod: &Pod, name: &str) -> Option<i32> {
         .containers
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
-        .find(|p| p.name.as_deref() == Some(name))
+        .find(|p| p.name.as_deref().unwrap_or("") == name)
         .map(|p| p.container_port)
 }
 
@@ -654,6 +713,57 @@ status:
             }
         }
         assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn a_status_is_written_into_either_encoding_and_reads_back() {
+        let json = running_pod("True");
+        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        let metadata = model.meta().clone();
+        let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
+        let mut status = read(&model).unwrap().status.unwrap();
+        status.phase = Some("Failed".into());
+        status.conditions = Some(vec![PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            reason: Some("DeletionByPodGC".into()),
+            last_transition_time: Some(crate::kube_time(std::time::UNIX_EPOCH)),
+            ..Default::default()
+        }]);
+        for object in [&model, &document] {
+            let written = with_status(object, &status);
+            assert_eq!(
+                std::mem::discriminant(written.kind.as_ref().unwrap()),
+                std::mem::discriminant(object.kind.as_ref().unwrap()),
+                "the encoding is kept"
+            );
+            let pod = read(&written).unwrap();
+            assert_eq!(pod.status.as_ref(), Some(&status));
+            assert_eq!(
+                pod.spec,
+                read(object).unwrap().spec,
+                "the spec is untouched"
+            );
+            assert_eq!(written.meta(), object.meta());
+        }
+        let secret = generic::document("v1", "Secret", None, json!({})).into_object();
+        assert_eq!(with_status(&secret, &status), secret);
+    }
+
+    #[test]
+    fn a_damaged_status_is_left_out_and_the_pod_stays_readable() {
+        let mut json = running_pod("True");
+        // Written by a client before this release checked status times.
+        json["status"]["startTime"] = json!("2026-12-06T09:00:00");
+        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        let document =
+            generic::document("v1", "Pod", Some(model.meta().clone()), json).into_object();
+        for object in [&model, &document] {
+            let pod = read(object).expect("still a pod");
+            assert_eq!(pod.status, None, "the status does not read");
+            assert_eq!(node_name(&pod), "n1", "the spec does");
+            assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
+        }
     }
 
     #[test]

@@ -335,7 +335,9 @@ fn set_member(
     legacy: impl FnOnce(&mut skiff_proto::v1::Service, serde_json::Value),
 ) {
     match &mut object.kind {
-        Some(Body::Generic(document)) => {
+        Some(Body::Generic(document))
+            if document.api_version == "v1" && document.kind == "Service" =>
+        {
             let mut content = generic::content(document);
             content.insert(name.to_owned(), value);
             generic::set_content(document, &content);
@@ -420,6 +422,23 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn only_a_service_gets_a_status_or_spec_written() {
+        let secret = Object {
+            kind: Some(Body::Generic(generic::document(
+                "v1",
+                "Secret",
+                None,
+                serde_json::json!({}),
+            ))),
+        };
+        let status = ServiceStatus::default();
+        assert_eq!(with_status(&secret, status), secret);
+        let mut written = secret.clone();
+        set_spec(&mut written, spec());
+        assert_eq!(written, secret);
     }
 
     #[test]

@@ -567,6 +567,13 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
                             "must have exactly one of exec, httpGet or tcpSocket",
                         );
                     }
+                    let ppath = format!("{cpath}.{probe_name}");
+                    if let Some(http) = &p.http_get {
+                        action_port(errors, &format!("{ppath}.httpGet.port"), &http.port);
+                    }
+                    if let Some(tcp) = &p.tcp_socket {
+                        action_port(errors, &format!("{ppath}.tcpSocket.port"), &tcp.port);
+                    }
                     // Liveness and startup verdicts restart the container
                     // on one failure streak; one success is all they count.
                     if probe_name != "readinessProbe" && p.success_threshold > 1 {
@@ -640,6 +647,35 @@ fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_temp
     pod_dns(errors, path, spec);
 }
 
+/// A port given as a number (1-65535) or by name (an IANA service name:
+/// at most 15 lowercase letters, digits and dashes, a letter among them),
+/// as Kubernetes' `ValidatePortNumOrName` checks it.
+fn port_number_or_name(errors: &mut Errors, path: &str, port: &str) {
+    if let Ok(n) = port.parse::<i32>() {
+        port_number(errors, path, n);
+        return;
+    }
+    let named_ok = port.len() <= 15
+        && port.bytes().any(|b| b.is_ascii_lowercase())
+        && check_dns_label(port).is_ok();
+    if !named_ok {
+        errors.add(
+            path,
+            format!("{port:?} is neither a port number nor a port name"),
+        );
+    }
+}
+
+/// The port of an httpGet or tcpSocket action: required, a number or a
+/// name.
+fn action_port(errors: &mut Errors, path: &str, port: &str) {
+    if port.is_empty() {
+        errors.add(path, "is required");
+    } else {
+        port_number_or_name(errors, path, port);
+    }
+}
+
 /// A lifecycle hook: exactly one action, an exec with a command, an
 /// httpGet with a port, a sleep no longer than the grace period.
 fn lifecycle_handler(
@@ -663,10 +699,11 @@ fn lifecycle_handler(
             errors.add(format!("{path}.exec.command"), "is required");
         }
     }
+    if let Some(tcp) = &hook.tcp_socket {
+        action_port(errors, &format!("{path}.tcpSocket.port"), &tcp.port);
+    }
     if let Some(http) = &hook.http_get {
-        if http.port.is_empty() {
-            errors.add(format!("{path}.httpGet.port"), "is required");
-        }
+        action_port(errors, &format!("{path}.httpGet.port"), &http.port);
         if !http.scheme.is_empty() && http.scheme != "HTTP" && http.scheme != "HTTPS" {
             errors.add(
                 format!("{path}.httpGet.scheme"),
@@ -1493,19 +1530,7 @@ fn service(errors: &mut Errors, spec: Option<&crate::services::ServiceSpec>) {
                 port_number(errors, &format!("{path}.targetPort"), *n)
             }
             Some(services::IntOrString::String(target)) => {
-                if let Ok(n) = target.parse::<i32>() {
-                    port_number(errors, &format!("{path}.targetPort"), n);
-                } else {
-                    let named_ok = target.len() <= 15
-                        && target.bytes().any(|b| b.is_ascii_lowercase())
-                        && check_dns_label(target).is_ok();
-                    if !named_ok {
-                        errors.add(
-                            format!("{path}.targetPort"),
-                            format!("{target:?} is neither a port number nor a port name"),
-                        );
-                    }
-                }
+                port_number_or_name(errors, &format!("{path}.targetPort"), target)
             }
             None => {}
         }
@@ -1976,7 +2001,35 @@ spec:
                 "[{containerPort: 8080, hostPort: 80}]",
                 "spec.containers.0.ports.0.hostPort: must match containerPort 8080 when hostNetwork is true",
             ),
+            (
+                "httpGet: {port: 8080}",
+                "httpGet: {port: 70000}",
+                "spec.containers.0.startupProbe.httpGet.port: 70000 is not a port number (1-65535)",
+            ),
+            (
+                "httpGet: {port: 8080}",
+                "httpGet: {port: 99999999999}",
+                r#"spec.containers.0.startupProbe.httpGet.port: "99999999999" is neither a port number nor a port name"#,
+            ),
+            (
+                "httpGet: {port: 8080}",
+                "tcpSocket: {port: Web_Port}",
+                r#"spec.containers.0.startupProbe.tcpSocket.port: "Web_Port" is neither a port number nor a port name"#,
+            ),
+            (
+                "httpGet: {port: 8080}",
+                "tcpSocket: {host: x}",
+                "spec.containers.0.startupProbe.tcpSocket.port: is required",
+            ),
+            (
+                "preStop: {sleep: {seconds: 5}}",
+                "preStop: {httpGet: {path: /quit, port: 0}}",
+                "spec.containers.0.lifecycle.preStop.httpGet.port: 0 is not a port number (1-65535)",
+            ),
         ];
+        // A port by name is a port.
+        let named = POD_WITH_HOOKS.replace("httpGet: {port: 8080}", "httpGet: {port: web-ui}");
+        check(&named).unwrap();
         for (from, to, expected) in cases {
             assert!(POD_WITH_HOOKS.contains(from), "{from}");
             let e = reasons(&POD_WITH_HOOKS.replace(from, to));

@@ -180,7 +180,12 @@ impl Reconciler for DisruptionController {
             }
             None => Vec::new(),
         };
-        let pods: Vec<StoredPod> = candidates.into_iter().filter_map(StoredPod::read).collect();
+        // Only the pods it selects are read.
+        let pods: Vec<StoredPod> = candidates
+            .into_iter()
+            .filter(|o| budget.selects(o.meta()))
+            .filter_map(StoredPod::read)
+            .collect();
         let scale = |pod: &v1::ObjectMeta| self.scale_of(&key.namespace, pod);
         let (status, recheck) = compute_status(&budget, &pods, scale, SystemTime::now());
         if status != budget.status {

@@ -75,37 +75,52 @@ pub async fn claim_pods(
     let mut seen = HashSet::new();
     let mut owned = Vec::new();
     for candidate in candidates {
-        // Owned pods are among both; each is read once.
+        // Owned pods are among both; each is looked at once.
         if !pods::is_pod(&candidate) || !seen.insert(candidate.meta().name.clone()) {
             continue;
         }
+        // Decided from the metadata first: a pod that is not to be kept,
+        // let go or adopted is not read.
+        let pod_meta = candidate.meta();
+        let matching = selector::matches(selector, &pod_meta.labels) && (rules.matches)(pod_meta);
+        let leaving = is_being_deleted(pod_meta);
+        let claim = match owners::controller(pod_meta) {
+            Some(r) if r.uid == meta.uid && matching => Claim::Keep,
+            Some(r) if r.uid == meta.uid && !leaving => Claim::Release,
+            None if matching && !leaving => Claim::Adopt,
+            _ => continue,
+        };
         let Some(pod) = StoredPod::read(candidate) else {
             continue;
         };
         if !(rules.considers)(&pod) {
             continue;
         }
-        let pod_meta = pod.meta();
-        let matching = selector::matches(selector, &pod_meta.labels) && (rules.matches)(pod_meta);
-        let leaving = is_being_deleted(pod_meta);
-        match owners::controller(pod_meta) {
-            Some(r) if r.uid == meta.uid && matching => owned.push(pod),
-            Some(r) if r.uid == meta.uid && !leaving => {
+        match claim {
+            Claim::Keep => owned.push(pod),
+            Claim::Release => {
                 // Relabelled out of the selector: let go.
                 write_meta(ctx, &pod, |m| {
                     m.owner_references.retain(|r| r.uid != meta.uid)
                 })
                 .await?;
             }
-            None if matching && !leaving && (rules.adoptable)(&pod) => {
+            Claim::Adopt if (rules.adoptable)(&pod) => {
                 let reference = controller_reference(owner);
                 let adopted = write_meta(ctx, &pod, |m| m.owner_references.extend(reference));
                 owned.push(adopted.await?);
             }
-            _ => {}
+            Claim::Adopt => {}
         }
     }
     Ok(owned)
+}
+
+/// What a claim does with one pod.
+enum Claim {
+    Keep,
+    Release,
+    Adopt,
 }
 
 /// The pods `owner` (of `kind`) controls now, from the owner index; no

@@ -27,21 +27,19 @@
 //! next one tries again.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{EventType, Object};
-use skiff_proto::v1;
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{Context, ReconcileError};
 use crate::store::state_machine::{KindFilter, Notification, StoredEvent};
-use skiff_objects::deletion::DeleteOptions;
-use skiff_objects::now_rfc3339;
-use skiff_objects::pods::{bound_node, pod_is_finished, pod_is_terminating};
-use skiff_objects::{IntoObject, Kind, ObjectExt};
+use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
+use skiff_objects::kube_time;
+use skiff_objects::pods::{self, bound_node, PodCondition, StoredPod};
+use skiff_objects::{Kind, ObjectExt};
 
 /// How long a node must be missing before the pods bound to it go
 /// (Kubernetes' `quarantineTime`).
@@ -194,11 +192,11 @@ impl PodGc {
         due.sort();
         for node in due {
             for object in self.ctx.store.pods_on_node(&node) {
-                let Some(Body::Pod(pod)) = &object.kind else {
+                let Some(pod) = StoredPod::read(object) else {
                     continue;
                 };
-                tracing::info!(node = %node, pod = %object.meta().name, namespace = %object.meta().namespace, "deleting a pod whose node no longer exists");
-                if let Err(e) = self.fail_and_delete(pod, Some(node_gone())).await {
+                tracing::info!(node = %node, pod = %pod.meta().name, namespace = %pod.meta().namespace, "deleting a pod whose node no longer exists");
+                if let Err(e) = self.fail_and_delete(&pod, Some(node_gone())).await {
                     first_error.get_or_insert(e);
                 }
             }
@@ -229,13 +227,13 @@ impl PodGc {
         );
         let mut first_error = None;
         for object in self.ctx.store.oldest_finished_pods(excess) {
-            let Some(Body::Pod(pod)) = &object.kind else {
-                continue;
-            };
-            if pod_is_terminating(pod) {
+            if is_being_deleted(object.meta()) {
                 continue;
             }
-            if let Err(e) = self.fail_and_delete(pod, None).await {
+            let Some(pod) = StoredPod::read(object) else {
+                continue;
+            };
+            if let Err(e) = self.fail_and_delete(&pod, None).await {
                 first_error.get_or_insert(e);
             }
         }
@@ -248,19 +246,20 @@ impl PodGc {
     /// same pod (uid).
     async fn fail_and_delete(
         &self,
-        pod: &v1::Pod,
-        condition: Option<v1::PodCondition>,
+        pod: &StoredPod,
+        condition: Option<PodCondition>,
     ) -> Result<(), ReconcileError> {
-        let meta = pod.metadata.clone().unwrap_or_default();
-        if !pod_is_finished(pod) {
-            let mut failed = pod.clone();
-            let status = failed.status.get_or_insert_with(Default::default);
-            status.phase = "Failed".into();
+        let meta = pod.meta();
+        if !pods::is_finished(&pod.pod) {
+            let mut status = pod.pod.status.clone().unwrap_or_default();
+            status.phase = Some("Failed".into());
             if let Some(condition) = condition {
-                status.conditions.retain(|c| c.r#type != condition.r#type);
-                status.conditions.push(condition);
+                let conditions = status.conditions.get_or_insert_with(Vec::new);
+                conditions.retain(|c| c.type_ != condition.type_);
+                conditions.push(condition);
             }
-            match self.ctx.writer.update_status(failed.into_object()).await {
+            let failed = pods::with_status(&pod.object, &status);
+            match self.ctx.writer.update_status(failed).await {
                 Ok(_) => {}
                 Err(e) if e.is_not_found() => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -284,13 +283,13 @@ impl PodGc {
 }
 
 /// `DisruptionTarget`: the node is gone, as Kubernetes' PodGC says it.
-fn node_gone() -> v1::PodCondition {
-    v1::PodCondition {
-        r#type: DISRUPTION_TARGET.into(),
+fn node_gone() -> PodCondition {
+    PodCondition {
+        type_: DISRUPTION_TARGET.into(),
         status: "True".into(),
-        last_transition_time: now_rfc3339(),
-        reason: DELETION_BY_POD_GC.into(),
-        message: NODE_GONE.into(),
+        last_transition_time: Some(kube_time(SystemTime::now())),
+        reason: Some(DELETION_BY_POD_GC.into()),
+        message: Some(NODE_GONE.into()),
         ..Default::default()
     }
 }
@@ -349,21 +348,14 @@ status: {phase: Running}
         PodGc::new(context(objects), config)
     }
 
-    fn pod(objects: &RecordingObjects, name: &str) -> Option<v1::Pod> {
+    fn pod(objects: &RecordingObjects, name: &str) -> Option<StoredPod> {
         let found = objects.get(Kind::Pod, "default", name).unwrap();
-        match found.map(|o| Object::clone(&o).kind) {
-            Some(Some(Body::Pod(pod))) => Some(pod),
-            _ => None,
-        }
+        found.and_then(StoredPod::read)
     }
 
     fn pod_names(objects: &RecordingObjects) -> Vec<String> {
         let pods = objects.objects(Kind::Pod);
         pods.iter().map(|p| p.meta().name.clone()).collect()
-    }
-
-    fn phase(pod: &v1::Pod) -> &str {
-        pod.status.as_ref().map_or("", |s| s.phase.as_str())
     }
 
     fn stored_event(kind: Kind, event_type: EventType) -> StoredEvent {
@@ -400,17 +392,22 @@ status: {phase: Running}
             .iter()
             .find(|w| w.name == "web-1" && w.op == WriteOp::UpdateStatus)
             .expect("web-1's status written");
-        let Some(Body::Pod(failed)) = &status_write.object.kind else {
+        let Some(failed) = pods::read(&status_write.object) else {
             panic!("not a pod: {status_write:?}");
         };
-        assert_eq!(phase(failed), "Failed");
-        let condition = failed.status.as_ref().unwrap().conditions.last().unwrap();
+        assert_eq!(pods::phase(&failed), "Failed");
+        let conditions = failed.status.unwrap().conditions.unwrap();
+        let condition = conditions.last().unwrap();
         assert_eq!(
-            (condition.r#type.as_str(), condition.status.as_str()),
+            (condition.type_.as_str(), condition.status.as_str()),
             ("DisruptionTarget", "True")
         );
-        assert_eq!(condition.reason, "DeletionByPodGC");
-        assert_eq!(condition.message, "PodGC: node no longer exists");
+        assert_eq!(condition.reason.as_deref(), Some("DeletionByPodGC"));
+        assert_eq!(
+            condition.message.as_deref(),
+            Some("PodGC: node no longer exists")
+        );
+        assert!(condition.last_transition_time.is_some());
         // The finished pod was only deleted.
         let done: Vec<WriteOp> = writes
             .iter()
@@ -420,8 +417,8 @@ status: {phase: Running}
         assert_eq!(done, [WriteOp::Delete]);
         // The Job's pod waits for its Job controller to count it.
         let job_1 = pod(&objects, "job-1").expect("held by its finalizer");
-        assert_eq!(phase(&job_1), "Failed");
-        assert!(pod_is_terminating(&job_1));
+        assert_eq!(pods::phase(&job_1.pod), "Failed");
+        assert!(is_being_deleted(job_1.meta()));
         assert_eq!(pod_names(&objects), ["job-1", "web-2"]);
 
         // Again: nothing more to do for the pod still held.

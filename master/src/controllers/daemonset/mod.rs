@@ -586,7 +586,7 @@ spec:
 
     fn pods(objects: &RecordingObjects) -> Vec<StoredPod> {
         let all = objects.objects(Kind::Pod).into_iter();
-        all.filter_map(StoredPod::read).collect()
+        all.map(|o| StoredPod::read(o).expect("a pod")).collect()
     }
 
     /// Plays a node: writes `status` as `pod`'s.

@@ -155,7 +155,7 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
         uncounted_uids(status.uncounted_terminated_pods.take().unwrap_or_default());
     let tracked: HashSet<&str> = pods
         .iter()
-        .filter(|p| has_tracking_finalizer(p))
+        .filter(|p| has_tracking_finalizer(p.meta()))
         .map(pod_uid)
         .collect();
     let (mut uncounted_succeeded, counted): (Vec<String>, Vec<String>) = uncounted_succeeded
@@ -170,8 +170,9 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
     // What the pods still holding the finalizer add.
     let valid_index =
         |pod: &StoredPod| completion_index(pod).filter(|i| completions.is_some_and(|c| *i < c));
-    let countable =
-        |pod: &&StoredPod| has_tracking_finalizer(pod) && (!indexed || valid_index(pod).is_some());
+    let countable = |pod: &&StoredPod| {
+        has_tracking_finalizer(pod.meta()) && (!indexed || valid_index(pod).is_some())
+    };
     let mut succeeded_indexes = parse_indexes(
         status.completed_indexes.as_deref().unwrap_or(""),
         completions.unwrap_or(0),
@@ -247,7 +248,7 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
         // Ended: what still runs goes (and counts as failed when the Job
         // failed).
         delete.extend(active.iter().map(|p| PodDeletion {
-            pod: pod_ref(p),
+            pod: pod_ref(p.meta()),
             release_first: false,
         }));
         terminating += active_count;
@@ -267,7 +268,7 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
             );
             for pod in &decided.delete {
                 delete.push(PodDeletion {
-                    pod: pod_ref(pod),
+                    pod: pod_ref(pod.meta()),
                     release_first: true,
                 });
                 if pods::is_ready(&pod.pod) {
@@ -301,7 +302,7 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
         in_order.sort_by_key(|p| completion_index(p).unwrap_or(i32::MAX));
     }
     for pod in in_order {
-        if !has_tracking_finalizer(pod) {
+        if !has_tracking_finalizer(pod.meta()) {
             continue;
         }
         let failed = is_failed(job, pod);
@@ -309,7 +310,7 @@ pub fn plan(job: &JobView, pods: &[StoredPod], now: SystemTime) -> JobPlan {
         if !(job.being_deleted || finish.is_some() || succeeded || failed) {
             continue;
         }
-        release.push(pod_ref(pod));
+        release.push(pod_ref(pod.meta()));
         let uid = pod_uid(pod);
         if succeeded && !uncounted_failed.iter().any(|u| u == uid) {
             if !indexed && !uncounted_succeeded.iter().any(|u| u == uid) {
@@ -630,7 +631,8 @@ pub fn backoff_left(job: &JobView, pods: &[StoredPod], now: SystemTime) -> Durat
     let failures: Vec<SystemTime> = pods
         .iter()
         .filter(|p| {
-            let failed = phase(p) == "Failed" || (has_tracking_finalizer(p) && is_failed(job, p));
+            let failed =
+                phase(p) == "Failed" || (has_tracking_finalizer(p.meta()) && is_failed(job, p));
             failed && match_failure_policy(job, p).counts
         })
         .map(|p| finished_at(p).unwrap_or(now))
@@ -1007,17 +1009,16 @@ fn generate_name(job: &str, index: Option<i32>) -> String {
     format!("{base}{appendix}")
 }
 
-pub fn has_tracking_finalizer(pod: &StoredPod) -> bool {
-    pod.meta()
-        .finalizers
-        .iter()
-        .any(|f| f == TRACKING_FINALIZER)
+/// Whether the pod `meta` describes holds the Job's tracking finalizer.
+pub fn has_tracking_finalizer(meta: &v1::ObjectMeta) -> bool {
+    meta.finalizers.iter().any(|f| f == TRACKING_FINALIZER)
 }
 
-pub fn pod_ref(pod: &StoredPod) -> PodRef {
+/// The pod `meta` describes, by name and uid.
+pub fn pod_ref(meta: &v1::ObjectMeta) -> PodRef {
     PodRef {
-        name: pod.meta().name.clone(),
-        uid: pod_uid(pod).to_owned(),
+        name: meta.name.clone(),
+        uid: meta.uid.clone(),
     }
 }
 
@@ -1184,7 +1185,7 @@ mod tests {
     }
 
     fn held(pod: &v1::Pod) -> bool {
-        has_tracking_finalizer(&one(pod))
+        pod.metadata.as_ref().is_some_and(has_tracking_finalizer)
     }
 
     /// A pod of the Job in `phase`, holding the tracking finalizer.

@@ -33,7 +33,7 @@ use model::{with_status, JobView, TRACKING_FINALIZER};
 use skiff_objects::deletion::{DeleteOptions, Propagation};
 use skiff_objects::generic::JOB_NAME_LABEL;
 use skiff_objects::owners::{controller_of, controller_reference};
-use skiff_objects::pods::StoredPod;
+use skiff_objects::pods::{self, StoredPod};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The component its Events are recorded as.
@@ -92,10 +92,10 @@ impl Reconciler for JobController {
         if job.managed_elsewhere() {
             return Ok(Action::Done);
         }
-        let pods = self.pods_of(&job);
         if job.finished().is_some() {
-            return self.after_finish(&job, &pods, now).await;
+            return self.after_finish(&job, now).await;
         }
+        let pods = self.pods_of(&job);
         if job.unknown_completion_mode() {
             let events = self.ctx.events.for_component(COMPONENT);
             events.warning(
@@ -169,10 +169,18 @@ impl JobController {
 
     /// The pods `job` controls.
     fn pods_of(&self, job: &JobView) -> Vec<StoredPod> {
+        self.pod_objects_of(job)
+            .into_iter()
+            .filter_map(StoredPod::read)
+            .collect()
+    }
+
+    /// The pods `job` controls, as stored (not read).
+    fn pod_objects_of(&self, job: &JobView) -> Vec<Arc<Object>> {
         let dependents = self.ctx.store.dependents_of(&job.uid).into_iter();
         dependents
+            .filter(|o| pods::is_pod(o))
             .filter(|o| controller_of(o, Kind::Job).is_some_and(|r| r.uid == job.uid))
-            .filter_map(StoredPod::read)
             .collect()
     }
 
@@ -289,11 +297,8 @@ impl JobController {
         for pod in self.ctx.store.select(Kind::Pod, &key.namespace, &labels) {
             let orphaned = controller_of(&pod, Kind::Job)
                 .is_some_and(|o| o.name == key.name && Some(o.uid.as_str()) != current);
-            let Some(pod) = StoredPod::read(pod).filter(|_| orphaned) else {
-                continue;
-            };
-            if has_tracking_finalizer(&pod) {
-                self.release(&key.namespace, &pod_ref(&pod)).await?;
+            if orphaned && pods::is_pod(&pod) && has_tracking_finalizer(pod.meta()) {
+                self.release(&key.namespace, &pod_ref(pod.meta())).await?;
             }
         }
         Ok(())
@@ -301,14 +306,10 @@ impl JobController {
 
     /// A finished Job: no pod stays held, and the Job goes once its TTL has
     /// passed.
-    async fn after_finish(
-        &self,
-        job: &JobView,
-        pods: &[StoredPod],
-        now: SystemTime,
-    ) -> Result<Action, ReconcileError> {
-        for pod in pods.iter().filter(|p| has_tracking_finalizer(p)) {
-            self.release(&job.namespace, &pod_ref(pod)).await?;
+    async fn after_finish(&self, job: &JobView, now: SystemTime) -> Result<Action, ReconcileError> {
+        let pods = self.pod_objects_of(job);
+        for pod in pods.iter().filter(|p| has_tracking_finalizer(p.meta())) {
+            self.release(&job.namespace, &pod_ref(pod.meta())).await?;
         }
         let Some(left) = decide::ttl_left(job, now) else {
             return Ok(Action::Done);
@@ -503,7 +504,7 @@ spec:
         assert!(
             pods(&s.objects)
                 .iter()
-                .all(|p| !decide::has_tracking_finalizer(&read(p))),
+                .all(|p| !decide::has_tracking_finalizer(read(p).meta())),
             "released once the status names them"
         );
 
@@ -545,7 +546,7 @@ spec:
         );
         assert!(pods(&s.objects)
             .iter()
-            .all(|p| decide::has_tracking_finalizer(&read(p))));
+            .all(|p| decide::has_tracking_finalizer(read(p).meta())));
 
         // The next leader's controller picks it up from the store alone.
         let next = JobController::with_clock(context(&s.objects), s.clock.clone());
@@ -583,7 +584,7 @@ spec:
         let now = pods(&s.objects);
         for pod in &now {
             let meta = pod.metadata.as_ref().unwrap();
-            let held = decide::has_tracking_finalizer(&read(pod));
+            let held = decide::has_tracking_finalizer(read(pod).meta());
             assert_eq!(held, !old.contains(&meta.name), "{}", meta.name);
         }
         assert_eq!(now.len(), 3, "the new Job's pod beside the old two");
@@ -592,7 +593,7 @@ spec:
         s.controller.reconcile(&key()).await.unwrap();
         assert!(pods(&s.objects)
             .iter()
-            .all(|p| !decide::has_tracking_finalizer(&read(p))));
+            .all(|p| !decide::has_tracking_finalizer(read(p).meta())));
     }
 
     #[tokio::test]
