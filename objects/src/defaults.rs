@@ -6,7 +6,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-pub use super::pods::default_pull_policy;
+pub use super::images::default_pull_policy;
 
 /// Kubernetes' default maxSurge and maxUnavailable.
 pub const DEFAULT_ROLLING_PERCENT: &str = "25%";

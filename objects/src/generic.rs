@@ -40,7 +40,7 @@ use skiff_proto::v1::{GenericObject, LabelSelector, ObjectMeta};
 
 use super::cron_schedule::{time_zone, CronSchedule};
 use super::custom_resources::{self, Definition, Version};
-use super::pods::default_pull_policy;
+use super::images::default_pull_policy;
 use super::registry::custom::{served_definition, ServedDefinition};
 use super::{CustomKind, Kind};
 

@@ -33,6 +33,7 @@ pub mod disruption_budget;
 pub mod endpoints;
 pub mod field_manager;
 pub mod generic;
+pub mod images;
 pub mod legacy_bodies;
 pub mod manifest;
 pub mod metadata;

@@ -1,12 +1,16 @@
-//! What a pod's status says about it, as the scheduler, the controllers and
-//! node lifecycle all ask: is it Ready, is it still wanted, is it
-//! terminating or finished, where is it bound; which ConfigMaps and
-//! Secrets its spec reads (env, envFrom, volumes, projected volumes,
-//! imagePullSecrets: what its node may read, as Kubernetes'
+//! Pods as their readers see them: a stored pod, in either encoding, read
+//! as Kubernetes' own Pod ([`read`], [`StoredPod`]: the object's metadata
+//! beside the spec and status) and its status written back
+//! ([`with_status`]); what its status says, as the scheduler, the
+//! controllers and node lifecycle all ask: is it Ready, is it still
+//! wanted, is it terminating or finished, where is it bound; which
+//! ConfigMaps and Secrets its spec reads (env, envFrom, volumes, projected
+//! volumes, imagePullSecrets: what its node may read, as Kubernetes'
 //! NodeRestriction allows); the pull secrets a created pod gets from its
 //! service account ([`admit_pull_secrets`]) and its API credentials
 //! ([`admit_service_account_token`]: the `kube-api-access-*` projected
-//! volume); and the image pull policy a container gets by default.
+//! volume). Readers still on the protobuf model use the `pod_is_*`
+//! predicates, until they move.
 
 use std::sync::Arc;
 
@@ -465,18 +469,6 @@ pub fn admit_service_account_token(
 
 fn containers(spec: &v1::PodSpec) -> impl Iterator<Item = &v1::Container> {
     spec.containers.iter().chain(&spec.init_containers)
-}
-
-/// `Always` for `:latest` or untagged images, `IfNotPresent` otherwise.
-pub fn default_pull_policy(image: &str) -> &'static str {
-    let name = image.split('@').next().unwrap_or(image);
-    let last = name.rsplit('/').next().unwrap_or(name);
-    let has_digest = image.contains('@');
-    match last.split_once(':') {
-        _ if has_digest => "IfNotPresent",
-        Some((_, "latest")) | None => "Always",
-        Some(_) => "IfNotPresent",
-    }
 }
 
 #[cfg(test)]

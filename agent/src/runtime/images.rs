@@ -27,7 +27,7 @@ use containerd_client::services::v1::{
     ListImagesRequest, UpdateImageRequest,
 };
 use containerd_client::types::{Descriptor, Mount};
-use skiff_objects::pods;
+use skiff_objects::images;
 
 use super::content::{sha256_digest, BlobStream};
 use super::docker_config::PullKeyring;
@@ -129,12 +129,12 @@ pub enum PullPolicy {
 
 impl PullPolicy {
     /// Kubernetes' rule: the given policy, else the default the master's
-    /// defaulting gives a created pod (`pods::default_pull_policy`: Always
+    /// defaulting gives a created pod (`images::default_pull_policy`: Always
     /// for `:latest` or no tag, IfNotPresent otherwise).
     pub fn for_container(policy: &str, image: &str) -> PullPolicy {
         let policy = match policy {
             "Always" | "Never" | "IfNotPresent" => policy,
-            _ => pods::default_pull_policy(image),
+            _ => images::default_pull_policy(image),
         };
         match policy {
             "Always" => PullPolicy::Always,
