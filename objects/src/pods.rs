@@ -139,6 +139,13 @@ pub fn node_name(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
+/// The service account a pod runs as: the one it names, else `default`.
+pub fn account_of(pod: &Pod) -> &str {
+    let spec = pod.spec.as_ref();
+    let named = spec.and_then(|s| s.service_account_name.as_deref());
+    named.filter(|n| !n.is_empty()).unwrap_or("default")
+}
+
 /// A pod's (first) IP (`""` when it has none yet).
 pub fn ip(pod: &Pod) -> &str {
     pod.status
@@ -516,6 +523,7 @@ mod tests {
             assert!(!is_finished(&pod));
             assert_eq!(container_port_named(&pod, "http"), Some(8080));
             assert_eq!(container_port_named(&pod, "https"), None);
+            assert_eq!(account_of(&pod), "default", "none named");
             let stored = StoredPod::read(object.clone()).expect("a pod");
             assert_eq!(stored.meta().labels["app"], "web");
             assert!(is_active(stored.meta(), &stored.pod));

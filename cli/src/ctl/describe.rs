@@ -5,10 +5,12 @@
 
 use std::fmt::Write as _;
 
+use skiff_objects::pods::{self, Pod};
+use skiff_objects::typed::api::core::v1::{Container, ContainerStatus};
+use skiff_objects::typed::meta::Time;
 use skiff_objects::{endpoints, namespaces, owners, secrets, services, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_proto::v1;
 
 fn map(m: &std::collections::BTreeMap<String, String>) -> String {
     if m.is_empty() {
@@ -59,7 +61,11 @@ pub fn describe(object: &Object) -> String {
         );
     }
     match &object.kind {
-        Some(Body::Pod(p)) => pod(&mut out, p),
+        Some(Body::Pod(_) | Body::Generic(_)) if pods::is_pod(object) => {
+            if let Some(p) = pods::read(object) {
+                pod(&mut out, &p);
+            }
+        }
         Some(Body::Deployment(d)) => {
             let spec = d.spec.clone().unwrap_or_default();
             let status = d.status.clone().unwrap_or_default();
@@ -214,7 +220,8 @@ pub fn describe(object: &Object) -> String {
             }
         }
         Some(
-            Body::Secret(_)
+            Body::Pod(_)
+            | Body::Secret(_)
             | Body::Namespace(_)
             | Body::Endpoints(_)
             | Body::Service(_)
@@ -225,66 +232,70 @@ pub fn describe(object: &Object) -> String {
     out
 }
 
-fn pod(out: &mut String, p: &v1::Pod) {
+fn pod(out: &mut String, p: &Pod) {
     let spec = p.spec.clone().unwrap_or_default();
     let status = p.status.clone().unwrap_or_default();
-    line(
-        out,
-        "Node",
-        if spec.node_name.is_empty() {
-            "<none>"
+    let or_none = |s: &str| {
+        if s.is_empty() {
+            "<none>".to_owned()
         } else {
-            &spec.node_name
-        },
-    );
-    line(out, "Status", &status.phase);
-    if !status.reason.is_empty() {
-        line(out, "Reason", &status.reason);
+            s.to_owned()
+        }
+    };
+    line(out, "Node", or_none(pods::node_name(p)));
+    line(out, "Status", pods::phase(p));
+    if let Some(reason) = status.reason.as_deref().filter(|r| !r.is_empty()) {
+        line(out, "Reason", reason);
     }
-    line(
-        out,
-        "IP",
-        if status.pod_ip.is_empty() {
-            "<none>"
-        } else {
-            &status.pod_ip
-        },
-    );
-    if !spec.init_containers.is_empty() {
+    line(out, "IP", or_none(pods::ip(p)));
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    if !init_containers.is_empty() {
         let _ = writeln!(out, "Init Containers:");
-        containers(out, &spec.init_containers, &status.init_container_statuses);
+        let statuses = status
+            .init_container_statuses
+            .as_deref()
+            .unwrap_or_default();
+        containers(out, init_containers, statuses);
     }
     let _ = writeln!(out, "Containers:");
-    containers(out, &spec.containers, &status.container_statuses);
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    containers(out, &spec.containers, statuses);
+    let text = |s: Option<String>| s.unwrap_or_default();
     conditions(
         out,
         status
             .conditions
             .into_iter()
-            .map(|c| [c.r#type, c.status, c.reason, c.message])
+            .flatten()
+            .map(|c| [c.type_, c.status, text(c.reason), text(c.message)])
             .collect(),
     );
 }
 
 /// Each container with its state, readiness and restarts (and the message
 /// it left when it ended), as `kubectl describe pod` lists them.
-fn containers(out: &mut String, specs: &[v1::Container], statuses: &[v1::ContainerStatus]) {
+fn containers(out: &mut String, specs: &[Container], statuses: &[ContainerStatus]) {
     for c in specs {
         let _ = writeln!(out, "  {}:", c.name);
-        let _ = writeln!(out, "    Image:        {}", c.image);
+        let _ = writeln!(
+            out,
+            "    Image:        {}",
+            c.image.as_deref().unwrap_or("")
+        );
         if let Some(s) = statuses.iter().find(|s| s.name == c.name) {
             let state = s.state.clone().unwrap_or_default();
             let mut message = String::new();
             let text = if let Some(r) = state.running {
-                format!("Running (since {})", r.started_at)
+                let since = r.started_at.as_ref().map(kube_text).unwrap_or_default();
+                format!("Running (since {since})")
             } else if let Some(w) = state.waiting {
-                format!("Waiting ({})", w.reason)
+                format!("Waiting ({})", w.reason.unwrap_or_default())
             } else if let Some(t) = state.terminated {
-                message = t.message;
+                message = t.message.unwrap_or_default();
                 format!(
                     "Terminated ({}, exit code {})",
-                    t.reason,
-                    t.exit_code.unwrap_or(0)
+                    t.reason.unwrap_or_default(),
+                    t.exit_code
                 )
             } else {
                 "Unknown".to_owned()
@@ -297,4 +308,9 @@ fn containers(out: &mut String, specs: &[v1::Container], statuses: &[v1::Contain
             let _ = writeln!(out, "    Restarts:     {}", s.restart_count);
         }
     }
+}
+
+/// A time as Kubernetes writes it (RFC 3339, whole seconds, UTC).
+fn kube_text(time: &Time) -> String {
+    skiff_objects::rfc3339(std::time::SystemTime::from(time.0))
 }

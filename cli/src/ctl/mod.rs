@@ -19,7 +19,7 @@ use skiff_master::client::{Client, ClientError};
 use skiff_objects::manifest::{
     list_to_json_value, parse_manifest, to_json_value, to_yaml, ManifestError,
 };
-use skiff_objects::pods::pod_is_ready;
+use skiff_objects::pods;
 use skiff_objects::selector as object_selector;
 use skiff_objects::{Kind, ObjectExt, UnknownKind};
 use skiff_proto::api::object::Kind as Body;
@@ -1120,12 +1120,8 @@ async fn pod_for_logs(client: &Client, kind: Kind, namespace: &str, name: &str) 
     let candidates: Vec<(bool, String)> = pods
         .items
         .iter()
-        .filter_map(|o| match &o.kind {
-            Some(Body::Pod(p)) if object_selector::matches(&label_selector, &o.meta().labels) => {
-                Some((!pod_is_ready(p), o.meta().name.clone()))
-            }
-            _ => None,
-        })
+        .filter(|o| object_selector::matches(&label_selector, &o.meta().labels))
+        .filter_map(|o| Some((!pods::is_ready(&pods::read(o)?), o.meta().name.clone())))
         .collect();
     let count = candidates.len();
     match candidates.into_iter().min() {

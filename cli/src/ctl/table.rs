@@ -3,7 +3,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use skiff_objects::{endpoints, namespaces, secrets, services, Kind, ObjectExt};
+use skiff_objects::{endpoints, namespaces, pods, secrets, services, Kind, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
@@ -208,13 +208,12 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
     let name = meta.name.clone();
     let age = age(&meta.creation_timestamp, now);
     match &object.kind {
-        Some(Body::Pod(p)) => {
+        Some(Body::Pod(_) | Body::Generic(_)) if pods::is_pod(object) => {
             let mut row = pod_row(object, name, age, now);
             if wide {
-                let status = p.status.clone().unwrap_or_default();
-                let spec = p.spec.clone().unwrap_or_default();
-                row.push(or_none(&status.pod_ip));
-                row.push(or_none(&spec.node_name));
+                let pod = pods::read(object).unwrap_or_default();
+                row.push(or_none(pods::ip(&pod)));
+                row.push(or_none(pods::node_name(&pod)));
             }
             row
         }
@@ -384,7 +383,8 @@ fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
             vec![name, type_, values.to_string(), age]
         }
         Some(
-            Body::Secret(_)
+            Body::Pod(_)
+            | Body::Secret(_)
             | Body::Namespace(_)
             | Body::Endpoints(_)
             | Body::Service(_)

@@ -16,7 +16,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::{GetRequest, Object, RequestTokenRequest, RequestTokenResponse};
 use skiff_security::Identity;
 use tonic::{Code, Request, Status};
@@ -172,20 +171,19 @@ pub fn binding_of(
             uid: reference.uid.clone(),
         });
     }
-    let pod = match &object.kind {
-        Some(Body::Pod(pod)) => pod,
-        _ => return Ok(Binding::Secret(stored)),
+    let Some(pod) = pods::read(object) else {
+        return Ok(Binding::Secret(stored));
     };
-    let spec = pod.spec.clone().unwrap_or_default();
-    if pods::service_account(&spec) != account {
+    if pods::account_of(&pod) != account {
         return Err(TokenRequestError::BadRequest(format!(
             "cannot bind token for serviceaccount {account:?} to pod running with \
              different serviceaccount name."
         )));
     }
     // The node's name even when its Node is gone, as kube-apiserver does.
-    let node = (!spec.node_name.is_empty()).then(|| ObjectRef {
-        name: spec.node_name.clone(),
+    let node_name = pods::node_name(&pod);
+    let node = (!node_name.is_empty()).then(|| ObjectRef {
+        name: node_name.to_owned(),
         uid: node_uid.unwrap_or_default(),
     });
     Ok(Binding::Pod { pod: stored, node })
@@ -193,14 +191,7 @@ pub fn binding_of(
 
 /// The name of the node a stored pod is bound to, if any.
 fn node_of(object: &Object) -> Option<&str> {
-    match &object.kind {
-        Some(Body::Pod(pod)) => pod
-            .spec
-            .as_ref()
-            .map(|s| s.node_name.as_str())
-            .filter(|n| !n.is_empty()),
-        _ => None,
-    }
+    Some(pods::bound_node(object)).filter(|n| !n.is_empty())
 }
 
 /// Whole seconds since the Unix epoch.

@@ -33,6 +33,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use skiff_objects::deletion::is_being_deleted;
+use skiff_objects::pods::{self, StoredPod};
+use skiff_objects::typed::api::core::v1::Container;
+use skiff_objects::typed::meta::Time;
 use skiff_objects::{rfc3339, Quantity};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -461,7 +465,7 @@ impl HorizontalAutoscalerController {
         &self,
         namespace: &str,
         selector: &v1::LabelSelector,
-    ) -> Result<Vec<v1::Pod>, StateMachineError> {
+    ) -> Result<Vec<StoredPod>, StateMachineError> {
         let candidates = if selector.match_labels.is_empty() {
             self.ctx.store.list(Kind::Pod, Some(namespace))?.0
         } else {
@@ -470,16 +474,9 @@ impl HorizontalAutoscalerController {
                 .select(Kind::Pod, namespace, &selector.match_labels)
         };
         Ok(candidates
-            .iter()
-            .filter_map(|o| match &o.kind {
-                Some(Body::Pod(pod)) => Some(pod),
-                _ => None,
-            })
-            .filter(|pod| {
-                let meta = pod.metadata.as_ref();
-                meta.is_some_and(|m| selector::matches(selector, &m.labels))
-            })
-            .cloned()
+            .into_iter()
+            .filter(|o| selector::matches(selector, &o.meta().labels))
+            .filter_map(StoredPod::read)
             .collect())
     }
 
@@ -756,23 +753,27 @@ fn readings(
 
 /// What the calculation needs of a pod. A container's limit stands in for
 /// a request it lacks, as Kubernetes' defaulting would have set it.
-fn pod_facts(pod: &v1::Pod) -> PodFacts {
-    let meta = pod.metadata.as_ref();
+fn pod_facts(stored: &StoredPod) -> PodFacts {
+    let (meta, pod) = (stored.meta(), &stored.pod);
     let status = pod.status.as_ref();
-    let time = |text: &str| humantime::parse_rfc3339_weak(text).ok();
+    let time = |t: &Time| SystemTime::from(t.0);
     let ready = status
-        .and_then(|s| s.conditions.iter().find(|c| c.r#type == "Ready"))
+        .and_then(|s| s.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready"))
         .map(|c| {
-            let since = time(c.last_transition_time.as_str()).unwrap_or(SystemTime::UNIX_EPOCH);
+            let since = c
+                .last_transition_time
+                .as_ref()
+                .map_or(SystemTime::UNIX_EPOCH, time);
             (c.status == "True", since)
         });
-    let request = |container: &v1::Container, resource: &str| -> Option<i64> {
+    let request = |container: &Container, resource: &str| -> Option<i64> {
         let resources = container.resources.as_ref()?;
         let given = resources
             .requests
-            .get(resource)
-            .or_else(|| resources.limits.get(resource))?;
-        Quantity::parse(given).ok().map(|q| q.milli())
+            .as_ref()
+            .and_then(|r| r.get(resource))
+            .or_else(|| resources.limits.as_ref()?.get(resource))?;
+        Quantity::parse(&given.0).ok().map(|q| q.milli())
     };
     let containers = pod.spec.as_ref().map_or_else(Vec::new, |spec| {
         spec.containers
@@ -785,10 +786,10 @@ fn pod_facts(pod: &v1::Pod) -> PodFacts {
             .collect()
     });
     PodFacts {
-        name: meta.map_or_else(String::new, |m| m.name.clone()),
-        phase: status.map_or_else(String::new, |s| s.phase.clone()),
-        deleting: meta.is_some_and(|m| !m.deletion_timestamp.is_empty()),
-        start_time: status.and_then(|s| time(s.start_time.as_str())),
+        name: meta.name.clone(),
+        phase: pods::phase(pod).to_owned(),
+        deleting: is_being_deleted(meta),
+        start_time: status.and_then(|s| s.start_time.as_ref()).map(time),
         ready,
         containers,
     }
