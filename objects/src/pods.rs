@@ -79,24 +79,78 @@ pub fn is_pod(object: &Object) -> bool {
 
 /// A stored pod as its readers see it: the object (its metadata is
 /// [`StoredPod::meta`]), and its spec and status read as Kubernetes' Pod
-/// ([`read`]).
+/// ([`read`]), shared: a pod is read once for as long as its object is
+/// shared ([`READ`]).
 #[derive(Debug, Clone)]
 pub struct StoredPod {
     pub object: Arc<Object>,
-    pub pod: Pod,
+    pub pod: Arc<Pod>,
 }
 
 impl StoredPod {
-    /// `object` read as a pod; `None` for another kind, or a damaged pod.
+    /// `object` read as a pod; `None` for another kind. The object as it
+    /// is shared (the store's cache hands out each version of an object
+    /// as one `Arc`) is read once: the controllers that look at a pod on
+    /// every event of its owner or Service share that read.
     pub fn read(object: impl Into<Arc<Object>>) -> Option<StoredPod> {
         let object = object.into();
-        let pod = read(&object)?;
+        let pod = READ.get_or_read(&object)?;
         Some(StoredPod { object, pod })
     }
 
     /// The pod's metadata, as stored.
     pub fn meta(&self) -> &v1::ObjectMeta {
         self.object.meta()
+    }
+}
+
+/// The pods read from shared objects, by the address of the object, each
+/// with a weak reference to it: an entry holds while that object lives
+/// (an object behind an `Arc` with a weak reference cannot be changed in
+/// place: `Arc::get_mut` refuses, `make_mut` and `unwrap_or_clone` move
+/// it), so an address taken again by another object is told apart. The
+/// entries of dropped objects go once there are as many more entries as
+/// were left the last time (at least [`PRUNE_EVERY`]), so they never
+/// outnumber the live ones by more than that.
+static READ: ReadPods = ReadPods {
+    entries: std::sync::Mutex::new(None),
+};
+
+/// Entries added between two prunings, at the least.
+const PRUNE_EVERY: usize = 256;
+
+struct ReadPods {
+    entries: std::sync::Mutex<Option<ReadMap>>,
+}
+
+/// The entries, and the size at which dropped objects' entries go next.
+type ReadMap = (
+    std::collections::HashMap<usize, (std::sync::Weak<Object>, Arc<Pod>)>,
+    usize,
+);
+
+impl ReadPods {
+    fn get_or_read(&self, object: &Arc<Object>) -> Option<Arc<Pod>> {
+        let address = Arc::as_ptr(object) as usize;
+        let same = |entry: &(std::sync::Weak<Object>, Arc<Pod>)| {
+            entry.0.upgrade().is_some_and(|o| Arc::ptr_eq(&o, object))
+        };
+        if let Ok(entries) = self.entries.lock() {
+            let found = entries.as_ref().and_then(|(m, _)| m.get(&address));
+            if let Some(entry) = found.filter(|e| same(e)) {
+                return Some(entry.1.clone());
+            }
+        }
+        let pod = Arc::new(read(object)?);
+        if let Ok(mut entries) = self.entries.lock() {
+            let (map, prune_at) = entries.get_or_insert_with(|| (Default::default(), PRUNE_EVERY));
+            if map.len() >= *prune_at {
+                map.retain(|_, (weak, _)| weak.strong_count() > 0);
+                *prune_at = (map.len() * 2).max(PRUNE_EVERY);
+            }
+            map.insert(address, (Arc::downgrade(object), pod.clone()));
+        }
+        Some(pod)
     }
 }
 
@@ -764,6 +818,54 @@ status:
             assert_eq!(node_name(&pod), "n1", "the spec does");
             assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
         }
+    }
+
+    #[test]
+    fn a_shared_object_is_read_once_and_a_changed_copy_again() {
+        let (model, _) =
+            crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True")).unwrap();
+        let shared = Arc::new(model);
+        let first = StoredPod::read(shared.clone()).unwrap();
+        let again = StoredPod::read(shared.clone()).unwrap();
+        assert!(Arc::ptr_eq(&first.pod, &again.pod), "read once");
+        // A copy changed is another object: read as it is now.
+        let mut changed = Object::clone(&shared);
+        if let Some(Body::Pod(p)) = &mut changed.kind {
+            p.status.as_mut().unwrap().phase = "Succeeded".into();
+        }
+        let changed = StoredPod::read(changed).unwrap();
+        assert_eq!(phase(&changed.pod), "Succeeded");
+        assert_eq!(
+            phase(&StoredPod::read(shared.clone()).unwrap().pod),
+            "Running"
+        );
+        // Taken out of its Arc and changed in place: read again.
+        drop((first, again));
+        let mut owned = Arc::unwrap_or_clone(shared);
+        if let Some(Body::Pod(p)) = &mut owned.kind {
+            p.status.as_mut().unwrap().phase = "Failed".into();
+        }
+        let owned = Arc::new(owned);
+        assert_eq!(phase(&StoredPod::read(owned).unwrap().pod), "Failed");
+    }
+
+    #[test]
+    fn the_reads_of_dropped_objects_are_let_go() {
+        let (model, _) =
+            crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True")).unwrap();
+        let kept = Arc::new(model.clone());
+        let kept_read = StoredPod::read(kept.clone()).unwrap();
+        for _ in 0..PRUNE_EVERY * 3 {
+            StoredPod::read(model.clone()).unwrap();
+        }
+        let entries = READ.entries.lock().unwrap();
+        let (map, _) = entries.as_ref().unwrap();
+        assert!(map.len() <= PRUNE_EVERY + 1, "{} entries", map.len());
+        let kept_entry = &map[&(Arc::as_ptr(&kept) as usize)];
+        assert!(
+            Arc::ptr_eq(&kept_entry.1, &kept_read.pod),
+            "the live one stays"
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::owners::controller_reference;
-use skiff_objects::pods;
+use skiff_objects::pods::{self, StoredPod};
 use skiff_objects::services::{self, Service};
 use skiff_objects::{generic, typed};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
@@ -238,7 +238,7 @@ pub fn desired(service: &Service, pods: &[Arc<Object>]) -> Desired {
         if !selected || pod_meta.namespace != namespace {
             continue;
         }
-        let Some(pod) = pods::read(object) else {
+        let Some(pod) = StoredPod::read(object.clone()).map(|p| p.pod) else {
             continue;
         };
         if pods::is_finished(&pod) {

@@ -16,7 +16,7 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
-use skiff_objects::pods::{self, Pod};
+use skiff_objects::pods::{self, Pod, StoredPod};
 use skiff_objects::services::{self, Service};
 use skiff_objects::{endpoints, Kind, ObjectExt};
 
@@ -121,7 +121,7 @@ impl Reconciler for EndpointsController {
             if !selects(selector, &meta.labels) {
                 continue;
             }
-            let Some(pod) = pods::read(&object) else {
+            let Some(pod) = StoredPod::read(object.clone()).map(|p| p.pod) else {
                 continue;
             };
             // As Kubernetes: finished pods never, terminating ones only

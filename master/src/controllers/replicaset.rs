@@ -144,7 +144,7 @@ impl Reconciler for ReplicaSetController {
 
         let ready = owned.iter().filter(|p| pods::is_ready(&p.pod)).count() as i32;
         let (available, next_available) = available_pods(
-            owned.iter().map(|p| &p.pod),
+            owned.iter().map(|p| &*p.pod),
             spec.min_ready_seconds,
             std::time::SystemTime::now(),
         );

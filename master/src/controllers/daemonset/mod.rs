@@ -478,7 +478,7 @@ fn pod_facts(
     let mut next = None;
     let mut facts = Vec::with_capacity(pods.len());
     for pod in pods {
-        let (available, wait) = available_pods([&pod.pod], min_ready_seconds, now);
+        let (available, wait) = available_pods([&*pod.pod], min_ready_seconds, now);
         next = sooner(next, wait);
         let meta = pod.meta();
         facts.push(DaemonPod {

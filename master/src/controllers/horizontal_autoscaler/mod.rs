@@ -754,7 +754,7 @@ fn readings(
 /// What the calculation needs of a pod. A container's limit stands in for
 /// a request it lacks, as Kubernetes' defaulting would have set it.
 fn pod_facts(stored: &StoredPod) -> PodFacts {
-    let (meta, pod) = (stored.meta(), &stored.pod);
+    let (meta, pod) = (stored.meta(), &*stored.pod);
     let status = pod.status.as_ref();
     let time = |t: &Time| SystemTime::from(t.0);
     let ready = status

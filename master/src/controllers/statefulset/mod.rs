@@ -552,7 +552,7 @@ fn member_facts(
     let mut next: Option<Duration> = None;
     let mut members = Vec::with_capacity(pods.len());
     for stored in pods {
-        let (meta, pod) = (stored.meta(), &stored.pod);
+        let (meta, pod) = (stored.meta(), &*stored.pod);
         let Some(ordinal) = ordinal_of(set, &meta.name) else {
             continue;
         };
