@@ -108,47 +108,81 @@ impl StoredPod {
 /// with a weak reference to it: an entry holds while that object lives
 /// (an object behind an `Arc` with a weak reference cannot be changed in
 /// place: `Arc::get_mut` refuses, `make_mut` and `unwrap_or_clone` move
-/// it), so an address taken again by another object is told apart. The
-/// entries of dropped objects go once there are as many more entries as
-/// were left the last time (at least [`PRUNE_EVERY`]), so they never
-/// outnumber the live ones by more than that.
+/// it), so an address taken again by another object is told apart. An
+/// object no one else shares is read and not kept. Every [`PRUNE_EVERY`]
+/// looks (reads or not), and whenever the entries outnumber the live ones
+/// last counted by that many, the entries of dropped objects go: at most
+/// about that many are kept beyond the live ones.
 static READ: ReadPods = ReadPods {
     entries: std::sync::Mutex::new(None),
 };
 
-/// Entries added between two prunings, at the least.
+/// Looks, or entries beyond the live ones, between two prunings.
 const PRUNE_EVERY: usize = 256;
 
 struct ReadPods {
     entries: std::sync::Mutex<Option<ReadMap>>,
 }
 
-/// The entries, and the size at which dropped objects' entries go next.
-type ReadMap = (
-    std::collections::HashMap<usize, (std::sync::Weak<Object>, Arc<Pod>)>,
-    usize,
-);
+/// The entries, and the looks left until they are pruned next, and the
+/// size at which they are pruned at the latest.
+struct ReadMap {
+    pods: std::collections::HashMap<usize, (std::sync::Weak<Object>, Arc<Pod>)>,
+    looks_left: usize,
+    prune_at: usize,
+}
+
+impl ReadMap {
+    /// Takes out the entries of dropped objects (for the caller to free
+    /// once the lock is let go) when it is time to.
+    fn look(&mut self) -> Vec<(std::sync::Weak<Object>, Arc<Pod>)> {
+        self.looks_left = self.looks_left.saturating_sub(1);
+        if self.looks_left > 0 && self.pods.len() < self.prune_at {
+            return Vec::new();
+        }
+        let dead: Vec<usize> = self
+            .pods
+            .iter()
+            .filter(|(_, (weak, _))| weak.strong_count() == 0)
+            .map(|(address, _)| *address)
+            .collect();
+        let dead = dead.iter().filter_map(|a| self.pods.remove(a)).collect();
+        self.looks_left = PRUNE_EVERY;
+        self.prune_at = self.pods.len() + PRUNE_EVERY;
+        dead
+    }
+}
 
 impl ReadPods {
     fn get_or_read(&self, object: &Arc<Object>) -> Option<Arc<Pod>> {
+        if Arc::strong_count(object) == 1 {
+            // No one else holds it: no one will look again.
+            return read(object).map(Arc::new);
+        }
         let address = Arc::as_ptr(object) as usize;
         let same = |entry: &(std::sync::Weak<Object>, Arc<Pod>)| {
             entry.0.upgrade().is_some_and(|o| Arc::ptr_eq(&o, object))
         };
-        if let Ok(entries) = self.entries.lock() {
-            let found = entries.as_ref().and_then(|(m, _)| m.get(&address));
-            if let Some(entry) = found.filter(|e| same(e)) {
+        let lock = || self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let dead = {
+            let mut entries = lock();
+            let map = entries.get_or_insert_with(|| ReadMap {
+                pods: Default::default(),
+                looks_left: PRUNE_EVERY,
+                prune_at: PRUNE_EVERY,
+            });
+            if let Some(entry) = map.pods.get(&address).filter(|e| same(e)) {
                 return Some(entry.1.clone());
             }
-        }
+            map.look()
+        };
+        // Freed with the lock let go.
+        drop(dead);
         let pod = Arc::new(read(object)?);
-        if let Ok(mut entries) = self.entries.lock() {
-            let (map, prune_at) = entries.get_or_insert_with(|| (Default::default(), PRUNE_EVERY));
-            if map.len() >= *prune_at {
-                map.retain(|_, (weak, _)| weak.strong_count() > 0);
-                *prune_at = (map.len() * 2).max(PRUNE_EVERY);
-            }
-            map.insert(address, (Arc::downgrade(object), pod.clone()));
+        let mut entries = lock();
+        if let Some(map) = entries.as_mut() {
+            map.pods
+                .insert(address, (Arc::downgrade(object), pod.clone()));
         }
         Some(pod)
     }
@@ -856,16 +890,42 @@ status:
         let kept = Arc::new(model.clone());
         let kept_read = StoredPod::read(kept.clone()).unwrap();
         for _ in 0..PRUNE_EVERY * 3 {
-            StoredPod::read(model.clone()).unwrap();
+            // Shared while it is read, dropped after.
+            let shared = Arc::new(model.clone());
+            let also = shared.clone();
+            StoredPod::read(shared).unwrap();
+            drop(also);
         }
-        let entries = READ.entries.lock().unwrap();
-        let (map, _) = entries.as_ref().unwrap();
-        assert!(map.len() <= PRUNE_EVERY + 1, "{} entries", map.len());
-        let kept_entry = &map[&(Arc::as_ptr(&kept) as usize)];
+        // What the map holds, looked at with the lock let go before any
+        // assertion (other tests of this process may read pods too).
+        let (held, live, kept_entry) = {
+            let entries = READ.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let map = entries.as_ref().expect("entries");
+            let live = map
+                .pods
+                .values()
+                .filter(|(w, _)| w.strong_count() > 0)
+                .count();
+            let kept_entry = map
+                .pods
+                .get(&(Arc::as_ptr(&kept) as usize))
+                .map(|e| e.1.clone());
+            (map.pods.len(), live, kept_entry)
+        };
         assert!(
-            Arc::ptr_eq(&kept_entry.1, &kept_read.pod),
-            "the live one stays"
+            held <= live + 2 * PRUNE_EVERY,
+            "{held} entries, {live} live"
         );
+        let kept_entry = kept_entry.expect("the live one stays");
+        assert!(Arc::ptr_eq(&kept_entry, &kept_read.pod));
+        // One no one else shares is read and not kept.
+        let alone = Arc::new(model);
+        let address = Arc::as_ptr(&alone) as usize;
+        StoredPod::read(alone).unwrap();
+        let entries = READ.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = entries.as_ref().and_then(|m| m.pods.get(&address)).cloned();
+        drop(entries);
+        assert!(stale.is_none_or(|(w, _)| w.strong_count() == 0));
     }
 
     #[test]

@@ -174,6 +174,12 @@ pub fn binding_of(
     let Some(pod) = pods::read(object) else {
         return Ok(Binding::Secret(stored));
     };
+    if pod.spec.is_none() {
+        return Err(TokenRequestError::BadRequest(format!(
+            "cannot bind token to pod {:?}: its spec cannot be read",
+            reference.name
+        )));
+    }
     if pods::account_of(&pod) != account {
         return Err(TokenRequestError::BadRequest(format!(
             "cannot bind token for serviceaccount {account:?} to pod running with \
