@@ -26,6 +26,21 @@ pub fn decode<T: DeserializeOwned>(value: Value) -> Result<T, serde_json::Error>
     serde_json::from_value(value)
 }
 
+/// A Job's spec read from `value`. Decoded in this crate, not in the one
+/// that asks: a Job spec carries a pod template, whose decoder is then
+/// in the binary once, beside the one `pods::read` uses (a decode
+/// instantiated in the master is compiled again at its optimisation
+/// level).
+pub fn job_spec(value: Value) -> Result<api::batch::v1::JobSpec, serde_json::Error> {
+    decode(value)
+}
+
+/// A CronJob's spec read from `value`, decoded in this crate as
+/// [`job_spec`] is.
+pub fn cron_job_spec(value: Value) -> Result<api::batch::v1::CronJobSpec, serde_json::Error> {
+    decode(value)
+}
+
 /// `T` read from `value`, or `T`'s default when there is none or it does
 /// not read (the views that match against it then match nothing).
 pub fn decode_or_default<T: DeserializeOwned + Default>(value: Option<&Value>) -> T {

@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 use skiff_objects::pods::{self, Pod};
-use skiff_objects::typed::api::core::v1::{Container, ContainerStatus};
+use skiff_objects::typed::api::core::v1::{Container, ContainerStatus, PodSpec, PodStatus};
 use skiff_objects::typed::meta::Time;
 use skiff_objects::{endpoints, namespaces, owners, secrets, services, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
@@ -233,8 +233,9 @@ pub fn describe(object: &Object) -> String {
 }
 
 fn pod(out: &mut String, p: &Pod) {
-    let spec = p.spec.clone().unwrap_or_default();
-    let status = p.status.clone().unwrap_or_default();
+    let (no_spec, no_status) = (Default::default(), Default::default());
+    let spec: &PodSpec = p.spec.as_ref().unwrap_or(&no_spec);
+    let status: &PodStatus = p.status.as_ref().unwrap_or(&no_status);
     let or_none = |s: &str| {
         if s.is_empty() {
             "<none>".to_owned()
@@ -265,9 +266,17 @@ fn pod(out: &mut String, p: &Pod) {
         out,
         status
             .conditions
-            .into_iter()
+            .iter()
             .flatten()
-            .map(|c| [c.type_, c.status, text(c.reason), text(c.message)])
+            .map(|c| {
+                let (reason, message) = (c.reason.clone(), c.message.clone());
+                [
+                    c.type_.clone(),
+                    c.status.clone(),
+                    text(reason),
+                    text(message),
+                ]
+            })
             .collect(),
     );
 }

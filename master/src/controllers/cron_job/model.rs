@@ -83,7 +83,7 @@ impl CronJobView {
         let job_template = typed::take_member(&mut spec, "jobTemplate");
         let spec = match spec {
             Value::Null => CronJobSpec::default(),
-            spec => typed::decode(spec).map_err(unreadable)?,
+            spec => typed::cron_job_spec(spec).map_err(unreadable)?,
         };
         let status = match content.remove("status") {
             Some(Value::Null) | None => CronJobStatus::default(),

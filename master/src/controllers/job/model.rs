@@ -152,7 +152,7 @@ impl JobView {
         let template = typed::take_member(&mut spec, "template");
         let spec = match spec {
             Value::Null => JobSpec::default(),
-            spec => typed::decode(spec).map_err(unreadable)?,
+            spec => typed::job_spec(spec).map_err(unreadable)?,
         };
         let status = match content.remove("status") {
             Some(Value::Null) | None => JobStatus::default(),
