@@ -26,9 +26,11 @@ pub use crate::typed::api::core::v1::{Pod, PodCondition, PodStatus};
 /// A pod object, in either encoding, read as Kubernetes' own Pod: its spec
 /// and status, and of its metadata its name and namespace (the rest is
 /// the object's: [`ObjectExt::meta`]). `None` for another kind of object.
-/// A spec or status that does not read (damaged: a status time without
-/// its offset that a client wrote) is left out, with a warning, so that
-/// the pod itself stays visible to those who count it.
+/// A status time that does not read (one without its offset, which a
+/// client may write: status writes are not checked) is left out, with a
+/// warning, as earlier releases ignored it; a spec or status that still
+/// does not read is left out whole, so that the pod itself stays visible
+/// to those who count it.
 pub fn read(object: &Object) -> Option<Pod> {
     let (spec, status) = match &object.kind {
         // Each part straight from the model, without the metadata or a
@@ -45,6 +47,14 @@ pub fn read(object: &Object) -> Option<Pod> {
     };
     let meta = object.meta();
     let named = |s: &String| (!s.is_empty()).then(|| s.clone());
+    let status = status.map(|mut status| {
+        let dropped = drop_unreadable_times(&mut status, "status");
+        if !dropped.is_empty() {
+            let pod = format!("{}/{}", meta.namespace, meta.name);
+            tracing::warn!(%pod, fields = ?dropped, "a stored pod's status times cannot be read and are left out");
+        }
+        status
+    });
     let mut pod = Pod {
         spec: spec.and_then(|v| part(v, meta, "spec")),
         status: status.and_then(|v| part(v, meta, "status")),
@@ -70,6 +80,48 @@ fn part<T: serde::de::DeserializeOwned>(
             None
         }
     }
+}
+
+/// The time fields of a pod's status (`startTime`, conditions'
+/// `lastProbeTime` and `lastTransitionTime`, container states' `startedAt`
+/// and `finishedAt`).
+const STATUS_TIMES: &[&str] = &[
+    "startTime",
+    "lastProbeTime",
+    "lastTransitionTime",
+    "startedAt",
+    "finishedAt",
+];
+
+/// Takes out of `value` (at `path`) every status time that Kubernetes'
+/// `Time` does not read; answers their paths.
+fn drop_unreadable_times(value: &mut serde_json::Value, path: &str) -> Vec<String> {
+    use serde_json::Value;
+    let mut dropped = Vec::new();
+    match value {
+        Value::Object(fields) => {
+            fields.retain(|key, field| {
+                let unreadable = STATUS_TIMES.contains(&key.as_str())
+                    && field
+                        .as_str()
+                        .is_some_and(|t| t.parse::<k8s_openapi::jiff::Timestamp>().is_err());
+                if unreadable {
+                    dropped.push(format!("{path}.{key}"));
+                }
+                !unreadable
+            });
+            for (key, field) in fields.iter_mut() {
+                dropped.extend(drop_unreadable_times(field, &format!("{path}.{key}")));
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                dropped.extend(drop_unreadable_times(item, &format!("{path}[{i}]")));
+            }
+        }
+        _ => {}
+    }
+    dropped
 }
 
 /// Whether `object` is a pod, in either encoding.
@@ -110,9 +162,10 @@ impl StoredPod {
 /// place: `Arc::get_mut` refuses, `make_mut` and `unwrap_or_clone` move
 /// it), so an address taken again by another object is told apart. An
 /// object no one else shares is read and not kept. Every [`PRUNE_EVERY`]
-/// looks (reads or not), and whenever the entries outnumber the live ones
-/// last counted by that many, the entries of dropped objects go: at most
-/// about that many are kept beyond the live ones.
+/// reads (looks that find no entry), and whenever the entries outnumber
+/// the live ones last counted by that many, the entries of dropped
+/// objects go: at most about that many are kept beyond the live ones
+/// while pods are read.
 static READ: ReadPods = ReadPods {
     entries: std::sync::Mutex::new(None),
 };
@@ -190,8 +243,9 @@ impl ReadPods {
 
 /// `object` (a pod as stored, in either encoding) with `status`, for a
 /// write of its status; any other object as it is. The protobuf model
-/// holds every status field this release writes; a status it cannot hold
-/// leaves the model's as it was.
+/// holds every status field this release writes; a field it lacks is
+/// left out, and a status it cannot read at all leaves the model's as it
+/// was.
 pub fn with_status(object: &Object, status: &PodStatus) -> Object {
     let mut object = object.clone();
     let value = crate::typed::encode(status);
@@ -278,15 +332,6 @@ pub fn bound_node(object: &Object) -> &str {
         Some(Body::Pod(p)) => p.spec.as_ref().map_or("", |s| s.node_name.as_str()),
         _ => "",
     }
-}
-
-/// Whether a pod counts as Ready (its Ready condition is True).
-pub fn pod_is_ready(pod: &v1::Pod) -> bool {
-    pod.status.as_ref().is_some_and(|s| {
-        s.conditions
-            .iter()
-            .any(|c| c.r#type == "Ready" && c.status == "True")
-    })
 }
 
 /// Whether a pod is still wanted: not being deleted (terminating) and not
@@ -839,19 +884,42 @@ status:
     }
 
     #[test]
-    fn a_damaged_status_is_left_out_and_the_pod_stays_readable() {
+    fn a_damaged_status_time_is_left_out_and_the_rest_of_the_status_stays() {
         let mut json = running_pod("True");
-        // Written by a client before this release checked status times.
+        // A client may write a status time without its offset: status
+        // writes are not checked.
         json["status"]["startTime"] = json!("2026-12-06T09:00:00");
+        json["status"]["conditions"][0]["lastTransitionTime"] = json!("yesterday");
+        json["status"]["conditions"][0]["lastProbeTime"] = json!("2026-12-06T09:00:05Z");
         let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
         let document =
             generic::document("v1", "Pod", Some(model.meta().clone()), json).into_object();
         for object in [&model, &document] {
             let pod = read(object).expect("still a pod");
-            assert_eq!(pod.status, None, "the status does not read");
-            assert_eq!(node_name(&pod), "n1", "the spec does");
-            assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
+            let status = pod.status.as_ref().expect("the status stays");
+            assert_eq!(status.start_time, None, "the damaged time goes");
+            let condition = &status.conditions.as_ref().unwrap()[0];
+            assert_eq!(condition.last_transition_time, None);
+            assert!(condition.last_probe_time.is_some(), "a good time stays");
+            assert!(is_ready(&pod) && ip(&pod) == "10.42.0.7" && phase(&pod) == "Running");
+            assert_eq!(node_name(&pod), "n1");
         }
+    }
+
+    #[test]
+    fn a_status_that_still_does_not_read_is_left_out_and_the_pod_stays() {
+        let mut json = running_pod("True");
+        json["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": "many"}]);
+        let metadata = crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True"))
+            .unwrap()
+            .0
+            .meta()
+            .clone();
+        let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
+        let pod = read(&document).expect("still a pod");
+        assert_eq!(pod.status, None, "the status does not read");
+        assert_eq!(node_name(&pod), "n1", "the spec does");
+        assert_eq!(pod.metadata.name.as_deref(), Some("web-0"));
     }
 
     #[test]
@@ -873,14 +941,17 @@ status:
             phase(&StoredPod::read(shared.clone()).unwrap().pod),
             "Running"
         );
-        // Taken out of its Arc and changed in place: read again.
+        // Taken out of its Arc and changed in place: read again, also
+        // when shared (and so looked up) at the address it may reuse.
         drop((first, again));
         let mut owned = Arc::unwrap_or_clone(shared);
         if let Some(Body::Pod(p)) = &mut owned.kind {
             p.status.as_mut().unwrap().phase = "Failed".into();
         }
         let owned = Arc::new(owned);
+        let also = owned.clone();
         assert_eq!(phase(&StoredPod::read(owned).unwrap().pod), "Failed");
+        drop(also);
     }
 
     #[test]
@@ -921,11 +992,12 @@ status:
         // One no one else shares is read and not kept.
         let alone = Arc::new(model);
         let address = Arc::as_ptr(&alone) as usize;
-        StoredPod::read(alone).unwrap();
+        let read_alone = StoredPod::read(alone).unwrap();
         let entries = READ.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let stale = entries.as_ref().and_then(|m| m.pods.get(&address)).cloned();
+        let kept = entries.as_ref().and_then(|m| m.pods.get(&address)).cloned();
         drop(entries);
-        assert!(stale.is_none_or(|(w, _)| w.strong_count() == 0));
+        assert!(kept.is_none(), "not kept");
+        drop(read_alone);
     }
 
     #[test]

@@ -12,7 +12,8 @@ use crate::controllers::recording::{context, RecordingObjects, WriteOp};
 use crate::controllers::ObjectReads;
 use skiff_objects::deletion::DeleteOptions;
 use skiff_objects::generic;
-use skiff_objects::pods::{pod_is_ready, pod_is_terminating};
+use skiff_objects::pods::{self, pod_is_terminating};
+use skiff_objects::IntoObject;
 
 const WEB: &str = r#"
 apiVersion: apps/v1
@@ -126,11 +127,17 @@ fn set_image(objects: &RecordingObjects, image: &str) {
     });
 }
 
+/// Whether a pod's Ready condition holds, read as the controllers read it.
+fn ready(pod: &v1::Pod) -> bool {
+    let object = pod.clone().into_object();
+    pods::read(&object).is_some_and(|p| pods::is_ready(&p))
+}
+
 /// Plays the scheduler and the nodes: every pod not yet Ready is bound
 /// (so that deleting it gives it a grace period) and Running and Ready.
 fn report_ready(objects: &RecordingObjects) {
     for mut pod in pods(objects) {
-        if pod_is_ready(&pod) || pod_is_terminating(&pod) {
+        if ready(&pod) || pod_is_terminating(&pod) {
             continue;
         }
         if pod.spec.as_ref().is_none_or(|s| s.node_name.is_empty()) {
