@@ -482,7 +482,7 @@ pub async fn pods_with_app(
     Ok(list
         .items
         .into_iter()
-        .filter_map(|o| match o.kind {
+        .filter_map(|o| match skiff_objects::pods::in_model(o).kind {
             Some(Body::Pod(p)) => Some(p),
             _ => None,
         })

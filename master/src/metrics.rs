@@ -168,11 +168,8 @@ impl MasterMetrics {
                 {
                     let (pods, _) = store.cache().list(Kind::Pod, None);
                     for o in pods {
-                        if let Some(Body::Pod(p)) = &o.kind {
-                            let phase = p
-                                .status
-                                .as_ref()
-                                .map(|s| s.phase.clone())
+                        if let Some(facts) = skiff_objects::pods::facts(&o) {
+                            let phase = Some(facts.phase)
                                 .filter(|p| !p.is_empty())
                                 .unwrap_or_else(|| "Pending".into());
                             *by_phase.entry(phase).or_insert(0.0) += 1.0;

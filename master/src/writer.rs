@@ -183,18 +183,21 @@ impl ObjectWriter {
             (Kind::PersistentVolume, Some(Body::Generic(volume))) => storage::admit_volume(volume),
             // Registry and API credentials from the pod's service account,
             // as Kubernetes' ServiceAccount admission plugin adds them.
-            (Kind::Pod, Some(Body::Pod(pod))) => {
+            (Kind::Pod, Some(Body::Generic(pod))) => {
                 let namespace = pod
                     .metadata
                     .as_ref()
                     .map(|m| m.namespace.clone())
                     .unwrap_or_default();
-                if let Some(spec) = pod.spec.as_mut() {
-                    let name = pods::service_account(spec).to_owned();
+                let mut content = generic::content(pod);
+                if let Some(spec) = content.get_mut("spec").filter(|s| s.is_object()) {
+                    let named = spec["serviceAccountName"].as_str().unwrap_or_default();
+                    let name = if named.is_empty() { "default" } else { named };
                     let cache = self.cluster.store.cache();
-                    let account = cache.get(Kind::ServiceAccount, &namespace, &name);
+                    let account = cache.get(Kind::ServiceAccount, &namespace, name);
                     pods::admit_pull_secrets(spec, account.as_deref());
                     pods::admit_service_account_token(spec, account.as_deref(), random_suffix);
+                    generic::set_content(pod, &content);
                 }
             }
             (Kind::CustomResourceDefinition, Some(Body::Generic(crd))) => {
@@ -966,10 +969,13 @@ mod tests {
         assert_eq!(meta.uid.len(), 36);
         assert_eq!(&meta.uid[14..15], "4", "a version-4 UUID: {}", meta.uid);
         assert!(!meta.resource_version.is_empty());
-        let Some(Body::Pod(p)) = &stored.kind else {
-            panic!()
-        };
-        assert_eq!(p.spec.as_ref().unwrap().restart_policy, "Always");
+        // Stored as a document, with Kubernetes' defaults.
+        let read = pods::read(&stored).expect("a pod");
+        assert!(matches!(stored.kind, Some(Body::Generic(_))), "{stored:?}");
+        let spec = read.spec.unwrap();
+        assert_eq!(spec.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+        assert_eq!(read.status.unwrap().phase.as_deref(), Some("Pending"));
         let again = writer.create(pod("web", "")).await.unwrap_err();
         assert!(again.is_already_exists(), "{again}");
     }

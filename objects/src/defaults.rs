@@ -28,6 +28,9 @@ pub fn apply_defaults(object: &mut Object) {
                 .filter(|k| k.is_generic())
             {
                 super::generic::apply_defaults(kind, g);
+                if kind == super::Kind::Pod {
+                    pod_document(g);
+                }
             }
         }
         Some(Body::Pod(p)) => {
@@ -73,6 +76,148 @@ pub fn apply_defaults(object: &mut Object) {
             | Body::Service(_),
         )
         | None => {}
+    }
+}
+
+/// A pod document's defaults, as [`pod_spec`] gives the protobuf model's
+/// (and as Kubernetes gives a pod): the template's (`generic::pod_spec`),
+/// then what a pod gets beyond them; its phase is Pending until its node
+/// reports. A number Kubernetes' Go types hold as a plain int (a probe's
+/// periods and thresholds, a host port) is unset when 0.
+fn pod_document(document: &mut v1::GenericObject) {
+    use serde_json::Value;
+    let mut content = super::generic::content(document);
+    let spec = content
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if spec.is_object() {
+        super::generic::pod_spec(spec, Some("Always"));
+        pod_document_spec(spec);
+    }
+    let status = content
+        .entry("status")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if status.is_null() {
+        *status = Value::Object(Default::default());
+    }
+    default(status, "phase", "Pending");
+    super::generic::set_content(document, &content);
+}
+
+use super::generic::default;
+
+/// Sets a number field that is missing, null or 0.
+fn default_number(at: &mut serde_json::Value, field: &str, value: i64) {
+    if at.get(field).is_some_and(|v| v.as_i64() == Some(0)) {
+        at[field] = value.into();
+    }
+    default(at, field, value);
+}
+
+/// What a pod's spec gets beyond a template's defaults.
+fn pod_document_spec(spec: &mut serde_json::Value) {
+    use serde_json::Value;
+    let host_network = spec["hostNetwork"].as_bool() == Some(true);
+    for list in ["containers", "initContainers"] {
+        let containers = spec.get_mut(list).and_then(Value::as_array_mut);
+        for c in containers.into_iter().flatten() {
+            container_document(c);
+            // A pod in the host's network listens on the node's ports
+            // themselves: Kubernetes writes each as a host port.
+            let ports = c.get_mut("ports").and_then(Value::as_array_mut);
+            for port in ports.into_iter().flatten().filter(|_| host_network) {
+                if let Some(number) = port.get("containerPort").cloned() {
+                    if port
+                        .get("hostPort")
+                        .is_none_or(|p| p.is_null() || p.as_i64() == Some(0))
+                    {
+                        port["hostPort"] = number;
+                    }
+                }
+            }
+        }
+    }
+    let tolerations = spec.get_mut("tolerations").and_then(Value::as_array_mut);
+    for t in tolerations.into_iter().flatten() {
+        default(t, "operator", "Equal");
+    }
+    let volumes = spec.get_mut("volumes").and_then(Value::as_array_mut);
+    for v in volumes.into_iter().flatten() {
+        for source in ["configMap", "secret", "downwardAPI", "projected"] {
+            if v[source].is_object() {
+                default(&mut v[source], "defaultMode", DEFAULT_VOLUME_FILE_MODE);
+            }
+        }
+        let items = v
+            .pointer_mut("/downwardAPI/items")
+            .and_then(Value::as_array_mut);
+        for item in items.into_iter().flatten() {
+            field_ref_document(item);
+        }
+        let sources = v
+            .pointer_mut("/projected/sources")
+            .and_then(Value::as_array_mut);
+        for source in sources.into_iter().flatten() {
+            let items = source
+                .pointer_mut("/downwardAPI/items")
+                .and_then(Value::as_array_mut);
+            for item in items.into_iter().flatten() {
+                field_ref_document(item);
+            }
+            if source["serviceAccountToken"].is_object() {
+                default(
+                    &mut source["serviceAccountToken"],
+                    "expirationSeconds",
+                    DEFAULT_TOKEN_EXPIRATION_SECONDS,
+                );
+            }
+        }
+        // Kubernetes writes the unchecked type as "".
+        if let Some(host_path) = v.get_mut("hostPath").and_then(Value::as_object_mut) {
+            host_path.entry("type").or_insert_with(|| "".into());
+        }
+    }
+}
+
+/// A field selector's apiVersion (at `fieldRef` of `at`) is `v1` unless
+/// set.
+fn field_ref_document(at: &mut serde_json::Value) {
+    if at["fieldRef"].is_object() {
+        default(&mut at["fieldRef"], "apiVersion", "v1");
+    }
+}
+
+fn container_document(c: &mut serde_json::Value) {
+    use serde_json::Value;
+    let env = c.get_mut("env").and_then(Value::as_array_mut);
+    for e in env.into_iter().flatten() {
+        if e["valueFrom"].is_object() {
+            field_ref_document(&mut e["valueFrom"]);
+        }
+    }
+    for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+        let Some(probe) = c.get_mut(probe).filter(|p| p.is_object()) else {
+            continue;
+        };
+        default_number(probe, "timeoutSeconds", 1);
+        default_number(probe, "periodSeconds", 10);
+        default_number(probe, "successThreshold", 1);
+        default_number(probe, "failureThreshold", 3);
+        http_get_document(probe);
+    }
+    for hook in ["postStart", "preStop"] {
+        if let Some(hook) = c.pointer_mut(&format!("/lifecycle/{hook}")) {
+            http_get_document(hook);
+        }
+    }
+}
+
+/// An httpGet action (at `httpGet` of `at`) asks for `/` over HTTP unless
+/// it says otherwise.
+fn http_get_document(at: &mut serde_json::Value) {
+    if at["httpGet"].is_object() {
+        default(&mut at["httpGet"], "path", "/");
+        default(&mut at["httpGet"], "scheme", "HTTP");
     }
 }
 

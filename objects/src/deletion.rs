@@ -28,9 +28,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
-use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
-use skiff_proto::v1::{self, ObjectMeta};
+use skiff_proto::v1::ObjectMeta;
 
 use super::ObjectExt;
 
@@ -156,10 +155,8 @@ pub fn namespace_terminating(namespace: &Object) -> bool {
 /// preconditions are the caller's to check first).
 pub fn decide_delete(stored: &Object, options: &DeleteOptions, now: SystemTime) -> DeleteOutcome {
     let old = stored.meta();
-    let pod = match &stored.kind {
-        Some(Body::Pod(p)) => Some(p),
-        _ => None,
-    };
+    let pod = crate::pods::facts(stored);
+    let pod = pod.as_ref();
     let mut marked = stored.clone();
     let Ok(meta) = marked.meta_mut() else {
         return DeleteOutcome::Remove;
@@ -253,15 +250,12 @@ fn finalizers_for(current: &[String], propagation: Option<Propagation>) -> Vec<S
 
 /// A pod's grace period: none when it is not bound to a node or has
 /// finished (nothing runs to stop); else what was asked, or its spec's.
-fn pod_grace(pod: &v1::Pod, asked: Option<i64>) -> i64 {
-    let spec = pod.spec.as_ref();
-    let bound = spec.is_some_and(|s| !s.node_name.is_empty());
-    let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
-    if !bound || phase == "Succeeded" || phase == "Failed" {
+fn pod_grace(pod: &crate::pods::Facts, asked: Option<i64>) -> i64 {
+    if pod.node_name.is_empty() || pod.is_finished() {
         return 0;
     }
     let grace = asked
-        .or_else(|| spec.and_then(|s| s.termination_grace_period_seconds))
+        .or(pod.termination_grace_period_seconds)
         .unwrap_or(DEFAULT_POD_GRACE_SECONDS);
     if grace < 0 {
         1
@@ -288,6 +282,7 @@ fn timestamp(at: SystemTime, plus: i64) -> String {
 mod tests {
     use super::*;
     use crate::IntoObject;
+    use skiff_proto::v1;
 
     const NOW: &str = "2026-01-01T00:00:00Z";
 

@@ -529,7 +529,7 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
 /// Sets `field` of the JSON object `at` when it is missing, null or `""`
 /// (Kubernetes defaults an empty string as unset; protobuf bodies carry
 /// every string field, empty ones too).
-fn default(at: &mut Value, field: &str, value: impl Into<Value>) {
+pub(crate) fn default(at: &mut Value, field: &str, value: impl Into<Value>) {
     if let Some(map) = at.as_object_mut() {
         default_in(map, field, value);
     }
@@ -620,8 +620,9 @@ fn template_pod_spec(spec: &mut Value) {
     }
 }
 
-/// A pod spec's defaults, as `defaults::pod_spec` gives typed pods.
-fn pod_spec(pod: &mut Value, restart_policy: Option<&str>) {
+/// A pod spec's defaults as templates get them (a pod gets more:
+/// `defaults::pod_document`).
+pub(crate) fn pod_spec(pod: &mut Value, restart_policy: Option<&str>) {
     if let Some(policy) = restart_policy {
         default(pod, "restartPolicy", policy);
     }

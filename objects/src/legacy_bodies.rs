@@ -36,7 +36,7 @@
 //! no document its model cannot hold while one is a member.
 //!
 //! Moved so far: Secret (format 3), Namespace (format 4), Endpoints
-//! (format 5), Service (format 6). The protobuf
+//! (format 5), Service (format 6), Pod (format 7). The protobuf
 //! messages stay in `objects.proto` for what older releases wrote and read.
 
 use prost::Message;
@@ -80,11 +80,16 @@ pub const MOVED: &[MovedKind] = &[
         kind: "Service",
         format: 6,
     },
+    MovedKind {
+        api_version: "v1",
+        kind: "Pod",
+        format: 7,
+    },
 ];
 
 /// The data format this release reads and names: every moved kind as a
 /// document (the last of [`MOVED`]'s formats).
-pub const LATEST_FORMAT: u32 = 6;
+pub const LATEST_FORMAT: u32 = 7;
 
 /// The header in which a master (answering Raft traffic) or a client of
 /// the API (with each request) names the data format it reads. Absent: a
@@ -167,6 +172,7 @@ fn core_document(body: &Body) -> Option<GenericObject> {
         Body::Namespace(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Namespace"),
         Body::Endpoints(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Endpoints"),
         Body::Service(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Service"),
+        Body::Pod(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Pod"),
         _ => return None,
     })
 }
@@ -215,6 +221,7 @@ fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
         "Namespace" => Body::Namespace(model_of(&document, fit).map_err(fail)?),
         "Endpoints" => Body::Endpoints(model_of(&document, fit).map_err(fail)?),
         "Service" => Body::Service(model_of(&document, fit).map_err(fail)?),
+        "Pod" => Body::Pod(model_of(&document, fit).map_err(fail)?),
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {
@@ -495,7 +502,12 @@ mod tests {
         assert!(reads_differently("Endpoints", 4));
         assert!(!reads_differently("Endpoints", 5));
         assert!(!reads_differently("ConfigMap", 0));
-        assert!(!reads_differently("Pod", 0), "still a protobuf model");
+        assert!(reads_differently("Pod", 6));
+        assert!(!reads_differently("Pod", 7));
+        assert!(
+            !reads_differently("Deployment", 0),
+            "still a protobuf model"
+        );
     }
 
     #[test]

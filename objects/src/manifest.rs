@@ -349,7 +349,6 @@ fn decode(
 ) -> Result<Object, DecodeError> {
     let body = match kind {
         Kind::Node => Body::Node(decode_typed::<v1::Node>(value, unknown)?),
-        Kind::Pod => Body::Pod(decode_typed::<v1::Pod>(value, unknown)?),
         Kind::Deployment => Body::Deployment(decode_typed::<v1::Deployment>(value, unknown)?),
         Kind::ReplicaSet => Body::ReplicaSet(decode_typed::<v1::ReplicaSet>(value, unknown)?),
         generic => {
@@ -513,7 +512,9 @@ status:
   hostIP: 192.168.1.10
 "#;
         let m = parse(text).unwrap();
-        let Some(Body::Pod(p)) = &m.objects[0].kind else {
+        // A pod is a document; its protobuf model reads the same.
+        let model = crate::legacy_bodies::to_legacy(m.objects[0].clone()).unwrap();
+        let Some(Body::Pod(p)) = &model.kind else {
             panic!()
         };
         let c = &p.spec.as_ref().unwrap().containers[0];
@@ -557,7 +558,9 @@ spec:
   - {name: cache, emptyDir: {sizeLimit: 1}}
 "#;
         let m = parse(text).unwrap();
-        let Some(Body::Pod(p)) = &m.objects[0].kind else {
+        // A pod is a document; its protobuf model reads the same.
+        let model = crate::legacy_bodies::to_legacy(m.objects[0].clone()).unwrap();
+        let Some(Body::Pod(p)) = &model.kind else {
             panic!()
         };
         let spec = p.spec.as_ref().unwrap();

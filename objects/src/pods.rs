@@ -18,10 +18,9 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use crate::deletion::is_being_deleted;
 use crate::{legacy_bodies, ObjectExt};
 
-pub use crate::typed::api::core::v1::{Pod, PodCondition, PodStatus};
+pub use crate::typed::api::core::v1::{Pod, PodCondition, PodSpec, PodStatus};
 
 /// A pod object, in either encoding, read as Kubernetes' own Pod: its spec
 /// and status, and of its metadata its name and namespace (the rest is
@@ -312,7 +311,8 @@ pub fn is_finished(pod: &Pod) -> bool {
 /// Whether a pod (`meta` its object's metadata) is still wanted: not
 /// being deleted (terminating: its node is stopping it) and not finished.
 pub fn is_active(meta: &v1::ObjectMeta, pod: &Pod) -> bool {
-    !is_being_deleted(meta) && !is_finished(pod)
+    // Being deleted: marked (`deletion::is_being_deleted`).
+    meta.deletion_timestamp.is_empty() && !is_finished(pod)
 }
 
 /// The number of the container port named `name` in `pod`'s containers.
@@ -326,12 +326,281 @@ pub fn container_port_named(pod: &Pod, name: &str) -> Option<i32> {
         .map(|p| p.container_port)
 }
 
-/// The node a pod object is bound to (`""` when unbound or not a pod).
-pub fn bound_node(object: &Object) -> &str {
+/// The node a pod object, in either encoding, is bound to (`""` when
+/// unbound or not a pod).
+pub fn bound_node(object: &Object) -> String {
     match &object.kind {
-        Some(Body::Pod(p)) => p.spec.as_ref().map_or("", |s| s.node_name.as_str()),
-        _ => "",
+        Some(Body::Pod(p)) => p
+            .spec
+            .as_ref()
+            .map_or("", |s| s.node_name.as_str())
+            .to_owned(),
+        _ => facts(object).map(|f| f.node_name).unwrap_or_default(),
     }
+}
+
+/// `object` in the protobuf model when it is a pod in either encoding
+/// (without the fields the model has no place for: a copy to read, such
+/// as an agent acts on, never to write back); any other object as it is.
+pub fn in_model(object: Object) -> Object {
+    let last_model_format = legacy_bodies::moved_at("Pod")
+        .unwrap_or(0)
+        .saturating_sub(1);
+    legacy_bodies::for_reader(object, last_model_format)
+}
+
+/// What the store's indexes, deletion and the metrics ask of a stored
+/// pod: where it is bound, its phase and status reason, its grace period
+/// and the claims it mounts. [`facts`] reads these alone from a
+/// document's bytes, skipping the rest of the pod.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub node_name: String,
+    pub phase: String,
+    pub reason: String,
+    pub termination_grace_period_seconds: Option<i64>,
+    /// The PersistentVolumeClaims its volumes name, each once, in order.
+    pub claims: Vec<String>,
+}
+
+impl Facts {
+    /// Whether the pod has finished (Succeeded or Failed).
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase.as_str(), "Succeeded" | "Failed")
+    }
+
+    fn of(pod: &Pod) -> Facts {
+        let status = pod.status.as_ref();
+        Facts {
+            node_name: node_name(pod).to_owned(),
+            phase: phase(pod).to_owned(),
+            reason: status.and_then(|s| s.reason.clone()).unwrap_or_default(),
+            termination_grace_period_seconds: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds),
+            claims: pod.spec.as_ref().map(claim_names).unwrap_or_default(),
+        }
+    }
+}
+
+/// The fields of a stored pod that [`Facts`] holds, as JSON names them.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactsContent {
+    spec: Option<FactsSpec>,
+    status: Option<FactsStatus>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactsSpec {
+    node_name: Option<String>,
+    termination_grace_period_seconds: Option<i64>,
+    volumes: Option<Vec<FactsVolume>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactsVolume {
+    persistent_volume_claim: Option<FactsClaim>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactsClaim {
+    claim_name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FactsStatus {
+    phase: Option<String>,
+    reason: Option<String>,
+}
+
+/// [`Facts`] of a pod object in either encoding; `None` for another kind.
+/// A document's are read from its bytes, without the rest of the pod; one
+/// whose fields have the wrong types is read as [`read`] reads it (which
+/// leaves out what does not read).
+pub fn facts(object: &Object) -> Option<Facts> {
+    match &object.kind {
+        Some(Body::Generic(d)) if d.api_version == "v1" && d.kind == "Pod" => {
+            if d.content.is_empty() {
+                return Some(Facts::default());
+            }
+            // Stored content is written from a parsed map, so it has no
+            // duplicate keys, which a derived decoder refuses.
+            let Ok(content) = serde_json::from_slice::<FactsContent>(&d.content) else {
+                return read(object).map(|pod| Facts::of(&pod));
+            };
+            let (spec, status) = (content.spec, content.status);
+            let mut claims: Vec<String> = Vec::new();
+            let volumes = spec.as_ref().and_then(|s| s.volumes.as_ref());
+            for volume in volumes.into_iter().flatten() {
+                let claim = volume.persistent_volume_claim.as_ref();
+                if let Some(name) = claim.and_then(|c| c.claim_name.as_ref()) {
+                    if !claims.contains(name) {
+                        claims.push(name.clone());
+                    }
+                }
+            }
+            Some(Facts {
+                node_name: spec
+                    .as_ref()
+                    .and_then(|s| s.node_name.clone())
+                    .unwrap_or_default(),
+                termination_grace_period_seconds: spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds),
+                claims,
+                phase: status
+                    .as_ref()
+                    .and_then(|s| s.phase.clone())
+                    .unwrap_or_default(),
+                reason: status.and_then(|s| s.reason).unwrap_or_default(),
+            })
+        }
+        Some(Body::Pod(model)) => {
+            let spec = model.spec.as_ref();
+            let status = model.status.as_ref();
+            Some(Facts {
+                node_name: spec.map(|s| s.node_name.clone()).unwrap_or_default(),
+                phase: status.map(|s| s.phase.clone()).unwrap_or_default(),
+                reason: status.map(|s| s.reason.clone()).unwrap_or_default(),
+                termination_grace_period_seconds: spec
+                    .and_then(|s| s.termination_grace_period_seconds),
+                claims: spec.map(crate::storage::claim_names).unwrap_or_default(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The PersistentVolumeClaims a pod spec's volumes name, each once, in
+/// order.
+pub fn claim_names(spec: &PodSpec) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(claim) = &volume.persistent_volume_claim {
+            if !names.contains(&claim.claim_name) {
+                names.push(claim.claim_name.clone());
+            }
+        }
+    }
+    names
+}
+
+/// The ConfigMaps and Secrets a pod spec reads (its containers'
+/// environment, its volumes, its `imagePullSecrets`), each name once,
+/// sorted, empty names left out: what its node may read, as Kubernetes'
+/// NodeRestriction allows.
+pub fn references(spec: &PodSpec) -> (Vec<String>, Vec<String>) {
+    use std::collections::BTreeSet;
+    let mut config_maps: BTreeSet<&str> = BTreeSet::new();
+    let mut secrets: BTreeSet<&str> = BTreeSet::new();
+    let containers = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten());
+    for container in containers {
+        for e in container.env_from.iter().flatten() {
+            if let Some(r) = &e.config_map_ref {
+                config_maps.insert(&r.name);
+            }
+            if let Some(r) = &e.secret_ref {
+                secrets.insert(&r.name);
+            }
+        }
+        let from = container
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| e.value_from.as_ref());
+        for from in from {
+            if let Some(r) = &from.config_map_key_ref {
+                config_maps.insert(&r.name);
+            }
+            if let Some(r) = &from.secret_key_ref {
+                secrets.insert(&r.name);
+            }
+        }
+    }
+    for volume in spec.volumes.iter().flatten() {
+        if let Some(c) = &volume.config_map {
+            config_maps.insert(&c.name);
+        }
+        if let Some(s) = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.secret_name.as_deref())
+        {
+            secrets.insert(s);
+        }
+        let projected = volume.projected.as_ref().and_then(|p| p.sources.as_ref());
+        for source in projected.into_iter().flatten() {
+            if let Some(c) = &source.config_map {
+                config_maps.insert(&c.name);
+            }
+            if let Some(s) = &source.secret {
+                secrets.insert(&s.name);
+            }
+        }
+    }
+    for pull in spec.image_pull_secrets.iter().flatten() {
+        secrets.insert(&pull.name);
+    }
+    config_maps.remove("");
+    secrets.remove("");
+    (
+        config_maps.into_iter().map(str::to_owned).collect(),
+        secrets.into_iter().map(str::to_owned).collect(),
+    )
+}
+
+/// `object` (a pod as stored, in either encoding) bound to `node`: its
+/// `spec.nodeName` set, every other field as it was; any other object as
+/// it is.
+pub fn with_node(object: &Object, node: &str) -> Object {
+    let mut object = object.clone();
+    match &mut object.kind {
+        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
+            let mut content = crate::generic::content(document);
+            let spec = content
+                .entry("spec")
+                .or_insert_with(|| serde_json::json!({}));
+            if !spec.is_object() {
+                *spec = serde_json::json!({});
+            }
+            spec["nodeName"] = node.into();
+            crate::generic::set_content(document, &content);
+        }
+        Some(Body::Pod(model)) => {
+            model.spec.get_or_insert_with(Default::default).node_name = node.to_owned();
+        }
+        _ => {}
+    }
+    object
+}
+
+/// `object` (a pod as stored, in either encoding) with `status` as an
+/// agent reports it, in the protobuf model (whose JSON is Kubernetes'),
+/// for a write of its status; any other object as it is.
+pub fn with_reported_status(object: &Object, status: Option<v1::PodStatus>) -> Object {
+    let mut object = object.clone();
+    match &mut object.kind {
+        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
+            let mut content = crate::generic::content(document);
+            match status.map(|s| serde_json::to_value(s).unwrap_or_default()) {
+                Some(value) => content.insert("status".to_owned(), value),
+                None => content.remove("status"),
+            };
+            crate::generic::set_content(document, &content);
+        }
+        Some(Body::Pod(model)) => model.status = status,
+        _ => {}
+    }
+    object
 }
 
 /// Whether a pod is still wanted: not being deleted (terminating) and not
@@ -459,9 +728,10 @@ pub fn service_account(spec: &v1::PodSpec) -> &str {
 /// Admission as Kubernetes' ServiceAccount plugin does it for registry
 /// credentials: a pod created without `imagePullSecrets` gets those of
 /// its service account (`account`, the object, when it exists). A pod
-/// that names its own keeps them.
-pub fn admit_pull_secrets(spec: &mut v1::PodSpec, account: Option<&Object>) {
-    if !spec.image_pull_secrets.is_empty() {
+/// that names its own keeps them. `spec` is the pod's spec as JSON.
+pub fn admit_pull_secrets(spec: &mut serde_json::Value, account: Option<&Object>) {
+    let listed = |v: &serde_json::Value| v.as_array().is_some_and(|a| !a.is_empty());
+    if listed(&spec["imagePullSecrets"]) || !spec.is_object() {
         return;
     }
     let Some(Body::Generic(account)) = account.and_then(|a| a.kind.as_ref()) else {
@@ -474,14 +744,15 @@ pub fn admit_pull_secrets(spec: &mut v1::PodSpec, account: Option<&Object>) {
     let Some(listed) = content.get("imagePullSecrets").and_then(|v| v.as_array()) else {
         return;
     };
-    spec.image_pull_secrets = listed
+    let names: Vec<serde_json::Value> = listed
         .iter()
         .filter_map(|r| r.get("name").and_then(|n| n.as_str()))
         .filter(|name| !name.is_empty())
-        .map(|name| v1::LocalObjectReference {
-            name: name.to_owned(),
-        })
+        .map(|name| serde_json::json!({ "name": name }))
         .collect();
+    if !names.is_empty() {
+        spec["imagePullSecrets"] = serde_json::Value::Array(names);
+    }
 }
 
 /// Where every container finds its service account's credentials.
@@ -560,50 +831,82 @@ pub fn api_access_volume_source() -> v1::ProjectedVolumeSource {
 /// added when some container needs it and the pod has none yet (a pod
 /// admitted twice keeps the one it has). `suffix` makes the name.
 pub fn admit_service_account_token(
-    spec: &mut v1::PodSpec,
+    spec: &mut serde_json::Value,
     account: Option<&Object>,
     suffix: impl FnOnce() -> String,
 ) {
-    if spec.service_account_name.is_empty() {
-        spec.service_account_name = "default".into();
+    use serde_json::Value;
+    let Some(fields) = spec.as_object_mut() else {
+        return;
+    };
+    let named = fields
+        .get("serviceAccountName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !named {
+        fields.insert("serviceAccountName".into(), "default".into());
     }
-    let automount = spec
-        .automount_service_account_token
+    let automount = fields
+        .get("automountServiceAccountToken")
+        .and_then(Value::as_bool)
         .or_else(|| account_automounts(account))
         .unwrap_or(true);
     if !automount {
         return;
     }
-    let existing = spec
-        .volumes
-        .iter()
-        .find(|v| v.name.starts_with(API_ACCESS_VOLUME_PREFIX))
-        .map(|v| v.name.clone());
+    let existing = fields
+        .get("volumes")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v["name"].as_str())
+        .find(|name| name.starts_with(API_ACCESS_VOLUME_PREFIX))
+        .map(str::to_owned);
     let has_volume = existing.is_some();
     let name = existing.unwrap_or_else(|| format!("{API_ACCESS_VOLUME_PREFIX}{}", suffix()));
     let mut needs_volume = false;
-    for container in spec.init_containers.iter_mut().chain(&mut spec.containers) {
-        if container
-            .volume_mounts
-            .iter()
-            .any(|m| m.mount_path == SERVICE_ACCOUNT_MOUNT_PATH)
-        {
-            continue;
+    for list in ["initContainers", "containers"] {
+        let containers = fields.get_mut(list).and_then(Value::as_array_mut);
+        for container in containers.into_iter().flatten() {
+            let Some(container) = container.as_object_mut() else {
+                continue;
+            };
+            let mounts = container
+                .entry("volumeMounts")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if !mounts.is_array() {
+                *mounts = Value::Array(Vec::new());
+            }
+            let Some(mounts) = mounts.as_array_mut() else {
+                continue;
+            };
+            if mounts
+                .iter()
+                .any(|m| m["mountPath"].as_str() == Some(SERVICE_ACCOUNT_MOUNT_PATH))
+            {
+                continue;
+            }
+            mounts.push(serde_json::json!({
+                "name": name,
+                "readOnly": true,
+                "mountPath": SERVICE_ACCOUNT_MOUNT_PATH,
+            }));
+            needs_volume = true;
         }
-        container.volume_mounts.push(v1::VolumeMount {
-            name: name.clone(),
-            read_only: true,
-            mount_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
-            ..Default::default()
-        });
-        needs_volume = true;
     }
     if needs_volume && !has_volume {
-        spec.volumes.push(v1::Volume {
-            name,
-            projected: Some(Box::new(api_access_volume_source())),
-            ..Default::default()
-        });
+        let volumes = fields
+            .entry("volumes")
+            .or_insert_with(|| Value::Array(Vec::new()));
+        if !volumes.is_array() {
+            *volumes = Value::Array(Vec::new());
+        }
+        if let Some(volumes) = volumes.as_array_mut() {
+            volumes.push(serde_json::json!({
+                "name": name,
+                "projected": api_access_volume_source(),
+            }));
+        }
     }
 }
 
@@ -616,6 +919,13 @@ mod tests {
     use super::*;
     use crate::{generic, IntoObject};
     use serde_json::json;
+
+    /// A pod in the protobuf model, from its JSON.
+    fn model_pod(json: serde_json::Value) -> Object {
+        Object {
+            kind: Some(Body::Pod(serde_json::from_value(json).unwrap())),
+        }
+    }
 
     /// A Running pod `web-0` bound to `n1`, with a named container port
     /// and the Ready condition `ready`, as JSON.
@@ -640,7 +950,7 @@ mod tests {
     #[test]
     fn a_pod_reads_the_same_from_its_protobuf_model_and_from_a_document() {
         let json = running_pod("True");
-        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        let (model, _) = (model_pod(json.clone()), ());
         assert!(matches!(model.kind, Some(Body::Pod(_))));
         let metadata = model.meta().clone();
         let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
@@ -834,7 +1144,8 @@ status:
             Vec::<String>::new(),
             "the model holds all of it"
         );
-        let model = manifest.objects.into_iter().next().unwrap();
+        let document = manifest.objects.into_iter().next().unwrap();
+        let model = legacy_bodies::to_legacy(document).expect("the model holds all of it");
         assert!(matches!(model.kind, Some(Body::Pod(_))));
         let pod = read(&model).expect("the whole pod reads");
         let mut written = crate::typed::encode(&pod);
@@ -851,7 +1162,7 @@ status:
     #[test]
     fn a_status_is_written_into_either_encoding_and_reads_back() {
         let json = running_pod("True");
-        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        let (model, _) = (model_pod(json.clone()), ());
         let metadata = model.meta().clone();
         let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
         let mut status = read(&model).unwrap().status.unwrap();
@@ -891,7 +1202,7 @@ status:
         json["status"]["startTime"] = json!("2026-12-06T09:00:00");
         json["status"]["conditions"][0]["lastTransitionTime"] = json!("yesterday");
         json["status"]["conditions"][0]["lastProbeTime"] = json!("2026-12-06T09:00:05Z");
-        let (model, _) = crate::manifest::object_from_json(crate::Kind::Pod, json.clone()).unwrap();
+        let (model, _) = (model_pod(json.clone()), ());
         let document =
             generic::document("v1", "Pod", Some(model.meta().clone()), json).into_object();
         for object in [&model, &document] {
@@ -910,11 +1221,7 @@ status:
     fn a_status_that_still_does_not_read_is_left_out_and_the_pod_stays() {
         let mut json = running_pod("True");
         json["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": "many"}]);
-        let metadata = crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True"))
-            .unwrap()
-            .0
-            .meta()
-            .clone();
+        let metadata = (model_pod(running_pod("True")), ()).0.meta().clone();
         let document = generic::document("v1", "Pod", Some(metadata), json).into_object();
         let pod = read(&document).expect("still a pod");
         assert_eq!(pod.status, None, "the status does not read");
@@ -924,8 +1231,7 @@ status:
 
     #[test]
     fn a_shared_object_is_read_once_and_a_changed_copy_again() {
-        let (model, _) =
-            crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True")).unwrap();
+        let (model, _) = (model_pod(running_pod("True")), ());
         let shared = Arc::new(model);
         let first = StoredPod::read(shared.clone()).unwrap();
         let again = StoredPod::read(shared.clone()).unwrap();
@@ -956,8 +1262,7 @@ status:
 
     #[test]
     fn the_reads_of_dropped_objects_are_let_go() {
-        let (model, _) =
-            crate::manifest::object_from_json(crate::Kind::Pod, running_pod("True")).unwrap();
+        let (model, _) = (model_pod(running_pod("True")), ());
         let kept = Arc::new(model.clone());
         let kept_read = StoredPod::read(kept.clone()).unwrap();
         for _ in 0..PRUNE_EVERY * 3 {
@@ -1123,6 +1428,13 @@ status:
         assert!(!reads_config_map(&pulling, "regcred"));
     }
 
+    /// `spec` admitted by `admit`, which works on its JSON.
+    fn admitted(spec: &v1::PodSpec, admit: impl FnOnce(&mut serde_json::Value)) -> v1::PodSpec {
+        let mut value = serde_json::to_value(spec).unwrap();
+        admit(&mut value);
+        serde_json::from_value(value).unwrap()
+    }
+
     fn service_account(pull_secrets: serde_json::Value) -> Object {
         let content = serde_json::json!({
             "imagePullSecrets": pull_secrets,
@@ -1146,7 +1458,7 @@ status:
         let account = service_account(serde_json::json!([{"name": "regcred"}, {"name": ""}]));
         let mut spec = v1::PodSpec::default();
         assert_eq!(super::service_account(&spec), "default");
-        admit_pull_secrets(&mut spec, Some(&account));
+        spec = admitted(&spec, |s| admit_pull_secrets(s, Some(&account)));
         let names: Vec<&str> = spec
             .image_pull_secrets
             .iter()
@@ -1160,13 +1472,15 @@ status:
             }],
             ..Default::default()
         };
-        admit_pull_secrets(&mut own, Some(&account));
+        own = admitted(&own, |s| admit_pull_secrets(s, Some(&account)));
         assert_eq!(own.image_pull_secrets.len(), 1);
         assert_eq!(own.image_pull_secrets[0].name, "mine");
         // No account, or one without pull secrets: nothing.
         let mut plain = v1::PodSpec::default();
-        admit_pull_secrets(&mut plain, None);
-        admit_pull_secrets(&mut plain, Some(&service_account(serde_json::json!(null))));
+        plain = admitted(&plain, |s| admit_pull_secrets(s, None));
+        plain = admitted(&plain, |s| {
+            admit_pull_secrets(s, Some(&service_account(serde_json::json!(null))))
+        });
         assert!(plain.image_pull_secrets.is_empty());
     }
 
@@ -1198,7 +1512,9 @@ status:
     #[test]
     fn pods_get_kubernetes_api_access_volume_and_mounts() {
         let mut spec = two_containers();
-        admit_service_account_token(&mut spec, None, || "abcde".into());
+        spec = admitted(&spec, |s| {
+            admit_service_account_token(s, None, || "abcde".into())
+        });
         assert_eq!(spec.service_account_name, "default");
         assert_eq!(spec.volumes.len(), 1);
         let volume = &spec.volumes[0];
@@ -1226,7 +1542,9 @@ status:
         }
         // Admitted again (the same pod): nothing doubles.
         let before = spec.clone();
-        admit_service_account_token(&mut spec, None, || "zzzzz".into());
+        spec = admitted(&spec, |s| {
+            admit_service_account_token(s, None, || "zzzzz".into())
+        });
         assert_eq!(spec, before);
     }
 
@@ -1234,26 +1552,34 @@ status:
     fn automount_false_on_the_pod_or_its_account_adds_nothing() {
         let mut off = two_containers();
         off.automount_service_account_token = Some(false);
-        admit_service_account_token(&mut off, None, || "abcde".into());
+        off = admitted(&off, |s| {
+            admit_service_account_token(s, None, || "abcde".into())
+        });
         assert!(off.volumes.is_empty());
         assert!(off.containers[0].volume_mounts.is_empty());
 
         let account_off = account_automounting(serde_json::json!(false));
         let mut by_account = two_containers();
-        admit_service_account_token(&mut by_account, Some(&account_off), || "abcde".into());
+        by_account = admitted(&by_account, |s| {
+            admit_service_account_token(s, Some(&account_off), || "abcde".into())
+        });
         assert!(by_account.volumes.is_empty());
         assert!(by_account.init_containers[0].volume_mounts.is_empty());
 
         // The pod's own true wins over its account's false.
         let mut pod_on = two_containers();
         pod_on.automount_service_account_token = Some(true);
-        admit_service_account_token(&mut pod_on, Some(&account_off), || "abcde".into());
+        pod_on = admitted(&pod_on, |s| {
+            admit_service_account_token(s, Some(&account_off), || "abcde".into())
+        });
         assert_eq!(pod_on.volumes.len(), 1);
 
         // An account saying true, or nothing, mounts.
         let mut account_on = two_containers();
         let on = account_automounting(serde_json::json!(true));
-        admit_service_account_token(&mut account_on, Some(&on), || "abcde".into());
+        account_on = admitted(&account_on, |s| {
+            admit_service_account_token(s, Some(&on), || "abcde".into())
+        });
         assert_eq!(account_on.volumes.len(), 1);
     }
 
@@ -1265,7 +1591,9 @@ status:
             mount_path: SERVICE_ACCOUNT_MOUNT_PATH.into(),
             ..Default::default()
         });
-        admit_service_account_token(&mut spec, None, || "abcde".into());
+        spec = admitted(&spec, |s| {
+            admit_service_account_token(s, None, || "abcde".into())
+        });
         assert_eq!(spec.containers[0].volume_mounts.len(), 1);
         assert_eq!(spec.containers[0].volume_mounts[0].name, "mine");
         // The init container still needs it, so the volume is added.
@@ -1279,7 +1607,9 @@ status:
             containers: vec![spec.containers[0].clone()],
             ..Default::default()
         };
-        admit_service_account_token(&mut all_own, None, || "abcde".into());
+        all_own = admitted(&all_own, |s| {
+            admit_service_account_token(s, None, || "abcde".into())
+        });
         assert!(all_own.volumes.is_empty());
     }
 }

@@ -323,7 +323,7 @@ const HORIZONTAL_POD_AUTOSCALER: KindInfo = entry(
 pub const KINDS: [KindInfo; 42] = [
     entry(Kind::Namespace, "Namespace", CORE, ("namespaces", "namespace"), false, &["ns"], &[], STATUS, Generic),
     entry(Kind::Node, "Node", CORE, ("nodes", "node"), false, &["no"], &[], STATUS, Typed),
-    entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Typed),
+    entry(Kind::Pod, "Pod", CORE, ("pods", "pod"), true, &["po"], ALL, POD, Generic),
     entry(Kind::Service, "Service", CORE, ("services", "service"), true, &["svc"], ALL, SERVICE, Generic),
     entry(Kind::Endpoints, "Endpoints", CORE, ("endpoints", "endpoints"), true, &["ep"], &[], &[], Generic),
     entry(Kind::Secret, "Secret", CORE, ("secrets", "secret"), true, &[], &[], &[], Generic),

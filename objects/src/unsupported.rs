@@ -48,6 +48,7 @@ pub fn warnings(object: &Object) -> Vec<String> {
                     &mut out,
                 ),
                 Some(Kind::Service) => service_spec(spec, &mut out),
+                Some(Kind::Pod) => pod_document(spec, &mut out),
                 _ => {}
             }
         }
@@ -88,6 +89,63 @@ fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
                 "{path}.{field}: skiff does not act on {field} yet; the Job's backoffLimit and completions decide"
             ));
         }
+    }
+}
+
+/// A pod document's `spec`: what [`pod_spec`] warns about, read as the
+/// protobuf model (which holds every field skiff acts on), and each field
+/// that model has no place for, which nothing of skiff reads, but a
+/// required node affinity, which the scheduler acts on. A spec that does
+/// not read as the model gets none (validation says why).
+fn pod_document(spec: &Value, out: &mut Vec<String>) {
+    if spec.is_null() {
+        return;
+    }
+    let mut said = spec.clone();
+    super::generic::strip_nulls(&mut said);
+    let Ok(model) = serde_json::from_value::<v1::PodSpec>(said.clone()) else {
+        return;
+    };
+    pod_spec(Some(&model), "spec", out);
+    let mut kept = serde_json::to_value(&model).unwrap_or_default();
+    // Of what was said, what Kubernetes knows (an unknown field is the
+    // decoder's to refuse or warn about).
+    let Ok(known) = crate::typed::decode::<crate::pods::PodSpec>(said) else {
+        return;
+    };
+    let mut said = crate::typed::encode(&known);
+    if let Some(Value::Object(node)) = said.pointer_mut("/affinity/nodeAffinity") {
+        node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+    }
+    super::generic::strip_zeros(&mut said);
+    super::generic::strip_zeros(&mut kept);
+    left_out(&said, &kept, "spec", out);
+}
+
+/// A warning for each field of `said` that `kept` (what a model read of
+/// it) lacks, at `at`.
+fn left_out(said: &Value, kept: &Value, at: &str, out: &mut Vec<String>) {
+    match (said, kept) {
+        (Value::Object(said), Value::Object(kept)) => {
+            for (key, value) in said {
+                let path = format!("{at}.{key}");
+                match kept.get(key) {
+                    // An object is named by its fields, so that what is
+                    // acted on in it is not named.
+                    None if value.is_object() => {
+                        left_out(value, &Value::Object(Default::default()), &path, out)
+                    }
+                    None => out.push(format!("{path}: skiff does not act on this field yet")),
+                    Some(kept) => left_out(value, kept, &path, out),
+                }
+            }
+        }
+        (Value::Array(said), Value::Array(kept)) if said.len() == kept.len() => {
+            for (i, (a, b)) in said.iter().zip(kept).enumerate() {
+                left_out(a, b, &format!("{at}.{i}"), out);
+            }
+        }
+        _ => {}
     }
 }
 
@@ -143,6 +201,41 @@ fn pod_spec(spec: Option<&v1::PodSpec>, path: &str, out: &mut Vec<String>) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_pod_documents_fields_no_part_of_skiff_reads_are_warned_about() {
+        let document = crate::generic::document(
+            "v1",
+            "Pod",
+            None,
+            serde_json::json!({"spec": {
+                "containers": [{"name": "c", "image": "i"}],
+                "priorityClassName": "high",
+                "os": {"name": "linux"},
+                "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                                               "whenUnsatisfiable": "DoNotSchedule"}],
+                "affinity": {"nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": "disk", "operator": "Exists"}]}]},
+                    "preferredDuringSchedulingIgnoredDuringExecution": [
+                        {"weight": 1, "preference": {"matchExpressions": [
+                            {"key": "zone", "operator": "Exists"}]}}]}},
+                "colour": "blue",
+            }}),
+        );
+        use crate::IntoObject;
+        let mut said = warnings(&document.into_object());
+        said.sort();
+        assert_eq!(
+            said,
+            [
+                "spec.affinity.nodeAffinity.preferredDuringSchedulingIgnoredDuringExecution: skiff does not act on this field yet",
+                "spec.os.name: skiff does not act on this field yet",
+                "spec.topologySpreadConstraints: skiff does not act on this field yet",
+            ],
+            "the required node affinity is the scheduler's; an unknown field is the decoder's"
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -178,6 +178,9 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                 for (path, reason) in super::generic::validate_content(kind, g, &content) {
                     errors.add(path, reason);
                 }
+                if kind == Kind::Pod {
+                    pod_document(&mut errors, content.get("spec"));
+                }
                 if kind == Kind::Service {
                     // Read as Kubernetes' own type (the schema checked
                     // its fields' shapes).
@@ -428,6 +431,22 @@ fn selector_and_template(
         );
     }
     pod_spec(errors, "spec.template.spec", template.spec.as_ref(), true);
+}
+
+/// A pod document's spec (`spec`), checked as the protobuf model's is:
+/// read as that model, which holds every field skiff acts on. A field the
+/// model lacks is checked by the schema only (its shape), not by
+/// Kubernetes' further rules.
+fn pod_document(errors: &mut Errors, spec: Option<&serde_json::Value>) {
+    let Some(mut spec) = spec.filter(|s| !s.is_null()).cloned() else {
+        pod_spec(errors, "spec", None, false);
+        return;
+    };
+    super::generic::strip_nulls(&mut spec);
+    match serde_json::from_value::<v1::PodSpec>(spec) {
+        Ok(spec) => pod_spec(errors, "spec", Some(&spec), false),
+        Err(e) => errors.add("spec", format!("does not read as a pod spec: {e}")),
+    }
 }
 
 fn pod_spec(errors: &mut Errors, path: &str, spec: Option<&v1::PodSpec>, in_template: bool) {

@@ -79,7 +79,11 @@ impl api::Object {
             Some(Kind::Deployment(o)) => o.shrink_to_fit(),
             Some(Kind::ReplicaSet(o)) => o.shrink_to_fit(),
             Some(Kind::Secret(o)) => o.shrink_to_fit(),
-            Some(Kind::Generic(o)) => o.shrink_to_fit(),
+            Some(Kind::Generic(o)) => {
+                o.shrink_to_fit();
+                // A document's fields: one list of bytes.
+                o.content.shrink_to_fit();
+            }
             None => {}
         }
     }

@@ -9,6 +9,7 @@
 
 use std::collections::HashSet;
 
+use skiff_objects::pods;
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 use skiff_proto::node::WatchPodsRequest;
@@ -34,9 +35,11 @@ pub async fn watch_loop(
     let mut newest = 0u64;
     loop {
         if let Some(mut client) = masters.client(i) {
-            let request = WatchPodsRequest {
+            // This release's format: the master sends the stored pods as
+            // they are, and they are read in the protobuf model here.
+            let request = super::cluster_objects::naming_format(WatchPodsRequest {
                 node_name: node_name.clone(),
-            };
+            });
             let call = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = desired.closed() => return,
@@ -82,7 +85,11 @@ pub async fn watch_loop(
                             continue;
                         }
                         newest = newest.max(event.revision);
-                        let Some(Body::Pod(pod)) = event.object.and_then(|o| o.kind) else {
+                        // Read in the protobuf model, which holds every
+                        // field the agent acts on.
+                        let Some(Body::Pod(pod)) =
+                            event.object.map(pods::in_model).and_then(|o| o.kind)
+                        else {
                             continue;
                         };
                         let uid = pod
@@ -134,8 +141,11 @@ mod tests {
     use crate::master_link::fake_master::{within, ScriptedStream, TestPki};
     use crate::master_link::Desired;
 
+    /// A pod as stored (its type meta set).
     fn pod(name: &str) -> v1::Pod {
         v1::Pod {
+            api_version: "v1".to_owned(),
+            kind: "Pod".to_owned(),
             metadata: Some(v1::ObjectMeta {
                 name: name.to_owned(),
                 namespace: "default".to_owned(),

@@ -59,7 +59,11 @@ pub async fn run(args: DaemonsetArgs) -> anyhow::Result<serde_json::Value> {
         let mut all_bound = None;
         while running.len() < want {
             let event = watch.next().await?.context("the pod watch ended")?;
-            let Some(Body::Pod(pod)) = event.object.and_then(|o| o.kind) else {
+            let Some(Body::Pod(pod)) = event
+                .object
+                .map(skiff_objects::pods::in_model)
+                .and_then(|o| o.kind)
+            else {
                 continue;
             };
             let node = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());

@@ -225,7 +225,9 @@ async fn wait_running(client: &skiff_master::client::Client) -> anyhow::Result<v
         &format!("{POD} running"),
         Duration::from_secs(60),
         || async {
-            match client.get(Kind::Pod, "default", POD).await.ok()?.kind {
+            match skiff_objects::pods::in_model(client.get(Kind::Pod, "default", POD).await.ok()?)
+                .kind
+            {
                 Some(Body::Pod(p))
                     if p.status.as_ref().is_some_and(|s| {
                         s.phase == "Running"

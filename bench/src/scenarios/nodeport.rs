@@ -94,7 +94,8 @@ pub async fn run(args: NodeportArgs) -> anyhow::Result<serde_json::Value> {
         match client
             .get(Kind::Pod, "default", "iperf-server")
             .await
-            .ok()?
+            .ok()
+            .map(skiff_objects::pods::in_model)?
             .kind
         {
             Some(Body::Pod(p))

@@ -175,7 +175,11 @@ pub async fn run(args: OverlayArgs) -> anyhow::Result<serde_json::Value> {
             &format!("{name} running"),
             Duration::from_secs(60),
             || async {
-                match client.get(Kind::Pod, "default", name).await.ok()?.kind {
+                match skiff_objects::pods::in_model(
+                    client.get(Kind::Pod, "default", name).await.ok()?,
+                )
+                .kind
+                {
                     Some(Body::Pod(p))
                         if p.status
                             .as_ref()

@@ -246,7 +246,11 @@ async fn run_batch(
     let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<(String, Instant)>();
     let watcher = tokio::spawn(async move {
         while let Ok(Some(event)) = watch.next().await {
-            if let Some(Body::Pod(p)) = event.object.and_then(|o| o.kind) {
+            if let Some(Body::Pod(p)) = event
+                .object
+                .map(skiff_objects::pods::in_model)
+                .and_then(|o| o.kind)
+            {
                 if running(&p) {
                     let name = p.metadata.map(|m| m.name).unwrap_or_default();
                     if seen_tx.send((name, Instant::now())).is_err() {

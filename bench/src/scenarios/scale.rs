@@ -766,7 +766,11 @@ impl NewPods {
     /// Takes one watch event; true when it shows a new pod reaching the
     /// milestone for the first time.
     fn observe(&mut self, event: WatchEvent) -> bool {
-        let Some(Body::Pod(pod)) = event.object.and_then(|o| o.kind) else {
+        let Some(Body::Pod(pod)) = event
+            .object
+            .map(skiff_objects::pods::in_model)
+            .and_then(|o| o.kind)
+        else {
             return false;
         };
         let Some(meta) = pod.metadata.as_ref() else {

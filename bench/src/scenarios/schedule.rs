@@ -44,7 +44,11 @@ pub async fn run(args: ScheduleArgs) -> anyhow::Result<serde_json::Value> {
             let Ok(Some(event)) = watch.next().await else {
                 break;
             };
-            let Some(Body::Pod(pod)) = event.object.and_then(|o| o.kind) else {
+            let Some(Body::Pod(pod)) = event
+                .object
+                .map(skiff_objects::pods::in_model)
+                .and_then(|o| o.kind)
+            else {
                 continue;
             };
             let name = pod

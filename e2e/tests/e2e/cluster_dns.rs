@@ -209,7 +209,8 @@ async fn service_ip(client: &Client, namespace: &str, name: &str) -> anyhow::Res
 
 async fn running_ip(client: &Client, name: &str) -> anyhow::Result<String> {
     wait_for(&format!("{name} Running"), SETTLE, || async {
-        match client.get(Kind::Pod, "default", name).await.ok()?.kind {
+        match skiff_objects::pods::in_model(client.get(Kind::Pod, "default", name).await.ok()?).kind
+        {
             Some(Body::Pod(p)) => {
                 let s = p.status?;
                 (s.phase == "Running" && !s.pod_ip.is_empty()).then_some(s.pod_ip)

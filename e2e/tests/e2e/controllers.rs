@@ -42,7 +42,7 @@ fn apply(server: &str, dir: &std::path::Path, yaml: &str) {
 fn pods(items: Vec<Object>) -> Vec<v1::Pod> {
     items
         .into_iter()
-        .filter_map(|o| match o.kind {
+        .filter_map(|o| match skiff_objects::pods::in_model(o).kind {
             Some(Body::Pod(p)) => Some(p),
             _ => None,
         })

@@ -120,12 +120,14 @@ async fn converged(clients: &[Client], replicas: usize, within: Duration) -> any
                 let running = pods
                     .items
                     .iter()
-                    .filter(|o| match &o.kind {
-                        Some(Body::Pod(p)) => {
-                            p.status.as_ref().is_some_and(|s| s.phase == "Running")
-                        }
-                        _ => false,
-                    })
+                    .filter(
+                        |o| match &skiff_objects::pods::in_model(Object::clone(o)).kind {
+                            Some(Body::Pod(p)) => {
+                                p.status.as_ref().is_some_and(|s| s.phase == "Running")
+                            }
+                            _ => false,
+                        },
+                    )
                     .count();
                 let Ok(sets) = c.list(Kind::ReplicaSet, "default").await else {
                     continue;
@@ -149,6 +151,7 @@ fn describe_pods(pods: &[Object], replicasets: usize) -> String {
     let mut odd = Vec::new();
     let mut running = 0;
     for o in pods {
+        let o = skiff_objects::pods::in_model(o.clone());
         let Some(Body::Pod(p)) = &o.kind else {
             continue;
         };

@@ -111,7 +111,7 @@ async fn job_pods(client: &Client, name: &str) -> anyhow::Result<Vec<v1::Pod>> {
         .await?
         .items
         .into_iter()
-        .filter_map(|o| match o.kind {
+        .filter_map(|o| match skiff_objects::pods::in_model(o).kind {
             Some(Body::Pod(p)) => Some(p),
             _ => None,
         })

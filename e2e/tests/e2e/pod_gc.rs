@@ -120,7 +120,11 @@ async fn a_deleted_nodes_pods_are_failed_deleted_and_made_again_elsewhere() -> a
         let mut deleted = BTreeSet::new();
         while deleted.len() < doomed.len() {
             let event = watch.next().await?.context("the pod watch ended")?;
-            let Some(Body::Pod(pod)) = event.object.and_then(|o| o.kind) else {
+            let Some(Body::Pod(pod)) = event
+                .object
+                .map(skiff_objects::pods::in_model)
+                .and_then(|o| o.kind)
+            else {
                 continue;
             };
             let uid = uid_of(&pod);

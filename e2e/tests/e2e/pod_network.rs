@@ -38,7 +38,8 @@ async fn pod(master: &MasterProcess, name: &str) -> Option<v1::Pod> {
         .client()
         .get(Kind::Pod, "default", name)
         .await
-        .ok()?
+        .ok()
+        .map(skiff_objects::pods::in_model)?
         .kind
     {
         Some(Body::Pod(p)) => Some(p),

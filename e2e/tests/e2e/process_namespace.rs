@@ -48,7 +48,7 @@ spec:
 }
 
 async fn get_pod(client: &Client, name: &str) -> Option<v1::Pod> {
-    match client.get(Kind::Pod, "default", name).await.ok()?.kind {
+    match skiff_objects::pods::in_model(client.get(Kind::Pod, "default", name).await.ok()?).kind {
         Some(Body::Pod(pod)) => Some(pod),
         _ => None,
     }

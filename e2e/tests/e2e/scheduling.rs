@@ -38,7 +38,7 @@ async fn pods(client: &Client) -> Vec<v1::Pod> {
         .map(|l| l.items)
         .unwrap_or_default()
         .into_iter()
-        .filter_map(|o| match o.kind {
+        .filter_map(|o| match skiff_objects::pods::in_model(o).kind {
             Some(Body::Pod(p)) => Some(p),
             _ => None,
         })

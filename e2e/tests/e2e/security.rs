@@ -299,7 +299,7 @@ fn pod_on(name: &str, node: &str) -> Object {
 }
 
 fn phase(o: &Object) -> String {
-    match &o.kind {
+    match &skiff_objects::pods::in_model(o.clone()).kind {
         Some(Body::Pod(p)) => p.status.clone().unwrap_or_default().phase,
         _ => String::new(),
     }

@@ -124,7 +124,8 @@ async fn pod_ip(master: &MasterProcess, name: &str) -> Option<String> {
         .client()
         .get(Kind::Pod, "default", name)
         .await
-        .ok()?
+        .ok()
+        .map(skiff_objects::pods::in_model)?
         .kind
     {
         Some(Body::Pod(p)) => p.status.map(|s| s.pod_ip).filter(|ip| !ip.is_empty()),
@@ -568,7 +569,11 @@ spec:
     // balancer and cluster DNS from what they last knew.
     let web_np = get_service(&master, "web-np").await.context("web-np")?;
     let cluster_ip = services::cluster_ip(&web_np).to_owned();
-    let web_uid = match master.client().get(Kind::Pod, "default", "web").await?.kind {
+    let web_uid = match skiff_objects::pods::in_model(
+        master.client().get(Kind::Pod, "default", "web").await?,
+    )
+    .kind
+    {
         Some(Body::Pod(p)) => p.metadata.map(|m| m.uid).unwrap_or_default(),
         _ => String::new(),
     };

@@ -838,10 +838,8 @@ pub fn pod_bound_to(store: &ObjectStore, namespace: &str, pod: &str, node: &str)
     } else {
         namespace
     };
-    matches!(
-        store.get(Kind::Pod, namespace, pod).ok().flatten().and_then(|o| o.kind),
-        Some(Body::Pod(p)) if p.spec.as_ref().is_some_and(|s| s.node_name == node)
-    )
+    let stored = store.get(Kind::Pod, namespace, pod).ok().flatten();
+    stored.is_some_and(|o| pods::is_pod(&o) && pods::bound_node(&o) == node)
 }
 
 /// Whether a pod bound to `node` in `namespace` reads the ConfigMap or
@@ -859,20 +857,21 @@ pub fn read_by_bound_pod(
     } else {
         namespace
     };
-    store.cache().pods_on_node(node).iter().any(|object| {
-        let Some(Body::Pod(pod)) = &object.kind else {
-            return false;
-        };
-        let Some(spec) = &pod.spec else {
-            return false;
-        };
+    store.cache().pods_on_node(node).into_iter().any(|object| {
         if object.meta().namespace != namespace {
             return false;
         }
+        let Some(pod) = pods::StoredPod::read(object) else {
+            return false;
+        };
+        let Some(spec) = &pod.pod.spec else {
+            return false;
+        };
+        let (config_maps, secrets) = pods::references(spec);
         match kind {
-            Kind::ConfigMap => pods::reads_config_map(spec, name),
-            Kind::Secret => pods::reads_secret(spec, name),
-            Kind::PersistentVolumeClaim => storage::claim_names(spec).iter().any(|c| c == name),
+            Kind::ConfigMap => config_maps.iter().any(|n| n == name),
+            Kind::Secret => secrets.iter().any(|n| n == name),
+            Kind::PersistentVolumeClaim => pods::claim_names(spec).iter().any(|c| c == name),
             _ => false,
         }
     })
@@ -892,14 +891,11 @@ pub fn volume_readable_by_node(store: &ObjectStore, name: &str, node: &str) -> b
         return true;
     }
     cache.pods_on_node(node).iter().any(|object| {
-        let Some(Body::Pod(pod)) = &object.kind else {
-            return false;
-        };
-        let Some(spec) = &pod.spec else {
+        let Some(facts) = pods::facts(object) else {
             return false;
         };
         let namespace = &object.meta().namespace;
-        storage::claim_names(spec).iter().any(|claim| {
+        facts.claims.iter().any(|claim| {
             cache
                 .get(Kind::PersistentVolumeClaim, namespace, claim)
                 .and_then(|o| storage::ClaimView::read(&o))
@@ -998,11 +994,8 @@ fn accounts_of_bound_pods(store: &ObjectStore, node: &str, namespace: &str) -> V
         .pods_on_node(node)
         .iter()
         .filter(|object| namespace.is_none_or(|ns| object.meta().namespace == ns))
-        .filter_map(|object| match &object.kind {
-            Some(Body::Pod(pod)) => pod.spec.as_ref().map(pods::service_account),
-            _ => None,
-        })
-        .map(str::to_owned)
+        .filter_map(|object| pods::StoredPod::read(object.clone()))
+        .map(|pod| pods::account_of(&pod.pod).to_owned())
         .collect();
     names.sort();
     names.dedup();
@@ -1033,15 +1026,14 @@ pub fn may_request_token(
         return Err(denied(identity, action));
     }
     let stored = store.cache().get(Kind::Pod, namespace, &pod.name);
-    let Some(Body::Pod(stored)) = stored.as_ref().and_then(|o| o.kind.as_ref()) else {
+    let Some(stored) = stored.and_then(pods::StoredPod::read) else {
         let action = format!(
             "request a token bound to pod {namespace}/{}, which does not exist",
             pod.name
         );
         return Err(denied(identity, &action));
     };
-    let meta = stored.metadata.as_ref();
-    if meta.is_none_or(|m| m.uid != pod.uid) {
+    if stored.meta().uid != pod.uid {
         let action = format!(
             "request a token bound to pod {namespace}/{} with uid {}: the UID in the bound \
              object reference does not match the UID in record (the pod might have been deleted \
@@ -1050,15 +1042,14 @@ pub fn may_request_token(
         );
         return Err(denied(identity, &action));
     }
-    let spec = stored.spec.as_ref();
-    if spec.is_none_or(|s| s.node_name != node) {
+    if pods::node_name(&stored.pod) != node {
         let action = format!(
             "request a token bound to pod {namespace}/{}, scheduled on another node",
             pod.name
         );
         return Err(denied(identity, &action));
     }
-    if spec.is_none_or(|s| pods::service_account(s) != account) {
+    if pods::account_of(&stored.pod) != account {
         let action = format!(
             "request a token for service account {namespace}/{account} bound to pod {namespace}/{}, which runs as another",
             pod.name
@@ -1252,16 +1243,16 @@ fn names_read_by_bound_pods(
     };
     let mut names = Vec::new();
     for object in store.cache().pods_on_node(node) {
-        let Some(Body::Pod(pod)) = &object.kind else {
-            continue;
-        };
         if !namespace.is_empty() && object.meta().namespace != namespace {
             continue;
         }
-        let Some(spec) = &pod.spec else {
+        let Some(pod) = pods::StoredPod::read(object) else {
             continue;
         };
-        let (config_maps, secrets) = pods::config_references(spec);
+        let Some(spec) = &pod.pod.spec else {
+            continue;
+        };
+        let (config_maps, secrets) = pods::references(spec);
         if wanted(Kind::ConfigMap) {
             names.extend(config_maps);
         }
@@ -1269,7 +1260,7 @@ fn names_read_by_bound_pods(
             names.extend(secrets);
         }
         if wanted(Kind::PersistentVolumeClaim) {
-            names.extend(storage::claim_names(spec));
+            names.extend(pods::claim_names(spec));
         }
     }
     names.sort();

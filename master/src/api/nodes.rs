@@ -41,6 +41,7 @@ use crate::resource_metrics::{NodeReport, ResourceMetrics};
 use crate::store::WriteError;
 use crate::writer::ObjectWriter;
 use skiff_objects::deletion::{is_being_deleted, DeleteOptions};
+use skiff_objects::legacy_bodies;
 use skiff_objects::now_rfc3339;
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
@@ -210,11 +211,10 @@ impl NodeService {
                     name: request.name.clone(),
                 }))
             })?;
-        let Some(Body::Pod(mut pod)) = current.kind else {
+        if !skiff_objects::pods::is_pod(&current) {
             return Err(ApiError::Invalid("not a pod".to_owned()));
-        };
-        let uid = pod.metadata.as_ref().map(|m| m.uid.as_str()).unwrap_or("");
-        if !request.uid.is_empty() && request.uid != uid {
+        }
+        if !request.uid.is_empty() && request.uid != current.meta().uid {
             return Err(ApiError::Cluster(ClusterError::Refused(
                 WriteError::NotFound {
                     kind: Kind::Pod,
@@ -223,11 +223,13 @@ impl NodeService {
                 },
             )));
         }
-        pod.status = request.status;
-        if let Some(m) = pod.metadata.as_mut() {
-            m.resource_version.clear();
+        // The agent reports the status in the protobuf model (whose JSON
+        // is Kubernetes'); the rest of the pod stays as stored.
+        let mut pod = skiff_objects::pods::with_reported_status(&current, request.status);
+        if let Ok(meta) = pod.meta_mut() {
+            meta.resource_version.clear();
         }
-        Ok(self.writer.update_status(pod.into_object()).await?)
+        Ok(self.writer.update_status(pod).await?)
     }
 
     /// Removes a pod being deleted, once its node has torn it down: a delete
@@ -412,6 +414,10 @@ impl Nodes for NodeService {
             &request.get_ref().node_name,
             "watch pods",
         )?;
+        // An agent of a release before pods were documents names an
+        // earlier data format (or none): it gets them in the protobuf model.
+        let format = super::reader_format(request.metadata());
+        let converts = legacy_bodies::reads_differently("Pod", format);
         let node = request.into_inner().node_name;
         if node.is_empty() {
             return Err(Status::invalid_argument("node_name is required"));
@@ -429,7 +435,7 @@ impl Nodes for NodeService {
                 let sent = tx.send(Ok(WatchEvent {
                     r#type: EventType::Added as i32,
                     revision,
-                    object: Some(Object::clone(&pod)),
+                    object: Some(legacy_bodies::for_reader(Object::clone(&pod), format)),
                     previous: None,
                     ..Default::default()
                 }));
@@ -465,11 +471,18 @@ impl Nodes for NodeService {
                     continue;
                 }
                 // The store's bytes (its own encoding of the pod), shared:
-                // not decoded and encoded again.
+                // not decoded and encoded again, unless the agent reads
+                // pods in the protobuf model.
+                let object = if converts {
+                    legacy_bodies::encoded_for_reader(&event.object, format)
+                        .map_or_else(|| event.object.clone(), Into::into)
+                } else {
+                    event.object.clone()
+                };
                 let message = super::event_stream::Encoded {
                     event_type: event.event_type,
                     revision: event.revision,
-                    object: event.object.clone(),
+                    object,
                     previous: None,
                 };
                 if tx.send_encoded(message).await.is_err() {

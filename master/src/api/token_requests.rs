@@ -196,7 +196,7 @@ pub fn binding_of(
 }
 
 /// The name of the node a stored pod is bound to, if any.
-fn node_of(object: &Object) -> Option<&str> {
+fn node_of(object: &Object) -> Option<String> {
     Some(pods::bound_node(object)).filter(|n| !n.is_empty())
 }
 
@@ -325,7 +325,7 @@ impl ApiService {
                 // The node's uid from this replica, as kube-apiserver reads
                 // it from its cache.
                 let node_uid = node_of(&object).and_then(|node| {
-                    let node = store.cache().get(Kind::Node, "", node)?;
+                    let node = store.cache().get(Kind::Node, "", &node)?;
                     Some(node.meta().uid.clone())
                 });
                 binding_of(name, reference, &object, node_uid)?

@@ -280,9 +280,10 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
 "#,
                 replica_set.meta().uid
             );
-            let mut pod = objects.seed_yaml(&pod).remove(0);
-            if let Some(Body::Pod(p)) = &mut pod.kind {
-                p.status = Some(v1::PodStatus {
+            let pod = objects.seed_yaml(&pod).remove(0);
+            let pod = skiff_objects::pods::with_reported_status(
+                &pod,
+                Some(v1::PodStatus {
                     phase: "Running".into(),
                     conditions: vec![v1::PodCondition {
                         r#type: "Ready".into(),
@@ -290,8 +291,8 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
                         ..Default::default()
                     }],
                     ..Default::default()
-                });
-            }
+                }),
+            );
             objects.write(WriteOp::UpdateStatus, pod).unwrap();
         }
         let controller = DisruptionController::new(context(&objects));

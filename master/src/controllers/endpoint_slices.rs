@@ -567,16 +567,10 @@ spec:
 
     /// Gives a seeded pod an IP, a phase and a Ready condition.
     fn set_status(objects: &RecordingObjects, name: &str, ip: &str, phase: &str, ready: bool) {
-        let Some(Object {
-            kind: Some(Body::Pod(mut pod)),
-        }) = objects
-            .get(Kind::Pod, "default", name)
-            .unwrap()
-            .map(Arc::unwrap_or_clone)
-        else {
+        let Some(stored) = objects.get(Kind::Pod, "default", name).unwrap() else {
             panic!("no pod {name}");
         };
-        pod.status = Some(v1::PodStatus {
+        let status = Some(v1::PodStatus {
             phase: phase.into(),
             pod_ip: ip.into(),
             conditions: vec![v1::PodCondition {
@@ -586,9 +580,8 @@ spec:
             }],
             ..Default::default()
         });
-        objects
-            .write(WriteOp::UpdateStatus, pod.into_object())
-            .unwrap();
+        let pod = skiff_objects::pods::with_reported_status(&stored, status);
+        objects.write(WriteOp::UpdateStatus, pod).unwrap();
     }
 
     fn setup() -> (Arc<RecordingObjects>, EndpointSliceController) {

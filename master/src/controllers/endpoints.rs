@@ -272,8 +272,6 @@ mod tests {
     use crate::controllers::ObjectReads;
     use skiff_objects::endpoints::Endpoints;
     use skiff_objects::legacy_bodies;
-    use skiff_objects::IntoObject;
-    use skiff_proto::api::object::Kind as Body;
     use std::sync::Arc;
 
     const SERVICE_AND_PODS: &str = r#"
@@ -314,16 +312,10 @@ spec:
 
     /// Gives a seeded pod an IP and a Ready condition.
     fn set_status(objects: &RecordingObjects, name: &str, ip: &str, ready: bool) {
-        let Some(Object {
-            kind: Some(Body::Pod(mut pod)),
-        }) = objects
-            .get(Kind::Pod, "default", name)
-            .unwrap()
-            .map(std::sync::Arc::unwrap_or_clone)
-        else {
+        let Some(stored) = objects.get(Kind::Pod, "default", name).unwrap() else {
             panic!("no pod {name}");
         };
-        pod.status = Some(v1::PodStatus {
+        let status = Some(v1::PodStatus {
             phase: "Running".into(),
             pod_ip: ip.into(),
             conditions: vec![v1::PodCondition {
@@ -333,9 +325,8 @@ spec:
             }],
             ..Default::default()
         });
-        objects
-            .write(WriteOp::UpdateStatus, pod.into_object())
-            .unwrap();
+        let pod = skiff_objects::pods::with_reported_status(&stored, status);
+        objects.write(WriteOp::UpdateStatus, pod).unwrap();
     }
 
     fn setup() -> (Arc<RecordingObjects>, EndpointsController) {

@@ -146,10 +146,10 @@ impl PodGc {
             }
             Kind::Pod if !deleted => {
                 let node = bound_node(object);
-                if node.is_empty() || self.missing.contains_key(node) || self.node_exists(node) {
+                if node.is_empty() || self.missing.contains_key(&node) || self.node_exists(&node) {
                     return;
                 }
-                self.missing.insert(node.to_owned(), now);
+                self.missing.insert(node, now);
             }
             _ => {}
         }

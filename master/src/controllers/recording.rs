@@ -459,13 +459,11 @@ impl ObjectReads for RecordingObjects {
             .filtered(Kind::Pod, |_| true)
             .into_iter()
             .filter_map(|o| {
-                let Some(skiff_proto::api::object::Kind::Pod(pod)) = &o.kind else {
-                    return None;
-                };
-                if !skiff_objects::pods::pod_is_finished(pod) {
+                let pod = skiff_objects::pods::facts(&o)?;
+                if !pod.is_finished() {
                     return None;
                 }
-                let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
+                let evicted = pod.reason == "Evicted";
                 let created = o.meta().creation_timestamp.clone();
                 Some((!evicted, created, o))
             })
@@ -533,15 +531,10 @@ impl ObjectReads for RecordingObjects {
     }
 
     fn pods_using_claim(&self, namespace: &str, claim: &str) -> Vec<Arc<Object>> {
-        self.filtered(Kind::Pod, |o| match &o.kind {
-            Some(skiff_proto::api::object::Kind::Pod(pod)) => {
-                o.meta().namespace == namespace
-                    && pod
-                        .spec
-                        .as_ref()
-                        .is_some_and(|s| storage::claim_names(s).iter().any(|c| c == claim))
-            }
-            _ => false,
+        self.filtered(Kind::Pod, |o| {
+            o.meta().namespace == namespace
+                && skiff_objects::pods::facts(o)
+                    .is_some_and(|p| p.claims.iter().any(|c| c == claim))
         })
     }
 

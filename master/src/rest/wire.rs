@@ -453,17 +453,29 @@ mod tests {
 
     #[test]
     fn empty_fields_skiff_does_not_know_are_ignored_in_protobuf_bodies_only() {
-        let pods = info(Kind::Pod);
+        // A Deployment's protobuf model has no place for a pod
+        // template's setHostnameAsFQDN.
+        let deployments = info(Kind::Deployment);
         let body = |fqdn: Value| {
-            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "a", "selfLink": ""},
-                   "spec": {"containers": [{"name": "c", "image": "i"}], "setHostnameAsFQDN": fqdn}})
+            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                   "metadata": {"name": "a", "selfLink": ""},
+                   "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {
+                       "metadata": {"labels": {"app": "a"}},
+                       "spec": {"containers": [{"name": "c", "image": "i"}],
+                                "setHostnameAsFQDN": fqdn}}}})
         };
         let strict = FieldValidation::Strict;
-        let (_, warnings) = decode(pods, body(json!(false)), strict, BodyOrigin::Protobuf).unwrap();
+        let (_, warnings) = decode(
+            deployments,
+            body(json!(false)),
+            strict,
+            BodyOrigin::Protobuf,
+        )
+        .unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
-        let e = decode(pods, body(json!(true)), strict, BodyOrigin::Protobuf).unwrap_err();
+        let e = decode(deployments, body(json!(true)), strict, BodyOrigin::Protobuf).unwrap_err();
         assert!(e.message.contains("setHostnameAsFQDN"), "{}", e.message);
-        let e = decode(pods, body(json!(false)), strict, BodyOrigin::Text).unwrap_err();
+        let e = decode(deployments, body(json!(false)), strict, BodyOrigin::Text).unwrap_err();
         assert!(e.message.contains("selfLink"), "{}", e.message);
     }
 

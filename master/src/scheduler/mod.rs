@@ -38,11 +38,11 @@ use crate::controllers::{Context, ReconcileError};
 use crate::events::{EventRecorder, EventType, InvolvedObject};
 use crate::store::state_machine::{KindFilter, Notification};
 use crate::writer;
-use skiff_objects::placement::{node_selector_matches, untolerated};
-use skiff_objects::pods::{pod_is_active, pod_is_finished};
+use skiff_objects::placement::{self, node_selector_matches, untolerated};
+use skiff_objects::pods::{self, PodSpec, StoredPod};
 use skiff_objects::storage::SELECTED_NODE_ANNOTATION;
 use skiff_objects::Quantity;
-use skiff_objects::{now_rfc3339, owners};
+use skiff_objects::{owners, ObjectExt};
 use skiff_objects::{IntoObject, Kind};
 use volumes::{volume_demand, VolumeDemand};
 
@@ -172,9 +172,9 @@ impl NodeUsage {
     pub fn from_store(store: &dyn crate::controllers::ObjectReads) -> NodeUsage {
         let mut usage = NodeUsage::default();
         if let Ok((pods, _)) = store.list(Kind::Pod, None) {
-            for object in &pods {
-                if let Some(Body::Pod(pod)) = &object.kind {
-                    usage.observe(pod, false);
+            for object in pods {
+                if let Some(pod) = StoredPod::read(object) {
+                    usage.observe(&pod, false);
                 }
             }
         }
@@ -182,43 +182,39 @@ impl NodeUsage {
     }
 
     /// Follows one stored pod event.
-    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent, object: &Object) {
-        if let Some(Body::Pod(pod)) = &object.kind {
+    fn observe_event(
+        &mut self,
+        event: &crate::store::state_machine::StoredEvent,
+        object: &Arc<Object>,
+    ) {
+        if let Some(pod) = StoredPod::read(object.clone()) {
             let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
-            self.observe(pod, deleted);
+            self.observe(&pod, deleted);
         }
     }
 
     /// Takes back the pod's old charge and, unless it is gone, unbound or
     /// finished, charges it again as it is now. A terminating pod is still
     /// charged: its containers run on its node until they have stopped.
-    pub fn observe(&mut self, pod: &v1::Pod, deleted: bool) {
-        let key = pod
-            .metadata
-            .as_ref()
-            .map(|m| format!("{}/{}", m.namespace, m.name))
-            .unwrap_or_default();
+    pub fn observe(&mut self, stored: &StoredPod, deleted: bool) {
+        let meta = stored.meta();
+        let key = format!("{}/{}", meta.namespace, meta.name);
         if let Some(old) = self.charged.remove(key.as_str()) {
             self.take_back(&old);
         }
-        if deleted || pod_is_finished(pod) {
+        let pod = &stored.pod;
+        if deleted || pods::is_finished(pod) {
             return;
         }
-        let Some(spec) = pod.spec.as_ref().filter(|s| !s.node_name.is_empty()) else {
+        let node = pods::node_name(pod);
+        let Some(spec) = pod.spec.as_ref().filter(|_| !node.is_empty()) else {
             return;
         };
-        let host_ports = spec
-            .containers
-            .iter()
-            .flat_map(|c| c.ports.iter())
-            .filter(|p| p.host_port != 0)
-            .map(|p| (p.host_port, p.protocol.clone()))
-            .collect();
         let charge = self.charge_pod(
-            &spec.node_name,
+            node,
             pod_requests(spec),
-            host_ports,
-            owner_uid(pod),
+            host_ports(spec).into_boxed_slice(),
+            owner_uid(meta),
         );
         self.charged.insert(key.into_boxed_str(), charge);
     }
@@ -341,17 +337,17 @@ pub struct Requests {
 
 /// Sums the requests of a pod's containers (a limit without a request
 /// counts as the request, as Kubernetes defaults it).
-pub fn pod_requests(spec: &v1::PodSpec) -> Requests {
+pub fn pod_requests(spec: &PodSpec) -> Requests {
     let mut total = Requests::default();
     for c in &spec.containers {
         let Some(r) = c.resources.as_ref() else {
             continue;
         };
         let get = |name: &str| {
-            r.requests
-                .get(name)
-                .or_else(|| r.limits.get(name))
-                .and_then(|v| Quantity::parse(v).ok())
+            let requested = r.requests.as_ref().and_then(|q| q.get(name));
+            requested
+                .or_else(|| r.limits.as_ref().and_then(|q| q.get(name)))
+                .and_then(|v| Quantity::parse(&v.0).ok())
         };
         total.cpu += get("cpu").map(|q| q.milli()).unwrap_or(0);
         total.memory += get("memory").map(|q| q.units_ceil()).unwrap_or(0);
@@ -398,16 +394,12 @@ impl NodeInfo {
     }
 
     /// Charges a pod to this node.
-    pub fn add(&mut self, spec: &v1::PodSpec, owner: Option<&str>) {
+    pub fn add(&mut self, spec: &PodSpec, owner: Option<&str>) {
         let r = pod_requests(spec);
         self.cpu_requested += r.cpu;
         self.memory_requested += r.memory;
         self.pods += 1;
-        for c in &spec.containers {
-            for p in c.ports.iter().filter(|p| p.host_port != 0) {
-                self.host_ports.insert((p.host_port, p.protocol.clone()));
-            }
-        }
+        self.host_ports.extend(host_ports(spec));
         if let Some(uid) = owner {
             *Arc::make_mut(&mut self.by_owner)
                 .entry(Arc::from(uid))
@@ -475,32 +467,62 @@ impl fmt::Display for NoNodeFits {
 /// What a pod asks of a node, worked out once per pod rather than once per
 /// node considered.
 struct Demand<'a> {
-    spec: &'a v1::PodSpec,
     requests: Requests,
     host_ports: Vec<(i32, String)>,
+    tolerations: Vec<v1::Toleration>,
+    node_selector: BTreeMap<String, String>,
+    /// The required node affinity's terms, if it has one.
+    affinity: Option<Vec<placement::NodeSelectorTerm>>,
     volumes: &'a VolumeDemand,
 }
 
 impl<'a> Demand<'a> {
-    fn of(spec: &'a v1::PodSpec, volumes: &'a VolumeDemand) -> Demand<'a> {
+    fn of(spec: &PodSpec, volumes: &'a VolumeDemand) -> Demand<'a> {
+        let affinity = spec
+            .affinity
+            .as_ref()
+            .and_then(|a| a.node_affinity.as_ref())
+            .and_then(|n| {
+                n.required_during_scheduling_ignored_during_execution
+                    .as_ref()
+            })
+            .map(|required| required.node_selector_terms.clone());
         Demand {
-            spec,
             volumes,
             requests: pod_requests(spec),
-            host_ports: spec
-                .containers
-                .iter()
-                .flat_map(|c| c.ports.iter())
-                .filter(|p| p.host_port != 0)
-                .map(|p| (p.host_port, p.protocol.clone()))
+            host_ports: host_ports(spec),
+            tolerations: (spec.tolerations.iter().flatten())
+                .map(|t| v1::Toleration {
+                    key: t.key.clone().unwrap_or_default(),
+                    operator: t.operator.clone().unwrap_or_default(),
+                    value: t.value.clone().unwrap_or_default(),
+                    effect: t.effect.clone().unwrap_or_default(),
+                    toleration_seconds: t.toleration_seconds,
+                })
                 .collect(),
+            node_selector: spec.node_selector.clone().unwrap_or_default(),
+            affinity,
         }
     }
 }
 
+/// The host ports a pod's containers ask for, with their protocols.
+fn host_ports(spec: &PodSpec) -> Vec<(i32, String)> {
+    (spec.containers.iter())
+        .flat_map(|c| c.ports.iter().flatten())
+        .filter(|p| p.host_port.is_some_and(|port| port != 0))
+        .map(|p| {
+            let protocol = p.protocol.as_deref().filter(|p| !p.is_empty());
+            (
+                p.host_port.unwrap_or_default(),
+                protocol.unwrap_or("TCP").to_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Why `node` cannot take a pod with `demand`, if it cannot.
 fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
-    let spec = demand.spec;
     if !node.ready {
         return Err(Unschedulable::NotReady);
     }
@@ -508,14 +530,19 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
         return Err(Unschedulable::Cordoned);
     }
     let hard = |effect: &str| effect != "PreferNoSchedule";
-    if let Some(taint) = untolerated(&node.taints, &spec.tolerations, hard) {
+    if let Some(taint) = untolerated(&node.taints, &demand.tolerations, hard) {
         return Err(Unschedulable::UntoleratedTaint {
             key: taint.key.clone(),
             value: taint.value.clone(),
         });
     }
-    if !node_selector_matches(&spec.node_selector, &node.labels) {
+    if !node_selector_matches(&demand.node_selector, &node.labels) {
         return Err(Unschedulable::NodeSelector);
+    }
+    if let Some(terms) = &demand.affinity {
+        if !placement::node_matches_terms(terms, &node.name, &node.labels) {
+            return Err(Unschedulable::NodeSelector);
+        }
     }
     if node.pods + 1 > node.pods_allocatable {
         return Err(Unschedulable::TooManyPods);
@@ -563,7 +590,7 @@ fn score(node: &NodeInfo, demand: &Demand<'_>, owner: Option<&str>) -> i64 {
 /// Picks a node for a pod, or explains why none fits.
 pub fn choose(
     nodes: &[NodeInfo],
-    spec: &v1::PodSpec,
+    spec: &PodSpec,
     owner: Option<&str>,
 ) -> Result<usize, NoNodeFits> {
     choose_with_volumes(nodes, spec, owner, &VolumeDemand::default())
@@ -573,7 +600,7 @@ pub fn choose(
 /// none fits.
 pub fn choose_with_volumes(
     nodes: &[NodeInfo],
-    spec: &v1::PodSpec,
+    spec: &PodSpec,
     owner: Option<&str>,
     volumes: &VolumeDemand,
 ) -> Result<usize, NoNodeFits> {
@@ -600,8 +627,8 @@ pub fn choose_with_volumes(
     }
 }
 
-fn owner_uid(pod: &v1::Pod) -> Option<&str> {
-    owners::controller(pod.metadata.as_ref()?).map(|r| r.uid.as_str())
+fn owner_uid(meta: &v1::ObjectMeta) -> Option<&str> {
+    owners::controller(meta).map(|r| r.uid.as_str())
 }
 
 /// One scheduling pass over every pending pod, with what each node already
@@ -611,13 +638,15 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
     // the scheduler, and nearly all of them (status reports) leave nothing
     // to bind: such a pass ends here, before it builds a view of every node.
     let mut pending = Vec::new();
-    for object in &ctx.store.pods_on_node("") {
-        let Some(Body::Pod(pod)) = &object.kind else {
+    for object in ctx.store.pods_on_node("") {
+        let Some(pod) = StoredPod::read(object) else {
             continue;
         };
-        let scheduler = pod.spec.as_ref().map_or("", |s| s.scheduler_name.as_str());
-        if pod_is_active(pod) && (scheduler.is_empty() || scheduler == "default-scheduler") {
-            pending.push(pod.clone());
+        let spec = pod.pod.spec.as_ref();
+        let scheduler = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("");
+        let ours = scheduler.is_empty() || scheduler == "default-scheduler";
+        if ours && pods::is_active(pod.meta(), &pod.pod) {
+            pending.push(pod);
         }
     }
     let mut outcome = PassOutcome::default();
@@ -637,21 +666,17 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
         })
         .collect();
     pending.sort_by(|a, b| {
-        let key = |p: &v1::Pod| p.metadata.as_ref().map(|m| m.creation_timestamp.clone());
+        let key = |p: &StoredPod| p.meta().creation_timestamp.clone();
         key(a).cmp(&key(b))
     });
     let events = ctx.events.for_component(COMPONENT);
     let mut binds = tokio::task::JoinSet::new();
     let mut failure = None;
-    for mut pod in pending {
-        let spec = pod.spec.clone().unwrap_or_default();
-        let owner = owner_uid(&pod).map(str::to_owned);
-        let namespace = pod
-            .metadata
-            .as_ref()
-            .map(|m| m.namespace.clone())
-            .unwrap_or_default();
-        let claims = match volume_demand(&*ctx.store, &namespace, &spec) {
+    for pod in pending {
+        let spec = pod.pod.spec.clone().unwrap_or_default();
+        let owner = owner_uid(pod.meta()).map(str::to_owned);
+        let namespace = pod.meta().namespace.clone();
+        let claims = match volume_demand(&*ctx.store, &namespace, &pods::claim_names(&spec)) {
             Ok(claims) => claims,
             Err(problem) => {
                 outcome.unschedulable += 1;
@@ -679,12 +704,14 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
                     }
                 }
                 nodes[i].add(&spec, owner.as_deref());
-                pod.spec.get_or_insert_with(Default::default).node_name = nodes[i].name.clone();
+                // Only `spec.nodeName` changes; every other field stays as
+                // stored (the update is refused if the pod changed since).
+                let bound = pods::with_node(&pod.object, &nodes[i].name);
                 let writer = ctx.writer.clone();
                 let latency = ctx.binding_latency.clone();
                 binds.spawn(async move {
                     let started = std::time::Instant::now();
-                    let bound = writer.update(pod.into_object()).await;
+                    let bound = writer.update(bound).await;
                     latency.observe(&[], started.elapsed().as_secs_f64());
                     bound
                 });
@@ -724,13 +751,11 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
 async fn unschedulable(
     ctx: &Context,
     events: &EventRecorder,
-    pod: v1::Pod,
+    pod: StoredPod,
     why: &str,
 ) -> Option<ReconcileError> {
-    if let Some(meta) = &pod.metadata {
-        let involved = InvolvedObject::of_meta(Kind::Pod, meta);
-        events.record(involved, EventType::Warning, "FailedScheduling", why);
-    }
+    let involved = InvolvedObject::of_meta(Kind::Pod, pod.meta());
+    events.record(involved, EventType::Warning, "FailedScheduling", why);
     match mark_unschedulable(ctx, pod, why).await {
         Err(e) if !e.is_conflict() => Some(e.into()),
         _ => None,
@@ -786,9 +811,9 @@ fn collect(
     match done {
         Some(Ok(Ok(bound))) => {
             outcome.bound += 1;
-            if let Some(Body::Pod(pod)) = &bound.kind {
-                let meta = pod.metadata.clone().unwrap_or_default();
-                let node = pod.spec.as_ref().map_or("", |s| s.node_name.as_str());
+            if pods::is_pod(&bound) {
+                let meta = bound.meta();
+                let node = pods::bound_node(&bound);
                 let message = format!(
                     "Successfully assigned {}/{} to {node}",
                     meta.namespace, meta.name
@@ -809,28 +834,28 @@ fn collect(
 }
 
 /// Records `PodScheduled=False` with the reason, unless it already says so.
-async fn mark_unschedulable(ctx: &Context, mut pod: v1::Pod, message: &str) -> writer::Result<()> {
-    let status = pod.status.get_or_insert_with(Default::default);
-    let current = status
-        .conditions
-        .iter()
-        .find(|c| c.r#type == "PodScheduled");
-    if current.is_some_and(|c| c.status == "False" && c.message == message) {
+async fn mark_unschedulable(ctx: &Context, pod: StoredPod, message: &str) -> writer::Result<()> {
+    let mut status = pod.pod.status.clone().unwrap_or_default();
+    let conditions = status.conditions.get_or_insert_with(Vec::new);
+    let current = conditions.iter().find(|c| c.type_ == "PodScheduled");
+    if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
         return Ok(());
     }
-    status.conditions.retain(|c| c.r#type != "PodScheduled");
-    status.conditions.push(v1::PodCondition {
-        r#type: "PodScheduled".into(),
+    conditions.retain(|c| c.type_ != "PodScheduled");
+    conditions.push(pods::PodCondition {
+        type_: "PodScheduled".into(),
         status: "False".into(),
-        last_probe_time: String::new(),
-        last_transition_time: now_rfc3339(),
-        reason: "Unschedulable".into(),
-        message: message.to_owned(),
+        last_transition_time: Some(skiff_objects::kube_time(std::time::SystemTime::now())),
+        reason: Some("Unschedulable".into()),
+        message: Some(message.to_owned()),
+        ..Default::default()
     });
-    if status.phase.is_empty() {
-        status.phase = "Pending".into();
+    if status.phase.as_deref().unwrap_or_default().is_empty() {
+        status.phase = Some("Pending".into());
     }
-    ctx.writer.update_status(pod.into_object()).await?;
+    ctx.writer
+        .update_status(pods::with_status(&pod.object, &status))
+        .await?;
     Ok(())
 }
 
@@ -863,23 +888,12 @@ mod tests {
         })
     }
 
-    fn pod(cpu: &str, memory: &str) -> v1::PodSpec {
-        v1::PodSpec {
-            containers: vec![v1::Container {
-                name: "c".into(),
-                image: "i".into(),
-                resources: Some(v1::ResourceRequirements {
-                    requests: [
-                        ("cpu".to_owned(), cpu.to_owned()),
-                        ("memory".to_owned(), memory.to_owned()),
-                    ]
-                    .into(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }
+    fn pod(cpu: &str, memory: &str) -> PodSpec {
+        serde_json::from_value(serde_json::json!({"containers": [{
+            "name": "c", "image": "i",
+            "resources": {"requests": {"cpu": cpu, "memory": memory}},
+        }]}))
+        .unwrap()
     }
 
     #[test]
@@ -968,14 +982,32 @@ mod tests {
         );
         assert_eq!(err.reasons[&Unschedulable::InsufficientMemory], 2);
         let mut tolerant = pod("500m", "2Gi");
-        tolerant.tolerations.push(v1::Toleration {
-            key: "dedicated".into(),
-            operator: "Equal".into(),
-            value: "gpu".into(),
-            effect: "NoSchedule".into(),
-            toleration_seconds: None,
-        });
+        let toleration = serde_json::json!(
+            {"key": "dedicated", "operator": "Equal", "value": "gpu", "effect": "NoSchedule"}
+        );
+        tolerant.tolerations = Some(vec![serde_json::from_value(toleration).unwrap()]);
         assert_eq!(nodes[choose(&nodes, &tolerant, None).unwrap()].name, "c");
+    }
+
+    #[test]
+    fn a_required_node_affinity_keeps_a_pod_to_the_nodes_it_names() {
+        let nodes = vec![node("a", "8", "16Gi"), node("b", "4", "8Gi")];
+        let mut spec = pod("100m", "64Mi");
+        let affinity = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchFields": [
+                {"key": "metadata.name", "operator": "In", "values": ["b"]}]}]}}});
+        spec.affinity = Some(serde_json::from_value(affinity).unwrap());
+        assert_eq!(nodes[choose(&nodes, &spec, None).unwrap()].name, "b");
+        let mut nowhere = spec.clone();
+        let affinity = serde_json::json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+            {"nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "disk", "operator": "NotIn", "values": ["ssd"]}]}]}}});
+        nowhere.affinity = Some(serde_json::from_value(affinity).unwrap());
+        let err = choose(&nodes, &nowhere, None).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "0/2 nodes are available: 2 node(s) didn't match Pod's node affinity/selector."
+        );
     }
 
     #[test]
@@ -988,7 +1020,7 @@ mod tests {
         nodes[0].ready = false;
         nodes[1].unschedulable = true;
         let mut spec = pod("100m", "64Mi");
-        spec.node_selector.insert("disk".into(), "hdd".into());
+        spec.node_selector = Some([("disk".into(), "hdd".into())].into());
         let err = choose(&nodes, &spec, None).unwrap_err().to_string();
         assert!(err.contains("1 node(s) were not ready"), "{err}");
         assert!(err.contains("1 node(s) were unschedulable"), "{err}");
@@ -997,12 +1029,8 @@ mod tests {
             "{err}"
         );
         let mut web = pod("100m", "64Mi");
-        web.containers[0].ports.push(v1::ContainerPort {
-            host_port: 8080,
-            container_port: 80,
-            protocol: "TCP".into(),
-            ..Default::default()
-        });
+        let port = serde_json::json!({"hostPort": 8080, "containerPort": 80, "protocol": "TCP"});
+        web.containers[0].ports = Some(vec![serde_json::from_value(port).unwrap()]);
         let mut two = vec![node("x", "4", "8Gi")];
         two[0].add(&web, None);
         let err = choose(&two, &web, None).unwrap_err();
@@ -1040,17 +1068,21 @@ spec:
   containers: [{name: c, image: i, resources: {requests: {cpu: 500m}}}]
 "#;
 
+    /// The stored pod `name`, in the protobuf model (to change in tests).
     fn pod_named(objects: &RecordingObjects, name: &str) -> v1::Pod {
-        match objects
-            .get(Kind::Pod, "default", name)
-            .unwrap()
-            .map(std::sync::Arc::unwrap_or_clone)
-        {
+        let stored = objects.get(Kind::Pod, "default", name).unwrap();
+        let model = stored.map(|o| skiff_objects::legacy_bodies::for_reader(Object::clone(&o), 6));
+        match model {
             Some(Object {
                 kind: Some(Body::Pod(p)),
             }) => p,
             _ => panic!("no pod {name}"),
         }
+    }
+
+    /// `pod` as the scheduler reads a stored one.
+    fn stored(pod: &v1::Pod) -> StoredPod {
+        StoredPod::read(pod.clone().into_object()).unwrap()
     }
 
     fn load(usage: &NodeUsage, node: &str) -> (i64, i64, usize) {
@@ -1068,26 +1100,26 @@ spec:
         assert_eq!(load(&usage, "n1"), (800, 1, 1));
         let mut big = pod_named(&objects, "big");
         big.spec.as_mut().unwrap().node_name = "n2".into();
-        usage.observe(&big, false);
+        usage.observe(&stored(&big), false);
         assert_eq!(load(&usage, "n1"), (0, 0, 0));
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
         // Seen twice, charged once.
-        usage.observe(&big, false);
+        usage.observe(&stored(&big), false);
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
         big.status = Some(v1::PodStatus {
             phase: "Succeeded".into(),
             ..Default::default()
         });
-        usage.observe(&big, false);
+        usage.observe(&stored(&big), false);
         assert_eq!(load(&usage, "n2"), (0, 0, 0));
         big.status = None;
-        usage.observe(&big, false);
+        usage.observe(&stored(&big), false);
         // Terminating: still charged until it is gone.
         let meta = big.metadata.get_or_insert_with(Default::default);
         meta.deletion_timestamp = "2026-01-01T00:00:30Z".into();
-        usage.observe(&big, false);
+        usage.observe(&stored(&big), false);
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
-        usage.observe(&big, true);
+        usage.observe(&stored(&big), true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }
 
@@ -1119,8 +1151,8 @@ spec:
             pod
         };
         let mut usage = NodeUsage::default();
-        usage.observe(&pod("a"), false);
-        usage.observe(&pod("b"), false);
+        usage.observe(&stored(&pod("a")), false);
+        usage.observe(&stored(&pod("b")), false);
         let (a, b) = (&usage.charged["default/a"], &usage.charged["default/b"]);
         let (node, load) = usage.by_node.get_key_value("n1").unwrap();
         assert!(Arc::ptr_eq(node, &a.node) && Arc::ptr_eq(node, &b.node));
@@ -1132,11 +1164,11 @@ spec:
         let entry = std::mem::size_of::<(Box<str>, Charge)>();
         assert!(entry <= 80, "{entry} B");
         // Charged again as it is: counted once.
-        usage.observe(&pod("a"), false);
+        usage.observe(&stored(&pod("a")), false);
         assert_eq!(usage.by_node["n1"].by_owner["rs-1"], 2);
-        usage.observe(&pod("a"), true);
+        usage.observe(&stored(&pod("a")), true);
         assert_eq!(usage.by_node["n1"].by_owner["rs-1"], 1);
-        usage.observe(&pod("b"), true);
+        usage.observe(&stored(&pod("b")), true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }
 
@@ -1158,13 +1190,13 @@ spec:
         };
         let port = (8080, "TCP".to_owned());
         let mut usage = NodeUsage::default();
-        usage.observe(&pod("a"), false);
-        usage.observe(&pod("b"), false);
+        usage.observe(&stored(&pod("a")), false);
+        usage.observe(&stored(&pod("b")), false);
         assert_eq!(usage.by_node["n1"].host_ports[&port], 2);
-        usage.observe(&pod("a"), true);
+        usage.observe(&stored(&pod("a")), true);
         assert_eq!(usage.by_node["n1"].host_ports[&port], 1);
         assert_eq!(load(&usage, "n1"), (0, 1, 1));
-        usage.observe(&pod("b"), true);
+        usage.observe(&stored(&pod("b")), true);
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
     }
 
@@ -1182,7 +1214,7 @@ spec:
             controller: Some(true),
             ..Default::default()
         }];
-        usage.observe(&owned, false);
+        usage.observe(&stored(&owned), false);
         let node = match objects.get(Kind::Node, "", "n1").unwrap().as_deref() {
             Some(Object {
                 kind: Some(Body::Node(n)),
@@ -1195,12 +1227,12 @@ spec:
         // Not copied for the view: the same map.
         assert!(Arc::ptr_eq(&view.by_owner, &usage.by_node["n1"].by_owner));
         // Binding another replica there counts it in the view only.
-        let spec = owned.spec.clone().unwrap();
+        let spec = stored(&owned).pod.spec.clone().unwrap();
         view.add(&spec, Some("rs-1"));
         assert_eq!(view.by_owner.get("rs-1"), Some(&2));
         assert_eq!(usage.by_node["n1"].by_owner.get("rs-1"), Some(&1));
         // Its only pod gone, the node carries nothing and is let go.
-        usage.observe(&owned, true);
+        usage.observe(&stored(&owned), true);
         assert!(!usage.by_node.contains_key("n1"), "{:?}", usage.by_node);
     }
 
@@ -1217,6 +1249,7 @@ spec:
             "800m + 500m > 1 cpu"
         );
         let why = pod_named(&objects, "pending").status.unwrap().conditions;
+        assert_eq!(why[0].r#type, "PodScheduled");
         assert!(why[0].message.contains("Insufficient cpu"), "{:?}", why[0]);
         let events = objects.events();
         assert_eq!(events.len(), 1, "{events:?}");
@@ -1230,7 +1263,7 @@ spec:
 
         let big = pod_named(&objects, "big");
         objects.remove(Kind::Pod, "default", "big", "").unwrap();
-        usage.observe(&big, true);
+        usage.observe(&stored(&big), true);
         objects.clear_writes();
         let outcome = pass(&ctx, &usage).await.unwrap();
         assert_eq!(outcome.bound, 1);

@@ -13,10 +13,8 @@
 
 use std::collections::BTreeMap;
 
-use skiff_proto::v1;
-
 use crate::controllers::ObjectReads;
-use skiff_objects::storage::{claim_names, ClaimView, ClassView, VolumeView};
+use skiff_objects::storage::{ClaimView, ClassView, VolumeView};
 use skiff_objects::Kind;
 
 /// Why a pod's claims keep it from every node.
@@ -61,10 +59,10 @@ impl VolumeDemand {
 pub fn volume_demand(
     store: &dyn ObjectReads,
     namespace: &str,
-    spec: &v1::PodSpec,
+    claims: &[String],
 ) -> Result<VolumeDemand, ClaimProblem> {
     let mut demand = VolumeDemand::default();
-    for name in claim_names(spec) {
+    for name in claims.iter().cloned() {
         let claim = store
             .get(Kind::PersistentVolumeClaim, namespace, &name)
             .ok()
@@ -119,23 +117,9 @@ mod tests {
     use super::*;
     use crate::controllers::recording::RecordingObjects;
 
-    fn pod_with_claims(claims: &[&str]) -> v1::PodSpec {
-        v1::PodSpec {
-            volumes: claims
-                .iter()
-                .map(|c| v1::Volume {
-                    name: (*c).into(),
-                    persistent_volume_claim: Some(Box::new(
-                        v1::PersistentVolumeClaimVolumeSource {
-                            claim_name: (*c).into(),
-                            read_only: false,
-                        },
-                    )),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }
+    /// The claims a pod's volumes name.
+    fn pod_with_claims(claims: &[&str]) -> Vec<String> {
+        claims.iter().map(|c| (*c).to_owned()).collect()
     }
 
     const OBJECTS: &str = r#"
@@ -244,7 +228,7 @@ spec:
             immediate,
             Err(ClaimProblem::UnboundImmediate("immediate".into()))
         );
-        let none = volume_demand(&*objects, "shop", &v1::PodSpec::default()).unwrap();
+        let none = volume_demand(&*objects, "shop", &[]).unwrap();
         assert!(none.is_empty());
     }
 }

@@ -41,7 +41,7 @@ use super::rbac_index::{Grant, RbacIndex, RoleRefError};
 use skiff_objects::disruption_budget::Budget;
 use skiff_objects::rbac::{RoleRef, RoleView, SubjectKey};
 use skiff_objects::registry::custom::DefinitionSource;
-use skiff_objects::storage::{self, claim_names, ClaimView, VolumeView};
+use skiff_objects::storage::{self, ClaimView, VolumeView};
 use skiff_objects::{selector, stored_kind, Kind, ObjectExt};
 
 /// An object's place within its kind: (namespace, name).
@@ -811,11 +811,17 @@ impl Cached {
             }
         }
         match &object.kind {
-            Some(Body::Pod(pod)) => {
-                let node = skiff_objects::pods::bound_node(object).to_owned();
-                edit_set(&mut self.pods_by_node, node, key.clone(), add);
-                if skiff_objects::pods::pod_is_finished(pod) {
-                    let evicted = pod.status.as_ref().is_some_and(|s| s.reason == "Evicted");
+            _ if kind == Kind::Pod => {
+                // What the indexes need of a pod, read without the rest.
+                let facts = skiff_objects::pods::facts(object).unwrap_or_default();
+                edit_set(
+                    &mut self.pods_by_node,
+                    facts.node_name.clone(),
+                    key.clone(),
+                    add,
+                );
+                if facts.is_finished() {
+                    let evicted = facts.reason == "Evicted";
                     let at = (!evicted, meta.creation_timestamp.clone(), key.clone());
                     if add {
                         self.finished_pods.insert(at);
@@ -823,7 +829,7 @@ impl Cached {
                         self.finished_pods.remove(&at);
                     }
                 }
-                for claim in pod.spec.as_ref().map(claim_names).unwrap_or_default() {
+                for claim in facts.claims {
                     edit_set(
                         &mut self.pods_by_claim,
                         (key.0.clone(), claim),

@@ -1527,7 +1527,8 @@ mod tests {
         );
         // The update as stored; nothing after the newest revision.
         let updated = Object::decode(&missed[1].object[..]).unwrap();
-        let Some(skiff_proto::api::object::Kind::Pod(p)) = &updated.kind else {
+        let model = skiff_objects::legacy_bodies::to_legacy(updated.clone()).unwrap();
+        let Some(skiff_proto::api::object::Kind::Pod(p)) = &model.kind else {
             panic!("not a pod");
         };
         assert_eq!(p.spec.as_ref().unwrap().containers[0].image, "img:2");
@@ -1930,10 +1931,8 @@ mod cache_tests {
         assert_eq!(versions(&listed).len(), 2);
 
         // Missed changes: b bound, c created, a deleted.
-        let mut bound = store.get(Kind::Pod, "default", "b").unwrap().unwrap();
-        if let Some(skiff_proto::api::object::Kind::Pod(p)) = &mut bound.kind {
-            p.spec.as_mut().unwrap().node_name = "n2".into();
-        }
+        let stored = store.get(Kind::Pod, "default", "b").unwrap().unwrap();
+        let bound = skiff_objects::pods::with_node(&stored, "n2");
         store.apply_commands(vec![
             Command::Update {
                 object: bound.encode_to_vec(),

@@ -52,11 +52,12 @@ use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use provisioning::NodeVerdict;
+use skiff_objects::deletion::is_being_deleted;
 use skiff_objects::generic;
-use skiff_objects::pods::{pod_is_finished, pod_is_terminating};
+use skiff_objects::pods;
 use skiff_objects::storage::{
-    best_volume, claim_names, claim_ref_parts, refers_to, volume_fits_claim, ClaimView, ClassView,
-    VolumeView, BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
+    best_volume, claim_ref_parts, refers_to, volume_fits_claim, ClaimView, ClassView, VolumeView,
+    BIND_COMPLETED_ANNOTATION, BOUND_BY_CONTROLLER_ANNOTATION, LOCAL_PATH_PROVISIONER,
     PVC_PROTECTION_FINALIZER, PV_PROTECTION_FINALIZER, SELECTED_NODE_ANNOTATION,
     STORAGE_PROVISIONER_ANNOTATION,
 };
@@ -149,15 +150,9 @@ fn written(object: Object, kind: &'static str) -> Result<GenericObject, Reconcil
 /// cache's index of the claims pods use.
 pub fn claim_in_use(ctx: &Context, namespace: &str, name: &str) -> Result<bool, ReconcileError> {
     let pods = ctx.store.pods_using_claim(namespace, name);
-    Ok(pods.iter().any(|object| match &object.kind {
-        Some(Body::Pod(pod)) => {
-            !pod_is_finished(pod)
-                && pod
-                    .spec
-                    .as_ref()
-                    .is_some_and(|s| claim_names(s).iter().any(|c| c == name))
-        }
-        _ => false,
+    Ok(pods.iter().any(|object| {
+        pods::facts(object)
+            .is_some_and(|pod| !pod.is_finished() && pod.claims.iter().any(|c| c == name))
     }))
 }
 
@@ -194,16 +189,11 @@ impl Reconciler for ClaimController {
                 },
                 None => Vec::new(),
             },
-            Kind::Pod => match &object.kind {
-                Some(Body::Pod(pod)) => pod
-                    .spec
-                    .as_ref()
-                    .map(claim_names)
-                    .unwrap_or_default()
-                    .iter()
+            Kind::Pod => match pods::facts(object) {
+                Some(pod) => (pod.claims.iter())
                     .map(|c| ObjectKey::new(Kind::PersistentVolumeClaim, &event.namespace, c))
                     .collect(),
-                _ => Vec::new(),
+                None => Vec::new(),
             },
             // Only the claims asking for the class read it.
             Kind::StorageClass => self.unbound_claims(&object.meta().name),
@@ -292,21 +282,18 @@ impl ClaimController {
     ) -> Result<Option<String>, ReconcileError> {
         let meta = &claim.meta;
         let objects = self.ctx.store.pods_using_claim(&meta.namespace, &meta.name);
-        let mut consumers: Vec<(&str, &str, &str)> = objects
+        let mut consumers: Vec<(&str, &str, String)> = objects
             .iter()
-            .filter_map(|o| match &o.kind {
-                Some(Body::Pod(pod)) => Some(pod),
-                _ => None,
-            })
-            .filter(|pod| !pod_is_finished(pod) && !pod_is_terminating(pod))
-            .filter_map(|pod| {
-                let spec = pod.spec.as_ref()?;
-                let uses = claim_names(spec).contains(&meta.name);
-                let pod_meta = pod.metadata.as_ref()?;
-                (uses && !spec.node_name.is_empty()).then_some((
+            .filter(|o| !is_being_deleted(o.meta()))
+            .filter_map(|o| Some((o, pods::facts(o)?)))
+            .filter(|(_, pod)| !pod.is_finished())
+            .filter_map(|(o, pod)| {
+                let uses = pod.claims.contains(&meta.name);
+                let pod_meta = o.meta();
+                (uses && !pod.node_name.is_empty()).then_some((
                     pod_meta.creation_timestamp.as_str(),
                     pod_meta.name.as_str(),
-                    spec.node_name.as_str(),
+                    pod.node_name,
                 ))
             })
             .collect();
@@ -314,6 +301,7 @@ impl ClaimController {
         consumers.sort();
         let now = SystemTime::now();
         for (_, _, node) in consumers {
+            let node = node.as_str();
             let stored = self
                 .ctx
                 .store

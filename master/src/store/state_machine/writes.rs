@@ -590,7 +590,6 @@ mod tests {
     use std::sync::Arc;
 
     use prost::Message;
-    use skiff_proto::api::object::Kind as Body;
     use skiff_proto::api::{EventType, Object};
     use skiff_proto::v1;
 
@@ -736,21 +735,21 @@ mod tests {
         .into_object()
     }
 
-    fn as_pod(object: &Object) -> &v1::Pod {
-        match &object.kind {
-            Some(skiff_proto::api::object::Kind::Pod(p)) => p,
+    /// A stored pod (a document) in the protobuf model.
+    fn as_pod(object: &Object) -> v1::Pod {
+        match skiff_objects::legacy_bodies::to_legacy(object.clone()).map(|o| o.kind) {
+            Ok(Some(skiff_proto::api::object::Kind::Pod(p))) => p,
             other => panic!("not a pod: {other:?}"),
         }
     }
 
-    fn image(object: &Object) -> &str {
-        let spec = as_pod(object).spec.as_ref().expect("a spec");
-        &spec.containers[0].image
+    fn image(object: &Object) -> String {
+        let spec = as_pod(object).spec.expect("a spec");
+        spec.containers[0].image.clone()
     }
 
-    fn phase(object: &Object) -> &str {
-        let status = as_pod(object).status.as_ref().expect("a status");
-        &status.phase
+    fn phase(object: &Object) -> String {
+        as_pod(object).status.expect("a status").phase
     }
 
     fn invalid(reason: &str) -> WriteError {
@@ -782,9 +781,15 @@ mod tests {
     fn a_created_object_is_cached_without_spare_room_in_its_lists() {
         let (_dir, store) = store_with_pod();
         let cached = store.cache().get(Kind::Pod, "default", "a").unwrap();
-        let spec = as_pod(&cached).spec.as_ref().unwrap();
-        assert_eq!(spec.containers.len(), 1);
-        assert_eq!(spec.containers.capacity(), 1, "spare room kept");
+        // A pod is a document: its fields are one list of bytes.
+        let Some(skiff_proto::api::object::Kind::Generic(document)) = &cached.kind else {
+            panic!("not a document: {cached:?}");
+        };
+        assert_eq!(
+            document.content.capacity(),
+            document.content.len(),
+            "spare room kept"
+        );
     }
 
     /// Applies one command, in a log entry of its own.
@@ -936,7 +941,10 @@ mod tests {
         assert_eq!(store.revision(), 2);
         assert!(store.events_after(2, 10).unwrap().unwrap().is_empty());
         let a = get_pod(&store, "a").expect("still stored");
-        assert_eq!((image(&a), phase(&a)), ("img:1", "Pending"));
+        assert_eq!(
+            (image(&a).as_str(), phase(&a).as_str()),
+            ("img:1", "Pending")
+        );
     }
 
     #[test]
@@ -1352,11 +1360,10 @@ mod tests {
     }
 
     /// `object` (a pod) with its status changed by `change`.
-    fn with_status(mut object: Object, change: impl FnOnce(&mut v1::PodStatus)) -> Object {
-        if let Some(Body::Pod(pod)) = object.kind.as_mut() {
-            change(pod.status.get_or_insert_with(Default::default));
-        }
-        object
+    fn with_status(object: Object, change: impl FnOnce(&mut v1::PodStatus)) -> Object {
+        let mut status = as_pod(&object).status.unwrap_or_default();
+        change(&mut status);
+        skiff_objects::pods::with_reported_status(&object, Some(status))
     }
 
     #[test]
