@@ -389,12 +389,33 @@ impl Cluster {
     }
 
     /// The lowest data format every member (voters and learners: all
-    /// apply the log) reads, as named in its last Raft answer: the leader
-    /// writes each moved kind as a document only from the format it moved
-    /// at (`skiff_objects::legacy_bodies`), in the protobuf model older
-    /// releases read before. `0` while a member runs a release before the
-    /// formats were named, or has not answered since this master started.
+    /// apply the log) reads: the leader writes each moved kind as a
+    /// document only from the format it moved at
+    /// (`skiff_objects::legacy_bodies`), in the protobuf model older
+    /// releases read before. The later of what the members name now
+    /// ([`Cluster::members_named_format`]) and what every member named
+    /// before, as recorded in the store (`crate::recorded_format`), so
+    /// that a member that is down does not turn the cluster back.
     pub fn members_data_format(&self) -> u32 {
+        self.members_named_format().max(self.recorded_data_format())
+    }
+
+    /// The data format recorded in the store as every member's
+    /// ([`DATA_FORMAT_RECORD`], written by `crate::recorded_format`); `0`
+    /// for none, or a record that does not read.
+    pub fn recorded_data_format(&self) -> u32 {
+        let (namespace, name) = DATA_FORMAT_RECORD;
+        let stored = self
+            .store
+            .cache()
+            .get(skiff_objects::Kind::ConfigMap, namespace, name);
+        stored.as_deref().and_then(recorded_format_of).unwrap_or(0)
+    }
+
+    /// The lowest data format the members named in their last Raft
+    /// answers. `0` while a member runs a release before the formats were
+    /// named, or has not answered since this master started.
+    pub fn members_named_format(&self) -> u32 {
         lowest_format(self.member_statuses().into_iter().map(|m| m.release))
     }
 
@@ -579,6 +600,22 @@ impl Cluster {
 
 /// The lowest data format among `releases` (`None`: one that named none,
 /// read as `0`).
+/// The ConfigMap (namespace, name) that records the data format every
+/// member has named ([`Cluster::recorded_data_format`]).
+pub const DATA_FORMAT_RECORD: (&str, &str) = ("kube-system", "skiff-data-format");
+/// The key of its data holding the format.
+pub const DATA_FORMAT_KEY: &str = "format";
+
+/// The format a record ([`DATA_FORMAT_RECORD`]) holds, if it reads.
+pub fn recorded_format_of(object: &skiff_proto::api::Object) -> Option<u32> {
+    let Some(skiff_proto::api::object::Kind::Generic(document)) = &object.kind else {
+        return None;
+    };
+    let content = skiff_objects::generic::content(document);
+    let format = content.get("data")?.get(DATA_FORMAT_KEY)?.as_str()?;
+    format.trim().parse().ok()
+}
+
 fn lowest_format(releases: impl Iterator<Item = Option<PeerRelease>>) -> u32 {
     releases
         .map(|release| release.map_or(0, |r| r.data_format))

@@ -275,6 +275,7 @@ pub async fn run(
             lifecycle,
             term.clone(),
         ));
+        tasks.spawn(crate::recorded_format::run(writer.clone(), term.clone()));
         tasks.spawn(snapshot_schedule::run(
             cluster.store.clone(),
             cluster.id,

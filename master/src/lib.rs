@@ -15,6 +15,8 @@
 //! - [`http_serving`]: the API port's connections, with HTTP upgrades
 //!   (kubectl exec's WebSocket).
 //! - [`metrics`]: what `/metrics` shows.
+//! - [`recorded_format`]: the data format every master has named,
+//!   recorded in the store for the leaders after.
 //! - [`auto_deploy`]: manifests applied from `<data-dir>/manifests/`.
 
 pub mod api;
@@ -29,6 +31,7 @@ pub mod leader;
 pub mod metrics;
 pub mod node_lifecycle;
 pub mod node_ports;
+pub mod recorded_format;
 pub mod resource_metrics;
 pub mod rest;
 pub mod scheduler;

@@ -93,6 +93,12 @@ fn pod_document(document: &mut v1::GenericObject) {
     if spec.is_object() {
         super::generic::pod_spec(spec, Some("Always"));
         pod_document_spec(spec);
+        // The deprecated name of `serviceAccountName`, which Kubernetes
+        // takes when the other is unset (and writes back as the same).
+        if let Some(deprecated) = spec["serviceAccount"].as_str().filter(|a| !a.is_empty()) {
+            let deprecated = deprecated.to_owned();
+            default(spec, "serviceAccountName", deprecated);
+        }
     }
     let status = content
         .entry("status")
@@ -377,6 +383,70 @@ fn http_get(action: Option<&mut v1::HttpGetAction>) {
 mod tests {
     use super::*;
     use crate::IntoObject;
+
+    #[test]
+    fn a_pod_document_gets_the_models_defaults_and_its_deprecated_account_name_counts() {
+        let content = serde_json::json!({"spec": {
+            "serviceAccount": "build",
+            "hostNetwork": true,
+            "tolerations": [{"key": "k", "value": "v"}],
+            "containers": [{
+                "name": "c", "image": "busybox:1.36",
+                "ports": [{"containerPort": 8080}],
+                "readinessProbe": {"httpGet": {"port": 8080}, "periodSeconds": 0},
+                "env": [{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
+            }],
+            "volumes": [{"name": "cfg", "configMap": {"name": "cfg"}}],
+            "affinity": {"nodeAffinity": {}},
+        }});
+        let mut object = crate::generic::document("v1", "Pod", None, content).into_object();
+        apply_defaults(&mut object);
+        let Some(Body::Generic(document)) = &object.kind else {
+            panic!("not a document: {object:?}");
+        };
+        let content = serde_json::Value::Object(crate::generic::content(document));
+        let spec = &content["spec"];
+        assert_eq!(spec["serviceAccountName"], "build");
+        assert_eq!(spec["restartPolicy"], "Always");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+        assert_eq!(spec["tolerations"][0]["operator"], "Equal");
+        assert_eq!(spec["volumes"][0]["configMap"]["defaultMode"], 0o644);
+        let c = &spec["containers"][0];
+        assert_eq!(c["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(c["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(c["ports"][0]["protocol"], "TCP");
+        assert_eq!(c["ports"][0]["hostPort"], 8080, "in the host's network");
+        let probe = &c["readinessProbe"];
+        assert_eq!(
+            (
+                &probe["periodSeconds"],
+                &probe["timeoutSeconds"],
+                &probe["failureThreshold"]
+            ),
+            (
+                &serde_json::json!(10),
+                &serde_json::json!(1),
+                &serde_json::json!(3)
+            )
+        );
+        assert_eq!(probe["httpGet"]["path"], "/");
+        assert_eq!(c["env"][0]["valueFrom"]["fieldRef"]["apiVersion"], "v1");
+        assert_eq!(content["status"]["phase"], "Pending");
+        // A field no default touches is kept as written, and no check
+        // leaves a null behind.
+        assert_eq!(spec["affinity"], serde_json::json!({"nodeAffinity": {}}));
+        assert!(!document_has_null(&content), "{content}");
+    }
+
+    fn document_has_null(value: &serde_json::Value) -> bool {
+        match value {
+            serde_json::Value::Null => true,
+            serde_json::Value::Array(items) => items.iter().any(document_has_null),
+            serde_json::Value::Object(fields) => fields.values().any(document_has_null),
+            _ => false,
+        }
+    }
 
     #[test]
     fn pull_policy_follows_the_tag() {

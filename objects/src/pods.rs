@@ -340,13 +340,38 @@ pub fn bound_node(object: &Object) -> String {
 }
 
 /// `object` in the protobuf model when it is a pod in either encoding
-/// (without the fields the model has no place for: a copy to read, such
-/// as an agent acts on, never to write back); any other object as it is.
+/// (without the fields the model has no place for, and unmarked: a copy
+/// to read, such as an agent acts on, never to write back); any other
+/// object as it is. A pod whose status the model cannot read (status
+/// writes are not checked) is read without it; one whose spec it cannot
+/// read stays a document, with a warning.
 pub fn in_model(object: Object) -> Object {
     let last_model_format = legacy_bodies::moved_at("Pod")
         .unwrap_or(0)
         .saturating_sub(1);
-    legacy_bodies::for_reader(object, last_model_format)
+    let mut model = legacy_bodies::for_reader(object.clone(), last_model_format);
+    if is_pod(&object) && !matches!(model.kind, Some(Body::Pod(_))) {
+        let mut without_status = object;
+        if let Some(Body::Generic(document)) = &mut without_status.kind {
+            let mut content = crate::generic::content(document);
+            content.remove("status");
+            crate::generic::set_content(document, &content);
+        }
+        model = legacy_bodies::for_reader(without_status, last_model_format);
+        let meta = model.meta();
+        let pod = format!("{}/{}", meta.namespace, meta.name);
+        match model.kind {
+            Some(Body::Pod(_)) => tracing::warn!(
+                %pod,
+                "a pod's status does not read in the protobuf model and is left out"
+            ),
+            _ => tracing::warn!(%pod, "a pod's spec does not read in the protobuf model"),
+        }
+    }
+    if let Ok(meta) = model.meta_mut() {
+        meta.annotations.remove(legacy_bodies::CUT_ANNOTATION);
+    }
+    model
 }
 
 /// What the store's indexes, deletion and the metrics ask of a stored
@@ -846,6 +871,10 @@ pub fn admit_service_account_token(
     if !named {
         fields.insert("serviceAccountName".into(), "default".into());
     }
+    // The deprecated `serviceAccount` says the same, as Kubernetes writes
+    // it.
+    let name = fields["serviceAccountName"].clone();
+    fields.insert("serviceAccount".into(), name);
     let automount = fields
         .get("automountServiceAccountToken")
         .and_then(Value::as_bool)

@@ -41,14 +41,31 @@ pub fn warnings(object: &Object) -> Vec<String> {
             let content = super::generic::content(generic);
             let spec = content.get("spec").unwrap_or(&Value::Null);
             match super::body_kind(body) {
-                Some(Kind::Job) => job_spec(spec, "spec", &mut out),
-                Some(Kind::CronJob) => job_spec(
-                    &spec["jobTemplate"]["spec"],
-                    "spec.jobTemplate.spec",
-                    &mut out,
-                ),
+                Some(Kind::Job) => {
+                    job_spec(spec, "spec", &mut out);
+                    let template = &spec["template"]["spec"];
+                    pod_document(template, "spec.template.spec", false, &mut out);
+                }
+                Some(Kind::CronJob) => {
+                    let job = &spec["jobTemplate"]["spec"];
+                    job_spec(job, "spec.jobTemplate.spec", &mut out);
+                    let template = &job["template"]["spec"];
+                    let path = "spec.jobTemplate.spec.template.spec";
+                    pod_document(template, path, false, &mut out);
+                }
+                // A DaemonSet places its pods by their required node
+                // affinity itself; a StatefulSet's pods are made without
+                // the fields the protobuf model lacks.
+                Some(Kind::DaemonSet) => {
+                    let template = &spec["template"]["spec"];
+                    pod_document(template, "spec.template.spec", true, &mut out);
+                }
+                Some(Kind::StatefulSet) => {
+                    let template = &spec["template"]["spec"];
+                    pod_document(template, "spec.template.spec", false, &mut out);
+                }
                 Some(Kind::Service) => service_spec(spec, &mut out),
-                Some(Kind::Pod) => pod_document(spec, &mut out),
+                Some(Kind::Pod) => pod_document(spec, "spec", true, &mut out),
                 _ => {}
             }
         }
@@ -92,12 +109,14 @@ fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// A pod document's `spec`: what [`pod_spec`] warns about, read as the
-/// protobuf model (which holds every field skiff acts on), and each field
-/// that model has no place for, which nothing of skiff reads, but a
-/// required node affinity, which the scheduler acts on. A spec that does
-/// not read as the model gets none (validation says why).
-fn pod_document(spec: &Value, out: &mut Vec<String>) {
+/// A pod document's `spec` (at `path`: a pod's, or a template's whose
+/// pods are made from the protobuf model): what [`pod_spec`] warns about,
+/// read as the protobuf model (which holds every field skiff acts on),
+/// and each field that model has no place for, which nothing of skiff
+/// reads, but a required node affinity when `affinity_acted_on` (the
+/// scheduler's for a pod, a DaemonSet's for its template). A spec that
+/// does not read as the model gets none (validation says why).
+fn pod_document(spec: &Value, path: &str, affinity_acted_on: bool, out: &mut Vec<String>) {
     if spec.is_null() {
         return;
     }
@@ -106,7 +125,7 @@ fn pod_document(spec: &Value, out: &mut Vec<String>) {
     let Ok(model) = serde_json::from_value::<v1::PodSpec>(said.clone()) else {
         return;
     };
-    pod_spec(Some(&model), "spec", out);
+    pod_spec(Some(&model), path, out);
     let mut kept = serde_json::to_value(&model).unwrap_or_default();
     // Of what was said, what Kubernetes knows (an unknown field is the
     // decoder's to refuse or warn about).
@@ -114,12 +133,18 @@ fn pod_document(spec: &Value, out: &mut Vec<String>) {
         return;
     };
     let mut said = crate::typed::encode(&known);
+    // The deprecated name of `serviceAccountName`, read as that.
+    if let Some(fields) = said.as_object_mut() {
+        fields.remove("serviceAccount");
+    }
     if let Some(Value::Object(node)) = said.pointer_mut("/affinity/nodeAffinity") {
-        node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+        if affinity_acted_on {
+            node.remove("requiredDuringSchedulingIgnoredDuringExecution");
+        }
     }
     super::generic::strip_zeros(&mut said);
     super::generic::strip_zeros(&mut kept);
-    left_out(&said, &kept, "spec", out);
+    left_out(&said, &kept, path, out);
 }
 
 /// A warning for each field of `said` that `kept` (what a model read of
@@ -234,6 +259,28 @@ mod tests {
             ],
             "the required node affinity is the scheduler's; an unknown field is the decoder's"
         );
+        // A StatefulSet's pods are made from the protobuf model: its
+        // template's required node affinity is not acted on; a
+        // DaemonSet's is, by the DaemonSet's placement.
+        let template = serde_json::json!({"template": {"spec": {
+            "containers": [{"name": "c", "image": "i"}],
+            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "Exists"}]}]}}},
+        }}});
+        let of = |kind: &str| {
+            let set = crate::generic::document(
+                "apps/v1",
+                kind,
+                None,
+                serde_json::json!({"spec": template}),
+            );
+            warnings(&set.into_object())
+        };
+        assert_eq!(
+            of("StatefulSet"),
+            ["spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: skiff does not act on this field yet"]
+        );
+        assert_eq!(of("DaemonSet"), Vec::<String>::new());
     }
 
     use super::*;

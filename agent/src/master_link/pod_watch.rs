@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use skiff_objects::pods;
+use skiff_objects::{pods, ObjectExt};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::EventType;
 use skiff_proto::node::WatchPodsRequest;
@@ -87,22 +87,21 @@ pub async fn watch_loop(
                         newest = newest.max(event.revision);
                         // Read in the protobuf model, which holds every
                         // field the agent acts on.
-                        let Some(Body::Pod(pod)) =
-                            event.object.map(pods::in_model).and_then(|o| o.kind)
-                        else {
+                        let Some(object) = event.object.map(pods::in_model) else {
                             continue;
                         };
-                        let uid = pod
-                            .metadata
-                            .as_ref()
-                            .map(|m| m.uid.clone())
-                            .unwrap_or_default();
+                        // A deletion needs only the uid, whatever the rest.
+                        let uid = object.meta().uid.clone();
                         let change = if event.r#type == EventType::Deleted as i32 {
                             if let Some(l) = listed.as_mut() {
                                 l.remove(&uid);
                             }
                             Desired::Delete(uid)
                         } else {
+                            let Some(Body::Pod(pod)) = object.kind else {
+                                // `in_model` said why.
+                                continue;
+                            };
                             if let Some(l) = listed.as_mut() {
                                 l.insert(uid);
                             }

@@ -60,7 +60,8 @@ async fn get_pod(master: &MasterProcess, name: &str) -> Option<v1::Pod> {
         .client()
         .get(Kind::Pod, "default", name)
         .await
-        .ok()?
+        .ok()
+        .map(skiff_objects::pods::in_model)?
         .kind
     {
         Some(skiff_proto::api::object::Kind::Pod(p)) => Some(p),

@@ -62,6 +62,7 @@ fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {
     explain_and_validation(k, version);
     stored_kinds(k, version);
     deletes_and_errors(k);
+    pod_fields(k);
     proxy(k);
 }
 
@@ -717,6 +718,63 @@ fn deletes_and_errors(k: &Kubectl) {
     let err = fails(k, "get deployment bad -n shop");
     assert_has(&err, "(NotFound)");
 }
+
+/// A pod using fields skiff's protobuf model had no place for, applied
+/// with kubectl's default (strict) field validation: stored whole,
+/// warned about where skiff does not act on them, and placed on the node
+/// its required node affinity names.
+fn pod_fields(k: &Kubectl) {
+    let manifest = k.home().join("placed.yaml");
+    std::fs::write(&manifest, PLACED_POD).unwrap();
+    let path = manifest.to_str().unwrap_or_default();
+    let out = k.run(&["apply", "-n", NAMESPACE, "-f", path]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_has(&stdout, "pod/placed created");
+    assert_has(
+        &stderr,
+        "spec.topologySpreadConstraints: skiff does not act on this field yet",
+    );
+    assert!(!stderr.contains("nodeAffinity"), "acted on: {stderr}");
+    let started = std::time::Instant::now();
+    let node = loop {
+        let node = jsonpath(k, "pod placed", "{.spec.nodeName}");
+        if !node.is_empty() || started.elapsed() > SETTLE {
+            break node;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(node, NODES[1], "its required node affinity names it");
+    let kept = "{.spec.topologySpreadConstraints[0].topologyKey} {.spec.os.name}";
+    assert_eq!(jsonpath(k, "pod placed", kept), "zone linux");
+    let defaulted = "{.spec.restartPolicy} {.spec.containers[0].terminationMessagePath}";
+    assert_eq!(
+        jsonpath(k, "pod placed", defaulted),
+        "Always /dev/termination-log"
+    );
+    assert_has(&ok(k, "delete pod placed -n shop"), r#""placed" deleted"#);
+}
+
+/// A pod with a required node affinity (the second hollow node, by name),
+/// a topology spread constraint and an `os`.
+const PLACED_POD: &str = r#"apiVersion: v1
+kind: Pod
+metadata: {name: placed}
+spec:
+  os: {name: linux}
+  affinity:
+    nodeAffinity:
+      requiredDuringSchedulingIgnoredDuringExecution:
+        nodeSelectorTerms:
+        - matchFields: [{key: metadata.name, operator: In, values: [hollow-2]}]
+  topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}
+  containers:
+  - {name: c, image: busybox:1.36}
+"#;
 
 /// `kubectl proxy` relays plain HTTP on loopback to the API.
 fn proxy(k: &Kubectl) {

@@ -995,6 +995,8 @@ fn accounts_of_bound_pods(store: &ObjectStore, node: &str, namespace: &str) -> V
         .iter()
         .filter(|object| namespace.is_none_or(|ns| object.meta().namespace == ns))
         .filter_map(|object| pods::StoredPod::read(object.clone()))
+        // A pod whose spec does not read names no account.
+        .filter(|pod| pod.pod.spec.is_some())
         .map(|pod| pods::account_of(&pod.pod).to_owned())
         .collect();
     names.sort();

@@ -207,13 +207,16 @@ impl NodeUsage {
             return;
         }
         let node = pods::node_name(pod);
-        let Some(spec) = pod.spec.as_ref().filter(|_| !node.is_empty()) else {
+        if node.is_empty() {
             return;
-        };
+        }
+        // A spec that does not read (`pods::read` warned) still takes a
+        // place on its node.
+        let spec = pod.spec.as_ref();
         let charge = self.charge_pod(
             node,
-            pod_requests(spec),
-            host_ports(spec).into_boxed_slice(),
+            spec.map(pod_requests).unwrap_or_default(),
+            spec.map(host_ports).unwrap_or_default().into_boxed_slice(),
             owner_uid(meta),
         );
         self.charged.insert(key.into_boxed_str(), charge);
@@ -642,8 +645,12 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
         let Some(pod) = StoredPod::read(object) else {
             continue;
         };
-        let spec = pod.pod.spec.as_ref();
-        let scheduler = spec.and_then(|s| s.scheduler_name.as_deref()).unwrap_or("");
+        // A spec that does not read (`pods::read` warned) is not placed
+        // as if it asked for nothing.
+        let Some(spec) = pod.pod.spec.as_ref() else {
+            continue;
+        };
+        let scheduler = spec.scheduler_name.as_deref().unwrap_or("");
         let ours = scheduler.is_empty() || scheduler == "default-scheduler";
         if ours && pods::is_active(pod.meta(), &pod.pod) {
             pending.push(pod);
