@@ -190,6 +190,14 @@ pub fn to_legacy(object: Object) -> Result<Object, LegacyError> {
     in_model(object, Fit::Whole)
 }
 
+/// `object` in its kind's protobuf model, without what the model has no
+/// place for and unmarked, for a reader that acts on the model's fields
+/// alone (this release's agent: `pods::in_model`); any object not of a
+/// moved kind as it is. Refused when a value does not read in the model.
+pub fn cut_to_model(object: Object) -> Result<Object, LegacyError> {
+    in_model(to_document(object), Fit::Cut)
+}
+
 /// How much of a document its protobuf model must hold.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Fit {

@@ -346,32 +346,28 @@ pub fn bound_node(object: &Object) -> String {
 /// writes are not checked) is read without it; one whose spec it cannot
 /// read stays a document, with a warning.
 pub fn in_model(object: Object) -> Object {
-    let last_model_format = legacy_bodies::moved_at("Pod")
-        .unwrap_or(0)
-        .saturating_sub(1);
-    let mut model = legacy_bodies::for_reader(object.clone(), last_model_format);
-    if is_pod(&object) && !matches!(model.kind, Some(Body::Pod(_))) {
-        let mut without_status = object;
+    if !is_pod(&object) {
+        return object;
+    }
+    let read = legacy_bodies::cut_to_model(object.clone()).or_else(|_| {
+        let mut without_status = object.clone();
         if let Some(Body::Generic(document)) = &mut without_status.kind {
             let mut content = crate::generic::content(document);
             content.remove("status");
             crate::generic::set_content(document, &content);
         }
-        model = legacy_bodies::for_reader(without_status, last_model_format);
-        let meta = model.meta();
-        let pod = format!("{}/{}", meta.namespace, meta.name);
-        match model.kind {
-            Some(Body::Pod(_)) => tracing::warn!(
+        let read = legacy_bodies::cut_to_model(without_status);
+        let pod = format!("{}/{}", object.meta().namespace, object.meta().name);
+        match &read {
+            Ok(_) => tracing::warn!(
                 %pod,
                 "a pod's status does not read in the protobuf model and is left out"
             ),
-            _ => tracing::warn!(%pod, "a pod's spec does not read in the protobuf model"),
+            Err(e) => tracing::warn!(%pod, error = %e, "a pod does not read in the protobuf model"),
         }
-    }
-    if let Ok(meta) = model.meta_mut() {
-        meta.annotations.remove(legacy_bodies::CUT_ANNOTATION);
-    }
-    model
+        read
+    });
+    read.unwrap_or(object)
 }
 
 /// What the store's indexes, deletion and the metrics ask of a stored
@@ -1001,6 +997,33 @@ mod tests {
             assert!(is_active(stored.meta(), &stored.pod));
         }
         assert_eq!(read(&model), read(&document));
+    }
+
+    #[test]
+    fn a_pod_reads_in_the_protobuf_model_without_what_it_cannot_hold_and_unmarked() {
+        let mut json = running_pod("True");
+        json["spec"]["os"] = json!({"name": "linux"});
+        let meta = model_pod(running_pod("True")).meta().clone();
+        let document = generic::document("v1", "Pod", Some(meta.clone()), json.clone());
+        let model = in_model(document.into_object());
+        let Some(Body::Pod(pod)) = &model.kind else {
+            panic!("not in the model: {model:?}");
+        };
+        assert_eq!(pod.spec.as_ref().unwrap().node_name, "n1");
+        assert_eq!(pod.status.as_ref().unwrap().pod_ip, "10.42.0.7");
+        assert!(model.meta().annotations.is_empty(), "marked: {model:?}");
+        // A status the model cannot read is left out; the pod stays.
+        json["status"]["containerStatuses"] = json!([{"name": "c", "restartCount": "many"}]);
+        let damaged = generic::document("v1", "Pod", Some(meta), json).into_object();
+        let model = in_model(damaged);
+        let Some(Body::Pod(pod)) = &model.kind else {
+            panic!("not in the model: {model:?}");
+        };
+        assert_eq!(pod.status, None);
+        assert_eq!(pod.spec.as_ref().unwrap().containers[0].name, "c");
+        // Another kind is left alone.
+        let secret = generic::document("v1", "Secret", None, json!({})).into_object();
+        assert_eq!(in_model(secret.clone()), secret);
     }
 
     #[test]
