@@ -172,51 +172,43 @@ impl NodeUsage {
     pub fn from_store(store: &dyn crate::controllers::ObjectReads) -> NodeUsage {
         let mut usage = NodeUsage::default();
         if let Ok((pods, _)) = store.list(Kind::Pod, None) {
-            for object in pods {
-                if let Some(pod) = StoredPod::read(object) {
-                    usage.observe(&pod, false);
-                }
+            for object in &pods {
+                usage.observe(object, false);
             }
         }
         usage
     }
 
     /// Follows one stored pod event.
-    fn observe_event(
-        &mut self,
-        event: &crate::store::state_machine::StoredEvent,
-        object: &Arc<Object>,
-    ) {
-        if let Some(pod) = StoredPod::read(object.clone()) {
+    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent, object: &Object) {
+        if pods::is_pod(object) {
             let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
-            self.observe(&pod, deleted);
+            self.observe(object, deleted);
         }
     }
 
     /// Takes back the pod's old charge and, unless it is gone, unbound or
     /// finished, charges it again as it is now. A terminating pod is still
     /// charged: its containers run on its node until they have stopped.
-    pub fn observe(&mut self, stored: &StoredPod, deleted: bool) {
-        let meta = stored.meta();
+    pub fn observe(&mut self, object: &Object, deleted: bool) {
+        let meta = object.meta();
         let key = format!("{}/{}", meta.namespace, meta.name);
         if let Some(old) = self.charged.remove(key.as_str()) {
             self.take_back(&old);
         }
-        let pod = &stored.pod;
-        if deleted || pods::is_finished(pod) {
+        if deleted {
             return;
         }
-        let node = pods::node_name(pod);
-        if node.is_empty() {
+        let Some(usage) = PodUsage::of(object) else {
+            return;
+        };
+        if usage.finished || usage.node.is_empty() {
             return;
         }
-        // A spec that does not read (`pods::read` warned) still takes a
-        // place on its node.
-        let spec = pod.spec.as_ref();
         let charge = self.charge_pod(
-            node,
-            spec.map(pod_requests).unwrap_or_default(),
-            spec.map(host_ports).unwrap_or_default().into_boxed_slice(),
+            &usage.node,
+            usage.requests,
+            usage.host_ports.into_boxed_slice(),
             owner_uid(meta),
         );
         self.charged.insert(key.into_boxed_str(), charge);
@@ -329,6 +321,129 @@ pub struct NodeInfo {
     pub host_ports: HashSet<(i32, String)>,
     /// Pods per owner uid on this node.
     pub by_owner: Arc<HashMap<Arc<str>, i64>>,
+}
+
+/// What a bound pod charges its node, read from the stored pod's bytes
+/// alone: the node usage follows every pod, and a whole read of each
+/// (`StoredPod`) would be kept, beside the cache's copy, for as long as
+/// the pod lives.
+#[derive(Debug, Default)]
+struct PodUsage {
+    node: String,
+    finished: bool,
+    requests: Requests,
+    host_ports: Vec<(i32, String)>,
+}
+
+/// The fields of a stored pod that [`PodUsage`] reads, as JSON names them.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageContent {
+    spec: Option<UsageSpec>,
+    status: Option<UsageStatus>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsageSpec {
+    node_name: Option<String>,
+    containers: Option<Vec<UsageContainer>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageContainer {
+    resources: Option<UsageResources>,
+    ports: Option<Vec<UsagePort>>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageResources {
+    requests: Option<BTreeMap<String, serde_json::Value>>,
+    limits: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsagePort {
+    host_port: Option<i32>,
+    protocol: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct UsageStatus {
+    phase: Option<String>,
+}
+
+impl PodUsage {
+    /// A pod object's usage, in either encoding; `None` for another kind.
+    /// A pod whose fields do not read as they should (the store checks
+    /// them on write) is read through Kubernetes' Pod, which leaves out
+    /// what does not read.
+    fn of(object: &Object) -> Option<PodUsage> {
+        if !pods::is_pod(object) {
+            return None;
+        }
+        let document = skiff_objects::legacy_bodies::to_document(object.clone());
+        let Some(Body::Generic(document)) = &document.kind else {
+            return None;
+        };
+        let content = if document.content.is_empty() {
+            Ok(UsageContent {
+                spec: None,
+                status: None,
+            })
+        } else {
+            serde_json::from_slice::<UsageContent>(&document.content)
+        };
+        let Ok(content) = content else {
+            let pod = pods::read(object)?;
+            let spec = pod.spec.as_ref();
+            return Some(PodUsage {
+                node: pods::node_name(&pod).to_owned(),
+                finished: pods::is_finished(&pod),
+                requests: spec.map(pod_requests).unwrap_or_default(),
+                host_ports: spec.map(host_ports).unwrap_or_default(),
+            });
+        };
+        let phase = content.status.and_then(|s| s.phase).unwrap_or_default();
+        let spec = content.spec;
+        let node = spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .unwrap_or_default();
+        let mut usage = PodUsage {
+            node,
+            finished: matches!(phase.as_str(), "Succeeded" | "Failed"),
+            ..PodUsage::default()
+        };
+        let containers = spec.and_then(|s| s.containers).unwrap_or_default();
+        for c in containers {
+            if let Some(r) = &c.resources {
+                let get = |name: &str| {
+                    let requested = r.requests.as_ref().and_then(|q| q.get(name));
+                    let value =
+                        requested.or_else(|| r.limits.as_ref().and_then(|q| q.get(name)))?;
+                    let text = match value {
+                        serde_json::Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    Quantity::parse(&text).ok()
+                };
+                usage.requests.cpu += get("cpu").map(|q| q.milli()).unwrap_or(0);
+                usage.requests.memory += get("memory").map(|q| q.units_ceil()).unwrap_or(0);
+            }
+            for p in c.ports.into_iter().flatten() {
+                let Some(port) = p.host_port.filter(|p| *p != 0) else {
+                    continue;
+                };
+                let protocol = p.protocol.filter(|p| !p.is_empty());
+                usage
+                    .host_ports
+                    .push((port, protocol.unwrap_or_else(|| "TCP".to_owned())));
+            }
+        }
+        Some(usage)
+    }
 }
 
 /// A pod's resource requests: CPU in millicores, memory in bytes.
@@ -1087,9 +1202,9 @@ spec:
         }
     }
 
-    /// `pod` as the scheduler reads a stored one.
-    fn stored(pod: &v1::Pod) -> StoredPod {
-        StoredPod::read(pod.clone().into_object()).unwrap()
+    /// `pod` as stored.
+    fn stored(pod: &v1::Pod) -> Object {
+        pod.clone().into_object()
     }
 
     fn load(usage: &NodeUsage, node: &str) -> (i64, i64, usize) {
@@ -1234,7 +1349,8 @@ spec:
         // Not copied for the view: the same map.
         assert!(Arc::ptr_eq(&view.by_owner, &usage.by_node["n1"].by_owner));
         // Binding another replica there counts it in the view only.
-        let spec = stored(&owned).pod.spec.clone().unwrap();
+        let read = StoredPod::read(stored(&owned)).unwrap();
+        let spec = read.pod.spec.clone().unwrap();
         view.add(&spec, Some("rs-1"));
         assert_eq!(view.by_owner.get("rs-1"), Some(&2));
         assert_eq!(usage.by_node["n1"].by_owner.get("rs-1"), Some(&1));
