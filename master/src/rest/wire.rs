@@ -321,6 +321,11 @@ pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
         Some(body) => (!needs_filling(info.kind.name())).then_some(body),
     };
     let Some(body) = body else {
+        if let Some(Body::Generic(document)) = &object.kind {
+            if write_document(out, info, document) {
+                return;
+            }
+        }
         // Cannot fail: a Value always serializes.
         let _ = serde_json::to_writer(&mut *out, &encode(info, object));
         return;
@@ -344,6 +349,42 @@ pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
     } else {
         out[fields] = b',';
     }
+}
+
+/// Appends a document served as it is stored (what [`encode`] makes of
+/// it) with its content's bytes as they are, without a JSON tree (a list
+/// of 10,000 pods); `false`, writing nothing, for one [`encode`] changes
+/// or whose content is not a JSON object's bytes.
+fn write_document(
+    out: &mut Vec<u8>,
+    info: &KindInfo,
+    document: &skiff_proto::v1::GenericObject,
+) -> bool {
+    let plain = info.conversion == Conversion::AsStored
+        && !matches!(info.kind, Kind::Event | Kind::EventsK8sIoEvent)
+        && !needs_filling(info.kind.name());
+    let content = &document.content;
+    if !plain || content.first() != Some(&b'{') || content.last() != Some(&b'}') {
+        return false;
+    }
+    out.extend_from_slice(b"{\"apiVersion\":");
+    let _ = serde_json::to_writer(&mut *out, info.api_version);
+    out.extend_from_slice(b",\"kind\":");
+    let _ = serde_json::to_writer(&mut *out, info.name);
+    out.extend_from_slice(b",\"metadata\":");
+    match &document.metadata {
+        Some(meta) => {
+            let _ = serde_json::to_writer(&mut *out, meta);
+        }
+        None => out.extend_from_slice(b"{}"),
+    }
+    if content.len() > 2 {
+        out.push(b',');
+        out.extend_from_slice(&content[1..]);
+    } else {
+        out.push(b'}');
+    }
+    true
 }
 
 /// Kinds whose answers get fields their typed encoding may leave out
@@ -739,8 +780,22 @@ mod tests {
         let replicaset = Object {
             kind: Some(Body::ReplicaSet(v1::ReplicaSet::default())),
         };
+        // A pod as stored now: a document, written with its content's
+        // bytes as they are.
+        let document = skiff_objects::legacy_bodies::to_document(pod.clone());
+        assert!(matches!(document.kind, Some(Body::Generic(_))));
+        let empty = Object {
+            kind: Some(Body::Generic(skiff_objects::generic::document(
+                "v1",
+                "Pod",
+                None,
+                json!({}),
+            ))),
+        };
         for (kind, object) in [
             (Kind::Pod, &pod),
+            (Kind::Pod, &document),
+            (Kind::Pod, &empty),
             (Kind::Secret, &bare),
             (Kind::ReplicaSet, &replicaset),
         ] {
