@@ -397,7 +397,14 @@ impl Cluster {
     /// before, as recorded in the store (`crate::recorded_format`), so
     /// that a member that is down does not turn the cluster back.
     pub fn members_data_format(&self) -> u32 {
-        self.members_named_format().max(self.recorded_data_format())
+        // The record stands in for a member that has not answered, never
+        // for one that named an earlier format.
+        let recorded = self.recorded_data_format();
+        self.member_statuses()
+            .into_iter()
+            .map(|m| m.release.map_or(recorded, |r| r.data_format))
+            .min()
+            .unwrap_or(0)
     }
 
     /// The data format recorded in the store as every member's

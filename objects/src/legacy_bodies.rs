@@ -212,9 +212,25 @@ fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
     if !is_moved_document(&object) {
         return Ok(object);
     }
-    let Some(Body::Generic(document)) = object.kind else {
+    let Some(Body::Generic(mut document)) = object.kind else {
         unreachable!("checked by is_moved_document");
     };
+    if document.kind == "Pod" {
+        // The deprecated `serviceAccount` the writer writes beside
+        // `serviceAccountName`, which the model holds: nothing lost.
+        let mut content = generic::content(&document);
+        let spec = content.get_mut("spec").and_then(Value::as_object_mut);
+        if let Some(spec) = spec {
+            let named = spec.get("serviceAccountName").cloned();
+            if spec
+                .get("serviceAccount")
+                .is_some_and(|a| Some(a) == named.as_ref() || a.is_null())
+            {
+                spec.remove("serviceAccount");
+                generic::set_content(&mut document, &content);
+            }
+        }
+    }
     let fail = |reason: String| LegacyError::Unconvertible {
         kind: document.kind.clone(),
         name: document

@@ -1027,6 +1027,26 @@ mod tests {
     }
 
     #[test]
+    fn an_admitted_pod_is_written_whole_for_an_older_master() {
+        // Admission writes the deprecated `serviceAccount` beside
+        // `serviceAccountName`: the model holds what it says.
+        let mut json = running_pod("True");
+        json["spec"]["serviceAccountName"] = json!("build");
+        json["spec"]["serviceAccount"] = json!("build");
+        let meta = model_pod(running_pod("True")).meta().clone();
+        let document = generic::document("v1", "Pod", Some(meta.clone()), json.clone());
+        let model = legacy_bodies::to_legacy(document.into_object()).expect("whole");
+        let Some(Body::Pod(pod)) = &model.kind else {
+            panic!("not in the model: {model:?}");
+        };
+        assert_eq!(pod.spec.as_ref().unwrap().service_account_name, "build");
+        // One that says something else is not cut down.
+        json["spec"]["serviceAccount"] = json!("other");
+        let document = generic::document("v1", "Pod", Some(meta), json);
+        assert!(legacy_bodies::to_legacy(document.into_object()).is_err());
+    }
+
+    #[test]
     fn readiness_phase_and_deletion_decide_what_a_pod_counts_as() {
         let read_json = |json: serde_json::Value| {
             let (object, _) = crate::manifest::object_from_json(crate::Kind::Pod, json).unwrap();

@@ -98,13 +98,14 @@ pub async fn watch_loop(
                             }
                             Desired::Delete(uid)
                         } else {
-                            let Some(Body::Pod(pod)) = object.kind else {
-                                // `in_model` said why.
-                                continue;
-                            };
+                            // Listed even when it does not read (`in_model`
+                            // said why): a sync must not tear it down.
                             if let Some(l) = listed.as_mut() {
                                 l.insert(uid);
                             }
+                            let Some(Body::Pod(pod)) = object.kind else {
+                                continue;
+                            };
                             Desired::Upsert(Box::new(pod))
                         };
                         if desired.send(change).await.is_err() {

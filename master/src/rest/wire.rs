@@ -364,7 +364,10 @@ fn write_document(
         && !matches!(info.kind, Kind::Event | Kind::EventsK8sIoEvent)
         && !needs_filling(info.kind.name());
     let content = &document.content;
-    if !plain || content.first() != Some(&b'{') || content.last() != Some(&b'}') {
+    // Stored content is compact JSON (`generic::set_content`): `{}`, or
+    // `{"` and a key.
+    let compact = content.as_slice() == b"{}" || content.starts_with(b"{\"");
+    if !plain || !compact || content.last() != Some(&b'}') {
         return false;
     }
     out.extend_from_slice(b"{\"apiVersion\":");

@@ -399,7 +399,7 @@ impl PodUsage {
             let pod = pods::read(object)?;
             let spec = pod.spec.as_ref();
             return Some(PodUsage {
-                node: pods::node_name(&pod).to_owned(),
+                node: pods::bound_node(object),
                 finished: pods::is_finished(&pod),
                 requests: spec.map(pod_requests).unwrap_or_default(),
                 host_ports: spec.map(host_ports).unwrap_or_default(),
