@@ -392,10 +392,11 @@ impl Cluster {
     /// apply the log) reads: the leader writes each moved kind as a
     /// document only from the format it moved at
     /// (`skiff_objects::legacy_bodies`), in the protobuf model older
-    /// releases read before. The later of what the members name now
-    /// ([`Cluster::members_named_format`]) and what every member named
-    /// before, as recorded in the store (`crate::recorded_format`), so
-    /// that a member that is down does not turn the cluster back.
+    /// releases read before. The lowest of what each member named in its
+    /// last Raft answer, with what every member named before, as recorded
+    /// in the store (`crate::recorded_format`), standing in for a member
+    /// that has not answered since this master started, so that a member
+    /// that is down does not turn the cluster back.
     pub fn members_data_format(&self) -> u32 {
         // The record stands in for a member that has not answered, never
         // for one that named an earlier format.
