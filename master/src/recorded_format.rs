@@ -100,37 +100,16 @@ pub async fn record_named(writer: &ObjectWriter) -> crate::writer::Result<u32> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use openraft::ServerState;
     use skiff_objects::{legacy_bodies, pods};
 
     use super::*;
-    use crate::cluster::Cluster;
-    use crate::node_ports::NodePorts;
-    use crate::service_ips::ServiceIps;
     use crate::store::MemberNode;
 
     #[tokio::test]
     async fn once_every_member_named_a_format_a_silent_member_does_not_turn_the_cluster_back() {
-        let me = MemberNode {
-            raft_addr: "127.0.0.1:1".into(),
-            api_addr: "127.0.0.1:1".into(),
-        };
-        let (_dir, cluster) = Cluster::one_member(me).await;
-        cluster
-            .raft
-            .wait(Some(Duration::from_secs(10)))
-            .state(ServerState::Leader, "one member leads")
-            .await
-            .unwrap();
-        let ips = ServiceIps::new("10.43.0.0/16".parse().unwrap()).unwrap();
-        let node_ports = NodePorts::new(Default::default());
-        let writer = ObjectWriter::new(cluster, Arc::new(ips), Arc::new(node_ports));
-        for namespace in ["default", DATA_FORMAT_RECORD.0] {
-            let namespace = skiff_objects::namespaces::named(namespace, "");
-            writer.create(namespace).await.unwrap();
-        }
+        let (_dir, writer) = crate::writer::tests::one_member().await;
+        let namespace = skiff_objects::namespaces::named(DATA_FORMAT_RECORD.0, "");
+        writer.create(namespace).await.unwrap();
         let latest = legacy_bodies::LATEST_FORMAT;
         assert_eq!(writer.cluster().recorded_data_format(), 0);
         assert_eq!(record_named(&writer).await.unwrap(), latest);

@@ -648,7 +648,7 @@ fn decode_object(bytes: &[u8]) -> Result<Object> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Duration;
 
     use openraft::ServerState;
@@ -661,7 +661,7 @@ mod tests {
 
     /// A real one-member Raft cluster in a temp dir, leading, with the
     /// `default` namespace, and a writer over it.
-    async fn one_member() -> (TempDir, ObjectWriter) {
+    pub(crate) async fn one_member() -> (TempDir, ObjectWriter) {
         let me = MemberNode {
             raft_addr: "127.0.0.1:1".into(),
             api_addr: "127.0.0.1:1".into(),

@@ -164,13 +164,18 @@ impl StoredPod {
 /// reads (looks that find no entry), and whenever the entries outnumber
 /// the live ones last counted by that many, the entries of dropped
 /// objects go: at most about that many are kept beyond the live ones
-/// while pods are read.
+/// while pods are read. At most [`MAX_KEPT`] are kept at all: a read pod
+/// takes about 12 KB (Kubernetes' Pod has a place for every field), so
+/// past that a pod is read again on each look rather than kept.
 static READ: ReadPods = ReadPods {
     entries: std::sync::Mutex::new(None),
 };
 
 /// Looks, or entries beyond the live ones, between two prunings.
 const PRUNE_EVERY: usize = 256;
+
+/// Pods kept read at most (about 50 MB).
+const MAX_KEPT: usize = 4096;
 
 struct ReadPods {
     entries: std::sync::Mutex<Option<ReadMap>>,
@@ -232,7 +237,7 @@ impl ReadPods {
         drop(dead);
         let pod = Arc::new(read(object)?);
         let mut entries = lock();
-        if let Some(map) = entries.as_mut() {
+        if let Some(map) = entries.as_mut().filter(|m| m.pods.len() < MAX_KEPT) {
             map.pods
                 .insert(address, (Arc::downgrade(object), pod.clone()));
         }
@@ -246,19 +251,36 @@ impl ReadPods {
 /// left out, and a status it cannot read at all leaves the model's as it
 /// was.
 pub fn with_status(object: &Object, status: &PodStatus) -> Object {
-    let mut object = object.clone();
     let value = crate::typed::encode(status);
-    match &mut object.kind {
-        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
-            let mut content = crate::generic::content(document);
-            content.insert("status".to_owned(), value);
-            crate::generic::set_content(document, &content);
-        }
-        Some(Body::Pod(model)) => {
-            if let Ok(status) = serde_json::from_value(value) {
+    changed(
+        object,
+        |content| {
+            content.insert("status".to_owned(), value.clone());
+        },
+        |model| {
+            if let Ok(status) = serde_json::from_value(value.clone()) {
                 model.status = Some(status);
             }
+        },
+    )
+}
+
+/// `object` (a pod as stored, in either encoding) with its document's
+/// content changed by `document`, or its model by `model`; any other
+/// object as it is.
+fn changed(
+    object: &Object,
+    document: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
+    model: impl FnOnce(&mut v1::Pod),
+) -> Object {
+    let mut object = object.clone();
+    match &mut object.kind {
+        Some(Body::Generic(stored)) if stored.api_version == "v1" && stored.kind == "Pod" => {
+            let mut content = crate::generic::content(stored);
+            document(&mut content);
+            crate::generic::set_content(stored, &content);
         }
+        Some(Body::Pod(pod)) => model(pod),
         _ => {}
     }
     object
@@ -583,10 +605,9 @@ pub fn references(spec: &PodSpec) -> (Vec<String>, Vec<String>) {
 /// `spec.nodeName` set, every other field as it was; any other object as
 /// it is.
 pub fn with_node(object: &Object, node: &str) -> Object {
-    let mut object = object.clone();
-    match &mut object.kind {
-        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
-            let mut content = crate::generic::content(document);
+    changed(
+        object,
+        |content| {
             let spec = content
                 .entry("spec")
                 .or_insert_with(|| serde_json::json!({}));
@@ -594,47 +615,38 @@ pub fn with_node(object: &Object, node: &str) -> Object {
                 *spec = serde_json::json!({});
             }
             spec["nodeName"] = node.into();
-            crate::generic::set_content(document, &content);
-        }
-        Some(Body::Pod(model)) => {
-            model.spec.get_or_insert_with(Default::default).node_name = node.to_owned();
-        }
-        _ => {}
-    }
-    object
+        },
+        |model| model.spec.get_or_insert_with(Default::default).node_name = node.to_owned(),
+    )
 }
 
 /// `object` (a pod as stored, in either encoding) with `status` as an
 /// agent reports it, in the protobuf model (whose JSON is Kubernetes'),
 /// for a write of its status; any other object as it is.
 pub fn with_reported_status(object: &Object, status: Option<v1::PodStatus>) -> Object {
-    let mut object = object.clone();
-    match &mut object.kind {
-        Some(Body::Generic(document)) if document.api_version == "v1" && document.kind == "Pod" => {
-            let mut content = crate::generic::content(document);
-            match status.map(|s| serde_json::to_value(s).unwrap_or_default()) {
-                Some(value) => content.insert("status".to_owned(), value),
-                None => content.remove("status"),
-            };
-            crate::generic::set_content(document, &content);
-        }
-        Some(Body::Pod(model)) => model.status = status,
-        _ => {}
-    }
-    object
+    let value = status
+        .as_ref()
+        .map(|s| serde_json::to_value(s).unwrap_or_default());
+    changed(
+        object,
+        |content| match value {
+            Some(value) => {
+                content.insert("status".to_owned(), value);
+            }
+            None => {
+                content.remove("status");
+            }
+        },
+        |model| model.status = status,
+    )
 }
 
 /// Whether a pod is still wanted: not being deleted (terminating) and not
 /// finished. Controllers count only these: a terminating pod is replaced
 /// at once, and a Service does not send to it.
 pub fn pod_is_active(pod: &v1::Pod) -> bool {
-    !pod_is_terminating(pod) && !pod_is_finished(pod)
-}
-
-/// Whether a pod has finished (Succeeded or Failed): nothing of it runs.
-pub fn pod_is_finished(pod: &v1::Pod) -> bool {
     let phase = pod.status.as_ref().map_or("", |s| s.phase.as_str());
-    phase == "Succeeded" || phase == "Failed"
+    !pod_is_terminating(pod) && phase != "Succeeded" && phase != "Failed"
 }
 
 /// Whether a pod is being deleted (terminating): its node is stopping it.
@@ -642,20 +654,6 @@ pub fn pod_is_terminating(pod: &v1::Pod) -> bool {
     pod.metadata
         .as_ref()
         .is_some_and(|m| !m.deletion_timestamp.is_empty())
-}
-
-/// Whether `spec` reads the ConfigMap named `name` (in the pod's own
-/// namespace): through env, envFrom, a configMap volume or a projected one.
-pub fn reads_config_map(spec: &v1::PodSpec, name: &str) -> bool {
-    let (config_maps, _) = config_references(spec);
-    config_maps.iter().any(|n| n == name)
-}
-
-/// Whether `spec` reads the Secret named `name` (in the pod's own
-/// namespace): through env, envFrom, a secret volume or a projected one.
-pub fn reads_secret(spec: &v1::PodSpec, name: &str) -> bool {
-    let (_, secrets) = config_references(spec);
-    secrets.iter().any(|n| n == name)
 }
 
 /// A ConfigMap or Secret a pod reads, by name, in the pod's namespace.
@@ -667,8 +665,7 @@ pub enum ConfigReference<'a> {
 
 /// The ConfigMaps and Secrets `container`'s environment reads (`env`'s
 /// `valueFrom` and `envFrom`), in the order written, names as written
-/// (empty ones too). What a node may read for the pod (`config_references`)
-/// and what its agent fetches to start the container are both this.
+/// (empty ones too): what its agent fetches to start the container.
 pub fn container_config_references(container: &v1::Container) -> Vec<ConfigReference<'_>> {
     let mut out = Vec::new();
     for e in &container.env_from {
@@ -709,32 +706,6 @@ pub fn volume_config_references(volume: &v1::Volume) -> Vec<ConfigReference<'_>>
         }
     }
     out
-}
-
-/// The ConfigMaps and Secrets `spec` reads (its containers' environment,
-/// its volumes, its `imagePullSecrets`), each name once, sorted, empty
-/// names left out.
-pub fn config_references(spec: &v1::PodSpec) -> (Vec<String>, Vec<String>) {
-    let mut config_maps = std::collections::BTreeSet::new();
-    let mut secrets = std::collections::BTreeSet::new();
-    let from_containers = containers(spec).flat_map(container_config_references);
-    let from_volumes = spec.volumes.iter().flat_map(volume_config_references);
-    let pull_secrets = spec
-        .image_pull_secrets
-        .iter()
-        .map(|r| ConfigReference::Secret(&r.name));
-    for reference in from_containers.chain(from_volumes).chain(pull_secrets) {
-        match reference {
-            ConfigReference::ConfigMap(name) => config_maps.insert(name),
-            ConfigReference::Secret(name) => secrets.insert(name),
-        };
-    }
-    config_maps.remove("");
-    secrets.remove("");
-    (
-        config_maps.into_iter().map(str::to_owned).collect(),
-        secrets.into_iter().map(str::to_owned).collect(),
-    )
 }
 
 /// The service account a pod runs as: the one it names, else `default`.
@@ -933,10 +904,6 @@ pub fn admit_service_account_token(
             }));
         }
     }
-}
-
-fn containers(spec: &v1::PodSpec) -> impl Iterator<Item = &v1::Container> {
-    spec.containers.iter().chain(&spec.init_containers)
 }
 
 #[cfg(test)]
@@ -1378,6 +1345,27 @@ status:
     }
 
     #[test]
+    fn at_most_max_kept_pods_are_kept_read() {
+        let model = model_pod(running_pod("True"));
+        let reads = ReadPods {
+            entries: std::sync::Mutex::new(None),
+        };
+        let live: Vec<Arc<Object>> = (0..MAX_KEPT + 10)
+            .map(|_| Arc::new(model.clone()))
+            .collect();
+        // Shared (an object no one else holds is never kept).
+        let _also = live.clone();
+        for object in &live {
+            assert!(reads.get_or_read(object).is_some(), "read past the cap too");
+        }
+        let entries = reads.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let map = entries.as_ref().expect("entries");
+        assert_eq!(map.pods.len(), MAX_KEPT);
+        let last = Arc::as_ptr(&live[MAX_KEPT + 9]) as usize;
+        assert!(!map.pods.contains_key(&last), "past the cap: not kept");
+    }
+
+    #[test]
     fn another_kind_is_not_read_as_a_pod() {
         let secret = generic::document("v1", "Secret", None, json!({"data": {}})).into_object();
         assert!(read(&secret).is_none() && !is_pod(&secret));
@@ -1477,27 +1465,21 @@ status:
 
     #[test]
     fn every_way_a_pod_reads_a_config_map_or_secret_counts() {
-        let spec = spec();
-        for name in ["env-cm", "from-cm", "vol-cm", "proj-cm"] {
-            assert!(reads_config_map(&spec, name), "{name}");
-            assert!(!reads_secret(&spec, name), "{name} is a ConfigMap");
-        }
-        for name in ["env-s", "from-s", "vol-s", "proj-s"] {
-            assert!(reads_secret(&spec, name), "{name}");
-            assert!(!reads_config_map(&spec, name), "{name} is a Secret");
-        }
-        assert!(!reads_config_map(&spec, "other"));
-        assert!(!reads_secret(&spec, "other"));
-        let (config_maps, secrets) = config_references(&spec);
+        // Read as Kubernetes' PodSpec, as NodeRestriction reads a stored pod.
+        let read = |spec: &v1::PodSpec| -> PodSpec {
+            serde_json::from_value(serde_json::to_value(spec).unwrap()).unwrap()
+        };
+        let (config_maps, secrets) = references(&read(&spec()));
         assert_eq!(config_maps, ["env-cm", "from-cm", "proj-cm", "vol-cm"]);
         assert_eq!(secrets, ["env-s", "from-s", "proj-s", "vol-s"]);
         // A pull secret is read by the node that pulls the pod's images.
-        let mut pulling = spec.clone();
+        let mut pulling = spec();
         pulling.image_pull_secrets = vec![v1::LocalObjectReference {
             name: "regcred".into(),
         }];
-        assert!(reads_secret(&pulling, "regcred"));
-        assert!(!reads_config_map(&pulling, "regcred"));
+        let (config_maps, secrets) = references(&read(&pulling));
+        assert_eq!(config_maps, ["env-cm", "from-cm", "proj-cm", "vol-cm"]);
+        assert_eq!(secrets, ["env-s", "from-s", "proj-s", "regcred", "vol-s"]);
     }
 
     /// `spec` admitted by `admit`, which works on its JSON.

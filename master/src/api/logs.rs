@@ -44,7 +44,7 @@ pub fn pod_agent_address(
             name
         )));
     };
-    let node_name = pods::bound_node(&pod).to_owned();
+    let node_name = pods::bound_node(&pod);
     if node_name.is_empty() {
         return Err(Status::failed_precondition(format!(
             "pod {namespace}/{} is not scheduled to a node yet",

@@ -231,7 +231,7 @@ impl RecordingObjects {
         } else {
             state.objects.insert(key.clone(), object.clone());
         }
-        let node = skiff_objects::pods::bound_node(&object).to_owned();
+        let node = skiff_objects::pods::bound_node(&object);
         state.writes.push(RecordedWrite {
             op,
             kind: key.0,
@@ -444,7 +444,7 @@ impl ObjectReads for RecordingObjects {
         let pods = self.filtered(Kind::Pod, |_| true);
         let nodes: std::collections::BTreeSet<String> = pods
             .iter()
-            .map(|o| skiff_objects::pods::bound_node(o).to_owned())
+            .map(|o| skiff_objects::pods::bound_node(o))
             .filter(|n| !n.is_empty())
             .collect();
         nodes.into_iter().collect()

@@ -39,7 +39,7 @@ use crate::events::{EventRecorder, EventType, InvolvedObject};
 use crate::store::state_machine::{KindFilter, Notification};
 use crate::writer;
 use skiff_objects::placement::{self, node_selector_matches, untolerated};
-use skiff_objects::pods::{self, PodSpec, StoredPod};
+use skiff_objects::pods::{self, PodSpec};
 use skiff_objects::storage::SELECTED_NODE_ANNOTATION;
 use skiff_objects::Quantity;
 use skiff_objects::{owners, ObjectExt};
@@ -62,6 +62,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let mut rebuild = tokio::time::interval(FULL_REBUILD_EVERY);
     let mut usage = NodeUsage::default();
+    let mut reads = PendingReads::default();
     let mut stale = true;
     let mut dirty = true;
     tracing::info!(controller = "scheduler", "controller started");
@@ -86,7 +87,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         }
         if dirty {
             dirty = false;
-            match pass(&ctx, &usage).await {
+            match pass(&ctx, &usage, &mut reads).await {
                 Ok(outcome) if outcome.conflicts > 0 => dirty = true,
                 Ok(_) => {}
                 Err(e) => {
@@ -513,11 +514,16 @@ impl NodeInfo {
 
     /// Charges a pod to this node.
     pub fn add(&mut self, spec: &PodSpec, owner: Option<&str>) {
-        let r = pod_requests(spec);
+        self.add_demand(&Demand::of(spec), owner);
+    }
+
+    /// Charges a pod that asks `demand` to this node.
+    fn add_demand(&mut self, demand: &Demand, owner: Option<&str>) {
+        let r = &demand.requests;
         self.cpu_requested += r.cpu;
         self.memory_requested += r.memory;
         self.pods += 1;
-        self.host_ports.extend(host_ports(spec));
+        self.host_ports.extend(demand.host_ports.iter().cloned());
         if let Some(uid) = owner {
             *Arc::make_mut(&mut self.by_owner)
                 .entry(Arc::from(uid))
@@ -582,20 +588,21 @@ impl fmt::Display for NoNodeFits {
     }
 }
 
-/// What a pod asks of a node, worked out once per pod rather than once per
-/// node considered.
-struct Demand<'a> {
+/// What a pod asks of a node, worked out once per pod version rather than
+/// once per node considered (and kept by [`PendingReads`] while the pod
+/// waits).
+#[derive(Debug)]
+struct Demand {
     requests: Requests,
     host_ports: Vec<(i32, String)>,
     tolerations: Vec<v1::Toleration>,
     node_selector: BTreeMap<String, String>,
     /// The required node affinity's terms, if it has one.
     affinity: Option<Vec<placement::NodeSelectorTerm>>,
-    volumes: &'a VolumeDemand,
 }
 
-impl<'a> Demand<'a> {
-    fn of(spec: &PodSpec, volumes: &'a VolumeDemand) -> Demand<'a> {
+impl Demand {
+    fn of(spec: &PodSpec) -> Demand {
         let affinity = spec
             .affinity
             .as_ref()
@@ -606,7 +613,6 @@ impl<'a> Demand<'a> {
             })
             .map(|required| required.node_selector_terms.clone());
         Demand {
-            volumes,
             requests: pod_requests(spec),
             host_ports: host_ports(spec),
             tolerations: (spec.tolerations.iter().flatten())
@@ -640,7 +646,7 @@ fn host_ports(spec: &PodSpec) -> Vec<(i32, String)> {
 }
 
 /// Why `node` cannot take a pod with `demand`, if it cannot.
-fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
+fn filter(node: &NodeInfo, demand: &Demand, volumes: &VolumeDemand) -> Result<(), Unschedulable> {
     if !node.ready {
         return Err(Unschedulable::NotReady);
     }
@@ -679,7 +685,7 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
     {
         return Err(Unschedulable::HostPortsTaken);
     }
-    if !demand.volumes.admits(&node.name, &node.labels) {
+    if !volumes.admits(&node.name, &node.labels) {
         return Err(Unschedulable::VolumeNodeAffinity);
     }
     Ok(())
@@ -687,7 +693,7 @@ fn filter(node: &NodeInfo, demand: &Demand<'_>) -> Result<(), Unschedulable> {
 
 /// Higher is better: free share of CPU and memory after placing the pod,
 /// minus a penalty for each replica of the same owner already there.
-fn score(node: &NodeInfo, demand: &Demand<'_>, owner: Option<&str>) -> i64 {
+fn score(node: &NodeInfo, demand: &Demand, owner: Option<&str>) -> i64 {
     let r = &demand.requests;
     let free = |allocatable: i64, requested: i64| {
         if allocatable <= 0 {
@@ -722,13 +728,23 @@ pub fn choose_with_volumes(
     owner: Option<&str>,
     volumes: &VolumeDemand,
 ) -> Result<usize, NoNodeFits> {
+    choose_for(nodes, &Demand::of(spec), owner, volumes)
+}
+
+/// Picks a node for a pod that asks `demand` and whose claims ask
+/// `volumes`, or explains why none fits.
+fn choose_for(
+    nodes: &[NodeInfo],
+    demand: &Demand,
+    owner: Option<&str>,
+    volumes: &VolumeDemand,
+) -> Result<usize, NoNodeFits> {
     let mut reasons: BTreeMap<Unschedulable, usize> = BTreeMap::new();
     let mut best: Option<(i64, usize)> = None;
-    let demand = Demand::of(spec, volumes);
     for (i, node) in nodes.iter().enumerate() {
-        match filter(node, &demand) {
+        match filter(node, demand, volumes) {
             Ok(()) => {
-                let s = score(node, &demand, owner);
+                let s = score(node, demand, owner);
                 if best.is_none_or(|(b, _)| s > b) {
                     best = Some((s, i));
                 }
@@ -749,28 +765,93 @@ fn owner_uid(meta: &v1::ObjectMeta) -> Option<&str> {
     owners::controller(meta).map(|r| r.uid.as_str())
 }
 
+/// What a pass needs of one pending pod, read from one version of it.
+#[derive(Debug)]
+struct PendingPod {
+    demand: Demand,
+    /// The PersistentVolumeClaims its volumes name.
+    claims: Vec<String>,
+    /// The message of its `PodScheduled=False` condition, if it has one.
+    unschedulable_message: Option<String>,
+}
+
+/// The pending pods read so far, by `namespace/name`, each with the
+/// version read and what it gave (`None`: not this scheduler's to place,
+/// finished, or a spec that does not read). A pass reads only the pods
+/// whose version changed, and keeps only the pods still pending: a read
+/// of a whole pod (about 12 KB as Kubernetes' Pod) is not kept for every
+/// pod that waits, only what placing it asks.
+#[derive(Debug, Default)]
+pub struct PendingReads {
+    by_pod: HashMap<Box<str>, (String, Option<Arc<PendingPod>>)>,
+}
+
+impl PendingReads {
+    /// What placing `object` asks, from `self` when this version was read
+    /// before, else read now; kept in `next` either way.
+    fn read(
+        &self,
+        next: &mut HashMap<Box<str>, (String, Option<Arc<PendingPod>>)>,
+        object: &Object,
+    ) -> Option<Arc<PendingPod>> {
+        let meta = object.meta();
+        let key = format!("{}/{}", meta.namespace, meta.name).into_boxed_str();
+        let read = match self.by_pod.get(&key) {
+            Some((version, read)) if *version == meta.resource_version => read.clone(),
+            _ => read_pending(object).map(Arc::new),
+        };
+        next.insert(key, (meta.resource_version.clone(), read.clone()));
+        read
+    }
+}
+
+/// What placing a pending pod asks; `None` when it is not this
+/// scheduler's, is finished, or its spec does not read (`pods::read`
+/// warned): such a pod is not placed as if it asked for nothing.
+fn read_pending(object: &Object) -> Option<PendingPod> {
+    let pod = pods::read(object)?;
+    let spec = pod.spec.as_ref()?;
+    let scheduler = spec.scheduler_name.as_deref().unwrap_or("");
+    let ours = scheduler.is_empty() || scheduler == "default-scheduler";
+    if !ours || pods::is_finished(&pod) {
+        return None;
+    }
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    let unschedulable_message = conditions
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+        .map(|c| c.message.clone().unwrap_or_default());
+    Some(PendingPod {
+        demand: Demand::of(spec),
+        claims: pods::claim_names(spec),
+        unschedulable_message,
+    })
+}
+
 /// One scheduling pass over every pending pod, with what each node already
-/// carries from `usage`.
-pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, ReconcileError> {
+/// carries from `usage`; `reads` holds what the pending pods ask, for the
+/// next pass.
+pub async fn pass(
+    ctx: &Context,
+    usage: &NodeUsage,
+    reads: &mut PendingReads,
+) -> Result<PassOutcome, ReconcileError> {
     // The unbound pods, from the cache's node index. Every pod change wakes
     // the scheduler, and nearly all of them (status reports) leave nothing
     // to bind: such a pass ends here, before it builds a view of every node.
     let mut pending = Vec::new();
+    let mut next = HashMap::new();
     for object in ctx.store.pods_on_node("") {
-        let Some(pod) = StoredPod::read(object) else {
+        let Some(read) = reads.read(&mut next, &object) else {
             continue;
         };
-        // A spec that does not read (`pods::read` warned) is not placed
-        // as if it asked for nothing.
-        let Some(spec) = pod.pod.spec.as_ref() else {
-            continue;
-        };
-        let scheduler = spec.scheduler_name.as_deref().unwrap_or("");
-        let ours = scheduler.is_empty() || scheduler == "default-scheduler";
-        if ours && pods::is_active(pod.meta(), &pod.pod) {
-            pending.push(pod);
+        // Being deleted (terminating): not placed.
+        if object.meta().deletion_timestamp.is_empty() {
+            pending.push((object, read));
         }
     }
+    reads.by_pod = next;
     let mut outcome = PassOutcome::default();
     if pending.is_empty() {
         return Ok(outcome);
@@ -787,29 +868,28 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
             _ => None,
         })
         .collect();
-    pending.sort_by(|a, b| {
-        let key = |p: &StoredPod| p.meta().creation_timestamp.clone();
+    pending.sort_by(|(a, _), (b, _)| {
+        let key = |o: &Object| o.meta().creation_timestamp.clone();
         key(a).cmp(&key(b))
     });
     let events = ctx.events.for_component(COMPONENT);
     let mut binds = tokio::task::JoinSet::new();
     let mut failure = None;
-    for pod in pending {
-        let spec = pod.pod.spec.clone().unwrap_or_default();
-        let owner = owner_uid(pod.meta()).map(str::to_owned);
-        let namespace = pod.meta().namespace.clone();
-        let claims = match volume_demand(&*ctx.store, &namespace, &pods::claim_names(&spec)) {
+    for (object, read) in pending {
+        let owner = owner_uid(object.meta()).map(str::to_owned);
+        let namespace = object.meta().namespace.clone();
+        let claims = match volume_demand(&*ctx.store, &namespace, &read.claims) {
             Ok(claims) => claims,
             Err(problem) => {
                 outcome.unschedulable += 1;
                 let why = format!("0/{} nodes are available: {problem}.", nodes.len());
-                if let Some(e) = unschedulable(ctx, &events, pod, &why).await {
+                if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
                 }
                 continue;
             }
         };
-        match choose_with_volumes(&nodes, &spec, owner.as_deref(), &claims) {
+        match choose_for(&nodes, &read.demand, owner.as_deref(), &claims) {
             Ok(i) => {
                 // The claims waiting for their first consumer learn the
                 // node first, so that a pod is never bound to a node its
@@ -825,10 +905,10 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
                         continue;
                     }
                 }
-                nodes[i].add(&spec, owner.as_deref());
+                nodes[i].add_demand(&read.demand, owner.as_deref());
                 // Only `spec.nodeName` changes; every other field stays as
                 // stored (the update is refused if the pod changed since).
-                let bound = pods::with_node(&pod.object, &nodes[i].name);
+                let bound = pods::with_node(&object, &nodes[i].name);
                 let writer = ctx.writer.clone();
                 let latency = ctx.binding_latency.clone();
                 binds.spawn(async move {
@@ -845,7 +925,7 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
             Err(no_fit) => {
                 outcome.unschedulable += 1;
                 let why = no_fit.to_string();
-                if let Some(e) = unschedulable(ctx, &events, pod, &why).await {
+                if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
                 }
             }
@@ -867,18 +947,22 @@ pub async fn pass(ctx: &Context, usage: &NodeUsage) -> Result<PassOutcome, Recon
     }
 }
 
-/// Says why `pod` fits nowhere: a `FailedScheduling` Event and its
-/// `PodScheduled` condition. A write that failed for another reason than a
-/// conflict is the error.
+/// Says why `object` (a pending pod read as `read`) fits nowhere: a
+/// `FailedScheduling` Event and its `PodScheduled` condition. A write that
+/// failed for another reason than a conflict is the error.
 async fn unschedulable(
     ctx: &Context,
     events: &EventRecorder,
-    pod: StoredPod,
+    object: &Object,
+    read: &PendingPod,
     why: &str,
 ) -> Option<ReconcileError> {
-    let involved = InvolvedObject::of_meta(Kind::Pod, pod.meta());
+    let involved = InvolvedObject::of_meta(Kind::Pod, object.meta());
     events.record(involved, EventType::Warning, "FailedScheduling", why);
-    match mark_unschedulable(ctx, pod, why).await {
+    if read.unschedulable_message.as_deref() == Some(why) {
+        return None;
+    }
+    match mark_unschedulable(ctx, object, why).await {
         Err(e) if !e.is_conflict() => Some(e.into()),
         _ => None,
     }
@@ -956,8 +1040,11 @@ fn collect(
 }
 
 /// Records `PodScheduled=False` with the reason, unless it already says so.
-async fn mark_unschedulable(ctx: &Context, pod: StoredPod, message: &str) -> writer::Result<()> {
-    let mut status = pod.pod.status.clone().unwrap_or_default();
+async fn mark_unschedulable(ctx: &Context, object: &Object, message: &str) -> writer::Result<()> {
+    let Some(pod) = pods::read(object) else {
+        return Ok(());
+    };
+    let mut status = pod.status.unwrap_or_default();
     let conditions = status.conditions.get_or_insert_with(Vec::new);
     let current = conditions.iter().find(|c| c.type_ == "PodScheduled");
     if current.is_some_and(|c| c.status == "False" && c.message.as_deref() == Some(message)) {
@@ -976,7 +1063,7 @@ async fn mark_unschedulable(ctx: &Context, pod: StoredPod, message: &str) -> wri
         status.phase = Some("Pending".into());
     }
     ctx.writer
-        .update_status(pods::with_status(&pod.object, &status))
+        .update_status(pods::with_status(object, &status))
         .await?;
     Ok(())
 }
@@ -1349,7 +1436,7 @@ spec:
         // Not copied for the view: the same map.
         assert!(Arc::ptr_eq(&view.by_owner, &usage.by_node["n1"].by_owner));
         // Binding another replica there counts it in the view only.
-        let read = StoredPod::read(stored(&owned)).unwrap();
+        let read = pods::StoredPod::read(stored(&owned)).unwrap();
         let spec = read.pod.spec.clone().unwrap();
         view.add(&spec, Some("rs-1"));
         assert_eq!(view.by_owner.get("rs-1"), Some(&2));
@@ -1360,12 +1447,58 @@ spec:
     }
 
     #[tokio::test]
+    async fn a_pass_keeps_what_pending_pods_ask_reading_each_version_once() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let ctx = context(&objects);
+        let usage = NodeUsage::from_store(&*objects);
+        let mut reads = PendingReads::default();
+        let outcome = pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert_eq!(outcome.unschedulable, 1);
+        let entry = |reads: &PendingReads| {
+            let (_, read) = &reads.by_pod["default/pending"];
+            read.clone().expect("the pending pod's demand")
+        };
+        let first = entry(&reads);
+        assert_eq!(first.demand.requests.cpu, 500);
+        assert_eq!(first.unschedulable_message, None);
+        assert!(!reads.by_pod.contains_key("default/big"), "bound: not read");
+
+        // Its status written, the new version is read, and the message it
+        // already has is not written again (only the Event counts up).
+        objects.clear_writes();
+        pass(&ctx, &usage, &mut reads).await.unwrap();
+        let second = entry(&reads);
+        assert!(!Arc::ptr_eq(&first, &second), "a new version is read again");
+        let message = second.unschedulable_message.clone().expect("its message");
+        assert!(message.contains("Insufficient cpu"), "{message}");
+        assert!(objects.writes().is_empty(), "{:?}", objects.writes());
+        assert_eq!(objects.events().len(), 2);
+        pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert!(
+            Arc::ptr_eq(&second, &entry(&reads)),
+            "the same version is not"
+        );
+
+        // Bound, it is no longer kept.
+        let big = pod_named(&objects, "big");
+        objects.remove(Kind::Pod, "default", "big", "").unwrap();
+        let mut usage = usage;
+        usage.observe(&stored(&big), true);
+        assert_eq!(pass(&ctx, &usage, &mut reads).await.unwrap().bound, 1);
+        pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert!(reads.by_pod.is_empty(), "{:?}", reads.by_pod);
+    }
+
+    #[tokio::test]
     async fn a_pass_counts_what_nodes_already_carry_and_frees_it_when_a_pod_goes() {
         let objects = RecordingObjects::new();
         objects.seed_yaml(CLUSTER);
         let ctx = context(&objects);
         let mut usage = NodeUsage::from_store(&*objects);
-        let outcome = pass(&ctx, &usage).await.unwrap();
+        let outcome = pass(&ctx, &usage, &mut PendingReads::default())
+            .await
+            .unwrap();
         assert_eq!(
             (outcome.bound, outcome.unschedulable),
             (0, 1),
@@ -1388,7 +1521,9 @@ spec:
         objects.remove(Kind::Pod, "default", "big", "").unwrap();
         usage.observe(&stored(&big), true);
         objects.clear_writes();
-        let outcome = pass(&ctx, &usage).await.unwrap();
+        let outcome = pass(&ctx, &usage, &mut PendingReads::default())
+            .await
+            .unwrap();
         assert_eq!(outcome.bound, 1);
         let writes = objects.writes();
         assert_eq!(

@@ -543,7 +543,7 @@ fn record(
     if let Ok(meta) = object.meta_mut() {
         meta.resource_version = revision.to_string();
     }
-    let node = skiff_objects::pods::bound_node(&object).to_owned();
+    let node = skiff_objects::pods::bound_node(&object);
     let bytes = object.encode_to_vec();
     // A delete made by an update (the last finalizer removed) leaves an
     // object unlike the one it replaces: that one is kept too, so that a
