@@ -62,7 +62,7 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     let mut retry = tokio::time::interval(Duration::from_secs(1));
     let mut rebuild = tokio::time::interval(FULL_REBUILD_EVERY);
     let mut usage = NodeUsage::default();
-    let mut reads = PendingReads::default();
+    let mut pending = PendingReads::default();
     let mut stale = true;
     let mut dirty = true;
     tracing::info!(controller = "scheduler", "controller started");
@@ -72,22 +72,21 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         while let Ok(more) = live.try_recv() {
             match more {
                 Notification::Event(e, object) => {
-                    dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
-                    if e.kind == Kind::Pod && !stale {
-                        usage.observe_event(&e, &object);
-                    }
+                    let changed = follow(&mut usage, &mut pending, stale, &e, &object);
+                    dirty = dirty || changed;
                 }
                 Notification::Reset { .. } => stale = true,
             }
         }
         if stale {
             usage = NodeUsage::from_store(&*ctx.store);
+            pending.refresh(&*ctx.store);
             stale = false;
             dirty = true;
         }
         if dirty {
             dirty = false;
-            match pass(&ctx, &usage, &mut reads).await {
+            match pass(&ctx, &usage, &mut pending).await {
                 Ok(outcome) if outcome.conflicts > 0 => dirty = true,
                 Ok(_) => {}
                 Err(e) => {
@@ -99,14 +98,17 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         }
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = retry.tick() => dirty = true,
+            _ = retry.tick() => {
+                // Claims and volumes are not followed: what fit nowhere
+                // is tried again each second.
+                pending.capacity_changed();
+                dirty = true;
+            }
             _ = rebuild.tick() => stale = true,
             n = live.recv() => match n {
                 Ok(Notification::Event(e, object)) => {
-                    dirty = dirty || matches!(e.kind, Kind::Pod | Kind::Node);
-                    if e.kind == Kind::Pod && !stale {
-                        usage.observe_event(&e, &object);
-                    }
+                    let changed = follow(&mut usage, &mut pending, stale, &e, &object);
+                    dirty = dirty || changed;
                 }
                 Ok(Notification::Reset { .. }) | Err(broadcast::error::RecvError::Lagged(_)) => stale = true,
                 Err(broadcast::error::RecvError::Closed) => break,
@@ -114,6 +116,38 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
         }
     }
     tracing::info!(controller = "scheduler", "controller stopped");
+}
+
+/// Follows one stored event of a pod or node in the node usage and the
+/// pending pods (unless both are `stale`, to be rebuilt); whether a pass
+/// may now place a pod: a pod is pending anew, changed while pending or
+/// was bound, or nodes may take more (a node changed, a bound pod's charge
+/// was freed).
+fn follow(
+    usage: &mut NodeUsage,
+    pending: &mut PendingReads,
+    stale: bool,
+    event: &crate::store::state_machine::StoredEvent,
+    object: &Arc<Object>,
+) -> bool {
+    if stale {
+        return false;
+    }
+    match event.kind {
+        Kind::Node => {
+            pending.capacity_changed();
+            true
+        }
+        Kind::Pod if pods::is_pod(object) => {
+            let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
+            let seen = usage.observe(object, deleted);
+            if seen.freed {
+                pending.capacity_changed();
+            }
+            pending.observe(object, seen.unbound) || seen.freed
+        }
+        _ => false,
+    }
 }
 
 /// How often the node usage is rebuilt from the store, as a safety net
@@ -157,6 +191,17 @@ struct Charge {
     owner: Option<Arc<str>>,
 }
 
+/// What [`NodeUsage::observe`] saw of a pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Observed {
+    /// Not gone, bound to a node, or finished: maybe for the scheduler to
+    /// place.
+    pub unbound: bool,
+    /// What it charged a node was taken back and not charged again as it
+    /// was (it went, finished, moved, or asks less): a node may take more.
+    pub freed: bool,
+}
+
 /// Requested resources, host ports and replicas per owner on each node,
 /// kept from pod events as kube-scheduler's cache keeps them, so that a
 /// pass costs the nodes and the pending pods, not every pod in the cluster.
@@ -180,39 +225,35 @@ impl NodeUsage {
         usage
     }
 
-    /// Follows one stored pod event.
-    fn observe_event(&mut self, event: &crate::store::state_machine::StoredEvent, object: &Object) {
-        if pods::is_pod(object) {
-            let deleted = event.event_type == skiff_proto::api::EventType::Deleted as i32;
-            self.observe(object, deleted);
-        }
-    }
-
     /// Takes back the pod's old charge and, unless it is gone, unbound or
     /// finished, charges it again as it is now. A terminating pod is still
     /// charged: its containers run on its node until they have stopped.
-    pub fn observe(&mut self, object: &Object, deleted: bool) {
+    pub fn observe(&mut self, object: &Object, deleted: bool) -> Observed {
         let meta = object.meta();
         let key = format!("{}/{}", meta.namespace, meta.name);
-        if let Some(old) = self.charged.remove(key.as_str()) {
-            self.take_back(&old);
+        let old = self.charged.remove(key.as_str());
+        if let Some(old) = &old {
+            self.take_back(old);
         }
-        if deleted {
-            return;
-        }
-        let Some(usage) = PodUsage::of(object) else {
-            return;
+        let usage = if deleted { None } else { PodUsage::of(object) };
+        let unbound = !deleted
+            && usage
+                .as_ref()
+                .is_none_or(|u| !u.finished && u.node.is_empty());
+        let charge = match usage {
+            Some(usage) if !usage.finished && !usage.node.is_empty() => Some(self.charge_pod(
+                &usage.node,
+                usage.requests,
+                usage.host_ports.into_boxed_slice(),
+                owner_uid(meta),
+            )),
+            _ => None,
         };
-        if usage.finished || usage.node.is_empty() {
-            return;
+        let freed = old.is_some() && old != charge;
+        if let Some(charge) = charge {
+            self.charged.insert(key.into_boxed_str(), charge);
         }
-        let charge = self.charge_pod(
-            &usage.node,
-            usage.requests,
-            usage.host_ports.into_boxed_slice(),
-            owner_uid(meta),
-        );
-        self.charged.insert(key.into_boxed_str(), charge);
+        Observed { unbound, freed }
     }
 
     /// Adds a pod's requests, host ports and owner to its node's load, and
@@ -775,33 +816,81 @@ struct PendingPod {
     unschedulable_message: Option<String>,
 }
 
-/// The pending pods read so far, by `namespace/name`, each with the
-/// version read and what it gave (`None`: not this scheduler's to place,
-/// finished, or a spec that does not read). A pass reads only the pods
-/// whose version changed, and keeps only the pods still pending: a read
-/// of a whole pod (about 12 KB as Kubernetes' Pod) is not kept for every
-/// pod that waits, only what placing it asks.
+/// The unbound pods, by uid, followed from pod events as [`NodeUsage`]
+/// follows the bound ones, so that a pass does not walk the store's index
+/// of them (under its lock) on every pod event. Each is read once per
+/// version, for what placing it asks (a read of a whole pod, about 12 KB
+/// as Kubernetes' Pod, is not kept). A pod that fit nowhere is tried again
+/// only once nodes may take more (the capacity epoch: a node changed, a
+/// bound pod's charge was freed, or a second passed), or it changed
+/// itself, as kube-scheduler keeps such pods aside until a
+/// cluster event that may make them schedulable.
 #[derive(Debug, Default)]
 pub struct PendingReads {
-    by_pod: HashMap<Box<str>, (String, Option<Arc<PendingPod>>)>,
+    by_uid: HashMap<Box<str>, PendingRead>,
+    epoch: u64,
+}
+
+#[derive(Debug)]
+struct PendingRead {
+    object: Arc<Object>,
+    /// What placing it asks, once read (`Some(None)`: not for this
+    /// scheduler to place, or a spec that does not read).
+    read: Option<Option<Arc<PendingPod>>>,
+    /// The capacity epoch in which it last fit nowhere.
+    unplaceable_in: Option<u64>,
 }
 
 impl PendingReads {
-    /// What placing `object` asks, from `self` when this version was read
-    /// before, else read now; kept in `next` either way.
-    fn read(
-        &self,
-        next: &mut HashMap<Box<str>, (String, Option<Arc<PendingPod>>)>,
-        object: &Object,
-    ) -> Option<Arc<PendingPod>> {
-        let meta = object.meta();
-        let key = format!("{}/{}", meta.namespace, meta.name).into_boxed_str();
-        let read = match self.by_pod.get(&key) {
-            Some((version, read)) if *version == meta.resource_version => read.clone(),
-            _ => read_pending(object).map(Arc::new),
-        };
-        next.insert(key, (meta.resource_version.clone(), read.clone()));
-        read
+    /// The unbound pods in `store`, keeping what was read of any version
+    /// still there.
+    pub fn refresh(&mut self, store: &dyn crate::controllers::ObjectReads) {
+        let mut by_uid = HashMap::new();
+        for object in store.pods_on_node("") {
+            let uid: Box<str> = object.meta().uid.as_str().into();
+            let kept = self
+                .by_uid
+                .remove(&uid)
+                .filter(|k| k.object.meta().resource_version == object.meta().resource_version);
+            let read = kept.unwrap_or_else(|| PendingRead::of(object.clone()));
+            by_uid.insert(uid, read);
+        }
+        self.by_uid = by_uid;
+        self.capacity_changed();
+    }
+
+    /// Follows one version of a pod (`unbound`: not bound, finished or
+    /// deleted); whether the pods to place changed.
+    fn observe(&mut self, object: &Arc<Object>, unbound: bool) -> bool {
+        let uid = object.meta().uid.as_str();
+        if !unbound {
+            return self.by_uid.remove(uid).is_some();
+        }
+        let version = &object.meta().resource_version;
+        match self.by_uid.get(uid) {
+            Some(kept) if kept.object.meta().resource_version == *version => false,
+            _ => {
+                self.by_uid
+                    .insert(uid.into(), PendingRead::of(object.clone()));
+                true
+            }
+        }
+    }
+
+    /// What nodes can take may have changed: every pending pod is tried
+    /// again.
+    pub fn capacity_changed(&mut self) {
+        self.epoch += 1;
+    }
+}
+
+impl PendingRead {
+    fn of(object: Arc<Object>) -> PendingRead {
+        PendingRead {
+            object,
+            read: None,
+            unplaceable_in: None,
+        }
     }
 }
 
@@ -829,9 +918,9 @@ fn read_pending(object: &Object) -> Option<PendingPod> {
     })
 }
 
-/// One scheduling pass over every pending pod, with what each node already
-/// carries from `usage`; `reads` holds what the pending pods ask, for the
-/// next pass.
+/// One scheduling pass over the pending pods in `reads` (those that fit
+/// nowhere in this capacity epoch left out), with what each node already
+/// carries from `usage`.
 pub async fn pass(
     ctx: &Context,
     usage: &NodeUsage,
@@ -841,17 +930,22 @@ pub async fn pass(
     // the scheduler, and nearly all of them (status reports) leave nothing
     // to bind: such a pass ends here, before it builds a view of every node.
     let mut pending = Vec::new();
-    let mut next = HashMap::new();
-    for object in ctx.store.pods_on_node("") {
-        let Some(read) = reads.read(&mut next, &object) else {
+    let epoch = reads.epoch;
+    for kept in reads.by_uid.values_mut() {
+        // Being deleted (terminating): not placed. Fit nowhere, and
+        // nothing changed since: not tried again yet.
+        let deleting = !kept.object.meta().deletion_timestamp.is_empty();
+        if deleting || kept.unplaceable_in == Some(epoch) {
             continue;
-        };
-        // Being deleted (terminating): not placed.
-        if object.meta().deletion_timestamp.is_empty() {
-            pending.push((object, read));
+        }
+        let object = &kept.object;
+        let read = kept
+            .read
+            .get_or_insert_with(|| read_pending(object).map(Arc::new));
+        if let Some(read) = read {
+            pending.push((kept.object.clone(), read.clone()));
         }
     }
-    reads.by_pod = next;
     let mut outcome = PassOutcome::default();
     if pending.is_empty() {
         return Ok(outcome);
@@ -875,6 +969,7 @@ pub async fn pass(
     let events = ctx.events.for_component(COMPONENT);
     let mut binds = tokio::task::JoinSet::new();
     let mut failure = None;
+    let mut unplaceable = Vec::new();
     for (object, read) in pending {
         let owner = owner_uid(object.meta()).map(str::to_owned);
         let namespace = object.meta().namespace.clone();
@@ -882,6 +977,7 @@ pub async fn pass(
             Ok(claims) => claims,
             Err(problem) => {
                 outcome.unschedulable += 1;
+                unplaceable.push(object.meta().uid.clone());
                 let why = format!("0/{} nodes are available: {problem}.", nodes.len());
                 if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
@@ -924,6 +1020,7 @@ pub async fn pass(
             }
             Err(no_fit) => {
                 outcome.unschedulable += 1;
+                unplaceable.push(object.meta().uid.clone());
                 let why = no_fit.to_string();
                 if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
@@ -933,6 +1030,11 @@ pub async fn pass(
     }
     while let Some(done) = binds.join_next().await {
         collect(Some(done), &mut outcome, &mut failure, &events);
+    }
+    for uid in unplaceable {
+        if let Some(kept) = reads.by_uid.get_mut(uid.as_str()) {
+            kept.unplaceable_in = Some(epoch);
+        }
     }
     if outcome.bound > 0 {
         tracing::debug!(
@@ -1307,29 +1409,44 @@ spec:
         objects.seed_yaml(CLUSTER);
         let mut usage = NodeUsage::from_store(&*objects);
         assert_eq!(load(&usage, "n1"), (800, 1, 1));
+        let freed = |freed| Observed {
+            unbound: false,
+            freed,
+        };
         let mut big = pod_named(&objects, "big");
         big.spec.as_mut().unwrap().node_name = "n2".into();
-        usage.observe(&stored(&big), false);
+        assert_eq!(usage.observe(&stored(&big), false), freed(true), "moved");
         assert_eq!(load(&usage, "n1"), (0, 0, 0));
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
-        // Seen twice, charged once.
-        usage.observe(&stored(&big), false);
+        // Seen twice, charged once; nothing freed.
+        assert_eq!(usage.observe(&stored(&big), false), freed(false));
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
         big.status = Some(v1::PodStatus {
             phase: "Succeeded".into(),
             ..Default::default()
         });
-        usage.observe(&stored(&big), false);
+        assert_eq!(usage.observe(&stored(&big), false), freed(true), "finished");
         assert_eq!(load(&usage, "n2"), (0, 0, 0));
         big.status = None;
-        usage.observe(&stored(&big), false);
+        // Charged again: nothing freed.
+        assert_eq!(usage.observe(&stored(&big), false), freed(false));
         // Terminating: still charged until it is gone.
         let meta = big.metadata.get_or_insert_with(Default::default);
         meta.deletion_timestamp = "2026-01-01T00:00:30Z".into();
-        usage.observe(&stored(&big), false);
+        assert_eq!(usage.observe(&stored(&big), false), freed(false));
         assert_eq!(load(&usage, "n2"), (800, 1, 1));
-        usage.observe(&stored(&big), true);
+        assert_eq!(usage.observe(&stored(&big), true), freed(true), "gone");
         assert!(usage.by_node.is_empty() && usage.charged.is_empty());
+        // An unbound pod is for the scheduler to place.
+        let pending = pod_named(&objects, "pending");
+        let seen = usage.observe(&stored(&pending), false);
+        assert_eq!(
+            seen,
+            Observed {
+                unbound: true,
+                freed: false
+            }
+        );
     }
 
     /// A pod `default/<name>` bound to `n1`, with no containers.
@@ -1446,48 +1563,82 @@ spec:
         assert!(!usage.by_node.contains_key("n1"), "{:?}", usage.by_node);
     }
 
+    /// The unbound pods in `objects`, as a pass takes them.
+    fn pending_in(objects: &RecordingObjects) -> PendingReads {
+        let mut pending = PendingReads::default();
+        pending.refresh(objects);
+        pending
+    }
+
     #[tokio::test]
-    async fn a_pass_keeps_what_pending_pods_ask_reading_each_version_once() {
+    async fn a_pod_that_fits_nowhere_is_tried_again_when_it_or_the_capacity_changes() {
         let objects = RecordingObjects::new();
         objects.seed_yaml(CLUSTER);
         let ctx = context(&objects);
-        let usage = NodeUsage::from_store(&*objects);
-        let mut reads = PendingReads::default();
+        let mut usage = NodeUsage::from_store(&*objects);
+        let mut reads = pending_in(&objects);
+        let stored_pod = |name: &str| objects.get(Kind::Pod, "default", name).unwrap().unwrap();
+        let pending_uid = stored_pod("pending").meta().uid.clone();
+        assert!(!pending_uid.is_empty());
+        assert!(
+            !reads
+                .by_uid
+                .contains_key(stored_pod("big").meta().uid.as_str()),
+            "bound"
+        );
         let outcome = pass(&ctx, &usage, &mut reads).await.unwrap();
         assert_eq!(outcome.unschedulable, 1);
         let entry = |reads: &PendingReads| {
-            let (_, read) = &reads.by_pod["default/pending"];
-            read.clone().expect("the pending pod's demand")
+            let kept = &reads.by_uid[pending_uid.as_str()];
+            let read = kept.read.clone().expect("read");
+            read.expect("the pending pod's demand")
         };
         let first = entry(&reads);
         assert_eq!(first.demand.requests.cpu, 500);
         assert_eq!(first.unschedulable_message, None);
-        assert!(!reads.by_pod.contains_key("default/big"), "bound: not read");
+
+        // Nothing changed: not tried again.
+        objects.clear_writes();
+        let outcome = pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert_eq!(outcome.unschedulable, 0);
+        assert_eq!(objects.events().len(), 1);
 
         // Its status written, the new version is read, and the message it
         // already has is not written again (only the Event counts up).
-        objects.clear_writes();
-        pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert!(reads.observe(&stored_pod("pending"), true), "a new version");
+        assert!(!reads.observe(&stored_pod("pending"), true), "the same one");
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            1
+        );
         let second = entry(&reads);
         assert!(!Arc::ptr_eq(&first, &second), "a new version is read again");
         let message = second.unschedulable_message.clone().expect("its message");
         assert!(message.contains("Insufficient cpu"), "{message}");
         assert!(objects.writes().is_empty(), "{:?}", objects.writes());
         assert_eq!(objects.events().len(), 2);
-        pass(&ctx, &usage, &mut reads).await.unwrap();
+
+        // Once nodes may take more, it is tried again, read as it was.
+        reads.capacity_changed();
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            1
+        );
         assert!(
             Arc::ptr_eq(&second, &entry(&reads)),
             "the same version is not"
         );
+        assert_eq!(objects.events().len(), 3);
 
-        // Bound, it is no longer kept.
-        let big = pod_named(&objects, "big");
+        // The big pod gone, it fits; bound, it is no longer kept.
+        let big = stored_pod("big");
         objects.remove(Kind::Pod, "default", "big", "").unwrap();
-        let mut usage = usage;
-        usage.observe(&stored(&big), true);
+        let seen = usage.observe(&big, true);
+        assert!(seen.freed);
+        reads.capacity_changed();
         assert_eq!(pass(&ctx, &usage, &mut reads).await.unwrap().bound, 1);
-        pass(&ctx, &usage, &mut reads).await.unwrap();
-        assert!(reads.by_pod.is_empty(), "{:?}", reads.by_pod);
+        assert!(reads.observe(&stored_pod("pending"), false), "bound");
+        assert!(reads.by_uid.is_empty(), "{:?}", reads.by_uid);
     }
 
     #[tokio::test]
@@ -1496,9 +1647,7 @@ spec:
         objects.seed_yaml(CLUSTER);
         let ctx = context(&objects);
         let mut usage = NodeUsage::from_store(&*objects);
-        let outcome = pass(&ctx, &usage, &mut PendingReads::default())
-            .await
-            .unwrap();
+        let outcome = pass(&ctx, &usage, &mut pending_in(&objects)).await.unwrap();
         assert_eq!(
             (outcome.bound, outcome.unschedulable),
             (0, 1),
@@ -1521,9 +1670,7 @@ spec:
         objects.remove(Kind::Pod, "default", "big", "").unwrap();
         usage.observe(&stored(&big), true);
         objects.clear_writes();
-        let outcome = pass(&ctx, &usage, &mut PendingReads::default())
-            .await
-            .unwrap();
+        let outcome = pass(&ctx, &usage, &mut pending_in(&objects)).await.unwrap();
         assert_eq!(outcome.bound, 1);
         let writes = objects.writes();
         assert_eq!(
