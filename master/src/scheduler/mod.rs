@@ -1,15 +1,19 @@
 //! The scheduler, on the leader: binds every unbound pod to a node.
 //!
-//! Each pass takes one consistent view of nodes and pods, then places the
-//! pending pods one after another, charging each placement to its node so
-//! later pods in the same pass see it. Filters: node Ready and schedulable,
-//! requested CPU/memory/pod count within allocatable, `nodeSelector`,
-//! taints vs tolerations, free host ports. Scores: least allocated, plus
-//! spreading the replicas of one owner across nodes. Bindings are
+//! The bound pods' charges (`NodeUsage`) and the unbound pods
+//! (`PendingReads`) are followed from pod and node events, as
+//! kube-scheduler's cache and queue follow them. Each pass takes a view of
+//! the nodes, then places the pending pods one after another, charging
+//! each placement to its node so later pods in the same pass see it.
+//! Filters: node Ready and schedulable, requested CPU/memory/pod count
+//! within allocatable, `nodeSelector`, required node affinity, taints vs
+//! tolerations, free host ports. Scores: least allocated, plus spreading
+//! the replicas of one owner across nodes. Bindings are
 //! conditional writes (a pod changed meanwhile is simply retried), issued
 //! concurrently so they share Raft entries. A pod that fits nowhere stays
-//! Pending with `PodScheduled=False` saying why, and is retried whenever
-//! nodes or pods change. Both outcomes are Events on the pod, as
+//! Pending with `PodScheduled=False` saying why, and is set aside until
+//! it changes or nodes may take more (a node changed, a bound pod's charge
+//! was freed, or a second passed). Both outcomes are Events on the pod, as
 //! kube-scheduler records them: `Scheduled` ("Successfully assigned
 //! ns/pod to node"), and `FailedScheduling` with the reason, which each
 //! retry of a pod that still fits nowhere counts up rather than repeats.
@@ -32,6 +36,7 @@ use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 use tokio::sync::broadcast;
+use tokio::sync::broadcast::error::TryRecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::controllers::{Context, ReconcileError};
@@ -68,14 +73,21 @@ pub async fn run(ctx: Context, shutdown: CancellationToken) {
     tracing::info!(controller = "scheduler", "controller started");
     loop {
         // Every change already applied is in `live` by now (the store
-        // notifies before a write returns), so the usage is current.
-        while let Ok(more) = live.try_recv() {
-            match more {
-                Notification::Event(e, object) => {
+        // notifies before a write returns), so the usage is current. What
+        // was missed (the queue was full) makes both stale: the pending
+        // pods are known from events alone.
+        loop {
+            match live.try_recv() {
+                Ok(Notification::Event(e, object)) => {
                     let changed = follow(&mut usage, &mut pending, stale, &e, &object);
                     dirty = dirty || changed;
                 }
-                Notification::Reset { .. } => stale = true,
+                Ok(Notification::Reset { .. }) | Err(TryRecvError::Lagged(_)) => stale = true,
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Closed) => {
+                    tracing::info!(controller = "scheduler", "controller stopped");
+                    return;
+                }
             }
         }
         if stale {
@@ -1036,6 +1048,11 @@ pub async fn pass(
             kept.unplaceable_in = Some(epoch);
         }
     }
+    // A bind that failed left its node's charge in this pass's view only:
+    // what fit nowhere after it is tried again at once.
+    if outcome.conflicts > 0 || failure.is_some() {
+        reads.capacity_changed();
+    }
     if outcome.bound > 0 {
         tracing::debug!(
             bound = outcome.bound,
@@ -1639,6 +1656,78 @@ spec:
         assert_eq!(pass(&ctx, &usage, &mut reads).await.unwrap().bound, 1);
         assert!(reads.observe(&stored_pod("pending"), false), "bound");
         assert!(reads.by_uid.is_empty(), "{:?}", reads.by_uid);
+    }
+
+    /// A stored event of `kind` (its object is not read: `follow` is given
+    /// the decoded one).
+    fn stored_event(kind: Kind, deleted: bool) -> crate::store::state_machine::StoredEvent {
+        let event_type = match deleted {
+            true => skiff_proto::api::EventType::Deleted,
+            false => skiff_proto::api::EventType::Modified,
+        };
+        crate::store::state_machine::StoredEvent {
+            revision: 1,
+            kind,
+            namespace: String::new(),
+            event_type: event_type as i32,
+            node: String::new(),
+            object: Default::default(),
+            previous: Default::default(),
+            previous_revision: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn events_followed_set_a_pod_aside_until_a_node_changes_or_capacity_is_freed() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        let ctx = context(&objects);
+        let mut usage = NodeUsage::from_store(&*objects);
+        let mut reads = pending_in(&objects);
+        let stored_pod = |name: &str| objects.get(Kind::Pod, "default", name).unwrap().unwrap();
+        let pod_event = stored_event(Kind::Pod, false);
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            1
+        );
+        // Its own status write: a new version, tried once more, then aside.
+        let pending = stored_pod("pending");
+        assert!(follow(&mut usage, &mut reads, false, &pod_event, &pending));
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            1
+        );
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            0
+        );
+        // A bound pod's status report frees nothing: no pass is needed.
+        let big = stored_pod("big");
+        assert!(!follow(&mut usage, &mut reads, false, &pod_event, &big));
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            0
+        );
+        // A Node event: tried again (and still fits nowhere).
+        let node = objects.get(Kind::Node, "", "n1").unwrap().unwrap();
+        let node_event = stored_event(Kind::Node, false);
+        assert!(follow(&mut usage, &mut reads, false, &node_event, &node));
+        assert_eq!(
+            pass(&ctx, &usage, &mut reads).await.unwrap().unschedulable,
+            1
+        );
+        // While stale, nothing is followed (the rebuild reads the store).
+        assert!(!follow(&mut usage, &mut reads, true, &node_event, &node));
+        // The big pod deleted frees its charge: the pending pod is bound.
+        objects.remove(Kind::Pod, "default", "big", "").unwrap();
+        let deleted = stored_event(Kind::Pod, true);
+        assert!(follow(&mut usage, &mut reads, false, &deleted, &big));
+        assert_eq!(pass(&ctx, &usage, &mut reads).await.unwrap().bound, 1);
+        // Its bound version lets it go.
+        let bound = stored_pod("pending");
+        assert!(follow(&mut usage, &mut reads, false, &pod_event, &bound));
+        assert!(reads.by_uid.is_empty(), "{:?}", reads.by_uid);
+        assert_eq!(load(&usage, "n1"), (500, 1, 0));
     }
 
     #[tokio::test]
