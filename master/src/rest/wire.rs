@@ -305,10 +305,66 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
 /// in the order they are stored; v1's JSON has them in annotations, the
 /// CPU target moved last).
 pub fn encode_for_table(info: &KindInfo, object: &Object) -> Value {
+    let slim = pod_for_table(object);
+    let object = slim.as_ref().unwrap_or(object);
     match info.conversion {
         Conversion::AsStored => encode(info, object),
         _ => encode(registry::info(info.kind), object),
     }
+}
+
+/// A pod document with only what its Table row reads of its spec (its
+/// containers' and init containers' names and restart policies, the
+/// node, the readiness gates) and all of its status: the rest of a spec
+/// is skipped, not made into a JSON tree (a Table of 10,000 pods read
+/// each whole). `None` for another object, or a pod whose fields do not
+/// read so (it is read whole).
+fn pod_for_table(object: &Object) -> Option<Object> {
+    use skiff_proto::api::object::Kind as Body;
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Content {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        spec: Option<Spec>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<Value>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Spec {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        containers: Option<Vec<Container>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        init_containers: Option<Vec<Container>>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        node_name: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        readiness_gates: Option<Value>,
+    }
+    #[derive(serde::Deserialize, serde::Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Container {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<Value>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        restart_policy: Option<Value>,
+    }
+    let Some(Body::Generic(document)) = &object.kind else {
+        return None;
+    };
+    if document.api_version != "v1" || document.kind != "Pod" || document.content.is_empty() {
+        return None;
+    }
+    // Stored content is written from a parsed map: no duplicate keys.
+    let content: Content = serde_json::from_slice(&document.content).ok()?;
+    let slim = skiff_proto::v1::GenericObject {
+        api_version: document.api_version.clone(),
+        kind: document.kind.clone(),
+        metadata: document.metadata.clone(),
+        content: serde_json::to_vec(&content).ok()?,
+    };
+    Some(Object {
+        kind: Some(Body::Generic(slim)),
+    })
 }
 
 /// Appends `object` as the API answers it (what [`encode`] makes) as JSON
@@ -829,5 +885,80 @@ mod tests {
             encode(info(Kind::ReplicaSet), &replicaset)["status"]["replicas"],
             0
         );
+    }
+
+    #[test]
+    fn a_pods_table_row_reads_only_what_it_prints_and_prints_the_same() {
+        use skiff_proto::api::object::Kind as Body;
+        use skiff_proto::v1;
+        let spec = json!({
+            "nodeName": "n1",
+            "readinessGates": [{"conditionType": "example.com/gate"}],
+            "initContainers": [
+                {"name": "setup", "image": "busybox"},
+                {"name": "sidecar", "image": "busybox", "restartPolicy": "Always"},
+            ],
+            "containers": [
+                {"name": "app", "image": "busybox", "env": [{"name": "A", "value": "1"}],
+                 "resources": {"requests": {"cpu": "100m"}}},
+                {"name": "log", "image": "busybox"},
+            ],
+            "volumes": [{"name": "v", "emptyDir": {}}],
+        });
+        let status = json!({
+            "phase": "Running",
+            "podIP": "10.42.0.5",
+            "podIPs": [{"ip": "10.42.0.5"}],
+            "conditions": [{"type": "Ready", "status": "False"}],
+            "initContainerStatuses": [
+                {"name": "setup", "ready": false, "restartCount": 0,
+                 "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}},
+                {"name": "sidecar", "ready": true, "started": true, "restartCount": 1,
+                 "state": {"running": {}}},
+            ],
+            "containerStatuses": [
+                {"name": "app", "ready": false, "restartCount": 3,
+                 "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                 "lastState": {"terminated": {"exitCode": 1, "finishedAt": "2026-12-06T10:00:00Z"}}},
+                {"name": "log", "ready": true, "restartCount": 0, "state": {"running": {}}},
+            ],
+        });
+        let meta = v1::ObjectMeta {
+            name: "web".into(),
+            namespace: "default".into(),
+            creation_timestamp: "2026-12-06T09:00:00Z".into(),
+            ..Default::default()
+        };
+        let pod = Object {
+            kind: Some(Body::Generic(skiff_objects::generic::document(
+                "v1",
+                "Pod",
+                Some(meta),
+                json!({"spec": spec, "status": status}),
+            ))),
+        };
+        let slim = pod_for_table(&pod).expect("a pod document");
+        let Some(Body::Generic(slim_document)) = &slim.kind else {
+            panic!("a document");
+        };
+        let slim_content: Value = serde_json::from_slice(&slim_document.content).unwrap();
+        assert!(slim_content["spec"].get("volumes").is_none(), "not read");
+        assert!(slim_content["spec"]["containers"][0].get("env").is_none());
+        let now = time::OffsetDateTime::parse(
+            "2026-12-06T12:00:00Z",
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+        let full = encode(info(Kind::Pod), &pod);
+        let read = encode_for_table(info(Kind::Pod), &pod);
+        let rows = |pod: &Value| {
+            super::super::table::table("Pod", &[pod], "1", false, now)["rows"].clone()
+        };
+        assert_eq!(rows(&read), rows(&full));
+        let cells = &rows(&read)[0]["cells"];
+        assert_eq!(cells[1], "2/3", "{cells}");
+        assert_eq!(cells[2], "CrashLoopBackOff", "{cells}");
+        // Another kind, and a pod with no content, are read whole.
+        assert!(pod_for_table(&skiff_objects::namespaces::named("n", "")).is_none());
     }
 }
