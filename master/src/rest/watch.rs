@@ -128,10 +128,13 @@ impl Encoder {
         if self.fields.is_empty() {
             return true;
         }
+        // Every field a selector may read: a Table row's JSON leaves out
+        // what the row does not print.
         let (info, object, table) = (self.info, version.object, self.table);
-        let json = version
-            .json
-            .get_or_insert_with(|| encode(info, object, table));
+        let json = version.json.get_or_insert_with(|| match table {
+            true => wire::encode_whole_for_table(info, object),
+            false => wire::encode(info, object),
+        });
         self.fields.matches_json(json)
     }
 
@@ -610,6 +613,29 @@ mod tests {
         assert_eq!(running.selected(&relabelled).unwrap().0, "DELETED");
         let deleted = change(EventType::Deleted, pod("web", "n1", "Failed"), None);
         assert_eq!(running.selected(&deleted), None);
+    }
+
+    #[test]
+    fn a_table_watch_selects_on_fields_its_rows_do_not_print() {
+        let table = Encoder {
+            table: true,
+            ..encoder("", "spec.schedulerName=other")
+        };
+        // A pod as stored: a document, whose Table row reads its spec slim.
+        let pod = |scheduler: &str| {
+            let mut object = skiff_objects::legacy_bodies::to_document(pod("web", "", "Pending"));
+            let Some(skiff_proto::api::object::Kind::Generic(document)) = &mut object.kind else {
+                panic!("a document");
+            };
+            let mut content = skiff_objects::generic::content(document);
+            content["spec"]["schedulerName"] = json!(scheduler);
+            skiff_objects::generic::set_content(document, &content);
+            object
+        };
+        let ours = change(EventType::Added, pod("other"), None);
+        assert_eq!(table.selected(&ours).map(|(kind, _)| kind), Some("ADDED"));
+        let not = change(EventType::Added, pod("default-scheduler"), None);
+        assert_eq!(table.selected(&not), None);
     }
 
     #[test]

@@ -306,7 +306,12 @@ pub fn encode(info: &KindInfo, object: &Object) -> Value {
 /// CPU target moved last).
 pub fn encode_for_table(info: &KindInfo, object: &Object) -> Value {
     let slim = pod_for_table(object);
-    let object = slim.as_ref().unwrap_or(object);
+    encode_whole_for_table(info, slim.as_ref().unwrap_or(object))
+}
+
+/// [`encode_for_table`] with every field: what a field selector reads
+/// (a pod's `spec.schedulerName`, say, which its row does not print).
+pub fn encode_whole_for_table(info: &KindInfo, object: &Object) -> Value {
     match info.conversion {
         Conversion::AsStored => encode(info, object),
         _ => encode(registry::info(info.kind), object),
