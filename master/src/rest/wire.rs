@@ -963,7 +963,7 @@ mod tests {
         let cells = &rows(&read)[0]["cells"];
         assert_eq!(cells[1], "2/3", "{cells}");
         assert_eq!(cells[2], "CrashLoopBackOff", "{cells}");
-        // Another kind, and a pod with no content, are read whole.
+        // Another kind is read whole.
         assert!(pod_for_table(&skiff_objects::namespaces::named("n", "")).is_none());
     }
 }
