@@ -832,15 +832,21 @@ struct PendingPod {
 /// follows the bound ones, so that a pass does not walk the store's index
 /// of them (under its lock) on every pod event. Each is read once per
 /// version, for what placing it asks (a read of a whole pod, about 12 KB
-/// as Kubernetes' Pod, is not kept). A pod that fit nowhere is tried again
-/// only once nodes may take more (the capacity epoch: a node changed, a
-/// bound pod's charge was freed, or a second passed), or it changed
-/// itself, as kube-scheduler keeps such pods aside until a
-/// cluster event that may make them schedulable.
+/// as Kubernetes' Pod, is not kept). A pass tries only the pods in
+/// `to_try`: a new or changed version, or one tried before and not set
+/// aside (its bind may have lost to another write). A pod that fit
+/// nowhere is set aside until nodes may take more (a node changed, a bound
+/// pod's charge was freed, or a second passed) or it changes itself, as
+/// kube-scheduler keeps such pods aside until a cluster event that may
+/// make them schedulable. Pods that are not this scheduler's, or are being
+/// deleted, are tried once per version: a pass never walks them again.
 #[derive(Debug, Default)]
 pub struct PendingReads {
     by_uid: HashMap<Box<str>, PendingRead>,
-    epoch: u64,
+    /// What the next pass tries.
+    to_try: HashSet<Box<str>>,
+    /// What fit nowhere, until nodes may take more.
+    set_aside: HashSet<Box<str>>,
 }
 
 #[derive(Debug)]
@@ -849,13 +855,11 @@ struct PendingRead {
     /// What placing it asks, once read (`Some(None)`: not for this
     /// scheduler to place, or a spec that does not read).
     read: Option<Option<Arc<PendingPod>>>,
-    /// The capacity epoch in which it last fit nowhere.
-    unplaceable_in: Option<u64>,
 }
 
 impl PendingReads {
     /// The unbound pods in `store`, keeping what was read of any version
-    /// still there.
+    /// still there; every one is tried again.
     pub fn refresh(&mut self, store: &dyn crate::controllers::ObjectReads) {
         let mut by_uid = HashMap::new();
         for object in store.pods_on_node("") {
@@ -867,8 +871,9 @@ impl PendingReads {
             let read = kept.unwrap_or_else(|| PendingRead::of(object.clone()));
             by_uid.insert(uid, read);
         }
+        self.to_try = by_uid.keys().cloned().collect();
+        self.set_aside.clear();
         self.by_uid = by_uid;
-        self.capacity_changed();
     }
 
     /// Follows one version of a pod (`unbound`: not bound, finished or
@@ -876,6 +881,8 @@ impl PendingReads {
     fn observe(&mut self, object: &Arc<Object>, unbound: bool) -> bool {
         let uid = object.meta().uid.as_str();
         if !unbound {
+            self.to_try.remove(uid);
+            self.set_aside.remove(uid);
             return self.by_uid.remove(uid).is_some();
         }
         let version = &object.meta().resource_version;
@@ -884,25 +891,31 @@ impl PendingReads {
             _ => {
                 self.by_uid
                     .insert(uid.into(), PendingRead::of(object.clone()));
+                self.set_aside.remove(uid);
+                self.to_try.insert(uid.into());
                 true
             }
         }
     }
 
-    /// What nodes can take may have changed: every pending pod is tried
+    /// What nodes can take may have changed: every pod set aside is tried
     /// again.
     pub fn capacity_changed(&mut self) {
-        self.epoch += 1;
+        self.to_try.extend(self.set_aside.drain());
+    }
+
+    /// `uid`, tried in a pass, fit nowhere.
+    fn set_aside(&mut self, uid: Box<str>) {
+        self.to_try.remove(&uid);
+        if self.by_uid.contains_key(&uid) {
+            self.set_aside.insert(uid);
+        }
     }
 }
 
 impl PendingRead {
     fn of(object: Arc<Object>) -> PendingRead {
-        PendingRead {
-            object,
-            read: None,
-            unplaceable_in: None,
-        }
+        PendingRead { object, read: None }
     }
 }
 
@@ -930,24 +943,23 @@ fn read_pending(object: &Object) -> Option<PendingPod> {
     })
 }
 
-/// One scheduling pass over the pending pods in `reads` (those that fit
-/// nowhere in this capacity epoch left out), with what each node already
-/// carries from `usage`.
+/// One scheduling pass over the pending pods `reads` has to try (those
+/// set aside left out), with what each node already carries from `usage`.
 pub async fn pass(
     ctx: &Context,
     usage: &NodeUsage,
     reads: &mut PendingReads,
 ) -> Result<PassOutcome, ReconcileError> {
-    // The unbound pods, from the cache's node index. Every pod change wakes
-    // the scheduler, and nearly all of them (status reports) leave nothing
-    // to bind: such a pass ends here, before it builds a view of every node.
+    // The pods to try. Every pod change wakes the scheduler, and nearly
+    // all of them (status reports) leave nothing to place: such a pass
+    // ends here, before it builds a view of every node.
     let mut pending = Vec::new();
-    let epoch = reads.epoch;
-    for kept in reads.by_uid.values_mut() {
-        // Being deleted (terminating): not placed. Fit nowhere, and
-        // nothing changed since: not tried again yet.
-        let deleting = !kept.object.meta().deletion_timestamp.is_empty();
-        if deleting || kept.unplaceable_in == Some(epoch) {
+    for uid in std::mem::take(&mut reads.to_try) {
+        let Some(kept) = reads.by_uid.get_mut(&uid) else {
+            continue;
+        };
+        // Being deleted (terminating): not placed.
+        if !kept.object.meta().deletion_timestamp.is_empty() {
             continue;
         }
         let object = &kept.object;
@@ -955,9 +967,14 @@ pub async fn pass(
             .read
             .get_or_insert_with(|| read_pending(object).map(Arc::new));
         if let Some(read) = read {
-            pending.push((kept.object.clone(), read.clone()));
+            pending.push((uid, kept.object.clone(), read.clone()));
         }
     }
+    // Tried again next time unless set aside below (a bound pod's new
+    // version lets it go before then).
+    reads
+        .to_try
+        .extend(pending.iter().map(|(uid, _, _)| uid.clone()));
     let mut outcome = PassOutcome::default();
     if pending.is_empty() {
         return Ok(outcome);
@@ -974,22 +991,22 @@ pub async fn pass(
             _ => None,
         })
         .collect();
-    pending.sort_by(|(a, _), (b, _)| {
-        let key = |o: &Object| o.meta().creation_timestamp.clone();
-        key(a).cmp(&key(b))
+    pending.sort_by(|(_, a, _), (_, b, _)| {
+        a.meta()
+            .creation_timestamp
+            .cmp(&b.meta().creation_timestamp)
     });
     let events = ctx.events.for_component(COMPONENT);
     let mut binds = tokio::task::JoinSet::new();
     let mut failure = None;
-    let mut unplaceable = Vec::new();
-    for (object, read) in pending {
+    for (uid, object, read) in pending {
         let owner = owner_uid(object.meta()).map(str::to_owned);
         let namespace = object.meta().namespace.clone();
         let claims = match volume_demand(&*ctx.store, &namespace, &read.claims) {
             Ok(claims) => claims,
             Err(problem) => {
                 outcome.unschedulable += 1;
-                unplaceable.push(object.meta().uid.clone());
+                reads.set_aside(uid);
                 let why = format!("0/{} nodes are available: {problem}.", nodes.len());
                 if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
@@ -1032,7 +1049,7 @@ pub async fn pass(
             }
             Err(no_fit) => {
                 outcome.unschedulable += 1;
-                unplaceable.push(object.meta().uid.clone());
+                reads.set_aside(uid);
                 let why = no_fit.to_string();
                 if let Some(e) = unschedulable(ctx, &events, &object, &read, &why).await {
                     failure = Some(e);
@@ -1042,11 +1059,6 @@ pub async fn pass(
     }
     while let Some(done) = binds.join_next().await {
         collect(Some(done), &mut outcome, &mut failure, &events);
-    }
-    for uid in unplaceable {
-        if let Some(kept) = reads.by_uid.get_mut(uid.as_str()) {
-            kept.unplaceable_in = Some(epoch);
-        }
     }
     // A bind that failed left its node's charge in this pass's view only:
     // what fit nowhere after it is tried again at once.
@@ -1656,6 +1668,59 @@ spec:
         assert_eq!(pass(&ctx, &usage, &mut reads).await.unwrap().bound, 1);
         assert!(reads.observe(&stored_pod("pending"), false), "bound");
         assert!(reads.by_uid.is_empty(), "{:?}", reads.by_uid);
+    }
+
+    #[tokio::test]
+    async fn a_pod_of_another_scheduler_is_read_once_a_version_and_not_walked_again() {
+        let objects = RecordingObjects::new();
+        objects.seed_yaml(CLUSTER);
+        objects.seed_yaml(
+            r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: theirs}
+spec:
+  schedulerName: other
+  containers: [{name: c, image: i}]
+"#,
+        );
+        let ctx = context(&objects);
+        let usage = NodeUsage::from_store(&*objects);
+        let mut reads = pending_in(&objects);
+        let stored_pod = |name: &str| objects.get(Kind::Pod, "default", name).unwrap().unwrap();
+        let theirs = stored_pod("theirs");
+        let theirs_uid = theirs.meta().uid.as_str();
+        let pending_uid = stored_pod("pending").meta().uid.clone();
+        assert_eq!(reads.to_try.len(), 2, "{:?}", reads.to_try);
+
+        let outcome = pass(&ctx, &usage, &mut reads).await.unwrap();
+        assert_eq!((outcome.bound, outcome.unschedulable), (0, 1));
+        // Read once: not this scheduler's, so neither tried again nor set
+        // aside; the one that fit nowhere is set aside.
+        assert!(matches!(reads.by_uid[theirs_uid].read, Some(None)));
+        assert!(reads.to_try.is_empty(), "{:?}", reads.to_try);
+        assert_eq!(
+            reads.set_aside.iter().map(|u| &**u).collect::<Vec<_>>(),
+            [pending_uid.as_str()]
+        );
+        // Nodes may take more: only what was set aside is tried again.
+        reads.capacity_changed();
+        assert_eq!(
+            reads.to_try.iter().map(|u| &**u).collect::<Vec<_>>(),
+            [pending_uid.as_str()]
+        );
+        pass(&ctx, &usage, &mut reads).await.unwrap();
+        // A new version of it is read again.
+        let mut changed = pod_named(&objects, "theirs");
+        changed.metadata.as_mut().unwrap().resource_version = "99".into();
+        assert!(reads.observe(&Arc::new(stored(&changed)), true));
+        assert!(reads.to_try.contains(theirs_uid));
+        assert!(reads.by_uid[theirs_uid].read.is_none());
+        // Bound (by its own scheduler), it is let go from every set.
+        changed.spec.as_mut().unwrap().node_name = "n1".into();
+        assert!(reads.observe(&Arc::new(stored(&changed)), false));
+        assert!(!reads.to_try.contains(theirs_uid));
+        assert!(!reads.by_uid.contains_key(theirs_uid));
     }
 
     /// A stored event of `kind` (its object is not read: `follow` is given
