@@ -30,7 +30,7 @@ use skiff_objects::metadata::{new_uid, random_suffix};
 use skiff_objects::now_rfc3339;
 use skiff_objects::registry::custom::served_definition;
 use skiff_objects::validation::{
-    has_update_rules, validate, validate_update, FieldError, ValidationError,
+    has_update_rules, validate, validate_parsed, validate_update, FieldError, ValidationError,
 };
 use skiff_objects::{
     generic, legacy_bodies, pods, services, storage, CustomKind, EmptyObject, Kind, ObjectExt,
@@ -166,7 +166,22 @@ impl ObjectWriter {
                 meta.name = format!("{}{}", meta.generate_name, random_suffix());
             }
         }
-        apply_defaults(&mut object);
+        // A pod's document is defaulted, admitted and validated on one
+        // parse of its fields (the most frequent create).
+        let pod_content = match (kind, object.kind.as_mut()) {
+            (Kind::Pod, Some(Body::Generic(pod))) => {
+                let mut content = generic::content(pod);
+                skiff_objects::defaults::pod_content(&mut content);
+                let namespace = pod.metadata.as_ref().map_or("", |m| m.namespace.as_str());
+                self.admit_pod(namespace, &mut content);
+                generic::set_content(pod, &content);
+                Some(content)
+            }
+            _ => {
+                apply_defaults(&mut object);
+                None
+            }
+        };
         // The uid is known now, so that a Job can select its pods by it.
         let uid = new_uid();
         match (kind, object.kind.as_mut()) {
@@ -181,25 +196,6 @@ impl ObjectWriter {
                 storage::admit_claim(claim, default.as_deref());
             }
             (Kind::PersistentVolume, Some(Body::Generic(volume))) => storage::admit_volume(volume),
-            // Registry and API credentials from the pod's service account,
-            // as Kubernetes' ServiceAccount admission plugin adds them.
-            (Kind::Pod, Some(Body::Generic(pod))) => {
-                let namespace = pod
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.namespace.clone())
-                    .unwrap_or_default();
-                let mut content = generic::content(pod);
-                if let Some(spec) = content.get_mut("spec").filter(|s| s.is_object()) {
-                    let named = spec["serviceAccountName"].as_str().unwrap_or_default();
-                    let name = if named.is_empty() { "default" } else { named };
-                    let cache = self.cluster.store.cache();
-                    let account = cache.get(Kind::ServiceAccount, &namespace, name);
-                    pods::admit_pull_secrets(spec, account.as_deref());
-                    pods::admit_service_account_token(spec, account.as_deref(), random_suffix);
-                    generic::set_content(pod, &content);
-                }
-            }
             (Kind::CustomResourceDefinition, Some(Body::Generic(crd))) => {
                 let meta = crd.metadata.get_or_insert_with(Default::default);
                 if !meta.finalizers.iter().any(|f| f == CLEANUP_FINALIZER) {
@@ -208,7 +204,10 @@ impl ObjectWriter {
             }
             _ => {}
         }
-        validate(&object)?;
+        match &pod_content {
+            Some(content) => validate_parsed(&object, content)?,
+            None => validate(&object)?,
+        }
         if let Kind::Custom(custom) = kind {
             to_storage_version(custom, &mut object);
         }
@@ -369,6 +368,23 @@ impl ObjectWriter {
 /// Refuses a copy of an object that was cut down for a client of an older
 /// release (`legacy_bodies::CUT_ANNOTATION`): written back, it would lose
 /// what was left out of it.
+impl ObjectWriter {
+    /// Registry and API credentials from a pod's service account, as
+    /// Kubernetes' ServiceAccount admission plugin adds them to a created
+    /// pod (`content`: its document's fields, defaulted).
+    fn admit_pod(&self, namespace: &str, content: &mut serde_json::Map<String, serde_json::Value>) {
+        let Some(spec) = content.get_mut("spec").filter(|s| s.is_object()) else {
+            return;
+        };
+        let named = spec["serviceAccountName"].as_str().unwrap_or_default();
+        let name = if named.is_empty() { "default" } else { named };
+        let cache = self.cluster.store.cache();
+        let account = cache.get(Kind::ServiceAccount, namespace, name);
+        pods::admit_pull_secrets(spec, account.as_deref());
+        pods::admit_service_account_token(spec, account.as_deref(), random_suffix);
+    }
+}
+
 fn not_cut(object: &Object) -> Result<()> {
     match legacy_bodies::cut_from(object) {
         Some(left_out) => Err(Error::Invalid(format!(

@@ -27,9 +27,13 @@ pub fn apply_defaults(object: &mut Object) {
                 .ok()
                 .filter(|k| k.is_generic())
             {
-                super::generic::apply_defaults(kind, g);
                 if kind == super::Kind::Pod {
-                    pod_document(g);
+                    // Parsed once for both.
+                    let mut content = super::generic::content(g);
+                    pod_content(&mut content);
+                    super::generic::set_content(g, &content);
+                } else {
+                    super::generic::apply_defaults(kind, g);
                 }
             }
         }
@@ -84,9 +88,12 @@ pub fn apply_defaults(object: &mut Object) {
 /// then what a pod gets beyond them; its phase is Pending until its node
 /// reports. A number Kubernetes' Go types hold as a plain int (a probe's
 /// periods and thresholds, a host port) is unset when 0.
-fn pod_document(document: &mut v1::GenericObject) {
+///
+/// `content` is the document's fields (all but apiVersion, kind and
+/// metadata), parsed: the writer defaults and admits a pod on one parse.
+pub fn pod_content(content: &mut serde_json::Map<String, serde_json::Value>) {
     use serde_json::Value;
-    let mut content = super::generic::content(document);
+    super::generic::content_defaults(super::Kind::Pod, content);
     let spec = content
         .entry("spec")
         .or_insert_with(|| Value::Object(Default::default()));
@@ -107,7 +114,6 @@ fn pod_document(document: &mut v1::GenericObject) {
         *status = Value::Object(Default::default());
     }
     default(status, "phase", "Pending");
-    super::generic::set_content(document, &content);
 }
 
 use super::generic::default;

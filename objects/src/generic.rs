@@ -402,6 +402,14 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
         }
     }
     let mut map = content(object);
+    content_defaults(kind, &mut map);
+    set_content(object, &map);
+}
+
+/// Kubernetes' defaults for the fields (all but apiVersion, kind and
+/// metadata) of an object of `kind`, a built-in kind other than
+/// CustomResourceDefinition, already parsed.
+pub fn content_defaults(kind: Kind, map: &mut Map<String, Value>) {
     let spec = map
         .entry("spec")
         .or_insert_with(|| Value::Object(Map::new()));
@@ -515,15 +523,14 @@ pub fn apply_defaults(kind: Kind, object: &mut GenericObject) {
         map.remove("spec");
     }
     match kind {
-        Kind::Secret => secret_defaults(&mut map),
+        Kind::Secret => secret_defaults(map),
         Kind::StorageClass => {
-            default_in(&mut map, "reclaimPolicy", "Delete");
-            default_in(&mut map, "volumeBindingMode", "Immediate");
+            default_in(map, "reclaimPolicy", "Delete");
+            default_in(map, "volumeBindingMode", "Immediate");
         }
-        Kind::PriorityClass => default_in(&mut map, "preemptionPolicy", "PreemptLowerPriority"),
+        Kind::PriorityClass => default_in(map, "preemptionPolicy", "PreemptLowerPriority"),
         _ => {}
     }
-    set_content(object, &map);
 }
 
 /// Sets `field` of the JSON object `at` when it is missing, null or `""`

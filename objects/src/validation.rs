@@ -60,6 +60,23 @@ impl Errors {
 
 /// Checks an object; `Err` lists every problem found.
 pub fn validate(object: &Object) -> Result<(), ValidationError> {
+    validate_with(object, None)
+}
+
+/// [`validate`] of a document whose fields (all but apiVersion, kind and
+/// metadata) the caller has parsed already: `content` must be what its
+/// content's bytes hold.
+pub fn validate_parsed(
+    object: &Object,
+    content: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), ValidationError> {
+    validate_with(object, Some(content))
+}
+
+fn validate_with(
+    object: &Object,
+    parsed: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Result<(), ValidationError> {
     let mut errors = Errors::default();
     let meta = object.meta();
     let kind = object.kind().ok();
@@ -168,14 +185,21 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
                 // The content is parsed once, for every check.
-                let content = match serde_json::from_slice(&g.content) {
-                    Ok(serde_json::Value::Object(map)) => map,
-                    _ => {
-                        errors.add("", "the object's fields are not a JSON object");
-                        serde_json::Map::new()
+                let read;
+                let content = match parsed {
+                    Some(content) => content,
+                    None => {
+                        read = match serde_json::from_slice(&g.content) {
+                            Ok(serde_json::Value::Object(map)) => map,
+                            _ => {
+                                errors.add("", "the object's fields are not a JSON object");
+                                serde_json::Map::new()
+                            }
+                        };
+                        &read
                     }
                 };
-                for (path, reason) in super::generic::validate_content(kind, g, &content) {
+                for (path, reason) in super::generic::validate_content(kind, g, content) {
                     errors.add(path, reason);
                 }
                 if kind == Kind::Pod {
@@ -185,7 +209,7 @@ pub fn validate(object: &Object) -> Result<(), ValidationError> {
                     // Read as Kubernetes' own type (the schema checked
                     // its fields' shapes).
                     match crate::typed::decode::<crate::services::Service>(
-                        serde_json::Value::Object(content),
+                        serde_json::Value::Object(content.clone()),
                     ) {
                         Ok(read) => service(&mut errors, read.spec.as_ref()),
                         Err(e) => errors.add("", format!("does not read as a Service: {e}")),
@@ -1786,6 +1810,43 @@ spec:
     #[test]
     fn a_pod_with_volumes_env_and_env_from_passes() {
         check(POD_WITH_VOLUMES).unwrap();
+    }
+
+    #[test]
+    fn a_pod_checked_on_its_parsed_fields_finds_what_a_check_of_its_bytes_finds() {
+        let bad = POD_WITH_VOLUMES
+            .replace("image: busybox", "image: \"\"")
+            .replace("mountPath: /scratch", "mountPath: \"\"");
+        for yaml in [POD_WITH_VOLUMES.to_owned(), bad] {
+            let mut o = parse_manifest("t.yaml", &yaml, true)
+                .unwrap()
+                .objects
+                .remove(0);
+            o.meta_mut().unwrap().namespace = "default".into();
+            apply_defaults(&mut o);
+            let Some(Body::Generic(document)) = &o.kind else {
+                panic!("a pod is a document: {o:?}");
+            };
+            let content = crate::generic::content(document);
+            let parsed = validate_parsed(&o, &content).map_err(|e| e.to_string());
+            assert_eq!(parsed, validate(&o).map_err(|e| e.to_string()), "{yaml}");
+        }
+        let mut o = parse_manifest("t.yaml", POD_WITH_VOLUMES, true)
+            .unwrap()
+            .objects
+            .remove(0);
+        o.meta_mut().unwrap().namespace = "default".into();
+        apply_defaults(&mut o);
+        let Some(Body::Generic(document)) = &o.kind else {
+            panic!("a pod is a document");
+        };
+        let mut content = crate::generic::content(document);
+        content["spec"]["containers"][0]["image"] = "".into();
+        // What is checked is the fields given, not the bytes.
+        validate(&o).unwrap();
+        let err = validate_parsed(&o, &content).unwrap_err();
+        let paths: Vec<&str> = err.errors.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["spec.containers.0.image"], "{err}");
     }
 
     #[test]

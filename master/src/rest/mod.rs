@@ -291,7 +291,11 @@ pub(crate) fn header_text(headers: &HeaderMap, name: header::HeaderName) -> Stri
 
 /// A JSON answer.
 pub(crate) fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    let body = serde_json::to_vec(value).unwrap_or_default();
+    json_bytes_response(code, serde_json::to_vec(value).unwrap_or_default())
+}
+
+/// A JSON answer already written.
+pub(crate) fn json_bytes_response(code: StatusCode, body: Vec<u8>) -> Response<Body> {
     Response::builder()
         .status(code)
         .header(header::CONTENT_TYPE, "application/json")

@@ -64,7 +64,7 @@ use super::token_request::TokenRequestCall;
 use super::watch::{self, WatchPlan, WatchTarget};
 use super::watch_websocket::Upgrade;
 use super::wire::{self, BodyOrigin, FieldValidation};
-use super::{add_warnings, json_response, patch, table, Query};
+use super::{add_warnings, json_bytes_response, json_response, patch, table, Query};
 use crate::api::authz::{Access, RequestedAs, Verb};
 use crate::api::ApiService;
 use crate::writer::namespace_for;
@@ -500,11 +500,16 @@ impl<'a> Call<'a> {
             let table = custom_kinds::table(info, &[&value], &rv, true, now());
             return json_response(code, &table);
         }
-        let value = match view {
-            View::Scale => scale_of(info, object),
-            View::Object | View::Status => wire::encode(info, object),
-        };
-        json_response(code, &value)
+        match view {
+            View::Scale => json_response(code, &scale_of(info, object)),
+            // Written straight from the object, as a list's items are: a
+            // document's content is not made a JSON tree first.
+            View::Object | View::Status => {
+                let mut body = Vec::new();
+                wire::write_json(&mut body, info, object);
+                json_bytes_response(code, body)
+            }
+        }
     }
 
     /// `GET` of an object, or of its `status` or `scale`: the object read
@@ -643,7 +648,7 @@ impl<'a> Call<'a> {
             let mut out = Vec::with_capacity(256 + items.len() * 384);
             let objects = items.iter().map(|o| wire::encode_for_table(info, o));
             custom_kinds::write_table(&mut out, info, objects, &metadata, now());
-            json_bytes_response(out)
+            json_bytes_response(StatusCode::OK, out)
         } else {
             list_response(info, &metadata, &items)
         };
@@ -1824,16 +1829,7 @@ fn list_response(info: &KindInfo, metadata: &Value, items: &[Arc<Object>]) -> Re
         wire::write_json(&mut out, info, item);
     }
     out.extend_from_slice(b"]}");
-    json_bytes_response(out)
-}
-
-/// A 200 answer of JSON already written.
-fn json_bytes_response(json: Vec<u8>) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(Body::from(json))
-        .unwrap_or_default()
+    json_bytes_response(StatusCode::OK, out)
 }
 
 /// Which revision a list is read at.
