@@ -365,9 +365,6 @@ impl ObjectWriter {
     }
 }
 
-/// Refuses a copy of an object that was cut down for a client of an older
-/// release (`legacy_bodies::CUT_ANNOTATION`): written back, it would lose
-/// what was left out of it.
 impl ObjectWriter {
     /// Registry and API credentials from a pod's service account, as
     /// Kubernetes' ServiceAccount admission plugin adds them to a created
@@ -385,6 +382,9 @@ impl ObjectWriter {
     }
 }
 
+/// Refuses a copy of an object that was cut down for a client of an older
+/// release (`legacy_bodies::CUT_ANNOTATION`): written back, it would lose
+/// what was left out of it.
 fn not_cut(object: &Object) -> Result<()> {
     match legacy_bodies::cut_from(object) {
         Some(left_out) => Err(Error::Invalid(format!(

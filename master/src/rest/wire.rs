@@ -397,7 +397,18 @@ pub fn write_json(out: &mut Vec<u8>, info: &KindInfo, object: &Object) {
     out.extend_from_slice(b",\"kind\":");
     let _ = serde_json::to_writer(&mut *out, info.name);
     let fields = out.len();
-    let written = skiff_objects::with_body!(body, o => serde_json::to_writer(&mut *out, o));
+    // The body's own type meta (which the store sets) is left out: the
+    // object's apiVersion and kind are the ones written above, once.
+    let written = skiff_objects::with_body!(body, o => {
+        if o.api_version.is_empty() && o.kind.is_empty() {
+            serde_json::to_writer(&mut *out, o)
+        } else {
+            let mut o = o.clone();
+            o.api_version.clear();
+            o.kind.clear();
+            serde_json::to_writer(&mut *out, &o)
+        }
+    });
     if written.is_err() || out.get(fields) != Some(&b'{') {
         out.truncate(start);
         let _ = serde_json::to_writer(&mut *out, &encode(info, object));
@@ -820,6 +831,37 @@ mod tests {
         assert_eq!(v["status"]["nodeInfo"]["systemUUID"], "");
     }
 
+    /// The keys of the JSON object `json`, in the order written, each
+    /// as often as written.
+    fn top_level_keys(json: &[u8]) -> Vec<String> {
+        struct Keys(Vec<String>);
+        impl<'de> serde::Deserialize<'de> for Keys {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+                struct Visitor;
+                impl<'de> serde::de::Visitor<'de> for Visitor {
+                    type Value = Keys;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a JSON object")
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<Keys, A::Error> {
+                        let mut keys = Vec::new();
+                        while let Some((key, _)) =
+                            map.next_entry::<String, serde::de::IgnoredAny>()?
+                        {
+                            keys.push(key);
+                        }
+                        Ok(Keys(keys))
+                    }
+                }
+                d.deserialize_map(Visitor)
+            }
+        }
+        serde_json::from_slice::<Keys>(json).unwrap().0
+    }
+
     #[test]
     fn objects_written_straight_read_as_their_encoding_with_the_fields_clients_require() {
         use skiff_proto::api::object::Kind as Body;
@@ -856,18 +898,37 @@ mod tests {
                 json!({}),
             ))),
         };
+        use skiff_objects::IntoObject;
+        let mut deployment = skiff_proto::v1::Deployment {
+            metadata: Some(v1::ObjectMeta {
+                name: "web".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .into_object();
+        // As the store sets it.
+        if let Some(Body::Deployment(d)) = deployment.kind.as_mut() {
+            d.api_version = "apps/v1".into();
+            d.kind = "Deployment".into();
+        }
         for (kind, object) in [
             (Kind::Pod, &pod),
             (Kind::Pod, &document),
             (Kind::Pod, &empty),
             (Kind::Secret, &bare),
             (Kind::ReplicaSet, &replicaset),
+            (Kind::Deployment, &deployment),
         ] {
-            let mut out = b"[".to_vec();
+            let mut out = Vec::new();
             write_json(&mut out, info(kind), object);
-            out.push(b']');
             let written: Value = serde_json::from_slice(&out).unwrap();
-            assert_eq!(written[0], encode(info(kind), object), "{kind:?}");
+            assert_eq!(written, encode(info(kind), object), "{kind:?}");
+            // A Value keeps the last of a key written twice: the keys are
+            // read as written.
+            let keys = top_level_keys(&out);
+            let unique: std::collections::BTreeSet<&String> = keys.iter().collect();
+            assert_eq!(unique.len(), keys.len(), "{kind:?}: {keys:?}");
         }
         let v = encode(info(Kind::Pod), &pod);
         assert_eq!(v["apiVersion"], "v1");
