@@ -44,28 +44,24 @@ pub fn warnings(object: &Object) -> Vec<String> {
                 Some(Kind::Job) => {
                     job_spec(spec, "spec", &mut out);
                     let template = &spec["template"]["spec"];
-                    pod_document(template, "spec.template.spec", false, &mut out);
+                    pod_document(template, "spec.template.spec", &mut out);
                 }
                 Some(Kind::CronJob) => {
                     let job = &spec["jobTemplate"]["spec"];
                     job_spec(job, "spec.jobTemplate.spec", &mut out);
                     let template = &job["template"]["spec"];
                     let path = "spec.jobTemplate.spec.template.spec";
-                    pod_document(template, path, false, &mut out);
+                    pod_document(template, path, &mut out);
                 }
-                // A DaemonSet places its pods by their required node
-                // affinity itself; a StatefulSet's pods are made without
-                // the fields the protobuf model lacks.
-                Some(Kind::DaemonSet) => {
+                // Their pods carry every field of the template (a
+                // DaemonSet places its pods by their required node
+                // affinity itself; the scheduler places the others').
+                Some(Kind::DaemonSet | Kind::StatefulSet) => {
                     let template = &spec["template"]["spec"];
-                    pod_document(template, "spec.template.spec", true, &mut out);
-                }
-                Some(Kind::StatefulSet) => {
-                    let template = &spec["template"]["spec"];
-                    pod_document(template, "spec.template.spec", false, &mut out);
+                    pod_document(template, "spec.template.spec", &mut out);
                 }
                 Some(Kind::Service) => service_spec(spec, &mut out),
-                Some(Kind::Pod) => pod_document(spec, "spec", true, &mut out),
+                Some(Kind::Pod) => pod_document(spec, "spec", &mut out),
                 _ => {}
             }
         }
@@ -109,14 +105,14 @@ fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
     }
 }
 
-/// A pod document's `spec` (at `path`: a pod's, or a template's whose
-/// pods are made from the protobuf model): what [`pod_spec`] warns about,
+/// A pod document's `spec` (at `path`: a pod's, or a workload template's,
+/// whose pods carry every field of it): what [`pod_spec`] warns about,
 /// read as the protobuf model (which holds every field skiff acts on),
 /// and each field that model has no place for, which nothing of skiff
-/// reads, but a required node affinity when `affinity_acted_on` (the
-/// scheduler's for a pod, a DaemonSet's for its template). A spec that
-/// does not read as the model gets none (validation says why).
-fn pod_document(spec: &Value, path: &str, affinity_acted_on: bool, out: &mut Vec<String>) {
+/// reads, but a required node affinity (the scheduler's for a pod, a
+/// DaemonSet's for its template). A spec that does not read as the model
+/// gets none (validation says why).
+fn pod_document(spec: &Value, path: &str, out: &mut Vec<String>) {
     if spec.is_null() {
         return;
     }
@@ -138,9 +134,7 @@ fn pod_document(spec: &Value, path: &str, affinity_acted_on: bool, out: &mut Vec
         fields.remove("serviceAccount");
     }
     if let Some(Value::Object(node)) = said.pointer_mut("/affinity/nodeAffinity") {
-        if affinity_acted_on {
-            node.remove("requiredDuringSchedulingIgnoredDuringExecution");
-        }
+        node.remove("requiredDuringSchedulingIgnoredDuringExecution");
     }
     super::generic::strip_zeros(&mut said);
     super::generic::strip_zeros(&mut kept);
@@ -259,9 +253,9 @@ mod tests {
             ],
             "the required node affinity is the scheduler's; an unknown field is the decoder's"
         );
-        // A StatefulSet's pods are made from the protobuf model: its
-        // template's required node affinity is not acted on; a
-        // DaemonSet's is, by the DaemonSet's placement.
+        // A StatefulSet's, Job's or CronJob's pods carry every field of the
+        // template: its required node affinity is acted on, by the
+        // scheduler; a DaemonSet's by the DaemonSet's placement.
         let template = serde_json::json!({"template": {"spec": {
             "containers": [{"name": "c", "image": "i"}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
@@ -276,11 +270,25 @@ mod tests {
             );
             warnings(&set.into_object())
         };
-        assert_eq!(
-            of("StatefulSet"),
-            ["spec.template.spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms: skiff does not act on this field yet"]
-        );
+        assert_eq!(of("StatefulSet"), Vec::<String>::new());
         assert_eq!(of("DaemonSet"), Vec::<String>::new());
+        let of_batch = |kind: &str, spec: serde_json::Value| {
+            let job = crate::generic::document("batch/v1", kind, None, spec);
+            warnings(&job.into_object())
+        };
+        assert_eq!(
+            of_batch("Job", serde_json::json!({"spec": template})),
+            Vec::<String>::new()
+        );
+        let cron = serde_json::json!({"spec": {"jobTemplate": {"spec": template}}});
+        assert_eq!(of_batch("CronJob", cron), Vec::<String>::new());
+        // What no part of skiff reads is still named.
+        let mut spread = template.clone();
+        spread["template"]["spec"]["os"] = serde_json::json!({"name": "linux"});
+        assert_eq!(
+            of_batch("Job", serde_json::json!({"spec": spread})),
+            ["spec.template.spec.os.name: skiff does not act on this field yet"]
+        );
     }
 
     use super::*;

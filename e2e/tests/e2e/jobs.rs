@@ -313,16 +313,20 @@ async fn an_indexed_job_gives_each_pod_its_completion_index() -> anyhow::Result<
         return Ok(());
     }
     let c = one_node("node-indexed").await?;
-    apply_yaml(
-        &c.master.api_addr,
-        c.dir.path(),
+    // A required node affinity (which skiff's protobuf model has no place
+    // for) that only this node meets: the pods carry it and are placed by
+    // it.
+    let affinity = "      affinity:\n        nodeAffinity:\n          requiredDuringSchedulingIgnoredDuringExecution:\n            nodeSelectorTerms:\n            - matchExpressions:\n              - {key: kubernetes.io/hostname, operator: In, values: [node-indexed]}\n";
+    let yaml = job_yaml(
         "indexed",
-        &job_yaml(
-            "indexed",
-            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed",
-            "echo index=$JOB_COMPLETION_INDEX",
-        ),
-    )?;
+        "  completions: 3\n  parallelism: 3\n  completionMode: Indexed",
+        "echo index=$JOB_COMPLETION_INDEX",
+    )
+    .replace(
+        "      restartPolicy: Never\n",
+        &format!("      restartPolicy: Never\n{affinity}"),
+    );
+    apply_yaml(&c.master.api_addr, c.dir.path(), "indexed", &yaml)?;
     let done = wait_for("Job indexed Complete", Duration::from_secs(120), || async {
         job(&c.client, "indexed")
             .await
@@ -354,6 +358,18 @@ async fn an_indexed_job_gives_each_pod_its_completion_index() -> anyhow::Result<
         let out = ctl(&c.master.api_addr, &["logs", &meta.name]);
         let log = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         assert_eq!(log, format!("index={index}"), "{}", meta.name);
+        let stored = c.client.get(Kind::Pod, "default", &meta.name).await?;
+        let Some(Body::Generic(document)) = stored.kind else {
+            anyhow::bail!("pod {} is not a document: {stored:?}", meta.name);
+        };
+        let terms = &skiff_objects::generic::content(&document)["spec"]["affinity"]["nodeAffinity"]
+            ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"];
+        assert_eq!(
+            terms[0]["matchExpressions"][0]["values"],
+            serde_json::json!(["node-indexed"]),
+            "{}: the template's affinity",
+            meta.name
+        );
         seen.insert(index);
     }
     assert_eq!(seen, BTreeSet::from(["0".into(), "1".into(), "2".into()]));

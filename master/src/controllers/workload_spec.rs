@@ -64,6 +64,71 @@ pub fn template_of(spec: &Value) -> Value {
         .unwrap_or_else(|| Value::Object(Map::new()))
 }
 
+/// A workload's pod template as its pods are made from it: the metadata
+/// read (labels, annotations and finalizers are what a pod takes of it),
+/// the spec kept as the JSON it is stored as, so that a pod has every
+/// field its template has, not only those of skiff's protobuf model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodTemplate {
+    pub metadata: v1::ObjectMeta,
+    /// `spec.template.spec`, without `null`s (an empty object when unset).
+    pub spec: Value,
+}
+
+impl PodTemplate {
+    /// Reads `spec.template` (as stored); refused when its metadata does
+    /// not read, or its spec is not an object.
+    pub fn read(template: &Value) -> Result<PodTemplate, SpecError> {
+        let metadata = match template.get("metadata") {
+            Some(meta) if !meta.is_null() => serde_json::from_value(meta.clone())
+                .map_err(|e| SpecError::new("spec.template.metadata", e.to_string()))?,
+            _ => v1::ObjectMeta::default(),
+        };
+        let mut spec = match template.get("spec") {
+            Some(spec @ Value::Object(_)) => spec.clone(),
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(_) => return Err(SpecError::new("spec.template.spec", "expected an object")),
+        };
+        strip_nulls(&mut spec);
+        Ok(PodTemplate { metadata, spec })
+    }
+
+    /// A pod document of `spec` (this template's, changed as the
+    /// workload's pods need) with `metadata`.
+    pub fn pod(metadata: v1::ObjectMeta, spec: Value) -> skiff_proto::api::Object {
+        let content = serde_json::json!({ "spec": spec });
+        let document = generic::document("v1", "Pod", Some(metadata), content);
+        skiff_proto::api::Object {
+            kind: Some(skiff_proto::api::object::Kind::Generic(document)),
+        }
+    }
+}
+
+/// The containers and init containers of a pod spec (JSON), each a JSON
+/// object.
+pub fn containers_mut(spec: &mut Value) -> impl Iterator<Item = &mut Map<String, Value>> {
+    let (containers, init) = match spec.as_object_mut() {
+        Some(map) => {
+            let mut containers = None;
+            let mut init = None;
+            for (key, value) in map.iter_mut() {
+                match key.as_str() {
+                    "containers" => containers = value.as_array_mut(),
+                    "initContainers" => init = value.as_array_mut(),
+                    _ => {}
+                }
+            }
+            (containers, init)
+        }
+        None => (None, None),
+    };
+    containers
+        .into_iter()
+        .flatten()
+        .chain(init.into_iter().flatten())
+        .filter_map(Value::as_object_mut)
+}
+
 /// An int-or-string field as the text `deployment::resolve` reads
 /// (`default` when unset).
 pub fn int_or_string(value: &Value, default: &str) -> String {

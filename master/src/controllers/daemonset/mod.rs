@@ -313,7 +313,7 @@ impl DaemonSetController {
         for node in plan.create_on.iter().take(MAX_CHANGES_PER_ROUND) {
             let pod = spec.pod_for(&meta.name, &meta.namespace, hash, node, owner.clone());
             let writer = self.ctx.writer.clone();
-            creates.spawn(async move { writer.create(pod.into_object()).await });
+            creates.spawn(async move { writer.create(pod).await });
         }
         while let Some(joined) = creates.join_next().await {
             match joined {
@@ -591,11 +591,15 @@ spec:
 
     /// Plays a node: writes `status` as `pod`'s.
     fn write_status(objects: &RecordingObjects, pod: &StoredPod, status: v1::PodStatus) {
-        let mut object = Object::clone(&pod.object);
-        if let Some(Body::Pod(p)) = &mut object.kind {
-            p.status = Some(status);
-        }
-        objects.write(WriteOp::UpdateStatus, object).unwrap();
+        // Changed in the protobuf model, written as the writer stores a
+        // pod: a document.
+        let mut object = skiff_objects::legacy_bodies::for_reader(Object::clone(&pod.object), 6);
+        let Some(Body::Pod(p)) = &mut object.kind else {
+            panic!("not a pod: {object:?}");
+        };
+        p.status = Some(status);
+        let written = skiff_objects::legacy_bodies::to_document(object);
+        objects.write(WriteOp::UpdateStatus, written).unwrap();
     }
 
     /// The pods not being deleted: (node, revision hash), in node order.

@@ -13,7 +13,9 @@ use skiff_proto::v1;
 use super::eligibility::{add_daemon_tolerations, Requirements};
 use crate::controllers::deployment::resolve;
 use crate::controllers::revisions::REVISION_HASH_LABEL;
-use crate::controllers::workload_spec::{int_or_string, selector_of, spec_of, template_of};
+use crate::controllers::workload_spec::{
+    int_or_string, selector_of, spec_of, template_of, PodTemplate,
+};
 use skiff_objects::metadata::random_suffix;
 use skiff_objects::placement::required_node_affinity;
 
@@ -76,6 +78,9 @@ pub struct DaemonSetSpec {
     /// The template as the pod every node gets (but for its name, node and
     /// revision label), with the DaemonSet tolerations.
     pub pod: v1::PodTemplateSpec,
+    /// The template as its pods are made from it: every field it has, the
+    /// DaemonSet tolerations added.
+    pub made_from: PodTemplate,
     /// Where the pods may run.
     pub requirements: Requirements,
     pub strategy: UpdateStrategy,
@@ -95,6 +100,12 @@ impl DaemonSetSpec {
         add_daemon_tolerations(pod_spec);
         let affinity = template.get("spec").and_then(required_node_affinity);
         let requirements = Requirements::new(pod_spec, affinity);
+        let mut made_from = PodTemplate::read(&template)?;
+        if let Some(fields) = made_from.spec.as_object_mut() {
+            let tolerations = serde_json::to_value(&pod_spec.tolerations)
+                .map_err(|e| SpecError::new("spec.template.spec.tolerations", e.to_string()))?;
+            fields.insert("tolerations".to_owned(), tolerations);
+        }
         let rolling = &spec["updateStrategy"]["rollingUpdate"];
         let strategy = match spec["updateStrategy"]["type"].as_str() {
             Some("OnDelete") => UpdateStrategy::OnDelete,
@@ -109,6 +120,7 @@ impl DaemonSetSpec {
             selector,
             template,
             pod,
+            made_from,
             requirements,
             strategy,
             min_ready_seconds: i32::try_from(min_ready.max(0)).unwrap_or(i32::MAX),
@@ -126,28 +138,27 @@ impl DaemonSetSpec {
         hash: &str,
         node: &str,
         owner: Option<v1::OwnerReference>,
-    ) -> v1::Pod {
-        let meta = self.pod.metadata.clone().unwrap_or_default();
+    ) -> skiff_proto::api::Object {
+        let meta = self.made_from.metadata.clone();
         let mut labels = meta.labels;
         labels.insert(REVISION_HASH_LABEL.to_owned(), hash.to_owned());
-        let mut spec = self.pod.spec.clone().unwrap_or_default();
-        spec.node_name = node.to_owned();
+        let mut spec = self.made_from.spec.clone();
+        if let Some(fields) = spec.as_object_mut() {
+            fields.insert("nodeName".to_owned(), node.into());
+        }
         let base: String = format!("{daemon_set}-")
             .chars()
             .take(MAX_NAME_BASE)
             .collect();
-        v1::Pod {
-            metadata: Some(v1::ObjectMeta {
-                name: format!("{base}{}", random_suffix()),
-                namespace: namespace.to_owned(),
-                labels,
-                annotations: meta.annotations,
-                owner_references: owner.into_iter().collect(),
-                ..Default::default()
-            }),
-            spec: Some(spec),
+        let metadata = v1::ObjectMeta {
+            name: format!("{base}{}", random_suffix()),
+            namespace: namespace.to_owned(),
+            labels,
+            annotations: meta.annotations,
+            owner_references: owner.into_iter().collect(),
             ..Default::default()
-        }
+        };
+        PodTemplate::pod(metadata, spec)
     }
 }
 
@@ -217,16 +228,46 @@ spec:
         assert_eq!(keys.len(), 8, "hostNetwork: network-unavailable too");
 
         let pod = spec.pod_for("agent", "default", "h4sh", "n1", None);
-        let meta = pod.metadata.clone().unwrap();
+        let Some(Body::Generic(document)) = &pod.kind else {
+            panic!("a pod document: {pod:?}");
+        };
+        assert_eq!((&*document.api_version, &*document.kind), ("v1", "Pod"));
+        let meta = document.metadata.clone().unwrap();
         assert!(meta.name.starts_with("agent-") && meta.name.len() == 11);
         assert_eq!(meta.labels[REVISION_HASH_LABEL], "h4sh");
         assert_eq!(meta.labels["app"], "agent");
         assert_eq!(meta.annotations["note"], "kept");
-        assert_eq!(pod.spec.unwrap().node_name, "n1");
+        let made = generic::content(document)["spec"].clone();
+        assert_eq!(made["nodeName"], "n1");
+        assert_eq!(made["hostNetwork"], true);
+        let keys: Vec<&str> = made["tolerations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(keys[0], "dedicated");
+        assert_eq!(keys.len(), 8, "{keys:?}");
+        assert_eq!(made["tolerations"][1]["effect"], "NoExecute");
 
         let long = "d".repeat(70);
         let pod = spec.pod_for(&long, "default", "h4sh", "n1", None);
-        assert_eq!(pod.metadata.unwrap().name.len(), MAX_NAME_BASE + 5);
+        assert_eq!(
+            skiff_objects::ObjectExt::meta(&pod).name.len(),
+            MAX_NAME_BASE + 5
+        );
+
+        // A field skiff's protobuf model lacks is kept.
+        let with_os = AGENT.replace(
+            "      hostNetwork: true\n",
+            "      hostNetwork: true\n      os: {name: linux}\n",
+        );
+        let spec = read(&with_os).unwrap();
+        let pod = spec.pod_for("agent", "default", "h4sh", "n1", None);
+        let Some(Body::Generic(document)) = &pod.kind else {
+            panic!("a pod document: {pod:?}");
+        };
+        assert_eq!(generic::content(document)["spec"]["os"]["name"], "linux");
     }
 
     #[test]

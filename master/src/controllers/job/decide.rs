@@ -37,8 +37,12 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::{Duration, SystemTime};
 
+use serde_json::Value;
 use skiff_objects::typed::api::core::v1::{ContainerStatus, PodStatus};
+use skiff_proto::api::Object;
 use skiff_proto::v1;
+
+use crate::controllers::workload_spec::{containers_mut, PodTemplate};
 
 use super::model::{
     conditions, conditions_mut, counter, holds, new_condition, time, uncounted_is_empty,
@@ -937,14 +941,15 @@ pub fn format_indexes(indexes: &BTreeSet<i32>) -> String {
 }
 
 /// A pod for `job` from its `template` (completion `index` for Indexed
-/// Jobs), controlled by `owner`.
+/// Jobs), controlled by `owner`: a pod document with every field of the
+/// template's spec.
 pub fn new_pod(
     job: &JobView,
-    template: &v1::PodTemplateSpec,
+    template: &PodTemplate,
     index: Option<i32>,
     owner: Option<v1::OwnerReference>,
-) -> v1::Pod {
-    let template_meta = template.metadata.clone().unwrap_or_default();
+) -> Object {
+    let template_meta = template.metadata.clone();
     let mut labels = template_meta.labels;
     for (key, value) in job_pod_labels(&job.name, &job.uid) {
         labels.insert(key.to_owned(), value);
@@ -954,48 +959,46 @@ pub fn new_pod(
     if !finalizers.iter().any(|f| f == TRACKING_FINALIZER) {
         finalizers.push(TRACKING_FINALIZER.to_owned());
     }
-    let mut spec = template.spec.clone().unwrap_or_default();
+    let mut spec = template.spec.clone();
     if let Some(index) = index {
         labels.insert(COMPLETION_INDEX_ANNOTATION.to_owned(), index.to_string());
         annotations.insert(COMPLETION_INDEX_ANNOTATION.to_owned(), index.to_string());
-        spec.hostname = format!("{}-{index}", job.name);
-        for container in spec
-            .containers
-            .iter_mut()
-            .chain(spec.init_containers.iter_mut())
-        {
-            if !container.env.iter().any(|e| e.name == COMPLETION_INDEX_ENV) {
+        if let Some(map) = spec.as_object_mut() {
+            map.insert(
+                "hostname".to_owned(),
+                format!("{}-{index}", job.name).into(),
+            );
+        }
+        for container in containers_mut(&mut spec) {
+            let env = container
+                .entry("env")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            let Some(env) = env.as_array_mut() else {
+                continue;
+            };
+            if !env.iter().any(|e| e["name"] == COMPLETION_INDEX_ENV) {
                 // As Kubernetes writes it: the downward API reads the
                 // index annotation.
-                container.env.push(v1::EnvVar {
-                    name: COMPLETION_INDEX_ENV.to_owned(),
-                    value: String::new(),
-                    value_from: Some(v1::EnvVarSource {
-                        field_ref: Some(v1::ObjectFieldSelector {
-                            api_version: "v1".to_owned(),
-                            field_path: format!(
-                                "metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"
-                            ),
-                        }),
-                        ..Default::default()
-                    }),
-                });
+                env.push(serde_json::json!({
+                    "name": COMPLETION_INDEX_ENV,
+                    "valueFrom": {"fieldRef": {
+                        "apiVersion": "v1",
+                        "fieldPath": format!("metadata.annotations['{COMPLETION_INDEX_ANNOTATION}']"),
+                    }},
+                }));
             }
         }
     }
-    v1::Pod {
-        metadata: Some(v1::ObjectMeta {
-            generate_name: generate_name(&job.name, index),
-            namespace: job.namespace.clone(),
-            labels,
-            annotations,
-            finalizers,
-            owner_references: owner.into_iter().collect(),
-            ..Default::default()
-        }),
-        spec: Some(spec),
+    let metadata = v1::ObjectMeta {
+        generate_name: generate_name(&job.name, index),
+        namespace: job.namespace.clone(),
+        labels,
+        annotations,
+        finalizers,
+        owner_references: owner.into_iter().collect(),
         ..Default::default()
-    }
+    };
+    PodTemplate::pod(metadata, spec)
 }
 
 /// `<job>-` (Indexed: `<job>-<index>-`), the Job's name shortened to fit.
@@ -1772,10 +1775,20 @@ mod tests {
         assert_eq!(parse_indexes("0-2147483647", 3), BTreeSet::from([0, 1, 2]));
     }
 
+    /// The metadata and spec of a pod document.
+    fn pod_parts(pod: &Object) -> (v1::ObjectMeta, Value) {
+        let Some(skiff_proto::api::object::Kind::Generic(document)) = &pod.kind else {
+            panic!("not a document: {pod:?}");
+        };
+        assert_eq!((&*document.api_version, &*document.kind), ("v1", "Pod"));
+        let spec = skiff_objects::generic::content(document)["spec"].clone();
+        (document.metadata.clone().unwrap_or_default(), spec)
+    }
+
     #[test]
     fn new_pods_carry_the_jobs_labels_finalizer_owner_and_index() {
         let j = job(json!({"completions": 4, "completionMode": "Indexed"}));
-        let template: v1::PodTemplateSpec = serde_json::from_value(json!({
+        let template = PodTemplate::read(&json!({
             "metadata": {"labels": {"app": "batch"}, "annotations": {"note": "x"}},
             "spec": {"restartPolicy": "Never",
                      "containers": [{"name": "main", "image": "busybox",
@@ -1790,8 +1803,7 @@ mod tests {
             controller: Some(true),
             ..Default::default()
         };
-        let pod = new_pod(&j, &template, Some(3), Some(owner.clone()));
-        let meta = pod.metadata.as_ref().unwrap();
+        let (meta, spec) = pod_parts(&new_pod(&j, &template, Some(3), Some(owner.clone())));
         assert_eq!(meta.generate_name, "work-3-");
         assert_eq!(meta.labels["app"], "batch");
         assert_eq!(meta.labels["batch.kubernetes.io/job-name"], "work");
@@ -1803,35 +1815,58 @@ mod tests {
         assert_eq!(meta.annotations["note"], "x");
         assert_eq!(meta.finalizers, [TRACKING_FINALIZER]);
         assert_eq!(meta.owner_references, [owner]);
-        let spec = pod.spec.as_ref().unwrap();
-        assert_eq!(spec.hostname, "work-3");
-        for container in spec.containers.iter().chain(&spec.init_containers) {
-            let index = container
-                .env
-                .iter()
-                .find(|e| e.name == COMPLETION_INDEX_ENV);
-            let field = index
-                .and_then(|e| e.value_from.as_ref())
-                .and_then(|from| from.field_ref.as_ref())
-                .map(|f| f.field_path.as_str());
-            assert_eq!(
-                field,
-                Some("metadata.annotations['batch.kubernetes.io/job-completion-index']"),
-                "{}",
-                container.name
-            );
-        }
-        assert_eq!(spec.containers[0].env[0].name, "MODE");
+        assert_eq!(spec["hostname"], "work-3");
+        let index_env = json!({"name": COMPLETION_INDEX_ENV, "valueFrom": {"fieldRef": {
+            "apiVersion": "v1",
+            "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+        }}});
+        assert_eq!(
+            spec["containers"][0]["env"],
+            json!([{"name": "MODE", "value": "fast"}, index_env])
+        );
+        assert_eq!(spec["initContainers"][0]["env"], json!([index_env]));
 
-        let plain = new_pod(&job(json!({})), &template, None, None);
-        let meta = plain.metadata.as_ref().unwrap();
+        let (meta, spec) = pod_parts(&new_pod(&job(json!({})), &template, None, None));
         assert_eq!(meta.generate_name, "work-");
         assert!(!meta.annotations.contains_key(COMPLETION_INDEX_ANNOTATION));
-        assert!(plain.spec.as_ref().unwrap().hostname.is_empty());
+        assert!(spec.get("hostname").is_none());
+        assert!(spec["initContainers"][0].get("env").is_none());
         assert_eq!(
             generate_name(&"j".repeat(70), Some(12)),
             format!("{}-12-", "j".repeat(54))
         );
+    }
+
+    #[test]
+    fn new_pods_keep_every_field_of_the_template_skiffs_model_lacks() {
+        // Fields the protobuf model has no place for (affinity, os,
+        // readiness gates): a pod made through it lost them.
+        let spec = json!({
+            "restartPolicy": "Never",
+            "os": {"name": "linux"},
+            "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}
+                ]},
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {"weight": 1, "preference": {"matchExpressions": [
+                        {"key": "zone", "operator": "In", "values": ["a"]}
+                    ]}}
+                ],
+            }},
+            "readinessGates": [{"conditionType": "example.com/ready"}],
+            "containers": [{"name": "main", "image": "busybox", "env": null}],
+        });
+        let template = PodTemplate::read(&json!({"metadata": null, "spec": spec})).unwrap();
+        let (_, made) = pod_parts(&new_pod(&job(json!({})), &template, None, None));
+        let mut expected = spec.clone();
+        expected["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("env");
+        assert_eq!(made, expected);
+        assert!(PodTemplate::read(&json!({"spec": []})).is_err());
+        assert!(PodTemplate::read(&json!({"metadata": {"labels": 3}})).is_err());
     }
 
     #[test]

@@ -25,6 +25,7 @@ use skiff_proto::api::Object;
 use skiff_proto::v1;
 
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use crate::controllers::workload_spec::PodTemplate;
 use crate::events::{Clock, SystemClock};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
@@ -124,7 +125,7 @@ impl JobController {
         let template = if plan.create.is_empty() {
             None
         } else {
-            match serde_json::from_value::<v1::PodTemplateSpec>(job.template.clone()) {
+            match PodTemplate::read(&job.template) {
                 Ok(template) => Some(template),
                 Err(e) => {
                     let message = format!("Error creating: the pod template cannot be read: {e}");
@@ -188,7 +189,7 @@ impl JobController {
         &self,
         object: &Object,
         job: &JobView,
-        template: &v1::PodTemplateSpec,
+        template: &PodTemplate,
         indexes: &[Option<i32>],
     ) -> Result<(), ReconcileError> {
         let events = self.ctx.events.for_component(COMPONENT);
@@ -198,7 +199,7 @@ impl JobController {
         for index in indexes {
             let pod = decide::new_pod(job, template, *index, owner.clone());
             let writer = self.ctx.writer.clone();
-            creates.spawn(async move { writer.create(pod.into_object()).await });
+            creates.spawn(async move { writer.create(pod).await });
         }
         let mut failure = None;
         while let Some(joined) = creates.join_next().await {
@@ -393,13 +394,17 @@ spec:
         ObjectKey::new(Kind::Job, "default", "work")
     }
 
+    /// The pods stored (documents), in the protobuf model (to change in
+    /// tests).
     fn pods(objects: &RecordingObjects) -> Vec<v1::Pod> {
         objects
             .objects(Kind::Pod)
             .into_iter()
-            .filter_map(|o| match o.kind {
-                Some(Body::Pod(p)) => Some(p),
-                _ => None,
+            .filter_map(|o| {
+                match skiff_objects::legacy_bodies::for_reader(Object::clone(&o), 6).kind {
+                    Some(Body::Pod(p)) => Some(p),
+                    _ => None,
+                }
             })
             .collect()
     }
@@ -443,9 +448,9 @@ spec:
                 }),
                 ..Default::default()
             }];
-            objects
-                .write(WriteOp::UpdateStatus, pod.into_object())
-                .unwrap();
+            // Written as the writer stores it: the pods are documents.
+            let written = skiff_objects::legacy_bodies::to_document(pod.into_object());
+            objects.write(WriteOp::UpdateStatus, written).unwrap();
         }
     }
 

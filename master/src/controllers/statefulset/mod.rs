@@ -49,7 +49,7 @@ use super::pod_claims::{self, ClaimRules};
 use super::replicaset::available_pods;
 use super::revisions::{self, History, Revision, REVISION_HASH_LABEL};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
-use crate::controllers::workload_spec::unless_zero;
+use crate::controllers::workload_spec::{unless_zero, PodTemplate};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use plan::{Member, Shape, Step, Why};
@@ -72,9 +72,9 @@ pub struct StatefulSetController {
 struct Revisions {
     /// The revision the members had before the update began: its name and
     /// its template.
-    current: (String, v1::PodTemplateSpec),
+    current: (String, PodTemplate),
     /// The revision of the current template.
-    update: (String, v1::PodTemplateSpec),
+    update: (String, PodTemplate),
     history: History,
 }
 
@@ -243,12 +243,7 @@ impl StatefulSetController {
             }
             None => {
                 let hash = revisions::template_hash(&spec.template, status.collision_count);
-                let labels = spec
-                    .pod
-                    .metadata
-                    .as_ref()
-                    .map(|m| m.labels.clone())
-                    .unwrap_or_default();
+                let labels = spec.pod.metadata.labels.clone();
                 let revision = revisions::new_revision(object, &labels, &hash, next, data);
                 let name = revision.meta().name.clone();
                 match self.ctx.writer.create(revision).await {
@@ -341,7 +336,7 @@ impl StatefulSetController {
                         revision,
                         owner.clone(),
                     );
-                    match self.ctx.writer.create(pod.into_object()).await {
+                    match self.ctx.writer.create(pod).await {
                         Ok(_) => {
                             let message = format!(
                                 "create Pod {pod_name} in StatefulSet {} successful",

@@ -48,14 +48,25 @@ fn key() -> ObjectKey {
     ObjectKey::new(Kind::StatefulSet, "default", "web")
 }
 
+/// The pods stored (documents), in the protobuf model (to change in
+/// tests).
 fn pods(objects: &RecordingObjects) -> Vec<v1::Pod> {
     let mut pods = Vec::new();
     for object in objects.objects(Kind::Pod) {
-        if let Some(Body::Pod(pod)) = object.kind {
+        if let Some(Body::Pod(pod)) = as_model(object).kind {
             pods.push(pod);
         }
     }
     pods
+}
+
+fn as_model(object: Object) -> Object {
+    skiff_objects::legacy_bodies::for_reader(object, 6)
+}
+
+/// `pod` as the writer stores it: a document.
+fn stored(pod: v1::Pod) -> Object {
+    skiff_objects::legacy_bodies::to_document(pod.into_object())
 }
 
 fn name(pod: &v1::Pod) -> String {
@@ -142,8 +153,8 @@ fn report_ready(objects: &RecordingObjects) {
         }
         if pod.spec.as_ref().is_none_or(|s| s.node_name.is_empty()) {
             pod.spec.get_or_insert_with(Default::default).node_name = "n1".into();
-            let bound = objects.write(WriteOp::Update, pod.into_object()).unwrap();
-            let Some(Body::Pod(bound)) = bound.kind else {
+            let bound = objects.write(WriteOp::Update, stored(pod)).unwrap();
+            let Some(Body::Pod(bound)) = as_model(bound).kind else {
                 panic!("the store answered a pod write with another kind");
             };
             pod = bound;
@@ -157,9 +168,7 @@ fn report_ready(objects: &RecordingObjects) {
             }],
             ..Default::default()
         });
-        objects
-            .write(WriteOp::UpdateStatus, pod.into_object())
-            .unwrap();
+        objects.write(WriteOp::UpdateStatus, stored(pod)).unwrap();
     }
 }
 
@@ -403,9 +412,7 @@ fn ready_since(objects: &RecordingObjects, at: SystemTime) {
                 condition.last_transition_time = skiff_objects::rfc3339(at);
             }
         }
-        objects
-            .write(WriteOp::UpdateStatus, pod.into_object())
-            .unwrap();
+        objects.write(WriteOp::UpdateStatus, stored(pod)).unwrap();
     }
 }
 

@@ -18,7 +18,7 @@ use skiff_proto::v1;
 use crate::controllers::deployment::resolve;
 use crate::controllers::revisions::REVISION_HASH_LABEL;
 use crate::controllers::workload_spec::{
-    int_or_string, selector_of, spec_of, strip_nulls, template_of,
+    int_or_string, selector_of, spec_of, template_of, PodTemplate,
 };
 use skiff_objects::generic;
 use skiff_objects::selector;
@@ -96,8 +96,8 @@ pub struct StatefulSetSpec {
     pub selector: v1::LabelSelector,
     /// `spec.template` as stored.
     pub template: Value,
-    /// The template as a typed pod template.
-    pub pod: v1::PodTemplateSpec,
+    /// The template as its pods are made from it.
+    pub pod: PodTemplate,
     /// The governing (headless) Service: every member's subdomain.
     pub service_name: String,
     pub claims: Vec<ClaimTemplate>,
@@ -115,8 +115,7 @@ impl StatefulSetSpec {
         let selector = selector_of(&spec)?;
         let template = template_of(&spec);
         let pod = pod_template(&template).map_err(|e| SpecError::new("spec.template", e))?;
-        let labels = pod.metadata.as_ref().map(|m| &m.labels);
-        if !labels.is_some_and(|l| selector::matches(&selector, l)) {
+        if !selector::matches(&selector, &pod.metadata.labels) {
             return Err(SpecError::new(
                 "spec.template.metadata.labels",
                 "the selector does not match the template's labels",
@@ -194,45 +193,57 @@ impl StatefulSetSpec {
         set: &str,
         namespace: &str,
         ordinal: i32,
-        template: &v1::PodTemplateSpec,
+        template: &PodTemplate,
         revision: &str,
         owner: Option<v1::OwnerReference>,
-    ) -> v1::Pod {
+    ) -> skiff_proto::api::Object {
         let name = pod_name(set, ordinal);
-        let meta = template.metadata.clone().unwrap_or_default();
+        let meta = template.metadata.clone();
         let mut labels = meta.labels;
         labels.insert(REVISION_HASH_LABEL.to_owned(), revision.to_owned());
         labels.insert(POD_NAME_LABEL.to_owned(), name.clone());
         labels.insert(POD_INDEX_LABEL.to_owned(), ordinal.to_string());
-        let mut spec = template.spec.clone().unwrap_or_default();
-        spec.hostname = name.clone();
-        spec.subdomain = self.service_name.clone();
-        for claim in &self.claims {
-            let volume = v1::Volume {
-                name: claim.name.clone(),
-                persistent_volume_claim: Some(Box::new(v1::PersistentVolumeClaimVolumeSource {
-                    claim_name: claim_name(&claim.name, set, ordinal),
-                    read_only: false,
-                })),
-                ..Default::default()
-            };
-            match spec.volumes.iter_mut().find(|v| v.name == claim.name) {
-                Some(existing) => *existing = volume,
-                None => spec.volumes.push(volume),
+        let mut spec = template.spec.clone();
+        if let Some(fields) = spec.as_object_mut() {
+            fields.insert("hostname".to_owned(), name.clone().into());
+            if self.service_name.is_empty() {
+                fields.remove("subdomain");
+            } else {
+                fields.insert("subdomain".to_owned(), self.service_name.clone().into());
+            }
+            let volumes = fields
+                .entry("volumes")
+                .or_insert_with(|| Value::Array(Vec::new()));
+            if let Some(volumes) = volumes.as_array_mut() {
+                for claim in &self.claims {
+                    let volume = serde_json::json!({
+                        "name": claim.name,
+                        "persistentVolumeClaim": {
+                            "claimName": claim_name(&claim.name, set, ordinal),
+                        },
+                    });
+                    match volumes
+                        .iter_mut()
+                        .find(|v| v["name"] == claim.name.as_str())
+                    {
+                        Some(existing) => *existing = volume,
+                        None => volumes.push(volume),
+                    }
+                }
+                if volumes.is_empty() {
+                    fields.remove("volumes");
+                }
             }
         }
-        v1::Pod {
-            metadata: Some(v1::ObjectMeta {
-                name,
-                namespace: namespace.to_owned(),
-                labels,
-                annotations: meta.annotations,
-                owner_references: owner.into_iter().collect(),
-                ..Default::default()
-            }),
-            spec: Some(spec),
+        let metadata = v1::ObjectMeta {
+            name,
+            namespace: namespace.to_owned(),
+            labels,
+            annotations: meta.annotations,
+            owner_references: owner.into_iter().collect(),
             ..Default::default()
-        }
+        };
+        PodTemplate::pod(metadata, spec)
     }
 
     /// The PersistentVolumeClaim of member `ordinal` from `claim`: named
@@ -271,20 +282,19 @@ impl StatefulSetSpec {
     }
 }
 
-/// The typed pod template of `spec.template` as stored (or as a revision
+/// The pod template of `spec.template` as stored (or as a revision
 /// records it, `$patch` and all).
-pub fn pod_template(template: &Value) -> Result<v1::PodTemplateSpec, String> {
+pub fn pod_template(template: &Value) -> Result<PodTemplate, String> {
     let mut template = template.clone();
     if let Some(fields) = template.as_object_mut() {
         fields.remove("$patch");
     }
-    strip_nulls(&mut template);
-    serde_json::from_value(template).map_err(|e| e.to_string())
+    PodTemplate::read(&template).map_err(|e| e.to_string())
 }
 
 /// The template a ControllerRevision of a StatefulSet records in its
 /// `data` (`{"spec": {"template": ...}}`).
-pub fn revision_template(data: &Value) -> Result<v1::PodTemplateSpec, String> {
+pub fn revision_template(data: &Value) -> Result<PodTemplate, String> {
     match data.get("spec").and_then(|s| s.get("template")) {
         Some(template) => pod_template(template),
         None => Err("the revision records no spec.template".to_owned()),
@@ -428,19 +438,37 @@ spec:
     fn a_member_pod_has_its_name_hostname_labels_and_claims() {
         let spec = read(WEB).unwrap();
         let pod = spec.pod_for("web", "default", 2, &spec.pod, "web-abc", None);
-        let meta = pod.metadata.clone().unwrap();
+        let Some(skiff_proto::api::object::Kind::Generic(document)) = &pod.kind else {
+            panic!("a pod document: {pod:?}");
+        };
+        assert_eq!((&*document.api_version, &*document.kind), ("v1", "Pod"));
+        let meta = document.metadata.clone().unwrap();
         assert_eq!(meta.name, "web-2");
         assert_eq!(meta.labels[REVISION_HASH_LABEL], "web-abc");
         assert_eq!(meta.labels[POD_NAME_LABEL], "web-2");
         assert_eq!(meta.labels[POD_INDEX_LABEL], "2");
         assert_eq!(meta.labels["app"], "web");
-        let pod_spec = pod.spec.unwrap();
+        let pod_spec = generic::content(document)["spec"].clone();
         assert_eq!(
-            (pod_spec.hostname.as_str(), pod_spec.subdomain.as_str()),
-            ("web-2", "web")
+            (&pod_spec["hostname"], &pod_spec["subdomain"]),
+            (&serde_json::json!("web-2"), &serde_json::json!("web"))
         );
-        let claim = pod_spec.volumes[0].persistent_volume_claim.clone().unwrap();
-        assert_eq!(claim.claim_name, "data-web-2");
+        assert_eq!(
+            pod_spec["volumes"],
+            serde_json::json!([{"name": "data", "persistentVolumeClaim": {"claimName": "data-web-2"}}])
+        );
+        // A field skiff's protobuf model lacks is kept.
+        let spread = WEB.replace(
+            "    spec:\n      containers:",
+            "    spec:\n      os: {name: linux}\n      containers:",
+        );
+        let spec = read(&spread).unwrap();
+        let pod = spec.pod_for("web", "default", 0, &spec.pod, "web-abc", None);
+        let Some(skiff_proto::api::object::Kind::Generic(document)) = &pod.kind else {
+            panic!("a pod document: {pod:?}");
+        };
+        let content = generic::content(document);
+        assert_eq!(content["spec"]["os"], serde_json::json!({"name": "linux"}));
 
         let pvc = spec.claim_for(&spec.claims[0], "web", "default", 2, None);
         let meta = pvc.metadata.clone().unwrap();
