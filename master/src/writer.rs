@@ -235,6 +235,34 @@ impl ObjectWriter {
         decode_object(&self.cluster.propose(command).await?.object)
     }
 
+    /// Creates an object a controller made from a template (a Job's,
+    /// StatefulSet's or DaemonSet's pod, every field of the template in
+    /// it). While a master of an older release is in the cluster (one
+    /// whose data format is before the kind moved to documents: it reads
+    /// only the protobuf model), the object is created without the fields
+    /// that model has no place for, as this release made such pods before
+    /// (a pod a user writes with them is refused then, naming the field);
+    /// once every master runs this release, pods keep them.
+    pub async fn create_from_template(&self, object: Object) -> Result<Object> {
+        let older_member = legacy_bodies::moved_document_at(&object)
+            .is_some_and(|moved_at| self.cluster.members_data_format() < moved_at);
+        if !older_member {
+            return self.create(object).await;
+        }
+        match legacy_bodies::cut_to_model(object.clone()) {
+            Ok(cut) => {
+                if legacy_bodies::to_legacy(object.clone()).is_err() {
+                    tracing::warn!(
+                        object = %object.display_name(),
+                        "created without the fields an older master's model has no place for, until every master runs this release"
+                    );
+                }
+                self.create(cut).await
+            }
+            Err(_) => self.create(object).await,
+        }
+    }
+
     /// Replaces metadata and spec (status is kept); conditional when
     /// `metadata.resourceVersion` is set.
     pub async fn update(&self, object: Object) -> Result<Object> {
@@ -719,6 +747,70 @@ pub(crate) mod tests {
         .into_object()
     }
 
+    /// Adds member 2, a learner that never answers (so of a data format
+    /// not known yet, until a test records one for it).
+    async fn add_silent_member(writer: &ObjectWriter) {
+        let learner = MemberNode {
+            raft_addr: "127.0.0.1:9".into(),
+            api_addr: "127.0.0.1:9".into(),
+        };
+        writer
+            .cluster
+            .raft
+            .add_learner(2, learner, false)
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_pod_made_from_a_template_leaves_out_what_an_older_masters_model_lacks() {
+        let (_dir, writer) = one_member().await;
+        let pod = |name: &str| {
+            let meta = v1::ObjectMeta {
+                name: name.into(),
+                namespace: DEFAULT_NAMESPACE.into(),
+                ..Default::default()
+            };
+            let content = serde_json::json!({"spec": {
+                "containers": [{"name": "c", "image": "busybox"}],
+                "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
+                    {"nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}},
+            }});
+            let document = generic::document("v1", "Pod", Some(meta), content);
+            Object {
+                kind: Some(Body::Generic(document)),
+            }
+        };
+        let affinity_of = |name: &str| {
+            let stored = writer.cluster.store.get(Kind::Pod, DEFAULT_NAMESPACE, name);
+            let stored = stored.unwrap().expect("stored");
+            let Some(Body::Generic(document)) = &stored.kind else {
+                panic!("a document: {stored:?}");
+            };
+            generic::content(document)["spec"]["affinity"].clone()
+        };
+        // Every member reads documents: kept.
+        writer.create_from_template(pod("now")).await.unwrap();
+        assert!(affinity_of("now").is_object());
+        // A member of data format 6 (pods still in their protobuf model).
+        add_silent_member(&writer).await;
+        let format_six = crate::store::network::PeerRelease::this(6);
+        writer.cluster.contacts.record(2, Some(format_six));
+        assert_eq!(writer.cluster.members_data_format(), 6);
+        // A user's pod with the field is refused, naming it.
+        let refused = writer.create(pod("asked")).await.unwrap_err().to_string();
+        assert!(refused.contains("affinity"), "{refused}");
+        // A controller's is made without it, as before this release.
+        writer.create_from_template(pod("made")).await.unwrap();
+        assert!(affinity_of("made").is_null());
+        // The member upgraded: kept again.
+        let format_seven = crate::store::network::PeerRelease::this(7);
+        writer.cluster.contacts.record(2, Some(format_seven));
+        writer.create_from_template(pod("later")).await.unwrap();
+        assert!(affinity_of("later").is_object());
+    }
+
     #[tokio::test]
     async fn a_moved_kind_is_written_in_its_protobuf_model_while_a_member_may_read_only_that() {
         let (_dir, writer) = one_member().await;
@@ -743,16 +835,7 @@ pub(crate) mod tests {
         assert!(matches!(encoded_body(&secret("a")), Some(Body::Generic(_))));
         // A learner that has never answered may be a master of an older
         // release: the protobuf model, which it reads.
-        let learner = MemberNode {
-            raft_addr: "127.0.0.1:9".into(),
-            api_addr: "127.0.0.1:9".into(),
-        };
-        writer
-            .cluster
-            .raft
-            .add_learner(2, learner, false)
-            .await
-            .unwrap();
+        add_silent_member(&writer).await;
         assert_eq!(writer.cluster.members_data_format(), 0);
         assert!(matches!(encoded_body(&secret("b")), Some(Body::Secret(_))));
         // Written so, it is a document in the store all the same.

@@ -109,9 +109,10 @@ fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
 /// whose pods carry every field of it): what [`pod_spec`] warns about,
 /// read as the protobuf model (which holds every field skiff acts on),
 /// and each field that model has no place for, which nothing of skiff
-/// reads, but a required node affinity (the scheduler's for a pod, a
-/// DaemonSet's for its template). A spec that does not read as the model
-/// gets none (validation says why).
+/// reads, but a required node affinity (acted on by the scheduler for a
+/// pod and for the pods of a Job's, CronJob's or StatefulSet's template,
+/// by a DaemonSet for its template). A spec that does not read as the
+/// model gets none (validation says why).
 fn pod_document(spec: &Value, path: &str, out: &mut Vec<String>) {
     if spec.is_null() {
         return;

@@ -154,6 +154,13 @@ pub type WriteFuture<'a> = Pin<Box<dyn Future<Output = writer::Result<Object>> +
 pub trait ObjectWrites: Send + Sync {
     /// Creates an object (named, or named from `generateName`).
     fn create(&self, object: Object) -> WriteFuture<'_>;
+    /// Creates an object a controller made from a template
+    /// (`ObjectWriter::create_from_template`: while a master of an older
+    /// release is in the cluster, without the fields its protobuf model
+    /// has no place for); elsewhere, as `create`.
+    fn create_from_template(&self, object: Object) -> WriteFuture<'_> {
+        self.create(object)
+    }
     /// Replaces metadata and spec; conditional on a set resourceVersion.
     fn update(&self, object: Object) -> WriteFuture<'_>;
     /// Replaces status only; conditional on a set resourceVersion.
@@ -292,6 +299,10 @@ impl ObjectReads for ObjectStore {
 impl ObjectWrites for ObjectWriter {
     fn create(&self, object: Object) -> WriteFuture<'_> {
         Box::pin(ObjectWriter::create(self, object))
+    }
+
+    fn create_from_template(&self, object: Object) -> WriteFuture<'_> {
+        Box::pin(ObjectWriter::create_from_template(self, object))
     }
 
     fn update(&self, object: Object) -> WriteFuture<'_> {

@@ -80,8 +80,13 @@ impl PodTemplate {
     /// not read, or its spec is not an object.
     pub fn read(template: &Value) -> Result<PodTemplate, SpecError> {
         let metadata = match template.get("metadata") {
-            Some(meta) if !meta.is_null() => serde_json::from_value(meta.clone())
-                .map_err(|e| SpecError::new("spec.template.metadata", e.to_string()))?,
+            Some(meta) if !meta.is_null() => {
+                // `creationTimestamp: null`, as kubectl writes it.
+                let mut meta = meta.clone();
+                strip_nulls(&mut meta);
+                serde_json::from_value(meta)
+                    .map_err(|e| SpecError::new("spec.template.metadata", e.to_string()))?
+            }
             _ => v1::ObjectMeta::default(),
         };
         let mut spec = match template.get("spec") {

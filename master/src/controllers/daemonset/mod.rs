@@ -313,7 +313,7 @@ impl DaemonSetController {
         for node in plan.create_on.iter().take(MAX_CHANGES_PER_ROUND) {
             let pod = spec.pod_for(&meta.name, &meta.namespace, hash, node, owner.clone());
             let writer = self.ctx.writer.clone();
-            creates.spawn(async move { writer.create(pod).await });
+            creates.spawn(async move { writer.create_from_template(pod).await });
         }
         while let Some(joined) = creates.join_next().await {
             match joined {

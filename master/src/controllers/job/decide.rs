@@ -1857,7 +1857,12 @@ mod tests {
             "readinessGates": [{"conditionType": "example.com/ready"}],
             "containers": [{"name": "main", "image": "busybox", "env": null}],
         });
-        let template = PodTemplate::read(&json!({"metadata": null, "spec": spec})).unwrap();
+        let template = PodTemplate::read(&json!({
+            "metadata": {"creationTimestamp": null, "labels": {"app": "batch"}},
+            "spec": spec,
+        }))
+        .unwrap();
+        assert_eq!(template.metadata.labels["app"], "batch");
         let (_, made) = pod_parts(&new_pod(&job(json!({})), &template, None, None));
         let mut expected = spec.clone();
         expected["containers"][0]

@@ -199,7 +199,7 @@ impl JobController {
         for index in indexes {
             let pod = decide::new_pod(job, template, *index, owner.clone());
             let writer = self.ctx.writer.clone();
-            creates.spawn(async move { writer.create(pod).await });
+            creates.spawn(async move { writer.create_from_template(pod).await });
         }
         let mut failure = None;
         while let Some(joined) = creates.join_next().await {

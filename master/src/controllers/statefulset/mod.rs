@@ -336,7 +336,7 @@ impl StatefulSetController {
                         revision,
                         owner.clone(),
                     );
-                    match self.ctx.writer.create(pod).await {
+                    match self.ctx.writer.create_from_template(pod).await {
                         Ok(_) => {
                             let message = format!(
                                 "create Pod {pod_name} in StatefulSet {} successful",
