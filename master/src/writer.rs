@@ -249,14 +249,16 @@ impl ObjectWriter {
         if !older_member {
             return self.create(object).await;
         }
+        // Whole in the model: written as it is.
+        if legacy_bodies::to_legacy(object.clone()).is_ok() {
+            return self.create(object).await;
+        }
         match legacy_bodies::cut_to_model(object.clone()) {
             Ok(cut) => {
-                if legacy_bodies::to_legacy(object.clone()).is_err() {
-                    tracing::warn!(
-                        object = %object.display_name(),
-                        "created without the fields an older master's model has no place for, until every master runs this release"
-                    );
-                }
+                tracing::warn!(
+                    object = %object.display_name(),
+                    "created without the fields an older master's model has no place for, until every master runs this release"
+                );
                 self.create(cut).await
             }
             Err(_) => self.create(object).await,

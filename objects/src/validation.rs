@@ -1814,11 +1814,9 @@ spec:
 
     #[test]
     fn a_pod_checked_on_its_parsed_fields_finds_what_a_check_of_its_bytes_finds() {
-        let bad = POD_WITH_VOLUMES
-            .replace("image: busybox", "image: \"\"")
-            .replace("mountPath: /scratch", "mountPath: \"\"");
-        for yaml in [POD_WITH_VOLUMES.to_owned(), bad] {
-            let mut o = parse_manifest("t.yaml", &yaml, true)
+        // A pod document as the writer checks it: placed and defaulted.
+        let defaulted = |yaml: &str| {
+            let mut o = parse_manifest("t.yaml", yaml, true)
                 .unwrap()
                 .objects
                 .remove(0);
@@ -1828,19 +1826,17 @@ spec:
                 panic!("a pod is a document: {o:?}");
             };
             let content = crate::generic::content(document);
+            (o, content)
+        };
+        let bad = POD_WITH_VOLUMES
+            .replace("image: busybox", "image: \"\"")
+            .replace("mountPath: /scratch", "mountPath: \"\"");
+        for yaml in [POD_WITH_VOLUMES.to_owned(), bad] {
+            let (o, content) = defaulted(&yaml);
             let parsed = validate_parsed(&o, &content).map_err(|e| e.to_string());
             assert_eq!(parsed, validate(&o).map_err(|e| e.to_string()), "{yaml}");
         }
-        let mut o = parse_manifest("t.yaml", POD_WITH_VOLUMES, true)
-            .unwrap()
-            .objects
-            .remove(0);
-        o.meta_mut().unwrap().namespace = "default".into();
-        apply_defaults(&mut o);
-        let Some(Body::Generic(document)) = &o.kind else {
-            panic!("a pod is a document");
-        };
-        let mut content = crate::generic::content(document);
+        let (o, mut content) = defaulted(POD_WITH_VOLUMES);
         content["spec"]["containers"][0]["image"] = "".into();
         // What is checked is the fields given, not the bytes.
         validate(&o).unwrap();
