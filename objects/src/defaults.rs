@@ -32,6 +32,10 @@ pub fn apply_defaults(object: &mut Object) {
                     let mut content = super::generic::content(g);
                     pod_content(&mut content);
                     super::generic::set_content(g, &content);
+                } else if matches!(kind, super::Kind::Deployment | super::Kind::ReplicaSet) {
+                    let mut content = super::generic::content(g);
+                    replicated_content(kind, &mut content);
+                    super::generic::set_content(g, &content);
                 } else {
                     super::generic::apply_defaults(kind, g);
                 }
@@ -44,40 +48,17 @@ pub fn apply_defaults(object: &mut Object) {
                 status.phase = "Pending".to_owned();
             }
         }
-        Some(Body::Deployment(d)) => {
-            let spec = d.spec.get_or_insert_with(Default::default);
-            spec.replicas.get_or_insert(1);
-            spec.revision_history_limit.get_or_insert(10);
-            spec.progress_deadline_seconds.get_or_insert(600);
-            let strategy = spec.strategy.get_or_insert_with(Default::default);
-            if strategy.r#type.is_empty() {
-                strategy.r#type = "RollingUpdate".to_owned();
-            }
-            if strategy.r#type == "RollingUpdate" {
-                let rolling = strategy.rolling_update.get_or_insert_with(Default::default);
-                if rolling.max_surge.is_empty() {
-                    rolling.max_surge = DEFAULT_ROLLING_PERCENT.to_owned();
-                }
-                if rolling.max_unavailable.is_empty() {
-                    rolling.max_unavailable = DEFAULT_ROLLING_PERCENT.to_owned();
-                }
-            }
-            template(spec.template.as_deref_mut());
-        }
-        Some(Body::ReplicaSet(r)) => {
-            let spec = r.spec.get_or_insert_with(Default::default);
-            spec.replicas.get_or_insert(1);
-            template(spec.template.as_deref_mut());
-        }
-        // A Secret, Namespace, Endpoints or Service is defaulted as its
-        // document (`generic`), which what decodes one makes it
+        // A Secret, Namespace, Endpoints, Service, Deployment or ReplicaSet
+        // is defaulted as its document, which what decodes one makes it
         // (`legacy_bodies`).
         Some(
             Body::Node(_)
             | Body::Secret(_)
             | Body::Namespace(_)
             | Body::Endpoints(_)
-            | Body::Service(_),
+            | Body::Service(_)
+            | Body::Deployment(_)
+            | Body::ReplicaSet(_),
         )
         | None => {}
     }
@@ -117,6 +98,39 @@ pub fn pod_content(content: &mut serde_json::Map<String, serde_json::Value>) {
 }
 
 use super::generic::default;
+
+/// A Deployment's or ReplicaSet's defaults, as Kubernetes gives them (and
+/// as skiff gave their protobuf models): one replica; for a Deployment a
+/// history of 10, a progress deadline of 600 s, and a rolling update of
+/// 25% surge and 25% unavailable; and its template's pod spec what a
+/// pod's gets (but its phase).
+fn replicated_content(kind: super::Kind, content: &mut serde_json::Map<String, serde_json::Value>) {
+    use serde_json::Value;
+    let spec = content
+        .entry("spec")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if spec.is_null() {
+        *spec = Value::Object(Default::default());
+    }
+    default(spec, "replicas", 1);
+    if kind == super::Kind::Deployment {
+        default(spec, "revisionHistoryLimit", 10);
+        default(spec, "progressDeadlineSeconds", 600);
+        default(spec, "strategy", serde_json::json!({}));
+        default(&mut spec["strategy"], "type", "RollingUpdate");
+        if spec["strategy"]["type"] == "RollingUpdate" {
+            let strategy = &mut spec["strategy"];
+            default(strategy, "rollingUpdate", serde_json::json!({}));
+            let rolling = &mut strategy["rollingUpdate"];
+            default(rolling, "maxSurge", DEFAULT_ROLLING_PERCENT);
+            default(rolling, "maxUnavailable", DEFAULT_ROLLING_PERCENT);
+        }
+    }
+    if let Some(pod) = spec.pointer_mut("/template/spec").filter(|p| p.is_object()) {
+        super::generic::pod_spec(pod, Some("Always"));
+        pod_document_spec(pod);
+    }
+}
 
 /// Sets a number field that is missing, null or 0.
 fn default_number(at: &mut serde_json::Value, field: &str, value: i64) {
@@ -233,13 +247,8 @@ fn http_get_document(at: &mut serde_json::Value) {
     }
 }
 
-fn template(template: Option<&mut v1::PodTemplateSpec>) {
-    if let Some(t) = template {
-        pod_spec(t.spec.get_or_insert_with(Default::default));
-    }
-}
-
-/// Defaults of a pod spec, also inside Deployment and ReplicaSet templates.
+/// Defaults of a pod spec in its protobuf model (a pod of an older release's
+/// client).
 pub fn pod_spec(spec: &mut v1::PodSpec) {
     if spec.restart_policy.is_empty() {
         spec.restart_policy = "Always".to_owned();
@@ -466,34 +475,43 @@ mod tests {
 
     #[test]
     fn deployment_gets_kubernetes_defaults() {
-        let mut o = v1::Deployment {
-            spec: Some(v1::DeploymentSpec {
-                template: Some(Box::new(v1::PodTemplateSpec {
-                    spec: Some(v1::PodSpec {
-                        containers: vec![v1::Container {
-                            name: "c".into(),
-                            image: "busybox:1.36".into(),
-                            ports: vec![v1::ContainerPort {
-                                container_port: 80,
+        // A Deployment is a document; the model's defaults, on it.
+        let mut o = crate::legacy_bodies::to_document(
+            v1::Deployment {
+                spec: Some(v1::DeploymentSpec {
+                    template: Some(Box::new(v1::PodTemplateSpec {
+                        spec: Some(v1::PodSpec {
+                            containers: vec![v1::Container {
+                                name: "c".into(),
+                                image: "busybox:1.36".into(),
+                                ports: vec![v1::ContainerPort {
+                                    container_port: 80,
+                                    ..Default::default()
+                                }],
+                                readiness_probe: Some(Box::default()),
                                 ..Default::default()
                             }],
                             ..Default::default()
-                        }],
+                        }),
                         ..Default::default()
-                    }),
+                    })),
                     ..Default::default()
-                })),
+                }),
                 ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .into_object();
+            }
+            .into_object(),
+        );
         apply_defaults(&mut o);
-        let Some(Body::Deployment(d)) = &o.kind else {
+        assert!(matches!(o.kind, Some(Body::Generic(_))));
+        // Its protobuf model holds every default.
+        let model = crate::legacy_bodies::to_legacy(o.clone()).unwrap();
+        let Some(Body::Deployment(d)) = &model.kind else {
             panic!()
         };
         let spec = d.spec.as_ref().unwrap();
         assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.revision_history_limit, Some(10));
+        assert_eq!(spec.progress_deadline_seconds, Some(600));
         let strategy = spec.strategy.as_ref().unwrap();
         assert_eq!(strategy.r#type, "RollingUpdate");
         let rolling = strategy.rolling_update.as_ref().unwrap();
@@ -506,10 +524,31 @@ mod tests {
         assert_eq!(pod.termination_grace_period_seconds, Some(30));
         assert_eq!(pod.containers[0].image_pull_policy, "IfNotPresent");
         assert_eq!(pod.containers[0].ports[0].protocol, "TCP");
+        let probe = pod.containers[0].readiness_probe.as_ref().unwrap();
+        assert_eq!((probe.period_seconds, probe.failure_threshold), (10, 3));
+        let Some(Body::Generic(g)) = &o.kind else {
+            panic!()
+        };
+        assert_eq!(crate::generic::content(g)["status"], serde_json::json!({}));
         // Defaulting twice changes nothing more.
         let once = o.clone();
         apply_defaults(&mut o);
         assert_eq!(o, once);
+        // A Recreate Deployment gets no rolling update.
+        let mut recreate = crate::manifest::parse_manifest(
+            "d.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\nspec: {strategy: {type: Recreate}}\n",
+            true,
+        )
+        .unwrap()
+        .objects
+        .remove(0);
+        apply_defaults(&mut recreate);
+        let Some(Body::Generic(g)) = &recreate.kind else {
+            panic!()
+        };
+        let strategy = &crate::generic::content(g)["spec"]["strategy"];
+        assert_eq!(*strategy, serde_json::json!({"type": "Recreate"}));
     }
 
     #[test]

@@ -267,9 +267,17 @@ pub fn from_json(
     let kind_name = take_string(&mut map, "kind");
     let metadata = match map.remove("metadata") {
         None | Some(Value::Null) => ObjectMeta::default(),
-        Some(m) => serde_json::from_value::<ObjectMeta>(m).map_err(|e| SchemaError {
-            path: "metadata".to_owned(),
-            message: e.to_string(),
+        // The path of the field that does not read (`metadata.labels.version`).
+        Some(m) => serde_path_to_error::deserialize::<_, ObjectMeta>(m).map_err(|e| {
+            let at = e.path().to_string();
+            SchemaError {
+                path: if at.is_empty() || at == "." {
+                    "metadata".to_owned()
+                } else {
+                    format!("metadata.{at}")
+                },
+                message: e.inner().to_string(),
+            }
         })?,
     };
     let mut object = GenericObject {
@@ -839,7 +847,13 @@ pub fn validate_content(
 pub fn has_update_rules(kind: Kind) -> bool {
     matches!(
         kind,
-        Kind::Job | Kind::StatefulSet | Kind::DaemonSet | Kind::Secret | Kind::ConfigMap
+        Kind::Job
+            | Kind::StatefulSet
+            | Kind::DaemonSet
+            | Kind::Deployment
+            | Kind::ReplicaSet
+            | Kind::Secret
+            | Kind::ConfigMap
     )
 }
 
@@ -889,7 +903,8 @@ fn endpoints_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String
 /// suspended Job that never started may change its template's scheduling
 /// directives, labels and annotations), and its completions unless it is
 /// an Indexed Job kept at completions = parallelism; a StatefulSet's spec
-/// beyond the fields it may change; a DaemonSet's selector.
+/// beyond the fields it may change; a DaemonSet's, Deployment's or ReplicaSet's
+/// selector.
 pub fn validate_update(
     kind: Kind,
     old: &GenericObject,
@@ -1005,7 +1020,9 @@ pub fn validate_update(
                 ));
             }
         }
-        Kind::DaemonSet => immutable("selector", &mut problems),
+        Kind::DaemonSet | Kind::Deployment | Kind::ReplicaSet => {
+            immutable("selector", &mut problems)
+        }
         Kind::Secret => immutable_data(old, new, "Secret", &["data", "stringData"], &mut problems),
         Kind::ConfigMap => immutable_data(
             old,
@@ -1174,7 +1191,7 @@ pub fn strip_nulls(value: &mut Value) {
 /// `limits`, `overhead`, `capacity`, `sizeLimit`) as its value, as
 /// Kubernetes compares them (`cpu: 1`, `"1"` and `"1000m"` alike; `1Gi`
 /// and `1024Mi`), which a Go client sends back in canonical form.
-pub(crate) fn strip_zeros(value: &mut Value) {
+pub fn strip_zeros(value: &mut Value) {
     fn quantity_value(value: &mut Value) {
         let text = match value {
             Value::String(s) => s.clone(),

@@ -36,7 +36,8 @@
 //! no document its model cannot hold while one is a member.
 //!
 //! Moved so far: Secret (format 3), Namespace (format 4), Endpoints
-//! (format 5), Service (format 6), Pod (format 7). The protobuf
+//! (format 5), Service (format 6), Pod (format 7), Deployment and
+//! ReplicaSet (format 8). The protobuf
 //! messages stay in `objects.proto` for what older releases wrote and read.
 
 use prost::Message;
@@ -85,11 +86,21 @@ pub const MOVED: &[MovedKind] = &[
         kind: "Pod",
         format: 7,
     },
+    MovedKind {
+        api_version: "apps/v1",
+        kind: "Deployment",
+        format: 8,
+    },
+    MovedKind {
+        api_version: "apps/v1",
+        kind: "ReplicaSet",
+        format: 8,
+    },
 ];
 
 /// The data format this release reads and names: every moved kind as a
 /// document (the last of [`MOVED`]'s formats).
-pub const LATEST_FORMAT: u32 = 7;
+pub const LATEST_FORMAT: u32 = 8;
 
 /// The header in which a master (answering Raft traffic) or a client of
 /// the API (with each request) names the data format it reads. Absent: a
@@ -173,6 +184,8 @@ fn core_document(body: &Body) -> Option<GenericObject> {
         Body::Endpoints(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Endpoints"),
         Body::Service(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Service"),
         Body::Pod(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Pod"),
+        Body::Deployment(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "Deployment"),
+        Body::ReplicaSet(m) => document_of(m, &m.api_version, &m.kind, &m.metadata, "ReplicaSet"),
         _ => return None,
     })
 }
@@ -246,6 +259,8 @@ fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
         "Endpoints" => Body::Endpoints(model_of(&document, fit).map_err(fail)?),
         "Service" => Body::Service(model_of(&document, fit).map_err(fail)?),
         "Pod" => Body::Pod(model_of(&document, fit).map_err(fail)?),
+        "Deployment" => Body::Deployment(model_of(&document, fit).map_err(fail)?),
+        "ReplicaSet" => Body::ReplicaSet(model_of(&document, fit).map_err(fail)?),
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {
@@ -254,6 +269,24 @@ fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
         o.metadata = document.metadata.clone();
     });
     Ok(Object { kind: Some(body) })
+}
+
+/// `object` for a reader of a Deployment's or ReplicaSet's fields that
+/// skiff's protobuf model holds (`skiff ctl`'s tables, descriptions and
+/// rollout progress): such a document in its model, without what the
+/// model has no place for; any other object as it is.
+pub fn replicated_in_model(object: &Object) -> std::borrow::Cow<'_, Object> {
+    let replicated = matches!(
+        &object.kind,
+        Some(Body::Generic(g)) if g.api_version == "apps/v1" && (g.kind == "Deployment" || g.kind == "ReplicaSet")
+    );
+    match replicated
+        .then(|| in_model(object.clone(), Fit::Cut).ok())
+        .flatten()
+    {
+        Some(model) => std::borrow::Cow::Owned(model),
+        None => std::borrow::Cow::Borrowed(object),
+    }
 }
 
 /// `object` as a client naming data format `format` reads it: a moved
@@ -354,8 +387,13 @@ fn document_of<T: Serialize>(
     kind: &str,
 ) -> GenericObject {
     let value = serde_json::to_value(model).unwrap_or(Value::Null);
+    // A model written without its type meta (a controller's) is of its
+    // kind's group.
     let api_version = if api_version.is_empty() {
-        "v1"
+        MOVED
+            .iter()
+            .find(|m| m.kind == kind)
+            .map_or("v1", |m| m.api_version)
     } else {
         api_version
     };
@@ -528,10 +566,11 @@ mod tests {
         assert!(!reads_differently("ConfigMap", 0));
         assert!(reads_differently("Pod", 6));
         assert!(!reads_differently("Pod", 7));
-        assert!(
-            !reads_differently("Deployment", 0),
-            "still a protobuf model"
-        );
+        for kind in ["Deployment", "ReplicaSet"] {
+            assert!(reads_differently(kind, 7), "{kind}");
+            assert!(!reads_differently(kind, 8), "{kind}");
+        }
+        assert!(!reads_differently("Node", 0), "still a protobuf model");
     }
 
     #[test]

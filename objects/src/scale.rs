@@ -1,7 +1,8 @@
 //! The scale of a workload, as Kubernetes' `scale` subresource
 //! (`autoscaling/v1` Scale) presents it: `spec.replicas` (what is wanted),
 //! `status.replicas` (what there is) and the selector of its pods, for the
-//! kinds that have one (Deployment, ReplicaSet, StatefulSet). Read and set
+//! kinds that have one (Deployment, ReplicaSet, StatefulSet: documents;
+//! an older client's Deployment or ReplicaSet model too). Read and set
 //! here once, for the REST API's `scale` subresource and for the
 //! HorizontalPodAutoscaler controller, which scales its target as that
 //! subresource does: a write of `spec.replicas` and nothing else.
@@ -30,9 +31,13 @@ pub enum ScaleError {
     /// Its kind has no `scale` subresource.
     #[error("{kind} has no scale subresource (only Deployments, ReplicaSets and StatefulSets do)")]
     NoScale { kind: String },
-    /// A StatefulSet whose `spec.selector` is not a label selector.
-    #[error("the selector of StatefulSet {name:?} cannot be read: {reason}")]
-    BadSelector { name: String, reason: String },
+    /// A workload whose `spec.selector` is not a label selector.
+    #[error("the selector of {kind} {name:?} cannot be read: {reason}")]
+    BadSelector {
+        kind: String,
+        name: String,
+        reason: String,
+    },
 }
 
 /// The kinds with a `scale` subresource.
@@ -72,14 +77,15 @@ pub fn read(object: &Object) -> Result<Scale, ScaleError> {
                 selector: spec.selector.unwrap_or_default(),
             })
         }
-        // StatefulSets are held as generic objects: their JSON.
-        Some(body @ Body::Generic(g)) if body_kind(body) == Some(Kind::StatefulSet) => {
+        // Held as documents: their JSON.
+        Some(body @ Body::Generic(g)) if body_kind(body).is_some_and(has_scale) => {
             let content = generic::content(g);
             let spec = content.get("spec").unwrap_or(&Value::Null);
             let selector = match spec.get("selector") {
                 None | Some(Value::Null) => LabelSelector::default(),
                 Some(selector) => serde_json::from_value(selector.clone()).map_err(|e| {
                     ScaleError::BadSelector {
+                        kind: g.kind.clone(),
                         name: g
                             .metadata
                             .as_ref()
@@ -107,11 +113,11 @@ pub fn read(object: &Object) -> Result<Scale, ScaleError> {
 /// Sets `spec.replicas` of `object` (everything else kept), as a write of
 /// its `scale` subresource does.
 pub fn set_replicas(object: &mut Object, replicas: i32) -> Result<(), ScaleError> {
-    let is_stateful_set = object
+    let scaled = object
         .kind
         .as_ref()
         .and_then(body_kind)
-        .is_some_and(|k| k == Kind::StatefulSet);
+        .is_some_and(has_scale);
     match object.kind.as_mut() {
         Some(Body::Deployment(d)) => {
             d.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
@@ -121,7 +127,7 @@ pub fn set_replicas(object: &mut Object, replicas: i32) -> Result<(), ScaleError
             r.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
             Ok(())
         }
-        Some(Body::Generic(g)) if is_stateful_set => {
+        Some(Body::Generic(g)) if scaled => {
             let mut content = generic::content(g);
             let spec = content
                 .entry("spec")
@@ -182,6 +188,22 @@ mod tests {
         assert_eq!(scale.selector.match_labels["app"], "web");
         set_replicas(&mut deployment, 5).unwrap();
         assert_eq!(read(&deployment).unwrap().replicas, 5);
+        // As stored: a document, its replicas set in its JSON.
+        let mut document = crate::legacy_bodies::to_document(deployment);
+        assert_eq!(
+            read(&document).unwrap(),
+            Scale {
+                replicas: 5,
+                ..scale
+            }
+        );
+        set_replicas(&mut document, 1).unwrap();
+        let Some(Body::Generic(g)) = &document.kind else {
+            panic!("not a document")
+        };
+        let content = generic::content(g);
+        assert_eq!(content["spec"]["replicas"], 1);
+        assert_eq!(content["status"]["replicas"], 2, "status untouched");
     }
 
     #[test]

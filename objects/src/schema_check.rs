@@ -129,10 +129,6 @@ fn check_value(
         v.as_str()
             .is_some_and(|s| base64::engine::general_purpose::STANDARD.decode(s).is_ok())
     };
-    let map_of = |v: &Value, each: &dyn Fn(&Value) -> bool| {
-        v.as_object()
-            .is_some_and(|m| m.values().all(|v| v.is_null() || each(v)))
-    };
     let (ok, expected) = match kind {
         FieldKind::Message(inner) | FieldKind::Inline(inner) => {
             let Value::Object(map) = value else {
@@ -166,32 +162,54 @@ fn check_value(
             )
         }
         FieldKind::RawJson => (true, "JSON"),
-        FieldKind::MapString => (map_of(value, &Value::is_string), "a map of strings"),
+        FieldKind::MapString => return map_check(value, path, &Value::is_string, "a string"),
         FieldKind::MapTime => {
             if let Value::Object(map) = value {
                 map.values_mut().for_each(empty_time_as_unset);
             }
-            (map_of(value, &is_time), "a map of RFC 3339 times")
+            return map_check(value, path, &is_time, "an RFC 3339 time");
         }
-        FieldKind::MapBytes => (map_of(value, &is_base64), "a map of base64 texts"),
+        FieldKind::MapBytes => return map_check(value, path, &is_base64, "base64 text"),
         FieldKind::MapQuantity => {
             if let Value::Object(map) = value {
                 map.values_mut().for_each(quantity_as_text);
             }
-            (map_of(value, &Value::is_string), "a map of quantities")
+            return map_check(value, path, &Value::is_string, "a quantity");
         }
-        FieldKind::MapStringList => (
-            map_of(value, &|v: &Value| {
+        FieldKind::MapStringList => {
+            let strings = |v: &Value| {
                 v.as_array()
                     .is_some_and(|items| items.iter().all(Value::is_string))
-            }),
-            "a map of lists of strings",
-        ),
+            };
+            return map_check(value, path, &strings, "a list of strings");
+        }
     };
     if ok {
         Ok(())
     } else {
         Err(type_error(path, expected, value))
+    }
+}
+
+/// A map whose every value (but `null`s) is `each`: refused naming the
+/// first entry that is not (`metadata.labels.version`), or the map itself
+/// when it is no map.
+fn map_check(
+    value: &Value,
+    path: &str,
+    each: &dyn Fn(&Value) -> bool,
+    expected: &str,
+) -> Result<(), SchemaError> {
+    let Value::Object(map) = value else {
+        return Err(type_error(
+            path,
+            &format!("a map of {expected} values"),
+            value,
+        ));
+    };
+    match map.iter().find(|(_, v)| !v.is_null() && !each(v)) {
+        Some((key, bad)) => Err(type_error(&format!("{path}.{key}"), expected, bad)),
+        None => Ok(()),
     }
 }
 
@@ -280,9 +298,14 @@ mod tests {
             json!({"metadata": {"name": "c"}, "binaryData": {"b": "not base64!"}}),
         )
         .unwrap_err();
-        assert_eq!(e.path, "binaryData");
+        // The entry is named.
+        assert_eq!(e.path, "binaryData.b");
         let e = run("", "ConfigMap", json!({"metadata": {"labels": ["a"]}})).unwrap_err();
         assert_eq!(e.path, "metadata.labels");
+        let labels = json!({"metadata": {"labels": {"app": "a", "version": 2}}});
+        let e = run("", "ConfigMap", labels).unwrap_err();
+        assert_eq!(e.path, "metadata.labels.version");
+        assert!(e.message.contains("expected a string"), "{}", e.message);
         assert!(run("", "ConfigMap", json!([1])).is_err());
         assert!(run("", "Frobnicator", json!({})).is_err());
     }
@@ -321,11 +344,16 @@ mod tests {
         let lists = review(json!({"scopes": ["a", "b"], "none": []}));
         let unknown = run("authentication.k8s.io", "SelfSubjectReview", lists).unwrap();
         assert_eq!(unknown, Vec::<String>::new());
-        for wrong in [json!({"scopes": "a"}), json!({"scopes": [1]}), json!(["a"])] {
+        // A wrong entry is named; a list for the map, the map.
+        for (wrong, at) in [
+            (json!({"scopes": "a"}), "status.userInfo.extra.scopes"),
+            (json!({"scopes": [1]}), "status.userInfo.extra.scopes"),
+            (json!(["a"]), "status.userInfo.extra"),
+        ] {
             let value = review(wrong.clone());
             let e = run("authentication.k8s.io", "SelfSubjectReview", value).unwrap_err();
-            assert_eq!(e.path, "status.userInfo.extra", "{wrong}");
-            assert!(e.message.contains("lists of strings"), "{}", e.message);
+            assert_eq!(e.path, at, "{wrong}");
+            assert!(e.message.contains("list of strings"), "{}", e.message);
         }
     }
 
@@ -356,7 +384,7 @@ mod tests {
         assert!(unknown.is_empty(), "{unknown:?}");
         let mut wrong = json!({"spec": {"resources": {"requests": {"storage": true}}}});
         let e = check("", "v1", "PersistentVolumeClaim", &mut wrong, &mut unknown).unwrap_err();
-        assert_eq!(e.path, "spec.resources.requests");
+        assert_eq!(e.path, "spec.resources.requests.storage");
     }
 
     #[test]
@@ -381,6 +409,6 @@ mod tests {
             &mut budget,
             &mut unknown,
         );
-        assert_eq!(e.unwrap_err().path, "status.disruptedPods");
+        assert_eq!(e.unwrap_err().path, "status.disruptedPods.web-0");
     }
 }

@@ -21,22 +21,6 @@ pub fn warnings(object: &Object) -> Vec<String> {
     let mut out = Vec::new();
     match object.kind.as_ref() {
         Some(Body::Pod(pod)) => pod_spec(pod.spec.as_ref(), "spec", &mut out),
-        Some(Body::Deployment(d)) => {
-            let template = d.spec.as_ref().and_then(|s| s.template.as_ref());
-            pod_spec(
-                template.and_then(|t| t.spec.as_ref()),
-                "spec.template.spec",
-                &mut out,
-            );
-        }
-        Some(Body::ReplicaSet(r)) => {
-            let template = r.spec.as_ref().and_then(|s| s.template.as_ref());
-            pod_spec(
-                template.and_then(|t| t.spec.as_ref()),
-                "spec.template.spec",
-                &mut out,
-            );
-        }
         Some(body @ Body::Generic(generic)) => {
             let content = super::generic::content(generic);
             let spec = content.get("spec").unwrap_or(&Value::Null);
@@ -56,7 +40,7 @@ pub fn warnings(object: &Object) -> Vec<String> {
                 // Their pods carry every field of the template (a
                 // DaemonSet places its pods by their required node
                 // affinity itself; the scheduler places the others').
-                Some(Kind::DaemonSet | Kind::StatefulSet) => {
+                Some(Kind::DaemonSet | Kind::StatefulSet | Kind::Deployment | Kind::ReplicaSet) => {
                     let template = &spec["template"]["spec"];
                     pod_document(template, "spec.template.spec", &mut out);
                 }
@@ -110,7 +94,8 @@ fn job_spec(spec: &Value, path: &str, out: &mut Vec<String>) {
 /// read as the protobuf model (which holds every field skiff acts on),
 /// and each field that model has no place for, which nothing of skiff
 /// reads, but a required node affinity (acted on by the scheduler for a
-/// pod and for the pods of a Job's, CronJob's or StatefulSet's template,
+/// pod and for the pods of a Job's, CronJob's, StatefulSet's, Deployment's
+/// or ReplicaSet's template,
 /// by a DaemonSet for its template). A spec that does not read as the
 /// model gets none (validation says why).
 fn pod_document(spec: &Value, path: &str, out: &mut Vec<String>) {
@@ -254,9 +239,10 @@ mod tests {
             ],
             "the required node affinity is the scheduler's; an unknown field is the decoder's"
         );
-        // A StatefulSet's, Job's or CronJob's pods carry every field of the
-        // template: its required node affinity is acted on, by the
-        // scheduler; a DaemonSet's by the DaemonSet's placement.
+        // A StatefulSet's, Deployment's, ReplicaSet's, Job's or CronJob's
+        // pods carry every field of the template: its required node
+        // affinity is acted on, by the scheduler; a DaemonSet's by the
+        // DaemonSet's placement.
         let template = serde_json::json!({"template": {"spec": {
             "containers": [{"name": "c", "image": "i"}],
             "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution":
@@ -273,6 +259,8 @@ mod tests {
         };
         assert_eq!(of("StatefulSet"), Vec::<String>::new());
         assert_eq!(of("DaemonSet"), Vec::<String>::new());
+        assert_eq!(of("Deployment"), Vec::<String>::new());
+        assert_eq!(of("ReplicaSet"), Vec::<String>::new());
         let of_batch = |kind: &str, spec: serde_json::Value| {
             let job = crate::generic::document("batch/v1", kind, None, spec);
             warnings(&job.into_object())
@@ -288,6 +276,16 @@ mod tests {
         spread["template"]["spec"]["os"] = serde_json::json!({"name": "linux"});
         assert_eq!(
             of_batch("Job", serde_json::json!({"spec": spread})),
+            ["spec.template.spec.os.name: skiff does not act on this field yet"]
+        );
+        let deployment = crate::generic::document(
+            "apps/v1",
+            "Deployment",
+            None,
+            serde_json::json!({"spec": spread}),
+        );
+        assert_eq!(
+            warnings(&deployment.into_object()),
             ["spec.template.spec.os.name: skiff does not act on this field yet"]
         );
     }

@@ -99,66 +99,6 @@ fn validate_with(
     }
     match &object.kind {
         Some(Body::Pod(p)) => pod_spec(&mut errors, "spec", p.spec.as_ref(), false),
-        Some(Body::Deployment(d)) => {
-            let spec = d.spec.clone().unwrap_or_default();
-            replicas(&mut errors, "spec.replicas", spec.replicas);
-            selector_and_template(
-                &mut errors,
-                spec.selector.as_ref(),
-                spec.template.as_deref(),
-            );
-            if let Some(limit) = spec.revision_history_limit {
-                if limit < 0 {
-                    errors.add(
-                        "spec.revisionHistoryLimit",
-                        format!("must be >= 0, got {limit}"),
-                    );
-                }
-            }
-            let strategy = spec.strategy.unwrap_or_default();
-            match strategy.r#type.as_str() {
-                "RollingUpdate" | "" => {
-                    let rolling = strategy.rolling_update.unwrap_or_default();
-                    let surge = int_or_percent(
-                        &mut errors,
-                        "spec.strategy.rollingUpdate.maxSurge",
-                        &rolling.max_surge,
-                    );
-                    let unavailable = int_or_percent(
-                        &mut errors,
-                        "spec.strategy.rollingUpdate.maxUnavailable",
-                        &rolling.max_unavailable,
-                    );
-                    if surge == Some(0) && unavailable == Some(0) {
-                        errors.add(
-                            "spec.strategy.rollingUpdate",
-                            "maxSurge and maxUnavailable may not both be 0",
-                        );
-                    }
-                }
-                "Recreate" => {
-                    if strategy.rolling_update.is_some() {
-                        errors.add(
-                            "spec.strategy.rollingUpdate",
-                            "may not be set when spec.strategy.type is Recreate",
-                        );
-                    }
-                }
-                other => errors.add(
-                    "spec.strategy.type",
-                    format!("{other:?} is not RollingUpdate or Recreate"),
-                ),
-            }
-        }
-        Some(Body::ReplicaSet(r)) => {
-            let spec = r.spec.clone().unwrap_or_default();
-            replicas(&mut errors, "spec.replicas", spec.replicas);
-            selector_and_template(
-                &mut errors,
-                spec.selector.as_ref(),
-                spec.template.as_deref(),
-            );
-        }
         Some(Body::Node(n)) => {
             for (i, t) in n.spec.clone().unwrap_or_default().taints.iter().enumerate() {
                 let path = format!("spec.taints.{i}");
@@ -176,12 +116,17 @@ fn validate_with(
         }
         // What decodes a Secret makes it a document (`legacy_bodies`)
         // before anything validates it.
-        Some(Body::Secret(_) | Body::Namespace(_) | Body::Endpoints(_) | Body::Service(_)) => {
-            errors.add(
-                "",
-                "a Secret, Namespace, Endpoints or Service must be read as its document first",
-            )
-        }
+        Some(
+            Body::Secret(_)
+            | Body::Namespace(_)
+            | Body::Endpoints(_)
+            | Body::Service(_)
+            | Body::Deployment(_)
+            | Body::ReplicaSet(_),
+        ) => errors.add(
+            "",
+            "a Secret, Namespace, Endpoints, Service, Deployment or ReplicaSet must be read as its document first",
+        ),
         Some(Body::Generic(g)) => match kind {
             Some(kind) => {
                 // The content is parsed once, for every check.
@@ -204,6 +149,9 @@ fn validate_with(
                 }
                 if kind == Kind::Pod {
                     pod_document(&mut errors, content.get("spec"));
+                }
+                if matches!(kind, Kind::Deployment | Kind::ReplicaSet) {
+                    replicated(&mut errors, kind, content.get("spec"));
                 }
                 if kind == Kind::Service {
                     // Read as Kubernetes' own type (the schema checked
@@ -234,7 +182,7 @@ fn validate_with(
 /// Whether [`validate_update`] has anything to check for `kind` (the
 /// writer skips reading the stored object again when not).
 pub fn has_update_rules(kind: Kind) -> bool {
-    matches!(kind, Kind::Deployment | Kind::ReplicaSet) || super::generic::has_update_rules(kind)
+    super::generic::has_update_rules(kind)
 }
 
 /// Checks an update from the stored `old` to `new` (both with defaults
@@ -245,32 +193,12 @@ pub fn has_update_rules(kind: Kind) -> bool {
 pub fn validate_update(old: &Object, new: &Object) -> Result<(), ValidationError> {
     let mut errors = Errors::default();
     let kind = new.kind().ok();
-    let selector_kept =
-        |errors: &mut Errors, old: Option<&v1::LabelSelector>, new: Option<&v1::LabelSelector>| {
-            if old != new {
-                let asked = serde_json::to_value(new).unwrap_or_default();
-                errors.add("spec.selector", super::generic::immutable_reason(&asked));
-            }
-        };
-    match (&old.kind, &new.kind) {
-        (Some(Body::Deployment(old)), Some(Body::Deployment(new))) => selector_kept(
-            &mut errors,
-            old.spec.as_ref().and_then(|s| s.selector.as_ref()),
-            new.spec.as_ref().and_then(|s| s.selector.as_ref()),
-        ),
-        (Some(Body::ReplicaSet(old)), Some(Body::ReplicaSet(new))) => selector_kept(
-            &mut errors,
-            old.spec.as_ref().and_then(|s| s.selector.as_ref()),
-            new.spec.as_ref().and_then(|s| s.selector.as_ref()),
-        ),
-        (Some(Body::Generic(old)), Some(Body::Generic(new))) => {
-            if let Some(kind) = kind {
-                for (path, reason) in super::generic::validate_update(kind, old, new) {
-                    errors.add(path, reason);
-                }
-            }
+    if let (Some(Body::Generic(old)), Some(Body::Generic(new)), Some(kind)) =
+        (&old.kind, &new.kind, kind)
+    {
+        for (path, reason) in super::generic::validate_update(kind, old, new) {
+            errors.add(path, reason);
         }
-        _ => {}
     }
     if errors.0.is_empty() {
         Ok(())
@@ -461,6 +389,78 @@ fn selector_and_template(
 /// read as that model, which holds every field skiff acts on. A field the
 /// model lacks is checked by the schema only (its shape), not by
 /// Kubernetes' further rules.
+/// A Deployment's or ReplicaSet's `spec` (a document's), read as its
+/// protobuf model, which holds every field skiff checks (what it lacks,
+/// the schema has checked the shape of).
+fn replicated(errors: &mut Errors, kind: Kind, spec: Option<&serde_json::Value>) {
+    let mut spec = spec.cloned().unwrap_or(serde_json::Value::Null);
+    super::generic::strip_nulls(&mut spec);
+    if spec.is_null() {
+        spec = serde_json::json!({});
+    }
+    if kind == Kind::Deployment {
+        match serde_json::from_value::<v1::DeploymentSpec>(spec) {
+            Ok(spec) => deployment_spec(errors, spec),
+            Err(e) => errors.add("spec", format!("does not read as a Deployment spec: {e}")),
+        }
+    } else {
+        match serde_json::from_value::<v1::ReplicaSetSpec>(spec) {
+            Ok(spec) => {
+                replicas(errors, "spec.replicas", spec.replicas);
+                selector_and_template(errors, spec.selector.as_ref(), spec.template.as_deref());
+            }
+            Err(e) => errors.add("spec", format!("does not read as a ReplicaSet spec: {e}")),
+        }
+    }
+}
+
+fn deployment_spec(errors: &mut Errors, spec: v1::DeploymentSpec) {
+    replicas(errors, "spec.replicas", spec.replicas);
+    selector_and_template(errors, spec.selector.as_ref(), spec.template.as_deref());
+    if let Some(limit) = spec.revision_history_limit {
+        if limit < 0 {
+            errors.add(
+                "spec.revisionHistoryLimit",
+                format!("must be >= 0, got {limit}"),
+            );
+        }
+    }
+    let strategy = spec.strategy.unwrap_or_default();
+    match strategy.r#type.as_str() {
+        "RollingUpdate" | "" => {
+            let rolling = strategy.rolling_update.unwrap_or_default();
+            let surge = int_or_percent(
+                errors,
+                "spec.strategy.rollingUpdate.maxSurge",
+                &rolling.max_surge,
+            );
+            let unavailable = int_or_percent(
+                errors,
+                "spec.strategy.rollingUpdate.maxUnavailable",
+                &rolling.max_unavailable,
+            );
+            if surge == Some(0) && unavailable == Some(0) {
+                errors.add(
+                    "spec.strategy.rollingUpdate",
+                    "maxSurge and maxUnavailable may not both be 0",
+                );
+            }
+        }
+        "Recreate" => {
+            if strategy.rolling_update.is_some() {
+                errors.add(
+                    "spec.strategy.rollingUpdate",
+                    "may not be set when spec.strategy.type is Recreate",
+                );
+            }
+        }
+        other => errors.add(
+            "spec.strategy.type",
+            format!("{other:?} is not RollingUpdate or Recreate"),
+        ),
+    }
+}
+
 fn pod_document(errors: &mut Errors, spec: Option<&serde_json::Value>) {
     let Some(mut spec) = spec.filter(|s| !s.is_null()).cloned() else {
         pod_spec(errors, "spec", None, false);
@@ -1678,7 +1678,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("field \"data\" at line 4") && e.contains("base64"),
+            e.contains("field \"data.a\" at line 4") && e.contains("base64"),
             "{e}"
         );
         let e = reasons(&yaml.replace("{b: hello}", "{\"b/c\": hello}"));

@@ -677,9 +677,7 @@ async fn delete_all(
 async fn scale_deployment(client: &Client, name: &str, replicas: i32) -> anyhow::Result<()> {
     for _ in 0..RETRIES {
         let mut object = client.get(Kind::Deployment, NAMESPACE, name).await?;
-        if let Some(Body::Deployment(d)) = object.kind.as_mut() {
-            d.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-        }
+        skiff_objects::scale::set_replicas(&mut object, replicas)?;
         match client.update(object).await {
             Ok(_) => return Ok(()),
             Err(ClientError::Conflict(_)) => continue,
@@ -1053,16 +1051,27 @@ async fn list_of<T>(
     Ok(items.filter_map(|o| o.kind.and_then(pick)).collect())
 }
 
+/// A Deployment (a document) in its protobuf model, which holds every
+/// field read here.
 fn as_deployment(body: Body) -> Option<v1::Deployment> {
-    match body {
-        Body::Deployment(d) => Some(d),
+    let object = Object { kind: Some(body) };
+    match skiff_objects::legacy_bodies::cut_to_model(object)
+        .ok()?
+        .kind
+    {
+        Some(Body::Deployment(d)) => Some(d),
         _ => None,
     }
 }
 
+/// A ReplicaSet (a document) in its protobuf model.
 fn as_replica_set(body: Body) -> Option<v1::ReplicaSet> {
-    match body {
-        Body::ReplicaSet(r) => Some(r),
+    let object = Object { kind: Some(body) };
+    match skiff_objects::legacy_bodies::cut_to_model(object)
+        .ok()?
+        .kind
+    {
+        Some(Body::ReplicaSet(r)) => Some(r),
         _ => None,
     }
 }

@@ -60,6 +60,10 @@ pub fn describe(object: &Object) -> String {
             format!("{}/{}", owner.kind, owner.name),
         );
     }
+    // A Deployment or ReplicaSet in its protobuf model, which holds every
+    // field described.
+    let model = skiff_objects::legacy_bodies::replicated_in_model(object);
+    let object = &*model;
     match &object.kind {
         Some(Body::Pod(_) | Body::Generic(_)) if pods::is_pod(object) => {
             if let Some(p) = pods::read(object) {

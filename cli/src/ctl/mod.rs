@@ -1098,6 +1098,7 @@ async fn pod_for_logs(client: &Client, kind: Kind, namespace: &str, name: &str) 
             context: format!("getting {what}"),
             source,
         })?;
+    let owner = skiff_objects::legacy_bodies::replicated_in_model(&owner).into_owned();
     let label_selector = match owner.kind {
         Some(Body::Deployment(d)) => d.spec.and_then(|s| s.selector),
         Some(Body::ReplicaSet(r)) => r.spec.and_then(|s| s.selector),

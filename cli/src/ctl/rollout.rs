@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::Value;
 use skiff_master::client::{Client, ClientError};
 use skiff_master::controllers::daemonset::spec::{DaemonSetStatus, StoredStatus};
-use skiff_master::controllers::deployment::{owned_replicasets, revision_of, TEMPLATE_HASH_LABEL};
+use skiff_master::controllers::deployment::owned_replicasets;
 use skiff_master::controllers::revisions::Revision;
 use skiff_master::controllers::statefulset::spec::StatefulSetStatus;
 use skiff_objects::disruption_budget::{
@@ -50,23 +50,8 @@ pub async fn scale(
             .get(kind, namespace, name)
             .await
             .map_err(api(format!("getting {what}")))?;
-        match object.kind.as_mut() {
-            Some(Body::Deployment(d)) => {
-                d.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
-            }
-            Some(Body::ReplicaSet(r)) => {
-                r.spec.get_or_insert_with(Default::default).replicas = Some(replicas)
-            }
-            // A StatefulSet is a generic object: `spec.replicas` in its JSON.
-            Some(Body::Generic(g)) => {
-                let mut content = generic::content(g);
-                if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
-                    spec.insert("replicas".to_owned(), Value::from(replicas));
-                }
-                generic::set_content(g, &content);
-            }
-            _ => {}
-        }
+        skiff_objects::scale::set_replicas(&mut object, replicas)
+            .map_err(|e| CtlError::Usage(e.to_string()))?;
         match client.update(object).await {
             Ok(_) => return Ok(()),
             Err(ClientError::Conflict(_)) => continue,
@@ -124,7 +109,9 @@ pub async fn status(
 
 /// kubectl's rollout progress message, and whether the rollout is done.
 pub fn progress(object: &Object, name: &str) -> (String, bool) {
-    let Some(Body::Deployment(d)) = &object.kind else {
+    // Read in its protobuf model, which holds every field read here.
+    let model = skiff_objects::legacy_bodies::replicated_in_model(object);
+    let Some(Body::Deployment(d)) = &model.kind else {
         return (format!("{name} is not a deployment"), true);
     };
     let spec = d.spec.clone().unwrap_or_default();
@@ -400,24 +387,20 @@ async fn undo_deployment(
     let target = match to_revision {
         Some(n) => owned
             .iter()
-            .find(|rs| revision_of(rs) == n)
+            .find(|rs| rs.revision() == n)
             .ok_or_else(|| CtlError::Usage(format!("deployment {name:?} has no revision {n}")))?,
         None => owned.iter().rev().nth(1).ok_or_else(|| {
             CtlError::Usage(format!("deployment {name:?} has no previous revision"))
         })?,
     };
-    let mut template = target
-        .spec
-        .clone()
-        .unwrap_or_default()
-        .template
-        .unwrap_or_default();
-    if let Some(meta) = template.metadata.as_mut() {
-        meta.labels.remove(TEMPLATE_HASH_LABEL);
-    }
-    let mut updated = deployment;
-    if let Some(Body::Deployment(d)) = updated.kind.as_mut() {
-        d.spec.get_or_insert_with(Default::default).template = Some(template);
+    let template = target.template_without_hash();
+    let mut updated = skiff_objects::legacy_bodies::to_document(deployment);
+    if let Some(Body::Generic(d)) = updated.kind.as_mut() {
+        let mut content = generic::content(d);
+        if let Some(spec) = content.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("template".to_owned(), template);
+        }
+        generic::set_content(d, &content);
     }
     client
         .update(updated)

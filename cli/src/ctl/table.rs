@@ -204,6 +204,10 @@ fn or_none(s: &str) -> String {
 }
 
 fn object_row(object: &Object, wide: bool, now: SystemTime) -> Vec<String> {
+    // A Deployment or ReplicaSet in its protobuf model, which holds every
+    // column.
+    let model = skiff_objects::legacy_bodies::replicated_in_model(object);
+    let object = &*model;
     let meta = object.meta();
     let name = meta.name.clone();
     let age = age(&meta.creation_timestamp, now);

@@ -31,10 +31,13 @@ spec:
 }
 
 async fn replicas(master: &MasterProcess) -> Option<i32> {
-    match master
+    let object = master
         .client()
         .get(Kind::Deployment, "addons", "addon")
         .await
+        .ok()?;
+    // A document, read in its protobuf model.
+    match skiff_objects::legacy_bodies::cut_to_model(object)
         .ok()?
         .kind
     {

@@ -145,7 +145,11 @@ async fn one_node(name: &str) -> anyhow::Result<OneNode> {
 /// The Deployment's `spec.replicas`.
 async fn wanted_replicas(client: &Client) -> Option<i32> {
     let object = client.get(Kind::Deployment, "default", APP).await.ok()?;
-    match object.kind {
+    // A document, read in its protobuf model.
+    match skiff_objects::legacy_bodies::cut_to_model(object)
+        .ok()?
+        .kind
+    {
         Some(Body::Deployment(d)) => d.spec?.replicas,
         _ => None,
     }

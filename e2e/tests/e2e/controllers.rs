@@ -268,7 +268,8 @@ async fn a_rolling_update_keeps_enough_pods_ready_and_rollback_restores_the_temp
         .get(Kind::Deployment, "default", "web")
         .await
         .unwrap();
-    let Some(Body::Deployment(d)) = d.kind else {
+    let Some(Body::Deployment(d)) = skiff_objects::legacy_bodies::cut_to_model(d).unwrap().kind
+    else {
         panic!()
     };
     let template = d.spec.unwrap().template.unwrap();
@@ -500,7 +501,7 @@ async fn pods_count_as_available_only_after_min_ready_seconds() {
     apply(&m.api_addr, dir.path(), &yaml);
     let status = |client: Client| async move {
         let d = client.get(Kind::Deployment, "default", "web").await.ok()?;
-        match d.kind {
+        match skiff_objects::legacy_bodies::cut_to_model(d).ok()?.kind {
             Some(Body::Deployment(d)) => d.status,
             _ => None,
         }
@@ -545,7 +546,9 @@ async fn a_stuck_rollout_reports_its_progress_deadline_exceeded() {
         let client = client.clone();
         async move {
             let d = client.get(Kind::Deployment, "default", "web").await.ok()?;
-            let Some(Body::Deployment(d)) = d.kind else {
+            let Some(Body::Deployment(d)) =
+                skiff_objects::legacy_bodies::cut_to_model(d).ok()?.kind
+            else {
                 return None;
             };
             d.status?

@@ -80,20 +80,17 @@ async fn scale(clients: &[Client], replicas: i32) {
         Duration::from_secs(30),
         || async {
             for c in clients {
-                let Ok(o) = c.get(Kind::Deployment, "default", "web").await else {
+                let Ok(mut d) = c.get(Kind::Deployment, "default", "web").await else {
                     continue;
                 };
-                let Some(Body::Deployment(mut d)) = o.kind else {
+                if skiff_objects::scale::set_replicas(&mut d, replicas).is_err() {
                     continue;
-                };
-                if let Some(spec) = d.spec.as_mut() {
-                    spec.replicas = Some(replicas);
                 }
-                if let Some(m) = d.metadata.as_mut() {
+                if let Ok(m) = d.meta_mut() {
                     // Unconditional: the scale wins whatever changed since.
                     m.resource_version.clear();
                 }
-                if c.update(d.into_object()).await.is_ok() {
+                if c.update(d).await.is_ok() {
                     return Some(());
                 }
             }

@@ -63,6 +63,7 @@ fn scenario(k: &Kubectl, api_addr: &str, version: KubectlVersion) {
     stored_kinds(k, version);
     deletes_and_errors(k);
     pod_fields(k);
+    deployment_fields(k);
     proxy(k);
 }
 
@@ -719,26 +720,48 @@ fn deletes_and_errors(k: &Kubectl) {
     assert_has(&err, "(NotFound)");
 }
 
-/// A pod using fields skiff's protobuf model had no place for, applied
-/// with kubectl's default (strict) field validation: stored whole,
-/// warned about where skiff does not act on them, and placed on the node
-/// its required node affinity names.
-fn pod_fields(k: &Kubectl) {
-    let manifest = k.home().join("placed.yaml");
-    std::fs::write(&manifest, PLACED_POD).unwrap();
-    let path = manifest.to_str().unwrap_or_default();
-    let out = k.run(&["apply", "-n", NAMESPACE, "-f", path]);
+/// Applies `manifest` (written to `file` in kubectl's home) with kubectl's
+/// default (strict) field validation: it must say `created`, warn that
+/// skiff does not act on the field at `unread`, and say nothing of the
+/// node affinity (acted on). The manifest's path.
+fn applied_with_fields(
+    k: &Kubectl,
+    (file, manifest): (&str, &str),
+    created: &str,
+    unread: &str,
+) -> std::path::PathBuf {
+    let path = k.home().join(file);
+    std::fs::write(&path, manifest).unwrap();
+    let out = k.run(&[
+        "apply",
+        "-n",
+        NAMESPACE,
+        "-f",
+        path.to_str().unwrap_or_default(),
+    ]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
     );
     assert!(out.status.success(), "{stderr}");
-    assert_has(&stdout, "pod/placed created");
-    assert_has(
-        &stderr,
-        "spec.topologySpreadConstraints: skiff does not act on this field yet",
-    );
+    assert_has(&stdout, created);
+    let warned = format!("{unread}: skiff does not act on this field yet");
+    assert_has(&stderr, &warned);
     assert!(!stderr.contains("nodeAffinity"), "acted on: {stderr}");
+    path
+}
+
+/// A pod using fields skiff's protobuf model had no place for, applied
+/// with kubectl's default (strict) field validation: stored whole,
+/// warned about where skiff does not act on them, and placed on the node
+/// its required node affinity names.
+fn pod_fields(k: &Kubectl) {
+    applied_with_fields(
+        k,
+        ("placed.yaml", PLACED_POD),
+        "pod/placed created",
+        "spec.topologySpreadConstraints",
+    );
     let started = std::time::Instant::now();
     let node = loop {
         let node = jsonpath(k, "pod placed", "{.spec.nodeName}");
@@ -774,6 +797,66 @@ spec:
   - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}
   containers:
   - {name: c, image: busybox:1.36}
+"#;
+
+/// A Deployment whose template uses fields skiff's protobuf model had no
+/// place for, applied with kubectl's default (strict) field validation:
+/// stored whole, its ReplicaSet's and pods' templates whole, and its pods
+/// placed on the node their required node affinity names.
+fn deployment_fields(k: &Kubectl) {
+    let path = applied_with_fields(
+        k,
+        ("placed-deployment.yaml", PLACED_DEPLOYMENT),
+        "deployment.apps/spread created",
+        "spec.template.spec.topologySpreadConstraints",
+    );
+    let path = path.to_str().unwrap_or_default();
+    let kept = "{.spec.template.spec.topologySpreadConstraints[0].topologyKey}";
+    assert_eq!(jsonpath(k, "deployment spread", kept), "zone");
+    let nodes = "{.items[*].spec.nodeName}";
+    let started = std::time::Instant::now();
+    let placed = loop {
+        let placed = jsonpath(k, "pods -l app=spread", nodes);
+        if placed.split_whitespace().count() == 2 || started.elapsed() > SETTLE {
+            break placed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let expected = format!("{0} {0}", NODES[1]);
+    assert_eq!(placed, expected, "their required node affinity names it");
+    let spread = "{.items[*].spec.topologySpreadConstraints[0].topologyKey}";
+    assert_eq!(jsonpath(k, "pods -l app=spread", spread), "zone zone");
+    let of_set = "{.items[*].spec.template.spec.topologySpreadConstraints[0].topologyKey}";
+    assert_eq!(jsonpath(k, "replicasets -l app=spread", of_set), "zone");
+    // Applied again unchanged: no new ReplicaSet.
+    k.ok(&["apply", "-n", NAMESPACE, "-f", path]);
+    std::thread::sleep(Duration::from_millis(500));
+    let sets = jsonpath(k, "replicasets -l app=spread", "{.items[*].metadata.name}");
+    assert_eq!(sets.split_whitespace().count(), 1, "{sets}");
+    let deleted = ok(k, "delete deployment spread -n shop");
+    assert_has(&deleted, r#""spread" deleted"#);
+}
+
+/// Two replicas with a required node affinity (the second hollow node, by
+/// name) and a topology spread constraint.
+const PLACED_DEPLOYMENT: &str = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: spread}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: spread}}
+  template:
+    metadata: {labels: {app: spread}}
+    spec:
+      affinity:
+        nodeAffinity:
+          requiredDuringSchedulingIgnoredDuringExecution:
+            nodeSelectorTerms:
+            - matchFields: [{key: metadata.name, operator: In, values: [hollow-2]}]
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: ScheduleAnyway}
+      containers:
+      - {name: c, image: busybox:1.36}
 "#;
 
 /// `kubectl proxy` relays plain HTTP on loopback to the API.

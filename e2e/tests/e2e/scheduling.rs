@@ -89,7 +89,7 @@ async fn three_replicas_spread_over_three_nodes_and_run() {
         let client = client.clone();
         async move {
             let d = client.get(Kind::Deployment, "default", "web").await.ok()?;
-            match d.kind {
+            match skiff_objects::legacy_bodies::cut_to_model(d).ok()?.kind {
                 Some(Body::Deployment(d)) => (d.status?.ready_replicas == 3).then_some(()),
                 _ => None,
             }

@@ -19,8 +19,7 @@ use skiff_e2e::master::{MasterCluster, MasterProcess};
 use skiff_e2e::{apply_yaml, e2e_prerequisites, wait_for};
 use skiff_master::client::{Client, ClientError};
 use skiff_master::datastore::{data_format, this_skiff};
-use skiff_objects::{services, IntoObject, Kind, ObjectExt};
-use skiff_proto::api::object::Kind as Body;
+use skiff_objects::{services, Kind, ObjectExt};
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
@@ -97,16 +96,13 @@ fn owner_uid(object: &Object) -> &str {
 async fn scale(client: &Client, namespace: &str, name: &str, replicas: i32) -> anyhow::Result<()> {
     let what = format!("{namespace}/{name} scaled to {replicas}");
     wait_for(&what, Duration::from_secs(30), || async {
-        let object = client.get(Kind::Deployment, namespace, name).await.ok()?;
-        let Some(Body::Deployment(mut deployment)) = object.kind else {
-            return None;
-        };
-        deployment.spec.as_mut()?.replicas = Some(replicas);
-        if let Some(meta) = deployment.metadata.as_mut() {
+        let mut deployment = client.get(Kind::Deployment, namespace, name).await.ok()?;
+        skiff_objects::scale::set_replicas(&mut deployment, replicas).ok()?;
+        if let Ok(meta) = deployment.meta_mut() {
             // Unconditional: the scale wins over any status write since.
             meta.resource_version.clear();
         }
-        client.update(deployment.into_object()).await.ok().map(drop)
+        client.update(deployment).await.ok().map(drop)
     })
     .await
 }
@@ -200,10 +196,9 @@ async fn earlier_data_dir_in_own_namespace() -> anyhow::Result<()> {
         version >= fixture_revision,
         "the Deployment went back in time: {version}"
     );
-    let Some(Body::Deployment(web)) = &deployment.kind else {
-        anyhow::bail!("fixture/web is no Deployment: {deployment:?}");
-    };
-    assert_eq!(web.spec.as_ref().and_then(|s| s.replicas), Some(3));
+    let web = skiff_objects::scale::read(&deployment)
+        .with_context(|| format!("fixture/web is no Deployment: {deployment:?}"))?;
+    assert_eq!(web.replicas, 3);
 
     let sets = client.list(Kind::ReplicaSet, NAMESPACE).await?.items;
     let names: Vec<&str> = sets.iter().map(|o| o.meta().name.as_str()).collect();

@@ -14,17 +14,19 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prost::Message;
+use serde_json::{Map, Value};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
-use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
+use super::replicaset::count;
+use super::workload_spec::{self, SpecError};
+use super::{revisions, Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
-use skiff_objects::now_rfc3339;
 use skiff_objects::owners::{controller_of, controller_reference};
+use skiff_objects::{generic, legacy_bodies, now_rfc3339};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label that ties a ReplicaSet and its pods to one template.
@@ -48,6 +50,138 @@ const NOT_COPIED: [&str; 6] = [
 
 pub struct DeploymentController {
     pub ctx: Context,
+}
+
+/// What the controller reads of a Deployment's spec: every field but the
+/// template in skiff's protobuf model (which has them all), the template
+/// as stored, so that its ReplicaSets' pods carry every field of it.
+struct DeploymentSpec {
+    fields: v1::DeploymentSpec,
+    /// `spec.template`, without `null`s (an empty object when unset).
+    template: Value,
+}
+
+impl DeploymentSpec {
+    fn read(object: &v1::GenericObject) -> Result<DeploymentSpec, SpecError> {
+        let mut spec = workload_spec::spec_of(object);
+        let template = match spec.as_object_mut().and_then(|s| s.remove("template")) {
+            Some(template @ Value::Object(_)) => template,
+            _ => Value::Object(Map::new()),
+        };
+        if !spec.is_object() {
+            spec = Value::Object(Map::new());
+        }
+        let fields =
+            serde_json::from_value(spec).map_err(|e| SpecError::new("spec", e.to_string()))?;
+        Ok(DeploymentSpec { fields, template })
+    }
+}
+
+/// One of a Deployment's ReplicaSets, as the controller reads it.
+#[derive(Debug, Clone, Default)]
+pub struct OwnedSet {
+    /// The ReplicaSet as stored (its document).
+    pub object: v1::GenericObject,
+    /// `spec.replicas` (0 when unset).
+    pub replicas: i32,
+    pub status: v1::ReplicaSetStatus,
+    /// `spec.template`, without `null`s.
+    pub template: Value,
+}
+
+impl OwnedSet {
+    /// `object` read, when it is a ReplicaSet (a document, or an older
+    /// release's protobuf model).
+    pub fn read(object: &Object) -> Option<OwnedSet> {
+        let document = match &object.kind {
+            Some(Body::Generic(g)) => g.clone(),
+            _ => match legacy_bodies::to_document(object.clone()).kind {
+                Some(Body::Generic(g)) => g,
+                _ => return None,
+            },
+        };
+        if document.kind != "ReplicaSet" {
+            return None;
+        }
+        let spec = workload_spec::spec_of(&document);
+        Some(OwnedSet {
+            replicas: count(&spec["replicas"]).unwrap_or(0),
+            status: workload_spec::read_status(&document),
+            template: workload_spec::template_of(&spec),
+            object: document,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        self.object
+            .metadata
+            .as_ref()
+            .map_or("", |m| m.name.as_str())
+    }
+
+    /// The revision number in its annotation (0 when missing).
+    pub fn revision(&self) -> u64 {
+        self.object
+            .metadata
+            .as_ref()
+            .and_then(|m| m.annotations.get(REVISION_ANNOTATION))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Its template as `kubectl rollout undo` puts it back: without the
+    /// pod-template-hash label.
+    pub fn template_without_hash(&self) -> Value {
+        let mut template = self.template.clone();
+        let labels = template
+            .pointer_mut("/metadata/labels")
+            .and_then(Value::as_object_mut);
+        if let Some(labels) = labels {
+            labels.remove(TEMPLATE_HASH_LABEL);
+        }
+        template
+    }
+
+    /// The document with `replicas` as its `spec.replicas`.
+    fn with_replicas(&self, replicas: i32) -> v1::GenericObject {
+        let mut object = self.object.clone();
+        let mut content = generic::content(&object);
+        let spec = content
+            .entry("spec")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !spec.is_object() {
+            *spec = Value::Object(Map::new());
+        }
+        spec["replicas"] = Value::from(replicas);
+        generic::set_content(&mut object, &content);
+        object
+    }
+
+    fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
+        &mut self
+            .object
+            .metadata
+            .get_or_insert_with(Default::default)
+            .annotations
+    }
+}
+
+/// A pod template as compared for sameness, as Kubernetes'
+/// `EqualIgnoreHash` compares a ReplicaSet's with its Deployment's: without
+/// the pod-template-hash label, and with unset, empty and zero values alike
+/// (so that a template stored by an earlier release, with fewer defaults
+/// written, is the same template).
+pub fn comparable_template(template: &Value) -> Value {
+    let mut template = template.clone();
+    let labels = template
+        .pointer_mut("/metadata/labels")
+        .and_then(Value::as_object_mut);
+    if let Some(labels) = labels {
+        labels.remove(TEMPLATE_HASH_LABEL);
+    }
+    generic::strip_nulls(&mut template);
+    generic::strip_zeros(&mut template);
+    template
 }
 
 impl Reconciler for DeploymentController {
@@ -74,26 +208,34 @@ impl Reconciler for DeploymentController {
         else {
             return Ok(Action::Done);
         };
-        let Some(Body::Deployment(deployment)) = &object.kind else {
+        let Some(Body::Generic(deployment)) = &object.kind else {
             return Ok(Action::Done);
         };
-        let spec = deployment.spec.clone().unwrap_or_default();
+        let full_spec = match DeploymentSpec::read(deployment) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(deployment = %key.name, namespace = %key.namespace, error = %e, "cannot act on Deployment");
+                return Ok(Action::Done);
+            }
+        };
+        let spec = &full_spec.fields;
         let replicas = spec.replicas.unwrap_or(1).max(0);
         let uid = object.meta().uid.clone();
         // Its ReplicaSets from the owner index: a reconcile costs what this
         // Deployment has, not every ReplicaSet of the namespace.
         let dependents = self.ctx.store.dependents_of(&uid);
         let mut owned = owned_replicasets(dependents.iter().map(|o| &**o), &uid);
-        let hash = template_hash(spec.template.as_deref());
-        let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
+        let wanted = comparable_template(&full_spec.template);
+        let max_revision = owned.iter().map(OwnedSet::revision).max().unwrap_or(0);
         let new_index = owned
             .iter()
-            .position(|rs| hash_of(rs) == Some(hash.as_str()));
+            .position(|rs| comparable_template(&rs.template) == wanted);
+        let status: v1::DeploymentStatus = workload_spec::read_status(deployment);
 
         // Paused, or being deleted (its ReplicaSets are then the garbage
         // collector's): status only.
         if spec.paused || is_being_deleted(object.meta()) {
-            self.sync_status(&object, deployment, &owned, new_index)
+            self.sync_status(&object, deployment, spec, &owned, new_index)
                 .await?;
             return Ok(Action::Done);
         }
@@ -103,30 +245,49 @@ impl Reconciler for DeploymentController {
             Some(i) => {
                 let mut rs = owned[i].clone();
                 // Rolling back to an older template makes it the newest.
-                let rolled_back = revision_of(&rs) < max_revision;
+                let rolled_back = rs.revision() < max_revision;
                 if rolled_back {
                     set_revision(&mut rs, max_revision + 1);
                 }
                 let copied = copy_annotations(&annotations, &mut rs);
                 if rolled_back || copied {
-                    owned[i] = self.write_replicaset(rs).await?;
+                    owned[i] = self.write_replicaset(rs.object).await?;
                 }
                 owned[i].clone()
             }
             None => {
-                let mut rs = new_replicaset(&object, &spec, &hash, max_revision + 1);
+                let hash = revisions::template_hash(&wanted, status.collision_count);
+                let mut rs = new_replicaset(&object, &full_spec, &hash, max_revision + 1);
                 copy_annotations(&annotations, &mut rs);
-                let created = self.ctx.writer.create(rs.into_object()).await?;
-                let Some(Body::ReplicaSet(rs)) = created.kind else {
-                    return Ok(Action::Done);
+                let created = match self
+                    .ctx
+                    .writer
+                    .create_from_template(rs.object.into_object())
+                    .await
+                {
+                    Ok(created) => created,
+                    // Another template's ReplicaSet has the name: the
+                    // status counts the collision, and the next look uses
+                    // another name, as Kubernetes' collisionCount does.
+                    Err(e) if e.is_already_exists() => {
+                        let mut bumped = status.clone();
+                        bumped.collision_count = Some(bumped.collision_count.unwrap_or(0) + 1);
+                        let written = workload_spec::with_status(deployment, &bumped);
+                        self.ctx.writer.update_status(written.into_object()).await?;
+                        return Ok(Action::RequeueAfter(std::time::Duration::from_millis(100)));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
+                let Some(rs) = OwnedSet::read(&created) else {
+                    return Err(ReconcileError::WrongKind { kind: "ReplicaSet" });
                 };
                 owned.push(rs.clone());
                 rs
             }
         };
-        let new_name = name_of(&new_rs);
+        let new_name = new_rs.name().to_owned();
         let (new_rs, olds): (Vec<_>, Vec<_>) =
-            owned.into_iter().partition(|rs| name_of(rs) == new_name);
+            owned.into_iter().partition(|rs| rs.name() == new_name);
         let mut new_rs = new_rs.into_iter().next().unwrap_or_default();
         let mut olds = olds;
 
@@ -134,15 +295,15 @@ impl Reconciler for DeploymentController {
         if strategy.r#type == "Recreate" {
             let mut waiting = false;
             for old in &mut olds {
-                if spec_replicas(old) > 0 {
-                    *old = self.scale(&object, old.clone(), 0).await?;
+                if old.replicas > 0 {
+                    *old = self.scale(&object, old, 0).await?;
                     waiting = true;
-                } else if old.status.as_ref().is_some_and(|s| s.replicas > 0) {
+                } else if old.status.replicas > 0 {
                     waiting = true;
                 }
             }
-            if !waiting && spec_replicas(&new_rs) != replicas {
-                new_rs = self.scale(&object, new_rs, replicas).await?;
+            if !waiting && new_rs.replicas != replicas {
+                new_rs = self.scale(&object, &new_rs, replicas).await?;
             }
         } else {
             let rolling = strategy.rolling_update.unwrap_or_default();
@@ -153,8 +314,8 @@ impl Reconciler for DeploymentController {
             }
             surge = surge.max(0);
             // Scale the new ReplicaSet up, within the surge.
-            let total: i32 = spec_replicas(&new_rs) + olds.iter().map(spec_replicas).sum::<i32>();
-            let current = spec_replicas(&new_rs);
+            let total: i32 = new_rs.replicas + olds.iter().map(|o| o.replicas).sum::<i32>();
+            let current = new_rs.replicas;
             let target = if current > replicas {
                 replicas
             } else if current < replicas {
@@ -168,20 +329,20 @@ impl Reconciler for DeploymentController {
                 current
             };
             if target != current {
-                new_rs = self.scale(&object, new_rs, target).await?;
+                new_rs = self.scale(&object, &new_rs, target).await?;
             }
             // Scale old ReplicaSets down, never below replicas - maxUnavailable
             // available pods. Unhealthy old pods go first.
             let min_available = replicas - unavailable;
-            let all_pods = spec_replicas(&new_rs) + olds.iter().map(spec_replicas).sum::<i32>();
-            let new_unavailable = (spec_replicas(&new_rs) - available(&new_rs)).max(0);
+            let all_pods = new_rs.replicas + olds.iter().map(|o| o.replicas).sum::<i32>();
+            let new_unavailable = (new_rs.replicas - available(&new_rs)).max(0);
             let mut budget = all_pods - min_available - new_unavailable;
             let mut reduce = vec![0i32; olds.len()];
             for (i, old) in olds.iter().enumerate() {
                 if budget <= 0 {
                     break;
                 }
-                let unhealthy = (spec_replicas(old) - available(old)).max(0);
+                let unhealthy = (old.replicas - available(old)).max(0);
                 let take = unhealthy.min(budget);
                 reduce[i] += take;
                 budget -= take;
@@ -192,42 +353,39 @@ impl Reconciler for DeploymentController {
                 if removable <= 0 {
                     break;
                 }
-                let left = spec_replicas(old) - reduce[i];
+                let left = old.replicas - reduce[i];
                 let take = left.min(removable).max(0);
                 reduce[i] += take;
                 removable -= take;
             }
             tracing::debug!(
                 deployment = %key.name,
-                new_spec = spec_replicas(&new_rs),
+                new_spec = new_rs.replicas,
                 new_available = available(&new_rs),
-                olds = ?olds.iter().map(|o| (spec_replicas(o), available(o))).collect::<Vec<_>>(),
+                olds = ?olds.iter().map(|o| (o.replicas, available(o))).collect::<Vec<_>>(),
                 ?reduce,
                 "rolling update step"
             );
             for (i, old) in olds.iter_mut().enumerate() {
                 if reduce[i] > 0 {
-                    let target = (spec_replicas(old) - reduce[i]).max(0);
-                    *old = self.scale(&object, old.clone(), target).await?;
+                    let target = (old.replicas - reduce[i]).max(0);
+                    *old = self.scale(&object, old, target).await?;
                 }
             }
         }
 
         // Keep at most revisionHistoryLimit empty old ReplicaSets.
         let limit = spec.revision_history_limit.unwrap_or(10).max(0) as usize;
-        let empty: Vec<&v1::ReplicaSet> = olds
+        let empty: Vec<&OwnedSet> = olds
             .iter()
-            .filter(|rs| {
-                spec_replicas(rs) == 0 && rs.status.as_ref().is_none_or(|s| s.replicas == 0)
-            })
+            .filter(|rs| rs.replicas == 0 && rs.status.replicas == 0)
             .collect();
         if empty.len() > limit {
             for rs in &empty[..empty.len() - limit] {
-                let name = name_of(rs);
                 match self
                     .ctx
                     .writer
-                    .delete(Kind::ReplicaSet, &key.namespace, &name, "")
+                    .delete(Kind::ReplicaSet, &key.namespace, rs.name(), "")
                     .await
                 {
                     Ok(_) => {}
@@ -237,15 +395,15 @@ impl Reconciler for DeploymentController {
             }
         }
 
-        let object = self.record_revision(object, revision_of(&new_rs)).await?;
-        let Some(Body::Deployment(deployment)) = &object.kind else {
+        let object = self.record_revision(object, new_rs.revision()).await?;
+        let Some(Body::Generic(deployment)) = &object.kind else {
             return Ok(Action::Done);
         };
         let mut everything = olds;
         everything.push(new_rs);
         let new_index = everything.len() - 1;
         let requeue = self
-            .sync_status(&object, deployment, &everything, Some(new_index))
+            .sync_status(&object, deployment, spec, &everything, Some(new_index))
             .await?;
         Ok(match requeue {
             Some(after) => Action::RequeueAfter(after + std::time::Duration::from_millis(100)),
@@ -268,8 +426,7 @@ impl DeploymentController {
             return Ok(object);
         }
         let mut updated = Object::clone(&object);
-        if let Some(Body::Deployment(d)) = updated.kind.as_mut() {
-            let meta = d.metadata.get_or_insert_with(Default::default);
+        if let Ok(meta) = updated.meta_mut() {
             meta.annotations
                 .insert(REVISION_ANNOTATION.to_owned(), revision);
         }
@@ -277,12 +434,9 @@ impl DeploymentController {
         Ok(Arc::new(written))
     }
 
-    async fn write_replicaset(&self, rs: v1::ReplicaSet) -> Result<v1::ReplicaSet, ReconcileError> {
+    async fn write_replicaset(&self, rs: v1::GenericObject) -> Result<OwnedSet, ReconcileError> {
         let written = self.ctx.writer.update(rs.into_object()).await?;
-        match written.kind {
-            Some(Body::ReplicaSet(rs)) => Ok(rs),
-            _ => Err(ReconcileError::WrongKind { kind: "ReplicaSet" }),
-        }
+        OwnedSet::read(&written).ok_or(ReconcileError::WrongKind { kind: "ReplicaSet" })
     }
 
     /// Sets the replicas of `rs`, a ReplicaSet of `deployment`, and says
@@ -290,17 +444,16 @@ impl DeploymentController {
     async fn scale(
         &self,
         deployment: &Object,
-        mut rs: v1::ReplicaSet,
+        rs: &OwnedSet,
         replicas: i32,
-    ) -> Result<v1::ReplicaSet, ReconcileError> {
-        let from = spec_replicas(&rs);
-        rs.spec.get_or_insert_with(Default::default).replicas = Some(replicas);
-        let scaled = self.write_replicaset(rs).await?;
+    ) -> Result<OwnedSet, ReconcileError> {
+        let from = rs.replicas;
+        let scaled = self.write_replicaset(rs.with_replicas(replicas)).await?;
         if from != replicas {
             let direction = if replicas > from { "up" } else { "down" };
             let message = format!(
                 "Scaled {direction} replica set {} from {from} to {replicas}",
-                name_of(&scaled)
+                scaled.name()
             );
             self.ctx.events.for_component(COMPONENT).normal(
                 deployment,
@@ -316,19 +469,18 @@ impl DeploymentController {
     async fn sync_status(
         &self,
         object: &Object,
-        deployment: &v1::Deployment,
-        sets: &[v1::ReplicaSet],
+        deployment: &v1::GenericObject,
+        spec: &v1::DeploymentSpec,
+        sets: &[OwnedSet],
         new_index: Option<usize>,
     ) -> Result<Option<std::time::Duration>, ReconcileError> {
-        let spec = deployment.spec.clone().unwrap_or_default();
         let desired = spec.replicas.unwrap_or(1).max(0);
-        let status_of = |rs: &v1::ReplicaSet| rs.status.clone().unwrap_or_default();
-        let replicas: i32 = sets.iter().map(|rs| status_of(rs).replicas).sum();
-        let ready: i32 = sets.iter().map(|rs| status_of(rs).ready_replicas).sum();
+        let replicas: i32 = sets.iter().map(|rs| rs.status.replicas).sum();
+        let ready: i32 = sets.iter().map(|rs| rs.status.ready_replicas).sum();
         let available_total: i32 = sets.iter().map(available).sum();
         let updated = new_index
             .and_then(|i| sets.get(i))
-            .map(|rs| status_of(rs).replicas)
+            .map(|rs| rs.status.replicas)
             .unwrap_or(0);
         let unavailable_allowed = {
             let rolling = spec
@@ -338,7 +490,7 @@ impl DeploymentController {
                 .unwrap_or_default();
             resolve(&rolling.max_unavailable, desired, false)
         };
-        let old = deployment.status.clone().unwrap_or_default();
+        let old: v1::DeploymentStatus = workload_spec::read_status(deployment);
         let complete = updated == desired && replicas == desired && available_total == desired;
         let progressed = old.observed_generation != object.meta().generation
             || old.updated_replicas != updated
@@ -349,7 +501,7 @@ impl DeploymentController {
         );
         let rs_name = new_index
             .and_then(|i| sets.get(i))
-            .map(name_of)
+            .map(|rs| rs.name().to_owned())
             .unwrap_or_default();
         let (progressing, requeue) = progress(&old, complete, progressed, deadline, &rs_name);
         let conditions = vec![
@@ -379,12 +531,11 @@ impl DeploymentController {
             available_replicas: available_total,
             unavailable_replicas: (desired - available_total).max(0),
             conditions,
-            collision_count: None,
+            collision_count: old.collision_count,
         };
-        if deployment.status.as_ref() != Some(&status) {
-            let mut d = deployment.clone();
-            d.status = Some(status);
-            self.ctx.writer.update_status(d.into_object()).await?;
+        if old != status {
+            let written = workload_spec::with_status(deployment, &status);
+            self.ctx.writer.update_status(written.into_object()).await?;
         }
         Ok(requeue)
     }
@@ -474,71 +625,39 @@ fn condition(
     }
 }
 
-fn name_of(rs: &v1::ReplicaSet) -> String {
-    rs.metadata
-        .as_ref()
-        .map(|m| m.name.clone())
-        .unwrap_or_default()
-}
-
-fn spec_replicas(rs: &v1::ReplicaSet) -> i32 {
-    rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0)
-}
-
 /// Available pods of a ReplicaSet, counting none beyond its spec: a status
 /// written before the last scale-down still counts pods that are being
 /// deleted, and trusting it would let a rollout dip below its minimum.
-fn available(rs: &v1::ReplicaSet) -> i32 {
-    let reported = rs
-        .status
-        .as_ref()
-        .map(|s| s.available_replicas)
-        .unwrap_or(0);
-    reported.min(spec_replicas(rs))
-}
-
-fn hash_of(rs: &v1::ReplicaSet) -> Option<&str> {
-    rs.metadata
-        .as_ref()?
-        .labels
-        .get(TEMPLATE_HASH_LABEL)
-        .map(String::as_str)
+fn available(rs: &OwnedSet) -> i32 {
+    rs.status.available_replicas.min(rs.replicas)
 }
 
 /// The ReplicaSets a Deployment (by uid) controls, oldest revision first.
 pub fn owned_replicasets<O: std::borrow::Borrow<Object>>(
     objects: impl IntoIterator<Item = O>,
     deployment_uid: &str,
-) -> Vec<v1::ReplicaSet> {
-    let mut owned: Vec<v1::ReplicaSet> = objects
+) -> Vec<OwnedSet> {
+    let mut owned: Vec<OwnedSet> = objects
         .into_iter()
         .filter_map(|o| {
             let o = o.borrow();
             let ours = controller_of(o, Kind::Deployment).is_some_and(|r| r.uid == deployment_uid);
-            match &o.kind {
-                Some(Body::ReplicaSet(rs)) if ours => Some(rs.clone()),
-                _ => None,
+            if ours {
+                OwnedSet::read(o)
+            } else {
+                None
             }
         })
         .collect();
-    owned.sort_by_key(revision_of);
+    owned.sort_by_key(OwnedSet::revision);
     owned
-}
-
-/// The revision number in a ReplicaSet's annotation (0 when missing).
-pub fn revision_of(rs: &v1::ReplicaSet) -> u64 {
-    rs.metadata
-        .as_ref()
-        .and_then(|m| m.annotations.get(REVISION_ANNOTATION))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Copies `annotations` of a Deployment, but for those [`NOT_COPIED`], to
 /// its ReplicaSet `rs`, keeping the ones `rs` has of its own; whether any
 /// changed.
-fn copy_annotations(annotations: &BTreeMap<String, String>, rs: &mut v1::ReplicaSet) -> bool {
-    let held = &mut rs.metadata.get_or_insert_with(Default::default).annotations;
+fn copy_annotations(annotations: &BTreeMap<String, String>, rs: &mut OwnedSet) -> bool {
+    let held = rs.annotations_mut();
     let mut changed = false;
     for (key, value) in annotations {
         if NOT_COPIED.contains(&key.as_str()) || held.get(key) == Some(value) {
@@ -550,10 +669,8 @@ fn copy_annotations(annotations: &BTreeMap<String, String>, rs: &mut v1::Replica
     changed
 }
 
-fn set_revision(rs: &mut v1::ReplicaSet, revision: u64) {
-    rs.metadata
-        .get_or_insert_with(Default::default)
-        .annotations
+fn set_revision(rs: &mut OwnedSet, revision: u64) {
+    rs.annotations_mut()
         .insert(REVISION_ANNOTATION.to_owned(), revision.to_string());
 }
 
@@ -574,57 +691,63 @@ pub fn resolve(value: &str, replicas: i32, round_up: bool) -> i32 {
     }
 }
 
-/// A short, stable hash of a pod template, in Kubernetes' safe alphabet.
-pub fn template_hash(template: Option<&v1::PodTemplateSpec>) -> String {
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    let bytes = template.map(|t| t.encode_to_vec()).unwrap_or_default();
-    // FNV-1a, 64 bits.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    let mut out = String::new();
-    for _ in 0..10 {
-        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
-        h /= ALPHABET.len() as u64;
-    }
-    out
-}
-
+/// The ReplicaSet of `deployment`'s template (`spec`) named by `hash`, at
+/// revision `revision` and no replicas (the rollout scales it): the
+/// template as stored, every field of it, with the pod-template-hash label
+/// in its labels and selector.
 fn new_replicaset(
     deployment: &Object,
-    spec: &v1::DeploymentSpec,
+    spec: &DeploymentSpec,
     hash: &str,
     revision: u64,
-) -> v1::ReplicaSet {
+) -> OwnedSet {
     let meta = deployment.meta();
-    let mut template = spec.template.clone().unwrap_or_default();
-    let template_meta = template.metadata.get_or_insert_with(Default::default);
-    template_meta
-        .labels
-        .insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
-    let mut selector = spec.selector.clone().unwrap_or_default();
+    let mut template = spec.template.clone();
+    let template_meta = template.as_object_mut().map(|t| {
+        t.entry("metadata")
+            .or_insert_with(|| Value::Object(Map::new()))
+    });
+    let mut labels = BTreeMap::new();
+    if let Some(template_meta) = template_meta {
+        if !template_meta.is_object() {
+            *template_meta = Value::Object(Map::new());
+        }
+        let held = &mut template_meta["labels"];
+        if !held.is_object() {
+            *held = Value::Object(Map::new());
+        }
+        held[TEMPLATE_HASH_LABEL] = Value::from(hash);
+        labels = serde_json::from_value(held.clone()).unwrap_or_default();
+    }
+    let mut selector = spec.fields.selector.clone().unwrap_or_default();
     selector
         .match_labels
         .insert(TEMPLATE_HASH_LABEL.to_owned(), hash.to_owned());
-    v1::ReplicaSet {
-        metadata: Some(v1::ObjectMeta {
-            name: format!("{}-{hash}", meta.name),
-            namespace: meta.namespace.clone(),
-            labels: template_meta.labels.clone(),
-            annotations: [(REVISION_ANNOTATION.to_owned(), revision.to_string())].into(),
-            owner_references: controller_reference(deployment).into_iter().collect(),
-            ..Default::default()
-        }),
-        spec: Some(v1::ReplicaSetSpec {
+    let mut content = serde_json::json!({
+        "spec": {
             // Starts empty; the rollout scales it.
-            replicas: Some(0),
-            min_ready_seconds: spec.min_ready_seconds,
-            selector: Some(selector),
-            template: Some(template),
-        }),
+            "replicas": 0,
+            "selector": selector,
+            "template": &template,
+        }
+    });
+    if spec.fields.min_ready_seconds != 0 {
+        content["spec"]["minReadySeconds"] = Value::from(spec.fields.min_ready_seconds);
+    }
+    let metadata = v1::ObjectMeta {
+        name: format!("{}-{hash}", meta.name),
+        namespace: meta.namespace.clone(),
+        labels,
+        annotations: [(REVISION_ANNOTATION.to_owned(), revision.to_string())].into(),
+        owner_references: controller_reference(deployment).into_iter().collect(),
         ..Default::default()
+    };
+    let object = generic::document("apps/v1", "ReplicaSet", Some(metadata), content);
+    OwnedSet {
+        object,
+        replicas: 0,
+        status: Default::default(),
+        template,
     }
 }
 
@@ -643,24 +766,26 @@ mod tests {
     }
 
     #[test]
-    fn template_hash_is_stable_and_sensitive() {
-        let t = v1::PodTemplateSpec {
-            spec: Some(v1::PodSpec {
-                containers: vec![v1::Container {
-                    name: "a".into(),
-                    image: "img:1".into(),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        let h = template_hash(Some(&t));
-        assert_eq!(h.len(), 10);
-        assert_eq!(h, template_hash(Some(&t.clone())));
-        let mut t2 = t.clone();
-        t2.spec.as_mut().unwrap().containers[0].image = "img:2".into();
-        assert_ne!(h, template_hash(Some(&t2)));
+    fn a_template_is_the_same_without_its_hash_label_and_with_empty_defaults() {
+        // As an earlier release stored it (its protobuf model's JSON).
+        let earlier = serde_json::json!({
+            "metadata": {"labels": {"app": "web"}, "creationTimestamp": null},
+            "spec": {"containers": [{"name": "c", "image": "img:1"}], "hostNetwork": false},
+        });
+        // As this release stores it, and as its ReplicaSet holds it.
+        let now = serde_json::json!({
+            "metadata": {"labels": {"app": "web", TEMPLATE_HASH_LABEL: "abc"}},
+            "spec": {"containers": [{"name": "c", "image": "img:1", "resources": {}}],
+                     "securityContext": {}},
+        });
+        assert_eq!(comparable_template(&earlier), comparable_template(&now));
+        let mut other = now.clone();
+        other["spec"]["containers"][0]["image"] = "img:2".into();
+        assert_ne!(comparable_template(&earlier), comparable_template(&other));
+        // Its hash names it alike whatever the label, and differs with it.
+        let hash = |t: &Value| revisions::template_hash(&comparable_template(t), None);
+        assert_eq!(hash(&earlier), hash(&now));
+        assert_ne!(hash(&now), hash(&other));
     }
 }
 
@@ -707,50 +832,45 @@ spec:
     fn replicasets(objects: &RecordingObjects) -> Vec<(String, i32, u64)> {
         replicaset_objects(objects)
             .iter()
-            .map(|rs| (image_of(rs), spec_replicas(rs), revision_of(rs)))
+            .map(|rs| (image_of(rs), rs.replicas, rs.revision()))
             .collect()
     }
 
     /// The image of the first container of a ReplicaSet's template.
-    fn image_of(rs: &v1::ReplicaSet) -> String {
-        let spec = rs.spec.clone().unwrap_or_default();
-        let template = spec.template.unwrap_or_default().spec.unwrap_or_default();
-        template.containers[0].image.clone()
+    fn image_of(rs: &OwnedSet) -> String {
+        let image = rs.template.pointer("/spec/containers/0/image");
+        image.and_then(Value::as_str).unwrap_or_default().to_owned()
     }
 
     /// Makes every pod of a ReplicaSet ready and available, as the
     /// ReplicaSet controller would report it.
     fn report_available(objects: &RecordingObjects, image: &str) {
-        for o in objects.objects(Kind::ReplicaSet) {
-            let Some(Body::ReplicaSet(mut rs)) = o.kind else {
-                continue;
-            };
+        for rs in replicaset_objects(objects) {
             if image_of(&rs) != image {
                 continue;
             }
-            let n = spec_replicas(&rs);
-            rs.status = Some(v1::ReplicaSetStatus {
+            let n = rs.replicas;
+            let status = v1::ReplicaSetStatus {
                 replicas: n,
                 ready_replicas: n,
                 available_replicas: n,
                 ..Default::default()
-            });
+            };
+            let written = workload_spec::with_status(&rs.object, &status);
             objects
-                .write(WriteOp::UpdateStatus, rs.into_object())
+                .write(WriteOp::UpdateStatus, written.into_object())
                 .unwrap();
         }
     }
 
+    /// Writes `d` (the Deployment in its protobuf model) as its document.
+    fn write_deployment(objects: &RecordingObjects, d: v1::Deployment) {
+        let document = legacy_bodies::to_document(d.into_object());
+        objects.write(WriteOp::Update, document).unwrap();
+    }
+
     fn change_image(objects: &RecordingObjects, image: &str) {
-        let Some(Object {
-            kind: Some(Body::Deployment(mut d)),
-        }) = objects
-            .get(Kind::Deployment, "default", "web")
-            .unwrap()
-            .map(std::sync::Arc::unwrap_or_clone)
-        else {
-            panic!("no Deployment")
-        };
+        let mut d = stored_deployment(objects);
         let spec = d.spec.as_mut().unwrap();
         spec.template
             .as_mut()
@@ -760,7 +880,7 @@ spec:
             .unwrap()
             .containers[0]
             .image = image.into();
-        objects.write(WriteOp::Update, d.into_object()).unwrap();
+        write_deployment(objects, d);
     }
 
     #[tokio::test]
@@ -786,6 +906,103 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         assert!(objects.writes().iter().all(|w| w.op != WriteOp::Create));
         assert_eq!(objects.events().len(), 1, "no scaling, no Event");
+    }
+
+    #[tokio::test]
+    async fn its_replicaset_and_pods_template_keep_fields_the_model_lacks() {
+        let objects = RecordingObjects::new();
+        let yaml = deployment("busybox:1", "RollingUpdate").replace(
+            "    spec: {containers: [{name: c, image: \"busybox:1\"}]}",
+            "    spec:\n      containers: [{name: c, image: \"busybox:1\"}]\n      topologySpreadConstraints: [{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}]",
+        );
+        objects.seed_yaml(&yaml);
+        let controller = DeploymentController {
+            ctx: context(&objects),
+        };
+        controller.reconcile(&key()).await.unwrap();
+        let sets = replicaset_objects(&objects);
+        assert_eq!(sets.len(), 1);
+        let spread = sets[0]
+            .template
+            .pointer("/spec/topologySpreadConstraints/0/topologyKey");
+        assert_eq!(spread, Some(&Value::from("zone")));
+        let hash = sets[0]
+            .template
+            .pointer("/metadata/labels/pod-template-hash");
+        let name = format!("web-{}", hash.and_then(Value::as_str).unwrap());
+        assert_eq!(sets[0].name(), name);
+        // Level-triggered: the same template, no other ReplicaSet.
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(replicaset_objects(&objects).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_replicaset_an_earlier_release_stored_stays_the_templates_after_a_reapply() {
+        let (objects, controller, d) = setup("RollingUpdate");
+        // The ReplicaSet as an earlier release made it: its protobuf
+        // model's template (no securityContext: {}, no resources: {}),
+        // named by that release's hash, fully rolled out.
+        let mut template = stored_deployment(&objects).spec.unwrap().template.unwrap();
+        let pod = template.spec.as_mut().unwrap();
+        pod.security_context = None;
+        pod.containers[0].resources = None;
+        let labels = &mut template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels;
+        labels.insert(TEMPLATE_HASH_LABEL.to_owned(), "525wg85h82".to_owned());
+        let earlier = v1::ReplicaSet {
+            metadata: Some(v1::ObjectMeta {
+                name: "web-525wg85h82".into(),
+                namespace: "default".into(),
+                annotations: [(REVISION_ANNOTATION.to_owned(), "1".to_owned())].into(),
+                owner_references: controller_reference(&d).into_iter().collect(),
+                ..Default::default()
+            }),
+            spec: Some(v1::ReplicaSetSpec {
+                replicas: Some(3),
+                template: Some(template),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        objects.seed(legacy_bodies::to_document(earlier.into_object()));
+        report_available(&objects, "busybox:1");
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(
+            replicasets(&objects),
+            [("busybox:1".to_owned(), 3, 1)],
+            "no new ReplicaSet, nothing rolled"
+        );
+        assert_eq!(replicaset_objects(&objects)[0].name(), "web-525wg85h82");
+    }
+
+    #[tokio::test]
+    async fn a_name_taken_by_another_template_counts_a_collision_and_takes_another() {
+        let (objects, controller, deployment) = setup("RollingUpdate");
+        let stored = objects.get(Kind::Deployment, "default", "web").unwrap();
+        let Some(Body::Generic(d)) = stored.as_deref().and_then(|o| o.kind.clone()) else {
+            panic!("no Deployment");
+        };
+        let spec = workload_spec::spec_of(&d);
+        let wanted = comparable_template(&workload_spec::template_of(&spec));
+        let taken = format!("web-{}", revisions::template_hash(&wanted, None));
+        // Someone else's ReplicaSet has the name this template would get.
+        objects.seed_yaml(&format!(
+            "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: {taken}}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: other}}}}\n  template:\n    metadata: {{labels: {{app: other}}}}\n    spec: {{containers: [{{name: c, image: other}}]}}\n"
+        ));
+        let action = controller.reconcile(&key()).await.unwrap();
+        assert!(matches!(action, Action::RequeueAfter(_)), "{action:?}");
+        let status = stored_deployment(&objects).status.unwrap_or_default();
+        assert_eq!(status.collision_count, Some(1));
+        controller.reconcile(&key()).await.unwrap();
+        let all = objects.objects(Kind::ReplicaSet);
+        assert_eq!(all.len(), 2);
+        let sets = owned_replicasets(all, &deployment.meta().uid);
+        assert_eq!(sets.len(), 1, "the other one is not owned");
+        let renamed = format!("web-{}", revisions::template_hash(&wanted, Some(1)));
+        assert_eq!(sets[0].name(), renamed);
+        assert_ne!(renamed, taken);
     }
 
     #[tokio::test]
@@ -851,28 +1068,25 @@ spec:
         );
     }
 
-    /// The Deployment as stored.
+    /// The Deployment as stored, in its protobuf model (which holds
+    /// every field these tests write).
     fn stored_deployment(objects: &RecordingObjects) -> v1::Deployment {
         let stored = objects.get(Kind::Deployment, "default", "web").unwrap();
-        match stored.map(Arc::unwrap_or_clone) {
-            Some(Object {
-                kind: Some(Body::Deployment(d)),
-            }) => d,
+        let stored = stored.map(Arc::unwrap_or_clone).expect("no Deployment");
+        match legacy_bodies::to_legacy(stored).unwrap().kind {
+            Some(Body::Deployment(d)) => d,
             other => panic!("no Deployment: {other:?}"),
         }
     }
 
     /// The owned ReplicaSets, oldest revision first.
-    fn replicaset_objects(objects: &RecordingObjects) -> Vec<v1::ReplicaSet> {
-        let mut all: Vec<v1::ReplicaSet> = objects
+    fn replicaset_objects(objects: &RecordingObjects) -> Vec<OwnedSet> {
+        let mut all: Vec<OwnedSet> = objects
             .objects(Kind::ReplicaSet)
-            .into_iter()
-            .filter_map(|o| match o.kind {
-                Some(Body::ReplicaSet(rs)) => Some(rs),
-                _ => None,
-            })
+            .iter()
+            .filter_map(OwnedSet::read)
             .collect();
-        all.sort_by_key(revision_of);
+        all.sort_by_key(OwnedSet::revision);
         all
     }
 
@@ -890,7 +1104,7 @@ spec:
         let meta = d.metadata.get_or_insert_with(Default::default);
         meta.annotations
             .insert(CHANGE_CAUSE.to_owned(), cause.to_owned());
-        objects.write(WriteOp::Update, d.into_object()).unwrap();
+        write_deployment(objects, d);
     }
 
     /// What `kubectl rollout undo --to-revision=<revision>` writes: that
@@ -899,20 +1113,18 @@ spec:
     fn roll_back_to(objects: &RecordingObjects, revision: u64) {
         let rs = replicaset_objects(objects)
             .into_iter()
-            .find(|rs| revision_of(rs) == revision)
+            .find(|rs| rs.revision() == revision)
             .expect("the revision's ReplicaSet");
-        let mut template = rs.spec.unwrap_or_default().template.unwrap_or_default();
-        let template_meta = template.metadata.get_or_insert_with(Default::default);
-        template_meta.labels.remove(TEMPLATE_HASH_LABEL);
+        let template = serde_json::from_value(rs.template_without_hash()).unwrap();
         let mut d = stored_deployment(objects);
-        let mut annotations = annotations_of(&rs.metadata);
+        let mut annotations = annotations_of(&rs.object.metadata);
         annotations.remove(REVISION_ANNOTATION);
         if let Some(current) = annotations_of(&d.metadata).get(REVISION_ANNOTATION) {
             annotations.insert(REVISION_ANNOTATION.to_owned(), current.clone());
         }
         d.metadata.get_or_insert_with(Default::default).annotations = annotations;
         d.spec.as_mut().unwrap().template = Some(template);
-        objects.write(WriteOp::Update, d.into_object()).unwrap();
+        write_deployment(objects, d);
     }
 
     const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
@@ -927,12 +1139,12 @@ spec:
             .insert(CHANGE_CAUSE.to_owned(), "first".to_owned());
         meta.annotations
             .insert(LAST_APPLIED.to_owned(), "{}".to_owned());
-        objects.write(WriteOp::Update, d.into_object()).unwrap();
+        write_deployment(&objects, d);
         controller.reconcile(&key()).await.unwrap();
 
         let sets = replicaset_objects(&objects);
         assert_eq!(sets.len(), 1);
-        let held = annotations_of(&sets[0].metadata);
+        let held = annotations_of(&sets[0].object.metadata);
         assert_eq!(held.get(CHANGE_CAUSE).map(String::as_str), Some("first"));
         assert_eq!(held.get(REVISION_ANNOTATION).map(String::as_str), Some("1"));
         assert!(!held.contains_key(LAST_APPLIED), "{held:?}");
@@ -948,7 +1160,7 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         let sets = replicaset_objects(&objects);
         assert_eq!(sets.len(), 1, "the template did not change");
-        let held = annotations_of(&sets[0].metadata);
+        let held = annotations_of(&sets[0].object.metadata);
         assert_eq!(held.get(CHANGE_CAUSE).map(String::as_str), Some("second"));
     }
 
@@ -964,8 +1176,8 @@ spec:
             replicaset_objects(objects)
                 .iter()
                 .map(|rs| {
-                    let cause = annotations_of(&rs.metadata).remove(CHANGE_CAUSE);
-                    (image_of(rs), revision_of(rs), cause.unwrap_or_default())
+                    let cause = annotations_of(&rs.object.metadata).remove(CHANGE_CAUSE);
+                    (image_of(rs), rs.revision(), cause.unwrap_or_default())
                 })
                 .collect()
         };
@@ -1018,7 +1230,7 @@ spec:
             ),
             (3, 3, 3)
         );
-        let rs_name = name_of(&replicaset_objects(&objects)[0]);
+        let rs_name = replicaset_objects(&objects)[0].name().to_owned();
         let conditions: Vec<[&str; 4]> = status
             .conditions
             .iter()

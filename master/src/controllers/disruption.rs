@@ -81,26 +81,21 @@ impl DisruptionController {
                 if replica_set.meta().uid != owner.uid {
                     return Err(no_controller());
                 }
+                // `spec.replicas`, as the scale subresource reads it.
+                let replicas_of = |o: &Object| {
+                    skiff_objects::scale::read(o)
+                        .map(|scale| i64::from(scale.replicas))
+                        .map_err(|_| no_controller())
+                };
                 if let Some(deployment) = controller_of(&replica_set, Kind::Deployment) {
                     let found = get(Kind::Deployment, &deployment.name)?;
                     let uid = deployment.uid.clone();
                     return match found {
-                        Some(Object {
-                            kind: Some(Body::Deployment(d)),
-                        }) if d.metadata.as_ref().is_some_and(|m| m.uid == uid) => {
-                            let replicas = d.spec.and_then(|s| s.replicas).unwrap_or(1);
-                            Ok((uid, i64::from(replicas)))
-                        }
+                        Some(d) if d.meta().uid == uid => replicas_of(&d).map(|r| (uid, r)),
                         _ => Err(no_controller()),
                     };
                 }
-                match replica_set.kind {
-                    Some(Body::ReplicaSet(rs)) => {
-                        let replicas = rs.spec.and_then(|s| s.replicas).unwrap_or(1);
-                        Ok((owner.uid.clone(), i64::from(replicas)))
-                    }
-                    _ => Err(no_controller()),
-                }
+                replicas_of(&replica_set).map(|r| (owner.uid.clone(), r))
             }
             "StatefulSet" => match get(Kind::StatefulSet, &owner.name)? {
                 Some(Object {
@@ -335,9 +330,7 @@ spec: {{containers: [{{name: web, image: "web:1"}}]}}
         // The Deployment wants 4: one is missing, none may go.
         let stored = objects.get(Kind::Deployment, "default", "web").unwrap();
         let mut deployment = stored.map(Arc::unwrap_or_clone).expect("the deployment");
-        if let Some(Body::Deployment(d)) = &mut deployment.kind {
-            d.spec.get_or_insert_with(Default::default).replicas = Some(4);
-        }
+        skiff_objects::scale::set_replicas(&mut deployment, 4).unwrap();
         let changed = objects.write(WriteOp::Update, deployment).unwrap();
         let event = StoredEvent {
             revision: 1,

@@ -5,13 +5,18 @@
 //! (`SuccessfulCreate`, `FailedCreate`, `SuccessfulDelete`,
 //! `FailedDelete`), as Kubernetes' controller records them. Pods being deleted
 //! (terminating) do not count, so their replacements start at once; a
-//! ReplicaSet being deleted is left to the garbage collector.
+//! ReplicaSet being deleted is left to the garbage collector. ReplicaSets
+//! are documents (`workload_spec`): a pod carries every field of the
+//! template, not only those of skiff's protobuf model.
 
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
 use skiff_proto::v1;
 
+use serde_json::Value;
+
 use super::pod_claims::{self, ClaimRules};
+use super::workload_spec::{self, PodTemplate};
 use super::{Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
@@ -20,6 +25,40 @@ use skiff_objects::metadata::random_suffix;
 use skiff_objects::owners::{controller_of, controller_reference};
 use skiff_objects::pods::{self, Pod, StoredPod};
 use skiff_objects::{selector, IntoObject, Kind, ObjectExt};
+
+/// What the controller reads of a ReplicaSet's spec.
+pub struct ReplicaSetSpec {
+    /// `spec.replicas` (1 when unset).
+    pub replicas: i32,
+    /// `spec.selector` (empty, selecting nothing, when unset).
+    pub selector: v1::LabelSelector,
+    pub min_ready_seconds: i32,
+    pub template: PodTemplate,
+}
+
+impl ReplicaSetSpec {
+    /// The spec of the ReplicaSet `object` (a document); refused, naming
+    /// the field, when its selector or template does not read.
+    pub fn read(object: &v1::GenericObject) -> Result<ReplicaSetSpec, workload_spec::SpecError> {
+        let spec = workload_spec::spec_of(object);
+        let selector = match spec.get("selector") {
+            Some(s) => serde_json::from_value(s.clone())
+                .map_err(|e| workload_spec::SpecError::new("spec.selector", e.to_string()))?,
+            None => v1::LabelSelector::default(),
+        };
+        Ok(ReplicaSetSpec {
+            replicas: count(&spec["replicas"]).unwrap_or(1),
+            selector,
+            min_ready_seconds: count(&spec["minReadySeconds"]).unwrap_or(0),
+            template: PodTemplate::read(&workload_spec::template_of(&spec))?,
+        })
+    }
+}
+
+/// A count field of a document (`None` when unset or not an `int32`).
+pub fn count(value: &Value) -> Option<i32> {
+    value.as_i64().and_then(|n| i32::try_from(n).ok())
+}
 
 /// Most pods created or deleted in one reconcile; the rest follow in the
 /// next round, so one huge scale-up cannot monopolise the leader.
@@ -56,17 +95,23 @@ impl Reconciler for ReplicaSetController {
             // Deleted: the garbage collector removes its pods.
             return Ok(Action::Done);
         };
-        let Some(Body::ReplicaSet(rs)) = &object.kind else {
+        let Some(Body::Generic(rs)) = &object.kind else {
             return Ok(Action::Done);
         };
         if is_being_deleted(object.meta()) {
             // Its pods are the garbage collector's now: no replacements.
             return Ok(Action::Done);
         }
-        let spec = rs.spec.clone().unwrap_or_default();
-        let desired = spec.replicas.unwrap_or(1).max(0) as usize;
+        let spec = match ReplicaSetSpec::read(rs) {
+            Ok(spec) => spec,
+            Err(e) => {
+                tracing::warn!(replicaset = %key.name, namespace = %key.namespace, error = %e, "cannot act on ReplicaSet");
+                return Ok(Action::Done);
+            }
+        };
+        let desired = spec.replicas.max(0) as usize;
 
-        let selector = spec.selector.clone().unwrap_or_default();
+        let selector = spec.selector.clone();
         // The active pods it owns, and orphans it adopts, from the indexes
         // ([`pod_claims`](super::pod_claims)), so a reconcile costs what
         // this ReplicaSet has, not the namespace. An empty selector selects
@@ -87,9 +132,10 @@ impl Reconciler for ReplicaSetController {
             // Concurrent creates share Raft entries.
             let mut creates = tokio::task::JoinSet::new();
             for _ in 0..missing {
-                let pod = pod_from_template(&key.name, &key.namespace, &spec, owner.clone());
+                let pod =
+                    pod_from_template(&key.name, &key.namespace, &spec.template, owner.clone());
                 let writer = self.ctx.writer.clone();
-                creates.spawn(async move { writer.create(pod.into_object()).await });
+                creates.spawn(async move { writer.create_from_template(pod).await });
             }
             let mut failure = None;
             while let Some(joined) = creates.join_next().await {
@@ -148,16 +194,14 @@ impl Reconciler for ReplicaSetController {
             spec.min_ready_seconds,
             std::time::SystemTime::now(),
         );
-        let template_labels = spec
-            .template
-            .as_ref()
-            .and_then(|t| t.metadata.as_ref())
-            .map(|m| &m.labels);
+        let template_labels = &spec.template.metadata.labels;
         let labelled = owned
             .iter()
             .filter(|p| {
                 let labels = &p.meta().labels;
-                template_labels.is_none_or(|t| t.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                template_labels
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
             })
             .count() as i32;
         let status = v1::ReplicaSetStatus {
@@ -168,9 +212,8 @@ impl Reconciler for ReplicaSetController {
             observed_generation: object.meta().generation,
             conditions: Vec::new(),
         };
-        if rs.status.as_ref() != Some(&status) {
-            let mut updated = rs.clone();
-            updated.status = Some(status);
+        if workload_spec::read_status::<v1::ReplicaSetStatus>(rs) != status {
+            let updated = workload_spec::with_status(rs, &status);
             self.ctx.writer.update_status(updated.into_object()).await?;
         }
         if owned.len() != desired {
@@ -216,26 +259,23 @@ pub fn available_pods<'a>(
     (available, next)
 }
 
+/// A pod of the ReplicaSet `rs_name`: its template's labels,
+/// annotations and spec (every field of it).
 fn pod_from_template(
     rs_name: &str,
     namespace: &str,
-    spec: &v1::ReplicaSetSpec,
+    template: &PodTemplate,
     owner: Option<v1::OwnerReference>,
-) -> v1::Pod {
-    let template = spec.template.clone().unwrap_or_default();
-    let template_meta = template.metadata.unwrap_or_default();
-    v1::Pod {
-        metadata: Some(v1::ObjectMeta {
-            name: format!("{rs_name}-{}", random_suffix()),
-            namespace: namespace.to_owned(),
-            labels: template_meta.labels,
-            annotations: template_meta.annotations,
-            owner_references: owner.into_iter().collect(),
-            ..Default::default()
-        }),
-        spec: template.spec,
+) -> Object {
+    let meta = v1::ObjectMeta {
+        name: format!("{rs_name}-{}", random_suffix()),
+        namespace: namespace.to_owned(),
+        labels: template.metadata.labels.clone(),
+        annotations: template.metadata.annotations.clone(),
+        owner_references: owner.into_iter().collect(),
         ..Default::default()
-    }
+    };
+    PodTemplate::pod(meta, template.spec.clone())
 }
 
 /// Lower ranks are deleted first.
@@ -321,22 +361,20 @@ spec:
         objects
             .objects(Kind::Pod)
             .into_iter()
-            .filter_map(|o| match o.kind {
-                Some(Body::Pod(p)) => Some(p),
-                _ => None,
-            })
+            // Pods of a format before documents: their protobuf model.
+            .filter_map(
+                |o| match skiff_objects::legacy_bodies::for_reader(o, 6).kind {
+                    Some(Body::Pod(p)) => Some(p),
+                    _ => None,
+                },
+            )
             .collect()
     }
 
     fn status(objects: &RecordingObjects) -> v1::ReplicaSetStatus {
-        match objects
-            .get(Kind::ReplicaSet, "default", "web")
-            .unwrap()
-            .map(std::sync::Arc::unwrap_or_clone)
-        {
-            Some(Object {
-                kind: Some(Body::ReplicaSet(rs)),
-            }) => rs.status.unwrap_or_default(),
+        let stored = objects.get(Kind::ReplicaSet, "default", "web").unwrap();
+        match stored.as_deref().and_then(|o| o.kind.as_ref()) {
+            Some(Body::Generic(rs)) => workload_spec::read_status(rs),
             _ => panic!("ReplicaSet gone"),
         }
     }
@@ -415,6 +453,36 @@ spec:
         controller.reconcile(&key()).await.unwrap();
         assert!(objects.writes().iter().all(|w| w.op != WriteOp::Create));
         assert_eq!(pods_len(&objects), 3);
+    }
+
+    #[tokio::test]
+    async fn a_pod_carries_every_field_of_the_template_not_only_the_models() {
+        let objects = RecordingObjects::new();
+        // Affinity and readiness gates: fields skiff's protobuf model of a
+        // pod has no place for.
+        let yaml = replicaset(1).replace(
+            "    spec: {containers: [{name: c, image: busybox}]}",
+            "    spec:\n      containers: [{name: c, image: busybox}]\n      readinessGates: [{conditionType: example.com/ready}]\n      affinity: {nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: zone, operator: In, values: [a]}]}]}}}",
+        );
+        objects.seed_yaml(&yaml);
+        let controller = ReplicaSetController {
+            ctx: context(&objects),
+        };
+        controller.reconcile(&key()).await.unwrap();
+        let made = objects.objects(Kind::Pod);
+        assert_eq!(made.len(), 1);
+        let Some(Body::Generic(pod)) = &made[0].kind else {
+            panic!("not a document: {:?}", made[0]);
+        };
+        let content = skiff_objects::generic::content(pod);
+        let spec = &content["spec"];
+        assert_eq!(
+            spec["readinessGates"][0]["conditionType"],
+            "example.com/ready"
+        );
+        let terms = spec.pointer("/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms");
+        assert_eq!(terms.unwrap()[0]["matchExpressions"][0]["key"], "zone");
+        assert_eq!(pod.metadata.as_ref().unwrap().labels["app"], "web");
     }
 
     fn pods_len(objects: &RecordingObjects) -> usize {

@@ -1,7 +1,7 @@
 //! The data dir's format marker, `<data-dir>/format`:
 //!
 //! ```text
-//! skiff-data-format: 7
+//! skiff-data-format: 8
 //! written-by: skiff 0.1.0
 //! ```
 //!
@@ -33,6 +33,9 @@
 //!   only marked; written as documents once every master names format 6).
 //! - format 7 holds Pods as JSON documents, the same way (from 2 to 6 only
 //!   marked; written as documents once every master names format 7).
+//! - format 8 holds Deployments and ReplicaSets as JSON documents, the same
+//!   way (from 2 to 7 only marked; written as documents once every master
+//!   names format 8).
 //!
 //! No marker means format 1, since the first builds wrote the same files
 //! without one (or a new, empty data dir). A newer format was written by
@@ -58,6 +61,8 @@ const NAMESPACE_DOCUMENTS_FORMAT: u32 = 4;
 const ENDPOINTS_DOCUMENTS_FORMAT: u32 = 5;
 /// The format before Pods were documents.
 const SERVICE_DOCUMENTS_FORMAT: u32 = 6;
+/// The format before Deployments and ReplicaSets were documents.
+const POD_DOCUMENTS_FORMAT: u32 = 7;
 /// The format of data dirs without a marker.
 const FIRST: u32 = 1;
 /// The format of the state a snapshot carries (its objects and their
@@ -66,10 +71,11 @@ const FIRST: u32 = 1;
 /// documents, which a skiff of data format 2 cannot read: state format 2.
 /// Data format 4's may hold Namespaces as documents too: state format 3;
 /// data format 5's Endpoints: state format 4; data format 6's Services:
-/// state format 5; data format 7's Pods: state format 6. A snapshot of an
-/// earlier state format restores here (its Secrets, Namespaces,
-/// Endpoints, Services and Pods are read as documents).
-pub const SNAPSHOT_STATE: u32 = 6;
+/// state format 5; data format 7's Pods: state format 6; data format 8's
+/// Deployments and ReplicaSets: state format 7. A snapshot of an earlier
+/// state format restores here (its Secrets, Namespaces, Endpoints,
+/// Services, Pods, Deployments and ReplicaSets are read as documents).
+pub const SNAPSHOT_STATE: u32 = 7;
 /// The marker's file name in a data dir.
 pub const FILE: &str = "format";
 
@@ -211,7 +217,8 @@ pub fn check(dir: &Path) -> Result<Checked, DataFormatError> {
         | SECRET_DOCUMENTS_FORMAT
         | NAMESPACE_DOCUMENTS_FORMAT
         | ENDPOINTS_DOCUMENTS_FORMAT
-        | SERVICE_DOCUMENTS_FORMAT) => {
+        | SERVICE_DOCUMENTS_FORMAT
+        | POD_DOCUMENTS_FORMAT) => {
             // Nothing to rewrite: the objects are read as they are.
             write_marker(dir).map_err(io)?;
             Ok(Checked::Upgraded { from })
@@ -310,7 +317,7 @@ mod tests {
         assert_eq!(check(dir.path()).unwrap(), Checked::Marked);
         let text = std::fs::read_to_string(dir.path().join(FILE)).unwrap();
         assert_eq!(text, current_marker());
-        assert!(text.starts_with("skiff-data-format: 7\n"), "{text}");
+        assert!(text.starts_with("skiff-data-format: 8\n"), "{text}");
         assert_eq!(check(dir.path()).unwrap(), Checked::Current);
     }
 

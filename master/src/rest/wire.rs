@@ -569,29 +569,20 @@ mod tests {
 
     #[test]
     fn empty_fields_skiff_does_not_know_are_ignored_in_protobuf_bodies_only() {
-        // A Deployment's protobuf model has no place for a pod
-        // template's setHostnameAsFQDN.
-        let deployments = info(Kind::Deployment);
-        let body = |fqdn: Value| {
-            json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        // A Node's protobuf model (the one kind still held in one) has no
+        // place for spec.externalID.
+        let nodes = info(Kind::Node);
+        let body = |id: Value| {
+            json!({"apiVersion": "v1", "kind": "Node",
                    "metadata": {"name": "a", "selfLink": ""},
-                   "spec": {"selector": {"matchLabels": {"app": "a"}}, "template": {
-                       "metadata": {"labels": {"app": "a"}},
-                       "spec": {"containers": [{"name": "c", "image": "i"}],
-                                "setHostnameAsFQDN": fqdn}}}})
+                   "spec": {"externalID": id}})
         };
         let strict = FieldValidation::Strict;
-        let (_, warnings) = decode(
-            deployments,
-            body(json!(false)),
-            strict,
-            BodyOrigin::Protobuf,
-        )
-        .unwrap();
+        let (_, warnings) = decode(nodes, body(json!("")), strict, BodyOrigin::Protobuf).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
-        let e = decode(deployments, body(json!(true)), strict, BodyOrigin::Protobuf).unwrap_err();
-        assert!(e.message.contains("setHostnameAsFQDN"), "{}", e.message);
-        let e = decode(deployments, body(json!(false)), strict, BodyOrigin::Text).unwrap_err();
+        let e = decode(nodes, body(json!("x")), strict, BodyOrigin::Protobuf).unwrap_err();
+        assert!(e.message.contains("externalID"), "{}", e.message);
+        let e = decode(nodes, body(json!("")), strict, BodyOrigin::Text).unwrap_err();
         assert!(e.message.contains("selfLink"), "{}", e.message);
     }
 
