@@ -814,6 +814,71 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
+    async fn a_replicaset_made_from_a_template_leaves_out_what_an_older_masters_model_lacks() {
+        let (_dir, writer) = one_member().await;
+        let replica_set = |name: &str| {
+            let meta = v1::ObjectMeta {
+                name: name.into(),
+                namespace: DEFAULT_NAMESPACE.into(),
+                ..Default::default()
+            };
+            let content = serde_json::json!({"spec": {
+                "replicas": 0,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {
+                        "containers": [{"name": "c", "image": "busybox"}],
+                        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone",
+                            "whenUnsatisfiable": "DoNotSchedule"}],
+                    },
+                },
+            }});
+            let document = generic::document("apps/v1", "ReplicaSet", Some(meta), content);
+            Object {
+                kind: Some(Body::Generic(document)),
+            }
+        };
+        let spread_of = |name: &str| {
+            let stored = writer
+                .cluster
+                .store
+                .get(Kind::ReplicaSet, DEFAULT_NAMESPACE, name);
+            let stored = stored.unwrap().expect("stored");
+            let Some(Body::Generic(document)) = &stored.kind else {
+                panic!("a document: {stored:?}");
+            };
+            generic::content(document)["spec"]["template"]["spec"]["topologySpreadConstraints"]
+                .clone()
+        };
+        // A member of data format 7 (ReplicaSets still in their protobuf
+        // model, which has no place for a spread constraint).
+        add_silent_member(&writer).await;
+        let format_seven = crate::store::network::PeerRelease::this(7);
+        writer.cluster.contacts.record(2, Some(format_seven));
+        assert_eq!(writer.cluster.members_data_format(), 7);
+        let refused = writer.create(replica_set("asked")).await.unwrap_err();
+        assert!(
+            refused.to_string().contains("topologySpreadConstraints"),
+            "{refused}"
+        );
+        // A Deployment's is made without it, as before this release.
+        writer
+            .create_from_template(replica_set("made"))
+            .await
+            .unwrap();
+        assert!(spread_of("made").is_null());
+        // The member upgraded: kept.
+        let format_eight = crate::store::network::PeerRelease::this(8);
+        writer.cluster.contacts.record(2, Some(format_eight));
+        writer
+            .create_from_template(replica_set("later"))
+            .await
+            .unwrap();
+        assert_eq!(spread_of("later")[0]["topologyKey"], "zone");
+    }
+
+    #[tokio::test]
     async fn a_moved_kind_is_written_in_its_protobuf_model_while_a_member_may_read_only_that() {
         let (_dir, writer) = one_member().await;
         let meta = |name: &str| v1::ObjectMeta {

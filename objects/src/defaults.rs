@@ -130,6 +130,14 @@ fn replicated_content(kind: super::Kind, content: &mut serde_json::Map<String, s
         super::generic::pod_spec(pod, Some("Always"));
         pod_document_spec(pod);
     }
+    // Written, empty, from its creation on, as Kubernetes writes it (the
+    // Python client's models require it).
+    let status = content
+        .entry("status")
+        .or_insert_with(|| Value::Object(Default::default()));
+    if status.is_null() {
+        *status = Value::Object(Default::default());
+    }
 }
 
 /// Sets a number field that is missing, null or 0.
@@ -547,8 +555,13 @@ mod tests {
         let Some(Body::Generic(g)) = &recreate.kind else {
             panic!()
         };
-        let strategy = &crate::generic::content(g)["spec"]["strategy"];
-        assert_eq!(*strategy, serde_json::json!({"type": "Recreate"}));
+        let content = crate::generic::content(g);
+        assert_eq!(
+            content["spec"]["strategy"],
+            serde_json::json!({"type": "Recreate"})
+        );
+        // A status, empty, from its creation on.
+        assert_eq!(content["status"], serde_json::json!({}));
     }
 
     #[test]

@@ -1020,8 +1020,20 @@ pub fn validate_update(
                 ));
             }
         }
+        // Compared as label selectors: a label's value "" is a value.
         Kind::DaemonSet | Kind::Deployment | Kind::ReplicaSet => {
-            immutable("selector", &mut problems)
+            let selector_of = |object: &GenericObject| {
+                let mut selector = content(object)
+                    .get("spec")
+                    .map(|spec| spec["selector"].clone())
+                    .unwrap_or(Value::Null);
+                strip_empty(&mut selector);
+                selector
+            };
+            let asked = selector_of(new);
+            if selector_of(old) != asked {
+                problems.push(("spec.selector".to_owned(), immutable_reason(&asked)));
+            }
         }
         Kind::Secret => immutable_data(old, new, "Secret", &["data", "stringData"], &mut problems),
         Kind::ConfigMap => immutable_data(
@@ -1181,6 +1193,26 @@ pub fn strip_nulls(value: &mut Value) {
             fields.values_mut().for_each(strip_nulls);
         }
         Value::Array(items) => items.iter_mut().for_each(strip_nulls),
+        _ => {}
+    }
+}
+
+/// Removes, at every depth, `null`s and empty lists and maps (which
+/// Kubernetes' semantic equality takes as unset), keeping `""`, `false`
+/// and `0`, which a field that is a pointer in Kubernetes' Go types (and
+/// a map's entry) holds as a value of its own.
+pub fn strip_empty(value: &mut Value) {
+    match value {
+        Value::Object(fields) => {
+            fields.values_mut().for_each(strip_empty);
+            fields.retain(|_, v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_empty),
         _ => {}
     }
 }

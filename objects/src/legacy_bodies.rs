@@ -438,7 +438,20 @@ fn model_of<T: DeserializeOwned + Serialize>(
     document: &GenericObject,
     fit: Fit,
 ) -> Result<T, String> {
-    let mut content = Value::Object(generic::content(document));
+    value_in_model(Value::Object(generic::content(document)), fit)
+}
+
+/// `value`, a part of a document (a pod template, say), read as the
+/// protobuf model `T` when the model holds all of it; `None` when a field
+/// has no place in the model, or a value does not read in it.
+pub fn whole_in_model<T: DeserializeOwned + Serialize>(value: &Value) -> Option<T> {
+    value_in_model(value.clone(), Fit::Whole).ok()
+}
+
+fn value_in_model<T: DeserializeOwned + Serialize>(
+    mut content: Value,
+    fit: Fit,
+) -> Result<T, String> {
     // `null` is unset, to Kubernetes as to the model (whose fields are no
     // `Option`s).
     generic::strip_nulls(&mut content);
@@ -448,8 +461,12 @@ fn model_of<T: DeserializeOwned + Serialize>(
     }
     let mut again = serde_json::to_value(&model).map_err(|e| e.to_string())?;
     if let Value::Object(map) = &mut again {
+        // A whole object's model writes its type meta and metadata, which
+        // its document keeps apart.
         for own in ["apiVersion", "kind", "metadata"] {
-            map.remove(own);
+            if content.get(own).is_none() {
+                map.remove(own);
+            }
         }
     }
     generic::strip_zeros(&mut content);

@@ -385,10 +385,6 @@ fn selector_and_template(
     pod_spec(errors, "spec.template.spec", template.spec.as_ref(), true);
 }
 
-/// A pod document's spec (`spec`), checked as the protobuf model's is:
-/// read as that model, which holds every field skiff acts on. A field the
-/// model lacks is checked by the schema only (its shape), not by
-/// Kubernetes' further rules.
 /// A Deployment's or ReplicaSet's `spec` (a document's), read as its
 /// protobuf model, which holds every field skiff checks (what it lacks,
 /// the schema has checked the shape of).
@@ -461,6 +457,10 @@ fn deployment_spec(errors: &mut Errors, spec: v1::DeploymentSpec) {
     }
 }
 
+/// A pod document's spec (`spec`), checked as the protobuf model's is:
+/// read as that model, which holds every field skiff acts on. A field the
+/// model lacks is checked by the schema only (its shape), not by
+/// Kubernetes' further rules.
 fn pod_document(errors: &mut Errors, spec: Option<&serde_json::Value>) {
     let Some(mut spec) = spec.filter(|s| !s.is_null()).cloned() else {
         pod_spec(errors, "spec", None, false);

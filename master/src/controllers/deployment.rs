@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use prost::Message;
 use serde_json::{Map, Value};
 use skiff_proto::api::object::Kind as Body;
 use skiff_proto::api::Object;
@@ -25,8 +26,8 @@ use super::{revisions, Action, Context, ObjectKey, ReconcileError, Reconciler};
 use crate::store::state_machine::KindFilter;
 use crate::store::state_machine::StoredEvent;
 use skiff_objects::deletion::is_being_deleted;
-use skiff_objects::owners::{controller_of, controller_reference};
-use skiff_objects::{generic, legacy_bodies, now_rfc3339};
+use skiff_objects::owners::{controller as owners_controller, controller_of, controller_reference};
+use skiff_objects::{generic, legacy_bodies, now_rfc3339, selector, typed};
 use skiff_objects::{IntoObject, Kind, ObjectExt};
 
 /// The label that ties a ReplicaSet and its pods to one template.
@@ -87,6 +88,8 @@ pub struct OwnedSet {
     pub status: v1::ReplicaSetStatus,
     /// `spec.template`, without `null`s.
     pub template: Value,
+    /// `template` as compared ([`comparable_template`]).
+    comparable: Value,
 }
 
 impl OwnedSet {
@@ -103,11 +106,17 @@ impl OwnedSet {
         if document.kind != "ReplicaSet" {
             return None;
         }
-        let spec = workload_spec::spec_of(&document);
+        // Its content parsed once.
+        let mut content = generic::content(&document);
+        let status = typed::decode_or_default(content.get("status"));
+        let mut spec = content.remove("spec").unwrap_or(Value::Null);
+        workload_spec::strip_nulls(&mut spec);
+        let template = workload_spec::template_of(&spec);
         Some(OwnedSet {
             replicas: count(&spec["replicas"]).unwrap_or(0),
-            status: workload_spec::read_status(&document),
-            template: workload_spec::template_of(&spec),
+            status,
+            comparable: comparable_template(&template),
+            template,
             object: document,
         })
     }
@@ -166,11 +175,25 @@ impl OwnedSet {
     }
 }
 
+/// Whether `deployment` (with `spec`) may count `set` as its own: `set` is
+/// controlled by it, or by nothing and labelled as its selector selects.
+fn claimable(deployment: &Object, set: &OwnedSet, spec: &v1::DeploymentSpec) -> bool {
+    let meta = set.object.metadata.clone().unwrap_or_default();
+    match owners_controller(&meta) {
+        Some(owner) => owner.uid == deployment.meta().uid,
+        None => spec
+            .selector
+            .as_ref()
+            .is_some_and(|s| !selector::is_empty(s) && selector::matches(s, &meta.labels)),
+    }
+}
+
 /// A pod template as compared for sameness, as Kubernetes'
 /// `EqualIgnoreHash` compares a ReplicaSet's with its Deployment's: without
-/// the pod-template-hash label, and with unset, empty and zero values alike
-/// (so that a template stored by an earlier release, with fewer defaults
-/// written, is the same template).
+/// the pod-template-hash label, `null`s and empty lists and maps taken as
+/// unset (so the `securityContext: {}` and `resources: {}` a template is
+/// written with since Deployments are documents change nothing); `""`,
+/// `false` and `0` are values.
 pub fn comparable_template(template: &Value) -> Value {
     let mut template = template.clone();
     let labels = template
@@ -179,9 +202,70 @@ pub fn comparable_template(template: &Value) -> Value {
     if let Some(labels) = labels {
         labels.remove(TEMPLATE_HASH_LABEL);
     }
-    generic::strip_nulls(&mut template);
-    generic::strip_zeros(&mut template);
+    generic::strip_empty(&mut template);
     template
+}
+
+/// A comparable template (`comparable_template`) in skiff's protobuf model,
+/// when the model holds all of it: how a template an earlier release
+/// stored (its model's JSON, which leaves out `false` and `0`, and writes
+/// a port or a quantity its own way) is the same as one written since.
+fn template_in_model(comparable: &Value) -> Option<v1::PodTemplateSpec> {
+    legacy_bodies::whole_in_model(comparable)
+}
+
+/// Whether the ReplicaSet `set` has the template whose comparable form is
+/// `wanted` (`wanted_model`: that in the protobuf model, made once when
+/// first asked for).
+fn has_template(
+    set: &OwnedSet,
+    wanted: &Value,
+    wanted_model: &mut Option<Option<v1::PodTemplateSpec>>,
+) -> bool {
+    if set.comparable == *wanted {
+        return true;
+    }
+    let wanted_model = wanted_model.get_or_insert_with(|| template_in_model(wanted));
+    wanted_model
+        .as_ref()
+        .is_some_and(|w| template_in_model(&set.comparable).as_ref() == Some(w))
+}
+
+/// The hash a new ReplicaSet of `template` (a Deployment's, as stored) is
+/// named and labelled by: the one earlier releases gave, of the template
+/// in skiff's protobuf model, when the model holds it (an older master
+/// leading during a rolling upgrade finds the ReplicaSet by it); else
+/// Kubernetes' kind of hash (`revisions::template_hash`) of its comparable
+/// form. A collision count makes another.
+pub fn template_hash(template: &Value, collision_count: Option<i32>) -> String {
+    match legacy_bodies::whole_in_model::<v1::PodTemplateSpec>(template) {
+        Some(model) => model_hash(&model, collision_count),
+        None => revisions::template_hash(&comparable_template(template), collision_count),
+    }
+}
+
+/// FNV-1a (64 bits) of the protobuf encoding of `template` (and of the
+/// collision count, when there is one), in Kubernetes' safe alphabet:
+/// what releases before Deployments were documents named ReplicaSets by.
+fn model_hash(template: &v1::PodTemplateSpec, collision_count: Option<i32>) -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    feed(&template.encode_to_vec());
+    if let Some(count) = collision_count {
+        feed(&count.to_le_bytes());
+    }
+    let mut out = String::new();
+    for _ in 0..10 {
+        out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
+        h /= ALPHABET.len() as u64;
+    }
+    out
 }
 
 impl Reconciler for DeploymentController {
@@ -227,15 +311,16 @@ impl Reconciler for DeploymentController {
         let mut owned = owned_replicasets(dependents.iter().map(|o| &**o), &uid);
         let wanted = comparable_template(&full_spec.template);
         let max_revision = owned.iter().map(OwnedSet::revision).max().unwrap_or(0);
+        let mut wanted_model = None;
         let new_index = owned
             .iter()
-            .position(|rs| comparable_template(&rs.template) == wanted);
+            .position(|rs| has_template(rs, &wanted, &mut wanted_model));
         let status: v1::DeploymentStatus = workload_spec::read_status(deployment);
 
         // Paused, or being deleted (its ReplicaSets are then the garbage
         // collector's): status only.
         if spec.paused || is_being_deleted(object.meta()) {
-            self.sync_status(&object, deployment, spec, &owned, new_index)
+            self.sync_status(&object, (deployment, &status), spec, &owned, new_index)
                 .await?;
             return Ok(Action::Done);
         }
@@ -256,30 +341,52 @@ impl Reconciler for DeploymentController {
                 owned[i].clone()
             }
             None => {
-                let hash = revisions::template_hash(&wanted, status.collision_count);
+                let hash = template_hash(&full_spec.template, status.collision_count);
                 let mut rs = new_replicaset(&object, &full_spec, &hash, max_revision + 1);
                 copy_annotations(&annotations, &mut rs);
-                let created = match self
+                let name = rs.name().to_owned();
+                let made = self
                     .ctx
                     .writer
                     .create_from_template(rs.object.into_object())
-                    .await
-                {
-                    Ok(created) => created,
-                    // Another template's ReplicaSet has the name: the
-                    // status counts the collision, and the next look uses
-                    // another name, as Kubernetes' collisionCount does.
+                    .await;
+                let rs = match made {
+                    Ok(created) => OwnedSet::read(&created)
+                        .ok_or(ReconcileError::WrongKind { kind: "ReplicaSet" })?,
                     Err(e) if e.is_already_exists() => {
-                        let mut bumped = status.clone();
-                        bumped.collision_count = Some(bumped.collision_count.unwrap_or(0) + 1);
-                        let written = workload_spec::with_status(deployment, &bumped);
-                        self.ctx.writer.update_status(written.into_object()).await?;
-                        return Ok(Action::RequeueAfter(std::time::Duration::from_millis(100)));
+                        let found = self
+                            .ctx
+                            .store
+                            .get(Kind::ReplicaSet, &key.namespace, &name)?;
+                        match found.as_deref().and_then(OwnedSet::read) {
+                            // Its own (an index not caught up yet), or an
+                            // orphan of its template that its selector
+                            // selects (the Deployment deleted with
+                            // `--cascade=orphan` and made again): adopted,
+                            // as Kubernetes' controller claims it.
+                            Some(found)
+                                if has_template(&found, &wanted, &mut wanted_model)
+                                    && claimable(&object, &found, spec) =>
+                            {
+                                self.adopt(&object, found).await?
+                            }
+                            // Another template's ReplicaSet has the name:
+                            // the status counts the collision, and the
+                            // next look uses another name, as Kubernetes'
+                            // collisionCount does.
+                            _ => {
+                                let mut bumped = status.clone();
+                                bumped.collision_count =
+                                    Some(bumped.collision_count.unwrap_or(0) + 1);
+                                let written = workload_spec::with_status(deployment, &bumped);
+                                self.ctx.writer.update_status(written.into_object()).await?;
+                                return Ok(Action::RequeueAfter(std::time::Duration::from_millis(
+                                    100,
+                                )));
+                            }
+                        }
                     }
                     Err(e) => return Err(e.into()),
-                };
-                let Some(rs) = OwnedSet::read(&created) else {
-                    return Err(ReconcileError::WrongKind { kind: "ReplicaSet" });
                 };
                 owned.push(rs.clone());
                 rs
@@ -403,7 +510,13 @@ impl Reconciler for DeploymentController {
         everything.push(new_rs);
         let new_index = everything.len() - 1;
         let requeue = self
-            .sync_status(&object, deployment, spec, &everything, Some(new_index))
+            .sync_status(
+                &object,
+                (deployment, &status),
+                spec,
+                &everything,
+                Some(new_index),
+            )
             .await?;
         Ok(match requeue {
             Some(after) => Action::RequeueAfter(after + std::time::Duration::from_millis(100)),
@@ -432,6 +545,21 @@ impl DeploymentController {
         }
         let written = self.ctx.writer.update(updated).await?;
         Ok(Arc::new(written))
+    }
+
+    /// `set` as `deployment`'s: controlled by it already, or made so.
+    async fn adopt(
+        &self,
+        deployment: &Object,
+        mut set: OwnedSet,
+    ) -> Result<OwnedSet, ReconcileError> {
+        let meta = set.object.metadata.get_or_insert_with(Default::default);
+        if owners_controller(meta).is_some() {
+            return Ok(set);
+        }
+        meta.owner_references
+            .extend(controller_reference(deployment));
+        self.write_replicaset(set.object).await
     }
 
     async fn write_replicaset(&self, rs: v1::GenericObject) -> Result<OwnedSet, ReconcileError> {
@@ -464,12 +592,13 @@ impl DeploymentController {
         Ok(scaled)
     }
 
-    /// Writes the Deployment's status; returns when to look again for the
-    /// progress deadline, while a rollout is under way.
+    /// Writes the Deployment's status (`old`, as read, is what it has);
+    /// returns when to look again for the progress deadline, while a
+    /// rollout is under way.
     async fn sync_status(
         &self,
         object: &Object,
-        deployment: &v1::GenericObject,
+        (deployment, old): (&v1::GenericObject, &v1::DeploymentStatus),
         spec: &v1::DeploymentSpec,
         sets: &[OwnedSet],
         new_index: Option<usize>,
@@ -490,7 +619,6 @@ impl DeploymentController {
                 .unwrap_or_default();
             resolve(&rolling.max_unavailable, desired, false)
         };
-        let old: v1::DeploymentStatus = workload_spec::read_status(deployment);
         let complete = updated == desired && replicas == desired && available_total == desired;
         let progressed = old.observed_generation != object.meta().generation
             || old.updated_replicas != updated
@@ -503,10 +631,10 @@ impl DeploymentController {
             .and_then(|i| sets.get(i))
             .map(|rs| rs.name().to_owned())
             .unwrap_or_default();
-        let (progressing, requeue) = progress(&old, complete, progressed, deadline, &rs_name);
+        let (progressing, requeue) = progress(old, complete, progressed, deadline, &rs_name);
         let conditions = vec![
             condition(
-                &old,
+                old,
                 "Available",
                 available_total >= desired - unavailable_allowed,
                 if available_total >= desired - unavailable_allowed {
@@ -533,7 +661,7 @@ impl DeploymentController {
             conditions,
             collision_count: old.collision_count,
         };
-        if old != status {
+        if *old != status {
             let written = workload_spec::with_status(deployment, &status);
             self.ctx.writer.update_status(written.into_object()).await?;
         }
@@ -747,6 +875,7 @@ fn new_replicaset(
         object,
         replicas: 0,
         status: Default::default(),
+        comparable: comparable_template(&template),
         template,
     }
 }
@@ -770,7 +899,7 @@ mod tests {
         // As an earlier release stored it (its protobuf model's JSON).
         let earlier = serde_json::json!({
             "metadata": {"labels": {"app": "web"}, "creationTimestamp": null},
-            "spec": {"containers": [{"name": "c", "image": "img:1"}], "hostNetwork": false},
+            "spec": {"containers": [{"name": "c", "image": "img:1"}], "volumes": []},
         });
         // As this release stores it, and as its ReplicaSet holds it.
         let now = serde_json::json!({
@@ -782,10 +911,10 @@ mod tests {
         let mut other = now.clone();
         other["spec"]["containers"][0]["image"] = "img:2".into();
         assert_ne!(comparable_template(&earlier), comparable_template(&other));
-        // Its hash names it alike whatever the label, and differs with it.
-        let hash = |t: &Value| revisions::template_hash(&comparable_template(t), None);
-        assert_eq!(hash(&earlier), hash(&now));
-        assert_ne!(hash(&now), hash(&other));
+        // false, 0 and "" are values.
+        let mut unmounted = now.clone();
+        unmounted["spec"]["automountServiceAccountToken"] = false.into();
+        assert_ne!(comparable_template(&now), comparable_template(&unmounted));
     }
 }
 
@@ -794,6 +923,7 @@ mod reconcile_tests {
     use super::*;
     use crate::controllers::recording::{context, RecordingObjects, WriteOp};
     use crate::controllers::ObjectReads;
+    use serde_json::json;
     use std::sync::Arc;
 
     fn deployment(image: &str, strategy: &str) -> String {
@@ -938,7 +1068,17 @@ spec:
 
     #[tokio::test]
     async fn a_replicaset_an_earlier_release_stored_stays_the_templates_after_a_reapply() {
-        let (objects, controller, d) = setup("RollingUpdate");
+        // Applied again since: with what the model's JSON leaves out
+        // (hostNetwork: false), and this release's defaults.
+        let objects = RecordingObjects::new();
+        let yaml = deployment("busybox:1", "RollingUpdate").replace(
+            "    spec: {containers: [{name: c, image: \"busybox:1\"}]}",
+            "    spec:\n      hostNetwork: false\n      containers:\n      - name: c\n        image: \"busybox:1\"",
+        );
+        let d = objects.seed_yaml(&yaml).remove(0);
+        let controller = DeploymentController {
+            ctx: context(&objects),
+        };
         // The ReplicaSet as an earlier release made it: its protobuf
         // model's template (no securityContext: {}, no resources: {}),
         // named by that release's hash, fully rolled out.
@@ -966,7 +1106,13 @@ spec:
             }),
             ..Default::default()
         };
-        objects.seed(legacy_bodies::to_document(earlier.into_object()));
+        let earlier = legacy_bodies::to_document(earlier.into_object());
+        let Some(Body::Generic(document)) = &earlier.kind else {
+            panic!("a document");
+        };
+        let held = generic::content(document)["spec"]["template"]["spec"].clone();
+        assert!(held.get("hostNetwork").is_none(), "{held}");
+        objects.seed(earlier);
         report_available(&objects, "busybox:1");
         controller.reconcile(&key()).await.unwrap();
         assert_eq!(
@@ -977,6 +1123,107 @@ spec:
         assert_eq!(replicaset_objects(&objects)[0].name(), "web-525wg85h82");
     }
 
+    /// Sets the Deployment's template's pod spec field at `pointer` to
+    /// `value`.
+    fn change_template(objects: &RecordingObjects, pointer: &str, value: Value) {
+        let stored = objects.get(Kind::Deployment, "default", "web").unwrap();
+        let mut d = stored.map(Arc::unwrap_or_clone).expect("no Deployment");
+        let Some(Body::Generic(document)) = &mut d.kind else {
+            panic!("a document");
+        };
+        let mut content = Value::Object(generic::content(document));
+        let (parent, field) = pointer.rsplit_once('/').unwrap();
+        content.pointer_mut(parent).unwrap()[field] = value;
+        let Value::Object(content) = content else {
+            unreachable!()
+        };
+        generic::set_content(document, &content);
+        objects.write(WriteOp::Update, d).unwrap();
+    }
+
+    #[tokio::test]
+    async fn false_zero_and_empty_valued_template_fields_are_changes_that_roll() {
+        let (objects, controller, _) = setup("RollingUpdate");
+        controller.reconcile(&key()).await.unwrap();
+        let changes = [
+            (
+                "/spec/template/spec/automountServiceAccountToken",
+                json!(false),
+            ),
+            (
+                "/spec/template/spec/nodeSelector",
+                json!({"node-role.kubernetes.io/worker": ""}),
+            ),
+            (
+                "/spec/template/spec/securityContext",
+                json!({"runAsUser": 0}),
+            ),
+        ];
+        for (i, (pointer, value)) in changes.into_iter().enumerate() {
+            change_template(&objects, pointer, value);
+            controller.reconcile(&key()).await.unwrap();
+            assert_eq!(
+                replicaset_objects(&objects).len(),
+                i + 2,
+                "{pointer}: a new ReplicaSet"
+            );
+        }
+        let names: std::collections::BTreeSet<String> = replicaset_objects(&objects)
+            .iter()
+            .map(|rs| rs.name().to_owned())
+            .collect();
+        assert_eq!(names.len(), 4, "each named apart: {names:?}");
+    }
+
+    #[test]
+    fn a_template_the_model_holds_is_named_as_earlier_releases_named_it() {
+        let template = json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
+        });
+        let model: v1::PodTemplateSpec = serde_json::from_value(template.clone()).unwrap();
+        // Earlier releases' hash of this template, pinned.
+        assert_eq!(model_hash(&model, None), template_hash(&template, None));
+        assert_eq!(template_hash(&template, None), "6j577cg8ms");
+        assert_ne!(
+            template_hash(&template, Some(1)),
+            template_hash(&template, None)
+        );
+        // A template the model cannot hold gets Kubernetes' kind of hash.
+        let mut spread = template.clone();
+        spread["spec"]["topologySpreadConstraints"] = json!([{"maxSkew": 1}]);
+        let expected = revisions::template_hash(&comparable_template(&spread), None);
+        assert_eq!(template_hash(&spread, None), expected);
+    }
+
+    #[tokio::test]
+    async fn an_orphaned_replicaset_of_the_template_is_adopted_not_duplicated() {
+        let (objects, controller, d) = setup("RollingUpdate");
+        controller.reconcile(&key()).await.unwrap();
+        let first = replicaset_objects(&objects).remove(0);
+        // `kubectl delete deploy web --cascade=orphan`, then applied again.
+        objects
+            .remove(Kind::Deployment, "default", "web", "")
+            .unwrap();
+        let mut orphan = first.object.clone();
+        orphan.metadata.as_mut().unwrap().owner_references.clear();
+        objects
+            .write(WriteOp::Update, orphan.into_object())
+            .unwrap();
+        let again = objects
+            .seed_yaml(&deployment("busybox:1", "RollingUpdate"))
+            .remove(0);
+        assert_ne!(again.meta().uid, d.meta().uid);
+        controller.reconcile(&key()).await.unwrap();
+        let all = objects.objects(Kind::ReplicaSet);
+        assert_eq!(all.len(), 1, "adopted, not duplicated");
+        let owned = owned_replicasets(all, &again.meta().uid);
+        assert_eq!(owned.len(), 1);
+        assert_eq!(owned[0].name(), first.name());
+        let status = stored_deployment(&objects).status.unwrap_or_default();
+        assert_eq!(status.collision_count, None);
+    }
+
     #[tokio::test]
     async fn a_name_taken_by_another_template_counts_a_collision_and_takes_another() {
         let (objects, controller, deployment) = setup("RollingUpdate");
@@ -985,8 +1232,8 @@ spec:
             panic!("no Deployment");
         };
         let spec = workload_spec::spec_of(&d);
-        let wanted = comparable_template(&workload_spec::template_of(&spec));
-        let taken = format!("web-{}", revisions::template_hash(&wanted, None));
+        let template = workload_spec::template_of(&spec);
+        let taken = format!("web-{}", template_hash(&template, None));
         // Someone else's ReplicaSet has the name this template would get.
         objects.seed_yaml(&format!(
             "apiVersion: apps/v1\nkind: ReplicaSet\nmetadata: {{name: {taken}}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: other}}}}\n  template:\n    metadata: {{labels: {{app: other}}}}\n    spec: {{containers: [{{name: c, image: other}}]}}\n"
@@ -1000,7 +1247,7 @@ spec:
         assert_eq!(all.len(), 2);
         let sets = owned_replicasets(all, &deployment.meta().uid);
         assert_eq!(sets.len(), 1, "the other one is not owned");
-        let renamed = format!("web-{}", revisions::template_hash(&wanted, Some(1)));
+        let renamed = format!("web-{}", template_hash(&template, Some(1)));
         assert_eq!(sets[0].name(), renamed);
         assert_ne!(renamed, taken);
     }
