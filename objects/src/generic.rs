@@ -896,7 +896,8 @@ fn endpoints_checks(map: &Map<String, Value>, problems: &mut Vec<(String, String
 
 /// What Kubernetes refuses in an update of `kind` from `old` to `new`
 /// (both with defaults applied, compared as Kubernetes' semantic equality
-/// compares: `strip_zeros`) that `validate` of `new` alone allows:
+/// compares: `strip_zeros`; selectors `strip_empty`, a label's value `""`
+/// being a value) that `validate` of `new` alone allows:
 /// `(field, reason)` for each field that may not change. A Job's
 /// selector, completion mode, success and failure policies,
 /// backoffLimitPerIndex, managedBy and pod template (a
@@ -1197,33 +1198,10 @@ pub fn strip_nulls(value: &mut Value) {
     }
 }
 
-/// Removes, at every depth, `null`s and empty lists and maps (which
-/// Kubernetes' semantic equality takes as unset), keeping `""`, `false`
-/// and `0`, which a field that is a pointer in Kubernetes' Go types (and
-/// a map's entry) holds as a value of its own.
-pub fn strip_empty(value: &mut Value) {
-    match value {
-        Value::Object(fields) => {
-            fields.values_mut().for_each(strip_empty);
-            fields.retain(|_, v| match v {
-                Value::Null => false,
-                Value::Object(m) => !m.is_empty(),
-                Value::Array(a) => !a.is_empty(),
-                _ => true,
-            });
-        }
-        Value::Array(items) => items.iter_mut().for_each(strip_empty),
-        _ => {}
-    }
-}
-
-/// Removes, at every depth, what Kubernetes' semantic equality does not
-/// tell from an unset field: `null`, `false`, `0`, `""`, and lists and
-/// maps left empty; and writes each quantity of resources (`requests`,
-/// `limits`, `overhead`, `capacity`, `sizeLimit`) as its value, as
-/// Kubernetes compares them (`cpu: 1`, `"1"` and `"1000m"` alike; `1Gi`
-/// and `1024Mi`), which a Go client sends back in canonical form.
-pub fn strip_zeros(value: &mut Value) {
+/// Writes the quantities of `value`'s own fields (`requests`, `limits`,
+/// `overhead`, `capacity`, `sizeLimit`) as their value in millis, so that
+/// `cpu: 1`, `"1"` and `"1000m"` compare alike (and `1Gi` and `1024Mi`).
+fn quantities_as_values(value: &mut Value) {
     fn quantity_value(value: &mut Value) {
         let text = match value {
             Value::String(s) => s.clone(),
@@ -1247,6 +1225,38 @@ pub fn strip_zeros(value: &mut Value) {
             }
         }
     }
+}
+
+/// Removes, at every depth, `null`s and empty lists and maps (which
+/// Kubernetes' semantic equality takes as unset), keeping `""`, `false`
+/// and `0`, which a field that is a pointer in Kubernetes' Go types (and
+/// a map's entry) holds as a value of its own; quantities compared by
+/// value, as `strip_zeros` does.
+pub fn strip_empty(value: &mut Value) {
+    quantities_as_values(value);
+    match value {
+        Value::Object(fields) => {
+            fields.values_mut().for_each(strip_empty);
+            fields.retain(|_, v| match v {
+                Value::Null => false,
+                Value::Object(m) => !m.is_empty(),
+                Value::Array(a) => !a.is_empty(),
+                _ => true,
+            });
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_empty),
+        _ => {}
+    }
+}
+
+/// Removes, at every depth, what Kubernetes' semantic equality does not
+/// tell from an unset field: `null`, `false`, `0`, `""`, and lists and
+/// maps left empty; and writes each quantity of resources (`requests`,
+/// `limits`, `overhead`, `capacity`, `sizeLimit`) as its value, as
+/// Kubernetes compares them (`cpu: 1`, `"1"` and `"1000m"` alike; `1Gi`
+/// and `1024Mi`), which a Go client sends back in canonical form.
+pub fn strip_zeros(value: &mut Value) {
+    quantities_as_values(value);
     fn zero(value: &Value) -> bool {
         match value {
             Value::Null => true,

@@ -44,7 +44,7 @@ use prost::Message;
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 use skiff_proto::api::Object;
-use skiff_proto::v1::{GenericObject, ObjectMeta};
+use skiff_proto::v1::{self, GenericObject, ObjectMeta};
 
 use crate::{generic, Body, ObjectExt};
 
@@ -259,8 +259,20 @@ fn in_model(object: Object, fit: Fit) -> Result<Object, LegacyError> {
         "Endpoints" => Body::Endpoints(model_of(&document, fit).map_err(fail)?),
         "Service" => Body::Service(model_of(&document, fit).map_err(fail)?),
         "Pod" => Body::Pod(model_of(&document, fit).map_err(fail)?),
-        "Deployment" => Body::Deployment(model_of(&document, fit).map_err(fail)?),
-        "ReplicaSet" => Body::ReplicaSet(model_of(&document, fit).map_err(fail)?),
+        "Deployment" => {
+            let mut model: v1::Deployment = model_of(&document, fit).map_err(fail)?;
+            if let Some(template) = model.spec.as_mut().and_then(|s| s.template.as_deref_mut()) {
+                without_empty_defaults(template);
+            }
+            Body::Deployment(model)
+        }
+        "ReplicaSet" => {
+            let mut model: v1::ReplicaSet = model_of(&document, fit).map_err(fail)?;
+            if let Some(template) = model.spec.as_mut().and_then(|s| s.template.as_deref_mut()) {
+                without_empty_defaults(template);
+            }
+            Body::ReplicaSet(model)
+        }
         other => unreachable!("{other} is in MOVED without a protobuf model"),
     };
     crate::with_body!(&mut body, o => {
@@ -445,7 +457,47 @@ fn model_of<T: DeserializeOwned + Serialize>(
 /// protobuf model `T` when the model holds all of it; `None` when a field
 /// has no place in the model, or a value does not read in it.
 pub fn whole_in_model<T: DeserializeOwned + Serialize>(value: &Value) -> Option<T> {
+    // A field the model has no place for, whatever its value (`false`,
+    // which the check below takes as unset, is a value).
+    let mut said = value.clone();
+    generic::strip_nulls(&mut said);
+    let mut ignored = false;
+    let read: Result<T, _> = serde_ignored::deserialize(said, |_| ignored = true);
+    if read.is_err() || ignored {
+        return None;
+    }
     value_in_model(value.clone(), Fit::Whole).ok()
+}
+
+/// A Deployment's or ReplicaSet's template in the protobuf model without
+/// the pod's empty `securityContext` and containers' empty `resources`,
+/// which this release's defaults write into a template and earlier
+/// releases' did not: nothing is lost, and the model (what an older
+/// master reads, and hashes to name the template's ReplicaSet) is the one
+/// an earlier release would hold.
+pub fn without_empty_defaults(template: &mut v1::PodTemplateSpec) {
+    let Some(spec) = template.spec.as_mut() else {
+        return;
+    };
+    if spec
+        .security_context
+        .as_deref()
+        .is_some_and(|s| *s == v1::PodSecurityContext::default())
+    {
+        spec.security_context = None;
+    }
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut())
+    {
+        if c.resources
+            .as_ref()
+            .is_some_and(|r| *r == v1::ResourceRequirements::default())
+        {
+            c.resources = None;
+        }
+    }
 }
 
 fn value_in_model<T: DeserializeOwned + Serialize>(

@@ -176,9 +176,14 @@ impl OwnedSet {
 }
 
 /// Whether `deployment` (with `spec`) may count `set` as its own: `set` is
-/// controlled by it, or by nothing and labelled as its selector selects.
+/// not being deleted, and controlled by it, or by nothing and labelled as
+/// its selector selects.
 fn claimable(deployment: &Object, set: &OwnedSet, spec: &v1::DeploymentSpec) -> bool {
     let meta = set.object.metadata.clone().unwrap_or_default();
+    if is_being_deleted(&meta) {
+        // Going: never taken as the template's.
+        return false;
+    }
     match owners_controller(&meta) {
         Some(owner) => owner.uid == deployment.meta().uid,
         None => spec
@@ -239,7 +244,11 @@ fn has_template(
 /// form. A collision count makes another.
 pub fn template_hash(template: &Value, collision_count: Option<i32>) -> String {
     match legacy_bodies::whole_in_model::<v1::PodTemplateSpec>(template) {
-        Some(model) => model_hash(&model, collision_count),
+        // As an older master holds it (`without_empty_defaults`).
+        Some(mut model) => {
+            legacy_bodies::without_empty_defaults(&mut model);
+            model_hash(&model, collision_count)
+        }
         None => revisions::template_hash(&comparable_template(template), collision_count),
     }
 }
@@ -993,9 +1002,11 @@ spec:
         }
     }
 
-    /// Writes `d` (the Deployment in its protobuf model) as its document.
+    /// Writes `d` (the Deployment in its protobuf model) as its document,
+    /// defaulted as the writer defaults every write.
     fn write_deployment(objects: &RecordingObjects, d: v1::Deployment) {
-        let document = legacy_bodies::to_document(d.into_object());
+        let mut document = legacy_bodies::to_document(d.into_object());
+        skiff_objects::defaults::apply_defaults(&mut document);
         objects.write(WriteOp::Update, document).unwrap();
     }
 
@@ -1158,6 +1169,8 @@ spec:
                 "/spec/template/spec/securityContext",
                 json!({"runAsUser": 0}),
             ),
+            // A field the protobuf model has no place for.
+            ("/spec/template/spec/hostUsers", json!(false)),
         ];
         for (i, (pointer, value)) in changes.into_iter().enumerate() {
             change_template(&objects, pointer, value);
@@ -1172,7 +1185,15 @@ spec:
             .iter()
             .map(|rs| rs.name().to_owned())
             .collect();
-        assert_eq!(names.len(), 4, "each named apart: {names:?}");
+        assert_eq!(names.len(), 5, "each named apart: {names:?}");
+        // A quantity written another way is the same value: no rollout.
+        let limits = "/spec/template/spec/containers/0/resources";
+        change_template(&objects, limits, json!({"limits": {"cpu": "1"}}));
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(replicaset_objects(&objects).len(), 6);
+        change_template(&objects, limits, json!({"limits": {"cpu": "1000m"}}));
+        controller.reconcile(&key()).await.unwrap();
+        assert_eq!(replicaset_objects(&objects).len(), 6, "1 and 1000m alike");
     }
 
     #[test]
@@ -1182,8 +1203,25 @@ spec:
             "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
         });
         let model: v1::PodTemplateSpec = serde_json::from_value(template.clone()).unwrap();
-        // Earlier releases' hash of this template, pinned.
+        // Earlier releases' hash of this template, pinned; the same with
+        // the empty securityContext and resources this release's defaults
+        // write (which an older master's copy goes without).
         assert_eq!(model_hash(&model, None), template_hash(&template, None));
+        let mut defaulted = template.clone();
+        defaulted["spec"]["securityContext"] = json!({});
+        defaulted["spec"]["containers"][0]["resources"] = json!({});
+        assert_eq!(
+            template_hash(&defaulted, None),
+            template_hash(&template, None)
+        );
+        let older_copy = json!({"spec": {"template": defaulted}});
+        let deployment = generic::document("apps/v1", "Deployment", None, older_copy);
+        let held = legacy_bodies::for_member(deployment.into_object(), 7);
+        let Some(Body::Deployment(held)) = held.kind else {
+            panic!("the model for a member of format 7");
+        };
+        let held = held.spec.unwrap().template.unwrap();
+        assert_eq!(model_hash(&held, None), template_hash(&template, None));
         assert_eq!(template_hash(&template, None), "6j577cg8ms");
         assert_ne!(
             template_hash(&template, Some(1)),
