@@ -271,11 +271,26 @@ impl DecodeError {
 
     /// Sets the line and column of the field this error names, found in
     /// the `document`th (from 0) document of `text`.
+    ///
+    /// A path's last segments may be one map key with dots in it
+    /// (`metadata.labels.app.kubernetes.io/version`): the path as split is
+    /// tried first, then with its last two, three, ... segments as one key.
     fn locate_in(&mut self, text: &str, document: usize) {
-        if let Some(doc) = serde_yaml::Deserializer::from_str(text).nth(document) {
-            if let Some((line, column)) = crate::yaml_location::locate(doc, &self.segments) {
+        let n = self.segments.len();
+        let mut paths = vec![self.segments.clone()];
+        for joined in 2..=n {
+            let mut path = self.segments[..n - joined].to_vec();
+            path.push(self.segments[n - joined..].join("."));
+            paths.push(path);
+        }
+        for path in paths {
+            let Some(doc) = serde_yaml::Deserializer::from_str(text).nth(document) else {
+                return;
+            };
+            if let Some((line, column)) = crate::yaml_location::locate(doc, &path) {
                 self.line = Some(line);
                 self.column = Some(column);
+                return;
             }
         }
     }
@@ -670,6 +685,21 @@ items:
             } => {
                 assert_eq!(path, "items.1.spec.replicas");
                 assert_eq!((*line, *column), (Some(11), Some(15)));
+            }
+            other => panic!("wrong error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_number_for_a_label_with_dots_in_its_key_names_its_line() {
+        let text = NGINX_DEPLOYMENT.replace(
+            "    app: nginx\nspec",
+            "    app: nginx\n    app.kubernetes.io/version: 1.0\nspec",
+        );
+        match parse(&text).unwrap_err() {
+            ManifestError::InvalidField { path, line, .. } => {
+                assert_eq!(path, "metadata.labels.app.kubernetes.io/version");
+                assert_eq!(line, Some(8));
             }
             other => panic!("wrong error: {other:?}"),
         }

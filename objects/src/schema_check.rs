@@ -203,7 +203,7 @@ fn map_check(
     let Value::Object(map) = value else {
         return Err(type_error(
             path,
-            &format!("a map of {expected} values"),
+            &format!("a map, each value {expected}"),
             value,
         ));
     };

@@ -1098,13 +1098,10 @@ async fn pod_for_logs(client: &Client, kind: Kind, namespace: &str, name: &str) 
             context: format!("getting {what}"),
             source,
         })?;
-    let owner = skiff_objects::legacy_bodies::replicated_in_model(&owner).into_owned();
-    let label_selector = match owner.kind {
-        Some(Body::Deployment(d)) => d.spec.and_then(|s| s.selector),
-        Some(Body::ReplicaSet(r)) => r.spec.and_then(|s| s.selector),
-        _ => None,
-    }
-    .unwrap_or_default();
+    // The selector as the scale subresource reads it (either encoding).
+    let label_selector = skiff_objects::scale::read(&owner)
+        .map(|scale| scale.selector)
+        .unwrap_or_default();
     if object_selector::is_empty(&label_selector) {
         return Err(CtlError::Usage(format!(
             "{what} has no selector to find its pods by"

@@ -111,8 +111,15 @@ pub async fn status(
 pub fn progress(object: &Object, name: &str) -> (String, bool) {
     // Read in its protobuf model, which holds every field read here.
     let model = skiff_objects::legacy_bodies::replicated_in_model(object);
-    let Some(Body::Deployment(d)) = &model.kind else {
-        return (format!("{name} is not a deployment"), true);
+    let d = match &model.kind {
+        Some(Body::Deployment(d)) => d,
+        Some(Body::Generic(g)) if g.kind == "Deployment" => {
+            return (
+                format!("error: deployment {name:?} does not read as skiff reads a Deployment"),
+                true,
+            )
+        }
+        _ => return (format!("{name} is not a deployment"), true),
     };
     let spec = d.spec.clone().unwrap_or_default();
     let status = d.status.clone().unwrap_or_default();

@@ -332,8 +332,8 @@ mod tests {
     }
 
     #[test]
-    fn formats_two_to_five_are_only_marked_current_their_logs_kept_as_they_are() {
-        for from in [2, 3, 4, 5] {
+    fn formats_two_to_the_last_are_only_marked_current_their_logs_kept_as_they_are() {
+        for from in 2..CURRENT {
             let dir = tempfile::tempdir().unwrap();
             let marker = format!("skiff-data-format: {from}\nwritten-by: skiff 0.1.0\n");
             std::fs::write(dir.path().join(FILE), marker).unwrap();
