@@ -151,27 +151,27 @@ impl OwnedSet {
         template
     }
 
-    /// The document with `replicas` as its `spec.replicas`.
-    fn with_replicas(&self, replicas: i32) -> v1::GenericObject {
-        let mut object = self.object.clone();
-        let mut content = generic::content(&object);
-        let spec = content
-            .entry("spec")
-            .or_insert_with(|| Value::Object(Map::new()));
-        if !spec.is_object() {
-            *spec = Value::Object(Map::new());
-        }
-        spec["replicas"] = Value::from(replicas);
-        generic::set_content(&mut object, &content);
-        object
-    }
-
     fn annotations_mut(&mut self) -> &mut BTreeMap<String, String> {
         &mut self
             .object
             .metadata
             .get_or_insert_with(Default::default)
             .annotations
+    }
+}
+
+/// `set` with `replicas` as its `spec.replicas`, set as the scale
+/// subresource sets it (`scale::set_replicas`).
+fn with_replicas(
+    set: &v1::GenericObject,
+    replicas: i32,
+) -> Result<v1::GenericObject, ReconcileError> {
+    let mut object = set.clone().into_object();
+    let wrong = |_| ReconcileError::WrongKind { kind: "ReplicaSet" };
+    skiff_objects::scale::set_replicas(&mut object, replicas).map_err(wrong)?;
+    match object.kind {
+        Some(Body::Generic(set)) => Ok(set),
+        _ => Err(ReconcileError::WrongKind { kind: "ReplicaSet" }),
     }
 }
 
@@ -585,7 +585,9 @@ impl DeploymentController {
         replicas: i32,
     ) -> Result<OwnedSet, ReconcileError> {
         let from = rs.replicas;
-        let scaled = self.write_replicaset(rs.with_replicas(replicas)).await?;
+        let scaled = self
+            .write_replicaset(with_replicas(&rs.object, replicas)?)
+            .await?;
         if from != replicas {
             let direction = if replicas > from { "up" } else { "down" };
             let message = format!(
